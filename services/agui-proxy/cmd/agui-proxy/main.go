@@ -1,0 +1,4 @@
+// Command agui-proxy is a placeholder until its issue lands.
+package main
+
+func main() {}

@@ -1,0 +1,3 @@
+module github.com/ambient-code/control-plane/services/kube-reconciler
+
+go 1.26.0
