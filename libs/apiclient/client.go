@@ -1,0 +1,183 @@
+package apiclient
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"os"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
+
+	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
+)
+
+// Defaults applied by New for zero Config fields.
+const (
+	// DefaultKeepalive is the ping interval on idle connections. grpc-go
+	// servers reject pings more often than their enforcement policy allows
+	// (5 min by default) with GOAWAY "too_many_pings", so the default stays
+	// at that; set Config.Keepalive lower for servers that permit it (memapi
+	// permits 10 s).
+	DefaultKeepalive = 5 * time.Minute
+	// DefaultKeepaliveTimeout is how long to wait for a ping ack before the
+	// connection is considered dead.
+	DefaultKeepaliveTimeout = 20 * time.Second
+	// DefaultTimeout bounds unary calls whose ctx has no deadline.
+	DefaultTimeout = 30 * time.Second
+	// DefaultPageSize is the largest page size the server accepts; larger
+	// sizes are clamped to 20 by the server.
+	DefaultPageSize = 500
+)
+
+// Config configures a Client.
+type Config struct {
+	// Addr is the gRPC server address (host:port or any grpc target).
+	Addr string
+	// Token is sent as "authorization: Bearer <Token>"; "" sends nothing.
+	Token string
+	// UseTLS turns on TLS; CAFile (PEM) replaces the system roots when set.
+	UseTLS bool
+	CAFile string
+	// Keepalive is the ping interval (0: DefaultKeepalive; grpc-go raises
+	// anything below 10 s to 10 s).
+	Keepalive time.Duration
+	// Timeout bounds unary calls without a ctx deadline (0: DefaultTimeout).
+	Timeout time.Duration
+	// PageSize is the List page size (0: DefaultPageSize; 1..500).
+	PageSize int32
+	// DialOptions are appended to the client's own (tests, telemetry).
+	DialOptions []grpc.DialOption
+}
+
+// Client is a connection to the ambient API. It is safe for concurrent use.
+type Client struct {
+	conn     *grpc.ClientConn
+	sessions ambientv1.SessionServiceClient
+	projects ambientv1.ProjectServiceClient
+	settings ambientv1.ProjectSettingsServiceClient
+	pageSize int32
+}
+
+// New validates cfg and creates a Client without connecting (the connection
+// is made on the first call). It returns an error wrapping ErrInvalidConfig
+// for a bad Config or an unreadable CA file.
+func New(cfg Config) (*Client, error) {
+	if cfg.Addr == "" {
+		return nil, fmt.Errorf("%w: empty Addr", ErrInvalidConfig)
+	}
+	if cfg.Keepalive < 0 || cfg.Timeout < 0 {
+		return nil, fmt.Errorf("%w: negative Keepalive or Timeout", ErrInvalidConfig)
+	}
+	if cfg.PageSize < 0 || cfg.PageSize > DefaultPageSize {
+		return nil, fmt.Errorf("%w: PageSize %d not in 1..%d", ErrInvalidConfig, cfg.PageSize, DefaultPageSize)
+	}
+	if cfg.Keepalive == 0 {
+		cfg.Keepalive = DefaultKeepalive
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = DefaultTimeout
+	}
+	if cfg.PageSize == 0 {
+		cfg.PageSize = DefaultPageSize
+	}
+	tc, err := transportCreds(cfg)
+	if err != nil {
+		return nil, err
+	}
+	opts := []grpc.DialOption{
+		grpc.WithTransportCredentials(tc),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{
+			Time:                cfg.Keepalive,
+			Timeout:             DefaultKeepaliveTimeout,
+			PermitWithoutStream: true,
+		}),
+		grpc.WithChainUnaryInterceptor(defaultTimeout(cfg.Timeout)),
+	}
+	if cfg.Token != "" {
+		opts = append(opts, grpc.WithPerRPCCredentials(bearer{token: cfg.Token, requireTLS: cfg.UseTLS}))
+	}
+	opts = append(opts, cfg.DialOptions...)
+	conn, err := grpc.NewClient(cfg.Addr, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("%w: new grpc client %s: %w", ErrInvalidConfig, cfg.Addr, err)
+	}
+	return &Client{
+		conn:     conn,
+		sessions: ambientv1.NewSessionServiceClient(conn),
+		projects: ambientv1.NewProjectServiceClient(conn),
+		settings: ambientv1.NewProjectSettingsServiceClient(conn),
+		pageSize: cfg.PageSize,
+	}, nil
+}
+
+func transportCreds(cfg Config) (credentials.TransportCredentials, error) {
+	if !cfg.UseTLS {
+		return insecure.NewCredentials(), nil
+	}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12}
+	if cfg.CAFile != "" {
+		pem, err := os.ReadFile(cfg.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("%w: read CA file: %w", ErrInvalidConfig, err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("%w: CA file %s holds no PEM certificate", ErrInvalidConfig, cfg.CAFile)
+		}
+		tc.RootCAs = pool
+	}
+	return credentials.NewTLS(tc), nil
+}
+
+// bearer is the per-RPC credential carrying the token.
+type bearer struct {
+	token      string
+	requireTLS bool
+}
+
+func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + b.token}, nil
+}
+
+// RequireTransportSecurity is true only with TLS on, so plaintext dev setups
+// can still send the token.
+func (b bearer) RequireTransportSecurity() bool { return b.requireTLS }
+
+// defaultTimeout bounds unary calls whose ctx has no deadline. Streams are
+// not bounded: they end with their ctx.
+func defaultTimeout(d time.Duration) grpc.UnaryClientInterceptor {
+	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		if _, ok := ctx.Deadline(); !ok {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, d)
+			defer cancel()
+		}
+		return invoker(ctx, method, req, reply, cc, opts...)
+	}
+}
+
+// Close closes the connection; open streams end.
+func (c *Client) Close() error {
+	if err := c.conn.Close(); err != nil {
+		return fmt.Errorf("close api connection: %w", err)
+	}
+	return nil
+}
+
+// Conn returns the underlying connection (e.g. for the health service).
+func (c *Client) Conn() *grpc.ClientConn { return c.conn }
+
+// Sessions returns the generated SessionService client (unary calls get the
+// default timeout, every call the token).
+func (c *Client) Sessions() ambientv1.SessionServiceClient { return c.sessions }
+
+// Projects returns the generated ProjectService client.
+func (c *Client) Projects() ambientv1.ProjectServiceClient { return c.projects }
+
+// ProjectSettings returns the generated ProjectSettingsService client.
+func (c *Client) ProjectSettings() ambientv1.ProjectSettingsServiceClient { return c.settings }

@@ -1,0 +1,91 @@
+package apiclient
+
+import (
+	"context"
+	"fmt"
+
+	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
+)
+
+// Object is what every listed ambient object offers.
+type Object interface {
+	comparable
+	GetMetadata() *ambientv1.ObjectReference
+}
+
+// Page is one List response.
+type Page[T any] interface {
+	GetItems() []T
+	GetMetadata() *ambientv1.ListMeta
+}
+
+// ListAll fetches pages 1, 2, ... with pageSize until it has collected
+// metadata.total items or a page is empty, and returns the items in server
+// order. The server may clamp the page size (sizes over 500 become 20); the
+// loop only relies on the items returned, so it still collects everything.
+// When a change between pages shows an object twice, the later copy wins and
+// keeps its first position. Errors wrap the failing call's gRPC status.
+func ListAll[T Object, P Page[T]](ctx context.Context, pageSize int32, fetch func(ctx context.Context, page, size int32) (P, error)) ([]T, error) {
+	var out []T
+	var seen map[string]int // id -> index in out
+	for page := int32(1); ; page++ {
+		resp, err := fetch(ctx, page, pageSize)
+		if err != nil {
+			return nil, fmt.Errorf("list page %d: %w", page, err)
+		}
+		items := resp.GetItems()
+		if len(items) == 0 {
+			return out, nil
+		}
+		total := int(resp.GetMetadata().GetTotal())
+		if out == nil {
+			out = make([]T, 0, max(total, len(items)))
+			seen = make(map[string]int, max(total, len(items)))
+		}
+		for _, it := range items {
+			id := it.GetMetadata().GetId()
+			if i, ok := seen[id]; ok {
+				out[i] = it
+				continue
+			}
+			seen[id] = len(out)
+			out = append(out, it)
+		}
+		if len(out) >= total {
+			return out, nil
+		}
+	}
+}
+
+// ListSessions lists every session (see ListAll).
+func (c *Client) ListSessions(ctx context.Context) ([]*ambientv1.Session, error) {
+	items, err := ListAll(ctx, c.pageSize, func(ctx context.Context, page, size int32) (*ambientv1.ListSessionsResponse, error) {
+		return c.sessions.ListSessions(ctx, &ambientv1.ListSessionsRequest{Page: page, Size: size})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list sessions: %w", err)
+	}
+	return items, nil
+}
+
+// ListProjects lists every project (see ListAll).
+func (c *Client) ListProjects(ctx context.Context) ([]*ambientv1.Project, error) {
+	items, err := ListAll(ctx, c.pageSize, func(ctx context.Context, page, size int32) (*ambientv1.ListProjectsResponse, error) {
+		return c.projects.ListProjects(ctx, &ambientv1.ListProjectsRequest{Page: page, Size: size})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list projects: %w", err)
+	}
+	return items, nil
+}
+
+// ListProjectSettings lists every project settings object (see ListAll).
+func (c *Client) ListProjectSettings(ctx context.Context) ([]*ambientv1.ProjectSettings, error) {
+	items, err := ListAll(ctx, c.pageSize, func(ctx context.Context, page, size int32) (*ambientv1.ListProjectSettingsResponse, error) {
+		return c.settings.ListProjectSettings(ctx, &ambientv1.ListProjectSettingsRequest{Page: page, Size: size})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list project settings: %w", err)
+	}
+	return items, nil
+}

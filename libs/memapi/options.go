@@ -1,0 +1,73 @@
+package memapi
+
+import (
+	"fmt"
+	"log/slog"
+	"time"
+)
+
+// DefaultWatchBuffer is the per-watcher event buffer of the real server.
+const DefaultWatchBuffer = 256
+
+// Option configures a Server. Options reject invalid values with an error
+// wrapping ErrInvalidOption.
+type Option func(*options) error
+
+type options struct {
+	token       string
+	log         *slog.Logger
+	now         func() time.Time
+	watchBuffer int
+}
+
+func defaultOptions() options {
+	return options{
+		log:         slog.New(slog.DiscardHandler),
+		now:         time.Now,
+		watchBuffer: DefaultWatchBuffer,
+	}
+}
+
+// WithToken requires every call (REST and gRPC, streams included) to carry
+// "authorization: Bearer <token>". Without it (or with ""), no token is
+// checked.
+func WithToken(token string) Option {
+	return func(o *options) error {
+		o.token = token
+		return nil
+	}
+}
+
+// WithLogger sets the logger (default: discard).
+func WithLogger(log *slog.Logger) Option {
+	return func(o *options) error {
+		if log == nil {
+			return fmt.Errorf("%w: nil logger", ErrInvalidOption)
+		}
+		o.log = log
+		return nil
+	}
+}
+
+// WithClock sets the source of created_at/updated_at (default time.Now).
+func WithClock(now func() time.Time) Option {
+	return func(o *options) error {
+		if now == nil {
+			return fmt.Errorf("%w: nil clock", ErrInvalidOption)
+		}
+		o.now = now
+		return nil
+	}
+}
+
+// WithWatchBuffer sets the per-watcher event buffer (default
+// DefaultWatchBuffer, like the real server). Events beyond it are dropped.
+func WithWatchBuffer(n int) Option {
+	return func(o *options) error {
+		if n < 1 {
+			return fmt.Errorf("%w: watch buffer %d < 1", ErrInvalidOption, n)
+		}
+		o.watchBuffer = n
+		return nil
+	}
+}

@@ -1,0 +1,70 @@
+package memapi
+
+import (
+	"context"
+	"fmt"
+
+	"google.golang.org/protobuf/proto"
+
+	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
+)
+
+type projectSettingsService struct {
+	ambientv1.UnimplementedProjectSettingsServiceServer
+	r *resource[*ambientv1.ProjectSettings]
+}
+
+var _ ambientv1.ProjectSettingsServiceServer = (*projectSettingsService)(nil)
+
+// ProjectSettings returns the ProjectSettingsService implementation for
+// in-process calls; see Sessions for the rules.
+func (s *Server) ProjectSettings() ambientv1.ProjectSettingsServiceServer {
+	return &projectSettingsService{r: s.settingsResource()}
+}
+
+func (s *Server) settingsResource() *resource[*ambientv1.ProjectSettings] {
+	return &resource[*ambientv1.ProjectSettings]{
+		s: s, st: s.settings, kind: "ProjectSettings", path: "project_settings",
+		listMethod: ambientv1.ProjectSettingsService_ListProjectSettings_FullMethodName,
+		setMeta:    func(o *ambientv1.ProjectSettings, m *ambientv1.ObjectReference) { o.Metadata = m },
+	}
+}
+
+func (x *projectSettingsService) GetProjectSettings(_ context.Context, req *ambientv1.GetProjectSettingsRequest) (*ambientv1.ProjectSettings, error) {
+	return x.r.get(req.GetId())
+}
+
+func (x *projectSettingsService) CreateProjectSettings(_ context.Context, req *ambientv1.CreateProjectSettingsRequest) (*ambientv1.ProjectSettings, error) {
+	if req.GetProjectId() == "" {
+		return nil, errInvalid("project_id is required")
+	}
+	obj := &ambientv1.ProjectSettings{}
+	if err := wireCopy(obj, req); err != nil {
+		return nil, fmt.Errorf("create project settings: %w", err)
+	}
+	return x.r.create(newID(), obj)
+}
+
+func (x *projectSettingsService) UpdateProjectSettings(_ context.Context, req *ambientv1.UpdateProjectSettingsRequest) (*ambientv1.ProjectSettings, error) {
+	patch := proto.CloneOf(req)
+	patch.Id = ""
+	return x.r.update(req.GetId(), func(obj *ambientv1.ProjectSettings) error {
+		return wireCopy(obj, patch)
+	})
+}
+
+func (x *projectSettingsService) DeleteProjectSettings(_ context.Context, req *ambientv1.DeleteProjectSettingsRequest) (*ambientv1.DeleteProjectSettingsResponse, error) {
+	x.r.remove(req.GetId())
+	return &ambientv1.DeleteProjectSettingsResponse{}, nil
+}
+
+func (x *projectSettingsService) ListProjectSettings(_ context.Context, req *ambientv1.ListProjectSettingsRequest) (*ambientv1.ListProjectSettingsResponse, error) {
+	items, meta := x.r.list(req.GetPage(), req.GetSize())
+	return &ambientv1.ListProjectSettingsResponse{Items: items, Metadata: meta}, nil
+}
+
+func (x *projectSettingsService) WatchProjectSettings(_ *ambientv1.WatchProjectSettingsRequest, stream ambientv1.ProjectSettingsService_WatchProjectSettingsServer) error {
+	return watch(x.r.s, x.r.st, stream, func(typ ambientv1.EventType, obj *ambientv1.ProjectSettings, id string) *ambientv1.ProjectSettingsWatchEvent {
+		return &ambientv1.ProjectSettingsWatchEvent{Type: typ, ProjectSettings: obj, ResourceId: id}
+	})
+}

@@ -1,0 +1,161 @@
+package memapi
+
+import (
+	"crypto/rand"
+	"fmt"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
+)
+
+// BasePath is the REST prefix of the real server.
+const BasePath = "/api/ambient/v1"
+
+// Page size limits of the real server.
+const (
+	MaxPageSize     = 500
+	DefaultPageSize = 20
+)
+
+// object is what every stored resource message offers.
+type object interface {
+	proto.Message
+	GetMetadata() *ambientv1.ObjectReference
+}
+
+// resource holds the operations shared by sessions, projects and project
+// settings, so each service is a thin typed adapter.
+type resource[T object] struct {
+	s          *Server
+	st         *store[T]
+	kind       string // ObjectReference.kind, e.g. "Session"
+	path       string // REST collection, e.g. "sessions"
+	listMethod string // gRPC full method name of the list, for the list hook
+	setMeta    func(T, *ambientv1.ObjectReference)
+}
+
+// clampPage applies the real server's pagination clamps.
+func clampPage(page, size int32) (int32, int32) {
+	if page < 1 {
+		page = 1
+	}
+	if size < 1 || size > MaxPageSize {
+		size = DefaultPageSize
+	}
+	return page, size
+}
+
+// create stores obj under id with fresh metadata and returns a full
+// precision copy. A taken id gives AlreadyExists.
+func (r *resource[T]) create(id string, obj T) (T, error) {
+	now := timestamppb.New(r.s.now())
+	r.setMeta(obj, &ambientv1.ObjectReference{
+		Id:        id,
+		CreatedAt: now,
+		UpdatedAt: proto.CloneOf(now),
+		Kind:      r.kind,
+		Href:      BasePath + "/" + r.path + "/" + id,
+	})
+	if !r.st.insert(id, obj, microView(obj)) {
+		var zero T
+		return zero, status.Errorf(codes.AlreadyExists, "%s %q already exists", r.kind, id)
+	}
+	return proto.CloneOf(obj), nil
+}
+
+// update applies mutate to a copy of the stored object, bumps updated_at and
+// returns a full precision copy. mutate runs under the store lock.
+func (r *resource[T]) update(id string, mutate func(T) error) (T, error) {
+	obj, err := r.st.update(id, func(old T) (T, T, error) {
+		n := proto.CloneOf(old)
+		if err := mutate(n); err != nil {
+			var zero T
+			return zero, zero, err
+		}
+		n.GetMetadata().UpdatedAt = timestamppb.New(r.s.now())
+		return n, microView(n), nil
+	})
+	if err != nil {
+		var zero T
+		return zero, err
+	}
+	return proto.CloneOf(obj), nil
+}
+
+// get returns a copy as read from the database (microsecond timestamps).
+func (r *resource[T]) get(id string) (T, error) {
+	obj, ok := r.st.getView(id)
+	if !ok {
+		var zero T
+		return zero, errNotFound(id)
+	}
+	return proto.CloneOf(obj), nil
+}
+
+// list returns one page (clamped) of shared, immutable views, the list meta,
+// and runs the list hook. Callers must not modify the items.
+func (r *resource[T]) list(page, size int32) ([]T, *ambientv1.ListMeta) {
+	page, size = clampPage(page, size)
+	items, total := r.st.page(page, size)
+	r.s.runListHook(r.listMethod, page)
+	return items, &ambientv1.ListMeta{Page: page, Size: int32(len(items)), Total: int32(total)}
+}
+
+func (r *resource[T]) remove(id string) { r.st.remove(id) }
+
+// wireCopy merges the fields present in src into dst by field number. The
+// Create/Update requests mirror the object's field numbers (a wire fact of
+// the API), so this copies exactly the fields a client set.
+func wireCopy(dst, src proto.Message) error {
+	b, err := proto.Marshal(src)
+	if err != nil {
+		return fmt.Errorf("marshal %s: %w", src.ProtoReflect().Descriptor().FullName(), err)
+	}
+	if err := (proto.UnmarshalOptions{Merge: true}).Unmarshal(b, dst); err != nil {
+		return fmt.Errorf("unmarshal into %s: %w", dst.ProtoReflect().Descriptor().FullName(), err)
+	}
+	return nil
+}
+
+// microView returns a copy of m with every timestamp truncated to
+// microseconds, which is what the real server's database returns.
+func microView[T proto.Message](m T) T {
+	v := proto.CloneOf(m)
+	truncateTimes(v.ProtoReflect())
+	return v
+}
+
+func truncateTimes(m protoreflect.Message) {
+	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		if fd.Kind() != protoreflect.MessageKind || fd.IsList() || fd.IsMap() {
+			return true
+		}
+		if ts, ok := v.Message().Interface().(*timestamppb.Timestamp); ok {
+			ts.Nanos -= ts.Nanos % int32(time.Microsecond)
+			return true
+		}
+		truncateTimes(v.Message())
+		return true
+	})
+}
+
+const idAlphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+// newID returns a 27 character base62 id shaped like the real server's KSUIDs
+// (mixed case: consumers that need DNS names must lower-case them).
+func newID() string {
+	var b [27]byte
+	// crypto/rand.Read never returns an error (it crashes the program
+	// instead), see its documentation.
+	_, _ = rand.Read(b[:])
+	for i := range b {
+		b[i] = idAlphabet[int(b[i])%len(idAlphabet)]
+	}
+	return string(b[:])
+}

@@ -1,0 +1,149 @@
+package memapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/reflection"
+
+	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
+)
+
+// shutdownGrace bounds a graceful shutdown before connections are cut.
+const shutdownGrace = 5 * time.Second
+
+// Config is what Run needs. GRPCAddr and RESTAddr are host:port listen
+// addresses (port 0 picks a free port).
+type Config struct {
+	GRPCAddr string
+	RESTAddr string
+	Token    string
+}
+
+// Run creates a Server with cfg.Token, listens on cfg's addresses and serves
+// until ctx is done; see Serve. It is what the memapi binary and the dev
+// stack run.
+func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
+	s, err := New(WithToken(cfg.Token), WithLogger(log))
+	if err != nil {
+		return err
+	}
+	return s.ListenAndServe(ctx, cfg.GRPCAddr, cfg.RESTAddr)
+}
+
+// ListenAndServe listens on the two addresses and calls Serve.
+func (s *Server) ListenAndServe(ctx context.Context, grpcAddr, restAddr string) error {
+	var lc net.ListenConfig
+	gl, err := lc.Listen(ctx, "tcp", grpcAddr)
+	if err != nil {
+		return fmt.Errorf("listen grpc %s: %w", grpcAddr, err)
+	}
+	rl, err := lc.Listen(ctx, "tcp", restAddr)
+	if err != nil {
+		// The gRPC listener is unused; its close error adds nothing.
+		_ = gl.Close()
+		return fmt.Errorf("listen rest %s: %w", restAddr, err)
+	}
+	return s.Serve(ctx, gl, rl)
+}
+
+// NewGRPCServer returns a grpc.Server with the three ambient services, the
+// token check and fault injection interceptors, keepalive enforcement that
+// lets clients ping every 10 s, the standard health service (SERVING) and
+// reflection. extra options (e.g. grpc.Creds for TLS) are appended. The
+// caller serves and stops it; prefer Serve, which also ends watch streams
+// cleanly on shutdown.
+func (s *Server) NewGRPCServer(extra ...grpc.ServerOption) *grpc.Server {
+	gs, _ := s.newGRPCServer(extra...)
+	return gs
+}
+
+func (s *Server) newGRPCServer(extra ...grpc.ServerOption) (*grpc.Server, *health.Server) {
+	opts := append([]grpc.ServerOption{
+		grpc.ChainUnaryInterceptor(s.unaryInterceptor),
+		grpc.ChainStreamInterceptor(s.streamInterceptor),
+		// Clients keep idle watch streams alive with pings (the server sends no
+		// heartbeat); allow them down to 10 s instead of the default 5 min.
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+	}, extra...)
+	gs := grpc.NewServer(opts...)
+	ambientv1.RegisterSessionServiceServer(gs, s.Sessions())
+	ambientv1.RegisterProjectServiceServer(gs, s.Projects())
+	ambientv1.RegisterProjectSettingsServiceServer(gs, s.ProjectSettings())
+	hs := health.NewServer()
+	healthpb.RegisterHealthServer(gs, hs)
+	reflection.Register(gs)
+	return gs, hs
+}
+
+// Serve serves gRPC on grpcLis and REST on restLis until ctx is done or a
+// listener fails, then shuts down: watch streams end with a clean EOF (as the
+// real server's do), in-flight calls get up to 5 s. It closes both
+// listeners. A Server serves once; a second call returns ErrServing.
+func (s *Server) Serve(ctx context.Context, grpcLis, restLis net.Listener) error {
+	if err := s.markServed(grpcLis.Addr().String(), "http://"+restLis.Addr().String()); err != nil {
+		// Not serving them: closing is all that is left; errors add nothing.
+		_ = grpcLis.Close()
+		_ = restLis.Close()
+		return err
+	}
+	gs, hs := s.newGRPCServer()
+	srv := &http.Server{
+		Handler:           s.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		BaseContext:       func(net.Listener) context.Context { return ctx },
+	}
+	log := s.opts.log
+	log.Info("memapi serving", slog.String("grpc_addr", grpcLis.Addr().String()), slog.String("rest_addr", restLis.Addr().String()))
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		if err := gs.Serve(grpcLis); err != nil {
+			return fmt.Errorf("serve grpc: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		if err := srv.Serve(restLis); !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("serve rest: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		s.stop()
+		hs.Shutdown()
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownGrace)
+		defer cancel()
+		var errs []error
+		if err := srv.Shutdown(sctx); err != nil {
+			errs = append(errs, fmt.Errorf("shutdown rest: %w", err))
+		}
+		stopped := make(chan struct{})
+		// Owned here; exits when GracefulStop returns, which Stop forces.
+		go func() {
+			gs.GracefulStop()
+			close(stopped)
+		}()
+		select {
+		case <-stopped:
+		case <-sctx.Done():
+			gs.Stop()
+			<-stopped
+		}
+		return errors.Join(errs...)
+	})
+	err := g.Wait()
+	log.Info("memapi stopped")
+	return err
+}

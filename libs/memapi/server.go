@@ -1,0 +1,281 @@
+package memapi
+
+import (
+	"context"
+	"crypto/subtle"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
+)
+
+// Server is the in-memory ambient API. It implements SessionService,
+// ProjectService and ProjectSettingsService with the observed semantics of
+// the real ambient-api-server (see the package doc) and offers fault
+// injection for tests. All methods are safe for concurrent use.
+type Server struct {
+	opts options
+
+	sessions *store[*ambientv1.Session]
+	projects *store[*ambientv1.Project]
+	settings *store[*ambientv1.ProjectSettings]
+
+	dropped   atomic.Int64
+	sendDelay atomic.Int64 // nanoseconds
+	delayMu   sync.Mutex
+	delayCh   chan struct{} // guarded by delayMu; closed and replaced when the delay changes
+
+	mu       sync.Mutex
+	calls    map[string]int                          // guarded by mu
+	faults   map[string]fault                        // guarded by mu
+	listHook func(fullMethod string, page int32)     // guarded by mu
+	served   bool                                    // guarded by mu
+	grpcAddr string                                  // guarded by mu
+	restURL  string                                  // guarded by mu
+}
+
+type fault struct {
+	n    int
+	code codes.Code
+}
+
+// New returns a Server without starting anything. It returns an error
+// wrapping ErrInvalidOption when an option is invalid.
+func New(opts ...Option) (*Server, error) {
+	o := defaultOptions()
+	for _, opt := range opts {
+		if err := opt(&o); err != nil {
+			return nil, err
+		}
+	}
+	s := &Server{
+		opts:    o,
+		calls:   make(map[string]int),
+		faults:  make(map[string]fault),
+		delayCh: make(chan struct{}),
+	}
+	drop := func() { s.dropped.Add(1) }
+	s.sessions = newStore[*ambientv1.Session](drop)
+	s.projects = newStore[*ambientv1.Project](drop)
+	s.settings = newStore[*ambientv1.ProjectSettings](drop)
+	return s, nil
+}
+
+// Token returns the configured token ("" when none is checked).
+func (s *Server) Token() string { return s.opts.token }
+
+// GRPCAddr returns the gRPC listener address once Serve has started, else "".
+func (s *Server) GRPCAddr() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.grpcAddr
+}
+
+// RESTURL returns the REST base URL ("http://host:port") once Serve has
+// started, else "".
+func (s *Server) RESTURL() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.restURL
+}
+
+// EndWatches ends every open watch stream with a clean end of stream (the
+// client's Recv returns io.EOF), as a restarting real server does. Queued
+// events of those streams are lost. It returns the number of streams ended.
+func (s *Server) EndWatches() int {
+	return s.sessions.endWatchers(false) + s.projects.endWatchers(false) + s.settings.endWatchers(false)
+}
+
+// Watchers returns the number of open watch streams (all resources).
+func (s *Server) Watchers() int {
+	return s.sessions.watcherCount() + s.projects.watcherCount() + s.settings.watcherCount()
+}
+
+// FailNext makes the next n calls of fullMethod (e.g.
+// ambientv1.SessionService_ListSessions_FullMethodName) fail with code. It
+// replaces an earlier setting for the same method; n <= 0 clears it. Calls
+// rejected for a missing token do not consume failures. gRPC only.
+func (s *Server) FailNext(fullMethod string, n int, code codes.Code) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if n <= 0 {
+		delete(s.faults, fullMethod)
+		return
+	}
+	s.faults[fullMethod] = fault{n: n, code: code}
+}
+
+// CallCount returns how many gRPC calls of fullMethod the server received
+// (failed and unauthenticated ones included).
+func (s *Server) CallCount(fullMethod string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.calls[fullMethod]
+}
+
+// CountCalls is CallCount under the name planned in the team brief.
+func (s *Server) CountCalls(fullMethod string) int { return s.CallCount(fullMethod) }
+
+// SetSendDelay delays every watch event send by d (0 turns it off), to
+// simulate a slow server path. Sends already waiting re-evaluate the new
+// delay at once. While a stream waits, its buffer fills and overflowing
+// events are dropped.
+func (s *Server) SetSendDelay(d time.Duration) {
+	s.sendDelay.Store(int64(max(d, 0)))
+	s.delayMu.Lock()
+	defer s.delayMu.Unlock()
+	close(s.delayCh)
+	s.delayCh = make(chan struct{})
+}
+
+// SetListHook sets fn to run during every List call (gRPC and REST), after
+// the page was read from the store and before the response is returned; nil
+// removes it. fn runs without locks held, so it may mutate the server (for
+// example to create objects while a paginated list is in progress). It gets
+// the gRPC full method name of the list and the clamped page number.
+func (s *Server) SetListHook(fn func(fullMethod string, page int32)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.listHook = fn
+}
+
+// Dropped returns how many watch events were dropped because a watcher's
+// buffer was full.
+func (s *Server) Dropped() int64 { return s.dropped.Load() }
+
+// Len returns the number of sessions, projects and project settings stored.
+func (s *Server) Len() (sessions, projects, projectSettings int) {
+	return s.sessions.len(), s.projects.len(), s.settings.len()
+}
+
+func (s *Server) runListHook(fullMethod string, page int32) {
+	s.mu.Lock()
+	fn := s.listHook
+	s.mu.Unlock()
+	if fn != nil {
+		fn(fullMethod, page)
+	}
+}
+
+// waitSendDelay blocks for the configured send delay. It returns false when
+// the stream must end (ctx done or end closed).
+func (s *Server) waitSendDelay(ctx context.Context, end <-chan struct{}) bool {
+	for {
+		s.delayMu.Lock()
+		changed := s.delayCh
+		s.delayMu.Unlock()
+		d := time.Duration(s.sendDelay.Load())
+		if d <= 0 {
+			return true
+		}
+		t := time.NewTimer(d)
+		select {
+		case <-t.C:
+			return true
+		case <-changed:
+			t.Stop()
+			// Re-evaluate the new delay from the start.
+		case <-ctx.Done():
+			t.Stop()
+			return false
+		case <-end:
+			t.Stop()
+			return false
+		}
+	}
+}
+
+// exempt reports whether fullMethod needs no token: the standard health and
+// reflection services, so probes work without secrets.
+func exempt(fullMethod string) bool {
+	return strings.HasPrefix(fullMethod, "/grpc.health.") || strings.HasPrefix(fullMethod, "/grpc.reflection.")
+}
+
+// admit counts the call, checks the token and applies injected faults.
+func (s *Server) admit(ctx context.Context, fullMethod string) error {
+	if exempt(fullMethod) {
+		return nil
+	}
+	s.mu.Lock()
+	s.calls[fullMethod]++
+	s.mu.Unlock()
+	var auth string
+	if md, ok := metadata.FromIncomingContext(ctx); ok {
+		if v := md.Get("authorization"); len(v) > 0 {
+			auth = v[0]
+		}
+	}
+	if err := s.checkAuth(auth); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if f, ok := s.faults[fullMethod]; ok {
+		f.n--
+		if f.n <= 0 {
+			delete(s.faults, fullMethod)
+		} else {
+			s.faults[fullMethod] = f
+		}
+		return status.Errorf(f.code, "memapi: injected fault for %s", fullMethod)
+	}
+	return nil
+}
+
+// checkAuth validates an Authorization header value against the token.
+func (s *Server) checkAuth(header string) error {
+	if s.opts.token == "" {
+		return nil
+	}
+	scheme, tok, ok := strings.Cut(header, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return status.Error(codes.Unauthenticated, "missing bearer token")
+	}
+	if subtle.ConstantTimeCompare([]byte(tok), []byte(s.opts.token)) != 1 {
+		return status.Error(codes.Unauthenticated, "invalid token")
+	}
+	return nil
+}
+
+func (s *Server) unaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	if err := s.admit(ctx, info.FullMethod); err != nil {
+		return nil, err
+	}
+	return handler(ctx, req)
+}
+
+func (s *Server) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	if err := s.admit(ss.Context(), info.FullMethod); err != nil {
+		return err
+	}
+	return handler(srv, ss)
+}
+
+// stop ends all watches and refuses new ones (shutdown).
+func (s *Server) stop() {
+	s.sessions.endWatchers(true)
+	s.projects.endWatchers(true)
+	s.settings.endWatchers(true)
+}
+
+// timestamps returns now at full precision.
+func (s *Server) now() time.Time { return s.opts.now() }
+
+func (s *Server) markServed(grpcAddr, restURL string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.served {
+		return fmt.Errorf("serve: %w", ErrServing)
+	}
+	s.served = true
+	s.grpcAddr, s.restURL = grpcAddr, restURL
+	return nil
+}

@@ -1,0 +1,141 @@
+package memapi
+
+import (
+	"context"
+	"fmt"
+	"slices"
+
+	"google.golang.org/protobuf/proto"
+
+	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
+)
+
+// Server-filled defaults of a new session.
+const (
+	DefaultLLMModel       = "sonnet"
+	DefaultLLMTemperature = 0.7
+	DefaultLLMMaxTokens   = 4000
+)
+
+// Phases are the session phases UpdateSessionStatus accepts.
+var Phases = []string{"Pending", "Creating", "Running", "Stopping", "Stopped", "Completed", "Failed"}
+
+type sessionService struct {
+	ambientv1.UnimplementedSessionServiceServer
+	r *resource[*ambientv1.Session]
+}
+
+var _ ambientv1.SessionServiceServer = (*sessionService)(nil)
+
+// Sessions returns the SessionService implementation for in-process calls
+// (seeding, benchmarks). Such calls skip the token check and fault
+// injection; their results are copies the caller owns, except List items,
+// which are shared and must not be modified.
+func (s *Server) Sessions() ambientv1.SessionServiceServer {
+	return &sessionService{r: s.sessionResource()}
+}
+
+func (s *Server) sessionResource() *resource[*ambientv1.Session] {
+	return &resource[*ambientv1.Session]{
+		s: s, st: s.sessions, kind: "Session", path: "sessions",
+		listMethod: ambientv1.SessionService_ListSessions_FullMethodName,
+		setMeta:    func(o *ambientv1.Session, m *ambientv1.ObjectReference) { o.Metadata = m },
+	}
+}
+
+func (x *sessionService) GetSession(_ context.Context, req *ambientv1.GetSessionRequest) (*ambientv1.Session, error) {
+	return x.r.get(req.GetId())
+}
+
+func (x *sessionService) CreateSession(_ context.Context, req *ambientv1.CreateSessionRequest) (*ambientv1.Session, error) {
+	if req.GetName() == "" {
+		return nil, errInvalid("name is required")
+	}
+	obj := &ambientv1.Session{}
+	if err := wireCopy(obj, req); err != nil {
+		return nil, fmt.Errorf("create session: %w", err)
+	}
+	id := newID()
+	if obj.LlmModel == nil {
+		obj.LlmModel = proto.String(DefaultLLMModel)
+	}
+	if obj.LlmTemperature == nil {
+		obj.LlmTemperature = proto.Float64(DefaultLLMTemperature)
+	}
+	if obj.LlmMaxTokens == nil {
+		obj.LlmMaxTokens = proto.Int32(DefaultLLMMaxTokens)
+	}
+	obj.KubeCrName = proto.String(id)
+	return x.r.create(id, obj)
+}
+
+func (x *sessionService) UpdateSession(_ context.Context, req *ambientv1.UpdateSessionRequest) (*ambientv1.Session, error) {
+	patch := proto.CloneOf(req)
+	patch.Id = "" // field 1 is metadata in Session
+	return x.r.update(req.GetId(), func(obj *ambientv1.Session) error {
+		return wireCopy(obj, patch)
+	})
+}
+
+func (x *sessionService) DeleteSession(_ context.Context, req *ambientv1.DeleteSessionRequest) (*ambientv1.DeleteSessionResponse, error) {
+	x.r.remove(req.GetId())
+	return &ambientv1.DeleteSessionResponse{}, nil
+}
+
+func (x *sessionService) ListSessions(_ context.Context, req *ambientv1.ListSessionsRequest) (*ambientv1.ListSessionsResponse, error) {
+	items, meta := x.r.list(req.GetPage(), req.GetSize())
+	return &ambientv1.ListSessionsResponse{Items: items, Metadata: meta}, nil
+}
+
+func (x *sessionService) WatchSessions(_ *ambientv1.WatchSessionsRequest, stream ambientv1.SessionService_WatchSessionsServer) error {
+	return watch(x.r.s, x.r.st, stream, func(typ ambientv1.EventType, obj *ambientv1.Session, id string) *ambientv1.SessionWatchEvent {
+		return &ambientv1.SessionWatchEvent{Type: typ, Session: obj, ResourceId: id}
+	})
+}
+
+// UpdateSessionStatus validates the phase (InvalidArgument unless one of
+// Phases) and sets only the fields present in req.
+func (x *sessionService) UpdateSessionStatus(_ context.Context, req *ambientv1.UpdateSessionStatusRequest) (*ambientv1.Session, error) {
+	if req.Phase != nil && !slices.Contains(Phases, req.GetPhase()) {
+		return nil, errInvalid("invalid phase %q: want one of %v", req.GetPhase(), Phases)
+	}
+	return x.r.update(req.GetId(), func(o *ambientv1.Session) error {
+		applyStatus(o, req)
+		return nil
+	})
+}
+
+// applyStatus copies the status fields present in req. The request's field
+// numbers differ from Session's, so this is explicit.
+func applyStatus(o *ambientv1.Session, req *ambientv1.UpdateSessionStatusRequest) {
+	if req.Phase != nil {
+		o.Phase = proto.String(req.GetPhase())
+	}
+	if req.StartTime != nil {
+		o.StartTime = proto.CloneOf(req.StartTime)
+	}
+	if req.CompletionTime != nil {
+		o.CompletionTime = proto.CloneOf(req.CompletionTime)
+	}
+	if req.SdkSessionId != nil {
+		o.SdkSessionId = proto.String(req.GetSdkSessionId())
+	}
+	if req.SdkRestartCount != nil {
+		o.SdkRestartCount = proto.Int32(req.GetSdkRestartCount())
+	}
+	if req.Conditions != nil {
+		o.Conditions = proto.String(req.GetConditions())
+	}
+	if req.ReconciledRepos != nil {
+		o.ReconciledRepos = proto.String(req.GetReconciledRepos())
+	}
+	if req.ReconciledWorkflow != nil {
+		o.ReconciledWorkflow = proto.String(req.GetReconciledWorkflow())
+	}
+	if req.KubeCrUid != nil {
+		o.KubeCrUid = proto.String(req.GetKubeCrUid())
+	}
+	if req.KubeNamespace != nil {
+		o.KubeNamespace = proto.String(req.GetKubeNamespace())
+	}
+}

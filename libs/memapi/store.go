@@ -1,0 +1,220 @@
+package memapi
+
+import (
+	"sync"
+
+	"google.golang.org/protobuf/proto"
+
+	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
+)
+
+// row is one stored object. Stored messages are immutable: a mutation stores a
+// new message, so readers can share them without copying.
+type row[T proto.Message] struct {
+	id      string
+	obj     T    // full precision, returned by mutations
+	view    T    // timestamps truncated to microseconds, returned by lists and watches
+	deleted bool // tombstone in order until the next compaction
+}
+
+// change is what a watcher queues: the object itself is read when the event is
+// sent, like the real server does.
+type change struct {
+	typ ambientv1.EventType
+	id  string
+}
+
+// watcher is one open watch stream.
+type watcher struct {
+	ch  chan change   // buffered (Options.watchBuffer, 256 by default); full means drop
+	end chan struct{} // closed by EndWatches
+}
+
+// store is one resource table in creation order, plus its watchers. It is safe
+// for concurrent use. Deleting marks a tombstone; lists compact them first, so
+// deleting n objects costs O(n) overall instead of O(n^2).
+type store[T proto.Message] struct {
+	dropped func() // counts an event lost to a full watcher buffer
+
+	mu       sync.Mutex
+	rows     map[string]*row[T]     // guarded by mu
+	order    []*row[T]              // guarded by mu; creation order, may hold tombstones
+	dead     int                    // guarded by mu; tombstones in order
+	watchers map[*watcher]struct{}  // guarded by mu
+	stopped  bool                   // guarded by mu; no new watchers after shutdown
+}
+
+func newStore[T proto.Message](dropped func()) *store[T] {
+	return &store[T]{
+		dropped:  dropped,
+		rows:     make(map[string]*row[T]),
+		watchers: make(map[*watcher]struct{}),
+	}
+}
+
+// get returns the full-precision object.
+func (st *store[T]) get(id string) (T, bool) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	r, ok := st.rows[id]
+	if !ok {
+		var zero T
+		return zero, false
+	}
+	return r.obj, true
+}
+
+// getView returns the microsecond view (what watches send).
+func (st *store[T]) getView(id string) (T, bool) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	r, ok := st.rows[id]
+	if !ok {
+		var zero T
+		return zero, false
+	}
+	return r.view, true
+}
+
+// insert stores a new object and notifies watchers. It returns false when
+// the id is taken.
+func (st *store[T]) insert(id string, obj, view T) bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if _, ok := st.rows[id]; ok {
+		return false
+	}
+	r := &row[T]{id: id, obj: obj, view: view}
+	st.rows[id] = r
+	st.order = append(st.order, r)
+	st.notifyLocked(change{typ: ambientv1.EventType_EVENT_TYPE_CREATED, id: id})
+	return true
+}
+
+// update replaces the object with id by mutate(old). mutate runs under the
+// lock, must not call back into the store, and returns the new full and view
+// messages, or an error that is returned as is.
+func (st *store[T]) update(id string, mutate func(old T) (T, T, error)) (T, error) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	var zero T
+	r, ok := st.rows[id]
+	if !ok {
+		return zero, errNotFound(id)
+	}
+	obj, view, err := mutate(r.obj)
+	if err != nil {
+		return zero, err
+	}
+	// Replace the row pointer contents; the old messages stay valid for
+	// readers that already hold them.
+	r.obj, r.view = obj, view
+	st.notifyLocked(change{typ: ambientv1.EventType_EVENT_TYPE_UPDATED, id: id})
+	return obj, nil
+}
+
+// remove deletes id if present and always notifies watchers: the real server
+// sends DELETED for every delete call, even of unknown ids.
+func (st *store[T]) remove(id string) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if r, ok := st.rows[id]; ok {
+		r.deleted = true
+		delete(st.rows, id)
+		st.dead++
+	}
+	st.notifyLocked(change{typ: ambientv1.EventType_EVENT_TYPE_DELETED, id: id})
+}
+
+// page returns one page of views in creation order and the total count.
+// page and size must already be clamped.
+func (st *store[T]) page(page, size int32) ([]T, int) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.compactLocked()
+	total := len(st.order)
+	// int64 so that a huge page number cannot overflow.
+	off := int64(page-1) * int64(size)
+	if off >= int64(total) {
+		return nil, total
+	}
+	end := min(off+int64(size), int64(total))
+	items := make([]T, 0, end-off)
+	for _, r := range st.order[off:end] {
+		items = append(items, r.view)
+	}
+	return items, total
+}
+
+func (st *store[T]) len() int {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return len(st.rows)
+}
+
+func (st *store[T]) compactLocked() {
+	if st.dead == 0 {
+		return
+	}
+	live := st.order[:0]
+	for _, r := range st.order {
+		if !r.deleted {
+			live = append(live, r)
+		}
+	}
+	clear(st.order[len(live):]) // let the garbage collector have the tombstones
+	st.order = live
+	st.dead = 0
+}
+
+// notifyLocked queues c on every watcher without blocking; a full buffer
+// drops the event silently, like the real server.
+func (st *store[T]) notifyLocked(c change) {
+	for w := range st.watchers {
+		select {
+		case w.ch <- c:
+		default:
+			st.dropped()
+		}
+	}
+}
+
+// addWatcher registers a watcher; it returns nil after shutdown began.
+func (st *store[T]) addWatcher(buffer int) *watcher {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.stopped {
+		return nil
+	}
+	w := &watcher{ch: make(chan change, buffer), end: make(chan struct{})}
+	st.watchers[w] = struct{}{}
+	return w
+}
+
+func (st *store[T]) removeWatcher(w *watcher) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	delete(st.watchers, w)
+}
+
+// endWatchers ends every current watcher (and, with stop, refuses new ones).
+// It returns how many were ended.
+func (st *store[T]) endWatchers(stop bool) int {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if stop {
+		st.stopped = true
+	}
+	n := len(st.watchers)
+	for w := range st.watchers {
+		close(w.end)
+		delete(st.watchers, w)
+	}
+	return n
+}
+
+func (st *store[T]) watcherCount() int {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return len(st.watchers)
+}

@@ -1,0 +1,61 @@
+package memapi
+
+import (
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/status"
+
+	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
+)
+
+// watch serves one watch stream the way the real server does: no snapshot,
+// no headers until the first event (SendHeader is never called; the first
+// Send carries them), CREATED/UPDATED carry the object read when the event is
+// sent (an object deleted by then makes the event vanish), DELETED carries
+// only the id, and a full buffer drops events silently. The stream ends with
+// a clean EOF after EndWatches or shutdown.
+func watch[T object, E any](s *Server, st *store[T], stream grpc.ServerStreamingServer[E],
+	mk func(typ ambientv1.EventType, obj T, id string) *E,
+) error {
+	w := st.addWatcher(s.opts.watchBuffer)
+	if w == nil {
+		return nil // shutting down: clean EOF
+	}
+	defer st.removeWatcher(w)
+	ctx := stream.Context()
+	for {
+		// Ending wins over queued events, like a dropped connection.
+		select {
+		case <-w.end:
+			return nil
+		default:
+		}
+		var c change
+		select {
+		case <-ctx.Done():
+			return status.FromContextError(ctx.Err()).Err()
+		case <-w.end:
+			return nil
+		case c = <-w.ch:
+		}
+		if !s.waitSendDelay(ctx, w.end) {
+			if ctx.Err() != nil {
+				return status.FromContextError(ctx.Err()).Err()
+			}
+			return nil
+		}
+		var ev *E
+		if c.typ == ambientv1.EventType_EVENT_TYPE_DELETED {
+			var zero T
+			ev = mk(c.typ, zero, c.id)
+		} else {
+			obj, ok := st.getView(c.id)
+			if !ok {
+				continue // deleted before the send: the event vanishes
+			}
+			ev = mk(c.typ, obj, c.id)
+		}
+		if err := stream.Send(ev); err != nil {
+			return err
+		}
+	}
+}
