@@ -267,4 +267,3 @@ func writeError(w http.ResponseWriter, code int, msg string) {
 	// The client may be gone; there is nobody left to tell.
 	_, _ = w.Write(b)
 }
-

@@ -34,12 +34,13 @@ type Server struct {
 	delayCh   chan struct{} // guarded by delayMu; closed and replaced when the delay changes
 
 	mu       sync.Mutex
-	calls    map[string]int                          // guarded by mu
-	faults   map[string]fault                        // guarded by mu
-	listHook func(fullMethod string, page int32)     // guarded by mu
-	served   bool                                    // guarded by mu
-	grpcAddr string                                  // guarded by mu
-	restURL  string                                  // guarded by mu
+	calls    map[string]int                      // guarded by mu
+	faults   map[string]fault                    // guarded by mu
+	listHook func(fullMethod string, page int32) // guarded by mu
+	served   bool                                // guarded by mu
+	grpcAddr string                              // guarded by mu
+	restURL  string                              // guarded by mu
+	ready    chan struct{}                       // closed once Serve recorded the addresses
 }
 
 type fault struct {
@@ -61,6 +62,7 @@ func New(opts ...Option) (*Server, error) {
 		calls:   make(map[string]int),
 		faults:  make(map[string]fault),
 		delayCh: make(chan struct{}),
+		ready:   make(chan struct{}),
 	}
 	drop := func() { s.dropped.Add(1) }
 	s.sessions = newStore[*ambientv1.Session](drop)
@@ -86,6 +88,9 @@ func (s *Server) RESTURL() string {
 	defer s.mu.Unlock()
 	return s.restURL
 }
+
+// Ready is closed once Serve has started; GRPCAddr and RESTURL are set then.
+func (s *Server) Ready() <-chan struct{} { return s.ready }
 
 // EndWatches ends every open watch stream with a clean end of stream (the
 // client's Recv returns io.EOF), as a restarting real server does. Queued
@@ -277,5 +282,6 @@ func (s *Server) markServed(grpcAddr, restURL string) error {
 	}
 	s.served = true
 	s.grpcAddr, s.restURL = grpcAddr, restURL
+	close(s.ready)
 	return nil
 }

@@ -37,11 +37,11 @@ type store[T proto.Message] struct {
 	dropped func() // counts an event lost to a full watcher buffer
 
 	mu       sync.Mutex
-	rows     map[string]*row[T]     // guarded by mu
-	order    []*row[T]              // guarded by mu; creation order, may hold tombstones
-	dead     int                    // guarded by mu; tombstones in order
-	watchers map[*watcher]struct{}  // guarded by mu
-	stopped  bool                   // guarded by mu; no new watchers after shutdown
+	rows     map[string]*row[T]    // guarded by mu
+	order    []*row[T]             // guarded by mu; creation order, may hold tombstones
+	dead     int                   // guarded by mu; tombstones in order
+	watchers map[*watcher]struct{} // guarded by mu
+	stopped  bool                  // guarded by mu; no new watchers after shutdown
 }
 
 func newStore[T proto.Message](dropped func()) *store[T] {

@@ -1,0 +1,50 @@
+// Command memapi runs the in-memory ambient API (gRPC and REST) for the dev
+// stack. Flags default to the environment: MEMAPI_GRPC_ADDR, MEMAPI_REST_ADDR,
+// AMBIENT_API_TOKEN (required), LOG_LEVEL.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/ambient-code/control-plane/libs/memapi"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "memapi:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	var cfg memapi.Config
+	var level slog.Level
+	flag.StringVar(&cfg.GRPCAddr, "grpc-addr", envOr("MEMAPI_GRPC_ADDR", "127.0.0.1:8001"), "gRPC listen address")
+	flag.StringVar(&cfg.RESTAddr, "rest-addr", envOr("MEMAPI_REST_ADDR", "127.0.0.1:8000"), "REST listen address")
+	flag.StringVar(&cfg.Token, "token", os.Getenv("AMBIENT_API_TOKEN"), "bearer token every call must carry")
+	if err := level.UnmarshalText([]byte(envOr("LOG_LEVEL", "info"))); err != nil {
+		return fmt.Errorf("LOG_LEVEL: want debug, info, warn or error: %w", err)
+	}
+	flag.Parse()
+	if cfg.Token == "" {
+		return errors.New("no token: set AMBIENT_API_TOKEN or -token")
+	}
+	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return memapi.Run(ctx, cfg, log)
+}
+
+func envOr(name, def string) string {
+	if v, ok := os.LookupEnv(name); ok && v != "" {
+		return v
+	}
+	return def
+}
