@@ -91,10 +91,13 @@ func (s *Server) newGRPCServer(extra ...grpc.ServerOption) (*grpc.Server, *healt
 // real server's do), in-flight calls get up to 5 s. It closes both
 // listeners. A Server serves once; a second call returns ErrServing.
 func (s *Server) Serve(ctx context.Context, grpcLis, restLis net.Listener) error {
-	if err := s.markServed(grpcLis.Addr().String(), "http://"+restLis.Addr().String()); err != nil {
+	if err := s.markServed(grpcLis, restLis); err != nil {
 		// Not serving them: closing is all that is left; errors add nothing.
-		_ = grpcLis.Close()
-		_ = restLis.Close()
+		for _, l := range []net.Listener{grpcLis, restLis} {
+			if l != nil {
+				_ = l.Close()
+			}
+		}
 		return err
 	}
 	gs, hs := s.newGRPCServer()

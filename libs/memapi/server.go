@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/subtle"
 	"fmt"
+	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -274,14 +275,14 @@ func (s *Server) stop() {
 // timestamps returns now at full precision.
 func (s *Server) now() time.Time { return s.opts.now() }
 
-func (s *Server) markServed(grpcAddr, restURL string) error {
+func (s *Server) markServed(grpcLis, restLis net.Listener) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.served {
 		return fmt.Errorf("serve: %w", ErrServing)
 	}
 	s.served = true
-	s.grpcAddr, s.restURL = grpcAddr, restURL
+	s.grpcAddr, s.restURL = grpcLis.Addr().String(), "http://"+restLis.Addr().String()
 	close(s.ready)
 	return nil
 }
