@@ -1,0 +1,215 @@
+package envconfig
+
+import (
+	"fmt"
+	"net/url"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Expected forms, used in error messages and docs.
+const (
+	wantBool     = `true or false`
+	wantDuration = `a non-negative Go duration such as "30s" or "1m30s"`
+	wantHostPort = `"HOST:PORT" with 0 <= PORT <= 65535`
+	wantFile     = `a path to an existing regular file`
+	wantValue    = `a non-empty value`
+)
+
+// String returns the variable's value verbatim, or def when it is unset or
+// empty.
+func (l *Loader) String(name, def string) string {
+	v, ok := l.raw(name)
+	if !ok {
+		return def
+	}
+	return v
+}
+
+// Required returns the variable's value verbatim; when it is unset or empty it
+// records a [*VarError] wrapping [ErrMissing] and returns "".
+func (l *Loader) Required(name string) string {
+	v, ok := l.raw(name)
+	if !ok {
+		l.missing(name, wantValue)
+		return ""
+	}
+	return v
+}
+
+// Secret returns the variable's value as a [Redacted], or "" when unset. Use
+// it for tokens and passwords so they never reach logs.
+func (l *Loader) Secret(name string) Redacted {
+	v, _ := l.raw(name) // unset is fine: an empty Redacted means "no secret"
+	return Redacted(v)
+}
+
+// RequiredSecret is [Loader.Secret] for a secret that must be set; a missing
+// value records a [*VarError] wrapping [ErrMissing].
+func (l *Loader) RequiredSecret(name string) Redacted {
+	v, ok := l.raw(name)
+	if !ok {
+		l.missing(name, wantValue)
+		return ""
+	}
+	return Redacted(v)
+}
+
+// Bool parses the variable with [strconv.ParseBool] (1, t, true, 0, f,
+// false, in any case), or returns def when it is unset.
+func (l *Loader) Bool(name string, def bool) bool {
+	v, ok := l.trimmed(name)
+	if !ok {
+		return def
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		l.invalid(name, wantBool, v, nil)
+		return def
+	}
+	return b
+}
+
+// Int parses a base-10 integer in [minimum, maximum], or returns def when the
+// variable is unset.
+func (l *Loader) Int(name string, def, minimum, maximum int) int {
+	v, ok := l.trimmed(name)
+	if !ok {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < minimum || n > maximum {
+		l.invalid(name, fmt.Sprintf("an integer with %d <= N <= %d", minimum, maximum), v, nil)
+		return def
+	}
+	return n
+}
+
+// Duration parses a non-negative Go duration ("500ms", "1m30s"), or returns
+// def when the variable is unset. A bare number other than "0" is rejected
+// because its unit would be a guess.
+func (l *Loader) Duration(name string, def time.Duration) time.Duration {
+	v, ok := l.trimmed(name)
+	if !ok {
+		return def
+	}
+	d, err := ParseDuration(v)
+	if err != nil {
+		l.invalid(name, wantDuration, v, nil)
+		return def
+	}
+	return d
+}
+
+// URL parses an absolute URL with a host, or def when the variable is unset
+// (an empty def gives nil). When schemes are given, the URL's scheme must be
+// one of them. A bad def is reported like a bad value.
+func (l *Loader) URL(name, def string, schemes ...string) *url.URL {
+	v, ok := l.trimmed(name)
+	if !ok {
+		if def == "" {
+			return nil
+		}
+		v = def
+	}
+	want := "an absolute URL such as \"scheme://host:port\""
+	if len(schemes) > 0 {
+		want = fmt.Sprintf("an absolute URL with scheme %s", strings.Join(schemes, "|"))
+	}
+	u, err := url.Parse(v)
+	if err != nil {
+		l.invalid(name, want, v, nil)
+		return nil
+	}
+	if u.Scheme == "" || u.Host == "" || (len(schemes) > 0 && !slices.Contains(schemes, u.Scheme)) {
+		l.invalid(name, want, v, nil)
+		return nil
+	}
+	return u
+}
+
+// HostPort parses "HOST:PORT" (HOST may be empty, as in ":8080"; IPv6 hosts
+// use brackets), or returns def when the variable is unset.
+func (l *Loader) HostPort(name, def string) string {
+	v, ok := l.trimmed(name)
+	if !ok {
+		return def
+	}
+	if _, _, err := ParseHostPort(v); err != nil {
+		l.invalid(name, wantHostPort, v, nil)
+		return def
+	}
+	return v
+}
+
+// PortRange parses "LOW-HIGH" (see [ParsePortRange]), or returns def when the
+// variable is unset.
+func (l *Loader) PortRange(name string, def PortRange) PortRange {
+	v, ok := l.trimmed(name)
+	if !ok {
+		return def
+	}
+	pr, err := ParsePortRange(v)
+	if err != nil {
+		l.invalid(name, wantPortRange, v, nil)
+		return def
+	}
+	return pr
+}
+
+// Enum returns the allowed value matching the variable case-insensitively
+// (spelled as in allowed), or def when it is unset.
+func (l *Loader) Enum(name, def string, allowed ...string) string {
+	v, ok := l.trimmed(name)
+	if !ok {
+		return def
+	}
+	for _, a := range allowed {
+		if strings.EqualFold(v, a) {
+			return a
+		}
+	}
+	l.invalid(name, "one of "+strings.Join(allowed, "|"), v, nil)
+	return def
+}
+
+// List splits a comma-separated value, trimming white space around items and
+// dropping empty ones, or returns a copy of def when the variable is unset.
+func (l *Loader) List(name string, def []string) []string {
+	v, ok := l.trimmed(name)
+	if !ok {
+		return slices.Clone(def)
+	}
+	var out []string
+	for item := range strings.SplitSeq(v, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			out = append(out, item)
+		}
+	}
+	if len(out) == 0 {
+		return slices.Clone(def)
+	}
+	return out
+}
+
+// File returns a path that must name an existing regular file, or def when
+// the variable is unset (def is not checked, so "" can mean "no file").
+func (l *Loader) File(name, def string) string {
+	v, ok := l.trimmed(name)
+	if !ok {
+		return def
+	}
+	fi, err := os.Stat(v)
+	if err != nil {
+		l.invalid(name, wantFile, v, err)
+		return def
+	}
+	if !fi.Mode().IsRegular() {
+		l.invalid(name, wantFile, v, nil)
+		return def
+	}
+	return v
+}
