@@ -1,0 +1,37 @@
+// Package events defines how ResourceEvents travel over NATS: the subject
+// layout, reversible token escaping, the protobuf codec with its headers
+// (Nats-Msg-Id, Content-Type, W3C traceparent), versions used for ordering and
+// deduplication, and typed accessors over the Object oneof.
+//
+// Subjects have the form <prefix>.<resource>.<project>.<id>; <project> is the
+// escaped project id or "_" when the object has none. Every token is escaped
+// with EscapeToken, so no '.', '*', '>' or white space from an id can change
+// the subject's shape, and the same escaping makes KV keys safe.
+package events
+
+import eventsv1 "github.com/ambient-code/control-plane/proto/ambient/events/v1"
+
+// Names shared by every service. The informer publishes under SubjectPrefix
+// into StreamName; a shadow (canary) informer uses another prefix and stream.
+const (
+	StreamName    = "AMBIENT_EVENTS"
+	SubjectPrefix = "ambient.events"
+	DLQPrefix     = "ambient.dlq"
+
+	ShadowStreamName    = "AMBIENT_EVENTS_SHADOW"
+	ShadowSubjectPrefix = "ambient.shadow.events"
+)
+
+// Header names and values set on every event message.
+const (
+	HeaderMsgID       = "Nats-Msg-Id"
+	HeaderContentType = "Content-Type"
+	ContentTypeProto  = "application/x-protobuf; proto=ambient.events.v1.ResourceEvent"
+)
+
+// Resources lists every resource the informer publishes, in a stable order.
+var Resources = []eventsv1.Resource{
+	eventsv1.Resource_RESOURCE_SESSIONS,
+	eventsv1.Resource_RESOURCE_PROJECTS,
+	eventsv1.Resource_RESOURCE_PROJECT_SETTINGS,
+}

@@ -1,0 +1,15 @@
+package events
+
+import "errors"
+
+// Sentinel errors returned by this package; match them with errors.Is.
+var (
+	// ErrBadToken means a subject token is not the output of EscapeToken.
+	ErrBadToken = errors.New("malformed subject token")
+	// ErrBadSubject means a subject does not have the events layout.
+	ErrBadSubject = errors.New("malformed event subject")
+	// ErrUnknownResource means a resource name or enum value is not one of ours.
+	ErrUnknownResource = errors.New("unknown resource")
+	// ErrBadEvent means an event failed to decode or is inconsistent.
+	ErrBadEvent = errors.New("malformed resource event")
+)
