@@ -1,0 +1,92 @@
+# Ambient control plane. `make help` lists the targets.
+SHELL := /usr/bin/env bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+ROOT       := $(abspath .)
+BIN        := $(ROOT)/bin
+MODPREFIX  := github.com/ambient-code/control-plane
+# Every module of the workspace, e.g. ./libs ./proto ./services/informer.
+MODULES    := $(shell go work edit -json | sed -n 's/.*"DiskPath": "\(.*\)".*/\1/p')
+PKGS       := $(addsuffix /...,$(MODULES))
+
+# Pinned code generators: `make proto` fetches exactly these.
+BUF_VERSION                := v1.75.0
+PROTOC_GEN_GO_VERSION      := v1.36.12
+PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
+GOLANGCI_LINT_VERSION      := v2.15.0
+
+GOTEST_FLAGS ?= -race -count=1 -timeout 20m
+FUZZTIME     ?= 3s
+BENCHTIME    ?= 1x
+
+export KUBEBUILDER_ASSETS := $(BIN)/k8s
+
+.PHONY: help
+help: ## Show this help.
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+.PHONY: build
+build: ## Build every binary into bin/.
+	@mkdir -p $(BIN)
+	cd libs && go build -o $(BIN)/ ./cmd/...
+	@for m in services/*; do (cd $$m && go build -o $(BIN)/ ./cmd/...); done
+
+.PHONY: kube-binaries
+kube-binaries: ## Build kube-apiserver and etcd from Go modules into bin/k8s (cached).
+	hack/build-kube-binaries.sh
+
+.PHONY: test
+test: kube-binaries ## Run go vet and every test with -race across the workspace.
+	go vet $(PKGS)
+	go test $(GOTEST_FLAGS) $(PKGS)
+
+.PHONY: fuzz
+fuzz: ## Run every fuzz target for FUZZTIME (default 3s).
+	@for m in $(MODULES); do \
+	  for p in $$(cd $$m && go list ./...); do \
+	    for f in $$(cd $$m && go test -list '^Fuzz' $$p | grep '^Fuzz' || true); do \
+	      echo "fuzz $$p $$f"; (cd $$m && go test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$p); \
+	    done; \
+	  done; \
+	done
+
+.PHONY: bench
+bench: kube-binaries ## Run the benchmarks (BENCHTIME=1x by default; figures go to docs/benchmarks.md).
+	go test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) -timeout 60m $(PKGS)
+
+.PHONY: lint
+lint: ## gofmt, go vet and golangci-lint over every module.
+	@test -z "$$(gofmt -l $(MODULES))" || { gofmt -l $(MODULES); echo "gofmt: files above need formatting"; exit 1; }
+	go vet $(PKGS)
+	@for m in $(MODULES); do (cd $$m && go run github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION) run --config $(ROOT)/.golangci.yml ./...); done
+
+.PHONY: fmt
+fmt: ## Format every Go file.
+	gofmt -w $(MODULES)
+
+.PHONY: tidy
+tidy: ## go mod tidy in every module.
+	@for m in $(MODULES) hack/kube-tools; do (cd $$m && go mod tidy); done
+
+.PHONY: proto-tools
+proto-tools:
+	@mkdir -p $(BIN)
+	GOBIN=$(BIN) go install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+	GOBIN=$(BIN) go install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
+
+.PHONY: proto
+proto: proto-tools ## Lint the protos and regenerate the Go code (committed).
+	cd proto && go run github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION) lint
+	cd proto && go run github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION) generate
+
+.PHONY: proto-check
+proto-check: proto ## Fail when the committed generated code is stale.
+	@git diff --exit-code -- proto || { echo "generated code in proto/ is stale: run make proto and commit"; exit 1; }
+	@test -z "$$(git status --porcelain -- proto)" || { git status --porcelain -- proto; echo "make proto created untracked files"; exit 1; }
+
+.PHONY: run
+run: build ## Run the whole system locally (embedded NATS, in-memory API, every service).
+	$(BIN)/devstack
+
+-include deploy/images.mk
