@@ -1,0 +1,19 @@
+package registry
+
+import "errors"
+
+var (
+	// ErrClaimed is returned by [Claim] when another record (any owner) already
+	// holds the session's key.
+	ErrClaimed = errors.New("registry: session already claimed")
+	// ErrConflict is returned by [Register] and [Release] when the record changed
+	// since the revision the caller holds (compare-and-swap lost).
+	ErrConflict = errors.New("registry: revision conflict")
+	// ErrNotFound is returned by [Get] and [Register] when the session has no record.
+	ErrNotFound = errors.New("registry: session not registered")
+	// ErrNotOwner is returned by [Release] when the record belongs to another owner.
+	ErrNotOwner = errors.New("registry: not the owner")
+	// ErrInvalid is returned when an endpoint lacks a session id or an owner,
+	// or a stored record cannot be decoded.
+	ErrInvalid = errors.New("registry: invalid endpoint")
+)

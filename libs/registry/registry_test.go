@@ -1,0 +1,287 @@
+package registry_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ambient-code/control-plane/libs/registry"
+)
+
+// newKV starts an embedded JetStream server and returns a fresh bucket.
+// TODO(issue 2): use testenv.NATS once libs/testenv lands.
+func newKV(t testing.TB) jetstream.KeyValue {
+	t.Helper()
+	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatalf("nats server: %v", err)
+	}
+	go srv.Start() // owned by this test; Shutdown in cleanup ends it
+	if !srv.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats server not ready")
+	}
+	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
+	nc, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatalf("jetstream: %v", err)
+	}
+	kv, err := js.CreateKeyValue(t.Context(), jetstream.KeyValueConfig{Bucket: "ambient-runners"})
+	if err != nil {
+		t.Fatalf("kv: %v", err)
+	}
+	return kv
+}
+
+func eventually(t testing.TB, d time.Duration, fn func() error) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		err := fn()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met within %v: %v", d, err)
+		}
+		select {
+		case <-time.After(10 * time.Millisecond):
+		case <-t.Context().Done():
+			t.Fatal(t.Context().Err())
+		}
+	}
+}
+
+func ep(id, owner string) registry.Endpoint {
+	return registry.Endpoint{SessionID: id, ProjectID: "p", Owner: owner, StartedAt: time.Unix(1700000000, 0).UTC(), State: registry.StateClaimed}
+}
+
+func TestClaimExactlyOnce(t *testing.T) {
+	t.Parallel()
+	kv := newKV(t)
+	ctx := t.Context()
+	const claimers = 16
+	var wins atomic.Int32
+	var wg sync.WaitGroup
+	for i := range claimers {
+		wg.Add(1)
+		go func() { // owned by this test, waited below
+			defer wg.Done()
+			_, err := registry.Claim(ctx, kv, ep("s1", fmt.Sprintf("m%d", i)))
+			switch {
+			case err == nil:
+				wins.Add(1)
+			case errors.Is(err, registry.ErrClaimed):
+			default:
+				t.Errorf("claim: %v", err)
+			}
+		}()
+	}
+	wg.Wait()
+	if got := wins.Load(); got != 1 {
+		t.Fatalf("winners = %d, want 1", got)
+	}
+}
+
+func TestLifecycle(t *testing.T) {
+	t.Parallel()
+	kv := newKV(t)
+	ctx := t.Context()
+	id := "sess/../with dots.and*stars"
+	rev, err := registry.Claim(ctx, kv, ep(id, "a"))
+	if err != nil {
+		t.Fatalf("claim: %v", err)
+	}
+	e := ep(id, "a")
+	e.Host, e.Port, e.PID, e.State = "127.0.0.1", 9100, 42, registry.StateRunning
+	rev2, err := registry.Register(ctx, kv, e, rev)
+	if err != nil {
+		t.Fatalf("register: %v", err)
+	}
+	if _, err := registry.Register(ctx, kv, e, rev); !errors.Is(err, registry.ErrConflict) {
+		t.Fatalf("stale register: got %v, want ErrConflict", err)
+	}
+	got, err := registry.Get(ctx, kv, id)
+	if err != nil {
+		t.Fatalf("get: %v", err)
+	}
+	if got.Endpoint != e || got.Revision != rev2 {
+		t.Fatalf("get = %+v, want %+v at %d", got, e, rev2)
+	}
+	if err := registry.Release(ctx, kv, id, "b"); !errors.Is(err, registry.ErrNotOwner) {
+		t.Fatalf("release by other: got %v, want ErrNotOwner", err)
+	}
+	if err := registry.Release(ctx, kv, id, "a"); err != nil {
+		t.Fatalf("release: %v", err)
+	}
+	if err := registry.Release(ctx, kv, id, "a"); err != nil {
+		t.Fatalf("second release: %v", err)
+	}
+	if _, err := registry.Get(ctx, kv, id); !errors.Is(err, registry.ErrNotFound) {
+		t.Fatalf("get after release: got %v, want ErrNotFound", err)
+	}
+	if _, err := registry.Register(ctx, kv, e, rev2); !errors.Is(err, registry.ErrConflict) {
+		t.Fatalf("register after release: got %v, want ErrConflict", err)
+	}
+	// The key can be claimed again after release.
+	if _, err := registry.Claim(ctx, kv, ep(id, "b")); err != nil {
+		t.Fatalf("re-claim: %v", err)
+	}
+}
+
+func TestTakeoverCAS(t *testing.T) {
+	t.Parallel()
+	kv := newKV(t)
+	ctx := t.Context()
+	if _, err := registry.Claim(ctx, kv, ep("s", "dead")); err != nil {
+		t.Fatal(err)
+	}
+	stale, err := registry.Get(ctx, kv, "s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wins atomic.Int32
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Add(1)
+		go func() { // owned by this test, waited below
+			defer wg.Done()
+			if _, err := registry.Register(ctx, kv, ep("s", fmt.Sprintf("m%d", i)), stale.Revision); err == nil {
+				wins.Add(1)
+			} else if !errors.Is(err, registry.ErrConflict) {
+				t.Errorf("register: %v", err)
+			}
+		}()
+	}
+	wg.Wait()
+	if wins.Load() != 1 {
+		t.Fatalf("takeover winners = %d, want 1", wins.Load())
+	}
+}
+
+func TestInvalid(t *testing.T) {
+	t.Parallel()
+	kv := newKV(t)
+	tests := []struct {
+		name string
+		ep   registry.Endpoint
+	}{
+		{"no session", registry.Endpoint{Owner: "a"}},
+		{"no owner", registry.Endpoint{SessionID: "s"}},
+		{"bad port", registry.Endpoint{SessionID: "s", Owner: "a", Port: 70000}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := registry.Claim(t.Context(), kv, tc.ep); !errors.Is(err, registry.ErrInvalid) {
+				t.Fatalf("got %v, want ErrInvalid", err)
+			}
+		})
+	}
+}
+
+func TestTable(t *testing.T) {
+	t.Parallel()
+	kv := newKV(t)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	// A record present before the watch starts.
+	pre := ep("pre", "a")
+	pre.Host, pre.Port = "10.0.0.1", 9100
+	if _, err := registry.Claim(ctx, kv, pre); err != nil {
+		t.Fatal(err)
+	}
+	// Another key space sharing the bucket is ignored.
+	if _, err := kv.Put(ctx, "members.a", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	tab := registry.NewTable()
+	done := make(chan error, 1) // buffered: Run's result is read after cancel
+	go func() { done <- tab.Run(ctx, kv) }()
+	select {
+	case <-tab.Synced():
+	case <-time.After(5 * time.Second):
+		t.Fatal("table not synced")
+	}
+	if !tab.Ready() {
+		t.Fatal("not ready after sync")
+	}
+	if got, ok := tab.Lookup("pre"); !ok || got != pre {
+		t.Fatalf("lookup pre = %+v %v", got, ok)
+	}
+	// Claimed without a port: known but not routable.
+	rev, err := registry.Claim(ctx, kv, ep("new", "b"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, func() error {
+		if tab.Len() != 2 {
+			return fmt.Errorf("len = %d", tab.Len())
+		}
+		return nil
+	})
+	if _, ok := tab.Lookup("new"); ok {
+		t.Fatal("unported endpoint routable")
+	}
+	e := ep("new", "b")
+	e.Host, e.Port = "127.0.0.1", 9101
+	if _, err := registry.Register(ctx, kv, e, rev); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, func() error {
+		if got, ok := tab.Lookup("new"); !ok || got.Port != 9101 {
+			return fmt.Errorf("lookup new = %+v %v", got, ok)
+		}
+		return nil
+	})
+	if err := registry.Release(ctx, kv, "pre", "a"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, func() error {
+		if _, ok := tab.Lookup("pre"); ok {
+			return errors.New("pre still routable")
+		}
+		return nil
+	})
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("run: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("run did not return")
+	}
+}
+
+func FuzzKey(f *testing.F) {
+	for _, s := range []string{"", "_", "a.b", "../../etc", "x y*>", "é", "=41"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		k := registry.Key(s)
+		if s != "" && k == "_" {
+			t.Fatalf("key of %q collides with the empty id", s)
+		}
+		if k == "" {
+			t.Fatal("empty key")
+		}
+		for _, c := range []byte(k) {
+			ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_'
+			if !ok {
+				t.Fatalf("key %q of %q has %q", k, s, c)
+			}
+		}
+	})
+}

@@ -1,0 +1,154 @@
+package registry
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Table is an in-memory routing map of session id -> endpoint kept current by
+// a KV watch ([Table.Run]). Lookups never touch the network. Safe for
+// concurrent use.
+type Table struct {
+	mu      sync.RWMutex
+	entries map[string]Record // guarded by mu; keyed by KV key (Key(session id))
+	ready   atomic.Bool
+	synced  chan struct{} // closed once, after the first full snapshot
+	once    sync.Once
+	lastErr atomic.Pointer[error]
+}
+
+// NewTable returns an empty table; call Run to fill it.
+func NewTable() *Table {
+	return &Table{entries: map[string]Record{}, synced: make(chan struct{})}
+}
+
+// Lookup returns the endpoint of a session if it is routable (has a host and
+// a port). Records of claimed but not yet started runners are not returned.
+func (t *Table) Lookup(sessionID string) (Endpoint, bool) {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	r, ok := t.entries[Key(sessionID)]
+	if !ok || !r.Routable() {
+		return Endpoint{}, false
+	}
+	return r.Endpoint, true
+}
+
+// Len returns the number of records (routable or not).
+func (t *Table) Len() int {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	return len(t.entries)
+}
+
+// Snapshot returns a copy of all records.
+func (t *Table) Snapshot() []Record {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	out := make([]Record, 0, len(t.entries))
+	for _, r := range t.entries {
+		out = append(out, r)
+	}
+	return out
+}
+
+// Ready reports whether the table holds a full snapshot of the bucket (the
+// watch delivered its initial values) and the watch is live.
+func (t *Table) Ready() bool { return t.ready.Load() }
+
+// Err returns the error that last broke the watch, or nil.
+func (t *Table) Err() error {
+	if p := t.lastErr.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// Synced returns a channel closed after the first full snapshot.
+func (t *Table) Synced() <-chan struct{} { return t.synced }
+
+// Run watches kv and keeps the table current until ctx ends; it then returns
+// nil. If the watch breaks it is re-opened (after retryDelay) and the table is
+// rebuilt from the fresh snapshot, so deletes missed meanwhile are applied.
+// Run must not be called twice concurrently on one table.
+func (t *Table) Run(ctx context.Context, kv jetstream.KeyValue) error {
+	const retryDelay = time.Second
+	for {
+		err := t.watch(ctx, kv)
+		t.ready.Store(false)
+		if ctx.Err() != nil {
+			return nil
+		}
+		// The watch is re-opened below; callers see !Ready and Err meanwhile.
+		t.lastErr.Store(&err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(retryDelay):
+		}
+	}
+}
+
+func (t *Table) watch(ctx context.Context, kv jetstream.KeyValue) error {
+	w, err := kv.WatchAll(ctx)
+	if err != nil {
+		return fmt.Errorf("watch runners: %w", err)
+	}
+	defer func() {
+		// Stop only ends the subscription; nothing to handle.
+		_ = w.Stop()
+	}()
+	// The initial values are collected into a fresh map and swapped in at the
+	// nil marker, so records deleted while a previous watch was down vanish.
+	initial := map[string]Record{}
+	inInitial := true
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case e, ok := <-w.Updates():
+			if !ok {
+				return fmt.Errorf("watch runners: watcher closed")
+			}
+			if e == nil {
+				t.mu.Lock()
+				t.entries = initial
+				t.mu.Unlock()
+				inInitial = false
+				t.lastErr.Store(nil)
+				t.ready.Store(true)
+				t.once.Do(func() { close(t.synced) })
+				continue
+			}
+			if inInitial {
+				applyEntry(initial, e)
+				continue
+			}
+			t.mu.Lock()
+			applyEntry(t.entries, e)
+			t.mu.Unlock()
+		}
+	}
+}
+
+func applyEntry(m map[string]Record, e jetstream.KeyValueEntry) {
+	if !isSessionKey(e.Key()) {
+		return
+	}
+	if e.Operation() != jetstream.KeyValuePut {
+		delete(m, e.Key())
+		return
+	}
+	ep, err := Decode(e.Value())
+	if err != nil || Key(ep.SessionID) != e.Key() {
+		// Garbage, or a record filed under another session's key: not routable.
+		delete(m, e.Key())
+		return
+	}
+	m[e.Key()] = Record{Endpoint: ep, Revision: e.Revision()}
+}
