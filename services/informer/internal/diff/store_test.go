@@ -1,0 +1,279 @@
+package diff
+
+import (
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	eventsv1 "github.com/ambient-code/control-plane/proto/ambient/events/v1"
+	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+var base = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+
+// sess builds a session updated at base+us microseconds (plus extra nanos).
+func sess(id, name string, us int, nanos int) *ambientv1.Session {
+	t := base.Add(time.Duration(us)*time.Microsecond + time.Duration(nanos))
+	return &ambientv1.Session{
+		Metadata: &ambientv1.ObjectReference{Id: id, UpdatedAt: timestamppb.New(t), CreatedAt: timestamppb.New(base)},
+		Name:     name,
+	}
+}
+
+func TestNormalize(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		in   *ambientv1.Session
+		want *ambientv1.Session
+	}{
+		{name: "micros unchanged", in: sess("a", "x", 1, 0), want: sess("a", "x", 1, 0)},
+		{name: "updated_at nanos dropped", in: sess("a", "x", 1, 789), want: sess("a", "x", 1, 0)},
+		{name: "nested optional timestamp", in: func() *ambientv1.Session {
+			s := sess("a", "x", 1, 0)
+			s.StartTime = timestamppb.New(base.Add(5*time.Microsecond + 999))
+			return s
+		}(), want: func() *ambientv1.Session {
+			s := sess("a", "x", 1, 0)
+			s.StartTime = timestamppb.New(base.Add(5 * time.Microsecond))
+			return s
+		}()},
+		{name: "nil metadata", in: &ambientv1.Session{Name: "x"}, want: &ambientv1.Session{Name: "x"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			Normalize(tc.in)
+			if !proto.Equal(tc.in, tc.want) {
+				t.Fatalf("got %v, want %v", tc.in, tc.want)
+			}
+		})
+	}
+}
+
+type step struct {
+	list     []*ambientv1.Session // when non-nil (or sync set), a Sync
+	sync     bool
+	buffered []Observed[*ambientv1.Session]
+	apply    *Observed[*ambientv1.Session]
+}
+
+func upd(s *ambientv1.Session) Observed[*ambientv1.Session] {
+	return Observed[*ambientv1.Session]{ID: ID(s), Object: s}
+}
+
+func del(id string) Observed[*ambientv1.Session] {
+	return Observed[*ambientv1.Session]{ID: id, Deleted: true}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// TestStoreChanges drives the store like the informer does and checks which
+// events a worker would publish afterwards.
+func TestStoreChanges(t *testing.T) {
+	t.Parallel()
+	type want struct {
+		typ  eventsv1.EventType
+		name string // of Object
+		old  string // of Old, "" when none
+	}
+	tests := []struct {
+		name    string
+		kv      []*ambientv1.Session
+		steps   []step
+		want    map[string]want
+		stale   int
+		unknown int
+	}{
+		{
+			name:  "initial list adds everything",
+			steps: []step{{sync: true, list: []*ambientv1.Session{sess("a", "a1", 1, 0), sess("b", "b1", 1, 0)}}},
+			want: map[string]want{
+				"a": {typ: eventsv1.EventType_EVENT_TYPE_ADDED, name: "a1"},
+				"b": {typ: eventsv1.EventType_EVENT_TYPE_ADDED, name: "b1"},
+			},
+		},
+		{
+			name:  "restart with KV equal to list publishes nothing",
+			kv:    []*ambientv1.Session{sess("a", "a1", 1, 0)},
+			steps: []step{{sync: true, list: []*ambientv1.Session{sess("a", "a1", 1, 0)}}},
+			want:  map[string]want{},
+		},
+		{
+			name: "restart: modified, deleted, added",
+			kv:   []*ambientv1.Session{sess("a", "a1", 1, 0), sess("b", "b1", 1, 0)},
+			steps: []step{{sync: true, list: []*ambientv1.Session{
+				sess("a", "a2", 2, 0), sess("c", "c1", 1, 0),
+			}}},
+			want: map[string]want{
+				"a": {typ: eventsv1.EventType_EVENT_TYPE_MODIFIED, name: "a2", old: "a1"},
+				"b": {typ: eventsv1.EventType_EVENT_TYPE_DELETED, name: "b1"},
+				"c": {typ: eventsv1.EventType_EVENT_TYPE_ADDED, name: "c1"},
+			},
+		},
+		{
+			name: "buffered events older than the list are dropped",
+			steps: []step{{sync: true,
+				list:     []*ambientv1.Session{sess("a", "a2", 2, 0)},
+				buffered: []Observed[*ambientv1.Session]{upd(sess("a", "a1", 1, 0))},
+			}},
+			want:  map[string]want{"a": {typ: eventsv1.EventType_EVENT_TYPE_ADDED, name: "a2"}},
+			stale: 1,
+		},
+		{
+			name: "object created during the list is added from the buffer",
+			steps: []step{{sync: true,
+				list:     []*ambientv1.Session{sess("a", "a1", 1, 0)},
+				buffered: []Observed[*ambientv1.Session]{upd(sess("n", "n1", 3, 0))},
+			}},
+			want: map[string]want{
+				"a": {typ: eventsv1.EventType_EVENT_TYPE_ADDED, name: "a1"},
+				"n": {typ: eventsv1.EventType_EVENT_TYPE_ADDED, name: "n1"},
+			},
+		},
+		{
+			name: "delete during the list wins over the listed object",
+			kv:   []*ambientv1.Session{sess("a", "a1", 1, 0)},
+			steps: []step{{sync: true,
+				list:     []*ambientv1.Session{sess("a", "a1", 1, 0)},
+				buffered: []Observed[*ambientv1.Session]{del("a")},
+			}},
+			want: map[string]want{"a": {typ: eventsv1.EventType_EVENT_TYPE_DELETED, name: "a1"}},
+		},
+		{
+			name: "update equal to cache publishes nothing, even with nanos",
+			kv:   []*ambientv1.Session{sess("a", "a1", 1, 0)},
+			steps: []step{
+				{sync: true, list: []*ambientv1.Session{sess("a", "a1", 1, 0)}},
+				{apply: ptr(upd(sess("a", "a1", 1, 456)))},
+			},
+			want:  map[string]want{},
+			stale: 1,
+		},
+		{
+			name: "burst of updates coalesces to the last",
+			kv:   []*ambientv1.Session{sess("a", "a1", 1, 0)},
+			steps: []step{
+				{sync: true, list: []*ambientv1.Session{sess("a", "a1", 1, 0)}},
+				{apply: ptr(upd(sess("a", "a2", 2, 0)))},
+				{apply: ptr(upd(sess("a", "a3", 3, 0)))},
+				{apply: ptr(upd(sess("a", "a2", 2, 0)))}, // late duplicate
+			},
+			want:  map[string]want{"a": {typ: eventsv1.EventType_EVENT_TYPE_MODIFIED, name: "a3", old: "a1"}},
+			stale: 1,
+		},
+		{
+			name: "unknown delete is ignored",
+			steps: []step{
+				{sync: true},
+				{apply: ptr(del("zz"))},
+			},
+			want:    map[string]want{},
+			unknown: 1,
+		},
+		{
+			name: "create then delete before publishing publishes nothing",
+			steps: []step{
+				{sync: true},
+				{apply: ptr(upd(sess("a", "a1", 1, 0)))},
+				{apply: ptr(del("a"))},
+			},
+			want: map[string]want{},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			s := NewStore[*ambientv1.Session]()
+			s.Load(tc.kv)
+			var stale, unknown int
+			for _, st := range tc.steps {
+				var r Result
+				if st.apply != nil {
+					r = s.Apply(*st.apply)
+				} else {
+					r = s.Sync(st.list, st.buffered)
+				}
+				stale += r.Stale
+				unknown += r.Unknown
+			}
+			if stale != tc.stale || unknown != tc.unknown {
+				t.Errorf("stale, unknown = %d, %d; want %d, %d", stale, unknown, tc.stale, tc.unknown)
+			}
+			got := map[string]want{}
+			for _, id := range []string{"a", "b", "c", "n", "zz"} {
+				c, ok := s.Next(id)
+				if !ok {
+					continue
+				}
+				w := want{typ: c.Type, name: c.Object.GetName()}
+				if c.Old != nil {
+					w.old = c.Old.GetName()
+				}
+				got[id] = w
+			}
+			if len(got) != len(tc.want) {
+				t.Fatalf("changes = %v, want %v", got, tc.want)
+			}
+			for id, w := range tc.want {
+				if got[id] != w {
+					t.Errorf("change %s = %+v, want %+v", id, got[id], w)
+				}
+			}
+		})
+	}
+}
+
+func TestStorePublishedClearsAndRedirties(t *testing.T) {
+	t.Parallel()
+	s := NewStore[*ambientv1.Session]()
+	r := s.Sync([]*ambientv1.Session{sess("a", "a1", 1, 0)}, nil)
+	if !slices.Equal(r.Dirty, []string{"a"}) {
+		t.Fatalf("dirty = %v, want [a]", r.Dirty)
+	}
+	c, _ := s.Next("a")
+	// A newer update arrives while c is being published.
+	if r := s.Apply(upd(sess("a", "a2", 2, 0))); len(r.Dirty) != 1 {
+		t.Fatalf("apply dirty = %v", r.Dirty)
+	}
+	if still := s.Published(c); !still {
+		t.Fatal("Published = false, want still dirty after concurrent update")
+	}
+	c2, ok := s.Next("a")
+	if !ok || c2.Type != eventsv1.EventType_EVENT_TYPE_MODIFIED || c2.Old.GetName() != "a1" || c2.Object.GetName() != "a2" {
+		t.Fatalf("Next = %+v, %v", c2, ok)
+	}
+	if s.Published(c2) {
+		t.Fatal("still dirty after publishing the latest")
+	}
+	s.Apply(del("a"))
+	c3, _ := s.Next("a")
+	if c3.Type != eventsv1.EventType_EVENT_TYPE_DELETED || c3.Object.GetName() != "a2" {
+		t.Fatalf("Next after delete = %+v", c3)
+	}
+	s.Published(c3)
+	if _, ok := s.Next("a"); ok || s.Len() != 0 {
+		t.Fatalf("entry should be gone, Len = %d", s.Len())
+	}
+}
+
+func BenchmarkStoreSync100k(b *testing.B) {
+	list := make([]*ambientv1.Session, 100_000)
+	kv := make([]*ambientv1.Session, len(list))
+	for i := range list {
+		list[i] = sess(fmt.Sprintf("2k%022d", i), "n", i, 0)
+		list[i].Prompt = proto.String("a prompt of a few words")
+		kv[i] = proto.CloneOf(list[i])
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		s := NewStore[*ambientv1.Session]()
+		s.Load(kv)
+		if r := s.Sync(list, nil); len(r.Dirty) != 0 {
+			b.Fatalf("dirty = %d", len(r.Dirty))
+		}
+	}
+}
