@@ -1,0 +1,73 @@
+package proxy
+
+import (
+	"net/http"
+	"net/textproto"
+	"strings"
+
+	"github.com/ambient-code/control-plane/services/agui-proxy/internal/route"
+)
+
+// hopHeaders are connection-scoped (RFC 9110 section 7.6.1) and never
+// forwarded in either direction.
+func hopHeaders() []string {
+	return []string{
+		"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
+		"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
+	}
+}
+
+func removeHopHeaders(h http.Header) {
+	for _, v := range h.Values("Connection") {
+		for f := range strings.SplitSeq(v, ",") {
+			if f = textproto.TrimString(f); f != "" {
+				h.Del(f)
+			}
+		}
+	}
+	for _, k := range hopHeaders() {
+		h.Del(k)
+	}
+}
+
+// upstreamHeader returns the headers sent to the runner: the client's,
+// without hop-by-hop headers, without the client's credentials (the proxy
+// authenticated them; runners never see them) and without Accept-Encoding,
+// so the stream is never compressed on its way through.
+func upstreamHeader(in http.Header, ep route.Endpoint) http.Header {
+	h := in.Clone()
+	removeHopHeaders(h)
+	for _, k := range []string{"Authorization", "Cookie", "Accept-Encoding"} {
+		h.Del(k)
+	}
+	if ep.Stream && h.Get("Accept") == "" {
+		h.Set("Accept", "text/event-stream")
+	}
+	return h
+}
+
+// isEventStream reports whether a Content-Type is SSE.
+func isEventStream(contentType string) bool {
+	mt, _, _ := strings.Cut(contentType, ";")
+	return strings.EqualFold(strings.TrimSpace(mt), "text/event-stream")
+}
+
+// copyResponseHeader copies the runner's response headers to dst untouched
+// (Content-Type included) except hop-by-hop ones. SSE responses get the
+// headers that keep intermediaries from buffering or caching them.
+func copyResponseHeader(dst, src http.Header, stream bool) {
+	for k, vv := range src {
+		dst[k] = append([]string(nil), vv...)
+	}
+	removeHopHeaders(dst)
+	if stream {
+		// A streamed body has no known length once chunks are relayed.
+		dst.Del("Content-Length")
+	}
+	if isEventStream(src.Get("Content-Type")) {
+		if dst.Get("Cache-Control") == "" {
+			dst.Set("Cache-Control", "no-cache")
+		}
+		dst.Set("X-Accel-Buffering", "no")
+	}
+}

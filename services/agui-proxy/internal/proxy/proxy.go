@@ -1,0 +1,361 @@
+// Package proxy relays AG-UI requests from clients to the runner of a session,
+// found in an in-memory routing table. Streaming responses are flushed chunk
+// by chunk, never buffered, re-framed or compressed, and have no
+// whole-response deadline; the upstream request ends when the client leaves
+// or the runner's endpoint leaves the table.
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
+
+	"github.com/ambient-code/control-plane/libs/registry"
+	"github.com/ambient-code/control-plane/services/agui-proxy/internal/route"
+)
+
+// Resolver finds the runner endpoint of a session without network I/O.
+// *registry.Table implements it.
+type Resolver interface {
+	Lookup(sessionID string) (registry.Endpoint, bool)
+}
+
+var _ Resolver = (*registry.Table)(nil)
+
+// Config tunes a Proxy. Zero durations take the defaults named on each field.
+type Config struct {
+	// MaxBodyBytes bounds request bodies; larger ones get 413. Required (> 0).
+	MaxBodyBytes int64
+	// SSEKeepAlive is the idle time after which an SSE stream gets a
+	// ": ping" comment at an event boundary; 0 disables keep-alives.
+	SSEKeepAlive time.Duration
+	// UpstreamTimeout bounds a whole non-streaming runner call (default 30s).
+	UpstreamTimeout time.Duration
+	// UpstreamHeaderTimeout bounds the wait for a runner's response headers,
+	// streaming or not (default 60s).
+	UpstreamHeaderTimeout time.Duration
+	// DialTimeout bounds connecting to a runner (default 5s).
+	DialTimeout time.Duration
+	// SweepInterval is how often streams are checked against the routing
+	// table (default 100ms).
+	SweepInterval time.Duration
+	// MeterProvider and TracerProvider default to no-ops.
+	MeterProvider  metric.MeterProvider
+	TracerProvider trace.TracerProvider
+}
+
+func (c Config) withDefaults() Config {
+	if c.UpstreamTimeout <= 0 {
+		c.UpstreamTimeout = 30 * time.Second
+	}
+	if c.UpstreamHeaderTimeout <= 0 {
+		c.UpstreamHeaderTimeout = 60 * time.Second
+	}
+	if c.DialTimeout <= 0 {
+		c.DialTimeout = 5 * time.Second
+	}
+	if c.SweepInterval <= 0 {
+		c.SweepInterval = 100 * time.Millisecond
+	}
+	if c.MeterProvider == nil {
+		c.MeterProvider = metricnoop.NewMeterProvider()
+	}
+	if c.TracerProvider == nil {
+		c.TracerProvider = tracenoop.NewTracerProvider()
+	}
+	return c
+}
+
+// Proxy is the http.Handler of /sessions/{id}/... routes. Safe for concurrent
+// use. Call Run to cancel streams whose endpoint leaves the table.
+type Proxy struct {
+	cfg     Config
+	res     Resolver
+	client  *http.Client
+	streams *streams
+	metrics *metrics
+	tracer  trace.Tracer
+	prop    propagation.TextMapPropagator
+	log     *slog.Logger
+}
+
+// New returns a Proxy routing through res. It returns an error for an
+// invalid Config (MaxBodyBytes <= 0) or when metrics cannot be created.
+func New(cfg Config, res Resolver, log *slog.Logger) (*Proxy, error) {
+	if cfg.MaxBodyBytes <= 0 {
+		return nil, fmt.Errorf("proxy: MaxBodyBytes must be > 0, got %d", cfg.MaxBodyBytes)
+	}
+	if res == nil || log == nil {
+		return nil, errors.New("proxy: nil resolver or logger")
+	}
+	cfg = cfg.withDefaults()
+	m, err := newMetrics(cfg.MeterProvider)
+	if err != nil {
+		return nil, fmt.Errorf("proxy: %w", err)
+	}
+	tr := &http.Transport{
+		Proxy:                 nil, // runners are dialed directly, never via HTTP_PROXY
+		DialContext:           (&net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:          512,
+		MaxIdleConnsPerHost:   64,
+		IdleConnTimeout:       90 * time.Second,
+		ResponseHeaderTimeout: cfg.UpstreamHeaderTimeout,
+		DisableCompression:    true, // never ask for gzip, never transparently gunzip
+	}
+	client := &http.Client{
+		Transport: otelhttp.NewTransport(tr, otelhttp.WithTracerProvider(cfg.TracerProvider),
+			otelhttp.WithMeterProvider(cfg.MeterProvider)),
+		// A redirect could point anywhere; only registered endpoints are dialed.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	return &Proxy{
+		cfg:     cfg,
+		res:     res,
+		client:  client,
+		streams: newStreams(),
+		metrics: m,
+		tracer:  cfg.TracerProvider.Tracer(meterName),
+		prop:    otel.GetTextMapPropagator(),
+		log:     log,
+	}, nil
+}
+
+// Run cancels in-flight streams whose runner endpoint left the routing table
+// (or was replaced by another runner process) until ctx ends; it returns nil
+// then. Streams end cleanly: the response is terminated, not reset.
+func (p *Proxy) Run(ctx context.Context) error {
+	p.streams.run(ctx, p.res, p.cfg.SweepInterval, func(n int) {
+		p.metrics.evicted.Add(ctx, int64(n))
+		p.log.Info("streams ended: runner endpoint removed", "streams", n)
+	})
+	p.client.CloseIdleConnections()
+	return nil
+}
+
+// ActiveStreams returns the number of streams being relayed.
+func (p *Proxy) ActiveStreams() int { return p.streams.len() }
+
+// ServeHTTP serves /sessions/{id}{suffix} for the suffixes of route.Endpoints.
+func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	t, perr := route.Parse(r.URL.EscapedPath())
+	name := "unknown"
+	if perr == nil {
+		name = t.Endpoint.Name
+	}
+	ctx := p.prop.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
+	ctx, span := p.tracer.Start(ctx, "agui-proxy "+name, trace.WithSpanKind(trace.SpanKindServer),
+		trace.WithAttributes(attribute.String("http.request.method", r.Method), attribute.String(attrRoute, name)))
+	defer span.End()
+	r = r.WithContext(ctx)
+	rec := &recorder{ResponseWriter: w}
+	defer func() {
+		code := rec.status
+		if code == 0 {
+			code = statusClientClosed
+		}
+		span.SetAttributes(attribute.Int("http.response.status_code", code))
+		if code >= 500 {
+			span.SetStatus(codes.Error, http.StatusText(code))
+		}
+		p.metrics.request(ctx, name, code)
+	}()
+
+	switch {
+	case errors.Is(perr, route.ErrInvalidSessionID):
+		WriteError(rec, http.StatusNotFound, "unknown session")
+		return
+	case perr != nil:
+		WriteError(rec, http.StatusNotFound, "unknown endpoint")
+		return
+	case !t.Endpoint.Allows(r.Method):
+		rec.Header().Set("Allow", strings.Join(t.Endpoint.Methods, ", "))
+		WriteError(rec, http.StatusMethodNotAllowed, "method not allowed")
+		return
+	}
+	span.SetAttributes(attribute.String("session_id", t.SessionID))
+	// The table is in memory; a removed endpoint is never dialed again.
+	ep, ok := p.res.Lookup(t.SessionID)
+	if !ok {
+		WriteError(rec, http.StatusNotFound, "unknown session")
+		return
+	}
+	body, err := readBody(rec, r, p.cfg.MaxBodyBytes)
+	switch {
+	case errors.Is(err, errBodyTooLarge):
+		WriteError(rec, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body larger than %d bytes", p.cfg.MaxBodyBytes))
+		return
+	case err != nil:
+		if r.Context().Err() == nil {
+			WriteError(rec, http.StatusBadRequest, "cannot read request body")
+		}
+		return
+	}
+	log := p.log.With("session_id", t.SessionID, "route", name)
+	if t.Endpoint.Stream {
+		p.stream(rec, r, t, ep, body, log)
+		return
+	}
+	p.forward(rec, r, t, ep, body, log)
+}
+
+// readBody reads the whole request body (AG-UI inputs are JSON documents) so
+// that oversize bodies are refused before a runner is dialed, and so that the
+// server's read deadline only has to cover reading it.
+func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
+	if r.ContentLength > limit {
+		return nil, errBodyTooLarge
+	}
+	if r.Body == nil || r.Body == http.NoBody {
+		return nil, nil
+	}
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, errBodyTooLarge
+		}
+		return nil, fmt.Errorf("read request body: %w", err)
+	}
+	return b, nil
+}
+
+// call sends the request to the runner. Only the endpoint's address from the
+// routing table and the endpoint's constant path are used to build the URL.
+func (p *Proxy) call(ctx context.Context, r *http.Request, t route.Target, ep registry.Endpoint, body []byte) (*http.Response, error) {
+	u := url.URL{Scheme: "http", Host: ep.Addr(), Path: t.Endpoint.Upstream, RawQuery: r.URL.RawQuery}
+	var rd io.Reader = http.NoBody
+	if len(body) > 0 {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, r.Method, u.String(), rd)
+	if err != nil {
+		return nil, fmt.Errorf("build runner request: %w", err)
+	}
+	req.Header = upstreamHeader(r.Header, t.Endpoint)
+	req.ContentLength = int64(len(body))
+	start := time.Now()
+	resp, err := p.client.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("call runner %s: %w", ep.Addr(), err)
+	}
+	p.metrics.upstreamLatency(ctx, t.Endpoint.Name, time.Since(start))
+	return resp, nil
+}
+
+// forward relays a short request/response exchange within UpstreamTimeout.
+func (p *Proxy) forward(w *recorder, r *http.Request, t route.Target, ep registry.Endpoint, body []byte, log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(r.Context(), p.cfg.UpstreamTimeout)
+	defer cancel()
+	resp, err := p.call(ctx, r, t, ep, body)
+	if err != nil {
+		p.upstreamFailed(w, r, err, nil, log)
+		return
+	}
+	defer closeBody(resp.Body)
+	copyResponseHeader(w.Header(), resp.Header, false)
+	w.WriteHeader(resp.StatusCode)
+	if _, err := io.Copy(w, resp.Body); err != nil && r.Context().Err() == nil {
+		log.Warn("runner response cut", "err", err)
+	}
+}
+
+// stream relays a long-lived response, flushing each chunk as it arrives.
+func (p *Proxy) stream(w *recorder, r *http.Request, t route.Target, ep registry.Endpoint, body []byte, log *slog.Logger) {
+	rc := http.NewResponseController(w)
+	// The server's ReadTimeout and WriteTimeout are whole-request deadlines;
+	// a stream may run for hours. ReadHeaderTimeout (slowloris) and the body
+	// read above already happened under them. An expired read deadline would
+	// cancel the request context, so both are cleared.
+	if err := rc.SetWriteDeadline(time.Time{}); err != nil && !errors.Is(err, http.ErrNotSupported) {
+		log.Warn("clear write deadline", "err", err)
+	}
+	if err := rc.SetReadDeadline(time.Time{}); err != nil && !errors.Is(err, http.ErrNotSupported) {
+		log.Warn("clear read deadline", "err", err)
+	}
+	ctx, cancel := context.WithCancelCause(r.Context())
+	defer cancel(nil)
+	untrack := p.streams.add(t.SessionID, ep, cancel)
+	defer untrack()
+
+	resp, err := p.call(ctx, r, t, ep, body)
+	if err != nil {
+		p.upstreamFailed(w, r, err, ctx, log)
+		return
+	}
+	defer closeBody(resp.Body)
+	copyResponseHeader(w.Header(), resp.Header, true)
+	w.WriteHeader(resp.StatusCode)
+	if err := rc.Flush(); err != nil {
+		return // client gone
+	}
+	ended := p.metrics.streamStarted(ctx, t.Endpoint.Name)
+	keepAlive := time.Duration(0)
+	if isEventStream(resp.Header.Get("Content-Type")) {
+		keepAlive = p.cfg.SSEKeepAlive
+	}
+	res := relay(ctx, flusher{w, rc}, resp.Body, keepAlive, func() { cancel(context.Canceled) })
+	ended(res.Bytes)
+	cause := context.Cause(ctx)
+	switch {
+	case errors.Is(cause, ErrEndpointGone):
+		log.Info("stream ended: runner endpoint removed", "bytes", res.Bytes)
+	case r.Context().Err() != nil || res.ClientErr != nil:
+		log.Debug("stream ended: client left", "bytes", res.Bytes)
+	case res.UpstreamErr != nil:
+		log.Warn("stream ended: runner connection failed", "bytes", res.Bytes, "err", res.UpstreamErr)
+	default:
+		log.Debug("stream ended", "bytes", res.Bytes, "pings", res.Pings)
+	}
+}
+
+// upstreamFailed answers a failed runner call: nothing when the client left,
+// otherwise 502 (or 504 for a runner that did not answer in time).
+func (p *Proxy) upstreamFailed(w *recorder, r *http.Request, err error, streamCtx context.Context, log *slog.Logger) {
+	if r.Context().Err() != nil {
+		return // the client left; nobody to answer
+	}
+	if streamCtx != nil && errors.Is(context.Cause(streamCtx), ErrEndpointGone) {
+		WriteError(w, http.StatusBadGateway, "runner endpoint removed")
+		return
+	}
+	var ne net.Error
+	if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
+		log.Warn("runner timed out", "err", err)
+		WriteError(w, http.StatusGatewayTimeout, "runner timed out")
+		return
+	}
+	log.Warn("runner unreachable", "err", err)
+	WriteError(w, http.StatusBadGateway, "runner unreachable")
+}
+
+// flusher writes to the client and flushes through the ResponseController,
+// which reaches the server's writer through any wrappers.
+type flusher struct {
+	io.Writer
+	rc *http.ResponseController
+}
+
+func (f flusher) Flush() error { return f.rc.Flush() }
+
+func closeBody(b io.Closer) {
+	// The body is drained or abandoned; a close error changes nothing.
+	_ = b.Close()
+}

@@ -1,0 +1,128 @@
+package route
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+func TestSessionID(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		id   string
+		ok   bool
+	}{
+		{name: "uuid", id: "3f1c2a9e-8d3b-4c6f-9a51-0e6f1b2c3d4e", ok: true},
+		{name: "dots and underscores", id: "session.v1_a", ok: true},
+		{name: "single char", id: "a", ok: true},
+		{name: "max length", id: strings.Repeat("a", MaxSessionIDLen), ok: true},
+		{name: "empty", id: ""},
+		{name: "too long", id: strings.Repeat("a", MaxSessionIDLen+1)},
+		{name: "dot", id: "."},
+		{name: "dotdot", id: ".."},
+		{name: "leading dash", id: "-a"},
+		{name: "slash", id: "a/b"},
+		{name: "escaped slash", id: "a%2Fb"},
+		{name: "escaped dotdot", id: "%2E%2E"},
+		{name: "backslash", id: `a\b`},
+		{name: "space", id: "a b"},
+		{name: "colon host", id: "evil.com:80"},
+		{name: "at", id: "user@host"},
+		{name: "query", id: "a?b"},
+		{name: "nul", id: "a\x00"},
+		{name: "unicode", id: "séance"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			err := SessionID(tc.id)
+			if tc.ok && err != nil {
+				t.Fatalf("SessionID(%q) = %v, want nil", tc.id, err)
+			}
+			if !tc.ok && !errors.Is(err, ErrInvalidSessionID) {
+				t.Fatalf("SessionID(%q) = %v, want ErrInvalidSessionID", tc.id, err)
+			}
+		})
+	}
+}
+
+func TestParse(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name     string
+		path     string
+		id       string
+		endpoint string
+		err      error
+	}{
+		{name: "events", path: "/sessions/s1/agui/events", id: "s1", endpoint: "events"},
+		{name: "run", path: "/sessions/s1/agui/run", id: "s1", endpoint: "run"},
+		{name: "interrupt", path: "/sessions/s1/agui/interrupt", id: "s1", endpoint: "interrupt"},
+		{name: "health", path: "/sessions/s1/health", id: "s1", endpoint: "health"},
+		{name: "mcp", path: "/sessions/s1/mcp/status", id: "s1", endpoint: "mcp_status"},
+		{name: "repos", path: "/sessions/s1/repos/status", id: "s1", endpoint: "repos_status"},
+		{name: "no prefix", path: "/session/s1/health", err: ErrUnknownEndpoint},
+		{name: "no suffix", path: "/sessions/s1", err: ErrUnknownEndpoint},
+		{name: "trailing slash", path: "/sessions/s1/health/", err: ErrUnknownEndpoint},
+		{name: "unknown", path: "/sessions/s1/admin", err: ErrUnknownEndpoint},
+		{name: "traversal", path: "/sessions/s1/../s2/health", err: ErrUnknownEndpoint},
+		{name: "empty id", path: "/sessions//health", err: ErrInvalidSessionID},
+		{name: "dotdot id", path: "/sessions/../health", err: ErrInvalidSessionID},
+		{name: "encoded slash id", path: "/sessions/a%2Fb/health", err: ErrInvalidSessionID},
+		{name: "host in id", path: "/sessions/evil.com:80/health", err: ErrInvalidSessionID},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			got, err := Parse(tc.path)
+			if tc.err != nil {
+				if !errors.Is(err, tc.err) {
+					t.Fatalf("Parse(%q) error = %v, want %v", tc.path, err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Parse(%q) = %v", tc.path, err)
+			}
+			if got.SessionID != tc.id || got.Endpoint.Name != tc.endpoint {
+				t.Fatalf("Parse(%q) = %q %q, want %q %q", tc.path, got.SessionID, got.Endpoint.Name, tc.id, tc.endpoint)
+			}
+		})
+	}
+}
+
+// FuzzParse checks that arbitrary paths never panic and that every accepted
+// path names a valid session id, a known endpoint with a constant upstream
+// path, and round-trips exactly.
+func FuzzParse(f *testing.F) {
+	for _, s := range []string{
+		"/sessions/s1/agui/events", "/sessions/s1/agui/run", "/sessions/a.b-c_d/health",
+		"/sessions/../health", "/sessions/a%2Fb/mcp/status", "/sessions//repos/status",
+		"/sessions/s1/agui/interrupt?x=1", "//sessions/s1/health", "/sessions/s1/health/..",
+	} {
+		f.Add(s)
+	}
+	upstreams := map[string]bool{}
+	for _, ep := range Endpoints() {
+		upstreams[ep.Upstream] = true
+	}
+	f.Fuzz(func(t *testing.T, path string) {
+		got, err := Parse(path)
+		if err != nil {
+			if !errors.Is(err, ErrInvalidSessionID) && !errors.Is(err, ErrUnknownEndpoint) {
+				t.Fatalf("Parse(%q) returned unclassified error %v", path, err)
+			}
+			return
+		}
+		if err := SessionID(got.SessionID); err != nil {
+			t.Fatalf("Parse(%q) accepted invalid id %q: %v", path, got.SessionID, err)
+		}
+		if !upstreams[got.Endpoint.Upstream] {
+			t.Fatalf("Parse(%q) upstream %q not a known constant", path, got.Endpoint.Upstream)
+		}
+		if rebuilt := Prefix + got.SessionID + got.Endpoint.Suffix; rebuilt != path {
+			t.Fatalf("Parse(%q) does not round-trip: %q", path, rebuilt)
+		}
+	})
+}
