@@ -1,0 +1,278 @@
+// Package demorunner is a small AG-UI runner for the dev stack and tests. It
+// echoes the last user message word by word as an SSE stream and serves the
+// side endpoints a real runner has (/health, /interrupt, /mcp/status,
+// /repos/status). It uses only the standard library.
+package demorunner
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// errInterrupted is the cancel cause of runs ended by POST /interrupt.
+var errInterrupted = errors.New("interrupted")
+
+// maxBody bounds a RunAgentInput body.
+const maxBody = 4 << 20
+
+// Stats are counters exposed at GET /debug/stats so tests (and the proxy's
+// tests) can see what happened to runs.
+type Stats struct {
+	RunsStarted     int64 `json:"runs_started"`
+	RunsFinished    int64 `json:"runs_finished"`
+	RunsCancelled   int64 `json:"runs_cancelled"`
+	RunsInterrupted int64 `json:"runs_interrupted"`
+	ActiveRuns      int64 `json:"active_runs"`
+}
+
+// Server is the demo runner. Safe for concurrent use.
+type Server struct {
+	cfg Config
+	log *slog.Logger
+
+	started, finished, cancelled, interrupted, active atomic.Int64
+
+	mu     sync.Mutex
+	runs   map[uint64]context.CancelCauseFunc // guarded by mu
+	nextID uint64                             // guarded by mu
+}
+
+// New returns a server for cfg.
+func New(cfg Config, log *slog.Logger) *Server {
+	return &Server{cfg: cfg, log: log, runs: map[uint64]context.CancelCauseFunc{}}
+}
+
+// Handler returns the HTTP routes.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /health", s.handleHealth)
+	mux.HandleFunc("POST /{$}", s.handleRun)
+	mux.HandleFunc("POST /interrupt", s.handleInterrupt)
+	mux.HandleFunc("GET /mcp/status", s.handleMCP)
+	mux.HandleFunc("GET /repos/status", s.handleRepos)
+	mux.HandleFunc("GET /debug/stats", s.handleStats)
+	return mux
+}
+
+// Run serves on cfg.Host:cfg.Port until ctx ends, then stops: open SSE
+// streams are cancelled (their ctx derives from the server's base ctx) and
+// Run returns nil after the handlers finished.
+func (s *Server) Run(ctx context.Context) error {
+	ln, err := net.Listen("tcp", net.JoinHostPort(s.cfg.Host, strconv.Itoa(s.cfg.Port)))
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	return s.Serve(ctx, ln)
+}
+
+// Serve is Run on an existing listener (closed on return).
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	base, cancelBase := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelBase()
+	srv := &http.Server{
+		Handler:           s.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		BaseContext:       func(net.Listener) context.Context { return base },
+	}
+	srv.RegisterOnShutdown(cancelBase)
+	s.log.Info("runner listening", slog.String("addr", ln.Addr().String()), slog.String("session_id", s.cfg.SessionID))
+	errc := make(chan error, 1) // buffered: read once below
+	go func() { errc <- srv.Serve(ln) }() // owned by Serve; ends on Shutdown
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	shCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shCtx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve: %w", err)
+	}
+	s.log.Info("runner stopped")
+	return nil
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	// The client may be gone; nothing else to do with the error.
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func (s *Server) handleHealth(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "healthy", "session_id": s.cfg.SessionID})
+}
+
+func (s *Server) handleMCP(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{"session_id": s.cfg.SessionID, "servers": []string{}, "total": 0})
+}
+
+func (s *Server) handleRepos(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{"session_id": s.cfg.SessionID, "workspace": s.cfg.Workspace, "repos": []string{}})
+}
+
+// StatsSnapshot returns the current counters.
+func (s *Server) StatsSnapshot() Stats {
+	return Stats{
+		RunsStarted: s.started.Load(), RunsFinished: s.finished.Load(), RunsCancelled: s.cancelled.Load(),
+		RunsInterrupted: s.interrupted.Load(), ActiveRuns: s.active.Load(),
+	}
+}
+
+func (s *Server) handleStats(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, s.StatsSnapshot())
+}
+
+func (s *Server) handleInterrupt(w http.ResponseWriter, _ *http.Request) {
+	s.mu.Lock()
+	n := len(s.runs)
+	for _, cancel := range s.runs {
+		cancel(errInterrupted)
+	}
+	s.mu.Unlock()
+	s.log.Info("interrupt requested", slog.Int("runs", n))
+	writeJSON(w, http.StatusOK, map[string]any{"status": "interrupted", "runs": n})
+}
+
+func (s *Server) track(cancel context.CancelCauseFunc) (untrack func()) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.nextID++
+	id := s.nextID
+	s.runs[id] = cancel
+	return func() {
+		s.mu.Lock()
+		delete(s.runs, id)
+		s.mu.Unlock()
+	}
+}
+
+func (s *Server) handleRun(w http.ResponseWriter, r *http.Request) {
+	var in RunAgentInput
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody)).Decode(&in); err != nil {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid RunAgentInput: " + err.Error()})
+		return
+	}
+	fl, ok := w.(http.Flusher)
+	if !ok {
+		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": "streaming unsupported"})
+		return
+	}
+	if in.ThreadID == "" {
+		in.ThreadID = "thread-" + s.cfg.SessionID
+	}
+	if in.RunID == "" {
+		in.RunID = "run-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	}
+	ctx, cancel := context.WithCancelCause(r.Context())
+	defer cancel(nil)
+	defer s.track(cancel)()
+	s.started.Add(1)
+	s.active.Add(1)
+	defer s.active.Add(-1)
+	log := s.log.With(slog.String("run_id", in.RunID), slog.String("thread_id", in.ThreadID))
+
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	st := &stream{w: w, fl: fl}
+
+	err := s.run(ctx, st, in)
+	switch {
+	case err == nil:
+		s.finished.Add(1)
+		log.Info("run finished")
+	case errors.Is(context.Cause(ctx), errInterrupted):
+		s.interrupted.Add(1)
+		// The client is still there: end the run the way AG-UI clients accept.
+		_ = st.send(Event{Type: EventRunError, Message: "run interrupted", Code: "INTERRUPTED"}) // best effort
+		log.Info("run interrupted")
+	default:
+		s.cancelled.Add(1)
+		log.Info("run cancelled", slog.String("err", err.Error()))
+	}
+}
+
+func (s *Server) run(ctx context.Context, st *stream, in RunAgentInput) error {
+	if err := st.send(Event{Type: EventRunStarted, ThreadID: in.ThreadID, RunID: in.RunID}); err != nil {
+		return err
+	}
+	msgID := "msg-" + in.RunID
+	if err := st.send(Event{Type: EventTextMessageStart, MessageID: msgID, Role: "assistant"}); err != nil {
+		return err
+	}
+	words := strings.Fields(lastUserText(in.Messages))
+	if len(words) == 0 {
+		words = []string{"(no", "user", "message)"}
+	}
+	var timer *time.Timer
+	first := true
+	for range s.cfg.Repeat {
+		for _, word := range words {
+			if s.cfg.WordDelay > 0 {
+				if timer == nil {
+					timer = time.NewTimer(s.cfg.WordDelay)
+					defer timer.Stop()
+				} else {
+					timer.Reset(s.cfg.WordDelay)
+				}
+				select {
+				case <-ctx.Done():
+					return context.Cause(ctx)
+				case <-timer.C:
+				}
+			} else if ctx.Err() != nil {
+				return context.Cause(ctx)
+			}
+			delta := word
+			if !first {
+				delta = " " + word
+			}
+			first = false
+			if err := st.send(Event{Type: EventTextMessageContent, MessageID: msgID, Delta: delta}); err != nil {
+				return err
+			}
+		}
+	}
+	if err := st.send(Event{Type: EventTextMessageEnd, MessageID: msgID}); err != nil {
+		return err
+	}
+	return st.send(Event{Type: EventRunFinished, ThreadID: in.ThreadID, RunID: in.RunID})
+}
+
+// stream writes SSE frames, flushing each.
+type stream struct {
+	w  http.ResponseWriter
+	fl http.Flusher
+}
+
+func (s *stream) send(ev Event) error {
+	b, err := json.Marshal(ev)
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", ev.Type, err)
+	}
+	buf := make([]byte, 0, len(b)+8)
+	buf = append(buf, "data: "...)
+	buf = append(buf, b...)
+	buf = append(buf, "\n\n"...)
+	if _, err := s.w.Write(buf); err != nil {
+		return fmt.Errorf("write %s: %w", ev.Type, err)
+	}
+	s.fl.Flush()
+	return nil
+}
