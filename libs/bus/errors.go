@@ -1,0 +1,13 @@
+package bus
+
+import "errors"
+
+// Sentinel errors returned by this package; match them with errors.Is.
+var (
+	// ErrInvalidConfig means a ConnectConfig, StreamConfig or bucket config
+	// cannot work (conflicting credentials, missing name, ...).
+	ErrInvalidConfig = errors.New("invalid nats config")
+	// ErrNotConnected means the connection was not established before the
+	// context ended.
+	ErrNotConnected = errors.New("nats not connected")
+)

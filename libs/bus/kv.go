@@ -1,0 +1,78 @@
+package bus
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// DefaultLeaseTTL is how long a leader lease lives without renewal; the
+// informer renews well within it.
+const DefaultLeaseTTL = 10 * time.Second
+
+// BucketsConfig sets the shared buckets' replicas and the lease bucket TTL.
+type BucketsConfig struct {
+	// Replicas defaults to 1.
+	Replicas int
+	// LeaseTTL is the per-bucket TTL of BucketLeases (default DefaultLeaseTTL).
+	LeaseTTL time.Duration
+}
+
+// ObjectsBucket is the KeyValueConfig of BucketObjects (one history entry:
+// only the latest object matters).
+func ObjectsBucket(replicas int) jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{Bucket: BucketObjects, Description: "informer cache: latest object per <resource>.<id>", Storage: jetstream.FileStorage, Replicas: max(replicas, 1)}
+}
+
+// RunnersBucket is the KeyValueConfig of BucketRunners.
+func RunnersBucket(replicas int) jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{Bucket: BucketRunners, Description: "session id -> runner endpoint", Storage: jetstream.FileStorage, Replicas: max(replicas, 1)}
+}
+
+// LeasesBucket is the KeyValueConfig of BucketLeases: every key expires ttl
+// after its last write (0 = DefaultLeaseTTL).
+func LeasesBucket(replicas int, ttl time.Duration) jetstream.KeyValueConfig {
+	if ttl <= 0 {
+		ttl = DefaultLeaseTTL
+	}
+	return jetstream.KeyValueConfig{Bucket: BucketLeases, Description: "leader leases", Storage: jetstream.FileStorage, Replicas: max(replicas, 1), TTL: ttl}
+}
+
+// EnsureKV creates the bucket or updates it to cfg; safe to call from every
+// replica at start-up. It returns ErrInvalidConfig without a bucket name,
+// or the JetStream error.
+func EnsureKV(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+	if cfg.Bucket == "" {
+		return nil, fmt.Errorf("bucket name is required: %w", ErrInvalidConfig)
+	}
+	kv, err := js.CreateOrUpdateKeyValue(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("ensure kv %s: %w", cfg.Bucket, err)
+	}
+	return kv, nil
+}
+
+// Buckets are the shared buckets returned by EnsureBuckets.
+type Buckets struct {
+	Objects jetstream.KeyValue
+	Runners jetstream.KeyValue
+	Leases  jetstream.KeyValue
+}
+
+// EnsureBuckets ensures BucketObjects, BucketRunners and BucketLeases.
+func EnsureBuckets(ctx context.Context, js jetstream.JetStream, cfg BucketsConfig) (Buckets, error) {
+	var b Buckets
+	var err error
+	if b.Objects, err = EnsureKV(ctx, js, ObjectsBucket(cfg.Replicas)); err != nil {
+		return Buckets{}, err
+	}
+	if b.Runners, err = EnsureKV(ctx, js, RunnersBucket(cfg.Replicas)); err != nil {
+		return Buckets{}, err
+	}
+	if b.Leases, err = EnsureKV(ctx, js, LeasesBucket(cfg.Replicas, cfg.LeaseTTL)); err != nil {
+		return Buckets{}, err
+	}
+	return b, nil
+}

@@ -1,0 +1,84 @@
+package testenv
+
+import (
+	"os"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ambient-code/control-plane/libs/natsserver"
+)
+
+// EnvNATSLogging turns on embedded server logs: "debug" (logs + debug),
+// "trace" (everything), any other non-empty value (notices only).
+const EnvNATSLogging = "NATS_LOGGING"
+
+// NATS starts an embedded nats-server with JetStream on a random loopback
+// port and a StoreDir in t.TempDir(), waits until it is ready, and shuts it
+// down (waiting for shutdown) in t.Cleanup. Use srv.Restart() to prove
+// persistence and srv.ClientURL() to connect.
+func NATS(t testing.TB) *natsserver.Server {
+	t.Helper()
+	return NATSWith(t, natsserver.Options{})
+}
+
+// NATSWith is NATS with extra options (auth, limits). StoreDir, Port and
+// logging are filled in when left zero.
+func NATSWith(t testing.TB, opts natsserver.Options) *natsserver.Server {
+	t.Helper()
+	if opts.StoreDir == "" {
+		opts.StoreDir = t.TempDir()
+	}
+	if opts.Port == 0 {
+		opts.Port = natsserver.RandomPort
+	}
+	switch v := os.Getenv(EnvNATSLogging); v {
+	case "":
+	case "debug":
+		opts.Logging, opts.Debug = true, true
+	case "trace":
+		opts.Logging, opts.Debug, opts.Trace = true, true, true
+	default:
+		opts.Logging = true
+	}
+	srv, err := natsserver.Start(opts)
+	if err != nil {
+		t.Fatalf("start embedded nats: %v", err)
+	}
+	t.Cleanup(srv.Shutdown)
+	return srv
+}
+
+// Conn connects to srv with unlimited, fast reconnects (so a Restart in the
+// middle of a test is survived) and closes the connection in t.Cleanup.
+// Extra nats options are applied last.
+func Conn(t testing.TB, srv *natsserver.Server, opts ...nats.Option) *nats.Conn {
+	t.Helper()
+	base := []nats.Option{
+		nats.Name(t.Name()),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(25 * time.Millisecond),
+		nats.ReconnectJitter(10*time.Millisecond, 10*time.Millisecond),
+		nats.RetryOnFailedConnect(true),
+	}
+	nc, err := nats.Connect(srv.ClientURL(), append(base, opts...)...)
+	if err != nil {
+		t.Fatalf("connect to embedded nats %s: %v", srv.ClientURL(), err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
+// JetStream returns a connection to srv (see Conn) and a JetStream handle
+// on it.
+func JetStream(t testing.TB, srv *natsserver.Server, opts ...nats.Option) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	nc := Conn(t, srv, opts...)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatalf("jetstream on %s: %v", srv.ClientURL(), err)
+	}
+	return nc, js
+}
