@@ -1,0 +1,268 @@
+// Package lease elects one leader among informer replicas with a TTL lease
+// in a JetStream KV bucket.
+//
+// The lease is one key whose value is the holder's instance id. The bucket's
+// TTL equals the lease TTL, so a key that is not rewritten within the TTL
+// expires on the server. A candidate takes the lease with Create (exactly one
+// wins); the leader renews it with Update at the revision it last wrote
+// (compare-and-swap, so a lease taken over by someone else can never be
+// renewed) every TTL/3. The first renewal that fails cancels the leader's
+// context at once, at most 2*TTL/3 after the last good renewal, so the old
+// leader has stopped before the key can expire and a standby take over.
+// Standbys try again every RetryEvery and as soon as the key is deleted (a
+// leader that shuts down releases the lease).
+package lease
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
+)
+
+// ErrLost is the cause of the leader context's cancellation when a renewal
+// failed (context.Cause tells it apart from shutdown).
+var ErrLost = errors.New("lease lost")
+
+// ErrInvalidConfig is returned by New for a Config it cannot use.
+var ErrInvalidConfig = errors.New("invalid lease config")
+
+// releaseTimeout bounds the release of the lease on shutdown.
+const releaseTimeout = 2 * time.Second
+
+// Config says which lease to hold, as whom, for how long.
+type Config struct {
+	// Key is the lease key in the bucket (e.g. "informer").
+	Key string
+	// Holder identifies this replica; it must be unique among replicas.
+	Holder string
+	// TTL is the lease lifetime; it must equal the bucket's TTL.
+	TTL time.Duration
+	// RenewEvery defaults to TTL/3.
+	RenewEvery time.Duration
+	// RetryEvery is how often a standby tries to take the lease; default TTL/4.
+	RetryEvery time.Duration
+}
+
+// Elector campaigns for one lease. Its methods are safe for concurrent use.
+type Elector struct {
+	kv     jetstream.KeyValue
+	cfg    Config
+	log    *slog.Logger
+	leader atomic.Bool
+	terms  atomic.Int64
+}
+
+// New validates cfg and returns an Elector; it starts nothing. It returns
+// ErrInvalidConfig for an empty key or holder, or a TTL under 30 ms.
+func New(kv jetstream.KeyValue, cfg Config, log *slog.Logger) (*Elector, error) {
+	if cfg.Key == "" || cfg.Holder == "" {
+		return nil, fmt.Errorf("key and holder are required: %w", ErrInvalidConfig)
+	}
+	if cfg.TTL < 30*time.Millisecond {
+		return nil, fmt.Errorf("ttl %s too short: %w", cfg.TTL, ErrInvalidConfig)
+	}
+	if cfg.RenewEvery <= 0 {
+		cfg.RenewEvery = cfg.TTL / 3
+	}
+	if cfg.RenewEvery > cfg.TTL/2 {
+		return nil, fmt.Errorf("renew interval %s must be at most half the ttl %s: %w", cfg.RenewEvery, cfg.TTL, ErrInvalidConfig)
+	}
+	if cfg.RetryEvery <= 0 {
+		cfg.RetryEvery = cfg.TTL / 4
+	}
+	return &Elector{kv: kv, cfg: cfg, log: log.With(slog.String("lease", cfg.Key), slog.String("holder", cfg.Holder))}, nil
+}
+
+// IsLeader reports whether this replica holds the lease right now.
+func (e *Elector) IsLeader() bool { return e.leader.Load() }
+
+// Terms returns how many times this replica has become leader.
+func (e *Elector) Terms() int64 { return e.terms.Load() }
+
+// Run campaigns until ctx is done. Each time it wins the lease it calls lead
+// with a context that is cancelled when the lease is lost (cause ErrLost) or
+// ctx ends, waits for lead to return, and campaigns again. On shutdown the
+// lease is released so a standby takes over at once. An error returned by
+// lead while the lease was held ends Run with that error (the lease is left
+// to expire, as after a crash). Run returns nil when ctx ends.
+func (e *Elector) Run(ctx context.Context, lead func(ctx context.Context) error) error {
+	wctx, wcancel := context.WithCancel(ctx)
+	wake, wdone := e.watchReleases(wctx)
+	defer func() {
+		wcancel()
+		<-wdone
+	}()
+	for {
+		rev, err := e.acquire(ctx, wake)
+		if err != nil {
+			return nil //nolint:nilerr // acquire only fails when ctx ends
+		}
+		e.leader.Store(true)
+		e.terms.Add(1)
+		e.log.Info("lease acquired")
+		leadErr, lost := e.hold(ctx, rev, lead)
+		e.leader.Store(false)
+		switch {
+		case ctx.Err() != nil:
+			e.release(ctx)
+			e.log.Info("lease released")
+			return nil
+		case lost:
+			e.log.Warn("lease lost, standing by")
+		case leadErr != nil:
+			return leadErr
+		default:
+			// lead returned on its own without error: give the lease up so
+			// another replica can lead.
+			e.release(ctx)
+		}
+	}
+}
+
+// hold runs lead while renewing the lease. It reports lead's error and
+// whether the lease was lost.
+func (e *Elector) hold(ctx context.Context, rev uint64, lead func(ctx context.Context) error) (error, bool) {
+	leaderCtx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var leadErr error
+	g := new(errgroup.Group)
+	g.Go(func() error {
+		e.renew(leaderCtx, rev, cancel)
+		return nil
+	})
+	g.Go(func() error {
+		leadErr = lead(leaderCtx)
+		cancel(nil)
+		return nil
+	})
+	_ = g.Wait() // both functions return nil; results travel in leadErr and the cause
+	lost := errors.Is(context.Cause(leaderCtx), ErrLost)
+	if lost {
+		return nil, true
+	}
+	return leadErr, false
+}
+
+// renew rewrites the lease every RenewEvery until ctx ends; the first
+// failure cancels ctx with ErrLost.
+func (e *Elector) renew(ctx context.Context, rev uint64, cancel context.CancelCauseFunc) {
+	t := time.NewTicker(e.cfg.RenewEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		// The renewal must be answered before the next one is due, so a
+		// failure is known at most 2*RenewEvery <= 2*TTL/3 after the last
+		// good write, before the key can expire.
+		rctx, rcancel := context.WithTimeout(ctx, e.cfg.RenewEvery)
+		next, err := e.kv.Update(rctx, e.cfg.Key, []byte(e.cfg.Holder), rev)
+		rcancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			e.log.Warn("lease renewal failed", slog.Any("err", err))
+			cancel(fmt.Errorf("renew lease %s: %w: %w", e.cfg.Key, ErrLost, err))
+			return
+		}
+		rev = next
+	}
+}
+
+// acquire tries to take the lease until it succeeds or ctx ends.
+func (e *Elector) acquire(ctx context.Context, wake <-chan struct{}) (uint64, error) {
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-t.C:
+		case <-wake:
+		}
+		rev, err := e.tryAcquire(ctx)
+		if err == nil {
+			return rev, nil
+		}
+		if !errors.Is(err, jetstream.ErrKeyExists) && ctx.Err() == nil {
+			e.log.Debug("lease not acquired", slog.Any("err", err))
+		}
+		t.Reset(e.cfg.RetryEvery)
+	}
+}
+
+// tryAcquire creates the lease, or takes back a lease that still names this
+// holder (left from before a NATS outage: nobody else has taken it).
+func (e *Elector) tryAcquire(ctx context.Context) (uint64, error) {
+	cctx, cancel := context.WithTimeout(ctx, e.cfg.RetryEvery)
+	defer cancel()
+	rev, err := e.kv.Create(cctx, e.cfg.Key, []byte(e.cfg.Holder))
+	if err == nil || !errors.Is(err, jetstream.ErrKeyExists) {
+		return rev, err
+	}
+	entry, gerr := e.kv.Get(cctx, e.cfg.Key)
+	if gerr != nil || string(entry.Value()) != e.cfg.Holder {
+		return 0, err
+	}
+	return e.kv.Update(cctx, e.cfg.Key, []byte(e.cfg.Holder), entry.Revision())
+}
+
+// release deletes the lease if this replica still holds it.
+func (e *Elector) release(ctx context.Context) {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
+	defer cancel()
+	entry, err := e.kv.Get(rctx, e.cfg.Key)
+	if err != nil || string(entry.Value()) != e.cfg.Holder {
+		return
+	}
+	if err := e.kv.Delete(rctx, e.cfg.Key, jetstream.LastRevision(entry.Revision())); err != nil {
+		e.log.Warn("lease release failed", slog.Any("err", err))
+	}
+}
+
+// watchReleases returns a channel that receives when the lease key is
+// deleted or purged, so a standby need not wait for its next retry, and a
+// channel closed when the watching goroutine has exited (after ctx ends). If
+// the watch cannot be started, only polling remains.
+func (e *Elector) watchReleases(ctx context.Context) (<-chan struct{}, <-chan struct{}) {
+	wake := make(chan struct{}, 1) // one pending wake-up is enough
+	done := make(chan struct{})
+	w, err := e.kv.Watch(ctx, e.cfg.Key, jetstream.UpdatesOnly())
+	if err != nil {
+		e.log.Debug("lease watch unavailable, polling only", slog.Any("err", err))
+		close(done)
+		return wake, done
+	}
+	// Owned by Run, which cancels ctx and waits for done.
+	go func() {
+		defer close(done)
+		defer func() { _ = w.Stop() }() // best effort: the subscription also ends with ctx
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case entry, ok := <-w.Updates():
+				if !ok {
+					return
+				}
+				if entry == nil || entry.Operation() == jetstream.KeyValuePut {
+					continue
+				}
+				select {
+				case wake <- struct{}{}:
+				default:
+				}
+			}
+		}
+	}()
+	return wake, done
+}

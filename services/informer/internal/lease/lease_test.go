@@ -1,0 +1,207 @@
+package lease
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ambient-code/control-plane/libs/testenv"
+)
+
+const testTTL = time.Second
+
+func leaseKV(t *testing.T) jetstream.KeyValue {
+	t.Helper()
+	srv := testenv.NATS(t)
+	_, js := testenv.JetStream(t, srv)
+	kv, err := js.CreateKeyValue(t.Context(), jetstream.KeyValueConfig{Bucket: "leases", TTL: testTTL})
+	if err != nil {
+		t.Fatalf("create bucket: %v", err)
+	}
+	return kv
+}
+
+// replica runs one Elector in the background and records its terms.
+type replica struct {
+	e      *Elector
+	cancel context.CancelFunc
+	done   chan error // Run's result
+	once   sync.Once
+	mu     sync.Mutex
+	lost   int // guarded by mu; terms that ended with ErrLost
+}
+
+func startReplica(t *testing.T, kv jetstream.KeyValue, holder string, lead func(ctx context.Context) error) *replica {
+	t.Helper()
+	e, err := New(kv, Config{Key: "informer", Holder: holder, TTL: testTTL}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	r := &replica{e: e, cancel: cancel, done: make(chan error, 1)}
+	if lead == nil {
+		lead = func(ctx context.Context) error {
+			<-ctx.Done()
+			if errors.Is(context.Cause(ctx), ErrLost) {
+				r.mu.Lock()
+				r.lost++
+				r.mu.Unlock()
+			}
+			return nil
+		}
+	}
+	// Owned by the test: stopped by cancel, awaited in stop or Cleanup.
+	go func() { r.done <- e.Run(ctx, lead) }()
+	t.Cleanup(func() { r.stop(t) })
+	return r
+}
+
+func (r *replica) stop(t *testing.T) {
+	t.Helper()
+	r.once.Do(func() {
+		r.cancel()
+		select {
+		case err := <-r.done:
+			if err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Error("Run did not return within 5s")
+		}
+	})
+}
+
+func holder(t *testing.T, kv jetstream.KeyValue) string {
+	t.Helper()
+	e, err := kv.Get(t.Context(), "informer")
+	if err != nil {
+		return ""
+	}
+	return string(e.Value())
+}
+
+func TestSingleLeaderAndGracefulHandover(t *testing.T) {
+	t.Parallel()
+	kv := leaseKV(t)
+	a := startReplica(t, kv, "a", nil)
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if !a.e.IsLeader() {
+			return errors.New("a is not leader")
+		}
+		return nil
+	})
+	b := startReplica(t, kv, "b", nil)
+	// b stays standby over several renewals of a.
+	deadline := time.Now().Add(2 * testTTL)
+	for time.Now().Before(deadline) {
+		if b.e.IsLeader() {
+			t.Fatal("b became leader while a holds the lease")
+		}
+		if got := holder(t, kv); got != "a" {
+			t.Fatalf("holder = %q, want a", got)
+		}
+		select {
+		case <-time.After(50 * time.Millisecond):
+		case <-t.Context().Done():
+		}
+	}
+	start := time.Now()
+	a.stop(t) // releases the lease: b takes over without waiting for the TTL
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if !b.e.IsLeader() {
+			return errors.New("b is not leader")
+		}
+		return nil
+	})
+	if took := time.Since(start); took > testTTL {
+		t.Errorf("handover after release took %v, want < %v", took, testTTL)
+	}
+}
+
+func TestCrashedLeaderExpires(t *testing.T) {
+	t.Parallel()
+	kv := leaseKV(t)
+	crash := errors.New("crash")
+	a := startReplica(t, kv, "a", func(ctx context.Context) error { return crash })
+	select {
+	case err := <-a.done:
+		if !errors.Is(err, crash) {
+			t.Fatalf("Run = %v, want the lead error", err)
+		}
+		a.done <- nil // for stop
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return the lead error")
+	}
+	if got := holder(t, kv); got != "a" {
+		t.Fatalf("holder after crash = %q, want a (left to expire)", got)
+	}
+	start := time.Now()
+	b := startReplica(t, kv, "b", nil)
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if !b.e.IsLeader() {
+			return errors.New("b is not leader")
+		}
+		return nil
+	})
+	if took := time.Since(start); took > 2*testTTL {
+		t.Errorf("takeover took %v, want about the TTL %v", took, testTTL)
+	}
+}
+
+func TestRenewFailureStopsLeaderAtOnce(t *testing.T) {
+	t.Parallel()
+	kv := leaseKV(t)
+	a := startReplica(t, kv, "a", nil)
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if !a.e.IsLeader() {
+			return errors.New("a is not leader")
+		}
+		return nil
+	})
+	// Someone else overwrites the lease: a's compare-and-swap renewal fails.
+	if _, err := kv.Put(t.Context(), "informer", []byte("intruder")); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 2*testTTL, func() error {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		if a.lost != 1 || a.e.IsLeader() {
+			return fmt.Errorf("lost terms = %d, leader = %v", a.lost, a.e.IsLeader())
+		}
+		return nil
+	})
+	// Once the intruder's entry expires, a leads again.
+	testenv.Eventually(t, 5*testTTL, func() error {
+		if !a.e.IsLeader() {
+			return errors.New("a did not lead again")
+		}
+		return nil
+	})
+}
+
+func TestNewValidates(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		cfg  Config
+	}{
+		{name: "no key", cfg: Config{Holder: "a", TTL: time.Second}},
+		{name: "no holder", cfg: Config{Key: "k", TTL: time.Second}},
+		{name: "tiny ttl", cfg: Config{Key: "k", Holder: "a", TTL: time.Millisecond}},
+		{name: "renew too slow", cfg: Config{Key: "k", Holder: "a", TTL: time.Second, RenewEvery: time.Second}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			if _, err := New(nil, tc.cfg, slog.New(slog.DiscardHandler)); !errors.Is(err, ErrInvalidConfig) {
+				t.Fatalf("err = %v, want ErrInvalidConfig", err)
+			}
+		})
+	}
+}
