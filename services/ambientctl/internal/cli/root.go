@@ -1,0 +1,148 @@
+// Package cli implements the ambientctl commands. Every command talks to real
+// endpoints: the ambient API over gRPC, NATS for the event stream, the
+// agui-proxy for chat and event-tally for tallies.
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/ambient-code/control-plane/libs/apiclient"
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// Defaults match the dev stack started by `make run`.
+const (
+	DefaultAPIAddr  = "localhost:8001"
+	DefaultToken    = "dev-token"
+	DefaultNATSURL  = "nats://127.0.0.1:4222"
+	DefaultProxyURL = "http://127.0.0.1:9080"
+	DefaultTallyURL = "http://127.0.0.1:9094"
+)
+
+// Environment variables that override the defaults (flags override both).
+const (
+	EnvAPIAddr    = "AMBIENT_GRPC_SERVER_ADDR"
+	EnvToken      = "AMBIENT_API_TOKEN"
+	EnvUseTLS     = "AMBIENT_GRPC_USE_TLS"
+	EnvCAFile     = "AMBIENT_GRPC_CA_FILE"
+	EnvNATSURL    = "NATS_URL"
+	EnvProxyURL   = "AMBIENT_PROXY_URL"
+	EnvProxyToken = "AMBIENT_PROXY_TOKEN"
+	EnvTallyURL   = "AMBIENT_TALLY_URL"
+)
+
+// LookupEnv is os.LookupEnv's shape, injected so tests control the
+// environment.
+type LookupEnv func(string) (string, bool)
+
+type options struct {
+	api        string
+	token      string
+	useTLS     bool
+	caFile     string
+	natsURL    string
+	proxyURL   string
+	proxyToken string
+	tallyURL   string
+	output     string
+	timeout    time.Duration
+}
+
+func envOr(lookup LookupEnv, name, def string) string {
+	if v, ok := lookup(name); ok && v != "" {
+		return v
+	}
+	return def
+}
+
+// Execute runs ambientctl with args and returns the process exit code: 0 on
+// success, 1 on a failed command, 2 on a usage error.
+func Execute(ctx context.Context, args []string, stdout, stderr io.Writer, lookup LookupEnv) int {
+	root := newRoot(lookup)
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	cmd, err := root.ExecuteContextC(ctx)
+	if err == nil {
+		return 0
+	}
+	var uerr usageError
+	if errors.As(err, &uerr) || cmd == nil || !cmd.Runnable() {
+		fmt.Fprintf(stderr, "ambientctl: %v\n", err)
+		return 2
+	}
+	fmt.Fprintf(stderr, "ambientctl: %v\n", err)
+	return 1
+}
+
+type usageError struct{ error }
+
+func newRoot(lookup LookupEnv) *cobra.Command {
+	o := &options{}
+	root := &cobra.Command{
+		Use:           "ambientctl",
+		Short:         "Drive the ambient control plane (sessions, projects, events, chat)",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	pf := root.PersistentFlags()
+	pf.StringVar(&o.api, "api", envOr(lookup, EnvAPIAddr, DefaultAPIAddr), "ambient API gRPC address ($"+EnvAPIAddr+")")
+	pf.StringVar(&o.token, "token", envOr(lookup, EnvToken, DefaultToken), "ambient API bearer token ($"+EnvToken+"; the dev stack uses "+DefaultToken+")")
+	pf.BoolVar(&o.useTLS, "tls", envOr(lookup, EnvUseTLS, "false") == "true", "use TLS to the API ($"+EnvUseTLS+")")
+	pf.StringVar(&o.caFile, "ca-file", envOr(lookup, EnvCAFile, ""), "CA bundle for API TLS ($"+EnvCAFile+")")
+	pf.StringVar(&o.natsURL, "nats", envOr(lookup, EnvNATSURL, DefaultNATSURL), "NATS URL for `events tail` ($"+EnvNATSURL+")")
+	pf.StringVar(&o.proxyURL, "proxy", envOr(lookup, EnvProxyURL, DefaultProxyURL), "agui-proxy base URL for `chat` ($"+EnvProxyURL+")")
+	pf.StringVar(&o.proxyToken, "proxy-token", envOr(lookup, EnvProxyToken, ""), "bearer token for the agui-proxy ($"+EnvProxyToken+")")
+	pf.StringVar(&o.tallyURL, "tally-url", envOr(lookup, EnvTallyURL, DefaultTallyURL), "event-tally base URL ($"+EnvTallyURL+")")
+	pf.StringVarP(&o.output, "output", "o", "table", "output format: table or json")
+	pf.DurationVar(&o.timeout, "timeout", 30*time.Second, "timeout of each API call")
+
+	root.AddCommand(sessionsCmd(o), projectsCmd(o), settingsCmd(o), eventsCmd(o), chatCmd(o), tallyCmd(o))
+	return root
+}
+
+// client connects to the API. The caller closes it.
+func (o *options) client() (*apiclient.Client, error) {
+	if o.output != "table" && o.output != "json" {
+		return nil, usageError{fmt.Errorf("--output must be table or json, got %q", o.output)}
+	}
+	c, err := apiclient.New(apiclient.Config{Addr: o.api, Token: o.token, UseTLS: o.useTLS, CAFile: o.caFile, Timeout: o.timeout})
+	if err != nil {
+		return nil, fmt.Errorf("api client: %w", err)
+	}
+	return c, nil
+}
+
+// explain turns gRPC failures into messages that say what to do.
+func (o *options) explain(err error, what string) error {
+	if err == nil {
+		return nil
+	}
+	st, ok := status.FromError(err)
+	if !ok {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	switch st.Code() {
+	case codes.Unavailable:
+		return fmt.Errorf("%s: cannot reach the ambient API at %s (is it running? `make run` starts the dev stack; or pass --api): %s", what, o.api, st.Message())
+	case codes.Unauthenticated:
+		return fmt.Errorf("%s: the ambient API rejected the token (set --token or $%s): %s", what, EnvToken, st.Message())
+	case codes.NotFound:
+		return fmt.Errorf("%s: not found: %s", what, st.Message())
+	case codes.AlreadyExists:
+		return fmt.Errorf("%s: already exists: %s", what, st.Message())
+	case codes.InvalidArgument:
+		return fmt.Errorf("%s: invalid argument: %s", what, st.Message())
+	case codes.DeadlineExceeded:
+		return fmt.Errorf("%s: the ambient API at %s did not answer within %s", what, o.api, o.timeout)
+	default:
+		return fmt.Errorf("%s: %w", what, err)
+	}
+}
