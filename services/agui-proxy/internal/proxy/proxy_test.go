@@ -1,0 +1,431 @@
+package proxy
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+)
+
+// seen is what the fake runner received.
+type seen struct {
+	Method, Path, Query, Authorization, AcceptEncoding, Accept, Body string
+}
+
+func TestRoutes(t *testing.T) {
+	t.Parallel()
+	got := make(chan seen, 1) // one request per case
+	runner := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		got <- seen{r.Method, r.URL.Path, r.URL.RawQuery, r.Header.Get("Authorization"),
+			r.Header.Get("Accept-Encoding"), r.Header.Get("Accept"), string(b)}
+		w.Header().Set("Content-Type", "application/vnd.test")
+		w.Header().Set("X-Runner", "yes")
+		w.WriteHeader(http.StatusAccepted)
+		_, _ = io.WriteString(w, "ok:"+r.URL.Path)
+	}))
+	t.Cleanup(runner.Close)
+	dead, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadURL := "http://" + dead.Addr().String()
+	dead.Close() // nothing listens there now: a registered but dead runner
+
+	tab := newTable()
+	tab.set("s1", endpointOf(t, "s1", runner.URL))
+	tab.set("dead", endpointOf(t, "dead", deadURL))
+	_, srv := startProxy(t, Config{MaxBodyBytes: 64}, tab, nil)
+
+	tests := []struct {
+		name     string
+		method   string
+		path     string
+		body     string
+		code     int
+		errMsg   string // JSON error expected when set
+		upstream string // runner path expected when set
+		method2  string // runner method when it differs
+	}{
+		{name: "events", method: "GET", path: "/sessions/s1/agui/events?x=1", code: 202, upstream: "/"},
+		{name: "run", method: "POST", path: "/sessions/s1/agui/run", body: `{"threadId":"t"}`, code: 202, upstream: "/"},
+		{name: "interrupt", method: "POST", path: "/sessions/s1/agui/interrupt", body: `{}`, code: 202, upstream: "/interrupt"},
+		{name: "health", method: "GET", path: "/sessions/s1/health", code: 202, upstream: "/health"},
+		{name: "mcp", method: "GET", path: "/sessions/s1/mcp/status", code: 202, upstream: "/mcp/status"},
+		{name: "repos", method: "GET", path: "/sessions/s1/repos/status", code: 202, upstream: "/repos/status"},
+		{name: "unknown session", method: "GET", path: "/sessions/nope/health", code: 404, errMsg: "unknown session"},
+		{name: "invalid session", method: "GET", path: "/sessions/a%2F..%2Fb/health", code: 404, errMsg: "unknown session"},
+		{name: "unknown endpoint", method: "GET", path: "/sessions/s1/admin", code: 404, errMsg: "unknown endpoint"},
+		{name: "traversal", method: "GET", path: "/sessions/s1/agui/../health", code: 404, errMsg: "unknown endpoint"},
+		{name: "wrong method", method: "GET", path: "/sessions/s1/agui/run", code: 405, errMsg: "method not allowed"},
+		{name: "dead runner", method: "GET", path: "/sessions/dead/health", code: 502, errMsg: "runner unreachable"},
+		{name: "dead runner stream", method: "POST", path: "/sessions/dead/agui/run", body: "{}", code: 502, errMsg: "runner unreachable"},
+		{name: "too large", method: "POST", path: "/sessions/s1/agui/run", body: strings.Repeat("x", 65), code: 413,
+			errMsg: "request body larger than 64 bytes"},
+		{name: "limit exactly", method: "POST", path: "/sessions/s1/agui/run", body: strings.Repeat("x", 64), code: 202, upstream: "/"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			req, err := http.NewRequest(tc.method, srv.URL+tc.path, strings.NewReader(tc.body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Set("Authorization", "Bearer secret")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			body, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != tc.code {
+				t.Fatalf("status = %d (%s), want %d", resp.StatusCode, body, tc.code)
+			}
+			if tc.errMsg != "" {
+				if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+					t.Fatalf("Content-Type = %q, want application/json", ct)
+				}
+				var e errorBody
+				if err := json.Unmarshal(body, &e); err != nil || e.Error != tc.errMsg {
+					t.Fatalf("body = %s (%v), want error %q", body, err, tc.errMsg)
+				}
+				select {
+				case s := <-got:
+					t.Fatalf("runner was called: %+v", s)
+				default:
+				}
+				return
+			}
+			s := within(t, 5*time.Second, got, "runner request")
+			if s.Path != tc.upstream || s.Method != tc.method || s.Body != tc.body {
+				t.Fatalf("runner got %+v, want %s %s body %q", s, tc.method, tc.upstream, tc.body)
+			}
+			if s.Authorization != "" || s.AcceptEncoding != "" {
+				t.Fatalf("credentials or Accept-Encoding forwarded: %+v", s)
+			}
+			if ct := resp.Header.Get("Content-Type"); ct != "application/vnd.test" || resp.Header.Get("X-Runner") != "yes" {
+				t.Fatalf("response headers not passed through: %v", resp.Header)
+			}
+			if string(body) != "ok:"+tc.upstream {
+				t.Fatalf("body = %q", body)
+			}
+		})
+	}
+}
+
+// sseRunner streams frames fed through its channel, as a runner does.
+func sseRunner(t *testing.T, frames <-chan string, cancelled chan<- struct{}) *httptest.Server {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.WriteHeader(http.StatusOK)
+		rc := http.NewResponseController(w)
+		_ = rc.Flush()
+		for {
+			select {
+			case <-r.Context().Done():
+				if cancelled != nil {
+					cancelled <- struct{}{}
+				}
+				return
+			case f, ok := <-frames:
+				if !ok {
+					return
+				}
+				if _, err := io.WriteString(w, f); err != nil {
+					return
+				}
+				_ = rc.Flush()
+			}
+		}
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// TestStreamIsNotBuffered sends each frame only after the client has read the
+// previous one through the proxy: any buffering would deadlock (and time out).
+func TestStreamIsNotBuffered(t *testing.T) {
+	t.Parallel()
+	frames := make(chan string)
+	runner := sseRunner(t, frames, nil)
+	tab := newTable()
+	tab.set("s1", endpointOf(t, "s1", runner.URL))
+	_, srv := startProxy(t, Config{}, tab, nil)
+
+	resp, err := http.Post(srv.URL+"/sessions/s1/agui/run", "application/json", strings.NewReader("{}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" {
+		t.Fatalf("Content-Type = %q", ct)
+	}
+	if resp.Header.Get("X-Accel-Buffering") != "no" || resp.Header.Get("Cache-Control") != "no-cache" {
+		t.Fatalf("missing anti-buffering headers: %v", resp.Header)
+	}
+	fr := newFrameReader(resp.Body)
+	// CRLF and odd framing must pass byte for byte.
+	want := []string{"data: {\"type\":\"RUN_STARTED\"}\n\n", "event: x\r\ndata: y\r\n\r\n", "data: 3\n\n"}
+	for i, f := range want {
+		frames <- f
+		got := make(chan string, 1)
+		go func() { // exits when a frame or error arrives; the body closes at test end
+			s, _ := fr.next()
+			got <- s
+		}()
+		s := within(t, 5*time.Second, got, fmt.Sprintf("frame %d", i))
+		if s != f {
+			t.Fatalf("frame %d = %q, want %q", i, s, f)
+		}
+	}
+	close(frames)
+	rest, err := io.ReadAll(resp.Body)
+	if err != nil || len(rest) != 0 {
+		t.Fatalf("end of stream: %q, %v", rest, err)
+	}
+}
+
+// TestStreamOutlivesServerTimeouts runs a stream three times longer than the
+// server's ReadTimeout and WriteTimeout: streaming routes clear both.
+func TestStreamOutlivesServerTimeouts(t *testing.T) {
+	t.Parallel()
+	const timeout = 300 * time.Millisecond
+	runner := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		rc := http.NewResponseController(w)
+		deadline := time.Now().Add(3 * timeout)
+		tick := time.NewTicker(timeout / 4) // the "slow runner"
+		defer tick.Stop()
+		for i := 0; time.Now().Before(deadline); i++ {
+			fmt.Fprintf(w, "data: %d\n\n", i)
+			_ = rc.Flush()
+			select {
+			case <-tick.C:
+			case <-r.Context().Done():
+				return
+			}
+		}
+		_, _ = io.WriteString(w, "data: done\n\n")
+	}))
+	t.Cleanup(runner.Close)
+	tab := newTable()
+	tab.set("s1", endpointOf(t, "s1", runner.URL))
+	_, srv := startProxy(t, Config{}, tab, func(s *http.Server) {
+		s.ReadTimeout = timeout
+		s.WriteTimeout = timeout
+		s.ReadHeaderTimeout = timeout
+	})
+	for _, tc := range []struct{ method, path string }{
+		{"POST", "/sessions/s1/agui/run"},
+		{"GET", "/sessions/s1/agui/events"},
+	} {
+		req, _ := http.NewRequest(tc.method, srv.URL+tc.path, strings.NewReader("{}"))
+		start := time.Now()
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatalf("%s: stream cut after %v: %v", tc.path, time.Since(start), err)
+		}
+		if !strings.HasSuffix(string(b), "data: done\n\n") || time.Since(start) < 3*timeout {
+			t.Fatalf("%s: stream ended early after %v: %q", tc.path, time.Since(start), b)
+		}
+	}
+}
+
+func TestClientDisconnectCancelsRunner(t *testing.T) {
+	t.Parallel()
+	frames := make(chan string)
+	cancelled := make(chan struct{}, 1)
+	runner := sseRunner(t, frames, cancelled)
+	tab := newTable()
+	tab.set("s1", endpointOf(t, "s1", runner.URL))
+	p, srv := startProxy(t, Config{SSEKeepAlive: time.Hour}, tab, nil)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, "POST", srv.URL+"/sessions/s1/agui/run", strings.NewReader("{}"))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	frames <- "data: 1\n\n"
+	if _, err := newFrameReader(resp.Body).next(); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	resp.Body.Close()
+	within(t, 5*time.Second, cancelled, "runner to see cancellation")
+	waitFor(t, func() bool { return p.ActiveStreams() == 0 }, "stream untracked")
+}
+
+func TestRemovedEndpointEndsStream(t *testing.T) {
+	t.Parallel()
+	for _, keepAlive := range []time.Duration{0, time.Hour} {
+		t.Run(fmt.Sprintf("keepalive=%v", keepAlive), func(t *testing.T) {
+			t.Parallel()
+			frames := make(chan string)
+			cancelled := make(chan struct{}, 1)
+			runner := sseRunner(t, frames, cancelled)
+			tab := newTable()
+			tab.set("s1", endpointOf(t, "s1", runner.URL))
+			_, srv := startProxy(t, Config{SSEKeepAlive: keepAlive, SweepInterval: 10 * time.Millisecond}, tab, nil)
+
+			resp, err := http.Post(srv.URL+"/sessions/s1/agui/run", "application/json", strings.NewReader("{}"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			frames <- "data: 1\n\n"
+			fr := newFrameReader(resp.Body)
+			if _, err := fr.next(); err != nil {
+				t.Fatal(err)
+			}
+			tab.remove("s1")
+			end := make(chan error, 1)
+			go func() { // exits when the stream ends
+				_, err := fr.next()
+				end <- err
+			}()
+			// A clean end: EOF of a properly terminated chunked body.
+			if err := within(t, 5*time.Second, end, "stream end"); !errors.Is(err, io.EOF) {
+				t.Fatalf("stream ended with %v, want clean EOF", err)
+			}
+			within(t, 5*time.Second, cancelled, "runner to see cancellation")
+			// New requests get 404 at once.
+			r2, err := http.Get(srv.URL + "/sessions/s1/health")
+			if err != nil {
+				t.Fatal(err)
+			}
+			r2.Body.Close()
+			if r2.StatusCode != http.StatusNotFound {
+				t.Fatalf("after removal: %d, want 404", r2.StatusCode)
+			}
+		})
+	}
+}
+
+func TestReplacedEndpointEndsStream(t *testing.T) {
+	t.Parallel()
+	frames := make(chan string)
+	runner := sseRunner(t, frames, nil)
+	tab := newTable()
+	ep := endpointOf(t, "s1", runner.URL)
+	tab.set("s1", ep)
+	_, srv := startProxy(t, Config{SweepInterval: 10 * time.Millisecond}, tab, nil)
+	resp, err := http.Post(srv.URL+"/sessions/s1/agui/run", "application/json", strings.NewReader("{}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	// Owner and state changes keep the stream; a new process ends it.
+	ep.Owner, ep.State = "other-replica", "stopping"
+	tab.set("s1", ep)
+	frames <- "data: still\n\n"
+	fr := newFrameReader(resp.Body)
+	if f, err := fr.next(); err != nil || f != "data: still\n\n" {
+		t.Fatalf("frame after owner change = %q, %v", f, err)
+	}
+	ep.PID++
+	tab.set("s1", ep)
+	end := make(chan error, 1)
+	go func() { // exits when the stream ends
+		_, err := fr.next()
+		end <- err
+	}()
+	if err := within(t, 5*time.Second, end, "stream end"); !errors.Is(err, io.EOF) {
+		t.Fatalf("stream ended with %v, want EOF", err)
+	}
+}
+
+func TestKeepAliveOnlyBetweenFrames(t *testing.T) {
+	t.Parallel()
+	const keepAlive = 20 * time.Millisecond
+	frames := make(chan string)
+	runner := sseRunner(t, frames, nil)
+	tab := newTable()
+	tab.set("s1", endpointOf(t, "s1", runner.URL))
+	_, srv := startProxy(t, Config{SSEKeepAlive: keepAlive}, tab, nil)
+	resp, err := http.Post(srv.URL+"/sessions/s1/agui/run", "application/json", strings.NewReader("{}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	fr := newFrameReader(resp.Body)
+	// Idle before any event: pings are allowed.
+	if f, err := fr.next(); err != nil || f != ": ping\n\n" {
+		t.Fatalf("first = %q, %v, want ping", f, err)
+	}
+	// Half a frame, then silence for many keep-alive periods: no ping inside.
+	frames <- "data: half"
+	idle := time.NewTimer(10 * keepAlive)
+	<-idle.C // the runner stays silent mid-frame for this long (the condition under test)
+	frames <- "-frame\n\n"
+	f, err := fr.next()
+	for err == nil && f == ": ping\n\n" {
+		f, err = fr.next() // pings queued before the half frame
+	}
+	if err != nil || f != "data: half-frame\n\n" {
+		t.Fatalf("frame = %q, %v: keep-alive interleaved inside a frame", f, err)
+	}
+	if f, err := fr.next(); err != nil || f != ": ping\n\n" {
+		t.Fatalf("after frame = %q, %v, want ping", f, err)
+	}
+	close(frames)
+}
+
+func TestFrameTail(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name   string
+		chunks []string
+		want   bool
+	}{
+		{name: "empty", want: true},
+		{name: "lf frame", chunks: []string{"data: x\n\n"}, want: true},
+		{name: "crlf frame", chunks: []string{"data: x\r\n\r\n"}, want: true},
+		{name: "cr frame", chunks: []string{"data: x\r\r"}, want: true},
+		{name: "split lf", chunks: []string{"data: x\n", "\n"}, want: true},
+		{name: "split crlf", chunks: []string{"data: x\r\n\r", "\n"}, want: true},
+		{name: "byte by byte", chunks: []string{"d", "\r", "\n", "\r", "\n"}, want: true},
+		{name: "mid line", chunks: []string{"data: x"}},
+		{name: "one newline", chunks: []string{"data: x\n"}},
+		{name: "crlf mid", chunks: []string{"data: x\r\n\r"}},
+		{name: "crlf one line", chunks: []string{"data: x\r\n"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			var ft frameTail
+			for _, c := range tc.chunks {
+				ft.add([]byte(c))
+			}
+			if got := ft.atBoundary(); got != tc.want {
+				t.Fatalf("atBoundary = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+// waitFor polls cond until it holds or 5s pass.
+func waitFor(t testing.TB, cond func() bool, what string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		<-tick.C
+	}
+}
