@@ -1,0 +1,133 @@
+package runner
+
+import (
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// Host variables a runner inherits: these prefixes and exact names (the
+// original local mode's allow-list). Everything else is dropped.
+var (
+	allowedPrefixes = []string{"ANTHROPIC_", "CLAUDE_", "GOOGLE_", "GITHUB_", "GITLAB_", "GIT_"}
+	allowedNames    = []string{"HOME", "PATH", "USER", "SHELL", "LANG", "LC_ALL", "TMPDIR", "GOPATH", "GOROOT", "SSH_AUTH_SOCK"}
+)
+
+// Session variables set for every runner.
+const (
+	EnvSessionID    = "SESSION_ID"
+	EnvAGUIPort     = "AGUI_PORT"
+	EnvWorkspace    = "WORKSPACE_PATH"
+	EnvBossURL      = "BOSS_URL"
+	EnvBossSpace    = "BOSS_SPACE"
+	EnvSessionName  = "AGENTIC_SESSION_NAME"
+	EnvBossAgent    = "BOSS_AGENT_NAME"
+	EnvPrompt       = "INITIAL_PROMPT"
+	EnvLLMModel     = "LLM_MODEL"
+	EnvLLMTemp      = "LLM_TEMPERATURE"
+	EnvLLMMaxTokens = "LLM_MAX_TOKENS"
+	EnvTimeout      = "SESSION_TIMEOUT"
+	EnvReposJSON    = "REPOS_JSON"
+	EnvProjectName  = "PROJECT_NAME"
+)
+
+// Session is what a runner is told about its session. Optional values are
+// pointers: nil means the variable is not set.
+type Session struct {
+	ID             string
+	Name           string
+	ProjectID      string
+	Prompt         *string
+	LLMModel       *string
+	LLMTemperature *float64
+	LLMMaxTokens   *int32
+	Timeout        *int32
+	ReposJSON      *string
+}
+
+// Allowed reports whether a host variable name is inherited by runners.
+func Allowed(name string) bool {
+	for _, n := range allowedNames {
+		if name == n {
+			return true
+		}
+	}
+	for _, p := range allowedPrefixes {
+		if strings.HasPrefix(name, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// BuildEnv returns the runner environment: the allow-listed entries of host
+// ("K=V" form), then the session variables (which win over host values).
+// The result is sorted by name and has one entry per name.
+func BuildEnv(host []string, s Session, port int, workspace, bossURL, bossSpace string) []string {
+	vars := map[string]string{}
+	for _, kv := range host {
+		k, v, ok := strings.Cut(kv, "=")
+		if ok && Allowed(k) {
+			vars[k] = v
+		}
+	}
+	vars[EnvSessionID] = s.ID
+	vars[EnvAGUIPort] = strconv.Itoa(port)
+	vars[EnvWorkspace] = workspace
+	vars[EnvSessionName] = s.Name
+	vars[EnvBossAgent] = Slug(s.Name)
+	vars[EnvProjectName] = s.ProjectID
+	if bossURL != "" {
+		vars[EnvBossURL] = bossURL
+	}
+	if bossSpace != "" {
+		vars[EnvBossSpace] = bossSpace
+	}
+	if s.Prompt != nil {
+		vars[EnvPrompt] = *s.Prompt
+	}
+	if s.LLMModel != nil {
+		vars[EnvLLMModel] = *s.LLMModel
+	}
+	if s.LLMTemperature != nil {
+		vars[EnvLLMTemp] = strconv.FormatFloat(*s.LLMTemperature, 'g', -1, 64)
+	}
+	if s.LLMMaxTokens != nil {
+		vars[EnvLLMMaxTokens] = strconv.Itoa(int(*s.LLMMaxTokens))
+	}
+	if s.Timeout != nil {
+		vars[EnvTimeout] = strconv.Itoa(int(*s.Timeout))
+	}
+	if s.ReposJSON != nil {
+		vars[EnvReposJSON] = *s.ReposJSON
+	}
+	out := make([]string, 0, len(vars))
+	for k, v := range vars {
+		out = append(out, k+"="+v)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Slug lower-cases s and turns every run of characters outside [a-z0-9]
+// into one '-', trimmed at both ends and cut at 63 characters (a DNS label).
+func Slug(s string) string {
+	var b strings.Builder
+	dash := false
+	for _, r := range strings.ToLower(s) {
+		if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' {
+			b.WriteRune(r)
+			dash = false
+			continue
+		}
+		if !dash && b.Len() > 0 {
+			b.WriteByte('-')
+			dash = true
+		}
+	}
+	out := strings.TrimSuffix(b.String(), "-")
+	if len(out) > 63 {
+		out = strings.TrimSuffix(out[:63], "-")
+	}
+	return out
+}

@@ -1,0 +1,27 @@
+package runner
+
+import "errors"
+
+var (
+	// ErrNoPorts is returned by [Pool.Acquire] when every port of the range is
+	// taken or busy on the host.
+	ErrNoPorts = errors.New("runner: no free port in range")
+	// ErrAtCapacity is returned by [Manager.Start] when the maximum number of
+	// runners is running.
+	ErrAtCapacity = errors.New("runner: at capacity")
+	// ErrBadSessionID is returned for session ids that cannot name a workspace
+	// directory inside the root (empty, ".", "..", path separators, NUL).
+	ErrBadSessionID = errors.New("runner: invalid session id")
+	// ErrRunning is returned by [Manager.Start] when the session already has a
+	// runner in this manager.
+	ErrRunning = errors.New("runner: session already running")
+	// ErrSpawn wraps the reason a command could not be started (missing
+	// binary, bad workspace).
+	ErrSpawn = errors.New("runner: spawn failed")
+	// ErrHealthTimeout is returned by [Process.WaitHealthy] when the runner did
+	// not answer /health in time.
+	ErrHealthTimeout = errors.New("runner: health check timeout")
+	// ErrExited is returned by [Process.WaitHealthy] when the process ended
+	// before it became healthy.
+	ErrExited = errors.New("runner: process exited")
+)

@@ -1,0 +1,72 @@
+package runner
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+)
+
+// HealthPolicy says how a new runner's /health is polled: up to Attempts
+// probes Interval apart (500 ms x 30 by default). The first probes come
+// sooner (FirstDelay, doubling up to Interval) so a fast runner is seen as
+// Running quickly; the deadline stays Interval x Attempts.
+type HealthPolicy struct {
+	Host       string // probed host, normally 127.0.0.1
+	Interval   time.Duration
+	Attempts   int
+	FirstDelay time.Duration // 0 = Interval (no fast start)
+}
+
+// Deadline is the total time a runner gets to become healthy.
+func (h HealthPolicy) Deadline() time.Duration { return h.Interval * time.Duration(h.Attempts) }
+
+// WaitHealthy polls http://<host>:<port>/health until it answers 200 and
+// returns how long that took. It returns [ErrHealthTimeout] after the policy's
+// deadline, [ErrExited] if the process ends first, or ctx's error.
+func (p *Process) WaitHealthy(ctx context.Context, client *http.Client, h HealthPolicy) (time.Duration, error) {
+	start := time.Now()
+	deadline := start.Add(h.Deadline())
+	url := "http://" + net.JoinHostPort(h.Host, strconv.Itoa(p.Port)) + "/health"
+	delay := h.FirstDelay
+	if delay <= 0 || delay > h.Interval {
+		delay = h.Interval
+	}
+	t := time.NewTimer(delay)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return time.Since(start), fmt.Errorf("health of %s: %w", p.SessionID, ctx.Err())
+		case <-p.done:
+			return time.Since(start), fmt.Errorf("health of %s: %w", p.SessionID, ErrExited)
+		case <-t.C:
+		}
+		if probe(ctx, client, url, h.Interval) {
+			return time.Since(start), nil
+		}
+		if !time.Now().Before(deadline) {
+			return time.Since(start), fmt.Errorf("health of %s after %v: %w", p.SessionID, h.Deadline(), ErrHealthTimeout)
+		}
+		delay = min(delay*2, h.Interval)
+		t.Reset(min(delay, time.Until(deadline)))
+	}
+}
+
+func probe(ctx context.Context, client *http.Client, url string, timeout time.Duration) bool {
+	ctx, cancel := context.WithTimeout(ctx, max(timeout, 200*time.Millisecond))
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return false
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return false
+	}
+	// The body is not needed; closing lets the connection be reused.
+	_ = resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}

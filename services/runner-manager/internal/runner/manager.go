@@ -1,0 +1,183 @@
+package runner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/ambient-code/control-plane/libs/logkey"
+)
+
+// Config of a Manager.
+type Config struct {
+	Command       []string // argv of the runner
+	WorkspaceRoot string
+	HostEnv       []string // the host environment ("K=V"); filtered by Allowed
+	BossURL       string
+	BossSpace     string
+	MaxSessions   int
+	StopGrace     time.Duration
+	TailLines     int // stderr lines kept for the exit report
+}
+
+// Manager starts and tracks runner processes, one per session at most.
+// Safe for concurrent use.
+type Manager struct {
+	cfg  Config
+	pool *Pool
+	log  *slog.Logger
+	wg   sync.WaitGroup // one per process waiter
+
+	mu    sync.Mutex
+	procs map[string]*Process // guarded by mu; running (or reserved: nil) per session
+}
+
+// New returns a manager. It validates cfg and neither blocks nor starts
+// goroutines.
+func New(cfg Config, pool *Pool, log *slog.Logger) (*Manager, error) {
+	switch {
+	case len(cfg.Command) == 0:
+		return nil, errors.New("runner command is empty")
+	case cfg.WorkspaceRoot == "":
+		return nil, errors.New("workspace root is empty")
+	case cfg.MaxSessions < 1:
+		return nil, fmt.Errorf("max sessions %d: want >= 1", cfg.MaxSessions)
+	case pool == nil:
+		return nil, errors.New("port pool is nil")
+	}
+	if cfg.TailLines <= 0 {
+		cfg.TailLines = 50
+	}
+	return &Manager{cfg: cfg, pool: pool, log: log, procs: map[string]*Process{}}, nil
+}
+
+// Pool returns the manager's port pool.
+func (m *Manager) Pool() *Pool { return m.pool }
+
+// Count returns the number of running (or starting) runners.
+func (m *Manager) Count() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.procs)
+}
+
+// Get returns the session's process if it runs here.
+func (m *Manager) Get(sessionID string) (*Process, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	p, ok := m.procs[sessionID]
+	return p, ok && p != nil
+}
+
+// Sessions returns the ids of sessions with a runner here.
+func (m *Manager) Sessions() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]string, 0, len(m.procs))
+	for id := range m.procs {
+		out = append(out, id)
+	}
+	return out
+}
+
+// HasCapacity reports whether another runner may start now (a session slot
+// and a port); it is a hint, Start decides.
+func (m *Manager) HasCapacity() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.procs) < m.cfg.MaxSessions && m.pool.InUse() < m.pool.Size()
+}
+
+// Start spawns the runner of s. It returns [ErrRunning], [ErrAtCapacity],
+// [ErrNoPorts], [ErrBadSessionID] or [ErrSpawn]. The process is tracked until
+// it exits; its port is released then.
+func (m *Manager) Start(s Session) (*Process, error) {
+	m.mu.Lock()
+	if _, ok := m.procs[s.ID]; ok {
+		m.mu.Unlock()
+		return nil, fmt.Errorf("start %s: %w", s.ID, ErrRunning)
+	}
+	if len(m.procs) >= m.cfg.MaxSessions {
+		m.mu.Unlock()
+		return nil, fmt.Errorf("start %s: %d of %d sessions: %w", s.ID, m.cfg.MaxSessions, m.cfg.MaxSessions, ErrAtCapacity)
+	}
+	m.procs[s.ID] = nil // reserve the slot while spawning outside the lock
+	m.mu.Unlock()
+
+	p, err := m.start(s)
+	m.mu.Lock()
+	if err != nil {
+		delete(m.procs, s.ID)
+	} else {
+		m.procs[s.ID] = p
+	}
+	m.mu.Unlock()
+	return p, err
+}
+
+func (m *Manager) start(s Session) (*Process, error) {
+	ws, err := ensureWorkspace(m.cfg.WorkspaceRoot, s.ID)
+	if err != nil {
+		if errors.Is(err, ErrBadSessionID) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("%w: %w", ErrSpawn, err)
+	}
+	port, err := m.pool.Acquire()
+	if err != nil {
+		return nil, fmt.Errorf("start %s: %w", s.ID, err)
+	}
+	env := BuildEnv(m.cfg.HostEnv, s, port, ws, m.cfg.BossURL, m.cfg.BossSpace)
+	cmd, err := spawn(m.cfg.Command, ws, env)
+	if err != nil {
+		m.pool.Release(port)
+		return nil, fmt.Errorf("start %s: %w", s.ID, err)
+	}
+	p := &Process{
+		SessionID: s.ID, PID: cmd.Process.Pid, Port: port, Workspace: ws, StartedAt: time.Now(),
+		tailLines: m.cfg.TailLines, done: make(chan struct{}),
+	}
+	m.wg.Add(1)
+	go func() { // owned by the Manager (Wait); ends when the process exits
+		defer m.wg.Done()
+		p.wait(cmd)
+		m.pool.Release(port)
+		m.mu.Lock()
+		if m.procs[s.ID] == p {
+			delete(m.procs, s.ID)
+		}
+		m.mu.Unlock()
+	}()
+	m.log.Info("runner spawned", slog.String(logkey.SessionID, s.ID), slog.Int(logkey.PID, p.PID), slog.Int(logkey.Port, port))
+	return p, nil
+}
+
+// StopAll stops every runner (SIGTERM, SIGKILL after the grace) in parallel
+// and waits until all have exited or ctx ends.
+func (m *Manager) StopAll(ctx context.Context) error {
+	m.mu.Lock()
+	procs := make([]*Process, 0, len(m.procs))
+	for _, p := range m.procs {
+		if p != nil {
+			procs = append(procs, p)
+		}
+	}
+	m.mu.Unlock()
+	var wg sync.WaitGroup
+	errs := make([]error, len(procs))
+	for i, p := range procs {
+		wg.Add(1)
+		go func() { // owned by StopAll; ends when the process exits or ctx ends
+			defer wg.Done()
+			errs[i] = p.Stop(ctx, m.cfg.StopGrace)
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// Wait blocks until every process waiter has finished (all runners exited).
+func (m *Manager) Wait() { m.wg.Wait() }

@@ -1,0 +1,208 @@
+package runner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Log file names inside a workspace.
+const (
+	StdoutLog = "stdout.log"
+	StderrLog = "stderr.log"
+)
+
+// ExitStatus says how a runner process ended.
+type ExitStatus struct {
+	// Code is the exit code, or -1 when the process was killed by a signal.
+	Code int
+	// Signal is the signal that ended the process ("" if it exited).
+	Signal string
+	// StopRequested is true when the manager asked the process to stop.
+	StopRequested bool
+	// StderrTail holds the last lines of stderr.log.
+	StderrTail []string
+}
+
+// Process is one running runner. Its fields are fixed after start; methods are
+// safe for concurrent use.
+type Process struct {
+	SessionID string
+	PID       int
+	Port      int
+	Workspace string
+	StartedAt time.Time
+
+	tailLines int
+	done      chan struct{} // closed by the waiter after exit is set
+
+	mu            sync.Mutex
+	exit          ExitStatus // guarded by mu; final once done is closed
+	stopRequested bool       // guarded by mu
+}
+
+// Done is closed when the process has exited (and its group was killed).
+func (p *Process) Done() <-chan struct{} { return p.done }
+
+// Exit returns the exit status; only meaningful after Done is closed.
+func (p *Process) Exit() ExitStatus {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.exit
+}
+
+// StopRequested reports whether Stop or Kill was called.
+func (p *Process) StopRequested() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.stopRequested
+}
+
+func (p *Process) markStop() {
+	p.mu.Lock()
+	p.stopRequested = true
+	p.mu.Unlock()
+}
+
+// signalGroup sends sig to the process group. ESRCH (already gone) is not an
+// error.
+func (p *Process) signalGroup(sig syscall.Signal) error {
+	if err := syscall.Kill(-p.PID, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
+		return fmt.Errorf("signal %v to process group %d: %w", sig, p.PID, err)
+	}
+	return nil
+}
+
+// Stop sends SIGTERM to the process group and SIGKILL after grace, then waits
+// for the exit (or ctx). It returns nil once the process has exited.
+func (p *Process) Stop(ctx context.Context, grace time.Duration) error {
+	p.markStop()
+	select {
+	case <-p.done:
+		return nil
+	default:
+	}
+	if err := p.signalGroup(syscall.SIGTERM); err != nil {
+		return err
+	}
+	t := time.NewTimer(grace)
+	defer t.Stop()
+	select {
+	case <-p.done:
+		return nil
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	if err := p.signalGroup(syscall.SIGKILL); err != nil {
+		return err
+	}
+	select {
+	case <-p.done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("stop runner %s: %w", p.SessionID, ctx.Err())
+	}
+}
+
+// Kill sends SIGKILL to the process group without waiting.
+func (p *Process) Kill() error {
+	p.markStop()
+	return p.signalGroup(syscall.SIGKILL)
+}
+
+// spawn starts argv in workspace with env; stdout and stderr go to log files
+// in the workspace. The returned cmd has been started.
+func spawn(argv []string, workspace string, env []string) (*exec.Cmd, error) {
+	if len(argv) == 0 {
+		return nil, fmt.Errorf("%w: empty command", ErrSpawn)
+	}
+	stdout, err := os.OpenFile(filepath.Join(workspace, StdoutLog), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrSpawn, err)
+	}
+	defer closeQuietly(stdout) // the child has its own descriptor after Start
+	stderr, err := os.OpenFile(filepath.Join(workspace, StderrLog), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o640)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrSpawn, err)
+	}
+	defer closeQuietly(stderr)
+	cmd := exec.Command(argv[0], argv[1:]...) //nolint:gosec // the runner command is operator configuration
+	cmd.Dir = workspace
+	cmd.Env = env
+	cmd.Stdin = nil
+	cmd.Stdout = stdout
+	cmd.Stderr = stderr
+	cmd.SysProcAttr = sysProcAttr()
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrSpawn, err)
+	}
+	return cmd, nil
+}
+
+func closeQuietly(c io.Closer) {
+	// The parent's copy of a log file: the child keeps writing through its own.
+	_ = c.Close()
+}
+
+// wait reaps the process, kills whatever is left in its group (no orphans),
+// records the exit status and closes done.
+func (p *Process) wait(cmd *exec.Cmd) {
+	err := cmd.Wait()
+	// Children the runner left behind die with it; ESRCH when none are left.
+	_ = p.signalGroup(syscall.SIGKILL) // best effort; nothing to report
+	st := ExitStatus{Code: -1}
+	if ps := cmd.ProcessState; ps != nil {
+		st.Code = ps.ExitCode()
+		if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			st.Signal = ws.Signal().String()
+		}
+	} else if err != nil {
+		st.Signal = err.Error()
+	}
+	st.StderrTail = tailLines(filepath.Join(p.Workspace, StderrLog), p.tailLines)
+	p.mu.Lock()
+	st.StopRequested = p.stopRequested
+	p.exit = st
+	p.mu.Unlock()
+	close(p.done)
+}
+
+// tailLines returns the last n lines of a file (reading at most its last
+// 64 KiB); a missing file yields nil.
+func tailLines(path string, n int) []string {
+	const maxRead = 64 << 10
+	f, err := os.Open(path)
+	if err != nil {
+		return nil
+	}
+	defer closeQuietly(f)
+	fi, err := f.Stat()
+	if err != nil {
+		return nil
+	}
+	off := max(fi.Size()-maxRead, 0)
+	buf := make([]byte, fi.Size()-off)
+	if _, err := f.ReadAt(buf, off); err != nil && !errors.Is(err, io.EOF) {
+		return nil
+	}
+	text := strings.TrimRight(string(buf), "\n")
+	if text == "" {
+		return nil
+	}
+	lines := strings.Split(text, "\n")
+	if off > 0 && len(lines) > 1 {
+		lines = lines[1:] // the first line was cut
+	}
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return lines
+}

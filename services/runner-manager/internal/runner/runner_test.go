@@ -1,0 +1,370 @@
+package runner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ambient-code/control-plane/libs/testenv"
+)
+
+func TestWorkspacePath(t *testing.T) {
+	t.Parallel()
+	root := t.TempDir()
+	tests := []struct {
+		id      string
+		wantErr bool
+	}{
+		{"abc-123", false},
+		{"2pQk9x", false},
+		{"..", true},
+		{".", true},
+		{"", true},
+		{"../../etc", true},
+		{"a/b", true},
+		{`a\b`, true},
+		{"/etc", true},
+		{"a\x00b", true},
+		{"..foo", false}, // a plain name that starts with dots stays inside
+	}
+	for _, tc := range tests {
+		t.Run(tc.id, func(t *testing.T) {
+			p, err := WorkspacePath(root, tc.id)
+			if tc.wantErr {
+				if !errors.Is(err, ErrBadSessionID) {
+					t.Fatalf("WorkspacePath(%q) = %q, %v; want ErrBadSessionID", tc.id, p, err)
+				}
+				return
+			}
+			if err != nil || filepath.Dir(p) != root {
+				t.Fatalf("WorkspacePath(%q) = %q, %v", tc.id, p, err)
+			}
+		})
+	}
+}
+
+func FuzzWorkspacePath(f *testing.F) {
+	for _, s := range []string{"a", "../x", "..", "a/../../b", "./.", "x\x00"} {
+		f.Add(s)
+	}
+	root := f.TempDir()
+	f.Fuzz(func(t *testing.T, id string) {
+		p, err := WorkspacePath(root, id)
+		if err != nil {
+			return
+		}
+		if filepath.Dir(p) != root || filepath.Base(p) != id {
+			t.Fatalf("id %q escaped: %q", id, p)
+		}
+	})
+}
+
+func TestBuildEnv(t *testing.T) {
+	t.Parallel()
+	host := []string{"HOME=/h", "PATH=/bin", "SECRET=x", "ANTHROPIC_API_KEY=k", "GITHUB_TOKEN=g", "GITX=no",
+		"LD_PRELOAD=bad", "SESSION_ID=host-value", "AWS_SECRET=s", "GIT_AUTHOR_NAME=a"}
+	prompt, temp, tok := "hi there", 0.7, int32(4000)
+	env := BuildEnv(host, Session{ID: "s1", Name: "My Session!", ProjectID: "p1", Prompt: &prompt, LLMTemperature: &temp, LLMMaxTokens: &tok},
+		9100, "/ws/s1", "http://boss", "default")
+	want := []string{
+		"AGENTIC_SESSION_NAME=My Session!", "AGUI_PORT=9100", "ANTHROPIC_API_KEY=k", "BOSS_AGENT_NAME=my-session",
+		"BOSS_SPACE=default", "BOSS_URL=http://boss", "GITHUB_TOKEN=g", "GIT_AUTHOR_NAME=a", "HOME=/h", "INITIAL_PROMPT=hi there",
+		"LLM_MAX_TOKENS=4000", "LLM_TEMPERATURE=0.7", "PATH=/bin", "PROJECT_NAME=p1", "SESSION_ID=s1", "WORKSPACE_PATH=/ws/s1",
+	}
+	if !slices.Equal(env, want) {
+		t.Fatalf("env:\n got %q\nwant %q", env, want)
+	}
+}
+
+func TestSlug(t *testing.T) {
+	t.Parallel()
+	tests := []struct{ in, want string }{
+		{"My Session!", "my-session"}, {"  a__b  ", "a-b"}, {"ÄÖ x", "x"}, {"", ""},
+		{strings.Repeat("ab-", 40), strings.TrimSuffix(strings.Repeat("ab-", 21), "-")},
+	}
+	for _, tc := range tests {
+		if got := Slug(tc.in); got != tc.want {
+			t.Errorf("Slug(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+// freeRange returns n consecutive ports that were free a moment ago.
+func freeRange(t *testing.T, n int) (int, int) {
+	t.Helper()
+	for range 50 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		low := ln.Addr().(*net.TCPAddr).Port
+		ln.Close()
+		if low+n-1 > 65535 {
+			continue
+		}
+		ok := true
+		for p := low; p < low+n; p++ {
+			l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
+			if err != nil {
+				ok = false
+				break
+			}
+			l.Close()
+		}
+		if ok {
+			return low, low + n - 1
+		}
+	}
+	t.Fatal("no free port range")
+	return 0, 0
+}
+
+func TestPoolSkipsBusyAndExhausts(t *testing.T) {
+	t.Parallel()
+	low, high := freeRange(t, 3)
+	busy, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(low+1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	p, err := NewPool(low, high, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := p.Acquire()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := p.Acquire()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a == low+1 || b == low+1 || a == b {
+		t.Fatalf("got ports %d %d, busy %d", a, b, low+1)
+	}
+	if _, err := p.Acquire(); !errors.Is(err, ErrNoPorts) {
+		t.Fatalf("third acquire: %v, want ErrNoPorts", err)
+	}
+	p.Release(a)
+	if c, err := p.Acquire(); err != nil || c != a {
+		t.Fatalf("after release: %d %v, want %d", c, err, a)
+	}
+	if _, err := NewPool(10, 5, ""); err == nil {
+		t.Fatal("inverted range accepted")
+	}
+}
+
+func newManager(t *testing.T, cmd []string, max, ports int) *Manager {
+	t.Helper()
+	low, high := freeRange(t, ports)
+	pool, err := NewPool(low, high, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := New(Config{
+		Command: cmd, WorkspaceRoot: t.TempDir(), MaxSessions: max, StopGrace: 300 * time.Millisecond,
+		HostEnv: []string{"PATH=" + os.Getenv("PATH"), "HOME=/nonexistent", "SECRET_TOKEN=x", "GITHUB_TOKEN=gh"},
+	}, pool, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(t.Context()), 5*time.Second)
+		defer cancel()
+		if err := m.StopAll(ctx); err != nil {
+			t.Errorf("stop all: %v", err)
+		}
+		m.Wait()
+	})
+	return m
+}
+
+var fastHealth = HealthPolicy{Host: "127.0.0.1", Interval: 100 * time.Millisecond, Attempts: 30, FirstDelay: 10 * time.Millisecond}
+
+func waitDone(t *testing.T, p *Process, d time.Duration) ExitStatus {
+	t.Helper()
+	select {
+	case <-p.Done():
+		return p.Exit()
+	case <-time.After(d):
+		t.Fatalf("runner %s did not exit within %v", p.SessionID, d)
+		return ExitStatus{}
+	}
+}
+
+func TestDemoRunnerLifecycle(t *testing.T) {
+	t.Parallel()
+	m := newManager(t, []string{demoRunner}, 2, 4)
+	p, err := m.Start(Session{ID: "s1", Name: "Demo", ProjectID: "proj"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Start(Session{ID: "s1"}); !errors.Is(err, ErrRunning) {
+		t.Fatalf("second start: %v, want ErrRunning", err)
+	}
+	if _, err := p.WaitHealthy(t.Context(), http.DefaultClient, fastHealth); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{StdoutLog, StderrLog} {
+		if _, err := os.Stat(filepath.Join(p.Workspace, f)); err != nil {
+			t.Fatalf("log file: %v", err)
+		}
+	}
+	raw, err := os.ReadFile("/proc/" + strconv.Itoa(p.PID) + "/environ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for kv := range strings.SplitSeq(strings.TrimRight(string(raw), "\x00"), "\x00") {
+		k, _, _ := strings.Cut(kv, "=")
+		names = append(names, k)
+	}
+	want := []string{"AGENTIC_SESSION_NAME", "AGUI_PORT", "BOSS_AGENT_NAME", "GITHUB_TOKEN", "HOME", "PATH", "PROJECT_NAME", "SESSION_ID", "WORKSPACE_PATH"}
+	if !slices.Equal(names, want) {
+		t.Fatalf("runner env names = %v, want %v", names, want)
+	}
+	if err := p.Stop(t.Context(), 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	st := p.Exit()
+	if st.Code != 0 || !st.StopRequested {
+		t.Fatalf("exit = %+v, want code 0 after stop", st)
+	}
+	m.Wait()
+	if m.Count() != 0 || m.Pool().InUse() != 0 {
+		t.Fatalf("count %d ports %d after exit", m.Count(), m.Pool().InUse())
+	}
+}
+
+func TestMisbehavingRunners(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name   string
+		script string
+		check  func(t *testing.T, m *Manager, p *Process)
+	}{
+		{"exit 3 with stderr tail", `for i in $(seq 1 60); do echo "line $i" >&2; done; exit 3`, func(t *testing.T, _ *Manager, p *Process) {
+			st := waitDone(t, p, 5*time.Second)
+			if st.Code != 3 || len(st.StderrTail) != 50 || st.StderrTail[0] != "line 11" || st.StderrTail[49] != "line 60" {
+				t.Fatalf("exit = code %d tail %d %q", st.Code, len(st.StderrTail), st.StderrTail)
+			}
+		}},
+		{"exit 0", `exit 0`, func(t *testing.T, _ *Manager, p *Process) {
+			if st := waitDone(t, p, 5*time.Second); st.Code != 0 || st.StopRequested {
+				t.Fatalf("exit = %+v", st)
+			}
+		}},
+		{"never healthy", `exec sleep 60`, func(t *testing.T, _ *Manager, p *Process) {
+			_, err := p.WaitHealthy(t.Context(), http.DefaultClient, HealthPolicy{Host: "127.0.0.1", Interval: 20 * time.Millisecond, Attempts: 5})
+			if !errors.Is(err, ErrHealthTimeout) {
+				t.Fatalf("health: %v, want ErrHealthTimeout", err)
+			}
+		}},
+		{"ignores SIGTERM", `trap "" TERM; touch ready; while :; do sleep 0.05; done`, func(t *testing.T, _ *Manager, p *Process) {
+			testenv.Eventually(t, 5*time.Second, func() error {
+				_, err := os.Stat(filepath.Join(p.Workspace, "ready"))
+				return err
+			})
+			start := time.Now()
+			if err := p.Stop(t.Context(), 300*time.Millisecond); err != nil {
+				t.Fatal(err)
+			}
+			st := p.Exit()
+			if st.Signal != syscall.SIGKILL.String() || time.Since(start) < 300*time.Millisecond {
+				t.Fatalf("exit = %+v after %v, want SIGKILL after the grace", st, time.Since(start))
+			}
+		}},
+		{"no orphans", `sleep 60 & echo $! > child.pid; wait`, func(t *testing.T, _ *Manager, p *Process) {
+			var child int
+			testenv.Eventually(t, 5*time.Second, func() error {
+				b, err := os.ReadFile(filepath.Join(p.Workspace, "child.pid"))
+				if err != nil {
+					return err
+				}
+				child, err = strconv.Atoi(strings.TrimSpace(string(b)))
+				return err
+			})
+			if err := p.Stop(t.Context(), 2*time.Second); err != nil {
+				t.Fatal(err)
+			}
+			testenv.Eventually(t, 5*time.Second, func() error {
+				if syscall.Kill(child, 0) == nil {
+					return fmt.Errorf("child %d survived", child)
+				}
+				return nil
+			})
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			m := newManager(t, []string{"/bin/sh", "-c", tc.script}, 1, 2)
+			p, err := m.Start(Session{ID: "s"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc.check(t, m, p)
+		})
+	}
+}
+
+func TestStartErrors(t *testing.T) {
+	t.Parallel()
+	t.Run("missing command", func(t *testing.T) {
+		t.Parallel()
+		m := newManager(t, []string{"/nonexistent/runner"}, 1, 1)
+		if _, err := m.Start(Session{ID: "s"}); !errors.Is(err, ErrSpawn) {
+			t.Fatalf("got %v, want ErrSpawn", err)
+		}
+		if m.Count() != 0 || m.Pool().InUse() != 0 {
+			t.Fatal("failed spawn leaked a slot or port")
+		}
+	})
+	t.Run("capacity", func(t *testing.T) {
+		t.Parallel()
+		m := newManager(t, []string{"/bin/sh", "-c", "exec sleep 60"}, 1, 3)
+		if _, err := m.Start(Session{ID: "a"}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := m.Start(Session{ID: "b"}); !errors.Is(err, ErrAtCapacity) {
+			t.Fatalf("got %v, want ErrAtCapacity", err)
+		}
+	})
+	t.Run("ports", func(t *testing.T) {
+		t.Parallel()
+		m := newManager(t, []string{"/bin/sh", "-c", "exec sleep 60"}, 5, 1)
+		if _, err := m.Start(Session{ID: "a"}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := m.Start(Session{ID: "b"}); !errors.Is(err, ErrNoPorts) {
+			t.Fatalf("got %v, want ErrNoPorts", err)
+		}
+	})
+	t.Run("escaping id", func(t *testing.T) {
+		t.Parallel()
+		m := newManager(t, []string{"/bin/sh", "-c", "exit 0"}, 1, 1)
+		if _, err := m.Start(Session{ID: "../../etc"}); !errors.Is(err, ErrBadSessionID) {
+			t.Fatalf("got %v, want ErrBadSessionID", err)
+		}
+		entries, err := os.ReadDir(filepath.Dir(m.cfg.WorkspaceRoot))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range entries {
+			if e.Name() == "etc" {
+				t.Fatal("created a directory outside the root")
+			}
+		}
+	})
+}

@@ -1,0 +1,52 @@
+package runner
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// WorkspacePath returns root/<sessionID>, or [ErrBadSessionID] when the id
+// would not be a single directory directly inside root ("../../etc", "a/b",
+// ".", "", NUL bytes).
+func WorkspacePath(root, sessionID string) (string, error) {
+	if sessionID == "" || sessionID == "." || sessionID == ".." ||
+		strings.ContainsAny(sessionID, `/\`+"\x00") || !filepath.IsLocal(sessionID) {
+		return "", fmt.Errorf("session id %q: %w", sessionID, ErrBadSessionID)
+	}
+	absRoot, err := filepath.Abs(root)
+	if err != nil {
+		return "", fmt.Errorf("workspace root %q: %w", root, err)
+	}
+	p := filepath.Join(absRoot, sessionID)
+	// Defence in depth: the joined path must sit directly in the root.
+	if filepath.Dir(p) != absRoot {
+		return "", fmt.Errorf("session id %q: %w", sessionID, ErrBadSessionID)
+	}
+	return p, nil
+}
+
+// ensureWorkspace creates the workspace directory (0o750) and returns it.
+// It refuses a workspace that is a symlink, so a planted link cannot redirect
+// the runner's files outside the root.
+func ensureWorkspace(root, sessionID string) (string, error) {
+	p, err := WorkspacePath(root, sessionID)
+	if err != nil {
+		return "", err
+	}
+	if err := os.MkdirAll(filepath.Dir(p), 0o750); err != nil {
+		return "", fmt.Errorf("create workspace root: %w", err)
+	}
+	if err := os.Mkdir(p, 0o750); err != nil && !os.IsExist(err) {
+		return "", fmt.Errorf("create workspace %s: %w", p, err)
+	}
+	fi, err := os.Lstat(p)
+	if err != nil {
+		return "", fmt.Errorf("stat workspace %s: %w", p, err)
+	}
+	if !fi.IsDir() {
+		return "", fmt.Errorf("workspace %s is not a directory: %w", p, ErrBadSessionID)
+	}
+	return p, nil
+}
