@@ -1,0 +1,27 @@
+module github.com/ambient-code/control-plane/services/devstack
+
+go 1.26.0
+
+replace (
+	github.com/ambient-code/control-plane/libs => ../../libs
+	github.com/ambient-code/control-plane/proto => ../../proto
+)
+
+require (
+	github.com/ambient-code/control-plane/libs v0.0.0-00010101000000-000000000000
+	golang.org/x/sync v0.25.0
+)
+
+require (
+	github.com/antithesishq/antithesis-sdk-go v0.8.0-default-no-op // indirect
+	github.com/google/go-tpm v0.9.8 // indirect
+	github.com/klauspost/compress v1.20.3 // indirect
+	github.com/minio/highwayhash v1.0.4 // indirect
+	github.com/nats-io/jwt/v2 v2.8.2 // indirect
+	github.com/nats-io/nats-server/v2 v2.15.2 // indirect
+	github.com/nats-io/nkeys v0.4.16 // indirect
+	github.com/nats-io/nuid v1.0.1 // indirect
+	golang.org/x/crypto v0.58.0 // indirect
+	golang.org/x/sys v0.49.0 // indirect
+	golang.org/x/time v0.16.0 // indirect
+)

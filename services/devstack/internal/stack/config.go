@@ -1,0 +1,116 @@
+// Package stack starts and supervises the local control plane: an embedded
+// NATS server in this process and every service as a child process. The
+// end-to-end tests run the devstack binary, so they exercise this exact code.
+package stack
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+)
+
+// Config is the whole stack's configuration. Ports default to the documented
+// dev ports; tests pass free ones.
+type Config struct {
+	BinDir          string
+	StateDir        string
+	Temp            bool
+	Kubeconfig      string
+	Token           string
+	Host            string
+	NATSPort        int
+	APIGRPCPort     int
+	APIRESTPort     int
+	ProxyPort       int
+	MetricsPortBase int
+	RunnerPorts     string
+	RunnerCommand   string
+	LogLevel        string
+	RawLogs         bool
+	ReadyTimeout    time.Duration
+	StopGrace       time.Duration
+}
+
+// Defaults used by `make run`.
+const (
+	DefaultToken           = "dev-token"
+	DefaultNATSPort        = 4222
+	DefaultAPIGRPCPort     = 8001
+	DefaultAPIRESTPort     = 8000
+	DefaultProxyPort       = 9080
+	DefaultMetricsPortBase = 9090
+	DefaultRunnerPorts     = "9100-9199"
+	DefaultStateDir        = ".dev"
+)
+
+// ParseFlags reads the command line. It writes usage errors to w.
+func ParseFlags(args []string, w io.Writer) (Config, error) {
+	exe, err := os.Executable()
+	binDir := "bin"
+	if err == nil {
+		binDir = filepath.Dir(exe)
+	}
+	var c Config
+	fs := flag.NewFlagSet("devstack", flag.ContinueOnError)
+	fs.SetOutput(w)
+	fs.StringVar(&c.BinDir, "bin-dir", binDir, "directory holding the service binaries (make build puts them in bin/)")
+	fs.StringVar(&c.StateDir, "state-dir", DefaultStateDir, "where NATS data, runner workspaces and pid files live (git-ignored)")
+	fs.BoolVar(&c.Temp, "temp", false, "use a temporary state directory removed on exit")
+	fs.StringVar(&c.Kubeconfig, "kubeconfig", "", "also run kube-reconciler against this cluster")
+	fs.StringVar(&c.Token, "token", DefaultToken, "API token shared by the in-memory API and the services")
+	fs.StringVar(&c.Host, "host", "127.0.0.1", "address every port binds to")
+	fs.IntVar(&c.NATSPort, "nats-port", DefaultNATSPort, "NATS client port")
+	fs.IntVar(&c.APIGRPCPort, "api-grpc-port", DefaultAPIGRPCPort, "in-memory API gRPC port")
+	fs.IntVar(&c.APIRESTPort, "api-rest-port", DefaultAPIRESTPort, "in-memory API REST port")
+	fs.IntVar(&c.ProxyPort, "proxy-port", DefaultProxyPort, "agui-proxy port")
+	fs.IntVar(&c.MetricsPortBase, "metrics-port-base", DefaultMetricsPortBase, "health/metrics ports are base+1 (informer) ... base+5")
+	fs.StringVar(&c.RunnerPorts, "runner-ports", DefaultRunnerPorts, "port range for runner processes")
+	fs.StringVar(&c.RunnerCommand, "runner-command", "", "runner command (default: the demo runner in --bin-dir)")
+	fs.StringVar(&c.LogLevel, "log-level", "info", "LOG_LEVEL for every service")
+	fs.BoolVar(&c.RawLogs, "raw-logs", false, "print the services' JSON logs as they are")
+	fs.DurationVar(&c.ReadyTimeout, "ready-timeout", 90*time.Second, "how long to wait for every service to be ready")
+	fs.DurationVar(&c.StopGrace, "stop-grace", 20*time.Second, "how long each service gets to stop before SIGKILL")
+	if err := fs.Parse(args); err != nil {
+		return Config{}, fmt.Errorf("parse flags: %w", err)
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(w, "devstack: unexpected arguments %v\n", fs.Args())
+		return Config{}, errors.New("unexpected arguments")
+	}
+	return c, nil
+}
+
+func (c Config) addr(port int) string { return net.JoinHostPort(c.Host, strconv.Itoa(port)) }
+
+// NATSURL is the client URL of the embedded NATS server.
+func (c Config) NATSURL() string { return "nats://" + c.addr(c.NATSPort) }
+
+// APIGRPCAddr is the in-memory API's gRPC address.
+func (c Config) APIGRPCAddr() string { return c.addr(c.APIGRPCPort) }
+
+// APIRESTURL is the in-memory API's REST base URL.
+func (c Config) APIRESTURL() string { return "http://" + c.addr(c.APIRESTPort) }
+
+// ProxyURL is the agui-proxy's base URL.
+func (c Config) ProxyURL() string { return "http://" + c.addr(c.ProxyPort) }
+
+// Service health/metrics ports, offsets from MetricsPortBase.
+const (
+	offsetInformer = iota + 1
+	offsetRunnerManager
+	offsetAGUIProxy
+	offsetEventTally
+	offsetKubeReconciler
+)
+
+// MetricsURL is the health/metrics base URL of the service at offset.
+func (c Config) MetricsURL(offset int) string { return "http://" + c.addr(c.MetricsPortBase+offset) }
+
+// TallyURL is event-tally's base URL.
+func (c Config) TallyURL() string { return c.MetricsURL(offsetEventTally) }

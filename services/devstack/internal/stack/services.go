@@ -1,0 +1,91 @@
+package stack
+
+import (
+	"path/filepath"
+	"strconv"
+)
+
+// service is one child process of the stack.
+type service struct {
+	name     string
+	binary   string
+	args     []string
+	env      map[string]string
+	readyURL string
+	// stage orders start-up: a stage starts once every earlier stage is
+	// ready, and shutdown runs in reverse.
+	stage int
+}
+
+// services lists the children in start order. Environment names are the
+// services' own configuration variables (docs/configuration.md).
+func (c Config) services() []service {
+	common := func(offset int, extra map[string]string) map[string]string {
+		env := map[string]string{
+			"AMBIENT_API_TOKEN":        c.Token,
+			"AMBIENT_GRPC_SERVER_ADDR": c.APIGRPCAddr(),
+			"AMBIENT_API_SERVER_URL":   c.APIRESTURL(),
+			"NATS_URL":                 c.NATSURL(),
+			"LOG_LEVEL":                c.LogLevel,
+		}
+		if offset > 0 {
+			env["METRICS_ADDR"] = c.addr(c.MetricsPortBase + offset)
+		}
+		for k, v := range extra {
+			env[k] = v
+		}
+		return env
+	}
+	runner := c.RunnerCommand
+	if runner == "" {
+		runner = filepath.Join(c.BinDir, "demo-runner")
+	}
+	svcs := []service{
+		{
+			name: "api", binary: "memapi", stage: 0,
+			env: map[string]string{
+				"AMBIENT_API_TOKEN": c.Token,
+				"MEMAPI_GRPC_ADDR":  c.APIGRPCAddr(),
+				"MEMAPI_REST_ADDR":  c.addr(c.APIRESTPort),
+				"LOG_LEVEL":         c.LogLevel,
+			},
+			readyURL: c.APIRESTURL() + "/api/ambient/v1/projects?size=1",
+		},
+		{
+			name: "informer", binary: "informer", stage: 1,
+			env:      common(offsetInformer, map[string]string{"INSTANCE_ID": "devstack-informer"}),
+			readyURL: c.MetricsURL(offsetInformer) + "/readyz",
+		},
+		{
+			name: "event-tally", binary: "event-tally", stage: 2,
+			env:      common(offsetEventTally, map[string]string{"MEMBER_ID": "event-tally-0"}),
+			readyURL: c.MetricsURL(offsetEventTally) + "/readyz",
+		},
+		{
+			name: "runner-manager", binary: "runner-manager", stage: 2,
+			env: common(offsetRunnerManager, map[string]string{
+				"MEMBER_ID":            "runner-manager-0",
+				"LOCAL_RUNNER_COMMAND": strconv.Quote(runner),
+				"LOCAL_WORKSPACE_ROOT": filepath.Join(c.StateDir, "workspaces"),
+				"LOCAL_PORT_RANGE":     c.RunnerPorts,
+			}),
+			readyURL: c.MetricsURL(offsetRunnerManager) + "/readyz",
+		},
+		{
+			name: "agui-proxy", binary: "agui-proxy", stage: 2,
+			env: common(offsetAGUIProxy, map[string]string{
+				"LOCAL_PROXY_ADDR": c.addr(c.ProxyPort),
+				"AGUI_AUTH":        "none",
+			}),
+			readyURL: c.MetricsURL(offsetAGUIProxy) + "/readyz",
+		},
+	}
+	if c.Kubeconfig != "" {
+		svcs = append(svcs, service{
+			name: "kube-reconciler", binary: "kube-reconciler", stage: 3,
+			env:      common(offsetKubeReconciler, map[string]string{"KUBECONFIG": c.Kubeconfig, "MEMBER_ID": "kube-reconciler-0"}),
+			readyURL: c.MetricsURL(offsetKubeReconciler) + "/readyz",
+		})
+	}
+	return svcs
+}

@@ -1,0 +1,241 @@
+package stack
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ambient-code/control-plane/libs/natsserver"
+	"golang.org/x/sync/errgroup"
+)
+
+// ErrPortInUse is returned by Run when a port the stack needs is taken.
+var ErrPortInUse = errors.New("port in use")
+
+// Run starts the stack, waits until every service is ready, prints what runs
+// and what to try next, and keeps everything running until ctx ends; then it
+// stops the services in reverse order (SIGTERM, SIGKILL after StopGrace) and
+// the NATS server.
+func Run(ctx context.Context, cfg Config, out io.Writer) error {
+	if err := checkBinaries(cfg); err != nil {
+		return err
+	}
+	if err := checkPorts(cfg); err != nil {
+		return err
+	}
+	if cfg.Temp {
+		dir, err := os.MkdirTemp("", "ambient-devstack-")
+		if err != nil {
+			return fmt.Errorf("temp state dir: %w", err)
+		}
+		cfg.StateDir = dir
+		defer os.RemoveAll(dir) //nolint:errcheck // best effort cleanup of a temp dir
+	}
+	abs, err := filepath.Abs(cfg.StateDir)
+	if err != nil {
+		return fmt.Errorf("state dir: %w", err)
+	}
+	cfg.StateDir = abs
+	pidDir := filepath.Join(cfg.StateDir, "run")
+	for _, d := range []string{pidDir, filepath.Join(cfg.StateDir, "nats"), filepath.Join(cfg.StateDir, "workspaces")} {
+		if err := os.MkdirAll(d, 0o750); err != nil {
+			return fmt.Errorf("create %s: %w", d, err)
+		}
+	}
+
+	ns, err := natsserver.Start(natsserver.Options{StoreDir: filepath.Join(cfg.StateDir, "nats"), Host: cfg.Host, Port: cfg.NATSPort, ServerName: "devstack"})
+	if err != nil {
+		return fmt.Errorf("start embedded NATS: %w", err)
+	}
+	defer ns.Shutdown()
+	fmt.Fprintf(out, "devstack: NATS with JetStream on %s (data in %s)\n", cfg.NATSURL(), filepath.Join(cfg.StateDir, "nats"))
+
+	svcs := cfg.services()
+	logs := &logWriter{out: out, raw: cfg.RawLogs, width: 15}
+	sups := make([]*supervised, len(svcs))
+	dones := make([]chan struct{}, len(svcs))
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	g, gctx := errgroup.WithContext(runCtx)
+	for i, svc := range svcs {
+		sups[i] = &supervised{svc: svc, cfg: cfg, logs: logs, pidDir: pidDir, started: make(chan struct{})}
+		dones[i] = make(chan struct{})
+	}
+	// stopAll stops services in reverse start order; it runs once, on the way
+	// out, whatever the reason.
+	stopAll := func() {
+		cancel()
+		for i := len(sups) - 1; i >= 0; i-- {
+			sups[i].stop(cfg.StopGrace, dones[i])
+		}
+	}
+	startStage := func(stage int) {
+		for i := range sups {
+			if svcs[i].stage != stage {
+				continue
+			}
+			i := i
+			g.Go(func() error {
+				defer close(dones[i])
+				return sups[i].run(gctx, out)
+			})
+		}
+	}
+
+	readyErr := make(chan error, 1) // written once by the start-up sequence below
+	go func() {                      // owned by Run: it ends when every stage is ready or ctx is done
+		readyErr <- startInStages(gctx, cfg, svcs, sups, startStage)
+	}()
+
+	select {
+	case err := <-readyErr:
+		if err != nil {
+			stopAll()
+			_ = g.Wait() //nolint:errcheck // the start-up error is the one to report
+			return err
+		}
+		printBanner(out, cfg, svcs, pidDir)
+	case <-gctx.Done():
+	}
+	<-gctx.Done()
+	fmt.Fprintln(out, "devstack: stopping services")
+	stopAll()
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	fmt.Fprintln(out, "devstack: stopped")
+	return nil
+}
+
+func startInStages(ctx context.Context, cfg Config, svcs []service, sups []*supervised, startStage func(int)) error {
+	last := 0
+	for _, s := range svcs {
+		last = max(last, s.stage)
+	}
+	deadline := time.Now().Add(cfg.ReadyTimeout)
+	for stage := 0; stage <= last; stage++ {
+		startStage(stage)
+		for i, s := range svcs {
+			if s.stage != stage {
+				continue
+			}
+			if err := waitReady(ctx, sups[i], cfg.Token, deadline); err != nil {
+				return fmt.Errorf("%s did not become ready: %w", s.name, err)
+			}
+		}
+	}
+	return nil
+}
+
+func waitReady(ctx context.Context, s *supervised, token string, deadline time.Time) error {
+	client := &http.Client{Timeout: 2 * time.Second}
+	var last error
+	for time.Now().Before(deadline) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.svc.readyURL, nil)
+		if err != nil {
+			return fmt.Errorf("build readiness request: %w", err)
+		}
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := client.Do(req)
+		if err == nil {
+			_ = resp.Body.Close() //nolint:errcheck // only the status matters
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			last = fmt.Errorf("%s answered %s", s.svc.readyURL, resp.Status)
+		} else {
+			last = err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("not ready after the deadline: %w", last)
+}
+
+func checkBinaries(cfg Config) error {
+	var missing []string
+	for _, s := range cfg.services() {
+		if _, err := os.Stat(filepath.Join(cfg.BinDir, s.binary)); err != nil {
+			missing = append(missing, s.binary)
+		}
+	}
+	if cfg.RunnerCommand == "" {
+		if _, err := os.Stat(filepath.Join(cfg.BinDir, "demo-runner")); err != nil {
+			missing = append(missing, "demo-runner")
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("binaries missing in %s: %s (run `make build`, or `make run` which builds first)", cfg.BinDir, strings.Join(missing, ", "))
+	}
+	return nil
+}
+
+// checkPorts fails fast, naming the port and the flag, instead of letting a
+// service die later with a bind error.
+func checkPorts(cfg Config) error {
+	type port struct {
+		n    int
+		what string
+		flag string
+	}
+	ports := []port{
+		{cfg.NATSPort, "NATS", "--nats-port"},
+		{cfg.APIGRPCPort, "in-memory API gRPC", "--api-grpc-port"},
+		{cfg.APIRESTPort, "in-memory API REST", "--api-rest-port"},
+		{cfg.ProxyPort, "agui-proxy", "--proxy-port"},
+	}
+	for _, s := range cfg.services() {
+		if strings.HasPrefix(s.readyURL, "http://") && strings.HasSuffix(s.readyURL, "/readyz") {
+			_, p, _ := net.SplitHostPort(strings.TrimSuffix(strings.TrimPrefix(s.readyURL, "http://"), "/readyz"))
+			n, _ := strconv.Atoi(p) //nolint:errcheck // built from an int above
+			ports = append(ports, port{n, s.name + " health/metrics", "--metrics-port-base"})
+		}
+	}
+	var errs []error
+	for _, p := range ports {
+		l, err := net.Listen("tcp", cfg.addr(p.n))
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%w: %s port %d on %s is taken (stop what uses it, or pass %s): %w", ErrPortInUse, p.what, p.n, cfg.Host, p.flag, err))
+			continue
+		}
+		_ = l.Close() //nolint:errcheck // probe listener
+	}
+	return errors.Join(errs...)
+}
+
+func printBanner(out io.Writer, cfg Config, svcs []service, pidDir string) {
+	var b strings.Builder
+	fmt.Fprintf(&b, "\n=== ambient control plane is running ===\n")
+	fmt.Fprintf(&b, "  %-16s %s\n", "NATS", cfg.NATSURL())
+	fmt.Fprintf(&b, "  %-16s grpc %s, rest %s (token %q)\n", "ambient API", cfg.APIGRPCAddr(), cfg.APIRESTURL(), cfg.Token)
+	for _, s := range svcs {
+		if s.name == "api" {
+			continue
+		}
+		fmt.Fprintf(&b, "  %-16s health/metrics %s\n", s.name, strings.TrimSuffix(s.readyURL, "/readyz"))
+	}
+	fmt.Fprintf(&b, "  %-16s %s\n", "AG-UI proxy", cfg.ProxyURL())
+	fmt.Fprintf(&b, "  %-16s %s\n", "pid files", pidDir)
+	fmt.Fprintf(&b, "\nTry, in another terminal:\n")
+	fmt.Fprintf(&b, "  bin/ambientctl projects create demo\n")
+	fmt.Fprintf(&b, "  bin/ambientctl sessions create hello --project demo\n")
+	fmt.Fprintf(&b, "  bin/ambientctl sessions list            # wait for phase Running\n")
+	fmt.Fprintf(&b, "  bin/ambientctl chat <SESSION_ID> \"hello from the control plane\"\n")
+	fmt.Fprintf(&b, "  bin/ambientctl sessions stop <SESSION_ID>\n")
+	fmt.Fprintf(&b, "  bin/ambientctl events tail --all\n")
+	fmt.Fprintf(&b, "  bin/ambientctl tally\n")
+	fmt.Fprintf(&b, "  curl -H 'Authorization: Bearer %s' %s/api/ambient/v1/sessions\n", cfg.Token, cfg.APIRESTURL())
+	fmt.Fprintf(&b, "Ctrl-C stops everything.\n\n")
+	fmt.Fprint(out, b.String())
+}
