@@ -87,6 +87,6 @@ proto-check: proto ## Fail when the committed generated code is stale.
 
 .PHONY: run
 run: build ## Run the whole system locally (embedded NATS, in-memory API, every service).
-	$(BIN)/devstack
+	$(BIN)/devstack --bin-dir $(BIN) $(ARGS)
 
 -include deploy/images.mk
