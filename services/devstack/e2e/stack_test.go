@@ -1,0 +1,251 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ambient-code/control-plane/libs/testenv"
+)
+
+const token = "e2e-token"
+
+// stack is a running devstack process.
+type stack struct {
+	t         *testing.T
+	cmd       *exec.Cmd
+	out       *syncBuffer
+	stateDir  string
+	natsPort  int
+	grpcPort  int
+	restPort  int
+	proxyPort int
+	base      int
+}
+
+type syncBuffer struct {
+	mu sync.Mutex // guards b
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close() //nolint:errcheck // probe
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// freeBase finds base such that base+1..base+5 are free (the services'
+// health/metrics ports).
+func freeBase(t *testing.T) int {
+	t.Helper()
+	for range 100 {
+		base := 20000 + rand.IntN(20000)
+		ok := true
+		for i := 1; i <= 5 && ok; i++ {
+			l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(base+i))
+			if err != nil {
+				ok = false
+				continue
+			}
+			_ = l.Close() //nolint:errcheck // probe
+		}
+		if ok {
+			return base
+		}
+	}
+	t.Fatal("no free port block")
+	return 0
+}
+
+func startStack(t *testing.T) *stack {
+	t.Helper()
+	s := &stack{t: t, out: &syncBuffer{}, stateDir: t.TempDir(),
+		natsPort: freePort(t), grpcPort: freePort(t), restPort: freePort(t), proxyPort: freePort(t), base: freeBase(t)}
+	lo := 30000 + rand.IntN(20000)
+	s.cmd = exec.Command(filepath.Join(binDir, "devstack"),
+		"--bin-dir", binDir, "--state-dir", s.stateDir, "--token", token,
+		"--nats-port", strconv.Itoa(s.natsPort), "--api-grpc-port", strconv.Itoa(s.grpcPort),
+		"--api-rest-port", strconv.Itoa(s.restPort), "--proxy-port", strconv.Itoa(s.proxyPort),
+		"--metrics-port-base", strconv.Itoa(s.base), "--runner-ports", fmt.Sprintf("%d-%d", lo, lo+49),
+		"--raw-logs", "--stop-grace", "15s")
+	s.cmd.Stdout, s.cmd.Stderr = s.out, s.out
+	if err := s.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		s.stop()
+		if t.Failed() {
+			t.Logf("devstack output:\n%s", s.out.String())
+		}
+	})
+	testenv.Eventually(t, 120*time.Second, func() error {
+		if strings.Contains(s.out.String(), "ambient control plane is running") {
+			return nil
+		}
+		if s.cmd.ProcessState != nil {
+			return fmt.Errorf("devstack exited: %s", s.cmd.ProcessState)
+		}
+		return fmt.Errorf("not running yet")
+	})
+	return s
+}
+
+// stop is Ctrl-C: SIGINT to devstack, which must stop every service and
+// every runner.
+func (s *stack) stop() {
+	if s.cmd.Process == nil || s.cmd.ProcessState != nil {
+		return
+	}
+	_ = s.cmd.Process.Signal(syscall.SIGINT) //nolint:errcheck // it may be gone already
+	done := make(chan error, 1)
+	go func() { done <- s.cmd.Wait() }() // owned by stop; Wait returns when devstack exits
+	select {
+	case err := <-done:
+		if err != nil {
+			s.t.Errorf("devstack exit: %v", err)
+		}
+	case <-time.After(90 * time.Second):
+		_ = s.cmd.Process.Kill() //nolint:errcheck // test teardown
+		s.t.Errorf("devstack did not stop within 90s")
+	}
+}
+
+func (s *stack) restURL(path string) string {
+	return fmt.Sprintf("http://127.0.0.1:%d/api/ambient/v1%s", s.restPort, path)
+}
+
+// rest calls the in-memory API's REST interface and decodes the JSON answer.
+func (s *stack) rest(method, path string, body any) map[string]any {
+	s.t.Helper()
+	var r io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			s.t.Fatal(err)
+		}
+		r = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, s.restURL(path), r)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		s.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close() //nolint:errcheck // read-only
+	raw, _ := io.ReadAll(resp.Body) //nolint:errcheck // checked via status
+	if resp.StatusCode >= 300 {
+		s.t.Fatalf("%s %s: %s %s", method, path, resp.Status, raw)
+	}
+	out := map[string]any{}
+	if len(bytes.TrimSpace(raw)) > 0 {
+		if err := json.Unmarshal(raw, &out); err != nil {
+			s.t.Fatalf("%s %s: decode %s: %v", method, path, raw, err)
+		}
+	}
+	return out
+}
+
+func (s *stack) session(id string) map[string]any {
+	s.t.Helper()
+	return s.rest(http.MethodGet, "/sessions/"+id, nil)
+}
+
+func (s *stack) waitPhase(id string, timeout time.Duration, phases ...string) map[string]any {
+	s.t.Helper()
+	var got map[string]any
+	testenv.Eventually(s.t, timeout, func() error {
+		got = s.session(id)
+		for _, p := range phases {
+			if got["phase"] == p {
+				return nil
+			}
+		}
+		return fmt.Errorf("session %s phase %v, want one of %v (conditions %v)", id, got["phase"], phases, got["conditions"])
+	})
+	return got
+}
+
+func (s *stack) ambientctl(args ...string) (string, error) {
+	s.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	full := append([]string{
+		"--api", fmt.Sprintf("127.0.0.1:%d", s.grpcPort), "--token", token,
+		"--proxy", fmt.Sprintf("http://127.0.0.1:%d", s.proxyPort),
+		"--nats", fmt.Sprintf("nats://127.0.0.1:%d", s.natsPort),
+		"--tally-url", fmt.Sprintf("http://127.0.0.1:%d", s.base+4),
+	}, args...)
+	out, err := exec.CommandContext(ctx, filepath.Join(binDir, "ambientctl"), full...).CombinedOutput()
+	return string(out), err
+}
+
+// pid reads the pid file devstack keeps for a service.
+func (s *stack) pid(name string) int {
+	s.t.Helper()
+	b, err := os.ReadFile(filepath.Join(s.stateDir, "run", name+".pid"))
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return n
+}
+
+// runnerPIDs lists live processes whose environment has SESSION_ID=id: the
+// session's runners, wherever they came from.
+func runnerPIDs(id string) []int {
+	want := []byte("SESSION_ID=" + id + "\x00")
+	var pids []int
+	entries, _ := os.ReadDir("/proc") //nolint:errcheck // an unreadable /proc lists nothing
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		env, err := os.ReadFile(filepath.Join("/proc", e.Name(), "environ"))
+		if err != nil || !bytes.Contains(append([]byte{0}, env...), append([]byte{0}, want...)) {
+			continue
+		}
+		if stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat")); err == nil && bytes.Contains(stat, []byte(") Z ")) {
+			continue // zombie: exited, not yet reaped
+		}
+		pids = append(pids, pid)
+	}
+	return pids
+}
