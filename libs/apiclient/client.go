@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"log/slog"
 	"os"
 	"time"
 
@@ -52,6 +53,23 @@ type Config struct {
 	PageSize int32
 	// DialOptions are appended to the client's own (tests, telemetry).
 	DialOptions []grpc.DialOption
+}
+
+// LogValue redacts the token so a Config can be logged.
+func (c Config) LogValue() slog.Value {
+	tok := ""
+	if c.Token != "" {
+		tok = "REDACTED"
+	}
+	return slog.GroupValue(
+		slog.String("addr", c.Addr),
+		slog.String("token", tok),
+		slog.Bool("use_tls", c.UseTLS),
+		slog.String("ca_file", c.CAFile),
+		slog.Duration("keepalive", c.Keepalive),
+		slog.Duration("timeout", c.Timeout),
+		slog.Int("page_size", int(c.PageSize)),
+	)
 }
 
 // Client is a connection to the ambient API. It is safe for concurrent use.

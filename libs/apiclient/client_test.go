@@ -12,10 +12,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/big"
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -541,4 +543,14 @@ func selfSigned(t *testing.T) (string, tls.Certificate) {
 		t.Fatal(err)
 	}
 	return file, pair
+}
+
+func TestConfigLogValueRedactsToken(t *testing.T) {
+	t.Parallel()
+	var b strings.Builder
+	log := slog.New(slog.NewJSONHandler(&b, nil))
+	log.Info("cfg", slog.Any("api", apiclient.Config{Addr: "a:1", Token: "hunter2"}))
+	if strings.Contains(b.String(), "hunter2") || !strings.Contains(b.String(), "a:1") {
+		t.Errorf("log line %s", b.String())
+	}
 }

@@ -15,6 +15,10 @@ var ErrInvalidOption = errors.New("memapi: invalid option")
 // served: a Server serves at most once.
 var ErrServing = errors.New("memapi: server already served")
 
+// ErrBadBody is wrapped by the REST error message (HTTP 400) when a request
+// body is not a valid protojson document of the expected message.
+var ErrBadBody = errors.New("memapi: bad request body")
+
 func errNotFound(id string) error {
 	return status.Errorf(codes.NotFound, "not found: %q", id)
 }

@@ -220,7 +220,7 @@ func TestUpdatesSetOnlyPresentFields(t *testing.T) {
 			}
 		})
 	}
-	for _, ph := range memapi.Phases {
+	for _, ph := range memapi.Phases() {
 		if _, err := c.UpdateSessionStatus(ctx, &ambientv1.UpdateSessionStatusRequest{Id: id, Phase: proto.String(ph)}); err != nil {
 			t.Errorf("phase %s: %v", ph, err)
 		}

@@ -3,7 +3,6 @@ package memapi
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -20,10 +19,6 @@ import (
 
 // maxBodyBytes bounds a REST request body.
 const maxBodyBytes = 1 << 20
-
-// ErrBadBody is wrapped by decodeJSON when a request body is not a valid
-// protojson document of the expected message.
-var ErrBadBody = errors.New("memapi: bad request body")
 
 var (
 	jsonOut = protojson.MarshalOptions{UseProtoNames: true}

@@ -17,8 +17,12 @@ const (
 	DefaultLLMMaxTokens   = 4000
 )
 
-// Phases are the session phases UpdateSessionStatus accepts.
-var Phases = []string{"Pending", "Creating", "Running", "Stopping", "Stopped", "Completed", "Failed"}
+// phases are the session phases UpdateSessionStatus accepts.
+var phases = [...]string{"Pending", "Creating", "Running", "Stopping", "Stopped", "Completed", "Failed"}
+
+// Phases returns the session phases UpdateSessionStatus accepts, in
+// lifecycle order (the last three are terminal).
+func Phases() []string { return slices.Clone(phases[:]) }
 
 type sessionService struct {
 	ambientv1.UnimplementedSessionServiceServer
@@ -94,10 +98,10 @@ func (x *sessionService) WatchSessions(_ *ambientv1.WatchSessionsRequest, stream
 }
 
 // UpdateSessionStatus validates the phase (InvalidArgument unless one of
-// Phases) and sets only the fields present in req.
+// Phases()) and sets only the fields present in req.
 func (x *sessionService) UpdateSessionStatus(_ context.Context, req *ambientv1.UpdateSessionStatusRequest) (*ambientv1.Session, error) {
-	if req.Phase != nil && !slices.Contains(Phases, req.GetPhase()) {
-		return nil, errInvalid("invalid phase %q: want one of %v", req.GetPhase(), Phases)
+	if req.Phase != nil && !slices.Contains(phases[:], req.GetPhase()) {
+		return nil, errInvalid("invalid phase %q: want one of %v", req.GetPhase(), phases)
 	}
 	return x.r.update(req.GetId(), func(o *ambientv1.Session) error {
 		applyStatus(o, req)
