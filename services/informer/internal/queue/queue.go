@@ -28,12 +28,12 @@ var ErrShutDown = errors.New("queue shut down")
 // A Queue is safe for concurrent use. The zero value is not usable; call New.
 type Queue[K comparable] struct {
 	mu         sync.Mutex
-	items      []K            // guarded by mu; FIFO, items[head:] are queued
-	head       int            // guarded by mu
-	dirty      map[K]struct{} // guarded by mu; queued or re-added while processing
-	processing map[K]struct{} // guarded by mu; handed out, Done not yet called
+	items      []K                      // guarded by mu; FIFO, items[head:] are queued
+	head       int                      // guarded by mu
+	dirty      map[K]struct{}           // guarded by mu; queued or re-added while processing
+	processing map[K]struct{}           // guarded by mu; handed out, Done not yet called
 	timers     map[*time.Timer]struct{} // guarded by mu; pending AddAfter
-	shutdown   bool           // guarded by mu
+	shutdown   bool                     // guarded by mu
 
 	// wake holds one token when a waiting Get may find work; buffered 1 so
 	// Add never blocks, and Get passes the token on while items remain.

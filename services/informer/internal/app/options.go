@@ -1,0 +1,66 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	eventsv1 "github.com/ambient-code/control-plane/proto/ambient/events/v1"
+)
+
+// ErrInvalidOption is wrapped by options that reject their value.
+var ErrInvalidOption = errors.New("invalid option")
+
+// Option adjusts Run for tests and the build; production needs none.
+type Option func(*options) error
+
+type options struct {
+	version      string
+	afterPublish func(ctx context.Context, ev *eventsv1.ResourceEvent) error
+	healthyAfter time.Duration
+	renewEvery   time.Duration
+	ready        func(addr string)
+}
+
+// WithVersion sets the build version reported in telemetry.
+func WithVersion(v string) Option {
+	return func(o *options) error {
+		o.version = v
+		return nil
+	}
+}
+
+// WithAfterPublish runs fn after each JetStream ack and before the KV
+// write. An error from fn stops the informer at once with that error, like
+// a crash between publish and KV update (tests of exactly-once delivery).
+func WithAfterPublish(fn func(ctx context.Context, ev *eventsv1.ResourceEvent) error) Option {
+	return func(o *options) error {
+		if fn == nil {
+			return fmt.Errorf("nil after-publish hook: %w", ErrInvalidOption)
+		}
+		o.afterPublish = fn
+		return nil
+	}
+}
+
+// WithHealthyAfter sets how long a silent watch stream must live before the
+// reconnect backoff resets (default 60s).
+func WithHealthyAfter(d time.Duration) Option {
+	return func(o *options) error {
+		if d <= 0 {
+			return fmt.Errorf("healthy-after %s: %w", d, ErrInvalidOption)
+		}
+		o.healthyAfter = d
+		return nil
+	}
+}
+
+// WithListening calls fn with the HTTP server's address once it listens
+// (tests start it on port 0).
+func WithListening(fn func(addr string)) Option {
+	return func(o *options) error {
+		o.ready = fn
+		return nil
+	}
+}

@@ -1,0 +1,248 @@
+// Package config loads the informer's configuration from the environment.
+package config
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/ambient-code/control-plane/libs/bus"
+	"github.com/ambient-code/control-plane/libs/envconfig"
+	"github.com/ambient-code/control-plane/libs/events"
+)
+
+// Environment variables read by FromEnv.
+const (
+	EnvAPIToken       = "AMBIENT_API_TOKEN"
+	EnvGRPCAddr       = "AMBIENT_GRPC_SERVER_ADDR"
+	EnvGRPCUseTLS     = "AMBIENT_GRPC_USE_TLS"
+	EnvGRPCCAFile     = "AMBIENT_GRPC_CA_FILE"
+	EnvNATSURL        = "NATS_URL"
+	EnvNATSCredsFile  = "NATS_CREDS_FILE"
+	EnvNATSUser       = "NATS_USER"
+	EnvNATSPassword   = "NATS_PASSWORD"
+	EnvNATSToken      = "NATS_TOKEN"
+	EnvNATSCAFile     = "NATS_CA_FILE"
+	EnvNATSCertFile   = "NATS_CERT_FILE"
+	EnvNATSKeyFile    = "NATS_KEY_FILE"
+	EnvSubjectPrefix  = "SUBJECT_PREFIX"
+	EnvEventsStream   = "EVENTS_STREAM"
+	EnvObjectsBucket  = "OBJECTS_BUCKET"
+	EnvLeaseKey       = "LEASE_KEY"
+	EnvLeaseTTL       = "LEASE_TTL"
+	EnvResyncPeriod   = "RESYNC_PERIOD"
+	EnvStreamReplicas = "STREAM_REPLICAS"
+	EnvStreamMaxAge   = "STREAM_MAX_AGE"
+	EnvWorkers        = "PUBLISH_WORKERS"
+	EnvBackoffInitial = "WATCH_BACKOFF_INITIAL"
+	EnvBackoffMax     = "WATCH_BACKOFF_MAX"
+	EnvLogLevel       = "LOG_LEVEL"
+	EnvMetricsAddr    = "METRICS_ADDR"
+	EnvInstanceID     = "INSTANCE_ID"
+	EnvOTLPEndpoint   = "OTEL_EXPORTER_OTLP_ENDPOINT"
+)
+
+// Defaults (mirrored in the Helm values and docs/configuration.md).
+const (
+	DefaultGRPCAddr       = "localhost:8001"
+	DefaultNATSURL        = "nats://127.0.0.1:4222"
+	DefaultLeaseKey       = "informer"
+	DefaultLeaseTTL       = bus.DefaultLeaseTTL
+	DefaultResyncPeriod   = 10 * time.Minute
+	DefaultStreamReplicas = 1
+	DefaultStreamMaxAge   = bus.DefaultEventsMaxAge
+	DefaultWorkers        = 32
+	DefaultBackoffInitial = time.Second
+	DefaultBackoffMax     = 30 * time.Second
+	DefaultLogLevel       = "info"
+	DefaultMetricsAddr    = ":9090"
+)
+
+// Config is the informer's whole configuration. Pass it by value.
+type Config struct {
+	APIToken   envconfig.Redacted
+	GRPCAddr   string
+	GRPCUseTLS bool
+	GRPCCAFile string
+
+	NATS bus.ConnectConfig
+
+	// SubjectPrefix, Stream, ObjectsBucket and LeaseKey name where this
+	// informer publishes. A shadow (canary) informer sets SUBJECT_PREFIX and
+	// EVENTS_STREAM; its bucket and lease key then default to names of its
+	// own, so it never touches the live stream, cache or lease.
+	SubjectPrefix string
+	Stream        string
+	ObjectsBucket string
+	LeaseKey      string
+
+	LeaseTTL       time.Duration
+	ResyncPeriod   time.Duration // 0 disables periodic resync
+	StreamReplicas int
+	StreamMaxAge   time.Duration
+	Workers        int // publish workers per resource
+	BackoffInitial time.Duration
+	BackoffMax     time.Duration
+
+	LogLevel     string
+	MetricsAddr  string
+	InstanceID   string
+	OTLPEndpoint string
+}
+
+// Shadow reports whether this informer publishes somewhere other than the
+// live stream.
+func (c Config) Shadow() bool { return c.Stream != events.StreamName }
+
+// FromEnv reads the process environment (see Load).
+func FromEnv() (Config, error) { return Load(nil) }
+
+// Load reads the configuration through lookup (nil: the process
+// environment) and returns every problem at once; each names its variable.
+func Load(lookup envconfig.LookupFunc) (Config, error) {
+	l := envconfig.New(lookup)
+	c := Config{
+		APIToken:   l.RequiredSecret(EnvAPIToken),
+		GRPCAddr:   l.HostPort(EnvGRPCAddr, DefaultGRPCAddr),
+		GRPCUseTLS: l.Bool(EnvGRPCUseTLS, false),
+		GRPCCAFile: l.File(EnvGRPCCAFile, ""),
+		NATS: bus.ConnectConfig{
+			URL:       l.String(EnvNATSURL, DefaultNATSURL),
+			CredsFile: l.File(EnvNATSCredsFile, ""),
+			User:      l.String(EnvNATSUser, ""),
+			Password:  l.Secret(EnvNATSPassword).Reveal(),
+			Token:     l.Secret(EnvNATSToken).Reveal(),
+			TLS: bus.TLSConfig{
+				CAFile:   l.File(EnvNATSCAFile, ""),
+				CertFile: l.File(EnvNATSCertFile, ""),
+				KeyFile:  l.File(EnvNATSKeyFile, ""),
+			},
+		},
+		SubjectPrefix:  l.String(EnvSubjectPrefix, events.SubjectPrefix),
+		Stream:         l.String(EnvEventsStream, events.StreamName),
+		LeaseTTL:       l.Duration(EnvLeaseTTL, DefaultLeaseTTL),
+		ResyncPeriod:   l.Duration(EnvResyncPeriod, DefaultResyncPeriod),
+		StreamReplicas: l.Int(EnvStreamReplicas, DefaultStreamReplicas, 1, 5),
+		StreamMaxAge:   l.Duration(EnvStreamMaxAge, DefaultStreamMaxAge),
+		Workers:        l.Int(EnvWorkers, DefaultWorkers, 1, 1024),
+		BackoffInitial: l.Duration(EnvBackoffInitial, DefaultBackoffInitial),
+		BackoffMax:     l.Duration(EnvBackoffMax, DefaultBackoffMax),
+		LogLevel:       l.Enum(EnvLogLevel, DefaultLogLevel, "debug", "info", "warn", "error"),
+		MetricsAddr:    l.HostPort(EnvMetricsAddr, DefaultMetricsAddr),
+		InstanceID:     l.String(EnvInstanceID, ""),
+		OTLPEndpoint:   l.String(EnvOTLPEndpoint, ""),
+	}
+	shadowSuffix := "-" + strings.ToLower(strings.ReplaceAll(c.Stream, "_", "-"))
+	defBucket, defLease := bus.BucketObjects, DefaultLeaseKey
+	if c.Shadow() {
+		defBucket, defLease = bus.BucketObjects+shadowSuffix, DefaultLeaseKey+shadowSuffix
+	}
+	c.ObjectsBucket = l.String(EnvObjectsBucket, defBucket)
+	c.LeaseKey = l.String(EnvLeaseKey, defLease)
+
+	errs := []error{l.Err()}
+	bad := func(name, want, got string) {
+		errs = append(errs, &envconfig.VarError{Name: name, Want: want, Got: got})
+	}
+	if err := natsURLs(c.NATS.URL); err != nil {
+		bad(EnvNATSURL, `comma-separated URLs with scheme nats|tls|ws|wss`, c.NATS.URL)
+	}
+	if !validPrefix(c.SubjectPrefix) {
+		bad(EnvSubjectPrefix, `dot-separated subject tokens without "*", ">" or spaces`, c.SubjectPrefix)
+	}
+	if !validName(c.Stream) {
+		bad(EnvEventsStream, `a stream name of letters, digits, "-" and "_"`, c.Stream)
+	}
+	if !validName(c.ObjectsBucket) {
+		bad(EnvObjectsBucket, `a bucket name of letters, digits, "-" and "_"`, c.ObjectsBucket)
+	}
+	if !validName(c.LeaseKey) {
+		bad(EnvLeaseKey, `a key of letters, digits, "-" and "_"`, c.LeaseKey)
+	}
+	// The live stream captures exactly the live prefix: mixing one with the
+	// other would either change the live stream's subjects or publish a
+	// shadow informer's events into it.
+	if (c.Stream == events.StreamName) != (c.SubjectPrefix == events.SubjectPrefix) {
+		bad(EnvSubjectPrefix, fmt.Sprintf("%q exactly when %s is %q (shadow mode sets both)", events.SubjectPrefix, EnvEventsStream, events.StreamName), c.SubjectPrefix)
+	}
+	if c.Shadow() && (c.ObjectsBucket == bus.BucketObjects || c.LeaseKey == DefaultLeaseKey) {
+		bad(EnvObjectsBucket+"/"+EnvLeaseKey, "names other than the live informer's in shadow mode", c.ObjectsBucket+"/"+c.LeaseKey)
+	}
+	if c.LeaseTTL < time.Second {
+		bad(EnvLeaseTTL, "a duration of at least 1s", c.LeaseTTL.String())
+	}
+	if c.BackoffInitial <= 0 || c.BackoffMax < c.BackoffInitial {
+		bad(EnvBackoffMax, fmt.Sprintf("a duration >= %s (%s)", EnvBackoffInitial, c.BackoffInitial), c.BackoffMax.String())
+	}
+	if c.StreamMaxAge <= 0 {
+		bad(EnvStreamMaxAge, "a positive duration", c.StreamMaxAge.String())
+	}
+	if c.InstanceID == "" {
+		id, err := defaultInstanceID()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: derive default: %w", EnvInstanceID, err))
+		}
+		c.InstanceID = id
+	}
+	if err := errors.Join(errs...); err != nil {
+		return Config{}, fmt.Errorf("config: %w", err)
+	}
+	c.NATS.Name = "informer/" + c.InstanceID
+	return c, nil
+}
+
+// defaultInstanceID is the host name (the pod name in Kubernetes) plus a
+// random suffix, so two processes on one host never share a lease identity.
+func defaultInstanceID() (string, error) {
+	host, err := os.Hostname()
+	if err != nil {
+		return "", fmt.Errorf("hostname: %w", err)
+	}
+	var b [3]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("random suffix: %w", err)
+	}
+	return host + "-" + hex.EncodeToString(b[:]), nil
+}
+
+func natsURLs(s string) error {
+	for raw := range strings.SplitSeq(s, ",") {
+		u, err := url.Parse(strings.TrimSpace(raw))
+		if err != nil {
+			return err
+		}
+		switch u.Scheme {
+		case "nats", "tls", "ws", "wss":
+		default:
+			return fmt.Errorf("scheme %q", u.Scheme)
+		}
+		if u.Host == "" {
+			return errors.New("no host")
+		}
+	}
+	return nil
+}
+
+func validPrefix(s string) bool {
+	if s == "" || strings.HasPrefix(s, ".") || strings.HasSuffix(s, ".") || strings.Contains(s, "..") {
+		return false
+	}
+	return !strings.ContainsAny(s, "*> \t\r\n")
+}
+
+func validName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,75 @@
+package watch
+
+import (
+	"sync"
+
+	"github.com/ambient-code/control-plane/libs/events"
+	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
+)
+
+// buffer holds watch events between the receive goroutine and the loop that
+// applies them. It is unbounded on purpose: the receive goroutine must never
+// wait (the server drops events of slow readers), and the applying side
+// only updates an in-memory cache, so the buffer stays short except while a
+// list is in progress, when it holds what changed during the list.
+//
+// A buffer is safe for concurrent use by one producer and one consumer.
+type buffer[T events.APIObject] struct {
+	mu      sync.Mutex
+	events  []Event[T] // guarded by mu
+	deletes int        // guarded by mu; DELETED events pushed so far
+	total   int        // guarded by mu; events pushed so far
+	err     error      // guarded by mu; why the stream ended
+	ended   bool       // guarded by mu
+	// ready holds one token when events or the end are waiting; buffered 1
+	// so push never blocks.
+	ready chan struct{}
+}
+
+func newBuffer[T events.APIObject]() *buffer[T] {
+	return &buffer[T]{ready: make(chan struct{}, 1)}
+}
+
+func (b *buffer[T]) signal() {
+	select {
+	case b.ready <- struct{}{}:
+	default:
+	}
+}
+
+// push appends one event.
+func (b *buffer[T]) push(ev Event[T]) {
+	b.mu.Lock()
+	b.events = append(b.events, ev)
+	b.total++
+	if ev.Type == ambientv1.EventType_EVENT_TYPE_DELETED {
+		b.deletes++
+	}
+	b.mu.Unlock()
+	b.signal()
+}
+
+// end records that the stream ended with err.
+func (b *buffer[T]) end(err error) {
+	b.mu.Lock()
+	b.err, b.ended = err, true
+	b.mu.Unlock()
+	b.signal()
+}
+
+// take returns the buffered events (emptying the buffer) and, once the
+// stream has ended and nothing is left, its error.
+func (b *buffer[T]) take() ([]Event[T], bool, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	evs := b.events
+	b.events = nil
+	return evs, b.ended && len(evs) == 0, b.err
+}
+
+// counts returns how many events and deletes were pushed so far.
+func (b *buffer[T]) counts() (total, deletes int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.total, b.deletes
+}
