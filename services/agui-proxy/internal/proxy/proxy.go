@@ -57,6 +57,10 @@ type Config struct {
 	// SweepInterval is how often streams are checked against the routing
 	// table (default 100ms).
 	SweepInterval time.Duration
+	// Synced reports whether the routing table holds a full snapshot; while
+	// it does not, a session missing from the table gets 503 instead of 404
+	// (it may exist but not be loaded yet). Nil means always synced.
+	Synced func() bool
 	// MeterProvider and TracerProvider default to no-ops.
 	MeterProvider  metric.MeterProvider
 	TracerProvider trace.TracerProvider
@@ -194,6 +198,10 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// The table is in memory; a removed endpoint is never dialed again.
 	ep, ok := p.res.Lookup(t.SessionID)
 	if !ok {
+		if p.cfg.Synced != nil && !p.cfg.Synced() {
+			WriteError(rec, http.StatusServiceUnavailable, "routing table not synced")
+			return
+		}
 		WriteError(rec, http.StatusNotFound, "unknown session")
 		return
 	}

@@ -1,0 +1,63 @@
+package app
+
+import (
+	"log/slog"
+	"net/http"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/go-chi/cors"
+
+	"github.com/ambient-code/control-plane/services/agui-proxy/internal/auth"
+	"github.com/ambient-code/control-plane/services/agui-proxy/internal/proxy"
+)
+
+// corsMaxAge is how long browsers may cache a preflight answer (seconds).
+const corsMaxAge = 600
+
+// newRouter builds the proxy's HTTP surface: CORS on everything, /healthz,
+// and /sessions/... behind authentication (nil verifier: none). There is no
+// Timeout or compression middleware: streaming routes must not have them.
+func newRouter(p *proxy.Proxy, v auth.Verifier, origins []string, log *slog.Logger) http.Handler {
+	r := chi.NewRouter()
+	r.Use(cors.Handler(cors.Options{
+		// Only listed origins are echoed; "*" is sent as "*" and never with
+		// credentials (AllowCredentials stays false: bearer tokens travel in
+		// the Authorization header, which needs no credentials mode).
+		AllowedOrigins:     origins,
+		AllowedMethods:     []string{http.MethodGet, http.MethodPost, http.MethodOptions},
+		AllowedHeaders:     []string{"Content-Type", "Authorization"},
+		AllowCredentials:   false,
+		MaxAge:             corsMaxAge,
+		OptionsPassthrough: true, // answered below with 204 instead of the library's 200
+	}))
+	r.Use(optionsNoContent)
+	r.NotFound(func(w http.ResponseWriter, _ *http.Request) {
+		proxy.WriteError(w, http.StatusNotFound, "not found")
+	})
+	r.MethodNotAllowed(func(w http.ResponseWriter, _ *http.Request) {
+		proxy.WriteError(w, http.StatusMethodNotAllowed, "method not allowed")
+	})
+	r.Get("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"status":"ok"}` + "\n")) // client gone: nothing to do
+	})
+	r.Group(func(r chi.Router) {
+		if v != nil {
+			r.Use(auth.Middleware(v, log))
+		}
+		r.Handle("/sessions/*", p)
+	})
+	return r
+}
+
+// optionsNoContent answers every OPTIONS request with 204: CORS preflights
+// (headers already set by the CORS handler) and plain OPTIONS alike.
+func optionsNoContent(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodOptions {
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}

@@ -1,0 +1,110 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ambient-code/control-plane/libs/envconfig"
+)
+
+func TestFromEnvDefaults(t *testing.T) {
+	t.Parallel()
+	c, err := FromEnv(envconfig.Map(nil))
+	if err != nil {
+		t.Fatalf("FromEnv: %v", err)
+	}
+	d := Defaults()
+	if c.ListenAddr != d.ListenAddr || c.Auth != "none" || c.MaxBodyBytes != d.MaxBodyBytes ||
+		c.SSEKeepAlive != d.SSEKeepAlive || c.RunnersBucket != "ambient-runners" ||
+		len(c.CORSOrigins) != 1 || c.CORSOrigins[0] != "http://localhost:3000" || c.NATS.URL != d.NATS.URL {
+		t.Fatalf("defaults = %+v", c)
+	}
+}
+
+func TestFromEnv(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	tokens := filepath.Join(dir, "tokens")
+	if err := os.WriteFile(tokens, []byte("x\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		env     map[string]string
+		check   func(Config) bool
+		wantErr []string // substrings of the error, each naming a variable
+	}{
+		{name: "token mode", env: map[string]string{EnvAuth: "token", EnvTokensFile: tokens, EnvListenAddr: ":9080"},
+			check: func(c Config) bool { return c.Auth == "token" && c.TokensFile == tokens }},
+		{name: "jwt mode", env: map[string]string{EnvAuth: "JWT", EnvJWKSURL: "https://idp/jwks", EnvJWTIssuer: "i", EnvJWTAudience: "a"},
+			check: func(c Config) bool { return c.Auth == "jwt" && c.JWKSURL.Host == "idp" }},
+		{name: "none on loopback v6", env: map[string]string{EnvListenAddr: "[::1]:0"}},
+		{name: "none on localhost", env: map[string]string{EnvListenAddr: "localhost:9080"}},
+		{name: "none on all interfaces refused", env: map[string]string{EnvListenAddr: ":9080"},
+			wantErr: []string{"AGUI_AUTH: want token or jwt when LOCAL_PROXY_ADDR is not a loopback address"}},
+		{name: "none on public ip refused", env: map[string]string{EnvListenAddr: "0.0.0.0:9080"}, wantErr: []string{"AGUI_AUTH"}},
+		{name: "none off loopback overridden", env: map[string]string{EnvListenAddr: "0.0.0.0:9080", EnvAuthInsecure: "true"},
+			check: func(c Config) bool { return c.AuthAllowInsecure }},
+		{name: "token without file", env: map[string]string{EnvAuth: "token"}, wantErr: []string{"AGUI_TOKENS_FILE: required"}},
+		{name: "tokens file missing", env: map[string]string{EnvAuth: "token", EnvTokensFile: filepath.Join(dir, "nope")},
+			wantErr: []string{"AGUI_TOKENS_FILE: want a path to an existing regular file"}},
+		{name: "jwt incomplete", env: map[string]string{EnvAuth: "jwt"},
+			wantErr: []string{"AGUI_JWKS_URL", "AGUI_JWT_ISSUER", "AGUI_JWT_AUDIENCE"}},
+		{name: "unknown mode", env: map[string]string{EnvAuth: "basic"}, wantErr: []string{"AGUI_AUTH: want one of none|token|jwt"}},
+		{name: "cors list", env: map[string]string{EnvCORSOrigins: "https://a.example, http://b.example:8080"},
+			check: func(c Config) bool { return len(c.CORSOrigins) == 2 && c.CORSOrigins[1] == "http://b.example:8080" }},
+		{name: "cors star", env: map[string]string{EnvCORSOrigins: "*"}, check: func(c Config) bool { return c.CORSAllowsAny() }},
+		{name: "cors with path", env: map[string]string{EnvCORSOrigins: "https://a.example/app"}, wantErr: []string{"CORS_ALLOWED_ORIGIN"}},
+		{name: "keepalive off", env: map[string]string{EnvSSEKeepAlive: "0"}, check: func(c Config) bool { return c.SSEKeepAlive == 0 }},
+		{name: "body limit", env: map[string]string{EnvMaxBodyBytes: "1024"}, check: func(c Config) bool { return c.MaxBodyBytes == 1024 }},
+		{name: "bad values all reported", env: map[string]string{EnvMaxBodyBytes: "-1", EnvSSEKeepAlive: "5", EnvWriteTimeout: "soon", EnvListenAddr: "nohost"},
+			wantErr: []string{"MAX_BODY_BYTES", "SSE_KEEPALIVE", "HTTP_WRITE_TIMEOUT", "LOCAL_PROXY_ADDR"}},
+		{name: "bad metrics addr", env: map[string]string{EnvMetricsAddr: "9090"}, wantErr: []string{"METRICS_ADDR"}},
+		{name: "metrics disabled", env: map[string]string{EnvMetricsAddr: ""}, check: func(c Config) bool { return c.MetricsAddr != "" }},
+		{name: "timeouts", env: map[string]string{EnvReadHeaderTimeout: "2s", EnvUpstreamTimeout: "1m"},
+			check: func(c Config) bool { return c.ReadHeaderTimeout == 2*time.Second && c.UpstreamTimeout == time.Minute }},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			c, err := FromEnv(envconfig.Map(tc.env))
+			if len(tc.wantErr) > 0 {
+				if err == nil {
+					t.Fatalf("FromEnv = %+v, want error", c)
+				}
+				for _, w := range tc.wantErr {
+					if !strings.Contains(err.Error(), w) {
+						t.Fatalf("error %q does not contain %q", err, w)
+					}
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("FromEnv: %v", err)
+			}
+			if tc.check != nil && !tc.check(c) {
+				t.Fatalf("config = %+v", c)
+			}
+		})
+	}
+}
+
+func TestIsLoopback(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		addr string
+		want bool
+	}{
+		{"127.0.0.1:9080", true}, {"127.1.2.3:0", true}, {"[::1]:9080", true}, {"localhost:1", true},
+		{":9080", false}, {"0.0.0.0:9080", false}, {"[::]:9080", false}, {"10.0.0.1:9080", false},
+		{"example.com:80", false}, {"garbage", false},
+	}
+	for _, tc := range tests {
+		if got := IsLoopback(tc.addr); got != tc.want {
+			t.Errorf("IsLoopback(%q) = %v, want %v", tc.addr, got, tc.want)
+		}
+	}
+}
