@@ -47,6 +47,8 @@
 // /sessions/{id}/stop (phase Stopping) and PATCH /sessions/{id}/status (body:
 // UpdateSessionStatusRequest).
 //
+// GET /healthcheck answers 200 {"status":"ok"} without a token.
+//
 // Bodies are protojson, not the real server's OpenAPI shapes: responses use
 // the proto field names (snake_case, UseProtoNames), so an object looks like
 // {"metadata": {"id": ..., "created_at": "RFC 3339"}, "name": ..., "llm_model": ...}

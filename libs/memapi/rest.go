@@ -17,6 +17,10 @@ import (
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
 )
 
+// HealthPath answers 200 without a token (the real server serves it on a
+// separate port, 4434).
+const HealthPath = "/healthcheck"
+
 // maxBodyBytes bounds a REST request body.
 const maxBodyBytes = 1 << 20
 
@@ -48,6 +52,13 @@ func (s *Server) Handler() http.Handler {
 	})
 	r.MethodNotAllowed(func(w http.ResponseWriter, _ *http.Request) {
 		writeError(w, http.StatusMethodNotAllowed, "method not allowed")
+	})
+
+	r.Get(HealthPath, func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusOK)
+		// The client may be gone; there is nobody left to tell.
+		_, _ = w.Write([]byte(`{"status":"ok"}`))
 	})
 
 	sess := s.Sessions()
@@ -157,6 +168,10 @@ func mount[T object, C, U proto.Message](r chi.Router, path string, ops restOps[
 
 func (s *Server) restAuth(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == HealthPath {
+			next.ServeHTTP(w, r) // probes carry no token
+			return
+		}
 		if err := s.checkAuth(r.Header.Get("Authorization")); err != nil {
 			writeError(w, http.StatusUnauthorized, status.Convert(err).Message())
 			return

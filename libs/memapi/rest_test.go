@@ -175,6 +175,7 @@ func TestRESTErrors(t *testing.T) {
 		{"bad page", testToken, "GET", "/sessions?page=abc", "", http.StatusBadRequest},
 		{"unknown route", testToken, "GET", "/widgets", "", http.StatusNotFound},
 		{"wrong method", testToken, "PUT", "/sessions/x", `{}`, http.StatusMethodNotAllowed},
+		{"unknown route without token", "", "GET", "/widgets", "", http.StatusUnauthorized},
 		{"delete unknown is fine", testToken, "DELETE", "/project_settings/nope", "", http.StatusNoContent},
 	}
 	for _, tc := range tests {
@@ -194,6 +195,23 @@ func TestRESTErrors(t *testing.T) {
 				t.Errorf("body %s: want {\"error\": ...} (%v)", body, err)
 			}
 		})
+	}
+}
+
+func TestRESTHealthcheckNeedsNoToken(t *testing.T) {
+	t.Parallel()
+	srv := start(t)
+	req, err := http.NewRequestWithContext(t.Context(), "GET", srv.RESTURL()+"/healthcheck", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("status %d", resp.StatusCode)
 	}
 }
 
