@@ -1,0 +1,92 @@
+package group
+
+import (
+	"slices"
+	"strings"
+
+	"github.com/synadia-io/orbit.go/pcgroups"
+)
+
+// unassignedMember holds partitions while no sharing member is alive (only
+// pinned canaries are): pcgroups needs every partition mapped, and a
+// canary must never receive more than its slice. Nobody consumes as this
+// member, so those messages wait in the group's work-queue stream. Member
+// names may not start with '_', so it cannot collide.
+const unassignedMember = "_unassigned"
+
+// assign maps every partition to one live member. Pinned members (non-empty
+// wanted slice) get their slice first, in name order, a partition wanted
+// twice going to the first name; sharing members split the rest into
+// contiguous, nearly equal runs in name order. The result is deterministic,
+// so members with the same view write the same config, and sorted by
+// member name.
+func assign(partitions int, live map[string][]int) []pcgroups.MemberMapping {
+	names := make([]string, 0, len(live))
+	for n := range live {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+
+	owner := make([]string, partitions)
+	var shared []string
+	for _, n := range names {
+		want := live[n]
+		if len(want) == 0 {
+			shared = append(shared, n)
+			continue
+		}
+		for _, p := range want {
+			if p >= 0 && p < partitions && owner[p] == "" {
+				owner[p] = n
+			}
+		}
+	}
+	var rest []int
+	for p, o := range owner {
+		if o == "" {
+			rest = append(rest, p)
+		}
+	}
+	switch {
+	case len(rest) == 0:
+	case len(shared) == 0:
+		for _, p := range rest {
+			owner[p] = unassignedMember
+		}
+	default:
+		k := len(shared)
+		for i, n := range shared {
+			for _, p := range rest[i*len(rest)/k : (i+1)*len(rest)/k] {
+				owner[p] = n
+			}
+		}
+	}
+
+	byMember := map[string][]int{}
+	for p, o := range owner {
+		byMember[o] = append(byMember[o], p)
+	}
+	out := make([]pcgroups.MemberMapping, 0, len(byMember))
+	for m, ps := range byMember {
+		out = append(out, pcgroups.MemberMapping{Member: m, Partitions: ps})
+	}
+	slices.SortFunc(out, func(a, b pcgroups.MemberMapping) int { return strings.Compare(a.Member, b.Member) })
+	return out
+}
+
+// mappingsEqual compares two mappings as produced by assign.
+func mappingsEqual(a, b []pcgroups.MemberMapping) bool {
+	return slices.EqualFunc(a, b, func(x, y pcgroups.MemberMapping) bool {
+		return x.Member == y.Member && slices.Equal(x.Partitions, y.Partitions)
+	})
+}
+
+// partitionsOf returns member's partitions in m (nil when absent).
+func partitionsOf(m []pcgroups.MemberMapping, member string) []int {
+	for _, mm := range m {
+		if mm.Member == member {
+			return mm.Partitions
+		}
+	}
+	return nil
+}

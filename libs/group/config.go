@@ -1,0 +1,185 @@
+package group
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	eventsv1 "github.com/ambient-code/control-plane/proto/ambient/events/v1"
+
+	"github.com/ambient-code/control-plane/libs/events"
+)
+
+// Defaults for Config; services mirror them in their Helm values.
+const (
+	DefaultPartitions = 16
+	DefaultMaxDeliver = 5
+	DefaultAckWait    = 10 * time.Second
+	DefaultMemberTTL  = 5 * time.Second
+	DefaultStopGrace  = 10 * time.Second
+)
+
+// DefaultBackoff is the NakWithDelay schedule; attempt n waits
+// Backoff[min(n-1, len-1)].
+var DefaultBackoff = []time.Duration{time.Second, 5 * time.Second, 30 * time.Second, 2 * time.Minute}
+
+// nameRE restricts group and member names to what is valid in a stream,
+// consumer and KV bucket name and a subject token. A leading '_' is
+// reserved for unassignedMember.
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]*$`)
+
+// Config describes one member of a consumer group. Stream, SubjectPrefix,
+// Group, Resources, Partitions and MemberTTL are group-wide and must be the
+// same for every member; Member and MemberPartitions are per member.
+type Config struct {
+	// Stream is the events stream (default events.StreamName; a shadow
+	// informer's consumers use events.ShadowStreamName).
+	Stream string
+	// SubjectPrefix of the events in Stream (default events.SubjectPrefix).
+	SubjectPrefix string
+	// Group names the consumer group, one per service (e.g. "kube-reconciler").
+	Group string
+	// Member is this instance's stable identity (pod name, from env).
+	// Restarting with the same name takes back the same partitions if the
+	// restart is quicker than MemberTTL.
+	Member string
+	// Resources limits the group to these resources (empty = all).
+	Resources []eventsv1.Resource
+	// Partitions is the number of partitions objects are hashed into by
+	// their id token (default 16); also the maximum number of members.
+	Partitions int
+	// MemberPartitions pins this member to exactly these partitions (a
+	// canary). Empty means the member shares the partitions left over by
+	// pinned members with the other sharing members.
+	MemberPartitions []int
+	// MaxDeliver is the number of tries before the message goes to the DLQ
+	// (default 5).
+	MaxDeliver int
+	// Backoff is the NakWithDelay schedule (default DefaultBackoff).
+	Backoff []time.Duration
+	// AckWait is the redelivery timeout of an unacknowledged message; long
+	// handlers are kept alive with InProgress (default 10s). pcgroups also
+	// derives the pinned-client TTL and idle consumer timeout from it.
+	AckWait time.Duration
+	// DLQPrefix is the dead-letter subject prefix (default events.DLQPrefix).
+	DLQPrefix string
+	// MemberTTL is how long a member stays in the group without a
+	// heartbeat; it bounds failover time (default 5s).
+	MemberTTL time.Duration
+	// StopGrace bounds the wait for an in-flight handler on stop; after it
+	// the handler's ctx is cancelled and the message is released (default 10s).
+	StopGrace time.Duration
+	// Stats, when set, counts deliveries, acks, retries and dead letters.
+	Stats *Stats
+}
+
+func (c Config) withDefaults() (Config, error) {
+	if c.Stream == "" {
+		c.Stream = events.StreamName
+	}
+	if c.SubjectPrefix == "" {
+		c.SubjectPrefix = events.SubjectPrefix
+	}
+	if c.DLQPrefix == "" {
+		c.DLQPrefix = events.DLQPrefix
+	}
+	if c.Partitions == 0 {
+		c.Partitions = DefaultPartitions
+	}
+	if c.MaxDeliver == 0 {
+		c.MaxDeliver = DefaultMaxDeliver
+	}
+	if len(c.Backoff) == 0 {
+		c.Backoff = DefaultBackoff
+	}
+	if c.AckWait == 0 {
+		c.AckWait = DefaultAckWait
+	}
+	if c.MemberTTL == 0 {
+		c.MemberTTL = DefaultMemberTTL
+	}
+	if c.StopGrace == 0 {
+		c.StopGrace = DefaultStopGrace
+	}
+	if c.Stats == nil {
+		c.Stats = &Stats{}
+	}
+	if len(c.Resources) == 0 {
+		c.Resources = events.Resources
+	}
+	c.Resources = slices.Clone(c.Resources)
+	c.MemberPartitions = slices.Clone(c.MemberPartitions)
+	slices.Sort(c.MemberPartitions)
+	return c, c.validate()
+}
+
+func (c Config) validate() error {
+	var errs []error
+	bad := func(format string, args ...any) {
+		errs = append(errs, fmt.Errorf(format+": %w", append(args, ErrInvalidConfig)...))
+	}
+	for name, v := range map[string]string{"stream": c.Stream, "group": c.Group, "member": c.Member} {
+		if !nameRE.MatchString(v) {
+			bad("%s %q: want letters, digits, '-' or '_', not starting with '_'", name, v)
+		}
+	}
+	for name, v := range map[string]string{"subject prefix": c.SubjectPrefix, "dlq prefix": c.DLQPrefix} {
+		if v == "" || strings.ContainsAny(v, "*> \t\r\n") || strings.HasPrefix(v, ".") || strings.HasSuffix(v, ".") {
+			bad("%s %q: want a literal subject", name, v)
+		}
+	}
+	if c.Partitions < 1 {
+		bad("partitions %d: want >= 1", c.Partitions)
+	}
+	for i, p := range c.MemberPartitions {
+		if p < 0 || p >= c.Partitions {
+			bad("member partition %d: want 0..%d", p, c.Partitions-1)
+		}
+		if i > 0 && c.MemberPartitions[i-1] == p {
+			bad("member partition %d listed twice", p)
+		}
+	}
+	for _, r := range c.Resources {
+		if events.ResourceToken(r) == "" {
+			bad("resource %v: unknown", r)
+		}
+	}
+	if c.MaxDeliver < 1 {
+		bad("max deliver %d: want >= 1", c.MaxDeliver)
+	}
+	for _, d := range c.Backoff {
+		if d < 0 {
+			bad("backoff %s: want >= 0", d)
+		}
+	}
+	if c.AckWait < time.Second {
+		// pcgroups derives a pull expiry of AckWait/2 with a 1s floor; a
+		// shorter AckWait makes the pinned member flap.
+		bad("ack wait %s: want >= 1s", c.AckWait)
+	}
+	if c.MemberTTL < 300*time.Millisecond || c.StopGrace < 0 {
+		bad("member ttl %s / stop grace %s: want ttl >= 300ms, grace >= 0", c.MemberTTL, c.StopGrace)
+	}
+	return errors.Join(errs...)
+}
+
+// backoff returns the delay before the next try after the given attempt
+// (1-based).
+func (c Config) backoff(attempt uint64) time.Duration {
+	i := min(int(max(attempt, 1))-1, len(c.Backoff)-1)
+	return c.Backoff[i]
+}
+
+// heartbeat is how often a member renews its liveness key and reconciles
+// the membership: three renewals per TTL, so one lost write never expires
+// a live member.
+func (c Config) heartbeat() time.Duration { return c.MemberTTL / 3 }
+
+// Defaults DLQSubject falls back on for a Config that skipped withDefaults.
+const (
+	defaultSubjectPrefix = events.SubjectPrefix
+	defaultDLQPrefix     = events.DLQPrefix
+)

@@ -1,0 +1,262 @@
+package group_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"slices"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	eventsv1 "github.com/ambient-code/control-plane/proto/ambient/events/v1"
+	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/synadia-io/orbit.go/pcgroups"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/ambient-code/control-plane/libs/bus"
+	"github.com/ambient-code/control-plane/libs/events"
+	"github.com/ambient-code/control-plane/libs/group"
+	"github.com/ambient-code/control-plane/libs/natsserver"
+	"github.com/ambient-code/control-plane/libs/testenv"
+)
+
+const testGroup = "svc"
+
+// testConfig is fast: failover in about MemberTTL plus one heartbeat.
+func testConfig(member string) group.Config {
+	return group.Config{
+		Group:      testGroup,
+		Member:     member,
+		Partitions: 8,
+		MaxDeliver: 3,
+		Backoff:    []time.Duration{20 * time.Millisecond, 40 * time.Millisecond},
+		AckWait:    2 * time.Second,
+		MemberTTL:  time.Second,
+		StopGrace:  2 * time.Second,
+		Stats:      &group.Stats{},
+	}
+}
+
+func testLogger() *slog.Logger {
+	if os.Getenv("GROUP_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// setup starts NATS with the events and DLQ streams.
+func setup(t *testing.T) (*natsserver.Server, jetstream.JetStream) {
+	t.Helper()
+	srv := testenv.NATS(t)
+	_, js := testenv.JetStream(t, srv)
+	if _, err := bus.EnsureEventsStream(t.Context(), js, 1, 0); err != nil {
+		t.Fatalf("events stream: %v", err)
+	}
+	if _, err := bus.EnsureStream(t.Context(), js, bus.DLQStream(events.DLQPrefix, 1, 0)); err != nil {
+		t.Fatalf("dlq stream: %v", err)
+	}
+	return srv, js
+}
+
+// member is one running group.Run on its own connection.
+type member struct {
+	name   string
+	cancel context.CancelFunc
+	done   chan error // receives Run's result once
+	nc     interface{ Close() }
+}
+
+// startMember runs group.Run in a goroutine owned by the test; Cleanup
+// cancels and waits for it.
+func startMember(t *testing.T, srv *natsserver.Server, cfg group.Config, h group.Handler) *member {
+	t.Helper()
+	nc, js := testenv.JetStream(t, srv)
+	ctx, cancel := context.WithCancel(context.Background())
+	m := &member{name: cfg.Member, cancel: cancel, done: make(chan error, 1), nc: nc}
+	go func() { m.done <- group.Run(ctx, js, cfg, h, testLogger().With("test_member", cfg.Member)) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-m.done:
+		case <-time.After(15 * time.Second):
+			t.Errorf("member %s did not stop", cfg.Member)
+		}
+	})
+	return m
+}
+
+// stop cancels the member and returns Run's error.
+func (m *member) stop(t *testing.T) error {
+	t.Helper()
+	m.cancel()
+	select {
+	case err := <-m.done:
+		m.done <- err // let Cleanup see it too
+		return err
+	case <-time.After(15 * time.Second):
+		t.Fatalf("member %s did not stop", m.name)
+		return nil
+	}
+}
+
+// waitMembers waits until the group's mapping holds exactly names and each
+// named member's consumer exists, so no rebalance is in progress.
+func waitMembers(t *testing.T, js jetstream.JetStream, names ...string) []pcgroups.MemberMapping {
+	t.Helper()
+	var got []pcgroups.MemberMapping
+	testenv.Eventually(t, 15*time.Second, func() error {
+		cfg, err := pcgroups.GetElasticConsumerGroupConfig(t.Context(), js, events.StreamName, testGroup)
+		if err != nil {
+			return err
+		}
+		var have []string
+		for _, mm := range cfg.MemberMappings {
+			have = append(have, mm.Member)
+		}
+		if !slices.Equal(have, names) {
+			return fmt.Errorf("members %v, want %v", have, names)
+		}
+		for _, n := range names {
+			c, err := js.Consumer(t.Context(), group.WorkStreamName(events.StreamName, testGroup), n)
+			if err != nil {
+				return fmt.Errorf("consumer %s: %w", n, err)
+			}
+			// The consumer must carry the member's current partitions.
+			info := c.CachedInfo()
+			if len(info.Config.FilterSubjects) != len(partitionsIn(cfg.MemberMappings, n)) {
+				return fmt.Errorf("consumer %s filters %v not yet updated", n, info.Config.FilterSubjects)
+			}
+		}
+		got = cfg.MemberMappings
+		return nil
+	})
+	return got
+}
+
+func partitionsIn(m []pcgroups.MemberMapping, name string) []int {
+	for _, mm := range m {
+		if mm.Member == name {
+			return mm.Partitions
+		}
+	}
+	return nil
+}
+
+// publish sends version v of session id; the version travels in Name.
+func publish(t *testing.T, js jetstream.JetStream, id string, v int) {
+	t.Helper()
+	s := &ambientv1.Session{
+		Metadata:  &ambientv1.ObjectReference{Id: id, UpdatedAt: timestamppb.New(time.Unix(int64(1_700_000_000+v), 0)), Kind: "Session"},
+		Name:      strconv.Itoa(v),
+		ProjectId: proto.String("p1"),
+	}
+	typ := eventsv1.EventType_EVENT_TYPE_MODIFIED
+	if v == 1 {
+		typ = eventsv1.EventType_EVENT_TYPE_ADDED
+	}
+	msg, err := events.NewMsg(t.Context(), events.SubjectPrefix, events.NewEvent(typ, s, nil, time.Now()))
+	if err != nil {
+		t.Fatalf("new msg: %v", err)
+	}
+	if _, err := js.PublishMsg(t.Context(), msg); err != nil {
+		t.Fatalf("publish %s v%d: %v", id, v, err)
+	}
+}
+
+// call is one handler invocation.
+type call struct {
+	member  string
+	object  string
+	version int
+	attempt uint64
+	ok      bool
+	at      time.Time
+}
+
+// journal records handler calls in the order they start.
+type journal struct {
+	mu    sync.Mutex
+	calls []call // guarded by mu
+}
+
+func (j *journal) add(c call) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	c.at = time.Now()
+	j.calls = append(j.calls, c)
+}
+
+func (j *journal) snapshot() []call {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return slices.Clone(j.calls)
+}
+
+// successes counts successful calls.
+func (j *journal) successes() int {
+	n := 0
+	for _, c := range j.snapshot() {
+		if c.ok {
+			n++
+		}
+	}
+	return n
+}
+
+func version(m group.Message) int {
+	s, _ := events.Unwrap[*ambientv1.Session](m.Event.GetObject())
+	v, _ := strconv.Atoi(s.GetName())
+	return v
+}
+
+// checkOrder fails if any object's successful versions go backwards in
+// call order, and returns the versions seen per object.
+func checkOrder(t *testing.T, calls []call) map[string][]int {
+	t.Helper()
+	seen := map[string][]int{}
+	for _, c := range calls {
+		if !c.ok {
+			continue
+		}
+		vs := seen[c.object]
+		if len(vs) > 0 && c.version < vs[len(vs)-1] {
+			t.Errorf("object %s: version %d handled after %d", c.object, c.version, vs[len(vs)-1])
+		}
+		seen[c.object] = append(vs, c.version)
+	}
+	return seen
+}
+
+func dlqMessages(t *testing.T, js jetstream.JetStream) []*jetstream.RawStreamMsg {
+	t.Helper()
+	s, err := js.Stream(t.Context(), bus.DLQStreamName)
+	if err != nil {
+		t.Fatalf("dlq stream: %v", err)
+	}
+	info, err := s.Info(t.Context())
+	if err != nil {
+		t.Fatalf("dlq info: %v", err)
+	}
+	var out []*jetstream.RawStreamMsg
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
+		m, err := s.GetMsg(t.Context(), seq)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			t.Fatalf("dlq get %d: %v", seq, err)
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+var _ = json.Marshal

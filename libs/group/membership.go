@@ -1,0 +1,247 @@
+package group
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/synadia-io/orbit.go/pcgroups"
+
+	"github.com/ambient-code/control-plane/libs/logkey"
+)
+
+// pcgroupsConfigBucket is where pcgroups keeps elastic group configs under
+// the key <stream>.<group>; pcgroups does not export the name.
+const pcgroupsConfigBucket = "elastic-consumer-groups"
+
+// streamWait is how long joining waits between looks for a missing events
+// stream (the informer creates it).
+const streamWait = 2 * time.Second
+
+// WorkStreamName is the work-queue stream pcgroups creates for a group: it
+// sources the events stream and prefixes each subject with its partition.
+func WorkStreamName(stream, group string) string { return stream + "-" + group }
+
+// MembersBucketName is the KV bucket holding the group's member heartbeats;
+// its per-bucket TTL is the MemberTTL.
+func MembersBucketName(stream, group string) string { return "ambient-members-" + stream + "-" + group }
+
+// memberRecord is a member's heartbeat value.
+type memberRecord struct {
+	// Partitions is the member's pinned slice (empty = sharing).
+	Partitions []int `json:"partitions,omitempty"`
+}
+
+// membership keeps this member's heartbeat alive and the pcgroups member
+// mappings equal to the live members.
+type membership struct {
+	js      jetstream.JetStream
+	cfg     Config
+	log     *slog.Logger
+	members jetstream.KeyValue // heartbeats, TTL = MemberTTL
+	configs jetstream.KeyValue // pcgroups' config bucket
+	record  []byte
+}
+
+// partitioningFilters hashes every event under the prefix on its id token
+// (the 3rd '*' of <prefix>.*.*.*). It is one filter on purpose: with member
+// mappings pcgroups gives each consumer "<partition>.>" once per
+// partitioning filter, and the server rejects a consumer whose filters
+// overlap, so several filters (one per resource) cannot work. Resources
+// outside cfg.Resources are therefore filtered by the worker (acked
+// without calling the handler).
+func partitioningFilters(cfg Config) []pcgroups.PartitioningFilter {
+	return []pcgroups.PartitioningFilter{{Filter: cfg.SubjectPrefix + ".*.*.*", PartitioningWildcards: []int{3}}}
+}
+
+// join creates the elastic group if needed (waiting for the events stream
+// to exist) and the heartbeat bucket. It fails when the group exists with
+// other group-wide settings (partitions, resources).
+func join(ctx context.Context, js jetstream.JetStream, cfg Config, log *slog.Logger) (*membership, error) {
+	var replicas int
+	for {
+		s, err := js.Stream(ctx, cfg.Stream)
+		if err == nil {
+			info, err := s.Info(ctx)
+			if err != nil {
+				return nil, fmt.Errorf("stream %s info: %w", cfg.Stream, err)
+			}
+			replicas = info.Config.Replicas
+			break
+		}
+		if !errors.Is(err, jetstream.ErrStreamNotFound) {
+			return nil, fmt.Errorf("stream %s: %w", cfg.Stream, err)
+		}
+		log.Warn("events stream missing, waiting", slog.String(logkey.Stream, cfg.Stream))
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("wait for stream %s: %w", cfg.Stream, ctx.Err())
+		case <-time.After(streamWait):
+		}
+	}
+	if _, err := pcgroups.CreateElastic(ctx, js, cfg.Stream, cfg.Group, uint(cfg.Partitions), partitioningFilters(cfg), 0, 0); err != nil {
+		return nil, fmt.Errorf("create consumer group %s on %s: %w", cfg.Group, cfg.Stream, err)
+	}
+	configs, err := js.KeyValue(ctx, pcgroupsConfigBucket)
+	if err != nil {
+		return nil, fmt.Errorf("consumer group config bucket: %w", err)
+	}
+	members, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      MembersBucketName(cfg.Stream, cfg.Group),
+		Description: "member heartbeats of consumer group " + cfg.Group,
+		TTL:         cfg.MemberTTL,
+		Storage:     jetstream.FileStorage,
+		Replicas:    replicas,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("member bucket of %s: %w", cfg.Group, err)
+	}
+	record, err := json.Marshal(memberRecord{Partitions: cfg.MemberPartitions})
+	if err != nil {
+		return nil, fmt.Errorf("encode member record: %w", err)
+	}
+	return &membership{js: js, cfg: cfg, log: log, members: members, configs: configs, record: record}, nil
+}
+
+// heartbeat renews this member's liveness key.
+func (m *membership) heartbeat(ctx context.Context) error {
+	if _, err := m.members.Put(ctx, m.cfg.Member, m.record); err != nil {
+		return fmt.Errorf("heartbeat %s: %w", m.cfg.Member, err)
+	}
+	return nil
+}
+
+// leave deletes this member's key and hands its partitions to the others
+// at once instead of after MemberTTL.
+func (m *membership) leave(ctx context.Context) error {
+	if err := m.members.Delete(ctx, m.cfg.Member); err != nil {
+		return fmt.Errorf("leave %s: %w", m.cfg.Member, err)
+	}
+	_, err := m.reconcile(ctx, m.cfg.Member)
+	return err
+}
+
+// live returns the members with an unexpired heartbeat and their pinned
+// slices, minus exclude. A record that does not decode counts as sharing.
+func (m *membership) live(ctx context.Context, exclude string) (map[string][]int, error) {
+	w, err := m.members.WatchAll(ctx, jetstream.IgnoreDeletes())
+	if err != nil {
+		return nil, fmt.Errorf("watch members: %w", err)
+	}
+	defer func() {
+		if err := w.Stop(); err != nil {
+			m.log.Debug("stop member watcher", slog.Any(logkey.Err, err))
+		}
+	}()
+	live := map[string][]int{}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("list members: %w", ctx.Err())
+		case e, ok := <-w.Updates():
+			if !ok {
+				return nil, fmt.Errorf("list members: %w", jetstream.ErrConnectionClosed)
+			}
+			if e == nil { // initial values delivered
+				delete(live, exclude)
+				return live, nil
+			}
+			var rec memberRecord
+			if err := json.Unmarshal(e.Value(), &rec); err != nil {
+				rec.Partitions = nil
+			}
+			live[e.Key()] = rec.Partitions
+		}
+	}
+}
+
+// reconcile makes the pcgroups mappings match the live members (minus
+// exclude) and returns the mapping in force. Members that lost their
+// heartbeat have their JetStream consumer deleted before the new mapping is
+// written: a dead member cannot delete it itself, and the work-queue
+// stream refuses an overlapping consumer for the new owner until it is gone
+// (pcgroups would otherwise wait for the consumer's idle timeout). Every
+// member runs this; the write is a compare-and-swap on the config's
+// revision and the result is deterministic, so concurrent reconcilers agree.
+func (m *membership) reconcile(ctx context.Context, exclude string) ([]pcgroups.MemberMapping, error) {
+	live, err := m.live(ctx, exclude)
+	if err != nil {
+		return nil, err
+	}
+	key := m.cfg.Stream + "." + m.cfg.Group
+	entry, err := m.configs.Get(ctx, key)
+	if err != nil {
+		return nil, fmt.Errorf("get group config %s: %w", key, err)
+	}
+	var cur pcgroups.ElasticConsumerGroupConfig
+	if err := json.Unmarshal(entry.Value(), &cur); err != nil {
+		return nil, fmt.Errorf("decode group config %s: %w", key, err)
+	}
+	want := assign(m.cfg.Partitions, live)
+	if len(cur.Members) == 0 && mappingsEqual(cur.MemberMappings, want) {
+		return want, nil
+	}
+	workStream := WorkStreamName(m.cfg.Stream, m.cfg.Group)
+	for _, name := range departed(cur, live) {
+		err := m.js.DeleteConsumer(ctx, workStream, name)
+		if err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+			return nil, fmt.Errorf("delete consumer of departed member %s: %w", name, err)
+		}
+		m.log.Info("member left the group", slog.String(logkey.Consumer, name))
+	}
+	cur.Members = nil
+	cur.MemberMappings = want
+	data, err := json.Marshal(cur)
+	if err != nil {
+		return nil, fmt.Errorf("encode group config: %w", err)
+	}
+	if _, err := m.configs.Update(ctx, key, data, entry.Revision()); err != nil {
+		if errors.Is(err, jetstream.ErrKeyExists) {
+			// Another member wrote first; the next heartbeat re-checks.
+			return cur.MemberMappings, nil
+		}
+		return nil, fmt.Errorf("update group config %s: %w", key, err)
+	}
+	m.log.Info("group membership changed", slog.Int(logkey.Count, len(live)),
+		slog.Any(keyPartitions, partitionsOf(want, m.cfg.Member)))
+	return want, nil
+}
+
+// departed lists members of cur without a live heartbeat.
+func departed(cur pcgroups.ElasticConsumerGroupConfig, live map[string][]int) []string {
+	var out []string
+	add := func(n string) {
+		if _, ok := live[n]; !ok && n != unassignedMember && !slices.Contains(out, n) {
+			out = append(out, n)
+		}
+	}
+	for _, n := range cur.Members {
+		add(n)
+	}
+	for _, mm := range cur.MemberMappings {
+		add(mm.Member)
+	}
+	return out
+}
+
+// consumerExists reports whether this member's JetStream consumer exists.
+func (m *membership) consumerExists(ctx context.Context) (bool, error) {
+	_, err := m.js.Consumer(ctx, WorkStreamName(m.cfg.Stream, m.cfg.Group), m.cfg.Member)
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, jetstream.ErrConsumerNotFound):
+		return false, nil
+	default:
+		return false, fmt.Errorf("consumer %s: %w", m.cfg.Member, err)
+	}
+}
+
+// keyPartitions is the log key of a member's partition list (not in
+// libs/logkey because only this package logs it).
+const keyPartitions = "partitions"
