@@ -33,6 +33,8 @@ const (
 	// DefaultPageSize is the largest page size the server accepts; larger
 	// sizes are clamped to 20 by the server.
 	DefaultPageSize = 500
+	// MaxRecvMsgSize is the largest response the client accepts.
+	MaxRecvMsgSize = 256 << 20
 )
 
 // Config configures a Client.
@@ -115,6 +117,9 @@ func New(cfg Config) (*Client, error) {
 			PermitWithoutStream: true,
 		}),
 		grpc.WithChainUnaryInterceptor(defaultTimeout(cfg.Timeout)),
+		// A page of 500 sessions with long prompts easily passes grpc's 4 MiB
+		// default; the server sends whatever the page holds.
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxRecvMsgSize)),
 	}
 	if cfg.Token != "" {
 		opts = append(opts, grpc.WithPerRPCCredentials(bearer{token: cfg.Token, requireTLS: cfg.UseTLS}))

@@ -119,6 +119,22 @@ func TestListSessionsAcrossPages(t *testing.T) {
 	}
 }
 
+// TestListLargePages lists pages bigger than grpc's 4 MiB default limit.
+func TestListLargePages(t *testing.T) {
+	t.Parallel()
+	srv := testenv.API(t)
+	prompt := strings.Repeat("p", 16<<10)
+	for i := range 300 { // 4.8 MiB in one page
+		if _, err := srv.Sessions().CreateSession(t.Context(), &ambientv1.CreateSessionRequest{Name: fmt.Sprint(i), Prompt: proto.String(prompt)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := testenv.APIClient(t, srv).ListSessions(t.Context())
+	if err != nil || len(got) != 300 {
+		t.Fatalf("got %d sessions, err %v", len(got), err)
+	}
+}
+
 func TestListProjectsAndSettings(t *testing.T) {
 	t.Parallel()
 	srv := testenv.API(t)
