@@ -1,0 +1,329 @@
+package app_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ambient-code/control-plane/libs/bus"
+	"github.com/ambient-code/control-plane/libs/natsserver"
+	"github.com/ambient-code/control-plane/libs/registry"
+	"github.com/ambient-code/control-plane/libs/testenv"
+
+	"github.com/ambient-code/control-plane/services/agui-proxy/internal/app"
+	"github.com/ambient-code/control-plane/services/agui-proxy/internal/config"
+)
+
+// env is one embedded NATS with the runners bucket.
+type env struct {
+	nats *natsserver.Server
+	kv   jetstream.KeyValue
+}
+
+func newEnv(t testing.TB) *env {
+	t.Helper()
+	srv := testenv.NATS(t)
+	_, js := testenv.JetStream(t, srv)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	kv, err := bus.EnsureKV(ctx, js, bus.RunnersBucket(1))
+	if err != nil {
+		t.Fatalf("ensure kv: %v", err)
+	}
+	return &env{nats: srv, kv: kv}
+}
+
+// runner is a demo-runner process.
+type runner struct {
+	addr string
+	pid  int
+	cmd  *exec.Cmd
+	done chan struct{} // closed when the process has exited
+}
+
+// startRunner starts the demo runner on a random port; extra env such as
+// DEMO_WORD_DELAY slows it down. It is stopped with t.
+func startRunner(t testing.TB, sessionID string, extraEnv ...string) *runner {
+	t.Helper()
+	cmd := exec.Command(demoRunnerBin)
+	cmd.Env = append([]string{"AGUI_PORT=0", "SESSION_ID=" + sessionID, "PATH=" + os.Getenv("PATH")}, extraEnv...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start demo runner: %v", err)
+	}
+	r := &runner{pid: cmd.Process.Pid, cmd: cmd, done: make(chan struct{})}
+	addrc := make(chan string, 1) // the listen address, sent once
+	// Owned by the runner: reads its log until the process exits.
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		sent := false
+		for sc.Scan() {
+			var line struct {
+				Msg  string `json:"msg"`
+				Addr string `json:"addr"`
+			}
+			if !sent && json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "runner listening" {
+				addrc <- line.Addr
+				sent = true
+			}
+		}
+		_ = cmd.Wait() // exit status is irrelevant: tests kill runners
+		close(r.done)
+	}()
+	t.Cleanup(func() { r.stop(t) })
+	select {
+	case r.addr = <-addrc:
+	case <-r.done:
+		t.Fatal("demo runner exited before listening")
+	case <-time.After(10 * time.Second):
+		t.Fatal("demo runner did not report its address")
+	}
+	return r
+}
+
+// stop terminates the runner and waits for it.
+func (r *runner) stop(t testing.TB) {
+	t.Helper()
+	select {
+	case <-r.done:
+		return
+	default:
+	}
+	_ = r.cmd.Process.Signal(syscall.SIGTERM) // may already be gone
+	select {
+	case <-r.done:
+	case <-time.After(10 * time.Second):
+		_ = r.cmd.Process.Kill()
+		<-r.done
+	}
+}
+
+func (r *runner) url(path string) string { return "http://" + r.addr + path }
+
+// stats reads the runner's /debug/stats.
+func (r *runner) stats(t testing.TB) map[string]int64 {
+	t.Helper()
+	resp, err := http.Get(r.url("/debug/stats"))
+	if err != nil {
+		t.Fatalf("runner stats: %v", err)
+	}
+	defer resp.Body.Close()
+	var s map[string]int64
+	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
+		t.Fatalf("decode stats: %v", err)
+	}
+	return s
+}
+
+// endpoint is the registry record of a runner.
+func (r *runner) endpoint(t testing.TB, sessionID string) registry.Endpoint {
+	t.Helper()
+	host, port, err := net.SplitHostPort(r.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return registry.Endpoint{SessionID: sessionID, Owner: "test-manager", Host: host, Port: p, PID: r.pid,
+		StartedAt: time.Now().UTC(), State: registry.StateRunning}
+}
+
+// register writes the endpoint record as runner-manager does.
+func (e *env) register(t testing.TB, ep registry.Endpoint) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := registry.Claim(ctx, e.kv, ep); err != nil {
+		t.Fatalf("register %s: %v", ep.SessionID, err)
+	}
+}
+
+func (e *env) release(t testing.TB, sessionID string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := registry.Release(ctx, e.kv, sessionID, "test-manager"); err != nil {
+		t.Fatalf("release %s: %v", sessionID, err)
+	}
+}
+
+// proxyCfg is a proxy config for tests: loopback, random ports, no keep-alive.
+func (e *env) proxyCfg() config.Config {
+	c := config.Defaults()
+	c.ListenAddr = "127.0.0.1:0"
+	c.MetricsAddr = "127.0.0.1:0"
+	c.NATS.URL = e.nats.ClientURL()
+	c.SSEKeepAlive = 0
+	c.ShutdownTimeout = 2 * time.Second
+	return c
+}
+
+// proxyHandle is a running in-process proxy.
+type proxyHandle struct {
+	app *app.App
+	url string
+}
+
+// startProxy runs the proxy app until the test ends and waits until it is
+// ready (NATS connected, routing table synced).
+func startProxy(t testing.TB, cfg config.Config) *proxyHandle {
+	t.Helper()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if os.Getenv("AGUI_TEST_LOG") != "" {
+		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	a, err := app.New(cfg, "test", log)
+	if err != nil {
+		t.Fatalf("app.New: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1) // Run's result
+	go func() { errc <- a.Run(ctx) }() // owned by the test; waited for in Cleanup
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-errc:
+			if err != nil {
+				t.Errorf("proxy Run: %v", err)
+			}
+		case <-time.After(15 * time.Second):
+			t.Errorf("proxy did not stop")
+		}
+	})
+	testenv.Eventually(t, 10*time.Second, a.Ready)
+	return &proxyHandle{app: a, url: "http://" + a.Addr()}
+}
+
+func (p *proxyHandle) session(id, path string) string { return p.url + "/sessions/" + id + path }
+
+// runInput is a RunAgentInput with fixed ids, so direct and proxied runs
+// produce identical bytes.
+func runInput(text string) string {
+	b, _ := json.Marshal(map[string]any{
+		"threadId": "thread-1", "runId": "run-1", "state": map[string]any{}, "tools": []any{}, "context": []any{},
+		"forwardedProps": map[string]any{},
+		"messages":       []map[string]string{{"id": "m1", "role": "user", "content": text}},
+	})
+	return string(b)
+}
+
+// postRun starts a run and returns the response (body unread).
+func postRun(ctx context.Context, t testing.TB, url, body string, header ...string) *http.Response {
+	t.Helper()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "text/event-stream")
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("POST %s: %v", url, err)
+	}
+	return resp
+}
+
+// frame is one SSE frame with its arrival time.
+type frame struct {
+	data string
+	at   time.Time
+}
+
+// readFrames reads "\n\n"-separated frames (as the AG-UI client splits them)
+// until EOF and returns them with arrival times.
+func readFrames(r io.Reader) ([]frame, error) {
+	br := bufio.NewReader(r)
+	var out []frame
+	var cur strings.Builder
+	for {
+		line, err := br.ReadString('\n')
+		cur.WriteString(line)
+		if line == "\n" {
+			out = append(out, frame{data: cur.String(), at: time.Now()})
+			cur.Reset()
+		}
+		if err != nil {
+			if errors.Is(err, io.EOF) && cur.Len() == 0 {
+				return out, nil
+			}
+			return out, err
+		}
+	}
+}
+
+// eventType returns the AG-UI type of a "data: {json}\n\n" frame.
+func eventType(f string) string {
+	var ev struct {
+		Type string `json:"type"`
+	}
+	payload, ok := strings.CutPrefix(strings.TrimSpace(f), "data: ")
+	if !ok || json.Unmarshal([]byte(payload), &ev) != nil {
+		return ""
+	}
+	return ev.Type
+}
+
+// jsonError decodes a proxy error and checks its Content-Type.
+func jsonError(t testing.TB, resp *http.Response) string {
+	t.Helper()
+	defer resp.Body.Close()
+	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+		t.Fatalf("Content-Type = %q, want application/json", ct)
+	}
+	var e struct {
+		Error string `json:"error"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&e); err != nil {
+		t.Fatalf("decode error body: %v", err)
+	}
+	return e.Error
+}
+
+func get(t testing.TB, url string, header ...string) *http.Response {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	return resp
+}
+
+func words(n int) string {
+	w := make([]string, n)
+	for i := range w {
+		w[i] = fmt.Sprintf("w%d", i)
+	}
+	return strings.Join(w, " ")
+}
+
+func errorf(format string, args ...any) error { return fmt.Errorf(format, args...) }
