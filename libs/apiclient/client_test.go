@@ -570,3 +570,25 @@ func TestConfigLogValueRedactsToken(t *testing.T) {
 		t.Errorf("log line %s", b.String())
 	}
 }
+
+func TestCheck(t *testing.T) {
+	t.Parallel()
+	srv := testenv.API(t)
+	// The health service needs no token.
+	c := testenv.APIClient(t, srv, func(cfg *apiclient.Config) { cfg.Token = "" })
+	if err := c.Check(t.Context()); err != nil {
+		t.Fatalf("Check: %v", err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := lis.Addr().String()
+	if err := lis.Close(); err != nil {
+		t.Fatal(err)
+	}
+	down := testenv.APIClient(t, srv, func(cfg *apiclient.Config) { cfg.Addr = addr })
+	if err := down.Check(t.Context()); status.Code(err) != codes.Unavailable {
+		t.Fatalf("Check of a closed port: %v, want Unavailable", err)
+	}
+}
