@@ -2,7 +2,6 @@ package group_test
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -18,6 +17,7 @@ import (
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/synadia-io/orbit.go/pcgroups"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -153,6 +153,12 @@ func partitionsIn(m []pcgroups.MemberMapping, name string) []int {
 // publish sends version v of session id; the version travels in Name.
 func publish(t *testing.T, js jetstream.JetStream, id string, v int) {
 	t.Helper()
+	publishCtx(t, t.Context(), js, id, v)
+}
+
+// publishCtx is publish with the trace context of ctx.
+func publishCtx(t *testing.T, ctx context.Context, js jetstream.JetStream, id string, v int) {
+	t.Helper()
 	s := &ambientv1.Session{
 		Metadata:  &ambientv1.ObjectReference{Id: id, UpdatedAt: timestamppb.New(time.Unix(int64(1_700_000_000+v), 0)), Kind: "Session"},
 		Name:      strconv.Itoa(v),
@@ -162,7 +168,7 @@ func publish(t *testing.T, js jetstream.JetStream, id string, v int) {
 	if v == 1 {
 		typ = eventsv1.EventType_EVENT_TYPE_ADDED
 	}
-	msg, err := events.NewMsg(t.Context(), events.SubjectPrefix, events.NewEvent(typ, s, nil, time.Now()))
+	msg, err := events.NewMsg(ctx, events.SubjectPrefix, events.NewEvent(typ, s, nil, time.Now()))
 	if err != nil {
 		t.Fatalf("new msg: %v", err)
 	}
@@ -259,4 +265,10 @@ func dlqMessages(t *testing.T, js jetstream.JetStream) []*jetstream.RawStreamMsg
 	return out
 }
 
-var _ = json.Marshal
+// tracedCtx carries a fixed sampled span context.
+func tracedCtx(t *testing.T) context.Context {
+	traceID, _ := trace.TraceIDFromHex("4bf92f3577b34da6a3ce929d0e0e4736")
+	spanID, _ := trace.SpanIDFromHex("00f067aa0ba902b7")
+	sc := trace.NewSpanContext(trace.SpanContextConfig{TraceID: traceID, SpanID: spanID, TraceFlags: trace.FlagsSampled})
+	return trace.ContextWithSpanContext(t.Context(), sc)
+}
