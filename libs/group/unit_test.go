@@ -1,0 +1,141 @@
+package group
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	eventsv1 "github.com/ambient-code/control-plane/proto/ambient/events/v1"
+	"github.com/synadia-io/orbit.go/pcgroups"
+)
+
+func TestAssign(t *testing.T) {
+	t.Parallel()
+	mm := func(m string, ps ...int) pcgroups.MemberMapping {
+		return pcgroups.MemberMapping{Member: m, Partitions: ps}
+	}
+	tests := []struct {
+		name string
+		n    int
+		live map[string][]int
+		want []pcgroups.MemberMapping
+	}{
+		{name: "one member", n: 4, live: map[string][]int{"a": nil}, want: []pcgroups.MemberMapping{mm("a", 0, 1, 2, 3)}},
+		{name: "two share", n: 5, live: map[string][]int{"b": nil, "a": nil}, want: []pcgroups.MemberMapping{mm("a", 0, 1), mm("b", 2, 3, 4)}},
+		{name: "canary slice first", n: 6, live: map[string][]int{"c": {1, 4}, "a": nil, "b": nil}, want: []pcgroups.MemberMapping{mm("a", 0, 2), mm("b", 3, 5), mm("c", 1, 4)}},
+		{name: "only canary alive", n: 4, live: map[string][]int{"c": {2}}, want: []pcgroups.MemberMapping{mm("_unassigned", 0, 1, 3), mm("c", 2)}},
+		{name: "overlapping canaries: first name wins", n: 3, live: map[string][]int{"c1": {0, 1}, "c2": {1, 2}, "a": nil}, want: []pcgroups.MemberMapping{mm("c1", 0, 1), mm("c2", 2)}},
+		{name: "more members than partitions", n: 2, live: map[string][]int{"a": nil, "b": nil, "c": nil}, want: []pcgroups.MemberMapping{mm("b", 0), mm("c", 1)}},
+		{name: "out of range slice ignored", n: 2, live: map[string][]int{"c": {7}, "a": nil}, want: []pcgroups.MemberMapping{mm("a", 0, 1)}},
+		{name: "nobody", n: 2, live: map[string][]int{}, want: []pcgroups.MemberMapping{mm("_unassigned", 0, 1)}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			got := assign(tc.n, tc.live)
+			if !mappingsEqual(got, tc.want) {
+				t.Fatalf("assign = %v, want %v", got, tc.want)
+			}
+			// Every partition exactly once: what pcgroups validates.
+			var all []int
+			for _, m := range got {
+				all = append(all, m.Partitions...)
+			}
+			slices.Sort(all)
+			for i, p := range all {
+				if p != i {
+					t.Fatalf("partitions %v are not 0..%d once each", all, tc.n-1)
+				}
+			}
+		})
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	t.Parallel()
+	ok := Config{Group: "g", Member: "m-0"}
+	tests := []struct {
+		name   string
+		mutate func(*Config)
+		valid  bool
+	}{
+		{name: "defaults", mutate: func(*Config) {}, valid: true},
+		{name: "canary slice", mutate: func(c *Config) { c.MemberPartitions = []int{3, 1} }, valid: true},
+		{name: "missing member", mutate: func(c *Config) { c.Member = "" }},
+		{name: "dot in group", mutate: func(c *Config) { c.Group = "a.b" }},
+		{name: "reserved member", mutate: func(c *Config) { c.Member = "_unassigned" }},
+		{name: "slice out of range", mutate: func(c *Config) { c.MemberPartitions = []int{16} }},
+		{name: "slice duplicate", mutate: func(c *Config) { c.MemberPartitions = []int{2, 2} }},
+		{name: "wildcard prefix", mutate: func(c *Config) { c.SubjectPrefix = "ambient.*" }},
+		{name: "short ack wait", mutate: func(c *Config) { c.AckWait = 100 * time.Millisecond }},
+		{name: "negative backoff", mutate: func(c *Config) { c.Backoff = []time.Duration{-1} }},
+		{name: "unknown resource", mutate: func(c *Config) { c.Resources = []eventsv1.Resource{99} }},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			c := ok
+			tc.mutate(&c)
+			_, err := c.withDefaults()
+			if tc.valid != (err == nil) {
+				t.Fatalf("withDefaults err = %v, want valid=%v", err, tc.valid)
+			}
+			if err != nil && !errors.Is(err, ErrInvalidConfig) {
+				t.Fatalf("err %v does not wrap ErrInvalidConfig", err)
+			}
+		})
+	}
+}
+
+func TestBackoff(t *testing.T) {
+	t.Parallel()
+	c := Config{Backoff: []time.Duration{time.Second, 2 * time.Second}}
+	for attempt, want := range map[uint64]time.Duration{0: time.Second, 1: time.Second, 2: 2 * time.Second, 9: 2 * time.Second} {
+		if got := c.backoff(attempt); got != want {
+			t.Errorf("backoff(%d) = %s, want %s", attempt, got, want)
+		}
+	}
+}
+
+func TestDLQSubject(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		cfg           Config
+		subject, want string
+	}{
+		{Config{Group: "kube-reconciler"}, "ambient.events.sessions.p1.s1", "ambient.dlq.kube-reconciler.sessions.p1.s1"},
+		{Config{Group: "tally", SubjectPrefix: "ambient.shadow.events"}, "ambient.shadow.events.projects._.p1", "ambient.dlq.tally.projects._.p1"},
+		{Config{Group: "g"}, "other.subject", "ambient.dlq.g.other.subject"},
+	}
+	for _, tc := range tests {
+		if got := DLQSubject(tc.cfg, tc.subject); got != tc.want {
+			t.Errorf("DLQSubject(%q) = %q, want %q", tc.subject, got, tc.want)
+		}
+	}
+}
+
+func TestTerminal(t *testing.T) {
+	t.Parallel()
+	base := errors.New("bad name")
+	if !IsTerminal(fmt.Errorf("apply: %w", Terminal(base))) {
+		t.Error("wrapped terminal not detected")
+	}
+	if !errors.Is(Terminal(base), base) {
+		t.Error("Terminal hides the cause")
+	}
+	if IsTerminal(base) || Terminal(nil) != nil {
+		t.Error("plain error is terminal or Terminal(nil) != nil")
+	}
+}
+
+func TestPartitionStable(t *testing.T) {
+	t.Parallel()
+	// FNV-1a 32 values are fixed; these pin the function to the server's.
+	for token, want := range map[string]int{"": int(2166136261 % 16), "a": int(0xe40c292c % 16)} {
+		if got := Partition(token, 16); got != want {
+			t.Errorf("Partition(%q) = %d, want %d", token, got, want)
+		}
+	}
+}
