@@ -74,6 +74,9 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Optio
 	}
 	objects, leases, err := ensureNATS(ctx, js, cfg, log)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil // shut down while setting up
+		}
 		return err
 	}
 

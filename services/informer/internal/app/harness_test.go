@@ -1,0 +1,502 @@
+package app_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/goleak"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/ambient-code/control-plane/libs/apiclient"
+	"github.com/ambient-code/control-plane/libs/envconfig"
+	"github.com/ambient-code/control-plane/libs/events"
+	"github.com/ambient-code/control-plane/libs/memapi"
+	"github.com/ambient-code/control-plane/libs/natsserver"
+	"github.com/ambient-code/control-plane/libs/testenv"
+	eventsv1 "github.com/ambient-code/control-plane/proto/ambient/events/v1"
+	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
+	"github.com/ambient-code/control-plane/services/informer/internal/app"
+	"github.com/ambient-code/control-plane/services/informer/internal/config"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		// Process-wide OpenTelemetry and gRPC internals live for the process.
+		goleak.IgnoreAnyFunction("go.opentelemetry.io/otel/sdk/trace.(*batchSpanProcessor).processQueue"),
+		goleak.IgnoreTopFunction("google.golang.org/grpc/internal/grpcsync.(*CallbackSerializer).run"),
+		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"),
+	)
+}
+
+// env is the base environment of a test informer; tests override entries.
+func (h *harness) env(instance string) map[string]string {
+	return map[string]string{
+		config.EnvAPIToken:       testenv.APIToken,
+		config.EnvGRPCAddr:       h.api.GRPCAddr(),
+		config.EnvNATSURL:        h.nats.ClientURL(),
+		config.EnvMetricsAddr:    "127.0.0.1:0",
+		config.EnvLeaseTTL:       "1s",
+		config.EnvResyncPeriod:   "0",
+		config.EnvBackoffInitial: "20ms",
+		config.EnvBackoffMax:     "200ms",
+		config.EnvInstanceID:     instance,
+		config.EnvLogLevel:       "info",
+	}
+}
+
+// harness is one test's API, NATS and client handles.
+type harness struct {
+	t    *testing.T
+	api  *memapi.Server
+	c    *apiclient.Client
+	nats *natsserver.Server
+	js   jetstream.JetStream
+}
+
+func newHarness(t *testing.T, apiOpts ...memapi.Option) *harness {
+	t.Helper()
+	h := &harness{t: t, api: testenv.API(t, apiOpts...), nats: testenv.NATS(t)}
+	h.c = testenv.APIClient(t, h.api)
+	_, h.js = testenv.JetStream(t, h.nats)
+	return h
+}
+
+// informer is one running app.Run.
+type informer struct {
+	name   string
+	cancel context.CancelFunc
+	done   chan error // Run's result, buffered 1
+	addrMu sync.Mutex
+	addr   string // guarded by addrMu; HTTP address
+	once   sync.Once
+	err    error
+}
+
+func testLogger(t *testing.T, name string) *slog.Logger {
+	level := slog.LevelWarn
+	if os.Getenv("INFORMER_TEST_LOG") == "debug" {
+		level = slog.LevelDebug
+	}
+	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: level})).With(slog.String("test_instance", name))
+}
+
+// start runs an informer with the base env plus overrides.
+func (h *harness) start(name string, overrides map[string]string, opts ...app.Option) *informer {
+	h.t.Helper()
+	env := h.env(name)
+	for k, v := range overrides {
+		env[k] = v
+	}
+	cfg, err := config.Load(envconfig.Map(env))
+	if err != nil {
+		h.t.Fatalf("config: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	inf := &informer{name: name, cancel: cancel, done: make(chan error, 1)}
+	opts = append(opts, app.WithListening(func(addr string) {
+		inf.addrMu.Lock()
+		inf.addr = addr
+		inf.addrMu.Unlock()
+	}), app.WithHealthyAfter(time.Second))
+	// Owned by the test: stop (also in Cleanup) cancels and waits.
+	go func() { inf.done <- app.Run(ctx, cfg, testLogger(h.t, name), opts...) }()
+	h.t.Cleanup(func() {
+		if err := inf.stop(); err != nil && !errors.Is(err, errCrash) {
+			h.t.Errorf("informer %s: %v", name, err)
+		}
+	})
+	return inf
+}
+
+// stop cancels the informer and returns Run's result (once).
+func (inf *informer) stop() error {
+	inf.once.Do(func() {
+		inf.cancel()
+		select {
+		case inf.err = <-inf.done:
+		case <-time.After(20 * time.Second):
+			inf.err = errors.New("informer did not stop within 20s")
+		}
+	})
+	return inf.err
+}
+
+// wait returns Run's result once it returned by itself.
+func (inf *informer) wait(t *testing.T, timeout time.Duration) error {
+	t.Helper()
+	var err error
+	inf.once.Do(func() {
+		select {
+		case inf.err = <-inf.done:
+		case <-time.After(timeout):
+			t.Fatalf("informer %s did not stop within %v", inf.name, timeout)
+		}
+		inf.cancel()
+	})
+	err = inf.err
+	return err
+}
+
+func (inf *informer) httpGet(path string) (int, string, error) {
+	inf.addrMu.Lock()
+	addr := inf.addr
+	inf.addrMu.Unlock()
+	if addr == "" {
+		return 0, "", errors.New("not listening yet")
+	}
+	resp, err := http.Get("http://" + addr + path)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), err
+}
+
+// ready waits until /readyz says ready and the replica leads.
+func (h *harness) waitLeaderReady(inf *informer, timeout time.Duration) {
+	h.t.Helper()
+	testenv.Eventually(h.t, timeout, func() error {
+		if !inf.isLeader() {
+			return fmt.Errorf("%s is not leader", inf.name)
+		}
+		code, body, err := inf.httpGet("/readyz")
+		if err != nil {
+			return err
+		}
+		if code != http.StatusOK {
+			return fmt.Errorf("readyz %d: %s", code, body)
+		}
+		return nil
+	})
+}
+
+// metric returns the sum of the /metrics samples named name whose labels
+// contain every filter (e.g. `resource="sessions"`); -1 when unreachable.
+func (inf *informer) metric(name string, filters ...string) float64 {
+	_, body, err := inf.httpGet("/metrics")
+	if err != nil {
+		return -1
+	}
+	var total float64
+	for line := range strings.SplitSeq(body, "\n") {
+		if strings.HasPrefix(line, "#") {
+			continue
+		}
+		end := strings.IndexAny(line, "{ ")
+		if end < 0 || line[:end] != name {
+			continue
+		}
+		ok := true
+		for _, f := range filters {
+			ok = ok && strings.Contains(line, f)
+		}
+		var v float64
+		if _, err := fmt.Sscanf(line[strings.LastIndexByte(line, ' ')+1:], "%g", &v); ok && err == nil {
+			total += v
+		}
+	}
+	return total
+}
+
+func (inf *informer) isLeader() bool { return inf.metric("informer_lease_leader") == 1 }
+
+// streamEvents returns every event in stream in order.
+func (h *harness) streamEvents(stream string) []*eventsv1.ResourceEvent {
+	h.t.Helper()
+	evs, err := h.tryStreamEvents(stream)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return evs
+}
+
+func (h *harness) tryStreamEvents(stream string) ([]*eventsv1.ResourceEvent, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s, err := h.js.Stream(ctx, stream)
+	if err != nil {
+		return nil, fmt.Errorf("stream %s: %w", stream, err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("stream info: %w", err)
+	}
+	out := make([]*eventsv1.ResourceEvent, 0, info.State.Msgs)
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
+		m, err := s.GetMsg(ctx, seq)
+		if err != nil {
+			return nil, fmt.Errorf("get msg %d: %w", seq, err)
+		}
+		_, ev, err := events.Decode(ctx, m.Header, m.Data)
+		if err != nil {
+			return nil, fmt.Errorf("decode msg %d: %w", seq, err)
+		}
+		out = append(out, ev)
+	}
+	return out, nil
+}
+
+// streamCount returns the number of messages in stream.
+func (h *harness) streamCount(stream string) (uint64, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s, err := h.js.Stream(ctx, stream)
+	if err != nil {
+		return 0, err
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return info.State.Msgs, nil
+}
+
+// waitStreamCount waits until stream holds exactly n messages.
+func (h *harness) waitStreamCount(stream string, n uint64, timeout time.Duration) {
+	h.t.Helper()
+	testenv.Eventually(h.t, timeout, func() error {
+		got, err := h.streamCount(stream)
+		if err != nil {
+			return err
+		}
+		if got != n {
+			return fmt.Errorf("stream %s has %d messages, want %d", stream, got, n)
+		}
+		return nil
+	})
+}
+
+// kvObjects returns the objects bucket's content: key -> object.
+func (h *harness) kvObjects(bucket string) map[string]*eventsv1.Object {
+	h.t.Helper()
+	out, err := h.tryKVObjects(bucket)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return out
+}
+
+func (h *harness) tryKVObjects(bucket string) (map[string]*eventsv1.Object, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	kv, err := h.js.KeyValue(ctx, bucket)
+	if err != nil {
+		return nil, fmt.Errorf("kv %s: %w", bucket, err)
+	}
+	w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+	if err != nil {
+		return nil, fmt.Errorf("watch kv: %w", err)
+	}
+	defer func() { _ = w.Stop() }() // best effort in a test helper
+	out := map[string]*eventsv1.Object{}
+	for e := range w.Updates() {
+		if e == nil {
+			break
+		}
+		o := &eventsv1.Object{}
+		if err := proto.Unmarshal(e.Value(), o); err != nil {
+			return nil, fmt.Errorf("kv %s: %w", e.Key(), err)
+		}
+		out[e.Key()] = o
+	}
+	return out, nil
+}
+
+// apiState returns every object the API holds, by KV key.
+func (h *harness) apiState() map[string]*eventsv1.Object {
+	h.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out := map[string]*eventsv1.Object{}
+	ss, err := h.c.ListSessions(ctx)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	for _, o := range ss {
+		out[events.ObjectKey(eventsv1.Resource_RESOURCE_SESSIONS, o.GetMetadata().GetId())] = events.Wrap(o)
+	}
+	ps, err := h.c.ListProjects(ctx)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	for _, o := range ps {
+		out[events.ObjectKey(eventsv1.Resource_RESOURCE_PROJECTS, o.GetMetadata().GetId())] = events.Wrap(o)
+	}
+	st, err := h.c.ListProjectSettings(ctx)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	for _, o := range st {
+		out[events.ObjectKey(eventsv1.Resource_RESOURCE_PROJECT_SETTINGS, o.GetMetadata().GetId())] = events.Wrap(o)
+	}
+	return out
+}
+
+// replay folds events into the state a consumer would hold, and fails on
+// events a correct informer never sends (ADDED of a present object,
+// MODIFIED/DELETED of an absent one, MODIFIED whose old object is not the
+// previous state).
+func replay(evs []*eventsv1.ResourceEvent) (map[string]*eventsv1.Object, error) {
+	state := map[string]*eventsv1.Object{}
+	for i, ev := range evs {
+		key := events.ObjectKey(ev.GetResource(), ev.GetObjectId())
+		cur, ok := state[key]
+		switch ev.GetType() {
+		case eventsv1.EventType_EVENT_TYPE_ADDED:
+			if ok {
+				return nil, fmt.Errorf("event %d: ADDED %s already present", i, key)
+			}
+			state[key] = ev.GetObject()
+		case eventsv1.EventType_EVENT_TYPE_MODIFIED:
+			if !ok {
+				return nil, fmt.Errorf("event %d: MODIFIED %s not present", i, key)
+			}
+			if !proto.Equal(cur, ev.GetOldObject()) {
+				return nil, fmt.Errorf("event %d: MODIFIED %s old object differs from the previous state", i, key)
+			}
+			state[key] = ev.GetObject()
+		case eventsv1.EventType_EVENT_TYPE_DELETED:
+			if !ok {
+				return nil, fmt.Errorf("event %d: DELETED %s not present", i, key)
+			}
+			if !proto.Equal(cur, ev.GetObject()) {
+				return nil, fmt.Errorf("event %d: DELETED %s does not carry the last known object", i, key)
+			}
+			delete(state, key)
+		}
+	}
+	return state, nil
+}
+
+// sameState compares two key -> object maps.
+func sameState(got, want map[string]*eventsv1.Object) error {
+	var missing, extra, differ []string
+	for k, w := range want {
+		g, ok := got[k]
+		switch {
+		case !ok:
+			missing = append(missing, k)
+		case !proto.Equal(g, w):
+			differ = append(differ, k)
+		}
+	}
+	for k := range got {
+		if _, ok := want[k]; !ok {
+			extra = append(extra, k)
+		}
+	}
+	if len(missing)+len(extra)+len(differ) == 0 {
+		return nil
+	}
+	sort.Strings(missing)
+	sort.Strings(extra)
+	sort.Strings(differ)
+	clip := func(s []string) []string { return s[:min(len(s), 5)] }
+	return fmt.Errorf("missing %d %v, extra %d %v, differ %d %v", len(missing), clip(missing), len(extra), clip(extra), len(differ), clip(differ))
+}
+
+// waitConverged waits until the stream, replayed, and the KV bucket both
+// equal the API's state.
+func (h *harness) waitConverged(stream, bucket string, timeout time.Duration) []*eventsv1.ResourceEvent {
+	h.t.Helper()
+	var evs []*eventsv1.ResourceEvent
+	testenv.Eventually(h.t, timeout, func() error {
+		want := h.apiState()
+		var err error
+		if evs, err = h.tryStreamEvents(stream); err != nil {
+			return err
+		}
+		got, err := replay(evs)
+		if err != nil {
+			return err
+		}
+		if err := sameState(got, want); err != nil {
+			return fmt.Errorf("stream: %w", err)
+		}
+		kv, err := h.tryKVObjects(bucket)
+		if err != nil {
+			return err
+		}
+		if err := sameState(kv, want); err != nil {
+			return fmt.Errorf("kv: %w", err)
+		}
+		return nil
+	})
+	return evs
+}
+
+// counts tallies events by resource token and type name.
+func counts(evs []*eventsv1.ResourceEvent) map[string]int {
+	out := map[string]int{}
+	for _, ev := range evs {
+		out[events.ResourceToken(ev.GetResource())+"/"+events.TypeName(ev.GetType())]++
+	}
+	return out
+}
+
+// seed creates n sessions, p projects and p project settings.
+func (h *harness) seed(n, p int) {
+	h.t.Helper()
+	ctx := context.Background()
+	for i := range p {
+		name := fmt.Sprintf("proj-%04d", i)
+		if _, err := h.c.CreateProject(ctx, &ambientv1.CreateProjectRequest{Name: name}); err != nil {
+			h.t.Fatal(err)
+		}
+		if _, err := h.c.CreateProjectSettings(ctx, &ambientv1.CreateProjectSettingsRequest{ProjectId: name, GroupAccess: proto.String(`[{"group":"devs","role":"edit"}]`)}); err != nil {
+			h.t.Fatal(err)
+		}
+	}
+	for i := range n {
+		h.createSession(fmt.Sprintf("seed-%05d", i))
+	}
+}
+
+func (h *harness) createSession(name string) *ambientv1.Session {
+	h.t.Helper()
+	s, err := h.c.CreateSession(context.Background(), &ambientv1.CreateSessionRequest{Name: name, ProjectId: proto.String("proj-0000"), Prompt: proto.String("hello")})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return s
+}
+
+func (h *harness) updateSession(id, prompt string) {
+	h.t.Helper()
+	if _, err := h.c.UpdateSession(context.Background(), &ambientv1.UpdateSessionRequest{Id: id, Prompt: proto.String(prompt)}); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+func (h *harness) deleteSession(id string) {
+	h.t.Helper()
+	if err := h.c.DeleteSession(context.Background(), id); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+// sessionIDs lists the API's session ids in creation order.
+func (h *harness) sessionIDs() []string {
+	h.t.Helper()
+	ss, err := h.c.ListSessions(context.Background())
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	ids := make([]string, len(ss))
+	for i, s := range ss {
+		ids[i] = s.GetMetadata().GetId()
+	}
+	return ids
+}
