@@ -20,21 +20,10 @@ import (
 // is retried later (by whichever replica then owns it).
 var ErrShuttingDown = errors.New("runner-manager shutting down")
 
-// CapacityError is returned by Handle when a session cannot start for lack
-// of capacity (LOCAL_MAX_SESSIONS or the port pool). It is retryable: the
-// consumer group redelivers the event with its backoff, and the session also
-// starts as soon as a local runner ends.
-type CapacityError struct {
-	Reason string // ReasonCapacityExceeded or ReasonNoPortAvailable
-	Err    error
-}
-
-func (e *CapacityError) Error() string { return e.Reason + ": " + e.Err.Error() }
-func (e *CapacityError) Unwrap() error { return e.Err }
-
 // Handle reconciles one event. nil means done (ack); an error means retry
-// (NakWithDelay), a *CapacityError included. Bad input never returns an
-// error that could not succeed later: it is reported on the session.
+// (NakWithDelay). Bad input never returns an error: it is reported on the
+// session. A session without capacity is acked and queued (see
+// deferForCapacity).
 func (r *Reconciler) Handle(ctx context.Context, ev *eventsv1.ResourceEvent, attempt uint64) error {
 	if ev.GetResource() != eventsv1.Resource_RESOURCE_SESSIONS {
 		return nil

@@ -54,15 +54,18 @@ type Config struct {
 	SweepInterval time.Duration
 	// LostPolicy is LostRestart or LostFail.
 	LostPolicy string
-	// MaxDeliver is the consumer group's delivery limit: a session still
-	// without capacity on the last delivery is marked Failed.
-	MaxDeliver int
+	// ResyncInterval is how often the session list is read from the API to
+	// start Pending sessions no event started (deferred for capacity, or
+	// whose events were dead-lettered) and to find Creating/Running
+	// sessions with no runner anywhere. 0 disables it.
+	ResyncInterval time.Duration
 }
 
 // sessionAPI is what the reconciler needs from the ambient API.
 type sessionAPI interface {
 	GetSession(ctx context.Context, id string) (*ambientv1.Session, error)
 	UpdateSessionStatus(ctx context.Context, req *ambientv1.UpdateSessionStatusRequest) (*ambientv1.Session, error)
+	ListSessions(ctx context.Context) ([]*ambientv1.Session, error)
 }
 
 // liveness tells whether a runner-manager replica is alive.
@@ -134,9 +137,6 @@ func New(cfg Config, d Deps) (*Reconciler, error) {
 	if cfg.Health.Host == "" {
 		cfg.Health.Host = "127.0.0.1"
 	}
-	if cfg.MaxDeliver < 1 {
-		cfg.MaxDeliver = 1 << 30
-	}
 	if d.Tracer == nil {
 		d.Tracer = noop.NewTracerProvider().Tracer("runner-manager")
 	}
@@ -195,12 +195,20 @@ func (r *Reconciler) loop(ctx context.Context) error {
 	r.sweep(ctx) // at start-up: recover claims left by a previous incarnation
 	t := time.NewTicker(r.cfg.SweepInterval)
 	defer t.Stop()
+	var resync <-chan time.Time // nil (never fires) when disabled
+	if r.cfg.ResyncInterval > 0 {
+		rt := time.NewTicker(r.cfg.ResyncInterval)
+		defer rt.Stop()
+		resync = rt.C
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
 			r.sweep(ctx)
+		case <-resync:
+			r.resync(ctx)
 		case <-r.kick:
 			r.startWaiting(ctx)
 		}

@@ -183,8 +183,7 @@ func (r *Reconciler) recoverRecord(ctx context.Context, rec registry.Record) {
 	unlock := r.locks.lock(rec.SessionID)
 	defer unlock()
 	if err := r.takeOverIfDead(ctx, log, rec, time.Time{}); err != nil {
-		var ce *CapacityError
-		if !errors.As(err, &ce) && !errors.Is(err, ErrShuttingDown) {
+		if !errors.Is(err, ErrShuttingDown) {
 			log.Warn("sweep: recover claim", slog.String(logkey.Err, err.Error()))
 		}
 	}
@@ -257,6 +256,41 @@ func (r *Reconciler) watchOnce(ctx context.Context) error {
 			case ep.State == registry.StateStopping:
 				rn.requestStop(false)
 			}
+		}
+	}
+}
+
+// resync reads every session and reconciles the selected ones that should
+// have a runner: Pending without a claim (start) and Creating/Running
+// without one (recover). Claims make it safe on every replica at once.
+func (r *Reconciler) resync(ctx context.Context) {
+	sessions, err := r.api.ListSessions(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			r.log.Warn("resync: list sessions", slog.String(logkey.Err, err.Error()))
+		}
+		return
+	}
+	for _, s := range sessions {
+		if ctx.Err() != nil {
+			return
+		}
+		id := s.GetMetadata().GetId()
+		p := s.GetPhase()
+		if !r.cfg.Selector.Match(s) || r.localRun(id) != nil ||
+			(p != "" && p != PhasePending && p != PhaseCreating && p != PhaseRunning) {
+			continue
+		}
+		log := r.log.With(slog.String(logkey.SessionID, id))
+		unlock := r.locks.lock(id)
+		if p == PhaseCreating || p == PhaseRunning {
+			err = r.checkAlive(ctx, log, id)
+		} else {
+			err = r.ensureRunning(ctx, log, id, 2, time.Time{})
+		}
+		unlock()
+		if err != nil && !errors.Is(err, ErrShuttingDown) {
+			log.Warn("resync: reconcile session", slog.String(logkey.Err, err.Error()))
 		}
 	}
 }

@@ -25,10 +25,9 @@ func (r *Reconciler) ensureRunning(ctx context.Context, log *slog.Logger, id str
 	if r.localRun(id) != nil {
 		return nil // duplicate: it runs here
 	}
-	if attempt <= 1 && r.isWaiting(id) {
-		// A delivery of this session is already retrying for capacity (the
-		// echo of our own condition write lands here); one retry chain is
-		// enough.
+	if r.isWaiting(id) && !r.mgr.HasCapacity() {
+		// Still no room; the session starts when a runner ends (the echo of
+		// our own capacity condition lands here too).
 		return nil
 	}
 	rec, err := registry.Get(ctx, r.kv, id)
@@ -139,9 +138,11 @@ func (r *Reconciler) startClaimed(ctx context.Context, log *slog.Logger, s *ambi
 }
 
 // deferForCapacity reports a capacity shortage on the session (condition
-// RunnerStarted=False, phase unchanged) and returns a *CapacityError so the
-// event is retried; on the last delivery, or for a restart, the session is
-// Failed with the reason instead.
+// RunnerStarted=False with the reason, phase unchanged) and queues it: it
+// starts as soon as a local runner ends (or a resync finds it). The event is
+// acked, not naked: the consumer group delivers one message per member at a
+// time, so a delayed nak would stall every other session of this replica.
+// A restart that finds no room fails the session with RunnerLost instead.
 func (r *Reconciler) deferForCapacity(ctx context.Context, log *slog.Logger, id string, conds conditions, cause error, o startOpts) error {
 	reason := ReasonCapacityExceeded
 	if errors.Is(cause, runner.ErrNoPorts) {
@@ -149,26 +150,21 @@ func (r *Reconciler) deferForCapacity(ctx context.Context, log *slog.Logger, id 
 	}
 	r.metrics.capacityWait(ctx, reason)
 	msg := reason + ": " + cause.Error()
-	if o.restartOf != "" || o.attempt >= uint64(r.cfg.MaxDeliver) {
-		if o.restartOf != "" {
-			msg = ReasonRunnerLost + ": owner " + o.restartOf + " lost and no capacity to restart: " + msg
-		} else {
-			msg += fmt.Sprintf("; gave up after %d tries", o.attempt)
-		}
-		conds = conds.set(Condition{Type: CondRunnerStarted, Status: StatusFalse, Reason: reason, Message: msg}, time.Now())
-		r.fail(ctx, log, id, conds, reason)
-		r.clearWaiting(id)
+	if o.restartOf != "" {
+		msg = ReasonRunnerLost + ": owner " + o.restartOf + " lost and no capacity to restart: " + msg
+		conds = conds.set(Condition{Type: CondRunnerStarted, Status: StatusFalse, Reason: ReasonRunnerLost, Message: msg}, time.Now())
+		r.fail(ctx, log, id, conds, ReasonRunnerLost)
 		return nil
 	}
 	r.addWaiting(id)
 	if c, ok := conds.get(CondRunnerStarted); !ok || c.Status != StatusFalse || c.Reason != reason {
-		conds = conds.set(Condition{Type: CondRunnerStarted, Status: StatusFalse, Reason: reason, Message: msg + "; will retry"}, time.Now())
+		conds = conds.set(Condition{Type: CondRunnerStarted, Status: StatusFalse, Reason: reason, Message: msg + "; starts when capacity frees up"}, time.Now())
 		if err := r.writeStatus(ctx, id, statusUpdate{Conditions: conds}); err != nil {
 			log.Warn("write capacity condition", slog.String(logkey.Err, err.Error()))
 		}
 	}
 	log.Info("session deferred for capacity", slog.String(logkey.Reason, reason))
-	return &CapacityError{Reason: reason, Err: cause}
+	return nil
 }
 
 // fail writes phase Failed with a completion time and counts the reason.
@@ -295,8 +291,7 @@ func (r *Reconciler) startWaiting(ctx context.Context) {
 		// attempt 2: past the duplicate check, not the last try.
 		err := r.ensureRunning(ctx, log, w.id, 2, time.Now())
 		unlock()
-		var ce *CapacityError
-		if err != nil && !errors.As(err, &ce) {
+		if err != nil {
 			log.Warn("start deferred session", slog.String(logkey.Err, err.Error()))
 		}
 	}

@@ -1,0 +1,298 @@
+package reconcile
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/ambient-code/control-plane/libs/apiclient"
+	"github.com/ambient-code/control-plane/libs/events"
+	"github.com/ambient-code/control-plane/libs/memapi"
+	"github.com/ambient-code/control-plane/libs/registry"
+	"github.com/ambient-code/control-plane/libs/testenv"
+	eventsv1 "github.com/ambient-code/control-plane/proto/ambient/events/v1"
+	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
+	"github.com/ambient-code/control-plane/services/runner-manager/internal/claim"
+	"github.com/ambient-code/control-plane/services/runner-manager/internal/runner"
+)
+
+// env is one test world: an embedded NATS with the runner buckets and the
+// in-memory API.
+type env struct {
+	t       *testing.T
+	api     *memapi.Server
+	client  *apiclient.Client
+	runners jetstream.KeyValue
+	members jetstream.KeyValue
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	srv := testenv.NATS(t)
+	_, js := testenv.JetStream(t, srv)
+	ctx := t.Context()
+	runners, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "ambient-runners"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	members, err := js.CreateKeyValue(ctx, claim.BucketConfig(1, 2*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	api := testenv.API(t)
+	return &env{t: t, api: api, client: testenv.APIClient(t, api), runners: runners, members: members}
+}
+
+// replica is one in-process runner-manager (without the consumer group:
+// tests call Handle).
+type replica struct {
+	rec    *Reconciler
+	mgr    *runner.Manager
+	root   string
+	cancel context.CancelFunc
+	done   chan error
+}
+
+type replicaOpts struct {
+	member    string
+	command   []string
+	max       int
+	ports     int
+	grace     time.Duration
+	health    runner.HealthPolicy
+	lost      string
+	api       sessionAPI
+	selector  Selector
+	hostEnv   []string
+	noCleanup bool
+}
+
+func (e *env) replica(o replicaOpts) *replica {
+	t := e.t
+	t.Helper()
+	if o.member == "" {
+		o.member = "rm-0"
+	}
+	if len(o.command) == 0 {
+		o.command = []string{demoRunner}
+	}
+	if o.max == 0 {
+		o.max = 10
+	}
+	if o.ports == 0 {
+		o.ports = o.max
+	}
+	if o.grace == 0 {
+		o.grace = 2 * time.Second
+	}
+	if o.health.Interval == 0 {
+		o.health = runner.HealthPolicy{Host: "127.0.0.1", Interval: 100 * time.Millisecond, Attempts: 50, FirstDelay: 10 * time.Millisecond}
+	}
+	if o.lost == "" {
+		o.lost = LostRestart
+	}
+	if o.api == nil {
+		o.api = e.client
+	}
+	if o.selector.Projects == nil {
+		o.selector.Projects = []string{"*"}
+	}
+	if o.hostEnv == nil {
+		o.hostEnv = []string{"PATH=" + os.Getenv("PATH"), "HOME=/nonexistent", "SECRET_TOKEN=s3cret", "GITHUB_TOKEN=gh", "LD_PRELOAD=x"}
+	}
+	low, high := freeRange(t, o.ports)
+	pool, err := runner.NewPool(low, high, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})).With("member", o.member)
+	root := t.TempDir()
+	mgr, err := runner.New(runner.Config{Command: o.command, WorkspaceRoot: root, HostEnv: o.hostEnv, BossSpace: "default",
+		MaxSessions: o.max, StopGrace: o.grace}, pool, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	members, err := claim.NewMembers(e.members, o.member, 2*time.Second, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, err := New(Config{Member: o.member, AdvertiseHost: "127.0.0.1", Selector: o.selector, Health: o.health,
+		StopGrace: o.grace, SweepInterval: 200 * time.Millisecond, LostPolicy: o.lost},
+		Deps{API: o.api, Runners: e.runners, Members: members, Manager: mgr, Log: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.WithoutCancel(t.Context()))
+	if err := members.Beat(ctx); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 2) // one result per goroutine below
+	go func() { done <- members.Run(ctx) }() // owned by the replica; ends on cancel
+	go func() { done <- rec.Run(ctx) }()     // owned by the replica; ends on cancel
+	rp := &replica{rec: rec, mgr: mgr, root: root, cancel: cancel, done: done}
+	if !o.noCleanup {
+		t.Cleanup(func() { rp.stop(t) })
+	}
+	return rp
+}
+
+// stop shuts the replica down and waits for it.
+func (rp *replica) stop(t *testing.T) {
+	t.Helper()
+	rp.cancel()
+	for range 2 {
+		select {
+		case err := <-rp.done:
+			if err != nil {
+				t.Errorf("replica stop: %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("replica did not stop")
+		}
+	}
+	rp.done = make(chan error, 2) // stop is idempotent for cleanup
+	rp.done <- nil
+	rp.done <- nil
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	if os.Getenv("TEST_LOG") != "" {
+		w.t.Log(strings.TrimRight(string(p), "\n"))
+	}
+	return len(p), nil
+}
+
+// freeRange returns n consecutive ports that were free a moment ago.
+func freeRange(t *testing.T, n int) (int, int) {
+	t.Helper()
+	for range 100 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		low := ln.Addr().(*net.TCPAddr).Port
+		ln.Close()
+		if low+n-1 > 65535 {
+			continue
+		}
+		ok := true
+		for p := low; p < low+n && ok; p++ {
+			l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
+			if err != nil {
+				ok = false
+				continue
+			}
+			l.Close()
+		}
+		if ok {
+			return low, low + n - 1
+		}
+	}
+	t.Fatal("no free port range")
+	return 0, 0
+}
+
+type sessionOpt func(*ambientv1.CreateSessionRequest)
+
+func (e *env) create(name string, opts ...sessionOpt) *ambientv1.Session {
+	e.t.Helper()
+	req := &ambientv1.CreateSessionRequest{Name: name, ProjectId: proto.String("proj"), Prompt: proto.String("hello world")}
+	for _, o := range opts {
+		o(req)
+	}
+	s, err := e.client.CreateSession(e.t.Context(), req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return s
+}
+
+func (e *env) get(id string) *ambientv1.Session {
+	e.t.Helper()
+	s, err := e.client.GetSession(e.t.Context(), id)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return s
+}
+
+func (e *env) setPhase(id, phase string) *ambientv1.Session {
+	e.t.Helper()
+	s, err := e.client.UpdateSessionStatus(e.t.Context(), &ambientv1.UpdateSessionStatusRequest{Id: id, Phase: &phase})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return s
+}
+
+// event builds the event the informer would publish for the session's
+// current state.
+func (e *env) event(typ eventsv1.EventType, s *ambientv1.Session) *eventsv1.ResourceEvent {
+	return events.NewEvent(typ, s, nil, time.Now())
+}
+
+func (e *env) handle(rp *replica, typ eventsv1.EventType, s *ambientv1.Session) {
+	e.t.Helper()
+	if err := rp.rec.Handle(e.t.Context(), e.event(typ, s), 1); err != nil {
+		e.t.Fatalf("handle %v %s: %v", typ, s.GetMetadata().GetId(), err)
+	}
+}
+
+func (e *env) waitPhase(id, phase string, d time.Duration) *ambientv1.Session {
+	e.t.Helper()
+	var s *ambientv1.Session
+	testenv.Eventually(e.t, d, func() error {
+		var err error
+		s, err = e.client.GetSession(e.t.Context(), id)
+		if err != nil {
+			return err
+		}
+		if s.GetPhase() != phase {
+			return fmt.Errorf("session %s phase %q, want %q (conditions %s)", id, s.GetPhase(), phase, s.GetConditions())
+		}
+		return nil
+	})
+	return s
+}
+
+func (e *env) waitNoClaim(id string) {
+	e.t.Helper()
+	testenv.Eventually(e.t, 5*time.Second, func() error {
+		rec, err := registry.Get(e.t.Context(), e.runners, id)
+		if errors.Is(err, registry.ErrNotFound) {
+			return nil
+		}
+		return fmt.Errorf("claim still present: %+v %v", rec, err)
+	})
+}
+
+func condition(t *testing.T, s *ambientv1.Session, typ string) Condition {
+	t.Helper()
+	c, ok := parseConditions(s.Conditions).get(typ)
+	if !ok {
+		t.Fatalf("no %s condition in %s", typ, s.GetConditions())
+	}
+	return c
+}
+
+func pidAlive(pid int) bool {
+	// /proc/<pid> disappears once the process is reaped; a zombie counts as
+	// gone for our purposes (its "State:" is Z).
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return false
+	}
+	return !strings.Contains(string(b), "State:\tZ")
+}
