@@ -1,0 +1,225 @@
+package deploytest
+
+import (
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+	"testing"
+
+	"helm.sh/helm/v3/pkg/action"
+	"helm.sh/helm/v3/pkg/chart"
+	"helm.sh/helm/v3/pkg/chart/loader"
+	"helm.sh/helm/v3/pkg/chartutil"
+	"helm.sh/helm/v3/pkg/releaseutil"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/yaml"
+)
+
+const (
+	releaseName      = "acp"
+	releaseNamespace = "ambient-system"
+)
+
+// repoRoot is the repository root, found from this file's location so tests
+// work from any working directory.
+func repoRoot(t testing.TB) string {
+	t.Helper()
+	_, file, _, ok := runtime.Caller(0)
+	if !ok {
+		t.Fatal("runtime.Caller failed")
+	}
+	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
+}
+
+func chartDir(t testing.TB) string {
+	t.Helper()
+	return filepath.Join(repoRoot(t), "helm", "ambient-control-plane")
+}
+
+func loadChart(t testing.TB) *chart.Chart {
+	t.Helper()
+	c, err := loader.Load(chartDir(t))
+	if err != nil {
+		t.Fatalf("load chart: %v", err)
+	}
+	return c
+}
+
+// valueSet is one set of values the chart is rendered, linted and applied with.
+type valueSet struct {
+	name string
+	vals map[string]any
+}
+
+// valueSets are the value sets of issue 7: defaults, external NATS, all
+// canaries, HA and the optional monitoring/network objects.
+func valueSets(t testing.TB) []valueSet {
+	t.Helper()
+	return []valueSet{
+		{name: "defaults", vals: map[string]any{}},
+		{name: "external-nats", vals: parseValues(t, `
+nats: {enabled: false}
+externalNats:
+  url: nats://nats-0.nats.messaging:4222,nats://nats-1.nats.messaging:4222
+  auth: {type: creds, secretName: nats-creds}
+`)},
+		{name: "external-nats-userpass", vals: parseValues(t, `
+nats: {enabled: false}
+externalNats:
+  url: tls://nats.example.com:4222
+  auth: {type: userPassword, secretName: nats-user}
+`)},
+		{name: "canaries", vals: parseValues(t, `
+informer: {canary: {enabled: true, image: {tag: 0.2.0-rc.1}}}
+kubeReconciler: {canary: {enabled: true, image: {tag: 0.2.0-rc.1}, partitions: "0-1"}}
+runnerManager: {canary: {enabled: true, image: {tag: 0.2.0-rc.1}, partitions: "2"}}
+eventTally: {canary: {enabled: true, image: {tag: 0.2.0-rc.1}, partitions: "0,3"}}
+aguiProxy: {canary: {enabled: true, image: {tag: 0.2.0-rc.1}, replicas: 1}}
+`)},
+		{name: "ha", vals: parseValues(t, `
+informer: {replicas: 3}
+kubeReconciler: {replicas: 3}
+runnerManager: {replicas: 3, hpa: {enabled: true, minReplicas: 3, maxReplicas: 9}}
+aguiProxy: {replicas: 3, hpa: {enabled: true, minReplicas: 3, maxReplicas: 6}}
+eventTally: {replicas: 3}
+`)},
+		{name: "monitoring-netpol", vals: parseValues(t, `
+metrics: {serviceMonitor: {enabled: true, labels: {release: prometheus}}}
+networkPolicy:
+  enabled: true
+  metricsFrom: [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: monitoring}}}]
+  kubeAPIServer: {cidrs: [10.96.0.1/32]}
+aguiProxy: {auth: {mode: jwt, jwt: {jwksURL: "https://id.example.com/jwks.json", issuer: "https://id.example.com", audience: ambient}}}
+`)},
+	}
+}
+
+func parseValues(t testing.TB, s string) map[string]any {
+	t.Helper()
+	m := map[string]any{}
+	if err := yaml.Unmarshal([]byte(s), &m); err != nil {
+		t.Fatalf("bad test values: %v\n%s", err, s)
+	}
+	return m
+}
+
+// rendered is one rendered release: its objects (hooks included) in manifest order.
+type rendered struct {
+	objects []*unstructured.Unstructured
+	notes   string
+}
+
+// render renders the chart like `helm install --dry-run` (client only): values
+// are validated against values.schema.json and every template is executed.
+func render(t testing.TB, c *chart.Chart, vals map[string]any) (rendered, error) {
+	t.Helper()
+	inst := action.NewInstall(&action.Configuration{})
+	inst.DryRun = true
+	inst.ClientOnly = true
+	inst.ReleaseName = releaseName
+	inst.Namespace = releaseNamespace
+	inst.IncludeCRDs = false
+	kv, err := chartutil.ParseKubeVersion("v1.37.2")
+	if err != nil {
+		t.Fatalf("parse kube version: %v", err)
+	}
+	inst.KubeVersion = kv
+	inst.APIVersions = chartutil.VersionSet{"monitoring.coreos.com/v1"}
+	rel, err := inst.Run(c, vals)
+	if err != nil {
+		return rendered{}, err
+	}
+	manifests := releaseutil.SplitManifests(rel.Manifest)
+	keys := make([]string, 0, len(manifests))
+	for k := range manifests {
+		keys = append(keys, k)
+	}
+	sort.Sort(releaseutil.BySplitManifestsOrder(keys))
+	docs := make([]string, 0, len(keys)+len(rel.Hooks))
+	for _, k := range keys {
+		docs = append(docs, manifests[k])
+	}
+	for _, h := range rel.Hooks {
+		docs = append(docs, h.Manifest)
+	}
+	var out rendered
+	out.notes = rel.Info.Notes
+	for _, d := range docs {
+		if strings.TrimSpace(d) == "" {
+			continue
+		}
+		u := &unstructured.Unstructured{}
+		if err := yaml.Unmarshal([]byte(d), &u.Object); err != nil {
+			t.Fatalf("rendered manifest is not YAML: %v\n%s", err, d)
+		}
+		if len(u.Object) == 0 {
+			continue
+		}
+		out.objects = append(out.objects, u)
+	}
+	return out, nil
+}
+
+// mustRender renders and fails the test on error.
+func mustRender(t testing.TB, c *chart.Chart, vals map[string]any) rendered {
+	t.Helper()
+	r, err := render(t, c, vals)
+	if err != nil {
+		t.Fatalf("render: %v", err)
+	}
+	return r
+}
+
+// find returns the object of a kind and name, or nil.
+func (r rendered) find(kind, name string) *unstructured.Unstructured {
+	for _, o := range r.objects {
+		if o.GetKind() == kind && o.GetName() == name {
+			return o
+		}
+	}
+	return nil
+}
+
+// ofKind returns every object of a kind.
+func (r rendered) ofKind(kind string) []*unstructured.Unstructured {
+	var out []*unstructured.Unstructured
+	for _, o := range r.objects {
+		if o.GetKind() == kind {
+			out = append(out, o)
+		}
+	}
+	return out
+}
+
+// crdObjects returns the chart's CRDs (crds/) as objects.
+func crdObjects(t testing.TB, c *chart.Chart) []*unstructured.Unstructured {
+	t.Helper()
+	var out []*unstructured.Unstructured
+	for _, f := range c.CRDObjects() {
+		for _, doc := range releaseutil.SplitManifests(string(f.File.Data)) {
+			u := &unstructured.Unstructured{}
+			if err := yaml.Unmarshal([]byte(doc), &u.Object); err != nil {
+				t.Fatalf("CRD %s: %v", f.Name, err)
+			}
+			if len(u.Object) > 0 {
+				out = append(out, u)
+			}
+		}
+	}
+	if len(out) == 0 {
+		t.Fatal("chart has no CRDs in crds/")
+	}
+	return out
+}
+
+// readFile reads a file relative to the repository root.
+func readFile(t testing.TB, rel string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(repoRoot(t), rel))
+	if err != nil {
+		t.Fatalf("read %s: %v", rel, err)
+	}
+	return b
+}

@@ -1,0 +1,598 @@
+package deploytest
+
+import (
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+
+	"helm.sh/helm/v3/pkg/lint"
+	"helm.sh/helm/v3/pkg/lint/support"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"sigs.k8s.io/yaml"
+)
+
+// components are the services the chart deploys, by component label.
+var components = []string{"informer", "kube-reconciler", "runner-manager", "agui-proxy", "event-tally"}
+
+// missingDependencyWarning is the one lint warning accepted: the nats chart
+// is declared in Chart.yaml but not vendored (tests and CI cannot download
+// it; `helm dependency build` fetches it before a real install).
+const missingDependencyWarning = "chart directory is missing these dependencies: nats"
+
+// TestChartLint runs `helm lint --strict` (through the SDK) with every value
+// set: any warning or error fails, except the documented missing nats chart.
+func TestChartLint(t *testing.T) {
+	t.Parallel()
+	for _, vs := range valueSets(t) {
+		t.Run(vs.name, func(t *testing.T) {
+			t.Parallel()
+			linter := lint.AllWithKubeVersion(chartDir(t), vs.vals, releaseNamespace, nil)
+			for _, m := range linter.Messages {
+				if m.Severity < support.WarningSev {
+					continue
+				}
+				if m.Severity == support.WarningSev && strings.Contains(m.Err.Error(), missingDependencyWarning) {
+					continue
+				}
+				t.Errorf("lint: %s", m)
+			}
+		})
+	}
+}
+
+// TestChartRender renders every value set and checks the invariants every
+// workload must keep (restricted security, probes, pinned images, no
+// duplicate env, references that resolve).
+func TestChartRender(t *testing.T) {
+	t.Parallel()
+	c := loadChart(t)
+	for _, vs := range valueSets(t) {
+		t.Run(vs.name, func(t *testing.T) {
+			t.Parallel()
+			r := mustRender(t, c, vs.vals)
+			checkNames(t, r)
+			checkWorkloads(t, r)
+			checkSelectors(t, r)
+			if r.notes == "" {
+				t.Error("NOTES.txt rendered empty")
+			}
+		})
+	}
+}
+
+func checkNames(t *testing.T, r rendered) {
+	t.Helper()
+	seen := map[string]bool{}
+	for _, o := range r.objects {
+		key := o.GetKind() + "/" + o.GetNamespace() + "/" + o.GetName()
+		if seen[key] {
+			t.Errorf("duplicate object %s", key)
+		}
+		seen[key] = true
+		if len(o.GetName()) > 63 {
+			t.Errorf("%s: name longer than 63 characters", key)
+		}
+		if o.GetLabels()["app.kubernetes.io/managed-by"] == "" {
+			t.Errorf("%s: no managed-by label (labels not from acp.labels)", key)
+		}
+	}
+}
+
+func toTyped[T any](t *testing.T, u *unstructured.Unstructured) *T {
+	t.Helper()
+	var v T
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructuredWithValidation(u.Object, &v, true); err != nil {
+		t.Fatalf("%s %s: %v", u.GetKind(), u.GetName(), err)
+	}
+	return &v
+}
+
+// checkWorkloads checks every pod template (Deployments and the test Pod).
+func checkWorkloads(t *testing.T, r rendered) {
+	t.Helper()
+	configMaps := map[string]bool{}
+	for _, o := range r.ofKind("ConfigMap") {
+		configMaps[o.GetName()] = true
+	}
+	sas := map[string]bool{}
+	for _, o := range r.ofKind("ServiceAccount") {
+		sas[o.GetName()] = true
+	}
+	for _, u := range r.ofKind("Deployment") {
+		d := toTyped[appsv1.Deployment](t, u)
+		name := d.Name
+		spec := d.Spec.Template.Spec
+		checkPodSecurity(t, name, spec)
+		if !sas[spec.ServiceAccountName] {
+			t.Errorf("%s: serviceAccountName %q is not rendered", name, spec.ServiceAccountName)
+		}
+		component := d.Spec.Template.Labels["app.kubernetes.io/component"]
+		wantToken := component == "kube-reconciler"
+		if spec.AutomountServiceAccountToken == nil || *spec.AutomountServiceAccountToken != wantToken {
+			t.Errorf("%s: automountServiceAccountToken = %v, want %v", name, spec.AutomountServiceAccountToken, wantToken)
+		}
+		if d.Spec.Template.Annotations["checksum/config"] == "" {
+			t.Errorf("%s: no checksum/config annotation", name)
+		}
+		for _, ctr := range spec.Containers {
+			if strings.HasSuffix(ctr.Image, ":latest") || !strings.Contains(ctr.Image, ":") {
+				t.Errorf("%s: image %q is not pinned", name, ctr.Image)
+			}
+			for _, p := range []struct {
+				probe *corev1.Probe
+				path  string
+			}{{ctr.LivenessProbe, "/healthz"}, {ctr.ReadinessProbe, "/readyz"}} {
+				if p.probe == nil || p.probe.HTTPGet == nil || p.probe.HTTPGet.Path != p.path || p.probe.HTTPGet.Port.StrVal != "http-metrics" {
+					t.Errorf("%s: want an HTTP probe on http-metrics %s, got %+v", name, p.path, p.probe)
+				}
+			}
+			names := map[string]bool{}
+			for _, e := range ctr.Env {
+				if names[e.Name] {
+					t.Errorf("%s: env %s set twice (server-side apply rejects it)", name, e.Name)
+				}
+				names[e.Name] = true
+			}
+			for _, ef := range ctr.EnvFrom {
+				if ef.ConfigMapRef != nil && !configMaps[ef.ConfigMapRef.Name] {
+					t.Errorf("%s: envFrom ConfigMap %q is not rendered", name, ef.ConfigMapRef.Name)
+				}
+			}
+		}
+	}
+	for _, u := range r.ofKind("Pod") {
+		p := toTyped[corev1.Pod](t, u)
+		checkPodSecurity(t, p.Name, p.Spec)
+		if p.Annotations["helm.sh/hook"] != "test" {
+			t.Errorf("pod %s is not a test hook", p.Name)
+		}
+	}
+}
+
+// checkPodSecurity checks the "restricted" Pod Security Standard plus a
+// read-only root file system.
+func checkPodSecurity(t *testing.T, name string, spec corev1.PodSpec) {
+	t.Helper()
+	psc := spec.SecurityContext
+	if psc == nil || psc.RunAsNonRoot == nil || !*psc.RunAsNonRoot || psc.SeccompProfile == nil || psc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
+		t.Errorf("%s: pod securityContext is not restricted: %+v", name, psc)
+	}
+	for _, c := range spec.Containers {
+		sc := c.SecurityContext
+		switch {
+		case sc == nil:
+			t.Errorf("%s/%s: no securityContext", name, c.Name)
+		case sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation:
+			t.Errorf("%s/%s: allowPrivilegeEscalation not false", name, c.Name)
+		case sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem:
+			t.Errorf("%s/%s: root file system not read-only", name, c.Name)
+		case sc.Capabilities == nil || !slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) || len(sc.Capabilities.Add) > 0:
+			t.Errorf("%s/%s: capabilities not drop ALL", name, c.Name)
+		}
+		if c.Resources.Requests == nil {
+			t.Errorf("%s/%s: no resource requests", name, c.Name)
+		}
+	}
+}
+
+// checkSelectors checks that Services, PDBs and HPAs select or target what
+// was rendered, and that no selector carries a version.
+func checkSelectors(t *testing.T, r rendered) {
+	t.Helper()
+	var pods []map[string]string
+	for _, u := range r.ofKind("Deployment") {
+		d := toTyped[appsv1.Deployment](t, u)
+		for k := range d.Spec.Selector.MatchLabels {
+			if strings.Contains(k, "version") || k == "helm.sh/chart" {
+				t.Errorf("%s: selector label %s changes on upgrade", d.Name, k)
+			}
+		}
+		if !matches(d.Spec.Selector.MatchLabels, d.Spec.Template.Labels) {
+			t.Errorf("%s: selector does not match its pod template", d.Name)
+		}
+		pods = append(pods, d.Spec.Template.Labels)
+	}
+	// Deployments of one component must not select each other's pods.
+	for _, u := range r.ofKind("Deployment") {
+		d := toTyped[appsv1.Deployment](t, u)
+		n := 0
+		for _, p := range pods {
+			if matches(d.Spec.Selector.MatchLabels, p) {
+				n++
+			}
+		}
+		if n != 1 {
+			t.Errorf("%s: selector matches %d pod templates, want 1", d.Name, n)
+		}
+	}
+	selectsSome := func(kind, name string, sel map[string]string) {
+		for _, p := range pods {
+			if matches(sel, p) {
+				return
+			}
+		}
+		t.Errorf("%s %s: selector %v matches no pod template", kind, name, sel)
+	}
+	for _, u := range r.ofKind("Service") {
+		s := toTyped[corev1.Service](t, u)
+		selectsSome("Service", s.Name, s.Spec.Selector)
+	}
+	for _, u := range r.ofKind("PodDisruptionBudget") {
+		sel, _, _ := unstructured.NestedStringMap(u.Object, "spec", "selector", "matchLabels")
+		selectsSome("PodDisruptionBudget", u.GetName(), sel)
+	}
+	for _, u := range r.ofKind("HorizontalPodAutoscaler") {
+		target, _, _ := unstructured.NestedString(u.Object, "spec", "scaleTargetRef", "name")
+		d := r.find("Deployment", target)
+		if d == nil {
+			t.Errorf("HPA %s targets missing Deployment %s", u.GetName(), target)
+			continue
+		}
+		if _, found, _ := unstructured.NestedFieldNoCopy(d.Object, "spec", "replicas"); found {
+			t.Errorf("Deployment %s sets replicas although HPA %s scales it", target, u.GetName())
+		}
+	}
+}
+
+func matches(sel, labels map[string]string) bool {
+	if len(sel) == 0 {
+		return false
+	}
+	for k, v := range sel {
+		if labels[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// name is the rendered name of a component's objects.
+func name(component string) string { return releaseName + "-ambient-control-plane-" + component }
+
+// envOf returns a container's effective environment: the envFrom ConfigMap
+// data overlaid with env (value, or a placeholder naming the source).
+func envOf(t *testing.T, r rendered, d *appsv1.Deployment) map[string]string {
+	t.Helper()
+	env := map[string]string{}
+	ctr := d.Spec.Template.Spec.Containers[0]
+	for _, ef := range ctr.EnvFrom {
+		if ef.ConfigMapRef == nil {
+			continue
+		}
+		cm := r.find("ConfigMap", ef.ConfigMapRef.Name)
+		if cm == nil {
+			t.Fatalf("%s: ConfigMap %s missing", d.Name, ef.ConfigMapRef.Name)
+		}
+		data, _, _ := unstructured.NestedStringMap(cm.Object, "data")
+		for k, v := range data {
+			env[k] = v
+		}
+	}
+	for _, e := range ctr.Env {
+		switch {
+		case e.ValueFrom == nil:
+			env[e.Name] = e.Value
+		case e.ValueFrom.FieldRef != nil:
+			env[e.Name] = "fieldRef:" + e.ValueFrom.FieldRef.FieldPath
+		case e.ValueFrom.SecretKeyRef != nil:
+			env[e.Name] = "secret:" + e.ValueFrom.SecretKeyRef.Name + "/" + e.ValueFrom.SecretKeyRef.Key
+		default:
+			env[e.Name] = "valueFrom"
+		}
+	}
+	return env
+}
+
+func deployment(t *testing.T, r rendered, n string) *appsv1.Deployment {
+	t.Helper()
+	u := r.find("Deployment", n)
+	if u == nil {
+		t.Fatalf("Deployment %s not rendered", n)
+	}
+	return toTyped[appsv1.Deployment](t, u)
+}
+
+// TestChartDefaults checks what a default install contains.
+func TestChartDefaults(t *testing.T) {
+	t.Parallel()
+	r := mustRender(t, loadChart(t), map[string]any{})
+	var deployments []string
+	for _, u := range r.ofKind("Deployment") {
+		deployments = append(deployments, u.GetName())
+	}
+	want := make([]string, 0, len(components))
+	for _, c := range components {
+		want = append(want, name(c))
+	}
+	slices.Sort(deployments)
+	slices.Sort(want)
+	if !slices.Equal(deployments, want) {
+		t.Errorf("deployments = %v, want %v", deployments, want)
+	}
+	for _, c := range components {
+		env := envOf(t, r, deployment(t, r, name(c)))
+		if got, want := env["NATS_URL"], "nats://acp-nats.ambient-system.svc:4222"; got != want {
+			t.Errorf("%s: NATS_URL = %q, want %q (the bundled nats chart's Service)", c, got, want)
+		}
+		if got := env["METRICS_ADDR"]; got != ":9090" {
+			t.Errorf("%s: METRICS_ADDR = %q", c, got)
+		}
+		switch c {
+		case "informer", "kube-reconciler", "runner-manager":
+			if env["AMBIENT_API_TOKEN"] != "secret:ambient-api-token/token" {
+				t.Errorf("%s: AMBIENT_API_TOKEN = %q, want the existing Secret", c, env["AMBIENT_API_TOKEN"])
+			}
+		default:
+			if _, ok := env["AMBIENT_API_TOKEN"]; ok {
+				t.Errorf("%s gets the API token but never calls the API", c)
+			}
+		}
+	}
+	for _, kind := range []string{"ServiceMonitor", "NetworkPolicy", "HorizontalPodAutoscaler"} {
+		if n := len(r.ofKind(kind)); n != 0 {
+			t.Errorf("%d %s rendered by default, want 0", n, kind)
+		}
+	}
+	if n := len(r.ofKind("PodDisruptionBudget")); n != len(components) {
+		t.Errorf("%d PodDisruptionBudgets, want %d", n, len(components))
+	}
+}
+
+// TestChartRBAC checks the rendered RBAC objects: only the kube-reconciler
+// is bound, its bind rule is limited to the allow-list, and the allow-list
+// is the same value the service enforces (ROLE_ALLOW_LIST).
+func TestChartRBAC(t *testing.T) {
+	t.Parallel()
+	c := loadChart(t)
+	r := mustRender(t, c, map[string]any{})
+	var bound []string
+	for _, u := range r.ofKind("ClusterRoleBinding") {
+		b := toTyped[rbacv1.ClusterRoleBinding](t, u)
+		for _, s := range b.Subjects {
+			bound = append(bound, s.Name)
+		}
+	}
+	if len(r.ofKind("RoleBinding")) != 0 || len(r.ofKind("Role")) != 0 {
+		t.Error("the chart renders namespaced RBAC; only the kube-reconciler's ClusterRole is expected")
+	}
+	if !slices.Equal(bound, []string{name("kube-reconciler")}) {
+		t.Errorf("bound service accounts = %v, want only the kube-reconciler", bound)
+	}
+	cr := toTyped[rbacv1.ClusterRole](t, r.find("ClusterRole", name("kube-reconciler")))
+	allow := []string{"ambient-project-admin", "ambient-project-edit", "ambient-project-view"}
+	var bindRules int
+	for _, rule := range cr.Rules {
+		if slices.Contains(rule.Verbs, "*") || slices.Contains(rule.Resources, "*") || slices.Contains(rule.APIGroups, "*") {
+			t.Errorf("wildcard rule %+v", rule)
+		}
+		for _, v := range []string{"bind", "escalate", "impersonate"} {
+			if !slices.Contains(rule.Verbs, v) {
+				continue
+			}
+			if v != "bind" {
+				t.Errorf("rule grants %s: %+v", v, rule)
+				continue
+			}
+			bindRules++
+			if !slices.Equal(rule.ResourceNames, allow) {
+				t.Errorf("bind resourceNames = %v, want %v", rule.ResourceNames, allow)
+			}
+		}
+	}
+	if bindRules != 1 {
+		t.Errorf("%d bind rules, want 1", bindRules)
+	}
+	env := envOf(t, r, deployment(t, r, name("kube-reconciler")))
+	if got := env["ROLE_ALLOW_LIST"]; got != strings.Join(allow, ",") {
+		t.Errorf("ROLE_ALLOW_LIST = %q, want %q", got, strings.Join(allow, ","))
+	}
+	// The rules file (shared with the kube-reconciler's own RBAC tests) and
+	// the chart's default allow-list name the same roles.
+	var fileRules []rbacv1.PolicyRule
+	if err := yaml.Unmarshal(readFile(t, "helm/ambient-control-plane/files/kube-reconciler-clusterrole-rules.yaml"), &fileRules); err != nil {
+		t.Fatalf("rules file: %v", err)
+	}
+	for _, rule := range fileRules {
+		if slices.Contains(rule.Verbs, "bind") && !slices.Equal(rule.ResourceNames, allow) {
+			t.Errorf("rules file bind resourceNames %v differ from values roleAllowList %v", rule.ResourceNames, allow)
+		}
+	}
+	for _, role := range allow {
+		if r.find("ClusterRole", role) == nil {
+			t.Errorf("allow-listed ClusterRole %s is not shipped", role)
+		}
+	}
+	// A changed allow-list reaches both places.
+	r = mustRender(t, c, parseValues(t, `kubeReconciler: {roleAllowList: [ambient-project-view]}`))
+	cr = toTyped[rbacv1.ClusterRole](t, r.find("ClusterRole", name("kube-reconciler")))
+	for _, rule := range cr.Rules {
+		if slices.Contains(rule.Verbs, "bind") && !slices.Equal(rule.ResourceNames, []string{"ambient-project-view"}) {
+			t.Errorf("custom allow-list: bind resourceNames = %v", rule.ResourceNames)
+		}
+	}
+	if got := envOf(t, r, deployment(t, r, name("kube-reconciler")))["ROLE_ALLOW_LIST"]; got != "ambient-project-view" {
+		t.Errorf("custom allow-list: ROLE_ALLOW_LIST = %q", got)
+	}
+}
+
+// TestChartCanaries checks the canary objects of every service.
+func TestChartCanaries(t *testing.T) {
+	t.Parallel()
+	c := loadChart(t)
+	var vals map[string]any
+	for _, vs := range valueSets(t) {
+		if vs.name == "canaries" {
+			vals = vs.vals
+		}
+	}
+	r := mustRender(t, c, vals)
+	const canaryTag = ":0.2.0-rc.1"
+
+	consumers := []struct {
+		component, partitions string
+	}{{"kube-reconciler", "0-1"}, {"runner-manager", "2"}, {"event-tally", "0,3"}}
+	for _, tc := range consumers {
+		stable := deployment(t, r, name(tc.component))
+		canary := deployment(t, r, name(tc.component+"-canary"))
+		if !strings.HasSuffix(canary.Spec.Template.Spec.Containers[0].Image, canaryTag) {
+			t.Errorf("%s canary image = %s", tc.component, canary.Spec.Template.Spec.Containers[0].Image)
+		}
+		if strings.HasSuffix(stable.Spec.Template.Spec.Containers[0].Image, canaryTag) {
+			t.Errorf("%s stable runs the canary image", tc.component)
+		}
+		se, ce := envOf(t, r, stable), envOf(t, r, canary)
+		if se["MEMBER_ID"] != "fieldRef:metadata.name" {
+			t.Errorf("%s stable MEMBER_ID = %q, want the pod name", tc.component, se["MEMBER_ID"])
+		}
+		if _, ok := se["GROUP_PARTITIONS"]; ok {
+			t.Errorf("%s stable has GROUP_PARTITIONS", tc.component)
+		}
+		if ce["MEMBER_ID"] != tc.component+"-canary" || ce["GROUP_PARTITIONS"] != tc.partitions {
+			t.Errorf("%s canary MEMBER_ID=%q GROUP_PARTITIONS=%q", tc.component, ce["MEMBER_ID"], ce["GROUP_PARTITIONS"])
+		}
+		if *canary.Spec.Replicas != 1 {
+			t.Errorf("%s canary replicas = %d, want 1 (one member owns the slice)", tc.component, *canary.Spec.Replicas)
+		}
+		if stable.Spec.Template.Spec.ServiceAccountName != canary.Spec.Template.Spec.ServiceAccountName {
+			t.Errorf("%s canary runs with another ServiceAccount", tc.component)
+		}
+	}
+
+	shadow := deployment(t, r, name("informer-shadow"))
+	se := envOf(t, r, shadow)
+	if se["SUBJECT_PREFIX"] != "ambient.shadow" || se["EVENTS_STREAM"] != "AMBIENT_EVENTS_SHADOW" {
+		t.Errorf("shadow informer SUBJECT_PREFIX=%q EVENTS_STREAM=%q", se["SUBJECT_PREFIX"], se["EVENTS_STREAM"])
+	}
+	if le := envOf(t, r, deployment(t, r, name("informer"))); le["SUBJECT_PREFIX"] != "" || le["EVENTS_STREAM"] != "" {
+		t.Errorf("live informer overrides the live stream: %v", le)
+	}
+	te := envOf(t, r, deployment(t, r, name("event-tally-shadow")))
+	if te["SUBJECT_PREFIX"] != "ambient.shadow" || te["EVENTS_STREAM"] != "AMBIENT_EVENTS_SHADOW" {
+		t.Errorf("shadow event-tally SUBJECT_PREFIX=%q EVENTS_STREAM=%q", te["SUBJECT_PREFIX"], te["EVENTS_STREAM"])
+	}
+
+	// agui-proxy: one Service over both tracks, one over the canary only.
+	main := toTyped[corev1.Service](t, r.find("Service", name("agui-proxy")))
+	if _, ok := main.Spec.Selector["ambient-code.io/track"]; ok {
+		t.Errorf("main agui-proxy Service selects a track: %v", main.Spec.Selector)
+	}
+	canarySvc := toTyped[corev1.Service](t, r.find("Service", name("agui-proxy-canary")))
+	if canarySvc.Spec.Selector["ambient-code.io/track"] != "canary" {
+		t.Errorf("canary Service selector = %v", canarySvc.Spec.Selector)
+	}
+	pc := deployment(t, r, name("agui-proxy-canary"))
+	if !matches(main.Spec.Selector, pc.Spec.Template.Labels) || !matches(canarySvc.Spec.Selector, pc.Spec.Template.Labels) {
+		t.Error("agui-proxy canary pods are not behind both Services")
+	}
+	if matches(canarySvc.Spec.Selector, deployment(t, r, name("agui-proxy")).Spec.Template.Labels) {
+		t.Error("canary Service selects stable pods")
+	}
+}
+
+// TestChartExternalNATS checks NATS_URL and credentials wiring.
+func TestChartExternalNATS(t *testing.T) {
+	t.Parallel()
+	c := loadChart(t)
+	tests := []struct {
+		name    string
+		auth    string
+		wantEnv map[string]string
+		mount   bool
+	}{
+		{name: "creds", auth: "creds", wantEnv: map[string]string{"NATS_CREDS_FILE": "/etc/ambient/nats/nats.creds"}, mount: true},
+		{name: "userPassword", auth: "userPassword", wantEnv: map[string]string{"NATS_USER": "secret:nats-auth/user", "NATS_PASSWORD": "secret:nats-auth/password"}},
+		{name: "token", auth: "token", wantEnv: map[string]string{"NATS_TOKEN": "secret:nats-auth/token"}},
+		{name: "none", auth: "none", wantEnv: map[string]string{}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			vals := parseValues(t, fmt.Sprintf(`
+nats: {enabled: false}
+externalNats: {url: "nats://nats.messaging:4222", auth: {type: %s, secretName: nats-auth}}
+`, tc.auth))
+			r := mustRender(t, c, vals)
+			for _, comp := range components {
+				d := deployment(t, r, name(comp))
+				env := envOf(t, r, d)
+				if env["NATS_URL"] != "nats://nats.messaging:4222" {
+					t.Errorf("%s: NATS_URL = %q", comp, env["NATS_URL"])
+				}
+				for k, v := range tc.wantEnv {
+					if env[k] != v {
+						t.Errorf("%s: %s = %q, want %q", comp, k, env[k], v)
+					}
+				}
+				mounted := false
+				for _, m := range d.Spec.Template.Spec.Containers[0].VolumeMounts {
+					if m.Name == "nats-creds" && m.MountPath == "/etc/ambient/nats" && m.ReadOnly {
+						mounted = true
+					}
+				}
+				if mounted != tc.mount {
+					t.Errorf("%s: creds mounted = %v, want %v", comp, mounted, tc.mount)
+				}
+			}
+		})
+	}
+}
+
+// TestChartRejectsBadValues: values.schema.json and the templates' required
+// and fail checks reject bad values with a message naming the key.
+func TestChartRejectsBadValues(t *testing.T) {
+	t.Parallel()
+	c := loadChart(t)
+	tests := []struct {
+		name, values, wantErr string
+	}{
+		{"unknown top-level key", `replicaCount: 3`, "replicaCount"},
+		{"unknown service key", `informer: {replica: 3}`, "replica"},
+		{"negative replicas", `kubeReconciler: {replicas: -1}`, "replicas"},
+		{"replicas as string", `runnerManager: {replicas: "two"}`, "replicas"},
+		{"latest tag", `global: {image: {tag: latest}}`, "tag"},
+		{"latest canary tag", `kubeReconciler: {canary: {enabled: true, image: {tag: latest}}}`, "tag"},
+		{"bad log level", `global: {logLevel: verbose}`, "logLevel"},
+		{"metrics port out of range", `global: {metricsPort: 70000}`, "metricsPort"},
+		{"agui auth none", `aguiProxy: {auth: {mode: none}}`, "mode"},
+		{"bad nats auth type", `nats: {enabled: false}
+externalNats: {url: "nats://n:4222", auth: {type: password}}`, "type"},
+		{"bad nats url", `nats: {enabled: false}
+externalNats: {url: "http://nats:4222"}`, "url"},
+		{"bad partitions", `eventTally: {canary: {enabled: true, image: {tag: "1.0.0"}, partitions: "a-b"}}`, "partitions"},
+		{"bad port range", `runnerManager: {portRange: "9100"}`, "portRange"},
+		{"bad grpc addr", `api: {grpcAddr: "http://api:9000"}`, "grpcAddr"},
+		{"bad duration", `informer: {leaseTTL: "15 seconds"}`, "leaseTTL"},
+		{"empty allow-list", `kubeReconciler: {roleAllowList: []}`, "roleAllowList"},
+		{"stream replicas", `informer: {streamReplicas: 7}`, "streamReplicas"},
+		{"unknown pdb key", `aguiProxy: {pdb: {minAvailable: 1}}`, "minAvailable"},
+		{"external nats without url", `nats: {enabled: false}`, "externalNats.url is required"},
+		{"creds without secret", `nats: {enabled: false}
+externalNats: {url: "nats://n:4222", auth: {type: creds}}`, "externalNats.auth.secretName is required"},
+		{"canary without tag", `kubeReconciler: {canary: {enabled: true}}`, "kubeReconciler.canary.image.tag is required"},
+		{"proxy canary without tag", `aguiProxy: {canary: {enabled: true}}`, "aguiProxy.canary.image.tag is required"},
+		{"jwt without jwks", `aguiProxy: {auth: {mode: jwt}}`, "aguiProxy.auth.jwt.jwksURL is required"},
+		{"shadow on live stream", `informer: {canary: {enabled: true, image: {tag: "1.0.0"}, subjectPrefix: ambient.events}}`, "shadow informer never publishes to the live stream"},
+		{"hpa min above max", `aguiProxy: {hpa: {enabled: true, minReplicas: 5, maxReplicas: 2}}`, "minReplicas must not exceed maxReplicas"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := render(t, c, parseValues(t, tc.values))
+			if err == nil {
+				t.Fatalf("values accepted:\n%s", tc.values)
+			}
+			if !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("error %q does not mention %q", err, tc.wantErr)
+			}
+			if os.Getenv("DEPLOYTEST_VERBOSE") != "" {
+				t.Logf("rejected: %v", err)
+			}
+		})
+	}
+}

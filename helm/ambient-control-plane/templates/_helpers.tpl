@@ -1,0 +1,250 @@
+{{/*
+Names, labels and images. Every template builds names and labels through these
+helpers; no template pastes its own label block.
+*/}}
+
+{{/* acp.name is the chart name, or nameOverride. */}}
+{{- define "acp.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/*
+acp.fullname prefixes every resource name: the release name, plus the chart
+name unless the release name already contains it. Cut at 63 characters: the
+limit of a DNS label (RFC 1123), which Service names must be.
+*/}}
+{{- define "acp.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+acp.componentName is the name of a component's objects: (dict "context" $
+"component" "kube-reconciler"). Cut at 63 characters, the DNS label limit of
+Service names and of label values (a pod's app.kubernetes.io/name and the
+names of canary objects derive from it), with a trailing "-" removed.
+*/}}
+{{- define "acp.componentName" -}}
+{{- printf "%s-%s" (include "acp.fullname" .context) .component | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* acp.chart is the chart label value. */}}
+{{- define "acp.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/*
+acp.selectorLabels: (dict "context" $ "component" "informer"). Never contains a
+version: selectors are immutable, so a label that changes on upgrade would make
+the upgrade fail.
+*/}}
+{{- define "acp.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "acp.name" .context }}
+app.kubernetes.io/instance: {{ .context.Release.Name }}
+{{- if .component }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+{{- end -}}
+
+{{/*
+acp.labels: (dict "context" $ "component" "informer" ["track" "canary"]).
+Selector labels plus the chart, version and managed-by labels and, for
+workloads, the track (stable, canary or shadow).
+*/}}
+{{- define "acp.labels" -}}
+{{ include "acp.selectorLabels" . }}
+{{- if .track }}
+ambient-code.io/track: {{ .track }}
+{{- end }}
+helm.sh/chart: {{ include "acp.chart" .context }}
+app.kubernetes.io/part-of: ambient-control-plane
+app.kubernetes.io/version: {{ .context.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .context.Release.Service }}
+{{- with .context.Values.global.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* acp.valuesKey maps a component to its values key. */}}
+{{- define "acp.valuesKey" -}}
+{{- $keys := dict "informer" "informer" "kube-reconciler" "kubeReconciler" "runner-manager" "runnerManager" "agui-proxy" "aguiProxy" "event-tally" "eventTally" -}}
+{{- required (printf "unknown component %q" .) (get $keys .) -}}
+{{- end -}}
+
+{{/*
+acp.image: (dict "context" $ "image" .Values.informer.image ["override" .Values.informer.canary.image]).
+The tag falls back from the override to the service, to global.image.tag, to
+the chart's appVersion; a digest wins over any tag.
+*/}}
+{{- define "acp.image" -}}
+{{- $g := .context.Values.global.image -}}
+{{- $o := default dict .override -}}
+{{- $registry := default $g.registry .image.registry -}}
+{{- $repo := default .image.repository $o.repository -}}
+{{- $tag := default (default (default .context.Chart.AppVersion $g.tag) .image.tag) $o.tag -}}
+{{- if eq (toString $tag) "latest" -}}
+{{- fail "image tags must be pinned: \"latest\" is not allowed (global.image.tag, <service>.image.tag, <service>.canary.image.tag)" -}}
+{{- end -}}
+{{- $ref := $repo -}}
+{{- if $registry -}}{{- $ref = printf "%s/%s" $registry $repo -}}{{- end -}}
+{{- if and .image.digest (not $o.tag) -}}
+{{- printf "%s@%s" $ref .image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" $ref (toString $tag) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* acp.serviceAccountName: (dict "context" $ "component" "informer"). */}}
+{{- define "acp.serviceAccountName" -}}
+{{- $svc := get .context.Values (include "acp.valuesKey" .component) -}}
+{{- if $svc.serviceAccount.create -}}
+{{- default (include "acp.componentName" .) $svc.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" $svc.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* acp.configName is the ConfigMap holding a component's environment. */}}
+{{- define "acp.configName" -}}
+{{- include "acp.componentName" (dict "context" .context "component" (printf "%s-env" .component)) -}}
+{{- end -}}
+
+{{/*
+acp.natsURL is NATS_URL: the bundled NATS Service (the nats chart names it
+like acp.fullname does, with "nats") or externalNats.url.
+*/}}
+{{- define "acp.natsURL" -}}
+{{- if .Values.nats.enabled -}}
+{{- $name := "" -}}
+{{- if .Values.nats.fullnameOverride -}}
+{{- $name = .Values.nats.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else if contains "nats" .Release.Name -}}
+{{- $name = .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name = printf "%s-nats" .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- printf "nats://%s.%s.svc:%d" $name .Release.Namespace (int .Values.natsPort) -}}
+{{- else -}}
+{{- required "externalNats.url is required when nats.enabled is false" .Values.externalNats.url -}}
+{{- end -}}
+{{- end -}}
+
+{{/* acp.natsCredsDir is where the NATS .creds Secret is mounted. */}}
+{{- define "acp.natsCredsDir" -}}/etc/ambient/nats{{- end -}}
+
+{{/* acp.aguiTokensDir is where the agui-proxy tokens Secret is mounted. */}}
+{{- define "acp.aguiTokensDir" -}}/etc/ambient/agui-tokens{{- end -}}
+
+{{/* acp.natsAuth validates externalNats.auth and returns its type ("none" for bundled NATS). */}}
+{{- define "acp.natsAuth" -}}
+{{- $a := .Values.externalNats.auth -}}
+{{- if .Values.nats.enabled -}}
+none
+{{- else -}}
+{{- if ne $a.type "none" -}}
+{{- $_ := required (printf "externalNats.auth.secretName is required when externalNats.auth.type is %s" $a.type) $a.secretName -}}
+{{- end -}}
+{{- $a.type -}}
+{{- end -}}
+{{- end -}}
+
+{{/* acp.commonConfig is the ConfigMap data every service shares. */}}
+{{- define "acp.commonConfig" -}}
+LOG_LEVEL: {{ .Values.global.logLevel | quote }}
+METRICS_ADDR: {{ printf ":%d" (int .Values.global.metricsPort) | quote }}
+NATS_URL: {{ include "acp.natsURL" . | quote }}
+{{- if eq (include "acp.natsAuth" .) "creds" }}
+NATS_CREDS_FILE: {{ printf "%s/%s" (include "acp.natsCredsDir" .) .Values.externalNats.auth.credsKey | quote }}
+{{- end }}
+{{- with .Values.global.otlpEndpoint }}
+OTEL_EXPORTER_OTLP_ENDPOINT: {{ . | quote }}
+{{- end }}
+{{- end -}}
+
+{{/* acp.apiConfig is the ConfigMap data of services that call the ambient API. */}}
+{{- define "acp.apiConfig" -}}
+AMBIENT_GRPC_SERVER_ADDR: {{ .Values.api.grpcAddr | quote }}
+AMBIENT_GRPC_USE_TLS: {{ .Values.api.useTLS | quote }}
+{{- end -}}
+
+{{/* acp.secretEnv: environment from Secrets (NATS credentials, API token). (dict "context" $ "api" true) */}}
+{{- define "acp.secretEnv" -}}
+{{- $ctx := .context -}}
+{{- $auth := include "acp.natsAuth" $ctx -}}
+{{- $a := $ctx.Values.externalNats.auth -}}
+{{- if eq $auth "userPassword" }}
+- name: NATS_USER
+  valueFrom:
+    secretKeyRef: {name: {{ $a.secretName | quote }}, key: {{ $a.userKey | quote }}}
+- name: NATS_PASSWORD
+  valueFrom:
+    secretKeyRef: {name: {{ $a.secretName | quote }}, key: {{ $a.passwordKey | quote }}}
+{{- else if eq $auth "token" }}
+- name: NATS_TOKEN
+  valueFrom:
+    secretKeyRef: {name: {{ $a.secretName | quote }}, key: {{ $a.tokenKey | quote }}}
+{{- end }}
+{{- if .api }}
+- name: AMBIENT_API_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ required "api.tokenSecret.name is required (an existing Secret with the ambient API token)" $ctx.Values.api.tokenSecret.name | quote }}
+      key: {{ $ctx.Values.api.tokenSecret.key | quote }}
+{{- end }}
+{{- end -}}
+
+{{/* acp.natsVolume / acp.natsVolumeMount mount the NATS .creds Secret when used. */}}
+{{- define "acp.natsVolume" -}}
+{{- if eq (include "acp.natsAuth" .) "creds" }}
+- name: nats-creds
+  secret:
+    secretName: {{ .Values.externalNats.auth.secretName | quote }}
+    defaultMode: 0440
+    items:
+      - key: {{ .Values.externalNats.auth.credsKey | quote }}
+        path: {{ .Values.externalNats.auth.credsKey | quote }}
+{{- end }}
+{{- end -}}
+{{- define "acp.natsVolumeMount" -}}
+{{- if eq (include "acp.natsAuth" .) "creds" }}
+- name: nats-creds
+  mountPath: {{ include "acp.natsCredsDir" . }}
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{/* acp.podSecurityContext is the restricted Pod Security profile. */}}
+{{- define "acp.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 65532
+runAsGroup: 65532
+fsGroup: 65532
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{/* acp.containerSecurityContext is the restricted profile of a container with a read-only root. */}}
+{{- define "acp.containerSecurityContext" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+runAsNonRoot: true
+capabilities:
+  drop: ["ALL"]
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{/* acp.checkCanaryPartitions fails on a malformed GROUP_PARTITIONS slice. (dict "key" "kubeReconciler" "value" "0-3") */}}
+{{- define "acp.checkPartitions" -}}
+{{- if not (regexMatch "^[0-9]+(-[0-9]+)?(,[0-9]+(-[0-9]+)?)*$" (toString .value)) -}}
+{{- fail (printf "%s.canary.partitions must look like \"0-3\" or \"0,2,5\", got %q" .key (toString .value)) -}}
+{{- end -}}
+{{- end -}}

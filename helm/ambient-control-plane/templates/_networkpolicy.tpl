@@ -1,0 +1,99 @@
+{{/*
+acp.networkPolicy allows a component only the traffic it needs. Arguments (dict):
+  context, component
+  api     egress to the ambient-api-server gRPC port
+  kube    egress to the Kubernetes API server
+  ingress extra ingress rules (YAML list items, string)
+  egress  extra egress rules (YAML list items, string)
+Every component may resolve DNS, reach NATS and be scraped on the metrics port.
+Kubelet probes are not subject to NetworkPolicy.
+*/}}
+{{- define "acp.networkPolicy" -}}
+{{- $ctx := .context -}}
+{{- $np := $ctx.Values.networkPolicy -}}
+{{- if $np.enabled -}}
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: {{ include "acp.componentName" . }}
+  namespace: {{ $ctx.Release.Namespace }}
+  labels:
+    {{- include "acp.labels" . | nindent 4 }}
+spec:
+  podSelector:
+    matchLabels:
+      {{- include "acp.selectorLabels" . | nindent 6 }}
+  policyTypes: ["Ingress", "Egress"]
+  ingress:
+    - ports:
+        - port: http-metrics
+          protocol: TCP
+      {{- with $np.metricsFrom }}
+      from:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+    {{- with .ingress }}
+    {{- . | nindent 4 }}
+    {{- end }}
+  egress:
+    - ports:
+        - {port: 53, protocol: UDP}
+        - {port: 53, protocol: TCP}
+    - ports:
+        - port: {{ int $ctx.Values.natsPort }}
+          protocol: TCP
+      {{- if $ctx.Values.nats.enabled }}
+      to:
+        - podSelector:
+            matchLabels:
+              app.kubernetes.io/name: nats
+              app.kubernetes.io/instance: {{ $ctx.Release.Name }}
+      {{- else if $np.natsTo }}
+      to:
+        {{- toYaml $np.natsTo | nindent 8 }}
+      {{- end }}
+    {{- if .api }}
+    - ports:
+        - port: {{ include "acp.apiPort" $ctx }}
+          protocol: TCP
+      {{- with $np.apiTo }}
+      to:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+    {{- end }}
+    {{- if .kube }}
+    - ports:
+        {{- range $np.kubeAPIServer.ports }}
+        - port: {{ int . }}
+          protocol: TCP
+        {{- end }}
+      {{- with $np.kubeAPIServer.cidrs }}
+      to:
+        {{- range . }}
+        - ipBlock:
+            cidr: {{ . }}
+        {{- end }}
+      {{- end }}
+    {{- end }}
+    {{- with .egress }}
+    {{- . | nindent 4 }}
+    {{- end }}
+{{- end -}}
+{{- end -}}
+
+{{/* acp.apiPort is the port of api.grpcAddr (host:port). */}}
+{{- define "acp.apiPort" -}}
+{{- $parts := splitList ":" .Values.api.grpcAddr -}}
+{{- if lt (len $parts) 2 -}}
+{{- fail (printf "api.grpcAddr must be host:port, got %q" .Values.api.grpcAddr) -}}
+{{- end -}}
+{{- int (last $parts) -}}
+{{- end -}}
+
+{{/* acp.runnerPorts is the NetworkPolicy port (with endPort) of runnerManager.portRange. */}}
+{{- define "acp.runnerPorts" -}}
+{{- $r := splitList "-" .Values.runnerManager.portRange -}}
+- port: {{ int (first $r) }}
+  endPort: {{ int (last $r) }}
+  protocol: TCP
+{{- end -}}

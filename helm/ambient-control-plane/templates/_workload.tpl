@@ -1,0 +1,262 @@
+{{/*
+Objects every service has, written once and called from templates/<service>/.
+*/}}
+
+{{/*
+acp.deployment renders one Deployment of a component. Arguments (dict):
+  context   the root context ($)
+  component "kube-reconciler", ...
+  track     stable | canary | shadow (a selector label: one Deployment per track)
+  name      object name
+  replicas  replica count; omitted when the stable track has an HPA
+  override  canary image override (dict repository tag) or nil
+  api       true when the service calls the ambient API (adds AMBIENT_API_TOKEN)
+  automountToken  true only for the kube-reconciler
+  env, ports, volumes, volumeMounts  extra YAML list items (strings)
+*/}}
+{{- define "acp.deployment" -}}
+{{- $ctx := .context -}}
+{{- $svc := get $ctx.Values (include "acp.valuesKey" .component) -}}
+{{- $labelArgs := dict "context" $ctx "component" .component "track" .track -}}
+{{- $mp := int $ctx.Values.global.metricsPort -}}
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {{ .name }}
+  namespace: {{ $ctx.Release.Namespace }}
+  labels:
+    {{- include "acp.labels" $labelArgs | nindent 4 }}
+spec:
+  {{- if not (and (eq .track "stable") $svc.hpa.enabled) }}
+  replicas: {{ int .replicas }}
+  {{- end }}
+  revisionHistoryLimit: 5
+  selector:
+    matchLabels:
+      {{- include "acp.selectorLabels" $labelArgs | nindent 6 }}
+      ambient-code.io/track: {{ .track }}
+  template:
+    metadata:
+      labels:
+        {{- include "acp.labels" $labelArgs | nindent 8 }}
+      annotations:
+        checksum/config: {{ include (printf "acp.config.%s" .component) $ctx | sha256sum }}
+        {{- with $svc.podAnnotations }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
+    spec:
+      serviceAccountName: {{ include "acp.serviceAccountName" (dict "context" $ctx "component" .component) }}
+      automountServiceAccountToken: {{ .automountToken | default false }}
+      enableServiceLinks: false
+      securityContext:
+        {{- include "acp.podSecurityContext" $ctx | nindent 8 }}
+      {{- with $ctx.Values.global.imagePullSecrets }}
+      imagePullSecrets:
+        {{- range . }}
+        - name: {{ . | quote }}
+        {{- end }}
+      {{- end }}
+      terminationGracePeriodSeconds: {{ int $svc.terminationGracePeriodSeconds }}
+      containers:
+        - name: {{ .component }}
+          image: {{ include "acp.image" (dict "context" $ctx "image" $svc.image "override" .override) | quote }}
+          imagePullPolicy: {{ default $ctx.Values.global.image.pullPolicy $svc.image.pullPolicy }}
+          ports:
+            - name: http-metrics
+              containerPort: {{ $mp }}
+              protocol: TCP
+            {{- with .ports }}
+            {{- . | nindent 12 }}
+            {{- end }}
+          envFrom:
+            - configMapRef:
+                name: {{ include "acp.configName" (dict "context" $ctx "component" .component) }}
+          env:
+            {{- include "acp.secretEnv" (dict "context" $ctx "api" .api) | nindent 12 }}
+            {{- with .env }}
+            {{- . | nindent 12 }}
+            {{- end }}
+            {{- with $svc.extraEnv }}
+            {{- toYaml . | nindent 12 }}
+            {{- end }}
+            {{- with .canaryEnv }}
+            {{- toYaml . | nindent 12 }}
+            {{- end }}
+          livenessProbe:
+            httpGet:
+              path: /healthz
+              port: http-metrics
+            {{- toYaml $svc.probes.liveness | nindent 12 }}
+          readinessProbe:
+            httpGet:
+              path: /readyz
+              port: http-metrics
+            {{- toYaml $svc.probes.readiness | nindent 12 }}
+          resources:
+            {{- toYaml $svc.resources | nindent 12 }}
+          securityContext:
+            {{- include "acp.containerSecurityContext" $ctx | nindent 12 }}
+          volumeMounts:
+            - name: tmp
+              mountPath: /tmp
+            {{- include "acp.natsVolumeMount" $ctx | nindent 12 }}
+            {{- with .volumeMounts }}
+            {{- . | nindent 12 }}
+            {{- end }}
+      volumes:
+        - name: tmp
+          emptyDir:
+            sizeLimit: 64Mi
+        {{- include "acp.natsVolume" $ctx | nindent 8 }}
+        {{- with .volumes }}
+        {{- . | nindent 8 }}
+        {{- end }}
+      {{- with $svc.nodeSelector }}
+      nodeSelector:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- with $svc.tolerations }}
+      tolerations:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- with $svc.affinity }}
+      affinity:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+{{- end -}}
+
+{{/* acp.configmap renders a component's environment ConfigMap. (dict "context" $ "component" "informer") */}}
+{{- define "acp.configmap" -}}
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: {{ include "acp.configName" . }}
+  namespace: {{ .context.Release.Namespace }}
+  labels:
+    {{- include "acp.labels" . | nindent 4 }}
+data:
+  {{- include (printf "acp.config.%s" .component) .context | nindent 2 }}
+{{- end -}}
+
+{{/* acp.serviceaccount renders a component's ServiceAccount when serviceAccount.create is true. */}}
+{{- define "acp.serviceaccount" -}}
+{{- $svc := get .context.Values (include "acp.valuesKey" .component) -}}
+{{- if $svc.serviceAccount.create -}}
+apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: {{ include "acp.serviceAccountName" . }}
+  namespace: {{ .context.Release.Namespace }}
+  labels:
+    {{- include "acp.labels" . | nindent 4 }}
+  {{- with $svc.serviceAccount.annotations }}
+  annotations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+# Pods mount no token unless they talk to Kubernetes (only the kube-reconciler does).
+automountServiceAccountToken: {{ eq .component "kube-reconciler" }}
+{{- end -}}
+{{- end -}}
+
+{{/* acp.pdb renders the stable track's PodDisruptionBudget. */}}
+{{- define "acp.pdb" -}}
+{{- $svc := get .context.Values (include "acp.valuesKey" .component) -}}
+{{- if $svc.pdb.enabled -}}
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata:
+  name: {{ include "acp.componentName" . }}
+  namespace: {{ .context.Release.Namespace }}
+  labels:
+    {{- include "acp.labels" . | nindent 4 }}
+spec:
+  maxUnavailable: {{ $svc.pdb.maxUnavailable }}
+  selector:
+    matchLabels:
+      {{- include "acp.selectorLabels" . | nindent 6 }}
+      ambient-code.io/track: stable
+{{- end -}}
+{{- end -}}
+
+{{/* acp.hpa renders the stable track's HorizontalPodAutoscaler. */}}
+{{- define "acp.hpa" -}}
+{{- $svc := get .context.Values (include "acp.valuesKey" .component) -}}
+{{- if $svc.hpa.enabled -}}
+{{- if gt (int $svc.hpa.minReplicas) (int $svc.hpa.maxReplicas) -}}
+{{- fail (printf "%s.hpa.minReplicas must not exceed maxReplicas" (include "acp.valuesKey" .component)) -}}
+{{- end -}}
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata:
+  name: {{ include "acp.componentName" . }}
+  namespace: {{ .context.Release.Namespace }}
+  labels:
+    {{- include "acp.labels" . | nindent 4 }}
+spec:
+  scaleTargetRef:
+    apiVersion: apps/v1
+    kind: Deployment
+    name: {{ include "acp.componentName" . }}
+  minReplicas: {{ int $svc.hpa.minReplicas }}
+  maxReplicas: {{ int $svc.hpa.maxReplicas }}
+  metrics:
+    - type: Resource
+      resource:
+        name: cpu
+        target:
+          type: Utilization
+          averageUtilization: {{ int $svc.hpa.targetCPUUtilizationPercentage }}
+{{- end -}}
+{{- end -}}
+
+{{/*
+acp.metricsService renders the Service in front of every pod of a component
+(all tracks) on the metrics port: the ServiceMonitor and `helm test` use it.
+*/}}
+{{- define "acp.metricsService" -}}
+apiVersion: v1
+kind: Service
+metadata:
+  name: {{ include "acp.componentName" . }}
+  namespace: {{ .context.Release.Namespace }}
+  labels:
+    {{- include "acp.labels" . | nindent 4 }}
+spec:
+  type: ClusterIP
+  selector:
+    {{- include "acp.selectorLabels" . | nindent 4 }}
+  ports:
+    - name: http-metrics
+      port: {{ int .context.Values.global.metricsPort }}
+      targetPort: http-metrics
+      protocol: TCP
+{{- end -}}
+
+{{/* acp.serviceMonitor renders a Prometheus Operator ServiceMonitor for a component. */}}
+{{- define "acp.serviceMonitor" -}}
+{{- $m := .context.Values.metrics.serviceMonitor -}}
+{{- if $m.enabled -}}
+apiVersion: monitoring.coreos.com/v1
+kind: ServiceMonitor
+metadata:
+  name: {{ include "acp.componentName" . }}
+  namespace: {{ .context.Release.Namespace }}
+  labels:
+    {{- include "acp.labels" . | nindent 4 }}
+    {{- with $m.labels }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+spec:
+  selector:
+    matchLabels:
+      {{- include "acp.selectorLabels" . | nindent 6 }}
+  namespaceSelector:
+    matchNames:
+      - {{ .context.Release.Namespace }}
+  endpoints:
+    - port: http-metrics
+      path: /metrics
+      interval: {{ $m.interval }}
+      scrapeTimeout: {{ $m.scrapeTimeout }}
+{{- end -}}
+{{- end -}}

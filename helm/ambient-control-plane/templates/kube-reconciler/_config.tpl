@@ -1,0 +1,6 @@
+{{/* acp.config.kube-reconciler is the kube-reconciler's environment (ConfigMap data). */}}
+{{- define "acp.config.kube-reconciler" -}}
+{{ include "acp.commonConfig" . }}
+{{ include "acp.apiConfig" . }}
+ROLE_ALLOW_LIST: {{ join "," .Values.kubeReconciler.roleAllowList | quote }}
+{{- end -}}

@@ -1,0 +1,28 @@
+{{/* acp.config.runner-manager is the runner-manager's environment (ConfigMap data). */}}
+{{- define "acp.config.runner-manager" -}}
+{{- $r := .Values.runnerManager -}}
+{{- if not (regexMatch "^[0-9]+-[0-9]+$" $r.portRange) -}}
+{{- fail (printf "runnerManager.portRange must be LOW-HIGH, got %q" $r.portRange) -}}
+{{- end -}}
+{{ include "acp.commonConfig" . }}
+{{ include "acp.apiConfig" . }}
+LOCAL_RUNNER_COMMAND: {{ $r.runnerCommand | quote }}
+LOCAL_PORT_RANGE: {{ $r.portRange | quote }}
+LOCAL_MAX_SESSIONS: {{ $r.maxSessions | quote }}
+LOCAL_WORKSPACE_ROOT: {{ $r.workspaceRoot | quote }}
+{{- with $r.bossURL }}
+BOSS_URL: {{ . | quote }}
+{{- end }}
+BOSS_SPACE: {{ $r.bossSpace | quote }}
+{{- end -}}
+
+{{/*
+acp.runnerManager.env: the host agui-proxy dials to reach this pod's runners
+(registered in KV ambient-runners) is the pod IP.
+*/}}
+{{- define "acp.runnerManager.env" -}}
+- name: RUNNER_ADVERTISE_HOST
+  valueFrom:
+    fieldRef:
+      fieldPath: status.podIP
+{{- end -}}
