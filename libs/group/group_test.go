@@ -46,6 +46,9 @@ func TestTwoMembersShareAndKeepOrder(t *testing.T) {
 		if n := j.successes(); n < objects*versions {
 			return fmt.Errorf("%d of %d events handled", n, objects*versions)
 		}
+		if n := ca.Stats.Snapshot().Acked + cb.Stats.Snapshot().Acked; n < objects*versions {
+			return fmt.Errorf("%d of %d events acked", n, objects*versions)
+		}
 		return nil
 	})
 

@@ -55,8 +55,12 @@ func Run(ctx context.Context, js jetstream.JetStream, cfg Config, h Handler, log
 	hctx, cancelHandlers := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelHandlers()
 	w := &worker{cfg: cfg, js: js, h: h, log: log, gate: newGate()}
+	// pcgroups watches its config with the ctx it is given: it must live
+	// until the stop below calls Stop, not end with ctx.
+	cgctx, cancelCG := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelCG()
 	consume := func() (pcgroups.ConsumerGroupConsumeContext, error) {
-		cc, err := pcgroups.ElasticConsume(ctx, js, cfg.Stream, cfg.Group, cfg.Member, w.callback(hctx), jetstream.ConsumerConfig{
+		cc, err := pcgroups.ElasticConsume(cgctx, js, cfg.Stream, cfg.Group, cfg.Member, w.callback(hctx), jetstream.ConsumerConfig{
 			AckPolicy: jetstream.AckExplicitPolicy,
 			AckWait:   cfg.AckWait,
 			// One message in flight per member: a naked message blocks the
@@ -86,6 +90,9 @@ func Run(ctx context.Context, js jetstream.JetStream, cfg Config, h Handler, log
 		case <-ctx.Done():
 			return stop(hctx, cancelHandlers, cc, w, m, cfg, log, nil)
 		case err := <-cc.Done():
+			if ctx.Err() != nil {
+				return stop(hctx, cancelHandlers, nil, w, m, cfg, log, nil)
+			}
 			if err == nil {
 				err = errors.New("group config deleted")
 			}
