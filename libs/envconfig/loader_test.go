@@ -276,7 +276,7 @@ func TestRedacted(t *testing.T) {
 	}
 	c := cfg{User: "bob", Token: "s3cret"}
 	var logBuf strings.Builder
-	slog.New(slog.NewJSONHandler(&logBuf, nil)).Info("config", "token", c.Token, "cfg", c)
+	slog.New(slog.NewJSONHandler(&logBuf, nil)).Info("config", slog.Any("token", c.Token), slog.Any("cfg", c))
 	tests := []struct {
 		name string
 		got  string

@@ -10,7 +10,7 @@ import (
 const redactedText = "[REDACTED]"
 
 // Redacted holds a secret (token, password). Its String, Format (every fmt
-// verb, including %d and %#v), LogValue and text/JSON marshalling hide the value, so printing a Config or logging
+// verb, including %d and %#v), LogValue and text/JSON encoding hide the value, so printing a Config or logging
 // it with slog cannot leak it; call [Redacted.Reveal] where the secret is
 // actually used. An empty Redacted prints as "" so "not set" stays visible.
 type Redacted string

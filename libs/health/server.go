@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -99,7 +98,7 @@ func New(opts Options) (*Server, error) {
 		s.shutdownTimeout = DefaultShutdownTimeout
 	}
 	if s.log == nil {
-		s.log = slog.New(slog.NewTextHandler(io.Discard, nil))
+		s.log = slog.New(slog.DiscardHandler)
 	}
 	for name, fn := range opts.Checks {
 		if err := s.AddCheck(name, fn); err != nil {
