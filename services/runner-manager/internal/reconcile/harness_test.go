@@ -75,6 +75,7 @@ type replicaOpts struct {
 	selector  Selector
 	hostEnv   []string
 	noCleanup bool
+	resync    time.Duration
 }
 
 func (e *env) replica(o replicaOpts) *replica {
@@ -127,7 +128,7 @@ func (e *env) replica(o replicaOpts) *replica {
 		t.Fatal(err)
 	}
 	rec, err := New(Config{Member: o.member, AdvertiseHost: "127.0.0.1", Selector: o.selector, Health: o.health,
-		StopGrace: o.grace, SweepInterval: 200 * time.Millisecond, LostPolicy: o.lost},
+		StopGrace: o.grace, SweepInterval: 200 * time.Millisecond, LostPolicy: o.lost, ResyncInterval: o.resync},
 		Deps{API: o.api, Runners: e.runners, Members: members, Manager: mgr, Log: log})
 	if err != nil {
 		t.Fatal(err)

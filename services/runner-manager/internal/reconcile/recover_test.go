@@ -1,0 +1,186 @@
+package reconcile
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/ambient-code/control-plane/libs/registry"
+	"github.com/ambient-code/control-plane/libs/testenv"
+)
+
+// Acceptance 8 (in process): shutdown stops every runner within the grace,
+// leaves no process behind, releases the claims and hands the sessions back
+// (phase Pending, condition RunnerManagerShutdown) for a restart.
+func TestShutdownStopsAllRunners(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	const grace = 500 * time.Millisecond
+	rp := e.replica(replicaOpts{grace: grace, noCleanup: true,
+		command: []string{"/bin/sh", "-c", `trap "" TERM; ` + demoRunner + ` & while :; do sleep 0.1; done`}})
+	var ids []string
+	var pids []int
+	for i := range 3 {
+		s := e.create(fmt.Sprintf("s%d", i))
+		ids = append(ids, s.GetMetadata().GetId())
+		e.handle(rp, added, s)
+	}
+	for _, id := range ids {
+		e.waitPhase(id, PhaseRunning, 3*time.Second)
+		rec, err := registry.Get(t.Context(), e.runners, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pids = append(pids, rec.PID)
+	}
+	start := time.Now()
+	rp.stop(t)
+	if d := time.Since(start); d > grace+2*time.Second {
+		t.Fatalf("shutdown took %v", d)
+	}
+	for _, pid := range pids {
+		if pidAlive(pid) {
+			t.Fatalf("runner %d survived shutdown", pid)
+		}
+	}
+	for _, id := range ids {
+		s := e.get(id)
+		if s.GetPhase() != PhasePending {
+			t.Fatalf("phase after shutdown = %q", s.GetPhase())
+		}
+		if c := condition(t, s, CondRunnerStarted); c.Reason != ReasonShutdown {
+			t.Fatalf("RunnerStarted = %+v", c)
+		}
+		e.waitNoClaim(id)
+	}
+}
+
+// Claims of a dead owner are taken over by the sweep: the session is
+// restarted (policy restart) or Failed RunnerLost (policy fail); a claim of
+// this replica's previous incarnation is recovered the same way.
+func TestSweepRecoversDeadOwnersClaims(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name   string
+		owner  string
+		policy string
+		phase  string
+		reason string
+	}{
+		{"dead owner restart", "ghost", LostRestart, PhaseRunning, ReasonStarted},
+		{"dead owner fail", "ghost", LostFail, PhaseFailed, ReasonRunnerLost},
+		{"own previous incarnation", "rm-0", LostRestart, PhaseRunning, ReasonStarted},
+		{"dead owner of a stopping session", "ghost", LostRestart, PhaseStopped, ReasonStopped},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t)
+			s := e.create("orphan")
+			id := s.GetMetadata().GetId()
+			from := PhaseRunning
+			if tc.phase == PhaseStopped {
+				from = PhaseStopping
+			}
+			e.setPhase(id, from)
+			ep := registry.Endpoint{SessionID: id, ProjectID: "proj", Owner: tc.owner, Host: "127.0.0.1", Port: 1, PID: 999999, StartedAt: time.Now(), State: registry.StateRunning}
+			if _, err := registry.Claim(t.Context(), e.runners, ep); err != nil {
+				t.Fatal(err)
+			}
+			rp := e.replica(replicaOpts{lost: tc.policy})
+			testenv.Eventually(t, 5*time.Second, func() error {
+				got := e.get(id)
+				c, ok := parseConditions(got.Conditions).get(CondRunnerStarted)
+				if got.GetPhase() != tc.phase || !ok || c.Reason != tc.reason {
+					return fmt.Errorf("phase %q conditions %s", got.GetPhase(), got.GetConditions())
+				}
+				return nil
+			})
+			rec, err := registry.Get(t.Context(), e.runners, id)
+			switch tc.phase {
+			case PhaseRunning:
+				if err != nil || rec.Owner != "rm-0" || rec.State != registry.StateRunning || rec.PID == 999999 {
+					t.Fatalf("record after restart = %+v, %v", rec, err)
+				}
+				if rp.mgr.Count() != 1 {
+					t.Fatalf("local runners = %d", rp.mgr.Count())
+				}
+			default:
+				e.waitNoClaim(id)
+			}
+		})
+	}
+}
+
+// A Running session with no claim anywhere (its runner is gone) is
+// recovered on its next event; nothing stays Running with nothing behind it.
+func TestRunningWithoutClaimIsRecovered(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	s := e.create("ghost run")
+	id := s.GetMetadata().GetId()
+	rp := e.replica(replicaOpts{lost: LostFail})
+	e.handle(rp, modified, e.setPhase(id, PhaseRunning))
+	got := e.waitPhase(id, PhaseFailed, 3*time.Second)
+	if c := condition(t, got, CondRunnerStarted); c.Reason != ReasonRunnerLost {
+		t.Fatalf("RunnerStarted = %+v", c)
+	}
+	e.waitNoClaim(id)
+}
+
+// A replica whose claim was taken over (it was presumed dead) kills its
+// runner without writing anything.
+func TestLostClaimKillsLocalRunner(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	rp := e.replica(replicaOpts{})
+	s := e.create("stolen")
+	id := s.GetMetadata().GetId()
+	e.handle(rp, added, s)
+	e.waitPhase(id, PhaseRunning, 3*time.Second)
+	rec, err := registry.Get(t.Context(), e.runners, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	thief := rec.Endpoint
+	thief.Owner, thief.PID = "thief", 1
+	if _, err := registry.Register(t.Context(), e.runners, thief, rec.Revision); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if pidAlive(rec.PID) || rp.mgr.Count() != 0 {
+			return fmt.Errorf("runner %d still alive", rec.PID)
+		}
+		return nil
+	})
+	if got, err := registry.Get(t.Context(), e.runners, id); err != nil || got.Owner != "thief" {
+		t.Fatalf("thief's record changed: %+v %v", got, err)
+	}
+	if p := e.get(id).GetPhase(); p != PhaseRunning {
+		t.Fatalf("phase written by the loser: %q", p)
+	}
+}
+
+// The resync starts Pending sessions no event started and recovers Running
+// ones without a claim.
+func TestResync(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	pending := e.create("no event").GetMetadata().GetId()
+	running := e.create("lost").GetMetadata().GetId()
+	e.setPhase(running, PhaseRunning)
+	e.replica(replicaOpts{resync: 200 * time.Millisecond})
+	e.waitPhase(pending, PhaseRunning, 5*time.Second)
+	testenv.Eventually(t, 5*time.Second, func() error {
+		got := e.get(running)
+		c, ok := parseConditions(got.Conditions).get(CondRunnerStarted)
+		if got.GetPhase() != PhaseRunning || !ok || c.Status != StatusTrue || c.Reason != ReasonStarted {
+			return fmt.Errorf("phase %q conditions %s", got.GetPhase(), got.GetConditions())
+		}
+		rec, err := registry.Get(t.Context(), e.runners, running)
+		if err != nil || rec.State != registry.StateRunning {
+			return fmt.Errorf("record %+v %v", rec, err)
+		}
+		return nil
+	})
+}
