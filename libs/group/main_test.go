@@ -1,16 +1,17 @@
 package group_test
 
 import (
-	"os"
 	"testing"
 
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/propagation"
+	"go.uber.org/goleak"
 )
 
 func TestMain(m *testing.M) {
 	// The events codec uses the global propagator, as telemetry.Setup
 	// configures it in the services.
 	otel.SetTextMapPropagator(propagation.TraceContext{})
-	os.Exit(m.Run())
+	// Run owns every goroutine it starts (and pcgroups' once stopped).
+	goleak.VerifyTestMain(m)
 }

@@ -42,4 +42,3 @@ func (s *Stats) Snapshot() StatsSnapshot {
 		Undecodable:  s.undecodable.Load(),
 	}
 }
-
