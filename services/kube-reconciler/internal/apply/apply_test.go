@@ -1,0 +1,193 @@
+package apply
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"testing"
+
+	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/spec"
+	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
+	"google.golang.org/protobuf/proto"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+)
+
+var nsSeq atomic.Int64
+
+func clients(t *testing.T) (kubernetes.Interface, dynamic.Interface) {
+	t.Helper()
+	cs, err := kubernetes.NewForConfig(kenv.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dyn, err := dynamic.NewForConfig(kenv.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cs, dyn
+}
+
+func uniqueNS(prefix string) string { return fmt.Sprintf("%s-%d", prefix, nsSeq.Add(1)) }
+
+func TestNamespaceReassertsLabels(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	cs, dyn := clients(t)
+	a := New(cs, dyn)
+	ns := spec.Namespace{Name: uniqueNS("ns"), Labels: spec.ManagedLabels("Proj")}
+	if err := a.Namespace(ctx, ns); err != nil {
+		t.Fatal(err)
+	}
+	got, err := cs.CoreV1().Namespaces().Get(ctx, ns.Name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rv := got.ResourceVersion
+	if err := a.Namespace(ctx, ns); err != nil {
+		t.Fatal(err)
+	}
+	if again, _ := cs.CoreV1().Namespaces().Get(ctx, ns.Name, metav1.GetOptions{}); again.ResourceVersion != rv {
+		t.Errorf("re-apply changed resourceVersion %s -> %s", rv, again.ResourceVersion)
+	}
+	// Someone edits the managed label and adds one of their own.
+	got.Labels[spec.LabelManaged] = "false"
+	got.Labels["other"] = "kept"
+	if _, err := cs.CoreV1().Namespaces().Update(ctx, got, metav1.UpdateOptions{FieldManager: "kubectl"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Namespace(ctx, ns); err != nil {
+		t.Fatal(err)
+	}
+	final, _ := cs.CoreV1().Namespaces().Get(ctx, ns.Name, metav1.GetOptions{})
+	if final.Labels[spec.LabelManaged] != "true" || final.Labels["other"] != "kept" || final.Labels[spec.LabelProjectID] != "Proj" {
+		t.Errorf("labels = %v, want managed re-asserted and other kept", final.Labels)
+	}
+}
+
+func TestRoleBindingsApplyPruneRecreate(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	cs, dyn := clients(t)
+	a := New(cs, dyn)
+	ns := uniqueNS("rb")
+	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	labels := spec.ManagedLabels("p")
+	want := []spec.RoleBinding{
+		{Name: "ambient-a-ambient-project-edit", Group: "a", Role: "ambient-project-edit"},
+		{Name: "ambient-b-ambient-project-view", Group: "b", Role: "ambient-project-view"},
+	}
+	if res, err := a.RoleBindings(ctx, ns, labels, want); err != nil || res.Applied != 2 {
+		t.Fatalf("RoleBindings = %+v, %v", res, err)
+	}
+	// A binding nobody manages must survive pruning.
+	if err := createUnmanaged(ctx, cs, ns, "foreign"); err != nil {
+		t.Fatal(err)
+	}
+	rvA := rv(t, cs, ns, want[0].Name)
+	if _, err := a.RoleBindings(ctx, ns, labels, want); err != nil {
+		t.Fatal(err)
+	}
+	if got := rv(t, cs, ns, want[0].Name); got != rvA {
+		t.Errorf("re-apply changed resourceVersion %s -> %s", rvA, got)
+	}
+	res, err := a.RoleBindings(ctx, ns, labels, want[:1])
+	if err != nil || res.Pruned != 1 {
+		t.Fatalf("prune = %+v, %v; want 1 pruned", res, err)
+	}
+	if _, err := cs.RbacV1().RoleBindings(ns).Get(ctx, want[1].Name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("pruned binding still there: %v", err)
+	}
+	if _, err := cs.RbacV1().RoleBindings(ns).Get(ctx, "foreign", metav1.GetOptions{}); err != nil {
+		t.Errorf("unmanaged binding removed: %v", err)
+	}
+	// Same name, other role: roleRef is immutable, so delete + recreate.
+	changed := []spec.RoleBinding{{Name: want[0].Name, Group: "a", Role: "ambient-project-admin"}}
+	res, err = a.RoleBindings(ctx, ns, labels, changed)
+	if err != nil || res.Recreated != 1 {
+		t.Fatalf("recreate = %+v, %v; want 1 recreated", res, err)
+	}
+	got, err := cs.RbacV1().RoleBindings(ns).Get(ctx, want[0].Name, metav1.GetOptions{})
+	if err != nil || got.RoleRef.Name != "ambient-project-admin" || got.Subjects[0].Kind != "Group" || got.Subjects[0].Name != "a" {
+		t.Fatalf("recreated binding = %+v, %v", got, err)
+	}
+}
+
+func createUnmanaged(ctx context.Context, cs kubernetes.Interface, ns, name string) error {
+	rb := &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "view"},
+		Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.GroupKind, Name: "g"}},
+	}
+	_, err := cs.RbacV1().RoleBindings(ns).Create(ctx, rb, metav1.CreateOptions{})
+	return err
+}
+
+func rv(t *testing.T, cs kubernetes.Interface, ns, name string) string {
+	t.Helper()
+	got, err := cs.RbacV1().RoleBindings(ns).Get(t.Context(), name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got.ResourceVersion
+}
+
+func TestSessionApplyOwnsOnlySpec(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	cs, dyn := clients(t)
+	a := New(cs, dyn)
+	ns := uniqueNS("as")
+	if err := a.Namespace(ctx, spec.Namespace{Name: ns, Labels: spec.ManagedLabels("p")}); err != nil {
+		t.Fatal(err)
+	}
+	s := &ambientv1.Session{Metadata: &ambientv1.ObjectReference{Id: "S1"}, Name: "n", ProjectId: proto.String("p"),
+		Prompt: proto.String("hi"), LlmModel: proto.String("m"), BotAccountName: proto.String("bot")}
+	desired, err := spec.Session(s, ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	obj, err := a.Session(ctx, desired)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The operator sets status through the subresource.
+	obj.Object["status"] = map[string]any{"phase": "Running", "sdkSessionId": "sdk"}
+	withStatus, err := dyn.Resource(AgenticSessionGVR).Namespace(ns).UpdateStatus(ctx, obj, metav1.UpdateOptions{FieldManager: "operator"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := a.Session(ctx, desired)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.GetResourceVersion() != withStatus.GetResourceVersion() {
+		t.Errorf("re-apply changed resourceVersion %s -> %s", withStatus.GetResourceVersion(), again.GetResourceVersion())
+	}
+	// Drop the bot account: the field goes away, status stays.
+	s.BotAccountName = nil
+	desired, _ = spec.Session(s, ns)
+	updated, err := a.Session(ctx, desired)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, found, _ := unstructured.NestedMap(updated.Object, "spec", "botAccount"); found {
+		t.Error("spec.botAccount still set after it was dropped")
+	}
+	if phase, _, _ := unstructured.NestedString(updated.Object, "status", "phase"); phase != "Running" {
+		t.Errorf("status.phase = %q, want Running (untouched)", phase)
+	}
+	if err := a.DeleteSession(ctx, ns, desired.Name); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.DeleteSession(ctx, ns, desired.Name); err != nil {
+		t.Errorf("second delete: %v, want nil", err)
+	}
+}

@@ -1,0 +1,95 @@
+package apply
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/spec"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	rbacv1ac "k8s.io/client-go/applyconfigurations/rbac/v1"
+)
+
+// RoleBindingResult counts what RoleBindings did.
+type RoleBindingResult struct {
+	Applied   int // bindings applied (no-ops included)
+	Recreated int // bindings deleted and created again because their roleRef changed
+	Pruned    int // managed bindings deleted because their entry is gone
+}
+
+// RoleBindings makes the managed RoleBindings of namespace exactly want: each
+// is applied (subject Group, roleRef ClusterRole, labels), a binding whose
+// roleRef differs is deleted and created again (roleRef is immutable), and every
+// other binding carrying the managed-by label is deleted. Bindings without that
+// label are never touched.
+func (a *Applier) RoleBindings(ctx context.Context, namespace string, labels map[string]string, want []spec.RoleBinding) (RoleBindingResult, error) {
+	var res RoleBindingResult
+	keep := make(map[string]bool, len(want))
+	for _, b := range want {
+		keep[b.Name] = true
+		recreated, err := a.roleBinding(ctx, namespace, labels, b)
+		if err != nil {
+			return res, err
+		}
+		res.Applied++
+		if recreated {
+			res.Recreated++
+		}
+	}
+	list, err := a.kube.RbacV1().RoleBindings(namespace).List(ctx, metav1.ListOptions{LabelSelector: spec.ManagedSelector})
+	if err != nil {
+		return res, fmt.Errorf("list rolebindings %s: %w", namespace, err)
+	}
+	for i := range list.Items {
+		rb := &list.Items[i]
+		if keep[rb.Name] {
+			continue
+		}
+		if err := a.deleteRoleBinding(ctx, rb); err != nil {
+			return res, err
+		}
+		res.Pruned++
+	}
+	return res, nil
+}
+
+func (a *Applier) roleBinding(ctx context.Context, namespace string, labels map[string]string, b spec.RoleBinding) (recreated bool, err error) {
+	cfg := rbacv1ac.RoleBinding(b.Name, namespace).
+		WithLabels(labels).
+		WithRoleRef(rbacv1ac.RoleRef().WithAPIGroup(rbacv1.GroupName).WithKind("ClusterRole").WithName(b.Role)).
+		WithSubjects(rbacv1ac.Subject().WithKind(rbacv1.GroupKind).WithAPIGroup(rbacv1.GroupName).WithName(b.Group))
+	client := a.kube.RbacV1().RoleBindings(namespace)
+	opts := metav1.ApplyOptions{FieldManager: FieldManager, Force: true}
+	_, err = client.Apply(ctx, cfg, opts)
+	if err == nil {
+		return false, nil
+	}
+	if !apierrors.IsInvalid(err) {
+		return false, fmt.Errorf("apply rolebinding %s/%s: %w", namespace, b.Name, err)
+	}
+	// roleRef is immutable: an existing binding of the same name with another
+	// roleRef makes apply Invalid. Delete it and create it again.
+	cur, getErr := client.Get(ctx, b.Name, metav1.GetOptions{})
+	if getErr != nil || (cur.RoleRef.Kind == "ClusterRole" && cur.RoleRef.Name == b.Role) {
+		return false, fmt.Errorf("apply rolebinding %s/%s: %w", namespace, b.Name, err)
+	}
+	if err := a.deleteRoleBinding(ctx, cur); err != nil {
+		return false, err
+	}
+	if _, err := client.Apply(ctx, cfg, opts); err != nil {
+		return true, fmt.Errorf("recreate rolebinding %s/%s: %w", namespace, b.Name, err)
+	}
+	return true, nil
+}
+
+// deleteRoleBinding deletes rb if it is still the same object (UID
+// precondition); already gone is fine.
+func (a *Applier) deleteRoleBinding(ctx context.Context, rb *rbacv1.RoleBinding) error {
+	uid := rb.UID
+	err := a.kube.RbacV1().RoleBindings(rb.Namespace).Delete(ctx, rb.Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}})
+	if err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("delete rolebinding %s/%s: %w", rb.Namespace, rb.Name, err)
+	}
+	return nil
+}

@@ -1,0 +1,72 @@
+package apply
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/spec"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+)
+
+// crDocument is the apply body of an AgenticSession: only the fields the
+// reconciler owns. It never has a status, so the operator's status is untouched.
+type crDocument struct {
+	APIVersion string                  `json:"apiVersion"`
+	Kind       string                  `json:"kind"`
+	Metadata   crMetadata              `json:"metadata"`
+	Spec       spec.AgenticSessionSpec `json:"spec"`
+}
+
+type crMetadata struct {
+	Name        string            `json:"name"`
+	Namespace   string            `json:"namespace"`
+	Labels      map[string]string `json:"labels,omitempty"`
+	Annotations map[string]string `json:"annotations,omitempty"`
+}
+
+// SessionObject returns the unstructured apply body of as.
+func SessionObject(as *spec.AgenticSession) (*unstructured.Unstructured, error) {
+	doc := crDocument{
+		APIVersion: AgenticSessionGVR.GroupVersion().String(),
+		Kind:       spec.Kind,
+		Metadata:   crMetadata{Name: as.Name, Namespace: as.Namespace, Labels: as.Labels, Annotations: as.Annotations},
+		Spec:       as.Spec,
+	}
+	b, err := json.Marshal(doc)
+	if err != nil {
+		return nil, fmt.Errorf("encode agenticsession %s/%s: %w", as.Namespace, as.Name, err)
+	}
+	u := &unstructured.Unstructured{}
+	if err := u.UnmarshalJSON(b); err != nil {
+		return nil, fmt.Errorf("decode agenticsession %s/%s: %w", as.Namespace, as.Name, err)
+	}
+	return u, nil
+}
+
+// Session applies as and returns the object as stored (with its UID). Fields
+// the reconciler set before and no longer sets are removed from the object, as
+// server-side apply does for a field manager's own fields. Errors from the API
+// server are wrapped; apierrors.IsInvalid tells a spec the server refused.
+func (a *Applier) Session(ctx context.Context, as *spec.AgenticSession) (*unstructured.Unstructured, error) {
+	u, err := SessionObject(as)
+	if err != nil {
+		return nil, err
+	}
+	got, err := a.dyn.Resource(AgenticSessionGVR).Namespace(as.Namespace).Apply(ctx, as.Name, u, metav1.ApplyOptions{FieldManager: FieldManager, Force: true})
+	if err != nil {
+		return nil, fmt.Errorf("apply agenticsession %s/%s: %w", as.Namespace, as.Name, err)
+	}
+	return got, nil
+}
+
+// DeleteSession deletes the AgenticSession namespace/name; already gone is fine.
+func (a *Applier) DeleteSession(ctx context.Context, namespace, name string) error {
+	err := a.dyn.Resource(AgenticSessionGVR).Namespace(namespace).Delete(ctx, name, metav1.DeleteOptions{})
+	if err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("delete agenticsession %s/%s: %w", namespace, name, err)
+	}
+	return nil
+}

@@ -1,0 +1,170 @@
+package reconcile
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/ambient-code/control-plane/libs/logkey"
+	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
+	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/metrics"
+	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/spec"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
+)
+
+// Condition written on a session whose fields cannot make an AgenticSession.
+const (
+	ConditionReconciled = "Reconciled"
+	ReasonInvalidSpec   = "InvalidSpec"
+	PhaseFailed         = "Failed"
+)
+
+// Condition is one entry of a session's conditions JSON as this service writes
+// it. It has no timestamp on purpose: the same failure must produce the same
+// bytes, so its echo compares equal and causes no further write.
+type Condition struct {
+	Type    string `json:"type"`
+	Status  string `json:"status"`
+	Reason  string `json:"reason"`
+	Message string `json:"message"`
+}
+
+// session applies the AgenticSession of s, or deletes it when s is deleted.
+func (r *Reconciler) session(ctx context.Context, s *ambientv1.Session, deleted bool, log *slog.Logger) (string, error) {
+	id := s.GetMetadata().GetId()
+	log = log.With(slog.String(logkey.SessionID, id), slog.String(logkey.ProjectID, s.GetProjectId()))
+	if deleted {
+		// Deleted sessions lose their CR whatever the selector says now: it may
+		// have selected the session when the CR was made.
+		if err := r.deleteCRs(ctx, s, id, types.NamespacedName{}); err != nil {
+			return metrics.ResultError, err
+		}
+		if r.cfg.Tracker != nil {
+			r.cfg.Tracker.Forget(id)
+		}
+		return metrics.ResultOK, nil
+	}
+	if !r.cfg.Selector.Selects(s) {
+		log.DebugContext(ctx, "session not run on kubernetes")
+		return metrics.ResultSkipped, nil
+	}
+	ns, err := r.projectNamespace(ctx, s.GetProjectId())
+	if err != nil && !errors.Is(err, spec.ErrInvalid) {
+		return metrics.ResultError, err
+	}
+	var desired *spec.AgenticSession
+	if err == nil {
+		desired, err = spec.Session(s, ns)
+	}
+	if err != nil {
+		return r.invalidSession(ctx, s, err, log)
+	}
+	key := types.NamespacedName{Namespace: desired.Namespace, Name: desired.Name}
+	if r.cfg.Tracker != nil {
+		// Before the apply, so the status informer's first look at a new CR
+		// already knows the session.
+		r.cfg.Tracker.Observe(s, key)
+	}
+	if err := r.ensureNamespace(ctx, ns, s.GetProjectId()); err != nil {
+		return metrics.ResultError, err
+	}
+	if _, err := r.cfg.Applier.Session(ctx, desired); err != nil {
+		if apierrors.IsInvalid(err) || apierrors.IsBadRequest(err) || apierrors.IsRequestEntityTooLargeError(err) {
+			return r.invalidSession(ctx, s, &spec.FieldError{Field: "spec", Reason: string(apierrors.ReasonForError(err)) + ": " + err.Error()}, log)
+		}
+		r.forgetOnNotFound(ns, err)
+		return metrics.ResultError, err
+	}
+	// A CR left under another name or namespace (kube_cr_name or the project
+	// changed) is no longer wanted.
+	if err := r.deleteCRs(ctx, nil, id, key); err != nil {
+		return metrics.ResultError, err
+	}
+	return metrics.ResultOK, nil
+}
+
+// deleteCRs deletes the CRs of session id except keep: the one computed from
+// s (when s is given and valid) and those the status informer indexed for id.
+func (r *Reconciler) deleteCRs(ctx context.Context, s *ambientv1.Session, id string, keep types.NamespacedName) error {
+	var targets []types.NamespacedName
+	if s != nil {
+		if ns, err := r.projectNamespace(ctx, s.GetProjectId()); err == nil {
+			if name, err := spec.CRName(s); err == nil {
+				targets = append(targets, types.NamespacedName{Namespace: ns, Name: name})
+			}
+		}
+	}
+	targets = append(targets, r.trackedCRs(id)...)
+	return r.deleteAll(ctx, targets, keep)
+}
+
+func (r *Reconciler) deleteAll(ctx context.Context, targets []types.NamespacedName, keep types.NamespacedName) error {
+	seen := map[types.NamespacedName]bool{keep: true}
+	for _, t := range targets {
+		if seen[t] {
+			continue
+		}
+		seen[t] = true
+		if err := r.cfg.Applier.DeleteSession(ctx, t.Namespace, t.Name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// invalidSession reports a session that can never get a CR: phase Failed with
+// a Reconciled=False condition naming the field, unless the session already
+// says exactly that (the echo of our own write). Any CR it had is deleted so
+// its status cannot overwrite the failure. The event is then acked.
+func (r *Reconciler) invalidSession(ctx context.Context, s *ambientv1.Session, cause error, log *slog.Logger) (string, error) {
+	id := s.GetMetadata().GetId()
+	r.cfg.Metrics.Rejected.WithLabelValues("sessions", "invalid_field").Inc()
+	log.WarnContext(ctx, "session refused", slog.String(logkey.Reason, cause.Error()))
+	if err := r.deleteAll(ctx, r.trackedCRs(id), types.NamespacedName{}); err != nil {
+		return metrics.ResultError, err
+	}
+	conds, err := json.Marshal([]Condition{{Type: ConditionReconciled, Status: "False", Reason: ReasonInvalidSpec, Message: cause.Error()}})
+	if err != nil {
+		return metrics.ResultError, fmt.Errorf("encode condition: %w", err)
+	}
+	if s.GetPhase() == PhaseFailed && jsonEqual(s.GetConditions(), string(conds)) {
+		return metrics.ResultInvalid, nil
+	}
+	c := string(conds)
+	phase := PhaseFailed
+	updated, err := r.cfg.API.UpdateSessionStatus(ctx, &ambientv1.UpdateSessionStatusRequest{Id: id, Phase: &phase, Conditions: &c})
+	switch status.Code(err) {
+	case codes.OK:
+	case codes.NotFound:
+		return metrics.ResultInvalid, nil // deleted meanwhile: nothing left to report on
+	default:
+		return metrics.ResultError, fmt.Errorf("report invalid session %s: %w", id, err)
+	}
+	if r.cfg.Tracker != nil {
+		r.cfg.Tracker.Observe(updated, types.NamespacedName{})
+	}
+	return metrics.ResultInvalid, nil
+}
+
+func (r *Reconciler) trackedCRs(id string) []types.NamespacedName {
+	if r.cfg.Tracker == nil {
+		return nil
+	}
+	return r.cfg.Tracker.CRsOf(id)
+}
+
+// jsonEqual compares two JSON documents by value; invalid JSON is never equal.
+func jsonEqual(a, b string) bool {
+	var x, y any
+	if json.Unmarshal([]byte(a), &x) != nil || json.Unmarshal([]byte(b), &y) != nil {
+		return false
+	}
+	ax, _ := json.Marshal(x) // re-encoding sorts object keys
+	by, _ := json.Marshal(y)
+	return string(ax) == string(by)
+}

@@ -1,0 +1,70 @@
+package reconcile
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+
+	"github.com/ambient-code/control-plane/libs/logkey"
+	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
+	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/metrics"
+	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/spec"
+)
+
+// settings makes the project's managed RoleBindings match group_access:
+// entries refused (role off the allow-list, invalid generated name) are logged
+// and counted and never bound; bindings whose entry is gone are pruned; a
+// deleted settings object prunes them all. A malformed group_access leaves the
+// existing bindings alone: pruning everything on a typo would lock users out.
+func (r *Reconciler) settings(ctx context.Context, ps *ambientv1.ProjectSettings, deleted bool, log *slog.Logger) (string, error) {
+	projectID := ps.GetProjectId()
+	log = log.With(slog.String(logkey.ProjectID, projectID))
+	ns, err := r.projectNamespace(ctx, projectID)
+	if err == nil && projectID == "" {
+		err = &spec.FieldError{Field: "project_id", Reason: "empty"}
+	}
+	var labels map[string]string
+	if err == nil {
+		labels, err = spec.ProjectLabels(projectID, "project_id")
+	}
+	if err != nil && !errors.Is(err, spec.ErrInvalid) {
+		return metrics.ResultError, err
+	}
+	if err != nil {
+		r.cfg.Metrics.Rejected.WithLabelValues("project_settings", "invalid_project").Inc()
+		log.WarnContext(ctx, "project settings refused", slog.String(logkey.Reason, err.Error()))
+		return metrics.ResultInvalid, nil
+	}
+	var want []spec.RoleBinding
+	result := metrics.ResultOK
+	if !deleted {
+		var rejected []spec.Rejection
+		want, rejected, err = spec.RoleBindings(ps, r.cfg.RoleAllowList)
+		if err != nil {
+			r.cfg.Metrics.Rejected.WithLabelValues("project_settings", "malformed_group_access").Inc()
+			log.WarnContext(ctx, "group_access refused, bindings left as they are", slog.String(logkey.Reason, err.Error()))
+			return metrics.ResultInvalid, nil
+		}
+		for _, rej := range rejected {
+			result = metrics.ResultInvalid
+			r.cfg.Metrics.Rejected.WithLabelValues("project_settings", "group_access_entry").Inc()
+			log.WarnContext(ctx, "group_access entry not bound", slog.String(logkey.Reason, rej.Error()))
+		}
+		if len(want) > 0 {
+			if err := r.ensureNamespace(ctx, ns, projectID); err != nil {
+				return metrics.ResultError, err
+			}
+		}
+	}
+	res, err := r.cfg.Applier.RoleBindings(ctx, ns, labels, want)
+	r.cfg.Metrics.Pruned.Add(float64(res.Pruned))
+	if err != nil {
+		r.forgetOnNotFound(ns, err)
+		return metrics.ResultError, err
+	}
+	if res.Pruned > 0 || res.Recreated > 0 {
+		log.InfoContext(ctx, "rolebindings changed", slog.String(logkey.Namespace, ns),
+			slog.Int("pruned", res.Pruned), slog.Int("recreated", res.Recreated))
+	}
+	return result, nil
+}

@@ -1,0 +1,282 @@
+package spec
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"maps"
+	"math"
+	"strings"
+
+	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
+	apivalidation "k8s.io/apimachinery/pkg/api/validation"
+	metav1validation "k8s.io/apimachinery/pkg/apis/meta/v1/validation"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+)
+
+// AgenticSession API coordinates.
+const (
+	Group    = "vteam.ambient-code"
+	Version  = "v1alpha1"
+	Kind     = "AgenticSession"
+	Resource = "agenticsessions"
+)
+
+// maxPromptBytes keeps a session well under etcd's 1.5 MiB object limit, so an
+// oversize prompt is reported on the session instead of failing every retry.
+const maxPromptBytes = 512 << 10
+
+// BranchPrefix is prepended to the CR name for repos without a branch.
+const BranchPrefix = "ambient/"
+
+// AgenticSession is the desired AgenticSession of a session: only the fields
+// the kube-reconciler owns (metadata it sets and the spec). Status belongs to
+// the operator and is never part of it.
+type AgenticSession struct {
+	Name        string
+	Namespace   string
+	SessionID   string
+	Labels      map[string]string
+	Annotations map[string]string
+	Spec        AgenticSessionSpec
+}
+
+// AgenticSessionSpec mirrors the CRD's spec. Empty fields are omitted so that,
+// under server-side apply, the reconciler owns exactly the fields it sets.
+type AgenticSessionSpec struct {
+	DisplayName          string            `json:"displayName,omitempty"`
+	InitialPrompt        string            `json:"initialPrompt,omitempty"`
+	Timeout              *int32            `json:"timeout,omitempty"`
+	Project              string            `json:"project,omitempty"`
+	Repos                []Repo            `json:"repos,omitempty"`
+	LLMSettings          *LLMSettings      `json:"llmSettings,omitempty"`
+	BotAccount           *BotAccount       `json:"botAccount,omitempty"`
+	ResourceOverrides    json.RawMessage   `json:"resourceOverrides,omitempty"`
+	EnvironmentVariables map[string]string `json:"environmentVariables,omitempty"`
+	UserContext          *UserContext      `json:"userContext,omitempty"`
+}
+
+// Repo is one repository of the session.
+type Repo struct {
+	URL    string `json:"url"`
+	Branch string `json:"branch,omitempty"`
+	Name   string `json:"name,omitempty"`
+}
+
+// LLMSettings is set when any of the session's llm_* fields is.
+type LLMSettings struct {
+	Model       string   `json:"model,omitempty"`
+	Temperature *float64 `json:"temperature,omitempty"`
+	MaxTokens   *int32   `json:"maxTokens,omitempty"`
+}
+
+// BotAccount names the bot account the session acts as.
+type BotAccount struct {
+	Name string `json:"name"`
+}
+
+// UserContext carries the user the session runs for.
+type UserContext struct {
+	UserID string `json:"userId"`
+}
+
+// CRName returns the AgenticSession name of s: kube_cr_name, else the session
+// id, lower-cased; a *FieldError when that is not an RFC 1123 subdomain.
+func CRName(s *ambientv1.Session) (string, error) {
+	src, fieldName := s.GetKubeCrName(), "kube_cr_name"
+	if src == "" {
+		src, fieldName = s.GetMetadata().GetId(), "id"
+	}
+	name := strings.ToLower(src)
+	if name == "" {
+		return "", fieldErr(fieldName, "empty")
+	}
+	if errs := validation.IsDNS1123Subdomain(name); len(errs) > 0 {
+		return "", fieldErr(fieldName, "resource name %q: %s", clip(name), strings.Join(errs, "; "))
+	}
+	return name, nil
+}
+
+// Session returns the desired AgenticSession of s in namespace. Every malformed
+// or invalid input gives a *FieldError naming the session field.
+func Session(s *ambientv1.Session, namespace string) (*AgenticSession, error) {
+	id := s.GetMetadata().GetId()
+	if id == "" {
+		return nil, fieldErr("id", "empty")
+	}
+	name, err := CRName(s)
+	if err != nil {
+		return nil, err
+	}
+	labels, err := userMap(s.GetLabels(), "labels", true)
+	if err != nil {
+		return nil, err
+	}
+	annotations, err := userMap(s.GetAnnotations(), "annotations", false)
+	if err != nil {
+		return nil, err
+	}
+	managed, err := ProjectLabels(s.GetProjectId(), "project_id")
+	if err != nil {
+		return nil, err
+	}
+	maps.Copy(labels, managed)
+	annotations[AnnotationSessionID] = id
+
+	sp, err := sessionSpec(s, name)
+	if err != nil {
+		return nil, err
+	}
+	return &AgenticSession{Name: name, Namespace: namespace, SessionID: id, Labels: labels, Annotations: annotations, Spec: sp}, nil
+}
+
+func sessionSpec(s *ambientv1.Session, crName string) (AgenticSessionSpec, error) {
+	if len(s.GetPrompt()) > maxPromptBytes {
+		return AgenticSessionSpec{}, fieldErr("prompt", "%d bytes, more than the %d allowed", len(s.GetPrompt()), maxPromptBytes)
+	}
+	sp := AgenticSessionSpec{
+		DisplayName:   s.GetName(),
+		InitialPrompt: s.GetPrompt(),
+		Timeout:       s.Timeout,
+		Project:       s.GetProjectId(),
+	}
+	repos, err := sessionRepos(s, crName)
+	if err != nil {
+		return sp, err
+	}
+	sp.Repos = repos
+	if t := s.LlmTemperature; t != nil && (math.IsNaN(*t) || math.IsInf(*t, 0)) {
+		return sp, fieldErr("llm_temperature", "%v is not a finite number", *t)
+	}
+	if s.LlmModel != nil || s.LlmTemperature != nil || s.LlmMaxTokens != nil {
+		sp.LLMSettings = &LLMSettings{Model: s.GetLlmModel(), Temperature: s.LlmTemperature, MaxTokens: s.LlmMaxTokens}
+	}
+	if s.BotAccountName != nil {
+		sp.BotAccount = &BotAccount{Name: s.GetBotAccountName()}
+	}
+	if sp.ResourceOverrides, err = jsonObject(s.GetResourceOverrides(), "resource_overrides"); err != nil {
+		return sp, err
+	}
+	if sp.EnvironmentVariables, err = envVars(s.GetEnvironmentVariables()); err != nil {
+		return sp, err
+	}
+	if s.CreatedByUserId != nil {
+		sp.UserContext = &UserContext{UserID: s.GetCreatedByUserId()}
+	}
+	return sp, nil
+}
+
+// sessionRepos parses repos (a JSON list of {"url", "branch"?, "name"?}); each
+// entry without a branch works on ambient/<cr-name>. With no repos but a
+// repo_url, that one repository is used.
+func sessionRepos(s *ambientv1.Session, crName string) ([]Repo, error) {
+	defaultBranch := BranchPrefix + crName
+	raw := strings.TrimSpace(s.GetRepos())
+	if raw == "" || raw == "null" {
+		if s.GetRepoUrl() == "" {
+			return nil, nil
+		}
+		return []Repo{{URL: s.GetRepoUrl(), Branch: defaultBranch}}, nil
+	}
+	var repos []Repo
+	if err := strictUnmarshal(raw, &repos); err != nil {
+		return nil, fieldErr("repos", "not a JSON list of {\"url\", \"branch\", \"name\"} objects: %v", err)
+	}
+	for i := range repos {
+		if strings.TrimSpace(repos[i].URL) == "" {
+			return nil, fieldErr("repos", "entry %d has no url", i)
+		}
+		if repos[i].Branch == "" {
+			repos[i].Branch = defaultBranch
+		}
+	}
+	return repos, nil
+}
+
+// userMap parses a JSON object of strings given by the user for labels or
+// annotations, validating keys and values as Kubernetes does. Keys under
+// ambient-code.io/ are refused: they are the control plane's own.
+func userMap(raw, fieldName string, isLabels bool) (map[string]string, error) {
+	out := map[string]string{}
+	raw = strings.TrimSpace(raw)
+	if raw == "" || raw == "null" {
+		return out, nil
+	}
+	if err := strictUnmarshal(raw, &out); err != nil {
+		return nil, fieldErr(fieldName, "not a JSON object of strings: %v", err)
+	}
+	if out == nil { // "null" spelled with white space inside a valid document
+		out = map[string]string{}
+	}
+	for k := range out {
+		if strings.HasPrefix(k, reservedPrefix) {
+			return nil, fieldErr(fieldName, "key %q uses the reserved prefix %s", clip(k), reservedPrefix)
+		}
+	}
+	var errs field.ErrorList
+	if isLabels {
+		errs = metav1validation.ValidateLabels(out, field.NewPath(fieldName))
+	} else {
+		errs = apivalidation.ValidateAnnotations(out, field.NewPath(fieldName))
+	}
+	if len(errs) > 0 {
+		return nil, fieldErr(fieldName, "%s", clip(errs.ToAggregate().Error()))
+	}
+	return out, nil
+}
+
+// jsonObject checks raw is a JSON object and returns it compacted.
+func jsonObject(raw, fieldName string) (json.RawMessage, error) {
+	raw = strings.TrimSpace(raw)
+	if raw == "" || raw == "null" {
+		return nil, nil
+	}
+	var obj map[string]json.RawMessage
+	if err := strictUnmarshal(raw, &obj); err != nil {
+		return nil, fieldErr(fieldName, "not a JSON object: %v", err)
+	}
+	if len(obj) == 0 {
+		return nil, nil
+	}
+	var buf bytes.Buffer
+	if err := json.Compact(&buf, []byte(raw)); err != nil {
+		return nil, fieldErr(fieldName, "not a JSON object: %v", err)
+	}
+	return buf.Bytes(), nil
+}
+
+// envVars parses environment_variables, a JSON object of strings whose keys are
+// valid environment variable names.
+func envVars(raw string) (map[string]string, error) {
+	raw = strings.TrimSpace(raw)
+	if raw == "" || raw == "null" {
+		return nil, nil
+	}
+	var env map[string]string
+	if err := strictUnmarshal(raw, &env); err != nil {
+		return nil, fieldErr("environment_variables", "not a JSON object of strings: %v", err)
+	}
+	for k := range env {
+		if errs := validation.IsEnvVarName(k); len(errs) > 0 {
+			return nil, fieldErr("environment_variables", "name %q: %s", clip(k), strings.Join(errs, "; "))
+		}
+	}
+	if len(env) == 0 {
+		return nil, nil
+	}
+	return env, nil
+}
+
+// strictUnmarshal decodes exactly one JSON value, refusing trailing data.
+func strictUnmarshal(raw string, v any) error {
+	dec := json.NewDecoder(strings.NewReader(raw))
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return errors.New("trailing data after the JSON value")
+	}
+	return nil
+}
