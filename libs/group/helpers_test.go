@@ -85,7 +85,10 @@ func startMember(t *testing.T, srv *natsserver.Server, cfg group.Config, h group
 	t.Cleanup(func() {
 		cancel()
 		select {
-		case <-m.done:
+		case err := <-m.done:
+			if err != nil {
+				t.Logf("member %s stopped: %v", cfg.Member, err)
+			}
 		case <-time.After(15 * time.Second):
 			t.Errorf("member %s did not stop", cfg.Member)
 		}

@@ -108,7 +108,9 @@ func Run(ctx context.Context, js jetstream.JetStream, cfg Config, h Handler, log
 			}
 			if restart := watchdog(ctx, m, w, cfg, mapping, &missingSince, log); restart {
 				cc.Stop()
-				waitDone(cc, leaveTimeout)
+				if err := waitDone(cc, leaveTimeout); err != nil {
+					log.Debug("group consumer stop", slog.Any(logkey.Err, err))
+				}
 				if cc, err = consume(); err != nil {
 					return stop(hctx, cancelHandlers, nil, w, m, cfg, log, err)
 				}
@@ -173,15 +175,20 @@ func stop(hctx context.Context, cancelHandlers context.CancelFunc, cc pcgroups.C
 		log.Info("consumer group left")
 	}
 	if cc != nil {
-		waitDone(cc, leaveTimeout)
+		if err := waitDone(cc, leaveTimeout); err != nil {
+			log.Debug("group consumer stop", slog.Any(logkey.Err, err))
+		}
 	}
 	return cause
 }
 
-// waitDone waits (bounded) for pcgroups' goroutine to finish after Stop.
-func waitDone(cc pcgroups.ConsumerGroupConsumeContext, d time.Duration) {
+// waitDone waits (bounded) for pcgroups' goroutine to finish after Stop
+// and returns why it ended (nil after a plain Stop).
+func waitDone(cc pcgroups.ConsumerGroupConsumeContext, d time.Duration) error {
 	select {
-	case <-cc.Done():
+	case err := <-cc.Done():
+		return err
 	case <-time.After(d):
+		return fmt.Errorf("group consumer still running after %s", d)
 	}
 }
