@@ -1,0 +1,85 @@
+package config
+
+import (
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ambient-code/control-plane/libs/envconfig"
+)
+
+func TestLoad(t *testing.T) {
+	t.Parallel()
+	base := map[string]string{EnvAPIToken: "tok", "HOME": "/home/u", EnvMemberID: "rm-0"}
+	with := func(kv ...string) map[string]string {
+		m := map[string]string{}
+		for k, v := range base {
+			m[k] = v
+		}
+		for i := 0; i+1 < len(kv); i += 2 {
+			m[kv[i]] = kv[i+1]
+		}
+		return m
+	}
+	tests := []struct {
+		name    string
+		env     map[string]string
+		wantErr []string // variable names the error must mention
+		check   func(t *testing.T, c Config)
+	}{
+		{"defaults", base, nil, func(t *testing.T, c Config) {
+			if c.WorkspaceRoot != "/home/u/.ambient/workspaces" || !slices.Equal(c.RunnerCommand, []string{"python", "local_entry.py"}) ||
+				c.PortLow != 9100 || c.PortHigh != 9199 || c.MaxSessions != 10 || c.StopGrace != 10*time.Second ||
+				c.HealthInterval != 500*time.Millisecond || c.HealthAttempts != 30 || c.BossSpace != "default" ||
+				c.AdvertiseHost != "127.0.0.1" || !slices.Equal(c.Projects, []string{"*"}) || c.LostPolicy != "restart" {
+				t.Fatalf("defaults = %+v", c)
+			}
+		}},
+		{"quoted command", with(EnvRunnerCommand, `python "my runner.py" --name 'a b'`), nil, func(t *testing.T, c Config) {
+			if !slices.Equal(c.RunnerCommand, []string{"python", "my runner.py", "--name", "a b"}) {
+				t.Fatalf("argv = %q", c.RunnerCommand)
+			}
+		}},
+		{"canary slice", with(EnvMemberPartitions, "1, 3"), nil, func(t *testing.T, c Config) {
+			if !slices.Equal(c.MemberPartitions, []int{1, 3}) {
+				t.Fatalf("partitions = %v", c.MemberPartitions)
+			}
+		}},
+		{"missing token", map[string]string{"HOME": "/h", EnvMemberID: "x"}, []string{EnvAPIToken}, nil},
+		{"many bad values", with(EnvPortRange, "9200-9100", EnvMaxSessions, "0", EnvRunnerCommand, `python "unterminated`,
+			EnvLostPolicy, "maybe", EnvMemberPartitions, "99", EnvWorkspaceRoot, "relative/path", EnvSessionLabel, "novalue",
+			EnvStopGrace, "-1s", EnvNATSURL, "http://x", EnvMemberID, "bad.name"),
+			[]string{EnvPortRange, EnvMaxSessions, EnvRunnerCommand, EnvLostPolicy, EnvMemberPartitions, EnvWorkspaceRoot,
+				EnvSessionLabel, EnvStopGrace, EnvNATSURL, EnvMemberID}, nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			c, err := Load(envconfig.Map(tc.env), nil)
+			if len(tc.wantErr) == 0 {
+				if err != nil {
+					t.Fatal(err)
+				}
+				tc.check(t, c)
+				return
+			}
+			if err == nil {
+				t.Fatal("no error")
+			}
+			var ve *envconfig.VarError
+			if !errors.As(err, &ve) {
+				t.Fatalf("error %v is not a VarError", err)
+			}
+			for _, name := range tc.wantErr {
+				if !strings.Contains(err.Error(), name) {
+					t.Errorf("error does not name %s:\n%v", name, err)
+				}
+			}
+			if strings.Contains(err.Error(), "tok") {
+				t.Error("error leaks the token")
+			}
+		})
+	}
+}
