@@ -1,6 +1,7 @@
 package natsserver
 
 import (
+	"crypto/tls"
 	"fmt"
 	"net"
 	"sync"
@@ -34,6 +35,9 @@ type Options struct {
 	Username string
 	Password string
 	Token    string
+	// TLS, when set, makes the server require TLS; set ClientAuth to
+	// tls.RequireAndVerifyClientCert to demand client certificates.
+	TLS *tls.Config
 	// MaxMemory and MaxStore cap JetStream resources (0 = server default).
 	MaxMemory int64
 	MaxStore  int64
@@ -94,6 +98,12 @@ func (s *Server) start() error {
 		Debug:                 s.opts.Debug,
 		Trace:                 s.opts.Trace,
 		DisableShortFirstPing: true,
+	}
+	if s.opts.TLS != nil {
+		so.TLS = true
+		so.TLSConfig = s.opts.TLS
+		so.TLSVerify = s.opts.TLS.ClientAuth == tls.RequireAndVerifyClientCert
+		so.TLSTimeout = 2
 	}
 	srv, err := server.NewServer(so)
 	if err != nil {
