@@ -16,6 +16,8 @@ import (
 
 	"github.com/ambient-code/control-plane/libs/apiclient"
 	"github.com/ambient-code/control-plane/libs/bus"
+	"github.com/ambient-code/control-plane/libs/events"
+	"github.com/ambient-code/control-plane/libs/health"
 	"github.com/ambient-code/control-plane/libs/logkey"
 	"github.com/ambient-code/control-plane/libs/telemetry"
 	eventsv1 "github.com/ambient-code/control-plane/proto/ambient/events/v1"
@@ -130,35 +132,45 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Optio
 		newResource(watch.ProjectSettings(api), pub, objects, cfg.Workers, wcfg, m, log),
 	}
 
-	checks := []check{
-		{name: "nats", fn: func(context.Context) error {
+	hs, err := health.New(health.Options{Addr: cfg.MetricsAddr, Registry: prov.Registry, Logger: log, Checks: map[string]health.Check{
+		"nats": func(context.Context) error {
 			if !nc.IsConnected() {
 				return fmt.Errorf("nats %s", nc.Status())
 			}
 			return nil
-		}},
-		{name: "api", fn: func(ctx context.Context) error {
+		},
+		"api": func(ctx context.Context) error {
 			// One item of one page: cheap, and proves address, TLS and token.
 			_, err := api.Projects().ListProjects(ctx, &ambientv1.ListProjectsRequest{Page: 1, Size: 1})
 			return err
-		}},
-		{name: "lease", fn: func(context.Context) error {
+		},
+		"lease": func(context.Context) error {
 			if !elector.IsLeader() {
 				return nil // a standby is ready: it is what it should be
 			}
 			for _, r := range runners {
 				if !r.connected() {
-					return fmt.Errorf("leader: %s watch not synced", r.resource())
+					return fmt.Errorf("leader: %s watch not synced", events.ResourceToken(r.resource()))
 				}
 			}
 			return nil
-		}},
+		},
+	}})
+	if err != nil {
+		return fmt.Errorf("health server: %w", err)
+	}
+	ln, err := hs.Listen(ctx)
+	if err != nil {
+		return err
+	}
+	if o.ready != nil {
+		o.ready(ln.Addr().String())
 	}
 
 	log.Info("informer starting", slog.String("stream", cfg.Stream), slog.String("subject_prefix", cfg.SubjectPrefix),
 		slog.String("objects_bucket", cfg.ObjectsBucket), slog.String("lease_key", cfg.LeaseKey), slog.Bool("shadow", cfg.Shadow()))
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return serveHTTP(gctx, cfg.MetricsAddr, prov.Registry, checks, o.ready) })
+	g.Go(func() error { return hs.Serve(gctx, ln) })
 	g.Go(func() error {
 		err := elector.Run(gctx, func(lctx context.Context) error { return lead(lctx, runners) })
 		if err != nil {

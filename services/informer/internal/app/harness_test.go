@@ -233,19 +233,56 @@ func (h *harness) tryStreamEvents(stream string) ([]*eventsv1.ResourceEvent, err
 	if err != nil {
 		return nil, fmt.Errorf("stream info: %w", err)
 	}
-	out := make([]*eventsv1.ResourceEvent, 0, info.State.Msgs)
-	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
-		m, err := s.GetMsg(ctx, seq)
+	n := int(info.State.Msgs)
+	out := make([]*eventsv1.ResourceEvent, 0, n)
+	if n == 0 {
+		return out, nil
+	}
+	c, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		return nil, fmt.Errorf("consumer: %w", err)
+	}
+	for len(out) < n {
+		batch, err := c.Fetch(n-len(out), jetstream.FetchMaxWait(5*time.Second))
 		if err != nil {
-			return nil, fmt.Errorf("get msg %d: %w", seq, err)
+			return nil, fmt.Errorf("fetch: %w", err)
 		}
-		_, ev, err := events.Decode(ctx, m.Header, m.Data)
-		if err != nil {
-			return nil, fmt.Errorf("decode msg %d: %w", seq, err)
+		got := 0
+		for m := range batch.Messages() {
+			got++
+			_, ev, err := events.Decode(ctx, m.Headers(), m.Data())
+			if err != nil {
+				return nil, fmt.Errorf("decode: %w", err)
+			}
+			out = append(out, ev)
 		}
-		out = append(out, ev)
+		if err := batch.Error(); err != nil {
+			return nil, fmt.Errorf("fetch: %w", err)
+		}
+		if got == 0 {
+			return nil, fmt.Errorf("fetched %d of %d messages", len(out), n)
+		}
 	}
 	return out, nil
+}
+
+// kvKeyCount returns the number of live keys in bucket.
+func (h *harness) kvKeyCount(bucket string) (int, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	kv, err := h.js.KeyValue(ctx, bucket)
+	if err != nil {
+		return 0, err
+	}
+	l, err := kv.ListKeys(ctx)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for range l.Keys() {
+		n++
+	}
+	return n, nil
 }
 
 // streamCount returns the number of messages in stream.
@@ -320,21 +357,28 @@ func (h *harness) apiState() map[string]*eventsv1.Object {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	out := map[string]*eventsv1.Object{}
-	ss, err := h.c.ListSessions(ctx)
+	// In-process lists: cheaper than gRPC, same data.
+	ss, err := apiclient.ListAll(ctx, 500, func(ctx context.Context, page, size int32) (*ambientv1.ListSessionsResponse, error) {
+		return h.api.Sessions().ListSessions(ctx, &ambientv1.ListSessionsRequest{Page: page, Size: size})
+	})
 	if err != nil {
 		h.t.Fatal(err)
 	}
 	for _, o := range ss {
 		out[events.ObjectKey(eventsv1.Resource_RESOURCE_SESSIONS, o.GetMetadata().GetId())] = events.Wrap(o)
 	}
-	ps, err := h.c.ListProjects(ctx)
+	ps, err := apiclient.ListAll(ctx, 500, func(ctx context.Context, page, size int32) (*ambientv1.ListProjectsResponse, error) {
+		return h.api.Projects().ListProjects(ctx, &ambientv1.ListProjectsRequest{Page: page, Size: size})
+	})
 	if err != nil {
 		h.t.Fatal(err)
 	}
 	for _, o := range ps {
 		out[events.ObjectKey(eventsv1.Resource_RESOURCE_PROJECTS, o.GetMetadata().GetId())] = events.Wrap(o)
 	}
-	st, err := h.c.ListProjectSettings(ctx)
+	st, err := apiclient.ListAll(ctx, 500, func(ctx context.Context, page, size int32) (*ambientv1.ListProjectSettingsResponse, error) {
+		return h.api.ProjectSettings().ListProjectSettings(ctx, &ambientv1.ListProjectSettingsRequest{Page: page, Size: size})
+	})
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -411,6 +455,31 @@ func sameState(got, want map[string]*eventsv1.Object) error {
 // equal the API's state.
 func (h *harness) waitConverged(stream, bucket string, timeout time.Duration) []*eventsv1.ResourceEvent {
 	h.t.Helper()
+	start := time.Now()
+	defer func() { h.t.Logf("converged in %v", time.Since(start)) }()
+	// Cheap first: wait until KV holds as many objects as the API and the
+	// stream stopped growing; a full comparison per poll would starve the
+	// informer on a loaded machine.
+	var last uint64
+	testenv.Eventually(h.t, timeout, func() error {
+		ss, ps, st := h.api.Len()
+		keys, err := h.kvKeyCount(bucket)
+		if err != nil {
+			return err
+		}
+		if keys != ss+ps+st {
+			return fmt.Errorf("kv has %d keys, api %d objects", keys, ss+ps+st)
+		}
+		n, err := h.streamCount(stream)
+		if err != nil {
+			return err
+		}
+		if n != last {
+			last = n
+			return fmt.Errorf("stream %s still growing (%d)", stream, n)
+		}
+		return nil
+	})
 	var evs []*eventsv1.ResourceEvent
 	testenv.Eventually(h.t, timeout, func() error {
 		want := h.apiState()
@@ -449,18 +518,23 @@ func counts(evs []*eventsv1.ResourceEvent) map[string]int {
 // seed creates n sessions, p projects and p project settings.
 func (h *harness) seed(n, p int) {
 	h.t.Helper()
+	start := time.Now()
+	defer func() { h.t.Logf("seeded in %v", time.Since(start)) }()
 	ctx := context.Background()
+	// In-process calls: seeding over gRPC would dominate the test time.
 	for i := range p {
 		name := fmt.Sprintf("proj-%04d", i)
-		if _, err := h.c.CreateProject(ctx, &ambientv1.CreateProjectRequest{Name: name}); err != nil {
+		if _, err := h.api.Projects().CreateProject(ctx, &ambientv1.CreateProjectRequest{Name: name}); err != nil {
 			h.t.Fatal(err)
 		}
-		if _, err := h.c.CreateProjectSettings(ctx, &ambientv1.CreateProjectSettingsRequest{ProjectId: name, GroupAccess: proto.String(`[{"group":"devs","role":"edit"}]`)}); err != nil {
+		if _, err := h.api.ProjectSettings().CreateProjectSettings(ctx, &ambientv1.CreateProjectSettingsRequest{ProjectId: name, GroupAccess: proto.String(`[{"group":"devs","role":"edit"}]`)}); err != nil {
 			h.t.Fatal(err)
 		}
 	}
 	for i := range n {
-		h.createSession(fmt.Sprintf("seed-%05d", i))
+		if _, err := h.api.Sessions().CreateSession(ctx, &ambientv1.CreateSessionRequest{Name: fmt.Sprintf("seed-%05d", i), ProjectId: proto.String("proj-0000"), Prompt: proto.String("hello")}); err != nil {
+			h.t.Fatal(err)
+		}
 	}
 }
 

@@ -91,11 +91,11 @@ type Watcher[T events.APIObject] struct {
 }
 
 // New returns a Watcher that feeds store from src and calls enqueue for
-// every id that needs publishing. enqueue must not block.
+// every id that needs publishing. enqueue must not block. log should carry
+// the resource already.
 func New[T events.APIObject](src Source[T], store *diff.Store[T], enqueue func(id string), cfg Config, hooks Hooks, log *slog.Logger) *Watcher[T] {
 	return &Watcher[T]{
-		src: src, store: store, enqueue: enqueue, cfg: cfg.withDefaults(), hooks: hooks,
-		log: log.With(slog.String(logkey.Resource, events.ResourceToken(events.ResourceOf[T]()))),
+		src: src, store: store, enqueue: enqueue, cfg: cfg.withDefaults(), hooks: hooks, log: log,
 	}
 }
 

@@ -1,0 +1,155 @@
+// Package config loads event-tally's configuration from the environment.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"github.com/ambient-code/control-plane/libs/bus"
+	"github.com/ambient-code/control-plane/libs/envconfig"
+	"github.com/ambient-code/control-plane/libs/events"
+	"github.com/ambient-code/control-plane/libs/group"
+)
+
+// Environment variables read by FromEnv (names shared with the other
+// consumer services).
+const (
+	EnvNATSURL          = "NATS_URL"
+	EnvNATSCredsFile    = "NATS_CREDS_FILE"
+	EnvNATSUser         = "NATS_USER"
+	EnvNATSPassword     = "NATS_PASSWORD"
+	EnvNATSToken        = "NATS_TOKEN"
+	EnvNATSCAFile       = "NATS_CA_FILE"
+	EnvNATSCertFile     = "NATS_CERT_FILE"
+	EnvNATSKeyFile      = "NATS_KEY_FILE"
+	EnvSubjectPrefix    = "SUBJECT_PREFIX"
+	EnvEventsStream     = "EVENTS_STREAM"
+	EnvGroup            = "CONSUMER_GROUP"
+	EnvMemberID         = "MEMBER_ID"
+	EnvPartitions       = "GROUP_PARTITIONS"
+	EnvMemberPartitions = "GROUP_MEMBER_PARTITIONS"
+	EnvLogLevel         = "LOG_LEVEL"
+	EnvMetricsAddr      = "METRICS_ADDR"
+	EnvOTLPEndpoint     = "OTEL_EXPORTER_OTLP_ENDPOINT"
+)
+
+// Defaults (mirrored in the Helm values).
+const (
+	DefaultNATSURL     = "nats://127.0.0.1:4222"
+	DefaultGroup       = "event-tally"
+	DefaultPartitions  = group.DefaultPartitions
+	DefaultLogLevel    = "info"
+	DefaultMetricsAddr = ":9090"
+)
+
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]*$`)
+
+// Config is event-tally's configuration. Pass it by value.
+type Config struct {
+	NATS             bus.ConnectConfig
+	SubjectPrefix    string
+	Stream           string
+	Group            string
+	MemberID         string
+	Partitions       int
+	MemberPartitions []int // canary slice; empty shares the partitions
+	LogLevel         string
+	MetricsAddr      string
+	OTLPEndpoint     string
+}
+
+// FromEnv reads the process environment (see Load).
+func FromEnv() (Config, error) { return Load(nil) }
+
+// Load reads the configuration through lookup (nil: the process
+// environment) and returns every problem at once, each naming its variable.
+func Load(lookup envconfig.LookupFunc) (Config, error) {
+	l := envconfig.New(lookup)
+	c := Config{
+		NATS: bus.ConnectConfig{
+			URL:       l.String(EnvNATSURL, DefaultNATSURL),
+			CredsFile: l.File(EnvNATSCredsFile, ""),
+			User:      l.String(EnvNATSUser, ""),
+			Password:  l.Secret(EnvNATSPassword).Reveal(),
+			Token:     l.Secret(EnvNATSToken).Reveal(),
+			TLS: bus.TLSConfig{
+				CAFile:   l.File(EnvNATSCAFile, ""),
+				CertFile: l.File(EnvNATSCertFile, ""),
+				KeyFile:  l.File(EnvNATSKeyFile, ""),
+			},
+		},
+		SubjectPrefix: l.String(EnvSubjectPrefix, events.SubjectPrefix),
+		Stream:        l.String(EnvEventsStream, events.StreamName),
+		Group:         l.String(EnvGroup, DefaultGroup),
+		MemberID:      l.String(EnvMemberID, ""),
+		Partitions:    l.Int(EnvPartitions, DefaultPartitions, 1, 1024),
+		LogLevel:      l.Enum(EnvLogLevel, DefaultLogLevel, "debug", "info", "warn", "error"),
+		MetricsAddr:   l.HostPort(EnvMetricsAddr, DefaultMetricsAddr),
+		OTLPEndpoint:  l.String(EnvOTLPEndpoint, ""),
+	}
+	errs := []error{l.Err()}
+	bad := func(name, want, got string) {
+		errs = append(errs, &envconfig.VarError{Name: name, Want: want, Got: got})
+	}
+	parts, err := parsePartitions(l.String(EnvMemberPartitions, ""), c.Partitions)
+	if err != nil {
+		bad(EnvMemberPartitions, fmt.Sprintf(`partition numbers 0..%d as "1,2" or "0-3"`, c.Partitions-1), l.String(EnvMemberPartitions, ""))
+	}
+	c.MemberPartitions = parts
+	if strings.ContainsAny(c.SubjectPrefix, "*> ") || c.SubjectPrefix == "" {
+		bad(EnvSubjectPrefix, "a literal subject prefix", c.SubjectPrefix)
+	}
+	for name, v := range map[string]string{EnvEventsStream: c.Stream, EnvGroup: c.Group} {
+		if !nameRE.MatchString(v) {
+			bad(name, `letters, digits, "-" and "_"`, v)
+		}
+	}
+	if c.MemberID == "" {
+		host, err := os.Hostname()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: derive default from hostname: %w", EnvMemberID, err))
+		}
+		c.MemberID = host
+	}
+	if !nameRE.MatchString(c.MemberID) {
+		bad(EnvMemberID, `letters, digits, "-" and "_" (the pod name)`, c.MemberID)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return Config{}, fmt.Errorf("config: %w", err)
+	}
+	c.NATS.Name = "event-tally/" + c.MemberID
+	return c, nil
+}
+
+// parsePartitions parses "1,3", "0-3" or a mix ("0-1,5").
+func parsePartitions(s string, partitions int) ([]int, error) {
+	var out []int
+	for item := range strings.SplitSeq(s, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		lo, hi, isRange := strings.Cut(item, "-")
+		a, err := strconv.Atoi(strings.TrimSpace(lo))
+		if err != nil {
+			return nil, err
+		}
+		b := a
+		if isRange {
+			if b, err = strconv.Atoi(strings.TrimSpace(hi)); err != nil {
+				return nil, err
+			}
+		}
+		if a < 0 || b < a || b >= partitions {
+			return nil, fmt.Errorf("partition range %d-%d outside 0..%d", a, b, partitions-1)
+		}
+		for p := a; p <= b; p++ {
+			out = append(out, p)
+		}
+	}
+	return out, nil
+}
