@@ -1,4 +1,40 @@
-// Command event-tally is a placeholder until its issue lands.
+// Command event-tally joins the events stream as its own consumer group and
+// counts ADDED/MODIFIED/DELETED per resource, served at /tally and as
+// metrics.
 package main
 
-func main() {}
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/ambient-code/control-plane/libs/telemetry"
+	"github.com/ambient-code/control-plane/services/event-tally/internal/app"
+	"github.com/ambient-code/control-plane/services/event-tally/internal/config"
+)
+
+// version is stamped at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "event-tally:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	cfg, err := config.FromEnv()
+	if err != nil {
+		return err
+	}
+	log, err := telemetry.NewLogger(cfg.LogLevel, os.Stderr)
+	if err != nil {
+		return err
+	}
+	return app.Run(ctx, cfg, log, app.WithVersion(version))
+}
