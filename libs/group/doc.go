@@ -36,9 +36,11 @@
 //
 // Failover time after a member dies is about MemberTTL + MemberTTL/3 + the
 // consumer re-creation (~0.5 s): measured 1.1-1.6 s with MemberTTL 1 s in
-// TestKilledMemberPartitionsMove, so about 7 s with the default 5 s. A
-// graceful stop deletes the member's key and hands its partitions over at
-// once. A joining member gets its share within one heartbeat. All members
+// TestKilledMemberPartitionsMove, and 5.5-6.5 s with the defaults (5 s,
+// AckWait 10 s). A graceful stop deletes the member's key and hands its
+// partitions over at once. A joining member gets its share within one
+// heartbeat, or after AckWait+0.5 s when its consumer create races the old
+// owner's delete (pcgroups retries on that timer). All members
 // of a group must use the same Partitions, Resources, SubjectPrefix and
 // MemberTTL.
 //
