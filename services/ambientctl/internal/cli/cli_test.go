@@ -265,7 +265,7 @@ func TestTally(t *testing.T) {
 			return
 		}
 		w.Header().Set("Content-Type", "application/json")
-		fmt.Fprint(w, `{"resources":{"sessions":{"added":3,"modified":2,"deleted":1,"ids":3,"last_event":"2026-11-25T12:00:00Z"}}}`)
+		fmt.Fprint(w, `{"resources":{"sessions":{"added":3,"modified":2,"deleted":1,"ids":3,"last_event_time":"2026-11-25T12:00:00Z"}}}`)
 	}))
 	t.Cleanup(tally.Close)
 	h := newHarness(t, nil)

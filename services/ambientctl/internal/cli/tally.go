@@ -56,7 +56,7 @@ type tallyDoc struct {
 		Modified  int       `json:"modified"`
 		Deleted   int       `json:"deleted"`
 		IDs       int       `json:"ids"`
-		LastEvent time.Time `json:"last_event"`
+		LastEvent time.Time `json:"last_event_time"`
 	} `json:"resources"`
 }
 
