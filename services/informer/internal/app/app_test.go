@@ -54,6 +54,7 @@ func TestInitialSync(t *testing.T) {
 	h := newHarness(t)
 	h.seed(1000, 100)
 	h.start("a", nil)
+	tl := h.runTally(events.StreamName, events.SubjectPrefix)
 	evs := h.waitConverged(live, bucket, 60*time.Second)
 	wantCounts(t, evs, map[string]int{"sessions/ADDED": 1000, "projects/ADDED": 100, "project_settings/ADDED": 100})
 	for _, ev := range evs {
@@ -61,6 +62,18 @@ func TestInitialSync(t *testing.T) {
 			t.Fatalf("event %s: bad id or version %q", ev.GetEventId(), ev.GetVersion())
 		}
 	}
+	// event-tally, consuming the stream as its own group, reports the same.
+	testenv.Eventually(t, 60*time.Second, func() error {
+		s := tl.Snapshot(false)
+		want := map[string]int{"sessions": 1000, "projects": 100, "project_settings": 100}
+		for res, n := range want {
+			c := s.Resources[res]
+			if c.Added != n || c.IDs != n || c.Modified != 0 || c.Deleted != 0 {
+				return fmt.Errorf("tally %s = %+v, want %d added", res, c, n)
+			}
+		}
+		return nil
+	})
 }
 
 // Acceptance 2: objects created, updated and deleted while the initial list

@@ -21,12 +21,14 @@ import (
 	"github.com/ambient-code/control-plane/libs/apiclient"
 	"github.com/ambient-code/control-plane/libs/envconfig"
 	"github.com/ambient-code/control-plane/libs/events"
+	"github.com/ambient-code/control-plane/libs/group"
 	"github.com/ambient-code/control-plane/libs/memapi"
 	"github.com/ambient-code/control-plane/libs/natsserver"
 	"github.com/ambient-code/control-plane/libs/testenv"
 	eventsv1 "github.com/ambient-code/control-plane/proto/ambient/events/v1"
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
 	"github.com/ambient-code/control-plane/services/informer/internal/app"
+	"github.com/ambient-code/control-plane/services/event-tally/tally"
 	"github.com/ambient-code/control-plane/services/informer/internal/config"
 )
 
@@ -513,6 +515,35 @@ func counts(evs []*eventsv1.ResourceEvent) map[string]int {
 		out[events.ResourceToken(ev.GetResource())+"/"+events.TypeName(ev.GetType())]++
 	}
 	return out
+}
+
+// runTally runs event-tally's counting as a consumer group member on
+// stream until the test ends.
+func (h *harness) runTally(stream, prefix string) *tally.Tally {
+	h.t.Helper()
+	tl := tally.New()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1) // group.Run's result
+	cfg := group.Config{Stream: stream, SubjectPrefix: prefix, Group: "event-tally", Member: "tally-0"}
+	// Owned by the test: cancelled and awaited in Cleanup.
+	go func() {
+		// The informer creates the stream; join once it exists.
+		err := testenv.Poll(30*time.Second, func() error {
+			_, err := h.js.Stream(ctx, stream)
+			return err
+		})
+		if err == nil {
+			err = group.Run(ctx, h.js, cfg, tl.Handle, testLogger(h.t, "tally"))
+		}
+		done <- err
+	}()
+	h.t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			h.t.Errorf("tally group: %v", err)
+		}
+	})
+	return tl
 }
 
 // seed creates n sessions, p projects and p project settings.
