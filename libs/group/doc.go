@@ -39,8 +39,9 @@
 // TestKilledMemberPartitionsMove, and 5.5-6.5 s with the defaults (5 s,
 // AckWait 10 s). A graceful stop deletes the member's key and hands its
 // partitions over at once. A joining member gets its share within one
-// heartbeat, or after AckWait+0.5 s when its consumer create races the old
-// owner's delete (pcgroups retries on that timer). All members
+// heartbeat, or, when its consumer create races the old owner's delete,
+// after pcgroups' own retry (AckWait+0.5 s) or Run's watchdog (MemberTTL
+// plus a heartbeat), whichever comes first. All members
 // of a group must use the same Partitions, Resources, SubjectPrefix and
 // MemberTTL.
 //

@@ -120,8 +120,8 @@ func Run(ctx context.Context, js jetstream.JetStream, cfg Config, h Handler, log
 }
 
 // watchdog reports whether the pcgroups instance must be restarted: we own
-// partitions but our consumer has been missing for longer than pcgroups
-// needs to re-create it. pcgroups only re-creates a consumer it knows is
+// partitions but our consumer has been missing for longer than a failover
+// should take. pcgroups only re-creates a consumer it knows is
 // gone; one deleted under it (idle timeout after a long pause, or removed
 // while we were briefly thought dead) would otherwise never come back.
 func watchdog(ctx context.Context, m *membership, w *worker, cfg Config, mapping []pcgroups.MemberMapping, missingSince *time.Time, log *slog.Logger) bool {
@@ -138,8 +138,10 @@ func watchdog(ctx context.Context, m *membership, w *worker, cfg Config, mapping
 		*missingSince = time.Now()
 		return false
 	}
-	// pcgroups retries a failed create every AckWait+500ms.
-	if time.Since(*missingSince) < 2*cfg.AckWait+time.Second {
+	// pcgroups retries a failed create every AckWait+500ms by itself; a
+	// restart re-creates at once, so do not wait longer than a member TTL
+	// plus a heartbeat (the failover budget) nor two of its retries.
+	if time.Since(*missingSince) < min(2*cfg.AckWait+time.Second, cfg.MemberTTL+cfg.heartbeat()) {
 		return false
 	}
 	*missingSince = time.Time{}
