@@ -78,6 +78,44 @@ func TestConnectReconnectsAfterRestart(t *testing.T) {
 	})
 }
 
+// TestConnectWaitsForServer: Connect blocks until a server that is down at
+// first comes up, instead of failing the service's start.
+func TestConnectWaitsForServer(t *testing.T) {
+	t.Parallel()
+	srv := testenv.NATS(t)
+	srv.Shutdown()
+	type result struct {
+		err error
+		ok  bool
+	}
+	done := make(chan result, 1) // Connect's outcome
+	go func() {
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+		defer cancel()
+		nc, err := bus.Connect(ctx, bus.ConnectConfig{URL: srv.ClientURL(), ReconnectMin: 10 * time.Millisecond, ReconnectMax: 50 * time.Millisecond}, discard())
+		if err == nil {
+			defer nc.Close()
+		}
+		done <- result{err: err, ok: err == nil && nc.IsConnected()}
+	}()
+	select {
+	case r := <-done:
+		t.Fatalf("Connect returned before the server was up: %v", r.err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	if err := srv.Restart(); err != nil {
+		t.Fatalf("start server: %v", err)
+	}
+	select {
+	case r := <-done:
+		if !r.ok {
+			t.Fatalf("Connect = %v, want connected", r.err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Connect did not return after the server came up")
+	}
+}
+
 func TestEnsureStreamIdempotent(t *testing.T) {
 	t.Parallel()
 	srv := testenv.NATS(t)
