@@ -1,0 +1,199 @@
+package app_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ambient-code/control-plane/libs/testenv"
+
+	"github.com/ambient-code/control-plane/services/agui-proxy/internal/auth"
+	"github.com/ambient-code/control-plane/services/agui-proxy/internal/auth/authtest"
+)
+
+const goodToken = "test-token-0123456789abcdef"
+
+// TestAuth is acceptance item 6 for token and jwt modes: no or wrong
+// credentials get 401 JSON, valid ones reach the runner, on plain and
+// streaming routes.
+func TestAuth(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	r := startRunner(t, "s-auth")
+	e.register(t, r.endpoint(t, "s-auth"))
+
+	tokens := filepath.Join(t.TempDir(), "tokens")
+	if err := os.WriteFile(tokens, []byte("# proxy clients\n"+goodToken+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tokenCfg := e.proxyCfg()
+	tokenCfg.Auth, tokenCfg.TokensFile = auth.ModeToken, tokens
+	pTok := startProxy(t, tokenCfg)
+
+	iss := authtest.NewIssuer(t, "agui")
+	u, err := parseURL(iss.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jwtCfg := e.proxyCfg()
+	jwtCfg.Auth, jwtCfg.JWKSURL, jwtCfg.JWTIssuer, jwtCfg.JWTAudience = auth.ModeJWT, u, iss.Name, "agui"
+	pJWT := startProxy(t, jwtCfg)
+	wrongAud := iss.Claims("bob")
+	wrongAud.Audience = []string{"other"}
+
+	tests := []struct {
+		name  string
+		p     *proxyHandle
+		authz string
+		code  int
+	}{
+		{name: "token missing", p: pTok, code: 401},
+		{name: "token wrong", p: pTok, authz: "Bearer wrong-token-0123456789abcdef", code: 401},
+		{name: "token valid", p: pTok, authz: "Bearer " + goodToken, code: 200},
+		{name: "jwt missing", p: pJWT, code: 401},
+		{name: "jwt static token", p: pJWT, authz: "Bearer " + goodToken, code: 401},
+		{name: "jwt wrong audience", p: pJWT, authz: "Bearer " + iss.Sign(t, wrongAud), code: 401},
+		{name: "jwt foreign key", p: pJWT, authz: "Bearer " + iss.SignWithOtherKey(t, iss.Claims("bob")), code: 401},
+		{name: "jwt valid", p: pJWT, authz: "Bearer " + iss.Sign(t, iss.Claims("bob")), code: 200},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var hdr []string
+			if tc.authz != "" {
+				hdr = []string{"Authorization", tc.authz}
+			}
+			resp := get(t, tc.p.session("s-auth", "/health"), hdr...)
+			if resp.StatusCode != tc.code {
+				resp.Body.Close()
+				t.Fatalf("health: %d, want %d", resp.StatusCode, tc.code)
+			}
+			if tc.code == 401 {
+				if msg := jsonError(t, resp); msg != "unauthorized" {
+					t.Fatalf("error %q", msg)
+				}
+			} else {
+				resp.Body.Close()
+			}
+			run := postRun(context.Background(), t, tc.p.session("s-auth", "/agui/run"), runInput("hi there"), hdr...)
+			_, _ = io.Copy(io.Discard, run.Body)
+			run.Body.Close()
+			if run.StatusCode != tc.code {
+				t.Fatalf("run: %d, want %d", run.StatusCode, tc.code)
+			}
+		})
+	}
+	// /healthz and CORS preflights need no credentials.
+	if code := statusOf(t, pTok.url+"/healthz"); code != 200 {
+		t.Fatalf("/healthz: %d", code)
+	}
+}
+
+// TestAuthNoneRefusedOffLoopback is acceptance item 6's last part, on the
+// real binary: AGUI_AUTH=none on a non-loopback address exits 1 naming the
+// variable, unless AGUI_AUTH_ALLOW_INSECURE=true.
+func TestAuthNoneRefusedOffLoopback(t *testing.T) {
+	t.Parallel()
+	cmd := exec.Command(proxyBin)
+	cmd.Env = []string{"LOCAL_PROXY_ADDR=0.0.0.0:0", "AGUI_AUTH=none", "METRICS_ADDR=127.0.0.1:0"}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+		t.Fatalf("exit: %v, want exit status 1 (stderr %s)", err, stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "AGUI_AUTH") || !strings.Contains(stderr.String(), "loopback") {
+		t.Fatalf("stderr does not name the variable: %s", stderr.String())
+	}
+
+	// Invalid values: every bad variable is named at once.
+	cmd = exec.Command(proxyBin)
+	cmd.Env = []string{"MAX_BODY_BYTES=lots", "SSE_KEEPALIVE=5", "AGUI_AUTH=token"}
+	stderr.Reset()
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); !errors.As(err, &ee) || ee.ExitCode() != 1 {
+		t.Fatalf("exit: %v, want 1", err)
+	}
+	for _, name := range []string{"MAX_BODY_BYTES", "SSE_KEEPALIVE", "AGUI_TOKENS_FILE"} {
+		if !strings.Contains(stderr.String(), name) {
+			t.Fatalf("stderr does not name %s: %s", name, stderr.String())
+		}
+	}
+}
+
+// TestBinaryServesAndStops runs the real binary: ready on /readyz, a session
+// route proxied, SIGTERM exits 0.
+func TestBinaryServesAndStops(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	r := startRunner(t, "s-bin")
+	e.register(t, r.endpoint(t, "s-bin"))
+	addr, metrics := freeAddr(t), freeAddr(t)
+	cmd := exec.Command(proxyBin)
+	cmd.Env = []string{"LOCAL_PROXY_ADDR=" + addr, "METRICS_ADDR=" + metrics, "NATS_URL=" + e.nats.ClientURL(), "LOG_LEVEL=debug"}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1) // Wait's result
+	exited := make(chan struct{})
+	go func() { // exits with the process
+		done <- cmd.Wait()
+		close(exited)
+	}()
+	defer func() {
+		_ = cmd.Process.Kill() // no-op once exited; ends it if the test failed midway
+		<-exited
+	}()
+	testenv.Eventually(t, 10*time.Second, func() error {
+		resp, err := http.Get("http://" + metrics + "/readyz")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return errorf("readyz %d", resp.StatusCode)
+		}
+		return nil
+	})
+	if b := bodyOf(t, "http://"+addr+"/sessions/s-bin/health"); !strings.Contains(b, `"s-bin"`) {
+		t.Fatalf("health via binary: %s", b)
+	}
+	m := bodyOf(t, "http://"+metrics+"/metrics")
+	for _, want := range []string{`agui_proxy_requests_total{`, `route="health"`, `code="200"`, "agui_proxy_upstream_latency_seconds_bucket"} {
+		if !strings.Contains(m, want) {
+			t.Fatalf("metrics lack %s:\n%s", want, grepLines(m, "agui_proxy"))
+		}
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("exit after SIGTERM: %v\n%s", err, stderr.String())
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("binary did not stop on SIGTERM")
+	}
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for l := range strings.SplitSeq(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
