@@ -1,0 +1,217 @@
+// Package config loads the kube-reconciler's configuration from the
+// environment. Only this package reads environment variables.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ambient-code/control-plane/libs/bus"
+	"github.com/ambient-code/control-plane/libs/envconfig"
+	"github.com/ambient-code/control-plane/libs/events"
+	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/reconcile"
+	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/spec"
+	"k8s.io/apimachinery/pkg/util/validation"
+)
+
+// Environment variables read by Load.
+const (
+	EnvAPIToken         = "AMBIENT_API_TOKEN"
+	EnvGRPCAddr         = "AMBIENT_GRPC_SERVER_ADDR"
+	EnvGRPCUseTLS       = "AMBIENT_GRPC_USE_TLS"
+	EnvGRPCCAFile       = "AMBIENT_GRPC_CA_FILE"
+	EnvNATSURL          = "NATS_URL"
+	EnvNATSCredsFile    = "NATS_CREDS_FILE"
+	EnvNATSUser         = "NATS_USER"
+	EnvNATSPassword     = "NATS_PASSWORD"
+	EnvNATSToken        = "NATS_TOKEN"
+	EnvNATSCAFile       = "NATS_CA_FILE"
+	EnvNATSCertFile     = "NATS_CERT_FILE"
+	EnvNATSKeyFile      = "NATS_KEY_FILE"
+	EnvSubjectPrefix    = "SUBJECT_PREFIX"
+	EnvEventsStream     = "EVENTS_STREAM"
+	EnvObjectsBucket    = "OBJECTS_BUCKET"
+	EnvKubeconfig       = "KUBECONFIG"
+	EnvKubeQPS          = "KUBE_QPS"
+	EnvKubeBurst        = "KUBE_BURST"
+	EnvNamespace        = "NAMESPACE"
+	EnvSessionSelector  = "KUBE_SESSION_SELECTOR"
+	EnvRoleAllowList    = "ROLE_ALLOW_LIST"
+	EnvGroup            = "CONSUMER_GROUP"
+	EnvMemberID         = "MEMBER_ID"
+	EnvPartitions       = "GROUP_PARTITIONS"
+	EnvMemberPartitions = "GROUP_MEMBER_PARTITIONS"
+	EnvMaxDeliver       = "GROUP_MAX_DELIVER"
+	EnvStatusWorkers    = "STATUS_WORKERS"
+	EnvStatusResync     = "STATUS_RESYNC"
+	EnvLogLevel         = "LOG_LEVEL"
+	EnvMetricsAddr      = "METRICS_ADDR"
+	EnvOTLPEndpoint     = "OTEL_EXPORTER_OTLP_ENDPOINT"
+)
+
+// Defaults (mirrored in the Helm values).
+const (
+	DefaultGRPCAddr        = "localhost:8001"
+	DefaultNATSURL         = "nats://127.0.0.1:4222"
+	DefaultKubeQPS         = 50
+	DefaultKubeBurst       = 100
+	DefaultNamespace       = "ambient-code"
+	DefaultSessionSelector = reconcile.SelectAll
+	DefaultGroup           = "kube-reconciler"
+	DefaultPartitions      = 16
+	DefaultMaxDeliver      = 5
+	DefaultStatusWorkers   = 2
+	DefaultStatusResync    = 10 * time.Minute
+	DefaultLogLevel        = "info"
+	DefaultMetricsAddr     = ":9090"
+)
+
+// Config is the kube-reconciler's whole configuration. Pass it by value.
+type Config struct {
+	APIToken   envconfig.Redacted
+	GRPCAddr   string
+	GRPCUseTLS bool
+	GRPCCAFile string
+
+	NATS          bus.ConnectConfig
+	SubjectPrefix string
+	Stream        string
+	ObjectsBucket string
+
+	// Kubeconfig is a kubeconfig path; "" means in-cluster.
+	Kubeconfig string
+	KubeQPS    int
+	KubeBurst  int
+	// Namespace holds the AgenticSessions of sessions without a project.
+	Namespace       string
+	SessionSelector reconcile.Selector
+	RoleAllowList   []string
+
+	Group            string
+	MemberID         string
+	Partitions       int
+	MemberPartitions []int // canary slice; empty shares the partitions
+	MaxDeliver       int
+
+	StatusWorkers int
+	StatusResync  time.Duration
+
+	LogLevel     string
+	MetricsAddr  string
+	OTLPEndpoint string
+}
+
+// FromEnv reads the process environment (see Load).
+func FromEnv() (Config, error) { return Load(nil) }
+
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]*$`)
+
+// Load reads the configuration through lookup (nil: the process environment)
+// and returns every problem at once, each naming its variable.
+func Load(lookup envconfig.LookupFunc) (Config, error) {
+	l := envconfig.New(lookup)
+	c := Config{
+		APIToken:   l.RequiredSecret(EnvAPIToken),
+		GRPCAddr:   l.HostPort(EnvGRPCAddr, DefaultGRPCAddr),
+		GRPCUseTLS: l.Bool(EnvGRPCUseTLS, false),
+		GRPCCAFile: l.File(EnvGRPCCAFile, ""),
+		NATS: bus.ConnectConfig{
+			URL:       l.String(EnvNATSURL, DefaultNATSURL),
+			CredsFile: l.File(EnvNATSCredsFile, ""),
+			User:      l.String(EnvNATSUser, ""),
+			Password:  l.Secret(EnvNATSPassword).Reveal(),
+			Token:     l.Secret(EnvNATSToken).Reveal(),
+			TLS: bus.TLSConfig{
+				CAFile:   l.File(EnvNATSCAFile, ""),
+				CertFile: l.File(EnvNATSCertFile, ""),
+				KeyFile:  l.File(EnvNATSKeyFile, ""),
+			},
+		},
+		SubjectPrefix: l.String(EnvSubjectPrefix, events.SubjectPrefix),
+		Stream:        l.String(EnvEventsStream, events.StreamName),
+		ObjectsBucket: l.String(EnvObjectsBucket, bus.BucketObjects),
+		Kubeconfig:    l.File(EnvKubeconfig, ""),
+		KubeQPS:       l.Int(EnvKubeQPS, DefaultKubeQPS, 1, 10000),
+		KubeBurst:     l.Int(EnvKubeBurst, DefaultKubeBurst, 1, 10000),
+		Namespace:     l.String(EnvNamespace, DefaultNamespace),
+		RoleAllowList: l.List(EnvRoleAllowList, spec.DefaultRoleAllowList),
+		Group:         l.String(EnvGroup, DefaultGroup),
+		MemberID:      l.String(EnvMemberID, ""),
+		Partitions:    l.Int(EnvPartitions, DefaultPartitions, 1, 1024),
+		MaxDeliver:    l.Int(EnvMaxDeliver, DefaultMaxDeliver, 1, 100),
+		StatusWorkers: l.Int(EnvStatusWorkers, DefaultStatusWorkers, 1, 64),
+		StatusResync:  l.Duration(EnvStatusResync, DefaultStatusResync),
+		LogLevel:      l.Enum(EnvLogLevel, DefaultLogLevel, "debug", "info", "warn", "error"),
+		MetricsAddr:   l.HostPort(EnvMetricsAddr, DefaultMetricsAddr),
+		OTLPEndpoint:  l.String(EnvOTLPEndpoint, ""),
+	}
+	selector := l.String(EnvSessionSelector, DefaultSessionSelector)
+	memberParts := l.List(EnvMemberPartitions, nil)
+
+	errs := []error{l.Err()}
+	bad := func(name, want, got string) {
+		errs = append(errs, &envconfig.VarError{Name: name, Want: want, Got: got})
+	}
+	var err error
+	if c.SessionSelector, err = reconcile.ParseSelector(selector); err != nil {
+		bad(EnvSessionSelector, "all, none, projects=a,b or label=key=value", selector)
+	}
+	for _, p := range memberParts {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 0 || n >= c.Partitions {
+			bad(EnvMemberPartitions, fmt.Sprintf("comma-separated partition numbers 0..%d", c.Partitions-1), strings.Join(memberParts, ","))
+			break
+		}
+		c.MemberPartitions = append(c.MemberPartitions, n)
+	}
+	for _, r := range c.RoleAllowList {
+		if errs := validation.IsDNS1123Subdomain(r); len(errs) > 0 {
+			bad(EnvRoleAllowList, "comma-separated ClusterRole names", strings.Join(c.RoleAllowList, ","))
+			break
+		}
+	}
+	if errs := validation.IsDNS1123Label(c.Namespace); len(errs) > 0 {
+		bad(EnvNamespace, "a namespace name (RFC 1123 label)", c.Namespace)
+	}
+	if !nameRE.MatchString(c.Group) {
+		bad(EnvGroup, `letters, digits, "-" and "_"`, c.Group)
+	}
+	if !nameRE.MatchString(c.Stream) {
+		bad(EnvEventsStream, `a stream name of letters, digits, "-" and "_"`, c.Stream)
+	}
+	if !nameRE.MatchString(c.ObjectsBucket) {
+		bad(EnvObjectsBucket, `a bucket name of letters, digits, "-" and "_"`, c.ObjectsBucket)
+	}
+	if c.SubjectPrefix == "" || strings.ContainsAny(c.SubjectPrefix, "*> \t") {
+		bad(EnvSubjectPrefix, `dot-separated subject tokens without "*", ">" or spaces`, c.SubjectPrefix)
+	}
+	if c.StatusResync < time.Second {
+		bad(EnvStatusResync, "a duration of at least 1s", c.StatusResync.String())
+	}
+	if c.MemberID == "" {
+		c.MemberID = defaultMemberID()
+	} else if !nameRE.MatchString(c.MemberID) {
+		bad(EnvMemberID, `letters, digits, "-" and "_" (the pod name)`, c.MemberID)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return Config{}, fmt.Errorf("config: %w", err)
+	}
+	c.NATS.Name = "kube-reconciler/" + c.MemberID
+	return c, nil
+}
+
+// defaultMemberID is the host name (the pod name in Kubernetes) made safe for
+// a consumer-group member name. A stable name lets a restarted pod take back
+// its partitions at once.
+func defaultMemberID() string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		return "kube-reconciler"
+	}
+	return strings.Trim(regexp.MustCompile(`[^A-Za-z0-9_-]`).ReplaceAllString(host, "-"), "-_")
+}

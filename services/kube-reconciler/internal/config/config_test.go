@@ -1,0 +1,60 @@
+package config
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/ambient-code/control-plane/libs/envconfig"
+)
+
+func TestLoad(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		env     map[string]string
+		wantErr []string // variable names the error must mention
+		check   func(t *testing.T, c Config)
+	}{
+		{name: "token required", env: map[string]string{}, wantErr: []string{EnvAPIToken}},
+		{name: "defaults", env: map[string]string{EnvAPIToken: "t", EnvMemberID: "m1"}, check: func(t *testing.T, c Config) {
+			if c.GRPCAddr != DefaultGRPCAddr || c.Group != DefaultGroup || c.Partitions != DefaultPartitions || c.SessionSelector.String() != "all" || len(c.RoleAllowList) != 3 || c.Namespace != DefaultNamespace {
+				t.Errorf("defaults not applied: %+v", c)
+			}
+		}},
+		{name: "canary slice", env: map[string]string{EnvAPIToken: "t", EnvMemberPartitions: "0, 3"}, check: func(t *testing.T, c Config) {
+			if len(c.MemberPartitions) != 2 || c.MemberPartitions[1] != 3 || c.MemberID == "" {
+				t.Errorf("member partitions = %v id=%q", c.MemberPartitions, c.MemberID)
+			}
+		}},
+		{name: "bad values named", env: map[string]string{
+			EnvAPIToken: "t", EnvSessionSelector: "some", EnvMemberPartitions: "99", EnvMemberID: "a.b",
+			EnvRoleAllowList: "Not A Role", EnvLogLevel: "loud", EnvNamespace: "Bad_NS",
+		}, wantErr: []string{EnvSessionSelector, EnvMemberPartitions, EnvMemberID, EnvRoleAllowList, EnvLogLevel, EnvNamespace}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			c, err := Load(envconfig.Map(tc.env))
+			if len(tc.wantErr) > 0 {
+				if err == nil {
+					t.Fatal("Load succeeded, want an error")
+				}
+				var ve *envconfig.VarError
+				if !errors.As(err, &ve) {
+					t.Errorf("error %v has no *envconfig.VarError", err)
+				}
+				for _, name := range tc.wantErr {
+					if !strings.Contains(err.Error(), name) {
+						t.Errorf("error does not name %s: %v", name, err)
+					}
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc.check(t, c)
+		})
+	}
+}

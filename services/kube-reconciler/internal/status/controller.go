@@ -1,0 +1,343 @@
+// Package status writes AgenticSession status back to the ambient API. A
+// client-go dynamic informer watches the AgenticSessions the control plane
+// manages (label-selected); its handlers only enqueue namespace/name keys on a
+// rate-limited workqueue (the sample-controller shape), and workers compare
+// the CR's status with the session as last seen, calling UpdateSessionStatus
+// only when the content differs. Our own writes echo back as session events;
+// they compare equal and cause nothing, so the write-back never loops.
+//
+// "Last seen" is the newest of: the session from the event path (Observe),
+// the response of our own last write, and KV ambient-objects. When those say
+// the status differs, a fresh GetSession confirms before writing, so a second
+// replica that already saw the change through another path does not write it
+// again.
+package status
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/ambient-code/control-plane/libs/events"
+	"github.com/ambient-code/control-plane/libs/logkey"
+	eventsv1 "github.com/ambient-code/control-plane/proto/ambient/events/v1"
+	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
+	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/apply"
+	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/metrics"
+	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/spec"
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/grpc/codes"
+	grpcstatus "google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/dynamic/dynamicinformer"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/util/workqueue"
+)
+
+// ErrInvalidConfig is returned by New for a Config missing a dependency.
+var ErrInvalidConfig = errors.New("invalid status config")
+
+// sessionIndex indexes AgenticSessions by the session id annotation.
+const sessionIndex = "session-id"
+
+// sessionAPI is what the write-back calls on the ambient API.
+type sessionAPI interface {
+	GetSession(ctx context.Context, id string) (*ambientv1.Session, error)
+	UpdateSessionStatus(ctx context.Context, req *ambientv1.UpdateSessionStatusRequest) (*ambientv1.Session, error)
+}
+
+// objectReader reads KV ambient-objects.
+type objectReader interface {
+	Get(ctx context.Context, key string) (jetstream.KeyValueEntry, error)
+}
+
+// Config configures a Controller.
+type Config struct {
+	Dynamic dynamic.Interface
+	API     sessionAPI
+	Objects objectReader
+	Metrics *metrics.Metrics
+	Log     *slog.Logger
+	// Workers is the number of workers (default 2).
+	Workers int
+	// Resync re-checks every CR this often (default 10m; 0 keeps the default).
+	Resync time.Duration
+}
+
+// Controller is the status write-back. Observe, Forget and CRsOf are safe for
+// concurrent use, also before Run.
+type Controller struct {
+	cfg      Config
+	factory  dynamicinformer.DynamicSharedInformerFactory
+	informer cache.SharedIndexInformer
+	queue    workqueue.TypedRateLimitingInterface[string]
+
+	mu   sync.Mutex
+	seen map[string]*ambientv1.Session // guarded by mu: session id -> newest known state
+}
+
+// New builds the informer and queue; Run starts them.
+func New(cfg Config) (*Controller, error) {
+	if cfg.Dynamic == nil || cfg.API == nil || cfg.Objects == nil || cfg.Metrics == nil || cfg.Log == nil {
+		return nil, fmt.Errorf("dynamic, api, objects, metrics and log are required: %w", ErrInvalidConfig)
+	}
+	if cfg.Workers <= 0 {
+		cfg.Workers = 2
+	}
+	if cfg.Resync <= 0 {
+		cfg.Resync = 10 * time.Minute
+	}
+	factory := dynamicinformer.NewFilteredDynamicSharedInformerFactory(cfg.Dynamic, cfg.Resync, metav1.NamespaceAll,
+		func(o *metav1.ListOptions) { o.LabelSelector = spec.ManagedSelector })
+	informer := factory.ForResource(apply.AgenticSessionGVR).Informer()
+	if err := informer.AddIndexers(cache.Indexers{sessionIndex: indexBySession}); err != nil {
+		return nil, fmt.Errorf("add indexer: %w", err)
+	}
+	c := &Controller{
+		cfg:      cfg,
+		factory:  factory,
+		informer: informer,
+		queue: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
+			workqueue.TypedRateLimitingQueueConfig[string]{Name: "agenticsession-status"}),
+		seen: map[string]*ambientv1.Session{},
+	}
+	_, err := informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: c.enqueue,
+		UpdateFunc: func(oldObj, newObj any) {
+			o, okO := oldObj.(*unstructured.Unstructured)
+			n, okN := newObj.(*unstructured.Unstructured)
+			if okO && okN && o.GetResourceVersion() == n.GetResourceVersion() {
+				// A resync delivers the same object again; our state cache
+				// may be behind though (a restart), so check it anyway at
+				// the rate limiter's pace.
+				c.queue.AddRateLimited(key(n))
+				return
+			}
+			c.enqueue(newObj)
+		},
+		// A deleted CR has no status to carry; the session keeps its last one.
+	})
+	if err != nil {
+		return nil, fmt.Errorf("add event handler: %w", err)
+	}
+	return c, nil
+}
+
+func indexBySession(obj any) ([]string, error) {
+	u, ok := obj.(*unstructured.Unstructured)
+	if !ok {
+		return nil, nil
+	}
+	if id := u.GetAnnotations()[spec.AnnotationSessionID]; id != "" {
+		return []string{id}, nil
+	}
+	return nil, nil
+}
+
+func key(u *unstructured.Unstructured) string { return u.GetNamespace() + "/" + u.GetName() }
+
+func (c *Controller) enqueue(obj any) {
+	k, err := cache.MetaNamespaceKeyFunc(obj)
+	if err != nil {
+		utilruntime.HandleError(err)
+		return
+	}
+	c.queue.Add(k)
+}
+
+// HasSynced reports whether the informer's cache is filled (readiness).
+func (c *Controller) HasSynced() bool { return c.informer.HasSynced() }
+
+// Run starts the informer and the workers and blocks until ctx is done; then
+// it shuts the queue down and waits for the workers and the informer.
+func (c *Controller) Run(ctx context.Context) error {
+	defer c.factory.Shutdown()
+	defer c.queue.ShutDown()
+	c.factory.Start(ctx.Done())
+	if !cache.WaitForCacheSync(ctx.Done(), c.informer.HasSynced) {
+		return fmt.Errorf("wait for agenticsession cache: %w", ctx.Err())
+	}
+	c.cfg.Log.InfoContext(ctx, "status write-back started", slog.Int(logkey.Count, c.cfg.Workers))
+	var wg sync.WaitGroup
+	for range c.cfg.Workers {
+		wg.Go(func() { wait.UntilWithContext(ctx, c.runWorker, time.Second) })
+	}
+	<-ctx.Done()
+	c.queue.ShutDown()
+	wg.Wait()
+	return nil
+}
+
+func (c *Controller) runWorker(ctx context.Context) {
+	for c.processNext(ctx) {
+	}
+}
+
+func (c *Controller) processNext(ctx context.Context) bool {
+	k, shutdown := c.queue.Get()
+	if shutdown {
+		return false
+	}
+	defer c.queue.Done(k)
+	err := c.sync(ctx, k)
+	switch {
+	case err == nil:
+		c.queue.Forget(k)
+	case errors.Is(err, errPermanent):
+		// Retrying cannot help (the API refused the content): report and
+		// wait for the CR to change.
+		c.queue.Forget(k)
+		c.cfg.Log.ErrorContext(ctx, "status write-back refused", slog.String(logkey.Name, k), slog.Any(logkey.Err, err))
+	default:
+		c.queue.AddRateLimited(k)
+		c.cfg.Log.WarnContext(ctx, "status write-back failed, retrying", slog.String(logkey.Name, k), slog.Any(logkey.Err, err))
+	}
+	return true
+}
+
+var errPermanent = errors.New("permanent")
+
+// sync carries the status of CR k to its session when it differs.
+func (c *Controller) sync(ctx context.Context, k string) error {
+	obj, exists, err := c.informer.GetIndexer().GetByKey(k)
+	if err != nil || !exists {
+		return nil // deleted since it was queued: nothing to carry
+	}
+	cr, ok := obj.(*unstructured.Unstructured)
+	if !ok {
+		return nil
+	}
+	req, bad := FromCR(cr)
+	if req.GetId() == "" {
+		return nil // not ours to map: no session annotation
+	}
+	log := c.cfg.Log.With(slog.String(logkey.SessionID, req.GetId()), slog.String(logkey.Name, k))
+	if len(bad) > 0 {
+		log.WarnContext(ctx, "agenticsession status fields skipped", slog.Any(logkey.Reason, bad))
+	}
+	last, err := c.lastSeen(ctx, req.GetId())
+	if err != nil {
+		return err
+	}
+	if !Differs(req, last) {
+		c.cfg.Metrics.StatusSkips.Inc()
+		return nil
+	}
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	fresh, err := c.cfg.API.GetSession(cctx, req.GetId())
+	if grpcstatus.Code(err) == codes.NotFound {
+		return nil // the session is gone; its DELETED event removes the CR
+	}
+	if err != nil {
+		return fmt.Errorf("get session %s: %w", req.GetId(), err)
+	}
+	c.remember(fresh)
+	if !Differs(req, fresh) {
+		c.cfg.Metrics.StatusSkips.Inc()
+		return nil
+	}
+	updated, err := c.cfg.API.UpdateSessionStatus(cctx, req)
+	switch grpcstatus.Code(err) {
+	case codes.OK:
+	case codes.NotFound:
+		return nil
+	case codes.InvalidArgument:
+		c.cfg.Metrics.StatusWrites.WithLabelValues(metrics.ResultInvalid).Inc()
+		return fmt.Errorf("update session status %s (%s): %w: %w", req.GetId(), describe(req), errPermanent, err)
+	default:
+		c.cfg.Metrics.StatusWrites.WithLabelValues(metrics.ResultError).Inc()
+		return fmt.Errorf("update session status %s: %w", req.GetId(), err)
+	}
+	c.cfg.Metrics.StatusWrites.WithLabelValues(metrics.ResultOK).Inc()
+	c.remember(updated)
+	log.DebugContext(ctx, "session status written", slog.String(logkey.Phase, req.GetPhase()))
+	return nil
+}
+
+// lastSeen returns the newest known state of session id: the remembered one
+// or KV ambient-objects', whichever is newer.
+func (c *Controller) lastSeen(ctx context.Context, id string) (*ambientv1.Session, error) {
+	c.mu.Lock()
+	mem := c.seen[id]
+	c.mu.Unlock()
+	e, err := c.cfg.Objects.Get(ctx, events.ObjectKey(eventsv1.Resource_RESOURCE_SESSIONS, id))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return mem, nil
+	}
+	if err != nil {
+		if mem != nil {
+			return mem, nil // KV unavailable: the GetSession check still guards the write
+		}
+		return nil, fmt.Errorf("get session %s from kv: %w", id, err)
+	}
+	o := &eventsv1.Object{}
+	if proto.Unmarshal(e.Value(), o) != nil || o.GetSession() == nil {
+		return mem, nil
+	}
+	if newer(o.GetSession(), mem) {
+		return o.GetSession(), nil
+	}
+	return mem, nil
+}
+
+// newer reports whether a is newer than b by updated_at (microseconds: the
+// precision the API sends on watches), a nil b being oldest.
+func newer(a, b *ambientv1.Session) bool {
+	if b == nil {
+		return true
+	}
+	return a.GetMetadata().GetUpdatedAt().AsTime().UnixMicro() >= b.GetMetadata().GetUpdatedAt().AsTime().UnixMicro()
+}
+
+func (c *Controller) remember(s *ambientv1.Session) {
+	if s == nil || s.GetMetadata().GetId() == "" {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if cur := c.seen[s.GetMetadata().GetId()]; newer(s, cur) {
+		c.seen[s.GetMetadata().GetId()] = s
+	}
+}
+
+// Observe records s as seen by the event path and queues its CR (when cr is
+// set) so a status difference is written even if the CR itself did not change.
+func (c *Controller) Observe(s *ambientv1.Session, cr types.NamespacedName) {
+	c.remember(s)
+	if cr.Name != "" {
+		c.queue.Add(cr.String())
+	}
+}
+
+// Forget drops what is known of a deleted session.
+func (c *Controller) Forget(id string) {
+	c.mu.Lock()
+	delete(c.seen, id)
+	c.mu.Unlock()
+}
+
+// CRsOf returns the AgenticSessions in the informer's cache that belong to
+// session id (empty before the cache synced).
+func (c *Controller) CRsOf(id string) []types.NamespacedName {
+	objs, err := c.informer.GetIndexer().ByIndex(sessionIndex, id)
+	if err != nil {
+		return nil
+	}
+	out := make([]types.NamespacedName, 0, len(objs))
+	for _, o := range objs {
+		if u, ok := o.(*unstructured.Unstructured); ok {
+			out = append(out, types.NamespacedName{Namespace: u.GetNamespace(), Name: u.GetName()})
+		}
+	}
+	return out
+}
