@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
 	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
 	"go.opentelemetry.io/otel/metric"
@@ -95,51 +96,29 @@ func Setup(ctx context.Context, opts Options) (Providers, func(context.Context) 
 		return Providers{}, nil, errors.Join(err, shutdown(ctx))
 	}
 
+	attrs := []attribute.KeyValue{semconv.ServiceName(opts.ServiceName)}
+	if opts.Version != "" {
+		attrs = append(attrs, semconv.ServiceVersion(opts.Version))
+	}
 	res, err := resource.New(ctx,
 		resource.WithSchemaURL(semconv.SchemaURL),
-		resource.WithAttributes(semconv.ServiceName(opts.ServiceName), semconv.ServiceVersion(opts.Version)),
+		resource.WithAttributes(attrs...),
 		resource.WithTelemetrySDK(),
 	)
 	if err != nil {
 		return fail(fmt.Errorf("telemetry resource: %w", err))
 	}
 
-	tpOpts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res)}
-	aborted := make(chan struct{})
-	abort := sync.OnceFunc(func() { close(aborted) })
-	if exporterOpts != nil {
-		// otlptracegrpc dials lazily, so New does not block on the collector.
-		exp, err := otlptracegrpc.New(ctx, exporterOpts...)
-		if err != nil {
-			abort()
-			return fail(fmt.Errorf("otlp trace exporter %s: %w", opts.OTLPEndpoint, err))
-		}
-		tpOpts = append(tpOpts, sdktrace.WithBatcher(abortableExporter{SpanExporter: exp, abort: aborted}))
-	}
-	tp := sdktrace.NewTracerProvider(tpOpts...)
-	cleanups = append(cleanups, func(ctx context.Context) error {
-		err := tp.Shutdown(ctx)
-		// After a clean shutdown nothing is in flight; after one cut short by
-		// ctx this ends the export still retrying (see abortableExporter).
-		abort()
-		if err != nil {
-			return fmt.Errorf("shutdown tracer provider: %w", err)
-		}
-		return nil
-	})
-
-	reg := prometheus.NewRegistry()
-	if err := reg.Register(collectors.NewGoCollector()); err != nil {
-		return fail(fmt.Errorf("register go collector: %w", err))
-	}
-	if err := reg.Register(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})); err != nil {
-		return fail(fmt.Errorf("register process collector: %w", err))
-	}
-	promExp, err := otelprom.New(otelprom.WithRegisterer(reg))
+	tp, tpShutdown, err := newTracerProvider(ctx, res, exporterOpts)
 	if err != nil {
-		return fail(fmt.Errorf("prometheus exporter: %w", err))
+		return fail(fmt.Errorf("otlp trace exporter %s: %w", opts.OTLPEndpoint, err))
 	}
-	mp := sdkmetric.NewMeterProvider(sdkmetric.WithResource(res), sdkmetric.WithReader(promExp))
+	cleanups = append(cleanups, tpShutdown)
+
+	mp, reg, err := newMeterProvider(res)
+	if err != nil {
+		return fail(err)
+	}
 	cleanups = append(cleanups, func(ctx context.Context) error {
 		if err := mp.Shutdown(ctx); err != nil {
 			return fmt.Errorf("shutdown meter provider: %w", err)
@@ -164,6 +143,52 @@ func Setup(ctx context.Context, opts Options) (Providers, func(context.Context) 
 		Tracer:         tp.Tracer(opts.ServiceName),
 		Meter:          mp.Meter(opts.ServiceName),
 	}, shutdown, nil
+}
+
+// newTracerProvider returns an SDK tracer provider that batches spans to an
+// OTLP exporter built from exporterOpts, or exports nothing when they are
+// nil, with its shutdown func.
+func newTracerProvider(ctx context.Context, res *resource.Resource, exporterOpts []otlptracegrpc.Option) (*sdktrace.TracerProvider, func(context.Context) error, error) {
+	tpOpts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res)}
+	aborted := make(chan struct{})
+	abort := sync.OnceFunc(func() { close(aborted) })
+	if exporterOpts != nil {
+		// otlptracegrpc dials lazily, so New does not block on the collector.
+		exp, err := otlptracegrpc.New(ctx, exporterOpts...)
+		if err != nil {
+			return nil, nil, fmt.Errorf("new exporter: %w", err)
+		}
+		tpOpts = append(tpOpts, sdktrace.WithBatcher(abortableExporter{SpanExporter: exp, abort: aborted}))
+	}
+	tp := sdktrace.NewTracerProvider(tpOpts...)
+	return tp, func(ctx context.Context) error {
+		err := tp.Shutdown(ctx)
+		// After a clean shutdown nothing is in flight; after one cut short by
+		// ctx this ends the export still retrying (see abortableExporter).
+		abort()
+		if err != nil {
+			return fmt.Errorf("shutdown tracer provider: %w", err)
+		}
+		return nil
+	}, nil
+}
+
+// newMeterProvider returns an SDK meter provider read by a Prometheus
+// exporter on a fresh registry that also holds the Go and process
+// collectors.
+func newMeterProvider(res *resource.Resource) (*sdkmetric.MeterProvider, *prometheus.Registry, error) {
+	reg := prometheus.NewRegistry()
+	if err := reg.Register(collectors.NewGoCollector()); err != nil {
+		return nil, nil, fmt.Errorf("register go collector: %w", err)
+	}
+	if err := reg.Register(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})); err != nil {
+		return nil, nil, fmt.Errorf("register process collector: %w", err)
+	}
+	exp, err := otelprom.New(otelprom.WithRegisterer(reg))
+	if err != nil {
+		return nil, nil, fmt.Errorf("prometheus exporter: %w", err)
+	}
+	return sdkmetric.NewMeterProvider(sdkmetric.WithResource(res), sdkmetric.WithReader(exp)), reg, nil
 }
 
 // onceShutdown returns the shutdown func of the OTel dice example: it runs
