@@ -52,16 +52,14 @@ func testLogger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
 
-// setup starts NATS with the events and DLQ streams.
+// setup starts NATS with the events stream. The DLQ stream is left to
+// group.Run, which must create it so dead letters are kept.
 func setup(t *testing.T) (*natsserver.Server, jetstream.JetStream) {
 	t.Helper()
 	srv := testenv.NATS(t)
 	_, js := testenv.JetStream(t, srv)
 	if _, err := bus.EnsureEventsStream(t.Context(), js, 1, 0); err != nil {
 		t.Fatalf("events stream: %v", err)
-	}
-	if _, err := bus.EnsureStream(t.Context(), js, bus.DLQStream(events.DLQPrefix, 1, 0)); err != nil {
-		t.Fatalf("dlq stream: %v", err)
 	}
 	return srv, js
 }

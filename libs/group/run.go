@@ -38,6 +38,9 @@ func Run(ctx context.Context, js jetstream.JetStream, cfg Config, h Handler, log
 		return fmt.Errorf("nil handler: %w", ErrInvalidConfig)
 	}
 	log = log.With(slog.String(logkey.Group, cfg.Group), slog.String(logkey.Member, cfg.Member), slog.String(logkey.Stream, cfg.Stream))
+	if err := ensureDLQStream(ctx, js, cfg); err != nil {
+		return err
+	}
 
 	m, err := join(ctx, js, cfg, log)
 	if err != nil {
