@@ -137,7 +137,7 @@ func (e *env) replica(o replicaOpts) *replica {
 	if err := members.Beat(ctx); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 2) // one result per goroutine below
+	done := make(chan error, 2)              // one result per goroutine below
 	go func() { done <- members.Run(ctx) }() // owned by the replica; ends on cancel
 	go func() { done <- rec.Run(ctx) }()     // owned by the replica; ends on cancel
 	rp := &replica{rec: rec, mgr: mgr, root: root, cancel: cancel, done: done}

@@ -44,13 +44,15 @@ func (r *Reconciler) checkAlive(ctx context.Context, log *slog.Logger, id string
 	if invalid {
 		r.release(ctx, log, id)
 	}
-	if _, err := registry.Claim(ctx, r.kv, r.claimRecord(id, fresh.GetProjectId())); err != nil {
+	ep := r.claimRecord(id, fresh.GetProjectId())
+	rev, err := registry.Claim(ctx, r.kv, ep)
+	if err != nil {
 		if errors.Is(err, registry.ErrClaimed) {
 			return nil
 		}
 		return wrapRetry("claim", id, err)
 	}
-	return r.recoverClaimed(ctx, log, fresh, "(none registered)", time.Time{})
+	return r.recoverClaimed(ctx, log, fresh, startOpts{restartOf: "(none registered)", claim: ep, rev: rev})
 }
 
 // takeOverIfDead leaves a claim of a live owner alone and takes over one
@@ -69,7 +71,9 @@ func (r *Reconciler) takeOverIfDead(ctx context.Context, log *slog.Logger, rec r
 	} else if r.localRun(rec.SessionID) != nil {
 		return nil
 	}
-	if _, err := registry.Register(ctx, r.kv, r.claimRecord(rec.SessionID, rec.ProjectID), rec.Revision); err != nil {
+	ep := r.claimRecord(rec.SessionID, rec.ProjectID)
+	rev, err := registry.Register(ctx, r.kv, ep, rec.Revision)
+	if err != nil {
 		if errors.Is(err, registry.ErrConflict) {
 			r.metrics.takeover(ctx, "lost_race")
 			return nil // another replica took it, or the owner moved on
@@ -87,12 +91,15 @@ func (r *Reconciler) takeOverIfDead(ctx context.Context, log *slog.Logger, rec r
 		}
 		return wrapRetry("read session", rec.SessionID, err)
 	}
-	return r.recoverClaimed(ctx, log, fresh, rec.Owner, received)
+	return r.recoverClaimed(ctx, log, fresh, startOpts{restartOf: rec.Owner, received: received, claim: ep, rev: rev})
 }
 
 // recoverClaimed decides the fate of a claimed session whose runner is gone.
-func (r *Reconciler) recoverClaimed(ctx context.Context, log *slog.Logger, s *ambientv1.Session, lostOwner string, received time.Time) error {
+// o carries the claim and the lost owner's name (o.restartOf).
+func (r *Reconciler) recoverClaimed(ctx context.Context, log *slog.Logger, s *ambientv1.Session, o startOpts) error {
 	id := s.GetMetadata().GetId()
+	lostOwner := o.restartOf
+	o.attempt = 2
 	switch p := s.GetPhase(); {
 	case !r.cfg.Selector.Match(s):
 		r.metrics.takeover(ctx, "not_selected")
@@ -105,11 +112,12 @@ func (r *Reconciler) recoverClaimed(ctx context.Context, log *slog.Logger, s *am
 		return nil
 	case p == "" || p == PhasePending:
 		r.metrics.takeover(ctx, "started")
-		return r.startClaimed(ctx, log, s, startOpts{attempt: 2, received: received})
+		o.restartOf = "" // it never ran: a plain start
+		return r.startClaimed(ctx, log, s, o)
 	case p == PhaseCreating || p == PhaseRunning:
 		if r.cfg.LostPolicy == LostRestart {
 			r.metrics.takeover(ctx, "restarted")
-			return r.startClaimed(ctx, log, s, startOpts{attempt: 2, received: received, restartOf: lostOwner})
+			return r.startClaimed(ctx, log, s, o)
 		}
 		r.metrics.takeover(ctx, "failed")
 		msg := ReasonRunnerLost + ": the runner's owner " + lostOwner + " is gone"

@@ -10,9 +10,10 @@ import (
 
 // run is one local runner and what this replica knows about it.
 type run struct {
-	id       string
-	proc     *runner.Process
-	received time.Time // when the event that started it arrived
+	id        string
+	projectID string
+	proc      *runner.Process
+	received  time.Time // when the event that started it arrived
 
 	stopCh   chan struct{} // closed by requestStop
 	stopOnce sync.Once

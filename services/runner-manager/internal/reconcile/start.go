@@ -30,20 +30,25 @@ func (r *Reconciler) ensureRunning(ctx context.Context, log *slog.Logger, id str
 		// our own capacity condition lands here too).
 		return nil
 	}
-	rec, err := registry.Get(ctx, r.kv, id)
-	switch {
-	case err == nil:
-		return r.takeOverIfDead(ctx, log, rec, received)
-	case errors.Is(err, registry.ErrInvalid):
-		if err := registry.Release(ctx, r.kv, id, r.cfg.Member); err != nil {
-			return wrapRetry("purge invalid record of", id, err)
-		}
-	case !errors.Is(err, registry.ErrNotFound):
-		return wrapRetry("read claim of", id, err)
-	}
-	_, err = registry.Claim(ctx, r.kv, r.claimRecord(id, ""))
+	// Claim first: on the common path (nobody owns it) that is the only
+	// registry round trip; an existing claim is then looked at.
+	claimEP := r.claimRecord(id, "")
+	rev, err := registry.Claim(ctx, r.kv, claimEP)
 	if errors.Is(err, registry.ErrClaimed) {
-		return nil // another replica claimed it a moment ago and runs it
+		rec, gerr := registry.Get(ctx, r.kv, id)
+		switch {
+		case gerr == nil:
+			return r.takeOverIfDead(ctx, log, rec, received)
+		case errors.Is(gerr, registry.ErrInvalid):
+			if err := registry.Release(ctx, r.kv, id, r.cfg.Member); err != nil {
+				return wrapRetry("purge invalid record of", id, err)
+			}
+			return wrapRetry("claim", id, errors.New("purged an invalid record; retrying"))
+		case errors.Is(gerr, registry.ErrNotFound):
+			return wrapRetry("claim", id, errors.New("claim released meanwhile; retrying"))
+		default:
+			return wrapRetry("read claim of", id, gerr)
+		}
 	}
 	if err != nil {
 		return wrapRetry("claim", id, err)
@@ -61,7 +66,7 @@ func (r *Reconciler) ensureRunning(ctx context.Context, log *slog.Logger, id str
 		r.release(ctx, log, id)
 		return nil
 	}
-	return r.startClaimed(ctx, log, fresh, startOpts{attempt: attempt, received: received})
+	return r.startClaimed(ctx, log, fresh, startOpts{attempt: attempt, received: received, claim: claimEP, rev: rev})
 }
 
 // startOpts tunes startClaimed for the path that calls it.
@@ -71,6 +76,10 @@ type startOpts struct {
 	// restartOf names the lost owner when this start replaces a runner that
 	// died; capacity problems then fail the session instead of waiting.
 	restartOf string
+	// claim and rev are the claim record as written, when the caller knows
+	// them (saves a registry read).
+	claim registry.Endpoint
+	rev   uint64
 }
 
 // claimRecord is a fresh claim by this replica.
@@ -89,7 +98,9 @@ func (r *Reconciler) startClaimed(ctx context.Context, log *slog.Logger, s *ambi
 		r.release(ctx, log, id)
 		return ErrShuttingDown
 	}
+	spawnStart := time.Now()
 	proc, err := r.mgr.Start(sessionOf(s))
+	spawnTook := time.Since(spawnStart)
 	switch {
 	case errors.Is(err, runner.ErrAtCapacity), errors.Is(err, runner.ErrNoPorts):
 		r.release(ctx, log, id)
@@ -118,23 +129,38 @@ func (r *Reconciler) startClaimed(ctx context.Context, log *slog.Logger, s *ambi
 	conds = conds.set(Condition{Type: CondHealthCheckPassed, Status: StatusUnknown, Reason: "Polling"}, now)
 	conds = conds.set(started, now)
 	rn := newRun(id, proc, o.received, conds)
+	rn.ep, rn.rev = o.claim, o.rev
+	rn.projectID = s.GetProjectId()
 	r.mu.Lock()
 	r.runs[id] = rn
 	r.mu.Unlock()
+	log.Info("runner spawned", slog.Int(logkey.PID, proc.PID), slog.Int(logkey.Port, proc.Port), slog.Duration(logkey.Duration, spawnTook))
+	// The supervisor registers the endpoint and writes Creating, so the
+	// handler (one per member at a time) is free for the next event.
+	r.supervise(ctx, rn)
+	return nil
+}
 
+// onSpawned registers the endpoint (state starting) and writes Creating.
+func (r *Reconciler) onSpawned(ctx context.Context, log *slog.Logger, rn *run) {
+	unlock := r.locks.lock(rn.id)
+	defer unlock()
 	if err := r.updateRecord(ctx, rn, func(e *registry.Endpoint) {
-		e.ProjectID = s.GetProjectId()
-		e.Host, e.Port, e.PID = r.cfg.AdvertiseHost, proc.Port, proc.PID
-		e.StartedAt, e.State = proc.StartedAt.UTC(), registry.StateStarting
+		e.ProjectID = rn.projectID
+		e.Host, e.Port, e.PID = r.cfg.AdvertiseHost, rn.proc.Port, rn.proc.PID
+		e.StartedAt, e.State = rn.proc.StartedAt.UTC(), registry.StateStarting
 	}); err != nil {
 		log.Warn("register endpoint", slog.String(logkey.Err, err.Error()))
 	}
-	if err := r.writeStatus(ctx, id, statusUpdate{Phase: PhaseCreating, Conditions: conds}); err != nil {
+	rn.mu.Lock()
+	skip, conds := rn.stopped || rn.final, rn.conds
+	rn.mu.Unlock()
+	if skip {
+		return
+	}
+	if err := r.writeStatus(ctx, rn.id, statusUpdate{Phase: PhaseCreating, Conditions: conds}); err != nil {
 		log.Warn("write phase", slog.String(logkey.Phase, PhaseCreating), slog.String(logkey.Err, err.Error()))
 	}
-	log.Info("runner starting", slog.Int(logkey.PID, proc.PID), slog.Int(logkey.Port, proc.Port))
-	r.supervise(ctx, rn)
-	return nil
 }
 
 // deferForCapacity reports a capacity shortage on the session (condition

@@ -31,6 +31,7 @@ func (r *Reconciler) supervise(ctx context.Context, rn *run) {
 func (r *Reconciler) superviseRun(ctx context.Context, rn *run) {
 	log := r.log.With(slog.String(logkey.SessionID, rn.id), slog.Int(logkey.PID, rn.proc.PID))
 	shutdown := false
+	r.onSpawned(ctx, log, rn)
 	// Health: abandoned on a stop request, on exit, or on shutdown.
 	hctx, hcancel := context.WithCancel(ctx)
 	go func() { // owned by superviseRun; ends when hctx ends (hcancel below)

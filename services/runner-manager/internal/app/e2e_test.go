@@ -1,0 +1,243 @@
+package app_test
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ambient-code/control-plane/libs/registry"
+	"github.com/ambient-code/control-plane/libs/testenv"
+	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
+)
+
+// The service binary end to end: events from the stream start a runner,
+// the echo of its own writes changes nothing, Stopping stops it, DELETED
+// cleans up.
+func TestServiceLifecycle(t *testing.T) {
+	w := newWorld(t)
+	svc := w.start("rm-0", 5)
+	id := w.create("e2e")
+	w.waitAll([]string{id}, "Running", 10*time.Second)
+	rec, err := w.record(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Echoes of Creating and Running were delivered; still one runner.
+	if pids := runnerPIDs(svc.root); len(pids) != 1 || pids[0] != rec.PID {
+		t.Fatalf("runner pids %v, record pid %d", pids, rec.PID)
+	}
+	if _, err := w.client.UpdateSessionStatus(t.Context(), &ambientv1.UpdateSessionStatusRequest{Id: id, Phase: ptr("Stopping")}); err != nil {
+		t.Fatal(err)
+	}
+	w.waitAll([]string{id}, "Stopped", 10*time.Second)
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if _, err := w.record(id); !errors.Is(err, registry.ErrNotFound) {
+			return fmt.Errorf("claim: %v", err)
+		}
+		if pids := runnerPIDs(svc.root); len(pids) != 0 {
+			return fmt.Errorf("runners left: %v", pids)
+		}
+		return nil
+	})
+	// A second session, deleted while running.
+	id2 := w.create("to delete")
+	w.waitAll([]string{id2}, "Running", 10*time.Second)
+	if err := w.client.DeleteSession(t.Context(), id2); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if _, err := w.record(id2); !errors.Is(err, registry.ErrNotFound) {
+			return fmt.Errorf("claim: %v", err)
+		}
+		if pids := runnerPIDs(svc.root); len(pids) != 0 {
+			return fmt.Errorf("runners left: %v", pids)
+		}
+		return nil
+	})
+}
+
+// Acceptance 6: two replicas, 40 sessions, each runs exactly once; kill -9
+// one replica and its runners: the other restarts its sessions within
+// seconds, and no session stays Running without a live runner.
+func TestKillReplicaSessionsMove(t *testing.T) {
+	w := newWorld(t)
+	a := w.start("rm-a", 50)
+	b := w.start("rm-b", 50)
+	// Let the group settle with both members before the burst.
+	time.Sleep(1500 * time.Millisecond) //nolint:forbidigo // membership settles on a heartbeat; nothing to poll from outside
+	const n = 40
+	var ids []string
+	for i := range n {
+		ids = append(ids, w.create(fmt.Sprintf("s%02d", i)))
+	}
+	w.waitAll(ids, "Running", 30*time.Second)
+	owners := map[string][]string{}
+	for _, id := range ids {
+		rec, err := w.record(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		owners[rec.Owner] = append(owners[rec.Owner], id)
+	}
+	pa, pb := runnerPIDs(a.root), runnerPIDs(b.root)
+	if len(pa)+len(pb) != n {
+		t.Fatalf("runner processes: %d + %d, want %d in total", len(pa), len(pb), n)
+	}
+	t.Logf("sessions per replica: rm-a %d, rm-b %d", len(owners["rm-a"]), len(owners["rm-b"]))
+	victim, survivor, victimPIDs := a, b, pa
+	if len(owners["rm-b"]) > len(owners["rm-a"]) {
+		victim, survivor, victimPIDs = b, a, pb
+	}
+	moved := owners[victim.member]
+
+	start := time.Now()
+	if err := victim.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	for _, pid := range victimPIDs {
+		// Pdeathsig already kills them; this makes the test independent of it.
+		_ = syscall.Kill(pid, syscall.SIGKILL) // ESRCH when already gone
+	}
+	<-victim.done
+	testenv.Eventually(t, 20*time.Second, func() error {
+		for _, id := range ids {
+			rec, err := w.record(id)
+			if err != nil {
+				return fmt.Errorf("%s: %v", id, err)
+			}
+			if rec.Owner != survivor.member || rec.State != registry.StateRunning {
+				return fmt.Errorf("%s: owner %s state %s", id, rec.Owner, rec.State)
+			}
+		}
+		return nil
+	})
+	t.Logf("%d sessions of the killed replica restarted on %s in %v", len(moved), survivor.member, time.Since(start).Round(time.Millisecond))
+	w.waitAll(ids, "Running", 10*time.Second)
+	live := runnerPIDs(survivor.root)
+	if len(live) != n {
+		t.Fatalf("survivor runs %d runners, want %d", len(live), n)
+	}
+	if left := runnerPIDs(victim.root); len(left) != 0 {
+		t.Fatalf("runners of the killed replica alive: %v", left)
+	}
+	for _, id := range ids {
+		rec, err := w.record(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Contains(live, rec.PID) {
+			t.Fatalf("session %s Running with dead pid %d", id, rec.PID)
+		}
+	}
+}
+
+// Acceptance 8: SIGTERM to the service stops every runner within the grace
+// and leaves no process behind; sessions are handed back (Pending).
+func TestSIGTERMStopsAllRunners(t *testing.T) {
+	w := newWorld(t)
+	svc := w.start("rm-0", 5, "LOCAL_RUNNER_COMMAND=/bin/sh -c 'trap \"\" TERM; "+demoRunner+" & while :; do sleep 0.1; done'")
+	ids := []string{w.create("a"), w.create("b"), w.create("c")}
+	w.waitAll(ids, "Running", 10*time.Second)
+	start := time.Now()
+	if err := svc.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-svc.done:
+		if err != nil {
+			t.Fatalf("exit: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("service did not exit")
+	}
+	took := time.Since(start)
+	t.Logf("shutdown with 3 SIGTERM-ignoring runners took %v (grace 2s)", took.Round(time.Millisecond))
+	if took > 5*time.Second {
+		t.Fatalf("shutdown took %v", took)
+	}
+	if pids := runnerPIDs(svc.root); len(pids) != 0 {
+		t.Fatalf("orphan runners: %v", pids)
+	}
+	if pids := shellsUnder(svc.root); len(pids) != 0 {
+		t.Fatalf("orphan runner shells: %v", pids)
+	}
+	for id, p := range w.phases(ids) {
+		if p != "Pending" {
+			t.Errorf("session %s phase %q after shutdown, want Pending", id, p)
+		}
+		if _, err := w.record(id); !errors.Is(err, registry.ErrNotFound) {
+			t.Errorf("claim of %s left: %v", id, err)
+		}
+	}
+}
+
+// shellsUnder lists live processes whose working directory is under root.
+func shellsUnder(root string) []int {
+	var out []int
+	entries, _ := os.ReadDir("/proc") // always readable on Linux
+	for _, e := range entries {
+		cwd, err := os.Readlink(filepath.Join("/proc", e.Name(), "cwd"))
+		if err == nil && strings.HasPrefix(cwd, root+"/") {
+			var pid int
+			if _, err := fmt.Sscan(e.Name(), &pid); err == nil && pidAlive(pid) {
+				out = append(out, pid)
+			}
+		}
+	}
+	return out
+}
+
+// Invalid configuration: exit 1 with every bad variable named.
+func TestInvalidConfigExits1(t *testing.T) {
+	t.Parallel()
+	cmd := exec.Command(serviceBin)
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=/tmp", "LOCAL_PORT_RANGE=9200-9100", "LOCAL_MAX_SESSIONS=lots", "LOCAL_RUNNER_COMMAND=python 'x"}
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+		t.Fatalf("exit: %v\n%s", err, out)
+	}
+	for _, name := range []string{"AMBIENT_API_TOKEN", "LOCAL_PORT_RANGE", "LOCAL_MAX_SESSIONS", "LOCAL_RUNNER_COMMAND"} {
+		if !strings.Contains(string(out), name) {
+			t.Errorf("output does not name %s:\n%s", name, out)
+		}
+	}
+}
+
+// Benchmark figure: event-to-Running for 50 sessions created at once
+// (session created_at -> start_time written by the service, both on this
+// host), through the informer relay, the consumer group and the health
+// check of a real runner.
+func TestEventToRunningFiftySessions(t *testing.T) {
+	w := newWorld(t)
+	w.start("rm-0", 60)
+	const n = 50
+	var ids []string
+	begin := time.Now()
+	for i := range n {
+		ids = append(ids, w.create(fmt.Sprintf("b%02d", i)))
+	}
+	w.waitAll(ids, "Running", 60*time.Second)
+	wall := time.Since(begin)
+	var lat []time.Duration
+	for _, id := range ids {
+		s, err := w.client.GetSession(t.Context(), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lat = append(lat, s.GetStartTime().AsTime().Sub(s.GetMetadata().GetCreatedAt().AsTime()))
+	}
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	t.Logf("event->Running for %d sessions: p50 %v, p90 %v, max %v; all Running after %v",
+		n, lat[n/2].Round(time.Millisecond), lat[n*9/10].Round(time.Millisecond), lat[n-1].Round(time.Millisecond), wall.Round(time.Millisecond))
+}
+
+func ptr[T any](v T) *T { return &v }

@@ -1,0 +1,314 @@
+package app_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/ambient-code/control-plane/libs/apiclient"
+	"github.com/ambient-code/control-plane/libs/bus"
+	"github.com/ambient-code/control-plane/libs/events"
+	"github.com/ambient-code/control-plane/libs/memapi"
+	"github.com/ambient-code/control-plane/libs/natsserver"
+	"github.com/ambient-code/control-plane/libs/registry"
+	"github.com/ambient-code/control-plane/libs/testenv"
+	eventsv1 "github.com/ambient-code/control-plane/proto/ambient/events/v1"
+	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
+)
+
+// world is NATS + the in-memory API + a minimal informer publishing every
+// session change to the events stream (so the service also sees the echo of
+// its own writes).
+type world struct {
+	t       *testing.T
+	nats    *natsserver.Server
+	api     *memapi.Server
+	client  *apiclient.Client
+	js      jetstream.JetStream
+	runners jetstream.KeyValue
+}
+
+func newWorld(t *testing.T) *world {
+	t.Helper()
+	srv := testenv.NATS(t)
+	_, js := testenv.JetStream(t, srv)
+	ctx := t.Context()
+	if _, err := bus.EnsureEventsStream(ctx, js, 1, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	runners, err := bus.EnsureKV(ctx, js, bus.RunnersBucket(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	api := testenv.API(t)
+	w := &world{t: t, nats: srv, api: api, client: testenv.APIClient(t, api), js: js, runners: runners}
+	w.startInformer()
+	return w
+}
+
+// startInformer relays the API's session watch to the events stream.
+func (w *world) startInformer() {
+	t := w.t
+	ctx, cancel := context.WithCancel(context.WithoutCancel(t.Context()))
+	stream, err := w.client.WatchSessions(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	t.Cleanup(func() { cancel(); <-done })
+	go func() { // owned by the test (cleanup above); ends when the watch ends
+		defer close(done)
+		last := map[string]*ambientv1.Session{}
+		for {
+			we, err := stream.Recv()
+			if err != nil {
+				return
+			}
+			var ev *eventsv1.ResourceEvent
+			switch we.GetType() {
+			case ambientv1.EventType_EVENT_TYPE_CREATED:
+				ev = events.NewEvent(eventsv1.EventType_EVENT_TYPE_ADDED, we.GetSession(), nil, time.Now())
+			case ambientv1.EventType_EVENT_TYPE_UPDATED:
+				ev = events.NewEvent(eventsv1.EventType_EVENT_TYPE_MODIFIED, we.GetSession(), last[we.GetSession().GetMetadata().GetId()], time.Now())
+			case ambientv1.EventType_EVENT_TYPE_DELETED:
+				old := last[we.GetResourceId()]
+				if old == nil {
+					continue
+				}
+				ev = events.NewEvent(eventsv1.EventType_EVENT_TYPE_DELETED, old, nil, time.Now())
+			default:
+				continue
+			}
+			if s := we.GetSession(); s != nil {
+				last[s.GetMetadata().GetId()] = s
+			}
+			msg, err := events.NewMsg(ctx, events.SubjectPrefix, ev)
+			if err != nil {
+				t.Errorf("event msg: %v", err)
+				return
+			}
+			if _, err := w.js.PublishMsg(ctx, msg); err != nil && ctx.Err() == nil {
+				t.Errorf("publish: %v", err)
+				return
+			}
+		}
+	}()
+	// The watch sends no headers until the first event; give the server a
+	// moment to register the watcher before sessions are created.
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if w.api.Watchers() == 0 {
+			return errors.New("watch not registered")
+		}
+		return nil
+	})
+}
+
+// service is one runner-manager process.
+type service struct {
+	t      *testing.T
+	cmd    *exec.Cmd
+	member string
+	root   string
+	out    *syncBuffer
+	done   chan error
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// start runs the service binary with a test configuration plus extra env.
+func (w *world) start(member string, ports int, extra ...string) *service {
+	t := w.t
+	t.Helper()
+	low, high := freeRange(t, ports)
+	metrics, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metricsAddr := metrics.Addr().String()
+	metrics.Close()
+	root := t.TempDir()
+	env := []string{
+		"PATH=" + os.Getenv("PATH"), "HOME=" + root,
+		"AMBIENT_API_TOKEN=" + w.api.Token(), "AMBIENT_GRPC_SERVER_ADDR=" + w.api.GRPCAddr(),
+		"NATS_URL=" + w.nats.ClientURL(), "MEMBER_ID=" + member, "MEMBER_TTL=1s", "GROUP_ACK_WAIT=5s",
+		"LOCAL_WORKSPACE_ROOT=" + root, "LOCAL_RUNNER_COMMAND=" + demoRunner,
+		"LOCAL_PORT_RANGE=" + strconv.Itoa(low) + "-" + strconv.Itoa(high), "LOCAL_MAX_SESSIONS=" + strconv.Itoa(ports),
+		"LOCAL_HEALTH_INTERVAL=100ms", "LOCAL_HEALTH_ATTEMPTS=100", "LOCAL_STOP_GRACE=2s",
+		"RUNNER_SWEEP_INTERVAL=300ms", "METRICS_ADDR=" + metricsAddr, "LOG_LEVEL=debug",
+		"ANTHROPIC_API_KEY=k", "NOT_ALLOWED=x",
+	}
+	cmd := exec.Command(serviceBin)
+	cmd.Env = append(env, extra...)
+	out := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	s := &service{t: t, cmd: cmd, member: member, root: root, out: out, done: make(chan error, 1)}
+	go func() { s.done <- cmd.Wait() }() // owned by the service; ends when the process exits
+	t.Cleanup(func() {
+		if err := cmd.Process.Signal(syscall.SIGTERM); err == nil {
+			select {
+			case <-s.done:
+			case <-time.After(15 * time.Second):
+				_ = cmd.Process.Kill() // best effort; the test has failed anyway
+				t.Errorf("%s did not stop", member)
+			}
+		}
+		if t.Failed() {
+			t.Logf("%s output:\n%s", member, tail(out.String(), 80))
+		}
+		if os.Getenv("TEST_LOG") != "" {
+			t.Logf("%s output:\n%s", member, out.String())
+		}
+	})
+	testenv.Eventually(t, 10*time.Second, func() error {
+		resp, err := httpGet("http://" + metricsAddr + "/readyz")
+		if err != nil {
+			return err
+		}
+		if resp != 200 {
+			return fmt.Errorf("readyz %d", resp)
+		}
+		return nil
+	})
+	return s
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(s, "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+func (w *world) create(name string) string {
+	w.t.Helper()
+	s, err := w.client.CreateSession(w.t.Context(), &ambientv1.CreateSessionRequest{Name: name, ProjectId: proto.String("proj"), Prompt: proto.String("hi")})
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return s.GetMetadata().GetId()
+}
+
+func (w *world) phases(ids []string) map[string]string {
+	w.t.Helper()
+	out := map[string]string{}
+	for _, id := range ids {
+		s, err := w.client.GetSession(w.t.Context(), id)
+		if err != nil {
+			w.t.Fatal(err)
+		}
+		out[id] = s.GetPhase()
+	}
+	return out
+}
+
+func (w *world) waitAll(ids []string, phase string, d time.Duration) {
+	w.t.Helper()
+	testenv.Eventually(w.t, d, func() error {
+		n := 0
+		for _, p := range w.phases(ids) {
+			if p != phase {
+				n++
+			}
+		}
+		if n > 0 {
+			return fmt.Errorf("%d of %d sessions not %s", n, len(ids), phase)
+		}
+		return nil
+	})
+}
+
+func (w *world) record(id string) (registry.Record, error) {
+	return registry.Get(w.t.Context(), w.runners, id)
+}
+
+// freeRange returns n consecutive ports that were free a moment ago.
+func freeRange(t *testing.T, n int) (int, int) {
+	t.Helper()
+	for range 100 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		low := ln.Addr().(*net.TCPAddr).Port
+		ln.Close()
+		if low+n-1 > 65535 {
+			continue
+		}
+		ok := true
+		for p := low; p < low+n && ok; p++ {
+			l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
+			if err != nil {
+				ok = false
+				continue
+			}
+			l.Close()
+		}
+		if ok {
+			return low, low + n - 1
+		}
+	}
+	t.Fatal("no free port range")
+	return 0, 0
+}
+
+// runnerPIDs lists live demo runner processes whose working directory is
+// under root (a service's workspace root).
+func runnerPIDs(root string) []int {
+	var out []int
+	entries, _ := os.ReadDir("/proc") // always readable on Linux
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil || !strings.HasPrefix(string(cmdline), demoRunner+"\x00") {
+			continue
+		}
+		if cwd, err := os.Readlink(filepath.Join("/proc", e.Name(), "cwd")); err != nil || !strings.HasPrefix(cwd, root+"/") {
+			continue
+		}
+		if pidAlive(pid) {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
+func pidAlive(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	return err == nil && !strings.Contains(string(b), "State:\tZ")
+}
