@@ -95,6 +95,7 @@ type Proxy struct {
 	res     Resolver
 	client  *http.Client
 	streams *streams
+	bufs    *buffers
 	metrics *metrics
 	tracer  trace.Tracer
 	prop    propagation.TextMapPropagator
@@ -135,6 +136,7 @@ func New(cfg Config, res Resolver, log *slog.Logger) (*Proxy, error) {
 		res:     res,
 		client:  client,
 		streams: newStreams(),
+		bufs:    newBuffers(),
 		metrics: m,
 		tracer:  cfg.TracerProvider.Tracer(meterName),
 		prop:    otel.GetTextMapPropagator(),
@@ -280,7 +282,9 @@ func (p *Proxy) forward(w *recorder, r *http.Request, t route.Target, ep registr
 	defer closeBody(resp.Body)
 	copyResponseHeader(w.Header(), resp.Header, false)
 	w.WriteHeader(resp.StatusCode)
-	if _, err := io.Copy(w, resp.Body); err != nil && r.Context().Err() == nil {
+	buf := p.bufs.get()
+	defer p.bufs.put(buf)
+	if _, err := io.CopyBuffer(w, resp.Body, buf[:]); err != nil && r.Context().Err() == nil {
 		log.Warn("runner response cut", "err", err)
 	}
 }
@@ -319,7 +323,9 @@ func (p *Proxy) stream(w *recorder, r *http.Request, t route.Target, ep registry
 	if isEventStream(resp.Header.Get("Content-Type")) {
 		keepAlive = p.cfg.SSEKeepAlive
 	}
-	res := relay(ctx, flusher{w, rc}, resp.Body, keepAlive, func() { cancel(context.Canceled) })
+	buf := p.bufs.get()
+	defer p.bufs.put(buf) // relay has waited for its reader
+	res := relay(ctx, flusher{w, rc}, resp.Body, buf[:], keepAlive, func() { cancel(context.Canceled) })
 	ended(res.Bytes)
 	cause := context.Cause(ctx)
 	switch {

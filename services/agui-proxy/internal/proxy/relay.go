@@ -5,12 +5,24 @@ import (
 	"context"
 	"errors"
 	"io"
+	"sync"
 	"time"
 )
 
 // relayBufSize is the read size from the runner. A read returns as soon as
 // any bytes arrive, so the size bounds a chunk, it never delays one.
 const relayBufSize = 32 << 10
+
+// buffers recycles relay buffers: a fresh 32 KiB buffer per request was
+// most of the proxy's allocation per request. Safe for concurrent use.
+type buffers struct{ pool sync.Pool }
+
+func newBuffers() *buffers {
+	return &buffers{pool: sync.Pool{New: func() any { return new([relayBufSize]byte) }}}
+}
+
+func (b *buffers) get() *[relayBufSize]byte  { return b.pool.Get().(*[relayBufSize]byte) }
+func (b *buffers) put(p *[relayBufSize]byte) { b.pool.Put(p) }
 
 // keepAliveComment is an SSE comment line; AG-UI clients ignore it.
 var keepAliveComment = []byte(": ping\n\n")
@@ -42,16 +54,16 @@ type relayResult struct {
 //
 // stop must make a blocked src.Read return (cancel the upstream request); it
 // is called before relay returns so the reader goroutine can be waited for.
-func relay(ctx context.Context, dst flushWriter, src io.Reader, keepAlive time.Duration, stop func()) relayResult {
+// buf is free for reuse when relay returns.
+func relay(ctx context.Context, dst flushWriter, src io.Reader, buf []byte, keepAlive time.Duration, stop func()) relayResult {
 	if keepAlive <= 0 {
-		return relayDirect(dst, src)
+		return relayDirect(dst, src, buf)
 	}
-	return relayKeepAlive(ctx, dst, src, keepAlive, stop)
+	return relayKeepAlive(ctx, dst, src, buf, keepAlive, stop)
 }
 
-func relayDirect(dst flushWriter, src io.Reader) relayResult {
+func relayDirect(dst flushWriter, src io.Reader, buf []byte) relayResult {
 	var res relayResult
-	buf := make([]byte, relayBufSize)
 	for {
 		n, err := src.Read(buf)
 		if n > 0 {
@@ -75,9 +87,8 @@ type readResult struct {
 	err error
 }
 
-func relayKeepAlive(ctx context.Context, dst flushWriter, src io.Reader, keepAlive time.Duration, stop func()) relayResult {
+func relayKeepAlive(ctx context.Context, dst flushWriter, src io.Reader, buf []byte, keepAlive time.Duration, stop func()) relayResult {
 	var res relayResult
-	buf := make([]byte, relayBufSize)
 	reads := make(chan readResult) // unbuffered: buf is reused only after the writer took the chunk
 	next := make(chan struct{})    // unbuffered: the writer hands buf back
 	done := make(chan struct{})
@@ -110,6 +121,9 @@ func relayKeepAlive(ctx context.Context, dst flushWriter, src io.Reader, keepAli
 	}()
 
 	var tail frameTail
+	// The timer is not reset per chunk (that dominated the cost of busy
+	// streams); when it fires, it re-arms for the rest of the idle period.
+	lastWrite := time.Now()
 	timer := time.NewTimer(keepAlive)
 	defer timer.Stop()
 	for {
@@ -117,7 +131,11 @@ func relayKeepAlive(ctx context.Context, dst flushWriter, src io.Reader, keepAli
 		case <-ctx.Done():
 			res.UpstreamErr = context.Cause(ctx)
 			return res
-		case <-timer.C:
+		case now := <-timer.C:
+			if idle := now.Sub(lastWrite); idle < keepAlive {
+				timer.Reset(keepAlive - idle)
+				continue
+			}
 			// Mid-frame silence is left alone: a comment there would corrupt
 			// the frame. The next idle period after the frame ends pings.
 			if tail.atBoundary() {
@@ -126,6 +144,7 @@ func relayKeepAlive(ctx context.Context, dst flushWriter, src io.Reader, keepAli
 					return res
 				}
 				res.Pings++
+				lastWrite = now
 			}
 			timer.Reset(keepAlive)
 		case rr := <-reads:
@@ -136,7 +155,7 @@ func relayKeepAlive(ctx context.Context, dst flushWriter, src io.Reader, keepAli
 				}
 				res.Bytes += int64(rr.n)
 				tail.add(buf[:rr.n])
-				timer.Reset(keepAlive)
+				lastWrite = time.Now()
 			}
 			if rr.err != nil {
 				if !errors.Is(rr.err, io.EOF) {
