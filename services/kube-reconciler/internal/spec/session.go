@@ -153,7 +153,7 @@ func sessionSpec(s *ambientv1.Session, crName string) (AgenticSessionSpec, error
 	if s.LlmModel != nil || s.LlmTemperature != nil || s.LlmMaxTokens != nil {
 		sp.LLMSettings = &LLMSettings{Model: s.GetLlmModel(), Temperature: s.LlmTemperature, MaxTokens: s.LlmMaxTokens}
 	}
-	if s.BotAccountName != nil {
+	if s.GetBotAccountName() != "" {
 		sp.BotAccount = &BotAccount{Name: s.GetBotAccountName()}
 	}
 	if sp.ResourceOverrides, err = jsonObject(s.GetResourceOverrides(), "resource_overrides"); err != nil {
@@ -162,7 +162,7 @@ func sessionSpec(s *ambientv1.Session, crName string) (AgenticSessionSpec, error
 	if sp.EnvironmentVariables, err = envVars(s.GetEnvironmentVariables()); err != nil {
 		return sp, err
 	}
-	if s.CreatedByUserId != nil {
+	if s.GetCreatedByUserId() != "" {
 		sp.UserContext = &UserContext{UserID: s.GetCreatedByUserId()}
 	}
 	return sp, nil

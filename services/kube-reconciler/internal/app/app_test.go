@@ -1,0 +1,284 @@
+package app
+
+import (
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ambient-code/control-plane/libs/testenv"
+	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
+	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/apply"
+	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/spec"
+	"github.com/google/go-cmp/cmp"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+)
+
+const wait = 30 * time.Second
+
+func (h *harness) project(t *testing.T, name string) *ambientv1.Project {
+	t.Helper()
+	p, err := h.cl.CreateProject(t.Context(), &ambientv1.CreateProjectRequest{Name: name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func (h *harness) cr(t *testing.T, ns, name string) (*unstructured.Unstructured, error) {
+	t.Helper()
+	return h.dyn.Resource(apply.AgenticSessionGVR).Namespace(ns).Get(t.Context(), name, metav1.GetOptions{})
+}
+
+func (h *harness) waitCR(t *testing.T, ns, name string, check func(u *unstructured.Unstructured) error) *unstructured.Unstructured {
+	t.Helper()
+	var got *unstructured.Unstructured
+	testenv.Eventually(t, wait, func() error {
+		u, err := h.cr(t, ns, name)
+		if err != nil {
+			return err
+		}
+		got = u
+		if check != nil {
+			return check(u)
+		}
+		return nil
+	})
+	return got
+}
+
+// TestMapping: projects, settings and sessions created in the API become
+// Namespaces, RoleBindings and AgenticSessions with the labels, subjects,
+// roleRefs and spec fields of UPSTREAM-BEHAVIOUR.md.
+func TestMapping(t *testing.T) {
+	h := newHarness(t)
+	h.start(t, "m1", nil, nil)
+	ctx := t.Context()
+	name := unique("Map")
+	p := h.project(t, name)
+	ns := lower(name)
+	if _, err := h.cl.CreateProjectSettings(ctx, &ambientv1.CreateProjectSettingsRequest{ProjectId: p.GetMetadata().GetId(),
+		GroupAccess: ptr(`[{"group":"devs","role":"ambient-project-edit"},{"group":"leads","role":"ambient-project-admin"}]`)}); err != nil {
+		t.Fatal(err)
+	}
+
+	testenv.Eventually(t, wait, func() error {
+		got, err := h.kube.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		want := map[string]string{"ambient-code.io/managed": "true", "ambient-code.io/managed-by": "ambient-control-plane", "ambient-code.io/project-id": name}
+		for k, v := range want {
+			if got.Labels[k] != v {
+				return fmt.Errorf("namespace label %s = %q, want %q", k, got.Labels[k], v)
+			}
+		}
+		return nil
+	})
+	testenv.Eventually(t, wait, func() error {
+		list, err := h.kube.RbacV1().RoleBindings(ns).List(ctx, metav1.ListOptions{LabelSelector: spec.ManagedSelector})
+		if err != nil {
+			return err
+		}
+		var got []string
+		for _, rb := range list.Items {
+			s := rb.Subjects[0]
+			got = append(got, fmt.Sprintf("%s %s/%s -> %s/%s %s", rb.Name, s.Kind, s.Name, rb.RoleRef.Kind, rb.RoleRef.Name, rb.Labels["ambient-code.io/project-id"]))
+		}
+		slices.Sort(got)
+		want := []string{
+			"ambient-devs-ambient-project-edit Group/devs -> ClusterRole/ambient-project-edit " + name,
+			"ambient-leads-ambient-project-admin Group/leads -> ClusterRole/ambient-project-admin " + name,
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			return fmt.Errorf("rolebindings (-want +got):\n%s", diff)
+		}
+		return nil
+	})
+
+	tests := []struct {
+		name string
+		req  *ambientv1.CreateSessionRequest
+		want map[string]any // spec (JSON form)
+		lbl  map[string]string
+	}{
+		{
+			name: "defaults from the API",
+			req:  &ambientv1.CreateSessionRequest{Name: "plain", Prompt: ptr("hello")},
+			want: map[string]any{"displayName": "plain", "initialPrompt": "hello", "project": name,
+				"llmSettings": map[string]any{"model": "sonnet", "temperature": 0.7, "maxTokens": float64(4000)}},
+		},
+		{
+			name: "every field",
+			req: &ambientv1.CreateSessionRequest{Name: "full", Prompt: ptr("p"), Timeout: ptr(int32(600)), LlmModel: ptr("opus"),
+				LlmTemperature: ptr(0.2), LlmMaxTokens: ptr(int32(100)), BotAccountName: ptr("bot"), CreatedByUserId: ptr("u-1"),
+				Repos:                ptr(`[{"url":"https://git/a"},{"url":"https://git/b","branch":"dev"}]`),
+				ResourceOverrides:    ptr(`{"cpu":"2"}`),
+				EnvironmentVariables: ptr(`{"A":"1"}`),
+				Labels:               ptr(`{"team":"x"}`), Annotations: ptr(`{"note":"y z"}`)},
+			want: map[string]any{"displayName": "full", "initialPrompt": "p", "timeout": float64(600), "project": name,
+				"llmSettings":          map[string]any{"model": "opus", "temperature": 0.2, "maxTokens": float64(100)},
+				"botAccount":           map[string]any{"name": "bot"},
+				"userContext":          map[string]any{"userId": "u-1"},
+				"resourceOverrides":    map[string]any{"cpu": "2"},
+				"environmentVariables": map[string]any{"A": "1"},
+				"repos":                []any{map[string]any{"url": "https://git/a", "branch": "ambient/CRNAME"}, map[string]any{"url": "https://git/b", "branch": "dev"}}},
+			lbl: map[string]string{"team": "x"},
+		},
+		{
+			name: "repo_url only",
+			req:  &ambientv1.CreateSessionRequest{Name: "single", RepoUrl: ptr("https://git/r")},
+			want: map[string]any{"displayName": "single", "project": name,
+				"llmSettings": map[string]any{"model": "sonnet", "temperature": 0.7, "maxTokens": float64(4000)},
+				"repos":       []any{map[string]any{"url": "https://git/r", "branch": "ambient/CRNAME"}}},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.req.ProjectId = ptr(p.GetMetadata().GetId())
+			s, err := h.cl.CreateSession(ctx, tc.req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			crName := lower(s.GetKubeCrName())
+			if crName == "" {
+				crName = lower(s.GetMetadata().GetId())
+			}
+			want := fixBranch(tc.want, crName)
+			u := h.waitCR(t, ns, crName, func(u *unstructured.Unstructured) error {
+				got, _, _ := unstructured.NestedMap(u.Object, "spec")
+				if diff := cmp.Diff(want, jsonRoundTrip(got)); diff != "" {
+					return fmt.Errorf("spec (-want +got):\n%s", diff)
+				}
+				return nil
+			})
+			if u.GetAnnotations()[spec.AnnotationSessionID] != s.GetMetadata().GetId() {
+				t.Errorf("session annotation = %q", u.GetAnnotations()[spec.AnnotationSessionID])
+			}
+			for k, v := range tc.lbl {
+				if u.GetLabels()[k] != v {
+					t.Errorf("label %s = %q, want %q", k, u.GetLabels()[k], v)
+				}
+			}
+			if u.GetLabels()[spec.LabelManagedBy] != spec.ManagedByValue || u.GetLabels()[spec.LabelProjectID] != name {
+				t.Errorf("managed labels missing: %v", u.GetLabels())
+			}
+			if tc.req.Annotations != nil && u.GetAnnotations()["note"] != "y z" {
+				t.Errorf("annotations = %v", u.GetAnnotations())
+			}
+			// The status write-back reports where the CR lives.
+			testenv.Eventually(t, wait, func() error {
+				got, err := h.cl.GetSession(ctx, s.GetMetadata().GetId())
+				if err != nil {
+					return err
+				}
+				if got.GetKubeCrUid() != string(u.GetUID()) || got.GetKubeNamespace() != ns {
+					return fmt.Errorf("kube_cr_uid/namespace = %q/%q, want %q/%q", got.GetKubeCrUid(), got.GetKubeNamespace(), u.GetUID(), ns)
+				}
+				return nil
+			})
+		})
+	}
+}
+
+func fixBranch(m map[string]any, crName string) map[string]any {
+	b, _ := json.Marshal(m)
+	var out map[string]any
+	_ = json.Unmarshal([]byte(strings.ReplaceAll(string(b), "CRNAME", crName)), &out) // test data: always valid
+	return out
+}
+
+func jsonRoundTrip(m map[string]any) map[string]any {
+	b, _ := json.Marshal(m)
+	var out map[string]any
+	_ = json.Unmarshal(b, &out) // from a decoded object: always valid
+	return out
+}
+
+// TestUpdatesPruneRecreateDelete: a session update changes the CR spec; a
+// removed group_access entry deletes its RoleBinding; a changed role
+// recreates it; a deleted session deletes its CR; a deleted project keeps its
+// namespace.
+func TestUpdatesPruneRecreateDelete(t *testing.T) {
+	h := newHarness(t)
+	h.start(t, "u1", nil, nil)
+	ctx := t.Context()
+	name := unique("upd")
+	p := h.project(t, name)
+	pid := p.GetMetadata().GetId()
+	ps, err := h.cl.CreateProjectSettings(ctx, &ambientv1.CreateProjectSettingsRequest{ProjectId: pid,
+		GroupAccess: ptr(`[{"group":"a","role":"ambient-project-edit"},{"group":"b","role":"ambient-project-view"}]`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := h.cl.CreateSession(ctx, &ambientv1.CreateSessionRequest{Name: "s", ProjectId: ptr(pid), Prompt: ptr("v1"), BotAccountName: ptr("bot")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	crName := lower(s.GetKubeCrName())
+	h.waitCR(t, name, crName, nil)
+	bindings := func(want ...string) func() error {
+		return func() error {
+			list, err := h.kube.RbacV1().RoleBindings(name).List(ctx, metav1.ListOptions{LabelSelector: spec.ManagedSelector})
+			if err != nil {
+				return err
+			}
+			var got []string
+			for _, rb := range list.Items {
+				got = append(got, rb.Name+"->"+rb.RoleRef.Name)
+			}
+			slices.Sort(got)
+			if diff := cmp.Diff(want, got); diff != "" {
+				return fmt.Errorf("bindings (-want +got):\n%s", diff)
+			}
+			return nil
+		}
+	}
+	testenv.Eventually(t, wait, bindings("ambient-a-ambient-project-edit->ambient-project-edit", "ambient-b-ambient-project-view->ambient-project-view"))
+
+	// Session update: new prompt, bot account dropped.
+	if _, err := h.cl.UpdateSession(ctx, &ambientv1.UpdateSessionRequest{Id: s.GetMetadata().GetId(), Prompt: ptr("v2"), BotAccountName: ptr("")}); err != nil {
+		t.Fatal(err)
+	}
+	h.waitCR(t, name, crName, func(u *unstructured.Unstructured) error {
+		if got, _, _ := unstructured.NestedString(u.Object, "spec", "initialPrompt"); got != "v2" {
+			return fmt.Errorf("initialPrompt = %q, want v2", got)
+		}
+		return nil
+	})
+
+	// Entry b removed, a's role changed: b pruned, a's binding replaced.
+	if _, err := h.cl.UpdateProjectSettings(ctx, &ambientv1.UpdateProjectSettingsRequest{Id: ps.GetMetadata().GetId(),
+		GroupAccess: ptr(`[{"group":"a","role":"ambient-project-admin"}]`)}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, wait, bindings("ambient-a-ambient-project-admin->ambient-project-admin"))
+
+	// Session deleted: CR deleted.
+	if err := h.cl.DeleteSession(ctx, s.GetMetadata().GetId()); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, wait, func() error {
+		if _, err := h.cr(t, name, crName); !apierrors.IsNotFound(err) {
+			return fmt.Errorf("cr still there: %v", err)
+		}
+		return nil
+	})
+
+	// Project deleted: namespace kept (events handled, namespace not terminating).
+	if err := h.cl.DeleteProject(ctx, pid); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.cl.DeleteProjectSettings(ctx, ps.GetMetadata().GetId()); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, wait, bindings())
+	got, err := h.kube.CoreV1().Namespaces().Get(ctx, name, metav1.GetOptions{})
+	if err != nil || got.DeletionTimestamp != nil {
+		t.Fatalf("namespace after project delete: %v, deleting=%v", err, got.DeletionTimestamp)
+	}
+}

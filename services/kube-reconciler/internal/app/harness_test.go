@@ -1,0 +1,220 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ambient-code/control-plane/libs/apiclient"
+	"github.com/ambient-code/control-plane/libs/bus"
+	"github.com/ambient-code/control-plane/libs/envconfig"
+	"github.com/ambient-code/control-plane/libs/events"
+	"github.com/ambient-code/control-plane/libs/group"
+	"github.com/ambient-code/control-plane/libs/memapi"
+	"github.com/ambient-code/control-plane/libs/natsserver"
+	"github.com/ambient-code/control-plane/libs/testenv"
+	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
+	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/config"
+	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/kubetest"
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/grpc"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+)
+
+var kenv *kubetest.Env
+
+func TestMain(m *testing.M) { os.Exit(kubetest.Main(m, &kenv)) }
+
+const updateStatusMethod = "/ambient.v1.SessionService/UpdateSessionStatus"
+
+// reconcilerUser is the identity every harness reconciler runs as: bound to
+// exactly the chart's ClusterRole (see TestMain's setup in restricted).
+const reconcilerUser = "system:serviceaccount:ambient-code:kube-reconciler"
+
+var (
+	roleOnce sync.Once
+	roleErr  error
+	seq      atomic.Int64
+)
+
+// restricted returns a client config for reconcilerUser, bound once per
+// process to the chart's ClusterRole rules.
+func restricted(t testing.TB) *rest.Config {
+	t.Helper()
+	roleOnce.Do(func() {
+		roleErr = kenv.BindReconcilerRole(context.Background(), "ambient-kube-reconciler", reconcilerUser)
+	})
+	if roleErr != nil {
+		t.Fatalf("bind reconciler role: %v", roleErr)
+	}
+	return kenv.User(t, reconcilerUser)
+}
+
+// unique returns a lower-case name unique in this test process (namespaces
+// are shared by all tests on the one API server).
+func unique(prefix string) string { return fmt.Sprintf("%s-%d", prefix, seq.Add(1)) }
+
+type harness struct {
+	nats  *natsserver.Server
+	js    jetstream.JetStream
+	api   *memapi.Server
+	cl    *apiclient.Client
+	kube  kubernetes.Interface
+	dyn   dynamic.Interface
+	stats map[string]*group.Stats
+}
+
+func newHarness(t *testing.T) *harness {
+	t.Helper()
+	ctx := t.Context()
+	h := &harness{nats: testenv.NATS(t), api: testenv.API(t), stats: map[string]*group.Stats{}}
+	_, h.js = testenv.JetStream(t, h.nats)
+	h.cl = testenv.APIClient(t, h.api)
+	if _, err := bus.EnsureEventsStream(ctx, h.js, 1, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	kv, err := bus.EnsureKV(ctx, h.js, bus.ObjectsBucket(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.kube, err = kubernetes.NewForConfig(kenv.Config); err != nil {
+		t.Fatal(err)
+	}
+	if h.dyn, err = dynamic.NewForConfig(kenv.Config); err != nil {
+		t.Fatal(err)
+	}
+	fctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	// The feeders are owned by the harness: cancelled and awaited in cleanup.
+	wg.Go(func() {
+		feed(fctx, t, h.js, kv, func(ctx context.Context) (grpc.ServerStreamingClient[ambientv1.SessionWatchEvent], error) {
+			return h.cl.WatchSessions(ctx)
+		}, h.cl.ListSessions, (*ambientv1.SessionWatchEvent).GetSession)
+	})
+	wg.Go(func() {
+		feed(fctx, t, h.js, kv, func(ctx context.Context) (grpc.ServerStreamingClient[ambientv1.ProjectWatchEvent], error) {
+			return h.cl.WatchProjects(ctx)
+		}, h.cl.ListProjects, (*ambientv1.ProjectWatchEvent).GetProject)
+	})
+	wg.Go(func() {
+		feed(fctx, t, h.js, kv, func(ctx context.Context) (grpc.ServerStreamingClient[ambientv1.ProjectSettingsWatchEvent], error) {
+			return h.cl.WatchProjectSettings(ctx)
+		}, h.cl.ListProjectSettings, (*ambientv1.ProjectSettingsWatchEvent).GetProjectSettings)
+	})
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	// The feeders' watches must be open before the test mutates anything.
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if n := h.api.Watchers(); n < 3 {
+			return fmt.Errorf("%d watchers", n)
+		}
+		return nil
+	})
+	return h
+}
+
+// replica is one running kube-reconciler.
+type replica struct {
+	stop  func()
+	addr  net.Addr
+	stats *group.Stats
+}
+
+// start runs a kube-reconciler as member, with restCfg (nil: the chart-bound
+// restricted user) and extra env.
+func (h *harness) start(t *testing.T, member string, restCfg *rest.Config, env map[string]string) *replica {
+	t.Helper()
+	if restCfg == nil {
+		restCfg = restricted(t)
+	}
+	vars := map[string]string{
+		config.EnvAPIToken:     testenv.APIToken,
+		config.EnvGRPCAddr:     h.api.GRPCAddr(),
+		config.EnvNATSURL:      h.nats.ClientURL(),
+		config.EnvMetricsAddr:  "127.0.0.1:0",
+		config.EnvMemberID:     member,
+		config.EnvPartitions:   "4",
+		config.EnvStatusResync: "1m",
+		config.EnvLogLevel:     "debug",
+	}
+	for k, v := range env {
+		vars[k] = v
+	}
+	cfg, err := config.Load(envconfig.Map(vars))
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if os.Getenv("KR_TEST_LOG") != "" {
+		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("member", member)
+	}
+	r := &replica{stats: &group.Stats{}}
+	listening := make(chan net.Addr, 1) // one send
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1) // one send
+	// Owned by the replica: stop cancels it and waits.
+	go func() {
+		done <- Run(ctx, cfg, log, WithRESTConfig(restCfg), WithStats(r.stats), WithListening(func(a net.Addr) { listening <- a }))
+	}()
+	var once sync.Once
+	r.stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil && !errors.Is(err, context.Canceled) {
+					t.Errorf("replica %s: %v", member, err)
+				}
+			case <-time.After(30 * time.Second):
+				t.Errorf("replica %s did not stop", member)
+			}
+		})
+	}
+	t.Cleanup(r.stop)
+	select {
+	case r.addr = <-listening:
+	case err := <-done:
+		t.Fatalf("replica %s: %v", member, err)
+	case <-time.After(30 * time.Second):
+		t.Fatalf("replica %s did not listen", member)
+	}
+	return r
+}
+
+// quiesce waits until every event in the stream was handled by the replicas.
+func (h *harness) quiesce(t *testing.T, replicas ...*replica) {
+	t.Helper()
+	testenv.Eventually(t, 60*time.Second, func() error {
+		s, err := h.js.Stream(t.Context(), events.StreamName)
+		if err != nil {
+			return err
+		}
+		info, err := s.Info(t.Context())
+		if err != nil {
+			return err
+		}
+		var done uint64
+		for _, r := range replicas {
+			snap := r.stats.Snapshot()
+			done += snap.Acked + snap.DeadLettered
+		}
+		if done < info.State.Msgs {
+			return fmt.Errorf("%d of %d events handled", done, info.State.Msgs)
+		}
+		return nil
+	})
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func lower(s string) string { return strings.ToLower(s) }
