@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/ambient-code/control-plane/libs/bus"
+	"github.com/ambient-code/control-plane/libs/health"
 	"github.com/ambient-code/control-plane/libs/registry"
 	"github.com/ambient-code/control-plane/libs/telemetry"
 
@@ -118,14 +119,19 @@ func (a *App) Run(ctx context.Context) (err error) {
 	g.Go(func() error {
 		return serve(gctx, a.ln, a.server(newRouter(p, verifier, cfg.CORSOrigins, log)), cfg.ShutdownTimeout, log)
 	})
-	g.Go(func() error {
-		return serve(gctx, a.metricsLn, &http.Server{
-			Handler:           healthHandler(prov.Registry, a.ready),
-			ReadHeaderTimeout: 5 * time.Second,
-			ReadTimeout:       10 * time.Second,
-			WriteTimeout:      10 * time.Second,
-		}, 5*time.Second, log)
+	hs, err := health.New(health.Options{
+		Addr:     cfg.MetricsAddr,
+		Registry: prov.Registry,
+		Checks: map[string]health.Check{
+			"nats":          func(context.Context) error { return a.natsConnected() },
+			"routing_table": func(context.Context) error { return a.tableSynced() },
+		},
+		Logger: log,
 	})
+	if err != nil {
+		return fmt.Errorf("health server: %w", err)
+	}
+	g.Go(func() error { return hs.Serve(gctx, a.metricsLn) })
 	log.Info("agui-proxy started", "addr", a.Addr(), "metrics_addr", a.MetricsAddr(), "config", cfg)
 	return g.Wait()
 }
@@ -195,17 +201,22 @@ func openBucket(ctx context.Context, js jetstream.JetStream, name string, log *s
 	}
 }
 
-// ready is the readiness check: NATS connected and the table synced.
-func (a *App) ready() error {
+// natsConnected is the "nats" readiness check.
+func (a *App) natsConnected() error {
 	select {
 	case nc := <-a.nc:
 		a.nc <- nc // put it back for the next check
 		if !nc.IsConnected() {
 			return errors.New("nats not connected")
 		}
+		return nil
 	default:
 		return errors.New("nats not connected yet")
 	}
+}
+
+// tableSynced is the "routing_table" readiness check.
+func (a *App) tableSynced() error {
 	if !a.table.Ready() {
 		if err := a.table.Err(); err != nil {
 			return fmt.Errorf("routing table not synced: %w", err)
@@ -215,8 +226,9 @@ func (a *App) ready() error {
 	return nil
 }
 
-// Ready reports readiness as /readyz does.
-func (a *App) Ready() error { return a.ready() }
+// Ready reports readiness as /readyz does: NATS connected and the routing
+// table synced.
+func (a *App) Ready() error { return errors.Join(a.natsConnected(), a.tableSynced()) }
 
 // newVerifier builds the authenticator of cfg.Auth (nil for none).
 func newVerifier(ctx context.Context, cfg config.Config, log *slog.Logger) (auth.Verifier, error) {
