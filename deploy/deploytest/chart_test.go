@@ -1,7 +1,9 @@
 package deploytest
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"slices"
 	"strings"
@@ -592,6 +594,57 @@ externalNats: {url: "nats://n:4222", auth: {type: creds}}`, "externalNats.auth.s
 			}
 			if os.Getenv("DEPLOYTEST_VERBOSE") != "" {
 				t.Logf("rejected: %v", err)
+			}
+		})
+	}
+}
+
+// TestChartServiceEnv checks every Deployment's environment against the
+// variables its service declares and, where exposed, its config loader
+// (secrets and downward-API values replaced by plausible values).
+func TestChartServiceEnv(t *testing.T) {
+	t.Parallel()
+	c := loadChart(t)
+	for _, vs := range valueSets(t) {
+		t.Run(vs.name, func(t *testing.T) {
+			t.Parallel()
+			r := mustRender(t, c, vs.vals)
+			for _, u := range r.ofKind("Deployment") {
+				d := toTyped[appsv1.Deployment](t, u)
+				component := d.Spec.Template.Labels["app.kubernetes.io/component"]
+				env := envOf(t, r, d)
+				if declared, ok := declaredEnv(t, component); ok {
+					for k := range env {
+						if !declared[k] {
+							t.Errorf("%s sets %s, which %s never reads", d.Name, k, component)
+						}
+					}
+				}
+				check, ok := configLoaders[component]
+				if !ok {
+					continue
+				}
+				for k, v := range env {
+					switch {
+					case v == "fieldRef:metadata.name":
+						env[k] = d.Name + "-5d8f9c7b6-x2x4q"
+					case v == "fieldRef:status.podIP":
+						env[k] = "10.244.1.17"
+					case strings.HasPrefix(v, "secret:"):
+						env[k] = "s3cret-value"
+					}
+				}
+				mounted := map[string]bool{}
+				for _, m := range d.Spec.Template.Spec.Containers[0].VolumeMounts {
+					mounted[m.MountPath] = true
+				}
+				err := check(func(name string) (string, bool) { v, ok := env[name]; return v, ok })
+				for _, e := range flattenErrors(err) {
+					if errors.Is(e, fs.ErrNotExist) && underMount(env, mounted) {
+						continue
+					}
+					t.Errorf("%s: %s config loader rejects the chart's environment: %v", d.Name, component, e)
+				}
 			}
 		})
 	}
