@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -181,8 +182,9 @@ func (e *env) proxyCfg() config.Config {
 
 // proxyHandle is a running in-process proxy.
 type proxyHandle struct {
-	app *app.App
-	url string
+	app  *app.App
+	url  string
+	stop func() error // cancels Run and returns its result
 }
 
 // startProxy runs the proxy app until the test ends and waits until it is
@@ -199,20 +201,27 @@ func startProxy(t testing.TB, cfg config.Config) *proxyHandle {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1) // Run's result
-	go func() { errc <- a.Run(ctx) }() // owned by the test; waited for in Cleanup
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-errc:
-			if err != nil {
-				t.Errorf("proxy Run: %v", err)
+	go func() { errc <- a.Run(ctx) }() // owned by the test; waited for by stop
+	var once sync.Once
+	var runErr error
+	stop := func() error {
+		once.Do(func() {
+			cancel()
+			select {
+			case runErr = <-errc:
+			case <-time.After(15 * time.Second):
+				runErr = errors.New("proxy did not stop")
 			}
-		case <-time.After(15 * time.Second):
-			t.Errorf("proxy did not stop")
+		})
+		return runErr
+	}
+	t.Cleanup(func() {
+		if err := stop(); err != nil {
+			t.Errorf("proxy Run: %v", err)
 		}
 	})
 	testenv.Eventually(t, 10*time.Second, a.Ready)
-	return &proxyHandle{app: a, url: "http://" + a.Addr()}
+	return &proxyHandle{app: a, url: "http://" + a.Addr(), stop: stop}
 }
 
 func (p *proxyHandle) session(id, path string) string { return p.url + "/sessions/" + id + path }

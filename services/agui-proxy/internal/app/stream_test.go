@@ -229,3 +229,46 @@ func TestInterruptReachesRunner(t *testing.T) {
 		t.Fatalf("runner stats %v", s)
 	}
 }
+
+// TestShutdownEndsStreamsCleanly: on shutdown an open stream gets
+// SHUTDOWN_TIMEOUT, then ends with a clean end of body, and the runner sees
+// its request cancelled; Run returns nil.
+func TestShutdownEndsStreamsCleanly(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	r := startRunner(t, "s-shut", "DEMO_WORD_DELAY=100ms")
+	e.register(t, r.endpoint(t, "s-shut"))
+	cfg := e.proxyCfg()
+	cfg.ShutdownTimeout = 300 * time.Millisecond
+	p := startProxy(t, cfg)
+	resp := postRun(context.Background(), t, p.session("s-shut", "/agui/run"), runInput(words(200)))
+	defer resp.Body.Close()
+	first := make([]byte, 1)
+	if _, err := io.ReadFull(resp.Body, first); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	stopped := make(chan error, 1) // stop's result
+	go func() { stopped <- p.stop() }()
+	if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+		t.Fatalf("stream ended with %v, want a clean end", err)
+	}
+	took := time.Since(start)
+	if took < cfg.ShutdownTimeout/2 || took > 5*time.Second {
+		t.Fatalf("stream ended %v after shutdown began, want about %v", took, cfg.ShutdownTimeout)
+	}
+	select {
+	case err := <-stopped:
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return")
+	}
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if s := r.stats(t); s["runs_cancelled"] != 1 {
+			return errorf("runner stats %v", s)
+		}
+		return nil
+	})
+}
