@@ -27,8 +27,8 @@ import (
 	"github.com/ambient-code/control-plane/libs/testenv"
 	eventsv1 "github.com/ambient-code/control-plane/proto/ambient/events/v1"
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
-	"github.com/ambient-code/control-plane/services/informer/internal/app"
 	"github.com/ambient-code/control-plane/services/event-tally/tally"
+	"github.com/ambient-code/control-plane/services/informer/internal/app"
 	"github.com/ambient-code/control-plane/services/informer/internal/config"
 )
 
@@ -85,12 +85,18 @@ type informer struct {
 	err    error
 }
 
+// testLogger logs warnings (INFORMER_TEST_LOG=debug: everything) to the
+// test's output, or to stderr when t is nil (benchmarks).
 func testLogger(t *testing.T, name string) *slog.Logger {
 	level := slog.LevelWarn
 	if os.Getenv("INFORMER_TEST_LOG") == "debug" {
 		level = slog.LevelDebug
 	}
-	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: level})).With(slog.String("test_instance", name))
+	var w io.Writer = os.Stderr
+	if t != nil {
+		w = t.Output()
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level})).With(slog.String("test_instance", name))
 }
 
 // start runs an informer with the base env plus overrides.

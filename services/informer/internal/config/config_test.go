@@ -1,0 +1,107 @@
+package config
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ambient-code/control-plane/libs/envconfig"
+	"github.com/ambient-code/control-plane/libs/events"
+)
+
+func TestLoad(t *testing.T) {
+	t.Parallel()
+	base := func(kv ...string) map[string]string {
+		m := map[string]string{EnvAPIToken: "secret-token", EnvInstanceID: "informer-0"}
+		for i := 0; i+1 < len(kv); i += 2 {
+			m[kv[i]] = kv[i+1]
+		}
+		return m
+	}
+	tests := []struct {
+		name    string
+		env     map[string]string
+		wantErr []string // variables the error must name
+		check   func(t *testing.T, c Config)
+	}{
+		{
+			name: "defaults",
+			env:  base(),
+			check: func(t *testing.T, c Config) {
+				if c.GRPCAddr != DefaultGRPCAddr || c.NATS.URL != DefaultNATSURL || c.LeaseTTL != DefaultLeaseTTL ||
+					c.ResyncPeriod != DefaultResyncPeriod || c.Stream != events.StreamName || c.SubjectPrefix != events.SubjectPrefix ||
+					c.ObjectsBucket != "ambient-objects" || c.LeaseKey != DefaultLeaseKey || c.Shadow() || c.Workers != DefaultWorkers {
+					t.Errorf("defaults: %+v", c)
+				}
+			},
+		},
+		{
+			name: "shadow derives its own bucket and lease",
+			env:  base(EnvSubjectPrefix, events.ShadowSubjectPrefix, EnvEventsStream, events.ShadowStreamName),
+			check: func(t *testing.T, c Config) {
+				if !c.Shadow() || c.ObjectsBucket != "ambient-objects-ambient-events-shadow" || c.LeaseKey != "informer-ambient-events-shadow" {
+					t.Errorf("shadow: bucket %q lease %q", c.ObjectsBucket, c.LeaseKey)
+				}
+			},
+		},
+		{
+			name: "durations",
+			env:  base(EnvLeaseTTL, "3s", EnvResyncPeriod, "0"),
+			check: func(t *testing.T, c Config) {
+				if c.LeaseTTL != 3*time.Second || c.ResyncPeriod != 0 {
+					t.Errorf("lease %v resync %v", c.LeaseTTL, c.ResyncPeriod)
+				}
+			},
+		},
+		{name: "token required", env: map[string]string{}, wantErr: []string{EnvAPIToken}},
+		{name: "shadow prefix into live stream", env: base(EnvSubjectPrefix, "ambient.shadow"), wantErr: []string{EnvSubjectPrefix}},
+		{name: "live prefix into shadow stream", env: base(EnvEventsStream, "OTHER"), wantErr: []string{EnvSubjectPrefix}},
+		{name: "shadow reusing live bucket", env: base(EnvSubjectPrefix, "s.e", EnvEventsStream, "S", EnvObjectsBucket, "ambient-objects"), wantErr: []string{EnvObjectsBucket}},
+		{name: "bad values", env: base(EnvLeaseTTL, "10", EnvGRPCUseTLS, "maybe", EnvNATSURL, "http://x", EnvLogLevel, "loud", EnvWorkers, "0"),
+			wantErr: []string{EnvLeaseTTL, EnvGRPCUseTLS, EnvNATSURL, EnvLogLevel, EnvWorkers}},
+		{name: "short lease", env: base(EnvLeaseTTL, "100ms"), wantErr: []string{EnvLeaseTTL}},
+		{name: "backoff order", env: base(EnvBackoffInitial, "10s", EnvBackoffMax, "1s"), wantErr: []string{EnvBackoffMax}},
+		{name: "missing CA file", env: base(EnvGRPCCAFile, "/does/not/exist"), wantErr: []string{EnvGRPCCAFile}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			c, err := Load(envconfig.Map(tc.env))
+			if len(tc.wantErr) == 0 {
+				if err != nil {
+					t.Fatal(err)
+				}
+				tc.check(t, c)
+				return
+			}
+			var ve *envconfig.VarError
+			if !errors.As(err, &ve) {
+				t.Fatalf("err = %v, want a VarError", err)
+			}
+			for _, name := range tc.wantErr {
+				if !strings.Contains(err.Error(), name) {
+					t.Errorf("error does not name %s: %v", name, err)
+				}
+			}
+			if strings.Contains(err.Error(), "secret-token") {
+				t.Error("error leaks the token")
+			}
+		})
+	}
+}
+
+func TestDefaultInstanceIDIsUnique(t *testing.T) {
+	t.Parallel()
+	a, err := Load(envconfig.Map(map[string]string{EnvAPIToken: "x"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := Load(envconfig.Map(map[string]string{EnvAPIToken: "x"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.InstanceID == "" || a.InstanceID == b.InstanceID {
+		t.Fatalf("instance ids %q and %q: want distinct, non-empty", a.InstanceID, b.InstanceID)
+	}
+}

@@ -1,0 +1,170 @@
+package watch
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/ambient-code/control-plane/libs/testenv"
+	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
+	"github.com/ambient-code/control-plane/services/informer/internal/diff"
+)
+
+func sess(id string, us int64) *ambientv1.Session {
+	return &ambientv1.Session{Metadata: &ambientv1.ObjectReference{Id: id, UpdatedAt: timestamppb.New(time.UnixMicro(us))}}
+}
+
+func ids(objs []*ambientv1.Session) []string {
+	out := make([]string, len(objs))
+	for i, o := range objs {
+		out[i] = o.GetMetadata().GetId()
+	}
+	slices.Sort(out)
+	return out
+}
+
+// TestListRepeatsAfterDeletes covers offset pagination: a delete during the
+// list shifts later pages, so one pass can miss an object that still
+// exists. A delete seen on the watch makes the list run again, and the
+// passes are merged.
+func TestListRepeatsAfterDeletes(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name   string
+		passes [][]*ambientv1.Session // what each List call returns
+		delete []bool                 // whether a DELETED arrives during that call
+		max    int
+		want   []string
+		calls  int
+	}{
+		{
+			name:   "no deletes: one pass",
+			passes: [][]*ambientv1.Session{{sess("a", 1), sess("b", 1)}},
+			delete: []bool{false},
+			want:   []string{"a", "b"},
+			calls:  1,
+		},
+		{
+			name:   "delete shifts a page: second pass finds x",
+			passes: [][]*ambientv1.Session{{sess("a", 1), sess("c", 1)}, {sess("a", 1), sess("c", 2), sess("x", 1)}},
+			delete: []bool{true, false},
+			want:   []string{"a", "c", "x"},
+			calls:  2,
+		},
+		{
+			name:   "deletes every time: bounded passes",
+			passes: [][]*ambientv1.Session{{sess("a", 1)}, {sess("b", 1)}, {sess("c", 1)}, {sess("d", 1)}},
+			delete: []bool{true, true, true, true},
+			max:    3,
+			want:   []string{"a", "b", "c"},
+			calls:  3,
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			buf := newBuffer[*ambientv1.Session]()
+			calls := 0
+			src := Source[*ambientv1.Session]{List: func(context.Context) ([]*ambientv1.Session, error) {
+				i := calls
+				calls++
+				if tc.delete[i] {
+					buf.push(Event[*ambientv1.Session]{Type: ambientv1.EventType_EVENT_TYPE_DELETED, ID: "gone"})
+				}
+				return tc.passes[i], nil
+			}}
+			w := New(src, diff.NewStore[*ambientv1.Session](), func(string) {}, Config{ListPasses: tc.max}, Hooks{}, slog.New(slog.DiscardHandler))
+			got, err := w.list(t.Context(), buf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(ids(got), tc.want) || calls != tc.calls {
+				t.Fatalf("listed %v in %d calls, want %v in %d", ids(got), calls, tc.want, tc.calls)
+			}
+		})
+	}
+}
+
+// chanStream is a watch stream fed by a channel; closing it is a clean EOF.
+type chanStream struct {
+	ctx context.Context
+	ch  <-chan Event[*ambientv1.Session]
+}
+
+func (s chanStream) Recv() (Event[*ambientv1.Session], error) {
+	select {
+	case ev, ok := <-s.ch:
+		if !ok {
+			return Event[*ambientv1.Session]{}, io.EOF
+		}
+		return ev, nil
+	case <-s.ctx.Done():
+		return Event[*ambientv1.Session]{}, s.ctx.Err()
+	}
+}
+
+// TestRunRelistsAfterEOF: a stream that ends is reopened and the resource
+// listed again; changes made meanwhile reach the cache.
+func TestRunRelistsAfterEOF(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	state := []*ambientv1.Session{sess("a", 1)} // guarded by mu
+	streams := make(chan chan Event[*ambientv1.Session], 4)
+	var lists, reconnects atomic.Int32
+	src := Source[*ambientv1.Session]{
+		List: func(context.Context) ([]*ambientv1.Session, error) {
+			lists.Add(1)
+			mu.Lock()
+			defer mu.Unlock()
+			return slices.Clone(state), nil
+		},
+		Watch: func(ctx context.Context) (Stream[*ambientv1.Session], error) {
+			ch := make(chan Event[*ambientv1.Session])
+			streams <- ch
+			return chanStream{ctx: ctx, ch: ch}, nil
+		},
+	}
+	store := diff.NewStore[*ambientv1.Session]()
+	var dirty sync.Map
+	w := New(src, store, func(id string) { dirty.Store(id, true) },
+		Config{BackoffInitial: time.Millisecond, BackoffMax: 5 * time.Millisecond},
+		Hooks{Reconnect: func(error) { reconnects.Add(1) }}, slog.New(slog.DiscardHandler))
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1) // Run's result
+	// Owned by the test: cancelled and awaited below.
+	go func() { done <- w.Run(ctx) }()
+	first := <-streams
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if !w.Connected() {
+			return errors.New("not synced")
+		}
+		return nil
+	})
+	// Change while the stream is about to end, then end it.
+	mu.Lock()
+	state = append(state, sess("b", 2))
+	mu.Unlock()
+	close(first)
+	<-streams
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if _, ok := store.Get("b"); !ok || lists.Load() < 2 || reconnects.Load() != 1 {
+			return errors.New("b not relisted yet")
+		}
+		return nil
+	})
+	if _, ok := dirty.Load("b"); !ok {
+		t.Error("b was not enqueued")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run = %v", err)
+	}
+}
