@@ -201,7 +201,7 @@ func TestRESTErrors(t *testing.T) {
 func TestRESTHealthcheckNeedsNoToken(t *testing.T) {
 	t.Parallel()
 	srv := start(t)
-	req, err := http.NewRequestWithContext(t.Context(), "GET", srv.RESTURL()+"/healthcheck", nil)
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, srv.RESTURL()+"/healthcheck", nil)
 	if err != nil {
 		t.Fatal(err)
 	}

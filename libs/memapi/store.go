@@ -52,18 +52,6 @@ func newStore[T proto.Message](dropped func()) *store[T] {
 	}
 }
 
-// get returns the full-precision object.
-func (st *store[T]) get(id string) (T, bool) {
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	r, ok := st.rows[id]
-	if !ok {
-		var zero T
-		return zero, false
-	}
-	return r.obj, true
-}
-
 // getView returns the microsecond view (what watches send).
 func (st *store[T]) getView(id string) (T, bool) {
 	st.mu.Lock()
