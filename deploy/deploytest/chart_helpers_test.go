@@ -85,6 +85,15 @@ runnerManager: {replicas: 3, hpa: {enabled: true, minReplicas: 3, maxReplicas: 9
 aguiProxy: {replicas: 3, hpa: {enabled: true, minReplicas: 3, maxReplicas: 6}}
 eventTally: {replicas: 3}
 `)},
+		{name: "sessions-on-kube", vals: parseValues(t, `
+kubeReconciler: {sessionSelector: all}
+runnerManager: {enabled: false}
+aguiProxy: {enabled: false}
+`)},
+		{name: "split-by-project", vals: parseValues(t, `
+kubeReconciler: {sessionSelector: "projects=team-a,team-b"}
+runnerManager: {projects: [sandbox]}
+`)},
 		{name: "monitoring-netpol", vals: parseValues(t, `
 metrics: {serviceMonitor: {enabled: true, labels: {release: prometheus}}}
 networkPolicy:

@@ -437,8 +437,12 @@ func TestChartCanaries(t *testing.T) {
 	const canaryTag = ":0.2.0-rc.1"
 
 	consumers := []struct {
-		component, partitions string
-	}{{"kube-reconciler", "0-1"}, {"runner-manager", "2"}, {"event-tally", "0,3"}}
+		component, partitions, sliceEnv string
+	}{
+		{"kube-reconciler", "0-1", "GROUP_MEMBER_PARTITIONS"},
+		{"runner-manager", "2", "MEMBER_PARTITIONS"},
+		{"event-tally", "0,3", "GROUP_MEMBER_PARTITIONS"},
+	}
 	for _, tc := range consumers {
 		stable := deployment(t, r, name(tc.component))
 		canary := deployment(t, r, name(tc.component+"-canary"))
@@ -452,11 +456,15 @@ func TestChartCanaries(t *testing.T) {
 		if se["MEMBER_ID"] != "fieldRef:metadata.name" {
 			t.Errorf("%s stable MEMBER_ID = %q, want the pod name", tc.component, se["MEMBER_ID"])
 		}
-		if _, ok := se["GROUP_PARTITIONS"]; ok {
-			t.Errorf("%s stable has GROUP_PARTITIONS", tc.component)
+		if _, ok := se[tc.sliceEnv]; ok {
+			t.Errorf("%s stable has a partition slice (%s)", tc.component, tc.sliceEnv)
 		}
-		if ce["MEMBER_ID"] != tc.component+"-canary" || ce["GROUP_PARTITIONS"] != tc.partitions {
-			t.Errorf("%s canary MEMBER_ID=%q GROUP_PARTITIONS=%q", tc.component, ce["MEMBER_ID"], ce["GROUP_PARTITIONS"])
+		// Stable and canary agree on the partition count of the group.
+		if se["GROUP_PARTITIONS"] != "16" || ce["GROUP_PARTITIONS"] != "16" {
+			t.Errorf("%s GROUP_PARTITIONS stable=%q canary=%q, want 16 for both", tc.component, se["GROUP_PARTITIONS"], ce["GROUP_PARTITIONS"])
+		}
+		if ce["MEMBER_ID"] != tc.component+"-canary" || ce[tc.sliceEnv] != tc.partitions {
+			t.Errorf("%s canary MEMBER_ID=%q %s=%q", tc.component, ce["MEMBER_ID"], tc.sliceEnv, ce[tc.sliceEnv])
 		}
 		if *canary.Spec.Replicas != 1 {
 			t.Errorf("%s canary replicas = %d, want 1 (one member owns the slice)", tc.component, *canary.Spec.Replicas)
@@ -580,6 +588,9 @@ externalNats: {url: "nats://n:4222", auth: {type: creds}}`, "externalNats.auth.s
 		{"proxy canary without tag", `aguiProxy: {canary: {enabled: true}}`, "aguiProxy.canary.image.tag is required"},
 		{"jwt without jwks", `aguiProxy: {auth: {mode: jwt}}`, "aguiProxy.auth.jwt.jwksURL is required"},
 		{"shadow on live stream", `informer: {canary: {enabled: true, image: {tag: "1.0.0"}, subjectPrefix: ambient.events}}`, "shadow informer never publishes to the live stream"},
+		{"canary partition beyond the group", `eventTally: {canary: {enabled: true, image: {tag: "1.0.0"}, partitions: "14-16"}}`, "not below global.groupPartitions"},
+		{"sessions run twice", `kubeReconciler: {sessionSelector: all}`, "would run every session twice"},
+		{"bad session selector", `kubeReconciler: {sessionSelector: "everything"}`, "sessionSelector"},
 		{"hpa min above max", `aguiProxy: {hpa: {enabled: true, minReplicas: 5, maxReplicas: 2}}`, "minReplicas must not exceed maxReplicas"},
 	}
 	for _, tc := range tests {

@@ -2,7 +2,8 @@
 Consumer services (kube-reconciler, runner-manager, event-tally) join one
 consumer group on the events stream. A stable pod's member identity
 (MEMBER_ID) is its pod name. The canary is a single pod with a fixed member
-identity that owns the partitions in GROUP_PARTITIONS: a fixed share of
+identity that owns the partitions of its canary slice (GROUP_MEMBER_PARTITIONS;
+MEMBER_PARTITIONS for the runner-manager) out of GROUP_PARTITIONS: a fixed share of
 objects goes to the new version and an object never moves between versions
 while the canary exists. Deleting the canary hands its partitions back.
 */}}
@@ -30,8 +31,8 @@ shared by both tracks.
 {{ include "acp.deployment" (dict "context" $ctx "component" .component "track" "stable" "name" (include "acp.componentName" $c) "replicas" $svc.replicas "api" .api "automountToken" .automountToken "env" $env "ports" .ports "volumes" .volumes "volumeMounts" .volumeMounts) }}
 {{- if $svc.canary.enabled }}
 {{- $_ := required (printf "%s.canary.image.tag is required when %s.canary.enabled is true" $key $key) $svc.canary.image.tag }}
-{{- include "acp.checkPartitions" (dict "key" $key "value" $svc.canary.partitions) }}
-{{- $canaryEnv := list (dict "name" "MEMBER_ID" "value" $svc.canary.memberId) (dict "name" "GROUP_PARTITIONS" "value" (toString $svc.canary.partitions)) }}
+{{- include "acp.checkPartitions" (dict "key" $key "value" $svc.canary.partitions "count" $ctx.Values.global.groupPartitions) }}
+{{- $canaryEnv := list (dict "name" "MEMBER_ID" "value" $svc.canary.memberId) (dict "name" (include "acp.memberPartitionsEnv" .component) "value" (toString $svc.canary.partitions)) }}
 ---
 {{ include "acp.deployment" (dict "context" $ctx "component" .component "track" "canary" "name" (include "acp.componentName" (dict "context" $ctx "component" (printf "%s-canary" .component))) "replicas" 1 "override" $svc.canary.image "api" .api "automountToken" .automountToken "env" (default "" .env | trim) "canaryEnv" (concat $canaryEnv $svc.canary.extraEnv) "ports" .ports "volumes" .volumes "volumeMounts" .volumeMounts) }}
 {{- end }}

@@ -242,9 +242,27 @@ seccompProfile:
   type: RuntimeDefault
 {{- end -}}
 
+{{/*
+acp.memberPartitionsEnv is the name of the canary-slice variable of a
+consumer service.
+*/}}
+{{- define "acp.memberPartitionsEnv" -}}
+{{- if eq . "runner-manager" -}}MEMBER_PARTITIONS{{- else -}}GROUP_MEMBER_PARTITIONS{{- end -}}
+{{- end -}}
+
 {{/* acp.checkCanaryPartitions fails on a malformed GROUP_PARTITIONS slice. (dict "key" "kubeReconciler" "value" "0-3") */}}
 {{- define "acp.checkPartitions" -}}
 {{- if not (regexMatch "^[0-9]+(-[0-9]+)?(,[0-9]+(-[0-9]+)?)*$" (toString .value)) -}}
 {{- fail (printf "%s.canary.partitions must look like \"0-3\" or \"0,2,5\", got %q" .key (toString .value)) -}}
 {{- end -}}
+{{- range regexSplit "[,-]" (toString .value) -1 -}}
+{{- if ge (int .) (int $.count) -}}
+{{- fail (printf "%s.canary.partitions: partition %s is not below global.groupPartitions (%d)" $.key . (int $.count)) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* acp.groupConfig is the ConfigMap data of consumer-group members. */}}
+{{- define "acp.groupConfig" -}}
+GROUP_PARTITIONS: {{ .Values.global.groupPartitions | quote }}
 {{- end -}}

@@ -2,5 +2,8 @@
 {{- define "acp.config.kube-reconciler" -}}
 {{ include "acp.commonConfig" . }}
 {{ include "acp.apiConfig" . }}
+{{ include "acp.groupConfig" . }}
+KUBE_SESSION_SELECTOR: {{ .Values.kubeReconciler.sessionSelector | quote }}
+NAMESPACE: {{ .Values.kubeReconciler.defaultNamespace | quote }}
 ROLE_ALLOW_LIST: {{ join "," .Values.kubeReconciler.roleAllowList | quote }}
 {{- end -}}

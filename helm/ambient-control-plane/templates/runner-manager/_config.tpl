@@ -1,11 +1,20 @@
 {{/* acp.config.runner-manager is the runner-manager's environment (ConfigMap data). */}}
 {{- define "acp.config.runner-manager" -}}
 {{- $r := .Values.runnerManager -}}
+{{- $k := .Values.kubeReconciler -}}
+{{- if and .Values.runnerManager.enabled $k.enabled (eq $k.sessionSelector "all") (has "*" $r.projects) (not $r.sessionLabel) -}}
+{{- fail "kubeReconciler.sessionSelector=all and runnerManager.projects=[\"*\"] would run every session twice (as an AgenticSession and as a local runner): narrow one of them or disable the runner-manager (README: Where sessions run)" -}}
+{{- end -}}
 {{- if not (regexMatch "^[0-9]+-[0-9]+$" $r.portRange) -}}
 {{- fail (printf "runnerManager.portRange must be LOW-HIGH, got %q" $r.portRange) -}}
 {{- end -}}
 {{ include "acp.commonConfig" . }}
 {{ include "acp.apiConfig" . }}
+{{ include "acp.groupConfig" . }}
+RUNNER_PROJECTS: {{ join "," $r.projects | quote }}
+{{- with $r.sessionLabel }}
+RUNNER_SESSION_LABEL: {{ . | quote }}
+{{- end }}
 LOCAL_RUNNER_COMMAND: {{ $r.runnerCommand | quote }}
 LOCAL_PORT_RANGE: {{ $r.portRange | quote }}
 LOCAL_MAX_SESSIONS: {{ $r.maxSessions | quote }}
