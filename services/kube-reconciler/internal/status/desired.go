@@ -3,6 +3,7 @@ package status
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"time"
 
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
@@ -68,9 +69,11 @@ func FromCR(cr *unstructured.Unstructured) (req *ambientv1.UpdateSessionStatusRe
 	if v, present := st["sdkRestartCount"]; present {
 		switch n := v.(type) {
 		case int64:
-			req.SdkRestartCount = ptr(int32(n))
-		case float64:
-			req.SdkRestartCount = ptr(int32(n))
+			if n >= math.MinInt32 && n <= math.MaxInt32 {
+				req.SdkRestartCount = ptr(int32(n))
+			} else {
+				bad = append(bad, "sdkRestartCount")
+			}
 		default:
 			bad = append(bad, "sdkRestartCount")
 		}

@@ -1,0 +1,67 @@
+package status
+
+import (
+	"testing"
+	"time"
+
+	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
+	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/spec"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+)
+
+func cr(status map[string]any) *unstructured.Unstructured {
+	u := &unstructured.Unstructured{Object: map[string]any{}}
+	u.SetNamespace("ns")
+	u.SetName("n")
+	u.SetUID("uid-1")
+	u.SetAnnotations(map[string]string{spec.AnnotationSessionID: "S1"})
+	if status != nil {
+		u.Object["status"] = status
+	}
+	return u
+}
+
+func TestFromCRAndDiffers(t *testing.T) {
+	t.Parallel()
+	start := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	full := map[string]any{
+		"phase": "Running", "startTime": "2026-01-02T03:04:05Z", "sdkSessionId": "sdk", "sdkRestartCount": int64(3),
+		"conditions": []any{map[string]any{"type": "Ready", "status": "True"}},
+	}
+	matching := &ambientv1.Session{Phase: proto.String("Running"), StartTime: timestamppb.New(start.Add(300 * time.Millisecond)),
+		SdkSessionId: proto.String("sdk"), SdkRestartCount: proto.Int32(3), Conditions: proto.String(`[ {"status":"True","type":"Ready"} ]`),
+		KubeCrUid: proto.String("uid-1"), KubeNamespace: proto.String("ns")}
+	tests := []struct {
+		name    string
+		status  map[string]any
+		session *ambientv1.Session
+		differs bool
+		bad     int
+	}{
+		{"no status, nothing known", nil, nil, true, 0},
+		{"no status, uid known", nil, &ambientv1.Session{KubeCrUid: proto.String("uid-1"), KubeNamespace: proto.String("ns")}, false, 0},
+		{"equal content, other JSON spelling and sub-second time", full, matching, false, 0},
+		{"phase changed", map[string]any{"phase": "Completed"}, matching, true, 0},
+		{"restart count changed", map[string]any{"sdkRestartCount": int64(4)}, matching, true, 0},
+		{"conditions changed", map[string]any{"conditions": []any{}}, matching, true, 0},
+		{"bad time skipped", map[string]any{"startTime": "yesterday", "phase": "Running"}, matching, false, 1},
+		{"bad type skipped", map[string]any{"phase": int64(1)}, matching, false, 1},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			req, bad := FromCR(cr(tc.status))
+			if req.GetId() != "S1" || req.GetKubeCrUid() != "uid-1" || req.GetKubeNamespace() != "ns" {
+				t.Errorf("ids = %q %q %q", req.GetId(), req.GetKubeCrUid(), req.GetKubeNamespace())
+			}
+			if len(bad) != tc.bad {
+				t.Errorf("bad = %v, want %d", bad, tc.bad)
+			}
+			if got := Differs(req, tc.session); got != tc.differs {
+				t.Errorf("Differs = %v, want %v", got, tc.differs)
+			}
+		})
+	}
+}
