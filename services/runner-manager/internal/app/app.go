@@ -94,8 +94,8 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, version strin
 	}
 	rec, err := reconcile.New(reconcile.Config{
 		Member: cfg.MemberID, AdvertiseHost: cfg.AdvertiseHost,
-		Selector: reconcile.Selector{Projects: cfg.Projects, Label: cfg.SessionLabel},
-		Health:   runner.HealthPolicy{Host: "127.0.0.1", Interval: cfg.HealthInterval, Attempts: cfg.HealthAttempts, FirstDelay: 20 * time.Millisecond},
+		Selector:  reconcile.Selector{Projects: cfg.Projects, Label: cfg.SessionLabel},
+		Health:    runner.HealthPolicy{Host: "127.0.0.1", Interval: cfg.HealthInterval, Attempts: cfg.HealthAttempts, FirstDelay: 20 * time.Millisecond},
 		StopGrace: cfg.StopGrace, SweepInterval: cfg.SweepInterval, LostPolicy: cfg.LostPolicy, ResyncInterval: cfg.ResyncInterval,
 	}, reconcile.Deps{API: api, Runners: runnersKV, Members: members, Manager: mgr, Meter: tel.Meter, Tracer: tel.Tracer, Log: log})
 	if err != nil {

@@ -40,7 +40,7 @@ func TestServiceLifecycle(t *testing.T) {
 	w.waitAll([]string{id}, "Stopped", 10*time.Second)
 	testenv.Eventually(t, 5*time.Second, func() error {
 		if _, err := w.record(id); !errors.Is(err, registry.ErrNotFound) {
-			return fmt.Errorf("claim: %v", err)
+			return fmt.Errorf("claim: %w", err)
 		}
 		if pids := runnerPIDs(svc.root); len(pids) != 0 {
 			return fmt.Errorf("runners left: %v", pids)
@@ -55,7 +55,7 @@ func TestServiceLifecycle(t *testing.T) {
 	}
 	testenv.Eventually(t, 10*time.Second, func() error {
 		if _, err := w.record(id2); !errors.Is(err, registry.ErrNotFound) {
-			return fmt.Errorf("claim: %v", err)
+			return fmt.Errorf("claim: %w", err)
 		}
 		if pids := runnerPIDs(svc.root); len(pids) != 0 {
 			return fmt.Errorf("runners left: %v", pids)
@@ -106,12 +106,14 @@ func TestKillReplicaSessionsMove(t *testing.T) {
 		// Pdeathsig already kills them; this makes the test independent of it.
 		_ = syscall.Kill(pid, syscall.SIGKILL) // ESRCH when already gone
 	}
-	<-victim.done
+	if err := <-victim.done; err == nil {
+		t.Fatal("killed replica reported a clean exit")
+	}
 	testenv.Eventually(t, 20*time.Second, func() error {
 		for _, id := range ids {
 			rec, err := w.record(id)
 			if err != nil {
-				return fmt.Errorf("%s: %v", id, err)
+				return fmt.Errorf("%s: %w", id, err)
 			}
 			if rec.Owner != survivor.member || rec.State != registry.StateRunning {
 				return fmt.Errorf("%s: owner %s state %s", id, rec.Owner, rec.State)
@@ -198,7 +200,7 @@ func shellsUnder(root string) []int {
 // Invalid configuration: exit 1 with every bad variable named.
 func TestInvalidConfigExits1(t *testing.T) {
 	t.Parallel()
-	cmd := exec.Command(serviceBin)
+	cmd := exec.CommandContext(t.Context(), serviceBin)
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=/tmp", "LOCAL_PORT_RANGE=9200-9100", "LOCAL_MAX_SESSIONS=lots", "LOCAL_RUNNER_COMMAND=python 'x"}
 	out, err := cmd.CombinedOutput()
 	var ee *exec.ExitError

@@ -166,7 +166,7 @@ func (w *world) start(member string, ports int, extra ...string) *service {
 		"RUNNER_SWEEP_INTERVAL=300ms", "METRICS_ADDR=" + metricsAddr, "LOG_LEVEL=debug",
 		"ANTHROPIC_API_KEY=k", "NOT_ALLOWED=x",
 	}
-	cmd := exec.Command(serviceBin)
+	cmd := exec.CommandContext(context.Background(), serviceBin)
 	cmd.Env = append(env, extra...)
 	out := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
@@ -178,7 +178,8 @@ func (w *world) start(member string, ports int, extra ...string) *service {
 	t.Cleanup(func() {
 		if err := cmd.Process.Signal(syscall.SIGTERM); err == nil {
 			select {
-			case <-s.done:
+			case err := <-s.done:
+				_ = err // tests that care about the exit status read it themselves
 			case <-time.After(15 * time.Second):
 				_ = cmd.Process.Kill() // best effort; the test has failed anyway
 				t.Errorf("%s did not stop", member)

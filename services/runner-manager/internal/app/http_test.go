@@ -1,9 +1,19 @@
 package app_test
 
-import "net/http"
+import (
+	"context"
+	"net/http"
+	"time"
+)
 
 func httpGet(url string) (int, error) {
-	resp, err := http.Get(url)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return 0, err
 	}

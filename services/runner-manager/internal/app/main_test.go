@@ -1,6 +1,7 @@
 package app_test
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -28,7 +29,7 @@ func testMain(m *testing.M) int {
 	serviceBin = filepath.Join(dir, "runner-manager")
 	demoRunner = filepath.Join(dir, "demo-runner")
 	for bin, pkg := range map[string]string{serviceBin: "../../cmd/runner-manager", demoRunner: "../../cmd/demo-runner"} {
-		build := exec.Command("go", "build", "-o", bin, pkg)
+		build := exec.CommandContext(context.Background(), "go", "build", "-o", bin, pkg)
 		build.Stdout, build.Stderr = os.Stdout, os.Stderr
 		if err := build.Run(); err != nil {
 			fmt.Fprintln(os.Stderr, "build", pkg+":", err)

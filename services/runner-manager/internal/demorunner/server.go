@@ -86,7 +86,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	srv.RegisterOnShutdown(cancelBase)
 	s.log.Info("runner listening", slog.String("addr", ln.Addr().String()), slog.String("session_id", s.cfg.SessionID))
-	errc := make(chan error, 1) // buffered: read once below
+	errc := make(chan error, 1)           // buffered: read once below
 	go func() { errc <- srv.Serve(ln) }() // owned by Serve; ends on Shutdown
 	select {
 	case err := <-errc:

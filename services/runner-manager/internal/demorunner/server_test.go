@@ -21,7 +21,7 @@ func startServer(t *testing.T, cfg Config) (*Server, string) {
 	}
 	s := New(cfg, slog.New(slog.DiscardHandler))
 	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1) // buffered: read in cleanup
+	done := make(chan error, 1)              // buffered: read in cleanup
 	go func() { done <- s.Serve(ctx, ln) }() // owned by this test; ends on cancel
 	t.Cleanup(func() {
 		cancel()
@@ -137,7 +137,11 @@ func TestInterrupt(t *testing.T) {
 	resp := postRun(t.Context(), t, url, "a b c")
 	defer resp.Body.Close()
 	waitStats(t, s, func(st Stats) bool { return st.ActiveRuns == 1 })
-	ir, err := http.Post(url+"/interrupt", "application/json", nil)
+	ireq, err := http.NewRequestWithContext(t.Context(), http.MethodPost, url+"/interrupt", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ir, err := http.DefaultClient.Do(ireq)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -57,7 +57,11 @@ func TestPendingSessionGetsRunner(t *testing.T) {
 	if rec.Owner != "rm-0" || rec.Host != "127.0.0.1" || rec.Port == 0 || rec.PID == 0 || rec.State != registry.StateRunning || rec.ProjectID != "proj" {
 		t.Fatalf("record = %+v", rec)
 	}
-	resp, err := http.Get("http://" + rec.Addr() + "/health")
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, "http://"+rec.Addr()+"/health", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,7 @@
 package reconcile
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -25,7 +26,7 @@ func testMain(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	demoRunner = filepath.Join(dir, "demo-runner")
-	build := exec.Command("go", "build", "-o", demoRunner, "../../cmd/demo-runner")
+	build := exec.CommandContext(context.Background(), "go", "build", "-o", demoRunner, "../../cmd/demo-runner")
 	build.Stdout, build.Stderr = os.Stdout, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "build demo runner:", err)

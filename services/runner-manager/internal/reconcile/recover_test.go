@@ -179,7 +179,7 @@ func TestResync(t *testing.T) {
 		}
 		rec, err := registry.Get(t.Context(), e.runners, running)
 		if err != nil || rec.State != registry.StateRunning {
-			return fmt.Errorf("record %+v %v", rec, err)
+			return fmt.Errorf("record %+v %w", rec, err)
 		}
 		return nil
 	})

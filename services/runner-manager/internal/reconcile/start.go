@@ -99,7 +99,7 @@ func (r *Reconciler) startClaimed(ctx context.Context, log *slog.Logger, s *ambi
 		return ErrShuttingDown
 	}
 	spawnStart := time.Now()
-	proc, err := r.mgr.Start(sessionOf(s))
+	proc, err := r.mgr.Start(ctx, sessionOf(s))
 	spawnTook := time.Since(spawnStart)
 	switch {
 	case errors.Is(err, runner.ErrAtCapacity), errors.Is(err, runner.ErrNoPorts):

@@ -50,13 +50,11 @@ func (r *Reconciler) stopSession(ctx context.Context, log *slog.Logger, id strin
 	case err != nil:
 		return wrapRetry("read claim of", id, err)
 	}
-	alive := true
+	alive := false // a claim of ours without a runner here was left by a previous incarnation
 	if rec.Owner != r.cfg.Member {
 		if alive, err = r.members.Alive(ctx, rec.Owner); err != nil {
 			return wrapRetry("check owner of", id, err)
 		}
-	} else {
-		alive = false // ours, but no runner here: left by a previous incarnation
 	}
 	if alive {
 		if rec.State == registry.StateStopping {

@@ -94,7 +94,7 @@ func (m *Manager) HasCapacity() bool {
 // Start spawns the runner of s. It returns [ErrRunning], [ErrAtCapacity],
 // [ErrNoPorts], [ErrBadSessionID] or [ErrSpawn]. The process is tracked until
 // it exits; its port is released then.
-func (m *Manager) Start(s Session) (*Process, error) {
+func (m *Manager) Start(ctx context.Context, s Session) (*Process, error) {
 	m.mu.Lock()
 	if _, ok := m.procs[s.ID]; ok {
 		m.mu.Unlock()
@@ -107,7 +107,7 @@ func (m *Manager) Start(s Session) (*Process, error) {
 	m.procs[s.ID] = nil // reserve the slot while spawning outside the lock
 	m.mu.Unlock()
 
-	p, err := m.start(s)
+	p, err := m.start(ctx, s)
 	m.mu.Lock()
 	if err != nil {
 		delete(m.procs, s.ID)
@@ -118,7 +118,7 @@ func (m *Manager) Start(s Session) (*Process, error) {
 	return p, err
 }
 
-func (m *Manager) start(s Session) (*Process, error) {
+func (m *Manager) start(ctx context.Context, s Session) (*Process, error) {
 	ws, err := ensureWorkspace(m.cfg.WorkspaceRoot, s.ID)
 	if err != nil {
 		if errors.Is(err, ErrBadSessionID) {
@@ -131,7 +131,7 @@ func (m *Manager) start(s Session) (*Process, error) {
 		return nil, fmt.Errorf("start %s: %w", s.ID, err)
 	}
 	env := BuildEnv(m.cfg.HostEnv, s, port, ws, m.cfg.BossURL, m.cfg.BossSpace)
-	cmd, err := spawn(m.cfg.Command, ws, env)
+	cmd, err := spawn(ctx, m.cfg.Command, ws, env)
 	if err != nil {
 		m.pool.Release(port)
 		return nil, fmt.Errorf("start %s: %w", s.ID, err)

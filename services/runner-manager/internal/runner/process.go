@@ -120,7 +120,7 @@ func (p *Process) Kill() error {
 
 // spawn starts argv in workspace with env; stdout and stderr go to log files
 // in the workspace. The returned cmd has been started.
-func spawn(argv []string, workspace string, env []string) (*exec.Cmd, error) {
+func spawn(ctx context.Context, argv []string, workspace string, env []string) (*exec.Cmd, error) {
 	if len(argv) == 0 {
 		return nil, fmt.Errorf("%w: empty command", ErrSpawn)
 	}
@@ -134,7 +134,9 @@ func spawn(argv []string, workspace string, env []string) (*exec.Cmd, error) {
 		return nil, fmt.Errorf("%w: %w", ErrSpawn, err)
 	}
 	defer closeQuietly(stderr)
-	cmd := exec.Command(argv[0], argv[1:]...) //nolint:gosec // the runner command is operator configuration
+	// The runner outlives the request that started it: keep ctx's values,
+	// never its cancellation (Stop and Kill end the process).
+	cmd := exec.CommandContext(context.WithoutCancel(ctx), argv[0], argv[1:]...)
 	cmd.Dir = workspace
 	cmd.Env = env
 	cmd.Stdin = nil

@@ -206,11 +206,11 @@ func waitDone(t *testing.T, p *Process, d time.Duration) ExitStatus {
 func TestDemoRunnerLifecycle(t *testing.T) {
 	t.Parallel()
 	m := newManager(t, []string{demoRunner}, 2, 4)
-	p, err := m.Start(Session{ID: "s1", Name: "Demo", ProjectID: "proj"})
+	p, err := m.Start(t.Context(), Session{ID: "s1", Name: "Demo", ProjectID: "proj"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := m.Start(Session{ID: "s1"}); !errors.Is(err, ErrRunning) {
+	if _, err := m.Start(t.Context(), Session{ID: "s1"}); !errors.Is(err, ErrRunning) {
 		t.Fatalf("second start: %v, want ErrRunning", err)
 	}
 	if _, err := p.WaitHealthy(t.Context(), http.DefaultClient, fastHealth); err != nil {
@@ -310,7 +310,7 @@ func TestMisbehavingRunners(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			m := newManager(t, []string{"/bin/sh", "-c", tc.script}, 1, 2)
-			p, err := m.Start(Session{ID: "s"})
+			p, err := m.Start(t.Context(), Session{ID: "s"})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -324,7 +324,7 @@ func TestStartErrors(t *testing.T) {
 	t.Run("missing command", func(t *testing.T) {
 		t.Parallel()
 		m := newManager(t, []string{"/nonexistent/runner"}, 1, 1)
-		if _, err := m.Start(Session{ID: "s"}); !errors.Is(err, ErrSpawn) {
+		if _, err := m.Start(t.Context(), Session{ID: "s"}); !errors.Is(err, ErrSpawn) {
 			t.Fatalf("got %v, want ErrSpawn", err)
 		}
 		if m.Count() != 0 || m.Pool().InUse() != 0 {
@@ -334,27 +334,27 @@ func TestStartErrors(t *testing.T) {
 	t.Run("capacity", func(t *testing.T) {
 		t.Parallel()
 		m := newManager(t, []string{"/bin/sh", "-c", "exec sleep 60"}, 1, 3)
-		if _, err := m.Start(Session{ID: "a"}); err != nil {
+		if _, err := m.Start(t.Context(), Session{ID: "a"}); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := m.Start(Session{ID: "b"}); !errors.Is(err, ErrAtCapacity) {
+		if _, err := m.Start(t.Context(), Session{ID: "b"}); !errors.Is(err, ErrAtCapacity) {
 			t.Fatalf("got %v, want ErrAtCapacity", err)
 		}
 	})
 	t.Run("ports", func(t *testing.T) {
 		t.Parallel()
 		m := newManager(t, []string{"/bin/sh", "-c", "exec sleep 60"}, 5, 1)
-		if _, err := m.Start(Session{ID: "a"}); err != nil {
+		if _, err := m.Start(t.Context(), Session{ID: "a"}); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := m.Start(Session{ID: "b"}); !errors.Is(err, ErrNoPorts) {
+		if _, err := m.Start(t.Context(), Session{ID: "b"}); !errors.Is(err, ErrNoPorts) {
 			t.Fatalf("got %v, want ErrNoPorts", err)
 		}
 	})
 	t.Run("escaping id", func(t *testing.T) {
 		t.Parallel()
 		m := newManager(t, []string{"/bin/sh", "-c", "exit 0"}, 1, 1)
-		if _, err := m.Start(Session{ID: "../../etc"}); !errors.Is(err, ErrBadSessionID) {
+		if _, err := m.Start(t.Context(), Session{ID: "../../etc"}); !errors.Is(err, ErrBadSessionID) {
 			t.Fatalf("got %v, want ErrBadSessionID", err)
 		}
 		entries, err := os.ReadDir(filepath.Dir(m.cfg.WorkspaceRoot))
