@@ -5,11 +5,14 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -35,6 +38,15 @@ import (
 // BENCH_SESSIONS overrides the size of the initial sync (default 100000).
 // Each reports the raw JetStream publish rate measured in the same run, on
 // the same embedded server, next to the informer's figure.
+
+// benchWorkers is PUBLISH_WORKERS for the benchmarks (BENCH_WORKERS, default
+// the informer's default).
+func benchWorkers() int {
+	if v, err := strconv.Atoi(os.Getenv("BENCH_WORKERS")); err == nil && v > 0 {
+		return v
+	}
+	return config.DefaultWorkers
+}
 
 func benchSessions() int {
 	if v, err := strconv.Atoi(os.Getenv("BENCH_SESSIONS")); err == nil && v > 0 {
@@ -79,6 +91,7 @@ func (e *benchEnv) start(b *testing.B) context.CancelFunc {
 		// 2-core machine shared with the API, NATS and the load); resync
 		// heals that, and api-dropped reports it.
 		config.EnvResyncPeriod: "20s",
+		config.EnvWorkers:      strconv.Itoa(benchWorkers()),
 	}))
 	if err != nil {
 		b.Fatal(err)
@@ -174,16 +187,9 @@ func (e *benchEnv) rawPublishRate(n, workers int, withKV bool) float64 {
 	return float64(n) / time.Since(start).Seconds()
 }
 
-// resetPeakRSS clears the kernel's peak RSS (VmHWM) of this process.
-func resetPeakRSS() {
-	// Best effort: without it the peak includes the seeding phase.
-	_ = os.WriteFile("/proc/self/clear_refs", []byte("5"), 0)
-}
-
-// peakRSSMB reads VmHWM from /proc/self/status (the whole test process:
-// informer, in-memory API and embedded NATS together).
-func peakRSSMB() float64 {
-	f, err := os.Open("/proc/self/status")
+// peakRSSMB reads VmHWM (peak resident set) of process pid.
+func peakRSSMB(pid int) float64 {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return -1
 	}
@@ -202,21 +208,43 @@ func peakRSSMB() float64 {
 }
 
 // BenchmarkInitialSync measures an informer's first sync of BENCH_SESSIONS
-// sessions: list, diff against an empty KV, publish and store each.
+// sessions: list, diff against an empty KV, publish and store each. The
+// informer runs as its own process (the real binary, built here), so its
+// peak RSS is its own, not the in-memory API's or the NATS server's.
 func BenchmarkInitialSync(b *testing.B) {
 	n := benchSessions()
+	bin := filepath.Join(b.TempDir(), "informer")
+	build := exec.Command("go", "build", "-o", bin, "github.com/ambient-code/control-plane/services/informer/cmd/informer")
+	if out, err := build.CombinedOutput(); err != nil {
+		b.Fatalf("build informer: %v\n%s", err, out)
+	}
 	for b.Loop() {
 		e := newBenchEnv(b)
 		e.seed(n)
-		resetPeakRSS()
+		cmd := exec.Command(bin)
+		cmd.Env = append(os.Environ(),
+			config.EnvAPIToken+"="+testenv.APIToken, config.EnvGRPCAddr+"="+e.api.GRPCAddr(),
+			config.EnvNATSURL+"="+e.nats.ClientURL(), config.EnvMetricsAddr+"=127.0.0.1:0",
+			config.EnvInstanceID+"=bench", config.EnvLogLevel+"=warn", config.EnvResyncPeriod+"=0",
+			config.EnvWorkers+"="+strconv.Itoa(benchWorkers()))
+		cmd.Stderr = os.Stderr
 		start := time.Now()
-		e.start(b)
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
 		e.waitCount(events.StreamName, uint64(n), 30*time.Minute)
 		took := time.Since(start)
+		peak := peakRSSMB(cmd.Process.Pid)
+		if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			b.Fatal(err)
+		}
+		if err := cmd.Wait(); err != nil {
+			b.Errorf("informer exited: %v", err)
+		}
 		b.ReportMetric(float64(n)/took.Seconds(), "objects/s")
-		b.ReportMetric(peakRSSMB(), "peak-RSS-MB")
-		b.ReportMetric(e.rawPublishRate(min(n, 50_000), config.DefaultWorkers, false), "raw-js-msgs/s")
-		b.ReportMetric(e.rawPublishRate(min(n, 50_000), config.DefaultWorkers, true), "raw-js+kv/s")
+		b.ReportMetric(peak, "informer-peak-RSS-MB")
+		b.ReportMetric(e.rawPublishRate(min(n, 50_000), benchWorkers(), false), "raw-js-msgs/s")
+		b.ReportMetric(e.rawPublishRate(min(n, 50_000), benchWorkers(), true), "raw-js+kv/s")
 	}
 }
 
@@ -258,8 +286,8 @@ func BenchmarkSteadyState(b *testing.B) {
 		b.ReportMetric(float64(e.api.Dropped()), "api-dropped")
 		b.ReportMetric(lat.p50.Seconds()*1000, "p50-ms")
 		b.ReportMetric(lat.p99.Seconds()*1000, "p99-ms")
-		b.ReportMetric(e.rawPublishRate(changes, config.DefaultWorkers, false), "raw-js-msgs/s")
-		b.ReportMetric(e.rawPublishRate(changes, config.DefaultWorkers, true), "raw-js+kv/s")
+		b.ReportMetric(e.rawPublishRate(changes, benchWorkers(), false), "raw-js-msgs/s")
+		b.ReportMetric(e.rawPublishRate(changes, benchWorkers(), true), "raw-js+kv/s")
 	}
 }
 
