@@ -660,3 +660,52 @@ func TestChartServiceEnv(t *testing.T) {
 		})
 	}
 }
+
+// TestChartNetworkPolicies checks the NetworkPolicies allow what each
+// service needs and nothing open-ended.
+func TestChartNetworkPolicies(t *testing.T) {
+	t.Parallel()
+	r := mustRender(t, loadChart(t), parseValues(t, `networkPolicy: {enabled: true}`))
+	type rule = map[string]any
+	for _, comp := range components {
+		u := r.find("NetworkPolicy", name(comp))
+		if u == nil {
+			t.Errorf("no NetworkPolicy for %s", comp)
+			continue
+		}
+		sel, _, _ := unstructured.NestedStringMap(u.Object, "spec", "podSelector", "matchLabels")
+		if sel["app.kubernetes.io/component"] != comp {
+			t.Errorf("%s NetworkPolicy selects %v", comp, sel)
+		}
+		types, _, _ := unstructured.NestedStringSlice(u.Object, "spec", "policyTypes")
+		if !slices.Equal(types, []string{"Ingress", "Egress"}) {
+			t.Errorf("%s policyTypes = %v", comp, types)
+		}
+		egress, _, _ := unstructured.NestedSlice(u.Object, "spec", "egress")
+		for _, e := range egress {
+			if len(e.(rule)["ports"].([]any)) == 0 {
+				t.Errorf("%s: egress rule without ports (open to everything): %v", comp, e)
+			}
+		}
+		out, _ := yaml.Marshal(egress)
+		hasPort := func(p string) bool { return strings.Contains(string(out), "port: "+p+"\n") }
+		if !hasPort("53") || !hasPort("4222") {
+			t.Errorf("%s: egress lacks DNS or NATS:\n%s", comp, out)
+		}
+		if api := comp == "informer" || comp == "kube-reconciler" || comp == "runner-manager"; api != hasPort("9000") {
+			t.Errorf("%s: egress to the API port 9000 = %v, want %v", comp, hasPort("9000"), api)
+		}
+		if kube := comp == "kube-reconciler"; kube != hasPort("6443") {
+			t.Errorf("%s: egress to the Kubernetes API = %v, want %v", comp, hasPort("6443"), kube)
+		}
+	}
+	// Runner ports: only the agui-proxy may connect, and it may connect only there.
+	rm, _ := yaml.Marshal(r.find("NetworkPolicy", name("runner-manager")).Object["spec"])
+	if !strings.Contains(string(rm), "endPort: 9199") || !strings.Contains(string(rm), "app.kubernetes.io/component: agui-proxy") {
+		t.Errorf("runner-manager NetworkPolicy does not admit agui-proxy on the runner ports:\n%s", rm)
+	}
+	ap, _ := yaml.Marshal(r.find("NetworkPolicy", name("agui-proxy")).Object["spec"])
+	if !strings.Contains(string(ap), "app.kubernetes.io/component: runner-manager") {
+		t.Errorf("agui-proxy NetworkPolicy cannot reach runner-manager pods:\n%s", ap)
+	}
+}

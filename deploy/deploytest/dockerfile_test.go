@@ -169,6 +169,11 @@ func TestDockerfile(t *testing.T) {
 					if !isMainPackage(t, dir) {
 						t.Errorf("%s builds %s: not a main package", buildStage, dir)
 					}
+					// Services stamp their version (-X main.version); the
+					// dev-only memapi and demo runner need not.
+					if c == target && target != "memapi" && !declaresVersion(t, dir) {
+						t.Errorf("%s: main declares no `var version` for -X main.version", dir)
+					}
 					built = append(built, c)
 					pkgs = append(pkgs, "./"+filepath.ToSlash(filepath.Join(m[1], "cmd", c)))
 				}
@@ -208,6 +213,26 @@ func isMainPackage(t *testing.T, dir string) bool {
 			t.Fatalf("read %s: %v", f, err)
 		}
 		if regexp.MustCompile(`(?m)^package main\b`).Match(b) {
+			return true
+		}
+	}
+	return false
+}
+
+// declaresVersion reports whether dir's main package declares `var version`.
+func declaresVersion(t *testing.T, dir string) bool {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(dir, "*.go"))
+	if err != nil {
+		t.Fatalf("glob %s: %v", dir, err)
+	}
+	re := regexp.MustCompile(`(?m)^var version\s*=\s*"`)
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatalf("read %s: %v", f, err)
+		}
+		if re.Match(b) {
 			return true
 		}
 	}
