@@ -17,6 +17,7 @@ import (
 
 	"github.com/ambient-code/control-plane/libs/bus"
 	"github.com/ambient-code/control-plane/libs/health"
+	"github.com/ambient-code/control-plane/libs/logkey"
 	"github.com/ambient-code/control-plane/libs/registry"
 	"github.com/ambient-code/control-plane/libs/telemetry"
 
@@ -80,10 +81,10 @@ func (a *App) Run(ctx context.Context) (err error) {
 		_ = a.metricsLn.Close()
 	}()
 	if cfg.CORSAllowsAny() {
-		log.Warn("CORS allows any origin", "var", config.EnvCORSOrigins)
+		log.Warn("cors allows any origin", slog.String(logkey.Name, config.EnvCORSOrigins))
 	}
 	if cfg.Auth == auth.ModeNone && !config.IsLoopback(cfg.ListenAddr) {
-		log.Warn("authentication disabled on a non-loopback address", "addr", cfg.ListenAddr)
+		log.Warn("authentication disabled on a non-loopback address", slog.String(logkey.Addr, cfg.ListenAddr))
 	}
 	prov, shutdownTel, err := telemetry.Setup(ctx, telemetry.Options{
 		ServiceName: ServiceName, Version: a.version, OTLPEndpoint: cfg.OTLPEndpoint, Logger: log})
@@ -132,7 +133,7 @@ func (a *App) Run(ctx context.Context) (err error) {
 		return fmt.Errorf("health server: %w", err)
 	}
 	g.Go(func() error { return hs.Serve(gctx, a.metricsLn) })
-	log.Info("agui-proxy started", "addr", a.Addr(), "metrics_addr", a.MetricsAddr(), "config", cfg)
+	log.Info("agui-proxy started", slog.String(logkey.Addr, a.Addr()), slog.String("metrics_addr", a.MetricsAddr()), slog.Any("config", cfg))
 	return g.Wait()
 }
 
@@ -163,7 +164,7 @@ func (a *App) runTable(ctx context.Context) error {
 	a.nc <- nc
 	defer func() {
 		if err := nc.Drain(); err != nil {
-			a.log.Warn("nats drain", "err", err)
+			a.log.Warn("nats drain", slog.Any(logkey.Err, err))
 		}
 	}()
 	js, err := jetstream.New(nc)
@@ -174,7 +175,7 @@ func (a *App) runTable(ctx context.Context) error {
 	if err != nil {
 		return nil // ctx ended while waiting
 	}
-	a.log.Info("watching runner endpoints", "bucket", a.cfg.RunnersBucket)
+	a.log.Info("watching runner endpoints", slog.String("bucket", a.cfg.RunnersBucket))
 	return a.table.Run(ctx, kv)
 }
 
@@ -190,7 +191,7 @@ func openBucket(ctx context.Context, js jetstream.JetStream, name string, log *s
 			return kv, nil
 		}
 		if !warned {
-			log.Warn("runners bucket not available yet, retrying", "bucket", name, "err", err)
+			log.Warn("runners bucket not available yet, retrying", slog.String("bucket", name), slog.Any(logkey.Err, err))
 			warned = true
 		}
 		select {
@@ -238,7 +239,7 @@ func newVerifier(ctx context.Context, cfg config.Config, log *slog.Logger) (auth
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", config.EnvTokensFile, err)
 		}
-		log.Info("bearer token auth", "tokens", t.Len())
+		log.Info("bearer token auth", slog.Int(logkey.Count, t.Len()))
 		return t, nil
 	case auth.ModeJWT:
 		j, err := auth.NewJWT(ctx, auth.JWTConfig{JWKSURL: cfg.JWKSURL.String(), Issuer: cfg.JWTIssuer, Audience: cfg.JWTAudience}, log)
@@ -270,7 +271,7 @@ func serve(ctx context.Context, ln net.Listener, srv *http.Server, grace time.Du
 	err := srv.Shutdown(sctx)
 	cancel()
 	if err != nil {
-		log.Info("shutdown grace over, ending open streams", "addr", ln.Addr().String())
+		log.Info("shutdown grace over, ending open streams", slog.String(logkey.Addr, ln.Addr().String()))
 		cancelBase()
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 		err = srv.Shutdown(fctx)

@@ -161,7 +161,7 @@ func TestBinaryServesAndStops(t *testing.T) {
 			return err
 		}
 		resp.Body.Close()
-		if resp.StatusCode != 200 {
+		if resp.StatusCode != http.StatusOK {
 			return errorf("readyz %d", resp.StatusCode)
 		}
 		return nil

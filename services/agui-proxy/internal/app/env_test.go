@@ -200,7 +200,7 @@ func startProxy(t testing.TB, cfg config.Config) *proxyHandle {
 		t.Fatalf("app.New: %v", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	errc := make(chan error, 1) // Run's result
+	errc := make(chan error, 1)        // Run's result
 	go func() { errc <- a.Run(ctx) }() // owned by the test; waited for by stop
 	var once sync.Once
 	var runErr error

@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+
+	"github.com/ambient-code/control-plane/libs/logkey"
 )
 
 // Modes of AGUI_AUTH.
@@ -50,7 +52,7 @@ func Middleware(v Verifier, log *slog.Logger) func(http.Handler) http.Handler {
 			}
 			p, err := v.Verify(r.Context(), r)
 			if err != nil {
-				log.Debug("request not authenticated", "path", r.URL.Path, "err", err)
+				log.Debug("request not authenticated", slog.String("path", r.URL.Path), slog.Any(logkey.Err, err))
 				w.Header().Set("WWW-Authenticate", `Bearer realm="agui-proxy"`)
 				w.Header().Set("Content-Type", "application/json")
 				w.WriteHeader(http.StatusUnauthorized)

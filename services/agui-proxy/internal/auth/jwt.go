@@ -10,6 +10,8 @@ import (
 
 	"github.com/MicahParks/keyfunc/v3"
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/ambient-code/control-plane/libs/logkey"
 )
 
 // JWTConfig configures JWT verification.
@@ -63,7 +65,7 @@ func NewJWT(ctx context.Context, cfg JWTConfig, log *slog.Logger) (*JWT, error) 
 		RefreshInterval: cfg.RefreshInterval,
 		RefreshErrorHandlerFunc: func(u string) func(context.Context, error) {
 			return func(_ context.Context, err error) {
-				log.Warn("jwks refresh", "url", u, "err", err)
+				log.Warn("jwks refresh", slog.String("url", u), slog.Any(logkey.Err, err))
 			}
 		},
 	})

@@ -28,6 +28,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	tracenoop "go.opentelemetry.io/otel/trace/noop"
 
+	"github.com/ambient-code/control-plane/libs/logkey"
 	"github.com/ambient-code/control-plane/libs/registry"
 	"github.com/ambient-code/control-plane/services/agui-proxy/internal/route"
 )
@@ -150,7 +151,7 @@ func New(cfg Config, res Resolver, log *slog.Logger) (*Proxy, error) {
 func (p *Proxy) Run(ctx context.Context) error {
 	p.streams.run(ctx, p.res, p.cfg.SweepInterval, func(n int) {
 		p.metrics.evicted.Add(ctx, int64(n))
-		p.log.Info("streams ended: runner endpoint removed", "streams", n)
+		p.log.Info("streams ended: runner endpoint removed", slog.Int(logkey.Count, n))
 	})
 	p.client.CloseIdleConnections()
 	return nil
@@ -218,7 +219,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
-	log := p.log.With("session_id", t.SessionID, "route", name)
+	log := p.log.With(slog.String(logkey.SessionID, t.SessionID), slog.String(logkey.Route, name))
 	if t.Endpoint.Stream {
 		p.stream(rec, r, t, ep, body, log)
 		return
@@ -285,7 +286,7 @@ func (p *Proxy) forward(w *recorder, r *http.Request, t route.Target, ep registr
 	buf := p.bufs.get()
 	defer p.bufs.put(buf)
 	if _, err := io.CopyBuffer(w, resp.Body, buf[:]); err != nil && r.Context().Err() == nil {
-		log.Warn("runner response cut", "err", err)
+		log.Warn("runner response cut", slog.Any(logkey.Err, err))
 	}
 }
 
@@ -297,10 +298,10 @@ func (p *Proxy) stream(w *recorder, r *http.Request, t route.Target, ep registry
 	// read above already happened under them. An expired read deadline would
 	// cancel the request context, so both are cleared.
 	if err := rc.SetWriteDeadline(time.Time{}); err != nil && !errors.Is(err, http.ErrNotSupported) {
-		log.Warn("clear write deadline", "err", err)
+		log.Warn("clear write deadline", slog.Any(logkey.Err, err))
 	}
 	if err := rc.SetReadDeadline(time.Time{}); err != nil && !errors.Is(err, http.ErrNotSupported) {
-		log.Warn("clear read deadline", "err", err)
+		log.Warn("clear read deadline", slog.Any(logkey.Err, err))
 	}
 	ctx, cancel := context.WithCancelCause(r.Context())
 	defer cancel(nil)
@@ -330,13 +331,13 @@ func (p *Proxy) stream(w *recorder, r *http.Request, t route.Target, ep registry
 	cause := context.Cause(ctx)
 	switch {
 	case errors.Is(cause, ErrEndpointGone):
-		log.Info("stream ended: runner endpoint removed", "bytes", res.Bytes)
+		log.Info("stream ended: runner endpoint removed", slog.Int64("bytes", res.Bytes))
 	case r.Context().Err() != nil || res.ClientErr != nil:
-		log.Debug("stream ended: client left", "bytes", res.Bytes)
+		log.Debug("stream ended: client left", slog.Int64("bytes", res.Bytes))
 	case res.UpstreamErr != nil:
-		log.Warn("stream ended: runner connection failed", "bytes", res.Bytes, "err", res.UpstreamErr)
+		log.Warn("stream ended: runner connection failed", slog.Int64("bytes", res.Bytes), slog.Any(logkey.Err, res.UpstreamErr))
 	default:
-		log.Debug("stream ended", "bytes", res.Bytes, "pings", res.Pings)
+		log.Debug("stream ended", slog.Int64("bytes", res.Bytes), slog.Int("pings", res.Pings))
 	}
 }
 
@@ -352,11 +353,11 @@ func (p *Proxy) upstreamFailed(w *recorder, r *http.Request, err error, streamCt
 	}
 	var ne net.Error
 	if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
-		log.Warn("runner timed out", "err", err)
+		log.Warn("runner timed out", slog.Any(logkey.Err, err))
 		WriteError(w, http.StatusGatewayTimeout, "runner timed out")
 		return
 	}
-	log.Warn("runner unreachable", "err", err)
+	log.Warn("runner unreachable", slog.Any(logkey.Err, err))
 	WriteError(w, http.StatusBadGateway, "runner unreachable")
 }
 

@@ -253,7 +253,7 @@ func TestClientDisconnectCancelsRunner(t *testing.T) {
 	p, srv := startProxy(t, Config{SSEKeepAlive: time.Hour}, tab, nil)
 
 	ctx, cancel := context.WithCancel(context.Background())
-	req, _ := http.NewRequestWithContext(ctx, "POST", srv.URL+"/sessions/s1/agui/run", strings.NewReader("{}"))
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, srv.URL+"/sessions/s1/agui/run", strings.NewReader("{}"))
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
