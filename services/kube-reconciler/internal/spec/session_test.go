@@ -73,8 +73,11 @@ func TestSessionMapping(t *testing.T) {
 			want:     AgenticSessionSpec{DisplayName: "My session", Project: "proj", Repos: []Repo{{URL: "https://g/r", Branch: "ambient/s3"}}},
 		},
 		{
-			name:     "repos wins over repo_url",
-			in:       session("s4", func(s *ambientv1.Session) { s.RepoUrl = proto.String("https://g/r"); s.Repos = proto.String(`[{"url":"https://g/x"}]`) }),
+			name: "repos wins over repo_url",
+			in: session("s4", func(s *ambientv1.Session) {
+				s.RepoUrl = proto.String("https://g/r")
+				s.Repos = proto.String(`[{"url":"https://g/x"}]`)
+			}),
 			wantName: "s4",
 			want:     AgenticSessionSpec{DisplayName: "My session", Project: "proj", Repos: []Repo{{URL: "https://g/x", Branch: "ambient/s4"}}},
 		},
@@ -85,8 +88,12 @@ func TestSessionMapping(t *testing.T) {
 			want:     AgenticSessionSpec{DisplayName: "My session", Project: "proj", LLMSettings: &LLMSettings{Temperature: proto.Float64(0)}},
 		},
 		{
-			name:     "empty json fields",
-			in:       session("s6", func(s *ambientv1.Session) { s.Repos = proto.String("null"); s.Labels = proto.String("{}"); s.EnvironmentVariables = proto.String(" ") }),
+			name: "empty json fields",
+			in: session("s6", func(s *ambientv1.Session) {
+				s.Repos = proto.String("null")
+				s.Labels = proto.String("{}")
+				s.EnvironmentVariables = proto.String(" ")
+			}),
 			wantName: "s6",
 			want:     AgenticSessionSpec{DisplayName: "My session", Project: "proj"},
 		},
