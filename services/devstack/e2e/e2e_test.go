@@ -81,11 +81,14 @@ func (s *stack) tallyCounts() (counts, error) {
 	}
 	got := counts{}
 	for r, c := range doc.Resources {
-		got[r] = map[string]int{}
 		for k, v := range map[string]int{"ADDED": c.Added, "MODIFIED": c.Modified, "DELETED": c.Deleted} {
-			if v > 0 {
-				got[r][k] = v
+			if v == 0 {
+				continue // the stream side has no entry for what never happened
 			}
+			if got[r] == nil {
+				got[r] = map[string]int{}
+			}
+			got[r][k] = v
 		}
 	}
 	return got, nil
