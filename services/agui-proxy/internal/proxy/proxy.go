@@ -214,9 +214,15 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		WriteError(rec, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body larger than %d bytes", p.cfg.MaxBodyBytes))
 		return
 	case err != nil:
-		if r.Context().Err() == nil {
-			WriteError(rec, http.StatusBadRequest, "cannot read request body")
+		// Answer even though a failed body read cancels the request context:
+		// otherwise the server would send an empty 200. A client that is
+		// really gone just makes this write fail.
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			WriteError(rec, http.StatusRequestTimeout, "request body not received in time")
+			return
 		}
+		WriteError(rec, http.StatusBadRequest, "cannot read request body")
 		return
 	}
 	log := p.log.With(slog.String(logkey.SessionID, t.SessionID), slog.String(logkey.Route, name))

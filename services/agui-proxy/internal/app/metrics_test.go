@@ -1,0 +1,92 @@
+package app_test
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ambient-code/control-plane/libs/testenv"
+)
+
+// metricValue returns the value of the first sample of /metrics whose line
+// starts with name and contains every label.
+func metricValue(t testing.TB, metricsURL, name string, labels ...string) (float64, bool) {
+	t.Helper()
+	sc := bufio.NewScanner(strings.NewReader(bodyOf(t, metricsURL)))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+next:
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") {
+			continue
+		}
+		for _, l := range labels {
+			if !strings.Contains(line, l) {
+				continue next
+			}
+		}
+		v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
+		if err != nil {
+			t.Fatalf("parse %q: %v", line, err)
+		}
+		return v, true
+	}
+	return 0, false
+}
+
+// TestMetrics: requests by route and code, active streams, bytes streamed
+// and upstream latency are exported on /metrics.
+func TestMetrics(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	r := startRunner(t, "s-metrics", "DEMO_WORD_DELAY=50ms")
+	e.register(t, r.endpoint(t, "s-metrics"))
+	p := startProxy(t, e.proxyCfg())
+	metrics := "http://" + p.app.MetricsAddr() + "/metrics"
+
+	statusOf(t, p.session("s-metrics", "/health"))
+	statusOf(t, p.session("nope", "/health"))
+	resp := postRun(context.Background(), t, p.session("s-metrics", "/agui/run"), runInput(words(10)))
+	first := make([]byte, 1)
+	if _, err := io.ReadFull(resp.Body, first); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if v, _ := metricValue(t, metrics, "agui_proxy_active_streams", `route="run"`); v != 1 {
+			return errorf("active streams %v, want 1", v)
+		}
+		return nil
+	})
+	n, err := io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if v, _ := metricValue(t, metrics, "agui_proxy_active_streams", `route="run"`); v != 0 {
+			return errorf("active streams %v, want 0", v)
+		}
+		return nil
+	})
+	tests := []struct {
+		name   string
+		metric string
+		labels []string
+		want   float64
+	}{
+		{name: "health 200", metric: "agui_proxy_requests_total", labels: []string{`route="health"`, `code="200"`}, want: 1},
+		{name: "health 404", metric: "agui_proxy_requests_total", labels: []string{`route="health"`, `code="404"`}, want: 1},
+		{name: "run 200", metric: "agui_proxy_requests_total", labels: []string{`route="run"`, `code="200"`}, want: 1},
+		{name: "bytes", metric: "agui_proxy_streamed_bytes_total", labels: []string{`route="run"`}, want: float64(n + 1)},
+		{name: "latency samples", metric: "agui_proxy_upstream_latency_seconds_count", labels: []string{`route="run"`}, want: 1},
+	}
+	for _, tc := range tests {
+		if v, ok := metricValue(t, metrics, tc.metric, tc.labels...); !ok || v != tc.want {
+			t.Errorf("%s: %s%v = %v (found %v), want %v", tc.name, tc.metric, tc.labels, v, ok, tc.want)
+		}
+	}
+}
