@@ -37,7 +37,8 @@ func removeHopHeaders(h http.Header) {
 func upstreamHeader(in http.Header, ep route.Endpoint) http.Header {
 	h := in.Clone()
 	removeHopHeaders(h)
-	for _, k := range []string{"Authorization", "Cookie", "Accept-Encoding"} {
+	// Expect: 100-continue was settled with the client; the body is complete.
+	for _, k := range []string{"Authorization", "Cookie", "Accept-Encoding", "Expect"} {
 		h.Del(k)
 	}
 	if ep.Stream && h.Get("Accept") == "" {

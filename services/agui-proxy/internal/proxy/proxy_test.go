@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -427,5 +428,34 @@ func waitFor(t testing.TB, cond func() bool, what string) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		<-tick.C
+	}
+}
+
+// TestNotSyncedIs503: before the routing table holds a full snapshot, a
+// session missing from it may exist; the proxy says 503, not 404.
+func TestNotSyncedIs503(t *testing.T) {
+	t.Parallel()
+	tab := newTable()
+	synced := false
+	var mu sync.Mutex
+	_, srv := startProxy(t, Config{Synced: func() bool { mu.Lock(); defer mu.Unlock(); return synced }}, tab, nil)
+	for _, tc := range []struct {
+		synced bool
+		code   int
+		msg    string
+	}{{false, http.StatusServiceUnavailable, "routing table not synced"}, {true, http.StatusNotFound, "unknown session"}} {
+		mu.Lock()
+		synced = tc.synced
+		mu.Unlock()
+		resp, err := http.Get(srv.URL + "/sessions/s1/health")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var e errorBody
+		err = json.NewDecoder(resp.Body).Decode(&e)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != tc.code || e.Error != tc.msg {
+			t.Fatalf("synced=%v: %d %q (%v), want %d %q", tc.synced, resp.StatusCode, e.Error, err, tc.code, tc.msg)
+		}
 	}
 }
