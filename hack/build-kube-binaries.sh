@@ -33,6 +33,15 @@ if [[ "${FORCE:-0}" != "1" && -x "${out_dir}/kube-apiserver" && -x "${out_dir}/e
 fi
 
 mkdir -p "${out_dir}"
+# One build at a time per output directory: a second caller (make and a
+# developer, or two test runs) waits here, then finds the stamp current.
+exec 9>"${out_dir}/.lock"
+flock 9
+if [[ "${FORCE:-0}" != "1" && -x "${out_dir}/kube-apiserver" && -x "${out_dir}/etcd" \
+	&& -f "${stamp_file}" && "$(cat "${stamp_file}")" == "${want_stamp}" ]]; then
+	echo "build-kube-binaries: ${out_dir} up to date (built by a concurrent run)"
+	exit 0
+fi
 rm -f "${stamp_file}"
 
 # The module is outside go.work: build it on its own.
@@ -51,11 +60,11 @@ ldflags="-s -w \
 cd "${tools_dir}"
 start=$(date +%s)
 echo "build-kube-binaries: building etcd into ${out_dir}"
-go build -trimpath -ldflags "-s -w" -o "${out_dir}/etcd.tmp" go.etcd.io/etcd/server/v3
-mv "${out_dir}/etcd.tmp" "${out_dir}/etcd"
+go build -trimpath -ldflags "-s -w" -o "${out_dir}/etcd.tmp.$$" go.etcd.io/etcd/server/v3
+mv "${out_dir}/etcd.tmp.$$" "${out_dir}/etcd"
 echo "build-kube-binaries: building kube-apiserver ${kube_version} into ${out_dir}"
-go build -trimpath -ldflags "${ldflags}" -o "${out_dir}/kube-apiserver.tmp" k8s.io/kubernetes/cmd/kube-apiserver
-mv "${out_dir}/kube-apiserver.tmp" "${out_dir}/kube-apiserver"
+go build -trimpath -ldflags "${ldflags}" -o "${out_dir}/kube-apiserver.tmp.$$" k8s.io/kubernetes/cmd/kube-apiserver
+mv "${out_dir}/kube-apiserver.tmp.$$" "${out_dir}/kube-apiserver"
 
 echo "${want_stamp}" > "${stamp_file}"
 echo "build-kube-binaries: done in $(( $(date +%s) - start ))s"
