@@ -2,6 +2,7 @@ package tally
 
 import (
 	"encoding/json"
+	"net/http"
 	"net/http/httptest"
 	"testing"
 	"time"
@@ -48,7 +49,7 @@ func TestTally(t *testing.T) {
 				ta.Add(e)
 			}
 			rec := httptest.NewRecorder()
-			ta.ServeHTTP(rec, httptest.NewRequest("GET", "/tally?ids=true", nil))
+			ta.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/tally?ids=true", nil))
 			var s Snapshot
 			if err := json.Unmarshal(rec.Body.Bytes(), &s); err != nil {
 				t.Fatal(err)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -98,7 +99,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Optio
 	if err != nil {
 		return fmt.Errorf("health server: %w", err)
 	}
-	hs.Router().Method("GET", PathTally, t)
+	hs.Router().Method(http.MethodGet, PathTally, t)
 	ln, err := hs.Listen(ctx)
 	if err != nil {
 		return err

@@ -19,7 +19,6 @@ type options struct {
 	version      string
 	afterPublish func(ctx context.Context, ev *eventsv1.ResourceEvent) error
 	healthyAfter time.Duration
-	renewEvery   time.Duration
 	ready        func(addr string)
 }
 

@@ -12,24 +12,22 @@ func TestBackoffSequence(t *testing.T) {
 		rand float64
 		want []time.Duration
 	}{
-		{name: "no jitter (middle)", rand: 0.5, want: []time.Duration{1, 2, 4, 8, 16, 30, 30}},
-		{name: "low edge -25%", rand: 0, want: []time.Duration{750, 1500, 3000, 6000, 12000, 22500, 22500}},
+		{name: "no jitter (middle)", rand: 0.5, want: []time.Duration{
+			time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 16 * time.Second, 30 * time.Second, 30 * time.Second}},
+		{name: "low edge -25%", rand: 0, want: []time.Duration{
+			750 * time.Millisecond, 1500 * time.Millisecond, 3 * time.Second, 6 * time.Second, 12 * time.Second, 22500 * time.Millisecond, 22500 * time.Millisecond}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			b := Backoff{Initial: time.Second, Max: 30 * time.Second, Jitter: 0.25, rand: func() float64 { return tc.rand }}
-			unit := time.Second
-			if tc.rand == 0 {
-				unit = time.Millisecond
-			}
 			for i, w := range tc.want {
-				if got := b.Next(); got != w*unit {
-					t.Fatalf("attempt %d: got %v, want %v", i, got, w*unit)
+				if got := b.Next(); got != w {
+					t.Fatalf("attempt %d: got %v, want %v", i, got, w)
 				}
 			}
 			b.Reset()
-			if got, want := b.Next(), tc.want[0]*unit; got != want {
+			if got, want := b.Next(), tc.want[0]; got != want {
 				t.Fatalf("after Reset: got %v, want %v", got, want)
 			}
 		})

@@ -95,8 +95,8 @@ func TestListRepeatsAfterDeletes(t *testing.T) {
 
 // chanStream is a watch stream fed by a channel; closing it is a clean EOF.
 type chanStream struct {
-	ctx context.Context
-	ch  <-chan Event[*ambientv1.Session]
+	done <-chan struct{} // the stream's ctx.Done()
+	ch   <-chan Event[*ambientv1.Session]
 }
 
 func (s chanStream) Recv() (Event[*ambientv1.Session], error) {
@@ -106,8 +106,8 @@ func (s chanStream) Recv() (Event[*ambientv1.Session], error) {
 			return Event[*ambientv1.Session]{}, io.EOF
 		}
 		return ev, nil
-	case <-s.ctx.Done():
-		return Event[*ambientv1.Session]{}, s.ctx.Err()
+	case <-s.done:
+		return Event[*ambientv1.Session]{}, context.Canceled
 	}
 }
 
@@ -129,7 +129,7 @@ func TestRunRelistsAfterEOF(t *testing.T) {
 		Watch: func(ctx context.Context) (Stream[*ambientv1.Session], error) {
 			ch := make(chan Event[*ambientv1.Session])
 			streams <- ch
-			return chanStream{ctx: ctx, ch: ch}, nil
+			return chanStream{done: ctx.Done(), ch: ch}, nil
 		},
 	}
 	store := diff.NewStore[*ambientv1.Session]()
