@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ambient-code/control-plane/libs/events"
 	"github.com/ambient-code/control-plane/libs/registry"
 	"github.com/ambient-code/control-plane/libs/testenv"
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
@@ -26,6 +27,13 @@ func TestServiceLifecycle(t *testing.T) {
 	svc := w.start("rm-0", 5)
 	id := w.create("e2e")
 	w.waitAll([]string{id}, "Running", 10*time.Second)
+	body := httpBody(t, "http://"+svc.metricsAddr+"/metrics")
+	for _, m := range []string{"runner_manager_spawns_total", "runner_manager_runners", "runner_manager_ports_in_use",
+		"runner_manager_ports_total", "runner_manager_health_check_duration_seconds", "runner_manager_event_to_running_duration_seconds"} {
+		if !strings.Contains(body, m) {
+			t.Errorf("/metrics lacks %s", m)
+		}
+	}
 	rec, err := w.record(id)
 	if err != nil {
 		t.Fatal(err)
@@ -71,8 +79,16 @@ func TestKillReplicaSessionsMove(t *testing.T) {
 	w := newWorld(t)
 	a := w.start("rm-a", 50)
 	b := w.start("rm-b", 50)
-	// Let the group settle with both members before the burst.
-	time.Sleep(1500 * time.Millisecond) //nolint:forbidigo // membership settles on a heartbeat; nothing to poll from outside
+	// Let the group settle with both members before the burst: pcgroups
+	// gives each member a consumer (named after it) on the work queue.
+	testenv.Eventually(t, 10*time.Second, func() error {
+		for _, m := range []string{"rm-a", "rm-b"} {
+			if _, err := w.js.Consumer(t.Context(), events.StreamName+"-runner-manager", m); err != nil {
+				return fmt.Errorf("consumer %s: %w", m, err)
+			}
+		}
+		return nil
+	})
 	const n = 40
 	var ids []string
 	for i := range n {

@@ -125,6 +125,8 @@ type service struct {
 	root   string
 	out    *syncBuffer
 	done   chan error
+
+	metricsAddr string
 }
 
 type syncBuffer struct {
@@ -173,7 +175,7 @@ func (w *world) start(member string, ports int, extra ...string) *service {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	s := &service{t: t, cmd: cmd, member: member, root: root, out: out, done: make(chan error, 1)}
+	s := &service{t: t, cmd: cmd, member: member, root: root, out: out, done: make(chan error, 1), metricsAddr: metricsAddr}
 	go func() { s.done <- cmd.Wait() }() // owned by the service; ends when the process exits
 	t.Cleanup(func() {
 		if err := cmd.Process.Signal(syscall.SIGTERM); err == nil {

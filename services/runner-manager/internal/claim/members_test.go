@@ -1,0 +1,76 @@
+package claim
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/ambient-code/control-plane/libs/testenv"
+)
+
+func TestMembers(t *testing.T) {
+	t.Parallel()
+	srv := testenv.NATS(t)
+	_, js := testenv.JetStream(t, srv)
+	kv, err := js.CreateKeyValue(t.Context(), BucketConfig(1, time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.DiscardHandler)
+	a, err := NewMembers(kv, "a", time.Second, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := NewMembers(kv, "b.with dots", time.Second, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	alive := func(m *Members, who string) bool {
+		t.Helper()
+		ok, err := m.Alive(t.Context(), who)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ok
+	}
+	if !alive(a, "a") {
+		t.Fatal("a is not alive to itself")
+	}
+	if alive(a, "b.with dots") {
+		t.Fatal("b alive before its first beat")
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1) // read below
+	go func() { done <- b.Run(ctx) }() // owned by this test; ends on cancel
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if !alive(a, "b.with dots") {
+			return errors.New("b not alive")
+		}
+		return nil
+	})
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if alive(a, "b.with dots") {
+		t.Fatal("b alive after leaving")
+	}
+	// A beat without renewal expires after the TTL (kill -9).
+	if err := b.Beat(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if alive(a, "b.with dots") {
+			return errors.New("b still alive after the ttl")
+		}
+		return nil
+	})
+	if _, err := NewMembers(kv, "", time.Second, log); err == nil {
+		t.Fatal("empty member accepted")
+	}
+	if _, err := NewMembers(kv, "x", time.Millisecond, log); err == nil {
+		t.Fatal("tiny ttl accepted")
+	}
+}
