@@ -34,7 +34,7 @@ import (
 // session change to the events stream (so the service also sees the echo of
 // its own writes).
 type world struct {
-	t       *testing.T
+	t       testing.TB
 	nats    *natsserver.Server
 	api     *memapi.Server
 	client  *apiclient.Client
@@ -42,7 +42,7 @@ type world struct {
 	runners jetstream.KeyValue
 }
 
-func newWorld(t *testing.T) *world {
+func newWorld(t testing.TB) *world {
 	t.Helper()
 	srv := testenv.NATS(t)
 	_, js := testenv.JetStream(t, srv)
@@ -119,7 +119,7 @@ func (w *world) startInformer() {
 
 // service is one runner-manager process.
 type service struct {
-	t      *testing.T
+	t      testing.TB
 	cmd    *exec.Cmd
 	member string
 	root   string
@@ -258,7 +258,7 @@ func (w *world) record(id string) (registry.Record, error) {
 }
 
 // freeRange returns n consecutive ports that were free a moment ago.
-func freeRange(t *testing.T, n int) (int, int) {
+func freeRange(t testing.TB, n int) (int, int) {
 	t.Helper()
 	for range 100 {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
