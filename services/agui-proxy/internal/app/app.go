@@ -115,6 +115,9 @@ func (a *App) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	if tf, ok := verifier.(*auth.TokenFile); ok && cfg.TokensReload > 0 {
+		g.Go(func() error { return tf.Run(gctx, cfg.TokensReload) })
+	}
 	g.Go(func() error { return a.runTable(gctx) })
 	g.Go(func() error { return p.Run(gctx) })
 	g.Go(func() error {
@@ -235,7 +238,7 @@ func (a *App) Ready() error { return errors.Join(a.natsConnected(), a.tableSynce
 func newVerifier(ctx context.Context, cfg config.Config, log *slog.Logger) (auth.Verifier, error) {
 	switch cfg.Auth {
 	case auth.ModeToken:
-		t, err := auth.LoadTokens(cfg.TokensFile)
+		t, err := auth.NewTokenFile(cfg.TokensFile, log)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", config.EnvTokensFile, err)
 		}

@@ -36,6 +36,7 @@ const (
 	EnvAuth              = "AGUI_AUTH"
 	EnvAuthInsecure      = "AGUI_AUTH_ALLOW_INSECURE"
 	EnvTokensFile        = "AGUI_TOKENS_FILE"
+	EnvTokensReload      = "AGUI_TOKENS_RELOAD"
 	EnvJWKSURL           = "AGUI_JWKS_URL"
 	EnvJWTIssuer         = "AGUI_JWT_ISSUER"
 	EnvJWTAudience       = "AGUI_JWT_AUDIENCE"
@@ -71,9 +72,11 @@ type Config struct {
 	// AuthAllowInsecure permits Auth none on a non-loopback ListenAddr.
 	AuthAllowInsecure bool
 	TokensFile        string
-	JWKSURL           *url.URL
-	JWTIssuer         string
-	JWTAudience       string
+	// TokensReload is how often the tokens file is re-read (0: never).
+	TokensReload time.Duration
+	JWKSURL      *url.URL
+	JWTIssuer    string
+	JWTAudience  string
 	// MaxBodyBytes bounds request bodies (413 beyond).
 	MaxBodyBytes int64
 	// SSEKeepAlive is the idle interval of ": ping" comments; 0 disables.
@@ -102,6 +105,7 @@ func Defaults() Config {
 		RunnersBucket:         bus.BucketRunners,
 		CORSOrigins:           []string{"http://localhost:3000"},
 		Auth:                  auth.ModeNone,
+		TokensReload:          30 * time.Second,
 		MaxBodyBytes:          8 << 20,
 		SSEKeepAlive:          15 * time.Second,
 		ReadHeaderTimeout:     10 * time.Second,
@@ -143,6 +147,7 @@ func FromEnv(lookup envconfig.LookupFunc) (Config, error) {
 		Auth:                  l.Enum(EnvAuth, d.Auth, auth.ModeNone, auth.ModeToken, auth.ModeJWT),
 		AuthAllowInsecure:     l.Bool(EnvAuthInsecure, false),
 		TokensFile:            l.File(EnvTokensFile, ""),
+		TokensReload:          l.Duration(EnvTokensReload, d.TokensReload),
 		JWKSURL:               l.URL(EnvJWKSURL, "", "https", "http"),
 		JWTIssuer:             l.String(EnvJWTIssuer, ""),
 		JWTAudience:           l.String(EnvJWTAudience, ""),
