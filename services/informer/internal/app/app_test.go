@@ -305,8 +305,12 @@ func TestFailover(t *testing.T) {
 		}
 		return nil
 	})
-	// Lease TTL 1s; retries every TTL/4; plus the metrics poll interval.
-	if took := time.Since(died); took > 2500*time.Millisecond {
+	// Lease TTL 1s (the key expires at most 1s after the last renewal);
+	// standbys retry every TTL/4; plus the metrics poll. A loaded CI
+	// machine gets some slack.
+	took := time.Since(died)
+	t.Logf("standby took over %v after the leader died (lease TTL 1s)", took)
+	if took > 3*time.Second {
 		t.Errorf("takeover took %v, want about the lease TTL (1s)", took)
 	}
 	evs := h.waitConverged(live, bucket, 30*time.Second)
@@ -446,4 +450,33 @@ func TestShadowModeNeverTouchesLiveStream(t *testing.T) {
 	h.createSession("both-see-this")
 	h.waitStreamCount(live, 25, 10*time.Second)
 	h.waitStreamCount(events.ShadowStreamName, 25, 10*time.Second)
+}
+
+// Periodic resync publishes nothing while nothing changed, and heals what
+// the watch missed (here: a watch that delivers nothing at all).
+func TestResyncHealsMissedEvents(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.seed(20, 2)
+	inf := h.start("a", map[string]string{config.EnvResyncPeriod: "300ms"})
+	before := len(h.waitConverged(live, bucket, 30*time.Second))
+	relists := inf.metric("informer_relists_total")
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if got := inf.metric("informer_relists_total"); got < relists+6 {
+			return fmt.Errorf("relists %v, want two more per resource", got)
+		}
+		return nil
+	})
+	if n, err := h.streamCount(live); err != nil || n != uint64(before) {
+		t.Fatalf("resyncs without changes published: stream has %d, want %d (%v)", n, before, err)
+	}
+	// The watch stalls: no event reaches the informer any more.
+	h.api.SetSendDelay(time.Hour)
+	ids := h.sessionIDs()
+	h.createSession("missed-by-watch")
+	h.updateSession(ids[0], "missed by watch")
+	h.deleteSession(ids[1])
+	evs := h.waitConverged(live, bucket, 30*time.Second)
+	wantCounts(t, evs[before:], map[string]int{"sessions/ADDED": 1, "sessions/MODIFIED": 1, "sessions/DELETED": 1})
+	h.api.SetSendDelay(0)
 }
