@@ -1,12 +1,15 @@
 package reconcile
 
 import (
+	"context"
 	"fmt"
+	"log/slog"
 	"testing"
 	"time"
 
 	"github.com/ambient-code/control-plane/libs/registry"
 	"github.com/ambient-code/control-plane/libs/testenv"
+	"github.com/ambient-code/control-plane/services/runner-manager/internal/claim"
 )
 
 // Acceptance 8 (in process): shutdown stops every runner within the grace,
@@ -140,6 +143,23 @@ func TestLostClaimKillsLocalRunner(t *testing.T) {
 	e.waitPhase(id, PhaseRunning, 3*time.Second)
 	rec, err := registry.Get(t.Context(), e.runners, id)
 	if err != nil {
+		t.Fatal(err)
+	}
+	// The thief is a live replica (it heartbeats), so nobody takes it back.
+	thiefMember, err := claim.NewMembers(e.members, "thief", 2*time.Second, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	beating := make(chan error, 1) // read in cleanup
+	go func() { beating <- thiefMember.Run(ctx) }() // owned by this test; ends on cancel
+	t.Cleanup(func() {
+		cancel()
+		if err := <-beating; err != nil {
+			t.Error(err)
+		}
+	})
+	if err := thiefMember.Beat(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 	thief := rec.Endpoint
