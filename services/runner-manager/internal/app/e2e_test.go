@@ -38,9 +38,14 @@ func TestServiceLifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Echoes of Creating and Running were delivered; still one runner.
+	// The echoes of Creating and Running are consumed (the group's work
+	// queue drains) and cause nothing: one runner, two status writes.
+	w.waitQueueDrained(3) // ADDED, MODIFIED Creating, MODIFIED Running
 	if pids := runnerPIDs(svc.root); len(pids) != 1 || pids[0] != rec.PID {
 		t.Fatalf("runner pids %v, record pid %d", pids, rec.PID)
+	}
+	if n := w.api.CountCalls(ambientv1.SessionService_UpdateSessionStatus_FullMethodName); n != 2 {
+		t.Fatalf("UpdateSessionStatus calls = %d, want 2 (Creating, Running)", n)
 	}
 	if _, err := w.client.UpdateSessionStatus(t.Context(), &ambientv1.UpdateSessionStatusRequest{Id: id, Phase: ptr("Stopping")}); err != nil {
 		t.Fatal(err)

@@ -315,3 +315,32 @@ func pidAlive(pid int) bool {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
 	return err == nil && !strings.Contains(string(b), "State:\tZ")
 }
+
+// waitQueueDrained waits until at least minEvents events were published and
+// the consumer group's work queue holds no message: every event published
+// so far was handled and acked.
+func (w *world) waitQueueDrained(minEvents uint64) {
+	w.t.Helper()
+	testenv.Eventually(w.t, 10*time.Second, func() error {
+		st, err := w.js.Stream(w.t.Context(), events.StreamName+"-runner-manager")
+		if err != nil {
+			return err
+		}
+		info, err := st.Info(w.t.Context())
+		if err != nil {
+			return err
+		}
+		src, err := w.js.Stream(w.t.Context(), events.StreamName)
+		if err != nil {
+			return err
+		}
+		srcInfo, err := src.Info(w.t.Context())
+		if err != nil {
+			return err
+		}
+		if srcInfo.State.Msgs < minEvents || info.State.Msgs != 0 || info.State.LastSeq < srcInfo.State.Msgs {
+			return fmt.Errorf("work queue: %d pending, %d of %d sourced", info.State.Msgs, info.State.LastSeq, srcInfo.State.Msgs)
+		}
+		return nil
+	})
+}
