@@ -185,52 +185,61 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.metrics.request(ctx, name, code)
 	}()
 
-	switch {
-	case errors.Is(perr, route.ErrInvalidSessionID):
-		WriteError(rec, http.StatusNotFound, "unknown session")
-		return
-	case perr != nil:
-		WriteError(rec, http.StatusNotFound, "unknown endpoint")
-		return
-	case !t.Endpoint.Allows(r.Method):
-		rec.Header().Set("Allow", strings.Join(t.Endpoint.Methods, ", "))
-		WriteError(rec, http.StatusMethodNotAllowed, "method not allowed")
-		return
-	}
-	span.SetAttributes(attribute.String("session_id", t.SessionID))
-	// The table is in memory; a removed endpoint is never dialed again.
-	ep, ok := p.res.Lookup(t.SessionID)
+	ep, body, ok := p.admit(rec, r, t, perr)
 	if !ok {
-		if p.cfg.Synced != nil && !p.cfg.Synced() {
-			WriteError(rec, http.StatusServiceUnavailable, "routing table not synced")
-			return
-		}
-		WriteError(rec, http.StatusNotFound, "unknown session")
 		return
 	}
-	body, err := readBody(rec, r, p.cfg.MaxBodyBytes)
-	switch {
-	case errors.Is(err, errBodyTooLarge):
-		WriteError(rec, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body larger than %d bytes", p.cfg.MaxBodyBytes))
-		return
-	case err != nil:
-		// Answer even though a failed body read cancels the request context:
-		// otherwise the server would send an empty 200. A client that is
-		// really gone just makes this write fail.
-		var ne net.Error
-		if errors.As(err, &ne) && ne.Timeout() {
-			WriteError(rec, http.StatusRequestTimeout, "request body not received in time")
-			return
-		}
-		WriteError(rec, http.StatusBadRequest, "cannot read request body")
-		return
-	}
+	span.SetAttributes(attribute.String(logkey.SessionID, t.SessionID))
 	log := p.log.With(slog.String(logkey.SessionID, t.SessionID), slog.String(logkey.Route, name))
 	if t.Endpoint.Stream {
 		p.stream(rec, r, t, ep, body, log)
 		return
 	}
 	p.forward(rec, r, t, ep, body, log)
+}
+
+// admit answers requests the proxy refuses itself (unknown endpoint or
+// session, wrong method, table not synced, oversize or unreadable body) and
+// returns the session's endpoint and the request body otherwise.
+func (p *Proxy) admit(w http.ResponseWriter, r *http.Request, t route.Target, perr error) (registry.Endpoint, []byte, bool) {
+	switch {
+	case errors.Is(perr, route.ErrInvalidSessionID):
+		WriteError(w, http.StatusNotFound, "unknown session")
+		return registry.Endpoint{}, nil, false
+	case perr != nil:
+		WriteError(w, http.StatusNotFound, "unknown endpoint")
+		return registry.Endpoint{}, nil, false
+	case !t.Endpoint.Allows(r.Method):
+		w.Header().Set("Allow", strings.Join(t.Endpoint.Methods, ", "))
+		WriteError(w, http.StatusMethodNotAllowed, "method not allowed")
+		return registry.Endpoint{}, nil, false
+	}
+	// The table is in memory; a removed endpoint is never dialed again.
+	ep, ok := p.res.Lookup(t.SessionID)
+	if !ok {
+		if p.cfg.Synced != nil && !p.cfg.Synced() {
+			WriteError(w, http.StatusServiceUnavailable, "routing table not synced")
+			return registry.Endpoint{}, nil, false
+		}
+		WriteError(w, http.StatusNotFound, "unknown session")
+		return registry.Endpoint{}, nil, false
+	}
+	body, err := readBody(w, r, p.cfg.MaxBodyBytes)
+	var ne net.Error
+	switch {
+	case err == nil:
+		return ep, body, true
+	case errors.Is(err, errBodyTooLarge):
+		WriteError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body larger than %d bytes", p.cfg.MaxBodyBytes))
+	case errors.As(err, &ne) && ne.Timeout():
+		// Answered even though a failed body read cancels the request
+		// context: otherwise the server would send an empty 200. A client
+		// that is really gone just makes this write fail.
+		WriteError(w, http.StatusRequestTimeout, "request body not received in time")
+	default:
+		WriteError(w, http.StatusBadRequest, "cannot read request body")
+	}
+	return registry.Endpoint{}, nil, false
 }
 
 // readBody reads the whole request body (AG-UI inputs are JSON documents) so
