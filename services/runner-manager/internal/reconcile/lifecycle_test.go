@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/ambient-code/control-plane/libs/registry"
@@ -443,5 +444,24 @@ func TestSelector(t *testing.T) {
 	e.handle(rp, added, s)
 	if _, err := registry.Get(t.Context(), e.runners, s.GetMetadata().GetId()); !errors.Is(err, registry.ErrNotFound) {
 		t.Fatalf("unselected session claimed: %v", err)
+	}
+}
+
+// An API outage while the phase is written: the runner keeps running and
+// the sweep writes the phase once the API answers again.
+func TestPhaseWriteRetriedAfterOutage(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	rp := e.replica(replicaOpts{})
+	s := e.create("outage")
+	id := s.GetMetadata().GetId()
+	e.api.FailNext(ambientv1.SessionService_UpdateSessionStatus_FullMethodName, 12, codes.Unavailable)
+	e.handle(rp, added, s)
+	got := e.waitPhase(id, PhaseRunning, 15*time.Second)
+	if got.GetStartTime() == nil {
+		t.Fatal("no start_time")
+	}
+	if rp.mgr.Count() != 1 {
+		t.Fatalf("runners = %d", rp.mgr.Count())
 	}
 }

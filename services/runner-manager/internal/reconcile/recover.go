@@ -173,16 +173,47 @@ func (r *Reconciler) sweep(ctx context.Context) {
 		r.recoverRecord(ctx, rec)
 	}
 	r.mu.Lock()
-	var orphans []*run
+	var orphans, unsent []*run
 	for id, rn := range r.runs {
 		if !mine[id] {
 			orphans = append(orphans, rn)
 		}
+		rn.mu.Lock()
+		if rn.unsent != nil {
+			unsent = append(unsent, rn)
+		}
+		rn.mu.Unlock()
 	}
 	r.mu.Unlock()
 	for _, rn := range orphans {
 		r.checkOwnership(ctx, rn)
 	}
+	for _, rn := range unsent {
+		r.retryUnsent(ctx, rn)
+	}
+}
+
+// retryUnsent retries a Creating/Running write that failed (API outage), so
+// the session's phase catches up with its runner.
+func (r *Reconciler) retryUnsent(ctx context.Context, rn *run) {
+	unlock := r.locks.lock(rn.id)
+	defer unlock()
+	rn.mu.Lock()
+	u := rn.unsent
+	skip := rn.final || rn.stopped
+	rn.mu.Unlock()
+	if u == nil || skip {
+		return
+	}
+	if err := r.writeStatus(ctx, rn.id, *u); err != nil {
+		r.log.Warn("retry phase write", slog.String(logkey.SessionID, rn.id), slog.String(logkey.Phase, u.Phase), slog.String(logkey.Err, err.Error()))
+		return
+	}
+	rn.mu.Lock()
+	if rn.unsent == u {
+		rn.unsent = nil
+	}
+	rn.mu.Unlock()
 }
 
 // recoverRecord recovers one stale claim under the session lock.

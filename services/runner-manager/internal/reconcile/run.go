@@ -26,6 +26,14 @@ type run struct {
 	stopped bool              // guarded by mu; a Stopping phase asked for the stop
 	final   bool              // guarded by mu; a terminal phase was written already
 	lost    bool              // guarded by mu; another replica took the claim over
+	unsent  *statusUpdate     // guarded by mu; a Creating/Running write that failed, retried by the sweep
+}
+
+// setUnsent records (or with nil clears) a status write to retry.
+func (rn *run) setUnsent(u *statusUpdate) {
+	rn.mu.Lock()
+	rn.unsent = u
+	rn.mu.Unlock()
 }
 
 func newRun(id string, proc *runner.Process, received time.Time, conds conditions) *run {

@@ -158,8 +158,10 @@ func (r *Reconciler) onSpawned(ctx context.Context, log *slog.Logger, rn *run) {
 	if skip {
 		return
 	}
-	if err := r.writeStatus(ctx, rn.id, statusUpdate{Phase: PhaseCreating, Conditions: conds}); err != nil {
-		log.Warn("write phase", slog.String(logkey.Phase, PhaseCreating), slog.String(logkey.Err, err.Error()))
+	u := statusUpdate{Phase: PhaseCreating, Conditions: conds}
+	if err := r.writeStatus(ctx, rn.id, u); err != nil {
+		rn.setUnsent(&u)
+		log.Warn("write phase; the sweep retries", slog.String(logkey.Phase, PhaseCreating), slog.String(logkey.Err, err.Error()))
 	}
 }
 

@@ -148,9 +148,10 @@ func (u statusUpdate) request(id string) *ambientv1.UpdateSessionStatusRequest {
 	return req
 }
 
-// writeStatus writes u, retrying transient API errors a few times with a
-// short backoff. A deleted session (NotFound) is not an error: there is
-// nothing left to report to.
+// writeStatus writes u, retrying transient API errors with a backoff from
+// 100 ms (capped at 2 s): until ctx's deadline when it has one, else four
+// times. A deleted session (NotFound) is not an error: there is nothing
+// left to report to.
 func (r *Reconciler) writeStatus(ctx context.Context, id string, u statusUpdate) error {
 	req := u.request(id)
 	delay := 100 * time.Millisecond
@@ -168,7 +169,8 @@ func (r *Reconciler) writeStatus(ctx context.Context, id string, u statusUpdate)
 			r.metrics.statusWrite(ctx, u.Phase, "error")
 			return fmt.Errorf("write phase %q of %s: %w", u.Phase, id, err)
 		}
-		if attempt == 4 || ctx.Err() != nil {
+		_, hasDeadline := ctx.Deadline()
+		if (!hasDeadline && attempt == 4) || ctx.Err() != nil {
 			r.metrics.statusWrite(ctx, u.Phase, "error")
 			return fmt.Errorf("write phase %q of %s: %w", u.Phase, id, err)
 		}
@@ -176,6 +178,6 @@ func (r *Reconciler) writeStatus(ctx context.Context, id string, u statusUpdate)
 		case <-ctx.Done():
 		case <-time.After(delay):
 		}
-		delay *= 2
+		delay = min(delay*2, 2*time.Second)
 	}
 }

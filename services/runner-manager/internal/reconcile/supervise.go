@@ -98,10 +98,13 @@ func (r *Reconciler) onHealthy(ctx context.Context, log *slog.Logger, rn *run, l
 	if err := r.updateRecord(ctx, rn, func(e *registry.Endpoint) { e.State = registry.StateRunning }); err != nil {
 		log.Warn("register endpoint", slog.String(logkey.Err, err.Error()))
 	}
-	if err := r.writeStatus(ctx, rn.id, statusUpdate{Phase: PhaseRunning, StartTime: now, Conditions: conds}); err != nil {
-		log.Error("write phase", slog.String(logkey.Phase, PhaseRunning), slog.String(logkey.Err, err.Error()))
+	u := statusUpdate{Phase: PhaseRunning, StartTime: now, Conditions: conds}
+	if err := r.writeStatus(ctx, rn.id, u); err != nil {
+		rn.setUnsent(&u)
+		log.Warn("write phase; the sweep retries", slog.String(logkey.Phase, PhaseRunning), slog.String(logkey.Err, err.Error()))
 		return
 	}
+	rn.setUnsent(nil)
 	if !rn.received.IsZero() {
 		r.metrics.running(ctx, time.Since(rn.received))
 	}
