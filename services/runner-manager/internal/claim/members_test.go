@@ -42,7 +42,7 @@ func TestMembers(t *testing.T) {
 		t.Fatal("b alive before its first beat")
 	}
 	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1) // read below
+	done := make(chan error, 1)        // read below
 	go func() { done <- b.Run(ctx) }() // owned by this test; ends on cancel
 	testenv.Eventually(t, 5*time.Second, func() error {
 		if !alive(a, "b.with dots") {

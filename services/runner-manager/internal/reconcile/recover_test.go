@@ -151,7 +151,7 @@ func TestLostClaimKillsLocalRunner(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(t.Context())
-	beating := make(chan error, 1) // read in cleanup
+	beating := make(chan error, 1)                  // read in cleanup
 	go func() { beating <- thiefMember.Run(ctx) }() // owned by this test; ends on cancel
 	t.Cleanup(func() {
 		cancel()
