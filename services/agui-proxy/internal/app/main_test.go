@@ -47,9 +47,6 @@ func run(m *testing.M) int {
 			// The JWKS refresher of keyfunc/jwkset ends with its ctx but is
 			// not waited for by the library.
 			goleak.IgnoreTopFunction("github.com/MicahParks/jwkset.NewStorageFromHTTP.func1"),
-			goleak.IgnoreAnyFunction("net/http.(*persistConn).writeLoop"),
-			goleak.IgnoreAnyFunction("net/http.(*persistConn).readLoop"),
-			goleak.IgnoreAnyFunction("internal/poll.runtime_pollWait"),
 		); err != nil {
 			fmt.Fprintln(os.Stderr, "goroutine leak:", err)
 			return 1
