@@ -16,6 +16,7 @@ import (
 	"github.com/ambient-code/control-plane/libs/logkey"
 	eventsv1 "github.com/ambient-code/control-plane/proto/ambient/events/v1"
 	"github.com/ambient-code/control-plane/services/informer/internal/diff"
+	"github.com/ambient-code/control-plane/services/informer/internal/lease"
 	"github.com/ambient-code/control-plane/services/informer/internal/publish"
 	"github.com/ambient-code/control-plane/services/informer/internal/queue"
 	"github.com/ambient-code/control-plane/services/informer/internal/watch"
@@ -26,6 +27,8 @@ import (
 const (
 	retryMin = 50 * time.Millisecond
 	retryMax = 5 * time.Second
+	// shutdownGrace bounds one publish + KV write once shutdown began.
+	shutdownGrace = 5 * time.Second
 )
 
 // fatalError marks an error that must stop the informer (the test hook's
@@ -195,13 +198,34 @@ func (r *resource[T]) work(ctx context.Context, store *diff.Store[T], q *queue.Q
 	}
 }
 
-// sync publishes the change id needs, if any, and records it.
+// sync publishes the change id needs, if any, and records it. A publish in
+// flight when the informer shuts down may finish within shutdownGrace (the
+// lease is released only after it); one in flight when the lease is lost
+// stops at once, because another replica may already lead.
 func (r *resource[T]) sync(ctx context.Context, store *diff.Store[T], id string) error {
 	c, ok := store.Next(id)
 	if !ok {
 		return nil
 	}
-	if err := publish.Publish(ctx, r.pub, c); err != nil {
+	pctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancel()
+	// Runs once ctx ends, in its own goroutine, which exits by the time
+	// sync returns (cancel above ends pctx).
+	stop := context.AfterFunc(ctx, func() {
+		if errors.Is(context.Cause(ctx), lease.ErrLost) {
+			cancel()
+			return
+		}
+		t := time.NewTimer(shutdownGrace)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			cancel()
+		case <-pctx.Done():
+		}
+	})
+	defer stop()
+	if err := publish.Publish(pctx, r.pub, c); err != nil {
 		return err
 	}
 	store.Published(c)
