@@ -285,3 +285,45 @@ func FuzzKey(f *testing.F) {
 		}
 	})
 }
+
+func TestListAndInvalidRecords(t *testing.T) {
+	t.Parallel()
+	kv := newKV(t)
+	ctx := t.Context()
+	if got, err := registry.List(ctx, kv); err != nil || len(got) != 0 {
+		t.Fatalf("empty list = %v, %v", got, err)
+	}
+	for _, id := range []string{"a", "b.c"} {
+		if _, err := registry.Claim(ctx, kv, ep(id, "m")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Garbage under a session key and a key of another key space.
+	if _, err := kv.Put(ctx, registry.Key("junk"), []byte("{not json")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(ctx, "members.m", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	got, err := registry.List(ctx, kv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, r := range got {
+		ids = append(ids, r.SessionID)
+	}
+	if len(ids) != 2 || !(ids[0] == "a" && ids[1] == "b.c" || ids[0] == "b.c" && ids[1] == "a") {
+		t.Fatalf("listed %v", ids)
+	}
+	if _, err := registry.Get(ctx, kv, "junk"); !errors.Is(err, registry.ErrInvalid) {
+		t.Fatalf("get junk: %v, want ErrInvalid", err)
+	}
+	// Anyone may clear an undecodable record; then the id can be claimed.
+	if err := registry.Release(ctx, kv, "junk", "whoever"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := registry.Claim(ctx, kv, ep("junk", "m")); err != nil {
+		t.Fatal(err)
+	}
+}
