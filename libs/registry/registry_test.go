@@ -9,59 +9,21 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ambient-code/control-plane/libs/registry"
+	"github.com/ambient-code/control-plane/libs/testenv"
 )
 
-// newKV starts an embedded JetStream server and returns a fresh bucket.
-// TODO(issue 2): use testenv.NATS once libs/testenv lands.
+// newKV returns a fresh bucket on an embedded JetStream server.
 func newKV(t testing.TB) jetstream.KeyValue {
 	t.Helper()
-	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatalf("nats server: %v", err)
-	}
-	go srv.Start() // owned by this test; Shutdown in cleanup ends it
-	if !srv.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats server not ready")
-	}
-	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatalf("connect: %v", err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatalf("jetstream: %v", err)
-	}
+	_, js := testenv.JetStream(t, testenv.NATS(t))
 	kv, err := js.CreateKeyValue(t.Context(), jetstream.KeyValueConfig{Bucket: "ambient-runners"})
 	if err != nil {
 		t.Fatalf("kv: %v", err)
 	}
 	return kv
-}
-
-func eventually(t testing.TB, d time.Duration, fn func() error) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		err := fn()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %v: %v", d, err)
-		}
-		select {
-		case <-time.After(10 * time.Millisecond):
-		case <-t.Context().Done():
-			t.Fatal(t.Context().Err())
-		}
-	}
 }
 
 func ep(id, owner string) registry.Endpoint {
@@ -225,7 +187,7 @@ func TestTable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, func() error {
+	testenv.Eventually(t, 5*time.Second, func() error {
 		if tab.Len() != 2 {
 			return fmt.Errorf("len = %d", tab.Len())
 		}
@@ -239,7 +201,7 @@ func TestTable(t *testing.T) {
 	if _, err := registry.Register(ctx, kv, e, rev); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, func() error {
+	testenv.Eventually(t, 5*time.Second, func() error {
 		if got, ok := tab.Lookup("new"); !ok || got.Port != 9101 {
 			return fmt.Errorf("lookup new = %+v %v", got, ok)
 		}
@@ -248,7 +210,7 @@ func TestTable(t *testing.T) {
 	if err := registry.Release(ctx, kv, "pre", "a"); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, func() error {
+	testenv.Eventually(t, 5*time.Second, func() error {
 		if _, ok := tab.Lookup("pre"); ok {
 			return errors.New("pre still routable")
 		}
