@@ -18,6 +18,7 @@ import (
 	"github.com/ambient-code/control-plane/libs/apiclient"
 	"github.com/ambient-code/control-plane/libs/events"
 	"github.com/ambient-code/control-plane/libs/memapi"
+	"github.com/ambient-code/control-plane/libs/natsserver"
 	"github.com/ambient-code/control-plane/libs/registry"
 	"github.com/ambient-code/control-plane/libs/testenv"
 	eventsv1 "github.com/ambient-code/control-plane/proto/ambient/events/v1"
@@ -30,6 +31,7 @@ import (
 // in-memory API.
 type env struct {
 	t       *testing.T
+	nats    *natsserver.Server
 	api     *memapi.Server
 	client  *apiclient.Client
 	runners jetstream.KeyValue
@@ -50,7 +52,7 @@ func newEnv(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	api := testenv.API(t)
-	return &env{t: t, api: api, client: testenv.APIClient(t, api), runners: runners, members: members}
+	return &env{t: t, nats: srv, api: api, client: testenv.APIClient(t, api), runners: runners, members: members}
 }
 
 // replica is one in-process runner-manager (without the consumer group:

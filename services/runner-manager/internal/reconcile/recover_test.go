@@ -204,3 +204,25 @@ func TestResync(t *testing.T) {
 		return nil
 	})
 }
+
+// A NATS restart (JetStream state on disk) loses nothing: the claim
+// survives, the runner keeps running, and a later stop works once the
+// connection is back.
+func TestNATSRestart(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	rp := e.replica(replicaOpts{})
+	s := e.create("survivor")
+	id := s.GetMetadata().GetId()
+	e.handle(rp, added, s)
+	e.waitPhase(id, PhaseRunning, 3*time.Second)
+	if err := e.nats.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	stopping := e.setPhase(id, PhaseStopping)
+	testenv.Eventually(t, 10*time.Second, func() error {
+		return rp.rec.Handle(t.Context(), e.event(modified, stopping), 1)
+	})
+	e.waitPhase(id, PhaseStopped, 10*time.Second)
+	e.waitNoClaim(id)
+}
