@@ -109,7 +109,9 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Optio
 	if err != nil {
 		return err
 	}
-	pcfg := publish.Config{Prefix: cfg.SubjectPrefix, Stream: cfg.Stream, Observe: m.observePublish}
+	// The post-ack KV write outlives a lost lease by at most TTL/3: the next
+	// leader cannot start before the lease expires, TTL after the last renewal.
+	pcfg := publish.Config{Prefix: cfg.SubjectPrefix, Stream: cfg.Stream, Observe: m.observePublish, StoreTimeout: cfg.LeaseTTL / 3}
 	if hook := o.afterPublish; hook != nil {
 		pcfg.AfterPublish = func(ctx context.Context, ev *eventsv1.ResourceEvent) error {
 			if err := hook(ctx, ev); err != nil {

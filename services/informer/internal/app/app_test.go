@@ -269,8 +269,9 @@ func TestFailover(t *testing.T) {
 			return nil
 		})
 	}
-	a := h.start("a", nil, hook("a"))
-	b := h.start("b", nil, hook("b"))
+	short := map[string]string{config.EnvLeaseTTL: "1s"}
+	a := h.start("a", short, hook("a"))
+	b := h.start("b", short, hook("b"))
 	before := len(h.waitConverged(live, bucket, 30*time.Second))
 	leader, standby := a, b
 	if !a.isLeader() {

@@ -48,7 +48,7 @@ func (h *harness) env(instance string) map[string]string {
 		config.EnvGRPCAddr:       h.api.GRPCAddr(),
 		config.EnvNATSURL:        h.nats.ClientURL(),
 		config.EnvMetricsAddr:    "127.0.0.1:0",
-		config.EnvLeaseTTL:       "1s",
+		config.EnvLeaseTTL:       "5s", // TestFailover uses 1s
 		config.EnvResyncPeriod:   "0",
 		config.EnvBackoffInitial: "20ms",
 		config.EnvBackoffMax:     "200ms",

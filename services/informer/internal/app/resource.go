@@ -138,8 +138,9 @@ func (r *resource[T]) lead(ctx context.Context) error {
 		return err
 	})
 	retries := &retries{}
+	unstored := &idSet{}
 	for range r.workers {
-		g.Go(func() error { return r.work(gctx, store, q, retries) })
+		g.Go(func() error { return r.work(gctx, store, q, retries, unstored) })
 	}
 	return g.Wait()
 }
@@ -172,13 +173,13 @@ func (r *resource[T]) load(ctx context.Context) ([]T, error) {
 }
 
 // work publishes what the queued ids need, one id at a time per worker.
-func (r *resource[T]) work(ctx context.Context, store *diff.Store[T], q *queue.Queue[string], rt *retries) error {
+func (r *resource[T]) work(ctx context.Context, store *diff.Store[T], q *queue.Queue[string], rt *retries, unstored *idSet) error {
 	for {
 		id, err := q.Get(ctx)
 		if err != nil {
 			return nil //nolint:nilerr // shut down or ctx done: the term is over
 		}
-		err = r.sync(ctx, store, id)
+		err = r.sync(ctx, store, id, unstored)
 		var fatal fatalError
 		switch {
 		case errors.As(err, &fatal):
@@ -202,11 +203,7 @@ func (r *resource[T]) work(ctx context.Context, store *diff.Store[T], q *queue.Q
 // flight when the informer shuts down may finish within shutdownGrace (the
 // lease is released only after it); one in flight when the lease is lost
 // stops at once, because another replica may already lead.
-func (r *resource[T]) sync(ctx context.Context, store *diff.Store[T], id string) error {
-	c, ok := store.Next(id)
-	if !ok {
-		return nil
-	}
+func (r *resource[T]) sync(ctx context.Context, store *diff.Store[T], id string, unstored *idSet) error {
 	pctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
 	// Runs once ctx ends, in its own goroutine, which exits by the time
@@ -225,7 +222,27 @@ func (r *resource[T]) sync(ctx context.Context, store *diff.Store[T], id string)
 		}
 	})
 	defer stop()
+	// A KV write that failed after its event was acked is retried first, so
+	// KV never stays behind the stream.
+	if unstored.has(id) {
+		obj, present := store.PublishedState(id)
+		if err := publish.Store(pctx, r.pub, id, obj, present); err != nil {
+			return err
+		}
+		unstored.remove(id)
+	}
+	c, ok := store.Next(id)
+	if !ok {
+		return nil
+	}
 	if err := publish.Publish(pctx, r.pub, c); err != nil {
+		if errors.Is(err, publish.ErrNotStored) {
+			// The event is in the stream: count it as published, or the
+			// next change would be diffed against a state consumers never
+			// saw (a second ADDED, a MODIFIED with the wrong old object).
+			store.Published(c)
+			unstored.add(id)
+		}
 		return err
 	}
 	store.Published(c)
@@ -258,4 +275,32 @@ func (rt *retries) forget(id string) {
 	rt.mu.Lock()
 	defer rt.mu.Unlock()
 	delete(rt.n, id)
+}
+
+// idSet is a set of object ids, safe for concurrent use.
+type idSet struct {
+	mu  sync.Mutex
+	ids map[string]struct{} // guarded by mu
+}
+
+func (s *idSet) add(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ids == nil {
+		s.ids = map[string]struct{}{}
+	}
+	s.ids[id] = struct{}{}
+}
+
+func (s *idSet) remove(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.ids, id)
+}
+
+func (s *idSet) has(id string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.ids[id]
+	return ok
 }

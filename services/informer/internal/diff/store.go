@@ -277,3 +277,15 @@ func (s *Store[T]) Get(id string) (T, bool) {
 	}
 	return e.desired.obj, true
 }
+
+// PublishedState returns the published state of id and whether it exists.
+func (s *Store[T]) PublishedState(id string) (T, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.entries[id]
+	if !ok || e.published.ver == "" {
+		var zero T
+		return zero, false
+	}
+	return e.published.obj, true
+}

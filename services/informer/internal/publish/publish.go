@@ -25,8 +25,15 @@ import (
 // DefaultTimeout bounds one publish or KV write whose ctx has no deadline.
 const DefaultTimeout = 10 * time.Second
 
+// DefaultStoreTimeout bounds the KV write that follows an ack.
+const DefaultStoreTimeout = 2 * time.Second
+
 // ErrInvalidConfig is returned by New for a Config it cannot use.
 var ErrInvalidConfig = errors.New("invalid publisher config")
+
+// ErrNotStored wraps the error of a KV write that failed after the event
+// was acked: the event is in the stream, only KV lags behind.
+var ErrNotStored = errors.New("event published, kv not updated")
 
 // Config says where events go.
 type Config struct {
@@ -37,6 +44,11 @@ type Config struct {
 	Stream string
 	// Timeout bounds each publish and KV write (default DefaultTimeout).
 	Timeout time.Duration
+	// StoreTimeout bounds the KV write after an ack, which runs even when
+	// ctx has ended (default DefaultStoreTimeout). Keep it well below the
+	// lease TTL: a leader that lost its lease must be done before another
+	// one can start.
+	StoreTimeout time.Duration
 	// AfterPublish, when set, runs after the ack and before the KV write;
 	// an error from it is returned as is and the KV write is skipped. Tests
 	// use it to crash between the two.
@@ -63,12 +75,17 @@ func New(js jetstream.JetStream, kv jetstream.KeyValue, tracer trace.Tracer, cfg
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = DefaultTimeout
 	}
+	if cfg.StoreTimeout <= 0 {
+		cfg.StoreTimeout = DefaultStoreTimeout
+	}
 	return &Publisher{js: js, kv: kv, tracer: tracer, cfg: cfg}, nil
 }
 
 // Publish publishes the event for c, waits for the ack, then stores the new
 // state in KV (or deletes it for DELETED). It starts a producer span whose
-// context travels in the message headers.
+// context travels in the message headers. When only the KV write fails the
+// error wraps ErrNotStored: the caller must count the event as published and
+// retry the write with Store.
 func Publish[T events.APIObject](ctx context.Context, p *Publisher, c diff.Change[T]) error {
 	ev := events.NewEvent(c.Type, c.Object, c.Old, time.Now())
 	key := events.ObjectKey(ev.GetResource(), c.ID)
@@ -117,12 +134,18 @@ func (p *Publisher) publish(ctx context.Context, ev *eventsv1.ResourceEvent, key
 	}
 	took := time.Since(start)
 	span.SetAttributes(attribute.Int64("messaging.nats.seq", int64(ack.Sequence)), attribute.Bool("messaging.nats.duplicate", ack.Duplicate))
+	if p.cfg.Observe != nil {
+		p.cfg.Observe(ctx, ev, took, ack.Duplicate)
+	}
 	if p.cfg.AfterPublish != nil {
 		if err := p.cfg.AfterPublish(ctx, ev); err != nil {
 			return err
 		}
 	}
-	kctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
+	// The event is in the stream: finish the KV write even if ctx ended
+	// meanwhile (shutdown, lease lost), within StoreTimeout, so KV does not
+	// fall behind the stream and no later diff repeats this event.
+	kctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.StoreTimeout)
 	defer cancel()
 	if value == nil {
 		err = p.kv.Delete(kctx, key)
@@ -130,10 +153,29 @@ func (p *Publisher) publish(ctx context.Context, ev *eventsv1.ResourceEvent, key
 		_, err = p.kv.Put(kctx, key, value)
 	}
 	if err != nil {
-		return fmt.Errorf("store %s: %w", key, err)
+		return fmt.Errorf("store %s: %w: %w", key, ErrNotStored, err)
 	}
-	if p.cfg.Observe != nil {
-		p.cfg.Observe(ctx, ev, took, ack.Duplicate)
+	return nil
+}
+
+// Store writes obj as the persisted state of id (present), or deletes the
+// key (!present). It retries a KV write after ErrNotStored.
+func Store[T events.APIObject](ctx context.Context, p *Publisher, id string, obj T, present bool) error {
+	key := events.ObjectKey(events.ResourceOf[T](), id)
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
+	defer cancel()
+	if !present {
+		if err := p.kv.Delete(ctx, key); err != nil {
+			return fmt.Errorf("delete %s: %w", key, err)
+		}
+		return nil
+	}
+	b, err := proto.Marshal(events.Wrap(obj))
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", key, err)
+	}
+	if _, err := p.kv.Put(ctx, key, b); err != nil {
+		return fmt.Errorf("store %s: %w", key, err)
 	}
 	return nil
 }
