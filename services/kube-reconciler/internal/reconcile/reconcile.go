@@ -64,6 +64,9 @@ type Config struct {
 	DefaultNamespace string
 	Metrics          *metrics.Metrics
 	Log              *slog.Logger
+	// TracerProvider makes the reconcile spans (nil: the OTel global, which
+	// telemetry.Setup installs).
+	TracerProvider trace.TracerProvider
 }
 
 // Reconciler handles events. It is safe for concurrent use.
@@ -83,7 +86,11 @@ func New(cfg Config) (*Reconciler, error) {
 	if cfg.DefaultNamespace == "" {
 		return nil, fmt.Errorf("default namespace is required: %w", ErrInvalidConfig)
 	}
-	return &Reconciler{cfg: cfg, tracer: otel.Tracer("github.com/ambient-code/control-plane/services/kube-reconciler"), ensured: map[string]string{}}, nil
+	tp := cfg.TracerProvider
+	if tp == nil {
+		tp = otel.GetTracerProvider()
+	}
+	return &Reconciler{cfg: cfg, tracer: tp.Tracer("github.com/ambient-code/control-plane/services/kube-reconciler"), ensured: map[string]string{}}, nil
 }
 
 // Handle is the group.Handler: it reconciles the object of m.Event.
