@@ -122,8 +122,11 @@ type rendered struct {
 
 // render renders the chart like `helm install --dry-run` (client only): values
 // are validated against values.schema.json and every template is executed.
-func render(t testing.TB, c *chart.Chart, vals map[string]any) (rendered, error) {
+func render(t testing.TB, vals map[string]any) (rendered, error) {
 	t.Helper()
+	// Install mutates the chart (it sets the enabled dependencies), so
+	// every render loads its own copy: parallel tests share nothing.
+	c := loadChart(t)
 	inst := action.NewInstall(&action.Configuration{})
 	inst.DryRun = true
 	inst.ClientOnly = true
@@ -172,9 +175,9 @@ func render(t testing.TB, c *chart.Chart, vals map[string]any) (rendered, error)
 }
 
 // mustRender renders and fails the test on error.
-func mustRender(t testing.TB, c *chart.Chart, vals map[string]any) rendered {
+func mustRender(t testing.TB, vals map[string]any) rendered {
 	t.Helper()
-	r, err := render(t, c, vals)
+	r, err := render(t, vals)
 	if err != nil {
 		t.Fatalf("render: %v", err)
 	}

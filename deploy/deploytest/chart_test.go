@@ -53,11 +53,10 @@ func TestChartLint(t *testing.T) {
 // duplicate env, references that resolve).
 func TestChartRender(t *testing.T) {
 	t.Parallel()
-	c := loadChart(t)
 	for _, vs := range valueSets(t) {
 		t.Run(vs.name, func(t *testing.T) {
 			t.Parallel()
-			r := mustRender(t, c, vs.vals)
+			r := mustRender(t, vs.vals)
 			checkNames(t, r)
 			checkWorkloads(t, r)
 			checkSelectors(t, r)
@@ -303,7 +302,7 @@ func deployment(t *testing.T, r rendered, n string) *appsv1.Deployment {
 // TestChartDefaults checks what a default install contains.
 func TestChartDefaults(t *testing.T) {
 	t.Parallel()
-	r := mustRender(t, loadChart(t), map[string]any{})
+	r := mustRender(t, map[string]any{})
 	var deployments []string
 	for _, u := range r.ofKind("Deployment") {
 		deployments = append(deployments, u.GetName())
@@ -351,8 +350,7 @@ func TestChartDefaults(t *testing.T) {
 // is the same value the service enforces (ROLE_ALLOW_LIST).
 func TestChartRBAC(t *testing.T) {
 	t.Parallel()
-	c := loadChart(t)
-	r := mustRender(t, c, map[string]any{})
+	r := mustRender(t, map[string]any{})
 	var bound []string
 	for _, u := range r.ofKind("ClusterRoleBinding") {
 		b := toTyped[rbacv1.ClusterRoleBinding](t, u)
@@ -411,7 +409,7 @@ func TestChartRBAC(t *testing.T) {
 		}
 	}
 	// A changed allow-list reaches both places.
-	r = mustRender(t, c, parseValues(t, `kubeReconciler: {roleAllowList: [ambient-project-view]}`))
+	r = mustRender(t, parseValues(t, `kubeReconciler: {roleAllowList: [ambient-project-view]}`))
 	cr = toTyped[rbacv1.ClusterRole](t, r.find("ClusterRole", name("kube-reconciler")))
 	for _, rule := range cr.Rules {
 		if slices.Contains(rule.Verbs, "bind") && !slices.Equal(rule.ResourceNames, []string{"ambient-project-view"}) {
@@ -426,14 +424,13 @@ func TestChartRBAC(t *testing.T) {
 // TestChartCanaries checks the canary objects of every service.
 func TestChartCanaries(t *testing.T) {
 	t.Parallel()
-	c := loadChart(t)
 	var vals map[string]any
 	for _, vs := range valueSets(t) {
 		if vs.name == "canaries" {
 			vals = vs.vals
 		}
 	}
-	r := mustRender(t, c, vals)
+	r := mustRender(t, vals)
 	const canaryTag = ":0.2.0-rc.1"
 
 	consumers := []struct {
@@ -508,7 +505,6 @@ func TestChartCanaries(t *testing.T) {
 // TestChartExternalNATS checks NATS_URL and credentials wiring.
 func TestChartExternalNATS(t *testing.T) {
 	t.Parallel()
-	c := loadChart(t)
 	tests := []struct {
 		name    string
 		auth    string
@@ -527,7 +523,7 @@ func TestChartExternalNATS(t *testing.T) {
 nats: {enabled: false}
 externalNats: {url: "nats://nats.messaging:4222", auth: {type: %s, secretName: nats-auth}}
 `, tc.auth))
-			r := mustRender(t, c, vals)
+			r := mustRender(t, vals)
 			for _, comp := range components {
 				d := deployment(t, r, name(comp))
 				env := envOf(t, r, d)
@@ -557,7 +553,6 @@ externalNats: {url: "nats://nats.messaging:4222", auth: {type: %s, secretName: n
 // and fail checks reject bad values with a message naming the key.
 func TestChartRejectsBadValues(t *testing.T) {
 	t.Parallel()
-	c := loadChart(t)
 	tests := []struct {
 		name, values, wantErr string
 	}{
@@ -596,7 +591,7 @@ externalNats: {url: "nats://n:4222", auth: {type: creds}}`, "externalNats.auth.s
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			_, err := render(t, c, parseValues(t, tc.values))
+			_, err := render(t, parseValues(t, tc.values))
 			if err == nil {
 				t.Fatalf("values accepted:\n%s", tc.values)
 			}
@@ -615,11 +610,10 @@ externalNats: {url: "nats://n:4222", auth: {type: creds}}`, "externalNats.auth.s
 // (secrets and downward-API values replaced by plausible values).
 func TestChartServiceEnv(t *testing.T) {
 	t.Parallel()
-	c := loadChart(t)
 	for _, vs := range valueSets(t) {
 		t.Run(vs.name, func(t *testing.T) {
 			t.Parallel()
-			r := mustRender(t, c, vs.vals)
+			r := mustRender(t, vs.vals)
 			for _, u := range r.ofKind("Deployment") {
 				d := toTyped[appsv1.Deployment](t, u)
 				component := d.Spec.Template.Labels["app.kubernetes.io/component"]
@@ -665,7 +659,7 @@ func TestChartServiceEnv(t *testing.T) {
 // service needs and nothing open-ended.
 func TestChartNetworkPolicies(t *testing.T) {
 	t.Parallel()
-	r := mustRender(t, loadChart(t), parseValues(t, `networkPolicy: {enabled: true}`))
+	r := mustRender(t, parseValues(t, `networkPolicy: {enabled: true}`))
 	type rule = map[string]any
 	for _, comp := range components {
 		u := r.find("NetworkPolicy", name(comp))

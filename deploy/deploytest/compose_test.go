@@ -258,7 +258,7 @@ func checkComposeService(t *testing.T, p *types.Project, df dockerfile, s types.
 			t.Error("kube-reconciler must be behind the kube profile")
 		}
 		// Same allow-list as the chart's RBAC and ROLE_ALLOW_LIST.
-		r := mustRender(t, loadChart(t), map[string]any{})
+		r := mustRender(t, map[string]any{})
 		chartEnv := envOf(t, r, deployment(t, r, name("kube-reconciler")))
 		if env["ROLE_ALLOW_LIST"] != chartEnv["ROLE_ALLOW_LIST"] {
 			t.Errorf("ROLE_ALLOW_LIST = %q, the chart uses %q", env["ROLE_ALLOW_LIST"], chartEnv["ROLE_ALLOW_LIST"])

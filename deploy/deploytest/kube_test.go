@@ -44,7 +44,7 @@ metadata:
 	t.Run("apply", func(t *testing.T) {
 		for _, vs := range valueSets(t) {
 			t.Run(vs.name, func(t *testing.T) {
-				r := mustRender(t, c, vs.vals)
+				r := mustRender(t, vs.vals)
 				w := &warnings{}
 				cl := k.client(t, k.admin, w)
 				for _, o := range r.objects {
@@ -60,7 +60,7 @@ metadata:
 	})
 
 	t.Run("rbac", func(t *testing.T) {
-		testRBAC(ctx, t, k, mustRender(t, c, map[string]any{}))
+		testRBAC(ctx, t, k, mustRender(t, map[string]any{}))
 	})
 }
 
