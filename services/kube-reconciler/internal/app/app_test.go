@@ -20,7 +20,7 @@ import (
 
 const wait = 30 * time.Second
 
-func (h *harness) project(t *testing.T, name string) *ambientv1.Project {
+func (h *harness) project(t testing.TB, name string) *ambientv1.Project {
 	t.Helper()
 	p, err := h.cl.CreateProject(t.Context(), &ambientv1.CreateProjectRequest{Name: name})
 	if err != nil {

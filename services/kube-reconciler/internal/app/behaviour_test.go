@@ -214,7 +214,7 @@ func TestTwoReplicasShareAndFailover(t *testing.T) {
 }
 
 // parallel runs fn(0..n-1) on 8 goroutines and fails t on the first error.
-func parallel(t *testing.T, n int, fn func(i int) error) {
+func parallel(t testing.TB, n int, fn func(i int) error) {
 	t.Helper()
 	var (
 		wg   sync.WaitGroup

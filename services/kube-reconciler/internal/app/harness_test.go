@@ -75,7 +75,7 @@ type harness struct {
 	stats map[string]*group.Stats
 }
 
-func newHarness(t *testing.T) *harness {
+func newHarness(t testing.TB) *harness {
 	t.Helper()
 	ctx := t.Context()
 	h := &harness{nats: testenv.NATS(t), api: testenv.API(t), stats: map[string]*group.Stats{}}
@@ -132,7 +132,7 @@ type replica struct {
 
 // start runs a kube-reconciler as member, with restCfg (nil: the chart-bound
 // restricted user) and extra env.
-func (h *harness) start(t *testing.T, member string, restCfg *rest.Config, env map[string]string) *replica {
+func (h *harness) start(t testing.TB, member string, restCfg *rest.Config, env map[string]string) *replica {
 	t.Helper()
 	if restCfg == nil {
 		restCfg = restricted(t)
@@ -192,7 +192,7 @@ func (h *harness) start(t *testing.T, member string, restCfg *rest.Config, env m
 }
 
 // quiesce waits until every event in the stream was handled by the replicas.
-func (h *harness) quiesce(t *testing.T, replicas ...*replica) {
+func (h *harness) quiesce(t testing.TB, replicas ...*replica) {
 	t.Helper()
 	testenv.Eventually(t, 60*time.Second, func() error {
 		s, err := h.js.Stream(t.Context(), events.StreamName)
