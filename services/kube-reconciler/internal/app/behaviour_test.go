@@ -208,6 +208,7 @@ func TestTwoReplicasShareAndFailover(t *testing.T) {
 		}
 		return nil
 	})
+	t.Logf("UpdateSessionStatus calls: %d for %d sessions (one real change each: kube_cr_uid/kube_namespace)", h.api.CallCount(updateStatusMethod), n)
 	if sa, sb := a.stats.Snapshot(), b.stats.Snapshot(); sa.Acked == 0 || sb.Acked == 0 {
 		t.Errorf("replicas did not share: a acked %d, b acked %d", sa.Acked, sb.Acked)
 	}
