@@ -22,6 +22,7 @@ import (
 	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/metrics"
 	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/reconcile"
 	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/status"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
@@ -42,6 +43,7 @@ type options struct {
 	restConfig *rest.Config
 	listening  func(addr net.Addr)
 	stats      *group.Stats
+	connected  func(nc *nats.Conn)
 }
 
 // Option changes how Run wires the service (tests and main).
@@ -55,6 +57,10 @@ func WithRESTConfig(cfg *rest.Config) Option { return func(o *options) { o.restC
 
 // WithListening is called with the health server's address once it listens.
 func WithListening(fn func(addr net.Addr)) Option { return func(o *options) { o.listening = fn } }
+
+// WithConnected is called with the NATS connection once it is up; tests use
+// it to cut the connection the way a crashed process would.
+func WithConnected(fn func(nc *nats.Conn)) Option { return func(o *options) { o.connected = fn } }
 
 // WithStats counts the consumer group's deliveries into s.
 func WithStats(s *group.Stats) Option { return func(o *options) { o.stats = s } }
@@ -122,6 +128,9 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Optio
 			err = errors.Join(err, fmt.Errorf("drain nats: %w", derr))
 		}
 	}()
+	if o.connected != nil {
+		o.connected(nc)
+	}
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)

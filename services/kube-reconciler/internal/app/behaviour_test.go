@@ -157,8 +157,15 @@ func diffMaps(a, b map[string]string) string {
 }
 
 // TestTwoReplicasShareAndFailover: two replicas share 200 sessions; one is
-// stopped mid-run; every CR still ends in the newest state.
+// stopped mid-run (gracefully, or by cutting its NATS connection as a crash
+// would); every CR still ends in the newest state.
 func TestTwoReplicasShareAndFailover(t *testing.T) {
+	for _, crash := range []bool{false, true} {
+		t.Run(fmt.Sprintf("crash=%v", crash), func(t *testing.T) { twoReplicas(t, crash) })
+	}
+}
+
+func twoReplicas(t *testing.T, crash bool) {
 	h := newHarness(t)
 	a := h.start(t, "ra", nil, nil)
 	b := h.start(t, "rb", nil, nil)
@@ -190,7 +197,11 @@ func TestTwoReplicasShareAndFailover(t *testing.T) {
 		}
 		return nil
 	})
-	a.stop()
+	if crash {
+		a.crash()
+	} else {
+		a.stop()
+	}
 	update(0, n, "final")
 	testenv.Eventually(t, 90*time.Second, func() error {
 		list, err := h.dyn.Resource(apply.AgenticSessionGVR).Namespace(name).List(ctx, metav1.ListOptions{})

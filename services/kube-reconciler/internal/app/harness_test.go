@@ -25,6 +25,7 @@ import (
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
 	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/config"
 	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/kubetest"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/grpc"
 	"k8s.io/client-go/dynamic"
@@ -126,6 +127,7 @@ func newHarness(t testing.TB) *harness {
 // replica is one running kube-reconciler.
 type replica struct {
 	stop  func()
+	crash func() // closes its NATS connection without leaving the group, then stops it
 	addr  net.Addr
 	stats *group.Stats
 }
@@ -159,20 +161,25 @@ func (h *harness) start(t testing.TB, member string, restCfg *rest.Config, env m
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("member", member)
 	}
 	r := &replica{stats: &group.Stats{}}
+	conns := make(chan *nats.Conn, 1) // one send
 	listening := make(chan net.Addr, 1) // one send
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1) // one send
 	// Owned by the replica: stop cancels it and waits.
 	go func() {
-		done <- Run(ctx, cfg, log, WithRESTConfig(restCfg), WithStats(r.stats), WithListening(func(a net.Addr) { listening <- a }))
+		done <- Run(ctx, cfg, log, WithRESTConfig(restCfg), WithStats(r.stats), WithListening(func(a net.Addr) { listening <- a }),
+			WithConnected(func(nc *nats.Conn) { conns <- nc }))
 	}()
-	var once sync.Once
+	var (
+		once    sync.Once
+		crashed atomic.Bool
+	)
 	r.stop = func() {
 		once.Do(func() {
 			cancel()
 			select {
 			case err := <-done:
-				if err != nil && !errors.Is(err, context.Canceled) {
+				if err != nil && !errors.Is(err, context.Canceled) && !crashed.Load() {
 					t.Errorf("replica %s: %v", member, err)
 				}
 			case <-time.After(30 * time.Second):
@@ -181,6 +188,16 @@ func (h *harness) start(t testing.TB, member string, restCfg *rest.Config, env m
 		})
 	}
 	t.Cleanup(r.stop)
+	r.crash = func() {
+		crashed.Store(true)
+		select {
+		case nc := <-conns:
+			nc.Close() // no drain, no group leave: the member just disappears
+		default:
+			t.Errorf("replica %s has no connection", member)
+		}
+		r.stop()
+	}
 	select {
 	case r.addr = <-listening:
 	case err := <-done:
