@@ -3,10 +3,8 @@ package deploytest
 import (
 	"bufio"
 	"bytes"
-	"errors"
-	"io/fs"
-	"os"
 	"net"
+	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -15,7 +13,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/ambient-code/control-plane/libs/envconfig"
 	"github.com/compose-spec/compose-go/v2/cli"
 	"github.com/compose-spec/compose-go/v2/types"
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
@@ -307,60 +304,18 @@ func checkServiceEnv(t *testing.T, s types.ServiceConfig) {
 	} else {
 		t.Logf("%s declares no env names yet: name check skipped", s.Build.Target)
 	}
-	check, ok := configLoaders[s.Build.Target]
-	if !ok {
-		t.Logf("%s exposes no config loader yet (see /work/brief/requests-H.md): value check skipped", s.Build.Target)
-		return
+	if _, ok := loaderCalls[s.Build.Target]; !ok {
+		return // memapi: flags with env defaults, no loader; names checked above
 	}
-	mounted := map[string]bool{}
+	var mounts []string
 	for _, v := range s.Volumes {
-		mounted[v.Target] = true
+		mounts = append(mounts, v.Target)
 	}
-	err := check(func(name string) (string, bool) {
-		v, ok := env[name]
-		return v, ok
-	})
-	for _, e := range flattenErrors(err) {
-		// Files inside volumes mounted at run time do not exist here.
-		if errors.Is(e, fs.ErrNotExist) && underMount(env, mounted) {
-			continue
-		}
-		t.Errorf("%s config loader rejects the compose environment: %v", s.Build.Target, e)
+	materialize(t, env, mounts)
+	res := checkEnvs(t, s.Build.Target, []envCase{{ID: s.Name, Env: env}})
+	for _, e := range res[s.Name] {
+		t.Errorf("%s's own config loader rejects the compose environment: %s", s.Build.Target, e.Msg)
 	}
-}
-
-// underMount reports whether any env value is a path under a mount target.
-func underMount(env map[string]string, mounted map[string]bool) bool {
-	for _, v := range env {
-		for m := range mounted {
-			if v == m || strings.HasPrefix(v, strings.TrimSuffix(m, "/")+"/") {
-				return true
-			}
-		}
-	}
-	return false
-}
-
-// flattenErrors splits a loader's error (fmt.Errorf wrappers around
-// errors.Join trees) into its leaves, keeping each *envconfig.VarError whole.
-func flattenErrors(err error) []error {
-	if err == nil {
-		return nil
-	}
-	if _, ok := err.(*envconfig.VarError); ok {
-		return []error{err}
-	}
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		var out []error
-		for _, e := range j.Unwrap() {
-			out = append(out, flattenErrors(e)...)
-		}
-		return out
-	}
-	if u := errors.Unwrap(err); u != nil {
-		return flattenErrors(u)
-	}
-	return []error{err}
 }
 
 // envConst matches `EnvX = "NAME"` constants in a config package.

@@ -143,7 +143,14 @@ require (
 	sigs.k8s.io/structured-merge-diff/v6 v6.4.2 // indirect
 )
 
+// The services are replaced up front so that wiring a service's envcheck
+// package into envcheck_test.go needs only its require line.
 replace (
 	github.com/ambient-code/control-plane/libs => ../../libs
 	github.com/ambient-code/control-plane/proto => ../../proto
+	github.com/ambient-code/control-plane/services/agui-proxy => ../../services/agui-proxy
+	github.com/ambient-code/control-plane/services/event-tally => ../../services/event-tally
+	github.com/ambient-code/control-plane/services/informer => ../../services/informer
+	github.com/ambient-code/control-plane/services/kube-reconciler => ../../services/kube-reconciler
+	github.com/ambient-code/control-plane/services/runner-manager => ../../services/runner-manager
 )

@@ -32,7 +32,7 @@ shared by both tracks.
 {{- if $svc.canary.enabled }}
 {{- $_ := required (printf "%s.canary.image.tag is required when %s.canary.enabled is true" $key $key) $svc.canary.image.tag }}
 {{- include "acp.checkPartitions" (dict "key" $key "value" $svc.canary.partitions "count" $ctx.Values.global.groupPartitions) }}
-{{- $canaryEnv := list (dict "name" "MEMBER_ID" "value" $svc.canary.memberId) (dict "name" (include "acp.memberPartitionsEnv" .component) "value" (toString $svc.canary.partitions)) }}
+{{- $canaryEnv := list (dict "name" "MEMBER_ID" "value" $svc.canary.memberId) (dict "name" (include "acp.memberPartitionsEnv" .component) "value" (include "acp.expandPartitions" $svc.canary.partitions)) }}
 ---
 {{ include "acp.deployment" (dict "context" $ctx "component" .component "track" "canary" "name" (include "acp.componentName" (dict "context" $ctx "component" (printf "%s-canary" .component))) "replicas" 1 "override" $svc.canary.image "api" .api "automountToken" .automountToken "env" (default "" .env | trim) "canaryEnv" (concat $canaryEnv $svc.canary.extraEnv) "ports" .ports "volumes" .volumes "volumeMounts" .volumeMounts) }}
 {{- end }}

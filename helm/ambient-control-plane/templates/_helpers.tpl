@@ -262,6 +262,21 @@ consumer service.
 {{- end -}}
 {{- end -}}
 
+{{/*
+acp.expandPartitions turns a slice like "0-2,5" into "0,1,2,5": every
+service's loader accepts a comma-separated list, not all accept ranges.
+*/}}
+{{- define "acp.expandPartitions" -}}
+{{- $out := list -}}
+{{- range splitList "," (toString .) -}}
+{{- $r := splitList "-" . -}}
+{{- range untilStep (int (first $r)) (int (add1 (last $r))) 1 -}}
+{{- $out = append $out (toString .) -}}
+{{- end -}}
+{{- end -}}
+{{- join "," $out -}}
+{{- end -}}
+
 {{/* acp.groupConfig is the ConfigMap data of consumer-group members. */}}
 {{- define "acp.groupConfig" -}}
 GROUP_PARTITIONS: {{ .Values.global.groupPartitions | quote }}
