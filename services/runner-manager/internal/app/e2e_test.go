@@ -27,13 +27,18 @@ func TestServiceLifecycle(t *testing.T) {
 	svc := w.start("rm-0", 5)
 	id := w.create("e2e")
 	w.waitAll([]string{id}, "Running", 10*time.Second)
-	body := httpBody(t, "http://"+svc.metricsAddr+"/metrics")
-	for _, m := range []string{"runner_manager_spawns_total", "runner_manager_runners", "runner_manager_ports_in_use",
-		"runner_manager_ports_total", "runner_manager_health_check_duration_seconds", "runner_manager_event_to_running_duration_seconds"} {
-		if !strings.Contains(body, m) {
-			t.Errorf("/metrics lacks %s", m)
+	// The Running write reaches the API just before the latency is
+	// recorded, so poll the scrape instead of reading it once.
+	testenv.Eventually(t, 5*time.Second, func() error {
+		body := httpBody(t, "http://"+svc.metricsAddr+"/metrics")
+		for _, m := range []string{"runner_manager_spawns_total", "runner_manager_runners", "runner_manager_ports_in_use",
+			"runner_manager_ports_total", "runner_manager_health_check_duration_seconds", "runner_manager_event_to_running_duration_seconds"} {
+			if !strings.Contains(body, m) {
+				return fmt.Errorf("/metrics lacks %s", m)
+			}
 		}
-	}
+		return nil
+	})
 	rec, err := w.record(id)
 	if err != nil {
 		t.Fatal(err)
