@@ -2,8 +2,8 @@
 Consumer services (kube-reconciler, runner-manager, event-tally) join one
 consumer group on the events stream. A stable pod's member identity
 (MEMBER_ID) is its pod name. The canary is a single pod with a fixed member
-identity that owns the partitions of its canary slice (GROUP_MEMBER_PARTITIONS;
-MEMBER_PARTITIONS for the runner-manager) out of GROUP_PARTITIONS: a fixed share of
+identity that owns the partitions of its canary slice (GROUP_MEMBER_PARTITIONS)
+out of GROUP_PARTITIONS: a fixed share of
 objects goes to the new version and an object never moves between versions
 while the canary exists. Deleting the canary hands its partitions back.
 */}}

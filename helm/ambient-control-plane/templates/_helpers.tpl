@@ -247,7 +247,7 @@ acp.memberPartitionsEnv is the name of the canary-slice variable of a
 consumer service.
 */}}
 {{- define "acp.memberPartitionsEnv" -}}
-{{- if eq . "runner-manager" -}}MEMBER_PARTITIONS{{- else -}}GROUP_MEMBER_PARTITIONS{{- end -}}
+GROUP_MEMBER_PARTITIONS
 {{- end -}}
 
 {{/* acp.checkCanaryPartitions fails on a malformed GROUP_PARTITIONS slice. (dict "key" "kubeReconciler" "value" "0-3") */}}

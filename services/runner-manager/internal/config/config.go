@@ -37,9 +37,9 @@ const (
 	EnvBucketReplica = "BUCKET_REPLICAS"
 
 	EnvMemberID         = "MEMBER_ID"
-	EnvGroupName        = "GROUP_NAME"
+	EnvGroupName        = "CONSUMER_GROUP"
 	EnvGroupPartitions  = "GROUP_PARTITIONS"
-	EnvMemberPartitions = "MEMBER_PARTITIONS"
+	EnvMemberPartitions = "GROUP_MEMBER_PARTITIONS"
 	EnvGroupMaxDeliver  = "GROUP_MAX_DELIVER"
 	EnvGroupAckWait     = "GROUP_ACK_WAIT"
 	EnvMemberTTL        = "MEMBER_TTL"
