@@ -435,7 +435,7 @@ func TestChartCanaries(t *testing.T) {
 		component, partitions, sliceEnv string
 	}{
 		{"kube-reconciler", "0,1", "GROUP_MEMBER_PARTITIONS"}, // "0-1" expanded
-		{"runner-manager", "2", "MEMBER_PARTITIONS"},
+		{"runner-manager", "2", "GROUP_MEMBER_PARTITIONS"},
 		{"event-tally", "0,3", "GROUP_MEMBER_PARTITIONS"},
 	}
 	for _, tc := range consumers {
