@@ -165,7 +165,7 @@ func (s *stack) rest(method, path string, body any) map[string]any {
 	if err != nil {
 		s.t.Fatalf("%s %s: %v", method, path, err)
 	}
-	defer resp.Body.Close() //nolint:errcheck // read-only
+	defer resp.Body.Close()         //nolint:errcheck // read-only
 	raw, _ := io.ReadAll(resp.Body) //nolint:errcheck // checked via status
 	if resp.StatusCode >= 300 {
 		s.t.Fatalf("%s %s: %s %s", method, path, resp.Status, raw)

@@ -8,8 +8,8 @@ import (
 	"time"
 
 	"github.com/ambient-code/control-plane/libs/events"
-	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
 	eventsv1 "github.com/ambient-code/control-plane/proto/ambient/events/v1"
+	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"

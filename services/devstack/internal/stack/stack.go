@@ -91,7 +91,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	}
 
 	readyErr := make(chan error, 1) // written once by the start-up sequence below
-	go func() {                      // owned by Run: it ends when every stage is ready or ctx is done
+	go func() {                     // owned by Run: it ends when every stage is ready or ctx is done
 		readyErr <- startInStages(gctx, cfg, svcs, sups, startStage)
 	}()
 

@@ -161,7 +161,7 @@ func (h *harness) start(t testing.TB, member string, restCfg *rest.Config, env m
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("member", member)
 	}
 	r := &replica{stats: &group.Stats{}}
-	conns := make(chan *nats.Conn, 1) // one send
+	conns := make(chan *nats.Conn, 1)   // one send
 	listening := make(chan net.Addr, 1) // one send
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1) // one send
