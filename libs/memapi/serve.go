@@ -111,7 +111,9 @@ func (s *Server) Serve(ctx context.Context, grpcLis, restLis net.Listener) error
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
-		if err := gs.Serve(grpcLis); err != nil {
+		// ErrServerStopped: the stop below won the race with Serve (ctx was
+		// cancelled at once); that is a clean shutdown, not a failure.
+		if err := gs.Serve(grpcLis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 			return fmt.Errorf("serve grpc: %w", err)
 		}
 		return nil
