@@ -16,6 +16,7 @@ import (
 	"github.com/ambient-code/control-plane/libs/bus"
 	"github.com/ambient-code/control-plane/libs/envconfig"
 	"github.com/ambient-code/control-plane/libs/events"
+	"github.com/ambient-code/control-plane/services/runner-manager/internal/runner"
 )
 
 // Environment variables read by Load.
@@ -53,6 +54,7 @@ const (
 	EnvHealthAttempts = "LOCAL_HEALTH_ATTEMPTS"
 	EnvBossURL        = "BOSS_URL"
 	EnvBossSpace      = "BOSS_SPACE"
+	EnvRunnerEnvAllow = "RUNNER_ENV_ALLOW"
 
 	EnvAdvertiseHost  = "RUNNER_ADVERTISE_HOST"
 	EnvProjects       = "RUNNER_PROJECTS"
@@ -128,6 +130,10 @@ type Config struct {
 	// HostEnv is the process environment; runners inherit its allow-listed
 	// part.
 	HostEnv []string
+	// EnvAllow extends the original allow-list of inherited host
+	// variables: names, or prefixes ending in "*". In Kubernetes the demo
+	// runner needs DEMO_HOST=0.0.0.0 to be reachable on the pod IP.
+	EnvAllow []string
 
 	AdvertiseHost  string
 	Projects       []string
@@ -188,6 +194,7 @@ func Load(lookup envconfig.LookupFunc, hostEnv []string) (Config, error) {
 		BossURL:        l.String(EnvBossURL, ""),
 		BossSpace:      l.String(EnvBossSpace, DefaultBossSpace),
 		HostEnv:        hostEnv,
+		EnvAllow:       l.List(EnvRunnerEnvAllow, nil),
 
 		AdvertiseHost:  l.String(EnvAdvertiseHost, DefaultAdvertiseHost),
 		Projects:       l.List(EnvProjects, []string{DefaultProjects}),
@@ -249,6 +256,12 @@ func Load(lookup envconfig.LookupFunc, hostEnv []string) (Config, error) {
 	}
 	if c.ResyncInterval < 0 {
 		bad(EnvResyncInterval, "a duration >= 0 (0 disables)", c.ResyncInterval.String())
+	}
+	for _, e := range c.EnvAllow {
+		if !runner.ValidEnvAllowEntry(e) {
+			bad(EnvRunnerEnvAllow, `comma-separated variable names, or prefixes ending in "*" (a bare "*" is refused)`, lookupOr(lookup, EnvRunnerEnvAllow))
+			break
+		}
 	}
 	if c.AdvertiseHost == "" || strings.ContainsAny(c.AdvertiseHost, " /") {
 		bad(EnvAdvertiseHost, "a host name or IP the proxy can reach", c.AdvertiseHost)

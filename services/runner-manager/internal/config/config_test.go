@@ -47,12 +47,18 @@ func TestLoad(t *testing.T) {
 				t.Fatalf("partitions = %v", c.MemberPartitions)
 			}
 		}},
+		{"extra env allow-list", with(EnvRunnerEnvAllow, "DEMO_HOST, HTTPS_PROXY,GOOGLE_*"), nil, func(t *testing.T, c Config) {
+			if !slices.Equal(c.EnvAllow, []string{"DEMO_HOST", "HTTPS_PROXY", "GOOGLE_*"}) {
+				t.Fatalf("EnvAllow = %q", c.EnvAllow)
+			}
+		}},
+		{"allow-everything refused", with(EnvRunnerEnvAllow, "DEMO_HOST,*"), []string{EnvRunnerEnvAllow}, nil},
 		{"missing token", map[string]string{"HOME": "/h", EnvMemberID: "x"}, []string{EnvAPIToken}, nil},
 		{"many bad values", with(EnvPortRange, "9200-9100", EnvMaxSessions, "0", EnvRunnerCommand, `python "unterminated`,
 			EnvLostPolicy, "maybe", EnvMemberPartitions, "99", EnvWorkspaceRoot, "relative/path", EnvSessionLabel, "novalue",
-			EnvStopGrace, "-1s", EnvNATSURL, "http://x", EnvMemberID, "bad.name"),
+			EnvStopGrace, "-1s", EnvNATSURL, "http://x", EnvMemberID, "bad.name", EnvRunnerEnvAllow, "A=B"),
 			[]string{EnvPortRange, EnvMaxSessions, EnvRunnerCommand, EnvLostPolicy, EnvMemberPartitions, EnvWorkspaceRoot,
-				EnvSessionLabel, EnvStopGrace, EnvNATSURL, EnvMemberID}, nil},
+				EnvSessionLabel, EnvStopGrace, EnvNATSURL, EnvMemberID, EnvRunnerEnvAllow}, nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

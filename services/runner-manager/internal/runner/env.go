@@ -1,6 +1,7 @@
 package runner
 
 import (
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -45,29 +46,72 @@ type Session struct {
 	ReposJSON      *string
 }
 
-// Allowed reports whether a host variable name is inherited by runners.
-func Allowed(name string) bool {
-	for _, n := range allowedNames {
-		if name == n {
-			return true
+// EnvAllowList decides which host variables a runner inherits: the
+// original allow-list plus the operator's extra entries. The zero value is
+// the original allow-list.
+type EnvAllowList struct {
+	names    []string
+	prefixes []string
+}
+
+// NewEnvAllowList returns the original allow-list extended by extra: exact
+// names, or prefixes written with a trailing "*" (e.g. "HTTPS_PROXY",
+// "DEMO_*"). Entries are validated by ValidEnvAllowEntry.
+func NewEnvAllowList(extra []string) EnvAllowList {
+	var a EnvAllowList
+	for _, e := range extra {
+		if p, ok := strings.CutSuffix(e, "*"); ok {
+			a.prefixes = append(a.prefixes, p)
+		} else {
+			a.names = append(a.names, e)
 		}
 	}
-	for _, p := range allowedPrefixes {
-		if strings.HasPrefix(name, p) {
-			return true
+	return a
+}
+
+// ValidEnvAllowEntry reports whether e is a variable name, optionally with
+// a trailing "*"; a bare "*" is refused (it would pass every secret of the
+// host to every runner).
+func ValidEnvAllowEntry(e string) bool {
+	name := strings.TrimSuffix(e, "*")
+	if name == "" {
+		return false
+	}
+	for i, r := range name {
+		switch {
+		case r == '_', r >= 'A' && r <= 'Z', r >= 'a' && r <= 'z':
+		case r >= '0' && r <= '9' && i > 0:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// Allowed reports whether a host variable name is inherited by runners.
+func (a EnvAllowList) Allowed(name string) bool {
+	if slices.Contains(allowedNames, name) || slices.Contains(a.names, name) {
+		return true
+	}
+	for _, prefixes := range [][]string{allowedPrefixes, a.prefixes} {
+		for _, p := range prefixes {
+			if strings.HasPrefix(name, p) {
+				return true
+			}
 		}
 	}
 	return false
 }
 
-// BuildEnv returns the runner environment: the allow-listed entries of host
-// ("K=V" form), then the session variables (which win over host values).
+// BuildEnv returns the runner environment: the entries of host ("K=V" form)
+// that allow lets through, then the session variables (which win over host
+// values).
 // The result is sorted by name and has one entry per name.
-func BuildEnv(host []string, s Session, port int, workspace, bossURL, bossSpace string) []string {
+func BuildEnv(host []string, allow EnvAllowList, s Session, port int, workspace, bossURL, bossSpace string) []string {
 	vars := map[string]string{}
 	for _, kv := range host {
 		k, v, ok := strings.Cut(kv, "=")
-		if ok && Allowed(k) {
+		if ok && allow.Allowed(k) {
 			vars[k] = v
 		}
 	}

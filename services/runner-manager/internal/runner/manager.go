@@ -15,7 +15,8 @@ import (
 type Config struct {
 	Command       []string // argv of the runner
 	WorkspaceRoot string
-	HostEnv       []string // the host environment ("K=V"); filtered by Allowed
+	HostEnv       []string     // the host environment ("K=V"); filtered by EnvAllow
+	EnvAllow      EnvAllowList // which host variables runners inherit
 	BossURL       string
 	BossSpace     string
 	MaxSessions   int
@@ -130,7 +131,7 @@ func (m *Manager) start(ctx context.Context, s Session) (*Process, error) {
 	if err != nil {
 		return nil, fmt.Errorf("start %s: %w", s.ID, err)
 	}
-	env := BuildEnv(m.cfg.HostEnv, s, port, ws, m.cfg.BossURL, m.cfg.BossSpace)
+	env := BuildEnv(m.cfg.HostEnv, m.cfg.EnvAllow, s, port, ws, m.cfg.BossURL, m.cfg.BossSpace)
 	cmd, err := spawn(ctx, m.cfg.Command, ws, env)
 	if err != nil {
 		m.pool.Release(port)

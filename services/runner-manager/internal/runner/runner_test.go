@@ -75,7 +75,7 @@ func TestBuildEnv(t *testing.T) {
 	host := []string{"HOME=/h", "PATH=/bin", "SECRET=x", "ANTHROPIC_API_KEY=k", "GITHUB_TOKEN=g", "GITX=no",
 		"LD_PRELOAD=bad", "SESSION_ID=host-value", "AWS_SECRET=s", "GIT_AUTHOR_NAME=a"}
 	prompt, temp, tok := "hi there", 0.7, int32(4000)
-	env := BuildEnv(host, Session{ID: "s1", Name: "My Session!", ProjectID: "p1", Prompt: &prompt, LLMTemperature: &temp, LLMMaxTokens: &tok},
+	env := BuildEnv(host, EnvAllowList{}, Session{ID: "s1", Name: "My Session!", ProjectID: "p1", Prompt: &prompt, LLMTemperature: &temp, LLMMaxTokens: &tok},
 		9100, "/ws/s1", "http://boss", "default")
 	want := []string{
 		"AGENTIC_SESSION_NAME=My Session!", "AGUI_PORT=9100", "ANTHROPIC_API_KEY=k", "BOSS_AGENT_NAME=my-session",
@@ -84,6 +84,34 @@ func TestBuildEnv(t *testing.T) {
 	}
 	if !slices.Equal(env, want) {
 		t.Fatalf("env:\n got %q\nwant %q", env, want)
+	}
+}
+
+func TestBuildEnvExtraAllowList(t *testing.T) {
+	t.Parallel()
+	host := []string{"PATH=/bin", "DEMO_HOST=0.0.0.0", "DEMO_REPEAT=2", "HTTPS_PROXY=http://p", "HTTPS_PROXY_X=no", "SECRET=x"}
+	allow := NewEnvAllowList([]string{"HTTPS_PROXY", "DEMO_*"})
+	env := BuildEnv(host, allow, Session{ID: "s1", Name: "n", ProjectID: "p"}, 9100, "/ws/s1", "", "")
+	want := []string{
+		"AGENTIC_SESSION_NAME=n", "AGUI_PORT=9100", "BOSS_AGENT_NAME=n", "DEMO_HOST=0.0.0.0", "DEMO_REPEAT=2",
+		"HTTPS_PROXY=http://p", "PATH=/bin", "PROJECT_NAME=p", "SESSION_ID=s1", "WORKSPACE_PATH=/ws/s1",
+	}
+	if !slices.Equal(env, want) {
+		t.Fatalf("env:\n got %q\nwant %q", env, want)
+	}
+}
+
+func TestValidEnvAllowEntry(t *testing.T) {
+	t.Parallel()
+	for _, e := range []string{"DEMO_HOST", "DEMO_*", "_X", "http_proxy", "A1"} {
+		if !ValidEnvAllowEntry(e) {
+			t.Errorf("ValidEnvAllowEntry(%q) = false, want true", e)
+		}
+	}
+	for _, e := range []string{"", "*", "1A", "A-B", "A*B", "A=B", "A B", "**"} {
+		if ValidEnvAllowEntry(e) {
+			t.Errorf("ValidEnvAllowEntry(%q) = true, want false", e)
+		}
 	}
 }
 
