@@ -9,6 +9,9 @@ MODPREFIX  := github.com/ambient-code/control-plane
 # Every module of the workspace, e.g. ./libs ./proto ./services/informer.
 MODULES    := $(shell go work edit -json | sed -n 's/.*"DiskPath": "\(.*\)".*/\1/p')
 PKGS       := $(addsuffix /...,$(MODULES))
+# Modules kept out of go.work on purpose (Helm, compose-go and BuildKit would
+# move the versions the services build with); tested with GOWORK=off.
+DEPLOY_MODULES := deploy/deploytest deploy/httpcheck
 
 # Pinned code generators: `make proto` fetches exactly these.
 BUF_VERSION                := v1.75.0
@@ -40,9 +43,16 @@ kube-binaries: ## Build kube-apiserver and etcd from Go modules into bin/k8s (ca
 	hack/build-kube-binaries.sh
 
 .PHONY: test
-test: kube-binaries ## Run go vet and every test with -race across the workspace.
+test: kube-binaries ## Run go vet and every test with -race: the workspace, then the deploy modules.
 	go vet $(PKGS)
 	go test $(GOTEST_FLAGS) $(PKGS)
+	$(MAKE) test-deploy
+
+.PHONY: test-deploy
+test-deploy: kube-binaries ## Test the chart, compose file and Dockerfile (deploy/deploytest, deploy/httpcheck).
+	@for m in $(DEPLOY_MODULES); do \
+	  echo "test $$m"; (cd $$m && GOWORK=off go vet ./... && GOWORK=off go test $(GOTEST_FLAGS) ./...); \
+	done
 
 .PHONY: fuzz
 fuzz: ## Run every fuzz target for FUZZTIME executions (default 5000x).

@@ -322,6 +322,13 @@ func TestChartDefaults(t *testing.T) {
 		if got := env["METRICS_ADDR"]; got != ":9090" {
 			t.Errorf("%s: METRICS_ADDR = %q", c, got)
 		}
+		if c == "runner-manager" {
+			// agui-proxy dials runners on the pod IP: the demo runner must
+			// listen on every interface, and runner-manager must pass that on.
+			if env["DEMO_HOST"] != "0.0.0.0" || !slices.Contains(strings.Split(env["RUNNER_ENV_ALLOW"], ","), "DEMO_HOST") {
+				t.Errorf("runner-manager: DEMO_HOST = %q, RUNNER_ENV_ALLOW = %q; want 0.0.0.0 passed to runners", env["DEMO_HOST"], env["RUNNER_ENV_ALLOW"])
+			}
+		}
 		switch c {
 		case "informer", "kube-reconciler", "runner-manager":
 			if env["AMBIENT_API_TOKEN"] != "secret:ambient-api-token/token" {
@@ -617,8 +624,16 @@ func TestChartServiceEnv(t *testing.T) {
 			component := d.Spec.Template.Labels["app.kubernetes.io/component"]
 			env := envOf(t, r, d)
 			if declared, ok := declaredEnv(t, component); ok {
+				// runner-manager passes the names in RUNNER_ENV_ALLOW on to
+				// its runners: the runners read them.
+				forRunners := map[string]bool{}
+				if component == "runner-manager" {
+					for _, n := range strings.Split(env["RUNNER_ENV_ALLOW"], ",") {
+						forRunners[n] = true
+					}
+				}
 				for k := range env {
-					if !declared[k] {
+					if !declared[k] && !forRunners[k] {
 						t.Errorf("%s/%s sets %s, which %s never reads", vs.name, d.Name, k, component)
 					}
 				}

@@ -23,6 +23,12 @@ LOCAL_WORKSPACE_ROOT: {{ $r.workspaceRoot | quote }}
 BOSS_URL: {{ . | quote }}
 {{- end }}
 BOSS_SPACE: {{ $r.bossSpace | quote }}
+{{- with $r.runnerEnv }}
+RUNNER_ENV_ALLOW: {{ keys . | sortAlpha | join "," | quote }}
+{{- range $k, $v := . }}
+{{ $k }}: {{ $v | quote }}
+{{- end }}
+{{- end }}
 {{- end -}}
 
 {{/*
