@@ -22,6 +22,7 @@ type Config struct {
 	StateDir        string
 	Temp            bool
 	Kubeconfig      string
+	KubeSessions    string
 	Token           string
 	Host            string
 	NATSPort        int
@@ -47,6 +48,10 @@ const (
 	DefaultMetricsPortBase = 9090
 	DefaultRunnerPorts     = "9100-9199"
 	DefaultStateDir        = ".dev"
+	// DefaultKubeSessions keeps sessions on the local runners: the stack's
+	// runner-manager runs every project, so any other selector would run
+	// those sessions twice.
+	DefaultKubeSessions = "none"
 )
 
 // ParseFlags reads the command line. It writes usage errors to w.
@@ -63,6 +68,7 @@ func ParseFlags(args []string, w io.Writer) (Config, error) {
 	fs.StringVar(&c.StateDir, "state-dir", DefaultStateDir, "where NATS data, runner workspaces and pid files live (git-ignored)")
 	fs.BoolVar(&c.Temp, "temp", false, "use a temporary state directory removed on exit")
 	fs.StringVar(&c.Kubeconfig, "kubeconfig", "", "also run kube-reconciler against this cluster")
+	fs.StringVar(&c.KubeSessions, "kube-sessions", DefaultKubeSessions, "kube-reconciler's KUBE_SESSION_SELECTOR (with --kubeconfig): none leaves every session to the local runners; all, projects=a,b or label=k=v run those as AgenticSessions too")
 	fs.StringVar(&c.Token, "token", DefaultToken, "API token shared by the in-memory API and the services")
 	fs.StringVar(&c.Host, "host", "127.0.0.1", "address every port binds to")
 	fs.IntVar(&c.NATSPort, "nats-port", DefaultNATSPort, "NATS client port")

@@ -24,7 +24,6 @@ func (c Config) services() []service {
 		env := map[string]string{
 			"AMBIENT_API_TOKEN":        c.Token,
 			"AMBIENT_GRPC_SERVER_ADDR": c.APIGRPCAddr(),
-			"AMBIENT_API_SERVER_URL":   c.APIRESTURL(),
 			"NATS_URL":                 c.NATSURL(),
 			"LOG_LEVEL":                c.LogLevel,
 		}
@@ -83,7 +82,9 @@ func (c Config) services() []service {
 	if c.Kubeconfig != "" {
 		svcs = append(svcs, service{
 			name: "kube-reconciler", binary: "kube-reconciler", stage: 3,
-			env:      common(offsetKubeReconciler, map[string]string{"KUBECONFIG": c.Kubeconfig, "MEMBER_ID": "kube-reconciler-0"}),
+			env: common(offsetKubeReconciler, map[string]string{
+				"KUBECONFIG": c.Kubeconfig, "MEMBER_ID": "kube-reconciler-0", "KUBE_SESSION_SELECTOR": c.KubeSessions,
+			}),
 			readyURL: c.MetricsURL(offsetKubeReconciler) + "/readyz",
 		})
 	}
