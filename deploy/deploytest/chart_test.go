@@ -15,6 +15,8 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/yaml"
+
+	"github.com/ambient-code/control-plane/libs/events"
 )
 
 // components are the services the chart deploys, by component label.
@@ -478,14 +480,15 @@ func TestChartCanaries(t *testing.T) {
 
 	shadow := deployment(t, r, name("informer-shadow"))
 	se := envOf(t, r, shadow)
-	if se["SUBJECT_PREFIX"] != "ambient.shadow" || se["EVENTS_STREAM"] != "AMBIENT_EVENTS_SHADOW" {
+	// The chart's shadow names are the ones libs/events and the docs use.
+	if se["SUBJECT_PREFIX"] != events.ShadowSubjectPrefix || se["EVENTS_STREAM"] != events.ShadowStreamName {
 		t.Errorf("shadow informer SUBJECT_PREFIX=%q EVENTS_STREAM=%q", se["SUBJECT_PREFIX"], se["EVENTS_STREAM"])
 	}
 	if le := envOf(t, r, deployment(t, r, name("informer"))); le["SUBJECT_PREFIX"] != "" || le["EVENTS_STREAM"] != "" {
 		t.Errorf("live informer overrides the live stream: %v", le)
 	}
 	te := envOf(t, r, deployment(t, r, name("event-tally-shadow")))
-	if te["SUBJECT_PREFIX"] != "ambient.shadow" || te["EVENTS_STREAM"] != "AMBIENT_EVENTS_SHADOW" {
+	if te["SUBJECT_PREFIX"] != events.ShadowSubjectPrefix || te["EVENTS_STREAM"] != events.ShadowStreamName {
 		t.Errorf("shadow event-tally SUBJECT_PREFIX=%q EVENTS_STREAM=%q", te["SUBJECT_PREFIX"], te["EVENTS_STREAM"])
 	}
 
