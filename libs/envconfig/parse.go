@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -97,4 +98,38 @@ func parsePort(s string) (int, error) {
 		return 0, errSyntax
 	}
 	return n, nil
+}
+
+// ParseIntSet parses comma-separated integers and inclusive ranges ("1,3",
+// "0-3", "0-1, 5") that must all lie in [0, n). The result is sorted and has
+// no duplicates; "" gives nil. Errors wrap [ErrInvalid].
+func ParseIntSet(s string, n int) ([]int, error) {
+	seen := map[int]bool{}
+	for item := range strings.SplitSeq(s, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		lo, hi, isRange := strings.Cut(item, "-")
+		a, errA := strconv.Atoi(strings.TrimSpace(lo))
+		b, errB := a, error(nil)
+		if isRange {
+			b, errB = strconv.Atoi(strings.TrimSpace(hi))
+		}
+		if errA != nil || errB != nil || a < 0 || b < a || b >= n {
+			return nil, fmt.Errorf("%q: want numbers or ranges within 0..%d: %w", item, n-1, ErrInvalid)
+		}
+		for v := a; v <= b; v++ {
+			seen[v] = true
+		}
+	}
+	if len(seen) == 0 {
+		return nil, nil
+	}
+	out := make([]int, 0, len(seen))
+	for v := range seen {
+		out = append(out, v)
+	}
+	slices.Sort(out)
+	return out, nil
 }

@@ -2,6 +2,9 @@ package envconfig
 
 import (
 	"errors"
+	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -120,4 +123,81 @@ func TestParseDurationKeepsUnits(t *testing.T) {
 	if d, err := ParseDuration("1m30s"); err != nil || d != 90*time.Second {
 		t.Errorf("ParseDuration(1m30s) = %v, %v", d, err)
 	}
+}
+
+func TestParseIntSet(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    []int
+		wantErr bool
+	}{
+		{"", nil, false},
+		{" , ", nil, false},
+		{"3", []int{3}, false},
+		{"3,1, 1", []int{1, 3}, false},
+		{"0-3", []int{0, 1, 2, 3}, false},
+		{"0-1, 5, 1-2", []int{0, 1, 2, 5}, false},
+		{"15", []int{15}, false},
+		{"16", nil, true},
+		{"-1", nil, true},
+		{"3-1", nil, true},
+		{"a", nil, true},
+		{"1-", nil, true},
+		{"1-2-3", nil, true},
+	}
+	for _, tc := range tests {
+		got, err := ParseIntSet(tc.in, 16)
+		if (err != nil) != tc.wantErr || !slices.Equal(got, tc.want) {
+			t.Errorf("ParseIntSet(%q, 16) = %v, %v; want %v, error %v", tc.in, got, err, tc.want, tc.wantErr)
+		}
+		if err != nil && !errors.Is(err, ErrInvalid) {
+			t.Errorf("ParseIntSet(%q) error %v does not wrap ErrInvalid", tc.in, err)
+		}
+	}
+}
+
+func TestLoaderIntSet(t *testing.T) {
+	l := New(Map(map[string]string{"GOOD": "0-2,7", "BAD": "0-99"}))
+	if got := l.IntSet("GOOD", 16); !slices.Equal(got, []int{0, 1, 2, 7}) {
+		t.Errorf("IntSet(GOOD) = %v", got)
+	}
+	if got := l.IntSet("UNSET", 16); got != nil {
+		t.Errorf("IntSet(UNSET) = %v, want nil", got)
+	}
+	if got := l.IntSet("BAD", 16); got != nil {
+		t.Errorf("IntSet(BAD) = %v, want nil", got)
+	}
+	var ve *VarError
+	if err := l.Err(); !errors.As(err, &ve) || ve.Name != "BAD" {
+		t.Fatalf("Err() = %v, want a VarError naming BAD", err)
+	}
+}
+
+// FuzzParseIntSet: any input fails with ErrInvalid or gives a sorted set of
+// distinct numbers in [0, n) whose comma form parses back to the same set.
+func FuzzParseIntSet(f *testing.F) {
+	for _, s := range []string{"0-3,8", "1,1", "", "7-2", "x", "0--1", " 4 - 5 "} {
+		f.Add(s, uint8(16))
+	}
+	f.Fuzz(func(t *testing.T, s string, n uint8) {
+		got, err := ParseIntSet(s, int(n))
+		if err != nil {
+			if !errors.Is(err, ErrInvalid) {
+				t.Fatalf("ParseIntSet(%q) error %v does not wrap ErrInvalid", s, err)
+			}
+			return
+		}
+		for i, v := range got {
+			if v < 0 || v >= int(n) || (i > 0 && got[i-1] >= v) {
+				t.Fatalf("ParseIntSet(%q, %d) = %v: not sorted distinct values in range", s, n, got)
+			}
+		}
+		strs := make([]string, len(got))
+		for i, v := range got {
+			strs[i] = strconv.Itoa(v)
+		}
+		if again, err := ParseIntSet(strings.Join(strs, ","), int(n)); err != nil || !slices.Equal(again, got) {
+			t.Fatalf("ParseIntSet(%q): round trip %v -> %v (%v)", s, got, again, err)
+		}
+	})
 }

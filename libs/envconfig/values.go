@@ -160,6 +160,22 @@ func (l *Loader) PortRange(name string, def PortRange) PortRange {
 	return pr
 }
 
+// IntSet parses comma-separated integers and ranges within [0, n) (see
+// [ParseIntSet]), e.g. a consumer group member's partitions "0-3,8". Unset
+// gives nil.
+func (l *Loader) IntSet(name string, n int) []int {
+	v, ok := l.trimmed(name)
+	if !ok {
+		return nil
+	}
+	set, err := ParseIntSet(v, n)
+	if err != nil {
+		l.invalid(name, fmt.Sprintf(`numbers 0..%d and ranges, comma-separated ("1,3" or "0-3")`, n-1), v, nil)
+		return nil
+	}
+	return set
+}
+
 // Enum returns the allowed value matching the variable case-insensitively
 // (spelled as in allowed), or def when it is unset.
 func (l *Loader) Enum(name, def string, allowed ...string) string {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"regexp"
-	"strconv"
 	"strings"
 
 	"github.com/ambient-code/control-plane/libs/bus"
@@ -91,15 +90,11 @@ func Load(lookup envconfig.LookupFunc) (Config, error) {
 		MetricsAddr:   l.HostPort(EnvMetricsAddr, DefaultMetricsAddr),
 		OTLPEndpoint:  l.String(EnvOTLPEndpoint, ""),
 	}
+	c.MemberPartitions = l.IntSet(EnvMemberPartitions, c.Partitions)
 	errs := []error{l.Err()}
 	bad := func(name, want, got string) {
 		errs = append(errs, &envconfig.VarError{Name: name, Want: want, Got: got})
 	}
-	parts, err := parsePartitions(l.String(EnvMemberPartitions, ""), c.Partitions)
-	if err != nil {
-		bad(EnvMemberPartitions, fmt.Sprintf(`partition numbers 0..%d as "1,2" or "0-3"`, c.Partitions-1), l.String(EnvMemberPartitions, ""))
-	}
-	c.MemberPartitions = parts
 	if strings.ContainsAny(c.SubjectPrefix, "*> ") || c.SubjectPrefix == "" {
 		bad(EnvSubjectPrefix, "a literal subject prefix", c.SubjectPrefix)
 	}
@@ -123,33 +118,4 @@ func Load(lookup envconfig.LookupFunc) (Config, error) {
 	}
 	c.NATS.Name = "event-tally/" + c.MemberID
 	return c, nil
-}
-
-// parsePartitions parses "1,3", "0-3" or a mix ("0-1,5").
-func parsePartitions(s string, partitions int) ([]int, error) {
-	var out []int
-	for item := range strings.SplitSeq(s, ",") {
-		item = strings.TrimSpace(item)
-		if item == "" {
-			continue
-		}
-		lo, hi, isRange := strings.Cut(item, "-")
-		a, err := strconv.Atoi(strings.TrimSpace(lo))
-		if err != nil {
-			return nil, err
-		}
-		b := a
-		if isRange {
-			if b, err = strconv.Atoi(strings.TrimSpace(hi)); err != nil {
-				return nil, err
-			}
-		}
-		if a < 0 || b < a || b >= partitions {
-			return nil, fmt.Errorf("partition range %d-%d outside 0..%d", a, b, partitions-1)
-		}
-		for p := a; p <= b; p++ {
-			out = append(out, p)
-		}
-	}
-	return out, nil
 }

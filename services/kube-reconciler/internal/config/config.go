@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"regexp"
-	"strconv"
 	"strings"
 	"time"
 
@@ -151,7 +150,7 @@ func Load(lookup envconfig.LookupFunc) (Config, error) {
 		OTLPEndpoint:  l.String(EnvOTLPEndpoint, ""),
 	}
 	selector := l.String(EnvSessionSelector, DefaultSessionSelector)
-	memberParts := l.List(EnvMemberPartitions, nil)
+	c.MemberPartitions = l.IntSet(EnvMemberPartitions, c.Partitions)
 
 	errs := []error{l.Err()}
 	bad := func(name, want, got string) {
@@ -160,14 +159,6 @@ func Load(lookup envconfig.LookupFunc) (Config, error) {
 	var err error
 	if c.SessionSelector, err = reconcile.ParseSelector(selector); err != nil {
 		bad(EnvSessionSelector, "all, none, projects=a,b or label=key=value", selector)
-	}
-	for _, p := range memberParts {
-		n, err := strconv.Atoi(p)
-		if err != nil || n < 0 || n >= c.Partitions {
-			bad(EnvMemberPartitions, fmt.Sprintf("comma-separated partition numbers 0..%d", c.Partitions-1), strings.Join(memberParts, ","))
-			break
-		}
-		c.MemberPartitions = append(c.MemberPartitions, n)
 	}
 	for _, r := range c.RoleAllowList {
 		if errs := validation.IsDNS1123Subdomain(r); len(errs) > 0 {

@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 
@@ -22,8 +23,8 @@ func TestLoad(t *testing.T) {
 				t.Errorf("defaults not applied: %+v", c)
 			}
 		}},
-		{name: "canary slice", env: map[string]string{EnvAPIToken: "t", EnvMemberPartitions: "0, 3"}, check: func(t *testing.T, c Config) {
-			if len(c.MemberPartitions) != 2 || c.MemberPartitions[1] != 3 || c.MemberID == "" {
+		{name: "canary slice", env: map[string]string{EnvAPIToken: "t", EnvMemberPartitions: "0, 3-4"}, check: func(t *testing.T, c Config) {
+			if !slices.Equal(c.MemberPartitions, []int{0, 3, 4}) || c.MemberID == "" {
 				t.Errorf("member partitions = %v id=%q", c.MemberPartitions, c.MemberID)
 			}
 		}},

@@ -7,7 +7,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
@@ -207,6 +206,7 @@ func Load(lookup envconfig.LookupFunc, hostEnv []string) (Config, error) {
 		MetricsAddr:  l.HostPort(EnvMetricsAddr, DefaultMetricsAddr),
 		OTLPEndpoint: l.String(EnvOTLPEndpoint, ""),
 	}
+	c.MemberPartitions = l.IntSet(EnvMemberPartitions, c.Partitions)
 	errs := []error{l.Err()}
 	bad := func(name, want, got string) {
 		errs = append(errs, &envconfig.VarError{Name: name, Want: want, Got: got})
@@ -234,11 +234,6 @@ func Load(lookup envconfig.LookupFunc, hostEnv []string) (Config, error) {
 	}
 	if !validName(c.GroupName) {
 		bad(EnvGroupName, `letters, digits, "-" and "_"`, c.GroupName)
-	}
-	if parts, err := parseInts(lookupOr(lookup, EnvMemberPartitions), c.Partitions); err != nil {
-		bad(EnvMemberPartitions, fmt.Sprintf("comma-separated partition numbers 0..%d", c.Partitions-1), lookupOr(lookup, EnvMemberPartitions))
-	} else {
-		c.MemberPartitions = parts
 	}
 	if err := natsURLs(c.NATS.URL); err != nil {
 		bad(EnvNATSURL, "comma-separated URLs with scheme nats|tls|ws|wss", c.NATS.URL)
@@ -295,22 +290,6 @@ func expandHome(p, home string) (string, error) {
 		return "", fmt.Errorf("relative path %q", p)
 	}
 	return filepath.Clean(p), nil
-}
-
-func parseInts(s string, n int) ([]int, error) {
-	var out []int
-	for item := range strings.SplitSeq(s, ",") {
-		item = strings.TrimSpace(item)
-		if item == "" {
-			continue
-		}
-		v, err := strconv.Atoi(item)
-		if err != nil || v < 0 || v >= n {
-			return nil, fmt.Errorf("partition %q", item)
-		}
-		out = append(out, v)
-	}
-	return out, nil
 }
 
 func natsURLs(s string) error {

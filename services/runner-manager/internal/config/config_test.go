@@ -42,8 +42,8 @@ func TestLoad(t *testing.T) {
 				t.Fatalf("argv = %q", c.RunnerCommand)
 			}
 		}},
-		{"canary slice", with(EnvMemberPartitions, "1, 3"), nil, func(t *testing.T, c Config) {
-			if !slices.Equal(c.MemberPartitions, []int{1, 3}) {
+		{"canary slice", with(EnvMemberPartitions, "1, 3-4"), nil, func(t *testing.T, c Config) {
+			if !slices.Equal(c.MemberPartitions, []int{1, 3, 4}) {
 				t.Fatalf("partitions = %v", c.MemberPartitions)
 			}
 		}},
