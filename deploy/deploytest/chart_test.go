@@ -330,6 +330,11 @@ func TestChartDefaults(t *testing.T) {
 			if env["DEMO_HOST"] != "0.0.0.0" || !slices.Contains(strings.Split(env["RUNNER_ENV_ALLOW"], ","), "DEMO_HOST") {
 				t.Errorf("runner-manager: DEMO_HOST = %q, RUNNER_ENV_ALLOW = %q; want 0.0.0.0 passed to runners", env["DEMO_HOST"], env["RUNNER_ENV_ALLOW"])
 			}
+			// The runner registry and claims must survive a NATS server
+			// loss like the events stream does.
+			if env["BUCKET_REPLICAS"] != "3" {
+				t.Errorf("runner-manager: BUCKET_REPLICAS = %q, want 3 like the events stream", env["BUCKET_REPLICAS"])
+			}
 		}
 		switch c {
 		case "informer", "kube-reconciler", "runner-manager":

@@ -11,6 +11,8 @@
 {{ include "acp.commonConfig" . }}
 {{ include "acp.apiConfig" . }}
 {{ include "acp.groupConfig" . }}
+{{- /* The runner buckets live next to the events stream: same replication. */}}
+BUCKET_REPLICAS: {{ .Values.informer.streamReplicas | quote }}
 RUNNER_PROJECTS: {{ join "," $r.projects | quote }}
 {{- with $r.sessionLabel }}
 RUNNER_SESSION_LABEL: {{ . | quote }}
