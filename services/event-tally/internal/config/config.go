@@ -4,8 +4,6 @@ package config
 import (
 	"errors"
 	"fmt"
-	"os"
-	"regexp"
 	"strings"
 
 	"github.com/ambient-code/control-plane/libs/bus"
@@ -44,8 +42,6 @@ const (
 	DefaultLogLevel    = "info"
 	DefaultMetricsAddr = ":9090"
 )
-
-var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]*$`)
 
 // Config is event-tally's configuration. Pass it by value.
 type Config struct {
@@ -99,19 +95,18 @@ func Load(lookup envconfig.LookupFunc) (Config, error) {
 		bad(EnvSubjectPrefix, "a literal subject prefix", c.SubjectPrefix)
 	}
 	for name, v := range map[string]string{EnvEventsStream: c.Stream, EnvGroup: c.Group} {
-		if !nameRE.MatchString(v) {
+		if !group.ValidName(v) {
 			bad(name, `letters, digits, "-" and "_"`, v)
 		}
 	}
 	if c.MemberID == "" {
-		host, err := os.Hostname()
+		id, err := group.MemberIDFromHost()
 		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: derive default from hostname: %w", EnvMemberID, err))
+			errs = append(errs, fmt.Errorf("%s: unset and no default: %w", EnvMemberID, err))
 		}
-		c.MemberID = host
-	}
-	if !nameRE.MatchString(c.MemberID) {
-		bad(EnvMemberID, `letters, digits, "-" and "_" (the pod name)`, c.MemberID)
+		c.MemberID = id
+	} else if !group.ValidName(c.MemberID) {
+		bad(EnvMemberID, `letters, digits, "-" and "_", starting with a letter or digit (the pod name)`, c.MemberID)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return Config{}, fmt.Errorf("config: %w", err)

@@ -5,14 +5,13 @@ package config
 import (
 	"errors"
 	"fmt"
-	"os"
-	"regexp"
 	"strings"
 	"time"
 
 	"github.com/ambient-code/control-plane/libs/bus"
 	"github.com/ambient-code/control-plane/libs/envconfig"
 	"github.com/ambient-code/control-plane/libs/events"
+	"github.com/ambient-code/control-plane/libs/group"
 	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/reconcile"
 	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/spec"
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -108,8 +107,6 @@ type Config struct {
 // FromEnv reads the process environment (see Load).
 func FromEnv() (Config, error) { return Load(nil) }
 
-var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]*$`)
-
 // Load reads the configuration through lookup (nil: the process environment)
 // and returns every problem at once, each naming its variable.
 func Load(lookup envconfig.LookupFunc) (Config, error) {
@@ -169,13 +166,13 @@ func Load(lookup envconfig.LookupFunc) (Config, error) {
 	if errs := validation.IsDNS1123Label(c.Namespace); len(errs) > 0 {
 		bad(EnvNamespace, "a namespace name (RFC 1123 label)", c.Namespace)
 	}
-	if !nameRE.MatchString(c.Group) {
+	if !group.ValidName(c.Group) {
 		bad(EnvGroup, `letters, digits, "-" and "_"`, c.Group)
 	}
-	if !nameRE.MatchString(c.Stream) {
+	if !group.ValidName(c.Stream) {
 		bad(EnvEventsStream, `a stream name of letters, digits, "-" and "_"`, c.Stream)
 	}
-	if !nameRE.MatchString(c.ObjectsBucket) {
+	if !group.ValidName(c.ObjectsBucket) {
 		bad(EnvObjectsBucket, `a bucket name of letters, digits, "-" and "_"`, c.ObjectsBucket)
 	}
 	if c.SubjectPrefix == "" || strings.ContainsAny(c.SubjectPrefix, "*> \t") {
@@ -185,24 +182,17 @@ func Load(lookup envconfig.LookupFunc) (Config, error) {
 		bad(EnvStatusResync, "a duration of at least 1s", c.StatusResync.String())
 	}
 	if c.MemberID == "" {
-		c.MemberID = defaultMemberID()
-	} else if !nameRE.MatchString(c.MemberID) {
-		bad(EnvMemberID, `letters, digits, "-" and "_" (the pod name)`, c.MemberID)
+		id, err := group.MemberIDFromHost()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: unset and no default: %w", EnvMemberID, err))
+		}
+		c.MemberID = id
+	} else if !group.ValidName(c.MemberID) {
+		bad(EnvMemberID, `letters, digits, "-" and "_", starting with a letter or digit (the pod name)`, c.MemberID)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return Config{}, fmt.Errorf("config: %w", err)
 	}
 	c.NATS.Name = "kube-reconciler/" + c.MemberID
 	return c, nil
-}
-
-// defaultMemberID is the host name (the pod name in Kubernetes) made safe for
-// a consumer-group member name. A stable name lets a restarted pod take back
-// its partitions at once.
-func defaultMemberID() string {
-	host, err := os.Hostname()
-	if err != nil || host == "" {
-		return "kube-reconciler"
-	}
-	return strings.Trim(regexp.MustCompile(`[^A-Za-z0-9_-]`).ReplaceAllString(host, "-"), "-_")
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/ambient-code/control-plane/libs/bus"
 	"github.com/ambient-code/control-plane/libs/envconfig"
 	"github.com/ambient-code/control-plane/libs/events"
+	"github.com/ambient-code/control-plane/libs/group"
 	"github.com/ambient-code/control-plane/services/runner-manager/internal/runner"
 )
 
@@ -223,16 +224,15 @@ func Load(lookup envconfig.LookupFunc, hostEnv []string) (Config, error) {
 		c.WorkspaceRoot = root
 	}
 	if c.MemberID == "" {
-		host, err := os.Hostname()
+		id, err := group.MemberIDFromHost()
 		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: unset and no host name: %w", EnvMemberID, err))
+			errs = append(errs, fmt.Errorf("%s: unset and no default: %w", EnvMemberID, err))
 		}
-		c.MemberID = sanitize(host)
+		c.MemberID = id
+	} else if !group.ValidName(c.MemberID) {
+		bad(EnvMemberID, `letters, digits, "-" and "_", starting with a letter or digit (the pod name)`, c.MemberID)
 	}
-	if !validName(c.MemberID) {
-		bad(EnvMemberID, `letters, digits, "-" and "_", starting with a letter or digit`, c.MemberID)
-	}
-	if !validName(c.GroupName) {
+	if !group.ValidName(c.GroupName) {
 		bad(EnvGroupName, `letters, digits, "-" and "_"`, c.GroupName)
 	}
 	if err := natsURLs(c.NATS.URL); err != nil {
@@ -308,31 +308,4 @@ func natsURLs(s string) error {
 		}
 	}
 	return nil
-}
-
-func validName(s string) bool {
-	if s == "" || s[0] == '_' || s[0] == '-' {
-		return false
-	}
-	for _, r := range s {
-		if !nameChar(r) {
-			return false
-		}
-	}
-	return true
-}
-
-// sanitize turns a host name (possibly a FQDN) into a valid member name.
-func sanitize(host string) string {
-	b := []byte(host)
-	for i, c := range b {
-		if !nameChar(rune(c)) {
-			b[i] = '-'
-		}
-	}
-	return strings.TrimLeft(string(b), "-_")
-}
-
-func nameChar(r rune) bool {
-	return r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_'
 }
