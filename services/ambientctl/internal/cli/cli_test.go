@@ -159,6 +159,13 @@ func TestHelpfulErrors(t *testing.T) {
 	if _, _, code := h.run("sessions", "frobnicate-flag", "--nope"); code != 2 {
 		t.Fatalf("unknown flag: exit %d, want 2", code)
 	}
+	tlsEnv := newHarness(t, api)
+	tlsEnv.env[EnvUseTLS] = "yes"
+	if _, errs, code := tlsEnv.run("sessions", "list"); code != 2 || !strings.Contains(errs, EnvUseTLS) {
+		t.Fatalf("%s=yes: exit %d stderr %q, want a usage error naming it", EnvUseTLS, code, errs)
+	}
+	tlsEnv.env[EnvUseTLS] = "FALSE" // strconv.ParseBool forms are accepted
+	tlsEnv.mustRun("sessions", "list")
 }
 
 func TestEventsTail(t *testing.T) {

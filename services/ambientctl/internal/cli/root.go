@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"time"
 
 	"github.com/ambient-code/control-plane/libs/apiclient"
@@ -95,7 +96,8 @@ func newRoot(lookup LookupEnv) *cobra.Command {
 	pf := root.PersistentFlags()
 	pf.StringVar(&o.api, "api", envOr(lookup, EnvAPIAddr, DefaultAPIAddr), "ambient API gRPC address ($"+EnvAPIAddr+")")
 	pf.StringVar(&o.token, "token", envOr(lookup, EnvToken, DefaultToken), "ambient API bearer token ($"+EnvToken+"; the dev stack uses "+DefaultToken+")")
-	pf.BoolVar(&o.useTLS, "tls", envOr(lookup, EnvUseTLS, "false") == "true", "use TLS to the API ($"+EnvUseTLS+")")
+	useTLS, tlsErr := strconv.ParseBool(envOr(lookup, EnvUseTLS, "false"))
+	pf.BoolVar(&o.useTLS, "tls", useTLS, "use TLS to the API ($"+EnvUseTLS+")")
 	pf.StringVar(&o.caFile, "ca-file", envOr(lookup, EnvCAFile, ""), "CA bundle for API TLS ($"+EnvCAFile+")")
 	pf.StringVar(&o.natsURL, "nats", envOr(lookup, EnvNATSURL, DefaultNATSURL), "NATS URL for `events tail` ($"+EnvNATSURL+")")
 	pf.StringVar(&o.proxyURL, "proxy", envOr(lookup, EnvProxyURL, DefaultProxyURL), "agui-proxy base URL for `chat` ($"+EnvProxyURL+")")
@@ -104,6 +106,14 @@ func newRoot(lookup LookupEnv) *cobra.Command {
 	pf.StringVarP(&o.output, "output", "o", "table", "output format: table or json")
 	pf.DurationVar(&o.timeout, "timeout", 30*time.Second, "timeout of each API call")
 
+	// A bad environment value is a usage error of every command, reported
+	// before the command runs rather than silently read as false.
+	if tlsErr != nil {
+		root.PersistentPreRunE = func(*cobra.Command, []string) error {
+			v, _ := lookup(EnvUseTLS)
+			return usageError{fmt.Errorf("%s: want true or false, got %q", EnvUseTLS, v)}
+		}
+	}
 	root.AddCommand(sessionsCmd(o), projectsCmd(o), settingsCmd(o), eventsCmd(o), chatCmd(o), tallyCmd(o))
 	return root
 }
