@@ -10,6 +10,21 @@ import (
 // bucket: letters, digits, '-' and '_', starting with a letter or digit.
 func ValidName(s string) bool { return nameRE.MatchString(s) }
 
+// MemberIDForm describes a valid member name, for configuration errors.
+const MemberIDForm = `letters, digits, "-" and "_", starting with a letter or digit (default: the host name)`
+
+// ResolveMemberID returns id when it is a valid member name, or the default
+// from MemberIDFromHost when id is empty.
+func ResolveMemberID(id string) (string, error) {
+	if id == "" {
+		return MemberIDFromHost()
+	}
+	if !ValidName(id) {
+		return "", fmt.Errorf("member id %q: want %s", id, MemberIDForm)
+	}
+	return id, nil
+}
+
 // MemberIDFromHost returns the host name (the pod name in Kubernetes) made
 // valid as a member name: every other character becomes '-' (a FQDN's dots)
 // and leading '-'/'_' are dropped. A stable name lets a restarted pod take

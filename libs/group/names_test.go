@@ -31,3 +31,15 @@ func FuzzMemberIDFrom(f *testing.F) {
 		}
 	})
 }
+
+func TestResolveMemberID(t *testing.T) {
+	if id, err := ResolveMemberID("rm-1"); err != nil || id != "rm-1" {
+		t.Errorf("ResolveMemberID(rm-1) = %q, %v", id, err)
+	}
+	if _, err := ResolveMemberID("a.b"); err == nil {
+		t.Error("ResolveMemberID(a.b): no error")
+	}
+	if id, err := ResolveMemberID(""); err != nil || !ValidName(id) {
+		t.Errorf("ResolveMemberID(\"\") = %q, %v; want a valid name from the host name", id, err)
+	}
+}

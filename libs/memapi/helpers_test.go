@@ -25,18 +25,7 @@ func TestMain(m *testing.M) {
 // free loopback ports until the test ends.
 func start(t testing.TB, opts ...memapi.Option) *memapi.Server {
 	t.Helper()
-	srv, err := memapi.New(append([]memapi.Option{memapi.WithToken(testToken)}, opts...)...)
-	if err != nil {
-		t.Fatalf("New: %v", err)
-	}
-	gl, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	rl, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv, gl, rl := newUnserved(t, opts...)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1) // one result from Serve
 	go func() { done <- srv.Serve(ctx, gl, rl) }()
@@ -57,6 +46,25 @@ func start(t testing.TB, opts ...memapi.Option) *memapi.Server {
 		t.Fatal("server not ready")
 	}
 	return srv
+}
+
+// newUnserved returns a Server (token testToken unless opts override it)
+// and free loopback listeners for its gRPC and REST sides, not yet served.
+func newUnserved(t testing.TB, opts ...memapi.Option) (*memapi.Server, net.Listener, net.Listener) {
+	t.Helper()
+	srv, err := memapi.New(append([]memapi.Option{memapi.WithToken(testToken)}, opts...)...)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	gl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return srv, gl, rl
 }
 
 // client returns a client of srv with token tok.

@@ -47,18 +47,7 @@ func TestRun(t *testing.T) {
 // served is a clean shutdown, whichever of serve and stop runs first.
 func TestServeCancelledAtOnce(t *testing.T) {
 	for i := range 50 {
-		srv, err := memapi.New(memapi.WithToken(testToken))
-		if err != nil {
-			t.Fatalf("New: %v", err)
-		}
-		gl, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		rl, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
+		srv, gl, rl := newUnserved(t)
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()
 		if err := srv.Serve(ctx, gl, rl); err != nil {

@@ -99,14 +99,10 @@ func Load(lookup envconfig.LookupFunc) (Config, error) {
 			bad(name, `letters, digits, "-" and "_"`, v)
 		}
 	}
-	if c.MemberID == "" {
-		id, err := group.MemberIDFromHost()
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: unset and no default: %w", EnvMemberID, err))
-		}
+	if id, err := group.ResolveMemberID(c.MemberID); err != nil {
+		bad(EnvMemberID, group.MemberIDForm, c.MemberID)
+	} else {
 		c.MemberID = id
-	} else if !group.ValidName(c.MemberID) {
-		bad(EnvMemberID, `letters, digits, "-" and "_", starting with a letter or digit (the pod name)`, c.MemberID)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return Config{}, fmt.Errorf("config: %w", err)

@@ -181,14 +181,10 @@ func Load(lookup envconfig.LookupFunc) (Config, error) {
 	if c.StatusResync < time.Second {
 		bad(EnvStatusResync, "a duration of at least 1s", c.StatusResync.String())
 	}
-	if c.MemberID == "" {
-		id, err := group.MemberIDFromHost()
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: unset and no default: %w", EnvMemberID, err))
-		}
+	if id, err := group.ResolveMemberID(c.MemberID); err != nil {
+		bad(EnvMemberID, group.MemberIDForm, c.MemberID)
+	} else {
 		c.MemberID = id
-	} else if !group.ValidName(c.MemberID) {
-		bad(EnvMemberID, `letters, digits, "-" and "_", starting with a letter or digit (the pod name)`, c.MemberID)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return Config{}, fmt.Errorf("config: %w", err)

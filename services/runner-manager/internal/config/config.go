@@ -223,14 +223,10 @@ func Load(lookup envconfig.LookupFunc, hostEnv []string) (Config, error) {
 	} else {
 		c.WorkspaceRoot = root
 	}
-	if c.MemberID == "" {
-		id, err := group.MemberIDFromHost()
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: unset and no default: %w", EnvMemberID, err))
-		}
+	if id, err := group.ResolveMemberID(c.MemberID); err != nil {
+		bad(EnvMemberID, group.MemberIDForm, c.MemberID)
+	} else {
 		c.MemberID = id
-	} else if !group.ValidName(c.MemberID) {
-		bad(EnvMemberID, `letters, digits, "-" and "_", starting with a letter or digit (the pod name)`, c.MemberID)
 	}
 	if !group.ValidName(c.GroupName) {
 		bad(EnvGroupName, `letters, digits, "-" and "_"`, c.GroupName)
