@@ -61,8 +61,7 @@ func (r *Reconciler) handle(ctx context.Context, log *slog.Logger, typ eventsv1.
 		return nil
 	}
 	if !r.cfg.Selector.Match(s) {
-		log.Debug("session not selected for local execution")
-		return nil
+		return r.deselect(ctx, log, id, s.GetPhase())
 	}
 	switch phase := s.GetPhase(); phase {
 	case "", PhasePending:
@@ -76,6 +75,26 @@ func (r *Reconciler) handle(ctx context.Context, log *slog.Logger, typ eventsv1.
 		// of our own final writes lands here.
 		return nil
 	}
+}
+
+// deselect handles a session this deployment does not run. A runner still
+// running it here (its labels changed, moving it to another executor) is
+// stopped, because two executors must never run one session; no phase is
+// written for it, the new executor owns the status now. A Stopping session
+// is the exception: its stop was asked for, so it ends as Stopped.
+func (r *Reconciler) deselect(ctx context.Context, log *slog.Logger, id, phase string) error {
+	r.clearWaiting(id)
+	rn := r.localRun(id)
+	if rn == nil {
+		log.Debug("session not selected for local execution")
+		return nil
+	}
+	if phase == PhaseStopping {
+		return r.stopSession(ctx, log, id, false)
+	}
+	log.Info("session no longer selected for local execution: stopping its runner")
+	rn.requestStop(true) // like a deletion: no phase write
+	return nil
 }
 
 // wrapRetry adds the operation to a retryable error.

@@ -277,7 +277,7 @@ func (e *env) waitNoClaim(id string) {
 		if errors.Is(err, registry.ErrNotFound) {
 			return nil
 		}
-		return fmt.Errorf("claim still present: %+v %w", rec, err)
+		return fmt.Errorf("claim still present: %+v (%v)", rec, err)
 	})
 }
 

@@ -465,3 +465,53 @@ func TestPhaseWriteRetriedAfterOutage(t *testing.T) {
 		t.Fatalf("runners = %d", rp.mgr.Count())
 	}
 }
+
+// A session whose labels move it to another executor loses its runner here
+// at once (on the event) without a phase write; with no event on this
+// replica, the resync finds it.
+func TestDeselectedSessionLosesRunner(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	local := func(r *ambientv1.CreateSessionRequest) { r.Labels = proto.String(`{"executor":"local"}`) }
+	relabel := func(id string) *ambientv1.Session {
+		s, err := e.client.UpdateSession(t.Context(), &ambientv1.UpdateSessionRequest{Id: id, Labels: proto.String(`{"executor":"kube"}`)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	sel := Selector{Projects: []string{"*"}, Label: "executor=local"}
+
+	t.Run("event", func(t *testing.T) {
+		rp := e.replica(replicaOpts{member: "rm-event", selector: sel})
+		s := e.create("moves", local)
+		id := s.GetMetadata().GetId()
+		e.handle(rp, added, s)
+		e.waitPhase(id, PhaseRunning, 3*time.Second)
+		rec, err := registry.Get(t.Context(), e.runners, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.handle(rp, modified, relabel(id))
+		e.waitNoClaim(id)
+		testenv.Eventually(t, 5*time.Second, func() error {
+			if pidAlive(rec.PID) {
+				return fmt.Errorf("runner %d still alive", rec.PID)
+			}
+			return nil
+		})
+		if p := e.get(id).GetPhase(); p != PhaseRunning {
+			t.Fatalf("phase = %q: the deselected session's status was written", p)
+		}
+	})
+
+	t.Run("resync", func(t *testing.T) {
+		rp := e.replica(replicaOpts{member: "rm-resync", selector: sel, resync: 200 * time.Millisecond})
+		s := e.create("moves quietly", local)
+		id := s.GetMetadata().GetId()
+		e.handle(rp, added, s)
+		e.waitPhase(id, PhaseRunning, 3*time.Second)
+		relabel(id) // no event reaches the replica
+		e.waitNoClaim(id)
+	})
+}
