@@ -324,9 +324,17 @@ var envConst = regexp.MustCompile(`\bEnv[A-Za-z0-9]*\s*=\s*"([A-Z][A-Z0-9_]*)"`)
 // envLookup matches env names read directly (the memapi command).
 var envLookup = regexp.MustCompile(`(?:envOr|Getenv|LookupEnv)\("([A-Z][A-Z0-9_]*)"`)
 
+// sharedLoaders are the libs loaders a service config may call, and the
+// file declaring the variables each reads.
+var sharedLoaders = map[string]string{
+	"bus.LoadConnectConfig(": "libs/bus/env.go",
+	"apiclient.LoadEnv(":     "libs/apiclient/env.go",
+}
+
 // declaredEnv returns the environment variables an image target's program
-// declares: the Env constants of services/<name>/internal/config, or the
-// names libs/cmd/memapi reads. ok is false when the package is not there yet.
+// declares: the Env constants of services/<name>/internal/config plus those
+// of the shared loaders it calls, or the names libs/cmd/memapi reads. ok is
+// false when the package is not there yet.
 func declaredEnv(t *testing.T, target string) (map[string]bool, bool) {
 	t.Helper()
 	root := repoRoot(t)
@@ -343,13 +351,19 @@ func declaredEnv(t *testing.T, target string) (map[string]bool, bool) {
 		}
 	}
 	names := map[string]bool{}
-	for _, f := range files {
+	for i := 0; i < len(files); i++ {
+		f := files[i]
 		if strings.HasSuffix(f, "_test.go") {
 			continue
 		}
 		b, err := os.ReadFile(f)
 		if err != nil {
 			t.Fatalf("read %s: %v", f, err)
+		}
+		for call, decl := range sharedLoaders {
+			if decl := filepath.Join(root, decl); bytes.Contains(b, []byte(call)) && !slices.Contains(files, decl) {
+				files = append(files, decl)
+			}
 		}
 		sc := bufio.NewScanner(bytes.NewReader(b))
 		for sc.Scan() {

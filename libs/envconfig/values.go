@@ -131,6 +131,29 @@ func (l *Loader) URL(name, def string, schemes ...string) *url.URL {
 	return u
 }
 
+// URLList checks comma-separated absolute URLs with a host (a NATS server
+// list: "nats://a:4222,nats://b:4222") and returns the value as it is, or def
+// when the variable is unset. When schemes are given, every URL's scheme
+// must be one of them.
+func (l *Loader) URLList(name, def string, schemes ...string) string {
+	v, ok := l.trimmed(name)
+	if !ok {
+		return def
+	}
+	want := "comma-separated absolute URLs"
+	if len(schemes) > 0 {
+		want = fmt.Sprintf("comma-separated URLs with scheme %s", strings.Join(schemes, "|"))
+	}
+	for item := range strings.SplitSeq(v, ",") {
+		u, err := url.Parse(strings.TrimSpace(item))
+		if err != nil || u.Scheme == "" || u.Host == "" || (len(schemes) > 0 && !slices.Contains(schemes, u.Scheme)) {
+			l.invalid(name, want, v, nil)
+			return def
+		}
+	}
+	return v
+}
+
 // HostPort parses "HOST:PORT" (HOST may be empty, as in ":8080"; IPv6 hosts
 // use brackets), or returns def when the variable is unset.
 func (l *Loader) HostPort(name, def string) string {

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ambient-code/control-plane/libs/bus"
 	"github.com/ambient-code/control-plane/libs/testenv"
 	"github.com/ambient-code/control-plane/services/event-tally/internal/app"
 	"github.com/ambient-code/control-plane/services/event-tally/internal/config"
@@ -55,7 +56,7 @@ func startMember(t *testing.T, natsURL, name, memberPartitions string) *member {
 	// An explicit environment: nothing from the test's own (e.g. an OTLP
 	// endpoint) leaks into the member.
 	cmd.Env = []string{
-		config.EnvNATSURL + "=" + natsURL,
+		bus.EnvNATSURL + "=" + natsURL,
 		config.EnvGroup + "=" + groupName,
 		config.EnvMemberID + "=" + name,
 		config.EnvPartitions + "=" + strconv.Itoa(partitions),

@@ -22,15 +22,7 @@ const (
 	EnvMetricsAddr       = "METRICS_ADDR"
 	EnvLogLevel          = "LOG_LEVEL"
 	EnvOTLPEndpoint      = "OTEL_EXPORTER_OTLP_ENDPOINT"
-	EnvNATSURL           = "NATS_URL"
 	EnvNATSName          = "NATS_CLIENT_NAME"
-	EnvNATSCredsFile     = "NATS_CREDS_FILE"
-	EnvNATSUser          = "NATS_USER"
-	EnvNATSPassword      = "NATS_PASSWORD"
-	EnvNATSToken         = "NATS_TOKEN"
-	EnvNATSCAFile        = "NATS_CA_FILE"
-	EnvNATSCertFile      = "NATS_CERT_FILE"
-	EnvNATSKeyFile       = "NATS_KEY_FILE"
 	EnvRunnersBucket     = "RUNNERS_BUCKET"
 	EnvCORSOrigins       = "CORS_ALLOWED_ORIGIN"
 	EnvAuth              = "AGUI_AUTH"
@@ -125,23 +117,11 @@ func FromEnv(lookup envconfig.LookupFunc) (Config, error) {
 	d := Defaults()
 	l := envconfig.New(lookup)
 	c := Config{
-		ListenAddr:   l.HostPort(EnvListenAddr, d.ListenAddr),
-		MetricsAddr:  l.String(EnvMetricsAddr, d.MetricsAddr),
-		LogLevel:     l.Enum(EnvLogLevel, d.LogLevel, "debug", "info", "warn", "error"),
-		OTLPEndpoint: l.String(EnvOTLPEndpoint, ""),
-		NATS: bus.ConnectConfig{
-			URL:       l.String(EnvNATSURL, d.NATS.URL),
-			Name:      l.String(EnvNATSName, d.NATS.Name),
-			CredsFile: l.File(EnvNATSCredsFile, ""),
-			User:      l.String(EnvNATSUser, ""),
-			Password:  l.Secret(EnvNATSPassword).Reveal(),
-			Token:     l.Secret(EnvNATSToken).Reveal(),
-			TLS: bus.TLSConfig{
-				CAFile:   l.File(EnvNATSCAFile, ""),
-				CertFile: l.File(EnvNATSCertFile, ""),
-				KeyFile:  l.File(EnvNATSKeyFile, ""),
-			},
-		},
+		ListenAddr:            l.HostPort(EnvListenAddr, d.ListenAddr),
+		MetricsAddr:           l.String(EnvMetricsAddr, d.MetricsAddr),
+		LogLevel:              l.Enum(EnvLogLevel, d.LogLevel, "debug", "info", "warn", "error"),
+		OTLPEndpoint:          l.String(EnvOTLPEndpoint, ""),
+		NATS:                  bus.LoadConnectConfig(l, d.NATS.URL),
 		RunnersBucket:         l.String(EnvRunnersBucket, d.RunnersBucket),
 		CORSOrigins:           l.List(EnvCORSOrigins, d.CORSOrigins),
 		Auth:                  l.Enum(EnvAuth, d.Auth, auth.ModeNone, auth.ModeToken, auth.ModeJWT),
@@ -162,6 +142,7 @@ func FromEnv(lookup envconfig.LookupFunc) (Config, error) {
 		UpstreamTimeout:       l.Duration(EnvUpstreamTimeout, d.UpstreamTimeout),
 		ShutdownTimeout:       l.Duration(EnvShutdownTimeout, d.ShutdownTimeout),
 	}
+	c.NATS.Name = l.String(EnvNATSName, d.NATS.Name)
 	errs := []error{l.Err()}
 	errs = append(errs, c.validate()...)
 	if err := errors.Join(errs...); err != nil {

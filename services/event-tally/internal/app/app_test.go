@@ -56,7 +56,7 @@ func TestTallyCountsStream(t *testing.T) {
 				t.Fatal(err)
 			}
 			cfg, err := config.Load(envconfig.Map(map[string]string{
-				config.EnvNATSURL: srv.ClientURL(), config.EnvMemberID: "tally-0", config.EnvMetricsAddr: "127.0.0.1:0",
+				bus.EnvNATSURL: srv.ClientURL(), config.EnvMemberID: "tally-0", config.EnvMetricsAddr: "127.0.0.1:0",
 				config.EnvEventsStream: tc.stream, config.EnvSubjectPrefix: tc.prefix,
 			}))
 			if err != nil {

@@ -15,14 +15,6 @@ import (
 // Environment variables read by FromEnv (names shared with the other
 // consumer services).
 const (
-	EnvNATSURL          = "NATS_URL"
-	EnvNATSCredsFile    = "NATS_CREDS_FILE"
-	EnvNATSUser         = "NATS_USER"
-	EnvNATSPassword     = "NATS_PASSWORD"
-	EnvNATSToken        = "NATS_TOKEN"
-	EnvNATSCAFile       = "NATS_CA_FILE"
-	EnvNATSCertFile     = "NATS_CERT_FILE"
-	EnvNATSKeyFile      = "NATS_KEY_FILE"
 	EnvSubjectPrefix    = "SUBJECT_PREFIX"
 	EnvEventsStream     = "EVENTS_STREAM"
 	EnvGroup            = "CONSUMER_GROUP"
@@ -36,7 +28,6 @@ const (
 
 // Defaults (mirrored in the Helm values).
 const (
-	DefaultNATSURL     = "nats://127.0.0.1:4222"
 	DefaultGroup       = "event-tally"
 	DefaultPartitions  = group.DefaultPartitions
 	DefaultLogLevel    = "info"
@@ -65,18 +56,7 @@ func FromEnv() (Config, error) { return Load(nil) }
 func Load(lookup envconfig.LookupFunc) (Config, error) {
 	l := envconfig.New(lookup)
 	c := Config{
-		NATS: bus.ConnectConfig{
-			URL:       l.String(EnvNATSURL, DefaultNATSURL),
-			CredsFile: l.File(EnvNATSCredsFile, ""),
-			User:      l.String(EnvNATSUser, ""),
-			Password:  l.Secret(EnvNATSPassword).Reveal(),
-			Token:     l.Secret(EnvNATSToken).Reveal(),
-			TLS: bus.TLSConfig{
-				CAFile:   l.File(EnvNATSCAFile, ""),
-				CertFile: l.File(EnvNATSCertFile, ""),
-				KeyFile:  l.File(EnvNATSKeyFile, ""),
-			},
-		},
+		NATS:          bus.LoadConnectConfig(l, bus.DefaultURL),
 		SubjectPrefix: l.String(EnvSubjectPrefix, events.SubjectPrefix),
 		Stream:        l.String(EnvEventsStream, events.StreamName),
 		Group:         l.String(EnvGroup, DefaultGroup),

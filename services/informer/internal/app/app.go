@@ -82,9 +82,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Optio
 		return err
 	}
 
-	api, err := apiclient.New(apiclient.Config{
-		Addr: cfg.GRPCAddr, Token: cfg.APIToken.Reveal(), UseTLS: cfg.GRPCUseTLS, CAFile: cfg.GRPCCAFile,
-	})
+	api, err := apiclient.New(cfg.API.Config())
 	if err != nil {
 		return fmt.Errorf("api client: %w", err)
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/ambient-code/control-plane/libs/apiclient"
 	"github.com/ambient-code/control-plane/libs/bus"
 	"github.com/ambient-code/control-plane/libs/envconfig"
 	"github.com/ambient-code/control-plane/libs/events"
@@ -85,7 +86,7 @@ func (e *benchEnv) seed(n int) {
 func (e *benchEnv) start(b *testing.B) context.CancelFunc {
 	b.Helper()
 	cfg, err := config.Load(envconfig.Map(map[string]string{
-		config.EnvAPIToken: testenv.APIToken, config.EnvGRPCAddr: e.api.GRPCAddr(), config.EnvNATSURL: e.nats.ClientURL(),
+		apiclient.EnvAPIToken: testenv.APIToken, apiclient.EnvGRPCAddr: e.api.GRPCAddr(), bus.EnvNATSURL: e.nats.ClientURL(),
 		config.EnvMetricsAddr: "127.0.0.1:0", config.EnvInstanceID: "bench", config.EnvLogLevel: "error",
 		// A starved reader can still lose watch events at the server (a
 		// 2-core machine shared with the API, NATS and the load); resync
@@ -223,8 +224,8 @@ func BenchmarkInitialSync(b *testing.B) {
 		e.seed(n)
 		cmd := exec.Command(bin)
 		cmd.Env = append(os.Environ(),
-			config.EnvAPIToken+"="+testenv.APIToken, config.EnvGRPCAddr+"="+e.api.GRPCAddr(),
-			config.EnvNATSURL+"="+e.nats.ClientURL(), config.EnvMetricsAddr+"=127.0.0.1:0",
+			apiclient.EnvAPIToken+"="+testenv.APIToken, apiclient.EnvGRPCAddr+"="+e.api.GRPCAddr(),
+			bus.EnvNATSURL+"="+e.nats.ClientURL(), config.EnvMetricsAddr+"=127.0.0.1:0",
 			config.EnvInstanceID+"=bench", config.EnvLogLevel+"=warn", config.EnvResyncPeriod+"=0",
 			config.EnvWorkers+"="+strconv.Itoa(benchWorkers()))
 		cmd.Stderr = os.Stderr

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/ambient-code/control-plane/libs/apiclient"
+	"github.com/ambient-code/control-plane/libs/bus"
 	"github.com/ambient-code/control-plane/libs/envconfig"
 	"github.com/ambient-code/control-plane/libs/events"
 	"github.com/ambient-code/control-plane/libs/group"
@@ -44,9 +45,9 @@ func TestMain(m *testing.M) {
 // env is the base environment of a test informer; tests override entries.
 func (h *harness) env(instance string) map[string]string {
 	return map[string]string{
-		config.EnvAPIToken:       testenv.APIToken,
-		config.EnvGRPCAddr:       h.api.GRPCAddr(),
-		config.EnvNATSURL:        h.nats.ClientURL(),
+		apiclient.EnvAPIToken:    testenv.APIToken,
+		apiclient.EnvGRPCAddr:    h.api.GRPCAddr(),
+		bus.EnvNATSURL:           h.nats.ClientURL(),
 		config.EnvMetricsAddr:    "127.0.0.1:0",
 		config.EnvLeaseTTL:       "5s", // TestFailover uses 1s
 		config.EnvResyncPeriod:   "0",

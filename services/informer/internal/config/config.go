@@ -6,11 +6,11 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"net/url"
 	"os"
 	"strings"
 	"time"
 
+	"github.com/ambient-code/control-plane/libs/apiclient"
 	"github.com/ambient-code/control-plane/libs/bus"
 	"github.com/ambient-code/control-plane/libs/envconfig"
 	"github.com/ambient-code/control-plane/libs/events"
@@ -18,18 +18,6 @@ import (
 
 // Environment variables read by FromEnv.
 const (
-	EnvAPIToken       = "AMBIENT_API_TOKEN"
-	EnvGRPCAddr       = "AMBIENT_GRPC_SERVER_ADDR"
-	EnvGRPCUseTLS     = "AMBIENT_GRPC_USE_TLS"
-	EnvGRPCCAFile     = "AMBIENT_GRPC_CA_FILE"
-	EnvNATSURL        = "NATS_URL"
-	EnvNATSCredsFile  = "NATS_CREDS_FILE"
-	EnvNATSUser       = "NATS_USER"
-	EnvNATSPassword   = "NATS_PASSWORD"
-	EnvNATSToken      = "NATS_TOKEN"
-	EnvNATSCAFile     = "NATS_CA_FILE"
-	EnvNATSCertFile   = "NATS_CERT_FILE"
-	EnvNATSKeyFile    = "NATS_KEY_FILE"
 	EnvSubjectPrefix  = "SUBJECT_PREFIX"
 	EnvEventsStream   = "EVENTS_STREAM"
 	EnvObjectsBucket  = "OBJECTS_BUCKET"
@@ -49,8 +37,6 @@ const (
 
 // Defaults (mirrored in the Helm values and docs/configuration.md).
 const (
-	DefaultGRPCAddr       = "localhost:8001"
-	DefaultNATSURL        = "nats://127.0.0.1:4222"
 	DefaultLeaseKey       = "informer"
 	DefaultLeaseTTL       = bus.DefaultLeaseTTL
 	DefaultResyncPeriod   = 10 * time.Minute
@@ -65,10 +51,7 @@ const (
 
 // Config is the informer's whole configuration. Pass it by value.
 type Config struct {
-	APIToken   envconfig.Redacted
-	GRPCAddr   string
-	GRPCUseTLS bool
-	GRPCCAFile string
+	API apiclient.EnvConfig
 
 	NATS bus.ConnectConfig
 
@@ -107,22 +90,8 @@ func FromEnv() (Config, error) { return Load(nil) }
 func Load(lookup envconfig.LookupFunc) (Config, error) {
 	l := envconfig.New(lookup)
 	c := Config{
-		APIToken:   l.RequiredSecret(EnvAPIToken),
-		GRPCAddr:   l.HostPort(EnvGRPCAddr, DefaultGRPCAddr),
-		GRPCUseTLS: l.Bool(EnvGRPCUseTLS, false),
-		GRPCCAFile: l.File(EnvGRPCCAFile, ""),
-		NATS: bus.ConnectConfig{
-			URL:       l.String(EnvNATSURL, DefaultNATSURL),
-			CredsFile: l.File(EnvNATSCredsFile, ""),
-			User:      l.String(EnvNATSUser, ""),
-			Password:  l.Secret(EnvNATSPassword).Reveal(),
-			Token:     l.Secret(EnvNATSToken).Reveal(),
-			TLS: bus.TLSConfig{
-				CAFile:   l.File(EnvNATSCAFile, ""),
-				CertFile: l.File(EnvNATSCertFile, ""),
-				KeyFile:  l.File(EnvNATSKeyFile, ""),
-			},
-		},
+		API:            apiclient.LoadEnv(l),
+		NATS:           bus.LoadConnectConfig(l, bus.DefaultURL),
 		SubjectPrefix:  l.String(EnvSubjectPrefix, events.SubjectPrefix),
 		Stream:         l.String(EnvEventsStream, events.StreamName),
 		LeaseTTL:       l.Duration(EnvLeaseTTL, DefaultLeaseTTL),
@@ -148,9 +117,6 @@ func Load(lookup envconfig.LookupFunc) (Config, error) {
 	errs := []error{l.Err()}
 	bad := func(name, want, got string) {
 		errs = append(errs, &envconfig.VarError{Name: name, Want: want, Got: got})
-	}
-	if err := natsURLs(c.NATS.URL); err != nil {
-		bad(EnvNATSURL, `comma-separated URLs with scheme nats|tls|ws|wss`, c.NATS.URL)
 	}
 	if !validPrefix(c.SubjectPrefix) {
 		bad(EnvSubjectPrefix, `dot-separated subject tokens without "*", ">" or spaces`, c.SubjectPrefix)
@@ -208,24 +174,6 @@ func defaultInstanceID() (string, error) {
 		return "", fmt.Errorf("random suffix: %w", err)
 	}
 	return host + "-" + hex.EncodeToString(b[:]), nil
-}
-
-func natsURLs(s string) error {
-	for raw := range strings.SplitSeq(s, ",") {
-		u, err := url.Parse(strings.TrimSpace(raw))
-		if err != nil {
-			return err
-		}
-		switch u.Scheme {
-		case "nats", "tls", "ws", "wss":
-		default:
-			return fmt.Errorf("scheme %q", u.Scheme)
-		}
-		if u.Host == "" {
-			return errors.New("no host")
-		}
-	}
-	return nil
 }
 
 func validPrefix(s string) bool {

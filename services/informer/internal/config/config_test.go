@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ambient-code/control-plane/libs/apiclient"
+	"github.com/ambient-code/control-plane/libs/bus"
 	"github.com/ambient-code/control-plane/libs/envconfig"
 	"github.com/ambient-code/control-plane/libs/events"
 )
@@ -13,7 +15,7 @@ import (
 func TestLoad(t *testing.T) {
 	t.Parallel()
 	base := func(kv ...string) map[string]string {
-		m := map[string]string{EnvAPIToken: "secret-token", EnvInstanceID: "informer-0"}
+		m := map[string]string{apiclient.EnvAPIToken: "secret-token", EnvInstanceID: "informer-0"}
 		for i := 0; i+1 < len(kv); i += 2 {
 			m[kv[i]] = kv[i+1]
 		}
@@ -29,7 +31,7 @@ func TestLoad(t *testing.T) {
 			name: "defaults",
 			env:  base(),
 			check: func(t *testing.T, c Config) {
-				if c.GRPCAddr != DefaultGRPCAddr || c.NATS.URL != DefaultNATSURL || c.LeaseTTL != DefaultLeaseTTL ||
+				if c.API.Addr != apiclient.DefaultGRPCAddr || c.NATS.URL != bus.DefaultURL || c.LeaseTTL != DefaultLeaseTTL ||
 					c.ResyncPeriod != DefaultResyncPeriod || c.Stream != events.StreamName || c.SubjectPrefix != events.SubjectPrefix ||
 					c.ObjectsBucket != "ambient-objects" || c.LeaseKey != DefaultLeaseKey || c.Shadow() || c.Workers != DefaultWorkers {
 					t.Errorf("defaults: %+v", c)
@@ -54,15 +56,15 @@ func TestLoad(t *testing.T) {
 				}
 			},
 		},
-		{name: "token required", env: map[string]string{}, wantErr: []string{EnvAPIToken}},
+		{name: "token required", env: map[string]string{}, wantErr: []string{apiclient.EnvAPIToken}},
 		{name: "shadow prefix into live stream", env: base(EnvSubjectPrefix, "ambient.shadow"), wantErr: []string{EnvSubjectPrefix}},
 		{name: "live prefix into shadow stream", env: base(EnvEventsStream, "OTHER"), wantErr: []string{EnvSubjectPrefix}},
 		{name: "shadow reusing live bucket", env: base(EnvSubjectPrefix, "s.e", EnvEventsStream, "S", EnvObjectsBucket, "ambient-objects"), wantErr: []string{EnvObjectsBucket}},
-		{name: "bad values", env: base(EnvLeaseTTL, "10", EnvGRPCUseTLS, "maybe", EnvNATSURL, "http://x", EnvLogLevel, "loud", EnvWorkers, "0"),
-			wantErr: []string{EnvLeaseTTL, EnvGRPCUseTLS, EnvNATSURL, EnvLogLevel, EnvWorkers}},
+		{name: "bad values", env: base(EnvLeaseTTL, "10", apiclient.EnvGRPCUseTLS, "maybe", bus.EnvNATSURL, "http://x", EnvLogLevel, "loud", EnvWorkers, "0"),
+			wantErr: []string{EnvLeaseTTL, apiclient.EnvGRPCUseTLS, bus.EnvNATSURL, EnvLogLevel, EnvWorkers}},
 		{name: "short lease", env: base(EnvLeaseTTL, "100ms"), wantErr: []string{EnvLeaseTTL}},
 		{name: "backoff order", env: base(EnvBackoffInitial, "10s", EnvBackoffMax, "1s"), wantErr: []string{EnvBackoffMax}},
-		{name: "missing CA file", env: base(EnvGRPCCAFile, "/does/not/exist"), wantErr: []string{EnvGRPCCAFile}},
+		{name: "missing CA file", env: base(apiclient.EnvGRPCCAFile, "/does/not/exist"), wantErr: []string{apiclient.EnvGRPCCAFile}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -93,11 +95,11 @@ func TestLoad(t *testing.T) {
 
 func TestDefaultInstanceIDIsUnique(t *testing.T) {
 	t.Parallel()
-	a, err := Load(envconfig.Map(map[string]string{EnvAPIToken: "x"}))
+	a, err := Load(envconfig.Map(map[string]string{apiclient.EnvAPIToken: "x"}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := Load(envconfig.Map(map[string]string{EnvAPIToken: "x"}))
+	b, err := Load(envconfig.Map(map[string]string{apiclient.EnvAPIToken: "x"}))
 	if err != nil {
 		t.Fatal(err)
 	}

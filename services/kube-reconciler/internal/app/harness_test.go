@@ -140,9 +140,9 @@ func (h *harness) start(t testing.TB, member string, restCfg *rest.Config, env m
 		restCfg = restricted(t)
 	}
 	vars := map[string]string{
-		config.EnvAPIToken:     testenv.APIToken,
-		config.EnvGRPCAddr:     h.api.GRPCAddr(),
-		config.EnvNATSURL:      h.nats.ClientURL(),
+		apiclient.EnvAPIToken:  testenv.APIToken,
+		apiclient.EnvGRPCAddr:  h.api.GRPCAddr(),
+		bus.EnvNATSURL:         h.nats.ClientURL(),
 		config.EnvMetricsAddr:  "127.0.0.1:0",
 		config.EnvMemberID:     member,
 		config.EnvPartitions:   "4",

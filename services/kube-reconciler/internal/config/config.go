@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ambient-code/control-plane/libs/apiclient"
 	"github.com/ambient-code/control-plane/libs/bus"
 	"github.com/ambient-code/control-plane/libs/envconfig"
 	"github.com/ambient-code/control-plane/libs/events"
@@ -19,18 +20,6 @@ import (
 
 // Environment variables read by Load.
 const (
-	EnvAPIToken         = "AMBIENT_API_TOKEN"
-	EnvGRPCAddr         = "AMBIENT_GRPC_SERVER_ADDR"
-	EnvGRPCUseTLS       = "AMBIENT_GRPC_USE_TLS"
-	EnvGRPCCAFile       = "AMBIENT_GRPC_CA_FILE"
-	EnvNATSURL          = "NATS_URL"
-	EnvNATSCredsFile    = "NATS_CREDS_FILE"
-	EnvNATSUser         = "NATS_USER"
-	EnvNATSPassword     = "NATS_PASSWORD"
-	EnvNATSToken        = "NATS_TOKEN"
-	EnvNATSCAFile       = "NATS_CA_FILE"
-	EnvNATSCertFile     = "NATS_CERT_FILE"
-	EnvNATSKeyFile      = "NATS_KEY_FILE"
 	EnvSubjectPrefix    = "SUBJECT_PREFIX"
 	EnvEventsStream     = "EVENTS_STREAM"
 	EnvObjectsBucket    = "OBJECTS_BUCKET"
@@ -54,8 +43,6 @@ const (
 
 // Defaults (mirrored in the Helm values).
 const (
-	DefaultGRPCAddr        = "localhost:8001"
-	DefaultNATSURL         = "nats://127.0.0.1:4222"
 	DefaultKubeQPS         = 50
 	DefaultKubeBurst       = 100
 	DefaultNamespace       = "ambient-code"
@@ -71,10 +58,7 @@ const (
 
 // Config is the kube-reconciler's whole configuration. Pass it by value.
 type Config struct {
-	APIToken   envconfig.Redacted
-	GRPCAddr   string
-	GRPCUseTLS bool
-	GRPCCAFile string
+	API apiclient.EnvConfig
 
 	NATS          bus.ConnectConfig
 	SubjectPrefix string
@@ -112,22 +96,8 @@ func FromEnv() (Config, error) { return Load(nil) }
 func Load(lookup envconfig.LookupFunc) (Config, error) {
 	l := envconfig.New(lookup)
 	c := Config{
-		APIToken:   l.RequiredSecret(EnvAPIToken),
-		GRPCAddr:   l.HostPort(EnvGRPCAddr, DefaultGRPCAddr),
-		GRPCUseTLS: l.Bool(EnvGRPCUseTLS, false),
-		GRPCCAFile: l.File(EnvGRPCCAFile, ""),
-		NATS: bus.ConnectConfig{
-			URL:       l.String(EnvNATSURL, DefaultNATSURL),
-			CredsFile: l.File(EnvNATSCredsFile, ""),
-			User:      l.String(EnvNATSUser, ""),
-			Password:  l.Secret(EnvNATSPassword).Reveal(),
-			Token:     l.Secret(EnvNATSToken).Reveal(),
-			TLS: bus.TLSConfig{
-				CAFile:   l.File(EnvNATSCAFile, ""),
-				CertFile: l.File(EnvNATSCertFile, ""),
-				KeyFile:  l.File(EnvNATSKeyFile, ""),
-			},
-		},
+		API:           apiclient.LoadEnv(l),
+		NATS:          bus.LoadConnectConfig(l, bus.DefaultURL),
 		SubjectPrefix: l.String(EnvSubjectPrefix, events.SubjectPrefix),
 		Stream:        l.String(EnvEventsStream, events.StreamName),
 		ObjectsBucket: l.String(EnvObjectsBucket, bus.BucketObjects),

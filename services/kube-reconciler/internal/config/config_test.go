@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ambient-code/control-plane/libs/apiclient"
 	"github.com/ambient-code/control-plane/libs/envconfig"
 )
 
@@ -17,19 +18,19 @@ func TestLoad(t *testing.T) {
 		wantErr []string // variable names the error must mention
 		check   func(t *testing.T, c Config)
 	}{
-		{name: "token required", env: map[string]string{}, wantErr: []string{EnvAPIToken}},
-		{name: "defaults", env: map[string]string{EnvAPIToken: "t", EnvMemberID: "m1"}, check: func(t *testing.T, c Config) {
-			if c.GRPCAddr != DefaultGRPCAddr || c.Group != DefaultGroup || c.Partitions != DefaultPartitions || c.SessionSelector.String() != "all" || len(c.RoleAllowList) != 3 || c.Namespace != DefaultNamespace {
+		{name: "token required", env: map[string]string{}, wantErr: []string{apiclient.EnvAPIToken}},
+		{name: "defaults", env: map[string]string{apiclient.EnvAPIToken: "t", EnvMemberID: "m1"}, check: func(t *testing.T, c Config) {
+			if c.API.Addr != apiclient.DefaultGRPCAddr || c.Group != DefaultGroup || c.Partitions != DefaultPartitions || c.SessionSelector.String() != "all" || len(c.RoleAllowList) != 3 || c.Namespace != DefaultNamespace {
 				t.Errorf("defaults not applied: %+v", c)
 			}
 		}},
-		{name: "canary slice", env: map[string]string{EnvAPIToken: "t", EnvMemberPartitions: "0, 3-4"}, check: func(t *testing.T, c Config) {
+		{name: "canary slice", env: map[string]string{apiclient.EnvAPIToken: "t", EnvMemberPartitions: "0, 3-4"}, check: func(t *testing.T, c Config) {
 			if !slices.Equal(c.MemberPartitions, []int{0, 3, 4}) || c.MemberID == "" {
 				t.Errorf("member partitions = %v id=%q", c.MemberPartitions, c.MemberID)
 			}
 		}},
 		{name: "bad values named", env: map[string]string{
-			EnvAPIToken: "t", EnvSessionSelector: "some", EnvMemberPartitions: "99", EnvMemberID: "a.b",
+			apiclient.EnvAPIToken: "t", EnvSessionSelector: "some", EnvMemberPartitions: "99", EnvMemberID: "a.b",
 			EnvRoleAllowList: "Not A Role", EnvLogLevel: "loud", EnvNamespace: "Bad_NS",
 		}, wantErr: []string{EnvSessionSelector, EnvMemberPartitions, EnvMemberID, EnvRoleAllowList, EnvLogLevel, EnvNamespace}},
 	}

@@ -4,7 +4,6 @@ package config
 import (
 	"errors"
 	"fmt"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/google/shlex"
 
+	"github.com/ambient-code/control-plane/libs/apiclient"
 	"github.com/ambient-code/control-plane/libs/bus"
 	"github.com/ambient-code/control-plane/libs/envconfig"
 	"github.com/ambient-code/control-plane/libs/events"
@@ -21,18 +21,6 @@ import (
 
 // Environment variables read by Load.
 const (
-	EnvAPIToken      = "AMBIENT_API_TOKEN"
-	EnvGRPCAddr      = "AMBIENT_GRPC_SERVER_ADDR"
-	EnvGRPCUseTLS    = "AMBIENT_GRPC_USE_TLS"
-	EnvGRPCCAFile    = "AMBIENT_GRPC_CA_FILE"
-	EnvNATSURL       = "NATS_URL"
-	EnvNATSCredsFile = "NATS_CREDS_FILE"
-	EnvNATSUser      = "NATS_USER"
-	EnvNATSPassword  = "NATS_PASSWORD"
-	EnvNATSToken     = "NATS_TOKEN"
-	EnvNATSCAFile    = "NATS_CA_FILE"
-	EnvNATSCertFile  = "NATS_CERT_FILE"
-	EnvNATSKeyFile   = "NATS_KEY_FILE"
 	EnvSubjectPrefix = "SUBJECT_PREFIX"
 	EnvEventsStream  = "EVENTS_STREAM"
 	EnvBucketReplica = "BUCKET_REPLICAS"
@@ -70,8 +58,6 @@ const (
 
 // Defaults (mirrored in the Helm values).
 const (
-	DefaultGRPCAddr       = "localhost:8001"
-	DefaultNATSURL        = "nats://127.0.0.1:4222"
 	DefaultGroupName      = "runner-manager"
 	DefaultPartitions     = 16
 	DefaultMaxDeliver     = 5
@@ -96,10 +82,7 @@ const (
 
 // Config is runner-manager's whole configuration. Pass it by value.
 type Config struct {
-	APIToken   envconfig.Redacted
-	GRPCAddr   string
-	GRPCUseTLS bool
-	GRPCCAFile string
+	API apiclient.EnvConfig
 
 	NATS           bus.ConnectConfig
 	SubjectPrefix  string
@@ -157,22 +140,8 @@ func Load(lookup envconfig.LookupFunc, hostEnv []string) (Config, error) {
 	l := envconfig.New(lookup)
 	ports := l.PortRange(EnvPortRange, envconfig.PortRange{Low: 9100, High: 9199})
 	c := Config{
-		APIToken:   l.RequiredSecret(EnvAPIToken),
-		GRPCAddr:   l.HostPort(EnvGRPCAddr, DefaultGRPCAddr),
-		GRPCUseTLS: l.Bool(EnvGRPCUseTLS, false),
-		GRPCCAFile: l.File(EnvGRPCCAFile, ""),
-		NATS: bus.ConnectConfig{
-			URL:       l.String(EnvNATSURL, DefaultNATSURL),
-			CredsFile: l.File(EnvNATSCredsFile, ""),
-			User:      l.String(EnvNATSUser, ""),
-			Password:  l.Secret(EnvNATSPassword).Reveal(),
-			Token:     l.Secret(EnvNATSToken).Reveal(),
-			TLS: bus.TLSConfig{
-				CAFile:   l.File(EnvNATSCAFile, ""),
-				CertFile: l.File(EnvNATSCertFile, ""),
-				KeyFile:  l.File(EnvNATSKeyFile, ""),
-			},
-		},
+		API:            apiclient.LoadEnv(l),
+		NATS:           bus.LoadConnectConfig(l, bus.DefaultURL),
 		SubjectPrefix:  l.String(EnvSubjectPrefix, events.SubjectPrefix),
 		Stream:         l.String(EnvEventsStream, events.StreamName),
 		BucketReplicas: l.Int(EnvBucketReplica, 1, 1, 5),
@@ -231,9 +200,6 @@ func Load(lookup envconfig.LookupFunc, hostEnv []string) (Config, error) {
 	if !group.ValidName(c.GroupName) {
 		bad(EnvGroupName, `letters, digits, "-" and "_"`, c.GroupName)
 	}
-	if err := natsURLs(c.NATS.URL); err != nil {
-		bad(EnvNATSURL, "comma-separated URLs with scheme nats|tls|ws|wss", c.NATS.URL)
-	}
 	if c.AckWait < time.Second {
 		bad(EnvGroupAckWait, "a duration of at least 1s", c.AckWait.String())
 	}
@@ -286,22 +252,4 @@ func expandHome(p, home string) (string, error) {
 		return "", fmt.Errorf("relative path %q", p)
 	}
 	return filepath.Clean(p), nil
-}
-
-func natsURLs(s string) error {
-	for raw := range strings.SplitSeq(s, ",") {
-		u, err := url.Parse(strings.TrimSpace(raw))
-		if err != nil {
-			return err
-		}
-		switch u.Scheme {
-		case "nats", "tls", "ws", "wss":
-		default:
-			return fmt.Errorf("scheme %q", u.Scheme)
-		}
-		if u.Host == "" {
-			return errors.New("no host")
-		}
-	}
-	return nil
 }

@@ -7,12 +7,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ambient-code/control-plane/libs/apiclient"
+	"github.com/ambient-code/control-plane/libs/bus"
 	"github.com/ambient-code/control-plane/libs/envconfig"
 )
 
 func TestLoad(t *testing.T) {
 	t.Parallel()
-	base := map[string]string{EnvAPIToken: "tok", "HOME": "/home/u", EnvMemberID: "rm-0"}
+	base := map[string]string{apiclient.EnvAPIToken: "tok", "HOME": "/home/u", EnvMemberID: "rm-0"}
 	with := func(kv ...string) map[string]string {
 		m := map[string]string{}
 		for k, v := range base {
@@ -53,12 +55,12 @@ func TestLoad(t *testing.T) {
 			}
 		}},
 		{"allow-everything refused", with(EnvRunnerEnvAllow, "DEMO_HOST,*"), []string{EnvRunnerEnvAllow}, nil},
-		{"missing token", map[string]string{"HOME": "/h", EnvMemberID: "x"}, []string{EnvAPIToken}, nil},
+		{"missing token", map[string]string{"HOME": "/h", EnvMemberID: "x"}, []string{apiclient.EnvAPIToken}, nil},
 		{"many bad values", with(EnvPortRange, "9200-9100", EnvMaxSessions, "0", EnvRunnerCommand, `python "unterminated`,
 			EnvLostPolicy, "maybe", EnvMemberPartitions, "99", EnvWorkspaceRoot, "relative/path", EnvSessionLabel, "novalue",
-			EnvStopGrace, "-1s", EnvNATSURL, "http://x", EnvMemberID, "bad.name", EnvRunnerEnvAllow, "A=B"),
+			EnvStopGrace, "-1s", bus.EnvNATSURL, "http://x", EnvMemberID, "bad.name", EnvRunnerEnvAllow, "A=B"),
 			[]string{EnvPortRange, EnvMaxSessions, EnvRunnerCommand, EnvLostPolicy, EnvMemberPartitions, EnvWorkspaceRoot,
-				EnvSessionLabel, EnvStopGrace, EnvNATSURL, EnvMemberID, EnvRunnerEnvAllow}, nil},
+				EnvSessionLabel, EnvStopGrace, bus.EnvNATSURL, EnvMemberID, EnvRunnerEnvAllow}, nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -1,0 +1,40 @@
+package apiclient
+
+import "github.com/ambient-code/control-plane/libs/envconfig"
+
+// Environment variables of the ambient API connection, the same in every
+// service that calls the API.
+const (
+	EnvAPIToken   = "AMBIENT_API_TOKEN"
+	EnvGRPCAddr   = "AMBIENT_GRPC_SERVER_ADDR"
+	EnvGRPCUseTLS = "AMBIENT_GRPC_USE_TLS"
+	EnvGRPCCAFile = "AMBIENT_GRPC_CA_FILE"
+)
+
+// DefaultGRPCAddr is the API's gRPC address in the dev stack.
+const DefaultGRPCAddr = "localhost:8001"
+
+// EnvConfig is the API connection as configured: the token stays redacted
+// until Config reveals it for the client.
+type EnvConfig struct {
+	Token  envconfig.Redacted
+	Addr   string
+	UseTLS bool
+	CAFile string
+}
+
+// LoadEnv reads the API connection's variables through l (problems are
+// recorded in l, each naming its variable). The token is required.
+func LoadEnv(l *envconfig.Loader) EnvConfig {
+	return EnvConfig{
+		Token:  l.RequiredSecret(EnvAPIToken),
+		Addr:   l.HostPort(EnvGRPCAddr, DefaultGRPCAddr),
+		UseTLS: l.Bool(EnvGRPCUseTLS, false),
+		CAFile: l.File(EnvGRPCCAFile, ""),
+	}
+}
+
+// Config is the client configuration of e (other fields at their defaults).
+func (e EnvConfig) Config() Config {
+	return Config{Addr: e.Addr, Token: e.Token.Reveal(), UseTLS: e.UseTLS, CAFile: e.CAFile}
+}
