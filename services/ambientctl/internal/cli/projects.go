@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"strings"
 
-	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/ambient-code/control-plane/libs/apiclient"
+	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
 )
 
 func projectsCmd(o *options) *cobra.Command {
@@ -25,16 +27,13 @@ func projectsCmd(o *options) *cobra.Command {
 			if description != "" {
 				req.Description = proto.String(description)
 			}
-			c, err := o.client()
-			if err != nil {
-				return err
-			}
-			defer c.Close() //nolint:errcheck // closing a client cannot lose data
-			p, err := c.CreateProject(cmd.Context(), req)
-			if err != nil {
-				return o.explain(err, fmt.Sprintf("create project %q", args[0]))
-			}
-			return o.printProjects(cmd, p)
+			return o.withClient(func(c *apiclient.Client) error {
+				p, err := c.CreateProject(cmd.Context(), req)
+				if err != nil {
+					return o.explain(err, fmt.Sprintf("create project %q", args[0]))
+				}
+				return o.printProjects(cmd, p)
+			})
 		},
 	}
 	create.Flags().StringVar(&displayName, "display-name", "", "display name")
@@ -44,16 +43,13 @@ func projectsCmd(o *options) *cobra.Command {
 		Short: "List projects",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := o.client()
-			if err != nil {
-				return err
-			}
-			defer c.Close() //nolint:errcheck // closing a client cannot lose data
-			ps, err := c.ListProjects(cmd.Context())
-			if err != nil {
-				return o.explain(err, "list projects")
-			}
-			return o.printProjects(cmd, ps...)
+			return o.withClient(func(c *apiclient.Client) error {
+				ps, err := c.ListProjects(cmd.Context())
+				if err != nil {
+					return o.explain(err, "list projects")
+				}
+				return o.printProjects(cmd, ps...)
+			})
 		},
 	}
 	cmd.AddCommand(create, list)
@@ -104,44 +100,41 @@ func settingsCmd(o *options) *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("encode group access: %w", err)
 			}
-			c, err := o.client()
-			if err != nil {
-				return err
-			}
-			defer c.Close() //nolint:errcheck // closing a client cannot lose data
-			all, err := c.ListProjectSettings(cmd.Context())
-			if err != nil {
-				return o.explain(err, "list project settings")
-			}
-			var existing *ambientv1.ProjectSettings
-			for _, s := range all {
-				if s.GetProjectId() == project {
-					existing = s
-					break
+			return o.withClient(func(c *apiclient.Client) error {
+				all, err := c.ListProjectSettings(cmd.Context())
+				if err != nil {
+					return o.explain(err, "list project settings")
 				}
-			}
-			var out *ambientv1.ProjectSettings
-			if existing == nil {
-				req := &ambientv1.CreateProjectSettingsRequest{ProjectId: project, GroupAccess: proto.String(string(b))}
-				if repositories != "" {
-					req.Repositories = proto.String(repositories)
+				var existing *ambientv1.ProjectSettings
+				for _, s := range all {
+					if s.GetProjectId() == project {
+						existing = s
+						break
+					}
 				}
-				out, err = c.CreateProjectSettings(cmd.Context(), req)
-			} else {
-				req := &ambientv1.UpdateProjectSettingsRequest{Id: existing.GetMetadata().GetId(), GroupAccess: proto.String(string(b))}
-				if repositories != "" {
-					req.Repositories = proto.String(repositories)
+				var out *ambientv1.ProjectSettings
+				if existing == nil {
+					req := &ambientv1.CreateProjectSettingsRequest{ProjectId: project, GroupAccess: proto.String(string(b))}
+					if repositories != "" {
+						req.Repositories = proto.String(repositories)
+					}
+					out, err = c.CreateProjectSettings(cmd.Context(), req)
+				} else {
+					req := &ambientv1.UpdateProjectSettingsRequest{Id: existing.GetMetadata().GetId(), GroupAccess: proto.String(string(b))}
+					if repositories != "" {
+						req.Repositories = proto.String(repositories)
+					}
+					out, err = c.UpdateProjectSettings(cmd.Context(), req)
 				}
-				out, err = c.UpdateProjectSettings(cmd.Context(), req)
-			}
-			if err != nil {
-				return o.explain(err, fmt.Sprintf("set settings of project %q", project))
-			}
-			if o.output == "json" {
-				return printJSON(cmd.OutOrStdout(), out)
-			}
-			return printTable(cmd.OutOrStdout(), []string{"ID", "PROJECT", "GROUP ACCESS"},
-				[][]string{{out.GetMetadata().GetId(), out.GetProjectId(), out.GetGroupAccess()}})
+				if err != nil {
+					return o.explain(err, fmt.Sprintf("set settings of project %q", project))
+				}
+				if o.output == "json" {
+					return printJSON(cmd.OutOrStdout(), out)
+				}
+				return printTable(cmd.OutOrStdout(), []string{"ID", "PROJECT", "GROUP ACCESS"},
+					[][]string{{out.GetMetadata().GetId(), out.GetProjectId(), out.GetGroupAccess()}})
+			})
 		},
 	}
 	set.Flags().StringArrayVar(&access, "group-access", nil, "GROUP=ROLE (repeatable)")

@@ -130,6 +130,16 @@ func (o *options) client() (*apiclient.Client, error) {
 	return c, nil
 }
 
+// withClient runs fn with an API client closed afterwards.
+func (o *options) withClient(fn func(c *apiclient.Client) error) error {
+	c, err := o.client()
+	if err != nil {
+		return err
+	}
+	defer c.Close() //nolint:errcheck // closing a client cannot lose data
+	return fn(c)
+}
+
 // explain turns gRPC failures into messages that say what to do.
 func (o *options) explain(err error, what string) error {
 	if err == nil {

@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"strings"
 
-	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/ambient-code/control-plane/libs/apiclient"
+	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
 )
 
 func sessionsCmd(o *options) *cobra.Command {
@@ -53,16 +55,13 @@ func sessionsCreateCmd(o *options) *cobra.Command {
 			if req.EnvironmentVariables, err = kvJSON("--env", env); err != nil {
 				return err
 			}
-			c, err := o.client()
-			if err != nil {
-				return err
-			}
-			defer c.Close() //nolint:errcheck // closing a client cannot lose data
-			s, err := c.CreateSession(cmd.Context(), req)
-			if err != nil {
-				return o.explain(err, "create session")
-			}
-			return o.printSessions(cmd, s)
+			return o.withClient(func(c *apiclient.Client) error {
+				s, err := c.CreateSession(cmd.Context(), req)
+				if err != nil {
+					return o.explain(err, "create session")
+				}
+				return o.printSessions(cmd, s)
+			})
 		},
 	}
 	f := cmd.Flags()
@@ -103,22 +102,19 @@ func sessionsListCmd(o *options) *cobra.Command {
 		Short: "List sessions",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := o.client()
-			if err != nil {
-				return err
-			}
-			defer c.Close() //nolint:errcheck // closing a client cannot lose data
-			all, err := c.ListSessions(cmd.Context())
-			if err != nil {
-				return o.explain(err, "list sessions")
-			}
-			var out []*ambientv1.Session
-			for _, s := range all {
-				if project == "" || s.GetProjectId() == project {
-					out = append(out, s)
+			return o.withClient(func(c *apiclient.Client) error {
+				all, err := c.ListSessions(cmd.Context())
+				if err != nil {
+					return o.explain(err, "list sessions")
 				}
-			}
-			return o.printSessions(cmd, out...)
+				var out []*ambientv1.Session
+				for _, s := range all {
+					if project == "" || s.GetProjectId() == project {
+						out = append(out, s)
+					}
+				}
+				return o.printSessions(cmd, out...)
+			})
 		},
 	}
 	cmd.Flags().StringVarP(&project, "project", "p", "", "only sessions of this project")
@@ -131,16 +127,13 @@ func sessionsGetCmd(o *options) *cobra.Command {
 		Short: "Show one session in full (JSON)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := o.client()
-			if err != nil {
-				return err
-			}
-			defer c.Close() //nolint:errcheck // closing a client cannot lose data
-			s, err := c.GetSession(cmd.Context(), args[0])
-			if err != nil {
-				return o.explain(err, fmt.Sprintf("get session %q", args[0]))
-			}
-			return printJSON(cmd.OutOrStdout(), s)
+			return o.withClient(func(c *apiclient.Client) error {
+				s, err := c.GetSession(cmd.Context(), args[0])
+				if err != nil {
+					return o.explain(err, fmt.Sprintf("get session %q", args[0]))
+				}
+				return printJSON(cmd.OutOrStdout(), s)
+			})
 		},
 	}
 }
@@ -151,16 +144,13 @@ func sessionPhaseCmd(o *options, use, phase, short string) *cobra.Command {
 		Short: short,
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := o.client()
-			if err != nil {
-				return err
-			}
-			defer c.Close() //nolint:errcheck // closing a client cannot lose data
-			s, err := c.UpdateSessionStatus(cmd.Context(), &ambientv1.UpdateSessionStatusRequest{Id: args[0], Phase: proto.String(phase)})
-			if err != nil {
-				return o.explain(err, fmt.Sprintf("%s session %q", use, args[0]))
-			}
-			return o.printSessions(cmd, s)
+			return o.withClient(func(c *apiclient.Client) error {
+				s, err := c.UpdateSessionStatus(cmd.Context(), &ambientv1.UpdateSessionStatusRequest{Id: args[0], Phase: proto.String(phase)})
+				if err != nil {
+					return o.explain(err, fmt.Sprintf("%s session %q", use, args[0]))
+				}
+				return o.printSessions(cmd, s)
+			})
 		},
 	}
 }
@@ -171,21 +161,18 @@ func sessionsDeleteCmd(o *options) *cobra.Command {
 		Short: "Delete a session",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := o.client()
-			if err != nil {
+			return o.withClient(func(c *apiclient.Client) error {
+				// The API accepts deletes of unknown ids; check first so a typo
+				// is reported instead of silently succeeding.
+				if _, err := c.GetSession(cmd.Context(), args[0]); err != nil {
+					return o.explain(err, fmt.Sprintf("delete session %q", args[0]))
+				}
+				if err := c.DeleteSession(cmd.Context(), args[0]); err != nil {
+					return o.explain(err, fmt.Sprintf("delete session %q", args[0]))
+				}
+				_, err := fmt.Fprintf(cmd.OutOrStdout(), "session %s deleted\n", args[0])
 				return err
-			}
-			defer c.Close() //nolint:errcheck // closing a client cannot lose data
-			// The API accepts deletes of unknown ids; check first so a typo
-			// is reported instead of silently succeeding.
-			if _, err := c.GetSession(cmd.Context(), args[0]); err != nil {
-				return o.explain(err, fmt.Sprintf("delete session %q", args[0]))
-			}
-			if err := c.DeleteSession(cmd.Context(), args[0]); err != nil {
-				return o.explain(err, fmt.Sprintf("delete session %q", args[0]))
-			}
-			_, err = fmt.Fprintf(cmd.OutOrStdout(), "session %s deleted\n", args[0])
-			return err
+			})
 		},
 	}
 }
