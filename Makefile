@@ -70,9 +70,10 @@ bench: kube-binaries ## Run the benchmarks (BENCHTIME=1x by default; figures go 
 
 .PHONY: lint
 lint: ## gofmt, go vet and golangci-lint over every module.
-	@test -z "$$(gofmt -l $(MODULES))" || { gofmt -l $(MODULES); echo "gofmt: files above need formatting"; exit 1; }
+	@test -z "$$(gofmt -l $(MODULES) $(DEPLOY_MODULES))" || { gofmt -l $(MODULES) $(DEPLOY_MODULES); echo "gofmt: files above need formatting"; exit 1; }
 	go vet $(PKGS)
 	@for m in $(MODULES); do (cd $$m && go run github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION) run --config $(ROOT)/.golangci.yml ./...); done
+	@for m in $(DEPLOY_MODULES); do (cd $$m && GOWORK=off go vet ./... && GOWORK=off go run github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION) run --config $(ROOT)/.golangci.yml ./...); done
 
 .PHONY: fmt
 fmt: ## Format every Go file.

@@ -82,7 +82,6 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 			if svcs[i].stage != stage {
 				continue
 			}
-			i := i
 			g.Go(func() error {
 				defer close(dones[i])
 				return sups[i].run(gctx, out)

@@ -30,6 +30,7 @@ func feed[T events.APIObject, E any, PE interface {
 	watchEvent
 }](ctx context.Context, t testing.TB, js jetstream.JetStream, kv jetstream.KeyValue,
 	open func(context.Context) (grpc.ServerStreamingClient[E], error), list func(context.Context) ([]T, error), objOf func(PE) T) {
+	t.Helper()
 	cache := map[string]T{}
 	publish := func(typ eventsv1.EventType, obj, old T) {
 		ev := events.NewEvent(typ, obj, old, time.Now())

@@ -45,7 +45,7 @@ const reconcilerUser = "system:serviceaccount:ambient-code:kube-reconciler"
 
 var (
 	roleOnce sync.Once
-	roleErr  error
+	errRole  error
 	seq      atomic.Int64
 )
 
@@ -54,10 +54,10 @@ var (
 func restricted(t testing.TB) *rest.Config {
 	t.Helper()
 	roleOnce.Do(func() {
-		roleErr = kenv.BindReconcilerRole(context.Background(), "ambient-kube-reconciler", reconcilerUser)
+		errRole = kenv.BindReconcilerRole(context.Background(), "ambient-kube-reconciler", reconcilerUser)
 	})
-	if roleErr != nil {
-		t.Fatalf("bind reconciler role: %v", roleErr)
+	if errRole != nil {
+		t.Fatalf("bind reconciler role: %v", errRole)
 	}
 	return kenv.User(t, reconcilerUser)
 }

@@ -38,7 +38,7 @@ func (r *Reconciler) settings(ctx context.Context, ps *ambientv1.ProjectSettings
 	var want []spec.RoleBinding
 	result := metrics.ResultOK
 	if !deleted {
-		var rejected []spec.Rejection
+		var rejected []spec.RejectionError
 		want, rejected, err = spec.RoleBindings(ps, r.cfg.RoleAllowList)
 		if err != nil {
 			r.cfg.Metrics.Rejected.WithLabelValues("project_settings", "malformed_group_access").Inc()

@@ -22,8 +22,8 @@ type RoleBinding struct {
 	Role  string
 }
 
-// Rejection is a group_access entry that was not bound, with the reason.
-type Rejection struct {
+// RejectionError is a group_access entry that was not bound, with the reason.
+type RejectionError struct {
 	Index  int
 	Group  string
 	Role   string
@@ -31,7 +31,7 @@ type Rejection struct {
 }
 
 // Error renders r as a *FieldError naming the entry.
-func (r Rejection) Error() string {
+func (r RejectionError) Error() string {
 	return (&FieldError{Field: fmt.Sprintf("group_access[%d]", r.Index), Reason: r.Reason}).Error()
 }
 
@@ -52,7 +52,7 @@ func RoleBindingName(group, role string) string {
 // group_access value that is not a JSON list of {"group","role"} objects gives a
 // *FieldError and no bindings: the caller must then leave existing bindings
 // alone rather than prune everything on a typo.
-func RoleBindings(s *ambientv1.ProjectSettings, allowList []string) ([]RoleBinding, []Rejection, error) {
+func RoleBindings(s *ambientv1.ProjectSettings, allowList []string) ([]RoleBinding, []RejectionError, error) {
 	raw := strings.TrimSpace(s.GetGroupAccess())
 	if raw == "" || raw == "null" {
 		return nil, nil, nil
@@ -63,12 +63,12 @@ func RoleBindings(s *ambientv1.ProjectSettings, allowList []string) ([]RoleBindi
 	}
 	var (
 		out      []RoleBinding
-		rejected []Rejection
+		rejected []RejectionError
 		seen     = map[string]bool{}
 	)
 	for i, e := range entries {
 		reject := func(format string, args ...any) {
-			rejected = append(rejected, Rejection{Index: i, Group: clip(e.Group), Role: clip(e.Role), Reason: fmt.Sprintf(format, args...)})
+			rejected = append(rejected, RejectionError{Index: i, Group: clip(e.Group), Role: clip(e.Role), Reason: fmt.Sprintf(format, args...)})
 		}
 		switch {
 		case e.Group == "":
