@@ -58,60 +58,83 @@ func feed[T events.APIObject, E any, PE interface {
 			t.Errorf("feed: kv: %v", err)
 		}
 	}
+	type received struct {
+		ev  PE
+		err error
+	}
 	for ctx.Err() == nil {
-		stream, err := open(ctx)
-		if err != nil {
-			continue
-		}
-		items, err := list(ctx)
-		if err != nil {
-			continue
-		}
-		for _, o := range items {
-			id := o.GetMetadata().GetId()
-			old, known := cache[id]
-			switch {
-			case !known:
-				publish(eventsv1.EventType_EVENT_TYPE_ADDED, o, old)
-			case !proto.Equal(old, o):
-				publish(eventsv1.EventType_EVENT_TYPE_MODIFIED, o, old)
-			}
-			cache[id] = o
-		}
-		for {
-			raw, err := stream.Recv()
-			e := PE(raw)
+		func() {
+			sctx, cancel := context.WithCancel(ctx)
+			defer cancel() // ends the stream and its receiver on every exit
+			stream, err := open(sctx)
 			if err != nil {
-				if !errors.Is(err, io.EOF) && ctx.Err() == nil {
-					t.Logf("feed: watch ended: %v", err)
-				}
-				break
+				return
 			}
-			id := e.GetResourceId()
-			old, known := cache[id]
-			switch e.GetType() {
-			case ambientv1.EventType_EVENT_TYPE_DELETED:
-				if known {
-					publish(eventsv1.EventType_EVENT_TYPE_DELETED, old, old)
-					delete(cache, id)
+			// Receive apart from publishing, like the real informer: the API
+			// drops events for a reader that falls behind, and publishing each
+			// event (ack + KV write) is slower than a burst of creates. The
+			// buffer is far larger than any test's burst; the goroutine ends
+			// with the stream (ctx ends it).
+			recv := make(chan received, 1<<16)
+			go func() {
+				for {
+					raw, err := stream.Recv()
+					recv <- received{ev: PE(raw), err: err}
+					if err != nil {
+						return
+					}
 				}
-			default:
-				o := objOf(e)
-				if o.GetMetadata() == nil {
-					continue
+			}()
+			items, err := list(sctx)
+			if err != nil {
+				return
+			}
+			for _, o := range items {
+				id := o.GetMetadata().GetId()
+				old, known := cache[id]
+				switch {
+				case !known:
+					publish(eventsv1.EventType_EVENT_TYPE_ADDED, o, old)
+				case !proto.Equal(old, o):
+					publish(eventsv1.EventType_EVENT_TYPE_MODIFIED, o, old)
 				}
-				id = o.GetMetadata().GetId()
-				old, known = cache[id]
-				if known && proto.Equal(old, o) {
-					continue
-				}
-				typ := eventsv1.EventType_EVENT_TYPE_ADDED
-				if known {
-					typ = eventsv1.EventType_EVENT_TYPE_MODIFIED
-				}
-				publish(typ, o, old)
 				cache[id] = o
 			}
-		}
+			for {
+				r := <-recv
+				e, err := r.ev, r.err
+				if err != nil {
+					if !errors.Is(err, io.EOF) && ctx.Err() == nil {
+						t.Logf("feed: watch ended: %v", err)
+					}
+					return
+				}
+				id := e.GetResourceId()
+				old, known := cache[id]
+				switch e.GetType() {
+				case ambientv1.EventType_EVENT_TYPE_DELETED:
+					if known {
+						publish(eventsv1.EventType_EVENT_TYPE_DELETED, old, old)
+						delete(cache, id)
+					}
+				default:
+					o := objOf(e)
+					if o.GetMetadata() == nil {
+						continue
+					}
+					id = o.GetMetadata().GetId()
+					old, known = cache[id]
+					if known && proto.Equal(old, o) {
+						continue
+					}
+					typ := eventsv1.EventType_EVENT_TYPE_ADDED
+					if known {
+						typ = eventsv1.EventType_EVENT_TYPE_MODIFIED
+					}
+					publish(typ, o, old)
+					cache[id] = o
+				}
+			}
+		}()
 	}
 }
