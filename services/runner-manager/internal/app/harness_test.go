@@ -70,14 +70,24 @@ func (w *world) startInformer() {
 	}
 	done := make(chan struct{})
 	t.Cleanup(func() { cancel(); <-done })
-	go func() { // owned by the test (cleanup above); ends when the watch ends
-		defer close(done)
-		last := map[string]*ambientv1.Session{}
+	// Receive apart from publishing, like the real informer: the API drops
+	// events for a reader that falls behind. The buffer is far larger than
+	// any test's burst.
+	recv := make(chan *ambientv1.SessionWatchEvent, 1<<16)
+	go func() { // owned by the test; ends when the watch ends (cleanup cancels it)
+		defer close(recv)
 		for {
 			we, err := stream.Recv()
 			if err != nil {
 				return
 			}
+			recv <- we
+		}
+	}()
+	go func() { // owned by the test (cleanup above); ends when the watch ends
+		defer close(done)
+		last := map[string]*ambientv1.Session{}
+		for we := range recv {
 			var ev *eventsv1.ResourceEvent
 			switch we.GetType() {
 			case ambientv1.EventType_EVENT_TYPE_CREATED:
