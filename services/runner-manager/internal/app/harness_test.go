@@ -160,7 +160,7 @@ func (s *syncBuffer) String() string {
 func (w *world) start(member string, ports int, extra ...string) *service {
 	t := w.t
 	t.Helper()
-	low, high := freeRange(t, ports)
+	low, high := testenv.FreePortRange(t, ports)
 	metrics, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -265,36 +265,6 @@ func (w *world) waitAll(ids []string, phase string, d time.Duration) {
 
 func (w *world) record(id string) (registry.Record, error) {
 	return registry.Get(w.t.Context(), w.runners, id)
-}
-
-// freeRange returns n consecutive ports that were free a moment ago.
-func freeRange(t testing.TB, n int) (int, int) {
-	t.Helper()
-	for range 100 {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		low := ln.Addr().(*net.TCPAddr).Port
-		ln.Close()
-		if low+n-1 > 65535 {
-			continue
-		}
-		ok := true
-		for p := low; p < low+n && ok; p++ {
-			l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
-			if err != nil {
-				ok = false
-				continue
-			}
-			l.Close()
-		}
-		if ok {
-			return low, low + n - 1
-		}
-	}
-	t.Fatal("no free port range")
-	return 0, 0
 }
 
 // runnerPIDs lists live demo runner processes whose working directory is

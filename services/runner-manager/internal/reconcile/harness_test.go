@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -113,7 +112,7 @@ func (e *env) replica(o replicaOpts) *replica {
 	if o.hostEnv == nil {
 		o.hostEnv = []string{"PATH=" + os.Getenv("PATH"), "HOME=/nonexistent", "SECRET_TOKEN=s3cret", "GITHUB_TOKEN=gh", "LD_PRELOAD=x"}
 	}
-	low, high := freeRange(t, o.ports)
+	low, high := testenv.FreePortRange(t, o.ports)
 	pool, err := runner.NewPool(low, high, "")
 	if err != nil {
 		t.Fatal(err)
@@ -175,36 +174,6 @@ func (w testWriter) Write(p []byte) (int, error) {
 		w.t.Log(strings.TrimRight(string(p), "\n"))
 	}
 	return len(p), nil
-}
-
-// freeRange returns n consecutive ports that were free a moment ago.
-func freeRange(t *testing.T, n int) (int, int) {
-	t.Helper()
-	for range 100 {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		low := ln.Addr().(*net.TCPAddr).Port
-		ln.Close()
-		if low+n-1 > 65535 {
-			continue
-		}
-		ok := true
-		for p := low; p < low+n && ok; p++ {
-			l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
-			if err != nil {
-				ok = false
-				continue
-			}
-			l.Close()
-		}
-		if ok {
-			return low, low + n - 1
-		}
-	}
-	t.Fatal("no free port range")
-	return 0, 0
 }
 
 type sessionOpt func(*ambientv1.CreateSessionRequest)

@@ -128,39 +128,9 @@ func TestSlug(t *testing.T) {
 	}
 }
 
-// freeRange returns n consecutive ports that were free a moment ago.
-func freeRange(t *testing.T, n int) (int, int) {
-	t.Helper()
-	for range 50 {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		low := ln.Addr().(*net.TCPAddr).Port
-		ln.Close()
-		if low+n-1 > 65535 {
-			continue
-		}
-		ok := true
-		for p := low; p < low+n; p++ {
-			l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
-			if err != nil {
-				ok = false
-				break
-			}
-			l.Close()
-		}
-		if ok {
-			return low, low + n - 1
-		}
-	}
-	t.Fatal("no free port range")
-	return 0, 0
-}
-
 func TestPoolSkipsBusyAndExhausts(t *testing.T) {
 	t.Parallel()
-	low, high := freeRange(t, 3)
+	low, high := testenv.FreePortRange(t, 3)
 	busy, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(low+1)))
 	if err != nil {
 		t.Fatal(err)
@@ -195,7 +165,7 @@ func TestPoolSkipsBusyAndExhausts(t *testing.T) {
 
 func newManager(t *testing.T, cmd []string, max, ports int) *Manager {
 	t.Helper()
-	low, high := freeRange(t, ports)
+	low, high := testenv.FreePortRange(t, ports)
 	pool, err := NewPool(low, high, "")
 	if err != nil {
 		t.Fatal(err)

@@ -1,0 +1,21 @@
+package testenv
+
+import (
+	"net"
+	"strconv"
+	"testing"
+)
+
+func TestFreePortRange(t *testing.T) {
+	low, high := FreePortRange(t, 5)
+	if high-low != 4 {
+		t.Fatalf("range %d-%d, want 5 ports", low, high)
+	}
+	for p := low; p <= high; p++ {
+		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
+		if err != nil {
+			t.Fatalf("port %d of %d-%d not free: %v", p, low, high, err)
+		}
+		_ = l.Close()
+	}
+}
