@@ -14,6 +14,7 @@ import (
 	"github.com/ambient-code/control-plane/libs/bus"
 	"github.com/ambient-code/control-plane/libs/envconfig"
 	"github.com/ambient-code/control-plane/libs/events"
+	"github.com/ambient-code/control-plane/libs/group"
 )
 
 // Environment variables read by FromEnv.
@@ -121,13 +122,13 @@ func Load(lookup envconfig.LookupFunc) (Config, error) {
 	if !validPrefix(c.SubjectPrefix) {
 		bad(EnvSubjectPrefix, `dot-separated subject tokens without "*", ">" or spaces`, c.SubjectPrefix)
 	}
-	if !validName(c.Stream) {
+	if !group.ValidName(c.Stream) {
 		bad(EnvEventsStream, `a stream name of letters, digits, "-" and "_"`, c.Stream)
 	}
-	if !validName(c.ObjectsBucket) {
+	if !group.ValidName(c.ObjectsBucket) {
 		bad(EnvObjectsBucket, `a bucket name of letters, digits, "-" and "_"`, c.ObjectsBucket)
 	}
-	if !validName(c.LeaseKey) {
+	if !group.ValidName(c.LeaseKey) {
 		bad(EnvLeaseKey, `a key of letters, digits, "-" and "_"`, c.LeaseKey)
 	}
 	// The live stream captures exactly the live prefix: mixing one with the
@@ -181,16 +182,4 @@ func validPrefix(s string) bool {
 		return false
 	}
 	return !strings.ContainsAny(s, "*> \t\r\n")
-}
-
-func validName(s string) bool {
-	if s == "" {
-		return false
-	}
-	for _, r := range s {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
-			return false
-		}
-	}
-	return true
 }
