@@ -11,6 +11,9 @@ func TestFreePortRange(t *testing.T) {
 	if high-low != 4 {
 		t.Fatalf("range %d-%d, want 5 ports", low, high)
 	}
+	if high >= ephemeralLow() {
+		t.Fatalf("range %d-%d reaches the ephemeral ports (from %d)", low, high, ephemeralLow())
+	}
 	for p := low; p <= high; p++ {
 		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
 		if err != nil {

@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -204,8 +203,10 @@ func TestFullFlow(t *testing.T) {
 		s.rest(http.MethodPatch, "/projects/e2e", map[string]any{"description": "changed while the informer was down"})
 
 		testenv.Eventually(t, 30*time.Second, func() error {
-			if s.pid("informer") == informerPID || s.pid("runner-manager") == managerPID {
-				return errors.New("services not restarted yet")
+			for name, old := range map[string]int{"informer": informerPID, "runner-manager": managerPID} {
+				if pid, err := s.pidOf(name); err != nil || pid == old {
+					return fmt.Errorf("%s not restarted yet (%v)", name, err)
+				}
 			}
 			return nil
 		})

@@ -6,8 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -54,44 +52,22 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
+// freePort is one port below the ephemeral range (see
+// testenv.FreePortRange), so no outgoing connection takes it before the
+// stack binds it.
 func freePort(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close() //nolint:errcheck // probe
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-// freeBase finds base such that base+1..base+5 are free (the services'
-// health/metrics ports).
-func freeBase(t *testing.T) int {
-	t.Helper()
-	for range 100 {
-		base := 20000 + rand.IntN(20000)
-		ok := true
-		for i := 1; i <= 5 && ok; i++ {
-			l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(base+i))
-			if err != nil {
-				ok = false
-				continue
-			}
-			_ = l.Close() //nolint:errcheck // probe
-		}
-		if ok {
-			return base
-		}
-	}
-	t.Fatal("no free port block")
-	return 0
+	p, _ := testenv.FreePortRange(t, 1)
+	return p
 }
 
 func startStack(t *testing.T) *stack {
 	t.Helper()
 	s := &stack{t: t, out: &syncBuffer{}, stateDir: t.TempDir(),
-		natsPort: freePort(t), grpcPort: freePort(t), restPort: freePort(t), proxyPort: freePort(t), base: freeBase(t)}
-	lo := 30000 + rand.IntN(20000)
+		natsPort: freePort(t), grpcPort: freePort(t), restPort: freePort(t), proxyPort: freePort(t)}
+	// base+1..base+5 are the services' health/metrics ports.
+	s.base, _ = testenv.FreePortRange(t, 6)
+	lo, _ := testenv.FreePortRange(t, 50)
 	s.cmd = exec.Command(filepath.Join(binDir, "devstack"),
 		"--bin-dir", binDir, "--state-dir", s.stateDir, "--token", token,
 		"--nats-port", strconv.Itoa(s.natsPort), "--api-grpc-port", strconv.Itoa(s.grpcPort),
@@ -216,15 +192,26 @@ func (s *stack) ambientctl(args ...string) (string, error) {
 // pid reads the pid file devstack keeps for a service.
 func (s *stack) pid(name string) int {
 	s.t.Helper()
-	b, err := os.ReadFile(filepath.Join(s.stateDir, "run", name+".pid"))
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	n, err := s.pidOf(name)
 	if err != nil {
 		s.t.Fatal(err)
 	}
 	return n
+}
+
+// pidOf reads the pid devstack wrote for the service; safe inside
+// Eventually (it reports, never fails the test).
+func (s *stack) pidOf(name string) (int, error) {
+	path := filepath.Join(s.stateDir, "run", name+".pid")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, err
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		return 0, fmt.Errorf("pid file %s: %w", path, err)
+	}
+	return n, nil
 }
 
 // runnerPIDs lists live processes whose environment has SESSION_ID=id: the

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -51,7 +50,7 @@ type member struct {
 // fails.
 func startMember(t *testing.T, natsURL, name, memberPartitions string) *member {
 	t.Helper()
-	addr := freeAddr(t)
+	addr := testenv.FreeAddr(t)
 	cmd := exec.Command(tallyBin)
 	// An explicit environment: nothing from the test's own (e.g. an OTLP
 	// endpoint) leaks into the member.
@@ -162,23 +161,6 @@ func (m *member) get(ctx context.Context, path string, v *tally.Snapshot) (int, 
 		}
 	}
 	return resp.StatusCode, nil
-}
-
-// freeAddr returns a loopback address with a port the kernel just handed
-// out. event-tally does not report the address it listens on, so the port
-// is picked here and passed as METRICS_ADDR; startMember reports the rare
-// case of it being taken in between as the process exiting early.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	if err := l.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return addr
 }
 
 // syncBuffer collects a process's output; written by exec's copier

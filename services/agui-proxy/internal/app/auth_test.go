@@ -137,7 +137,7 @@ func TestBinaryServesAndStops(t *testing.T) {
 	e := newEnv(t)
 	r := startRunner(t, "s-bin")
 	e.register(t, r.endpoint(t, "s-bin"))
-	addr, metrics := freeAddr(t), freeAddr(t)
+	addr, metrics := testenv.FreeAddr(t), testenv.FreeAddr(t)
 	cmd := exec.Command(proxyBin)
 	cmd.Env = []string{"LOCAL_PROXY_ADDR=" + addr, "METRICS_ADDR=" + metrics, "NATS_URL=" + e.nats.ClientURL(), "LOG_LEVEL=debug"}
 	var stderr bytes.Buffer

@@ -339,15 +339,3 @@ func words(n int) string {
 func errorf(format string, args ...any) error { return fmt.Errorf(format, args...) }
 
 func parseURL(s string) (*url.URL, error) { return url.Parse(s) }
-
-// freeAddr returns a loopback address that was free a moment ago (for the
-// binary, which takes its address from the environment).
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}

@@ -60,9 +60,8 @@ func (s *supervised) start() error {
 	s.mu.Lock()
 	s.cmd = cmd
 	s.mu.Unlock()
-	pidFile := filepath.Join(s.pidDir, s.svc.name+".pid")
-	if err := os.WriteFile(pidFile, []byte(strconv.Itoa(cmd.Process.Pid)+"\n"), 0o600); err != nil {
-		return fmt.Errorf("write %s: %w", pidFile, err)
+	if err := writePIDFile(filepath.Join(s.pidDir, s.svc.name+".pid"), cmd.Process.Pid); err != nil {
+		return err
 	}
 	s.once.Do(func() { close(s.started) })
 	return nil
@@ -125,4 +124,17 @@ func exitText(err error) string {
 		return "exit status 0"
 	}
 	return err.Error()
+}
+
+// writePIDFile replaces path atomically (temp file + rename): a reader
+// during a restart sees the old pid or the new one, never an empty file.
+func writePIDFile(path string, pid int) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(strconv.Itoa(pid)+"\n"), 0o600); err != nil {
+		return fmt.Errorf("write %s: %w", tmp, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("replace %s: %w", path, err)
+	}
+	return nil
 }

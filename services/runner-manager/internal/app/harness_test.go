@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -161,12 +160,7 @@ func (w *world) start(member string, ports int, extra ...string) *service {
 	t := w.t
 	t.Helper()
 	low, high := testenv.FreePortRange(t, ports)
-	metrics, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	metricsAddr := metrics.Addr().String()
-	metrics.Close()
+	metricsAddr := testenv.FreeAddr(t)
 	root := t.TempDir()
 	env := []string{
 		"PATH=" + os.Getenv("PATH"), "HOME=" + root,
