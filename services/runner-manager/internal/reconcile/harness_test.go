@@ -239,6 +239,20 @@ func (e *env) waitPhase(id, phase string, d time.Duration) *ambientv1.Session {
 	return s
 }
 
+// startRunning hands rp the ADDED event of s, waits for Running and
+// returns the runner's registry record.
+func (e *env) startRunning(rp *replica, s *ambientv1.Session) registry.Record {
+	e.t.Helper()
+	id := s.GetMetadata().GetId()
+	e.handle(rp, added, s)
+	e.waitPhase(id, PhaseRunning, 3*time.Second)
+	rec, err := registry.Get(e.t.Context(), e.runners, id)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return rec
+}
+
 func (e *env) waitNoClaim(id string) {
 	e.t.Helper()
 	testenv.Eventually(e.t, 5*time.Second, func() error {

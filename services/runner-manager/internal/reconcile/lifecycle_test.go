@@ -127,12 +127,7 @@ func TestStopping(t *testing.T) {
 			rp := e.replica(replicaOpts{command: tc.command(""), grace: 500 * time.Millisecond, max: 1})
 			s := e.create("stop me")
 			id := s.GetMetadata().GetId()
-			e.handle(rp, added, s)
-			e.waitPhase(id, PhaseRunning, 3*time.Second)
-			rec, err := registry.Get(t.Context(), e.runners, id)
-			if err != nil {
-				t.Fatal(err)
-			}
+			rec := e.startRunning(rp, s)
 			start := time.Now()
 			e.handle(rp, modified, e.setPhase(id, PhaseStopping))
 			got := e.waitPhase(id, PhaseStopped, 5*time.Second)
@@ -403,12 +398,7 @@ func TestDeleted(t *testing.T) {
 	rp := e.replica(replicaOpts{})
 	s := e.create("bye")
 	id := s.GetMetadata().GetId()
-	e.handle(rp, added, s)
-	e.waitPhase(id, PhaseRunning, 3*time.Second)
-	rec, err := registry.Get(t.Context(), e.runners, id)
-	if err != nil {
-		t.Fatal(err)
-	}
+	rec := e.startRunning(rp, s)
 	if err := e.client.DeleteSession(t.Context(), id); err != nil {
 		t.Fatal(err)
 	}
@@ -471,28 +461,24 @@ func TestPhaseWriteRetriedAfterOutage(t *testing.T) {
 // replica, the resync finds it.
 func TestDeselectedSessionLosesRunner(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
 	local := func(r *ambientv1.CreateSessionRequest) { r.Labels = proto.String(`{"executor":"local"}`) }
-	relabel := func(id string) *ambientv1.Session {
-		s, err := e.client.UpdateSession(t.Context(), &ambientv1.UpdateSessionRequest{Id: id, Labels: proto.String(`{"executor":"kube"}`)})
+	relabel := func(e *env, id string) *ambientv1.Session {
+		s, err := e.client.UpdateSession(e.t.Context(), &ambientv1.UpdateSessionRequest{Id: id, Labels: proto.String(`{"executor":"kube"}`)})
 		if err != nil {
-			t.Fatal(err)
+			e.t.Fatal(err)
 		}
 		return s
 	}
 	sel := Selector{Projects: []string{"*"}, Label: "executor=local"}
 
 	t.Run("event", func(t *testing.T) {
-		rp := e.replica(replicaOpts{member: "rm-event", selector: sel})
+		t.Parallel()
+		e := newEnv(t)
+		rp := e.replica(replicaOpts{selector: sel})
 		s := e.create("moves", local)
 		id := s.GetMetadata().GetId()
-		e.handle(rp, added, s)
-		e.waitPhase(id, PhaseRunning, 3*time.Second)
-		rec, err := registry.Get(t.Context(), e.runners, id)
-		if err != nil {
-			t.Fatal(err)
-		}
-		e.handle(rp, modified, relabel(id))
+		rec := e.startRunning(rp, s)
+		e.handle(rp, modified, relabel(e, id))
 		e.waitNoClaim(id)
 		testenv.Eventually(t, 5*time.Second, func() error {
 			if pidAlive(rec.PID) {
@@ -506,12 +492,13 @@ func TestDeselectedSessionLosesRunner(t *testing.T) {
 	})
 
 	t.Run("resync", func(t *testing.T) {
-		rp := e.replica(replicaOpts{member: "rm-resync", selector: sel, resync: 200 * time.Millisecond})
+		t.Parallel()
+		e := newEnv(t)
+		rp := e.replica(replicaOpts{selector: sel, resync: 200 * time.Millisecond})
 		s := e.create("moves quietly", local)
 		id := s.GetMetadata().GetId()
-		e.handle(rp, added, s)
-		e.waitPhase(id, PhaseRunning, 3*time.Second)
-		relabel(id) // no event reaches the replica
+		e.startRunning(rp, s)
+		relabel(e, id) // no event reaches the replica
 		e.waitNoClaim(id)
 	})
 }

@@ -316,26 +316,22 @@ func (r *Reconciler) resync(ctx context.Context) {
 		}
 		id := s.GetMetadata().GetId()
 		p := s.GetPhase()
-		if !r.cfg.Selector.Match(s) && r.localRun(id) != nil {
-			// Deselected while no event reached this replica (the
-			// partition owner may be a peer): stop the runner here.
-			unlock := r.locks.lock(id)
-			err := r.deselect(ctx, r.log.With(slog.String(logkey.SessionID, id)), id, p)
-			unlock()
-			if err != nil && !errors.Is(err, ErrShuttingDown) {
-				r.log.Warn("resync: deselect session", slog.String(logkey.SessionID, id), slog.String(logkey.Err, err.Error()))
-			}
-			continue
-		}
-		if !r.cfg.Selector.Match(s) || r.localRun(id) != nil ||
-			(p != "" && p != PhasePending && p != PhaseCreating && p != PhaseRunning) {
+		selected, runsHere := r.cfg.Selector.Match(s), r.localRun(id) != nil
+		// Deselected while no event reached this replica (the partition
+		// owner may be a peer): the runner here goes.
+		deselected := !selected && runsHere
+		if !deselected && (!selected || runsHere ||
+			(p != "" && p != PhasePending && p != PhaseCreating && p != PhaseRunning)) {
 			continue
 		}
 		log := r.log.With(slog.String(logkey.SessionID, id))
 		unlock := r.locks.lock(id)
-		if p == PhaseCreating || p == PhaseRunning {
+		switch {
+		case deselected:
+			err = r.deselect(ctx, log, id, p)
+		case p == PhaseCreating || p == PhaseRunning:
 			err = r.checkAlive(ctx, log, id)
-		} else {
+		default:
 			err = r.ensureRunning(ctx, log, id, 2, time.Time{})
 		}
 		unlock()

@@ -139,12 +139,7 @@ func TestLostClaimKillsLocalRunner(t *testing.T) {
 	rp := e.replica(replicaOpts{})
 	s := e.create("stolen")
 	id := s.GetMetadata().GetId()
-	e.handle(rp, added, s)
-	e.waitPhase(id, PhaseRunning, 3*time.Second)
-	rec, err := registry.Get(t.Context(), e.runners, id)
-	if err != nil {
-		t.Fatal(err)
-	}
+	rec := e.startRunning(rp, s)
 	// The thief is a live replica (it heartbeats), so nobody takes it back.
 	thiefMember, err := claim.NewMembers(e.members, "thief", 2*time.Second, slog.New(slog.DiscardHandler))
 	if err != nil {
