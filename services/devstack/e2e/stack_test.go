@@ -52,22 +52,17 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-// freePort is one port below the ephemeral range (see
-// testenv.FreePortRange), so no outgoing connection takes it before the
-// stack binds it.
-func freePort(t *testing.T) int {
-	t.Helper()
-	p, _ := testenv.FreePortRange(t, 1)
-	return p
-}
-
 func startStack(t *testing.T) *stack {
 	t.Helper()
+	// Every port of the stack from one block below the ephemeral range
+	// (testenv.FreePortRange), so no two of them coincide and no outgoing
+	// connection takes one first: NATS, API gRPC, API REST, proxy, then
+	// base..base+5 (the services' health/metrics ports are base+1..base+5),
+	// then 50 runner ports.
+	p, _ := testenv.FreePortRange(t, 4+6+50)
 	s := &stack{t: t, out: &syncBuffer{}, stateDir: t.TempDir(),
-		natsPort: freePort(t), grpcPort: freePort(t), restPort: freePort(t), proxyPort: freePort(t)}
-	// base+1..base+5 are the services' health/metrics ports.
-	s.base, _ = testenv.FreePortRange(t, 6)
-	lo, _ := testenv.FreePortRange(t, 50)
+		natsPort: p, grpcPort: p + 1, restPort: p + 2, proxyPort: p + 3, base: p + 4}
+	lo := p + 10
 	s.cmd = exec.Command(filepath.Join(binDir, "devstack"),
 		"--bin-dir", binDir, "--state-dir", s.stateDir, "--token", token,
 		"--nats-port", strconv.Itoa(s.natsPort), "--api-grpc-port", strconv.Itoa(s.grpcPort),

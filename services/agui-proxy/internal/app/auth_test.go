@@ -5,17 +5,18 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/ambient-code/control-plane/libs/testenv"
-
 	"github.com/ambient-code/control-plane/services/agui-proxy/internal/auth"
 	"github.com/ambient-code/control-plane/services/agui-proxy/internal/auth/authtest"
 )
@@ -137,7 +138,10 @@ func TestBinaryServesAndStops(t *testing.T) {
 	e := newEnv(t)
 	r := startRunner(t, "s-bin")
 	e.register(t, r.endpoint(t, "s-bin"))
-	addr, metrics := testenv.FreeAddr(t), testenv.FreeAddr(t)
+	// Two ports of one block, so they never coincide.
+	port, _ := testenv.FreePortRange(t, 2)
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	metrics := net.JoinHostPort("127.0.0.1", strconv.Itoa(port+1))
 	cmd := exec.Command(proxyBin)
 	cmd.Env = []string{"LOCAL_PROXY_ADDR=" + addr, "METRICS_ADDR=" + metrics, "NATS_URL=" + e.nats.ClientURL(), "LOG_LEVEL=debug"}
 	var stderr bytes.Buffer

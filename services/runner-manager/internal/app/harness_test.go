@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -159,8 +160,11 @@ func (s *syncBuffer) String() string {
 func (w *world) start(member string, ports int, extra ...string) *service {
 	t := w.t
 	t.Helper()
-	low, high := testenv.FreePortRange(t, ports)
-	metricsAddr := testenv.FreeAddr(t)
+	// One block, so the metrics port never lands among the runner ports:
+	// the metrics port first, then the runner ports.
+	metricsPort, high := testenv.FreePortRange(t, 1+ports)
+	low := metricsPort + 1
+	metricsAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(metricsPort))
 	root := t.TempDir()
 	env := []string{
 		"PATH=" + os.Getenv("PATH"), "HOME=" + root,
