@@ -201,3 +201,31 @@ func FuzzParseIntSet(f *testing.F) {
 		}
 	})
 }
+
+func TestLoaderURLList(t *testing.T) {
+	l := New(Map(map[string]string{
+		"GOOD":      "nats://a:4222, tls://b:4222",
+		"BADSCHEME": "nats://a:4222,http://b:80",
+		"NOHOST":    "nats://",
+	}))
+	if got := l.URLList("GOOD", "def", "nats", "tls"); got != "nats://a:4222, tls://b:4222" {
+		t.Errorf("URLList(GOOD) = %q", got)
+	}
+	if got := l.URLList("UNSET", "nats://d:4222", "nats"); got != "nats://d:4222" {
+		t.Errorf("URLList(UNSET) = %q, want the default", got)
+	}
+	if l.Err() != nil {
+		t.Fatalf("Err() = %v after valid values", l.Err())
+	}
+	for _, name := range []string{"BADSCHEME", "NOHOST"} {
+		if got := l.URLList(name, "def", "nats", "tls"); got != "def" {
+			t.Errorf("URLList(%s) = %q, want the default", name, got)
+		}
+	}
+	err := l.Err()
+	for _, name := range []string{"BADSCHEME", "NOHOST"} {
+		if err == nil || !strings.Contains(err.Error(), name) {
+			t.Errorf("Err() = %v, want it to name %s", err, name)
+		}
+	}
+}

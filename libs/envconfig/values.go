@@ -119,16 +119,22 @@ func (l *Loader) URL(name, def string, schemes ...string) *url.URL {
 	if len(schemes) > 0 {
 		want = fmt.Sprintf("an absolute URL with scheme %s", strings.Join(schemes, "|"))
 	}
-	u, err := url.Parse(v)
-	if err != nil {
-		l.invalid(name, want, v, nil)
-		return nil
-	}
-	if u.Scheme == "" || u.Host == "" || (len(schemes) > 0 && !slices.Contains(schemes, u.Scheme)) {
+	u, ok := absoluteURL(v, schemes)
+	if !ok {
 		l.invalid(name, want, v, nil)
 		return nil
 	}
 	return u
+}
+
+// absoluteURL parses raw as an absolute URL with a host whose scheme, when
+// schemes are given, is one of them.
+func absoluteURL(raw string, schemes []string) (*url.URL, bool) {
+	u, err := url.Parse(raw)
+	if err != nil || u.Scheme == "" || u.Host == "" || (len(schemes) > 0 && !slices.Contains(schemes, u.Scheme)) {
+		return nil, false
+	}
+	return u, true
 }
 
 // URLList checks comma-separated absolute URLs with a host (a NATS server
@@ -145,8 +151,7 @@ func (l *Loader) URLList(name, def string, schemes ...string) string {
 		want = fmt.Sprintf("comma-separated URLs with scheme %s", strings.Join(schemes, "|"))
 	}
 	for item := range strings.SplitSeq(v, ",") {
-		u, err := url.Parse(strings.TrimSpace(item))
-		if err != nil || u.Scheme == "" || u.Host == "" || (len(schemes) > 0 && !slices.Contains(schemes, u.Scheme)) {
+		if _, ok := absoluteURL(strings.TrimSpace(item), schemes); !ok {
 			l.invalid(name, want, v, nil)
 			return def
 		}
