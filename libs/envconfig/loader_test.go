@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -300,5 +301,50 @@ func TestRedacted(t *testing.T) {
 	}
 	if got := Redacted("").String(); got != "" {
 		t.Errorf("empty Redacted String() = %q, want empty", got)
+	}
+}
+
+func TestLoaderIntSet(t *testing.T) {
+	l := New(Map(map[string]string{"GOOD": "0-2,7", "BAD": "0-99"}))
+	if got := l.IntSet("GOOD", 16); !slices.Equal(got, []int{0, 1, 2, 7}) {
+		t.Errorf("IntSet(GOOD) = %v", got)
+	}
+	if got := l.IntSet("UNSET", 16); got != nil {
+		t.Errorf("IntSet(UNSET) = %v, want nil", got)
+	}
+	if got := l.IntSet("BAD", 16); got != nil {
+		t.Errorf("IntSet(BAD) = %v, want nil", got)
+	}
+	var ve *VarError
+	if err := l.Err(); !errors.As(err, &ve) || ve.Name != "BAD" {
+		t.Fatalf("Err() = %v, want a VarError naming BAD", err)
+	}
+}
+
+func TestLoaderURLList(t *testing.T) {
+	l := New(Map(map[string]string{
+		"GOOD":      "nats://a:4222, tls://b:4222",
+		"BADSCHEME": "nats://a:4222,http://b:80",
+		"NOHOST":    "nats://",
+	}))
+	if got := l.URLList("GOOD", "def", "nats", "tls"); got != "nats://a:4222, tls://b:4222" {
+		t.Errorf("URLList(GOOD) = %q", got)
+	}
+	if got := l.URLList("UNSET", "nats://d:4222", "nats"); got != "nats://d:4222" {
+		t.Errorf("URLList(UNSET) = %q, want the default", got)
+	}
+	if l.Err() != nil {
+		t.Fatalf("Err() = %v after valid values", l.Err())
+	}
+	for _, name := range []string{"BADSCHEME", "NOHOST"} {
+		if got := l.URLList(name, "def", "nats", "tls"); got != "def" {
+			t.Errorf("URLList(%s) = %q, want the default", name, got)
+		}
+	}
+	err := l.Err()
+	for _, name := range []string{"BADSCHEME", "NOHOST"} {
+		if err == nil || !strings.Contains(err.Error(), name) {
+			t.Errorf("Err() = %v, want it to name %s", err, name)
+		}
 	}
 }
