@@ -184,4 +184,3 @@ func FuzzParseIntSet(f *testing.F) {
 		}
 	})
 }
-
