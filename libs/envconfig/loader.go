@@ -76,6 +76,13 @@ func (l *Loader) trimmed(name string) (string, bool) {
 	return v, v != ""
 }
 
+// Invalid records that the variable's value got does not have the form
+// want, for checks no getter makes (a value derived from several sources).
+// cause may be nil.
+func (l *Loader) Invalid(name, want, got string, cause error) {
+	l.invalid(name, want, got, cause)
+}
+
 func (l *Loader) invalid(name, want, got string, cause error) {
 	l.errs = append(l.errs, &VarError{Name: name, Want: want, Got: got, Cause: cause})
 }

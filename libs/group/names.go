@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"os"
 	"strings"
+
+	"github.com/ambient-code/control-plane/libs/envconfig"
 )
 
 // ValidName reports whether s can name a group, a member, a stream or a KV
@@ -13,16 +15,24 @@ func ValidName(s string) bool { return nameRE.MatchString(s) }
 // MemberIDForm describes a valid member name, for configuration errors.
 const MemberIDForm = `letters, digits, "-" and "_", starting with a letter or digit (default: the host name)`
 
-// ResolveMemberID returns id when it is a valid member name, or the default
-// from MemberIDFromHost when id is empty.
-func ResolveMemberID(id string) (string, error) {
+// LoadMemberID reads the member id variable name through l: its value
+// when it is a valid member name, the host-derived default
+// (MemberIDFromHost) when it is unset. A bad value or a host name that
+// yields no id is recorded in l, naming the variable.
+func LoadMemberID(l *envconfig.Loader, name string) string {
+	id := l.String(name, "")
 	if id == "" {
-		return MemberIDFromHost()
+		host, err := MemberIDFromHost()
+		if err != nil {
+			l.Invalid(name, MemberIDForm, "", err)
+		}
+		return host
 	}
 	if !ValidName(id) {
-		return "", fmt.Errorf("member id %q: want %s", id, MemberIDForm)
+		l.Invalid(name, MemberIDForm, id, nil)
+		return ""
 	}
-	return id, nil
+	return id
 }
 
 // MemberIDFromHost returns the host name (the pod name in Kubernetes) made

@@ -1,6 +1,11 @@
 package group
 
-import "testing"
+import (
+	"errors"
+	"testing"
+
+	"github.com/ambient-code/control-plane/libs/envconfig"
+)
 
 func TestMemberIDFrom(t *testing.T) {
 	tests := []struct{ in, want string }{
@@ -32,14 +37,22 @@ func FuzzMemberIDFrom(f *testing.F) {
 	})
 }
 
-func TestResolveMemberID(t *testing.T) {
-	if id, err := ResolveMemberID("rm-1"); err != nil || id != "rm-1" {
-		t.Errorf("ResolveMemberID(rm-1) = %q, %v", id, err)
+func TestLoadMemberID(t *testing.T) {
+	l := envconfig.New(envconfig.Map(map[string]string{"GOOD": "rm-1", "BAD": "a.b"}))
+	if id := LoadMemberID(l, "GOOD"); id != "rm-1" {
+		t.Errorf("LoadMemberID(GOOD) = %q", id)
 	}
-	if _, err := ResolveMemberID("a.b"); err == nil {
-		t.Error("ResolveMemberID(a.b): no error")
+	if id := LoadMemberID(l, "UNSET"); !ValidName(id) {
+		t.Errorf("LoadMemberID(UNSET) = %q; want a valid name from the host name", id)
 	}
-	if id, err := ResolveMemberID(""); err != nil || !ValidName(id) {
-		t.Errorf("ResolveMemberID(\"\") = %q, %v; want a valid name from the host name", id, err)
+	if err := l.Err(); err != nil {
+		t.Fatalf("Err() = %v after valid values", err)
+	}
+	if id := LoadMemberID(l, "BAD"); id != "" {
+		t.Errorf("LoadMemberID(BAD) = %q, want \"\"", id)
+	}
+	var ve *envconfig.VarError
+	if err := l.Err(); !errors.As(err, &ve) || ve.Name != "BAD" {
+		t.Fatalf("Err() = %v, want a VarError naming BAD", err)
 	}
 }

@@ -60,7 +60,7 @@ func Load(lookup envconfig.LookupFunc) (Config, error) {
 		SubjectPrefix: l.String(EnvSubjectPrefix, events.SubjectPrefix),
 		Stream:        l.String(EnvEventsStream, events.StreamName),
 		Group:         l.String(EnvGroup, DefaultGroup),
-		MemberID:      l.String(EnvMemberID, ""),
+		MemberID:      group.LoadMemberID(l, EnvMemberID),
 		Partitions:    l.Int(EnvPartitions, DefaultPartitions, 1, 1024),
 		LogLevel:      l.Enum(EnvLogLevel, DefaultLogLevel, "debug", "info", "warn", "error"),
 		MetricsAddr:   l.HostPort(EnvMetricsAddr, DefaultMetricsAddr),
@@ -78,11 +78,6 @@ func Load(lookup envconfig.LookupFunc) (Config, error) {
 		if !group.ValidName(v) {
 			bad(name, `letters, digits, "-" and "_"`, v)
 		}
-	}
-	if id, err := group.ResolveMemberID(c.MemberID); err != nil {
-		bad(EnvMemberID, group.MemberIDForm, c.MemberID)
-	} else {
-		c.MemberID = id
 	}
 	if err := errors.Join(errs...); err != nil {
 		return Config{}, fmt.Errorf("config: %w", err)

@@ -107,7 +107,7 @@ func Load(lookup envconfig.LookupFunc) (Config, error) {
 		Namespace:     l.String(EnvNamespace, DefaultNamespace),
 		RoleAllowList: l.List(EnvRoleAllowList, spec.DefaultRoleAllowList),
 		Group:         l.String(EnvGroup, DefaultGroup),
-		MemberID:      l.String(EnvMemberID, ""),
+		MemberID:      group.LoadMemberID(l, EnvMemberID),
 		Partitions:    l.Int(EnvPartitions, DefaultPartitions, 1, 1024),
 		MaxDeliver:    l.Int(EnvMaxDeliver, DefaultMaxDeliver, 1, 100),
 		StatusWorkers: l.Int(EnvStatusWorkers, DefaultStatusWorkers, 1, 64),
@@ -150,11 +150,6 @@ func Load(lookup envconfig.LookupFunc) (Config, error) {
 	}
 	if c.StatusResync < time.Second {
 		bad(EnvStatusResync, "a duration of at least 1s", c.StatusResync.String())
-	}
-	if id, err := group.ResolveMemberID(c.MemberID); err != nil {
-		bad(EnvMemberID, group.MemberIDForm, c.MemberID)
-	} else {
-		c.MemberID = id
 	}
 	if err := errors.Join(errs...); err != nil {
 		return Config{}, fmt.Errorf("config: %w", err)

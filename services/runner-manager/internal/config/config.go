@@ -146,7 +146,7 @@ func Load(lookup envconfig.LookupFunc, hostEnv []string) (Config, error) {
 		Stream:         l.String(EnvEventsStream, events.StreamName),
 		BucketReplicas: l.Int(EnvBucketReplica, 1, 1, 5),
 
-		MemberID:   l.String(EnvMemberID, ""),
+		MemberID:   group.LoadMemberID(l, EnvMemberID),
 		GroupName:  l.String(EnvGroupName, DefaultGroupName),
 		Partitions: l.Int(EnvGroupPartitions, DefaultPartitions, 1, 1024),
 		MaxDeliver: l.Int(EnvGroupMaxDeliver, DefaultMaxDeliver, 1, 1000),
@@ -191,11 +191,6 @@ func Load(lookup envconfig.LookupFunc, hostEnv []string) (Config, error) {
 		bad(EnvWorkspaceRoot, "an absolute path or ~/path with HOME set", c.WorkspaceRoot)
 	} else {
 		c.WorkspaceRoot = root
-	}
-	if id, err := group.ResolveMemberID(c.MemberID); err != nil {
-		bad(EnvMemberID, group.MemberIDForm, c.MemberID)
-	} else {
-		c.MemberID = id
 	}
 	if !group.ValidName(c.GroupName) {
 		bad(EnvGroupName, `letters, digits, "-" and "_"`, c.GroupName)
