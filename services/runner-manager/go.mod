@@ -5,7 +5,6 @@ go 1.26.0
 require (
 	github.com/ambient-code/control-plane/libs v0.0.0-00010101000000-000000000000
 	github.com/ambient-code/control-plane/proto v0.0.0-00010101000000-000000000000
-	github.com/google/shlex v0.0.0-20191202100458-e7afc7fbc510
 	github.com/nats-io/nats.go v1.55.0
 	go.opentelemetry.io/otel v1.47.0
 	go.opentelemetry.io/otel/metric v1.47.0
@@ -25,6 +24,7 @@ require (
 	github.com/go-logr/logr v1.4.4 // indirect
 	github.com/go-logr/stdr v1.2.2 // indirect
 	github.com/google/go-tpm v0.9.8 // indirect
+	github.com/google/shlex v0.0.0-20191202100458-e7afc7fbc510 // indirect
 	github.com/google/uuid v1.6.0 // indirect
 	github.com/grpc-ecosystem/grpc-gateway/v2 v2.30.0 // indirect
 	github.com/klauspost/compress v1.20.3 // indirect

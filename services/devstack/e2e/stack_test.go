@@ -52,7 +52,18 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
+// stackOpts changes how startStackWith runs devstack.
+type stackOpts struct {
+	dir  string   // devstack's working directory; "" = the test's
+	args []string // extra flags after the defaults (a repeated flag wins)
+}
+
 func startStack(t *testing.T) *stack {
+	t.Helper()
+	return startStackWith(t, stackOpts{})
+}
+
+func startStackWith(t *testing.T, o stackOpts) *stack {
 	t.Helper()
 	// Every port of the stack from one block below the ephemeral range
 	// (testenv.FreePortRange), so no two of them coincide and no outgoing
@@ -69,6 +80,8 @@ func startStack(t *testing.T) *stack {
 		"--api-rest-port", strconv.Itoa(s.restPort), "--proxy-port", strconv.Itoa(s.proxyPort),
 		"--metrics-port-base", strconv.Itoa(s.base), "--runner-ports", fmt.Sprintf("%d-%d", lo, lo+49),
 		"--raw-logs", "--stop-grace", "15s")
+	s.cmd.Args = append(s.cmd.Args, o.args...)
+	s.cmd.Dir = o.dir
 	s.cmd.Stdout, s.cmd.Stderr = s.out, s.out
 	if err := s.cmd.Start(); err != nil {
 		t.Fatal(err)

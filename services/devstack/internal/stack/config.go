@@ -13,6 +13,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"time"
+
+	"github.com/ambient-code/control-plane/libs/envconfig"
 )
 
 // Config is the whole stack's configuration. Ports default to the documented
@@ -77,7 +79,7 @@ func ParseFlags(args []string, w io.Writer) (Config, error) {
 	fs.IntVar(&c.ProxyPort, "proxy-port", DefaultProxyPort, "agui-proxy port")
 	fs.IntVar(&c.MetricsPortBase, "metrics-port-base", DefaultMetricsPortBase, "health/metrics ports are base+1 (informer) ... base+5")
 	fs.StringVar(&c.RunnerPorts, "runner-ports", DefaultRunnerPorts, "port range for runner processes")
-	fs.StringVar(&c.RunnerCommand, "runner-command", "", "runner command (default: the demo runner in --bin-dir)")
+	fs.StringVar(&c.RunnerCommand, "runner-command", "", "runner command line, split with shell quoting like LOCAL_RUNNER_COMMAND, e.g. 'node runner.mjs --x \"a b\"' (default: the demo runner in --bin-dir)")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "LOG_LEVEL for every service")
 	fs.BoolVar(&c.RawLogs, "raw-logs", false, "print the services' JSON logs as they are")
 	fs.DurationVar(&c.ReadyTimeout, "ready-timeout", 90*time.Second, "how long to wait for every service to be ready")
@@ -89,7 +91,34 @@ func ParseFlags(args []string, w io.Writer) (Config, error) {
 		fmt.Fprintf(w, "devstack: unexpected arguments %v\n", fs.Args())
 		return Config{}, errors.New("unexpected arguments")
 	}
+	// Absolute, because the demo runner's path is handed to runner-manager
+	// and runners run in their session workspace: a relative bin dir
+	// would name nothing there (issue 16 point 5).
+	abs, err := filepath.Abs(c.BinDir)
+	if err != nil {
+		fmt.Fprintf(w, "devstack: --bin-dir %q: %v\n", c.BinDir, err)
+		return Config{}, fmt.Errorf("bin dir: %w", err)
+	}
+	c.BinDir = abs
+	if c.RunnerCommand != "" {
+		// The exact parser runner-manager reads LOCAL_RUNNER_COMMAND with, so
+		// a line devstack accepts is one runner-manager accepts.
+		if _, err := envconfig.ParseCommand(c.RunnerCommand); err != nil {
+			fmt.Fprintf(w, "devstack: --runner-command %q: %v\n", c.RunnerCommand, err)
+			return Config{}, fmt.Errorf("runner command: %w", err)
+		}
+	}
 	return c, nil
+}
+
+// RunnerCommandLine is runner-manager's LOCAL_RUNNER_COMMAND: --runner-command
+// as given, or the demo runner in BinDir quoted so a path with spaces stays
+// one word.
+func (c Config) RunnerCommandLine() string {
+	if c.RunnerCommand != "" {
+		return c.RunnerCommand
+	}
+	return envconfig.QuoteCommand(filepath.Join(c.BinDir, "demo-runner"))
 }
 
 func (c Config) addr(port int) string { return net.JoinHostPort(c.Host, strconv.Itoa(port)) }

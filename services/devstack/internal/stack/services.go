@@ -1,9 +1,6 @@
 package stack
 
-import (
-	"path/filepath"
-	"strconv"
-)
+import "path/filepath"
 
 // service is one child process of the stack.
 type service struct {
@@ -35,10 +32,6 @@ func (c Config) services() []service {
 		}
 		return env
 	}
-	runner := c.RunnerCommand
-	if runner == "" {
-		runner = filepath.Join(c.BinDir, "demo-runner")
-	}
 	svcs := []service{
 		{
 			name: "api", binary: "memapi", stage: 0,
@@ -64,7 +57,7 @@ func (c Config) services() []service {
 			name: "runner-manager", binary: "runner-manager", stage: 2,
 			env: common(offsetRunnerManager, map[string]string{
 				"MEMBER_ID":            "runner-manager-0",
-				"LOCAL_RUNNER_COMMAND": strconv.Quote(runner),
+				"LOCAL_RUNNER_COMMAND": c.RunnerCommandLine(),
 				"LOCAL_WORKSPACE_ROOT": filepath.Join(c.StateDir, "workspaces"),
 				"LOCAL_PORT_RANGE":     c.RunnerPorts,
 			}),

@@ -1,12 +1,16 @@
 package stack
 
 import (
+	"bytes"
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/ambient-code/control-plane/libs/envconfig"
 )
 
 // TestKubeReconcilerLeavesSessionsToLocalRunners: with --kubeconfig alone
@@ -79,5 +83,102 @@ func TestWritePIDFileIsAtomic(t *testing.T) {
 		if _, err := strconv.Atoi(strings.TrimSpace(string(b))); err != nil {
 			t.Fatalf("read %q while it was rewritten: %v", b, err)
 		}
+	}
+}
+
+// runnerManagerEnv is the environment devstack gives runner-manager.
+func runnerManagerEnv(t *testing.T, c Config) map[string]string {
+	t.Helper()
+	for _, s := range c.services() {
+		if s.name == "runner-manager" {
+			return s.env
+		}
+	}
+	t.Fatal("no runner-manager in the stack")
+	return nil
+}
+
+// TestRunnerCommandIsACommandLine: --runner-command reaches runner-manager
+// as a command line that runner-manager splits exactly as the user wrote
+// it (issue 11 point 5: it used to be quoted into one program path), and
+// the default demo runner path is absolute and one word even for a
+// relative --bin-dir or one with spaces (issue 16 point 5).
+func TestRunnerCommandIsACommandLine(t *testing.T) {
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		args    []string
+		binDir  string   // want Config.BinDir
+		want    []string // LOCAL_RUNNER_COMMAND as runner-manager splits it (before path resolution)
+		wantErr bool
+	}{
+		{name: "relative bin dir", args: []string{"--bin-dir", "bin"}, binDir: filepath.Join(wd, "bin"),
+			want: []string{filepath.Join(wd, "bin", "demo-runner")}},
+		{name: "bin dir with a space", args: []string{"--bin-dir", "/opt/my bins/"}, binDir: "/opt/my bins",
+			want: []string{"/opt/my bins/demo-runner"}},
+		{name: "interpreter, script and quoted arguments", args: []string{"--runner-command", `node runner.mjs --greeting 'hello there' "x y"`},
+			binDir: "", want: []string{"node", "runner.mjs", "--greeting", "hello there", "x y"}},
+		{name: "the original's default", args: []string{"--runner-command", "python local_entry.py"},
+			want: []string{"python", "local_entry.py"}},
+		{name: "unterminated quote", args: []string{"--runner-command", "python 'x"}, wantErr: true},
+		{name: "blank", args: []string{"--runner-command", "  "}, wantErr: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var usage bytes.Buffer
+			c, err := ParseFlags(tc.args, &usage)
+			if tc.wantErr {
+				if err == nil || !strings.Contains(usage.String(), "--runner-command") {
+					t.Fatalf("ParseFlags(%q) = %v, output %q; want an error naming --runner-command", tc.args, err, usage.String())
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("ParseFlags(%q): %v", tc.args, err)
+			}
+			if tc.binDir != "" && c.BinDir != tc.binDir {
+				t.Errorf("BinDir = %q, want %q", c.BinDir, tc.binDir)
+			}
+			if !filepath.IsAbs(c.BinDir) {
+				t.Errorf("BinDir %q is relative", c.BinDir)
+			}
+			line := runnerManagerEnv(t, c)["LOCAL_RUNNER_COMMAND"]
+			got, err := envconfig.ParseCommand(line)
+			if err != nil || !slices.Equal(got, tc.want) {
+				t.Fatalf("LOCAL_RUNNER_COMMAND %q splits into %q (%v), want %q", line, got, err, tc.want)
+			}
+		})
+	}
+}
+
+// TestMissingRunnerProgramFailsAtStart: a --runner-command whose program
+// does not exist stops devstack before anything starts, instead of failing
+// every session later.
+func TestMissingRunnerProgramFailsAtStart(t *testing.T) {
+	dir := t.TempDir()
+	for _, b := range []string{"memapi", "informer", "event-tally", "runner-manager", "agui-proxy"} {
+		if err := os.WriteFile(filepath.Join(dir, b), []byte("#!/bin/sh\n"), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, line := range []string{"no-such-interpreter-xyz runner.mjs", "./no/such/runner --x"} {
+		c, err := ParseFlags([]string{"--bin-dir", dir, "--runner-command", line}, io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = checkBinaries(c)
+		if err == nil || !strings.Contains(err.Error(), "--runner-command") {
+			t.Errorf("checkBinaries with %q = %v, want an error naming --runner-command", line, err)
+		}
+	}
+	c, err := ParseFlags([]string{"--bin-dir", dir, "--runner-command", "sh -c 'exit 0'"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := checkBinaries(c); err != nil {
+		t.Errorf("checkBinaries with sh: %v", err)
 	}
 }

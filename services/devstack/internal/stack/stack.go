@@ -8,11 +8,13 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/ambient-code/control-plane/libs/envconfig"
 	"github.com/ambient-code/control-plane/libs/natsserver"
 	"golang.org/x/sync/errgroup"
 )
@@ -177,6 +179,29 @@ func checkBinaries(cfg Config) error {
 	if len(missing) > 0 {
 		return fmt.Errorf("binaries missing in %s: %s (run `make build`, or `make run` which builds first)", cfg.BinDir, strings.Join(missing, ", "))
 	}
+	if cfg.RunnerCommand != "" {
+		return checkRunnerProgram(cfg.RunnerCommand)
+	}
+	return nil
+}
+
+// checkRunnerProgram fails at start when --runner-command's program cannot
+// be found, instead of every session failing with ProcessSpawnFailed. It
+// resolves the line as runner-manager will: runner-manager inherits
+// devstack's working directory and PATH.
+func checkRunnerProgram(line string) error {
+	argv, err := envconfig.ParseCommand(line)
+	if err != nil {
+		return fmt.Errorf("--runner-command %q: %w", line, err)
+	}
+	wd, err := os.Getwd()
+	if err != nil {
+		return fmt.Errorf("working directory: %w", err)
+	}
+	prog := envconfig.ResolveCommand(argv, wd)[0]
+	if _, err := exec.LookPath(prog); err != nil {
+		return fmt.Errorf("--runner-command %q: %w", line, err)
+	}
 	return nil
 }
 
@@ -225,6 +250,7 @@ func printBanner(out io.Writer, cfg Config, svcs []service, pidDir string) {
 		fmt.Fprintf(&b, "  %-16s health/metrics %s\n", s.name, strings.TrimSuffix(s.readyURL, "/readyz"))
 	}
 	fmt.Fprintf(&b, "  %-16s %s\n", "AG-UI proxy", cfg.ProxyURL())
+	fmt.Fprintf(&b, "  %-16s %s\n", "runner command", cfg.RunnerCommandLine())
 	fmt.Fprintf(&b, "  %-16s %s\n", "pid files", pidDir)
 	fmt.Fprintf(&b, "\nTry, in another terminal:\n")
 	fmt.Fprintf(&b, "  bin/ambientctl projects create demo\n")

@@ -82,6 +82,39 @@ func TestServiceLifecycle(t *testing.T) {
 	})
 }
 
+// Issue 11 point 4, end to end: Pending written directly over a Running
+// session (what `ambientctl sessions start` did) comes back to the service
+// as an event, and the service puts Running back with the same runner and
+// start time. The resync is off, so only the event can heal it.
+func TestPendingOverRunningHealedOnEvent(t *testing.T) {
+	w := newWorld(t)
+	svc := w.start("rm-0", 5, "RUNNER_RESYNC_INTERVAL=0")
+	id := w.create("drift")
+	w.waitAll([]string{id}, "Running", 10*time.Second)
+	rec, err := w.record(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, err := w.client.GetSession(t.Context(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.client.UpdateSessionStatus(t.Context(), &ambientv1.UpdateSessionStatusRequest{Id: id, Phase: ptr("Pending")}); err != nil {
+		t.Fatal(err)
+	}
+	w.waitAll([]string{id}, "Running", 10*time.Second)
+	after, err := w.client.GetSession(t.Context(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !after.GetStartTime().AsTime().Equal(before.GetStartTime().AsTime()) {
+		t.Errorf("start_time %v, want the runner's %v", after.GetStartTime().AsTime(), before.GetStartTime().AsTime())
+	}
+	if pids := runnerPIDs(svc.root); len(pids) != 1 || pids[0] != rec.PID {
+		t.Fatalf("runner pids %v, want only the original %d", pids, rec.PID)
+	}
+}
+
 // Acceptance 6: two replicas, 40 sessions, each runs exactly once; kill -9
 // one replica and its runners: the other restarts its sessions within
 // seconds, and no session stays Running without a live runner.

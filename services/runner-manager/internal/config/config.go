@@ -9,8 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/google/shlex"
-
 	"github.com/ambient-code/control-plane/libs/apiclient"
 	"github.com/ambient-code/control-plane/libs/bus"
 	"github.com/ambient-code/control-plane/libs/envconfig"
@@ -154,6 +152,7 @@ func Load(lookup envconfig.LookupFunc, hostEnv []string) (Config, error) {
 		MemberTTL:  l.Duration(EnvMemberTTL, DefaultMemberTTL),
 
 		WorkspaceRoot:  l.String(EnvWorkspaceRoot, DefaultWorkspaceRoot),
+		RunnerCommand:  l.Command(EnvRunnerCommand, DefaultRunnerCommand),
 		PortLow:        ports.Low,
 		PortHigh:       ports.High,
 		MaxSessions:    l.Int(EnvMaxSessions, DefaultMaxSessions, 1, 10000),
@@ -181,12 +180,6 @@ func Load(lookup envconfig.LookupFunc, hostEnv []string) (Config, error) {
 	bad := func(name, want, got string) {
 		errs = append(errs, &envconfig.VarError{Name: name, Want: want, Got: got})
 	}
-	cmd := l.String(EnvRunnerCommand, DefaultRunnerCommand)
-	argv, err := shlex.Split(cmd)
-	if err != nil || len(argv) == 0 {
-		bad(EnvRunnerCommand, "a command line with shell quoting (no expansion), e.g. python \"my runner.py\"", cmd)
-	}
-	c.RunnerCommand = argv
 	if root, err := expandHome(c.WorkspaceRoot, lookupOr(lookup, "HOME")); err != nil {
 		bad(EnvWorkspaceRoot, "an absolute path or ~/path with HOME set", c.WorkspaceRoot)
 	} else {

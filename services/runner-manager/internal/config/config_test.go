@@ -2,6 +2,8 @@ package config
 
 import (
 	"errors"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -42,6 +44,16 @@ func TestLoad(t *testing.T) {
 		{"quoted command", with(EnvRunnerCommand, `python "my runner.py" --name 'a b'`), nil, func(t *testing.T, c Config) {
 			if !slices.Equal(c.RunnerCommand, []string{"python", "my runner.py", "--name", "a b"}) {
 				t.Fatalf("argv = %q", c.RunnerCommand)
+			}
+		}},
+		{"relative paths resolved against the working directory", with(EnvRunnerCommand, `bin/demo-runner config_test.go --x 'a b'`), nil, func(t *testing.T, c Config) {
+			wd, err := os.Getwd()
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The runner runs in its workspace, where neither path would be found.
+			if want := []string{filepath.Join(wd, "bin/demo-runner"), filepath.Join(wd, "config_test.go"), "--x", "a b"}; !slices.Equal(c.RunnerCommand, want) {
+				t.Fatalf("argv = %q, want %q", c.RunnerCommand, want)
 			}
 		}},
 		{"canary slice", with(EnvMemberPartitions, "1, 3-4"), nil, func(t *testing.T, c Config) {

@@ -69,10 +69,14 @@ func (r *Reconciler) handle(ctx context.Context, log *slog.Logger, typ eventsv1.
 	case PhaseStopping:
 		return r.stopSession(ctx, log, id, false)
 	case PhaseCreating, PhaseRunning:
-		return r.checkAlive(ctx, log, id)
+		return r.checkAlive(ctx, log, id, phase)
 	default:
 		// Terminal phases (and unknown ones) never start anything; the echo
-		// of our own final writes lands here.
+		// of our own final writes lands here. A terminal phase written over
+		// a live runner here ends that runner (heal.go).
+		if rn := r.localRun(id); rn != nil {
+			return r.healPhase(ctx, log, rn, phase)
+		}
 		return nil
 	}
 }

@@ -15,11 +15,13 @@ import (
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
 )
 
-// checkAlive handles Creating/Running events: the session must have a live
-// runner somewhere. The echo of our own writes ends at the first check.
-func (r *Reconciler) checkAlive(ctx context.Context, log *slog.Logger, id string) error {
-	if r.localRun(id) != nil {
-		return nil
+// checkAlive handles Creating/Running events (seen is the phase): the
+// session must have a live runner somewhere. The echo of our own writes
+// ends at the first check, or, for a Creating echo that arrives after the
+// runner became healthy, at healPhase's re-read.
+func (r *Reconciler) checkAlive(ctx context.Context, log *slog.Logger, id, seen string) error {
+	if rn := r.localRun(id); rn != nil {
+		return r.healPhase(ctx, log, rn, seen)
 	}
 	rec, err := registry.Get(ctx, r.kv, id)
 	invalid := errors.Is(err, registry.ErrInvalid)
@@ -299,9 +301,10 @@ func (r *Reconciler) watchOnce(ctx context.Context) error {
 	}
 }
 
-// resync reads every session and reconciles the selected ones that should
-// have a runner: Pending without a claim (start) and Creating/Running
-// without one (recover). Claims make it safe on every replica at once.
+// resync reads every session and reconciles the selected ones that need
+// it: Pending without a claim (start), Creating/Running without one
+// (recover), and those whose runner lives here while the phase drifted
+// (heal.go). Claims make it safe on every replica at once.
 func (r *Reconciler) resync(ctx context.Context) {
 	sessions, err := r.api.ListSessions(ctx)
 	if err != nil {
@@ -314,29 +317,40 @@ func (r *Reconciler) resync(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		id := s.GetMetadata().GetId()
-		p := s.GetPhase()
-		selected, runsHere := r.cfg.Selector.Match(s), r.localRun(id) != nil
+		r.resyncSession(ctx, s)
+	}
+}
+
+// resyncSession reconciles one listed session under its lock; the cheap
+// checks before the lock skip the sessions that need nothing.
+func (r *Reconciler) resyncSession(ctx context.Context, s *ambientv1.Session) {
+	id, p := s.GetMetadata().GetId(), s.GetPhase()
+	selected, rn := r.cfg.Selector.Match(s), r.localRun(id)
+	wantsRunner := p == "" || p == PhasePending || p == PhaseCreating || p == PhaseRunning
+	switch {
+	case !selected && rn == nil,
+		selected && rn != nil && !rn.drifts(p),
+		selected && rn == nil && !wantsRunner:
+		return
+	}
+	log := r.log.With(slog.String(logkey.SessionID, id))
+	unlock := r.locks.lock(id)
+	defer unlock()
+	rn = r.localRun(id) // it may have ended meanwhile
+	var err error
+	switch {
+	case !selected:
 		// Deselected while no event reached this replica (the partition
 		// owner may be a peer): the runner here goes.
-		deselected := !selected && runsHere
-		if !deselected && (!selected || runsHere ||
-			(p != "" && p != PhasePending && p != PhaseCreating && p != PhaseRunning)) {
-			continue
-		}
-		log := r.log.With(slog.String(logkey.SessionID, id))
-		unlock := r.locks.lock(id)
-		switch {
-		case deselected:
-			err = r.deselect(ctx, log, id, p)
-		case p == PhaseCreating || p == PhaseRunning:
-			err = r.checkAlive(ctx, log, id)
-		default:
-			err = r.ensureRunning(ctx, log, id, 2, time.Time{})
-		}
-		unlock()
-		if err != nil && !errors.Is(err, ErrShuttingDown) {
-			log.Warn("resync: reconcile session", slog.String(logkey.Err, err.Error()))
-		}
+		err = r.deselect(ctx, log, id, p)
+	case rn != nil:
+		err = r.healPhase(ctx, log, rn, p)
+	case p == PhaseCreating || p == PhaseRunning:
+		err = r.checkAlive(ctx, log, id, p)
+	case wantsRunner:
+		err = r.ensureRunning(ctx, log, id, 2, time.Time{})
+	}
+	if err != nil && !errors.Is(err, ErrShuttingDown) {
+		log.Warn("resync: reconcile session", slog.String(logkey.Err, err.Error()))
 	}
 }

@@ -27,6 +27,9 @@ type run struct {
 	final   bool              // guarded by mu; a terminal phase was written already
 	lost    bool              // guarded by mu; another replica took the claim over
 	unsent  *statusUpdate     // guarded by mu; a Creating/Running write that failed, retried by the sweep
+	// runningSince is the start_time written with Running; zero until the
+	// health check passed. Guarded by mu.
+	runningSince time.Time
 }
 
 // setUnsent records (or with nil clears) a status write to retry.

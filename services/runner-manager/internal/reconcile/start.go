@@ -22,8 +22,10 @@ import (
 // just finished (it writes its final phase before it releases the claim) is
 // seen as finished, and a replayed Pending event starts nothing.
 func (r *Reconciler) ensureRunning(ctx context.Context, log *slog.Logger, id string, attempt uint64, received time.Time) error {
-	if r.localRun(id) != nil {
-		return nil // duplicate: it runs here
+	if rn := r.localRun(id); rn != nil {
+		// It runs here: a duplicate event, or a Pending written over the
+		// running session (heal.go puts Running back).
+		return r.healPhase(ctx, log, rn, PhasePending)
 	}
 	if r.isWaiting(id) && !r.mgr.HasCapacity() {
 		// Still no room; the session starts when a runner ends (the echo of

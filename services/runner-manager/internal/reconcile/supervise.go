@@ -95,6 +95,9 @@ func (r *Reconciler) onHealthy(ctx context.Context, log *slog.Logger, rn *run, l
 	now := time.Now()
 	rn.setCond(Condition{Type: CondHealthCheckPassed, Status: StatusTrue, Reason: ReasonHealthy, Message: fmt.Sprintf("healthy after %v", lat.Round(time.Millisecond))})
 	conds := rn.setCond(Condition{Type: CondRunnerStarted, Status: StatusTrue, Reason: ReasonStarted, Message: "runner serving AG-UI"})
+	rn.mu.Lock()
+	rn.runningSince = now
+	rn.mu.Unlock()
 	if err := r.updateRecord(ctx, rn, func(e *registry.Endpoint) { e.State = registry.StateRunning }); err != nil {
 		log.Warn("register endpoint", slog.String(logkey.Err, err.Error()))
 	}

@@ -1,0 +1,103 @@
+package reconcile
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/ambient-code/control-plane/libs/logkey"
+)
+
+// Phase drift: a session whose runner lives on this replica while its API
+// phase says something else, because someone wrote the phase directly
+// (UpdateSessionStatus skips the server's start/stop guards: issue 11 saw
+// `ambientctl sessions start` write Pending over a Running session). The
+// runner is the truth for what runs; the phase is the truth for what is
+// wanted. So, with a live runner here that passed its health check:
+//
+//   - "", Pending, Creating: the session is wanted and runs, so the phase
+//     goes back to Running with the start time it had (the runner's).
+//   - Stopping: a stop was asked for; the runner is stopped (Stopped).
+//   - Stopped, Completed, Failed: the session is over; the runner is
+//     stopped and nothing is written (the final phase stays as written).
+//
+// A runner still in its health check needs nothing: its supervisor writes
+// Running (or Failed) next. A runner being stopped, lost or already reported
+// final is left to its supervisor too. Drift of a runner on a peer replica
+// is healed by that peer's resync (every replica lists every session).
+
+// healPhase makes the API phase agree with rn, the live runner of a session
+// on this replica. seen is the phase in the event (or the resync's list); it
+// only decides whether to look: the session is re-read before anything is
+// written or stopped, so a stale event changes nothing. Callers hold the
+// session lock.
+func (r *Reconciler) healPhase(ctx context.Context, log *slog.Logger, rn *run, seen string) error {
+	if !rn.drifts(seen) {
+		return nil
+	}
+	fresh, err := r.api.GetSession(ctx, rn.id)
+	switch {
+	case status.Code(err) == codes.NotFound:
+		return nil // the DELETED event stops the runner
+	case err != nil:
+		return wrapRetry("read session", rn.id, err)
+	}
+	p := fresh.GetPhase()
+	if !rn.drifts(p) {
+		return nil // the event was stale
+	}
+	switch {
+	case p == PhaseStopping:
+		return r.stopSession(ctx, log, rn.id, false)
+	case terminal(p):
+		// No phase write, like a deletion: the session already has its
+		// final phase, and writing Stopped over someone's Failed would
+		// change what they said.
+		log.Warn("session is over but its runner still runs here: stopping the runner", slog.String("current_phase", p))
+		rn.requestStop(true)
+		return nil
+	}
+	start, conds := rn.runningStatus()
+	if err := r.writeStatus(ctx, rn.id, statusUpdate{Phase: PhaseRunning, StartTime: start, Conditions: conds}); err != nil {
+		return wrapRetry("heal phase of", rn.id, err)
+	}
+	rn.setUnsent(nil) // any failed Running write is superseded
+	log.Info("phase drift healed: the runner runs here", slog.String("current_phase", p), slog.String(logkey.Phase, PhaseRunning))
+	return nil
+}
+
+// drifts reports whether phase p disagrees with rn (see the rules above).
+func (rn *run) drifts(p string) bool {
+	rn.mu.Lock()
+	defer rn.mu.Unlock()
+	if rn.stopped || rn.final || rn.lost || rn.runningSince.IsZero() {
+		return false
+	}
+	select {
+	case <-rn.proc.Done():
+		return false // exited: the supervisor reports how
+	default:
+	}
+	switch p {
+	case "", PhasePending, PhaseCreating, PhaseStopping:
+		return true
+	default:
+		return terminal(p)
+	}
+}
+
+// runningStatus returns the start time and conditions rn reported with
+// Running.
+func (rn *run) runningStatus() (start time.Time, conds conditions) {
+	rn.mu.Lock()
+	defer rn.mu.Unlock()
+	return rn.runningSince, rn.conds
+}
+
+// terminal reports whether p is a final phase.
+func terminal(p string) bool {
+	return p == PhaseStopped || p == PhaseCompleted || p == PhaseFailed
+}
