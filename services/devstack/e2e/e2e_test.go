@@ -98,9 +98,9 @@ func (c counts) String() string {
 	return string(b)
 }
 
+// idOf reads the id of a REST object: flat, like the real server's.
 func idOf(obj map[string]any) string {
-	md, _ := obj["metadata"].(map[string]any) //nolint:errcheck // checked by the caller's use
-	id, _ := md["id"].(string)
+	id, _ := obj["id"].(string) //nolint:errcheck // checked by the caller's use
 	return id
 }
 
