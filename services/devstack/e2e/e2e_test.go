@@ -135,7 +135,14 @@ func TestFullFlow(t *testing.T) {
 		return nil
 	})
 
-	s.rest(http.MethodPost, "/sessions/"+a+"/stop", nil)
+	// A running session cannot be started again (the API's guard, through
+	// the CLI), and stops through the API's REST stop.
+	if out, err := s.ambientctl("sessions", "start", a); err == nil || !strings.Contains(out, `cannot start session in phase "Running"`) {
+		t.Fatalf("start of a Running session: %v: %s", err, out)
+	}
+	if out, err := s.ambientctl("sessions", "stop", a); err != nil {
+		t.Fatalf("stop: %v: %s", err, out)
+	}
 	got = s.waitPhase(a, 30*time.Second, "Stopped")
 	if got["completion_time"] == nil {
 		t.Fatalf("Stopped without completion_time: %v", got)
