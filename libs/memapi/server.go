@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/ambient-code/control-plane/libs/restapi"
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
 )
 
@@ -66,9 +67,9 @@ func New(opts ...Option) (*Server, error) {
 		ready:   make(chan struct{}),
 	}
 	drop := func() { s.dropped.Add(1) }
-	s.sessions = newStore[*ambientv1.Session](drop)
-	s.projects = newStore[*ambientv1.Project](drop)
-	s.settings = newStore[*ambientv1.ProjectSettings](drop)
+	s.sessions = newStore[*ambientv1.Session](restapi.KindSession, drop)
+	s.projects = newStore[*ambientv1.Project](restapi.KindProject, drop)
+	s.settings = newStore[*ambientv1.ProjectSettings](restapi.KindProjectSettings, drop)
 	return s, nil
 }
 

@@ -51,13 +51,22 @@ func (x *sessionService) GetSession(_ context.Context, req *ambientv1.GetSession
 	return x.r.get(req.GetId())
 }
 
+// CreateSession needs a name (InvalidArgument "name is required", like the
+// real gRPC handler); the rest is createSession.
 func (x *sessionService) CreateSession(_ context.Context, req *ambientv1.CreateSessionRequest) (*ambientv1.Session, error) {
 	if req.GetName() == "" {
-		return nil, errInvalid("name is required")
+		return nil, errRequired("name")
 	}
+	return x.create(req)
+}
+
+// create stores a new session with the server-filled defaults: llm_model,
+// llm_temperature, llm_max_tokens when unset, and kube_cr_name = id. It
+// accepts any project_id (the real server does not check it).
+func (x *sessionService) create(req *ambientv1.CreateSessionRequest) (*ambientv1.Session, error) {
 	obj := &ambientv1.Session{}
-	if err := wireCopy(obj, req); err != nil {
-		return nil, fmt.Errorf("create session: %w", err)
+	if err := copyFields(obj, req, false); err != nil {
+		return nil, errInternal(fmt.Errorf("create session: %w", err))
 	}
 	id := newID()
 	if obj.LlmModel == nil {
@@ -74,10 +83,16 @@ func (x *sessionService) CreateSession(_ context.Context, req *ambientv1.CreateS
 }
 
 func (x *sessionService) UpdateSession(_ context.Context, req *ambientv1.UpdateSessionRequest) (*ambientv1.Session, error) {
-	patch := proto.CloneOf(req)
-	patch.Id = "" // field 1 is metadata in Session
+	return x.update(req)
+}
+
+// update sets the fields present in req (id selects the object).
+func (x *sessionService) update(req *ambientv1.UpdateSessionRequest) (*ambientv1.Session, error) {
 	return x.r.update(req.GetId(), func(obj *ambientv1.Session) error {
-		return wireCopy(obj, patch)
+		if err := copyFields(obj, req, false, "id"); err != nil {
+			return errInternal(fmt.Errorf("update session: %w", err))
+		}
+		return nil
 	})
 }
 
@@ -87,7 +102,7 @@ func (x *sessionService) DeleteSession(_ context.Context, req *ambientv1.DeleteS
 }
 
 func (x *sessionService) ListSessions(_ context.Context, req *ambientv1.ListSessionsRequest) (*ambientv1.ListSessionsResponse, error) {
-	items, meta := x.r.list(req.GetPage(), req.GetSize())
+	items, meta := x.r.list(req.GetPage(), req.GetSize(), nil)
 	return &ambientv1.ListSessionsResponse{Items: items, Metadata: meta}, nil
 }
 
@@ -101,10 +116,42 @@ func (x *sessionService) WatchSessions(_ *ambientv1.WatchSessionsRequest, stream
 // Phases()) and sets only the fields present in req.
 func (x *sessionService) UpdateSessionStatus(_ context.Context, req *ambientv1.UpdateSessionStatusRequest) (*ambientv1.Session, error) {
 	if req.Phase != nil && !slices.Contains(phases[:], req.GetPhase()) {
-		return nil, errInvalid("invalid phase %q: want one of %v", req.GetPhase(), phases)
+		return nil, errValidation("invalid phase %q: want one of %v", req.GetPhase(), phases)
 	}
 	return x.r.update(req.GetId(), func(o *ambientv1.Session) error {
 		applyStatus(o, req)
+		return nil
+	})
+}
+
+// transition is one of the REST-only session actions (there is no Start or
+// Stop RPC): the phases it starts from and the phase it sets.
+type transition struct {
+	verb   string // "start" or "stop"
+	from   []string
+	must   string // the real server's wording of from
+	target string
+}
+
+// The real server's guards and 409 reasons (measured).
+var (
+	startTransition = transition{verb: "start", from: []string{"", "Stopped", "Failed", "Completed"},
+		must: "must be empty, Stopped, Failed, or Completed", target: "Pending"}
+	stopTransition = transition{verb: "stop", from: []string{"Running", "Creating", "Pending"},
+		must: "must be Running, Creating, or Pending", target: "Stopping"}
+)
+
+// transition sets the target phase if the session's phase allows it, else
+// answers the real server's 409 (id 6), e.g. `cannot start session in phase
+// "Pending"; must be empty, Stopped, Failed, or Completed`. Check and write
+// are one step under the store lock, so two concurrent starts cannot both
+// pass the guard.
+func (x *sessionService) transition(id string, t transition) (*ambientv1.Session, error) {
+	return x.r.update(id, func(o *ambientv1.Session) error {
+		if !slices.Contains(t.from, o.GetPhase()) {
+			return errConflict(fmt.Sprintf("cannot %s session in phase %q; %s", t.verb, o.GetPhase(), t.must))
+		}
+		o.Phase = proto.String(t.target)
 		return nil
 	})
 }

@@ -58,7 +58,9 @@ func TestMapping(t *testing.T) {
 	h := newHarness(t)
 	h.start(t, "m1", nil, nil)
 	ctx := t.Context()
-	name := unique("Map")
+	// Lower case: the API refuses project names that are no DNS-1123 label,
+	// like the real server.
+	name := unique("map")
 	p := h.project(t, name)
 	ns := lower(name)
 	if _, err := h.cl.CreateProjectSettings(ctx, &ambientv1.CreateProjectSettingsRequest{ProjectId: p.GetMetadata().GetId(),
