@@ -6,14 +6,9 @@ replace github.com/ambient-code/control-plane/libs => ../../libs
 
 replace github.com/ambient-code/control-plane/proto => ../../proto
 
-// Tests only: the acceptance test runs event-tally's counting next to the
-// informer (services/event-tally/tally is its exported package).
-replace github.com/ambient-code/control-plane/services/event-tally => ../event-tally
-
 require (
 	github.com/ambient-code/control-plane/libs v0.0.0-00010101000000-000000000000
 	github.com/ambient-code/control-plane/proto v0.0.0-00010101000000-000000000000
-	github.com/ambient-code/control-plane/services/event-tally v0.0.0-00010101000000-000000000000
 	github.com/nats-io/nats.go v1.55.0
 	go.opentelemetry.io/otel v1.47.0
 	go.opentelemetry.io/otel/metric v1.47.0

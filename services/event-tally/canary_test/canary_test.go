@@ -18,7 +18,7 @@ import (
 	"github.com/ambient-code/control-plane/libs/testenv"
 	eventsv1 "github.com/ambient-code/control-plane/proto/ambient/events/v1"
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
-	"github.com/ambient-code/control-plane/services/event-tally/tally"
+	"github.com/ambient-code/control-plane/libs/tally"
 )
 
 const (

@@ -20,7 +20,7 @@ import (
 	"github.com/ambient-code/control-plane/libs/testenv"
 	"github.com/ambient-code/control-plane/services/event-tally/internal/app"
 	"github.com/ambient-code/control-plane/services/event-tally/internal/config"
-	"github.com/ambient-code/control-plane/services/event-tally/tally"
+	"github.com/ambient-code/control-plane/libs/tally"
 )
 
 // envTestLog, when set, prints every member's whole log at the end.

@@ -22,7 +22,7 @@ import (
 	"github.com/ambient-code/control-plane/libs/logkey"
 	"github.com/ambient-code/control-plane/libs/telemetry"
 	"github.com/ambient-code/control-plane/services/event-tally/internal/config"
-	"github.com/ambient-code/control-plane/services/event-tally/tally"
+	"github.com/ambient-code/control-plane/libs/tally"
 )
 
 // ServiceName names event-tally in telemetry.

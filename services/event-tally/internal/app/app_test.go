@@ -22,7 +22,7 @@ import (
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
 	"github.com/ambient-code/control-plane/services/event-tally/internal/app"
 	"github.com/ambient-code/control-plane/services/event-tally/internal/config"
-	"github.com/ambient-code/control-plane/services/event-tally/tally"
+	"github.com/ambient-code/control-plane/libs/tally"
 )
 
 func publish(t *testing.T, js jetstream.JetStream, prefix string, typ eventsv1.EventType, id string, us int64) {
