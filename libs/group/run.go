@@ -38,6 +38,17 @@ func Run(ctx context.Context, js jetstream.JetStream, cfg Config, h Handler, log
 		return fmt.Errorf("nil handler: %w", ErrInvalidConfig)
 	}
 	log = log.With(slog.String(logkey.Group, cfg.Group), slog.String(logkey.Member, cfg.Member), slog.String(logkey.Stream, cfg.Stream))
+	if cfg.Meter != nil {
+		unregister, err := registerMetrics(cfg)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			if err := unregister(); err != nil {
+				log.Warn("unregister consumer group metrics", slog.Any(logkey.Err, err))
+			}
+		}()
+	}
 	if err := ensureDLQStream(ctx, js, cfg); err != nil {
 		return err
 	}
