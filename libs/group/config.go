@@ -81,7 +81,11 @@ type Config struct {
 	Meter metric.Meter
 }
 
-func (c Config) withDefaults() (Config, error) {
+// WithDefaults returns c with every zero field set to its default (see the
+// field docs) and checks it as Run does; the error wraps ErrInvalidConfig
+// and names each bad field. Run calls it; callers that hand the Config to
+// others (the service runtime) call it to fail early.
+func (c Config) WithDefaults() (Config, error) {
 	if c.Stream == "" {
 		c.Stream = events.StreamName
 	}
@@ -181,7 +185,7 @@ func (c Config) backoff(attempt uint64) time.Duration {
 // a live member.
 func (c Config) heartbeat() time.Duration { return c.MemberTTL / 3 }
 
-// Defaults DLQSubject falls back on for a Config that skipped withDefaults.
+// Defaults DLQSubject falls back on for a Config that skipped WithDefaults.
 const (
 	defaultSubjectPrefix = events.SubjectPrefix
 	defaultDLQPrefix     = events.DLQPrefix

@@ -103,7 +103,7 @@ func TestLoadConfig(t *testing.T) {
 			if diff := cmp.Diff(tc.want, got, cmpopts.EquateEmpty()); diff != "" {
 				t.Errorf("config differs (-want +got):\n%s", diff)
 			}
-			if err := group.Validate(got); err != nil {
+			if _, err := got.WithDefaults(); err != nil {
 				t.Errorf("Run would refuse what LoadConfig accepted: %v", err)
 			}
 		})

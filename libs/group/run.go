@@ -30,7 +30,7 @@ const leaveTimeout = 5 * time.Second
 // running are logged and retried. See the package doc for the delivery
 // guarantees and failover timing.
 func Run(ctx context.Context, js jetstream.JetStream, cfg Config, h Handler, log *slog.Logger) error {
-	cfg, err := cfg.withDefaults()
+	cfg, err := cfg.WithDefaults()
 	if err != nil {
 		return err
 	}
