@@ -53,6 +53,10 @@ type Options struct {
 	// Connected, when set, is called with the NATS connection before setup
 	// (tests cut it to simulate a crash).
 	Connected func(nc *nats.Conn)
+	// Listener, when set, is the health server's listener, bound by the
+	// caller (so a busy port fails before Run); Run closes it. Nil: Run
+	// listens on Config.MetricsAddr.
+	Listener net.Listener
 	// Listening, when set, is called with the health server's address once
 	// it listens (tests start it on port 0).
 	Listening func(addr net.Addr)
@@ -94,6 +98,11 @@ type part struct {
 func Run(ctx context.Context, opts Options, setup func(ctx context.Context, rt *Runtime) error) (err error) {
 	if opts.Name == "" || setup == nil {
 		return fmt.Errorf("service name and setup are required: %w", ErrInvalidOptions)
+	}
+	if opts.Listener != nil {
+		// Serve closes it once serving; this covers a Run that fails before.
+		// Closing it twice only returns "use of closed network connection".
+		defer opts.Listener.Close() //nolint:errcheck // see above
 	}
 	log := opts.Logger
 	if log == nil {
@@ -154,9 +163,11 @@ func Run(ctx context.Context, opts Options, setup func(ctx context.Context, rt *
 	if err != nil {
 		return err
 	}
-	ln, err := hs.Listen(ctx)
-	if err != nil {
-		return err
+	ln := opts.Listener
+	if ln == nil {
+		if ln, err = hs.Listen(ctx); err != nil {
+			return err
+		}
 	}
 	if opts.Listening != nil {
 		opts.Listening(ln.Addr())

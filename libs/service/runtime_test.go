@@ -306,3 +306,41 @@ func TestRunConnect(t *testing.T) {
 		}
 	})
 }
+
+// TestRunListener: a listener bound by the caller is the one served, and
+// is closed even when Run fails before serving.
+func TestRunListener(t *testing.T) {
+	t.Parallel()
+	srv := testenv.NATS(t)
+	cfg := service.Config{NATS: bus.ConnectConfig{URL: srv.ClientURL()}}
+	listen := func() net.Listener {
+		ln, err := (&net.ListenConfig{}).Listen(t.Context(), "tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ln
+	}
+	t.Run("served", func(t *testing.T) {
+		t.Parallel()
+		ln := listen()
+		r := start(t, service.Options{Config: cfg, Listener: ln}, func(context.Context, *service.Runtime) error { return nil })
+		if got, want := r.url(t), "http://"+ln.Addr().String(); got != want {
+			t.Errorf("served on %s, want the given listener %s", got, want)
+		}
+		if code, _ := get(t, r.url(t)+health.PathHealthz); code != http.StatusOK {
+			t.Errorf("/healthz = %d", code)
+		}
+	})
+	t.Run("closed after a failed setup", func(t *testing.T) {
+		t.Parallel()
+		ln := listen()
+		err := service.Run(t.Context(), service.Options{Name: "svc-test", Logger: testLogger(), Config: cfg, Listener: ln},
+			func(context.Context, *service.Runtime) error { return errors.New("no") })
+		if err == nil {
+			t.Fatal("Run = nil, want setup's error")
+		}
+		if _, err := ln.Accept(); !errors.Is(err, net.ErrClosed) {
+			t.Errorf("Accept after Run = %v, want %v", err, net.ErrClosed)
+		}
+	})
+}
