@@ -44,7 +44,8 @@ func helperMain() {
 			return errors.New("backend unreachable")
 		}
 		log.Debug("debug logs are on")
-		fmt.Println("running") // the parent waits for this line
+		// The parent waits for this line; a failed write fails its wait.
+		_, _ = fmt.Fprintln(os.Stdout, "running")
 		<-ctx.Done()
 		log.Info("stopped by signal")
 		return nil
