@@ -30,7 +30,7 @@ const leaveTimeout = 5 * time.Second
 // running are logged and retried. See the package doc for the delivery
 // guarantees and failover timing.
 func Run(ctx context.Context, js jetstream.JetStream, cfg Config, h Handler, log *slog.Logger) error {
-	cfg, err := cfg.withDefaults()
+	cfg, err := cfg.WithDefaults()
 	if err != nil {
 		return err
 	}
@@ -38,6 +38,17 @@ func Run(ctx context.Context, js jetstream.JetStream, cfg Config, h Handler, log
 		return fmt.Errorf("nil handler: %w", ErrInvalidConfig)
 	}
 	log = log.With(slog.String(logkey.Group, cfg.Group), slog.String(logkey.Member, cfg.Member), slog.String(logkey.Stream, cfg.Stream))
+	if cfg.Meter != nil {
+		unregister, err := registerMetrics(cfg)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			if err := unregister(); err != nil {
+				log.Warn("unregister consumer group metrics", slog.Any(logkey.Err, err))
+			}
+		}()
+	}
 	if err := ensureDLQStream(ctx, js, cfg); err != nil {
 		return err
 	}

@@ -2,8 +2,9 @@ package group
 
 import "sync/atomic"
 
-// Stats counts what a member did with its messages. Pass one in
-// Config.Stats and read it from a metrics callback; it is safe for
+// Stats counts what a member did with its messages. Run exports it as
+// metrics when Config.Meter is set; pass one in Config.Stats to read it
+// directly (tests) or to keep counting across rejoins. It is safe for
 // concurrent use. A retried message counts once per delivery in Delivered.
 type Stats struct {
 	delivered    atomic.Uint64
@@ -11,6 +12,7 @@ type Stats struct {
 	retried      atomic.Uint64
 	deadLettered atomic.Uint64
 	undecodable  atomic.Uint64
+	lag          atomic.Uint64
 }
 
 // StatsSnapshot is a point-in-time copy of Stats.
@@ -27,6 +29,9 @@ type StatsSnapshot struct {
 	DeadLettered uint64
 	// Undecodable counts the subset of DeadLettered that failed to decode.
 	Undecodable uint64
+	// Lag is how many messages waited in the member's consumer behind the
+	// last delivery (its metadata's NumPending): the member's backlog.
+	Lag uint64
 }
 
 // Snapshot returns the current counters. A nil *Stats gives zeros.
@@ -40,5 +45,6 @@ func (s *Stats) Snapshot() StatsSnapshot {
 		Retried:      s.retried.Load(),
 		DeadLettered: s.deadLettered.Load(),
 		Undecodable:  s.undecodable.Load(),
+		Lag:          s.lag.Load(),
 	}
 }

@@ -78,7 +78,7 @@ func TestConfigValidate(t *testing.T) {
 			t.Parallel()
 			c := ok
 			tc.mutate(&c)
-			_, err := c.withDefaults()
+			_, err := c.WithDefaults()
 			if tc.valid != (err == nil) {
 				t.Fatalf("withDefaults err = %v, want valid=%v", err, tc.valid)
 			}

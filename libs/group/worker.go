@@ -51,6 +51,7 @@ func (w *worker) process(ctx context.Context, msg jetstream.Msg) {
 	attempt, seq := uint64(1), uint64(0)
 	if meta, err := msg.Metadata(); err == nil {
 		attempt, seq = meta.NumDelivered, meta.Sequence.Stream
+		w.cfg.Stats.lag.Store(meta.NumPending)
 	}
 	log := w.log.With(slog.String(logkey.Subject, subject), slog.Uint64(logkey.Seq, seq), slog.Uint64(logkey.Attempt, attempt))
 

@@ -220,7 +220,7 @@ func startProxy(t testing.TB, cfg config.Config) *proxyHandle {
 			t.Errorf("proxy Run: %v", err)
 		}
 	})
-	testenv.Eventually(t, 10*time.Second, a.Ready)
+	testenv.Eventually(t, 10*time.Second, func() error { return a.Ready(context.Background()) })
 	return &proxyHandle{app: a, url: "http://" + a.Addr(), stop: stop}
 }
 
@@ -339,3 +339,9 @@ func words(n int) string {
 func errorf(format string, args ...any) error { return fmt.Errorf(format, args...) }
 
 func parseURL(s string) (*url.URL, error) { return url.Parse(s) }
+
+// ready probes the proxy's readiness as /readyz does.
+func (p *proxyHandle) ready(t testing.TB) error {
+	t.Helper()
+	return p.app.Ready(t.Context())
+}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/ambient-code/control-plane/libs/bus"
 	"github.com/ambient-code/control-plane/libs/envconfig"
+	"github.com/ambient-code/control-plane/libs/service"
 
 	"github.com/ambient-code/control-plane/services/agui-proxy/internal/auth"
 )
@@ -19,9 +20,6 @@ import (
 // Environment variables, each beside the field it fills.
 const (
 	EnvListenAddr        = "LOCAL_PROXY_ADDR"
-	EnvMetricsAddr       = "METRICS_ADDR"
-	EnvLogLevel          = "LOG_LEVEL"
-	EnvOTLPEndpoint      = "OTEL_EXPORTER_OTLP_ENDPOINT"
 	EnvNATSName          = "NATS_CLIENT_NAME"
 	EnvRunnersBucket     = "RUNNERS_BUCKET"
 	EnvCORSOrigins       = "CORS_ALLOWED_ORIGIN"
@@ -46,14 +44,11 @@ const (
 
 // Config is the whole agui-proxy configuration. Pass it by value.
 type Config struct {
+	// Config holds NATS (its client name from NATS_CLIENT_NAME), LOG_LEVEL,
+	// METRICS_ADDR (/healthz, /readyz, /metrics) and the OTLP endpoint.
+	service.Config
 	// ListenAddr serves the proxy (LOCAL_PROXY_ADDR).
 	ListenAddr string
-	// MetricsAddr serves /healthz, /readyz and /metrics (METRICS_ADDR).
-	MetricsAddr string
-	LogLevel    string
-	// OTLPEndpoint receives traces over OTLP gRPC; empty disables export.
-	OTLPEndpoint string
-	NATS         bus.ConnectConfig
 	// RunnersBucket is the KV bucket of runner endpoints (RUNNERS_BUCKET).
 	RunnersBucket string
 	// CORSOrigins are the allowed browser origins; "*" allows any origin
@@ -90,10 +85,12 @@ type Config struct {
 // Defaults returns the configuration used for every unset variable.
 func Defaults() Config {
 	return Config{
+		Config: service.Config{
+			NATS:        bus.ConnectConfig{URL: bus.DefaultURL, Name: "agui-proxy"},
+			LogLevel:    service.DefaultLogLevel,
+			MetricsAddr: "127.0.0.1:9091",
+		},
 		ListenAddr:            "127.0.0.1:9080",
-		MetricsAddr:           "127.0.0.1:9091",
-		LogLevel:              "info",
-		NATS:                  bus.ConnectConfig{URL: "nats://127.0.0.1:4222", Name: "agui-proxy"},
 		RunnersBucket:         bus.BucketRunners,
 		CORSOrigins:           []string{"http://localhost:3000"},
 		Auth:                  auth.ModeNone,
@@ -117,11 +114,8 @@ func FromEnv(lookup envconfig.LookupFunc) (Config, error) {
 	d := Defaults()
 	l := envconfig.New(lookup)
 	c := Config{
+		Config:                service.LoadConfig(l, d.Config),
 		ListenAddr:            l.HostPort(EnvListenAddr, d.ListenAddr),
-		MetricsAddr:           l.String(EnvMetricsAddr, d.MetricsAddr),
-		LogLevel:              l.Enum(EnvLogLevel, d.LogLevel, "debug", "info", "warn", "error"),
-		OTLPEndpoint:          l.String(EnvOTLPEndpoint, ""),
-		NATS:                  bus.LoadConnectConfig(l, d.NATS.URL),
 		RunnersBucket:         l.String(EnvRunnersBucket, d.RunnersBucket),
 		CORSOrigins:           l.List(EnvCORSOrigins, d.CORSOrigins),
 		Auth:                  l.Enum(EnvAuth, d.Auth, auth.ModeNone, auth.ModeToken, auth.ModeJWT),
@@ -185,11 +179,6 @@ func (c Config) validate() []error {
 		if !validOrigin(o) {
 			bad(EnvCORSOrigins, `comma-separated origins "scheme://host[:port]" or "*"`, strings.Join(c.CORSOrigins, ","))
 			break
-		}
-	}
-	if c.MetricsAddr != "" {
-		if _, _, err := envconfig.ParseHostPort(c.MetricsAddr); err != nil {
-			bad(EnvMetricsAddr, `"HOST:PORT" or empty to disable`, c.MetricsAddr)
 		}
 	}
 	if c.RunnersBucket == "" {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ambient-code/control-plane/libs/envconfig"
+	"github.com/ambient-code/control-plane/libs/service"
 )
 
 func TestFromEnvDefaults(t *testing.T) {
@@ -62,8 +63,8 @@ func TestFromEnv(t *testing.T) {
 		{name: "body limit", env: map[string]string{EnvMaxBodyBytes: "1024"}, check: func(c Config) bool { return c.MaxBodyBytes == 1024 }},
 		{name: "bad values all reported", env: map[string]string{EnvMaxBodyBytes: "-1", EnvSSEKeepAlive: "5", EnvWriteTimeout: "soon", EnvListenAddr: "nohost"},
 			wantErr: []string{"MAX_BODY_BYTES", "SSE_KEEPALIVE", "HTTP_WRITE_TIMEOUT", "LOCAL_PROXY_ADDR"}},
-		{name: "bad metrics addr", env: map[string]string{EnvMetricsAddr: "9090"}, wantErr: []string{"METRICS_ADDR"}},
-		{name: "metrics disabled", env: map[string]string{EnvMetricsAddr: ""}, check: func(c Config) bool { return c.MetricsAddr != "" }},
+		{name: "bad metrics addr", env: map[string]string{service.EnvMetricsAddr: "9090"}, wantErr: []string{"METRICS_ADDR"}},
+		{name: "metrics disabled", env: map[string]string{service.EnvMetricsAddr: ""}, check: func(c Config) bool { return c.MetricsAddr != "" }},
 		{name: "timeouts", env: map[string]string{EnvReadHeaderTimeout: "2s", EnvUpstreamTimeout: "1m"},
 			check: func(c Config) bool { return c.ReadHeaderTimeout == 2*time.Second && c.UpstreamTimeout == time.Minute }},
 	}

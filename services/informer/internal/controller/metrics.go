@@ -1,7 +1,8 @@
-package app
+package controller
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -34,8 +35,9 @@ const (
 	attrEventType = "type"
 )
 
-// metrics holds the informer's instruments. All are safe for concurrent use.
-type metrics struct {
+// Metrics holds the informer's instruments. All are safe for concurrent use.
+type Metrics struct {
+	meter       metric.Meter
 	published   metric.Int64Counter
 	duplicates  metric.Int64Counter
 	publishErrs metric.Int64Counter
@@ -46,22 +48,17 @@ type metrics struct {
 	unknownDel  metric.Int64Counter
 }
 
-// gauges read live state when metrics are collected.
-type gauges struct {
-	cacheObjects func(r eventsv1.Resource) int
-	queueDepth   func(r eventsv1.Resource) int
-	leader       func() bool
-	terms        func() int64
-}
-
-func newMetrics(m metric.Meter, g gauges) (*metrics, error) {
+// NewMetrics creates the informer's counters on m; ObserveState adds the
+// gauges once the resources and the lease exist.
+func NewMetrics(m metric.Meter) (*Metrics, error) {
 	var errs []error
 	counter := func(name, desc string) metric.Int64Counter {
 		c, err := m.Int64Counter(name, metric.WithDescription(desc))
 		errs = append(errs, err)
 		return c
 	}
-	out := &metrics{
+	out := &Metrics{
+		meter:       m,
 		published:   counter(metricPublished, "Events published and acked, by resource and type."),
 		duplicates:  counter(metricDuplicates, "Publishes JetStream dropped as duplicates (republish after a crash or failover)."),
 		publishErrs: counter(metricPublishErrs, "Failed publish attempts (retried)."),
@@ -73,48 +70,55 @@ func newMetrics(m metric.Meter, g gauges) (*metrics, error) {
 	h, err := m.Float64Histogram(metricPublishTime, metric.WithUnit("s"),
 		metric.WithDescription("Time from publish to JetStream ack."),
 		metric.WithExplicitBucketBoundaries(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
-	errs = append(errs, err)
 	out.publishTime = h
-
-	cache, err := m.Int64ObservableGauge(metricCacheObjects, metric.WithDescription("Objects in the informer cache (leader only)."))
-	errs = append(errs, err)
-	depth, err := m.Int64ObservableGauge(metricQueueDepth, metric.WithDescription("Objects waiting to be published."))
-	errs = append(errs, err)
-	leader, err := m.Int64ObservableGauge(metricLeader, metric.WithDescription("1 while this replica holds the lease, else 0 (standby)."))
-	errs = append(errs, err)
-	terms, err := m.Int64ObservableCounter(metricTerms, metric.WithDescription("Times this replica became leader."))
-	errs = append(errs, err)
-	for _, e := range errs {
-		if e != nil {
-			return nil, fmt.Errorf("create instruments: %w", e)
-		}
-	}
-	_, err = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
-		for _, r := range events.Resources {
-			set := metric.WithAttributes(attribute.String(attrResource, events.ResourceToken(r)))
-			o.ObserveInt64(cache, int64(g.cacheObjects(r)), set)
-			o.ObserveInt64(depth, int64(g.queueDepth(r)), set)
-		}
-		var l int64
-		if g.leader() {
-			l = 1
-		}
-		o.ObserveInt64(leader, l)
-		o.ObserveInt64(terms, g.terms())
-		return nil
-	}, cache, depth, leader, terms)
-	if err != nil {
-		return nil, fmt.Errorf("register gauges: %w", err)
+	if err := errors.Join(append(errs, err)...); err != nil {
+		return nil, fmt.Errorf("create instruments: %w", err)
 	}
 	return out, nil
+}
+
+// ObserveState exports the live state of rs and of the lease (leader: is
+// this replica leading; terms: how often it became leader) as gauges.
+func (m *Metrics) ObserveState(rs []Leader, leader func() bool, terms func() int64) error {
+	var errs []error
+	gauge := func(name, desc string) metric.Int64ObservableGauge {
+		g, err := m.meter.Int64ObservableGauge(name, metric.WithDescription(desc))
+		errs = append(errs, err)
+		return g
+	}
+	cache := gauge(metricCacheObjects, "Objects in the informer cache (leader only).")
+	depth := gauge(metricQueueDepth, "Objects waiting to be published.")
+	lead := gauge(metricLeader, "1 while this replica holds the lease, else 0 (standby).")
+	termCount, err := m.meter.Int64ObservableCounter(metricTerms, metric.WithDescription("Times this replica became leader."))
+	if err := errors.Join(append(errs, err)...); err != nil {
+		return fmt.Errorf("create instruments: %w", err)
+	}
+	_, err = m.meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		for _, r := range rs {
+			set := resAttr(r.Kind())
+			o.ObserveInt64(cache, int64(r.CacheSize()), set)
+			o.ObserveInt64(depth, int64(r.QueueDepth()), set)
+		}
+		var l int64
+		if leader() {
+			l = 1
+		}
+		o.ObserveInt64(lead, l)
+		o.ObserveInt64(termCount, terms())
+		return nil
+	}, cache, depth, lead, termCount)
+	if err != nil {
+		return fmt.Errorf("register gauges: %w", err)
+	}
+	return nil
 }
 
 func resAttr(r eventsv1.Resource) metric.MeasurementOption {
 	return metric.WithAttributes(attribute.String(attrResource, events.ResourceToken(r)))
 }
 
-// observePublish records one acked event.
-func (m *metrics) observePublish(ctx context.Context, ev *eventsv1.ResourceEvent, took time.Duration, duplicate bool) {
+// ObservePublish records one acked event (publish.Config.Observe).
+func (m *Metrics) ObservePublish(ctx context.Context, ev *eventsv1.ResourceEvent, took time.Duration, duplicate bool) {
 	m.published.Add(ctx, 1, metric.WithAttributes(
 		attribute.String(attrResource, events.ResourceToken(ev.GetResource())),
 		attribute.String(attrEventType, events.TypeName(ev.GetType()))))
