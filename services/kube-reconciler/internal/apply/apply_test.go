@@ -250,7 +250,7 @@ func TestSessionApplyClaimsOnlySetFields(t *testing.T) {
 					continue
 				}
 				var fields map[string]any
-				if err := json.Unmarshal(mf.FieldsV1.Raw, &fields); err != nil {
+				if err := json.Unmarshal(mf.FieldsV1.GetRawBytes(), &fields); err != nil {
 					t.Fatal(err)
 				}
 				owned = leaves(fields["f:spec"], "")

@@ -67,6 +67,7 @@ func TestPrune(t *testing.T) {
 	// An object as the original binary sent it: the fields the operator's
 	// CRD does not declare.
 	legacy := func(tb testing.TB) *unstructured.Unstructured {
+		tb.Helper()
 		u := desiredObject(tb, fullSession("s1"))
 		u.Object["spec"].(map[string]any)["project"] = "proj"
 		u.Object["spec"].(map[string]any)["botAccount"] = map[string]any{"name": "bot"}
@@ -75,6 +76,10 @@ func TestPrune(t *testing.T) {
 		}
 		return u
 	}
+	ours := func(tb testing.TB) *unstructured.Unstructured {
+		tb.Helper()
+		return desiredObject(tb, fullSession("s1"))
+	}
 	tests := []struct {
 		name    string
 		crd     *apiextensionsv1.CustomResourceDefinition
@@ -82,7 +87,7 @@ func TestPrune(t *testing.T) {
 		dropped []string
 	}{
 		{name: "operator crd, our object", crd: operatorCRD(t, nil),
-			obj: func(tb testing.TB) *unstructured.Unstructured { return desiredObject(tb, fullSession("s1")) }},
+			obj: ours},
 		{name: "operator crd, the original's fields", crd: operatorCRD(t, nil), obj: legacy,
 			dropped: []string{"spec.botAccount", "spec.project", "spec.repos[].name"}},
 		{name: "older crd without llmSettings and autoPush", crd: operatorCRD(t, func(sp, _ *apiextensionsv1.JSONSchemaProps) {
@@ -90,7 +95,7 @@ func TestPrune(t *testing.T) {
 			repos := sp.Properties["repos"]
 			delete(repos.Items.Schema.Properties, "autoPush")
 			sp.Properties["repos"] = repos
-		}), obj: func(tb testing.TB) *unstructured.Unstructured { return desiredObject(tb, fullSession("s1")) },
+		}), obj: ours,
 			dropped: []string{"spec.llmSettings", "spec.repos[].autoPush"}},
 		{name: "spec preserves unknown fields", crd: operatorCRD(t, func(sp, _ *apiextensionsv1.JSONSchemaProps) {
 			sp.XPreserveUnknownFields = ptr.To(true)

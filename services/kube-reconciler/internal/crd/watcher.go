@@ -53,12 +53,12 @@ func NewWatcher(client clientset.Interface, log *slog.Logger) (*Watcher, error) 
 	// calling them. The log line also tells a reader (and the tests) that a
 	// change has reached this process.
 	_, err := w.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc: func(obj any) { w.logChange("agenticsession crd seen", obj) },
+		AddFunc: func(obj any) { w.logChange(obj, false) },
 		UpdateFunc: func(oldObj, newObj any) {
 			o, okO := oldObj.(*apiextensionsv1.CustomResourceDefinition)
 			n, okN := newObj.(*apiextensionsv1.CustomResourceDefinition)
 			if okO && okN && o.ResourceVersion != n.ResourceVersion {
-				w.logChange("agenticsession crd changed", newObj)
+				w.logChange(newObj, true)
 			}
 		},
 		DeleteFunc: func(any) {
@@ -71,12 +71,17 @@ func NewWatcher(client clientset.Interface, log *slog.Logger) (*Watcher, error) 
 	return w, nil
 }
 
-func (w *Watcher) logChange(msg string, obj any) {
+func (w *Watcher) logChange(obj any, changed bool) {
 	c, ok := obj.(*apiextensionsv1.CustomResourceDefinition)
 	if !ok {
 		return
 	}
-	w.log.Info(msg, slog.String(logkey.Name, c.Name), slog.String(logkey.Version, c.ResourceVersion))
+	name, rv := slog.String(logkey.Name, c.Name), slog.String(logkey.Version, c.ResourceVersion)
+	if changed {
+		w.log.Info("agenticsession crd changed", name, rv)
+		return
+	}
+	w.log.Info("agenticsession crd seen", name, rv)
 }
 
 // Run runs the informer until ctx is done.
