@@ -121,6 +121,7 @@ func TestMapping(t *testing.T) {
 			name: "every field",
 			req: &ambientv1.CreateSessionRequest{Name: "full", Prompt: ptr("p"), Timeout: ptr(int32(600)), LlmModel: ptr("opus"),
 				LlmTemperature: ptr(0.2), LlmMaxTokens: ptr(int32(100)), BotAccountName: ptr("bot"), CreatedByUserId: ptr("u-1"),
+				RepoUrl: ptr("https://git/ignored-when-repos-is-set"), AssignedUserId: ptr("u-2"), WorkflowId: ptr("wf-1"), ParentSessionId: ptr("parent"),
 				Repos:                ptr(`[{"url":"https://git/a","name":"front"},{"url":"https://git/b","branch":"dev","name":"back","autoPush":true}]`),
 				ResourceOverrides:    ptr(`{"cpu":"2","memory":"4Gi"}`),
 				EnvironmentVariables: ptr(`{"A":"1"}`),

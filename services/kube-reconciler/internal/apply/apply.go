@@ -13,6 +13,7 @@ package apply
 import (
 	"errors"
 
+	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/crd"
 	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/spec"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -34,6 +35,8 @@ var AgenticSessionGVR = schema.GroupVersionResource{Group: spec.Group, Version: 
 type sessionPruner interface {
 	PruneSession(u *unstructured.Unstructured) error
 }
+
+var _ sessionPruner = (*crd.Watcher)(nil)
 
 // Applier writes Namespaces, RoleBindings and AgenticSessions.
 type Applier struct {

@@ -236,3 +236,22 @@ func FuzzSessionFitsOperatorCRD(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkPrune measures what pruning adds to each AgenticSession apply: one
+// full session (every field) against the operator's CRD.
+func BenchmarkPrune(b *testing.B) {
+	s, err := crd.FromCRD(operatorCRD(b, nil), spec.Version)
+	if err != nil {
+		b.Fatal(err)
+	}
+	u := desiredObject(b, fullSession("s1"))
+	b.ReportAllocs()
+	for b.Loop() {
+		b.StopTimer()
+		obj := u.DeepCopy().Object
+		b.StartTimer()
+		if dropped := s.Prune(obj); len(dropped) > 0 {
+			b.Fatal(dropped)
+		}
+	}
+}
