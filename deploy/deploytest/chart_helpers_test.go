@@ -205,12 +205,20 @@ func (r rendered) ofKind(kind string) []*unstructured.Unstructured {
 	return out
 }
 
-// crdObjects returns the chart's CRDs (crds/) as objects.
+// crdFilePrefix is where the chart keeps its CRDs: one source, rendered by
+// templates/crds/ when crds.install is true and loaded by the
+// kube-reconciler's envtest tests.
+const crdFilePrefix = "files/crds/"
+
+// crdObjects returns the chart's CRDs (files/crds/) as objects.
 func crdObjects(t testing.TB, c *chart.Chart) []*unstructured.Unstructured {
 	t.Helper()
 	var out []*unstructured.Unstructured
-	for _, f := range c.CRDObjects() {
-		for _, doc := range releaseutil.SplitManifests(string(f.File.Data)) {
+	for _, f := range c.Files {
+		if !strings.HasPrefix(f.Name, crdFilePrefix) {
+			continue
+		}
+		for _, doc := range releaseutil.SplitManifests(string(f.Data)) {
 			u := &unstructured.Unstructured{}
 			if err := yaml.Unmarshal([]byte(doc), &u.Object); err != nil {
 				t.Fatalf("CRD %s: %v", f.Name, err)
@@ -221,7 +229,7 @@ func crdObjects(t testing.TB, c *chart.Chart) []*unstructured.Unstructured {
 		}
 	}
 	if len(out) == 0 {
-		t.Fatal("chart has no CRDs in crds/")
+		t.Fatalf("chart has no CRDs in %s", crdFilePrefix)
 	}
 	return out
 }

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
 	"helm.sh/helm/v3/pkg/lint"
 	"helm.sh/helm/v3/pkg/lint/support"
 	appsv1 "k8s.io/api/apps/v1"
@@ -600,6 +601,8 @@ externalNats: {url: "nats://n:4222", auth: {type: creds}}`, "externalNats.auth.s
 		{"sessions run twice", `kubeReconciler: {sessionSelector: all}`, "would run every session twice"},
 		{"bad session selector", `kubeReconciler: {sessionSelector: "everything"}`, "sessionSelector"},
 		{"hpa min above max", `aguiProxy: {hpa: {enabled: true, minReplicas: 5, maxReplicas: 2}}`, "minReplicas must not exceed maxReplicas"},
+		{"crds.install not a bool", `crds: {install: "yes"}`, "install"},
+		{"unknown crds key", `crds: {keep: true}`, "keep"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -720,5 +723,53 @@ func TestChartNetworkPolicies(t *testing.T) {
 	ap, _ := yaml.Marshal(r.find("NetworkPolicy", name("agui-proxy")).Object["spec"])
 	if !strings.Contains(string(ap), "app.kubernetes.io/component: runner-manager") {
 		t.Errorf("agui-proxy NetworkPolicy cannot reach runner-manager pods:\n%s", ap)
+	}
+}
+
+// TestChartCRDs: crds.install (default true) renders the AgenticSession CRD
+// from files/crds/ with its schema unchanged, the chart's labels and
+// helm.sh/resource-policy: keep (uninstalling never deletes every
+// AgenticSession); false renders no CRD, for clusters where the session
+// operator owns it. The chart has no crds/ directory: Helm installs that
+// unconditionally, which would fight the operator's CRD.
+func TestChartCRDs(t *testing.T) {
+	t.Parallel()
+	c := loadChart(t)
+	if n := len(c.CRDObjects()); n != 0 {
+		t.Errorf("chart has %d files in crds/, want none (the CRD lives in %s)", n, crdFilePrefix)
+	}
+	files := crdObjects(t, c)
+	tests := []struct {
+		name string
+		vals string
+		want []*unstructured.Unstructured
+	}{
+		{name: "default", vals: `{}`, want: files},
+		{name: "install true", vals: `crds: {install: true}`, want: files},
+		{name: "install false", vals: `crds: {install: false}`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			got := mustRender(t, parseValues(t, tc.vals)).ofKind("CustomResourceDefinition")
+			if len(got) != len(tc.want) {
+				t.Fatalf("%d CRDs rendered, want %d", len(got), len(tc.want))
+			}
+			for i, w := range tc.want {
+				g := got[i]
+				if g.GetName() != w.GetName() {
+					t.Errorf("CRD %d: name %q, want %q", i, g.GetName(), w.GetName())
+				}
+				if diff := cmp.Diff(w.Object["spec"], g.Object["spec"]); diff != "" {
+					t.Errorf("CRD %s: rendered spec differs from %s (-file +rendered):\n%s", w.GetName(), crdFilePrefix, diff)
+				}
+				if g.GetAnnotations()["helm.sh/resource-policy"] != "keep" {
+					t.Errorf("CRD %s: annotations %v, want helm.sh/resource-policy: keep", g.GetName(), g.GetAnnotations())
+				}
+				if g.GetLabels()["app.kubernetes.io/component"] != "crds" || g.GetLabels()["app.kubernetes.io/instance"] != releaseName {
+					t.Errorf("CRD %s: labels %v, want the chart's", g.GetName(), g.GetLabels())
+				}
+			}
+		})
 	}
 }
