@@ -3,6 +3,7 @@ package claim
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"testing"
 	"time"
@@ -72,5 +73,69 @@ func TestMembers(t *testing.T) {
 	}
 	if _, err := NewMembers(kv, "x", time.Millisecond, log); err == nil {
 		t.Fatal("tiny ttl accepted")
+	}
+}
+
+// Hold keeps beating after its ctx ended, for as long as fn (the runners'
+// shutdown) runs, and leaves once fn returned: a peer must not take over
+// sessions whose runners are still being stopped.
+func TestHoldOutlivesCtx(t *testing.T) {
+	t.Parallel()
+	srv := testenv.NATS(t)
+	_, js := testenv.JetStream(t, srv)
+	kv, err := js.CreateKeyValue(t.Context(), BucketConfig(1, time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.DiscardHandler)
+	m, err := NewMembers(kv, "holder", time.Second, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer, err := NewMembers(kv, "peer", time.Second, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	revision := func() uint64 {
+		t.Helper()
+		e, err := kv.Get(t.Context(), "holder")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e.Revision()
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	stopped := make(chan struct{}) // closed once fn saw ctx end
+	release := make(chan struct{}) // closed to let fn return
+	done := make(chan error, 1)    // Hold's result
+	go func() {                    // owned by this test; ends when release closes
+		done <- m.Hold(ctx, func(ctx context.Context) error {
+			<-ctx.Done()
+			close(stopped)
+			<-release
+			return errors.New("fn's error")
+		})
+	}()
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if ok, err := peer.Alive(t.Context(), "holder"); err != nil || !ok {
+			return fmt.Errorf("holder not alive: %v", err)
+		}
+		return nil
+	})
+	cancel()
+	<-stopped
+	after := revision()
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if rev := revision(); rev <= after {
+			return fmt.Errorf("no beat since ctx ended (revision %d)", rev)
+		}
+		return nil
+	})
+	close(release)
+	if err := <-done; err == nil || err.Error() != "fn's error" {
+		t.Fatalf("Hold = %v, want fn's error", err)
+	}
+	if ok, err := peer.Alive(t.Context(), "holder"); err != nil || ok {
+		t.Fatalf("holder alive after Hold returned: %v, %v", ok, err)
 	}
 }
