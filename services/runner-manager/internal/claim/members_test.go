@@ -9,25 +9,34 @@ import (
 	"time"
 
 	"github.com/ambient-code/control-plane/libs/testenv"
+
+	"github.com/nats-io/nats.go/jetstream"
 )
 
-func TestMembers(t *testing.T) {
-	t.Parallel()
-	srv := testenv.NATS(t)
-	_, js := testenv.JetStream(t, srv)
+// members returns a heartbeat writer per name on one fresh bucket (TTL 1s).
+func members(t *testing.T, names ...string) (jetstream.KeyValue, []*Members) {
+	t.Helper()
+	_, js := testenv.JetStream(t, testenv.NATS(t))
 	kv, err := js.CreateKeyValue(t.Context(), BucketConfig(1, time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
+	var out []*Members
+	for _, n := range names {
+		m, err := NewMembers(kv, n, time.Second, slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, m)
+	}
+	return kv, out
+}
+
+func TestMembers(t *testing.T) {
+	t.Parallel()
+	kv, ms := members(t, "a", "b.with dots")
+	a, b := ms[0], ms[1]
 	log := slog.New(slog.DiscardHandler)
-	a, err := NewMembers(kv, "a", time.Second, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := NewMembers(kv, "b.with dots", time.Second, log)
-	if err != nil {
-		t.Fatal(err)
-	}
 	alive := func(m *Members, who string) bool {
 		t.Helper()
 		ok, err := m.Alive(t.Context(), who)
@@ -81,21 +90,8 @@ func TestMembers(t *testing.T) {
 // sessions whose runners are still being stopped.
 func TestHoldOutlivesCtx(t *testing.T) {
 	t.Parallel()
-	srv := testenv.NATS(t)
-	_, js := testenv.JetStream(t, srv)
-	kv, err := js.CreateKeyValue(t.Context(), BucketConfig(1, time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	log := slog.New(slog.DiscardHandler)
-	m, err := NewMembers(kv, "holder", time.Second, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	peer, err := NewMembers(kv, "peer", time.Second, log)
-	if err != nil {
-		t.Fatal(err)
-	}
+	kv, ms := members(t, "holder", "peer")
+	m, peer := ms[0], ms[1]
 	revision := func() uint64 {
 		t.Helper()
 		e, err := kv.Get(t.Context(), "holder")

@@ -10,12 +10,26 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/ambient-code/control-plane/libs/apiclient"
+	"github.com/ambient-code/control-plane/libs/memapi"
 	"github.com/ambient-code/control-plane/libs/session"
 	"github.com/ambient-code/control-plane/libs/testenv"
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
 )
 
 const updateStatus = ambientv1.SessionService_UpdateSessionStatus_FullMethodName
+
+// writer returns an in-memory API, a client of it and a Writer on the client.
+func writer(t *testing.T) (*memapi.Server, *apiclient.Client, *Writer) {
+	t.Helper()
+	api := testenv.API(t)
+	client := testenv.APIClient(t, api)
+	w, err := New(client, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return api, client, w
+}
 
 // Write retries what may pass later (Unavailable), four calls without a
 // deadline and until the deadline with one; it does not retry what never
@@ -38,12 +52,7 @@ func TestWriteRetries(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			api := testenv.API(t)
-			client := testenv.APIClient(t, api)
-			w, err := New(client, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
+			api, client, w := writer(t)
 			s, err := client.CreateSession(t.Context(), &ambientv1.CreateSessionRequest{Name: "s", ProjectId: proto.String("p")})
 			if err != nil {
 				t.Fatal(err)
@@ -80,12 +89,7 @@ func TestWriteRetries(t *testing.T) {
 // the session's other conditions.
 func TestFinalPhases(t *testing.T) {
 	t.Parallel()
-	api := testenv.API(t)
-	client := testenv.APIClient(t, api)
-	w, err := New(client, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, client, w := writer(t)
 	log := slog.New(slog.DiscardHandler)
 	other := session.Conditions{}.Set(session.Condition{Type: "Other", Status: session.StatusTrue}, time.Now()).JSON()
 	for _, tc := range []struct {
