@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/synadia-io/orbit.go/pcgroups"
 
+	"github.com/ambient-code/control-plane/libs/bus"
 	"github.com/ambient-code/control-plane/libs/logkey"
 )
 
@@ -129,35 +130,20 @@ func (m *membership) leave(ctx context.Context) error {
 // live returns the members with an unexpired heartbeat and their pinned
 // slices, minus exclude. A record that does not decode counts as sharing.
 func (m *membership) live(ctx context.Context, exclude string) (map[string][]int, error) {
-	w, err := m.members.WatchAll(ctx, jetstream.IgnoreDeletes())
+	es, err := bus.ReadKV(ctx, m.members, jetstream.IgnoreDeletes())
 	if err != nil {
-		return nil, fmt.Errorf("watch members: %w", err)
+		return nil, fmt.Errorf("list members: %w", err)
 	}
-	defer func() {
-		if err := w.Stop(); err != nil {
-			m.log.Debug("stop member watcher", slog.Any(logkey.Err, err))
-		}
-	}()
 	live := map[string][]int{}
-	for {
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("list members: %w", ctx.Err())
-		case e, ok := <-w.Updates():
-			if !ok {
-				return nil, fmt.Errorf("list members: %w", jetstream.ErrConnectionClosed)
-			}
-			if e == nil { // initial values delivered
-				delete(live, exclude)
-				return live, nil
-			}
-			var rec memberRecord
-			if err := json.Unmarshal(e.Value(), &rec); err != nil {
-				rec.Partitions = nil
-			}
-			live[e.Key()] = rec.Partitions
+	for _, e := range es {
+		var rec memberRecord
+		if err := json.Unmarshal(e.Value(), &rec); err != nil {
+			rec.Partitions = nil
 		}
+		live[e.Key()] = rec.Partitions
 	}
+	delete(live, exclude)
+	return live, nil
 }
 
 // reconcile makes the pcgroups mappings match the live members (minus

@@ -29,7 +29,7 @@
 //     their numbers differ from the objects' (Create*Request numbers from
 //     1), as on the real server. UpdateSessionRequest has no
 //     created_by_user_id.
-//   - UpdateSessionStatus accepts only the seven phases (else
+//   - UpdateSessionStatus accepts only the seven phases of libs/session (else
 //     InvalidArgument) and sets only the fields present.
 //   - With WithToken, every call (streams included) needs
 //     "authorization: Bearer <token>", else Unauthenticated / HTTP 401. The

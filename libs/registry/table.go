@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ambient-code/control-plane/libs/bus"
 )
 
 // Table is an in-memory routing map of session id -> endpoint kept current by
@@ -72,68 +74,42 @@ func (t *Table) Err() error {
 // Synced returns a channel closed after the first full snapshot.
 func (t *Table) Synced() <-chan struct{} { return t.synced }
 
-// Run watches kv and keeps the table current until ctx ends; it then returns
-// nil. If the watch breaks it is re-opened (after retryDelay) and the table is
-// rebuilt from the fresh snapshot, so deletes missed meanwhile are applied.
-// Run must not be called twice concurrently on one table.
+// Run watches kv (bus.WatchKV) and keeps the table current until ctx ends;
+// it then returns nil. If the watch breaks it is reopened with backoff and
+// the table is rebuilt from the fresh values, so deletes missed meanwhile
+// are applied; until then Ready is false and Err says why. Run must not be
+// called twice concurrently on one table.
 func (t *Table) Run(ctx context.Context, kv jetstream.KeyValue) error {
-	const retryDelay = time.Second
-	for {
-		err := t.watch(ctx, kv)
-		t.ready.Store(false)
-		if ctx.Err() != nil {
-			return nil
-		}
-		// The watch is re-opened below; callers see !Ready and Err meanwhile.
-		t.lastErr.Store(&err)
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(retryDelay):
-		}
-	}
-}
-
-func (t *Table) watch(ctx context.Context, kv jetstream.KeyValue) error {
-	w, err := kv.WatchAll(ctx)
-	if err != nil {
-		return fmt.Errorf("watch runners: %w", err)
-	}
-	defer func() {
-		// Stop only ends the subscription; nothing to handle.
-		_ = w.Stop()
-	}()
-	// The initial values are collected into a fresh map and swapped in at the
-	// nil marker, so records deleted while a previous watch was down vanish.
-	initial := map[string]Record{}
-	inInitial := true
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case e, ok := <-w.Updates():
-			if !ok {
-				return fmt.Errorf("watch runners: watcher closed")
+	err := bus.WatchKV(ctx, kv, bus.KVWatch{
+		Initial: func(es []jetstream.KeyValueEntry) {
+			// A fresh map swapped in whole, so records deleted while a
+			// previous watch was down vanish.
+			m := make(map[string]Record, len(es))
+			for _, e := range es {
+				applyEntry(m, e)
 			}
-			if e == nil {
-				t.mu.Lock()
-				t.entries = initial
-				t.mu.Unlock()
-				inInitial = false
-				t.lastErr.Store(nil)
-				t.ready.Store(true)
-				t.once.Do(func() { close(t.synced) })
-				continue
-			}
-			if inInitial {
-				applyEntry(initial, e)
-				continue
-			}
+			t.mu.Lock()
+			t.entries = m
+			t.mu.Unlock()
+			t.lastErr.Store(nil)
+			t.ready.Store(true)
+			t.once.Do(func() { close(t.synced) })
+		},
+		Update: func(e jetstream.KeyValueEntry) {
 			t.mu.Lock()
 			applyEntry(t.entries, e)
 			t.mu.Unlock()
-		}
+		},
+		Broken: func(err error, _ time.Duration) {
+			t.ready.Store(false)
+			t.lastErr.Store(&err)
+		},
+	})
+	t.ready.Store(false)
+	if err != nil {
+		return fmt.Errorf("watch runners: %w", err)
 	}
+	return nil
 }
 
 func applyEntry(m map[string]Record, e jetstream.KeyValueEntry) {
