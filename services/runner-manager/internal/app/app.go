@@ -47,7 +47,11 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Optio
 	log = log.With(slog.String(logkey.Member, cfg.Group.Member))
 	sopts := service.Options{Name: ServiceName, Version: o.version, Config: cfg.Config, Logger: log}
 	return service.Run(ctx, sopts, func(ctx context.Context, rt *service.Runtime) error {
-		runners, err := bus.EnsureKV(ctx, rt.JetStream(), bus.RunnersBucket(cfg.BucketReplicas))
+		rc := bus.RunnersBucket(cfg.BucketReplicas)
+		// Lets a release purge the record with a marker that expires, so the
+		// bucket does not keep one marker per session ever run.
+		rc.LimitMarkerTTL = cfg.MarkerTTL
+		runners, err := bus.EnsureKV(ctx, rt.JetStream(), rc)
 		if err != nil {
 			return err
 		}
@@ -55,7 +59,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Optio
 		if err != nil {
 			return err
 		}
-		members, err := claim.NewMembers(membersKV, cfg.Group.Member, cfg.Group.MemberTTL, log)
+		members, err := claim.NewMembers(membersKV, rt.NATS(), cfg.Group.Member, cfg.Group.MemberTTL, log)
 		if err != nil {
 			return err
 		}
@@ -106,5 +110,6 @@ func reconcileConfig(cfg config.Config) reconcile.Config {
 		Member: cfg.Group.Member, AdvertiseHost: cfg.AdvertiseHost, Selector: cfg.Selector,
 		Health:    runner.HealthPolicy{Host: "127.0.0.1", Interval: cfg.HealthInterval, Attempts: cfg.HealthAttempts, FirstDelay: healthFirstDelay},
 		StopGrace: cfg.StopGrace, SweepInterval: cfg.SweepInterval, LostPolicy: cfg.LostPolicy, ResyncInterval: cfg.ResyncInterval,
+		MarkerTTL: cfg.MarkerTTL,
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -111,9 +112,15 @@ func (w *world) startInformer() {
 				t.Errorf("event msg: %v", err)
 				return
 			}
-			if _, err := w.js.PublishMsg(ctx, msg); err != nil && ctx.Err() == nil {
-				t.Errorf("publish: %v", err)
-				return
+			// Retried like the real informer's: a test may stop NATS.
+			for {
+				if _, err := w.js.PublishMsg(ctx, msg); err == nil || ctx.Err() != nil {
+					break
+				}
+				select {
+				case <-ctx.Done():
+				case <-time.After(50 * time.Millisecond):
+				}
 			}
 		}
 	}()
@@ -269,6 +276,16 @@ func (w *world) record(id string) (registry.Record, error) {
 // under root (a service's workspace root).
 func runnerPIDs(root string) []int {
 	var out []int
+	for _, pids := range runnersBySession(root) {
+		out = append(out, pids...)
+	}
+	return out
+}
+
+// runnersBySession lists live demo runner processes whose working
+// directory is under one of roots, by session id (the workspace's name).
+func runnersBySession(roots ...string) map[string][]int {
+	out := map[string][]int{}
 	entries, _ := os.ReadDir("/proc") // always readable on Linux
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
@@ -279,11 +296,13 @@ func runnerPIDs(root string) []int {
 		if err != nil || !strings.HasPrefix(string(cmdline), demoRunner+"\x00") {
 			continue
 		}
-		if cwd, err := os.Readlink(filepath.Join("/proc", e.Name(), "cwd")); err != nil || !strings.HasPrefix(cwd, root+"/") {
+		cwd, err := os.Readlink(filepath.Join("/proc", e.Name(), "cwd"))
+		if err != nil || !slices.ContainsFunc(roots, func(root string) bool { return strings.HasPrefix(cwd, root+"/") }) {
 			continue
 		}
 		if pidAlive(pid) {
-			out = append(out, pid)
+			id := filepath.Base(cwd)
+			out[id] = append(out[id], pid)
 		}
 	}
 	return out

@@ -49,7 +49,7 @@ func (r *Reconciler) Handle(ctx context.Context, m group.Message) error {
 	switch phase := session.PhaseOf(s); {
 	case ev.GetType() == eventsv1.EventType_EVENT_TYPE_DELETED:
 		// Whatever the selector says now: if a runner exists, it goes.
-		err = r.stopSession(ctx, log, id, true)
+		err = r.stopSession(ctx, log, id, true, nil)
 	case s == nil:
 		log.Warn("event without a session object")
 	case !r.cfg.Selector.Selects(s):
@@ -57,7 +57,7 @@ func (r *Reconciler) Handle(ctx context.Context, m group.Message) error {
 	case phase == session.PhaseNone, phase == session.PhasePending:
 		err = r.ensureRunning(ctx, log, id, received)
 	case phase == session.PhaseStopping:
-		err = r.stopSession(ctx, log, id, false)
+		err = r.stopSession(ctx, log, id, false, s)
 	case phase == session.PhaseCreating, phase == session.PhaseRunning:
 		err = r.checkAlive(ctx, log, id, phase)
 	default:
@@ -88,7 +88,7 @@ func (r *Reconciler) deselect(ctx context.Context, log *slog.Logger, id string, 
 		return nil
 	}
 	if phase == session.PhaseStopping {
-		return r.stopSession(ctx, log, id, false)
+		return r.stopSession(ctx, log, id, false, nil)
 	}
 	log.Info("session no longer selected for local execution: stopping its runner")
 	rn.RequestStop(true) // like a deletion: no phase write

@@ -52,7 +52,7 @@ func (r *Reconciler) healPhase(ctx context.Context, log *slog.Logger, rn *superv
 	}
 	switch {
 	case p == session.PhaseStopping:
-		return r.stopSession(ctx, log, rn.ID(), false)
+		return r.stopSession(ctx, log, rn.ID(), false, nil)
 	case p.Terminal():
 		// No phase write, like a deletion: the session already has its
 		// final phase, and writing Stopped over someone's Failed would

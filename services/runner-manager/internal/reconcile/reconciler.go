@@ -65,6 +65,10 @@ type Config struct {
 	// whose events were dead-lettered) and to find Creating/Running
 	// sessions with no runner anywhere. 0 disables it.
 	ResyncInterval time.Duration
+	// MarkerTTL, when > 0, is how long the marker of a released claim
+	// stays in the registry bucket (which needs LimitMarkerTTL); 0 leaves
+	// delete markers for ever.
+	MarkerTTL time.Duration
 }
 
 // sessionAPI is what the reconciler needs from the ambient API.
@@ -127,7 +131,11 @@ func New(cfg Config, d Deps) (*Reconciler, error) {
 	if r.status, err = status.New(d.API, d.Meter); err != nil {
 		return nil, fmt.Errorf("reconciler: %w", err)
 	}
-	if r.claims, err = claim.New(d.Runners, cfg.Member, d.Members, d.Log); err != nil {
+	var copts []claim.Option
+	if cfg.MarkerTTL > 0 {
+		copts = append(copts, claim.WithMarkerTTL(cfg.MarkerTTL))
+	}
+	if r.claims, err = claim.New(d.Runners, cfg.Member, d.Members, d.Log, copts...); err != nil {
 		return nil, fmt.Errorf("reconciler: %w", err)
 	}
 	r.sup, err = supervise.New(supervise.Config{
