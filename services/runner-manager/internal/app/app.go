@@ -68,7 +68,15 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Optio
 			return fmt.Errorf("api client: %w", err)
 		}
 		rt.Cleanup(api.Close)
-		mgr, err := newManager(cfg, log)
+		// Runner-manager reaps what its runners leave behind: it is PID 1 in
+		// its container, and a runner's setsid'd children escape its
+		// process group (runner.Reaper).
+		reaper, err := runner.NewReaper(log)
+		if err != nil {
+			return err
+		}
+		rt.Go("reaper", reaper.Run)
+		mgr, err := newManager(cfg, reaper, log)
 		if err != nil {
 			return err
 		}
@@ -93,14 +101,14 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Optio
 }
 
 // newManager is the process manager of cfg's runners.
-func newManager(cfg config.Config, log *slog.Logger) (*runner.Manager, error) {
+func newManager(cfg config.Config, reaper *runner.Reaper, log *slog.Logger) (*runner.Manager, error) {
 	pool, err := runner.NewPool(cfg.PortLow, cfg.PortHigh, "")
 	if err != nil {
 		return nil, err
 	}
 	return runner.New(runner.Config{
 		Command: cfg.RunnerCommand, WorkspaceRoot: cfg.WorkspaceRoot, HostEnv: cfg.HostEnv, EnvAllow: runner.NewEnvAllowList(cfg.EnvAllow),
-		BossURL: cfg.BossURL, BossSpace: cfg.BossSpace, MaxSessions: cfg.MaxSessions, StopGrace: cfg.StopGrace,
+		BossURL: cfg.BossURL, BossSpace: cfg.BossSpace, MaxSessions: cfg.MaxSessions, StopGrace: cfg.StopGrace, Reaper: reaper,
 	}, pool, log)
 }
 

@@ -42,6 +42,7 @@ type Process struct {
 	StartedAt time.Time
 
 	tailLines int
+	reaper    *Reaper       // nil: no subreaper
 	done      chan struct{} // closed by the waiter after exit is set
 
 	mu            sync.Mutex
@@ -154,12 +155,19 @@ func closeQuietly(c io.Closer) {
 	_ = c.Close()
 }
 
-// wait reaps the process, kills whatever is left in its group (no orphans),
+// wait reaps the process, kills whatever is left in its group and, with a
+// subreaper, whatever of the session escaped the group (no orphans),
 // records the exit status and closes done.
 func (p *Process) wait(cmd *exec.Cmd) {
 	err := cmd.Wait()
+	if p.reaper != nil {
+		p.reaper.untrack(p.PID)
+	}
 	// Children the runner left behind die with it; ESRCH when none are left.
 	_ = p.signalGroup(syscall.SIGKILL) // best effort; nothing to report
+	if p.reaper != nil {
+		p.reaper.KillSession(p.SessionID)
+	}
 	st := ExitStatus{Code: -1}
 	if ps := cmd.ProcessState; ps != nil {
 		st.Code = ps.ExitCode()
