@@ -251,6 +251,24 @@ func (e *env) startRunning(rp *replica, s *ambientv1.Session) registry.Record {
 	return rec
 }
 
+// startedRecord returns the session's registry record once it names a
+// running runner.
+func (e *env) startedRecord(id string) registry.Record {
+	e.t.Helper()
+	var rec registry.Record
+	testenv.Eventually(e.t, 5*time.Second, func() error {
+		var err error
+		if rec, err = registry.Get(e.t.Context(), e.runners, id); err != nil {
+			return err
+		}
+		if rec.State != registry.StateRunning || !rec.Routable() {
+			return fmt.Errorf("record %+v not running", rec)
+		}
+		return nil
+	})
+	return rec
+}
+
 func (e *env) waitNoClaim(id string) {
 	e.t.Helper()
 	testenv.Eventually(e.t, 5*time.Second, func() error {

@@ -133,6 +133,12 @@ func (m *Manager) start(ctx context.Context, s Session) (*Process, error) {
 		}
 		return nil, fmt.Errorf("%w: %w", ErrSpawn, err)
 	}
+	if s.Prompt != nil {
+		// A file, since a large prompt cannot be an environment variable.
+		if s.PromptFile, err = writePrompt(ws, *s.Prompt); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrSpawn, err)
+		}
+	}
 	port, err := m.pool.Acquire()
 	if err != nil {
 		return nil, fmt.Errorf("start %s: %w", s.ID, err)

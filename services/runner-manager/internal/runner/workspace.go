@@ -50,3 +50,29 @@ func ensureWorkspace(root, sessionID string) (string, error) {
 	}
 	return p, nil
 }
+
+// PromptFile is the name of the prompt file in a workspace.
+const PromptFile = ".initial-prompt"
+
+// writePrompt writes prompt to the workspace's prompt file (mode 0600) and
+// returns its path. An existing file (or a link planted there by an
+// earlier runner of the session) is removed first and the new one created
+// exclusively, so the write never follows a link out of the workspace.
+func writePrompt(workspace, prompt string) (string, error) {
+	p := filepath.Join(workspace, PromptFile)
+	if err := os.Remove(p); err != nil && !os.IsNotExist(err) {
+		return "", fmt.Errorf("replace prompt file: %w", err)
+	}
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return "", fmt.Errorf("create prompt file: %w", err)
+	}
+	if _, err := f.WriteString(prompt); err != nil {
+		closeQuietly(f)
+		return "", fmt.Errorf("write prompt file: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return "", fmt.Errorf("write prompt file: %w", err)
+	}
+	return p, nil
+}
