@@ -2,10 +2,10 @@ package runner
 
 import (
 	"context"
-	"os/exec"
 	"errors"
 	"fmt"
 	"log/slog"
+	"os/exec"
 	"sync"
 	"time"
 
