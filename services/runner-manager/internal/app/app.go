@@ -47,6 +47,11 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Optio
 	log = log.With(slog.String(logkey.Member, cfg.Group.Member))
 	sopts := service.Options{Name: ServiceName, Version: o.version, Config: cfg.Config, Logger: log}
 	return service.Run(ctx, sopts, func(ctx context.Context, rt *service.Runtime) error {
+		// Before any runner exists: runners share runner-manager's user,
+		// and must not read its environment or memory (runner.NonDumpable).
+		if err := runner.NonDumpable(); err != nil {
+			return err
+		}
 		rc := bus.RunnersBucket(cfg.BucketReplicas)
 		// Lets a release purge the record with a marker that expires, so the
 		// bucket does not keep one marker per session ever run.

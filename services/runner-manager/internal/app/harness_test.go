@@ -165,6 +165,21 @@ func (s *syncBuffer) String() string {
 
 // start runs the service binary with a test configuration plus extra env.
 func (w *world) start(member string, ports int, extra ...string) *service {
+	w.t.Helper()
+	return w.startWith(member, ports, startOpts{}, extra...)
+}
+
+// startOpts change how the service process runs.
+type startOpts struct {
+	// cred runs the service as another user; root is its workspace root
+	// (owned by that user), and the API token comes from tokenFile.
+	cred      *syscall.Credential
+	root      string
+	tokenFile string
+}
+
+// startWith is start with o.
+func (w *world) startWith(member string, ports int, o startOpts, extra ...string) *service {
 	t := w.t
 	t.Helper()
 	// One block, so the metrics port never lands among the runner ports:
@@ -172,10 +187,17 @@ func (w *world) start(member string, ports int, extra ...string) *service {
 	metricsPort, high := testenv.FreePortRange(t, 1+ports)
 	low := metricsPort + 1
 	metricsAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(metricsPort))
-	root := t.TempDir()
+	root := o.root
+	if root == "" {
+		root = t.TempDir()
+	}
+	token := "AMBIENT_API_TOKEN=" + w.api.Token()
+	if o.tokenFile != "" {
+		token = "AMBIENT_API_TOKEN_FILE=" + o.tokenFile
+	}
 	env := []string{
 		"PATH=" + os.Getenv("PATH"), "HOME=" + root,
-		"AMBIENT_API_TOKEN=" + w.api.Token(), "AMBIENT_GRPC_SERVER_ADDR=" + w.api.GRPCAddr(),
+		token, "AMBIENT_GRPC_SERVER_ADDR=" + w.api.GRPCAddr(),
 		"NATS_URL=" + w.nats.ClientURL(), "MEMBER_ID=" + member, "MEMBER_TTL=1s", "GROUP_ACK_WAIT=5s",
 		"LOCAL_WORKSPACE_ROOT=" + root, "LOCAL_RUNNER_COMMAND=" + demoRunner,
 		"LOCAL_PORT_RANGE=" + strconv.Itoa(low) + "-" + strconv.Itoa(high), "LOCAL_MAX_SESSIONS=" + strconv.Itoa(ports),
@@ -185,6 +207,9 @@ func (w *world) start(member string, ports int, extra ...string) *service {
 	}
 	cmd := exec.CommandContext(context.Background(), serviceBin)
 	cmd.Env = append(env, extra...)
+	if o.cred != nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: o.cred}
+	}
 	out := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {

@@ -125,12 +125,12 @@ func spawn(ctx context.Context, argv []string, workspace string, env []string) (
 	if len(argv) == 0 {
 		return nil, fmt.Errorf("%w: empty command", ErrSpawn)
 	}
-	stdout, err := os.OpenFile(filepath.Join(workspace, StdoutLog), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
+	stdout, err := os.OpenFile(filepath.Join(workspace, StdoutLog), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrSpawn, err)
 	}
 	defer closeQuietly(stdout) // the child has its own descriptor after Start
-	stderr, err := os.OpenFile(filepath.Join(workspace, StderrLog), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o640)
+	stderr, err := os.OpenFile(filepath.Join(workspace, StderrLog), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrSpawn, err)
 	}
