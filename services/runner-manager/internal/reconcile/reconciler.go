@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -103,6 +104,7 @@ type Reconciler struct {
 	metrics *metrics
 	tracer  trace.Tracer
 	log     *slog.Logger
+	starts  sync.WaitGroup // one per start finishing on its own goroutine (goStart)
 }
 
 // New validates cfg and returns a reconciler. It starts nothing.
@@ -161,6 +163,7 @@ func (r *Reconciler) Run(ctx context.Context) error {
 	g.Go(func() error { return r.claims.Watch(gctx, r.onRecord) })
 	g.Go(func() error { return r.loop(gctx) })
 	err := g.Wait()
+	r.starts.Wait()
 	return errors.Join(err, r.sup.Shutdown(ctx))
 }
 

@@ -17,13 +17,13 @@ import (
 	"github.com/ambient-code/control-plane/services/runner-manager/internal/supervise"
 )
 
-// checkAlive handles Creating/Running events (seen is the phase): the
-// session must have a live runner somewhere. The echo of our own writes
-// ends at the first check, or, for a Creating echo that arrives after the
-// runner became healthy, at healPhase's re-read.
-func (r *Reconciler) checkAlive(ctx context.Context, log *slog.Logger, id string, seen session.Phase) error {
+// checkAlive handles Creating/Running events (seen is the phase, seenAt
+// its updated_at): the session must have a live runner somewhere. The
+// echo of our own writes ends at the first check, or, for a Creating echo
+// that arrives after the runner became healthy, in healPhase.
+func (r *Reconciler) checkAlive(ctx context.Context, log *slog.Logger, id string, seen session.Phase, seenAt time.Time) error {
 	if rn := r.sup.Get(id); rn != nil {
-		return r.healPhase(ctx, log, rn, seen)
+		return r.healPhase(ctx, log, rn, seen, seenAt)
 	}
 	rec, err := r.claims.Get(ctx, id)
 	invalid := errors.Is(err, registry.ErrInvalid)

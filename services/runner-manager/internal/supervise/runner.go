@@ -183,3 +183,12 @@ func (rn *Runner) done() bool {
 	defer rn.mu.Unlock()
 	return rn.stopped || rn.final
 }
+
+// LastWrite is the session's updated_at as this replica last wrote its
+// phase (Creating or Running; zero before): a change stamped no later is
+// older than what the API holds.
+func (rn *Runner) LastWrite() time.Time {
+	rn.mu.Lock()
+	defer rn.mu.Unlock()
+	return rn.wroteAt
+}
