@@ -59,7 +59,9 @@ func TestFromEnv(t *testing.T) {
 		{name: "authz kube needs jwt", env: map[string]string{EnvAuthz: "kube"}, wantErr: []string{"AGUI_AUTHZ: want kube only with AGUI_AUTH=jwt"}},
 		{name: "authz kube", env: map[string]string{EnvAuthz: "kube", EnvAuth: "jwt", EnvJWKSURL: "https://idp/jwks", EnvJWTIssuer: "i", EnvJWTAudience: "a",
 			EnvNamespace: "acp", EnvJWTGroupsClaim: "roles"},
-			check: func(c Config) bool { return c.Authz == "kube" && c.Namespace == "acp" && c.JWTGroupsClaim == "roles" && c.JWTUsernameClaim == "sub" }},
+			check: func(c Config) bool {
+				return c.Authz == "kube" && c.Namespace == "acp" && c.JWTGroupsClaim == "roles" && c.JWTUsernameClaim == "sub"
+			}},
 		{name: "authz unknown", env: map[string]string{EnvAuthz: "rbac"}, wantErr: []string{"AGUI_AUTHZ: want one of none|api|kube"}},
 		{name: "authz cache", env: map[string]string{EnvAuthzCacheTTL: "0", EnvAuthzCacheSize: "5"},
 			check: func(c Config) bool { return c.AuthzCacheTTL == 0 && c.AuthzCacheSize == 5 }},
