@@ -43,10 +43,10 @@ type collection[T object, C, U proto.Message] struct {
 	// project a create request names (multi-user mode narrows by them).
 	project   func(T) string
 	projectOf func(C) string
-	create   func(C) (T, error)
-	update   func(U) (T, error)
-	newC     func() C
-	newU     func(id string) U
+	create    func(C) (T, error)
+	update    func(U) (T, error)
+	newC      func() C
+	newU      func(id string) U
 }
 
 // Handler returns the REST API (chi) under BasePath, in the real server's
@@ -80,8 +80,8 @@ func (s *Server) Handler() http.Handler {
 		update:    sess.update,
 		project:   (*ambientv1.Session).GetProjectId,
 		projectOf: (*ambientv1.CreateSessionRequest).GetProjectId,
-		newC:   func() *ambientv1.CreateSessionRequest { return &ambientv1.CreateSessionRequest{} },
-		newU:   func(id string) *ambientv1.UpdateSessionRequest { return &ambientv1.UpdateSessionRequest{Id: id} },
+		newC:      func() *ambientv1.CreateSessionRequest { return &ambientv1.CreateSessionRequest{} },
+		newU:      func(id string) *ambientv1.UpdateSessionRequest { return &ambientv1.UpdateSessionRequest{Id: id} },
 	})
 	for _, t := range []transition{startTransition, stopTransition} {
 		r.Post(BasePath+"/"+sess.r.path+"/{id}/"+t.verb, func(w http.ResponseWriter, req *http.Request) {
@@ -100,8 +100,8 @@ func (s *Server) Handler() http.Handler {
 		update:    proj.update,
 		project:   func(p *ambientv1.Project) string { return p.GetMetadata().GetId() },
 		projectOf: (*ambientv1.CreateProjectRequest).GetName, // a project's id is its name
-		newC:   func() *ambientv1.CreateProjectRequest { return &ambientv1.CreateProjectRequest{} },
-		newU:   func(id string) *ambientv1.UpdateProjectRequest { return &ambientv1.UpdateProjectRequest{Id: id} },
+		newC:      func() *ambientv1.CreateProjectRequest { return &ambientv1.CreateProjectRequest{} },
+		newU:      func(id string) *ambientv1.UpdateProjectRequest { return &ambientv1.UpdateProjectRequest{Id: id} },
 	})
 
 	set := &projectSettingsService{r: s.settingsResource()}
@@ -110,7 +110,7 @@ func (s *Server) Handler() http.Handler {
 		update:    set.update,
 		project:   (*ambientv1.ProjectSettings).GetProjectId,
 		projectOf: (*ambientv1.CreateProjectSettingsRequest).GetProjectId,
-		newC:   func() *ambientv1.CreateProjectSettingsRequest { return &ambientv1.CreateProjectSettingsRequest{} },
+		newC:      func() *ambientv1.CreateProjectSettingsRequest { return &ambientv1.CreateProjectSettingsRequest{} },
 		newU: func(id string) *ambientv1.UpdateProjectSettingsRequest {
 			return &ambientv1.UpdateProjectSettingsRequest{Id: id}
 		},

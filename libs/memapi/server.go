@@ -69,10 +69,10 @@ func New(opts ...Option) (*Server, error) {
 	s := &Server{
 		opts:      o,
 		tokenHash: sha256.Sum256([]byte(o.token)),
-		calls:   make(map[string]int),
-		faults:  make(map[string]fault),
-		delayCh: make(chan struct{}),
-		ready:   make(chan struct{}),
+		calls:     make(map[string]int),
+		faults:    make(map[string]fault),
+		delayCh:   make(chan struct{}),
+		ready:     make(chan struct{}),
 	}
 	for _, u := range o.users {
 		s.userHashes = append(s.userHashes, sha256.Sum256([]byte(u.Token)))
