@@ -114,7 +114,8 @@ func checkWorkloads(t *testing.T, r rendered) {
 			t.Errorf("%s: serviceAccountName %q is not rendered", name, spec.ServiceAccountName)
 		}
 		component := d.Spec.Template.Labels["app.kubernetes.io/component"]
-		wantToken := component == "kube-reconciler"
+		// The agui-proxy asks Kubernetes only in authz mode kube.
+		wantToken := component == "kube-reconciler" || (component == "agui-proxy" && envOf(t, r, d)["AGUI_AUTHZ"] == "kube")
 		if spec.AutomountServiceAccountToken == nil || *spec.AutomountServiceAccountToken != wantToken {
 			t.Errorf("%s: automountServiceAccountToken = %v, want %v", name, spec.AutomountServiceAccountToken, wantToken)
 		}
