@@ -162,3 +162,37 @@ func TestCache(t *testing.T) {
 		t.Fatalf("%d cached decisions, bound is 2", z.Cached())
 	}
 }
+
+// BenchmarkAuthorizeCached is the per-request cost of api mode when the
+// decision is cached: a SHA-256 of the credential and an LRU lookup.
+func BenchmarkAuthorizeCached(b *testing.B) {
+	m, err := memapi.New(memapi.WithToken(serviceToken), memapi.WithUsers([]memapi.User{{Token: aliceToken, Name: "alice", Projects: []string{"p"}}}))
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := httptest.NewServer(m.Handler())
+	b.Cleanup(srv.Close)
+	u, err := url.Parse(srv.URL)
+	if err != nil {
+		b.Fatal(err)
+	}
+	p := "p"
+	s, err := m.Sessions().CreateSession(context.Background(), &ambientv1.CreateSessionRequest{Name: "s", ProjectId: &p})
+	if err != nil {
+		b.Fatal(err)
+	}
+	z, err := NewAPI(APIConfig{URL: u}, Config{CacheTTL: time.Hour, CacheSize: 1000})
+	if err != nil {
+		b.Fatal(err)
+	}
+	req := Request{SessionID: s.GetMetadata().GetId(), Verb: VerbGet, Authorization: "Bearer " + aliceToken}
+	if err := z.Authorize(context.Background(), req); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := z.Authorize(context.Background(), req); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
