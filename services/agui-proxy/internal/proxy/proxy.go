@@ -252,6 +252,10 @@ func (p *Proxy) admit(w http.ResponseWriter, r *http.Request, t route.Target, pe
 		WriteError(w, http.StatusNotFound, "unknown session")
 		return registry.Endpoint{}, nil, false
 	}
+	// After the lookup: kube mode needs the record's project. The price is
+	// that a caller without access can tell whether a runner is routed for
+	// an id it guessed (docs/operations.md). Before the body: a denied
+	// caller never gets to upload anything.
 	if !p.authorize(w, r, t, ep) {
 		return registry.Endpoint{}, nil, false
 	}
