@@ -79,6 +79,15 @@ type Config struct {
 	// Meter, when set, exports Stats as the consumer_group.* metrics (see
 	// MetricHandled and the others), labelled with the group.
 	Meter metric.Meter
+	// Replicas is the replica count of every stream and bucket the group
+	// creates: the group's work-queue stream and member bucket (set to
+	// exactly this), the shared dead-letter stream and pcgroups' config
+	// bucket (raised to at least this, never lowered, because other groups
+	// share them). Existing ones are updated on join. 0 means the events
+	// stream's replica count, read once that stream exists, so the start
+	// order of the informer and the consumers does not matter. Group-wide:
+	// members with different values undo each other's updates.
+	Replicas int
 }
 
 // WithDefaults returns c with every zero field set to its default (see the
@@ -166,6 +175,9 @@ func (c Config) validate() error {
 	}
 	if c.AckWait < MinAckWait {
 		bad("ack wait %s: want >= %s", c.AckWait, MinAckWait)
+	}
+	if c.Replicas < 0 || c.Replicas > MaxReplicas {
+		bad("replicas %d: want 0 (as the events stream) or 1..%d", c.Replicas, MaxReplicas)
 	}
 	if c.MemberTTL < MinMemberTTL || c.StopGrace < 0 {
 		bad("member ttl %s / stop grace %s: want ttl >= %s, grace >= 0", c.MemberTTL, c.StopGrace, MinMemberTTL)

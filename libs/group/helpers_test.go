@@ -72,14 +72,20 @@ type member struct {
 	nc     interface{ Close() }
 }
 
-// startMember runs group.Run in a goroutine owned by the test; Cleanup
-// cancels and waits for it.
+// startMember runs group.Run on its own connection to srv; see runMember.
 func startMember(t *testing.T, srv *natsserver.Server, cfg group.Config, h group.Handler) *member {
 	t.Helper()
 	nc, js := testenv.JetStream(t, srv)
+	return runMember(t, nc, js, cfg, h, testLogger())
+}
+
+// runMember runs group.Run on js (whose connection is nc) in a goroutine
+// owned by the test; Cleanup cancels and waits for it.
+func runMember(t *testing.T, nc interface{ Close() }, js jetstream.JetStream, cfg group.Config, h group.Handler, log *slog.Logger) *member {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	m := &member{name: cfg.Member, cancel: cancel, done: make(chan error, 1), nc: nc}
-	go func() { m.done <- group.Run(ctx, js, cfg, h, testLogger().With("test_member", cfg.Member)) }()
+	go func() { m.done <- group.Run(ctx, js, cfg, h, log.With("test_member", cfg.Member)) }()
 	t.Cleanup(func() {
 		cancel()
 		select {

@@ -20,6 +20,7 @@ const (
 	EnvMaxDeliver       = "GROUP_MAX_DELIVER"
 	EnvAckWait          = "GROUP_ACK_WAIT"
 	EnvMemberTTL        = "MEMBER_TTL"
+	EnvReplicas         = "GROUP_REPLICAS"
 )
 
 // Limits of the group knobs, checked by [Run] and by [LoadConfig] alike.
@@ -34,6 +35,8 @@ const (
 	MinAckWait = time.Second
 	// MinMemberTTL keeps three heartbeats per TTL above 100ms apart.
 	MinMemberTTL = 300 * time.Millisecond
+	// MaxReplicas is JetStream's own limit on a stream's replicas.
+	MaxReplicas = 5
 )
 
 // nameForm describes a valid stream or group name, for configuration errors.
@@ -41,8 +44,9 @@ const nameForm = `letters, digits, "-" and "_", starting with a letter or digit`
 
 // LoadConfig reads one member's Config through l. def carries the service's
 // defaults: at least Group, and any of Stream, SubjectPrefix, Partitions,
-// MaxDeliver, AckWait and MemberTTL that differ from this package's
-// defaults (a zero field takes the package default). Fields no variable
+// MaxDeliver, AckWait, MemberTTL and Replicas that differ from this
+// package's defaults (a zero field takes the package default; Replicas 0
+// follows the events stream). Fields no variable
 // sets (Resources, Backoff, DLQPrefix, StopGrace, Stats, Meter) are copied
 // from def. Every problem is recorded in l, naming its variable, so the
 // caller reports them with the rest of its configuration through l.Err.
@@ -57,6 +61,7 @@ func LoadConfig(l *envconfig.Loader, def Config) Config {
 	c.MaxDeliver = l.Int(EnvMaxDeliver, orDefault(def.MaxDeliver, DefaultMaxDeliver), 1, MaxMaxDeliver)
 	c.AckWait = l.Duration(EnvAckWait, orDefault(def.AckWait, DefaultAckWait))
 	c.MemberTTL = l.Duration(EnvMemberTTL, orDefault(def.MemberTTL, DefaultMemberTTL))
+	c.Replicas = l.Int(EnvReplicas, def.Replicas, 1, MaxReplicas)
 
 	if !events.ValidPrefix(c.SubjectPrefix) {
 		l.Invalid(EnvSubjectPrefix, events.PrefixForm, c.SubjectPrefix, nil)

@@ -49,22 +49,22 @@ func TestLoadConfig(t *testing.T) {
 			env: map[string]string{
 				group.EnvSubjectPrefix: events.ShadowSubjectPrefix, group.EnvStream: events.ShadowStreamName, group.EnvGroup: "canary",
 				group.EnvMemberID: "c-1", group.EnvPartitions: "8", group.EnvMemberPartitions: "0-1,5", group.EnvMaxDeliver: "1000",
-				group.EnvAckWait: "1s", group.EnvMemberTTL: "300ms",
+				group.EnvAckWait: "1s", group.EnvMemberTTL: "300ms", group.EnvReplicas: "3",
 			},
 			want: group.Config{Stream: events.ShadowStreamName, SubjectPrefix: events.ShadowSubjectPrefix, Group: "canary", Member: "c-1",
-				Partitions: 8, MemberPartitions: []int{0, 1, 5}, MaxDeliver: 1000, AckWait: time.Second, MemberTTL: 300 * time.Millisecond},
+				Partitions: 8, MemberPartitions: []int{0, 1, 5}, MaxDeliver: 1000, AckWait: time.Second, MemberTTL: 300 * time.Millisecond, Replicas: 3},
 		},
 		{
 			name:    "out of range",
 			def:     group.Config{Group: "g"},
-			env:     map[string]string{group.EnvMemberID: "m", group.EnvPartitions: "1025", group.EnvMaxDeliver: "1001", group.EnvAckWait: "999ms", group.EnvMemberTTL: "299ms"},
-			wantErr: []string{group.EnvPartitions, group.EnvMaxDeliver, group.EnvAckWait, group.EnvMemberTTL},
+			env:     map[string]string{group.EnvMemberID: "m", group.EnvPartitions: "1025", group.EnvMaxDeliver: "1001", group.EnvAckWait: "999ms", group.EnvMemberTTL: "299ms", group.EnvReplicas: "6"},
+			wantErr: []string{group.EnvPartitions, group.EnvMaxDeliver, group.EnvAckWait, group.EnvMemberTTL, group.EnvReplicas},
 		},
 		{
 			name:    "zero tries",
 			def:     group.Config{Group: "g"},
-			env:     map[string]string{group.EnvMemberID: "m", group.EnvMaxDeliver: "0"},
-			wantErr: []string{group.EnvMaxDeliver},
+			env:     map[string]string{group.EnvMemberID: "m", group.EnvMaxDeliver: "0", group.EnvReplicas: "0"},
+			wantErr: []string{group.EnvMaxDeliver, group.EnvReplicas},
 		},
 		{
 			name:    "bad names",

@@ -60,37 +60,44 @@ func partitioningFilters(cfg Config) []pcgroups.PartitioningFilter {
 }
 
 // join creates the elastic group if needed (waiting for the events stream
-// to exist) and the heartbeat bucket. It fails when the group exists with
-// other group-wide settings (partitions, resources).
+// to exist), the dead-letter stream and the heartbeat bucket, and gives
+// every stream and bucket the group uses its configured replicas. It
+// fails when the group exists with other group-wide settings (partitions,
+// resources).
 func join(ctx context.Context, js jetstream.JetStream, cfg Config, log *slog.Logger) (*membership, error) {
-	var replicas int
-	for {
-		s, err := js.Stream(ctx, cfg.Stream)
-		if err == nil {
-			info, err := s.Info(ctx)
-			if err != nil {
-				return nil, fmt.Errorf("stream %s info: %w", cfg.Stream, err)
-			}
-			replicas = info.Config.Replicas
-			break
-		}
-		if !errors.Is(err, jetstream.ErrStreamNotFound) {
-			return nil, fmt.Errorf("stream %s: %w", cfg.Stream, err)
-		}
-		log.Warn("events stream missing, waiting", slog.String(logkey.Stream, cfg.Stream))
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("wait for stream %s: %w", cfg.Stream, ctx.Err())
-		case <-time.After(streamWait):
-		}
+	replicas, err := waitForStream(ctx, js, cfg, log)
+	if err != nil {
+		return nil, err
 	}
-	if _, err := pcgroups.CreateElastic(ctx, js, cfg.Stream, cfg.Group, uint(cfg.Partitions), partitioningFilters(cfg), 0, 0); err != nil {
+	if cfg.Replicas > 0 {
+		replicas = cfg.Replicas
+	}
+	// After the wait, not before: a DLQ created before the events stream
+	// existed used to get one replica whatever the cluster (issue 14).
+	if err := ensureDLQStream(ctx, js, cfg, replicas, log); err != nil {
+		return nil, err
+	}
+	_, err = pcgroups.CreateElastic(ctx, js, cfg.Stream, cfg.Group, uint(cfg.Partitions), partitioningFilters(cfg), 0, 0)
+	if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+		// pcgroups creates the work stream with the events stream's
+		// replicas and refuses one whose count we changed; the group
+		// config was checked before that, so the group is usable.
+		err = nil
+	}
+	if err != nil {
 		return nil, fmt.Errorf("create consumer group %s on %s: %w", cfg.Group, cfg.Stream, err)
+	}
+	if err := ensureReplicas(ctx, js, WorkStreamName(cfg.Stream, cfg.Group), replicas, exactly, log); err != nil {
+		return nil, err
+	}
+	if err := ensureReplicas(ctx, js, kvStream(pcgroupsConfigBucket), replicas, atLeast, log); err != nil {
+		return nil, err
 	}
 	configs, err := js.KeyValue(ctx, pcgroupsConfigBucket)
 	if err != nil {
 		return nil, fmt.Errorf("consumer group config bucket: %w", err)
 	}
+	// CreateOrUpdate also sets the replicas of an existing bucket.
 	members, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:      MembersBucketName(cfg.Stream, cfg.Group),
 		Description: "member heartbeats of consumer group " + cfg.Group,
@@ -106,6 +113,26 @@ func join(ctx context.Context, js jetstream.JetStream, cfg Config, log *slog.Log
 		return nil, fmt.Errorf("encode member record: %w", err)
 	}
 	return &membership{js: js, cfg: cfg, log: log, members: members, configs: configs, record: record}, nil
+}
+
+// waitForStream waits until the events stream exists and returns its
+// replica count.
+func waitForStream(ctx context.Context, js jetstream.JetStream, cfg Config, log *slog.Logger) (int, error) {
+	for {
+		s, err := js.Stream(ctx, cfg.Stream)
+		if err == nil {
+			return max(1, s.CachedInfo().Config.Replicas), nil
+		}
+		if !errors.Is(err, jetstream.ErrStreamNotFound) {
+			return 0, fmt.Errorf("stream %s: %w", cfg.Stream, err)
+		}
+		log.Warn("events stream missing, waiting", slog.String(logkey.Stream, cfg.Stream))
+		select {
+		case <-ctx.Done():
+			return 0, fmt.Errorf("wait for stream %s: %w", cfg.Stream, ctx.Err())
+		case <-time.After(streamWait):
+		}
+	}
 }
 
 // heartbeat renews this member's liveness key.

@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/synadia-io/orbit.go/pcgroups"
 
@@ -49,19 +51,11 @@ func Run(ctx context.Context, js jetstream.JetStream, cfg Config, h Handler, log
 			}
 		}()
 	}
-	if err := ensureDLQStream(ctx, js, cfg); err != nil {
-		return err
-	}
-
-	m, err := join(ctx, js, cfg, log)
+	m, mapping, err := start(ctx, js, cfg, log)
 	if err != nil {
-		return err
-	}
-	if err := m.heartbeat(ctx); err != nil {
-		return err
-	}
-	mapping, err := m.reconcile(ctx, "")
-	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while joining
+		}
 		return err
 	}
 
@@ -132,6 +126,69 @@ func Run(ctx context.Context, js jetstream.JetStream, cfg Config, h Handler, log
 		}
 	}
 }
+
+// start joins the group, writes the first heartbeat and reconciles the
+// membership once, returning the mapping in force. It retries what a
+// JetStream cluster answers for a moment after a stream or bucket was
+// created or a leader was lost (no responders, timeouts) until ctx ends;
+// anything else (another group-wide config, a replica count the cluster
+// cannot hold) is returned at once.
+func start(ctx context.Context, js jetstream.JetStream, cfg Config, log *slog.Logger) (*membership, []pcgroups.MemberMapping, error) {
+	type joined struct {
+		m       *membership
+		mapping []pcgroups.MemberMapping
+	}
+	try := func() (joined, error) {
+		m, err := join(ctx, js, cfg, log)
+		if err == nil {
+			err = m.heartbeat(ctx)
+		}
+		var mapping []pcgroups.MemberMapping
+		if err == nil {
+			mapping, err = m.reconcile(ctx, "")
+		}
+		if err != nil && !transient(ctx, err) {
+			return joined{}, backoff.Permanent(err)
+		}
+		return joined{m, mapping}, err
+	}
+	notify := func(err error, d time.Duration) {
+		log.Warn("joining the consumer group failed, retrying", slog.Any(logkey.Err, err), slog.Duration(logkey.Duration, d))
+	}
+	b := &backoff.ExponentialBackOff{InitialInterval: joinRetryMin, RandomizationFactor: 0.25, Multiplier: 2, MaxInterval: joinRetryMax}
+	j, err := backoff.Retry(ctx, try, backoff.WithBackOff(b), backoff.WithMaxElapsedTime(0), backoff.WithNotify(notify))
+	if err != nil {
+		return nil, nil, err
+	}
+	return j.m, j.mapping, nil
+}
+
+// Join retry backoff (see start): from joinRetryMin, doubling to
+// joinRetryMax, +/-25 %.
+const (
+	joinRetryMin = 100 * time.Millisecond
+	joinRetryMax = 5 * time.Second
+)
+
+// transient reports whether err, met while joining under ctx, is worth
+// retrying: a JetStream API without a responder (a stream or bucket
+// created a moment ago has no leader yet), the cluster answering that it
+// is temporarily unavailable, or a request that timed out while ctx
+// itself is still live.
+func transient(ctx context.Context, err error) bool {
+	if ctx.Err() != nil {
+		return false
+	}
+	var apiErr *jetstream.APIError
+	return errors.Is(err, nats.ErrNoResponders) || errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, context.DeadlineExceeded) ||
+		errors.As(err, &apiErr) && apiErr.ErrorCode == jsClusterNotAvailable
+}
+
+// jsClusterNotAvailable is the server's "JetStream system temporarily
+// unavailable" (no meta leader, e.g. during an election); nats.go names
+// no constant for it.
+const jsClusterNotAvailable jetstream.ErrorCode = 10008
 
 // watchdog reports whether the pcgroups instance must be restarted: we own
 // partitions but our consumer has been missing for longer than a failover
