@@ -62,11 +62,21 @@ func Run(ctx context.Context, js jetstream.JetStream, cfg Config, h Handler, log
 	// Handlers outlive ctx by the stop grace; cancelled after it or on return.
 	hctx, cancelHandlers := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelHandlers()
-	w := &worker{cfg: cfg, js: js, h: h, log: log, gate: newGate()}
 	// pcgroups watches its config with the ctx it is given: it must live
-	// until the stop below calls Stop, not end with ctx.
+	// until the stop below calls Stop, not end with ctx. So does our own
+	// watch of the partitions we own.
 	cgctx, cancelCG := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelCG()
+	own := newOwnership()
+	watching, err := watchOwnership(cgctx, m, own, log)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		cancelCG()
+		<-watching
+	}()
+	w := &worker{cfg: cfg, js: js, h: h, log: log, gate: newGate(), own: own}
 	consume := func() (pcgroups.ConsumerGroupConsumeContext, error) {
 		cc, err := pcgroups.ElasticConsume(cgctx, js, cfg.Stream, cfg.Group, cfg.Member, w.callback(hctx), jetstream.ConsumerConfig{
 			AckPolicy: jetstream.AckExplicitPolicy,
@@ -106,22 +116,22 @@ func Run(ctx context.Context, js jetstream.JetStream, cfg Config, h Handler, log
 			}
 			return stop(hctx, cancelHandlers, nil, w, m, cfg, log, fmt.Errorf("%w: %w", ErrGroupStopped, err))
 		case <-ticker.C:
-			if err := m.heartbeat(ctx); err != nil {
-				log.Warn("heartbeat failed", slog.Any(logkey.Err, err))
-				continue
+		}
+		if err := m.heartbeat(ctx); err != nil {
+			log.Warn("heartbeat failed", slog.Any(logkey.Err, err))
+			continue
+		}
+		if mapping, err = m.reconcile(ctx, ""); err != nil {
+			log.Warn("membership reconcile failed", slog.Any(logkey.Err, err))
+			continue
+		}
+		if restart := watchdog(ctx, m, w, cfg, mapping, &missingSince, log); restart {
+			cc.Stop()
+			if err := waitDone(cc, leaveTimeout); err != nil {
+				log.Debug("group consumer stop", slog.Any(logkey.Err, err))
 			}
-			if mapping, err = m.reconcile(ctx, ""); err != nil {
-				log.Warn("membership reconcile failed", slog.Any(logkey.Err, err))
-				continue
-			}
-			if restart := watchdog(ctx, m, w, cfg, mapping, &missingSince, log); restart {
-				cc.Stop()
-				if err := waitDone(cc, leaveTimeout); err != nil {
-					log.Debug("group consumer stop", slog.Any(logkey.Err, err))
-				}
-				if cc, err = consume(); err != nil {
-					return stop(hctx, cancelHandlers, nil, w, m, cfg, log, err)
-				}
+			if cc, err = consume(); err != nil {
+				return stop(hctx, cancelHandlers, nil, w, m, cfg, log, err)
 			}
 		}
 	}

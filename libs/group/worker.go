@@ -18,6 +18,12 @@ import (
 // ackTimeout bounds the confirmed ack, DLQ publish and Term of one message.
 const ackTimeout = 5 * time.Second
 
+// releaseDelay is how long a message released because its partition moved
+// waits before the server may deliver it again: our consumer is being
+// re-created without that partition (pcgroups waits up to 0.5 s before it
+// does), and an immediate redelivery to it would only be released again.
+const releaseDelay = 500 * time.Millisecond
+
 // worker turns deliveries into handler calls and acks, naks or dead
 // letters. pcgroups calls it from one goroutine per member (the consume
 // callback), so messages are processed one at a time in stream order.
@@ -27,6 +33,7 @@ type worker struct {
 	h    Handler
 	log  *slog.Logger
 	gate *gate
+	own  *ownership
 }
 
 // callback adapts the worker to pcgroups. ctx is the handlers' base ctx:
@@ -55,6 +62,18 @@ func (w *worker) process(ctx context.Context, msg jetstream.Msg) {
 	}
 	log := w.log.With(slog.String(logkey.Subject, subject), slog.Uint64(logkey.Seq, seq), slog.Uint64(logkey.Attempt, attempt))
 
+	// The handler's ctx ends when its partition moves to another member.
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	f, owned := w.own.begin(partitionOfSubject(subject, w.cfg.Partitions), cancel)
+	if !owned {
+		// Delivered by a consumer being re-created without this partition.
+		w.release(msg, releaseDelay, log)
+		log.Info("event released: partition not owned")
+		return
+	}
+	defer w.own.end(f)
+
 	hctx, ev, err := events.Decode(ctx, msg.Headers(), msg.Data())
 	if err != nil {
 		w.cfg.Stats.undecodable.Add(1)
@@ -73,6 +92,11 @@ func (w *worker) process(ctx context.Context, msg jetstream.Msg) {
 
 	herr := w.call(hctx, msg, Message{Event: ev, Subject: subject, Header: msg.Headers(), Attempt: attempt, Seq: seq})
 	switch {
+	case w.own.movedAway(f):
+		// Whatever the handler returned, the new owner handles the event
+		// again: neither an ack nor a retry of ours may count.
+		w.release(msg, releaseDelay, log)
+		log.Info("event released: partition moved", slog.Any(logkey.Err, herr))
 	case herr == nil:
 		actx, cancel := context.WithTimeout(ctx, ackTimeout)
 		defer cancel()
@@ -86,9 +110,7 @@ func (w *worker) process(ctx context.Context, msg jetstream.Msg) {
 		log.Debug("event handled")
 	case ctx.Err() != nil:
 		// The stop grace ran out: release the message unharmed.
-		if err := msg.Nak(); err != nil {
-			log.Debug("nak on stop failed", slog.Any(logkey.Err, err))
-		}
+		w.release(msg, 0, log)
 		log.Info("event released on stop", slog.Any(logkey.Err, herr))
 	case IsTerminal(herr):
 		w.deadLetter(ctx, msg, subject, attempt, ReasonTerminal, herr, log)
@@ -101,6 +123,20 @@ func (w *worker) process(ctx context.Context, msg jetstream.Msg) {
 		}
 		w.cfg.Stats.retried.Add(1)
 		log.Warn("event handling failed, retrying", slog.Any(logkey.Err, herr), slog.Duration(logkey.Duration, delay))
+	}
+}
+
+// release gives msg back unacked, for this member's consumer after delay
+// or for the next owner, without counting a try.
+func (w *worker) release(msg jetstream.Msg, delay time.Duration, log *slog.Logger) {
+	var err error
+	if delay > 0 {
+		err = msg.NakWithDelay(delay)
+	} else {
+		err = msg.Nak()
+	}
+	if err != nil {
+		log.Debug("nak of released event failed", slog.Any(logkey.Err, err))
 	}
 }
 
