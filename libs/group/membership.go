@@ -46,6 +46,13 @@ type membership struct {
 	members jetstream.KeyValue // heartbeats, TTL = MemberTTL
 	configs jetstream.KeyValue // pcgroups' config bucket
 	record  []byte
+
+	// Fencing (issue 14): a NATS outage longer than MemberTTL expires
+	// every heartbeat, so right after it the peers' keys are missing
+	// exactly as if they had died. Only the owning Run goroutine calls
+	// heartbeat and reconcile, so these need no lock.
+	healthySince time.Time // first heartbeat of the current unbroken run of them; zero after a failure
+	reconnects   uint64    // the connection's reconnect count at the last heartbeat
 }
 
 // partitioningFilters hashes every event under the prefix on its id token
@@ -135,12 +142,34 @@ func waitForStream(ctx context.Context, js jetstream.JetStream, cfg Config, log 
 	}
 }
 
-// heartbeat renews this member's liveness key.
+// heartbeat renews this member's liveness key and keeps healthySince: the
+// time from which this member has reached JetStream without a break (a
+// failed heartbeat or a reconnect starts a new run).
 func (m *membership) heartbeat(ctx context.Context) error {
+	// A renewal later than the next one is worthless; do not let a put
+	// issued during an outage hold the loop for the client's 5 s default.
+	ctx, cancel := context.WithTimeout(ctx, m.cfg.heartbeat())
+	defer cancel()
 	if _, err := m.members.Put(ctx, m.cfg.Member, m.record); err != nil {
+		m.healthySince = time.Time{}
 		return fmt.Errorf("heartbeat %s: %w", m.cfg.Member, err)
 	}
+	// Read after the put: a put buffered across a reconnect succeeds,
+	// and the reconnect it went through must count.
+	reconnects := m.js.Conn().Stats().Reconnects
+	if m.healthySince.IsZero() || reconnects != m.reconnects {
+		m.healthySince = time.Now()
+		m.reconnects = reconnects
+	}
 	return nil
+}
+
+// fenced reports whether this member has not yet been reachable for a
+// whole MemberTTL: a peer's missing key then proves nothing (it expired
+// while NATS, not the peer, was down, or before we could see its renewals),
+// so no peer may be counted dead yet.
+func (m *membership) fenced() bool {
+	return m.healthySince.IsZero() || time.Since(m.healthySince) < m.cfg.MemberTTL
 }
 
 // leave deletes this member's key and hands its partitions to the others
@@ -213,8 +242,17 @@ func (m *membership) reconcile(ctx context.Context, exclude string) ([]pcgroups.
 	if len(cur.Members) == 0 && mappingsEqual(cur.MemberMappings, want) {
 		return want, nil
 	}
+	gone := departed(cur, live)
+	if dead := slices.DeleteFunc(slices.Clone(gone), func(n string) bool { return n == exclude }); len(dead) > 0 && m.fenced() {
+		// Keep the mapping (joins included) until we have been reachable
+		// for a TTL; a peer that is really dead is removed then.
+		m.log.Debug("peer heartbeat missing, not counted dead before a member ttl of our own",
+			slog.Any(logkey.Consumer, dead), slog.Duration(logkey.Duration, m.cfg.MemberTTL))
+		return cur.MemberMappings, nil
+	}
+	inForce := cur.MemberMappings
 	workStream := WorkStreamName(m.cfg.Stream, m.cfg.Group)
-	for _, name := range departed(cur, live) {
+	for _, name := range gone {
 		err := m.js.DeleteConsumer(ctx, workStream, name)
 		if err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 			return nil, fmt.Errorf("delete consumer of departed member %s: %w", name, err)
@@ -230,7 +268,7 @@ func (m *membership) reconcile(ctx context.Context, exclude string) ([]pcgroups.
 	if _, err := m.configs.Update(ctx, key, data, entry.Revision()); err != nil {
 		if errors.Is(err, jetstream.ErrKeyExists) {
 			// Another member wrote first; the next heartbeat re-checks.
-			return cur.MemberMappings, nil
+			return inForce, nil
 		}
 		return nil, fmt.Errorf("update group config %s: %w", key, err)
 	}

@@ -102,6 +102,11 @@ func Run(ctx context.Context, js jetstream.JetStream, cfg Config, h Handler, log
 
 	ticker := time.NewTicker(cfg.heartbeat())
 	defer ticker.Stop()
+	// A reconnect heartbeats at once instead of at the next tick: after
+	// an outage longer than MemberTTL every key has expired, and the
+	// peers wait for ours (see membership.fenced).
+	reconnected := js.Conn().StatusChanged(nats.CONNECTED)
+	defer js.Conn().RemoveStatusListener(reconnected)
 	var missingSince time.Time // when our consumer was first seen missing
 	for {
 		select {
@@ -115,6 +120,8 @@ func Run(ctx context.Context, js jetstream.JetStream, cfg Config, h Handler, log
 				err = errors.New("group config deleted")
 			}
 			return stop(hctx, cancelHandlers, nil, w, m, cfg, log, fmt.Errorf("%w: %w", ErrGroupStopped, err))
+		case <-reconnected:
+			ticker.Reset(cfg.heartbeat())
 		case <-ticker.C:
 		}
 		if err := m.heartbeat(ctx); err != nil {
