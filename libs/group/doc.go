@@ -35,13 +35,54 @@
 // owner starts from the oldest, in order.
 //
 // Failover time after a member dies is about MemberTTL + MemberTTL/3 + the
-// consumer re-creation (~0.5 s): measured 1.1-1.6 s with MemberTTL 1 s in
+// consumer re-creation (~0.5 s): measured 1.0-1.6 s with MemberTTL 1 s in
 // TestKilledMemberPartitionsMove, and 5.5-6.5 s with the defaults (5 s,
 // AckWait 10 s). A graceful stop deletes the member's key and hands its
-// partitions over at once. A joining member gets its share within one
+// partitions over at once.
+//
+// # Fencing: an outage is not a death
+//
+// A NATS outage longer than MemberTTL expires every member's key at once,
+// so the first member to reconnect would see its peers as dead and take
+// all partitions (issue 14). A member therefore counts a peer dead only
+// after it has itself reached JetStream without a break for a whole
+// MemberTTL (a failed heartbeat or a reconnect starts the count again;
+// so does joining); until then it keeps the mapping as it is, joins
+// included. A member heartbeats the moment it reconnects, so peers that
+// come back within a TTL of each other keep their partitions:
+// TestOutageIsNotADeath stops NATS for 1.5 x TTL (TTL 2 s), the peer is
+// back 0.05-0.9 s after the restart and the group config is not rewritten
+// at all. A peer that does not come back loses its partitions a TTL after
+// the survivor's reconnect (measured 2.2 s after the restart with TTL 2 s).
+// The cost: a member that starts, or reconnects, when a peer really died
+// takes over up to one MemberTTL later than it otherwise would.
+//
+// # Partition moves cancel the old owner's work
+//
+// Run watches the group's config itself: when a partition moves away,
+// the ctx of every handler still running on it is cancelled with cause
+// ErrPartitionMoved (measured 60-340 ms after the new member started in
+// TestHandlerCancelledWhenPartitionMoves) and its message is released, not
+// acked or retried, so the new owner handles it again. Messages delivered
+// for a partition this member no longer owns are released without
+// calling the handler. A handler that ignores its ctx can still write
+// after the move; the window is the time it takes to notice.
+//
+// # Replicas
+//
+// Every stream and bucket the group creates gets Config.Replicas
+// (GROUP_REPLICAS; 0 = the events stream's count, read once that stream
+// exists) whatever the start order: the work-queue stream and the member
+// bucket exactly, the shared AMBIENT_DLQ stream and pcgroups' config bucket
+// at least (they are shared with other groups, so they are never lowered).
+// Existing ones are updated on join; JetStream moves the data itself
+// (TestReplicasWhateverStartOrder, on a 3-node cluster). A joining member gets its share within one
 // heartbeat, or, when its consumer create races the old owner's delete,
 // after pcgroups' own retry (AckWait+0.5 s) or Run's watchdog (MemberTTL
-// plus a heartbeat), whichever comes first. All members
+// plus a heartbeat), whichever comes first. Joining retries, with
+// backoff, what a JetStream cluster answers for a moment (no responders
+// from a stream created a moment ago, "temporarily unavailable" during an
+// election) instead of failing Run. All members
 // of a group must use the same Partitions, Resources, SubjectPrefix and
 // MemberTTL.
 //
@@ -64,8 +105,9 @@
 // fails the message is naked instead, so nothing is dropped. Delivery is at
 // least once: a message in flight when its member dies, or when its
 // partition moves during a rebalance, is handled again by the new owner,
-// possibly while the old handler is still finishing; handlers must be
-// idempotent (the reconcilers are level-triggered).
+// possibly while the old handler is still finishing (its ctx is cancelled,
+// see above); handlers must be idempotent (the reconcilers are
+// level-triggered).
 //
 // # Limits
 //
