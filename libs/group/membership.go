@@ -146,9 +146,11 @@ func waitForStream(ctx context.Context, js jetstream.JetStream, cfg Config, log 
 // time from which this member has reached JetStream without a break (a
 // failed heartbeat or a reconnect starts a new run).
 func (m *membership) heartbeat(ctx context.Context) error {
-	// A renewal later than the next one is worthless; do not let a put
-	// issued during an outage hold the loop for the client's 5 s default.
-	ctx, cancel := context.WithTimeout(ctx, m.cfg.heartbeat())
+	// A put issued during an outage must not hold the loop for the
+	// client's 5 s default, but a slow one that still lands within the
+	// TTL keeps the member alive: allow what is left of the TTL after the
+	// previous renewal's interval.
+	ctx, cancel := context.WithTimeout(ctx, m.cfg.MemberTTL-m.cfg.heartbeat())
 	defer cancel()
 	if _, err := m.members.Put(ctx, m.cfg.Member, m.record); err != nil {
 		m.healthySince = time.Time{}
