@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
-	"strings"
 	"sync"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -35,13 +34,6 @@ type flight struct {
 
 func newOwnership() *ownership {
 	return &ownership{flights: map[int]map[*flight]struct{}{}}
-}
-
-// partitionOfSubject returns the partition of an event subject
-// <prefix>.<resource>.<project>.<id>: the server hashes the id token, the
-// last one (see partitioningFilters).
-func partitionOfSubject(subject string, partitions int) int {
-	return Partition(subject[strings.LastIndexByte(subject, '.')+1:], partitions)
 }
 
 // begin registers work on partition p, cancelled with ErrPartitionMoved

@@ -21,10 +21,10 @@ const leaveTimeout = 5 * time.Second
 
 // Run joins cfg.Group on cfg.Stream as cfg.Member and calls h for every
 // event of the member's partitions until ctx is done. It blocks; on ctx
-// done it stops taking messages, waits up to cfg.StopGrace for the
-// in-flight handler (then cancels its ctx and releases the message),
-// deletes its heartbeat so its partitions move to the other members at
-// once, and returns nil.
+// done it stops taking messages, lets the running handler calls finish
+// within cfg.StopGrace (then cancels their ctx), releases every message it
+// still holds, deletes its heartbeat so its partitions move to the other
+// members at once, and returns nil.
 //
 // It returns ErrInvalidConfig for a bad cfg, an error when the group exists
 // with other group-wide settings, and ErrGroupStopped when pcgroups stops on
@@ -76,15 +76,21 @@ func Run(ctx context.Context, js jetstream.JetStream, cfg Config, h Handler, log
 		cancelCG()
 		<-watching
 	}()
-	w := &worker{cfg: cfg, js: js, h: h, log: log, gate: newGate(), own: own}
+	w := newWorker(cfg, js, h, own, log)
+	renewing := w.keepalive(cgctx)
+	defer func() {
+		cancelCG()
+		<-renewing
+	}()
 	consume := func() (pcgroups.ConsumerGroupConsumeContext, error) {
-		cc, err := pcgroups.ElasticConsume(cgctx, js, cfg.Stream, cfg.Group, cfg.Member, w.callback(hctx), jetstream.ConsumerConfig{
+		cc, err := pcgroups.ElasticConsume(cgctx, js, cfg.Stream, cfg.Group, cfg.Member, w.callback(ctx, hctx), jetstream.ConsumerConfig{
 			AckPolicy: jetstream.AckExplicitPolicy,
 			AckWait:   cfg.AckWait,
-			// One message in flight per member: a naked message blocks the
-			// member's later ones until it is redelivered, which is what
-			// keeps per-object order through retries.
-			MaxAckPending: 1,
+			// Up to MaxInFlight messages held at once, in per-object
+			// lanes: order per object comes from the lanes, which retry
+			// in place instead of naking (a naked message no longer
+			// blocks the member's later ones).
+			MaxAckPending: cfg.MaxInFlight,
 			// Run dead-letters after cfg.MaxDeliver itself; a server limit
 			// would leave the message stuck in the work-queue stream.
 			MaxDeliver: -1,
@@ -132,7 +138,7 @@ func Run(ctx context.Context, js jetstream.JetStream, cfg Config, h Handler, log
 			log.Warn("membership reconcile failed", slog.Any(logkey.Err, err))
 			continue
 		}
-		if restart := watchdog(ctx, m, w, cfg, mapping, &missingSince, log); restart {
+		if restart := watchdog(ctx, m, cfg, mapping, &missingSince, log); restart {
 			cc.Stop()
 			if err := waitDone(cc, leaveTimeout); err != nil {
 				log.Debug("group consumer stop", slog.Any(logkey.Err, err))
@@ -212,8 +218,8 @@ const jsClusterNotAvailable jetstream.ErrorCode = 10008
 // should take. pcgroups only re-creates a consumer it knows is
 // gone; one deleted under it (idle timeout after a long pause, or removed
 // while we were briefly thought dead) would otherwise never come back.
-func watchdog(ctx context.Context, m *membership, w *worker, cfg Config, mapping []pcgroups.MemberMapping, missingSince *time.Time, log *slog.Logger) bool {
-	if len(partitionsOf(mapping, cfg.Member)) == 0 || w.gate.busy() {
+func watchdog(ctx context.Context, m *membership, cfg Config, mapping []pcgroups.MemberMapping, missingSince *time.Time, log *slog.Logger) bool {
+	if len(partitionsOf(mapping, cfg.Member)) == 0 {
 		*missingSince = time.Time{}
 		return false
 	}

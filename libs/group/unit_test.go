@@ -79,6 +79,9 @@ func TestConfigValidate(t *testing.T) {
 		{name: "replicas 5", mutate: func(c *Config) { c.Replicas = 5 }, valid: true},
 		{name: "replicas 6", mutate: func(c *Config) { c.Replicas = 6 }},
 		{name: "negative replicas", mutate: func(c *Config) { c.Replicas = -1 }},
+		{name: "one in flight", mutate: func(c *Config) { c.MaxInFlight = 1 }, valid: true},
+		{name: "too many in flight", mutate: func(c *Config) { c.MaxInFlight = MaxMaxInFlight + 1 }},
+		{name: "negative in flight", mutate: func(c *Config) { c.MaxInFlight = -1 }},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -149,25 +152,28 @@ func TestPartitionStable(t *testing.T) {
 
 func TestTransientJoinErrors(t *testing.T) {
 	t.Parallel()
-	done, cancel := context.WithCancel(t.Context())
-	cancel()
 	tests := []struct {
-		name string
-		ctx  context.Context
-		err  error
-		want bool
+		name    string
+		ctxDone bool
+		err     error
+		want    bool
 	}{
-		{name: "no responders (new stream, no leader yet)", ctx: t.Context(), err: fmt.Errorf("create group: %w", nats.ErrNoResponders), want: true},
-		{name: "request timeout", ctx: t.Context(), err: nats.ErrTimeout, want: true},
-		{name: "cluster temporarily unavailable", ctx: t.Context(), err: fmt.Errorf("x: %w", &jetstream.APIError{ErrorCode: 10008}), want: true},
-		{name: "other api error", ctx: t.Context(), err: &jetstream.APIError{ErrorCode: 10074}},
-		{name: "group config mismatch", ctx: t.Context(), err: errors.New("the existing elastic consumer group config can not be updated")},
-		{name: "ctx done", ctx: done, err: nats.ErrNoResponders},
+		{name: "no responders (new stream, no leader yet)", err: fmt.Errorf("create group: %w", nats.ErrNoResponders), want: true},
+		{name: "request timeout", err: nats.ErrTimeout, want: true},
+		{name: "cluster temporarily unavailable", err: fmt.Errorf("x: %w", &jetstream.APIError{ErrorCode: 10008}), want: true},
+		{name: "other api error", err: &jetstream.APIError{ErrorCode: 10074}},
+		{name: "group config mismatch", err: errors.New("the existing elastic consumer group config can not be updated")},
+		{name: "ctx done", ctxDone: true, err: nats.ErrNoResponders},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			if got := transient(tc.ctx, tc.err); got != tc.want {
+			ctx, cancel := context.WithCancel(t.Context())
+			defer cancel()
+			if tc.ctxDone {
+				cancel()
+			}
+			if got := transient(ctx, tc.err); got != tc.want {
 				t.Fatalf("transient(%v) = %v, want %v", tc.err, got, tc.want)
 			}
 		})
