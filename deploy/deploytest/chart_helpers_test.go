@@ -102,6 +102,13 @@ networkPolicy:
   kubeAPIServer: {cidrs: [10.96.0.1/32]}
 aguiProxy: {auth: {mode: jwt, jwt: {jwksURL: "https://id.example.com/jwks.json", issuer: "https://id.example.com", audience: ambient}}}
 `)},
+		{name: "authz-kube", vals: parseValues(t, `
+networkPolicy: {enabled: true, kubeAPIServer: {cidrs: [10.96.0.1/32]}}
+aguiProxy:
+  auth: {mode: jwt, jwt: {jwksURL: "https://id.example.com/jwks.json", issuer: "https://id.example.com", audience: ambient, groupsClaim: roles}}
+  authz: {mode: kube, cacheTTL: 5s}
+  runnerAllowedNetworks: [10.244.0.0/16]
+`)},
 	}
 }
 

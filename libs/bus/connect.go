@@ -10,6 +10,8 @@ import (
 
 	"github.com/cenkalti/backoff/v5"
 	"github.com/nats-io/nats.go"
+
+	"github.com/ambient-code/control-plane/libs/envconfig"
 )
 
 // Reconnect backoff defaults: start fast so a restarted server is found
@@ -50,10 +52,10 @@ type ConnectConfig struct {
 	ReconnectMax time.Duration
 }
 
-// LogValue keeps secrets out of logs.
+// LogValue keeps secrets out of logs, the URL's user information included.
 func (c ConnectConfig) LogValue() slog.Value {
 	return slog.GroupValue(
-		slog.String("url", c.URL),
+		slog.String("url", envconfig.RedactURLs(c.URL)),
 		slog.String("name", c.Name),
 		slog.Bool("creds_file", c.CredsFile != ""),
 		slog.Bool("user", c.User != ""),
@@ -194,7 +196,7 @@ func Dial(cfg ConnectConfig, log *slog.Logger) (nc *nats.Conn, connected <-chan 
 	}))
 	nc, err = nats.Connect(cfg.URL, opts...)
 	if err != nil {
-		return nil, nil, fmt.Errorf("connect nats %s: %w", cfg.URL, err)
+		return nil, nil, fmt.Errorf("connect nats %s: %w", envconfig.RedactURLs(cfg.URL), err)
 	}
 	if nc.IsConnected() {
 		// Connected synchronously: the handler only runs for a connect that
@@ -220,7 +222,7 @@ func Connect(ctx context.Context, cfg ConnectConfig, log *slog.Logger) (*nats.Co
 	case <-ctx.Done():
 		last := nc.LastError()
 		nc.Close()
-		return nil, fmt.Errorf("connect nats %s: %w", cfg.URL, errors.Join(ErrNotConnected, ctx.Err(), last))
+		return nil, fmt.Errorf("connect nats %s: %w", envconfig.RedactURLs(cfg.URL), errors.Join(ErrNotConnected, ctx.Err(), last))
 	}
 }
 

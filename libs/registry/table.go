@@ -22,11 +22,32 @@ type Table struct {
 	synced  chan struct{} // closed once, after the first full snapshot
 	once    sync.Once
 	lastErr atomic.Pointer[error]
+	removed func(sessionID string) // never nil; see WithOnRemove
+}
+
+// TableOption configures a Table.
+type TableOption func(*Table)
+
+// WithOnRemove calls fn with the session id of every record that leaves
+// the table: deleted or purged, missing from the fresh snapshot after a
+// broken watch, or replaced by a record of another project (the old
+// record's facts no longer hold). fn runs on Run's goroutine while the
+// table is locked: it must be quick and must not call the table.
+func WithOnRemove(fn func(sessionID string)) TableOption {
+	return func(t *Table) {
+		if fn != nil {
+			t.removed = fn
+		}
+	}
 }
 
 // NewTable returns an empty table; call Run to fill it.
-func NewTable() *Table {
-	return &Table{entries: map[string]Record{}, synced: make(chan struct{})}
+func NewTable(opts ...TableOption) *Table {
+	t := &Table{entries: map[string]Record{}, synced: make(chan struct{}), removed: func(string) {}}
+	for _, o := range opts {
+		o(t)
+	}
+	return t
 }
 
 // Lookup returns the endpoint of a session if it is routable (has a host and
@@ -83,12 +104,17 @@ func (t *Table) Run(ctx context.Context, kv jetstream.KeyValue) error {
 	err := bus.WatchKV(ctx, kv, bus.KVWatch{
 		Initial: func(es []jetstream.KeyValueEntry) {
 			// A fresh map swapped in whole, so records deleted while a
-			// previous watch was down vanish.
+			// previous watch was down vanish (and are reported removed).
 			m := make(map[string]Record, len(es))
 			for _, e := range es {
-				applyEntry(m, e)
+				applyEntry(m, e, func(string) {})
 			}
 			t.mu.Lock()
+			for k, old := range t.entries {
+				if now, ok := m[k]; !ok || now.ProjectID != old.ProjectID {
+					t.removed(old.SessionID)
+				}
+			}
 			t.entries = m
 			t.mu.Unlock()
 			t.lastErr.Store(nil)
@@ -97,7 +123,7 @@ func (t *Table) Run(ctx context.Context, kv jetstream.KeyValue) error {
 		},
 		Update: func(e jetstream.KeyValueEntry) {
 			t.mu.Lock()
-			applyEntry(t.entries, e)
+			applyEntry(t.entries, e, t.removed)
 			t.mu.Unlock()
 		},
 		Broken: func(err error, _ time.Duration) {
@@ -112,19 +138,31 @@ func (t *Table) Run(ctx context.Context, kv jetstream.KeyValue) error {
 	return nil
 }
 
-func applyEntry(m map[string]Record, e jetstream.KeyValueEntry) {
+// applyEntry applies one watch entry to m and tells removed about a record
+// that left or changed project.
+func applyEntry(m map[string]Record, e jetstream.KeyValueEntry, removed func(sessionID string)) {
 	if !isSessionKey(e.Key()) {
 		return
 	}
-	if e.Operation() != jetstream.KeyValuePut {
+	old, had := m[e.Key()]
+	drop := func() {
 		delete(m, e.Key())
+		if had {
+			removed(old.SessionID)
+		}
+	}
+	if e.Operation() != jetstream.KeyValuePut {
+		drop()
 		return
 	}
 	ep, err := Decode(e.Value())
 	if err != nil || Key(ep.SessionID) != e.Key() {
 		// Garbage, or a record filed under another session's key: not routable.
-		delete(m, e.Key())
+		drop()
 		return
+	}
+	if had && old.ProjectID != ep.ProjectID {
+		removed(old.SessionID)
 	}
 	m[e.Key()] = Record{Endpoint: ep, Revision: e.Revision()}
 }
