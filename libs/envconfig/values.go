@@ -121,10 +121,33 @@ func (l *Loader) URL(name, def string, schemes ...string) *url.URL {
 	}
 	u, ok := absoluteURL(v, schemes)
 	if !ok {
-		l.invalid(name, want, v, nil)
+		l.invalid(name, want, redactUserinfo(v), nil)
 		return nil
 	}
 	return u
+}
+
+// redactUserinfo hides the user info (user:password, or a token) of every
+// comma-separated URL in v, so an error that quotes a bad value never
+// carries a credential. It works on the text, because the value being
+// reported may not parse as a URL at all.
+func redactUserinfo(v string) string {
+	if !strings.Contains(v, "@") {
+		return v
+	}
+	items := strings.Split(v, ",")
+	for i, item := range items {
+		at := strings.LastIndex(item, "@")
+		if at < 0 {
+			continue
+		}
+		start := 0
+		if s := strings.Index(item, "://"); s >= 0 && s < at {
+			start = s + len("://")
+		}
+		items[i] = item[:start] + "xxxxx" + item[at:]
+	}
+	return strings.Join(items, ",")
 }
 
 // absoluteURL parses raw as an absolute URL with a host whose scheme, when
@@ -152,7 +175,7 @@ func (l *Loader) URLList(name, def string, schemes ...string) string {
 	}
 	for item := range strings.SplitSeq(v, ",") {
 		if _, ok := absoluteURL(strings.TrimSpace(item), schemes); !ok {
-			l.invalid(name, want, v, nil)
+			l.invalid(name, want, redactUserinfo(v), nil)
 			return def
 		}
 	}
