@@ -35,7 +35,8 @@ type Options struct {
 	// server binary does) read before the fields here apply: the deployed
 	// authorization blocks (users, permissions) are loaded from the very file
 	// the chart and docker-compose ship. StoreDir, Host, Port, ServerName and
-	// the logging fields always override the file; JetStream is always on.
+	// the logging fields always override the file, its monitoring port is
+	// not opened, and JetStream is always on.
 	ConfigFile string
 	// Username/Password or Token require client authentication (tests of
 	// credentials handling). Leave empty for no auth. They are exclusive
@@ -134,6 +135,9 @@ func (s *Server) serverOptions() (*server.Options, error) {
 	so.ServerName = s.opts.ServerName
 	so.Host = s.opts.Host
 	so.Port = s.opts.Port
+	// A file's monitoring ports are fixed numbers meant for a container of
+	// its own; an embedded server serves clients only.
+	so.HTTPPort, so.HTTPSPort = 0, 0
 	so.JetStream = true
 	so.StoreDir = s.opts.StoreDir
 	if s.opts.MaxMemory != 0 {
