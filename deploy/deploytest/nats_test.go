@@ -546,8 +546,7 @@ func joinGroup(t *testing.T, ctx context.Context, u *natsUser, cfg group.Config,
 		t.Fatalf("%s: group %s stopped before handling %s: %v", u.name, cfg.Group, id, err)
 	case <-time.After(30 * time.Second):
 		cancel()
-		<-done
-		t.Fatalf("%s: group %s did not deliver %s", u.name, cfg.Group, id)
+		t.Fatalf("%s: group %s did not deliver %s (Run: %v)", u.name, cfg.Group, id, <-done)
 	}
 	if result != nil {
 		waitFor(t, 10*time.Second, func() error {
@@ -732,7 +731,9 @@ func runPermissionScenario(t *testing.T, url string, s natsSetup) {
 		go func() { done <- table.Run(tctx, kv) }() // owned here: cancelled and waited for below
 		defer func() {
 			tcancel()
-			<-done
+			if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+				t.Errorf("routing table: %v", err)
+			}
 		}()
 		select {
 		case <-table.Synced():

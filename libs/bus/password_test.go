@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -113,8 +114,8 @@ func TestPasswordFileConfig(t *testing.T) {
 func TestCredentialsNeverLogged(t *testing.T) {
 	t.Parallel()
 	srv := testenv.NATSWith(t, natsserver.Options{Username: "svc", Password: "url0s3cret"})
-	var logs bytes.Buffer
-	log := slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	logs := &lockedBuffer{}
+	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	good := bus.ConnectConfig{URL: "nats://svc:url0s3cret@" + strings.TrimPrefix(srv.ClientURL(), "nats://")}
 	log.Info("config", slog.Any("nats", good))
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
@@ -166,6 +167,25 @@ func FuzzRedactURLs(f *testing.F) {
 			}
 		}
 	})
+}
+
+// lockedBuffer is a bytes.Buffer safe for the nats.go callback goroutines
+// that log while the test reads.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer // guarded by mu
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 func writeFile(t *testing.T, path, content string) {

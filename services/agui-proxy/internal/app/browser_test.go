@@ -166,7 +166,7 @@ func TestBrowserCORS(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			before := r.stats(t)["runs_started"]
-			res := browser.run(t, ctx, tc.origin, p.url, "s-browser", tc.token, text)
+			res := runInBrowser(t, ctx, browser, tc.origin, p.url, "s-browser", tc.token, text)
 			tc.check(t, res)
 			runs := r.stats(t)["runs_started"] - before
 			if want := int64(0); tc.name == "allowed origin streams" {
@@ -181,16 +181,11 @@ func TestBrowserCORS(t *testing.T) {
 	}
 }
 
-// browserHandle is one headless Chromium with one tab.
-type browserHandle struct {
-	tab context.Context
-}
-
 // startBrowser starts headless Chromium with chromedp's defaults plus the
 // flags that work on these machines (no sandbox as root, no QUIC, no
 // connections of its own to the outside) and a fresh profile; it is stopped
-// with t.
-func startBrowser(t *testing.T, ctx context.Context, bin string) *browserHandle {
+// with t. It returns the chromedp context of its one tab.
+func startBrowser(t *testing.T, ctx context.Context, bin string) context.Context {
 	t.Helper()
 	profile, err := os.MkdirTemp("", "agui-browser-")
 	if err != nil {
@@ -217,14 +212,15 @@ func startBrowser(t *testing.T, ctx context.Context, bin string) *browserHandle 
 	if err := chromedp.Do(tab); err != nil {
 		t.Fatalf("start chromium: %v", err)
 	}
-	return &browserHandle{tab: tab}
+	return tab
 }
 
-// run loads the page from origin and runs an agent through the proxy from it.
-func (b *browserHandle) run(t *testing.T, ctx context.Context, origin, proxy, session, token, text string) browserResult {
+// runInBrowser loads the page from origin in the tab and runs an agent
+// through the proxy from it.
+func runInBrowser(t *testing.T, ctx, tab context.Context, origin, proxy, session, token, text string) browserResult {
 	t.Helper()
 	call := "runAgent(" + jsString(proxy) + "," + jsString(session) + "," + jsString(token) + "," + jsString(text) + ")"
-	rctx, cancel := context.WithTimeout(b.tab, time.Minute)
+	rctx, cancel := context.WithTimeout(tab, time.Minute)
 	defer cancel()
 	stop := context.AfterFunc(ctx, cancel)
 	defer stop()
