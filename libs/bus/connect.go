@@ -10,7 +10,6 @@ import (
 
 	"github.com/cenkalti/backoff/v5"
 	"github.com/nats-io/nats.go"
-
 )
 
 // Reconnect backoff defaults: start fast so a restarted server is found
