@@ -8,10 +8,14 @@ const (
 	EnvNATSCredsFile = "NATS_CREDS_FILE"
 	EnvNATSUser      = "NATS_USER"
 	EnvNATSPassword  = "NATS_PASSWORD"
-	EnvNATSToken     = "NATS_TOKEN"
-	EnvNATSCAFile    = "NATS_CA_FILE"
-	EnvNATSCertFile  = "NATS_CERT_FILE"
-	EnvNATSKeyFile   = "NATS_KEY_FILE"
+	// EnvNATSPasswordFile names a file holding NATS_USER's password (a
+	// mounted Secret key); preferred to NATS_PASSWORD, which every process
+	// that can read this one's environment can read too.
+	EnvNATSPasswordFile = "NATS_PASSWORD_FILE"
+	EnvNATSToken        = "NATS_TOKEN"
+	EnvNATSCAFile       = "NATS_CA_FILE"
+	EnvNATSCertFile     = "NATS_CERT_FILE"
+	EnvNATSKeyFile      = "NATS_KEY_FILE"
 )
 
 // DefaultURL is the NATS server of the dev stack.
@@ -24,16 +28,26 @@ var natsSchemes = []string{"nats", "tls", "ws", "wss"}
 // (problems are recorded in l, each naming its variable). defaultURL is used
 // when NATS_URL is unset; Name is left for the caller.
 func LoadConnectConfig(l *envconfig.Loader, defaultURL string) ConnectConfig {
-	return ConnectConfig{
-		URL:       l.URLList(EnvNATSURL, defaultURL, natsSchemes...),
-		CredsFile: l.File(EnvNATSCredsFile, ""),
-		User:      l.String(EnvNATSUser, ""),
-		Password:  l.Secret(EnvNATSPassword).Reveal(),
-		Token:     l.Secret(EnvNATSToken).Reveal(),
+	c := ConnectConfig{
+		URL:          l.URLList(EnvNATSURL, defaultURL, natsSchemes...),
+		CredsFile:    l.File(EnvNATSCredsFile, ""),
+		User:         l.String(EnvNATSUser, ""),
+		PasswordFile: l.File(EnvNATSPasswordFile, ""),
+		Token:        l.Secret(EnvNATSToken).Reveal(),
 		TLS: TLSConfig{
 			CAFile:   l.File(EnvNATSCAFile, ""),
 			CertFile: l.File(EnvNATSCertFile, ""),
 			KeyFile:  l.File(EnvNATSKeyFile, ""),
 		},
 	}
+	// NATS_PASSWORD_FILE is not read once like other NAME_FILE secrets: the
+	// connection reads it again on every reconnect, so a rotated Secret
+	// works without a restart. With the file set, NATS_PASSWORD is taken as
+	// it is, so that setting both is refused by the config's validation.
+	if c.PasswordFile == "" {
+		c.Password = l.Secret(EnvNATSPassword).Reveal()
+	} else {
+		c.Password = l.String(EnvNATSPassword, "")
+	}
+	return c
 }

@@ -1,6 +1,7 @@
 package bus_test
 
 import (
+	"log/slog"
 	"os"
 	"path/filepath"
 	"testing"
@@ -27,12 +28,14 @@ func TestLoadConnectConfigSecretFiles(t *testing.T) {
 	if err := l.Err(); err != nil {
 		t.Fatal(err)
 	}
-	if c.Password != "pw-from-file" || c.Token != "tok-from-file" {
-		t.Fatalf("password %q token %q, want the files' contents", c.Password, c.Token)
+	// The password file is kept as a path: the connection reads it on every
+	// (re)connect so a rotated Secret is picked up (see TestPasswordFile).
+	if c.PasswordFile != pw || c.Password != "" || c.Token != "tok-from-file" {
+		t.Fatalf("password file %q password %q token %q, want the password file's path and the token file's content", c.PasswordFile, c.Password, c.Token)
 	}
-	l = envconfig.New(envconfig.Map(map[string]string{bus.EnvNATSPassword: "x", bus.EnvNATSPassword + envconfig.FileSuffix: pw}))
-	bus.LoadConnectConfig(l, bus.DefaultURL)
-	if l.Err() == nil {
+	l = envconfig.New(envconfig.Map(map[string]string{bus.EnvNATSUser: "rm", bus.EnvNATSPassword: "x", bus.EnvNATSPassword + envconfig.FileSuffix: pw}))
+	c = bus.LoadConnectConfig(l, bus.DefaultURL)
+	if _, err := c.Options(slog.New(slog.DiscardHandler)); l.Err() == nil && err == nil {
 		t.Fatal("NATS_PASSWORD and NATS_PASSWORD_FILE both accepted")
 	}
 }
