@@ -28,11 +28,10 @@ var natsSchemes = []string{"nats", "tls", "ws", "wss"}
 // (problems are recorded in l, each naming its variable). defaultURL is used
 // when NATS_URL is unset; Name is left for the caller.
 func LoadConnectConfig(l *envconfig.Loader, defaultURL string) ConnectConfig {
-	return ConnectConfig{
+	c := ConnectConfig{
 		URL:          l.URLList(EnvNATSURL, defaultURL, natsSchemes...),
 		CredsFile:    l.File(EnvNATSCredsFile, ""),
 		User:         l.String(EnvNATSUser, ""),
-		Password:     l.Secret(EnvNATSPassword).Reveal(),
 		PasswordFile: l.File(EnvNATSPasswordFile, ""),
 		Token:        l.Secret(EnvNATSToken).Reveal(),
 		TLS: TLSConfig{
@@ -41,4 +40,14 @@ func LoadConnectConfig(l *envconfig.Loader, defaultURL string) ConnectConfig {
 			KeyFile:  l.File(EnvNATSKeyFile, ""),
 		},
 	}
+	// NATS_PASSWORD_FILE is not read once like other NAME_FILE secrets: the
+	// connection reads it again on every reconnect, so a rotated Secret
+	// works without a restart. With the file set, NATS_PASSWORD is taken as
+	// it is, so that setting both is refused by the config's validation.
+	if c.PasswordFile == "" {
+		c.Password = l.Secret(EnvNATSPassword).Reveal()
+	} else {
+		c.Password = l.String(EnvNATSPassword, "")
+	}
+	return c
 }

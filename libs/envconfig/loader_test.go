@@ -205,13 +205,32 @@ func TestFile(t *testing.T) {
 
 func TestSecret(t *testing.T) {
 	t.Parallel()
+	dir := t.TempDir()
+	file, empty := filepath.Join(dir, "token"), filepath.Join(dir, "empty")
+	if err := os.WriteFile(file, []byte("from-file\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(empty, []byte("\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	missing := filepath.Join(dir, "nope")
 	runCases(t, func(l *Loader) string { return l.Secret("API_TOKEN").Reveal() }, []tcase[string]{
 		{name: "unset", want: ""},
 		{name: "set", env: map[string]string{"API_TOKEN": "s3cret"}, want: "s3cret"},
+		{name: "file, trailing newline trimmed", env: map[string]string{"API_TOKEN_FILE": file}, want: "from-file"},
+		{name: "both", env: map[string]string{"API_TOKEN": "s3cret", "API_TOKEN_FILE": file}, want: "",
+			wantErr: fmt.Sprintf(`API_TOKEN_FILE: want unset when API_TOKEN is set (one of the two), got %q`, file)},
+		{name: "missing file", env: map[string]string{"API_TOKEN_FILE": missing}, want: "",
+			wantErr: fmt.Sprintf(`API_TOKEN_FILE: want a path to an existing regular file holding the secret, got %q: open %s: no such file or directory`, missing, missing)},
+		{name: "empty file", env: map[string]string{"API_TOKEN_FILE": empty}, want: "",
+			wantErr: fmt.Sprintf(`API_TOKEN_FILE: want a file holding the secret, got %q`, empty+" (empty)")},
 	})
 	runCases(t, func(l *Loader) string { return l.RequiredSecret("API_TOKEN").Reveal() }, []tcase[string]{
 		{name: "required set", env: map[string]string{"API_TOKEN": "s3cret"}, want: "s3cret"},
-		{name: "required unset", want: "", wantErr: `API_TOKEN: required, want a non-empty value, got nothing`},
+		{name: "required from a file", env: map[string]string{"API_TOKEN_FILE": file}, want: "from-file"},
+		{name: "required unset", want: "", wantErr: `API_TOKEN: required, want a non-empty value (or API_TOKEN_FILE), got nothing`},
+		{name: "required, bad file", env: map[string]string{"API_TOKEN_FILE": missing}, want: "",
+			wantErr: fmt.Sprintf(`API_TOKEN_FILE: want a path to an existing regular file holding the secret, got %q: open %s: no such file or directory`, missing, missing)},
 	})
 }
 
@@ -260,7 +279,7 @@ func TestNames(t *testing.T) {
 	l.Int("A", 0, 0, 1)
 	l.String("B", "") // read twice, listed once
 	l.Secret("C")
-	want := []string{"B", "A", "C"}
+	want := []string{"B", "A", "C", "C_FILE"} // a secret may come from a file
 	if diff := cmp.Diff(want, l.Names()); diff != "" {
 		t.Errorf("Names() mismatch (-want +got):\n%s", diff)
 	}

@@ -40,22 +40,61 @@ func (l *Loader) Required(name string) string {
 	return v
 }
 
-// Secret returns the variable's value as a [Redacted], or "" when unset. Use
-// it for tokens and passwords so they never reach logs.
-func (l *Loader) Secret(name string) Redacted {
-	v, _ := l.raw(name) // unset is fine: an empty Redacted means "no secret"
-	return Redacted(v)
+// FileSuffix names a secret's file variant: a secret NAME can instead be
+// given as NAME_FILE, the path of a file holding it (a mounted Kubernetes
+// Secret, a Docker secret). The file variant keeps the secret out of the
+// process environment, where /proc/<pid>/environ shows it for the life of
+// the process.
+const FileSuffix = "_FILE"
+
+// secret reads a secret from name or from the file name+FileSuffix
+// names; found is false when neither is set (or the file is unusable,
+// which is recorded).
+func (l *Loader) secret(name string) (v Redacted, found bool) {
+	raw, ok := l.raw(name)
+	path, fok := l.trimmed(name + FileSuffix)
+	switch {
+	case ok && fok:
+		l.invalid(name+FileSuffix, "unset when "+name+" is set (one of the two)", path, nil)
+		return "", false
+	case !fok:
+		return Redacted(raw), ok
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		l.invalid(name+FileSuffix, wantFile+" holding the secret", path, err)
+		return "", false
+	}
+	// Files written by hand or by kubectl end with a newline; secrets never do.
+	v = Redacted(strings.TrimRight(string(b), "\r\n"))
+	if v == "" {
+		l.invalid(name+FileSuffix, "a file holding the secret", path+" (empty)", nil)
+		return "", false
+	}
+	return v, true
 }
 
-// RequiredSecret is [Loader.Secret] for a secret that must be set; a missing
-// value records a [*VarError] wrapping [ErrMissing].
+// Secret returns the variable's value as a [Redacted], or "" when unset. Use
+// it for tokens and passwords so they never reach logs. The value may come
+// from a file instead (NAME_FILE, see [FileSuffix]); setting both records a
+// [*VarError], as does a file that cannot be read or is empty.
+func (l *Loader) Secret(name string) Redacted {
+	v, _ := l.secret(name) // unset is fine: an empty Redacted means "no secret"
+	return v
+}
+
+// RequiredSecret is [Loader.Secret] for a secret that must be set (as NAME
+// or NAME_FILE); a missing value records a [*VarError] wrapping
+// [ErrMissing].
 func (l *Loader) RequiredSecret(name string) Redacted {
-	v, ok := l.raw(name)
+	v, ok := l.secret(name)
 	if !ok {
-		l.missing(name, wantValue)
+		if _, set := l.raw(name + FileSuffix); !set {
+			l.missing(name, wantValue+" (or "+name+FileSuffix+")")
+		}
 		return ""
 	}
-	return Redacted(v)
+	return v
 }
 
 // Bool parses the variable with [strconv.ParseBool] (1, t, true, 0, f,

@@ -18,7 +18,25 @@ const (
 	StateRunning = "running"
 	// StateStopping: the owner is stopping the runner.
 	StateStopping = "stopping"
+	// StateExited: the runner has exited and its final phase is not yet
+	// written to the API (Endpoint.Final holds it). The claim stays so that
+	// nobody starts the finished session again; whoever holds the record
+	// next writes the final phase, then releases it.
+	StateExited = "exited"
 )
+
+// Final is how a runner ended, kept in its record until the session's
+// final phase is written.
+type Final struct {
+	// Phase is the phase to write (Completed, Failed, Stopped; Pending for
+	// a session handed back at shutdown).
+	Phase string `json:"phase"`
+	// Reason and Message are those of the RunnerStarted=False condition.
+	Reason  string `json:"reason"`
+	Message string `json:"message,omitempty"`
+	// At is when the runner ended (the completion time).
+	At time.Time `json:"at"`
+}
 
 // Endpoint is the record of one session's runner, stored as JSON.
 type Endpoint struct {
@@ -30,10 +48,14 @@ type Endpoint struct {
 	PID       int       `json:"pid,omitempty"`
 	StartedAt time.Time `json:"started_at"`
 	State     string    `json:"state"`
+	// Final is set with StateExited: the phase to write for the ended
+	// runner.
+	Final *Final `json:"final,omitempty"`
 }
 
-// Routable reports whether the endpoint has an address a proxy can dial.
-func (e Endpoint) Routable() bool { return e.Host != "" && e.Port > 0 }
+// Routable reports whether the endpoint has an address a proxy can dial
+// (an exited runner's record has none).
+func (e Endpoint) Routable() bool { return e.Host != "" && e.Port > 0 && e.State != StateExited }
 
 // Addr returns "host:port" (IPv6 hosts bracketed).
 func (e Endpoint) Addr() string { return net.JoinHostPort(e.Host, strconv.Itoa(e.Port)) }
@@ -47,6 +69,9 @@ func (e Endpoint) validate() error {
 	}
 	if e.Port < 0 || e.Port > 65535 {
 		return fmt.Errorf("%w: port %d", ErrInvalid, e.Port)
+	}
+	if e.Final != nil && e.Final.Phase == "" {
+		return fmt.Errorf("%w: final without a phase", ErrInvalid)
 	}
 	return nil
 }

@@ -16,4 +16,6 @@ var (
 	// ErrInvalid is returned when an endpoint lacks a session id or an owner,
 	// or a stored record cannot be decoded.
 	ErrInvalid = errors.New("registry: invalid endpoint")
+	// ErrInvalidOption is returned by an [Option] with an invalid value.
+	ErrInvalidOption = errors.New("registry: invalid option")
 )

@@ -73,18 +73,26 @@ func Get(ctx context.Context, kv jetstream.KeyValue, sessionID string) (Record, 
 	return Record{Endpoint: ep, Revision: e.Revision()}, nil
 }
 
-// Release deletes the session's record if owner owns it. A missing record is
-// not an error (release is idempotent). It returns [ErrNotOwner] when another
-// owner holds the record, or [ErrConflict] when the record changed between
-// the read and the delete (retry reads it again).
-func Release(ctx context.Context, kv jetstream.KeyValue, sessionID, owner string) error {
+// Release deletes the session's record if owner owns it (with opts: see
+// [WithMarkerTTL]). A missing record is not an error (release is
+// idempotent). It returns [ErrNotOwner] when another owner holds the
+// record, [ErrConflict] when the record changed between the read and the
+// delete (retry reads it again), or [ErrInvalidOption].
+func Release(ctx context.Context, kv jetstream.KeyValue, sessionID, owner string, opts ...Option) error {
+	o, err := applyOptions(opts)
+	if err != nil {
+		return err
+	}
 	r, err := Get(ctx, kv, sessionID)
 	if errors.Is(err, ErrNotFound) {
 		return nil
 	}
 	if errors.Is(err, ErrInvalid) {
 		// An undecodable record has no owner we could check; nobody can use it.
-		return purge(ctx, kv, sessionID)
+		if err := o.remove(ctx, kv, Key(sessionID), 0); err != nil {
+			return fmt.Errorf("release invalid record of session %s: %w", sessionID, err)
+		}
+		return nil
 	}
 	if err != nil {
 		return fmt.Errorf("release: %w", err)
@@ -92,18 +100,11 @@ func Release(ctx context.Context, kv jetstream.KeyValue, sessionID, owner string
 	if r.Owner != owner {
 		return fmt.Errorf("release session %s (owner %s, not %s): %w", sessionID, r.Owner, owner, ErrNotOwner)
 	}
-	if err := kv.Delete(ctx, Key(sessionID), jetstream.LastRevision(r.Revision)); err != nil {
+	if err := o.remove(ctx, kv, Key(sessionID), r.Revision); err != nil {
 		if isCASError(err) {
 			return fmt.Errorf("release session %s: %w", sessionID, ErrConflict)
 		}
 		return fmt.Errorf("release session %s: %w", sessionID, err)
-	}
-	return nil
-}
-
-func purge(ctx context.Context, kv jetstream.KeyValue, sessionID string) error {
-	if err := kv.Delete(ctx, Key(sessionID)); err != nil {
-		return fmt.Errorf("release invalid record of session %s: %w", sessionID, err)
 	}
 	return nil
 }

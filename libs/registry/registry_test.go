@@ -290,6 +290,67 @@ func TestListAndInvalidRecords(t *testing.T) {
 	}
 }
 
+// Issue 14 point 4: released records left one delete marker each for ever
+// (11,850 after 4,000 sessions). With WithMarkerTTL the release purges the
+// key with a marker the server removes after the TTL, so the bucket holds
+// only live records again; a watcher sees the release as a delete.
+func TestReleaseMarkersExpire(t *testing.T) {
+	t.Parallel()
+	_, js := testenv.JetStream(t, testenv.NATS(t))
+	ctx := t.Context()
+	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "ambient-runners", LimitMarkerTTL: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs := func() uint64 {
+		t.Helper()
+		st, err := kv.Status(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.Values()
+	}
+	table := registry.NewTable()
+	tctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)                 // Run's result
+	go func() { done <- table.Run(tctx, kv) }() // owned by this test; ends on cancel
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	if _, err := registry.Claim(ctx, kv, ep("live", "m")); err != nil {
+		t.Fatal(err)
+	}
+	const n = 50
+	for i := range n {
+		id := fmt.Sprintf("s%d", i)
+		e := ep(id, "m")
+		if _, err := registry.Claim(ctx, kv, e); err != nil {
+			t.Fatal(err)
+		}
+		if err := registry.Release(ctx, kv, id, "m", registry.WithMarkerTTL(time.Second)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := registry.Get(ctx, kv, "s0"); !errors.Is(err, registry.ErrNotFound) {
+		t.Fatalf("released record: %v, want ErrNotFound", err)
+	}
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if got := msgs(); got != 1 {
+			return fmt.Errorf("bucket holds %d messages after %d released records, want the 1 live one", got, n)
+		}
+		if table.Len() != 1 {
+			return fmt.Errorf("table holds %d records, want 1", table.Len())
+		}
+		return nil
+	})
+	if err := registry.Release(ctx, kv, "live", "m", registry.WithMarkerTTL(time.Millisecond)); !errors.Is(err, registry.ErrInvalidOption) {
+		t.Fatalf("sub-second marker ttl: %v, want ErrInvalidOption", err)
+	}
+}
+
 // TestTableOnRemove: the hook hears of every record that is deleted or
 // changes project (agui-proxy forgets its authorization decisions then),
 // and of nothing else.

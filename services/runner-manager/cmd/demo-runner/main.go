@@ -1,7 +1,8 @@
 // Command demo-runner is a small AG-UI runner: it echoes the last user message
 // word by word as an SSE stream. It is the default runner of the dev stack and
 // of runner-manager's tests. Configuration: AGUI_PORT, SESSION_ID,
-// WORKSPACE_PATH, DEMO_WORD_DELAY, DEMO_REPEAT, DEMO_HOST.
+// WORKSPACE_PATH, DEMO_WORD_DELAY, DEMO_REPEAT, DEMO_HOST, INITIAL_PROMPT_FILE
+// (else INITIAL_PROMPT).
 package main
 
 import (

@@ -47,7 +47,16 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Optio
 	log = log.With(slog.String(logkey.Member, cfg.Group.Member))
 	sopts := service.Options{Name: ServiceName, Version: o.version, Config: cfg.Config, Logger: log}
 	return service.Run(ctx, sopts, func(ctx context.Context, rt *service.Runtime) error {
-		runners, err := bus.EnsureKV(ctx, rt.JetStream(), bus.RunnersBucket(cfg.BucketReplicas))
+		// Before any runner exists: runners share runner-manager's user,
+		// and must not read its environment or memory (runner.NonDumpable).
+		if err := runner.NonDumpable(); err != nil {
+			return err
+		}
+		rc := bus.RunnersBucket(cfg.BucketReplicas)
+		// Lets a release purge the record with a marker that expires, so the
+		// bucket does not keep one marker per session ever run.
+		rc.LimitMarkerTTL = cfg.MarkerTTL
+		runners, err := bus.EnsureKV(ctx, rt.JetStream(), rc)
 		if err != nil {
 			return err
 		}
@@ -55,7 +64,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Optio
 		if err != nil {
 			return err
 		}
-		members, err := claim.NewMembers(membersKV, cfg.Group.Member, cfg.Group.MemberTTL, log)
+		members, err := claim.NewMembers(membersKV, rt.NATS(), cfg.Group.Member, cfg.Group.MemberTTL, log)
 		if err != nil {
 			return err
 		}
@@ -64,7 +73,15 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Optio
 			return fmt.Errorf("api client: %w", err)
 		}
 		rt.Cleanup(api.Close)
-		mgr, err := newManager(cfg, log)
+		// Runner-manager reaps what its runners leave behind: it is PID 1 in
+		// its container, and a runner's setsid'd children escape its
+		// process group (runner.Reaper).
+		reaper, err := runner.NewReaper(log)
+		if err != nil {
+			return err
+		}
+		rt.Go("reaper", reaper.Run)
+		mgr, err := newManager(cfg, reaper, log)
 		if err != nil {
 			return err
 		}
@@ -89,14 +106,14 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Optio
 }
 
 // newManager is the process manager of cfg's runners.
-func newManager(cfg config.Config, log *slog.Logger) (*runner.Manager, error) {
+func newManager(cfg config.Config, reaper *runner.Reaper, log *slog.Logger) (*runner.Manager, error) {
 	pool, err := runner.NewPool(cfg.PortLow, cfg.PortHigh, "")
 	if err != nil {
 		return nil, err
 	}
 	return runner.New(runner.Config{
 		Command: cfg.RunnerCommand, WorkspaceRoot: cfg.WorkspaceRoot, HostEnv: cfg.HostEnv, EnvAllow: runner.NewEnvAllowList(cfg.EnvAllow),
-		BossURL: cfg.BossURL, BossSpace: cfg.BossSpace, MaxSessions: cfg.MaxSessions, StopGrace: cfg.StopGrace,
+		BossURL: cfg.BossURL, BossSpace: cfg.BossSpace, MaxSessions: cfg.MaxSessions, StopGrace: cfg.StopGrace, Reaper: reaper,
 	}, pool, log)
 }
 
@@ -106,5 +123,6 @@ func reconcileConfig(cfg config.Config) reconcile.Config {
 		Member: cfg.Group.Member, AdvertiseHost: cfg.AdvertiseHost, Selector: cfg.Selector,
 		Health:    runner.HealthPolicy{Host: "127.0.0.1", Interval: cfg.HealthInterval, Attempts: cfg.HealthAttempts, FirstDelay: healthFirstDelay},
 		StopGrace: cfg.StopGrace, SweepInterval: cfg.SweepInterval, LostPolicy: cfg.LostPolicy, ResyncInterval: cfg.ResyncInterval,
+		MarkerTTL: cfg.MarkerTTL,
 	}
 }

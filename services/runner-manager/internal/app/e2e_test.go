@@ -17,6 +17,7 @@ import (
 
 	"github.com/ambient-code/control-plane/libs/events"
 	"github.com/ambient-code/control-plane/libs/registry"
+	"github.com/ambient-code/control-plane/libs/session"
 	"github.com/ambient-code/control-plane/libs/testenv"
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
 )
@@ -282,7 +283,8 @@ func TestInvalidConfigExits1(t *testing.T) {
 func TestBurstRunsEachSessionOnce(t *testing.T) {
 	w := newWorld(t)
 	svc := w.start("rm-0", 60)
-	ids, lat := burstToRunning(t, w, "b")
+	ids, b := burstToRunning(t, w, "b")
+	lat := b.lat
 	pids := runnerPIDs(svc.root)
 	if len(pids) != len(ids) {
 		t.Fatalf("%d runner processes for %d sessions", len(pids), len(ids))
@@ -316,26 +318,30 @@ func TestBurstRunsEachSessionOnce(t *testing.T) {
 }
 
 // The consumer group's own metrics reach /metrics (libs/group, declared
-// through the runtime's Consume): the first try of the ADDED event fails
-// on the API and is retried, then it and the echoes of Creating and
-// Running are handled.
+// through the runtime's Consume): the first try of the Stopping event
+// fails on the API (its handler re-reads the session) and is retried,
+// then it and the other events are handled.
 func TestGroupMetricsScraped(t *testing.T) {
 	w := newWorld(t)
 	svc := w.start("rm-0", 5, "RUNNER_RESYNC_INTERVAL=0")
+	id := w.create("metrics")
+	w.waitAll([]string{id}, "Running", 10*time.Second)
 	// Until the fault is used, only the service may read sessions: wait on
 	// the registry record, not on the API.
 	w.api.FailNext(ambientv1.SessionService_GetSession_FullMethodName, 1, codes.Unavailable)
-	id := w.create("metrics")
+	if _, err := w.client.UpdateSessionStatus(t.Context(), &ambientv1.UpdateSessionStatusRequest{Id: id, Phase: ptr("Stopping")}); err != nil {
+		t.Fatal(err)
+	}
 	testenv.Eventually(t, 15*time.Second, func() error {
-		if rec, err := w.record(id); err != nil || rec.State != registry.StateRunning {
-			return fmt.Errorf("record %+v, %w", rec, err)
+		if _, err := w.record(id); !errors.Is(err, registry.ErrNotFound) {
+			return fmt.Errorf("claim: %v", err)
 		}
 		return nil
 	})
-	w.waitAll([]string{id}, "Running", 10*time.Second)
+	w.waitAll([]string{id}, "Stopped", 10*time.Second)
 	testenv.Eventually(t, 10*time.Second, func() error {
 		m := groupMetrics(t, svc, "runner-manager")
-		for name, least := range map[string]float64{"consumer_group_delivered_total": 4, "consumer_group_handled_total": 3,
+		for name, least := range map[string]float64{"consumer_group_delivered_total": 6, "consumer_group_handled_total": 5,
 			"consumer_group_retried_total": 1, "consumer_group_dead_lettered_total": 0, "consumer_group_lag": 0} {
 			if v, ok := m[name]; !ok || v < least {
 				return fmt.Errorf("%s = %v (present %v), want >= %v; scraped %v", name, v, ok, least, m)
@@ -367,21 +373,23 @@ func groupMetrics(t *testing.T, svc *service, group string) map[string]float64 {
 // BenchmarkEventToRunning50: event-to-Running for 50 sessions created at
 // once (session created_at -> start_time written by the service, both on
 // this host), through the informer relay, the consumer group and the
-// health check of a real runner. Reports p50, p90, max and the time until
-// all run, per burst.
+// health check of a real runner. Reports p50, p90, max, the time until
+// all run (first created_at to last start_time), the slowest single
+// runner start of the burst (spawn to healthy, from each session's
+// HealthCheckPassed condition) and the ratio of the two: issue 15's
+// target is all running within the slowest start + 200 ms.
 func BenchmarkEventToRunning50(b *testing.B) {
 	w := newWorld(b)
 	w.start("rm-0", 60)
-	var p50, p90, mx, wall time.Duration
+	var p50, p90, mx, all, slowest time.Duration
 	i := 0
 	for b.Loop() {
-		begin := time.Now()
-		ids, lat := burstToRunning(b, w, fmt.Sprintf("i%d-", i))
-		all := time.Since(begin)
+		ids, burst := burstToRunning(b, w, fmt.Sprintf("i%d-", i))
 		b.StopTimer()
+		lat := slices.Clone(burst.lat)
 		slices.Sort(lat)
 		n := len(lat)
-		p50, p90, mx, wall = p50+lat[n/2], p90+lat[n*9/10], mx+lat[n-1], wall+all
+		p50, p90, mx, all, slowest = p50+lat[n/2], p90+lat[n*9/10], mx+lat[n-1], all+burst.all, slowest+burst.slowest
 		stopAll(b, w, ids) // frees the ports and slots for the next burst
 		b.StartTimer()
 		i++
@@ -390,26 +398,67 @@ func BenchmarkEventToRunning50(b *testing.B) {
 	b.ReportMetric(float64(p50)/n, "p50-ms")
 	b.ReportMetric(float64(p90)/n, "p90-ms")
 	b.ReportMetric(float64(mx)/n, "max-ms")
-	b.ReportMetric(float64(wall)/n, "all-running-ms")
+	b.ReportMetric(float64(all)/n, "all-running-ms")
+	b.ReportMetric(float64(slowest)/n, "slowest-start-ms")
+	b.ReportMetric(float64(all-slowest)/n, "over-slowest-ms")
+	b.ReportMetric(float64(all)/float64(slowest), "all/slowest")
+}
+
+// burst is what burstToRunning measured.
+type burst struct {
+	lat     []time.Duration // per session: created_at -> start_time
+	all     time.Duration   // first created_at -> last start_time
+	slowest time.Duration   // the slowest runner's spawn -> healthy
 }
 
 // burstToRunning creates 50 sessions at once, waits until all run, and
-// returns their ids and each one's created_at -> start_time.
-func burstToRunning(t testing.TB, w *world, prefix string) (ids []string, lat []time.Duration) {
+// returns their ids and the burst's timings.
+func burstToRunning(t testing.TB, w *world, prefix string) ([]string, burst) {
 	t.Helper()
 	const n = 50
+	var ids []string
 	for i := range n {
 		ids = append(ids, w.create(fmt.Sprintf("%s%02d", prefix, i)))
 	}
 	w.waitAll(ids, "Running", 60*time.Second)
+	var out burst
+	var first, last time.Time
 	for _, id := range ids {
 		s, err := w.client.GetSession(t.Context(), id)
 		if err != nil {
 			t.Fatal(err)
 		}
-		lat = append(lat, s.GetStartTime().AsTime().Sub(s.GetMetadata().GetCreatedAt().AsTime()))
+		created, started := s.GetMetadata().GetCreatedAt().AsTime(), s.GetStartTime().AsTime()
+		out.lat = append(out.lat, started.Sub(created))
+		if first.IsZero() || created.Before(first) {
+			first = created
+		}
+		if started.After(last) {
+			last = started
+		}
+		out.slowest = max(out.slowest, healthyAfter(t, s))
 	}
-	return ids, lat
+	out.all = last.Sub(first)
+	return ids, out
+}
+
+// healthyAfter is the spawn-to-healthy time in s's HealthCheckPassed
+// condition ("healthy after 42ms").
+func healthyAfter(t testing.TB, s *ambientv1.Session) time.Duration {
+	t.Helper()
+	cs, err := session.ParseConditions(s.GetConditions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, ok := cs.Get("HealthCheckPassed")
+	if !ok {
+		t.Fatalf("session %s has no HealthCheckPassed condition", s.GetMetadata().GetId())
+	}
+	d, err := time.ParseDuration(strings.TrimPrefix(c.Message, "healthy after "))
+	if err != nil {
+		t.Fatalf("HealthCheckPassed message %q: %v", c.Message, err)
+	}
+	return d
 }
 
 // stopAll asks every session to stop and waits until all are Stopped.

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -111,9 +112,15 @@ func (w *world) startInformer() {
 				t.Errorf("event msg: %v", err)
 				return
 			}
-			if _, err := w.js.PublishMsg(ctx, msg); err != nil && ctx.Err() == nil {
-				t.Errorf("publish: %v", err)
-				return
+			// Retried like the real informer's: a test may stop NATS.
+			for {
+				if _, err := w.js.PublishMsg(ctx, msg); err == nil || ctx.Err() != nil {
+					break
+				}
+				select {
+				case <-ctx.Done():
+				case <-time.After(50 * time.Millisecond):
+				}
 			}
 		}
 	}()
@@ -158,6 +165,21 @@ func (s *syncBuffer) String() string {
 
 // start runs the service binary with a test configuration plus extra env.
 func (w *world) start(member string, ports int, extra ...string) *service {
+	w.t.Helper()
+	return w.startWith(member, ports, startOpts{}, extra...)
+}
+
+// startOpts change how the service process runs.
+type startOpts struct {
+	// cred runs the service as another user; root is its workspace root
+	// (owned by that user), and the API token comes from tokenFile.
+	cred      *syscall.Credential
+	root      string
+	tokenFile string
+}
+
+// startWith is start with o.
+func (w *world) startWith(member string, ports int, o startOpts, extra ...string) *service {
 	t := w.t
 	t.Helper()
 	// One block, so the metrics port never lands among the runner ports:
@@ -165,10 +187,17 @@ func (w *world) start(member string, ports int, extra ...string) *service {
 	metricsPort, high := testenv.FreePortRange(t, 1+ports)
 	low := metricsPort + 1
 	metricsAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(metricsPort))
-	root := t.TempDir()
+	root := o.root
+	if root == "" {
+		root = t.TempDir()
+	}
+	token := "AMBIENT_API_TOKEN=" + w.api.Token()
+	if o.tokenFile != "" {
+		token = "AMBIENT_API_TOKEN_FILE=" + o.tokenFile
+	}
 	env := []string{
 		"PATH=" + os.Getenv("PATH"), "HOME=" + root,
-		"AMBIENT_API_TOKEN=" + w.api.Token(), "AMBIENT_GRPC_SERVER_ADDR=" + w.api.GRPCAddr(),
+		token, "AMBIENT_GRPC_SERVER_ADDR=" + w.api.GRPCAddr(),
 		"NATS_URL=" + w.nats.ClientURL(), "MEMBER_ID=" + member, "MEMBER_TTL=1s", "GROUP_ACK_WAIT=5s",
 		"LOCAL_WORKSPACE_ROOT=" + root, "LOCAL_RUNNER_COMMAND=" + demoRunner,
 		"LOCAL_PORT_RANGE=" + strconv.Itoa(low) + "-" + strconv.Itoa(high), "LOCAL_MAX_SESSIONS=" + strconv.Itoa(ports),
@@ -178,6 +207,9 @@ func (w *world) start(member string, ports int, extra ...string) *service {
 	}
 	cmd := exec.CommandContext(context.Background(), serviceBin)
 	cmd.Env = append(env, extra...)
+	if o.cred != nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: o.cred}
+	}
 	out := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
@@ -269,6 +301,16 @@ func (w *world) record(id string) (registry.Record, error) {
 // under root (a service's workspace root).
 func runnerPIDs(root string) []int {
 	var out []int
+	for _, pids := range runnersBySession(root) {
+		out = append(out, pids...)
+	}
+	return out
+}
+
+// runnersBySession lists live demo runner processes whose working
+// directory is under one of roots, by session id (the workspace's name).
+func runnersBySession(roots ...string) map[string][]int {
+	out := map[string][]int{}
 	entries, _ := os.ReadDir("/proc") // always readable on Linux
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
@@ -279,11 +321,13 @@ func runnerPIDs(root string) []int {
 		if err != nil || !strings.HasPrefix(string(cmdline), demoRunner+"\x00") {
 			continue
 		}
-		if cwd, err := os.Readlink(filepath.Join("/proc", e.Name(), "cwd")); err != nil || !strings.HasPrefix(cwd, root+"/") {
+		cwd, err := os.Readlink(filepath.Join("/proc", e.Name(), "cwd"))
+		if err != nil || !slices.ContainsFunc(roots, func(root string) bool { return strings.HasPrefix(cwd, root+"/") }) {
 			continue
 		}
 		if pidAlive(pid) {
-			out = append(out, pid)
+			id := filepath.Base(cwd)
+			out[id] = append(out[id], pid)
 		}
 	}
 	return out

@@ -9,10 +9,12 @@ import (
 	"testing"
 )
 
-// Binaries built by TestMain: the service and the demo runner.
+// Binaries built by TestMain: the service, the demo runner and the
+// hostile runner (testdata/hostile).
 var (
 	serviceBin string
 	demoRunner string
+	hostileBin string
 )
 
 func TestMain(m *testing.M) {
@@ -26,9 +28,16 @@ func testMain(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
+	// Other users may run the binaries (TestHostileRunner runs the service
+	// as an unprivileged user when the tests run as root).
+	if err := os.Chmod(dir, 0o755); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
 	serviceBin = filepath.Join(dir, "runner-manager")
 	demoRunner = filepath.Join(dir, "demo-runner")
-	for bin, pkg := range map[string]string{serviceBin: "../../cmd/runner-manager", demoRunner: "../../cmd/demo-runner"} {
+	hostileBin = filepath.Join(dir, "hostile")
+	for bin, pkg := range map[string]string{serviceBin: "../../cmd/runner-manager", demoRunner: "../../cmd/demo-runner", hostileBin: "./testdata/hostile"} {
 		build := exec.CommandContext(context.Background(), "go", "build", "-o", bin, pkg)
 		build.Stdout, build.Stderr = os.Stdout, os.Stderr
 		if err := build.Run(); err != nil {

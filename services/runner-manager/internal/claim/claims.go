@@ -5,17 +5,20 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/ambient-code/control-plane/libs/bus"
 	"github.com/ambient-code/control-plane/libs/logkey"
 	"github.com/ambient-code/control-plane/libs/registry"
 )
 
-// ErrLost is returned by [Claims.Update] when the record this replica held
-// belongs to another owner now, or is gone.
+// ErrLost is returned by [Claims.Update] and [Claims.Reassert] when the
+// record this replica held belongs to another owner now, or is gone.
 var ErrLost = errors.New("claim lost")
 
 // releaseTimeout bounds a release, which also runs after the caller's ctx
@@ -26,9 +29,15 @@ const releaseTimeout = 5 * time.Second
 // follows a write by someone else (a stop request, a takeover).
 const updateTries = 5
 
-// liveness tells whether a runner-manager replica is alive.
+// probeParallel bounds the endpoint probes of one Scan in flight: the
+// records of a dead pod may all time out.
+const probeParallel = 8
+
+// liveness tells whether a runner-manager replica is alive, and whether
+// this replica can tell yet (see Members.Settled).
 type liveness interface {
 	Alive(ctx context.Context, member string) (bool, error)
+	Settled() bool
 }
 
 var _ liveness = (*Members)(nil)
@@ -41,15 +50,35 @@ type Claims struct {
 	member string
 	alive  liveness
 	log    *slog.Logger
+	opts   options
+	http   *http.Client
+
+	mu      sync.Mutex
+	index   map[string]registry.Record // guarded by mu; live records by KV key (registry.Key), kept by Watch
+	synced  bool                       // guarded by mu; index holds a whole snapshot
+	markers map[string]uint64          // guarded by mu; never-expiring delete markers seen by Watch: key -> revision
 }
 
 // New returns the claims of member in the registry bucket kv; alive
-// answers whether other owners live.
-func New(kv jetstream.KeyValue, member string, alive liveness, log *slog.Logger) (*Claims, error) {
+// answers whether other owners live. It returns ErrInvalidOption for a
+// bad option.
+func New(kv jetstream.KeyValue, member string, alive liveness, log *slog.Logger, opts ...Option) (*Claims, error) {
 	if kv == nil || member == "" || alive == nil || log == nil {
 		return nil, errors.New("claims: bucket, member, liveness and log are required")
 	}
-	return &Claims{kv: kv, member: member, alive: alive, log: log}, nil
+	o := options{probeTimeout: DefaultProbeTimeout}
+	for _, opt := range opts {
+		if err := opt(&o); err != nil {
+			return nil, err
+		}
+	}
+	return &Claims{
+		kv: kv, member: member, alive: alive, log: log, opts: o,
+		// No keep-alives: a probe is rare, and an idle connection must not
+		// keep a runner's shutdown waiting.
+		http:  &http.Client{Transport: &http.Transport{DisableKeepAlives: true}},
+		index: map[string]registry.Record{}, markers: map[string]uint64{},
+	}, nil
 }
 
 // Member is this replica's id, the owner written on its claims.
@@ -72,38 +101,104 @@ func (c *Claims) Claim(ctx context.Context, id, projectID string) (registry.Reco
 	return registry.Record{Endpoint: ep, Revision: rev}, nil
 }
 
+// Reassert writes ep, this replica's record of a runner that runs here,
+// again after it vanished from the registry (a NATS store that lost it,
+// or a release this replica missed while it was cut off): KV create, so a
+// record someone else wrote meanwhile wins. It returns the record as
+// written (or as found, when it is this replica's), ErrLost when another
+// owner holds the session now, or the registry's error.
+func (c *Claims) Reassert(ctx context.Context, ep registry.Endpoint) (registry.Record, error) {
+	ep.Owner = c.member
+	rev, err := registry.Claim(ctx, c.kv, ep)
+	if err == nil {
+		return registry.Record{Endpoint: ep, Revision: rev}, nil
+	}
+	if !errors.Is(err, registry.ErrClaimed) {
+		return registry.Record{}, err
+	}
+	rec, err := registry.Get(ctx, c.kv, ep.SessionID)
+	if err != nil {
+		return registry.Record{}, fmt.Errorf("reassert %s: %w", ep.SessionID, err)
+	}
+	if rec.Owner != c.member {
+		return registry.Record{}, fmt.Errorf("claim of %s held by %s: %w", ep.SessionID, rec.Owner, ErrLost)
+	}
+	return rec, nil
+}
+
 // Get returns the session's record: registry.ErrNotFound when it has none,
 // registry.ErrInvalid when the stored bytes are not a record.
 func (c *Claims) Get(ctx context.Context, id string) (registry.Record, error) {
 	return registry.Get(ctx, c.kv, id)
 }
 
-// OwnerGone reports whether rec's owner is gone: a peer without a
-// heartbeat, or this replica itself when the session's runner does not run
-// here (runsHere false: a previous incarnation's claim). An error means
-// liveness could not be checked; the caller retries.
+// OwnerGone reports whether rec's owner is gone, so that its claim may be
+// taken over. This replica is gone for its own record when the session's
+// runner does not run here (runsHere false: a previous incarnation's
+// claim). A peer is gone only when all three hold:
+//
+//   - this replica is Settled (reached NATS without a break for longer
+//     than the TTL): right after an outage every heartbeat has expired,
+//     the live peers' too;
+//   - the peer has no heartbeat;
+//   - the runner registered in rec does not answer /health (a live runner
+//     is not lost, whatever happened to its replica's NATS connection).
+//
+// An error means liveness could not be checked; the caller retries.
 func (c *Claims) OwnerGone(ctx context.Context, rec registry.Record, runsHere bool) (bool, error) {
 	if rec.Owner == c.member {
 		return !runsHere, nil
+	}
+	if !c.alive.Settled() {
+		return false, nil
 	}
 	alive, err := c.alive.Alive(ctx, rec.Owner)
 	if err != nil {
 		return false, fmt.Errorf("check owner of %s: %w", rec.SessionID, err)
 	}
-	return !alive, nil
+	if alive {
+		return false, nil
+	}
+	if c.answers(ctx, rec.Endpoint) {
+		c.log.Info("owner has no heartbeat but its runner answers: not taken over",
+			slog.String(logkey.SessionID, rec.SessionID), slog.String(logkey.Member, rec.Owner))
+		return false, nil
+	}
+	return true, nil
 }
 
-// Scan reads every claim (a sweep) and returns this replica's records
-// (mine) and the claims whose owner is gone (stale, decided as OwnerGone
-// does; runsHere tells whether a session's runner lives here). Each owner's
-// liveness is asked once; an owner it cannot be asked about is logged and
-// its records are left for the next scan.
+// records returns every live record: the watch's index once it holds a
+// whole snapshot (no read of the bucket at all), else one read of the
+// bucket's live keys (before Watch synced, or without Watch).
+func (c *Claims) records(ctx context.Context) ([]registry.Record, error) {
+	c.mu.Lock()
+	if c.synced {
+		out := make([]registry.Record, 0, len(c.index))
+		for _, rec := range c.index {
+			out = append(out, rec)
+		}
+		c.mu.Unlock()
+		return out, nil
+	}
+	c.mu.Unlock()
+	return registry.List(ctx, c.kv)
+}
+
+// Scan sorts every claim (a sweep) into this replica's records (mine) and
+// the claims whose owner is gone (stale, decided as OwnerGone does;
+// runsHere tells whether a session's runner lives here). It reads the
+// watch's index (see Watch), not the bucket. Each owner's liveness is
+// asked once; an owner it cannot be asked about is logged and its records
+// are left for the next scan. Records of owners without a heartbeat are
+// probed in parallel.
 func (c *Claims) Scan(ctx context.Context, runsHere func(id string) bool) (mine, stale []registry.Record, err error) {
-	recs, err := registry.List(ctx, c.kv)
+	recs, err := c.records(ctx)
 	if err != nil {
 		return nil, nil, fmt.Errorf("list claims: %w", err)
 	}
+	settled := c.alive.Settled()
 	alive := map[string]bool{c.member: true}
+	var suspects []registry.Record
 	for _, rec := range recs {
 		if rec.Owner == c.member {
 			mine = append(mine, rec)
@@ -111,6 +206,9 @@ func (c *Claims) Scan(ctx context.Context, runsHere func(id string) bool) (mine,
 				stale = append(stale, rec)
 			}
 			continue
+		}
+		if !settled {
+			continue // fenced: a missing heartbeat proves nothing yet
 		}
 		live, ok := alive[rec.Owner]
 		if !ok {
@@ -121,19 +219,43 @@ func (c *Claims) Scan(ctx context.Context, runsHere func(id string) bool) (mine,
 			alive[rec.Owner] = live
 		}
 		if !live {
-			stale = append(stale, rec)
+			suspects = append(suspects, rec)
 		}
+	}
+	answered := make([]bool, len(suspects))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(probeParallel)
+	for i, rec := range suspects {
+		g.Go(func() error {
+			answered[i] = c.answers(gctx, rec.Endpoint)
+			return nil
+		})
+	}
+	_ = g.Wait() // the probes return no errors
+	for i, rec := range suspects {
+		if answered[i] {
+			c.log.Info("owner has no heartbeat but its runner answers: not taken over",
+				slog.String(logkey.SessionID, rec.SessionID), slog.String(logkey.Member, rec.Owner))
+			continue
+		}
+		stale = append(stale, rec)
 	}
 	return mine, stale, nil
 }
 
 // TakeOver replaces rec, whose owner is gone, with a fresh claim of this
 // replica, compare-and-swap on rec's revision so that of all replicas
-// trying, one wins. It returns the record as written, or
-// registry.ErrConflict when the record changed since it was read (another
-// replica took it, or the owner moved on).
+// trying, one wins. A record holding a final phase (state exited) keeps
+// it: the taker writes that phase instead of starting the session again.
+// It returns the record as written, or registry.ErrConflict when the
+// record changed since it was read (another replica took it, or the owner
+// moved on).
 func (c *Claims) TakeOver(ctx context.Context, rec registry.Record) (registry.Record, error) {
 	ep := c.fresh(rec.SessionID, rec.ProjectID)
+	if rec.Final != nil {
+		f := *rec.Final
+		ep.State, ep.Final = registry.StateExited, &f
+	}
 	rev, err := registry.Register(ctx, c.kv, ep, rec.Revision)
 	if err != nil {
 		return registry.Record{}, err
@@ -143,11 +265,11 @@ func (c *Claims) TakeOver(ctx context.Context, rec registry.Record) (registry.Re
 
 // RequestStop asks rec's owner, a live peer, to stop the session's runner:
 // it writes state "stopping" into the record, which the owner's record
-// watch (or sweep) forwards to the runner. A record already stopping is
-// left alone. It returns registry.ErrConflict when the record changed
-// meanwhile (retry), or the registry's error.
+// watch (or sweep) forwards to the runner. A record already stopping, or
+// whose runner has exited, is left alone. It returns registry.ErrConflict
+// when the record changed meanwhile (retry), or the registry's error.
 func (c *Claims) RequestStop(ctx context.Context, rec registry.Record) error {
-	if rec.State == registry.StateStopping {
+	if rec.State == registry.StateStopping || rec.State == registry.StateExited {
 		return nil
 	}
 	ep := rec.Endpoint
@@ -159,14 +281,19 @@ func (c *Claims) RequestStop(ctx context.Context, rec registry.Record) error {
 }
 
 // Release drops this replica's claim on session id (an undecodable record
-// is purged too). It is best effort and logs what fails: a claim left
-// behind is one of this replica's without a runner, which the next sweep
-// recovers. A claim that moved to another owner is theirs and left alone.
-// It also runs after ctx ended (bounded by releaseTimeout).
+// is purged too), with an expiring marker under WithMarkerTTL. It is best
+// effort and logs what fails: a claim left behind is one of this
+// replica's without a runner, which the next sweep recovers. A claim that
+// moved to another owner is theirs and left alone. It also runs after ctx
+// ended (bounded by releaseTimeout).
 func (c *Claims) Release(ctx context.Context, log *slog.Logger, id string) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
 	defer cancel()
-	if err := registry.Release(ctx, c.kv, id, c.member); err != nil && !errors.Is(err, registry.ErrNotOwner) {
+	var opts []registry.Option
+	if c.opts.markerTTL > 0 {
+		opts = append(opts, registry.WithMarkerTTL(c.opts.markerTTL))
+	}
+	if err := registry.Release(ctx, c.kv, id, c.member, opts...); err != nil && !errors.Is(err, registry.ErrNotOwner) {
 		log.Warn("release claim", slog.String(logkey.Err, err.Error()))
 	}
 }
@@ -193,7 +320,7 @@ func (c *Claims) Update(ctx context.Context, held registry.Record, mutate func(*
 		next := cur.Endpoint
 		mutate(&next)
 		stopping := cur.State == registry.StateStopping
-		if stopping {
+		if stopping && next.State != registry.StateExited {
 			next.State = registry.StateStopping
 		}
 		rev, err := registry.Register(ctx, c.kv, next, cur.Revision)
@@ -214,25 +341,93 @@ func (c *Claims) Update(ctx context.Context, held registry.Record, mutate func(*
 	return registry.Record{}, false, fmt.Errorf("register %s: %w", held.SessionID, registry.ErrConflict)
 }
 
-// Watch calls fn with every record in the registry, the current ones
-// whenever the watch opens (again after it broke) and then each change,
-// until ctx ends; then it returns nil. Deletes and undecodable records are
+// Watch keeps the index Scan reads (every live record, deletes applied)
+// and calls fn with every live record: the current ones whenever the
+// watch opens (again after it broke, rebuilding the index) and then each
+// change, until ctx ends; then it returns nil. Undecodable records are
 // skipped. fn runs on Watch's goroutine and must not block for long.
 func (c *Claims) Watch(ctx context.Context, fn func(registry.Endpoint)) error {
-	each := func(e jetstream.KeyValueEntry) {
-		if ep, err := registry.Decode(e.Value()); err == nil {
-			fn(ep)
-		}
-	}
 	return bus.WatchKV(ctx, c.kv, bus.KVWatch{
 		Initial: func(es []jetstream.KeyValueEntry) {
+			index, markers := map[string]registry.Record{}, map[string]uint64{}
+			var live []registry.Endpoint
 			for _, e := range es {
-				each(e)
+				if e.Operation() == jetstream.KeyValueDelete {
+					// A release before marker TTLs: a marker that never
+					// expires (ExpireMarkers).
+					markers[e.Key()] = e.Revision()
+					continue
+				}
+				if rec, ok := decode(e); ok {
+					index[e.Key()] = rec
+					live = append(live, rec.Endpoint)
+				}
+			}
+			c.mu.Lock()
+			c.index, c.markers, c.synced = index, markers, true
+			c.mu.Unlock()
+			for _, ep := range live {
+				fn(ep)
 			}
 		},
-		Update: each,
+		Update: func(e jetstream.KeyValueEntry) {
+			rec, ok := decode(e)
+			c.mu.Lock()
+			if ok {
+				c.index[e.Key()] = rec
+			} else {
+				delete(c.index, e.Key())
+			}
+			c.mu.Unlock()
+			if ok {
+				fn(rec.Endpoint)
+			}
+		},
 		Broken: func(err error, reopen time.Duration) {
+			c.mu.Lock()
+			c.synced = false
+			c.mu.Unlock()
 			c.log.Warn("watch claims", slog.String(logkey.Err, err.Error()), slog.Duration(logkey.Duration, reopen))
 		},
-	}, jetstream.IgnoreDeletes())
+	})
+}
+
+// decode is a watched entry as a live record of its own key: false for
+// deletes, purges, garbage and records filed under another session's key.
+func decode(e jetstream.KeyValueEntry) (registry.Record, bool) {
+	if e.Operation() != jetstream.KeyValuePut {
+		return registry.Record{}, false
+	}
+	ep, err := registry.Decode(e.Value())
+	if err != nil || registry.Key(ep.SessionID) != e.Key() {
+		return registry.Record{}, false
+	}
+	return registry.Record{Endpoint: ep, Revision: e.Revision()}, true
+}
+
+// ExpireMarkers gives up to limit of the never-expiring delete markers
+// the watch found (releases made before WithMarkerTTL) the marker TTL, so
+// a bucket upgraded in place shrinks too; the sweep calls it. Without
+// WithMarkerTTL it does nothing. A marker rewritten meanwhile (a new
+// claim of the session) is skipped (compare-and-swap on its revision).
+func (c *Claims) ExpireMarkers(ctx context.Context, limit int) {
+	if c.opts.markerTTL <= 0 {
+		return
+	}
+	c.mu.Lock()
+	batch := make(map[string]uint64, min(limit, len(c.markers)))
+	for k, rev := range c.markers {
+		if len(batch) == limit {
+			break
+		}
+		batch[k] = rev
+		delete(c.markers, k)
+	}
+	c.mu.Unlock()
+	for k, rev := range batch {
+		err := c.kv.Purge(ctx, k, jetstream.LastRevision(rev), jetstream.PurgeTTL(c.opts.markerTTL))
+		if err != nil && !errors.Is(err, jetstream.ErrKeyExists) && ctx.Err() == nil {
+			c.log.Debug("expire old marker", slog.String("key", k), slog.String(logkey.Err, err.Error()))
+		}
+	}
 }

@@ -21,7 +21,7 @@ import (
 // members bucket, and a heartbeat writer per member (not beating yet).
 func replicas(t *testing.T, names ...string) (map[string]*Claims, map[string]*Members, jetstream.KeyValue) {
 	t.Helper()
-	_, js := testenv.JetStream(t, testenv.NATS(t))
+	nc, js := testenv.JetStream(t, testenv.NATS(t))
 	runners, err := bus.EnsureKV(t.Context(), js, bus.RunnersBucket(1))
 	if err != nil {
 		t.Fatal(err)
@@ -33,7 +33,7 @@ func replicas(t *testing.T, names ...string) (map[string]*Claims, map[string]*Me
 	log := slog.New(slog.DiscardHandler)
 	cs, ms := map[string]*Claims{}, map[string]*Members{}
 	for _, n := range names {
-		m, err := NewMembers(membersKV, n, time.Second, log)
+		m, err := NewMembers(membersKV, nc, n, time.Second, log)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -46,12 +46,34 @@ func replicas(t *testing.T, names ...string) (map[string]*Claims, map[string]*Me
 	return cs, ms, runners
 }
 
+// beating runs m's heartbeat until the test ends and waits until m is
+// Settled (it can tell a dead peer).
+func beating(t *testing.T, m *Members) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.WithoutCancel(t.Context()))
+	done := make(chan error, 1)        // Run's result, read in cleanup
+	go func() { done <- m.Run(ctx) }() // owned by the test; ends on cancel
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if !m.Settled() {
+			return fmt.Errorf("%s not settled", m.Member())
+		}
+		return nil
+	})
+}
+
 // One owner per session; a gone owner's claim goes to exactly one taker;
 // a live owner's claim stays.
 func TestClaimAndTakeOver(t *testing.T) {
 	t.Parallel()
 	cs, ms, _ := replicas(t, "a", "b", "c")
 	ctx := t.Context()
+	beating(t, ms["b"])
 	held, err := cs["a"].Claim(ctx, "s1", "p")
 	if err != nil || held.Owner != "a" || held.State != registry.StateClaimed || held.Revision == 0 {
 		t.Fatalf("Claim = %+v, %v", held, err)
@@ -172,6 +194,7 @@ func TestScan(t *testing.T) {
 			}
 		}
 	}
+	beating(t, ms["a"])
 	hold := make(chan struct{})
 	held := make(chan error, 1) // Hold's result
 	go func() {                 // owned by this test; ends when hold closes

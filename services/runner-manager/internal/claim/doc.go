@@ -6,14 +6,55 @@
 // records of this replica's runners, forwards stop requests to the owner's
 // record, and releases claims.
 //
-// # Liveness
+// # Liveness and fencing
 //
 // Whether an owner is gone is decided in one place, [Claims.OwnerGone]
-// (and [Claims.Scan] for a sweep over every record). Today an owner is gone
-// when it has no heartbeat in [BucketMembers] (a TTL bucket; [Members]
-// writes this replica's), or, for this replica's own claims, when no runner
-// of it runs here (a previous incarnation's). Runners die with their
-// replica (Pdeathsig), so a gone owner's runner is gone too.
+// (and [Claims.Scan], the same rule for a sweep over every record). This
+// replica's own record is gone when no runner of it runs here (a previous
+// incarnation's). A peer's record is gone only when all of these hold:
+//
+//   - this replica is settled ([Members.Settled]): it has reached NATS
+//     without a break (no failed heartbeat, no reconnect) for longer than
+//     the TTL. A NATS outage longer than the TTL expires every heartbeat
+//     in [BucketMembers]; right after it a live peer's key is missing
+//     exactly as a dead one's, and the peer needs up to a TTL after its
+//     own reconnect to write it again ([Members.Run] beats at once on a
+//     reconnect);
+//   - the peer has no heartbeat;
+//   - the runner registered in the record does not answer GET /health
+//     within the probe timeout (a live runner is not lost, whatever
+//     happened to its replica's NATS connection). A 200 whose JSON body
+//     names another session ("session_id", as the demo runner says) is the
+//     port's new tenant, not this runner, and does not count.
+//
+// Issue 14 finding 1 (two replicas, NATS down 15 s with a 5 s TTL: the
+// first to reconnect took over all of its peer's sessions and ran each
+// twice) is what the first and third rule prevent; either alone would.
+// A replica cut off from NATS keeps its runners. When it is back, the
+// sweep re-asserts its records: a record still its own stays, a record
+// that vanished is written again ([Claims.Reassert], KV create: whoever
+// wrote meanwhile wins), and only a record that another replica took
+// over while it was away makes it stop that runner (supervise MarkLost).
+//
+// Runners die with their replica (Pdeathsig, and in a container the
+// replica is PID 1), so a dead replica's runners stop answering at once,
+// and the survivors take over within: the dead replica's last heartbeat
+// plus the TTL (the key expires), plus one sweep interval, plus one probe
+// (a refused connection returns at once; an unreachable host costs the
+// probe timeout, DefaultProbeTimeout, probes run 8 at a time). With the
+// defaults (MEMBER_TTL 5s, RUNNER_SWEEP_INTERVAL 5s) that is at most
+// about 10 s before the takeover starts the session again; measured with
+// MEMBER_TTL=1s and a 300 ms sweep: 2.7-2.9 s for 20 sessions
+// (internal/app TestKillReplicaSessionsMove). A replica that has just
+// started (or reconnected) takes nothing over during its first TTL.
+//
+// What the probe cannot tell: a runner whose /health body carries no
+// session id, listening on a port that a dead replica's runner used on
+// the same host, keeps that dead runner's session from moving until the
+// port changes hands again. Runners bind ports from LOCAL_PORT_RANGE on
+// their replica's advertised host; replicas on one host with overlapping
+// ranges are the only way to get there (the pool skips busy ports, so a
+// live replica never hands out a port another one uses).
 //
 // The heartbeat is not the consumer group's (libs/group keeps its own
 // member heartbeats) for three reasons. A replica must look alive until
@@ -23,16 +64,17 @@
 // would take over sessions whose runners are still in their stop grace.
 // A member that rejoins its group (its consumer deleted, the events stream
 // not there yet) is not a dead replica, and its runners live on. And the
-// fencing below makes liveness stricter than group membership.
+// fencing above makes liveness stricter than group membership.
 //
-// # Fencing (issue 14, not done yet)
+// # Bounded growth
 //
-// A NATS outage longer than the TTL today looks exactly like a dead
-// replica. The fix belongs here and nowhere else: OwnerGone (and Scan)
-// also probe the registered runner endpoint (a runner that answers is not
-// lost) and count a peer dead only after this replica has itself been
-// connected for longer than the TTL; and instead of killing its runners
-// when their records moved (supervise.Runner.MarkLost via the record
-// watch and the sweep), a replica that lost NATS re-asserts its claims on
-// reconnect (a Claims method beside Update).
+// [Claims.Watch] keeps an index of the live records, which [Claims.Scan]
+// reads instead of the bucket: a sweep costs what the live sessions cost,
+// not what every session ever run did. A release purges the record with
+// a marker that the server removes after the marker TTL
+// ([WithMarkerTTL]; the bucket needs LimitMarkerTTL), and
+// [Claims.ExpireMarkers] gives the never-expiring delete markers of
+// older releases the same TTL, so the bucket holds only live records a
+// TTL after the last release (issue 14 point 4: 11,850 markers after
+// 4,000 sessions before).
 package claim

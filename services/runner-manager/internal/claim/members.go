@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ambient-code/control-plane/libs/events"
@@ -29,33 +31,77 @@ func BucketConfig(replicas int, ttl time.Duration) jetstream.KeyValueConfig {
 // Safe for concurrent use.
 type Members struct {
 	kv     jetstream.KeyValue
+	nc     *nats.Conn
 	member string
+	ttl    time.Duration
 	every  time.Duration
 	log    *slog.Logger
+
+	// Fencing (issue 14): a NATS outage longer than the TTL expires every
+	// heartbeat, so right after it a live peer's key is missing exactly as
+	// a dead one's. healthySince is the first beat of the current unbroken
+	// run of beats (zero after a failed beat); a reconnect starts a new
+	// run, read from the connection's reconnect count.
+	mu           sync.Mutex
+	healthySince time.Time // guarded by mu
+	reconnects   uint64    // guarded by mu; the connection's count at the last beat
 }
 
-// NewMembers returns a heartbeat writer for member, renewing every ttl/3.
-func NewMembers(kv jetstream.KeyValue, member string, ttl time.Duration, log *slog.Logger) (*Members, error) {
+// NewMembers returns a heartbeat writer for member on kv, renewing every
+// ttl/3; nc is the connection kv uses (its reconnects restart the
+// fencing period, see Settled).
+func NewMembers(kv jetstream.KeyValue, nc *nats.Conn, member string, ttl time.Duration, log *slog.Logger) (*Members, error) {
 	if member == "" {
 		return nil, errors.New("member id is empty")
+	}
+	if kv == nil || nc == nil || log == nil {
+		return nil, errors.New("members: bucket, connection and log are required")
 	}
 	if ttl < 300*time.Millisecond {
 		return nil, fmt.Errorf("member ttl %v: want >= 300ms", ttl)
 	}
-	return &Members{kv: kv, member: member, every: ttl / 3, log: log}, nil
+	return &Members{kv: kv, nc: nc, member: member, ttl: ttl, every: ttl / 3, log: log}, nil
 }
 
 // Member returns this replica's id.
 func (m *Members) Member() string { return m.member }
 
-// Beat writes the heartbeat once.
+// TTL is the heartbeat lifetime.
+func (m *Members) TTL() time.Duration { return m.ttl }
+
+// Beat writes the heartbeat once. It keeps the fencing period: a failed
+// beat ends it, the first beat after a failure or a reconnect starts it.
 func (m *Members) Beat(ctx context.Context) error {
+	// A renewal later than the next one is worthless; a put issued during
+	// an outage must not hold the loop for long.
 	ctx, cancel := context.WithTimeout(ctx, max(m.every, time.Second))
 	defer cancel()
 	if _, err := m.kv.Put(ctx, events.EscapeToken(m.member), []byte(time.Now().UTC().Format(time.RFC3339Nano))); err != nil {
+		m.mu.Lock()
+		m.healthySince = time.Time{}
+		m.mu.Unlock()
 		return fmt.Errorf("heartbeat %s: %w", m.member, err)
 	}
+	// Read after the put: a put buffered across a reconnect succeeds, and
+	// the reconnect it went through must count.
+	reconnects := m.nc.Stats().Reconnects
+	m.mu.Lock()
+	if m.healthySince.IsZero() || reconnects != m.reconnects {
+		m.healthySince, m.reconnects = time.Now(), reconnects
+	}
+	m.mu.Unlock()
 	return nil
+}
+
+// Settled reports whether this replica has reached NATS without a break
+// (no failed beat, no reconnect) for longer than the TTL. Only then is a
+// peer's missing heartbeat evidence that the peer died: right after an
+// outage every key has expired, and a live peer needs up to a TTL after
+// its own reconnect to write its key again.
+func (m *Members) Settled() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return !m.healthySince.IsZero() && time.Since(m.healthySince) > m.ttl
 }
 
 // Hold keeps this replica alive while fn runs: it writes the first beat
@@ -78,11 +124,16 @@ func (m *Members) Hold(ctx context.Context, fn func(ctx context.Context) error) 
 }
 
 // Run beats until ctx ends, then deletes the heartbeat so peers take over
-// at once instead of after the TTL. Failed beats are logged and retried on
-// the next tick; Run returns nil when ctx ends, or the failed leave.
+// at once instead of after the TTL. A reconnect beats at once instead of
+// at the next tick: after an outage longer than the TTL every key has
+// expired, and the peers wait for ours (Settled). Failed beats are logged
+// and retried on the next tick; Run returns nil when ctx ends, or the
+// failed leave.
 func (m *Members) Run(ctx context.Context) error {
 	t := time.NewTicker(m.every)
 	defer t.Stop()
+	reconnected := m.nc.StatusChanged(nats.CONNECTED)
+	defer m.nc.RemoveStatusListener(reconnected)
 	for {
 		if err := m.Beat(ctx); err != nil && ctx.Err() == nil {
 			m.log.Warn("heartbeat failed", slog.String(logkey.Member, m.member), slog.String(logkey.Err, err.Error()))
@@ -90,6 +141,8 @@ func (m *Members) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return m.leave(ctx)
+		case <-reconnected:
+			t.Reset(m.every)
 		case <-t.C:
 		}
 	}
@@ -105,7 +158,7 @@ func (m *Members) leave(ctx context.Context) error {
 }
 
 // Alive reports whether member has a live heartbeat. This replica is alive
-// by definition.
+// by definition. A missing heartbeat proves a death only once Settled.
 func (m *Members) Alive(ctx context.Context, member string) (bool, error) {
 	if member == m.member {
 		return true, nil

@@ -16,14 +16,14 @@ import (
 // members returns a heartbeat writer per name on one fresh bucket (TTL 1s).
 func members(t *testing.T, names ...string) (jetstream.KeyValue, []*Members) {
 	t.Helper()
-	_, js := testenv.JetStream(t, testenv.NATS(t))
+	nc, js := testenv.JetStream(t, testenv.NATS(t))
 	kv, err := js.CreateKeyValue(t.Context(), BucketConfig(1, time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
 	var out []*Members
 	for _, n := range names {
-		m, err := NewMembers(kv, n, time.Second, slog.New(slog.DiscardHandler))
+		m, err := NewMembers(kv, nc, n, time.Second, slog.New(slog.DiscardHandler))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -77,10 +77,10 @@ func TestMembers(t *testing.T) {
 		}
 		return nil
 	})
-	if _, err := NewMembers(kv, "", time.Second, log); err == nil {
+	if _, err := NewMembers(kv, a.nc, "", time.Second, log); err == nil {
 		t.Fatal("empty member accepted")
 	}
-	if _, err := NewMembers(kv, "x", time.Millisecond, log); err == nil {
+	if _, err := NewMembers(kv, a.nc, "x", time.Millisecond, log); err == nil {
 		t.Fatal("tiny ttl accepted")
 	}
 }

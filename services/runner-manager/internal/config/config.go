@@ -41,6 +41,7 @@ const (
 	EnvLostPolicy     = "RUNNER_LOST_POLICY"
 	EnvSweepInterval  = "RUNNER_SWEEP_INTERVAL"
 	EnvResyncInterval = "RUNNER_RESYNC_INTERVAL"
+	EnvMarkerTTL      = "RUNNERS_MARKER_TTL"
 )
 
 // Defaults (mirrored in the Helm values).
@@ -60,6 +61,11 @@ const (
 	DefaultLostPolicy     = "restart"
 	DefaultSweepInterval  = 5 * time.Second
 	DefaultResyncInterval = time.Minute
+	// DefaultMarkerTTL: how long the marker of a released claim stays in
+	// KV ambient-runners. Nothing reads markers (a watcher that reconnects
+	// reads the live keys afresh); one that reconnects within the TTL still
+	// sees the release as a delete.
+	DefaultMarkerTTL = time.Minute
 )
 
 // Config is runner-manager's whole configuration. Pass it by value.
@@ -100,6 +106,9 @@ type Config struct {
 	LostPolicy     string
 	SweepInterval  time.Duration
 	ResyncInterval time.Duration
+	// MarkerTTL is how long a released claim's marker stays in the
+	// registry bucket (at least 1s, the server's resolution).
+	MarkerTTL time.Duration
 }
 
 // FromEnv reads the process environment.
@@ -135,6 +144,7 @@ func Load(lookup envconfig.LookupFunc, hostEnv []string) (Config, error) {
 		LostPolicy:     l.Enum(EnvLostPolicy, DefaultLostPolicy, "restart", "fail"),
 		SweepInterval:  l.Duration(EnvSweepInterval, DefaultSweepInterval),
 		ResyncInterval: l.Duration(EnvResyncInterval, DefaultResyncInterval),
+		MarkerTTL:      l.Duration(EnvMarkerTTL, DefaultMarkerTTL),
 	}
 	projects, label := l.List(EnvProjects, []string{DefaultProjects}), l.String(EnvSessionLabel, "")
 	sel, err := session.NewSelector(projects, label)
@@ -151,6 +161,9 @@ func Load(lookup envconfig.LookupFunc, hostEnv []string) (Config, error) {
 		if d <= 0 {
 			l.Invalid(name, "a positive duration", d.String(), nil)
 		}
+	}
+	if c.MarkerTTL < time.Second {
+		l.Invalid(EnvMarkerTTL, "a duration of at least 1s", c.MarkerTTL.String(), nil)
 	}
 	if c.ResyncInterval < 0 {
 		l.Invalid(EnvResyncInterval, "a duration >= 0 (0 disables)", c.ResyncInterval.String(), nil)

@@ -3,6 +3,7 @@ package demorunner
 import (
 	"errors"
 	"fmt"
+	"os"
 	"strconv"
 	"time"
 )
@@ -15,6 +16,10 @@ const (
 	EnvWordDelay = "DEMO_WORD_DELAY" // delay between words, Go duration
 	EnvRepeat    = "DEMO_REPEAT"     // echo the message this many times (long runs)
 	EnvHost      = "DEMO_HOST"       // listen host, default 127.0.0.1
+	// The session's prompt: the file runner-manager writes, else the
+	// variable (small prompts only, or runners started by hand).
+	EnvPromptFile = "INITIAL_PROMPT_FILE"
+	EnvPrompt     = "INITIAL_PROMPT"
 )
 
 // Config of the demo runner.
@@ -25,6 +30,9 @@ type Config struct {
 	Workspace string
 	WordDelay time.Duration
 	Repeat    int
+	// Prompt is the session's initial prompt (the demo only reports its
+	// size and digest in /debug/stats).
+	Prompt string
 }
 
 // FromEnv reads the config through getenv and returns every problem at once.
@@ -56,6 +64,15 @@ func FromEnv(getenv func(string) string) (Config, error) {
 			errs = append(errs, fmt.Errorf("%s: want an integer >= 1, got %q", EnvRepeat, v))
 		}
 		cfg.Repeat = n
+	}
+	if path := getenv(EnvPromptFile); path != "" {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", EnvPromptFile, err))
+		}
+		cfg.Prompt = string(b)
+	} else {
+		cfg.Prompt = getenv(EnvPrompt)
 	}
 	return cfg, errors.Join(errs...)
 }

@@ -6,6 +6,8 @@ package demorunner
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -33,6 +35,10 @@ type Stats struct {
 	RunsCancelled   int64 `json:"runs_cancelled"`
 	RunsInterrupted int64 `json:"runs_interrupted"`
 	ActiveRuns      int64 `json:"active_runs"`
+	// InitialPromptBytes and InitialPromptSHA256 describe the prompt the
+	// runner was given (INITIAL_PROMPT_FILE or INITIAL_PROMPT).
+	InitialPromptBytes  int    `json:"initial_prompt_bytes"`
+	InitialPromptSHA256 string `json:"initial_prompt_sha256"`
 }
 
 // Server is the demo runner. Safe for concurrent use.
@@ -126,9 +132,11 @@ func (s *Server) handleRepos(w http.ResponseWriter, _ *http.Request) {
 
 // StatsSnapshot returns the current counters.
 func (s *Server) StatsSnapshot() Stats {
+	sum := sha256.Sum256([]byte(s.cfg.Prompt))
 	return Stats{
 		RunsStarted: s.started.Load(), RunsFinished: s.finished.Load(), RunsCancelled: s.cancelled.Load(),
 		RunsInterrupted: s.interrupted.Load(), ActiveRuns: s.active.Load(),
+		InitialPromptBytes: len(s.cfg.Prompt), InitialPromptSHA256: hex.EncodeToString(sum[:]),
 	}
 }
 

@@ -42,30 +42,34 @@ func (r *Reconciler) Handle(ctx context.Context, m group.Message) error {
 	defer span.End()
 	log := r.log.With(slog.String(logkey.SessionID, id), slog.String(logkey.EventType, ev.GetType().String()),
 		slog.String(logkey.Phase, s.GetPhase()), slog.Uint64(logkey.Attempt, m.Attempt))
-	unlock := r.sup.Lock(id)
-	defer unlock()
+	lk := r.lock(id)
+	defer lk.release()
 
+	seenAt := s.GetMetadata().GetUpdatedAt().AsTime()
+	if s.GetMetadata().GetUpdatedAt() == nil {
+		seenAt = time.Time{}
+	}
 	var err error
 	switch phase := session.PhaseOf(s); {
 	case ev.GetType() == eventsv1.EventType_EVENT_TYPE_DELETED:
 		// Whatever the selector says now: if a runner exists, it goes.
-		err = r.stopSession(ctx, log, id, true)
+		err = r.stopSession(ctx, log, id, true, nil)
 	case s == nil:
 		log.Warn("event without a session object")
 	case !r.cfg.Selector.Selects(s):
 		err = r.deselect(ctx, log, id, phase)
 	case phase == session.PhaseNone, phase == session.PhasePending:
-		err = r.ensureRunning(ctx, log, id, received)
+		err = r.ensureRunning(ctx, log, lk, id, received)
 	case phase == session.PhaseStopping:
-		err = r.stopSession(ctx, log, id, false)
+		err = r.stopSession(ctx, log, id, false, s)
 	case phase == session.PhaseCreating, phase == session.PhaseRunning:
-		err = r.checkAlive(ctx, log, id, phase)
+		err = r.checkAlive(ctx, log, id, phase, seenAt)
 	default:
 		// Terminal phases (and unknown ones) never start anything; the echo
 		// of our own final writes lands here. A terminal phase written over
 		// a live runner here ends that runner (heal.go).
 		if rn := r.sup.Get(id); rn != nil {
-			err = r.healPhase(ctx, log, rn, phase)
+			err = r.healPhase(ctx, log, rn, phase, seenAt)
 		}
 	}
 	if err != nil {
@@ -88,7 +92,7 @@ func (r *Reconciler) deselect(ctx context.Context, log *slog.Logger, id string, 
 		return nil
 	}
 	if phase == session.PhaseStopping {
-		return r.stopSession(ctx, log, id, false)
+		return r.stopSession(ctx, log, id, false, nil)
 	}
 	log.Info("session no longer selected for local execution: stopping its runner")
 	rn.RequestStop(true) // like a deletion: no phase write

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
 
@@ -34,6 +35,7 @@ import (
 type env struct {
 	t       *testing.T
 	nats    *natsserver.Server
+	nc      *nats.Conn
 	api     *memapi.Server
 	client  *apiclient.Client
 	runners jetstream.KeyValue
@@ -43,9 +45,9 @@ type env struct {
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	srv := testenv.NATS(t)
-	_, js := testenv.JetStream(t, srv)
+	nc, js := testenv.JetStream(t, srv)
 	ctx := t.Context()
-	runners, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "ambient-runners"})
+	runners, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "ambient-runners", LimitMarkerTTL: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,7 +56,7 @@ func newEnv(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	api := testenv.API(t)
-	return &env{t: t, nats: srv, api: api, client: testenv.APIClient(t, api), runners: runners, members: members}
+	return &env{t: t, nats: srv, nc: nc, api: api, client: testenv.APIClient(t, api), runners: runners, members: members}
 }
 
 // replica is one in-process runner-manager (without the consumer group:
@@ -124,12 +126,12 @@ func (e *env) replica(o replicaOpts) *replica {
 	if err != nil {
 		t.Fatal(err)
 	}
-	members, err := claim.NewMembers(e.members, o.member, 2*time.Second, log)
+	members, err := claim.NewMembers(e.members, e.nc, o.member, 2*time.Second, log)
 	if err != nil {
 		t.Fatal(err)
 	}
 	rec, err := New(Config{Member: o.member, AdvertiseHost: "127.0.0.1", Selector: o.selector, Health: o.health,
-		StopGrace: o.grace, SweepInterval: 200 * time.Millisecond, LostPolicy: o.lost, ResyncInterval: o.resync},
+		StopGrace: o.grace, SweepInterval: 200 * time.Millisecond, LostPolicy: o.lost, ResyncInterval: o.resync, MarkerTTL: time.Second},
 		Deps{API: o.api, Runners: e.runners, Members: members, Manager: mgr, Log: log})
 	if err != nil {
 		t.Fatal(err)
@@ -246,6 +248,24 @@ func (e *env) startRunning(rp *replica, s *ambientv1.Session) registry.Record {
 	if err != nil {
 		e.t.Fatal(err)
 	}
+	return rec
+}
+
+// startedRecord returns the session's registry record once it names a
+// running runner.
+func (e *env) startedRecord(id string) registry.Record {
+	e.t.Helper()
+	var rec registry.Record
+	testenv.Eventually(e.t, 5*time.Second, func() error {
+		var err error
+		if rec, err = registry.Get(e.t.Context(), e.runners, id); err != nil {
+			return err
+		}
+		if rec.State != registry.StateRunning || !rec.Routable() {
+			return fmt.Errorf("record %+v not running", rec)
+		}
+		return nil
+	})
 	return rec
 }
 

@@ -3,6 +3,7 @@ package reconcile
 import (
 	"context"
 	"log/slog"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	grpcstatus "google.golang.org/grpc/status"
@@ -31,12 +32,19 @@ import (
 // is healed by that peer's resync (every replica lists every session).
 
 // healPhase makes the API phase agree with rn, the live runner of a session
-// on this replica. seen is the phase in the event (or the resync's list); it
-// only decides whether to look: the session is re-read before anything is
-// written or stopped, so a stale event changes nothing. Callers hold the
-// session lock.
-func (r *Reconciler) healPhase(ctx context.Context, log *slog.Logger, rn *supervise.Runner, seen session.Phase) error {
+// on this replica. seen is the phase in the event (or the resync's list),
+// stamped seenAt (its updated_at; zero: unknown); they only decide whether
+// to look: the session is re-read before anything is written or stopped,
+// so a stale event changes nothing. A phase stamped no later than this
+// replica's own last write of rn's phase is older than what the API holds
+// (the echo of our own Creating, arriving after Running was written): no
+// re-read, which keeps echoes free of API calls. Callers hold the session
+// lock.
+func (r *Reconciler) healPhase(ctx context.Context, log *slog.Logger, rn *supervise.Runner, seen session.Phase, seenAt time.Time) error {
 	if !drifts(rn, seen) {
+		return nil
+	}
+	if !seenAt.IsZero() && !seenAt.After(rn.LastWrite()) {
 		return nil
 	}
 	fresh, err := r.api.GetSession(ctx, rn.ID())
@@ -52,7 +60,7 @@ func (r *Reconciler) healPhase(ctx context.Context, log *slog.Logger, rn *superv
 	}
 	switch {
 	case p == session.PhaseStopping:
-		return r.stopSession(ctx, log, rn.ID(), false)
+		return r.stopSession(ctx, log, rn.ID(), false, nil)
 	case p.Terminal():
 		// No phase write, like a deletion: the session already has its
 		// final phase, and writing Stopped over someone's Failed would

@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -65,6 +66,10 @@ type Config struct {
 	// whose events were dead-lettered) and to find Creating/Running
 	// sessions with no runner anywhere. 0 disables it.
 	ResyncInterval time.Duration
+	// MarkerTTL, when > 0, is how long the marker of a released claim
+	// stays in the registry bucket (which needs LimitMarkerTTL); 0 leaves
+	// delete markers for ever.
+	MarkerTTL time.Duration
 }
 
 // sessionAPI is what the reconciler needs from the ambient API.
@@ -99,6 +104,7 @@ type Reconciler struct {
 	metrics *metrics
 	tracer  trace.Tracer
 	log     *slog.Logger
+	starts  sync.WaitGroup // one per start finishing on its own goroutine (goStart)
 }
 
 // New validates cfg and returns a reconciler. It starts nothing.
@@ -127,7 +133,11 @@ func New(cfg Config, d Deps) (*Reconciler, error) {
 	if r.status, err = status.New(d.API, d.Meter); err != nil {
 		return nil, fmt.Errorf("reconciler: %w", err)
 	}
-	if r.claims, err = claim.New(d.Runners, cfg.Member, d.Members, d.Log); err != nil {
+	var copts []claim.Option
+	if cfg.MarkerTTL > 0 {
+		copts = append(copts, claim.WithMarkerTTL(cfg.MarkerTTL))
+	}
+	if r.claims, err = claim.New(d.Runners, cfg.Member, d.Members, d.Log, copts...); err != nil {
 		return nil, fmt.Errorf("reconciler: %w", err)
 	}
 	r.sup, err = supervise.New(supervise.Config{
@@ -153,6 +163,7 @@ func (r *Reconciler) Run(ctx context.Context) error {
 	g.Go(func() error { return r.claims.Watch(gctx, r.onRecord) })
 	g.Go(func() error { return r.loop(gctx) })
 	err := g.Wait()
+	r.starts.Wait()
 	return errors.Join(err, r.sup.Shutdown(ctx))
 }
 

@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/codes"
 	grpcstatus "google.golang.org/grpc/status"
 
+	"github.com/ambient-code/control-plane/libs/logkey"
 	"github.com/ambient-code/control-plane/libs/registry"
 	"github.com/ambient-code/control-plane/libs/session"
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
@@ -16,13 +17,13 @@ import (
 	"github.com/ambient-code/control-plane/services/runner-manager/internal/supervise"
 )
 
-// checkAlive handles Creating/Running events (seen is the phase): the
-// session must have a live runner somewhere. The echo of our own writes
-// ends at the first check, or, for a Creating echo that arrives after the
-// runner became healthy, at healPhase's re-read.
-func (r *Reconciler) checkAlive(ctx context.Context, log *slog.Logger, id string, seen session.Phase) error {
+// checkAlive handles Creating/Running events (seen is the phase, seenAt
+// its updated_at): the session must have a live runner somewhere. The
+// echo of our own writes ends at the first check, or, for a Creating echo
+// that arrives after the runner became healthy, in healPhase.
+func (r *Reconciler) checkAlive(ctx context.Context, log *slog.Logger, id string, seen session.Phase, seenAt time.Time) error {
 	if rn := r.sup.Get(id); rn != nil {
-		return r.healPhase(ctx, log, rn, seen)
+		return r.healPhase(ctx, log, rn, seen, seenAt)
 	}
 	rec, err := r.claims.Get(ctx, id)
 	invalid := errors.Is(err, registry.ErrInvalid)
@@ -69,6 +70,11 @@ func (r *Reconciler) takeOverIfGone(ctx context.Context, log *slog.Logger, rec r
 	}
 	if !gone {
 		return nil
+	}
+	if rec.Final != nil {
+		// The runner ended and its final phase waits to be written: write
+		// it, never start the finished session again.
+		return r.adoptFinal(ctx, log, rec)
 	}
 	held, err := r.claims.TakeOver(ctx, rec)
 	if err != nil {
@@ -126,4 +132,49 @@ func (r *Reconciler) recoverClaimed(ctx context.Context, log *slog.Logger, s *am
 		r.claims.Release(ctx, log, id)
 		return nil
 	}
+}
+
+// adoptFinal finishes a record whose runner exited before its final phase
+// could be written (registry.StateExited; its owner is this replica
+// without the runner here, or gone): it takes the record over when it is
+// a peer's (keeping the phase), writes the phase and releases the claim.
+func (r *Reconciler) adoptFinal(ctx context.Context, log *slog.Logger, rec registry.Record) error {
+	id := rec.SessionID
+	if rec.Owner != r.cfg.Member {
+		held, err := r.claims.TakeOver(ctx, rec)
+		if errors.Is(err, registry.ErrConflict) {
+			r.metrics.takeover(ctx, "lost_race")
+			return nil
+		}
+		if err != nil {
+			return wrapRetry("take over claim of", id, err)
+		}
+		rec = held
+	}
+	f := rec.Final
+	fresh, err := r.api.GetSession(ctx, id)
+	switch {
+	case grpcstatus.Code(err) == codes.NotFound:
+		r.claims.Release(ctx, log, id)
+		return nil
+	case err != nil:
+		return wrapRetry("read session", id, err)
+	}
+	if session.PhaseOf(fresh).Terminal() {
+		r.claims.Release(ctx, log, id) // someone wrote it already
+		return nil
+	}
+	phase := session.Phase(f.Phase)
+	conds := status.Conditions(fresh).Set(session.Condition{Type: status.CondRunnerStarted, Status: session.StatusFalse, Reason: f.Reason, Message: f.Message}, f.At)
+	u := status.Update{Phase: phase, Conditions: conds}
+	if phase.Terminal() {
+		u.CompletionTime = f.At
+	}
+	if err := r.status.Write(ctx, id, u); err != nil {
+		return wrapRetry("write final phase of", id, err)
+	}
+	r.metrics.takeover(ctx, "finished")
+	log.Info("final phase of an exited runner written", slog.String(logkey.Phase, f.Phase), slog.String("previous_owner", rec.Owner))
+	r.claims.Release(ctx, log, id)
+	return nil
 }

@@ -144,7 +144,7 @@ func TestLostClaimKillsLocalRunner(t *testing.T) {
 	id := s.GetMetadata().GetId()
 	rec := e.startRunning(rp, s)
 	// The thief is a live replica (it heartbeats), so nobody takes it back.
-	thiefMember, err := claim.NewMembers(e.members, "thief", 2*time.Second, slog.New(slog.DiscardHandler))
+	thiefMember, err := claim.NewMembers(e.members, e.nc, "thief", 2*time.Second, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -43,8 +43,8 @@ func (r *Reconciler) resyncSession(ctx context.Context, s *ambientv1.Session) {
 		return
 	}
 	log := r.log.With(slog.String(logkey.SessionID, id))
-	unlock := r.sup.Lock(id)
-	defer unlock()
+	lk := r.lock(id)
+	defer lk.release()
 	rn = r.sup.Get(id) // it may have ended meanwhile
 	var err error
 	switch {
@@ -53,11 +53,11 @@ func (r *Reconciler) resyncSession(ctx context.Context, s *ambientv1.Session) {
 		// owner may be a peer): the runner here goes.
 		err = r.deselect(ctx, log, id, p)
 	case rn != nil:
-		err = r.healPhase(ctx, log, rn, p)
+		err = r.healPhase(ctx, log, rn, p, time.Time{})
 	case p == session.PhaseCreating || p == session.PhaseRunning:
-		err = r.checkAlive(ctx, log, id, p)
+		err = r.checkAlive(ctx, log, id, p, time.Time{})
 	case p.WantsRunner():
-		err = r.ensureRunning(ctx, log, id, time.Time{})
+		err = r.ensureRunning(ctx, log, lk, id, time.Time{})
 	}
 	if err != nil && !errors.Is(err, ErrShuttingDown) {
 		log.Warn("resync: reconcile session", slog.String(logkey.Err, err.Error()))

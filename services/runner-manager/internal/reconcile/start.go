@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
 	"google.golang.org/grpc/codes"
 	grpcstatus "google.golang.org/grpc/status"
 
@@ -23,16 +24,28 @@ import (
 // just finished (it writes its final phase before it releases the claim) is
 // seen as finished, and a replayed Pending event starts nothing. received
 // is when the event arrived (zero when no event asked).
-func (r *Reconciler) ensureRunning(ctx context.Context, log *slog.Logger, id string, received time.Time) error {
+//
+// Only the claim happens here: the re-read, the spawn and everything after
+// run on a goroutine of the reconciler (startClaimed), which the caller's
+// session lock lk is handed to, so that the consumer group's one message
+// in flight per member is acked after one registry round trip and the
+// starts of a burst of sessions run in parallel (issue 15: 50 sessions
+// created at once all Running within the slowest single start + 200 ms).
+// The session stays locked until its runner is spawned (or the start
+// given up), so no other event, sweep or resync acts on it meanwhile.
+func (r *Reconciler) ensureRunning(ctx context.Context, log *slog.Logger, lk *sessionLock, id string, received time.Time) error {
 	if rn := r.sup.Get(id); rn != nil {
 		// It runs here: a duplicate event, or a Pending written over the
 		// running session (heal.go puts Running back).
-		return r.healPhase(ctx, log, rn, session.PhasePending)
+		return r.healPhase(ctx, log, rn, session.PhasePending, time.Time{})
 	}
 	if r.queue.Has(id) && !r.sup.HasCapacity() {
 		// Still no room; the session starts when a runner ends (the echo of
 		// our own capacity condition lands here too).
 		return nil
+	}
+	if !r.sup.Ready() {
+		return ErrShuttingDown // retried by whichever replica owns the event then
 	}
 	// Claim first: on the common path (nobody owns it) that is the only
 	// registry round trip; an existing claim is then looked at.
@@ -54,7 +67,36 @@ func (r *Reconciler) ensureRunning(ctx context.Context, log *slog.Logger, id str
 	if err != nil {
 		return wrapRetry("claim", id, err)
 	}
-	fresh, err := r.api.GetSession(ctx, id)
+	unlock := lk.handOff()
+	r.goStart(ctx, func(ctx context.Context) {
+		defer unlock()
+		if err := r.startClaimed(ctx, log, id, held, received); err != nil && !errors.Is(err, ErrShuttingDown) {
+			log.Warn("start session; the resync retries", slog.String(logkey.Err, err.Error()))
+		}
+	})
+	return nil
+}
+
+// Re-read retries of a claimed session (startClaimed): its event is acked
+// already, so a transient API error is retried here, briefly; after that
+// the claim is released and the resync starts the session.
+const (
+	rereadTries = 4
+	rereadFirst = 100 * time.Millisecond
+)
+
+// startClaimed re-reads a session this replica has just claimed (held)
+// and starts its runner if it is still Pending (or has no phase). Any
+// other outcome releases the claim. Callers hold the session lock.
+func (r *Reconciler) startClaimed(ctx context.Context, log *slog.Logger, id string, held registry.Record, received time.Time) error {
+	b := &backoff.ExponentialBackOff{InitialInterval: rereadFirst, RandomizationFactor: 0.25, Multiplier: 2, MaxInterval: time.Second}
+	fresh, err := backoff.Retry(ctx, func() (*ambientv1.Session, error) {
+		s, err := r.api.GetSession(ctx, id)
+		if grpcstatus.Code(err) == codes.NotFound {
+			return nil, backoff.Permanent(err)
+		}
+		return s, err
+	}, backoff.WithBackOff(b), backoff.WithMaxTries(rereadTries))
 	if err != nil {
 		r.claims.Release(ctx, log, id)
 		if grpcstatus.Code(err) == codes.NotFound {
@@ -124,10 +166,10 @@ func (r *Reconciler) startWaiting(ctx context.Context) {
 			return
 		}
 		log := r.log.With(slog.String(logkey.SessionID, id))
-		unlock := r.sup.Lock(id)
+		lk := r.lock(id)
 		r.queue.Remove(id)
-		err := r.ensureRunning(ctx, log, id, time.Now())
-		unlock()
+		err := r.ensureRunning(ctx, log, lk, id, time.Now())
+		lk.release()
 		if err != nil {
 			log.Warn("start deferred session", slog.String(logkey.Err, err.Error()))
 		}

@@ -11,14 +11,16 @@ import (
 	"github.com/ambient-code/control-plane/libs/logkey"
 	"github.com/ambient-code/control-plane/libs/registry"
 	"github.com/ambient-code/control-plane/libs/session"
+	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
 )
 
 // stopSession handles Stopping (deleted=false) and DELETED (deleted=true).
 // A runner here is stopped by its supervisor (SIGTERM, SIGKILL after the
 // grace, then Stopped); a runner on a live peer gets a stop request through
 // its registry record; no runner at all means Stopped at once (nothing is
-// written for a deleted session).
-func (r *Reconciler) stopSession(ctx context.Context, log *slog.Logger, id string, deleted bool) error {
+// written for a deleted session). seen, when set, is the Stopping session
+// of the event.
+func (r *Reconciler) stopSession(ctx context.Context, log *slog.Logger, id string, deleted bool, seen *ambientv1.Session) error {
 	if !deleted {
 		// Level check: a replayed Stopping event must not stop a session
 		// that has been restarted since.
@@ -28,6 +30,11 @@ func (r *Reconciler) stopSession(ctx context.Context, log *slog.Logger, id strin
 			deleted = true
 		case err != nil:
 			return wrapRetry("read session", id, err)
+		case session.PhaseOf(fresh) != session.PhaseStopping && r.overwritten(id, seen):
+			// Not stale: this replica's own Creating/Running write landed
+			// just after the user's Stopping and replaced it (the API has
+			// no precondition on status writes: status.WriteIf).
+			log.Warn("stop request overwritten by this replica's phase write: stopping the runner", slog.String("current_phase", fresh.GetPhase()))
 		case session.PhaseOf(fresh) != session.PhaseStopping:
 			log.Debug("stale stopping event", slog.String("current_phase", fresh.GetPhase()))
 			return nil
@@ -68,6 +75,10 @@ func (r *Reconciler) stopSession(ctx context.Context, log *slog.Logger, id strin
 		log.Info("stop requested from owner", slog.String(logkey.Member, rec.Owner))
 		return nil
 	}
+	if rec.Final != nil && !deleted {
+		// Its runner ended and the phase it ended with waits to be written.
+		return r.adoptFinal(ctx, log, rec)
+	}
 	// Gone owner: take the record over so nobody restarts it, then finish.
 	if _, err := r.claims.TakeOver(ctx, rec); err != nil {
 		return wrapRetry("take over claim of", id, err)
@@ -76,4 +87,15 @@ func (r *Reconciler) stopSession(ctx context.Context, log *slog.Logger, id strin
 	stopped()
 	r.claims.Release(ctx, log, id)
 	return nil
+}
+
+// overwritten reports whether seen, the session of a Stopping event, was
+// replaced by this replica's own Creating/Running write of its local
+// runner (supervise.Runner.Overwrote).
+func (r *Reconciler) overwritten(id string, seen *ambientv1.Session) bool {
+	rn := r.sup.Get(id)
+	if rn == nil || seen == nil || session.PhaseOf(seen) != session.PhaseStopping {
+		return false
+	}
+	return rn.Overwrote(seen.GetMetadata().GetUpdatedAt().AsTime())
 }

@@ -6,8 +6,12 @@ import (
 	"log/slog"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	grpcstatus "google.golang.org/grpc/status"
+
 	"github.com/ambient-code/control-plane/libs/logkey"
 	"github.com/ambient-code/control-plane/libs/registry"
+	"github.com/ambient-code/control-plane/libs/session"
 	"github.com/ambient-code/control-plane/services/runner-manager/internal/supervise"
 )
 
@@ -42,7 +46,13 @@ func (r *Reconciler) sweep(ctx context.Context) {
 		}
 	}
 	r.sup.Resend(ctx)
+	r.claims.ExpireMarkers(ctx, markerBatch)
 }
+
+// markerBatch bounds the old delete markers given a TTL per sweep
+// (claim.Claims.ExpireMarkers): an upgraded bucket shrinks over a few
+// sweeps without one sweep writing thousands of purges.
+const markerBatch = 500
 
 // recoverRecord recovers one stale claim under the session lock.
 func (r *Reconciler) recoverRecord(ctx context.Context, rec registry.Record) {
@@ -54,23 +64,64 @@ func (r *Reconciler) recoverRecord(ctx context.Context, rec registry.Record) {
 	}
 }
 
-// checkOwnership kills a local runner whose claim is gone or owned by
-// another replica (this replica was presumed dead, e.g. cut off from NATS
-// longer than the member TTL, and the session was restarted elsewhere).
+// checkOwnership looks at a local runner that the sweep did not find
+// among this replica's records. A record still this replica's is left
+// alone (the index had not caught up). A record another replica owns was
+// taken over while this replica was away (presumed dead: its heartbeat
+// and its runner both unreachable): only then is the runner killed. A
+// record that vanished (lost with a NATS store, or released by a peer
+// while this replica was cut off) is written again (claim.Reassert), and
+// the session is read to see whether it still wants this runner.
 func (r *Reconciler) checkOwnership(ctx context.Context, rn *supervise.Runner) {
 	unlock := r.sup.Lock(rn.ID())
 	defer unlock()
 	if r.sup.Get(rn.ID()) != rn {
 		return // finished meanwhile
 	}
+	log := r.log.With(slog.String(logkey.SessionID, rn.ID()))
 	rec, err := r.claims.Get(ctx, rn.ID())
 	switch {
 	case err == nil && rec.Owner == r.cfg.Member:
-		return
-	case err == nil, errors.Is(err, registry.ErrNotFound):
-		r.log.Warn("runner lost its claim; killing it", slog.String(logkey.SessionID, rn.ID()), slog.String("owner", rec.Owner))
+	case err == nil:
+		log.Warn("claim taken over while this replica was away; killing the local runner", slog.String("owner", rec.Owner))
 		rn.MarkLost()
+	case errors.Is(err, registry.ErrNotFound):
+		if !r.sup.Reassert(ctx, log, rn) {
+			return
+		}
+		log.Info("claim re-asserted")
+		if rn.Exited() {
+			return // its supervisor (or Resend) reports it
+		}
+		if err := r.wantedHere(ctx, log, rn); err != nil {
+			log.Warn("sweep: check re-asserted session", slog.String(logkey.Err, err.Error()))
+		}
+	default:
+		log.Warn("sweep: read claim", slog.String(logkey.Err, err.Error()))
 	}
+}
+
+// wantedHere reads the session of a runner whose record had vanished and
+// stops the runner when the session no longer wants it: deleted (no phase
+// written), over (no phase written), or Stopping (it ends Stopped).
+func (r *Reconciler) wantedHere(ctx context.Context, log *slog.Logger, rn *supervise.Runner) error {
+	fresh, err := r.api.GetSession(ctx, rn.ID())
+	switch {
+	case grpcstatus.Code(err) == codes.NotFound:
+		log.Info("session deleted while this replica was away: stopping its runner")
+		rn.RequestStop(true)
+		return nil
+	case err != nil:
+		return err
+	}
+	switch p := session.PhaseOf(fresh); {
+	case p == session.PhaseStopping:
+		return r.stopSession(ctx, log, rn.ID(), false, nil)
+	case p.Terminal():
+		log.Info("session over while this replica was away: stopping its runner", slog.String("current_phase", string(p)))
+		rn.RequestStop(true)
+	}
+	return nil
 }
 
 // onRecord forwards a registry change of one of this replica's sessions to

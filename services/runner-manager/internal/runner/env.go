@@ -24,6 +24,7 @@ const (
 	EnvSessionName  = "AGENTIC_SESSION_NAME"
 	EnvBossAgent    = "BOSS_AGENT_NAME"
 	EnvPrompt       = "INITIAL_PROMPT"
+	EnvPromptFile   = "INITIAL_PROMPT_FILE"
 	EnvLLMModel     = "LLM_MODEL"
 	EnvLLMTemp      = "LLM_TEMPERATURE"
 	EnvLLMMaxTokens = "LLM_MAX_TOKENS"
@@ -44,7 +45,19 @@ type Session struct {
 	LLMMaxTokens   *int32
 	Timeout        *int32
 	ReposJSON      *string
+	// PromptFile is the file holding the prompt (set by the Manager, which
+	// writes it); BuildEnv passes it as INITIAL_PROMPT_FILE.
+	PromptFile string
 }
+
+// PromptEnvMax is the largest prompt also passed in INITIAL_PROMPT, for
+// runners that read only the variable (the original's). The kernel
+// refuses an environment entry over 128 KiB (MAX_ARG_STRLEN: execve fails
+// with "argument list too long"), and argv and environment together share
+// a quarter of the stack limit (2 MiB by default); 64 KiB leaves room for
+// the rest. Larger prompts reach the runner only through
+// INITIAL_PROMPT_FILE.
+const PromptEnvMax = 64 << 10
 
 // EnvAllowList decides which host variables a runner inherits: the
 // original allow-list plus the operator's extra entries. The zero value is
@@ -109,8 +122,11 @@ func BuildEnv(host []string, allow EnvAllowList, s Session, port int, workspace,
 	if bossSpace != "" {
 		vars[EnvBossSpace] = bossSpace
 	}
-	if s.Prompt != nil {
+	if s.Prompt != nil && len(*s.Prompt) <= PromptEnvMax {
 		vars[EnvPrompt] = *s.Prompt
+	}
+	if s.PromptFile != "" {
+		vars[EnvPromptFile] = s.PromptFile
 	}
 	if s.LLMModel != nil {
 		vars[EnvLLMModel] = *s.LLMModel

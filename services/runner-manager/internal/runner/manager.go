@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os/exec"
 	"sync"
 	"time"
 
@@ -22,6 +23,11 @@ type Config struct {
 	MaxSessions   int
 	StopGrace     time.Duration
 	TailLines     int // stderr lines kept for the exit report
+	// Reaper, when set, is this process's child subreaper: it reaps the
+	// orphans runners leave and kills a session's escaped processes when
+	// its runner ends (see Reaper). Nil in processes that are not
+	// runner-manager (tests).
+	Reaper *Reaper
 }
 
 // Manager starts and tracks runner processes, one per session at most.
@@ -127,19 +133,38 @@ func (m *Manager) start(ctx context.Context, s Session) (*Process, error) {
 		}
 		return nil, fmt.Errorf("%w: %w", ErrSpawn, err)
 	}
+	if s.Prompt != nil {
+		// A file, since a large prompt cannot be an environment variable.
+		if s.PromptFile, err = writePrompt(ws, *s.Prompt); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrSpawn, err)
+		}
+	}
 	port, err := m.pool.Acquire()
 	if err != nil {
 		return nil, fmt.Errorf("start %s: %w", s.ID, err)
 	}
 	env := BuildEnv(m.cfg.HostEnv, m.cfg.EnvAllow, s, port, ws, m.cfg.BossURL, m.cfg.BossSpace)
-	cmd, err := spawn(ctx, m.cfg.Command, ws, env)
+	var cmd *exec.Cmd
+	start := func() (int, error) {
+		c, err := spawn(ctx, m.cfg.Command, ws, env)
+		if err != nil {
+			return 0, err
+		}
+		cmd = c
+		return c.Process.Pid, nil
+	}
+	if m.cfg.Reaper != nil {
+		err = m.cfg.Reaper.spawn(start)
+	} else {
+		_, err = start()
+	}
 	if err != nil {
 		m.pool.Release(port)
 		return nil, fmt.Errorf("start %s: %w", s.ID, err)
 	}
 	p := &Process{
 		SessionID: s.ID, PID: cmd.Process.Pid, Port: port, Workspace: ws, StartedAt: time.Now(),
-		tailLines: m.cfg.TailLines, done: make(chan struct{}),
+		tailLines: m.cfg.TailLines, reaper: m.cfg.Reaper, done: make(chan struct{}),
 	}
 	m.wg.Add(1)
 	go func() { // owned by the Manager (Wait); ends when the process exits
@@ -180,5 +205,12 @@ func (m *Manager) StopAll(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// Wait blocks until every process waiter has finished (all runners exited).
-func (m *Manager) Wait() { m.wg.Wait() }
+// Wait blocks until every process waiter has finished (all runners
+// exited); with a Reaper it then kills whatever descends from this
+// process still (escaped runner processes without a session marker).
+func (m *Manager) Wait() {
+	m.wg.Wait()
+	if m.cfg.Reaper != nil {
+		m.cfg.Reaper.KillDescendants()
+	}
+}

@@ -42,6 +42,7 @@ type Process struct {
 	StartedAt time.Time
 
 	tailLines int
+	reaper    *Reaper       // nil: no subreaper
 	done      chan struct{} // closed by the waiter after exit is set
 
 	mu            sync.Mutex
@@ -124,12 +125,12 @@ func spawn(ctx context.Context, argv []string, workspace string, env []string) (
 	if len(argv) == 0 {
 		return nil, fmt.Errorf("%w: empty command", ErrSpawn)
 	}
-	stdout, err := os.OpenFile(filepath.Join(workspace, StdoutLog), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
+	stdout, err := os.OpenFile(filepath.Join(workspace, StdoutLog), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrSpawn, err)
 	}
 	defer closeQuietly(stdout) // the child has its own descriptor after Start
-	stderr, err := os.OpenFile(filepath.Join(workspace, StderrLog), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o640)
+	stderr, err := os.OpenFile(filepath.Join(workspace, StderrLog), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrSpawn, err)
 	}
@@ -154,12 +155,19 @@ func closeQuietly(c io.Closer) {
 	_ = c.Close()
 }
 
-// wait reaps the process, kills whatever is left in its group (no orphans),
+// wait reaps the process, kills whatever is left in its group and, with a
+// subreaper, whatever of the session escaped the group (no orphans),
 // records the exit status and closes done.
 func (p *Process) wait(cmd *exec.Cmd) {
 	err := cmd.Wait()
+	if p.reaper != nil {
+		p.reaper.untrack(p.PID)
+	}
 	// Children the runner left behind die with it; ESRCH when none are left.
 	_ = p.signalGroup(syscall.SIGKILL) // best effort; nothing to report
+	if p.reaper != nil {
+		p.reaper.KillSession(p.SessionID)
+	}
 	st := ExitStatus{Code: -1}
 	if ps := cmd.ProcessState; ps != nil {
 		st.Code = ps.ExitCode()

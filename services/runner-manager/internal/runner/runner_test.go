@@ -75,15 +75,31 @@ func TestBuildEnv(t *testing.T) {
 	host := []string{"HOME=/h", "PATH=/bin", "SECRET=x", "ANTHROPIC_API_KEY=k", "GITHUB_TOKEN=g", "GITX=no",
 		"LD_PRELOAD=bad", "SESSION_ID=host-value", "AWS_SECRET=s", "GIT_AUTHOR_NAME=a"}
 	prompt, temp, tok := "hi there", 0.7, int32(4000)
-	env := BuildEnv(host, EnvAllowList{}, Session{ID: "s1", Name: "My Session!", ProjectID: "p1", Prompt: &prompt, LLMTemperature: &temp, LLMMaxTokens: &tok},
-		9100, "/ws/s1", "http://boss", "default")
+	env := BuildEnv(host, EnvAllowList{}, Session{ID: "s1", Name: "My Session!", ProjectID: "p1", Prompt: &prompt, LLMTemperature: &temp, LLMMaxTokens: &tok,
+		PromptFile: "/ws/s1/.initial-prompt"}, 9100, "/ws/s1", "http://boss", "default")
 	want := []string{
 		"AGENTIC_SESSION_NAME=My Session!", "AGUI_PORT=9100", "ANTHROPIC_API_KEY=k", "BOSS_AGENT_NAME=my-session",
 		"BOSS_SPACE=default", "BOSS_URL=http://boss", "GITHUB_TOKEN=g", "GIT_AUTHOR_NAME=a", "HOME=/h", "INITIAL_PROMPT=hi there",
-		"LLM_MAX_TOKENS=4000", "LLM_TEMPERATURE=0.7", "PATH=/bin", "PROJECT_NAME=p1", "SESSION_ID=s1", "WORKSPACE_PATH=/ws/s1",
+		"INITIAL_PROMPT_FILE=/ws/s1/.initial-prompt", "LLM_MAX_TOKENS=4000", "LLM_TEMPERATURE=0.7", "PATH=/bin", "PROJECT_NAME=p1", "SESSION_ID=s1", "WORKSPACE_PATH=/ws/s1",
 	}
 	if !slices.Equal(env, want) {
 		t.Fatalf("env:\n got %q\nwant %q", env, want)
+	}
+}
+
+// A prompt over PromptEnvMax is passed only as a file.
+func TestBuildEnvLargePrompt(t *testing.T) {
+	t.Parallel()
+	for _, n := range []int{PromptEnvMax, PromptEnvMax + 1} {
+		prompt := strings.Repeat("x", n)
+		env := BuildEnv(nil, EnvAllowList{}, Session{ID: "s1", Prompt: &prompt, PromptFile: "/ws/s1/.initial-prompt"}, 9100, "/ws/s1", "", "")
+		inEnv := slices.ContainsFunc(env, func(kv string) bool { return strings.HasPrefix(kv, EnvPrompt+"=") })
+		if inEnv != (n <= PromptEnvMax) {
+			t.Errorf("%d-byte prompt in %s: %v", n, EnvPrompt, inEnv)
+		}
+		if !slices.Contains(env, EnvPromptFile+"=/ws/s1/.initial-prompt") {
+			t.Errorf("%d-byte prompt: no %s", n, EnvPromptFile)
+		}
 	}
 }
 

@@ -4,6 +4,26 @@
 // HealthCheckPassed, RunnerStarted). Every phase and condition write of the
 // service goes through [Writer]; the vocabulary (phases, the Condition type)
 // is libs/session's.
+//
+// # Writes over a user's change
+//
+// UpdateSessionStatus has no precondition (no expected phase or version),
+// so a status write replaces whatever phase the session has. The phases
+// runner-manager writes while a runner lives (Creating, Running) go
+// through [Writer.WriteIf]: the session is read just before and written
+// only if its phase still wants a runner ("", Pending, Creating,
+// Running); a Stopping or final phase found there is obeyed instead
+// (issue 14: a user's Stopping overwritten by our Running, and the stop
+// lost). What remains is the window between that read and the write (one
+// API round trip, more with retries): a Stopping written inside it is
+// still overwritten. [Guarded] reports the window as the session's
+// updated_at before and after our write; the Stopping's own event carries
+// an updated_at inside it, and package reconcile then stops the runner
+// although the session now reads Running. This relies on updated_at
+// being ordered: the API server's clock, with one server (or servers
+// whose clocks agree to better than the window). A Stopping stamped
+// outside the window by a skewed clock is lost as before; the user sees
+// the session Running and can stop it again.
 package status
 
 import (
@@ -135,11 +155,18 @@ func New(a api, meter metric.Meter) (*Writer, error) {
 // left to report to. Invalid requests and refused credentials are not
 // retried.
 func (w *Writer) Write(ctx context.Context, id string, u Update) error {
+	_, err := w.write(ctx, id, u)
+	return err
+}
+
+// write is Write returning the session as written (nil when it is gone).
+func (w *Writer) write(ctx context.Context, id string, u Update) (*ambientv1.Session, error) {
 	req := u.request(id)
 	var last error
+	var written *ambientv1.Session
 	call := func() (struct{}, error) {
-		_, err := w.api.UpdateSessionStatus(ctx, req)
-		last = err
+		s, err := w.api.UpdateSessionStatus(ctx, req)
+		last, written = err, s
 		switch grpcstatus.Code(err) { // Code sees through wrapping
 		case codes.OK, codes.NotFound:
 			return struct{}{}, nil
@@ -155,18 +182,76 @@ func (w *Writer) Write(ctx context.Context, id string, u Update) error {
 	}
 	if _, err := backoff.Retry(ctx, call, opts...); err != nil {
 		w.count(ctx, u.Phase, "error")
-		return fmt.Errorf("write phase %q of %s: %w", u.Phase, id, last)
+		return nil, fmt.Errorf("write phase %q of %s: %w", u.Phase, id, last)
 	}
-	result := "ok"
 	if grpcstatus.Code(last) == codes.NotFound {
-		result = "not_found"
+		w.count(ctx, u.Phase, "not_found")
+		return nil, nil
 	}
-	w.count(ctx, u.Phase, result)
-	return nil
+	w.count(ctx, u.Phase, "ok")
+	return written, nil
+}
+
+// Guarded is what WriteIf found and did.
+type Guarded struct {
+	// Wrote is whether u was written.
+	Wrote bool
+	// Found is the phase read before the write: the one written over, or
+	// the one that stopped the write.
+	Found session.Phase
+	// Deleted is set when the session is gone.
+	Deleted bool
+	// ReadAt and WroteAt are the session's updated_at as read before the
+	// write and as written (zero when nothing was written). A change of
+	// the session stamped in (ReadAt, WroteAt] was overwritten by this
+	// write: see the package doc.
+	ReadAt, WroteAt time.Time
+}
+
+// WriteIf writes u on session id only if the session's phase, read just
+// before, passes allow: a blind status write can overwrite what a user
+// wrote meanwhile (their Stopping under our Running, and the stop was
+// lost). The API has no precondition on status writes, so a write landing
+// between the read and the write is still overwritten; Guarded says when
+// that could have happened (ReadAt, WroteAt) so the caller can recognise
+// the overwritten change when its event arrives. Errors are Write's and
+// the read's.
+func (w *Writer) WriteIf(ctx context.Context, id string, u Update, allow func(session.Phase) bool) (Guarded, error) {
+	cur, err := w.api.GetSession(ctx, id)
+	switch {
+	case grpcstatus.Code(err) == codes.NotFound:
+		return Guarded{Deleted: true}, nil
+	case err != nil:
+		return Guarded{}, fmt.Errorf("read %s before writing %q: %w", id, u.Phase, err)
+	}
+	g := Guarded{Found: session.PhaseOf(cur), ReadAt: cur.GetMetadata().GetUpdatedAt().AsTime()}
+	if !allow(g.Found) {
+		return g, nil
+	}
+	written, err := w.write(ctx, id, u)
+	switch {
+	case err != nil:
+		return g, err
+	case written == nil:
+		g.Deleted = true
+		return g, nil
+	}
+	g.Wrote, g.WroteAt = true, written.GetMetadata().GetUpdatedAt().AsTime()
+	return g, nil
 }
 
 func (w *Writer) count(ctx context.Context, p session.Phase, result string) {
 	w.writes.Add(ctx, 1, metric.WithAttributes(attribute.String("phase", string(p)), attribute.String("result", result)))
+}
+
+// WriteFinal writes u, a runner's final phase, and counts failReason (if
+// not empty) as a failure. Unlike Fail it returns the write's error: the
+// caller keeps its claim until the phase is written.
+func (w *Writer) WriteFinal(ctx context.Context, id string, u Update, failReason string) error {
+	if failReason != "" {
+		w.failures.Add(ctx, 1, metric.WithAttributes(attribute.String("reason", failReason)))
+	}
+	return w.Write(ctx, id, u)
 }
 
 // Fail writes phase Failed with a completion time and conds, and counts

@@ -16,9 +16,18 @@ import (
 	"github.com/ambient-code/control-plane/services/runner-manager/internal/status"
 )
 
-// reportTimeout bounds the final report (phase write, claim release) of a
-// runner that exited, also during shutdown.
-const reportTimeout = 10 * time.Second
+// Bounds of the writes of one runner's life. A write that fails is
+// retried by the sweep (Resend), so none may hold the session lock long.
+const (
+	// reportTimeout bounds the final report (phase write, record, claim
+	// release) of a runner that exited, also during shutdown.
+	reportTimeout = 10 * time.Second
+	// finalWriteTimeout bounds one attempt to write a final phase.
+	finalWriteTimeout = 2 * time.Second
+	// registerTimeout bounds one registration of the endpoint in the
+	// record (a NATS outage must not hold the supervisor).
+	registerTimeout = 2 * time.Second
+)
 
 // supervise starts the goroutine that sees rn through health check, stop
 // and exit. Callers hold s.life shared and have checked !closing, so
@@ -57,7 +66,7 @@ func (s *Supervisor) run(ctx context.Context, rn *Runner) {
 		s.onHealthy(ctx, log, rn, lat)
 	case errors.Is(err, runner.ErrHealthTimeout):
 		s.metrics.health(ctx, lat, false)
-		s.onHealthTimeout(ctx, log, rn)
+		s.onHealthTimeout(log, rn)
 	}
 	// Wait for the exit, stopping the runner when asked.
 	shutdown := false
@@ -89,23 +98,14 @@ func (s *Supervisor) run(ctx context.Context, rn *Runner) {
 func (s *Supervisor) onSpawned(ctx context.Context, log *slog.Logger, rn *Runner) {
 	unlock := s.Lock(rn.id)
 	defer unlock()
-	if err := s.updateRecord(ctx, rn, func(e *registry.Endpoint) {
-		e.ProjectID = rn.projectID
-		e.Host, e.Port, e.PID = s.cfg.AdvertiseHost, rn.proc.Port, rn.proc.PID
-		e.StartedAt, e.State = rn.proc.StartedAt.UTC(), registry.StateStarting
-	}); err != nil {
-		log.Warn("register endpoint", slog.String(logkey.Err, err.Error()))
-	}
+	s.register(ctx, log, rn, registry.StateStarting)
 	rn.mu.Lock()
 	skip, u := rn.stopped || rn.final, status.Update{Phase: session.PhaseCreating, Conditions: rn.conds}
 	rn.mu.Unlock()
 	if skip {
 		return
 	}
-	if err := s.status.Write(ctx, rn.id, u); err != nil {
-		rn.setUnsent(&u)
-		log.Warn("write phase; the sweep retries", slog.String(logkey.Phase, string(session.PhaseCreating)), slog.String(logkey.Err, err.Error()))
-	}
+	s.writeLive(ctx, log, rn, u)
 }
 
 // onHealthy writes Running with the start time and marks the record running.
@@ -121,121 +121,245 @@ func (s *Supervisor) onHealthy(ctx context.Context, log *slog.Logger, rn *Runner
 	rn.mu.Lock()
 	rn.runningSince = now
 	rn.mu.Unlock()
-	if err := s.updateRecord(ctx, rn, func(e *registry.Endpoint) { e.State = registry.StateRunning }); err != nil {
-		log.Warn("register endpoint", slog.String(logkey.Err, err.Error()))
+	s.register(ctx, log, rn, registry.StateRunning)
+	if s.writeLive(ctx, log, rn, status.Update{Phase: session.PhaseRunning, StartTime: now, Conditions: conds}) {
+		if !rn.received.IsZero() {
+			s.metrics.running(ctx, time.Since(rn.received))
+		}
+		log.Info("runner running", slog.Duration(logkey.Duration, lat))
 	}
-	u := status.Update{Phase: session.PhaseRunning, StartTime: now, Conditions: conds}
-	if err := s.status.Write(ctx, rn.id, u); err != nil {
-		rn.setUnsent(&u)
-		log.Warn("write phase; the sweep retries", slog.String(logkey.Phase, string(session.PhaseRunning)), slog.String(logkey.Err, err.Error()))
-		return
-	}
-	rn.setUnsent(nil)
-	if !rn.received.IsZero() {
-		s.metrics.running(ctx, time.Since(rn.received))
-	}
-	log.Info("runner running", slog.Duration(logkey.Duration, lat))
 }
 
-// onHealthTimeout fails the session and kills the runner.
-func (s *Supervisor) onHealthTimeout(ctx context.Context, log *slog.Logger, rn *Runner) {
+// onHealthTimeout decides that the session fails and kills the runner;
+// finish writes the phase once it exited.
+func (s *Supervisor) onHealthTimeout(log *slog.Logger, rn *Runner) {
 	unlock := s.Lock(rn.id)
 	defer unlock()
 	rn.mu.Lock()
 	skip := rn.stopped || rn.final
-	rn.final = true
+	if !skip {
+		msg := fmt.Sprintf("%s: no healthy /health answer within %v", status.ReasonHealthCheckTimeout, s.cfg.Health.Deadline())
+		rn.ending = &ending{phase: session.PhaseFailed, reason: status.ReasonHealthCheckTimeout, message: msg, fail: status.ReasonHealthCheckTimeout}
+	}
 	rn.mu.Unlock()
 	if skip {
 		return
 	}
-	msg := fmt.Sprintf("%s: no healthy /health answer within %v", status.ReasonHealthCheckTimeout, s.cfg.Health.Deadline())
-	rn.setCond(session.Condition{Type: status.CondHealthCheckPassed, Status: session.StatusFalse, Reason: status.ReasonHealthCheckTimeout, Message: msg})
-	conds := rn.setCond(session.Condition{Type: status.CondRunnerStarted, Status: session.StatusFalse, Reason: status.ReasonHealthCheckTimeout, Message: msg})
+	rn.setCond(session.Condition{Type: status.CondHealthCheckPassed, Status: session.StatusFalse, Reason: status.ReasonHealthCheckTimeout, Message: rn.ending.message})
 	if err := rn.proc.Kill(); err != nil {
 		log.Warn("kill runner", slog.String(logkey.Err, err.Error()))
 	}
-	s.status.Fail(ctx, log, rn.id, conds, status.ReasonHealthCheckTimeout)
 }
 
-// finish reports how the runner ended, releases the claim and frees the
-// slot.
+// writeLive writes u (Creating or Running) if the session still wants a
+// runner (status.WriteIf) and obeys what it found otherwise: a Stopping
+// stops the runner (it ends Stopped), a final phase or a deleted session
+// stops it without a write. A failed write is kept for Resend. It reports
+// whether u was written. Callers hold the session lock.
+func (s *Supervisor) writeLive(ctx context.Context, log *slog.Logger, rn *Runner, u status.Update) bool {
+	g, err := s.status.WriteIf(ctx, rn.id, u, session.Phase.WantsRunner)
+	if err != nil {
+		rn.setUnsent(&u)
+		log.Warn("write phase; the sweep retries", slog.String(logkey.Phase, string(u.Phase)), slog.String(logkey.Err, err.Error()))
+		return false
+	}
+	rn.mu.Lock()
+	if rn.unsent != nil && (rn.unsent.Phase == u.Phase || u.Phase == session.PhaseRunning) {
+		rn.unsent = nil // done, or superseded by Running
+	}
+	if g.Wrote {
+		rn.readAt, rn.wroteAt = g.ReadAt, g.WroteAt
+	}
+	rn.mu.Unlock()
+	switch {
+	case g.Wrote:
+		return true
+	case g.Deleted:
+		log.Info("session deleted before its phase was written: stopping the runner")
+		rn.RequestStop(true)
+	case g.Found == session.PhaseStopping:
+		log.Info("stop requested before the phase was written: stopping the runner", slog.String(logkey.Phase, string(u.Phase)))
+		rn.RequestStop(false)
+	default:
+		log.Warn("session is over before its phase was written: stopping the runner", slog.String("current_phase", string(g.Found)))
+		rn.RequestStop(true)
+	}
+	return false
+}
+
+// register writes the runner's endpoint with state want into its record
+// (claim.Claims.Update, bounded by registerTimeout). A stop request a peer
+// wrote meanwhile is forwarded to the runner; a record taken over by
+// another owner marks the runner lost; a failure leaves the runner
+// unregistered, and Resend retries.
+func (s *Supervisor) register(ctx context.Context, log *slog.Logger, rn *Runner, want string) {
+	rn.mu.Lock()
+	rn.want = want
+	held := rn.claim
+	rn.mu.Unlock()
+	rctx, cancel := context.WithTimeout(ctx, registerTimeout)
+	defer cancel()
+	rec, stopRequested, err := s.claims.Update(rctx, held, func(e *registry.Endpoint) {
+		e.ProjectID = rn.projectID
+		e.Host, e.Port, e.PID = s.cfg.AdvertiseHost, rn.proc.Port, rn.proc.PID
+		e.StartedAt, e.State, e.Final = rn.proc.StartedAt.UTC(), want, nil
+	})
+	if err != nil {
+		rn.mu.Lock()
+		rn.registered = false
+		rn.mu.Unlock()
+		if errors.Is(err, claim.ErrLost) {
+			rn.MarkLost()
+		}
+		log.Warn("register endpoint; the sweep retries", slog.String(logkey.Err, err.Error()))
+		return
+	}
+	rn.mu.Lock()
+	rn.claim = rec
+	rn.registered = rn.want == want
+	rn.mu.Unlock()
+	if stopRequested {
+		rn.RequestStop(false)
+	}
+}
+
+// finish decides how the runner ended and reports it: the final phase is
+// written, then the claim released and the slot freed. A final phase that
+// cannot be written (an API outage) keeps the claim, with the phase in
+// its record, and the runner in the supervisor's list until Resend wrote
+// it: releasing the claim of a session still Running in the API would let
+// the next resync start the finished task again (issue 14).
 func (s *Supervisor) finish(ctx context.Context, log *slog.Logger, rn *Runner, shutdown bool) {
 	unlock := s.Lock(rn.id)
 	defer unlock()
 	st := rn.proc.Exit()
 	rn.mu.Lock()
-	final, deleted, stopped, lost := rn.final, rn.deleted, rn.stopped, rn.lost
+	decided, deleted, stopped, lost, end := rn.final, rn.deleted, rn.stopped, rn.lost, rn.ending
 	rn.final = true
 	rn.mu.Unlock()
 	log = log.With(slog.Int("exit_code", st.Code), slog.String("signal", st.Signal))
-	ended := func(phase session.Phase, reason, msg string) {
-		conds := rn.setCond(session.Condition{Type: status.CondRunnerStarted, Status: session.StatusFalse, Reason: reason, Message: msg})
-		u := status.Update{Phase: phase, Conditions: conds}
-		if phase.Terminal() {
-			u.CompletionTime = time.Now()
-		}
-		if err := s.status.Write(ctx, rn.id, u); err != nil {
-			log.Error("write phase", slog.String(logkey.Phase, string(phase)), slog.String(logkey.Err, err.Error()))
-		}
-	}
+	member := s.claims.Member()
 	switch {
 	case lost:
 		log.Warn("runner killed: claim taken over by another replica")
-	case final, deleted:
+	case deleted:
+		log.Info("runner exited")
+		end = nil
+	case end != nil: // decided before the exit (health check timeout)
+	case decided:
 		log.Info("runner exited")
 	case stopped:
-		ended(session.PhaseStopped, status.ReasonStopped, "stopped on request")
+		end = &ending{phase: session.PhaseStopped, reason: status.ReasonStopped, message: "stopped on request"}
 		log.Info("runner stopped")
 	case shutdown && s.cfg.HandBack:
 		// Hand the session back: Pending makes whichever replica is alive
 		// (this one after a restart) start it again.
-		ended(session.PhasePending, status.ReasonShutdown, "runner-manager "+s.claims.Member()+" shut down; the session will be restarted")
+		end = &ending{phase: session.PhasePending, reason: status.ReasonShutdown, message: "runner-manager " + member + " shut down; the session will be restarted"}
 		log.Info("runner stopped for shutdown")
 	case shutdown:
-		conds := rn.setCond(session.Condition{Type: status.CondRunnerStarted, Status: session.StatusFalse, Reason: status.ReasonRunnerLost,
-			Message: status.ReasonRunnerLost + ": runner-manager " + s.claims.Member() + " shut down"})
-		s.status.Fail(ctx, log, rn.id, conds, status.ReasonRunnerLost)
+		end = &ending{phase: session.PhaseFailed, reason: status.ReasonRunnerLost, message: status.ReasonRunnerLost + ": runner-manager " + member + " shut down", fail: status.ReasonRunnerLost}
 	case st.Code == 0:
-		ended(session.PhaseCompleted, status.ReasonCompleted, "runner exited with code 0")
+		end = &ending{phase: session.PhaseCompleted, reason: status.ReasonCompleted, message: "runner exited with code 0"}
 		log.Info("runner completed")
 	default:
-		conds := rn.setCond(session.Condition{Type: status.CondRunnerStarted, Status: session.StatusFalse, Reason: status.ReasonProcessExited, Message: exitMessage(st)})
-		s.status.Fail(ctx, log, rn.id, conds, status.ReasonProcessExited)
+		end = &ending{phase: session.PhaseFailed, reason: status.ReasonProcessExited, message: exitMessage(st), fail: status.ReasonProcessExited}
+	}
+	if s.cfg.Freed != nil {
+		defer s.cfg.Freed() // the process slot is free whatever the report does
+	}
+	if end != nil && !s.report(ctx, log, rn, end) {
+		if !rn.Pending() { // taken over meanwhile: the claim is not ours
+			s.forget(rn)
+		}
+		return
 	}
 	if !lost {
 		s.claims.Release(ctx, log, rn.id)
 	}
+	s.forget(rn)
+}
+
+// report writes end as the session's final phase. A write that fails is
+// kept (rn.pending) and recorded in the claim; report then returns false
+// and Resend retries.
+func (s *Supervisor) report(ctx context.Context, log *slog.Logger, rn *Runner, end *ending) bool {
+	conds := rn.setCond(session.Condition{Type: status.CondRunnerStarted, Status: session.StatusFalse, Reason: end.reason, Message: end.message})
+	u := status.Update{Phase: end.phase, Conditions: conds}
+	if end.phase.Terminal() {
+		u.CompletionTime = time.Now()
+	}
+	if end.fail != "" {
+		log.Info("session failed", slog.String(logkey.Reason, end.fail))
+	}
+	wctx, cancel := context.WithTimeout(ctx, finalWriteTimeout)
+	err := s.status.WriteFinal(wctx, rn.id, u, end.fail)
+	cancel()
+	if err == nil {
+		return true
+	}
+	log.Warn("write final phase; the claim stays until it is written", slog.String(logkey.Phase, string(end.phase)), slog.String(logkey.Err, err.Error()))
+	rn.mu.Lock()
+	rn.pending = &pendingFinal{update: u}
+	rn.mu.Unlock()
+	s.recordFinal(ctx, log, rn)
+	return false
+}
+
+// recordFinal writes rn's pending final phase into its record (state
+// exited, no endpoint), so that if this replica dies before the phase is
+// written, the taker writes it instead of starting the session again.
+func (s *Supervisor) recordFinal(ctx context.Context, log *slog.Logger, rn *Runner) {
+	rn.mu.Lock()
+	p, held := rn.pending, rn.claim
+	rn.mu.Unlock()
+	if p == nil || p.recorded {
+		return
+	}
+	u := p.update
+	final := registry.Final{Phase: string(u.Phase), At: u.CompletionTime}
+	if final.At.IsZero() {
+		final.At = time.Now()
+	}
+	if c, ok := u.Conditions.Get(status.CondRunnerStarted); ok {
+		final.Reason, final.Message = c.Reason, c.Message
+	}
+	rctx, cancel := context.WithTimeout(ctx, registerTimeout)
+	defer cancel()
+	rec, _, err := s.claims.Update(rctx, held, func(e *registry.Endpoint) {
+		e.Host, e.Port, e.PID, e.State, e.Final = "", 0, 0, registry.StateExited, &final
+	})
+	switch {
+	case errors.Is(err, claim.ErrLost):
+		// Another replica holds the session now and decides its phase.
+		log.Warn("final phase not written and the claim was taken over", slog.String(logkey.Err, err.Error()))
+		rn.MarkLost()
+	case err != nil:
+		log.Warn("record final phase; the sweep retries", slog.String(logkey.Err, err.Error()))
+	default:
+		rn.mu.Lock()
+		rn.claim = rec
+		if rn.pending == p {
+			p.recorded = true
+		}
+		rn.mu.Unlock()
+	}
+}
+
+// Pending reports whether the runner exited and its final phase waits to
+// be written.
+func (rn *Runner) Pending() bool {
+	rn.mu.Lock()
+	defer rn.mu.Unlock()
+	return rn.pending != nil
+}
+
+// forget drops rn from the runners of this replica.
+func (s *Supervisor) forget(rn *Runner) {
 	s.mu.Lock()
 	if s.runs[rn.id] == rn {
 		delete(s.runs, rn.id)
 	}
 	s.mu.Unlock()
-	if s.cfg.Freed != nil {
-		s.cfg.Freed()
-	}
-}
-
-// updateRecord rewrites this replica's record of rn (claim.Claims.Update).
-// A stop request a peer wrote meanwhile is forwarded to the runner; a
-// record taken over by another owner marks the runner lost.
-func (s *Supervisor) updateRecord(ctx context.Context, rn *Runner, mutate func(*registry.Endpoint)) error {
-	rn.mu.Lock()
-	held := rn.claim
-	rn.mu.Unlock()
-	rec, stopRequested, err := s.claims.Update(ctx, held, mutate)
-	if err != nil {
-		if errors.Is(err, claim.ErrLost) {
-			rn.MarkLost()
-		}
-		return err
-	}
-	rn.mu.Lock()
-	rn.claim = rec
-	rn.mu.Unlock()
-	if stopRequested {
-		rn.RequestStop(false)
-	}
-	return nil
 }
 
 // exitMessage is "ProcessExited: exit code N" (or the signal) plus the

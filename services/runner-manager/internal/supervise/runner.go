@@ -26,16 +26,51 @@ type Runner struct {
 	conds   session.Conditions // guarded by mu; as last reported
 	deleted bool               // guarded by mu; the session was deleted: no phase is written
 	stopped bool               // guarded by mu; a stop was asked for
-	final   bool               // guarded by mu; a terminal phase was written already
+	final   bool               // guarded by mu; the supervisor decided the final phase (or that there is none)
 	lost    bool               // guarded by mu; another replica took the claim over
 	unsent  *status.Update     // guarded by mu; a Creating/Running write that failed, retried by Resend
+	// ending is the final phase decided before the exit (a failed health
+	// check); finish reports it. Guarded by mu.
+	ending *ending
+	// want is the registry state the record should say (starting,
+	// running); registered is whether it says so with this runner's
+	// endpoint: a registration that failed is retried by Resend, or the
+	// runner would stay unroutable for its whole life. Guarded by mu.
+	want       string
+	registered bool
+	// pending is the final phase of a runner that exited, kept while the
+	// write fails (an API outage): the claim stays, with the phase in its
+	// record, so that nobody starts the finished session again; Resend
+	// retries. Guarded by mu.
+	pending *pendingFinal
+	// readAt, wroteAt bracket the last Creating/Running write (the
+	// session's updated_at before and after it): a change stamped in
+	// (readAt, wroteAt] was overwritten by it (status.WriteIf). Guarded
+	// by mu.
+	readAt, wroteAt time.Time
 	// runningSince is the start_time written with Running; zero until the
 	// health check passed. Guarded by mu.
 	runningSince time.Time
 }
 
+// ending is how a runner's session ends: the phase and the RunnerStarted
+// condition written for it.
+type ending struct {
+	phase   session.Phase
+	reason  string
+	message string
+	// fail, when set, is the reason counted as a failure.
+	fail string
+}
+
+// pendingFinal is a final phase not yet written.
+type pendingFinal struct {
+	update   status.Update
+	recorded bool // the record holds it (registry.StateExited)
+}
+
 func newRunner(id, projectID string, proc *runner.Process, received time.Time, conds session.Conditions, claim registry.Record) *Runner {
-	return &Runner{id: id, projectID: projectID, proc: proc, received: received, conds: conds, claim: claim, stopCh: make(chan struct{})}
+	return &Runner{id: id, projectID: projectID, proc: proc, received: received, conds: conds, claim: claim, want: registry.StateStarting, stopCh: make(chan struct{})}
 }
 
 // ID is the session's id.
@@ -61,6 +96,7 @@ func (rn *Runner) MarkLost() {
 	rn.mu.Lock()
 	rn.lost = true
 	rn.final = true
+	rn.pending = nil
 	rn.mu.Unlock()
 	rn.stopOnce.Do(func() { close(rn.stopCh) })
 }
@@ -72,9 +108,36 @@ func (rn *Runner) StopRequested() bool {
 	return rn.stopped
 }
 
+// Overwrote reports whether a change of the session stamped at (its
+// updated_at) landed between the read and the write of this runner's last
+// Creating/Running write, so that write replaced it (see status.WriteIf).
+func (rn *Runner) Overwrote(at time.Time) bool {
+	rn.mu.Lock()
+	defer rn.mu.Unlock()
+	return !rn.wroteAt.IsZero() && at.After(rn.readAt) && !at.After(rn.wroteAt)
+}
+
+// Record is this replica's record of the runner as last written.
+func (rn *Runner) Record() registry.Record {
+	rn.mu.Lock()
+	defer rn.mu.Unlock()
+	return rn.claim
+}
+
+// Exited reports whether the runner's process has exited (its supervisor
+// may still be writing its final phase).
+func (rn *Runner) Exited() bool {
+	select {
+	case <-rn.proc.Done():
+		return true
+	default:
+		return false
+	}
+}
+
 // Serving returns the start time and conditions the runner was reported
 // Running with, and whether it still serves: it passed its health check,
-// no stop was asked for, no final phase was written, its claim is still
+// no stop was asked for, no final phase was decided, its claim is still
 // this replica's and it has not exited. A runner that does not serve is
 // its supervisor's business: it writes what comes next.
 func (rn *Runner) Serving() (since time.Time, conds session.Conditions, ok bool) {
@@ -119,4 +182,13 @@ func (rn *Runner) done() bool {
 	rn.mu.Lock()
 	defer rn.mu.Unlock()
 	return rn.stopped || rn.final
+}
+
+// LastWrite is the session's updated_at as this replica last wrote its
+// phase (Creating or Running; zero before): a change stamped no later is
+// older than what the API holds.
+func (rn *Runner) LastWrite() time.Time {
+	rn.mu.Lock()
+	defer rn.mu.Unlock()
+	return rn.wroteAt
 }

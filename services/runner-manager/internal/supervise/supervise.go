@@ -243,22 +243,40 @@ func sessionOf(s *ambientv1.Session) runner.Session {
 
 // WriteRunning writes Running with the start time and conditions rn was
 // reported Running with (phase drift healing puts them back), superseding
-// a failed Running write. Callers hold the session's lock.
+// a failed Running write, if the session still wants a runner (see
+// writeLive). Callers hold the session's lock.
 func (s *Supervisor) WriteRunning(ctx context.Context, rn *Runner) error {
 	since, conds, ok := rn.Serving()
 	if !ok {
 		return nil // its supervisor writes what comes next
 	}
-	if err := s.status.Write(ctx, rn.id, status.Update{Phase: session.PhaseRunning, StartTime: since, Conditions: conds}); err != nil {
-		return err
+	log := s.log.With(slog.String(logkey.SessionID, rn.id))
+	if !s.writeLive(ctx, log, rn, status.Update{Phase: session.PhaseRunning, StartTime: since, Conditions: conds}) && rn.unsentPhase() != "" {
+		return fmt.Errorf("write phase %s of %s", session.PhaseRunning, rn.id)
 	}
-	rn.setUnsent(nil)
 	return nil
 }
 
-// Resend retries every runner's Creating or Running write that failed (an
-// API outage), so the session's phase catches up with its runner. The
-// sweep calls it.
+// unsentPhase is the phase of a Creating/Running write that failed ("" if
+// none).
+func (rn *Runner) unsentPhase() session.Phase {
+	rn.mu.Lock()
+	defer rn.mu.Unlock()
+	if rn.unsent == nil {
+		return ""
+	}
+	return rn.unsent.Phase
+}
+
+// resendTimeout bounds each of Resend's writes: with the API down the
+// sweep moves on to the next runner instead of spending its time on one.
+const resendTimeout = time.Second
+
+// Resend catches up every runner's writes that failed, so that the
+// registry and the session's phase agree with the runner: a registration
+// (an unroutable runner otherwise stays unroutable), a Creating or
+// Running write, and the final phase of a runner that exited (then the
+// claim is released). The sweep calls it.
 func (s *Supervisor) Resend(ctx context.Context) {
 	for _, rn := range s.Runners() {
 		s.resend(ctx, rn)
@@ -268,22 +286,40 @@ func (s *Supervisor) Resend(ctx context.Context) {
 func (s *Supervisor) resend(ctx context.Context, rn *Runner) {
 	unlock := s.Lock(rn.id)
 	defer unlock()
+	log := s.log.With(slog.String(logkey.SessionID, rn.id))
 	rn.mu.Lock()
-	u := rn.unsent
+	u, p, deleted, lost := rn.unsent, rn.pending, rn.deleted, rn.lost
 	skip := rn.final || rn.stopped
+	registered, want := rn.registered, rn.want
 	rn.mu.Unlock()
-	if u == nil || skip {
-		return
+	wctx, cancel := context.WithTimeout(ctx, resendTimeout)
+	defer cancel()
+	switch {
+	case p != nil && (deleted || lost):
+		// Deleted meanwhile (or taken over): nothing to report.
+		if !lost {
+			s.claims.Release(ctx, log, rn.id)
+		}
+		s.forget(rn)
+	case p != nil:
+		if err := s.status.Write(wctx, rn.id, p.update); err != nil {
+			log.Warn("retry final phase write", slog.String(logkey.Phase, string(p.update.Phase)), slog.String(logkey.Err, err.Error()))
+			s.recordFinal(ctx, log, rn)
+			return
+		}
+		log.Info("final phase written", slog.String(logkey.Phase, string(p.update.Phase)))
+		s.claims.Release(ctx, log, rn.id)
+		s.forget(rn)
+	case rn.Exited():
+		// Its supervisor is reporting it.
+	default:
+		if !registered && !lost {
+			s.register(ctx, log, rn, want)
+		}
+		if u != nil && !skip {
+			s.writeLive(wctx, log, rn, *u)
+		}
 	}
-	if err := s.status.Write(ctx, rn.id, *u); err != nil {
-		s.log.Warn("retry phase write", slog.String(logkey.SessionID, rn.id), slog.String(logkey.Phase, string(u.Phase)), slog.String(logkey.Err, err.Error()))
-		return
-	}
-	rn.mu.Lock()
-	if rn.unsent == u {
-		rn.unsent = nil
-	}
-	rn.mu.Unlock()
 }
 
 // Shutdown stops intake (Start returns ErrShuttingDown from now on), stops
@@ -305,15 +341,43 @@ func (s *Supervisor) Shutdown(ctx context.Context) error {
 	err := s.mgr.StopAll(sctx)
 	s.wg.Wait()
 	s.mgr.Wait()
+	// One more try for the final phases that could not be written; what
+	// still fails stays in the records (state exited), and whoever takes
+	// the claims over writes it.
+	s.Resend(sctx)
 	s.log.Info("runners stopped", slog.Int(logkey.Count, n))
 	return err
 }
 
 // runnersByState counts the runners by registry state (the runners gauge).
 func (s *Supervisor) runnersByState() map[string]int {
-	out := map[string]int{registry.StateStarting: 0, registry.StateRunning: 0, registry.StateStopping: 0}
+	out := map[string]int{registry.StateStarting: 0, registry.StateRunning: 0, registry.StateStopping: 0, registry.StateExited: 0}
 	for _, rn := range s.Runners() {
 		out[rn.state()]++
 	}
 	return out
+}
+
+// Reassert writes rn's record again after it vanished from the registry
+// (claim.Claims.Reassert) and reports whether rn's claim is this
+// replica's now. A record another owner wrote meanwhile marks the runner
+// lost. Callers hold the session's lock.
+func (s *Supervisor) Reassert(ctx context.Context, log *slog.Logger, rn *Runner) bool {
+	rctx, cancel := context.WithTimeout(ctx, registerTimeout)
+	defer cancel()
+	rec, err := s.claims.Reassert(rctx, rn.Record().Endpoint)
+	switch {
+	case errors.Is(err, claim.ErrLost):
+		log.Warn("claim taken over while this replica was away; killing the local runner", slog.String(logkey.Err, err.Error()))
+		rn.MarkLost()
+		return false
+	case err != nil:
+		log.Warn("re-assert claim; the sweep retries", slog.String(logkey.Err, err.Error()))
+		return false
+	}
+	rn.mu.Lock()
+	rn.claim = rec
+	rn.registered = rec.State == rn.want && rec.Host != ""
+	rn.mu.Unlock()
+	return true
 }

@@ -1,0 +1,41 @@
+package apiclient_test
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/ambient-code/control-plane/libs/apiclient"
+	"github.com/ambient-code/control-plane/libs/envconfig"
+)
+
+// The API token can come from a file (AMBIENT_API_TOKEN_FILE, a mounted
+// Secret), which keeps it out of the process environment.
+func TestLoadEnvTokenFile(t *testing.T) {
+	t.Parallel()
+	file := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(file, []byte("file-token\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		env     map[string]string
+		want    string
+		wantErr bool
+	}{
+		{"variable", map[string]string{apiclient.EnvAPIToken: "env-token"}, "env-token", false},
+		{"file", map[string]string{apiclient.EnvAPIToken + envconfig.FileSuffix: file}, "file-token", false},
+		{"both", map[string]string{apiclient.EnvAPIToken: "env-token", apiclient.EnvAPIToken + envconfig.FileSuffix: file}, "", true},
+		{"neither", map[string]string{}, "", true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			l := envconfig.New(envconfig.Map(tc.env))
+			got := apiclient.LoadEnv(l).Config().Token
+			if err := l.Err(); (err != nil) != tc.wantErr || got != tc.want {
+				t.Fatalf("token %q, err %v; want %q, error %v", got, err, tc.want, tc.wantErr)
+			}
+		})
+	}
+}

@@ -1,0 +1,260 @@
+package claim
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/ambient-code/control-plane/libs/bus"
+	"github.com/ambient-code/control-plane/libs/registry"
+	"github.com/ambient-code/control-plane/libs/testenv"
+)
+
+// Settled starts a TTL after the first beat and starts again after a
+// reconnect: right after a NATS outage a missing peer heartbeat proves
+// nothing.
+func TestSettledRestartsAfterReconnect(t *testing.T) {
+	t.Parallel()
+	srv := testenv.NATS(t)
+	nc, js := testenv.JetStream(t, srv)
+	kv, err := js.CreateKeyValue(t.Context(), BucketConfig(1, time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := NewMembers(kv, nc, "a", time.Second, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Settled() {
+		t.Fatal("settled before any beat")
+	}
+	beating(t, m)
+	if err := srv.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if nc.Stats().Reconnects == 0 {
+			return errors.New("not reconnected yet")
+		}
+		return nil
+	})
+	testenv.Eventually(t, 5*time.Second, func() error {
+		// The reconnect beats at once (Run), which restarts the count.
+		if m.Settled() {
+			return errors.New("still settled after a reconnect")
+		}
+		return nil
+	})
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if !m.Settled() {
+			return errors.New("not settled a ttl after the reconnect")
+		}
+		return nil
+	})
+}
+
+// healthServer is a runner's /health on loopback answering code and body.
+func healthServer(t *testing.T, code int, body string) (string, int) {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/health" {
+			http.NotFound(w, r)
+			return
+		}
+		w.WriteHeader(code)
+		_, _ = w.Write([]byte(body)) // the probe reads what it gets
+	}))
+	t.Cleanup(srv.Close)
+	host, port, err := net.SplitHostPort(srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return host, p
+}
+
+// closedPort is a loopback port nothing listens on.
+func closedPort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	if err := ln.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return port
+}
+
+// Issue 14 finding 1: a peer without a heartbeat is gone only when this
+// replica is settled and the runner registered in the record does not
+// answer /health as that session's runner.
+func TestOwnerGoneFencing(t *testing.T) {
+	t.Parallel()
+	cs, ms, runners := replicas(t, "a", "fresh", "dead")
+	beating(t, ms["a"])
+	mine, _ := json.Marshal(map[string]string{"status": "healthy", "session_id": "s"})
+	other, _ := json.Marshal(map[string]string{"status": "healthy", "session_id": "someone-else"})
+	tests := []struct {
+		name     string
+		observer string
+		endpoint func() (string, int)
+		gone     bool
+	}{
+		{"not settled, no runner", "fresh", func() (string, int) { return "", 0 }, false},
+		{"runner answers", "a", func() (string, int) { return healthServer(t, http.StatusOK, string(mine)) }, false},
+		{"runner answers without a session id", "a", func() (string, int) { return healthServer(t, http.StatusOK, "ok") }, false},
+		{"another session's runner on the port", "a", func() (string, int) { return healthServer(t, http.StatusOK, string(other)) }, true},
+		{"runner unhealthy", "a", func() (string, int) { return healthServer(t, http.StatusServiceUnavailable, "") }, true},
+		{"nothing listens", "a", func() (string, int) { return "127.0.0.1", closedPort(t) }, true},
+		{"no endpoint registered", "a", func() (string, int) { return "", 0 }, true},
+	}
+	for i, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			host, port := tc.endpoint()
+			id := "s"
+			ep := registry.Endpoint{SessionID: id, Owner: "dead", Host: host, Port: port, StartedAt: time.Now(), State: registry.StateRunning}
+			if host == "" {
+				ep.State = registry.StateClaimed
+			}
+			// One record per case, all of the session "s" (the probe
+			// compares the session id), written at successive revisions.
+			cur, err := registry.Get(t.Context(), runners, id)
+			var rev uint64
+			switch {
+			case errors.Is(err, registry.ErrNotFound):
+				rev, err = registry.Claim(t.Context(), runners, ep)
+			case err == nil:
+				rev, err = registry.Register(t.Context(), runners, ep, cur.Revision)
+			}
+			if err != nil {
+				t.Fatalf("case %d: %v", i, err)
+			}
+			rec := registry.Record{Endpoint: ep, Revision: rev}
+			gone, err := cs[tc.observer].OwnerGone(t.Context(), rec, false)
+			if err != nil || gone != tc.gone {
+				t.Fatalf("OwnerGone = %v, %v; want %v", gone, err, tc.gone)
+			}
+			_, stale, err := cs[tc.observer].Scan(t.Context(), func(string) bool { return false })
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := slices.ContainsFunc(stale, func(r registry.Record) bool { return r.SessionID == id }); got != tc.gone {
+				t.Fatalf("Scan stale = %v, want %v", got, tc.gone)
+			}
+		})
+	}
+}
+
+// Reassert writes a vanished record of a runner that runs here again, and
+// says ErrLost when another owner holds the session.
+func TestReassert(t *testing.T) {
+	t.Parallel()
+	cs, _, _ := replicas(t, "a", "b")
+	ctx := t.Context()
+	ep := registry.Endpoint{SessionID: "s1", Owner: "a", Host: "127.0.0.1", Port: 9100, PID: 7, StartedAt: time.Now().UTC(), State: registry.StateRunning}
+	rec, err := cs["a"].Reassert(ctx, ep)
+	if err != nil || rec.Owner != "a" || rec.Port != 9100 || rec.Revision == 0 {
+		t.Fatalf("Reassert of a vanished record = %+v, %v", rec, err)
+	}
+	again, err := cs["a"].Reassert(ctx, ep)
+	if err != nil || again.Revision != rec.Revision {
+		t.Fatalf("Reassert of its own record = %+v, %v; want %+v", again, err, rec)
+	}
+	if _, err := cs["b"].Reassert(ctx, registry.Endpoint{SessionID: "s1", StartedAt: time.Now(), State: registry.StateRunning}); !errors.Is(err, ErrLost) {
+		t.Fatalf("Reassert over another owner = %v, want ErrLost", err)
+	}
+}
+
+// Issue 14 point 4: the sweep reads the watch's index, which follows
+// releases; releases leave markers that expire, and ExpireMarkers gives
+// the markers of older releases (plain deletes) the same TTL, so the
+// bucket holds only live records again.
+func TestIndexAndMarkers(t *testing.T) {
+	t.Parallel()
+	nc, js := testenv.JetStream(t, testenv.NATS(t))
+	ctx := t.Context()
+	cfg := bus.RunnersBucket(1)
+	cfg.LimitMarkerTTL = time.Second
+	runners, err := bus.EnsureKV(ctx, js, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Releases made before marker TTLs: never-expiring delete markers.
+	for i := range 20 {
+		id := fmt.Sprintf("old-%d", i)
+		if _, err := registry.Claim(ctx, runners, registry.Endpoint{SessionID: id, Owner: "a", StartedAt: time.Now(), State: registry.StateClaimed}); err != nil {
+			t.Fatal(err)
+		}
+		if err := registry.Release(ctx, runners, id, "a"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	membersKV, err := bus.EnsureKV(ctx, js, BucketConfig(1, time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.DiscardHandler)
+	m, err := NewMembers(membersKV, nc, "a", time.Second, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := New(runners, "a", m, log, WithMarkerTTL(time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)                                       // Watch's result
+	go func() { done <- c.Watch(wctx, func(registry.Endpoint) {}) }() // owned by this test; ends on cancel
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	for i := range 30 {
+		if _, err := c.Claim(ctx, fmt.Sprintf("new-%d", i), "p"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 29 {
+		c.Release(ctx, log, fmt.Sprintf("new-%d", i))
+	}
+	testenv.Eventually(t, 5*time.Second, func() error {
+		mine, _, err := c.Scan(ctx, func(string) bool { return true })
+		if err != nil {
+			return err
+		}
+		if len(mine) != 1 || mine[0].SessionID != "new-29" {
+			return fmt.Errorf("scan found %d records, want new-29 only", len(mine))
+		}
+		return nil
+	})
+	testenv.Eventually(t, 10*time.Second, func() error {
+		c.ExpireMarkers(ctx, 5) // a few per sweep
+		st, err := runners.Status(ctx)
+		if err != nil {
+			return err
+		}
+		if st.Values() != 1 {
+			return fmt.Errorf("bucket holds %d messages, want the 1 live record", st.Values())
+		}
+		return nil
+	})
+	if _, err := New(runners, "a", m, log, WithMarkerTTL(time.Millisecond)); !errors.Is(err, ErrInvalidOption) {
+		t.Fatalf("sub-second marker ttl: %v, want ErrInvalidOption", err)
+	}
+}

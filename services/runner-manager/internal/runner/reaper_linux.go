@@ -1,0 +1,273 @@
+package runner
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ambient-code/control-plane/libs/logkey"
+)
+
+// reapEvery is how often the reaper looks for orphans without a SIGCHLD
+// (a signal can coalesce with another or arrive during a scan).
+const reapEvery = 5 * time.Second
+
+// killRounds bounds the scans that kill a session's escaped processes:
+// killing one can reparent its children, which the next scan finds.
+const killRounds = 10
+
+// Reaper makes runner-manager the child subreaper of every process its
+// runners start (prctl PR_SET_CHILD_SUBREAPER): a runner's descendant
+// that escapes its process group (setsid, a double fork) is reparented
+// to runner-manager instead of to init when its parent exits. In a
+// container runner-manager is PID 1 and nothing else would reap them.
+// The Reaper then
+//
+//   - reaps every orphan that exits (a zombie child that is not one of
+//     the runners the Manager waits for itself), and
+//   - kills a session's escaped processes when its runner ends
+//     ([Reaper.KillSession]): every descendant of runner-manager whose
+//     environment says SESSION_ID=<the session>.
+//
+// What it cannot catch: a process that cleared its environment (env -i)
+// or made itself non-dumpable (its /proc environ is unreadable to a
+// non-root runner-manager) escapes the session kill; it is still reaped
+// when it exits and dies with the container. Safe for concurrent use.
+type Reaper struct {
+	self int
+	log  *slog.Logger
+
+	// mu orders spawns and reaps: a spawn holds it shared from fork until
+	// the child is tracked, a reap scan holds it exclusively, so a runner
+	// that exits at once is never reaped here (its exec.Cmd.Wait would
+	// fail with ECHILD).
+	mu      sync.RWMutex
+	tracked map[int]bool // guarded by trackMu; runner pids whose exec.Cmd waits for them
+	trackMu sync.Mutex
+}
+
+// NewReaper makes this process a child subreaper. It returns the prctl
+// error where the kernel refuses.
+func NewReaper(log *slog.Logger) (*Reaper, error) {
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		return nil, fmt.Errorf("become child subreaper: %w", err)
+	}
+	return &Reaper{self: os.Getpid(), log: log, tracked: map[int]bool{}}, nil
+}
+
+// spawn runs start (a fork and exec) and tracks the pid it returns until
+// untrack; no reap scan runs meanwhile.
+func (r *Reaper) spawn(start func() (int, error)) error {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	pid, err := start()
+	if err != nil {
+		return err
+	}
+	r.trackMu.Lock()
+	r.tracked[pid] = true
+	r.trackMu.Unlock()
+	return nil
+}
+
+// untrack stops protecting pid, once its exec.Cmd has reaped it.
+func (r *Reaper) untrack(pid int) {
+	r.trackMu.Lock()
+	delete(r.tracked, pid)
+	r.trackMu.Unlock()
+}
+
+func (r *Reaper) isTracked(pid int) bool {
+	r.trackMu.Lock()
+	defer r.trackMu.Unlock()
+	return r.tracked[pid]
+}
+
+// Run reaps orphans on every SIGCHLD (and every reapEvery) until ctx
+// ends; then it returns nil.
+func (r *Reaper) Run(ctx context.Context) error {
+	sig := make(chan os.Signal, 1) // signal.Notify needs a buffer; one pending SIGCHLD is enough
+	signal.Notify(sig, syscall.SIGCHLD)
+	defer signal.Stop(sig)
+	t := time.NewTicker(reapEvery)
+	defer t.Stop()
+	for {
+		r.Reap()
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-sig:
+		case <-t.C:
+		}
+	}
+}
+
+// Reap reaps every exited orphan (a zombie child of this process that no
+// exec.Cmd waits for) and returns how many.
+func (r *Reaper) Reap() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, p := range procs() {
+		if p.ppid != r.self || p.state != 'Z' || r.isTracked(p.pid) {
+			continue
+		}
+		var ws unix.WaitStatus
+		if got, err := unix.Wait4(p.pid, &ws, unix.WNOHANG, nil); err == nil && got == p.pid {
+			n++
+			r.log.Debug("orphan reaped", slog.Int(logkey.PID, p.pid))
+		}
+	}
+	return n
+}
+
+// KillSession kills (SIGKILL) every descendant of this process that
+// carries SESSION_ID=id in its environment and is not a tracked runner,
+// scanning again while it finds some (a killed process's children are
+// reparented here). It returns how many it killed.
+func (r *Reaper) KillSession(id string) int {
+	marker := []byte(EnvSessionID + "=" + id)
+	killed := 0
+	for range killRounds {
+		all := procs()
+		parent := make(map[int]int, len(all))
+		for _, p := range all {
+			parent[p.pid] = p.ppid
+		}
+		n := 0
+		for _, p := range all {
+			if p.state == 'Z' || r.isTracked(p.pid) || !descends(parent, p.pid, r.self) || !hasEnv(p.pid, marker) {
+				continue
+			}
+			if err := unix.Kill(p.pid, unix.SIGKILL); err == nil {
+				n++
+			}
+		}
+		killed += n
+		if n == 0 {
+			break
+		}
+	}
+	if killed > 0 {
+		r.log.Info("escaped runner processes killed", slog.String(logkey.SessionID, id), slog.Int(logkey.Count, killed))
+	}
+	return killed
+}
+
+// descends reports whether pid is a descendant of root in the parent map.
+func descends(parent map[int]int, pid, root int) bool {
+	for range 64 { // deeper process trees are not runners'
+		pp, ok := parent[pid]
+		if !ok || pp <= 1 {
+			return false
+		}
+		if pp == root {
+			return true
+		}
+		pid = pp
+	}
+	return false
+}
+
+// hasEnv reports whether pid's initial environment holds the entry kv.
+func hasEnv(pid int, kv []byte) bool {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "environ"))
+	if err != nil {
+		return false
+	}
+	for e := range bytes.SplitSeq(b, []byte{0}) {
+		if bytes.Equal(e, kv) {
+			return true
+		}
+	}
+	return false
+}
+
+// proc is one line of the process table.
+type proc struct {
+	pid, ppid int
+	state     byte
+}
+
+// procs reads pid, parent and state of every process from /proc; a
+// process that exits while it is read is skipped.
+func procs() []proc {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	out := make([]proc, 0, len(entries))
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		p, err := parseStat(pid, b)
+		if err != nil {
+			continue
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+// errStat is returned by parseStat for a line that is not /proc/<pid>/stat.
+var errStat = errors.New("malformed /proc stat")
+
+// parseStat reads state and ppid from /proc/<pid>/stat: "pid (comm)
+// state ppid ...". comm may hold spaces and parentheses, so the fields
+// start after the last ')'.
+func parseStat(pid int, b []byte) (proc, error) {
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 || i+4 > len(b) {
+		return proc{}, errStat
+	}
+	f := bytes.Fields(b[i+1:])
+	if len(f) < 2 || len(f[0]) != 1 || !(f[0][0] >= 'A' && f[0][0] <= 'Z' || f[0][0] >= 'a' && f[0][0] <= 'z') {
+		return proc{}, errStat // the state is one letter (R, S, D, Z, ...)
+	}
+	ppid, err := strconv.Atoi(string(f[1]))
+	if err != nil {
+		return proc{}, errStat
+	}
+	return proc{pid: pid, ppid: ppid, state: f[0][0]}, nil
+}
+
+// KillDescendants kills (SIGKILL) every descendant of this process that
+// is not a tracked runner: at shutdown, after the runners exited, what is
+// left escaped them without a session marker.
+func (r *Reaper) KillDescendants() int {
+	all := procs()
+	parent := make(map[int]int, len(all))
+	for _, p := range all {
+		parent[p.pid] = p.ppid
+	}
+	n := 0
+	for _, p := range all {
+		if p.state == 'Z' || r.isTracked(p.pid) || !descends(parent, p.pid, r.self) {
+			continue
+		}
+		if err := unix.Kill(p.pid, unix.SIGKILL); err == nil {
+			n++
+		}
+	}
+	if n > 0 {
+		r.log.Info("escaped runner processes killed at shutdown", slog.Int(logkey.Count, n))
+	}
+	return n
+}
