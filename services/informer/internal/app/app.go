@@ -5,11 +5,13 @@ package app
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ambient-code/control-plane/libs/apiclient"
@@ -19,6 +21,7 @@ import (
 	"github.com/ambient-code/control-plane/libs/service"
 	eventsv1 "github.com/ambient-code/control-plane/proto/ambient/events/v1"
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
+	"github.com/ambient-code/control-plane/services/informer/internal/condition"
 	"github.com/ambient-code/control-plane/services/informer/internal/config"
 	"github.com/ambient-code/control-plane/services/informer/internal/controller"
 	"github.com/ambient-code/control-plane/services/informer/internal/lease"
@@ -70,7 +73,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Optio
 		ccfg := controller.Config{Workers: cfg.Workers, Watch: watch.Config{
 			BackoffInitial: cfg.BackoffInitial, BackoffMax: cfg.BackoffMax, Resync: cfg.ResyncPeriod, HealthyAfter: o.healthyAfter}}
 		rs := []controller.Leader{
-			controller.New(watch.Sessions(api), pub, objects, ccfg, m, log),
+			controller.New(watch.Sessions(api), pub, objects, ccfg, m, log, controller.WithReporter(sessionReporter(api, rt.NATS()))),
 			controller.New(watch.Projects(api), pub, objects, ccfg, m, log),
 			controller.New(watch.ProjectSettings(api), pub, objects, ccfg, m, log),
 		}
@@ -96,7 +99,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Optio
 // lost lease by at most TTL/3: the next leader cannot start before the
 // lease expires, TTL after the last renewal.
 func publishConfig(cfg config.Config, m *controller.Metrics, o options) publish.Config {
-	pcfg := publish.Config{Prefix: cfg.SubjectPrefix, Stream: cfg.Stream, Observe: m.ObservePublish, StoreTimeout: cfg.LeaseTTL / 3}
+	pcfg := publish.Config{Prefix: cfg.SubjectPrefix, Stream: cfg.Stream, Observe: m.ObservePublish, StoreTimeout: cfg.LeaseTTL / 3, MarkerTTL: cfg.MarkerTTL}
 	if hook := o.afterPublish; hook != nil {
 		pcfg.AfterPublish = func(ctx context.Context, ev *eventsv1.ResourceEvent) error {
 			if err := hook(ctx, ev); err != nil {
@@ -106,6 +109,22 @@ func publishConfig(cfg config.Config, m *controller.Metrics, o options) publish.
 		}
 	}
 	return pcfg
+}
+
+// sessionReporter writes the reason on a session whose state is over the
+// event payload limit (package condition).
+func sessionReporter(api *apiclient.Client, nc *nats.Conn) controller.Reporter[*ambientv1.Session] {
+	w := condition.New(api)
+	msg := func() string { return condition.Message(nc.MaxPayload()) }
+	return controller.Reporter[*ambientv1.Session]{
+		Needed: func(s *ambientv1.Session, tooLarge bool) bool { return condition.Needed(s, tooLarge, msg()) },
+		Write: func(ctx context.Context, id string, tooLarge bool) error {
+			ctx, cancel := context.WithTimeout(ctx, setupTimeout)
+			defer cancel()
+			return w.Sync(ctx, id, tooLarge, msg())
+		},
+		Terminal: func(err error) bool { return errors.Is(err, condition.ErrTerminal) },
+	}
 }
 
 // leaderSynced is the "lease" readiness check: a standby is ready as it is;
@@ -146,6 +165,9 @@ func tryEnsureNATS(ctx context.Context, js jetstream.JetStream, cfg config.Confi
 	}
 	oc := bus.ObjectsBucket(cfg.StreamReplicas)
 	oc.Bucket = cfg.ObjectsBucket
+	// Lets deletes purge the key with a marker that expires (MarkerTTL), so
+	// the bucket does not keep one marker per object ever deleted.
+	oc.LimitMarkerTTL = cfg.MarkerTTL
 	objects, err := bus.EnsureKV(ctx, js, oc)
 	if err != nil {
 		return kvs, err

@@ -18,6 +18,8 @@ const (
 	metricPublished    = "informer.events.published"
 	metricDuplicates   = "informer.events.duplicates"
 	metricPublishErrs  = "informer.publish.errors"
+	metricOmitted      = "informer.events.omitted"
+	metricUnpublished  = "informer.events.unpublishable"
 	metricPublishTime  = "informer.publish.duration"
 	metricReconnects   = "informer.watch.reconnects"
 	metricRelists      = "informer.relists"
@@ -33,6 +35,7 @@ const (
 const (
 	attrResource  = "resource"
 	attrEventType = "type"
+	attrOmitted   = "omitted"
 )
 
 // Metrics holds the informer's instruments. All are safe for concurrent use.
@@ -41,11 +44,15 @@ type Metrics struct {
 	published   metric.Int64Counter
 	duplicates  metric.Int64Counter
 	publishErrs metric.Int64Counter
-	publishTime metric.Float64Histogram
-	reconnects  metric.Int64Counter
-	relists     metric.Int64Counter
-	stale       metric.Int64Counter
-	unknownDel  metric.Int64Counter
+	omitted     metric.Int64Counter
+	// unpublishable counts versions skipped for good (see
+	// publish.ErrUnpublishable).
+	unpublishable metric.Int64Counter
+	publishTime   metric.Float64Histogram
+	reconnects    metric.Int64Counter
+	relists       metric.Int64Counter
+	stale         metric.Int64Counter
+	unknownDel    metric.Int64Counter
 }
 
 // NewMetrics creates the informer's counters on m; ObserveState adds the
@@ -62,10 +69,13 @@ func NewMetrics(m metric.Meter) (*Metrics, error) {
 		published:   counter(metricPublished, "Events published and acked, by resource and type."),
 		duplicates:  counter(metricDuplicates, "Publishes JetStream dropped as duplicates (republish after a crash or failover)."),
 		publishErrs: counter(metricPublishErrs, "Failed publish attempts (retried)."),
-		reconnects:  counter(metricReconnects, "Watch streams that ended or failed and were reopened."),
-		relists:     counter(metricRelists, "Completed full lists (start, reconnect, resync)."),
-		stale:       counter(metricStale, "Watch events dropped because they were not newer than the cache."),
-		unknownDel:  counter(metricUnknownDel, "DELETED watch events for ids never seen (ignored)."),
+		omitted: counter(metricOmitted, "Events published without part of their content to fit the NATS payload limit, "+
+			"by what was left out: old_object, fields (of a deleted object), object (a reference event: the object alone is over the limit)."),
+		unpublishable: counter(metricUnpublished, "Object versions that could not be published at all and were skipped."),
+		reconnects:    counter(metricReconnects, "Watch streams that ended or failed and were reopened."),
+		relists:       counter(metricRelists, "Completed full lists (start, reconnect, resync)."),
+		stale:         counter(metricStale, "Watch events dropped because they were not newer than the cache."),
+		unknownDel:    counter(metricUnknownDel, "DELETED watch events for ids never seen (ignored)."),
 	}
 	h, err := m.Float64Histogram(metricPublishTime, metric.WithUnit("s"),
 		metric.WithDescription("Time from publish to JetStream ack."),
@@ -125,5 +135,21 @@ func (m *Metrics) ObservePublish(ctx context.Context, ev *eventsv1.ResourceEvent
 	m.publishTime.Record(ctx, took.Seconds(), resAttr(ev.GetResource()))
 	if duplicate {
 		m.duplicates.Add(ctx, 1, resAttr(ev.GetResource()))
+	}
+}
+
+// observeOmitted counts what an event left out to fit the payload limit.
+func (m *Metrics) observeOmitted(ctx context.Context, r eventsv1.Resource, om events.Omission) {
+	add := func(what string) {
+		m.omitted.Add(ctx, 1, metric.WithAttributes(attribute.String(attrResource, events.ResourceToken(r)), attribute.String(attrOmitted, what)))
+	}
+	if om.OldObject {
+		add(events.OmittedOldObject)
+	}
+	if len(om.Fields) > 0 {
+		add("fields")
+	}
+	if om.Object {
+		add(events.OmittedObject)
 	}
 }

@@ -39,6 +39,27 @@ type Config struct {
 	Watch watch.Config
 }
 
+// Reporter puts the reason on an object whose state consumers cannot get
+// (tooLarge: only a reference event was published) and takes it off once a
+// version is published complete again. Needed runs for every published
+// version and must be cheap; Write runs only when Needed said so, and its
+// failures are retried like a failed publish unless Terminal says no retry
+// can help.
+type Reporter[T events.APIObject] struct {
+	Needed   func(obj T, tooLarge bool) bool
+	Write    func(ctx context.Context, id string, tooLarge bool) error
+	Terminal func(err error) bool
+}
+
+// Option adjusts a Resource.
+type Option[T events.APIObject] func(*Resource[T])
+
+// WithReporter makes the resource report objects over the payload limit
+// through rep (sessions: a condition on the session).
+func WithReporter[T events.APIObject](rep Reporter[T]) Option[T] {
+	return func(r *Resource[T]) { r.report = &rep }
+}
+
 // queue is the work queue of one term: object ids, rate-limited per id.
 type queue = workqueue.TypedRateLimitingInterface[string]
 
@@ -52,6 +73,8 @@ type Resource[T events.APIObject] struct {
 	cfg Config
 	m   *Metrics
 	log *slog.Logger
+	// report is nil for resources without a place to put the reason.
+	report *Reporter[T]
 
 	// The current term's parts, for readiness and gauges; nil while standby.
 	store   atomic.Pointer[diff.Store[T]]
@@ -62,11 +85,15 @@ type Resource[T events.APIObject] struct {
 // New returns the controller of the resource T, reading the API through
 // src and publishing through pub; kv is the persisted cache (the objects
 // bucket). It starts nothing.
-func New[T events.APIObject](src watch.Source[T], pub *publish.Publisher, kv jetstream.KeyValue, cfg Config, m *Metrics, log *slog.Logger) *Resource[T] {
-	return &Resource[T]{
+func New[T events.APIObject](src watch.Source[T], pub *publish.Publisher, kv jetstream.KeyValue, cfg Config, m *Metrics, log *slog.Logger, opts ...Option[T]) *Resource[T] {
+	r := &Resource[T]{
 		src: src, pub: pub, kv: kv, cfg: cfg, m: m,
 		log: log.With(slog.String(logkey.Resource, events.ResourceToken(events.ResourceOf[T]()))),
 	}
+	for _, o := range opts {
+		o(r)
+	}
+	return r
 }
 
 // Kind is the resource this controller runs.
@@ -122,9 +149,9 @@ func (r *Resource[T]) Lead(ctx context.Context) error {
 		q.ShutDown() // wakes the workers
 		return err
 	})
-	unstored := &idSet{}
+	t := &term{}
 	for range r.cfg.Workers {
-		g.Go(func() error { return r.work(gctx, store, q, unstored) })
+		g.Go(func() error { return r.work(gctx, store, q, t) })
 	}
 	return g.Wait()
 }
@@ -172,7 +199,7 @@ func (r *Resource[T]) load(ctx context.Context) ([]T, error) {
 // work publishes what the queued ids need, one id at a time per worker,
 // the sample-controller way: always Done, Forget on success, retry with
 // the rate limiter's delay on a failed publish, stop on a FatalError.
-func (r *Resource[T]) work(ctx context.Context, store *diff.Store[T], q queue, unstored *idSet) error {
+func (r *Resource[T]) work(ctx context.Context, store *diff.Store[T], q queue, t *term) error {
 	for {
 		id, shutdown := q.Get()
 		if shutdown {
@@ -184,7 +211,7 @@ func (r *Resource[T]) work(ctx context.Context, store *diff.Store[T], q queue, u
 			q.Done(id)
 			return nil
 		}
-		err := r.sync(ctx, store, id, unstored)
+		err := r.sync(ctx, store, id, t)
 		var fatal FatalError
 		switch {
 		case errors.As(err, &fatal):

@@ -9,6 +9,7 @@ import (
 
 	"github.com/ambient-code/control-plane/libs/events"
 	"github.com/ambient-code/control-plane/libs/logkey"
+	eventsv1 "github.com/ambient-code/control-plane/proto/ambient/events/v1"
 	"github.com/ambient-code/control-plane/services/informer/internal/diff"
 	"github.com/ambient-code/control-plane/services/informer/internal/lease"
 	"github.com/ambient-code/control-plane/services/informer/internal/publish"
@@ -17,11 +18,18 @@ import (
 // shutdownGrace bounds one publish + KV write once shutdown began.
 const shutdownGrace = 5 * time.Second
 
+// term is the state of one term that outlives a single sync of an id: the
+// KV writes and condition writes still owed.
+type term struct {
+	unstored idSet         // acked events whose KV write failed
+	reports  pending[bool] // condition writes owed: id -> too large
+}
+
 // sync publishes the change id needs, if any, and records it. A publish in
 // flight when the informer shuts down may finish within shutdownGrace (the
 // lease is released only after it); one in flight when the lease is lost
 // stops at once, because another replica may already lead.
-func (r *Resource[T]) sync(ctx context.Context, store *diff.Store[T], id string, unstored *idSet) error {
+func (r *Resource[T]) sync(ctx context.Context, store *diff.Store[T], id string, t *term) error {
 	pctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
 	// Runs once ctx ends, in its own goroutine, which exits by the time
@@ -42,29 +50,84 @@ func (r *Resource[T]) sync(ctx context.Context, store *diff.Store[T], id string,
 	defer stop()
 	// A KV write that failed after its event was acked is retried first, so
 	// KV never stays behind the stream.
-	if unstored.has(id) {
+	if t.unstored.has(id) {
 		obj, present := store.PublishedState(id)
 		if err := publish.Store(pctx, r.pub, id, obj, present); err != nil {
 			return err
 		}
-		unstored.remove(id)
+		t.unstored.remove(id)
 	}
-	c, ok := store.Next(id)
-	if !ok {
-		return nil
-	}
-	if err := publish.Publish(pctx, r.pub, c); err != nil {
-		if errors.Is(err, publish.ErrNotStored) {
-			// The event is in the stream: count it as published, or the
-			// next change would be diffed against a state consumers never
-			// saw (a second ADDED, a MODIFIED with the wrong old object).
-			store.Published(c)
-			unstored.add(id)
+	if c, ok := store.Next(id); ok {
+		if err := r.publish(pctx, store, c, t); err != nil {
+			return err
 		}
+	}
+	return r.writeReport(pctx, id, t)
+}
+
+// publish publishes c and records it as published: when acked, when only
+// its KV write failed (the event is in the stream), and when it can never
+// be published (so it does not block the object's later changes).
+func (r *Resource[T]) publish(ctx context.Context, store *diff.Store[T], c diff.Change[T], t *term) error {
+	out, err := publish.Publish(ctx, r.pub, c)
+	log := r.log.With(slog.String(logkey.ObjectID, c.ID), slog.String(logkey.EventType, events.TypeName(c.Type)), slog.String(logkey.Version, c.Version))
+	switch {
+	case errors.Is(err, publish.ErrUnpublishable):
+		store.Published(c)
+		r.m.unpublishable.Add(ctx, 1, resAttr(r.Kind()))
+		log.Error("event cannot be published, version skipped", slog.Any(logkey.Err, err))
+		return nil
+	case errors.Is(err, publish.ErrNotStored):
+		// The event is in the stream: count it as published, or the next
+		// change would be diffed against a state consumers never saw (a
+		// second ADDED, a MODIFIED with the wrong old object).
+		store.Published(c)
+		t.unstored.add(c.ID)
+		return err
+	case err != nil:
 		return err
 	}
 	store.Published(c)
-	r.log.Debug("event published", slog.String(logkey.ObjectID, id), slog.String(logkey.EventType, events.TypeName(c.Type)), slog.String(logkey.Version, c.Version))
+	r.m.observeOmitted(ctx, r.Kind(), out.Omitted)
+	switch {
+	case out.Omitted.Object:
+		log.Error("object over the event payload limit, reference event published", slog.Int("bytes", out.Omitted.Size), slog.Bool("kv_skipped", out.KVSkipped))
+	case out.Omitted.Any():
+		log.Info("event trimmed to the payload limit", slog.Int("bytes", out.Omitted.Size),
+			slog.Bool("old_object", out.Omitted.OldObject), slog.Any("fields", out.Omitted.Fields))
+	default:
+		log.Debug("event published")
+	}
+	if r.report != nil {
+		switch {
+		case c.Type == eventsv1.EventType_EVENT_TYPE_DELETED:
+			t.reports.remove(c.ID)
+		case r.report.Needed(c.Object, out.Omitted.Object):
+			t.reports.set(c.ID, out.Omitted.Object)
+		default:
+			t.reports.remove(c.ID)
+		}
+	}
+	return nil
+}
+
+// writeReport writes the condition owed for id, if any. A refused write is
+// dropped (logged); others are retried like a publish.
+func (r *Resource[T]) writeReport(ctx context.Context, id string, t *term) error {
+	tooLarge, ok := t.reports.get(id)
+	if !ok || r.report == nil {
+		return nil
+	}
+	err := r.report.Write(ctx, id, tooLarge)
+	if err != nil && !r.report.Terminal(err) {
+		return err
+	}
+	t.reports.remove(id)
+	if err != nil {
+		r.log.Error("condition write refused", slog.String(logkey.ObjectID, id), slog.Any(logkey.Err, err))
+		return nil
+	}
+	r.log.Info("condition written", slog.String(logkey.ObjectID, id), slog.Bool("too_large", tooLarge))
 	return nil
 }
 
@@ -94,4 +157,33 @@ func (s *idSet) has(id string) bool {
 	defer s.mu.Unlock()
 	_, ok := s.ids[id]
 	return ok
+}
+
+// pending maps object ids to a value owed for them, safe for concurrent
+// use.
+type pending[V any] struct {
+	mu sync.Mutex
+	m  map[string]V // guarded by mu
+}
+
+func (p *pending[V]) set(id string, v V) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.m == nil {
+		p.m = map[string]V{}
+	}
+	p.m[id] = v
+}
+
+func (p *pending[V]) get(id string) (V, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	v, ok := p.m[id]
+	return v, ok
+}
+
+func (p *pending[V]) remove(id string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.m, id)
 }

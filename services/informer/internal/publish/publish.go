@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -35,6 +36,12 @@ var ErrInvalidConfig = errors.New("invalid publisher config")
 // was acked: the event is in the stream, only KV lags behind.
 var ErrNotStored = errors.New("event published, kv not updated")
 
+// ErrUnpublishable wraps an error no retry can fix for this version of the
+// object: NATS refuses its size, or it does not encode. The caller must
+// count the version as done, or it would block every later change of the
+// object (issue 14: retried every 5 s forever).
+var ErrUnpublishable = errors.New("event cannot be published")
+
 // Config says where events go.
 type Config struct {
 	// Prefix is the subject prefix (events.SubjectPrefix, or the shadow one).
@@ -53,6 +60,11 @@ type Config struct {
 	// an error from it is returned as is and the KV write is skipped. Tests
 	// use it to crash between the two.
 	AfterPublish func(ctx context.Context, ev *eventsv1.ResourceEvent) error
+	// MarkerTTL, when > 0, is how long the KV delete marker of a deleted
+	// object stays before the server removes it (a purge with a per-message
+	// TTL; the bucket needs LimitMarkerTTL). 0 keeps markers forever, which
+	// makes the bucket grow with every object ever deleted.
+	MarkerTTL time.Duration
 	// Observe, when set, is told about each acked event (metrics).
 	Observe func(ctx context.Context, ev *eventsv1.ResourceEvent, took time.Duration, duplicate bool)
 }
@@ -81,12 +93,25 @@ func New(js jetstream.JetStream, kv jetstream.KeyValue, tracer trace.Tracer, cfg
 	return &Publisher{js: js, kv: kv, tracer: tracer, cfg: cfg}, nil
 }
 
+// Outcome says what Publish had to leave out.
+type Outcome struct {
+	// Omitted is what the event left out to fit the payload limit (see
+	// events.NewMsgLimit).
+	Omitted events.Omission
+	// KVSkipped is set when the object is over the payload limit: KV keeps
+	// the previous state of the object (consumers that read KV see the last
+	// version that fitted, never a stub).
+	KVSkipped bool
+}
+
 // Publish publishes the event for c, waits for the ack, then stores the new
-// state in KV (or deletes it for DELETED). It starts a producer span whose
-// context travels in the message headers. When only the KV write fails the
-// error wraps ErrNotStored: the caller must count the event as published and
-// retry the write with Store.
-func Publish[T events.APIObject](ctx context.Context, p *Publisher, c diff.Change[T]) error {
+// state in KV (or deletes it for DELETED). The event fits the server's
+// payload limit whatever the object's size (events.NewMsgLimit). It starts a
+// producer span whose context travels in the message headers. When only the
+// KV write fails the error wraps ErrNotStored: the caller must count the
+// event as published and retry the write with Store. An error wrapping
+// ErrUnpublishable is final for this version.
+func Publish[T events.APIObject](ctx context.Context, p *Publisher, c diff.Change[T]) (Outcome, error) {
 	var old T
 	if c.Type == eventsv1.EventType_EVENT_TYPE_MODIFIED {
 		old = c.Old
@@ -98,14 +123,30 @@ func Publish[T events.APIObject](ctx context.Context, p *Publisher, c diff.Chang
 	if c.Type != eventsv1.EventType_EVENT_TYPE_DELETED {
 		b, err := proto.Marshal(events.Wrap(c.Object))
 		if err != nil {
-			return fmt.Errorf("encode %s: %w", key, err)
+			return Outcome{}, fmt.Errorf("encode %s: %w: %w", key, ErrUnpublishable, err)
 		}
 		value = b
 	}
 	return p.publish(ctx, ev, key, value)
 }
 
-func (p *Publisher) publish(ctx context.Context, ev *eventsv1.ResourceEvent, key string, value []byte) (err error) {
+// limit is the payload limit of the server the connection talks to (0:
+// unknown, not connected yet).
+func (p *Publisher) limit() int {
+	nc := p.js.Conn()
+	if nc == nil {
+		return 0
+	}
+	return int(nc.MaxPayload())
+}
+
+// tooLarge reports the errors a retry cannot fix: the client's or the
+// stream's size limit.
+func tooLarge(err error) bool {
+	return errors.Is(err, nats.ErrMaxPayload) || errors.Is(err, jetstream.ErrStreamMessageExceedsMaximum)
+}
+
+func (p *Publisher) publish(ctx context.Context, ev *eventsv1.ResourceEvent, key string, value []byte) (out Outcome, err error) {
 	typ := events.TypeName(ev.GetType())
 	res := events.ResourceToken(ev.GetResource())
 	ctx, span := p.tracer.Start(ctx, "publish "+res+" "+typ,
@@ -126,16 +167,27 @@ func (p *Publisher) publish(ctx context.Context, ev *eventsv1.ResourceEvent, key
 		span.End()
 	}()
 
-	msg, err := events.NewMsg(ctx, p.cfg.Prefix, ev)
+	limit := p.limit()
+	// WithExpectStream adds one header after the message is built.
+	reserve := len(jetstream.ExpectedStreamHeader) + len(": \r\n") + len(p.cfg.Stream)
+	msg, om, err := events.NewMsgLimit(ctx, p.cfg.Prefix, ev, limit-reserve)
 	if err != nil {
-		return fmt.Errorf("build message %s: %w", ev.GetEventId(), err)
+		return out, fmt.Errorf("build message %s: %w: %w", ev.GetEventId(), ErrUnpublishable, err)
+	}
+	out.Omitted = om
+	if om.Any() {
+		span.SetAttributes(attribute.String("ambient.omitted", msg.Header.Get(events.HeaderOmitted)), attribute.Int("ambient.event_size", om.Size))
 	}
 	start := time.Now()
 	pctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
 	ack, err := p.js.PublishMsg(pctx, msg, jetstream.WithExpectStream(p.cfg.Stream))
 	cancel()
 	if err != nil {
-		return fmt.Errorf("publish %s: %w", ev.GetEventId(), err)
+		if tooLarge(err) {
+			// The limit shrank under us (another server after a reconnect).
+			err = fmt.Errorf("%w: %w", ErrUnpublishable, err)
+		}
+		return out, fmt.Errorf("publish %s: %w", ev.GetEventId(), err)
 	}
 	took := time.Since(start)
 	span.SetAttributes(attribute.Int64("messaging.nats.seq", int64(ack.Sequence)), attribute.Bool("messaging.nats.duplicate", ack.Duplicate))
@@ -144,42 +196,60 @@ func (p *Publisher) publish(ctx context.Context, ev *eventsv1.ResourceEvent, key
 	}
 	if p.cfg.AfterPublish != nil {
 		if err := p.cfg.AfterPublish(ctx, ev); err != nil {
-			return err
+			return out, err
 		}
+	}
+	if value != nil && limit > 0 && len(value) > limit {
+		out.KVSkipped = true
+		return out, nil
 	}
 	// The event is in the stream: finish the KV write even if ctx ended
 	// meanwhile (shutdown, lease lost), within StoreTimeout, so KV does not
 	// fall behind the stream and no later diff repeats this event.
 	kctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.StoreTimeout)
 	defer cancel()
-	if value == nil {
-		err = p.kv.Delete(kctx, key)
-	} else {
-		_, err = p.kv.Put(kctx, key, value)
+	if err := p.write(kctx, key, value); err != nil {
+		if tooLarge(err) {
+			out.KVSkipped = true
+			return out, nil
+		}
+		return out, fmt.Errorf("store %s: %w: %w", key, ErrNotStored, err)
 	}
-	if err != nil {
-		return fmt.Errorf("store %s: %w: %w", key, ErrNotStored, err)
-	}
-	return nil
+	return out, nil
 }
 
-// Store writes obj as the persisted state of id (present), or deletes the
-// key (!present). It retries a KV write after ErrNotStored.
+// write puts value under key, or removes the key (value nil): a purge with
+// MarkerTTL, so the marker, and with it the key, is gone after the TTL.
+func (p *Publisher) write(ctx context.Context, key string, value []byte) error {
+	if value != nil {
+		_, err := p.kv.Put(ctx, key, value)
+		return err
+	}
+	if p.cfg.MarkerTTL > 0 {
+		return p.kv.Purge(ctx, key, jetstream.PurgeTTL(p.cfg.MarkerTTL))
+	}
+	return p.kv.Delete(ctx, key)
+}
+
+// Store writes obj as the persisted state of id (present), or removes the
+// key (!present). It retries a KV write after ErrNotStored. An object over
+// the payload limit is not written (see Outcome.KVSkipped).
 func Store[T events.APIObject](ctx context.Context, p *Publisher, id string, obj T, present bool) error {
 	key := events.ObjectKey(events.ResourceOf[T](), id)
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
 	defer cancel()
-	if !present {
-		if err := p.kv.Delete(ctx, key); err != nil {
-			return fmt.Errorf("delete %s: %w", key, err)
+	var value []byte
+	if present {
+		b, err := proto.Marshal(events.Wrap(obj))
+		if err != nil {
+			return fmt.Errorf("encode %s: %w", key, err)
 		}
-		return nil
+		if limit := p.limit(); limit > 0 && len(b) > limit {
+			return nil
+		}
+		value = b
 	}
-	b, err := proto.Marshal(events.Wrap(obj))
-	if err != nil {
-		return fmt.Errorf("encode %s: %w", key, err)
-	}
-	if _, err := p.kv.Put(ctx, key, b); err != nil {
+	if err := p.write(ctx, key, value); err != nil && !tooLarge(err) {
 		return fmt.Errorf("store %s: %w", key, err)
 	}
 	return nil
