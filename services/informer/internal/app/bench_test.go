@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -84,9 +85,9 @@ func (e *benchEnv) seed(n int) {
 	}
 }
 
-func (e *benchEnv) start(b *testing.B) context.CancelFunc {
+func (e *benchEnv) start(b *testing.B, overrides ...string) context.CancelFunc {
 	b.Helper()
-	cfg, err := config.Load(envconfig.Map(map[string]string{
+	env := map[string]string{
 		apiclient.EnvAPIToken: testenv.APIToken, apiclient.EnvGRPCAddr: e.api.GRPCAddr(), bus.EnvNATSURL: e.nats.ClientURL(),
 		service.EnvMetricsAddr: "127.0.0.1:0", config.EnvInstanceID: "bench", service.EnvLogLevel: "error",
 		// A starved reader can still lose watch events at the server (a
@@ -94,7 +95,11 @@ func (e *benchEnv) start(b *testing.B) context.CancelFunc {
 		// heals that, and api-dropped reports it.
 		config.EnvResyncPeriod: "20s",
 		config.EnvWorkers:      strconv.Itoa(benchWorkers()),
-	}))
+	}
+	for i := 0; i+1 < len(overrides); i += 2 {
+		env[overrides[i]] = overrides[i+1]
+	}
+	cfg, err := config.Load(envconfig.Map(env))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -209,40 +214,90 @@ func peakRSSMB(pid int) float64 {
 	return -1
 }
 
+// buildInformer builds the informer binary into a temporary directory.
+func buildInformer(b *testing.B) string {
+	b.Helper()
+	bin := filepath.Join(b.TempDir(), "informer")
+	build := exec.Command("go", "build", "-o", bin, "github.com/ambient-code/control-plane/services/informer/cmd/informer")
+	if out, err := build.CombinedOutput(); err != nil {
+		b.Fatalf("build informer: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// child is the informer binary running as a child process.
+type child struct {
+	cmd     *exec.Cmd
+	metrics string // METRICS_ADDR
+}
+
+// startChild runs bin against e with the benchmark's base environment plus
+// extra NAME=value entries.
+func (e *benchEnv) startChild(bin string, extra ...string) *child {
+	e.b.Helper()
+	addr := testenv.FreeAddr(e.b)
+	cmd := exec.Command(bin)
+	cmd.Env = append(os.Environ(),
+		apiclient.EnvAPIToken+"="+testenv.APIToken, apiclient.EnvGRPCAddr+"="+e.api.GRPCAddr(),
+		bus.EnvNATSURL+"="+e.nats.ClientURL(), service.EnvMetricsAddr+"="+addr,
+		config.EnvInstanceID+"=bench", service.EnvLogLevel+"=warn", config.EnvResyncPeriod+"=0",
+		config.EnvWorkers+"="+strconv.Itoa(benchWorkers()))
+	cmd.Env = append(cmd.Env, extra...)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		e.b.Fatal(err)
+	}
+	return &child{cmd: cmd, metrics: addr}
+}
+
+// stop ends the child with SIGTERM and waits for it.
+func (c *child) stop(b *testing.B) {
+	b.Helper()
+	if err := c.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		b.Fatal(err)
+	}
+	if err := c.cmd.Wait(); err != nil {
+		b.Errorf("informer exited: %v", err)
+	}
+}
+
+// gauge reads one unlabelled sample from the child's /metrics.
+func (c *child) gauge(name string) float64 {
+	resp, err := http.Get("http://" + c.metrics + "/metrics")
+	if err != nil {
+		return -1
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
+			v, err := strconv.ParseFloat(rest, 64)
+			if err != nil {
+				return -1
+			}
+			return v
+		}
+	}
+	return -1
+}
+
 // BenchmarkInitialSync measures an informer's first sync of BENCH_SESSIONS
 // sessions: list, diff against an empty KV, publish and store each. The
 // informer runs as its own process (the real binary, built here), so its
 // peak RSS is its own, not the in-memory API's or the NATS server's.
 func BenchmarkInitialSync(b *testing.B) {
 	n := benchSessions()
-	bin := filepath.Join(b.TempDir(), "informer")
-	build := exec.Command("go", "build", "-o", bin, "github.com/ambient-code/control-plane/services/informer/cmd/informer")
-	if out, err := build.CombinedOutput(); err != nil {
-		b.Fatalf("build informer: %v\n%s", err, out)
-	}
+	bin := buildInformer(b)
 	for b.Loop() {
 		e := newBenchEnv(b)
 		e.seed(n)
-		cmd := exec.Command(bin)
-		cmd.Env = append(os.Environ(),
-			apiclient.EnvAPIToken+"="+testenv.APIToken, apiclient.EnvGRPCAddr+"="+e.api.GRPCAddr(),
-			bus.EnvNATSURL+"="+e.nats.ClientURL(), service.EnvMetricsAddr+"=127.0.0.1:0",
-			config.EnvInstanceID+"=bench", service.EnvLogLevel+"=warn", config.EnvResyncPeriod+"=0",
-			config.EnvWorkers+"="+strconv.Itoa(benchWorkers()))
-		cmd.Stderr = os.Stderr
 		start := time.Now()
-		if err := cmd.Start(); err != nil {
-			b.Fatal(err)
-		}
+		c := e.startChild(bin)
 		e.waitCount(events.StreamName, uint64(n), 30*time.Minute)
 		took := time.Since(start)
-		peak := peakRSSMB(cmd.Process.Pid)
-		if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-			b.Fatal(err)
-		}
-		if err := cmd.Wait(); err != nil {
-			b.Errorf("informer exited: %v", err)
-		}
+		peak := peakRSSMB(c.cmd.Process.Pid)
+		c.stop(b)
 		b.ReportMetric(float64(n)/took.Seconds(), "objects/s")
 		b.ReportMetric(peak, "informer-peak-RSS-MB")
 		b.ReportMetric(e.rawPublishRate(min(n, 50_000), benchWorkers(), false), "raw-js-msgs/s")
@@ -346,4 +401,46 @@ func (e *benchEnv) latencies(skip int) latencies {
 	}
 	slices.Sort(ds)
 	return latencies{p50: ds[len(ds)/2], p99: ds[len(ds)*99/100], lastAck: last}
+}
+
+// BenchmarkDeleteMarkers4000 is issue 14's acceptance 4 for the informer:
+// 4,000 create+delete cycles, then the objects bucket's message count and
+// the informer's own memory (it runs as a child process) against their
+// values before. OBJECTS_MARKER_TTL is 1s so the markers expire within the
+// run.
+func BenchmarkDeleteMarkers4000(b *testing.B) {
+	const n, base = 4000, 1000
+	bin := buildInformer(b)
+	for b.Loop() {
+		e := newBenchEnv(b)
+		e.seed(base)
+		c := e.startChild(bin, config.EnvMarkerTTL+"=1s")
+		e.waitCount(events.StreamName, base, 5*time.Minute)
+		ctx := context.Background()
+		kvBefore, err := kvMessages(ctx, e.js, bus.BucketObjects)
+		if err != nil {
+			b.Fatal(err)
+		}
+		heapBefore, rssBefore := c.gauge("go_memstats_heap_inuse_bytes"), c.gauge("process_resident_memory_bytes")
+		start := time.Now()
+		cycles(b, e.api, n, func() (uint64, error) { return e.count(events.StreamName), nil }, base)
+		took := time.Since(start)
+		var kvAfter uint64
+		if err := testenv.Poll(time.Minute, func() error {
+			var err error
+			if kvAfter, err = kvMessages(ctx, e.js, bus.BucketObjects); err != nil || kvAfter > kvBefore {
+				return fmt.Errorf("bucket holds %d messages, %d before: %v", kvAfter, kvBefore, err)
+			}
+			return nil
+		}); err != nil {
+			b.Fatal(err)
+		}
+		heapAfter, rssAfter := c.gauge("go_memstats_heap_inuse_bytes"), c.gauge("process_resident_memory_bytes")
+		c.stop(b)
+		b.ReportMetric(float64(kvBefore), "kv-msgs-before")
+		b.ReportMetric(float64(kvAfter), "kv-msgs-after")
+		b.ReportMetric(heapAfter/heapBefore, "heap-after/before")
+		b.ReportMetric(rssAfter/rssBefore, "rss-after/before")
+		b.ReportMetric(float64(2*n)/took.Seconds(), "events/s")
+	}
 }

@@ -176,24 +176,41 @@ func (r *Resource[T]) hooks(ctx context.Context) watch.Hooks {
 	}
 }
 
-// load reads the persisted cache, retrying until it succeeds or ctx ends.
+// load reads the persisted cache, retrying until it succeeds or ctx ends,
+// and makes the delete markers left by older informers expire.
 func (r *Resource[T]) load(ctx context.Context) ([]T, error) {
 	b := &backoff.ExponentialBackOff{InitialInterval: retryMin, RandomizationFactor: 0.25, Multiplier: 2, MaxInterval: retryMax}
-	return backoff.Retry(ctx, func() ([]T, error) {
+	l, err := backoff.Retry(ctx, func() (publish.Loaded[T], error) {
 		lctx, cancel := context.WithTimeout(ctx, loadTimeout)
 		defer cancel()
-		objs, bad, err := publish.Load[T](lctx, r.kv)
+		l, err := publish.Load[T](lctx, r.kv)
 		if err != nil {
 			if ctx.Err() == nil {
 				r.log.Warn("load cache failed, retrying", slog.Any(logkey.Err, err))
 			}
-			return nil, err
+			return l, err
 		}
-		if bad > 0 {
-			r.log.Warn("undecodable cache entries skipped", slog.Int(logkey.Count, bad))
-		}
-		return objs, nil
+		return l, nil
 	}, backoff.WithBackOff(b), backoff.WithMaxElapsedTime(0))
+	if err != nil {
+		return nil, err
+	}
+	if l.Bad > 0 {
+		r.log.Warn("undecodable cache entries skipped", slog.Int(logkey.Count, l.Bad))
+	}
+	if len(l.Markers) > 0 {
+		// Best effort: a marker left behind costs one message, not
+		// correctness; the next term tries again.
+		pctx, cancel := context.WithTimeout(ctx, loadTimeout)
+		n, err := r.pub.PurgeMarkers(pctx, l.Markers)
+		cancel()
+		if err != nil {
+			r.log.Warn("purge of old delete markers stopped", slog.Int(logkey.Count, n), slog.Any(logkey.Err, err))
+		} else {
+			r.log.Info("old delete markers set to expire", slog.Int(logkey.Count, n))
+		}
+	}
+	return l.Objects, nil
 }
 
 // work publishes what the queued ids need, one id at a time per worker,
@@ -211,7 +228,12 @@ func (r *Resource[T]) work(ctx context.Context, store *diff.Store[T], q queue, t
 			q.Done(id)
 			return nil
 		}
-		err := r.sync(ctx, store, id, t)
+		requeue, err := r.sync(ctx, store, id, t)
+		if requeue {
+			// Queued while processing: the queue hands it out again after
+			// Done, never to two workers at once.
+			q.Add(id)
+		}
 		var fatal FatalError
 		switch {
 		case errors.As(err, &fatal):

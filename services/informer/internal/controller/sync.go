@@ -25,11 +25,13 @@ type term struct {
 	reports  pending[bool] // condition writes owed: id -> too large
 }
 
-// sync publishes the change id needs, if any, and records it. A publish in
+// sync publishes the change id needs, if any, and records it; requeue
+// reports that id changed while its event was in flight and must be synced
+// again (see diff.Store.Published). A publish in
 // flight when the informer shuts down may finish within shutdownGrace (the
 // lease is released only after it); one in flight when the lease is lost
 // stops at once, because another replica may already lead.
-func (r *Resource[T]) sync(ctx context.Context, store *diff.Store[T], id string, t *term) error {
+func (r *Resource[T]) sync(ctx context.Context, store *diff.Store[T], id string, t *term) (requeue bool, err error) {
 	pctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
 	// Runs once ctx ends, in its own goroutine, which exits by the time
@@ -53,41 +55,40 @@ func (r *Resource[T]) sync(ctx context.Context, store *diff.Store[T], id string,
 	if t.unstored.has(id) {
 		obj, present := store.PublishedState(id)
 		if err := publish.Store(pctx, r.pub, id, obj, present); err != nil {
-			return err
+			return false, err
 		}
 		t.unstored.remove(id)
 	}
 	if c, ok := store.Next(id); ok {
-		if err := r.publish(pctx, store, c, t); err != nil {
-			return err
+		if requeue, err = r.publish(pctx, store, c, t); err != nil {
+			return requeue, err
 		}
 	}
-	return r.writeReport(pctx, id, t)
+	return requeue, r.writeReport(pctx, id, t)
 }
 
 // publish publishes c and records it as published: when acked, when only
 // its KV write failed (the event is in the stream), and when it can never
-// be published (so it does not block the object's later changes).
-func (r *Resource[T]) publish(ctx context.Context, store *diff.Store[T], c diff.Change[T], t *term) error {
+// be published (so it does not block the object's later changes). requeue
+// is diff.Store.Published's answer.
+func (r *Resource[T]) publish(ctx context.Context, store *diff.Store[T], c diff.Change[T], t *term) (requeue bool, err error) {
 	out, err := publish.Publish(ctx, r.pub, c)
 	log := r.log.With(slog.String(logkey.ObjectID, c.ID), slog.String(logkey.EventType, events.TypeName(c.Type)), slog.String(logkey.Version, c.Version))
 	switch {
 	case errors.Is(err, publish.ErrUnpublishable):
-		store.Published(c)
 		r.m.unpublishable.Add(ctx, 1, resAttr(r.Kind()))
 		log.Error("event cannot be published, version skipped", slog.Any(logkey.Err, err))
-		return nil
+		return store.Published(c), nil
 	case errors.Is(err, publish.ErrNotStored):
 		// The event is in the stream: count it as published, or the next
 		// change would be diffed against a state consumers never saw (a
 		// second ADDED, a MODIFIED with the wrong old object).
-		store.Published(c)
 		t.unstored.add(c.ID)
-		return err
+		return store.Published(c), err
 	case err != nil:
-		return err
+		return false, err
 	}
-	store.Published(c)
+	requeue = store.Published(c)
 	r.m.observeOmitted(ctx, r.Kind(), out.Omitted)
 	switch {
 	case out.Omitted.Object:
@@ -108,7 +109,7 @@ func (r *Resource[T]) publish(ctx context.Context, store *diff.Store[T], c diff.
 			t.reports.remove(c.ID)
 		}
 	}
-	return nil
+	return requeue, nil
 }
 
 // writeReport writes the condition owed for id, if any. A refused write is

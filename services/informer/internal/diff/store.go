@@ -239,7 +239,10 @@ func (s *Store[T]) Next(id string) (Change[T], bool) {
 }
 
 // Published records that c was published and stored, and reports whether
-// the id is still dirty (it changed again meanwhile).
+// the id is still dirty: it changed while c was in flight. The caller must
+// then queue the id again: a change that made desired equal to what was
+// published before c (a delete of an object whose ADDED was in flight) did
+// not look dirty when it came, so nobody queued it.
 func (s *Store[T]) Published(c Change[T]) bool {
 	var st state[T]
 	if c.Type != eventsv1.EventType_EVENT_TYPE_DELETED {
@@ -249,7 +252,14 @@ func (s *Store[T]) Published(c Change[T]) bool {
 	defer s.mu.Unlock()
 	e, ok := s.entries[c.ID]
 	if !ok {
-		return false
+		if st.ver == "" {
+			return false
+		}
+		// Dropped by a Sync while c was in flight (absent in the list and,
+		// then, in the published state too): consumers now know c, so the
+		// entry comes back to be deleted.
+		e = &entry[T]{}
+		s.entries[c.ID] = e
 	}
 	e.published = st
 	if e.desired.ver == "" && st.ver == "" {

@@ -277,3 +277,47 @@ func BenchmarkStoreSync100k(b *testing.B) {
 		}
 	}
 }
+
+// TestStoreChangeDuringPublish: a change that arrives while an event of the
+// same object is in flight, and that does not look dirty against the
+// published state of that moment, must still be published: Published
+// reports the id dirty again. Before the fix, a session deleted while its
+// ADDED was being published stayed in the consumers' view (and KV) until
+// the next resync.
+func TestStoreChangeDuringPublish(t *testing.T) {
+	t.Parallel()
+	added := sess("a", "x", 1, 0)
+	tests := []struct {
+		name   string
+		during func(s *Store[*ambientv1.Session])
+		want   eventsv1.EventType
+	}{
+		{name: "deleted while ADDED in flight", want: eventsv1.EventType_EVENT_TYPE_DELETED, during: func(s *Store[*ambientv1.Session]) {
+			if r := s.Apply(Observed[*ambientv1.Session]{ID: "a", Deleted: true}); len(r.Dirty) != 0 {
+				t.Logf("delete looked dirty: %v", r.Dirty)
+			}
+		}},
+		{name: "dropped by a relist while ADDED in flight", want: eventsv1.EventType_EVENT_TYPE_DELETED, during: func(s *Store[*ambientv1.Session]) {
+			s.Sync(nil, nil)
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			s := NewStore[*ambientv1.Session]()
+			s.Apply(Observed[*ambientv1.Session]{ID: "a", Object: added})
+			c, ok := s.Next("a")
+			if !ok || c.Type != eventsv1.EventType_EVENT_TYPE_ADDED {
+				t.Fatalf("Next = %v %v, want ADDED", c.Type, ok)
+			}
+			tc.during(s)
+			if !s.Published(c) {
+				t.Fatal("Published did not report the change made while the event was in flight")
+			}
+			next, ok := s.Next("a")
+			if !ok || next.Type != tc.want {
+				t.Fatalf("Next after publish = %v %v, want %v", next.Type, ok, tc.want)
+			}
+		})
+	}
+}
