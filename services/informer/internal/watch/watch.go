@@ -27,10 +27,9 @@ const (
 	DefaultHealthyAfter = 60 * time.Second
 	// DefaultListPasses bounds the lists of one cycle (see Config.ListPasses).
 	DefaultListPasses = 3
+	// DefaultConfirmAfter: see Config.ConfirmAfter.
+	DefaultConfirmAfter = 5 * time.Second
 )
-
-// errResync ends a cycle when the resync period is over.
-var errResync = errors.New("resync")
 
 // Config tunes a Watcher; zero fields take the defaults above.
 type Config struct {
@@ -38,8 +37,18 @@ type Config struct {
 	BackoffMax     time.Duration
 	BackoffJitter  float64
 	HealthyAfter   time.Duration
-	// Resync starts a new cycle (relist and diff) this often; 0 disables it.
+	// Resync relists and diffs this often on the open stream; 0 disables
+	// it.
 	Resync time.Duration
+	// ConfirmAfter bounds the wait for the confirming relist of a cycle.
+	// The server registers a watch some time after the client opened it and
+	// sends nothing (not even headers) before the first event, so a change
+	// made between the first list and that registration is on neither. The
+	// first event proves the registration: the cycle then lists again at
+	// once. A quiet stream proves nothing: the cycle lists again after
+	// ConfirmAfter, by when any server has registered it. Not needed when
+	// an event arrived before the first list started.
+	ConfirmAfter time.Duration
 	// ListPasses: pages are offsets into a changing table, so a delete
 	// during the list can shift an object past the page being read. When
 	// deletes arrive on the watch during a list, the list is repeated (up to
@@ -64,6 +73,9 @@ func (c Config) withDefaults() Config {
 	if c.ListPasses <= 0 {
 		c.ListPasses = DefaultListPasses
 	}
+	if c.ConfirmAfter <= 0 {
+		c.ConfirmAfter = DefaultConfirmAfter
+	}
 	return c
 }
 
@@ -72,7 +84,8 @@ func (c Config) withDefaults() Config {
 type Hooks struct {
 	// Reconnect runs when a stream ended or failed and a new cycle follows.
 	Reconnect func(err error)
-	// Relist runs after each completed list with the number of objects.
+	// Relist runs after each completed list (first, confirming, periodic)
+	// with the number of objects.
 	Relist func(objects int, took time.Duration)
 	// Applied runs after the cache was updated.
 	Applied func(r diff.Result)
@@ -115,10 +128,6 @@ func (w *Watcher[T]) Run(ctx context.Context) error {
 		w.connected.Store(false)
 		if ctx.Err() != nil {
 			return nil
-		}
-		if errors.Is(err, errResync) {
-			w.log.Debug("periodic resync")
-			continue
 		}
 		// A stream that delivered events or stayed up long enough was
 		// healthy: the next failure starts over at the initial delay.
@@ -174,6 +183,71 @@ func (w *Watcher[T]) cycle(ctx context.Context) (int, error) {
 }
 
 func (w *Watcher[T]) syncAndFollow(ctx context.Context, buf *buffer[T]) error {
+	// An event before the list proves the server registered the stream
+	// before the list began: the list and the stream then miss nothing.
+	early, _ := buf.counts()
+	if err := w.relist(ctx, buf); err != nil {
+		return err
+	}
+	w.connected.Store(true)
+
+	var confirm <-chan time.Time
+	switch received, _ := buf.counts(); {
+	case early > 0:
+	case received > 0:
+		// Registered, but maybe only during the list.
+		if err := w.relist(ctx, buf); err != nil {
+			return err
+		}
+	default:
+		t := time.NewTimer(w.cfg.ConfirmAfter)
+		defer t.Stop()
+		confirm = t.C
+	}
+	var resync <-chan time.Time
+	if w.cfg.Resync > 0 {
+		t := time.NewTicker(w.cfg.Resync)
+		defer t.Stop()
+		resync = t.C
+	}
+	for {
+		again := false
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-resync:
+			w.log.Debug("periodic resync")
+			again = true
+		case <-confirm:
+			confirm, again = nil, true
+		case <-buf.ready:
+			evs, ended, err := buf.take()
+			w.applyLive(evs)
+			if ended {
+				if err == nil {
+					err = io.EOF
+				}
+				return err
+			}
+			if confirm != nil && len(evs) > 0 {
+				confirm, again = nil, true
+			}
+		}
+		if again {
+			if err := w.relist(ctx, buf); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// relist lists while the stream keeps buffering, then hands the list and
+// the events buffered meanwhile to the cache in one step (diff.Store.Sync).
+// Events buffered before the list are applied first, so only events of the
+// list's own time are merged with it.
+func (w *Watcher[T]) relist(ctx context.Context, buf *buffer[T]) error {
+	pending, _, _ := buf.take()
+	w.applyLive(pending)
 	start := time.Now()
 	listed, err := w.list(ctx, buf)
 	if err != nil {
@@ -186,33 +260,14 @@ func (w *Watcher[T]) syncAndFollow(ctx context.Context, buf *buffer[T]) error {
 	r := w.store.Sync(listed, w.observe(evs))
 	w.publish(r)
 	w.synced.Add(1)
-	w.connected.Store(true)
 	w.log.Debug("synced", slog.Int(logkey.Count, len(listed)), slog.Int("buffered", len(evs)), slog.Int("dirty", len(r.Dirty)))
+	return nil
+}
 
-	var resync <-chan time.Time
-	if w.cfg.Resync > 0 {
-		t := time.NewTimer(w.cfg.Resync)
-		defer t.Stop()
-		resync = t.C
-	}
-	for {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-resync:
-			return errResync
-		case <-buf.ready:
-		}
-		evs, ended, err := buf.take()
-		for _, ob := range w.observe(evs) {
-			w.publish(w.store.Apply(ob))
-		}
-		if ended {
-			if err == nil {
-				err = io.EOF
-			}
-			return err
-		}
+// applyLive applies live watch events one by one.
+func (w *Watcher[T]) applyLive(evs []Event[T]) {
+	for _, ob := range w.observe(evs) {
+		w.publish(w.store.Apply(ob))
 	}
 }
 
