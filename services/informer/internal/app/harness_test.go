@@ -112,6 +112,9 @@ func (h *harness) start(name string, overrides map[string]string, opts ...app.Op
 	if err != nil {
 		h.t.Fatalf("config: %v", err)
 	}
+	// Replicas come back within 0.1 s of a NATS restart, well inside the
+	// lease TTL (production: 5 s cap against a 10 s TTL).
+	cfg.NATS.ReconnectMin, cfg.NATS.ReconnectMax = 20*time.Millisecond, 100*time.Millisecond
 	ctx, cancel := context.WithCancel(context.Background())
 	inf := &informer{name: name, cancel: cancel, done: make(chan error, 1)}
 	opts = append(opts, app.WithListening(func(addr string) {

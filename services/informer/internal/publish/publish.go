@@ -178,6 +178,14 @@ func (p *Publisher) publish(ctx context.Context, ev *eventsv1.ResourceEvent, key
 	if om.Any() {
 		span.SetAttributes(attribute.String("ambient.omitted", msg.Header.Get(events.HeaderOmitted)), attribute.Int("ambient.event_size", om.Size))
 	}
+	if nc := p.js.Conn(); nc != nil && !nc.IsConnected() {
+		// While reconnecting, nats.go would hold the message in its
+		// reconnect buffer and send it after the reconnect, even though the
+		// publish timed out here and the lease may have moved on by then:
+		// an old leader's event landing after the new leader's. Fail now;
+		// the queue retries.
+		return out, fmt.Errorf("publish %s: %w", ev.GetEventId(), nats.ErrConnectionReconnecting)
+	}
 	start := time.Now()
 	pctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
 	ack, err := p.js.PublishMsg(pctx, msg, jetstream.WithExpectStream(p.cfg.Stream))
