@@ -178,13 +178,8 @@ func (p *Publisher) publish(ctx context.Context, ev *eventsv1.ResourceEvent, key
 	if om.Any() {
 		span.SetAttributes(attribute.String("ambient.omitted", msg.Header.Get(events.HeaderOmitted)), attribute.Int("ambient.event_size", om.Size))
 	}
-	if nc := p.js.Conn(); nc != nil && !nc.IsConnected() {
-		// While reconnecting, nats.go would hold the message in its
-		// reconnect buffer and send it after the reconnect, even though the
-		// publish timed out here and the lease may have moved on by then:
-		// an old leader's event landing after the new leader's. Fail now;
-		// the queue retries.
-		return out, fmt.Errorf("publish %s: %w", ev.GetEventId(), nats.ErrConnectionReconnecting)
+	if err := p.connected(); err != nil {
+		return out, fmt.Errorf("publish %s: %w", ev.GetEventId(), err)
 	}
 	start := time.Now()
 	pctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
@@ -226,9 +221,26 @@ func (p *Publisher) publish(ctx context.Context, ev *eventsv1.ResourceEvent, key
 	return out, nil
 }
 
+// connected fails while the connection is reconnecting. nats.go would keep
+// a message published meanwhile in its reconnect buffer and send it after
+// the reconnect, even though the call timed out here and the lease may have
+// moved on by then: an old leader's event landing after the new leader's
+// newer one (TestPartitionedLeaderPublishesNothingLate), or its KV write
+// over the new leader's. Callers retry. What remains is a disconnect
+// between this check and the write into the buffer.
+func (p *Publisher) connected() error {
+	if nc := p.js.Conn(); nc != nil && !nc.IsConnected() {
+		return nats.ErrConnectionReconnecting
+	}
+	return nil
+}
+
 // write puts value under key, or removes the key (value nil): a purge with
 // MarkerTTL, so the marker, and with it the key, is gone after the TTL.
 func (p *Publisher) write(ctx context.Context, key string, value []byte) error {
+	if err := p.connected(); err != nil {
+		return err
+	}
 	if value != nil {
 		_, err := p.kv.Put(ctx, key, value)
 		return err
