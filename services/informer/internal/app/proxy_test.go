@@ -64,7 +64,7 @@ func (p *proxy) serve(ln net.Listener) {
 				go func() {
 					defer p.wg.Done()
 					_, _ = io.Copy(pair[1], pair[0]) // ends with the connection
-					_ = pair[1].Close()               // so the other direction ends too
+					_ = pair[1].Close()              // so the other direction ends too
 				}()
 			}
 		}
