@@ -57,6 +57,17 @@ func NewMsg(ctx context.Context, prefix string, ev *eventsv1.ResourceEvent) (*na
 	return msg, nil
 }
 
+// NewMsgData is NewMsg for an event already encoded (MarshalEvent): the
+// message on subject with data and the headers NewMsg sets. It does not
+// validate data.
+func NewMsgData(ctx context.Context, subject, eventID string, data []byte) *nats.Msg {
+	msg := &nats.Msg{Subject: subject, Data: data, Header: make(nats.Header, 3)}
+	msg.Header[HeaderMsgID] = []string{eventID}
+	msg.Header[HeaderContentType] = []string{ContentTypeProto}
+	otel.GetTextMapPropagator().Inject(ctx, HeaderCarrier(msg.Header))
+	return msg
+}
+
 // Decode parses an event message and returns ctx extended with the remote
 // span context found in its headers. It returns ErrBadEvent (wrapped) for
 // bytes that are not a valid ResourceEvent; it never panics on any input.

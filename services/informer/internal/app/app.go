@@ -4,6 +4,7 @@
 package app
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -24,6 +25,7 @@ import (
 	"github.com/ambient-code/control-plane/services/informer/internal/condition"
 	"github.com/ambient-code/control-plane/services/informer/internal/config"
 	"github.com/ambient-code/control-plane/services/informer/internal/controller"
+	"github.com/ambient-code/control-plane/services/informer/internal/diff"
 	"github.com/ambient-code/control-plane/services/informer/internal/lease"
 	"github.com/ambient-code/control-plane/services/informer/internal/publish"
 	"github.com/ambient-code/control-plane/services/informer/internal/watch"
@@ -116,8 +118,15 @@ func publishConfig(cfg config.Config, m *controller.Metrics, o options) publish.
 func sessionReporter(api *apiclient.Client, nc *nats.Conn) controller.Reporter[*ambientv1.Session] {
 	w := condition.New(api)
 	msg := func() string { return condition.Message(nc.MaxPayload()) }
+	reason := []byte(condition.ReasonTooLarge)
 	return controller.Reporter[*ambientv1.Session]{
-		Needed: func(s *ambientv1.Session, tooLarge bool) bool { return condition.Needed(s, tooLarge, msg()) },
+		Needed: func(c diff.Change[*ambientv1.Session], tooLarge bool) bool {
+			if !tooLarge && !bytes.Contains(c.New.Raw, reason) {
+				return false // the common case: nothing to write, nothing to decode
+			}
+			s, err := c.Object()
+			return err == nil && condition.Needed(s, tooLarge, msg())
+		},
 		Write: func(ctx context.Context, id string, tooLarge bool) error {
 			ctx, cancel := context.WithTimeout(ctx, setupTimeout)
 			defer cancel()

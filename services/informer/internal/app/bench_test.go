@@ -8,6 +8,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -85,6 +87,14 @@ func (e *benchEnv) seed(n int) {
 	}
 }
 
+// labelled runs the informer under the pprof label part=informer, which its
+// goroutines (and those of its gRPC and NATS clients) inherit: profile a
+// benchmark with -cpuprofile and look at the informer alone with
+// go tool pprof -tagfocus part=informer.
+func labelled(ctx context.Context, run func(ctx context.Context)) {
+	pprof.Do(ctx, pprof.Labels("part", "informer"), run)
+}
+
 func (e *benchEnv) start(b *testing.B, overrides ...string) context.CancelFunc {
 	b.Helper()
 	env := map[string]string{
@@ -106,7 +116,7 @@ func (e *benchEnv) start(b *testing.B, overrides ...string) context.CancelFunc {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1) // Run's result
 	// Owned by the benchmark: cancelled and awaited in Cleanup.
-	go func() { done <- app.Run(ctx, cfg, testLogger(nil, "bench"), app.WithHealthyAfter(time.Second)) }()
+	go labelled(ctx, func(ctx context.Context) { done <- app.Run(ctx, cfg, testLogger(nil, "bench"), app.WithHealthyAfter(time.Second)) })
 	b.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -305,6 +315,27 @@ func BenchmarkInitialSync(b *testing.B) {
 	}
 }
 
+// BenchmarkInitialSyncInProcess is BenchmarkInitialSync with the informer in
+// the benchmark process, for profiles (see labelled); its rate is not the
+// informer's alone (API and NATS share the process and its GC).
+func BenchmarkInitialSyncInProcess(b *testing.B) {
+	n := benchSessions()
+	for b.Loop() {
+		e := newBenchEnv(b)
+		e.seed(n)
+		runtime.GC()
+		start := time.Now()
+		e.start(b)
+		if path := os.Getenv("BENCH_HEAP_PROFILE"); path != "" {
+			// Mid-sync, when the informer holds the most.
+			e.waitCount(events.StreamName, uint64(n/2), 30*time.Minute)
+			writeHeapProfile(b, path)
+		}
+		e.waitCount(events.StreamName, uint64(n), 30*time.Minute)
+		b.ReportMetric(float64(n)/time.Since(start).Seconds(), "objects/s")
+	}
+}
+
 // BenchmarkSteadyState measures events per second from API change to
 // JetStream ack once the informer is synced, and the latency of each: 8
 // API clients create sessions over gRPC (distinct objects, so nothing
@@ -442,5 +473,19 @@ func BenchmarkDeleteMarkers4000(b *testing.B) {
 		b.ReportMetric(heapAfter/heapBefore, "heap-after/before")
 		b.ReportMetric(rssAfter/rssBefore, "rss-after/before")
 		b.ReportMetric(float64(2*n)/took.Seconds(), "events/s")
+	}
+}
+
+// writeHeapProfile writes the live heap to path (BENCH_HEAP_PROFILE).
+func writeHeapProfile(b *testing.B, path string) {
+	b.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	runtime.GC()
+	if err := pprof.WriteHeapProfile(f); err != nil {
+		b.Fatal(err)
 	}
 }

@@ -46,7 +46,7 @@ type Config struct {
 // failures are retried like a failed publish unless Terminal says no retry
 // can help.
 type Reporter[T events.APIObject] struct {
-	Needed   func(obj T, tooLarge bool) bool
+	Needed   func(c diff.Change[T], tooLarge bool) bool
 	Write    func(ctx context.Context, id string, tooLarge bool) error
 	Terminal func(err error) bool
 }
@@ -129,7 +129,9 @@ func (r *Resource[T]) Lead(ctx context.Context) error {
 		return nil //nolint:nilerr // load only fails when ctx ends
 	}
 	store := diff.NewStore[T]()
-	store.Load(objs)
+	if bad := store.Load(objs); bad > 0 {
+		r.log.Warn("unencodable cache entries skipped", slog.Int(logkey.Count, bad))
+	}
 	q := workqueue.NewTypedRateLimitingQueue(workqueue.NewTypedItemExponentialFailureRateLimiter[string](retryMin, retryMax))
 	defer q.ShutDown()
 	w := watch.New(r.src, store, q.Add, r.cfg.Watch, r.hooks(ctx), r.log)
@@ -149,7 +151,8 @@ func (r *Resource[T]) Lead(ctx context.Context) error {
 		q.ShutDown() // wakes the workers
 		return err
 	})
-	t := &term{}
+	t := newTerm(q)
+	g.Go(func() error { return r.checkKV(gctx, t) })
 	for range r.cfg.Workers {
 		g.Go(func() error { return r.work(gctx, store, q, t) })
 	}
@@ -171,6 +174,11 @@ func (r *Resource[T]) hooks(ctx context.Context) watch.Hooks {
 			}
 			if d.Unknown > 0 {
 				r.m.unknownDel.Add(ctx, int64(d.Unknown), resAttr(res))
+			}
+			if d.Bad > 0 {
+				// Objects that do not encode cannot be published either.
+				r.m.unpublishable.Add(ctx, int64(d.Bad), resAttr(res))
+				r.log.Error("unencodable objects skipped", slog.Int(logkey.Count, d.Bad))
 			}
 		},
 	}

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/ambient-code/control-plane/libs/events"
 	"github.com/ambient-code/control-plane/libs/logkey"
 	eventsv1 "github.com/ambient-code/control-plane/proto/ambient/events/v1"
@@ -18,11 +20,54 @@ import (
 // shutdownGrace bounds one publish + KV write once shutdown began.
 const shutdownGrace = 5 * time.Second
 
+// kvWindow bounds the KV writes in flight per resource: a worker whose
+// write would exceed it waits (nats.go's own limit of async publishes is
+// 4,000 per connection, shared by the three resources).
+const kvWindow = 1024
+
 // term is the state of one term that outlives a single sync of an id: the
-// KV writes and condition writes still owed.
+// KV writes in flight and the KV and condition writes still owed.
 type term struct {
+	q        queue
 	unstored idSet         // acked events whose KV write failed
 	reports  pending[bool] // condition writes owed: id -> too large
+	// kv carries the KV writes in flight to checkKV, in the order they
+	// were sent; its capacity is kvWindow.
+	kv chan kvWrite
+}
+
+// kvWrite is one KV write in flight.
+type kvWrite struct {
+	id  string
+	ack jetstream.PubAckFuture
+}
+
+func newTerm(q queue) *term { return &term{q: q, kv: make(chan kvWrite, kvWindow)} }
+
+// checkKV waits for the KV writes in flight, in order, until ctx ends. A
+// failed one makes the id owe its KV write (retried before its next change,
+// like a synchronous failure), and queues the id. Writes still in flight
+// when the term ends are not waited for: whichever were lost, the next
+// leader diffs against what KV holds.
+func (r *Resource[T]) checkKV(ctx context.Context, t *term) error {
+	for {
+		var w kvWrite
+		select {
+		case <-ctx.Done():
+			return nil
+		case w = <-t.kv:
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-w.ack.Ok():
+		case err := <-w.ack.Err():
+			t.unstored.add(w.id)
+			r.m.publishErrs.Add(ctx, 1, resAttr(r.Kind()))
+			r.log.Warn("kv write failed, retrying", slog.String(logkey.ObjectID, w.id), slog.Any(logkey.Err, err))
+			t.q.AddRateLimited(w.id)
+		}
+	}
 }
 
 // sync publishes the change id needs, if any, and records it; requeue
@@ -53,8 +98,8 @@ func (r *Resource[T]) sync(ctx context.Context, store *diff.Store[T], id string,
 	// A KV write that failed after its event was acked is retried first, so
 	// KV never stays behind the stream.
 	if t.unstored.has(id) {
-		obj, present := store.PublishedState(id)
-		if err := publish.Store(pctx, r.pub, id, obj, present); err != nil {
+		state, present := store.PublishedState(id)
+		if err := publish.Store[T](pctx, r.pub, id, state, present); err != nil {
 			return false, err
 		}
 		t.unstored.remove(id)
@@ -73,11 +118,10 @@ func (r *Resource[T]) sync(ctx context.Context, store *diff.Store[T], id string,
 // is diff.Store.Published's answer.
 func (r *Resource[T]) publish(ctx context.Context, store *diff.Store[T], c diff.Change[T], t *term) (requeue bool, err error) {
 	out, err := publish.Publish(ctx, r.pub, c)
-	log := r.log.With(slog.String(logkey.ObjectID, c.ID), slog.String(logkey.EventType, events.TypeName(c.Type)), slog.String(logkey.Version, c.Version))
 	switch {
 	case errors.Is(err, publish.ErrUnpublishable):
 		r.m.unpublishable.Add(ctx, 1, resAttr(r.Kind()))
-		log.Error("event cannot be published, version skipped", slog.Any(logkey.Err, err))
+		r.log.Error("event cannot be published, version skipped", r.changeAttrs(c, slog.Any(logkey.Err, err))...)
 		return store.Published(c), nil
 	case errors.Is(err, publish.ErrNotStored):
 		// The event is in the stream: count it as published, or the next
@@ -89,27 +133,43 @@ func (r *Resource[T]) publish(ctx context.Context, store *diff.Store[T], c diff.
 		return false, err
 	}
 	requeue = store.Published(c)
-	r.m.observeOmitted(ctx, r.Kind(), out.Omitted)
+	if out.KV != nil {
+		select {
+		case t.kv <- kvWrite{id: c.ID, ack: out.KV}:
+		case <-ctx.Done():
+			// The term is over before the write could be tracked: the next
+			// leader diffs against what KV holds.
+		}
+	}
 	switch {
 	case out.Omitted.Object:
-		log.Error("object over the event payload limit, reference event published", slog.Int("bytes", out.Omitted.Size), slog.Bool("kv_skipped", out.KVSkipped))
+		r.m.observeOmitted(ctx, r.Kind(), out.Omitted)
+		r.log.Error("object over the event payload limit, reference event published",
+			r.changeAttrs(c, slog.Int("bytes", out.Omitted.Size), slog.Bool("kv_skipped", out.KVSkipped))...)
 	case out.Omitted.Any():
-		log.Info("event trimmed to the payload limit", slog.Int("bytes", out.Omitted.Size),
-			slog.Bool("old_object", out.Omitted.OldObject), slog.Any("fields", out.Omitted.Fields))
-	default:
-		log.Debug("event published")
+		r.m.observeOmitted(ctx, r.Kind(), out.Omitted)
+		r.log.Info("event trimmed to the payload limit",
+			r.changeAttrs(c, slog.Int("bytes", out.Omitted.Size), slog.Bool("old_object", out.Omitted.OldObject), slog.Any("fields", out.Omitted.Fields))...)
+	case r.log.Enabled(ctx, slog.LevelDebug):
+		r.log.Debug("event published", r.changeAttrs(c)...)
 	}
 	if r.report != nil {
 		switch {
 		case c.Type == eventsv1.EventType_EVENT_TYPE_DELETED:
 			t.reports.remove(c.ID)
-		case r.report.Needed(c.Object, out.Omitted.Object):
+		case r.report.Needed(c, out.Omitted.Object):
 			t.reports.set(c.ID, out.Omitted.Object)
 		default:
 			t.reports.remove(c.ID)
 		}
 	}
 	return requeue, nil
+}
+
+// changeAttrs are the log attributes of c, then extra; built only when a
+// line is written, not per publish.
+func (r *Resource[T]) changeAttrs(c diff.Change[T], extra ...any) []any {
+	return append([]any{slog.String(logkey.ObjectID, c.ID), slog.String(logkey.EventType, events.TypeName(c.Type)), slog.String(logkey.Version, c.Version())}, extra...)
 }
 
 // writeReport writes the condition owed for id, if any. A refused write is

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ambient-code/control-plane/libs/events"
 	eventsv1 "github.com/ambient-code/control-plane/proto/ambient/events/v1"
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
 	"google.golang.org/protobuf/proto"
@@ -209,9 +210,9 @@ func TestStoreChanges(t *testing.T) {
 				if !ok {
 					continue
 				}
-				w := want{typ: c.Type, name: c.Object.GetName()}
-				if c.Old != nil {
-					w.old = c.Old.GetName()
+				w := want{typ: c.Type, name: name(t, c.New)}
+				if c.Old.Raw != nil {
+					w.old = name(t, c.Old)
 				}
 				got[id] = w
 			}
@@ -243,7 +244,7 @@ func TestStorePublishedClearsAndRedirties(t *testing.T) {
 		t.Fatal("Published = false, want still dirty after concurrent update")
 	}
 	c2, ok := s.Next("a")
-	if !ok || c2.Type != eventsv1.EventType_EVENT_TYPE_MODIFIED || c2.Old.GetName() != "a1" || c2.Object.GetName() != "a2" {
+	if !ok || c2.Type != eventsv1.EventType_EVENT_TYPE_MODIFIED || name(t, c2.Old) != "a1" || name(t, c2.New) != "a2" {
 		t.Fatalf("Next = %+v, %v", c2, ok)
 	}
 	if s.Published(c2) {
@@ -251,7 +252,7 @@ func TestStorePublishedClearsAndRedirties(t *testing.T) {
 	}
 	s.Apply(del("a"))
 	c3, _ := s.Next("a")
-	if c3.Type != eventsv1.EventType_EVENT_TYPE_DELETED || c3.Object.GetName() != "a2" {
+	if c3.Type != eventsv1.EventType_EVENT_TYPE_DELETED || name(t, c3.New) != "a2" {
 		t.Fatalf("Next after delete = %+v", c3)
 	}
 	s.Published(c3)
@@ -320,4 +321,14 @@ func TestStoreChangeDuringPublish(t *testing.T) {
 			}
 		})
 	}
+}
+
+// name decodes an encoded session and returns its name.
+func name(t *testing.T, e events.Encoded) string {
+	t.Helper()
+	s, err := events.DecodeObject[*ambientv1.Session](e.Raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s.GetName()
 }

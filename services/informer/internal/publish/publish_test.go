@@ -44,8 +44,13 @@ func setup(t *testing.T, maxMsg int32, markerTTL time.Duration) (*Publisher, jet
 	return p, kv, js
 }
 
-func change(typ eventsv1.EventType, s *ambientv1.Session) diff.Change[*ambientv1.Session] {
-	return diff.Change[*ambientv1.Session]{Type: typ, ID: s.GetMetadata().GetId(), Object: s, Version: events.VersionOf(s)}
+func change(t *testing.T, typ eventsv1.EventType, s *ambientv1.Session) diff.Change[*ambientv1.Session] {
+	t.Helper()
+	enc, err := events.Encode(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return diff.Change[*ambientv1.Session]{Type: typ, ID: s.GetMetadata().GetId(), New: enc}
 }
 
 func session(id string, prompt int) *ambientv1.Session {
@@ -63,10 +68,10 @@ func TestPublishSizeRefusalIsFinal(t *testing.T) {
 	t.Parallel()
 	p, _, _ := setup(t, 2048, time.Second)
 	ctx := context.Background()
-	if _, err := Publish(ctx, p, change(eventsv1.EventType_EVENT_TYPE_ADDED, session("small", 10))); err != nil {
+	if _, err := Publish(ctx, p, change(t, eventsv1.EventType_EVENT_TYPE_ADDED, session("small", 10))); err != nil {
 		t.Fatalf("small event: %v", err)
 	}
-	_, err := Publish(ctx, p, change(eventsv1.EventType_EVENT_TYPE_ADDED, session("big", 4096)))
+	_, err := Publish(ctx, p, change(t, eventsv1.EventType_EVENT_TYPE_ADDED, session("big", 4096)))
 	if !errors.Is(err, ErrUnpublishable) {
 		t.Fatalf("event over the stream's limit: err = %v, want ErrUnpublishable", err)
 	}
@@ -81,10 +86,10 @@ func TestDeleteMarkerExpires(t *testing.T) {
 	ctx := context.Background()
 	for i := range 20 {
 		s := session(fmt.Sprintf("s%d", i), 10)
-		if _, err := Publish(ctx, p, change(eventsv1.EventType_EVENT_TYPE_ADDED, s)); err != nil {
+		if _, err := Publish(ctx, p, change(t, eventsv1.EventType_EVENT_TYPE_ADDED, s)); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := Publish(ctx, p, change(eventsv1.EventType_EVENT_TYPE_DELETED, s)); err != nil {
+		if _, err := Publish(ctx, p, change(t, eventsv1.EventType_EVENT_TYPE_DELETED, s)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -105,4 +110,33 @@ func TestDeleteMarkerExpires(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestPublishWritesKV: the KV write sent without kv.Put lands in the
+// bucket as kv.Put would have written it, and its ack arrives through
+// Outcome.KV.
+func TestPublishWritesKV(t *testing.T) {
+	t.Parallel()
+	p, kv, _ := setup(t, 0, time.Second)
+	ctx := context.Background()
+	s := session("s1", 10)
+	out, err := Publish(ctx, p, change(t, eventsv1.EventType_EVENT_TYPE_ADDED, s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-out.KV.Ok():
+	case err := <-out.KV.Err():
+		t.Fatal(err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("no ack for the KV write")
+	}
+	e, err := kv.Get(ctx, events.ObjectKey(eventsv1.Resource_RESOURCE_SESSIONS, "s1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := &eventsv1.Object{}
+	if err := proto.Unmarshal(e.Value(), got); err != nil || !proto.Equal(got, events.Wrap(s)) {
+		t.Fatalf("kv holds %v (%v), want the session", got, err)
+	}
 }

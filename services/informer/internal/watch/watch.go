@@ -241,26 +241,28 @@ func (w *Watcher[T]) syncAndFollow(ctx context.Context, buf *buffer[T]) error {
 	}
 }
 
-// relist lists while the stream keeps buffering, then hands the list and
-// the events buffered meanwhile to the cache in one step (diff.Store.Sync).
-// Events buffered before the list are applied first, so only events of the
-// list's own time are merged with it.
+// relist lists while the stream keeps buffering, page by page into a
+// diff.Listing (encoded as they come, so the decoded list is never held
+// whole), then hands the list and the events buffered meanwhile to the
+// cache in one step. Events buffered before the list are applied first, so
+// only events of the list's own time are merged with it.
 func (w *Watcher[T]) relist(ctx context.Context, buf *buffer[T]) error {
 	pending, _, _ := buf.take()
 	w.applyLive(pending)
 	start := time.Now()
-	listed, err := w.list(ctx, buf)
+	l := w.store.StartList()
+	n, err := w.list(ctx, buf, l)
 	if err != nil {
-		return err
+		return err // an unfinished listing changes nothing
 	}
 	if w.hooks.Relist != nil {
-		w.hooks.Relist(len(listed), time.Since(start))
+		w.hooks.Relist(n, time.Since(start))
 	}
 	evs, _, _ := buf.take()
-	r := w.store.Sync(listed, w.observe(evs))
+	r := l.Finish(w.observe(evs))
 	w.publish(r)
 	w.synced.Add(1)
-	w.log.Debug("synced", slog.Int(logkey.Count, len(listed)), slog.Int("buffered", len(evs)), slog.Int("dirty", len(r.Dirty)))
+	w.log.Debug("synced", slog.Int(logkey.Count, n), slog.Int("buffered", len(evs)), slog.Int("dirty", len(r.Dirty)))
 	return nil
 }
 
@@ -271,39 +273,26 @@ func (w *Watcher[T]) applyLive(evs []Event[T]) {
 	}
 }
 
-// list lists until a pass saw no delete on the watch (see
-// Config.ListPasses), merging passes; newer states win.
-func (w *Watcher[T]) list(ctx context.Context, buf *buffer[T]) ([]T, error) {
-	var merged map[string]T
-	var out []T
+// list lists into l until a pass saw no delete on the watch (see
+// Config.ListPasses); a second pass merges into the first, newer states
+// winning. It returns how many objects the last pass listed.
+func (w *Watcher[T]) list(ctx context.Context, buf *buffer[T], l *diff.Listing[T]) (int, error) {
 	for pass := 1; ; pass++ {
 		_, before := buf.counts()
-		items, err := w.src.List(ctx)
+		n := 0
+		err := w.src.Pages(ctx, func(items []T) error {
+			for _, o := range items {
+				diff.Normalize(o)
+			}
+			n += len(items)
+			l.Add(items)
+			return nil
+		})
 		if err != nil {
-			return nil, fmt.Errorf("list: %w", err)
+			return 0, fmt.Errorf("list: %w", err)
 		}
-		for _, o := range items {
-			diff.Normalize(o)
-		}
-		_, after := buf.counts()
-		if merged == nil {
-			if after == before || pass >= w.cfg.ListPasses {
-				return items, nil
-			}
-			merged = make(map[string]T, len(items))
-		}
-		for _, o := range items {
-			id := diff.ID(o)
-			if cur, ok := merged[id]; !ok || !diff.UpdatedAt(o).Before(diff.UpdatedAt(cur)) {
-				merged[id] = o
-			}
-		}
-		if after == before || pass >= w.cfg.ListPasses {
-			out = make([]T, 0, len(merged))
-			for _, o := range merged {
-				out = append(out, o)
-			}
-			return out, nil
+		if _, after := buf.counts(); after == before || pass >= w.cfg.ListPasses {
+			return n, nil
 		}
 		w.log.Debug("deletes during list, listing again", slog.Int(logkey.Attempt, pass))
 	}
