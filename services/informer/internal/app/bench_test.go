@@ -116,7 +116,9 @@ func (e *benchEnv) start(b *testing.B, overrides ...string) context.CancelFunc {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1) // Run's result
 	// Owned by the benchmark: cancelled and awaited in Cleanup.
-	go labelled(ctx, func(ctx context.Context) { done <- app.Run(ctx, cfg, testLogger(nil, "bench"), app.WithHealthyAfter(time.Second)) })
+	go labelled(ctx, func(ctx context.Context) {
+		done <- app.Run(ctx, cfg, testLogger(nil, "bench"), app.WithHealthyAfter(time.Second))
+	})
 	b.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
