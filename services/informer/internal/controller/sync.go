@@ -77,7 +77,8 @@ func (r *Resource[T]) checkKV(ctx context.Context, t *term) error {
 // lease is released only after it); one in flight when the lease is lost
 // stops at once, because another replica may already lead.
 func (r *Resource[T]) sync(ctx context.Context, store *diff.Store[T], id string, t *term) (requeue bool, err error) {
-	pctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	// One deadline for everything below (the publish uses it as is).
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), publish.DefaultTimeout)
 	defer cancel()
 	// Runs once ctx ends, in its own goroutine, which exits by the time
 	// sync returns (cancel above ends pctx).

@@ -1,6 +1,7 @@
 package diff
 
 import (
+	"maps"
 	"sync"
 	"time"
 
@@ -157,21 +158,55 @@ type Listing[T events.APIObject] struct {
 	s     *Store[T]
 	ids   []string
 	items []state
-	bad   int
+	// same lists ids listed in the state the store already wants: a relist
+	// of an unchanged table holds no bytes (desired states change only
+	// through the watch, whose events wait in the buffer while listing).
+	same []string
+	bad  int
 }
 
 // StartList starts a listing.
 func (s *Store[T]) StartList() *Listing[T] { return &Listing[T]{s: s} }
 
+// Expect tells the listing how many objects the list holds (the first
+// page's total), so its buffers and the store's map are sized once instead
+// of doubling: doubling leaves the old halves as garbage at the moment the
+// informer holds the most.
+func (l *Listing[T]) Expect(total int) {
+	if total <= 0 || l.ids != nil || l.same != nil {
+		return
+	}
+	l.s.mu.Lock()
+	cached := len(l.s.entries)
+	l.s.mu.Unlock()
+	if total < 2*cached {
+		return // a relist: most objects are unchanged and need no bytes here
+	}
+	l.ids = make([]string, 0, total)
+	l.items = make([]state, 0, total)
+}
+
 // Add encodes a page of listed objects into the listing.
 func (l *Listing[T]) Add(objs []T) {
+	states := make([]state, 0, len(objs))
+	ids := make([]string, 0, len(objs))
 	for _, o := range objs {
 		st, err := newState(o)
 		if err != nil {
 			l.bad++
 			continue
 		}
-		l.ids = append(l.ids, ID(o))
+		states = append(states, st)
+		ids = append(ids, ID(o))
+	}
+	l.s.mu.Lock()
+	defer l.s.mu.Unlock()
+	for i, st := range states {
+		if e, ok := l.s.entries[ids[i]]; ok && present(e.desired) && e.desired.SameVersion(st) {
+			l.same = append(l.same, ids[i])
+			continue
+		}
+		l.ids = append(l.ids, ids[i])
 		l.items = append(l.items, st)
 	}
 }
@@ -204,6 +239,17 @@ func (l *Listing[T]) Finish(buffered []Observed[T]) Result {
 	defer s.mu.Unlock()
 	s.listings++
 	num := s.listings
+	if n := len(l.items); n > 2*len(s.entries) {
+		// The first list of an empty cache: make the map its final size.
+		entries := make(map[string]*entry, n+n/8)
+		maps.Copy(entries, s.entries)
+		s.entries = entries
+	}
+	for _, id := range l.same {
+		if e, ok := s.entries[id]; ok {
+			e.listed = num
+		}
+	}
 	for i, st := range l.items {
 		e := s.entry(l.ids[i])
 		if e.listed == num && st.Micros < e.desired.Micros {
@@ -212,7 +258,7 @@ func (l *Listing[T]) Finish(buffered []Observed[T]) Result {
 		e.listed = num
 		s.setDesired(e, st)
 	}
-	l.ids, l.items = nil, nil
+	l.ids, l.items, l.same = nil, nil, nil
 	for _, e := range s.entries {
 		if e.listed != num {
 			s.clearDesired(e)

@@ -49,7 +49,8 @@ type Config struct {
 	// Stream is the stream that must store the events; a publish that lands
 	// anywhere else fails (a shadow informer can never feed the live stream).
 	Stream string
-	// Timeout bounds each publish and KV write (default DefaultTimeout).
+	// Timeout bounds each publish and KV write whose ctx has no deadline
+	// (default DefaultTimeout).
 	Timeout time.Duration
 	// StoreTimeout bounds the KV write after an ack, which runs even when
 	// ctx has ended (default DefaultStoreTimeout). Keep it well below the
@@ -162,9 +163,13 @@ func Publish[T events.APIObject](ctx context.Context, p *Publisher, c diff.Chang
 		return out, fmt.Errorf("publish %s: %w", eventID, err)
 	}
 	start := time.Now()
-	pctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
+	pctx := ctx
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		pctx, cancel = context.WithTimeout(ctx, p.cfg.Timeout)
+		defer cancel()
+	}
 	ack, err := p.js.PublishMsg(pctx, msg, jetstream.WithExpectStream(p.cfg.Stream))
-	cancel()
 	if err != nil {
 		if tooLarge(err) {
 			// The limit shrank under us (another server after a reconnect).

@@ -27,20 +27,21 @@ type Stream[T events.APIObject] interface {
 // page by page, and a watch stream that lives until its ctx ends.
 type Source[T events.APIObject] struct {
 	// Pages lists every object and calls page with each page's items in
-	// server order; an error from page ends the list with it. The items
-	// belong to page (the caller keeps no reference).
-	Pages func(ctx context.Context, page func(items []T) error) error
+	// server order and the total the server reports (0: unknown); an error
+	// from page ends the list with it. The items belong to page (the caller
+	// keeps no reference).
+	Pages func(ctx context.Context, page func(items []T, total int) error) error
 	Watch func(ctx context.Context) (Stream[T], error)
 }
 
 // Whole adapts a list that returns everything at once to Source.Pages.
-func Whole[T events.APIObject](list func(ctx context.Context) ([]T, error)) func(ctx context.Context, page func([]T) error) error {
-	return func(ctx context.Context, page func([]T) error) error {
+func Whole[T events.APIObject](list func(ctx context.Context) ([]T, error)) func(ctx context.Context, page func([]T, int) error) error {
+	return func(ctx context.Context, page func([]T, int) error) error {
 		items, err := list(ctx)
 		if err != nil {
 			return err
 		}
-		return page(items)
+		return page(items, len(items))
 	}
 }
 
@@ -52,7 +53,7 @@ const pageSize = apiclient.DefaultPageSize
 // each to page instead of collecting them: the informer never holds a whole
 // list of decoded objects. An object that moves between pages while they
 // are read comes twice; the store keeps the newer.
-func listPages[T events.APIObject, P apiclient.Page[T]](ctx context.Context, fetch func(ctx context.Context, page, size int32) (P, error), page func([]T) error) error {
+func listPages[T events.APIObject, P apiclient.Page[T]](ctx context.Context, fetch func(ctx context.Context, page, size int32) (P, error), page func([]T, int) error) error {
 	seen := 0
 	for n := int32(1); ; n++ {
 		resp, err := fetch(ctx, n, pageSize)
@@ -63,11 +64,12 @@ func listPages[T events.APIObject, P apiclient.Page[T]](ctx context.Context, fet
 		if len(items) == 0 {
 			return nil
 		}
-		if err := page(items); err != nil {
+		total := int(resp.GetMetadata().GetTotal())
+		if err := page(items, total); err != nil {
 			return err
 		}
 		seen += len(items)
-		if seen >= int(resp.GetMetadata().GetTotal()) {
+		if seen >= total {
 			return nil
 		}
 	}
@@ -104,7 +106,7 @@ func adapt[T events.APIObject, E watchEvent](recv func() (E, error), obj func(E)
 // Sessions is the Source of sessions.
 func Sessions(c *apiclient.Client) Source[*ambientv1.Session] {
 	return Source[*ambientv1.Session]{
-		Pages: func(ctx context.Context, page func([]*ambientv1.Session) error) error {
+		Pages: func(ctx context.Context, page func([]*ambientv1.Session, int) error) error {
 			return listPages(ctx, func(ctx context.Context, n, size int32) (*ambientv1.ListSessionsResponse, error) {
 				return c.Sessions().ListSessions(ctx, &ambientv1.ListSessionsRequest{Page: n, Size: size})
 			}, page)
@@ -122,7 +124,7 @@ func Sessions(c *apiclient.Client) Source[*ambientv1.Session] {
 // Projects is the Source of projects.
 func Projects(c *apiclient.Client) Source[*ambientv1.Project] {
 	return Source[*ambientv1.Project]{
-		Pages: func(ctx context.Context, page func([]*ambientv1.Project) error) error {
+		Pages: func(ctx context.Context, page func([]*ambientv1.Project, int) error) error {
 			return listPages(ctx, func(ctx context.Context, n, size int32) (*ambientv1.ListProjectsResponse, error) {
 				return c.Projects().ListProjects(ctx, &ambientv1.ListProjectsRequest{Page: n, Size: size})
 			}, page)
@@ -140,7 +142,7 @@ func Projects(c *apiclient.Client) Source[*ambientv1.Project] {
 // ProjectSettings is the Source of project settings.
 func ProjectSettings(c *apiclient.Client) Source[*ambientv1.ProjectSettings] {
 	return Source[*ambientv1.ProjectSettings]{
-		Pages: func(ctx context.Context, page func([]*ambientv1.ProjectSettings) error) error {
+		Pages: func(ctx context.Context, page func([]*ambientv1.ProjectSettings, int) error) error {
 			return listPages(ctx, func(ctx context.Context, n, size int32) (*ambientv1.ListProjectSettingsResponse, error) {
 				return c.ProjectSettings().ListProjectSettings(ctx, &ambientv1.ListProjectSettingsRequest{Page: n, Size: size})
 			}, page)

@@ -280,7 +280,10 @@ func (w *Watcher[T]) list(ctx context.Context, buf *buffer[T], l *diff.Listing[T
 	for pass := 1; ; pass++ {
 		_, before := buf.counts()
 		n := 0
-		err := w.src.Pages(ctx, func(items []T) error {
+		err := w.src.Pages(ctx, func(items []T, total int) error {
+			if pass == 1 && n == 0 {
+				l.Expect(total)
+			}
 			for _, o := range items {
 				diff.Normalize(o)
 			}
