@@ -309,11 +309,18 @@ func BenchmarkInitialSync(b *testing.B) {
 		e.waitCount(events.StreamName, uint64(n), 30*time.Minute)
 		took := time.Since(start)
 		peak := peakRSSMB(c.cmd.Process.Pid)
+		cpu := processCPU(c.cmd.Process.Pid)
 		c.stop(b)
-		b.ReportMetric(float64(n)/took.Seconds(), "objects/s")
+		load := loadAverage()
+		rate := float64(n) / took.Seconds()
+		rawKV := e.rawPublishRate(min(n, 50_000), benchWorkers(), true)
+		b.ReportMetric(rate, "objects/s")
 		b.ReportMetric(peak, "informer-peak-RSS-MB")
+		b.ReportMetric(float64(cpu.Microseconds())/float64(n), "cpu-µs/object")
 		b.ReportMetric(e.rawPublishRate(min(n, 50_000), benchWorkers(), false), "raw-js-msgs/s")
-		b.ReportMetric(e.rawPublishRate(min(n, 50_000), benchWorkers(), true), "raw-js+kv/s")
+		b.ReportMetric(rawKV, "raw-js+kv/s")
+		b.ReportMetric(rate/rawKV, "ratio-to-raw-js+kv")
+		b.ReportMetric(load, "loadavg")
 	}
 }
 
