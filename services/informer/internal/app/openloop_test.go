@@ -57,6 +57,7 @@ func BenchmarkOpenLoop(b *testing.B) {
 }
 
 func openLoop(b *testing.B, bin string, rate int, dur time.Duration) {
+	b.Helper()
 	e := newBenchEnv(b)
 	e.seed(openLoopObjects)
 	// A starved machine can make the API drop watch events (its buffer
