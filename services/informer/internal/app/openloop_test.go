@@ -128,16 +128,26 @@ func openLoop(b *testing.B, bin string, rate int, dur time.Duration) {
 	}
 	tick.Stop()
 	issuing := time.Since(start)
-	if err := testenv.Poll(2*time.Minute, func() error {
+	// Wait for every change, or until the handlers make no progress for
+	// longer than the resync period: a rate the consumers cannot take is a
+	// result (seen-ratio), not an error.
+	last, lastAt := -1, time.Now()
+	if err := testenv.Poll(5*time.Minute, func() error {
 		mu.Lock()
 		n := len(lat)
 		mu.Unlock()
-		if n < total {
-			return fmt.Errorf("handlers saw %d of %d changes (api dropped %d)", n, total, e.api.Dropped())
+		switch {
+		case n >= total:
+			return nil
+		case n != last:
+			last, lastAt = n, time.Now()
+		case time.Since(lastAt) > 15*time.Second:
+			b.Logf("handlers stopped at %d of %d changes (api dropped %d)", n, total, e.api.Dropped())
+			return nil
 		}
-		return nil
+		return fmt.Errorf("handlers saw %d of %d changes", n, total)
 	}); err != nil {
-		b.Error(err) // report what was seen
+		b.Logf("%v", err)
 	}
 	cpu := processCPU(c.cmd.Process.Pid) - cpu0
 	load1 := loadAverage()
