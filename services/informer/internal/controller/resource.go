@@ -134,7 +134,9 @@ func (r *Resource[T]) Lead(ctx context.Context) error {
 	}
 	q := workqueue.NewTypedRateLimitingQueue(workqueue.NewTypedItemExponentialFailureRateLimiter[string](retryMin, retryMax))
 	defer q.ShutDown()
-	w := watch.New(r.src, store, q.Add, r.cfg.Watch, r.hooks(ctx), r.log)
+	wcfg := r.cfg.Watch
+	wcfg.Settled = func() bool { return q.Len() == 0 }
+	w := watch.New(r.src, store, q.Add, wcfg, r.hooks(ctx), r.log)
 	r.store.Store(store)
 	r.queue.Store(&q)
 	r.watcher.Store(w)

@@ -49,6 +49,12 @@ type Config struct {
 	// ConfirmAfter, by when any server has registered it. Not needed when
 	// an event arrived before the first list started.
 	ConfirmAfter time.Duration
+	// Settled, when set, reports whether the changes of the last list are
+	// published (the work queue is empty). A confirming list due after
+	// ConfirmAfter waits for it, so that on a quiet stream it does not
+	// compete with publishing the first list's backlog (100,000 objects at
+	// start); the wait ends at 10 x ConfirmAfter in any case.
+	Settled func() bool
 	// ListPasses: pages are offsets into a changing table, so a delete
 	// during the list can shift an object past the page being read. When
 	// deletes arrive on the watch during a list, the list is repeated (up to
@@ -190,6 +196,7 @@ func (w *Watcher[T]) syncAndFollow(ctx context.Context, buf *buffer[T]) error {
 		return err
 	}
 	w.connected.Store(true)
+	synced := time.Now()
 
 	var confirm <-chan time.Time
 	switch received, _ := buf.counts(); {
@@ -219,6 +226,10 @@ func (w *Watcher[T]) syncAndFollow(ctx context.Context, buf *buffer[T]) error {
 			w.log.Debug("periodic resync")
 			again = true
 		case <-confirm:
+			if w.cfg.Settled != nil && !w.cfg.Settled() && time.Since(synced) < 10*w.cfg.ConfirmAfter {
+				confirm = time.After(w.cfg.ConfirmAfter / 5)
+				continue
+			}
 			confirm, again = nil, true
 		case <-buf.ready:
 			evs, ended, err := buf.take()
