@@ -62,6 +62,38 @@ metadata:
 	t.Run("rbac", func(t *testing.T) {
 		testRBAC(ctx, t, k, mustRender(t, map[string]any{}))
 	})
+
+	// Acceptance item 3 (issue 12): a default install, applied for real,
+	// runs no runner-manager and tells the kube-reconciler to turn every
+	// session into an AgenticSession (which testRBAC shows it may create).
+	t.Run("default isolates tenants", func(t *testing.T) {
+		for _, o := range mustRender(t, map[string]any{}).objects {
+			if o.GetKind() != "Deployment" && o.GetKind() != "ConfigMap" {
+				continue
+			}
+			if err := k.apply(ctx, k.dyn, o, false); err != nil {
+				t.Fatal(err)
+			}
+		}
+		deps, err := k.dyn.Resource(gvrDeployments).Namespace(releaseNamespace).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/instance=" + releaseName})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var names []string
+		for _, d := range deps.Items {
+			names = append(names, d.GetLabels()["app.kubernetes.io/component"])
+		}
+		if len(names) == 0 || slices.Contains(names, "runner-manager") {
+			t.Errorf("default install runs %v, want services and no runner-manager", names)
+		}
+		cm, err := k.dyn.Resource(gvrConfigMaps).Namespace(releaseNamespace).Get(ctx, name("kube-reconciler-env"), metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sel := cm.Object["data"].(map[string]any)["KUBE_SESSION_SELECTOR"]; sel != "all" {
+			t.Errorf("kube-reconciler KUBE_SESSION_SELECTOR = %v, want all", sel)
+		}
+	})
 }
 
 var (
@@ -69,9 +101,14 @@ var (
 	gvrSecrets      = schema.GroupVersionResource{Version: "v1", Resource: "secrets"}
 	gvrPods         = schema.GroupVersionResource{Version: "v1", Resource: "pods"}
 	gvrConfigMaps   = schema.GroupVersionResource{Version: "v1", Resource: "configmaps"}
+	gvrDeployments  = schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "deployments"}
 	gvrRoleBindings = schema.GroupVersionResource{Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "rolebindings"}
 	gvrSessions     = schema.GroupVersionResource{Group: "vteam.ambient-code", Version: "v1alpha1", Resource: "agenticsessions"}
+	gvrCRDs         = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
 )
+
+// sessionCRD is the AgenticSession CRD's name.
+const sessionCRD = "agenticsessions.vteam.ambient-code"
 
 // testRBAC applies the rendered RBAC objects for real and exercises them as
 // each ServiceAccount would.
@@ -122,8 +159,8 @@ subjects: [{apiGroup: rbac.authorization.k8s.io, kind: Group, name: team-a}]
 apiVersion: vteam.ambient-code/v1alpha1
 kind: AgenticSession
 metadata: {name: s-1, namespace: %s}
-spec: {displayName: deploytest, initialPrompt: hello, project: %s}
-`, project, project)
+spec: {displayName: deploytest, initialPrompt: hello}
+`, project)
 
 	allowed := []struct {
 		name string
@@ -158,6 +195,21 @@ spec: {displayName: deploytest, initialPrompt: hello, project: %s}
 		}},
 		{"delete agenticsession", func() error {
 			return reconciler.Resource(gvrSessions).Namespace(project).Delete(ctx, "s-1", metav1.DeleteOptions{})
+		}},
+		{"get the agenticsession crd", func() error {
+			_, err := reconciler.Resource(gvrCRDs).Get(ctx, sessionCRD, metav1.GetOptions{})
+			return err
+		}},
+		{"list and watch the agenticsession crd by name", func() error {
+			sel := metav1.ListOptions{FieldSelector: "metadata.name=" + sessionCRD}
+			if _, err := reconciler.Resource(gvrCRDs).List(ctx, sel); err != nil {
+				return err
+			}
+			w, err := reconciler.Resource(gvrCRDs).Watch(ctx, sel)
+			if err == nil {
+				w.Stop()
+			}
+			return err
 		}},
 	}
 	for _, tc := range allowed {
@@ -203,6 +255,14 @@ status: {phase: Running}
 			_, err := reconciler.Resource(gvrSessions).Namespace(project).ApplyStatus(ctx, "s-1", status,
 				metav1.ApplyOptions{FieldManager: fieldManager, Force: true})
 			return err
+		}},
+		{"list every crd", func() error { return list(ctx, reconciler, gvrCRDs, "") }},
+		{"get another crd", func() error {
+			_, err := reconciler.Resource(gvrCRDs).Get(ctx, "servicemonitors.monitoring.coreos.com", metav1.GetOptions{})
+			return err
+		}},
+		{"change the agenticsession crd", func() error {
+			return reconciler.Resource(gvrCRDs).Delete(ctx, sessionCRD, metav1.DeleteOptions{DryRun: []string{metav1.DryRunAll}})
 		}},
 		{"create a clusterrolebinding", func() error {
 			return k.apply(ctx, reconciler, object(t, `
