@@ -57,19 +57,41 @@ func NewMsg(ctx context.Context, prefix string, ev *eventsv1.ResourceEvent) (*na
 	return msg, nil
 }
 
+// NewMsgData is NewMsg for an event already encoded (MarshalEvent): the
+// message on subject with data and the headers NewMsg sets. It does not
+// validate data.
+func NewMsgData(ctx context.Context, subject, eventID string, data []byte) *nats.Msg {
+	msg := &nats.Msg{Subject: subject, Data: data, Header: make(nats.Header, 3)}
+	msg.Header[HeaderMsgID] = []string{eventID}
+	msg.Header[HeaderContentType] = []string{ContentTypeProto}
+	otel.GetTextMapPropagator().Inject(ctx, HeaderCarrier(msg.Header))
+	return msg
+}
+
 // Decode parses an event message and returns ctx extended with the remote
 // span context found in its headers. It returns ErrBadEvent (wrapped) for
 // bytes that are not a valid ResourceEvent; it never panics on any input.
+//
+// A reference event (see NewMsgLimit: the object was larger than the
+// payload limit, HeaderOmitted says "object") is returned together with an
+// error wrapping ErrObjectTooLarge: it names resource, object id, project
+// and version but carries no state, so a caller that does not handle it
+// must not act on it (libs/group dead-letters it). Events that only lost
+// old_object, or fields of a deleted object, decode without error.
 func Decode(ctx context.Context, header nats.Header, data []byte) (context.Context, *eventsv1.ResourceEvent, error) {
 	ev := &eventsv1.ResourceEvent{}
 	if err := proto.Unmarshal(data, ev); err != nil {
 		return ctx, nil, fmt.Errorf("unmarshal: %w: %w", ErrBadEvent, err)
 	}
-	if err := Validate(ev); err != nil {
+	reference := header != nil && Omitted(header).Object
+	if err := validate(ev, reference); err != nil {
 		return ctx, nil, err
 	}
 	if header != nil {
 		ctx = otel.GetTextMapPropagator().Extract(ctx, HeaderCarrier(header))
+	}
+	if reference {
+		return ctx, ev, fmt.Errorf("event %s: %w", ev.GetEventId(), ErrObjectTooLarge)
 	}
 	return ctx, ev, nil
 }
@@ -77,7 +99,11 @@ func Decode(ctx context.Context, header nats.Header, data []byte) (context.Conte
 // Validate checks the invariants every published event keeps: a known type
 // and resource, an object id, and an object of the resource's kind whose id
 // matches. It returns an error wrapping ErrBadEvent.
-func Validate(ev *eventsv1.ResourceEvent) error {
+func Validate(ev *eventsv1.ResourceEvent) error { return validate(ev, false) }
+
+// validate is Validate, or with reference the check of a reference event:
+// the same fields, but neither object nor old object.
+func validate(ev *eventsv1.ResourceEvent, reference bool) error {
 	switch ev.GetType() {
 	case eventsv1.EventType_EVENT_TYPE_ADDED, eventsv1.EventType_EVENT_TYPE_MODIFIED, eventsv1.EventType_EVENT_TYPE_DELETED:
 	default:
@@ -89,15 +115,24 @@ func Validate(ev *eventsv1.ResourceEvent) error {
 	if ev.GetObjectId() == "" {
 		return fmt.Errorf("empty object id: %w", ErrBadEvent)
 	}
-	for name, o := range map[string]*eventsv1.Object{"object": ev.GetObject(), "old_object": ev.GetOldObject()} {
-		if o == nil {
+	if reference {
+		if ev.GetObject() != nil || ev.GetOldObject() != nil {
+			return fmt.Errorf("reference event with an object: %w", ErrBadEvent)
+		}
+		return nil
+	}
+	for _, o := range [...]struct {
+		name string
+		obj  *eventsv1.Object
+	}{{"object", ev.GetObject()}, {"old_object", ev.GetOldObject()}} {
+		if o.obj == nil {
 			continue
 		}
-		if got := ResourceOfObject(o); got != ev.GetResource() {
-			return fmt.Errorf("%s kind %v does not match resource %v: %w", name, got, ev.GetResource(), ErrBadEvent)
+		if got := ResourceOfObject(o.obj); got != ev.GetResource() {
+			return fmt.Errorf("%s kind %v does not match resource %v: %w", o.name, got, ev.GetResource(), ErrBadEvent)
 		}
-		if id := ObjectID(o); id != "" && id != ev.GetObjectId() {
-			return fmt.Errorf("%s id %q does not match object id %q: %w", name, id, ev.GetObjectId(), ErrBadEvent)
+		if id := ObjectID(o.obj); id != "" && id != ev.GetObjectId() {
+			return fmt.Errorf("%s id %q does not match object id %q: %w", o.name, id, ev.GetObjectId(), ErrBadEvent)
 		}
 	}
 	if ev.GetObject() == nil {

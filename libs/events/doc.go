@@ -7,6 +7,15 @@
 // escaped project id or "_" when the object has none. Every token is escaped
 // with EscapeToken, so no '.', '*', '>' or white space from an id can change
 // the subject's shape, and the same escaping makes KV keys safe.
+//
+// Size: NATS refuses a message over the server's max_payload (1 MiB by
+// default), so an event whose objects are larger could never be published
+// and would block every later change of its object (issue 14). NewMsgLimit
+// fits every event under the limit by leaving out, in order and only as
+// much as needed, old_object, the largest fields of a deleted object, or the
+// object itself (a reference event). HeaderOmitted says what is missing;
+// Decode returns a reference event together with ErrObjectTooLarge, so a
+// consumer that does not look for it never acts on an empty object.
 package events
 
 import eventsv1 "github.com/ambient-code/control-plane/proto/ambient/events/v1"

@@ -12,4 +12,9 @@ var (
 	ErrUnknownResource = errors.New("unknown resource")
 	// ErrBadEvent means an event failed to decode or is inconsistent.
 	ErrBadEvent = errors.New("malformed resource event")
+	// ErrObjectTooLarge marks a reference event: the object was larger than
+	// the payload limit and was left out (see NewMsgLimit and Decode).
+	ErrObjectTooLarge = errors.New("object too large for an event, reference only")
+	// ErrTooLarge means not even a reference event fits the payload limit.
+	ErrTooLarge = errors.New("event over the payload limit")
 )

@@ -4,12 +4,15 @@
 package app
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ambient-code/control-plane/libs/apiclient"
@@ -19,8 +22,10 @@ import (
 	"github.com/ambient-code/control-plane/libs/service"
 	eventsv1 "github.com/ambient-code/control-plane/proto/ambient/events/v1"
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
+	"github.com/ambient-code/control-plane/services/informer/internal/condition"
 	"github.com/ambient-code/control-plane/services/informer/internal/config"
 	"github.com/ambient-code/control-plane/services/informer/internal/controller"
+	"github.com/ambient-code/control-plane/services/informer/internal/diff"
 	"github.com/ambient-code/control-plane/services/informer/internal/lease"
 	"github.com/ambient-code/control-plane/services/informer/internal/publish"
 	"github.com/ambient-code/control-plane/services/informer/internal/watch"
@@ -55,7 +60,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Optio
 			return fmt.Errorf("api client: %w", err)
 		}
 		rt.Cleanup(api.Close)
-		elector, err := lease.New(leases, lease.Config{Key: cfg.LeaseKey, Holder: cfg.InstanceID, TTL: cfg.LeaseTTL}, log)
+		elector, err := lease.New(leases, lease.Config{Key: cfg.LeaseKey, Holder: cfg.InstanceID, TTL: cfg.LeaseTTL, Conn: rt.NATS()}, log)
 		if err != nil {
 			return fmt.Errorf("lease: %w", err)
 		}
@@ -70,7 +75,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Optio
 		ccfg := controller.Config{Workers: cfg.Workers, Watch: watch.Config{
 			BackoffInitial: cfg.BackoffInitial, BackoffMax: cfg.BackoffMax, Resync: cfg.ResyncPeriod, HealthyAfter: o.healthyAfter}}
 		rs := []controller.Leader{
-			controller.New(watch.Sessions(api), pub, objects, ccfg, m, log),
+			controller.New(watch.Sessions(api), pub, objects, ccfg, m, log, controller.WithReporter(sessionReporter(api, rt.NATS()))),
 			controller.New(watch.Projects(api), pub, objects, ccfg, m, log),
 			controller.New(watch.ProjectSettings(api), pub, objects, ccfg, m, log),
 		}
@@ -96,7 +101,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Optio
 // lost lease by at most TTL/3: the next leader cannot start before the
 // lease expires, TTL after the last renewal.
 func publishConfig(cfg config.Config, m *controller.Metrics, o options) publish.Config {
-	pcfg := publish.Config{Prefix: cfg.SubjectPrefix, Stream: cfg.Stream, Observe: m.ObservePublish, StoreTimeout: cfg.LeaseTTL / 3}
+	pcfg := publish.Config{Prefix: cfg.SubjectPrefix, Stream: cfg.Stream, Observe: m.ObservePublish, StoreTimeout: cfg.LeaseTTL / 3, MarkerTTL: cfg.MarkerTTL}
 	if hook := o.afterPublish; hook != nil {
 		pcfg.AfterPublish = func(ctx context.Context, ev *eventsv1.ResourceEvent) error {
 			if err := hook(ctx, ev); err != nil {
@@ -106,6 +111,29 @@ func publishConfig(cfg config.Config, m *controller.Metrics, o options) publish.
 		}
 	}
 	return pcfg
+}
+
+// sessionReporter writes the reason on a session whose state is over the
+// event payload limit (package condition).
+func sessionReporter(api *apiclient.Client, nc *nats.Conn) controller.Reporter[*ambientv1.Session] {
+	w := condition.New(api)
+	msg := func() string { return condition.Message(nc.MaxPayload()) }
+	reason := []byte(condition.ReasonTooLarge)
+	return controller.Reporter[*ambientv1.Session]{
+		Needed: func(c diff.Change[*ambientv1.Session], tooLarge bool) bool {
+			if !tooLarge && !bytes.Contains(c.New.Raw, reason) {
+				return false // the common case: nothing to write, nothing to decode
+			}
+			s, err := c.Object()
+			return err == nil && condition.Needed(s, tooLarge, msg())
+		},
+		Write: func(ctx context.Context, id string, tooLarge bool) error {
+			ctx, cancel := context.WithTimeout(ctx, setupTimeout)
+			defer cancel()
+			return w.Sync(ctx, id, tooLarge, msg())
+		},
+		Terminal: func(err error) bool { return errors.Is(err, condition.ErrTerminal) },
+	}
 }
 
 // leaderSynced is the "lease" readiness check: a standby is ready as it is;
@@ -146,6 +174,9 @@ func tryEnsureNATS(ctx context.Context, js jetstream.JetStream, cfg config.Confi
 	}
 	oc := bus.ObjectsBucket(cfg.StreamReplicas)
 	oc.Bucket = cfg.ObjectsBucket
+	// Lets deletes purge the key with a marker that expires (MarkerTTL), so
+	// the bucket does not keep one marker per object ever deleted.
+	oc.LimitMarkerTTL = cfg.MarkerTTL
 	objects, err := bus.EnsureKV(ctx, js, oc)
 	if err != nil {
 		return kvs, err

@@ -307,11 +307,12 @@ func TestFailover(t *testing.T) {
 		return nil
 	})
 	// Lease TTL 1s (the key expires at most 1s after the last renewal);
-	// standbys retry every TTL/4; plus the metrics poll. A loaded CI
-	// machine gets some slack.
+	// standbys retry every TTL/4; plus the metrics poll. The bound only
+	// catches a takeover that waits for something else than the TTL: a
+	// loaded machine (load average 15 on two cores) took 4.5 s.
 	took := time.Since(died)
 	t.Logf("standby took over %v after the leader died (lease TTL 1s)", took)
-	if took > 3*time.Second {
+	if took > 10*time.Second {
 		t.Errorf("takeover took %v, want about the lease TTL (1s)", took)
 	}
 	evs := h.waitConverged(live, bucket, 30*time.Second)

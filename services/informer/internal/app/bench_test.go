@@ -4,9 +4,12 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -84,9 +87,17 @@ func (e *benchEnv) seed(n int) {
 	}
 }
 
-func (e *benchEnv) start(b *testing.B) context.CancelFunc {
+// labelled runs the informer under the pprof label part=informer, which its
+// goroutines (and those of its gRPC and NATS clients) inherit: profile a
+// benchmark with -cpuprofile and look at the informer alone with
+// go tool pprof -tagfocus part=informer.
+func labelled(ctx context.Context, run func(ctx context.Context)) {
+	pprof.Do(ctx, pprof.Labels("part", "informer"), run)
+}
+
+func (e *benchEnv) start(b *testing.B, overrides ...string) context.CancelFunc {
 	b.Helper()
-	cfg, err := config.Load(envconfig.Map(map[string]string{
+	env := map[string]string{
 		apiclient.EnvAPIToken: testenv.APIToken, apiclient.EnvGRPCAddr: e.api.GRPCAddr(), bus.EnvNATSURL: e.nats.ClientURL(),
 		service.EnvMetricsAddr: "127.0.0.1:0", config.EnvInstanceID: "bench", service.EnvLogLevel: "error",
 		// A starved reader can still lose watch events at the server (a
@@ -94,14 +105,20 @@ func (e *benchEnv) start(b *testing.B) context.CancelFunc {
 		// heals that, and api-dropped reports it.
 		config.EnvResyncPeriod: "20s",
 		config.EnvWorkers:      strconv.Itoa(benchWorkers()),
-	}))
+	}
+	for i := 0; i+1 < len(overrides); i += 2 {
+		env[overrides[i]] = overrides[i+1]
+	}
+	cfg, err := config.Load(envconfig.Map(env))
 	if err != nil {
 		b.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1) // Run's result
 	// Owned by the benchmark: cancelled and awaited in Cleanup.
-	go func() { done <- app.Run(ctx, cfg, testLogger(nil, "bench"), app.WithHealthyAfter(time.Second)) }()
+	go labelled(ctx, func(ctx context.Context) {
+		done <- app.Run(ctx, cfg, testLogger(nil, "bench"), app.WithHealthyAfter(time.Second))
+	})
 	b.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -140,17 +157,18 @@ func (e *benchEnv) waitCount(stream string, n uint64, timeout time.Duration) {
 // rawPublishRate publishes n event-sized messages to a fresh stream with
 // `workers` goroutines each waiting for its ack (what the informer does),
 // and returns messages per second.
-func (e *benchEnv) rawPublishRate(n, workers int, withKV bool) float64 {
+func (e *benchEnv) rawPublishRate(stream string, n, workers int, withKV bool) float64 {
 	e.b.Helper()
 	ctx := context.Background()
 	var kv jetstream.KeyValue
 	if withKV {
 		var err error
-		if kv, err = e.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "raw"}); err != nil {
+		if kv, err = e.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: strings.ToLower(stream)}); err != nil {
 			e.b.Fatal(err)
 		}
 	}
-	if _, err := bus.EnsureStream(ctx, e.js, bus.StreamConfig{Name: "RAW", Subjects: []string{"raw.>"}}); err != nil {
+	subj := strings.ToLower(stream)
+	if _, err := bus.EnsureStream(ctx, e.js, bus.StreamConfig{Name: stream, Subjects: []string{subj + ".>"}}); err != nil {
 		e.b.Fatal(err)
 	}
 	s := &ambientv1.Session{Metadata: &ambientv1.ObjectReference{Id: "x"}, Name: "bench", Prompt: proto.String("benchmark prompt text")}
@@ -172,7 +190,7 @@ func (e *benchEnv) rawPublishRate(n, workers int, withKV bool) float64 {
 				if i > int64(n) {
 					return
 				}
-				if _, err := e.js.Publish(ctx, fmt.Sprintf("raw.%d.%d", w, i), data, jetstream.WithMsgID(strconv.FormatInt(i, 10))); err != nil {
+				if _, err := e.js.Publish(ctx, fmt.Sprintf("%s.%d.%d", subj, w, i), data, jetstream.WithMsgID(strconv.FormatInt(i, 10))); err != nil {
 					e.b.Error(err)
 					return
 				}
@@ -209,44 +227,129 @@ func peakRSSMB(pid int) float64 {
 	return -1
 }
 
+// buildInformer builds the informer binary into a temporary directory.
+func buildInformer(b *testing.B) string {
+	b.Helper()
+	bin := filepath.Join(b.TempDir(), "informer")
+	build := exec.Command("go", "build", "-o", bin, "github.com/ambient-code/control-plane/services/informer/cmd/informer")
+	if out, err := build.CombinedOutput(); err != nil {
+		b.Fatalf("build informer: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// child is the informer binary running as a child process.
+type child struct {
+	cmd     *exec.Cmd
+	metrics string // METRICS_ADDR
+}
+
+// startChild runs bin against e with the benchmark's base environment plus
+// extra NAME=value entries.
+func (e *benchEnv) startChild(bin string, extra ...string) *child {
+	e.b.Helper()
+	addr := testenv.FreeAddr(e.b)
+	cmd := exec.Command(bin)
+	cmd.Env = append(os.Environ(),
+		apiclient.EnvAPIToken+"="+testenv.APIToken, apiclient.EnvGRPCAddr+"="+e.api.GRPCAddr(),
+		bus.EnvNATSURL+"="+e.nats.ClientURL(), service.EnvMetricsAddr+"="+addr,
+		config.EnvInstanceID+"=bench", service.EnvLogLevel+"=warn", config.EnvResyncPeriod+"=0",
+		config.EnvWorkers+"="+strconv.Itoa(benchWorkers()))
+	cmd.Env = append(cmd.Env, extra...)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		e.b.Fatal(err)
+	}
+	return &child{cmd: cmd, metrics: addr}
+}
+
+// stop ends the child with SIGTERM and waits for it.
+func (c *child) stop(b *testing.B) {
+	b.Helper()
+	if err := c.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		b.Fatal(err)
+	}
+	if err := c.cmd.Wait(); err != nil {
+		b.Errorf("informer exited: %v", err)
+	}
+}
+
+// gauge reads one unlabelled sample from the child's /metrics.
+func (c *child) gauge(name string) float64 {
+	resp, err := http.Get("http://" + c.metrics + "/metrics")
+	if err != nil {
+		return -1
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
+			v, err := strconv.ParseFloat(rest, 64)
+			if err != nil {
+				return -1
+			}
+			return v
+		}
+	}
+	return -1
+}
+
 // BenchmarkInitialSync measures an informer's first sync of BENCH_SESSIONS
 // sessions: list, diff against an empty KV, publish and store each. The
 // informer runs as its own process (the real binary, built here), so its
 // peak RSS is its own, not the in-memory API's or the NATS server's.
 func BenchmarkInitialSync(b *testing.B) {
 	n := benchSessions()
-	bin := filepath.Join(b.TempDir(), "informer")
-	build := exec.Command("go", "build", "-o", bin, "github.com/ambient-code/control-plane/services/informer/cmd/informer")
-	if out, err := build.CombinedOutput(); err != nil {
-		b.Fatalf("build informer: %v\n%s", err, out)
-	}
+	bin := buildInformer(b)
 	for b.Loop() {
 		e := newBenchEnv(b)
 		e.seed(n)
-		cmd := exec.Command(bin)
-		cmd.Env = append(os.Environ(),
-			apiclient.EnvAPIToken+"="+testenv.APIToken, apiclient.EnvGRPCAddr+"="+e.api.GRPCAddr(),
-			bus.EnvNATSURL+"="+e.nats.ClientURL(), service.EnvMetricsAddr+"=127.0.0.1:0",
-			config.EnvInstanceID+"=bench", service.EnvLogLevel+"=warn", config.EnvResyncPeriod+"=0",
-			config.EnvWorkers+"="+strconv.Itoa(benchWorkers()))
-		cmd.Stderr = os.Stderr
+		// The raw rate is measured right before and right after the
+		// informer, on the same server: on a shared machine the load moves
+		// between the phases, and the mean of the two is the fairer
+		// reference.
+		rawBefore := e.rawPublishRate("RAW1", min(n, 50_000), benchWorkers(), true)
+		load := loadAverage()
 		start := time.Now()
-		if err := cmd.Start(); err != nil {
-			b.Fatal(err)
-		}
+		c := e.startChild(bin)
 		e.waitCount(events.StreamName, uint64(n), 30*time.Minute)
 		took := time.Since(start)
-		peak := peakRSSMB(cmd.Process.Pid)
-		if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-			b.Fatal(err)
-		}
-		if err := cmd.Wait(); err != nil {
-			b.Errorf("informer exited: %v", err)
-		}
-		b.ReportMetric(float64(n)/took.Seconds(), "objects/s")
+		peak := peakRSSMB(c.cmd.Process.Pid)
+		cpu := processCPU(c.cmd.Process.Pid)
+		c.stop(b)
+		load = (load + loadAverage()) / 2
+		rate := float64(n) / took.Seconds()
+		rawAfter := e.rawPublishRate("RAW2", min(n, 50_000), benchWorkers(), true)
+		b.ReportMetric(rate, "objects/s")
 		b.ReportMetric(peak, "informer-peak-RSS-MB")
-		b.ReportMetric(e.rawPublishRate(min(n, 50_000), benchWorkers(), false), "raw-js-msgs/s")
-		b.ReportMetric(e.rawPublishRate(min(n, 50_000), benchWorkers(), true), "raw-js+kv/s")
+		b.ReportMetric(float64(cpu.Microseconds())/float64(n), "cpu-µs/object")
+		b.ReportMetric(rawBefore, "raw-js+kv-before/s")
+		b.ReportMetric(rawAfter, "raw-js+kv-after/s")
+		b.ReportMetric(rate/((rawBefore+rawAfter)/2), "ratio-to-raw-js+kv")
+		b.ReportMetric(e.rawPublishRate("RAW3", min(n, 50_000), benchWorkers(), false), "raw-js-msgs/s")
+		b.ReportMetric(load, "loadavg")
+	}
+}
+
+// BenchmarkInitialSyncInProcess is BenchmarkInitialSync with the informer in
+// the benchmark process, for profiles (see labelled); its rate is not the
+// informer's alone (API and NATS share the process and its GC).
+func BenchmarkInitialSyncInProcess(b *testing.B) {
+	n := benchSessions()
+	for b.Loop() {
+		e := newBenchEnv(b)
+		e.seed(n)
+		runtime.GC()
+		start := time.Now()
+		e.start(b)
+		if path := os.Getenv("BENCH_HEAP_PROFILE"); path != "" {
+			// Mid-sync, when the informer holds the most.
+			e.waitCount(events.StreamName, uint64(n/2), 30*time.Minute)
+			writeHeapProfile(b, path)
+		}
+		e.waitCount(events.StreamName, uint64(n), 30*time.Minute)
+		b.ReportMetric(float64(n)/time.Since(start).Seconds(), "objects/s")
 	}
 }
 
@@ -288,8 +391,8 @@ func BenchmarkSteadyState(b *testing.B) {
 		b.ReportMetric(float64(e.api.Dropped()), "api-dropped")
 		b.ReportMetric(lat.p50.Seconds()*1000, "p50-ms")
 		b.ReportMetric(lat.p99.Seconds()*1000, "p99-ms")
-		b.ReportMetric(e.rawPublishRate(changes, benchWorkers(), false), "raw-js-msgs/s")
-		b.ReportMetric(e.rawPublishRate(changes, benchWorkers(), true), "raw-js+kv/s")
+		b.ReportMetric(e.rawPublishRate("RAW1", changes, benchWorkers(), false), "raw-js-msgs/s")
+		b.ReportMetric(e.rawPublishRate("RAW2", changes, benchWorkers(), true), "raw-js+kv/s")
 	}
 }
 
@@ -346,4 +449,60 @@ func (e *benchEnv) latencies(skip int) latencies {
 	}
 	slices.Sort(ds)
 	return latencies{p50: ds[len(ds)/2], p99: ds[len(ds)*99/100], lastAck: last}
+}
+
+// BenchmarkDeleteMarkers4000 is issue 14's acceptance 4 for the informer:
+// 4,000 create+delete cycles, then the objects bucket's message count and
+// the informer's own memory (it runs as a child process) against their
+// values before. OBJECTS_MARKER_TTL is 1s so the markers expire within the
+// run.
+func BenchmarkDeleteMarkers4000(b *testing.B) {
+	const n, base = 4000, 1000
+	bin := buildInformer(b)
+	for b.Loop() {
+		e := newBenchEnv(b)
+		e.seed(base)
+		c := e.startChild(bin, config.EnvMarkerTTL+"=1s")
+		e.waitCount(events.StreamName, base, 5*time.Minute)
+		ctx := context.Background()
+		kvBefore, err := kvMessages(ctx, e.js, bus.BucketObjects)
+		if err != nil {
+			b.Fatal(err)
+		}
+		heapBefore, rssBefore := c.gauge("go_memstats_heap_inuse_bytes"), c.gauge("process_resident_memory_bytes")
+		start := time.Now()
+		cycles(b, e.api, n, func() (uint64, error) { return e.count(events.StreamName), nil }, base)
+		took := time.Since(start)
+		var kvAfter uint64
+		if err := testenv.Poll(time.Minute, func() error {
+			var err error
+			if kvAfter, err = kvMessages(ctx, e.js, bus.BucketObjects); err != nil || kvAfter > kvBefore {
+				return fmt.Errorf("bucket holds %d messages, %d before: %v", kvAfter, kvBefore, err)
+			}
+			return nil
+		}); err != nil {
+			b.Fatal(err)
+		}
+		heapAfter, rssAfter := c.gauge("go_memstats_heap_inuse_bytes"), c.gauge("process_resident_memory_bytes")
+		c.stop(b)
+		b.ReportMetric(float64(kvBefore), "kv-msgs-before")
+		b.ReportMetric(float64(kvAfter), "kv-msgs-after")
+		b.ReportMetric(heapAfter/heapBefore, "heap-after/before")
+		b.ReportMetric(rssAfter/rssBefore, "rss-after/before")
+		b.ReportMetric(float64(2*n)/took.Seconds(), "events/s")
+	}
+}
+
+// writeHeapProfile writes the live heap to path (BENCH_HEAP_PROFILE).
+func writeHeapProfile(b *testing.B, path string) {
+	b.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	runtime.GC()
+	if err := pprof.WriteHeapProfile(f); err != nil {
+		b.Fatal(err)
+	}
 }

@@ -32,6 +32,7 @@ const (
 	EnvBackoffInitial = "WATCH_BACKOFF_INITIAL"
 	EnvBackoffMax     = "WATCH_BACKOFF_MAX"
 	EnvInstanceID     = "INSTANCE_ID"
+	EnvMarkerTTL      = "OBJECTS_MARKER_TTL"
 )
 
 // Defaults (mirrored in the Helm values and docs/configuration.md).
@@ -44,6 +45,11 @@ const (
 	DefaultWorkers        = 32
 	DefaultBackoffInitial = time.Second
 	DefaultBackoffMax     = 30 * time.Second
+	// DefaultMarkerTTL: how long the delete marker of a deleted object stays
+	// in the objects bucket. Nothing reads markers (the informer loads live
+	// keys only, kube-reconciler's Get sees "not found" either way); a KV
+	// watcher that reconnects within the TTL still sees the delete.
+	DefaultMarkerTTL = time.Minute
 )
 
 // Config is the informer's whole configuration. Pass it by value.
@@ -69,6 +75,9 @@ type Config struct {
 	Workers        int // publish workers per resource
 	BackoffInitial time.Duration
 	BackoffMax     time.Duration
+	// MarkerTTL is how long a deleted object's marker stays in the objects
+	// bucket before the server removes it (>= 1s).
+	MarkerTTL time.Duration
 
 	InstanceID string
 }
@@ -96,6 +105,7 @@ func Load(lookup envconfig.LookupFunc) (Config, error) {
 		Workers:        l.Int(EnvWorkers, DefaultWorkers, 1, 1024),
 		BackoffInitial: l.Duration(EnvBackoffInitial, DefaultBackoffInitial),
 		BackoffMax:     l.Duration(EnvBackoffMax, DefaultBackoffMax),
+		MarkerTTL:      l.Duration(EnvMarkerTTL, DefaultMarkerTTL),
 		InstanceID:     l.String(EnvInstanceID, ""),
 	}
 	shadowSuffix := "-" + strings.ToLower(strings.ReplaceAll(c.Stream, "_", "-"))
@@ -136,6 +146,10 @@ func Load(lookup envconfig.LookupFunc) (Config, error) {
 	}
 	if c.BackoffInitial <= 0 || c.BackoffMax < c.BackoffInitial {
 		bad(EnvBackoffMax, fmt.Sprintf("a duration >= %s (%s)", EnvBackoffInitial, c.BackoffInitial), c.BackoffMax.String())
+	}
+	if c.MarkerTTL < time.Second {
+		// The server's smallest per-message TTL.
+		bad(EnvMarkerTTL, "a duration of at least 1s", c.MarkerTTL.String())
 	}
 	if c.StreamMaxAge <= 0 {
 		bad(EnvStreamMaxAge, "a positive duration", c.StreamMaxAge.String())

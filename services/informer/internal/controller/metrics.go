@@ -18,6 +18,8 @@ const (
 	metricPublished    = "informer.events.published"
 	metricDuplicates   = "informer.events.duplicates"
 	metricPublishErrs  = "informer.publish.errors"
+	metricOmitted      = "informer.events.omitted"
+	metricUnpublished  = "informer.events.unpublishable"
 	metricPublishTime  = "informer.publish.duration"
 	metricReconnects   = "informer.watch.reconnects"
 	metricRelists      = "informer.relists"
@@ -33,6 +35,7 @@ const (
 const (
 	attrResource  = "resource"
 	attrEventType = "type"
+	attrOmitted   = "omitted"
 )
 
 // Metrics holds the informer's instruments. All are safe for concurrent use.
@@ -41,11 +44,18 @@ type Metrics struct {
 	published   metric.Int64Counter
 	duplicates  metric.Int64Counter
 	publishErrs metric.Int64Counter
-	publishTime metric.Float64Histogram
-	reconnects  metric.Int64Counter
-	relists     metric.Int64Counter
-	stale       metric.Int64Counter
-	unknownDel  metric.Int64Counter
+	omitted     metric.Int64Counter
+	// unpublishable counts versions skipped for good (see
+	// publish.ErrUnpublishable).
+	unpublishable metric.Int64Counter
+	publishTime   metric.Float64Histogram
+	reconnects    metric.Int64Counter
+	relists       metric.Int64Counter
+	stale         metric.Int64Counter
+	unknownDel    metric.Int64Counter
+	// byKind holds the attribute options of each [resource][event type]:
+	// made once, they cost nothing per event.
+	byKind [4][4]publishAttrs
 }
 
 // NewMetrics creates the informer's counters on m; ObserveState adds the
@@ -62,15 +72,23 @@ func NewMetrics(m metric.Meter) (*Metrics, error) {
 		published:   counter(metricPublished, "Events published and acked, by resource and type."),
 		duplicates:  counter(metricDuplicates, "Publishes JetStream dropped as duplicates (republish after a crash or failover)."),
 		publishErrs: counter(metricPublishErrs, "Failed publish attempts (retried)."),
-		reconnects:  counter(metricReconnects, "Watch streams that ended or failed and were reopened."),
-		relists:     counter(metricRelists, "Completed full lists (start, reconnect, resync)."),
-		stale:       counter(metricStale, "Watch events dropped because they were not newer than the cache."),
-		unknownDel:  counter(metricUnknownDel, "DELETED watch events for ids never seen (ignored)."),
+		omitted: counter(metricOmitted, "Events published without part of their content to fit the NATS payload limit, "+
+			"by what was left out: old_object, fields (of a deleted object), object (a reference event: the object alone is over the limit)."),
+		unpublishable: counter(metricUnpublished, "Object versions that could not be published at all and were skipped."),
+		reconnects:    counter(metricReconnects, "Watch streams that ended or failed and were reopened."),
+		relists:       counter(metricRelists, "Completed full lists (start, reconnect, resync)."),
+		stale:         counter(metricStale, "Watch events dropped because they were not newer than the cache."),
+		unknownDel:    counter(metricUnknownDel, "DELETED watch events for ids never seen (ignored)."),
 	}
 	h, err := m.Float64Histogram(metricPublishTime, metric.WithUnit("s"),
 		metric.WithDescription("Time from publish to JetStream ack."),
 		metric.WithExplicitBucketBoundaries(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
 	out.publishTime = h
+	for r := range out.byKind {
+		for t := range out.byKind[r] {
+			out.byKind[r][t] = newPublishAttrs(eventsv1.Resource(r), eventsv1.EventType(t))
+		}
+	}
 	if err := errors.Join(append(errs, err)...); err != nil {
 		return nil, fmt.Errorf("create instruments: %w", err)
 	}
@@ -117,13 +135,49 @@ func resAttr(r eventsv1.Resource) metric.MeasurementOption {
 	return metric.WithAttributes(attribute.String(attrResource, events.ResourceToken(r)))
 }
 
-// ObservePublish records one acked event (publish.Config.Observe).
-func (m *Metrics) ObservePublish(ctx context.Context, ev *eventsv1.ResourceEvent, took time.Duration, duplicate bool) {
-	m.published.Add(ctx, 1, metric.WithAttributes(
-		attribute.String(attrResource, events.ResourceToken(ev.GetResource())),
-		attribute.String(attrEventType, events.TypeName(ev.GetType()))))
-	m.publishTime.Record(ctx, took.Seconds(), resAttr(ev.GetResource()))
+// ObservePublish records one acked event (publish.Config.Observe). The
+// attribute sets are made once per resource and type: this runs per event.
+func (m *Metrics) ObservePublish(ctx context.Context, res eventsv1.Resource, typ eventsv1.EventType, took time.Duration, duplicate bool) {
+	a := m.attrs(res, typ)
+	m.published.Add(ctx, 1, a.resType)
+	m.publishTime.Record(ctx, took.Seconds(), a.res)
 	if duplicate {
-		m.duplicates.Add(ctx, 1, resAttr(ev.GetResource()))
+		m.duplicates.Add(ctx, 1, a.res)
+	}
+}
+
+// publishAttrs are the attribute options of one resource and event type.
+type publishAttrs struct {
+	res, resType metric.MeasurementOption
+}
+
+func (m *Metrics) attrs(res eventsv1.Resource, typ eventsv1.EventType) publishAttrs {
+	if int(res) < len(m.byKind) && int(typ) < len(m.byKind[0]) {
+		return m.byKind[res][typ]
+	}
+	return newPublishAttrs(res, typ)
+}
+
+func newPublishAttrs(res eventsv1.Resource, typ eventsv1.EventType) publishAttrs {
+	return publishAttrs{
+		res: metric.WithAttributeSet(attribute.NewSet(attribute.String(attrResource, events.ResourceToken(res)))),
+		resType: metric.WithAttributeSet(attribute.NewSet(
+			attribute.String(attrResource, events.ResourceToken(res)), attribute.String(attrEventType, events.TypeName(typ)))),
+	}
+}
+
+// observeOmitted counts what an event left out to fit the payload limit.
+func (m *Metrics) observeOmitted(ctx context.Context, r eventsv1.Resource, om events.Omission) {
+	add := func(what string) {
+		m.omitted.Add(ctx, 1, metric.WithAttributes(attribute.String(attrResource, events.ResourceToken(r)), attribute.String(attrOmitted, what)))
+	}
+	if om.OldObject {
+		add(events.OmittedOldObject)
+	}
+	if len(om.Fields) > 0 {
+		add("fields")
+	}
+	if om.Object {
+		add(events.OmittedObject)
 	}
 }

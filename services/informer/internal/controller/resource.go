@@ -39,6 +39,27 @@ type Config struct {
 	Watch watch.Config
 }
 
+// Reporter puts the reason on an object whose state consumers cannot get
+// (tooLarge: only a reference event was published) and takes it off once a
+// version is published complete again. Needed runs for every published
+// version and must be cheap; Write runs only when Needed said so, and its
+// failures are retried like a failed publish unless Terminal says no retry
+// can help.
+type Reporter[T events.APIObject] struct {
+	Needed   func(c diff.Change[T], tooLarge bool) bool
+	Write    func(ctx context.Context, id string, tooLarge bool) error
+	Terminal func(err error) bool
+}
+
+// Option adjusts a Resource.
+type Option[T events.APIObject] func(*Resource[T])
+
+// WithReporter makes the resource report objects over the payload limit
+// through rep (sessions: a condition on the session).
+func WithReporter[T events.APIObject](rep Reporter[T]) Option[T] {
+	return func(r *Resource[T]) { r.report = &rep }
+}
+
 // queue is the work queue of one term: object ids, rate-limited per id.
 type queue = workqueue.TypedRateLimitingInterface[string]
 
@@ -52,6 +73,8 @@ type Resource[T events.APIObject] struct {
 	cfg Config
 	m   *Metrics
 	log *slog.Logger
+	// report is nil for resources without a place to put the reason.
+	report *Reporter[T]
 
 	// The current term's parts, for readiness and gauges; nil while standby.
 	store   atomic.Pointer[diff.Store[T]]
@@ -62,11 +85,15 @@ type Resource[T events.APIObject] struct {
 // New returns the controller of the resource T, reading the API through
 // src and publishing through pub; kv is the persisted cache (the objects
 // bucket). It starts nothing.
-func New[T events.APIObject](src watch.Source[T], pub *publish.Publisher, kv jetstream.KeyValue, cfg Config, m *Metrics, log *slog.Logger) *Resource[T] {
-	return &Resource[T]{
+func New[T events.APIObject](src watch.Source[T], pub *publish.Publisher, kv jetstream.KeyValue, cfg Config, m *Metrics, log *slog.Logger, opts ...Option[T]) *Resource[T] {
+	r := &Resource[T]{
 		src: src, pub: pub, kv: kv, cfg: cfg, m: m,
 		log: log.With(slog.String(logkey.Resource, events.ResourceToken(events.ResourceOf[T]()))),
 	}
+	for _, o := range opts {
+		o(r)
+	}
+	return r
 }
 
 // Kind is the resource this controller runs.
@@ -102,10 +129,14 @@ func (r *Resource[T]) Lead(ctx context.Context) error {
 		return nil //nolint:nilerr // load only fails when ctx ends
 	}
 	store := diff.NewStore[T]()
-	store.Load(objs)
+	if bad := store.Load(objs); bad > 0 {
+		r.log.Warn("unencodable cache entries skipped", slog.Int(logkey.Count, bad))
+	}
 	q := workqueue.NewTypedRateLimitingQueue(workqueue.NewTypedItemExponentialFailureRateLimiter[string](retryMin, retryMax))
 	defer q.ShutDown()
-	w := watch.New(r.src, store, q.Add, r.cfg.Watch, r.hooks(ctx), r.log)
+	wcfg := r.cfg.Watch
+	wcfg.Settled = func() bool { return q.Len() == 0 }
+	w := watch.New(r.src, store, q.Add, wcfg, r.hooks(ctx), r.log)
 	r.store.Store(store)
 	r.queue.Store(&q)
 	r.watcher.Store(w)
@@ -122,9 +153,10 @@ func (r *Resource[T]) Lead(ctx context.Context) error {
 		q.ShutDown() // wakes the workers
 		return err
 	})
-	unstored := &idSet{}
+	t := newTerm(q)
+	g.Go(func() error { return r.checkKV(gctx, t) })
 	for range r.cfg.Workers {
-		g.Go(func() error { return r.work(gctx, store, q, unstored) })
+		g.Go(func() error { return r.work(gctx, store, q, t) })
 	}
 	return g.Wait()
 }
@@ -145,34 +177,56 @@ func (r *Resource[T]) hooks(ctx context.Context) watch.Hooks {
 			if d.Unknown > 0 {
 				r.m.unknownDel.Add(ctx, int64(d.Unknown), resAttr(res))
 			}
+			if d.Bad > 0 {
+				// Objects that do not encode cannot be published either.
+				r.m.unpublishable.Add(ctx, int64(d.Bad), resAttr(res))
+				r.log.Error("unencodable objects skipped", slog.Int(logkey.Count, d.Bad))
+			}
 		},
 	}
 }
 
-// load reads the persisted cache, retrying until it succeeds or ctx ends.
+// load reads the persisted cache, retrying until it succeeds or ctx ends,
+// and makes the delete markers left by older informers expire.
 func (r *Resource[T]) load(ctx context.Context) ([]T, error) {
 	b := &backoff.ExponentialBackOff{InitialInterval: retryMin, RandomizationFactor: 0.25, Multiplier: 2, MaxInterval: retryMax}
-	return backoff.Retry(ctx, func() ([]T, error) {
+	l, err := backoff.Retry(ctx, func() (publish.Loaded[T], error) {
 		lctx, cancel := context.WithTimeout(ctx, loadTimeout)
 		defer cancel()
-		objs, bad, err := publish.Load[T](lctx, r.kv)
+		l, err := publish.Load[T](lctx, r.kv)
 		if err != nil {
 			if ctx.Err() == nil {
 				r.log.Warn("load cache failed, retrying", slog.Any(logkey.Err, err))
 			}
-			return nil, err
+			return l, err
 		}
-		if bad > 0 {
-			r.log.Warn("undecodable cache entries skipped", slog.Int(logkey.Count, bad))
-		}
-		return objs, nil
+		return l, nil
 	}, backoff.WithBackOff(b), backoff.WithMaxElapsedTime(0))
+	if err != nil {
+		return nil, err
+	}
+	if l.Bad > 0 {
+		r.log.Warn("undecodable cache entries skipped", slog.Int(logkey.Count, l.Bad))
+	}
+	if len(l.Markers) > 0 {
+		// Best effort: a marker left behind costs one message, not
+		// correctness; the next term tries again.
+		pctx, cancel := context.WithTimeout(ctx, loadTimeout)
+		n, err := r.pub.PurgeMarkers(pctx, l.Markers)
+		cancel()
+		if err != nil {
+			r.log.Warn("purge of old delete markers stopped", slog.Int(logkey.Count, n), slog.Any(logkey.Err, err))
+		} else {
+			r.log.Info("old delete markers set to expire", slog.Int(logkey.Count, n))
+		}
+	}
+	return l.Objects, nil
 }
 
 // work publishes what the queued ids need, one id at a time per worker,
 // the sample-controller way: always Done, Forget on success, retry with
 // the rate limiter's delay on a failed publish, stop on a FatalError.
-func (r *Resource[T]) work(ctx context.Context, store *diff.Store[T], q queue, unstored *idSet) error {
+func (r *Resource[T]) work(ctx context.Context, store *diff.Store[T], q queue, t *term) error {
 	for {
 		id, shutdown := q.Get()
 		if shutdown {
@@ -184,7 +238,12 @@ func (r *Resource[T]) work(ctx context.Context, store *diff.Store[T], q queue, u
 			q.Done(id)
 			return nil
 		}
-		err := r.sync(ctx, store, id, unstored)
+		requeue, err := r.sync(ctx, store, id, t)
+		if requeue {
+			// Queued while processing: the queue hands it out again after
+			// Done, never to two workers at once.
+			q.Add(id)
+		}
 		var fatal FatalError
 		switch {
 		case errors.As(err, &fatal):

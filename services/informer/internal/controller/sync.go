@@ -7,8 +7,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/ambient-code/control-plane/libs/events"
 	"github.com/ambient-code/control-plane/libs/logkey"
+	eventsv1 "github.com/ambient-code/control-plane/proto/ambient/events/v1"
 	"github.com/ambient-code/control-plane/services/informer/internal/diff"
 	"github.com/ambient-code/control-plane/services/informer/internal/lease"
 	"github.com/ambient-code/control-plane/services/informer/internal/publish"
@@ -17,12 +20,65 @@ import (
 // shutdownGrace bounds one publish + KV write once shutdown began.
 const shutdownGrace = 5 * time.Second
 
-// sync publishes the change id needs, if any, and records it. A publish in
+// kvWindow bounds the KV writes in flight per resource: a worker whose
+// write would exceed it waits (nats.go's own limit of async publishes is
+// 4,000 per connection, shared by the three resources).
+const kvWindow = 1024
+
+// term is the state of one term that outlives a single sync of an id: the
+// KV writes in flight and the KV and condition writes still owed.
+type term struct {
+	q        queue
+	unstored idSet         // acked events whose KV write failed
+	reports  pending[bool] // condition writes owed: id -> too large
+	// kv carries the KV writes in flight to checkKV, in the order they
+	// were sent; its capacity is kvWindow.
+	kv chan kvWrite
+}
+
+// kvWrite is one KV write in flight.
+type kvWrite struct {
+	id  string
+	ack jetstream.PubAckFuture
+}
+
+func newTerm(q queue) *term { return &term{q: q, kv: make(chan kvWrite, kvWindow)} }
+
+// checkKV waits for the KV writes in flight, in order, until ctx ends. A
+// failed one makes the id owe its KV write (retried before its next change,
+// like a synchronous failure), and queues the id. Writes still in flight
+// when the term ends are not waited for: whichever were lost, the next
+// leader diffs against what KV holds.
+func (r *Resource[T]) checkKV(ctx context.Context, t *term) error {
+	for {
+		var w kvWrite
+		select {
+		case <-ctx.Done():
+			return nil
+		case w = <-t.kv:
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-w.ack.Ok():
+		case err := <-w.ack.Err():
+			t.unstored.add(w.id)
+			r.m.publishErrs.Add(ctx, 1, resAttr(r.Kind()))
+			r.log.Warn("kv write failed, retrying", slog.String(logkey.ObjectID, w.id), slog.Any(logkey.Err, err))
+			t.q.AddRateLimited(w.id)
+		}
+	}
+}
+
+// sync publishes the change id needs, if any, and records it; requeue
+// reports that id changed while its event was in flight and must be synced
+// again (see diff.Store.Published). A publish in
 // flight when the informer shuts down may finish within shutdownGrace (the
 // lease is released only after it); one in flight when the lease is lost
 // stops at once, because another replica may already lead.
-func (r *Resource[T]) sync(ctx context.Context, store *diff.Store[T], id string, unstored *idSet) error {
-	pctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+func (r *Resource[T]) sync(ctx context.Context, store *diff.Store[T], id string, t *term) (requeue bool, err error) {
+	// One deadline for everything below (the publish uses it as is).
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), publish.DefaultTimeout)
 	defer cancel()
 	// Runs once ctx ends, in its own goroutine, which exits by the time
 	// sync returns (cancel above ends pctx).
@@ -42,29 +98,98 @@ func (r *Resource[T]) sync(ctx context.Context, store *diff.Store[T], id string,
 	defer stop()
 	// A KV write that failed after its event was acked is retried first, so
 	// KV never stays behind the stream.
-	if unstored.has(id) {
-		obj, present := store.PublishedState(id)
-		if err := publish.Store(pctx, r.pub, id, obj, present); err != nil {
-			return err
+	if t.unstored.has(id) {
+		state, present := store.PublishedState(id)
+		if err := publish.Store[T](pctx, r.pub, id, state, present); err != nil {
+			return false, err
 		}
-		unstored.remove(id)
+		t.unstored.remove(id)
 	}
-	c, ok := store.Next(id)
-	if !ok {
+	if c, ok := store.Next(id); ok {
+		if requeue, err = r.publish(pctx, store, c, t); err != nil {
+			return requeue, err
+		}
+	}
+	return requeue, r.writeReport(pctx, id, t)
+}
+
+// publish publishes c and records it as published: when acked, when only
+// its KV write failed (the event is in the stream), and when it can never
+// be published (so it does not block the object's later changes). requeue
+// is diff.Store.Published's answer.
+func (r *Resource[T]) publish(ctx context.Context, store *diff.Store[T], c diff.Change[T], t *term) (requeue bool, err error) {
+	out, err := publish.Publish(ctx, r.pub, c)
+	switch {
+	case errors.Is(err, publish.ErrUnpublishable):
+		r.m.unpublishable.Add(ctx, 1, resAttr(r.Kind()))
+		r.log.Error("event cannot be published, version skipped", r.changeAttrs(c, slog.Any(logkey.Err, err))...)
+		return store.Published(c), nil
+	case errors.Is(err, publish.ErrNotStored):
+		// The event is in the stream: count it as published, or the next
+		// change would be diffed against a state consumers never saw (a
+		// second ADDED, a MODIFIED with the wrong old object).
+		t.unstored.add(c.ID)
+		return store.Published(c), err
+	case err != nil:
+		return false, err
+	}
+	requeue = store.Published(c)
+	if out.KV != nil {
+		select {
+		case t.kv <- kvWrite{id: c.ID, ack: out.KV}:
+		case <-ctx.Done():
+			// The term is over before the write could be tracked: the next
+			// leader diffs against what KV holds.
+		}
+	}
+	switch {
+	case out.Omitted.Object:
+		r.m.observeOmitted(ctx, r.Kind(), out.Omitted)
+		r.log.Error("object over the event payload limit, reference event published",
+			r.changeAttrs(c, slog.Int("bytes", out.Omitted.Size), slog.Bool("kv_skipped", out.KVSkipped))...)
+	case out.Omitted.Any():
+		r.m.observeOmitted(ctx, r.Kind(), out.Omitted)
+		r.log.Info("event trimmed to the payload limit",
+			r.changeAttrs(c, slog.Int("bytes", out.Omitted.Size), slog.Bool("old_object", out.Omitted.OldObject), slog.Any("fields", out.Omitted.Fields))...)
+	case r.log.Enabled(ctx, slog.LevelDebug):
+		r.log.Debug("event published", r.changeAttrs(c)...)
+	}
+	if r.report != nil {
+		switch {
+		case c.Type == eventsv1.EventType_EVENT_TYPE_DELETED:
+			t.reports.remove(c.ID)
+		case r.report.Needed(c, out.Omitted.Object):
+			t.reports.set(c.ID, out.Omitted.Object)
+		default:
+			t.reports.remove(c.ID)
+		}
+	}
+	return requeue, nil
+}
+
+// changeAttrs are the log attributes of c, then extra; built only when a
+// line is written, not per publish.
+func (r *Resource[T]) changeAttrs(c diff.Change[T], extra ...any) []any {
+	return append([]any{slog.String(logkey.ObjectID, c.ID), slog.String(logkey.EventType, events.TypeName(c.Type)), slog.String(logkey.Version, c.Version())}, extra...)
+}
+
+// writeReport writes the condition owed for id, if any. A refused write is
+// dropped (logged); others are retried like a publish.
+func (r *Resource[T]) writeReport(ctx context.Context, id string, t *term) error {
+	tooLarge, ok := t.reports.get(id)
+	if !ok || r.report == nil {
 		return nil
 	}
-	if err := publish.Publish(pctx, r.pub, c); err != nil {
-		if errors.Is(err, publish.ErrNotStored) {
-			// The event is in the stream: count it as published, or the
-			// next change would be diffed against a state consumers never
-			// saw (a second ADDED, a MODIFIED with the wrong old object).
-			store.Published(c)
-			unstored.add(id)
-		}
+	err := r.report.Write(ctx, id, tooLarge)
+	if err != nil && !r.report.Terminal(err) {
 		return err
 	}
-	store.Published(c)
-	r.log.Debug("event published", slog.String(logkey.ObjectID, id), slog.String(logkey.EventType, events.TypeName(c.Type)), slog.String(logkey.Version, c.Version))
+	t.reports.remove(id)
+	if err != nil {
+		r.log.Error("condition write refused", slog.String(logkey.ObjectID, id), slog.Any(logkey.Err, err))
+		return nil
+	}
+	r.log.Info("condition written", slog.String(logkey.ObjectID, id), slog.Bool("too_large", tooLarge))
 	return nil
 }
 
@@ -94,4 +219,33 @@ func (s *idSet) has(id string) bool {
 	defer s.mu.Unlock()
 	_, ok := s.ids[id]
 	return ok
+}
+
+// pending maps object ids to a value owed for them, safe for concurrent
+// use.
+type pending[V any] struct {
+	mu sync.Mutex
+	m  map[string]V // guarded by mu
+}
+
+func (p *pending[V]) set(id string, v V) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.m == nil {
+		p.m = map[string]V{}
+	}
+	p.m[id] = v
+}
+
+func (p *pending[V]) get(id string) (V, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	v, ok := p.m[id]
+	return v, ok
+}
+
+func (p *pending[V]) remove(id string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.m, id)
 }

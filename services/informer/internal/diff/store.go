@@ -1,6 +1,7 @@
 package diff
 
 import (
+	"maps"
 	"sync"
 	"time"
 
@@ -29,17 +30,31 @@ type Observed[T events.APIObject] struct {
 	Deleted bool
 }
 
-// Change is what a worker must publish for one id.
+// Change is what a worker must publish for one id. States travel encoded
+// (events.Encoded): the event and the KV value are built from the bytes.
 type Change[T events.APIObject] struct {
 	Type eventsv1.EventType
 	ID   string
-	// Object is the new state for ADDED and MODIFIED and the last known
-	// state for DELETED.
-	Object T
+	// New is the new state for ADDED and MODIFIED and the last known state
+	// for DELETED.
+	New events.Encoded
 	// Old is the previously published state for MODIFIED, zero otherwise.
-	Old T
-	// Version is events.VersionOf(Object).
-	Version string
+	Old events.Encoded
+}
+
+// Version is the version of the state the change publishes.
+func (c Change[T]) Version() string { return c.New.Version() }
+
+// Object decodes New.
+func (c Change[T]) Object() (T, error) { return events.DecodeObject[T](c.New.Raw) }
+
+// OldObject decodes Old (zero T and no error when there is none).
+func (c Change[T]) OldObject() (T, error) {
+	if c.Old.Raw == nil {
+		var zero T
+		return zero, nil
+	}
+	return events.DecodeObject[T](c.Old.Raw)
 }
 
 // Result tells what an update of the store did, for the queue and metrics.
@@ -49,127 +64,253 @@ type Result struct {
 	// Stale counts watch events dropped because they were not newer than
 	// the cached object; Unknown counts deletes of ids never seen.
 	Stale, Unknown int
+	// Bad counts objects that could not be encoded (and were skipped).
+	Bad int
 }
 
-// state is one object with its version (events.VersionOf), computed once
-// when the object enters the store: comparing versions is comparing
-// updated_at and a hash of the content, without re-encoding on every check.
-type state[T events.APIObject] struct {
-	obj T
-	ver string // "" = absent
+// state is one object state, encoded once when it enters the store: its
+// version (updated_at and a content hash) makes comparing states cheap, and
+// the bytes take a fraction of the memory of the decoded message. Raw nil:
+// absent.
+type state = events.Encoded
+
+func present(s state) bool { return s.Raw != nil }
+
+// entry is the state of one id: 120 bytes.
+type entry struct {
+	desired, published state
+	// listed is the number of the listing that last saw the id.
+	listed uint64
 }
 
-type entry[T events.APIObject] struct {
-	desired, published state[T]
-}
-
-func (e *entry[T]) dirty() bool { return e.desired.ver != e.published.ver }
+func (e *entry) dirty() bool { return !e.desired.SameVersion(e.published) }
 
 // Store is the cache of one resource: per id the desired state (newest seen
 // in a list or on the watch) and the published state (acked by JetStream
-// and stored in KV). Cached objects are never mutated; callers hand objects
-// over and must not change them afterwards.
+// and stored in KV), both encoded.
 //
 // A Store is safe for concurrent use: the receive loop updates desired
 // states while publish workers take changes and record what they published.
 type Store[T events.APIObject] struct {
-	mu      sync.Mutex
-	entries map[string]*entry[T] // guarded by mu
-	size    int                  // guarded by mu; entries with a desired state
+	mu       sync.Mutex
+	entries  map[string]*entry // guarded by mu
+	size     int               // guarded by mu; entries with a desired state
+	listings uint64            // guarded by mu; listings finished
+	projects map[string]string // guarded by mu; interned project ids
 }
 
 // NewStore returns an empty store.
 func NewStore[T events.APIObject]() *Store[T] {
-	return &Store[T]{entries: map[string]*entry[T]{}}
+	return &Store[T]{entries: map[string]*entry{}, projects: map[string]string{}}
 }
 
-func newState[T events.APIObject](o T) state[T] {
-	return state[T]{obj: o, ver: events.VersionOf(o)}
+// intern makes every state of one project share one copy of its id: each
+// decoded object brings its own, and a project has many sessions.
+func (s *Store[T]) intern(st state) state {
+	if st.ProjectID == "" {
+		return st
+	}
+	if p, ok := s.projects[st.ProjectID]; ok {
+		st.ProjectID = p
+	} else {
+		s.projects[st.ProjectID] = st.ProjectID
+	}
+	return st
 }
+
+// newState encodes o. Encoding is the costly part of taking an object in,
+// so callers do it before taking the lock.
+func newState[T events.APIObject](o T) (state, error) { return events.Encode(o) }
 
 // Load replaces the store's content with objects known to be published (the
-// persisted KV cache); desired starts equal to published.
-func (s *Store[T]) Load(published []T) {
-	entries := make(map[string]*entry[T], len(published))
+// persisted KV cache); desired starts equal to published. Objects that do
+// not encode are skipped and counted.
+func (s *Store[T]) Load(published []T) (bad int) {
+	entries := make(map[string]*entry, len(published))
 	for _, o := range published {
-		st := newState(o)
-		entries[ID(o)] = &entry[T]{desired: st, published: st}
+		st, err := newState(o)
+		if err != nil {
+			bad++
+			continue
+		}
+		entries[ID(o)] = &entry{desired: st, published: st}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	for _, e := range entries {
+		e.desired = s.intern(e.desired)
+		e.published = e.desired
+	}
 	s.entries = entries
 	s.size = len(entries)
+	return bad
 }
 
-// Sync makes the listed objects the desired state (the list is the truth at
-// the time it was taken: ids not in it are gone), then applies the watch
-// events buffered while listing, in order, dropping those not newer than
-// what is cached. It happens under one lock, so a worker never sees a state
-// between the two. It returns every dirty id, including ones that were
-// dirty before.
-func (s *Store[T]) Sync(listed []T, buffered []Observed[T]) Result {
-	// Versions are computed before taking the lock: hashing is the costly
-	// part and the receive loop must not wait on it.
-	states := make([]state[T], len(listed))
-	for i, o := range listed {
-		states[i] = newState(o)
+// Listing is one relist in progress: pages of listed objects are encoded
+// as they come (the decoded page is garbage right after), and Finish makes
+// the whole list the desired state, clears every id the listing did not
+// see and applies the watch events buffered meanwhile, in one step. A
+// listing holds the list encoded, a fraction of its decoded size; the
+// store is not touched before Finish, so a list never publishes a state
+// already stale when the list ended. Only one listing of a store runs at a
+// time.
+type Listing[T events.APIObject] struct {
+	s     *Store[T]
+	ids   []string
+	items []state
+	// same lists ids listed in the state the store already wants: a relist
+	// of an unchanged table holds no bytes (desired states change only
+	// through the watch, whose events wait in the buffer while listing).
+	same []string
+	bad  int
+}
+
+// StartList starts a listing.
+func (s *Store[T]) StartList() *Listing[T] { return &Listing[T]{s: s} }
+
+// Expect tells the listing how many objects the list holds (the first
+// page's total), so its buffers and the store's map are sized once instead
+// of doubling: doubling leaves the old halves as garbage at the moment the
+// informer holds the most.
+func (l *Listing[T]) Expect(total int) {
+	if total <= 0 || l.ids != nil || l.same != nil {
+		return
 	}
+	l.s.mu.Lock()
+	cached := len(l.s.entries)
+	l.s.mu.Unlock()
+	if total < 2*cached {
+		return // a relist: most objects are unchanged and need no bytes here
+	}
+	l.ids = make([]string, 0, total)
+	l.items = make([]state, 0, total)
+}
+
+// Add encodes a page of listed objects into the listing.
+func (l *Listing[T]) Add(objs []T) {
+	states := make([]state, 0, len(objs))
+	ids := make([]string, 0, len(objs))
+	for _, o := range objs {
+		st, err := newState(o)
+		if err != nil {
+			l.bad++
+			continue
+		}
+		states = append(states, st)
+		ids = append(ids, ID(o))
+	}
+	l.s.mu.Lock()
+	defer l.s.mu.Unlock()
+	for i, st := range states {
+		if e, ok := l.s.entries[ids[i]]; ok && present(e.desired) && e.desired.SameVersion(st) {
+			l.same = append(l.same, ids[i])
+			continue
+		}
+		l.ids = append(l.ids, ids[i])
+		l.items = append(l.items, st)
+	}
+}
+
+// Finish ends the listing. The list is the truth at the time it was taken:
+// its objects become the desired state (an object listed twice, by pages of
+// a table that changes or by a second pass, keeps its newer state) and ids
+// it did not list are gone; then the watch events buffered while listing
+// are applied in order, dropping those not newer than what is cached. It
+// happens under one lock, so a worker never sees a state between the two.
+// It returns every dirty id, including ones that were dirty before.
+func (l *Listing[T]) Finish(buffered []Observed[T]) Result {
+	states := make([]state, len(buffered))
+	skip := make([]bool, len(buffered))
+	r := Result{Bad: l.bad}
+	for i, ob := range buffered {
+		if ob.Deleted {
+			continue
+		}
+		st, err := newState(ob.Object)
+		if err != nil {
+			r.Bad++
+			skip[i] = true
+			continue
+		}
+		states[i] = st
+	}
+	s := l.s
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	seen := make(map[string]struct{}, len(listed))
-	for _, st := range states {
-		id := ID(st.obj)
-		seen[id] = struct{}{}
-		s.setDesired(s.entry(id), st)
+	s.listings++
+	num := s.listings
+	if n := len(l.items); n > 2*len(s.entries) {
+		// The first list of an empty cache: make the map its final size.
+		entries := make(map[string]*entry, n+n/8)
+		maps.Copy(entries, s.entries)
+		s.entries = entries
 	}
-	for id, e := range s.entries {
-		if _, ok := seen[id]; !ok {
+	for _, id := range l.same {
+		if e, ok := s.entries[id]; ok {
+			e.listed = num
+		}
+	}
+	for i, st := range l.items {
+		e := s.entry(l.ids[i])
+		if e.listed == num && st.Micros < e.desired.Micros {
+			continue
+		}
+		e.listed = num
+		s.setDesired(e, st)
+	}
+	l.ids, l.items, l.same = nil, nil, nil
+	for _, e := range s.entries {
+		if e.listed != num {
 			s.clearDesired(e)
 		}
 	}
-	var r Result
-	for _, ob := range buffered {
-		s.applyLocked(ob, &r)
+	for i, ob := range buffered {
+		if !skip[i] {
+			s.applyStateLocked(ob.ID, states[i], &r)
+		}
 	}
 	r.Dirty = r.Dirty[:0]
 	for id, e := range s.entries {
 		switch {
 		case e.dirty():
 			r.Dirty = append(r.Dirty, id)
-		case e.desired.ver == "":
+		case !present(e.desired):
 			delete(s.entries, id) // absent and published as absent
 		}
 	}
 	return r
 }
 
+// Sync is a listing of one page: listed is the whole list.
+func (s *Store[T]) Sync(listed []T, buffered []Observed[T]) Result {
+	l := s.StartList()
+	l.Add(listed)
+	return l.Finish(buffered)
+}
+
 // Apply records one live watch event; Result.Dirty holds the id when it now
 // needs publishing.
 func (s *Store[T]) Apply(ob Observed[T]) Result {
-	var st state[T]
+	var r Result
+	var st state
 	if !ob.Deleted {
-		st = newState(ob.Object)
+		var err error
+		if st, err = newState(ob.Object); err != nil {
+			r.Bad++
+			return r
+		}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var r Result
 	s.applyStateLocked(ob.ID, st, &r)
 	return r
 }
 
-func (s *Store[T]) applyLocked(ob Observed[T], r *Result) {
-	var st state[T]
-	if !ob.Deleted {
-		st = newState(ob.Object)
-	}
-	s.applyStateLocked(ob.ID, st, r)
-}
-
-// applyStateLocked applies one watch event; st.ver == "" is a delete.
-func (s *Store[T]) applyStateLocked(id string, st state[T], r *Result) {
+// applyStateLocked applies one watch event; an absent st is a delete.
+func (s *Store[T]) applyStateLocked(id string, st state, r *Result) {
 	e, ok := s.entries[id]
-	if st.ver == "" {
-		if !ok || e.desired.ver == "" {
+	if !present(st) {
+		if !ok || !present(e.desired) {
 			r.Unknown++ // the real server sends DELETED even for unknown ids
 			return
 		}
@@ -178,12 +319,11 @@ func (s *Store[T]) applyStateLocked(id string, st state[T], r *Result) {
 		if !ok {
 			e = s.entry(id)
 		}
-		if cur := e.desired; cur.ver != "" {
+		if cur := e.desired; present(cur) {
 			// Not newer than the cache: an older updated_at, or the very same
 			// state again. Same time with other content is accepted: losing
 			// a real change is worse than publishing a doubtful one.
-			ct, nt := UpdatedAt(cur.obj), UpdatedAt(st.obj)
-			if nt.Before(ct) || cur.ver == st.ver {
+			if st.Micros < cur.Micros || cur.SameVersion(st) {
 				r.Stale++
 				return
 			}
@@ -195,27 +335,34 @@ func (s *Store[T]) applyStateLocked(id string, st state[T], r *Result) {
 	}
 }
 
-func (s *Store[T]) entry(id string) *entry[T] {
+func (s *Store[T]) entry(id string) *entry {
 	e, ok := s.entries[id]
 	if !ok {
-		e = &entry[T]{}
+		e = &entry{}
 		s.entries[id] = e
 	}
 	return e
 }
 
-func (s *Store[T]) setDesired(e *entry[T], st state[T]) {
-	if e.desired.ver == "" {
+func (s *Store[T]) setDesired(e *entry, st state) {
+	if !present(e.desired) {
 		s.size++
 	}
-	e.desired = st
+	switch {
+	case present(e.desired) && e.desired.SameVersion(st):
+		return // keep the bytes already held; the new copy becomes garbage
+	case present(e.published) && e.published.SameVersion(st):
+		e.desired = e.published // share the published bytes
+		return
+	}
+	e.desired = s.intern(st)
 }
 
-func (s *Store[T]) clearDesired(e *entry[T]) {
-	if e.desired.ver != "" {
+func (s *Store[T]) clearDesired(e *entry) {
+	if present(e.desired) {
 		s.size--
 	}
-	e.desired = state[T]{}
+	e.desired = state{}
 }
 
 // Next returns the change id needs now, or false when desired and published
@@ -229,30 +376,43 @@ func (s *Store[T]) Next(id string) (Change[T], bool) {
 	}
 	d, p := e.desired, e.published
 	switch {
-	case p.ver == "":
-		return Change[T]{Type: eventsv1.EventType_EVENT_TYPE_ADDED, ID: id, Object: d.obj, Version: d.ver}, true
-	case d.ver != "":
-		return Change[T]{Type: eventsv1.EventType_EVENT_TYPE_MODIFIED, ID: id, Object: d.obj, Old: p.obj, Version: d.ver}, true
+	case !present(p):
+		return Change[T]{Type: eventsv1.EventType_EVENT_TYPE_ADDED, ID: id, New: d}, true
+	case present(d):
+		return Change[T]{Type: eventsv1.EventType_EVENT_TYPE_MODIFIED, ID: id, New: d, Old: p}, true
 	default:
-		return Change[T]{Type: eventsv1.EventType_EVENT_TYPE_DELETED, ID: id, Object: p.obj, Version: p.ver}, true
+		return Change[T]{Type: eventsv1.EventType_EVENT_TYPE_DELETED, ID: id, New: p}, true
 	}
 }
 
 // Published records that c was published and stored, and reports whether
-// the id is still dirty (it changed again meanwhile).
+// the id is still dirty: it changed while c was in flight. The caller must
+// then queue the id again: a change that made desired equal to what was
+// published before c (a delete of an object whose ADDED was in flight) did
+// not look dirty when it came, so nobody queued it.
 func (s *Store[T]) Published(c Change[T]) bool {
-	var st state[T]
+	var st state
 	if c.Type != eventsv1.EventType_EVENT_TYPE_DELETED {
-		st = state[T]{obj: c.Object, ver: c.Version}
+		st = c.New
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e, ok := s.entries[c.ID]
 	if !ok {
-		return false
+		if !present(st) {
+			return false
+		}
+		// Dropped by a listing while c was in flight (absent in the list
+		// and, then, in the published state too): consumers now know c, so
+		// the entry comes back to be deleted.
+		e = &entry{}
+		s.entries[c.ID] = e
+	}
+	if present(st) && e.desired.SameVersion(st) {
+		st = e.desired // share the bytes
 	}
 	e.published = st
-	if e.desired.ver == "" && st.ver == "" {
+	if !present(e.desired) && !present(st) {
 		delete(s.entries, c.ID)
 		return false
 	}
@@ -266,26 +426,33 @@ func (s *Store[T]) Len() int {
 	return s.size
 }
 
-// Get returns the desired state of id.
+// Get returns the desired state of id, decoded.
 func (s *Store[T]) Get(id string) (T, bool) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	e, ok := s.entries[id]
-	if !ok || e.desired.ver == "" {
-		var zero T
+	var enc events.Encoded
+	if ok {
+		enc = e.desired
+	}
+	s.mu.Unlock()
+	var zero T
+	if !present(enc) {
 		return zero, false
 	}
-	return e.desired.obj, true
+	o, err := events.DecodeObject[T](enc.Raw)
+	if err != nil {
+		return zero, false
+	}
+	return o, true
 }
 
 // PublishedState returns the published state of id and whether it exists.
-func (s *Store[T]) PublishedState(id string) (T, bool) {
+func (s *Store[T]) PublishedState(id string) (events.Encoded, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e, ok := s.entries[id]
-	if !ok || e.published.ver == "" {
-		var zero T
-		return zero, false
+	if !ok || !present(e.published) {
+		return events.Encoded{}, false
 	}
-	return e.published.obj, true
+	return e.published, true
 }

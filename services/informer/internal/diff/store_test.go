@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ambient-code/control-plane/libs/events"
 	eventsv1 "github.com/ambient-code/control-plane/proto/ambient/events/v1"
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
 	"google.golang.org/protobuf/proto"
@@ -209,9 +210,9 @@ func TestStoreChanges(t *testing.T) {
 				if !ok {
 					continue
 				}
-				w := want{typ: c.Type, name: c.Object.GetName()}
-				if c.Old != nil {
-					w.old = c.Old.GetName()
+				w := want{typ: c.Type, name: name(t, c.New)}
+				if c.Old.Raw != nil {
+					w.old = name(t, c.Old)
 				}
 				got[id] = w
 			}
@@ -243,7 +244,7 @@ func TestStorePublishedClearsAndRedirties(t *testing.T) {
 		t.Fatal("Published = false, want still dirty after concurrent update")
 	}
 	c2, ok := s.Next("a")
-	if !ok || c2.Type != eventsv1.EventType_EVENT_TYPE_MODIFIED || c2.Old.GetName() != "a1" || c2.Object.GetName() != "a2" {
+	if !ok || c2.Type != eventsv1.EventType_EVENT_TYPE_MODIFIED || name(t, c2.Old) != "a1" || name(t, c2.New) != "a2" {
 		t.Fatalf("Next = %+v, %v", c2, ok)
 	}
 	if s.Published(c2) {
@@ -251,7 +252,7 @@ func TestStorePublishedClearsAndRedirties(t *testing.T) {
 	}
 	s.Apply(del("a"))
 	c3, _ := s.Next("a")
-	if c3.Type != eventsv1.EventType_EVENT_TYPE_DELETED || c3.Object.GetName() != "a2" {
+	if c3.Type != eventsv1.EventType_EVENT_TYPE_DELETED || name(t, c3.New) != "a2" {
 		t.Fatalf("Next after delete = %+v", c3)
 	}
 	s.Published(c3)
@@ -276,4 +277,58 @@ func BenchmarkStoreSync100k(b *testing.B) {
 			b.Fatalf("dirty = %d", len(r.Dirty))
 		}
 	}
+}
+
+// TestStoreChangeDuringPublish: a change that arrives while an event of the
+// same object is in flight, and that does not look dirty against the
+// published state of that moment, must still be published: Published
+// reports the id dirty again. Before the fix, a session deleted while its
+// ADDED was being published stayed in the consumers' view (and KV) until
+// the next resync.
+func TestStoreChangeDuringPublish(t *testing.T) {
+	t.Parallel()
+	added := sess("a", "x", 1, 0)
+	tests := []struct {
+		name   string
+		during func(s *Store[*ambientv1.Session])
+		want   eventsv1.EventType
+	}{
+		{name: "deleted while ADDED in flight", want: eventsv1.EventType_EVENT_TYPE_DELETED, during: func(s *Store[*ambientv1.Session]) {
+			if r := s.Apply(Observed[*ambientv1.Session]{ID: "a", Deleted: true}); len(r.Dirty) != 0 {
+				t.Logf("delete looked dirty: %v", r.Dirty)
+			}
+		}},
+		{name: "dropped by a relist while ADDED in flight", want: eventsv1.EventType_EVENT_TYPE_DELETED, during: func(s *Store[*ambientv1.Session]) {
+			s.Sync(nil, nil)
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			s := NewStore[*ambientv1.Session]()
+			s.Apply(Observed[*ambientv1.Session]{ID: "a", Object: added})
+			c, ok := s.Next("a")
+			if !ok || c.Type != eventsv1.EventType_EVENT_TYPE_ADDED {
+				t.Fatalf("Next = %v %v, want ADDED", c.Type, ok)
+			}
+			tc.during(s)
+			if !s.Published(c) {
+				t.Fatal("Published did not report the change made while the event was in flight")
+			}
+			next, ok := s.Next("a")
+			if !ok || next.Type != tc.want {
+				t.Fatalf("Next after publish = %v %v, want %v", next.Type, ok, tc.want)
+			}
+		})
+	}
+}
+
+// name decodes an encoded session and returns its name.
+func name(t *testing.T, e events.Encoded) string {
+	t.Helper()
+	s, err := events.DecodeObject[*ambientv1.Session](e.Raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s.GetName()
 }

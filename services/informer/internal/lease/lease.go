@@ -11,6 +11,15 @@
 // leader has stopped before the key can expire and a standby take over.
 // Standbys try again every RetryEvery and as soon as the key is deleted (a
 // leader that shuts down releases the lease).
+//
+// A NATS outage longer than the TTL looks like a dead leader: the key is
+// gone when the server comes back, and whichever replica reconnects first
+// could take the lease. To tell the two apart (issue 14), a replica creates
+// the lease at once only if it held it last, was woken by a release, or has
+// not lost its connection since it started; after a reconnect it waits
+// until it has been connected for a whole TTL. The old leader, reconnecting
+// within that TTL, takes its lease back; a leader that died during the
+// outage is replaced one TTL after the others reconnected.
 package lease
 
 import (
@@ -21,6 +30,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
 )
@@ -47,7 +57,20 @@ type Config struct {
 	RenewEvery time.Duration
 	// RetryEvery is how often a standby tries to take the lease; default TTL/4.
 	RetryEvery time.Duration
+	// Conn, when set, is the connection of the bucket: its reconnects make
+	// a replica that did not hold the lease wait a TTL before taking it (see
+	// the package doc). Nil: no such wait.
+	Conn Conn
 }
+
+// Conn is what the elector reads of its NATS connection (*nats.Conn
+// satisfies it).
+type Conn interface {
+	IsConnected() bool
+	Stats() nats.Statistics
+}
+
+var _ Conn = (*nats.Conn)(nil)
 
 // Elector campaigns for one lease. Its methods are safe for concurrent use.
 type Elector struct {
@@ -56,6 +79,12 @@ type Elector struct {
 	log    *slog.Logger
 	leader atomic.Bool
 	terms  atomic.Int64
+	tries  atomic.Int64 // attempts to take the lease (tests wait on it)
+
+	// Read and written by Run's goroutine only.
+	held       bool      // this replica held the lease last (nobody else seen since)
+	reconnects uint64    // Conn's reconnect count when last looked at
+	stable     time.Time // since when connected without a reconnect; zero: disconnected
 }
 
 // New validates cfg and returns an Elector; it starts nothing. It returns
@@ -92,6 +121,12 @@ func (e *Elector) Terms() int64 { return e.terms.Load() }
 // lead while the lease was held ends Run with that error (the lease is left
 // to expire, as after a crash). Run returns nil when ctx ends.
 func (e *Elector) Run(ctx context.Context, lead func(ctx context.Context) error) error {
+	if e.cfg.Conn != nil {
+		// The connection made at start is no outage: no wait before the
+		// first campaign.
+		e.reconnects = e.cfg.Conn.Stats().Reconnects
+		e.stable = time.Now().Add(-e.cfg.TTL)
+	}
 	wctx, wcancel := context.WithCancel(ctx)
 	wake, wdone := e.watchReleases(wctx)
 	defer func() {
@@ -104,6 +139,7 @@ func (e *Elector) Run(ctx context.Context, lead func(ctx context.Context) error)
 			return nil //nolint:nilerr // acquire only fails when ctx ends
 		}
 		e.leader.Store(true)
+		e.held = true
 		e.terms.Add(1)
 		e.log.Info("lease acquired")
 		leadErr, lost := e.hold(ctx, rev, lead)
@@ -183,35 +219,71 @@ func (e *Elector) acquire(ctx context.Context, wake <-chan struct{}) (uint64, er
 	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
+		released := false
 		select {
 		case <-ctx.Done():
 			return 0, ctx.Err()
 		case <-t.C:
 		case <-wake:
+			released = true
 		}
-		rev, err := e.tryAcquire(ctx)
+		e.tries.Add(1)
+		rev, err := e.tryAcquire(ctx, released || e.mayTakeOver(time.Now()))
 		if err == nil {
 			return rev, nil
 		}
-		if !errors.Is(err, jetstream.ErrKeyExists) && ctx.Err() == nil {
+		if !errors.Is(err, jetstream.ErrKeyExists) && !errors.Is(err, errWaiting) && ctx.Err() == nil {
 			e.log.Debug("lease not acquired", slog.Any("err", err))
 		}
 		t.Reset(e.cfg.RetryEvery)
 	}
 }
 
-// tryAcquire creates the lease, or takes back a lease that still names this
-// holder (left from before a NATS outage: nobody else has taken it).
-func (e *Elector) tryAcquire(ctx context.Context) (uint64, error) {
+// errWaiting: the lease is free, but this replica reconnected less than a
+// TTL ago and did not hold it last (see the package doc).
+var errWaiting = errors.New("reconnected recently, waiting before taking over")
+
+// mayTakeOver reports whether this replica may create a lease that another
+// replica may have held: it held it last, or has no connection to watch, or
+// has been connected without a reconnect for a TTL.
+func (e *Elector) mayTakeOver(now time.Time) bool {
+	if e.held || e.cfg.Conn == nil {
+		return true
+	}
+	if !e.cfg.Conn.IsConnected() {
+		e.stable = time.Time{}
+		return false
+	}
+	if n := e.cfg.Conn.Stats().Reconnects; n != e.reconnects || e.stable.IsZero() {
+		if n != e.reconnects {
+			e.log.Info("nats reconnected, waiting a lease ttl before taking over", slog.Duration("ttl", e.cfg.TTL))
+		}
+		e.reconnects, e.stable = n, now
+	}
+	return now.Sub(e.stable) >= e.cfg.TTL
+}
+
+// tryAcquire creates the lease (when create allows it), or takes back a
+// lease that still names this holder (left from before a NATS outage:
+// nobody else has taken it).
+func (e *Elector) tryAcquire(ctx context.Context, create bool) (uint64, error) {
 	cctx, cancel := context.WithTimeout(ctx, e.cfg.RetryEvery)
 	defer cancel()
-	rev, err := e.kv.Create(cctx, e.cfg.Key, []byte(e.cfg.Holder))
-	if err == nil || !errors.Is(err, jetstream.ErrKeyExists) {
-		return rev, err
+	err := errWaiting
+	if create {
+		var rev uint64
+		rev, err = e.kv.Create(cctx, e.cfg.Key, []byte(e.cfg.Holder))
+		if err == nil || !errors.Is(err, jetstream.ErrKeyExists) {
+			return rev, err
+		}
 	}
 	entry, gerr := e.kv.Get(cctx, e.cfg.Key)
-	if gerr != nil || string(entry.Value()) != e.cfg.Holder {
+	switch {
+	case gerr != nil:
 		return 0, err
+	case string(entry.Value()) != e.cfg.Holder:
+		e.held = false // someone else leads now: this replica is a plain standby
+		return 0, jetstream.ErrKeyExists
 	}
 	return e.kv.Update(cctx, e.cfg.Key, []byte(e.cfg.Holder), entry.Revision())
 }

@@ -9,8 +9,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/ambient-code/control-plane/libs/natsserver"
 	"github.com/ambient-code/control-plane/libs/testenv"
 )
 
@@ -43,10 +45,21 @@ func startReplica(t *testing.T, kv jetstream.KeyValue, holder string, lead func(
 	if err != nil {
 		t.Fatal(err)
 	}
+	return runReplica(t, e, lead)
+}
+
+// runReplica runs e in the background (lead nil: hold until the context
+// ends, counting lost terms).
+func runReplica(t *testing.T, e *Elector, lead ...func(ctx context.Context) error) *replica {
+	t.Helper()
 	ctx, cancel := context.WithCancel(t.Context())
 	r := &replica{e: e, cancel: cancel, done: make(chan error, 1)}
-	if lead == nil {
-		lead = func(ctx context.Context) error {
+	var run func(ctx context.Context) error
+	if len(lead) > 0 {
+		run = lead[0]
+	}
+	if run == nil {
+		run = func(ctx context.Context) error {
 			<-ctx.Done()
 			if errors.Is(context.Cause(ctx), ErrLost) {
 				r.mu.Lock()
@@ -57,7 +70,7 @@ func startReplica(t *testing.T, kv jetstream.KeyValue, holder string, lead func(
 		}
 	}
 	// Owned by the test: stopped by cancel, awaited in stop or Cleanup.
-	go func() { r.done <- e.Run(ctx, lead) }()
+	go func() { r.done <- e.Run(ctx, run) }()
 	t.Cleanup(func() { r.stop(t) })
 	return r
 }
@@ -71,8 +84,10 @@ func (r *replica) stop(t *testing.T) {
 			if err != nil {
 				t.Errorf("Run: %v", err)
 			}
-		case <-time.After(5 * time.Second):
-			t.Error("Run did not return within 5s")
+		case <-time.After(15 * time.Second):
+			// Release (2 s) and the lease watch's unsubscribe (the
+			// JetStream API's 5 s default) on a server just restarted.
+			t.Error("Run did not return within 15s")
 		}
 	})
 }
@@ -204,4 +219,95 @@ func TestNewValidates(t *testing.T) {
 			}
 		})
 	}
+}
+
+// outageReplica runs an Elector with its own connection to srv that waits
+// reconnectWait between reconnect attempts.
+func outageReplica(t *testing.T, srv *natsserver.Server, holder string, ttl, reconnectWait time.Duration) *replica {
+	t.Helper()
+	nc, js := testenv.JetStream(t, srv, nats.ReconnectWait(reconnectWait))
+	kv, err := js.CreateOrUpdateKeyValue(t.Context(), jetstream.KeyValueConfig{Bucket: "leases", TTL: ttl})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := New(kv, Config{Key: "informer", Holder: holder, TTL: ttl, Conn: nc}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return runReplica(t, e)
+}
+
+// TestOutageKeepsLeader is issue 14's "an outage looks exactly like a dead
+// replica" for the informer's lease: NATS is down for longer than the TTL,
+// so the lease is gone when it comes back, and the standby reconnects first.
+// It must not take over: the old leader, reconnecting within a TTL, takes
+// its lease back.
+func TestOutageKeepsLeader(t *testing.T) {
+	t.Parallel()
+	const ttl = 2 * time.Second
+	srv := testenv.NATS(t)
+	a := outageReplica(t, srv, "a", ttl, 600*time.Millisecond) // reconnects late
+	waitLeader(t, a)
+	b := outageReplica(t, srv, "b", ttl, 20*time.Millisecond)
+	waitStandby(t, b)
+	srv.Shutdown()
+	testenv.Eventually(t, 2*ttl, func() error {
+		if a.e.IsLeader() {
+			return errors.New("a still leads without NATS")
+		}
+		return nil
+	})
+	// The outage must outlast the TTL: no state to wait on, it is the
+	// scenario.
+	<-time.After(ttl + ttl/2)
+	if err := srv.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	waitLeader(t, a)
+	if b.e.Terms() != 0 {
+		t.Fatalf("b led %d terms: it took over because NATS was down for everyone", b.e.Terms())
+	}
+}
+
+// TestDeadLeaderReplacedAfterOutage: the wait after a reconnect does not
+// keep a standby from replacing a leader that died during the outage.
+func TestDeadLeaderReplacedAfterOutage(t *testing.T) {
+	t.Parallel()
+	const ttl = time.Second
+	srv := testenv.NATS(t)
+	a := outageReplica(t, srv, "a", ttl, 20*time.Millisecond)
+	waitLeader(t, a)
+	b := outageReplica(t, srv, "b", ttl, 20*time.Millisecond)
+	waitStandby(t, b)
+	srv.Shutdown()
+	// Dies during the outage: no release reaches NATS. (Its Run returns
+	// some seconds later, once the lease watch's unsubscribe times out;
+	// Cleanup waits for it.)
+	a.cancel()
+	<-time.After(ttl + ttl/2)
+	if err := srv.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	waitLeader(t, b)
+}
+
+func waitLeader(t *testing.T, r *replica) {
+	t.Helper()
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if !r.e.IsLeader() {
+			return errors.New("not leader")
+		}
+		return nil
+	})
+}
+
+// waitStandby waits until r campaigns (its lease watch is set up).
+func waitStandby(t *testing.T, r *replica) {
+	t.Helper()
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if r.e.tries.Load() < 2 {
+			return errors.New("not campaigning yet")
+		}
+		return nil
+	})
 }

@@ -2,6 +2,7 @@ package publish
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -11,39 +12,82 @@ import (
 	eventsv1 "github.com/ambient-code/control-plane/proto/ambient/events/v1"
 )
 
+// Loaded is the persisted cache of one resource.
+type Loaded[T events.APIObject] struct {
+	// Objects are the objects last published, one per key.
+	Objects []T
+	// Bad counts entries that do not decode as a T. They are skipped: the
+	// object is then published again as ADDED, which is harmless, where
+	// failing would stop the informer for good.
+	Bad int
+	// Markers are keys whose latest entry is a delete marker that never
+	// expires (written by kv.Delete before markers had a TTL); PurgeMarkers
+	// turns them into expiring ones.
+	Markers []Marker
+}
+
+// Marker is a key's delete marker at a revision.
+type Marker struct {
+	Key      string
+	Revision uint64
+}
+
 // Load reads every object of T's resource from the objects bucket (the
-// persisted cache). Entries that do not decode as a T are skipped and
-// counted in bad: the object is then published again as ADDED, which is
-// harmless, where failing would stop the informer for good.
-func Load[T events.APIObject](ctx context.Context, kv jetstream.KeyValue) (objs []T, bad int, err error) {
+// persisted cache).
+func Load[T events.APIObject](ctx context.Context, kv jetstream.KeyValue) (Loaded[T], error) {
 	res := events.ResourceOf[T]()
-	w, err := kv.Watch(ctx, events.ResourceToken(res)+".*", jetstream.IgnoreDeletes())
+	var out Loaded[T]
+	w, err := kv.Watch(ctx, events.ResourceToken(res)+".*")
 	if err != nil {
-		return nil, 0, fmt.Errorf("watch %s keys: %w", events.ResourceToken(res), err)
+		return out, fmt.Errorf("watch %s keys: %w", events.ResourceToken(res), err)
 	}
 	defer func() { _ = w.Stop() }() // best effort; the consumer is ephemeral
 	for {
 		select {
 		case <-ctx.Done():
-			return nil, 0, fmt.Errorf("load %s: %w", events.ResourceToken(res), ctx.Err())
+			return Loaded[T]{}, fmt.Errorf("load %s: %w", events.ResourceToken(res), ctx.Err())
 		case e, ok := <-w.Updates():
 			if !ok {
-				return nil, 0, fmt.Errorf("load %s: watcher closed", events.ResourceToken(res))
+				return Loaded[T]{}, fmt.Errorf("load %s: watcher closed", events.ResourceToken(res))
 			}
 			if e == nil { // all current values delivered
-				return objs, bad, nil
+				return out, nil
+			}
+			switch e.Operation() {
+			case jetstream.KeyValueDelete:
+				out.Markers = append(out.Markers, Marker{Key: e.Key(), Revision: e.Revision()})
+				continue
+			case jetstream.KeyValuePurge:
+				continue // our own markers: they expire
 			}
 			o := &eventsv1.Object{}
 			if err := proto.Unmarshal(e.Value(), o); err != nil {
-				bad++
+				out.Bad++
 				continue
 			}
 			t, ok := events.Unwrap[T](o)
 			if !ok {
-				bad++
+				out.Bad++
 				continue
 			}
-			objs = append(objs, t)
+			out.Objects = append(out.Objects, t)
 		}
 	}
+}
+
+// PurgeMarkers replaces the given delete markers with markers that expire
+// after MarkerTTL, and returns how many it replaced before an error. Each
+// purge expects the marker to still be the key's latest entry: a key
+// written meanwhile is left alone.
+func (p *Publisher) PurgeMarkers(ctx context.Context, markers []Marker) (int, error) {
+	if p.cfg.MarkerTTL <= 0 {
+		return 0, nil
+	}
+	for i, m := range markers {
+		err := p.kv.Purge(ctx, m.Key, jetstream.LastRevision(m.Revision), jetstream.PurgeTTL(p.cfg.MarkerTTL))
+		if err != nil && !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+			return i, fmt.Errorf("purge marker %s: %w", m.Key, err)
+		}
+	}
+	return len(markers), nil
 }

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -35,6 +36,12 @@ var ErrInvalidConfig = errors.New("invalid publisher config")
 // was acked: the event is in the stream, only KV lags behind.
 var ErrNotStored = errors.New("event published, kv not updated")
 
+// ErrUnpublishable wraps an error no retry can fix for this version of the
+// object: NATS refuses its size, or it does not encode. The caller must
+// count the version as done, or it would block every later change of the
+// object (issue 14: retried every 5 s forever).
+var ErrUnpublishable = errors.New("event cannot be published")
+
 // Config says where events go.
 type Config struct {
 	// Prefix is the subject prefix (events.SubjectPrefix, or the shadow one).
@@ -42,7 +49,8 @@ type Config struct {
 	// Stream is the stream that must store the events; a publish that lands
 	// anywhere else fails (a shadow informer can never feed the live stream).
 	Stream string
-	// Timeout bounds each publish and KV write (default DefaultTimeout).
+	// Timeout bounds each publish and KV write whose ctx has no deadline
+	// (default DefaultTimeout).
 	Timeout time.Duration
 	// StoreTimeout bounds the KV write after an ack, which runs even when
 	// ctx has ended (default DefaultStoreTimeout). Keep it well below the
@@ -53,8 +61,13 @@ type Config struct {
 	// an error from it is returned as is and the KV write is skipped. Tests
 	// use it to crash between the two.
 	AfterPublish func(ctx context.Context, ev *eventsv1.ResourceEvent) error
+	// MarkerTTL, when > 0, is how long the KV delete marker of a deleted
+	// object stays before the server removes it (a purge with a per-message
+	// TTL; the bucket needs LimitMarkerTTL). 0 keeps markers forever, which
+	// makes the bucket grow with every object ever deleted.
+	MarkerTTL time.Duration
 	// Observe, when set, is told about each acked event (metrics).
-	Observe func(ctx context.Context, ev *eventsv1.ResourceEvent, took time.Duration, duplicate bool)
+	Observe func(ctx context.Context, res eventsv1.Resource, typ eventsv1.EventType, took time.Duration, duplicate bool)
 }
 
 // Publisher publishes events and writes the objects bucket. It is safe for
@@ -64,6 +77,9 @@ type Publisher struct {
 	kv     jetstream.KeyValue
 	tracer trace.Tracer
 	cfg    Config
+	// kvSubjectPrefix and kvStream address the objects bucket for puts
+	// sent without kv.Put (see putAsync).
+	kvSubjectPrefix, kvStream string
 }
 
 // New returns a Publisher; it returns ErrInvalidConfig without a prefix or
@@ -78,46 +94,53 @@ func New(js jetstream.JetStream, kv jetstream.KeyValue, tracer trace.Tracer, cfg
 	if cfg.StoreTimeout <= 0 {
 		cfg.StoreTimeout = DefaultStoreTimeout
 	}
-	return &Publisher{js: js, kv: kv, tracer: tracer, cfg: cfg}, nil
+	return &Publisher{js: js, kv: kv, tracer: tracer, cfg: cfg, kvSubjectPrefix: "$KV." + kv.Bucket() + ".", kvStream: "KV_" + kv.Bucket()}, nil
+}
+
+// Outcome says what Publish had to leave out.
+type Outcome struct {
+	// Omitted is what the event left out to fit the payload limit (see
+	// events.NewMsgLimit).
+	Omitted events.Omission
+	// KVSkipped is set when the object is over the payload limit: KV keeps
+	// the previous state of the object (consumers that read KV see the last
+	// version that fitted, never a stub).
+	KVSkipped bool
+	// KV is the KV write still in flight, nil when there is none: the
+	// caller must check its outcome (a failure is an ErrNotStored that
+	// comes late).
+	KV jetstream.PubAckFuture
 }
 
 // Publish publishes the event for c, waits for the ack, then stores the new
-// state in KV (or deletes it for DELETED). It starts a producer span whose
-// context travels in the message headers. When only the KV write fails the
-// error wraps ErrNotStored: the caller must count the event as published and
-// retry the write with Store.
-func Publish[T events.APIObject](ctx context.Context, p *Publisher, c diff.Change[T]) error {
-	var old T
+// state in KV (or deletes it for DELETED). The event is built from the
+// encoded states, without decoding or marshalling the objects again, and
+// fits the server's payload limit whatever the object's size (an event
+// over it is rebuilt by events.NewMsgLimit). It starts a producer span
+// whose context travels in the message headers. When only the KV write
+// fails the error wraps ErrNotStored: the caller must count the event as
+// published and retry the write with Store. An error wrapping
+// ErrUnpublishable is final for this version.
+func Publish[T events.APIObject](ctx context.Context, p *Publisher, c diff.Change[T]) (out Outcome, err error) {
+	res := events.ResourceOf[T]()
+	typ := events.TypeName(c.Type)
+	var old events.Encoded
 	if c.Type == eventsv1.EventType_EVENT_TYPE_MODIFIED {
 		old = c.Old
 	}
-	// The cache computed the version already (see events.NewEventVersion).
-	ev := events.NewEventVersion(c.Type, c.Object, old, c.Version, time.Now())
-	key := events.ObjectKey(ev.GetResource(), c.ID)
-	var value []byte
-	if c.Type != eventsv1.EventType_EVENT_TYPE_DELETED {
-		b, err := proto.Marshal(events.Wrap(c.Object))
-		if err != nil {
-			return fmt.Errorf("encode %s: %w", key, err)
-		}
-		value = b
-	}
-	return p.publish(ctx, ev, key, value)
-}
-
-func (p *Publisher) publish(ctx context.Context, ev *eventsv1.ResourceEvent, key string, value []byte) (err error) {
-	typ := events.TypeName(ev.GetType())
-	res := events.ResourceToken(ev.GetResource())
-	ctx, span := p.tracer.Start(ctx, "publish "+res+" "+typ,
-		trace.WithSpanKind(trace.SpanKindProducer),
-		trace.WithAttributes(
+	data, eventID := events.MarshalEvent[T](c.Type, c.ID, c.New, old, time.Now())
+	subject := events.Subject(p.cfg.Prefix, res, c.New.ProjectID, c.ID)
+	ctx, span := p.tracer.Start(ctx, "publish "+events.ResourceToken(res)+" "+typ, trace.WithSpanKind(trace.SpanKindProducer))
+	if span.IsRecording() {
+		span.SetAttributes(
 			attribute.String("messaging.system", "nats"),
-			attribute.String("messaging.destination.name", events.Subject(p.cfg.Prefix, ev.GetResource(), ev.GetProjectId(), ev.GetObjectId())),
-			attribute.String("messaging.message.id", ev.GetEventId()),
-			attribute.String("ambient.resource", res),
+			attribute.String("messaging.destination.name", subject),
+			attribute.String("messaging.message.id", eventID),
+			attribute.String("ambient.resource", events.ResourceToken(res)),
 			attribute.String("ambient.event_type", typ),
-			attribute.String("ambient.object_id", ev.GetObjectId()),
-		))
+			attribute.String("ambient.object_id", c.ID),
+		)
+	}
 	defer func() {
 		if err != nil {
 			span.RecordError(err)
@@ -126,60 +149,170 @@ func (p *Publisher) publish(ctx context.Context, ev *eventsv1.ResourceEvent, key
 		span.End()
 	}()
 
-	msg, err := events.NewMsg(ctx, p.cfg.Prefix, ev)
-	if err != nil {
-		return fmt.Errorf("build message %s: %w", ev.GetEventId(), err)
+	limit := p.limit()
+	// WithExpectStream adds one header after the message is built.
+	budget := limit - (len(jetstream.ExpectedStreamHeader) + len(": \r\n") + len(p.cfg.Stream))
+	msg := events.NewMsgData(ctx, subject, eventID, data)
+	if limit > 0 && events.PayloadSize(msg) > budget {
+		if msg, out.Omitted, err = fitted(ctx, p.cfg.Prefix, c, old, budget); err != nil {
+			return out, err
+		}
+		span.SetAttributes(attribute.String("ambient.omitted", msg.Header.Get(events.HeaderOmitted)), attribute.Int("ambient.event_size", out.Omitted.Size))
+	}
+	if err := p.connected(); err != nil {
+		return out, fmt.Errorf("publish %s: %w", eventID, err)
 	}
 	start := time.Now()
-	pctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
+	pctx := ctx
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		pctx, cancel = context.WithTimeout(ctx, p.cfg.Timeout)
+		defer cancel()
+	}
 	ack, err := p.js.PublishMsg(pctx, msg, jetstream.WithExpectStream(p.cfg.Stream))
-	cancel()
 	if err != nil {
-		return fmt.Errorf("publish %s: %w", ev.GetEventId(), err)
+		if tooLarge(err) {
+			// The limit shrank under us (another server after a reconnect).
+			err = fmt.Errorf("%w: %w", ErrUnpublishable, err)
+		}
+		return out, fmt.Errorf("publish %s: %w", eventID, err)
 	}
 	took := time.Since(start)
-	span.SetAttributes(attribute.Int64("messaging.nats.seq", int64(ack.Sequence)), attribute.Bool("messaging.nats.duplicate", ack.Duplicate))
+	if span.IsRecording() {
+		span.SetAttributes(attribute.Int64("messaging.nats.seq", int64(ack.Sequence)), attribute.Bool("messaging.nats.duplicate", ack.Duplicate))
+	}
 	if p.cfg.Observe != nil {
-		p.cfg.Observe(ctx, ev, took, ack.Duplicate)
+		p.cfg.Observe(ctx, res, c.Type, took, ack.Duplicate)
 	}
 	if p.cfg.AfterPublish != nil {
-		if err := p.cfg.AfterPublish(ctx, ev); err != nil {
-			return err
+		ev := &eventsv1.ResourceEvent{}
+		if err := proto.Unmarshal(msg.Data, ev); err != nil {
+			return out, fmt.Errorf("decode event %s: %w", eventID, err)
 		}
+		if err := p.cfg.AfterPublish(ctx, ev); err != nil {
+			return out, err
+		}
+	}
+	key := events.ObjectKey(res, c.ID)
+	if c.Type != eventsv1.EventType_EVENT_TYPE_DELETED {
+		if limit > 0 && len(c.New.Raw)+8 > limit {
+			out.KVSkipped = true
+			return out, nil
+		}
+		// Sent now, acked later: the next object's event does not wait for
+		// this write (one round trip per object, not two). Puts of one
+		// object go out in order on one connection, so KV ends with the
+		// newest.
+		if out.KV, err = p.putAsync(key, events.AppendObject[T](nil, c.New.Raw)); err != nil {
+			return out, fmt.Errorf("store %s: %w: %w", key, ErrNotStored, err)
+		}
+		return out, nil
 	}
 	// The event is in the stream: finish the KV write even if ctx ended
 	// meanwhile (shutdown, lease lost), within StoreTimeout, so KV does not
 	// fall behind the stream and no later diff repeats this event.
 	kctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.StoreTimeout)
 	defer cancel()
-	if value == nil {
-		err = p.kv.Delete(kctx, key)
-	} else {
-		_, err = p.kv.Put(kctx, key, value)
+	if err := p.write(kctx, key, nil); err != nil {
+		return out, fmt.Errorf("store %s: %w: %w", key, ErrNotStored, err)
 	}
+	return out, nil
+}
+
+// putAsync sends a KV put of value under key without waiting for its ack:
+// a JetStream publish to the bucket's subject, which is all kv.Put does
+// (for a bucket without a mirror or a JetStream domain, like the objects
+// bucket), checked to land in the bucket's stream.
+func (p *Publisher) putAsync(key string, value []byte) (jetstream.PubAckFuture, error) {
+	if err := p.connected(); err != nil {
+		return nil, err
+	}
+	return p.js.PublishMsgAsync(&nats.Msg{Subject: p.kvSubjectPrefix + key, Data: value}, jetstream.WithExpectStream(p.kvStream))
+}
+
+// fitted builds the message of c the slow way, from decoded objects, and
+// trims it to budget (events.NewMsgLimit): only for events over the limit.
+func fitted[T events.APIObject](ctx context.Context, prefix string, c diff.Change[T], old events.Encoded, budget int) (*nats.Msg, events.Omission, error) {
+	obj, err := c.Object()
 	if err != nil {
-		return fmt.Errorf("store %s: %w: %w", key, ErrNotStored, err)
+		return nil, events.Omission{}, fmt.Errorf("%w: %w", ErrUnpublishable, err)
+	}
+	var oldObj T
+	if old.Raw != nil {
+		if oldObj, err = events.DecodeObject[T](old.Raw); err != nil {
+			return nil, events.Omission{}, fmt.Errorf("%w: %w", ErrUnpublishable, err)
+		}
+	}
+	ev := events.NewEventVersion(c.Type, obj, oldObj, c.Version(), time.Now())
+	msg, om, err := events.NewMsgLimit(ctx, prefix, ev, budget)
+	if err != nil {
+		return nil, om, fmt.Errorf("build message %s: %w: %w", ev.GetEventId(), ErrUnpublishable, err)
+	}
+	return msg, om, nil
+}
+
+// limit is the payload limit of the server the connection talks to (0:
+// unknown, not connected yet).
+func (p *Publisher) limit() int {
+	nc := p.js.Conn()
+	if nc == nil {
+		return 0
+	}
+	return int(nc.MaxPayload())
+}
+
+// tooLarge reports the errors a retry cannot fix: the client's or the
+// stream's size limit.
+func tooLarge(err error) bool {
+	return errors.Is(err, nats.ErrMaxPayload) || errors.Is(err, jetstream.ErrStreamMessageExceedsMaximum)
+}
+
+// connected fails while the connection is reconnecting. nats.go would keep
+// a message published meanwhile in its reconnect buffer and send it after
+// the reconnect, even though the call timed out here and the lease may have
+// moved on by then: an old leader's event landing after the new leader's
+// newer one (TestPartitionedLeaderPublishesNothingLate), or its KV write
+// over the new leader's. Callers retry. What remains is a disconnect
+// between this check and the write into the buffer.
+func (p *Publisher) connected() error {
+	if nc := p.js.Conn(); nc != nil && !nc.IsConnected() {
+		return nats.ErrConnectionReconnecting
 	}
 	return nil
 }
 
-// Store writes obj as the persisted state of id (present), or deletes the
-// key (!present). It retries a KV write after ErrNotStored.
-func Store[T events.APIObject](ctx context.Context, p *Publisher, id string, obj T, present bool) error {
+// write puts value under key, or removes the key (value nil): a purge with
+// MarkerTTL, so the marker, and with it the key, is gone after the TTL.
+func (p *Publisher) write(ctx context.Context, key string, value []byte) error {
+	if err := p.connected(); err != nil {
+		return err
+	}
+	if value != nil {
+		_, err := p.kv.Put(ctx, key, value)
+		return err
+	}
+	if p.cfg.MarkerTTL > 0 {
+		return p.kv.Purge(ctx, key, jetstream.PurgeTTL(p.cfg.MarkerTTL))
+	}
+	return p.kv.Delete(ctx, key)
+}
+
+// Store writes the encoded state as the persisted state of id (present),
+// or removes the key (!present). It retries a KV write after ErrNotStored.
+// An object over the payload limit is not written (see
+// Outcome.KVSkipped).
+func Store[T events.APIObject](ctx context.Context, p *Publisher, id string, state events.Encoded, present bool) error {
 	key := events.ObjectKey(events.ResourceOf[T](), id)
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
 	defer cancel()
-	if !present {
-		if err := p.kv.Delete(ctx, key); err != nil {
-			return fmt.Errorf("delete %s: %w", key, err)
+	var value []byte
+	if present {
+		if limit := p.limit(); limit > 0 && len(state.Raw)+8 > limit {
+			return nil
 		}
-		return nil
+		value = events.AppendObject[T](nil, state.Raw)
 	}
-	b, err := proto.Marshal(events.Wrap(obj))
-	if err != nil {
-		return fmt.Errorf("encode %s: %w", key, err)
-	}
-	if _, err := p.kv.Put(ctx, key, b); err != nil {
+	if err := p.write(ctx, key, value); err != nil && !tooLarge(err) {
 		return fmt.Errorf("store %s: %w", key, err)
 	}
 	return nil

@@ -2,6 +2,7 @@ package watch
 
 import (
 	"context"
+	"fmt"
 
 	"github.com/ambient-code/control-plane/libs/apiclient"
 	"github.com/ambient-code/control-plane/libs/events"
@@ -22,11 +23,56 @@ type Stream[T events.APIObject] interface {
 	Recv() (Event[T], error)
 }
 
-// Source is the API side of one resource: a full paginated list and a
-// watch stream that lives until its ctx ends.
+// Source is the API side of one resource: a paginated list, handed over
+// page by page, and a watch stream that lives until its ctx ends.
 type Source[T events.APIObject] struct {
-	List  func(ctx context.Context) ([]T, error)
+	// Pages lists every object and calls page with each page's items in
+	// server order and the total the server reports (0: unknown); an error
+	// from page ends the list with it. The items belong to page (the caller
+	// keeps no reference).
+	Pages func(ctx context.Context, page func(items []T, total int) error) error
 	Watch func(ctx context.Context) (Stream[T], error)
+}
+
+// Whole adapts a list that returns everything at once to Source.Pages.
+func Whole[T events.APIObject](list func(ctx context.Context) ([]T, error)) func(ctx context.Context, page func([]T, int) error) error {
+	return func(ctx context.Context, page func([]T, int) error) error {
+		items, err := list(ctx)
+		if err != nil {
+			return err
+		}
+		return page(items, len(items))
+	}
+}
+
+// pageSize is the largest page the server accepts (larger ones become 20).
+const pageSize = apiclient.DefaultPageSize
+
+// listPages fetches pages 1, 2, ... until one is empty or the items seen
+// reach the total the server reports (apiclient.ListAll's rule), handing
+// each to page instead of collecting them: the informer never holds a whole
+// list of decoded objects. An object that moves between pages while they
+// are read comes twice; the store keeps the newer.
+func listPages[T events.APIObject, P apiclient.Page[T]](ctx context.Context, fetch func(ctx context.Context, page, size int32) (P, error), page func([]T, int) error) error {
+	seen := 0
+	for n := int32(1); ; n++ {
+		resp, err := fetch(ctx, n, pageSize)
+		if err != nil {
+			return fmt.Errorf("list page %d: %w", n, err)
+		}
+		items := resp.GetItems()
+		if len(items) == 0 {
+			return nil
+		}
+		total := int(resp.GetMetadata().GetTotal())
+		if err := page(items, total); err != nil {
+			return err
+		}
+		seen += len(items)
+		if seen >= total {
+			return nil
+		}
+	}
 }
 
 // recvFunc adapts a generated watch stream to Stream.
@@ -60,7 +106,11 @@ func adapt[T events.APIObject, E watchEvent](recv func() (E, error), obj func(E)
 // Sessions is the Source of sessions.
 func Sessions(c *apiclient.Client) Source[*ambientv1.Session] {
 	return Source[*ambientv1.Session]{
-		List: c.ListSessions,
+		Pages: func(ctx context.Context, page func([]*ambientv1.Session, int) error) error {
+			return listPages(ctx, func(ctx context.Context, n, size int32) (*ambientv1.ListSessionsResponse, error) {
+				return c.Sessions().ListSessions(ctx, &ambientv1.ListSessionsRequest{Page: n, Size: size})
+			}, page)
+		},
 		Watch: func(ctx context.Context) (Stream[*ambientv1.Session], error) {
 			st, err := c.WatchSessions(ctx)
 			if err != nil {
@@ -74,7 +124,11 @@ func Sessions(c *apiclient.Client) Source[*ambientv1.Session] {
 // Projects is the Source of projects.
 func Projects(c *apiclient.Client) Source[*ambientv1.Project] {
 	return Source[*ambientv1.Project]{
-		List: c.ListProjects,
+		Pages: func(ctx context.Context, page func([]*ambientv1.Project, int) error) error {
+			return listPages(ctx, func(ctx context.Context, n, size int32) (*ambientv1.ListProjectsResponse, error) {
+				return c.Projects().ListProjects(ctx, &ambientv1.ListProjectsRequest{Page: n, Size: size})
+			}, page)
+		},
 		Watch: func(ctx context.Context) (Stream[*ambientv1.Project], error) {
 			st, err := c.WatchProjects(ctx)
 			if err != nil {
@@ -88,7 +142,11 @@ func Projects(c *apiclient.Client) Source[*ambientv1.Project] {
 // ProjectSettings is the Source of project settings.
 func ProjectSettings(c *apiclient.Client) Source[*ambientv1.ProjectSettings] {
 	return Source[*ambientv1.ProjectSettings]{
-		List: c.ListProjectSettings,
+		Pages: func(ctx context.Context, page func([]*ambientv1.ProjectSettings, int) error) error {
+			return listPages(ctx, func(ctx context.Context, n, size int32) (*ambientv1.ListProjectSettingsResponse, error) {
+				return c.ProjectSettings().ListProjectSettings(ctx, &ambientv1.ListProjectSettingsRequest{Page: n, Size: size})
+			}, page)
+		},
 		Watch: func(ctx context.Context) (Stream[*ambientv1.ProjectSettings], error) {
 			st, err := c.WatchProjectSettings(ctx)
 			if err != nil {

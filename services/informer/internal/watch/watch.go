@@ -27,10 +27,9 @@ const (
 	DefaultHealthyAfter = 60 * time.Second
 	// DefaultListPasses bounds the lists of one cycle (see Config.ListPasses).
 	DefaultListPasses = 3
+	// DefaultConfirmAfter: see Config.ConfirmAfter.
+	DefaultConfirmAfter = 5 * time.Second
 )
-
-// errResync ends a cycle when the resync period is over.
-var errResync = errors.New("resync")
 
 // Config tunes a Watcher; zero fields take the defaults above.
 type Config struct {
@@ -38,8 +37,24 @@ type Config struct {
 	BackoffMax     time.Duration
 	BackoffJitter  float64
 	HealthyAfter   time.Duration
-	// Resync starts a new cycle (relist and diff) this often; 0 disables it.
+	// Resync relists and diffs this often on the open stream; 0 disables
+	// it.
 	Resync time.Duration
+	// ConfirmAfter bounds the wait for the confirming relist of a cycle.
+	// The server registers a watch some time after the client opened it and
+	// sends nothing (not even headers) before the first event, so a change
+	// made between the first list and that registration is on neither. The
+	// first event proves the registration: the cycle then lists again at
+	// once. A quiet stream proves nothing: the cycle lists again after
+	// ConfirmAfter, by when any server has registered it. Not needed when
+	// an event arrived before the first list started.
+	ConfirmAfter time.Duration
+	// Settled, when set, reports whether the changes of the last list are
+	// published (the work queue is empty). A confirming list due after
+	// ConfirmAfter waits for it, so that on a quiet stream it does not
+	// compete with publishing the first list's backlog (100,000 objects at
+	// start); the wait ends at 10 x ConfirmAfter in any case.
+	Settled func() bool
 	// ListPasses: pages are offsets into a changing table, so a delete
 	// during the list can shift an object past the page being read. When
 	// deletes arrive on the watch during a list, the list is repeated (up to
@@ -64,6 +79,9 @@ func (c Config) withDefaults() Config {
 	if c.ListPasses <= 0 {
 		c.ListPasses = DefaultListPasses
 	}
+	if c.ConfirmAfter <= 0 {
+		c.ConfirmAfter = DefaultConfirmAfter
+	}
 	return c
 }
 
@@ -72,7 +90,8 @@ func (c Config) withDefaults() Config {
 type Hooks struct {
 	// Reconnect runs when a stream ended or failed and a new cycle follows.
 	Reconnect func(err error)
-	// Relist runs after each completed list with the number of objects.
+	// Relist runs after each completed list (first, confirming, periodic)
+	// with the number of objects.
 	Relist func(objects int, took time.Duration)
 	// Applied runs after the cache was updated.
 	Applied func(r diff.Result)
@@ -115,10 +134,6 @@ func (w *Watcher[T]) Run(ctx context.Context) error {
 		w.connected.Store(false)
 		if ctx.Err() != nil {
 			return nil
-		}
-		if errors.Is(err, errResync) {
-			w.log.Debug("periodic resync")
-			continue
 		}
 		// A stream that delivered events or stayed up long enough was
 		// healthy: the next failure starts over at the initial delay.
@@ -174,81 +189,124 @@ func (w *Watcher[T]) cycle(ctx context.Context) (int, error) {
 }
 
 func (w *Watcher[T]) syncAndFollow(ctx context.Context, buf *buffer[T]) error {
-	start := time.Now()
-	listed, err := w.list(ctx, buf)
-	if err != nil {
+	// An event before the list proves the server registered the stream
+	// before the list began: the list and the stream then miss nothing.
+	early, _ := buf.counts()
+	if err := w.relist(ctx, buf); err != nil {
 		return err
 	}
-	if w.hooks.Relist != nil {
-		w.hooks.Relist(len(listed), time.Since(start))
-	}
-	evs, _, _ := buf.take()
-	r := w.store.Sync(listed, w.observe(evs))
-	w.publish(r)
-	w.synced.Add(1)
 	w.connected.Store(true)
-	w.log.Debug("synced", slog.Int(logkey.Count, len(listed)), slog.Int("buffered", len(evs)), slog.Int("dirty", len(r.Dirty)))
+	synced := time.Now()
 
+	var confirm <-chan time.Time
+	switch received, _ := buf.counts(); {
+	case early > 0:
+	case received > 0:
+		// Registered, but maybe only during the list.
+		if err := w.relist(ctx, buf); err != nil {
+			return err
+		}
+	default:
+		t := time.NewTimer(w.cfg.ConfirmAfter)
+		defer t.Stop()
+		confirm = t.C
+	}
 	var resync <-chan time.Time
 	if w.cfg.Resync > 0 {
-		t := time.NewTimer(w.cfg.Resync)
+		t := time.NewTicker(w.cfg.Resync)
 		defer t.Stop()
 		resync = t.C
 	}
 	for {
+		again := false
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-resync:
-			return errResync
-		case <-buf.ready:
-		}
-		evs, ended, err := buf.take()
-		for _, ob := range w.observe(evs) {
-			w.publish(w.store.Apply(ob))
-		}
-		if ended {
-			if err == nil {
-				err = io.EOF
+			w.log.Debug("periodic resync")
+			again = true
+		case <-confirm:
+			if w.cfg.Settled != nil && !w.cfg.Settled() && time.Since(synced) < 10*w.cfg.ConfirmAfter {
+				confirm = time.After(w.cfg.ConfirmAfter / 5)
+				continue
 			}
-			return err
+			confirm, again = nil, true
+		case <-buf.ready:
+			evs, ended, err := buf.take()
+			w.applyLive(evs)
+			if ended {
+				if err == nil {
+					err = io.EOF
+				}
+				return err
+			}
+			if confirm != nil && len(evs) > 0 {
+				confirm, again = nil, true
+			}
+		}
+		if again {
+			if err := w.relist(ctx, buf); err != nil {
+				return err
+			}
 		}
 	}
 }
 
-// list lists until a pass saw no delete on the watch (see
-// Config.ListPasses), merging passes; newer states win.
-func (w *Watcher[T]) list(ctx context.Context, buf *buffer[T]) ([]T, error) {
-	var merged map[string]T
-	var out []T
+// relist lists while the stream keeps buffering, page by page into a
+// diff.Listing (encoded as they come, so the decoded list is never held
+// whole), then hands the list and the events buffered meanwhile to the
+// cache in one step. Events buffered before the list are applied first, so
+// only events of the list's own time are merged with it.
+func (w *Watcher[T]) relist(ctx context.Context, buf *buffer[T]) error {
+	pending, _, _ := buf.take()
+	w.applyLive(pending)
+	start := time.Now()
+	l := w.store.StartList()
+	n, err := w.list(ctx, buf, l)
+	if err != nil {
+		return err // an unfinished listing changes nothing
+	}
+	if w.hooks.Relist != nil {
+		w.hooks.Relist(n, time.Since(start))
+	}
+	evs, _, _ := buf.take()
+	r := l.Finish(w.observe(evs))
+	w.publish(r)
+	w.synced.Add(1)
+	w.log.Debug("synced", slog.Int(logkey.Count, n), slog.Int("buffered", len(evs)), slog.Int("dirty", len(r.Dirty)))
+	return nil
+}
+
+// applyLive applies live watch events one by one.
+func (w *Watcher[T]) applyLive(evs []Event[T]) {
+	for _, ob := range w.observe(evs) {
+		w.publish(w.store.Apply(ob))
+	}
+}
+
+// list lists into l until a pass saw no delete on the watch (see
+// Config.ListPasses); a second pass merges into the first, newer states
+// winning. It returns how many objects the last pass listed.
+func (w *Watcher[T]) list(ctx context.Context, buf *buffer[T], l *diff.Listing[T]) (int, error) {
 	for pass := 1; ; pass++ {
 		_, before := buf.counts()
-		items, err := w.src.List(ctx)
+		n := 0
+		err := w.src.Pages(ctx, func(items []T, total int) error {
+			if pass == 1 && n == 0 {
+				l.Expect(total)
+			}
+			for _, o := range items {
+				diff.Normalize(o)
+			}
+			n += len(items)
+			l.Add(items)
+			return nil
+		})
 		if err != nil {
-			return nil, fmt.Errorf("list: %w", err)
+			return 0, fmt.Errorf("list: %w", err)
 		}
-		for _, o := range items {
-			diff.Normalize(o)
-		}
-		_, after := buf.counts()
-		if merged == nil {
-			if after == before || pass >= w.cfg.ListPasses {
-				return items, nil
-			}
-			merged = make(map[string]T, len(items))
-		}
-		for _, o := range items {
-			id := diff.ID(o)
-			if cur, ok := merged[id]; !ok || !diff.UpdatedAt(o).Before(diff.UpdatedAt(cur)) {
-				merged[id] = o
-			}
-		}
-		if after == before || pass >= w.cfg.ListPasses {
-			out = make([]T, 0, len(merged))
-			for _, o := range merged {
-				out = append(out, o)
-			}
-			return out, nil
+		if _, after := buf.counts(); after == before || pass >= w.cfg.ListPasses {
+			return n, nil
 		}
 		w.log.Debug("deletes during list, listing again", slog.Int(logkey.Attempt, pass))
 	}

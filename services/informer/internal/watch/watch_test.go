@@ -73,21 +73,32 @@ func TestListRepeatsAfterDeletes(t *testing.T) {
 			t.Parallel()
 			buf := newBuffer[*ambientv1.Session]()
 			calls := 0
-			src := Source[*ambientv1.Session]{List: func(context.Context) ([]*ambientv1.Session, error) {
+			src := Source[*ambientv1.Session]{Pages: Whole(func(context.Context) ([]*ambientv1.Session, error) {
 				i := calls
 				calls++
 				if tc.delete[i] {
 					buf.push(Event[*ambientv1.Session]{Type: ambientv1.EventType_EVENT_TYPE_DELETED, ID: "gone"})
 				}
 				return tc.passes[i], nil
-			}}
-			w := New(src, diff.NewStore[*ambientv1.Session](), func(string) {}, Config{ListPasses: tc.max}, Hooks{}, slog.New(slog.DiscardHandler))
-			got, err := w.list(t.Context(), buf)
-			if err != nil {
+			})}
+			store := diff.NewStore[*ambientv1.Session]()
+			w := New(src, store, func(string) {}, Config{ListPasses: tc.max}, Hooks{}, slog.New(slog.DiscardHandler))
+			l := store.StartList()
+			if _, err := w.list(t.Context(), buf, l); err != nil {
 				t.Fatal(err)
+			}
+			l.Finish(nil)
+			var got []*ambientv1.Session
+			for _, id := range []string{"a", "b", "c", "d", "x"} {
+				if o, ok := store.Get(id); ok {
+					got = append(got, o)
+				}
 			}
 			if !slices.Equal(ids(got), tc.want) || calls != tc.calls {
 				t.Fatalf("listed %v in %d calls, want %v in %d", ids(got), calls, tc.want, tc.calls)
+			}
+			if c, ok := store.Get("c"); ok && tc.calls == 2 && c.GetMetadata().GetUpdatedAt().AsTime().UnixMicro() != 2 {
+				t.Fatalf("c kept the older state of the first pass")
 			}
 		})
 	}
@@ -120,12 +131,12 @@ func TestRunRelistsAfterEOF(t *testing.T) {
 	streams := make(chan chan Event[*ambientv1.Session], 4)
 	var lists, reconnects atomic.Int32
 	src := Source[*ambientv1.Session]{
-		List: func(context.Context) ([]*ambientv1.Session, error) {
+		Pages: Whole(func(context.Context) ([]*ambientv1.Session, error) {
 			lists.Add(1)
 			mu.Lock()
 			defer mu.Unlock()
 			return slices.Clone(state), nil
-		},
+		}),
 		Watch: func(ctx context.Context) (Stream[*ambientv1.Session], error) {
 			ch := make(chan Event[*ambientv1.Session])
 			streams <- ch

@@ -1,0 +1,142 @@
+package publish
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace/noop"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/ambient-code/control-plane/libs/bus"
+	"github.com/ambient-code/control-plane/libs/events"
+	"github.com/ambient-code/control-plane/libs/testenv"
+	eventsv1 "github.com/ambient-code/control-plane/proto/ambient/events/v1"
+	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
+	"github.com/ambient-code/control-plane/services/informer/internal/diff"
+)
+
+// setup returns a Publisher on an embedded server: stream "EV" on prefix
+// "ev" (maxMsg bytes per message, 0: no limit) and a bucket whose delete
+// markers may expire.
+func setup(t *testing.T, maxMsg int32, markerTTL time.Duration) (*Publisher, jetstream.KeyValue, jetstream.JetStream) {
+	t.Helper()
+	_, js := testenv.JetStream(t, testenv.NATS(t))
+	ctx := t.Context()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "EV", Subjects: []string{"ev.>"}, MaxMsgSize: maxMsg}); err != nil {
+		t.Fatal(err)
+	}
+	cfg := bus.ObjectsBucket(1)
+	cfg.LimitMarkerTTL = markerTTL
+	kv, err := js.CreateKeyValue(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := New(js, kv, noop.NewTracerProvider().Tracer(""), Config{Prefix: "ev", Stream: "EV", MarkerTTL: markerTTL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p, kv, js
+}
+
+func change(t *testing.T, typ eventsv1.EventType, s *ambientv1.Session) diff.Change[*ambientv1.Session] {
+	t.Helper()
+	enc, err := events.Encode(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return diff.Change[*ambientv1.Session]{Type: typ, ID: s.GetMetadata().GetId(), New: enc}
+}
+
+func session(id string, prompt int) *ambientv1.Session {
+	return &ambientv1.Session{
+		Metadata: &ambientv1.ObjectReference{Id: id, UpdatedAt: timestamppb.New(time.Unix(100, 0))},
+		Name:     "s", Prompt: proto.String(strings.Repeat("p", prompt)),
+	}
+}
+
+// TestPublishSizeRefusalIsFinal: a stream that refuses the message's size
+// (max_msg_size, below the connection's max_payload) gives
+// ErrUnpublishable, which the controller treats as final for the version,
+// instead of an error retried forever.
+func TestPublishSizeRefusalIsFinal(t *testing.T) {
+	t.Parallel()
+	p, _, _ := setup(t, 2048, time.Second)
+	ctx := context.Background()
+	if _, err := Publish(ctx, p, change(t, eventsv1.EventType_EVENT_TYPE_ADDED, session("small", 10))); err != nil {
+		t.Fatalf("small event: %v", err)
+	}
+	_, err := Publish(ctx, p, change(t, eventsv1.EventType_EVENT_TYPE_ADDED, session("big", 4096)))
+	if !errors.Is(err, ErrUnpublishable) {
+		t.Fatalf("event over the stream's limit: err = %v, want ErrUnpublishable", err)
+	}
+}
+
+// TestDeleteMarkerExpires: a published delete removes the key with a
+// marker that the server drops after MarkerTTL, so the bucket does not keep
+// a message per object ever deleted (issue 14 point 4).
+func TestDeleteMarkerExpires(t *testing.T) {
+	t.Parallel()
+	p, kv, js := setup(t, 0, time.Second)
+	ctx := context.Background()
+	for i := range 20 {
+		s := session(fmt.Sprintf("s%d", i), 10)
+		if _, err := Publish(ctx, p, change(t, eventsv1.EventType_EVENT_TYPE_ADDED, s)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := Publish(ctx, p, change(t, eventsv1.EventType_EVENT_TYPE_DELETED, s)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := kv.Get(ctx, events.ObjectKey(eventsv1.Resource_RESOURCE_SESSIONS, "s0")); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Fatalf("deleted key: err = %v, want ErrKeyNotFound", err)
+	}
+	s, err := js.Stream(ctx, "KV_"+bus.BucketObjects)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 10*time.Second, func() error {
+		info, err := s.Info(ctx)
+		if err != nil {
+			return err
+		}
+		if n := info.State.Msgs; n != 0 {
+			return fmt.Errorf("bucket holds %d messages, want 0 once the markers expired", n)
+		}
+		return nil
+	})
+}
+
+// TestPublishWritesKV: the KV write sent without kv.Put lands in the
+// bucket as kv.Put would have written it, and its ack arrives through
+// Outcome.KV.
+func TestPublishWritesKV(t *testing.T) {
+	t.Parallel()
+	p, kv, _ := setup(t, 0, time.Second)
+	ctx := context.Background()
+	s := session("s1", 10)
+	out, err := Publish(ctx, p, change(t, eventsv1.EventType_EVENT_TYPE_ADDED, s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-out.KV.Ok():
+	case err := <-out.KV.Err():
+		t.Fatal(err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("no ack for the KV write")
+	}
+	e, err := kv.Get(ctx, events.ObjectKey(eventsv1.Resource_RESOURCE_SESSIONS, "s1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := &eventsv1.Object{}
+	if err := proto.Unmarshal(e.Value(), got); err != nil || !proto.Equal(got, events.Wrap(s)) {
+		t.Fatalf("kv holds %v (%v), want the session", got, err)
+	}
+}
