@@ -9,7 +9,9 @@ replace (
 
 require (
 	github.com/ambient-code/control-plane/libs v0.0.0-00010101000000-000000000000
+	github.com/cenkalti/backoff/v5 v5.0.3
 	github.com/nats-io/nats.go v1.55.0
+	go.uber.org/goleak v1.3.0
 	golang.org/x/sync v0.25.0
 )
 
