@@ -28,6 +28,9 @@ type Config struct {
 	GRPCAddr string
 	RESTAddr string
 	Token    string
+	// FaultsAddr, when set, serves FaultsHandler there (fault injection for
+	// the chaos suite). Empty, the default, serves no fault injection.
+	FaultsAddr string
 }
 
 // Run creates a Server with cfg.Token, listens on cfg's addresses and serves
@@ -38,7 +41,34 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	return s.ListenAndServe(ctx, cfg.GRPCAddr, cfg.RESTAddr)
+	if cfg.FaultsAddr == "" {
+		return s.ListenAndServe(ctx, cfg.GRPCAddr, cfg.RESTAddr)
+	}
+	var lc net.ListenConfig
+	fl, err := lc.Listen(ctx, "tcp", cfg.FaultsAddr)
+	if err != nil {
+		return fmt.Errorf("listen faults %s: %w", cfg.FaultsAddr, err)
+	}
+	log.Warn("fault injection served", slog.String("faults_addr", fl.Addr().String()))
+	srv := &http.Server{Handler: s.FaultsHandler(), ReadHeaderTimeout: 10 * time.Second}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return s.ListenAndServe(gctx, cfg.GRPCAddr, cfg.RESTAddr) })
+	g.Go(func() error {
+		if err := srv.Serve(fl); !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("serve faults: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownGrace)
+		defer cancel()
+		if err := srv.Shutdown(sctx); err != nil {
+			return fmt.Errorf("shutdown faults: %w", err)
+		}
+		return nil
+	})
+	return g.Wait()
 }
 
 // ListenAndServe listens on the two addresses and calls Serve.
