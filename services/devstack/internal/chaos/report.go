@@ -1,0 +1,286 @@
+package chaos
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/ambient-code/control-plane/libs/group"
+)
+
+// maxFailureLines bounds the lines the report lists per check.
+const maxFailureLines = 40
+
+// report renders a run as Markdown (docs/reliability.md).
+type report struct {
+	cfg     Config
+	plan    Plan
+	begun   time.Time // the harness started the system
+	t0      time.Time // the schedule started
+	end     time.Time // the last fault was over
+	in      auditInput
+	res     auditResult
+	runDir  string
+	cpus    int
+	signals []signalCount
+}
+
+func (r report) markdown() string {
+	var b strings.Builder
+	w := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
+	verdict := "PASSED"
+	if !r.res.Passed() {
+		verdict = "FAILED"
+	}
+	w("# Reliability: the chaos suite\n\n")
+	w("`make chaos` runs the whole control plane as processes on one host and breaks it on a schedule while it drives API changes; then it audits the result from outside (issue 14). This file is the report of one run, written by the harness (`services/devstack/cmd/chaos`, `--report`); run it again to refresh it. `make chaos-short` is the CI-sized variant.\n\n")
+	w("## Result: %s\n\n", verdict)
+	w("```\n%s\n```\n\n", r.res.Line(r.in.Converged))
+	w("| run | |\n|---|---|\n")
+	w("| started | %s |\n", r.begun.UTC().Format(time.RFC3339))
+	if r.cfg.Commit != "" {
+		w("| code | `%s` |\n", r.cfg.Commit)
+	}
+	variant := "full"
+	if r.cfg.Short {
+		variant = "short (`make chaos-short`)"
+	}
+	w("| variant | %s |\n", variant)
+	w("| seed | %d (`--seed %d` replays the same schedule and choices) |\n", r.cfg.Seed, r.cfg.Seed)
+	w("| changes | %d planned over %s |\n", r.cfg.Changes, r.plan.End.Round(time.Second))
+	w("| host | %d CPUs, shared |\n", r.cpus)
+	w("| system start | %s |\n", r.t0.Sub(r.begun).Round(time.Second))
+	w("| schedule | %s |\n\n", r.end.Sub(r.t0).Round(time.Second))
+
+	w("## Checks\n\n| check | result | detail |\n|---|---|---|\n")
+	for _, c := range r.res.Checks {
+		mark := "pass"
+		if !c.OK {
+			mark = "**FAIL**"
+		}
+		w("| %s | %s | %s |\n", c.Name, mark, c.Detail)
+	}
+	w("\n")
+
+	w("## Findings of issue 14 this run shows\n\n")
+	for _, f := range r.findings() {
+		w("- %s\n", f)
+	}
+	w("\n")
+
+	w("## Fault schedule\n\nTimes are seconds from the start of the schedule; `back` is when the target answered its readiness probe again.\n\n")
+	w("| # | at | fault | target | down | back | note |\n|---|---|---|---|---|---|---|\n")
+	for i, f := range r.in.Faults {
+		back := ""
+		if !f.Restored.IsZero() {
+			back = fmt.Sprintf("%.1f", f.Restored.Sub(r.t0).Seconds())
+		}
+		note := f.Note
+		if f.Err != "" {
+			note = strings.TrimSpace(note + " error: " + f.Err)
+		}
+		w("| %d | %.1f | %s | %s | %s | %s | %s |\n", i+1, f.Start.Sub(r.t0).Seconds(), f.Kind, f.Target, f.Down.Round(time.Second), back, mdEscape(note))
+	}
+	w("\n")
+
+	r.figures(&b)
+
+	w("## What failed\n\n")
+	anyFailed := false
+	for _, c := range r.res.Checks {
+		if c.OK || len(c.Failures) == 0 {
+			continue
+		}
+		anyFailed = true
+		w("### %s\n\n", c.Name)
+		for i, l := range c.Failures {
+			if i == maxFailureLines {
+				w("- ... and %d more\n", len(c.Failures)-maxFailureLines)
+				break
+			}
+			w("- %s\n", mdEscape(l))
+		}
+		w("\n")
+	}
+	if !anyFailed {
+		w("Nothing.\n\n")
+	}
+	r.setup(&b)
+	return b.String()
+}
+
+// findings maps the issue's reproduced findings to what this run saw.
+func (r report) findings() []string {
+	var out []string
+	yesNo := func(b bool) string {
+		if b {
+			return "**reproduced**"
+		}
+		return "not seen"
+	}
+	m := r.res.Moved
+	afterOutage := 0
+	for _, t := range r.in.Sampler.Twice {
+		if strings.Contains(lastFault(r.in.Faults, t.First), string(FaultNATSOutage)) {
+			afterOutage++
+		}
+	}
+	out = append(out, fmt.Sprintf("1. A NATS outage longer than the TTLs moves sessions and runs some twice: %s (moved_by_outage=%d of %d sessions left alone across it; %d sessions twice after it, %d twice over the whole run).",
+		yesNo(m.Total() > 0 || afterOutage > 0), m.Total(), m.Considered, afterOutage, r.res.Twice))
+	var kubeLost, stale []string
+	for _, c := range r.res.Checks {
+		for _, l := range c.Failures {
+			switch {
+			case strings.Contains(l, "AgenticSession still exists"), strings.Contains(l, "RoleBindings"):
+				kubeLost = append(kubeLost, l)
+			case strings.Contains(l, "AgenticSession is stale"), strings.Contains(l, "no AgenticSession"):
+				stale = append(stale, l)
+			}
+		}
+	}
+	out = append(out, fmt.Sprintf("2. Kubernetes changes lost during a kube-apiserver outage longer than the retry budget (%s with GROUP_MAX_DELIVER=%d, outage %s): %s (%d deletes or RoleBinding sets not applied, %d AgenticSessions missing or stale).",
+		RetryBudget(r.cfg.KubeMaxDeliver, group.DefaultBackoff), r.cfg.KubeMaxDeliver, r.cfg.KubeOutage, yesNo(len(kubeLost)+len(stale) > 0), len(kubeLost), len(stale)))
+	for _, f := range r.in.Faults {
+		if f.Kind != FaultOversize {
+			continue
+		}
+		took := "never (within " + oversizeStopLimit.String() + ")"
+		if f.Took >= 0 {
+			took = f.Took.Round(100 * time.Millisecond).String()
+		}
+		payload := 0
+		for _, sc := range r.signals {
+			if sc.Phrase == logSignals[0] {
+				payload += sc.Lines
+			}
+		}
+		verdict := yesNo(f.Took < 0 || f.Took > oversizeStopBound)
+		if verdict != "**reproduced**" && payload > 0 {
+			verdict = "**partly reproduced**: its events were never published, but the stop arrived another way"
+		}
+		out = append(out, fmt.Sprintf("3. An oversize object (%d KiB of annotations) blocks its own stop: %s (the stop took effect after %s; %d log lines `maximum payload exceeded`).",
+			oversizeBytes>>10, verdict, took, payload))
+	}
+	var objects, runners, dlq *streamInfo
+	for i, s := range r.in.Streams {
+		switch s.Name {
+		case "KV_ambient-objects":
+			objects = &r.in.Streams[i]
+		case "KV_ambient-runners":
+			runners = &r.in.Streams[i]
+		case "AMBIENT_DLQ":
+			dlq = &r.in.Streams[i]
+		}
+	}
+	live := 0
+	for _, s := range r.in.Sessions {
+		if !s.Deleted {
+			live++
+		}
+	}
+	if objects != nil && runners != nil {
+		out = append(out, fmt.Sprintf("4. KV buckets grow with every deleted session: %d messages in ambient-objects and %d in ambient-runners for %d live sessions and %d projects (figure only; the growth test is 4,000 create+delete cycles).",
+			objects.Msgs, runners.Msgs, live, len(r.in.Projects)))
+	}
+	if dlq != nil {
+		out = append(out, fmt.Sprintf("5. The dead-letter stream at fewer replicas than the events stream: %s (AMBIENT_DLQ at R%d, %d dead letters).", yesNo(dlq.Replicas != natsReplicas), dlq.Replicas, dlq.Msgs))
+	} else {
+		out = append(out, "5. The dead-letter stream's replicas: AMBIENT_DLQ was not created in this run.")
+	}
+	return out
+}
+
+func (r report) figures(b *strings.Builder) {
+	w := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
+	w("## Figures\n\n")
+	type tally struct{ ok, refused, failed, fallback int }
+	byOp := map[Op]*tally{}
+	for _, c := range r.in.Journal {
+		t, ok := byOp[c.Op]
+		if !ok {
+			t = &tally{}
+			byOp[c.Op] = t
+		}
+		switch c.Result {
+		case resultOK:
+			t.ok++
+		case resultRefused:
+			t.refused++
+		default:
+			t.failed++
+		}
+		if c.Planned != "" {
+			t.fallback++
+		}
+	}
+	w("Changes made through the API (gRPC; start and stop through REST). A planned change that had no candidate became another kind (`instead of`).\n\n")
+	w("| change | made | refused | failed | instead of another kind |\n|---|---|---|---|---|\n")
+	for _, op := range []Op{OpCreate, OpUpdate, OpStop, OpStart, OpDelete, OpSettings} {
+		t := byOp[op]
+		if t == nil {
+			t = &tally{}
+		}
+		w("| %s | %d | %d | %d | %d |\n", op, t.ok, t.refused, t.failed, t.fallback)
+	}
+	var local, localRunning, kube, deleted int
+	for _, s := range r.in.Sessions {
+		switch {
+		case s.Deleted:
+			deleted++
+		case s.Project.Local:
+			local++
+			if s.Running {
+				localRunning++
+			}
+		default:
+			kube++
+		}
+	}
+	w("\nSessions at the end: %d created, %d deleted, %d local (%d wanted running), %d on Kubernetes.\n\n", len(r.in.Sessions), deleted, local, localRunning, kube)
+	w("Process table: %d samples every %s, the slowest scan %s.\n\n", r.in.Sampler.Samples, r.cfg.SampleInterval, r.in.Sampler.Slowest.Round(time.Millisecond))
+	if len(r.in.Streams) > 0 {
+		w("| stream | replicas | messages |\n|---|---|---|\n")
+		for _, s := range r.in.Streams {
+			w("| %s | %d | %d |\n", s.Name, s.Replicas, s.Msgs)
+		}
+		w("\n")
+	}
+	exits := map[string]int{}
+	for _, e := range r.in.Exits {
+		if e.Planned {
+			exits[e.Member]++
+		}
+	}
+	if len(r.signals) > 0 {
+		w("Log lines that point at a finding (hints; the checks above judge):\n\n| phrase | process | lines |\n|---|---|---|\n")
+		for _, sc := range r.signals {
+			w("| %s | %s | %d |\n", sc.Phrase, sc.Process, sc.Lines)
+		}
+		w("\n")
+	}
+	names := sortedKeys(exits)
+	sort.Strings(names)
+	if len(names) > 0 {
+		var parts []string
+		for _, n := range names {
+			parts = append(parts, fmt.Sprintf("%s %d", n, exits[n]))
+		}
+		w("Processes taken down by faults: %s.\n\n", strings.Join(parts, ", "))
+	}
+}
+
+func (r report) setup(b *strings.Builder) {
+	w := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
+	w("## The system under test\n\n")
+	w("- NATS: %d `nats-server` processes clustered on loopback (JetStream, file store, default `max_payload` 1 MiB); the informer creates its stream and buckets with `STREAM_REPLICAS=3`, runner-manager its buckets with `BUCKET_REPLICAS=3`, as the chart's bundled NATS runs them.\n", natsReplicas)
+	w("- Kubernetes: `etcd` and `kube-apiserver` (bin/k8s) as processes, the chart's CRD and project ClusterRoles installed; kube-reconciler authenticates as a user bound to exactly the chart's ClusterRole. No operator runs, so AgenticSessions get no status and kube sessions no phase: the audit checks their CRs only.\n")
+	w("- The in-memory API (`memapi`, fault injection on); %d informers, %d kube-reconcilers (`KUBE_SESSION_SELECTOR=projects=<the kube projects>`, `GROUP_MAX_DELIVER=%d`), %d runner-managers (`RUNNER_PROJECTS=<the local projects>`, the demo runner), %d agui-proxies, 1 event-tally; every other setting at its default.\n",
+		serviceReplicas, serviceReplicas, r.cfg.KubeMaxDeliver, serviceReplicas, serviceReplicas)
+	w("- Projects: two run their sessions as local runners, two as AgenticSessions; at most %d sessions want a local runner at once.\n", r.cfg.LocalCap)
+	w("- Killed services come back after %s (a pod restart). event-tally is never killed: its tally lives in memory by design, so killing it would void the counting check rather than test anything.\n\n", r.cfg.RestartDelay)
+	w("How the audit reads the system: the API (gRPC list), the process table (`/proc`: a runner of this run is a `demo-runner` whose `WORKSPACE_PATH` lies under the run's workspace root; the replica is the root it runs in), KV `ambient-runners`, the Kubernetes API, event-tally's `/tally?ids=true`, and `GET /sessions/{id}/health` through each agui-proxy.\n\n")
+	w("Reproduce: `make chaos` (or `make chaos-short`; `CHAOS_ARGS=\"--seed %d\"` replays this schedule). `bin/chaos -h` lists every knob.\n", r.cfg.Seed)
+}
+
+func mdEscape(s string) string { return strings.ReplaceAll(s, "|", `\|`) }

@@ -1,0 +1,316 @@
+package chaos
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/ambient-code/control-plane/libs/apiclient"
+)
+
+// ErrAuditFailed is returned by Run when the run completed and an audit
+// check failed (exit 1); any other error means the harness could not run
+// the suite (exit 2).
+var ErrAuditFailed = errors.New("audit failed")
+
+// convergePoll is how often the system is observed while it converges.
+const convergePoll = 2 * time.Second
+
+// The system must be ready and free of exits for settleQuiet before the
+// schedule starts, within settleLimit.
+const (
+	settleQuiet = 15 * time.Second
+	settleLimit = 3 * time.Minute
+)
+
+// Run runs one chaos suite: it starts the system, drives the changes while
+// injecting the faults, waits for the system to converge, audits it, prints
+// the result line and writes the report.
+func Run(ctx context.Context, cfg Config, out io.Writer) (err error) {
+	runDir, cleanup, err := prepareRunDir(cfg)
+	if err != nil {
+		return err
+	}
+	passed := false
+	defer func() { cleanup(passed, out) }()
+	repoRoot := cfg.RepoRoot
+	if repoRoot == "" {
+		if repoRoot, err = findRepoRoot(); err != nil {
+			return err
+		}
+	}
+	rng := rand.New(rand.NewPCG(uint64(cfg.Seed), 0x636861)) //nolint:gosec // a reproducible schedule, not a secret
+	plan := NewPlan(PlanConfig{
+		Changes: cfg.Changes, Kills: Kills(cfg.Short), Warmup: cfg.Warmup, RestartDelay: cfg.RestartDelay,
+		KillSettle: cfg.KillSettle, NodeLoss: cfg.NodeLoss, NATSOutage: cfg.NATSOutage, KubeOutage: cfg.KubeOutage,
+	}, rng)
+	fmt.Fprintf(out, "chaos: seed %d, %d changes over %s, %d faults; run dir %s\n", cfg.Seed, cfg.Changes, plan.End, len(plan.Faults), runDir)
+
+	sys, err := newSystem(cfg, runDir, out)
+	if err != nil {
+		return err
+	}
+	procCtx, stopProcs := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopProcs()
+	sys.begin(procCtx)
+	table := newProcTable("/proc", filepath.Join(cfg.BinDir, "demo-runner"), sys.workRoot)
+	defer func() {
+		if serr := sys.stop(stopProcs, table); serr != nil && err == nil {
+			err = fmt.Errorf("stop the system: %w", serr)
+		}
+	}()
+
+	begun := time.Now()
+	if err := startInfra(ctx, sys, repoRoot, out); err != nil {
+		return err
+	}
+	api, err := apiclient.New(apiclient.Config{Addr: sys.apiGRPC, Token: cfg.Token, Keepalive: 10 * time.Second})
+	if err != nil {
+		return fmt.Errorf("API client: %w", err)
+	}
+	defer api.Close() //nolint:errcheck // nothing to flush
+	drv := newDriver(api, newRESTPhases(sys.apiREST, cfg.Token), cfg.LocalCap, rng)
+	if err := drv.setup(ctx); err != nil {
+		return err
+	}
+	if err := sys.addServices(drv.projectIDs(true), drv.projectIDs(false)); err != nil {
+		return err
+	}
+	smp := newSampler(table, cfg.SampleInterval)
+	smpCtx, stopSampler := context.WithCancel(ctx)
+	smpDone := make(chan struct{})
+	go func() { // owned by Run: ends with stopSampler below
+		defer close(smpDone)
+		smp.Run(smpCtx)
+	}()
+	defer func() { stopSampler(); <-smpDone }()
+	if err := startServices(ctx, sys, out); err != nil {
+		return err
+	}
+	if err := sys.settle(ctx, settleQuiet, settleLimit); err != nil {
+		return err
+	}
+	if err := drv.witnesses(ctx, cfg.Witnesses); err != nil {
+		return err
+	}
+	nv, err := connectNATS(sys.natsURLs)
+	if err != nil {
+		return err
+	}
+	defer nv.Close()
+	fmt.Fprintf(out, "chaos: system ready in %s\n", time.Since(begun).Round(time.Second))
+
+	inj := &injector{sys: sys, drv: drv, smp: smp, nv: nv, log: out}
+	t0 := time.Now()
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return inj.run(gctx, plan, t0) })
+	g.Go(func() error { return drive(gctx, drv, plan, t0, out) })
+	if err := g.Wait(); err != nil {
+		return fmt.Errorf("chaos schedule: %w", err)
+	}
+	end := time.Now()
+	fmt.Fprintf(out, "chaos: t=%s last fault over; waiting up to %s to converge\n", since(t0), cfg.ConvergeTimeout)
+
+	namespaces := projectNamespaces(drv)
+	obsr := &observer{api: api, sys: sys, smp: smp, nv: nv, namespaces: namespaces, hc: &http.Client{Timeout: 5 * time.Second}}
+	converged, obs, obsErr := converge(ctx, obsr, drv, end, cfg.ConvergeTimeout)
+	sessions, projects, journal, deletes := drv.snapshot()
+	streams, streamsErr := nv.streams(ctx)
+	in := auditInput{
+		Sessions: sessions, Projects: projects, Deletes: deletes, Journal: journal,
+		Obs: obs, ObsErr: obsErr, Sampler: smp.Stats(),
+		Before: inj.beforeOutage, After: inj.afterOutage,
+		Exits: sys.exitLog(), ScheduleStart: t0, Faults: inj.faults(), Streams: streams, StreamsErr: streamsErr,
+		Converged: converged, ConvergeLimit: cfg.ConvergeTimeout,
+	}
+	res := audit(in)
+	fmt.Fprintln(out, res.Line(converged))
+	for _, c := range res.Checks {
+		mark := "ok  "
+		if !c.OK {
+			mark = "FAIL"
+		}
+		fmt.Fprintf(out, "  %s %s: %s\n", mark, c.Name, c.Detail)
+	}
+	if err := writeJSON(filepath.Join(runDir, "changes.json"), in.Journal); err != nil {
+		return err
+	}
+	if err := writeJSON(filepath.Join(runDir, "faults.json"), in.Faults); err != nil {
+		return err
+	}
+	rep := report{cfg: cfg, plan: plan, t0: t0, end: end, begun: begun, in: in, res: res, runDir: runDir, cpus: runtime.NumCPU(),
+		signals: scanSignals(filepath.Join(runDir, "logs"))}
+	md := []byte(rep.markdown())
+	// A copy stays with the logs it refers to (kept when the run failed).
+	if err := os.WriteFile(filepath.Join(runDir, "report.md"), md, 0o600); err != nil {
+		return fmt.Errorf("write report: %w", err)
+	}
+	if cfg.Report != "" {
+		if err := os.WriteFile(cfg.Report, md, 0o644); err != nil { //nolint:gosec // a document in the repository
+			return fmt.Errorf("write report: %w", err)
+		}
+		fmt.Fprintf(out, "chaos: report written to %s\n", cfg.Report)
+	}
+	if !res.Passed() {
+		return ErrAuditFailed
+	}
+	passed = true
+	return nil
+}
+
+// startInfra starts NATS, the Kubernetes control plane and the API.
+func startInfra(ctx context.Context, sys *system, repoRoot string, out io.Writer) error {
+	infra := append(sys.names(svcNATS), svcEtcd, svcMemapi)
+	if err := sys.start(ctx, infra...); err != nil {
+		return err
+	}
+	if err := sys.start(ctx, svcKubeAPIServer); err != nil {
+		return err
+	}
+	if err := sys.kube.bootstrap(ctx, repoRoot); err != nil {
+		return fmt.Errorf("install the chart's CRD and RBAC: %w", err)
+	}
+	fmt.Fprintf(out, "chaos: NATS cluster (%d nodes), etcd, kube-apiserver and the API ready\n", natsReplicas)
+	return nil
+}
+
+// startServices starts the control plane's services all at once, as a
+// Helm install does: nothing orders them, and the system must not depend
+// on an order (issue 14 finding 5: a consumer that created the dead-letter
+// stream before the informer created the events stream made it R1).
+func startServices(ctx context.Context, sys *system, out io.Writer) error {
+	var all []string
+	for _, svc := range []string{svcInformer, svcEventTally, svcRunnerManager, svcAGUIProxy, svcKubeReconciler} {
+		all = append(all, sys.names(svc)...)
+	}
+	if err := sys.start(ctx, all...); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "chaos: %d services ready\n", len(all))
+	return nil
+}
+
+// drive makes the plan's changes at their times.
+func drive(ctx context.Context, drv *driver, plan Plan, t0 time.Time, out io.Writer) error {
+	for i, c := range plan.Changes {
+		if err := sleepUntil(ctx, t0.Add(c.At)); err != nil {
+			return err
+		}
+		rec := drv.apply(ctx, c.Op)
+		if rec.Result == resultError {
+			fmt.Fprintf(out, "chaos: change %d %s %s: %s\n", i+1, rec.Op, rec.Object, rec.Err)
+		}
+		if n := i + 1; n%100 == 0 || n == len(plan.Changes) {
+			fmt.Fprintf(out, "chaos: t=%s %d/%d changes\n", since(t0), n, len(plan.Changes))
+		}
+	}
+	return nil
+}
+
+// converge observes the system until every object is in its desired state
+// and counted, or limit passes. It returns the time from end to that
+// moment (-1 if it never came) and the last observation.
+func converge(ctx context.Context, o *observer, drv *driver, end time.Time, limit time.Duration) (time.Duration, observation, error) {
+	deadline := end.Add(limit)
+	var last observation
+	var lastErr error
+	for {
+		sessions, projects, _, _ := drv.snapshot()
+		var want []string
+		for _, s := range sessions {
+			if s.Project.Local && s.Running && !s.Deleted {
+				want = append(want, s.ID)
+			}
+		}
+		obs, err := o.observe(ctx, want)
+		last, lastErr = obs, err
+		if err == nil && obs.OwnersErr == "" && obs.KubeErr == "" && obs.TallyErr == "" {
+			if len(objectProblems(sessions, projects, obs)) == 0 && tallyProblems(sessions, projects, obs).missing == 0 {
+				return obs.At.Sub(end), last, nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return -1, last, lastErr
+		}
+		if err := sleepUntil(ctx, time.Now().Add(convergePoll)); err != nil {
+			return -1, last, err
+		}
+	}
+}
+
+func projectNamespaces(d *driver) []string {
+	_, ps, _, _ := d.snapshot()
+	out := make([]string, len(ps))
+	for i, p := range ps {
+		out[i] = p.Namespace()
+	}
+	return out
+}
+
+// prepareRunDir creates the run directory. cleanup removes it after a
+// passing run unless Keep is set; otherwise it says where it is.
+func prepareRunDir(cfg Config) (string, func(passed bool, out io.Writer), error) {
+	dir := cfg.RunDir
+	if dir == "" {
+		d, err := os.MkdirTemp("", "ambient-chaos-")
+		if err != nil {
+			return "", nil, fmt.Errorf("run dir: %w", err)
+		}
+		dir = d
+	} else if err := os.MkdirAll(dir, 0o750); err != nil {
+		return "", nil, fmt.Errorf("run dir: %w", err)
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return "", nil, fmt.Errorf("run dir: %w", err)
+	}
+	return abs, func(passed bool, out io.Writer) {
+		if passed && !cfg.Keep {
+			if err := os.RemoveAll(abs); err != nil {
+				fmt.Fprintf(out, "chaos: remove %s: %v\n", abs, err)
+			}
+			return
+		}
+		fmt.Fprintf(out, "chaos: logs, data and pid files kept in %s (logs/<process>.log)\n", abs)
+	}, nil
+}
+
+// findRepoRoot walks up from the working directory to go.work.
+func findRepoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", fmt.Errorf("working directory: %w", err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.work")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("repository root (go.work) not found above the working directory: pass --repo-root")
+		}
+		dir = parent
+	}
+}
+
+// writeJSON writes v to path, for whoever reads the run directory later.
+func writeJSON(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", path, err)
+	}
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}
