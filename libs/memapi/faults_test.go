@@ -38,6 +38,8 @@ func TestFaultsAddrEndsWatches(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = c.Close() })
+	// Run listens asynchronously: wait until the API answers.
+	eventually(t, 10*time.Second, func() error { return c.Check(ctx) })
 	watch, err := c.WatchSessions(ctx)
 	if err != nil {
 		t.Fatal(err)
