@@ -24,6 +24,9 @@ type report struct {
 	runDir  string
 	cpus    int
 	signals []signalCount
+	// loadStart and loadEnd are /proc/loadavg at the start and the end: the
+	// host is shared, and timings mean little without them.
+	loadStart, loadEnd string
 }
 
 func (r report) markdown() string {
@@ -49,7 +52,7 @@ func (r report) markdown() string {
 	w("| variant | %s |\n", variant)
 	w("| seed | %d (`--seed %d` replays the same schedule and choices) |\n", r.cfg.Seed, r.cfg.Seed)
 	w("| changes | %d planned over %s |\n", r.cfg.Changes, r.plan.End.Round(time.Second))
-	w("| host | %d CPUs, shared |\n", r.cpus)
+	w("| host | %d CPUs; load average %s at the start, %s at the end |\n", r.cpus, r.loadStart, r.loadEnd)
 	w("| system start | %s |\n", r.t0.Sub(r.begun).Round(time.Second))
 	w("| schedule | %s |\n\n", r.end.Sub(r.t0).Round(time.Second))
 
@@ -188,6 +191,16 @@ func (r report) findings() []string {
 	} else {
 		out = append(out, "5. The dead-letter stream's replicas: AMBIENT_DLQ was not created in this run.")
 	}
+	overwritten := 0
+	for _, c := range r.res.Checks {
+		for _, l := range c.Failures {
+			if strings.Contains(l, `stopped, phase "Running"`) {
+				overwritten++
+			}
+		}
+	}
+	out = append(out, fmt.Sprintf("6. (review) A user's stop overwritten by the control plane's own Running write: %s (%d stopped sessions Running with a live runner at the end).",
+		yesNo(overwritten > 0), overwritten))
 	return out
 }
 

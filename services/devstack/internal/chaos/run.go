@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -70,7 +71,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer) (err error) {
 		}
 	}()
 
-	begun := time.Now()
+	begun, loadStart := time.Now(), loadAvg()
 	if err := startInfra(ctx, sys, repoRoot, out); err != nil {
 		return err
 	}
@@ -149,7 +150,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer) (err error) {
 		return err
 	}
 	rep := report{cfg: cfg, plan: plan, t0: t0, end: end, begun: begun, in: in, res: res, runDir: runDir, cpus: runtime.NumCPU(),
-		signals: scanSignals(filepath.Join(runDir, "logs"))}
+		signals: scanSignals(filepath.Join(runDir, "logs")), loadStart: loadStart, loadEnd: loadAvg()}
 	md := []byte(rep.markdown())
 	// A copy stays with the logs it refers to (kept when the run failed).
 	if err := os.WriteFile(filepath.Join(runDir, "report.md"), md, 0o600); err != nil {
@@ -313,4 +314,16 @@ func writeJSON(path string, v any) error {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	return nil
+}
+
+// loadAvg is the 1-minute load average, or "?".
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	if f := strings.Fields(string(b)); len(f) > 0 {
+		return f[0]
+	}
+	return "?"
 }
