@@ -160,93 +160,103 @@ func errLines(what, err string) []string {
 }
 
 // objectProblems compares every session and project with what the harness
-// asked for; it returns the problems by object.
+// asked for; it returns the problems by object ("session <id>", "project
+// <name>").
 func objectProblems(sessions []session, projects []project, obs observation) map[string][]string {
 	out := map[string][]string{}
-	add := func(id, format string, args ...any) { out[id] = append(out[id], fmt.Sprintf(format, args...)) }
 	for _, s := range sessions {
-		id := "session " + s.ID
-		runners := obs.Runners[s.ID]
-		api, inAPI := obs.Sessions[s.ID]
-		crs := obs.Kube.CRs[s.ID]
-		if obs.KubeErr != "" {
-			crs = nil
-		}
-		owner, hasOwner := obs.Owners[s.ID]
-		if s.Deleted {
-			if inAPI {
-				add(id, "deleted, still listed by the API")
-			}
-			if len(runners) > 0 {
-				add(id, "deleted, runner still alive (%s)", describeRunners(runners))
-			}
-			if len(crs) > 0 {
-				add(id, "deleted, AgenticSession %s/%s still exists", crs[0].Namespace, crs[0].Name)
-			}
-			if hasOwner {
-				add(id, "deleted, runner record of %s left in KV", owner.Owner)
-			}
-			continue
-		}
-		if !inAPI {
-			add(id, "missing from the API")
-			continue
-		}
-		if !s.Project.Local {
-			switch {
-			case len(runners) > 0:
-				add(id, "kube session runs a local runner (%s)", describeRunners(runners))
-			case obs.KubeErr != "":
-			case len(crs) == 0:
-				add(id, "no AgenticSession")
-			case len(crs) > 1:
-				add(id, "%d AgenticSessions", len(crs))
-			case crs[0].Gen != strconv.Itoa(s.Gen):
-				add(id, "AgenticSession is stale: %s=%q, want %q", labelGen, crs[0].Gen, strconv.Itoa(s.Gen))
-			}
-			continue
-		}
-		if len(crs) > 0 {
-			add(id, "local session has an AgenticSession %s/%s", crs[0].Namespace, crs[0].Name)
-		}
-		if !s.Running {
-			if api.Phase != phaseStopped {
-				add(id, "stopped, phase %q, want %q", api.Phase, phaseStopped)
-			}
-			if len(runners) > 0 {
-				add(id, "stopped, runner still alive (%s)", describeRunners(runners))
-			}
-			continue
-		}
-		if api.Phase != phaseRunning {
-			add(id, "phase %q, want %q%s", api.Phase, phaseRunning, conditionsNote(api.Conditions))
-		}
-		switch len(runners) {
-		case 0:
-			add(id, "no runner")
-		case 1:
-			if obs.Owners != nil && (!hasOwner || owner.Owner != runners[0].Replica) {
-				add(id, "runner on %s, KV owner %q", runners[0].Replica, owner.Owner)
-			}
-			if n := obs.Routes[s.ID]; n != obs.Proxies {
-				add(id, "reached through %d of %d agui-proxies", n, obs.Proxies)
-			}
-		default:
-			add(id, "%d runners (%s)", len(runners), describeRunners(runners))
+		if ps := sessionProblems(s, obs); len(ps) > 0 {
+			out["session "+s.ID] = ps
 		}
 	}
+	if obs.KubeErr != "" {
+		return out // reported once by the caller
+	}
 	for _, p := range projects {
-		id := "project " + p.Name
-		if obs.KubeErr != "" {
-			continue
-		}
+		var ps []string
 		if !obs.Kube.Namespaces[p.Namespace()] {
-			add(id, "no namespace %s", p.Namespace())
+			ps = append(ps, "no namespace "+p.Namespace())
 		}
 		got := slices.Clone(obs.Kube.Bindings[p.Namespace()])
 		sortGrants(got)
 		if want := wantBindings(p.Access); !slices.Equal(got, want) {
-			add(id, "RoleBindings %s, want %s", grantsText(got), grantsText(want))
+			ps = append(ps, fmt.Sprintf("RoleBindings %s, want %s", grantsText(got), grantsText(want)))
+		}
+		if len(ps) > 0 {
+			out["project "+p.Name] = ps
+		}
+	}
+	return out
+}
+
+// sessionProblems lists how session s differs from what the harness asked.
+func sessionProblems(s session, obs observation) []string {
+	var out []string
+	add := func(format string, args ...any) { out = append(out, fmt.Sprintf(format, args...)) }
+	runners := obs.Runners[s.ID]
+	api, inAPI := obs.Sessions[s.ID]
+	crs := obs.Kube.CRs[s.ID]
+	if obs.KubeErr != "" {
+		crs = nil
+	}
+	owner, hasOwner := obs.Owners[s.ID]
+	switch {
+	case s.Deleted:
+		if inAPI {
+			add("deleted, still listed by the API")
+		}
+		if len(runners) > 0 {
+			add("deleted, runner still alive (%s)", describeRunners(runners))
+		}
+		if len(crs) > 0 {
+			add("deleted, AgenticSession %s/%s still exists", crs[0].Namespace, crs[0].Name)
+		}
+		if hasOwner {
+			add("deleted, runner record of %s left in KV", owner.Owner)
+		}
+	case !inAPI:
+		add("missing from the API")
+	case !s.Project.Local:
+		switch {
+		case len(runners) > 0:
+			add("kube session runs a local runner (%s)", describeRunners(runners))
+		case obs.KubeErr != "":
+		case len(crs) == 0:
+			add("no AgenticSession")
+		case len(crs) > 1:
+			add("%d AgenticSessions", len(crs))
+		case crs[0].Gen != strconv.Itoa(s.Gen):
+			add("AgenticSession is stale: %s=%q, want %q", labelGen, crs[0].Gen, strconv.Itoa(s.Gen))
+		}
+	case !s.Running:
+		if len(crs) > 0 {
+			add("local session has an AgenticSession %s/%s", crs[0].Namespace, crs[0].Name)
+		}
+		if api.Phase != phaseStopped {
+			add("stopped, phase %q, want %q", api.Phase, phaseStopped)
+		}
+		if len(runners) > 0 {
+			add("stopped, runner still alive (%s)", describeRunners(runners))
+		}
+	default:
+		if len(crs) > 0 {
+			add("local session has an AgenticSession %s/%s", crs[0].Namespace, crs[0].Name)
+		}
+		if api.Phase != phaseRunning {
+			add("phase %q, want %q%s", api.Phase, phaseRunning, conditionsNote(api.Conditions))
+		}
+		switch len(runners) {
+		case 0:
+			add("no runner")
+		case 1:
+			if obs.Owners != nil && (!hasOwner || owner.Owner != runners[0].Replica) {
+				add("runner on %s, KV owner %q", runners[0].Replica, owner.Owner)
+			}
+			if n := obs.Routes[s.ID]; n != obs.Proxies {
+				add("reached through %d of %d agui-proxies", n, obs.Proxies)
+			}
+		default:
+			add("%d runners (%s)", len(runners), describeRunners(runners))
 		}
 	}
 	return out

@@ -113,68 +113,103 @@ func (r report) markdown() string {
 	return b.String()
 }
 
-// findings maps the issue's reproduced findings to what this run saw.
+// findings maps the issue's findings to what this run saw.
 func (r report) findings() []string {
+	out := []string{r.findingOutage(), r.findingKube()}
+	for _, f := range r.in.Faults {
+		if f.Kind == FaultOversize {
+			out = append(out, r.findingOversize(f))
+		}
+	}
+	return append(out, r.findingGrowth(), r.findingDLQ(), r.findingNodeLoss(), r.findingOverwrite())
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "**reproduced**"
+	}
+	return "not seen"
+}
+
+// failuresWith returns the failure lines of every check containing any of
+// phrases.
+func (r report) failuresWith(phrases ...string) []string {
 	var out []string
-	yesNo := func(b bool) string {
-		if b {
-			return "**reproduced**"
-		}
-		return "not seen"
-	}
-	m := r.res.Moved
-	afterOutage := 0
-	for _, t := range r.in.Sampler.Twice {
-		if strings.Contains(lastFault(r.in.Faults, t.First), string(FaultNATSOutage)) {
-			afterOutage++
-		}
-	}
-	out = append(out, fmt.Sprintf("1. A NATS outage longer than the TTLs moves sessions and runs some twice: %s (moved_by_outage=%d of %d sessions left alone across it; %d sessions twice after it, %d twice over the whole run).",
-		yesNo(m.Total() > 0 || afterOutage > 0), m.Total(), m.Considered, afterOutage, r.res.Twice))
-	var kubeLost, stale []string
 	for _, c := range r.res.Checks {
 		for _, l := range c.Failures {
-			switch {
-			case strings.Contains(l, "AgenticSession still exists"), strings.Contains(l, "RoleBindings"):
-				kubeLost = append(kubeLost, l)
-			case strings.Contains(l, "AgenticSession is stale"), strings.Contains(l, "no AgenticSession"):
-				stale = append(stale, l)
+			for _, p := range phrases {
+				if strings.Contains(l, p) {
+					out = append(out, l)
+					break
+				}
 			}
 		}
 	}
-	out = append(out, fmt.Sprintf("2. Kubernetes changes lost during a kube-apiserver outage longer than the retry budget (%s with GROUP_MAX_DELIVER=%d, outage %s): %s (%d deletes or RoleBinding sets not applied, %d AgenticSessions missing or stale).",
-		RetryBudget(r.cfg.KubeMaxDeliver, group.DefaultBackoff), r.cfg.KubeMaxDeliver, r.cfg.KubeOutage, yesNo(len(kubeLost)+len(stale) > 0), len(kubeLost), len(stale)))
-	for _, f := range r.in.Faults {
-		if f.Kind != FaultOversize {
-			continue
+	return out
+}
+
+// twiceAfter counts the sessions first seen twice after a fault of kind.
+func (r report) twiceAfter(kind FaultKind) int {
+	n := 0
+	for _, t := range r.in.Sampler.Twice {
+		if strings.Contains(lastFault(r.in.Faults, t.First), string(kind)) {
+			n++
 		}
-		took := "never (within " + oversizeStopLimit.String() + ")"
-		if f.Took >= 0 {
-			took = f.Took.Round(100 * time.Millisecond).String()
-		}
-		payload := 0
-		for _, sc := range r.signals {
-			if sc.Phrase == logSignals[0] {
-				payload += sc.Lines
-			}
-		}
-		verdict := yesNo(f.Took < 0 || f.Took > oversizeStopBound)
-		if verdict != "**reproduced**" && payload > 0 {
-			verdict = "**partly reproduced**: its events were never published, but the stop arrived another way"
-		}
-		out = append(out, fmt.Sprintf("3. An oversize object (%d KiB of annotations) blocks its own stop: %s (the stop took effect after %s; %d log lines `maximum payload exceeded`).",
-			oversizeBytes>>10, verdict, took, payload))
 	}
-	var objects, runners, dlq *streamInfo
-	for i, s := range r.in.Streams {
-		switch s.Name {
-		case "KV_ambient-objects":
-			objects = &r.in.Streams[i]
-		case "KV_ambient-runners":
-			runners = &r.in.Streams[i]
-		case "AMBIENT_DLQ":
-			dlq = &r.in.Streams[i]
+	return n
+}
+
+func (r report) stream(name string) *streamInfo {
+	for i := range r.in.Streams {
+		if r.in.Streams[i].Name == name {
+			return &r.in.Streams[i]
 		}
+	}
+	return nil
+}
+
+func (r report) findingOutage() string {
+	m, after := r.res.Moved, r.twiceAfter(FaultNATSOutage)
+	return fmt.Sprintf("1. A NATS outage longer than the TTLs moves sessions and runs some twice: %s (moved_by_outage=%d of %d sessions left alone across it; %d sessions twice after it, %d over the whole run).",
+		yesNo(m.Total() > 0 || after > 0), m.Total(), m.Considered, after, r.res.Twice)
+}
+
+func (r report) findingNodeLoss() string {
+	n := r.twiceAfter(FaultNodeLoss)
+	return fmt.Sprintf("5b. Losing one NATS node (kill -9 of the events stream's leader), which the issue saw hold: %s (%d sessions twice after it).",
+		map[bool]string{true: "**does not hold here**", false: "held"}[n > 0], n)
+}
+
+func (r report) findingKube() string {
+	lost := r.failuresWith("AgenticSession still exists", "RoleBindings")
+	stale := r.failuresWith("AgenticSession is stale", "no AgenticSession")
+	return fmt.Sprintf("2. Kubernetes changes lost during a kube-apiserver outage longer than the retry budget (%s with GROUP_MAX_DELIVER=%d, outage %s): %s (%d deletes or RoleBinding sets not applied, %d AgenticSessions missing or stale).",
+		RetryBudget(r.cfg.KubeMaxDeliver, group.DefaultBackoff), r.cfg.KubeMaxDeliver, r.cfg.KubeOutage, yesNo(len(lost)+len(stale) > 0), len(lost), len(stale))
+}
+
+func (r report) findingOversize(f faultRecord) string {
+	took := "never (within " + oversizeStopLimit.String() + ")"
+	if f.Took >= 0 {
+		took = f.Took.Round(100 * time.Millisecond).String()
+	}
+	payload := 0
+	for _, sc := range r.signals {
+		if sc.Phrase == logSignals[0] {
+			payload += sc.Lines
+		}
+	}
+	verdict := yesNo(f.Took < 0 || f.Took > oversizeStopBound)
+	if verdict != yesNo(true) && payload > 0 {
+		verdict = "**partly reproduced**: its events were never published, but the stop arrived another way"
+	}
+	return fmt.Sprintf("3. An oversize object (%d KiB of annotations) blocks its own stop: %s (the stop took effect after %s; %d log lines `maximum payload exceeded`).",
+		oversizeBytes>>10, verdict, took, payload)
+}
+
+func (r report) findingGrowth() string {
+	objects, runners := r.stream("KV_ambient-objects"), r.stream("KV_ambient-runners")
+	if objects == nil || runners == nil {
+		return "4. KV growth: the buckets could not be read."
 	}
 	live := 0
 	for _, s := range r.in.Sessions {
@@ -182,26 +217,21 @@ func (r report) findings() []string {
 			live++
 		}
 	}
-	if objects != nil && runners != nil {
-		out = append(out, fmt.Sprintf("4. KV buckets grow with every deleted session: %d messages in ambient-objects and %d in ambient-runners for %d live sessions and %d projects (figure only; the growth test is 4,000 create+delete cycles).",
-			objects.Msgs, runners.Msgs, live, len(r.in.Projects)))
+	return fmt.Sprintf("4. KV buckets grow with every deleted session: %d messages in ambient-objects and %d in ambient-runners for %d live sessions and %d projects (a figure; the growth test is 4,000 create+delete cycles).",
+		objects.Msgs, runners.Msgs, live, len(r.in.Projects))
+}
+
+func (r report) findingDLQ() string {
+	dlq := r.stream("AMBIENT_DLQ")
+	if dlq == nil {
+		return "5. The dead-letter stream's replicas: AMBIENT_DLQ was not created in this run."
 	}
-	if dlq != nil {
-		out = append(out, fmt.Sprintf("5. The dead-letter stream at fewer replicas than the events stream: %s (AMBIENT_DLQ at R%d, %d dead letters).", yesNo(dlq.Replicas != natsReplicas), dlq.Replicas, dlq.Msgs))
-	} else {
-		out = append(out, "5. The dead-letter stream's replicas: AMBIENT_DLQ was not created in this run.")
-	}
-	overwritten := 0
-	for _, c := range r.res.Checks {
-		for _, l := range c.Failures {
-			if strings.Contains(l, `stopped, phase "Running"`) {
-				overwritten++
-			}
-		}
-	}
-	out = append(out, fmt.Sprintf("6. (review) A user's stop overwritten by the control plane's own Running write: %s (%d stopped sessions Running with a live runner at the end).",
-		yesNo(overwritten > 0), overwritten))
-	return out
+	return fmt.Sprintf("5. The dead-letter stream at fewer replicas than the events stream: %s (AMBIENT_DLQ at R%d, %d dead letters).", yesNo(dlq.Replicas != natsReplicas), dlq.Replicas, dlq.Msgs)
+}
+
+func (r report) findingOverwrite() string {
+	n := len(r.failuresWith(`stopped, phase "Running"`))
+	return fmt.Sprintf("6. (review) A user's stop overwritten by the control plane's own Running write: %s (%d stopped sessions Running with a live runner at the end).", yesNo(n > 0), n)
 }
 
 func (r report) figures(b *strings.Builder) {

@@ -44,98 +44,24 @@ func Run(ctx context.Context, cfg Config, out io.Writer) (err error) {
 	}
 	passed := false
 	defer func() { cleanup(passed, out) }()
-	repoRoot := cfg.RepoRoot
-	if repoRoot == "" {
-		if repoRoot, err = findRepoRoot(); err != nil {
-			return err
-		}
-	}
-	rng := rand.New(rand.NewPCG(uint64(cfg.Seed), 0x636861)) //nolint:gosec // a reproducible schedule, not a secret
-	plan := NewPlan(PlanConfig{
-		Changes: cfg.Changes, Kills: Kills(cfg.Short), Warmup: cfg.Warmup, RestartDelay: cfg.RestartDelay,
-		KillSettle: cfg.KillSettle, NodeLoss: cfg.NodeLoss, NATSOutage: cfg.NATSOutage, KubeOutage: cfg.KubeOutage,
-	}, rng)
-	fmt.Fprintf(out, "chaos: seed %d, %d changes over %s, %d faults; run dir %s\n", cfg.Seed, cfg.Changes, plan.End, len(plan.Faults), runDir)
-
-	sys, err := newSystem(cfg, runDir, out)
-	if err != nil {
-		return err
-	}
-	procCtx, stopProcs := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopProcs()
-	sys.begin(procCtx)
-	table := newProcTable("/proc", filepath.Join(cfg.BinDir, "demo-runner"), sys.workRoot)
+	h := &harness{cfg: cfg, runDir: runDir, out: out}
 	defer func() {
-		if serr := sys.stop(stopProcs, table); serr != nil && err == nil {
-			err = fmt.Errorf("stop the system: %w", serr)
+		if cerr := h.close(); cerr != nil && err == nil {
+			err = cerr
 		}
 	}()
-
-	begun, loadStart := time.Now(), loadAvg()
-	if err := startInfra(ctx, sys, repoRoot, out); err != nil {
+	if err := h.start(ctx); err != nil {
 		return err
 	}
-	api, err := apiclient.New(apiclient.Config{Addr: sys.apiGRPC, Token: cfg.Token, Keepalive: 10 * time.Second})
-	if err != nil {
-		return fmt.Errorf("API client: %w", err)
-	}
-	defer api.Close() //nolint:errcheck // nothing to flush
-	drv := newDriver(api, newRESTPhases(sys.apiREST, cfg.Token), cfg.LocalCap, rng)
-	if err := drv.setup(ctx); err != nil {
-		return err
-	}
-	if err := sys.addServices(drv.projectIDs(true), drv.projectIDs(false)); err != nil {
-		return err
-	}
-	smp := newSampler(table, cfg.SampleInterval)
-	smpCtx, stopSampler := context.WithCancel(ctx)
-	smpDone := make(chan struct{})
-	go func() { // owned by Run: ends with stopSampler below
-		defer close(smpDone)
-		smp.Run(smpCtx)
-	}()
-	defer func() { stopSampler(); <-smpDone }()
-	if err := startServices(ctx, sys, out); err != nil {
-		return err
-	}
-	if err := sys.settle(ctx, settleQuiet, settleLimit); err != nil {
-		return err
-	}
-	if err := drv.witnesses(ctx, cfg.Witnesses); err != nil {
-		return err
-	}
-	nv, err := connectNATS(sys.natsURLs)
+	t0, inj, err := h.schedule(ctx)
 	if err != nil {
 		return err
-	}
-	defer nv.Close()
-	fmt.Fprintf(out, "chaos: system ready in %s\n", time.Since(begun).Round(time.Second))
-
-	inj := &injector{sys: sys, drv: drv, smp: smp, nv: nv, log: out}
-	t0 := time.Now()
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return inj.run(gctx, plan, t0) })
-	g.Go(func() error { return drive(gctx, drv, plan, t0, out) })
-	if err := g.Wait(); err != nil {
-		return fmt.Errorf("chaos schedule: %w", err)
 	}
 	end := time.Now()
 	fmt.Fprintf(out, "chaos: t=%s last fault over; waiting up to %s to converge\n", since(t0), cfg.ConvergeTimeout)
-
-	namespaces := projectNamespaces(drv)
-	obsr := &observer{api: api, sys: sys, smp: smp, nv: nv, namespaces: namespaces, hc: &http.Client{Timeout: 5 * time.Second}}
-	converged, obs, obsErr := converge(ctx, obsr, drv, end, cfg.ConvergeTimeout)
-	sessions, projects, journal, deletes := drv.snapshot()
-	streams, streamsErr := nv.streams(ctx)
-	in := auditInput{
-		Sessions: sessions, Projects: projects, Deletes: deletes, Journal: journal,
-		Obs: obs, ObsErr: obsErr, Sampler: smp.Stats(),
-		Before: inj.beforeOutage, After: inj.afterOutage,
-		Exits: sys.exitLog(), ScheduleStart: t0, Faults: inj.faults(), Streams: streams, StreamsErr: streamsErr,
-		Converged: converged, ConvergeLimit: cfg.ConvergeTimeout,
-	}
+	in := h.judge(ctx, inj, t0, end)
 	res := audit(in)
-	fmt.Fprintln(out, res.Line(converged))
+	fmt.Fprintln(out, res.Line(in.Converged))
 	for _, c := range res.Checks {
 		mark := "ok  "
 		if !c.OK {
@@ -143,30 +69,168 @@ func Run(ctx context.Context, cfg Config, out io.Writer) (err error) {
 		}
 		fmt.Fprintf(out, "  %s %s: %s\n", mark, c.Name, c.Detail)
 	}
-	if err := writeJSON(filepath.Join(runDir, "changes.json"), in.Journal); err != nil {
+	rep := report{cfg: cfg, plan: h.plan, t0: t0, end: end, begun: h.begun, in: in, res: res, runDir: runDir, cpus: runtime.NumCPU(),
+		signals: scanSignals(filepath.Join(runDir, "logs")), loadStart: h.loadStart, loadEnd: loadAvg()}
+	if err := h.write(rep); err != nil {
 		return err
-	}
-	if err := writeJSON(filepath.Join(runDir, "faults.json"), in.Faults); err != nil {
-		return err
-	}
-	rep := report{cfg: cfg, plan: plan, t0: t0, end: end, begun: begun, in: in, res: res, runDir: runDir, cpus: runtime.NumCPU(),
-		signals: scanSignals(filepath.Join(runDir, "logs")), loadStart: loadStart, loadEnd: loadAvg()}
-	md := []byte(rep.markdown())
-	// A copy stays with the logs it refers to (kept when the run failed).
-	if err := os.WriteFile(filepath.Join(runDir, "report.md"), md, 0o600); err != nil {
-		return fmt.Errorf("write report: %w", err)
-	}
-	if cfg.Report != "" {
-		if err := os.WriteFile(cfg.Report, md, 0o644); err != nil { //nolint:gosec // a document in the repository
-			return fmt.Errorf("write report: %w", err)
-		}
-		fmt.Fprintf(out, "chaos: report written to %s\n", cfg.Report)
 	}
 	if !res.Passed() {
 		return ErrAuditFailed
 	}
 	passed = true
 	return nil
+}
+
+// harness holds one run's parts from start to close.
+type harness struct {
+	cfg    Config
+	runDir string
+	out    io.Writer
+
+	plan      Plan
+	sys       *system
+	api       *apiclient.Client
+	drv       *driver
+	smp       *sampler
+	nv        *natsView
+	begun     time.Time
+	loadStart string
+	// closers undo start, run in reverse order by close.
+	closers []func() error
+}
+
+// start brings the system up: infrastructure, projects, services, then the
+// witnesses once everything has settled.
+func (h *harness) start(ctx context.Context) error {
+	cfg := h.cfg
+	repoRoot := cfg.RepoRoot
+	if repoRoot == "" {
+		var err error
+		if repoRoot, err = findRepoRoot(); err != nil {
+			return err
+		}
+	}
+	rng := rand.New(rand.NewPCG(uint64(cfg.Seed), 0x636861)) //nolint:gosec // a reproducible schedule, not a secret
+	h.plan = NewPlan(PlanConfig{
+		Changes: cfg.Changes, Kills: Kills(cfg.Short), Warmup: cfg.Warmup, RestartDelay: cfg.RestartDelay,
+		KillSettle: cfg.KillSettle, NodeLoss: cfg.NodeLoss, NATSOutage: cfg.NATSOutage, KubeOutage: cfg.KubeOutage,
+	}, rng)
+	fmt.Fprintf(h.out, "chaos: seed %d, %d changes over %s, %d faults; run dir %s\n", cfg.Seed, cfg.Changes, h.plan.End, len(h.plan.Faults), h.runDir)
+	sys, err := newSystem(cfg, h.runDir, h.out)
+	if err != nil {
+		return err
+	}
+	h.sys = sys
+	// The processes outlive ctx: a cancelled run still stops them in order.
+	procCtx, stopProcs := context.WithCancel(context.WithoutCancel(ctx))
+	sys.begin(procCtx)
+	table := newProcTable("/proc", filepath.Join(cfg.BinDir, "demo-runner"), sys.workRoot)
+	h.closers = append(h.closers, func() error {
+		if err := sys.stop(stopProcs, table); err != nil {
+			return fmt.Errorf("stop the system: %w", err)
+		}
+		return nil
+	})
+	h.begun, h.loadStart = time.Now(), loadAvg()
+	if err := startInfra(ctx, sys, repoRoot, h.out); err != nil {
+		return err
+	}
+	if h.api, err = apiclient.New(apiclient.Config{Addr: sys.apiGRPC, Token: cfg.Token, Keepalive: 10 * time.Second}); err != nil {
+		return fmt.Errorf("API client: %w", err)
+	}
+	h.closers = append(h.closers, h.api.Close)
+	h.drv = newDriver(h.api, newRESTPhases(sys.apiREST, cfg.Token), cfg.LocalCap, rng)
+	if err := h.drv.setup(ctx); err != nil {
+		return err
+	}
+	if err := sys.addServices(h.drv.projectIDs(true), h.drv.projectIDs(false)); err != nil {
+		return err
+	}
+	h.smp = newSampler(table, cfg.SampleInterval)
+	smpCtx, stopSampler := context.WithCancel(ctx)
+	smpDone := make(chan struct{})
+	go func() { // owned by the harness: ends with stopSampler in close
+		defer close(smpDone)
+		h.smp.Run(smpCtx)
+	}()
+	h.closers = append(h.closers, func() error { stopSampler(); <-smpDone; return nil })
+	if err := startServices(ctx, sys, h.out); err != nil {
+		return err
+	}
+	if err := sys.settle(ctx, settleQuiet, settleLimit); err != nil {
+		return err
+	}
+	if err := h.drv.witnesses(ctx, cfg.Witnesses); err != nil {
+		return err
+	}
+	if h.nv, err = connectNATS(sys.natsURLs); err != nil {
+		return err
+	}
+	h.closers = append(h.closers, func() error { h.nv.Close(); return nil })
+	fmt.Fprintf(h.out, "chaos: system ready in %s\n", time.Since(h.begun).Round(time.Second))
+	return nil
+}
+
+// schedule runs the plan: changes and faults side by side, from t0.
+func (h *harness) schedule(ctx context.Context) (time.Time, *injector, error) {
+	inj := &injector{sys: h.sys, drv: h.drv, smp: h.smp, nv: h.nv, log: h.out}
+	t0 := time.Now()
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return inj.run(gctx, h.plan, t0) })
+	g.Go(func() error { return drive(gctx, h.drv, h.plan, t0, h.out) })
+	if err := g.Wait(); err != nil {
+		return t0, inj, fmt.Errorf("chaos schedule: %w", err)
+	}
+	return t0, inj, nil
+}
+
+// judge waits for the system to converge and gathers what the audit needs.
+func (h *harness) judge(ctx context.Context, inj *injector, t0, end time.Time) auditInput {
+	obsr := &observer{api: h.api, sys: h.sys, smp: h.smp, nv: h.nv, namespaces: projectNamespaces(h.drv), hc: &http.Client{Timeout: 5 * time.Second}}
+	converged, obs, obsErr := converge(ctx, obsr, h.drv, end, h.cfg.ConvergeTimeout)
+	sessions, projects, journal, deletes := h.drv.snapshot()
+	streams, streamsErr := h.nv.streams(ctx)
+	return auditInput{
+		Sessions: sessions, Projects: projects, Deletes: deletes, Journal: journal,
+		Obs: obs, ObsErr: obsErr, Sampler: h.smp.Stats(),
+		Before: inj.beforeOutage, After: inj.afterOutage,
+		Exits: h.sys.exitLog(), ScheduleStart: t0, Faults: inj.faults(), Streams: streams, StreamsErr: streamsErr,
+		Converged: converged, ConvergeLimit: h.cfg.ConvergeTimeout,
+	}
+}
+
+// write leaves the record of the run: the change journal and the faults as
+// JSON in the run directory, the report there and at --report.
+func (h *harness) write(rep report) error {
+	if err := writeJSON(filepath.Join(h.runDir, "changes.json"), rep.in.Journal); err != nil {
+		return err
+	}
+	if err := writeJSON(filepath.Join(h.runDir, "faults.json"), rep.in.Faults); err != nil {
+		return err
+	}
+	md := []byte(rep.markdown())
+	// A copy stays with the logs it refers to (kept when the run failed).
+	if err := os.WriteFile(filepath.Join(h.runDir, "report.md"), md, 0o600); err != nil {
+		return fmt.Errorf("write report: %w", err)
+	}
+	if h.cfg.Report != "" {
+		if err := os.WriteFile(h.cfg.Report, md, 0o644); err != nil { //nolint:gosec // a document in the repository
+			return fmt.Errorf("write report: %w", err)
+		}
+		fmt.Fprintf(h.out, "chaos: report written to %s\n", h.cfg.Report)
+	}
+	return nil
+}
+
+// close undoes start in reverse order and returns the first error.
+func (h *harness) close() error {
+	var first error
+	for i := len(h.closers) - 1; i >= 0; i-- {
+		if err := h.closers[i](); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
 }
 
 // startInfra starts NATS, the Kubernetes control plane and the API.
