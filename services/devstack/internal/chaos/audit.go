@@ -31,13 +31,15 @@ type moved struct {
 	// harness did not change until the after-snapshot.
 	Considered int
 	// OtherReplica: the runner after runs on the other replica;
-	// SameReplica: a new runner on the same replica; None: no runner after.
-	OtherReplica, SameReplica, None int
-	Lines                           []string
+	// SameReplica: a new runner on the same replica; None: no runner after;
+	// ClaimOnly: the same runner, but KV ambient-runners names another
+	// owner after (the claim moved without the runner).
+	OtherReplica, SameReplica, None, ClaimOnly int
+	Lines                                      []string
 }
 
 // Total is the headline figure moved_by_outage.
-func (m moved) Total() int { return m.OtherReplica + m.SameReplica + m.None }
+func (m moved) Total() int { return m.OtherReplica + m.SameReplica + m.None + m.ClaimOnly }
 
 // auditInput is everything the audit judges.
 type auditInput struct {
@@ -130,8 +132,8 @@ func audit(in auditInput) auditResult {
 
 	r.Moved = movedByOutage(in.Before, in.After, in.Journal)
 	mc := check{Name: "no runner moved or restarted because of the NATS outage", OK: r.Moved.Total() == 0,
-		Detail: fmt.Sprintf("%d of %d sessions: %d to the other replica, %d restarted on the same one, %d without a runner after",
-			r.Moved.Total(), r.Moved.Considered, r.Moved.OtherReplica, r.Moved.SameReplica, r.Moved.None),
+		Detail: fmt.Sprintf("%d of %d sessions: %d to the other replica, %d restarted on the same one, %d without a runner after, %d claims moved without their runner",
+			r.Moved.Total(), r.Moved.Considered, r.Moved.OtherReplica, r.Moved.SameReplica, r.Moved.None, r.Moved.ClaimOnly),
 		Failures: r.Moved.Lines}
 	if in.Before.At.IsZero() || in.After.At.IsZero() {
 		mc.OK, mc.Detail = false, "the NATS outage did not run to its end: nothing to compare"
@@ -319,7 +321,12 @@ func movedByOutage(before, after placement, journal []changeRecord) moved {
 		m.Considered++
 		was := rs[0]
 		now := after.Runners[sid]
+		ownerBefore, okBefore := before.Owners[sid]
+		ownerAfter, okAfter := after.Owners[sid]
 		switch {
+		case len(now) == 1 && now[0].PID == was.PID && okBefore && okAfter && ownerBefore.Owner != ownerAfter.Owner:
+			m.ClaimOnly++
+			m.Lines = append(m.Lines, fmt.Sprintf("%s: pid %d on %s kept, KV owner %s before, %s after", sid, was.PID, was.Replica, ownerBefore.Owner, ownerAfter.Owner))
 		case len(now) == 1 && now[0].PID == was.PID:
 			continue
 		case len(now) == 0:

@@ -135,13 +135,15 @@ func TestMovedByOutage(t *testing.T) {
 		"stopped": rp(5, "stopped", "rm-0"),
 		"early":   rp(6, "early", "rm-0"),
 		"old":     rp(7, "old", "rm-0"),
-	}}
-	after := placement{At: t0.Add(time.Minute), Runners: map[string][]runnerProc{
+		"claim":   rp(8, "claim", "rm-0"),
+	}, Owners: map[string]registry.Endpoint{"claim": {Owner: "rm-0"}, "stays": {Owner: "rm-0"}}}
+	after := placement{At: t0.Add(time.Minute), Owners: map[string]registry.Endpoint{"claim": {Owner: "rm-1"}, "stays": {Owner: "rm-0"}}, Runners: map[string][]runnerProc{
 		"stays":   rp(1, "stays", "rm-0"),
 		"moves":   rp(20, "moves", "rm-1"),
 		"restart": rp(30, "restart", "rm-1"),
 		"early":   rp(60, "early", "rm-1"),
 		"old":     rp(70, "old", "rm-1"),
+		"claim":   rp(8, "claim", "rm-0"),
 	}}
 	journal := []changeRecord{
 		{At: t0.Add(20 * time.Second), Op: OpStop, Object: "stopped"},
@@ -149,8 +151,8 @@ func TestMovedByOutage(t *testing.T) {
 		{At: t0.Add(-time.Minute), Op: OpUpdate, Object: "old"},       // long before: counts
 	}
 	m := movedByOutage(before, after, journal)
-	if m.Considered != 5 || m.OtherReplica != 2 || m.SameReplica != 1 || m.None != 1 || m.Total() != 4 {
-		t.Fatalf("moved = %+v, want 5 considered: 2 to the other replica, 1 restarted in place, 1 without a runner", m)
+	if m.Considered != 6 || m.OtherReplica != 2 || m.SameReplica != 1 || m.None != 1 || m.ClaimOnly != 1 || m.Total() != 5 {
+		t.Fatalf("moved = %+v, want 6 considered: 2 to the other replica, 1 restarted in place, 1 without a runner, 1 claim moved alone", m)
 	}
 	if got := movedByOutage(placement{}, after, nil); got.Considered != 0 || got.Total() != 0 {
 		t.Fatalf("without a before-snapshot: %+v, want nothing", got)

@@ -291,11 +291,18 @@ func (d *driver) delete(ctx context.Context, s *session) error {
 // now and then one the allow list refuses.
 func (d *driver) settings(ctx context.Context, p *project) error {
 	var access []Grant
-	for range 1 + d.rng.IntN(3) {
-		access = append(access, Grant{Group: groups[d.rng.IntN(len(groups))], Role: allowedRoles[d.rng.IntN(len(allowedRoles))]})
-	}
-	if d.rng.IntN(10) == 0 {
-		access = append(access, Grant{Group: "chaos-escalate", Role: refusedRole})
+	// An edit that writes what is there is no change: draw again.
+	for range 10 {
+		access = nil
+		for range 1 + d.rng.IntN(3) {
+			access = append(access, Grant{Group: groups[d.rng.IntN(len(groups))], Role: allowedRoles[d.rng.IntN(len(allowedRoles))]})
+		}
+		if d.rng.IntN(10) == 0 {
+			access = append(access, Grant{Group: "chaos-escalate", Role: refusedRole})
+		}
+		if !slices.Equal(wantBindings(access), wantBindings(p.Access)) {
+			break
+		}
 	}
 	b, err := json.Marshal(access)
 	if err != nil {
@@ -314,10 +321,39 @@ func (d *driver) createOversize(ctx context.Context) (string, error) {
 	defer d.mu.Unlock()
 	for _, p := range d.m.projects {
 		if p.Local {
-			return d.create(ctx, p, true)
+			id, err := d.create(ctx, p, true)
+			d.record(OpCreate, id, err)
+			return id, err
 		}
 	}
 	return "", errors.New("no local project")
+}
+
+// kubeVictims makes the changes a kube-apiserver outage loses (issue 14
+// finding 2): it deletes one kube session and rewrites a kube project's
+// group_access. It returns what it did.
+func (d *driver) kubeVictims(ctx context.Context) (string, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var notes []string
+	var errs []error
+	if s := d.pick(func(s *session) bool { return !s.Pinned && !s.Project.Local }); s != nil {
+		err := d.delete(ctx, s)
+		d.record(OpDelete, s.ID, err)
+		errs = append(errs, err)
+		notes = append(notes, "deleted kube session "+s.ID)
+	}
+	for _, p := range d.m.projects {
+		if p.Local {
+			continue
+		}
+		err := d.settings(ctx, p)
+		d.record(OpSettings, p.SettingsID, err)
+		errs = append(errs, err)
+		notes = append(notes, "rewrote group_access of "+p.Name)
+		break
+	}
+	return strings.Join(notes, "; ") + " while it was down", errors.Join(errs...)
 }
 
 // stopSession stops one session outside the schedule (the oversize one).
@@ -328,7 +364,21 @@ func (d *driver) stopSession(ctx context.Context, id string) error {
 	if !ok {
 		return fmt.Errorf("unknown session %s", id)
 	}
-	return d.stop(ctx, s)
+	err := d.stop(ctx, s)
+	d.record(OpStop, id, err)
+	return err
+}
+
+// record journals a change made outside the schedule (by a fault).
+func (d *driver) record(op Op, id string, err error) {
+	rec := changeRecord{At: time.Now(), Op: op, Object: id, Result: resultOK}
+	switch {
+	case errors.Is(err, ErrRefused):
+		rec.Result, rec.Err = resultRefused, err.Error()
+	case err != nil:
+		rec.Result, rec.Err = resultError, err.Error()
+	}
+	d.journal = append(d.journal, rec)
 }
 
 // snapshot returns copies of the model and the journal.

@@ -20,9 +20,9 @@ type faultRecord struct {
 	// Target is what the fault hit: the instance, the NATS node, the
 	// oversize session's id.
 	Target string
-	// Start and Restored: the fault began, the target answered again
-	// (ready) after its release.
-	Start, Restored time.Time
+	// Start, Down0 and Restored: the fault began, every target was down
+	// (an outage), the target answered again (ready) after its release.
+	Start, Down0, Restored time.Time
 	Note            string
 	Err             string
 	// Took is, for the oversize object, how long its stop took to take
@@ -112,7 +112,13 @@ func (in *injector) inject(ctx context.Context, rec *faultRecord, t0 time.Time) 
 		return err
 	case FaultKubeOutage:
 		rec.Target = svcKubeAPIServer
-		return in.outage(ctx, rec, cleanStop, []string{svcKubeAPIServer})
+		// The victims, made as soon as the apiserver is gone, so the
+		// first try of their events starts the retry budget with the outage.
+		return in.outageThen(ctx, rec, cleanStop, []string{svcKubeAPIServer}, func(ctx context.Context) error {
+			note, err := in.drv.kubeVictims(ctx)
+			rec.Note = note
+			return err
+		})
 	case FaultWatchCut:
 		rec.Target = svcMemapi
 		n, err := endWatches(ctx, in.sys.faultsURL)
@@ -148,6 +154,13 @@ func cleanStop(_ context.Context, p *proc.Process) error { return p.Stop(stopGra
 // outage takes the named members down (how: kill -9 or a clean stop), keeps
 // them down for rec.Down, starts them again and waits until they are ready.
 func (in *injector) outage(ctx context.Context, rec *faultRecord, how takeDown, names []string) error {
+	return in.outageThen(ctx, rec, how, names, nil)
+}
+
+// outageThen is outage with whileDown called once every target is down.
+// rec.Down counts from that moment: a clean stop can take its whole grace
+// period, and the outage must last Down all the same.
+func (in *injector) outageThen(ctx context.Context, rec *faultRecord, how takeDown, names []string, whileDown func(context.Context) error) error {
 	ms := make([]*member, 0, len(names))
 	for _, n := range names {
 		m, ok := in.sys.byName[n]
@@ -166,8 +179,13 @@ func (in *injector) outage(ctx context.Context, rec *faultRecord, how takeDown, 
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
-	if err := sleepUntil(ctx, rec.Start.Add(rec.Down)); err != nil {
-		return err
+	rec.Down0 = time.Now()
+	var downErr error
+	if whileDown != nil {
+		downErr = whileDown(ctx)
+	}
+	if err := sleepUntil(ctx, rec.Down0.Add(rec.Down)); err != nil {
+		return errors.Join(downErr, err)
 	}
 	for _, m := range ms {
 		m.proc.Release()
@@ -179,7 +197,7 @@ func (in *injector) outage(ctx context.Context, rec *faultRecord, how takeDown, 
 		}
 	}
 	rec.Restored = time.Now()
-	return nil
+	return downErr
 }
 
 // place records where runners are now. KV may be unreadable (it is right
