@@ -23,8 +23,8 @@ type faultRecord struct {
 	// Start, Down0 and Restored: the fault began, every target was down
 	// (an outage), the target answered again (ready) after its release.
 	Start, Down0, Restored time.Time
-	Note            string
-	Err             string
+	Note                   string
+	Err                    string
 	// Took is, for the oversize object, how long its stop took to take
 	// effect (phase Stopped, no runner); -1: not within oversizeStopLimit.
 	Took time.Duration
