@@ -61,6 +61,9 @@ type auditInput struct {
 	StreamsErr    error
 	Converged     time.Duration // -1: did not converge
 	ConvergeLimit time.Duration
+	// Trend is the number of wrong objects at each look after the last
+	// fault.
+	Trend []trendPoint
 }
 
 // auditResult is the verdict.

@@ -62,6 +62,12 @@ const (
 	DefaultChanges      = 2000
 	ShortChanges        = 300
 	ShortKubeMaxDeliver = 3
+	// DefaultConvergeTimeout outlasts kube-reconciler's longest backoff
+	// (2m) plus draining what queued during the apiserver outage, so what
+	// is still wrong after it is lost, not late; the short run keeps CI
+	// time.
+	DefaultConvergeTimeout = 5 * time.Minute
+	ShortConvergeTimeout   = 2 * time.Minute
 	// longestTTL is the longest TTL of the system (the informer lease).
 	longestTTL = 10 * time.Second
 	// KubeOutageMargin is how much longer than the retry budget the
@@ -96,7 +102,7 @@ func ParseFlags(args []string, w io.Writer) (Config, error) {
 	fs.DurationVar(&c.KubeOutage, "kube-outage", 0, "how long kube-apiserver stays down (0: kube-reconciler's retry budget + 30s)")
 	fs.IntVar(&c.KubeMaxDeliver, "kube-max-deliver", 0, "kube-reconciler GROUP_MAX_DELIVER (0: the service default 5; short: 3)")
 	fs.DurationVar(&c.Warmup, "warmup", 20*time.Second, "changes before the first fault")
-	fs.DurationVar(&c.ConvergeTimeout, "converge-timeout", 2*time.Minute, "how long to wait for the system to converge after the last fault")
+	fs.DurationVar(&c.ConvergeTimeout, "converge-timeout", 0, "how long to wait for the system to converge after the last fault (0: 5m; short: 2m): long enough to tell late from lost")
 	fs.DurationVar(&c.SampleInterval, "sample-interval", 100*time.Millisecond, "process table sampling interval (runners alive twice)")
 	fs.IntVar(&c.LocalCap, "local-cap", 24, "at most this many sessions want a local runner at once (witnesses included)")
 	fs.IntVar(&c.Witnesses, "witnesses", 8, "local sessions started before the schedule and never changed by it: every fault meets runners it must leave alone")
@@ -116,6 +122,12 @@ func ParseFlags(args []string, w io.Writer) (Config, error) {
 	}
 	if c.Short && !set["kube-max-deliver"] {
 		c.KubeMaxDeliver = ShortKubeMaxDeliver
+	}
+	if c.ConvergeTimeout == 0 {
+		c.ConvergeTimeout = DefaultConvergeTimeout
+		if c.Short {
+			c.ConvergeTimeout = ShortConvergeTimeout
+		}
 	}
 	if err := c.finish(); err != nil {
 		fmt.Fprintf(w, "chaos: %v\n", err)

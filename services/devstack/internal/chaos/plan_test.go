@@ -148,6 +148,9 @@ func TestParseFlags(t *testing.T) {
 			if c.Changes != tc.changes || c.KubeMaxDeliver != tc.maxDeliver || c.KubeOutage != tc.kubeOutage {
 				t.Errorf("changes %d, max deliver %d, kube outage %s; want %d, %d, %s", c.Changes, c.KubeMaxDeliver, c.KubeOutage, tc.changes, tc.maxDeliver, tc.kubeOutage)
 			}
+			if want := map[bool]time.Duration{false: 5 * time.Minute, true: 2 * time.Minute}[c.Short]; c.ConvergeTimeout != want {
+				t.Errorf("converge timeout %s, want %s", c.ConvergeTimeout, want)
+			}
 			if c.Seed == 0 {
 				t.Error("seed 0: want one chosen and reported")
 			}

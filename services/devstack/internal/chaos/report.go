@@ -3,6 +3,7 @@ package chaos
 import (
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -181,7 +182,7 @@ func (r report) findingNodeLoss() string {
 }
 
 func (r report) findingKube() string {
-	lost := r.failuresWith("AgenticSession still exists", "RoleBindings")
+	lost := r.failuresWith("still exists", "RoleBindings")
 	stale := r.failuresWith("AgenticSession is stale", "no AgenticSession")
 	return fmt.Sprintf("2. Kubernetes changes lost during a kube-apiserver outage longer than the retry budget (%s with GROUP_MAX_DELIVER=%d, outage %s): %s (%d deletes or RoleBinding sets not applied, %d AgenticSessions missing or stale).",
 		RetryBudget(r.cfg.KubeMaxDeliver, group.DefaultBackoff), r.cfg.KubeMaxDeliver, r.cfg.KubeOutage, yesNo(len(lost)+len(stale) > 0), len(lost), len(stale))
@@ -282,6 +283,9 @@ func (r report) figures(b *strings.Builder) {
 	}
 	w("\nSessions at the end: %d created, %d deleted, %d local (%d wanted running), %d on Kubernetes.\n\n", len(r.in.Sessions), deleted, local, localRunning, kube)
 	w("Process table: %d samples every %s, the slowest scan %s.\n\n", r.in.Sampler.Samples, r.cfg.SampleInterval, r.in.Sampler.Slowest.Round(time.Millisecond))
+	if t := trendText(r.in.Trend); t != "" {
+		w("Objects not yet in their desired state (or uncounted) after the last fault, every look (falling: late; flat: lost): %s.\n\n", t)
+	}
 	if len(r.in.Streams) > 0 {
 		w("| stream | replicas | messages |\n|---|---|---|\n")
 		for _, s := range r.in.Streams {
@@ -327,3 +331,24 @@ func (r report) setup(b *strings.Builder) {
 }
 
 func mdEscape(s string) string { return strings.ReplaceAll(s, "|", `\|`) }
+
+// trendText renders the convergence trend, at most about 20 points: the
+// first, the last, and evenly spaced ones between.
+func trendText(trend []trendPoint) string {
+	if len(trend) == 0 {
+		return ""
+	}
+	step := max(1, len(trend)/20)
+	var parts []string
+	for i, p := range trend {
+		if i%step != 0 && i != len(trend)-1 {
+			continue
+		}
+		wrong := strconv.Itoa(p.Wrong)
+		if p.Wrong < 0 {
+			wrong = "unreadable"
+		}
+		parts = append(parts, fmt.Sprintf("%ds: %s", int(p.After.Round(time.Second)/time.Second), wrong))
+	}
+	return strings.Join(parts, ", ")
+}

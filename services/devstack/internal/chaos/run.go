@@ -187,7 +187,7 @@ func (h *harness) schedule(ctx context.Context) (time.Time, *injector, error) {
 // judge waits for the system to converge and gathers what the audit needs.
 func (h *harness) judge(ctx context.Context, inj *injector, t0, end time.Time) auditInput {
 	obsr := &observer{api: h.api, sys: h.sys, smp: h.smp, nv: h.nv, namespaces: projectNamespaces(h.drv), hc: &http.Client{Timeout: 5 * time.Second}}
-	converged, obs, obsErr := converge(ctx, obsr, h.drv, end, h.cfg.ConvergeTimeout)
+	converged, obs, trend, obsErr := converge(ctx, obsr, h.drv, end, h.cfg.ConvergeTimeout)
 	sessions, projects, journal, deletes := h.drv.snapshot()
 	streams, streamsErr := h.nv.streams(ctx)
 	return auditInput{
@@ -195,7 +195,7 @@ func (h *harness) judge(ctx context.Context, inj *injector, t0, end time.Time) a
 		Obs: obs, ObsErr: obsErr, Sampler: h.smp.Stats(),
 		Before: inj.beforeOutage, After: inj.afterOutage,
 		Exits: h.sys.exitLog(), ScheduleStart: t0, Faults: inj.faults(), Streams: streams, StreamsErr: streamsErr,
-		Converged: converged, ConvergeLimit: h.cfg.ConvergeTimeout,
+		Converged: converged, ConvergeLimit: h.cfg.ConvergeTimeout, Trend: trend,
 	}
 }
 
@@ -282,13 +282,22 @@ func drive(ctx context.Context, drv *driver, plan Plan, t0 time.Time, out io.Wri
 	return nil
 }
 
+// trendPoint is how many objects were wrong (or unreadable) at one look
+// while the system converged.
+type trendPoint struct {
+	After time.Duration
+	Wrong int // -1: the look failed
+}
+
 // converge observes the system until every object is in its desired state
 // and counted, or limit passes. It returns the time from end to that
-// moment (-1 if it never came) and the last observation.
-func converge(ctx context.Context, o *observer, drv *driver, end time.Time, limit time.Duration) (time.Duration, observation, error) {
+// moment (-1 if it never came), the last observation, and the number of
+// wrong objects at each look: falling means late, flat means lost.
+func converge(ctx context.Context, o *observer, drv *driver, end time.Time, limit time.Duration) (time.Duration, observation, []trendPoint, error) {
 	deadline := end.Add(limit)
 	var last observation
 	var lastErr error
+	var trend []trendPoint
 	for {
 		sessions, projects, _, _ := drv.snapshot()
 		var want []string
@@ -299,16 +308,19 @@ func converge(ctx context.Context, o *observer, drv *driver, end time.Time, limi
 		}
 		obs, err := o.observe(ctx, want)
 		last, lastErr = obs, err
+		wrong := -1
 		if err == nil && obs.OwnersErr == "" && obs.KubeErr == "" && obs.TallyErr == "" {
-			if len(objectProblems(sessions, projects, obs)) == 0 && tallyProblems(sessions, projects, obs).missing == 0 {
-				return obs.At.Sub(end), last, nil
-			}
+			wrong = len(objectProblems(sessions, projects, obs)) + tallyProblems(sessions, projects, obs).missing
+		}
+		trend = append(trend, trendPoint{After: obs.At.Sub(end), Wrong: wrong})
+		if wrong == 0 {
+			return obs.At.Sub(end), last, trend, nil
 		}
 		if time.Now().After(deadline) {
-			return -1, last, lastErr
+			return -1, last, trend, lastErr
 		}
 		if err := sleepUntil(ctx, time.Now().Add(convergePoll)); err != nil {
-			return -1, last, err
+			return -1, last, trend, err
 		}
 	}
 }
