@@ -60,6 +60,7 @@ type auditInput struct {
 	Streams       []streamInfo
 	StreamsErr    error
 	Converged     time.Duration // -1: did not converge
+	ConvergeBound time.Duration
 	ConvergeLimit time.Duration
 	// Trend is the number of wrong objects at each look after the last
 	// fault.
@@ -149,7 +150,7 @@ func audit(in auditInput) auditResult {
 		Detail:   fmt.Sprintf("%d missing; %d sessions created and deleted while no informer watched were never announced (allowed: events carry states)", r.Uncounted, tp.unseenDeleted),
 		Failures: append(errLines("tally", in.Obs.TallyErr), tp.lines...)})
 
-	r.Checks = append(r.Checks, convergedCheck(in.Converged, in.ConvergeLimit))
+	r.Checks = append(r.Checks, convergedCheck(in.Converged, in.ConvergeBound, in.ConvergeLimit))
 	r.Checks = append(r.Checks, replicasCheck(in.Streams, in.StreamsErr))
 	r.Checks = append(r.Checks, oversizeCheck(in.Faults))
 	r.Checks = append(r.Checks, exitsCheck(in.Exits, in.ScheduleStart))
@@ -422,12 +423,17 @@ func oversizeCheck(faults []faultRecord) check {
 	return c
 }
 
-func convergedCheck(converged, limit time.Duration) check {
-	c := check{Name: "converged after the last fault", OK: converged >= 0}
+// convergedCheck wants the system converged within bound after the last
+// fault (issue 14: 30 s); limit is how long the harness waited.
+func convergedCheck(converged, bound, limit time.Duration) check {
+	c := check{Name: fmt.Sprintf("converged within %s after the last fault", bound), OK: converged >= 0 && converged <= bound}
 	if converged < 0 {
 		c.Detail = fmt.Sprintf("not within %s", limit)
 	} else {
 		c.Detail = fmt.Sprintf("in %ds", convergedSeconds(converged))
+	}
+	if !c.OK {
+		c.Failures = append(c.Failures, c.Detail)
 	}
 	return c
 }

@@ -234,7 +234,7 @@ func TestAuditFailsOnEveryHeadlineFigure(t *testing.T) {
 			Sessions: sessions, Projects: projects, Obs: obs, ScheduleStart: t0,
 			Before:    placement{At: t0, Runners: map[string][]runnerProc{"w": w}},
 			After:     placement{At: t0.Add(time.Minute), Runners: map[string][]runnerProc{"w": w}},
-			Converged: 5 * time.Second,
+			Converged: 5 * time.Second, ConvergeBound: 30 * time.Second,
 		}
 	}
 	if r := audit(base()); !r.Passed() {
@@ -247,6 +247,7 @@ func TestAuditFailsOnEveryHeadlineFigure(t *testing.T) {
 			in.After.Runners = map[string][]runnerProc{"w": {{PID: 2, Session: "w", Replica: "runner-manager-1"}}}
 		},
 		"converged": func(in *auditInput) { in.Converged = -1 },
+		"too slow":  func(in *auditInput) { in.Converged = 31 * time.Second },
 		"no outage": func(in *auditInput) { in.After = placement{} },
 		"uncounted": func(in *auditInput) { in.Obs.TallyErr = "connection refused" },
 	}

@@ -46,7 +46,10 @@ type Config struct {
 	Warmup         time.Duration
 
 	ConvergeTimeout time.Duration
-	SampleInterval  time.Duration
+	// ConvergeBound is the pass mark: converged within it after the last
+	// fault.
+	ConvergeBound  time.Duration
+	SampleInterval time.Duration
 	// LocalCap bounds the sessions that want a local runner at once.
 	LocalCap int
 	// Witnesses are local sessions created before the schedule and never
@@ -103,6 +106,7 @@ func ParseFlags(args []string, w io.Writer) (Config, error) {
 	fs.IntVar(&c.KubeMaxDeliver, "kube-max-deliver", 0, "kube-reconciler GROUP_MAX_DELIVER (0: the service default 5; short: 3)")
 	fs.DurationVar(&c.Warmup, "warmup", 20*time.Second, "changes before the first fault")
 	fs.DurationVar(&c.ConvergeTimeout, "converge-timeout", 0, "how long to wait for the system to converge after the last fault (0: 5m; short: 2m): long enough to tell late from lost")
+	fs.DurationVar(&c.ConvergeBound, "converge-bound", 30*time.Second, "the pass mark: converged within this after the last fault (issue 14 acceptance: 30s)")
 	fs.DurationVar(&c.SampleInterval, "sample-interval", 100*time.Millisecond, "process table sampling interval (runners alive twice)")
 	fs.IntVar(&c.LocalCap, "local-cap", 24, "at most this many sessions want a local runner at once (witnesses included)")
 	fs.IntVar(&c.Witnesses, "witnesses", 8, "local sessions started before the schedule and never changed by it: every fault meets runners it must leave alone")
@@ -154,8 +158,8 @@ func (c *Config) finish() error {
 	if c.LocalCap < 1 || c.Witnesses < 0 || c.Witnesses > c.LocalCap {
 		errs = append(errs, fmt.Errorf("--local-cap %d, --witnesses %d: want 0 <= witnesses <= local-cap, local-cap >= 1", c.LocalCap, c.Witnesses))
 	}
-	if c.SampleInterval <= 0 || c.RestartDelay < 0 || c.KillSettle < 0 || c.NodeLoss <= 0 || c.NATSOutage <= 0 || c.KubeOutage < 0 || c.Warmup < 0 || c.ConvergeTimeout <= 0 {
-		errs = append(errs, errors.New("durations: want sample-interval, node-loss, nats-outage and converge-timeout > 0, the others >= 0"))
+	if c.SampleInterval <= 0 || c.RestartDelay < 0 || c.KillSettle < 0 || c.NodeLoss <= 0 || c.NATSOutage <= 0 || c.KubeOutage < 0 || c.Warmup < 0 || c.ConvergeTimeout <= 0 || c.ConvergeBound <= 0 {
+		errs = append(errs, errors.New("durations: want sample-interval, node-loss, nats-outage, converge-timeout and converge-bound > 0, the others >= 0"))
 	}
 	abs, err := filepath.Abs(c.BinDir)
 	if err != nil {

@@ -67,10 +67,13 @@ type Change struct {
 }
 
 // Plan is the schedule of a run: the faults one after the other, and the
-// changes spread evenly from the start to the end of the last fault.
+// changes spread evenly from the start to the end of the last fault, but
+// for the Quiet window.
 type Plan struct {
 	Faults  []Fault
 	Changes []Change
+	// Quiet is a span without changes (around the apiserver outage's start).
+	Quiet Window
 	// End is when the last fault ended: the changes stop, and the time to
 	// converge is counted from here.
 	End time.Duration
@@ -127,6 +130,12 @@ func NewPlan(c PlanConfig, rng *rand.Rand) Plan {
 	// Last: nothing settles after it but the convergence wait.
 	add(Fault{Kind: FaultKubeOutage, Down: c.KubeOutage})
 	p.End = at
+	// No change around the start of the apiserver outage: the events of
+	// the outage's victims (a delete, a group_access rewrite) must be first
+	// in kube-reconciler's queues, where a consumer group dead-letters after
+	// its retry budget; behind another failing event they would only wait.
+	// The window covers the apiserver's graceful stop (stopGrace at most).
+	p.Quiet = Window{From: last(p.Faults).At - kubeQuietBefore, To: last(p.Faults).At + stopGrace + kubeQuietAfter}
 
 	total := 0
 	for _, w := range opWeights {
@@ -143,9 +152,30 @@ func NewPlan(c PlanConfig, rng *rand.Rand) Plan {
 			}
 			n -= w.weight
 		}
-		p.Changes[i] = Change{At: p.End * time.Duration(i) / time.Duration(c.Changes), Op: op}
+		p.Changes[i] = Change{At: p.Quiet.skip((p.End - p.Quiet.length()) * time.Duration(i) / time.Duration(c.Changes)), Op: op}
 	}
 	return p
+}
+
+func last(fs []Fault) Fault { return fs[len(fs)-1] }
+
+// Quiet time around the start of the apiserver outage.
+const (
+	kubeQuietBefore = 15 * time.Second
+	kubeQuietAfter  = 5 * time.Second
+)
+
+// Window is a span of the plan, [From, To).
+type Window struct{ From, To time.Duration }
+
+func (w Window) length() time.Duration { return max(0, w.To-w.From) }
+
+// skip maps an offset on a timeline without the window onto the plan's.
+func (w Window) skip(d time.Duration) time.Duration {
+	if d < w.From {
+		return d
+	}
+	return d + w.length()
 }
 
 // Kills lists the service instances a run kills: every replica of every

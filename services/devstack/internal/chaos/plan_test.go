@@ -74,10 +74,17 @@ func TestPlanSpreadsChanges(t *testing.T) {
 		t.Fatalf("%d changes, want 2000", len(p.Changes))
 	}
 	ops := map[Op]int{}
+	kube := p.Faults[len(p.Faults)-1]
+	if p.Quiet.From >= kube.At || p.Quiet.To <= kube.At+stopGrace {
+		t.Fatalf("quiet window %+v does not cover the apiserver outage's start %s and its graceful stop", p.Quiet, kube.At)
+	}
 	for i, c := range p.Changes {
 		ops[c.Op]++
 		if c.At < 0 || c.At >= p.End || (i > 0 && c.At < p.Changes[i-1].At) {
 			t.Fatalf("change %d at %s: want in order within [0, %s)", i, c.At, p.End)
+		}
+		if c.At >= p.Quiet.From && c.At < p.Quiet.To {
+			t.Fatalf("change %d at %s inside the quiet window %+v", i, c.At, p.Quiet)
 		}
 	}
 	for _, w := range opWeights {

@@ -22,7 +22,7 @@ func TestReportNamesEveryFailure(t *testing.T) {
 		Sampler:       samplerStats{Samples: 10, Twice: []twiceRecord{{Session: "s1", First: t0.Add(140 * time.Second), Last: t0.Add(141 * time.Second), Samples: 3}}},
 		Streams:       []streamInfo{{Name: "AMBIENT_DLQ", Replicas: 1, Msgs: 4}, {Name: "KV_ambient-objects", Replicas: 3, Msgs: 9}, {Name: "KV_ambient-runners", Replicas: 3, Msgs: 2}},
 		Converged:     -1, ConvergeLimit: time.Minute,
-		Trend:         []trendPoint{{After: 0, Wrong: 12}, {After: 2 * time.Second, Wrong: -1}, {After: 4 * time.Second, Wrong: 3}},
+		Trend: []trendPoint{{After: 0, Wrong: 12}, {After: 2 * time.Second, Wrong: -1}, {After: 4 * time.Second, Wrong: 3}},
 	}
 	res := auditResult{
 		Lost: 1, Twice: 1,

@@ -195,7 +195,7 @@ func (h *harness) judge(ctx context.Context, inj *injector, t0, end time.Time) a
 		Obs: obs, ObsErr: obsErr, Sampler: h.smp.Stats(),
 		Before: inj.beforeOutage, After: inj.afterOutage,
 		Exits: h.sys.exitLog(), ScheduleStart: t0, Faults: inj.faults(), Streams: streams, StreamsErr: streamsErr,
-		Converged: converged, ConvergeLimit: h.cfg.ConvergeTimeout, Trend: trend,
+		Converged: converged, ConvergeBound: h.cfg.ConvergeBound, ConvergeLimit: h.cfg.ConvergeTimeout, Trend: trend,
 	}
 }
 
