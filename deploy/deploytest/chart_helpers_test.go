@@ -102,6 +102,13 @@ networkPolicy:
   kubeAPIServer: {cidrs: [10.96.0.1/32]}
 aguiProxy: {auth: {mode: jwt, jwt: {jwksURL: "https://id.example.com/jwks.json", issuer: "https://id.example.com", audience: ambient}}}
 `)},
+		{name: "authz-kube", vals: parseValues(t, `
+networkPolicy: {enabled: true, kubeAPIServer: {cidrs: [10.96.0.1/32]}}
+aguiProxy:
+  auth: {mode: jwt, jwt: {jwksURL: "https://id.example.com/jwks.json", issuer: "https://id.example.com", audience: ambient, groupsClaim: roles}}
+  authz: {mode: kube, cacheTTL: 5s}
+  runnerAllowedNetworks: [10.244.0.0/16]
+`)},
 	}
 }
 
@@ -205,12 +212,20 @@ func (r rendered) ofKind(kind string) []*unstructured.Unstructured {
 	return out
 }
 
-// crdObjects returns the chart's CRDs (crds/) as objects.
+// crdFilePrefix is where the chart keeps its CRDs: one source, rendered by
+// templates/crds/ when crds.install is true and loaded by the
+// kube-reconciler's envtest tests.
+const crdFilePrefix = "files/crds/"
+
+// crdObjects returns the chart's CRDs (files/crds/) as objects.
 func crdObjects(t testing.TB, c *chart.Chart) []*unstructured.Unstructured {
 	t.Helper()
 	var out []*unstructured.Unstructured
-	for _, f := range c.CRDObjects() {
-		for _, doc := range releaseutil.SplitManifests(string(f.File.Data)) {
+	for _, f := range c.Files {
+		if !strings.HasPrefix(f.Name, crdFilePrefix) {
+			continue
+		}
+		for _, doc := range releaseutil.SplitManifests(string(f.Data)) {
 			u := &unstructured.Unstructured{}
 			if err := yaml.Unmarshal([]byte(doc), &u.Object); err != nil {
 				t.Fatalf("CRD %s: %v", f.Name, err)
@@ -221,7 +236,7 @@ func crdObjects(t testing.TB, c *chart.Chart) []*unstructured.Unstructured {
 		}
 	}
 	if len(out) == 0 {
-		t.Fatal("chart has no CRDs in crds/")
+		t.Fatalf("chart has no CRDs in %s", crdFilePrefix)
 	}
 	return out
 }

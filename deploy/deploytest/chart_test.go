@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
 	"helm.sh/helm/v3/pkg/lint"
 	"helm.sh/helm/v3/pkg/lint/support"
 	appsv1 "k8s.io/api/apps/v1"
@@ -114,7 +115,8 @@ func checkWorkloads(t *testing.T, r rendered) {
 			t.Errorf("%s: serviceAccountName %q is not rendered", name, spec.ServiceAccountName)
 		}
 		component := d.Spec.Template.Labels["app.kubernetes.io/component"]
-		wantToken := component == "kube-reconciler"
+		// The agui-proxy asks Kubernetes only in authz mode kube.
+		wantToken := component == "kube-reconciler" || (component == "agui-proxy" && envOf(t, r, d)["AGUI_AUTHZ"] == "kube")
 		if spec.AutomountServiceAccountToken == nil || *spec.AutomountServiceAccountToken != wantToken {
 			t.Errorf("%s: automountServiceAccountToken = %v, want %v", name, spec.AutomountServiceAccountToken, wantToken)
 		}
@@ -600,6 +602,12 @@ externalNats: {url: "nats://n:4222", auth: {type: creds}}`, "externalNats.auth.s
 		{"sessions run twice", `kubeReconciler: {sessionSelector: all}`, "would run every session twice"},
 		{"bad session selector", `kubeReconciler: {sessionSelector: "everything"}`, "sessionSelector"},
 		{"hpa min above max", `aguiProxy: {hpa: {enabled: true, minReplicas: 5, maxReplicas: 2}}`, "minReplicas must not exceed maxReplicas"},
+		{"crds.install not a bool", `crds: {install: "yes"}`, "install"},
+		{"unknown crds key", `crds: {keep: true}`, "keep"},
+		{"agui authz none", `aguiProxy: {authz: {mode: none}}`, "mode"},
+		{"agui authz kube without jwt", `aguiProxy: {authz: {mode: kube}}`, "aguiProxy.authz.mode kube needs aguiProxy.auth.mode jwt"},
+		{"agui jwks over http", `aguiProxy: {auth: {mode: jwt, jwt: {jwksURL: "http://id.example.com/jwks", issuer: i, audience: a}}}`, "jwksURL"},
+		{"agui bad runner network", `aguiProxy: {runnerAllowedNetworks: ["pods"]}`, "runnerAllowedNetworks"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -720,5 +728,111 @@ func TestChartNetworkPolicies(t *testing.T) {
 	ap, _ := yaml.Marshal(r.find("NetworkPolicy", name("agui-proxy")).Object["spec"])
 	if !strings.Contains(string(ap), "app.kubernetes.io/component: runner-manager") {
 		t.Errorf("agui-proxy NetworkPolicy cannot reach runner-manager pods:\n%s", ap)
+	}
+}
+
+// TestChartCRDs: crds.install (default true) renders the AgenticSession CRD
+// from files/crds/ with its schema unchanged, the chart's labels and
+// helm.sh/resource-policy: keep (uninstalling never deletes every
+// AgenticSession); false renders no CRD, for clusters where the session
+// operator owns it. The chart has no crds/ directory: Helm installs that
+// unconditionally, which would fight the operator's CRD.
+func TestChartCRDs(t *testing.T) {
+	t.Parallel()
+	c := loadChart(t)
+	if n := len(c.CRDObjects()); n != 0 {
+		t.Errorf("chart has %d files in crds/, want none (the CRD lives in %s)", n, crdFilePrefix)
+	}
+	files := crdObjects(t, c)
+	tests := []struct {
+		name string
+		vals string
+		want []*unstructured.Unstructured
+	}{
+		{name: "default", vals: `{}`, want: files},
+		{name: "install true", vals: `crds: {install: true}`, want: files},
+		{name: "install false", vals: `crds: {install: false}`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			got := mustRender(t, parseValues(t, tc.vals)).ofKind("CustomResourceDefinition")
+			if len(got) != len(tc.want) {
+				t.Fatalf("%d CRDs rendered, want %d", len(got), len(tc.want))
+			}
+			for i, w := range tc.want {
+				g := got[i]
+				if g.GetName() != w.GetName() {
+					t.Errorf("CRD %d: name %q, want %q", i, g.GetName(), w.GetName())
+				}
+				if diff := cmp.Diff(w.Object["spec"], g.Object["spec"]); diff != "" {
+					t.Errorf("CRD %s: rendered spec differs from %s (-file +rendered):\n%s", w.GetName(), crdFilePrefix, diff)
+				}
+				if g.GetAnnotations()["helm.sh/resource-policy"] != "keep" {
+					t.Errorf("CRD %s: annotations %v, want helm.sh/resource-policy: keep", g.GetName(), g.GetAnnotations())
+				}
+				if g.GetLabels()["app.kubernetes.io/component"] != "crds" || g.GetLabels()["app.kubernetes.io/instance"] != releaseName {
+					t.Errorf("CRD %s: labels %v, want the chart's", g.GetName(), g.GetLabels())
+				}
+			}
+		})
+	}
+}
+
+// TestChartAguiProxyAuthz: the proxy is told who authorizes (api by
+// default, with the API's REST URL; kube with the ClusterRole of
+// files/agui-proxy-clusterrole-rules.yaml bound to its ServiceAccount and
+// nothing more), which runner networks it may dial (loopback always), and
+// its NetworkPolicy lets it reach its authority.
+func TestChartAguiProxyAuthz(t *testing.T) {
+	t.Parallel()
+	r := mustRender(t, parseValues(t, `networkPolicy: {enabled: true}`))
+	env := envOf(t, r, deployment(t, r, name("agui-proxy")))
+	if env["AGUI_AUTHZ"] != "api" || env["AMBIENT_API_SERVER_URL"] != "http://ambient-api-server:8000" {
+		t.Errorf("default authz env: AGUI_AUTHZ=%q AMBIENT_API_SERVER_URL=%q", env["AGUI_AUTHZ"], env["AMBIENT_API_SERVER_URL"])
+	}
+	if got := env["RUNNER_ALLOWED_NETWORKS"]; !strings.HasPrefix(got, "127.0.0.0/8,::1/128,10.0.0.0/8") {
+		t.Errorf("RUNNER_ALLOWED_NETWORKS = %q", got)
+	}
+	if r.find("ClusterRole", name("agui-proxy")) != nil {
+		t.Error("api mode renders a ClusterRole for the agui-proxy")
+	}
+	ap, _ := yaml.Marshal(r.find("NetworkPolicy", name("agui-proxy")).Object["spec"])
+	if !strings.Contains(string(ap), "port: 8000\n") {
+		t.Errorf("agui-proxy NetworkPolicy does not reach the API's REST port 8000:\n%s", ap)
+	}
+
+	var kube map[string]any
+	for _, vs := range valueSets(t) {
+		if vs.name == "authz-kube" {
+			kube = vs.vals
+		}
+	}
+	r = mustRender(t, kube)
+	env = envOf(t, r, deployment(t, r, name("agui-proxy")))
+	if env["AGUI_AUTHZ"] != "kube" || env["NAMESPACE"] != "ambient-code" || env["AGUI_JWT_GROUPS_CLAIM"] != "roles" ||
+		env["RUNNER_ALLOWED_NETWORKS"] != "127.0.0.0/8,::1/128,10.244.0.0/16" || env["AGUI_AUTHZ_CACHE_TTL"] != "5s" {
+		t.Errorf("kube authz env: %v", env)
+	}
+	cr := r.find("ClusterRole", name("agui-proxy"))
+	if cr == nil {
+		t.Fatal("kube mode renders no ClusterRole for the agui-proxy")
+	}
+	var fileRules []rbacv1.PolicyRule
+	if err := yaml.Unmarshal(readFile(t, "helm/ambient-control-plane/files/agui-proxy-clusterrole-rules.yaml"), &fileRules); err != nil {
+		t.Fatalf("rules file: %v", err)
+	}
+	if got := toTyped[rbacv1.ClusterRole](t, cr).Rules; !slices.EqualFunc(got, fileRules, func(a, b rbacv1.PolicyRule) bool {
+		return slices.Equal(a.Verbs, b.Verbs) && slices.Equal(a.Resources, b.Resources) && slices.Equal(a.APIGroups, b.APIGroups) && len(a.ResourceNames) == 0
+	}) {
+		t.Errorf("agui-proxy ClusterRole rules = %+v, want the rules file's %+v", got, fileRules)
+	}
+	crb := toTyped[rbacv1.ClusterRoleBinding](t, r.find("ClusterRoleBinding", name("agui-proxy")))
+	if crb.RoleRef.Name != name("agui-proxy") || len(crb.Subjects) != 1 || crb.Subjects[0].Kind != "ServiceAccount" || crb.Subjects[0].Name != name("agui-proxy") {
+		t.Errorf("agui-proxy ClusterRoleBinding = %+v", crb)
+	}
+	ap, _ = yaml.Marshal(r.find("NetworkPolicy", name("agui-proxy")).Object["spec"])
+	if !strings.Contains(string(ap), "10.96.0.1/32") {
+		t.Errorf("kube mode: agui-proxy NetworkPolicy does not reach the Kubernetes API:\n%s", ap)
 	}
 }

@@ -329,6 +329,8 @@ var envLookup = regexp.MustCompile(`(?:envOr|Getenv|LookupEnv)\("([A-Z][A-Z0-9_]
 var sharedLoaders = map[string]string{
 	"bus.LoadConnectConfig(": "libs/bus/env.go",
 	"apiclient.LoadEnv(":     "libs/apiclient/env.go",
+	"service.LoadConfig(":    "libs/service/config.go",
+	"group.LoadConfig(":      "libs/group/load.go",
 }
 
 // declaredEnv returns the environment variables an image target's program

@@ -37,8 +37,8 @@ type kube struct {
 	dyn    *dynamic.DynamicClient
 }
 
-// errNoKubeBinaries means hack/build-kube-binaries.sh has not been run.
-var errNoKubeBinaries = errors.New("kube-apiserver/etcd not built: run hack/build-kube-binaries.sh (or set KUBEBUILDER_ASSETS)")
+// errNoKubeBinaries means `make kube-binaries` has not been run.
+var errNoKubeBinaries = errors.New("kube-apiserver/etcd not built: run `make kube-binaries` in the repository root (or set KUBEBUILDER_ASSETS)")
 
 // startKube starts envtest with the binaries in KUBEBUILDER_ASSETS or
 // <repo>/bin/k8s, on loopback only. Without binaries the test fails under CI

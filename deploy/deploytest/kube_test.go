@@ -71,7 +71,11 @@ var (
 	gvrConfigMaps   = schema.GroupVersionResource{Version: "v1", Resource: "configmaps"}
 	gvrRoleBindings = schema.GroupVersionResource{Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "rolebindings"}
 	gvrSessions     = schema.GroupVersionResource{Group: "vteam.ambient-code", Version: "v1alpha1", Resource: "agenticsessions"}
+	gvrCRDs         = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
 )
+
+// sessionCRD is the AgenticSession CRD's name.
+const sessionCRD = "agenticsessions.vteam.ambient-code"
 
 // testRBAC applies the rendered RBAC objects for real and exercises them as
 // each ServiceAccount would.
@@ -122,8 +126,8 @@ subjects: [{apiGroup: rbac.authorization.k8s.io, kind: Group, name: team-a}]
 apiVersion: vteam.ambient-code/v1alpha1
 kind: AgenticSession
 metadata: {name: s-1, namespace: %s}
-spec: {displayName: deploytest, initialPrompt: hello, project: %s}
-`, project, project)
+spec: {displayName: deploytest, initialPrompt: hello}
+`, project)
 
 	allowed := []struct {
 		name string
@@ -158,6 +162,21 @@ spec: {displayName: deploytest, initialPrompt: hello, project: %s}
 		}},
 		{"delete agenticsession", func() error {
 			return reconciler.Resource(gvrSessions).Namespace(project).Delete(ctx, "s-1", metav1.DeleteOptions{})
+		}},
+		{"get the agenticsession crd", func() error {
+			_, err := reconciler.Resource(gvrCRDs).Get(ctx, sessionCRD, metav1.GetOptions{})
+			return err
+		}},
+		{"list and watch the agenticsession crd by name", func() error {
+			sel := metav1.ListOptions{FieldSelector: "metadata.name=" + sessionCRD}
+			if _, err := reconciler.Resource(gvrCRDs).List(ctx, sel); err != nil {
+				return err
+			}
+			w, err := reconciler.Resource(gvrCRDs).Watch(ctx, sel)
+			if err == nil {
+				w.Stop()
+			}
+			return err
 		}},
 	}
 	for _, tc := range allowed {
@@ -203,6 +222,14 @@ status: {phase: Running}
 			_, err := reconciler.Resource(gvrSessions).Namespace(project).ApplyStatus(ctx, "s-1", status,
 				metav1.ApplyOptions{FieldManager: fieldManager, Force: true})
 			return err
+		}},
+		{"list every crd", func() error { return list(ctx, reconciler, gvrCRDs, "") }},
+		{"get another crd", func() error {
+			_, err := reconciler.Resource(gvrCRDs).Get(ctx, "servicemonitors.monitoring.coreos.com", metav1.GetOptions{})
+			return err
+		}},
+		{"change the agenticsession crd", func() error {
+			return reconciler.Resource(gvrCRDs).Delete(ctx, sessionCRD, metav1.DeleteOptions{DryRun: []string{metav1.DryRunAll}})
 		}},
 		{"create a clusterrolebinding", func() error {
 			return k.apply(ctx, reconciler, object(t, `

@@ -270,13 +270,13 @@ func TestWatchSeesChangesFromAnotherClient(t *testing.T) {
 		t.Fatalf("DELETED: %v, %v", ev, err)
 	}
 
-	if _, err := writer.CreateProject(ctx, &ambientv1.CreateProjectRequest{Name: "p"}); err != nil {
+	if _, err := writer.CreateProject(ctx, &ambientv1.CreateProjectRequest{Name: "p1"}); err != nil {
 		t.Fatal(err)
 	}
-	if ev, err := recv(t, wp, 5*time.Second); err != nil || ev.GetProject().GetName() != "p" {
+	if ev, err := recv(t, wp, 5*time.Second); err != nil || ev.GetProject().GetName() != "p1" {
 		t.Fatalf("project CREATED: %v, %v", ev, err)
 	}
-	settings, err := writer.CreateProjectSettings(ctx, &ambientv1.CreateProjectSettingsRequest{ProjectId: "p"})
+	settings, err := writer.CreateProjectSettings(ctx, &ambientv1.CreateProjectSettingsRequest{ProjectId: "p1"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -284,7 +284,7 @@ func TestWatchSeesChangesFromAnotherClient(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []ambientv1.EventType{ambientv1.EventType_EVENT_TYPE_CREATED, ambientv1.EventType_EVENT_TYPE_UPDATED} {
-		if ev, err := recv(t, wps, 5*time.Second); err != nil || ev.GetType() != want || ev.GetProjectSettings().GetProjectId() != "p" {
+		if ev, err := recv(t, wps, 5*time.Second); err != nil || ev.GetType() != want || ev.GetProjectSettings().GetProjectId() != "p1" {
 			t.Fatalf("settings %v: %v, %v", want, ev, err)
 		}
 	}
@@ -503,7 +503,7 @@ func TestTLSWithCAFile(t *testing.T) {
 			t.Error(err)
 		}
 	}()
-	if _, err := c.CreateProject(t.Context(), &ambientv1.CreateProjectRequest{Name: "p"}); err != nil {
+	if _, err := c.CreateProject(t.Context(), &ambientv1.CreateProjectRequest{Name: "p1"}); err != nil {
 		t.Fatalf("call over TLS: %v", err)
 	}
 	// Without the CA the server is not trusted.

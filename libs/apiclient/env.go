@@ -14,6 +14,17 @@ const (
 // DefaultGRPCAddr is the API's gRPC address in the dev stack.
 const DefaultGRPCAddr = "localhost:8001"
 
+// REST base URL variables: EnvRESTURL is ours, EnvServerURL the upstream
+// control plane's name for the same thing (read when EnvRESTURL is unset).
+const (
+	EnvRESTURL   = "AMBIENT_API_URL"
+	EnvServerURL = "AMBIENT_API_SERVER_URL"
+)
+
+// DefaultRESTURL is the API's REST base URL in the dev stack (and the
+// upstream default of AMBIENT_API_SERVER_URL).
+const DefaultRESTURL = "http://localhost:8000"
+
 // EnvConfig is the API connection as configured: the token stays redacted
 // until Config reveals it for the client.
 type EnvConfig struct {

@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"sync"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
 	"github.com/nats-io/nats.go"
+
+	"github.com/ambient-code/control-plane/libs/envconfig"
 )
 
 // Reconnect backoff defaults: start fast so a restarted server is found
@@ -44,16 +46,16 @@ type ConnectConfig struct {
 	Token     string
 	TLS       TLSConfig
 	// ReconnectMin and ReconnectMax bound the exponential reconnect backoff
-	// (defaults 100ms and 5s); a random jitter of up to half the delay is
-	// added so many clients do not reconnect in lock step.
+	// (defaults 100ms and 5s); each delay is randomised by +/-25 % so many
+	// clients do not reconnect in lock step.
 	ReconnectMin time.Duration
 	ReconnectMax time.Duration
 }
 
-// LogValue keeps secrets out of logs.
+// LogValue keeps secrets out of logs, the URL's user information included.
 func (c ConnectConfig) LogValue() slog.Value {
 	return slog.GroupValue(
-		slog.String("url", c.URL),
+		slog.String("url", envconfig.RedactURLs(c.URL)),
 		slog.String("name", c.Name),
 		slog.Bool("creds_file", c.CredsFile != ""),
 		slog.Bool("user", c.User != ""),
@@ -107,9 +109,7 @@ func (c ConnectConfig) Options(log *slog.Logger) ([]nats.Option, error) {
 		nats.Name(c.Name),
 		nats.MaxReconnects(-1),
 		nats.RetryOnFailedConnect(true),
-		nats.CustomReconnectDelay(func(attempts int) time.Duration {
-			return reconnectDelay(attempts, minDelay, maxDelay)
-		}),
+		nats.CustomReconnectDelay(reconnectBackoff(minDelay, maxDelay)),
 		nats.ConnectHandler(func(nc *nats.Conn) {
 			log.Info("nats connected", slog.String("url", nc.ConnectedUrlRedacted()))
 		}),
@@ -155,39 +155,66 @@ func (c ConnectConfig) Options(log *slog.Logger) ([]nats.Option, error) {
 	return opts, nil
 }
 
-// reconnectDelay is exponential from minDelay, capped at maxDelay, plus up
-// to 50% random jitter.
-func reconnectDelay(attempts int, minDelay, maxDelay time.Duration) time.Duration {
-	d := minDelay
-	for i := 1; i < attempts && d < maxDelay; i++ {
-		d *= 2
+// reconnectBackoff returns nats.go's reconnect delay func: exponential from
+// minDelay, doubling to maxDelay, each delay randomised by +/-25 % so many
+// clients do not reconnect in lock step. nats.go counts attempts from 1 in
+// each outage, so the first attempt of an outage starts over at minDelay.
+func reconnectBackoff(minDelay, maxDelay time.Duration) func(attempts int) time.Duration {
+	var mu sync.Mutex
+	// guarded by mu: nats.go calls the func from its reconnect goroutine,
+	// one outage after another.
+	b := &backoff.ExponentialBackOff{InitialInterval: minDelay, RandomizationFactor: reconnectJitter, Multiplier: 2, MaxInterval: maxDelay}
+	b.Reset()
+	return func(attempts int) time.Duration {
+		mu.Lock()
+		defer mu.Unlock()
+		if attempts <= 1 {
+			b.Reset()
+		}
+		return b.NextBackOff()
 	}
-	d = min(d, maxDelay)
-	return d + rand.N(d/2+1)
 }
 
-// Connect dials NATS with cfg.Options and waits until the connection is
-// established or ctx ends. Reconnects are unlimited afterwards, so a later
-// outage never closes the connection; callers Drain it on shutdown. It
-// returns ErrInvalidConfig for a bad cfg and ErrNotConnected (wrapping the
-// last connect error) when ctx ends first. Credentials are never logged.
-func Connect(ctx context.Context, cfg ConnectConfig, log *slog.Logger) (*nats.Conn, error) {
+// reconnectJitter is the +/- fraction applied to each reconnect delay.
+const reconnectJitter = 0.25
+
+// Dial starts connecting to NATS with cfg.Options and returns at once: the
+// connection retries in the background (forever, like a later outage), and
+// connected is closed on its first connect. A service that must serve before
+// NATS is up (agui-proxy) hands the connection to its parts right away. It
+// returns ErrInvalidConfig for a bad cfg. Credentials are never logged.
+func Dial(cfg ConnectConfig, log *slog.Logger) (nc *nats.Conn, connected <-chan struct{}, err error) {
 	opts, err := cfg.Options(log)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	connected := make(chan struct{}) // closed by the first connect
+	first := make(chan struct{}) // closed by the first connect
 	var once sync.Once
 	opts = append(opts, nats.ConnectHandler(func(nc *nats.Conn) {
 		log.Info("nats connected", slog.String("url", nc.ConnectedUrlRedacted()))
-		once.Do(func() { close(connected) })
+		once.Do(func() { close(first) })
 	}))
-	nc, err := nats.Connect(cfg.URL, opts...)
+	nc, err = nats.Connect(cfg.URL, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("connect nats %s: %w", cfg.URL, err)
+		return nil, nil, fmt.Errorf("connect nats %s: %w", envconfig.RedactURLs(cfg.URL), err)
 	}
 	if nc.IsConnected() {
-		return nc, nil
+		// Connected synchronously: the handler only runs for a connect that
+		// RetryOnFailedConnect completed in the background.
+		once.Do(func() { close(first) })
+	}
+	return nc, first, nil
+}
+
+// Connect dials NATS (see Dial) and waits until the connection is
+// established or ctx ends. Reconnects are unlimited afterwards, so a later
+// outage never closes the connection; callers Drain it on shutdown. It
+// returns ErrInvalidConfig for a bad cfg and ErrNotConnected (wrapping the
+// last connect error) when ctx ends first.
+func Connect(ctx context.Context, cfg ConnectConfig, log *slog.Logger) (*nats.Conn, error) {
+	nc, connected, err := Dial(cfg, log)
+	if err != nil {
+		return nil, err
 	}
 	select {
 	case <-connected:
@@ -195,6 +222,37 @@ func Connect(ctx context.Context, cfg ConnectConfig, log *slog.Logger) (*nats.Co
 	case <-ctx.Done():
 		last := nc.LastError()
 		nc.Close()
-		return nil, fmt.Errorf("connect nats %s: %w", cfg.URL, errors.Join(ErrNotConnected, ctx.Err(), last))
+		return nil, fmt.Errorf("connect nats %s: %w", envconfig.RedactURLs(cfg.URL), errors.Join(ErrNotConnected, ctx.Err(), last))
+	}
+}
+
+// Drain drains nc (subscriptions finish what they hold, buffered publishes
+// are flushed) and waits until it is closed, or closes it when ctx ends
+// first. A connection that is reconnecting cannot drain and is closed at
+// once; one already closed is left alone. It returns why the drain fell
+// short, if it did. Every service drains this way, through the runtime.
+func Drain(ctx context.Context, nc *nats.Conn) error {
+	closed := make(chan struct{})
+	var once sync.Once
+	prev := nc.ClosedHandler()
+	nc.SetClosedHandler(func(c *nats.Conn) {
+		if prev != nil {
+			prev(c)
+		}
+		once.Do(func() { close(closed) })
+	})
+	switch err := nc.Drain(); {
+	case errors.Is(err, nats.ErrConnectionClosed):
+		return nil
+	case err != nil:
+		nc.Close() // Drain closed it already when reconnecting; Close is idempotent
+		return fmt.Errorf("drain nats: %w", err)
+	}
+	select {
+	case <-closed:
+		return nil
+	case <-ctx.Done():
+		nc.Close()
+		return fmt.Errorf("drain nats: %w", ctx.Err())
 	}
 }

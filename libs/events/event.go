@@ -12,6 +12,14 @@ import (
 // version is obj's, so EventId (MsgID) is stable for the same change and
 // JetStream drops a republished duplicate.
 func NewEvent[T APIObject](typ eventsv1.EventType, obj, old T, observed time.Time) *eventsv1.ResourceEvent {
+	return NewEventVersion(typ, obj, old, VersionOf(obj), observed)
+}
+
+// NewEventVersion is NewEvent with obj's version already known: the
+// informer's cache computes it once per object, and hashing the object again
+// per event would be the costliest part of a publish. version must be
+// VersionOf(obj), or EventId no longer identifies the change.
+func NewEventVersion[T APIObject](typ eventsv1.EventType, obj, old T, version string, observed time.Time) *eventsv1.ResourceEvent {
 	o := Wrap(obj)
 	ev := &eventsv1.ResourceEvent{
 		Type:         typ,
@@ -21,7 +29,7 @@ func NewEvent[T APIObject](typ eventsv1.EventType, obj, old T, observed time.Tim
 		Object:       o,
 		OldObject:    Wrap(old),
 		ObservedTime: timestamppb.New(observed),
-		Version:      VersionOf(obj),
+		Version:      version,
 	}
 	ev.EventId = MsgID(ev)
 	return ev

@@ -43,6 +43,20 @@ func ParseResourceToken(s string) (eventsv1.Resource, error) {
 	}
 }
 
+// PrefixForm describes a valid subject prefix, for configuration errors.
+const PrefixForm = `dot-separated subject tokens without "*", ">" or spaces`
+
+// ValidPrefix reports whether s can prefix event and dead-letter subjects:
+// one or more literal, non-empty tokens separated by '.', so that
+// <s>.<resource>.<project>.<id> is a literal subject and <s>.> matches
+// exactly the events below it.
+func ValidPrefix(s string) bool {
+	if s == "" || strings.HasPrefix(s, ".") || strings.HasSuffix(s, ".") || strings.Contains(s, "..") {
+		return false
+	}
+	return !strings.ContainsAny(s, "*> \t\r\n")
+}
+
 // Subject returns <prefix>.<resource>.<project>.<id> with both ids escaped.
 func Subject(prefix string, r eventsv1.Resource, projectID, objectID string) string {
 	return prefix + "." + ResourceToken(r) + "." + EscapeToken(projectID) + "." + EscapeToken(objectID)

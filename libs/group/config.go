@@ -5,8 +5,9 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
-	"strings"
 	"time"
+
+	"go.opentelemetry.io/otel/metric"
 
 	eventsv1 "github.com/ambient-code/control-plane/proto/ambient/events/v1"
 
@@ -20,6 +21,9 @@ const (
 	DefaultAckWait    = 10 * time.Second
 	DefaultMemberTTL  = 5 * time.Second
 	DefaultStopGrace  = 10 * time.Second
+	// DefaultMaxInFlight lets a member work on up to 64 objects at once,
+	// the concurrency client-go's workqueue users typically run.
+	DefaultMaxInFlight = 64
 )
 
 // DefaultBackoff is the NakWithDelay schedule; attempt n waits
@@ -72,11 +76,41 @@ type Config struct {
 	// StopGrace bounds the wait for an in-flight handler on stop; after it
 	// the handler's ctx is cancelled and the message is released (default 10s).
 	StopGrace time.Duration
-	// Stats, when set, counts deliveries, acks, retries and dead letters.
+	// Stats, when set, counts deliveries, acks, retries and dead letters
+	// (default: a fresh Stats per Run).
 	Stats *Stats
+	// Meter, when set, exports Stats as the consumer_group.* metrics (see
+	// MetricHandled and the others), labelled with the group.
+	Meter metric.Meter
+	// MaxInFlight is how many messages the member holds at once (the
+	// consumer's MaxAckPending): they are dispatched to one lane per
+	// object (the id token of the subject), and the handler runs for at
+	// most one message per object at a time, in stream order, so up to
+	// MaxInFlight objects are handled concurrently (default 64; 1 handles
+	// one message at a time, as before).
+	MaxInFlight int
+	// Coalesce, for level-triggered handlers that read the newest state
+	// anyway: the messages of one object that queued up behind its running
+	// handler are handled by one call with the newest of them
+	// (Message.Coalesced says how many older ones it stands for), and all
+	// of them are acked after it succeeds.
+	Coalesce bool
+	// Replicas is the replica count of every stream and bucket the group
+	// creates: the group's work-queue stream and member bucket (set to
+	// exactly this), the shared dead-letter stream and pcgroups' config
+	// bucket (raised to at least this, never lowered, because other groups
+	// share them). Existing ones are updated on join. 0 means the events
+	// stream's replica count, read once that stream exists, so the start
+	// order of the informer and the consumers does not matter. Group-wide:
+	// members with different values undo each other's updates.
+	Replicas int
 }
 
-func (c Config) withDefaults() (Config, error) {
+// WithDefaults returns c with every zero field set to its default (see the
+// field docs) and checks it as Run does; the error wraps ErrInvalidConfig
+// and names each bad field. Run calls it; callers that hand the Config to
+// others (the service runtime) call it to fail early.
+func (c Config) WithDefaults() (Config, error) {
 	if c.Stream == "" {
 		c.Stream = events.StreamName
 	}
@@ -104,6 +138,9 @@ func (c Config) withDefaults() (Config, error) {
 	if c.StopGrace == 0 {
 		c.StopGrace = DefaultStopGrace
 	}
+	if c.MaxInFlight == 0 {
+		c.MaxInFlight = DefaultMaxInFlight
+	}
 	if c.Stats == nil {
 		c.Stats = &Stats{}
 	}
@@ -127,12 +164,12 @@ func (c Config) validate() error {
 		}
 	}
 	for name, v := range map[string]string{"subject prefix": c.SubjectPrefix, "dlq prefix": c.DLQPrefix} {
-		if v == "" || strings.ContainsAny(v, "*> \t\r\n") || strings.HasPrefix(v, ".") || strings.HasSuffix(v, ".") {
-			bad("%s %q: want a literal subject", name, v)
+		if !events.ValidPrefix(v) {
+			bad("%s %q: want %s", name, v, events.PrefixForm)
 		}
 	}
-	if c.Partitions < 1 {
-		bad("partitions %d: want >= 1", c.Partitions)
+	if c.Partitions < 1 || c.Partitions > MaxPartitions {
+		bad("partitions %d: want 1..%d", c.Partitions, MaxPartitions)
 	}
 	for i, p := range c.MemberPartitions {
 		if p < 0 || p >= c.Partitions {
@@ -147,21 +184,25 @@ func (c Config) validate() error {
 			bad("resource %v: unknown", r)
 		}
 	}
-	if c.MaxDeliver < 1 {
-		bad("max deliver %d: want >= 1", c.MaxDeliver)
+	if c.MaxDeliver < 1 || c.MaxDeliver > MaxMaxDeliver {
+		bad("max deliver %d: want 1..%d", c.MaxDeliver, MaxMaxDeliver)
 	}
 	for _, d := range c.Backoff {
 		if d < 0 {
 			bad("backoff %s: want >= 0", d)
 		}
 	}
-	if c.AckWait < time.Second {
-		// pcgroups derives a pull expiry of AckWait/2 with a 1s floor; a
-		// shorter AckWait makes the pinned member flap.
-		bad("ack wait %s: want >= 1s", c.AckWait)
+	if c.AckWait < MinAckWait {
+		bad("ack wait %s: want >= %s", c.AckWait, MinAckWait)
 	}
-	if c.MemberTTL < 300*time.Millisecond || c.StopGrace < 0 {
-		bad("member ttl %s / stop grace %s: want ttl >= 300ms, grace >= 0", c.MemberTTL, c.StopGrace)
+	if c.MaxInFlight < 1 || c.MaxInFlight > MaxMaxInFlight {
+		bad("max in flight %d: want 1..%d", c.MaxInFlight, MaxMaxInFlight)
+	}
+	if c.Replicas < 0 || c.Replicas > MaxReplicas {
+		bad("replicas %d: want 0 (as the events stream) or 1..%d", c.Replicas, MaxReplicas)
+	}
+	if c.MemberTTL < MinMemberTTL || c.StopGrace < 0 {
+		bad("member ttl %s / stop grace %s: want ttl >= %s, grace >= 0", c.MemberTTL, c.StopGrace, MinMemberTTL)
 	}
 	return errors.Join(errs...)
 }
@@ -178,7 +219,7 @@ func (c Config) backoff(attempt uint64) time.Duration {
 // a live member.
 func (c Config) heartbeat() time.Duration { return c.MemberTTL / 3 }
 
-// Defaults DLQSubject falls back on for a Config that skipped withDefaults.
+// Defaults DLQSubject falls back on for a Config that skipped WithDefaults.
 const (
 	defaultSubjectPrefix = events.SubjectPrefix
 	defaultDLQPrefix     = events.DLQPrefix

@@ -2,7 +2,6 @@ package health
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -13,8 +12,6 @@ import (
 
 	"github.com/go-chi/chi/v5"
 	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/ambient-code/control-plane/libs/logkey"
 )
 
 // Defaults used when the matching [Options] field is zero.
@@ -157,42 +154,13 @@ func (s *Server) Run(ctx context.Context) error {
 // handlers return. It returns nil after a clean shutdown and an error if the
 // server failed or the shutdown timed out.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
-	baseCtx, cancelBase := context.WithCancel(context.WithoutCancel(ctx))
-	defer cancelBase()
 	srv := &http.Server{
 		Handler:           s.router,
 		ReadHeaderTimeout: readHeaderTimeout,
 		ReadTimeout:       readTimeout,
 		WriteTimeout:      writeTimeout,
 		IdleTimeout:       idleTimeout,
-		BaseContext:       func(net.Listener) context.Context { return baseCtx },
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
-	srv.RegisterOnShutdown(cancelBase)
-
-	addr := ln.Addr().String()
-	serveErr := make(chan error, 1) // one send; Serve never blocks on it
-	// Owned by Serve: ends when Shutdown or Close closes ln, awaited below.
-	go func() { serveErr <- srv.Serve(ln) }()
-	s.log.Info("health server listening", slog.String(logkey.Addr, addr))
-
-	select {
-	case err := <-serveErr:
-		return fmt.Errorf("health server %s: %w", addr, err)
-	case <-ctx.Done():
-	}
-
-	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.shutdownTimeout)
-	defer cancel()
-	err := srv.Shutdown(shutdownCtx)
-	if err != nil {
-		err = errors.Join(fmt.Errorf("health server %s shutdown: %w", addr, err), srv.Close())
-	}
-	if e := <-serveErr; !errors.Is(e, http.ErrServerClosed) {
-		err = errors.Join(err, fmt.Errorf("health server %s: %w", addr, e))
-	}
-	if err == nil {
-		s.log.Info("health server stopped", slog.String(logkey.Addr, addr))
-	}
-	return err
+	return Serve(ctx, "health", srv, ln, Graceful{Drain: s.shutdownTimeout}, s.log)
 }

@@ -33,4 +33,5 @@ const (
 	Status    = "status"
 	Duration  = "duration"
 	Count     = "count"
+	FieldPath = "field_path"
 )

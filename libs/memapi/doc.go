@@ -1,4 +1,4 @@
-// Package memapi is an in-memory ambient API server (gRPC and a REST subset)
+// Package memapi is an in-memory ambient API server (gRPC and REST)
 // for tests and the dev stack. It behaves like the real ambient-api-server as
 // observed (see shared/design/UPSTREAM-BEHAVIOUR.md), so tests against it
 // prove something about production:
@@ -23,39 +23,75 @@
 //     base62 strings (mixed case, like KSUIDs). A project's id is its name;
 //     a taken name gives AlreadyExists. Sessions may name unknown projects.
 //     Deleting an unknown id succeeds.
-//   - UpdateSessionStatus accepts only the seven phases (else
+//   - Project names must be DNS-1123 labels starting with a letter, 2 to
+//     63 characters (InvalidArgument / REST 400 id 8), over REST and gRPC.
+//   - Create/Update requests are copied into the objects by field name:
+//     their numbers differ from the objects' (Create*Request numbers from
+//     1), as on the real server. UpdateSessionRequest has no
+//     created_by_user_id.
+//   - UpdateSessionStatus accepts only the seven phases of libs/session (else
 //     InvalidArgument) and sets only the fields present.
 //   - With WithToken, every call (streams included) needs
 //     "authorization: Bearer <token>", else Unauthenticated / HTTP 401. The
 //     standard gRPC health and reflection services need no token.
+//   - gRPC errors carry the real server's reasons ("Session with id='x' not
+//     found", "This Project already exists", "name is required"); APIError
+//     is the error type behind them.
+//
+// Multi-user mode (WithUsers, MEMAPI_USERS_FILE) is ours, not the real
+// server's: per-user tokens from a file, each granted projects directly or
+// through a group in a project's group_access. Over REST a user sees only
+// its projects' objects (lists filtered, a GET of another 404 and a change
+// 403 with the bodies of the real server's authorization middleware) and its
+// REST creates get created_by_user_id = its name; over gRPC users
+// authenticate and nothing is narrowed, as the real gRPC handlers authorize
+// nothing. The service token (WithToken) keeps seeing everything.
 //
 // Fault injection for tests: EndWatches, FailNext, SetSendDelay,
 // SetListHook, CallCount, Dropped.
 //
-// # REST subset
+// # REST
 //
-// Under /api/ambient/v1 (BasePath), for each of sessions, projects and
-// project_settings:
+// Handler serves the real server's REST API under /api/ambient/v1
+// (BasePath) in its JSON (package restapi), for each of sessions, projects
+// and project_settings:
 //
-//	GET    /<collection>?page=N&size=M   list (same clamps as gRPC)
-//	GET    /<collection>/{id}
-//	POST   /<collection>                 body: Create<X>Request, 201
-//	PATCH  /<collection>/{id}            body: Update<X>Request (id from the path)
-//	DELETE /<collection>/{id}            204, also for unknown ids
+//	GET    /<collection>?page=N&size=M&search=Q   list, 200
+//	GET    /<collection>/{id}                     200, 404 id 7
+//	POST   /<collection>                          201; 400 id 17 for bad JSON or a missing
+//	                                              required property (name; project_id)
+//	PATCH  /<collection>/{id}                     200
+//	DELETE /<collection>/{id}                     204, also for an id already gone
+//	POST   /sessions/{id}/start                   from "", Stopped, Failed, Completed: Pending
+//	POST   /sessions/{id}/stop                    from Pending, Creating, Running: Stopping
 //
-// and for sessions POST /sessions/{id}/start (phase Pending), POST
-// /sessions/{id}/stop (phase Stopping) and PATCH /sessions/{id}/status (body:
-// UpdateSessionStatusRequest).
+// A refused start or stop is 409 id 6 with the real reason (`cannot start
+// session in phase "Pending"; must be empty, Stopped, Failed, or
+// Completed`); start and stop exist only over REST, as on the real server.
+// Objects are flat ({"id", "kind", "href", "created_at", "updated_at",
+// ...fields}, unset optional fields absent), lists are {"kind":
+// "SessionList", "page", "size", "total", "items"}, errors are {"kind":
+// "Error", "id", "code": "ambient-api-server-<id>", "href", "reason",
+// "operation_id"}. Without a token the answer is a plain-text 401 "missing
+// authorization header". Request bodies are flat objects: only proto field
+// names, read-only keys (id, phase, kube_cr_name, ...) are ignored, unknown
+// keys are a 400 id 17. search is a subset of the real server's TSL
+// (search.go: =, !=, like, ilike, in, and, or, parentheses).
+// testdata/rest_golden.json is the real server's answers to a script of
+// calls, written from the measured facts; TestRESTGolden holds memapi to it.
 //
-// GET /healthcheck answers 200 {"status":"ok"} without a token.
+// What was not measured on the real server and is memapi's choice (see
+// docs/architecture.md): the answer to a wrong token (plain-text 401
+// "invalid authorization token"), unknown routes (404 id 7) and methods
+// (405 id 10), search errors (400 id 23), unparsable page/size (read as 0,
+// then clamped), the REST page-size clamps (the gRPC ones), unknown body
+// keys (400 id 17), the project-name length rule (from the upstream source),
+// and a session created over REST with "name": "" (accepted).
 //
-// Bodies are protojson, not the real server's OpenAPI shapes: responses use
-// the proto field names (snake_case, UseProtoNames), so an object looks like
-// {"metadata": {"id": ..., "created_at": "RFC 3339"}, "name": ..., "llm_model": ...}
-// and a list like {"items": [...], "metadata": {"page": 1, "size": 2, "total": 2}};
-// zero values are omitted. Requests accept snake_case or lowerCamelCase names
-// and reject unknown fields. Errors are {"error": "..."} with 400, 401, 404,
-// 409 (or 500). Example:
+// GET /healthcheck answers 200 {"status":"ok"} without a token (the real
+// server serves it on its own port, 4434).
+//
+// Example:
 //
 //	curl -H "Authorization: Bearer $AMBIENT_API_TOKEN" \
 //	  -d '{"name":"demo","prompt":"hello"}' localhost:8000/api/ambient/v1/sessions

@@ -3,9 +3,12 @@ package memapi
 import (
 	"errors"
 	"fmt"
+	"net/http"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/ambient-code/control-plane/libs/restapi"
 )
 
 // ErrInvalidOption is wrapped by every Option that rejects its value.
@@ -15,14 +18,68 @@ var ErrInvalidOption = errors.New("memapi: invalid option")
 // served: a Server serves at most once.
 var ErrServing = errors.New("memapi: server already served")
 
-// ErrBadBody is wrapped by the REST error message (HTTP 400) when a request
-// body is not a valid protojson document of the expected message.
-var ErrBadBody = errors.New("memapi: bad request body")
-
-func errNotFound(id string) error {
-	return status.Errorf(codes.NotFound, "not found: %q", id)
+// APIError is an error the API answers with, in both of its forms: a gRPC
+// status (GRPCStatus, so gRPC handlers return it as is) and the REST error
+// object (HTTP status and the real server's error id). The reasons are the
+// real server's texts where they were measured.
+type APIError struct {
+	Code   codes.Code
+	Status int
+	ID     int
+	Reason string
 }
 
-func errInvalid(format string, args ...any) error {
-	return status.Error(codes.InvalidArgument, fmt.Sprintf(format, args...))
+func (e *APIError) Error() string { return e.Reason }
+
+// GRPCStatus makes status.FromError and the gRPC server see the code.
+func (e *APIError) GRPCStatus() *status.Status { return status.New(e.Code, e.Reason) }
+
+// errNotFound is the real server's 404 (id 7): "Session with id='nope' not
+// found".
+func errNotFound(kind, id string) error {
+	return &APIError{Code: codes.NotFound, Status: http.StatusNotFound, ID: restapi.ErrorIDNotFound,
+		Reason: fmt.Sprintf("%s with id='%s' not found", kind, id)}
+}
+
+// errAlreadyExists is the real server's 409 (id 6) for a taken name.
+func errAlreadyExists(kind string) error {
+	return &APIError{Code: codes.AlreadyExists, Status: http.StatusConflict, ID: restapi.ErrorIDConflict,
+		Reason: fmt.Sprintf("This %s already exists", kind)}
+}
+
+// errConflict is the real server's 409 (id 6) for a refused transition.
+// Over gRPC (which has no start/stop) it would be FailedPrecondition.
+func errConflict(reason string) error {
+	return &APIError{Code: codes.FailedPrecondition, Status: http.StatusConflict, ID: restapi.ErrorIDConflict, Reason: reason}
+}
+
+// errValidation is the real server's 400 (id 8); InvalidArgument over gRPC.
+func errValidation(format string, args ...any) error {
+	return &APIError{Code: codes.InvalidArgument, Status: http.StatusBadRequest, ID: restapi.ErrorIDValidation,
+		Reason: fmt.Sprintf(format, args...)}
+}
+
+// errMalformed is the real server's 400 (id 17) for a body it cannot read:
+// "Invalid request format: <why>".
+func errMalformed(why string) error {
+	return &APIError{Code: codes.InvalidArgument, Status: http.StatusBadRequest, ID: restapi.ErrorIDMalformedRequest,
+		Reason: "Invalid request format: " + why}
+}
+
+// errBadSearch is the upstream source's 400 (id 23) for a search query that
+// does not parse (not measured on the real server).
+func errBadSearch(why string) error {
+	return &APIError{Code: codes.InvalidArgument, Status: http.StatusBadRequest, ID: restapi.ErrorIDBadSearch,
+		Reason: "Failed to parse search query: " + why}
+}
+
+// errInternal is a 500 (id 9): a bug of memapi, never an expected answer.
+func errInternal(err error) error {
+	return &APIError{Code: codes.Internal, Status: http.StatusInternalServerError, ID: restapi.ErrorIDGeneral, Reason: err.Error()}
+}
+
+// errRequired is the gRPC handlers' "<field> is required" (InvalidArgument),
+// the real server's answer to a create without its required field.
+func errRequired(field string) error {
+	return errValidation("%s is required", field)
 }

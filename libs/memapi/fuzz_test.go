@@ -1,43 +1,44 @@
 package memapi
 
 import (
-	"bytes"
 	"errors"
+	"net/http"
+	"strings"
 	"testing"
 
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/ambient-code/control-plane/libs/restapi"
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
 )
 
-// FuzzDecodeJSON feeds REST request bodies to decodeJSON. Properties: no
-// panic; a failure wraps ErrBadBody; a decoded body re-encodes and decodes
-// to an equal message.
-func FuzzDecodeJSON(f *testing.F) {
+// FuzzReadObject feeds REST request bodies to readObject. Properties: no
+// panic; a failure is the real server's 400 id 17; a decoded request
+// re-encodes and decodes to an equal message.
+func FuzzReadObject(f *testing.F) {
 	for _, seed := range []string{
 		`{"name":"demo","prompt":"hello","project_id":"p"}`,
-		`{"name":"x","llmTemperature":0.5,"llm_max_tokens":12,"timeout":3}`,
-		`{"phase":"Running","start_time":"2026-01-02T03:04:05.123456789Z","sdk_restart_count":2}`,
-		`{"labels":"{\"a\":\"b\"}","repos":"[{\"url\":\"u\"}]"}`,
-		`{"name":"\u0000\ud800"}`,
-		`{}`, ``, `null`, `[]`, `{"name":`, `{"color":"red"}`,
+		`{"name":"x","llm_temperature":0.5,"llm_max_tokens":12,"timeout":3}`,
+		`{"name":"x","phase":"Running","start_time":"2026-01-02T03:04:05.123456789Z","sdk_restart_count":2}`,
+		`{"name":"x","id":"i","kind":"Session","href":"h","created_at":"2026-01-02T03:04:05Z"}`,
+		`{"labels":"{\"a\":\"b\"}","repos":"[{\"url\":\"u\"}]","name":"r"}`,
+		`{"name":"\u0000\ud800"}`, `{"name":null}`, `{"metadata":{}}`,
+		`{}`, ``, `null`, `[]`, `{"name":`, `{"color":"red"}`, `{"name":"a","projectId":"p"}`,
 	} {
 		f.Add([]byte(seed))
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
-		for _, m := range []proto.Message{
-			&ambientv1.CreateSessionRequest{}, &ambientv1.UpdateSessionStatusRequest{},
-			&ambientv1.CreateProjectRequest{}, &ambientv1.UpdateProjectSettingsRequest{},
-		} {
-			err := decodeJSON(bytes.NewReader(body), m)
+		check := func(err error, m proto.Message) {
 			if err != nil {
-				if !errors.Is(err, ErrBadBody) {
-					t.Fatalf("error %v does not wrap ErrBadBody", err)
+				var ae *APIError
+				if !errors.As(err, &ae) || ae.Status != http.StatusBadRequest || ae.ID != restapi.ErrorIDMalformedRequest ||
+					!strings.HasPrefix(ae.Reason, "Invalid request format: ") {
+					t.Fatalf("error %#v, want 400 id 17", err)
 				}
-				continue
+				return
 			}
-			out, err := jsonOut.Marshal(m)
+			out, err := protojson.Marshal(m)
 			if err != nil {
 				t.Fatalf("re-encode %T: %v", m, err)
 			}
@@ -49,23 +50,71 @@ func FuzzDecodeJSON(f *testing.F) {
 				t.Fatalf("round trip changed %T: %v -> %v", m, m, again)
 			}
 		}
+		cs := &ambientv1.CreateSessionRequest{}
+		check(readObject[*ambientv1.Session](strings.NewReader(string(body)), "name", cs), cs)
+		us := &ambientv1.UpdateSessionRequest{Id: "x"}
+		check(readObject[*ambientv1.Session](strings.NewReader(string(body)), "", us), us)
+		cp := &ambientv1.CreateProjectRequest{}
+		check(readObject[*ambientv1.Project](strings.NewReader(string(body)), "name", cp), cp)
+		ups := &ambientv1.UpdateProjectSettingsRequest{Id: "x"}
+		check(readObject[*ambientv1.ProjectSettings](strings.NewReader(string(body)), "", ups), ups)
 	})
 }
 
-// FuzzParsePageQuery: no panic, and accepted values are what
-// strconv would give.
-func FuzzParsePageQuery(f *testing.F) {
-	for _, s := range [][2]string{{"1", "500"}, {"", ""}, {"-1", "0"}, {"abc", "1"}, {"99999999999", "1"}, {"+3", " 4"}} {
-		f.Add(s[0], s[1])
+// FuzzParseSearch: no panic on any query, and a parsed query evaluates on
+// sessions with and without optional fields.
+func FuzzParseSearch(f *testing.F) {
+	for _, s := range []string{
+		"name='p1'", "name='p1' and project_id='x'", "(a='1' or b='2')", "name like '%a\\%_'",
+		"llm_max_tokens in (1, 2.5, '3')", "id != 'x'", "name = 'it''s'", "((((name='a'))))",
+		"not name='a'", "name < 'a'", "created_at='x'", "metadata='x'", "name=", "'", "(", "name in ()",
+		"llm_temperature=-1e400", "name ilike 'ÄÖ%'", "phase<>'Running'",
+	} {
+		f.Add(s)
 	}
-	f.Fuzz(func(t *testing.T, page, size string) {
-		p, n, err := parsePageQuery(page, size)
-		if err != nil {
+	sessions := []*ambientv1.Session{
+		{Metadata: &ambientv1.ObjectReference{Id: "i"}, Name: "a"},
+		{Metadata: &ambientv1.ObjectReference{Id: "j"}, Name: "it's", ProjectId: proto.String("x"), LlmMaxTokens: proto.Int32(3),
+			LlmTemperature: proto.Float64(0.5), Phase: proto.String("Running")},
+	}
+	md := (&ambientv1.Session{}).ProtoReflect().Descriptor()
+	f.Fuzz(func(_ *testing.T, q string) {
+		pred, err := parseSearch(q, md)
+		if err != nil || pred == nil {
 			return
 		}
-		cp, cn := clampPage(p, n)
-		if cp < 1 || cn < 1 || cn > MaxPageSize {
-			t.Fatalf("clamp(%d, %d) = %d, %d", p, n, cp, cn)
+		for _, s := range sessions {
+			pred(s.ProtoReflect())
 		}
 	})
+}
+
+func TestParseSearchErrors(t *testing.T) {
+	md := (&ambientv1.Session{}).ProtoReflect().Descriptor()
+	tests := []struct{ q, want string }{
+		{"not name='a'", "'not' is not supported"},
+		{"name < 'a'", "unsupported character '<'"},
+		{"name > 'a'", "unsupported character '>'"},
+		{"name='a", "unterminated string"},
+		{"name='a' and", "want a field name"},
+		{"name='a' name='b'", "unexpected 'name'"},
+		{"(name='a'", "want ')'"},
+		{"created_at='x'", `unknown field "created_at"`},
+		{"start_time='x'", `field "start_time" cannot be searched`},
+		{"metadata='x'", `unknown field "metadata"`},
+		{"name=5", "want a quoted string"},
+		{"llm_max_tokens='many'", "want a number"},
+		{"llm_max_tokens like '1%'", "like needs a text field"},
+		{"name in ('a'", "want ')'"},
+		{strings.Repeat("(", maxSearchDepth+1) + "name='a'" + strings.Repeat(")", maxSearchDepth+1), "nested deeper than"},
+		{strings.Repeat("x", maxSearchLen+1), "longer than"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.q[:min(len(tc.q), 40)], func(t *testing.T) {
+			_, err := parseSearch(tc.q, md)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("parseSearch(%q) = %v, want an error containing %q", tc.q, err, tc.want)
+			}
+		})
+	}
 }

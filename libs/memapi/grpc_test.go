@@ -21,6 +21,7 @@ import (
 
 	"github.com/ambient-code/control-plane/libs/apiclient"
 	"github.com/ambient-code/control-plane/libs/memapi"
+	"github.com/ambient-code/control-plane/libs/session"
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
 )
 
@@ -220,8 +221,8 @@ func TestUpdatesSetOnlyPresentFields(t *testing.T) {
 			}
 		})
 	}
-	for _, ph := range memapi.Phases() {
-		if _, err := c.UpdateSessionStatus(ctx, &ambientv1.UpdateSessionStatusRequest{Id: id, Phase: proto.String(ph)}); err != nil {
+	for _, ph := range session.Phases() {
+		if _, err := c.UpdateSessionStatus(ctx, &ambientv1.UpdateSessionStatusRequest{Id: id, Phase: ph.Ptr()}); err != nil {
 			t.Errorf("phase %s: %v", ph, err)
 		}
 	}
@@ -363,7 +364,7 @@ func TestWatchSendsNoHeadersBeforeFirstEvent(t *testing.T) {
 		t.Fatalf("headers arrived before any event (err %v)", err)
 	case <-time.After(200 * time.Millisecond): // negative check: nothing may happen
 	}
-	if _, err := c.CreateProject(t.Context(), &ambientv1.CreateProjectRequest{Name: "p"}); err != nil {
+	if _, err := c.CreateProject(t.Context(), &ambientv1.CreateProjectRequest{Name: "p1"}); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -375,7 +376,7 @@ func TestWatchSendsNoHeadersBeforeFirstEvent(t *testing.T) {
 		t.Fatal("no headers after the first event")
 	}
 	ev, err := recv(t, w, 5*time.Second)
-	if err != nil || ev.GetProject().GetName() != "p" {
+	if err != nil || ev.GetProject().GetName() != "p1" {
 		t.Fatalf("event %v, err %v", ev, err)
 	}
 }
@@ -564,7 +565,7 @@ func TestSendDelay(t *testing.T) {
 	const d = 100 * time.Millisecond
 	srv.SetSendDelay(d)
 	begin := time.Now()
-	if _, err := c.CreateProject(t.Context(), &ambientv1.CreateProjectRequest{Name: "p"}); err != nil {
+	if _, err := c.CreateProject(t.Context(), &ambientv1.CreateProjectRequest{Name: "p1"}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := recv(t, w, 5*time.Second); err != nil {

@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 
-	"google.golang.org/protobuf/proto"
-
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
 )
 
@@ -34,22 +32,35 @@ func (x *projectSettingsService) GetProjectSettings(_ context.Context, req *ambi
 	return x.r.get(req.GetId())
 }
 
+// CreateProjectSettings needs a project_id (InvalidArgument "project_id is
+// required"); the rest is create.
 func (x *projectSettingsService) CreateProjectSettings(_ context.Context, req *ambientv1.CreateProjectSettingsRequest) (*ambientv1.ProjectSettings, error) {
 	if req.GetProjectId() == "" {
-		return nil, errInvalid("project_id is required")
+		return nil, errRequired("project_id")
 	}
+	return x.create(req)
+}
+
+// create stores new settings under a fresh id. The project need not exist.
+func (x *projectSettingsService) create(req *ambientv1.CreateProjectSettingsRequest) (*ambientv1.ProjectSettings, error) {
 	obj := &ambientv1.ProjectSettings{}
-	if err := wireCopy(obj, req); err != nil {
-		return nil, fmt.Errorf("create project settings: %w", err)
+	if err := copyFields(obj, req, false); err != nil {
+		return nil, errInternal(fmt.Errorf("create project settings: %w", err))
 	}
 	return x.r.create(newID(), obj)
 }
 
 func (x *projectSettingsService) UpdateProjectSettings(_ context.Context, req *ambientv1.UpdateProjectSettingsRequest) (*ambientv1.ProjectSettings, error) {
-	patch := proto.CloneOf(req)
-	patch.Id = ""
+	return x.update(req)
+}
+
+// update sets the fields present in req (id selects the object).
+func (x *projectSettingsService) update(req *ambientv1.UpdateProjectSettingsRequest) (*ambientv1.ProjectSettings, error) {
 	return x.r.update(req.GetId(), func(obj *ambientv1.ProjectSettings) error {
-		return wireCopy(obj, patch)
+		if err := copyFields(obj, req, false, "id"); err != nil {
+			return errInternal(fmt.Errorf("update project settings: %w", err))
+		}
+		return nil
 	})
 }
 
@@ -59,7 +70,7 @@ func (x *projectSettingsService) DeleteProjectSettings(_ context.Context, req *a
 }
 
 func (x *projectSettingsService) ListProjectSettings(_ context.Context, req *ambientv1.ListProjectSettingsRequest) (*ambientv1.ListProjectSettingsResponse, error) {
-	items, meta := x.r.list(req.GetPage(), req.GetSize())
+	items, meta := x.r.list(req.GetPage(), req.GetSize(), nil)
 	return &ambientv1.ListProjectSettingsResponse{Items: items, Metadata: meta}, nil
 }
 

@@ -3,8 +3,7 @@ package memapi
 import (
 	"context"
 	"fmt"
-
-	"google.golang.org/protobuf/proto"
+	"regexp"
 
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
 )
@@ -34,23 +33,58 @@ func (x *projectService) GetProject(_ context.Context, req *ambientv1.GetProject
 	return x.r.get(req.GetId())
 }
 
-// CreateProject uses the name as id; a taken name gives AlreadyExists.
+// CreateProject needs a name (InvalidArgument "name is required"); the rest
+// is create.
 func (x *projectService) CreateProject(_ context.Context, req *ambientv1.CreateProjectRequest) (*ambientv1.Project, error) {
 	if req.GetName() == "" {
-		return nil, errInvalid("name is required")
+		return nil, errRequired("name")
+	}
+	return x.create(req)
+}
+
+// create validates the name (a DNS-1123 label of 2 to 63 characters, else
+// 400 id 8 / InvalidArgument) and stores the project under its name as id;
+// a taken name gives AlreadyExists (409 id 6).
+func (x *projectService) create(req *ambientv1.CreateProjectRequest) (*ambientv1.Project, error) {
+	if err := validateProjectName(req.GetName()); err != nil {
+		return nil, err
 	}
 	obj := &ambientv1.Project{}
-	if err := wireCopy(obj, req); err != nil {
-		return nil, fmt.Errorf("create project: %w", err)
+	if err := copyFields(obj, req, false); err != nil {
+		return nil, errInternal(fmt.Errorf("create project: %w", err))
 	}
 	return x.r.create(req.GetName(), obj)
 }
 
+// Project names of the real server: a DNS-1123 label that starts with a
+// letter, 2 to 63 characters. The DNS-1123 reason was measured; the length
+// rule and its reason are the upstream source's (ValidateProjectName in
+// ambient-api-server's projects plugin), not measured.
+const projectNameMaxLength = 63
+
+var projectNameRE = regexp.MustCompile(`^[a-z][a-z0-9-]*[a-z0-9]$`)
+
+func validateProjectName(name string) error {
+	if len(name) < 2 || len(name) > projectNameMaxLength {
+		return errValidation("project name must be between 2 and %d characters", projectNameMaxLength)
+	}
+	if !projectNameRE.MatchString(name) {
+		return errValidation("project name must match DNS-1123 label format: lowercase alphanumeric and hyphens, must start with a letter and end with an alphanumeric character")
+	}
+	return nil
+}
+
 func (x *projectService) UpdateProject(_ context.Context, req *ambientv1.UpdateProjectRequest) (*ambientv1.Project, error) {
-	patch := proto.CloneOf(req)
-	patch.Id = ""
+	return x.update(req)
+}
+
+// update sets the fields present in req (id selects the object).
+func (x *projectService) update(req *ambientv1.UpdateProjectRequest) (*ambientv1.Project, error) {
 	return x.r.update(req.GetId(), func(obj *ambientv1.Project) error {
-		return wireCopy(obj, patch)
+		if err := copyFields(obj, req, false, "id"); err != nil {
+			return errInternal(fmt.Errorf("update project: %w", err))
+		}
+		return nil
 	})
 }
 
@@ -60,7 +94,7 @@ func (x *projectService) DeleteProject(_ context.Context, req *ambientv1.DeleteP
 }
 
 func (x *projectService) ListProjects(_ context.Context, req *ambientv1.ListProjectsRequest) (*ambientv1.ListProjectsResponse, error) {
-	items, meta := x.r.list(req.GetPage(), req.GetSize())
+	items, meta := x.r.list(req.GetPage(), req.GetSize(), nil)
 	return &ambientv1.ListProjectsResponse{Items: items, Metadata: meta}, nil
 }
 

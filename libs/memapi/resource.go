@@ -2,26 +2,34 @@ package memapi
 
 import (
 	"crypto/rand"
-	"fmt"
 	"time"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/ambient-code/control-plane/libs/restapi"
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
 )
 
-// BasePath is the REST prefix of the real server.
-const BasePath = "/api/ambient/v1"
+// BasePath is the REST prefix of the real server (restapi.BasePath).
+const BasePath = restapi.BasePath
 
 // Page size limits of the real server.
 const (
 	MaxPageSize     = 500
 	DefaultPageSize = 20
 )
+
+// metadataName is the ObjectReference field of every resource message.
+const metadataName protoreflect.Name = "metadata"
+
+// newOf returns a new empty message of type T (T is a pointer type; the nil
+// value's reflection still knows its type).
+func newOf[T proto.Message]() T {
+	var zero T
+	return zero.ProtoReflect().New().Interface().(T)
+}
 
 // object is what every stored resource message offers.
 type object interface {
@@ -64,7 +72,7 @@ func (r *resource[T]) create(id string, obj T) (T, error) {
 	})
 	if !r.st.insert(id, obj, microView(obj)) {
 		var zero T
-		return zero, status.Errorf(codes.AlreadyExists, "%s %q already exists", r.kind, id)
+		return zero, errAlreadyExists(r.kind)
 	}
 	return proto.CloneOf(obj), nil
 }
@@ -93,35 +101,22 @@ func (r *resource[T]) get(id string) (T, error) {
 	obj, ok := r.st.getView(id)
 	if !ok {
 		var zero T
-		return zero, errNotFound(id)
+		return zero, errNotFound(r.kind, id)
 	}
 	return proto.CloneOf(obj), nil
 }
 
-// list returns one page (clamped) of shared, immutable views, the list meta,
-// and runs the list hook. Callers must not modify the items.
-func (r *resource[T]) list(page, size int32) ([]T, *ambientv1.ListMeta) {
+// list returns one page (clamped) of the objects match accepts (nil: all)
+// as shared, immutable views, the list meta, and runs the list hook.
+// Callers must not modify the items.
+func (r *resource[T]) list(page, size int32, match func(T) bool) ([]T, *ambientv1.ListMeta) {
 	page, size = clampPage(page, size)
-	items, total := r.st.page(page, size)
+	items, total := r.st.page(page, size, match)
 	r.s.runListHook(r.listMethod, page)
 	return items, &ambientv1.ListMeta{Page: page, Size: int32(len(items)), Total: int32(total)}
 }
 
 func (r *resource[T]) remove(id string) { r.st.remove(id) }
-
-// wireCopy merges the fields present in src into dst by field number. The
-// Create/Update requests mirror the object's field numbers (a wire fact of
-// the API), so this copies exactly the fields a client set.
-func wireCopy(dst, src proto.Message) error {
-	b, err := proto.Marshal(src)
-	if err != nil {
-		return fmt.Errorf("marshal %s: %w", src.ProtoReflect().Descriptor().FullName(), err)
-	}
-	if err := (proto.UnmarshalOptions{Merge: true}).Unmarshal(b, dst); err != nil {
-		return fmt.Errorf("unmarshal into %s: %w", dst.ProtoReflect().Descriptor().FullName(), err)
-	}
-	return nil
-}
 
 // microView returns a copy of m with every timestamp truncated to
 // microseconds, which is what the real server's database returns.

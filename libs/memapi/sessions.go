@@ -3,10 +3,10 @@ package memapi
 import (
 	"context"
 	"fmt"
-	"slices"
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/ambient-code/control-plane/libs/session"
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
 )
 
@@ -16,13 +16,6 @@ const (
 	DefaultLLMTemperature = 0.7
 	DefaultLLMMaxTokens   = 4000
 )
-
-// phases are the session phases UpdateSessionStatus accepts.
-var phases = [...]string{"Pending", "Creating", "Running", "Stopping", "Stopped", "Completed", "Failed"}
-
-// Phases returns the session phases UpdateSessionStatus accepts, in
-// lifecycle order (the last three are terminal).
-func Phases() []string { return slices.Clone(phases[:]) }
 
 type sessionService struct {
 	ambientv1.UnimplementedSessionServiceServer
@@ -51,13 +44,22 @@ func (x *sessionService) GetSession(_ context.Context, req *ambientv1.GetSession
 	return x.r.get(req.GetId())
 }
 
+// CreateSession needs a name (InvalidArgument "name is required", like the
+// real gRPC handler); the rest is createSession.
 func (x *sessionService) CreateSession(_ context.Context, req *ambientv1.CreateSessionRequest) (*ambientv1.Session, error) {
 	if req.GetName() == "" {
-		return nil, errInvalid("name is required")
+		return nil, errRequired("name")
 	}
+	return x.create(req)
+}
+
+// create stores a new session with the server-filled defaults: llm_model,
+// llm_temperature, llm_max_tokens when unset, and kube_cr_name = id. It
+// accepts any project_id (the real server does not check it).
+func (x *sessionService) create(req *ambientv1.CreateSessionRequest) (*ambientv1.Session, error) {
 	obj := &ambientv1.Session{}
-	if err := wireCopy(obj, req); err != nil {
-		return nil, fmt.Errorf("create session: %w", err)
+	if err := copyFields(obj, req, false); err != nil {
+		return nil, errInternal(fmt.Errorf("create session: %w", err))
 	}
 	id := newID()
 	if obj.LlmModel == nil {
@@ -74,10 +76,16 @@ func (x *sessionService) CreateSession(_ context.Context, req *ambientv1.CreateS
 }
 
 func (x *sessionService) UpdateSession(_ context.Context, req *ambientv1.UpdateSessionRequest) (*ambientv1.Session, error) {
-	patch := proto.CloneOf(req)
-	patch.Id = "" // field 1 is metadata in Session
+	return x.update(req)
+}
+
+// update sets the fields present in req (id selects the object).
+func (x *sessionService) update(req *ambientv1.UpdateSessionRequest) (*ambientv1.Session, error) {
 	return x.r.update(req.GetId(), func(obj *ambientv1.Session) error {
-		return wireCopy(obj, patch)
+		if err := copyFields(obj, req, false, "id"); err != nil {
+			return errInternal(fmt.Errorf("update session: %w", err))
+		}
+		return nil
 	})
 }
 
@@ -87,7 +95,7 @@ func (x *sessionService) DeleteSession(_ context.Context, req *ambientv1.DeleteS
 }
 
 func (x *sessionService) ListSessions(_ context.Context, req *ambientv1.ListSessionsRequest) (*ambientv1.ListSessionsResponse, error) {
-	items, meta := x.r.list(req.GetPage(), req.GetSize())
+	items, meta := x.r.list(req.GetPage(), req.GetSize(), nil)
 	return &ambientv1.ListSessionsResponse{Items: items, Metadata: meta}, nil
 }
 
@@ -98,13 +106,45 @@ func (x *sessionService) WatchSessions(_ *ambientv1.WatchSessionsRequest, stream
 }
 
 // UpdateSessionStatus validates the phase (InvalidArgument unless one of
-// Phases()) and sets only the fields present in req.
+// session.Phases()) and sets only the fields present in req.
 func (x *sessionService) UpdateSessionStatus(_ context.Context, req *ambientv1.UpdateSessionStatusRequest) (*ambientv1.Session, error) {
-	if req.Phase != nil && !slices.Contains(phases[:], req.GetPhase()) {
-		return nil, errInvalid("invalid phase %q: want one of %v", req.GetPhase(), phases)
+	if req.Phase != nil && !session.Phase(req.GetPhase()).Valid() {
+		return nil, errValidation("invalid phase %q: want one of %v", req.GetPhase(), session.Phases())
 	}
 	return x.r.update(req.GetId(), func(o *ambientv1.Session) error {
 		applyStatus(o, req)
+		return nil
+	})
+}
+
+// transition is one of the REST-only session actions (there is no Start or
+// Stop RPC): the phases it starts from and the phase it sets.
+type transition struct {
+	verb   string // "start" or "stop"
+	from   func(session.Phase) bool
+	must   string // the real server's wording of from
+	target session.Phase
+}
+
+// The real server's guards and 409 reasons (measured).
+var (
+	startTransition = transition{verb: "start", from: session.Phase.Startable,
+		must: "must be empty, Stopped, Failed, or Completed", target: session.PhasePending}
+	stopTransition = transition{verb: "stop", from: session.Phase.Stoppable,
+		must: "must be Running, Creating, or Pending", target: session.PhaseStopping}
+)
+
+// transition sets the target phase if the session's phase allows it, else
+// answers the real server's 409 (id 6), e.g. `cannot start session in phase
+// "Pending"; must be empty, Stopped, Failed, or Completed`. Check and write
+// are one step under the store lock, so two concurrent starts cannot both
+// pass the guard.
+func (x *sessionService) transition(id string, t transition) (*ambientv1.Session, error) {
+	return x.r.update(id, func(o *ambientv1.Session) error {
+		if !t.from(session.PhaseOf(o)) {
+			return errConflict(fmt.Sprintf("cannot %s session in phase %q; %s", t.verb, o.GetPhase(), t.must))
+		}
+		o.Phase = t.target.Ptr()
 		return nil
 	})
 }

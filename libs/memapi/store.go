@@ -34,6 +34,7 @@ type watcher struct {
 // for concurrent use. Deleting marks a tombstone; lists compact them first, so
 // deleting n objects costs O(n) overall instead of O(n^2).
 type store[T proto.Message] struct {
+	kind    string // e.g. "Session", for the not-found reason
 	dropped func() // counts an event lost to a full watcher buffer
 
 	mu       sync.Mutex
@@ -44,8 +45,9 @@ type store[T proto.Message] struct {
 	stopped  bool                  // guarded by mu; no new watchers after shutdown
 }
 
-func newStore[T proto.Message](dropped func()) *store[T] {
+func newStore[T proto.Message](kind string, dropped func()) *store[T] {
 	return &store[T]{
+		kind:     kind,
 		dropped:  dropped,
 		rows:     make(map[string]*row[T]),
 		watchers: make(map[*watcher]struct{}),
@@ -88,7 +90,7 @@ func (st *store[T]) update(id string, mutate func(old T) (T, T, error)) (T, erro
 	var zero T
 	r, ok := st.rows[id]
 	if !ok {
-		return zero, errNotFound(id)
+		return zero, errNotFound(st.kind, id)
 	}
 	obj, view, err := mutate(r.obj)
 	if err != nil {
@@ -114,13 +116,24 @@ func (st *store[T]) remove(id string) {
 	st.notifyLocked(change{typ: ambientv1.EventType_EVENT_TYPE_DELETED, id: id})
 }
 
-// page returns one page of views in creation order and the total count.
-// page and size must already be clamped.
-func (st *store[T]) page(page, size int32) ([]T, int) {
+// page returns one page of views in creation order and the total count,
+// both of the objects match accepts (nil accepts all). page and size must
+// already be clamped. match runs under the lock and must not call back into
+// the store.
+func (st *store[T]) page(page, size int32, match func(T) bool) ([]T, int) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	st.compactLocked()
-	total := len(st.order)
+	rows := st.order
+	if match != nil {
+		rows = make([]*row[T], 0, len(st.order))
+		for _, r := range st.order {
+			if match(r.view) {
+				rows = append(rows, r)
+			}
+		}
+	}
+	total := len(rows)
 	// int64 so that a huge page number cannot overflow.
 	off := int64(page-1) * int64(size)
 	if off >= int64(total) {
@@ -128,7 +141,7 @@ func (st *store[T]) page(page, size int32) ([]T, int) {
 	}
 	end := min(off+int64(size), int64(total))
 	items := make([]T, 0, end-off)
-	for _, r := range st.order[off:end] {
+	for _, r := range rows[off:end] {
 		items = append(items, r.view)
 	}
 	return items, total

@@ -11,7 +11,7 @@ acp.deployment renders one Deployment of a component. Arguments (dict):
   replicas  replica count; omitted when the stable track has an HPA
   override  canary image override (dict repository tag) or nil
   api       true when the service calls the ambient API (adds AMBIENT_API_TOKEN)
-  automountToken  true only for the kube-reconciler
+  automountToken  true for the kube-reconciler, and the agui-proxy in authz mode kube
   env, ports, volumes, volumeMounts  extra YAML list items (strings)
 */}}
 {{- define "acp.deployment" -}}
@@ -153,8 +153,9 @@ metadata:
   annotations:
     {{- toYaml . | nindent 4 }}
   {{- end }}
-# Pods mount no token unless they talk to Kubernetes (only the kube-reconciler does).
-automountServiceAccountToken: {{ eq .component "kube-reconciler" }}
+# Pods mount no token unless they talk to Kubernetes: the kube-reconciler,
+# and the agui-proxy with aguiProxy.authz.mode=kube (SubjectAccessReviews).
+automountServiceAccountToken: {{ or (eq .component "kube-reconciler") (and (eq .component "agui-proxy") (eq .context.Values.aguiProxy.authz.mode "kube")) }}
 {{- end -}}
 {{- end -}}
 

@@ -215,6 +215,93 @@ func (x *ListMeta) GetTotal() int32 {
 	return 0
 }
 
+// Error is the REST API's error object (kind "Error"). Over REST the code is
+// the string "ambient-api-server-<id>"; this message keeps the real proto's
+// int32 for wire compatibility.
+type Error struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Kind          string                 `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
+	Href          string                 `protobuf:"bytes,3,opt,name=href,proto3" json:"href,omitempty"`
+	Code          int32                  `protobuf:"varint,4,opt,name=code,proto3" json:"code,omitempty"`
+	Reason        string                 `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	OperationId   string                 `protobuf:"bytes,6,opt,name=operation_id,json=operationId,proto3" json:"operation_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Error) Reset() {
+	*x = Error{}
+	mi := &file_ambient_v1_common_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Error) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Error) ProtoMessage() {}
+
+func (x *Error) ProtoReflect() protoreflect.Message {
+	mi := &file_ambient_v1_common_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Error.ProtoReflect.Descriptor instead.
+func (*Error) Descriptor() ([]byte, []int) {
+	return file_ambient_v1_common_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Error) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Error) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *Error) GetHref() string {
+	if x != nil {
+		return x.Href
+	}
+	return ""
+}
+
+func (x *Error) GetCode() int32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *Error) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *Error) GetOperationId() string {
+	if x != nil {
+		return x.OperationId
+	}
+	return ""
+}
+
 var File_ambient_v1_common_proto protoreflect.FileDescriptor
 
 const file_ambient_v1_common_proto_rawDesc = "" +
@@ -232,7 +319,14 @@ const file_ambient_v1_common_proto_rawDesc = "" +
 	"\bListMeta\x12\x12\n" +
 	"\x04page\x18\x01 \x01(\x05R\x04page\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x05R\x04size\x12\x14\n" +
-	"\x05total\x18\x03 \x01(\x05R\x05total*o\n" +
+	"\x05total\x18\x03 \x01(\x05R\x05total\"\x8e\x01\n" +
+	"\x05Error\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x12\n" +
+	"\x04href\x18\x03 \x01(\tR\x04href\x12\x12\n" +
+	"\x04code\x18\x04 \x01(\x05R\x04code\x12\x16\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\x12!\n" +
+	"\foperation_id\x18\x06 \x01(\tR\voperationId*o\n" +
 	"\tEventType\x12\x1a\n" +
 	"\x16EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12EVENT_TYPE_CREATED\x10\x01\x12\x16\n" +
@@ -252,16 +346,17 @@ func file_ambient_v1_common_proto_rawDescGZIP() []byte {
 }
 
 var file_ambient_v1_common_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_ambient_v1_common_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
+var file_ambient_v1_common_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
 var file_ambient_v1_common_proto_goTypes = []any{
 	(EventType)(0),                // 0: ambient.v1.EventType
 	(*ObjectReference)(nil),       // 1: ambient.v1.ObjectReference
 	(*ListMeta)(nil),              // 2: ambient.v1.ListMeta
-	(*timestamppb.Timestamp)(nil), // 3: google.protobuf.Timestamp
+	(*Error)(nil),                 // 3: ambient.v1.Error
+	(*timestamppb.Timestamp)(nil), // 4: google.protobuf.Timestamp
 }
 var file_ambient_v1_common_proto_depIdxs = []int32{
-	3, // 0: ambient.v1.ObjectReference.created_at:type_name -> google.protobuf.Timestamp
-	3, // 1: ambient.v1.ObjectReference.updated_at:type_name -> google.protobuf.Timestamp
+	4, // 0: ambient.v1.ObjectReference.created_at:type_name -> google.protobuf.Timestamp
+	4, // 1: ambient.v1.ObjectReference.updated_at:type_name -> google.protobuf.Timestamp
 	2, // [2:2] is the sub-list for method output_type
 	2, // [2:2] is the sub-list for method input_type
 	2, // [2:2] is the sub-list for extension type_name
@@ -280,7 +375,7 @@ func file_ambient_v1_common_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ambient_v1_common_proto_rawDesc), len(file_ambient_v1_common_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   2,
+			NumMessages:   3,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -135,11 +135,13 @@ func (x *GetProjectSettingsRequest) GetId() string {
 	return ""
 }
 
+// CreateProjectSettingsRequest numbers its fields from 1 and skips 3 (the
+// real server's numbering; ProjectSettings skips 4).
 type CreateProjectSettingsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	ProjectId     string                 `protobuf:"bytes,2,opt,name=project_id,json=projectId,proto3" json:"project_id,omitempty"`
-	GroupAccess   *string                `protobuf:"bytes,3,opt,name=group_access,json=groupAccess,proto3,oneof" json:"group_access,omitempty"`
-	Repositories  *string                `protobuf:"bytes,5,opt,name=repositories,proto3,oneof" json:"repositories,omitempty"`
+	ProjectId     string                 `protobuf:"bytes,1,opt,name=project_id,json=projectId,proto3" json:"project_id,omitempty"`
+	GroupAccess   *string                `protobuf:"bytes,2,opt,name=group_access,json=groupAccess,proto3,oneof" json:"group_access,omitempty"`
+	Repositories  *string                `protobuf:"bytes,4,opt,name=repositories,proto3,oneof" json:"repositories,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -562,11 +564,11 @@ const file_ambient_v1_project_settings_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\xb6\x01\n" +
 	"\x1cCreateProjectSettingsRequest\x12\x1d\n" +
 	"\n" +
-	"project_id\x18\x02 \x01(\tR\tprojectId\x12&\n" +
-	"\fgroup_access\x18\x03 \x01(\tH\x00R\vgroupAccess\x88\x01\x01\x12'\n" +
-	"\frepositories\x18\x05 \x01(\tH\x01R\frepositories\x88\x01\x01B\x0f\n" +
+	"project_id\x18\x01 \x01(\tR\tprojectId\x12&\n" +
+	"\fgroup_access\x18\x02 \x01(\tH\x00R\vgroupAccess\x88\x01\x01\x12'\n" +
+	"\frepositories\x18\x04 \x01(\tH\x01R\frepositories\x88\x01\x01B\x0f\n" +
 	"\r_group_accessB\x0f\n" +
-	"\r_repositoriesJ\x04\b\x04\x10\x05\"\xda\x01\n" +
+	"\r_repositoriesJ\x04\b\x03\x10\x04\"\xda\x01\n" +
 	"\x1cUpdateProjectSettingsRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\"\n" +
 	"\n" +

@@ -160,14 +160,15 @@ func (x *GetProjectRequest) GetId() string {
 	return ""
 }
 
+// CreateProjectRequest numbers its fields from 1 (unlike Project, where
+// metadata is 1) and has no status: wire facts of the real server.
 type CreateProjectRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
-	DisplayName   *string                `protobuf:"bytes,3,opt,name=display_name,json=displayName,proto3,oneof" json:"display_name,omitempty"`
-	Description   *string                `protobuf:"bytes,4,opt,name=description,proto3,oneof" json:"description,omitempty"`
-	Labels        *string                `protobuf:"bytes,5,opt,name=labels,proto3,oneof" json:"labels,omitempty"`
-	Annotations   *string                `protobuf:"bytes,6,opt,name=annotations,proto3,oneof" json:"annotations,omitempty"`
-	Status        *string                `protobuf:"bytes,7,opt,name=status,proto3,oneof" json:"status,omitempty"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	DisplayName   *string                `protobuf:"bytes,2,opt,name=display_name,json=displayName,proto3,oneof" json:"display_name,omitempty"`
+	Description   *string                `protobuf:"bytes,3,opt,name=description,proto3,oneof" json:"description,omitempty"`
+	Labels        *string                `protobuf:"bytes,4,opt,name=labels,proto3,oneof" json:"labels,omitempty"`
+	Annotations   *string                `protobuf:"bytes,5,opt,name=annotations,proto3,oneof" json:"annotations,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -233,13 +234,6 @@ func (x *CreateProjectRequest) GetLabels() string {
 func (x *CreateProjectRequest) GetAnnotations() string {
 	if x != nil && x.Annotations != nil {
 		return *x.Annotations
-	}
-	return ""
-}
-
-func (x *CreateProjectRequest) GetStatus() string {
-	if x != nil && x.Status != nil {
-		return *x.Status
 	}
 	return ""
 }
@@ -637,19 +631,17 @@ const file_ambient_v1_projects_proto_rawDesc = "" +
 	"\f_annotationsB\t\n" +
 	"\a_status\"#\n" +
 	"\x11GetProjectRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"\xa1\x02\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"\xf9\x01\n" +
 	"\x14CreateProjectRequest\x12\x12\n" +
-	"\x04name\x18\x02 \x01(\tR\x04name\x12&\n" +
-	"\fdisplay_name\x18\x03 \x01(\tH\x00R\vdisplayName\x88\x01\x01\x12%\n" +
-	"\vdescription\x18\x04 \x01(\tH\x01R\vdescription\x88\x01\x01\x12\x1b\n" +
-	"\x06labels\x18\x05 \x01(\tH\x02R\x06labels\x88\x01\x01\x12%\n" +
-	"\vannotations\x18\x06 \x01(\tH\x03R\vannotations\x88\x01\x01\x12\x1b\n" +
-	"\x06status\x18\a \x01(\tH\x04R\x06status\x88\x01\x01B\x0f\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12&\n" +
+	"\fdisplay_name\x18\x02 \x01(\tH\x00R\vdisplayName\x88\x01\x01\x12%\n" +
+	"\vdescription\x18\x03 \x01(\tH\x01R\vdescription\x88\x01\x01\x12\x1b\n" +
+	"\x06labels\x18\x04 \x01(\tH\x02R\x06labels\x88\x01\x01\x12%\n" +
+	"\vannotations\x18\x05 \x01(\tH\x03R\vannotations\x88\x01\x01B\x0f\n" +
 	"\r_display_nameB\x0e\n" +
 	"\f_descriptionB\t\n" +
 	"\a_labelsB\x0e\n" +
-	"\f_annotationsB\t\n" +
-	"\a_status\"\xbf\x02\n" +
+	"\f_annotations\"\xbf\x02\n" +
 	"\x14UpdateProjectRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x17\n" +
 	"\x04name\x18\x02 \x01(\tH\x00R\x04name\x88\x01\x01\x12&\n" +

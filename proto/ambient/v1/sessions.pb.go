@@ -350,28 +350,29 @@ func (x *GetSessionRequest) GetId() string {
 	return ""
 }
 
-// CreateSessionRequest mirrors the writable fields of Session with the same
-// field numbers.
+// CreateSessionRequest numbers its fields from 1 (name = 1), not like
+// Session (metadata = 1, name = 2): a wire fact of the real server. A wrong
+// number is silent; the server reads name from another field.
 type CreateSessionRequest struct {
 	state                protoimpl.MessageState `protogen:"open.v1"`
-	Name                 string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
-	RepoUrl              *string                `protobuf:"bytes,3,opt,name=repo_url,json=repoUrl,proto3,oneof" json:"repo_url,omitempty"`
-	Prompt               *string                `protobuf:"bytes,4,opt,name=prompt,proto3,oneof" json:"prompt,omitempty"`
-	CreatedByUserId      *string                `protobuf:"bytes,5,opt,name=created_by_user_id,json=createdByUserId,proto3,oneof" json:"created_by_user_id,omitempty"`
-	AssignedUserId       *string                `protobuf:"bytes,6,opt,name=assigned_user_id,json=assignedUserId,proto3,oneof" json:"assigned_user_id,omitempty"`
-	WorkflowId           *string                `protobuf:"bytes,7,opt,name=workflow_id,json=workflowId,proto3,oneof" json:"workflow_id,omitempty"`
-	Repos                *string                `protobuf:"bytes,8,opt,name=repos,proto3,oneof" json:"repos,omitempty"`
-	Timeout              *int32                 `protobuf:"varint,10,opt,name=timeout,proto3,oneof" json:"timeout,omitempty"`
-	LlmModel             *string                `protobuf:"bytes,11,opt,name=llm_model,json=llmModel,proto3,oneof" json:"llm_model,omitempty"`
-	LlmTemperature       *float64               `protobuf:"fixed64,12,opt,name=llm_temperature,json=llmTemperature,proto3,oneof" json:"llm_temperature,omitempty"`
-	LlmMaxTokens         *int32                 `protobuf:"varint,13,opt,name=llm_max_tokens,json=llmMaxTokens,proto3,oneof" json:"llm_max_tokens,omitempty"`
-	ParentSessionId      *string                `protobuf:"bytes,14,opt,name=parent_session_id,json=parentSessionId,proto3,oneof" json:"parent_session_id,omitempty"`
-	BotAccountName       *string                `protobuf:"bytes,15,opt,name=bot_account_name,json=botAccountName,proto3,oneof" json:"bot_account_name,omitempty"`
-	ResourceOverrides    *string                `protobuf:"bytes,16,opt,name=resource_overrides,json=resourceOverrides,proto3,oneof" json:"resource_overrides,omitempty"`
-	EnvironmentVariables *string                `protobuf:"bytes,17,opt,name=environment_variables,json=environmentVariables,proto3,oneof" json:"environment_variables,omitempty"`
-	Labels               *string                `protobuf:"bytes,18,opt,name=labels,proto3,oneof" json:"labels,omitempty"`
-	Annotations          *string                `protobuf:"bytes,19,opt,name=annotations,proto3,oneof" json:"annotations,omitempty"`
-	ProjectId            *string                `protobuf:"bytes,20,opt,name=project_id,json=projectId,proto3,oneof" json:"project_id,omitempty"`
+	Name                 string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	RepoUrl              *string                `protobuf:"bytes,2,opt,name=repo_url,json=repoUrl,proto3,oneof" json:"repo_url,omitempty"`
+	Prompt               *string                `protobuf:"bytes,3,opt,name=prompt,proto3,oneof" json:"prompt,omitempty"`
+	CreatedByUserId      *string                `protobuf:"bytes,4,opt,name=created_by_user_id,json=createdByUserId,proto3,oneof" json:"created_by_user_id,omitempty"`
+	AssignedUserId       *string                `protobuf:"bytes,5,opt,name=assigned_user_id,json=assignedUserId,proto3,oneof" json:"assigned_user_id,omitempty"`
+	WorkflowId           *string                `protobuf:"bytes,6,opt,name=workflow_id,json=workflowId,proto3,oneof" json:"workflow_id,omitempty"`
+	Repos                *string                `protobuf:"bytes,7,opt,name=repos,proto3,oneof" json:"repos,omitempty"`
+	Timeout              *int32                 `protobuf:"varint,9,opt,name=timeout,proto3,oneof" json:"timeout,omitempty"`
+	LlmModel             *string                `protobuf:"bytes,10,opt,name=llm_model,json=llmModel,proto3,oneof" json:"llm_model,omitempty"`
+	LlmTemperature       *float64               `protobuf:"fixed64,11,opt,name=llm_temperature,json=llmTemperature,proto3,oneof" json:"llm_temperature,omitempty"`
+	LlmMaxTokens         *int32                 `protobuf:"varint,12,opt,name=llm_max_tokens,json=llmMaxTokens,proto3,oneof" json:"llm_max_tokens,omitempty"`
+	ParentSessionId      *string                `protobuf:"bytes,13,opt,name=parent_session_id,json=parentSessionId,proto3,oneof" json:"parent_session_id,omitempty"`
+	BotAccountName       *string                `protobuf:"bytes,14,opt,name=bot_account_name,json=botAccountName,proto3,oneof" json:"bot_account_name,omitempty"`
+	ResourceOverrides    *string                `protobuf:"bytes,15,opt,name=resource_overrides,json=resourceOverrides,proto3,oneof" json:"resource_overrides,omitempty"`
+	EnvironmentVariables *string                `protobuf:"bytes,16,opt,name=environment_variables,json=environmentVariables,proto3,oneof" json:"environment_variables,omitempty"`
+	Labels               *string                `protobuf:"bytes,17,opt,name=labels,proto3,oneof" json:"labels,omitempty"`
+	Annotations          *string                `protobuf:"bytes,18,opt,name=annotations,proto3,oneof" json:"annotations,omitempty"`
+	ProjectId            *string                `protobuf:"bytes,19,opt,name=project_id,json=projectId,proto3,oneof" json:"project_id,omitempty"`
 	unknownFields        protoimpl.UnknownFields
 	sizeCache            protoimpl.SizeCache
 }
@@ -532,28 +533,29 @@ func (x *CreateSessionRequest) GetProjectId() string {
 	return ""
 }
 
-// UpdateSessionRequest changes the fields that are set; id selects the session.
+// UpdateSessionRequest changes the fields that are set; id selects the
+// session. It has no created_by_user_id: 5 is assigned_user_id on the real
+// server.
 type UpdateSessionRequest struct {
 	state                protoimpl.MessageState `protogen:"open.v1"`
 	Id                   string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	Name                 *string                `protobuf:"bytes,2,opt,name=name,proto3,oneof" json:"name,omitempty"`
 	RepoUrl              *string                `protobuf:"bytes,3,opt,name=repo_url,json=repoUrl,proto3,oneof" json:"repo_url,omitempty"`
 	Prompt               *string                `protobuf:"bytes,4,opt,name=prompt,proto3,oneof" json:"prompt,omitempty"`
-	CreatedByUserId      *string                `protobuf:"bytes,5,opt,name=created_by_user_id,json=createdByUserId,proto3,oneof" json:"created_by_user_id,omitempty"`
-	AssignedUserId       *string                `protobuf:"bytes,6,opt,name=assigned_user_id,json=assignedUserId,proto3,oneof" json:"assigned_user_id,omitempty"`
-	WorkflowId           *string                `protobuf:"bytes,7,opt,name=workflow_id,json=workflowId,proto3,oneof" json:"workflow_id,omitempty"`
-	Repos                *string                `protobuf:"bytes,8,opt,name=repos,proto3,oneof" json:"repos,omitempty"`
-	Timeout              *int32                 `protobuf:"varint,10,opt,name=timeout,proto3,oneof" json:"timeout,omitempty"`
-	LlmModel             *string                `protobuf:"bytes,11,opt,name=llm_model,json=llmModel,proto3,oneof" json:"llm_model,omitempty"`
-	LlmTemperature       *float64               `protobuf:"fixed64,12,opt,name=llm_temperature,json=llmTemperature,proto3,oneof" json:"llm_temperature,omitempty"`
-	LlmMaxTokens         *int32                 `protobuf:"varint,13,opt,name=llm_max_tokens,json=llmMaxTokens,proto3,oneof" json:"llm_max_tokens,omitempty"`
-	ParentSessionId      *string                `protobuf:"bytes,14,opt,name=parent_session_id,json=parentSessionId,proto3,oneof" json:"parent_session_id,omitempty"`
-	BotAccountName       *string                `protobuf:"bytes,15,opt,name=bot_account_name,json=botAccountName,proto3,oneof" json:"bot_account_name,omitempty"`
-	ResourceOverrides    *string                `protobuf:"bytes,16,opt,name=resource_overrides,json=resourceOverrides,proto3,oneof" json:"resource_overrides,omitempty"`
-	EnvironmentVariables *string                `protobuf:"bytes,17,opt,name=environment_variables,json=environmentVariables,proto3,oneof" json:"environment_variables,omitempty"`
-	Labels               *string                `protobuf:"bytes,18,opt,name=labels,proto3,oneof" json:"labels,omitempty"`
-	Annotations          *string                `protobuf:"bytes,19,opt,name=annotations,proto3,oneof" json:"annotations,omitempty"`
-	ProjectId            *string                `protobuf:"bytes,20,opt,name=project_id,json=projectId,proto3,oneof" json:"project_id,omitempty"`
+	AssignedUserId       *string                `protobuf:"bytes,5,opt,name=assigned_user_id,json=assignedUserId,proto3,oneof" json:"assigned_user_id,omitempty"`
+	WorkflowId           *string                `protobuf:"bytes,6,opt,name=workflow_id,json=workflowId,proto3,oneof" json:"workflow_id,omitempty"`
+	Repos                *string                `protobuf:"bytes,7,opt,name=repos,proto3,oneof" json:"repos,omitempty"`
+	Timeout              *int32                 `protobuf:"varint,9,opt,name=timeout,proto3,oneof" json:"timeout,omitempty"`
+	LlmModel             *string                `protobuf:"bytes,10,opt,name=llm_model,json=llmModel,proto3,oneof" json:"llm_model,omitempty"`
+	LlmTemperature       *float64               `protobuf:"fixed64,11,opt,name=llm_temperature,json=llmTemperature,proto3,oneof" json:"llm_temperature,omitempty"`
+	LlmMaxTokens         *int32                 `protobuf:"varint,12,opt,name=llm_max_tokens,json=llmMaxTokens,proto3,oneof" json:"llm_max_tokens,omitempty"`
+	ParentSessionId      *string                `protobuf:"bytes,13,opt,name=parent_session_id,json=parentSessionId,proto3,oneof" json:"parent_session_id,omitempty"`
+	BotAccountName       *string                `protobuf:"bytes,14,opt,name=bot_account_name,json=botAccountName,proto3,oneof" json:"bot_account_name,omitempty"`
+	ResourceOverrides    *string                `protobuf:"bytes,15,opt,name=resource_overrides,json=resourceOverrides,proto3,oneof" json:"resource_overrides,omitempty"`
+	EnvironmentVariables *string                `protobuf:"bytes,16,opt,name=environment_variables,json=environmentVariables,proto3,oneof" json:"environment_variables,omitempty"`
+	Labels               *string                `protobuf:"bytes,17,opt,name=labels,proto3,oneof" json:"labels,omitempty"`
+	Annotations          *string                `protobuf:"bytes,18,opt,name=annotations,proto3,oneof" json:"annotations,omitempty"`
+	ProjectId            *string                `protobuf:"bytes,19,opt,name=project_id,json=projectId,proto3,oneof" json:"project_id,omitempty"`
 	unknownFields        protoimpl.UnknownFields
 	sizeCache            protoimpl.SizeCache
 }
@@ -612,13 +614,6 @@ func (x *UpdateSessionRequest) GetRepoUrl() string {
 func (x *UpdateSessionRequest) GetPrompt() string {
 	if x != nil && x.Prompt != nil {
 		return *x.Prompt
-	}
-	return ""
-}
-
-func (x *UpdateSessionRequest) GetCreatedByUserId() string {
-	if x != nil && x.CreatedByUserId != nil {
-		return *x.CreatedByUserId
 	}
 	return ""
 }
@@ -1206,28 +1201,28 @@ const file_ambient_v1_sessions_proto_rawDesc = "" +
 	"\x11GetSessionRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\x84\b\n" +
 	"\x14CreateSessionRequest\x12\x12\n" +
-	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1e\n" +
-	"\brepo_url\x18\x03 \x01(\tH\x00R\arepoUrl\x88\x01\x01\x12\x1b\n" +
-	"\x06prompt\x18\x04 \x01(\tH\x01R\x06prompt\x88\x01\x01\x120\n" +
-	"\x12created_by_user_id\x18\x05 \x01(\tH\x02R\x0fcreatedByUserId\x88\x01\x01\x12-\n" +
-	"\x10assigned_user_id\x18\x06 \x01(\tH\x03R\x0eassignedUserId\x88\x01\x01\x12$\n" +
-	"\vworkflow_id\x18\a \x01(\tH\x04R\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1e\n" +
+	"\brepo_url\x18\x02 \x01(\tH\x00R\arepoUrl\x88\x01\x01\x12\x1b\n" +
+	"\x06prompt\x18\x03 \x01(\tH\x01R\x06prompt\x88\x01\x01\x120\n" +
+	"\x12created_by_user_id\x18\x04 \x01(\tH\x02R\x0fcreatedByUserId\x88\x01\x01\x12-\n" +
+	"\x10assigned_user_id\x18\x05 \x01(\tH\x03R\x0eassignedUserId\x88\x01\x01\x12$\n" +
+	"\vworkflow_id\x18\x06 \x01(\tH\x04R\n" +
 	"workflowId\x88\x01\x01\x12\x19\n" +
-	"\x05repos\x18\b \x01(\tH\x05R\x05repos\x88\x01\x01\x12\x1d\n" +
-	"\atimeout\x18\n" +
-	" \x01(\x05H\x06R\atimeout\x88\x01\x01\x12 \n" +
-	"\tllm_model\x18\v \x01(\tH\aR\bllmModel\x88\x01\x01\x12,\n" +
-	"\x0fllm_temperature\x18\f \x01(\x01H\bR\x0ellmTemperature\x88\x01\x01\x12)\n" +
-	"\x0ellm_max_tokens\x18\r \x01(\x05H\tR\fllmMaxTokens\x88\x01\x01\x12/\n" +
-	"\x11parent_session_id\x18\x0e \x01(\tH\n" +
+	"\x05repos\x18\a \x01(\tH\x05R\x05repos\x88\x01\x01\x12\x1d\n" +
+	"\atimeout\x18\t \x01(\x05H\x06R\atimeout\x88\x01\x01\x12 \n" +
+	"\tllm_model\x18\n" +
+	" \x01(\tH\aR\bllmModel\x88\x01\x01\x12,\n" +
+	"\x0fllm_temperature\x18\v \x01(\x01H\bR\x0ellmTemperature\x88\x01\x01\x12)\n" +
+	"\x0ellm_max_tokens\x18\f \x01(\x05H\tR\fllmMaxTokens\x88\x01\x01\x12/\n" +
+	"\x11parent_session_id\x18\r \x01(\tH\n" +
 	"R\x0fparentSessionId\x88\x01\x01\x12-\n" +
-	"\x10bot_account_name\x18\x0f \x01(\tH\vR\x0ebotAccountName\x88\x01\x01\x122\n" +
-	"\x12resource_overrides\x18\x10 \x01(\tH\fR\x11resourceOverrides\x88\x01\x01\x128\n" +
-	"\x15environment_variables\x18\x11 \x01(\tH\rR\x14environmentVariables\x88\x01\x01\x12\x1b\n" +
-	"\x06labels\x18\x12 \x01(\tH\x0eR\x06labels\x88\x01\x01\x12%\n" +
-	"\vannotations\x18\x13 \x01(\tH\x0fR\vannotations\x88\x01\x01\x12\"\n" +
+	"\x10bot_account_name\x18\x0e \x01(\tH\vR\x0ebotAccountName\x88\x01\x01\x122\n" +
+	"\x12resource_overrides\x18\x0f \x01(\tH\fR\x11resourceOverrides\x88\x01\x01\x128\n" +
+	"\x15environment_variables\x18\x10 \x01(\tH\rR\x14environmentVariables\x88\x01\x01\x12\x1b\n" +
+	"\x06labels\x18\x11 \x01(\tH\x0eR\x06labels\x88\x01\x01\x12%\n" +
+	"\vannotations\x18\x12 \x01(\tH\x0fR\vannotations\x88\x01\x01\x12\"\n" +
 	"\n" +
-	"project_id\x18\x14 \x01(\tH\x10R\tprojectId\x88\x01\x01B\v\n" +
+	"project_id\x18\x13 \x01(\tH\x10R\tprojectId\x88\x01\x01B\v\n" +
 	"\t_repo_urlB\t\n" +
 	"\a_promptB\x15\n" +
 	"\x13_created_by_user_idB\x13\n" +
@@ -1246,36 +1241,33 @@ const file_ambient_v1_sessions_proto_rawDesc = "" +
 	"\x16_environment_variablesB\t\n" +
 	"\a_labelsB\x0e\n" +
 	"\f_annotationsB\r\n" +
-	"\v_project_idJ\x04\b\t\x10\n" +
-	"\"\xa2\b\n" +
+	"\v_project_idJ\x04\b\b\x10\t\"\xd9\a\n" +
 	"\x14UpdateSessionRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x17\n" +
 	"\x04name\x18\x02 \x01(\tH\x00R\x04name\x88\x01\x01\x12\x1e\n" +
 	"\brepo_url\x18\x03 \x01(\tH\x01R\arepoUrl\x88\x01\x01\x12\x1b\n" +
-	"\x06prompt\x18\x04 \x01(\tH\x02R\x06prompt\x88\x01\x01\x120\n" +
-	"\x12created_by_user_id\x18\x05 \x01(\tH\x03R\x0fcreatedByUserId\x88\x01\x01\x12-\n" +
-	"\x10assigned_user_id\x18\x06 \x01(\tH\x04R\x0eassignedUserId\x88\x01\x01\x12$\n" +
-	"\vworkflow_id\x18\a \x01(\tH\x05R\n" +
+	"\x06prompt\x18\x04 \x01(\tH\x02R\x06prompt\x88\x01\x01\x12-\n" +
+	"\x10assigned_user_id\x18\x05 \x01(\tH\x03R\x0eassignedUserId\x88\x01\x01\x12$\n" +
+	"\vworkflow_id\x18\x06 \x01(\tH\x04R\n" +
 	"workflowId\x88\x01\x01\x12\x19\n" +
-	"\x05repos\x18\b \x01(\tH\x06R\x05repos\x88\x01\x01\x12\x1d\n" +
-	"\atimeout\x18\n" +
-	" \x01(\x05H\aR\atimeout\x88\x01\x01\x12 \n" +
-	"\tllm_model\x18\v \x01(\tH\bR\bllmModel\x88\x01\x01\x12,\n" +
-	"\x0fllm_temperature\x18\f \x01(\x01H\tR\x0ellmTemperature\x88\x01\x01\x12)\n" +
-	"\x0ellm_max_tokens\x18\r \x01(\x05H\n" +
-	"R\fllmMaxTokens\x88\x01\x01\x12/\n" +
-	"\x11parent_session_id\x18\x0e \x01(\tH\vR\x0fparentSessionId\x88\x01\x01\x12-\n" +
-	"\x10bot_account_name\x18\x0f \x01(\tH\fR\x0ebotAccountName\x88\x01\x01\x122\n" +
-	"\x12resource_overrides\x18\x10 \x01(\tH\rR\x11resourceOverrides\x88\x01\x01\x128\n" +
-	"\x15environment_variables\x18\x11 \x01(\tH\x0eR\x14environmentVariables\x88\x01\x01\x12\x1b\n" +
-	"\x06labels\x18\x12 \x01(\tH\x0fR\x06labels\x88\x01\x01\x12%\n" +
-	"\vannotations\x18\x13 \x01(\tH\x10R\vannotations\x88\x01\x01\x12\"\n" +
+	"\x05repos\x18\a \x01(\tH\x05R\x05repos\x88\x01\x01\x12\x1d\n" +
+	"\atimeout\x18\t \x01(\x05H\x06R\atimeout\x88\x01\x01\x12 \n" +
+	"\tllm_model\x18\n" +
+	" \x01(\tH\aR\bllmModel\x88\x01\x01\x12,\n" +
+	"\x0fllm_temperature\x18\v \x01(\x01H\bR\x0ellmTemperature\x88\x01\x01\x12)\n" +
+	"\x0ellm_max_tokens\x18\f \x01(\x05H\tR\fllmMaxTokens\x88\x01\x01\x12/\n" +
+	"\x11parent_session_id\x18\r \x01(\tH\n" +
+	"R\x0fparentSessionId\x88\x01\x01\x12-\n" +
+	"\x10bot_account_name\x18\x0e \x01(\tH\vR\x0ebotAccountName\x88\x01\x01\x122\n" +
+	"\x12resource_overrides\x18\x0f \x01(\tH\fR\x11resourceOverrides\x88\x01\x01\x128\n" +
+	"\x15environment_variables\x18\x10 \x01(\tH\rR\x14environmentVariables\x88\x01\x01\x12\x1b\n" +
+	"\x06labels\x18\x11 \x01(\tH\x0eR\x06labels\x88\x01\x01\x12%\n" +
+	"\vannotations\x18\x12 \x01(\tH\x0fR\vannotations\x88\x01\x01\x12\"\n" +
 	"\n" +
-	"project_id\x18\x14 \x01(\tH\x11R\tprojectId\x88\x01\x01B\a\n" +
+	"project_id\x18\x13 \x01(\tH\x10R\tprojectId\x88\x01\x01B\a\n" +
 	"\x05_nameB\v\n" +
 	"\t_repo_urlB\t\n" +
-	"\a_promptB\x15\n" +
-	"\x13_created_by_user_idB\x13\n" +
+	"\a_promptB\x13\n" +
 	"\x11_assigned_user_idB\x0e\n" +
 	"\f_workflow_idB\b\n" +
 	"\x06_reposB\n" +
@@ -1291,8 +1283,7 @@ const file_ambient_v1_sessions_proto_rawDesc = "" +
 	"\x16_environment_variablesB\t\n" +
 	"\a_labelsB\x0e\n" +
 	"\f_annotationsB\r\n" +
-	"\v_project_idJ\x04\b\t\x10\n" +
-	"\"&\n" +
+	"\v_project_idJ\x04\b\b\x10\t\"&\n" +
 	"\x14DeleteSessionRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\x17\n" +
 	"\x15DeleteSessionResponse\"=\n" +

@@ -189,6 +189,7 @@ func (s *stack) ambientctl(args ...string) (string, error) {
 	defer cancel()
 	full := append([]string{
 		"--api", fmt.Sprintf("127.0.0.1:%d", s.grpcPort), "--token", token,
+		"--rest", fmt.Sprintf("http://127.0.0.1:%d", s.restPort),
 		"--proxy", fmt.Sprintf("http://127.0.0.1:%d", s.proxyPort),
 		"--nats", fmt.Sprintf("nats://127.0.0.1:%d", s.natsPort),
 		"--tally-url", fmt.Sprintf("http://127.0.0.1:%d", s.base+4),

@@ -17,10 +17,11 @@ import (
 	"time"
 
 	"github.com/ambient-code/control-plane/libs/bus"
+	"github.com/ambient-code/control-plane/libs/group"
+	"github.com/ambient-code/control-plane/libs/service"
+	"github.com/ambient-code/control-plane/libs/tally"
 	"github.com/ambient-code/control-plane/libs/testenv"
 	"github.com/ambient-code/control-plane/services/event-tally/internal/app"
-	"github.com/ambient-code/control-plane/services/event-tally/internal/config"
-	"github.com/ambient-code/control-plane/services/event-tally/tally"
 )
 
 // envTestLog, when set, prints every member's whole log at the end.
@@ -56,12 +57,12 @@ func startMember(t *testing.T, natsURL, name, memberPartitions string) *member {
 	// endpoint) leaks into the member.
 	cmd.Env = []string{
 		bus.EnvNATSURL + "=" + natsURL,
-		config.EnvGroup + "=" + groupName,
-		config.EnvMemberID + "=" + name,
-		config.EnvPartitions + "=" + strconv.Itoa(partitions),
-		config.EnvMemberPartitions + "=" + memberPartitions,
-		config.EnvMetricsAddr + "=" + addr,
-		config.EnvLogLevel + "=debug",
+		group.EnvGroup + "=" + groupName,
+		group.EnvMemberID + "=" + name,
+		group.EnvPartitions + "=" + strconv.Itoa(partitions),
+		group.EnvMemberPartitions + "=" + memberPartitions,
+		service.EnvMetricsAddr + "=" + addr,
+		service.EnvLogLevel + "=debug",
 	}
 	out := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out

@@ -4,12 +4,9 @@ package main
 
 import (
 	"context"
-	"fmt"
-	"os"
-	"os/signal"
-	"syscall"
+	"log/slog"
 
-	"github.com/ambient-code/control-plane/libs/telemetry"
+	"github.com/ambient-code/control-plane/libs/service"
 
 	"github.com/ambient-code/control-plane/services/agui-proxy/internal/app"
 	"github.com/ambient-code/control-plane/services/agui-proxy/internal/config"
@@ -19,26 +16,12 @@ import (
 var version = "dev"
 
 func main() {
-	if err := run(); err != nil {
-		fmt.Fprintln(os.Stderr, "agui-proxy:", err)
-		os.Exit(1)
-	}
-}
-
-func run() error {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	cfg, err := config.FromEnv(nil)
-	if err != nil {
-		return err
-	}
-	log, err := telemetry.NewLogger(cfg.LogLevel, os.Stderr)
-	if err != nil {
-		return err
-	}
-	a, err := app.New(cfg, version, log)
-	if err != nil {
-		return err
-	}
-	return a.Run(ctx)
+	load := func() (config.Config, error) { return config.FromEnv(nil) }
+	service.Main(app.ServiceName, load, func(ctx context.Context, cfg config.Config, log *slog.Logger) error {
+		a, err := app.New(cfg, version, log)
+		if err != nil {
+			return err
+		}
+		return a.Run(ctx)
+	})
 }

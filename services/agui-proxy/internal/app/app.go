@@ -1,5 +1,6 @@
-// Package app wires agui-proxy: telemetry, NATS, the routing table watch,
-// the proxy's HTTP server and the metrics/health server.
+// Package app declares agui-proxy's parts on the service runtime: the
+// routing table kept in sync with the runners bucket, the proxy and its HTTP
+// server, and the token file reloader.
 package app
 
 import (
@@ -9,19 +10,23 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync/atomic"
 	"time"
 
-	"github.com/nats-io/nats.go"
+	"github.com/cenkalti/backoff/v5"
 	"github.com/nats-io/nats.go/jetstream"
-	"golang.org/x/sync/errgroup"
+	"go.opentelemetry.io/otel/metric"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
 
-	"github.com/ambient-code/control-plane/libs/bus"
 	"github.com/ambient-code/control-plane/libs/health"
 	"github.com/ambient-code/control-plane/libs/logkey"
 	"github.com/ambient-code/control-plane/libs/registry"
-	"github.com/ambient-code/control-plane/libs/telemetry"
+	"github.com/ambient-code/control-plane/libs/service"
 
 	"github.com/ambient-code/control-plane/services/agui-proxy/internal/auth"
+	"github.com/ambient-code/control-plane/services/agui-proxy/internal/authz"
 	"github.com/ambient-code/control-plane/services/agui-proxy/internal/config"
 	"github.com/ambient-code/control-plane/services/agui-proxy/internal/proxy"
 )
@@ -33,6 +38,10 @@ const ServiceName = "agui-proxy"
 // it does not exist yet (runner-manager creates it).
 const bucketRetry = time.Second
 
+// streamDrain bounds the wait for open streams to end once the shutdown
+// grace is over and their contexts are cancelled.
+const streamDrain = 2 * time.Second
+
 // App is a configured proxy with its listeners bound. Run it once.
 type App struct {
 	cfg       config.Config
@@ -41,14 +50,26 @@ type App struct {
 	ln        net.Listener
 	metricsLn net.Listener
 	table     *registry.Table
-	nc        chan *nats.Conn // buffered 1: the connection once made, for readiness
+	kube      *rest.Config                     // from WithKubeConfig; nil: KUBECONFIG or in-cluster
+	rt        atomic.Pointer[service.Runtime]  // set once Run has declared the parts
+	authz     atomic.Pointer[authz.Authorizer] // set once Run built it (modes api, kube)
 }
+
+// Option configures an App.
+type Option func(*App)
+
+// WithKubeConfig makes AGUI_AUTHZ=kube use cfg instead of KUBECONFIG or
+// the in-cluster configuration (tests).
+func WithKubeConfig(cfg *rest.Config) Option { return func(a *App) { a.kube = cfg } }
 
 // New validates the wiring and binds the listeners (so ":0" addresses are
 // resolved and a busy port fails here). It starts nothing.
-func New(cfg config.Config, version string, log *slog.Logger) (*App, error) {
+func New(cfg config.Config, version string, log *slog.Logger, opts ...Option) (*App, error) {
 	if cfg.Auth == auth.ModeNone && !config.IsLoopback(cfg.ListenAddr) && !cfg.AuthAllowInsecure {
 		return nil, fmt.Errorf("refusing to serve without authentication on %s: set %s", cfg.ListenAddr, config.EnvAuth)
+	}
+	if cfg.Authz == authz.ModeNone && !config.IsLoopback(cfg.ListenAddr) && !cfg.AuthzAllowInsecure {
+		return nil, fmt.Errorf("refusing to serve without authorization on %s: set %s", cfg.ListenAddr, config.EnvAuthz)
 	}
 	ln, err := net.Listen("tcp", cfg.ListenAddr)
 	if err != nil {
@@ -60,8 +81,17 @@ func New(cfg config.Config, version string, log *slog.Logger) (*App, error) {
 		_ = ln.Close()
 		return nil, fmt.Errorf("listen %s: %w", cfg.MetricsAddr, err)
 	}
-	return &App{cfg: cfg, version: version, log: log, ln: ln, metricsLn: mln,
-		table: registry.NewTable(), nc: make(chan *nats.Conn, 1)}, nil
+	a := &App{cfg: cfg, version: version, log: log, ln: ln, metricsLn: mln}
+	for _, o := range opts {
+		o(a)
+	}
+	// A session whose routing record goes away is decided afresh next time.
+	a.table = registry.NewTable(registry.WithOnRemove(func(id string) {
+		if z := a.authz.Load(); z != nil {
+			z.Forget(id)
+		}
+	}))
+	return a, nil
 }
 
 // Addr is the proxy's bound address.
@@ -72,13 +102,14 @@ func (a *App) MetricsAddr() string { return a.metricsLn.Addr().String() }
 
 // Run serves until ctx ends, then shuts down gracefully: new connections
 // stop, open streams get ShutdownTimeout to finish and are then ended
-// cleanly, NATS is drained and telemetry flushed.
-func (a *App) Run(ctx context.Context) (err error) {
+// cleanly, NATS is drained and telemetry flushed. It serves before NATS is
+// reachable: the proxy routes from the table it has (none at first: 503).
+func (a *App) Run(ctx context.Context) error {
 	cfg, log := a.cfg, a.log
 	defer func() {
-		// Listeners may already be closed by the servers; errors are moot.
+		// The servers close the listeners; this covers a Run that failed
+		// before serving, and a second close's error is moot.
 		_ = a.ln.Close()
-		_ = a.metricsLn.Close()
 	}()
 	if cfg.CORSAllowsAny() {
 		log.Warn("cors allows any origin", slog.String(logkey.Name, config.EnvCORSOrigins))
@@ -86,58 +117,45 @@ func (a *App) Run(ctx context.Context) (err error) {
 	if cfg.Auth == auth.ModeNone && !config.IsLoopback(cfg.ListenAddr) {
 		log.Warn("authentication disabled on a non-loopback address", slog.String(logkey.Addr, cfg.ListenAddr))
 	}
-	prov, shutdownTel, err := telemetry.Setup(ctx, telemetry.Options{
-		ServiceName: ServiceName, Version: a.version, OTLPEndpoint: cfg.OTLPEndpoint, Logger: log})
-	if err != nil {
-		return fmt.Errorf("telemetry: %w", err)
+	if cfg.Authz == authz.ModeNone && !config.IsLoopback(cfg.ListenAddr) {
+		log.Warn("authorization disabled on a non-loopback address: every caller reaches every session", slog.String(logkey.Addr, cfg.ListenAddr))
 	}
-	defer func() {
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		err = errors.Join(err, shutdownTel(sctx))
-	}()
-
-	g, gctx := errgroup.WithContext(ctx)
-	verifier, err := newVerifier(gctx, cfg, log)
-	if err != nil {
-		return err
-	}
-	p, err := proxy.New(proxy.Config{
-		MaxBodyBytes:          cfg.MaxBodyBytes,
-		SSEKeepAlive:          cfg.SSEKeepAlive,
-		UpstreamTimeout:       cfg.UpstreamTimeout,
-		UpstreamHeaderTimeout: cfg.UpstreamHeaderTimeout,
-		DialTimeout:           cfg.UpstreamDialTimeout,
-		Synced:                a.table.Ready,
-		MeterProvider:         prov.MeterProvider,
-		TracerProvider:        prov.TracerProvider,
-	}, a.table, log)
-	if err != nil {
-		return err
-	}
-	if tf, ok := verifier.(*auth.TokenFile); ok && cfg.TokensReload > 0 {
-		g.Go(func() error { return tf.Run(gctx, cfg.TokensReload) })
-	}
-	g.Go(func() error { return a.runTable(gctx) })
-	g.Go(func() error { return p.Run(gctx) })
-	g.Go(func() error {
-		return serve(gctx, a.ln, a.server(newRouter(p, verifier, cfg.CORSOrigins, log)), cfg.ShutdownTimeout, log)
+	sopts := service.Options{Name: ServiceName, Version: a.version, Config: cfg.Config, Logger: log, ConnectInBackground: true, Listener: a.metricsLn}
+	return service.Run(ctx, sopts, func(ctx context.Context, rt *service.Runtime) error {
+		verifier, err := newVerifier(ctx, cfg, log)
+		if err != nil {
+			return err
+		}
+		tel := rt.Telemetry()
+		pcfg := proxy.Config{
+			MaxBodyBytes: cfg.MaxBodyBytes, SSEKeepAlive: cfg.SSEKeepAlive, UpstreamTimeout: cfg.UpstreamTimeout,
+			UpstreamHeaderTimeout: cfg.UpstreamHeaderTimeout, DialTimeout: cfg.UpstreamDialTimeout,
+			AllowedNetworks: cfg.RunnerNetworks, StreamWriteTimeout: cfg.StreamWriteTimeout,
+			Synced: a.table.Ready, MeterProvider: tel.MeterProvider, TracerProvider: tel.TracerProvider,
+		}
+		z, err := a.newAuthorizer(cfg, tel.MeterProvider)
+		if err != nil {
+			return err
+		}
+		if z != nil {
+			a.authz.Store(z)
+			pcfg.Authorizer = z // only when set: a nil *Authorizer in the interface would not be nil
+		}
+		p, err := proxy.New(pcfg, a.table, log)
+		if err != nil {
+			return err
+		}
+		if tf, ok := verifier.(*auth.TokenFile); ok && cfg.TokensReload > 0 {
+			rt.Go("tokens", func(ctx context.Context) error { return tf.Run(ctx, cfg.TokensReload) })
+		}
+		rt.Go("routing table", func(ctx context.Context) error { return a.runTable(ctx, rt.JetStream()) })
+		rt.Go("proxy", p.Run)
+		rt.Serve("proxy server", a.server(newRouter(p, verifier, cfg.CORSOrigins, log)), a.ln, health.Graceful{Grace: cfg.ShutdownTimeout, Drain: streamDrain})
+		rt.Check("routing_table", func(context.Context) error { return a.tableSynced() })
+		a.rt.Store(rt)
+		log.Info("agui-proxy started", slog.String(logkey.Addr, a.Addr()), slog.String("metrics_addr", a.MetricsAddr()), slog.Any("config", cfg))
+		return nil
 	})
-	hs, err := health.New(health.Options{
-		Addr:     cfg.MetricsAddr,
-		Registry: prov.Registry,
-		Checks: map[string]health.Check{
-			"nats":          func(context.Context) error { return a.natsConnected() },
-			"routing_table": func(context.Context) error { return a.tableSynced() },
-		},
-		Logger: log,
-	})
-	if err != nil {
-		return fmt.Errorf("health server: %w", err)
-	}
-	g.Go(func() error { return hs.Serve(gctx, a.metricsLn) })
-	log.Info("agui-proxy started", slog.String(logkey.Addr, a.Addr()), slog.String("metrics_addr", a.MetricsAddr()), slog.Any("config", cfg))
-	return g.Wait()
 }
 
 // server is the proxy's http.Server. ReadTimeout and WriteTimeout protect
@@ -154,69 +172,32 @@ func (a *App) server(h http.Handler) *http.Server {
 	}
 }
 
-// runTable connects to NATS, waits for the runners bucket and keeps the
-// routing table in sync until ctx ends; NATS is drained on the way out.
-func (a *App) runTable(ctx context.Context) error {
-	nc, err := bus.Connect(ctx, a.cfg.NATS, a.log)
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil
-		}
-		return fmt.Errorf("nats: %w", err)
-	}
-	a.nc <- nc
-	defer func() {
-		if err := nc.Drain(); err != nil {
-			a.log.Warn("nats drain", slog.Any(logkey.Err, err))
-		}
-	}()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return fmt.Errorf("jetstream: %w", err)
-	}
+// runTable waits for the runners bucket and keeps the routing table in
+// sync until ctx ends.
+func (a *App) runTable(ctx context.Context, js jetstream.JetStream) error {
 	kv, err := openBucket(ctx, js, a.cfg.RunnersBucket, a.log)
 	if err != nil {
-		return nil // ctx ended while waiting
+		return nil //nolint:nilerr // ctx ended while waiting
 	}
 	a.log.Info("watching runner endpoints", slog.String("bucket", a.cfg.RunnersBucket))
 	return a.table.Run(ctx, kv)
 }
 
 // openBucket returns the bucket once it exists; the proxy only reads it and
-// never creates it with settings that could differ from the writer's.
+// never creates it with settings that could differ from the writer's. It
+// fails only when ctx ends.
 func openBucket(ctx context.Context, js jetstream.JetStream, name string, log *slog.Logger) (jetstream.KeyValue, error) {
 	warned := false
-	for {
+	return backoff.Retry(ctx, func() (jetstream.KeyValue, error) {
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
 		kv, err := js.KeyValue(cctx, name)
-		cancel()
-		if err == nil {
-			return kv, nil
-		}
-		if !warned {
+		if err != nil && !warned && ctx.Err() == nil {
 			log.Warn("runners bucket not available yet, retrying", slog.String("bucket", name), slog.Any(logkey.Err, err))
 			warned = true
 		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(bucketRetry):
-		}
-	}
-}
-
-// natsConnected is the "nats" readiness check.
-func (a *App) natsConnected() error {
-	select {
-	case nc := <-a.nc:
-		a.nc <- nc // put it back for the next check
-		if !nc.IsConnected() {
-			return errors.New("nats not connected")
-		}
-		return nil
-	default:
-		return errors.New("nats not connected yet")
-	}
+		return kv, err
+	}, backoff.WithBackOff(backoff.NewConstantBackOff(bucketRetry)), backoff.WithMaxElapsedTime(0))
 }
 
 // tableSynced is the "routing_table" readiness check.
@@ -231,8 +212,46 @@ func (a *App) tableSynced() error {
 }
 
 // Ready reports readiness as /readyz does: NATS connected and the routing
-// table synced.
-func (a *App) Ready() error { return errors.Join(a.natsConnected(), a.tableSynced()) }
+// table synced. It is safe for concurrent use.
+func (a *App) Ready(ctx context.Context) error {
+	rt := a.rt.Load()
+	if rt == nil {
+		return errors.New("not started")
+	}
+	return rt.Ready(ctx)
+}
+
+// newAuthorizer builds the authority of cfg.Authz (nil for none).
+func (a *App) newAuthorizer(cfg config.Config, mp metric.MeterProvider) (*authz.Authorizer, error) {
+	zc := authz.Config{CacheTTL: cfg.AuthzCacheTTL, CacheSize: cfg.AuthzCacheSize, Timeout: cfg.AuthzTimeout, MeterProvider: mp, Log: a.log}
+	switch cfg.Authz {
+	case authz.ModeAPI:
+		if cfg.APIURL.Scheme != "https" && !config.IsLoopbackHost(cfg.APIURL.Hostname()) {
+			a.log.Warn("callers' tokens go to the ambient API over plain http", slog.String("url", cfg.APIURL.Redacted()))
+		}
+		z, err := authz.NewAPI(authz.APIConfig{URL: cfg.APIURL}, zc)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", config.EnvAPIURL, err)
+		}
+		return z, nil
+	case authz.ModeKube:
+		rc := a.kube
+		if rc == nil {
+			var err error
+			// An empty KUBECONFIG means the in-cluster configuration.
+			if rc, err = clientcmd.BuildConfigFromFlags("", cfg.Kubeconfig); err != nil {
+				return nil, fmt.Errorf("%s: %w", config.EnvKubeconfig, err)
+			}
+		}
+		cs, err := kubernetes.NewForConfig(rc)
+		if err != nil {
+			return nil, fmt.Errorf("kubernetes client: %w", err)
+		}
+		return authz.NewKube(authz.KubeConfig{Client: cs, DefaultNamespace: cfg.Namespace}, zc)
+	default:
+		return nil, nil
+	}
+}
 
 // newVerifier builds the authenticator of cfg.Auth (nil for none).
 func newVerifier(ctx context.Context, cfg config.Config, log *slog.Logger) (auth.Verifier, error) {
@@ -245,7 +264,8 @@ func newVerifier(ctx context.Context, cfg config.Config, log *slog.Logger) (auth
 		log.Info("bearer token auth", slog.Int(logkey.Count, t.Len()))
 		return t, nil
 	case auth.ModeJWT:
-		j, err := auth.NewJWT(ctx, auth.JWTConfig{JWKSURL: cfg.JWKSURL.String(), Issuer: cfg.JWTIssuer, Audience: cfg.JWTAudience}, log)
+		j, err := auth.NewJWT(ctx, auth.JWTConfig{JWKSURL: cfg.JWKSURL.String(), Issuer: cfg.JWTIssuer, Audience: cfg.JWTAudience,
+			UsernameClaim: cfg.JWTUsernameClaim, GroupsClaim: cfg.JWTGroupsClaim}, log)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", config.EnvJWKSURL, err)
 		}
@@ -253,41 +273,4 @@ func newVerifier(ctx context.Context, cfg config.Config, log *slog.Logger) (auth
 	default:
 		return nil, nil
 	}
-}
-
-// serve runs srv on ln until ctx ends, then shuts it down: in-flight
-// requests get grace to finish; after that their contexts (BaseContext) are
-// cancelled so streams end cleanly, and the server is closed.
-func serve(ctx context.Context, ln net.Listener, srv *http.Server, grace time.Duration, log *slog.Logger) error {
-	base, cancelBase := context.WithCancel(context.WithoutCancel(ctx))
-	defer cancelBase()
-	srv.BaseContext = func(net.Listener) context.Context { return base }
-	errc := make(chan error, 1) // Serve's result, read once
-	// Owned by serve: Serve returns after Shutdown/Close below.
-	go func() { errc <- srv.Serve(ln) }()
-	select {
-	case err := <-errc:
-		return fmt.Errorf("serve %s: %w", ln.Addr(), err)
-	case <-ctx.Done():
-	}
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), grace)
-	err := srv.Shutdown(sctx)
-	cancel()
-	if err != nil {
-		log.Info("shutdown grace over, ending open streams", slog.String(logkey.Addr, ln.Addr().String()))
-		cancelBase()
-		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-		err = srv.Shutdown(fctx)
-		cancel()
-		if err != nil {
-			err = srv.Close()
-		}
-	}
-	if serr := <-errc; !errors.Is(serr, http.ErrServerClosed) {
-		err = errors.Join(err, serr)
-	}
-	if err != nil {
-		return fmt.Errorf("shutdown %s: %w", ln.Addr(), err)
-	}
-	return nil
 }

@@ -191,11 +191,17 @@ type proxyHandle struct {
 // ready (NATS connected, routing table synced).
 func startProxy(t testing.TB, cfg config.Config) *proxyHandle {
 	t.Helper()
+	return startProxyWith(t, cfg)
+}
+
+// startProxyWith is startProxy with App options.
+func startProxyWith(t testing.TB, cfg config.Config, opts ...app.Option) *proxyHandle {
+	t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	if os.Getenv("AGUI_TEST_LOG") != "" {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	a, err := app.New(cfg, "test", log)
+	a, err := app.New(cfg, "test", log, opts...)
 	if err != nil {
 		t.Fatalf("app.New: %v", err)
 	}
@@ -220,7 +226,7 @@ func startProxy(t testing.TB, cfg config.Config) *proxyHandle {
 			t.Errorf("proxy Run: %v", err)
 		}
 	})
-	testenv.Eventually(t, 10*time.Second, a.Ready)
+	testenv.Eventually(t, 10*time.Second, func() error { return a.Ready(context.Background()) })
 	return &proxyHandle{app: a, url: "http://" + a.Addr(), stop: stop}
 }
 
@@ -339,3 +345,9 @@ func words(n int) string {
 func errorf(format string, args ...any) error { return fmt.Errorf(format, args...) }
 
 func parseURL(s string) (*url.URL, error) { return url.Parse(s) }
+
+// ready probes the proxy's readiness as /readyz does.
+func (p *proxyHandle) ready(t testing.TB) error {
+	t.Helper()
+	return p.app.Ready(t.Context())
+}

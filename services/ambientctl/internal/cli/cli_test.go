@@ -32,6 +32,7 @@ func newHarness(t *testing.T, api *memapi.Server) *harness {
 	h := &harness{t: t, env: map[string]string{}}
 	if api != nil {
 		h.env[EnvAPIAddr] = api.GRPCAddr()
+		h.env[EnvRESTURL] = api.RESTURL()
 		h.env[EnvToken] = api.Token()
 	}
 	return h
@@ -95,13 +96,23 @@ func TestProjectsAndSessions(t *testing.T) {
 		t.Fatalf("sessions get output %q", out)
 	}
 
-	h.mustRun("sessions", "start", id)
+	if out := h.mustRun("sessions", "start", id); !strings.Contains(out, "Pending") {
+		t.Fatalf("start output %q", out)
+	}
 	if got := getSession(t, api, id).GetPhase(); got != "Pending" {
 		t.Fatalf("phase after start = %q, want Pending", got)
+	}
+	if _, errs, code := h.run("sessions", "start", id); code != 1 ||
+		!strings.Contains(errs, `refused by the API: cannot start session in phase "Pending"; must be empty, Stopped, Failed, or Completed`) {
+		t.Fatalf("start again: exit %d stderr %q", code, errs)
 	}
 	h.mustRun("sessions", "stop", id)
 	if got := getSession(t, api, id).GetPhase(); got != "Stopping" {
 		t.Fatalf("phase after stop = %q, want Stopping", got)
+	}
+	if _, errs, code := h.run("sessions", "stop", id); code != 1 ||
+		!strings.Contains(errs, `refused by the API: cannot stop session in phase "Stopping"; must be Running, Creating, or Pending`) {
+		t.Fatalf("stop again: exit %d stderr %q", code, errs)
 	}
 	if out := h.mustRun("sessions", "delete", id); !strings.Contains(out, "deleted") {
 		t.Fatalf("delete output %q", out)
@@ -111,6 +122,74 @@ func TestProjectsAndSessions(t *testing.T) {
 	}
 	if _, errs, code := h.run("sessions", "delete", "nope"); code != 1 || !strings.Contains(errs, "not found") {
 		t.Fatalf("delete unknown: exit %d stderr %q", code, errs)
+	}
+}
+
+// TestStartRunningSessionFails is issue 11's point 4: `sessions start` on a
+// Running session goes through the API's guard and fails with the server's
+// reason, leaving the phase alone (it used to set Pending under a live
+// runner).
+func TestStartRunningSessionFails(t *testing.T) {
+	api := testenv.API(t)
+	h := newHarness(t, api)
+	out := h.mustRun("sessions", "create", "busy", "-o", "json")
+	var created struct{ Metadata struct{ ID string } }
+	if err := json.Unmarshal([]byte(out), &created); err != nil || created.Metadata.ID == "" {
+		t.Fatalf("decode %q: %v", out, err)
+	}
+	id := created.Metadata.ID
+	if _, err := testenv.APIClient(t, api).UpdateSessionStatus(context.Background(), &ambientv1.UpdateSessionStatusRequest{Id: id, Phase: proto.String("Running")}); err != nil {
+		t.Fatal(err)
+	}
+	_, errs, code := h.run("sessions", "start", id)
+	want := `start session "` + id + `": refused by the API: cannot start session in phase "Running"; must be empty, Stopped, Failed, or Completed`
+	if code != 1 || strings.TrimSpace(errs) != "ambientctl: "+want {
+		t.Fatalf("start Running: exit %d stderr %q, want exit 1 and %q", code, errs, want)
+	}
+	if got := getSession(t, api, id).GetPhase(); got != "Running" {
+		t.Fatalf("phase after a refused start = %q, want Running", got)
+	}
+	if _, errs, code := h.run("sessions", "start", "nope"); code != 1 || !strings.Contains(errs, "Session with id='nope' not found") {
+		t.Fatalf("start unknown: exit %d stderr %q", code, errs)
+	}
+	// Stop works from Running, then start again from Stopped.
+	h.mustRun("sessions", "stop", id)
+	if _, err := testenv.APIClient(t, api).UpdateSessionStatus(context.Background(), &ambientv1.UpdateSessionStatusRequest{Id: id, Phase: proto.String("Stopped")}); err != nil {
+		t.Fatal(err)
+	}
+	h.mustRun("sessions", "start", id)
+	if got := getSession(t, api, id).GetPhase(); got != "Pending" {
+		t.Fatalf("phase after restart = %q, want Pending", got)
+	}
+}
+
+// TestRESTURLSources: --rest beats AMBIENT_API_URL, which beats the
+// upstream AMBIENT_API_SERVER_URL; a bad URL is a usage error, an absent
+// server a clear one.
+func TestRESTURLSources(t *testing.T) {
+	api := testenv.API(t)
+	h := newHarness(t, api)
+	s, err := testenv.APIClient(t, api).CreateSession(context.Background(), &ambientv1.CreateSessionRequest{Name: "n"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := s.GetMetadata().GetId()
+
+	delete(h.env, EnvRESTURL)
+	h.env[EnvServerURL] = api.RESTURL()
+	h.mustRun("sessions", "start", id) // the upstream name alone works
+
+	h.env[EnvRESTURL] = "http://127.0.0.1:1"
+	if _, errs, code := h.run("sessions", "stop", id, "--timeout", "3s"); code != 1 || !strings.Contains(errs, "cannot reach the ambient API's REST interface at http://127.0.0.1:1") {
+		t.Fatalf("AMBIENT_API_URL must win: exit %d stderr %q", code, errs)
+	}
+	h.mustRun("sessions", "stop", id, "--rest", api.RESTURL())
+	if _, errs, code := h.run("sessions", "stop", id, "--rest", "localhost:8000"); code != 2 || !strings.Contains(errs, "--rest") {
+		t.Fatalf("bad --rest: exit %d stderr %q", code, errs)
+	}
+	h.env[EnvToken] = "wrong"
+	if _, errs, code := h.run("sessions", "start", id, "--rest", api.RESTURL()); code != 1 || !strings.Contains(errs, "rejected the token") {
+		t.Fatalf("wrong token: exit %d stderr %q", code, errs)
 	}
 }
 

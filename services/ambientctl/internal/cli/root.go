@@ -1,6 +1,7 @@
 // Package cli implements the ambientctl commands. Every command talks to real
-// endpoints: the ambient API over gRPC, NATS for the event stream, the
-// agui-proxy for chat and event-tally for tallies.
+// endpoints: the ambient API over gRPC (and over REST for session start and
+// stop, which have no RPC and whose phase guards live in the server), NATS
+// for the event stream, the agui-proxy for chat and event-tally for tallies.
 package cli
 
 import (
@@ -8,10 +9,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"strconv"
 	"time"
 
 	"github.com/ambient-code/control-plane/libs/apiclient"
+	"github.com/ambient-code/control-plane/libs/restapi"
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -20,6 +23,7 @@ import (
 // Defaults match the dev stack started by `make run`.
 const (
 	DefaultAPIAddr  = "localhost:8001"
+	DefaultRESTURL  = apiclient.DefaultRESTURL
 	DefaultToken    = "dev-token"
 	DefaultNATSURL  = "nats://127.0.0.1:4222"
 	DefaultProxyURL = "http://127.0.0.1:9080"
@@ -29,6 +33,8 @@ const (
 // Environment variables that override the defaults (flags override both).
 const (
 	EnvAPIAddr    = "AMBIENT_GRPC_SERVER_ADDR"
+	EnvRESTURL    = apiclient.EnvRESTURL   // REST base URL for sessions start/stop
+	EnvServerURL  = apiclient.EnvServerURL // the upstream name, read when EnvRESTURL is unset
 	EnvToken      = "AMBIENT_API_TOKEN"
 	EnvUseTLS     = "AMBIENT_GRPC_USE_TLS"
 	EnvCAFile     = "AMBIENT_GRPC_CA_FILE"
@@ -44,6 +50,7 @@ type LookupEnv func(string) (string, bool)
 
 type options struct {
 	api        string
+	rest       string
 	token      string
 	useTLS     bool
 	caFile     string
@@ -95,6 +102,8 @@ func newRoot(lookup LookupEnv) *cobra.Command {
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	pf := root.PersistentFlags()
 	pf.StringVar(&o.api, "api", envOr(lookup, EnvAPIAddr, DefaultAPIAddr), "ambient API gRPC address ($"+EnvAPIAddr+")")
+	pf.StringVar(&o.rest, "rest", envOr(lookup, EnvRESTURL, envOr(lookup, EnvServerURL, DefaultRESTURL)),
+		"ambient API REST base URL, for `sessions start/stop` ($"+EnvRESTURL+", else $"+EnvServerURL+")")
 	pf.StringVar(&o.token, "token", envOr(lookup, EnvToken, DefaultToken), "ambient API bearer token ($"+EnvToken+"; the dev stack uses "+DefaultToken+")")
 	useTLS, tlsErr := strconv.ParseBool(envOr(lookup, EnvUseTLS, "false"))
 	pf.BoolVar(&o.useTLS, "tls", useTLS, "use TLS to the API ($"+EnvUseTLS+")")
@@ -138,6 +147,40 @@ func (o *options) withClient(fn func(c *apiclient.Client) error) error {
 	}
 	defer c.Close() //nolint:errcheck // closing a client cannot lose data
 	return fn(c)
+}
+
+// restClient returns the API's REST client (session start and stop).
+func (o *options) restClient() (*apiclient.RESTClient, error) {
+	if o.output != "table" && o.output != "json" {
+		return nil, usageError{fmt.Errorf("--output must be table or json, got %q", o.output)}
+	}
+	c, err := apiclient.NewREST(apiclient.RESTConfig{URL: o.rest, Token: o.token, CAFile: o.caFile, Timeout: o.timeout})
+	if err != nil {
+		return nil, usageError{fmt.Errorf("--rest (or $%s): %w", EnvRESTURL, err)}
+	}
+	return c, nil
+}
+
+// explainREST turns REST failures into messages that say what to do; a
+// refused transition shows the server's reason.
+func (o *options) explainREST(err error, what string) error {
+	var e *restapi.Error
+	if !errors.As(err, &e) {
+		if errors.Is(err, context.DeadlineExceeded) {
+			return fmt.Errorf("%s: the ambient API at %s did not answer within %s", what, o.rest, o.timeout)
+		}
+		return fmt.Errorf("%s: cannot reach the ambient API's REST interface at %s (is it running? `make run` starts the dev stack; or pass --rest): %w", what, o.rest, err)
+	}
+	switch e.Status {
+	case http.StatusConflict:
+		return fmt.Errorf("%s: refused by the API: %s", what, e.Reason)
+	case http.StatusNotFound:
+		return fmt.Errorf("%s: not found: %s", what, e.Reason)
+	case http.StatusUnauthorized, http.StatusForbidden:
+		return fmt.Errorf("%s: the ambient API rejected the token (set --token or $%s): %s", what, EnvToken, e.Reason)
+	default:
+		return fmt.Errorf("%s: %w", what, err)
+	}
 }
 
 // explain turns gRPC failures into messages that say what to do.

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -15,8 +16,10 @@ import (
 func sessionsCmd(o *options) *cobra.Command {
 	cmd := &cobra.Command{Use: "sessions", Aliases: []string{"session", "s"}, Short: "Create, list, start, stop and delete sessions"}
 	cmd.AddCommand(sessionsCreateCmd(o), sessionsListCmd(o), sessionsGetCmd(o),
-		sessionPhaseCmd(o, "start", "Pending", "Ask for a runner for the session (phase Pending)"),
-		sessionPhaseCmd(o, "stop", "Stopping", "Stop the session's runner (phase Stopping)"),
+		sessionActionCmd(o, "start", "Start the session (phase Pending; allowed from no phase, Stopped, Failed, Completed)",
+			(*apiclient.RESTClient).StartSession),
+		sessionActionCmd(o, "stop", "Stop the session's runner (phase Stopping; allowed from Pending, Creating, Running)",
+			(*apiclient.RESTClient).StopSession),
 		sessionsDeleteCmd(o))
 	return cmd
 }
@@ -138,19 +141,24 @@ func sessionsGetCmd(o *options) *cobra.Command {
 	}
 }
 
-func sessionPhaseCmd(o *options, use, phase, short string) *cobra.Command {
+// sessionActionCmd calls the API's REST start or stop endpoint, so the
+// server's phase guards apply (setting the phase over gRPC would skip them:
+// a start of a Running session would set Pending under a live runner).
+func sessionActionCmd(o *options, use, short string, call func(*apiclient.RESTClient, context.Context, string) (*ambientv1.Session, error)) *cobra.Command {
 	return &cobra.Command{
 		Use:   use + " ID",
 		Short: short,
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return o.withClient(func(c *apiclient.Client) error {
-				s, err := c.UpdateSessionStatus(cmd.Context(), &ambientv1.UpdateSessionStatusRequest{Id: args[0], Phase: proto.String(phase)})
-				if err != nil {
-					return o.explain(err, fmt.Sprintf("%s session %q", use, args[0]))
-				}
-				return o.printSessions(cmd, s)
-			})
+			c, err := o.restClient()
+			if err != nil {
+				return err
+			}
+			s, err := call(c, cmd.Context(), args[0])
+			if err != nil {
+				return o.explainREST(err, fmt.Sprintf("%s session %q", use, args[0]))
+			}
+			return o.printSessions(cmd, s)
 		},
 	}
 }

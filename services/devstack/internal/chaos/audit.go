@@ -7,12 +7,14 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	apisession "github.com/ambient-code/control-plane/libs/session"
 )
 
 // Phases the audit expects of local sessions (runner-manager writes them).
 const (
-	phaseRunning = "Running"
-	phaseStopped = "Stopped"
+	phaseRunning = string(apisession.PhaseRunning)
+	phaseStopped = string(apisession.PhaseStopped)
 )
 
 // check is one audit check and what failed in it.

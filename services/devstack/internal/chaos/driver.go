@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/ambient-code/control-plane/libs/apiclient"
+	apisession "github.com/ambient-code/control-plane/libs/session"
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
 )
 
@@ -152,7 +153,7 @@ func (d *driver) applyLocked(ctx context.Context, op Op) changeRecord {
 		}
 		rec.Object, err = s.ID, d.update(ctx, s)
 	case OpStop:
-		s := d.pickPhase(ctx, func(s *session) bool { return s.Running && !s.Pinned }, "Pending", "Creating", "Running")
+		s := d.pickPhase(ctx, func(s *session) bool { return s.Running && !s.Pinned }, stoppable...)
 		if s == nil {
 			return d.applyLocked(ctx, OpUpdate)
 		}
@@ -160,7 +161,7 @@ func (d *driver) applyLocked(ctx context.Context, op Op) changeRecord {
 	case OpStart:
 		s := d.pickPhase(ctx, func(s *session) bool {
 			return !s.Running && !s.Pinned && (!s.Project.Local || d.m.localWanted() < d.localCap)
-		}, "", "Stopped", "Failed", "Completed")
+		}, startable...)
 		if s == nil {
 			return d.applyLocked(ctx, OpCreate)
 		}
@@ -206,6 +207,13 @@ func (d *driver) pick(keep func(*session) bool) *session {
 	}
 	return ss[d.rng.IntN(len(ss))]
 }
+
+// The phases the API starts and stops a session from (UPSTREAM-BEHAVIOUR:
+// the real server's REST guards).
+var (
+	stoppable = []string{string(apisession.PhasePending), string(apisession.PhaseCreating), string(apisession.PhaseRunning)}
+	startable = []string{string(apisession.PhaseNone), string(apisession.PhaseStopped), string(apisession.PhaseFailed), string(apisession.PhaseCompleted)}
+)
 
 // pickPhase picks a session whose API phase is one of phases, reading a few
 // candidates: the API refuses start and stop from other phases, and the

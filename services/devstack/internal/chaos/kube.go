@@ -28,7 +28,7 @@ import (
 // Chart files the control plane is set up from, relative to the repository
 // root: the same the chart installs and kube-reconciler's envtest tests load.
 const (
-	crdDir        = "helm/ambient-control-plane/crds"
+	crdDir        = "helm/ambient-control-plane/files/crds"
 	rulesFile     = "helm/ambient-control-plane/files/kube-reconciler-clusterrole-rules.yaml"
 	valuesFile    = "helm/ambient-control-plane/values.yaml"
 	reconcilerCRB = "ambient-kube-reconciler"

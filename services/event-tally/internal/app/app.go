@@ -1,28 +1,22 @@
-// Package app wires event-tally: telemetry, NATS, the consumer group that
-// feeds the tally, and the HTTP server (/tally, /healthz, /readyz, /metrics).
+// Package app declares event-tally's parts on the service runtime: the
+// consumer group member that feeds the tally, /tally on the health server,
+// and the tally's metrics.
 package app
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
-	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
-	"golang.org/x/sync/errgroup"
 
-	"github.com/ambient-code/control-plane/libs/bus"
-	"github.com/ambient-code/control-plane/libs/group"
-	"github.com/ambient-code/control-plane/libs/health"
 	"github.com/ambient-code/control-plane/libs/logkey"
-	"github.com/ambient-code/control-plane/libs/telemetry"
+	"github.com/ambient-code/control-plane/libs/service"
+	"github.com/ambient-code/control-plane/libs/tally"
 	"github.com/ambient-code/control-plane/services/event-tally/internal/config"
-	"github.com/ambient-code/control-plane/services/event-tally/tally"
 )
 
 // ServiceName names event-tally in telemetry.
@@ -30,8 +24,6 @@ const ServiceName = "event-tally"
 
 // PathTally serves the tally as JSON.
 const PathTally = "/tally"
-
-const telemetryFlushTimeout = 5 * time.Second
 
 // Option adjusts Run (tests, build stamping).
 type Option func(*options)
@@ -47,104 +39,32 @@ func WithVersion(v string) Option { return func(o *options) { o.version = v } }
 // WithListening calls fn with the HTTP address once it listens.
 func WithListening(fn func(addr string)) Option { return func(o *options) { o.listening = fn } }
 
-// Run tallies events until ctx ends (nil) or the group stops on its own.
-func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Option) (err error) {
+// Run tallies events until ctx ends (nil) or the group config turns out
+// invalid.
+func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Option) error {
 	o := options{version: "dev"}
 	for _, opt := range opts {
 		opt(&o)
 	}
-	prov, shutdownTelemetry, err := telemetry.Setup(ctx, telemetry.Options{
-		ServiceName: ServiceName, Version: o.version, OTLPEndpoint: cfg.OTLPEndpoint, Logger: log,
-	})
-	if err != nil {
-		return fmt.Errorf("telemetry: %w", err)
-	}
-	defer func() {
-		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), telemetryFlushTimeout)
-		defer cancel()
-		err = errors.Join(err, shutdownTelemetry(fctx))
-	}()
-
-	nc, err := bus.Connect(ctx, cfg.NATS, log)
-	if err != nil {
-		return fmt.Errorf("nats: %w", err)
-	}
-	defer func() {
-		if derr := nc.Drain(); derr != nil && !errors.Is(derr, nats.ErrConnectionClosed) {
-			log.Warn("nats drain failed", slog.Any(logkey.Err, derr))
-		}
-	}()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return fmt.Errorf("jetstream: %w", err)
-	}
-
-	t := tally.New()
-	stats := &group.Stats{}
-	if err := registerMetrics(prov.Meter, t, stats); err != nil {
-		return err
-	}
-	hs, err := health.New(health.Options{Addr: cfg.MetricsAddr, Registry: prov.Registry, Logger: log, Checks: map[string]health.Check{
-		"nats": func(context.Context) error {
-			if !nc.IsConnected() {
-				return fmt.Errorf("nats %s", nc.Status())
-			}
-			return nil
-		},
-		"stream": func(ctx context.Context) error {
-			_, err := js.Stream(ctx, cfg.Stream)
-			return err
-		},
-	}})
-	if err != nil {
-		return fmt.Errorf("health server: %w", err)
-	}
-	hs.Router().Method(http.MethodGet, PathTally, t)
-	ln, err := hs.Listen(ctx)
-	if err != nil {
-		return err
-	}
+	sopts := service.Options{Name: ServiceName, Version: o.version, Config: cfg.Config, Logger: log}
 	if o.listening != nil {
-		o.listening(ln.Addr().String())
+		sopts.Listening = func(a net.Addr) { o.listening(a.String()) }
 	}
-
-	gcfg := group.Config{
-		Stream: cfg.Stream, SubjectPrefix: cfg.SubjectPrefix, Group: cfg.Group, Member: cfg.MemberID,
-		Partitions: cfg.Partitions, MemberPartitions: cfg.MemberPartitions, Stats: stats,
-	}
-	log.Info("event-tally starting", slog.String(logkey.Stream, cfg.Stream), slog.String(logkey.Group, cfg.Group), slog.String(logkey.Member, cfg.MemberID))
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return hs.Serve(gctx, ln) })
-	g.Go(func() error { return runGroup(gctx, js, gcfg, t, log) })
-	return g.Wait()
+	return service.Run(ctx, sopts, func(_ context.Context, rt *service.Runtime) error {
+		t := tally.New()
+		if err := registerMetrics(rt.Telemetry().Meter, t); err != nil {
+			return err
+		}
+		rt.Router().Method(http.MethodGet, PathTally, t)
+		rt.Consume(cfg.Group, t.Handle)
+		log.Info("event-tally starting", slog.String(logkey.Stream, cfg.Group.Stream), slog.String(logkey.Group, cfg.Group.Group), slog.String(logkey.Member, cfg.Group.Member))
+		return nil
+	})
 }
 
-// runGroup joins the group, retrying while the stream does not exist yet
-// (event-tally may start before the informer created it).
-func runGroup(ctx context.Context, js jetstream.JetStream, cfg group.Config, t *tally.Tally, log *slog.Logger) error {
-	delay := 250 * time.Millisecond
-	for {
-		err := group.Run(ctx, js, cfg, t.Handle, log)
-		if ctx.Err() != nil {
-			return nil
-		}
-		if errors.Is(err, group.ErrInvalidConfig) {
-			return fmt.Errorf("consumer group: %w", err)
-		}
-		log.Warn("consumer group stopped, rejoining", slog.Any(logkey.Err, err), slog.Duration(logkey.Duration, delay))
-		timer := time.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-			timer.Stop()
-			return nil
-		case <-timer.C:
-		}
-		delay = min(delay*2, 10*time.Second)
-	}
-}
-
-// registerMetrics exposes the tally as observable instruments.
-func registerMetrics(m metric.Meter, t *tally.Tally, stats *group.Stats) error {
+// registerMetrics exposes the tally as observable instruments. What the
+// consumer group did (retries, dead letters) is group.Run's own metrics.
+func registerMetrics(m metric.Meter, t *tally.Tally) error {
 	evs, err := m.Int64ObservableCounter("event_tally.events", metric.WithDescription("Distinct events counted, by resource and type."))
 	if err != nil {
 		return fmt.Errorf("create instrument: %w", err)
@@ -161,10 +81,6 @@ func registerMetrics(m metric.Meter, t *tally.Tally, stats *group.Stats) error {
 	if err != nil {
 		return fmt.Errorf("create instrument: %w", err)
 	}
-	dead, err := m.Int64ObservableCounter("event_tally.dead_lettered", metric.WithDescription("Undecodable events sent to the DLQ."))
-	if err != nil {
-		return fmt.Errorf("create instrument: %w", err)
-	}
 	_, err = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
 		s := t.Snapshot(false)
 		for res, c := range s.Resources {
@@ -178,9 +94,8 @@ func registerMetrics(m metric.Meter, t *tally.Tally, stats *group.Stats) error {
 			}
 		}
 		o.ObserveInt64(redel, int64(s.Redeliveries))
-		o.ObserveInt64(dead, int64(stats.Snapshot().DeadLettered))
 		return nil
-	}, evs, ids, last, redel, dead)
+	}, evs, ids, last, redel)
 	if err != nil {
 		return fmt.Errorf("register metrics: %w", err)
 	}

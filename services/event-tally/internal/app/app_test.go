@@ -17,12 +17,14 @@ import (
 	"github.com/ambient-code/control-plane/libs/bus"
 	"github.com/ambient-code/control-plane/libs/envconfig"
 	"github.com/ambient-code/control-plane/libs/events"
+	"github.com/ambient-code/control-plane/libs/group"
+	"github.com/ambient-code/control-plane/libs/service"
+	"github.com/ambient-code/control-plane/libs/tally"
 	"github.com/ambient-code/control-plane/libs/testenv"
 	eventsv1 "github.com/ambient-code/control-plane/proto/ambient/events/v1"
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
 	"github.com/ambient-code/control-plane/services/event-tally/internal/app"
 	"github.com/ambient-code/control-plane/services/event-tally/internal/config"
-	"github.com/ambient-code/control-plane/services/event-tally/tally"
 )
 
 func publish(t *testing.T, js jetstream.JetStream, prefix string, typ eventsv1.EventType, id string, us int64) {
@@ -56,8 +58,8 @@ func TestTallyCountsStream(t *testing.T) {
 				t.Fatal(err)
 			}
 			cfg, err := config.Load(envconfig.Map(map[string]string{
-				bus.EnvNATSURL: srv.ClientURL(), config.EnvMemberID: "tally-0", config.EnvMetricsAddr: "127.0.0.1:0",
-				config.EnvEventsStream: tc.stream, config.EnvSubjectPrefix: tc.prefix,
+				bus.EnvNATSURL: srv.ClientURL(), group.EnvMemberID: "tally-0", service.EnvMetricsAddr: "127.0.0.1:0",
+				group.EnvStream: tc.stream, group.EnvSubjectPrefix: tc.prefix,
 			}))
 			if err != nil {
 				t.Fatal(err)

@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/ambient-code/control-plane/libs/envconfig"
+	"github.com/ambient-code/control-plane/libs/group"
+	"github.com/ambient-code/control-plane/libs/service"
 )
 
 func TestLoad(t *testing.T) {
@@ -17,11 +19,11 @@ func TestLoad(t *testing.T) {
 		wantErr   []string // variable names the error must name
 		wantParts []int
 	}{
-		{name: "defaults", env: map[string]string{EnvMemberID: "m-0"}},
-		{name: "canary slice list", env: map[string]string{EnvMemberID: "c", EnvMemberPartitions: "1,3"}, wantParts: []int{1, 3}},
-		{name: "canary slice range", env: map[string]string{EnvMemberID: "c", EnvMemberPartitions: "0-2"}, wantParts: []int{0, 1, 2}},
-		{name: "slice out of range", env: map[string]string{EnvMemberID: "c", EnvMemberPartitions: "16"}, wantErr: []string{EnvMemberPartitions}},
-		{name: "bad names", env: map[string]string{EnvMemberID: "a b", EnvGroup: "x.y", EnvLogLevel: "loud"}, wantErr: []string{EnvMemberID, EnvGroup, EnvLogLevel}},
+		{name: "defaults", env: map[string]string{group.EnvMemberID: "m-0"}},
+		{name: "canary slice list", env: map[string]string{group.EnvMemberID: "c", group.EnvMemberPartitions: "1,3"}, wantParts: []int{1, 3}},
+		{name: "canary slice range", env: map[string]string{group.EnvMemberID: "c", group.EnvMemberPartitions: "0-2"}, wantParts: []int{0, 1, 2}},
+		{name: "slice out of range", env: map[string]string{group.EnvMemberID: "c", group.EnvMemberPartitions: "16"}, wantErr: []string{group.EnvMemberPartitions}},
+		{name: "bad names", env: map[string]string{group.EnvMemberID: "a b", group.EnvGroup: "x.y", service.EnvLogLevel: "loud"}, wantErr: []string{group.EnvMemberID, group.EnvGroup, service.EnvLogLevel}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -31,8 +33,8 @@ func TestLoad(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if !slices.Equal(c.MemberPartitions, tc.wantParts) {
-					t.Errorf("member partitions = %v, want %v", c.MemberPartitions, tc.wantParts)
+				if !slices.Equal(c.Group.MemberPartitions, tc.wantParts) {
+					t.Errorf("member partitions = %v, want %v", c.Group.MemberPartitions, tc.wantParts)
 				}
 				return
 			}

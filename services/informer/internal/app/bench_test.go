@@ -25,6 +25,7 @@ import (
 	"github.com/ambient-code/control-plane/libs/events"
 	"github.com/ambient-code/control-plane/libs/memapi"
 	"github.com/ambient-code/control-plane/libs/natsserver"
+	"github.com/ambient-code/control-plane/libs/service"
 	"github.com/ambient-code/control-plane/libs/testenv"
 	eventsv1 "github.com/ambient-code/control-plane/proto/ambient/events/v1"
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
@@ -87,7 +88,7 @@ func (e *benchEnv) start(b *testing.B) context.CancelFunc {
 	b.Helper()
 	cfg, err := config.Load(envconfig.Map(map[string]string{
 		apiclient.EnvAPIToken: testenv.APIToken, apiclient.EnvGRPCAddr: e.api.GRPCAddr(), bus.EnvNATSURL: e.nats.ClientURL(),
-		config.EnvMetricsAddr: "127.0.0.1:0", config.EnvInstanceID: "bench", config.EnvLogLevel: "error",
+		service.EnvMetricsAddr: "127.0.0.1:0", config.EnvInstanceID: "bench", service.EnvLogLevel: "error",
 		// A starved reader can still lose watch events at the server (a
 		// 2-core machine shared with the API, NATS and the load); resync
 		// heals that, and api-dropped reports it.
@@ -225,8 +226,8 @@ func BenchmarkInitialSync(b *testing.B) {
 		cmd := exec.Command(bin)
 		cmd.Env = append(os.Environ(),
 			apiclient.EnvAPIToken+"="+testenv.APIToken, apiclient.EnvGRPCAddr+"="+e.api.GRPCAddr(),
-			bus.EnvNATSURL+"="+e.nats.ClientURL(), config.EnvMetricsAddr+"=127.0.0.1:0",
-			config.EnvInstanceID+"=bench", config.EnvLogLevel+"=warn", config.EnvResyncPeriod+"=0",
+			bus.EnvNATSURL+"="+e.nats.ClientURL(), service.EnvMetricsAddr+"=127.0.0.1:0",
+			config.EnvInstanceID+"=bench", service.EnvLogLevel+"=warn", config.EnvResyncPeriod+"=0",
 			config.EnvWorkers+"="+strconv.Itoa(benchWorkers()))
 		cmd.Stderr = os.Stderr
 		start := time.Now()

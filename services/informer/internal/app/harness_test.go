@@ -25,10 +25,11 @@ import (
 	"github.com/ambient-code/control-plane/libs/group"
 	"github.com/ambient-code/control-plane/libs/memapi"
 	"github.com/ambient-code/control-plane/libs/natsserver"
+	"github.com/ambient-code/control-plane/libs/service"
+	"github.com/ambient-code/control-plane/libs/tally"
 	"github.com/ambient-code/control-plane/libs/testenv"
 	eventsv1 "github.com/ambient-code/control-plane/proto/ambient/events/v1"
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
-	"github.com/ambient-code/control-plane/services/event-tally/tally"
 	"github.com/ambient-code/control-plane/services/informer/internal/app"
 	"github.com/ambient-code/control-plane/services/informer/internal/config"
 )
@@ -48,13 +49,13 @@ func (h *harness) env(instance string) map[string]string {
 		apiclient.EnvAPIToken:    testenv.APIToken,
 		apiclient.EnvGRPCAddr:    h.api.GRPCAddr(),
 		bus.EnvNATSURL:           h.nats.ClientURL(),
-		config.EnvMetricsAddr:    "127.0.0.1:0",
+		service.EnvMetricsAddr:   "127.0.0.1:0",
 		config.EnvLeaseTTL:       "5s", // TestFailover uses 1s
 		config.EnvResyncPeriod:   "0",
 		config.EnvBackoffInitial: "20ms",
 		config.EnvBackoffMax:     "200ms",
 		config.EnvInstanceID:     instance,
-		config.EnvLogLevel:       "info",
+		service.EnvLogLevel:      "info",
 	}
 }
 

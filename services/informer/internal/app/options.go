@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"time"
 
 	eventsv1 "github.com/ambient-code/control-plane/proto/ambient/events/v1"
@@ -19,7 +20,18 @@ type options struct {
 	version      string
 	afterPublish func(ctx context.Context, ev *eventsv1.ResourceEvent) error
 	healthyAfter time.Duration
-	ready        func(addr string)
+	listening    func(addr net.Addr)
+}
+
+// newOptions applies opts to the defaults.
+func newOptions(opts []Option) (options, error) {
+	o := options{version: "dev"}
+	for _, opt := range opts {
+		if err := opt(&o); err != nil {
+			return options{}, err
+		}
+	}
+	return o, nil
 }
 
 // WithVersion sets the build version reported in telemetry.
@@ -59,7 +71,10 @@ func WithHealthyAfter(d time.Duration) Option {
 // (tests start it on port 0).
 func WithListening(fn func(addr string)) Option {
 	return func(o *options) error {
-		o.ready = fn
+		if fn == nil {
+			return fmt.Errorf("nil listening callback: %w", ErrInvalidOption)
+		}
+		o.listening = func(a net.Addr) { fn(a.String()) }
 		return nil
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/ambient-code/control-plane/libs/envconfig"
 	"github.com/ambient-code/control-plane/libs/events"
 	"github.com/ambient-code/control-plane/libs/group"
+	"github.com/ambient-code/control-plane/libs/service"
 )
 
 // Environment variables read by FromEnv.
@@ -30,10 +31,7 @@ const (
 	EnvWorkers        = "PUBLISH_WORKERS"
 	EnvBackoffInitial = "WATCH_BACKOFF_INITIAL"
 	EnvBackoffMax     = "WATCH_BACKOFF_MAX"
-	EnvLogLevel       = "LOG_LEVEL"
-	EnvMetricsAddr    = "METRICS_ADDR"
 	EnvInstanceID     = "INSTANCE_ID"
-	EnvOTLPEndpoint   = "OTEL_EXPORTER_OTLP_ENDPOINT"
 )
 
 // Defaults (mirrored in the Helm values and docs/configuration.md).
@@ -46,15 +44,14 @@ const (
 	DefaultWorkers        = 32
 	DefaultBackoffInitial = time.Second
 	DefaultBackoffMax     = 30 * time.Second
-	DefaultLogLevel       = "info"
-	DefaultMetricsAddr    = ":9090"
 )
 
 // Config is the informer's whole configuration. Pass it by value.
 type Config struct {
-	API apiclient.EnvConfig
+	// Config holds NATS, LOG_LEVEL, METRICS_ADDR and the OTLP endpoint.
+	service.Config
 
-	NATS bus.ConnectConfig
+	API apiclient.EnvConfig
 
 	// SubjectPrefix, Stream, ObjectsBucket and LeaseKey name where this
 	// informer publishes. A shadow (canary) informer sets SUBJECT_PREFIX and
@@ -73,10 +70,7 @@ type Config struct {
 	BackoffInitial time.Duration
 	BackoffMax     time.Duration
 
-	LogLevel     string
-	MetricsAddr  string
-	InstanceID   string
-	OTLPEndpoint string
+	InstanceID string
 }
 
 // Shadow reports whether this informer publishes somewhere other than the
@@ -91,8 +85,8 @@ func FromEnv() (Config, error) { return Load(nil) }
 func Load(lookup envconfig.LookupFunc) (Config, error) {
 	l := envconfig.New(lookup)
 	c := Config{
+		Config:         service.LoadConfig(l, service.Config{}),
 		API:            apiclient.LoadEnv(l),
-		NATS:           bus.LoadConnectConfig(l, bus.DefaultURL),
 		SubjectPrefix:  l.String(EnvSubjectPrefix, events.SubjectPrefix),
 		Stream:         l.String(EnvEventsStream, events.StreamName),
 		LeaseTTL:       l.Duration(EnvLeaseTTL, DefaultLeaseTTL),
@@ -102,10 +96,7 @@ func Load(lookup envconfig.LookupFunc) (Config, error) {
 		Workers:        l.Int(EnvWorkers, DefaultWorkers, 1, 1024),
 		BackoffInitial: l.Duration(EnvBackoffInitial, DefaultBackoffInitial),
 		BackoffMax:     l.Duration(EnvBackoffMax, DefaultBackoffMax),
-		LogLevel:       l.Enum(EnvLogLevel, DefaultLogLevel, "debug", "info", "warn", "error"),
-		MetricsAddr:    l.HostPort(EnvMetricsAddr, DefaultMetricsAddr),
 		InstanceID:     l.String(EnvInstanceID, ""),
-		OTLPEndpoint:   l.String(EnvOTLPEndpoint, ""),
 	}
 	shadowSuffix := "-" + strings.ToLower(strings.ReplaceAll(c.Stream, "_", "-"))
 	defBucket, defLease := bus.BucketObjects, DefaultLeaseKey
@@ -119,8 +110,8 @@ func Load(lookup envconfig.LookupFunc) (Config, error) {
 	bad := func(name, want, got string) {
 		errs = append(errs, &envconfig.VarError{Name: name, Want: want, Got: got})
 	}
-	if !validPrefix(c.SubjectPrefix) {
-		bad(EnvSubjectPrefix, `dot-separated subject tokens without "*", ">" or spaces`, c.SubjectPrefix)
+	if !events.ValidPrefix(c.SubjectPrefix) {
+		bad(EnvSubjectPrefix, events.PrefixForm, c.SubjectPrefix)
 	}
 	if !group.ValidName(c.Stream) {
 		bad(EnvEventsStream, `a stream name of letters, digits, "-" and "_"`, c.Stream)
@@ -175,11 +166,4 @@ func defaultInstanceID() (string, error) {
 		return "", fmt.Errorf("random suffix: %w", err)
 	}
 	return host + "-" + hex.EncodeToString(b[:]), nil
-}
-
-func validPrefix(s string) bool {
-	if s == "" || strings.HasPrefix(s, ".") || strings.HasSuffix(s, ".") || strings.Contains(s, "..") {
-		return false
-	}
-	return !strings.ContainsAny(s, "*> \t\r\n")
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/ambient-code/control-plane/libs/bus"
 	"github.com/ambient-code/control-plane/libs/envconfig"
 	"github.com/ambient-code/control-plane/libs/events"
+	"github.com/ambient-code/control-plane/libs/service"
 )
 
 func TestLoad(t *testing.T) {
@@ -60,8 +61,8 @@ func TestLoad(t *testing.T) {
 		{name: "shadow prefix into live stream", env: base(EnvSubjectPrefix, "ambient.shadow"), wantErr: []string{EnvSubjectPrefix}},
 		{name: "live prefix into shadow stream", env: base(EnvEventsStream, "OTHER"), wantErr: []string{EnvSubjectPrefix}},
 		{name: "shadow reusing live bucket", env: base(EnvSubjectPrefix, "s.e", EnvEventsStream, "S", EnvObjectsBucket, "ambient-objects"), wantErr: []string{EnvObjectsBucket}},
-		{name: "bad values", env: base(EnvLeaseTTL, "10", apiclient.EnvGRPCUseTLS, "maybe", bus.EnvNATSURL, "http://x", EnvLogLevel, "loud", EnvWorkers, "0"),
-			wantErr: []string{EnvLeaseTTL, apiclient.EnvGRPCUseTLS, bus.EnvNATSURL, EnvLogLevel, EnvWorkers}},
+		{name: "bad values", env: base(EnvLeaseTTL, "10", apiclient.EnvGRPCUseTLS, "maybe", bus.EnvNATSURL, "http://x", service.EnvLogLevel, "loud", EnvWorkers, "0"),
+			wantErr: []string{EnvLeaseTTL, apiclient.EnvGRPCUseTLS, bus.EnvNATSURL, service.EnvLogLevel, EnvWorkers}},
 		{name: "short lease", env: base(EnvLeaseTTL, "100ms"), wantErr: []string{EnvLeaseTTL}},
 		{name: "backoff order", env: base(EnvBackoffInitial, "10s", EnvBackoffMax, "1s"), wantErr: []string{EnvBackoffMax}},
 		{name: "missing CA file", env: base(apiclient.EnvGRPCCAFile, "/does/not/exist"), wantErr: []string{apiclient.EnvGRPCCAFile}},

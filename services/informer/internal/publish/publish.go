@@ -16,7 +16,6 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/ambient-code/control-plane/libs/events"
 	eventsv1 "github.com/ambient-code/control-plane/proto/ambient/events/v1"
@@ -88,7 +87,12 @@ func New(js jetstream.JetStream, kv jetstream.KeyValue, tracer trace.Tracer, cfg
 // error wraps ErrNotStored: the caller must count the event as published and
 // retry the write with Store.
 func Publish[T events.APIObject](ctx context.Context, p *Publisher, c diff.Change[T]) error {
-	ev := newEvent(c, time.Now())
+	var old T
+	if c.Type == eventsv1.EventType_EVENT_TYPE_MODIFIED {
+		old = c.Old
+	}
+	// The cache computed the version already (see events.NewEventVersion).
+	ev := events.NewEventVersion(c.Type, c.Object, old, c.Version, time.Now())
 	key := events.ObjectKey(ev.GetResource(), c.ID)
 	var value []byte
 	if c.Type != eventsv1.EventType_EVENT_TYPE_DELETED {
@@ -99,28 +103,6 @@ func Publish[T events.APIObject](ctx context.Context, p *Publisher, c diff.Chang
 		value = b
 	}
 	return p.publish(ctx, ev, key, value)
-}
-
-// newEvent is events.NewEvent with the version the cache already computed
-// (hashing the object again per event is the costliest part of a publish).
-func newEvent[T events.APIObject](c diff.Change[T], observed time.Time) *eventsv1.ResourceEvent {
-	o := events.Wrap(c.Object)
-	var old *eventsv1.Object
-	if c.Type == eventsv1.EventType_EVENT_TYPE_MODIFIED {
-		old = events.Wrap(c.Old)
-	}
-	ev := &eventsv1.ResourceEvent{
-		Type:         c.Type,
-		Resource:     events.ResourceOf[T](),
-		ObjectId:     c.ID,
-		ProjectId:    events.ProjectID(o),
-		Object:       o,
-		OldObject:    old,
-		ObservedTime: timestamppb.New(observed),
-		Version:      c.Version,
-	}
-	ev.EventId = events.MsgID(ev)
-	return ev
 }
 
 func (p *Publisher) publish(ctx context.Context, ev *eventsv1.ResourceEvent, key string, value []byte) (err error) {

@@ -5,45 +5,44 @@ import (
 	"time"
 )
 
+// TestBackoffSequence pins the reconnect schedule: 1s doubling to 30s,
+// back to 1s after Reset. Jitter is off here; TestBackoffJitterBounds
+// checks it.
 func TestBackoffSequence(t *testing.T) {
 	t.Parallel()
-	tests := []struct {
-		name string
-		rand float64
-		want []time.Duration
-	}{
-		{name: "no jitter (middle)", rand: 0.5, want: []time.Duration{
-			time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 16 * time.Second, 30 * time.Second, 30 * time.Second}},
-		{name: "low edge -25%", rand: 0, want: []time.Duration{
-			750 * time.Millisecond, 1500 * time.Millisecond, 3 * time.Second, 6 * time.Second, 12 * time.Second, 22500 * time.Millisecond, 22500 * time.Millisecond}},
+	b := newBackoff(Config{}.withDefaults())
+	b.RandomizationFactor = 0
+	want := []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 16 * time.Second, 30 * time.Second, 30 * time.Second}
+	for i, w := range want {
+		if got := b.NextBackOff(); got != w {
+			t.Fatalf("attempt %d: got %v, want %v", i, got, w)
+		}
 	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			b := Backoff{Initial: time.Second, Max: 30 * time.Second, Jitter: 0.25, rand: func() float64 { return tc.rand }}
-			for i, w := range tc.want {
-				if got := b.Next(); got != w {
-					t.Fatalf("attempt %d: got %v, want %v", i, got, w)
-				}
-			}
-			b.Reset()
-			if got, want := b.Next(), tc.want[0]; got != want {
-				t.Fatalf("after Reset: got %v, want %v", got, want)
-			}
-		})
+	b.Reset()
+	if got := b.NextBackOff(); got != time.Second {
+		t.Fatalf("after Reset: got %v, want 1s", got)
 	}
 }
 
+// TestBackoffJitterBounds: with the default 25 % jitter every delay stays
+// within +/-25 % of the schedule, and the jitter is really applied.
 func TestBackoffJitterBounds(t *testing.T) {
 	t.Parallel()
-	b := Backoff{Initial: time.Second, Max: 30 * time.Second, Jitter: 0.25}
+	schedule := []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 16 * time.Second, 30 * time.Second, 30 * time.Second, 30 * time.Second}
+	b := newBackoff(Config{}.withDefaults())
+	varied := false
 	for range 1000 {
 		b.Reset()
-		for range 8 {
-			d := b.Next()
-			if d < 750*time.Millisecond || d > 37500*time.Millisecond {
-				t.Fatalf("delay %v outside [0.75s, 37.5s]", d)
+		for i, base := range schedule {
+			d := b.NextBackOff()
+			low, high := base*3/4, base*5/4+1
+			if d < low || d > high {
+				t.Fatalf("attempt %d: delay %v outside [%v, %v]", i, d, low, high)
 			}
+			varied = varied || d != base
 		}
+	}
+	if !varied {
+		t.Fatal("no delay differed from the schedule: jitter not applied")
 	}
 }

@@ -108,7 +108,7 @@ func (w *Watcher[T]) Syncs() int64 { return w.synced.Load() }
 // Run runs cycles until ctx ends, waiting with backoff between failed ones;
 // it returns nil when ctx ends.
 func (w *Watcher[T]) Run(ctx context.Context) error {
-	b := Backoff{Initial: w.cfg.BackoffInitial, Max: w.cfg.BackoffMax, Jitter: w.cfg.BackoffJitter}
+	b := newBackoff(w.cfg)
 	for {
 		start := time.Now()
 		received, err := w.cycle(ctx)
@@ -128,7 +128,7 @@ func (w *Watcher[T]) Run(ctx context.Context) error {
 		if w.hooks.Reconnect != nil {
 			w.hooks.Reconnect(err)
 		}
-		d := b.Next()
+		d := b.NextBackOff()
 		if errors.Is(err, io.EOF) {
 			w.log.Info("watch stream ended, reconnecting", slog.Duration(logkey.Duration, d))
 		} else {

@@ -1,6 +1,7 @@
 // Package app wires the kube-reconciler: NATS (consumer group and KV
-// ambient-objects), the ambient API client, Kubernetes clients, the event
-// reconciler, the status write-back and the health/metrics server.
+// ambient-objects), the ambient API client, Kubernetes clients, the
+// AgenticSession CRD watcher, the event reconciler, the status write-back and
+// the health/metrics server.
 package app
 
 import (
@@ -19,6 +20,7 @@ import (
 	"github.com/ambient-code/control-plane/libs/telemetry"
 	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/apply"
 	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/config"
+	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/crd"
 	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/metrics"
 	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/reconcile"
 	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/status"
@@ -26,6 +28,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
+	apiextclient "k8s.io/apiextensions-apiserver/pkg/client/clientset/clientset"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -107,6 +110,14 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Optio
 	if err != nil {
 		return fmt.Errorf("kubernetes dynamic client: %w", err)
 	}
+	apiext, err := apiextclient.NewForConfig(restCfg)
+	if err != nil {
+		return fmt.Errorf("kubernetes apiextensions client: %w", err)
+	}
+	crdWatcher, err := crd.NewWatcher(apiext, log.With(slog.String(logkey.Service, "crd")))
+	if err != nil {
+		return err
+	}
 
 	api, err := apiclient.New(cfg.API.Config())
 	if err != nil {
@@ -145,7 +156,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Optio
 		return err
 	}
 	rec, err := reconcile.New(reconcile.Config{
-		Objects: objects, Applier: apply.New(kube, dyn), API: api, Tracker: statusCtl,
+		Objects: objects, Applier: apply.New(kube, dyn, crdWatcher), API: api, Tracker: statusCtl,
 		Selector: cfg.SessionSelector, RoleAllowList: cfg.RoleAllowList, DefaultNamespace: cfg.Namespace,
 		Metrics: m, Log: log,
 	})
@@ -170,6 +181,9 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Optio
 			}
 			return nil
 		},
+		// Not ready while AgenticSessions cannot be applied: the CRD is
+		// missing, not established or without a usable schema.
+		"crd": crdWatcher.Check,
 	}})
 	if err != nil {
 		return err
@@ -190,6 +204,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Optio
 		slog.String("session_selector", cfg.SessionSelector.String()), slog.String(logkey.Addr, ln.Addr().String()))
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return hs.Serve(gctx, ln) })
+	g.Go(func() error { return crdWatcher.Run(gctx) })
 	g.Go(func() error { return statusCtl.Run(gctx) })
 	g.Go(func() error { return group.Run(gctx, js, gcfg, rec.Handle, log) })
 	return g.Wait()

@@ -53,12 +53,18 @@ func (h *harness) waitCR(t *testing.T, ns, name string, check func(u *unstructur
 
 // TestMapping: projects, settings and sessions created in the API become
 // Namespaces, RoleBindings and AgenticSessions with the labels, subjects,
-// roleRefs and spec fields of UPSTREAM-BEHAVIOUR.md.
+// roleRefs and spec fields of UPSTREAM-BEHAVIOUR.md, on the operator's CRD
+// schema: a session with every field set (repos with names included) gets its
+// AgenticSession, what the CRD cannot hold lands in labels and annotations,
+// kube_cr_uid/kube_namespace are written back, and nothing is dropped,
+// refused or retried on the way (the replica's log says so).
 func TestMapping(t *testing.T) {
 	h := newHarness(t)
-	h.start(t, "m1", nil, nil)
+	r := h.start(t, "m1", nil, nil)
 	ctx := t.Context()
-	name := unique("Map")
+	// Lower case: the API refuses project names that are no DNS-1123 label,
+	// like the real server.
+	name := unique("map")
 	p := h.project(t, name)
 	ns := lower(name)
 	if _, err := h.cl.CreateProjectSettings(ctx, &ambientv1.CreateProjectSettingsRequest{ProjectId: p.GetMetadata().GetId(),
@@ -105,34 +111,37 @@ func TestMapping(t *testing.T) {
 		req  *ambientv1.CreateSessionRequest
 		want map[string]any // spec (JSON form)
 		lbl  map[string]string
+		ann  map[string]string
 	}{
 		{
 			name: "defaults from the API",
 			req:  &ambientv1.CreateSessionRequest{Name: "plain", Prompt: ptr("hello")},
-			want: map[string]any{"displayName": "plain", "initialPrompt": "hello", "project": name,
+			want: map[string]any{"displayName": "plain", "initialPrompt": "hello",
 				"llmSettings": map[string]any{"model": "sonnet", "temperature": 0.7, "maxTokens": float64(4000)}},
 		},
 		{
 			name: "every field",
 			req: &ambientv1.CreateSessionRequest{Name: "full", Prompt: ptr("p"), Timeout: ptr(int32(600)), LlmModel: ptr("opus"),
 				LlmTemperature: ptr(0.2), LlmMaxTokens: ptr(int32(100)), BotAccountName: ptr("bot"), CreatedByUserId: ptr("u-1"),
-				Repos:                ptr(`[{"url":"https://git/a"},{"url":"https://git/b","branch":"dev"}]`),
-				ResourceOverrides:    ptr(`{"cpu":"2"}`),
+				RepoUrl: ptr("https://git/ignored-when-repos-is-set"), AssignedUserId: ptr("u-2"), WorkflowId: ptr("wf-1"), ParentSessionId: ptr("parent"),
+				Repos:                ptr(`[{"url":"https://git/a","name":"front"},{"url":"https://git/b","branch":"dev","name":"back","autoPush":true}]`),
+				ResourceOverrides:    ptr(`{"cpu":"2","memory":"4Gi"}`),
 				EnvironmentVariables: ptr(`{"A":"1"}`),
 				Labels:               ptr(`{"team":"x"}`), Annotations: ptr(`{"note":"y z"}`)},
-			want: map[string]any{"displayName": "full", "initialPrompt": "p", "timeout": float64(600), "project": name,
+			want: map[string]any{"displayName": "full", "initialPrompt": "p", "timeout": float64(600),
 				"llmSettings":          map[string]any{"model": "opus", "temperature": 0.2, "maxTokens": float64(100)},
-				"botAccount":           map[string]any{"name": "bot"},
 				"userContext":          map[string]any{"userId": "u-1"},
-				"resourceOverrides":    map[string]any{"cpu": "2"},
 				"environmentVariables": map[string]any{"A": "1"},
-				"repos":                []any{map[string]any{"url": "https://git/a", "branch": "ambient/CRNAME"}, map[string]any{"url": "https://git/b", "branch": "dev"}}},
+				"repos": []any{map[string]any{"url": "https://git/a", "branch": "ambient/CRNAME"},
+					map[string]any{"url": "https://git/b", "branch": "dev", "autoPush": true}}},
 			lbl: map[string]string{"team": "x"},
+			ann: map[string]string{"note": "y z", spec.AnnotationBotAccount: "bot",
+				spec.AnnotationResourceOverrides: `{"cpu":"2","memory":"4Gi"}`, spec.AnnotationRepoNames: `["front","back"]`},
 		},
 		{
 			name: "repo_url only",
 			req:  &ambientv1.CreateSessionRequest{Name: "single", RepoUrl: ptr("https://git/r")},
-			want: map[string]any{"displayName": "single", "project": name,
+			want: map[string]any{"displayName": "single",
 				"llmSettings": map[string]any{"model": "sonnet", "temperature": 0.7, "maxTokens": float64(4000)},
 				"repos":       []any{map[string]any{"url": "https://git/r", "branch": "ambient/CRNAME"}}},
 		},
@@ -167,8 +176,10 @@ func TestMapping(t *testing.T) {
 			if u.GetLabels()[spec.LabelManagedBy] != spec.ManagedByValue || u.GetLabels()[spec.LabelProjectID] != name {
 				t.Errorf("managed labels missing: %v", u.GetLabels())
 			}
-			if tc.req.Annotations != nil && u.GetAnnotations()["note"] != "y z" {
-				t.Errorf("annotations = %v", u.GetAnnotations())
+			for k, v := range tc.ann {
+				if u.GetAnnotations()[k] != v {
+					t.Errorf("annotation %s = %q, want %q", k, u.GetAnnotations()[k], v)
+				}
 			}
 			// The status write-back reports where the CR lives.
 			testenv.Eventually(t, wait, func() error {
@@ -182,6 +193,10 @@ func TestMapping(t *testing.T) {
 				return nil
 			})
 		})
+	}
+	h.quiesce(t, r)
+	if bad := r.logs.Grep("not declared", "dropped", "session refused", "handling failed", "dead-lettered", "InvalidSpec"); len(bad) > 0 {
+		t.Errorf("field errors, drops or retries logged:\n%s", strings.Join(bad, "\n"))
 	}
 }
 

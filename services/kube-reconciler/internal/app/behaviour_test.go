@@ -3,6 +3,7 @@ package app
 import (
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"strings"
 	"sync"
@@ -359,7 +360,7 @@ func get(t *testing.T, url string) string {
 // Forbidden, and with it binding cluster-admin is Forbidden too.
 func TestRBAC(t *testing.T) {
 	ctx := t.Context()
-	nobody := kenv.User(t, "nobody")
+	nobody := kube.Env(t).User(t, "nobody")
 	cs, err := kubernetes.NewForConfig(nobody)
 	if err != nil {
 		t.Fatal(err)
@@ -368,7 +369,7 @@ func TestRBAC(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := apply.New(cs, dyn)
+	a := apply.New(cs, dyn, kube.Env(t).Watcher(t, slog.New(slog.DiscardHandler)))
 	ns := unique("rbac")
 	if err := a.Namespace(ctx, spec.Namespace{Name: ns, Labels: spec.ManagedLabels("p")}); !apierrors.IsForbidden(err) {
 		t.Errorf("namespace apply without role: %v, want Forbidden", err)
@@ -386,11 +387,11 @@ func TestRBAC(t *testing.T) {
 	}
 
 	// With the chart's role: allowed roles bind, cluster-admin does not.
-	rcs, err := kubernetes.NewForConfig(restricted(t))
+	rcs, err := kubernetes.NewForConfig(restricted(t, kube.Env(t)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	ra := apply.New(rcs, nil)
+	ra := apply.New(rcs, nil, nil)
 	if err := ra.Namespace(ctx, spec.Namespace{Name: ns, Labels: spec.ManagedLabels("p")}); err != nil {
 		t.Fatalf("namespace apply with role: %v", err)
 	}

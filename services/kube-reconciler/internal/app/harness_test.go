@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"net"
 	"os"
 	"strings"
@@ -33,9 +31,11 @@ import (
 	"k8s.io/client-go/rest"
 )
 
-var kenv *kubetest.Env
+// kube is the package's kube-apiserver with the chart's (the operator's)
+// AgenticSession CRD; kube.Env(t) skips a test when the binaries are not built.
+var kube kubetest.Shared
 
-func TestMain(m *testing.M) { os.Exit(kubetest.Main(m, &kenv)) }
+func TestMain(m *testing.M) { os.Exit(kube.Main(m)) }
 
 const updateStatusMethod = "/ambient.v1.SessionService/UpdateSessionStatus"
 
@@ -44,22 +44,26 @@ const updateStatusMethod = "/ambient.v1.SessionService/UpdateSessionStatus"
 const reconcilerUser = "system:serviceaccount:ambient-code:kube-reconciler"
 
 var (
-	roleOnce sync.Once
-	errRole  error
-	seq      atomic.Int64
+	rolesMu sync.Mutex
+	roles   = map[*kubetest.Env]error{} // guarded by rolesMu: API servers whose reconciler role is bound
+	seq     atomic.Int64
 )
 
-// restricted returns a client config for reconcilerUser, bound once per
-// process to the chart's ClusterRole rules.
-func restricted(t testing.TB) *rest.Config {
+// restricted returns a client config for reconcilerUser on env, bound once
+// per API server to the chart's ClusterRole rules.
+func restricted(t testing.TB, env *kubetest.Env) *rest.Config {
 	t.Helper()
-	roleOnce.Do(func() {
-		errRole = kenv.BindReconcilerRole(context.Background(), "ambient-kube-reconciler", reconcilerUser)
-	})
-	if errRole != nil {
-		t.Fatalf("bind reconciler role: %v", errRole)
+	rolesMu.Lock()
+	err, done := roles[env]
+	if !done {
+		err = env.BindReconcilerRole(context.Background(), "ambient-kube-reconciler", reconcilerUser)
+		roles[env] = err
 	}
-	return kenv.User(t, reconcilerUser)
+	rolesMu.Unlock()
+	if err != nil {
+		t.Fatalf("bind reconciler role: %v", err)
+	}
+	return env.User(t, reconcilerUser)
 }
 
 // unique returns a lower-case name unique in this test process (namespaces
@@ -67,6 +71,7 @@ func restricted(t testing.TB) *rest.Config {
 func unique(prefix string) string { return fmt.Sprintf("%s-%d", prefix, seq.Add(1)) }
 
 type harness struct {
+	env   *kubetest.Env
 	nats  *natsserver.Server
 	js    jetstream.JetStream
 	api   *memapi.Server
@@ -76,10 +81,18 @@ type harness struct {
 	stats map[string]*group.Stats
 }
 
+// newHarness runs on the package's kube-apiserver.
 func newHarness(t testing.TB) *harness {
 	t.Helper()
+	return newHarnessOn(t, kube.Env(t))
+}
+
+// newHarnessOn runs on env: tests that change the AgenticSession CRD start
+// an API server of their own (kubetest.StartT).
+func newHarnessOn(t testing.TB, env *kubetest.Env) *harness {
+	t.Helper()
 	ctx := t.Context()
-	h := &harness{nats: testenv.NATS(t), api: testenv.API(t), stats: map[string]*group.Stats{}}
+	h := &harness{env: env, nats: testenv.NATS(t), api: testenv.API(t), stats: map[string]*group.Stats{}}
 	_, h.js = testenv.JetStream(t, h.nats)
 	h.cl = testenv.APIClient(t, h.api)
 	if _, err := bus.EnsureEventsStream(ctx, h.js, 1, time.Hour); err != nil {
@@ -89,10 +102,10 @@ func newHarness(t testing.TB) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if h.kube, err = kubernetes.NewForConfig(kenv.Config); err != nil {
+	if h.kube, err = kubernetes.NewForConfig(env.Config); err != nil {
 		t.Fatal(err)
 	}
-	if h.dyn, err = dynamic.NewForConfig(kenv.Config); err != nil {
+	if h.dyn, err = dynamic.NewForConfig(env.Config); err != nil {
 		t.Fatal(err)
 	}
 	fctx, cancel := context.WithCancel(context.Background())
@@ -130,6 +143,7 @@ type replica struct {
 	crash func() // closes its NATS connection without leaving the group, then stops it
 	addr  net.Addr
 	stats *group.Stats
+	logs  *kubetest.Logs // everything it logged
 }
 
 // start runs a kube-reconciler as member, with restCfg (nil: the chart-bound
@@ -137,7 +151,7 @@ type replica struct {
 func (h *harness) start(t testing.TB, member string, restCfg *rest.Config, env map[string]string) *replica {
 	t.Helper()
 	if restCfg == nil {
-		restCfg = restricted(t)
+		restCfg = restricted(t, h.env)
 	}
 	vars := map[string]string{
 		apiclient.EnvAPIToken:  testenv.APIToken,
@@ -156,11 +170,9 @@ func (h *harness) start(t testing.TB, member string, restCfg *rest.Config, env m
 	if err != nil {
 		t.Fatal(err)
 	}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	if os.Getenv("KR_TEST_LOG") != "" {
-		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("member", member)
-	}
-	r := &replica{stats: &group.Stats{}}
+	logs, log := kubetest.NewLogs()
+	log = log.With("member", member)
+	r := &replica{stats: &group.Stats{}, logs: logs}
 	conns := make(chan *nats.Conn, 1)   // one send
 	listening := make(chan net.Addr, 1) // one send
 	ctx, cancel := context.WithCancel(context.Background())

@@ -10,9 +10,10 @@ import (
 	"github.com/ambient-code/control-plane/libs/testenv"
 )
 
-// TestReadiness: /readyz checks NATS, the API and Kubernetes. As the
-// chart-bound user it is ready; as a user without the ClusterRole the
-// AgenticSession informer cannot list (Forbidden), so it is not.
+// TestReadiness: /readyz checks NATS, the API, Kubernetes and the
+// AgenticSession CRD. As the chart-bound user it is ready; as a user without
+// the ClusterRole neither the AgenticSession informer nor the CRD watcher can
+// list (Forbidden), so it is not.
 func TestReadiness(t *testing.T) {
 	h := newHarness(t)
 	tests := []struct {
@@ -21,13 +22,13 @@ func TestReadiness(t *testing.T) {
 		failing []string
 	}{
 		{name: "with the chart role", user: ""},
-		{name: "without it", user: "nobody-ready", failing: []string{"kubernetes"}},
+		{name: "without it", user: "nobody-ready", failing: []string{"crd", "kubernetes"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			cfg := restricted(t)
+			cfg := restricted(t, kube.Env(t))
 			if tc.user != "" {
-				cfg = kenv.User(t, tc.user)
+				cfg = kube.Env(t).User(t, tc.user)
 			}
 			r := h.start(t, "ready-"+fmt.Sprint(len(tc.failing)), cfg, nil)
 			testenv.Eventually(t, wait, func() error {
@@ -35,7 +36,7 @@ func TestReadiness(t *testing.T) {
 				if err := json.Unmarshal([]byte(get(t, "http://"+r.addr.String()+"/readyz")), &rep); err != nil {
 					return err
 				}
-				for _, c := range []string{"nats", "api", "kubernetes"} {
+				for _, c := range []string{"nats", "api", "kubernetes", "crd"} {
 					if _, ok := rep.Checks[c]; !ok {
 						return fmt.Errorf("check %s missing: %+v", c, rep)
 					}

@@ -64,7 +64,7 @@ func TestStatusWriteBack(t *testing.T) {
 			"startTime": "2026-01-02T03:04:05Z", "phase": "Running"}, "Running", false},
 		{map[string]any{"phase": "Completed", "startTime": "2026-01-02T03:04:05Z", "completionTime": "2026-01-02T04:00:00Z",
 			"sdkSessionId": "sdk-1", "sdkRestartCount": int64(2), "reconciledRepos": []any{map[string]any{"url": "u"}},
-			"reconciledWorkflow": map[string]any{"id": "w"}}, "Completed", true},
+			"reconciledWorkflow": map[string]any{"gitUrl": "w"}}, "Completed", true},
 	}
 	want := base
 	for i, st := range steps {
@@ -103,7 +103,7 @@ func TestStatusWriteBack(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.GetSdkRestartCount() != 2 || got.GetCompletionTime().AsTime().Format("15:04") != "04:00" || got.GetReconciledWorkflow() != `{"id":"w"}` {
+	if got.GetSdkRestartCount() != 2 || got.GetCompletionTime().AsTime().Format("15:04") != "04:00" || got.GetReconciledWorkflow() != `{"gitUrl":"w"}` {
 		t.Errorf("session status = restarts %d, completion %v, workflow %q", got.GetSdkRestartCount(), got.GetCompletionTime().AsTime(), got.GetReconciledWorkflow())
 	}
 	if n := h.api.CallCount(updateStatusMethod); n != want {

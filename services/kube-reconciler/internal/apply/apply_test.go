@@ -2,12 +2,18 @@ package apply
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
 	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/spec"
+	"github.com/google/go-cmp/cmp"
 	"google.golang.org/protobuf/proto"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -22,11 +28,11 @@ var nsSeq atomic.Int64
 
 func clients(t *testing.T) (kubernetes.Interface, dynamic.Interface) {
 	t.Helper()
-	cs, err := kubernetes.NewForConfig(kenv.Config)
+	cs, err := kubernetes.NewForConfig(kube.Env(t).Config)
 	if err != nil {
 		t.Fatal(err)
 	}
-	dyn, err := dynamic.NewForConfig(kenv.Config)
+	dyn, err := dynamic.NewForConfig(kube.Env(t).Config)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,7 +45,7 @@ func TestNamespaceReassertsLabels(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
 	cs, dyn := clients(t)
-	a := New(cs, dyn)
+	a := New(cs, dyn, nil)
 	ns := spec.Namespace{Name: uniqueNS("ns"), Labels: spec.ManagedLabels("Proj")}
 	if err := a.Namespace(ctx, ns); err != nil {
 		t.Fatal(err)
@@ -74,7 +80,7 @@ func TestRoleBindingsApplyPruneRecreate(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
 	cs, dyn := clients(t)
-	a := New(cs, dyn)
+	a := New(cs, dyn, nil)
 	ns := uniqueNS("rb")
 	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
@@ -139,11 +145,13 @@ func rv(t *testing.T, cs kubernetes.Interface, ns, name string) string {
 	return got.ResourceVersion
 }
 
+// TestSessionApplyOwnsOnlySpec: re-applying is a no-op, the operator's status
+// is never touched, and a field the reconciler stops setting goes away.
 func TestSessionApplyOwnsOnlySpec(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
 	cs, dyn := clients(t)
-	a := New(cs, dyn)
+	a := New(cs, dyn, kube.Env(t).Watcher(t, slog.New(slog.DiscardHandler)))
 	ns := uniqueNS("as")
 	if err := a.Namespace(ctx, spec.Namespace{Name: ns, Labels: spec.ManagedLabels("p")}); err != nil {
 		t.Fatal(err)
@@ -171,15 +179,19 @@ func TestSessionApplyOwnsOnlySpec(t *testing.T) {
 	if again.GetResourceVersion() != withStatus.GetResourceVersion() {
 		t.Errorf("re-apply changed resourceVersion %s -> %s", withStatus.GetResourceVersion(), again.GetResourceVersion())
 	}
-	// Drop the bot account: the field goes away, status stays.
-	s.BotAccountName = nil
+	// Drop the prompt and the bot account: the field and the annotation go
+	// away, status stays.
+	s.Prompt, s.BotAccountName = nil, nil
 	desired, _ = spec.Session(s, ns)
 	updated, err := a.Session(ctx, desired)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, found, _ := unstructured.NestedMap(updated.Object, "spec", "botAccount"); found {
-		t.Error("spec.botAccount still set after it was dropped")
+	if _, found, _ := unstructured.NestedString(updated.Object, "spec", "initialPrompt"); found {
+		t.Error("spec.initialPrompt still set after it was dropped")
+	}
+	if _, found := updated.GetAnnotations()[spec.AnnotationBotAccount]; found {
+		t.Error("bot account annotation still set after it was dropped")
 	}
 	if phase, _, _ := unstructured.NestedString(updated.Object, "status", "phase"); phase != "Running" {
 		t.Errorf("status.phase = %q, want Running (untouched)", phase)
@@ -189,5 +201,101 @@ func TestSessionApplyOwnsOnlySpec(t *testing.T) {
 	}
 	if err := a.DeleteSession(ctx, ns, desired.Name); err != nil {
 		t.Errorf("second delete: %v, want nil", err)
+	}
+}
+
+// TestSessionApplyClaimsOnlySetFields: the apply body is an apply
+// configuration, so the reconciler's managed fields are exactly the spec
+// fields the session sets; no zero value (timeout 0, empty repos, no
+// userContext) is claimed, so another manager may own those.
+func TestSessionApplyClaimsOnlySetFields(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	cs, dyn := clients(t)
+	a := New(cs, dyn, kube.Env(t).Watcher(t, slog.New(slog.DiscardHandler)))
+	ns := uniqueNS("claim")
+	if err := a.Namespace(ctx, spec.Namespace{Name: ns, Labels: spec.ManagedLabels("p")}); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		in   *ambientv1.Session
+		want []string
+	}{
+		{
+			name: "name only",
+			in:   &ambientv1.Session{Metadata: &ambientv1.ObjectReference{Id: "c1"}, Name: "n", ProjectId: proto.String("p")},
+			want: []string{".displayName"},
+		},
+		{
+			name: "llm temperature zero and one repo",
+			in: &ambientv1.Session{Metadata: &ambientv1.ObjectReference{Id: "c2"}, Name: "n", ProjectId: proto.String("p"),
+				LlmTemperature: proto.Float64(0), RepoUrl: proto.String("https://git/r")},
+			want: []string{".displayName", ".llmSettings.temperature", ".repos"},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			desired, err := spec.Session(tc.in, ns)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := a.Session(ctx, desired)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var owned []string
+			for _, mf := range got.GetManagedFields() {
+				if mf.Manager != FieldManager || mf.Operation != metav1.ManagedFieldsOperationApply {
+					continue
+				}
+				var fields map[string]any
+				if err := json.Unmarshal(mf.FieldsV1.GetRawBytes(), &fields); err != nil {
+					t.Fatal(err)
+				}
+				owned = leaves(fields["f:spec"], "")
+			}
+			slices.Sort(owned)
+			if diff := cmp.Diff(tc.want, owned); diff != "" {
+				t.Errorf("spec fields owned by %s (-want +got):\n%s", FieldManager, diff)
+			}
+		})
+	}
+}
+
+// leaves lists the field paths of a managedFields FieldsV1 set; a list
+// (repos, owned as a whole) is one leaf.
+func leaves(set any, prefix string) []string {
+	m, ok := set.(map[string]any)
+	if !ok || len(m) == 0 {
+		return []string{prefix}
+	}
+	var out []string
+	for k, v := range m {
+		name, isField := strings.CutPrefix(k, "f:")
+		if !isField {
+			continue // ".": the object itself; "k:"/"v:": list elements
+		}
+		out = append(out, leaves(v, prefix+"."+name)...)
+	}
+	if len(out) == 0 {
+		return []string{prefix}
+	}
+	return out
+}
+
+// TestSessionApplyNeedsPruner: without a pruner nothing is applied blind.
+func TestSessionApplyNeedsPruner(t *testing.T) {
+	t.Parallel()
+	cs, dyn := clients(t)
+	desired, err := spec.Session(&ambientv1.Session{Metadata: &ambientv1.ObjectReference{Id: "np"}, Name: "n"}, "default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := New(cs, dyn, nil).Session(t.Context(), desired); !errors.Is(err, ErrNoPruner) {
+		t.Fatalf("err = %v, want ErrNoPruner", err)
+	}
+	if _, err := dyn.Resource(AgenticSessionGVR).Namespace("default").Get(t.Context(), desired.Name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("CR applied without a pruner: %v", err)
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/kubetest"
 )
 
-var kenv *kubetest.Env
+// kube is the package's kube-apiserver; kube.Env(t) skips a test when the
+// binaries are not built.
+var kube kubetest.Shared
 
-func TestMain(m *testing.M) { os.Exit(kubetest.Main(m, &kenv)) }
+func TestMain(m *testing.M) { os.Exit(kube.Main(m)) }

@@ -12,7 +12,9 @@ import (
 )
 
 // crDocument is the apply body of an AgenticSession: only the fields the
-// reconciler owns. It never has a status, so the operator's status is untouched.
+// reconciler sets (spec.AgenticSessionSpec omits every unset one, so no zero
+// value is claimed). It never has a status, so the operator's status is
+// untouched.
 type crDocument struct {
 	APIVersion string                  `json:"apiVersion"`
 	Kind       string                  `json:"kind"`
@@ -46,14 +48,21 @@ func SessionObject(as *spec.AgenticSession) (*unstructured.Unstructured, error) 
 	return u, nil
 }
 
-// Session applies as and returns the object as stored (with its UID). Fields
-// the reconciler set before and no longer sets are removed from the object, as
-// server-side apply does for a field manager's own fields. Errors from the API
-// server are wrapped; apierrors.IsInvalid tells a spec the server refused.
+// Session prunes as to the installed CRD, applies it and returns the object as
+// stored (with its UID). Fields the reconciler set before and no longer sets
+// are removed from the object, as server-side apply does for a field manager's
+// own fields. Errors from the pruner (see package crd) and the API server are
+// wrapped; apierrors.IsInvalid tells a spec the server refused.
 func (a *Applier) Session(ctx context.Context, as *spec.AgenticSession) (*unstructured.Unstructured, error) {
+	if a.pruner == nil {
+		return nil, ErrNoPruner
+	}
 	u, err := SessionObject(as)
 	if err != nil {
 		return nil, err
+	}
+	if err := a.pruner.PruneSession(u); err != nil {
+		return nil, fmt.Errorf("apply agenticsession %s/%s: %w", as.Namespace, as.Name, err)
 	}
 	got, err := a.dyn.Resource(AgenticSessionGVR).Namespace(as.Namespace).Apply(ctx, as.Name, u, metav1.ApplyOptions{FieldManager: FieldManager, Force: true})
 	if err != nil {

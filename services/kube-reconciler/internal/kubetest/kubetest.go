@@ -1,34 +1,41 @@
 // Package kubetest starts a real kube-apiserver and etcd (envtest) with the
-// AgenticSession CRD from the Helm chart, for tests. The binaries are built
-// from Go modules by hack/build-kube-binaries.sh into <repo>/bin/k8s
-// (KUBEBUILDER_ASSETS overrides the directory). The API server listens on
-// loopback only and runs no controllers (see shared/design/REAL-PARTS.md).
+// AgenticSession CRD from the Helm chart (the operator's schema), for tests.
+// The binaries are built from Go modules by `make kube-binaries`
+// (hack/build-kube-binaries.sh) into <repo>/bin/k8s (KUBEBUILDER_ASSETS
+// overrides the directory). The API server listens on loopback only and runs
+// no controllers (see shared/design/REAL-PARTS.md).
 package kubetest
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/crd"
 	rbacv1 "k8s.io/api/rbac/v1"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	apiextclient "k8s.io/apiextensions-apiserver/pkg/client/clientset/clientset"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/yaml"
 )
 
 // ErrNoBinaries is returned by Start when kube-apiserver or etcd is missing.
-var ErrNoBinaries = errors.New("kube-apiserver/etcd not built: run hack/build-kube-binaries.sh")
+var ErrNoBinaries = errors.New("kube-apiserver/etcd not built: run `make kube-binaries` in the repository root")
 
 // Paths relative to the repository root.
 const (
-	binDir    = "bin/k8s"
-	crdDir    = "helm/ambient-control-plane/crds"
+	binDir = "bin/k8s"
+	// CRDFile is the AgenticSession CRD: the chart's single source.
+	CRDFile   = "helm/ambient-control-plane/files/crds/agenticsessions.vteam.ambient-code.yaml"
 	rulesFile = "helm/ambient-control-plane/files/kube-reconciler-clusterrole-rules.yaml"
 )
 
@@ -58,9 +65,46 @@ func RepoRoot() (string, error) {
 	}
 }
 
-// Start runs kube-apiserver + etcd and installs the chart's CRDs. It returns
-// ErrNoBinaries (wrapped) when the binaries are missing. Call Stop when done.
-func Start() (*Env, error) {
+// LoadCRD reads the AgenticSession CRD from the chart (CRDFile).
+func LoadCRD() (*apiextensionsv1.CustomResourceDefinition, error) {
+	root, err := RepoRoot()
+	if err != nil {
+		return nil, err
+	}
+	b, err := os.ReadFile(filepath.Join(root, CRDFile))
+	if err != nil {
+		return nil, fmt.Errorf("read crd: %w", err)
+	}
+	c := &apiextensionsv1.CustomResourceDefinition{}
+	if err := yaml.UnmarshalStrict(b, c); err != nil {
+		return nil, fmt.Errorf("parse %s: %w", CRDFile, err)
+	}
+	return c, nil
+}
+
+type options struct {
+	crds    []*apiextensionsv1.CustomResourceDefinition
+	withCRD bool
+}
+
+// Option changes what Start installs.
+type Option func(*options)
+
+// WithCRDs installs exactly crds instead of the chart's AgenticSession CRD
+// (none at all when called without arguments): tests of an older, newer or
+// missing operator CRD.
+func WithCRDs(crds ...*apiextensionsv1.CustomResourceDefinition) Option {
+	return func(o *options) { o.crds, o.withCRD = crds, false }
+}
+
+// Start runs kube-apiserver + etcd and installs the chart's AgenticSession CRD
+// (or what WithCRDs says). It returns ErrNoBinaries (wrapped) when the
+// binaries are missing. Call Stop when done.
+func Start(opts ...Option) (*Env, error) {
+	o := options{withCRD: true}
+	for _, opt := range opts {
+		opt(&o)
+	}
 	root, err := RepoRoot()
 	if err != nil {
 		return nil, err
@@ -76,9 +120,12 @@ func Start() (*Env, error) {
 	}
 	env := &envtest.Environment{
 		BinaryAssetsDirectory:    assets,
-		CRDDirectoryPaths:        []string{filepath.Join(root, crdDir)},
+		CRDs:                     o.crds,
 		ErrorIfCRDPathMissing:    true,
 		ControlPlaneStartTimeout: time.Minute,
+	}
+	if o.withCRD {
+		env.CRDDirectoryPaths = []string{filepath.Join(root, CRDFile)}
 	}
 	// Loopback only: no advertised external address, no endpoint reconciler
 	// writing the kubernetes Service for one.
@@ -100,25 +147,105 @@ func (e *Env) Stop() error {
 	return nil
 }
 
-// Main is a TestMain body: it starts an Env into *env, runs the tests and
-// stops it. Without binaries it fails under CI (CI=true) and otherwise skips
-// the package's tests with a message, so a fresh checkout still runs `go test`.
-func Main(m *testing.M, env **Env) int {
-	e, err := Start()
-	if errors.Is(err, ErrNoBinaries) && os.Getenv("CI") != "true" {
-		fmt.Fprintln(os.Stderr, "kubetest: skipping:", err)
-		return 0
+// StartT starts an Env of its own for one test (stopped in cleanup), for tests
+// that change or remove the AgenticSession CRD and so cannot share the
+// package's Env. Without binaries it skips (fails under CI), as Shared.Env.
+func StartT(tb testing.TB, opts ...Option) *Env {
+	tb.Helper()
+	e, err := Start(opts...)
+	if errors.Is(err, ErrNoBinaries) {
+		skipOrFail(tb, err)
 	}
 	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		if err := e.Stop(); err != nil {
+			tb.Error(err)
+		}
+	})
+	return e
+}
+
+// Shared is the one Env of a test package, started by Main in TestMain:
+//
+//	var kube kubetest.Shared
+//	func TestMain(m *testing.M) { os.Exit(kube.Main(m)) }
+//	... env := kube.Env(t)
+type Shared struct {
+	env     *Env
+	missing error // why env is nil: the binaries are not built
+}
+
+// Main is a TestMain body: it starts the Env, runs the tests and stops it.
+// Without binaries the tests still run, and each that calls Env is skipped
+// with the command that builds them (a failure under CI=true), so `go test`
+// never reports ok for tests that did not run.
+func (s *Shared) Main(m *testing.M) int {
+	e, err := Start()
+	switch {
+	case errors.Is(err, ErrNoBinaries):
+		s.missing = err
+		return m.Run()
+	case err != nil:
 		fmt.Fprintln(os.Stderr, "kubetest:", err)
 		return 1
 	}
-	*env = e
+	s.env = e
 	code := m.Run()
 	if err := e.Stop(); err != nil {
 		fmt.Fprintln(os.Stderr, "kubetest:", err)
 	}
 	return code
+}
+
+// Env returns the package's running Env, or skips tb (fails it under
+// CI=true) when the binaries are missing.
+func (s *Shared) Env(tb testing.TB) *Env {
+	tb.Helper()
+	if s.env == nil {
+		if s.missing == nil {
+			tb.Fatal("kubetest: Shared.Env called without Shared.Main in TestMain")
+		}
+		skipOrFail(tb, s.missing)
+	}
+	return s.env
+}
+
+func skipOrFail(tb testing.TB, err error) {
+	tb.Helper()
+	if os.Getenv("CI") == "true" {
+		tb.Fatalf("kubetest: %v", err)
+	}
+	tb.Skipf("kubetest: %v", err)
+}
+
+// Watcher returns a running crd.Watcher of e as cluster-admin, stopped in
+// cleanup, once it has read the CRD (installed or not).
+func (e *Env) Watcher(tb testing.TB, log *slog.Logger) *crd.Watcher {
+	tb.Helper()
+	client, err := apiextclient.NewForConfig(e.Config)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	w, err := crd.NewWatcher(client, log)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(tb.Context())
+	done := make(chan error, 1) // one send
+	// Owned by the test: cleanup cancels it and waits.
+	go func() { done <- w.Run(ctx) }()
+	tb.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			tb.Error(err)
+		}
+	})
+	if !cache.WaitForCacheSync(tb.Context().Done(), w.HasSynced) {
+		tb.Fatal("crd watcher did not sync")
+	}
+	return w
 }
 
 // User returns a client configuration authenticated as a new user name in

@@ -94,7 +94,8 @@ func (n noStatus) UpdateSessionStatus(_ context.Context, req *ambientv1.UpdateSe
 
 func newReconciler(tb testing.TB, store jetstream.KeyValue) (*Reconciler, dynamic.Interface) {
 	tb.Helper()
-	cfg := *kenv.Config
+	env := kube.Env(tb)
+	cfg := *env.Config
 	cfg.QPS, cfg.Burst = 1000, 2000
 	cs, err := kubernetes.NewForConfig(&cfg)
 	if err != nil {
@@ -108,7 +109,7 @@ func newReconciler(tb testing.TB, store jetstream.KeyValue) (*Reconciler, dynami
 	if err != nil {
 		tb.Fatal(err)
 	}
-	r, err := New(Config{Objects: store, Applier: apply.New(cs, dyn), API: noStatus{tb}, Selector: Selector{mode: SelectAll},
+	r, err := New(Config{Objects: store, Applier: apply.New(cs, dyn, env.Watcher(tb, slog.New(slog.DiscardHandler))), API: noStatus{tb}, Selector: Selector{mode: SelectAll},
 		RoleAllowList: spec.DefaultRoleAllowList, DefaultNamespace: "default", Metrics: m, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		tb.Fatal(err)

@@ -21,6 +21,20 @@ const (
 	// label values.
 	AnnotationSessionID = "ambient-code.io/session-id"
 
+	// The session fields the operator's AgenticSession CRD has no spec field
+	// for, kept where the operator (or a person) can read them without a
+	// schema change. See docs/architecture.md, "AgenticSession mapping".
+
+	// AnnotationBotAccount is the session's bot_account_name.
+	AnnotationBotAccount = "ambient-code.io/bot-account"
+	// AnnotationResourceOverrides is the session's resource_overrides, a
+	// compact JSON object.
+	AnnotationResourceOverrides = "ambient-code.io/resource-overrides"
+	// AnnotationRepoNames is a JSON list of the names of the session's repos
+	// entries, index for index with spec.repos ("" for an unnamed entry); set
+	// only when some entry has a name.
+	AnnotationRepoNames = "ambient-code.io/repo-names"
+
 	// ManagedByValue is the value of LabelManagedBy.
 	ManagedByValue = "ambient-control-plane"
 

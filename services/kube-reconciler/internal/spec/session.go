@@ -43,26 +43,29 @@ type AgenticSession struct {
 	Spec        AgenticSessionSpec
 }
 
-// AgenticSessionSpec mirrors the CRD's spec. Empty fields are omitted so that,
-// under server-side apply, the reconciler owns exactly the fields it sets.
+// AgenticSessionSpec is the apply configuration of the CRD's spec: only fields
+// the operator's CRD declares (see UPSTREAM-BEHAVIOUR.md, "The real
+// AgenticSession CRD"). Unset fields are omitted (omitempty, pointers where
+// zero is a real value), so under server-side apply the reconciler owns
+// exactly the fields it sets and never claims a zero value. What the CRD
+// cannot hold (project, bot account, resource overrides, repo names) goes to
+// labels and annotations (LabelProjectID, AnnotationBotAccount,
+// AnnotationResourceOverrides, AnnotationRepoNames).
 type AgenticSessionSpec struct {
 	DisplayName          string            `json:"displayName,omitempty"`
 	InitialPrompt        string            `json:"initialPrompt,omitempty"`
 	Timeout              *int32            `json:"timeout,omitempty"`
-	Project              string            `json:"project,omitempty"`
 	Repos                []Repo            `json:"repos,omitempty"`
 	LLMSettings          *LLMSettings      `json:"llmSettings,omitempty"`
-	BotAccount           *BotAccount       `json:"botAccount,omitempty"`
-	ResourceOverrides    json.RawMessage   `json:"resourceOverrides,omitempty"`
 	EnvironmentVariables map[string]string `json:"environmentVariables,omitempty"`
 	UserContext          *UserContext      `json:"userContext,omitempty"`
 }
 
-// Repo is one repository of the session.
+// Repo is one repository of the session, as the CRD declares it.
 type Repo struct {
-	URL    string `json:"url"`
-	Branch string `json:"branch,omitempty"`
-	Name   string `json:"name,omitempty"`
+	URL      string `json:"url"`
+	Branch   string `json:"branch,omitempty"`
+	AutoPush *bool  `json:"autoPush,omitempty"`
 }
 
 // LLMSettings is set when any of the session's llm_* fields is.
@@ -72,14 +75,18 @@ type LLMSettings struct {
 	MaxTokens   *int32   `json:"maxTokens,omitempty"`
 }
 
-// BotAccount names the bot account the session acts as.
-type BotAccount struct {
-	Name string `json:"name"`
-}
-
 // UserContext carries the user the session runs for.
 type UserContext struct {
 	UserID string `json:"userId"`
+}
+
+// repoEntry is one entry of the session's repos JSON: the CRD's fields plus
+// the name, which the CRD does not declare (it goes to AnnotationRepoNames).
+type repoEntry struct {
+	URL      string `json:"url"`
+	Branch   string `json:"branch,omitempty"`
+	AutoPush *bool  `json:"autoPush,omitempty"`
+	Name     string `json:"name,omitempty"`
 }
 
 // CRName returns the AgenticSession name of s: kube_cr_name, else the session
@@ -123,76 +130,130 @@ func Session(s *ambientv1.Session, namespace string) (*AgenticSession, error) {
 		return nil, err
 	}
 	maps.Copy(labels, managed)
-	annotations[AnnotationSessionID] = id
 
-	sp, err := sessionSpec(s, name)
+	sp, own, err := sessionSpec(s, name)
 	if err != nil {
 		return nil, err
 	}
+	own[AnnotationSessionID] = id
+	if err := checkAnnotationSize(annotations, own); err != nil {
+		return nil, err
+	}
+	maps.Copy(annotations, own)
 	return &AgenticSession{Name: name, Namespace: namespace, SessionID: id, Labels: labels, Annotations: annotations, Spec: sp}, nil
 }
 
-func sessionSpec(s *ambientv1.Session, crName string) (AgenticSessionSpec, error) {
+// sessionSpec returns the spec of s and the control plane's annotations
+// carrying what the CRD has no field for.
+func sessionSpec(s *ambientv1.Session, crName string) (AgenticSessionSpec, map[string]string, error) {
+	own := map[string]string{}
 	if len(s.GetPrompt()) > maxPromptBytes {
-		return AgenticSessionSpec{}, fieldErr("prompt", "%d bytes, more than the %d allowed", len(s.GetPrompt()), maxPromptBytes)
+		return AgenticSessionSpec{}, nil, fieldErr("prompt", "%d bytes, more than the %d allowed", len(s.GetPrompt()), maxPromptBytes)
 	}
 	sp := AgenticSessionSpec{
 		DisplayName:   s.GetName(),
 		InitialPrompt: s.GetPrompt(),
 		Timeout:       s.Timeout,
-		Project:       s.GetProjectId(),
 	}
-	repos, err := sessionRepos(s, crName)
+	repos, names, err := sessionRepos(s, crName)
 	if err != nil {
-		return sp, err
+		return sp, nil, err
 	}
 	sp.Repos = repos
+	if names != "" {
+		own[AnnotationRepoNames] = names
+	}
 	if t := s.LlmTemperature; t != nil && (math.IsNaN(*t) || math.IsInf(*t, 0)) {
-		return sp, fieldErr("llm_temperature", "%v is not a finite number", *t)
+		return sp, nil, fieldErr("llm_temperature", "%v is not a finite number", *t)
 	}
 	if s.LlmModel != nil || s.LlmTemperature != nil || s.LlmMaxTokens != nil {
 		sp.LLMSettings = &LLMSettings{Model: s.GetLlmModel(), Temperature: s.LlmTemperature, MaxTokens: s.LlmMaxTokens}
 	}
 	if s.GetBotAccountName() != "" {
-		sp.BotAccount = &BotAccount{Name: s.GetBotAccountName()}
+		own[AnnotationBotAccount] = s.GetBotAccountName()
 	}
-	if sp.ResourceOverrides, err = jsonObject(s.GetResourceOverrides(), "resource_overrides"); err != nil {
-		return sp, err
+	overrides, err := jsonObject(s.GetResourceOverrides(), "resource_overrides")
+	if err != nil {
+		return sp, nil, err
+	}
+	if overrides != nil {
+		own[AnnotationResourceOverrides] = string(overrides)
 	}
 	if sp.EnvironmentVariables, err = envVars(s.GetEnvironmentVariables()); err != nil {
-		return sp, err
+		return sp, nil, err
 	}
 	if s.GetCreatedByUserId() != "" {
 		sp.UserContext = &UserContext{UserID: s.GetCreatedByUserId()}
 	}
-	return sp, nil
+	return sp, own, nil
 }
 
-// sessionRepos parses repos (a JSON list of {"url", "branch"?, "name"?}); each
-// entry without a branch works on ambient/<cr-name>. With no repos but a
-// repo_url, that one repository is used.
-func sessionRepos(s *ambientv1.Session, crName string) ([]Repo, error) {
+// sessionRepos parses repos (a JSON list of {"url", "branch"?, "autoPush"?,
+// "name"?}); each entry without a branch works on ambient/<cr-name>. With no
+// repos but a repo_url, that one repository is used. names is the JSON list
+// of the entries' names, index for index ("" for an unnamed entry), or ""
+// when no entry has a name.
+func sessionRepos(s *ambientv1.Session, crName string) (repos []Repo, names string, err error) {
 	defaultBranch := BranchPrefix + crName
 	raw := strings.TrimSpace(s.GetRepos())
 	if raw == "" || raw == "null" {
 		if s.GetRepoUrl() == "" {
-			return nil, nil
+			return nil, "", nil
 		}
-		return []Repo{{URL: s.GetRepoUrl(), Branch: defaultBranch}}, nil
+		return []Repo{{URL: s.GetRepoUrl(), Branch: defaultBranch}}, "", nil
 	}
-	var repos []Repo
-	if err := strictUnmarshal(raw, &repos); err != nil {
-		return nil, fieldErr("repos", "not a JSON list of {\"url\", \"branch\", \"name\"} objects: %v", err)
+	var entries []repoEntry
+	if err := strictUnmarshal(raw, &entries); err != nil {
+		return nil, "", fieldErr("repos", "not a JSON list of {\"url\", \"branch\", \"autoPush\", \"name\"} objects: %v", err)
 	}
-	for i := range repos {
-		if strings.TrimSpace(repos[i].URL) == "" {
-			return nil, fieldErr("repos", "entry %d has no url", i)
+	named := false
+	list := make([]string, len(entries))
+	for i, e := range entries {
+		if strings.TrimSpace(e.URL) == "" {
+			return nil, "", fieldErr("repos", "entry %d has no url", i)
 		}
-		if repos[i].Branch == "" {
-			repos[i].Branch = defaultBranch
+		if e.Branch == "" {
+			e.Branch = defaultBranch
+		}
+		repos = append(repos, Repo{URL: e.URL, Branch: e.Branch, AutoPush: e.AutoPush})
+		list[i] = e.Name
+		named = named || e.Name != ""
+	}
+	if !named {
+		return repos, "", nil
+	}
+	b, err := json.Marshal(list)
+	if err != nil {
+		return nil, "", fieldErr("repos", "encode names: %v", err)
+	}
+	return repos, string(b), nil
+}
+
+// checkAnnotationSize refuses a session whose annotations, with the control
+// plane's own added, exceed what Kubernetes stores (256 KiB in all). The
+// error names the session field that contributes most, so the user knows
+// what to shorten.
+func checkAnnotationSize(user, own map[string]string) error {
+	all := maps.Clone(user)
+	maps.Copy(all, own)
+	errs := apivalidation.ValidateAnnotations(all, field.NewPath("metadata", "annotations"))
+	if len(errs) == 0 {
+		return nil
+	}
+	sizes := map[string]int{"annotations": 0}
+	for k, v := range user {
+		sizes["annotations"] += len(k) + len(v)
+	}
+	sizes["resource_overrides"] = len(own[AnnotationResourceOverrides])
+	sizes["repos"] = len(own[AnnotationRepoNames])
+	sizes["bot_account_name"] = len(own[AnnotationBotAccount])
+	biggest := "annotations"
+	for _, f := range []string{"resource_overrides", "repos", "bot_account_name"} {
+		if sizes[f] > sizes[biggest] {
+			biggest = f
 		}
 	}
-	return repos, nil
+	return fieldErr(biggest, "annotations of the AgenticSession too large: %s", clip(errs.ToAggregate().Error()))
 }
 
 // userMap parses a JSON object of strings given by the user for labels or

@@ -1,7 +1,6 @@
 package spec
 
 import (
-	"encoding/json"
 	"errors"
 	"math"
 	"strings"
@@ -28,13 +27,13 @@ func TestSessionMapping(t *testing.T) {
 		wantName string
 		want     AgenticSessionSpec
 		labels   map[string]string
-		annots   map[string]string
+		annots   map[string]string // besides the session id
 	}{
 		{
 			name:     "minimal",
 			in:       session("S1", nil),
 			wantName: "s1",
-			want:     AgenticSessionSpec{DisplayName: "My session", Project: "proj"},
+			want:     AgenticSessionSpec{DisplayName: "My session"},
 		},
 		{
 			name: "all fields",
@@ -49,28 +48,31 @@ func TestSessionMapping(t *testing.T) {
 				s.ResourceOverrides = proto.String(`{"cpu": "2", "memory": "4Gi"}`)
 				s.EnvironmentVariables = proto.String(`{"FOO": "bar"}`)
 				s.CreatedByUserId = proto.String("u1")
-				s.Repos = proto.String(`[{"url": "https://g/a"}, {"url": "https://g/b", "branch": "main", "name": "b"}]`)
+				s.Repos = proto.String(`[{"url": "https://g/a"}, {"url": "https://g/b", "branch": "main", "name": "b", "autoPush": true}]`)
 				s.Labels = proto.String(`{"team": "x"}`)
 				s.Annotations = proto.String(`{"note": "anything goes: {}"}`)
 			}),
 			wantName: "custom-cr",
 			want: AgenticSessionSpec{
-				DisplayName: "My session", InitialPrompt: "do it", Timeout: proto.Int32(300), Project: "proj",
-				Repos:                []Repo{{URL: "https://g/a", Branch: "ambient/custom-cr"}, {URL: "https://g/b", Branch: "main", Name: "b"}},
+				DisplayName: "My session", InitialPrompt: "do it", Timeout: proto.Int32(300),
+				Repos:                []Repo{{URL: "https://g/a", Branch: "ambient/custom-cr"}, {URL: "https://g/b", Branch: "main", AutoPush: proto.Bool(true)}},
 				LLMSettings:          &LLMSettings{Model: "sonnet", Temperature: proto.Float64(0.7), MaxTokens: proto.Int32(4000)},
-				BotAccount:           &BotAccount{Name: "bot"},
-				ResourceOverrides:    json.RawMessage(`{"cpu":"2","memory":"4Gi"}`),
 				EnvironmentVariables: map[string]string{"FOO": "bar"},
 				UserContext:          &UserContext{UserID: "u1"},
 			},
 			labels: map[string]string{"team": "x"},
-			annots: map[string]string{"note": "anything goes: {}"},
+			annots: map[string]string{
+				"note":                      "anything goes: {}",
+				AnnotationBotAccount:        "bot",
+				AnnotationResourceOverrides: `{"cpu":"2","memory":"4Gi"}`,
+				AnnotationRepoNames:         `["","b"]`,
+			},
 		},
 		{
 			name:     "repo_url only",
 			in:       session("s3", func(s *ambientv1.Session) { s.RepoUrl = proto.String("https://g/r") }),
 			wantName: "s3",
-			want:     AgenticSessionSpec{DisplayName: "My session", Project: "proj", Repos: []Repo{{URL: "https://g/r", Branch: "ambient/s3"}}},
+			want:     AgenticSessionSpec{DisplayName: "My session", Repos: []Repo{{URL: "https://g/r", Branch: "ambient/s3"}}},
 		},
 		{
 			name: "repos wins over repo_url",
@@ -79,13 +81,13 @@ func TestSessionMapping(t *testing.T) {
 				s.Repos = proto.String(`[{"url":"https://g/x"}]`)
 			}),
 			wantName: "s4",
-			want:     AgenticSessionSpec{DisplayName: "My session", Project: "proj", Repos: []Repo{{URL: "https://g/x", Branch: "ambient/s4"}}},
+			want:     AgenticSessionSpec{DisplayName: "My session", Repos: []Repo{{URL: "https://g/x", Branch: "ambient/s4"}}},
 		},
 		{
 			name:     "llm temperature alone",
 			in:       session("s5", func(s *ambientv1.Session) { s.LlmTemperature = proto.Float64(0) }),
 			wantName: "s5",
-			want:     AgenticSessionSpec{DisplayName: "My session", Project: "proj", LLMSettings: &LLMSettings{Temperature: proto.Float64(0)}},
+			want:     AgenticSessionSpec{DisplayName: "My session", LLMSettings: &LLMSettings{Temperature: proto.Float64(0)}},
 		},
 		{
 			name: "empty json fields",
@@ -93,9 +95,16 @@ func TestSessionMapping(t *testing.T) {
 				s.Repos = proto.String("null")
 				s.Labels = proto.String("{}")
 				s.EnvironmentVariables = proto.String(" ")
+				s.ResourceOverrides = proto.String("{}")
 			}),
 			wantName: "s6",
-			want:     AgenticSessionSpec{DisplayName: "My session", Project: "proj"},
+			want:     AgenticSessionSpec{DisplayName: "My session"},
+		},
+		{
+			name:     "repos without names get no names annotation",
+			in:       session("s7", func(s *ambientv1.Session) { s.Repos = proto.String(`[{"url":"u1"},{"url":"u2","name":""}]`) }),
+			wantName: "s7",
+			want:     AgenticSessionSpec{DisplayName: "My session", Repos: []Repo{{URL: "u1", Branch: "ambient/s7"}, {URL: "u2", Branch: "ambient/s7"}}},
 		},
 	}
 	for _, tc := range tests {
@@ -149,6 +158,10 @@ func TestSessionInvalid(t *testing.T) {
 		{"annotations bad key", func(s *ambientv1.Session) { s.Annotations = proto.String(`{"/x": "y"}`) }, "annotations"},
 		{"resource_overrides list", func(s *ambientv1.Session) { s.ResourceOverrides = proto.String(`[1]`) }, "resource_overrides"},
 		{"resource_overrides broken", func(s *ambientv1.Session) { s.ResourceOverrides = proto.String(`{"cpu":`) }, "resource_overrides"},
+		{"resource_overrides too large for an annotation", func(s *ambientv1.Session) {
+			s.ResourceOverrides = proto.String(`{"x":"` + strings.Repeat("y", 300<<10) + `"}`)
+		}, "resource_overrides"},
+		{"repos autoPush not a bool", func(s *ambientv1.Session) { s.Repos = proto.String(`[{"url":"u","autoPush":"yes"}]`) }, "repos"},
 		{"env not strings", func(s *ambientv1.Session) { s.EnvironmentVariables = proto.String(`{"A": {"b": 1}}`) }, "environment_variables"},
 		{"env bad name", func(s *ambientv1.Session) { s.EnvironmentVariables = proto.String(`{"1=x": "y"}`) }, "environment_variables"},
 		{"cr name invalid", func(s *ambientv1.Session) { s.KubeCrName = proto.String("a_b") }, "kube_cr_name"},

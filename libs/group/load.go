@@ -1,0 +1,97 @@
+package group
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/ambient-code/control-plane/libs/envconfig"
+	"github.com/ambient-code/control-plane/libs/events"
+)
+
+// Environment variables read by [LoadConfig]: the same names, ranges and
+// defaults in every consuming service.
+const (
+	EnvSubjectPrefix    = "SUBJECT_PREFIX"
+	EnvStream           = "EVENTS_STREAM"
+	EnvGroup            = "CONSUMER_GROUP"
+	EnvMemberID         = "MEMBER_ID"
+	EnvPartitions       = "GROUP_PARTITIONS"
+	EnvMemberPartitions = "GROUP_MEMBER_PARTITIONS"
+	EnvMaxDeliver       = "GROUP_MAX_DELIVER"
+	EnvAckWait          = "GROUP_ACK_WAIT"
+	EnvMemberTTL        = "MEMBER_TTL"
+	EnvReplicas         = "GROUP_REPLICAS"
+	EnvMaxInFlight      = "GROUP_MAX_IN_FLIGHT"
+)
+
+// Limits of the group knobs, checked by [Run] and by [LoadConfig] alike.
+const (
+	// MaxPartitions bounds Partitions (and so the number of members).
+	MaxPartitions = 1024
+	// MaxMaxDeliver bounds MaxDeliver: with DefaultBackoff, 1000 tries span
+	// about 33 hours, within the events stream's 72-hour max age.
+	MaxMaxDeliver = 1000
+	// MinAckWait: pcgroups derives a pull expiry of AckWait/2 with a 1s
+	// floor; a shorter AckWait makes the pinned member flap.
+	MinAckWait = time.Second
+	// MinMemberTTL keeps three heartbeats per TTL above 100ms apart.
+	MinMemberTTL = 300 * time.Millisecond
+	// MaxReplicas is JetStream's own limit on a stream's replicas.
+	MaxReplicas = 5
+	// MaxMaxInFlight bounds MaxInFlight: each held message is renewed
+	// (InProgress) every AckWait/3, and each object in flight may run a
+	// goroutine.
+	MaxMaxInFlight = 4096
+)
+
+// nameForm describes a valid stream or group name, for configuration errors.
+const nameForm = `letters, digits, "-" and "_", starting with a letter or digit`
+
+// LoadConfig reads one member's Config through l. def carries the service's
+// defaults: at least Group, and any of Stream, SubjectPrefix, Partitions,
+// MaxDeliver, AckWait, MemberTTL, MaxInFlight and Replicas that differ
+// from this package's defaults (a zero field takes the package default;
+// Replicas 0 follows the events stream). Fields no variable sets
+// (Resources, Backoff, DLQPrefix, StopGrace, Coalesce, Stats, Meter) are
+// copied from def. Every problem is recorded in l, naming its variable, so the
+// caller reports them with the rest of its configuration through l.Err.
+func LoadConfig(l *envconfig.Loader, def Config) Config {
+	c := def
+	c.SubjectPrefix = l.String(EnvSubjectPrefix, orDefault(def.SubjectPrefix, events.SubjectPrefix))
+	c.Stream = l.String(EnvStream, orDefault(def.Stream, events.StreamName))
+	c.Group = l.String(EnvGroup, def.Group)
+	c.Member = LoadMemberID(l, EnvMemberID)
+	c.Partitions = l.Int(EnvPartitions, orDefault(def.Partitions, DefaultPartitions), 1, MaxPartitions)
+	c.MemberPartitions = l.IntSet(EnvMemberPartitions, c.Partitions)
+	c.MaxDeliver = l.Int(EnvMaxDeliver, orDefault(def.MaxDeliver, DefaultMaxDeliver), 1, MaxMaxDeliver)
+	c.AckWait = l.Duration(EnvAckWait, orDefault(def.AckWait, DefaultAckWait))
+	c.MemberTTL = l.Duration(EnvMemberTTL, orDefault(def.MemberTTL, DefaultMemberTTL))
+	c.Replicas = l.Int(EnvReplicas, def.Replicas, 1, MaxReplicas)
+	c.MaxInFlight = l.Int(EnvMaxInFlight, orDefault(def.MaxInFlight, DefaultMaxInFlight), 1, MaxMaxInFlight)
+
+	if !events.ValidPrefix(c.SubjectPrefix) {
+		l.Invalid(EnvSubjectPrefix, events.PrefixForm, c.SubjectPrefix, nil)
+	}
+	if !ValidName(c.Stream) {
+		l.Invalid(EnvStream, "a stream name of "+nameForm, c.Stream, nil)
+	}
+	if !ValidName(c.Group) {
+		l.Invalid(EnvGroup, "a group name of "+nameForm, c.Group, nil)
+	}
+	if c.AckWait < MinAckWait {
+		l.Invalid(EnvAckWait, fmt.Sprintf("a duration of at least %s", MinAckWait), c.AckWait.String(), nil)
+	}
+	if c.MemberTTL < MinMemberTTL {
+		l.Invalid(EnvMemberTTL, fmt.Sprintf("a duration of at least %s", MinMemberTTL), c.MemberTTL.String(), nil)
+	}
+	return c
+}
+
+// orDefault returns v, or def when v is the zero value.
+func orDefault[T comparable](v, def T) T {
+	var zero T
+	if v == zero {
+		return def
+	}
+	return v
+}

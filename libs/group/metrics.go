@@ -1,0 +1,78 @@
+package group
+
+import (
+	"context"
+	"fmt"
+	"math"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+)
+
+// Metric names, the same for every consumer group (Prometheus adds _total to
+// the counters). Each carries the attribute group=<Config.Group>.
+const (
+	MetricDelivered    = "consumer_group.delivered"
+	MetricHandled      = "consumer_group.handled"
+	MetricRetried      = "consumer_group.retried"
+	MetricDeadLettered = "consumer_group.dead_lettered"
+	MetricLag          = "consumer_group.lag"
+	MetricCoalesced    = "consumer_group.coalesced"
+	MetricInFlight     = "consumer_group.in_flight"
+)
+
+// registerMetrics exports cfg.Stats through cfg.Meter as observable
+// instruments, so every consumer gets the same metrics without wiring them.
+// The returned func unregisters them; Run calls it on return so a member
+// that rejoins does not report twice.
+func registerMetrics(cfg Config) (func() error, error) {
+	m := cfg.Meter
+	delivered, err := m.Int64ObservableCounter(MetricDelivered, metric.WithDescription("Event deliveries to this member, retries included."))
+	if err != nil {
+		return nil, fmt.Errorf("create %s: %w", MetricDelivered, err)
+	}
+	handled, err := m.Int64ObservableCounter(MetricHandled, metric.WithDescription("Events whose handler succeeded and whose ack the server confirmed."))
+	if err != nil {
+		return nil, fmt.Errorf("create %s: %w", MetricHandled, err)
+	}
+	retried, err := m.Int64ObservableCounter(MetricRetried, metric.WithDescription("Events naked for a retry with backoff after a handler error."))
+	if err != nil {
+		return nil, fmt.Errorf("create %s: %w", MetricRetried, err)
+	}
+	dead, err := m.Int64ObservableCounter(MetricDeadLettered, metric.WithDescription("Events sent to the dead-letter subject and terminated."))
+	if err != nil {
+		return nil, fmt.Errorf("create %s: %w", MetricDeadLettered, err)
+	}
+	lag, err := m.Int64ObservableGauge(MetricLag, metric.WithDescription("Events waiting in this member's consumer behind the last delivery."))
+	if err != nil {
+		return nil, fmt.Errorf("create %s: %w", MetricLag, err)
+	}
+	coalesced, err := m.Int64ObservableCounter(MetricCoalesced, metric.WithDescription("Events acked without a handler call of their own: a newer event of the same object stood for them."))
+	if err != nil {
+		return nil, fmt.Errorf("create %s: %w", MetricCoalesced, err)
+	}
+	inFlight, err := m.Int64ObservableGauge(MetricInFlight, metric.WithDescription("Events this member holds now: delivered, not yet acked, dead-lettered or released."))
+	if err != nil {
+		return nil, fmt.Errorf("create %s: %w", MetricInFlight, err)
+	}
+	attrs := metric.WithAttributeSet(attribute.NewSet(attribute.String("group", cfg.Group)))
+	reg, err := m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		s := cfg.Stats.Snapshot()
+		o.ObserveInt64(delivered, clamp(s.Delivered), attrs)
+		o.ObserveInt64(handled, clamp(s.Acked), attrs)
+		o.ObserveInt64(retried, clamp(s.Retried), attrs)
+		o.ObserveInt64(dead, clamp(s.DeadLettered), attrs)
+		o.ObserveInt64(lag, clamp(s.Lag), attrs)
+		o.ObserveInt64(coalesced, clamp(s.Coalesced), attrs)
+		o.ObserveInt64(inFlight, clamp(s.InFlight), attrs)
+		return nil
+	}, delivered, handled, retried, dead, lag, coalesced, inFlight)
+	if err != nil {
+		return nil, fmt.Errorf("register consumer group metrics: %w", err)
+	}
+	return reg.Unregister, nil
+}
+
+// clamp converts a counter to the int64 OTel observes; 2^63 events are out
+// of reach, but a wrapped negative counter would read as a reset.
+func clamp(v uint64) int64 { return int64(min(v, math.MaxInt64)) }

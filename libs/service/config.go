@@ -1,0 +1,67 @@
+package service
+
+import (
+	"github.com/ambient-code/control-plane/libs/bus"
+	"github.com/ambient-code/control-plane/libs/envconfig"
+	"github.com/ambient-code/control-plane/libs/telemetry"
+)
+
+// Environment variables read by [LoadConfig] (besides the NATS ones of
+// bus.LoadConnectConfig): the same names in every service.
+const (
+	EnvLogLevel     = "LOG_LEVEL"
+	EnvMetricsAddr  = "METRICS_ADDR"
+	EnvOTLPEndpoint = "OTEL_EXPORTER_OTLP_ENDPOINT"
+)
+
+// Defaults used when the matching field of LoadConfig's def is zero.
+const (
+	DefaultLogLevel    = telemetry.LevelInfo
+	DefaultMetricsAddr = ":9090"
+)
+
+// Config is what the runtime needs from every service's configuration. A
+// service's Config embeds it, so its fields read as cfg.NATS, cfg.LogLevel,
+// and the service's Config satisfies [Configured] for [Main].
+type Config struct {
+	// NATS says how to reach NATS; NATS.Name (service/instance, shown in
+	// server monitoring) is the service's to set.
+	NATS bus.ConnectConfig
+	// LogLevel is debug, info, warn or error.
+	LogLevel string
+	// MetricsAddr is where /healthz, /readyz and /metrics listen.
+	MetricsAddr string
+	// OTLPEndpoint receives traces over OTLP gRPC; empty exports nothing.
+	OTLPEndpoint string
+}
+
+// ServiceConfig returns c; through embedding it makes a service's Config a
+// [Configured].
+func (c Config) ServiceConfig() Config { return c }
+
+// Configured is a service configuration that embeds [Config].
+type Configured interface {
+	ServiceConfig() Config
+}
+
+// LoadConfig reads the runtime's variables through l. def carries the
+// service's defaults: NATS.URL (zero: bus.DefaultURL), NATS.Name (kept as
+// is), LogLevel, MetricsAddr and OTLPEndpoint (zero: the package defaults).
+// Problems are recorded in l, each naming its variable.
+func LoadConfig(l *envconfig.Loader, def Config) Config {
+	c := Config{
+		NATS:         bus.LoadConnectConfig(l, orDefault(def.NATS.URL, bus.DefaultURL)),
+		LogLevel:     l.Enum(EnvLogLevel, orDefault(def.LogLevel, DefaultLogLevel), telemetry.LevelDebug, telemetry.LevelInfo, telemetry.LevelWarn, telemetry.LevelError),
+		MetricsAddr:  l.HostPort(EnvMetricsAddr, orDefault(def.MetricsAddr, DefaultMetricsAddr)),
+		OTLPEndpoint: l.String(EnvOTLPEndpoint, def.OTLPEndpoint),
+	}
+	c.NATS.Name = def.NATS.Name
+	return c
+}
+
+func orDefault(v, def string) string {
+	if v == "" {
+		return def
+	}
+	return v
+}

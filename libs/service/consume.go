@@ -1,0 +1,93 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/cenkalti/backoff/v5"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ambient-code/control-plane/libs/group"
+	"github.com/ambient-code/control-plane/libs/logkey"
+)
+
+// CheckConsumerGroup is the readiness check [Runtime.Consume] adds.
+const CheckConsumerGroup = "consumer_group"
+
+// Rejoin backoff: a member whose group stopped on its own (the stream not
+// there yet, the connection closed) tries again from rejoinMin, doubling
+// to rejoinMax, +/-25 %.
+const (
+	rejoinMin = 250 * time.Millisecond
+	rejoinMax = 10 * time.Second
+)
+
+// Consume declares the service's consumer-group member: a part that waits
+// for cfg.Stream to exist (the informer creates it; a consumer may start
+// first), then runs group.Run with the runtime's JetStream and logger, and
+// rejoins with backoff whenever the group stops on its own. An invalid cfg
+// makes Run fail before anything runs (wrapping group.ErrInvalidConfig). cfg.Meter defaults to the service's Meter, so the
+// consumer_group.* metrics are on /metrics, and cfg.Stats to one Stats
+// kept across rejoins. The "consumer_group" readiness check passes while
+// the events stream exists.
+func (rt *Runtime) Consume(cfg group.Config, h group.Handler) {
+	cfg, err := cfg.WithDefaults()
+	if err != nil {
+		rt.invalid(fmt.Errorf("consumer group: %w", err))
+		return
+	}
+	if cfg.Meter == nil {
+		cfg.Meter = rt.tel.Meter
+	}
+	if cfg.Stats == nil {
+		cfg.Stats = &group.Stats{}
+	}
+	rt.Check(CheckConsumerGroup, func(ctx context.Context) error {
+		if _, err := rt.js.Stream(ctx, cfg.Stream); err != nil {
+			return fmt.Errorf("events stream %s: %w", cfg.Stream, err)
+		}
+		return nil
+	})
+	rt.Go("consumer group "+cfg.Group, func(ctx context.Context) error { return consume(ctx, rt.js, cfg, h, rt.log) })
+}
+
+// consume runs one member until ctx ends; see Consume.
+func consume(ctx context.Context, js jetstream.JetStream, cfg group.Config, h group.Handler, log *slog.Logger) error {
+	waiting := false // "waiting for the events stream" is logged once
+	join := func() (struct{}, error) {
+		if _, err := js.Stream(ctx, cfg.Stream); err != nil {
+			if errors.Is(err, jetstream.ErrStreamNotFound) && !waiting {
+				log.Info("waiting for the events stream", slog.String(logkey.Stream, cfg.Stream))
+				waiting = true
+			}
+			return struct{}{}, streamMissingError{err}
+		}
+		err := group.Run(ctx, js, cfg, h, log)
+		if errors.Is(err, group.ErrInvalidConfig) {
+			return struct{}{}, backoff.Permanent(err)
+		}
+		return struct{}{}, err // nil only once ctx ended
+	}
+	notify := func(err error, d time.Duration) {
+		var missing streamMissingError
+		if errors.As(err, &missing) && errors.Is(err, jetstream.ErrStreamNotFound) {
+			return // logged once above
+		}
+		log.Warn("consumer group stopped, rejoining", slog.Any(logkey.Err, err), slog.Duration(logkey.Duration, d))
+	}
+	b := &backoff.ExponentialBackOff{InitialInterval: rejoinMin, RandomizationFactor: 0.25, Multiplier: 2, MaxInterval: rejoinMax}
+	_, err := backoff.Retry(ctx, join, backoff.WithBackOff(b), backoff.WithMaxElapsedTime(0), backoff.WithNotify(notify))
+	if ctx.Err() != nil {
+		return nil
+	}
+	return fmt.Errorf("consumer group: %w", err)
+}
+
+// streamMissingError marks a failed events-stream lookup before joining.
+type streamMissingError struct{ err error }
+
+func (e streamMissingError) Error() string { return "look up events stream: " + e.err.Error() }
+func (e streamMissingError) Unwrap() error { return e.err }

@@ -1,0 +1,105 @@
+package service_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	eventsv1 "github.com/ambient-code/control-plane/proto/ambient/events/v1"
+	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
+
+	"github.com/ambient-code/control-plane/libs/bus"
+	"github.com/ambient-code/control-plane/libs/events"
+	"github.com/ambient-code/control-plane/libs/group"
+	"github.com/ambient-code/control-plane/libs/health"
+	"github.com/ambient-code/control-plane/libs/service"
+	"github.com/ambient-code/control-plane/libs/testenv"
+)
+
+// TestConsume: a member declared before the events stream exists waits for
+// it (not ready meanwhile), then handles events, and its consumer_group
+// metrics are on /metrics without the service registering any.
+func TestConsume(t *testing.T) {
+	t.Parallel()
+	srv := testenv.NATS(t)
+	got := make(chan string, 16) // more than the test publishes
+	r := start(t, service.Options{Config: service.Config{NATS: bus.ConnectConfig{URL: srv.ClientURL()}}}, func(_ context.Context, rt *service.Runtime) error {
+		rt.Consume(group.Config{Group: "svc-test", Member: "m-0", MemberTTL: time.Second, AckWait: 2 * time.Second, StopGrace: time.Second},
+			func(_ context.Context, m group.Message) error {
+				got <- m.Event.GetObjectId()
+				return nil
+			})
+		return nil
+	})
+	base := r.url(t)
+	if code, rep := readyz(t, base); code != http.StatusServiceUnavailable || !slices.Equal(rep.Failing, []string{service.CheckConsumerGroup}) {
+		t.Fatalf("/readyz without the stream = %d %+v, want 503 failing %s", code, rep, service.CheckConsumerGroup)
+	}
+
+	_, js := testenv.JetStream(t, srv)
+	if _, err := bus.EnsureEventsStream(t.Context(), js, 1, 0); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if code, rep := readyz(t, base); code != http.StatusOK {
+			return fmt.Errorf("/readyz = %d %+v", code, rep)
+		}
+		return nil
+	})
+	s := &ambientv1.Session{Metadata: &ambientv1.ObjectReference{Id: "s1", UpdatedAt: timestamppb.New(time.Unix(1, 0))}, ProjectId: proto.String("p1")}
+	msg, err := events.NewMsg(t.Context(), events.SubjectPrefix, events.NewEvent(eventsv1.EventType_EVENT_TYPE_ADDED, s, nil, time.Now()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.PublishMsg(t.Context(), msg); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case id := <-got:
+		if id != "s1" {
+			t.Errorf("handled %q, want s1", id)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("event not handled")
+	}
+	testenv.Eventually(t, 10*time.Second, func() error {
+		_, body := get(t, base+health.PathMetrics)
+		if want := `consumer_group_handled_total{group="svc-test"`; !strings.Contains(body, want) {
+			return fmt.Errorf("/metrics lacks %s", want)
+		}
+		return nil
+	})
+	if err := r.stop(t); err != nil {
+		t.Errorf("Run = %v", err)
+	}
+}
+
+// TestConsumeInvalidConfig: a group config that can never work stops the
+// service instead of rejoining forever.
+func TestConsumeInvalidConfig(t *testing.T) {
+	t.Parallel()
+	srv := testenv.NATS(t)
+	_, js := testenv.JetStream(t, srv)
+	if _, err := bus.EnsureEventsStream(t.Context(), js, 1, 0); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	err := service.Run(ctx, service.Options{Name: "svc-test", Logger: testLogger(),
+		Config: service.Config{NATS: bus.ConnectConfig{URL: srv.ClientURL()}, MetricsAddr: "127.0.0.1:0"}},
+		func(_ context.Context, rt *service.Runtime) error {
+			rt.Consume(group.Config{Group: "svc-test", Member: "bad member"}, func(context.Context, group.Message) error { return nil })
+			return nil
+		})
+	if !errors.Is(err, group.ErrInvalidConfig) {
+		t.Errorf("Run = %v, want %v", err, group.ErrInvalidConfig)
+	}
+}

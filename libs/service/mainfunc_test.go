@@ -1,0 +1,136 @@
+package service_test
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ambient-code/control-plane/libs/envconfig"
+	"github.com/ambient-code/control-plane/libs/service"
+)
+
+// Environment of the child process that runs service.Main.
+const (
+	envHelper  = "SERVICE_TEST_MAIN" // set: this process is the child
+	envWorkers = "SVC_TEST_WORKERS"  // a variable of the child's own config
+	envMode    = "SVC_TEST_MODE"     // "fail": run fails; otherwise it waits for a signal
+)
+
+// helperConfig is a service Config as services write theirs.
+type helperConfig struct {
+	service.Config
+	Workers int
+}
+
+// helperMain is the child's main: a service made of service.Main alone.
+func helperMain() {
+	if os.Getenv(envHelper) == "" {
+		return
+	}
+	service.Main("svc-test", func() (helperConfig, error) {
+		l := envconfig.New(nil)
+		c := helperConfig{Config: service.LoadConfig(l, service.Config{}), Workers: l.Int(envWorkers, 1, 1, 4)}
+		return c, l.Err()
+	}, func(ctx context.Context, cfg helperConfig, log *slog.Logger) error {
+		if os.Getenv(envMode) == "fail" {
+			return errors.New("backend unreachable")
+		}
+		log.Debug("debug logs are on")
+		// The parent waits for this line; a failed write fails its wait.
+		_, _ = fmt.Fprintln(os.Stdout, "running")
+		<-ctx.Done()
+		log.Info("stopped by signal")
+		return nil
+	})
+}
+
+// TestMainExits runs service.Main in a child process: a configuration
+// error names the variable and exits 1, a failing run exits 1 with its
+// error, and SIGTERM ends a run cleanly with exit 0.
+func TestMainExits(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name       string
+		env        []string
+		signal     bool
+		wantCode   int
+		wantStderr []string
+	}{
+		{name: "bad variables", env: []string{envWorkers + "=9", service.EnvLogLevel + "=loud"}, wantCode: 1,
+			wantStderr: []string{"svc-test: ", envWorkers + ":", service.EnvLogLevel + ":"}},
+		{name: "run fails", env: []string{envMode + "=fail"}, wantCode: 1, wantStderr: []string{"svc-test: backend unreachable"}},
+		{name: "sigterm", env: []string{service.EnvLogLevel + "=debug"}, signal: true, wantCode: 0,
+			wantStderr: []string{`"msg":"debug logs are on"`, `"msg":"stopped by signal"`}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			code, stderr := runChild(t, tc.env, tc.signal)
+			if code != tc.wantCode {
+				t.Errorf("exit code = %d, want %d (stderr %q)", code, tc.wantCode, stderr)
+			}
+			for _, want := range tc.wantStderr {
+				if !strings.Contains(stderr, want) {
+					t.Errorf("stderr %q lacks %q", stderr, want)
+				}
+			}
+		})
+	}
+}
+
+// runChild runs this test binary as the helper service; with signal it
+// sends SIGTERM once the child runs. It returns the exit code and stderr.
+func runChild(t *testing.T, env []string, signal bool) (int, string) {
+	t.Helper()
+	cmd := exec.CommandContext(t.Context(), os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), append([]string{envHelper + "=1"}, env...)...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start child: %v", err)
+	}
+	running := make(chan struct{}) // closed when the child says it runs
+	// Owned by runChild: reads stdout until the child exits; Wait below
+	// returns only after the pipe is drained.
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if sc.Text() == "running" {
+				close(running)
+			}
+		}
+	}()
+	if signal {
+		select {
+		case <-running:
+		case <-time.After(30 * time.Second):
+			t.Fatal("child did not start running")
+		}
+		if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatalf("signal: %v", err)
+		}
+	}
+	err = cmd.Wait()
+	var exit *exec.ExitError
+	switch {
+	case err == nil:
+		return 0, stderr.String()
+	case errors.As(err, &exit):
+		return exit.ExitCode(), stderr.String()
+	default:
+		t.Fatalf("child: %v", err)
+		return -1, ""
+	}
+}

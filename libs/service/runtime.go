@@ -1,0 +1,318 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/ambient-code/control-plane/libs/bus"
+	"github.com/ambient-code/control-plane/libs/health"
+	"github.com/ambient-code/control-plane/libs/logkey"
+	"github.com/ambient-code/control-plane/libs/telemetry"
+)
+
+// DefaultShutdownTimeout bounds each shutdown step after the parts stopped:
+// the cleanups, the NATS drain, the telemetry flush.
+const DefaultShutdownTimeout = 10 * time.Second
+
+// CheckNATS is the readiness check every service gets.
+const CheckNATS = "nats"
+
+// ErrInvalidOptions is returned by [Run] for options it cannot use and for
+// declarations setup got wrong (a duplicate part or check name).
+var ErrInvalidOptions = errors.New("invalid service options")
+
+// Options configures [Run].
+type Options struct {
+	// Name is the service's name in telemetry and logs. Required.
+	Name string
+	// Version is the build version reported in telemetry.
+	Version string
+	// Config is the service's runtime configuration (see LoadConfig).
+	Config Config
+	// Logger receives the runtime's logs; nil discards them.
+	Logger *slog.Logger
+	// ConnectInBackground runs setup and serves before NATS is reachable;
+	// the "nats" check fails until the first connect. Parts get the
+	// connection at once and must retry what needs NATS (agui-proxy keeps
+	// serving while NATS is down). Without it Run waits for the first
+	// connect and fails with bus.ErrNotConnected if ctx ends first.
+	ConnectInBackground bool
+	// Connected, when set, is called with the NATS connection before setup
+	// (tests cut it to simulate a crash).
+	Connected func(nc *nats.Conn)
+	// Listener, when set, is the health server's listener, bound by the
+	// caller (so a busy port fails before Run); Run closes it. Nil: Run
+	// listens on Config.MetricsAddr.
+	Listener net.Listener
+	// Listening, when set, is called with the health server's address once
+	// it listens (tests start it on port 0).
+	Listening func(addr net.Addr)
+	// ShutdownTimeout bounds each shutdown step (0: DefaultShutdownTimeout).
+	ShutdownTimeout time.Duration
+}
+
+// Runtime is what setup declares a service's parts on, and what the parts
+// get their shared handles from. Declarations (Go, Serve, Consume, Cleanup)
+// belong in setup; Check and Ready are safe for concurrent use at any time.
+type Runtime struct {
+	name   string
+	log    *slog.Logger
+	tel    telemetry.Providers
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	health *health.Server
+
+	mu       sync.Mutex
+	parts    []part          // guarded by mu
+	cleanups []func() error  // guarded by mu
+	names    map[string]bool // guarded by mu: part names declared
+	errs     []error         // guarded by mu: declaration problems, returned by Run
+	started  bool            // guarded by mu: parts are running, Go is refused
+}
+
+// part is one long-running component of the service.
+type part struct {
+	name string
+	run  func(ctx context.Context) error
+}
+
+// Run starts the service described by opts, lets setup declare its parts
+// on the Runtime, serves health and runs every part until ctx ends (nil) or
+// a part fails (its error, prefixed with the part's name). See the package
+// doc for the start-up and shutdown order. Errors wrap ErrInvalidOptions for
+// bad options or declarations, bus.ErrNotConnected when ctx ends before
+// NATS is reached, or come from setup or a part.
+func Run(ctx context.Context, opts Options, setup func(ctx context.Context, rt *Runtime) error) (err error) {
+	if opts.Name == "" || setup == nil {
+		return fmt.Errorf("service name and setup are required: %w", ErrInvalidOptions)
+	}
+	if opts.Listener != nil {
+		// Serve closes it once serving; this covers a Run that fails before.
+		// Closing it twice only returns "use of closed network connection".
+		defer opts.Listener.Close() //nolint:errcheck // see above
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	grace := opts.ShutdownTimeout
+	if grace <= 0 {
+		grace = DefaultShutdownTimeout
+	}
+	bounded := func() (context.Context, context.CancelFunc) {
+		return context.WithTimeout(context.WithoutCancel(ctx), grace)
+	}
+
+	tel, flush, err := telemetry.Setup(ctx, telemetry.Options{ServiceName: opts.Name, Version: opts.Version, OTLPEndpoint: opts.Config.OTLPEndpoint, Logger: log})
+	if err != nil {
+		return fmt.Errorf("telemetry: %w", err)
+	}
+	defer func() { // last: telemetry from the shutdown itself is flushed too
+		fctx, cancel := bounded()
+		defer cancel()
+		err = errors.Join(err, flush(fctx))
+	}()
+
+	nc, err := connect(ctx, opts, log)
+	if err != nil {
+		return fmt.Errorf("nats: %w", err)
+	}
+	defer func() {
+		dctx, cancel := bounded()
+		defer cancel()
+		// The parts have stopped; a drain that falls short loses nothing
+		// they still wait for, so it is logged, not returned.
+		if derr := bus.Drain(dctx, nc); derr != nil {
+			log.Warn("nats drain fell short", slog.Any(logkey.Err, derr))
+		}
+	}()
+	if opts.Connected != nil {
+		opts.Connected(nc)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	hs, err := health.New(health.Options{Addr: opts.Config.MetricsAddr, Registry: tel.Registry, Logger: log, Checks: map[string]health.Check{CheckNATS: natsCheck(nc)}})
+	if err != nil {
+		return fmt.Errorf("health server: %w", err)
+	}
+	rt := &Runtime{name: opts.Name, log: log, tel: tel, nc: nc, js: js, health: hs, names: map[string]bool{}}
+	defer func() { err = errors.Join(err, rt.cleanup()) }()
+
+	if err := setup(ctx, rt); err != nil {
+		if ctx.Err() != nil {
+			return nil // asked to stop while setting up
+		}
+		return err
+	}
+	parts, err := rt.start()
+	if err != nil {
+		return err
+	}
+	ln := opts.Listener
+	if ln == nil {
+		if ln, err = hs.Listen(ctx); err != nil {
+			return err
+		}
+	}
+	if opts.Listening != nil {
+		opts.Listening(ln.Addr())
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return hs.Serve(gctx, ln) })
+	for _, p := range parts {
+		g.Go(func() error {
+			if err := p.run(gctx); err != nil {
+				return fmt.Errorf("%s: %w", p.name, err)
+			}
+			return nil
+		})
+	}
+	log.Info("service started", slog.String(logkey.Service, opts.Name), slog.String(logkey.Version, opts.Version), slog.Int(logkey.Count, len(parts)))
+	err = g.Wait()
+	log.Info("service stopping", slog.String(logkey.Service, opts.Name))
+	return err
+}
+
+// connect dials NATS and, unless opts says otherwise, waits for the first
+// connect.
+func connect(ctx context.Context, opts Options, log *slog.Logger) (*nats.Conn, error) {
+	if !opts.ConnectInBackground {
+		return bus.Connect(ctx, opts.Config.NATS, log)
+	}
+	nc, _, err := bus.Dial(opts.Config.NATS, log)
+	return nc, err
+}
+
+// natsCheck is the "nats" readiness check.
+func natsCheck(nc *nats.Conn) health.Check {
+	return func(context.Context) error {
+		if !nc.IsConnected() {
+			return fmt.Errorf("nats %s", nc.Status())
+		}
+		return nil
+	}
+}
+
+// Logger is the service's logger.
+func (rt *Runtime) Logger() *slog.Logger { return rt.log }
+
+// Telemetry returns the tracer and meter providers, the service's Meter
+// and Tracer, and the Prometheus registry /metrics serves.
+func (rt *Runtime) Telemetry() telemetry.Providers { return rt.tel }
+
+// NATS is the service's one NATS connection; the runtime drains it after
+// the parts stopped. Parts must not close it.
+func (rt *Runtime) NATS() *nats.Conn { return rt.nc }
+
+// JetStream is the JetStream context of NATS().
+func (rt *Runtime) JetStream() jetstream.JetStream { return rt.js }
+
+// Router is the health server's router: mount the service's own
+// operational routes (event-tally's /tally) during setup.
+func (rt *Runtime) Router() chi.Router { return rt.health.Router() }
+
+// Go declares a part: run is started after setup with a ctx that ends when
+// the service stops, and must return once it has stopped its intake and
+// finished or released its in-flight work. An error stops the service.
+// Names label errors and must be unique.
+func (rt *Runtime) Go(name string, run func(ctx context.Context) error) {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	switch {
+	case rt.started:
+		rt.errs = append(rt.errs, fmt.Errorf("part %q declared after start: %w", name, ErrInvalidOptions))
+		rt.log.Error("part declared after start, not run", slog.String(logkey.Name, name))
+	case name == "" || run == nil || rt.names[name]:
+		rt.errs = append(rt.errs, fmt.Errorf("part %q: empty, nil or duplicate: %w", name, ErrInvalidOptions))
+	default:
+		rt.names[name] = true
+		rt.parts = append(rt.parts, part{name: name, run: run})
+	}
+}
+
+// Serve declares an HTTP server on ln as a part (agui-proxy's proxy): it
+// serves until the service stops, then shuts down as health.Serve does
+// with g (in-flight requests get g.Grace, then their contexts end).
+func (rt *Runtime) Serve(name string, srv *http.Server, ln net.Listener, g health.Graceful) {
+	rt.Go(name, func(ctx context.Context) error { return health.Serve(ctx, name, srv, ln, g, rt.log) })
+}
+
+// Check adds a readiness check to /readyz. A bad or duplicate name is
+// returned by Run.
+func (rt *Runtime) Check(name string, check health.Check) {
+	if err := rt.health.AddCheck(name, check); err != nil {
+		rt.invalid(err)
+	}
+}
+
+// invalid records a declaration problem for Run to return.
+func (rt *Runtime) invalid(err error) {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	rt.errs = append(rt.errs, fmt.Errorf("%w: %w", ErrInvalidOptions, err))
+}
+
+// Cleanup registers fn to run after every part stopped and before NATS is
+// drained (closing an API client); cleanups run in reverse order of
+// registration, even when setup failed, and their errors are returned by
+// Run.
+func (rt *Runtime) Cleanup(fn func() error) {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	rt.cleanups = append(rt.cleanups, fn)
+}
+
+// Ready runs every readiness check, as /readyz does, and returns nil when
+// all pass or an error naming each failing check.
+func (rt *Runtime) Ready(ctx context.Context) error {
+	rep := rt.health.Readiness(ctx)
+	if rep.Status == health.StatusOK {
+		return nil
+	}
+	msgs := make([]string, 0, len(rep.Failing))
+	for _, name := range rep.Failing {
+		msgs = append(msgs, name+": "+rep.Checks[name].Error)
+	}
+	sort.Strings(msgs)
+	return fmt.Errorf("not ready: %s", strings.Join(msgs, "; "))
+}
+
+// start closes the declarations and returns the parts, or the declaration
+// problems.
+func (rt *Runtime) start() ([]part, error) {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	rt.started = true
+	if err := errors.Join(rt.errs...); err != nil {
+		return nil, err
+	}
+	return rt.parts, nil
+}
+
+// cleanup runs the cleanups in reverse order and joins their errors.
+func (rt *Runtime) cleanup() error {
+	rt.mu.Lock()
+	fns := rt.cleanups
+	rt.cleanups = nil
+	rt.mu.Unlock()
+	var errs []error
+	for i := len(fns) - 1; i >= 0; i-- {
+		errs = append(errs, fns[i]())
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,129 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+
+	"github.com/ambient-code/control-plane/libs/events"
+	eventsv1 "github.com/ambient-code/control-plane/proto/ambient/events/v1"
+)
+
+// Metric names (Prometheus: dots become underscores, counters get _total).
+const (
+	metricPublished    = "informer.events.published"
+	metricDuplicates   = "informer.events.duplicates"
+	metricPublishErrs  = "informer.publish.errors"
+	metricPublishTime  = "informer.publish.duration"
+	metricReconnects   = "informer.watch.reconnects"
+	metricRelists      = "informer.relists"
+	metricStale        = "informer.watch.stale"
+	metricUnknownDel   = "informer.watch.unknown_deletes"
+	metricCacheObjects = "informer.cache.objects"
+	metricQueueDepth   = "informer.queue.depth"
+	metricLeader       = "informer.lease.leader"
+	metricTerms        = "informer.lease.terms"
+)
+
+// Attribute keys of the metrics.
+const (
+	attrResource  = "resource"
+	attrEventType = "type"
+)
+
+// Metrics holds the informer's instruments. All are safe for concurrent use.
+type Metrics struct {
+	meter       metric.Meter
+	published   metric.Int64Counter
+	duplicates  metric.Int64Counter
+	publishErrs metric.Int64Counter
+	publishTime metric.Float64Histogram
+	reconnects  metric.Int64Counter
+	relists     metric.Int64Counter
+	stale       metric.Int64Counter
+	unknownDel  metric.Int64Counter
+}
+
+// NewMetrics creates the informer's counters on m; ObserveState adds the
+// gauges once the resources and the lease exist.
+func NewMetrics(m metric.Meter) (*Metrics, error) {
+	var errs []error
+	counter := func(name, desc string) metric.Int64Counter {
+		c, err := m.Int64Counter(name, metric.WithDescription(desc))
+		errs = append(errs, err)
+		return c
+	}
+	out := &Metrics{
+		meter:       m,
+		published:   counter(metricPublished, "Events published and acked, by resource and type."),
+		duplicates:  counter(metricDuplicates, "Publishes JetStream dropped as duplicates (republish after a crash or failover)."),
+		publishErrs: counter(metricPublishErrs, "Failed publish attempts (retried)."),
+		reconnects:  counter(metricReconnects, "Watch streams that ended or failed and were reopened."),
+		relists:     counter(metricRelists, "Completed full lists (start, reconnect, resync)."),
+		stale:       counter(metricStale, "Watch events dropped because they were not newer than the cache."),
+		unknownDel:  counter(metricUnknownDel, "DELETED watch events for ids never seen (ignored)."),
+	}
+	h, err := m.Float64Histogram(metricPublishTime, metric.WithUnit("s"),
+		metric.WithDescription("Time from publish to JetStream ack."),
+		metric.WithExplicitBucketBoundaries(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+	out.publishTime = h
+	if err := errors.Join(append(errs, err)...); err != nil {
+		return nil, fmt.Errorf("create instruments: %w", err)
+	}
+	return out, nil
+}
+
+// ObserveState exports the live state of rs and of the lease (leader: is
+// this replica leading; terms: how often it became leader) as gauges.
+func (m *Metrics) ObserveState(rs []Leader, leader func() bool, terms func() int64) error {
+	var errs []error
+	gauge := func(name, desc string) metric.Int64ObservableGauge {
+		g, err := m.meter.Int64ObservableGauge(name, metric.WithDescription(desc))
+		errs = append(errs, err)
+		return g
+	}
+	cache := gauge(metricCacheObjects, "Objects in the informer cache (leader only).")
+	depth := gauge(metricQueueDepth, "Objects waiting to be published.")
+	lead := gauge(metricLeader, "1 while this replica holds the lease, else 0 (standby).")
+	termCount, err := m.meter.Int64ObservableCounter(metricTerms, metric.WithDescription("Times this replica became leader."))
+	if err := errors.Join(append(errs, err)...); err != nil {
+		return fmt.Errorf("create instruments: %w", err)
+	}
+	_, err = m.meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		for _, r := range rs {
+			set := resAttr(r.Kind())
+			o.ObserveInt64(cache, int64(r.CacheSize()), set)
+			o.ObserveInt64(depth, int64(r.QueueDepth()), set)
+		}
+		var l int64
+		if leader() {
+			l = 1
+		}
+		o.ObserveInt64(lead, l)
+		o.ObserveInt64(termCount, terms())
+		return nil
+	}, cache, depth, lead, termCount)
+	if err != nil {
+		return fmt.Errorf("register gauges: %w", err)
+	}
+	return nil
+}
+
+func resAttr(r eventsv1.Resource) metric.MeasurementOption {
+	return metric.WithAttributes(attribute.String(attrResource, events.ResourceToken(r)))
+}
+
+// ObservePublish records one acked event (publish.Config.Observe).
+func (m *Metrics) ObservePublish(ctx context.Context, ev *eventsv1.ResourceEvent, took time.Duration, duplicate bool) {
+	m.published.Add(ctx, 1, metric.WithAttributes(
+		attribute.String(attrResource, events.ResourceToken(ev.GetResource())),
+		attribute.String(attrEventType, events.TypeName(ev.GetType()))))
+	m.publishTime.Record(ctx, took.Seconds(), resAttr(ev.GetResource()))
+	if duplicate {
+		m.duplicates.Add(ctx, 1, resAttr(ev.GetResource()))
+	}
+}

@@ -1,0 +1,204 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/cenkalti/backoff/v5"
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
+	"k8s.io/client-go/util/workqueue"
+
+	"github.com/ambient-code/control-plane/libs/events"
+	"github.com/ambient-code/control-plane/libs/logkey"
+	eventsv1 "github.com/ambient-code/control-plane/proto/ambient/events/v1"
+	"github.com/ambient-code/control-plane/services/informer/internal/diff"
+	"github.com/ambient-code/control-plane/services/informer/internal/publish"
+	"github.com/ambient-code/control-plane/services/informer/internal/watch"
+)
+
+// Per-object publish retry: from retryMin doubling to retryMax (the work
+// queue's rate limiter). A failed publish (NATS down, slow) is retried until
+// it succeeds; other objects go on.
+const (
+	retryMin = 50 * time.Millisecond
+	retryMax = 5 * time.Second
+	// loadTimeout bounds one read of the persisted cache.
+	loadTimeout = time.Minute
+)
+
+// Config tunes every Resource.
+type Config struct {
+	// Workers is the number of publish workers per resource.
+	Workers int
+	// Watch tunes the watch loop (reconnect backoff, resync).
+	Watch watch.Config
+}
+
+// queue is the work queue of one term: object ids, rate-limited per id.
+type queue = workqueue.TypedRateLimitingInterface[string]
+
+// Resource runs one resource while this replica leads: cache, watch loop,
+// work queue and publish workers. Its methods are safe for concurrent use;
+// Lead runs one term at a time.
+type Resource[T events.APIObject] struct {
+	src watch.Source[T]
+	pub *publish.Publisher
+	kv  jetstream.KeyValue
+	cfg Config
+	m   *Metrics
+	log *slog.Logger
+
+	// The current term's parts, for readiness and gauges; nil while standby.
+	store   atomic.Pointer[diff.Store[T]]
+	queue   atomic.Pointer[queue]
+	watcher atomic.Pointer[watch.Watcher[T]]
+}
+
+// New returns the controller of the resource T, reading the API through
+// src and publishing through pub; kv is the persisted cache (the objects
+// bucket). It starts nothing.
+func New[T events.APIObject](src watch.Source[T], pub *publish.Publisher, kv jetstream.KeyValue, cfg Config, m *Metrics, log *slog.Logger) *Resource[T] {
+	return &Resource[T]{
+		src: src, pub: pub, kv: kv, cfg: cfg, m: m,
+		log: log.With(slog.String(logkey.Resource, events.ResourceToken(events.ResourceOf[T]()))),
+	}
+}
+
+// Kind is the resource this controller runs.
+func (r *Resource[T]) Kind() eventsv1.Resource { return events.ResourceOf[T]() }
+
+// Synced reports whether this replica leads and the watch is open and synced.
+func (r *Resource[T]) Synced() bool {
+	w := r.watcher.Load()
+	return w != nil && w.Connected()
+}
+
+// CacheSize is the number of cached objects (0 while standby).
+func (r *Resource[T]) CacheSize() int {
+	if s := r.store.Load(); s != nil {
+		return s.Len()
+	}
+	return 0
+}
+
+// QueueDepth is the number of ids waiting to be published (0 while standby).
+func (r *Resource[T]) QueueDepth() int {
+	if q := r.queue.Load(); q != nil {
+		return (*q).Len()
+	}
+	return 0
+}
+
+// Lead loads the persisted cache, then runs the watch loop and the publish
+// workers until ctx ends (nil) or a worker hits a FatalError.
+func (r *Resource[T]) Lead(ctx context.Context) error {
+	objs, err := r.load(ctx)
+	if err != nil {
+		return nil //nolint:nilerr // load only fails when ctx ends
+	}
+	store := diff.NewStore[T]()
+	store.Load(objs)
+	q := workqueue.NewTypedRateLimitingQueue(workqueue.NewTypedItemExponentialFailureRateLimiter[string](retryMin, retryMax))
+	defer q.ShutDown()
+	w := watch.New(r.src, store, q.Add, r.cfg.Watch, r.hooks(ctx), r.log)
+	r.store.Store(store)
+	r.queue.Store(&q)
+	r.watcher.Store(w)
+	defer func() {
+		r.watcher.Store(nil)
+		r.queue.Store(nil)
+		r.store.Store(nil)
+	}()
+	r.log.Info("leading", slog.Int("cached", len(objs)))
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		err := w.Run(gctx)
+		q.ShutDown() // wakes the workers
+		return err
+	})
+	unstored := &idSet{}
+	for range r.cfg.Workers {
+		g.Go(func() error { return r.work(gctx, store, q, unstored) })
+	}
+	return g.Wait()
+}
+
+// hooks turn what the watch loop does into metrics.
+func (r *Resource[T]) hooks(ctx context.Context) watch.Hooks {
+	res := r.Kind()
+	return watch.Hooks{
+		Reconnect: func(error) { r.m.reconnects.Add(ctx, 1, resAttr(res)) },
+		Relist: func(n int, took time.Duration) {
+			r.m.relists.Add(ctx, 1, resAttr(res))
+			r.log.Debug("listed", slog.Int(logkey.Count, n), slog.Duration(logkey.Duration, took))
+		},
+		Applied: func(d diff.Result) {
+			if d.Stale > 0 {
+				r.m.stale.Add(ctx, int64(d.Stale), resAttr(res))
+			}
+			if d.Unknown > 0 {
+				r.m.unknownDel.Add(ctx, int64(d.Unknown), resAttr(res))
+			}
+		},
+	}
+}
+
+// load reads the persisted cache, retrying until it succeeds or ctx ends.
+func (r *Resource[T]) load(ctx context.Context) ([]T, error) {
+	b := &backoff.ExponentialBackOff{InitialInterval: retryMin, RandomizationFactor: 0.25, Multiplier: 2, MaxInterval: retryMax}
+	return backoff.Retry(ctx, func() ([]T, error) {
+		lctx, cancel := context.WithTimeout(ctx, loadTimeout)
+		defer cancel()
+		objs, bad, err := publish.Load[T](lctx, r.kv)
+		if err != nil {
+			if ctx.Err() == nil {
+				r.log.Warn("load cache failed, retrying", slog.Any(logkey.Err, err))
+			}
+			return nil, err
+		}
+		if bad > 0 {
+			r.log.Warn("undecodable cache entries skipped", slog.Int(logkey.Count, bad))
+		}
+		return objs, nil
+	}, backoff.WithBackOff(b), backoff.WithMaxElapsedTime(0))
+}
+
+// work publishes what the queued ids need, one id at a time per worker,
+// the sample-controller way: always Done, Forget on success, retry with
+// the rate limiter's delay on a failed publish, stop on a FatalError.
+func (r *Resource[T]) work(ctx context.Context, store *diff.Store[T], q queue, unstored *idSet) error {
+	for {
+		id, shutdown := q.Get()
+		if shutdown {
+			return nil
+		}
+		if ctx.Err() != nil {
+			// The term is over: what is still queued is the next leader's
+			// (it diffs the same KV), not this one's.
+			q.Done(id)
+			return nil
+		}
+		err := r.sync(ctx, store, id, unstored)
+		var fatal FatalError
+		switch {
+		case errors.As(err, &fatal):
+			q.Done(id)
+			return fmt.Errorf("%s %s: %w", events.ResourceToken(r.Kind()), id, err)
+		case err != nil:
+			if ctx.Err() == nil {
+				r.m.publishErrs.Add(ctx, 1, resAttr(r.Kind()))
+				r.log.Warn("publish failed, retrying", slog.String(logkey.ObjectID, id), slog.Any(logkey.Err, err), slog.Int(logkey.Attempt, q.NumRequeues(id)+1))
+				q.AddRateLimited(id)
+			}
+		default:
+			q.Forget(id)
+		}
+		q.Done(id)
+	}
+}
