@@ -103,4 +103,25 @@ proto-check: proto ## Fail when the committed generated code is stale.
 run: build ## Run the whole system locally (embedded NATS, in-memory API, every service).
 	$(BIN)/devstack --bin-dir $(BIN) $(ARGS)
 
+# The chaos suite (issue 14, services/devstack/cmd/chaos): CHAOS_CHANGES
+# changes, every fault, the report in docs/reliability.md. Exit 1: an audit
+# check failed; exit 2: the harness could not run. CHAOS_ARGS adds flags
+# (bin/chaos -h), e.g. CHAOS_ARGS="--seed 42 --keep".
+CHAOS_CHANGES ?= 2000
+CHAOS_ARGS    ?=
+CHAOS_COMMIT  := $(shell git describe --always --dirty 2>/dev/null)
+
+.PHONY: nats-server
+nats-server: ## Build nats-server (the version in libs' module graph) into bin/, for the chaos suite.
+	@mkdir -p $(BIN)
+	cd libs && go build -o $(BIN)/nats-server github.com/nats-io/nats-server/v2
+
+.PHONY: chaos
+chaos: build nats-server kube-binaries ## Run the chaos suite: CHAOS_CHANGES changes (2000) and every fault; report in docs/reliability.md.
+	$(BIN)/chaos --bin-dir $(BIN) --kube-bin-dir $(BIN)/k8s --changes $(CHAOS_CHANGES) --commit "$(CHAOS_COMMIT)" $(CHAOS_ARGS)
+
+.PHONY: chaos-short
+chaos-short: build nats-server kube-binaries ## The short chaos suite for CI: 300 changes, one fault of each kind, a few minutes.
+	$(BIN)/chaos --short --bin-dir $(BIN) --kube-bin-dir $(BIN)/k8s --commit "$(CHAOS_COMMIT)" --report "" $(CHAOS_ARGS)
+
 -include deploy/images.mk

@@ -30,6 +30,9 @@ type Config struct {
 	Token    string
 	// Users, when set, turn on the multi-user mode (WithUsers).
 	Users []User
+	// FaultsAddr, when set, serves FaultsHandler there (fault injection for
+	// the chaos suite). Empty, the default, serves no fault injection.
+	FaultsAddr string
 }
 
 // Run creates a Server with cfg.Token (and cfg.Users), listens on cfg's
@@ -40,7 +43,34 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	return s.ListenAndServe(ctx, cfg.GRPCAddr, cfg.RESTAddr)
+	if cfg.FaultsAddr == "" {
+		return s.ListenAndServe(ctx, cfg.GRPCAddr, cfg.RESTAddr)
+	}
+	var lc net.ListenConfig
+	fl, err := lc.Listen(ctx, "tcp", cfg.FaultsAddr)
+	if err != nil {
+		return fmt.Errorf("listen faults %s: %w", cfg.FaultsAddr, err)
+	}
+	log.Warn("fault injection served", slog.String("faults_addr", fl.Addr().String()))
+	srv := &http.Server{Handler: s.FaultsHandler(), ReadHeaderTimeout: 10 * time.Second}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return s.ListenAndServe(gctx, cfg.GRPCAddr, cfg.RESTAddr) })
+	g.Go(func() error {
+		if err := srv.Serve(fl); !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("serve faults: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownGrace)
+		defer cancel()
+		if err := srv.Shutdown(sctx); err != nil {
+			return fmt.Errorf("shutdown faults: %w", err)
+		}
+		return nil
+	})
+	return g.Wait()
 }
 
 // ListenAndServe listens on the two addresses and calls Serve.

@@ -1,6 +1,7 @@
 // Command memapi runs the in-memory ambient API (gRPC and REST) for the dev
 // stack. Flags default to the environment: MEMAPI_GRPC_ADDR, MEMAPI_REST_ADDR,
 // AMBIENT_API_TOKEN (required), MEMAPI_USERS_FILE (the multi-user mode),
+// MEMAPI_FAULTS_ADDR (fault injection for the chaos suite, off by default),
 // LOG_LEVEL.
 package main
 
@@ -31,6 +32,7 @@ func run() error {
 	flag.StringVar(&cfg.RESTAddr, "rest-addr", envOr("MEMAPI_REST_ADDR", "127.0.0.1:8000"), "REST listen address")
 	flag.StringVar(&cfg.Token, "token", os.Getenv("AMBIENT_API_TOKEN"), "bearer token every call must carry")
 	usersFile := flag.String("users-file", os.Getenv("MEMAPI_USERS_FILE"), "JSON users file: per-user tokens narrowed to their projects over REST")
+	flag.StringVar(&cfg.FaultsAddr, "faults-addr", envOr("MEMAPI_FAULTS_ADDR", ""), "serve fault injection (POST /faults/end-watches, no token) on this address; empty: off. Test systems only")
 	if err := level.UnmarshalText([]byte(envOr("LOG_LEVEL", "info"))); err != nil {
 		return fmt.Errorf("LOG_LEVEL: want debug, info, warn or error: %w", err)
 	}

@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 
@@ -45,43 +44,6 @@ func TestKubeReconcilerLeavesSessionsToLocalRunners(t *testing.T) {
 			t.Errorf("%q: no kube-reconciler", tc.args)
 		case kube != nil && kube.env["KUBE_SESSION_SELECTOR"] != tc.want:
 			t.Errorf("%q: KUBE_SESSION_SELECTOR = %q, want %q", tc.args, kube.env["KUBE_SESSION_SELECTOR"], tc.want)
-		}
-	}
-}
-
-// TestWritePIDFileIsAtomic: a reader racing rewrites of the pid file (the
-// e2e test polls it while devstack restarts a killed service) never sees
-// an empty or partial file.
-func TestWritePIDFileIsAtomic(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "svc.pid")
-	if err := writePIDFile(path, 1); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() {
-		for pid := 100000; pid < 102000; pid++ {
-			if err := writePIDFile(path, pid); err != nil {
-				done <- err
-				return
-			}
-		}
-		done <- nil
-	}()
-	for {
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Fatal(err)
-			}
-			return
-		default:
-		}
-		b, err := os.ReadFile(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := strconv.Atoi(strings.TrimSpace(string(b))); err != nil {
-			t.Fatalf("read %q while it was rewritten: %v", b, err)
 		}
 	}
 }

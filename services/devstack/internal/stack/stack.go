@@ -16,6 +16,7 @@ import (
 
 	"github.com/ambient-code/control-plane/libs/envconfig"
 	"github.com/ambient-code/control-plane/libs/natsserver"
+	"github.com/ambient-code/control-plane/services/devstack/internal/proc"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -63,20 +64,21 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	svcs := cfg.services()
 	logs := &logWriter{out: out, raw: cfg.RawLogs, width: 15}
 	sups := make([]*supervised, len(svcs))
-	dones := make([]chan struct{}, len(svcs))
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	g, gctx := errgroup.WithContext(runCtx)
 	for i, svc := range svcs {
-		sups[i] = &supervised{svc: svc, cfg: cfg, logs: logs, pidDir: pidDir, started: make(chan struct{})}
-		dones[i] = make(chan struct{})
+		sups[i] = newSupervised(svc, cfg, logs, pidDir, out)
 	}
 	// stopAll stops services in reverse start order; it runs once, on the way
 	// out, whatever the reason.
 	stopAll := func() {
 		cancel()
 		for i := len(sups) - 1; i >= 0; i-- {
-			sups[i].stop(cfg.StopGrace, dones[i])
+			// Stop returns once the child has exited, so services stop one
+			// after the other. An error means the group could not be
+			// signalled; the child dies with devstack anyway (Pdeathsig).
+			_ = sups[i].proc.Stop(cfg.StopGrace) //nolint:errcheck // best effort on the way out
 		}
 	}
 	startStage := func(stage int) {
@@ -84,10 +86,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 			if svcs[i].stage != stage {
 				continue
 			}
-			g.Go(func() error {
-				defer close(dones[i])
-				return sups[i].run(gctx, out)
-			})
+			g.Go(func() error { return sups[i].proc.Run(gctx) })
 		}
 	}
 
@@ -138,30 +137,7 @@ func startInStages(ctx context.Context, cfg Config, svcs []service, sups []*supe
 
 func waitReady(ctx context.Context, s *supervised, token string, deadline time.Time) error {
 	client := &http.Client{Timeout: 2 * time.Second}
-	var last error
-	for time.Now().Before(deadline) {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.svc.readyURL, nil)
-		if err != nil {
-			return fmt.Errorf("build readiness request: %w", err)
-		}
-		req.Header.Set("Authorization", "Bearer "+token)
-		resp, err := client.Do(req)
-		if err == nil {
-			_ = resp.Body.Close() //nolint:errcheck // only the status matters
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-			last = fmt.Errorf("%s answered %s", s.svc.readyURL, resp.Status)
-		} else {
-			last = err
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
-	return fmt.Errorf("not ready after the deadline: %w", last)
+	return proc.WaitReady(ctx, proc.HTTPProbe(client, s.svc.readyURL, token), deadline)
 }
 
 func checkBinaries(cfg Config) error {

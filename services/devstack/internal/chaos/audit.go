@@ -1,0 +1,520 @@
+package chaos
+
+import (
+	"fmt"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	apisession "github.com/ambient-code/control-plane/libs/session"
+)
+
+// Phases the audit expects of local sessions (runner-manager writes them).
+const (
+	phaseRunning = string(apisession.PhaseRunning)
+	phaseStopped = string(apisession.PhaseStopped)
+)
+
+// check is one audit check and what failed in it.
+type check struct {
+	Name string
+	OK   bool
+	// Detail is a one-line summary.
+	Detail string
+	// Failures lists what failed, one line each.
+	Failures []string
+}
+
+// moved counts the sessions whose runner did not survive the NATS outage.
+type moved struct {
+	// Considered: sessions with one runner before the outage that the
+	// harness did not change until the after-snapshot.
+	Considered int
+	// OtherReplica: the runner after runs on the other replica;
+	// SameReplica: a new runner on the same replica; None: no runner after;
+	// ClaimOnly: the same runner, but KV ambient-runners names another
+	// owner after (the claim moved without the runner).
+	OtherReplica, SameReplica, None, ClaimOnly int
+	Lines                                      []string
+}
+
+// Total is the headline figure moved_by_outage.
+func (m moved) Total() int { return m.OtherReplica + m.SameReplica + m.None + m.ClaimOnly }
+
+// auditInput is everything the audit judges.
+type auditInput struct {
+	Sessions []session
+	Projects []project
+	Deletes  int
+	Journal  []changeRecord
+	Obs      observation
+	// ObsErr: the final observation failed (the API could not be listed).
+	ObsErr  error
+	Sampler samplerStats
+	// Before and After bracket the NATS outage (zero when it did not run).
+	Before, After placement
+	Exits         []exitRecord
+	// ScheduleStart: exits before it happened while the system started.
+	ScheduleStart time.Time
+	Faults        []faultRecord
+	Streams       []streamInfo
+	StreamsErr    error
+	Converged     time.Duration // -1: did not converge
+	ConvergeBound time.Duration
+	ConvergeLimit time.Duration
+	// Trend is the number of wrong objects at each look after the last
+	// fault.
+	Trend []trendPoint
+}
+
+// auditResult is the verdict.
+type auditResult struct {
+	Checks    []check
+	Lost      int
+	Twice     int
+	Moved     moved
+	Uncounted int
+}
+
+// Passed reports whether every check passed.
+func (r auditResult) Passed() bool {
+	for _, c := range r.Checks {
+		if !c.OK {
+			return false
+		}
+	}
+	return true
+}
+
+// Line is the one-line result.
+func (r auditResult) Line(converged time.Duration) string {
+	return fmt.Sprintf("lost=%d twice=%d moved_by_outage=%d converged_s=%d", r.Lost, r.Twice, r.Moved.Total(), convergedSeconds(converged))
+}
+
+func convergedSeconds(d time.Duration) int {
+	if d < 0 {
+		return -1
+	}
+	return int(d.Round(time.Second) / time.Second)
+}
+
+// audit judges the run.
+func audit(in auditInput) auditResult {
+	var r auditResult
+	objects := objectProblems(in.Sessions, in.Projects, in.Obs)
+	r.Lost = len(objects)
+	var lines []string
+	for _, id := range sortedKeys(objects) {
+		lines = append(lines, id+": "+strings.Join(objects[id], "; "))
+	}
+	if in.ObsErr != nil {
+		lines = append([]string{"final observation failed: " + in.ObsErr.Error()}, lines...)
+	}
+	for _, part := range []struct{ name, err string }{{"KV ambient-runners", in.Obs.OwnersErr}, {"Kubernetes", in.Obs.KubeErr}} {
+		if part.err != "" {
+			lines = append(lines, part.name+" unreadable: "+part.err)
+		}
+	}
+	r.Checks = append(r.Checks, check{
+		Name:     "every object reached its desired state (phase, runner, registry, route, AgenticSession, RoleBindings, namespace)",
+		OK:       r.Lost == 0 && in.ObsErr == nil && in.Obs.OwnersErr == "" && in.Obs.KubeErr == "",
+		Detail:   fmt.Sprintf("%d of %d sessions and %d projects wrong", r.Lost, len(in.Sessions), len(in.Projects)),
+		Failures: lines,
+	})
+
+	r.Twice = len(in.Sampler.Twice)
+	tc := check{Name: "no session had two live runners at any sample", OK: r.Twice == 0 && in.Sampler.Err == nil,
+		Detail: fmt.Sprintf("%d sessions twice in %d samples (slowest scan %s)", r.Twice, in.Sampler.Samples, in.Sampler.Slowest.Round(time.Millisecond))}
+	for _, t := range in.Sampler.Twice {
+		tc.Failures = append(tc.Failures, fmt.Sprintf("%s: %s, for %d samples (%s) from t=%.1fs%s", t.Session, describeRunners(t.Runners), t.Samples,
+			t.Last.Sub(t.First).Round(100*time.Millisecond), t.First.Sub(in.ScheduleStart).Seconds(), lastFault(in.Faults, t.First)))
+	}
+	if in.Sampler.Err != nil {
+		tc.Failures = append(tc.Failures, "process table scan failed: "+in.Sampler.Err.Error())
+	}
+	r.Checks = append(r.Checks, tc)
+
+	r.Moved = movedByOutage(in.Before, in.After, in.Journal)
+	mc := check{Name: "no runner moved or restarted because of the NATS outage", OK: r.Moved.Total() == 0,
+		Detail: fmt.Sprintf("%d of %d sessions: %d to the other replica, %d restarted on the same one, %d without a runner after, %d claims moved without their runner",
+			r.Moved.Total(), r.Moved.Considered, r.Moved.OtherReplica, r.Moved.SameReplica, r.Moved.None, r.Moved.ClaimOnly),
+		Failures: r.Moved.Lines}
+	if in.Before.At.IsZero() || in.After.At.IsZero() {
+		mc.OK, mc.Detail = false, "the NATS outage did not run to its end: nothing to compare"
+	}
+	r.Checks = append(r.Checks, mc)
+
+	tp := tallyProblems(in.Sessions, in.Projects, in.Obs)
+	r.Uncounted = tp.missing
+	r.Checks = append(r.Checks, check{Name: "event-tally counted every object that exists, and the delete of every object it counted", OK: r.Uncounted == 0 && in.Obs.TallyErr == "",
+		Detail:   fmt.Sprintf("%d missing; %d sessions created and deleted while no informer watched were never announced (allowed: events carry states)", r.Uncounted, tp.unseenDeleted),
+		Failures: append(errLines("tally", in.Obs.TallyErr), tp.lines...)})
+
+	r.Checks = append(r.Checks, convergedCheck(in.Converged, in.ConvergeBound, in.ConvergeLimit))
+	r.Checks = append(r.Checks, replicasCheck(in.Streams, in.StreamsErr))
+	r.Checks = append(r.Checks, oversizeCheck(in.Faults))
+	r.Checks = append(r.Checks, exitsCheck(in.Exits, in.ScheduleStart))
+	r.Checks = append(r.Checks, journalCheck(in.Journal))
+	return r
+}
+
+func errLines(what, err string) []string {
+	if err == "" {
+		return nil
+	}
+	return []string{what + ": " + err}
+}
+
+// objectProblems compares every session and project with what the harness
+// asked for; it returns the problems by object ("session <id>", "project
+// <name>").
+func objectProblems(sessions []session, projects []project, obs observation) map[string][]string {
+	out := map[string][]string{}
+	for _, s := range sessions {
+		if ps := sessionProblems(s, obs); len(ps) > 0 {
+			out["session "+s.ID] = ps
+		}
+	}
+	if obs.KubeErr != "" {
+		return out // reported once by the caller
+	}
+	for _, p := range projects {
+		var ps []string
+		if !obs.Kube.Namespaces[p.Namespace()] {
+			ps = append(ps, "no namespace "+p.Namespace())
+		}
+		got := slices.Clone(obs.Kube.Bindings[p.Namespace()])
+		sortGrants(got)
+		if want := wantBindings(p.Access); !slices.Equal(got, want) {
+			ps = append(ps, fmt.Sprintf("RoleBindings %s, want %s", grantsText(got), grantsText(want)))
+		}
+		if len(ps) > 0 {
+			out["project "+p.Name] = ps
+		}
+	}
+	return out
+}
+
+// sessionProblems lists how session s differs from what the harness asked.
+func sessionProblems(s session, obs observation) []string {
+	var out []string
+	add := func(format string, args ...any) { out = append(out, fmt.Sprintf(format, args...)) }
+	runners := obs.Runners[s.ID]
+	api, inAPI := obs.Sessions[s.ID]
+	crs := obs.Kube.CRs[s.ID]
+	if obs.KubeErr != "" {
+		crs = nil
+	}
+	owner, hasOwner := obs.Owners[s.ID]
+	switch {
+	case s.Deleted:
+		if inAPI {
+			add("deleted, still listed by the API")
+		}
+		if len(runners) > 0 {
+			add("deleted, runner still alive (%s)", describeRunners(runners))
+		}
+		if len(crs) > 0 {
+			add("deleted, AgenticSession %s/%s still exists", crs[0].Namespace, crs[0].Name)
+		}
+		if hasOwner {
+			add("deleted, runner record of %s left in KV", owner.Owner)
+		}
+	case !inAPI:
+		add("missing from the API")
+	case !s.Project.Local:
+		switch {
+		case len(runners) > 0:
+			add("kube session runs a local runner (%s)", describeRunners(runners))
+		case obs.KubeErr != "":
+		case len(crs) == 0:
+			add("no AgenticSession")
+		case len(crs) > 1:
+			add("%d AgenticSessions", len(crs))
+		case crs[0].Gen != strconv.Itoa(s.Gen):
+			add("AgenticSession is stale: %s=%q, want %q", labelGen, crs[0].Gen, strconv.Itoa(s.Gen))
+		}
+	case !s.Running:
+		if len(crs) > 0 {
+			add("local session has an AgenticSession %s/%s", crs[0].Namespace, crs[0].Name)
+		}
+		if api.Phase != phaseStopped {
+			add("stopped, phase %q, want %q", api.Phase, phaseStopped)
+		}
+		if len(runners) > 0 {
+			add("stopped, runner still alive (%s)", describeRunners(runners))
+		}
+	default:
+		if len(crs) > 0 {
+			add("local session has an AgenticSession %s/%s", crs[0].Namespace, crs[0].Name)
+		}
+		if api.Phase != phaseRunning {
+			add("phase %q, want %q%s", api.Phase, phaseRunning, conditionsNote(api.Conditions))
+		}
+		switch len(runners) {
+		case 0:
+			add("no runner")
+		case 1:
+			if obs.Owners != nil && (!hasOwner || owner.Owner != runners[0].Replica) {
+				add("runner on %s, KV owner %q", runners[0].Replica, owner.Owner)
+			}
+			if n := obs.Routes[s.ID]; n != obs.Proxies {
+				add("reached through %d of %d agui-proxies", n, obs.Proxies)
+			}
+		default:
+			add("%d runners (%s)", len(runners), describeRunners(runners))
+		}
+	}
+	return out
+}
+
+func conditionsNote(c string) string {
+	if c == "" {
+		return ""
+	}
+	if len(c) > 200 {
+		c = c[:200] + "..."
+	}
+	return " (conditions " + c + ")"
+}
+
+func describeRunners(rs []runnerProc) string {
+	parts := make([]string, len(rs))
+	for i, r := range rs {
+		parts[i] = fmt.Sprintf("pid %d on %s", r.PID, r.Replica)
+	}
+	return strings.Join(parts, ", ")
+}
+
+func grantsText(gs []Grant) string {
+	if len(gs) == 0 {
+		return "none"
+	}
+	parts := make([]string, len(gs))
+	for i, g := range gs {
+		parts[i] = g.Group + "->" + g.Role
+	}
+	return "[" + strings.Join(parts, " ") + "]"
+}
+
+// outageQuiet is how long before the NATS outage a session must have been
+// left alone to count for moved_by_outage: a change made just before it
+// may take effect during it.
+const outageQuiet = 10 * time.Second
+
+// movedByOutage compares where runners were before the NATS outage and
+// after it settled. Only sessions with exactly one runner before that the
+// harness left alone from outageQuiet before until the after-snapshot
+// count: a runner the user stopped is not moved by the outage.
+func movedByOutage(before, after placement, journal []changeRecord) moved {
+	var m moved
+	if before.At.IsZero() || after.At.IsZero() {
+		return m
+	}
+	touched := map[string]bool{}
+	for _, c := range journal {
+		if !c.At.Before(before.At.Add(-outageQuiet)) && !c.At.After(after.At) {
+			touched[c.Object] = true
+		}
+	}
+	for _, sid := range sortedKeys(before.Runners) {
+		rs := before.Runners[sid]
+		if len(rs) != 1 || touched[sid] {
+			continue
+		}
+		m.Considered++
+		was := rs[0]
+		now := after.Runners[sid]
+		ownerBefore, okBefore := before.Owners[sid]
+		ownerAfter, okAfter := after.Owners[sid]
+		switch {
+		case len(now) == 1 && now[0].PID == was.PID && okBefore && okAfter && ownerBefore.Owner != ownerAfter.Owner:
+			m.ClaimOnly++
+			m.Lines = append(m.Lines, fmt.Sprintf("%s: pid %d on %s kept, KV owner %s before, %s after", sid, was.PID, was.Replica, ownerBefore.Owner, ownerAfter.Owner))
+		case len(now) == 1 && now[0].PID == was.PID:
+			continue
+		case len(now) == 0:
+			m.None++
+			m.Lines = append(m.Lines, fmt.Sprintf("%s: pid %d on %s before, no runner after", sid, was.PID, was.Replica))
+		case now[0].Replica != was.Replica:
+			m.OtherReplica++
+			m.Lines = append(m.Lines, fmt.Sprintf("%s: pid %d on %s before, %s after", sid, was.PID, was.Replica, describeRunners(now)))
+		default:
+			m.SameReplica++
+			m.Lines = append(m.Lines, fmt.Sprintf("%s: pid %d on %s before, %s after", sid, was.PID, was.Replica, describeRunners(now)))
+		}
+	}
+	return m
+}
+
+// tallyFindings is what event-tally missed.
+type tallyFindings struct {
+	lines   []string
+	missing int
+	// unseenDeleted counts sessions created and deleted between two looks
+	// of the informer (a leader change, a watch cut, an outage): the event
+	// stream carries states, not every change, so they were never
+	// announced, and nothing needs them to be.
+	unseenDeleted int
+}
+
+// tallyProblems lists the objects that exist and event-tally never counted,
+// and how many deletes of counted sessions it is short of.
+func tallyProblems(sessions []session, projects []project, obs observation) tallyFindings {
+	var f tallyFindings
+	if obs.TallyErr != "" {
+		return f
+	}
+	seen := func(resource, id string) bool {
+		return slices.Contains(obs.Tally.Resources[resource].SeenIDs, id)
+	}
+	deletesOwed := 0
+	for _, s := range sessions {
+		switch {
+		case seen(tallySessions, s.ID) && s.Deleted:
+			deletesOwed++
+		case seen(tallySessions, s.ID):
+		case s.Deleted:
+			f.unseenDeleted++
+		default:
+			f.lines = append(f.lines, "session "+s.ID+" never counted")
+		}
+	}
+	for _, p := range projects {
+		if !seen(tallyProjects, p.ID) {
+			f.lines = append(f.lines, "project "+p.Name+" never counted")
+		}
+		if !seen(tallySettings, p.SettingsID) {
+			f.lines = append(f.lines, "settings of "+p.Name+" never counted")
+		}
+	}
+	f.missing = len(f.lines)
+	if got := obs.Tally.Resources[tallySessions].Deleted; got < deletesOwed {
+		f.lines = append(f.lines, fmt.Sprintf("%d session deletes counted, %d counted sessions deleted", got, deletesOwed))
+		f.missing += deletesOwed - got
+	}
+	return f
+}
+
+// oversizeStopBound is how long the oversize session's stop may take: the
+// time any stop takes under faults, not a resync interval.
+const oversizeStopBound = 30 * time.Second
+
+// oversizeCheck wants the oversize object stopped like any other session.
+func oversizeCheck(faults []faultRecord) check {
+	c := check{Name: fmt.Sprintf("the oversize session's stop took effect within %s", oversizeStopBound), OK: true, Detail: "no oversize fault ran"}
+	for _, f := range faults {
+		if f.Kind != FaultOversize {
+			continue
+		}
+		switch {
+		case f.Err != "":
+			c.OK, c.Detail = false, "the fault failed: "+f.Err
+		case f.Took < 0:
+			c.OK, c.Detail = false, fmt.Sprintf("session %s not stopped within %s", f.Target, oversizeStopLimit)
+		default:
+			c.OK = f.Took <= oversizeStopBound
+			c.Detail = fmt.Sprintf("session %s stopped %s after the stop", f.Target, f.Took.Round(100*time.Millisecond))
+		}
+		if !c.OK {
+			c.Failures = append(c.Failures, c.Detail)
+		}
+	}
+	return c
+}
+
+// convergedCheck wants the system converged within bound after the last
+// fault (issue 14: 30 s); limit is how long the harness waited.
+func convergedCheck(converged, bound, limit time.Duration) check {
+	c := check{Name: fmt.Sprintf("converged within %s after the last fault", bound), OK: converged >= 0 && converged <= bound}
+	if converged < 0 {
+		c.Detail = fmt.Sprintf("not within %s", limit)
+	} else {
+		c.Detail = fmt.Sprintf("in %ds", convergedSeconds(converged))
+	}
+	if !c.OK {
+		c.Failures = append(c.Failures, c.Detail)
+	}
+	return c
+}
+
+// replicasCheck wants every stream and KV bucket at the cluster's size.
+func replicasCheck(streams []streamInfo, err error) check {
+	c := check{Name: fmt.Sprintf("every stream and KV bucket has %d replicas", natsReplicas), OK: err == nil}
+	if err != nil {
+		c.Failures = append(c.Failures, "list streams: "+err.Error())
+	}
+	for _, s := range streams {
+		if s.Replicas != natsReplicas {
+			c.OK = false
+			c.Failures = append(c.Failures, fmt.Sprintf("%s: %d replica(s)", s.Name, s.Replicas))
+		}
+	}
+	c.Detail = fmt.Sprintf("%d streams, %d not at R%d", len(streams), len(c.Failures), natsReplicas)
+	return c
+}
+
+// exitsCheck wants no process to have exited during the schedule except by
+// a fault. Exits while the system started are listed, not failed: a
+// service that gives up before its dependencies settle is restarted, as a
+// Deployment would.
+func exitsCheck(exits []exitRecord, scheduleStart time.Time) check {
+	c := check{Name: "no process exited on its own during the schedule", OK: true}
+	planned, startup := 0, 0
+	for _, e := range exits {
+		line := fmt.Sprintf("%s pid %d: %s after %s", e.Member, e.PID, e.Err, e.Ran.Round(time.Second))
+		switch {
+		case e.Planned:
+			planned++
+		case e.At.Before(scheduleStart):
+			startup++
+			c.Failures = append(c.Failures, "while starting (not failed): "+line)
+		default:
+			c.OK = false
+			c.Failures = append(c.Failures, line)
+		}
+	}
+	c.Detail = fmt.Sprintf("%d exits by faults, %d on their own, %d more while the system started", planned, len(c.Failures)-startup, startup)
+	return c
+}
+
+// journalCheck wants every change the API accepted or refused with a
+// reason; any other error is the harness' or the API's failure.
+func journalCheck(journal []changeRecord) check {
+	c := check{Name: "the API took every change (refused transitions aside)", OK: true}
+	var ok, refused int
+	for _, r := range journal {
+		switch r.Result {
+		case resultOK:
+			ok++
+		case resultRefused:
+			refused++
+		default:
+			c.OK = false
+			c.Failures = append(c.Failures, fmt.Sprintf("%s %s %s: %s", r.At.Format(time.TimeOnly), r.Op, r.Object, r.Err))
+		}
+	}
+	c.Detail = fmt.Sprintf("%d made, %d refused, %d failed", ok, refused, len(c.Failures))
+	return c
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// lastFault names the last fault that began before t, to place an event.
+func lastFault(faults []faultRecord, t time.Time) string {
+	for i := len(faults) - 1; i >= 0; i-- {
+		if !faults[i].Start.After(t) {
+			return fmt.Sprintf(", after fault %d (%s %s)", i+1, faults[i].Kind, faults[i].Target)
+		}
+	}
+	return ""
+}

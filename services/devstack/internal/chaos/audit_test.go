@@ -1,0 +1,261 @@
+package chaos
+
+import (
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ambient-code/control-plane/libs/registry"
+)
+
+var (
+	localP = &project{ID: "chaos-local-a", Name: "chaos-local-a", Local: true, SettingsID: "set-l"}
+	kubeP  = &project{ID: "chaos-kube-a", Name: "chaos-kube-a", SettingsID: "set-k"}
+)
+
+// healthy is an observation in which every object of sessions is where it
+// should be; tests break one thing at a time.
+func healthy(sessions []session, projects []project) observation {
+	obs := observation{
+		Sessions: map[string]apiSession{}, Runners: map[string][]runnerProc{}, Owners: map[string]registry.Endpoint{},
+		Routes: map[string]int{}, Proxies: 2,
+		Kube: kubeState{CRs: map[string][]crInfo{}, Bindings: map[string][]Grant{}, Namespaces: map[string]bool{}},
+	}
+	for _, s := range sessions {
+		if s.Deleted {
+			continue
+		}
+		phase := phaseStopped
+		if s.Running {
+			phase = phaseRunning
+		}
+		obs.Sessions[s.ID] = apiSession{Phase: phase}
+		switch {
+		case !s.Project.Local:
+			obs.Sessions[s.ID] = apiSession{Phase: "Pending"}
+			obs.Kube.CRs[s.ID] = []crInfo{{Namespace: s.Project.Namespace(), Name: strings.ToLower(s.ID), Gen: "0"}}
+		case s.Running:
+			obs.Runners[s.ID] = []runnerProc{{PID: 100, Session: s.ID, Replica: "runner-manager-0"}}
+			obs.Owners[s.ID] = registry.Endpoint{SessionID: s.ID, Owner: "runner-manager-0"}
+			obs.Routes[s.ID] = 2
+		}
+	}
+	for _, p := range projects {
+		obs.Kube.Namespaces[p.Namespace()] = true
+		obs.Kube.Bindings[p.Namespace()] = wantBindings(p.Access)
+	}
+	return obs
+}
+
+// TestObjectProblems: each way an object can miss its desired state is
+// found and named, and a healthy system has none.
+func TestObjectProblems(t *testing.T) {
+	sessions := []session{
+		{ID: "run", Project: localP, Running: true},
+		{ID: "stopped", Project: localP},
+		{ID: "gone", Project: localP, Deleted: true},
+		{ID: "kube", Project: kubeP, Running: true},
+		{ID: "kubegone", Project: kubeP, Deleted: true},
+	}
+	access := []Grant{{"chaos-g1", "ambient-project-admin"}, {"chaos-escalate", refusedRole}}
+	projects := []project{{ID: localP.ID, Name: localP.Name, Local: true, Access: access}, {ID: kubeP.ID, Name: kubeP.Name}}
+	tests := []struct {
+		name    string
+		breakIt func(o *observation)
+		want    map[string]string // object -> a phrase its problem names
+	}{
+		{name: "healthy", breakIt: func(*observation) {}, want: map[string]string{}},
+		{name: "running without a runner", breakIt: func(o *observation) { delete(o.Runners, "run") },
+			want: map[string]string{"session run": "no runner"}},
+		{name: "running twice at the end", breakIt: func(o *observation) {
+			o.Runners["run"] = append(o.Runners["run"], runnerProc{PID: 101, Session: "run", Replica: "runner-manager-1"})
+		}, want: map[string]string{"session run": "2 runners"}},
+		{name: "wrong phase", breakIt: func(o *observation) { o.Sessions["run"] = apiSession{Phase: "Creating"} },
+			want: map[string]string{"session run": `phase "Creating"`}},
+		{name: "registry names another owner", breakIt: func(o *observation) { o.Owners["run"] = registry.Endpoint{Owner: "runner-manager-1"} },
+			want: map[string]string{"session run": "KV owner"}},
+		{name: "one proxy cannot route", breakIt: func(o *observation) { o.Routes["run"] = 1 },
+			want: map[string]string{"session run": "1 of 2 agui-proxies"}},
+		{name: "stop not applied", breakIt: func(o *observation) {
+			o.Sessions["stopped"] = apiSession{Phase: "Stopping"}
+			o.Runners["stopped"] = []runnerProc{{PID: 7, Session: "stopped", Replica: "runner-manager-1"}}
+		}, want: map[string]string{"session stopped": "runner still alive"}},
+		{name: "delete not applied to the runner", breakIt: func(o *observation) {
+			o.Runners["gone"] = []runnerProc{{PID: 8, Session: "gone", Replica: "runner-manager-0"}}
+		}, want: map[string]string{"session gone": "deleted, runner still alive"}},
+		{name: "delete not applied to Kubernetes", breakIt: func(o *observation) {
+			o.Kube.CRs["kubegone"] = []crInfo{{Namespace: "chaos-kube-a", Name: "kubegone"}}
+		}, want: map[string]string{"session kubegone": "AgenticSession chaos-kube-a/kubegone still exists"}},
+		{name: "registry record left", breakIt: func(o *observation) { o.Owners["gone"] = registry.Endpoint{Owner: "runner-manager-0"} },
+			want: map[string]string{"session gone": "left in KV"}},
+		{name: "update not applied to the CR", breakIt: func(o *observation) { o.Kube.CRs["kube"][0].Gen = "1" },
+			want: map[string]string{"session kube": "stale"}},
+		{name: "no CR", breakIt: func(o *observation) { delete(o.Kube.CRs, "kube") },
+			want: map[string]string{"session kube": "no AgenticSession"}},
+		{name: "RoleBinding left over", breakIt: func(o *observation) {
+			o.Kube.Bindings["chaos-kube-a"] = []Grant{{"chaos-g2", "ambient-project-view"}}
+		}, want: map[string]string{"project chaos-kube-a": "RoleBindings [chaos-g2->ambient-project-view], want none"}},
+		{name: "refused role bound", breakIt: func(o *observation) {
+			o.Kube.Bindings["chaos-local-a"] = append(o.Kube.Bindings["chaos-local-a"], Grant{"chaos-escalate", refusedRole})
+		}, want: map[string]string{"project chaos-local-a": "cluster-admin"}},
+		{name: "no namespace", breakIt: func(o *observation) { delete(o.Kube.Namespaces, "chaos-kube-a") },
+			want: map[string]string{"project chaos-kube-a": "no namespace"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			obs := healthy(sessions, projects)
+			tc.breakIt(&obs)
+			got := objectProblems(sessions, projects, obs)
+			if len(got) != len(tc.want) {
+				t.Fatalf("problems %v, want %d objects: %v", got, len(tc.want), tc.want)
+			}
+			for obj, phrase := range tc.want {
+				if !strings.Contains(strings.Join(got[obj], "; "), phrase) {
+					t.Errorf("%s: %v, want it to name %q", obj, got[obj], phrase)
+				}
+			}
+		})
+	}
+}
+
+// TestMovedByOutage: a runner counts as moved when the session had one
+// runner before the NATS outage and another (or none) after it, and the
+// harness did not change the session from shortly before the outage on.
+func TestMovedByOutage(t *testing.T) {
+	t0 := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	rp := func(pid int, sid, replica string) []runnerProc {
+		return []runnerProc{{PID: pid, Session: sid, Replica: replica}}
+	}
+	before := placement{At: t0, Runners: map[string][]runnerProc{
+		"stays":   rp(1, "stays", "rm-0"),
+		"moves":   rp(2, "moves", "rm-0"),
+		"restart": rp(3, "restart", "rm-1"),
+		"lost":    rp(4, "lost", "rm-1"),
+		"stopped": rp(5, "stopped", "rm-0"),
+		"early":   rp(6, "early", "rm-0"),
+		"old":     rp(7, "old", "rm-0"),
+		"claim":   rp(8, "claim", "rm-0"),
+	}, Owners: map[string]registry.Endpoint{"claim": {Owner: "rm-0"}, "stays": {Owner: "rm-0"}}}
+	after := placement{At: t0.Add(time.Minute), Owners: map[string]registry.Endpoint{"claim": {Owner: "rm-1"}, "stays": {Owner: "rm-0"}}, Runners: map[string][]runnerProc{
+		"stays":   rp(1, "stays", "rm-0"),
+		"moves":   rp(20, "moves", "rm-1"),
+		"restart": rp(30, "restart", "rm-1"),
+		"early":   rp(60, "early", "rm-1"),
+		"old":     rp(70, "old", "rm-1"),
+		"claim":   rp(8, "claim", "rm-0"),
+	}}
+	journal := []changeRecord{
+		{At: t0.Add(20 * time.Second), Op: OpStop, Object: "stopped"},
+		{At: t0.Add(-5 * time.Second), Op: OpUpdate, Object: "early"}, // inside the quiet time
+		{At: t0.Add(-time.Minute), Op: OpUpdate, Object: "old"},       // long before: counts
+	}
+	m := movedByOutage(before, after, journal)
+	if m.Considered != 6 || m.OtherReplica != 2 || m.SameReplica != 1 || m.None != 1 || m.ClaimOnly != 1 || m.Total() != 5 {
+		t.Fatalf("moved = %+v, want 6 considered: 2 to the other replica, 1 restarted in place, 1 without a runner, 1 claim moved alone", m)
+	}
+	if got := movedByOutage(placement{}, after, nil); got.Considered != 0 || got.Total() != 0 {
+		t.Fatalf("without a before-snapshot: %+v, want nothing", got)
+	}
+}
+
+// TestTallyProblems: every object that exists must be counted, and every
+// counted session that was deleted must have its delete counted; sessions
+// that lived and died unseen are figures, not failures.
+func TestTallyProblems(t *testing.T) {
+	sessions := []session{
+		{ID: "a", Project: localP}, {ID: "b", Project: localP, Deleted: true},
+		{ID: "c", Project: kubeP, Deleted: true}, {ID: "d", Project: kubeP},
+	}
+	projects := []project{{ID: "p", Name: "p", SettingsID: "ps"}}
+	obs := observation{}
+	obs.Tally.Resources = map[string]tallyCounts{
+		tallySessions: {Deleted: 0, SeenIDs: []string{"a", "b"}},
+		tallyProjects: {SeenIDs: []string{"p"}},
+	}
+	f := tallyProblems(sessions, projects, obs)
+	want := []string{"session d never counted", "settings of p never counted", "0 session deletes counted, 1 counted sessions deleted"}
+	if !slices.Equal(f.lines, want) || f.missing != 3 || f.unseenDeleted != 1 {
+		t.Fatalf("tally findings %+v, want lines %q, 3 missing, 1 unseen", f, want)
+	}
+}
+
+// TestChecks: the run-wide checks and the result line.
+func TestChecks(t *testing.T) {
+	t0 := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	exits := []exitRecord{
+		{At: t0.Add(-time.Minute), Member: "runner-manager-0", Err: "exit status 1"},
+		{At: t0.Add(time.Minute), Member: "informer-0", Planned: true},
+	}
+	if c := exitsCheck(exits, t0); !c.OK || len(c.Failures) != 1 || !strings.Contains(c.Failures[0], "while starting") {
+		t.Errorf("start-up exit: %+v, want passed with one note", c)
+	}
+	exits = append(exits, exitRecord{At: t0.Add(2 * time.Minute), Member: "kube-reconciler-1", Err: "exit status 2"})
+	if c := exitsCheck(exits, t0); c.OK {
+		t.Errorf("exit during the schedule passed: %+v", c)
+	}
+	if c := replicasCheck([]streamInfo{{Name: "AMBIENT_EVENTS", Replicas: 3}, {Name: "AMBIENT_DLQ", Replicas: 1}}, nil); c.OK || c.Failures[0] != "AMBIENT_DLQ: 1 replica(s)" {
+		t.Errorf("R1 stream passed: %+v", c)
+	}
+	tests := []struct {
+		took time.Duration
+		ok   bool
+	}{{2 * time.Second, true}, {45 * time.Second, false}, {-1, false}}
+	for _, tc := range tests {
+		c := oversizeCheck([]faultRecord{{Fault: Fault{Kind: FaultOversize}, Target: "big", Took: tc.took}})
+		if c.OK != tc.ok {
+			t.Errorf("oversize stop took %s: ok %t, want %t", tc.took, c.OK, tc.ok)
+		}
+	}
+	journal := []changeRecord{{Result: resultOK}, {Result: resultRefused}, {Result: resultError, Op: OpCreate, Err: "unavailable"}}
+	if c := journalCheck(journal); c.OK || c.Detail != "1 made, 1 refused, 1 failed" {
+		t.Errorf("journal check %+v", c)
+	}
+	r := auditResult{Lost: 3, Twice: 1, Moved: moved{OtherReplica: 2, None: 1}}
+	if got, want := r.Line(1500*time.Millisecond), "lost=3 twice=1 moved_by_outage=3 converged_s=2"; got != want {
+		t.Errorf("line %q, want %q", got, want)
+	}
+	if got := r.Line(-1); !strings.HasSuffix(got, "converged_s=-1") {
+		t.Errorf("not converged: %q", got)
+	}
+}
+
+// TestAuditFailsOnEveryHeadlineFigure: a run passes only with lost, twice
+// and moved_by_outage all zero and convergence in time.
+func TestAuditFailsOnEveryHeadlineFigure(t *testing.T) {
+	t0 := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	sessions := []session{{ID: "w", Project: localP, Running: true, Pinned: true}}
+	projects := []project{{ID: localP.ID, Name: localP.Name, Local: true, SettingsID: "set-l"}}
+	base := func() auditInput {
+		obs := healthy(sessions, projects)
+		obs.Tally.Resources = map[string]tallyCounts{tallySessions: {SeenIDs: []string{"w"}}, tallyProjects: {SeenIDs: []string{localP.ID}}, tallySettings: {SeenIDs: []string{"set-l"}}}
+		w := []runnerProc{{PID: 1, Session: "w", Replica: "runner-manager-0"}}
+		return auditInput{
+			Sessions: sessions, Projects: projects, Obs: obs, ScheduleStart: t0,
+			Before:    placement{At: t0, Runners: map[string][]runnerProc{"w": w}},
+			After:     placement{At: t0.Add(time.Minute), Runners: map[string][]runnerProc{"w": w}},
+			Converged: 5 * time.Second, ConvergeBound: 30 * time.Second,
+		}
+	}
+	if r := audit(base()); !r.Passed() {
+		t.Fatalf("healthy run failed: %+v", r.Checks)
+	}
+	breaks := map[string]func(*auditInput){
+		"lost":  func(in *auditInput) { delete(in.Obs.Runners, "w") },
+		"twice": func(in *auditInput) { in.Sampler.Twice = []twiceRecord{{Session: "w"}} },
+		"moved": func(in *auditInput) {
+			in.After.Runners = map[string][]runnerProc{"w": {{PID: 2, Session: "w", Replica: "runner-manager-1"}}}
+		},
+		"converged": func(in *auditInput) { in.Converged = -1 },
+		"too slow":  func(in *auditInput) { in.Converged = 31 * time.Second },
+		"no outage": func(in *auditInput) { in.After = placement{} },
+		"uncounted": func(in *auditInput) { in.Obs.TallyErr = "connection refused" },
+	}
+	for name, br := range breaks {
+		in := base()
+		br(&in)
+		if r := audit(in); r.Passed() {
+			t.Errorf("%s: the audit passed", name)
+		}
+	}
+}

@@ -1,0 +1,47 @@
+// Package chaos is the chaos suite of issue 14 (`make chaos`, cmd/chaos): it
+// runs the whole control plane as processes on one host, breaks it on a
+// schedule while it drives API changes, and audits the result from outside.
+//
+// # The system
+//
+// Every part is a real process supervised by internal/proc (own process
+// group, Pdeathsig, restart like a Deployment): three nats-server nodes
+// clustered on loopback with JetStream (streams and buckets at R3), etcd and
+// kube-apiserver with the chart's CRD and RBAC, the in-memory API with its
+// fault endpoint, two replicas of informer, kube-reconciler, runner-manager
+// and agui-proxy, and one event-tally. Ports come from one block below the
+// kernel's ephemeral range, so every server restarts on its own port; logs,
+// data and pid files live in the run directory.
+//
+// # The schedule
+//
+// Plan (pure, seeded) puts the faults one after the other and spreads the
+// changes evenly until the end of the last one. The driver turns each
+// planned change into an API call on an object picked from the model of
+// what it asked for; starts and stops go through REST, where the API
+// applies its phase guards, and the harness asks only what a user could
+// (it reads the phase first). Witness sessions run from start to end and
+// are never changed, so every fault meets runners it must leave alone.
+//
+// # The audit
+//
+// What is judged is only what an operator could see: the API, the process
+// table (a runner of this run is the demo-runner program with a
+// WORKSPACE_PATH under this run's workspace root; the root names the
+// replica), KV ambient-runners, the Kubernetes API, event-tally's /tally,
+// and a request through each agui-proxy. The process table is sampled every
+// 100 ms for the whole run, which is how a session alive twice for a
+// moment is caught. After the last fault the system is observed until
+// every object is in its desired state and counted, or the converge
+// timeout passes; the audit then judges that last observation.
+//
+// # Limits
+//
+// No operator runs, so AgenticSessions get no status and kube sessions no
+// phase: they are judged by their CRs. event-tally is never killed (its
+// tally lives in memory). A session created and deleted while no informer
+// watched is never announced, by design (events carry states, not every
+// change); the report counts them. PIDs are not checked for reuse within a
+// run (pid_max is far above what a run spawns). The host is shared and
+// loaded: timings in the report come with the load average.
+package chaos

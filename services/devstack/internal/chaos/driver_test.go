@@ -1,0 +1,115 @@
+package chaos
+
+import (
+	"encoding/json"
+	"math/rand/v2"
+	"slices"
+	"strconv"
+	"testing"
+
+	"github.com/ambient-code/control-plane/libs/testenv"
+	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
+	"google.golang.org/protobuf/proto"
+)
+
+// TestDriverKeepsTheModelEqualToTheAPI: after a few hundred changes of every
+// kind against the in-memory API (nothing else runs: no phase moves but
+// the driver's), the model says exactly what the API holds: which sessions
+// exist, their chaos-gen label, stopped or not, and each project's
+// group_access. Pinned sessions are never touched, and the local cap holds.
+func TestDriverKeepsTheModelEqualToTheAPI(t *testing.T) {
+	srv := testenv.API(t)
+	api := testenv.APIClient(t, srv)
+	rng := rand.New(rand.NewPCG(3, 4))
+	d := newDriver(api, newRESTPhases(srv.RESTURL(), testenv.APIToken), 6, rng)
+	ctx := t.Context()
+	if err := d.setup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.witnesses(ctx, 2); err != nil {
+		t.Fatal(err)
+	}
+	// Nothing runs runners here: write the phases an executor would, so
+	// stops (from Running) and starts (from Stopped) have candidates.
+	next := map[string]string{"": "Running", "Pending": "Running", "Stopping": "Stopped"}
+	settle := func() {
+		ss, err := api.ListSessions(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range ss {
+			if to, ok := next[s.GetPhase()]; ok {
+				if _, err := api.UpdateSessionStatus(ctx, &ambientv1.UpdateSessionStatusRequest{Id: s.GetMetadata().GetId(), Phase: proto.String(to)}); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+	plan := NewPlan(testPlanConfig(true, 300), rng)
+	for i, c := range plan.Changes {
+		if i%10 == 0 {
+			settle()
+		}
+		if rec := d.apply(ctx, c.Op); rec.Result != resultOK {
+			t.Fatalf("change %d %s: %s %s", i, c.Op, rec.Result, rec.Err)
+		}
+		if n := d.m.localWanted(); n > 6 {
+			t.Fatalf("after change %d, %d sessions want a local runner, cap 6", i, n)
+		}
+	}
+	if _, err := d.kubeVictims(ctx); err != nil {
+		t.Fatal(err)
+	}
+	sessions, projects, journal, _ := d.snapshot()
+	if len(journal) != 300+2 {
+		t.Errorf("journal has %d changes, want 302", len(journal))
+	}
+	listed, err := api.ListSessions(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	byID := map[string]*ambientv1.Session{}
+	for _, s := range listed {
+		byID[s.GetMetadata().GetId()] = s
+	}
+	ops := map[Op]int{}
+	for _, r := range journal {
+		ops[r.Op]++
+	}
+	for _, op := range []Op{OpCreate, OpUpdate, OpStop, OpStart, OpDelete, OpSettings} {
+		if ops[op] == 0 {
+			t.Errorf("no %s in 300 changes: %v", op, ops)
+		}
+	}
+	for _, s := range sessions {
+		got, ok := byID[s.ID]
+		if s.Deleted != !ok {
+			t.Errorf("session %s: deleted %t in the model, listed %t", s.ID, s.Deleted, ok)
+			continue
+		}
+		if !ok {
+			continue
+		}
+		var labels map[string]string
+		if err := json.Unmarshal([]byte(got.GetLabels()), &labels); err != nil || labels[labelGen] != strconv.Itoa(s.Gen) {
+			t.Errorf("session %s: labels %q, model gen %d", s.ID, got.GetLabels(), s.Gen)
+		}
+		stopped := slices.Contains([]string{"Stopping", "Stopped"}, got.GetPhase())
+		if stopped == s.Running {
+			t.Errorf("session %s: phase %q, model running %t", s.ID, got.GetPhase(), s.Running)
+		}
+		if s.Pinned && (s.Gen != 0 || !s.Running) {
+			t.Errorf("pinned session %s was changed: %+v", s.ID, s)
+		}
+	}
+	for _, p := range projects {
+		got, err := api.GetProjectSettings(ctx, p.SettingsID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var access []Grant
+		if err := json.Unmarshal([]byte(got.GetGroupAccess()), &access); err != nil || !slices.Equal(access, p.Access) {
+			t.Errorf("project %s: group_access %s, model %v", p.Name, got.GetGroupAccess(), p.Access)
+		}
+	}
+}

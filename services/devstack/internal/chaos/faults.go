@@ -1,0 +1,289 @@
+package chaos
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/ambient-code/control-plane/libs/registry"
+	"github.com/ambient-code/control-plane/services/devstack/internal/proc"
+)
+
+// faultRecord is one fault as it happened.
+type faultRecord struct {
+	Fault
+	// Target is what the fault hit: the instance, the NATS node, the
+	// oversize session's id.
+	Target string
+	// Start, Down0 and Restored: the fault began, every target was down
+	// (an outage), the target answered again (ready) after its release.
+	Start, Down0, Restored time.Time
+	Note                   string
+	Err                    string
+	// Took is, for the oversize object, how long its stop took to take
+	// effect (phase Stopped, no runner); -1: not within oversizeStopLimit.
+	Took time.Duration
+}
+
+// placement is where every session's runner was at one moment: the process
+// table, and the owners in KV ambient-runners.
+type placement struct {
+	At      time.Time
+	Runners map[string][]runnerProc
+	Owners  map[string]registry.Endpoint
+}
+
+// injector runs the fault schedule against the system.
+type injector struct {
+	sys *system
+	drv *driver
+	smp *sampler
+	nv  *natsView
+	log io.Writer
+
+	mu      sync.Mutex    // guards records
+	records []faultRecord // guarded by mu
+	// watchers are the goroutines timing the oversize stop; run waits for
+	// them.
+	watchers sync.WaitGroup
+	// beforeOutage and afterOutage bracket the NATS outage; written by run,
+	// read after it returned.
+	beforeOutage, afterOutage placement
+}
+
+// run injects the plan's faults at their times from t0; it returns after
+// the last one (or when ctx is done).
+func (in *injector) run(ctx context.Context, plan Plan, t0 time.Time) error {
+	defer in.watchers.Wait()
+	for _, f := range plan.Faults {
+		if err := sleepUntil(ctx, t0.Add(f.At)); err != nil {
+			return err
+		}
+		rec := faultRecord{Fault: f, Target: f.Target, Start: time.Now()}
+		fmt.Fprintf(in.log, "chaos: t=%s fault: %s %s\n", since(t0), f.Kind, f.Target)
+		err := in.inject(ctx, &rec, t0)
+		if err != nil {
+			rec.Err = err.Error()
+			fmt.Fprintf(in.log, "chaos: fault %s %s: %v\n", f.Kind, rec.Target, err)
+		}
+		in.mu.Lock()
+		in.records = append(in.records, rec)
+		i := len(in.records) - 1
+		in.mu.Unlock()
+		if f.Kind == FaultOversize && rec.Err == "" {
+			in.watchers.Go(func() { in.timeStop(ctx, i, rec.Target, rec.Restored) })
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+	}
+	return sleepUntil(ctx, t0.Add(plan.End))
+}
+
+func (in *injector) inject(ctx context.Context, rec *faultRecord, t0 time.Time) error {
+	switch rec.Kind {
+	case FaultKill:
+		return in.outage(ctx, rec, kill9, []string{rec.Target})
+	case FaultNodeLoss:
+		leader, err := streamLeader(ctx, in.sys.nats, eventsStream)
+		if err != nil {
+			leader = in.sys.nats[0].Name
+			rec.Note = "events stream leader unknown (" + err.Error() + "); killed " + leader
+		} else {
+			rec.Note = "the leader of " + eventsStream
+		}
+		rec.Target = leader
+		return in.outage(ctx, rec, kill9, []string{leader})
+	case FaultNATSOutage:
+		in.beforeOutage = in.place(ctx)
+		rec.Target = "all NATS nodes"
+		err := in.outage(ctx, rec, cleanStop, in.sys.names(svcNATS))
+		// After the settle time: where runners ended up once the groups
+		// and claim sweeps had their turn.
+		if serr := sleepUntil(ctx, t0.Add(rec.At+rec.Down+rec.Settle)); serr != nil {
+			return errors.Join(err, serr)
+		}
+		in.afterOutage = in.place(ctx)
+		return err
+	case FaultKubeOutage:
+		rec.Target = svcKubeAPIServer
+		// The issue's victims, made as soon as the apiserver is gone, so the
+		// first try of their events starts the retry budget with the outage.
+		return in.outageThen(ctx, rec, cleanStop, []string{svcKubeAPIServer}, func(ctx context.Context) error {
+			note, err := in.drv.kubeVictims(ctx)
+			rec.Note = note
+			return err
+		})
+	case FaultWatchCut:
+		rec.Target = svcMemapi
+		n, err := endWatches(ctx, in.sys.faultsURL)
+		rec.Note = fmt.Sprintf("%d watch streams ended", n)
+		rec.Restored = time.Now()
+		return err
+	case FaultOversize:
+		id, err := in.drv.createOversize(ctx)
+		if err != nil {
+			return err
+		}
+		rec.Target = id
+		if err := sleepUntil(ctx, t0.Add(rec.At+rec.Down)); err != nil {
+			return err
+		}
+		err = in.drv.stopSession(ctx, id)
+		rec.Restored = time.Now()
+		rec.Note = fmt.Sprintf("%d KiB of annotations; created, stopped %s later", oversizeBytes>>10, rec.Down)
+		return err
+	}
+	return fmt.Errorf("unknown fault %q", rec.Kind)
+}
+
+// takeDown ends a held member's process.
+type takeDown func(ctx context.Context, p *proc.Process) error
+
+// kill9 is kill -9 of the member's process group.
+func kill9(ctx context.Context, p *proc.Process) error { return p.Kill(ctx) }
+
+// cleanStop is SIGTERM, then SIGKILL after stopGrace.
+func cleanStop(_ context.Context, p *proc.Process) error { return p.Stop(stopGrace) }
+
+// outage takes the named members down (how: kill -9 or a clean stop), keeps
+// them down for rec.Down, starts them again and waits until they are ready.
+func (in *injector) outage(ctx context.Context, rec *faultRecord, how takeDown, names []string) error {
+	return in.outageThen(ctx, rec, how, names, nil)
+}
+
+// outageThen is outage with whileDown called once every target is down.
+// rec.Down counts from that moment: a clean stop can take its whole grace
+// period, and the outage must last Down all the same.
+func (in *injector) outageThen(ctx context.Context, rec *faultRecord, how takeDown, names []string, whileDown func(context.Context) error) error {
+	ms := make([]*member, 0, len(names))
+	for _, n := range names {
+		m, ok := in.sys.byName[n]
+		if !ok {
+			return fmt.Errorf("no member %s", n)
+		}
+		ms = append(ms, m)
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, len(ms))
+	for i, m := range ms {
+		m.proc.Hold()
+		wg.Go(func() { errs[i] = how(ctx, m.proc) })
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	rec.Down0 = time.Now()
+	var downErr error
+	if whileDown != nil {
+		downErr = whileDown(ctx)
+	}
+	if err := sleepUntil(ctx, rec.Down0.Add(rec.Down)); err != nil {
+		return errors.Join(downErr, err)
+	}
+	for _, m := range ms {
+		m.proc.Release()
+	}
+	deadline := time.Now().Add(readyTimeout)
+	for _, m := range ms {
+		if err := proc.WaitReady(ctx, m.probe, deadline); err != nil {
+			return fmt.Errorf("%s not ready after the fault: %w", m.name, err)
+		}
+	}
+	rec.Restored = time.Now()
+	return downErr
+}
+
+// place records where runners are now. KV may be unreadable (it is right
+// after an outage); the process table is the record that counts.
+func (in *injector) place(ctx context.Context) placement {
+	runners, at := in.smp.Latest()
+	p := placement{At: at, Runners: runners}
+	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if owners, err := in.nv.runnerRecords(rctx); err == nil {
+		p.Owners = owners
+	}
+	return p
+}
+
+// oversizeStopLimit bounds the wait for the oversize session's stop.
+const oversizeStopLimit = 3 * time.Minute
+
+// timeStop measures how long the stop of session id, asked at asked, took
+// to take effect, into record i.
+func (in *injector) timeStop(ctx context.Context, i int, id string, asked time.Time) {
+	took := time.Duration(-1)
+	tick := time.NewTicker(500 * time.Millisecond)
+	defer tick.Stop()
+	for time.Since(asked) < oversizeStopLimit {
+		s, err := in.drv.api.GetSession(ctx, id)
+		runners, _ := in.smp.Latest()
+		if err == nil && s.GetPhase() == phaseStopped && len(runners[id]) == 0 {
+			took = time.Since(asked)
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+	in.mu.Lock()
+	in.records[i].Took = took
+	in.mu.Unlock()
+}
+
+func (in *injector) faults() []faultRecord {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return append([]faultRecord(nil), in.records...)
+}
+
+// endWatches asks memapi to end every watch stream.
+func endWatches(ctx context.Context, base string) (int, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/faults/end-watches", nil)
+	if err != nil {
+		return 0, fmt.Errorf("build end-watches request: %w", err)
+	}
+	resp, err := (&http.Client{Timeout: 5 * time.Second}).Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("end watches: %w", err)
+	}
+	defer resp.Body.Close() //nolint:errcheck // read below
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("end watches: %s", resp.Status)
+	}
+	var body struct {
+		Ended int `json:"ended"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		return 0, fmt.Errorf("end watches: decode answer: %w", err)
+	}
+	return body.Ended, nil
+}
+
+// sleepUntil waits until t or ctx is done.
+func sleepUntil(ctx context.Context, t time.Time) error {
+	d := time.Until(t)
+	if d <= 0 {
+		return ctx.Err()
+	}
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-timer.C:
+		return nil
+	}
+}
+
+// since renders the time since t0 as whole seconds, for progress lines.
+func since(t0 time.Time) string { return time.Since(t0).Truncate(time.Second).String() }

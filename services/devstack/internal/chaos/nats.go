@@ -1,0 +1,199 @@
+package chaos
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ambient-code/control-plane/libs/bus"
+	"github.com/ambient-code/control-plane/libs/events"
+	"github.com/ambient-code/control-plane/libs/registry"
+	"github.com/ambient-code/control-plane/services/devstack/internal/proc"
+)
+
+// natsReplicas is the cluster size and the replica count of every stream
+// and bucket: what the chart's bundled NATS runs (3 nodes, R3).
+const natsReplicas = 3
+
+// natsNode is one nats-server of the loopback cluster.
+type natsNode struct {
+	Name        string
+	ClientPort  int
+	ClusterPort int
+	MonitorPort int
+	StoreDir    string
+}
+
+func (n natsNode) clientURL() string  { return "nats://127.0.0.1:" + strconv.Itoa(n.ClientPort) }
+func (n natsNode) monitorURL() string { return "http://127.0.0.1:" + strconv.Itoa(n.MonitorPort) }
+
+// natsConfig renders node's configuration file: JetStream on its own store,
+// clustered with the other nodes over routes on loopback. Everything else is
+// the server's default, as in the chart (max_payload 1 MiB).
+func natsConfig(node natsNode, all []natsNode) string {
+	var routes []string
+	for _, o := range all {
+		if o.Name != node.Name {
+			routes = append(routes, strconv.Quote("nats-route://127.0.0.1:"+strconv.Itoa(o.ClusterPort)))
+		}
+	}
+	return fmt.Sprintf(`server_name: %s
+host: 127.0.0.1
+port: %d
+http: "127.0.0.1:%d"
+jetstream {
+  store_dir: %s
+}
+cluster {
+  name: ambient-chaos
+  host: 127.0.0.1
+  port: %d
+  routes: [%s]
+}
+`, node.Name, node.ClientPort, node.MonitorPort, strconv.Quote(node.StoreDir), node.ClusterPort, strings.Join(routes, ", "))
+}
+
+func writeNATSConfig(dir string, node natsNode, all []natsNode) (string, error) {
+	path := filepath.Join(dir, node.Name+".conf")
+	if err := os.WriteFile(path, []byte(natsConfig(node, all)), 0o600); err != nil {
+		return "", fmt.Errorf("write %s: %w", path, err)
+	}
+	return path, nil
+}
+
+// natsProbe wants the node healthy as JetStream sees it: connected to the
+// meta leader, its streams current (/healthz).
+func natsProbe(n natsNode) proc.Probe {
+	return proc.HTTPProbe(&http.Client{Timeout: 2 * time.Second}, n.monitorURL()+"/healthz", "")
+}
+
+// jszStreams is the part of /jsz?streams=true this harness reads.
+type jszStreams struct {
+	AccountDetails []struct {
+		StreamDetail []struct {
+			Name    string `json:"name"`
+			Cluster struct {
+				Leader string `json:"leader"`
+			} `json:"cluster"`
+		} `json:"stream_detail"`
+	} `json:"account_details"`
+}
+
+// streamLeader asks the nodes which of them leads stream; the issue's
+// node-loss finding killed the events stream's leader.
+func streamLeader(ctx context.Context, nodes []natsNode, stream string) (string, error) {
+	client := &http.Client{Timeout: 2 * time.Second}
+	var errs []error
+	for _, n := range nodes {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, n.monitorURL()+"/jsz?streams=true", nil)
+		if err != nil {
+			return "", fmt.Errorf("build jsz request: %w", err)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		var j jszStreams
+		err = json.NewDecoder(resp.Body).Decode(&j)
+		_ = resp.Body.Close() //nolint:errcheck // read to the end already
+		if err != nil {
+			errs = append(errs, fmt.Errorf("decode jsz of %s: %w", n.Name, err))
+			continue
+		}
+		for _, a := range j.AccountDetails {
+			for _, s := range a.StreamDetail {
+				if s.Name == stream && s.Cluster.Leader != "" {
+					return s.Cluster.Leader, nil
+				}
+			}
+		}
+	}
+	return "", fmt.Errorf("no leader of %s known: %w", stream, errors.Join(errs...))
+}
+
+// natsView is the harness' own NATS client: reads only.
+type natsView struct {
+	nc *nats.Conn
+	js jetstream.JetStream
+}
+
+func connectNATS(urls string) (*natsView, error) {
+	nc, err := nats.Connect(urls, nats.Name("chaos-harness"), nats.MaxReconnects(-1), nats.ReconnectWait(250*time.Millisecond))
+	if err != nil {
+		return nil, fmt.Errorf("connect NATS: %w", err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	return &natsView{nc: nc, js: js}, nil
+}
+
+func (v *natsView) Close() { v.nc.Close() }
+
+// streamInfo is one stream (a KV bucket is the stream KV_<bucket>).
+type streamInfo struct {
+	Name     string
+	Replicas int
+	Msgs     uint64
+}
+
+func (v *natsView) streams(ctx context.Context) ([]streamInfo, error) {
+	var out []streamInfo
+	lister := v.js.ListStreams(ctx)
+	for si := range lister.Info() {
+		out = append(out, streamInfo{Name: si.Config.Name, Replicas: si.Config.Replicas, Msgs: si.State.Msgs})
+	}
+	if err := lister.Err(); err != nil {
+		return out, fmt.Errorf("list streams: %w", err)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// runnerRecords reads KV ambient-runners: session id -> endpoint record.
+func (v *natsView) runnerRecords(ctx context.Context) (map[string]registry.Endpoint, error) {
+	kv, err := v.js.KeyValue(ctx, bus.BucketRunners)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", bus.BucketRunners, err)
+	}
+	lister, err := kv.ListKeys(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list %s: %w", bus.BucketRunners, err)
+	}
+	out := map[string]registry.Endpoint{}
+	for key := range lister.Keys() {
+		if strings.Contains(key, ".") {
+			continue // another key space of the bucket (libs/registry)
+		}
+		e, err := kv.Get(ctx, key)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			continue
+		}
+		if err != nil {
+			return out, fmt.Errorf("get %s/%s: %w", bus.BucketRunners, key, err)
+		}
+		ep, err := registry.Decode(e.Value())
+		if err != nil {
+			continue // not a record this harness can read; the audit reads the process table first
+		}
+		out[ep.SessionID] = ep
+	}
+	return out, nil
+}
+
+// eventsStream is the stream the informer publishes to.
+const eventsStream = events.StreamName

@@ -1,0 +1,166 @@
+package chaos
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/ambient-code/control-plane/libs/apiclient"
+	"github.com/ambient-code/control-plane/libs/registry"
+)
+
+// observation is the whole system seen from outside at one moment: the
+// API, the process table, KV, Kubernetes, the tally and the proxies.
+type observation struct {
+	At time.Time
+	// Sessions are the API's sessions by id.
+	Sessions map[string]apiSession
+	// Runners are the live runner processes by session id.
+	Runners map[string][]runnerProc
+	// Owners are the records of KV ambient-runners by session id; nil when
+	// KV could not be read (OwnersErr).
+	Owners    map[string]registry.Endpoint
+	OwnersErr string
+	Kube      kubeState
+	KubeErr   string
+	Tally     tallySnapshot
+	TallyErr  string
+	// Routes counts, per session, the agui-proxies that reached its runner.
+	Routes map[string]int
+	// Proxies is how many agui-proxies were asked.
+	Proxies int
+}
+
+// apiSession is what the audit reads of an API session.
+type apiSession struct {
+	Phase      string
+	Conditions string
+}
+
+// tallySnapshot is event-tally's /tally?ids=true (services/event-tally/tally).
+type tallySnapshot struct {
+	Resources    map[string]tallyCounts `json:"resources"`
+	Events       int                    `json:"events"`
+	Redeliveries int                    `json:"redeliveries"`
+}
+
+// tallyCounts is the tally of one resource.
+type tallyCounts struct {
+	Added    int      `json:"added"`
+	Modified int      `json:"modified"`
+	Deleted  int      `json:"deleted"`
+	IDs      int      `json:"ids"`
+	SeenIDs  []string `json:"seen_ids"`
+}
+
+// Resource tokens of the tally (libs/events.ResourceToken).
+const (
+	tallySessions = "sessions"
+	tallyProjects = "projects"
+	tallySettings = "project_settings"
+)
+
+// observer gathers observations.
+type observer struct {
+	api        *apiclient.Client
+	sys        *system
+	smp        *sampler
+	nv         *natsView
+	namespaces []string
+	hc         *http.Client
+}
+
+// observe reads everything; a part that cannot be read is recorded as such
+// (the audit then fails what depends on it) rather than ending the run.
+func (o *observer) observe(ctx context.Context, wantRoutes []string) (observation, error) {
+	obs := observation{At: time.Now(), Sessions: map[string]apiSession{}, Routes: map[string]int{}, Proxies: len(o.sys.proxyURLs)}
+	obs.Runners, _ = o.smp.Latest()
+	ss, err := o.api.ListSessions(ctx)
+	if err != nil {
+		return obs, fmt.Errorf("list sessions: %w", err)
+	}
+	for _, s := range ss {
+		obs.Sessions[s.GetMetadata().GetId()] = apiSession{Phase: s.GetPhase(), Conditions: s.GetConditions()}
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		kctx, cancel := context.WithTimeout(gctx, 20*time.Second)
+		defer cancel()
+		owners, oerr := o.nv.runnerRecords(kctx)
+		if oerr != nil {
+			obs.OwnersErr = oerr.Error()
+		} else {
+			obs.Owners = owners
+		}
+		return nil
+	})
+	g.Go(func() error {
+		kctx, cancel := context.WithTimeout(gctx, 20*time.Second)
+		defer cancel()
+		var kerr error
+		if obs.Kube, kerr = o.sys.kube.listKube(kctx, o.namespaces); kerr != nil {
+			obs.KubeErr = kerr.Error()
+		}
+		return nil
+	})
+	g.Go(func() error {
+		if terr := o.tally(gctx, &obs.Tally); terr != nil {
+			obs.TallyErr = terr.Error()
+		}
+		return nil
+	})
+	routes := make([]int, len(wantRoutes))
+	g.Go(func() error {
+		for i, id := range wantRoutes {
+			for _, p := range o.sys.proxyURLs {
+				if o.routes(gctx, p, id) {
+					routes[i]++
+				}
+			}
+		}
+		return nil
+	})
+	_ = g.Wait() //nolint:errcheck // every part records its own error above
+	for i, id := range wantRoutes {
+		obs.Routes[id] = routes[i]
+	}
+	return obs, nil
+}
+
+func (o *observer) tally(ctx context.Context, into *tallySnapshot) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, o.sys.tallyURL+"/tally?ids=true", nil)
+	if err != nil {
+		return fmt.Errorf("build tally request: %w", err)
+	}
+	resp, err := o.hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("get tally: %w", err)
+	}
+	defer resp.Body.Close() //nolint:errcheck // read below
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("get tally: %s", resp.Status)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(into); err != nil {
+		return fmt.Errorf("decode tally: %w", err)
+	}
+	return nil
+}
+
+// routes reports whether proxy reaches session id's runner: GET
+// /sessions/{id}/health answered 200 by the runner through the proxy.
+func (o *observer) routes(ctx context.Context, proxy, id string) bool {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, proxy+"/sessions/"+id+"/health", nil)
+	if err != nil {
+		return false
+	}
+	resp, err := o.hc.Do(req)
+	if err != nil {
+		return false
+	}
+	_ = resp.Body.Close() //nolint:errcheck // only the status matters
+	return resp.StatusCode == http.StatusOK
+}

@@ -1,0 +1,200 @@
+package chaos
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"time"
+)
+
+// FaultKind names one kind of fault.
+type FaultKind string
+
+// The faults of issue 14, in the order a plan runs them.
+const (
+	FaultOversize   FaultKind = "oversize object"
+	FaultKill       FaultKind = "kill -9"
+	FaultWatchCut   FaultKind = "API watch streams cut"
+	FaultNodeLoss   FaultKind = "NATS node lost"
+	FaultNATSOutage FaultKind = "NATS outage"
+	FaultKubeOutage FaultKind = "kube-apiserver outage"
+)
+
+// Fault is one planned fault.
+type Fault struct {
+	Kind FaultKind
+	// Target is the killed service instance (FaultKill); empty otherwise (the
+	// lost NATS node is chosen when the fault starts: the leader of the
+	// events stream).
+	Target string
+	// At is the start, from the start of the plan.
+	At time.Duration
+	// Down is how long the target stays down (an oversize object: how long
+	// it runs before it is stopped).
+	Down time.Duration
+	// Settle is the quiet time after Down before the next fault.
+	Settle time.Duration
+}
+
+// End is when the fault and its settle time are over.
+func (f Fault) End() time.Duration { return f.At + f.Down + f.Settle }
+
+// Op is one kind of API change.
+type Op string
+
+// The changes the driver makes.
+const (
+	OpCreate   Op = "create"
+	OpUpdate   Op = "update"
+	OpStop     Op = "stop"
+	OpStart    Op = "start"
+	OpDelete   Op = "delete"
+	OpSettings Op = "settings"
+)
+
+// opWeights is the mix of changes: creates outrun deletes a little so the
+// population grows, and every kind is frequent enough to meet every fault.
+var opWeights = []struct {
+	op     Op
+	weight int
+}{
+	{OpCreate, 25}, {OpUpdate, 25}, {OpStop, 12}, {OpStart, 10}, {OpDelete, 18}, {OpSettings, 10},
+}
+
+// Change is one planned API change.
+type Change struct {
+	At time.Duration
+	Op Op
+}
+
+// Plan is the schedule of a run: the faults one after the other, and the
+// changes spread evenly from the start to the end of the last fault, but
+// for the Quiet window.
+type Plan struct {
+	Faults  []Fault
+	Changes []Change
+	// Quiet is a span without changes (around the apiserver outage's start).
+	Quiet Window
+	// End is when the last fault ended: the changes stop, and the time to
+	// converge is counted from here.
+	End time.Duration
+}
+
+// PlanConfig shapes a Plan.
+type PlanConfig struct {
+	Changes int
+	// Kills are the service instances killed, in order; the first half
+	// before the watch cut, the rest after it.
+	Kills        []string
+	Warmup       time.Duration
+	RestartDelay time.Duration
+	KillSettle   time.Duration
+	NodeLoss     time.Duration
+	NATSOutage   time.Duration
+	KubeOutage   time.Duration
+}
+
+// Settle times after the faults whose length PlanConfig does not give.
+const (
+	// oversizeRun is how long the oversize session runs before its stop.
+	oversizeRun    = 30 * time.Second
+	oversizeSettle = 10 * time.Second
+	watchCutSettle = 10 * time.Second
+	// nodeLossSettle and natsOutageSettle let the group and claim sweeps
+	// (MEMBER_TTL 5s + a 5s sweep) finish before the next fault, so the
+	// after-outage snapshot shows where runners ended up.
+	nodeLossSettle   = 20 * time.Second
+	natsOutageSettle = 30 * time.Second
+)
+
+// NewPlan builds the schedule. rng picks the kind of each change; the
+// object it applies to is picked when it runs, from the state then.
+func NewPlan(c PlanConfig, rng *rand.Rand) Plan {
+	var p Plan
+	at := c.Warmup
+	add := func(f Fault) {
+		f.At = at
+		p.Faults = append(p.Faults, f)
+		at = f.End()
+	}
+	add(Fault{Kind: FaultOversize, Down: oversizeRun, Settle: oversizeSettle})
+	half := (len(c.Kills) + 1) / 2
+	for _, t := range c.Kills[:half] {
+		add(Fault{Kind: FaultKill, Target: t, Down: c.RestartDelay, Settle: c.KillSettle})
+	}
+	add(Fault{Kind: FaultWatchCut, Settle: watchCutSettle})
+	for _, t := range c.Kills[half:] {
+		add(Fault{Kind: FaultKill, Target: t, Down: c.RestartDelay, Settle: c.KillSettle})
+	}
+	add(Fault{Kind: FaultNodeLoss, Down: c.NodeLoss, Settle: nodeLossSettle})
+	add(Fault{Kind: FaultNATSOutage, Down: c.NATSOutage, Settle: natsOutageSettle})
+	// Last: nothing settles after it but the convergence wait.
+	add(Fault{Kind: FaultKubeOutage, Down: c.KubeOutage})
+	p.End = at
+	// No change around the start of the apiserver outage: the events of
+	// the outage's victims (a delete, a group_access rewrite) must be first
+	// in kube-reconciler's queues, where a consumer group dead-letters after
+	// its retry budget; behind another failing event they would only wait.
+	// The window covers the apiserver's graceful stop (stopGrace at most).
+	p.Quiet = Window{From: last(p.Faults).At - kubeQuietBefore, To: last(p.Faults).At + stopGrace + kubeQuietAfter}
+
+	total := 0
+	for _, w := range opWeights {
+		total += w.weight
+	}
+	p.Changes = make([]Change, c.Changes)
+	for i := range p.Changes {
+		n := rng.IntN(total)
+		op := opWeights[0].op
+		for _, w := range opWeights {
+			if n < w.weight {
+				op = w.op
+				break
+			}
+			n -= w.weight
+		}
+		p.Changes[i] = Change{At: p.Quiet.skip((p.End - p.Quiet.length()) * time.Duration(i) / time.Duration(c.Changes)), Op: op}
+	}
+	return p
+}
+
+func last(fs []Fault) Fault { return fs[len(fs)-1] }
+
+// Quiet time around the start of the apiserver outage.
+const (
+	kubeQuietBefore = 15 * time.Second
+	kubeQuietAfter  = 5 * time.Second
+)
+
+// Window is a span of the plan, [From, To).
+type Window struct{ From, To time.Duration }
+
+func (w Window) length() time.Duration { return max(0, w.To-w.From) }
+
+// skip maps an offset on a timeline without the window onto the plan's.
+func (w Window) skip(d time.Duration) time.Duration {
+	if d < w.From {
+		return d
+	}
+	return d + w.length()
+}
+
+// Kills lists the service instances a run kills: every replica of every
+// killable service, or (short) replica 0 of each. event-tally is not
+// killed: its tally lives in memory by design, so a restart would make the
+// "every change counted" check meaningless rather than find a loss.
+func Kills(short bool) []string {
+	services := []string{svcInformer, svcKubeReconciler, svcRunnerManager, svcAGUIProxy}
+	var out []string
+	replicas := serviceReplicas
+	if short {
+		replicas = 1
+	}
+	for r := range replicas {
+		for _, s := range services {
+			out = append(out, instanceName(s, r))
+		}
+	}
+	return out
+}
+
+func instanceName(service string, replica int) string { return fmt.Sprintf("%s-%d", service, replica) }

@@ -1,0 +1,169 @@
+package chaos
+
+import (
+	"io"
+	"math/rand/v2"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/ambient-code/control-plane/libs/group"
+)
+
+func testPlanConfig(short bool, changes int) PlanConfig {
+	return PlanConfig{
+		Changes: changes, Kills: Kills(short), Warmup: 20 * time.Second, RestartDelay: 2 * time.Second,
+		KillSettle: 15 * time.Second, NodeLoss: 30 * time.Second, NATSOutage: 30 * time.Second, KubeOutage: 186 * time.Second,
+	}
+}
+
+// TestPlanRunsEveryFaultInOrder: a plan has one oversize object, one watch
+// cut, one NATS node loss, one NATS outage and one kube-apiserver outage,
+// and kills every killable instance once (short: replica 0 of each), one
+// fault after the other, the apiserver outage last.
+func TestPlanRunsEveryFaultInOrder(t *testing.T) {
+	tests := []struct {
+		name  string
+		short bool
+		kills []string
+	}{
+		{"full", false, []string{"informer-0", "kube-reconciler-0", "runner-manager-0", "agui-proxy-0", "informer-1", "kube-reconciler-1", "runner-manager-1", "agui-proxy-1"}},
+		{"short", true, []string{"informer-0", "kube-reconciler-0", "runner-manager-0", "agui-proxy-0"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			p := NewPlan(testPlanConfig(tc.short, 300), rand.New(rand.NewPCG(1, 2)))
+			kinds := map[FaultKind]int{}
+			var kills []string
+			var prevEnd time.Duration
+			for i, f := range p.Faults {
+				kinds[f.Kind]++
+				if f.Kind == FaultKill {
+					kills = append(kills, f.Target)
+				}
+				if f.At < prevEnd {
+					t.Errorf("fault %d (%s) starts at %s, before the previous one ended at %s", i, f.Kind, f.At, prevEnd)
+				}
+				prevEnd = f.End()
+			}
+			if !slices.Equal(kills, tc.kills) {
+				t.Errorf("kills %v, want %v", kills, tc.kills)
+			}
+			for _, k := range []FaultKind{FaultOversize, FaultWatchCut, FaultNodeLoss, FaultNATSOutage, FaultKubeOutage} {
+				if kinds[k] != 1 {
+					t.Errorf("%d faults %q, want 1", kinds[k], k)
+				}
+			}
+			last := p.Faults[len(p.Faults)-1]
+			if last.Kind != FaultKubeOutage || p.End != last.End() {
+				t.Errorf("last fault %s ending %s, plan end %s; want the apiserver outage ending the plan", last.Kind, last.End(), p.End)
+			}
+			if p.Faults[0].At != 20*time.Second {
+				t.Errorf("first fault at %s, want after the 20s warmup", p.Faults[0].At)
+			}
+		})
+	}
+}
+
+// TestPlanSpreadsChanges: exactly the asked number of changes, in time
+// order, from the start to before the end of the last fault, every kind of
+// change present, and the same seed gives the same plan.
+func TestPlanSpreadsChanges(t *testing.T) {
+	p := NewPlan(testPlanConfig(false, 2000), rand.New(rand.NewPCG(7, 7)))
+	if len(p.Changes) != 2000 {
+		t.Fatalf("%d changes, want 2000", len(p.Changes))
+	}
+	ops := map[Op]int{}
+	kube := p.Faults[len(p.Faults)-1]
+	if p.Quiet.From >= kube.At || p.Quiet.To <= kube.At+stopGrace {
+		t.Fatalf("quiet window %+v does not cover the apiserver outage's start %s and its graceful stop", p.Quiet, kube.At)
+	}
+	for i, c := range p.Changes {
+		ops[c.Op]++
+		if c.At < 0 || c.At >= p.End || (i > 0 && c.At < p.Changes[i-1].At) {
+			t.Fatalf("change %d at %s: want in order within [0, %s)", i, c.At, p.End)
+		}
+		if c.At >= p.Quiet.From && c.At < p.Quiet.To {
+			t.Fatalf("change %d at %s inside the quiet window %+v", i, c.At, p.Quiet)
+		}
+	}
+	for _, w := range opWeights {
+		// 2000 draws: each kind lands within a third of its expected share.
+		want := 2000 * w.weight / 100
+		if got := ops[w.op]; got < want*2/3 || got > want*4/3 {
+			t.Errorf("%d changes %s, want about %d", got, w.op, want)
+		}
+	}
+	again := NewPlan(testPlanConfig(false, 2000), rand.New(rand.NewPCG(7, 7)))
+	if !slices.Equal(p.Changes, again.Changes) || !slices.Equal(p.Faults, again.Faults) {
+		t.Error("the same seed gave another plan")
+	}
+}
+
+// TestRetryBudget: the kube-apiserver outage must outlast the time a
+// consumer keeps retrying one event: the waits between MaxDeliver tries.
+func TestRetryBudget(t *testing.T) {
+	tests := []struct {
+		maxDeliver int
+		want       time.Duration
+	}{
+		{1, 0},
+		{2, time.Second},
+		{3, 6 * time.Second},
+		{5, 156 * time.Second}, // the issue: "any apiserver outage longer than about 156 s loses deletes"
+		{7, 156*time.Second + 240*time.Second},
+	}
+	for _, tc := range tests {
+		if got := RetryBudget(tc.maxDeliver, group.DefaultBackoff); got != tc.want {
+			t.Errorf("RetryBudget(%d) = %s, want %s", tc.maxDeliver, got, tc.want)
+		}
+	}
+}
+
+// TestParseFlags: --short chooses the CI size unless a flag says otherwise,
+// the apiserver outage follows the retry budget, and nonsense is refused.
+func TestParseFlags(t *testing.T) {
+	tests := []struct {
+		name           string
+		args           []string
+		changes        int
+		maxDeliver     int
+		kubeOutage     time.Duration
+		wantErr        bool
+		wantSeedRandom bool
+	}{
+		{name: "defaults", args: nil, changes: 2000, maxDeliver: 5, kubeOutage: 186 * time.Second, wantSeedRandom: true},
+		{name: "short", args: []string{"--short"}, changes: 300, maxDeliver: 3, kubeOutage: 36 * time.Second, wantSeedRandom: true},
+		{name: "short with changes", args: []string{"--short", "--changes", "500", "--kube-max-deliver", "4", "--seed", "9"}, changes: 500, maxDeliver: 4, kubeOutage: 66 * time.Second},
+		{name: "explicit outage", args: []string{"--kube-outage", "10s", "--seed", "3"}, changes: 2000, maxDeliver: 5, kubeOutage: 10 * time.Second},
+		{name: "no changes", args: []string{"--changes", "0"}, wantErr: true},
+		{name: "more witnesses than the cap", args: []string{"--witnesses", "30"}, wantErr: true},
+		{name: "stray argument", args: []string{"now"}, wantErr: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := ParseFlags(tc.args, io.Discard)
+			if tc.wantErr {
+				if err == nil {
+					t.Fatalf("ParseFlags(%q) = nil error", tc.args)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.Changes != tc.changes || c.KubeMaxDeliver != tc.maxDeliver || c.KubeOutage != tc.kubeOutage {
+				t.Errorf("changes %d, max deliver %d, kube outage %s; want %d, %d, %s", c.Changes, c.KubeMaxDeliver, c.KubeOutage, tc.changes, tc.maxDeliver, tc.kubeOutage)
+			}
+			if want := map[bool]time.Duration{false: 5 * time.Minute, true: 2 * time.Minute}[c.Short]; c.ConvergeTimeout != want {
+				t.Errorf("converge timeout %s, want %s", c.ConvergeTimeout, want)
+			}
+			if c.Seed == 0 {
+				t.Error("seed 0: want one chosen and reported")
+			}
+			if !tc.wantSeedRandom && c.Seed != 9 && c.Seed != 3 {
+				t.Errorf("seed %d, want the one given", c.Seed)
+			}
+		})
+	}
+}

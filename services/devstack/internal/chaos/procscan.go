@@ -1,0 +1,262 @@
+package chaos
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Environment of a runner process (runner-manager's internal/runner/env.go
+// and docs/configuration.md "Runner environment").
+const (
+	envSessionID = "SESSION_ID"
+	envWorkspace = "WORKSPACE_PATH"
+)
+
+// recheckSamples is how many samples a process that is not a runner is read
+// again: a runner forked by runner-manager shows runner-manager's command
+// line until it execs the runner program.
+const recheckSamples = 10
+
+// runnerProc is one live runner process.
+type runnerProc struct {
+	PID     int
+	Session string
+	// Replica is the runner-manager whose workspace root the runner runs in
+	// (each replica of the run has its own root).
+	Replica string
+}
+
+// procTable finds this run's runner processes in a procfs. A process is a
+// runner of this run when its argv[0] is the runner program and its
+// WORKSPACE_PATH lies under the run's workspace root: other runs and other
+// engineers' runners on the same host do not count. It is not safe for
+// concurrent use.
+type procTable struct {
+	root     string // "/proc" outside tests
+	exe      string
+	workRoot string
+	sample   int
+	known    map[int]procEntry
+}
+
+type procEntry struct {
+	runner    bool
+	session   string
+	replica   string
+	firstSeen int
+}
+
+func newProcTable(root, exe, workRoot string) *procTable {
+	return &procTable{root: root, exe: exe, workRoot: filepath.Clean(workRoot) + string(filepath.Separator), known: map[int]procEntry{}}
+}
+
+// scan returns the live (not zombie) runners of this run, sorted by session
+// and pid.
+func (t *procTable) scan() ([]runnerProc, error) {
+	t.sample++
+	entries, err := os.ReadDir(t.root)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", t.root, err)
+	}
+	present := make(map[int]bool, len(entries))
+	var out []runnerProc
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		present[pid] = true
+		pe, ok := t.known[pid]
+		if !ok || (!pe.runner && t.sample-pe.firstSeen < recheckSamples) {
+			first := t.sample
+			if ok {
+				first = pe.firstSeen
+			}
+			pe = t.classify(pid)
+			pe.firstSeen = first
+			t.known[pid] = pe
+		}
+		if pe.runner && t.live(pid) {
+			out = append(out, runnerProc{PID: pid, Session: pe.session, Replica: pe.replica})
+		}
+	}
+	for pid := range t.known {
+		if !present[pid] {
+			delete(t.known, pid)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Session != out[j].Session {
+			return out[i].Session < out[j].Session
+		}
+		return out[i].PID < out[j].PID
+	})
+	return out, nil
+}
+
+func (t *procTable) classify(pid int) procEntry {
+	dir := filepath.Join(t.root, strconv.Itoa(pid))
+	cmdline, err := os.ReadFile(filepath.Join(dir, "cmdline"))
+	if err != nil {
+		return procEntry{}
+	}
+	argv0, _, _ := bytes.Cut(cmdline, []byte{0})
+	if string(argv0) != t.exe {
+		return procEntry{}
+	}
+	environ, err := os.ReadFile(filepath.Join(dir, "environ"))
+	if err != nil {
+		return procEntry{}
+	}
+	var session, workspace string
+	for kv := range bytes.SplitSeq(environ, []byte{0}) {
+		k, v, _ := bytes.Cut(kv, []byte{'='})
+		switch string(k) {
+		case envSessionID:
+			session = string(v)
+		case envWorkspace:
+			workspace = string(v)
+		}
+	}
+	rel, ok := strings.CutPrefix(filepath.Clean(workspace), t.workRoot)
+	if session == "" || !ok {
+		return procEntry{}
+	}
+	replica, _, _ := strings.Cut(rel, string(filepath.Separator))
+	return procEntry{runner: true, session: session, replica: replica}
+}
+
+// live reads the state letter of /proc/<pid>/stat: gone, a zombie (Z) or
+// dead (X) process is not a live runner.
+func (t *procTable) live(pid int) bool {
+	b, err := os.ReadFile(filepath.Join(t.root, strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return false
+	}
+	// "pid (comm) S ...": comm may hold spaces and parentheses.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 || i+2 >= len(b) {
+		return false
+	}
+	return b[i+2] != 'Z' && b[i+2] != 'X'
+}
+
+// twiceIn returns the sessions with more than one live runner in sample.
+func twiceIn(sample []runnerProc) map[string][]runnerProc {
+	by := map[string][]runnerProc{}
+	for _, r := range sample {
+		by[r.Session] = append(by[r.Session], r)
+	}
+	for s, rs := range by {
+		if len(rs) < 2 {
+			delete(by, s)
+		}
+	}
+	return by
+}
+
+// twiceRecord is what the sampler saw of one session run twice.
+type twiceRecord struct {
+	Session     string
+	First, Last time.Time
+	Samples     int
+	Runners     []runnerProc // at the first sample
+}
+
+// sampler scans the process table every interval for the whole run and
+// keeps every session it ever saw with two live runners. It is safe for
+// concurrent use.
+type sampler struct {
+	table    *procTable
+	interval time.Duration
+
+	mu       sync.Mutex
+	latest   []runnerProc           // guarded by mu
+	latestAt time.Time              // guarded by mu
+	twice    map[string]twiceRecord // guarded by mu
+	samples  int                    // guarded by mu
+	slowest  time.Duration          // guarded by mu
+	err      error                  // guarded by mu; the first scan error
+}
+
+func newSampler(table *procTable, interval time.Duration) *sampler {
+	return &sampler{table: table, interval: interval, twice: map[string]twiceRecord{}}
+}
+
+// Run samples until ctx is done.
+func (s *sampler) Run(ctx context.Context) {
+	tick := time.NewTicker(s.interval)
+	defer tick.Stop()
+	for {
+		s.sampleOnce()
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+func (s *sampler) sampleOnce() {
+	begun := time.Now()
+	rs, err := s.table.scan()
+	took := time.Since(begun)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err != nil {
+		if s.err == nil {
+			s.err = err
+		}
+		return
+	}
+	s.samples++
+	s.slowest = max(s.slowest, took)
+	s.latest, s.latestAt = rs, begun
+	for sid, runners := range twiceIn(rs) {
+		rec, ok := s.twice[sid]
+		if !ok {
+			rec = twiceRecord{Session: sid, First: begun, Runners: runners}
+		}
+		rec.Last = begun
+		rec.Samples++
+		s.twice[sid] = rec
+	}
+}
+
+// Latest returns the last sample: session id -> live runners.
+func (s *sampler) Latest() (map[string][]runnerProc, time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := map[string][]runnerProc{}
+	for _, r := range s.latest {
+		out[r.Session] = append(out[r.Session], r)
+	}
+	return out, s.latestAt
+}
+
+// samplerStats is the sampler's record of the whole run.
+type samplerStats struct {
+	Samples int
+	Slowest time.Duration
+	Twice   []twiceRecord
+	Err     error
+}
+
+func (s *sampler) Stats() samplerStats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := samplerStats{Samples: s.samples, Slowest: s.slowest, Err: s.err}
+	for _, r := range s.twice {
+		st.Twice = append(st.Twice, r)
+	}
+	sort.Slice(st.Twice, func(i, j int) bool { return st.Twice[i].First.Before(st.Twice[j].First) })
+	return st
+}

@@ -1,0 +1,354 @@
+package chaos
+
+import (
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ambient-code/control-plane/libs/group"
+)
+
+// maxFailureLines bounds the lines the report lists per check.
+const maxFailureLines = 40
+
+// report renders a run as Markdown (docs/reliability.md).
+type report struct {
+	cfg     Config
+	plan    Plan
+	begun   time.Time // the harness started the system
+	t0      time.Time // the schedule started
+	end     time.Time // the last fault was over
+	in      auditInput
+	res     auditResult
+	runDir  string
+	cpus    int
+	signals []signalCount
+	// loadStart and loadEnd are /proc/loadavg at the start and the end: the
+	// host is shared, and timings mean little without them.
+	loadStart, loadEnd string
+}
+
+func (r report) markdown() string {
+	var b strings.Builder
+	w := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
+	verdict := "PASSED"
+	if !r.res.Passed() {
+		verdict = "FAILED"
+	}
+	w("# Reliability: the chaos suite\n\n")
+	w("`make chaos` runs the whole control plane as processes on one host and breaks it on a schedule while it drives API changes; then it audits the result from outside (issue 14). This file is the report of one run, written by the harness (`services/devstack/cmd/chaos`, `--report`); run it again to refresh it. `make chaos-short` is the CI-sized variant.\n\n")
+	w("## Result: %s\n\n", verdict)
+	w("```\n%s\n```\n\n", r.res.Line(r.in.Converged))
+	w("| run | |\n|---|---|\n")
+	w("| started | %s |\n", r.begun.UTC().Format(time.RFC3339))
+	if r.cfg.Commit != "" {
+		w("| code | `%s` |\n", r.cfg.Commit)
+	}
+	variant := "full"
+	if r.cfg.Short {
+		variant = "short (`make chaos-short`)"
+	}
+	w("| variant | %s |\n", variant)
+	w("| seed | %d (`--seed %d` replays the same schedule and choices) |\n", r.cfg.Seed, r.cfg.Seed)
+	w("| changes | %d planned over %s |\n", r.cfg.Changes, r.plan.End.Round(time.Second))
+	w("| host | %d CPUs; load average %s at the start, %s at the end |\n", r.cpus, r.loadStart, r.loadEnd)
+	w("| system start | %s |\n", r.t0.Sub(r.begun).Round(time.Second))
+	w("| schedule | %s |\n\n", r.end.Sub(r.t0).Round(time.Second))
+
+	w("## Checks\n\n| check | result | detail |\n|---|---|---|\n")
+	for _, c := range r.res.Checks {
+		mark := "pass"
+		if !c.OK {
+			mark = "**FAIL**"
+		}
+		w("| %s | %s | %s |\n", c.Name, mark, c.Detail)
+	}
+	w("\n")
+
+	w("## Findings of issue 14 this run shows\n\n")
+	for _, f := range r.findings() {
+		w("- %s\n", f)
+	}
+	w("\n")
+
+	w("## Fault schedule\n\nTimes are seconds from the start of the schedule; `back` is when the target answered its readiness probe again.\n\n")
+	w("| # | at | fault | target | down | back | note |\n|---|---|---|---|---|---|---|\n")
+	for i, f := range r.in.Faults {
+		back := ""
+		if !f.Restored.IsZero() {
+			back = fmt.Sprintf("%.1f", f.Restored.Sub(r.t0).Seconds())
+		}
+		note := f.Note
+		if f.Err != "" {
+			note = strings.TrimSpace(note + " error: " + f.Err)
+		}
+		w("| %d | %.1f | %s | %s | %s | %s | %s |\n", i+1, f.Start.Sub(r.t0).Seconds(), f.Kind, f.Target, f.Down.Round(time.Second), back, mdEscape(note))
+	}
+	w("\n")
+
+	r.figures(&b)
+
+	w("## What failed\n\n")
+	anyFailed := false
+	for _, c := range r.res.Checks {
+		if c.OK || len(c.Failures) == 0 {
+			continue
+		}
+		anyFailed = true
+		w("### %s\n\n", c.Name)
+		for i, l := range c.Failures {
+			if i == maxFailureLines {
+				w("- ... and %d more\n", len(c.Failures)-maxFailureLines)
+				break
+			}
+			w("- %s\n", mdEscape(l))
+		}
+		w("\n")
+	}
+	if !anyFailed {
+		w("Nothing.\n\n")
+	}
+	r.setup(&b)
+	return b.String()
+}
+
+// findings maps the issue's findings to what this run saw.
+func (r report) findings() []string {
+	out := []string{r.findingOutage(), r.findingKube()}
+	for _, f := range r.in.Faults {
+		if f.Kind == FaultOversize {
+			out = append(out, r.findingOversize(f))
+		}
+	}
+	return append(out, r.findingGrowth(), r.findingDLQ(), r.findingNodeLoss(), r.findingOverwrite())
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "**reproduced**"
+	}
+	return "not seen"
+}
+
+// failuresWith returns the failure lines of every check containing any of
+// phrases.
+func (r report) failuresWith(phrases ...string) []string {
+	var out []string
+	for _, c := range r.res.Checks {
+		for _, l := range c.Failures {
+			for _, p := range phrases {
+				if strings.Contains(l, p) {
+					out = append(out, l)
+					break
+				}
+			}
+		}
+	}
+	return out
+}
+
+// twiceAfter counts the sessions first seen twice after a fault of kind.
+func (r report) twiceAfter(kind FaultKind) int {
+	n := 0
+	for _, t := range r.in.Sampler.Twice {
+		if strings.Contains(lastFault(r.in.Faults, t.First), string(kind)) {
+			n++
+		}
+	}
+	return n
+}
+
+func (r report) stream(name string) *streamInfo {
+	for i := range r.in.Streams {
+		if r.in.Streams[i].Name == name {
+			return &r.in.Streams[i]
+		}
+	}
+	return nil
+}
+
+func (r report) findingOutage() string {
+	m, after := r.res.Moved, r.twiceAfter(FaultNATSOutage)
+	return fmt.Sprintf("1. A NATS outage longer than the TTLs moves sessions and runs some twice: %s (moved_by_outage=%d of %d sessions left alone across it; %d sessions twice after it, %d over the whole run).",
+		yesNo(m.Total() > 0 || after > 0), m.Total(), m.Considered, after, r.res.Twice)
+}
+
+func (r report) findingNodeLoss() string {
+	n := r.twiceAfter(FaultNodeLoss)
+	return fmt.Sprintf("5b. Losing one NATS node (kill -9 of the events stream's leader), which the issue saw hold: %s (%d sessions twice after it).",
+		map[bool]string{true: "**does not hold here**", false: "held"}[n > 0], n)
+}
+
+func (r report) findingKube() string {
+	lost := r.failuresWith("still exists", "RoleBindings")
+	stale := r.failuresWith("AgenticSession is stale", "no AgenticSession")
+	return fmt.Sprintf("2. Kubernetes changes lost during a kube-apiserver outage longer than the retry budget (%s with GROUP_MAX_DELIVER=%d, outage %s): %s (%d deletes or RoleBinding sets not applied, %d AgenticSessions missing or stale).",
+		RetryBudget(r.cfg.KubeMaxDeliver, group.DefaultBackoff), r.cfg.KubeMaxDeliver, r.cfg.KubeOutage, yesNo(len(lost)+len(stale) > 0), len(lost), len(stale))
+}
+
+func (r report) findingOversize(f faultRecord) string {
+	took := "never (within " + oversizeStopLimit.String() + ")"
+	if f.Took >= 0 {
+		took = f.Took.Round(100 * time.Millisecond).String()
+	}
+	payload := 0
+	for _, sc := range r.signals {
+		if sc.Phrase == logSignals[0] {
+			payload += sc.Lines
+		}
+	}
+	verdict := yesNo(f.Took < 0 || f.Took > oversizeStopBound)
+	if verdict != yesNo(true) && payload > 0 {
+		verdict = "**partly reproduced**: its events were never published, but the stop arrived another way"
+	}
+	return fmt.Sprintf("3. An oversize object (%d KiB of annotations) blocks its own stop: %s (the stop took effect after %s; %d log lines `maximum payload exceeded`).",
+		oversizeBytes>>10, verdict, took, payload)
+}
+
+func (r report) findingGrowth() string {
+	objects, runners := r.stream("KV_ambient-objects"), r.stream("KV_ambient-runners")
+	if objects == nil || runners == nil {
+		return "4. KV growth: the buckets could not be read."
+	}
+	live := 0
+	for _, s := range r.in.Sessions {
+		if !s.Deleted {
+			live++
+		}
+	}
+	return fmt.Sprintf("4. KV buckets grow with every deleted session: %d messages in ambient-objects and %d in ambient-runners for %d live sessions and %d projects (a figure; the growth test is 4,000 create+delete cycles).",
+		objects.Msgs, runners.Msgs, live, len(r.in.Projects))
+}
+
+func (r report) findingDLQ() string {
+	dlq := r.stream("AMBIENT_DLQ")
+	if dlq == nil {
+		return "5. The dead-letter stream's replicas: AMBIENT_DLQ was not created in this run."
+	}
+	return fmt.Sprintf("5. The dead-letter stream at fewer replicas than the events stream: %s (AMBIENT_DLQ at R%d, %d dead letters).", yesNo(dlq.Replicas != natsReplicas), dlq.Replicas, dlq.Msgs)
+}
+
+func (r report) findingOverwrite() string {
+	n := len(r.failuresWith(`stopped, phase "Running"`))
+	return fmt.Sprintf("6. (review) A user's stop overwritten by the control plane's own Running write: %s (%d stopped sessions Running with a live runner at the end).", yesNo(n > 0), n)
+}
+
+func (r report) figures(b *strings.Builder) {
+	w := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
+	w("## Figures\n\n")
+	type tally struct{ ok, refused, failed, fallback int }
+	byOp := map[Op]*tally{}
+	for _, c := range r.in.Journal {
+		t, ok := byOp[c.Op]
+		if !ok {
+			t = &tally{}
+			byOp[c.Op] = t
+		}
+		switch c.Result {
+		case resultOK:
+			t.ok++
+		case resultRefused:
+			t.refused++
+		default:
+			t.failed++
+		}
+		if c.Planned != "" {
+			t.fallback++
+		}
+	}
+	w("Changes made through the API (gRPC; start and stop through REST). A planned change that had no candidate became another kind (`instead of`).\n\n")
+	w("| change | made | refused | failed | instead of another kind |\n|---|---|---|---|---|\n")
+	for _, op := range []Op{OpCreate, OpUpdate, OpStop, OpStart, OpDelete, OpSettings} {
+		t := byOp[op]
+		if t == nil {
+			t = &tally{}
+		}
+		w("| %s | %d | %d | %d | %d |\n", op, t.ok, t.refused, t.failed, t.fallback)
+	}
+	var local, localRunning, kube, deleted int
+	for _, s := range r.in.Sessions {
+		switch {
+		case s.Deleted:
+			deleted++
+		case s.Project.Local:
+			local++
+			if s.Running {
+				localRunning++
+			}
+		default:
+			kube++
+		}
+	}
+	w("\nSessions at the end: %d created, %d deleted, %d local (%d wanted running), %d on Kubernetes.\n\n", len(r.in.Sessions), deleted, local, localRunning, kube)
+	w("Process table: %d samples every %s, the slowest scan %s.\n\n", r.in.Sampler.Samples, r.cfg.SampleInterval, r.in.Sampler.Slowest.Round(time.Millisecond))
+	if t := trendText(r.in.Trend); t != "" {
+		w("Objects not yet in their desired state (or uncounted) after the last fault, every look (falling: late; flat: lost): %s.\n\n", t)
+	}
+	if len(r.in.Streams) > 0 {
+		w("| stream | replicas | messages |\n|---|---|---|\n")
+		for _, s := range r.in.Streams {
+			w("| %s | %d | %d |\n", s.Name, s.Replicas, s.Msgs)
+		}
+		w("\n")
+	}
+	exits := map[string]int{}
+	for _, e := range r.in.Exits {
+		if e.Planned {
+			exits[e.Member]++
+		}
+	}
+	if len(r.signals) > 0 {
+		w("Log lines that point at a finding (hints; the checks above judge):\n\n| phrase | process | lines |\n|---|---|---|\n")
+		for _, sc := range r.signals {
+			w("| %s | %s | %d |\n", sc.Phrase, sc.Process, sc.Lines)
+		}
+		w("\n")
+	}
+	names := sortedKeys(exits)
+	sort.Strings(names)
+	if len(names) > 0 {
+		var parts []string
+		for _, n := range names {
+			parts = append(parts, fmt.Sprintf("%s %d", n, exits[n]))
+		}
+		w("Processes taken down by faults: %s.\n\n", strings.Join(parts, ", "))
+	}
+}
+
+func (r report) setup(b *strings.Builder) {
+	w := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
+	w("## The system under test\n\n")
+	w("- NATS: %d `nats-server` processes clustered on loopback (JetStream, file store, default `max_payload` 1 MiB); the informer creates its stream and buckets with `STREAM_REPLICAS=3`, runner-manager its buckets with `BUCKET_REPLICAS=3`, as the chart's bundled NATS runs them.\n", natsReplicas)
+	w("- Kubernetes: `etcd` and `kube-apiserver` (bin/k8s) as processes, the chart's CRD and project ClusterRoles installed; kube-reconciler authenticates as a user bound to exactly the chart's ClusterRole. No operator runs, so AgenticSessions get no status and kube sessions no phase: the audit checks their CRs only.\n")
+	w("- The in-memory API (`memapi`, fault injection on); %d informers, %d kube-reconcilers (`KUBE_SESSION_SELECTOR=projects=<the kube projects>`, `GROUP_MAX_DELIVER=%d`), %d runner-managers (`RUNNER_PROJECTS=<the local projects>`, the demo runner), %d agui-proxies, 1 event-tally; every other setting at its default.\n",
+		serviceReplicas, serviceReplicas, r.cfg.KubeMaxDeliver, serviceReplicas, serviceReplicas)
+	w("- Projects: two run their sessions as local runners, two as AgenticSessions; at most %d sessions want a local runner at once.\n", r.cfg.LocalCap)
+	w("- Killed services come back after %s (a pod restart). event-tally is never killed: its tally lives in memory by design, so killing it would void the counting check rather than test anything.\n\n", r.cfg.RestartDelay)
+	w("How the audit reads the system: the API (gRPC list), the process table (`/proc`: a runner of this run is a `demo-runner` whose `WORKSPACE_PATH` lies under the run's workspace root; the replica is the root it runs in), KV `ambient-runners`, the Kubernetes API, event-tally's `/tally?ids=true`, and `GET /sessions/{id}/health` through each agui-proxy.\n\n")
+	w("Reproduce: `make chaos` (or `make chaos-short`; `CHAOS_ARGS=\"--seed %d\"` replays this schedule). `bin/chaos -h` lists every knob.\n", r.cfg.Seed)
+}
+
+func mdEscape(s string) string { return strings.ReplaceAll(s, "|", `\|`) }
+
+// trendText renders the convergence trend, at most about 20 points: the
+// first, the last, and evenly spaced ones between.
+func trendText(trend []trendPoint) string {
+	if len(trend) == 0 {
+		return ""
+	}
+	step := max(1, len(trend)/20)
+	var parts []string
+	for i, p := range trend {
+		if i%step != 0 && i != len(trend)-1 {
+			continue
+		}
+		wrong := strconv.Itoa(p.Wrong)
+		if p.Wrong < 0 {
+			wrong = "unreadable"
+		}
+		parts = append(parts, fmt.Sprintf("%ds: %s", int(p.After.Round(time.Second)/time.Second), wrong))
+	}
+	return strings.Join(parts, ", ")
+}
