@@ -30,9 +30,16 @@ func (s *sampler) sample() {
 
 // sampleFor samples every 20 ms for d.
 func (s *sampler) sampleFor(d time.Duration) {
-	for end := time.Now().Add(d); time.Now().Before(end); {
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	end := time.After(d)
+	for {
 		s.sample()
-		time.Sleep(20 * time.Millisecond) // the sampling period, not a wait for a condition
+		select {
+		case <-end:
+			return
+		case <-tick.C:
+		}
 	}
 }
 

@@ -124,4 +124,4 @@ func BenchmarkCreateDelete4000(b *testing.B) {
 
 // idle lets the service run undisturbed for d (a benchmark's settling
 // time, not a wait for a condition).
-func idle(d time.Duration) { time.Sleep(d) }
+func idle(d time.Duration) { <-time.After(d) }
