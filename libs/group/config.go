@@ -104,6 +104,9 @@ type Config struct {
 	// order of the informer and the consumers does not matter. Group-wide:
 	// members with different values undo each other's updates.
 	Replicas int
+	// Assignment, when set, is kept equal to this member's partitions while
+	// Run runs (see Assignment).
+	Assignment *Assignment
 }
 
 // WithDefaults returns c with every zero field set to its default (see the

@@ -88,7 +88,8 @@ func (w *worker) next(l *lane) []*entry {
 // released instead (stop, partition moved).
 func (w *worker) handle(runCtx, lctx context.Context, f *flight, l *lane, batch []*entry) bool {
 	// Messages that cannot be decoded go to the DLQ, events of resources
-	// outside Config.Resources are acked (see partitioningFilters); the
+	// outside Config.Resources (see partitioningFilters) and replays meant
+	// for another group (HeaderReplayGroup) are acked unhandled; the
 	// rest are handled by one call with the newest (coalescing).
 	var items []*entry
 	var ev *eventsv1.ResourceEvent
@@ -103,7 +104,7 @@ func (w *worker) handle(runCtx, lctx context.Context, f *flight, l *lane, batch 
 			if !w.deadLetter(runCtx, lctx, l, e, e.tries+1, ReasonUndecodable, err) {
 				return false
 			}
-		case !slices.Contains(w.cfg.Resources, got.GetResource()):
+		case !slices.Contains(w.cfg.Resources, got.GetResource()) || !w.replayedForUs(msg):
 			if err := msg.Ack(); err != nil {
 				w.log.Debug("ack of skipped event failed", slog.Any(logkey.Err, err))
 			}
@@ -327,4 +328,11 @@ func (w *worker) releaseLane(lctx context.Context, l *lane) {
 	if len(out) > 0 {
 		w.log.Info("events released", slog.String(logkey.ObjectID, l.key), slog.Int(logkey.Count, len(out)))
 	}
+}
+
+// replayedForUs reports whether msg is an ordinary event or a replay meant
+// for this group (see HeaderReplayGroup).
+func (w *worker) replayedForUs(msg jetstream.Msg) bool {
+	g := msg.Headers().Get(HeaderReplayGroup)
+	return g == "" || g == w.cfg.Group
 }

@@ -108,7 +108,7 @@ func newRoot(lookup LookupEnv) *cobra.Command {
 	useTLS, tlsErr := strconv.ParseBool(envOr(lookup, EnvUseTLS, "false"))
 	pf.BoolVar(&o.useTLS, "tls", useTLS, "use TLS to the API ($"+EnvUseTLS+")")
 	pf.StringVar(&o.caFile, "ca-file", envOr(lookup, EnvCAFile, ""), "CA bundle for API TLS ($"+EnvCAFile+")")
-	pf.StringVar(&o.natsURL, "nats", envOr(lookup, EnvNATSURL, DefaultNATSURL), "NATS URL for `events tail` ($"+EnvNATSURL+")")
+	pf.StringVar(&o.natsURL, "nats", envOr(lookup, EnvNATSURL, DefaultNATSURL), "NATS URL for `events tail` and `dlq` ($"+EnvNATSURL+")")
 	pf.StringVar(&o.proxyURL, "proxy", envOr(lookup, EnvProxyURL, DefaultProxyURL), "agui-proxy base URL for `chat` ($"+EnvProxyURL+")")
 	pf.StringVar(&o.proxyToken, "proxy-token", envOr(lookup, EnvProxyToken, ""), "bearer token for the agui-proxy ($"+EnvProxyToken+")")
 	pf.StringVar(&o.tallyURL, "tally-url", envOr(lookup, EnvTallyURL, DefaultTallyURL), "event-tally base URL ($"+EnvTallyURL+")")
@@ -123,7 +123,7 @@ func newRoot(lookup LookupEnv) *cobra.Command {
 			return usageError{fmt.Errorf("%s: want true or false, got %q", EnvUseTLS, v)}
 		}
 	}
-	root.AddCommand(sessionsCmd(o), projectsCmd(o), settingsCmd(o), eventsCmd(o), chatCmd(o), tallyCmd(o))
+	root.AddCommand(sessionsCmd(o), projectsCmd(o), settingsCmd(o), eventsCmd(o), dlqCmd(o), chatCmd(o), tallyCmd(o))
 	return root
 }
 
