@@ -147,18 +147,27 @@ func printDeadLetters(w io.Writer, letters []group.DeadLetter, asJSON bool) erro
 	return printTable(w, []string{"SEQ", "TIME", "GROUP", "REASON", "TRIES", "TYPE", "OBJECT", "SUBJECT", "ERROR"}, table)
 }
 
-// withJetStream connects to NATS for one command.
+// withJetStream connects to NATS for one command bounded by --timeout.
 func (o *options) withJetStream(ctx context.Context, f func(context.Context, jetstream.JetStream) error) error {
-	nc, err := nats.Connect(o.natsURL, nats.Name("ambientctl"), nats.Timeout(5*time.Second))
+	js, closeNATS, err := o.connectJetStream()
 	if err != nil {
-		return fmt.Errorf("connect to NATS at %s (is the dev stack running? or pass --nats): %w", envconfig.RedactURLs(o.natsURL), err)
+		return err
 	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return fmt.Errorf("jetstream: %w", err)
-	}
+	defer closeNATS()
 	ctx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
 	return f(ctx, js)
+}
+
+// connectJetStream connects to --nats; the caller calls closeNATS.
+func (o *options) connectJetStream() (js jetstream.JetStream, closeNATS func(), err error) {
+	nc, err := nats.Connect(o.natsURL, nats.Name("ambientctl"), nats.Timeout(5*time.Second))
+	if err != nil {
+		return nil, nil, fmt.Errorf("connect to NATS at %s (is the dev stack running? or pass --nats): %w", envconfig.RedactURLs(o.natsURL), err)
+	}
+	if js, err = jetstream.New(nc); err != nil {
+		nc.Close()
+		return nil, nil, fmt.Errorf("jetstream: %w", err)
+	}
+	return js, nc.Close, nil
 }

@@ -10,7 +10,6 @@ import (
 	"github.com/ambient-code/control-plane/libs/events"
 	eventsv1 "github.com/ambient-code/control-plane/proto/ambient/events/v1"
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -57,15 +56,11 @@ type tailSpec struct {
 }
 
 func (o *options) tail(ctx context.Context, w io.Writer, spec tailSpec) error {
-	nc, err := nats.Connect(o.natsURL, nats.Name("ambientctl"), nats.Timeout(5*time.Second))
+	js, closeNATS, err := o.connectJetStream()
 	if err != nil {
-		return fmt.Errorf("connect to NATS at %s (is the dev stack running? or pass --nats): %w", o.natsURL, err)
+		return err
 	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return fmt.Errorf("jetstream: %w", err)
-	}
+	defer closeNATS()
 	policy := jetstream.DeliverNewPolicy
 	if spec.all {
 		policy = jetstream.DeliverAllPolicy

@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -176,7 +175,7 @@ func (s *system) add(name, service, path string, args []string, env map[string]s
 		Name:    name,
 		Path:    path,
 		Args:    args,
-		Env:     childEnv(env),
+		Env:     proc.Env(env),
 		Out:     f,
 		PIDFile: filepath.Join(s.runDir, "pids", name+".pid"),
 		OnStart: func(pid int) {
@@ -195,21 +194,6 @@ func (s *system) add(name, service, path string, args []string, env map[string]s
 	s.members = append(s.members, m)
 	s.byName[name] = m
 	return nil
-}
-
-// childEnv is the harness' environment with vars on top (later duplicates
-// win in os/exec).
-func childEnv(vars map[string]string) []string {
-	env := os.Environ()
-	keys := make([]string, 0, len(vars))
-	for k := range vars {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		env = append(env, k+"="+vars[k])
-	}
-	return env
 }
 
 // addServices declares the control plane's services, once the projects

@@ -3,9 +3,7 @@ package stack
 import (
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
-	"sort"
 
 	"github.com/ambient-code/control-plane/services/devstack/internal/proc"
 )
@@ -23,7 +21,7 @@ func newSupervised(svc service, cfg Config, logs *logWriter, pidDir string, log 
 		Name:    svc.name,
 		Path:    filepath.Join(cfg.BinDir, svc.binary),
 		Args:    svc.args,
-		Env:     serviceEnv(svc.env),
+		Env:     proc.Env(svc.env),
 		Out:     logs.prefixed(svc.name),
 		PIDFile: filepath.Join(pidDir, svc.name+".pid"),
 		OnExit: func(e proc.Exit) {
@@ -32,17 +30,3 @@ func newSupervised(svc service, cfg Config, logs *logWriter, pidDir string, log 
 	})}
 }
 
-// serviceEnv is devstack's environment with the service's variables on top.
-func serviceEnv(vars map[string]string) []string {
-	env := os.Environ()
-	keys := make([]string, 0, len(vars))
-	for k := range vars {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	// Later duplicates win in os/exec, so these override the user's shell.
-	for _, k := range keys {
-		env = append(env, k+"="+vars[k])
-	}
-	return env
-}
