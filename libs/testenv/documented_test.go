@@ -73,7 +73,7 @@ func TestRequireDocumented(t *testing.T) {
 func TestRequireDocumentedWithLoader(t *testing.T) {
 	dir := t.TempDir()
 	doc := filepath.Join(dir, "c.md")
-	if err := os.WriteFile(doc, []byte("## svc\n\n`X_ADDR`, `X_TOKEN`\n"), 0o600); err != nil {
+	if err := os.WriteFile(doc, []byte("## svc\n\n`X_ADDR`, `X_TOKEN`, `X_TOKEN_FILE`\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	RequireDocumented(t, doc, "## svc", func(lookup envconfig.LookupFunc) {

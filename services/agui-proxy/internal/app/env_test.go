@@ -120,7 +120,8 @@ func (r *runner) stop(t testing.TB) {
 
 func (r *runner) url(path string) string { return "http://" + r.addr + path }
 
-// stats reads the runner's /debug/stats.
+// stats reads the counters of the runner's /debug/stats (its other
+// fields, such as the prompt's digest, are not numbers and are left out).
 func (r *runner) stats(t testing.TB) map[string]int64 {
 	t.Helper()
 	resp, err := http.Get(r.url("/debug/stats"))
@@ -128,9 +129,16 @@ func (r *runner) stats(t testing.TB) map[string]int64 {
 		t.Fatalf("runner stats: %v", err)
 	}
 	defer resp.Body.Close()
-	var s map[string]int64
-	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
+	var raw map[string]json.RawMessage
+	if err := json.NewDecoder(resp.Body).Decode(&raw); err != nil {
 		t.Fatalf("decode stats: %v", err)
+	}
+	s := make(map[string]int64, len(raw))
+	for k, v := range raw {
+		var n int64
+		if json.Unmarshal(v, &n) == nil {
+			s[k] = n
+		}
 	}
 	return s
 }
