@@ -29,4 +29,3 @@ func newSupervised(svc service, cfg Config, logs *logWriter, pidDir string, log 
 		},
 	})}
 }
-
