@@ -36,7 +36,7 @@ help: ## Show this help.
 build: ## Build every binary into bin/.
 	@mkdir -p $(BIN)
 	cd libs && go build -o $(BIN)/ ./cmd/...
-	@for m in services/*; do (cd $$m && go build -o $(BIN)/ ./cmd/...); done
+	@for m in services/*; do (cd $$m && go build -o $(BIN)/ ./cmd/...) || exit 1; done
 
 .PHONY: kube-binaries
 kube-binaries: ## Build kube-apiserver and etcd from Go modules into bin/k8s (cached).
@@ -51,7 +51,7 @@ test: kube-binaries ## Run go vet and every test with -race: the workspace, then
 .PHONY: test-deploy
 test-deploy: kube-binaries ## Test the chart, compose file and Dockerfile (deploy/deploytest, deploy/httpcheck).
 	@for m in $(DEPLOY_MODULES); do \
-	  echo "test $$m"; (cd $$m && GOWORK=off go vet ./... && GOWORK=off go test $(GOTEST_FLAGS) ./...); \
+	  echo "test $$m"; (cd $$m && GOWORK=off go vet ./... && GOWORK=off go test $(GOTEST_FLAGS) ./...) || exit 1; \
 	done
 
 .PHONY: fuzz
@@ -59,7 +59,7 @@ fuzz: ## Run every fuzz target for FUZZTIME executions (default 5000x).
 	@for m in $(MODULES); do \
 	  for p in $$(cd $$m && go list ./...); do \
 	    for f in $$(cd $$m && go test -list '^Fuzz' $$p | grep '^Fuzz' || true); do \
-	      echo "fuzz $$p $$f"; (cd $$m && go test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$p); \
+	      echo "fuzz $$p $$f"; (cd $$m && go test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$p) || exit 1; \
 	    done; \
 	  done; \
 	done
@@ -72,8 +72,8 @@ bench: kube-binaries ## Run the benchmarks (BENCHTIME=1x by default; figures go 
 lint: ## gofmt, go vet and golangci-lint over every module.
 	@test -z "$$(gofmt -l $(MODULES) $(DEPLOY_MODULES))" || { gofmt -l $(MODULES) $(DEPLOY_MODULES); echo "gofmt: files above need formatting"; exit 1; }
 	go vet $(PKGS)
-	@for m in $(MODULES); do (cd $$m && go run github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION) run --config $(ROOT)/.golangci.yml ./...); done
-	@for m in $(DEPLOY_MODULES); do (cd $$m && GOWORK=off go vet ./... && GOWORK=off go run github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION) run --config $(ROOT)/.golangci.yml ./...); done
+	@for m in $(MODULES); do (cd $$m && go run github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION) run --allow-parallel-runners --config $(ROOT)/.golangci.yml ./...) || exit 1; done
+	@for m in $(DEPLOY_MODULES); do (cd $$m && GOWORK=off go vet ./... && GOWORK=off go run github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION) run --allow-parallel-runners --config $(ROOT)/.golangci.yml ./...) || exit 1; done
 
 .PHONY: fmt
 fmt: ## Format every Go file.
