@@ -40,16 +40,20 @@ const (
 //
 //   - ttfb p50/p99 and the overhead over direct: request sent to the first
 //     event received;
+//
 //   - proxy-µs/event: the proxy process's CPU (utime+stime from
 //     /proc/<pid>/stat, 10 ms ticks) during the proxy rounds per event it
 //     relayed; runner-µs/event is the runners' own CPU per event they sent;
+//
 //   - gap-ratio: the median gap between consecutive content events through
 //     the proxy over the same median direct (1 = the runner's pacing reaches
 //     the client untouched; buffering would shrink it);
+//
 //   - errors: failed requests or streams without every event;
+//
 //   - the proxy's heap and goroutines idle, after the load, and its peak RSS.
 //
-//	go test -run '^$' -bench Streams100 -benchtime 3x ./internal/app/
+//     go test -run '^$' -bench Streams100 -benchtime 3x ./internal/app/
 func BenchmarkStreams100(b *testing.B) {
 	e := newEnv(b)
 	ids := make([]string, loadSessions)
