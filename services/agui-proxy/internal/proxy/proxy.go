@@ -423,8 +423,8 @@ func (p *Proxy) stream(w *recorder, r *http.Request, t route.Target, ep registry
 		keepAlive = p.cfg.SSEKeepAlive
 	}
 	buf := p.bufs.get()
-	defer p.bufs.put(buf) // relay has waited for its reader
-	res := relay(ctx, fw, resp.Body, buf[:], keepAlive, func() { cancel(context.Canceled) })
+	defer p.bufs.put(buf) // relay reads into it on this goroutine only
+	res := relay(fw, resp.Body, buf[:], keepAlive, func() { cancel(context.Canceled) })
 	ended(res.Bytes)
 	cause := context.Cause(ctx)
 	switch {
