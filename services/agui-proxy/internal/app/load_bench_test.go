@@ -244,7 +244,11 @@ func startProxyProcess(b *testing.B, e *env) *proxyProcess {
 	port, _ := testenv.FreePortRange(b, 2) // two ports of one block, never coinciding
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	metrics := net.JoinHostPort("127.0.0.1", strconv.Itoa(port+1))
-	cmd := exec.Command(proxyBin)
+	bin := proxyBin
+	if other := os.Getenv("AGUI_BENCH_PROXY_BIN"); other != "" {
+		bin = other
+	}
+	cmd := exec.Command(bin)
 	cmd.Env = []string{"LOCAL_PROXY_ADDR=" + addr, "METRICS_ADDR=" + metrics, "NATS_URL=" + e.nats.ClientURL()}
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
