@@ -38,22 +38,23 @@ const (
 // two paths interleaved round by round so that the machine's other load hits
 // both alike. It reports, next to direct:
 //
-//   - ttfb p50/p99 and the overhead over direct: request sent to the first
-//     event received;
+// ttfb p50/p99 and the overhead over direct (request sent to first event
+// received); proxy-µs/event, the proxy process's CPU (utime+stime from
+// /proc/<pid>/stat, 10 ms ticks) during the proxy rounds per event it
+// relayed, beside runner-µs/event, the runners' own CPU per event they sent;
+// gap-ratio, the median gap between consecutive content events through the
+// proxy over the same median direct (1: the runner's pacing reaches the
+// client untouched; buffering, or a proxy falling behind, shrinks it);
+// errors, failed requests or streams without every event; the proxy's heap
+// and goroutines idle and after the load, and its peak RSS; syscall-µs, what
+// one trivial system call costs on this machine at that moment, the
+// yardstick of the CPU figures (relaying an event takes at least a read, a
+// write and a wake-up).
 //
-//   - proxy-µs/event: the proxy process's CPU (utime+stime from
-//     /proc/<pid>/stat, 10 ms ticks) during the proxy rounds per event it
-//     relayed; runner-µs/event is the runners' own CPU per event they sent;
+//	go test -run '^$' -bench Streams100 -benchtime 3x ./internal/app/
 //
-//   - gap-ratio: the median gap between consecutive content events through
-//     the proxy over the same median direct (1 = the runner's pacing reaches
-//     the client untouched; buffering would shrink it);
-//
-//   - errors: failed requests or streams without every event;
-//
-//   - the proxy's heap and goroutines idle, after the load, and its peak RSS.
-//
-//     go test -run '^$' -bench Streams100 -benchtime 3x ./internal/app/
+// AGUI_BENCH_PROXY_BIN runs another build of the binary instead, to compare
+// two versions under the same machine load, run after run.
 func BenchmarkStreams100(b *testing.B) {
 	e := newEnv(b)
 	ids := make([]string, loadSessions)
@@ -123,6 +124,7 @@ func BenchmarkStreams100(b *testing.B) {
 	b.ReportMetric(float64(idle.goroutines), "goroutines-idle")
 	b.ReportMetric(float64(after.goroutines), "goroutines-after")
 	b.ReportMetric(peakRSSMB(b, px.pid), "peak-rss-MB")
+	b.ReportMetric(syscallCost(), "syscall-µs")
 	b.Logf("content-event gaps p10/p50/p90: direct %v %v %v, proxy %v %v %v",
 		quantile(d.gaps, .1), quantile(d.gaps, .5), quantile(d.gaps, .9), quantile(p.gaps, .1), quantile(p.gaps, .5), quantile(p.gaps, .9))
 	if d.errors+p.errors > 0 {
@@ -353,6 +355,16 @@ func cpuOf(b *testing.B, pids ...int) time.Duration {
 		}
 	}
 	return total
+}
+
+// syscallCost measures one getppid system call, in µs.
+func syscallCost() float64 {
+	const n = 20000
+	start := time.Now()
+	for range n {
+		syscall.Getppid()
+	}
+	return float64(time.Since(start)) / float64(time.Microsecond) / n
 }
 
 // peakRSSMB is the process's VmHWM.
