@@ -22,7 +22,7 @@ import (
 // Shape of BenchmarkStreams100's load.
 const (
 	loadSessions  = 10                   // runners, one session each
-	loadStreams   = 100                  // streams started at once per round, spread over the sessions
+	loadStreams   = 100                  // streams started at once per round, spread over the sessions (AGUI_BENCH_STREAMS)
 	loadRounds    = 5                    // rounds per path per iteration, direct and proxy interleaved
 	loadWords     = 20                   // content events per stream
 	loadWordDelay = 5 * time.Millisecond // runner delay between content events
@@ -54,7 +54,9 @@ const (
 //	go test -run '^$' -bench Streams100 -benchtime 3x ./internal/app/
 //
 // AGUI_BENCH_PROXY_BIN runs another build of the binary instead, to compare
-// two versions under the same machine load, run after run.
+// two versions under the same machine load, run after run;
+// AGUI_BENCH_STREAMS changes the number of streams per round (the proxy that
+// keeps up with 10 streams on a loaded machine may not with 100).
 func BenchmarkStreams100(b *testing.B) {
 	e := newEnv(b)
 	ids := make([]string, loadSessions)
@@ -65,8 +67,16 @@ func BenchmarkStreams100(b *testing.B) {
 		e.register(b, runners[i].endpoint(b, ids[i]))
 	}
 	px := startProxyProcess(b, e)
-	direct, proxied := make([]string, loadStreams), make([]string, loadStreams)
-	for i := range loadStreams {
+	streams := loadStreams
+	if v := os.Getenv("AGUI_BENCH_STREAMS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			b.Fatalf("AGUI_BENCH_STREAMS=%q: want a count >= 1", v)
+		}
+		streams = n
+	}
+	direct, proxied := make([]string, streams), make([]string, streams)
+	for i := range streams {
 		direct[i] = runners[i%loadSessions].url("/")
 		proxied[i] = px.url + "/sessions/" + ids[i%loadSessions] + "/agui/run"
 	}
@@ -75,7 +85,7 @@ func BenchmarkStreams100(b *testing.B) {
 		runnerPIDs[i] = r.pid
 	}
 	client := &http.Client{Transport: &http.Transport{
-		MaxIdleConns: 2 * loadStreams, MaxIdleConnsPerHost: loadStreams, DisableCompression: true,
+		MaxIdleConns: 2 * streams, MaxIdleConnsPerHost: streams, DisableCompression: true,
 	}}
 	defer client.CloseIdleConnections()
 	body := runInput(words(loadWords))
