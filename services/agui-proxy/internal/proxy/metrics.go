@@ -4,10 +4,13 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
+
+	"github.com/ambient-code/control-plane/services/agui-proxy/internal/route"
 )
 
 // Metric names (the Prometheus exporter adds _total and unit suffixes).
@@ -21,6 +24,7 @@ const (
 	metricRefused      = "agui_proxy_runner_refused"
 	refusedNetwork     = "network"
 	attrRoute          = "route"
+	routeUnknown       = "unknown" // the route label of paths that name no endpoint
 	attrCode           = "code"
 )
 
@@ -31,14 +35,30 @@ type metrics struct {
 	latency  metric.Float64Histogram
 	evicted  metric.Int64Counter
 	refusals metric.Int64Counter
+
+	// Attribute sets are built once: building one (sorting, hashing, an
+	// allocation) on every request cost more than recording the value.
+	byRoute map[string]metric.MeasurementOption // filled by newMetrics, never modified
+	mu      sync.RWMutex
+	byCode  map[routeCode]metric.AddOption // guarded by mu
+}
+
+// routeCode keys the attribute sets of agui_proxy_requests. The routes are
+// route.Endpoints and "unknown", the codes those of HTTP: a bounded set.
+type routeCode struct {
+	route string
+	code  int
 }
 
 func newMetrics(mp metric.MeterProvider) (*metrics, error) {
 	m := mp.Meter(meterName)
 	var (
-		out metrics
+		out = metrics{byRoute: map[string]metric.MeasurementOption{}, byCode: map[routeCode]metric.AddOption{}}
 		err error
 	)
+	for _, e := range append(route.Endpoints(), route.Endpoint{Name: routeUnknown}) {
+		out.byRoute[e.Name] = metric.WithAttributeSet(attribute.NewSet(attribute.String(attrRoute, e.Name)))
+	}
 	if out.requests, err = m.Int64Counter(metricRequests,
 		metric.WithDescription("Requests to session routes by route and status code.")); err != nil {
 		return nil, fmt.Errorf("metric %s: %w", metricRequests, err)
@@ -72,15 +92,33 @@ func (m *metrics) refused(ctx context.Context, reason string) {
 }
 
 func (m *metrics) request(ctx context.Context, route string, code int) {
-	m.requests.Add(ctx, 1, metric.WithAttributes(attribute.String(attrRoute, route), attribute.Int(attrCode, code)))
+	k := routeCode{route: route, code: code}
+	m.mu.RLock()
+	opt, ok := m.byCode[k]
+	m.mu.RUnlock()
+	if !ok {
+		opt = metric.WithAttributeSet(attribute.NewSet(attribute.String(attrRoute, route), attribute.Int(attrCode, code)))
+		m.mu.Lock()
+		m.byCode[k] = opt
+		m.mu.Unlock()
+	}
+	m.requests.Add(ctx, 1, opt)
+}
+
+// routeAttrs returns the attribute set of a route name.
+func (m *metrics) routeAttrs(route string) metric.MeasurementOption {
+	if opt, ok := m.byRoute[route]; ok {
+		return opt
+	}
+	return metric.WithAttributes(attribute.String(attrRoute, route))
 }
 
 func (m *metrics) upstreamLatency(ctx context.Context, route string, d time.Duration) {
-	m.latency.Record(ctx, d.Seconds(), metric.WithAttributes(attribute.String(attrRoute, route)))
+	m.latency.Record(ctx, d.Seconds(), m.routeAttrs(route))
 }
 
 func (m *metrics) streamStarted(ctx context.Context, route string) func(bytes int64) {
-	attrs := metric.WithAttributes(attribute.String(attrRoute, route))
+	attrs := m.routeAttrs(route)
 	m.active.Add(ctx, 1, attrs)
 	return func(bytes int64) {
 		m.active.Add(ctx, -1, attrs)

@@ -191,7 +191,7 @@ func (p *Proxy) ActiveStreams() int { return p.streams.len() }
 // ServeHTTP serves /sessions/{id}{suffix} for the suffixes of route.Endpoints.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	t, perr := route.Parse(r.URL.EscapedPath())
-	name := "unknown"
+	name := routeUnknown
 	if perr == nil {
 		name = t.Endpoint.Name
 	}
@@ -403,7 +403,7 @@ func (p *Proxy) stream(w *recorder, r *http.Request, t route.Target, ep registry
 		return
 	}
 	defer closeBody(resp.Body)
-	fw := flusher{Writer: w, rc: rc, timeout: p.cfg.StreamWriteTimeout}
+	fw := &flusher{w: w, rc: rc, timeout: p.cfg.StreamWriteTimeout}
 	// Each write arms its own deadline (see flusher); the last one must not
 	// outlive the stream, or it would cut a later request on this
 	// keep-alive connection when the server has no WriteTimeout.
@@ -423,8 +423,8 @@ func (p *Proxy) stream(w *recorder, r *http.Request, t route.Target, ep registry
 		keepAlive = p.cfg.SSEKeepAlive
 	}
 	buf := p.bufs.get()
-	defer p.bufs.put(buf) // relay has waited for its reader
-	res := relay(ctx, fw, resp.Body, buf[:], keepAlive, func() { cancel(context.Canceled) })
+	defer p.bufs.put(buf) // relay reads into it on this goroutine only
+	res := relay(fw, resp.Body, buf[:], keepAlive, func() { cancel(context.Canceled) })
 	ended(res.Bytes)
 	cause := context.Cause(ctx)
 	switch {
@@ -467,30 +467,39 @@ func (p *Proxy) upstreamFailed(w *recorder, r *http.Request, err error, streamCt
 }
 
 // flusher writes to the client and flushes through the ResponseController,
-// which reaches the server's writer through any wrappers. Every write and
-// flush first moves the connection's write deadline timeout ahead: the
-// stream has no whole-response deadline, but a client that stops reading
-// makes a write block once the socket buffers are full, and that write
-// then fails at the deadline instead of blocking forever.
+// which reaches the server's writer through any wrappers. Each chunk (a
+// write and the flush after it, or a lone flush) first moves the
+// connection's write deadline timeout ahead: the stream has no
+// whole-response deadline, but a client that stops reading makes a write
+// block once the socket buffers are full, and that write then fails at the
+// deadline instead of blocking forever. Moving the deadline once per chunk
+// instead of once per call halves its cost; the flush right after a write
+// is covered by the deadline the write set. Not safe for concurrent use
+// (the relay serialises its writers).
 type flusher struct {
-	io.Writer
+	w       io.Writer
 	rc      *http.ResponseController
 	timeout time.Duration
+	armed   bool // a Write set the deadline and its Flush has not run yet
 }
 
-func (f flusher) Write(b []byte) (int, error) {
+func (f *flusher) Write(b []byte) (int, error) {
 	f.arm()
-	return f.Writer.Write(b)
+	f.armed = true
+	return f.w.Write(b)
 }
 
-func (f flusher) Flush() error {
-	f.arm()
+func (f *flusher) Flush() error {
+	if !f.armed {
+		f.arm()
+	}
+	f.armed = false
 	return f.rc.Flush()
 }
 
 // arm sets the write deadline; a writer without deadlines (not a server
 // connection) keeps working without one.
-func (f flusher) arm() {
+func (f *flusher) arm() {
 	// The only errors are ErrNotSupported and a closed connection, which
 	// the write that follows reports.
 	_ = f.rc.SetWriteDeadline(time.Now().Add(f.timeout))

@@ -152,44 +152,51 @@ func sseRunner(t *testing.T, frames <-chan string, cancelled chan<- struct{}) *h
 
 // TestStreamIsNotBuffered sends each frame only after the client has read the
 // previous one through the proxy: any buffering would deadlock (and time out).
+// With keep-alives on (the default) and off: the chunks take the same path
+// on the handler's goroutine either way.
 func TestStreamIsNotBuffered(t *testing.T) {
 	t.Parallel()
-	frames := make(chan string)
-	runner := sseRunner(t, frames, nil)
-	tab := newTable()
-	tab.set("s1", endpointOf(t, "s1", runner.URL))
-	_, srv := startProxy(t, Config{}, tab, nil)
+	for _, keepAlive := range []time.Duration{0, time.Hour} {
+		t.Run(fmt.Sprintf("keepalive=%s", keepAlive), func(t *testing.T) {
+			t.Parallel()
+			frames := make(chan string)
+			runner := sseRunner(t, frames, nil)
+			tab := newTable()
+			tab.set("s1", endpointOf(t, "s1", runner.URL))
+			_, srv := startProxy(t, Config{SSEKeepAlive: keepAlive}, tab, nil)
 
-	resp, err := http.Post(srv.URL+"/sessions/s1/agui/run", "application/json", strings.NewReader("{}"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" {
-		t.Fatalf("Content-Type = %q", ct)
-	}
-	if resp.Header.Get("X-Accel-Buffering") != "no" || resp.Header.Get("Cache-Control") != "no-cache" {
-		t.Fatalf("missing anti-buffering headers: %v", resp.Header)
-	}
-	fr := newFrameReader(resp.Body)
-	// CRLF and odd framing must pass byte for byte.
-	want := []string{"data: {\"type\":\"RUN_STARTED\"}\n\n", "event: x\r\ndata: y\r\n\r\n", "data: 3\n\n"}
-	for i, f := range want {
-		frames <- f
-		got := make(chan string, 1)
-		go func() { // exits when a frame or error arrives; the body closes at test end
-			s, _ := fr.next()
-			got <- s
-		}()
-		s := within(t, 5*time.Second, got, fmt.Sprintf("frame %d", i))
-		if s != f {
-			t.Fatalf("frame %d = %q, want %q", i, s, f)
-		}
-	}
-	close(frames)
-	rest, err := io.ReadAll(resp.Body)
-	if err != nil || len(rest) != 0 {
-		t.Fatalf("end of stream: %q, %v", rest, err)
+			resp, err := http.Post(srv.URL+"/sessions/s1/agui/run", "application/json", strings.NewReader("{}"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" {
+				t.Fatalf("Content-Type = %q", ct)
+			}
+			if resp.Header.Get("X-Accel-Buffering") != "no" || resp.Header.Get("Cache-Control") != "no-cache" {
+				t.Fatalf("missing anti-buffering headers: %v", resp.Header)
+			}
+			fr := newFrameReader(resp.Body)
+			// CRLF and odd framing must pass byte for byte.
+			want := []string{"data: {\"type\":\"RUN_STARTED\"}\n\n", "event: x\r\ndata: y\r\n\r\n", "data: 3\n\n"}
+			for i, f := range want {
+				frames <- f
+				got := make(chan string, 1)
+				go func() { // exits when a frame or error arrives; the body closes at test end
+					s, _ := fr.next()
+					got <- s
+				}()
+				s := within(t, 5*time.Second, got, fmt.Sprintf("frame %d", i))
+				if s != f {
+					t.Fatalf("frame %d = %q, want %q", i, s, f)
+				}
+			}
+			close(frames)
+			rest, err := io.ReadAll(resp.Body)
+			if err != nil || len(rest) != 0 {
+				t.Fatalf("end of stream: %q, %v", rest, err)
+			}
+		})
 	}
 }
 

@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"io"
 	"sync"
@@ -52,22 +51,34 @@ type relayResult struct {
 // comment after keepAlive without traffic, but only at an event boundary,
 // so a comment never lands inside a frame the runner is still writing.
 //
-// stop must make a blocked src.Read return (cancel the upstream request); it
-// is called before relay returns so the reader goroutine can be waited for.
-// buf is free for reuse when relay returns.
-func relay(ctx context.Context, dst flushWriter, src io.Reader, buf []byte, keepAlive time.Duration, stop func()) relayResult {
+// The chunks are read and written on the caller's goroutine: a chunk costs
+// one read and one write (with its flush) and nothing else. Keep-alives come
+// from a timer that is not touched per chunk (see keepAliver). stop must
+// make a blocked src.Read return (cancel the upstream request): a failed
+// keep-alive write calls it, so the relay ends with the client error. buf is
+// free for reuse when relay returns.
+func relay(dst flushWriter, src io.Reader, buf []byte, keepAlive time.Duration, stop func()) relayResult {
 	if keepAlive <= 0 {
-		return relayDirect(dst, src, buf)
+		return copyChunks(src, buf, func(b []byte) error { return writeFlush(dst, b) })
 	}
-	return relayKeepAlive(ctx, dst, src, buf, keepAlive, stop)
+	ka := startKeepAlive(dst, keepAlive, stop)
+	res := copyChunks(src, buf, ka.write)
+	pings, err := ka.end()
+	res.Pings = pings
+	if err != nil && res.ClientErr == nil {
+		// The read failed because the failed keep-alive stopped it.
+		res.ClientErr, res.UpstreamErr = err, nil
+	}
+	return res
 }
 
-func relayDirect(dst flushWriter, src io.Reader, buf []byte) relayResult {
+// copyChunks reads src until it fails and passes each chunk to write.
+func copyChunks(src io.Reader, buf []byte, write func([]byte) error) relayResult {
 	var res relayResult
 	for {
 		n, err := src.Read(buf)
 		if n > 0 {
-			if werr := writeFlush(dst, buf[:n]); werr != nil {
+			if werr := write(buf[:n]); werr != nil {
 				res.ClientErr = werr
 				return res
 			}
@@ -82,90 +93,81 @@ func relayDirect(dst flushWriter, src io.Reader, buf []byte) relayResult {
 	}
 }
 
-type readResult struct {
-	n   int
-	err error
+// keepAliver serialises the relay's writes with the keep-alive comments a
+// timer writes while the relay is blocked reading the runner. The timer is
+// not reset per chunk (that dominated the cost of busy streams): when it
+// fires after traffic, it re-arms for the rest of the idle period. Safe for
+// concurrent use.
+type keepAliver struct {
+	dst   flushWriter
+	every time.Duration
+	stop  func()
+	timer *time.Timer // set before the timer is started, never changed
+
+	mu        sync.Mutex
+	tail      frameTail // guarded by mu
+	lastWrite time.Time // guarded by mu
+	pings     int       // guarded by mu
+	err       error     // guarded by mu: the failed keep-alive write
+	ended     bool      // guarded by mu: no more writes
 }
 
-func relayKeepAlive(ctx context.Context, dst flushWriter, src io.Reader, buf []byte, keepAlive time.Duration, stop func()) relayResult {
-	var res relayResult
-	reads := make(chan readResult) // unbuffered: buf is reused only after the writer took the chunk
-	next := make(chan struct{})    // unbuffered: the writer hands buf back
-	done := make(chan struct{})
-	// Owned by relayKeepAlive: exits when a read fails (stop cancels the
-	// upstream request) or done is closed; waited for below.
-	go func() {
-		defer close(reads)
-		for {
-			n, err := src.Read(buf)
-			select {
-			case reads <- readResult{n: n, err: err}:
-			case <-done:
-				return
-			}
-			if err != nil {
-				return
-			}
-			select {
-			case <-next:
-			case <-done:
-				return
-			}
-		}
-	}()
-	defer func() {
-		close(done)
-		stop()
-		for range reads {
-		}
-	}()
+func startKeepAlive(dst flushWriter, every time.Duration, stop func()) *keepAliver {
+	k := &keepAliver{dst: dst, every: every, stop: stop, lastWrite: time.Now()}
+	k.timer = time.AfterFunc(time.Hour, k.fire)
+	k.timer.Reset(every) // after k.timer is set: fire reads it
+	return k
+}
 
-	var tail frameTail
-	// The timer is not reset per chunk (that dominated the cost of busy
-	// streams); when it fires, it re-arms for the rest of the idle period.
-	lastWrite := time.Now()
-	timer := time.NewTimer(keepAlive)
-	defer timer.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			res.UpstreamErr = context.Cause(ctx)
-			return res
-		case now := <-timer.C:
-			if idle := now.Sub(lastWrite); idle < keepAlive {
-				timer.Reset(keepAlive - idle)
-				continue
-			}
-			// Mid-frame silence is left alone: a comment there would corrupt
-			// the frame. The next idle period after the frame ends pings.
-			if tail.atBoundary() {
-				if err := writeFlush(dst, keepAliveComment); err != nil {
-					res.ClientErr = err
-					return res
-				}
-				res.Pings++
-				lastWrite = now
-			}
-			timer.Reset(keepAlive)
-		case rr := <-reads:
-			if rr.n > 0 {
-				if err := writeFlush(dst, buf[:rr.n]); err != nil {
-					res.ClientErr = err
-					return res
-				}
-				res.Bytes += int64(rr.n)
-				tail.add(buf[:rr.n])
-				lastWrite = time.Now()
-			}
-			if rr.err != nil {
-				if !errors.Is(rr.err, io.EOF) {
-					res.UpstreamErr = rr.err
-				}
-				return res
-			}
-			next <- struct{}{}
-		}
+// write relays one chunk.
+func (k *keepAliver) write(b []byte) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.ended {
+		return k.err
 	}
+	if err := writeFlush(k.dst, b); err != nil {
+		return err
+	}
+	k.tail.add(b)
+	k.lastWrite = time.Now()
+	return nil
+}
+
+// fire runs on the timer's goroutine.
+func (k *keepAliver) fire() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.ended {
+		return
+	}
+	now := time.Now()
+	if idle := now.Sub(k.lastWrite); idle < k.every {
+		k.timer.Reset(k.every - idle)
+		return
+	}
+	// Mid-frame silence is left alone: a comment there would corrupt the
+	// frame. The next idle period after the frame ends pings.
+	if k.tail.atBoundary() {
+		if err := writeFlush(k.dst, keepAliveComment); err != nil {
+			k.err, k.ended = err, true
+			k.stop() // the relay is blocked reading; end it
+			return
+		}
+		k.pings++
+		k.lastWrite = now
+	}
+	k.timer.Reset(k.every)
+}
+
+// end stops the keep-alives; once it returns, nothing writes to dst. It
+// returns the pings written and the error of a failed one.
+func (k *keepAliver) end() (int, error) {
+	k.timer.Stop()
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.ended = true
+	return k.pings, k.err
 }
 
 func writeFlush(dst flushWriter, b []byte) error {

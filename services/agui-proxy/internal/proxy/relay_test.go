@@ -3,8 +3,10 @@ package proxy
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -56,7 +58,7 @@ func FuzzRelay(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data, sizes []byte) {
 		var out bufFlusher
 		src := &chunkReader{data: bytes.Clone(data), sizes: sizes}
-		res := relay(context.Background(), &out, src, make([]byte, relayBufSize), 0, func() {})
+		res := relay(&out, src, make([]byte, relayBufSize), 0, func() {})
 		if res.ClientErr != nil || res.UpstreamErr != nil || res.Bytes != int64(len(data)) {
 			t.Fatalf("relay result %+v for %d bytes", res, len(data))
 		}
@@ -102,8 +104,48 @@ func BenchmarkRelay(b *testing.B) {
 			out := &bufFlusher{}
 			for b.Loop() {
 				out.Reset()
-				relay(context.Background(), out, &chunkReader{data: data, sizes: sizes}, buf, keepAlive, func() {})
+				relay(out, &chunkReader{data: data, sizes: sizes}, buf, keepAlive, func() {})
 			}
 		})
+	}
+}
+
+// blockingReader blocks until stop is called, like a runner that went
+// silent at an event boundary, then fails like a cancelled request body.
+type blockingReader struct{ stopped chan struct{} }
+
+func (r blockingReader) Read([]byte) (int, error) {
+	<-r.stopped
+	return 0, context.Canceled
+}
+
+// failingFlusher fails every write, like a client whose socket stayed full
+// past STREAM_WRITE_TIMEOUT.
+type failingFlusher struct{}
+
+var errClientStalled = errors.New("client stalled")
+
+func (failingFlusher) Write([]byte) (int, error) { return 0, errClientStalled }
+func (failingFlusher) Flush() error              { return errClientStalled }
+
+// TestFailedKeepAliveEndsRelay: a keep-alive comment that cannot be written
+// (the client stopped reading while the runner is silent) stops the runner
+// call and ends the relay with the client's error, instead of leaving the
+// relay blocked on a runner that says nothing.
+func TestFailedKeepAliveEndsRelay(t *testing.T) {
+	t.Parallel()
+	src := blockingReader{stopped: make(chan struct{})}
+	var once sync.Once
+	stop := func() { once.Do(func() { close(src.stopped) }) }
+	done := make(chan relayResult, 1)                                                                 // relay's result, read once
+	go func() { done <- relay(failingFlusher{}, src, make([]byte, 64), 10*time.Millisecond, stop) }() // ends when stop unblocks the read
+	select {
+	case res := <-done:
+		if !errors.Is(res.ClientErr, errClientStalled) || res.UpstreamErr != nil || res.Pings != 0 {
+			t.Fatalf("relay result %+v, want the client's error only", res)
+		}
+	case <-time.After(10 * time.Second):
+		stop()
+		t.Fatal("relay still blocked after its keep-alive failed")
 	}
 }

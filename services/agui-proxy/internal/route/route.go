@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 )
 
@@ -45,16 +46,25 @@ type Endpoint struct {
 
 // Endpoints returns the proxied endpoints. The slice is new on each call.
 func Endpoints() []Endpoint {
-	return []Endpoint{
-		// The runner serves AG-UI runs at POST /; /agui/events is the same
-		// stream opened by GET (or POST) with Accept: text/event-stream.
-		{Name: "events", Suffix: "/agui/events", Upstream: "/", Methods: []string{http.MethodGet, http.MethodPost}, Stream: true},
-		{Name: "run", Suffix: "/agui/run", Upstream: "/", Methods: []string{http.MethodPost}, Stream: true},
-		{Name: "interrupt", Suffix: "/agui/interrupt", Upstream: "/interrupt", Methods: []string{http.MethodPost}},
-		{Name: "health", Suffix: "/health", Upstream: "/health", Methods: []string{http.MethodGet}},
-		{Name: "mcp_status", Suffix: "/mcp/status", Upstream: "/mcp/status", Methods: []string{http.MethodGet}},
-		{Name: "repos_status", Suffix: "/repos/status", Upstream: "/repos/status", Methods: []string{http.MethodGet}},
+	out := make([]Endpoint, len(endpoints))
+	for i, e := range endpoints {
+		e.Methods = slices.Clone(e.Methods)
+		out[i] = e
 	}
+	return out
+}
+
+// endpoints is the table behind Endpoints and Parse. Never modified: Parse
+// runs on every request and hands out its entries without copying them.
+var endpoints = [...]Endpoint{
+	// The runner serves AG-UI runs at POST /; /agui/events is the same
+	// stream opened by GET (or POST) with Accept: text/event-stream.
+	{Name: "events", Suffix: "/agui/events", Upstream: "/", Methods: []string{http.MethodGet, http.MethodPost}, Stream: true},
+	{Name: "run", Suffix: "/agui/run", Upstream: "/", Methods: []string{http.MethodPost}, Stream: true},
+	{Name: "interrupt", Suffix: "/agui/interrupt", Upstream: "/interrupt", Methods: []string{http.MethodPost}},
+	{Name: "health", Suffix: "/health", Upstream: "/health", Methods: []string{http.MethodGet}},
+	{Name: "mcp_status", Suffix: "/mcp/status", Upstream: "/mcp/status", Methods: []string{http.MethodGet}},
+	{Name: "repos_status", Suffix: "/repos/status", Upstream: "/repos/status", Methods: []string{http.MethodGet}},
 }
 
 // Allows reports whether the endpoint accepts method.
@@ -95,7 +105,9 @@ type Target struct {
 // Parse splits an escaped request path (url.URL.EscapedPath) of the form
 // /sessions/{id}{suffix} into the session id and its endpoint. It returns
 // [ErrInvalidSessionID] or [ErrUnknownEndpoint]. The chi router does the same
-// matching for requests; Parse is its reference for fuzzing and tests.
+// matching for requests; Parse is its reference for fuzzing and tests. It
+// runs on every request and allocates nothing for a valid path: the
+// Endpoint's Methods are shared and must not be modified.
 func Parse(escapedPath string) (Target, error) {
 	rest, ok := strings.CutPrefix(escapedPath, Prefix)
 	if !ok {
@@ -108,11 +120,10 @@ func Parse(escapedPath string) (Target, error) {
 	if err := SessionID(id); err != nil {
 		return Target{}, err
 	}
-	suffix = "/" + suffix
-	for _, ep := range Endpoints() {
-		if ep.Suffix == suffix {
+	for _, ep := range endpoints {
+		if ep.Suffix[1:] == suffix { // every Suffix starts with '/'
 			return Target{SessionID: id, Endpoint: ep}, nil
 		}
 	}
-	return Target{}, fmt.Errorf("%w: %q", ErrUnknownEndpoint, suffix)
+	return Target{}, fmt.Errorf("%w: %q", ErrUnknownEndpoint, "/"+suffix)
 }
