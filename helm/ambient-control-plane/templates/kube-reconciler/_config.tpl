@@ -6,4 +6,5 @@
 KUBE_SESSION_SELECTOR: {{ .Values.kubeReconciler.sessionSelector | quote }}
 NAMESPACE: {{ .Values.kubeReconciler.defaultNamespace | quote }}
 ROLE_ALLOW_LIST: {{ join "," .Values.kubeReconciler.roleAllowList | quote }}
+NAMESPACE_DENY_LIST: {{ append .Values.kubeReconciler.namespaceDenyList .Release.Namespace | uniq | join "," | quote }}
 {{- end -}}

@@ -23,6 +23,7 @@ import (
 	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/crd"
 	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/metrics"
 	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/reconcile"
+	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/spec"
 	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/status"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -158,7 +159,8 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Optio
 	rec, err := reconcile.New(reconcile.Config{
 		Objects: objects, Applier: apply.New(kube, dyn, crdWatcher), API: api, Tracker: statusCtl,
 		Selector: cfg.SessionSelector, RoleAllowList: cfg.RoleAllowList, DefaultNamespace: cfg.Namespace,
-		Metrics: m, Log: log,
+		NamespaceDenyList: spec.DenyList(cfg.NamespaceDenyList),
+		Metrics:           m, Log: log,
 	})
 	if err != nil {
 		return err

@@ -5,6 +5,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"path"
 	"strings"
 	"time"
 
@@ -29,6 +30,7 @@ const (
 	EnvNamespace        = "NAMESPACE"
 	EnvSessionSelector  = "KUBE_SESSION_SELECTOR"
 	EnvRoleAllowList    = "ROLE_ALLOW_LIST"
+	EnvNamespaceDeny    = "NAMESPACE_DENY_LIST"
 	EnvGroup            = "CONSUMER_GROUP"
 	EnvMemberID         = "MEMBER_ID"
 	EnvPartitions       = "GROUP_PARTITIONS"
@@ -56,6 +58,11 @@ const (
 	DefaultMetricsAddr     = ":9090"
 )
 
+// DefaultNamespaceDenyList are the namespaces no project may have when
+// NAMESPACE_DENY_LIST is not set: the cluster's own. The chart adds its
+// release namespace; NAMESPACE is always denied besides.
+var DefaultNamespaceDenyList = []string{"kube-*", "default", "openshift*"}
+
 // Config is the kube-reconciler's whole configuration. Pass it by value.
 type Config struct {
 	API apiclient.EnvConfig
@@ -73,6 +80,9 @@ type Config struct {
 	Namespace       string
 	SessionSelector reconcile.Selector
 	RoleAllowList   []string
+	// NamespaceDenyList are path.Match patterns of namespaces no project may
+	// have, whether they exist or not.
+	NamespaceDenyList []string
 
 	Group            string
 	MemberID         string
@@ -96,25 +106,26 @@ func FromEnv() (Config, error) { return Load(nil) }
 func Load(lookup envconfig.LookupFunc) (Config, error) {
 	l := envconfig.New(lookup)
 	c := Config{
-		API:           apiclient.LoadEnv(l),
-		NATS:          bus.LoadConnectConfig(l, bus.DefaultURL),
-		SubjectPrefix: l.String(EnvSubjectPrefix, events.SubjectPrefix),
-		Stream:        l.String(EnvEventsStream, events.StreamName),
-		ObjectsBucket: l.String(EnvObjectsBucket, bus.BucketObjects),
-		Kubeconfig:    l.File(EnvKubeconfig, ""),
-		KubeQPS:       l.Int(EnvKubeQPS, DefaultKubeQPS, 1, 10000),
-		KubeBurst:     l.Int(EnvKubeBurst, DefaultKubeBurst, 1, 10000),
-		Namespace:     l.String(EnvNamespace, DefaultNamespace),
-		RoleAllowList: l.List(EnvRoleAllowList, spec.DefaultRoleAllowList),
-		Group:         l.String(EnvGroup, DefaultGroup),
-		MemberID:      group.LoadMemberID(l, EnvMemberID),
-		Partitions:    l.Int(EnvPartitions, DefaultPartitions, 1, 1024),
-		MaxDeliver:    l.Int(EnvMaxDeliver, DefaultMaxDeliver, 1, 100),
-		StatusWorkers: l.Int(EnvStatusWorkers, DefaultStatusWorkers, 1, 64),
-		StatusResync:  l.Duration(EnvStatusResync, DefaultStatusResync),
-		LogLevel:      l.Enum(EnvLogLevel, DefaultLogLevel, "debug", "info", "warn", "error"),
-		MetricsAddr:   l.HostPort(EnvMetricsAddr, DefaultMetricsAddr),
-		OTLPEndpoint:  l.String(EnvOTLPEndpoint, ""),
+		API:               apiclient.LoadEnv(l),
+		NATS:              bus.LoadConnectConfig(l, bus.DefaultURL),
+		SubjectPrefix:     l.String(EnvSubjectPrefix, events.SubjectPrefix),
+		Stream:            l.String(EnvEventsStream, events.StreamName),
+		ObjectsBucket:     l.String(EnvObjectsBucket, bus.BucketObjects),
+		Kubeconfig:        l.File(EnvKubeconfig, ""),
+		KubeQPS:           l.Int(EnvKubeQPS, DefaultKubeQPS, 1, 10000),
+		KubeBurst:         l.Int(EnvKubeBurst, DefaultKubeBurst, 1, 10000),
+		Namespace:         l.String(EnvNamespace, DefaultNamespace),
+		RoleAllowList:     l.List(EnvRoleAllowList, spec.DefaultRoleAllowList),
+		NamespaceDenyList: l.List(EnvNamespaceDeny, DefaultNamespaceDenyList),
+		Group:             l.String(EnvGroup, DefaultGroup),
+		MemberID:          group.LoadMemberID(l, EnvMemberID),
+		Partitions:        l.Int(EnvPartitions, DefaultPartitions, 1, 1024),
+		MaxDeliver:        l.Int(EnvMaxDeliver, DefaultMaxDeliver, 1, 100),
+		StatusWorkers:     l.Int(EnvStatusWorkers, DefaultStatusWorkers, 1, 64),
+		StatusResync:      l.Duration(EnvStatusResync, DefaultStatusResync),
+		LogLevel:          l.Enum(EnvLogLevel, DefaultLogLevel, "debug", "info", "warn", "error"),
+		MetricsAddr:       l.HostPort(EnvMetricsAddr, DefaultMetricsAddr),
+		OTLPEndpoint:      l.String(EnvOTLPEndpoint, ""),
 	}
 	selector := l.String(EnvSessionSelector, DefaultSessionSelector)
 	c.MemberPartitions = l.IntSet(EnvMemberPartitions, c.Partitions)
@@ -130,6 +141,12 @@ func Load(lookup envconfig.LookupFunc) (Config, error) {
 	for _, r := range c.RoleAllowList {
 		if errs := validation.IsDNS1123Subdomain(r); len(errs) > 0 {
 			bad(EnvRoleAllowList, "comma-separated ClusterRole names", strings.Join(c.RoleAllowList, ","))
+			break
+		}
+	}
+	for _, p := range c.NamespaceDenyList {
+		if _, err := path.Match(p, ""); err != nil || p == "" {
+			bad(EnvNamespaceDeny, `comma-separated namespace patterns ("*", "?", "[...]")`, strings.Join(c.NamespaceDenyList, ","))
 			break
 		}
 	}

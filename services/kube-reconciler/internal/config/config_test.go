@@ -24,6 +24,16 @@ func TestLoad(t *testing.T) {
 				t.Errorf("defaults not applied: %+v", c)
 			}
 		}},
+		{name: "namespace deny-list", env: map[string]string{apiclient.EnvAPIToken: "t", EnvNamespaceDeny: "kube-*, ambient"}, check: func(t *testing.T, c Config) {
+			if !slices.Equal(c.NamespaceDenyList, []string{"kube-*", "ambient"}) {
+				t.Errorf("deny-list = %v", c.NamespaceDenyList)
+			}
+		}},
+		{name: "default deny-list", env: map[string]string{apiclient.EnvAPIToken: "t"}, check: func(t *testing.T, c Config) {
+			if !slices.Equal(c.NamespaceDenyList, []string{"kube-*", "default", "openshift*"}) {
+				t.Errorf("deny-list = %v", c.NamespaceDenyList)
+			}
+		}},
 		{name: "canary slice", env: map[string]string{apiclient.EnvAPIToken: "t", EnvMemberPartitions: "0, 3-4"}, check: func(t *testing.T, c Config) {
 			if !slices.Equal(c.MemberPartitions, []int{0, 3, 4}) || c.MemberID == "" {
 				t.Errorf("member partitions = %v id=%q", c.MemberPartitions, c.MemberID)
@@ -31,8 +41,8 @@ func TestLoad(t *testing.T) {
 		}},
 		{name: "bad values named", env: map[string]string{
 			apiclient.EnvAPIToken: "t", EnvSessionSelector: "some", EnvMemberPartitions: "99", EnvMemberID: "a.b",
-			EnvRoleAllowList: "Not A Role", EnvLogLevel: "loud", EnvNamespace: "Bad_NS",
-		}, wantErr: []string{EnvSessionSelector, EnvMemberPartitions, EnvMemberID, EnvRoleAllowList, EnvLogLevel, EnvNamespace}},
+			EnvRoleAllowList: "Not A Role", EnvLogLevel: "loud", EnvNamespace: "Bad_NS", EnvNamespaceDeny: "kube-[",
+		}, wantErr: []string{EnvSessionSelector, EnvMemberPartitions, EnvMemberID, EnvRoleAllowList, EnvLogLevel, EnvNamespace, EnvNamespaceDeny}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

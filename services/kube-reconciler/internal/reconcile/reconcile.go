@@ -26,6 +26,7 @@ import (
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
 	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/apply"
 	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/metrics"
+	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/spec"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -36,10 +37,12 @@ import (
 // ErrInvalidConfig is returned by New for a Config missing a dependency.
 var ErrInvalidConfig = errors.New("invalid reconciler config")
 
-// statusWriter is the one API call the event path makes: reporting a session
-// whose fields can never produce an AgenticSession.
+// statusWriter is what the event path writes to the API: why a session can
+// get no AgenticSession (bad fields, refused namespace), and why a project
+// gets no namespace.
 type statusWriter interface {
 	UpdateSessionStatus(ctx context.Context, req *ambientv1.UpdateSessionStatusRequest) (*ambientv1.Session, error)
+	UpdateProject(ctx context.Context, req *ambientv1.UpdateProjectRequest) (*ambientv1.Project, error)
 }
 
 // sessionTracker is what the status write-back (package status) learns from
@@ -60,10 +63,13 @@ type Config struct {
 	Selector Selector
 	// RoleAllowList is the set of ClusterRoles group_access may bind.
 	RoleAllowList []string
-	// DefaultNamespace holds the AgenticSessions of sessions without a project.
+	// DefaultNamespace holds the AgenticSessions of sessions without a
+	// project; no project may have it as its namespace.
 	DefaultNamespace string
-	Metrics          *metrics.Metrics
-	Log              *slog.Logger
+	// NamespaceDenyList are the namespaces no project may have (patterns).
+	NamespaceDenyList spec.DenyList
+	Metrics           *metrics.Metrics
+	Log               *slog.Logger
 	// TracerProvider makes the reconcile spans (nil: the OTel global, which
 	// telemetry.Setup installs).
 	TracerProvider trace.TracerProvider

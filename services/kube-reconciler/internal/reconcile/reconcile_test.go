@@ -92,6 +92,11 @@ func (n noStatus) UpdateSessionStatus(_ context.Context, req *ambientv1.UpdateSe
 	return nil, fmt.Errorf("unexpected")
 }
 
+func (n noStatus) UpdateProject(_ context.Context, req *ambientv1.UpdateProjectRequest) (*ambientv1.Project, error) {
+	n.tb.Errorf("unexpected UpdateProject for %s", req.GetId())
+	return nil, fmt.Errorf("unexpected")
+}
+
 func newReconciler(tb testing.TB, store jetstream.KeyValue) (*Reconciler, dynamic.Interface) {
 	tb.Helper()
 	env := kube.Env(tb)

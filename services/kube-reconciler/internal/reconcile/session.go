@@ -53,10 +53,7 @@ func (r *Reconciler) session(ctx context.Context, s *ambientv1.Session, deleted 
 		log.DebugContext(ctx, "session not run on kubernetes")
 		return metrics.ResultSkipped, nil
 	}
-	ns, err := r.projectNamespace(ctx, s.GetProjectId())
-	if err != nil && !errors.Is(err, spec.ErrInvalid) {
-		return metrics.ResultError, err
-	}
+	ns, err := r.projectNamespace(s.GetProjectId())
 	var desired *spec.AgenticSession
 	if err == nil {
 		desired, err = spec.Session(s, ns)
@@ -70,7 +67,12 @@ func (r *Reconciler) session(ctx context.Context, s *ambientv1.Session, deleted 
 		// already knows the session.
 		r.cfg.Tracker.Observe(s, key)
 	}
-	if err := r.ensureNamespace(ctx, ns, s.GetProjectId()); err != nil {
+	err = r.ensureNamespace(ctx, ns, s.GetProjectId())
+	var refused *RefusedError
+	if errors.As(err, &refused) {
+		return r.refusedSession(ctx, s, refused, log)
+	}
+	if err != nil {
 		return metrics.ResultError, err
 	}
 	if _, err := r.cfg.Applier.Session(ctx, desired); err != nil {
@@ -93,7 +95,7 @@ func (r *Reconciler) session(ctx context.Context, s *ambientv1.Session, deleted 
 func (r *Reconciler) deleteCRs(ctx context.Context, s *ambientv1.Session, id string, keep types.NamespacedName) error {
 	var targets []types.NamespacedName
 	if s != nil {
-		if ns, err := r.projectNamespace(ctx, s.GetProjectId()); err == nil {
+		if ns, err := r.projectNamespace(s.GetProjectId()); err == nil {
 			if name, err := spec.CRName(s); err == nil {
 				targets = append(targets, types.NamespacedName{Namespace: ns, Name: name})
 			}
@@ -118,17 +120,36 @@ func (r *Reconciler) deleteAll(ctx context.Context, targets []types.NamespacedNa
 }
 
 // invalidSession reports a session that can never get a CR: phase Failed with
-// a Reconciled=False condition naming the field, unless the session already
-// says exactly that (the echo of our own write). Any CR it had is deleted so
+// a Reconciled=False condition naming the field. Any CR it had is deleted so
 // its status cannot overwrite the failure. The event is then acked.
 func (r *Reconciler) invalidSession(ctx context.Context, s *ambientv1.Session, cause error, log *slog.Logger) (string, error) {
-	id := s.GetMetadata().GetId()
 	r.cfg.Metrics.Rejected.WithLabelValues("sessions", "invalid_field").Inc()
 	log.WarnContext(ctx, "session refused", slog.String(logkey.Reason, cause.Error()))
-	if err := r.deleteAll(ctx, r.trackedCRs(id), types.NamespacedName{}); err != nil {
+	if err := r.deleteAll(ctx, r.trackedCRs(s.GetMetadata().GetId()), types.NamespacedName{}); err != nil {
 		return metrics.ResultError, err
 	}
-	conds, err := json.Marshal([]Condition{{Type: ConditionReconciled, Status: "False", Reason: ReasonInvalidSpec, Message: cause.Error()}})
+	return r.reportFailed(ctx, s, ReasonInvalidSpec, cause.Error())
+}
+
+// refusedSession reports a session whose project's namespace is refused
+// (denied, or not the project's): no AgenticSession, phase Failed with a
+// Reconciled=False condition saying why. Unlike invalidSession it deletes
+// nothing, because nothing may be written in a refused namespace. Once an
+// operator fixes the namespace, a start of the session (or the next resync)
+// reconciles it again.
+func (r *Reconciler) refusedSession(ctx context.Context, s *ambientv1.Session, refused *RefusedError, log *slog.Logger) (string, error) {
+	r.cfg.Metrics.Rejected.WithLabelValues("sessions", refused.metricReason()).Inc()
+	log.ErrorContext(ctx, "session refused: project namespace not ours", slog.String(logkey.Namespace, refused.Namespace),
+		slog.String(logkey.Reason, refused.Detail))
+	return r.reportFailed(ctx, s, refused.Reason, refused.Detail)
+}
+
+// reportFailed writes phase Failed and one Reconciled=False condition with
+// reason and message, unless the session already says exactly that (the
+// echo of our own write).
+func (r *Reconciler) reportFailed(ctx context.Context, s *ambientv1.Session, reason, message string) (string, error) {
+	id := s.GetMetadata().GetId()
+	conds, err := json.Marshal([]Condition{{Type: ConditionReconciled, Status: "False", Reason: reason, Message: message}})
 	if err != nil {
 		return metrics.ResultError, fmt.Errorf("encode condition: %w", err)
 	}
@@ -143,7 +164,7 @@ func (r *Reconciler) invalidSession(ctx context.Context, s *ambientv1.Session, c
 	case codes.NotFound:
 		return metrics.ResultInvalid, nil // deleted meanwhile: nothing left to report on
 	default:
-		return metrics.ResultError, fmt.Errorf("report invalid session %s: %w", id, err)
+		return metrics.ResultError, fmt.Errorf("report session %s: %w", id, err)
 	}
 	if r.cfg.Tracker != nil {
 		r.cfg.Tracker.Observe(updated, types.NamespacedName{})
