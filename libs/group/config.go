@@ -79,6 +79,9 @@ type Config struct {
 	// Meter, when set, exports Stats as the consumer_group.* metrics (see
 	// MetricHandled and the others), labelled with the group.
 	Meter metric.Meter
+	// Assignment, when set, is kept equal to this member's partitions while
+	// Run runs (see Assignment).
+	Assignment *Assignment
 }
 
 // WithDefaults returns c with every zero field set to its default (see the

@@ -21,6 +21,13 @@ const (
 	HeaderDLQOriginalMsgID = "Ambient-Dlq-Msg-Id"
 )
 
+// HeaderReplayGroup marks an event republished to the events stream for one
+// group only (a dead letter replayed by `ambientctl dlq replay`): members of
+// every other group ack it without calling their handler, so a replay for
+// one consumer is never a second delivery to the others. Its value is the
+// group name.
+const HeaderReplayGroup = "Ambient-Replay-Group"
+
 // Values of HeaderDLQReason.
 const (
 	ReasonUndecodable = "undecodable"

@@ -64,6 +64,8 @@ func Run(ctx context.Context, js jetstream.JetStream, cfg Config, h Handler, log
 	if err != nil {
 		return err
 	}
+	cfg.Assignment.set(cfg.Partitions, partitionsOf(mapping, cfg.Member))
+	defer cfg.Assignment.set(cfg.Partitions, nil)
 
 	// Handlers outlive ctx by the stop grace; cancelled after it or on return.
 	hctx, cancelHandlers := context.WithCancel(context.WithoutCancel(ctx))
@@ -120,6 +122,7 @@ func Run(ctx context.Context, js jetstream.JetStream, cfg Config, h Handler, log
 				log.Warn("membership reconcile failed", slog.Any(logkey.Err, err))
 				continue
 			}
+			cfg.Assignment.set(cfg.Partitions, partitionsOf(mapping, cfg.Member))
 			if restart := watchdog(ctx, m, w, cfg, mapping, &missingSince, log); restart {
 				cc.Stop()
 				if err := waitDone(cc, leaveTimeout); err != nil {

@@ -61,8 +61,9 @@ func (w *worker) process(ctx context.Context, msg jetstream.Msg) {
 		w.deadLetter(ctx, msg, subject, attempt, ReasonUndecodable, err, log)
 		return
 	}
-	if !slices.Contains(w.cfg.Resources, ev.GetResource()) {
-		// Not this group's resource (see partitioningFilters): done.
+	if g := msg.Headers().Get(HeaderReplayGroup); !slices.Contains(w.cfg.Resources, ev.GetResource()) || (g != "" && g != w.cfg.Group) {
+		// Not this group's resource (see partitioningFilters), or a replay
+		// meant for another group: done.
 		if err := msg.Ack(); err != nil {
 			log.Debug("ack of skipped event failed", slog.Any(logkey.Err, err))
 		}
