@@ -23,6 +23,7 @@ import (
 	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/crd"
 	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/metrics"
 	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/reconcile"
+	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/resync"
 	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/spec"
 	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/status"
 	"github.com/nats-io/nats.go"
@@ -152,17 +153,28 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Optio
 		return err
 	}
 
-	statusCtl, err := status.New(status.Config{Dynamic: dyn, API: api, Objects: objects, Metrics: m, Log: log.With(slog.String(logkey.Service, "status")), Workers: cfg.StatusWorkers, Resync: cfg.StatusResync})
+	statusCtl, err := status.New(status.Config{Dynamic: dyn, API: api, Objects: objects, Metrics: m, Log: log.With(slog.String(logkey.Service, "status")),
+		Workers: cfg.StatusWorkers, Resync: cfg.StatusResync, CacheSize: cfg.StatusCacheSize, Instance: cfg.Instance})
 	if err != nil {
 		return err
 	}
 	rec, err := reconcile.New(reconcile.Config{
 		Objects: objects, Applier: apply.New(kube, dyn, crdWatcher), API: api, Tracker: statusCtl,
 		Selector: cfg.SessionSelector, RoleAllowList: cfg.RoleAllowList, DefaultNamespace: cfg.Namespace,
-		NamespaceDenyList: spec.DenyList(cfg.NamespaceDenyList),
-		Metrics:           m, Log: log,
+		NamespaceDenyList: spec.DenyList(cfg.NamespaceDenyList), HandledFor: resync.Grace(cfg.ResyncInterval), Instance: cfg.Instance,
+		Metrics: m, Log: log,
 	})
 	if err != nil {
+		return err
+	}
+
+	assignment := &group.Assignment{}
+	resyncer, err := resync.New(resync.Config{Objects: objects, Reconciler: rec, CRs: statusCtl, Kube: kube, Assignment: assignment,
+		Instance: cfg.Instance, Interval: cfg.ResyncInterval, Metrics: m, Log: log.With(slog.String(logkey.Service, "resync"))})
+	if err != nil {
+		return err
+	}
+	if err := registerMemoryGauges(prov.Registry, statusCtl, rec); err != nil {
 		return err
 	}
 
@@ -201,6 +213,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Optio
 	gcfg := group.Config{
 		Stream: cfg.Stream, SubjectPrefix: cfg.SubjectPrefix, Group: cfg.Group, Member: cfg.MemberID,
 		Partitions: cfg.Partitions, MemberPartitions: cfg.MemberPartitions, MaxDeliver: cfg.MaxDeliver, Stats: o.stats,
+		Assignment: assignment,
 	}
 	log.InfoContext(ctx, "kube-reconciler starting", slog.String(logkey.Group, cfg.Group), slog.String(logkey.Member, cfg.MemberID),
 		slog.String("session_selector", cfg.SessionSelector.String()), slog.String(logkey.Addr, ln.Addr().String()))
@@ -209,6 +222,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Optio
 	g.Go(func() error { return crdWatcher.Run(gctx) })
 	g.Go(func() error { return statusCtl.Run(gctx) })
 	g.Go(func() error { return group.Run(gctx, js, gcfg, rec.Handle, log) })
+	g.Go(func() error { return resyncer.Run(gctx) })
 	return g.Wait()
 }
 
@@ -228,6 +242,23 @@ func objectsBucket(ctx context.Context, js jetstream.JetStream, name string) (je
 		return nil, fmt.Errorf("open kv %s: %w", name, err)
 	}
 	return kv, nil
+}
+
+// registerMemoryGauges exports the size of what the service keeps per object
+// in memory: the status write-back's sessions (bounded by STATUS_CACHE_SIZE)
+// and the objects the event path handled within the resync grace.
+func registerMemoryGauges(reg *prometheus.Registry, st *status.Controller, rec *reconcile.Reconciler) error {
+	for _, c := range []prometheus.Collector{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "ambient_kube_reconciler_status_cached_sessions", Help: "Sessions the status write-back remembers (at most STATUS_CACHE_SIZE)."},
+			func() float64 { return float64(st.CachedSessions()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "ambient_kube_reconciler_recently_handled_objects", Help: "Objects the event path handled within the resync grace (left alone by the resync)."},
+			func() float64 { return float64(rec.HandledCount()) }),
+	} {
+		if err := reg.Register(c); err != nil {
+			return fmt.Errorf("register memory gauge: %w", err)
+		}
+	}
+	return nil
 }
 
 // registerGroupStats exports the consumer group's retry and dead-letter counts.

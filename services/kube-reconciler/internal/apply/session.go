@@ -2,6 +2,8 @@ package apply
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 
@@ -51,24 +53,55 @@ func SessionObject(as *spec.AgenticSession) (*unstructured.Unstructured, error) 
 // Session prunes as to the installed CRD, applies it and returns the object as
 // stored (with its UID). Fields the reconciler set before and no longer sets
 // are removed from the object, as server-side apply does for a field manager's
-// own fields. Errors from the pruner (see package crd) and the API server are
-// wrapped; apierrors.IsInvalid tells a spec the server refused.
+// own fields. The applied object carries AnnotationAppliedHash, the hash of
+// what was applied (SessionHash), so a resync can tell from a cached copy
+// that nothing changed. Errors from the pruner (see package crd) and the API
+// server are wrapped; apierrors.IsInvalid tells a spec the server refused.
 func (a *Applier) Session(ctx context.Context, as *spec.AgenticSession) (*unstructured.Unstructured, error) {
-	if a.pruner == nil {
-		return nil, ErrNoPruner
-	}
-	u, err := SessionObject(as)
+	u, h, err := a.sessionBody(as)
 	if err != nil {
 		return nil, err
 	}
-	if err := a.pruner.PruneSession(u); err != nil {
-		return nil, fmt.Errorf("apply agenticsession %s/%s: %w", as.Namespace, as.Name, err)
+	ann := u.GetAnnotations()
+	if ann == nil {
+		ann = map[string]string{}
 	}
+	ann[spec.AnnotationAppliedHash] = h
+	u.SetAnnotations(ann)
 	got, err := a.dyn.Resource(AgenticSessionGVR).Namespace(as.Namespace).Apply(ctx, as.Name, u, metav1.ApplyOptions{FieldManager: FieldManager, Force: true})
 	if err != nil {
 		return nil, fmt.Errorf("apply agenticsession %s/%s: %w", as.Namespace, as.Name, err)
 	}
 	return got, nil
+}
+
+// SessionHash returns the hash Session would record on the AgenticSession of
+// as: equal hashes mean applying again would change nothing the reconciler
+// owns (unless someone else edited those fields since).
+func (a *Applier) SessionHash(as *spec.AgenticSession) (string, error) {
+	_, h, err := a.sessionBody(as)
+	return h, err
+}
+
+// sessionBody is the pruned apply body of as and its hash.
+func (a *Applier) sessionBody(as *spec.AgenticSession) (*unstructured.Unstructured, string, error) {
+	if a.pruner == nil {
+		return nil, "", ErrNoPruner
+	}
+	u, err := SessionObject(as)
+	if err != nil {
+		return nil, "", err
+	}
+	if err := a.pruner.PruneSession(u); err != nil {
+		return nil, "", fmt.Errorf("apply agenticsession %s/%s: %w", as.Namespace, as.Name, err)
+	}
+	// encoding/json sorts map keys, so the same body gives the same bytes.
+	b, err := json.Marshal(u.Object)
+	if err != nil {
+		return nil, "", fmt.Errorf("encode agenticsession %s/%s: %w", as.Namespace, as.Name, err)
+	}
+	sum := sha256.Sum256(b)
+	return u, hex.EncodeToString(sum[:16]), nil
 }
 
 // DeleteSession deletes the AgenticSession namespace/name; already gone is fine.

@@ -31,6 +31,7 @@ const (
 	EnvSessionSelector  = "KUBE_SESSION_SELECTOR"
 	EnvRoleAllowList    = "ROLE_ALLOW_LIST"
 	EnvNamespaceDeny    = "NAMESPACE_DENY_LIST"
+	EnvInstance         = "CONTROL_PLANE_INSTANCE"
 	EnvGroup            = "CONSUMER_GROUP"
 	EnvMemberID         = "MEMBER_ID"
 	EnvPartitions       = "GROUP_PARTITIONS"
@@ -38,6 +39,8 @@ const (
 	EnvMaxDeliver       = "GROUP_MAX_DELIVER"
 	EnvStatusWorkers    = "STATUS_WORKERS"
 	EnvStatusResync     = "STATUS_RESYNC"
+	EnvStatusCacheSize  = "STATUS_CACHE_SIZE"
+	EnvResyncInterval   = "RESYNC_INTERVAL"
 	EnvLogLevel         = "LOG_LEVEL"
 	EnvMetricsAddr      = "METRICS_ADDR"
 	EnvOTLPEndpoint     = "OTEL_EXPORTER_OTLP_ENDPOINT"
@@ -54,8 +57,14 @@ const (
 	DefaultMaxDeliver      = 5
 	DefaultStatusWorkers   = 2
 	DefaultStatusResync    = 10 * time.Minute
-	DefaultLogLevel        = "info"
-	DefaultMetricsAddr     = ":9090"
+	DefaultStatusCacheSize = 10000
+	DefaultInstance        = "default"
+	// DefaultResyncInterval bounds how long a lost event (a dead letter)
+	// stays unrepaired: 5 minutes after the outage that lost it, at a cost
+	// of one KV read per cached object per interval (see package resync).
+	DefaultResyncInterval = 5 * time.Minute
+	DefaultLogLevel       = "info"
+	DefaultMetricsAddr    = ":9090"
 )
 
 // DefaultNamespaceDenyList are the namespaces no project may have when
@@ -80,6 +89,10 @@ type Config struct {
 	Namespace       string
 	SessionSelector reconcile.Selector
 	RoleAllowList   []string
+	// Instance names this installation on the AgenticSessions and
+	// RoleBindings it writes (label ambient-code.io/instance), so the resync
+	// deletes orphans only among its own when several share a cluster.
+	Instance string
 	// NamespaceDenyList are path.Match patterns of namespaces no project may
 	// have, whether they exist or not.
 	NamespaceDenyList []string
@@ -90,8 +103,12 @@ type Config struct {
 	MemberPartitions []int // canary slice; empty shares the partitions
 	MaxDeliver       int
 
-	StatusWorkers int
-	StatusResync  time.Duration
+	StatusWorkers   int
+	StatusResync    time.Duration
+	StatusCacheSize int
+	// ResyncInterval is the period of the level-triggered resync of every
+	// cached object (jittered +/-10%).
+	ResyncInterval time.Duration
 
 	LogLevel     string
 	MetricsAddr  string
@@ -115,6 +132,7 @@ func Load(lookup envconfig.LookupFunc) (Config, error) {
 		KubeQPS:           l.Int(EnvKubeQPS, DefaultKubeQPS, 1, 10000),
 		KubeBurst:         l.Int(EnvKubeBurst, DefaultKubeBurst, 1, 10000),
 		Namespace:         l.String(EnvNamespace, DefaultNamespace),
+		Instance:          l.String(EnvInstance, DefaultInstance),
 		RoleAllowList:     l.List(EnvRoleAllowList, spec.DefaultRoleAllowList),
 		NamespaceDenyList: l.List(EnvNamespaceDeny, DefaultNamespaceDenyList),
 		Group:             l.String(EnvGroup, DefaultGroup),
@@ -123,6 +141,8 @@ func Load(lookup envconfig.LookupFunc) (Config, error) {
 		MaxDeliver:        l.Int(EnvMaxDeliver, DefaultMaxDeliver, 1, 100),
 		StatusWorkers:     l.Int(EnvStatusWorkers, DefaultStatusWorkers, 1, 64),
 		StatusResync:      l.Duration(EnvStatusResync, DefaultStatusResync),
+		StatusCacheSize:   l.Int(EnvStatusCacheSize, DefaultStatusCacheSize, 1, 10_000_000),
+		ResyncInterval:    l.Duration(EnvResyncInterval, DefaultResyncInterval),
 		LogLevel:          l.Enum(EnvLogLevel, DefaultLogLevel, "debug", "info", "warn", "error"),
 		MetricsAddr:       l.HostPort(EnvMetricsAddr, DefaultMetricsAddr),
 		OTLPEndpoint:      l.String(EnvOTLPEndpoint, ""),
@@ -150,6 +170,9 @@ func Load(lookup envconfig.LookupFunc) (Config, error) {
 			break
 		}
 	}
+	if errs := validation.IsValidLabelValue(c.Instance); len(errs) > 0 || c.Instance == "" {
+		bad(EnvInstance, "a non-empty label value (63 characters of letters, digits, '-', '_', '.')", c.Instance)
+	}
 	if errs := validation.IsDNS1123Label(c.Namespace); len(errs) > 0 {
 		bad(EnvNamespace, "a namespace name (RFC 1123 label)", c.Namespace)
 	}
@@ -167,6 +190,9 @@ func Load(lookup envconfig.LookupFunc) (Config, error) {
 	}
 	if c.StatusResync < time.Second {
 		bad(EnvStatusResync, "a duration of at least 1s", c.StatusResync.String())
+	}
+	if c.ResyncInterval < time.Second {
+		bad(EnvResyncInterval, "a duration of at least 1s", c.ResyncInterval.String())
 	}
 	if err := errors.Join(errs...); err != nil {
 		return Config{}, fmt.Errorf("config: %w", err)

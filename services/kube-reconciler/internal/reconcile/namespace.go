@@ -128,6 +128,15 @@ func refusalStatus(s string) bool {
 	return c.Type == ConditionReconciled && (c.Reason == ReasonNamespaceDenied || c.Reason == ReasonNamespaceNotOwned)
 }
 
+// withInstance adds this installation's label to the labels of an
+// AgenticSession or RoleBinding (not of a namespace: namespace ownership is
+// the project's id, so objects written before the label existed stay ours).
+func (r *Reconciler) withInstance(l map[string]string) {
+	if r.cfg.Instance != "" && l != nil {
+		l[spec.LabelInstance] = r.cfg.Instance
+	}
+}
+
 // projectNamespace returns the namespace of project id: its id lower-cased
 // (spec.ProjectNamespace), never its name, which can change. Sessions
 // without a project go to DefaultNamespace.

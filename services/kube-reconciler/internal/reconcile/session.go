@@ -35,7 +35,7 @@ type Condition struct {
 }
 
 // session applies the AgenticSession of s, or deletes it when s is deleted.
-func (r *Reconciler) session(ctx context.Context, s *ambientv1.Session, deleted bool, log *slog.Logger) (string, error) {
+func (r *Reconciler) session(ctx context.Context, s *ambientv1.Session, deleted, resync bool, log *slog.Logger) (string, error) {
 	id := s.GetMetadata().GetId()
 	log = log.With(slog.String(logkey.SessionID, id), slog.String(logkey.ProjectID, s.GetProjectId()))
 	if deleted {
@@ -61,6 +61,7 @@ func (r *Reconciler) session(ctx context.Context, s *ambientv1.Session, deleted 
 	if err != nil {
 		return r.invalidSession(ctx, s, err, log)
 	}
+	r.withInstance(desired.Labels)
 	key := types.NamespacedName{Namespace: desired.Namespace, Name: desired.Name}
 	if r.cfg.Tracker != nil {
 		// Before the apply, so the status informer's first look at a new CR
@@ -75,6 +76,9 @@ func (r *Reconciler) session(ctx context.Context, s *ambientv1.Session, deleted 
 	if err != nil {
 		return metrics.ResultError, err
 	}
+	if resync && r.unchanged(desired, key) {
+		return metrics.ResultUnchanged, nil
+	}
 	if _, err := r.cfg.Applier.Session(ctx, desired); err != nil {
 		if apierrors.IsInvalid(err) || apierrors.IsBadRequest(err) || apierrors.IsRequestEntityTooLargeError(err) {
 			return r.invalidSession(ctx, s, &spec.FieldError{Field: "spec", Reason: string(apierrors.ReasonForError(err)) + ": " + err.Error()}, log)
@@ -88,6 +92,22 @@ func (r *Reconciler) session(ctx context.Context, s *ambientv1.Session, deleted 
 		return metrics.ResultError, err
 	}
 	return metrics.ResultOK, nil
+}
+
+// unchanged reports whether the cached CR key already carries the applied
+// hash of desired, so applying it again would change nothing ours. Only the
+// resync uses it: the event path always applies, so an edit of our fields
+// by someone else is undone by the next event of the session.
+func (r *Reconciler) unchanged(desired *spec.AgenticSession, key types.NamespacedName) bool {
+	if r.cfg.Tracker == nil {
+		return false
+	}
+	have, ok := r.cfg.Tracker.AppliedHash(key)
+	if !ok {
+		return false
+	}
+	want, err := r.cfg.Applier.SessionHash(desired)
+	return err == nil && want == have
 }
 
 // deleteCRs deletes the CRs of session id except keep: the one computed from

@@ -29,6 +29,7 @@ func (r *Reconciler) settings(ctx context.Context, ps *ambientv1.ProjectSettings
 	var labels map[string]string
 	if err == nil {
 		labels, err = spec.ProjectLabels(projectID, "project_id")
+		r.withInstance(labels)
 	}
 	if err != nil {
 		r.cfg.Metrics.Rejected.WithLabelValues("project_settings", "invalid_project").Inc()
