@@ -2,6 +2,7 @@ package deploytest
 
 import (
 	"fmt"
+	"maps"
 	"os"
 	"slices"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"helm.sh/helm/v3/pkg/lint/support"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -115,7 +117,8 @@ func checkWorkloads(t *testing.T, r rendered) {
 			t.Errorf("%s: serviceAccountName %q is not rendered", name, spec.ServiceAccountName)
 		}
 		component := d.Spec.Template.Labels["app.kubernetes.io/component"]
-		wantToken := component == "kube-reconciler"
+		// The agui-proxy asks Kubernetes only in authz mode kube.
+		wantToken := component == "kube-reconciler" || (component == "agui-proxy" && envOf(t, r, d)["AGUI_AUTHZ"] == "kube")
 		if spec.AutomountServiceAccountToken == nil || *spec.AutomountServiceAccountToken != wantToken {
 			t.Errorf("%s: automountServiceAccountToken = %v, want %v", name, spec.AutomountServiceAccountToken, wantToken)
 		}
@@ -300,7 +303,10 @@ func deployment(t *testing.T, r rendered, n string) *appsv1.Deployment {
 	return toTyped[appsv1.Deployment](t, u)
 }
 
-// TestChartDefaults checks what a default install contains.
+// TestChartDefaults checks what a default install contains: isolated
+// tenants (issue 12): every session becomes an AgenticSession, no
+// runner-manager runs, NetworkPolicies are on, and NATS authenticates a user
+// per service.
 func TestChartDefaults(t *testing.T) {
 	t.Parallel()
 	r := mustRender(t, map[string]any{})
@@ -308,16 +314,24 @@ func TestChartDefaults(t *testing.T) {
 	for _, u := range r.ofKind("Deployment") {
 		deployments = append(deployments, u.GetName())
 	}
+	var deployed []string // components of a default install
 	want := make([]string, 0, len(components))
 	for _, c := range components {
+		if c == "runner-manager" {
+			continue // local runners are an explicit opt-in
+		}
+		deployed = append(deployed, c)
 		want = append(want, name(c))
 	}
 	slices.Sort(deployments)
 	slices.Sort(want)
 	if !slices.Equal(deployments, want) {
-		t.Errorf("deployments = %v, want %v", deployments, want)
+		t.Errorf("deployments = %v, want %v (no runner-manager)", deployments, want)
 	}
-	for _, c := range components {
+	if got := envOf(t, r, deployment(t, r, name("kube-reconciler")))["KUBE_SESSION_SELECTOR"]; got != "all" {
+		t.Errorf("kube-reconciler KUBE_SESSION_SELECTOR = %q, want all: every session an AgenticSession", got)
+	}
+	for _, c := range deployed {
 		env := envOf(t, r, deployment(t, r, name(c)))
 		if got, want := env["NATS_URL"], "nats://acp-nats.ambient-system.svc:4222"; got != want {
 			t.Errorf("%s: NATS_URL = %q, want %q (the bundled nats chart's Service)", c, got, want)
@@ -348,13 +362,19 @@ func TestChartDefaults(t *testing.T) {
 			}
 		}
 	}
-	for _, kind := range []string{"ServiceMonitor", "NetworkPolicy", "HorizontalPodAutoscaler"} {
+	if env := envOf(t, r, deployment(t, r, name("informer"))); env["NATS_USER"] != "informer" {
+		t.Errorf("informer NATS_USER = %q: the bundled NATS has a user per service by default", env["NATS_USER"])
+	}
+	for _, kind := range []string{"ServiceMonitor", "HorizontalPodAutoscaler"} {
 		if n := len(r.ofKind(kind)); n != 0 {
 			t.Errorf("%d %s rendered by default, want 0", n, kind)
 		}
 	}
-	if n := len(r.ofKind("PodDisruptionBudget")); n != len(components) {
-		t.Errorf("%d PodDisruptionBudgets, want %d", n, len(components))
+	if n := len(r.ofKind("NetworkPolicy")); n != len(deployed)+1 {
+		t.Errorf("%d NetworkPolicies by default, want one per service and one for NATS (%d)", n, len(deployed)+1)
+	}
+	if n := len(r.ofKind("PodDisruptionBudget")); n != len(deployed) {
+		t.Errorf("%d PodDisruptionBudgets, want %d", n, len(deployed))
 	}
 }
 
@@ -533,7 +553,7 @@ func TestChartExternalNATS(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			vals := parseValues(t, fmt.Sprintf(`
+			vals := localRunnersWith(t, fmt.Sprintf(`
 nats: {enabled: false}
 externalNats: {url: "nats://nats.messaging:4222", auth: {type: %s, secretName: nats-auth}}
 `, tc.auth))
@@ -598,11 +618,16 @@ externalNats: {url: "nats://n:4222", auth: {type: creds}}`, "externalNats.auth.s
 		{"jwt without jwks", `aguiProxy: {auth: {mode: jwt}}`, "aguiProxy.auth.jwt.jwksURL is required"},
 		{"shadow on live stream", `informer: {canary: {enabled: true, image: {tag: "1.0.0"}, subjectPrefix: ambient.events}}`, "shadow informer never publishes to the live stream"},
 		{"canary partition beyond the group", `eventTally: {canary: {enabled: true, image: {tag: "1.0.0"}, partitions: "14-16"}}`, "not below global.groupPartitions"},
-		{"sessions run twice", `kubeReconciler: {sessionSelector: all}`, "would run every session twice"},
+		{"sessions run twice", `runnerManager: {enabled: true}`, "would run every session twice"},
+		{"nats passwords secret name", `nats: {ambientAuth: {enabled: true, existingSecret: "Bad_Name"}}`, "existingSecret"},
 		{"bad session selector", `kubeReconciler: {sessionSelector: "everything"}`, "sessionSelector"},
 		{"hpa min above max", `aguiProxy: {hpa: {enabled: true, minReplicas: 5, maxReplicas: 2}}`, "minReplicas must not exceed maxReplicas"},
 		{"crds.install not a bool", `crds: {install: "yes"}`, "install"},
 		{"unknown crds key", `crds: {keep: true}`, "keep"},
+		{"agui authz none", `aguiProxy: {authz: {mode: none}}`, "mode"},
+		{"agui authz kube without jwt", `aguiProxy: {authz: {mode: kube}}`, "aguiProxy.authz.mode kube needs aguiProxy.auth.mode jwt"},
+		{"agui jwks over http", `aguiProxy: {auth: {mode: jwt, jwt: {jwksURL: "http://id.example.com/jwks", issuer: i, audience: a}}}`, "jwksURL"},
+		{"agui bad runner network", `aguiProxy: {runnerAllowedNetworks: ["pods"]}`, "runnerAllowedNetworks"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -681,7 +706,7 @@ func TestChartServiceEnv(t *testing.T) {
 // service needs and nothing open-ended.
 func TestChartNetworkPolicies(t *testing.T) {
 	t.Parallel()
-	r := mustRender(t, parseValues(t, `networkPolicy: {enabled: true}`))
+	r := mustRender(t, localRunnersWith(t, `networkPolicy: {enabled: true}`))
 	type rule = map[string]any
 	for _, comp := range components {
 		u := r.find("NetworkPolicy", name(comp))
@@ -723,6 +748,46 @@ func TestChartNetworkPolicies(t *testing.T) {
 	ap, _ := yaml.Marshal(r.find("NetworkPolicy", name("agui-proxy")).Object["spec"])
 	if !strings.Contains(string(ap), "app.kubernetes.io/component: runner-manager") {
 		t.Errorf("agui-proxy NetworkPolicy cannot reach runner-manager pods:\n%s", ap)
+	}
+	checkNATSNetworkPolicy(t, r)
+	if r := mustRender(t, parseValues(t, `{nats: {enabled: false}, externalNats: {url: "nats://n:4222"}}`)); r.find("NetworkPolicy", name("nats")) != nil {
+		t.Error("a NetworkPolicy for NATS the chart does not install")
+	}
+}
+
+// checkNATSNetworkPolicy: the bundled NATS pods admit clients only from this
+// release's pods (and networkPolicy.natsFrom), routes only from NATS pods.
+func checkNATSNetworkPolicy(t *testing.T, r rendered) {
+	t.Helper()
+	u := r.find("NetworkPolicy", name("nats"))
+	if u == nil {
+		t.Fatal("no NetworkPolicy for the bundled NATS")
+	}
+	np := toTyped[networkingv1.NetworkPolicy](t, u)
+	natsPods := map[string]string{"app.kubernetes.io/name": "nats", "app.kubernetes.io/instance": releaseName, "app.kubernetes.io/component": "nats"}
+	if !maps.Equal(np.Spec.PodSelector.MatchLabels, natsPods) {
+		t.Errorf("NATS NetworkPolicy selects %v, want the nats chart's server pods %v", np.Spec.PodSelector.MatchLabels, natsPods)
+	}
+	ours := map[string]string{"app.kubernetes.io/name": "ambient-control-plane", "app.kubernetes.io/instance": releaseName}
+	from := map[int32][]networkingv1.NetworkPolicyPeer{}
+	for _, rule := range np.Spec.Ingress {
+		for _, p := range rule.Ports {
+			from[p.Port.IntVal] = rule.From
+		}
+	}
+	if len(from) != 3 {
+		t.Errorf("NATS ingress ports %v, want 4222, 6222 and 8222 only", slices.Sorted(maps.Keys(from)))
+	}
+	if c := from[4222]; len(c) == 0 || c[0].PodSelector == nil || !maps.Equal(c[0].PodSelector.MatchLabels, ours) || c[0].NamespaceSelector != nil {
+		t.Errorf("NATS client port admits %+v, want this release's pods first", c)
+	}
+	if c := from[6222]; len(c) != 1 || c[0].PodSelector == nil || !maps.Equal(c[0].PodSelector.MatchLabels, natsPods) {
+		t.Errorf("NATS route port admits %+v, want only NATS pods", c)
+	}
+	for _, e := range np.Spec.Egress {
+		if len(e.Ports) == 0 {
+			t.Errorf("NATS egress rule without ports: %+v", e)
+		}
 	}
 }
 
@@ -771,5 +836,63 @@ func TestChartCRDs(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestChartAguiProxyAuthz: the proxy is told who authorizes (api by
+// default, with the API's REST URL; kube with the ClusterRole of
+// files/agui-proxy-clusterrole-rules.yaml bound to its ServiceAccount and
+// nothing more), which runner networks it may dial (loopback always), and
+// its NetworkPolicy lets it reach its authority.
+func TestChartAguiProxyAuthz(t *testing.T) {
+	t.Parallel()
+	r := mustRender(t, parseValues(t, `networkPolicy: {enabled: true}`))
+	env := envOf(t, r, deployment(t, r, name("agui-proxy")))
+	if env["AGUI_AUTHZ"] != "api" || env["AMBIENT_API_SERVER_URL"] != "http://ambient-api-server:8000" {
+		t.Errorf("default authz env: AGUI_AUTHZ=%q AMBIENT_API_SERVER_URL=%q", env["AGUI_AUTHZ"], env["AMBIENT_API_SERVER_URL"])
+	}
+	if got := env["RUNNER_ALLOWED_NETWORKS"]; !strings.HasPrefix(got, "127.0.0.0/8,::1/128,10.0.0.0/8") {
+		t.Errorf("RUNNER_ALLOWED_NETWORKS = %q", got)
+	}
+	if r.find("ClusterRole", name("agui-proxy")) != nil {
+		t.Error("api mode renders a ClusterRole for the agui-proxy")
+	}
+	ap, _ := yaml.Marshal(r.find("NetworkPolicy", name("agui-proxy")).Object["spec"])
+	if !strings.Contains(string(ap), "port: 8000\n") {
+		t.Errorf("agui-proxy NetworkPolicy does not reach the API's REST port 8000:\n%s", ap)
+	}
+
+	var kube map[string]any
+	for _, vs := range valueSets(t) {
+		if vs.name == "authz-kube" {
+			kube = vs.vals
+		}
+	}
+	r = mustRender(t, kube)
+	env = envOf(t, r, deployment(t, r, name("agui-proxy")))
+	if env["AGUI_AUTHZ"] != "kube" || env["NAMESPACE"] != "ambient-code" || env["AGUI_JWT_GROUPS_CLAIM"] != "roles" ||
+		env["RUNNER_ALLOWED_NETWORKS"] != "127.0.0.0/8,::1/128,10.244.0.0/16" || env["AGUI_AUTHZ_CACHE_TTL"] != "5s" {
+		t.Errorf("kube authz env: %v", env)
+	}
+	cr := r.find("ClusterRole", name("agui-proxy"))
+	if cr == nil {
+		t.Fatal("kube mode renders no ClusterRole for the agui-proxy")
+	}
+	var fileRules []rbacv1.PolicyRule
+	if err := yaml.Unmarshal(readFile(t, "helm/ambient-control-plane/files/agui-proxy-clusterrole-rules.yaml"), &fileRules); err != nil {
+		t.Fatalf("rules file: %v", err)
+	}
+	if got := toTyped[rbacv1.ClusterRole](t, cr).Rules; !slices.EqualFunc(got, fileRules, func(a, b rbacv1.PolicyRule) bool {
+		return slices.Equal(a.Verbs, b.Verbs) && slices.Equal(a.Resources, b.Resources) && slices.Equal(a.APIGroups, b.APIGroups) && len(a.ResourceNames) == 0
+	}) {
+		t.Errorf("agui-proxy ClusterRole rules = %+v, want the rules file's %+v", got, fileRules)
+	}
+	crb := toTyped[rbacv1.ClusterRoleBinding](t, r.find("ClusterRoleBinding", name("agui-proxy")))
+	if crb.RoleRef.Name != name("agui-proxy") || len(crb.Subjects) != 1 || crb.Subjects[0].Kind != "ServiceAccount" || crb.Subjects[0].Name != name("agui-proxy") {
+		t.Errorf("agui-proxy ClusterRoleBinding = %+v", crb)
+	}
+	ap, _ = yaml.Marshal(r.find("NetworkPolicy", name("agui-proxy")).Object["spec"])
+	if !strings.Contains(string(ap), "10.96.0.1/32") {
+		t.Errorf("kube mode: agui-proxy NetworkPolicy does not reach the Kubernetes API:\n%s", ap)
 	}
 }

@@ -6,4 +6,8 @@
 // Every Ensure function is idempotent: it creates the resource or updates
 // it to the given config, so each service can call it at start-up and the
 // last deployed settings win.
+//
+// [WatchKV] and [ReadKV] are the one way to watch or read a whole bucket:
+// the current values first, then the changes, with the watch reopened (and
+// the values delivered afresh) after it breaks.
 package bus

@@ -10,4 +10,7 @@ var (
 	// ErrNotConnected means the connection was not established before the
 	// context ended.
 	ErrNotConnected = errors.New("nats not connected")
+	// ErrWatchClosed means a KV watch ended without being asked to (its
+	// subscription or connection closed).
+	ErrWatchClosed = errors.New("kv watch closed")
 )

@@ -121,7 +121,7 @@ func (l *Loader) URL(name, def string, schemes ...string) *url.URL {
 	}
 	u, ok := absoluteURL(v, schemes)
 	if !ok {
-		l.invalid(name, want, v, nil)
+		l.invalid(name, want, RedactURLs(v), nil)
 		return nil
 	}
 	return u
@@ -152,7 +152,7 @@ func (l *Loader) URLList(name, def string, schemes ...string) string {
 	}
 	for item := range strings.SplitSeq(v, ",") {
 		if _, ok := absoluteURL(strings.TrimSpace(item), schemes); !ok {
-			l.invalid(name, want, v, nil)
+			l.invalid(name, want, RedactURLs(v), nil)
 			return def
 		}
 	}

@@ -21,6 +21,9 @@ const (
 	DefaultAckWait    = 10 * time.Second
 	DefaultMemberTTL  = 5 * time.Second
 	DefaultStopGrace  = 10 * time.Second
+	// DefaultMaxInFlight lets a member work on up to 64 objects at once,
+	// the concurrency client-go's workqueue users typically run.
+	DefaultMaxInFlight = 64
 )
 
 // DefaultBackoff is the NakWithDelay schedule; attempt n waits
@@ -79,6 +82,28 @@ type Config struct {
 	// Meter, when set, exports Stats as the consumer_group.* metrics (see
 	// MetricHandled and the others), labelled with the group.
 	Meter metric.Meter
+	// MaxInFlight is how many messages the member holds at once (the
+	// consumer's MaxAckPending): they are dispatched to one lane per
+	// object (the id token of the subject), and the handler runs for at
+	// most one message per object at a time, in stream order, so up to
+	// MaxInFlight objects are handled concurrently (default 64; 1 handles
+	// one message at a time, as before).
+	MaxInFlight int
+	// Coalesce, for level-triggered handlers that read the newest state
+	// anyway: the messages of one object that queued up behind its running
+	// handler are handled by one call with the newest of them
+	// (Message.Coalesced says how many older ones it stands for), and all
+	// of them are acked after it succeeds.
+	Coalesce bool
+	// Replicas is the replica count of every stream and bucket the group
+	// creates: the group's work-queue stream and member bucket (set to
+	// exactly this), the shared dead-letter stream and pcgroups' config
+	// bucket (raised to at least this, never lowered, because other groups
+	// share them). Existing ones are updated on join. 0 means the events
+	// stream's replica count, read once that stream exists, so the start
+	// order of the informer and the consumers does not matter. Group-wide:
+	// members with different values undo each other's updates.
+	Replicas int
 	// Assignment, when set, is kept equal to this member's partitions while
 	// Run runs (see Assignment).
 	Assignment *Assignment
@@ -115,6 +140,9 @@ func (c Config) WithDefaults() (Config, error) {
 	}
 	if c.StopGrace == 0 {
 		c.StopGrace = DefaultStopGrace
+	}
+	if c.MaxInFlight == 0 {
+		c.MaxInFlight = DefaultMaxInFlight
 	}
 	if c.Stats == nil {
 		c.Stats = &Stats{}
@@ -169,6 +197,12 @@ func (c Config) validate() error {
 	}
 	if c.AckWait < MinAckWait {
 		bad("ack wait %s: want >= %s", c.AckWait, MinAckWait)
+	}
+	if c.MaxInFlight < 1 || c.MaxInFlight > MaxMaxInFlight {
+		bad("max in flight %d: want 1..%d", c.MaxInFlight, MaxMaxInFlight)
+	}
+	if c.Replicas < 0 || c.Replicas > MaxReplicas {
+		bad("replicas %d: want 0 (as the events stream) or 1..%d", c.Replicas, MaxReplicas)
 	}
 	if c.MemberTTL < MinMemberTTL || c.StopGrace < 0 {
 		bad("member ttl %s / stop grace %s: want ttl >= %s, grace >= 0", c.MemberTTL, c.StopGrace, MinMemberTTL)

@@ -1,12 +1,18 @@
 package group
 
 import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
 	"slices"
 	"strconv"
 	"strings"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ambient-code/control-plane/libs/logkey"
 )
 
 // Headers added to a dead letter. The original headers (except the
@@ -89,4 +95,22 @@ func dlqMsg(cfg Config, subject string, header nats.Header, data []byte, attempt
 		m.Header.Set(jetstream.MsgIDHeader, cfg.Group+"/"+id)
 	}
 	return m
+}
+
+// publishDeadLetter publishes the dead letter of msg and waits for the DLQ
+// stream to store it. When no stream captures the subject it still tells
+// live subscribers and counts that as done.
+func (w *worker) publishDeadLetter(ctx context.Context, msg jetstream.Msg, subject string, attempt uint64, reason string, cause error) error {
+	dlq := dlqMsg(w.cfg, subject, msg.Headers(), msg.Data(), attempt, reason, cause)
+	pctx, cancel := context.WithTimeout(ctx, ackTimeout)
+	defer cancel()
+	_, err := w.js.PublishMsg(pctx, dlq)
+	if errors.Is(err, jetstream.ErrNoStreamResponse) {
+		w.log.Warn("no stream stores dead letters", slog.String(logkey.Subject, dlq.Subject))
+		err = w.js.Conn().PublishMsg(dlq)
+	}
+	if err != nil {
+		return fmt.Errorf("publish dead letter %s: %w", dlq.Subject, err)
+	}
+	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -11,17 +12,15 @@ import (
 )
 
 // ensureDLQStream makes sure dead letters published under cfg.DLQPrefix are
-// stored. It only creates a missing stream (never updates one an operator
-// tuned), with the events stream's replica count.
-func ensureDLQStream(ctx context.Context, js jetstream.JetStream, cfg Config) error {
-	sc := bus.DLQStream(cfg.DLQPrefix, 1, 0)
+// stored with at least replicas copies: it creates a missing stream, and of
+// an existing one (which an operator may have tuned) it only raises the
+// replica count. Other groups share the stream, so it is never lowered.
+func ensureDLQStream(ctx context.Context, js jetstream.JetStream, cfg Config, replicas int, log *slog.Logger) error {
+	sc := bus.DLQStream(cfg.DLQPrefix, replicas, 0)
 	if _, err := js.Stream(ctx, sc.Name); err == nil {
-		return nil
+		return ensureReplicas(ctx, js, sc.Name, replicas, atLeast, log)
 	} else if !errors.Is(err, jetstream.ErrStreamNotFound) {
 		return fmt.Errorf("look up dlq stream %s: %w", sc.Name, err)
-	}
-	if s, err := js.Stream(ctx, cfg.Stream); err == nil {
-		sc.Replicas = max(1, s.CachedInfo().Config.Replicas)
 	}
 	if _, err := bus.EnsureStream(ctx, js, sc); err != nil {
 		return fmt.Errorf("create dlq stream: %w", err)

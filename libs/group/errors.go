@@ -10,6 +10,11 @@ var (
 	// own (its config was deleted or became invalid, or its KV watcher
 	// closed, e.g. because the NATS connection was closed).
 	ErrGroupStopped = errors.New("consumer group stopped")
+	// ErrPartitionMoved is the cause (context.Cause) of a handler ctx
+	// cancelled because the message's partition moved to another member:
+	// the handler should stop writing; its message is released, not
+	// acked, and the new owner handles it again.
+	ErrPartitionMoved = errors.New("partition moved to another member")
 )
 
 // terminalError marks an error that retrying cannot fix.

@@ -2,13 +2,13 @@ package group
 
 import "sync"
 
-// gate admits message handling until closed and reports when the last
-// in-flight handler has left, so a stop can wait for in-flight work
-// without racing new deliveries.
+// gate admits new lanes until closed and reports when the last lane
+// goroutine has ended, so a stop can wait for in-flight work without
+// racing new deliveries.
 type gate struct {
 	mu       sync.Mutex
 	closed   bool          // guarded by mu
-	inflight int           // guarded by mu
+	inflight int           // guarded by mu; running lanes
 	idle     chan struct{} // closed once closed && inflight == 0; guarded by mu
 }
 
@@ -46,11 +46,4 @@ func (g *gate) close() <-chan struct{} {
 		}
 	}
 	return g.idle
-}
-
-// busy reports whether a handler is running.
-func (g *gate) busy() bool {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.inflight > 0
 }

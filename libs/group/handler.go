@@ -15,19 +15,27 @@ type Message struct {
 	Subject string
 	// Header holds the message headers (Nats-Msg-Id, traceparent, ...).
 	Header nats.Header
-	// Attempt is 1 on the first delivery and counts redeliveries after it.
+	// Attempt is 1 on the first try and counts the tries after it (in
+	// the object's lane, and redeliveries after a member stopped or died).
 	// It restarts at 1 when the object's partition moves to another member.
 	Attempt uint64
 	// Seq is the message's sequence in the group's work-queue stream
 	// (<Stream>-<Group>), not in the events stream.
 	Seq uint64
+	// Coalesced is how many older messages of the same object this call
+	// stands for (Config.Coalesce): they are acked with this one. 0
+	// without coalescing.
+	Coalesced int
 }
 
 // Handler processes one event. The ctx carries the trace context from the
 // message headers and is cancelled when the member stops and its grace has
-// passed. Return nil to ack, an error to retry with backoff, or an error
-// wrapped with Terminal to dead-letter at once. Handlers must be idempotent:
-// delivery is at least once (a message in flight when a member dies or a
-// partition moves is delivered again). Run calls the handler for one
-// message at a time per member, in stream order.
+// passed, or with cause ErrPartitionMoved when the object's partition moves
+// to another member. Return nil to ack, an error to retry with backoff, or
+// an error wrapped with Terminal to dead-letter at once. Handlers must be
+// idempotent: delivery is at least once (a message in flight when a member
+// dies or a partition moves is delivered again). Run calls the handler for
+// at most one message per object at a time, in stream order per object,
+// and for up to Config.MaxInFlight objects concurrently: a handler must be
+// safe for concurrent use across objects.
 type Handler func(ctx context.Context, m Message) error

@@ -15,6 +15,7 @@ import (
 
 	eventsv1 "github.com/ambient-code/control-plane/proto/ambient/events/v1"
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/synadia-io/orbit.go/pcgroups"
 	"go.opentelemetry.io/otel/trace"
@@ -54,7 +55,7 @@ func testLogger() *slog.Logger {
 
 // setup starts NATS with the events stream. The DLQ stream is left to
 // group.Run, which must create it so dead letters are kept.
-func setup(t *testing.T) (*natsserver.Server, jetstream.JetStream) {
+func setup(t testing.TB) (*natsserver.Server, jetstream.JetStream) {
 	t.Helper()
 	srv := testenv.NATS(t)
 	_, js := testenv.JetStream(t, srv)
@@ -72,14 +73,20 @@ type member struct {
 	nc     interface{ Close() }
 }
 
-// startMember runs group.Run in a goroutine owned by the test; Cleanup
-// cancels and waits for it.
-func startMember(t *testing.T, srv *natsserver.Server, cfg group.Config, h group.Handler) *member {
+// startMember runs group.Run on its own connection to srv; see runMember.
+func startMember(t testing.TB, srv *natsserver.Server, cfg group.Config, h group.Handler) *member {
 	t.Helper()
 	nc, js := testenv.JetStream(t, srv)
+	return runMember(t, nc, js, cfg, h, testLogger())
+}
+
+// runMember runs group.Run on js (whose connection is nc) in a goroutine
+// owned by the test; Cleanup cancels and waits for it.
+func runMember(t testing.TB, nc interface{ Close() }, js jetstream.JetStream, cfg group.Config, h group.Handler, log *slog.Logger) *member {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	m := &member{name: cfg.Member, cancel: cancel, done: make(chan error, 1), nc: nc}
-	go func() { m.done <- group.Run(ctx, js, cfg, h, testLogger().With("test_member", cfg.Member)) }()
+	go func() { m.done <- group.Run(ctx, js, cfg, h, log.With("test_member", cfg.Member)) }()
 	t.Cleanup(func() {
 		cancel()
 		select {
@@ -110,7 +117,7 @@ func (m *member) stop(t *testing.T) error {
 
 // waitMembers waits until the group's mapping holds exactly names and each
 // named member's consumer exists, so no rebalance is in progress.
-func waitMembers(t *testing.T, js jetstream.JetStream, names ...string) []pcgroups.MemberMapping {
+func waitMembers(t testing.TB, js jetstream.JetStream, names ...string) []pcgroups.MemberMapping {
 	t.Helper()
 	var got []pcgroups.MemberMapping
 	testenv.Eventually(t, 15*time.Second, func() error {
@@ -152,13 +159,22 @@ func partitionsIn(m []pcgroups.MemberMapping, name string) []int {
 }
 
 // publish sends version v of session id; the version travels in Name.
-func publish(t *testing.T, js jetstream.JetStream, id string, v int) {
+func publish(t testing.TB, js jetstream.JetStream, id string, v int) {
 	t.Helper()
 	publishCtx(t, t.Context(), js, id, v)
 }
 
 // publishCtx is publish with the trace context of ctx.
-func publishCtx(t *testing.T, ctx context.Context, js jetstream.JetStream, id string, v int) {
+func publishCtx(t testing.TB, ctx context.Context, js jetstream.JetStream, id string, v int) {
+	t.Helper()
+	if _, err := js.PublishMsg(t.Context(), eventMsg(t, ctx, id, v)); err != nil {
+		t.Fatalf("publish %s v%d: %v", id, v, err)
+	}
+}
+
+// eventMsg is the event of version v of session id (the version travels
+// in Name), with the trace context of ctx.
+func eventMsg(t testing.TB, ctx context.Context, id string, v int) *nats.Msg {
 	t.Helper()
 	s := &ambientv1.Session{
 		Metadata:  &ambientv1.ObjectReference{Id: id, UpdatedAt: timestamppb.New(time.Unix(int64(1_700_000_000+v), 0)), Kind: "Session"},
@@ -173,9 +189,7 @@ func publishCtx(t *testing.T, ctx context.Context, js jetstream.JetStream, id st
 	if err != nil {
 		t.Fatalf("new msg: %v", err)
 	}
-	if _, err := js.PublishMsg(t.Context(), msg); err != nil {
-		t.Fatalf("publish %s v%d: %v", id, v, err)
-	}
+	return msg
 }
 
 // call is one handler invocation.

@@ -20,6 +20,8 @@ const (
 	EnvMaxDeliver       = "GROUP_MAX_DELIVER"
 	EnvAckWait          = "GROUP_ACK_WAIT"
 	EnvMemberTTL        = "MEMBER_TTL"
+	EnvReplicas         = "GROUP_REPLICAS"
+	EnvMaxInFlight      = "GROUP_MAX_IN_FLIGHT"
 )
 
 // Limits of the group knobs, checked by [Run] and by [LoadConfig] alike.
@@ -34,6 +36,12 @@ const (
 	MinAckWait = time.Second
 	// MinMemberTTL keeps three heartbeats per TTL above 100ms apart.
 	MinMemberTTL = 300 * time.Millisecond
+	// MaxReplicas is JetStream's own limit on a stream's replicas.
+	MaxReplicas = 5
+	// MaxMaxInFlight bounds MaxInFlight: each held message is renewed
+	// (InProgress) every AckWait/3, and each object in flight may run a
+	// goroutine.
+	MaxMaxInFlight = 4096
 )
 
 // nameForm describes a valid stream or group name, for configuration errors.
@@ -41,10 +49,11 @@ const nameForm = `letters, digits, "-" and "_", starting with a letter or digit`
 
 // LoadConfig reads one member's Config through l. def carries the service's
 // defaults: at least Group, and any of Stream, SubjectPrefix, Partitions,
-// MaxDeliver, AckWait and MemberTTL that differ from this package's
-// defaults (a zero field takes the package default). Fields no variable
-// sets (Resources, Backoff, DLQPrefix, StopGrace, Stats, Meter) are copied
-// from def. Every problem is recorded in l, naming its variable, so the
+// MaxDeliver, AckWait, MemberTTL, MaxInFlight and Replicas that differ
+// from this package's defaults (a zero field takes the package default;
+// Replicas 0 follows the events stream). Fields no variable sets
+// (Resources, Backoff, DLQPrefix, StopGrace, Coalesce, Stats, Meter) are
+// copied from def. Every problem is recorded in l, naming its variable, so the
 // caller reports them with the rest of its configuration through l.Err.
 func LoadConfig(l *envconfig.Loader, def Config) Config {
 	c := def
@@ -57,6 +66,8 @@ func LoadConfig(l *envconfig.Loader, def Config) Config {
 	c.MaxDeliver = l.Int(EnvMaxDeliver, orDefault(def.MaxDeliver, DefaultMaxDeliver), 1, MaxMaxDeliver)
 	c.AckWait = l.Duration(EnvAckWait, orDefault(def.AckWait, DefaultAckWait))
 	c.MemberTTL = l.Duration(EnvMemberTTL, orDefault(def.MemberTTL, DefaultMemberTTL))
+	c.Replicas = l.Int(EnvReplicas, def.Replicas, 1, MaxReplicas)
+	c.MaxInFlight = l.Int(EnvMaxInFlight, orDefault(def.MaxInFlight, DefaultMaxInFlight), 1, MaxMaxInFlight)
 
 	if !events.ValidPrefix(c.SubjectPrefix) {
 		l.Invalid(EnvSubjectPrefix, events.PrefixForm, c.SubjectPrefix, nil)

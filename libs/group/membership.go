@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/synadia-io/orbit.go/pcgroups"
 
+	"github.com/ambient-code/control-plane/libs/bus"
 	"github.com/ambient-code/control-plane/libs/logkey"
 )
 
@@ -46,6 +47,13 @@ type membership struct {
 	members jetstream.KeyValue // heartbeats, TTL = MemberTTL
 	configs jetstream.KeyValue // pcgroups' config bucket
 	record  []byte
+
+	// Fencing (issue 14): a NATS outage longer than MemberTTL expires
+	// every heartbeat, so right after it the peers' keys are missing
+	// exactly as if they had died. Only the owning Run goroutine calls
+	// heartbeat and reconcile, so these need no lock.
+	healthySince time.Time // first heartbeat of the current unbroken run of them; zero after a failure
+	reconnects   uint64    // the connection's reconnect count at the last heartbeat
 }
 
 // partitioningFilters hashes every event under the prefix on its id token
@@ -60,37 +68,44 @@ func partitioningFilters(cfg Config) []pcgroups.PartitioningFilter {
 }
 
 // join creates the elastic group if needed (waiting for the events stream
-// to exist) and the heartbeat bucket. It fails when the group exists with
-// other group-wide settings (partitions, resources).
+// to exist), the dead-letter stream and the heartbeat bucket, and gives
+// every stream and bucket the group uses its configured replicas. It
+// fails when the group exists with other group-wide settings (partitions,
+// resources).
 func join(ctx context.Context, js jetstream.JetStream, cfg Config, log *slog.Logger) (*membership, error) {
-	var replicas int
-	for {
-		s, err := js.Stream(ctx, cfg.Stream)
-		if err == nil {
-			info, err := s.Info(ctx)
-			if err != nil {
-				return nil, fmt.Errorf("stream %s info: %w", cfg.Stream, err)
-			}
-			replicas = info.Config.Replicas
-			break
-		}
-		if !errors.Is(err, jetstream.ErrStreamNotFound) {
-			return nil, fmt.Errorf("stream %s: %w", cfg.Stream, err)
-		}
-		log.Warn("events stream missing, waiting", slog.String(logkey.Stream, cfg.Stream))
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("wait for stream %s: %w", cfg.Stream, ctx.Err())
-		case <-time.After(streamWait):
-		}
+	replicas, err := waitForStream(ctx, js, cfg, log)
+	if err != nil {
+		return nil, err
 	}
-	if _, err := pcgroups.CreateElastic(ctx, js, cfg.Stream, cfg.Group, uint(cfg.Partitions), partitioningFilters(cfg), 0, 0); err != nil {
+	if cfg.Replicas > 0 {
+		replicas = cfg.Replicas
+	}
+	// After the wait, not before: a DLQ created before the events stream
+	// existed used to get one replica whatever the cluster (issue 14).
+	if err := ensureDLQStream(ctx, js, cfg, replicas, log); err != nil {
+		return nil, err
+	}
+	_, err = pcgroups.CreateElastic(ctx, js, cfg.Stream, cfg.Group, uint(cfg.Partitions), partitioningFilters(cfg), 0, 0)
+	if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+		// pcgroups creates the work stream with the events stream's
+		// replicas and refuses one whose count we changed; the group
+		// config was checked before that, so the group is usable.
+		err = nil
+	}
+	if err != nil {
 		return nil, fmt.Errorf("create consumer group %s on %s: %w", cfg.Group, cfg.Stream, err)
+	}
+	if err := ensureReplicas(ctx, js, WorkStreamName(cfg.Stream, cfg.Group), replicas, exactly, log); err != nil {
+		return nil, err
+	}
+	if err := ensureReplicas(ctx, js, kvStream(pcgroupsConfigBucket), replicas, atLeast, log); err != nil {
+		return nil, err
 	}
 	configs, err := js.KeyValue(ctx, pcgroupsConfigBucket)
 	if err != nil {
 		return nil, fmt.Errorf("consumer group config bucket: %w", err)
 	}
+	// CreateOrUpdate also sets the replicas of an existing bucket.
 	members, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:      MembersBucketName(cfg.Stream, cfg.Group),
 		Description: "member heartbeats of consumer group " + cfg.Group,
@@ -108,12 +123,56 @@ func join(ctx context.Context, js jetstream.JetStream, cfg Config, log *slog.Log
 	return &membership{js: js, cfg: cfg, log: log, members: members, configs: configs, record: record}, nil
 }
 
-// heartbeat renews this member's liveness key.
+// waitForStream waits until the events stream exists and returns its
+// replica count.
+func waitForStream(ctx context.Context, js jetstream.JetStream, cfg Config, log *slog.Logger) (int, error) {
+	for {
+		s, err := js.Stream(ctx, cfg.Stream)
+		if err == nil {
+			return max(1, s.CachedInfo().Config.Replicas), nil
+		}
+		if !errors.Is(err, jetstream.ErrStreamNotFound) {
+			return 0, fmt.Errorf("stream %s: %w", cfg.Stream, err)
+		}
+		log.Warn("events stream missing, waiting", slog.String(logkey.Stream, cfg.Stream))
+		select {
+		case <-ctx.Done():
+			return 0, fmt.Errorf("wait for stream %s: %w", cfg.Stream, ctx.Err())
+		case <-time.After(streamWait):
+		}
+	}
+}
+
+// heartbeat renews this member's liveness key and keeps healthySince: the
+// time from which this member has reached JetStream without a break (a
+// failed heartbeat or a reconnect starts a new run).
 func (m *membership) heartbeat(ctx context.Context) error {
+	// A put issued during an outage must not hold the loop for the
+	// client's 5 s default, but a slow one that still lands within the
+	// TTL keeps the member alive: allow what is left of the TTL after the
+	// previous renewal's interval.
+	ctx, cancel := context.WithTimeout(ctx, m.cfg.MemberTTL-m.cfg.heartbeat())
+	defer cancel()
 	if _, err := m.members.Put(ctx, m.cfg.Member, m.record); err != nil {
+		m.healthySince = time.Time{}
 		return fmt.Errorf("heartbeat %s: %w", m.cfg.Member, err)
 	}
+	// Read after the put: a put buffered across a reconnect succeeds,
+	// and the reconnect it went through must count.
+	reconnects := m.js.Conn().Stats().Reconnects
+	if m.healthySince.IsZero() || reconnects != m.reconnects {
+		m.healthySince = time.Now()
+		m.reconnects = reconnects
+	}
 	return nil
+}
+
+// fenced reports whether this member has not yet been reachable for a
+// whole MemberTTL: a peer's missing key then proves nothing (it expired
+// while NATS, not the peer, was down, or before we could see its renewals),
+// so no peer may be counted dead yet.
+func (m *membership) fenced() bool {
+	return m.healthySince.IsZero() || time.Since(m.healthySince) < m.cfg.MemberTTL
 }
 
 // leave deletes this member's key and hands its partitions to the others
@@ -129,35 +188,20 @@ func (m *membership) leave(ctx context.Context) error {
 // live returns the members with an unexpired heartbeat and their pinned
 // slices, minus exclude. A record that does not decode counts as sharing.
 func (m *membership) live(ctx context.Context, exclude string) (map[string][]int, error) {
-	w, err := m.members.WatchAll(ctx, jetstream.IgnoreDeletes())
+	es, err := bus.ReadKV(ctx, m.members, jetstream.IgnoreDeletes())
 	if err != nil {
-		return nil, fmt.Errorf("watch members: %w", err)
+		return nil, fmt.Errorf("list members: %w", err)
 	}
-	defer func() {
-		if err := w.Stop(); err != nil {
-			m.log.Debug("stop member watcher", slog.Any(logkey.Err, err))
-		}
-	}()
 	live := map[string][]int{}
-	for {
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("list members: %w", ctx.Err())
-		case e, ok := <-w.Updates():
-			if !ok {
-				return nil, fmt.Errorf("list members: %w", jetstream.ErrConnectionClosed)
-			}
-			if e == nil { // initial values delivered
-				delete(live, exclude)
-				return live, nil
-			}
-			var rec memberRecord
-			if err := json.Unmarshal(e.Value(), &rec); err != nil {
-				rec.Partitions = nil
-			}
-			live[e.Key()] = rec.Partitions
+	for _, e := range es {
+		var rec memberRecord
+		if err := json.Unmarshal(e.Value(), &rec); err != nil {
+			rec.Partitions = nil
 		}
+		live[e.Key()] = rec.Partitions
 	}
+	delete(live, exclude)
+	return live, nil
 }
 
 // reconcile makes the pcgroups mappings match the live members (minus
@@ -186,8 +230,17 @@ func (m *membership) reconcile(ctx context.Context, exclude string) ([]pcgroups.
 	if len(cur.Members) == 0 && mappingsEqual(cur.MemberMappings, want) {
 		return want, nil
 	}
+	gone := departed(cur, live)
+	if dead := slices.DeleteFunc(slices.Clone(gone), func(n string) bool { return n == exclude }); len(dead) > 0 && m.fenced() {
+		// Keep the mapping (joins included) until we have been reachable
+		// for a TTL; a peer that is really dead is removed then.
+		m.log.Debug("peer heartbeat missing, not counted dead before a member ttl of our own",
+			slog.Any(logkey.Consumer, dead), slog.Duration(logkey.Duration, m.cfg.MemberTTL))
+		return cur.MemberMappings, nil
+	}
+	inForce := cur.MemberMappings
 	workStream := WorkStreamName(m.cfg.Stream, m.cfg.Group)
-	for _, name := range departed(cur, live) {
+	for _, name := range gone {
 		err := m.js.DeleteConsumer(ctx, workStream, name)
 		if err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 			return nil, fmt.Errorf("delete consumer of departed member %s: %w", name, err)
@@ -203,7 +256,7 @@ func (m *membership) reconcile(ctx context.Context, exclude string) ([]pcgroups.
 	if _, err := m.configs.Update(ctx, key, data, entry.Revision()); err != nil {
 		if errors.Is(err, jetstream.ErrKeyExists) {
 			// Another member wrote first; the next heartbeat re-checks.
-			return cur.MemberMappings, nil
+			return inForce, nil
 		}
 		return nil, fmt.Errorf("update group config %s: %w", key, err)
 	}

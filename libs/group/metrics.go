@@ -17,6 +17,8 @@ const (
 	MetricRetried      = "consumer_group.retried"
 	MetricDeadLettered = "consumer_group.dead_lettered"
 	MetricLag          = "consumer_group.lag"
+	MetricCoalesced    = "consumer_group.coalesced"
+	MetricInFlight     = "consumer_group.in_flight"
 )
 
 // registerMetrics exports cfg.Stats through cfg.Meter as observable
@@ -45,6 +47,14 @@ func registerMetrics(cfg Config) (func() error, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create %s: %w", MetricLag, err)
 	}
+	coalesced, err := m.Int64ObservableCounter(MetricCoalesced, metric.WithDescription("Events acked without a handler call of their own: a newer event of the same object stood for them."))
+	if err != nil {
+		return nil, fmt.Errorf("create %s: %w", MetricCoalesced, err)
+	}
+	inFlight, err := m.Int64ObservableGauge(MetricInFlight, metric.WithDescription("Events this member holds now: delivered, not yet acked, dead-lettered or released."))
+	if err != nil {
+		return nil, fmt.Errorf("create %s: %w", MetricInFlight, err)
+	}
 	attrs := metric.WithAttributeSet(attribute.NewSet(attribute.String("group", cfg.Group)))
 	reg, err := m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
 		s := cfg.Stats.Snapshot()
@@ -53,8 +63,10 @@ func registerMetrics(cfg Config) (func() error, error) {
 		o.ObserveInt64(retried, clamp(s.Retried), attrs)
 		o.ObserveInt64(dead, clamp(s.DeadLettered), attrs)
 		o.ObserveInt64(lag, clamp(s.Lag), attrs)
+		o.ObserveInt64(coalesced, clamp(s.Coalesced), attrs)
+		o.ObserveInt64(inFlight, clamp(s.InFlight), attrs)
 		return nil
-	}, delivered, handled, retried, dead, lag)
+	}, delivered, handled, retried, dead, lag, coalesced, inFlight)
 	if err != nil {
 		return nil, fmt.Errorf("register consumer group metrics: %w", err)
 	}

@@ -112,6 +112,8 @@ func TestMetricsScraped(t *testing.T) {
 	}
 	cfg := testConfig("a")
 	cfg.Meter = sc.mp.Meter("group-test")
+	// One in flight: s3 and s4 wait on the server (lag), not in a lane.
+	cfg.MaxInFlight = 1
 	startMember(t, srv, cfg, h)
 	waitMembers(t, js, "a")
 
@@ -136,6 +138,8 @@ func TestMetricsScraped(t *testing.T) {
 		"consumer_group_retried_total":       1,
 		"consumer_group_dead_lettered_total": 1,
 		"consumer_group_lag":                 0,
+		"consumer_group_in_flight":           0,
+		"consumer_group_coalesced_total":     0,
 	})
 }
 

@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/synadia-io/orbit.go/pcgroups"
 
@@ -19,10 +21,10 @@ const leaveTimeout = 5 * time.Second
 
 // Run joins cfg.Group on cfg.Stream as cfg.Member and calls h for every
 // event of the member's partitions until ctx is done. It blocks; on ctx
-// done it stops taking messages, waits up to cfg.StopGrace for the
-// in-flight handler (then cancels its ctx and releases the message),
-// deletes its heartbeat so its partitions move to the other members at
-// once, and returns nil.
+// done it stops taking messages, lets the running handler calls finish
+// within cfg.StopGrace (then cancels their ctx), releases every message it
+// still holds, deletes its heartbeat so its partitions move to the other
+// members at once, and returns nil.
 //
 // It returns ErrInvalidConfig for a bad cfg, an error when the group exists
 // with other group-wide settings, and ErrGroupStopped when pcgroups stops on
@@ -49,19 +51,11 @@ func Run(ctx context.Context, js jetstream.JetStream, cfg Config, h Handler, log
 			}
 		}()
 	}
-	if err := ensureDLQStream(ctx, js, cfg); err != nil {
-		return err
-	}
-
-	m, err := join(ctx, js, cfg, log)
+	m, mapping, err := start(ctx, js, cfg, log)
 	if err != nil {
-		return err
-	}
-	if err := m.heartbeat(ctx); err != nil {
-		return err
-	}
-	mapping, err := m.reconcile(ctx, "")
-	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while joining
+		}
 		return err
 	}
 	cfg.Assignment.set(cfg.Partitions, partitionsOf(mapping, cfg.Member))
@@ -70,19 +64,35 @@ func Run(ctx context.Context, js jetstream.JetStream, cfg Config, h Handler, log
 	// Handlers outlive ctx by the stop grace; cancelled after it or on return.
 	hctx, cancelHandlers := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelHandlers()
-	w := &worker{cfg: cfg, js: js, h: h, log: log, gate: newGate()}
 	// pcgroups watches its config with the ctx it is given: it must live
-	// until the stop below calls Stop, not end with ctx.
+	// until the stop below calls Stop, not end with ctx. So does our own
+	// watch of the partitions we own.
 	cgctx, cancelCG := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelCG()
+	own := newOwnership()
+	watching, err := watchOwnership(cgctx, m, own, log)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		cancelCG()
+		<-watching
+	}()
+	w := newWorker(cfg, js, h, own, log)
+	renewing := w.keepalive(cgctx)
+	defer func() {
+		cancelCG()
+		<-renewing
+	}()
 	consume := func() (pcgroups.ConsumerGroupConsumeContext, error) {
-		cc, err := pcgroups.ElasticConsume(cgctx, js, cfg.Stream, cfg.Group, cfg.Member, w.callback(hctx), jetstream.ConsumerConfig{
+		cc, err := pcgroups.ElasticConsume(cgctx, js, cfg.Stream, cfg.Group, cfg.Member, w.callback(ctx, hctx), jetstream.ConsumerConfig{
 			AckPolicy: jetstream.AckExplicitPolicy,
 			AckWait:   cfg.AckWait,
-			// One message in flight per member: a naked message blocks the
-			// member's later ones until it is redelivered, which is what
-			// keeps per-object order through retries.
-			MaxAckPending: 1,
+			// Up to MaxInFlight messages held at once, in per-object
+			// lanes: order per object comes from the lanes, which retry
+			// in place instead of naking (a naked message no longer
+			// blocks the member's later ones).
+			MaxAckPending: cfg.MaxInFlight,
 			// Run dead-letters after cfg.MaxDeliver itself; a server limit
 			// would leave the message stuck in the work-queue stream.
 			MaxDeliver: -1,
@@ -100,6 +110,11 @@ func Run(ctx context.Context, js jetstream.JetStream, cfg Config, h Handler, log
 
 	ticker := time.NewTicker(cfg.heartbeat())
 	defer ticker.Stop()
+	// A reconnect heartbeats at once instead of at the next tick: after
+	// an outage longer than MemberTTL every key has expired, and the
+	// peers wait for ours (see membership.fenced).
+	reconnected := js.Conn().StatusChanged(nats.CONNECTED)
+	defer js.Conn().RemoveStatusListener(reconnected)
 	var missingSince time.Time // when our consumer was first seen missing
 	for {
 		select {
@@ -113,36 +128,101 @@ func Run(ctx context.Context, js jetstream.JetStream, cfg Config, h Handler, log
 				err = errors.New("group config deleted")
 			}
 			return stop(hctx, cancelHandlers, nil, w, m, cfg, log, fmt.Errorf("%w: %w", ErrGroupStopped, err))
+		case <-reconnected:
+			ticker.Reset(cfg.heartbeat())
 		case <-ticker.C:
-			if err := m.heartbeat(ctx); err != nil {
-				log.Warn("heartbeat failed", slog.Any(logkey.Err, err))
-				continue
+		}
+		if err := m.heartbeat(ctx); err != nil {
+			log.Warn("heartbeat failed", slog.Any(logkey.Err, err))
+			continue
+		}
+		if mapping, err = m.reconcile(ctx, ""); err != nil {
+			log.Warn("membership reconcile failed", slog.Any(logkey.Err, err))
+			continue
+		}
+		cfg.Assignment.set(cfg.Partitions, partitionsOf(mapping, cfg.Member))
+		if restart := watchdog(ctx, m, cfg, mapping, &missingSince, log); restart {
+			cc.Stop()
+			if err := waitDone(cc, leaveTimeout); err != nil {
+				log.Debug("group consumer stop", slog.Any(logkey.Err, err))
 			}
-			if mapping, err = m.reconcile(ctx, ""); err != nil {
-				log.Warn("membership reconcile failed", slog.Any(logkey.Err, err))
-				continue
-			}
-			cfg.Assignment.set(cfg.Partitions, partitionsOf(mapping, cfg.Member))
-			if restart := watchdog(ctx, m, w, cfg, mapping, &missingSince, log); restart {
-				cc.Stop()
-				if err := waitDone(cc, leaveTimeout); err != nil {
-					log.Debug("group consumer stop", slog.Any(logkey.Err, err))
-				}
-				if cc, err = consume(); err != nil {
-					return stop(hctx, cancelHandlers, nil, w, m, cfg, log, err)
-				}
+			if cc, err = consume(); err != nil {
+				return stop(hctx, cancelHandlers, nil, w, m, cfg, log, err)
 			}
 		}
 	}
 }
+
+// start joins the group, writes the first heartbeat and reconciles the
+// membership once, returning the mapping in force. It retries what a
+// JetStream cluster answers for a moment after a stream or bucket was
+// created or a leader was lost (no responders, timeouts) until ctx ends;
+// anything else (another group-wide config, a replica count the cluster
+// cannot hold) is returned at once.
+func start(ctx context.Context, js jetstream.JetStream, cfg Config, log *slog.Logger) (*membership, []pcgroups.MemberMapping, error) {
+	type joined struct {
+		m       *membership
+		mapping []pcgroups.MemberMapping
+	}
+	try := func() (joined, error) {
+		m, err := join(ctx, js, cfg, log)
+		if err == nil {
+			err = m.heartbeat(ctx)
+		}
+		var mapping []pcgroups.MemberMapping
+		if err == nil {
+			mapping, err = m.reconcile(ctx, "")
+		}
+		if err != nil && !transient(ctx, err) {
+			return joined{}, backoff.Permanent(err)
+		}
+		return joined{m, mapping}, err
+	}
+	notify := func(err error, d time.Duration) {
+		log.Warn("joining the consumer group failed, retrying", slog.Any(logkey.Err, err), slog.Duration(logkey.Duration, d))
+	}
+	b := &backoff.ExponentialBackOff{InitialInterval: joinRetryMin, RandomizationFactor: 0.25, Multiplier: 2, MaxInterval: joinRetryMax}
+	j, err := backoff.Retry(ctx, try, backoff.WithBackOff(b), backoff.WithMaxElapsedTime(0), backoff.WithNotify(notify))
+	if err != nil {
+		return nil, nil, err
+	}
+	return j.m, j.mapping, nil
+}
+
+// Join retry backoff (see start): from joinRetryMin, doubling to
+// joinRetryMax, +/-25 %.
+const (
+	joinRetryMin = 100 * time.Millisecond
+	joinRetryMax = 5 * time.Second
+)
+
+// transient reports whether err, met while joining under ctx, is worth
+// retrying: a JetStream API without a responder (a stream or bucket
+// created a moment ago has no leader yet), the cluster answering that it
+// is temporarily unavailable, or a request that timed out while ctx
+// itself is still live.
+func transient(ctx context.Context, err error) bool {
+	if ctx.Err() != nil {
+		return false
+	}
+	var apiErr *jetstream.APIError
+	return errors.Is(err, nats.ErrNoResponders) || errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, context.DeadlineExceeded) ||
+		errors.As(err, &apiErr) && apiErr.ErrorCode == jsClusterNotAvailable
+}
+
+// jsClusterNotAvailable is the server's "JetStream system temporarily
+// unavailable" (no meta leader, e.g. during an election); nats.go names
+// no constant for it.
+const jsClusterNotAvailable jetstream.ErrorCode = 10008
 
 // watchdog reports whether the pcgroups instance must be restarted: we own
 // partitions but our consumer has been missing for longer than a failover
 // should take. pcgroups only re-creates a consumer it knows is
 // gone; one deleted under it (idle timeout after a long pause, or removed
 // while we were briefly thought dead) would otherwise never come back.
-func watchdog(ctx context.Context, m *membership, w *worker, cfg Config, mapping []pcgroups.MemberMapping, missingSince *time.Time, log *slog.Logger) bool {
-	if len(partitionsOf(mapping, cfg.Member)) == 0 || w.gate.busy() {
+func watchdog(ctx context.Context, m *membership, cfg Config, mapping []pcgroups.MemberMapping, missingSince *time.Time, log *slog.Logger) bool {
+	if len(partitionsOf(mapping, cfg.Member)) == 0 {
 		*missingSince = time.Time{}
 		return false
 	}

@@ -12,26 +12,40 @@ type Stats struct {
 	retried      atomic.Uint64
 	deadLettered atomic.Uint64
 	undecodable  atomic.Uint64
+	coalesced    atomic.Uint64
 	lag          atomic.Uint64
+	inFlight     atomic.Int64
 }
 
 // StatsSnapshot is a point-in-time copy of Stats.
 type StatsSnapshot struct {
-	// Delivered counts every delivery handed to the member (retries too).
+	// Delivered counts every message handed to the handler, or dead
+	// lettered or skipped without it, each try of a retry again; a
+	// coalesced message counts once.
 	Delivered uint64
 	// Acked counts messages whose handler succeeded and whose ack the
 	// server confirmed.
 	Acked uint64
-	// Retried counts NakWithDelay after a handler error.
+	// Retried counts handler errors that are retried (in the object's
+	// lane, after the backoff).
 	Retried uint64
 	// DeadLettered counts messages published to the DLQ and terminated
 	// (handler gave up, terminal error, or undecodable).
 	DeadLettered uint64
 	// Undecodable counts the subset of DeadLettered that failed to decode.
 	Undecodable uint64
+	// Coalesced counts messages acked without a handler call of their
+	// own, because a newer message of the same object stood for them
+	// (Config.Coalesce).
+	Coalesced uint64
 	// Lag is how many messages waited in the member's consumer behind the
-	// last delivery (its metadata's NumPending): the member's backlog.
+	// last delivery (its metadata's NumPending): the member's backlog on
+	// the server. Messages delivered and waiting in their lane are in
+	// InFlight instead.
 	Lag uint64
+	// InFlight is how many messages the member holds now (delivered, not
+	// yet acked, dead-lettered or released), at most Config.MaxInFlight.
+	InFlight uint64
 }
 
 // Snapshot returns the current counters. A nil *Stats gives zeros.
@@ -45,6 +59,8 @@ func (s *Stats) Snapshot() StatsSnapshot {
 		Retried:      s.retried.Load(),
 		DeadLettered: s.deadLettered.Load(),
 		Undecodable:  s.undecodable.Load(),
+		Coalesced:    s.coalesced.Load(),
 		Lag:          s.lag.Load(),
+		InFlight:     uint64(max(0, s.inFlight.Load())),
 	}
 }

@@ -1,6 +1,7 @@
 package group
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -8,6 +9,8 @@ import (
 	"time"
 
 	eventsv1 "github.com/ambient-code/control-plane/proto/ambient/events/v1"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/synadia-io/orbit.go/pcgroups"
 )
 
@@ -72,6 +75,13 @@ func TestConfigValidate(t *testing.T) {
 		{name: "short ack wait", mutate: func(c *Config) { c.AckWait = 100 * time.Millisecond }},
 		{name: "negative backoff", mutate: func(c *Config) { c.Backoff = []time.Duration{-1} }},
 		{name: "unknown resource", mutate: func(c *Config) { c.Resources = []eventsv1.Resource{99} }},
+		{name: "replicas as the events stream", mutate: func(c *Config) { c.Replicas = 0 }, valid: true},
+		{name: "replicas 5", mutate: func(c *Config) { c.Replicas = 5 }, valid: true},
+		{name: "replicas 6", mutate: func(c *Config) { c.Replicas = 6 }},
+		{name: "negative replicas", mutate: func(c *Config) { c.Replicas = -1 }},
+		{name: "one in flight", mutate: func(c *Config) { c.MaxInFlight = 1 }, valid: true},
+		{name: "too many in flight", mutate: func(c *Config) { c.MaxInFlight = MaxMaxInFlight + 1 }},
+		{name: "negative in flight", mutate: func(c *Config) { c.MaxInFlight = -1 }},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -137,5 +147,35 @@ func TestPartitionStable(t *testing.T) {
 		if got := Partition(token, 16); got != want {
 			t.Errorf("Partition(%q) = %d, want %d", token, got, want)
 		}
+	}
+}
+
+func TestTransientJoinErrors(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		ctxDone bool
+		err     error
+		want    bool
+	}{
+		{name: "no responders (new stream, no leader yet)", err: fmt.Errorf("create group: %w", nats.ErrNoResponders), want: true},
+		{name: "request timeout", err: nats.ErrTimeout, want: true},
+		{name: "cluster temporarily unavailable", err: fmt.Errorf("x: %w", &jetstream.APIError{ErrorCode: 10008}), want: true},
+		{name: "other api error", err: &jetstream.APIError{ErrorCode: 10074}},
+		{name: "group config mismatch", err: errors.New("the existing elastic consumer group config can not be updated")},
+		{name: "ctx done", ctxDone: true, err: nats.ErrNoResponders},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ctx, cancel := context.WithCancel(t.Context())
+			defer cancel()
+			if tc.ctxDone {
+				cancel()
+			}
+			if got := transient(ctx, tc.err); got != tc.want {
+				t.Fatalf("transient(%v) = %v, want %v", tc.err, got, tc.want)
+			}
+		})
 	}
 }

@@ -2,167 +2,227 @@ package group
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/ambient-code/control-plane/libs/events"
 	"github.com/ambient-code/control-plane/libs/logkey"
 )
 
 // ackTimeout bounds the confirmed ack, DLQ publish and Term of one message.
 const ackTimeout = 5 * time.Second
 
-// worker turns deliveries into handler calls and acks, naks or dead
-// letters. pcgroups calls it from one goroutine per member (the consume
-// callback), so messages are processed one at a time in stream order.
+// releaseDelay is how long a message released because its partition moved
+// waits before the server may deliver it again: our consumer is being
+// re-created without that partition (pcgroups waits up to 0.5 s before it
+// does), and an immediate redelivery to it would only be released again.
+const releaseDelay = 500 * time.Millisecond
+
+// worker turns deliveries into handler calls and acks, dead letters or
+// releases. pcgroups calls deliver from one goroutine per member, in
+// stream order; deliver only files each message in its object's lane (see
+// lane.go). The server hands the member at most Config.MaxInFlight
+// unsettled messages (MaxAckPending), so lanes, held messages and lane
+// goroutines are bounded by it.
 type worker struct {
 	cfg  Config
 	js   jetstream.JetStream
 	h    Handler
 	log  *slog.Logger
-	gate *gate
+	gate *gate // counts lane goroutines; closed when the member stops
+	own  *ownership
+
+	mu    sync.Mutex
+	lanes map[string]*lane  // guarded by mu; by object (id token); only lanes whose goroutine runs
+	held  map[uint64]*entry // guarded by mu; by work-queue sequence; every unsettled message
+	// handled remembers messages whose handler succeeded but whose ack
+	// was never confirmed (NATS unreachable past AckWait), by sequence,
+	// with the time the lane gave up: a redelivery of one is acked without
+	// handling it again, which would otherwise run it after the object's
+	// later messages. Forgotten after handledMemory.
+	handled map[uint64]time.Time // guarded by mu
 }
 
-// callback adapts the worker to pcgroups. ctx is the handlers' base ctx:
-// it outlives Run's ctx by the stop grace.
-func (w *worker) callback(ctx context.Context) func(jetstream.Msg) {
-	return func(msg jetstream.Msg) {
-		if !w.gate.enter() {
-			// Stopping: give the message back at once for the next owner.
-			if err := msg.Nak(); err != nil {
-				w.log.Debug("nak after stop failed", slog.Any(logkey.Err, err))
-			}
-			return
-		}
-		defer w.gate.leave()
-		w.process(ctx, msg)
-	}
+// handledMemory is how long a handled but unconfirmed message is
+// recognised when it comes back: far longer than any AckWait.
+const handledMemory = 10 * time.Minute
+
+// entry is one message the member holds until it is settled: acked, dead
+// lettered or released.
+type entry struct {
+	seq     uint64 // in the group's work-queue stream
+	subject string
+	// tries is how many deliveries preceded the first one we hold
+	// (NumDelivered-1): tries of a member that died or stopped count
+	// towards MaxDeliver.
+	tries    uint64
+	msg      jetstream.Msg // guarded by worker.mu: the newest delivery of seq
+	settling bool          // guarded by worker.mu: being acked or terminated, so no longer renewed
 }
 
-func (w *worker) process(ctx context.Context, msg jetstream.Msg) {
-	w.cfg.Stats.delivered.Add(1)
-	subject := msg.Subject()
-	attempt, seq := uint64(1), uint64(0)
+func newWorker(cfg Config, js jetstream.JetStream, h Handler, own *ownership, log *slog.Logger) *worker {
+	return &worker{cfg: cfg, js: js, h: h, log: log, gate: newGate(), own: own,
+		lanes: map[string]*lane{}, held: map[uint64]*entry{}, handled: map[uint64]time.Time{}}
+}
+
+// callback adapts the worker to pcgroups. runCtx is Run's ctx (done when
+// the member stops taking work); hctx is the handlers' base ctx, which
+// outlives it by the stop grace.
+func (w *worker) callback(runCtx, hctx context.Context) func(jetstream.Msg) {
+	return func(msg jetstream.Msg) { w.deliver(runCtx, hctx, msg) }
+}
+
+// deliver files msg in its object's lane, starting the lane when the
+// object has no work yet. It never blocks on a handler.
+func (w *worker) deliver(runCtx, hctx context.Context, msg jetstream.Msg) {
+	e := &entry{subject: msg.Subject(), msg: msg}
 	if meta, err := msg.Metadata(); err == nil {
-		attempt, seq = meta.NumDelivered, meta.Sequence.Stream
+		e.seq, e.tries = meta.Sequence.Stream, meta.NumDelivered-1
 		w.cfg.Stats.lag.Store(meta.NumPending)
 	}
-	log := w.log.With(slog.String(logkey.Subject, subject), slog.Uint64(logkey.Seq, seq), slog.Uint64(logkey.Attempt, attempt))
+	key := e.subject[strings.LastIndexByte(e.subject, '.')+1:]
+	log := w.log.With(slog.String(logkey.Subject, e.subject), slog.Uint64(logkey.Seq, e.seq))
 
-	hctx, ev, err := events.Decode(ctx, msg.Headers(), msg.Data())
-	if err != nil {
-		w.cfg.Stats.undecodable.Add(1)
-		w.deadLetter(ctx, msg, subject, attempt, ReasonUndecodable, err, log)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if held := w.held[e.seq]; held != nil && e.seq != 0 {
+		// Delivered again while we hold it (our consumer was re-created,
+		// or a renewal was lost): the lane settles the newest delivery, so
+		// its ack reaches the consumer that has it pending.
+		held.msg = msg
+		log.Debug("held event redelivered")
 		return
 	}
-	if g := msg.Headers().Get(HeaderReplayGroup); !slices.Contains(w.cfg.Resources, ev.GetResource()) || (g != "" && g != w.cfg.Group) {
-		// Not this group's resource (see partitioningFilters), or a replay
-		// meant for another group: done.
+	if _, ok := w.handled[e.seq]; ok && e.seq != 0 {
+		// Handled before; only its ack was lost.
 		if err := msg.Ack(); err != nil {
-			log.Debug("ack of skipped event failed", slog.Any(logkey.Err, err))
+			log.Debug("ack of handled event failed", slog.Any(logkey.Err, err))
 		}
+		log.Info("handled event redelivered, acked without handling it again")
 		return
 	}
-	log = log.With(slog.String(logkey.Resource, events.ResourceToken(ev.GetResource())),
-		slog.String(logkey.ObjectID, ev.GetObjectId()), slog.String(logkey.EventID, ev.GetEventId()))
+	if l := w.lanes[key]; l != nil {
+		l.queue = append(l.queue, e)
+		w.hold(e)
+		return
+	}
+	if !w.gate.enter() {
+		// Stopping: give the message back at once for the next owner.
+		w.nak(msg, 0, log)
+		return
+	}
+	lctx, cancel := context.WithCancelCause(hctx)
+	f, owned := w.own.begin(Partition(key, w.cfg.Partitions), cancel)
+	if !owned {
+		cancel(nil)
+		w.gate.leave()
+		// Delivered by a consumer being re-created without this partition.
+		w.nak(msg, releaseDelay, log)
+		log.Info("event released: partition not owned")
+		return
+	}
+	l := &lane{key: key, queue: []*entry{e}}
+	w.lanes[key] = l
+	w.hold(e)
+	// Owned by the gate: Run's stop waits for every lane goroutine, and a
+	// lane ends when its queue is empty or released (stop, move).
+	go w.runLane(runCtx, lctx, cancel, f, l)
+}
 
-	herr := w.call(hctx, msg, Message{Event: ev, Subject: subject, Header: msg.Headers(), Attempt: attempt, Seq: seq})
-	switch {
-	case herr == nil:
-		actx, cancel := context.WithTimeout(ctx, ackTimeout)
-		defer cancel()
-		// A confirmed ack: counting a lost ack as done would hide a
-		// redelivery that is coming.
-		if err := msg.DoubleAck(actx); err != nil {
-			log.Warn("ack failed, event will be redelivered", slog.Any(logkey.Err, err))
-			return
-		}
-		w.cfg.Stats.acked.Add(1)
-		log.Debug("event handled")
-	case ctx.Err() != nil:
-		// The stop grace ran out: release the message unharmed.
-		if err := msg.Nak(); err != nil {
-			log.Debug("nak on stop failed", slog.Any(logkey.Err, err))
-		}
-		log.Info("event released on stop", slog.Any(logkey.Err, herr))
-	case IsTerminal(herr):
-		w.deadLetter(ctx, msg, subject, attempt, ReasonTerminal, herr, log)
-	case attempt >= uint64(w.cfg.MaxDeliver):
-		w.deadLetter(ctx, msg, subject, attempt, ReasonExhausted, herr, log)
-	default:
-		delay := w.cfg.backoff(attempt)
-		if err := msg.NakWithDelay(delay); err != nil {
-			log.Warn("nak failed, event will be redelivered after ack wait", slog.Any(logkey.Err, err))
-		}
-		w.cfg.Stats.retried.Add(1)
-		log.Warn("event handling failed, retrying", slog.Any(logkey.Err, herr), slog.Duration(logkey.Duration, delay))
+// hold records e as held. Caller holds mu.
+func (w *worker) hold(e *entry) {
+	if e.seq != 0 {
+		w.held[e.seq] = e
+	}
+	w.cfg.Stats.inFlight.Add(1)
+}
+
+// current returns the newest delivery of e.
+func (w *worker) current(e *entry) jetstream.Msg {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return e.msg
+}
+
+// nak gives msg back unacked, for this member's consumer after delay or
+// for the next owner, without counting a try.
+func (w *worker) nak(msg jetstream.Msg, delay time.Duration, log *slog.Logger) {
+	var err error
+	if delay > 0 {
+		err = msg.NakWithDelay(delay)
+	} else {
+		err = msg.Nak()
+	}
+	if err != nil {
+		log.Debug("nak of released event failed", slog.Any(logkey.Err, err))
 	}
 }
 
-// call runs the handler, turning a panic into an error and telling the
-// server the message is in progress while it runs, so a slow handler is not
-// redelivered behind its back.
-func (w *worker) call(ctx context.Context, msg jetstream.Msg, m Message) (err error) {
+// keepalive tells the server, every AckWait/3, that every held message not
+// yet being settled is in progress: a message waiting in its lane behind a
+// slow handler or a backoff must not be redelivered behind the lane's back
+// (that would hand it over out of order). It returns a channel closed when
+// it has stopped, after ctx ends.
+func (w *worker) keepalive(ctx context.Context) <-chan struct{} {
 	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	// Owned by call: exits when done is closed below, and call waits for it.
+	// Owned by Run: ends with ctx, which Run cancels before returning, and
+	// Run waits on done.
 	go func() {
-		defer wg.Done()
+		defer close(done)
 		t := time.NewTicker(w.cfg.AckWait / 3)
 		defer t.Stop()
 		for {
 			select {
-			case <-done:
+			case <-ctx.Done():
 				return
 			case <-t.C:
+			}
+			w.forgetHandled(time.Now().Add(-handledMemory))
+			for _, msg := range w.renewable() {
 				if err := msg.InProgress(); err != nil {
 					w.log.Debug("in progress failed", slog.Any(logkey.Err, err))
 				}
 			}
 		}
 	}()
-	defer func() {
-		close(done)
-		wg.Wait()
-	}()
+	return done
+}
+
+// forgetHandled drops handled messages the lane gave up on before t.
+func (w *worker) forgetHandled(t time.Time) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for seq, at := range w.handled {
+		if at.Before(t) {
+			delete(w.handled, seq)
+		}
+	}
+}
+
+// renewable returns the newest delivery of every held message that is
+// not being settled.
+func (w *worker) renewable() []jetstream.Msg {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := make([]jetstream.Msg, 0, len(w.held))
+	for _, e := range w.held {
+		if !e.settling {
+			out = append(out, e.msg)
+		}
+	}
+	return out
+}
+
+// call runs the handler, turning a panic into an error.
+func (w *worker) call(ctx context.Context, m Message) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("handler panic: %v", r)
 		}
 	}()
 	return w.h(ctx, m)
-}
-
-// deadLetter publishes the message to the DLQ and terminates it. If the
-// publish fails the message is naked instead, so nothing is lost.
-func (w *worker) deadLetter(ctx context.Context, msg jetstream.Msg, subject string, attempt uint64, reason string, cause error, log *slog.Logger) {
-	dlq := dlqMsg(w.cfg, subject, msg.Headers(), msg.Data(), attempt, reason, cause)
-	pctx, cancel := context.WithTimeout(ctx, ackTimeout)
-	defer cancel()
-	_, err := w.js.PublishMsg(pctx, dlq)
-	if errors.Is(err, jetstream.ErrNoStreamResponse) {
-		// No stream captures the DLQ subject: still tell live subscribers.
-		log.Warn("no stream stores dead letters", slog.String(logkey.Subject, dlq.Subject))
-		err = w.js.Conn().PublishMsg(dlq)
-	}
-	if err != nil {
-		delay := w.cfg.backoff(attempt)
-		if nerr := msg.NakWithDelay(delay); nerr != nil {
-			log.Debug("nak failed", slog.Any(logkey.Err, nerr))
-		}
-		log.Error("dead letter publish failed, will retry", slog.Any(logkey.Err, err), slog.String(logkey.Reason, reason))
-		return
-	}
-	if err := msg.TermWithReason(reason); err != nil {
-		log.Warn("term failed, event may be redelivered", slog.Any(logkey.Err, err))
-	}
-	w.cfg.Stats.deadLettered.Add(1)
-	log.Error("event dead-lettered", slog.String(logkey.Reason, reason), slog.Any(logkey.Err, cause))
 }

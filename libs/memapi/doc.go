@@ -29,7 +29,7 @@
 //     their numbers differ from the objects' (Create*Request numbers from
 //     1), as on the real server. UpdateSessionRequest has no
 //     created_by_user_id.
-//   - UpdateSessionStatus accepts only the seven phases (else
+//   - UpdateSessionStatus accepts only the seven phases of libs/session (else
 //     InvalidArgument) and sets only the fields present.
 //   - With WithToken, every call (streams included) needs
 //     "authorization: Bearer <token>", else Unauthenticated / HTTP 401. The
@@ -37,6 +37,15 @@
 //   - gRPC errors carry the real server's reasons ("Session with id='x' not
 //     found", "This Project already exists", "name is required"); APIError
 //     is the error type behind them.
+//
+// Multi-user mode (WithUsers, MEMAPI_USERS_FILE) is ours, not the real
+// server's: per-user tokens from a file, each granted projects directly or
+// through a group in a project's group_access. Over REST a user sees only
+// its projects' objects (lists filtered, a GET of another 404 and a change
+// 403 with the bodies of the real server's authorization middleware) and its
+// REST creates get created_by_user_id = its name; over gRPC users
+// authenticate and nothing is narrowed, as the real gRPC handlers authorize
+// nothing. The service token (WithToken) keeps seeing everything.
 //
 // Fault injection for tests: EndWatches, FailNext, SetSendDelay,
 // SetListHook, CallCount, Dropped.

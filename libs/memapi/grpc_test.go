@@ -21,6 +21,7 @@ import (
 
 	"github.com/ambient-code/control-plane/libs/apiclient"
 	"github.com/ambient-code/control-plane/libs/memapi"
+	"github.com/ambient-code/control-plane/libs/session"
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
 )
 
@@ -220,8 +221,8 @@ func TestUpdatesSetOnlyPresentFields(t *testing.T) {
 			}
 		})
 	}
-	for _, ph := range memapi.Phases() {
-		if _, err := c.UpdateSessionStatus(ctx, &ambientv1.UpdateSessionStatusRequest{Id: id, Phase: proto.String(ph)}); err != nil {
+	for _, ph := range session.Phases() {
+		if _, err := c.UpdateSessionStatus(ctx, &ambientv1.UpdateSessionStatusRequest{Id: id, Phase: ph.Ptr()}); err != nil {
 			t.Errorf("phase %s: %v", ph, err)
 		}
 	}

@@ -15,6 +15,7 @@ type Option func(*options) error
 
 type options struct {
 	token       string
+	users       []User
 	log         *slog.Logger
 	now         func() time.Time
 	watchBuffer int

@@ -36,12 +36,17 @@ const (
 // real server's OpenAPI schema) and copy the fields the request has; the
 // others (phase, kube_cr_name, ...) are read-only and ignored.
 type collection[T object, C, U proto.Message] struct {
+	s        *Server
 	r        *resource[T]
 	required string // property a create body must have
-	create   func(C) (T, error)
-	update   func(U) (T, error)
-	newC     func() C
-	newU     func(id string) U
+	// project returns the project of a stored object, projectOf the
+	// project a create request names (multi-user mode narrows by them).
+	project   func(T) string
+	projectOf func(C) string
+	create    func(C) (T, error)
+	update    func(U) (T, error)
+	newC      func() C
+	newU      func(id string) U
 }
 
 // Handler returns the REST API (chi) under BasePath, in the real server's
@@ -71,13 +76,19 @@ func (s *Server) Handler() http.Handler {
 
 	sess := &sessionService{r: s.sessionResource()}
 	mount(r, collection[*ambientv1.Session, *ambientv1.CreateSessionRequest, *ambientv1.UpdateSessionRequest]{
-		r: sess.r, required: "name", create: sess.create,
-		update: sess.update,
-		newC:   func() *ambientv1.CreateSessionRequest { return &ambientv1.CreateSessionRequest{} },
-		newU:   func(id string) *ambientv1.UpdateSessionRequest { return &ambientv1.UpdateSessionRequest{Id: id} },
+		s: s, r: sess.r, required: "name", create: sess.create,
+		update:    sess.update,
+		project:   (*ambientv1.Session).GetProjectId,
+		projectOf: (*ambientv1.CreateSessionRequest).GetProjectId,
+		newC:      func() *ambientv1.CreateSessionRequest { return &ambientv1.CreateSessionRequest{} },
+		newU:      func(id string) *ambientv1.UpdateSessionRequest { return &ambientv1.UpdateSessionRequest{Id: id} },
 	})
 	for _, t := range []transition{startTransition, stopTransition} {
 		r.Post(BasePath+"/"+sess.r.path+"/{id}/"+t.verb, func(w http.ResponseWriter, req *http.Request) {
+			if !mayChange(s, req, sess.r, (*ambientv1.Session).GetProjectId) {
+				writeDenied(w, http.StatusForbidden)
+				return
+			}
 			obj, err := sess.transition(chi.URLParam(req, "id"), t)
 			writeResult(w, http.StatusOK, obj, err)
 		})
@@ -85,17 +96,21 @@ func (s *Server) Handler() http.Handler {
 
 	proj := &projectService{r: s.projectResource()}
 	mount(r, collection[*ambientv1.Project, *ambientv1.CreateProjectRequest, *ambientv1.UpdateProjectRequest]{
-		r: proj.r, required: "name", create: proj.create,
-		update: proj.update,
-		newC:   func() *ambientv1.CreateProjectRequest { return &ambientv1.CreateProjectRequest{} },
-		newU:   func(id string) *ambientv1.UpdateProjectRequest { return &ambientv1.UpdateProjectRequest{Id: id} },
+		s: s, r: proj.r, required: "name", create: proj.create,
+		update:    proj.update,
+		project:   func(p *ambientv1.Project) string { return p.GetMetadata().GetId() },
+		projectOf: (*ambientv1.CreateProjectRequest).GetName, // a project's id is its name
+		newC:      func() *ambientv1.CreateProjectRequest { return &ambientv1.CreateProjectRequest{} },
+		newU:      func(id string) *ambientv1.UpdateProjectRequest { return &ambientv1.UpdateProjectRequest{Id: id} },
 	})
 
 	set := &projectSettingsService{r: s.settingsResource()}
 	mount(r, collection[*ambientv1.ProjectSettings, *ambientv1.CreateProjectSettingsRequest, *ambientv1.UpdateProjectSettingsRequest]{
-		r: set.r, required: "project_id", create: set.create,
-		update: set.update,
-		newC:   func() *ambientv1.CreateProjectSettingsRequest { return &ambientv1.CreateProjectSettingsRequest{} },
+		s: s, r: set.r, required: "project_id", create: set.create,
+		update:    set.update,
+		project:   (*ambientv1.ProjectSettings).GetProjectId,
+		projectOf: (*ambientv1.CreateProjectSettingsRequest).GetProjectId,
+		newC:      func() *ambientv1.CreateProjectSettingsRequest { return &ambientv1.CreateProjectSettingsRequest{} },
 		newU: func(id string) *ambientv1.UpdateProjectSettingsRequest {
 			return &ambientv1.UpdateProjectSettingsRequest{Id: id}
 		},
@@ -118,6 +133,13 @@ func mount[T object, C, U proto.Message](r chi.Router, c collection[T, C, U]) {
 		if match != nil {
 			filter = func(o T) bool { return match(o.ProtoReflect()) }
 		}
+		if u := callerOf(req.Context()); u != nil {
+			// Computed before listing: the filter runs under the store's
+			// lock, and the settings store is read to find group grants.
+			visible := c.s.visibleProjects(u)
+			search := filter
+			filter = func(o T) bool { return visible(c.project(o)) && (search == nil || search(o)) }
+		}
 		items, meta := c.r.list(queryInt32(q.Get("page")), queryInt32(q.Get("size")), filter)
 		b, err := restapi.MarshalList(c.r.kind, meta.GetPage(), meta.GetTotal(), items)
 		if err != nil {
@@ -128,6 +150,12 @@ func mount[T object, C, U proto.Message](r chi.Router, c collection[T, C, U]) {
 	})
 	r.Get(base+"/{id}", func(w http.ResponseWriter, req *http.Request) {
 		obj, err := c.r.get(chi.URLParam(req, "id"))
+		if u := callerOf(req.Context()); u != nil && (err != nil || !c.s.sees(u, c.project(obj))) {
+			// The real server's authorization middleware answers a denied
+			// GET of one object as if it were absent.
+			writeDenied(w, http.StatusNotFound)
+			return
+		}
 		writeResult(w, http.StatusOK, obj, err)
 	})
 	r.Post(base, func(w http.ResponseWriter, req *http.Request) {
@@ -136,10 +164,23 @@ func mount[T object, C, U proto.Message](r chi.Router, c collection[T, C, U]) {
 			writeError(w, err)
 			return
 		}
+		if u := callerOf(req.Context()); u != nil && !c.s.sees(u, c.projectOf(in)) {
+			writeDenied(w, http.StatusForbidden)
+			return
+		}
+		if cs, ok := any(in).(*ambientv1.CreateSessionRequest); ok {
+			if u := callerOf(req.Context()); u != nil {
+				c.s.createdBy(cs, u)
+			}
+		}
 		obj, err := c.create(in)
 		writeResult(w, http.StatusCreated, obj, err)
 	})
 	r.Patch(base+"/{id}", func(w http.ResponseWriter, req *http.Request) {
+		if !mayChange(c.s, req, c.r, c.project) {
+			writeDenied(w, http.StatusForbidden)
+			return
+		}
 		in := c.newU(chi.URLParam(req, "id"))
 		// The path's id wins: "id" in a body is read-only metadata.
 		if err := readObject[T](req.Body, "", in); err != nil {
@@ -150,6 +191,10 @@ func mount[T object, C, U proto.Message](r chi.Router, c collection[T, C, U]) {
 		writeResult(w, http.StatusOK, obj, err)
 	})
 	r.Delete(base+"/{id}", func(w http.ResponseWriter, req *http.Request) {
+		if !mayChange(c.s, req, c.r, c.project) {
+			writeDenied(w, http.StatusForbidden)
+			return
+		}
 		// 204 also for an id already gone, like the real server.
 		c.r.remove(chi.URLParam(req, "id"))
 		w.WriteHeader(http.StatusNoContent)
@@ -193,7 +238,7 @@ func readObject[T object](body io.Reader, required string, dst proto.Message) er
 
 func (s *Server) restAuth(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == HealthPath || s.opts.token == "" {
+		if r.URL.Path == HealthPath || !s.checksTokens() {
 			next.ServeHTTP(w, r) // probes carry no token
 			return
 		}
@@ -202,12 +247,46 @@ func (s *Server) restAuth(next http.Handler) http.Handler {
 			writePlain(w, http.StatusUnauthorized, reasonNoAuth)
 			return
 		}
-		if err := s.checkAuth(h); err != nil {
+		u, err := s.checkCaller(h)
+		if err != nil {
 			writePlain(w, http.StatusUnauthorized, reasonBadToken)
 			return
 		}
-		next.ServeHTTP(w, r)
+		next.ServeHTTP(w, r.WithContext(withCaller(r.Context(), u)))
 	})
+}
+
+// mayChange reports whether the caller may change the object named by the
+// path's id: the service caller always, a user only an existing object of
+// its projects (an unknown id is denied like a foreign one, as the real
+// server's middleware cannot resolve its project either).
+func mayChange[T object](s *Server, req *http.Request, r *resource[T], project func(T) string) bool {
+	u := callerOf(req.Context())
+	if u == nil {
+		return true
+	}
+	obj, err := r.get(chi.URLParam(req, "id"))
+	return err == nil && s.sees(u, project(obj))
+}
+
+// createdBy sets created_by_user_id to the user's name, as the real server
+// does from the caller's identity.
+func (s *Server) createdBy(cs *ambientv1.CreateSessionRequest, u *User) {
+	name := u.Name
+	cs.CreatedByUserId = &name
+}
+
+// writeDenied writes the bodies of the real server's authorization
+// middleware (no id or code, unlike the handlers' error objects).
+func writeDenied(w http.ResponseWriter, code int) {
+	reason := "Forbidden"
+	if code == http.StatusNotFound {
+		reason = "Not Found"
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	// The client may be gone; there is nobody left to tell.
+	_, _ = w.Write([]byte(`{"kind":"Error","reason":"` + reason + `"}`))
 }
 
 // queryInt32 reads a page or size parameter. What is no number reads as 0,

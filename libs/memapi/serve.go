@@ -28,13 +28,15 @@ type Config struct {
 	GRPCAddr string
 	RESTAddr string
 	Token    string
+	// Users, when set, turn on the multi-user mode (WithUsers).
+	Users []User
 }
 
-// Run creates a Server with cfg.Token, listens on cfg's addresses and serves
-// until ctx is done; see Serve. It is what the memapi binary and the dev
-// stack run.
+// Run creates a Server with cfg.Token (and cfg.Users), listens on cfg's
+// addresses and serves until ctx is done; see Serve. It is what the memapi
+// binary and the dev stack run.
 func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
-	s, err := New(WithToken(cfg.Token), WithLogger(log))
+	s, err := New(WithToken(cfg.Token), WithUsers(cfg.Users), WithLogger(log))
 	if err != nil {
 		return err
 	}

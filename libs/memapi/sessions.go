@@ -3,10 +3,10 @@ package memapi
 import (
 	"context"
 	"fmt"
-	"slices"
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/ambient-code/control-plane/libs/session"
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
 )
 
@@ -16,13 +16,6 @@ const (
 	DefaultLLMTemperature = 0.7
 	DefaultLLMMaxTokens   = 4000
 )
-
-// phases are the session phases UpdateSessionStatus accepts.
-var phases = [...]string{"Pending", "Creating", "Running", "Stopping", "Stopped", "Completed", "Failed"}
-
-// Phases returns the session phases UpdateSessionStatus accepts, in
-// lifecycle order (the last three are terminal).
-func Phases() []string { return slices.Clone(phases[:]) }
 
 type sessionService struct {
 	ambientv1.UnimplementedSessionServiceServer
@@ -113,10 +106,10 @@ func (x *sessionService) WatchSessions(_ *ambientv1.WatchSessionsRequest, stream
 }
 
 // UpdateSessionStatus validates the phase (InvalidArgument unless one of
-// Phases()) and sets only the fields present in req.
+// session.Phases()) and sets only the fields present in req.
 func (x *sessionService) UpdateSessionStatus(_ context.Context, req *ambientv1.UpdateSessionStatusRequest) (*ambientv1.Session, error) {
-	if req.Phase != nil && !slices.Contains(phases[:], req.GetPhase()) {
-		return nil, errValidation("invalid phase %q: want one of %v", req.GetPhase(), phases)
+	if req.Phase != nil && !session.Phase(req.GetPhase()).Valid() {
+		return nil, errValidation("invalid phase %q: want one of %v", req.GetPhase(), session.Phases())
 	}
 	return x.r.update(req.GetId(), func(o *ambientv1.Session) error {
 		applyStatus(o, req)
@@ -128,17 +121,17 @@ func (x *sessionService) UpdateSessionStatus(_ context.Context, req *ambientv1.U
 // Stop RPC): the phases it starts from and the phase it sets.
 type transition struct {
 	verb   string // "start" or "stop"
-	from   []string
+	from   func(session.Phase) bool
 	must   string // the real server's wording of from
-	target string
+	target session.Phase
 }
 
 // The real server's guards and 409 reasons (measured).
 var (
-	startTransition = transition{verb: "start", from: []string{"", "Stopped", "Failed", "Completed"},
-		must: "must be empty, Stopped, Failed, or Completed", target: "Pending"}
-	stopTransition = transition{verb: "stop", from: []string{"Running", "Creating", "Pending"},
-		must: "must be Running, Creating, or Pending", target: "Stopping"}
+	startTransition = transition{verb: "start", from: session.Phase.Startable,
+		must: "must be empty, Stopped, Failed, or Completed", target: session.PhasePending}
+	stopTransition = transition{verb: "stop", from: session.Phase.Stoppable,
+		must: "must be Running, Creating, or Pending", target: session.PhaseStopping}
 )
 
 // transition sets the target phase if the session's phase allows it, else
@@ -148,10 +141,10 @@ var (
 // pass the guard.
 func (x *sessionService) transition(id string, t transition) (*ambientv1.Session, error) {
 	return x.r.update(id, func(o *ambientv1.Session) error {
-		if !slices.Contains(t.from, o.GetPhase()) {
+		if !t.from(session.PhaseOf(o)) {
 			return errConflict(fmt.Sprintf("cannot %s session in phase %q; %s", t.verb, o.GetPhase(), t.must))
 		}
-		o.Phase = proto.String(t.target)
+		o.Phase = t.target.Ptr()
 		return nil
 	})
 }

@@ -6,6 +6,8 @@ import (
 	"fmt"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ambient-code/control-plane/libs/bus"
 )
 
 // Record is an endpoint with the KV revision it was read at.
@@ -107,38 +109,24 @@ func purge(ctx context.Context, kv jetstream.KeyValue, sessionID string) error {
 }
 
 // List returns every session record in the bucket (undecodable ones are
-// skipped). It reads a snapshot through a watch of current values.
+// skipped), read with bus.ReadKV.
 func List(ctx context.Context, kv jetstream.KeyValue) ([]Record, error) {
-	w, err := kv.WatchAll(ctx)
+	es, err := bus.ReadKV(ctx, kv, jetstream.IgnoreDeletes())
 	if err != nil {
 		return nil, fmt.Errorf("list runners: %w", err)
 	}
-	defer func() {
-		// Stop only ends the watch subscription; nothing to handle.
-		_ = w.Stop()
-	}()
 	var out []Record
-	for {
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("list runners: %w", ctx.Err())
-		case e, ok := <-w.Updates():
-			if !ok {
-				return nil, fmt.Errorf("list runners: watcher closed")
-			}
-			if e == nil {
-				return out, nil
-			}
-			if e.Operation() != jetstream.KeyValuePut || !isSessionKey(e.Key()) {
-				continue
-			}
-			ep, err := Decode(e.Value())
-			if err != nil {
-				continue
-			}
-			out = append(out, Record{Endpoint: ep, Revision: e.Revision()})
+	for _, e := range es {
+		if !isSessionKey(e.Key()) {
+			continue
 		}
+		ep, err := Decode(e.Value())
+		if err != nil {
+			continue
+		}
+		out = append(out, Record{Endpoint: ep, Revision: e.Revision()})
 	}
+	return out, nil
 }
 
 // isCASError matches a lost compare-and-swap. ErrKeyExists covers R1 streams

@@ -289,3 +289,61 @@ func TestListAndInvalidRecords(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestTableOnRemove: the hook hears of every record that is deleted or
+// changes project (agui-proxy forgets its authorization decisions then),
+// and of nothing else.
+func TestTableOnRemove(t *testing.T) {
+	t.Parallel()
+	kv := newKV(t)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	var mu sync.Mutex
+	var removed []string // guarded by mu
+	tab := registry.NewTable(registry.WithOnRemove(func(id string) {
+		mu.Lock()
+		removed = append(removed, id)
+		mu.Unlock()
+	}))
+	done := make(chan error, 1) // buffered: Run's result is read after cancel
+	go func() { done <- tab.Run(ctx, kv) }()
+	<-tab.Synced()
+	got := func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]string(nil), removed...)
+	}
+	rev, err := registry.Claim(ctx, kv, ep("a", "m1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	same := ep("a", "m1")
+	same.Host, same.Port = "127.0.0.1", 9100
+	if rev, err = registry.Register(ctx, kv, same, rev); err != nil {
+		t.Fatal(err)
+	}
+	moved := same
+	moved.ProjectID = "other"
+	if _, err = registry.Register(ctx, kv, moved, rev); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if g := got(); len(g) != 1 || g[0] != "a" {
+			return fmt.Errorf("removed %v after a project change, want [a]", g)
+		}
+		return nil
+	})
+	if err := registry.Release(ctx, kv, "a", "m1"); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if g := got(); len(g) != 2 || g[1] != "a" {
+			return fmt.Errorf("removed %v after a delete, want [a a]", g)
+		}
+		return nil
+	})
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ambient-code/control-plane/libs/bus"
 )
 
 // Table is an in-memory routing map of session id -> endpoint kept current by
@@ -20,11 +22,32 @@ type Table struct {
 	synced  chan struct{} // closed once, after the first full snapshot
 	once    sync.Once
 	lastErr atomic.Pointer[error]
+	removed func(sessionID string) // never nil; see WithOnRemove
+}
+
+// TableOption configures a Table.
+type TableOption func(*Table)
+
+// WithOnRemove calls fn with the session id of every record that leaves
+// the table: deleted or purged, missing from the fresh snapshot after a
+// broken watch, or replaced by a record of another project (the old
+// record's facts no longer hold). fn runs on Run's goroutine while the
+// table is locked: it must be quick and must not call the table.
+func WithOnRemove(fn func(sessionID string)) TableOption {
+	return func(t *Table) {
+		if fn != nil {
+			t.removed = fn
+		}
+	}
 }
 
 // NewTable returns an empty table; call Run to fill it.
-func NewTable() *Table {
-	return &Table{entries: map[string]Record{}, synced: make(chan struct{})}
+func NewTable(opts ...TableOption) *Table {
+	t := &Table{entries: map[string]Record{}, synced: make(chan struct{}), removed: func(string) {}}
+	for _, o := range opts {
+		o(t)
+	}
+	return t
 }
 
 // Lookup returns the endpoint of a session if it is routable (has a host and
@@ -72,83 +95,74 @@ func (t *Table) Err() error {
 // Synced returns a channel closed after the first full snapshot.
 func (t *Table) Synced() <-chan struct{} { return t.synced }
 
-// Run watches kv and keeps the table current until ctx ends; it then returns
-// nil. If the watch breaks it is re-opened (after retryDelay) and the table is
-// rebuilt from the fresh snapshot, so deletes missed meanwhile are applied.
-// Run must not be called twice concurrently on one table.
+// Run watches kv (bus.WatchKV) and keeps the table current until ctx ends;
+// it then returns nil. If the watch breaks it is reopened with backoff and
+// the table is rebuilt from the fresh values, so deletes missed meanwhile
+// are applied; until then Ready is false and Err says why. Run must not be
+// called twice concurrently on one table.
 func (t *Table) Run(ctx context.Context, kv jetstream.KeyValue) error {
-	const retryDelay = time.Second
-	for {
-		err := t.watch(ctx, kv)
-		t.ready.Store(false)
-		if ctx.Err() != nil {
-			return nil
-		}
-		// The watch is re-opened below; callers see !Ready and Err meanwhile.
-		t.lastErr.Store(&err)
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(retryDelay):
-		}
-	}
-}
-
-func (t *Table) watch(ctx context.Context, kv jetstream.KeyValue) error {
-	w, err := kv.WatchAll(ctx)
+	err := bus.WatchKV(ctx, kv, bus.KVWatch{
+		Initial: func(es []jetstream.KeyValueEntry) {
+			// A fresh map swapped in whole, so records deleted while a
+			// previous watch was down vanish (and are reported removed).
+			m := make(map[string]Record, len(es))
+			for _, e := range es {
+				applyEntry(m, e, func(string) {})
+			}
+			t.mu.Lock()
+			for k, old := range t.entries {
+				if now, ok := m[k]; !ok || now.ProjectID != old.ProjectID {
+					t.removed(old.SessionID)
+				}
+			}
+			t.entries = m
+			t.mu.Unlock()
+			t.lastErr.Store(nil)
+			t.ready.Store(true)
+			t.once.Do(func() { close(t.synced) })
+		},
+		Update: func(e jetstream.KeyValueEntry) {
+			t.mu.Lock()
+			applyEntry(t.entries, e, t.removed)
+			t.mu.Unlock()
+		},
+		Broken: func(err error, _ time.Duration) {
+			t.ready.Store(false)
+			t.lastErr.Store(&err)
+		},
+	})
+	t.ready.Store(false)
 	if err != nil {
 		return fmt.Errorf("watch runners: %w", err)
 	}
-	defer func() {
-		// Stop only ends the subscription; nothing to handle.
-		_ = w.Stop()
-	}()
-	// The initial values are collected into a fresh map and swapped in at the
-	// nil marker, so records deleted while a previous watch was down vanish.
-	initial := map[string]Record{}
-	inInitial := true
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case e, ok := <-w.Updates():
-			if !ok {
-				return fmt.Errorf("watch runners: watcher closed")
-			}
-			if e == nil {
-				t.mu.Lock()
-				t.entries = initial
-				t.mu.Unlock()
-				inInitial = false
-				t.lastErr.Store(nil)
-				t.ready.Store(true)
-				t.once.Do(func() { close(t.synced) })
-				continue
-			}
-			if inInitial {
-				applyEntry(initial, e)
-				continue
-			}
-			t.mu.Lock()
-			applyEntry(t.entries, e)
-			t.mu.Unlock()
-		}
-	}
+	return nil
 }
 
-func applyEntry(m map[string]Record, e jetstream.KeyValueEntry) {
+// applyEntry applies one watch entry to m and tells removed about a record
+// that left or changed project.
+func applyEntry(m map[string]Record, e jetstream.KeyValueEntry, removed func(sessionID string)) {
 	if !isSessionKey(e.Key()) {
 		return
 	}
-	if e.Operation() != jetstream.KeyValuePut {
+	old, had := m[e.Key()]
+	drop := func() {
 		delete(m, e.Key())
+		if had {
+			removed(old.SessionID)
+		}
+	}
+	if e.Operation() != jetstream.KeyValuePut {
+		drop()
 		return
 	}
 	ep, err := Decode(e.Value())
 	if err != nil || Key(ep.SessionID) != e.Key() {
 		// Garbage, or a record filed under another session's key: not routable.
-		delete(m, e.Key())
+		drop()
 		return
+	}
+	if had && old.ProjectID != ep.ProjectID {
+		removed(old.SessionID)
 	}
 	m[e.Key()] = Record{Endpoint: ep, Revision: e.Revision()}
 }

@@ -11,7 +11,7 @@ acp.deployment renders one Deployment of a component. Arguments (dict):
   replicas  replica count; omitted when the stable track has an HPA
   override  canary image override (dict repository tag) or nil
   api       true when the service calls the ambient API (adds AMBIENT_API_TOKEN)
-  automountToken  true only for the kube-reconciler
+  automountToken  true for the kube-reconciler, and the agui-proxy in authz mode kube
   env, ports, volumes, volumeMounts  extra YAML list items (strings)
 */}}
 {{- define "acp.deployment" -}}
@@ -72,7 +72,7 @@ spec:
             - configMapRef:
                 name: {{ include "acp.configName" (dict "context" $ctx "component" .component) }}
           env:
-            {{- include "acp.secretEnv" (dict "context" $ctx "api" .api) | nindent 12 }}
+            {{- include "acp.secretEnv" (dict "context" $ctx "component" .component "track" .track "api" .api) | nindent 12 }}
             {{- with .env }}
             {{- . | nindent 12 }}
             {{- end }}
@@ -99,7 +99,7 @@ spec:
           volumeMounts:
             - name: tmp
               mountPath: /tmp
-            {{- include "acp.natsVolumeMount" $ctx | nindent 12 }}
+            {{- include "acp.natsVolumeMount" (dict "context" $ctx "component" .component "track" .track) | nindent 12 }}
             {{- with .volumeMounts }}
             {{- . | nindent 12 }}
             {{- end }}
@@ -107,7 +107,7 @@ spec:
         - name: tmp
           emptyDir:
             sizeLimit: 64Mi
-        {{- include "acp.natsVolume" $ctx | nindent 8 }}
+        {{- include "acp.natsVolume" (dict "context" $ctx "component" .component "track" .track) | nindent 8 }}
         {{- with .volumes }}
         {{- . | nindent 8 }}
         {{- end }}
@@ -153,8 +153,9 @@ metadata:
   annotations:
     {{- toYaml . | nindent 4 }}
   {{- end }}
-# Pods mount no token unless they talk to Kubernetes (only the kube-reconciler does).
-automountServiceAccountToken: {{ eq .component "kube-reconciler" }}
+# Pods mount no token unless they talk to Kubernetes: the kube-reconciler,
+# and the agui-proxy with aguiProxy.authz.mode=kube (SubjectAccessReviews).
+automountServiceAccountToken: {{ or (eq .component "kube-reconciler") (and (eq .component "agui-proxy") (eq .context.Values.aguiProxy.authz.mode "kube")) }}
 {{- end -}}
 {{- end -}}
 

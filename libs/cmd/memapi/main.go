@@ -1,6 +1,7 @@
 // Command memapi runs the in-memory ambient API (gRPC and REST) for the dev
 // stack. Flags default to the environment: MEMAPI_GRPC_ADDR, MEMAPI_REST_ADDR,
-// AMBIENT_API_TOKEN (required), LOG_LEVEL.
+// AMBIENT_API_TOKEN (required), MEMAPI_USERS_FILE (the multi-user mode),
+// LOG_LEVEL.
 package main
 
 import (
@@ -29,12 +30,20 @@ func run() error {
 	flag.StringVar(&cfg.GRPCAddr, "grpc-addr", envOr("MEMAPI_GRPC_ADDR", "127.0.0.1:8001"), "gRPC listen address")
 	flag.StringVar(&cfg.RESTAddr, "rest-addr", envOr("MEMAPI_REST_ADDR", "127.0.0.1:8000"), "REST listen address")
 	flag.StringVar(&cfg.Token, "token", os.Getenv("AMBIENT_API_TOKEN"), "bearer token every call must carry")
+	usersFile := flag.String("users-file", os.Getenv("MEMAPI_USERS_FILE"), "JSON users file: per-user tokens narrowed to their projects over REST")
 	if err := level.UnmarshalText([]byte(envOr("LOG_LEVEL", "info"))); err != nil {
 		return fmt.Errorf("LOG_LEVEL: want debug, info, warn or error: %w", err)
 	}
 	flag.Parse()
 	if cfg.Token == "" {
 		return errors.New("no token: set AMBIENT_API_TOKEN or -token")
+	}
+	if *usersFile != "" {
+		users, err := memapi.LoadUsers(*usersFile)
+		if err != nil {
+			return fmt.Errorf("MEMAPI_USERS_FILE: %w", err)
+		}
+		cfg.Users = users
 	}
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

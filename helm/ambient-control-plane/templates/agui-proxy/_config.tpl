@@ -12,9 +12,24 @@ AGUI_TOKENS_FILE: {{ printf "%s/%s" (include "acp.aguiTokensDir" .) $p.auth.toke
 AGUI_JWKS_URL: {{ required "aguiProxy.auth.jwt.jwksURL is required when aguiProxy.auth.mode is jwt" $p.auth.jwt.jwksURL | quote }}
 AGUI_JWT_ISSUER: {{ required "aguiProxy.auth.jwt.issuer is required when aguiProxy.auth.mode is jwt" $p.auth.jwt.issuer | quote }}
 AGUI_JWT_AUDIENCE: {{ required "aguiProxy.auth.jwt.audience is required when aguiProxy.auth.mode is jwt" $p.auth.jwt.audience | quote }}
+AGUI_JWT_USERNAME_CLAIM: {{ $p.auth.jwt.usernameClaim | quote }}
+AGUI_JWT_GROUPS_CLAIM: {{ $p.auth.jwt.groupsClaim | quote }}
 {{- else }}
 {{- fail (printf "aguiProxy.auth.mode must be token or jwt in a cluster, got %q" $p.auth.mode) }}
 {{- end }}
+AGUI_AUTHZ: {{ $p.authz.mode | quote }}
+{{- if eq $p.authz.mode "api" }}
+AMBIENT_API_SERVER_URL: {{ required "aguiProxy.authz.apiURL is required when aguiProxy.authz.mode is api" $p.authz.apiURL | quote }}
+{{- else if eq $p.authz.mode "kube" }}
+{{- if ne $p.auth.mode "jwt" }}
+{{- fail "aguiProxy.authz.mode kube needs aguiProxy.auth.mode jwt (a user and groups to review)" }}
+{{- end }}
+NAMESPACE: {{ .Values.kubeReconciler.defaultNamespace | quote }}
+{{- else }}
+{{- fail (printf "aguiProxy.authz.mode must be api or kube in a cluster, got %q" $p.authz.mode) }}
+{{- end }}
+AGUI_AUTHZ_CACHE_TTL: {{ $p.authz.cacheTTL | quote }}
+RUNNER_ALLOWED_NETWORKS: {{ join "," (concat (list "127.0.0.0/8" "::1/128") $p.runnerAllowedNetworks) | quote }}
 {{- end -}}
 
 {{/* acp.aguiProxy.args are the Deployment arguments both tracks share. */}}

@@ -15,6 +15,10 @@ import (
 
 	"github.com/cenkalti/backoff/v5"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/metric"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/ambient-code/control-plane/libs/health"
 	"github.com/ambient-code/control-plane/libs/logkey"
@@ -22,6 +26,7 @@ import (
 	"github.com/ambient-code/control-plane/libs/service"
 
 	"github.com/ambient-code/control-plane/services/agui-proxy/internal/auth"
+	"github.com/ambient-code/control-plane/services/agui-proxy/internal/authz"
 	"github.com/ambient-code/control-plane/services/agui-proxy/internal/config"
 	"github.com/ambient-code/control-plane/services/agui-proxy/internal/proxy"
 )
@@ -45,14 +50,26 @@ type App struct {
 	ln        net.Listener
 	metricsLn net.Listener
 	table     *registry.Table
-	rt        atomic.Pointer[service.Runtime] // set once Run has declared the parts
+	kube      *rest.Config                     // from WithKubeConfig; nil: KUBECONFIG or in-cluster
+	rt        atomic.Pointer[service.Runtime]  // set once Run has declared the parts
+	authz     atomic.Pointer[authz.Authorizer] // set once Run built it (modes api, kube)
 }
+
+// Option configures an App.
+type Option func(*App)
+
+// WithKubeConfig makes AGUI_AUTHZ=kube use cfg instead of KUBECONFIG or
+// the in-cluster configuration (tests).
+func WithKubeConfig(cfg *rest.Config) Option { return func(a *App) { a.kube = cfg } }
 
 // New validates the wiring and binds the listeners (so ":0" addresses are
 // resolved and a busy port fails here). It starts nothing.
-func New(cfg config.Config, version string, log *slog.Logger) (*App, error) {
+func New(cfg config.Config, version string, log *slog.Logger, opts ...Option) (*App, error) {
 	if cfg.Auth == auth.ModeNone && !config.IsLoopback(cfg.ListenAddr) && !cfg.AuthAllowInsecure {
 		return nil, fmt.Errorf("refusing to serve without authentication on %s: set %s", cfg.ListenAddr, config.EnvAuth)
+	}
+	if cfg.Authz == authz.ModeNone && !config.IsLoopback(cfg.ListenAddr) && !cfg.AuthzAllowInsecure {
+		return nil, fmt.Errorf("refusing to serve without authorization on %s: set %s", cfg.ListenAddr, config.EnvAuthz)
 	}
 	ln, err := net.Listen("tcp", cfg.ListenAddr)
 	if err != nil {
@@ -64,7 +81,17 @@ func New(cfg config.Config, version string, log *slog.Logger) (*App, error) {
 		_ = ln.Close()
 		return nil, fmt.Errorf("listen %s: %w", cfg.MetricsAddr, err)
 	}
-	return &App{cfg: cfg, version: version, log: log, ln: ln, metricsLn: mln, table: registry.NewTable()}, nil
+	a := &App{cfg: cfg, version: version, log: log, ln: ln, metricsLn: mln}
+	for _, o := range opts {
+		o(a)
+	}
+	// A session whose routing record goes away is decided afresh next time.
+	a.table = registry.NewTable(registry.WithOnRemove(func(id string) {
+		if z := a.authz.Load(); z != nil {
+			z.Forget(id)
+		}
+	}))
+	return a, nil
 }
 
 // Addr is the proxy's bound address.
@@ -90,6 +117,9 @@ func (a *App) Run(ctx context.Context) error {
 	if cfg.Auth == auth.ModeNone && !config.IsLoopback(cfg.ListenAddr) {
 		log.Warn("authentication disabled on a non-loopback address", slog.String(logkey.Addr, cfg.ListenAddr))
 	}
+	if cfg.Authz == authz.ModeNone && !config.IsLoopback(cfg.ListenAddr) {
+		log.Warn("authorization disabled on a non-loopback address: every caller reaches every session", slog.String(logkey.Addr, cfg.ListenAddr))
+	}
 	sopts := service.Options{Name: ServiceName, Version: a.version, Config: cfg.Config, Logger: log, ConnectInBackground: true, Listener: a.metricsLn}
 	return service.Run(ctx, sopts, func(ctx context.Context, rt *service.Runtime) error {
 		verifier, err := newVerifier(ctx, cfg, log)
@@ -97,11 +127,21 @@ func (a *App) Run(ctx context.Context) error {
 			return err
 		}
 		tel := rt.Telemetry()
-		p, err := proxy.New(proxy.Config{
+		pcfg := proxy.Config{
 			MaxBodyBytes: cfg.MaxBodyBytes, SSEKeepAlive: cfg.SSEKeepAlive, UpstreamTimeout: cfg.UpstreamTimeout,
 			UpstreamHeaderTimeout: cfg.UpstreamHeaderTimeout, DialTimeout: cfg.UpstreamDialTimeout,
+			AllowedNetworks: cfg.RunnerNetworks, StreamWriteTimeout: cfg.StreamWriteTimeout,
 			Synced: a.table.Ready, MeterProvider: tel.MeterProvider, TracerProvider: tel.TracerProvider,
-		}, a.table, log)
+		}
+		z, err := a.newAuthorizer(cfg, tel.MeterProvider)
+		if err != nil {
+			return err
+		}
+		if z != nil {
+			a.authz.Store(z)
+			pcfg.Authorizer = z // only when set: a nil *Authorizer in the interface would not be nil
+		}
+		p, err := proxy.New(pcfg, a.table, log)
 		if err != nil {
 			return err
 		}
@@ -181,6 +221,38 @@ func (a *App) Ready(ctx context.Context) error {
 	return rt.Ready(ctx)
 }
 
+// newAuthorizer builds the authority of cfg.Authz (nil for none).
+func (a *App) newAuthorizer(cfg config.Config, mp metric.MeterProvider) (*authz.Authorizer, error) {
+	zc := authz.Config{CacheTTL: cfg.AuthzCacheTTL, CacheSize: cfg.AuthzCacheSize, Timeout: cfg.AuthzTimeout, MeterProvider: mp, Log: a.log}
+	switch cfg.Authz {
+	case authz.ModeAPI:
+		if cfg.APIURL.Scheme != "https" && !config.IsLoopbackHost(cfg.APIURL.Hostname()) {
+			a.log.Warn("callers' tokens go to the ambient API over plain http", slog.String("url", cfg.APIURL.Redacted()))
+		}
+		z, err := authz.NewAPI(authz.APIConfig{URL: cfg.APIURL}, zc)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", config.EnvAPIURL, err)
+		}
+		return z, nil
+	case authz.ModeKube:
+		rc := a.kube
+		if rc == nil {
+			var err error
+			// An empty KUBECONFIG means the in-cluster configuration.
+			if rc, err = clientcmd.BuildConfigFromFlags("", cfg.Kubeconfig); err != nil {
+				return nil, fmt.Errorf("%s: %w", config.EnvKubeconfig, err)
+			}
+		}
+		cs, err := kubernetes.NewForConfig(rc)
+		if err != nil {
+			return nil, fmt.Errorf("kubernetes client: %w", err)
+		}
+		return authz.NewKube(authz.KubeConfig{Client: cs, DefaultNamespace: cfg.Namespace}, zc)
+	default:
+		return nil, nil
+	}
+}
+
 // newVerifier builds the authenticator of cfg.Auth (nil for none).
 func newVerifier(ctx context.Context, cfg config.Config, log *slog.Logger) (auth.Verifier, error) {
 	switch cfg.Auth {
@@ -192,7 +264,8 @@ func newVerifier(ctx context.Context, cfg config.Config, log *slog.Logger) (auth
 		log.Info("bearer token auth", slog.Int(logkey.Count, t.Len()))
 		return t, nil
 	case auth.ModeJWT:
-		j, err := auth.NewJWT(ctx, auth.JWTConfig{JWKSURL: cfg.JWKSURL.String(), Issuer: cfg.JWTIssuer, Audience: cfg.JWTAudience}, log)
+		j, err := auth.NewJWT(ctx, auth.JWTConfig{JWKSURL: cfg.JWKSURL.String(), Issuer: cfg.JWTIssuer, Audience: cfg.JWTAudience,
+			UsernameClaim: cfg.JWTUsernameClaim, GroupsClaim: cfg.JWTGroupsClaim}, log)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", config.EnvJWKSURL, err)
 		}

@@ -100,7 +100,8 @@ func TestAuth(t *testing.T) {
 
 // TestAuthNoneRefusedOffLoopback is acceptance item 6's last part, on the
 // real binary: AGUI_AUTH=none on a non-loopback address exits 1 naming the
-// variable, unless AGUI_AUTH_ALLOW_INSECURE=true.
+// variable, unless AGUI_AUTH_ALLOW_INSECURE=true; so does AGUI_AUTHZ=none
+// (issue 12) unless AGUI_AUTHZ_ALLOW_INSECURE=true.
 func TestAuthNoneRefusedOffLoopback(t *testing.T) {
 	t.Parallel()
 	cmd := exec.Command(proxyBin)
@@ -114,6 +115,23 @@ func TestAuthNoneRefusedOffLoopback(t *testing.T) {
 	}
 	if !strings.Contains(stderr.String(), "AGUI_AUTH") || !strings.Contains(stderr.String(), "loopback") {
 		t.Fatalf("stderr does not name the variable: %s", stderr.String())
+	}
+
+	// Authenticated but not authorized off loopback: every caller would
+	// reach every session, so AGUI_AUTHZ=none is refused there too.
+	tokens := filepath.Join(t.TempDir(), "tokens")
+	if err := os.WriteFile(tokens, []byte(goodToken+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd = exec.Command(proxyBin)
+	cmd.Env = []string{"LOCAL_PROXY_ADDR=0.0.0.0:0", "AGUI_AUTH=token", "AGUI_TOKENS_FILE=" + tokens, "METRICS_ADDR=127.0.0.1:0"}
+	stderr.Reset()
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); !errors.As(err, &ee) || ee.ExitCode() != 1 {
+		t.Fatalf("authz none off loopback: exit %v, want 1 (stderr %s)", err, stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "AGUI_AUTHZ") || !strings.Contains(stderr.String(), "loopback") {
+		t.Fatalf("stderr does not name AGUI_AUTHZ: %s", stderr.String())
 	}
 
 	// Invalid values: every bad variable is named at once.

@@ -191,11 +191,17 @@ type proxyHandle struct {
 // ready (NATS connected, routing table synced).
 func startProxy(t testing.TB, cfg config.Config) *proxyHandle {
 	t.Helper()
+	return startProxyWith(t, cfg)
+}
+
+// startProxyWith is startProxy with App options.
+func startProxyWith(t testing.TB, cfg config.Config, opts ...app.Option) *proxyHandle {
+	t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	if os.Getenv("AGUI_TEST_LOG") != "" {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	a, err := app.New(cfg, "test", log)
+	a, err := app.New(cfg, "test", log, opts...)
 	if err != nil {
 		t.Fatalf("app.New: %v", err)
 	}

@@ -24,20 +24,35 @@ const (
 // credentials. Its detail is logged, never sent to the client.
 var ErrUnauthenticated = errors.New("unauthenticated")
 
-// Verifier checks the credentials of a request and returns the principal
-// (a token label or the JWT subject) for logs. It returns an error wrapping
-// ErrUnauthenticated for missing or wrong credentials.
+// Principal is who a request was authenticated as.
+type Principal struct {
+	// Name is a token label ("token#2") or the JWT's user name claim.
+	Name string
+	// Groups are the JWT's groups claim (none for static tokens). With
+	// AGUI_AUTHZ=kube they go into SubjectAccessReviews, so they must name
+	// the groups of the projects' group_access entries.
+	Groups []string
+}
+
+// Verifier checks the credentials of a request and returns the principal.
+// It returns an error wrapping ErrUnauthenticated for missing or wrong
+// credentials.
 type Verifier interface {
-	Verify(ctx context.Context, r *http.Request) (string, error)
+	Verify(ctx context.Context, r *http.Request) (Principal, error)
 }
 
 // principalKey is the context key of the authenticated principal.
 type principalKey struct{}
 
-// Principal returns the principal authenticated for ctx, if any.
-func Principal(ctx context.Context) (string, bool) {
-	p, ok := ctx.Value(principalKey{}).(string)
+// PrincipalFrom returns the principal authenticated for ctx, if any.
+func PrincipalFrom(ctx context.Context) (Principal, bool) {
+	p, ok := ctx.Value(principalKey{}).(Principal)
 	return p, ok
+}
+
+// WithPrincipal returns ctx carrying p, as Middleware does.
+func WithPrincipal(ctx context.Context, p Principal) context.Context {
+	return context.WithValue(ctx, principalKey{}, p)
 }
 
 // Middleware returns chi-style middleware answering 401 for requests v does
@@ -60,13 +75,13 @@ func Middleware(v Verifier, log *slog.Logger) func(http.Handler) http.Handler {
 				_, _ = w.Write([]byte(`{"error":"unauthorized"}` + "\n"))
 				return
 			}
-			next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, p)))
+			next.ServeHTTP(w, r.WithContext(WithPrincipal(r.Context(), p)))
 		})
 	}
 }
 
-// bearer returns the token of an "Authorization: Bearer <token>" header.
-func bearer(r *http.Request) (string, bool) {
+// Bearer returns the token of an "Authorization: Bearer <token>" header.
+func Bearer(r *http.Request) (string, bool) {
 	h := r.Header.Get("Authorization")
 	scheme, tok, ok := strings.Cut(h, " ")
 	if !ok || !strings.EqualFold(scheme, "Bearer") {

@@ -30,7 +30,12 @@ func serve(t *testing.T, v auth.Verifier, method, authz string) (int, string, st
 	t.Helper()
 	var principal string
 	h := auth.Middleware(v, discard())(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		principal, _ = auth.Principal(r.Context())
+		if p, ok := auth.PrincipalFrom(r.Context()); ok {
+			principal = p.Name
+			if len(p.Groups) > 0 {
+				principal += "|" + strings.Join(p.Groups, ",")
+			}
+		}
 		w.WriteHeader(http.StatusTeapot)
 	}))
 	req := httptest.NewRequest(method, "/sessions/s1/health", nil)
@@ -141,7 +146,12 @@ func TestJWT(t *testing.T) {
 		code      int
 		principal string
 	}{
-		{name: "valid", authz: "Bearer " + iss.Sign(t, iss.Claims("alice")), code: http.StatusTeapot, principal: "jwt:alice"},
+		{name: "valid", authz: "Bearer " + iss.Sign(t, iss.Claims("alice")), code: http.StatusTeapot, principal: "alice"},
+		{name: "groups list", authz: "Bearer " + iss.Sign(t, iss.UserClaims("alice", "team-a", "team-b")), code: http.StatusTeapot, principal: "alice|team-a,team-b"},
+		{name: "groups string", authz: "Bearer " + iss.Sign(t, withClaim(iss.UserClaims("alice"), "groups", "team-a")), code: http.StatusTeapot, principal: "alice|team-a"},
+		{name: "groups malformed", authz: "Bearer " + iss.Sign(t, withClaim(iss.UserClaims("alice"), "groups", 7)), code: http.StatusUnauthorized},
+		{name: "group not a string", authz: "Bearer " + iss.Sign(t, withClaim(iss.UserClaims("alice"), "groups", []any{"a", 1})), code: http.StatusUnauthorized},
+		{name: "no subject", authz: "Bearer " + iss.Sign(t, withClaim(iss.UserClaims("alice"), "sub", "")), code: http.StatusUnauthorized},
 		{name: "no token", code: http.StatusUnauthorized},
 		{name: "garbage", authz: "Bearer not.a.jwt", code: http.StatusUnauthorized},
 		{name: "expired", authz: "Bearer " + iss.Sign(t, expired), code: http.StatusUnauthorized},
@@ -163,4 +173,10 @@ func TestJWT(t *testing.T) {
 			}
 		})
 	}
+}
+
+// withClaim returns c with claim k set to v.
+func withClaim(c jwt.MapClaims, k string, v any) jwt.MapClaims {
+	c[k] = v
+	return c
 }

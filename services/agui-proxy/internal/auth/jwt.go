@@ -22,6 +22,11 @@ type JWTConfig struct {
 	// Issuer and Audience must match the token's iss and aud claims.
 	Issuer   string
 	Audience string
+	// UsernameClaim names the claim holding the principal's user name
+	// (default "sub"); GroupsClaim the claim holding its groups, a string
+	// or a list of strings (default "groups"; absent means no groups).
+	UsernameClaim string
+	GroupsClaim   string
 	// RefreshInterval defaults to one hour.
 	RefreshInterval time.Duration
 	// Leeway allows for clock skew on exp/nbf/iat (default 30s).
@@ -32,8 +37,10 @@ type JWTConfig struct {
 
 // JWT verifies bearer JWTs. Safe for concurrent use.
 type JWT struct {
-	kf     keyfunc.Keyfunc
-	parser *jwt.Parser
+	kf       keyfunc.Keyfunc
+	parser   *jwt.Parser
+	username string
+	groups   string
 }
 
 var _ Verifier = (*JWT)(nil)
@@ -52,6 +59,12 @@ func NewJWT(ctx context.Context, cfg JWTConfig, log *slog.Logger) (*JWT, error) 
 	}
 	if cfg.RefreshInterval <= 0 {
 		cfg.RefreshInterval = time.Hour
+	}
+	if cfg.UsernameClaim == "" {
+		cfg.UsernameClaim = "sub"
+	}
+	if cfg.GroupsClaim == "" {
+		cfg.GroupsClaim = "groups"
 	}
 	if cfg.Leeway <= 0 {
 		cfg.Leeway = 30 * time.Second
@@ -73,7 +86,9 @@ func NewJWT(ctx context.Context, cfg JWTConfig, log *slog.Logger) (*JWT, error) 
 		return nil, fmt.Errorf("jwt: jwks %s: %w", cfg.JWKSURL, err)
 	}
 	return &JWT{
-		kf: kf,
+		kf:       kf,
+		username: cfg.UsernameClaim,
+		groups:   cfg.GroupsClaim,
 		parser: jwt.NewParser(
 			jwt.WithValidMethods(signingMethods()),
 			jwt.WithIssuer(cfg.Issuer),
@@ -86,16 +101,50 @@ func NewJWT(ctx context.Context, cfg JWTConfig, log *slog.Logger) (*JWT, error) 
 }
 
 // Verify accepts a request with a bearer JWT signed by a key of the JWKS,
-// unexpired, with the configured issuer and audience. The principal is the
-// token's subject.
-func (j *JWT) Verify(ctx context.Context, r *http.Request) (string, error) {
-	raw, ok := bearer(r)
+// unexpired, with the configured issuer and audience. The principal's name
+// is the username claim, which must be a non-empty string; its groups come
+// from the groups claim.
+func (j *JWT) Verify(ctx context.Context, r *http.Request) (Principal, error) {
+	raw, ok := Bearer(r)
 	if !ok {
-		return "", fmt.Errorf("%w: no bearer token", ErrUnauthenticated)
+		return Principal{}, fmt.Errorf("%w: no bearer token", ErrUnauthenticated)
 	}
-	var claims jwt.RegisteredClaims
-	if _, err := j.parser.ParseWithClaims(raw, &claims, j.kf.KeyfuncCtx(ctx)); err != nil {
-		return "", fmt.Errorf("%w: %w", ErrUnauthenticated, err)
+	claims := jwt.MapClaims{}
+	if _, err := j.parser.ParseWithClaims(raw, claims, j.kf.KeyfuncCtx(ctx)); err != nil {
+		return Principal{}, fmt.Errorf("%w: %w", ErrUnauthenticated, err)
 	}
-	return "jwt:" + claims.Subject, nil
+	name, _ := claims[j.username].(string)
+	if name == "" {
+		return Principal{}, fmt.Errorf("%w: claim %q is not a non-empty string", ErrUnauthenticated, j.username)
+	}
+	groups, err := stringList(claims[j.groups])
+	if err != nil {
+		return Principal{}, fmt.Errorf("%w: claim %q: %w", ErrUnauthenticated, j.groups, err)
+	}
+	return Principal{Name: name, Groups: groups}, nil
+}
+
+// stringList reads a groups claim: absent, one string, or a list of
+// strings. Anything else is refused rather than read as "no groups": a
+// misconfigured issuer then fails loudly at authentication instead of as
+// puzzling denials.
+func stringList(v any) ([]string, error) {
+	switch v := v.(type) {
+	case nil:
+		return nil, nil
+	case string:
+		return []string{v}, nil
+	case []any:
+		out := make([]string, 0, len(v))
+		for _, e := range v {
+			s, ok := e.(string)
+			if !ok {
+				return nil, fmt.Errorf("list item %T, want string", e)
+			}
+			out = append(out, s)
+		}
+		return out, nil
+	default:
+		return nil, fmt.Errorf("%T, want a string or a list of strings", v)
+	}
 }

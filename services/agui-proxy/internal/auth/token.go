@@ -74,10 +74,10 @@ func (t *Tokens) Len() int { return len(t.hashes) }
 
 // Verify accepts a request whose bearer token is one of the tokens. Every
 // token is compared, so the time taken does not depend on which one matched.
-func (t *Tokens) Verify(_ context.Context, r *http.Request) (string, error) {
-	tok, ok := bearer(r)
+func (t *Tokens) Verify(_ context.Context, r *http.Request) (Principal, error) {
+	tok, ok := Bearer(r)
 	if !ok {
-		return "", fmt.Errorf("%w: no bearer token", ErrUnauthenticated)
+		return Principal{}, fmt.Errorf("%w: no bearer token", ErrUnauthenticated)
 	}
 	h := sha256.Sum256([]byte(tok))
 	match := -1
@@ -87,7 +87,7 @@ func (t *Tokens) Verify(_ context.Context, r *http.Request) (string, error) {
 		}
 	}
 	if match < 0 {
-		return "", fmt.Errorf("%w: unknown token", ErrUnauthenticated)
+		return Principal{}, fmt.Errorf("%w: unknown token", ErrUnauthenticated)
 	}
-	return fmt.Sprintf("token#%d", match+1), nil
+	return Principal{Name: fmt.Sprintf("token#%d", match+1)}, nil
 }

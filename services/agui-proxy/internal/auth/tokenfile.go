@@ -41,7 +41,7 @@ func NewTokenFile(path string, log *slog.Logger) (*TokenFile, error) {
 func (f *TokenFile) Len() int { return f.current.Load().Len() }
 
 // Verify checks the request against the tokens in force.
-func (f *TokenFile) Verify(ctx context.Context, r *http.Request) (string, error) {
+func (f *TokenFile) Verify(ctx context.Context, r *http.Request) (Principal, error) {
 	return f.current.Load().Verify(ctx, r)
 }
 

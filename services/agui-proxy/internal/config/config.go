@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"net/url"
 	"strings"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/ambient-code/control-plane/libs/service"
 
 	"github.com/ambient-code/control-plane/services/agui-proxy/internal/auth"
+	"github.com/ambient-code/control-plane/services/agui-proxy/internal/authz"
 )
 
 // Environment variables, each beside the field it fills.
@@ -30,6 +32,18 @@ const (
 	EnvJWKSURL           = "AGUI_JWKS_URL"
 	EnvJWTIssuer         = "AGUI_JWT_ISSUER"
 	EnvJWTAudience       = "AGUI_JWT_AUDIENCE"
+	EnvJWTUsernameClaim  = "AGUI_JWT_USERNAME_CLAIM"
+	EnvJWTGroupsClaim    = "AGUI_JWT_GROUPS_CLAIM"
+	EnvAuthz             = "AGUI_AUTHZ"
+	EnvAuthzInsecure     = "AGUI_AUTHZ_ALLOW_INSECURE"
+	EnvAuthzTimeout      = "AGUI_AUTHZ_TIMEOUT"
+	EnvAuthzCacheTTL     = "AGUI_AUTHZ_CACHE_TTL"
+	EnvAuthzCacheSize    = "AGUI_AUTHZ_CACHE_SIZE"
+	EnvAPIURL            = "AMBIENT_API_SERVER_URL"
+	EnvKubeconfig        = "KUBECONFIG"
+	EnvNamespace         = "NAMESPACE"
+	EnvRunnerNetworks    = "RUNNER_ALLOWED_NETWORKS"
+	EnvStreamWrite       = "STREAM_WRITE_TIMEOUT"
 	EnvMaxBodyBytes      = "MAX_BODY_BYTES"
 	EnvSSEKeepAlive      = "SSE_KEEPALIVE"
 	EnvReadHeaderTimeout = "HTTP_READ_HEADER_TIMEOUT"
@@ -64,6 +78,32 @@ type Config struct {
 	JWKSURL      *url.URL
 	JWTIssuer    string
 	JWTAudience  string
+	// JWTUsernameClaim and JWTGroupsClaim name the claims of the principal's
+	// user name and groups (what a SubjectAccessReview asks about).
+	JWTUsernameClaim string
+	JWTGroupsClaim   string
+	// Authz is one of authz.ModeNone, authz.ModeAPI, authz.ModeKube: who
+	// decides whether a caller may reach a session.
+	Authz string
+	// AuthzAllowInsecure permits Authz none on a non-loopback ListenAddr.
+	AuthzAllowInsecure bool
+	// AuthzTimeout bounds one question to the authority.
+	AuthzTimeout time.Duration
+	// AuthzCacheTTL is how long a decision is reused (0: never);
+	// AuthzCacheSize bounds the cached decisions.
+	AuthzCacheTTL  time.Duration
+	AuthzCacheSize int
+	// APIURL is the ambient API's REST base URL (mode api).
+	APIURL *url.URL
+	// Kubeconfig is the kubeconfig file (mode kube); empty: in-cluster.
+	Kubeconfig string
+	// Namespace holds the AgenticSessions of sessions without a project
+	// (kube-reconciler's NAMESPACE; mode kube).
+	Namespace string
+	// RunnerNetworks are the networks runner endpoints may be in.
+	RunnerNetworks []netip.Prefix
+	// StreamWriteTimeout bounds each write to a streaming client.
+	StreamWriteTimeout time.Duration
 	// MaxBodyBytes bounds request bodies (413 beyond).
 	MaxBodyBytes int64
 	// SSEKeepAlive is the idle interval of ": ping" comments; 0 disables.
@@ -94,6 +134,16 @@ func Defaults() Config {
 		RunnersBucket:         bus.BucketRunners,
 		CORSOrigins:           []string{"http://localhost:3000"},
 		Auth:                  auth.ModeNone,
+		JWTUsernameClaim:      "sub",
+		JWTGroupsClaim:        "groups",
+		Authz:                 authz.ModeNone,
+		AuthzTimeout:          5 * time.Second,
+		AuthzCacheTTL:         10 * time.Second,
+		AuthzCacheSize:        10000,
+		APIURL:                &url.URL{Scheme: "http", Host: "localhost:8000"},
+		Namespace:             "ambient-code",
+		RunnerNetworks:        []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")},
+		StreamWriteTimeout:    30 * time.Second,
 		TokensReload:          30 * time.Second,
 		MaxBodyBytes:          8 << 20,
 		SSEKeepAlive:          15 * time.Second,
@@ -125,6 +175,18 @@ func FromEnv(lookup envconfig.LookupFunc) (Config, error) {
 		JWKSURL:               l.URL(EnvJWKSURL, "", "https", "http"),
 		JWTIssuer:             l.String(EnvJWTIssuer, ""),
 		JWTAudience:           l.String(EnvJWTAudience, ""),
+		JWTUsernameClaim:      l.String(EnvJWTUsernameClaim, d.JWTUsernameClaim),
+		JWTGroupsClaim:        l.String(EnvJWTGroupsClaim, d.JWTGroupsClaim),
+		Authz:                 l.Enum(EnvAuthz, d.Authz, authz.ModeNone, authz.ModeAPI, authz.ModeKube),
+		AuthzAllowInsecure:    l.Bool(EnvAuthzInsecure, false),
+		AuthzTimeout:          l.Duration(EnvAuthzTimeout, d.AuthzTimeout),
+		AuthzCacheTTL:         l.Duration(EnvAuthzCacheTTL, d.AuthzCacheTTL),
+		AuthzCacheSize:        l.Int(EnvAuthzCacheSize, d.AuthzCacheSize, 1, 10_000_000),
+		APIURL:                l.URL(EnvAPIURL, d.APIURL.String(), "http", "https"),
+		Kubeconfig:            l.File(EnvKubeconfig, ""),
+		Namespace:             l.String(EnvNamespace, d.Namespace),
+		RunnerNetworks:        networks(l, EnvRunnerNetworks, d.RunnerNetworks),
+		StreamWriteTimeout:    l.Duration(EnvStreamWrite, d.StreamWriteTimeout),
 		MaxBodyBytes:          int64(l.Int(EnvMaxBodyBytes, int(d.MaxBodyBytes), 1, 1<<30)),
 		SSEKeepAlive:          l.Duration(EnvSSEKeepAlive, d.SSEKeepAlive),
 		ReadHeaderTimeout:     l.Duration(EnvReadHeaderTimeout, d.ReadHeaderTimeout),
@@ -167,6 +229,10 @@ func (c Config) validate() []error {
 	case auth.ModeJWT:
 		if c.JWKSURL == nil {
 			missing(EnvJWKSURL, "the JWKS URL when "+EnvAuth+"=jwt")
+		} else if c.JWKSURL.Scheme != "https" && !IsLoopbackHost(c.JWKSURL.Hostname()) {
+			// Keys fetched over plain http can be swapped on the way, and
+			// then any token verifies.
+			bad(EnvJWKSURL, "an https URL (http only for a loopback host)", c.JWKSURL.Redacted())
 		}
 		if c.JWTIssuer == "" {
 			missing(EnvJWTIssuer, "the token issuer when "+EnvAuth+"=jwt")
@@ -174,6 +240,27 @@ func (c Config) validate() []error {
 		if c.JWTAudience == "" {
 			missing(EnvJWTAudience, "the token audience when "+EnvAuth+"=jwt")
 		}
+	}
+	switch c.Authz {
+	case authz.ModeNone:
+		if !IsLoopback(c.ListenAddr) && !c.AuthzAllowInsecure {
+			bad(EnvAuthz, fmt.Sprintf("api or kube when %s is not a loopback address (%s=true lets every authenticated caller reach every session)",
+				EnvListenAddr, EnvAuthzInsecure), c.Authz)
+		}
+	case authz.ModeAPI:
+		if c.APIURL == nil {
+			missing(EnvAPIURL, "the ambient API's REST URL when "+EnvAuthz+"=api")
+		}
+	case authz.ModeKube:
+		if c.Auth != auth.ModeJWT {
+			bad(EnvAuthz, fmt.Sprintf("kube only with %s=jwt (a user and groups to review)", EnvAuth), c.Authz)
+		}
+	}
+	if c.StreamWriteTimeout <= 0 {
+		bad(EnvStreamWrite, "a positive duration", c.StreamWriteTimeout.String())
+	}
+	if c.AuthzTimeout <= 0 {
+		bad(EnvAuthzTimeout, "a positive duration", c.AuthzTimeout.String())
 	}
 	for _, o := range c.CORSOrigins {
 		if !validOrigin(o) {
@@ -200,9 +287,16 @@ func (c Config) CORSAllowsAny() bool {
 // LogValue hides nothing secret (secrets are not in Config as plain text
 // except NATS credentials, which are summarised by bus.ConnectConfig).
 func (c Config) LogValue() slog.Value {
-	jwks := ""
+	jwks, api := "", ""
 	if c.JWKSURL != nil {
-		jwks = c.JWKSURL.String()
+		jwks = c.JWKSURL.Redacted()
+	}
+	if c.APIURL != nil {
+		api = c.APIURL.Redacted()
+	}
+	nets := make([]string, len(c.RunnerNetworks))
+	for i, p := range c.RunnerNetworks {
+		nets[i] = p.String()
 	}
 	return slog.GroupValue(
 		slog.String("listen_addr", c.ListenAddr),
@@ -212,6 +306,9 @@ func (c Config) LogValue() slog.Value {
 		slog.Any("cors_origins", c.CORSOrigins),
 		slog.String("auth", c.Auth),
 		slog.String("jwks_url", jwks),
+		slog.String("authz", c.Authz),
+		slog.String("api_url", api),
+		slog.Any("runner_networks", nets),
 		slog.Int64("max_body_bytes", c.MaxBodyBytes),
 		slog.Duration("sse_keepalive", c.SSEKeepAlive),
 	)
@@ -225,11 +322,40 @@ func IsLoopback(addr string) bool {
 	if err != nil {
 		return false
 	}
+	return IsLoopbackHost(host)
+}
+
+// IsLoopbackHost reports whether a URL host name only reaches this machine.
+func IsLoopbackHost(host string) bool {
 	if strings.EqualFold(host, "localhost") {
 		return true
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+// networks reads comma-separated CIDRs (a bare address is its own /32 or
+// /128), or def when the variable is unset or empty.
+func networks(l *envconfig.Loader, name string, def []netip.Prefix) []netip.Prefix {
+	items := l.List(name, nil)
+	if items == nil {
+		return def
+	}
+	const want = "comma-separated CIDRs such as 127.0.0.0/8,10.244.0.0/16"
+	out := make([]netip.Prefix, 0, len(items))
+	for _, it := range items {
+		p, err := netip.ParsePrefix(it)
+		if err != nil {
+			a, aerr := netip.ParseAddr(it)
+			if aerr != nil {
+				l.Invalid(name, want, strings.Join(items, ","), err)
+				return def
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		out = append(out, p.Masked())
+	}
+	return out
 }
 
 func validOrigin(o string) bool {

@@ -38,7 +38,7 @@ func TestFromEnv(t *testing.T) {
 		check   func(Config) bool
 		wantErr []string // substrings of the error, each naming a variable
 	}{
-		{name: "token mode", env: map[string]string{EnvAuth: "token", EnvTokensFile: tokens, EnvListenAddr: ":9080"},
+		{name: "token mode", env: map[string]string{EnvAuth: "token", EnvTokensFile: tokens, EnvListenAddr: ":9080", EnvAuthz: "api"},
 			check: func(c Config) bool { return c.Auth == "token" && c.TokensFile == tokens }},
 		{name: "jwt mode", env: map[string]string{EnvAuth: "JWT", EnvJWKSURL: "https://idp/jwks", EnvJWTIssuer: "i", EnvJWTAudience: "a"},
 			check: func(c Config) bool { return c.Auth == "jwt" && c.JWKSURL.Host == "idp" }},
@@ -47,8 +47,39 @@ func TestFromEnv(t *testing.T) {
 		{name: "none on all interfaces refused", env: map[string]string{EnvListenAddr: ":9080"},
 			wantErr: []string{"AGUI_AUTH: want token or jwt when LOCAL_PROXY_ADDR is not a loopback address"}},
 		{name: "none on public ip refused", env: map[string]string{EnvListenAddr: "0.0.0.0:9080"}, wantErr: []string{"AGUI_AUTH"}},
-		{name: "none off loopback overridden", env: map[string]string{EnvListenAddr: "0.0.0.0:9080", EnvAuthInsecure: "true"},
-			check: func(c Config) bool { return c.AuthAllowInsecure }},
+		{name: "none off loopback overridden", env: map[string]string{EnvListenAddr: "0.0.0.0:9080", EnvAuthInsecure: "true", EnvAuthzInsecure: "true"},
+			check: func(c Config) bool { return c.AuthAllowInsecure && c.AuthzAllowInsecure }},
+		{name: "authz none off loopback refused", env: map[string]string{EnvListenAddr: ":9080", EnvAuth: "token", EnvTokensFile: tokens},
+			wantErr: []string{"AGUI_AUTHZ: want api or kube when LOCAL_PROXY_ADDR is not a loopback address"}},
+		{name: "authz api", env: map[string]string{EnvAuthz: "api", EnvAPIURL: "https://api.example:8000"},
+			check: func(c Config) bool { return c.Authz == "api" && c.APIURL.Host == "api.example:8000" }},
+		{name: "authz api default url", env: map[string]string{EnvAuthz: "api"},
+			check: func(c Config) bool { return c.APIURL.String() == "http://localhost:8000" }},
+		{name: "authz api bad url", env: map[string]string{EnvAuthz: "api", EnvAPIURL: "grpc://api:9000"}, wantErr: []string{"AMBIENT_API_SERVER_URL"}},
+		{name: "authz kube needs jwt", env: map[string]string{EnvAuthz: "kube"}, wantErr: []string{"AGUI_AUTHZ: want kube only with AGUI_AUTH=jwt"}},
+		{name: "authz kube", env: map[string]string{EnvAuthz: "kube", EnvAuth: "jwt", EnvJWKSURL: "https://idp/jwks", EnvJWTIssuer: "i", EnvJWTAudience: "a",
+			EnvNamespace: "acp", EnvJWTGroupsClaim: "roles"},
+			check: func(c Config) bool {
+				return c.Authz == "kube" && c.Namespace == "acp" && c.JWTGroupsClaim == "roles" && c.JWTUsernameClaim == "sub"
+			}},
+		{name: "authz unknown", env: map[string]string{EnvAuthz: "rbac"}, wantErr: []string{"AGUI_AUTHZ: want one of none|api|kube"}},
+		{name: "authz cache", env: map[string]string{EnvAuthzCacheTTL: "0", EnvAuthzCacheSize: "5"},
+			check: func(c Config) bool { return c.AuthzCacheTTL == 0 && c.AuthzCacheSize == 5 }},
+		{name: "authz cache size zero", env: map[string]string{EnvAuthzCacheSize: "0"}, wantErr: []string{"AGUI_AUTHZ_CACHE_SIZE"}},
+		{name: "jwks over http refused", env: map[string]string{EnvAuth: "jwt", EnvJWKSURL: "http://idp.example/jwks", EnvJWTIssuer: "i", EnvJWTAudience: "a"},
+			wantErr: []string{"AGUI_JWKS_URL: want an https URL (http only for a loopback host)"}},
+		{name: "jwks over http on loopback", env: map[string]string{EnvAuth: "jwt", EnvJWKSURL: "http://127.0.0.1:8080/jwks", EnvJWTIssuer: "i", EnvJWTAudience: "a"},
+			check: func(c Config) bool { return c.JWKSURL.Scheme == "http" }},
+		{name: "runner networks default", env: map[string]string{},
+			check: func(c Config) bool {
+				return len(c.RunnerNetworks) == 2 && c.RunnerNetworks[0].String() == "127.0.0.0/8" && c.RunnerNetworks[1].String() == "::1/128"
+			}},
+		{name: "runner networks", env: map[string]string{EnvRunnerNetworks: "10.244.0.0/16, 192.0.2.7, 127.0.0.1/8"},
+			check: func(c Config) bool {
+				return len(c.RunnerNetworks) == 3 && c.RunnerNetworks[1].String() == "192.0.2.7/32" && c.RunnerNetworks[2].String() == "127.0.0.0/8"
+			}},
+		{name: "runner networks bad", env: map[string]string{EnvRunnerNetworks: "10.0.0.0/33"}, wantErr: []string{"RUNNER_ALLOWED_NETWORKS: want comma-separated CIDRs"}},
+		{name: "stream write timeout zero", env: map[string]string{EnvStreamWrite: "0"}, wantErr: []string{"STREAM_WRITE_TIMEOUT"}},
 		{name: "token without file", env: map[string]string{EnvAuth: "token"}, wantErr: []string{"AGUI_TOKENS_FILE: required"}},
 		{name: "tokens file missing", env: map[string]string{EnvAuth: "token", EnvTokensFile: filepath.Join(dir, "nope")},
 			wantErr: []string{"AGUI_TOKENS_FILE: want a path to an existing regular file"}},

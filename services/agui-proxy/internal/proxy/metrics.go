@@ -18,6 +18,8 @@ const (
 	metricBytes        = "agui_proxy_streamed_bytes"
 	metricLatency      = "agui_proxy_upstream_latency"
 	metricStreamsEnded = "agui_proxy_streams_evicted"
+	metricRefused      = "agui_proxy_runner_refused"
+	refusedNetwork     = "network"
 	attrRoute          = "route"
 	attrCode           = "code"
 )
@@ -28,6 +30,7 @@ type metrics struct {
 	bytes    metric.Int64Counter
 	latency  metric.Float64Histogram
 	evicted  metric.Int64Counter
+	refusals metric.Int64Counter
 }
 
 func newMetrics(mp metric.MeterProvider) (*metrics, error) {
@@ -57,7 +60,15 @@ func newMetrics(mp metric.MeterProvider) (*metrics, error) {
 		metric.WithDescription("Streams ended because their runner endpoint left the routing table.")); err != nil {
 		return nil, fmt.Errorf("metric %s: %w", metricStreamsEnded, err)
 	}
+	if out.refusals, err = m.Int64Counter(metricRefused,
+		metric.WithDescription("Routing records refused by reason (network: the runner address is outside RUNNER_ALLOWED_NETWORKS).")); err != nil {
+		return nil, fmt.Errorf("metric %s: %w", metricRefused, err)
+	}
 	return &out, nil
+}
+
+func (m *metrics) refused(ctx context.Context, reason string) {
+	m.refusals.Add(ctx, 1, metric.WithAttributes(attribute.String("reason", reason)))
 }
 
 func (m *metrics) request(ctx context.Context, route string, code int) {

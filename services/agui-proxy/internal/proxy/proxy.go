@@ -14,8 +14,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strings"
+	"syscall"
 	"time"
 
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
@@ -30,6 +32,8 @@ import (
 
 	"github.com/ambient-code/control-plane/libs/logkey"
 	"github.com/ambient-code/control-plane/libs/registry"
+	"github.com/ambient-code/control-plane/services/agui-proxy/internal/auth"
+	"github.com/ambient-code/control-plane/services/agui-proxy/internal/authz"
 	"github.com/ambient-code/control-plane/services/agui-proxy/internal/route"
 )
 
@@ -40,6 +44,14 @@ type Resolver interface {
 }
 
 var _ Resolver = (*registry.Table)(nil)
+
+// Authorizer decides whether a caller may reach a session. It returns nil
+// to allow, or an *authz.Error saying what to answer.
+type Authorizer interface {
+	Authorize(ctx context.Context, req authz.Request) error
+}
+
+var _ Authorizer = (*authz.Authorizer)(nil)
 
 // Config tunes a Proxy. Zero durations take the defaults named on each field.
 type Config struct {
@@ -62,6 +74,19 @@ type Config struct {
 	// it does not, a session missing from the table gets 503 instead of 404
 	// (it may exist but not be loaded yet). Nil means always synced.
 	Synced func() bool
+	// Authorizer, when set, decides every session request after its routing
+	// record is found and before its body is read; nil allows everyone who
+	// is authenticated.
+	Authorizer Authorizer
+	// AllowedNetworks are the networks a runner endpoint may be in
+	// (RUNNER_ALLOWED_NETWORKS). A record naming an address outside them is
+	// refused with 502 and never dialed; a host name is checked on the
+	// address it resolves to, when dialed. Nil allows every address.
+	AllowedNetworks []netip.Prefix
+	// StreamWriteTimeout bounds each write (and flush) to a streaming
+	// client: a client that stops reading ends its stream after it, instead
+	// of holding the stream and its runner call forever (default 30s).
+	StreamWriteTimeout time.Duration
 	// MeterProvider and TracerProvider default to no-ops.
 	MeterProvider  metric.MeterProvider
 	TracerProvider trace.TracerProvider
@@ -76,6 +101,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.DialTimeout <= 0 {
 		c.DialTimeout = 5 * time.Second
+	}
+	if c.StreamWriteTimeout <= 0 {
+		c.StreamWriteTimeout = 30 * time.Second
 	}
 	if c.SweepInterval <= 0 {
 		c.SweepInterval = 100 * time.Millisecond
@@ -119,7 +147,7 @@ func New(cfg Config, res Resolver, log *slog.Logger) (*Proxy, error) {
 	}
 	tr := &http.Transport{
 		Proxy:                 nil, // runners are dialed directly, never via HTTP_PROXY
-		DialContext:           (&net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}).DialContext,
+		DialContext:           (&net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second, Control: dialControl(cfg.AllowedNetworks)}).DialContext,
 		MaxIdleConns:          512,
 		MaxIdleConnsPerHost:   64,
 		IdleConnTimeout:       90 * time.Second,
@@ -224,6 +252,17 @@ func (p *Proxy) admit(w http.ResponseWriter, r *http.Request, t route.Target, pe
 		WriteError(w, http.StatusNotFound, "unknown session")
 		return registry.Endpoint{}, nil, false
 	}
+	// After the lookup: kube mode needs the record's project. The price is
+	// that a caller without access can tell whether a runner is routed for
+	// an id it guessed (docs/operations.md). Before the body: a denied
+	// caller never gets to upload anything.
+	if !p.authorize(w, r, t, ep) {
+		return registry.Endpoint{}, nil, false
+	}
+	if addr, err := netip.ParseAddr(ep.Host); err == nil && !allowedAddr(p.cfg.AllowedNetworks, addr) {
+		p.refuseRunner(r.Context(), w, t.SessionID, ep.Host)
+		return registry.Endpoint{}, nil, false
+	}
 	body, err := readBody(w, r, p.cfg.MaxBodyBytes)
 	var ne net.Error
 	switch {
@@ -240,6 +279,41 @@ func (p *Proxy) admit(w http.ResponseWriter, r *http.Request, t route.Target, pe
 		WriteError(w, http.StatusBadRequest, "cannot read request body")
 	}
 	return registry.Endpoint{}, nil, false
+}
+
+// authorize asks the Authorizer, if any, and answers a refusal. Only the
+// Authorization header leaves through it (api mode forwards it to the API).
+func (p *Proxy) authorize(w http.ResponseWriter, r *http.Request, t route.Target, ep registry.Endpoint) bool {
+	if p.cfg.Authorizer == nil {
+		return true
+	}
+	pr, _ := auth.PrincipalFrom(r.Context()) // zero without authentication
+	err := p.cfg.Authorizer.Authorize(r.Context(), authz.Request{
+		SessionID: t.SessionID, ProjectID: ep.ProjectID, Verb: authz.VerbOf(r.Method),
+		Principal: pr, Authorization: r.Header.Get("Authorization"),
+	})
+	if err == nil {
+		return true
+	}
+	var ae *authz.Error
+	if !errors.As(err, &ae) {
+		ae = &authz.Error{Code: http.StatusServiceUnavailable, Reason: "authorization failed", Err: err}
+	}
+	if ae.Code == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="agui-proxy"`)
+	}
+	writeErrorReason(w, ae.Code, ae.Message(), ae.Reason)
+	return false
+}
+
+// refuseRunner answers a routing record whose runner address is outside
+// AllowedNetworks: a forged or mistaken record must not make the proxy a
+// way into the cluster's network.
+func (p *Proxy) refuseRunner(ctx context.Context, w http.ResponseWriter, sessionID, host string) {
+	p.metrics.refused(ctx, refusedNetwork)
+	p.log.Warn("runner address not allowed", slog.String(logkey.SessionID, sessionID), slog.String("host", host))
+	writeErrorReason(w, http.StatusBadGateway, "runner address not allowed",
+		"the session's runner endpoint is outside RUNNER_ALLOWED_NETWORKS")
 }
 
 // readBody reads the whole request body (AG-UI inputs are JSON documents) so
@@ -329,9 +403,18 @@ func (p *Proxy) stream(w *recorder, r *http.Request, t route.Target, ep registry
 		return
 	}
 	defer closeBody(resp.Body)
+	fw := flusher{Writer: w, rc: rc, timeout: p.cfg.StreamWriteTimeout}
+	// Each write arms its own deadline (see flusher); the last one must not
+	// outlive the stream, or it would cut a later request on this
+	// keep-alive connection when the server has no WriteTimeout.
+	defer func() {
+		if err := rc.SetWriteDeadline(time.Time{}); err != nil && !errors.Is(err, http.ErrNotSupported) {
+			log.Debug("clear write deadline", slog.Any(logkey.Err, err))
+		}
+	}()
 	copyResponseHeader(w.Header(), resp.Header, true)
 	w.WriteHeader(resp.StatusCode)
-	if err := rc.Flush(); err != nil {
+	if err := fw.Flush(); err != nil {
 		return // client gone
 	}
 	ended := p.metrics.streamStarted(ctx, t.Endpoint.Name)
@@ -341,7 +424,7 @@ func (p *Proxy) stream(w *recorder, r *http.Request, t route.Target, ep registry
 	}
 	buf := p.bufs.get()
 	defer p.bufs.put(buf) // relay has waited for its reader
-	res := relay(ctx, flusher{w, rc}, resp.Body, buf[:], keepAlive, func() { cancel(context.Canceled) })
+	res := relay(ctx, fw, resp.Body, buf[:], keepAlive, func() { cancel(context.Canceled) })
 	ended(res.Bytes)
 	cause := context.Cause(ctx)
 	switch {
@@ -366,6 +449,13 @@ func (p *Proxy) upstreamFailed(w *recorder, r *http.Request, err error, streamCt
 		WriteError(w, http.StatusBadGateway, "runner endpoint removed")
 		return
 	}
+	if errors.Is(err, ErrRunnerNotAllowed) {
+		p.metrics.refused(r.Context(), refusedNetwork)
+		log.Warn("runner address not allowed", slog.Any(logkey.Err, err))
+		writeErrorReason(w, http.StatusBadGateway, "runner address not allowed",
+			"the session's runner endpoint resolves outside RUNNER_ALLOWED_NETWORKS")
+		return
+	}
 	var ne net.Error
 	if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
 		log.Warn("runner timed out", slog.Any(logkey.Err, err))
@@ -377,13 +467,68 @@ func (p *Proxy) upstreamFailed(w *recorder, r *http.Request, err error, streamCt
 }
 
 // flusher writes to the client and flushes through the ResponseController,
-// which reaches the server's writer through any wrappers.
+// which reaches the server's writer through any wrappers. Every write and
+// flush first moves the connection's write deadline timeout ahead: the
+// stream has no whole-response deadline, but a client that stops reading
+// makes a write block once the socket buffers are full, and that write
+// then fails at the deadline instead of blocking forever.
 type flusher struct {
 	io.Writer
-	rc *http.ResponseController
+	rc      *http.ResponseController
+	timeout time.Duration
 }
 
-func (f flusher) Flush() error { return f.rc.Flush() }
+func (f flusher) Write(b []byte) (int, error) {
+	f.arm()
+	return f.Writer.Write(b)
+}
+
+func (f flusher) Flush() error {
+	f.arm()
+	return f.rc.Flush()
+}
+
+// arm sets the write deadline; a writer without deadlines (not a server
+// connection) keeps working without one.
+func (f flusher) arm() {
+	// The only errors are ErrNotSupported and a closed connection, which
+	// the write that follows reports.
+	_ = f.rc.SetWriteDeadline(time.Now().Add(f.timeout))
+}
+
+// dialControl refuses, before connecting, an address outside allowed (nil:
+// every address). It sees the address a host name resolved to, so a name
+// cannot lead the proxy elsewhere.
+func dialControl(allowed []netip.Prefix) func(network, address string, c syscall.RawConn) error {
+	if allowed == nil {
+		return nil
+	}
+	return func(_, address string, _ syscall.RawConn) error {
+		ap, err := netip.ParseAddrPort(address)
+		if err != nil {
+			return fmt.Errorf("%w: %s: %w", ErrRunnerNotAllowed, address, err)
+		}
+		if !allowedAddr(allowed, ap.Addr()) {
+			return fmt.Errorf("%w: %s", ErrRunnerNotAllowed, address)
+		}
+		return nil
+	}
+}
+
+// allowedAddr reports whether addr is in one of the networks (nil: all).
+// IPv4-mapped IPv6 addresses count as IPv4.
+func allowedAddr(allowed []netip.Prefix, addr netip.Addr) bool {
+	if allowed == nil {
+		return true
+	}
+	addr = addr.Unmap()
+	for _, p := range allowed {
+		if p.Contains(addr) {
+			return true
+		}
+	}
+	return false
+}
 
 func closeBody(b io.Closer) {
 	// The body is drained or abandoned; a close error changes nothing.

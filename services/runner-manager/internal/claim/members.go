@@ -1,11 +1,3 @@
-// Package claim tracks which runner-manager replicas are alive, so a replica
-// can tell a live owner's claim in the runner registry from a dead one.
-//
-// Each replica writes a heartbeat key (its member id) into a KV bucket whose
-// entries expire after a TTL (BucketMembers). A claim in
-// ambient-runners whose owner has no heartbeat key is stale: its runner died
-// with the replica (runners are started with Pdeathsig), and another replica
-// may take it over with a compare-and-swap on the stale record.
 package claim
 
 import (
@@ -66,9 +58,28 @@ func (m *Members) Beat(ctx context.Context) error {
 	return nil
 }
 
+// Hold keeps this replica alive while fn runs: it writes the first beat
+// (failing without calling fn when it cannot), beats every TTL/3 until fn
+// returns, even after ctx ended (fn's shutdown, stopping and reporting its
+// runners, runs while the replica still looks alive, or a peer would take
+// the sessions over meanwhile), then deletes the heartbeat so peers take
+// over at once instead of after the TTL. It returns fn's error joined with
+// a failed leave.
+func (m *Members) Hold(ctx context.Context, fn func(ctx context.Context) error) error {
+	if err := m.Beat(ctx); err != nil {
+		return err
+	}
+	bctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	beats := make(chan error, 1)         // Run's result, read below
+	go func() { beats <- m.Run(bctx) }() // owned by Hold; ends on stop below
+	err := fn(ctx)
+	stop()
+	return errors.Join(err, <-beats)
+}
+
 // Run beats until ctx ends, then deletes the heartbeat so peers take over
 // at once instead of after the TTL. Failed beats are logged and retried on
-// the next tick; Run returns nil when ctx ends.
+// the next tick; Run returns nil when ctx ends, or the failed leave.
 func (m *Members) Run(ctx context.Context) error {
 	t := time.NewTicker(m.every)
 	defer t.Stop()

@@ -3,30 +3,40 @@ package claim
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"testing"
 	"time"
 
 	"github.com/ambient-code/control-plane/libs/testenv"
+
+	"github.com/nats-io/nats.go/jetstream"
 )
 
-func TestMembers(t *testing.T) {
-	t.Parallel()
-	srv := testenv.NATS(t)
-	_, js := testenv.JetStream(t, srv)
+// members returns a heartbeat writer per name on one fresh bucket (TTL 1s).
+func members(t *testing.T, names ...string) (jetstream.KeyValue, []*Members) {
+	t.Helper()
+	_, js := testenv.JetStream(t, testenv.NATS(t))
 	kv, err := js.CreateKeyValue(t.Context(), BucketConfig(1, time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
+	var out []*Members
+	for _, n := range names {
+		m, err := NewMembers(kv, n, time.Second, slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, m)
+	}
+	return kv, out
+}
+
+func TestMembers(t *testing.T) {
+	t.Parallel()
+	kv, ms := members(t, "a", "b.with dots")
+	a, b := ms[0], ms[1]
 	log := slog.New(slog.DiscardHandler)
-	a, err := NewMembers(kv, "a", time.Second, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := NewMembers(kv, "b.with dots", time.Second, log)
-	if err != nil {
-		t.Fatal(err)
-	}
 	alive := func(m *Members, who string) bool {
 		t.Helper()
 		ok, err := m.Alive(t.Context(), who)
@@ -72,5 +82,56 @@ func TestMembers(t *testing.T) {
 	}
 	if _, err := NewMembers(kv, "x", time.Millisecond, log); err == nil {
 		t.Fatal("tiny ttl accepted")
+	}
+}
+
+// Hold keeps beating after its ctx ended, for as long as fn (the runners'
+// shutdown) runs, and leaves once fn returned: a peer must not take over
+// sessions whose runners are still being stopped.
+func TestHoldOutlivesCtx(t *testing.T) {
+	t.Parallel()
+	kv, ms := members(t, "holder", "peer")
+	m, peer := ms[0], ms[1]
+	revision := func() uint64 {
+		t.Helper()
+		e, err := kv.Get(t.Context(), "holder")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e.Revision()
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	stopped := make(chan struct{}) // closed once fn saw ctx end
+	release := make(chan struct{}) // closed to let fn return
+	done := make(chan error, 1)    // Hold's result
+	go func() {                    // owned by this test; ends when release closes
+		done <- m.Hold(ctx, func(ctx context.Context) error {
+			<-ctx.Done()
+			close(stopped)
+			<-release
+			return errors.New("fn's error")
+		})
+	}()
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if ok, err := peer.Alive(t.Context(), "holder"); err != nil || !ok {
+			return fmt.Errorf("holder not alive: %v", err)
+		}
+		return nil
+	})
+	cancel()
+	<-stopped
+	after := revision()
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if rev := revision(); rev <= after {
+			return fmt.Errorf("no beat since ctx ended (revision %d)", rev)
+		}
+		return nil
+	})
+	close(release)
+	if err := <-done; err == nil || err.Error() != "fn's error" {
+		t.Fatalf("Hold = %v, want fn's error", err)
+	}
+	if ok, err := peer.Alive(t.Context(), "holder"); err != nil || ok {
+		t.Fatalf("holder alive after Hold returned: %v, %v", ok, err)
 	}
 }

@@ -1,4 +1,6 @@
-// Package config loads runner-manager's configuration from the environment.
+// Package config loads runner-manager's configuration from the
+// environment: the runtime's shared variables (service.LoadConfig), the
+// consumer group's (group.LoadConfig), the API client's, and its own.
 package config
 
 import (
@@ -10,26 +12,17 @@ import (
 	"time"
 
 	"github.com/ambient-code/control-plane/libs/apiclient"
-	"github.com/ambient-code/control-plane/libs/bus"
 	"github.com/ambient-code/control-plane/libs/envconfig"
-	"github.com/ambient-code/control-plane/libs/events"
 	"github.com/ambient-code/control-plane/libs/group"
-	"github.com/ambient-code/control-plane/services/runner-manager/internal/runner"
+	"github.com/ambient-code/control-plane/libs/service"
+	"github.com/ambient-code/control-plane/libs/session"
+	eventsv1 "github.com/ambient-code/control-plane/proto/ambient/events/v1"
 )
 
-// Environment variables read by Load.
+// Environment variables read by Load besides the shared ones (service.Env*,
+// group.Env*, apiclient's, bus's NATS variables).
 const (
-	EnvSubjectPrefix = "SUBJECT_PREFIX"
-	EnvEventsStream  = "EVENTS_STREAM"
 	EnvBucketReplica = "BUCKET_REPLICAS"
-
-	EnvMemberID         = "MEMBER_ID"
-	EnvGroupName        = "CONSUMER_GROUP"
-	EnvGroupPartitions  = "GROUP_PARTITIONS"
-	EnvMemberPartitions = "GROUP_MEMBER_PARTITIONS"
-	EnvGroupMaxDeliver  = "GROUP_MAX_DELIVER"
-	EnvGroupAckWait     = "GROUP_ACK_WAIT"
-	EnvMemberTTL        = "MEMBER_TTL"
 
 	EnvWorkspaceRoot  = "LOCAL_WORKSPACE_ROOT"
 	EnvRunnerCommand  = "LOCAL_RUNNER_COMMAND"
@@ -48,19 +41,12 @@ const (
 	EnvLostPolicy     = "RUNNER_LOST_POLICY"
 	EnvSweepInterval  = "RUNNER_SWEEP_INTERVAL"
 	EnvResyncInterval = "RUNNER_RESYNC_INTERVAL"
-
-	EnvLogLevel     = "LOG_LEVEL"
-	EnvMetricsAddr  = "METRICS_ADDR"
-	EnvOTLPEndpoint = "OTEL_EXPORTER_OTLP_ENDPOINT"
 )
 
 // Defaults (mirrored in the Helm values).
 const (
 	DefaultGroupName      = "runner-manager"
-	DefaultPartitions     = 16
-	DefaultMaxDeliver     = 5
 	DefaultAckWait        = 30 * time.Second
-	DefaultMemberTTL      = 5 * time.Second
 	DefaultWorkspaceRoot  = "~/.ambient/workspaces"
 	DefaultRunnerCommand  = "python local_entry.py"
 	DefaultPortRange      = "9100-9199"
@@ -74,29 +60,20 @@ const (
 	DefaultLostPolicy     = "restart"
 	DefaultSweepInterval  = 5 * time.Second
 	DefaultResyncInterval = time.Minute
-	DefaultLogLevel       = "info"
-	DefaultMetricsAddr    = ":9090"
 )
 
 // Config is runner-manager's whole configuration. Pass it by value.
 type Config struct {
+	// Config holds NATS, LOG_LEVEL, METRICS_ADDR and the OTLP endpoint.
+	service.Config
 	API apiclient.EnvConfig
-
-	NATS           bus.ConnectConfig
-	SubjectPrefix  string
-	Stream         string
+	// Group is this replica as a consumer-group member of session events
+	// (EVENTS_STREAM, SUBJECT_PREFIX, CONSUMER_GROUP, MEMBER_ID, GROUP_*,
+	// MEMBER_TTL). Group.Member is also the owner written on its claims,
+	// and Group.MemberTTL the lifetime of its liveness heartbeat. Two live
+	// replicas must never share a member id.
+	Group          group.Config
 	BucketReplicas int
-
-	// MemberID is this replica's stable identity: its consumer group member
-	// name and the owner written on its claims. Default: the host name (the
-	// pod name). Two live replicas must never share it.
-	MemberID         string
-	GroupName        string
-	Partitions       int
-	MemberPartitions []int // canary slice; empty = share the rest
-	MaxDeliver       int
-	AckWait          time.Duration
-	MemberTTL        time.Duration
 
 	WorkspaceRoot  string
 	RunnerCommand  []string
@@ -116,16 +93,13 @@ type Config struct {
 	// runner needs DEMO_HOST=0.0.0.0 to be reachable on the pod IP.
 	EnvAllow []string
 
-	AdvertiseHost  string
-	Projects       []string
-	SessionLabel   string
+	AdvertiseHost string
+	// Selector picks the sessions run here (RUNNER_PROJECTS and
+	// RUNNER_SESSION_LABEL).
+	Selector       session.Selector
 	LostPolicy     string
 	SweepInterval  time.Duration
 	ResyncInterval time.Duration
-
-	LogLevel     string
-	MetricsAddr  string
-	OTLPEndpoint string
 }
 
 // FromEnv reads the process environment.
@@ -138,18 +112,11 @@ func Load(lookup envconfig.LookupFunc, hostEnv []string) (Config, error) {
 	l := envconfig.New(lookup)
 	ports := l.PortRange(EnvPortRange, envconfig.PortRange{Low: 9100, High: 9199})
 	c := Config{
-		API:            apiclient.LoadEnv(l),
-		NATS:           bus.LoadConnectConfig(l, bus.DefaultURL),
-		SubjectPrefix:  l.String(EnvSubjectPrefix, events.SubjectPrefix),
-		Stream:         l.String(EnvEventsStream, events.StreamName),
+		Config: service.LoadConfig(l, service.Config{}),
+		API:    apiclient.LoadEnv(l),
+		Group: group.LoadConfig(l, group.Config{Group: DefaultGroupName, AckWait: DefaultAckWait,
+			Resources: []eventsv1.Resource{eventsv1.Resource_RESOURCE_SESSIONS}}),
 		BucketReplicas: l.Int(EnvBucketReplica, 1, 1, 5),
-
-		MemberID:   group.LoadMemberID(l, EnvMemberID),
-		GroupName:  l.String(EnvGroupName, DefaultGroupName),
-		Partitions: l.Int(EnvGroupPartitions, DefaultPartitions, 1, 1024),
-		MaxDeliver: l.Int(EnvGroupMaxDeliver, DefaultMaxDeliver, 1, 1000),
-		AckWait:    l.Duration(EnvGroupAckWait, DefaultAckWait),
-		MemberTTL:  l.Duration(EnvMemberTTL, DefaultMemberTTL),
 
 		WorkspaceRoot:  l.String(EnvWorkspaceRoot, DefaultWorkspaceRoot),
 		RunnerCommand:  l.Command(EnvRunnerCommand, DefaultRunnerCommand),
@@ -165,60 +132,62 @@ func Load(lookup envconfig.LookupFunc, hostEnv []string) (Config, error) {
 		EnvAllow:       l.List(EnvRunnerEnvAllow, nil),
 
 		AdvertiseHost:  l.String(EnvAdvertiseHost, DefaultAdvertiseHost),
-		Projects:       l.List(EnvProjects, []string{DefaultProjects}),
-		SessionLabel:   l.String(EnvSessionLabel, ""),
 		LostPolicy:     l.Enum(EnvLostPolicy, DefaultLostPolicy, "restart", "fail"),
 		SweepInterval:  l.Duration(EnvSweepInterval, DefaultSweepInterval),
 		ResyncInterval: l.Duration(EnvResyncInterval, DefaultResyncInterval),
-
-		LogLevel:     l.Enum(EnvLogLevel, DefaultLogLevel, "debug", "info", "warn", "error"),
-		MetricsAddr:  l.HostPort(EnvMetricsAddr, DefaultMetricsAddr),
-		OTLPEndpoint: l.String(EnvOTLPEndpoint, ""),
 	}
-	c.MemberPartitions = l.IntSet(EnvMemberPartitions, c.Partitions)
-	errs := []error{l.Err()}
-	bad := func(name, want, got string) {
-		errs = append(errs, &envconfig.VarError{Name: name, Want: want, Got: got})
+	projects, label := l.List(EnvProjects, []string{DefaultProjects}), l.String(EnvSessionLabel, "")
+	sel, err := session.NewSelector(projects, label)
+	if err != nil {
+		l.Invalid(EnvSessionLabel, "key=value", label, nil)
 	}
+	c.Selector = sel
 	if root, err := expandHome(c.WorkspaceRoot, lookupOr(lookup, "HOME")); err != nil {
-		bad(EnvWorkspaceRoot, "an absolute path or ~/path with HOME set", c.WorkspaceRoot)
+		l.Invalid(EnvWorkspaceRoot, "an absolute path or ~/path with HOME set", c.WorkspaceRoot, nil)
 	} else {
 		c.WorkspaceRoot = root
 	}
-	if !group.ValidName(c.GroupName) {
-		bad(EnvGroupName, `letters, digits, "-" and "_"`, c.GroupName)
-	}
-	if c.AckWait < time.Second {
-		bad(EnvGroupAckWait, "a duration of at least 1s", c.AckWait.String())
-	}
-	if c.MemberTTL < 300*time.Millisecond {
-		bad(EnvMemberTTL, "a duration of at least 300ms", c.MemberTTL.String())
-	}
 	for name, d := range map[string]time.Duration{EnvStopGrace: c.StopGrace, EnvHealthInterval: c.HealthInterval, EnvSweepInterval: c.SweepInterval} {
 		if d <= 0 {
-			bad(name, "a positive duration", d.String())
+			l.Invalid(name, "a positive duration", d.String(), nil)
 		}
 	}
 	if c.ResyncInterval < 0 {
-		bad(EnvResyncInterval, "a duration >= 0 (0 disables)", c.ResyncInterval.String())
+		l.Invalid(EnvResyncInterval, "a duration >= 0 (0 disables)", c.ResyncInterval.String(), nil)
 	}
 	for _, e := range c.EnvAllow {
-		if !runner.ValidEnvAllowEntry(e) {
-			bad(EnvRunnerEnvAllow, `comma-separated variable names, or prefixes ending in "*" (a bare "*" is refused)`, lookupOr(lookup, EnvRunnerEnvAllow))
+		if !validEnvAllowEntry(e) {
+			l.Invalid(EnvRunnerEnvAllow, `comma-separated variable names, or prefixes ending in "*" (a bare "*" is refused)`, lookupOr(lookup, EnvRunnerEnvAllow), nil)
 			break
 		}
 	}
 	if c.AdvertiseHost == "" || strings.ContainsAny(c.AdvertiseHost, " /") {
-		bad(EnvAdvertiseHost, "a host name or IP the proxy can reach", c.AdvertiseHost)
+		l.Invalid(EnvAdvertiseHost, "a host name or IP the proxy can reach", c.AdvertiseHost, nil)
 	}
-	if k, _, ok := strings.Cut(c.SessionLabel, "="); c.SessionLabel != "" && (!ok || k == "") {
-		bad(EnvSessionLabel, "key=value", c.SessionLabel)
-	}
-	if err := errors.Join(errs...); err != nil {
+	if err := l.Err(); err != nil {
 		return Config{}, fmt.Errorf("config: %w", err)
 	}
-	c.NATS.Name = "runner-manager/" + c.MemberID
+	c.NATS.Name = "runner-manager/" + c.Group.Member
 	return c, nil
+}
+
+// validEnvAllowEntry reports whether e is a variable name, optionally with
+// a trailing "*"; a bare "*" is refused (it would pass every secret of the
+// host to every runner).
+func validEnvAllowEntry(e string) bool {
+	name := strings.TrimSuffix(e, "*")
+	if name == "" {
+		return false
+	}
+	for i, r := range name {
+		switch {
+		case r == '_', r >= 'A' && r <= 'Z', r >= 'a' && r <= 'z':
+		case r >= '0' && r <= '9' && i > 0:
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 func lookupOr(lookup envconfig.LookupFunc, name string) string {

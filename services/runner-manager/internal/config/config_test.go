@@ -12,11 +12,12 @@ import (
 	"github.com/ambient-code/control-plane/libs/apiclient"
 	"github.com/ambient-code/control-plane/libs/bus"
 	"github.com/ambient-code/control-plane/libs/envconfig"
+	"github.com/ambient-code/control-plane/libs/group"
 )
 
 func TestLoad(t *testing.T) {
 	t.Parallel()
-	base := map[string]string{apiclient.EnvAPIToken: "tok", "HOME": "/home/u", EnvMemberID: "rm-0"}
+	base := map[string]string{apiclient.EnvAPIToken: "tok", "HOME": "/home/u", group.EnvMemberID: "rm-0"}
 	with := func(kv ...string) map[string]string {
 		m := map[string]string{}
 		for k, v := range base {
@@ -37,7 +38,8 @@ func TestLoad(t *testing.T) {
 			if c.WorkspaceRoot != "/home/u/.ambient/workspaces" || !slices.Equal(c.RunnerCommand, []string{"python", "local_entry.py"}) ||
 				c.PortLow != 9100 || c.PortHigh != 9199 || c.MaxSessions != 10 || c.StopGrace != 10*time.Second ||
 				c.HealthInterval != 500*time.Millisecond || c.HealthAttempts != 30 || c.BossSpace != "default" ||
-				c.AdvertiseHost != "127.0.0.1" || !slices.Equal(c.Projects, []string{"*"}) || c.LostPolicy != "restart" {
+				c.AdvertiseHost != "127.0.0.1" || c.Selector.String() != "all" || c.LostPolicy != "restart" ||
+				c.Group.Group != "runner-manager" || c.Group.AckWait != 30*time.Second || c.Group.Member != "rm-0" || c.NATS.Name != "runner-manager/rm-0" {
 				t.Fatalf("defaults = %+v", c)
 			}
 		}},
@@ -56,9 +58,14 @@ func TestLoad(t *testing.T) {
 				t.Fatalf("argv = %q, want %q", c.RunnerCommand, want)
 			}
 		}},
-		{"canary slice", with(EnvMemberPartitions, "1, 3-4"), nil, func(t *testing.T, c Config) {
-			if !slices.Equal(c.MemberPartitions, []int{1, 3, 4}) {
-				t.Fatalf("partitions = %v", c.MemberPartitions)
+		{"canary slice", with(group.EnvMemberPartitions, "1, 3-4"), nil, func(t *testing.T, c Config) {
+			if !slices.Equal(c.Group.MemberPartitions, []int{1, 3, 4}) {
+				t.Fatalf("partitions = %v", c.Group.MemberPartitions)
+			}
+		}},
+		{"selection", with(EnvProjects, "a, b", EnvSessionLabel, "executor=local"), nil, func(t *testing.T, c Config) {
+			if got := c.Selector.String(); got != "projects=a,b label=executor=local" {
+				t.Fatalf("selector = %q", got)
 			}
 		}},
 		{"extra env allow-list", with(EnvRunnerEnvAllow, "DEMO_HOST, HTTPS_PROXY,GOOGLE_*"), nil, func(t *testing.T, c Config) {
@@ -67,12 +74,12 @@ func TestLoad(t *testing.T) {
 			}
 		}},
 		{"allow-everything refused", with(EnvRunnerEnvAllow, "DEMO_HOST,*"), []string{EnvRunnerEnvAllow}, nil},
-		{"missing token", map[string]string{"HOME": "/h", EnvMemberID: "x"}, []string{apiclient.EnvAPIToken}, nil},
+		{"missing token", map[string]string{"HOME": "/h", group.EnvMemberID: "x"}, []string{apiclient.EnvAPIToken}, nil},
 		{"many bad values", with(EnvPortRange, "9200-9100", EnvMaxSessions, "0", EnvRunnerCommand, `python "unterminated`,
-			EnvLostPolicy, "maybe", EnvMemberPartitions, "99", EnvWorkspaceRoot, "relative/path", EnvSessionLabel, "novalue",
-			EnvStopGrace, "-1s", bus.EnvNATSURL, "http://x", EnvMemberID, "bad.name", EnvRunnerEnvAllow, "A=B"),
-			[]string{EnvPortRange, EnvMaxSessions, EnvRunnerCommand, EnvLostPolicy, EnvMemberPartitions, EnvWorkspaceRoot,
-				EnvSessionLabel, EnvStopGrace, bus.EnvNATSURL, EnvMemberID, EnvRunnerEnvAllow}, nil},
+			EnvLostPolicy, "maybe", group.EnvMemberPartitions, "99", EnvWorkspaceRoot, "relative/path", EnvSessionLabel, "novalue",
+			EnvStopGrace, "-1s", bus.EnvNATSURL, "http://x", group.EnvMemberID, "bad.name", EnvRunnerEnvAllow, "A=B"),
+			[]string{EnvPortRange, EnvMaxSessions, EnvRunnerCommand, EnvLostPolicy, group.EnvMemberPartitions, EnvWorkspaceRoot,
+				EnvSessionLabel, EnvStopGrace, bus.EnvNATSURL, group.EnvMemberID, EnvRunnerEnvAllow}, nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -101,5 +108,19 @@ func TestLoad(t *testing.T) {
 				t.Error("error leaks the token")
 			}
 		})
+	}
+}
+
+func TestEnvAllowEntry(t *testing.T) {
+	t.Parallel()
+	for _, e := range []string{"DEMO_HOST", "DEMO_*", "_X", "http_proxy", "A1"} {
+		if !validEnvAllowEntry(e) {
+			t.Errorf("validEnvAllowEntry(%q) = false, want true", e)
+		}
+	}
+	for _, e := range []string{"", "*", "1A", "A-B", "A*B", "A=B", "A B", "**"} {
+		if validEnvAllowEntry(e) {
+			t.Errorf("validEnvAllowEntry(%q) = true, want false", e)
+		}
 	}
 }

@@ -2,7 +2,6 @@ package reconcile
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -11,20 +10,23 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/ambient-code/control-plane/libs/group"
 	"github.com/ambient-code/control-plane/libs/logkey"
+	"github.com/ambient-code/control-plane/libs/session"
 	eventsv1 "github.com/ambient-code/control-plane/proto/ambient/events/v1"
-	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
+	"github.com/ambient-code/control-plane/services/runner-manager/internal/supervise"
 )
 
-// ErrShuttingDown is returned by Handle while the reconciler stops: the event
-// is retried later (by whichever replica then owns it).
-var ErrShuttingDown = errors.New("runner-manager shutting down")
+// ErrShuttingDown is returned by Handle while the reconciler stops: the
+// event is retried later (by whichever replica then owns it).
+var ErrShuttingDown = supervise.ErrShuttingDown
 
-// Handle reconciles one event. nil means done (ack); an error means retry
-// (NakWithDelay). Bad input never returns an error: it is reported on the
-// session. A session without capacity is acked and queued (see
-// deferForCapacity).
-func (r *Reconciler) Handle(ctx context.Context, ev *eventsv1.ResourceEvent, attempt uint64) error {
+// Handle is the group.Handler: it reconciles the session of one event. nil
+// means done (ack); an error means retry (NakWithDelay). Bad input never
+// returns an error: it is reported on the session. A session without
+// capacity is acked and queued (deferForCapacity).
+func (r *Reconciler) Handle(ctx context.Context, m group.Message) error {
+	ev := m.Event
 	if ev.GetResource() != eventsv1.Resource_RESOURCE_SESSIONS {
 		return nil
 	}
@@ -39,11 +41,33 @@ func (r *Reconciler) Handle(ctx context.Context, ev *eventsv1.ResourceEvent, att
 		attribute.String(logkey.Phase, s.GetPhase())))
 	defer span.End()
 	log := r.log.With(slog.String(logkey.SessionID, id), slog.String(logkey.EventType, ev.GetType().String()),
-		slog.String(logkey.Phase, s.GetPhase()), slog.Uint64(logkey.Attempt, attempt))
-	unlock := r.locks.lock(id)
+		slog.String(logkey.Phase, s.GetPhase()), slog.Uint64(logkey.Attempt, m.Attempt))
+	unlock := r.sup.Lock(id)
 	defer unlock()
 
-	err := r.handle(ctx, log, ev.GetType(), id, s, attempt, received)
+	var err error
+	switch phase := session.PhaseOf(s); {
+	case ev.GetType() == eventsv1.EventType_EVENT_TYPE_DELETED:
+		// Whatever the selector says now: if a runner exists, it goes.
+		err = r.stopSession(ctx, log, id, true)
+	case s == nil:
+		log.Warn("event without a session object")
+	case !r.cfg.Selector.Selects(s):
+		err = r.deselect(ctx, log, id, phase)
+	case phase == session.PhaseNone, phase == session.PhasePending:
+		err = r.ensureRunning(ctx, log, id, received)
+	case phase == session.PhaseStopping:
+		err = r.stopSession(ctx, log, id, false)
+	case phase == session.PhaseCreating, phase == session.PhaseRunning:
+		err = r.checkAlive(ctx, log, id, phase)
+	default:
+		// Terminal phases (and unknown ones) never start anything; the echo
+		// of our own final writes lands here. A terminal phase written over
+		// a live runner here ends that runner (heal.go).
+		if rn := r.sup.Get(id); rn != nil {
+			err = r.healPhase(ctx, log, rn, phase)
+		}
+	}
 	if err != nil {
 		span.RecordError(err)
 		span.SetStatus(codes.Error, err.Error())
@@ -51,53 +75,23 @@ func (r *Reconciler) Handle(ctx context.Context, ev *eventsv1.ResourceEvent, att
 	return err
 }
 
-func (r *Reconciler) handle(ctx context.Context, log *slog.Logger, typ eventsv1.EventType, id string, s *ambientv1.Session, attempt uint64, received time.Time) error {
-	if typ == eventsv1.EventType_EVENT_TYPE_DELETED {
-		// Whatever the selector says now: if a runner exists, it goes.
-		return r.stopSession(ctx, log, id, true)
-	}
-	if s == nil {
-		log.Warn("event without a session object")
-		return nil
-	}
-	if !r.cfg.Selector.Match(s) {
-		return r.deselect(ctx, log, id, s.GetPhase())
-	}
-	switch phase := s.GetPhase(); phase {
-	case "", PhasePending:
-		return r.ensureRunning(ctx, log, id, attempt, received)
-	case PhaseStopping:
-		return r.stopSession(ctx, log, id, false)
-	case PhaseCreating, PhaseRunning:
-		return r.checkAlive(ctx, log, id, phase)
-	default:
-		// Terminal phases (and unknown ones) never start anything; the echo
-		// of our own final writes lands here. A terminal phase written over
-		// a live runner here ends that runner (heal.go).
-		if rn := r.localRun(id); rn != nil {
-			return r.healPhase(ctx, log, rn, phase)
-		}
-		return nil
-	}
-}
-
 // deselect handles a session this deployment does not run. A runner still
 // running it here (its labels changed, moving it to another executor) is
 // stopped, because two executors must never run one session; no phase is
 // written for it, the new executor owns the status now. A Stopping session
 // is the exception: its stop was asked for, so it ends as Stopped.
-func (r *Reconciler) deselect(ctx context.Context, log *slog.Logger, id, phase string) error {
-	r.clearWaiting(id)
-	rn := r.localRun(id)
+func (r *Reconciler) deselect(ctx context.Context, log *slog.Logger, id string, phase session.Phase) error {
+	r.queue.Remove(id)
+	rn := r.sup.Get(id)
 	if rn == nil {
 		log.Debug("session not selected for local execution")
 		return nil
 	}
-	if phase == PhaseStopping {
+	if phase == session.PhaseStopping {
 		return r.stopSession(ctx, log, id, false)
 	}
 	log.Info("session no longer selected for local execution: stopping its runner")
-	rn.requestStop(true) // like a deletion: no phase write
+	rn.RequestStop(true) // like a deletion: no phase write
 	return nil
 }
 

@@ -16,14 +16,17 @@ import (
 
 	"github.com/ambient-code/control-plane/libs/apiclient"
 	"github.com/ambient-code/control-plane/libs/events"
+	"github.com/ambient-code/control-plane/libs/group"
 	"github.com/ambient-code/control-plane/libs/memapi"
 	"github.com/ambient-code/control-plane/libs/natsserver"
 	"github.com/ambient-code/control-plane/libs/registry"
+	"github.com/ambient-code/control-plane/libs/session"
 	"github.com/ambient-code/control-plane/libs/testenv"
 	eventsv1 "github.com/ambient-code/control-plane/proto/ambient/events/v1"
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
 	"github.com/ambient-code/control-plane/services/runner-manager/internal/claim"
 	"github.com/ambient-code/control-plane/services/runner-manager/internal/runner"
+	"github.com/ambient-code/control-plane/services/runner-manager/internal/status"
 )
 
 // env is one test world: an embedded NATS with the runner buckets and the
@@ -73,7 +76,7 @@ type replicaOpts struct {
 	health    runner.HealthPolicy
 	lost      string
 	api       sessionAPI
-	selector  Selector
+	selector  session.Selector // zero: every session
 	hostEnv   []string
 	noCleanup bool
 	resync    time.Duration
@@ -106,9 +109,6 @@ func (e *env) replica(o replicaOpts) *replica {
 	if o.api == nil {
 		o.api = e.client
 	}
-	if o.selector.Projects == nil {
-		o.selector.Projects = []string{"*"}
-	}
 	if o.hostEnv == nil {
 		o.hostEnv = []string{"PATH=" + os.Getenv("PATH"), "HOME=/nonexistent", "SECRET_TOKEN=s3cret", "GITHUB_TOKEN=gh", "LD_PRELOAD=x"}
 	}
@@ -138,9 +138,8 @@ func (e *env) replica(o replicaOpts) *replica {
 	if err := members.Beat(ctx); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 2)              // one result per goroutine below
-	go func() { done <- members.Run(ctx) }() // owned by the replica; ends on cancel
-	go func() { done <- rec.Run(ctx) }()     // owned by the replica; ends on cancel
+	done := make(chan error, 1)                        // Hold's result
+	go func() { done <- members.Hold(ctx, rec.Run) }() // owned by the replica; ends on cancel
 	rp := &replica{rec: rec, mgr: mgr, root: root, cancel: cancel, done: done}
 	if !o.noCleanup {
 		t.Cleanup(func() { rp.stop(t) })
@@ -152,18 +151,15 @@ func (e *env) replica(o replicaOpts) *replica {
 func (rp *replica) stop(t *testing.T) {
 	t.Helper()
 	rp.cancel()
-	for range 2 {
-		select {
-		case err := <-rp.done:
-			if err != nil {
-				t.Errorf("replica stop: %v", err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Fatal("replica did not stop")
+	select {
+	case err := <-rp.done:
+		if err != nil {
+			t.Errorf("replica stop: %v", err)
 		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("replica did not stop")
 	}
-	rp.done = make(chan error, 2) // stop is idempotent for cleanup
-	rp.done <- nil
+	rp.done = make(chan error, 1) // stop is idempotent for cleanup
 	rp.done <- nil
 }
 
@@ -200,9 +196,9 @@ func (e *env) get(id string) *ambientv1.Session {
 	return s
 }
 
-func (e *env) setPhase(id, phase string) *ambientv1.Session {
+func (e *env) setPhase(id string, phase session.Phase) *ambientv1.Session {
 	e.t.Helper()
-	s, err := e.client.UpdateSessionStatus(e.t.Context(), &ambientv1.UpdateSessionStatusRequest{Id: id, Phase: &phase})
+	s, err := e.client.UpdateSessionStatus(e.t.Context(), &ambientv1.UpdateSessionStatusRequest{Id: id, Phase: phase.Ptr()})
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -217,12 +213,12 @@ func (e *env) event(typ eventsv1.EventType, s *ambientv1.Session) *eventsv1.Reso
 
 func (e *env) handle(rp *replica, typ eventsv1.EventType, s *ambientv1.Session) {
 	e.t.Helper()
-	if err := rp.rec.Handle(e.t.Context(), e.event(typ, s), 1); err != nil {
+	if err := rp.rec.Handle(e.t.Context(), group.Message{Event: e.event(typ, s), Attempt: 1}); err != nil {
 		e.t.Fatalf("handle %v %s: %v", typ, s.GetMetadata().GetId(), err)
 	}
 }
 
-func (e *env) waitPhase(id, phase string, d time.Duration) *ambientv1.Session {
+func (e *env) waitPhase(id string, phase session.Phase, d time.Duration) *ambientv1.Session {
 	e.t.Helper()
 	var s *ambientv1.Session
 	testenv.Eventually(e.t, d, func() error {
@@ -231,7 +227,7 @@ func (e *env) waitPhase(id, phase string, d time.Duration) *ambientv1.Session {
 		if err != nil {
 			return err
 		}
-		if s.GetPhase() != phase {
+		if session.PhaseOf(s) != phase {
 			return fmt.Errorf("session %s phase %q, want %q (conditions %s)", id, s.GetPhase(), phase, s.GetConditions())
 		}
 		return nil
@@ -245,7 +241,7 @@ func (e *env) startRunning(rp *replica, s *ambientv1.Session) registry.Record {
 	e.t.Helper()
 	id := s.GetMetadata().GetId()
 	e.handle(rp, added, s)
-	e.waitPhase(id, PhaseRunning, 3*time.Second)
+	e.waitPhase(id, session.PhaseRunning, 3*time.Second)
 	rec, err := registry.Get(e.t.Context(), e.runners, id)
 	if err != nil {
 		e.t.Fatal(err)
@@ -264,9 +260,9 @@ func (e *env) waitNoClaim(id string) {
 	})
 }
 
-func condition(t *testing.T, s *ambientv1.Session, typ string) Condition {
+func condition(t *testing.T, s *ambientv1.Session, typ string) session.Condition {
 	t.Helper()
-	c, ok := parseConditions(s.Conditions).get(typ)
+	c, ok := status.Conditions(s).Get(typ)
 	if !ok {
 		t.Fatalf("no %s condition in %s", typ, s.GetConditions())
 	}

@@ -3,12 +3,13 @@ package reconcile
 import (
 	"context"
 	"log/slog"
-	"time"
 
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
+	grpcstatus "google.golang.org/grpc/status"
 
 	"github.com/ambient-code/control-plane/libs/logkey"
+	"github.com/ambient-code/control-plane/libs/session"
+	"github.com/ambient-code/control-plane/services/runner-manager/internal/supervise"
 )
 
 // Phase drift: a session whose runner lives on this replica while its API
@@ -34,70 +35,48 @@ import (
 // only decides whether to look: the session is re-read before anything is
 // written or stopped, so a stale event changes nothing. Callers hold the
 // session lock.
-func (r *Reconciler) healPhase(ctx context.Context, log *slog.Logger, rn *run, seen string) error {
-	if !rn.drifts(seen) {
+func (r *Reconciler) healPhase(ctx context.Context, log *slog.Logger, rn *supervise.Runner, seen session.Phase) error {
+	if !drifts(rn, seen) {
 		return nil
 	}
-	fresh, err := r.api.GetSession(ctx, rn.id)
+	fresh, err := r.api.GetSession(ctx, rn.ID())
 	switch {
-	case status.Code(err) == codes.NotFound:
+	case grpcstatus.Code(err) == codes.NotFound:
 		return nil // the DELETED event stops the runner
 	case err != nil:
-		return wrapRetry("read session", rn.id, err)
+		return wrapRetry("read session", rn.ID(), err)
 	}
-	p := fresh.GetPhase()
-	if !rn.drifts(p) {
+	p := session.PhaseOf(fresh)
+	if !drifts(rn, p) {
 		return nil // the event was stale
 	}
 	switch {
-	case p == PhaseStopping:
-		return r.stopSession(ctx, log, rn.id, false)
-	case terminal(p):
+	case p == session.PhaseStopping:
+		return r.stopSession(ctx, log, rn.ID(), false)
+	case p.Terminal():
 		// No phase write, like a deletion: the session already has its
 		// final phase, and writing Stopped over someone's Failed would
 		// change what they said.
-		log.Warn("session is over but its runner still runs here: stopping the runner", slog.String("current_phase", p))
-		rn.requestStop(true)
+		log.Warn("session is over but its runner still runs here: stopping the runner", slog.String("current_phase", string(p)))
+		rn.RequestStop(true)
 		return nil
 	}
-	start, conds := rn.runningStatus()
-	if err := r.writeStatus(ctx, rn.id, statusUpdate{Phase: PhaseRunning, StartTime: start, Conditions: conds}); err != nil {
-		return wrapRetry("heal phase of", rn.id, err)
+	if err := r.sup.WriteRunning(ctx, rn); err != nil {
+		return wrapRetry("heal phase of", rn.ID(), err)
 	}
-	rn.setUnsent(nil) // any failed Running write is superseded
-	log.Info("phase drift healed: the runner runs here", slog.String("current_phase", p), slog.String(logkey.Phase, PhaseRunning))
+	log.Info("phase drift healed: the runner runs here", slog.String("current_phase", string(p)), slog.String(logkey.Phase, string(session.PhaseRunning)))
 	return nil
 }
 
 // drifts reports whether phase p disagrees with rn (see the rules above).
-func (rn *run) drifts(p string) bool {
-	rn.mu.Lock()
-	defer rn.mu.Unlock()
-	if rn.stopped || rn.final || rn.lost || rn.runningSince.IsZero() {
+func drifts(rn *supervise.Runner, p session.Phase) bool {
+	if _, _, serving := rn.Serving(); !serving {
 		return false
 	}
-	select {
-	case <-rn.proc.Done():
-		return false // exited: the supervisor reports how
-	default:
-	}
 	switch p {
-	case "", PhasePending, PhaseCreating, PhaseStopping:
+	case session.PhaseNone, session.PhasePending, session.PhaseCreating, session.PhaseStopping:
 		return true
 	default:
-		return terminal(p)
+		return p.Terminal()
 	}
-}
-
-// runningStatus returns the start time and conditions rn reported with
-// Running.
-func (rn *run) runningStatus() (start time.Time, conds conditions) {
-	rn.mu.Lock()
-	defer rn.mu.Unlock()
-	return rn.runningSince, rn.conds
-}
-
-// terminal reports whether p is a final phase.
-func terminal(p string) bool {
-	return p == PhaseStopped || p == PhaseCompleted || p == PhaseFailed
 }

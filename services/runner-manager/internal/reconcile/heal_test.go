@@ -9,8 +9,10 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/ambient-code/control-plane/libs/registry"
+	"github.com/ambient-code/control-plane/libs/session"
 	"github.com/ambient-code/control-plane/libs/testenv"
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
+	"github.com/ambient-code/control-plane/services/runner-manager/internal/status"
 )
 
 // Issue 11 point 4: a phase written directly over a Running session (as
@@ -23,19 +25,19 @@ func TestPhaseDriftHealed(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		name   string
-		phase  string // written over the Running session
-		resync bool   // true: no event reaches the replica, only its resync
-		want   string // phase the session ends in
-		lives  bool   // the original runner still runs
+		phase  session.Phase // written over the Running session
+		resync bool          // true: no event reaches the replica, only its resync
+		want   session.Phase // phase the session ends in
+		lives  bool          // the original runner still runs
 	}{
-		{"Pending on the event", PhasePending, false, PhaseRunning, true},
-		{"Creating on the event", PhaseCreating, false, PhaseRunning, true},
-		{"Pending at resync", PhasePending, true, PhaseRunning, true},
-		{"Creating at resync", PhaseCreating, true, PhaseRunning, true},
-		{"Stopping at resync", PhaseStopping, true, PhaseStopped, false},
-		{"Failed on the event", PhaseFailed, false, PhaseFailed, false},
-		{"Stopped on the event", PhaseStopped, false, PhaseStopped, false},
-		{"Completed at resync", PhaseCompleted, true, PhaseCompleted, false},
+		{"Pending on the event", session.PhasePending, false, session.PhaseRunning, true},
+		{"Creating on the event", session.PhaseCreating, false, session.PhaseRunning, true},
+		{"Pending at resync", session.PhasePending, true, session.PhaseRunning, true},
+		{"Creating at resync", session.PhaseCreating, true, session.PhaseRunning, true},
+		{"Stopping at resync", session.PhaseStopping, true, session.PhaseStopped, false},
+		{"Failed on the event", session.PhaseFailed, false, session.PhaseFailed, false},
+		{"Stopped on the event", session.PhaseStopped, false, session.PhaseStopped, false},
+		{"Completed at resync", session.PhaseCompleted, true, session.PhaseCompleted, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -53,7 +55,7 @@ func TestPhaseDriftHealed(t *testing.T) {
 			// Whoever wrote the phase also moved start_time: the heal puts
 			// the runner's own back.
 			drifted, err := e.client.UpdateSessionStatus(t.Context(), &ambientv1.UpdateSessionStatusRequest{
-				Id: id, Phase: proto.String(tc.phase), StartTime: timestamppb.New(time.Now().Add(time.Hour)),
+				Id: id, Phase: tc.phase.Ptr(), StartTime: timestamppb.New(time.Now().Add(time.Hour)),
 			})
 			if err != nil {
 				t.Fatal(err)
@@ -68,7 +70,7 @@ func TestPhaseDriftHealed(t *testing.T) {
 				if !got.GetStartTime().AsTime().Equal(before.GetStartTime().AsTime()) {
 					t.Errorf("start_time = %v, want the runner's %v", got.GetStartTime().AsTime(), before.GetStartTime().AsTime())
 				}
-				if c := condition(t, got, CondRunnerStarted); c.Status != StatusTrue {
+				if c := condition(t, got, status.CondRunnerStarted); c.Status != session.StatusTrue {
 					t.Errorf("RunnerStarted = %+v, want True", c)
 				}
 				now, err := registry.Get(t.Context(), e.runners, id)
@@ -88,7 +90,7 @@ func TestPhaseDriftHealed(t *testing.T) {
 			})
 			e.waitNoClaim(id)
 			got := e.waitPhase(id, tc.want, 5*time.Second)
-			if terminal(tc.phase) {
+			if tc.phase.Terminal() {
 				// A terminal phase stays exactly as written: no write at all.
 				if n := e.api.CountCalls(ambientv1.SessionService_UpdateSessionStatus_FullMethodName); n != writes {
 					t.Fatalf("%d status writes after the terminal phase, want none (session %v)", n-writes, got)
@@ -109,25 +111,22 @@ func TestStaleEventHealsNothing(t *testing.T) {
 	id := s.GetMetadata().GetId()
 	rec := e.startRunning(rp, s)
 	writes := e.api.CountCalls(ambientv1.SessionService_UpdateSessionStatus_FullMethodName)
-	for _, phase := range []string{PhasePending, PhaseCreating, PhaseCompleted, PhaseFailed} {
+	for _, phase := range []session.Phase{session.PhasePending, session.PhaseCreating, session.PhaseCompleted, session.PhaseFailed} {
 		stale := proto.CloneOf(e.get(id))
-		stale.Phase = proto.String(phase)
+		stale.Phase = phase.Ptr()
 		e.handle(rp, modified, stale)
 	}
-	rn := rp.rec.localRun(id)
+	rn := rp.rec.sup.Get(id)
 	if rn == nil {
 		t.Fatal("runner gone after stale events")
 	}
-	rn.mu.Lock()
-	stopped := rn.stopped
-	rn.mu.Unlock()
-	if stopped || !pidAlive(rec.PID) {
+	if stopped := rn.StopRequested(); stopped || !pidAlive(rec.PID) {
 		t.Fatalf("stale event stopped the runner (stop requested %v, alive %v)", stopped, pidAlive(rec.PID))
 	}
 	if n := e.api.CountCalls(ambientv1.SessionService_UpdateSessionStatus_FullMethodName); n != writes {
 		t.Fatalf("%d status writes after stale events, want none", n-writes)
 	}
-	if p := e.get(id).GetPhase(); p != PhaseRunning {
+	if p := session.PhaseOf(e.get(id)); p != session.PhaseRunning {
 		t.Fatalf("phase = %q", p)
 	}
 }

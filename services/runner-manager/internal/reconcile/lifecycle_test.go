@@ -17,11 +17,14 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/ambient-code/control-plane/libs/group"
 	"github.com/ambient-code/control-plane/libs/registry"
+	"github.com/ambient-code/control-plane/libs/session"
 	"github.com/ambient-code/control-plane/libs/testenv"
 	eventsv1 "github.com/ambient-code/control-plane/proto/ambient/events/v1"
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
 	"github.com/ambient-code/control-plane/services/runner-manager/internal/runner"
+	"github.com/ambient-code/control-plane/services/runner-manager/internal/status"
 )
 
 const (
@@ -41,13 +44,13 @@ func TestPendingSessionGetsRunner(t *testing.T) {
 	id := s.GetMetadata().GetId()
 	start := time.Now()
 	e.handle(rp, added, s)
-	got := e.waitPhase(id, PhaseRunning, time.Second)
+	got := e.waitPhase(id, session.PhaseRunning, time.Second)
 	t.Logf("event to Running: %v", time.Since(start))
 	if got.GetStartTime() == nil {
 		t.Fatal("Running without start_time")
 	}
-	for _, typ := range []string{CondProcessSpawned, CondHealthCheckPassed, CondRunnerStarted} {
-		if c := condition(t, got, typ); c.Status != StatusTrue {
+	for _, typ := range []string{status.CondProcessSpawned, status.CondHealthCheckPassed, status.CondRunnerStarted} {
+		if c := condition(t, got, typ); c.Status != session.StatusTrue {
 			t.Fatalf("condition %s = %+v, want True", typ, c)
 		}
 	}
@@ -129,8 +132,8 @@ func TestStopping(t *testing.T) {
 			id := s.GetMetadata().GetId()
 			rec := e.startRunning(rp, s)
 			start := time.Now()
-			e.handle(rp, modified, e.setPhase(id, PhaseStopping))
-			got := e.waitPhase(id, PhaseStopped, 5*time.Second)
+			e.handle(rp, modified, e.setPhase(id, session.PhaseStopping))
+			got := e.waitPhase(id, session.PhaseStopped, 5*time.Second)
 			if d := time.Since(start); d < tc.minDelay {
 				t.Fatalf("stopped after %v, want >= grace %v", d, tc.minDelay)
 			}
@@ -158,8 +161,8 @@ func TestStoppingWithoutRunner(t *testing.T) {
 	rp := e.replica(replicaOpts{})
 	s := e.create("never ran")
 	id := s.GetMetadata().GetId()
-	e.handle(rp, modified, e.setPhase(id, PhaseStopping))
-	got := e.waitPhase(id, PhaseStopped, 2*time.Second)
+	e.handle(rp, modified, e.setPhase(id, session.PhaseStopping))
+	got := e.waitPhase(id, session.PhaseStopped, 2*time.Second)
 	if got.GetCompletionTime() == nil {
 		t.Fatal("no completion_time")
 	}
@@ -173,15 +176,15 @@ func TestRunnerOutcomes(t *testing.T) {
 	tests := []struct {
 		name    string
 		command []string
-		phase   string
+		phase   session.Phase
 		reason  string
 		message []string
 	}{
-		{"exit 0", []string{"/bin/sh", "-c", "exit 0"}, PhaseCompleted, ReasonCompleted, nil},
-		{"exit 3", []string{"/bin/sh", "-c", `for i in $(seq 1 70); do echo "err line $i" >&2; done; exit 3`}, PhaseFailed, ReasonProcessExited,
+		{"exit 0", []string{"/bin/sh", "-c", "exit 0"}, session.PhaseCompleted, status.ReasonCompleted, nil},
+		{"exit 3", []string{"/bin/sh", "-c", `for i in $(seq 1 70); do echo "err line $i" >&2; done; exit 3`}, session.PhaseFailed, status.ReasonProcessExited,
 			[]string{"ProcessExited: exit code 3", "err line 70", "err line 21"}},
-		{"never healthy", []string{"/bin/sh", "-c", "echo $$ > pid; exec sleep 60"}, PhaseFailed, ReasonHealthCheckTimeout, []string{"HealthCheckTimeout"}},
-		{"missing command", []string{"/nonexistent/runner", "--flag"}, PhaseFailed, ReasonProcessSpawnFailed, []string{"ProcessSpawnFailed: "}},
+		{"never healthy", []string{"/bin/sh", "-c", "echo $$ > pid; exec sleep 60"}, session.PhaseFailed, status.ReasonHealthCheckTimeout, []string{"HealthCheckTimeout"}},
+		{"missing command", []string{"/nonexistent/runner", "--flag"}, session.PhaseFailed, status.ReasonProcessSpawnFailed, []string{"ProcessSpawnFailed: "}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -195,8 +198,8 @@ func TestRunnerOutcomes(t *testing.T) {
 			if got.GetCompletionTime() == nil {
 				t.Fatal("no completion_time")
 			}
-			c := condition(t, got, CondRunnerStarted)
-			if c.Reason != tc.reason || c.Status != StatusFalse {
+			c := condition(t, got, status.CondRunnerStarted)
+			if c.Reason != tc.reason || c.Status != session.StatusFalse {
 				t.Fatalf("RunnerStarted = %+v, want reason %s", c, tc.reason)
 			}
 			for _, m := range tc.message {
@@ -207,7 +210,7 @@ func TestRunnerOutcomes(t *testing.T) {
 			if tc.name == "exit 3" && strings.Contains(c.Message, "err line 20\n") {
 				t.Fatalf("tail longer than 50 lines: %q", c.Message)
 			}
-			if tc.reason == ReasonHealthCheckTimeout {
+			if tc.reason == status.ReasonHealthCheckTimeout {
 				b, err := os.ReadFile(filepath.Join(rp.root, id, "pid"))
 				if err != nil {
 					t.Fatal(err)
@@ -236,8 +239,8 @@ func TestCapacity(t *testing.T) {
 		ports  int
 		reason string
 	}{
-		{"max sessions", 1, 2, ReasonCapacityExceeded},
-		{"port exhaustion", 5, 1, ReasonNoPortAvailable},
+		{"max sessions", 1, 2, status.ReasonCapacityExceeded},
+		{"port exhaustion", 5, 1, status.ReasonNoPortAvailable},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -247,12 +250,12 @@ func TestCapacity(t *testing.T) {
 			first, second := e.create("first"), e.create("second")
 			id1, id2 := first.GetMetadata().GetId(), second.GetMetadata().GetId()
 			e.handle(rp, added, first)
-			e.waitPhase(id1, PhaseRunning, 3*time.Second)
+			e.waitPhase(id1, session.PhaseRunning, 3*time.Second)
 			e.handle(rp, added, second)
 			testenv.Eventually(t, 3*time.Second, func() error {
 				s := e.get(id2)
-				c, ok := parseConditions(s.Conditions).get(CondRunnerStarted)
-				if !ok || c.Reason != tc.reason || c.Status != StatusFalse || s.GetPhase() != "" {
+				c, ok := status.Conditions(s).Get(status.CondRunnerStarted)
+				if !ok || c.Reason != tc.reason || c.Status != session.StatusFalse || s.GetPhase() != "" {
 					return fmt.Errorf("second: phase %q conditions %s", s.GetPhase(), s.GetConditions())
 				}
 				return nil
@@ -262,10 +265,10 @@ func TestCapacity(t *testing.T) {
 			if _, err := registry.Get(t.Context(), e.runners, id2); !errors.Is(err, registry.ErrNotFound) {
 				t.Fatalf("deferred session holds a claim: %v", err)
 			}
-			e.handle(rp, modified, e.setPhase(id1, PhaseStopping))
-			e.waitPhase(id1, PhaseStopped, 5*time.Second)
-			got := e.waitPhase(id2, PhaseRunning, 5*time.Second)
-			if c := condition(t, got, CondRunnerStarted); c.Status != StatusTrue {
+			e.handle(rp, modified, e.setPhase(id1, session.PhaseStopping))
+			e.waitPhase(id1, session.PhaseStopped, 5*time.Second)
+			got := e.waitPhase(id2, session.PhaseRunning, 5*time.Second)
+			if c := condition(t, got, status.CondRunnerStarted); c.Status != session.StatusTrue {
 				t.Fatalf("RunnerStarted = %+v", c)
 			}
 		})
@@ -317,8 +320,8 @@ func TestEscapingSessionID(t *testing.T) {
 			fake := proto.CloneOf(s)
 			fake.Metadata.Id = bad
 			e.handle(rp, added, fake)
-			got := e.waitPhase(s.GetMetadata().GetId(), PhaseFailed, 3*time.Second)
-			if c := condition(t, got, CondProcessSpawned); c.Reason != ReasonInvalidSessionID {
+			got := e.waitPhase(s.GetMetadata().GetId(), session.PhaseFailed, 3*time.Second)
+			if c := condition(t, got, status.CondProcessSpawned); c.Reason != status.ReasonInvalidSessionID {
 				t.Fatalf("ProcessSpawned = %+v", c)
 			}
 			after, err := os.ReadDir(parent)
@@ -355,13 +358,13 @@ func TestDuplicateAndReplayedEvents(t *testing.T) {
 			if i%2 == 1 {
 				target = other
 			}
-			if err := target.rec.Handle(t.Context(), ev, uint64(1+i/2)); err != nil {
+			if err := target.rec.Handle(t.Context(), group.Message{Event: ev, Attempt: uint64(1 + i/2)}); err != nil {
 				t.Errorf("handle: %v", err)
 			}
 		}()
 	}
 	wg.Wait()
-	e.waitPhase(id, PhaseRunning, 3*time.Second)
+	e.waitPhase(id, session.PhaseRunning, 3*time.Second)
 	// Echoes of our own writes and a replay of the original event.
 	e.handle(rp, modified, e.get(id))
 	e.handle(other, modified, e.get(id))
@@ -378,15 +381,15 @@ func TestDuplicateAndReplayedEvents(t *testing.T) {
 		t.Fatalf("spawns = %d, want 1", n)
 	}
 	// After the session ended, a replayed ADDED (phase "") starts nothing.
-	e.handle(rp, modified, e.setPhase(id, PhaseStopping))
-	e.waitPhase(id, PhaseStopped, 5*time.Second)
+	e.handle(rp, modified, e.setPhase(id, session.PhaseStopping))
+	e.waitPhase(id, session.PhaseStopped, 5*time.Second)
 	e.waitNoClaim(id)
 	e.handle(rp, added, s)
 	e.handle(other, added, s)
 	if n := spawns(); n != 1 {
 		t.Fatalf("spawns after replay = %d, want 1", n)
 	}
-	if p := e.get(id).GetPhase(); p != PhaseStopped {
+	if p := session.PhaseOf(e.get(id)); p != session.PhaseStopped {
 		t.Fatalf("phase after replay = %q", p)
 	}
 }
@@ -419,9 +422,9 @@ func TestStopOnPeer(t *testing.T) {
 	s := e.create("cross")
 	id := s.GetMetadata().GetId()
 	e.handle(owner, added, s)
-	e.waitPhase(id, PhaseRunning, 3*time.Second)
-	e.handle(peer, modified, e.setPhase(id, PhaseStopping))
-	e.waitPhase(id, PhaseStopped, 5*time.Second)
+	e.waitPhase(id, session.PhaseRunning, 3*time.Second)
+	e.handle(peer, modified, e.setPhase(id, session.PhaseStopping))
+	e.waitPhase(id, session.PhaseStopped, 5*time.Second)
 	e.waitNoClaim(id)
 }
 
@@ -429,7 +432,11 @@ func TestStopOnPeer(t *testing.T) {
 func TestSelector(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	rp := e.replica(replicaOpts{selector: Selector{Projects: []string{"other"}}})
+	sel, err := session.NewSelector([]string{"other"}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rp := e.replica(replicaOpts{selector: sel})
 	s := e.create("not mine")
 	e.handle(rp, added, s)
 	if _, err := registry.Get(t.Context(), e.runners, s.GetMetadata().GetId()); !errors.Is(err, registry.ErrNotFound) {
@@ -447,7 +454,7 @@ func TestPhaseWriteRetriedAfterOutage(t *testing.T) {
 	id := s.GetMetadata().GetId()
 	e.api.FailNext(ambientv1.SessionService_UpdateSessionStatus_FullMethodName, 12, codes.Unavailable)
 	e.handle(rp, added, s)
-	got := e.waitPhase(id, PhaseRunning, 15*time.Second)
+	got := e.waitPhase(id, session.PhaseRunning, 15*time.Second)
 	if got.GetStartTime() == nil {
 		t.Fatal("no start_time")
 	}
@@ -469,7 +476,10 @@ func TestDeselectedSessionLosesRunner(t *testing.T) {
 		}
 		return s
 	}
-	sel := Selector{Projects: []string{"*"}, Label: "executor=local"}
+	sel, err := session.NewSelector([]string{"*"}, "executor=local")
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	t.Run("event", func(t *testing.T) {
 		t.Parallel()
@@ -486,7 +496,7 @@ func TestDeselectedSessionLosesRunner(t *testing.T) {
 			}
 			return nil
 		})
-		if p := e.get(id).GetPhase(); p != PhaseRunning {
+		if p := session.PhaseOf(e.get(id)); p != session.PhaseRunning {
 			t.Fatalf("phase = %q: the deselected session's status was written", p)
 		}
 	})

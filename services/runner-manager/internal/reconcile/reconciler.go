@@ -1,8 +1,11 @@
-// Package reconcile drives local runner processes from session events: it
-// claims a session in the runner registry (exactly one owner), starts the
-// runner through the process manager, registers its endpoint for the proxy,
-// reports phases and conditions to the API, and recovers sessions whose
-// owner died.
+// Package reconcile decides what runner-manager does with each session:
+// start a runner, stop it, take over a claim whose owner is gone, heal a
+// phase written over a live runner, or nothing. [Reconciler.Handle] is the
+// consumer-group handler; the sweep and the resync make the same decisions
+// for what no event reports (dead owners, missed events, capacity freed).
+// The work itself is other packages': claim (the runner registry),
+// supervise (one runner from spawn to exit), status (phase and condition
+// writes), capacity (sessions waiting for a slot).
 //
 // The rules are level-based: a handler re-reads the session from the API
 // before it acts on anything that could be stale (a spawn, a stop), so
@@ -14,8 +17,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -24,9 +25,13 @@ import (
 	"go.opentelemetry.io/otel/trace/noop"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/ambient-code/control-plane/libs/registry"
+	"github.com/ambient-code/control-plane/libs/session"
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
+	"github.com/ambient-code/control-plane/services/runner-manager/internal/capacity"
+	"github.com/ambient-code/control-plane/services/runner-manager/internal/claim"
 	"github.com/ambient-code/control-plane/services/runner-manager/internal/runner"
+	"github.com/ambient-code/control-plane/services/runner-manager/internal/status"
+	"github.com/ambient-code/control-plane/services/runner-manager/internal/supervise"
 )
 
 // Lost-runner policies: what happens to a session whose runner died with its
@@ -45,8 +50,9 @@ type Config struct {
 	// AdvertiseHost is the runner host written to the registry, reachable
 	// by agui-proxy.
 	AdvertiseHost string
-	Selector      Selector
-	Health        runner.HealthPolicy
+	// Selector picks the sessions this deployment runs.
+	Selector session.Selector
+	Health   runner.HealthPolicy
 	// StopGrace is the SIGTERM -> SIGKILL grace.
 	StopGrace time.Duration
 	// SweepInterval is how often claims are checked for dead owners and
@@ -68,16 +74,13 @@ type sessionAPI interface {
 	ListSessions(ctx context.Context) ([]*ambientv1.Session, error)
 }
 
-// liveness tells whether a runner-manager replica is alive.
-type liveness interface {
-	Alive(ctx context.Context, member string) (bool, error)
-}
-
 // Deps are the reconciler's collaborators. Meter and Tracer may be nil.
 type Deps struct {
-	API     sessionAPI
+	API sessionAPI
+	// Runners is the runner registry bucket (KV ambient-runners).
 	Runners jetstream.KeyValue
-	Members liveness
+	// Members answers whether other replicas are alive.
+	Members *claim.Members
 	Manager *runner.Manager
 	Meter   metric.Meter
 	Tracer  trace.Tracer
@@ -89,28 +92,13 @@ type Deps struct {
 type Reconciler struct {
 	cfg     Config
 	api     sessionAPI
-	kv      jetstream.KeyValue
-	members liveness
-	mgr     *runner.Manager
+	claims  *claim.Claims
+	sup     *supervise.Supervisor
+	status  *status.Writer
+	queue   *capacity.Queue
 	metrics *metrics
 	tracer  trace.Tracer
 	log     *slog.Logger
-	http    *http.Client
-
-	locks keyedMutex
-	wg    sync.WaitGroup // one per supervisor goroutine
-	kick  chan struct{}  // capacity freed; buffered 1 so a kick is never lost nor blocks
-
-	// life guards closing: handlers hold it shared while they spawn, Run
-	// takes it exclusively to stop intake, so no runner starts after
-	// StopAll has taken its snapshot.
-	life       sync.RWMutex
-	closing    bool          // guarded by life
-	shutdownCh chan struct{} // closed when Run starts shutting down
-
-	mu      sync.Mutex
-	runs    map[string]*run      // guarded by mu; local runners by session id
-	waiting map[string]time.Time // guarded by mu; sessions deferred for capacity
 }
 
 // New validates cfg and returns a reconciler. It starts nothing.
@@ -119,14 +107,11 @@ func New(cfg Config, d Deps) (*Reconciler, error) {
 	if cfg.Member == "" {
 		errs = append(errs, errors.New("member is empty"))
 	}
-	if cfg.AdvertiseHost == "" {
-		errs = append(errs, errors.New("advertise host is empty"))
-	}
 	if cfg.LostPolicy != LostRestart && cfg.LostPolicy != LostFail {
 		errs = append(errs, fmt.Errorf("lost policy %q: want %s or %s", cfg.LostPolicy, LostRestart, LostFail))
 	}
-	if cfg.Health.Interval <= 0 || cfg.Health.Attempts < 1 || cfg.StopGrace <= 0 || cfg.SweepInterval <= 0 {
-		errs = append(errs, errors.New("health interval, attempts, stop grace and sweep interval must be positive"))
+	if cfg.SweepInterval <= 0 {
+		errs = append(errs, errors.New("sweep interval must be positive"))
 	}
 	if d.API == nil || d.Runners == nil || d.Members == nil || d.Manager == nil || d.Log == nil {
 		errs = append(errs, errors.New("api, runners bucket, members, manager and log are required"))
@@ -134,63 +119,45 @@ func New(cfg Config, d Deps) (*Reconciler, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("reconciler: %w", err)
 	}
-	if cfg.Health.Host == "" {
-		cfg.Health.Host = "127.0.0.1"
-	}
 	if d.Tracer == nil {
 		d.Tracer = noop.NewTracerProvider().Tracer("runner-manager")
 	}
-	r := &Reconciler{
-		cfg: cfg, api: d.API, kv: d.Runners, members: d.Members, mgr: d.Manager, tracer: d.Tracer, log: d.Log,
-		// No keep-alives: a runner's idle health connection must not delay
-		// its shutdown.
-		http:       &http.Client{Transport: &http.Transport{DisableKeepAlives: true}},
-		kick:       make(chan struct{}, 1),
-		shutdownCh: make(chan struct{}),
-		runs:       map[string]*run{},
-		waiting:    map[string]time.Time{},
+	r := &Reconciler{cfg: cfg, api: d.API, queue: capacity.New(), tracer: d.Tracer, log: d.Log}
+	var err error
+	if r.status, err = status.New(d.API, d.Meter); err != nil {
+		return nil, fmt.Errorf("reconciler: %w", err)
 	}
-	m, err := newMetrics(d.Meter, gauges{
-		runnersByState: r.runnersByState,
-		portsInUse:     d.Manager.Pool().InUse,
-		portsTotal:     d.Manager.Pool().Size,
-	})
+	if r.claims, err = claim.New(d.Runners, cfg.Member, d.Members, d.Log); err != nil {
+		return nil, fmt.Errorf("reconciler: %w", err)
+	}
+	r.sup, err = supervise.New(supervise.Config{
+		AdvertiseHost: cfg.AdvertiseHost, Health: cfg.Health, StopGrace: cfg.StopGrace,
+		HandBack: cfg.LostPolicy == LostRestart, Freed: r.queue.Freed,
+	}, supervise.Deps{Manager: d.Manager, Claims: r.claims, Status: r.status, Meter: d.Meter, Log: d.Log})
 	if err != nil {
+		return nil, fmt.Errorf("reconciler: %w", err)
+	}
+	if r.metrics, err = newMetrics(d.Meter); err != nil {
 		return nil, fmt.Errorf("reconciler metrics: %w", err)
 	}
-	r.metrics = m
 	return r, nil
 }
 
-// Run keeps claims healthy (sweeps for dead owners, watches its records for
-// stop requests) until ctx ends, then shuts down: no new runners start,
-// every runner gets SIGTERM (SIGKILL after the grace), each session gets its
+// Run keeps claims healthy (sweeps for dead owners, watches the records for
+// stop requests and takeovers) and starts queued sessions as capacity frees
+// up, until ctx ends; then it shuts down: no new runners start, every
+// runner gets SIGTERM (SIGKILL after the grace), each session gets its
 // final phase, and Run returns after all supervisors finished.
 func (r *Reconciler) Run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return r.watchRecords(gctx) })
+	g.Go(func() error { return r.claims.Watch(gctx, r.onRecord) })
 	g.Go(func() error { return r.loop(gctx) })
 	err := g.Wait()
-
-	r.life.Lock()
-	r.closing = true
-	close(r.shutdownCh)
-	r.life.Unlock()
-	n := r.mgr.Count()
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.StopGrace+5*time.Second)
-	defer cancel()
-	stopErr := r.mgr.StopAll(sctx)
-	r.wg.Wait()
-	r.mgr.Wait()
-	r.log.Info("runners stopped", slog.Int("count", n))
-	if errors.Is(err, context.Canceled) {
-		err = nil
-	}
-	return errors.Join(err, stopErr)
+	return errors.Join(err, r.sup.Shutdown(ctx))
 }
 
-// loop runs the periodic sweep and starts deferred sessions when capacity
-// frees up.
+// loop runs the periodic sweep and resync, and starts queued sessions when
+// capacity frees up.
 func (r *Reconciler) loop(ctx context.Context) error {
 	r.sweep(ctx) // at start-up: recover claims left by a previous incarnation
 	t := time.NewTicker(r.cfg.SweepInterval)
@@ -209,38 +176,12 @@ func (r *Reconciler) loop(ctx context.Context) error {
 			r.sweep(ctx)
 		case <-resync:
 			r.resync(ctx)
-		case <-r.kick:
+		case <-r.queue.Wake():
 			r.startWaiting(ctx)
 		}
 	}
 }
 
-// Ready reports whether the reconciler accepts work.
-func (r *Reconciler) Ready() bool {
-	r.life.RLock()
-	defer r.life.RUnlock()
-	return !r.closing
-}
-
-func (r *Reconciler) localRun(id string) *run {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.runs[id]
-}
-
-func (r *Reconciler) runnersByState() map[string]int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	out := map[string]int{registry.StateStarting: 0, registry.StateRunning: 0, registry.StateStopping: 0}
-	for _, rn := range r.runs {
-		out[rn.getState()]++
-	}
-	return out
-}
-
-func (r *Reconciler) signalKick() {
-	select {
-	case r.kick <- struct{}{}:
-	default: // a kick is already pending
-	}
-}
+// Ready reports whether the reconciler accepts work (false once it shuts
+// down).
+func (r *Reconciler) Ready() bool { return r.sup.Ready() }

@@ -7,9 +7,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ambient-code/control-plane/libs/group"
 	"github.com/ambient-code/control-plane/libs/registry"
+	"github.com/ambient-code/control-plane/libs/session"
 	"github.com/ambient-code/control-plane/libs/testenv"
 	"github.com/ambient-code/control-plane/services/runner-manager/internal/claim"
+	"github.com/ambient-code/control-plane/services/runner-manager/internal/status"
 )
 
 // Acceptance 8 (in process): shutdown stops every runner within the grace,
@@ -29,7 +32,7 @@ func TestShutdownStopsAllRunners(t *testing.T) {
 		e.handle(rp, added, s)
 	}
 	for _, id := range ids {
-		e.waitPhase(id, PhaseRunning, 3*time.Second)
+		e.waitPhase(id, session.PhaseRunning, 3*time.Second)
 		rec, err := registry.Get(t.Context(), e.runners, id)
 		if err != nil {
 			t.Fatal(err)
@@ -48,10 +51,10 @@ func TestShutdownStopsAllRunners(t *testing.T) {
 	}
 	for _, id := range ids {
 		s := e.get(id)
-		if s.GetPhase() != PhasePending {
+		if session.PhaseOf(s) != session.PhasePending {
 			t.Fatalf("phase after shutdown = %q", s.GetPhase())
 		}
-		if c := condition(t, s, CondRunnerStarted); c.Reason != ReasonShutdown {
+		if c := condition(t, s, status.CondRunnerStarted); c.Reason != status.ReasonShutdown {
 			t.Fatalf("RunnerStarted = %+v", c)
 		}
 		e.waitNoClaim(id)
@@ -67,13 +70,13 @@ func TestSweepRecoversDeadOwnersClaims(t *testing.T) {
 		name   string
 		owner  string
 		policy string
-		phase  string
+		phase  session.Phase
 		reason string
 	}{
-		{"dead owner restart", "ghost", LostRestart, PhaseRunning, ReasonStarted},
-		{"dead owner fail", "ghost", LostFail, PhaseFailed, ReasonRunnerLost},
-		{"own previous incarnation", "rm-0", LostRestart, PhaseRunning, ReasonStarted},
-		{"dead owner of a stopping session", "ghost", LostRestart, PhaseStopped, ReasonStopped},
+		{"dead owner restart", "ghost", LostRestart, session.PhaseRunning, status.ReasonStarted},
+		{"dead owner fail", "ghost", LostFail, session.PhaseFailed, status.ReasonRunnerLost},
+		{"own previous incarnation", "rm-0", LostRestart, session.PhaseRunning, status.ReasonStarted},
+		{"dead owner of a stopping session", "ghost", LostRestart, session.PhaseStopped, status.ReasonStopped},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -81,9 +84,9 @@ func TestSweepRecoversDeadOwnersClaims(t *testing.T) {
 			e := newEnv(t)
 			s := e.create("orphan")
 			id := s.GetMetadata().GetId()
-			from := PhaseRunning
-			if tc.phase == PhaseStopped {
-				from = PhaseStopping
+			from := session.PhaseRunning
+			if tc.phase == session.PhaseStopped {
+				from = session.PhaseStopping
 			}
 			e.setPhase(id, from)
 			ep := registry.Endpoint{SessionID: id, ProjectID: "proj", Owner: tc.owner, Host: "127.0.0.1", Port: 1, PID: 999999, StartedAt: time.Now(), State: registry.StateRunning}
@@ -93,15 +96,15 @@ func TestSweepRecoversDeadOwnersClaims(t *testing.T) {
 			rp := e.replica(replicaOpts{lost: tc.policy})
 			testenv.Eventually(t, 5*time.Second, func() error {
 				got := e.get(id)
-				c, ok := parseConditions(got.Conditions).get(CondRunnerStarted)
-				if got.GetPhase() != tc.phase || !ok || c.Reason != tc.reason {
+				c, ok := status.Conditions(got).Get(status.CondRunnerStarted)
+				if session.PhaseOf(got) != tc.phase || !ok || c.Reason != tc.reason {
 					return fmt.Errorf("phase %q conditions %s", got.GetPhase(), got.GetConditions())
 				}
 				return nil
 			})
 			rec, err := registry.Get(t.Context(), e.runners, id)
 			switch tc.phase {
-			case PhaseRunning:
+			case session.PhaseRunning:
 				if err != nil || rec.Owner != "rm-0" || rec.State != registry.StateRunning || rec.PID == 999999 {
 					t.Fatalf("record after restart = %+v, %v", rec, err)
 				}
@@ -123,9 +126,9 @@ func TestRunningWithoutClaimIsRecovered(t *testing.T) {
 	s := e.create("ghost run")
 	id := s.GetMetadata().GetId()
 	rp := e.replica(replicaOpts{lost: LostFail})
-	e.handle(rp, modified, e.setPhase(id, PhaseRunning))
-	got := e.waitPhase(id, PhaseFailed, 3*time.Second)
-	if c := condition(t, got, CondRunnerStarted); c.Reason != ReasonRunnerLost {
+	e.handle(rp, modified, e.setPhase(id, session.PhaseRunning))
+	got := e.waitPhase(id, session.PhaseFailed, 3*time.Second)
+	if c := condition(t, got, status.CondRunnerStarted); c.Reason != status.ReasonRunnerLost {
 		t.Fatalf("RunnerStarted = %+v", c)
 	}
 	e.waitNoClaim(id)
@@ -171,7 +174,7 @@ func TestLostClaimKillsLocalRunner(t *testing.T) {
 	if got, err := registry.Get(t.Context(), e.runners, id); err != nil || got.Owner != "thief" {
 		t.Fatalf("thief's record changed: %+v %v", got, err)
 	}
-	if p := e.get(id).GetPhase(); p != PhaseRunning {
+	if p := session.PhaseOf(e.get(id)); p != session.PhaseRunning {
 		t.Fatalf("phase written by the loser: %q", p)
 	}
 }
@@ -183,13 +186,13 @@ func TestResync(t *testing.T) {
 	e := newEnv(t)
 	pending := e.create("no event").GetMetadata().GetId()
 	running := e.create("lost").GetMetadata().GetId()
-	e.setPhase(running, PhaseRunning)
+	e.setPhase(running, session.PhaseRunning)
 	e.replica(replicaOpts{resync: 200 * time.Millisecond})
-	e.waitPhase(pending, PhaseRunning, 5*time.Second)
+	e.waitPhase(pending, session.PhaseRunning, 5*time.Second)
 	testenv.Eventually(t, 5*time.Second, func() error {
 		got := e.get(running)
-		c, ok := parseConditions(got.Conditions).get(CondRunnerStarted)
-		if got.GetPhase() != PhaseRunning || !ok || c.Status != StatusTrue || c.Reason != ReasonStarted {
+		c, ok := status.Conditions(got).Get(status.CondRunnerStarted)
+		if session.PhaseOf(got) != session.PhaseRunning || !ok || c.Status != session.StatusTrue || c.Reason != status.ReasonStarted {
 			return fmt.Errorf("phase %q conditions %s", got.GetPhase(), got.GetConditions())
 		}
 		rec, err := registry.Get(t.Context(), e.runners, running)
@@ -210,14 +213,14 @@ func TestNATSRestart(t *testing.T) {
 	s := e.create("survivor")
 	id := s.GetMetadata().GetId()
 	e.handle(rp, added, s)
-	e.waitPhase(id, PhaseRunning, 3*time.Second)
+	e.waitPhase(id, session.PhaseRunning, 3*time.Second)
 	if err := e.nats.Restart(); err != nil {
 		t.Fatal(err)
 	}
-	stopping := e.setPhase(id, PhaseStopping)
+	stopping := e.setPhase(id, session.PhaseStopping)
 	testenv.Eventually(t, 10*time.Second, func() error {
-		return rp.rec.Handle(t.Context(), e.event(modified, stopping), 1)
+		return rp.rec.Handle(t.Context(), group.Message{Event: e.event(modified, stopping), Attempt: 1})
 	})
-	e.waitPhase(id, PhaseStopped, 10*time.Second)
+	e.waitPhase(id, session.PhaseStopped, 10*time.Second)
 	e.waitNoClaim(id)
 }

@@ -56,7 +56,8 @@ type EnvAllowList struct {
 
 // NewEnvAllowList returns the original allow-list extended by extra: exact
 // names, or prefixes written with a trailing "*" (e.g. "HTTPS_PROXY",
-// "DEMO_*"). Entries are validated by ValidEnvAllowEntry.
+// "DEMO_*"). The entries are taken as given: RUNNER_ENV_ALLOW's are
+// validated by package config (a bare "*" is refused there).
 func NewEnvAllowList(extra []string) EnvAllowList {
 	var a EnvAllowList
 	for _, e := range extra {
@@ -67,25 +68,6 @@ func NewEnvAllowList(extra []string) EnvAllowList {
 		}
 	}
 	return a
-}
-
-// ValidEnvAllowEntry reports whether e is a variable name, optionally with
-// a trailing "*"; a bare "*" is refused (it would pass every secret of the
-// host to every runner).
-func ValidEnvAllowEntry(e string) bool {
-	name := strings.TrimSuffix(e, "*")
-	if name == "" {
-		return false
-	}
-	for i, r := range name {
-		switch {
-		case r == '_', r >= 'A' && r <= 'Z', r >= 'a' && r <= 'z':
-		case r >= '0' && r <= '9' && i > 0:
-		default:
-			return false
-		}
-	}
-	return true
 }
 
 // Allowed reports whether a host variable name is inherited by runners.

@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"strconv"
 	"time"
+
+	"github.com/cenkalti/backoff/v5"
 )
 
 // HealthPolicy says how a new runner's /health is polled: up to Attempts
@@ -30,11 +32,15 @@ func (p *Process) WaitHealthy(ctx context.Context, client *http.Client, h Health
 	start := time.Now()
 	deadline := start.Add(h.Deadline())
 	url := "http://" + net.JoinHostPort(h.Host, strconv.Itoa(p.Port)) + "/health"
-	delay := h.FirstDelay
-	if delay <= 0 || delay > h.Interval {
-		delay = h.Interval
+	first := h.FirstDelay
+	if first <= 0 || first > h.Interval {
+		first = h.Interval
 	}
-	t := time.NewTimer(delay)
+	// Probe delays: first, doubling up to the interval, no jitter (the
+	// deadline is the policy's, not the backoff's).
+	b := &backoff.ExponentialBackOff{InitialInterval: first, Multiplier: 2, MaxInterval: h.Interval}
+	b.Reset()
+	t := time.NewTimer(b.NextBackOff())
 	defer t.Stop()
 	for {
 		select {
@@ -50,8 +56,7 @@ func (p *Process) WaitHealthy(ctx context.Context, client *http.Client, h Health
 		if !time.Now().Before(deadline) {
 			return time.Since(start), fmt.Errorf("health of %s after %v: %w", p.SessionID, h.Deadline(), ErrHealthTimeout)
 		}
-		delay = min(delay*2, h.Interval)
-		t.Reset(min(delay, time.Until(deadline)))
+		t.Reset(min(b.NextBackOff(), time.Until(deadline)))
 	}
 }
 

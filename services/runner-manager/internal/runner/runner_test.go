@@ -101,20 +101,6 @@ func TestBuildEnvExtraAllowList(t *testing.T) {
 	}
 }
 
-func TestValidEnvAllowEntry(t *testing.T) {
-	t.Parallel()
-	for _, e := range []string{"DEMO_HOST", "DEMO_*", "_X", "http_proxy", "A1"} {
-		if !ValidEnvAllowEntry(e) {
-			t.Errorf("ValidEnvAllowEntry(%q) = false, want true", e)
-		}
-	}
-	for _, e := range []string{"", "*", "1A", "A-B", "A*B", "A=B", "A B", "**"} {
-		if ValidEnvAllowEntry(e) {
-			t.Errorf("ValidEnvAllowEntry(%q) = true, want false", e)
-		}
-	}
-}
-
 func TestSlug(t *testing.T) {
 	t.Parallel()
 	tests := []struct{ in, want string }{

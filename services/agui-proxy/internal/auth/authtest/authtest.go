@@ -63,6 +63,20 @@ func (i *Issuer) Claims(subject string) jwt.RegisteredClaims {
 	}
 }
 
+// UserClaims returns valid claims for subject with a "groups" claim,
+// expiring in an hour.
+func (i *Issuer) UserClaims(subject string, groups ...string) jwt.MapClaims {
+	now := time.Now()
+	gs := make([]any, len(groups))
+	for k, g := range groups {
+		gs[k] = g
+	}
+	return jwt.MapClaims{
+		"iss": i.Name, "sub": subject, "aud": []any{i.Audience},
+		"iat": now.Unix(), "exp": now.Add(time.Hour).Unix(), "groups": gs,
+	}
+}
+
 // Sign signs claims with the issuer's key (RS256, kid set).
 func (i *Issuer) Sign(t testing.TB, claims jwt.Claims) string {
 	t.Helper()

@@ -1,0 +1,203 @@
+package bus_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ambient-code/control-plane/libs/bus"
+	"github.com/ambient-code/control-plane/libs/testenv"
+)
+
+// breakableKV is a real bucket whose open watches the test can end, as a
+// closed subscription would.
+type breakableKV struct {
+	jetstream.KeyValue
+	mu      sync.Mutex
+	watches []jetstream.KeyWatcher // guarded by mu
+}
+
+func (b *breakableKV) WatchAll(ctx context.Context, opts ...jetstream.WatchOpt) (jetstream.KeyWatcher, error) {
+	w, err := b.KeyValue.WatchAll(ctx, opts...)
+	if err == nil {
+		b.mu.Lock()
+		b.watches = append(b.watches, w)
+		b.mu.Unlock()
+	}
+	return w, err
+}
+
+// breakAll stops every watch opened so far.
+func (b *breakableKV) breakAll(t *testing.T) {
+	t.Helper()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, w := range b.watches {
+		if err := w.Stop(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b.watches = nil
+}
+
+func newBucket(t *testing.T) jetstream.KeyValue {
+	t.Helper()
+	_, js := testenv.JetStream(t, testenv.NATS(t))
+	kv, err := js.CreateKeyValue(t.Context(), jetstream.KeyValueConfig{Bucket: "watched"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kv
+}
+
+// state is what a watcher rebuilds: key -> value of live keys.
+type state struct {
+	mu    sync.Mutex
+	m     map[string]string // guarded by mu
+	opens int               // guarded by mu: Initial calls
+}
+
+func (s *state) apply(m map[string]string, e jetstream.KeyValueEntry) {
+	if e.Operation() == jetstream.KeyValuePut {
+		m[e.Key()] = string(e.Value())
+	} else {
+		delete(m, e.Key())
+	}
+}
+
+func (s *state) watch() bus.KVWatch {
+	return bus.KVWatch{
+		Initial: func(es []jetstream.KeyValueEntry) {
+			m := map[string]string{}
+			for _, e := range es {
+				s.apply(m, e)
+			}
+			s.mu.Lock()
+			s.m, s.opens = m, s.opens+1
+			s.mu.Unlock()
+		},
+		Update: func(e jetstream.KeyValueEntry) {
+			s.mu.Lock()
+			s.apply(s.m, e)
+			s.mu.Unlock()
+		},
+	}
+}
+
+func (s *state) want(t *testing.T, opens int, want map[string]string) {
+	t.Helper()
+	testenv.Eventually(t, 5*time.Second, func() error {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.opens != opens || !maps.Equal(s.m, want) {
+			return fmt.Errorf("after %d opens: %v, want %v after %d", s.opens, s.m, want, opens)
+		}
+		return nil
+	})
+}
+
+// The initial values come first, then every change; a broken watch is
+// reopened and delivers the values afresh, so a delete made while it was
+// down is not missed.
+func TestWatchKV(t *testing.T) {
+	t.Parallel()
+	kv := &breakableKV{KeyValue: newBucket(t)}
+	ctx, cancel := context.WithCancel(t.Context())
+	put := func(k, v string) {
+		t.Helper()
+		if _, err := kv.Put(t.Context(), k, []byte(v)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put("a", "1")
+	put("b", "1")
+	var s state
+	w := s.watch()
+	broken := make(chan error, 1) // one break in this test
+	w.Broken = func(err error, reopen time.Duration) {
+		if reopen <= 0 || reopen > 5*time.Second {
+			t.Errorf("reopen after %v", reopen)
+		}
+		// Changes while the watch is down (this is WatchKV's goroutine:
+		// t.Error, not t.Fatal).
+		if err := kv.Delete(t.Context(), "b"); err != nil {
+			t.Error(err)
+		}
+		if _, err := kv.Put(t.Context(), "d", []byte("1")); err != nil {
+			t.Error(err)
+		}
+		broken <- err
+	}
+	done := make(chan error, 1) // WatchKV's result, read below
+	go func() { done <- bus.WatchKV(ctx, kv, w) }()
+	s.want(t, 1, map[string]string{"a": "1", "b": "1"})
+	put("c", "1")
+	put("a", "2")
+	s.want(t, 1, map[string]string{"a": "2", "b": "1", "c": "1"})
+
+	kv.breakAll(t)
+	if err := <-broken; !errors.Is(err, bus.ErrWatchClosed) {
+		t.Fatalf("broken by %v, want ErrWatchClosed", err)
+	}
+	s.want(t, 2, map[string]string{"a": "2", "c": "1", "d": "1"})
+	put("e", "1")
+	s.want(t, 2, map[string]string{"a": "2", "c": "1", "d": "1", "e": "1"})
+
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("WatchKV = %v after cancel, want nil", err)
+	}
+	if err := bus.WatchKV(t.Context(), kv, bus.KVWatch{}); !errors.Is(err, bus.ErrInvalidConfig) {
+		t.Fatalf("WatchKV without callbacks = %v, want ErrInvalidConfig", err)
+	}
+}
+
+func TestReadKV(t *testing.T) {
+	t.Parallel()
+	kv := newBucket(t)
+	ctx := t.Context()
+	got, err := bus.ReadKV(ctx, kv)
+	if err != nil || got == nil || len(got) != 0 {
+		t.Fatalf("empty bucket: %v, %v; want an empty list", got, err)
+	}
+	for _, k := range []string{"a", "b", "c"} {
+		if _, err := kv.Put(ctx, k, []byte(k)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := kv.Delete(ctx, "b"); err != nil {
+		t.Fatal(err)
+	}
+	keys := func(es []jetstream.KeyValueEntry) []string {
+		var out []string
+		for _, e := range es {
+			out = append(out, e.Key()+":"+e.Operation().String())
+		}
+		return out
+	}
+	all, err := bus.ReadKV(ctx, kv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprint(keys(all)); got != "[a:KeyValuePutOp c:KeyValuePutOp b:KeyValueDeleteOp]" {
+		t.Fatalf("ReadKV = %s", got)
+	}
+	live, err := bus.ReadKV(ctx, kv, jetstream.IgnoreDeletes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprint(keys(live)); got != "[a:KeyValuePutOp c:KeyValuePutOp]" {
+		t.Fatalf("ReadKV ignoring deletes = %s", got)
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := bus.ReadKV(cctx, kv); err == nil {
+		t.Fatal("ReadKV with an ended ctx succeeded")
+	}
+}

@@ -1,0 +1,338 @@
+package group
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"slices"
+	"time"
+
+	eventsv1 "github.com/ambient-code/control-plane/proto/ambient/events/v1"
+	"github.com/cenkalti/backoff/v5"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ambient-code/control-plane/libs/events"
+	"github.com/ambient-code/control-plane/libs/logkey"
+)
+
+// A lane holds one object's messages in stream order and handles them one
+// batch at a time (one message, or with Config.Coalesce everything queued)
+// on its own goroutine, so a slow or failing object holds back only its
+// own later messages. A failed try is retried inside the lane after the
+// backoff, the message kept unacked and renewed meanwhile (keepalive): a
+// naked message would no longer block the object's later ones now that
+// the consumer hands out MaxInFlight at a time, so they could overtake it.
+type lane struct {
+	key   string   // the object's id token
+	queue []*entry // guarded by worker.mu; the head batch is being handled
+}
+
+// connectedPoll is how often a lane looks whether the connection is back
+// before it starts a handler call.
+const connectedPoll = 50 * time.Millisecond
+
+// Ack retry (see ack): from ackRetryMin, doubling to ackRetryMax.
+const (
+	ackRetryMin = 50 * time.Millisecond
+	ackRetryMax = time.Second
+)
+
+// errReleased ends a lane's work on a message without settling it: the
+// member stops, or the object's partition moved.
+var errReleased = errors.New("event released")
+
+// deadError is a try that ends in the dead-letter queue.
+type deadError struct {
+	reason string
+	err    error
+}
+
+func (e *deadError) Error() string { return e.reason + ": " + e.err.Error() }
+func (e *deadError) Unwrap() error { return e.err }
+
+// runLane handles l's messages until its queue is empty, or releases them
+// all when the member stops (runCtx) or the partition moves (lctx).
+func (w *worker) runLane(runCtx, lctx context.Context, cancel context.CancelCauseFunc, f *flight, l *lane) {
+	defer w.gate.leave()
+	defer cancel(nil)
+	defer w.own.end(f)
+	for {
+		batch := w.next(l)
+		if batch == nil {
+			return
+		}
+		if runCtx.Err() != nil || lctx.Err() != nil || !w.handle(runCtx, lctx, f, l, batch) {
+			w.releaseLane(lctx, l)
+			return
+		}
+	}
+}
+
+// next returns the lane's next batch, or nil after removing the lane when
+// its queue is empty (under mu, so deliver never files into a lane whose
+// goroutine has ended).
+func (w *worker) next(l *lane) []*entry {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(l.queue) == 0 {
+		delete(w.lanes, l.key)
+		return nil
+	}
+	if w.cfg.Coalesce {
+		return slices.Clone(l.queue)
+	}
+	return []*entry{l.queue[0]}
+}
+
+// handle settles one batch and reports false when the lane must be
+// released instead (stop, partition moved).
+func (w *worker) handle(runCtx, lctx context.Context, f *flight, l *lane, batch []*entry) bool {
+	// Messages that cannot be decoded go to the DLQ, events of resources
+	// outside Config.Resources (see partitioningFilters) and replays meant
+	// for another group (HeaderReplayGroup) are acked unhandled; the
+	// rest are handled by one call with the newest (coalescing).
+	var items []*entry
+	var ev *eventsv1.ResourceEvent
+	var hctx context.Context
+	for _, e := range batch {
+		w.cfg.Stats.delivered.Add(1)
+		msg := w.current(e)
+		ctx, got, err := events.Decode(lctx, msg.Headers(), msg.Data())
+		switch {
+		case err != nil:
+			w.cfg.Stats.undecodable.Add(1)
+			if !w.deadLetter(runCtx, lctx, l, e, e.tries+1, ReasonUndecodable, err) {
+				return false
+			}
+		case !slices.Contains(w.cfg.Resources, got.GetResource()) || !w.replayedForUs(msg):
+			if err := msg.Ack(); err != nil {
+				w.log.Debug("ack of skipped event failed", slog.Any(logkey.Err, err))
+			}
+			w.settled(l, e)
+		default:
+			items, ev, hctx = append(items, e), got, ctx
+		}
+	}
+	if len(items) == 0 {
+		return true
+	}
+	newest := items[len(items)-1]
+	log := w.log.With(slog.String(logkey.Subject, newest.subject), slog.Uint64(logkey.Seq, newest.seq),
+		slog.String(logkey.Resource, events.ResourceToken(ev.GetResource())),
+		slog.String(logkey.ObjectID, ev.GetObjectId()), slog.String(logkey.EventID, ev.GetEventId()))
+
+	attempt, err := w.try(runCtx, lctx, hctx, f, newest, ev, len(items)-1, log)
+	var dead *deadError
+	switch {
+	case err == nil && !w.own.movedAway(f):
+		for _, e := range items {
+			if !w.ack(lctx, l, e, log) && lctx.Err() != nil {
+				return false
+			}
+		}
+		w.cfg.Stats.coalesced.Add(uint64(len(items) - 1))
+		log.Debug("event handled", slog.Int(logkey.Count, len(items)))
+		return true
+	case errors.As(err, &dead):
+		for _, e := range items {
+			if !w.deadLetter(runCtx, lctx, l, e, attempt, dead.reason, dead.err) {
+				return false
+			}
+		}
+		return true
+	default:
+		// Stopping, or the partition moved: whatever the handler
+		// returned, the next owner handles the event again, so neither an
+		// ack nor a retry of ours may count.
+		if w.own.movedAway(f) {
+			log.Info("event released: partition moved", slog.Any(logkey.Err, err))
+		} else {
+			log.Info("event released on stop", slog.Any(logkey.Err, err))
+		}
+		return false
+	}
+}
+
+// try calls the handler for e until it succeeds, retrying in the lane
+// with Config.Backoff. It returns the last attempt and nil, a *deadError
+// (terminal error or MaxDeliver tries), or an error wrapping errReleased.
+func (w *worker) try(runCtx, lctx, hctx context.Context, f *flight, e *entry, ev *eventsv1.ResourceEvent, coalesced int, log *slog.Logger) (uint64, error) {
+	attempt := e.tries
+	op := func() (struct{}, error) {
+		if err := w.waitConnected(runCtx, lctx); err != nil {
+			return struct{}{}, backoff.Permanent(err)
+		}
+		attempt++
+		if attempt > e.tries+1 {
+			w.cfg.Stats.delivered.Add(1) // a retry is a delivery again
+		}
+		msg := w.current(e)
+		herr := w.call(hctx, Message{Event: ev, Subject: e.subject, Header: msg.Headers(), Attempt: attempt, Seq: e.seq, Coalesced: coalesced})
+		switch {
+		case herr == nil:
+			return struct{}{}, nil
+		case w.own.movedAway(f) || runCtx.Err() != nil || lctx.Err() != nil:
+			return struct{}{}, backoff.Permanent(errors.Join(errReleased, herr))
+		case IsTerminal(herr):
+			return struct{}{}, backoff.Permanent(&deadError{reason: ReasonTerminal, err: herr})
+		case attempt >= uint64(w.cfg.MaxDeliver):
+			return struct{}{}, backoff.Permanent(&deadError{reason: ReasonExhausted, err: herr})
+		}
+		w.cfg.Stats.retried.Add(1)
+		log.Warn("event handling failed, retrying", slog.Any(logkey.Err, herr), slog.Uint64(logkey.Attempt, attempt),
+			slog.Duration(logkey.Duration, w.cfg.backoff(attempt)))
+		return struct{}{}, herr
+	}
+	// The wait between tries ends when the member stops or the partition
+	// moves; the handler call itself only with lctx (the stop grace).
+	wctx, cancel := context.WithCancelCause(lctx)
+	defer cancel(nil)
+	defer context.AfterFunc(runCtx, func() { cancel(errReleased) })()
+	_, err := backoff.Retry(wctx, op,
+		backoff.WithBackOff(&schedule{delays: w.cfg.Backoff, start: int(e.tries)}),
+		backoff.WithMaxElapsedTime(0))
+	if err != nil && wctx.Err() != nil && !errors.Is(err, errReleased) {
+		err = errors.Join(errReleased, err)
+	}
+	return attempt, err
+}
+
+// waitConnected holds a lane while the connection is down: a member that
+// cannot reach NATS can neither ack nor keep its messages, which go to
+// another member after MemberTTL; handling them here meanwhile would only
+// run them twice, out of order.
+func (w *worker) waitConnected(runCtx, lctx context.Context) error {
+	for !w.js.Conn().IsConnected() {
+		select {
+		case <-runCtx.Done():
+			return errReleased
+		case <-lctx.Done():
+			return errReleased
+		case <-time.After(connectedPoll):
+		}
+	}
+	return nil
+}
+
+// ack confirms e's ack. A failed ack is retried, always on the newest
+// delivery of e (a consumer re-created under us redelivers it, see
+// deliver), while the lane waits: the object's next message must not be
+// handled before this one is settled. After AckWait without a
+// confirmation the lane moves on (false) and remembers e as handled, so a
+// later redelivery is acked, not handled again after the object's next
+// messages. Stops early when ctx ends.
+func (w *worker) ack(ctx context.Context, l *lane, e *entry, log *slog.Logger) bool {
+	w.setSettling(e)
+	op := func() (struct{}, error) {
+		actx, cancel := context.WithTimeout(ctx, ackTimeout)
+		defer cancel()
+		return struct{}{}, w.current(e).DoubleAck(actx)
+	}
+	notify := func(err error, d time.Duration) {
+		log.Debug("ack failed, retrying", slog.Any(logkey.Err, err), slog.Duration(logkey.Duration, d))
+	}
+	b := &backoff.ExponentialBackOff{InitialInterval: ackRetryMin, RandomizationFactor: 0.25, Multiplier: 2, MaxInterval: ackRetryMax}
+	_, err := backoff.Retry(ctx, op, backoff.WithBackOff(b), backoff.WithMaxElapsedTime(w.cfg.AckWait+ackTimeout), backoff.WithNotify(notify))
+	w.settled(l, e)
+	if err != nil {
+		w.mu.Lock()
+		w.handled[e.seq] = time.Now()
+		w.mu.Unlock()
+		log.Warn("ack unconfirmed, event may be handled again", slog.Any(logkey.Err, err))
+		return false
+	}
+	w.cfg.Stats.acked.Add(1)
+	return true
+}
+
+// deadLetter publishes e to the DLQ and terminates it. A failed publish is
+// retried in the lane with Config.Backoff, the message kept, so nothing is
+// lost; false when the member stops or the partition moves first.
+func (w *worker) deadLetter(runCtx, lctx context.Context, l *lane, e *entry, attempt uint64, reason string, cause error) bool {
+	log := w.log.With(slog.String(logkey.Subject, e.subject), slog.Uint64(logkey.Seq, e.seq), slog.Uint64(logkey.Attempt, attempt))
+	op := func() (struct{}, error) {
+		msg := w.current(e)
+		if err := w.publishDeadLetter(lctx, msg, e.subject, attempt, reason, cause); err != nil {
+			log.Error("dead letter publish failed, will retry", slog.Any(logkey.Err, err), slog.String(logkey.Reason, reason))
+			return struct{}{}, err
+		}
+		return struct{}{}, nil
+	}
+	wctx, cancel := context.WithCancelCause(lctx)
+	defer cancel(nil)
+	defer context.AfterFunc(runCtx, func() { cancel(errReleased) })()
+	if _, err := backoff.Retry(wctx, op, backoff.WithBackOff(&schedule{delays: w.cfg.Backoff}), backoff.WithMaxElapsedTime(0)); err != nil {
+		return false
+	}
+	w.setSettling(e)
+	if err := w.current(e).TermWithReason(reason); err != nil {
+		log.Warn("term failed, event may be redelivered", slog.Any(logkey.Err, err))
+	}
+	w.settled(l, e)
+	w.cfg.Stats.deadLettered.Add(1)
+	log.Error("event dead-lettered", slog.String(logkey.Reason, reason), slog.Any(logkey.Err, cause))
+	return true
+}
+
+// setSettling stops renewing e: if its ack or term was lost, the server
+// redelivers it after AckWait and the lane settles that delivery.
+func (w *worker) setSettling(e *entry) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	e.settling = true
+}
+
+// settled drops e, settled, from the lane and the held messages.
+func (w *worker) settled(l *lane, e *entry) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if i := slices.Index(l.queue, e); i >= 0 {
+		l.queue = slices.Delete(l.queue, i, i+1)
+	}
+	w.unhold(e)
+}
+
+// unhold forgets e. Caller holds mu.
+func (w *worker) unhold(e *entry) {
+	if w.held[e.seq] == e {
+		delete(w.held, e.seq)
+	}
+	w.cfg.Stats.inFlight.Add(-1)
+}
+
+// releaseLane gives every message of l back unacked and removes the lane:
+// for the next owner at once when the member stops (its consumer is
+// deleted when it leaves), after releaseDelay when the partition moved
+// (our consumer is being re-created without it).
+func (w *worker) releaseLane(lctx context.Context, l *lane) {
+	type released struct {
+		e   *entry
+		msg jetstream.Msg
+	}
+	w.mu.Lock()
+	out := make([]released, 0, len(l.queue))
+	for _, e := range l.queue {
+		w.unhold(e)
+		out = append(out, released{e: e, msg: e.msg})
+	}
+	l.queue = nil
+	delete(w.lanes, l.key)
+	w.mu.Unlock()
+	delay := time.Duration(0)
+	if errors.Is(context.Cause(lctx), ErrPartitionMoved) {
+		delay = releaseDelay
+	}
+	for _, r := range out {
+		w.nak(r.msg, delay, w.log.With(slog.String(logkey.Subject, r.e.subject), slog.Uint64(logkey.Seq, r.e.seq)))
+	}
+	if len(out) > 0 {
+		w.log.Info("events released", slog.String(logkey.ObjectID, l.key), slog.Int(logkey.Count, len(out)))
+	}
+}
+
+// replayedForUs reports whether msg is an ordinary event or a replay meant
+// for this group (see HeaderReplayGroup).
+func (w *worker) replayedForUs(msg jetstream.Msg) bool {
+	g := msg.Headers().Get(HeaderReplayGroup)
+	return g == "" || g == w.cfg.Group
+}

@@ -1,0 +1,157 @@
+package group
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/synadia-io/orbit.go/pcgroups"
+
+	"github.com/ambient-code/control-plane/libs/logkey"
+)
+
+// ownership knows which partitions this member owns and cancels the work
+// of a partition the moment the group's config gives it to another member.
+// Without it a handler kept writing after its partition moved, so an old
+// apply could land after the new owner's newer one (issue 14). It is safe
+// for concurrent use.
+type ownership struct {
+	mu      sync.Mutex
+	owned   []int                        // guarded by mu; sorted
+	flights map[int]map[*flight]struct{} // guarded by mu; running work by partition
+}
+
+// flight is work on one partition that must stop when it moves.
+type flight struct {
+	partition int
+	cancel    context.CancelCauseFunc
+	moved     bool // guarded by ownership.mu
+}
+
+func newOwnership() *ownership {
+	return &ownership{flights: map[int]map[*flight]struct{}{}}
+}
+
+// begin registers work on partition p, cancelled with ErrPartitionMoved
+// when p moves away. It returns false (and registers nothing) when this
+// member does not own p now.
+func (o *ownership) begin(p int, cancel context.CancelCauseFunc) (*flight, bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if !slices.Contains(o.owned, p) {
+		return nil, false
+	}
+	f := &flight{partition: p, cancel: cancel}
+	if o.flights[p] == nil {
+		o.flights[p] = map[*flight]struct{}{}
+	}
+	o.flights[p][f] = struct{}{}
+	return f, true
+}
+
+// end unregisters f and reports whether its partition moved meanwhile.
+func (o *ownership) end(f *flight) (moved bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	delete(o.flights[f.partition], f)
+	return f.moved
+}
+
+// movedAway reports whether f's partition moved.
+func (o *ownership) movedAway(f *flight) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return f.moved
+}
+
+// set records the partitions this member owns now and cancels the work of
+// every partition it lost. It returns the lost partitions.
+func (o *ownership) set(owned []int) []int {
+	owned = slices.Sorted(slices.Values(owned))
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	var lost []int
+	for _, p := range o.owned {
+		if slices.Contains(owned, p) {
+			continue
+		}
+		lost = append(lost, p)
+		for f := range o.flights[p] {
+			f.moved = true
+			f.cancel(ErrPartitionMoved)
+		}
+	}
+	o.owned = owned
+	return lost
+}
+
+// watchOwnership keeps own equal to this member's partitions in the
+// group's config until ctx ends or the watcher closes (the connection
+// closed; pcgroups, watching the same key, stops the group then). It
+// returns once the current config has been applied, so messages are never
+// checked against an unknown ownership; the watch goes on in a goroutine
+// whose end closes the returned channel.
+func watchOwnership(ctx context.Context, m *membership, own *ownership, log *slog.Logger) (<-chan struct{}, error) {
+	key := m.cfg.Stream + "." + m.cfg.Group
+	w, err := m.configs.Watch(ctx, key)
+	if err != nil {
+		return nil, fmt.Errorf("watch group config %s: %w", key, err)
+	}
+	apply := func(e jetstream.KeyValueEntry) {
+		var c pcgroups.ElasticConsumerGroupConfig
+		if e.Operation() != jetstream.KeyValuePut || json.Unmarshal(e.Value(), &c) != nil {
+			// Deleted or unreadable: pcgroups stops consuming; so do we.
+			c = pcgroups.ElasticConsumerGroupConfig{}
+		}
+		if lost := own.set(partitionsOf(c.MemberMappings, m.cfg.Member)); len(lost) > 0 {
+			log.Info("partitions moved away, their work is cancelled", slog.Any(keyPartitions, lost))
+		}
+	}
+	stop := func() {
+		if err := w.Stop(); err != nil {
+			log.Debug("stop group config watcher", slog.Any(logkey.Err, err))
+		}
+	}
+	// The initial value, then nil once it has been delivered.
+	for initial := true; initial; {
+		select {
+		case <-ctx.Done():
+			stop()
+			return nil, fmt.Errorf("watch group config %s: %w", key, ctx.Err())
+		case e, ok := <-w.Updates():
+			switch {
+			case !ok:
+				return nil, fmt.Errorf("watch group config %s: %w", key, jetstream.ErrConnectionClosed)
+			case e == nil:
+				initial = false
+			default:
+				apply(e)
+			}
+		}
+	}
+	done := make(chan struct{})
+	// Owned by Run: ends with ctx (Run cancels it before returning and
+	// waits on done) or when the watcher closes.
+	go func() {
+		defer close(done)
+		defer stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case e, ok := <-w.Updates():
+				if !ok {
+					return
+				}
+				if e != nil {
+					apply(e)
+				}
+			}
+		}
+	}()
+	return done, nil
+}

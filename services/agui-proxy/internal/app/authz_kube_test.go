@@ -1,0 +1,149 @@
+package app_test
+
+import (
+	"fmt"
+	"net/http"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/ambient-code/control-plane/libs/testenv"
+
+	"github.com/ambient-code/control-plane/services/agui-proxy/internal/app"
+	"github.com/ambient-code/control-plane/services/agui-proxy/internal/auth"
+	"github.com/ambient-code/control-plane/services/agui-proxy/internal/auth/authtest"
+	"github.com/ambient-code/control-plane/services/agui-proxy/internal/authz"
+	"github.com/ambient-code/control-plane/services/agui-proxy/internal/kubetest"
+)
+
+// groupBinding is the RoleBinding kube-reconciler makes of a group_access
+// entry {group, role}: ambient-<group>-<role>, ClusterRole role, Group group.
+func groupBinding(ns, group, role string) *rbacv1.RoleBinding {
+	return &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "ambient-" + group + "-" + role, Namespace: ns,
+			Labels: map[string]string{"ambient-code.io/managed-by": "ambient-control-plane", "ambient-code.io/project-id": "proj-a"}},
+		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role},
+		Subjects: []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.GroupKind, Name: group}},
+	}
+}
+
+// TestAuthzKube is acceptance 1 in kube mode, on a real kube-apiserver with
+// the chart's RBAC: the proxy runs as a user holding only the chart's
+// agui-proxy rules; the project's namespace is found by its labels (its
+// name is not the project's); RoleBindings from group_access to the chart's
+// project ClusterRoles decide. A group without a binding gets 403 on every
+// route, so does a token claiming system:masters; the view role reads but
+// may not run; the edit role streams; removing its binding denies after
+// the cache TTL, and adding one allows.
+func TestAuthzKube(t *testing.T) {
+	t.Parallel()
+	k := kubetest.Start(t)
+	ctx := t.Context()
+	roles := k.ProjectRoles(ctx, t)
+	t.Logf("project roles: %v", roles)
+	proxyKube := k.ProxyUser(ctx, t, "system:serviceaccount:acp:agui-proxy")
+	for ns, project := range map[string]string{"team-alpha": "proj-a", "team-beta": "proj-b"} {
+		n := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: map[string]string{
+			"ambient-code.io/managed": "true", "ambient-code.io/managed-by": "ambient-control-plane", "ambient-code.io/project-id": project}}}
+		if _, err := k.Admin.CoreV1().Namespaces().Create(ctx, n, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rbs := k.Admin.RbacV1().RoleBindings("team-alpha")
+	for _, b := range []*rbacv1.RoleBinding{
+		groupBinding("team-alpha", "editors", "ambient-project-edit"),
+		groupBinding("team-alpha", "viewers", "ambient-project-view"),
+	} {
+		if _, err := rbs.Create(ctx, b, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A binding in another project's namespace grants nothing here.
+	if _, err := k.Admin.RbacV1().RoleBindings("team-beta").Create(ctx, groupBinding("team-beta", "outsiders", "ambient-project-admin"), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	const id = "SessK8sAuthz0001"
+	e := newEnv(t)
+	r := startRunner(t, id)
+	ep := r.endpoint(t, id)
+	ep.ProjectID = "proj-a"
+	e.register(t, ep)
+
+	iss := authtest.NewIssuer(t, "agui")
+	jwks, err := parseURL(iss.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := e.proxyCfg()
+	cfg.Auth, cfg.JWKSURL, cfg.JWTIssuer, cfg.JWTAudience = auth.ModeJWT, jwks, iss.Name, "agui"
+	cfg.Authz = authz.ModeKube
+	const ttl = time.Second
+	cfg.AuthzCacheTTL = ttl
+	p := startProxyWith(t, cfg, app.WithKubeConfig(proxyKube))
+	url := p.session(id, "")
+	bearer := func(user string, groups ...string) []string {
+		return []string{"Authorization", "Bearer " + iss.Sign(t, iss.UserClaims(user, groups...))}
+	}
+
+	requireForbiddenEverywhere(t, url, bearer("eve", "outsiders")...)
+	requireForbiddenEverywhere(t, url, bearer("mallory", "system:masters")...)
+	requireForbiddenEverywhere(t, url, bearer("system:admin")...)
+	for _, rt := range sessionRoutes() {
+		code, _, _ := call(t, url, rt, bearer("val", "viewers")...)
+		if read := rt.method == http.MethodGet; read != (code != http.StatusForbidden) {
+			t.Fatalf("viewer %s: %d (reads allowed, runs and interrupts 403)", rt.name, code)
+		}
+	}
+	alice := bearer("alice", "editors")
+	requireStreams(t, url, alice...)
+	for _, rt := range sessionRoutes() {
+		if code, _, _ := call(t, url, rt, alice...); code == http.StatusForbidden || code >= 500 {
+			t.Fatalf("editor %s: %d", rt.name, code)
+		}
+	}
+	if got, ok := metricValue(t, "http://"+p.app.MetricsAddr()+"/metrics", "agui_proxy_authz_decisions_total", `mode="kube"`, `result="allowed"`); !ok || got < 1 {
+		t.Fatalf("allowed decisions metric %v %v", got, ok)
+	}
+
+	// Revoke: the editors' binding goes, and after the TTL so does access.
+	revoked := time.Now()
+	if err := rbs.Delete(ctx, "ambient-editors-ambient-project-edit", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	run := sessionRoutes()[2]
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if code, _, _ := call(t, url, run, alice...); code != http.StatusForbidden {
+			return fmt.Errorf("editor after revocation: %d", code)
+		}
+		return nil
+	})
+	t.Logf("revocation took effect after %v (cache TTL %v)", time.Since(revoked).Round(time.Millisecond), ttl)
+	// Grant: the outsiders get edit here, and after the TTL they stream.
+	if _, err := rbs.Create(ctx, groupBinding("team-alpha", "outsiders", "ambient-project-edit"), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if code, _, _ := call(t, url, sessionRoutes()[4], bearer("eve", "outsiders")...); code != http.StatusOK {
+			return fmt.Errorf("outsider after grant: %d", code)
+		}
+		return nil
+	})
+	requireStreams(t, url, bearer("eve", "outsiders")...)
+
+	// A session whose project has no namespace: denied, not an error.
+	const orphan = "SessK8sOrphan01"
+	r2 := startRunner(t, orphan)
+	ep2 := r2.endpoint(t, orphan)
+	ep2.ProjectID = "proj-without-namespace"
+	e.register(t, ep2)
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if code, _, reason := call(t, p.session(orphan, ""), sessionRoutes()[4], alice...); code != http.StatusForbidden || reason == "" {
+			return fmt.Errorf("no namespace: %d %q", code, reason)
+		}
+		return nil
+	})
+}

@@ -1,0 +1,258 @@
+package claim
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ambient-code/control-plane/libs/bus"
+	"github.com/ambient-code/control-plane/libs/registry"
+	"github.com/ambient-code/control-plane/libs/testenv"
+)
+
+// replicas returns Claims of each member on one registry bucket, the
+// members bucket, and a heartbeat writer per member (not beating yet).
+func replicas(t *testing.T, names ...string) (map[string]*Claims, map[string]*Members, jetstream.KeyValue) {
+	t.Helper()
+	_, js := testenv.JetStream(t, testenv.NATS(t))
+	runners, err := bus.EnsureKV(t.Context(), js, bus.RunnersBucket(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	membersKV, err := bus.EnsureKV(t.Context(), js, BucketConfig(1, time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.DiscardHandler)
+	cs, ms := map[string]*Claims{}, map[string]*Members{}
+	for _, n := range names {
+		m, err := NewMembers(membersKV, n, time.Second, log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := New(runners, n, m, log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cs[n], ms[n] = c, m
+	}
+	return cs, ms, runners
+}
+
+// One owner per session; a gone owner's claim goes to exactly one taker;
+// a live owner's claim stays.
+func TestClaimAndTakeOver(t *testing.T) {
+	t.Parallel()
+	cs, ms, _ := replicas(t, "a", "b", "c")
+	ctx := t.Context()
+	held, err := cs["a"].Claim(ctx, "s1", "p")
+	if err != nil || held.Owner != "a" || held.State != registry.StateClaimed || held.Revision == 0 {
+		t.Fatalf("Claim = %+v, %v", held, err)
+	}
+	if _, err := cs["b"].Claim(ctx, "s1", "p"); !errors.Is(err, registry.ErrClaimed) {
+		t.Fatalf("second Claim = %v, want ErrClaimed", err)
+	}
+	rec, err := cs["b"].Get(ctx, "s1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Its own claim is gone for a only when no runner of it runs there.
+	for _, runsHere := range []bool{true, false} {
+		if gone, err := cs["a"].OwnerGone(ctx, rec, runsHere); err != nil || gone == runsHere {
+			t.Fatalf("a.OwnerGone(runsHere %v) = %v, %v", runsHere, gone, err)
+		}
+	}
+	if err := ms["a"].Beat(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if gone, err := cs["b"].OwnerGone(ctx, rec, false); err != nil || gone {
+		t.Fatalf("live owner gone = %v, %v", gone, err)
+	}
+	testenv.Eventually(t, 5*time.Second, func() error { // the beat expires (kill -9)
+		if gone, err := cs["b"].OwnerGone(ctx, rec, false); err != nil || !gone {
+			return fmt.Errorf("owner gone = %v, %v", gone, err)
+		}
+		return nil
+	})
+	var (
+		wg      sync.WaitGroup
+		mu      sync.Mutex
+		winners []string
+	)
+	for _, n := range []string{"b", "c"} {
+		wg.Add(1)
+		go func() { // owned by this test, waited below
+			defer wg.Done()
+			got, err := cs[n].TakeOver(ctx, rec)
+			switch {
+			case err == nil && got.Owner == n:
+				mu.Lock()
+				winners = append(winners, n)
+				mu.Unlock()
+			case !errors.Is(err, registry.ErrConflict):
+				t.Errorf("%s: TakeOver = %+v, %v", n, got, err)
+			}
+		}()
+	}
+	wg.Wait()
+	if len(winners) != 1 {
+		t.Fatalf("winners = %v, want exactly one", winners)
+	}
+	now, err := cs["a"].Get(ctx, "s1")
+	if err != nil || now.Owner != winners[0] {
+		t.Fatalf("record = %+v, %v", now, err)
+	}
+	// The old owner cannot release what is not its any more.
+	cs["a"].Release(ctx, slog.New(slog.DiscardHandler), "s1")
+	if _, err := cs["a"].Get(ctx, "s1"); err != nil {
+		t.Fatalf("record released by a non-owner: %v", err)
+	}
+	cs[winners[0]].Release(ctx, slog.New(slog.DiscardHandler), "s1")
+	if _, err := cs["a"].Get(ctx, "s1"); !errors.Is(err, registry.ErrNotFound) {
+		t.Fatalf("after release: %v", err)
+	}
+}
+
+// Update keeps a peer's stop request and reports it, and says ErrLost once
+// the record moved to another owner or vanished.
+func TestUpdate(t *testing.T) {
+	t.Parallel()
+	cs, _, _ := replicas(t, "a", "b")
+	ctx := t.Context()
+	held, err := cs["a"].Claim(ctx, "s1", "p")
+	if err != nil {
+		t.Fatal(err)
+	}
+	held, stop, err := cs["a"].Update(ctx, held, func(e *registry.Endpoint) { e.Host, e.Port, e.State = "h", 9100, registry.StateStarting })
+	if err != nil || stop || held.Port != 9100 {
+		t.Fatalf("Update = %+v, %v, %v", held, stop, err)
+	}
+	peerView, err := cs["b"].Get(ctx, "s1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cs["b"].RequestStop(ctx, peerView); err != nil {
+		t.Fatal(err)
+	}
+	// a still holds the old revision: Update reads again and keeps the stop.
+	held, stop, err = cs["a"].Update(ctx, held, func(e *registry.Endpoint) { e.State = registry.StateRunning })
+	if err != nil || !stop || held.State != registry.StateStopping {
+		t.Fatalf("Update after a stop request = %+v, %v, %v", held, stop, err)
+	}
+	if _, err := cs["b"].TakeOver(ctx, held); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := cs["a"].Update(ctx, held, func(*registry.Endpoint) {}); !errors.Is(err, ErrLost) {
+		t.Fatalf("Update after a takeover = %v, want ErrLost", err)
+	}
+	cs["b"].Release(ctx, slog.New(slog.DiscardHandler), "s1")
+	held.Revision = 0 // a stale revision reads the record first: it is gone
+	if _, _, err := cs["a"].Update(ctx, held, func(*registry.Endpoint) {}); !errors.Is(err, registry.ErrNotFound) {
+		t.Fatalf("Update of a released record = %v, want ErrNotFound", err)
+	}
+}
+
+// Scan sorts the records: a replica's own, and the stale ones (its own
+// without a runner here, and those of owners without a heartbeat).
+func TestScan(t *testing.T) {
+	t.Parallel()
+	cs, ms, _ := replicas(t, "a", "live", "dead")
+	ctx := t.Context()
+	for owner, ids := range map[string][]string{"a": {"a1", "a2"}, "live": {"l1"}, "dead": {"d1"}} {
+		for _, id := range ids {
+			if _, err := cs[owner].Claim(ctx, id, "p"); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	hold := make(chan struct{})
+	held := make(chan error, 1) // Hold's result
+	go func() {                 // owned by this test; ends when hold closes
+		held <- ms["live"].Hold(ctx, func(context.Context) error { <-hold; return nil })
+	}()
+	defer func() {
+		close(hold)
+		if err := <-held; err != nil {
+			t.Error(err)
+		}
+	}()
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if ok, err := ms["a"].Alive(ctx, "live"); err != nil || !ok {
+			return fmt.Errorf("live not alive: %v", err)
+		}
+		return nil
+	})
+	mine, stale, err := cs["a"].Scan(ctx, func(id string) bool { return id == "a1" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := func(recs []registry.Record) []string {
+		var out []string
+		for _, r := range recs {
+			out = append(out, r.SessionID)
+		}
+		slices.Sort(out)
+		return out
+	}
+	if got := ids(mine); !slices.Equal(got, []string{"a1", "a2"}) {
+		t.Errorf("mine = %v", got)
+	}
+	if got := ids(stale); !slices.Equal(got, []string{"a2", "d1"}) {
+		t.Errorf("stale = %v", got)
+	}
+}
+
+// Watch delivers the records there are, then every change, and ends with
+// its ctx.
+func TestWatch(t *testing.T) {
+	t.Parallel()
+	cs, _, _ := replicas(t, "a")
+	ctx, cancel := context.WithCancel(t.Context())
+	if _, err := cs["a"].Claim(ctx, "before", "p"); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var seen []string           // guarded by mu
+	done := make(chan error, 1) // Watch's result
+	go func() {                 // owned by this test; ends on cancel
+		done <- cs["a"].Watch(ctx, func(ep registry.Endpoint) {
+			mu.Lock()
+			seen = append(seen, ep.SessionID+":"+ep.State)
+			mu.Unlock()
+		})
+	}()
+	testenv.Eventually(t, 5*time.Second, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if !slices.Contains(seen, "before:claimed") {
+			return fmt.Errorf("seen %v", seen)
+		}
+		return nil
+	})
+	held, err := cs["a"].Claim(ctx, "after", "p")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cs["a"].RequestStop(ctx, held); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 5*time.Second, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if !slices.Contains(seen, "after:stopping") {
+			return fmt.Errorf("seen %v", seen)
+		}
+		return nil
+	})
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Watch = %v", err)
+	}
+}

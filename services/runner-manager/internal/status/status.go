@@ -1,0 +1,208 @@
+// Package status writes what runner-manager reports on a session to the
+// ambient API (UpdateSessionStatus): its phase, start and completion times,
+// and the conditions runner-manager owns (ProcessSpawned,
+// HealthCheckPassed, RunnerStarted). Every phase and condition write of the
+// service goes through [Writer]; the vocabulary (phases, the Condition type)
+// is libs/session's.
+package status
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/cenkalti/backoff/v5"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/metric/noop"
+	"google.golang.org/grpc/codes"
+	grpcstatus "google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/ambient-code/control-plane/libs/logkey"
+	"github.com/ambient-code/control-plane/libs/session"
+	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
+)
+
+// Condition types written by runner-manager (UPSTREAM-BEHAVIOUR.md, local
+// mode).
+const (
+	CondProcessSpawned    = "ProcessSpawned"
+	CondHealthCheckPassed = "HealthCheckPassed"
+	CondRunnerStarted     = "RunnerStarted"
+)
+
+// Condition reasons (also the "reason" label of the failures metric).
+const (
+	ReasonSpawned            = "Spawned"
+	ReasonProcessSpawnFailed = "ProcessSpawnFailed"
+	ReasonHealthy            = "Healthy"
+	ReasonHealthCheckTimeout = "HealthCheckTimeout"
+	ReasonStarted            = "Started"
+	ReasonRestarted          = "Restarted"
+	ReasonProcessExited      = "ProcessExited"
+	ReasonCompleted          = "Completed"
+	ReasonStopped            = "Stopped"
+	ReasonRunnerLost         = "RunnerLost"
+	ReasonCapacityExceeded   = "CapacityExceeded"
+	ReasonNoPortAvailable    = "NoPortAvailable"
+	ReasonInvalidSessionID   = "InvalidSessionID"
+	ReasonShutdown           = "RunnerManagerShutdown"
+)
+
+// Metric names (Prometheus adds the _total suffix).
+const (
+	metricStatusWrites = "runner_manager.status_writes"
+	metricFailures     = "runner_manager.failures"
+)
+
+// Write retry: transient API errors are retried from retryMin doubling to
+// retryMax, until the ctx's deadline when it has one, else retryTries
+// calls in all (a supervisor's write without a deadline must not hold the
+// session lock for long: the sweep retries it, see supervise.Resend).
+const (
+	retryMin   = 100 * time.Millisecond
+	retryMax   = 2 * time.Second
+	retryTries = 4
+)
+
+// api is what the writer needs from the ambient API.
+type api interface {
+	GetSession(ctx context.Context, id string) (*ambientv1.Session, error)
+	UpdateSessionStatus(ctx context.Context, req *ambientv1.UpdateSessionStatusRequest) (*ambientv1.Session, error)
+}
+
+// Update is one status write.
+type Update struct {
+	// Phase to write; PhaseNone keeps the session's phase.
+	Phase          session.Phase
+	StartTime      time.Time // zero: not written
+	CompletionTime time.Time // zero: not written
+	// Conditions replace the session's conditions; nil writes none.
+	Conditions session.Conditions
+}
+
+// request is u as the API call for session id.
+func (u Update) request(id string) *ambientv1.UpdateSessionStatusRequest {
+	req := &ambientv1.UpdateSessionStatusRequest{Id: id}
+	if u.Phase != session.PhaseNone {
+		req.Phase = u.Phase.Ptr()
+	}
+	if !u.StartTime.IsZero() {
+		req.StartTime = timestamppb.New(u.StartTime)
+	}
+	if !u.CompletionTime.IsZero() {
+		req.CompletionTime = timestamppb.New(u.CompletionTime)
+	}
+	if u.Conditions != nil {
+		c := u.Conditions.JSON()
+		req.Conditions = &c
+	}
+	return req
+}
+
+// Writer writes session status. Safe for concurrent use.
+type Writer struct {
+	api      api
+	writes   metric.Int64Counter
+	failures metric.Int64Counter
+}
+
+// New returns a writer on a; meter (nil: none) gets the
+// runner_manager.status_writes and runner_manager.failures counters.
+func New(a api, meter metric.Meter) (*Writer, error) {
+	if a == nil {
+		return nil, errors.New("status writer: api is nil")
+	}
+	if meter == nil {
+		meter = noop.NewMeterProvider().Meter("runner-manager")
+	}
+	writes, err := meter.Int64Counter(metricStatusWrites, metric.WithDescription("UpdateSessionStatus calls, by phase and result."))
+	if err != nil {
+		return nil, fmt.Errorf("status writer metrics: %w", err)
+	}
+	failures, err := meter.Int64Counter(metricFailures, metric.WithDescription("Sessions failed by runner-manager, by reason."))
+	if err != nil {
+		return nil, fmt.Errorf("status writer metrics: %w", err)
+	}
+	return &Writer{api: a, writes: writes, failures: failures}, nil
+}
+
+// Write writes u on session id, retrying transient API errors (see
+// retryMin). A deleted session (NotFound) is not an error: there is nothing
+// left to report to. Invalid requests and refused credentials are not
+// retried.
+func (w *Writer) Write(ctx context.Context, id string, u Update) error {
+	req := u.request(id)
+	var last error
+	call := func() (struct{}, error) {
+		_, err := w.api.UpdateSessionStatus(ctx, req)
+		last = err
+		switch grpcstatus.Code(err) { // Code sees through wrapping
+		case codes.OK, codes.NotFound:
+			return struct{}{}, nil
+		case codes.InvalidArgument, codes.PermissionDenied, codes.Unauthenticated:
+			return struct{}{}, backoff.Permanent(err)
+		}
+		return struct{}{}, err
+	}
+	b := &backoff.ExponentialBackOff{InitialInterval: retryMin, RandomizationFactor: 0.25, Multiplier: 2, MaxInterval: retryMax}
+	opts := []backoff.RetryOption{backoff.WithBackOff(b), backoff.WithMaxElapsedTime(0)}
+	if _, ok := ctx.Deadline(); !ok {
+		opts = append(opts, backoff.WithMaxTries(retryTries))
+	}
+	if _, err := backoff.Retry(ctx, call, opts...); err != nil {
+		w.count(ctx, u.Phase, "error")
+		return fmt.Errorf("write phase %q of %s: %w", u.Phase, id, last)
+	}
+	result := "ok"
+	if grpcstatus.Code(last) == codes.NotFound {
+		result = "not_found"
+	}
+	w.count(ctx, u.Phase, result)
+	return nil
+}
+
+func (w *Writer) count(ctx context.Context, p session.Phase, result string) {
+	w.writes.Add(ctx, 1, metric.WithAttributes(attribute.String("phase", string(p)), attribute.String("result", result)))
+}
+
+// Fail writes phase Failed with a completion time and conds, and counts
+// reason. A failed write is logged, not returned: the session's next event
+// or the resync finds it again.
+func (w *Writer) Fail(ctx context.Context, log *slog.Logger, id string, conds session.Conditions, reason string) {
+	w.failures.Add(ctx, 1, metric.WithAttributes(attribute.String("reason", reason)))
+	log.Info("session failed", slog.String(logkey.Reason, reason))
+	if err := w.Write(ctx, id, Update{Phase: session.PhaseFailed, CompletionTime: time.Now(), Conditions: conds}); err != nil {
+		log.Error("write phase", slog.String(logkey.Phase, string(session.PhaseFailed)), slog.String(logkey.Err, err.Error()))
+	}
+}
+
+// Stopped writes Stopped with a completion time for a session no runner
+// runs, keeping its other conditions. A failed write is logged, not
+// returned (as for Fail).
+func (w *Writer) Stopped(ctx context.Context, log *slog.Logger, id string) {
+	cond := session.Condition{Type: CondRunnerStarted, Status: session.StatusFalse, Reason: ReasonStopped, Message: "stopped; no runner was running"}
+	var conds session.Conditions
+	if fresh, err := w.api.GetSession(ctx, id); err == nil {
+		conds = Conditions(fresh)
+	}
+	conds = conds.Set(cond, time.Now())
+	if err := w.Write(ctx, id, Update{Phase: session.PhaseStopped, CompletionTime: time.Now(), Conditions: conds}); err != nil {
+		log.Error("write phase", slog.String(logkey.Phase, string(session.PhaseStopped)), slog.String(logkey.Err, err.Error()))
+		return
+	}
+	log.Info("session stopped without a runner")
+}
+
+// Conditions returns s's conditions; malformed ones read as none, since
+// runner-manager rewrites the conditions it owns.
+func Conditions(s *ambientv1.Session) session.Conditions {
+	cs, err := session.ParseConditions(s.GetConditions())
+	if err != nil {
+		return nil
+	}
+	return cs
+}
