@@ -11,11 +11,10 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-// objectReader is what the reconciler reads of KV ambient-objects: one
-// object, or (the resync) every current entry under a key filter.
+// objectReader is what the event path reads of KV ambient-objects: one
+// object.
 type objectReader interface {
 	Get(ctx context.Context, key string) (jetstream.KeyValueEntry, error)
-	WatchFiltered(ctx context.Context, keys []string, opts ...jetstream.WatchOpt) (jetstream.KeyWatcher, error)
 }
 
 var _ objectReader = (jetstream.KeyValue)(nil)
@@ -53,39 +52,4 @@ func newest(ctx context.Context, kv objectReader, ev *eventsv1.ResourceEvent) (o
 		return cur, false, nil
 	}
 	return ev.GetObject(), ev.GetType() == eventsv1.EventType_EVENT_TYPE_DELETED, nil
-}
-
-// Scan calls fn for every current entry of kv under filter (a KV key
-// filter, e.g. "sessions.*"), deleted keys skipped, with keys only when
-// metaOnly. Unlike jetstream's ListKeys it fails, instead of ending early,
-// when the watch closes before the initial values are all delivered, so a
-// caller never mistakes a cut listing for the whole cache.
-func Scan(ctx context.Context, kv objectReader, filter string, metaOnly bool, fn func(jetstream.KeyValueEntry) error) error {
-	opts := []jetstream.WatchOpt{jetstream.IgnoreDeletes()}
-	if metaOnly {
-		opts = append(opts, jetstream.MetaOnly())
-	}
-	w, err := kv.WatchFiltered(ctx, []string{filter}, opts...)
-	if err != nil {
-		return fmt.Errorf("scan %s: %w", filter, err)
-	}
-	defer func() {
-		_ = w.Stop() // ends the watch subscription; nothing to handle
-	}()
-	for {
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("scan %s: %w", filter, ctx.Err())
-		case e, ok := <-w.Updates():
-			if !ok {
-				return fmt.Errorf("scan %s: %w", filter, jetstream.ErrConnectionClosed)
-			}
-			if e == nil { // every current entry delivered
-				return nil
-			}
-			if err := fn(e); err != nil {
-				return err
-			}
-		}
-	}
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/apply"
 	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/metrics"
 	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/spec"
+	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -58,10 +59,10 @@ type sessionTracker interface {
 
 // Config holds the Reconciler's dependencies and settings.
 type Config struct {
-	Objects objectReader   // KV ambient-objects
-	Applier *apply.Applier // Kubernetes writes
-	API     statusWriter   // UpdateSessionStatus for bad input
-	Tracker sessionTracker // status write-back; nil disables it
+	Objects jetstream.KeyValue // KV ambient-objects
+	Applier *apply.Applier     // Kubernetes writes
+	API     statusWriter       // UpdateSessionStatus for bad input
+	Tracker sessionTracker     // status write-back; nil disables it
 	// Selector picks the sessions run on Kubernetes.
 	Selector Selector
 	// RoleAllowList is the set of ClusterRoles group_access may bind.

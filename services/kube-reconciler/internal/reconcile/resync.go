@@ -3,9 +3,11 @@ package reconcile
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"time"
 
+	"github.com/ambient-code/control-plane/libs/bus"
 	"github.com/ambient-code/control-plane/libs/events"
 	"github.com/ambient-code/control-plane/libs/logkey"
 	eventsv1 "github.com/ambient-code/control-plane/proto/ambient/events/v1"
@@ -165,18 +167,18 @@ func (r *Reconciler) PruneOrphanBindings(ctx context.Context, projectID string) 
 
 // SettingsProjects returns the project ids named by the project settings
 // stored in KV ambient-objects. Undecodable entries are skipped.
-func SettingsProjects(ctx context.Context, kv objectReader) (map[string]bool, error) {
-	out := map[string]bool{}
+func SettingsProjects(ctx context.Context, kv jetstream.KeyValue) (map[string]bool, error) {
 	filter := events.ResourceToken(eventsv1.Resource_RESOURCE_PROJECT_SETTINGS) + ".*"
-	err := Scan(ctx, kv, filter, false, func(e jetstream.KeyValueEntry) error {
+	es, err := bus.ReadKVKeys(ctx, kv, []string{filter}, jetstream.IgnoreDeletes())
+	if err != nil {
+		return nil, fmt.Errorf("list cached project settings: %w", err)
+	}
+	out := map[string]bool{}
+	for _, e := range es {
 		o := &eventsv1.Object{}
 		if proto.Unmarshal(e.Value(), o) == nil && o.GetProjectSettings() != nil {
 			out[o.GetProjectSettings().GetProjectId()] = true
 		}
-		return nil
-	})
-	if err != nil {
-		return nil, err
 	}
 	return out, nil
 }

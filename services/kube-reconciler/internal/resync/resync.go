@@ -37,6 +37,7 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"github.com/ambient-code/control-plane/libs/bus"
 	"github.com/ambient-code/control-plane/libs/events"
 	"github.com/ambient-code/control-plane/libs/group"
 	"github.com/ambient-code/control-plane/libs/logkey"
@@ -60,12 +61,6 @@ const maxGrace = time.Minute
 // started together do not pass in lockstep.
 const jitter = 0.1
 
-// objects is KV ambient-objects as the resync reads it.
-type objects interface {
-	Get(ctx context.Context, key string) (jetstream.KeyValueEntry, error)
-	WatchFiltered(ctx context.Context, keys []string, opts ...jetstream.WatchOpt) (jetstream.KeyWatcher, error)
-}
-
 // reconciler is what the resync asks of package reconcile.
 type reconciler interface {
 	ResyncObject(ctx context.Context, res eventsv1.Resource, id string) (string, error)
@@ -84,7 +79,7 @@ type sessionCRs interface {
 
 // Config configures a Resyncer.
 type Config struct {
-	Objects    objects
+	Objects    jetstream.KeyValue // ambient-objects, the informer's cache
 	Reconciler reconciler
 	CRs        sessionCRs
 	Kube       kubernetes.Interface // lists the managed RoleBindings
@@ -176,15 +171,15 @@ func (r *Resyncer) Pass(ctx context.Context) (Summary, error) {
 	r.cfg.Reconciler.StartPass()
 	started := time.Now()
 	stored := map[eventsv1.Resource][]string{}
-	err := reconcile.Scan(ctx, r.cfg.Objects, ">", true, func(e jetstream.KeyValueEntry) error {
-		res, id, err := events.ParseObjectKey(e.Key())
-		if err == nil {
-			stored[res] = append(stored[res], id)
-		}
-		return nil
-	})
+	// Keys only: each object is read again, under its lock, when resynced.
+	es, err := bus.ReadKVKeys(ctx, r.cfg.Objects, nil, jetstream.IgnoreDeletes(), jetstream.MetaOnly())
 	if err != nil {
 		return sum, fmt.Errorf("list cached objects: %w", err)
+	}
+	for _, e := range es {
+		if res, id, err := events.ParseObjectKey(e.Key()); err == nil {
+			stored[res] = append(stored[res], id)
+		}
 	}
 	// Namespaces first, so a project's settings and sessions find theirs.
 	for _, res := range []eventsv1.Resource{eventsv1.Resource_RESOURCE_PROJECTS, eventsv1.Resource_RESOURCE_PROJECT_SETTINGS, eventsv1.Resource_RESOURCE_SESSIONS} {
