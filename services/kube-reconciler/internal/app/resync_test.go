@@ -87,10 +87,11 @@ func (f *faultyUser) withoutDelete(t *testing.T, broken bool) {
 }
 
 // TestLostDeleteRepairedByResync (issue 14, finding 2): while Kubernetes
-// refuses every delete, a session and its project settings are deleted; the
-// DELETED events fail GROUP_MAX_DELIVER times and are dead-lettered, and the
-// AgenticSession and RoleBinding outlive them. Once deletes work again the
-// periodic resync removes both within one interval (the cache no longer has
+// refuses every delete, a session and its project settings are deleted and
+// another project's settings lose a group_access entry; the events fail
+// GROUP_MAX_DELIVER times and are dead-lettered, and the AgenticSession and
+// RoleBindings outlive them. Once deletes work again the
+// periodic resync removes all three within one interval (the cache no longer has
 // their source), without any event or restart; the namespace stays. A CR
 // deleted by hand is re-created by the same resync.
 func TestLostDeleteRepairedByResync(t *testing.T) {
@@ -124,6 +125,23 @@ func TestLostDeleteRepairedByResync(t *testing.T) {
 		_, err := h.kube.RbacV1().RoleBindings(name).Get(ctx, binding, metav1.GetOptions{})
 		return err
 	})
+	// A second project whose settings lose one group_access entry.
+	edited := unique("lost-edit")
+	h.project(t, edited)
+	eps, err := h.cl.CreateProjectSettings(ctx, &ambientv1.CreateProjectSettingsRequest{ProjectId: edited,
+		GroupAccess: ptr(`[{"group":"g","role":"ambient-project-view"},{"group":"h","role":"ambient-project-edit"}]`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const removed, stays = "ambient-h-ambient-project-edit", "ambient-g-ambient-project-view"
+	testenv.Eventually(t, wait, func() error {
+		for _, b := range []string{removed, stays} {
+			if _, err := h.kube.RbacV1().RoleBindings(edited).Get(ctx, b, metav1.GetOptions{}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 
 	faulty.withoutDelete(t, true)
 	dead := r.stats.Snapshot().DeadLettered
@@ -133,17 +151,24 @@ func TestLostDeleteRepairedByResync(t *testing.T) {
 	if err := h.cl.DeleteProjectSettings(ctx, ps.GetMetadata().GetId()); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := h.cl.UpdateProjectSettings(ctx, &ambientv1.UpdateProjectSettingsRequest{Id: eps.GetMetadata().GetId(),
+		GroupAccess: ptr(`[{"group":"g","role":"ambient-project-view"}]`)}); err != nil {
+		t.Fatal(err)
+	}
 	testenv.Eventually(t, wait, func() error {
-		if got := r.stats.Snapshot().DeadLettered - dead; got < 2 {
+		if got := r.stats.Snapshot().DeadLettered - dead; got < 3 {
 			return fmt.Errorf("%d events dead-lettered", got)
 		}
 		return nil
 	})
-	if n := dlqCount(t, h, "kube-reconciler"); n < 2 {
-		t.Fatalf("%d dead letters of kube-reconciler in %s, want 2", n, bus.DLQStreamName)
+	if n := dlqCount(t, h, "kube-reconciler"); n < 3 {
+		t.Fatalf("%d dead letters of kube-reconciler in %s, want 3", n, bus.DLQStreamName)
 	}
 	if _, err := h.cr(t, name, goneCR); err != nil {
 		t.Fatalf("the outage did not keep the CR (the test proves nothing): %v", err)
+	}
+	if _, err := h.kube.RbacV1().RoleBindings(edited).Get(ctx, removed, metav1.GetOptions{}); err != nil {
+		t.Fatalf("the outage did not keep the removed entry's binding (the test proves nothing): %v", err)
 	}
 
 	faulty.withoutDelete(t, false)
@@ -157,8 +182,14 @@ func TestLostDeleteRepairedByResync(t *testing.T) {
 		if _, err := h.kube.RbacV1().RoleBindings(name).Get(ctx, binding, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 			return fmt.Errorf("binding of the deleted settings still there: %v", err)
 		}
+		if _, err := h.kube.RbacV1().RoleBindings(edited).Get(ctx, removed, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+			return fmt.Errorf("binding of the removed group_access entry still there: %v", err)
+		}
 		return nil
 	})
+	if _, err := h.kube.RbacV1().RoleBindings(edited).Get(ctx, stays, metav1.GetOptions{}); err != nil {
+		t.Errorf("the kept entry's binding was deleted: %v", err)
+	}
 	t.Logf("repaired %s after the outage (interval %s)", time.Since(repaired).Round(10*time.Millisecond), interval)
 	if _, err := h.cr(t, name, keptCR); err != nil {
 		t.Errorf("the live session's CR was deleted: %v", err)
@@ -307,5 +338,62 @@ func TestStatusCacheBounded(t *testing.T) {
 	}
 	if cached < 1 || cached > 3 {
 		t.Errorf("status write-back remembers %v sessions, want 1..3", cached)
+	}
+}
+
+// TestDeleteLostInOutageRepairedByResync (issue 14, finding 2, as reported):
+// the kube-apiserver becomes unreachable (every connection of the
+// reconciler cut, watches included), a session is deleted, its DELETED
+// event fails GROUP_MAX_DELIVER times and is dead-lettered; the API server
+// comes back and the AgenticSession disappears within one resync interval,
+// with no event and no restart. Without the resync the CR stays for good
+// (the informer has nothing left to announce).
+func TestDeleteLostInOutageRepairedByResync(t *testing.T) {
+	h := newHarness(t)
+	outage, restCfg := kubetest.Behind(t, restricted(t, h.env))
+	const interval = 3 * time.Second
+	r := h.start(t, "outage1", restCfg, map[string]string{
+		config.EnvResyncInterval: interval.String(),
+		config.EnvMaxDeliver:     "2",
+	})
+	ctx := t.Context()
+	name := unique("outage")
+	h.project(t, name)
+	s, err := h.cl.CreateSession(ctx, &ambientv1.CreateSessionRequest{Name: "gone", ProjectId: ptr(name)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cr := lower(s.GetMetadata().GetId())
+	h.waitCR(t, name, cr, nil)
+	h.quiesce(t, r)
+
+	outage.Down()
+	dead := r.stats.Snapshot().DeadLettered
+	if err := h.cl.DeleteSession(ctx, s.GetMetadata().GetId()); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, wait, func() error {
+		if got := r.stats.Snapshot().DeadLettered - dead; got < 1 {
+			return fmt.Errorf("%d events dead-lettered", got)
+		}
+		return nil
+	})
+	if _, err := h.cr(t, name, cr); err != nil {
+		t.Fatalf("the CR is gone before the outage ended (the test proves nothing): %v", err)
+	}
+
+	outage.Up()
+	back := time.Now()
+	// One interval (+10% jitter), plus the client's reconnect and the pass
+	// itself on a loaded 2-core machine under -race.
+	testenv.Eventually(t, interval+interval/10+10*time.Second, func() error {
+		if _, err := h.cr(t, name, cr); !apierrors.IsNotFound(err) {
+			return fmt.Errorf("CR of the deleted session still there: %v", err)
+		}
+		return nil
+	})
+	t.Logf("repaired %s after the outage (interval %s)", time.Since(back).Round(10*time.Millisecond), interval)
+	if got := r.logs.Lines(t, "agenticsession of a deleted session removed by resync", map[string]string{"session_id": s.GetMetadata().GetId()}); len(got) != 1 {
+		t.Errorf("%d resync deletions logged for the session, want 1", len(got))
 	}
 }
