@@ -1,15 +1,20 @@
 package kubetest
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net"
 	"net/url"
 	"sync"
 	"testing"
+	"time"
 
 	"k8s.io/client-go/rest"
 )
+
+// dialTimeout bounds one connection to the API server (on loopback).
+const dialTimeout = 5 * time.Second
 
 // Outage is a TCP forwarder in front of the API server that a test can take
 // down and bring back: down, every open connection is closed and every new
@@ -106,7 +111,10 @@ func (o *Outage) dial() (net.Conn, error) {
 	if down {
 		return nil, errors.New("outage")
 	}
-	return net.Dial("tcp", o.target)
+	ctx, cancel := context.WithTimeout(context.Background(), dialTimeout)
+	defer cancel()
+	var d net.Dialer
+	return d.DialContext(ctx, "tcp", o.target)
 }
 
 // track records a forwarded pair, unless the outage began meanwhile.
