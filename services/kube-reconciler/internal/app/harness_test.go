@@ -19,6 +19,7 @@ import (
 	"github.com/ambient-code/control-plane/libs/group"
 	"github.com/ambient-code/control-plane/libs/memapi"
 	"github.com/ambient-code/control-plane/libs/natsserver"
+	"github.com/ambient-code/control-plane/libs/service"
 	"github.com/ambient-code/control-plane/libs/testenv"
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
 	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/config"
@@ -161,11 +162,11 @@ func (h *harness) start(t testing.TB, member string, restCfg *rest.Config, env m
 		apiclient.EnvAPIToken:  testenv.APIToken,
 		apiclient.EnvGRPCAddr:  h.api.GRPCAddr(),
 		bus.EnvNATSURL:         h.nats.ClientURL(),
-		config.EnvMetricsAddr:  "127.0.0.1:0",
-		config.EnvMemberID:     member,
-		config.EnvPartitions:   "4",
+		service.EnvMetricsAddr: "127.0.0.1:0",
+		group.EnvMemberID:      member,
+		group.EnvPartitions:    "4",
 		config.EnvStatusResync: "1m",
-		config.EnvLogLevel:     "debug",
+		service.EnvLogLevel:    "debug",
 		config.EnvInstance:     h.instance,
 	}
 	for k, v := range env {

@@ -100,7 +100,7 @@ func TestLostDeleteRepairedByResync(t *testing.T) {
 	const interval = 3 * time.Second
 	r := h.start(t, "lost1", restCfg, map[string]string{
 		config.EnvResyncInterval: interval.String(),
-		config.EnvMaxDeliver:     "2",
+		group.EnvMaxDeliver:      "2",
 	})
 	ctx := t.Context()
 	name := unique("lost")
@@ -354,7 +354,7 @@ func TestDeleteLostInOutageRepairedByResync(t *testing.T) {
 	const interval = 3 * time.Second
 	r := h.start(t, "outage1", restCfg, map[string]string{
 		config.EnvResyncInterval: interval.String(),
-		config.EnvMaxDeliver:     "2",
+		group.EnvMaxDeliver:      "2",
 	})
 	ctx := t.Context()
 	name := unique("outage")

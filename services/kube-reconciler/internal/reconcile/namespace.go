@@ -2,12 +2,12 @@ package reconcile
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 
 	"github.com/ambient-code/control-plane/libs/logkey"
+	"github.com/ambient-code/control-plane/libs/session"
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
 	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/apply"
 	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/metrics"
@@ -93,11 +93,7 @@ func (r *Reconciler) project(ctx context.Context, p *ambientv1.Project, deleted 
 func (r *Reconciler) setProjectStatus(ctx context.Context, p *ambientv1.Project, refused *RefusedError) error {
 	want := ""
 	if refused != nil {
-		b, err := json.Marshal([]Condition{{Type: ConditionReconciled, Status: "False", Reason: refused.Reason, Message: refused.Detail}})
-		if err != nil {
-			return fmt.Errorf("encode project status: %w", err)
-		}
-		want = string(b)
+		want = reconciledFalse(refused.Reason, refused.Detail).JSON()
 	}
 	cur := p.GetStatus()
 	switch {
@@ -120,8 +116,8 @@ func (r *Reconciler) setProjectStatus(ctx context.Context, p *ambientv1.Project,
 // refusalStatus reports whether a project status is a refusal this service
 // wrote (see setProjectStatus).
 func refusalStatus(s string) bool {
-	var conds []Condition
-	if json.Unmarshal([]byte(s), &conds) != nil || len(conds) != 1 {
+	conds, err := session.ParseConditions(s)
+	if err != nil || len(conds) != 1 {
 		return false
 	}
 	c := conds[0]

@@ -22,6 +22,7 @@ import (
 	"github.com/ambient-code/control-plane/libs/events"
 	"github.com/ambient-code/control-plane/libs/group"
 	"github.com/ambient-code/control-plane/libs/logkey"
+	"github.com/ambient-code/control-plane/libs/session"
 	eventsv1 "github.com/ambient-code/control-plane/proto/ambient/events/v1"
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
 	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/apply"
@@ -64,7 +65,7 @@ type Config struct {
 	API     statusWriter       // UpdateSessionStatus for bad input
 	Tracker sessionTracker     // status write-back; nil disables it
 	// Selector picks the sessions run on Kubernetes.
-	Selector Selector
+	Selector session.Selector
 	// RoleAllowList is the set of ClusterRoles group_access may bind.
 	RoleAllowList []string
 	// DefaultNamespace holds the AgenticSessions of sessions without a

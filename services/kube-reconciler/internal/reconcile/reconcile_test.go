@@ -11,12 +11,12 @@ import (
 	"github.com/ambient-code/control-plane/libs/bus"
 	"github.com/ambient-code/control-plane/libs/events"
 	"github.com/ambient-code/control-plane/libs/group"
+	"github.com/ambient-code/control-plane/libs/session"
 	"github.com/ambient-code/control-plane/libs/testenv"
 	eventsv1 "github.com/ambient-code/control-plane/proto/ambient/events/v1"
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
 	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/apply"
 	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/metrics"
-	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/spec"
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -114,8 +114,8 @@ func newReconciler(tb testing.TB, store jetstream.KeyValue) (*Reconciler, dynami
 	if err != nil {
 		tb.Fatal(err)
 	}
-	r, err := New(Config{Objects: store, Applier: apply.New(cs, dyn, env.Watcher(tb, slog.New(slog.DiscardHandler))), API: noStatus{tb}, Selector: Selector{mode: SelectAll},
-		RoleAllowList: spec.DefaultRoleAllowList, DefaultNamespace: "default", Metrics: m, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	r, err := New(Config{Objects: store, Applier: apply.New(cs, dyn, env.Watcher(tb, slog.New(slog.DiscardHandler))), API: noStatus{tb}, Selector: session.Selector{},
+		RoleAllowList: []string{"ambient-project-admin", "ambient-project-edit", "ambient-project-view"}, DefaultNamespace: "default", Metrics: m, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 
 	"github.com/ambient-code/control-plane/libs/logkey"
+	"github.com/ambient-code/control-plane/libs/session"
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
 	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/metrics"
 	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/spec"
@@ -17,21 +18,19 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 )
 
-// Condition written on a session whose fields cannot make an AgenticSession.
+// The condition this service writes on a session (or project) it cannot
+// reconcile: Reconciled=False with a reason.
 const (
 	ConditionReconciled = "Reconciled"
 	ReasonInvalidSpec   = "InvalidSpec"
-	PhaseFailed         = "Failed"
 )
 
-// Condition is one entry of a session's conditions JSON as this service writes
-// it. It has no timestamp on purpose: the same failure must produce the same
-// bytes, so its echo compares equal and causes no further write.
-type Condition struct {
-	Type    string `json:"type"`
-	Status  string `json:"status"`
-	Reason  string `json:"reason"`
-	Message string `json:"message"`
+// reconciledFalse is the one condition of a session or project this
+// service could not reconcile. It has no timestamp on purpose: the same
+// failure must produce the same bytes, so its echo compares equal and
+// causes no further write.
+func reconciledFalse(reason, message string) session.Conditions {
+	return session.Conditions{{Type: ConditionReconciled, Status: session.StatusFalse, Reason: reason, Message: message}}
 }
 
 // session applies the AgenticSession of s, or deletes it when s is deleted.
@@ -169,16 +168,11 @@ func (r *Reconciler) refusedSession(ctx context.Context, s *ambientv1.Session, r
 // echo of our own write).
 func (r *Reconciler) reportFailed(ctx context.Context, s *ambientv1.Session, reason, message string) (string, error) {
 	id := s.GetMetadata().GetId()
-	conds, err := json.Marshal([]Condition{{Type: ConditionReconciled, Status: "False", Reason: reason, Message: message}})
-	if err != nil {
-		return metrics.ResultError, fmt.Errorf("encode condition: %w", err)
-	}
-	if s.GetPhase() == PhaseFailed && jsonEqual(s.GetConditions(), string(conds)) {
+	conds := reconciledFalse(reason, message).JSON()
+	if session.PhaseOf(s) == session.PhaseFailed && jsonEqual(s.GetConditions(), conds) {
 		return metrics.ResultInvalid, nil
 	}
-	c := string(conds)
-	phase := PhaseFailed
-	updated, err := r.cfg.API.UpdateSessionStatus(ctx, &ambientv1.UpdateSessionStatusRequest{Id: id, Phase: &phase, Conditions: &c})
+	updated, err := r.cfg.API.UpdateSessionStatus(ctx, &ambientv1.UpdateSessionStatusRequest{Id: id, Phase: session.PhaseFailed.Ptr(), Conditions: &conds})
 	switch status.Code(err) {
 	case codes.OK:
 	case codes.NotFound:
