@@ -148,9 +148,12 @@ func newWorkers(cfg config.Config, o options, kc kubeClients, crdWatcher *crd.Wa
 	if err != nil {
 		return workers{}, err
 	}
-	// The resync works on the partitions the consumer owns.
+	// The resync works on the partitions the consumer owns. Handle is
+	// level-triggered (it reconciles the newest state, from the event or
+	// KV), so an object's events that queued behind its running handler are
+	// handled by one call (issue 15).
 	gcfg := cfg.Group
-	gcfg.Stats, gcfg.Assignment = o.stats, &group.Assignment{}
+	gcfg.Stats, gcfg.Assignment, gcfg.Coalesce = o.stats, &group.Assignment{}, true
 	rs, err := resync.New(resync.Config{Objects: objects, Reconciler: rec, CRs: statusCtl, Kube: kc.kube, Assignment: gcfg.Assignment,
 		Instance: cfg.Instance, Interval: cfg.ResyncInterval, Metrics: m, Log: log.With(slog.String(logkey.Service, "resync"))})
 	if err != nil {
