@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -123,8 +125,18 @@ func newReconciler(tb testing.TB, store jetstream.KeyValue) (*Reconciler, dynami
 }
 
 // BenchmarkReconcileSessions reconciles 1,000 sessions per iteration on the
-// real kube-apiserver (create, then a no-op replay) and reports reconciles/s.
+// real kube-apiserver (create, then a no-op replay) by calling Handle
+// directly and reports reconciles/s: one at a time (workers=1, the rate
+// before issue 15) and with as many calls at once as a consumer-group
+// member has objects in flight (workers=64, group.DefaultMaxInFlight), the
+// direct rate kube-reconciler's end-to-end benchmark is compared with.
 func BenchmarkReconcileSessions(b *testing.B) {
+	for _, workers := range []int{1, group.DefaultMaxInFlight} {
+		b.Run(fmt.Sprintf("workers=%d", workers), func(b *testing.B) { benchReconcile(b, workers) })
+	}
+}
+
+func benchReconcile(b *testing.B, workers int) {
 	store := kv(b)
 	r, dyn := newReconciler(b, store)
 	ctx := b.Context()
@@ -133,7 +145,7 @@ func BenchmarkReconcileSessions(b *testing.B) {
 	iter := 0
 	for b.Loop() {
 		iter++
-		project := fmt.Sprintf("bench-%d-%d", time.Now().UnixNano()%1e6, iter)
+		project := fmt.Sprintf("bench-%d-%d-%d", workers, time.Now().UnixNano()%1e6, iter)
 		evs := make([]*eventsv1.ResourceEvent, n)
 		for i := range n {
 			s := sessionAt(fmt.Sprintf("%s-s%d", project, i), "go", time.Now())
@@ -143,11 +155,7 @@ func BenchmarkReconcileSessions(b *testing.B) {
 		}
 		for _, pass := range []*time.Duration{&created, &replayed} {
 			start := time.Now()
-			for _, ev := range evs {
-				if err := r.Handle(ctx, group.Message{Event: ev, Attempt: 1}); err != nil {
-					b.Fatal(err)
-				}
-			}
+			handleAll(b, r, evs, workers)
 			*pass += time.Since(start)
 		}
 		list, err := dyn.Resource(apply.AgenticSessionGVR).Namespace(project).List(ctx, metav1.ListOptions{})
@@ -157,4 +165,31 @@ func BenchmarkReconcileSessions(b *testing.B) {
 	}
 	b.ReportMetric(float64(n*iter)/created.Seconds(), "creates/s")
 	b.ReportMetric(float64(n*iter)/replayed.Seconds(), "noop-reconciles/s")
+}
+
+// handleAll calls r.Handle for every event, workers at a time.
+func handleAll(b *testing.B, r *Reconciler, evs []*eventsv1.ResourceEvent, workers int) {
+	b.Helper()
+	var (
+		wg    sync.WaitGroup
+		first atomic.Pointer[error]
+	)
+	next := make(chan *eventsv1.ResourceEvent) // unbuffered: one event per take
+	for range workers {
+		wg.Go(func() {
+			for ev := range next {
+				if err := r.Handle(b.Context(), group.Message{Event: ev, Attempt: 1}); err != nil {
+					first.CompareAndSwap(nil, &err)
+				}
+			}
+		})
+	}
+	for _, ev := range evs {
+		next <- ev
+	}
+	close(next)
+	wg.Wait()
+	if err := first.Load(); err != nil {
+		b.Fatal(*err)
+	}
 }
