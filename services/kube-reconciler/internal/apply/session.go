@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"reflect"
 
 	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/spec"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -54,8 +55,8 @@ func SessionObject(as *spec.AgenticSession) (*unstructured.Unstructured, error) 
 // stored (with its UID). Fields the reconciler set before and no longer sets
 // are removed from the object, as server-side apply does for a field manager's
 // own fields. The applied object carries AnnotationAppliedHash, the hash of
-// what was applied (SessionHash), so a resync can tell from a cached copy
-// that nothing changed. Errors from the pruner (see package crd) and the API
+// what was applied, so UpToDate can tell from a cached copy that nothing
+// changed. Errors from the pruner (see package crd) and the API
 // server are wrapped; apierrors.IsInvalid tells a spec the server refused.
 func (a *Applier) Session(ctx context.Context, as *spec.AgenticSession) (*unstructured.Unstructured, error) {
 	u, h, err := a.sessionBody(as)
@@ -75,12 +76,55 @@ func (a *Applier) Session(ctx context.Context, as *spec.AgenticSession) (*unstru
 	return got, nil
 }
 
-// SessionHash returns the hash Session would record on the AgenticSession of
-// as: equal hashes mean applying again would change nothing the reconciler
-// owns (unless someone else edited those fields since).
-func (a *Applier) SessionHash(as *spec.AgenticSession) (string, error) {
-	_, h, err := a.sessionBody(as)
-	return h, err
+// UpToDate reports whether cur, a cached copy of the AgenticSession of as,
+// already holds what Session would apply: the same applied hash (so no
+// field set before and no longer set is left to remove) and every field of
+// the apply body with the same value (so nobody changed one of ours since).
+// Applying as again would then change nothing, and the call can be saved.
+// Fields others own (status, the operator's) are not compared.
+func (a *Applier) UpToDate(cur *unstructured.Unstructured, as *spec.AgenticSession) bool {
+	if cur == nil {
+		return false
+	}
+	body, h, err := a.sessionBody(as)
+	if err != nil || cur.GetAnnotations()[spec.AnnotationAppliedHash] != h {
+		return false
+	}
+	return holds(cur.Object, body.Object)
+}
+
+// holds reports whether have holds every field of want with the same
+// value: maps may have more keys, lists must match element by element.
+// Both come from the same JSON decoder (unstructured), so numbers compare
+// as int64 or float64 alike.
+func holds(have, want any) bool {
+	switch w := want.(type) {
+	case map[string]any:
+		h, ok := have.(map[string]any)
+		if !ok {
+			return false
+		}
+		for k, wv := range w {
+			hv, found := h[k]
+			if !found || !holds(hv, wv) {
+				return false
+			}
+		}
+		return true
+	case []any:
+		h, ok := have.([]any)
+		if !ok || len(h) != len(w) {
+			return false
+		}
+		for i := range w {
+			if !holds(h[i], w[i]) {
+				return false
+			}
+		}
+		return true
+	default:
+		return reflect.DeepEqual(have, want)
+	}
 }
 
 // sessionBody is the pruned apply body of as and its hash.

@@ -33,6 +33,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/keymutex"
 )
@@ -50,12 +51,12 @@ type statusWriter interface {
 
 // sessionTracker is what the status write-back (package status) learns from
 // the event path: the session as last seen, which CRs belong to a session,
-// and the applied hash of a cached CR (for the resync's unchanged check).
+// and the cached copy of a CR (to skip applies that would change nothing).
 type sessionTracker interface {
 	Observe(s *ambientv1.Session, cr types.NamespacedName)
 	Forget(sessionID string)
 	CRsOf(sessionID string) []types.NamespacedName
-	AppliedHash(cr types.NamespacedName) (string, bool)
+	CachedCR(cr types.NamespacedName) (*unstructured.Unstructured, bool)
 }
 
 // Config holds the Reconciler's dependencies and settings.
@@ -159,19 +160,18 @@ func (r *Reconciler) Handle(ctx context.Context, m group.Message) (err error) {
 	if err != nil {
 		return err
 	}
-	result, err = r.dispatch(ctx, obj, deleted, false, log)
+	result, err = r.dispatch(ctx, obj, deleted, log)
 	if err == nil {
 		r.markHandled(key)
 	}
 	return err
 }
 
-// dispatch reconciles obj by its kind. resync tells the session path it may
-// skip an apply the cached CR shows is already done.
-func (r *Reconciler) dispatch(ctx context.Context, obj *eventsv1.Object, deleted, resync bool, log *slog.Logger) (string, error) {
+// dispatch reconciles obj by its kind.
+func (r *Reconciler) dispatch(ctx context.Context, obj *eventsv1.Object, deleted bool, log *slog.Logger) (string, error) {
 	switch o := obj.GetKind().(type) {
 	case *eventsv1.Object_Session:
-		return r.session(ctx, o.Session, deleted, resync, log)
+		return r.session(ctx, o.Session, deleted, log)
 	case *eventsv1.Object_Project:
 		return r.project(ctx, o.Project, deleted, log)
 	case *eventsv1.Object_ProjectSettings:

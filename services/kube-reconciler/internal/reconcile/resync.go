@@ -56,9 +56,9 @@ func (r *Reconciler) HandledCount() int {
 }
 
 // ResyncObject reconciles the object stored under (res, id) in KV
-// ambient-objects as if an event carried it, except that an AgenticSession
-// whose cached copy already carries the desired applied hash is not applied
-// again (result metrics.ResultUnchanged). It returns metrics.ResultRecent
+// ambient-objects as if an event carried it (an AgenticSession whose cached
+// copy already holds what would be applied is not applied again: result
+// metrics.ResultUnchanged). It returns metrics.ResultRecent
 // for an object the event path handled within HandledFor, and ResultSkipped for
 // one no longer stored. Errors are the event path's (retry next pass).
 func (r *Reconciler) ResyncObject(ctx context.Context, res eventsv1.Resource, id string) (string, error) {
@@ -80,7 +80,7 @@ func (r *Reconciler) ResyncObject(ctx context.Context, res eventsv1.Resource, id
 		return metrics.ResultSkipped, err
 	}
 	log := r.cfg.Log.With(slog.String(logkey.Resource, events.ResourceToken(res)), slog.String(logkey.ObjectID, id), slog.String("trigger", "resync"))
-	return r.dispatch(ctx, o, false, true, log)
+	return r.dispatch(ctx, o, false, log)
 }
 
 // DeleteOrphanSession deletes the AgenticSessions of session id (those the

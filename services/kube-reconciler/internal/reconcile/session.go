@@ -34,7 +34,7 @@ func reconciledFalse(reason, message string) session.Conditions {
 }
 
 // session applies the AgenticSession of s, or deletes it when s is deleted.
-func (r *Reconciler) session(ctx context.Context, s *ambientv1.Session, deleted, resync bool, log *slog.Logger) (string, error) {
+func (r *Reconciler) session(ctx context.Context, s *ambientv1.Session, deleted bool, log *slog.Logger) (string, error) {
 	id := s.GetMetadata().GetId()
 	log = log.With(slog.String(logkey.SessionID, id), slog.String(logkey.ProjectID, s.GetProjectId()))
 	if deleted {
@@ -75,7 +75,7 @@ func (r *Reconciler) session(ctx context.Context, s *ambientv1.Session, deleted,
 	if err != nil {
 		return metrics.ResultError, err
 	}
-	if resync && r.unchanged(desired, key) {
+	if r.unchanged(desired, key) {
 		return metrics.ResultUnchanged, nil
 	}
 	if _, err := r.cfg.Applier.Session(ctx, desired); err != nil {
@@ -93,20 +93,17 @@ func (r *Reconciler) session(ctx context.Context, s *ambientv1.Session, deleted,
 	return metrics.ResultOK, nil
 }
 
-// unchanged reports whether the cached CR key already carries the applied
-// hash of desired, so applying it again would change nothing ours. Only the
-// resync uses it: the event path always applies, so an edit of our fields
-// by someone else is undone by the next event of the session.
+// unchanged reports whether the cached CR key already holds desired
+// (apply.Applier.UpToDate), so applying it again would change nothing. The
+// echo of our own status write-back, and every resync of an unchanged
+// session, then costs no Kubernetes call; an edit of one of our fields by
+// someone else makes it false, so the next event or resync undoes it.
 func (r *Reconciler) unchanged(desired *spec.AgenticSession, key types.NamespacedName) bool {
 	if r.cfg.Tracker == nil {
 		return false
 	}
-	have, ok := r.cfg.Tracker.AppliedHash(key)
-	if !ok {
-		return false
-	}
-	want, err := r.cfg.Applier.SessionHash(desired)
-	return err == nil && want == have
+	cur, ok := r.cfg.Tracker.CachedCR(key)
+	return ok && r.cfg.Applier.UpToDate(cur, desired)
 }
 
 // deleteCRs deletes the CRs of session id except keep: the one computed from

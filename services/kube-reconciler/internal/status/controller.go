@@ -368,20 +368,15 @@ func (c *Controller) Observe(s *ambientv1.Session, cr types.NamespacedName) {
 // Forget drops what is known of a deleted session.
 func (c *Controller) Forget(id string) { c.seen.Remove(id) }
 
-// AppliedHash returns the applied-hash annotation of the cached
-// AgenticSession cr (see apply.Applier.Session); false when cr is not
-// cached or carries none.
-func (c *Controller) AppliedHash(cr types.NamespacedName) (string, bool) {
+// CachedCR returns the informer's copy of the AgenticSession cr (shared:
+// read it, never modify it); false when it is not cached.
+func (c *Controller) CachedCR(cr types.NamespacedName) (*unstructured.Unstructured, bool) {
 	obj, exists, err := c.informer.GetIndexer().GetByKey(cr.String())
 	if err != nil || !exists {
-		return "", false
+		return nil, false
 	}
 	u, ok := obj.(*unstructured.Unstructured)
-	if !ok {
-		return "", false
-	}
-	h, ok := u.GetAnnotations()[spec.AnnotationAppliedHash]
-	return h, ok
+	return u, ok
 }
 
 // Sessions returns, for every session with a cached AgenticSession of this
