@@ -197,9 +197,7 @@ func TestLostDeleteRepairedByResync(t *testing.T) {
 	if _, err := h.kube.CoreV1().Namespaces().Get(ctx, name, metav1.GetOptions{}); err != nil {
 		t.Errorf("namespace deleted: %v", err)
 	}
-	if got := r.logs.Lines(t, "agenticsession of a deleted session removed by resync", map[string]string{"session_id": gone.GetMetadata().GetId()}); len(got) != 1 {
-		t.Errorf("%d resync deletions logged for the session, want 1", len(got))
-	}
+	waitResyncDeletion(t, r, gone.GetMetadata().GetId())
 
 	// Drift the other way: a CR deleted by hand while its session lives.
 	if err := h.dyn.Resource(apply.AgenticSessionGVR).Namespace(name).Delete(ctx, keptCR, metav1.DeleteOptions{}); err != nil {
@@ -393,7 +391,17 @@ func TestDeleteLostInOutageRepairedByResync(t *testing.T) {
 		return nil
 	})
 	t.Logf("repaired %s after the outage (interval %s)", time.Since(back).Round(10*time.Millisecond), interval)
-	if got := r.logs.Lines(t, "agenticsession of a deleted session removed by resync", map[string]string{"session_id": s.GetMetadata().GetId()}); len(got) != 1 {
-		t.Errorf("%d resync deletions logged for the session, want 1", len(got))
-	}
+	waitResyncDeletion(t, r, s.GetMetadata().GetId())
+}
+
+// waitResyncDeletion waits until r logged the resync's deletion of session
+// id's CR exactly once (the log line follows the delete the test saw).
+func waitResyncDeletion(t *testing.T, r *replica, id string) {
+	t.Helper()
+	testenv.Eventually(t, wait, func() error {
+		if got := r.logs.Lines(t, "agenticsession of a deleted session removed by resync", map[string]string{"session_id": id}); len(got) != 1 {
+			return fmt.Errorf("%d resync deletions logged for the session, want 1", len(got))
+		}
+		return nil
+	})
 }
