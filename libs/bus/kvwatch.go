@@ -50,7 +50,7 @@ func WatchKV(ctx context.Context, kv jetstream.KeyValue, w KVWatch, opts ...jets
 			synced = true
 			w.Initial(es)
 		}
-		err := watchKV(ctx, kv, initial, w.Update, opts)
+		err := watchKV(ctx, kv, nil, initial, w.Update, opts)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -74,19 +74,32 @@ func WatchKV(ctx context.Context, kv jetstream.KeyValue, w KVWatch, opts ...jets
 // which costs one subscription instead of a Get per key. It returns ctx's
 // error when ctx ends first, ErrWatchClosed, or the JetStream error.
 func ReadKV(ctx context.Context, kv jetstream.KeyValue, opts ...jetstream.WatchOpt) ([]jetstream.KeyValueEntry, error) {
+	return ReadKVKeys(ctx, kv, nil, opts...)
+}
+
+// ReadKVKeys is ReadKV for the keys matching filters (KV key filters such
+// as "sessions.*"; nil means every key).
+func ReadKVKeys(ctx context.Context, kv jetstream.KeyValue, filters []string, opts ...jetstream.WatchOpt) ([]jetstream.KeyValueEntry, error) {
 	var out []jetstream.KeyValueEntry
-	err := watchKV(ctx, kv, func(es []jetstream.KeyValueEntry) { out = es }, nil, opts)
+	err := watchKV(ctx, kv, filters, func(es []jetstream.KeyValueEntry) { out = es }, nil, opts)
 	if err == nil && out == nil && ctx.Err() != nil {
 		err = fmt.Errorf("read kv %s: %w", kv.Bucket(), ctx.Err())
 	}
 	return out, err
 }
 
-// watchKV runs one watch: initial once the initial values are in, then
-// update for each change until ctx ends (nil) or the watch breaks. With a
-// nil update it returns right after initial.
-func watchKV(ctx context.Context, kv jetstream.KeyValue, initial func([]jetstream.KeyValueEntry), update func(jetstream.KeyValueEntry), opts []jetstream.WatchOpt) error {
-	w, err := kv.WatchAll(ctx, opts...)
+// watchKV runs one watch of the keys matching filters (nil: all): initial
+// once the initial values are in, then update for each change until ctx
+// ends (nil) or the watch breaks. With a nil update it returns right after
+// initial.
+func watchKV(ctx context.Context, kv jetstream.KeyValue, filters []string, initial func([]jetstream.KeyValueEntry), update func(jetstream.KeyValueEntry), opts []jetstream.WatchOpt) error {
+	var w jetstream.KeyWatcher
+	var err error
+	if filters == nil {
+		w, err = kv.WatchAll(ctx, opts...)
+	} else {
+		w, err = kv.WatchFiltered(ctx, filters, opts...)
+	}
 	if err != nil {
 		return fmt.Errorf("watch kv %s: %w", kv.Bucket(), err)
 	}

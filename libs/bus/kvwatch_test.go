@@ -201,3 +201,34 @@ func TestReadKV(t *testing.T) {
 		t.Fatal("ReadKV with an ended ctx succeeded")
 	}
 }
+
+// TestReadKVKeys: only the keys matching the filters are read, and an empty
+// match is an empty list, not an error.
+func TestReadKVKeys(t *testing.T) {
+	t.Parallel()
+	kv := newBucket(t)
+	ctx := t.Context()
+	for _, k := range []string{"sessions.a", "sessions.b", "projects.a"} {
+		if _, err := kv.Put(ctx, k, []byte(k)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := bus.ReadKVKeys(ctx, kv, []string{"sessions.*"}, jetstream.MetaOnly())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keys []string
+	for _, e := range got {
+		keys = append(keys, e.Key())
+		if len(e.Value()) != 0 {
+			t.Errorf("%s: value %q read with MetaOnly", e.Key(), e.Value())
+		}
+	}
+	if fmt.Sprint(keys) != "[sessions.a sessions.b]" {
+		t.Errorf("ReadKVKeys(sessions.*) = %v", keys)
+	}
+	none, err := bus.ReadKVKeys(ctx, kv, []string{"project_settings.*"})
+	if err != nil || none == nil || len(none) != 0 {
+		t.Errorf("no match: %v, %v; want an empty list", none, err)
+	}
+}

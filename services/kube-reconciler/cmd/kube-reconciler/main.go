@@ -5,12 +5,9 @@ package main
 
 import (
 	"context"
-	"fmt"
-	"os"
-	"os/signal"
-	"syscall"
+	"log/slog"
 
-	"github.com/ambient-code/control-plane/libs/telemetry"
+	"github.com/ambient-code/control-plane/libs/service"
 	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/app"
 	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/config"
 )
@@ -19,22 +16,7 @@ import (
 var version = "dev"
 
 func main() {
-	if err := run(); err != nil {
-		fmt.Fprintln(os.Stderr, "kube-reconciler:", err)
-		os.Exit(1)
-	}
-}
-
-func run() error {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	cfg, err := config.FromEnv()
-	if err != nil {
-		return err
-	}
-	log, err := telemetry.NewLogger(cfg.LogLevel, os.Stderr)
-	if err != nil {
-		return err
-	}
-	return app.Run(ctx, cfg, log, app.WithVersion(version))
+	service.Main(app.ServiceName, config.FromEnv, func(ctx context.Context, cfg config.Config, log *slog.Logger) error {
+		return app.Run(ctx, cfg, log, app.WithVersion(version))
+	})
 }

@@ -1,7 +1,7 @@
-// Package app wires the kube-reconciler: NATS (consumer group and KV
-// ambient-objects), the ambient API client, Kubernetes clients, the
-// AgenticSession CRD watcher, the event reconciler, the status write-back and
-// the health/metrics server.
+// Package app declares the kube-reconciler's parts on the service runtime
+// (libs/service): KV ambient-objects, the ambient API client, the
+// Kubernetes clients, the AgenticSession CRD watcher, the event reconciler
+// fed by the consumer group, the status write-back and the periodic resync.
 package app
 
 import (
@@ -10,24 +10,23 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"time"
 
 	"github.com/ambient-code/control-plane/libs/apiclient"
 	"github.com/ambient-code/control-plane/libs/bus"
 	"github.com/ambient-code/control-plane/libs/group"
-	"github.com/ambient-code/control-plane/libs/health"
 	"github.com/ambient-code/control-plane/libs/logkey"
-	"github.com/ambient-code/control-plane/libs/telemetry"
+	"github.com/ambient-code/control-plane/libs/service"
 	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/apply"
 	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/config"
 	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/crd"
 	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/metrics"
 	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/reconcile"
+	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/resync"
+	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/spec"
 	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/status"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/sync/errgroup"
 	apiextclient "k8s.io/apiextensions-apiserver/pkg/client/clientset/clientset"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
@@ -37,9 +36,6 @@ import (
 
 // ServiceName is the telemetry service name and the NATS client name prefix.
 const ServiceName = "kube-reconciler"
-
-// shutdownGrace bounds draining NATS and flushing telemetry after ctx ends.
-const shutdownGrace = 10 * time.Second
 
 type options struct {
 	version    string
@@ -69,145 +65,150 @@ func WithConnected(fn func(nc *nats.Conn)) Option { return func(o *options) { o.
 func WithStats(s *group.Stats) Option { return func(o *options) { o.stats = s } }
 
 // Run runs the service until ctx is done, then shuts down gracefully: the
-// group stops taking events and finishes the one in flight, the status workers
-// stop, NATS drains and telemetry flushes.
-func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Option) (err error) {
+// group stops taking events and finishes those in flight, the status
+// workers and the resync stop, NATS drains and telemetry flushes.
+func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Option) error {
 	o := options{version: "dev", stats: &group.Stats{}}
 	for _, opt := range opts {
 		opt(&o)
 	}
-	prov, shutdownTel, err := telemetry.Setup(ctx, telemetry.Options{ServiceName: ServiceName, Version: o.version, OTLPEndpoint: cfg.OTLPEndpoint, Logger: log})
-	if err != nil {
-		return fmt.Errorf("telemetry: %w", err)
-	}
-	defer func() {
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownGrace)
-		defer cancel()
-		err = errors.Join(err, shutdownTel(sctx))
-	}()
-	m, err := metrics.New(prov.Registry)
-	if err != nil {
-		return err
-	}
-	if err := registerGroupStats(prov.Registry, o.stats); err != nil {
-		return err
-	}
+	sopts := service.Options{Name: ServiceName, Version: o.version, Config: cfg.Config, Logger: log, Connected: o.connected, Listening: o.listening}
+	return service.Run(ctx, sopts, func(ctx context.Context, rt *service.Runtime) error {
+		reg := rt.Telemetry().Registry
+		m, err := metrics.New(reg)
+		if err != nil {
+			return err
+		}
+		if err := registerGroupStats(reg, o.stats); err != nil {
+			return err
+		}
+		kc, err := newKubeClients(cfg, o)
+		if err != nil {
+			return err
+		}
+		crdWatcher, err := crd.NewWatcher(kc.apiext, log.With(slog.String(logkey.Service, "crd")))
+		if err != nil {
+			return err
+		}
+		api, err := apiclient.New(cfg.API.Config())
+		if err != nil {
+			return fmt.Errorf("api client: %w", err)
+		}
+		rt.Cleanup(api.Close)
+		objects, err := objectsBucket(ctx, rt.JetStream(), cfg.ObjectsBucket)
+		if err != nil {
+			return err
+		}
+		w, err := newWorkers(cfg, o, kc, crdWatcher, api, objects, m, log)
+		if err != nil {
+			return err
+		}
+		if err := registerMemoryGauges(reg, w.status, w.rec); err != nil {
+			return err
+		}
+		rt.Check("api", api.Check)
+		rt.Check("kubernetes", kc.check(w.status))
+		// Not ready while AgenticSessions cannot be applied: the CRD is
+		// missing, not established or without a usable schema.
+		rt.Check("crd", crdWatcher.Check)
+		rt.Go("crd watcher", crdWatcher.Run)
+		rt.Go("status write-back", w.status.Run)
+		rt.Go("resync", w.resync.Run)
+		rt.Consume(w.group, w.rec.Handle)
+		log.InfoContext(ctx, "kube-reconciler starting", slog.String(logkey.Group, w.group.Group), slog.String(logkey.Member, w.group.Member),
+			slog.String("session_selector", cfg.SessionSelector.String()))
+		return nil
+	})
+}
 
+// workers are the parts that do the work: the event reconciler and the
+// consumer-group config feeding it, the status write-back, the resync.
+type workers struct {
+	group  group.Config
+	rec    *reconcile.Reconciler
+	status *status.Controller
+	resync *resync.Resyncer
+}
+
+// newWorkers builds the workers on the service's clients.
+func newWorkers(cfg config.Config, o options, kc kubeClients, crdWatcher *crd.Watcher, api *apiclient.Client, objects jetstream.KeyValue,
+	m *metrics.Metrics, log *slog.Logger,
+) (workers, error) {
+	statusCtl, err := status.New(status.Config{Dynamic: kc.dyn, API: api, Objects: objects, Metrics: m, Log: log.With(slog.String(logkey.Service, "status")),
+		Workers: cfg.StatusWorkers, Resync: cfg.StatusResync, CacheSize: cfg.StatusCacheSize, Instance: cfg.Instance})
+	if err != nil {
+		return workers{}, err
+	}
+	rec, err := reconcile.New(reconcile.Config{
+		Objects: objects, Applier: apply.New(kc.kube, kc.dyn, crdWatcher), API: api, Tracker: statusCtl,
+		Selector: cfg.SessionSelector, RoleAllowList: cfg.RoleAllowList, DefaultNamespace: cfg.Namespace,
+		NamespaceDenyList: spec.DenyList(cfg.NamespaceDenyList), HandledFor: resync.Grace(cfg.ResyncInterval), Instance: cfg.Instance,
+		Metrics: m, Log: log,
+	})
+	if err != nil {
+		return workers{}, err
+	}
+	// The resync works on the partitions the consumer owns. Handle is
+	// level-triggered (it reconciles the newest state, from the event or
+	// KV), so an object's events that queued behind its running handler are
+	// handled by one call (issue 15).
+	gcfg := cfg.Group
+	gcfg.Stats, gcfg.Assignment, gcfg.Coalesce = o.stats, &group.Assignment{}, true
+	rs, err := resync.New(resync.Config{Objects: objects, Reconciler: rec, CRs: statusCtl, Kube: kc.kube, Assignment: gcfg.Assignment,
+		Instance: cfg.Instance, Interval: cfg.ResyncInterval, Metrics: m, Log: log.With(slog.String(logkey.Service, "resync"))})
+	if err != nil {
+		return workers{}, err
+	}
+	return workers{group: gcfg, rec: rec, status: statusCtl, resync: rs}, nil
+}
+
+// kubeClients are the service's Kubernetes clients, all with one identity
+// and rate limit.
+type kubeClients struct {
+	kube   kubernetes.Interface
+	dyn    dynamic.Interface
+	apiext apiextclient.Interface
+}
+
+// newKubeClients builds the clients from o's REST config or else
+// KUBECONFIG/in-cluster, with KUBE_QPS/KUBE_BURST.
+func newKubeClients(cfg config.Config, o options) (kubeClients, error) {
 	restCfg := o.restConfig
 	if restCfg == nil {
+		var err error
 		if restCfg, err = clientcmd.BuildConfigFromFlags("", cfg.Kubeconfig); err != nil {
-			return fmt.Errorf("kubernetes config: %w", err)
+			return kubeClients{}, fmt.Errorf("kubernetes config: %w", err)
 		}
 	}
 	restCfg = rest.CopyConfig(restCfg)
 	restCfg.QPS, restCfg.Burst = float32(cfg.KubeQPS), cfg.KubeBurst
 	restCfg.UserAgent = ServiceName + "/" + o.version
-	kube, err := kubernetes.NewForConfig(restCfg)
-	if err != nil {
-		return fmt.Errorf("kubernetes client: %w", err)
+	var kc kubeClients
+	var err error
+	if kc.kube, err = kubernetes.NewForConfig(restCfg); err != nil {
+		return kubeClients{}, fmt.Errorf("kubernetes client: %w", err)
 	}
-	dyn, err := dynamic.NewForConfig(restCfg)
-	if err != nil {
-		return fmt.Errorf("kubernetes dynamic client: %w", err)
+	if kc.dyn, err = dynamic.NewForConfig(restCfg); err != nil {
+		return kubeClients{}, fmt.Errorf("kubernetes dynamic client: %w", err)
 	}
-	apiext, err := apiextclient.NewForConfig(restCfg)
-	if err != nil {
-		return fmt.Errorf("kubernetes apiextensions client: %w", err)
+	if kc.apiext, err = apiextclient.NewForConfig(restCfg); err != nil {
+		return kubeClients{}, fmt.Errorf("kubernetes apiextensions client: %w", err)
 	}
-	crdWatcher, err := crd.NewWatcher(apiext, log.With(slog.String(logkey.Service, "crd")))
-	if err != nil {
-		return err
-	}
+	return kc, nil
+}
 
-	api, err := apiclient.New(cfg.API.Config())
-	if err != nil {
-		return fmt.Errorf("api client: %w", err)
-	}
-	defer func() {
-		if cerr := api.Close(); cerr != nil {
-			err = errors.Join(err, fmt.Errorf("close api client: %w", cerr))
+// check is the "kubernetes" readiness check: the API server answers
+// /readyz and the AgenticSession informer has synced.
+func (kc kubeClients) check(st *status.Controller) func(context.Context) error {
+	return func(ctx context.Context) error {
+		if err := kc.kube.Discovery().RESTClient().Get().AbsPath("/readyz").Do(ctx).Error(); err != nil {
+			return fmt.Errorf("kubernetes: %w", err)
 		}
-	}()
-
-	nc, err := bus.Connect(ctx, cfg.NATS, log)
-	if err != nil {
-		return err
-	}
-	defer func() {
-		// Drain finishes in-flight deliveries and acks before closing.
-		if derr := nc.Drain(); derr != nil {
-			err = errors.Join(err, fmt.Errorf("drain nats: %w", derr))
+		if !st.HasSynced() {
+			return errors.New("agenticsession cache not synced")
 		}
-	}()
-	if o.connected != nil {
-		o.connected(nc)
+		return nil
 	}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return fmt.Errorf("jetstream: %w", err)
-	}
-	objects, err := objectsBucket(ctx, js, cfg.ObjectsBucket)
-	if err != nil {
-		return err
-	}
-
-	statusCtl, err := status.New(status.Config{Dynamic: dyn, API: api, Objects: objects, Metrics: m, Log: log.With(slog.String(logkey.Service, "status")), Workers: cfg.StatusWorkers, Resync: cfg.StatusResync})
-	if err != nil {
-		return err
-	}
-	rec, err := reconcile.New(reconcile.Config{
-		Objects: objects, Applier: apply.New(kube, dyn, crdWatcher), API: api, Tracker: statusCtl,
-		Selector: cfg.SessionSelector, RoleAllowList: cfg.RoleAllowList, DefaultNamespace: cfg.Namespace,
-		Metrics: m, Log: log,
-	})
-	if err != nil {
-		return err
-	}
-
-	hs, err := health.New(health.Options{Addr: cfg.MetricsAddr, Registry: prov.Registry, Logger: log, Checks: map[string]health.Check{
-		"nats": func(context.Context) error {
-			if !nc.IsConnected() {
-				return fmt.Errorf("nats: %s", nc.Status())
-			}
-			return nil
-		},
-		"api": api.Check,
-		"kubernetes": func(ctx context.Context) error {
-			if err := kube.Discovery().RESTClient().Get().AbsPath("/readyz").Do(ctx).Error(); err != nil {
-				return fmt.Errorf("kubernetes: %w", err)
-			}
-			if !statusCtl.HasSynced() {
-				return errors.New("agenticsession cache not synced")
-			}
-			return nil
-		},
-		// Not ready while AgenticSessions cannot be applied: the CRD is
-		// missing, not established or without a usable schema.
-		"crd": crdWatcher.Check,
-	}})
-	if err != nil {
-		return err
-	}
-	ln, err := hs.Listen(ctx)
-	if err != nil {
-		return err
-	}
-	if o.listening != nil {
-		o.listening(ln.Addr())
-	}
-
-	gcfg := group.Config{
-		Stream: cfg.Stream, SubjectPrefix: cfg.SubjectPrefix, Group: cfg.Group, Member: cfg.MemberID,
-		Partitions: cfg.Partitions, MemberPartitions: cfg.MemberPartitions, MaxDeliver: cfg.MaxDeliver, Stats: o.stats,
-	}
-	log.InfoContext(ctx, "kube-reconciler starting", slog.String(logkey.Group, cfg.Group), slog.String(logkey.Member, cfg.MemberID),
-		slog.String("session_selector", cfg.SessionSelector.String()), slog.String(logkey.Addr, ln.Addr().String()))
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return hs.Serve(gctx, ln) })
-	g.Go(func() error { return crdWatcher.Run(gctx) })
-	g.Go(func() error { return statusCtl.Run(gctx) })
-	g.Go(func() error { return group.Run(gctx, js, gcfg, rec.Handle, log) })
-	return g.Wait()
 }
 
 // objectsBucket opens KV ambient-objects, creating it (with the informer's
@@ -226,6 +227,23 @@ func objectsBucket(ctx context.Context, js jetstream.JetStream, name string) (je
 		return nil, fmt.Errorf("open kv %s: %w", name, err)
 	}
 	return kv, nil
+}
+
+// registerMemoryGauges exports the size of what the service keeps per object
+// in memory: the status write-back's sessions (bounded by STATUS_CACHE_SIZE)
+// and the objects the event path handled within the resync grace.
+func registerMemoryGauges(reg *prometheus.Registry, st *status.Controller, rec *reconcile.Reconciler) error {
+	for _, c := range []prometheus.Collector{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "ambient_kube_reconciler_status_cached_sessions", Help: "Sessions the status write-back remembers (at most STATUS_CACHE_SIZE)."},
+			func() float64 { return float64(st.CachedSessions()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "ambient_kube_reconciler_recently_handled_objects", Help: "Objects the event path handled within the resync grace (left alone by the resync)."},
+			func() float64 { return float64(rec.HandledCount()) }),
+	} {
+		if err := reg.Register(c); err != nil {
+			return fmt.Errorf("register memory gauge: %w", err)
+		}
+	}
+	return nil
 }
 
 // registerGroupStats exports the consumer group's retry and dead-letter counts.

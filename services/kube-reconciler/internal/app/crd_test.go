@@ -8,11 +8,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ambient-code/control-plane/libs/group"
 	"github.com/ambient-code/control-plane/libs/health"
 	"github.com/ambient-code/control-plane/libs/logkey"
 	"github.com/ambient-code/control-plane/libs/testenv"
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
-	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/config"
 	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/crd"
 	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/kubetest"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
@@ -163,7 +163,7 @@ func TestOlderCRDThenUpgraded(t *testing.T) {
 func TestMissingCRD(t *testing.T) {
 	env := kubetest.StartT(t, kubetest.WithCRDs())
 	h := newHarnessOn(t, env)
-	r := h.start(t, "nocrd1", nil, map[string]string{config.EnvMaxDeliver: "50"})
+	r := h.start(t, "nocrd1", nil, map[string]string{group.EnvMaxDeliver: "50"})
 	ctx := t.Context()
 	name := unique("nocrd")
 	pid := h.project(t, name).GetMetadata().GetId()

@@ -32,6 +32,37 @@ func feed[T events.APIObject, E any, PE interface {
 	open func(context.Context) (grpc.ServerStreamingClient[E], error), list func(context.Context) ([]T, error), objOf func(PE) T) {
 	t.Helper()
 	cache := map[string]T{}
+	// Publishes are pipelined, like services/informer's workers: each
+	// event and then its KV entry are sent asynchronously, in order on one
+	// connection, so one object's event and entry keep their order and
+	// many objects are in flight at once; a checker reports failed acks.
+	// Waiting for two acks per event in turn made this feed, not the
+	// reconciler, the bottleneck of BenchmarkEndToEnd1000. The KV entry may
+	// be stored before its event: the reconciler reads the newer of the
+	// two, and both orders occur with the real informer's retries.
+	futures := make(chan jetstream.PubAckFuture, 1<<16)
+	checked := make(chan struct{})
+	defer func() { <-checked }() // feed returns once ctx ended; so does the checker
+	go func() {
+		defer close(checked)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case f := <-futures:
+				select {
+				case <-ctx.Done():
+					return
+				case <-f.Ok():
+				case err := <-f.Err():
+					if ctx.Err() == nil {
+						t.Errorf("feed: publish %s: %v", f.Msg().Subject, err)
+					}
+				}
+			}
+		}
+	}()
+	kvSubject := "$KV." + kv.Bucket() + "."
 	publish := func(typ eventsv1.EventType, obj, old T) {
 		ev := events.NewEvent(typ, obj, old, time.Now())
 		msg, err := events.NewMsg(ctx, events.SubjectPrefix, ev)
@@ -39,19 +70,23 @@ func feed[T events.APIObject, E any, PE interface {
 			t.Errorf("feed: build message: %v", err)
 			return
 		}
-		if _, err := js.PublishMsg(ctx, msg); err != nil {
+		f, err := js.PublishMsgAsync(msg)
+		if err != nil {
 			if ctx.Err() == nil {
 				t.Errorf("feed: publish: %v", err)
 			}
 			return
 		}
+		futures <- f
 		key := events.ObjectKey(ev.GetResource(), ev.GetObjectId())
 		if typ == eventsv1.EventType_EVENT_TYPE_DELETED {
-			err = kv.Delete(ctx, key)
+			err = kv.Delete(ctx, key) // rare; synchronous, after what was sent before
 		} else {
 			var b []byte
 			if b, err = proto.Marshal(events.Wrap(obj)); err == nil {
-				_, err = kv.Put(ctx, key, b)
+				if f, err = js.PublishAsync(kvSubject+key, b); err == nil {
+					futures <- f
+				}
 			}
 		}
 		if err != nil && ctx.Err() == nil {

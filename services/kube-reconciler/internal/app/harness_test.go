@@ -19,6 +19,7 @@ import (
 	"github.com/ambient-code/control-plane/libs/group"
 	"github.com/ambient-code/control-plane/libs/memapi"
 	"github.com/ambient-code/control-plane/libs/natsserver"
+	"github.com/ambient-code/control-plane/libs/service"
 	"github.com/ambient-code/control-plane/libs/testenv"
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
 	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/config"
@@ -71,14 +72,18 @@ func restricted(t testing.TB, env *kubetest.Env) *rest.Config {
 func unique(prefix string) string { return fmt.Sprintf("%s-%d", prefix, seq.Add(1)) }
 
 type harness struct {
-	env   *kubetest.Env
-	nats  *natsserver.Server
-	js    jetstream.JetStream
-	api   *memapi.Server
-	cl    *apiclient.Client
-	kube  kubernetes.Interface
-	dyn   dynamic.Interface
-	stats map[string]*group.Stats
+	// instance is CONTROL_PLANE_INSTANCE of this harness's replicas: tests
+	// share the API server, and each harness's resync must see only its own
+	// objects, as installations sharing a cluster do.
+	instance string
+	env      *kubetest.Env
+	nats     *natsserver.Server
+	js       jetstream.JetStream
+	api      *memapi.Server
+	cl       *apiclient.Client
+	kube     kubernetes.Interface
+	dyn      dynamic.Interface
+	stats    map[string]*group.Stats
 }
 
 // newHarness runs on the package's kube-apiserver.
@@ -92,7 +97,7 @@ func newHarness(t testing.TB) *harness {
 func newHarnessOn(t testing.TB, env *kubetest.Env) *harness {
 	t.Helper()
 	ctx := t.Context()
-	h := &harness{env: env, nats: testenv.NATS(t), api: testenv.API(t), stats: map[string]*group.Stats{}}
+	h := &harness{instance: unique("inst"), env: env, nats: testenv.NATS(t), api: testenv.API(t), stats: map[string]*group.Stats{}}
 	_, h.js = testenv.JetStream(t, h.nats)
 	h.cl = testenv.APIClient(t, h.api)
 	if _, err := bus.EnsureEventsStream(ctx, h.js, 1, time.Hour); err != nil {
@@ -157,11 +162,12 @@ func (h *harness) start(t testing.TB, member string, restCfg *rest.Config, env m
 		apiclient.EnvAPIToken:  testenv.APIToken,
 		apiclient.EnvGRPCAddr:  h.api.GRPCAddr(),
 		bus.EnvNATSURL:         h.nats.ClientURL(),
-		config.EnvMetricsAddr:  "127.0.0.1:0",
-		config.EnvMemberID:     member,
-		config.EnvPartitions:   "4",
+		service.EnvMetricsAddr: "127.0.0.1:0",
+		group.EnvMemberID:      member,
+		group.EnvPartitions:    "4",
 		config.EnvStatusResync: "1m",
-		config.EnvLogLevel:     "debug",
+		service.EnvLogLevel:    "debug",
+		config.EnvInstance:     h.instance,
 	}
 	for k, v := range env {
 		vars[k] = v

@@ -18,11 +18,13 @@ type RoleBindingResult struct {
 	Pruned    int // managed bindings deleted because their entry is gone
 }
 
-// RoleBindings makes the managed RoleBindings of namespace exactly want: each
-// is applied (subject Group, roleRef ClusterRole, labels), a binding whose
-// roleRef differs is deleted and created again (roleRef is immutable), and every
-// other binding carrying the managed-by label is deleted. Bindings without that
-// label are never touched.
+// RoleBindings makes the project's managed RoleBindings of namespace exactly
+// want: each is applied (subject Group, roleRef ClusterRole, labels), a
+// binding whose roleRef differs is deleted and created again (roleRef is
+// immutable), and every other binding carrying the managed-by label and the
+// project id of labels (spec.ProjectSelector) is deleted. Bindings without
+// those labels, another project's included, are never touched. The caller
+// checks that namespace is the project's own (Namespace, CheckNamespace).
 func (a *Applier) RoleBindings(ctx context.Context, namespace string, labels map[string]string, want []spec.RoleBinding) (RoleBindingResult, error) {
 	var res RoleBindingResult
 	keep := make(map[string]bool, len(want))
@@ -37,7 +39,7 @@ func (a *Applier) RoleBindings(ctx context.Context, namespace string, labels map
 			res.Recreated++
 		}
 	}
-	list, err := a.kube.RbacV1().RoleBindings(namespace).List(ctx, metav1.ListOptions{LabelSelector: spec.ManagedSelector})
+	list, err := a.kube.RbacV1().RoleBindings(namespace).List(ctx, metav1.ListOptions{LabelSelector: spec.ProjectSelector(labels[spec.LabelProjectID])})
 	if err != nil {
 		return res, fmt.Errorf("list rolebindings %s: %w", namespace, err)
 	}

@@ -1,44 +1,40 @@
 // Package config loads the kube-reconciler's configuration from the
-// environment. Only this package reads environment variables.
+// environment: the runtime's shared variables (service.LoadConfig), the
+// consumer group's (group.LoadConfig), the API client's, and its own. Only
+// this package reads environment variables; it imports no work package.
 package config
 
 import (
-	"errors"
 	"fmt"
+	"path"
 	"strings"
 	"time"
 
 	"github.com/ambient-code/control-plane/libs/apiclient"
 	"github.com/ambient-code/control-plane/libs/bus"
 	"github.com/ambient-code/control-plane/libs/envconfig"
-	"github.com/ambient-code/control-plane/libs/events"
 	"github.com/ambient-code/control-plane/libs/group"
-	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/reconcile"
-	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/spec"
+	"github.com/ambient-code/control-plane/libs/service"
+	"github.com/ambient-code/control-plane/libs/session"
 	"k8s.io/apimachinery/pkg/util/validation"
 )
 
-// Environment variables read by Load.
+// Environment variables read by Load besides the shared ones (service.Env*,
+// group.Env*, apiclient's, bus's NATS variables).
 const (
-	EnvSubjectPrefix    = "SUBJECT_PREFIX"
-	EnvEventsStream     = "EVENTS_STREAM"
-	EnvObjectsBucket    = "OBJECTS_BUCKET"
-	EnvKubeconfig       = "KUBECONFIG"
-	EnvKubeQPS          = "KUBE_QPS"
-	EnvKubeBurst        = "KUBE_BURST"
-	EnvNamespace        = "NAMESPACE"
-	EnvSessionSelector  = "KUBE_SESSION_SELECTOR"
-	EnvRoleAllowList    = "ROLE_ALLOW_LIST"
-	EnvGroup            = "CONSUMER_GROUP"
-	EnvMemberID         = "MEMBER_ID"
-	EnvPartitions       = "GROUP_PARTITIONS"
-	EnvMemberPartitions = "GROUP_MEMBER_PARTITIONS"
-	EnvMaxDeliver       = "GROUP_MAX_DELIVER"
-	EnvStatusWorkers    = "STATUS_WORKERS"
-	EnvStatusResync     = "STATUS_RESYNC"
-	EnvLogLevel         = "LOG_LEVEL"
-	EnvMetricsAddr      = "METRICS_ADDR"
-	EnvOTLPEndpoint     = "OTEL_EXPORTER_OTLP_ENDPOINT"
+	EnvObjectsBucket   = "OBJECTS_BUCKET"
+	EnvKubeconfig      = "KUBECONFIG"
+	EnvKubeQPS         = "KUBE_QPS"
+	EnvKubeBurst       = "KUBE_BURST"
+	EnvNamespace       = "NAMESPACE"
+	EnvSessionSelector = "KUBE_SESSION_SELECTOR"
+	EnvRoleAllowList   = "ROLE_ALLOW_LIST"
+	EnvNamespaceDeny   = "NAMESPACE_DENY_LIST"
+	EnvInstance        = "CONTROL_PLANE_INSTANCE"
+	EnvStatusWorkers   = "STATUS_WORKERS"
+	EnvStatusResync    = "STATUS_RESYNC"
+	EnvStatusCacheSize = "STATUS_CACHE_SIZE"
+	EnvResyncInterval  = "RESYNC_INTERVAL"
 )
 
 // Defaults (mirrored in the Helm values).
@@ -46,23 +42,36 @@ const (
 	DefaultKubeQPS         = 50
 	DefaultKubeBurst       = 100
 	DefaultNamespace       = "ambient-code"
-	DefaultSessionSelector = reconcile.SelectAll
+	DefaultSessionSelector = session.SelectAll
 	DefaultGroup           = "kube-reconciler"
-	DefaultPartitions      = 16
-	DefaultMaxDeliver      = 5
 	DefaultStatusWorkers   = 2
 	DefaultStatusResync    = 10 * time.Minute
-	DefaultLogLevel        = "info"
-	DefaultMetricsAddr     = ":9090"
+	DefaultStatusCacheSize = 10000
+	DefaultInstance        = "default"
+	// DefaultResyncInterval bounds how long a lost event (a dead letter)
+	// stays unrepaired: 5 minutes after the outage that lost it, at a cost
+	// of one KV read per cached object per interval (see package resync).
+	DefaultResyncInterval = 5 * time.Minute
 )
+
+// DefaultRoleAllowList are the ClusterRoles a group_access entry may name
+// when ROLE_ALLOW_LIST is not set: the chart's project roles.
+var DefaultRoleAllowList = []string{"ambient-project-admin", "ambient-project-edit", "ambient-project-view"}
+
+// DefaultNamespaceDenyList are the namespaces no project may have when
+// NAMESPACE_DENY_LIST is not set: the cluster's own. The chart adds its
+// release namespace; NAMESPACE is always denied besides.
+var DefaultNamespaceDenyList = []string{"kube-*", "default", "openshift*"}
 
 // Config is the kube-reconciler's whole configuration. Pass it by value.
 type Config struct {
+	// Config holds NATS, LOG_LEVEL, METRICS_ADDR and the OTLP endpoint.
+	service.Config
 	API apiclient.EnvConfig
-
-	NATS          bus.ConnectConfig
-	SubjectPrefix string
-	Stream        string
+	// Group is this replica as a consumer-group member of the events
+	// (EVENTS_STREAM, SUBJECT_PREFIX, CONSUMER_GROUP, MEMBER_ID, GROUP_*,
+	// MEMBER_TTL), every resource.
+	Group         group.Config
 	ObjectsBucket string
 
 	// Kubeconfig is a kubeconfig path; "" means in-cluster.
@@ -71,21 +80,22 @@ type Config struct {
 	KubeBurst  int
 	// Namespace holds the AgenticSessions of sessions without a project.
 	Namespace       string
-	SessionSelector reconcile.Selector
+	SessionSelector session.Selector
 	RoleAllowList   []string
+	// Instance names this installation on the AgenticSessions and
+	// RoleBindings it writes (label ambient-code.io/instance), so the resync
+	// deletes orphans only among its own when several share a cluster.
+	Instance string
+	// NamespaceDenyList are path.Match patterns of namespaces no project may
+	// have, whether they exist or not.
+	NamespaceDenyList []string
 
-	Group            string
-	MemberID         string
-	Partitions       int
-	MemberPartitions []int // canary slice; empty shares the partitions
-	MaxDeliver       int
-
-	StatusWorkers int
-	StatusResync  time.Duration
-
-	LogLevel     string
-	MetricsAddr  string
-	OTLPEndpoint string
+	StatusWorkers   int
+	StatusResync    time.Duration
+	StatusCacheSize int
+	// ResyncInterval is the period of the level-triggered resync of every
+	// cached object (jittered +/-10%).
+	ResyncInterval time.Duration
 }
 
 // FromEnv reads the process environment (see Load).
@@ -96,64 +106,57 @@ func FromEnv() (Config, error) { return Load(nil) }
 func Load(lookup envconfig.LookupFunc) (Config, error) {
 	l := envconfig.New(lookup)
 	c := Config{
-		API:           apiclient.LoadEnv(l),
-		NATS:          bus.LoadConnectConfig(l, bus.DefaultURL),
-		SubjectPrefix: l.String(EnvSubjectPrefix, events.SubjectPrefix),
-		Stream:        l.String(EnvEventsStream, events.StreamName),
-		ObjectsBucket: l.String(EnvObjectsBucket, bus.BucketObjects),
-		Kubeconfig:    l.File(EnvKubeconfig, ""),
-		KubeQPS:       l.Int(EnvKubeQPS, DefaultKubeQPS, 1, 10000),
-		KubeBurst:     l.Int(EnvKubeBurst, DefaultKubeBurst, 1, 10000),
-		Namespace:     l.String(EnvNamespace, DefaultNamespace),
-		RoleAllowList: l.List(EnvRoleAllowList, spec.DefaultRoleAllowList),
-		Group:         l.String(EnvGroup, DefaultGroup),
-		MemberID:      group.LoadMemberID(l, EnvMemberID),
-		Partitions:    l.Int(EnvPartitions, DefaultPartitions, 1, 1024),
-		MaxDeliver:    l.Int(EnvMaxDeliver, DefaultMaxDeliver, 1, 100),
-		StatusWorkers: l.Int(EnvStatusWorkers, DefaultStatusWorkers, 1, 64),
-		StatusResync:  l.Duration(EnvStatusResync, DefaultStatusResync),
-		LogLevel:      l.Enum(EnvLogLevel, DefaultLogLevel, "debug", "info", "warn", "error"),
-		MetricsAddr:   l.HostPort(EnvMetricsAddr, DefaultMetricsAddr),
-		OTLPEndpoint:  l.String(EnvOTLPEndpoint, ""),
+		Config:            service.LoadConfig(l, service.Config{}),
+		API:               apiclient.LoadEnv(l),
+		Group:             group.LoadConfig(l, group.Config{Group: DefaultGroup}),
+		ObjectsBucket:     l.String(EnvObjectsBucket, bus.BucketObjects),
+		Kubeconfig:        l.File(EnvKubeconfig, ""),
+		KubeQPS:           l.Int(EnvKubeQPS, DefaultKubeQPS, 1, 10000),
+		KubeBurst:         l.Int(EnvKubeBurst, DefaultKubeBurst, 1, 10000),
+		Namespace:         l.String(EnvNamespace, DefaultNamespace),
+		Instance:          l.String(EnvInstance, DefaultInstance),
+		RoleAllowList:     l.List(EnvRoleAllowList, DefaultRoleAllowList),
+		NamespaceDenyList: l.List(EnvNamespaceDeny, DefaultNamespaceDenyList),
+		StatusWorkers:     l.Int(EnvStatusWorkers, DefaultStatusWorkers, 1, 64),
+		StatusResync:      l.Duration(EnvStatusResync, DefaultStatusResync),
+		StatusCacheSize:   l.Int(EnvStatusCacheSize, DefaultStatusCacheSize, 1, 10_000_000),
+		ResyncInterval:    l.Duration(EnvResyncInterval, DefaultResyncInterval),
 	}
 	selector := l.String(EnvSessionSelector, DefaultSessionSelector)
-	c.MemberPartitions = l.IntSet(EnvMemberPartitions, c.Partitions)
-
-	errs := []error{l.Err()}
-	bad := func(name, want, got string) {
-		errs = append(errs, &envconfig.VarError{Name: name, Want: want, Got: got})
-	}
 	var err error
-	if c.SessionSelector, err = reconcile.ParseSelector(selector); err != nil {
-		bad(EnvSessionSelector, "all, none, projects=a,b or label=key=value", selector)
+	if c.SessionSelector, err = session.ParseSelector(selector); err != nil {
+		l.Invalid(EnvSessionSelector, "all, none, projects=a,b or label=key=value", selector, nil)
 	}
 	for _, r := range c.RoleAllowList {
 		if errs := validation.IsDNS1123Subdomain(r); len(errs) > 0 {
-			bad(EnvRoleAllowList, "comma-separated ClusterRole names", strings.Join(c.RoleAllowList, ","))
+			l.Invalid(EnvRoleAllowList, "comma-separated ClusterRole names", strings.Join(c.RoleAllowList, ","), nil)
 			break
 		}
 	}
+	for _, p := range c.NamespaceDenyList {
+		if _, err := path.Match(p, ""); err != nil || p == "" {
+			l.Invalid(EnvNamespaceDeny, `comma-separated namespace patterns ("*", "?", "[...]")`, strings.Join(c.NamespaceDenyList, ","), nil)
+			break
+		}
+	}
+	if errs := validation.IsValidLabelValue(c.Instance); len(errs) > 0 || c.Instance == "" {
+		l.Invalid(EnvInstance, "a non-empty label value (63 characters of letters, digits, '-', '_', '.')", c.Instance, nil)
+	}
 	if errs := validation.IsDNS1123Label(c.Namespace); len(errs) > 0 {
-		bad(EnvNamespace, "a namespace name (RFC 1123 label)", c.Namespace)
-	}
-	if !group.ValidName(c.Group) {
-		bad(EnvGroup, `letters, digits, "-" and "_"`, c.Group)
-	}
-	if !group.ValidName(c.Stream) {
-		bad(EnvEventsStream, `a stream name of letters, digits, "-" and "_"`, c.Stream)
+		l.Invalid(EnvNamespace, "a namespace name (RFC 1123 label)", c.Namespace, nil)
 	}
 	if !group.ValidName(c.ObjectsBucket) {
-		bad(EnvObjectsBucket, `a bucket name of letters, digits, "-" and "_"`, c.ObjectsBucket)
-	}
-	if c.SubjectPrefix == "" || strings.ContainsAny(c.SubjectPrefix, "*> \t") {
-		bad(EnvSubjectPrefix, `dot-separated subject tokens without "*", ">" or spaces`, c.SubjectPrefix)
+		l.Invalid(EnvObjectsBucket, `a bucket name of letters, digits, "-" and "_"`, c.ObjectsBucket, nil)
 	}
 	if c.StatusResync < time.Second {
-		bad(EnvStatusResync, "a duration of at least 1s", c.StatusResync.String())
+		l.Invalid(EnvStatusResync, "a duration of at least 1s", c.StatusResync.String(), nil)
 	}
-	if err := errors.Join(errs...); err != nil {
+	if c.ResyncInterval < time.Second {
+		l.Invalid(EnvResyncInterval, "a duration of at least 1s", c.ResyncInterval.String(), nil)
+	}
+	if err := l.Err(); err != nil {
 		return Config{}, fmt.Errorf("config: %w", err)
 	}
-	c.NATS.Name = "kube-reconciler/" + c.MemberID
+	c.NATS.Name = "kube-reconciler/" + c.Group.Member
 	return c, nil
 }

@@ -8,6 +8,8 @@ import (
 
 	"github.com/ambient-code/control-plane/libs/apiclient"
 	"github.com/ambient-code/control-plane/libs/envconfig"
+	"github.com/ambient-code/control-plane/libs/group"
+	"github.com/ambient-code/control-plane/libs/service"
 )
 
 func TestLoad(t *testing.T) {
@@ -19,20 +21,30 @@ func TestLoad(t *testing.T) {
 		check   func(t *testing.T, c Config)
 	}{
 		{name: "token required", env: map[string]string{}, wantErr: []string{apiclient.EnvAPIToken}},
-		{name: "defaults", env: map[string]string{apiclient.EnvAPIToken: "t", EnvMemberID: "m1"}, check: func(t *testing.T, c Config) {
-			if c.API.Addr != apiclient.DefaultGRPCAddr || c.Group != DefaultGroup || c.Partitions != DefaultPartitions || c.SessionSelector.String() != "all" || len(c.RoleAllowList) != 3 || c.Namespace != DefaultNamespace {
+		{name: "defaults", env: map[string]string{apiclient.EnvAPIToken: "t", group.EnvMemberID: "m1"}, check: func(t *testing.T, c Config) {
+			if c.API.Addr != apiclient.DefaultGRPCAddr || c.Group.Group != DefaultGroup || c.Group.Partitions != group.DefaultPartitions || c.Group.MaxDeliver != group.DefaultMaxDeliver || c.SessionSelector.String() != "all" || len(c.RoleAllowList) != 3 || c.Namespace != DefaultNamespace {
 				t.Errorf("defaults not applied: %+v", c)
 			}
 		}},
-		{name: "canary slice", env: map[string]string{apiclient.EnvAPIToken: "t", EnvMemberPartitions: "0, 3-4"}, check: func(t *testing.T, c Config) {
-			if !slices.Equal(c.MemberPartitions, []int{0, 3, 4}) || c.MemberID == "" {
-				t.Errorf("member partitions = %v id=%q", c.MemberPartitions, c.MemberID)
+		{name: "namespace deny-list", env: map[string]string{apiclient.EnvAPIToken: "t", EnvNamespaceDeny: "kube-*, ambient"}, check: func(t *testing.T, c Config) {
+			if !slices.Equal(c.NamespaceDenyList, []string{"kube-*", "ambient"}) {
+				t.Errorf("deny-list = %v", c.NamespaceDenyList)
+			}
+		}},
+		{name: "default deny-list", env: map[string]string{apiclient.EnvAPIToken: "t"}, check: func(t *testing.T, c Config) {
+			if !slices.Equal(c.NamespaceDenyList, []string{"kube-*", "default", "openshift*"}) {
+				t.Errorf("deny-list = %v", c.NamespaceDenyList)
+			}
+		}},
+		{name: "canary slice", env: map[string]string{apiclient.EnvAPIToken: "t", group.EnvMemberPartitions: "0, 3-4"}, check: func(t *testing.T, c Config) {
+			if !slices.Equal(c.Group.MemberPartitions, []int{0, 3, 4}) || c.Group.Member == "" {
+				t.Errorf("member partitions = %v id=%q", c.Group.MemberPartitions, c.Group.Member)
 			}
 		}},
 		{name: "bad values named", env: map[string]string{
-			apiclient.EnvAPIToken: "t", EnvSessionSelector: "some", EnvMemberPartitions: "99", EnvMemberID: "a.b",
-			EnvRoleAllowList: "Not A Role", EnvLogLevel: "loud", EnvNamespace: "Bad_NS",
-		}, wantErr: []string{EnvSessionSelector, EnvMemberPartitions, EnvMemberID, EnvRoleAllowList, EnvLogLevel, EnvNamespace}},
+			apiclient.EnvAPIToken: "t", EnvSessionSelector: "some", group.EnvMemberPartitions: "99", group.EnvMemberID: "a.b",
+			EnvRoleAllowList: "Not A Role", service.EnvLogLevel: "loud", EnvNamespace: "Bad_NS", EnvNamespaceDeny: "kube-[",
+		}, wantErr: []string{EnvSessionSelector, group.EnvMemberPartitions, group.EnvMemberID, EnvRoleAllowList, service.EnvLogLevel, EnvNamespace, EnvNamespaceDeny}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

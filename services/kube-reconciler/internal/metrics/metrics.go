@@ -15,6 +15,11 @@ const (
 	ResultInvalid = "invalid" // bad input, reported on the session or in logs, event acked
 	ResultError   = "error"   // failed, will be retried
 	ResultSkipped = "skipped" // not for this service (session not selected)
+	// ResultUnchanged: resync found the object as desired, nothing written.
+	ResultUnchanged = "unchanged"
+	// ResultRecent: resync left the object to the event path, which handled
+	// it within the grace.
+	ResultRecent = "recent"
 )
 
 // Metrics is safe for concurrent use.
@@ -25,7 +30,31 @@ type Metrics struct {
 	Pruned       prometheus.Counter       // RoleBindings deleted because their entry is gone
 	StatusWrites *prometheus.CounterVec   // result: UpdateSessionStatus calls from CR status
 	StatusSkips  prometheus.Counter       // CR status compared equal to the session: no call
+
+	ResyncRuns        *prometheus.CounterVec // result: resync passes
+	ResyncObjects     *prometheus.CounterVec // resource, result: objects reconciled by a resync pass
+	ResyncOrphans     *prometheus.CounterVec // kind: objects deleted because the cache no longer has their source
+	ResyncLastSuccess prometheus.Gauge       // unix time of the last complete pass
 }
+
+// Resync pass results (label "result" of ResyncRuns).
+const (
+	RunOK    = "ok"    // every owned object looked at
+	RunError = "error" // the pass stopped early (KV or Kubernetes unreachable)
+	RunIdle  = "idle"  // this member owns no partition (not joined yet)
+)
+
+// Kinds of orphans the resync deletes (label "kind" of ResyncOrphans).
+const (
+	KindAgenticSessions = "agenticsessions"
+	KindRoleBindings    = "rolebindings"
+)
+
+const (
+	labelKind     = "kind"
+	labelResource = "resource"
+	labelResult   = "result"
+)
 
 // New registers the metrics on reg (nil: not registered). It returns the
 // registry's error when a metric is already registered.
@@ -50,9 +79,22 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 		StatusSkips: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ambient_kube_reconciler_status_unchanged_total", Help: "AgenticSession status checks that found nothing to write.",
 		}),
+		ResyncRuns: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ambient_kube_reconciler_resync_runs_total", Help: "Periodic resync passes, by result (ok, error, idle).",
+		}, []string{labelResult}),
+		ResyncObjects: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ambient_kube_reconciler_resync_objects_total", Help: "Cached objects reconciled by the periodic resync, by resource and result.",
+		}, []string{labelResource, labelResult}),
+		ResyncOrphans: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ambient_kube_reconciler_resync_orphans_deleted_total", Help: "Objects deleted by the resync because their source is gone from the cache (a lost delete), by kind.",
+		}, []string{labelKind}),
+		ResyncLastSuccess: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "ambient_kube_reconciler_resync_last_success_timestamp_seconds", Help: "Unix time of the last complete resync pass.",
+		}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.Reconciles, m.Latency, m.Rejected, m.Pruned, m.StatusWrites, m.StatusSkips} {
+		for _, c := range []prometheus.Collector{m.Reconciles, m.Latency, m.Rejected, m.Pruned, m.StatusWrites, m.StatusSkips,
+			m.ResyncRuns, m.ResyncObjects, m.ResyncOrphans, m.ResyncLastSuccess} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("register metric: %w", err)
 			}

@@ -3,72 +3,189 @@ package reconcile
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 
-	"github.com/ambient-code/control-plane/libs/events"
 	"github.com/ambient-code/control-plane/libs/logkey"
-	eventsv1 "github.com/ambient-code/control-plane/proto/ambient/events/v1"
+	"github.com/ambient-code/control-plane/libs/session"
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
+	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/apply"
 	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/metrics"
 	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/spec"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 )
 
-// project applies the project's Namespace. A deleted project keeps its
-// namespace (and everything in it): deleting user workloads is not this
-// service's call.
+// Reasons a project's namespace is refused, as written on the project's
+// status and on its sessions' Reconciled condition.
+const (
+	// ReasonNamespaceDenied: the namespace matches NAMESPACE_DENY_LIST.
+	ReasonNamespaceDenied = "NamespaceDenied"
+	// ReasonNamespaceNotOwned: the namespace exists without this project's
+	// ownership labels.
+	ReasonNamespaceNotOwned = "NamespaceNotOwned"
+)
+
+// RefusedError says why a project's namespace is not the control plane's to
+// write. Nothing is written to a refused namespace: no labels, RoleBindings,
+// prunes or AgenticSessions.
+type RefusedError struct {
+	Namespace string
+	ProjectID string
+	Reason    string // ReasonNamespaceDenied or ReasonNamespaceNotOwned
+	Detail    string
+}
+
+// Error implements error.
+func (e *RefusedError) Error() string { return e.Detail }
+
+// metricReason is the "reason" label of the rejected_total metric.
+func (e *RefusedError) metricReason() string {
+	if e.Reason == ReasonNamespaceDenied {
+		return "namespace_denied"
+	}
+	return "namespace_not_owned"
+}
+
+// project makes the project's Namespace exist, or reports on the project why
+// it cannot. A deleted project keeps its namespace (and everything in it):
+// deleting user workloads is not this service's call.
 func (r *Reconciler) project(ctx context.Context, p *ambientv1.Project, deleted bool, log *slog.Logger) (string, error) {
 	if deleted {
 		log.DebugContext(ctx, "project deleted, namespace kept")
 		return metrics.ResultOK, nil
 	}
-	ns, err := spec.ProjectNamespace(p)
+	id := p.GetMetadata().GetId()
+	log = log.With(slog.String(logkey.ProjectID, id))
+	ns, err := spec.ProjectNamespace(id)
 	if err != nil {
 		r.cfg.Metrics.Rejected.WithLabelValues("projects", "invalid_name").Inc()
 		log.WarnContext(ctx, "project cannot have a namespace", slog.String(logkey.Reason, err.Error()))
 		return metrics.ResultInvalid, nil
 	}
-	if err := r.cfg.Applier.Namespace(ctx, ns); err != nil {
+	err = r.ensureNamespace(ctx, ns.Name, id)
+	var refused *RefusedError
+	if errors.As(err, &refused) {
+		r.cfg.Metrics.Rejected.WithLabelValues("projects", refused.metricReason()).Inc()
+		log.ErrorContext(ctx, "project namespace refused", slog.String(logkey.Namespace, ns.Name), slog.String(logkey.Reason, refused.Detail))
+		if err := r.setProjectStatus(ctx, p, refused); err != nil {
+			return metrics.ResultError, err
+		}
+		return metrics.ResultInvalid, nil
+	}
+	if err != nil {
 		return metrics.ResultError, err
 	}
-	r.markEnsured(ns.Name, p.GetMetadata().GetId())
+	if err := r.setProjectStatus(ctx, p, nil); err != nil {
+		return metrics.ResultError, err
+	}
 	return metrics.ResultOK, nil
 }
 
-// projectNamespace returns the namespace of project id: the project's name
-// from KV ambient-objects, lower-cased. When the project is unknown (not yet
-// seen, or deleted) the lower-cased id is used, which is the same namespace
-// whenever id equals name, as the real API enforces. Sessions without a
-// project go to DefaultNamespace.
-func (r *Reconciler) projectNamespace(ctx context.Context, projectID string) (string, error) {
+// setProjectStatus writes the refusal on the project's status (a JSON list
+// holding one Reconciled=False condition, the shape of a session's
+// conditions), or clears a refusal written before once the namespace is
+// accepted. A status someone else wrote is never overwritten by a clear; a
+// refusal overwrites it, because the project cannot work until an operator
+// acts. The write is skipped when the status already says exactly that, so
+// the echo of our own write causes nothing.
+func (r *Reconciler) setProjectStatus(ctx context.Context, p *ambientv1.Project, refused *RefusedError) error {
+	want := ""
+	if refused != nil {
+		want = reconciledFalse(refused.Reason, refused.Detail).JSON()
+	}
+	cur := p.GetStatus()
+	switch {
+	case refused != nil && jsonEqual(cur, want):
+		return nil
+	case refused == nil && !refusalStatus(cur):
+		return nil
+	}
+	id := p.GetMetadata().GetId()
+	_, err := r.cfg.API.UpdateProject(ctx, &ambientv1.UpdateProjectRequest{Id: id, Status: &want})
+	if status.Code(err) == codes.NotFound {
+		return nil // deleted meanwhile: nothing left to report on
+	}
+	if err != nil {
+		return fmt.Errorf("report project %s status: %w", id, err)
+	}
+	return nil
+}
+
+// refusalStatus reports whether a project status is a refusal this service
+// wrote (see setProjectStatus).
+func refusalStatus(s string) bool {
+	conds, err := session.ParseConditions(s)
+	if err != nil || len(conds) != 1 {
+		return false
+	}
+	c := conds[0]
+	return c.Type == ConditionReconciled && (c.Reason == ReasonNamespaceDenied || c.Reason == ReasonNamespaceNotOwned)
+}
+
+// withInstance adds this installation's label to the labels of an
+// AgenticSession or RoleBinding (not of a namespace: namespace ownership is
+// the project's id, so objects written before the label existed stay ours).
+func (r *Reconciler) withInstance(l map[string]string) {
+	if r.cfg.Instance != "" && l != nil {
+		l[spec.LabelInstance] = r.cfg.Instance
+	}
+}
+
+// projectNamespace returns the namespace of project id: its id lower-cased
+// (spec.ProjectNamespace), never its name, which can change. Sessions
+// without a project go to DefaultNamespace.
+func (r *Reconciler) projectNamespace(projectID string) (string, error) {
 	if projectID == "" {
 		return r.cfg.DefaultNamespace, nil
 	}
-	o, err := stored(ctx, r.cfg.Objects, eventsv1.Resource_RESOURCE_PROJECTS, projectID)
-	if err != nil && !errors.Is(err, events.ErrBadEvent) {
-		return "", err
-	}
-	// An undecodable KV entry falls back to the id like an absent one.
-	name := projectID
-	if p := o.GetProject(); p != nil && p.GetName() != "" {
-		name = p.GetName()
-	}
-	return spec.NamespaceName(name, "project_id")
+	return spec.NamespaceName(projectID, "project_id")
 }
 
-// ensureNamespace applies the namespace of a project before objects go into
-// it (a session or settings event may arrive before the project's), once per
-// process unless a write into it failed with NotFound.
+// denied returns a *RefusedError when ns is on the deny-list. The default
+// namespace (sessions without a project) is always denied to projects: it
+// is the deployment's, and labelling it for one project would hand that
+// project everything else in it.
+func (r *Reconciler) denied(ns, projectID string) error {
+	if ns == r.cfg.DefaultNamespace {
+		return &RefusedError{Namespace: ns, ProjectID: projectID, Reason: ReasonNamespaceDenied,
+			Detail: fmt.Sprintf("namespace %q is the control plane's default namespace (NAMESPACE)", ns)}
+	}
+	if p, ok := r.cfg.NamespaceDenyList.Match(ns); ok {
+		return &RefusedError{Namespace: ns, ProjectID: projectID, Reason: ReasonNamespaceDenied,
+			Detail: fmt.Sprintf("namespace %q matches %q of the namespace deny-list (NAMESPACE_DENY_LIST)", ns, p)}
+	}
+	return nil
+}
+
+// refusal turns the applier's *apply.NotOwnedError into a *RefusedError.
+func refusal(err error) error {
+	var no *apply.NotOwnedError
+	if errors.As(err, &no) {
+		return &RefusedError{Namespace: no.Namespace, ProjectID: no.ProjectID, Reason: ReasonNamespaceNotOwned, Detail: no.Error()}
+	}
+	return err
+}
+
+// ensureNamespace makes the namespace of a project exist before objects go
+// into it (a session or settings event may arrive before the project's), or
+// returns a *RefusedError when it is denied or not the project's. The check
+// is done once per process and namespace, until a write into it failed with
+// NotFound or a resync pass starts (ForgetNamespaces).
 func (r *Reconciler) ensureNamespace(ctx context.Context, ns, projectID string) error {
+	if ns == r.cfg.DefaultNamespace && projectID == "" {
+		// The default namespace is the deployment's, not a project's: never
+		// label it as managed.
+		return nil
+	}
+	if err := r.denied(ns, projectID); err != nil {
+		return err
+	}
 	r.mu.Lock()
 	done := r.ensured[ns] == projectID
 	r.mu.Unlock()
 	if done {
-		return nil
-	}
-	if ns == r.cfg.DefaultNamespace && projectID == "" {
-		// The default namespace is the deployment's, not a project's: never
-		// label it as managed.
 		return nil
 	}
 	labels, err := spec.ProjectLabels(projectID, "project_id")
@@ -76,10 +193,34 @@ func (r *Reconciler) ensureNamespace(ctx context.Context, ns, projectID string) 
 		return err
 	}
 	if err := r.cfg.Applier.Namespace(ctx, spec.Namespace{Name: ns, Labels: labels}); err != nil {
-		return err
+		return refusal(err)
 	}
 	r.markEnsured(ns, projectID)
 	return nil
+}
+
+// checkNamespace is ensureNamespace without the create: it reports whether
+// the project's namespace exists, or a *RefusedError when it is denied or
+// not the project's. Used before pruning, which must neither create a
+// namespace nor touch one that is not ours.
+func (r *Reconciler) checkNamespace(ctx context.Context, ns, projectID string) (bool, error) {
+	if err := r.denied(ns, projectID); err != nil {
+		return false, err
+	}
+	r.mu.Lock()
+	done := r.ensured[ns] == projectID
+	r.mu.Unlock()
+	if done {
+		return true, nil
+	}
+	exists, err := r.cfg.Applier.CheckNamespace(ctx, ns, projectID)
+	if err != nil {
+		return exists, refusal(err)
+	}
+	if exists {
+		r.markEnsured(ns, projectID)
+	}
+	return exists, nil
 }
 
 func (r *Reconciler) markEnsured(ns, projectID string) {

@@ -11,7 +11,8 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-// objectReader is the one KV call the reconciler makes on ambient-objects.
+// objectReader is what the event path reads of KV ambient-objects: one
+// object.
 type objectReader interface {
 	Get(ctx context.Context, key string) (jetstream.KeyValueEntry, error)
 }

@@ -22,48 +22,67 @@ import (
 	"github.com/ambient-code/control-plane/libs/events"
 	"github.com/ambient-code/control-plane/libs/group"
 	"github.com/ambient-code/control-plane/libs/logkey"
+	"github.com/ambient-code/control-plane/libs/session"
 	eventsv1 "github.com/ambient-code/control-plane/proto/ambient/events/v1"
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
 	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/apply"
 	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/metrics"
+	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/spec"
+	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/keymutex"
 )
 
 // ErrInvalidConfig is returned by New for a Config missing a dependency.
 var ErrInvalidConfig = errors.New("invalid reconciler config")
 
-// statusWriter is the one API call the event path makes: reporting a session
-// whose fields can never produce an AgenticSession.
+// statusWriter is what the event path writes to the API: why a session can
+// get no AgenticSession (bad fields, refused namespace), and why a project
+// gets no namespace.
 type statusWriter interface {
 	UpdateSessionStatus(ctx context.Context, req *ambientv1.UpdateSessionStatusRequest) (*ambientv1.Session, error)
+	UpdateProject(ctx context.Context, req *ambientv1.UpdateProjectRequest) (*ambientv1.Project, error)
 }
 
 // sessionTracker is what the status write-back (package status) learns from
-// the event path: the session as last seen, and which CRs belong to a session.
+// the event path: the session as last seen, which CRs belong to a session,
+// and the cached copy of a CR (to skip applies that would change nothing).
 type sessionTracker interface {
 	Observe(s *ambientv1.Session, cr types.NamespacedName)
 	Forget(sessionID string)
 	CRsOf(sessionID string) []types.NamespacedName
+	CachedCR(cr types.NamespacedName) (*unstructured.Unstructured, bool)
 }
 
 // Config holds the Reconciler's dependencies and settings.
 type Config struct {
-	Objects objectReader   // KV ambient-objects
-	Applier *apply.Applier // Kubernetes writes
-	API     statusWriter   // UpdateSessionStatus for bad input
-	Tracker sessionTracker // status write-back; nil disables it
+	Objects jetstream.KeyValue // KV ambient-objects
+	Applier *apply.Applier     // Kubernetes writes
+	API     statusWriter       // UpdateSessionStatus for bad input
+	Tracker sessionTracker     // status write-back; nil disables it
 	// Selector picks the sessions run on Kubernetes.
-	Selector Selector
+	Selector session.Selector
 	// RoleAllowList is the set of ClusterRoles group_access may bind.
 	RoleAllowList []string
-	// DefaultNamespace holds the AgenticSessions of sessions without a project.
+	// DefaultNamespace holds the AgenticSessions of sessions without a
+	// project; no project may have it as its namespace.
 	DefaultNamespace string
-	Metrics          *metrics.Metrics
-	Log              *slog.Logger
+	// Instance is this installation's LabelInstance value, put on every
+	// AgenticSession and RoleBinding ("" puts none).
+	Instance string
+	// NamespaceDenyList are the namespaces no project may have (patterns).
+	NamespaceDenyList spec.DenyList
+	Metrics           *metrics.Metrics
+	Log               *slog.Logger
+	// HandledFor is how long a success of the event path keeps the resync
+	// away from the object (the resync's grace, resync.Grace); 0 remembers
+	// nothing, and the resync then never waits for the event path.
+	HandledFor time.Duration
 	// TracerProvider makes the reconcile spans (nil: the OTel global, which
 	// telemetry.Setup installs).
 	TracerProvider trace.TracerProvider
@@ -74,9 +93,23 @@ type Reconciler struct {
 	cfg    Config
 	tracer trace.Tracer
 
+	// keys serializes the event path and the resync per object (lockKey),
+	// so a resync never interleaves with a handler of the same object in
+	// this process. Hashed: unrelated keys may share a lock, which costs
+	// only waiting; no code path holds two keys.
+	keys keymutex.KeyMutex
+
 	mu      sync.Mutex
-	ensured map[string]string // guarded by mu: namespace -> project id applied by this process
+	ensured map[string]string    // guarded by mu: namespace -> project id applied by this process
+	handled map[string]time.Time // guarded by mu: lockKey -> last success of the event path (see resync.go)
+	sweepAt int                  // guarded by mu: size of handled at which old entries are dropped
 }
+
+// minSweep is the smallest size of the handled set worth sweeping.
+const minSweep = 1024
+
+// keyLocks is the number of hashed per-object locks.
+const keyLocks = 256
 
 // New validates cfg and returns a Reconciler.
 func New(cfg Config) (*Reconciler, error) {
@@ -90,7 +123,8 @@ func New(cfg Config) (*Reconciler, error) {
 	if tp == nil {
 		tp = otel.GetTracerProvider()
 	}
-	return &Reconciler{cfg: cfg, tracer: tp.Tracer("github.com/ambient-code/control-plane/services/kube-reconciler"), ensured: map[string]string{}}, nil
+	return &Reconciler{cfg: cfg, tracer: tp.Tracer("github.com/ambient-code/control-plane/services/kube-reconciler"),
+		keys: keymutex.NewHashed(keyLocks), ensured: map[string]string{}, handled: map[string]time.Time{}, sweepAt: minSweep}, nil
 }
 
 // Handle is the group.Handler: it reconciles the object of m.Event.
@@ -119,21 +153,72 @@ func (r *Reconciler) Handle(ctx context.Context, m group.Message) (err error) {
 		r.cfg.Metrics.Observe(res, result, time.Since(start))
 	}()
 
+	key := lockKey(ev.GetResource(), ev.GetObjectId(), events.ProjectID(ev.GetObject()))
+	r.keys.LockKey(key)
+	defer r.unlock(key)
 	obj, deleted, err := newest(ctx, r.cfg.Objects, ev)
 	if err != nil {
 		return err
 	}
+	result, err = r.dispatch(ctx, obj, deleted, log)
+	if err == nil {
+		r.markHandled(key)
+	}
+	return err
+}
+
+// dispatch reconciles obj by its kind.
+func (r *Reconciler) dispatch(ctx context.Context, obj *eventsv1.Object, deleted bool, log *slog.Logger) (string, error) {
 	switch o := obj.GetKind().(type) {
 	case *eventsv1.Object_Session:
-		result, err = r.session(ctx, o.Session, deleted, log)
+		return r.session(ctx, o.Session, deleted, log)
 	case *eventsv1.Object_Project:
-		result, err = r.project(ctx, o.Project, deleted, log)
+		return r.project(ctx, o.Project, deleted, log)
 	case *eventsv1.Object_ProjectSettings:
-		result, err = r.settings(ctx, o.ProjectSettings, deleted, log)
+		return r.settings(ctx, o.ProjectSettings, deleted, log)
 	default:
 		// events.Decode already refused events without an object; this is a
 		// programming error upstream, never worth a retry.
-		return group.Terminal(fmt.Errorf("event %s without object", ev.GetEventId()))
+		return metrics.ResultError, group.Terminal(fmt.Errorf("object %s without a kind", events.ObjectID(obj)))
 	}
-	return err
+}
+
+// lockKey is the per-object lock of (res, id): a session or project by its
+// id, project settings by their project, because what they write (the
+// project's RoleBindings) is the project's, and the resync prunes orphaned
+// bindings by project.
+func lockKey(res eventsv1.Resource, id, projectID string) string {
+	if res == eventsv1.Resource_RESOURCE_PROJECT_SETTINGS {
+		return "bindings/" + projectID
+	}
+	return events.ResourceToken(res) + "/" + id
+}
+
+func (r *Reconciler) unlock(key string) {
+	_ = r.keys.UnlockKey(key) // the hashed KeyMutex never returns an error
+}
+
+// markHandled remembers a success of the event path for HandledFor. The
+// set is swept whenever it doubled since the last sweep, so it holds about
+// the objects handled within two HandledFor at most, in amortized O(1).
+func (r *Reconciler) markHandled(key string) {
+	if r.cfg.HandledFor <= 0 {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.handled[key] = time.Now()
+	if len(r.handled) >= r.sweepAt {
+		r.sweepLocked()
+		r.sweepAt = max(minSweep, 2*len(r.handled))
+	}
+}
+
+// sweepLocked drops successes older than HandledFor. Call with mu held.
+func (r *Reconciler) sweepLocked() {
+	for k, at := range r.handled {
+		if time.Since(at) >= r.cfg.HandledFor {
+			delete(r.handled, k)
+		}
+	}
 }

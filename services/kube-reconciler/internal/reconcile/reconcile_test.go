@@ -5,18 +5,20 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/ambient-code/control-plane/libs/bus"
 	"github.com/ambient-code/control-plane/libs/events"
 	"github.com/ambient-code/control-plane/libs/group"
+	"github.com/ambient-code/control-plane/libs/session"
 	"github.com/ambient-code/control-plane/libs/testenv"
 	eventsv1 "github.com/ambient-code/control-plane/proto/ambient/events/v1"
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
 	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/apply"
 	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/metrics"
-	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/spec"
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -92,6 +94,11 @@ func (n noStatus) UpdateSessionStatus(_ context.Context, req *ambientv1.UpdateSe
 	return nil, fmt.Errorf("unexpected")
 }
 
+func (n noStatus) UpdateProject(_ context.Context, req *ambientv1.UpdateProjectRequest) (*ambientv1.Project, error) {
+	n.tb.Errorf("unexpected UpdateProject for %s", req.GetId())
+	return nil, fmt.Errorf("unexpected")
+}
+
 func newReconciler(tb testing.TB, store jetstream.KeyValue) (*Reconciler, dynamic.Interface) {
 	tb.Helper()
 	env := kube.Env(tb)
@@ -109,8 +116,8 @@ func newReconciler(tb testing.TB, store jetstream.KeyValue) (*Reconciler, dynami
 	if err != nil {
 		tb.Fatal(err)
 	}
-	r, err := New(Config{Objects: store, Applier: apply.New(cs, dyn, env.Watcher(tb, slog.New(slog.DiscardHandler))), API: noStatus{tb}, Selector: Selector{mode: SelectAll},
-		RoleAllowList: spec.DefaultRoleAllowList, DefaultNamespace: "default", Metrics: m, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	r, err := New(Config{Objects: store, Applier: apply.New(cs, dyn, env.Watcher(tb, slog.New(slog.DiscardHandler))), API: noStatus{tb}, Selector: session.Selector{},
+		RoleAllowList: []string{"ambient-project-admin", "ambient-project-edit", "ambient-project-view"}, DefaultNamespace: "default", Metrics: m, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -118,8 +125,18 @@ func newReconciler(tb testing.TB, store jetstream.KeyValue) (*Reconciler, dynami
 }
 
 // BenchmarkReconcileSessions reconciles 1,000 sessions per iteration on the
-// real kube-apiserver (create, then a no-op replay) and reports reconciles/s.
+// real kube-apiserver (create, then a no-op replay) by calling Handle
+// directly and reports reconciles/s: one at a time (workers=1, the rate
+// before issue 15) and with as many calls at once as a consumer-group
+// member has objects in flight (workers=64, group.DefaultMaxInFlight), the
+// direct rate kube-reconciler's end-to-end benchmark is compared with.
 func BenchmarkReconcileSessions(b *testing.B) {
+	for _, workers := range []int{1, group.DefaultMaxInFlight} {
+		b.Run(fmt.Sprintf("workers=%d", workers), func(b *testing.B) { benchReconcile(b, workers) })
+	}
+}
+
+func benchReconcile(b *testing.B, workers int) {
 	store := kv(b)
 	r, dyn := newReconciler(b, store)
 	ctx := b.Context()
@@ -128,7 +145,7 @@ func BenchmarkReconcileSessions(b *testing.B) {
 	iter := 0
 	for b.Loop() {
 		iter++
-		project := fmt.Sprintf("bench-%d-%d", time.Now().UnixNano()%1e6, iter)
+		project := fmt.Sprintf("bench-%d-%d-%d", workers, time.Now().UnixNano()%1e6, iter)
 		evs := make([]*eventsv1.ResourceEvent, n)
 		for i := range n {
 			s := sessionAt(fmt.Sprintf("%s-s%d", project, i), "go", time.Now())
@@ -138,11 +155,7 @@ func BenchmarkReconcileSessions(b *testing.B) {
 		}
 		for _, pass := range []*time.Duration{&created, &replayed} {
 			start := time.Now()
-			for _, ev := range evs {
-				if err := r.Handle(ctx, group.Message{Event: ev, Attempt: 1}); err != nil {
-					b.Fatal(err)
-				}
-			}
+			handleAll(b, r, evs, workers)
 			*pass += time.Since(start)
 		}
 		list, err := dyn.Resource(apply.AgenticSessionGVR).Namespace(project).List(ctx, metav1.ListOptions{})
@@ -152,4 +165,31 @@ func BenchmarkReconcileSessions(b *testing.B) {
 	}
 	b.ReportMetric(float64(n*iter)/created.Seconds(), "creates/s")
 	b.ReportMetric(float64(n*iter)/replayed.Seconds(), "noop-reconciles/s")
+}
+
+// handleAll calls r.Handle for every event, workers at a time.
+func handleAll(b *testing.B, r *Reconciler, evs []*eventsv1.ResourceEvent, workers int) {
+	b.Helper()
+	var (
+		wg    sync.WaitGroup
+		first atomic.Pointer[error]
+	)
+	next := make(chan *eventsv1.ResourceEvent) // unbuffered: one event per take
+	for range workers {
+		wg.Go(func() {
+			for ev := range next {
+				if err := r.Handle(b.Context(), group.Message{Event: ev, Attempt: 1}); err != nil {
+					first.CompareAndSwap(nil, &err)
+				}
+			}
+		})
+	}
+	for _, ev := range evs {
+		next <- ev
+	}
+	close(next)
+	wg.Wait()
+	if err := first.Load(); err != nil {
+		b.Fatal(*err)
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 
 	"github.com/ambient-code/control-plane/libs/logkey"
+	"github.com/ambient-code/control-plane/libs/session"
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
 	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/metrics"
 	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/spec"
@@ -17,21 +18,19 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 )
 
-// Condition written on a session whose fields cannot make an AgenticSession.
+// The condition this service writes on a session (or project) it cannot
+// reconcile: Reconciled=False with a reason.
 const (
 	ConditionReconciled = "Reconciled"
 	ReasonInvalidSpec   = "InvalidSpec"
-	PhaseFailed         = "Failed"
 )
 
-// Condition is one entry of a session's conditions JSON as this service writes
-// it. It has no timestamp on purpose: the same failure must produce the same
-// bytes, so its echo compares equal and causes no further write.
-type Condition struct {
-	Type    string `json:"type"`
-	Status  string `json:"status"`
-	Reason  string `json:"reason"`
-	Message string `json:"message"`
+// reconciledFalse is the one condition of a session or project this
+// service could not reconcile. It has no timestamp on purpose: the same
+// failure must produce the same bytes, so its echo compares equal and
+// causes no further write.
+func reconciledFalse(reason, message string) session.Conditions {
+	return session.Conditions{{Type: ConditionReconciled, Status: session.StatusFalse, Reason: reason, Message: message}}
 }
 
 // session applies the AgenticSession of s, or deletes it when s is deleted.
@@ -53,10 +52,7 @@ func (r *Reconciler) session(ctx context.Context, s *ambientv1.Session, deleted 
 		log.DebugContext(ctx, "session not run on kubernetes")
 		return metrics.ResultSkipped, nil
 	}
-	ns, err := r.projectNamespace(ctx, s.GetProjectId())
-	if err != nil && !errors.Is(err, spec.ErrInvalid) {
-		return metrics.ResultError, err
-	}
+	ns, err := r.projectNamespace(s.GetProjectId())
 	var desired *spec.AgenticSession
 	if err == nil {
 		desired, err = spec.Session(s, ns)
@@ -64,14 +60,23 @@ func (r *Reconciler) session(ctx context.Context, s *ambientv1.Session, deleted 
 	if err != nil {
 		return r.invalidSession(ctx, s, err, log)
 	}
+	r.withInstance(desired.Labels)
 	key := types.NamespacedName{Namespace: desired.Namespace, Name: desired.Name}
 	if r.cfg.Tracker != nil {
 		// Before the apply, so the status informer's first look at a new CR
 		// already knows the session.
 		r.cfg.Tracker.Observe(s, key)
 	}
-	if err := r.ensureNamespace(ctx, ns, s.GetProjectId()); err != nil {
+	err = r.ensureNamespace(ctx, ns, s.GetProjectId())
+	var refused *RefusedError
+	if errors.As(err, &refused) {
+		return r.refusedSession(ctx, s, refused, log)
+	}
+	if err != nil {
 		return metrics.ResultError, err
+	}
+	if r.unchanged(desired, key) {
+		return metrics.ResultUnchanged, nil
 	}
 	if _, err := r.cfg.Applier.Session(ctx, desired); err != nil {
 		if apierrors.IsInvalid(err) || apierrors.IsBadRequest(err) || apierrors.IsRequestEntityTooLargeError(err) {
@@ -88,12 +93,25 @@ func (r *Reconciler) session(ctx context.Context, s *ambientv1.Session, deleted 
 	return metrics.ResultOK, nil
 }
 
+// unchanged reports whether the cached CR key already holds desired
+// (apply.Applier.UpToDate), so applying it again would change nothing. The
+// echo of our own status write-back, and every resync of an unchanged
+// session, then costs no Kubernetes call; an edit of one of our fields by
+// someone else makes it false, so the next event or resync undoes it.
+func (r *Reconciler) unchanged(desired *spec.AgenticSession, key types.NamespacedName) bool {
+	if r.cfg.Tracker == nil {
+		return false
+	}
+	cur, ok := r.cfg.Tracker.CachedCR(key)
+	return ok && r.cfg.Applier.UpToDate(cur, desired)
+}
+
 // deleteCRs deletes the CRs of session id except keep: the one computed from
 // s (when s is given and valid) and those the status informer indexed for id.
 func (r *Reconciler) deleteCRs(ctx context.Context, s *ambientv1.Session, id string, keep types.NamespacedName) error {
 	var targets []types.NamespacedName
 	if s != nil {
-		if ns, err := r.projectNamespace(ctx, s.GetProjectId()); err == nil {
+		if ns, err := r.projectNamespace(s.GetProjectId()); err == nil {
 			if name, err := spec.CRName(s); err == nil {
 				targets = append(targets, types.NamespacedName{Namespace: ns, Name: name})
 			}
@@ -118,32 +136,46 @@ func (r *Reconciler) deleteAll(ctx context.Context, targets []types.NamespacedNa
 }
 
 // invalidSession reports a session that can never get a CR: phase Failed with
-// a Reconciled=False condition naming the field, unless the session already
-// says exactly that (the echo of our own write). Any CR it had is deleted so
+// a Reconciled=False condition naming the field. Any CR it had is deleted so
 // its status cannot overwrite the failure. The event is then acked.
 func (r *Reconciler) invalidSession(ctx context.Context, s *ambientv1.Session, cause error, log *slog.Logger) (string, error) {
-	id := s.GetMetadata().GetId()
 	r.cfg.Metrics.Rejected.WithLabelValues("sessions", "invalid_field").Inc()
 	log.WarnContext(ctx, "session refused", slog.String(logkey.Reason, cause.Error()))
-	if err := r.deleteAll(ctx, r.trackedCRs(id), types.NamespacedName{}); err != nil {
+	if err := r.deleteAll(ctx, r.trackedCRs(s.GetMetadata().GetId()), types.NamespacedName{}); err != nil {
 		return metrics.ResultError, err
 	}
-	conds, err := json.Marshal([]Condition{{Type: ConditionReconciled, Status: "False", Reason: ReasonInvalidSpec, Message: cause.Error()}})
-	if err != nil {
-		return metrics.ResultError, fmt.Errorf("encode condition: %w", err)
-	}
-	if s.GetPhase() == PhaseFailed && jsonEqual(s.GetConditions(), string(conds)) {
+	return r.reportFailed(ctx, s, ReasonInvalidSpec, cause.Error())
+}
+
+// refusedSession reports a session whose project's namespace is refused
+// (denied, or not the project's): no AgenticSession, phase Failed with a
+// Reconciled=False condition saying why. Unlike invalidSession it deletes
+// nothing, because nothing may be written in a refused namespace. Once an
+// operator fixes the namespace, a start of the session (or the next resync)
+// reconciles it again.
+func (r *Reconciler) refusedSession(ctx context.Context, s *ambientv1.Session, refused *RefusedError, log *slog.Logger) (string, error) {
+	r.cfg.Metrics.Rejected.WithLabelValues("sessions", refused.metricReason()).Inc()
+	log.ErrorContext(ctx, "session refused: project namespace not ours", slog.String(logkey.Namespace, refused.Namespace),
+		slog.String(logkey.Reason, refused.Detail))
+	return r.reportFailed(ctx, s, refused.Reason, refused.Detail)
+}
+
+// reportFailed writes phase Failed and one Reconciled=False condition with
+// reason and message, unless the session already says exactly that (the
+// echo of our own write).
+func (r *Reconciler) reportFailed(ctx context.Context, s *ambientv1.Session, reason, message string) (string, error) {
+	id := s.GetMetadata().GetId()
+	conds := reconciledFalse(reason, message).JSON()
+	if session.PhaseOf(s) == session.PhaseFailed && jsonEqual(s.GetConditions(), conds) {
 		return metrics.ResultInvalid, nil
 	}
-	c := string(conds)
-	phase := PhaseFailed
-	updated, err := r.cfg.API.UpdateSessionStatus(ctx, &ambientv1.UpdateSessionStatusRequest{Id: id, Phase: &phase, Conditions: &c})
+	updated, err := r.cfg.API.UpdateSessionStatus(ctx, &ambientv1.UpdateSessionStatusRequest{Id: id, Phase: session.PhaseFailed.Ptr(), Conditions: &conds})
 	switch status.Code(err) {
 	case codes.OK:
 	case codes.NotFound:
 		return metrics.ResultInvalid, nil // deleted meanwhile: nothing left to report on
 	default:
-		return metrics.ResultError, fmt.Errorf("report invalid session %s: %w", id, err)
+		return metrics.ResultError, fmt.Errorf("report session %s: %w", id, err)
 	}
 	if r.cfg.Tracker != nil {
 		r.cfg.Tracker.Observe(updated, types.NamespacedName{})

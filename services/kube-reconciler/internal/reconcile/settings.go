@@ -14,21 +14,22 @@ import (
 // settings makes the project's managed RoleBindings match group_access:
 // entries refused (role off the allow-list, invalid generated name) are logged
 // and counted and never bound; bindings whose entry is gone are pruned; a
-// deleted settings object prunes them all. A malformed group_access leaves the
-// existing bindings alone: pruning everything on a typo would lock users out.
+// deleted settings object prunes them all. Only the project's own namespace
+// is written, and only bindings labelled with the project's id are pruned; a
+// namespace that is denied or not the project's is refused with no write. A
+// malformed group_access leaves the existing bindings alone: pruning
+// everything on a typo would lock users out.
 func (r *Reconciler) settings(ctx context.Context, ps *ambientv1.ProjectSettings, deleted bool, log *slog.Logger) (string, error) {
 	projectID := ps.GetProjectId()
 	log = log.With(slog.String(logkey.ProjectID, projectID))
-	ns, err := r.projectNamespace(ctx, projectID)
+	ns, err := r.projectNamespace(projectID)
 	if err == nil && projectID == "" {
 		err = &spec.FieldError{Field: "project_id", Reason: "empty"}
 	}
 	var labels map[string]string
 	if err == nil {
 		labels, err = spec.ProjectLabels(projectID, "project_id")
-	}
-	if err != nil && !errors.Is(err, spec.ErrInvalid) {
-		return metrics.ResultError, err
+		r.withInstance(labels)
 	}
 	if err != nil {
 		r.cfg.Metrics.Rejected.WithLabelValues("project_settings", "invalid_project").Inc()
@@ -50,11 +51,26 @@ func (r *Reconciler) settings(ctx context.Context, ps *ambientv1.ProjectSettings
 			r.cfg.Metrics.Rejected.WithLabelValues("project_settings", "group_access_entry").Inc()
 			log.WarnContext(ctx, "group_access entry not bound", slog.String(logkey.Reason, rej.Error()))
 		}
-		if len(want) > 0 {
-			if err := r.ensureNamespace(ctx, ns, projectID); err != nil {
-				return metrics.ResultError, err
-			}
-		}
+	}
+	exists := true
+	if len(want) > 0 {
+		err = r.ensureNamespace(ctx, ns, projectID)
+	} else {
+		// Nothing to bind: only a prune, which must not create the namespace.
+		exists, err = r.checkNamespace(ctx, ns, projectID)
+	}
+	var refused *RefusedError
+	if errors.As(err, &refused) {
+		r.cfg.Metrics.Rejected.WithLabelValues("project_settings", refused.metricReason()).Inc()
+		log.ErrorContext(ctx, "project settings refused: project namespace not ours", slog.String(logkey.Namespace, ns),
+			slog.String(logkey.Reason, refused.Detail))
+		return metrics.ResultInvalid, nil
+	}
+	if err != nil {
+		return metrics.ResultError, err
+	}
+	if !exists {
+		return result, nil // no namespace, so no binding to prune
 	}
 	res, err := r.cfg.Applier.RoleBindings(ctx, ns, labels, want)
 	r.cfg.Metrics.Pruned.Add(float64(res.Pruned))

@@ -75,7 +75,7 @@ func FuzzRoleBindings(f *testing.F) {
 	f.Add(`[{`)
 	f.Add(`null`)
 	f.Fuzz(func(t *testing.T, access string) {
-		got, _, err := RoleBindings(&ambientv1.ProjectSettings{GroupAccess: proto.String(access)}, DefaultRoleAllowList)
+		got, _, err := RoleBindings(&ambientv1.ProjectSettings{GroupAccess: proto.String(access)}, chartRoles)
 		if err != nil {
 			return
 		}

@@ -8,6 +8,8 @@
 // never a panic.
 package spec
 
+import "k8s.io/apimachinery/pkg/labels"
+
 // Labels and annotations the control plane puts on everything it manages.
 const (
 	// LabelManaged marks objects written by the control plane ("true").
@@ -16,6 +18,11 @@ const (
 	LabelManagedBy = "ambient-code.io/managed-by"
 	// LabelProjectID is the ambient project id the object belongs to.
 	LabelProjectID = "ambient-code.io/project-id"
+	// LabelInstance names the control-plane installation that wrote the
+	// object (CONTROL_PLANE_INSTANCE), on AgenticSessions and RoleBindings:
+	// the resync deletes orphans only among its own installation's objects,
+	// never another's sharing the cluster.
+	LabelInstance = "ambient-code.io/instance"
 	// AnnotationSessionID maps an AgenticSession back to its ambient session. It
 	// is an annotation, not a label, because session ids need not be valid
 	// label values.
@@ -35,6 +42,12 @@ const (
 	// only when some entry has a name.
 	AnnotationRepoNames = "ambient-code.io/repo-names"
 
+	// AnnotationAppliedHash is the hash of the AgenticSession as the
+	// reconciler last applied it (labels, annotations and spec it owns):
+	// the periodic resync compares it with the desired object's and skips
+	// the apply when they are equal.
+	AnnotationAppliedHash = "ambient-code.io/applied-hash"
+
 	// ManagedByValue is the value of LabelManagedBy.
 	ManagedByValue = "ambient-control-plane"
 
@@ -46,6 +59,12 @@ const (
 // ManagedSelector is the label selector matching every object the control plane
 // manages.
 const ManagedSelector = LabelManagedBy + "=" + ManagedByValue
+
+// InstanceSelector is the label selector of the objects one installation
+// manages (LabelInstance).
+func InstanceSelector(instance string) string {
+	return labels.SelectorFromSet(labels.Set{LabelManagedBy: ManagedByValue, LabelInstance: instance}).String()
+}
 
 // ManagedLabels returns the labels put on every managed object of a project.
 func ManagedLabels(projectID string) map[string]string {

@@ -1,9 +1,10 @@
 package spec
 
 import (
+	"path"
 	"strings"
 
-	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/validation"
 )
 
@@ -13,11 +14,11 @@ type Namespace struct {
 	Labels map[string]string
 }
 
-// NamespaceName returns the namespace of a project: its name lower-cased, which
-// must be an RFC 1123 label (at most 63 characters). field names the API field
-// the name came from, for the *FieldError.
-func NamespaceName(name, field string) (string, error) {
-	ns := strings.ToLower(name)
+// NamespaceName returns a namespace name from s lower-cased, which must be an
+// RFC 1123 label (at most 63 characters). field names the API field s came
+// from, for the *FieldError.
+func NamespaceName(s, field string) (string, error) {
+	ns := strings.ToLower(s)
 	if ns == "" {
 		return "", fieldErr(field, "empty")
 	}
@@ -27,17 +28,37 @@ func NamespaceName(name, field string) (string, error) {
 	return ns, nil
 }
 
-// ProjectNamespace returns the desired Namespace of p, with the managed labels.
-func ProjectNamespace(p *ambientv1.Project) (Namespace, error) {
-	name, err := NamespaceName(p.GetName(), "name")
+// ProjectNamespace returns the desired Namespace of project id, with the
+// managed labels. The name comes from the project's immutable id, never from
+// its name: a project renamed p1 -> p2 must not move into namespace p2 (on
+// the real API a project's id is the name it was created with). Lower-casing
+// may map two ids to one name; the ownership label (the exact id) tells them
+// apart, and the second is refused (see OwnedBy).
+func ProjectNamespace(projectID string) (Namespace, error) {
+	name, err := NamespaceName(projectID, "project_id")
 	if err != nil {
 		return Namespace{}, err
 	}
-	id := p.GetMetadata().GetId()
-	if err := checkLabelValue(id, "id"); err != nil {
+	l, err := ProjectLabels(projectID, "project_id")
+	if err != nil {
 		return Namespace{}, err
 	}
-	return Namespace{Name: name, Labels: ManagedLabels(id)}, nil
+	return Namespace{Name: name, Labels: l}, nil
+}
+
+// OwnedBy reports whether an object with these labels belongs to project id:
+// written by the control plane (LabelManagedBy) for exactly that project
+// (LabelProjectID). LabelManaged is not part of it: it is ours to re-assert,
+// and someone flipping it must not make us give up our own namespace.
+func OwnedBy(objLabels map[string]string, projectID string) bool {
+	return objLabels[LabelManagedBy] == ManagedByValue && objLabels[LabelProjectID] == projectID
+}
+
+// ProjectSelector is the label selector of the objects the control plane
+// manages for project id (prune selects with it, so one project never prunes
+// another's bindings). id must be a valid label value (ProjectLabels).
+func ProjectSelector(projectID string) string {
+	return labels.SelectorFromSet(labels.Set{LabelManagedBy: ManagedByValue, LabelProjectID: projectID}).String()
 }
 
 // ProjectLabels returns the managed labels for objects of project id, or a
@@ -47,6 +68,21 @@ func ProjectLabels(id, field string) (map[string]string, error) {
 		return nil, err
 	}
 	return ManagedLabels(id), nil
+}
+
+// DenyList is a list of namespace patterns (path.Match syntax: "*", "?",
+// "[...]") no project may have as its namespace, whether it exists or not.
+type DenyList []string
+
+// Match returns the first pattern matching namespace, if any. A malformed
+// pattern (the configuration refuses them) matches nothing.
+func (d DenyList) Match(namespace string) (string, bool) {
+	for _, p := range d {
+		if ok, err := path.Match(p, namespace); err == nil && ok {
+			return p, true
+		}
+	}
+	return "", false
 }
 
 func checkLabelValue(v, field string) error {

@@ -10,10 +10,6 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 )
 
-// DefaultRoleAllowList is the set of ClusterRoles a group_access entry may name
-// when ROLE_ALLOW_LIST is not set: the roles the Helm chart ships.
-var DefaultRoleAllowList = []string{"ambient-project-admin", "ambient-project-edit", "ambient-project-view"}
-
 // RoleBinding is one desired RoleBinding: subject Group Group bound to the
 // ClusterRole Role, named Name.
 type RoleBinding struct {

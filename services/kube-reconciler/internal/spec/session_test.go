@@ -209,7 +209,7 @@ func TestNamespaceName(t *testing.T) {
 
 func TestRoleBindings(t *testing.T) {
 	t.Parallel()
-	allow := DefaultRoleAllowList
+	allow := chartRoles
 	tests := []struct {
 		name     string
 		access   string
@@ -253,3 +253,6 @@ func TestRoleBindings(t *testing.T) {
 		})
 	}
 }
+
+// chartRoles are the chart's project roles (config.DefaultRoleAllowList).
+var chartRoles = []string{"ambient-project-admin", "ambient-project-edit", "ambient-project-view"}

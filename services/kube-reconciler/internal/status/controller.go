@@ -10,7 +10,11 @@
 // the response of our own last write, and KV ambient-objects. When those say
 // the status differs, a fresh GetSession confirms before writing, so a second
 // replica that already saw the change through another path does not write it
-// again.
+// again. What is remembered of sessions is bounded: an LRU of CacheSize
+// sessions, each trimmed to the fields the comparison reads (no prompt, no
+// spec), so memory does not grow with every session ever seen (issue 14).
+// A session evicted from it is compared with KV instead; the GetSession
+// check still keeps duplicate writes away, at the price of one more read.
 package status
 
 import (
@@ -28,6 +32,7 @@ import (
 	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/apply"
 	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/metrics"
 	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/spec"
+	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/grpc/codes"
 	grpcstatus "google.golang.org/grpc/status"
@@ -71,7 +76,17 @@ type Config struct {
 	Workers int
 	// Resync re-checks every CR this often (default 10m; 0 keeps the default).
 	Resync time.Duration
+	// CacheSize bounds the sessions remembered as last seen (default
+	// DefaultCacheSize).
+	CacheSize int
+	// Instance is this installation's LabelInstance value: Sessions
+	// reports only CRs carrying it.
+	Instance string
 }
+
+// DefaultCacheSize is the default of Config.CacheSize: a trimmed session is a
+// few hundred bytes (more with long conditions), so this is a few MB.
+const DefaultCacheSize = 10000
 
 // Controller is the status write-back. Observe, Forget and CRsOf are safe for
 // concurrent use, also before Run.
@@ -81,8 +96,11 @@ type Controller struct {
 	informer cache.SharedIndexInformer
 	queue    workqueue.TypedRateLimitingInterface[string]
 
+	// seen: session id -> newest known status (trimmed); safe for
+	// concurrent use. remember's read-compare-add runs under mu so two
+	// writers cannot replace a newer state with an older one.
 	mu   sync.Mutex
-	seen map[string]*ambientv1.Session // guarded by mu: session id -> newest known state
+	seen *lru.Cache[string, *ambientv1.Session]
 }
 
 // New builds the informer and queue; Run starts them.
@@ -96,6 +114,13 @@ func New(cfg Config) (*Controller, error) {
 	if cfg.Resync <= 0 {
 		cfg.Resync = 10 * time.Minute
 	}
+	if cfg.CacheSize <= 0 {
+		cfg.CacheSize = DefaultCacheSize
+	}
+	seen, err := lru.New[string, *ambientv1.Session](cfg.CacheSize)
+	if err != nil {
+		return nil, fmt.Errorf("session cache: %w", err)
+	}
 	factory := dynamicinformer.NewFilteredDynamicSharedInformerFactory(cfg.Dynamic, cfg.Resync, metav1.NamespaceAll,
 		func(o *metav1.ListOptions) { o.LabelSelector = spec.ManagedSelector })
 	informer := factory.ForResource(apply.AgenticSessionGVR).Informer()
@@ -108,9 +133,9 @@ func New(cfg Config) (*Controller, error) {
 		informer: informer,
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "agenticsession-status"}),
-		seen: map[string]*ambientv1.Session{},
+		seen: seen,
 	}
-	_, err := informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
+	_, err = informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc: c.enqueue,
 		UpdateFunc: func(oldObj, newObj any) {
 			o, okO := oldObj.(*unstructured.Unstructured)
@@ -267,9 +292,7 @@ func (c *Controller) sync(ctx context.Context, k string) error {
 // lastSeen returns the newest known state of session id: the remembered one
 // or KV ambient-objects', whichever is newer.
 func (c *Controller) lastSeen(ctx context.Context, id string) (*ambientv1.Session, error) {
-	c.mu.Lock()
-	mem := c.seen[id]
-	c.mu.Unlock()
+	mem, _ := c.seen.Get(id)
 	e, err := c.cfg.Objects.Get(ctx, events.ObjectKey(eventsv1.Resource_RESOURCE_SESSIONS, id))
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return mem, nil
@@ -303,12 +326,35 @@ func (c *Controller) remember(s *ambientv1.Session) {
 	if s == nil || s.GetMetadata().GetId() == "" {
 		return
 	}
+	id := s.GetMetadata().GetId()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if cur := c.seen[s.GetMetadata().GetId()]; newer(s, cur) {
-		c.seen[s.GetMetadata().GetId()] = s
+	if cur, _ := c.seen.Peek(id); newer(s, cur) {
+		c.seen.Add(id, trim(s))
 	}
 }
+
+// trim keeps what newer and Differs read: the id, updated_at and the status
+// fields. The rest (prompt, repos, labels...) can be large and is never
+// compared here.
+func trim(s *ambientv1.Session) *ambientv1.Session {
+	return &ambientv1.Session{
+		Metadata:           &ambientv1.ObjectReference{Id: s.GetMetadata().GetId(), UpdatedAt: s.GetMetadata().GetUpdatedAt()},
+		Phase:              s.Phase,
+		StartTime:          s.GetStartTime(),
+		CompletionTime:     s.GetCompletionTime(),
+		SdkSessionId:       s.SdkSessionId,
+		SdkRestartCount:    s.SdkRestartCount,
+		Conditions:         s.Conditions,
+		ReconciledRepos:    s.ReconciledRepos,
+		ReconciledWorkflow: s.ReconciledWorkflow,
+		KubeCrUid:          s.KubeCrUid,
+		KubeNamespace:      s.KubeNamespace,
+	}
+}
+
+// CachedSessions is how many sessions are remembered (at most CacheSize).
+func (c *Controller) CachedSessions() int { return c.seen.Len() }
 
 // Observe records s as seen by the event path and queues its CR (when cr is
 // set) so a status difference is written even if the CR itself did not change.
@@ -320,10 +366,38 @@ func (c *Controller) Observe(s *ambientv1.Session, cr types.NamespacedName) {
 }
 
 // Forget drops what is known of a deleted session.
-func (c *Controller) Forget(id string) {
-	c.mu.Lock()
-	delete(c.seen, id)
-	c.mu.Unlock()
+func (c *Controller) Forget(id string) { c.seen.Remove(id) }
+
+// CachedCR returns the informer's copy of the AgenticSession cr (shared:
+// read it, never modify it); false when it is not cached.
+func (c *Controller) CachedCR(cr types.NamespacedName) (*unstructured.Unstructured, bool) {
+	obj, exists, err := c.informer.GetIndexer().GetByKey(cr.String())
+	if err != nil || !exists {
+		return nil, false
+	}
+	u, ok := obj.(*unstructured.Unstructured)
+	return u, ok
+}
+
+// Sessions returns, for every session with a cached AgenticSession of this
+// installation (Config.Instance), when its newest CR was created (for the
+// resync's orphan check). Empty before the cache synced.
+func (c *Controller) Sessions() map[string]time.Time {
+	out := map[string]time.Time{}
+	for _, obj := range c.informer.GetIndexer().List() {
+		u, ok := obj.(*unstructured.Unstructured)
+		if !ok {
+			continue
+		}
+		id := u.GetAnnotations()[spec.AnnotationSessionID]
+		if id == "" || u.GetLabels()[spec.LabelInstance] != c.cfg.Instance {
+			continue
+		}
+		if at := u.GetCreationTimestamp().Time; at.After(out[id]) {
+			out[id] = at
+		}
+	}
+	return out
 }
 
 // CRsOf returns the AgenticSessions in the informer's cache that belong to

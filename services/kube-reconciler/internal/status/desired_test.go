@@ -65,3 +65,37 @@ func TestFromCRAndDiffers(t *testing.T) {
 		})
 	}
 }
+
+// TestTrimKeepsWhatIsCompared: the trimmed copy the write-back remembers
+// compares exactly like the whole session, for every status field, and
+// drops the fields that can be large.
+func TestTrimKeepsWhatIsCompared(t *testing.T) {
+	t.Parallel()
+	at := timestamppb.New(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
+	s := &ambientv1.Session{Metadata: &ambientv1.ObjectReference{Id: "S1", UpdatedAt: at}, Name: "n", Prompt: proto.String("long prompt"),
+		Repos: proto.String(`[{"url":"u"}]`), Phase: proto.String("Running"), StartTime: at, CompletionTime: at,
+		SdkSessionId: proto.String("sdk"), SdkRestartCount: proto.Int32(2), Conditions: proto.String(`[{"type":"Ready"}]`),
+		ReconciledRepos: proto.String(`[{"url":"u"}]`), ReconciledWorkflow: proto.String(`{"gitUrl":"w"}`),
+		KubeCrUid: proto.String("uid-1"), KubeNamespace: proto.String("ns")}
+	other := "x"
+	reqs := []*ambientv1.UpdateSessionStatusRequest{
+		{Id: "S1"},
+		{Id: "S1", Phase: s.Phase, StartTime: at, CompletionTime: at, SdkSessionId: s.SdkSessionId, SdkRestartCount: s.SdkRestartCount,
+			Conditions: s.Conditions, ReconciledRepos: s.ReconciledRepos, ReconciledWorkflow: s.ReconciledWorkflow, KubeCrUid: s.KubeCrUid, KubeNamespace: s.KubeNamespace},
+		{Id: "S1", Phase: &other}, {Id: "S1", SdkSessionId: &other}, {Id: "S1", Conditions: &other}, {Id: "S1", ReconciledRepos: &other},
+		{Id: "S1", ReconciledWorkflow: &other}, {Id: "S1", KubeCrUid: &other}, {Id: "S1", KubeNamespace: &other},
+		{Id: "S1", SdkRestartCount: proto.Int32(9)}, {Id: "S1", StartTime: timestamppb.Now()}, {Id: "S1", CompletionTime: timestamppb.Now()},
+	}
+	tr := trim(s)
+	for i, req := range reqs {
+		if got, want := Differs(req, tr), Differs(req, s); got != want {
+			t.Errorf("request %d: Differs(trimmed) = %v, whole session %v", i, got, want)
+		}
+	}
+	if tr.Prompt != nil || tr.Repos != nil || tr.GetName() != "" {
+		t.Errorf("trim kept spec fields: %v", tr)
+	}
+	if newer(tr, s) != newer(s, s) || newer(s, tr) != newer(s, s) {
+		t.Error("trim changed the updated_at order")
+	}
+}

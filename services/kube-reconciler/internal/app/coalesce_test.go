@@ -1,0 +1,65 @@
+package app
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/ambient-code/control-plane/libs/testenv"
+	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
+	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/kubetest"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+)
+
+// TestQueuedEventsCoalesced (issue 15): the reconciler is level-triggered,
+// so the events of one session that queue up behind its running (here:
+// failing, Kubernetes being unreachable) handler are handled by one call
+// with the newest, and all are acked. After the outage the CR holds the last
+// prompt, and the consumer group counts the coalesced events; without
+// group.Config.Coalesce each would have been handled on its own.
+func TestQueuedEventsCoalesced(t *testing.T) {
+	h := newHarness(t)
+	outage, restCfg := kubetest.Behind(t, restricted(t, h.env))
+	r := h.start(t, "coalesce1", restCfg, nil)
+	ctx := t.Context()
+	name := unique("coalesce")
+	h.project(t, name)
+	s, err := h.cl.CreateSession(ctx, &ambientv1.CreateSessionRequest{Name: "s", ProjectId: ptr(name), Prompt: ptr("v0")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := s.GetMetadata().GetId()
+	h.waitCR(t, name, lower(id), nil)
+	h.quiesce(t, r)
+
+	outage.Down()
+	retried := r.stats.Snapshot().Retried
+	const updates = 5
+	for i := 1; i <= updates; i++ {
+		if _, err := h.cl.UpdateSession(ctx, &ambientv1.UpdateSessionRequest{Id: id, Prompt: ptr(fmt.Sprint("v", i))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The first update's handler fails and retries in its lane; the others
+	// are delivered meanwhile and wait behind it.
+	testenv.Eventually(t, wait, func() error {
+		if got := r.stats.Snapshot().Retried - retried; got < 1 {
+			return fmt.Errorf("%d retries", got)
+		}
+		return nil
+	})
+	outage.Up()
+	want := fmt.Sprint("v", updates)
+	h.waitCR(t, name, lower(id), func(u *unstructured.Unstructured) error {
+		if got, _, _ := unstructured.NestedString(u.Object, "spec", "initialPrompt"); got != want {
+			return fmt.Errorf("initialPrompt %q, want %q", got, want)
+		}
+		return nil
+	})
+	h.quiesce(t, r)
+	if got := r.stats.Snapshot().Coalesced; got == 0 {
+		t.Errorf("no event coalesced: %+v", r.stats.Snapshot())
+	}
+	if got := r.stats.Snapshot().DeadLettered; got != 0 {
+		t.Errorf("%d events dead-lettered", got)
+	}
+}

@@ -1,0 +1,222 @@
+package app
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/ambient-code/control-plane/libs/testenv"
+	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
+	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/reconcile"
+	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/spec"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// waitRefused waits until session id is Failed with a Reconciled=False
+// condition of reason.
+func (h *harness) waitRefused(t *testing.T, id, reason string) {
+	t.Helper()
+	testenv.Eventually(t, wait, func() error {
+		s, err := h.cl.GetSession(t.Context(), id)
+		if err != nil {
+			return err
+		}
+		if s.GetPhase() != "Failed" || !strings.Contains(s.GetConditions(), `"reason":"`+reason+`"`) {
+			return fmt.Errorf("session %s: phase %q conditions %s", id, s.GetPhase(), s.GetConditions())
+		}
+		return nil
+	})
+}
+
+// waitProjectStatus waits until project id's status contains want.
+func (h *harness) waitProjectStatus(t *testing.T, id string, want func(status string) bool) string {
+	t.Helper()
+	var got string
+	testenv.Eventually(t, wait, func() error {
+		p, err := h.cl.GetProject(t.Context(), id)
+		if err != nil {
+			return err
+		}
+		if got = p.GetStatus(); !want(got) {
+			return fmt.Errorf("project %s status %q", id, got)
+		}
+		return nil
+	})
+	return got
+}
+
+// TestNamespacesAdoptedOnlyWhenOurs (issue 12, point 2): a project named
+// kube-system or default (deny-list) and a project whose namespace exists
+// without our labels get no write in Kubernetes at all: the namespaces, their
+// RoleBindings (also one that looks like ours) and their AgenticSessions stay
+// exactly as they were. The refusal shows on the project's status, on each
+// session (Failed, Reconciled=False) and in the rejected metric. Once an
+// operator hands the namespace over (our labels), the project and its
+// sessions reconcile again and the status is cleared.
+func TestNamespacesAdoptedOnlyWhenOurs(t *testing.T) {
+	h := newHarness(t)
+	r := h.start(t, "ten1", nil, nil)
+	ctx := t.Context()
+
+	foreign := unique("foreign")
+	if _, err := h.kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: foreign, Labels: map[string]string{"team": "x"}}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, rb := range []*rbacv1.RoleBinding{
+		{ObjectMeta: metav1.ObjectMeta{Name: "theirs", Namespace: foreign}},
+		// Looks like one of ours for this very project: still not ours to prune,
+		// because the namespace is not.
+		{ObjectMeta: metav1.ObjectMeta{Name: "ambient-old-ambient-project-view", Namespace: foreign, Labels: spec.ManagedLabels(foreign)}},
+	} {
+		rb.RoleRef = rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "view"}
+		rb.Subjects = []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.GroupKind, Name: "g"}}
+		if _, err := h.kube.RbacV1().RoleBindings(foreign).Create(ctx, rb, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cases := []struct{ project, reason string }{
+		{"kube-system", reconcile.ReasonNamespaceDenied},
+		{"default", reconcile.ReasonNamespaceDenied},
+		{foreign, reconcile.ReasonNamespaceNotOwned},
+	}
+	before := map[string]map[string]string{}
+	for _, tc := range cases {
+		before[tc.project] = h.resourceVersions(t, tc.project)
+	}
+	sessions := map[string]string{}
+	for _, tc := range cases {
+		pid := h.project(t, tc.project).GetMetadata().GetId()
+		if _, err := h.cl.CreateProjectSettings(ctx, &ambientv1.CreateProjectSettingsRequest{ProjectId: pid,
+			GroupAccess: ptr(`[{"group":"devs","role":"ambient-project-edit"}]`)}); err != nil {
+			t.Fatal(err)
+		}
+		s, err := h.cl.CreateSession(ctx, &ambientv1.CreateSessionRequest{Name: "s", ProjectId: ptr(pid), Prompt: ptr("hi")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sessions[tc.project] = s.GetMetadata().GetId()
+	}
+	for _, tc := range cases {
+		h.waitRefused(t, sessions[tc.project], tc.reason)
+		st := h.waitProjectStatus(t, tc.project, func(s string) bool { return strings.Contains(s, tc.reason) })
+		if !strings.Contains(st, `namespace \"`+tc.project+`\"`) {
+			t.Errorf("project %s status does not name the namespace: %s", tc.project, st)
+		}
+	}
+	h.quiesce(t, r)
+	for _, tc := range cases {
+		if diff := diffMaps(before[tc.project], h.resourceVersions(t, tc.project)); diff != "" {
+			t.Errorf("namespace %s written: %s", tc.project, diff)
+		}
+		ns, err := h.kube.CoreV1().Namespaces().Get(ctx, tc.project, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for k := range ns.Labels {
+			if strings.HasPrefix(k, "ambient-code.io/") {
+				t.Errorf("namespace %s got label %s", tc.project, k)
+			}
+		}
+	}
+	body := get(t, "http://"+r.addr.String()+"/metrics")
+	for _, want := range []string{
+		`ambient_kube_reconciler_rejected_total{reason="namespace_denied",resource="projects"}`,
+		`ambient_kube_reconciler_rejected_total{reason="namespace_not_owned",resource="projects"}`,
+		`ambient_kube_reconciler_rejected_total{reason="namespace_denied",resource="sessions"}`,
+		`ambient_kube_reconciler_rejected_total{reason="namespace_not_owned",resource="project_settings"}`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	if got := r.logs.Grep("project namespace refused"); len(got) == 0 {
+		t.Error("no error log for the refused projects")
+	}
+
+	// The operator hands the foreign namespace over; the next events of the
+	// project and the session reconcile it and clear the project's status.
+	ns, err := h.kube.CoreV1().Namespaces().Get(ctx, foreign, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns.Labels[spec.LabelManagedBy], ns.Labels[spec.LabelProjectID] = spec.ManagedByValue, foreign
+	if _, err := h.kube.CoreV1().Namespaces().Update(ctx, ns, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.cl.UpdateProject(ctx, &ambientv1.UpdateProjectRequest{Id: foreign, Description: ptr("adopted")}); err != nil {
+		t.Fatal(err)
+	}
+	h.waitProjectStatus(t, foreign, func(s string) bool { return s == "" })
+	if _, err := h.cl.UpdateSession(ctx, &ambientv1.UpdateSessionRequest{Id: sessions[foreign], Prompt: ptr("again")}); err != nil {
+		t.Fatal(err)
+	}
+	h.waitCR(t, foreign, lower(sessions[foreign]), nil)
+}
+
+// TestRenameStaysInItsNamespace (issue 12, point 2): a project's namespace
+// follows its id, so renaming project B to the name of project A's namespace
+// (A renamed first, as the real API keeps names unique) neither moves B into
+// A's namespace nor binds B's groups there nor prunes A's bindings; B's
+// settings and sessions keep landing in B's own namespace, and no namespace
+// is made from a new name.
+func TestRenameStaysInItsNamespace(t *testing.T) {
+	h := newHarness(t)
+	r := h.start(t, "ren1", nil, nil)
+	ctx := t.Context()
+	a, b := unique("rna"), unique("rnb")
+	h.project(t, a)
+	h.project(t, b)
+	if _, err := h.cl.CreateProjectSettings(ctx, &ambientv1.CreateProjectSettingsRequest{ProjectId: a, GroupAccess: ptr(`[{"group":"ga","role":"ambient-project-view"}]`)}); err != nil {
+		t.Fatal(err)
+	}
+	psB, err := h.cl.CreateProjectSettings(ctx, &ambientv1.CreateProjectSettingsRequest{ProjectId: b, GroupAccess: ptr(`[{"group":"gb","role":"ambient-project-view"}]`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bindings := func(ns string, want ...string) func() error {
+		return func() error {
+			list, err := h.kube.RbacV1().RoleBindings(ns).List(ctx, metav1.ListOptions{LabelSelector: spec.ManagedSelector})
+			if err != nil {
+				return err
+			}
+			var got []string
+			for _, rb := range list.Items {
+				got = append(got, rb.Name+"/"+rb.Labels[spec.LabelProjectID])
+			}
+			if strings.Join(got, ",") != strings.Join(want, ",") {
+				return fmt.Errorf("bindings in %s = %v, want %v", ns, got, want)
+			}
+			return nil
+		}
+	}
+	testenv.Eventually(t, wait, bindings(a, "ambient-ga-ambient-project-view/"+a))
+	testenv.Eventually(t, wait, bindings(b, "ambient-gb-ambient-project-view/"+b))
+	h.quiesce(t, r)
+	beforeA := h.resourceVersions(t, a)
+
+	if _, err := h.cl.UpdateProject(ctx, &ambientv1.UpdateProjectRequest{Id: a, Name: ptr(a + "-renamed")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.cl.UpdateProject(ctx, &ambientv1.UpdateProjectRequest{Id: b, Name: ptr(a)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.cl.UpdateProjectSettings(ctx, &ambientv1.UpdateProjectSettingsRequest{Id: psB.GetMetadata().GetId(), GroupAccess: ptr(`[{"group":"gb2","role":"ambient-project-view"}]`)}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := h.cl.CreateSession(ctx, &ambientv1.CreateSessionRequest{Name: "after-rename", ProjectId: ptr(b)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, wait, bindings(b, "ambient-gb2-ambient-project-view/"+b))
+	h.waitCR(t, b, lower(s.GetMetadata().GetId()), nil)
+	h.quiesce(t, r)
+	if diff := diffMaps(beforeA, h.resourceVersions(t, a)); diff != "" {
+		t.Errorf("project A's namespace written after B took A's name: %s", diff)
+	}
+	if _, err := h.kube.CoreV1().Namespaces().Get(ctx, a+"-renamed", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("a namespace was made from a new project name: %v", err)
+	}
+}

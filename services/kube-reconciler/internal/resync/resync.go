@@ -1,0 +1,280 @@
+// Package resync is the kube-reconciler's periodic, level-triggered resync
+// (issue 14): at an interval (RESYNC_INTERVAL, jittered), every object of the
+// informer's cache (KV ambient-objects) in this member's partitions is
+// reconciled again, and what exists in Kubernetes although its source is gone
+// from the cache is deleted: AgenticSessions of sessions no longer stored,
+// and the RoleBindings of projects no project settings name any more. So an
+// event lost for good (dead-lettered during a Kubernetes outage) is a delay
+// of at most one interval after the outage, never a loss. Namespaces are
+// never deleted: a deleted project keeps its namespace.
+//
+// Each replica resyncs only the objects of its own partitions
+// (group.Assignment, the same ones its consumer handles), so replicas share
+// the work, a canary's slice stays the canary's, and in this process a
+// resync of an object never interleaves with a handler of the same object
+// (package reconcile locks per object). Orphan RoleBindings belong to the
+// partition of their project's id. Ownership may move mid-pass; a pass then
+// overlaps with the new owner as a handler in flight during a rebalance
+// does, and both are idempotent.
+//
+// An object the event path handled within the grace (min(1m, interval/2)),
+// and an AgenticSession or RoleBinding created within it, is left to the
+// event path: KV is written just after each event is published, so a fresh
+// object may not be in the cache yet.
+//
+// Cost per pass: one KV read per owned object, one namespace read per owned
+// project, a no-op server-side apply per RoleBinding, and one list of the
+// managed RoleBindings; an AgenticSession whose cached copy carries the
+// desired applied hash is not applied again, so sessions cost no Kubernetes
+// call when nothing changed.
+package resync
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"time"
+
+	"github.com/ambient-code/control-plane/libs/bus"
+	"github.com/ambient-code/control-plane/libs/events"
+	"github.com/ambient-code/control-plane/libs/group"
+	"github.com/ambient-code/control-plane/libs/logkey"
+	eventsv1 "github.com/ambient-code/control-plane/proto/ambient/events/v1"
+	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/metrics"
+	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/reconcile"
+	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/spec"
+	"github.com/nats-io/nats.go/jetstream"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+)
+
+// ErrInvalidConfig is returned by New for a Config missing a dependency.
+var ErrInvalidConfig = errors.New("invalid resync config")
+
+// maxGrace bounds the grace: an object handled or created within it is left
+// to the event path.
+const maxGrace = time.Minute
+
+// jitter is the share of the interval each wait varies by (+/-), so replicas
+// started together do not pass in lockstep.
+const jitter = 0.1
+
+// reconciler is what the resync asks of package reconcile.
+type reconciler interface {
+	ResyncObject(ctx context.Context, res eventsv1.Resource, id string) (string, error)
+	DeleteOrphanSession(ctx context.Context, id string) (int, error)
+	PruneOrphanBindings(ctx context.Context, projectID string) (int, error)
+	StartPass()
+}
+
+var _ reconciler = (*reconcile.Reconciler)(nil)
+
+// sessionCRs is the status informer's view of the managed AgenticSessions.
+type sessionCRs interface {
+	HasSynced() bool
+	Sessions() map[string]time.Time
+}
+
+// Config configures a Resyncer.
+type Config struct {
+	Objects    jetstream.KeyValue // ambient-objects, the informer's cache
+	Reconciler reconciler
+	CRs        sessionCRs
+	Kube       kubernetes.Interface // lists the managed RoleBindings
+	Assignment *group.Assignment    // this member's partitions
+	// Instance is this installation's LabelInstance value: only its
+	// RoleBindings are candidates for orphans (AgenticSessions: CRs
+	// filters them).
+	Instance string
+	// Interval between passes (before jitter).
+	Interval time.Duration
+	Metrics  *metrics.Metrics
+	Log      *slog.Logger
+}
+
+// Resyncer runs the passes. Run it once.
+type Resyncer struct {
+	cfg   Config
+	grace time.Duration
+}
+
+// New validates cfg.
+func New(cfg Config) (*Resyncer, error) {
+	if cfg.Objects == nil || cfg.Reconciler == nil || cfg.CRs == nil || cfg.Kube == nil || cfg.Assignment == nil || cfg.Metrics == nil || cfg.Log == nil {
+		return nil, fmt.Errorf("objects, reconciler, crs, kube, assignment, metrics and log are required: %w", ErrInvalidConfig)
+	}
+	if cfg.Instance == "" {
+		return nil, fmt.Errorf("instance is required, or orphans of other installations would look like ours: %w", ErrInvalidConfig)
+	}
+	if cfg.Interval <= 0 {
+		return nil, fmt.Errorf("interval %s: %w", cfg.Interval, ErrInvalidConfig)
+	}
+	return &Resyncer{cfg: cfg, grace: Grace(cfg.Interval)}, nil
+}
+
+// Grace is how long, for a resync every interval, an object the event path
+// handled (reconcile.Config.HandledFor) or a Kubernetes object created is
+// left to the event path: min(1m, interval/2).
+func Grace(interval time.Duration) time.Duration { return min(maxGrace, interval/2) }
+
+// Run passes every Interval (+/-10%) until ctx ends, then returns nil. A
+// failed pass is logged and counted; the next one starts over.
+func (r *Resyncer) Run(ctx context.Context) error {
+	for {
+		wait := time.Duration(float64(r.cfg.Interval) * (1 - jitter + 2*jitter*rand.Float64())) //nolint:gosec // jitter needs no crypto
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+		start := time.Now()
+		sum, err := r.Pass(ctx)
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case err != nil:
+			r.cfg.Metrics.ResyncRuns.WithLabelValues(metrics.RunError).Inc()
+			r.cfg.Log.WarnContext(ctx, "resync pass failed, next pass retries", slog.Any(logkey.Err, err))
+		case sum.Idle:
+			r.cfg.Metrics.ResyncRuns.WithLabelValues(metrics.RunIdle).Inc()
+		default:
+			r.cfg.Metrics.ResyncRuns.WithLabelValues(metrics.RunOK).Inc()
+			r.cfg.Metrics.ResyncLastSuccess.SetToCurrentTime()
+			r.cfg.Log.InfoContext(ctx, "resync pass done", slog.Int(logkey.Count, sum.Objects), slog.Int("changed", sum.Changed),
+				slog.Int("failed", sum.Failed), slog.Int("orphans_deleted", sum.Orphans), slog.Duration(logkey.Duration, time.Since(start)))
+		}
+	}
+}
+
+// Summary is what one pass did.
+type Summary struct {
+	Idle    bool // no partition owned: nothing done
+	Objects int  // cached objects of owned partitions looked at
+	Changed int  // of them, reconciled with a write (result ok or invalid)
+	Failed  int  // of them, failed (retried next pass)
+	Orphans int  // AgenticSessions and RoleBindings deleted
+}
+
+// Pass runs one resync over this member's partitions. It returns an error
+// only when it could not look at everything (KV or Kubernetes unreachable);
+// objects that fail alone are counted in Summary.Failed and logged.
+func (r *Resyncer) Pass(ctx context.Context) (Summary, error) {
+	var sum Summary
+	if len(r.cfg.Assignment.Owned()) == 0 {
+		sum.Idle = true
+		return sum, nil
+	}
+	r.cfg.Reconciler.StartPass()
+	started := time.Now()
+	stored := map[eventsv1.Resource][]string{}
+	// Keys only: each object is read again, under its lock, when resynced.
+	es, err := bus.ReadKVKeys(ctx, r.cfg.Objects, nil, jetstream.IgnoreDeletes(), jetstream.MetaOnly())
+	if err != nil {
+		return sum, fmt.Errorf("list cached objects: %w", err)
+	}
+	for _, e := range es {
+		if res, id, err := events.ParseObjectKey(e.Key()); err == nil {
+			stored[res] = append(stored[res], id)
+		}
+	}
+	// Namespaces first, so a project's settings and sessions find theirs.
+	for _, res := range []eventsv1.Resource{eventsv1.Resource_RESOURCE_PROJECTS, eventsv1.Resource_RESOURCE_PROJECT_SETTINGS, eventsv1.Resource_RESOURCE_SESSIONS} {
+		for _, id := range stored[res] {
+			if !r.cfg.Assignment.OwnsObject(id) {
+				continue
+			}
+			if ctx.Err() != nil {
+				return sum, ctx.Err()
+			}
+			sum.Objects++
+			result, err := r.cfg.Reconciler.ResyncObject(ctx, res, id)
+			r.cfg.Metrics.ResyncObjects.WithLabelValues(events.ResourceToken(res), result).Inc()
+			switch {
+			case err != nil:
+				sum.Failed++
+				r.cfg.Log.WarnContext(ctx, "resync of object failed", slog.String(logkey.Resource, events.ResourceToken(res)),
+					slog.String(logkey.ObjectID, id), slog.Any(logkey.Err, err))
+			case result == metrics.ResultOK || result == metrics.ResultInvalid:
+				sum.Changed++
+			}
+			r.cfg.Log.DebugContext(ctx, "object resynced", slog.String(logkey.Resource, events.ResourceToken(res)),
+				slog.String(logkey.ObjectID, id), slog.String("result", result))
+		}
+	}
+	n, err := r.orphanSessions(ctx, stored[eventsv1.Resource_RESOURCE_SESSIONS], started)
+	sum.Orphans += n
+	if err != nil {
+		return sum, err
+	}
+	n, err = r.orphanBindings(ctx, started)
+	sum.Orphans += n
+	return sum, err
+}
+
+// orphanSessions deletes the AgenticSessions of owned sessions no longer in
+// the cache, except those created within the grace before the pass began.
+func (r *Resyncer) orphanSessions(ctx context.Context, storedIDs []string, started time.Time) (int, error) {
+	if !r.cfg.CRs.HasSynced() {
+		return 0, errors.New("agenticsession cache not synced: orphans not checked")
+	}
+	stored := make(map[string]bool, len(storedIDs))
+	for _, id := range storedIDs {
+		stored[id] = true
+	}
+	deleted := 0
+	for id, created := range r.cfg.CRs.Sessions() {
+		if stored[id] || !r.cfg.Assignment.OwnsObject(id) || created.After(started.Add(-r.grace)) {
+			continue
+		}
+		n, err := r.cfg.Reconciler.DeleteOrphanSession(ctx, id)
+		if err != nil {
+			return deleted, fmt.Errorf("delete agenticsessions of session %s: %w", id, err)
+		}
+		deleted += n
+		r.cfg.Metrics.ResyncOrphans.WithLabelValues(metrics.KindAgenticSessions).Add(float64(n))
+	}
+	return deleted, nil
+}
+
+// orphanBindings prunes the managed RoleBindings, in their project's own
+// namespace, of owned projects that no stored project settings name, except
+// bindings created within the grace before the pass began.
+func (r *Resyncer) orphanBindings(ctx context.Context, started time.Time) (int, error) {
+	named, err := reconcile.SettingsProjects(ctx, r.cfg.Objects)
+	if err != nil {
+		return 0, err
+	}
+	candidates := map[string]bool{}
+	opts := metav1.ListOptions{LabelSelector: spec.InstanceSelector(r.cfg.Instance), Limit: 500}
+	for {
+		list, err := r.cfg.Kube.RbacV1().RoleBindings(metav1.NamespaceAll).List(ctx, opts)
+		if err != nil {
+			return 0, fmt.Errorf("list managed rolebindings: %w", err)
+		}
+		for _, rb := range list.Items {
+			p := rb.Labels[spec.LabelProjectID]
+			ns, err := spec.NamespaceName(p, "project_id")
+			if err != nil || rb.Namespace != ns || named[p] || !r.cfg.Assignment.OwnsObject(p) || rb.CreationTimestamp.After(started.Add(-r.grace)) {
+				continue
+			}
+			candidates[p] = true
+		}
+		if opts.Continue = list.Continue; opts.Continue == "" {
+			break
+		}
+	}
+	pruned := 0
+	for p := range candidates {
+		n, err := r.cfg.Reconciler.PruneOrphanBindings(ctx, p)
+		pruned += n
+		r.cfg.Metrics.ResyncOrphans.WithLabelValues(metrics.KindRoleBindings).Add(float64(n))
+		if err != nil {
+			return pruned, fmt.Errorf("prune rolebindings of project %s: %w", p, err)
+		}
+	}
+	return pruned, nil
+}
