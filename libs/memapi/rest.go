@@ -10,9 +10,12 @@ import (
 	"strings"
 
 	"github.com/go-chi/chi/v5"
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/ambient-code/control-plane/libs/restapi"
+	"github.com/ambient-code/control-plane/libs/telemetry"
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
 )
 
@@ -52,8 +55,19 @@ type collection[T object, C, U proto.Message] struct {
 // Handler returns the REST API (chi) under BasePath, in the real server's
 // JSON (package restapi); see the package doc for routes and what is
 // imitated. It checks the token like the gRPC services. Changes made
-// through it produce watch events.
+// through it produce watch events. Every request is a SERVER span
+// (otelhttp) joined to the caller's traceparent; a session start or stop
+// names its session (ambient.object_id).
 func (s *Server) Handler() http.Handler {
+	var opts []otelhttp.Option
+	if s.opts.tp != nil {
+		opts = append(opts, otelhttp.WithTracerProvider(s.opts.tp))
+	}
+	return otelhttp.NewHandler(s.router(), "memapi", opts...)
+}
+
+// router is Handler's chi router.
+func (s *Server) router() http.Handler {
 	r := chi.NewRouter()
 	r.Use(s.restAuth)
 	// Unknown routes and methods: error objects with the upstream source's
@@ -89,7 +103,11 @@ func (s *Server) Handler() http.Handler {
 				writeDenied(w, http.StatusForbidden)
 				return
 			}
-			obj, err := sess.transition(chi.URLParam(req, "id"), t)
+			id := chi.URLParam(req, "id")
+			span := trace.SpanFromContext(req.Context())
+			span.SetName(req.Method + " " + BasePath + "/" + sess.r.path + "/{id}/" + t.verb)
+			span.SetAttributes(telemetry.AttrResource.String(sess.r.path), telemetry.AttrObjectID.String(id))
+			obj, err := sess.transition(id, t)
 			writeResult(w, http.StatusOK, obj, err)
 		})
 	}

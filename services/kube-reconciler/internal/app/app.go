@@ -76,7 +76,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Optio
 	for _, opt := range opts {
 		opt(&o)
 	}
-	prov, shutdownTel, err := telemetry.Setup(ctx, telemetry.Options{ServiceName: ServiceName, Version: o.version, OTLPEndpoint: cfg.OTLPEndpoint, Logger: log})
+	prov, shutdownTel, err := telemetry.Setup(ctx, telemetry.Options{ServiceName: ServiceName, Version: o.version, Export: cfg.Telemetry, Logger: log})
 	if err != nil {
 		return fmt.Errorf("telemetry: %w", err)
 	}
@@ -199,6 +199,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Optio
 	gcfg := group.Config{
 		Stream: cfg.Stream, SubjectPrefix: cfg.SubjectPrefix, Group: cfg.Group, Member: cfg.MemberID,
 		Partitions: cfg.Partitions, MemberPartitions: cfg.MemberPartitions, MaxDeliver: cfg.MaxDeliver, Stats: o.stats,
+		Meter: prov.Meter, TracerProvider: prov.TracerProvider,
 	}
 	log.InfoContext(ctx, "kube-reconciler starting", slog.String(logkey.Group, cfg.Group), slog.String(logkey.Member, cfg.MemberID),
 		slog.String("session_selector", cfg.SessionSelector.String()), slog.String(logkey.Addr, ln.Addr().String()))

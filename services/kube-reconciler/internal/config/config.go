@@ -13,6 +13,7 @@ import (
 	"github.com/ambient-code/control-plane/libs/envconfig"
 	"github.com/ambient-code/control-plane/libs/events"
 	"github.com/ambient-code/control-plane/libs/group"
+	"github.com/ambient-code/control-plane/libs/telemetry"
 	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/reconcile"
 	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/spec"
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -38,7 +39,6 @@ const (
 	EnvStatusResync     = "STATUS_RESYNC"
 	EnvLogLevel         = "LOG_LEVEL"
 	EnvMetricsAddr      = "METRICS_ADDR"
-	EnvOTLPEndpoint     = "OTEL_EXPORTER_OTLP_ENDPOINT"
 )
 
 // Defaults (mirrored in the Helm values).
@@ -83,9 +83,10 @@ type Config struct {
 	StatusWorkers int
 	StatusResync  time.Duration
 
-	LogLevel     string
-	MetricsAddr  string
-	OTLPEndpoint string
+	LogLevel    string
+	MetricsAddr string
+	// Telemetry: which signals go out, from the standard OTEL_* variables.
+	Telemetry telemetry.Export
 }
 
 // FromEnv reads the process environment (see Load).
@@ -114,7 +115,7 @@ func Load(lookup envconfig.LookupFunc) (Config, error) {
 		StatusResync:  l.Duration(EnvStatusResync, DefaultStatusResync),
 		LogLevel:      l.Enum(EnvLogLevel, DefaultLogLevel, "debug", "info", "warn", "error"),
 		MetricsAddr:   l.HostPort(EnvMetricsAddr, DefaultMetricsAddr),
-		OTLPEndpoint:  l.String(EnvOTLPEndpoint, ""),
+		Telemetry:     telemetry.LoadEnv(l),
 	}
 	selector := l.String(EnvSessionSelector, DefaultSessionSelector)
 	c.MemberPartitions = l.IntSet(EnvMemberPartitions, c.Partitions)
