@@ -54,11 +54,16 @@ type valueSet struct {
 }
 
 // valueSets are the value sets of issue 7: defaults, external NATS, all
-// canaries, HA and the optional monitoring/network objects.
+// canaries, HA and the optional monitoring/network objects; and of issue 12:
+// local runners as an opt-in, NATS without per-service users, an existing
+// NATS passwords Secret.
 func valueSets(t testing.TB) []valueSet {
 	t.Helper()
 	return []valueSet{
 		{name: "defaults", vals: map[string]any{}},
+		{name: "local-runners", vals: parseValues(t, localRunners)},
+		{name: "nats-open", vals: parseValues(t, `nats: {ambientAuth: {enabled: false}}`)},
+		{name: "nats-existing-secret", vals: parseValues(t, `nats: {ambientAuth: {existingSecret: acp-nats-users}}`)},
 		{name: "external-nats", vals: parseValues(t, `
 nats: {enabled: false}
 externalNats:
@@ -71,7 +76,7 @@ externalNats:
   url: tls://nats.example.com:4222
   auth: {type: userPassword, secretName: nats-user}
 `)},
-		{name: "canaries", vals: parseValues(t, `
+		{name: "canaries", vals: localRunnersWith(t, `
 informer: {canary: {enabled: true, image: {tag: 0.2.0-rc.1}}}
 kubeReconciler: {canary: {enabled: true, image: {tag: 0.2.0-rc.1}, partitions: "0-1"}}
 runnerManager: {canary: {enabled: true, image: {tag: 0.2.0-rc.1}, partitions: "2"}}
@@ -80,8 +85,8 @@ aguiProxy: {canary: {enabled: true, image: {tag: 0.2.0-rc.1}, replicas: 1}}
 `)},
 		{name: "ha", vals: parseValues(t, `
 informer: {replicas: 3}
-kubeReconciler: {replicas: 3}
-runnerManager: {replicas: 3, hpa: {enabled: true, minReplicas: 3, maxReplicas: 9}}
+kubeReconciler: {replicas: 3, sessionSelector: none}
+runnerManager: {enabled: true, replicas: 3, hpa: {enabled: true, minReplicas: 3, maxReplicas: 9}}
 aguiProxy: {replicas: 3, hpa: {enabled: true, minReplicas: 3, maxReplicas: 6}}
 eventTally: {replicas: 3}
 `)},
@@ -92,13 +97,14 @@ aguiProxy: {enabled: false}
 `)},
 		{name: "split-by-project", vals: parseValues(t, `
 kubeReconciler: {sessionSelector: "projects=team-a,team-b"}
-runnerManager: {projects: [sandbox]}
+runnerManager: {enabled: true, projects: [sandbox]}
 `)},
-		{name: "monitoring-netpol", vals: parseValues(t, `
+		{name: "monitoring-netpol", vals: localRunnersWith(t, `
 metrics: {serviceMonitor: {enabled: true, labels: {release: prometheus}}}
 networkPolicy:
   enabled: true
   metricsFrom: [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: monitoring}}}]
+  natsFrom: [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: nats-admin}}}]
   kubeAPIServer: {cidrs: [10.96.0.1/32]}
 aguiProxy: {auth: {mode: jwt, jwt: {jwksURL: "https://id.example.com/jwks.json", issuer: "https://id.example.com", audience: ambient}}}
 `)},
@@ -110,6 +116,35 @@ aguiProxy:
   runnerAllowedNetworks: [10.244.0.0/16]
 `)},
 	}
+}
+
+// localRunners are the values of the local-runners opt-in (single-tenant or
+// development use): the runner-manager runs every session, so no session
+// becomes an AgenticSession.
+const localRunners = `
+kubeReconciler: {sessionSelector: none}
+runnerManager: {enabled: true}
+`
+
+// localRunnersWith is localRunners merged with more values.
+func localRunnersWith(t testing.TB, more string) map[string]any {
+	t.Helper()
+	return mergeValues(parseValues(t, localRunners), parseValues(t, more))
+}
+
+// mergeValues merges src into dst, maps key by key, as Helm merges values
+// files; dst is returned.
+func mergeValues(dst, src map[string]any) map[string]any {
+	for k, v := range src {
+		if sm, ok := v.(map[string]any); ok {
+			if dm, ok := dst[k].(map[string]any); ok {
+				dst[k] = mergeValues(dm, sm)
+				continue
+			}
+		}
+		dst[k] = v
+	}
+	return dst
 }
 
 func parseValues(t testing.TB, s string) map[string]any {
@@ -133,7 +168,12 @@ func render(t testing.TB, vals map[string]any) (rendered, error) {
 	t.Helper()
 	// Install mutates the chart (it sets the enabled dependencies), so
 	// every render loads its own copy: parallel tests share nothing.
-	c := loadChart(t)
+	return renderChart(t, loadChart(t), vals)
+}
+
+// renderChart is render for a chart already loaded (tests add templates).
+func renderChart(t testing.TB, c *chart.Chart, vals map[string]any) (rendered, error) {
+	t.Helper()
 	inst := action.NewInstall(&action.Configuration{})
 	inst.DryRun = true
 	inst.ClientOnly = true

@@ -2,6 +2,7 @@ package deploytest
 
 import (
 	"fmt"
+	"maps"
 	"os"
 	"slices"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"helm.sh/helm/v3/pkg/lint/support"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -301,7 +303,10 @@ func deployment(t *testing.T, r rendered, n string) *appsv1.Deployment {
 	return toTyped[appsv1.Deployment](t, u)
 }
 
-// TestChartDefaults checks what a default install contains.
+// TestChartDefaults checks what a default install contains: isolated
+// tenants (issue 12): every session becomes an AgenticSession, no
+// runner-manager runs, NetworkPolicies are on, and NATS authenticates a user
+// per service.
 func TestChartDefaults(t *testing.T) {
 	t.Parallel()
 	r := mustRender(t, map[string]any{})
@@ -309,16 +314,24 @@ func TestChartDefaults(t *testing.T) {
 	for _, u := range r.ofKind("Deployment") {
 		deployments = append(deployments, u.GetName())
 	}
+	var deployed []string // components of a default install
 	want := make([]string, 0, len(components))
 	for _, c := range components {
+		if c == "runner-manager" {
+			continue // local runners are an explicit opt-in
+		}
+		deployed = append(deployed, c)
 		want = append(want, name(c))
 	}
 	slices.Sort(deployments)
 	slices.Sort(want)
 	if !slices.Equal(deployments, want) {
-		t.Errorf("deployments = %v, want %v", deployments, want)
+		t.Errorf("deployments = %v, want %v (no runner-manager)", deployments, want)
 	}
-	for _, c := range components {
+	if got := envOf(t, r, deployment(t, r, name("kube-reconciler")))["KUBE_SESSION_SELECTOR"]; got != "all" {
+		t.Errorf("kube-reconciler KUBE_SESSION_SELECTOR = %q, want all: every session an AgenticSession", got)
+	}
+	for _, c := range deployed {
 		env := envOf(t, r, deployment(t, r, name(c)))
 		if got, want := env["NATS_URL"], "nats://acp-nats.ambient-system.svc:4222"; got != want {
 			t.Errorf("%s: NATS_URL = %q, want %q (the bundled nats chart's Service)", c, got, want)
@@ -349,13 +362,19 @@ func TestChartDefaults(t *testing.T) {
 			}
 		}
 	}
-	for _, kind := range []string{"ServiceMonitor", "NetworkPolicy", "HorizontalPodAutoscaler"} {
+	if env := envOf(t, r, deployment(t, r, name("informer"))); env["NATS_USER"] != "informer" {
+		t.Errorf("informer NATS_USER = %q: the bundled NATS has a user per service by default", env["NATS_USER"])
+	}
+	for _, kind := range []string{"ServiceMonitor", "HorizontalPodAutoscaler"} {
 		if n := len(r.ofKind(kind)); n != 0 {
 			t.Errorf("%d %s rendered by default, want 0", n, kind)
 		}
 	}
-	if n := len(r.ofKind("PodDisruptionBudget")); n != len(components) {
-		t.Errorf("%d PodDisruptionBudgets, want %d", n, len(components))
+	if n := len(r.ofKind("NetworkPolicy")); n != len(deployed)+1 {
+		t.Errorf("%d NetworkPolicies by default, want one per service and one for NATS (%d)", n, len(deployed)+1)
+	}
+	if n := len(r.ofKind("PodDisruptionBudget")); n != len(deployed) {
+		t.Errorf("%d PodDisruptionBudgets, want %d", n, len(deployed))
 	}
 }
 
@@ -534,7 +553,7 @@ func TestChartExternalNATS(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			vals := parseValues(t, fmt.Sprintf(`
+			vals := localRunnersWith(t, fmt.Sprintf(`
 nats: {enabled: false}
 externalNats: {url: "nats://nats.messaging:4222", auth: {type: %s, secretName: nats-auth}}
 `, tc.auth))
@@ -599,7 +618,8 @@ externalNats: {url: "nats://n:4222", auth: {type: creds}}`, "externalNats.auth.s
 		{"jwt without jwks", `aguiProxy: {auth: {mode: jwt}}`, "aguiProxy.auth.jwt.jwksURL is required"},
 		{"shadow on live stream", `informer: {canary: {enabled: true, image: {tag: "1.0.0"}, subjectPrefix: ambient.events}}`, "shadow informer never publishes to the live stream"},
 		{"canary partition beyond the group", `eventTally: {canary: {enabled: true, image: {tag: "1.0.0"}, partitions: "14-16"}}`, "not below global.groupPartitions"},
-		{"sessions run twice", `kubeReconciler: {sessionSelector: all}`, "would run every session twice"},
+		{"sessions run twice", `runnerManager: {enabled: true}`, "would run every session twice"},
+		{"nats passwords secret name", `nats: {ambientAuth: {enabled: true, existingSecret: "Bad_Name"}}`, "existingSecret"},
 		{"bad session selector", `kubeReconciler: {sessionSelector: "everything"}`, "sessionSelector"},
 		{"hpa min above max", `aguiProxy: {hpa: {enabled: true, minReplicas: 5, maxReplicas: 2}}`, "minReplicas must not exceed maxReplicas"},
 		{"crds.install not a bool", `crds: {install: "yes"}`, "install"},
@@ -686,7 +706,7 @@ func TestChartServiceEnv(t *testing.T) {
 // service needs and nothing open-ended.
 func TestChartNetworkPolicies(t *testing.T) {
 	t.Parallel()
-	r := mustRender(t, parseValues(t, `networkPolicy: {enabled: true}`))
+	r := mustRender(t, localRunnersWith(t, `networkPolicy: {enabled: true}`))
 	type rule = map[string]any
 	for _, comp := range components {
 		u := r.find("NetworkPolicy", name(comp))
@@ -728,6 +748,46 @@ func TestChartNetworkPolicies(t *testing.T) {
 	ap, _ := yaml.Marshal(r.find("NetworkPolicy", name("agui-proxy")).Object["spec"])
 	if !strings.Contains(string(ap), "app.kubernetes.io/component: runner-manager") {
 		t.Errorf("agui-proxy NetworkPolicy cannot reach runner-manager pods:\n%s", ap)
+	}
+	checkNATSNetworkPolicy(t, r)
+	if r := mustRender(t, parseValues(t, `{nats: {enabled: false}, externalNats: {url: "nats://n:4222"}}`)); r.find("NetworkPolicy", name("nats")) != nil {
+		t.Error("a NetworkPolicy for NATS the chart does not install")
+	}
+}
+
+// checkNATSNetworkPolicy: the bundled NATS pods admit clients only from this
+// release's pods (and networkPolicy.natsFrom), routes only from NATS pods.
+func checkNATSNetworkPolicy(t *testing.T, r rendered) {
+	t.Helper()
+	u := r.find("NetworkPolicy", name("nats"))
+	if u == nil {
+		t.Fatal("no NetworkPolicy for the bundled NATS")
+	}
+	np := toTyped[networkingv1.NetworkPolicy](t, u)
+	natsPods := map[string]string{"app.kubernetes.io/name": "nats", "app.kubernetes.io/instance": releaseName, "app.kubernetes.io/component": "nats"}
+	if !maps.Equal(np.Spec.PodSelector.MatchLabels, natsPods) {
+		t.Errorf("NATS NetworkPolicy selects %v, want the nats chart's server pods %v", np.Spec.PodSelector.MatchLabels, natsPods)
+	}
+	ours := map[string]string{"app.kubernetes.io/name": "ambient-control-plane", "app.kubernetes.io/instance": releaseName}
+	from := map[int32][]networkingv1.NetworkPolicyPeer{}
+	for _, rule := range np.Spec.Ingress {
+		for _, p := range rule.Ports {
+			from[p.Port.IntVal] = rule.From
+		}
+	}
+	if len(from) != 3 {
+		t.Errorf("NATS ingress ports %v, want 4222, 6222 and 8222 only", slices.Sorted(maps.Keys(from)))
+	}
+	if c := from[4222]; len(c) == 0 || c[0].PodSelector == nil || !maps.Equal(c[0].PodSelector.MatchLabels, ours) || c[0].NamespaceSelector != nil {
+		t.Errorf("NATS client port admits %+v, want this release's pods first", c)
+	}
+	if c := from[6222]; len(c) != 1 || c[0].PodSelector == nil || !maps.Equal(c[0].PodSelector.MatchLabels, natsPods) {
+		t.Errorf("NATS route port admits %+v, want only NATS pods", c)
+	}
+	for _, e := range np.Spec.Egress {
+		if len(e.Ports) == 0 {
+			t.Errorf("NATS egress rule without ports: %+v", e)
+		}
 	}
 }
 

@@ -311,6 +311,13 @@ func checkServiceEnv(t *testing.T, s types.ServiceConfig) {
 	for _, v := range s.Volumes {
 		mounts = append(mounts, v.Target)
 	}
+	for _, sec := range s.Secrets {
+		target := sec.Target
+		if !strings.HasPrefix(target, "/") {
+			target = "/run/secrets/" + target // where compose mounts a secret
+		}
+		mounts = append(mounts, target)
+	}
 	materialize(t, env, mounts)
 	res := checkEnvs(t, s.Build.Target, []envCase{{ID: s.Name, Env: env}})
 	for _, e := range res[s.Name] {

@@ -62,6 +62,38 @@ metadata:
 	t.Run("rbac", func(t *testing.T) {
 		testRBAC(ctx, t, k, mustRender(t, map[string]any{}))
 	})
+
+	// Acceptance item 3 (issue 12): a default install, applied for real,
+	// runs no runner-manager and tells the kube-reconciler to turn every
+	// session into an AgenticSession (which testRBAC shows it may create).
+	t.Run("default isolates tenants", func(t *testing.T) {
+		for _, o := range mustRender(t, map[string]any{}).objects {
+			if o.GetKind() != "Deployment" && o.GetKind() != "ConfigMap" {
+				continue
+			}
+			if err := k.apply(ctx, k.dyn, o, false); err != nil {
+				t.Fatal(err)
+			}
+		}
+		deps, err := k.dyn.Resource(gvrDeployments).Namespace(releaseNamespace).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/instance=" + releaseName})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var names []string
+		for _, d := range deps.Items {
+			names = append(names, d.GetLabels()["app.kubernetes.io/component"])
+		}
+		if len(names) == 0 || slices.Contains(names, "runner-manager") {
+			t.Errorf("default install runs %v, want services and no runner-manager", names)
+		}
+		cm, err := k.dyn.Resource(gvrConfigMaps).Namespace(releaseNamespace).Get(ctx, name("kube-reconciler-env"), metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sel := cm.Object["data"].(map[string]any)["KUBE_SESSION_SELECTOR"]; sel != "all" {
+			t.Errorf("kube-reconciler KUBE_SESSION_SELECTOR = %v, want all", sel)
+		}
+	})
 }
 
 var (
@@ -69,6 +101,7 @@ var (
 	gvrSecrets      = schema.GroupVersionResource{Version: "v1", Resource: "secrets"}
 	gvrPods         = schema.GroupVersionResource{Version: "v1", Resource: "pods"}
 	gvrConfigMaps   = schema.GroupVersionResource{Version: "v1", Resource: "configmaps"}
+	gvrDeployments  = schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "deployments"}
 	gvrRoleBindings = schema.GroupVersionResource{Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "rolebindings"}
 	gvrSessions     = schema.GroupVersionResource{Group: "vteam.ambient-code", Version: "v1alpha1", Resource: "agenticsessions"}
 	gvrCRDs         = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}

@@ -10,8 +10,6 @@ import (
 
 	"github.com/cenkalti/backoff/v5"
 	"github.com/nats-io/nats.go"
-
-	"github.com/ambient-code/control-plane/libs/envconfig"
 )
 
 // Reconnect backoff defaults: start fast so a restarted server is found
@@ -33,9 +31,10 @@ type TLSConfig struct {
 func (c TLSConfig) Enabled() bool { return c.CAFile != "" || c.CertFile != "" || c.KeyFile != "" }
 
 // ConnectConfig says how to reach NATS. At most one credential kind may be
-// set: CredsFile, User/Password, or Token.
+// set: CredsFile, User with Password or PasswordFile, or Token.
 type ConnectConfig struct {
-	// URL is one or more comma-separated nats:// or tls:// URLs.
+	// URL is one or more comma-separated nats:// or tls:// URLs. It may
+	// carry user:password, which is never logged (see RedactedURL).
 	URL string
 	// Name identifies the client in server monitoring (service + instance).
 	Name string
@@ -43,8 +42,13 @@ type ConnectConfig struct {
 	CredsFile string
 	User      string
 	Password  string
-	Token     string
-	TLS       TLSConfig
+	// PasswordFile holds User's password (a mounted Secret key). It is read
+	// again on every connect and reconnect, so a rotated Secret is picked
+	// up when the server drops the old password; a read that fails or finds
+	// it empty keeps the last good password.
+	PasswordFile string
+	Token        string
+	TLS          TLSConfig
 	// ReconnectMin and ReconnectMax bound the exponential reconnect backoff
 	// (defaults 100ms and 5s); each delay is randomised by +/-25 % so many
 	// clients do not reconnect in lock step.
@@ -55,10 +59,11 @@ type ConnectConfig struct {
 // LogValue keeps secrets out of logs, the URL's user information included.
 func (c ConnectConfig) LogValue() slog.Value {
 	return slog.GroupValue(
-		slog.String("url", envconfig.RedactURLs(c.URL)),
+		slog.String("url", c.RedactedURL()),
 		slog.String("name", c.Name),
 		slog.Bool("creds_file", c.CredsFile != ""),
 		slog.Bool("user", c.User != ""),
+		slog.Bool("password_file", c.PasswordFile != ""),
 		slog.Bool("token", c.Token != ""),
 		slog.Bool("tls", c.TLS.Enabled()),
 	)
@@ -70,7 +75,7 @@ func (c ConnectConfig) validate() error {
 		errs = append(errs, fmt.Errorf("url is required: %w", ErrInvalidConfig))
 	}
 	kinds := 0
-	for _, set := range []bool{c.CredsFile != "", c.User != "" || c.Password != "", c.Token != ""} {
+	for _, set := range []bool{c.CredsFile != "", c.User != "" || c.Password != "" || c.PasswordFile != "", c.Token != ""} {
 		if set {
 			kinds++
 		}
@@ -78,8 +83,11 @@ func (c ConnectConfig) validate() error {
 	if kinds > 1 {
 		errs = append(errs, fmt.Errorf("set only one of creds file, user/password, token: %w", ErrInvalidConfig))
 	}
-	if c.Password != "" && c.User == "" {
+	if (c.Password != "" || c.PasswordFile != "") && c.User == "" {
 		errs = append(errs, fmt.Errorf("password without user: %w", ErrInvalidConfig))
+	}
+	if c.Password != "" && c.PasswordFile != "" {
+		errs = append(errs, fmt.Errorf("set password or password file, not both: %w", ErrInvalidConfig))
 	}
 	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
 		errs = append(errs, fmt.Errorf("tls cert file and key file go together: %w", ErrInvalidConfig))
@@ -141,6 +149,12 @@ func (c ConnectConfig) Options(log *slog.Logger) ([]nats.Option, error) {
 	switch {
 	case c.CredsFile != "":
 		opts = append(opts, nats.UserCredentials(c.CredsFile))
+	case c.PasswordFile != "":
+		pw, err := newPasswordFile(c.PasswordFile, log)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, nats.UserInfoHandler(func() (string, string) { return c.User, pw.read() }))
 	case c.User != "":
 		opts = append(opts, nats.UserInfo(c.User, c.Password))
 	case c.Token != "":
@@ -196,7 +210,7 @@ func Dial(cfg ConnectConfig, log *slog.Logger) (nc *nats.Conn, connected <-chan 
 	}))
 	nc, err = nats.Connect(cfg.URL, opts...)
 	if err != nil {
-		return nil, nil, fmt.Errorf("connect nats %s: %w", envconfig.RedactURLs(cfg.URL), err)
+		return nil, nil, fmt.Errorf("connect nats %s: %w", cfg.RedactedURL(), err)
 	}
 	if nc.IsConnected() {
 		// Connected synchronously: the handler only runs for a connect that
@@ -222,7 +236,7 @@ func Connect(ctx context.Context, cfg ConnectConfig, log *slog.Logger) (*nats.Co
 	case <-ctx.Done():
 		last := nc.LastError()
 		nc.Close()
-		return nil, fmt.Errorf("connect nats %s: %w", envconfig.RedactURLs(cfg.URL), errors.Join(ErrNotConnected, ctx.Err(), last))
+		return nil, fmt.Errorf("connect nats %s: %w", cfg.RedactedURL(), errors.Join(ErrNotConnected, ctx.Err(), last))
 	}
 }
 

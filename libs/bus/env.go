@@ -8,10 +8,14 @@ const (
 	EnvNATSCredsFile = "NATS_CREDS_FILE"
 	EnvNATSUser      = "NATS_USER"
 	EnvNATSPassword  = "NATS_PASSWORD"
-	EnvNATSToken     = "NATS_TOKEN"
-	EnvNATSCAFile    = "NATS_CA_FILE"
-	EnvNATSCertFile  = "NATS_CERT_FILE"
-	EnvNATSKeyFile   = "NATS_KEY_FILE"
+	// EnvNATSPasswordFile names a file holding NATS_USER's password (a
+	// mounted Secret key); preferred to NATS_PASSWORD, which every process
+	// that can read this one's environment can read too.
+	EnvNATSPasswordFile = "NATS_PASSWORD_FILE"
+	EnvNATSToken        = "NATS_TOKEN"
+	EnvNATSCAFile       = "NATS_CA_FILE"
+	EnvNATSCertFile     = "NATS_CERT_FILE"
+	EnvNATSKeyFile      = "NATS_KEY_FILE"
 )
 
 // DefaultURL is the NATS server of the dev stack.
@@ -25,11 +29,12 @@ var natsSchemes = []string{"nats", "tls", "ws", "wss"}
 // when NATS_URL is unset; Name is left for the caller.
 func LoadConnectConfig(l *envconfig.Loader, defaultURL string) ConnectConfig {
 	return ConnectConfig{
-		URL:       l.URLList(EnvNATSURL, defaultURL, natsSchemes...),
-		CredsFile: l.File(EnvNATSCredsFile, ""),
-		User:      l.String(EnvNATSUser, ""),
-		Password:  l.Secret(EnvNATSPassword).Reveal(),
-		Token:     l.Secret(EnvNATSToken).Reveal(),
+		URL:          l.URLList(EnvNATSURL, defaultURL, natsSchemes...),
+		CredsFile:    l.File(EnvNATSCredsFile, ""),
+		User:         l.String(EnvNATSUser, ""),
+		Password:     l.Secret(EnvNATSPassword).Reveal(),
+		PasswordFile: l.File(EnvNATSPasswordFile, ""),
+		Token:        l.Secret(EnvNATSToken).Reveal(),
 		TLS: TLSConfig{
 			CAFile:   l.File(EnvNATSCAFile, ""),
 			CertFile: l.File(EnvNATSCertFile, ""),

@@ -116,6 +116,10 @@ func TestURL(t *testing.T) {
 		{name: "wrong scheme", env: map[string]string{"NATS_URL": "http://nats:4222"}, want: "<nil>", wantErr: want + `"http://nats:4222"`},
 		{name: "no scheme", env: map[string]string{"NATS_URL": "nats:4222"}, want: "<nil>", wantErr: want + `"nats:4222"`},
 		{name: "unparsable", env: map[string]string{"NATS_URL": "nats://[::1"}, want: "<nil>", wantErr: want + `"nats://[::1"`},
+		// The value is quoted in the error, but never its credentials.
+		{name: "bad with password", env: map[string]string{"NATS_URL": "http://svc:s3cret@nats:4222"}, want: "<nil>",
+			wantErr: want + `"http://svc:xxxxx@nats:4222"`},
+		{name: "unparsable with token", env: map[string]string{"NATS_URL": "nats://t0ken@[::1"}, want: "<nil>", wantErr: want + `"nats://xxxxx@[::1"`},
 	})
 	runCases(t, func(l *Loader) string {
 		if u := l.URL("OTEL_EXPORTER_OTLP_ENDPOINT", ""); u != nil {
@@ -326,6 +330,7 @@ func TestLoaderURLList(t *testing.T) {
 		"GOOD":      "nats://a:4222, tls://b:4222",
 		"BADSCHEME": "nats://a:4222,http://b:80",
 		"NOHOST":    "nats://",
+		"SECRET":    "nats://svc:s3cret@a:4222,http://t0ken@b:80",
 	}))
 	if got := l.URLList("GOOD", "def", "nats", "tls"); got != "nats://a:4222, tls://b:4222" {
 		t.Errorf("URLList(GOOD) = %q", got)
@@ -341,10 +346,18 @@ func TestLoaderURLList(t *testing.T) {
 			t.Errorf("URLList(%s) = %q, want the default", name, got)
 		}
 	}
+	if got := l.URLList("SECRET", "def", "nats"); got != "def" {
+		t.Errorf("URLList(SECRET) = %q, want the default", got)
+	}
 	err := l.Err()
-	for _, name := range []string{"BADSCHEME", "NOHOST"} {
+	for _, name := range []string{"BADSCHEME", "NOHOST", "SECRET"} {
 		if err == nil || !strings.Contains(err.Error(), name) {
 			t.Errorf("Err() = %v, want it to name %s", err, name)
+		}
+	}
+	for _, secret := range []string{"s3cret", "t0ken"} {
+		if strings.Contains(err.Error(), secret) {
+			t.Errorf("Err() = %v quotes the credential %q", err, secret)
 		}
 	}
 }

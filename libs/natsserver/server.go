@@ -30,8 +30,17 @@ type Options struct {
 	// ServerName defaults to a name derived from the port. JetStream ties
 	// its metadata to the server name, so Restart reuses the first name.
 	ServerName string
+	// ConfigFile is a nats-server configuration file (nats.conf syntax, with
+	// include and $VARIABLE references to the environment resolved as the
+	// server binary does) read before the fields here apply: the deployed
+	// authorization blocks (users, permissions) are loaded from the very file
+	// the chart and docker-compose ship. StoreDir, Host, Port, ServerName and
+	// the logging fields always override the file, its monitoring port is
+	// not opened, and JetStream is always on.
+	ConfigFile string
 	// Username/Password or Token require client authentication (tests of
-	// credentials handling). Leave empty for no auth.
+	// credentials handling). Leave empty for no auth. They are exclusive
+	// with users defined in ConfigFile.
 	Username string
 	Password string
 	Token    string
@@ -52,9 +61,12 @@ type Options struct {
 // Server is an embedded nats-server with JetStream. Its methods are safe
 // for concurrent use.
 type Server struct {
-	mu   sync.Mutex // guards opts and srv
+	mu   sync.Mutex // guards opts, srv and name
 	opts Options    // guarded by mu; Port is the resolved port after Start
 	srv  *server.Server
+	// name is the ServerName the running server was started with ("" when
+	// it chose one): a reload must not change it.
+	name string
 }
 
 // Start validates opts, starts the server and waits until it accepts
@@ -82,29 +94,11 @@ func Start(opts Options) (*Server, error) {
 // start runs the server with s.opts and records the resolved port so a
 // later Restart listens on the same address. Caller holds mu or owns s.
 func (s *Server) start() error {
-	so := &server.Options{
-		ServerName:            s.opts.ServerName,
-		Host:                  s.opts.Host,
-		Port:                  s.opts.Port,
-		JetStream:             true,
-		StoreDir:              s.opts.StoreDir,
-		JetStreamMaxMemory:    s.opts.MaxMemory,
-		JetStreamMaxStore:     s.opts.MaxStore,
-		Username:              s.opts.Username,
-		Password:              s.opts.Password,
-		Authorization:         s.opts.Token,
-		NoLog:                 !s.opts.Logging,
-		NoSigs:                true,
-		Debug:                 s.opts.Debug,
-		Trace:                 s.opts.Trace,
-		DisableShortFirstPing: true,
+	so, err := s.serverOptions()
+	if err != nil {
+		return err
 	}
-	if s.opts.TLS != nil {
-		so.TLS = true
-		so.TLSConfig = s.opts.TLS
-		so.TLSVerify = s.opts.TLS.ClientAuth == tls.RequireAndVerifyClientCert
-		so.TLSTimeout = 2
-	}
+	s.name = so.ServerName
 	srv, err := server.NewServer(so)
 	if err != nil {
 		return fmt.Errorf("new nats server: %w", err)
@@ -125,6 +119,69 @@ func (s *Server) start() error {
 		s.opts.ServerName = srv.Name()
 	}
 	s.srv = srv
+	return nil
+}
+
+// serverOptions builds the nats-server options: ConfigFile first, then the
+// fields of s.opts on top. Caller holds mu or owns s.
+func (s *Server) serverOptions() (*server.Options, error) {
+	so := &server.Options{}
+	if s.opts.ConfigFile != "" {
+		var err error
+		if so, err = server.ProcessConfigFile(s.opts.ConfigFile); err != nil {
+			return nil, fmt.Errorf("nats config %s: %w: %w", s.opts.ConfigFile, ErrInvalidOption, err)
+		}
+	}
+	so.ServerName = s.opts.ServerName
+	so.Host = s.opts.Host
+	so.Port = s.opts.Port
+	// A file's monitoring ports are fixed numbers meant for a container of
+	// its own; an embedded server serves clients only.
+	so.HTTPPort, so.HTTPSPort = 0, 0
+	so.JetStream = true
+	so.StoreDir = s.opts.StoreDir
+	if s.opts.MaxMemory != 0 {
+		so.JetStreamMaxMemory = s.opts.MaxMemory
+	}
+	if s.opts.MaxStore != 0 {
+		so.JetStreamMaxStore = s.opts.MaxStore
+	}
+	if s.opts.Username != "" || s.opts.Token != "" {
+		so.Username, so.Password, so.Authorization = s.opts.Username, s.opts.Password, s.opts.Token
+	}
+	so.NoLog = !s.opts.Logging
+	so.NoSigs = true
+	so.Debug = s.opts.Debug
+	so.Trace = s.opts.Trace
+	so.DisableShortFirstPing = true
+	if s.opts.TLS != nil {
+		so.TLS = true
+		so.TLSConfig = s.opts.TLS
+		so.TLSVerify = s.opts.TLS.ClientAuth == tls.RequireAndVerifyClientCert
+		so.TLSTimeout = 2
+	}
+	return so, nil
+}
+
+// Reload reads ConfigFile again and applies it to the running server, as a
+// SIGHUP does to the binary: changed users, passwords and permissions take
+// effect, and clients whose credentials no longer work are disconnected. It
+// returns ErrInvalidOption when the file is bad or the change cannot be
+// applied without a restart, and ErrNotReady when the server is down.
+func (s *Server) Reload() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.srv == nil {
+		return fmt.Errorf("reload: %w", ErrNotReady)
+	}
+	so, err := s.serverOptions()
+	if err != nil {
+		return err
+	}
+	so.ServerName = s.name
+	if err := s.srv.ReloadOptions(so); err != nil {
+		return fmt.Errorf("reload nats config: %w: %w", ErrInvalidOption, err)
+	}
 	return nil
 }
 

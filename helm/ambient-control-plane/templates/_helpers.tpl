@@ -118,20 +118,29 @@ the chart's appVersion; a digest wins over any tag.
 {{- end -}}
 
 {{/*
-acp.natsURL is NATS_URL: the bundled NATS Service (the nats chart names it
-like acp.fullname does, with "nats") or externalNats.url.
+acp.natsFullname is the bundled nats chart's fullname (its Service and
+StatefulSet name), computed as that chart's nats.fullname does from the
+values under nats:.
+*/}}
+{{- define "acp.natsFullname" -}}
+{{- if .Values.nats.fullnameOverride -}}
+{{- .Values.nats.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default "nats" .Values.nats.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+acp.natsURL is NATS_URL: the bundled NATS Service or externalNats.url.
 */}}
 {{- define "acp.natsURL" -}}
 {{- if .Values.nats.enabled -}}
-{{- $name := "" -}}
-{{- if .Values.nats.fullnameOverride -}}
-{{- $name = .Values.nats.fullnameOverride | trunc 63 | trimSuffix "-" -}}
-{{- else if contains "nats" .Release.Name -}}
-{{- $name = .Release.Name | trunc 63 | trimSuffix "-" -}}
-{{- else -}}
-{{- $name = printf "%s-nats" .Release.Name | trunc 63 | trimSuffix "-" -}}
-{{- end -}}
-{{- printf "nats://%s.%s.svc:%d" $name .Release.Namespace (int .Values.natsPort) -}}
+{{- printf "nats://%s.%s.svc:%d" (include "acp.natsFullname" .) .Release.Namespace (int .Values.natsPort) -}}
 {{- else -}}
 {{- required "externalNats.url is required when nats.enabled is false" .Values.externalNats.url -}}
 {{- end -}}
@@ -140,14 +149,21 @@ like acp.fullname does, with "nats") or externalNats.url.
 {{/* acp.natsCredsDir is where the NATS .creds Secret is mounted. */}}
 {{- define "acp.natsCredsDir" -}}/etc/ambient/nats{{- end -}}
 
+{{/* acp.natsPasswordDir is where a component's NATS password (bundled NATS) is mounted. */}}
+{{- define "acp.natsPasswordDir" -}}/etc/ambient/nats-password{{- end -}}
+
 {{/* acp.aguiTokensDir is where the agui-proxy tokens Secret is mounted. */}}
 {{- define "acp.aguiTokensDir" -}}/etc/ambient/agui-tokens{{- end -}}
 
-{{/* acp.natsAuth validates externalNats.auth and returns its type ("none" for bundled NATS). */}}
+{{/*
+acp.natsAuth validates externalNats.auth and returns how services
+authenticate: "users" (the bundled NATS with one user per service, see
+templates/nats/), "none", or externalNats.auth.type.
+*/}}
 {{- define "acp.natsAuth" -}}
 {{- $a := .Values.externalNats.auth -}}
 {{- if .Values.nats.enabled -}}
-none
+{{- ternary "users" "none" (include "acp.natsUsersEnabled" . | eq "true") -}}
 {{- else -}}
 {{- if ne $a.type "none" -}}
 {{- $_ := required (printf "externalNats.auth.secretName is required when externalNats.auth.type is %s" $a.type) $a.secretName -}}
@@ -175,12 +191,20 @@ AMBIENT_GRPC_SERVER_ADDR: {{ .Values.api.grpcAddr | quote }}
 AMBIENT_GRPC_USE_TLS: {{ .Values.api.useTLS | quote }}
 {{- end -}}
 
-{{/* acp.secretEnv: environment from Secrets (NATS credentials, API token). (dict "context" $ "api" true) */}}
+{{/*
+acp.secretEnv: environment from Secrets (NATS credentials, API token).
+(dict "context" $ "component" "informer" "track" "stable" "api" true)
+*/}}
 {{- define "acp.secretEnv" -}}
 {{- $ctx := .context -}}
 {{- $auth := include "acp.natsAuth" $ctx -}}
 {{- $a := $ctx.Values.externalNats.auth -}}
-{{- if eq $auth "userPassword" }}
+{{- if eq $auth "users" }}
+- name: NATS_USER
+  value: {{ include "acp.natsUser" . | quote }}
+- name: NATS_PASSWORD_FILE
+  value: {{ printf "%s/password" (include "acp.natsPasswordDir" $ctx) | quote }}
+{{- else if eq $auth "userPassword" }}
 - name: NATS_USER
   valueFrom:
     secretKeyRef: {name: {{ $a.secretName | quote }}, key: {{ $a.userKey | quote }}}
@@ -201,22 +225,43 @@ AMBIENT_GRPC_USE_TLS: {{ .Values.api.useTLS | quote }}
 {{- end }}
 {{- end -}}
 
-{{/* acp.natsVolume / acp.natsVolumeMount mount the NATS .creds Secret when used. */}}
+{{/*
+acp.natsVolume / acp.natsVolumeMount mount a component's NATS credentials:
+the .creds Secret of an external NATS, or, with the bundled NATS, only the
+component's own key of the passwords Secret (a pod never sees another
+service's password). (dict "context" $ "component" "informer" "track" "stable")
+*/}}
 {{- define "acp.natsVolume" -}}
-{{- if eq (include "acp.natsAuth" .) "creds" }}
+{{- $ctx := .context -}}
+{{- $auth := include "acp.natsAuth" $ctx -}}
+{{- if eq $auth "creds" }}
 - name: nats-creds
   secret:
-    secretName: {{ .Values.externalNats.auth.secretName | quote }}
+    secretName: {{ $ctx.Values.externalNats.auth.secretName | quote }}
     defaultMode: 0440
     items:
-      - key: {{ .Values.externalNats.auth.credsKey | quote }}
-        path: {{ .Values.externalNats.auth.credsKey | quote }}
+      - key: {{ $ctx.Values.externalNats.auth.credsKey | quote }}
+        path: {{ $ctx.Values.externalNats.auth.credsKey | quote }}
+{{- else if eq $auth "users" }}
+- name: nats-password
+  secret:
+    secretName: {{ include "acp.natsPasswordsSecret" $ctx | quote }}
+    defaultMode: 0440
+    items:
+      - key: {{ include "acp.natsPasswordKey" (include "acp.natsUser" .) | quote }}
+        path: password
 {{- end }}
 {{- end -}}
 {{- define "acp.natsVolumeMount" -}}
-{{- if eq (include "acp.natsAuth" .) "creds" }}
+{{- $ctx := .context -}}
+{{- $auth := include "acp.natsAuth" $ctx -}}
+{{- if eq $auth "creds" }}
 - name: nats-creds
-  mountPath: {{ include "acp.natsCredsDir" . }}
+  mountPath: {{ include "acp.natsCredsDir" $ctx }}
+  readOnly: true
+{{- else if eq $auth "users" }}
+- name: nats-password
+  mountPath: {{ include "acp.natsPasswordDir" $ctx }}
   readOnly: true
 {{- end }}
 {{- end -}}

@@ -72,7 +72,7 @@ spec:
             - configMapRef:
                 name: {{ include "acp.configName" (dict "context" $ctx "component" .component) }}
           env:
-            {{- include "acp.secretEnv" (dict "context" $ctx "api" .api) | nindent 12 }}
+            {{- include "acp.secretEnv" (dict "context" $ctx "component" .component "track" .track "api" .api) | nindent 12 }}
             {{- with .env }}
             {{- . | nindent 12 }}
             {{- end }}
@@ -99,7 +99,7 @@ spec:
           volumeMounts:
             - name: tmp
               mountPath: /tmp
-            {{- include "acp.natsVolumeMount" $ctx | nindent 12 }}
+            {{- include "acp.natsVolumeMount" (dict "context" $ctx "component" .component "track" .track) | nindent 12 }}
             {{- with .volumeMounts }}
             {{- . | nindent 12 }}
             {{- end }}
@@ -107,7 +107,7 @@ spec:
         - name: tmp
           emptyDir:
             sizeLimit: 64Mi
-        {{- include "acp.natsVolume" $ctx | nindent 8 }}
+        {{- include "acp.natsVolume" (dict "context" $ctx "component" .component "track" .track) | nindent 8 }}
         {{- with .volumes }}
         {{- . | nindent 8 }}
         {{- end }}

@@ -1,0 +1,170 @@
+package bus_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ambient-code/control-plane/libs/bus"
+	"github.com/ambient-code/control-plane/libs/envconfig"
+	"github.com/ambient-code/control-plane/libs/natsserver"
+	"github.com/ambient-code/control-plane/libs/testenv"
+)
+
+// TestPasswordFile: NATS_PASSWORD_FILE authenticates NATS_USER, a missing
+// or empty file is a start-up error, and the password is read again on
+// reconnect, so a rotated Secret works once the server drops the old one.
+// The variable names the server resolves come from the process environment,
+// so this test is not parallel.
+func TestPasswordFile(t *testing.T) {
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "nats.conf")
+	writeFile(t, conf, "authorization { users: [{user: svc, password: $BUS_TEST_NATS_PASSWORD}] }\n")
+	t.Setenv("BUS_TEST_NATS_PASSWORD", "first0password")
+	srv := testenv.NATSWith(t, natsserver.Options{ConfigFile: conf})
+
+	pwFile := filepath.Join(dir, "password")
+	writeFile(t, pwFile, "first0password\n") // a trailing newline, as editors write it
+	cfg := bus.ConnectConfig{URL: srv.ClientURL(), User: "svc", PasswordFile: pwFile,
+		ReconnectMin: 10 * time.Millisecond, ReconnectMax: 50 * time.Millisecond}
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	nc, err := bus.Connect(ctx, cfg, discard())
+	if err != nil {
+		t.Fatalf("Connect with the password file: %v", err)
+	}
+	defer nc.Close()
+
+	// Rotate: the Secret changes, then the server is reloaded with it.
+	writeFile(t, pwFile, "second0password")
+	t.Setenv("BUS_TEST_NATS_PASSWORD", "second0password")
+	if err := srv.Reload(); err != nil {
+		t.Fatalf("Reload: %v", err)
+	}
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if nc.Stats().Reconnects == 0 || !nc.IsConnected() {
+			return errors.New("not reconnected with the rotated password yet")
+		}
+		return nil
+	})
+
+	for _, tc := range []struct{ name, content string }{{"empty", " \n"}, {"missing", ""}} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "password")
+			if tc.content != "" {
+				writeFile(t, p, tc.content)
+			}
+			bad := cfg
+			bad.PasswordFile = p
+			if _, err := bus.Connect(t.Context(), bad, discard()); !errors.Is(err, bus.ErrInvalidConfig) {
+				t.Fatalf("Connect = %v, want ErrInvalidConfig", err)
+			}
+		})
+	}
+}
+
+func TestPasswordFileConfig(t *testing.T) {
+	t.Parallel()
+	pw := filepath.Join(t.TempDir(), "password")
+	writeFile(t, pw, "x")
+	tests := []struct {
+		name    string
+		env     map[string]string
+		wantErr bool
+	}{
+		{name: "user and file", env: map[string]string{"NATS_USER": "svc", "NATS_PASSWORD_FILE": pw}},
+		{name: "file without user", env: map[string]string{"NATS_PASSWORD_FILE": pw}, wantErr: true},
+		{name: "file and password", env: map[string]string{"NATS_USER": "svc", "NATS_PASSWORD_FILE": pw, "NATS_PASSWORD": "p"}, wantErr: true},
+		{name: "file and token", env: map[string]string{"NATS_USER": "svc", "NATS_PASSWORD_FILE": pw, "NATS_TOKEN": "t"}, wantErr: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			l := envconfig.New(envconfig.Map(tc.env))
+			cfg := bus.LoadConnectConfig(l, bus.DefaultURL)
+			if err := l.Err(); err != nil {
+				t.Fatalf("load: %v", err)
+			}
+			if cfg.PasswordFile != pw {
+				t.Fatalf("PasswordFile = %q, want %q", cfg.PasswordFile, pw)
+			}
+			_, err := cfg.Options(discard())
+			if tc.wantErr != errors.Is(err, bus.ErrInvalidConfig) {
+				t.Fatalf("Options err = %v, want error %v", err, tc.wantErr)
+			}
+		})
+	}
+	l := envconfig.New(envconfig.Map(map[string]string{"NATS_USER": "svc", "NATS_PASSWORD_FILE": "/nonexistent/password"}))
+	bus.LoadConnectConfig(l, bus.DefaultURL)
+	if err := l.Err(); err == nil || !strings.Contains(err.Error(), "NATS_PASSWORD_FILE") {
+		t.Fatalf("a missing password file: Err() = %v, want it to name NATS_PASSWORD_FILE", err)
+	}
+}
+
+// TestCredentialsNeverLogged: a NATS_URL carrying user:password or a token
+// reaches neither the log (LogValue, connect handlers) nor a connect error.
+func TestCredentialsNeverLogged(t *testing.T) {
+	t.Parallel()
+	srv := testenv.NATSWith(t, natsserver.Options{Username: "svc", Password: "url0s3cret"})
+	logs := &lockedBuffer{}
+	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	good := bus.ConnectConfig{URL: "nats://svc:url0s3cret@" + strings.TrimPrefix(srv.ClientURL(), "nats://")}
+	log.Info("config", slog.Any("nats", good))
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	nc, err := bus.Connect(ctx, good, log)
+	if err != nil {
+		t.Fatalf("Connect: %v", err)
+	}
+	nc.Close()
+
+	bad := bus.ConnectConfig{URL: "nats://svc:wrong0s3cret@" + strings.TrimPrefix(srv.ClientURL(), "nats://") + ",nats://t0ken0s3cret@127.0.0.1:1"}
+	ctx, cancel = context.WithTimeout(t.Context(), 300*time.Millisecond)
+	defer cancel()
+	_, err = bus.Connect(ctx, bad, log)
+	if err == nil {
+		t.Fatal("connected with a wrong password")
+	}
+	log.Error("connect failed", slog.Any("err", err))
+	for _, secret := range []string{"url0s3cret", "wrong0s3cret", "t0ken0s3cret"} {
+		if strings.Contains(logs.String(), secret) {
+			t.Errorf("log holds %q:\n%s", secret, logs.String())
+		}
+	}
+	if !strings.Contains(logs.String(), "svc:xxxxx@") {
+		t.Errorf("log does not show the redacted URL:\n%s", logs.String())
+	}
+}
+
+// lockedBuffer is a bytes.Buffer safe for the nats.go callback goroutines
+// that log while the test reads.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer // guarded by mu
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
