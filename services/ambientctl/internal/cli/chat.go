@@ -83,7 +83,7 @@ func (o *options) chat(ctx context.Context, w io.Writer, session, message string
 	// No client timeout: a run streams for as long as the agent works; ctx
 	// (Ctrl-C) ends it. The request carries the command's traceparent, so
 	// the chat can be followed through the proxy into the runner.
-	resp, err := httpClient().Do(req)
+	resp, err := o.httpClient().Do(req)
 	if err != nil {
 		return fmt.Errorf("reach the agui-proxy at %s (is the dev stack running? or pass --proxy): %w", o.proxyURL, err)
 	}

@@ -151,7 +151,7 @@ func (o *options) client() (*apiclient.Client, error) {
 	if o.output != "table" && o.output != "json" {
 		return nil, usageError{fmt.Errorf("--output must be table or json, got %q", o.output)}
 	}
-	c, err := apiclient.New(apiclient.Config{Addr: o.api, Token: o.token, UseTLS: o.useTLS, CAFile: o.caFile, Timeout: o.timeout})
+	c, err := apiclient.New(apiclient.Config{Addr: o.api, Token: o.token, UseTLS: o.useTLS, CAFile: o.caFile, Timeout: o.timeout, TracerProvider: o.tracerProvider()})
 	if err != nil {
 		return nil, fmt.Errorf("api client: %w", err)
 	}
@@ -173,7 +173,7 @@ func (o *options) restClient() (*apiclient.RESTClient, error) {
 	if o.output != "table" && o.output != "json" {
 		return nil, usageError{fmt.Errorf("--output must be table or json, got %q", o.output)}
 	}
-	c, err := apiclient.NewREST(apiclient.RESTConfig{URL: o.rest, Token: o.token, CAFile: o.caFile, Timeout: o.timeout})
+	c, err := apiclient.NewREST(apiclient.RESTConfig{URL: o.rest, Token: o.token, CAFile: o.caFile, Timeout: o.timeout, TracerProvider: o.tracerProvider()})
 	if err != nil {
 		return nil, usageError{fmt.Errorf("--rest (or $%s): %w", EnvRESTURL, err)}
 	}

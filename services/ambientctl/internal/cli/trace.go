@@ -6,13 +6,13 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/ambient-code/control-plane/libs/telemetry"
 )
@@ -27,7 +27,10 @@ const flushTimeout = 5 * time.Second
 // commandTrace is the trace of one command: its root span, and the
 // telemetry to flush when it ends.
 type commandTrace struct {
-	span  trace.Span
+	span trace.Span
+	// tp is the command's tracer provider, given to every client so their
+	// spans are its own, whatever the OTel global is.
+	tp    trace.TracerProvider
 	flush func(context.Context) error
 }
 
@@ -48,7 +51,7 @@ func (o *options) startTrace(cmd *cobra.Command) error {
 	}
 	ctx, span := p.Tracer.Start(cmd.Context(), cmd.CommandPath())
 	cmd.SetContext(ctx)
-	o.trace = &commandTrace{span: span, flush: flush}
+	o.trace = &commandTrace{span: span, tp: p.TracerProvider, flush: flush}
 	return nil
 }
 
@@ -79,9 +82,19 @@ func (o *options) finishTrace(ctx context.Context, err error, stderr io.Writer) 
 // httpClient is the client of the proxy and event-tally: each request is
 // a span of the command's trace and sends it on as traceparent. No client
 // timeout: a chat streams for as long as the agent works; ctx ends it.
-func httpClient() *http.Client {
+func (o *options) httpClient() *http.Client {
 	return &http.Client{Transport: otelhttp.NewTransport(http.DefaultTransport,
+		otelhttp.WithTracerProvider(o.tracerProvider()),
 		otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string {
-			return r.Method + " " + strings.TrimSuffix(r.URL.Host, "/")
+			return r.Method + " " + r.URL.Path
 		}))}
+}
+
+// tracerProvider is the running command's tracer provider (a no-op one
+// before the command started).
+func (o *options) tracerProvider() trace.TracerProvider {
+	if o.trace == nil {
+		return noop.NewTracerProvider()
+	}
+	return o.trace.tp
 }
