@@ -13,11 +13,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/trace"
 
 	"github.com/ambient-code/control-plane/libs/sse"
-	"github.com/ambient-code/control-plane/libs/telemetry"
 )
 
 func chatCmd(o *options) *cobra.Command {
@@ -57,9 +54,7 @@ type agEvent struct {
 
 func (o *options) chat(ctx context.Context, w io.Writer, session, message string) error {
 	// The command's span and the request's name the session.
-	obj := []attribute.KeyValue{telemetry.AttrResource.String("sessions"), telemetry.AttrObjectID.String(session)}
-	trace.SpanFromContext(ctx).SetAttributes(obj...)
-	ctx = telemetry.ContextWithAttributes(ctx, obj...)
+	ctx = tagSession(ctx, session, "")
 	stamp := strconv.FormatInt(time.Now().UnixNano(), 36)
 	body, err := json.Marshal(runAgentInput{
 		ThreadID: session, RunID: "run-" + stamp,

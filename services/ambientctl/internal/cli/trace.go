@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
@@ -77,6 +78,18 @@ func (o *options) finishTrace(ctx context.Context, err error, stderr io.Writer) 
 	if ferr := t.flush(fctx); ferr != nil && o.verbose {
 		fmt.Fprintf(stderr, "ambientctl: telemetry not exported: %v\n", ferr)
 	}
+}
+
+// tagSession names the session the command works on, on the command's
+// span and on every span started under the returned ctx, so the command
+// shows up in a search for the session (ambient.object_id).
+func tagSession(ctx context.Context, id, project string) context.Context {
+	attrs := []attribute.KeyValue{telemetry.AttrResource.String("sessions"), telemetry.AttrObjectID.String(id)}
+	if project != "" {
+		attrs = append(attrs, telemetry.AttrProjectID.String(project))
+	}
+	trace.SpanFromContext(ctx).SetAttributes(attrs...)
+	return telemetry.ContextWithAttributes(ctx, attrs...)
 }
 
 // httpClient is the client of the proxy and event-tally: each request is

@@ -71,6 +71,9 @@ func TestCommandIsOneTrace(t *testing.T) {
 			if call.Span == nil || call.ParentID() != root.SpanID() || call.Attr(string(telemetry.AttrObjectID)) == "" {
 				t.Fatalf("CreateSession span %v is not a child of the command naming the new session", call.Span)
 			}
+			if id := call.Attr(string(telemetry.AttrObjectID)); root.Attr(string(telemetry.AttrObjectID)) != id {
+				t.Errorf("the command's span names object %q, want the new session %s", root.Attr(string(telemetry.AttrObjectID)), id)
+			}
 
 			// A second command is a second trace.
 			_, stderr2, code := h.run("-v", "sessions", "list")

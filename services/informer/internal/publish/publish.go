@@ -118,6 +118,9 @@ func (p *Publisher) publish(ctx context.Context, ev *eventsv1.ResourceEvent, key
 			attribute.String("ambient.event_type", typ),
 			attribute.String("ambient.object_id", ev.GetObjectId()),
 		))
+	if pid := ev.GetProjectId(); pid != "" {
+		span.SetAttributes(attribute.String("ambient.project_id", pid))
+	}
 	defer func() {
 		if err != nil {
 			span.RecordError(err)
