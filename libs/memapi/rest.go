@@ -69,7 +69,7 @@ func (s *Server) Handler() http.Handler {
 // router is Handler's chi router.
 func (s *Server) router() http.Handler {
 	r := chi.NewRouter()
-	r.Use(s.restAuth)
+	r.Use(tagSpan, s.restAuth)
 	// Unknown routes and methods: error objects with the upstream source's
 	// ids (404 id 7, 405 id 10); the real server's answer was not measured.
 	r.NotFound(func(w http.ResponseWriter, req *http.Request) {
@@ -103,11 +103,7 @@ func (s *Server) router() http.Handler {
 				writeDenied(w, http.StatusForbidden)
 				return
 			}
-			id := chi.URLParam(req, "id")
-			span := trace.SpanFromContext(req.Context())
-			span.SetName(req.Method + " " + BasePath + "/" + sess.r.path + "/{id}/" + t.verb)
-			span.SetAttributes(telemetry.AttrResource.String(sess.r.path), telemetry.AttrObjectID.String(id))
-			obj, err := sess.transition(id, t)
+			obj, err := sess.transition(chi.URLParam(req, "id"), t)
 			writeResult(w, http.StatusOK, obj, err)
 		})
 	}
@@ -134,6 +130,33 @@ func (s *Server) router() http.Handler {
 		},
 	})
 	return r
+}
+
+// tagSpan names each request's server span after its route once chi has
+// routed it (one name per route, "GET /api/ambient/v1/sessions/{id}",
+// instead of otelhttp's bare method) and tags it with the object the path
+// names, so a search for the object (ambient.object_id) finds every read
+// and write of it.
+func tagSpan(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		next.ServeHTTP(w, req)
+		rc := chi.RouteContext(req.Context())
+		pattern := rc.RoutePattern()
+		if pattern == "" {
+			return // not found: no route to name
+		}
+		span := trace.SpanFromContext(req.Context())
+		span.SetName(req.Method + " " + pattern)
+		id := rc.URLParam("id")
+		resource, _, _ := strings.Cut(strings.TrimPrefix(pattern, BasePath+"/"), "/")
+		if id == "" || resource == "" {
+			return
+		}
+		span.SetAttributes(telemetry.AttrResource.String(resource), telemetry.AttrObjectID.String(id))
+		if resource == "projects" {
+			span.SetAttributes(telemetry.AttrProjectID.String(id))
+		}
+	})
 }
 
 // mount adds the five CRUD routes of one collection.

@@ -67,8 +67,8 @@ func anyString(v *commonpb.AnyValue) string {
 	}
 }
 
-// Collector is a real OTLP receiver for tests, on loopback: the trace
-// service over gRPC (OTLP/gRPC) and POST /v1/traces and /v1/metrics with
+// Collector is a real OTLP receiver for tests, on loopback: the trace and
+// metrics services over gRPC (OTLP/gRPC) and POST /v1/traces and /v1/metrics with
 // protobuf bodies (OTLP/HTTP), as an OpenTelemetry Collector's otlp
 // receiver serves them. It keeps everything it receives. Safe for
 // concurrent use.
@@ -93,6 +93,7 @@ func OTLP(t testing.TB) *Collector {
 	c.grpcAddr = lis.Addr().String()
 	gs := grpc.NewServer()
 	collectortrace.RegisterTraceServiceServer(gs, c)
+	collectormetrics.RegisterMetricsServiceServer(gs, metricsService{c: c})
 	done := make(chan error, 1) // the one Serve result
 	// Owned by the cleanup below, which stops the server and waits.
 	go func() { done <- gs.Serve(lis) }()
@@ -152,6 +153,19 @@ func (c *Collector) Export(_ context.Context, req *collectortrace.ExportTraceSer
 	return &collectortrace.ExportTraceServiceResponse{}, nil
 }
 
+// metricsService is the gRPC metrics service (its method is also named
+// Export, so it cannot sit on Collector itself).
+type metricsService struct {
+	collectormetrics.UnimplementedMetricsServiceServer
+	c *Collector
+}
+
+// Export records the metric names of req.
+func (m metricsService) Export(_ context.Context, req *collectormetrics.ExportMetricsServiceRequest) (*collectormetrics.ExportMetricsServiceResponse, error) {
+	m.c.addMetrics(req)
+	return &collectormetrics.ExportMetricsServiceResponse{}, nil
+}
+
 func (c *Collector) addSpans(req *collectortrace.ExportTraceServiceRequest, protocol string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -195,7 +209,8 @@ func (c *Collector) Spans() []Span {
 	return append([]Span(nil), c.spans...)
 }
 
-// HasMetric reports whether service pushed metric name over OTLP/HTTP.
+// HasMetric reports whether service pushed metric name (over either
+// protocol).
 func (c *Collector) HasMetric(service, name string) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
