@@ -266,6 +266,18 @@ func (s *Store[T]) Len() int {
 	return s.size
 }
 
+// Range calls fn with each object that currently exists (desired state),
+// under the store's lock: fn must be quick and must not call the store.
+func (s *Store[T]) Range(fn func(T)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, e := range s.entries {
+		if e.desired.ver != "" {
+			fn(e.desired.obj)
+		}
+	}
+}
+
 // Get returns the desired state of id.
 func (s *Store[T]) Get(id string) (T, bool) {
 	s.mu.Lock()
