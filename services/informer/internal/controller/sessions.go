@@ -8,8 +8,8 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 
-	"github.com/ambient-code/control-plane/services/informer/internal/diff"
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
+	"github.com/ambient-code/control-plane/services/informer/internal/diff"
 )
 
 // Session gauges: what the leader's cache says about every session, the
