@@ -368,3 +368,35 @@ func (st *devStack) waitPhase(t *testing.T, id, phase string) {
 		return nil
 	})
 }
+
+// TestChartOTLPExport: global.otlpEndpoint and global.otlpProtocol become
+// every service's standard OTEL_EXPORTER_OTLP_ENDPOINT and _PROTOCOL; with
+// no endpoint neither is set (nothing exported); an endpoint the services
+// would refuse (no http(s) scheme) is refused by the schema.
+func TestChartOTLPExport(t *testing.T) {
+	t.Parallel()
+	on := mustRender(t, parseValues(t, `global: {otlpEndpoint: "http://collector:4318", otlpProtocol: http/protobuf}`))
+	off := mustRender(t, nil)
+	for _, svc := range []string{"informer", "event-tally", "agui-proxy"} {
+		name := releaseName + "-ambient-control-plane-" + svc + "-env"
+		cm := on.find("ConfigMap", name)
+		if cm == nil {
+			t.Fatalf("no ConfigMap %s", name)
+		}
+		ep, _, _ := unstructured.NestedString(cm.Object, "data", "OTEL_EXPORTER_OTLP_ENDPOINT")
+		proto, _, _ := unstructured.NestedString(cm.Object, "data", "OTEL_EXPORTER_OTLP_PROTOCOL")
+		if ep != "http://collector:4318" || proto != "http/protobuf" {
+			t.Errorf("%s: endpoint %q protocol %q", name, ep, proto)
+		}
+		if cm := off.find("ConfigMap", name); cm != nil {
+			if _, set, _ := unstructured.NestedString(cm.Object, "data", "OTEL_EXPORTER_OTLP_ENDPOINT"); set {
+				t.Errorf("%s: the default install sets an OTLP endpoint", name)
+			}
+		}
+	}
+	for _, bad := range []string{`global: {otlpEndpoint: "collector:4317"}`, `global: {otlpEndpoint: "http://c:4318", otlpProtocol: http/json}`} {
+		if _, err := render(t, parseValues(t, bad)); err == nil {
+			t.Errorf("values %s rendered; want a schema error", bad)
+		}
+	}
+}
