@@ -50,10 +50,12 @@ func (o *options) startTrace(cmd *cobra.Command) error {
 	if err != nil {
 		return usageError{fmt.Errorf("telemetry: %w", err)}
 	}
-	ctx, span := p.Tracer.Start(cmd.Context(), cmd.CommandPath())
+	// The span lives as long as the command: finishTrace ends it when
+	// Execute's command returns.
+	ctx, span := p.Tracer.Start(cmd.Context(), cmd.CommandPath()) //nolint:spancheck // ended by finishTrace
 	cmd.SetContext(ctx)
 	o.trace = &commandTrace{span: span, tp: p.TracerProvider, flush: flush}
-	return nil
+	return nil //nolint:spancheck // ended by finishTrace
 }
 
 // finishTrace ends the command's span with its outcome, prints the trace
