@@ -65,7 +65,7 @@ func TestRESTSpansNameRouteAndObject(t *testing.T) {
 	for _, sp := range rec.Ended() {
 		a := map[attribute.Key]string{}
 		for _, kv := range sp.Attributes() {
-			a[kv.Key] = kv.Value.Emit()
+			a[kv.Key] = kv.Value.String()
 		}
 		got[sp.Name()] = tags{a[telemetry.AttrResource], a[telemetry.AttrObjectID], a[telemetry.AttrProjectID]}
 	}

@@ -38,7 +38,7 @@ func TestContextAttributes(t *testing.T) {
 	for _, s := range rec.Ended() {
 		m := map[attribute.Key]string{}
 		for _, kv := range s.Attributes() {
-			m[kv.Key] = kv.Value.Emit()
+			m[kv.Key] = kv.Value.String()
 		}
 		got[s.Name()] = m
 	}
