@@ -9,11 +9,13 @@ import (
 	"os"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 
+	"github.com/ambient-code/control-plane/libs/apitrace"
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
 )
 
@@ -53,8 +55,12 @@ type Config struct {
 	Timeout time.Duration
 	// PageSize is the List page size (0: DefaultPageSize; 1..500).
 	PageSize int32
-	// DialOptions are appended to the client's own (tests, telemetry).
+	// DialOptions are appended to the client's own (tests).
 	DialOptions []grpc.DialOption
+	// TracerProvider makes the span of every unary call, a child of the
+	// call's ctx, tagged with the object it names (package apitrace); nil
+	// uses the OTel global, which telemetry.Setup installs.
+	TracerProvider trace.TracerProvider
 }
 
 // LogValue redacts the token so a Config can be logged.
@@ -120,6 +126,9 @@ func New(cfg Config) (*Client, error) {
 		// A page of 500 sessions with long prompts easily passes grpc's 4 MiB
 		// default; the server sends whatever the page holds.
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxRecvMsgSize)),
+		// Every call carries the caller's trace context (traceparent) and
+		// is a span of its own, so a consumer's writes show in its trace.
+		grpc.WithStatsHandler(apitrace.ClientHandler(apitrace.Options{TracerProvider: cfg.TracerProvider})),
 	}
 	if cfg.Token != "" {
 		opts = append(opts, grpc.WithPerRPCCredentials(bearer{token: cfg.Token, requireTLS: cfg.UseTLS}))

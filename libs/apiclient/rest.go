@@ -16,7 +16,11 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/ambient-code/control-plane/libs/restapi"
+	"github.com/ambient-code/control-plane/libs/telemetry"
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
 )
 
@@ -34,6 +38,10 @@ type RESTConfig struct {
 	CAFile string
 	// Timeout bounds calls whose ctx has no deadline (0: DefaultTimeout).
 	Timeout time.Duration
+	// TracerProvider makes the span of every call (otelhttp), a child of
+	// the call's ctx that sends it on as traceparent; nil uses the OTel
+	// global, which telemetry.Setup installs.
+	TracerProvider trace.TracerProvider
 }
 
 // LogValue redacts the token so a RESTConfig can be logged.
@@ -85,7 +93,7 @@ func NewREST(cfg RESTConfig) (*RESTClient, error) {
 		base:    strings.TrimSuffix(u.String(), "/") + restapi.BasePath,
 		token:   cfg.Token,
 		timeout: cfg.Timeout,
-		hc:      &http.Client{Transport: tr},
+		hc:      &http.Client{Transport: otelhttp.NewTransport(tr, transportOpts(cfg.TracerProvider)...)},
 	}, nil
 }
 
@@ -105,6 +113,8 @@ func (c *RESTClient) StopSession(ctx context.Context, id string) (*ambientv1.Ses
 }
 
 func (c *RESTClient) sessionAction(ctx context.Context, id, action string) (*ambientv1.Session, error) {
+	// The call's span names the session it acts on.
+	ctx = telemetry.ContextWithAttributes(ctx, telemetry.AttrResource.String(restapi.SessionsPath), telemetry.AttrObjectID.String(id))
 	b, err := c.do(ctx, http.MethodPost, "/"+restapi.SessionsPath+"/"+url.PathEscape(id)+"/"+action)
 	if err != nil {
 		return nil, fmt.Errorf("%s session %s: %w", action, id, err)
@@ -165,4 +175,12 @@ func RESTStatus(err error) int {
 		return e.Status
 	}
 	return 0
+}
+
+// transportOpts are the otelhttp options of the REST transport.
+func transportOpts(tp trace.TracerProvider) []otelhttp.Option {
+	if tp == nil {
+		return nil
+	}
+	return []otelhttp.Option{otelhttp.WithTracerProvider(tp)}
 }

@@ -90,3 +90,28 @@ func partitionsOf(m []pcgroups.MemberMapping, member string) []int {
 	}
 	return nil
 }
+
+// unowned counts the partitions (of 0..partitions-1) no member consumes
+// as: mapped to unassignedMember (only canaries alive) or to nobody (the
+// group's config deleted). A dead member still mapped counts as an owner
+// until the survivors reconcile it away, one MemberTTL later.
+func unowned(m []pcgroups.MemberMapping, partitions int) int {
+	owned := make([]bool, partitions)
+	for _, mm := range m {
+		if mm.Member == unassignedMember {
+			continue
+		}
+		for _, p := range mm.Partitions {
+			if p >= 0 && p < partitions {
+				owned[p] = true
+			}
+		}
+	}
+	n := 0
+	for _, o := range owned {
+		if !o {
+			n++
+		}
+	}
+	return n
+}

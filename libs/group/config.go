@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 
 	eventsv1 "github.com/ambient-code/control-plane/proto/ambient/events/v1"
 
@@ -82,6 +83,9 @@ type Config struct {
 	// Meter, when set, exports Stats as the consumer_group.* metrics (see
 	// MetricHandled and the others), labelled with the group.
 	Meter metric.Meter
+	// TracerProvider makes the CONSUMER span around every handler call
+	// (nil: the OTel global provider, which telemetry.Setup installs).
+	TracerProvider trace.TracerProvider
 	// MaxInFlight is how many messages the member holds at once (the
 	// consumer's MaxAckPending): they are dispatched to one lane per
 	// object (the id token of the subject), and the handler runs for at

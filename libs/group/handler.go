@@ -28,9 +28,12 @@ type Message struct {
 	Coalesced int
 }
 
-// Handler processes one event. The ctx carries the trace context from the
-// message headers and is cancelled when the member stops and its grace has
-// passed, or with cause ErrPartitionMoved when the object's partition moves
+// Handler processes one event. The ctx carries the call's CONSUMER span, a
+// child of the producer span from the message headers (linked to the
+// producers of coalesced messages), and the event's object as
+// telemetry.ContextWithAttributes, so every span the handler starts (its
+// API calls too) is in that trace and names the object. It is cancelled
+// when the member stops and its grace has passed, or with cause ErrPartitionMoved when the object's partition moves
 // to another member. Return nil to ack, an error to retry with backoff, or
 // an error wrapped with Terminal to dead-letter at once. Handlers must be
 // idempotent: delivery is at least once (a message in flight when a member

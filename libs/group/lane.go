@@ -10,6 +10,7 @@ import (
 	eventsv1 "github.com/ambient-code/control-plane/proto/ambient/events/v1"
 	"github.com/cenkalti/backoff/v5"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/ambient-code/control-plane/libs/events"
 	"github.com/ambient-code/control-plane/libs/logkey"
@@ -94,6 +95,7 @@ func (w *worker) handle(runCtx, lctx context.Context, f *flight, l *lane, batch 
 	var items []*entry
 	var ev *eventsv1.ResourceEvent
 	var hctx context.Context
+	var from producers
 	for _, e := range batch {
 		w.cfg.Stats.delivered.Add(1)
 		msg := w.current(e)
@@ -111,6 +113,7 @@ func (w *worker) handle(runCtx, lctx context.Context, f *flight, l *lane, batch 
 			w.settled(l, e)
 		default:
 			items, ev, hctx = append(items, e), got, ctx
+			from = append(from, trace.SpanContextFromContext(ctx))
 		}
 	}
 	if len(items) == 0 {
@@ -121,7 +124,7 @@ func (w *worker) handle(runCtx, lctx context.Context, f *flight, l *lane, batch 
 		slog.String(logkey.Resource, events.ResourceToken(ev.GetResource())),
 		slog.String(logkey.ObjectID, ev.GetObjectId()), slog.String(logkey.EventID, ev.GetEventId()))
 
-	attempt, err := w.try(runCtx, lctx, hctx, f, newest, ev, len(items)-1, log)
+	attempt, err := w.try(runCtx, lctx, hctx, f, newest, ev, len(items)-1, from.links(), log)
 	var dead *deadError
 	switch {
 	case err == nil && !w.own.movedAway(f):
@@ -154,9 +157,11 @@ func (w *worker) handle(runCtx, lctx context.Context, f *flight, l *lane, batch 
 }
 
 // try calls the handler for e until it succeeds, retrying in the lane
-// with Config.Backoff. It returns the last attempt and nil, a *deadError
-// (terminal error or MaxDeliver tries), or an error wrapping errReleased.
-func (w *worker) try(runCtx, lctx, hctx context.Context, f *flight, e *entry, ev *eventsv1.ResourceEvent, coalesced int, log *slog.Logger) (uint64, error) {
+// with Config.Backoff. Each call runs in its own CONSUMER span (see
+// startConsumerSpan), linked to the producers of the coalesced messages.
+// It returns the last attempt and nil, a *deadError (terminal error or
+// MaxDeliver tries), or an error wrapping errReleased.
+func (w *worker) try(runCtx, lctx, hctx context.Context, f *flight, e *entry, ev *eventsv1.ResourceEvent, coalesced int, links []trace.Link, log *slog.Logger) (uint64, error) {
 	attempt := e.tries
 	op := func() (struct{}, error) {
 		if err := w.waitConnected(runCtx, lctx); err != nil {
@@ -167,7 +172,10 @@ func (w *worker) try(runCtx, lctx, hctx context.Context, f *flight, e *entry, ev
 			w.cfg.Stats.delivered.Add(1) // a retry is a delivery again
 		}
 		msg := w.current(e)
-		herr := w.call(hctx, Message{Event: ev, Subject: e.subject, Header: msg.Headers(), Attempt: attempt, Seq: e.seq, Coalesced: coalesced})
+		m := Message{Event: ev, Subject: e.subject, Header: msg.Headers(), Attempt: attempt, Seq: e.seq, Coalesced: coalesced}
+		sctx, span := w.startConsumerSpan(hctx, m, f.partition, links)
+		herr := w.call(sctx, m)
+		endConsumerSpan(span, herr)
 		switch {
 		case herr == nil:
 			return struct{}{}, nil

@@ -282,11 +282,17 @@ func departed(cur pcgroups.ElasticConsumerGroupConfig, live map[string][]int) []
 	return out
 }
 
-// consumerExists reports whether this member's JetStream consumer exists.
+// consumerExists reports whether this member's JetStream consumer exists
+// and, when it does, records its backlog (NumPending) as the lag: a
+// member that receives nothing, its consumer stuck or gone, would
+// otherwise report the lag of its last delivery forever.
 func (m *membership) consumerExists(ctx context.Context) (bool, error) {
-	_, err := m.js.Consumer(ctx, WorkStreamName(m.cfg.Stream, m.cfg.Group), m.cfg.Member)
+	c, err := m.js.Consumer(ctx, WorkStreamName(m.cfg.Stream, m.cfg.Group), m.cfg.Member)
 	switch {
 	case err == nil:
+		if info := c.CachedInfo(); info != nil {
+			m.cfg.Stats.lag.Store(info.NumPending)
+		}
 		return true, nil
 	case errors.Is(err, jetstream.ErrConsumerNotFound):
 		return false, nil

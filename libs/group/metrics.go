@@ -10,7 +10,11 @@ import (
 )
 
 // Metric names, the same for every consumer group (Prometheus adds _total to
-// the counters). Each carries the attribute group=<Config.Group>.
+// the counters). Each carries the attributes group=<Config.Group> and
+// member=<Config.Member>: a member's lag and in-flight messages are those
+// of the partitions it owns (consumer_group.partitions), so together they
+// give the backlog per group and partition range. Unowned partitions are
+// the group's, the same in every member's report.
 const (
 	MetricDelivered    = "consumer_group.delivered"
 	MetricHandled      = "consumer_group.handled"
@@ -19,6 +23,8 @@ const (
 	MetricLag          = "consumer_group.lag"
 	MetricCoalesced    = "consumer_group.coalesced"
 	MetricInFlight     = "consumer_group.in_flight"
+	MetricPartitions   = "consumer_group.partitions"
+	MetricUnowned      = "consumer_group.partitions_unowned"
 )
 
 // registerMetrics exports cfg.Stats through cfg.Meter as observable
@@ -55,7 +61,15 @@ func registerMetrics(cfg Config) (func() error, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create %s: %w", MetricInFlight, err)
 	}
-	attrs := metric.WithAttributeSet(attribute.NewSet(attribute.String("group", cfg.Group)))
+	parts, err := m.Int64ObservableGauge(MetricPartitions, metric.WithDescription("Partitions the group's config gives this member."))
+	if err != nil {
+		return nil, fmt.Errorf("create %s: %w", MetricPartitions, err)
+	}
+	unowned, err := m.Int64ObservableGauge(MetricUnowned, metric.WithDescription("Partitions of the group no member consumes as (only canaries alive, or none): their events wait."))
+	if err != nil {
+		return nil, fmt.Errorf("create %s: %w", MetricUnowned, err)
+	}
+	attrs := metric.WithAttributeSet(attribute.NewSet(attribute.String("group", cfg.Group), attribute.String("member", cfg.Member)))
 	reg, err := m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
 		s := cfg.Stats.Snapshot()
 		o.ObserveInt64(delivered, clamp(s.Delivered), attrs)
@@ -65,8 +79,10 @@ func registerMetrics(cfg Config) (func() error, error) {
 		o.ObserveInt64(lag, clamp(s.Lag), attrs)
 		o.ObserveInt64(coalesced, clamp(s.Coalesced), attrs)
 		o.ObserveInt64(inFlight, clamp(s.InFlight), attrs)
+		o.ObserveInt64(parts, int64(s.Partitions), attrs)
+		o.ObserveInt64(unowned, int64(s.Unowned), attrs)
 		return nil
-	}, delivered, handled, retried, dead, lag, coalesced, inFlight)
+	}, delivered, handled, retried, dead, lag, coalesced, inFlight, parts, unowned)
 	if err != nil {
 		return nil, fmt.Errorf("register consumer group metrics: %w", err)
 	}

@@ -140,7 +140,60 @@ func TestMetricsScraped(t *testing.T) {
 		"consumer_group_lag":                 0,
 		"consumer_group_in_flight":           0,
 		"consumer_group_coalesced_total":     0,
+		"consumer_group_partitions":          8, // all of testConfig's
+		"consumer_group_partitions_unowned":  0,
 	})
+}
+
+// TestLagWithoutDeliveries: a member that gets no deliveries (here: its
+// one slot held by a slow handler) still reports the backlog waiting on
+// the server, read from its consumer on every heartbeat; the lag of the
+// last delivery alone would say 0 while events pile up.
+func TestLagWithoutDeliveries(t *testing.T) {
+	t.Parallel()
+	srv, js := setup(t)
+	sc := newScraper(t)
+	entered := make(chan string, 4) // more than the test's events: never blocks
+	release := make(chan struct{})
+	cfg := testConfig("a")
+	cfg.Meter = sc.mp.Meter("group-test")
+	cfg.MaxInFlight = 1
+	startMember(t, srv, cfg, func(ctx context.Context, m group.Message) error {
+		entered <- m.Event.GetObjectId()
+		select {
+		case <-release:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		return nil
+	})
+	waitMembers(t, js, "a")
+	publish(t, js, "s1", 1)
+	waitEntered(t, entered, "s1") // delivered with nothing behind it: lag 0
+	for _, id := range []string{"s2", "s3", "s4"} {
+		publish(t, js, id, 1)
+	}
+	waitWorkQueue(t, js, 4) // sourced into the group's stream: pending
+	sc.want(t, testGroup, map[string]float64{"consumer_group_lag": 3, "consumer_group_in_flight": 1})
+	close(release)
+	sc.want(t, testGroup, map[string]float64{"consumer_group_lag": 0, "consumer_group_handled_total": 4})
+}
+
+// TestUnownedPartitions: while only a canary is alive, the partitions it
+// is not pinned to have no member, and its metrics say how many; once a
+// sharing member joins, none.
+func TestUnownedPartitions(t *testing.T) {
+	t.Parallel()
+	srv, _ := setup(t)
+	sc := newScraper(t)
+	canary := testConfig("canary")
+	canary.MemberPartitions = []int{0, 1}
+	canary.Meter = sc.mp.Meter("group-test")
+	h := func(context.Context, group.Message) error { return nil }
+	startMember(t, srv, canary, h)
+	sc.want(t, testGroup, map[string]float64{"consumer_group_partitions": 2, "consumer_group_partitions_unowned": 6})
+	startMember(t, srv, testConfig("a"), h)
+	sc.want(t, testGroup, map[string]float64{"consumer_group_partitions": 2, "consumer_group_partitions_unowned": 0})
 }
 
 func waitEntered(t *testing.T, entered <-chan string, want string) {

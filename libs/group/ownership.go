@@ -107,7 +107,10 @@ func watchOwnership(ctx context.Context, m *membership, own *ownership, log *slo
 			// Deleted or unreadable: pcgroups stops consuming; so do we.
 			c = pcgroups.ElasticConsumerGroupConfig{}
 		}
-		if lost := own.set(partitionsOf(c.MemberMappings, m.cfg.Member)); len(lost) > 0 {
+		mine := partitionsOf(c.MemberMappings, m.cfg.Member)
+		m.cfg.Stats.partitions.Store(int64(len(mine)))
+		m.cfg.Stats.unowned.Store(int64(unowned(c.MemberMappings, m.cfg.Partitions)))
+		if lost := own.set(mine); len(lost) > 0 {
 			log.Info("partitions moved away, their work is cancelled", slog.Any(keyPartitions, lost))
 		}
 	}

@@ -15,6 +15,8 @@ type Stats struct {
 	coalesced    atomic.Uint64
 	lag          atomic.Uint64
 	inFlight     atomic.Int64
+	partitions   atomic.Int64
+	unowned      atomic.Int64
 }
 
 // StatsSnapshot is a point-in-time copy of Stats.
@@ -46,6 +48,13 @@ type StatsSnapshot struct {
 	// InFlight is how many messages the member holds now (delivered, not
 	// yet acked, dead-lettered or released), at most Config.MaxInFlight.
 	InFlight uint64
+	// Partitions is how many partitions the group's config gives this
+	// member now; its Lag and InFlight are those partitions' backlog.
+	Partitions int
+	// Unowned is how many of the group's partitions no member consumes as,
+	// by the group's config this member last saw: their events wait until
+	// a member joins (only canaries are alive, or none at all).
+	Unowned int
 }
 
 // Snapshot returns the current counters. A nil *Stats gives zeros.
@@ -62,5 +71,7 @@ func (s *Stats) Snapshot() StatsSnapshot {
 		Coalesced:    s.coalesced.Load(),
 		Lag:          s.lag.Load(),
 		InFlight:     uint64(max(0, s.inFlight.Load())),
+		Partitions:   int(s.partitions.Load()),
+		Unowned:      int(s.unowned.Load()),
 	}
 }

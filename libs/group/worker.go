@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/ambient-code/control-plane/libs/logkey"
 )
@@ -35,6 +36,8 @@ type worker struct {
 	log  *slog.Logger
 	gate *gate // counts lane goroutines; closed when the member stops
 	own  *ownership
+	// tracer makes the CONSUMER span of every handler call.
+	tracer trace.Tracer
 
 	mu    sync.Mutex
 	lanes map[string]*lane  // guarded by mu; by object (id token); only lanes whose goroutine runs
@@ -65,7 +68,7 @@ type entry struct {
 }
 
 func newWorker(cfg Config, js jetstream.JetStream, h Handler, own *ownership, log *slog.Logger) *worker {
-	return &worker{cfg: cfg, js: js, h: h, log: log, gate: newGate(), own: own,
+	return &worker{cfg: cfg, js: js, h: h, log: log, gate: newGate(), own: own, tracer: newTracer(cfg),
 		lanes: map[string]*lane{}, held: map[uint64]*entry{}, handled: map[uint64]time.Time{}}
 }
 

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
+
+	"go.opentelemetry.io/otel/trace"
 )
 
 // DefaultWatchBuffer is the per-watcher event buffer of the real server.
@@ -19,6 +21,7 @@ type options struct {
 	log         *slog.Logger
 	now         func() time.Time
 	watchBuffer int
+	tp          trace.TracerProvider // nil: the OTel global
 }
 
 func defaultOptions() options {
@@ -69,6 +72,19 @@ func WithWatchBuffer(n int) Option {
 			return fmt.Errorf("%w: watch buffer %d < 1", ErrInvalidOption, n)
 		}
 		o.watchBuffer = n
+		return nil
+	}
+}
+
+// WithTracerProvider makes the server spans of every unary gRPC call
+// (package apitrace: joined to the caller's trace, tagged with the object)
+// and of every REST request with tp instead of the OTel global provider.
+func WithTracerProvider(tp trace.TracerProvider) Option {
+	return func(o *options) error {
+		if tp == nil {
+			return fmt.Errorf("%w: nil tracer provider", ErrInvalidOption)
+		}
+		o.tp = tp
 		return nil
 	}
 }

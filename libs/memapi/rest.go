@@ -10,9 +10,12 @@ import (
 	"strings"
 
 	"github.com/go-chi/chi/v5"
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/ambient-code/control-plane/libs/restapi"
+	"github.com/ambient-code/control-plane/libs/telemetry"
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
 )
 
@@ -52,10 +55,21 @@ type collection[T object, C, U proto.Message] struct {
 // Handler returns the REST API (chi) under BasePath, in the real server's
 // JSON (package restapi); see the package doc for routes and what is
 // imitated. It checks the token like the gRPC services. Changes made
-// through it produce watch events.
+// through it produce watch events. Every request is a SERVER span
+// (otelhttp) joined to the caller's traceparent; a session start or stop
+// names its session (ambient.object_id).
 func (s *Server) Handler() http.Handler {
+	var opts []otelhttp.Option
+	if s.opts.tp != nil {
+		opts = append(opts, otelhttp.WithTracerProvider(s.opts.tp))
+	}
+	return otelhttp.NewHandler(s.router(), "memapi", opts...)
+}
+
+// router is Handler's chi router.
+func (s *Server) router() http.Handler {
 	r := chi.NewRouter()
-	r.Use(s.restAuth)
+	r.Use(tagSpan, s.restAuth)
 	// Unknown routes and methods: error objects with the upstream source's
 	// ids (404 id 7, 405 id 10); the real server's answer was not measured.
 	r.NotFound(func(w http.ResponseWriter, req *http.Request) {
@@ -116,6 +130,33 @@ func (s *Server) Handler() http.Handler {
 		},
 	})
 	return r
+}
+
+// tagSpan names each request's server span after its route once chi has
+// routed it (one name per route, "GET /api/ambient/v1/sessions/{id}",
+// instead of otelhttp's bare method) and tags it with the object the path
+// names, so a search for the object (ambient.object_id) finds every read
+// and write of it.
+func tagSpan(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		next.ServeHTTP(w, req)
+		rc := chi.RouteContext(req.Context())
+		pattern := rc.RoutePattern()
+		if pattern == "" {
+			return // not found: no route to name
+		}
+		span := trace.SpanFromContext(req.Context())
+		span.SetName(req.Method + " " + pattern)
+		id := rc.URLParam("id")
+		resource, _, _ := strings.Cut(strings.TrimPrefix(pattern, BasePath+"/"), "/")
+		if id == "" || resource == "" {
+			return
+		}
+		span.SetAttributes(telemetry.AttrResource.String(resource), telemetry.AttrObjectID.String(id))
+		if resource == "projects" {
+			span.SetAttributes(telemetry.AttrProjectID.String(id))
+		}
+	})
 }
 
 // mount adds the five CRUD routes of one collection.

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
 
+	"github.com/ambient-code/control-plane/libs/apitrace"
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
 )
 
@@ -90,7 +91,8 @@ func (s *Server) ListenAndServe(ctx context.Context, grpcAddr, restAddr string) 
 }
 
 // NewGRPCServer returns a grpc.Server with the three ambient services, the
-// token check and fault injection interceptors, keepalive enforcement that
+// tracing stats handler (package apitrace), the token check and fault
+// injection interceptors, keepalive enforcement that
 // lets clients ping every 10 s, the standard health service (SERVING) and
 // reflection. extra options (e.g. grpc.Creds for TLS) are appended. The
 // caller serves and stops it; prefer Serve, which also ends watch streams
@@ -102,6 +104,8 @@ func (s *Server) NewGRPCServer(extra ...grpc.ServerOption) *grpc.Server {
 
 func (s *Server) newGRPCServer(extra ...grpc.ServerOption) (*grpc.Server, *health.Server) {
 	opts := append([]grpc.ServerOption{
+		// A SERVER span per unary call, joined to the caller's traceparent.
+		grpc.StatsHandler(apitrace.ServerHandler(apitrace.Options{TracerProvider: s.opts.tp})),
 		grpc.ChainUnaryInterceptor(s.unaryInterceptor),
 		grpc.ChainStreamInterceptor(s.streamInterceptor),
 		// Clients keep idle watch streams alive with pings (the server sends no

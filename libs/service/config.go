@@ -7,11 +7,11 @@ import (
 )
 
 // Environment variables read by [LoadConfig] (besides the NATS ones of
-// bus.LoadConnectConfig): the same names in every service.
+// bus.LoadConnectConfig and the standard OTEL_* ones of
+// telemetry.LoadEnv): the same names in every service.
 const (
-	EnvLogLevel     = "LOG_LEVEL"
-	EnvMetricsAddr  = "METRICS_ADDR"
-	EnvOTLPEndpoint = "OTEL_EXPORTER_OTLP_ENDPOINT"
+	EnvLogLevel    = "LOG_LEVEL"
+	EnvMetricsAddr = "METRICS_ADDR"
 )
 
 // Defaults used when the matching field of LoadConfig's def is zero.
@@ -31,8 +31,9 @@ type Config struct {
 	LogLevel string
 	// MetricsAddr is where /healthz, /readyz and /metrics listen.
 	MetricsAddr string
-	// OTLPEndpoint receives traces over OTLP gRPC; empty exports nothing.
-	OTLPEndpoint string
+	// Telemetry says which signals are exported; the OTel SDK builds the
+	// exporters from the standard OTEL_* variables (telemetry.LoadEnv).
+	Telemetry telemetry.Export
 }
 
 // ServiceConfig returns c; through embedding it makes a service's Config a
@@ -46,14 +47,15 @@ type Configured interface {
 
 // LoadConfig reads the runtime's variables through l. def carries the
 // service's defaults: NATS.URL (zero: bus.DefaultURL), NATS.Name (kept as
-// is), LogLevel, MetricsAddr and OTLPEndpoint (zero: the package defaults).
+// is), LogLevel and MetricsAddr (zero: the package defaults). Telemetry
+// export comes from the standard OTEL_* variables only.
 // Problems are recorded in l, each naming its variable.
 func LoadConfig(l *envconfig.Loader, def Config) Config {
 	c := Config{
-		NATS:         bus.LoadConnectConfig(l, orDefault(def.NATS.URL, bus.DefaultURL)),
-		LogLevel:     l.Enum(EnvLogLevel, orDefault(def.LogLevel, DefaultLogLevel), telemetry.LevelDebug, telemetry.LevelInfo, telemetry.LevelWarn, telemetry.LevelError),
-		MetricsAddr:  l.HostPort(EnvMetricsAddr, orDefault(def.MetricsAddr, DefaultMetricsAddr)),
-		OTLPEndpoint: l.String(EnvOTLPEndpoint, def.OTLPEndpoint),
+		NATS:        bus.LoadConnectConfig(l, orDefault(def.NATS.URL, bus.DefaultURL)),
+		LogLevel:    l.Enum(EnvLogLevel, orDefault(def.LogLevel, DefaultLogLevel), telemetry.LevelDebug, telemetry.LevelInfo, telemetry.LevelWarn, telemetry.LevelError),
+		MetricsAddr: l.HostPort(EnvMetricsAddr, orDefault(def.MetricsAddr, DefaultMetricsAddr)),
+		Telemetry:   telemetry.LoadEnv(l),
 	}
 	c.NATS.Name = def.NATS.Name
 	return c

@@ -29,9 +29,11 @@ const (
 // for cfg.Stream to exist (the informer creates it; a consumer may start
 // first), then runs group.Run with the runtime's JetStream and logger, and
 // rejoins with backoff whenever the group stops on its own. An invalid cfg
-// makes Run fail before anything runs (wrapping group.ErrInvalidConfig). cfg.Meter defaults to the service's Meter, so the
-// consumer_group.* metrics are on /metrics, and cfg.Stats to one Stats
-// kept across rejoins. The "consumer_group" readiness check passes while
+// makes Run fail before anything runs (wrapping group.ErrInvalidConfig).
+// cfg.Meter defaults to the service's Meter, so the consumer_group.*
+// metrics are on /metrics, cfg.TracerProvider to the service's (every
+// handler call is a CONSUMER span), and cfg.Stats to one Stats kept across
+// rejoins. The "consumer_group" readiness check passes while
 // the events stream exists.
 func (rt *Runtime) Consume(cfg group.Config, h group.Handler) {
 	cfg, err := cfg.WithDefaults()
@@ -41,6 +43,9 @@ func (rt *Runtime) Consume(cfg group.Config, h group.Handler) {
 	}
 	if cfg.Meter == nil {
 		cfg.Meter = rt.tel.Meter
+	}
+	if cfg.TracerProvider == nil {
+		cfg.TracerProvider = rt.tel.TracerProvider
 	}
 	if cfg.Stats == nil {
 		cfg.Stats = &group.Stats{}

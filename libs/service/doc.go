@@ -12,8 +12,8 @@
 // Main stops on SIGINT/SIGTERM, exits 1 with one line naming the bad
 // variables when the configuration does not load, builds the JSON logger at
 // LOG_LEVEL, and exits 1 when run fails. The service's Config embeds
-// [Config] (NATS, LOG_LEVEL, METRICS_ADDR, OTEL_EXPORTER_OTLP_ENDPOINT, read
-// by [LoadConfig]).
+// [Config] (NATS, LOG_LEVEL, METRICS_ADDR and the standard OTEL_* export
+// variables, read by [LoadConfig]).
 //
 // app.Run then calls [Run] with a setup func that declares the parts:
 //

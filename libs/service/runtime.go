@@ -116,7 +116,7 @@ func Run(ctx context.Context, opts Options, setup func(ctx context.Context, rt *
 		return context.WithTimeout(context.WithoutCancel(ctx), grace)
 	}
 
-	tel, flush, err := telemetry.Setup(ctx, telemetry.Options{ServiceName: opts.Name, Version: opts.Version, OTLPEndpoint: opts.Config.OTLPEndpoint, Logger: log})
+	tel, flush, err := telemetry.Setup(ctx, telemetry.Options{ServiceName: opts.Name, Version: opts.Version, Export: opts.Config.Telemetry, Logger: log})
 	if err != nil {
 		return fmt.Errorf("telemetry: %w", err)
 	}

@@ -2,12 +2,26 @@
 // provider.
 //
 // [NewLogger] returns a JSON slog logger at a LOG_LEVEL-style level. [Setup]
-// returns OpenTelemetry providers: traces go to an OTLP gRPC collector when an
-// endpoint is given and are otherwise recorded but not exported (so trace
-// context still propagates through NATS headers and gRPC); metrics are read
-// by a Prometheus exporter registered on a fresh [prometheus.Registry] that
-// the health server serves on /metrics.
+// returns OpenTelemetry providers. Export is configured by the standard
+// OpenTelemetry environment variables, read by the SDK itself
+// (go.opentelemetry.io/contrib/exporters/autoexport): OTEL_TRACES_EXPORTER,
+// OTEL_METRICS_EXPORTER, OTEL_EXPORTER_OTLP_PROTOCOL (grpc or
+// http/protobuf, the default), OTEL_EXPORTER_OTLP_ENDPOINT, the per-signal
+// OTEL_EXPORTER_OTLP_{TRACES,METRICS}_{ENDPOINT,PROTOCOL}, headers,
+// timeouts, compression, certificates, OTEL_BSP_* batching and
+// OTEL_METRIC_EXPORT_INTERVAL. [LoadEnv] (called by each service's config)
+// checks the variables whose mistakes would otherwise only show as lost
+// telemetry and decides which signals to export at all: nothing unless an
+// exporter or an endpoint is set.
 //
-// The package reads no environment variables: each service reads LOG_LEVEL
-// and OTEL_EXPORTER_OTLP_ENDPOINT in its internal/config and passes them in.
+// Spans are always recorded, so trace context propagates through NATS
+// headers (package events) and gRPC (package apitrace) even when nothing
+// is exported. Metrics are read by a Prometheus exporter registered on a
+// fresh [prometheus.Registry] that the health server serves on /metrics,
+// and, when exported, pushed over OTLP as well.
+//
+// [ContextWithAttributes] puts attributes on a ctx that every span started
+// under it receives (the span processor [ContextAttributes], installed by
+// Setup): a consumer tags its handler's ctx with the event's object
+// (AttrObjectID, AttrProjectID), and every span of the handler carries it.
 package telemetry

@@ -5,17 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/url"
-	"strconv"
-	"strings"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"go.opentelemetry.io/contrib/exporters/autoexport"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
 	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/propagation"
@@ -35,13 +31,12 @@ type Options struct {
 	ServiceName string
 	// Version is the OTel service.version (the build version).
 	Version string
-	// OTLPEndpoint is where traces are sent over OTLP gRPC, usually the value
-	// of OTEL_EXPORTER_OTLP_ENDPOINT. "http://host:4317" is plaintext,
-	// "https://host:4317" uses TLS with the system roots, and a bare
-	// "host:4317" is plaintext like the Collector's default gRPC receiver.
-	// Empty means spans are recorded (so trace context propagates) but not
-	// exported.
-	OTLPEndpoint string
+	// Export says which signals leave the process (see [LoadEnv]); the
+	// exporters are built by the OTel SDK's autoexport from the standard
+	// OTEL_* environment. The zero value exports nothing: spans are still
+	// recorded, so trace context propagates, and /metrics still serves
+	// every metric.
+	Export Export
 	// Logger, when set, receives OpenTelemetry's internal errors (failed
 	// exports) at warn level instead of OTel's default stderr logger. This
 	// sets the process-wide OTel error handler.
@@ -54,7 +49,8 @@ type Providers struct {
 	// TracerProvider is an SDK tracer provider; it is also installed as the
 	// OTel global so instrumentation libraries find it.
 	TracerProvider trace.TracerProvider
-	// MeterProvider is an SDK meter provider read by the Prometheus exporter.
+	// MeterProvider is an SDK meter provider read by the Prometheus exporter
+	// (and pushed over OTLP when Options.Export.Metrics).
 	MeterProvider metric.MeterProvider
 	// Registry holds the OTel metrics plus the Go runtime and process
 	// collectors; serve it on /metrics (see package health).
@@ -80,16 +76,12 @@ type Providers struct {
 //
 // The meter provider is not global: metrics are registered through
 // Providers.Meter so each service's /metrics shows only its own registry.
-// Errors wrap [ErrInvalidOptions] for bad options.
+// Errors wrap [ErrInvalidOptions] for bad options or an OTEL_* environment
+// the SDK refuses.
 func Setup(ctx context.Context, opts Options) (Providers, func(context.Context) error, error) {
 	if opts.ServiceName == "" {
 		return Providers{}, nil, fmt.Errorf("telemetry setup: service name is empty: %w", ErrInvalidOptions)
 	}
-	exporterOpts, err := otlpOptions(opts.OTLPEndpoint)
-	if err != nil {
-		return Providers{}, nil, err
-	}
-
 	var cleanups []func(context.Context) error
 	shutdown := onceShutdown(&cleanups)
 	fail := func(err error) (Providers, func(context.Context) error, error) {
@@ -109,22 +101,31 @@ func Setup(ctx context.Context, opts Options) (Providers, func(context.Context) 
 		return fail(fmt.Errorf("telemetry resource: %w", err))
 	}
 
-	tp, tpShutdown, err := newTracerProvider(ctx, res, exporterOpts)
+	tp, tpShutdown, err := newTracerProvider(ctx, res, opts.Export.Traces)
 	if err != nil {
-		return fail(fmt.Errorf("otlp trace exporter %s: %w", opts.OTLPEndpoint, err))
+		return fail(fmt.Errorf("trace exporter: %w: %w", ErrInvalidOptions, err))
 	}
 	cleanups = append(cleanups, tpShutdown)
 
-	mp, reg, err := newMeterProvider(res)
+	mp, reg, err := newMeterProvider(ctx, res, opts.Export.Metrics)
 	if err != nil {
 		return fail(err)
 	}
-	cleanups = append(cleanups, func(ctx context.Context) error {
-		if err := mp.Shutdown(ctx); err != nil {
-			return fmt.Errorf("shutdown meter provider: %w", err)
+	// This replaces the tracer's cleanup: the two providers flush at the
+	// same time, each within the whole of the shutdown's ctx. One after
+	// the other, a collector that is down would make the first use up the
+	// time the second needed.
+	cleanups[len(cleanups)-1] = func(ctx context.Context) error {
+		var tpErr error
+		var wg sync.WaitGroup
+		wg.Go(func() { tpErr = tpShutdown(ctx) }) // awaited below
+		mpErr := mp.Shutdown(ctx)
+		wg.Wait()
+		if mpErr != nil {
+			mpErr = fmt.Errorf("shutdown meter provider: %w", mpErr)
 		}
-		return nil
-	})
+		return errors.Join(tpErr, mpErr)
+	}
 
 	otel.SetTextMapPropagator(propagation.NewCompositeTextMapPropagator(
 		propagation.TraceContext{}, propagation.Baggage{}))
@@ -145,26 +146,40 @@ func Setup(ctx context.Context, opts Options) (Providers, func(context.Context) 
 	}, shutdown, nil
 }
 
-// newTracerProvider returns an SDK tracer provider that batches spans to an
-// OTLP exporter built from exporterOpts, or exports nothing when they are
-// nil, with its shutdown func.
-func newTracerProvider(ctx context.Context, res *resource.Resource, exporterOpts []otlptracegrpc.Option) (*sdktrace.TracerProvider, func(context.Context) error, error) {
-	tpOpts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res)}
+// newTracerProvider returns an SDK tracer provider that adds the ctx
+// attributes (ContextWithAttributes) to every span and, when export is set,
+// batches spans to the exporter autoexport builds from the environment,
+// with its shutdown func.
+func newTracerProvider(ctx context.Context, res *resource.Resource, export bool) (*sdktrace.TracerProvider, func(context.Context) error, error) {
+	tpOpts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res), sdktrace.WithSpanProcessor(ContextAttributes{})}
 	aborted := make(chan struct{})
 	abort := sync.OnceFunc(func() { close(aborted) })
-	if exporterOpts != nil {
-		// otlptracegrpc dials lazily, so New does not block on the collector.
-		exp, err := otlptracegrpc.New(ctx, exporterOpts...)
+	if export {
+		// The OTLP exporters dial lazily, so this does not block on the
+		// collector.
+		exp, err := autoexport.NewSpanExporter(ctx)
 		if err != nil {
 			return nil, nil, fmt.Errorf("new exporter: %w", err)
 		}
-		tpOpts = append(tpOpts, sdktrace.WithBatcher(abortableExporter{SpanExporter: exp, abort: aborted}))
+		if !autoexport.IsNoneSpanExporter(exp) {
+			tpOpts = append(tpOpts, sdktrace.WithBatcher(abortableExporter{SpanExporter: exp, abort: aborted}))
+		}
 	}
 	tp := sdktrace.NewTracerProvider(tpOpts...)
 	return tp, func(ctx context.Context) error {
-		err := tp.Shutdown(ctx)
-		// After a clean shutdown nothing is in flight; after one cut short by
-		// ctx this ends the export still retrying (see abortableExporter).
+		// The provider shuts nothing down when ctx has already ended, and
+		// the batch processor stops waiting at ctx's end while its
+		// goroutine still exports: either way goroutines and the
+		// exporter's connection would outlive shutdown. So the provider
+		// gets a ctx that never ends, and ctx's end aborts the export in
+		// flight instead (see abortableExporter), which lets the processor
+		// drain what is left at once and close the exporter.
+		stop := context.AfterFunc(ctx, abort)
+		err := tp.Shutdown(context.WithoutCancel(ctx))
+		if !stop() {
+			// Cut short: the aborted exports lost spans.
+			err = errors.Join(err, context.Cause(ctx))
+		}
 		abort()
 		if err != nil {
 			return fmt.Errorf("shutdown tracer provider: %w", err)
@@ -175,8 +190,9 @@ func newTracerProvider(ctx context.Context, res *resource.Resource, exporterOpts
 
 // newMeterProvider returns an SDK meter provider read by a Prometheus
 // exporter on a fresh registry that also holds the Go and process
-// collectors.
-func newMeterProvider(res *resource.Resource) (*sdkmetric.MeterProvider, *prometheus.Registry, error) {
+// collectors and, when export is set, by the periodic reader autoexport
+// builds from the environment (OTLP push).
+func newMeterProvider(ctx context.Context, res *resource.Resource, export bool) (*sdkmetric.MeterProvider, *prometheus.Registry, error) {
 	reg := prometheus.NewRegistry()
 	if err := reg.Register(collectors.NewGoCollector()); err != nil {
 		return nil, nil, fmt.Errorf("register go collector: %w", err)
@@ -188,7 +204,17 @@ func newMeterProvider(res *resource.Resource) (*sdkmetric.MeterProvider, *promet
 	if err != nil {
 		return nil, nil, fmt.Errorf("prometheus exporter: %w", err)
 	}
-	return sdkmetric.NewMeterProvider(sdkmetric.WithResource(res), sdkmetric.WithReader(exp)), reg, nil
+	mpOpts := []sdkmetric.Option{sdkmetric.WithResource(res), sdkmetric.WithReader(exp)}
+	if export {
+		r, err := autoexport.NewMetricReader(ctx)
+		if err != nil {
+			return nil, nil, fmt.Errorf("metric exporter: %w: %w", ErrInvalidOptions, err)
+		}
+		if !autoexport.IsNoneMetricReader(r) {
+			mpOpts = append(mpOpts, sdkmetric.WithReader(r))
+		}
+	}
+	return sdkmetric.NewMeterProvider(mpOpts...), reg, nil
 }
 
 // onceShutdown returns the shutdown func of the OTel dice example: it runs
@@ -206,24 +232,4 @@ func onceShutdown(cleanups *[]func(context.Context) error) func(context.Context)
 		*cleanups = nil
 		return err
 	}
-}
-
-// otlpOptions turns the endpoint into exporter options; nil means no export.
-func otlpOptions(endpoint string) ([]otlptracegrpc.Option, error) {
-	if endpoint == "" {
-		return nil, nil
-	}
-	if strings.Contains(endpoint, "://") {
-		u, err := url.Parse(endpoint)
-		if err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != "" {
-			// WithEndpointURL makes every scheme but https plaintext.
-			return []otlptracegrpc.Option{otlptracegrpc.WithEndpointURL(endpoint)}, nil
-		}
-	} else if host, port, err := net.SplitHostPort(endpoint); err == nil && host != "" {
-		if _, err := strconv.ParseUint(port, 10, 16); err == nil {
-			return []otlptracegrpc.Option{otlptracegrpc.WithEndpoint(endpoint), otlptracegrpc.WithInsecure()}, nil
-		}
-	}
-	return nil, fmt.Errorf("otlp endpoint %q: want http://HOST:PORT, https://HOST:PORT or HOST:PORT: %w",
-		endpoint, ErrInvalidOptions)
 }

@@ -182,6 +182,7 @@ NATS_CREDS_FILE: {{ printf "%s/%s" (include "acp.natsCredsDir" .) .Values.extern
 {{- end }}
 {{- with .Values.global.otlpEndpoint }}
 OTEL_EXPORTER_OTLP_ENDPOINT: {{ . | quote }}
+OTEL_EXPORTER_OTLP_PROTOCOL: {{ $.Values.global.otlpProtocol | quote }}
 {{- end }}
 {{- end -}}
 

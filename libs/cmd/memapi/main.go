@@ -2,7 +2,7 @@
 // stack. Flags default to the environment: MEMAPI_GRPC_ADDR, MEMAPI_REST_ADDR,
 // AMBIENT_API_TOKEN (required), MEMAPI_USERS_FILE (the multi-user mode),
 // MEMAPI_FAULTS_ADDR (fault injection for the chaos suite, off by default),
-// LOG_LEVEL.
+// LOG_LEVEL; the standard OTEL_* variables export its spans.
 package main
 
 import (
@@ -14,8 +14,11 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
+	"github.com/ambient-code/control-plane/libs/envconfig"
 	"github.com/ambient-code/control-plane/libs/memapi"
+	"github.com/ambient-code/control-plane/libs/telemetry"
 )
 
 func main() {
@@ -47,10 +50,24 @@ func run() error {
 		}
 		cfg.Users = users
 	}
+	// The standard OTEL_* variables: with an endpoint set, every call's
+	// server span goes to the collector, joined to its caller's trace.
+	l := envconfig.New(nil)
+	export := telemetry.LoadEnv(l)
+	if err := l.Err(); err != nil {
+		return err
+	}
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	return memapi.Run(ctx, cfg, log)
+	_, flush, err := telemetry.Setup(ctx, telemetry.Options{ServiceName: "memapi", Export: export, Logger: log})
+	if err != nil {
+		return fmt.Errorf("telemetry: %w", err)
+	}
+	err = memapi.Run(ctx, cfg, log)
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	return errors.Join(err, flush(fctx))
 }
 
 func envOr(name, def string) string {

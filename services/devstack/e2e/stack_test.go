@@ -56,6 +56,7 @@ func (s *syncBuffer) String() string {
 type stackOpts struct {
 	dir  string   // devstack's working directory; "" = the test's
 	args []string // extra flags after the defaults (a repeated flag wins)
+	env  []string // added to the test's environment, which every child inherits
 }
 
 func startStack(t *testing.T) *stack {
@@ -82,6 +83,9 @@ func startStackWith(t *testing.T, o stackOpts) *stack {
 		"--raw-logs", "--stop-grace", "15s")
 	s.cmd.Args = append(s.cmd.Args, o.args...)
 	s.cmd.Dir = o.dir
+	if len(o.env) > 0 {
+		s.cmd.Env = append(os.Environ(), o.env...)
+	}
 	s.cmd.Stdout, s.cmd.Stderr = s.out, s.out
 	if err := s.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -187,6 +191,13 @@ func (s *stack) ambientctl(args ...string) (string, error) {
 	s.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
+	out, err := s.ambientctlCmd(ctx, nil, args...).CombinedOutput()
+	return string(out), err
+}
+
+// ambientctlCmd is the ambientctl command line aimed at the stack, with env
+// added to the test's environment, killed when ctx ends.
+func (s *stack) ambientctlCmd(ctx context.Context, env []string, args ...string) *exec.Cmd {
 	full := append([]string{
 		"--api", fmt.Sprintf("127.0.0.1:%d", s.grpcPort), "--token", token,
 		"--rest", fmt.Sprintf("http://127.0.0.1:%d", s.restPort),
@@ -194,8 +205,11 @@ func (s *stack) ambientctl(args ...string) (string, error) {
 		"--nats", fmt.Sprintf("nats://127.0.0.1:%d", s.natsPort),
 		"--tally-url", fmt.Sprintf("http://127.0.0.1:%d", s.base+4),
 	}, args...)
-	out, err := exec.CommandContext(ctx, filepath.Join(binDir, "ambientctl"), full...).CombinedOutput()
-	return string(out), err
+	cmd := exec.CommandContext(ctx, filepath.Join(binDir, "ambientctl"), full...)
+	if len(env) > 0 {
+		cmd.Env = append(os.Environ(), env...)
+	}
+	return cmd
 }
 
 // pid reads the pid file devstack keeps for a service.

@@ -32,6 +32,7 @@ import (
 
 	"github.com/ambient-code/control-plane/libs/logkey"
 	"github.com/ambient-code/control-plane/libs/registry"
+	"github.com/ambient-code/control-plane/libs/telemetry"
 	"github.com/ambient-code/control-plane/services/agui-proxy/internal/auth"
 	"github.com/ambient-code/control-plane/services/agui-proxy/internal/authz"
 	"github.com/ambient-code/control-plane/services/agui-proxy/internal/route"
@@ -199,6 +200,13 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx, span := p.tracer.Start(ctx, "agui-proxy "+name, trace.WithSpanKind(trace.SpanKindServer),
 		trace.WithAttributes(attribute.String("http.request.method", r.Method), attribute.String(attrRoute, name)))
 	defer span.End()
+	if perr == nil {
+		// The span, and the runner request's span started under ctx, name
+		// the session, so a search for it (ambient.object_id) finds them.
+		obj := []attribute.KeyValue{telemetry.AttrResource.String("sessions"), telemetry.AttrObjectID.String(t.SessionID)}
+		span.SetAttributes(obj...)
+		ctx = telemetry.ContextWithAttributes(ctx, obj...)
+	}
 	r = r.WithContext(ctx)
 	rec := &recorder{ResponseWriter: w}
 	defer func() {

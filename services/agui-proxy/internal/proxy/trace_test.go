@@ -8,13 +8,28 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/propagation"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+
+	"github.com/ambient-code/control-plane/libs/telemetry"
 )
 
+// attrOf is the value of the span's attribute key ("" when absent).
+func attrOf(s sdktrace.ReadOnlySpan, key attribute.Key) string {
+	for _, kv := range s.Attributes() {
+		if kv.Key == key {
+			return kv.Value.String()
+		}
+	}
+	return ""
+}
+
 // TestTracePropagates: the proxy continues the client's trace (W3C
-// traceparent) with a server span and passes it on to the runner.
+// traceparent) with a server span and passes it on to the runner; the
+// server span and the runner request's client span name the session
+// (ambient.object_id).
 func TestTracePropagates(t *testing.T) {
 	// Not parallel: it sets the process-wide propagator, as telemetry.Setup does.
 	prev := otel.GetTextMapPropagator()
@@ -30,7 +45,7 @@ func TestTracePropagates(t *testing.T) {
 	tab := newTable()
 	tab.set("s1", endpointOf(t, "s1", runner.URL))
 	spans := tracetest.NewSpanRecorder()
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans))
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(telemetry.ContextAttributes{}), sdktrace.WithSpanProcessor(spans))
 	_, srv := startProxy(t, Config{TracerProvider: tp}, tab, nil)
 
 	const traceID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -49,6 +64,9 @@ func TestTracePropagates(t *testing.T) {
 	for _, s := range spans.Ended() {
 		if s.SpanContext().TraceID().String() != traceID {
 			t.Fatalf("span %q in trace %s", s.Name(), s.SpanContext().TraceID())
+		}
+		if got := attrOf(s, telemetry.AttrObjectID); got != "s1" {
+			t.Errorf("span %q (%s) has ambient.object_id %q, want s1", s.Name(), s.SpanKind(), got)
 		}
 	}
 }

@@ -12,8 +12,9 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/ambient-code/control-plane/libs/sse"
 	"github.com/spf13/cobra"
+
+	"github.com/ambient-code/control-plane/libs/sse"
 )
 
 func chatCmd(o *options) *cobra.Command {
@@ -52,6 +53,8 @@ type agEvent struct {
 }
 
 func (o *options) chat(ctx context.Context, w io.Writer, session, message string) error {
+	// The command's span and the request's name the session.
+	ctx = tagSession(ctx, session, "")
 	stamp := strconv.FormatInt(time.Now().UnixNano(), 36)
 	body, err := json.Marshal(runAgentInput{
 		ThreadID: session, RunID: "run-" + stamp,
@@ -73,8 +76,9 @@ func (o *options) chat(ctx context.Context, w io.Writer, session, message string
 		req.Header.Set("Authorization", "Bearer "+o.proxyToken)
 	}
 	// No client timeout: a run streams for as long as the agent works; ctx
-	// (Ctrl-C) ends it.
-	resp, err := http.DefaultClient.Do(req)
+	// (Ctrl-C) ends it. The request carries the command's traceparent, so
+	// the chat can be followed through the proxy into the runner.
+	resp, err := o.httpClient().Do(req)
 	if err != nil {
 		return fmt.Errorf("reach the agui-proxy at %s (is the dev stack running? or pass --proxy): %w", o.proxyURL, err)
 	}

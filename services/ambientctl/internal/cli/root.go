@@ -14,7 +14,9 @@ import (
 	"time"
 
 	"github.com/ambient-code/control-plane/libs/apiclient"
+	"github.com/ambient-code/control-plane/libs/envconfig"
 	"github.com/ambient-code/control-plane/libs/restapi"
+	"github.com/ambient-code/control-plane/libs/telemetry"
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -60,6 +62,11 @@ type options struct {
 	tallyURL   string
 	output     string
 	timeout    time.Duration
+	verbose    bool
+	// export is what the OTEL_* variables ask to export (telemetry.LoadEnv).
+	export telemetry.Export
+	// trace is the running command's trace, set by startTrace.
+	trace *commandTrace
 }
 
 func envOr(lookup LookupEnv, name, def string) string {
@@ -72,11 +79,12 @@ func envOr(lookup LookupEnv, name, def string) string {
 // Execute runs ambientctl with args and returns the process exit code: 0 on
 // success, 1 on a failed command, 2 on a usage error.
 func Execute(ctx context.Context, args []string, stdout, stderr io.Writer, lookup LookupEnv) int {
-	root := newRoot(lookup)
+	root, o := newRoot(lookup)
 	root.SetArgs(args)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	cmd, err := root.ExecuteContextC(ctx)
+	o.finishTrace(ctx, err, stderr)
 	if err == nil {
 		return 0
 	}
@@ -91,7 +99,7 @@ func Execute(ctx context.Context, args []string, stdout, stderr io.Writer, looku
 
 type usageError struct{ error }
 
-func newRoot(lookup LookupEnv) *cobra.Command {
+func newRoot(lookup LookupEnv) (*cobra.Command, *options) {
 	o := &options{}
 	root := &cobra.Command{
 		Use:           "ambientctl",
@@ -114,17 +122,28 @@ func newRoot(lookup LookupEnv) *cobra.Command {
 	pf.StringVar(&o.tallyURL, "tally-url", envOr(lookup, EnvTallyURL, DefaultTallyURL), "event-tally base URL ($"+EnvTallyURL+")")
 	pf.StringVarP(&o.output, "output", "o", "table", "output format: table or json")
 	pf.DurationVar(&o.timeout, "timeout", 30*time.Second, "timeout of each API call")
+	pf.BoolVarP(&o.verbose, "verbose", "v", false, "print the command's trace id (and telemetry export errors) on stderr")
+	// The standard OTEL_* variables (OTEL_EXPORTER_OTLP_ENDPOINT, ...)
+	// export the command's trace, as they do for the services.
+	l := envconfig.New(envconfig.LookupFunc(lookup))
+	o.export = telemetry.LoadEnv(l)
+	telErr := l.Err()
 
 	// A bad environment value is a usage error of every command, reported
-	// before the command runs rather than silently read as false.
-	if tlsErr != nil {
-		root.PersistentPreRunE = func(*cobra.Command, []string) error {
+	// before the command runs rather than silently read as false. Then
+	// every command runs in a trace of its own.
+	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
+		if tlsErr != nil {
 			v, _ := lookup(EnvUseTLS)
 			return usageError{fmt.Errorf("%s: want true or false, got %q", EnvUseTLS, v)}
 		}
+		if telErr != nil {
+			return usageError{telErr}
+		}
+		return o.startTrace(cmd)
 	}
 	root.AddCommand(sessionsCmd(o), projectsCmd(o), settingsCmd(o), eventsCmd(o), dlqCmd(o), chatCmd(o), tallyCmd(o))
-	return root
+	return root, o
 }
 
 // client connects to the API. The caller closes it.
@@ -132,7 +151,7 @@ func (o *options) client() (*apiclient.Client, error) {
 	if o.output != "table" && o.output != "json" {
 		return nil, usageError{fmt.Errorf("--output must be table or json, got %q", o.output)}
 	}
-	c, err := apiclient.New(apiclient.Config{Addr: o.api, Token: o.token, UseTLS: o.useTLS, CAFile: o.caFile, Timeout: o.timeout})
+	c, err := apiclient.New(apiclient.Config{Addr: o.api, Token: o.token, UseTLS: o.useTLS, CAFile: o.caFile, Timeout: o.timeout, TracerProvider: o.tracerProvider()})
 	if err != nil {
 		return nil, fmt.Errorf("api client: %w", err)
 	}
@@ -154,7 +173,7 @@ func (o *options) restClient() (*apiclient.RESTClient, error) {
 	if o.output != "table" && o.output != "json" {
 		return nil, usageError{fmt.Errorf("--output must be table or json, got %q", o.output)}
 	}
-	c, err := apiclient.NewREST(apiclient.RESTConfig{URL: o.rest, Token: o.token, CAFile: o.caFile, Timeout: o.timeout})
+	c, err := apiclient.NewREST(apiclient.RESTConfig{URL: o.rest, Token: o.token, CAFile: o.caFile, Timeout: o.timeout, TracerProvider: o.tracerProvider()})
 	if err != nil {
 		return nil, usageError{fmt.Errorf("--rest (or $%s): %w", EnvRESTURL, err)}
 	}

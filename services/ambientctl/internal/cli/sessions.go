@@ -63,6 +63,7 @@ func sessionsCreateCmd(o *options) *cobra.Command {
 				if err != nil {
 					return o.explain(err, "create session")
 				}
+				tagSession(cmd.Context(), s.GetMetadata().GetId(), s.GetProjectId())
 				return o.printSessions(cmd, s)
 			})
 		},
@@ -154,7 +155,7 @@ func sessionActionCmd(o *options, use, short string, call func(*apiclient.RESTCl
 			if err != nil {
 				return err
 			}
-			s, err := call(c, cmd.Context(), args[0])
+			s, err := call(c, tagSession(cmd.Context(), args[0], ""), args[0])
 			if err != nil {
 				return o.explainREST(err, fmt.Sprintf("%s session %q", use, args[0]))
 			}

@@ -30,7 +30,7 @@ func (o *options) tally(ctx context.Context, w io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("build request: %w", err)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := o.httpClient().Do(req)
 	if err != nil {
 		return fmt.Errorf("reach event-tally at %s (is the dev stack running? or pass --tally-url): %w", o.tallyURL, err)
 	}

@@ -74,12 +74,16 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Optio
 		}
 		ccfg := controller.Config{Workers: cfg.Workers, Watch: watch.Config{
 			BackoffInitial: cfg.BackoffInitial, BackoffMax: cfg.BackoffMax, Resync: cfg.ResyncPeriod, HealthyAfter: o.healthyAfter}}
+		sessions := controller.New(watch.Sessions(api), pub, objects, ccfg, m, log, controller.WithReporter(sessionReporter(api, rt.NATS())))
 		rs := []controller.Leader{
-			controller.New(watch.Sessions(api), pub, objects, ccfg, m, log, controller.WithReporter(sessionReporter(api, rt.NATS()))),
+			sessions,
 			controller.New(watch.Projects(api), pub, objects, ccfg, m, log),
 			controller.New(watch.ProjectSettings(api), pub, objects, ccfg, m, log),
 		}
 		if err := m.ObserveState(rs, elector.IsLeader, elector.Terms); err != nil {
+			return err
+		}
+		if err := m.ObserveSessions(sessions, time.Now); err != nil {
 			return err
 		}
 		rt.Check("api", func(ctx context.Context) error {

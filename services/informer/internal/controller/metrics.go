@@ -135,6 +135,15 @@ func resAttr(r eventsv1.Resource) metric.MeasurementOption {
 	return metric.WithAttributes(attribute.String(attrResource, events.ResourceToken(r)))
 }
 
+// zero records 0 on the counters of res, so their series exist from the
+// start of a term: an alert on rate() or increase() sees 0, not "no data",
+// until the first reconnect or failure.
+func (m *Metrics) zero(ctx context.Context, res eventsv1.Resource) {
+	for _, c := range []metric.Int64Counter{m.publishErrs, m.unpublishable, m.reconnects, m.relists, m.stale, m.unknownDel} {
+		c.Add(ctx, 0, resAttr(res))
+	}
+}
+
 // ObservePublish records one acked event (publish.Config.Observe). The
 // attribute sets are made once per resource and type: this runs per event.
 func (m *Metrics) ObservePublish(ctx context.Context, res eventsv1.Resource, typ eventsv1.EventType, took time.Duration, duplicate bool) {

@@ -113,6 +113,14 @@ func (r *Resource[T]) CacheSize() int {
 	return 0
 }
 
+// Range calls fn with each cached object's encoded state (nothing while
+// standby); see diff.Store.Range.
+func (r *Resource[T]) Range(fn func(events.Encoded)) {
+	if s := r.store.Load(); s != nil {
+		s.Range(fn)
+	}
+}
+
 // QueueDepth is the number of ids waiting to be published (0 while standby).
 func (r *Resource[T]) QueueDepth() int {
 	if q := r.queue.Load(); q != nil {
@@ -146,6 +154,7 @@ func (r *Resource[T]) Lead(ctx context.Context) error {
 		r.store.Store(nil)
 	}()
 	r.log.Info("leading", slog.Int("cached", len(objs)))
+	r.m.zero(ctx, r.Kind())
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {

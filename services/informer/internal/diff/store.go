@@ -426,6 +426,21 @@ func (s *Store[T]) Len() int {
 	return s.size
 }
 
+// Range calls fn with the encoded desired state of each object that
+// currently exists, under the store's lock: fn must be quick, must not
+// call the store and must not keep st.Raw past the call. Readers pick the
+// fields they need out of the bytes (see controller.ObserveSessions)
+// rather than decoding every object.
+func (s *Store[T]) Range(fn func(st events.Encoded)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, e := range s.entries {
+		if present(e.desired) {
+			fn(e.desired)
+		}
+	}
+}
+
 // Get returns the desired state of id, decoded.
 func (s *Store[T]) Get(id string) (T, bool) {
 	s.mu.Lock()

@@ -140,6 +140,9 @@ func Publish[T events.APIObject](ctx context.Context, p *Publisher, c diff.Chang
 			attribute.String("ambient.event_type", typ),
 			attribute.String("ambient.object_id", c.ID),
 		)
+		if pid := c.New.ProjectID; pid != "" {
+			span.SetAttributes(attribute.String("ambient.project_id", pid))
+		}
 	}
 	defer func() {
 		if err != nil {

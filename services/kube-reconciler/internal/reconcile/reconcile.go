@@ -131,7 +131,9 @@ func New(cfg Config) (*Reconciler, error) {
 func (r *Reconciler) Handle(ctx context.Context, m group.Message) (err error) {
 	ev := m.Event
 	res := events.ResourceToken(ev.GetResource())
-	ctx, span := r.tracer.Start(ctx, "reconcile "+res, trace.WithSpanKind(trace.SpanKindConsumer),
+	// INTERNAL: the CONSUMER span around this call is group's, the same in
+	// every consumer.
+	ctx, span := r.tracer.Start(ctx, "reconcile "+res,
 		trace.WithAttributes(
 			attribute.String("ambient.resource", res),
 			attribute.String("ambient.object_id", ev.GetObjectId()),

@@ -192,6 +192,12 @@ func (s *Server) handleRun(w http.ResponseWriter, r *http.Request) {
 	s.active.Add(1)
 	defer s.active.Add(-1)
 	log := s.log.With(slog.String("run_id", in.RunID), slog.String("thread_id", in.ThreadID))
+	// The caller's trace (the proxy passes the client's on): the run's log
+	// lines join the trace of the chat that asked for it.
+	if tp, ok := parseTraceparent(r.Header.Get("traceparent")); ok {
+		log = log.With(slog.String("trace_id", tp.TraceID), slog.String("parent_span_id", tp.ParentID))
+	}
+	log.Info("run started")
 
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")

@@ -1,0 +1,402 @@
+package deploytest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/prometheus/promql/parser"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	"github.com/ambient-code/control-plane/libs/testenv"
+)
+
+// monitoringValues turns on the optional dashboard and alert rules.
+const monitoringValues = `
+metrics:
+  prometheusRule: {enabled: true, labels: {release: prometheus}}
+  dashboard: {enabled: true, annotations: {grafana_folder: Ambient}}
+`
+
+// query is one PromQL expression of the dashboard or the alert rules.
+type query struct {
+	where string // "alert X" or "panel Y"
+	expr  string
+}
+
+// monitoringQueries renders the chart with the dashboard and the rules on
+// and returns their queries, the alerts' names, and the two objects.
+func monitoringQueries(t *testing.T) (queries []query, alerts []string, rule, dashboard *unstructured.Unstructured) {
+	t.Helper()
+	r := mustRender(t, parseValues(t, monitoringValues))
+	rule = r.find("PrometheusRule", releaseName+"-ambient-control-plane")
+	dashboard = r.find("ConfigMap", releaseName+"-ambient-control-plane-dashboard")
+	if rule == nil || dashboard == nil {
+		t.Fatalf("rendered PrometheusRule %v, dashboard ConfigMap %v; want both", rule != nil, dashboard != nil)
+	}
+	groups, _, _ := unstructured.NestedSlice(rule.Object, "spec", "groups")
+	for _, g := range groups {
+		rules, _, _ := unstructured.NestedSlice(g.(map[string]any), "rules")
+		for _, ru := range rules {
+			m := ru.(map[string]any)
+			name, _ := m["alert"].(string)
+			expr, _ := m["expr"].(string)
+			alerts = append(alerts, name)
+			queries = append(queries, query{where: "alert " + name, expr: expr})
+		}
+	}
+	raw, _, _ := unstructured.NestedString(dashboard.Object, "data", "ambient-control-plane.json")
+	var dash struct {
+		Panels []struct {
+			Title   string `json:"title"`
+			Targets []struct {
+				Expr string `json:"expr"`
+			} `json:"targets"`
+		} `json:"panels"`
+	}
+	if err := json.Unmarshal([]byte(raw), &dash); err != nil {
+		t.Fatalf("dashboard JSON: %v", err)
+	}
+	for _, p := range dash.Panels {
+		for _, tg := range p.Targets {
+			queries = append(queries, query{where: "panel " + p.Title, expr: tg.Expr})
+		}
+	}
+	return queries, alerts, rule, dashboard
+}
+
+// metricNames parses expr as PromQL and returns the metric names it reads.
+func metricNames(expr string) ([]string, error) {
+	e, err := parser.NewParser(parser.Options{}).ParseExpr(expr)
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	parser.Inspect(e, func(n parser.Node, _ []parser.Node) error {
+		if vs, ok := n.(*parser.VectorSelector); ok && vs.Name != "" {
+			names = append(names, vs.Name)
+		}
+		return nil
+	})
+	return names, nil
+}
+
+// TestMonitoringRenders: the dashboard and the rules render only when asked
+// for, with the sidecar's label and the Prometheus selector's; every query
+// parses as PromQL and reads at least one metric; every alert has a
+// severity, a summary and a section in docs/operations.md that says what
+// it means and what to do.
+func TestMonitoringRenders(t *testing.T) {
+	t.Parallel()
+	off := mustRender(t, nil)
+	if len(off.ofKind("PrometheusRule")) != 0 || off.find("ConfigMap", releaseName+"-ambient-control-plane-dashboard") != nil {
+		t.Fatal("the default install renders monitoring objects; they are opt-in")
+	}
+	queries, alerts, rule, dashboard := monitoringQueries(t)
+	if dashboard.GetLabels()["grafana_dashboard"] != "1" || dashboard.GetAnnotations()["grafana_folder"] != "Ambient" {
+		t.Errorf("dashboard ConfigMap labels %v annotations %v: want the sidecar's grafana_dashboard=1 and the folder", dashboard.GetLabels(), dashboard.GetAnnotations())
+	}
+	if rule.GetLabels()["release"] != "prometheus" {
+		t.Errorf("PrometheusRule labels %v: want the extra label release=prometheus", rule.GetLabels())
+	}
+	if len(queries) < 20 || len(alerts) < 10 {
+		t.Fatalf("%d queries, %d alerts: the files are not rendered whole", len(queries), len(alerts))
+	}
+	for _, q := range queries {
+		names, err := metricNames(q.expr)
+		if err != nil {
+			t.Errorf("%s: %q is not PromQL: %v", q.where, q.expr, err)
+		} else if len(names) == 0 {
+			t.Errorf("%s: %q reads no metric", q.where, q.expr)
+		}
+	}
+	groups, _, _ := unstructured.NestedSlice(rule.Object, "spec", "groups")
+	for _, g := range groups {
+		rules, _, _ := unstructured.NestedSlice(g.(map[string]any), "rules")
+		for _, ru := range rules {
+			sev, _, _ := unstructured.NestedString(ru.(map[string]any), "labels", "severity")
+			sum, _, _ := unstructured.NestedString(ru.(map[string]any), "annotations", "summary")
+			if (sev != "warning" && sev != "critical") || sum == "" {
+				t.Errorf("rule %v: want severity warning or critical and a summary", ru.(map[string]any)["alert"])
+			}
+		}
+	}
+	ops := string(readFile(t, "docs/operations.md"))
+	for _, a := range alerts {
+		if !strings.Contains(ops, "#### "+a+"\n") {
+			t.Errorf("alert %s has no \"#### %s\" section in docs/operations.md", a, a)
+		}
+	}
+}
+
+// monitoredServices are the services the dev stack runs and their offset
+// from its --metrics-port-base (docs/configuration.md#devstack).
+var monitoredServices = map[string]int{"informer": 1, "runner-manager": 2, "agui-proxy": 3, "event-tally": 4}
+
+// TestMonitoringMetricsAreExported is acceptance 2 of issue 16: every
+// metric the dashboard and the alert rules read is one the services
+// export. The services run as processes (the dev stack: NATS, the
+// in-memory API, informer, runner-manager, agui-proxy, event-tally) and a
+// session goes from create to Stopped with a chat in between, then each
+// service's /metrics is scraped; a name missing from every scrape fails.
+func TestMonitoringMetricsAreExported(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the dev stack")
+	}
+	t.Parallel()
+	queries, _, _, _ := monitoringQueries(t)
+	used := map[string][]string{} // metric -> where
+	for _, q := range queries {
+		names, err := metricNames(q.expr)
+		if err != nil {
+			t.Fatalf("%s: %v", q.where, err)
+		}
+		for _, n := range names {
+			used[n] = append(used[n], q.where)
+		}
+	}
+
+	st := startDevStack(t)
+	st.exerciseSession(t)
+	exported := map[string]string{}
+	for svc, off := range monitoredServices {
+		for _, name := range scrape(t, st.base+off) {
+			exported[name] = svc
+		}
+	}
+	var missing []string
+	for name, where := range used {
+		if _, ok := exported[name]; !ok {
+			missing = append(missing, fmt.Sprintf("%s (used by %s)", name, strings.Join(slices.Compact(where), ", ")))
+		}
+	}
+	sort.Strings(missing)
+	if len(missing) > 0 {
+		t.Errorf("metrics no running service exports:\n  %s", strings.Join(missing, "\n  "))
+	}
+}
+
+// scrape reads a /metrics page and returns the sample names on it.
+func scrape(t *testing.T, port int) []string {
+	t.Helper()
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", port))
+	if err != nil {
+		t.Fatalf("scrape :%d: %v", port, err)
+	}
+	defer resp.Body.Close() //nolint:errcheck // read-only
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("scrape :%d: %s %v", port, resp.Status, err)
+	}
+	var names []string
+	for line := range strings.Lines(string(body)) {
+		if strings.HasPrefix(line, "#") || strings.TrimSpace(line) == "" {
+			continue
+		}
+		if end := strings.IndexAny(line, "{ "); end > 0 {
+			names = append(names, line[:end])
+		}
+	}
+	return names
+}
+
+// devStack is a running dev stack (bin/devstack with every service).
+type devStack struct {
+	bin                     string
+	rest, grpc, proxy, nats int
+	base                    int
+	out                     *lockedBuffer
+	stateDir                string
+	cmd                     *exec.Cmd
+	token                   string
+	waitOnce                sync.Once
+	waitErr                 error
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer // guarded by mu
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// startDevStack builds the services (with the repository's go.work, as
+// `make build`) and runs devstack on free loopback ports until the test
+// ends; it stops it with SIGINT, as Ctrl-C does.
+func startDevStack(t *testing.T) *devStack {
+	t.Helper()
+	root := repoRoot(t)
+	bin := t.TempDir()
+	build := exec.CommandContext(t.Context(), "go", "build", "-o", bin+string(filepath.Separator),
+		"./libs/cmd/memapi", "./services/informer/cmd/informer", "./services/event-tally/cmd/event-tally",
+		"./services/runner-manager/cmd/runner-manager", "./services/runner-manager/cmd/demo-runner",
+		"./services/agui-proxy/cmd/agui-proxy", "./services/ambientctl/cmd/ambientctl", "./services/devstack/cmd/devstack")
+	build.Dir = root
+	build.Env = append(os.Environ(), "GOWORK="+filepath.Join(root, "go.work"))
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build the services: %v\n%s", err, out)
+	}
+	// Every port from one free block below the ephemeral range: NATS, API
+	// gRPC and REST, proxy, the metrics base (services at base+1..base+5)
+	// and one runner port.
+	p, _ := testenv.FreePortRange(t, 4+6+1)
+	st := &devStack{bin: bin, nats: p, grpc: p + 1, rest: p + 2, proxy: p + 3, base: p + 4, out: &lockedBuffer{}, stateDir: t.TempDir(), token: "deploytest"}
+	st.cmd = exec.Command(filepath.Join(bin, "devstack"), "--bin-dir", bin, "--state-dir", st.stateDir, "--token", st.token,
+		"--nats-port", strconv.Itoa(st.nats), "--api-grpc-port", strconv.Itoa(st.grpc), "--api-rest-port", strconv.Itoa(st.rest),
+		"--proxy-port", strconv.Itoa(st.proxy), "--metrics-port-base", strconv.Itoa(st.base),
+		"--runner-ports", fmt.Sprintf("%d-%d", p+10, p+10), "--raw-logs", "--stop-grace", "10s")
+	st.cmd.Stdout, st.cmd.Stderr = st.out, st.out
+	if err := st.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = st.cmd.Process.Signal(os.Interrupt) //nolint:errcheck // it may have exited
+		if err := st.wait(90 * time.Second); err != nil {
+			t.Errorf("devstack: %v", err)
+		}
+		if t.Failed() {
+			t.Logf("devstack output:\n%s", st.out.String())
+		}
+	})
+	testenv.Eventually(t, 2*time.Minute, func() error {
+		if strings.Contains(st.out.String(), "ambient control plane is running") {
+			return nil
+		}
+		return fmt.Errorf("devstack not running yet")
+	})
+	return st
+}
+
+// wait waits for devstack to exit, killing it after timeout.
+func (st *devStack) wait(timeout time.Duration) error {
+	st.waitOnce.Do(func() {
+		done := make(chan error, 1)           // Wait's one result
+		go func() { done <- st.cmd.Wait() }() // owned by wait; ends when devstack exits
+		select {
+		case st.waitErr = <-done:
+		case <-time.After(timeout):
+			_ = st.cmd.Process.Kill() //nolint:errcheck // teardown
+			st.waitErr = fmt.Errorf("did not stop within %v: %w", timeout, <-done)
+		}
+	})
+	return st.waitErr
+}
+
+// exerciseSession creates a project and a session, waits for Running,
+// chats through the proxy with ambientctl, stops it and waits for Stopped:
+// every service does its work once, so its metrics have series.
+func (st *devStack) exerciseSession(t *testing.T) {
+	t.Helper()
+	st.call(t, http.MethodPost, "/projects", `{"name":"monitored"}`)
+	var sess struct {
+		ID string `json:"id"`
+	}
+	if err := json.Unmarshal(st.call(t, http.MethodPost, "/sessions", `{"name":"watched","project_id":"monitored"}`), &sess); err != nil || sess.ID == "" {
+		t.Fatalf("create session: %v", err)
+	}
+	st.waitPhase(t, sess.ID, "Running")
+	testenv.Eventually(t, 30*time.Second, func() error {
+		ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+		defer cancel()
+		out, err := exec.CommandContext(ctx, filepath.Join(st.bin, "ambientctl"), "--token", st.token,
+			"--proxy", fmt.Sprintf("http://127.0.0.1:%d", st.proxy), "chat", sess.ID, "count me").CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "count me") {
+			return fmt.Errorf("chat: %v: %s", err, out)
+		}
+		return nil
+	})
+	st.call(t, http.MethodPost, "/sessions/"+sess.ID+"/stop", "")
+	st.waitPhase(t, sess.ID, "Stopped")
+}
+
+// call calls the in-memory API's REST interface and returns the body.
+func (st *devStack) call(t *testing.T, method, path, body string) []byte {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), method, fmt.Sprintf("http://127.0.0.1:%d/api/ambient/v1%s", st.rest, path), strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+st.token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close() //nolint:errcheck // read-only
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode >= 300 {
+		t.Fatalf("%s %s: %s %s %v", method, path, resp.Status, b, err)
+	}
+	return b
+}
+
+func (st *devStack) waitPhase(t *testing.T, id, phase string) {
+	t.Helper()
+	testenv.Eventually(t, 60*time.Second, func() error {
+		var s struct {
+			Phase string `json:"phase"`
+		}
+		if err := json.Unmarshal(st.call(t, http.MethodGet, "/sessions/"+id, ""), &s); err != nil {
+			return err
+		}
+		if s.Phase != phase {
+			return fmt.Errorf("session %s phase %q, want %q", id, s.Phase, phase)
+		}
+		return nil
+	})
+}
+
+// TestChartOTLPExport: global.otlpEndpoint and global.otlpProtocol become
+// every service's standard OTEL_EXPORTER_OTLP_ENDPOINT and _PROTOCOL; with
+// no endpoint neither is set (nothing exported); an endpoint the services
+// would refuse (no http(s) scheme) is refused by the schema.
+func TestChartOTLPExport(t *testing.T) {
+	t.Parallel()
+	on := mustRender(t, parseValues(t, `global: {otlpEndpoint: "http://collector:4318", otlpProtocol: http/protobuf}`))
+	off := mustRender(t, nil)
+	for _, svc := range []string{"informer", "event-tally", "agui-proxy"} {
+		name := releaseName + "-ambient-control-plane-" + svc + "-env"
+		cm := on.find("ConfigMap", name)
+		if cm == nil {
+			t.Fatalf("no ConfigMap %s", name)
+		}
+		ep, _, _ := unstructured.NestedString(cm.Object, "data", "OTEL_EXPORTER_OTLP_ENDPOINT")
+		proto, _, _ := unstructured.NestedString(cm.Object, "data", "OTEL_EXPORTER_OTLP_PROTOCOL")
+		if ep != "http://collector:4318" || proto != "http/protobuf" {
+			t.Errorf("%s: endpoint %q protocol %q", name, ep, proto)
+		}
+		if cm := off.find("ConfigMap", name); cm != nil {
+			if _, set, _ := unstructured.NestedString(cm.Object, "data", "OTEL_EXPORTER_OTLP_ENDPOINT"); set {
+				t.Errorf("%s: the default install sets an OTLP endpoint", name)
+			}
+		}
+	}
+	for _, bad := range []string{`global: {otlpEndpoint: "collector:4317"}`, `global: {otlpEndpoint: "http://c:4318", otlpProtocol: http/json}`} {
+		if _, err := render(t, parseValues(t, bad)); err == nil {
+			t.Errorf("values %s rendered; want a schema error", bad)
+		}
+	}
+}

@@ -1,0 +1,97 @@
+package telemetry
+
+import (
+	"strings"
+
+	"github.com/ambient-code/control-plane/libs/envconfig"
+)
+
+// The standard OpenTelemetry variables [LoadEnv] checks. The OTel SDK reads
+// them again itself (through autoexport) when [Setup] builds the exporters,
+// together with every other OTEL_EXPORTER_OTLP_* variable (headers,
+// timeouts, compression, certificates) and OTEL_BSP_* /
+// OTEL_METRIC_EXPORT_* for batching, exactly as the specification says.
+const (
+	EnvTracesExporter      = "OTEL_TRACES_EXPORTER"
+	EnvMetricsExporter     = "OTEL_METRICS_EXPORTER"
+	EnvOTLPEndpoint        = "OTEL_EXPORTER_OTLP_ENDPOINT"
+	EnvOTLPTracesEndpoint  = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+	EnvOTLPMetricsEndpoint = "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"
+	EnvOTLPProtocol        = "OTEL_EXPORTER_OTLP_PROTOCOL"
+	EnvOTLPTracesProtocol  = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"
+	EnvOTLPMetricsProtocol = "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL"
+)
+
+// Values of the *_EXPORTER variables the SDK's autoexport understands (a
+// "prometheus" metrics exporter is refused: /metrics already serves
+// Prometheus on METRICS_ADDR).
+const (
+	ExporterOTLP    = "otlp"
+	ExporterConsole = "console"
+	ExporterNone    = "none"
+)
+
+// Values of the *_PROTOCOL variables (http/protobuf is the specification's
+// default; the Go SDK has no http/json).
+const (
+	ProtocolGRPC         = "grpc"
+	ProtocolHTTPProtobuf = "http/protobuf"
+)
+
+// Export says which signals [Setup] sends out of the process; the SDK builds
+// the exporters from the standard environment.
+type Export struct {
+	// Traces: spans go to the exporter OTEL_TRACES_EXPORTER names (OTLP by
+	// default). Without it spans are still recorded, so trace context
+	// propagates, but nothing leaves the process.
+	Traces bool
+	// Metrics: metrics are also pushed to the exporter
+	// OTEL_METRICS_EXPORTER names (OTLP by default), every
+	// OTEL_METRIC_EXPORT_INTERVAL, next to the Prometheus /metrics.
+	Metrics bool
+}
+
+// LoadEnv checks the standard OTel export variables through l and says
+// which signals to export. A signal is exported when its *_EXPORTER
+// variable names an exporter other than none, or, with the variable unset,
+// when an OTLP endpoint is set for it (OTEL_EXPORTER_OTLP_ENDPOINT, or the
+// signal's own endpoint). With nothing set nothing is exported: the
+// specification's default would send to localhost:4318, which in a dev
+// stack or a test only produces export errors.
+//
+// Problems are recorded in l, each naming its variable: an exporter other
+// than otlp, console or none; a protocol other than grpc or http/protobuf
+// (spelled exactly: the SDK reads the value as it is); an endpoint that is
+// not an absolute http(s) URL. A bare "host:port" is refused although this
+// package used to take it: the SDK would read it as a URL with scheme
+// "host".
+func LoadEnv(l *envconfig.Loader) Export {
+	traces := exporterName(l, EnvTracesExporter, ExporterOTLP, ExporterConsole, ExporterNone)
+	metrics := exporterName(l, EnvMetricsExporter, ExporterOTLP, ExporterConsole, ExporterNone)
+	for _, name := range []string{EnvOTLPProtocol, EnvOTLPTracesProtocol, EnvOTLPMetricsProtocol} {
+		exporterName(l, name, ProtocolGRPC, ProtocolHTTPProtobuf)
+	}
+	endpoint := l.URL(EnvOTLPEndpoint, "", "http", "https") != nil
+	tracesEndpoint := l.URL(EnvOTLPTracesEndpoint, "", "http", "https") != nil
+	metricsEndpoint := l.URL(EnvOTLPMetricsEndpoint, "", "http", "https") != nil
+	return Export{
+		Traces:  traces != ExporterNone && (traces != "" || endpoint || tracesEndpoint),
+		Metrics: metrics != ExporterNone && (metrics != "" || endpoint || metricsEndpoint),
+	}
+}
+
+// exporterName returns the variable's value when it is exactly one of
+// allowed, "" when it is unset, and records a problem otherwise.
+func exporterName(l *envconfig.Loader, name string, allowed ...string) string {
+	v := l.String(name, "")
+	if v == "" {
+		return ""
+	}
+	for _, a := range allowed {
+		if v == a {
+			return v
+		}
+	}
+	l.Invalid(name, "one of "+strings.Join(allowed, "|"), v, nil)
+	return ""
+}

@@ -1,0 +1,54 @@
+package telemetry
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/ambient-code/control-plane/libs/envconfig"
+)
+
+func TestLoadEnv(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		env     map[string]string
+		want    Export
+		badVars []string // variables named in the error
+	}{
+		{name: "nothing set exports nothing", env: map[string]string{}},
+		{name: "endpoint exports both", env: map[string]string{EnvOTLPEndpoint: "http://collector:4318"}, want: Export{Traces: true, Metrics: true}},
+		{name: "metrics off", env: map[string]string{EnvOTLPEndpoint: "https://collector:4318", EnvMetricsExporter: "none"}, want: Export{Traces: true}},
+		{name: "traces endpoint only", env: map[string]string{EnvOTLPTracesEndpoint: "http://collector:4318/v1/traces"}, want: Export{Traces: true}},
+		{name: "metrics endpoint only", env: map[string]string{EnvOTLPMetricsEndpoint: "http://collector:4318/v1/metrics"}, want: Export{Metrics: true}},
+		{name: "console exporter without endpoint", env: map[string]string{EnvTracesExporter: "console"}, want: Export{Traces: true}},
+		{name: "traces none wins over endpoint", env: map[string]string{EnvOTLPEndpoint: "http://c:4317", EnvOTLPProtocol: "grpc", EnvTracesExporter: "none"}, want: Export{Metrics: true}},
+		{name: "per-signal protocols", env: map[string]string{EnvOTLPEndpoint: "http://c:4317", EnvOTLPTracesProtocol: "grpc", EnvOTLPMetricsProtocol: "http/protobuf"}, want: Export{Traces: true, Metrics: true}},
+		{name: "bare host port", env: map[string]string{EnvOTLPEndpoint: "collector:4317"}, badVars: []string{EnvOTLPEndpoint}},
+		{name: "other scheme", env: map[string]string{EnvOTLPTracesEndpoint: "ftp://collector:21"}, badVars: []string{EnvOTLPTracesEndpoint}},
+		{name: "unknown protocol", env: map[string]string{EnvOTLPProtocol: "http/json", EnvOTLPMetricsProtocol: "GRPC"}, badVars: []string{EnvOTLPProtocol, EnvOTLPMetricsProtocol}},
+		{name: "prometheus exporter refused", env: map[string]string{EnvMetricsExporter: "prometheus", EnvTracesExporter: "jaeger"}, badVars: []string{EnvMetricsExporter, EnvTracesExporter}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			l := envconfig.New(envconfig.Map(tc.env))
+			got := LoadEnv(l)
+			err := l.Err()
+			if len(tc.badVars) == 0 {
+				if err != nil || got != tc.want {
+					t.Fatalf("LoadEnv = %+v, %v; want %+v, nil", got, err, tc.want)
+				}
+				return
+			}
+			if !errors.Is(err, envconfig.ErrInvalid) {
+				t.Fatalf("LoadEnv error = %v, want ErrInvalid", err)
+			}
+			for _, v := range tc.badVars {
+				if !strings.Contains(err.Error(), v) {
+					t.Errorf("error %q does not name %s", err, v)
+				}
+			}
+		})
+	}
+}
