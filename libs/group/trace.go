@@ -93,9 +93,10 @@ func (w *worker) startConsumerSpan(hctx context.Context, m Message, partition in
 		attrs = append(attrs, AttrCoalesced.Int(m.Coalesced),
 			attribute.Int("messaging.batch.message_count", m.Coalesced+1))
 	}
-	ctx, span := w.tracer.Start(hctx, "process "+events.ResourceToken(ev.GetResource()),
+	// The caller ends the span (endConsumerSpan) when the handler returns.
+	ctx, span := w.tracer.Start(hctx, "process "+events.ResourceToken(ev.GetResource()), //nolint:spancheck // ended by the caller
 		trace.WithSpanKind(trace.SpanKindConsumer), trace.WithLinks(links...), trace.WithAttributes(attrs...))
-	return telemetry.ContextWithAttributes(ctx, obj...), span
+	return telemetry.ContextWithAttributes(ctx, obj...), span //nolint:spancheck // ended by the caller
 }
 
 // endConsumerSpan records the handler's error, if any, and ends span.
