@@ -100,7 +100,7 @@ kubeReconciler: {sessionSelector: "projects=team-a,team-b"}
 runnerManager: {enabled: true, projects: [sandbox]}
 `)},
 		{name: "monitoring-netpol", vals: localRunnersWith(t, `
-metrics: {serviceMonitor: {enabled: true, labels: {release: prometheus}}}
+metrics: {serviceMonitor: {enabled: true, labels: {release: prometheus}}, prometheusRule: {enabled: true}, dashboard: {enabled: true}}
 networkPolicy:
   enabled: true
   metricsFrom: [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: monitoring}}}]

@@ -365,7 +365,7 @@ func TestChartDefaults(t *testing.T) {
 	if env := envOf(t, r, deployment(t, r, name("informer"))); env["NATS_USER"] != "informer" {
 		t.Errorf("informer NATS_USER = %q: the bundled NATS has a user per service by default", env["NATS_USER"])
 	}
-	for _, kind := range []string{"ServiceMonitor", "HorizontalPodAutoscaler"} {
+	for _, kind := range []string{"ServiceMonitor", "HorizontalPodAutoscaler", "PrometheusRule"} {
 		if n := len(r.ofKind(kind)); n != 0 {
 			t.Errorf("%d %s rendered by default, want 0", n, kind)
 		}

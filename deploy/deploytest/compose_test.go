@@ -338,6 +338,7 @@ var sharedLoaders = map[string]string{
 	"apiclient.LoadEnv(":     "libs/apiclient/env.go",
 	"service.LoadConfig(":    "libs/service/config.go",
 	"group.LoadConfig(":      "libs/group/load.go",
+	"telemetry.LoadEnv(":     "libs/telemetry/env.go",
 }
 
 // declaredEnv returns the environment variables an image target's program

@@ -30,7 +30,7 @@ import (
 const fieldManager = "deploytest"
 
 // kube is a running kube-apiserver + etcd (envtest) with the chart's CRDs
-// and a minimal ServiceMonitor CRD installed.
+// and minimal ServiceMonitor and PrometheusRule CRDs installed.
 type kube struct {
 	admin  *rest.Config
 	mapper meta.RESTMapper
@@ -58,7 +58,7 @@ func startKube(t *testing.T, crds []*unstructured.Unstructured) *kube {
 		}
 	}
 	var typed []*apiextensionsv1.CustomResourceDefinition
-	for _, u := range append(crds, serviceMonitorCRD(t)) {
+	for _, u := range append(crds, serviceMonitorCRD(t), prometheusRuleCRD(t)) {
 		crd := &apiextensionsv1.CustomResourceDefinition{}
 		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, crd); err != nil {
 			t.Fatalf("CRD %s: %v", u.GetName(), err)
@@ -130,6 +130,51 @@ spec:
 `), &u.Object)
 	if err != nil {
 		t.Fatalf("ServiceMonitor CRD: %v", err)
+	}
+	return u
+}
+
+// prometheusRuleCRD is a minimal monitoring.coreos.com/v1 PrometheusRule
+// CRD: kind, group and that spec.groups holds named groups of rules.
+func prometheusRuleCRD(t *testing.T) *unstructured.Unstructured {
+	t.Helper()
+	u := &unstructured.Unstructured{}
+	err := yaml.Unmarshal([]byte(`
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: prometheusrules.monitoring.coreos.com
+spec:
+  group: monitoring.coreos.com
+  scope: Namespaced
+  names: {kind: PrometheusRule, listKind: PrometheusRuleList, plural: prometheusrules, singular: prometheusrule}
+  versions:
+    - name: v1
+      served: true
+      storage: true
+      schema:
+        openAPIV3Schema:
+          type: object
+          properties:
+            spec:
+              type: object
+              properties:
+                groups:
+                  type: array
+                  items:
+                    type: object
+                    required: [name, rules]
+                    properties:
+                      name: {type: string}
+                      rules:
+                        type: array
+                        items:
+                          type: object
+                          required: [expr]
+                          x-kubernetes-preserve-unknown-fields: true
+`), &u.Object)
+	if err != nil {
+		t.Fatalf("PrometheusRule CRD: %v", err)
 	}
 	return u
 }

@@ -93,7 +93,7 @@ func (w *worker) startConsumerSpan(hctx context.Context, m Message, partition in
 		attrs = append(attrs, AttrCoalesced.Int(m.Coalesced),
 			attribute.Int("messaging.batch.message_count", m.Coalesced+1))
 	}
-	// The caller ends the span once the handler returns.
+	// The caller ends the span (endConsumerSpan) when the handler returns.
 	ctx, span := w.tracer.Start(hctx, "process "+events.ResourceToken(ev.GetResource()), //nolint:spancheck // ended by the caller
 		trace.WithSpanKind(trace.SpanKindConsumer), trace.WithLinks(links...), trace.WithAttributes(attrs...))
 	return telemetry.ContextWithAttributes(ctx, obj...), span //nolint:spancheck // ended by the caller

@@ -33,7 +33,7 @@ const spanWait = 30 * time.Second
 // configured by nothing but the standard OTEL_* variables it inherits from
 // devstack) exports to it while a session goes from create to Stopped and a
 // chat runs through the proxy. The test asserts that spans arrive over the
-// protocol from every service; that the session's ADDED event is one trace
+// protocol from every service, and metrics too; that the session's ADDED event is one trace
 // holding the informer's publish and, as its children, each consumer's
 // CONSUMER span, runner-manager's with the API calls its handler made as
 // descendants, down to the API's server spans; that every span of every
@@ -100,6 +100,23 @@ func traceSessionLife(t *testing.T, protocol string) {
 				t.Fatalf("span %s of %s arrived over %s", sp.GetName(), sp.Service, sp.Protocol)
 			}
 		}
+	})
+
+	t.Run("metrics are pushed over "+protocol, func(t *testing.T) {
+		want := map[string]string{
+			"informer":       "informer.events.published",
+			"runner-manager": "consumer_group.handled",
+			"event-tally":    "event_tally.events",
+			"agui-proxy":     "agui_proxy_requests",
+		}
+		testenv.Eventually(t, spanWait, func() error {
+			for svc, name := range want {
+				if !c.HasMetric(svc, name) {
+					return fmt.Errorf("no metric %s from %s over OTLP", name, svc)
+				}
+			}
+			return nil
+		})
 	})
 
 	t.Run("commands are traces through the API", func(t *testing.T) {
