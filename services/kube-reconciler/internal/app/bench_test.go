@@ -37,6 +37,7 @@ func BenchmarkEndToEnd1000(b *testing.B) {
 }
 
 func benchEndToEnd(b *testing.B, env map[string]string) {
+	b.Helper()
 	for b.Loop() {
 		b.StopTimer()
 		h := newHarness(b)

@@ -137,6 +137,7 @@ func BenchmarkReconcileSessions(b *testing.B) {
 }
 
 func benchReconcile(b *testing.B, workers int) {
+	b.Helper()
 	store := kv(b)
 	r, dyn := newReconciler(b, store)
 	ctx := b.Context()
