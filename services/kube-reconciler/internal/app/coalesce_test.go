@@ -2,6 +2,7 @@ package app
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/ambient-code/control-plane/libs/testenv"
@@ -61,5 +62,19 @@ func TestQueuedEventsCoalesced(t *testing.T) {
 	}
 	if got := r.stats.Snapshot().DeadLettered; got != 0 {
 		t.Errorf("%d events dead-lettered", got)
+	}
+	// The runtime exports the group's own metrics (issue 13), coalescing
+	// included.
+	found := false
+	for line := range strings.Lines(get(t, "http://"+r.addr.String()+"/metrics")) {
+		if strings.HasPrefix(line, "consumer_group_coalesced_total{") && strings.Contains(line, `group="kube-reconciler"`) {
+			found = true
+			if fields := strings.Fields(line); fields[len(fields)-1] == "0" {
+				t.Errorf("consumer_group_coalesced_total is 0: %s", line)
+			}
+		}
+	}
+	if !found {
+		t.Error("/metrics has no consumer_group_coalesced_total of group kube-reconciler")
 	}
 }

@@ -24,9 +24,9 @@
 //
 // Cost per pass: one KV read per owned object, one namespace read per owned
 // project, a no-op server-side apply per RoleBinding, and one list of the
-// managed RoleBindings; an AgenticSession whose cached copy carries the
-// desired applied hash is not applied again, so sessions cost no Kubernetes
-// call when nothing changed.
+// managed RoleBindings; an AgenticSession whose cached copy already holds
+// what would be applied (apply.Applier.UpToDate) is not applied again, so
+// sessions cost no Kubernetes call when nothing changed.
 package resync
 
 import (
