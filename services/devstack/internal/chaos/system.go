@@ -245,6 +245,7 @@ func (s *system) addServices(localProjects, kubeProjects []string) error {
 				"KUBECONFIG":            s.kube.kubeconfig,
 				"KUBE_SESSION_SELECTOR": "projects=" + strings.Join(kubeProjects, ","),
 				"GROUP_MAX_DELIVER":     strconv.Itoa(s.cfg.KubeMaxDeliver),
+				"RESYNC_INTERVAL":       s.cfg.KubeResync.String(),
 			}},
 		)
 	}
