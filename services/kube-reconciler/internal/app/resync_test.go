@@ -263,6 +263,16 @@ func TestResyncSharesPartitions(t *testing.T) {
 		}
 		return out
 	}
+	// Partitions reach the second replica when the group next reconciles
+	// its membership, not when it first handles an event: wait until both
+	// resync something, then count only passes after that.
+	testenv.Eventually(t, 30*time.Second, func() error {
+		if len(resynced(a)) == 0 || len(resynced(b)) == 0 {
+			return fmt.Errorf("replicas resynced a %d, b %d sessions; want both to own some", len(resynced(a)), len(resynced(b)))
+		}
+		return nil
+	})
+	mark = map[*replica]int{a: len(a.logs.Lines(t, "object resynced", nil)), b: len(b.logs.Lines(t, "object resynced", nil))}
 	// Wait until every session was resynced at least once by someone.
 	testenv.Eventually(t, 30*time.Second, func() error {
 		ra, rb := resynced(a), resynced(b)
