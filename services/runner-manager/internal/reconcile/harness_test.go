@@ -220,6 +220,24 @@ func (e *env) handle(rp *replica, typ eventsv1.EventType, s *ambientv1.Session) 
 	}
 }
 
+// handleRedelivered is handle with the group's redelivery: a retryable
+// error (e.g. a claim released while the event was handled) is tried again
+// as the next attempt, as libs/group would; a terminal one fails the test.
+func (e *env) handleRedelivered(rp *replica, typ eventsv1.EventType, s *ambientv1.Session) {
+	e.t.Helper()
+	const attempts = 5
+	var err error
+	for attempt := uint64(1); attempt <= attempts; attempt++ {
+		if err = rp.rec.Handle(e.t.Context(), group.Message{Event: e.event(typ, s), Attempt: attempt}); err == nil {
+			return
+		}
+		if group.IsTerminal(err) {
+			break
+		}
+	}
+	e.t.Fatalf("handle %v %s: %v", typ, s.GetMetadata().GetId(), err)
+}
+
 func (e *env) waitPhase(id string, phase session.Phase, d time.Duration) *ambientv1.Session {
 	e.t.Helper()
 	var s *ambientv1.Session

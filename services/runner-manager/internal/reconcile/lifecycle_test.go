@@ -384,8 +384,8 @@ func TestDuplicateAndReplayedEvents(t *testing.T) {
 	e.handle(rp, modified, e.setPhase(id, session.PhaseStopping))
 	e.waitPhase(id, session.PhaseStopped, 5*time.Second)
 	e.waitNoClaim(id)
-	e.handle(rp, added, s)
-	e.handle(other, added, s)
+	e.handleRedelivered(rp, added, s)
+	e.handleRedelivered(other, added, s)
 	if n := spawns(); n != 1 {
 		t.Fatalf("spawns after replay = %d, want 1", n)
 	}
