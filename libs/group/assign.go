@@ -2,7 +2,6 @@ package group
 
 import (
 	"slices"
-	"strings"
 
 	"github.com/synadia-io/orbit.go/pcgroups"
 )
@@ -62,16 +61,7 @@ func assign(partitions int, live map[string][]int) []pcgroups.MemberMapping {
 		}
 	}
 
-	byMember := map[string][]int{}
-	for p, o := range owner {
-		byMember[o] = append(byMember[o], p)
-	}
-	out := make([]pcgroups.MemberMapping, 0, len(byMember))
-	for m, ps := range byMember {
-		out = append(out, pcgroups.MemberMapping{Member: m, Partitions: ps})
-	}
-	slices.SortFunc(out, func(a, b pcgroups.MemberMapping) int { return strings.Compare(a.Member, b.Member) })
-	return out
+	return mappingOf(owner)
 }
 
 // mappingsEqual compares two mappings as produced by assign.

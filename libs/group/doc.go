@@ -102,8 +102,11 @@
 // released, not acked or retried, so the new owner handles them again, in
 // order. Messages delivered
 // for a partition this member no longer owns are released without
-// calling the handler. A handler that ignores its ctx can still write
-// after the move; the window is the time it takes to notice.
+// calling the handler. A partition moving between two live members is
+// handed off in two config writes (handoff.go): revoked first, granted to
+// its new owner only once the old owner reports, in its heartbeat, that
+// it applied the revocation and no work on it still runs (a handler deaf
+// to its ctx is waited for up to StopGrace).
 //
 // # Replicas
 //

@@ -36,6 +36,9 @@ func MembersBucketName(stream, group string) string { return "ambient-members-" 
 type memberRecord struct {
 	// Partitions is the member's pinned slice (empty = sharing).
 	Partitions []int `json:"partitions,omitempty"`
+	// Handoff is what the member applied and still runs (see handoff.go);
+	// nil from a version without hand-offs.
+	Handoff *handoffRecord `json:"handoff,omitempty"`
 }
 
 // membership keeps this member's heartbeat alive and the pcgroups member
@@ -46,7 +49,10 @@ type membership struct {
 	log     *slog.Logger
 	members jetstream.KeyValue // heartbeats, TTL = MemberTTL
 	configs jetstream.KeyValue // pcgroups' config bucket
-	record  []byte
+	// own is this member's partitions and running work, reported in each
+	// heartbeat for hand-offs; nil until Run watches the config (the
+	// first heartbeat then reports nothing applied yet).
+	own *ownership
 
 	// Fencing (issue 14): a NATS outage longer than MemberTTL expires
 	// every heartbeat, so right after it the peers' keys are missing
@@ -116,11 +122,7 @@ func join(ctx context.Context, js jetstream.JetStream, cfg Config, log *slog.Log
 	if err != nil {
 		return nil, fmt.Errorf("member bucket of %s: %w", cfg.Group, err)
 	}
-	record, err := json.Marshal(memberRecord{Partitions: cfg.MemberPartitions})
-	if err != nil {
-		return nil, fmt.Errorf("encode member record: %w", err)
-	}
-	return &membership{js: js, cfg: cfg, log: log, members: members, configs: configs, record: record}, nil
+	return &membership{js: js, cfg: cfg, log: log, members: members, configs: configs}, nil
 }
 
 // waitForStream waits until the events stream exists and returns its
@@ -153,7 +155,15 @@ func (m *membership) heartbeat(ctx context.Context) error {
 	// previous renewal's interval.
 	ctx, cancel := context.WithTimeout(ctx, m.cfg.MemberTTL-m.cfg.heartbeat())
 	defer cancel()
-	if _, err := m.members.Put(ctx, m.cfg.Member, m.record); err != nil {
+	rec := memberRecord{Partitions: m.cfg.MemberPartitions, Handoff: &handoffRecord{}}
+	if m.own != nil {
+		rec.Handoff.Seen, rec.Handoff.Holding = m.own.holding(m.cfg.StopGrace)
+	}
+	record, err := json.Marshal(rec)
+	if err != nil {
+		return fmt.Errorf("encode member record: %w", err)
+	}
+	if _, err := m.members.Put(ctx, m.cfg.Member, record); err != nil {
 		m.healthySince = time.Time{}
 		return fmt.Errorf("heartbeat %s: %w", m.cfg.Member, err)
 	}
@@ -185,20 +195,21 @@ func (m *membership) leave(ctx context.Context) error {
 	return err
 }
 
-// live returns the members with an unexpired heartbeat and their pinned
-// slices, minus exclude. A record that does not decode counts as sharing.
-func (m *membership) live(ctx context.Context, exclude string) (map[string][]int, error) {
+// live returns the records of the members with an unexpired heartbeat,
+// minus exclude. A record that does not decode counts as sharing, without
+// hand-off state.
+func (m *membership) live(ctx context.Context, exclude string) (map[string]memberRecord, error) {
 	es, err := bus.ReadKV(ctx, m.members, jetstream.IgnoreDeletes())
 	if err != nil {
 		return nil, fmt.Errorf("list members: %w", err)
 	}
-	live := map[string][]int{}
+	live := map[string]memberRecord{}
 	for _, e := range es {
 		var rec memberRecord
 		if err := json.Unmarshal(e.Value(), &rec); err != nil {
-			rec.Partitions = nil
+			rec = memberRecord{}
 		}
-		live[e.Key()] = rec.Partitions
+		live[e.Key()] = rec
 	}
 	delete(live, exclude)
 	return live, nil
@@ -212,6 +223,8 @@ func (m *membership) live(ctx context.Context, exclude string) (map[string][]int
 // (pcgroups would otherwise wait for the consumer's idle timeout). Every
 // member runs this; the write is a compare-and-swap on the config's
 // revision and the result is deterministic, so concurrent reconcilers agree.
+// A partition moving between live members is revoked in one write and
+// granted in a later one, once its old owner released it (handoff.go).
 func (m *membership) reconcile(ctx context.Context, exclude string) ([]pcgroups.MemberMapping, error) {
 	live, err := m.live(ctx, exclude)
 	if err != nil {
@@ -226,7 +239,11 @@ func (m *membership) reconcile(ctx context.Context, exclude string) ([]pcgroups.
 	if err := json.Unmarshal(entry.Value(), &cur); err != nil {
 		return nil, fmt.Errorf("decode group config %s: %w", key, err)
 	}
-	want := assign(m.cfg.Partitions, live)
+	pinned := make(map[string][]int, len(live))
+	for n, rec := range live {
+		pinned[n] = rec.Partitions
+	}
+	want := handoff(m.cfg.Partitions, cur.MemberMappings, assign(m.cfg.Partitions, pinned), live, entry.Revision())
 	if len(cur.Members) == 0 && mappingsEqual(cur.MemberMappings, want) {
 		return want, nil
 	}
@@ -266,7 +283,7 @@ func (m *membership) reconcile(ctx context.Context, exclude string) ([]pcgroups.
 }
 
 // departed lists members of cur without a live heartbeat.
-func departed(cur pcgroups.ElasticConsumerGroupConfig, live map[string][]int) []string {
+func departed(cur pcgroups.ElasticConsumerGroupConfig, live map[string]memberRecord) []string {
 	var out []string
 	add := func(n string) {
 		if _, ok := live[n]; !ok && n != unassignedMember && !slices.Contains(out, n) {
@@ -282,22 +299,17 @@ func departed(cur pcgroups.ElasticConsumerGroupConfig, live map[string][]int) []
 	return out
 }
 
-// consumerExists reports whether this member's JetStream consumer exists
-// and, when it does, records its backlog (NumPending) as the lag: a
-// member that receives nothing, its consumer stuck or gone, would
-// otherwise report the lag of its last delivery forever.
-func (m *membership) consumerExists(ctx context.Context) (bool, error) {
+// consumerPending reports whether this member's JetStream consumer exists
+// and, if so, how many messages wait in it.
+func (m *membership) consumerPending(ctx context.Context) (pending uint64, exists bool, err error) {
 	c, err := m.js.Consumer(ctx, WorkStreamName(m.cfg.Stream, m.cfg.Group), m.cfg.Member)
 	switch {
 	case err == nil:
-		if info := c.CachedInfo(); info != nil {
-			m.cfg.Stats.lag.Store(info.NumPending)
-		}
-		return true, nil
+		return c.CachedInfo().NumPending, true, nil
 	case errors.Is(err, jetstream.ErrConsumerNotFound):
-		return false, nil
+		return 0, false, nil
 	default:
-		return false, fmt.Errorf("consumer %s: %w", m.cfg.Member, err)
+		return 0, false, fmt.Errorf("consumer %s: %w", m.cfg.Member, err)
 	}
 }
 

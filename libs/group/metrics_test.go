@@ -124,6 +124,9 @@ func TestMetricsScraped(t *testing.T) {
 		publish(t, js, id, 1)
 	}
 	waitWorkQueue(t, js, 4)
+	// Nothing was delivered since s1 (it holds the member's one slot):
+	// the backlog still shows, read from the consumer at the heartbeat.
+	sc.want(t, testGroup, map[string]float64{"consumer_group_lag": 3, "consumer_group_in_flight": 1})
 	release <- struct{}{}
 	waitEntered(t, entered, "s2")
 	// s2's delivery had s3 and s4 behind it.

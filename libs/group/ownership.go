@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/synadia-io/orbit.go/pcgroups"
@@ -23,6 +24,15 @@ type ownership struct {
 	mu      sync.Mutex
 	owned   []int                        // guarded by mu; sorted
 	flights map[int]map[*flight]struct{} // guarded by mu; running work by partition
+	seen    uint64                       // guarded by mu; config revision owned was set from
+	// lostAt is when each lost partition whose work still runs was lost;
+	// the member keeps reporting it as held (hand-off) until that work
+	// ends or the stop grace passed. Guarded by mu.
+	lostAt map[int]time.Time
+	// changed gets a value (never blocking, capacity 1) when what the
+	// member must report for hand-offs changed: a config was applied or
+	// the last work of a lost partition ended. Run heartbeats at once.
+	changed chan struct{}
 }
 
 // flight is work on one partition that must stop when it moves.
@@ -33,7 +43,7 @@ type flight struct {
 }
 
 func newOwnership() *ownership {
-	return &ownership{flights: map[int]map[*flight]struct{}{}}
+	return &ownership{flights: map[int]map[*flight]struct{}{}, lostAt: map[int]time.Time{}, changed: make(chan struct{}, 1)}
 }
 
 // begin registers work on partition p, cancelled with ErrPartitionMoved
@@ -58,7 +68,36 @@ func (o *ownership) end(f *flight) (moved bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	delete(o.flights[f.partition], f)
+	if _, lost := o.lostAt[f.partition]; lost && len(o.flights[f.partition]) == 0 {
+		delete(o.lostAt, f.partition)
+		o.notify()
+	}
 	return f.moved
+}
+
+// notify tells Run the hand-off state changed. Caller holds mu.
+func (o *ownership) notify() {
+	select {
+	case o.changed <- struct{}{}:
+	default:
+	}
+}
+
+// holding returns the config revision applied last and the partitions
+// this member holds: those it owns and those it lost less than grace ago
+// whose work still runs (work that ignores its cancellation is given up
+// after grace, as a stop gives it up).
+func (o *ownership) holding(grace time.Duration) (seen uint64, held []int) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	held = slices.Clone(o.owned)
+	for p, at := range o.lostAt {
+		if time.Since(at) < grace {
+			held = append(held, p)
+		}
+	}
+	slices.Sort(held)
+	return o.seen, held
 }
 
 // movedAway reports whether f's partition moved.
@@ -68,18 +107,24 @@ func (o *ownership) movedAway(f *flight) bool {
 	return f.moved
 }
 
-// set records the partitions this member owns now and cancels the work of
-// every partition it lost. It returns the lost partitions.
-func (o *ownership) set(owned []int) []int {
+// set records the partitions this member owns now, from the config at
+// revision rev, and cancels the work of every partition it lost. It
+// returns the lost partitions.
+func (o *ownership) set(owned []int, rev uint64) []int {
 	owned = slices.Sorted(slices.Values(owned))
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	defer o.notify()
+	o.seen = rev
 	var lost []int
 	for _, p := range o.owned {
 		if slices.Contains(owned, p) {
 			continue
 		}
 		lost = append(lost, p)
+		if len(o.flights[p]) > 0 {
+			o.lostAt[p] = time.Now()
+		}
 		for f := range o.flights[p] {
 			f.moved = true
 			f.cancel(ErrPartitionMoved)
@@ -110,7 +155,7 @@ func watchOwnership(ctx context.Context, m *membership, own *ownership, log *slo
 		mine := partitionsOf(c.MemberMappings, m.cfg.Member)
 		m.cfg.Stats.partitions.Store(int64(len(mine)))
 		m.cfg.Stats.unowned.Store(int64(unowned(c.MemberMappings, m.cfg.Partitions)))
-		if lost := own.set(mine); len(lost) > 0 {
+		if lost := own.set(mine, e.Revision()); len(lost) > 0 {
 			log.Info("partitions moved away, their work is cancelled", slog.Any(keyPartitions, lost))
 		}
 	}

@@ -17,8 +17,8 @@ import (
 // DeadLetter is one message of the dead-letter stream: an event a group
 // gave up on, with why.
 type DeadLetter struct {
-	// Seq is the message's sequence in the dead-letter stream; Replay and
-	// Delete name a letter by it.
+	// Seq is the message's sequence in the dead-letter stream; DeadLetterAt
+	// finds a letter by it and Replay deletes it by it.
 	Seq      uint64
 	Time     time.Time
 	Group    string

@@ -78,6 +78,8 @@ func Run(ctx context.Context, js jetstream.JetStream, cfg Config, h Handler, log
 		cancelCG()
 		<-watching
 	}()
+	// From now on heartbeats report what we applied and hold (hand-offs).
+	m.own = own
 	w := newWorker(cfg, js, h, own, log)
 	renewing := w.keepalive(cgctx)
 	defer func() {
@@ -130,6 +132,9 @@ func Run(ctx context.Context, js jetstream.JetStream, cfg Config, h Handler, log
 			return stop(hctx, cancelHandlers, nil, w, m, cfg, log, fmt.Errorf("%w: %w", ErrGroupStopped, err))
 		case <-reconnected:
 			ticker.Reset(cfg.heartbeat())
+		case <-own.changed:
+			// A config applied or a lost partition's work ended: report
+			// it now, so a partition handed off does not wait a tick.
 		case <-ticker.C:
 		}
 		if err := m.heartbeat(ctx); err != nil {
@@ -216,7 +221,8 @@ func transient(ctx context.Context, err error) bool {
 // no constant for it.
 const jsClusterNotAvailable jetstream.ErrorCode = 10008
 
-// watchdog reports whether the pcgroups instance must be restarted: we own
+// watchdog refreshes the member's lag from its consumer and reports
+// whether the pcgroups instance must be restarted: we own
 // partitions but our consumer has been missing for longer than a failover
 // should take. pcgroups only re-creates a consumer it knows is
 // gone; one deleted under it (idle timeout after a long pause, or removed
@@ -224,9 +230,13 @@ const jsClusterNotAvailable jetstream.ErrorCode = 10008
 func watchdog(ctx context.Context, m *membership, cfg Config, mapping []pcgroups.MemberMapping, missingSince *time.Time, log *slog.Logger) bool {
 	if len(partitionsOf(mapping, cfg.Member)) == 0 {
 		*missingSince = time.Time{}
+		cfg.Stats.lag.Store(0)
 		return false
 	}
-	ok, err := m.consumerExists(ctx)
+	pending, ok, err := m.consumerPending(ctx)
+	if ok {
+		cfg.Stats.lag.Store(pending)
+	}
 	if err != nil || ok {
 		*missingSince = time.Time{}
 		return false

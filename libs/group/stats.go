@@ -40,9 +40,12 @@ type StatsSnapshot struct {
 	// own, because a newer message of the same object stood for them
 	// (Config.Coalesce).
 	Coalesced uint64
-	// Lag is how many messages waited in the member's consumer behind the
-	// last delivery (its metadata's NumPending): the member's backlog on
-	// the server. Messages delivered and waiting in their lane are in
+	// Lag is how many messages wait in the member's consumer on the
+	// server: the NumPending of the last delivery's metadata or of the
+	// consumer info read at each heartbeat, whichever came last. The
+	// heartbeat's read keeps it true while nothing is delivered (a member
+	// whose MaxInFlight is all held, or a delivery whose metadata lagged
+	// the stream). Messages delivered and waiting in their lane are in
 	// InFlight instead.
 	Lag uint64
 	// InFlight is how many messages the member holds now (delivered, not

@@ -37,7 +37,7 @@ func dlqCmd(o *options) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				return printDeadLetters(cmd.OutOrStdout(), letters, o.output == "json")
+				return printDeadLetters(ctx, cmd.OutOrStdout(), letters, o.output == "json")
 			})
 		},
 	}
@@ -122,12 +122,12 @@ type deadLetterJSON struct {
 	Type     string    `json:"type,omitempty"`
 }
 
-func printDeadLetters(w io.Writer, letters []group.DeadLetter, asJSON bool) error {
+func printDeadLetters(ctx context.Context, w io.Writer, letters []group.DeadLetter, asJSON bool) error {
 	rows := make([]deadLetterJSON, 0, len(letters))
 	for _, d := range letters {
 		r := deadLetterJSON{Seq: d.Seq, Time: d.Time.UTC(), Group: d.Group, Member: d.Member, Reason: d.Reason, Error: d.Error, Attempts: d.Attempts, Subject: d.Subject}
 		// An undecodable letter still lists; it just has no object.
-		if _, ev, err := events.Decode(context.Background(), d.Header, d.Data); err == nil {
+		if _, ev, err := events.Decode(ctx, d.Header, d.Data); err == nil {
 			r.ObjectID, r.Type = ev.GetObjectId(), events.TypeName(ev.GetType())
 		}
 		rows = append(rows, r)
