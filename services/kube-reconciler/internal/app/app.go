@@ -26,7 +26,6 @@ import (
 	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/status"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/prometheus/client_golang/prometheus"
 	apiextclient "k8s.io/apiextensions-apiserver/pkg/client/clientset/clientset"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
@@ -74,12 +73,9 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Optio
 	}
 	sopts := service.Options{Name: ServiceName, Version: o.version, Config: cfg.Config, Logger: log, Connected: o.connected, Listening: o.listening}
 	return service.Run(ctx, sopts, func(ctx context.Context, rt *service.Runtime) error {
-		reg := rt.Telemetry().Registry
-		m, err := metrics.New(reg)
+		meter := rt.Telemetry().Meter
+		m, err := metrics.New(meter)
 		if err != nil {
-			return err
-		}
-		if err := registerGroupStats(reg, o.stats); err != nil {
 			return err
 		}
 		kc, err := newKubeClients(cfg, o)
@@ -103,7 +99,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Optio
 		if err != nil {
 			return err
 		}
-		if err := registerMemoryGauges(reg, w.status, w.rec); err != nil {
+		if err := metrics.RegisterMemoryGauges(meter, w.status.CachedSessions, w.rec.HandledCount); err != nil {
 			return err
 		}
 		rt.Check("api", api.Check)
@@ -227,38 +223,4 @@ func objectsBucket(ctx context.Context, js jetstream.JetStream, name string) (je
 		return nil, fmt.Errorf("open kv %s: %w", name, err)
 	}
 	return kv, nil
-}
-
-// registerMemoryGauges exports the size of what the service keeps per object
-// in memory: the status write-back's sessions (bounded by STATUS_CACHE_SIZE)
-// and the objects the event path handled within the resync grace.
-func registerMemoryGauges(reg *prometheus.Registry, st *status.Controller, rec *reconcile.Reconciler) error {
-	for _, c := range []prometheus.Collector{
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "ambient_kube_reconciler_status_cached_sessions", Help: "Sessions the status write-back remembers (at most STATUS_CACHE_SIZE)."},
-			func() float64 { return float64(st.CachedSessions()) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "ambient_kube_reconciler_recently_handled_objects", Help: "Objects the event path handled within the resync grace (left alone by the resync)."},
-			func() float64 { return float64(rec.HandledCount()) }),
-	} {
-		if err := reg.Register(c); err != nil {
-			return fmt.Errorf("register memory gauge: %w", err)
-		}
-	}
-	return nil
-}
-
-// registerGroupStats exports the consumer group's retry and dead-letter counts.
-func registerGroupStats(reg *prometheus.Registry, s *group.Stats) error {
-	for _, c := range []prometheus.Collector{
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "ambient_kube_reconciler_event_retries_total", Help: "Events nacked for a retry with backoff."},
-			func() float64 { return float64(s.Snapshot().Retried) }),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "ambient_kube_reconciler_dead_letters_total", Help: "Events sent to the dead-letter subject."},
-			func() float64 { return float64(s.Snapshot().DeadLettered) }),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "ambient_kube_reconciler_events_delivered_total", Help: "Event deliveries, retries included."},
-			func() float64 { return float64(s.Snapshot().Delivered) }),
-	} {
-		if err := reg.Register(c); err != nil {
-			return fmt.Errorf("register group metric: %w", err)
-		}
-	}
-	return nil
 }

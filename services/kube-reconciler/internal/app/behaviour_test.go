@@ -329,8 +329,21 @@ func TestRoleOffAllowListRefused(t *testing.T) {
 	})
 	h.quiesce(t, r)
 	body := get(t, "http://"+r.addr.String()+"/metrics")
-	if !strings.Contains(body, `ambient_kube_reconciler_rejected_total{reason="group_access_entry",resource="project_settings"} 2`) {
-		t.Errorf("rejections not counted in /metrics")
+	if n, _ := testenv.MetricSum(body, "ambient_kube_reconciler_rejected_total", `reason="group_access_entry"`, `resource="project_settings"`); n != 2 {
+		t.Errorf("rejections counted in /metrics: %v, want 2", n)
+	}
+	// Through OTel like every service (the exporter's scope label), and
+	// the group's counters only once: as consumer_group_*.
+	if _, ok := testenv.MetricSum(body, "ambient_kube_reconciler_reconciles_total", `otel_scope_name="kube-reconciler"`); !ok {
+		t.Errorf("reconciles not exported through the OTel meter")
+	}
+	if _, ok := testenv.MetricSum(body, "consumer_group_delivered_total", `group="kube-reconciler"`); !ok {
+		t.Errorf("/metrics lacks consumer_group_delivered_total{group=\"kube-reconciler\"}")
+	}
+	for _, gone := range []string{"ambient_kube_reconciler_events_delivered_total", "ambient_kube_reconciler_event_retries_total", "ambient_kube_reconciler_dead_letters_total"} {
+		if _, ok := testenv.MetricSum(body, gone); ok {
+			t.Errorf("/metrics still has %s (a copy of consumer_group_*)", gone)
+		}
 	}
 	if !strings.Contains(get(t, "http://"+r.addr.String()+"/readyz"), "ok") {
 		t.Errorf("not ready")

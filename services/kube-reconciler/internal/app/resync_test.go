@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -301,7 +300,7 @@ func TestResyncSharesPartitions(t *testing.T) {
 	// cluster; a later pass, 2 s on, finds them unchanged.
 	testenv.Eventually(t, 20*time.Second, func() error {
 		body := get(t, "http://"+a.addr.String()+"/metrics") + get(t, "http://"+b.addr.String()+"/metrics")
-		if !strings.Contains(body, `ambient_kube_reconciler_resync_objects_total{resource="sessions",result="unchanged"}`) {
+		if _, ok := testenv.MetricSum(body, "ambient_kube_reconciler_resync_objects_total", `resource="sessions"`, `result="unchanged"`); !ok {
 			return errors.New("no unchanged resync counted")
 		}
 		return nil
@@ -343,15 +342,8 @@ func TestStatusCacheBounded(t *testing.T) {
 		t.Errorf("UpdateSessionStatus calls = %d, want %d (one real change each)", got, n)
 	}
 	body := get(t, "http://"+r.addr.String()+"/metrics")
-	cached := -1.0
-	for line := range strings.Lines(body) {
-		if v, ok := strings.CutPrefix(line, "ambient_kube_reconciler_status_cached_sessions "); ok {
-			if f, err := strconv.ParseFloat(strings.TrimSpace(v), 64); err == nil {
-				cached = f
-			}
-		}
-	}
-	if cached < 1 || cached > 3 {
+	cached, ok := testenv.MetricSum(body, "ambient_kube_reconciler_status_cached_sessions")
+	if !ok || cached < 1 || cached > 3 {
 		t.Errorf("status write-back remembers %v sessions, want 1..3", cached)
 	}
 }

@@ -2,8 +2,6 @@ package app
 
 import (
 	"fmt"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -45,7 +43,7 @@ func TestNoApplyWhenUpToDate(t *testing.T) {
 		return nil
 	})
 	h.quiesce(t, r)
-	if n := counter(t, get(t, "http://"+r.addr.String()+"/metrics"), `ambient_kube_reconciler_reconciles_total{resource="sessions",result="unchanged"}`); n < 1 {
+	if n, _ := testenv.MetricSum(get(t, "http://"+r.addr.String()+"/metrics"), "ambient_kube_reconciler_reconciles_total", `resource="sessions"`, `result="unchanged"`); n < 1 {
 		t.Errorf("the status write-back's echo was applied again (%v unchanged reconciles)", n)
 	}
 
@@ -64,20 +62,4 @@ func TestNoApplyWhenUpToDate(t *testing.T) {
 		}
 		return nil
 	})
-}
-
-// counter returns the value of the sample line starting with series in a
-// Prometheus text exposition, or -1 when there is none.
-func counter(t *testing.T, body, series string) float64 {
-	t.Helper()
-	for line := range strings.Lines(body) {
-		if v, ok := strings.CutPrefix(line, series+" "); ok {
-			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			if err != nil {
-				t.Fatalf("%s: %v", series, err)
-			}
-			return f
-		}
-	}
-	return -1
 }

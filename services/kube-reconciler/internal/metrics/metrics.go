@@ -1,15 +1,22 @@
-// Package metrics defines the kube-reconciler's Prometheus metrics. All names
-// live here; the zero *Metrics is not usable, use New (or Discard in tests).
+// Package metrics defines the kube-reconciler's metrics as OTel
+// instruments, exported like every other service's (Prometheus /metrics
+// and OTLP when configured). All names live here; use New, or Discard in
+// tests that do not look at them.
 package metrics
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/metric/noop"
 )
 
-// Reconcile results (label "result").
+// Reconcile results (attribute "result").
 const (
 	ResultOK      = "ok"      // desired state written (or already there)
 	ResultInvalid = "invalid" // bad input, reported on the session or in logs, event acked
@@ -22,89 +29,164 @@ const (
 	ResultRecent = "recent"
 )
 
-// Metrics is safe for concurrent use.
-type Metrics struct {
-	Reconciles   *prometheus.CounterVec   // resource, result
-	Latency      *prometheus.HistogramVec // resource
-	Rejected     *prometheus.CounterVec   // resource, reason: group_access entries refused, invalid input
-	Pruned       prometheus.Counter       // RoleBindings deleted because their entry is gone
-	StatusWrites *prometheus.CounterVec   // result: UpdateSessionStatus calls from CR status
-	StatusSkips  prometheus.Counter       // CR status compared equal to the session: no call
-
-	ResyncRuns        *prometheus.CounterVec // result: resync passes
-	ResyncObjects     *prometheus.CounterVec // resource, result: objects reconciled by a resync pass
-	ResyncOrphans     *prometheus.CounterVec // kind: objects deleted because the cache no longer has their source
-	ResyncLastSuccess prometheus.Gauge       // unix time of the last complete pass
-}
-
-// Resync pass results (label "result" of ResyncRuns).
+// Resync pass results (attribute "result" of the resync runs).
 const (
 	RunOK    = "ok"    // every owned object looked at
 	RunError = "error" // the pass stopped early (KV or Kubernetes unreachable)
 	RunIdle  = "idle"  // this member owns no partition (not joined yet)
 )
 
-// Kinds of orphans the resync deletes (label "kind" of ResyncOrphans).
+// Kinds of orphans the resync deletes (attribute "kind").
 const (
 	KindAgenticSessions = "agenticsessions"
 	KindRoleBindings    = "rolebindings"
 )
 
+// Instrument names. The Prometheus exporter turns '.' into '_' and adds
+// the unit and _total suffixes, so /metrics keeps the names the service
+// had when it used the Prometheus client (ambient_kube_reconciler_*).
 const (
-	labelKind     = "kind"
-	labelResource = "resource"
-	labelResult   = "result"
+	nameReconciles    = "ambient_kube_reconciler.reconciles"
+	nameLatency       = "ambient_kube_reconciler.reconcile.duration"
+	nameRejected      = "ambient_kube_reconciler.rejected"
+	namePruned        = "ambient_kube_reconciler.rolebindings.pruned"
+	nameStatusWrites  = "ambient_kube_reconciler.status.writes"
+	nameStatusSkips   = "ambient_kube_reconciler.status.unchanged"
+	nameResyncRuns    = "ambient_kube_reconciler.resync.runs"
+	nameResyncObjects = "ambient_kube_reconciler.resync.objects"
+	nameResyncOrphans = "ambient_kube_reconciler.resync.orphans.deleted"
+	nameResyncLast    = "ambient_kube_reconciler.resync.last_success.timestamp"
+	nameStatusCached  = "ambient_kube_reconciler.status.cached_sessions"
+	nameRecent        = "ambient_kube_reconciler.recently_handled_objects"
 )
 
-// New registers the metrics on reg (nil: not registered). It returns the
-// registry's error when a metric is already registered.
-func New(reg prometheus.Registerer) (*Metrics, error) {
-	m := &Metrics{
-		Reconciles: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "ambient_kube_reconciler_reconciles_total", Help: "Events reconciled, by resource and result.",
-		}, []string{"resource", "result"}),
-		Latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name: "ambient_kube_reconciler_reconcile_duration_seconds", Help: "Time to reconcile one event.",
-			Buckets: prometheus.ExponentialBuckets(0.002, 2, 14),
-		}, []string{"resource"}),
-		Rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "ambient_kube_reconciler_rejected_total", Help: "Inputs refused: invalid session fields, group_access entries off the allow-list or with invalid names.",
-		}, []string{"resource", "reason"}),
-		Pruned: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "ambient_kube_reconciler_rolebindings_pruned_total", Help: "Managed RoleBindings deleted because their group_access entry is gone.",
-		}),
-		StatusWrites: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "ambient_kube_reconciler_status_writes_total", Help: "UpdateSessionStatus calls, by result.",
-		}, []string{"result"}),
-		StatusSkips: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "ambient_kube_reconciler_status_unchanged_total", Help: "AgenticSession status checks that found nothing to write.",
-		}),
-		ResyncRuns: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "ambient_kube_reconciler_resync_runs_total", Help: "Periodic resync passes, by result (ok, error, idle).",
-		}, []string{labelResult}),
-		ResyncObjects: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "ambient_kube_reconciler_resync_objects_total", Help: "Cached objects reconciled by the periodic resync, by resource and result.",
-		}, []string{labelResource, labelResult}),
-		ResyncOrphans: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "ambient_kube_reconciler_resync_orphans_deleted_total", Help: "Objects deleted by the resync because their source is gone from the cache (a lost delete), by kind.",
-		}, []string{labelKind}),
-		ResyncLastSuccess: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "ambient_kube_reconciler_resync_last_success_timestamp_seconds", Help: "Unix time of the last complete resync pass.",
-		}),
+const (
+	attrKind     = "kind"
+	attrReason   = "reason"
+	attrResource = "resource"
+	attrResult   = "result"
+)
+
+// Metrics is safe for concurrent use.
+type Metrics struct {
+	reconciles    metric.Int64Counter     // resource, result
+	latency       metric.Float64Histogram // resource
+	rejected      metric.Int64Counter     // resource, reason
+	pruned        metric.Int64Counter
+	statusWrites  metric.Int64Counter // result
+	statusSkips   metric.Int64Counter
+	resyncRuns    metric.Int64Counter // result
+	resyncObjects metric.Int64Counter // resource, result
+	resyncOrphans metric.Int64Counter // kind
+	// lastResync is the unix time (seconds) of the last complete resync
+	// pass, read by an observable gauge; 0 before the first.
+	lastResync atomic.Int64
+}
+
+// New creates the instruments on m (nil: a meter that records nothing).
+func New(m metric.Meter) (*Metrics, error) {
+	if m == nil {
+		m = noop.NewMeterProvider().Meter("kube-reconciler")
 	}
-	if reg != nil {
-		for _, c := range []prometheus.Collector{m.Reconciles, m.Latency, m.Rejected, m.Pruned, m.StatusWrites, m.StatusSkips,
-			m.ResyncRuns, m.ResyncObjects, m.ResyncOrphans, m.ResyncLastSuccess} {
-			if err := reg.Register(c); err != nil {
-				return nil, fmt.Errorf("register metric: %w", err)
-			}
+	var errs []error
+	counter := func(name, desc string) metric.Int64Counter {
+		c, err := m.Int64Counter(name, metric.WithDescription(desc))
+		errs = append(errs, err)
+		return c
+	}
+	out := &Metrics{
+		reconciles:    counter(nameReconciles, "Events reconciled, by resource and result."),
+		rejected:      counter(nameRejected, "Inputs refused: invalid session fields, group_access entries off the allow-list or with invalid names, namespaces not ours."),
+		pruned:        counter(namePruned, "Managed RoleBindings deleted because their group_access entry is gone."),
+		statusWrites:  counter(nameStatusWrites, "UpdateSessionStatus calls, by result."),
+		statusSkips:   counter(nameStatusSkips, "AgenticSession status checks that found nothing to write."),
+		resyncRuns:    counter(nameResyncRuns, "Periodic resync passes, by result (ok, error, idle)."),
+		resyncObjects: counter(nameResyncObjects, "Cached objects reconciled by the periodic resync, by resource and result."),
+		resyncOrphans: counter(nameResyncOrphans, "Objects deleted by the resync because their source is gone from the cache (a lost delete), by kind."),
+	}
+	latency, err := m.Float64Histogram(nameLatency, metric.WithDescription("Time to reconcile one event."), metric.WithUnit("s"),
+		metric.WithExplicitBucketBoundaries(0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.024, 2.048, 4.096, 8.192, 16.384))
+	errs = append(errs, err)
+	out.latency = latency
+	last, err := m.Int64ObservableGauge(nameResyncLast, metric.WithDescription("Unix time of the last complete resync pass."), metric.WithUnit("s"))
+	errs = append(errs, err)
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("create kube-reconciler metrics: %w", err)
+	}
+	if _, err := m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		if t := out.lastResync.Load(); t > 0 {
+			o.ObserveInt64(last, t)
 		}
+		return nil
+	}, last); err != nil {
+		return nil, fmt.Errorf("register resync gauge: %w", err)
 	}
-	return m, nil
+	return out, nil
 }
 
 // Observe records one reconcile.
-func (m *Metrics) Observe(resource, result string, took time.Duration) {
-	m.Reconciles.WithLabelValues(resource, result).Inc()
-	m.Latency.WithLabelValues(resource).Observe(took.Seconds())
+func (m *Metrics) Observe(ctx context.Context, resource, result string, took time.Duration) {
+	m.reconciles.Add(ctx, 1, metric.WithAttributes(attribute.String(attrResource, resource), attribute.String(attrResult, result)))
+	m.latency.Record(ctx, took.Seconds(), metric.WithAttributes(attribute.String(attrResource, resource)))
+}
+
+// Reject counts one refused input of resource.
+func (m *Metrics) Reject(ctx context.Context, resource, reason string) {
+	m.rejected.Add(ctx, 1, metric.WithAttributes(attribute.String(attrResource, resource), attribute.String(attrReason, reason)))
+}
+
+// Pruned counts n managed RoleBindings deleted.
+func (m *Metrics) Pruned(ctx context.Context, n int) {
+	if n > 0 {
+		m.pruned.Add(ctx, int64(n))
+	}
+}
+
+// StatusWrite counts one UpdateSessionStatus call by result.
+func (m *Metrics) StatusWrite(ctx context.Context, result string) {
+	m.statusWrites.Add(ctx, 1, metric.WithAttributes(attribute.String(attrResult, result)))
+}
+
+// StatusUnchanged counts one status check that found nothing to write.
+func (m *Metrics) StatusUnchanged(ctx context.Context) { m.statusSkips.Add(ctx, 1) }
+
+// ResyncRun counts one resync pass by result; an ok pass also sets the
+// last-success time.
+func (m *Metrics) ResyncRun(ctx context.Context, result string) {
+	m.resyncRuns.Add(ctx, 1, metric.WithAttributes(attribute.String(attrResult, result)))
+	if result == RunOK {
+		m.lastResync.Store(time.Now().Unix())
+	}
+}
+
+// ResyncObject counts one object a resync pass reconciled.
+func (m *Metrics) ResyncObject(ctx context.Context, resource, result string) {
+	m.resyncObjects.Add(ctx, 1, metric.WithAttributes(attribute.String(attrResource, resource), attribute.String(attrResult, result)))
+}
+
+// ResyncOrphans counts n objects of kind the resync deleted.
+func (m *Metrics) ResyncOrphans(ctx context.Context, kind string, n int) {
+	if n > 0 {
+		m.resyncOrphans.Add(ctx, int64(n), metric.WithAttributes(attribute.String(attrKind, kind)))
+	}
+}
+
+// RegisterMemoryGauges exports the size of what the service keeps per
+// object in memory: the status write-back's sessions (bounded by
+// STATUS_CACHE_SIZE) and the objects the event path handled within the
+// resync grace.
+func RegisterMemoryGauges(m metric.Meter, cachedSessions, recentlyHandled func() int) error {
+	cached, err1 := m.Int64ObservableGauge(nameStatusCached, metric.WithDescription("Sessions the status write-back remembers (at most STATUS_CACHE_SIZE)."))
+	recent, err2 := m.Int64ObservableGauge(nameRecent, metric.WithDescription("Objects the event path handled within the resync grace (left alone by the resync)."))
+	if err := errors.Join(err1, err2); err != nil {
+		return fmt.Errorf("create memory gauges: %w", err)
+	}
+	if _, err := m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		o.ObserveInt64(cached, int64(cachedSessions()))
+		o.ObserveInt64(recent, int64(recentlyHandled()))
+		return nil
+	}, cached, recent); err != nil {
+		return fmt.Errorf("register memory gauges: %w", err)
+	}
+	return nil
 }

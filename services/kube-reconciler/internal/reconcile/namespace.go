@@ -60,14 +60,14 @@ func (r *Reconciler) project(ctx context.Context, p *ambientv1.Project, deleted 
 	log = log.With(slog.String(logkey.ProjectID, id))
 	ns, err := spec.ProjectNamespace(id)
 	if err != nil {
-		r.cfg.Metrics.Rejected.WithLabelValues("projects", "invalid_name").Inc()
+		r.cfg.Metrics.Reject(ctx, "projects", "invalid_name")
 		log.WarnContext(ctx, "project cannot have a namespace", slog.String(logkey.Reason, err.Error()))
 		return metrics.ResultInvalid, nil
 	}
 	err = r.ensureNamespace(ctx, ns.Name, id)
 	var refused *RefusedError
 	if errors.As(err, &refused) {
-		r.cfg.Metrics.Rejected.WithLabelValues("projects", refused.metricReason()).Inc()
+		r.cfg.Metrics.Reject(ctx, "projects", refused.metricReason())
 		log.ErrorContext(ctx, "project namespace refused", slog.String(logkey.Namespace, ns.Name), slog.String(logkey.Reason, refused.Detail))
 		if err := r.setProjectStatus(ctx, p, refused); err != nil {
 			return metrics.ResultError, err

@@ -152,7 +152,7 @@ func (r *Reconciler) Handle(ctx context.Context, m group.Message) (err error) {
 		}
 		span.SetAttributes(attribute.String("ambient.result", result))
 		span.End()
-		r.cfg.Metrics.Observe(res, result, time.Since(start))
+		r.cfg.Metrics.Observe(ctx, res, result, time.Since(start))
 	}()
 
 	key := lockKey(ev.GetResource(), ev.GetObjectId(), events.ProjectID(ev.GetObject()))

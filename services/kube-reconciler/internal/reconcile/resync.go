@@ -154,7 +154,7 @@ func (r *Reconciler) PruneOrphanBindings(ctx context.Context, projectID string) 
 		return 0, err
 	}
 	res, err := r.cfg.Applier.RoleBindings(ctx, ns, labels, nil)
-	r.cfg.Metrics.Pruned.Add(float64(res.Pruned))
+	r.cfg.Metrics.Pruned(ctx, res.Pruned)
 	if err != nil {
 		return res.Pruned, err
 	}

@@ -139,7 +139,7 @@ func (r *Reconciler) deleteAll(ctx context.Context, targets []types.NamespacedNa
 // a Reconciled=False condition naming the field. Any CR it had is deleted so
 // its status cannot overwrite the failure. The event is then acked.
 func (r *Reconciler) invalidSession(ctx context.Context, s *ambientv1.Session, cause error, log *slog.Logger) (string, error) {
-	r.cfg.Metrics.Rejected.WithLabelValues("sessions", "invalid_field").Inc()
+	r.cfg.Metrics.Reject(ctx, "sessions", "invalid_field")
 	log.WarnContext(ctx, "session refused", slog.String(logkey.Reason, cause.Error()))
 	if err := r.deleteAll(ctx, r.trackedCRs(s.GetMetadata().GetId()), types.NamespacedName{}); err != nil {
 		return metrics.ResultError, err
@@ -154,7 +154,7 @@ func (r *Reconciler) invalidSession(ctx context.Context, s *ambientv1.Session, c
 // operator fixes the namespace, a start of the session (or the next resync)
 // reconciles it again.
 func (r *Reconciler) refusedSession(ctx context.Context, s *ambientv1.Session, refused *RefusedError, log *slog.Logger) (string, error) {
-	r.cfg.Metrics.Rejected.WithLabelValues("sessions", refused.metricReason()).Inc()
+	r.cfg.Metrics.Reject(ctx, "sessions", refused.metricReason())
 	log.ErrorContext(ctx, "session refused: project namespace not ours", slog.String(logkey.Namespace, refused.Namespace),
 		slog.String(logkey.Reason, refused.Detail))
 	return r.reportFailed(ctx, s, refused.Reason, refused.Detail)

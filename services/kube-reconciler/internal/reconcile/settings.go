@@ -32,7 +32,7 @@ func (r *Reconciler) settings(ctx context.Context, ps *ambientv1.ProjectSettings
 		r.withInstance(labels)
 	}
 	if err != nil {
-		r.cfg.Metrics.Rejected.WithLabelValues("project_settings", "invalid_project").Inc()
+		r.cfg.Metrics.Reject(ctx, "project_settings", "invalid_project")
 		log.WarnContext(ctx, "project settings refused", slog.String(logkey.Reason, err.Error()))
 		return metrics.ResultInvalid, nil
 	}
@@ -42,13 +42,13 @@ func (r *Reconciler) settings(ctx context.Context, ps *ambientv1.ProjectSettings
 		var rejected []spec.RejectionError
 		want, rejected, err = spec.RoleBindings(ps, r.cfg.RoleAllowList)
 		if err != nil {
-			r.cfg.Metrics.Rejected.WithLabelValues("project_settings", "malformed_group_access").Inc()
+			r.cfg.Metrics.Reject(ctx, "project_settings", "malformed_group_access")
 			log.WarnContext(ctx, "group_access refused, bindings left as they are", slog.String(logkey.Reason, err.Error()))
 			return metrics.ResultInvalid, nil
 		}
 		for _, rej := range rejected {
 			result = metrics.ResultInvalid
-			r.cfg.Metrics.Rejected.WithLabelValues("project_settings", "group_access_entry").Inc()
+			r.cfg.Metrics.Reject(ctx, "project_settings", "group_access_entry")
 			log.WarnContext(ctx, "group_access entry not bound", slog.String(logkey.Reason, rej.Error()))
 		}
 	}
@@ -61,7 +61,7 @@ func (r *Reconciler) settings(ctx context.Context, ps *ambientv1.ProjectSettings
 	}
 	var refused *RefusedError
 	if errors.As(err, &refused) {
-		r.cfg.Metrics.Rejected.WithLabelValues("project_settings", refused.metricReason()).Inc()
+		r.cfg.Metrics.Reject(ctx, "project_settings", refused.metricReason())
 		log.ErrorContext(ctx, "project settings refused: project namespace not ours", slog.String(logkey.Namespace, ns),
 			slog.String(logkey.Reason, refused.Detail))
 		return metrics.ResultInvalid, nil
@@ -73,7 +73,7 @@ func (r *Reconciler) settings(ctx context.Context, ps *ambientv1.ProjectSettings
 		return result, nil // no namespace, so no binding to prune
 	}
 	res, err := r.cfg.Applier.RoleBindings(ctx, ns, labels, want)
-	r.cfg.Metrics.Pruned.Add(float64(res.Pruned))
+	r.cfg.Metrics.Pruned(ctx, res.Pruned)
 	if err != nil {
 		r.forgetOnNotFound(ns, err)
 		return metrics.ResultError, err

@@ -137,13 +137,12 @@ func (r *Resyncer) Run(ctx context.Context) error {
 		case ctx.Err() != nil:
 			return nil
 		case err != nil:
-			r.cfg.Metrics.ResyncRuns.WithLabelValues(metrics.RunError).Inc()
+			r.cfg.Metrics.ResyncRun(ctx, metrics.RunError)
 			r.cfg.Log.WarnContext(ctx, "resync pass failed, next pass retries", slog.Any(logkey.Err, err))
 		case sum.Idle:
-			r.cfg.Metrics.ResyncRuns.WithLabelValues(metrics.RunIdle).Inc()
+			r.cfg.Metrics.ResyncRun(ctx, metrics.RunIdle)
 		default:
-			r.cfg.Metrics.ResyncRuns.WithLabelValues(metrics.RunOK).Inc()
-			r.cfg.Metrics.ResyncLastSuccess.SetToCurrentTime()
+			r.cfg.Metrics.ResyncRun(ctx, metrics.RunOK)
 			r.cfg.Log.InfoContext(ctx, "resync pass done", slog.Int(logkey.Count, sum.Objects), slog.Int("changed", sum.Changed),
 				slog.Int("failed", sum.Failed), slog.Int("orphans_deleted", sum.Orphans), slog.Duration(logkey.Duration, time.Since(start)))
 		}
@@ -192,7 +191,7 @@ func (r *Resyncer) Pass(ctx context.Context) (Summary, error) {
 			}
 			sum.Objects++
 			result, err := r.cfg.Reconciler.ResyncObject(ctx, res, id)
-			r.cfg.Metrics.ResyncObjects.WithLabelValues(events.ResourceToken(res), result).Inc()
+			r.cfg.Metrics.ResyncObject(ctx, events.ResourceToken(res), result)
 			switch {
 			case err != nil:
 				sum.Failed++
@@ -235,7 +234,7 @@ func (r *Resyncer) orphanSessions(ctx context.Context, storedIDs []string, start
 			return deleted, fmt.Errorf("delete agenticsessions of session %s: %w", id, err)
 		}
 		deleted += n
-		r.cfg.Metrics.ResyncOrphans.WithLabelValues(metrics.KindAgenticSessions).Add(float64(n))
+		r.cfg.Metrics.ResyncOrphans(ctx, metrics.KindAgenticSessions, n)
 	}
 	return deleted, nil
 }
@@ -271,7 +270,7 @@ func (r *Resyncer) orphanBindings(ctx context.Context, started time.Time) (int, 
 	for p := range candidates {
 		n, err := r.cfg.Reconciler.PruneOrphanBindings(ctx, p)
 		pruned += n
-		r.cfg.Metrics.ResyncOrphans.WithLabelValues(metrics.KindRoleBindings).Add(float64(n))
+		r.cfg.Metrics.ResyncOrphans(ctx, metrics.KindRoleBindings, n)
 		if err != nil {
 			return pruned, fmt.Errorf("prune rolebindings of project %s: %w", p, err)
 		}

@@ -254,7 +254,7 @@ func (c *Controller) sync(ctx context.Context, k string) error {
 		return err
 	}
 	if !Differs(req, last) {
-		c.cfg.Metrics.StatusSkips.Inc()
+		c.cfg.Metrics.StatusUnchanged(ctx)
 		return nil
 	}
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -268,7 +268,7 @@ func (c *Controller) sync(ctx context.Context, k string) error {
 	}
 	c.remember(fresh)
 	if !Differs(req, fresh) {
-		c.cfg.Metrics.StatusSkips.Inc()
+		c.cfg.Metrics.StatusUnchanged(ctx)
 		return nil
 	}
 	updated, err := c.cfg.API.UpdateSessionStatus(cctx, req)
@@ -277,13 +277,13 @@ func (c *Controller) sync(ctx context.Context, k string) error {
 	case codes.NotFound:
 		return nil
 	case codes.InvalidArgument:
-		c.cfg.Metrics.StatusWrites.WithLabelValues(metrics.ResultInvalid).Inc()
+		c.cfg.Metrics.StatusWrite(ctx, metrics.ResultInvalid)
 		return fmt.Errorf("update session status %s (%s): %w: %w", req.GetId(), describe(req), errPermanent, err)
 	default:
-		c.cfg.Metrics.StatusWrites.WithLabelValues(metrics.ResultError).Inc()
+		c.cfg.Metrics.StatusWrite(ctx, metrics.ResultError)
 		return fmt.Errorf("update session status %s: %w", req.GetId(), err)
 	}
-	c.cfg.Metrics.StatusWrites.WithLabelValues(metrics.ResultOK).Inc()
+	c.cfg.Metrics.StatusWrite(ctx, metrics.ResultOK)
 	c.remember(updated)
 	log.DebugContext(ctx, "session status written", slog.String(logkey.Phase, req.GetPhase()))
 	return nil
