@@ -2,6 +2,7 @@ package bus
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -41,15 +42,36 @@ func LeasesBucket(replicas int, ttl time.Duration) jetstream.KeyValueConfig {
 }
 
 // EnsureKV creates the bucket or updates it to cfg; safe to call from every
-// replica at start-up. It returns ErrInvalidConfig without a bucket name,
-// or the JetStream error.
+// replica at start-up. Transient JetStream errors (see Transient) are
+// retried with backoff until ctx ends. It returns ErrInvalidConfig without
+// a bucket name, or the JetStream error.
 func EnsureKV(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
 	if cfg.Bucket == "" {
 		return nil, fmt.Errorf("bucket name is required: %w", ErrInvalidConfig)
 	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, cfg)
+	kv, err := retryTransient(ctx, func() (jetstream.KeyValue, error) { return js.CreateOrUpdateKeyValue(ctx, cfg) })
 	if err != nil {
 		return nil, fmt.Errorf("ensure kv %s: %w", cfg.Bucket, err)
+	}
+	return kv, nil
+}
+
+// OpenKV opens the bucket, creating it with cfg when it does not exist yet;
+// unlike EnsureKV it leaves an existing bucket's config alone (its owner
+// sets it). Transient JetStream errors are retried until ctx ends.
+func OpenKV(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+	kv, err := retryTransient(ctx, func() (jetstream.KeyValue, error) {
+		kv, err := js.KeyValue(ctx, cfg.Bucket)
+		if errors.Is(err, jetstream.ErrBucketNotFound) {
+			kv, err = js.CreateKeyValue(ctx, cfg)
+			if errors.Is(err, jetstream.ErrBucketExists) {
+				kv, err = js.KeyValue(ctx, cfg.Bucket)
+			}
+		}
+		return kv, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open kv %s: %w", cfg.Bucket, err)
 	}
 	return kv, nil
 }

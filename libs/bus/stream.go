@@ -80,7 +80,9 @@ func (c StreamConfig) jetstream() (jetstream.StreamConfig, error) {
 }
 
 // EnsureStream creates the stream or updates it to cfg, so it is safe to
-// call from every replica at start-up. It returns ErrInvalidConfig for a
+// call from every replica at start-up. Transient JetStream errors (see
+// Transient) are retried with backoff until ctx ends. It returns
+// ErrInvalidConfig for a
 // bad cfg or the JetStream error (e.g. jetstream.ErrStreamNameAlreadyInUse
 // is never returned: an existing stream is updated).
 func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg StreamConfig) (jetstream.Stream, error) {
@@ -88,7 +90,7 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg StreamConfig)
 	if err != nil {
 		return nil, err
 	}
-	s, err := js.CreateOrUpdateStream(ctx, jc)
+	s, err := retryTransient(ctx, func() (jetstream.Stream, error) { return js.CreateOrUpdateStream(ctx, jc) })
 	if err != nil {
 		return nil, fmt.Errorf("ensure stream %s: %w", cfg.Name, err)
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/synadia-io/orbit.go/pcgroups"
 
+	"github.com/ambient-code/control-plane/libs/bus"
 	"github.com/ambient-code/control-plane/libs/logkey"
 )
 
@@ -202,24 +203,8 @@ const (
 )
 
 // transient reports whether err, met while joining under ctx, is worth
-// retrying: a JetStream API without a responder (a stream or bucket
-// created a moment ago has no leader yet), the cluster answering that it
-// is temporarily unavailable, or a request that timed out while ctx
-// itself is still live.
-func transient(ctx context.Context, err error) bool {
-	if ctx.Err() != nil {
-		return false
-	}
-	var apiErr *jetstream.APIError
-	return errors.Is(err, nats.ErrNoResponders) || errors.Is(err, nats.ErrTimeout) ||
-		errors.Is(err, context.DeadlineExceeded) ||
-		errors.As(err, &apiErr) && apiErr.ErrorCode == jsClusterNotAvailable
-}
-
-// jsClusterNotAvailable is the server's "JetStream system temporarily
-// unavailable" (no meta leader, e.g. during an election); nats.go names
-// no constant for it.
-const jsClusterNotAvailable jetstream.ErrorCode = 10008
+// retrying (see bus.Transient).
+func transient(ctx context.Context, err error) bool { return bus.Transient(ctx, err) }
 
 // watchdog refreshes the member's lag from its consumer and reports
 // whether the pcgroups instance must be restarted: we own

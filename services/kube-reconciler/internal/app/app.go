@@ -210,17 +210,7 @@ func (kc kubeClients) check(st *status.Controller) func(context.Context) error {
 // objectsBucket opens KV ambient-objects, creating it (with the informer's
 // settings) when the informer has not yet.
 func objectsBucket(ctx context.Context, js jetstream.JetStream, name string) (jetstream.KeyValue, error) {
-	kv, err := js.KeyValue(ctx, name)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		bcfg := bus.ObjectsBucket(1)
-		bcfg.Bucket = name
-		kv, err = js.CreateKeyValue(ctx, bcfg)
-		if errors.Is(err, jetstream.ErrBucketExists) {
-			kv, err = js.KeyValue(ctx, name)
-		}
-	}
-	if err != nil {
-		return nil, fmt.Errorf("open kv %s: %w", name, err)
-	}
-	return kv, nil
+	bcfg := bus.ObjectsBucket(1)
+	bcfg.Bucket = name
+	return bus.OpenKV(ctx, js, bcfg)
 }
