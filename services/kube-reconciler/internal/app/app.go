@@ -131,7 +131,7 @@ func newWorkers(cfg config.Config, o options, kc kubeClients, crdWatcher *crd.Wa
 	m *metrics.Metrics, log *slog.Logger,
 ) (workers, error) {
 	statusCtl, err := status.New(status.Config{Dynamic: kc.dyn, API: api, Objects: objects, Metrics: m, Log: log.With(slog.String(logkey.Service, "status")),
-		Workers: cfg.StatusWorkers, Resync: cfg.StatusResync, CacheSize: cfg.StatusCacheSize, Instance: cfg.Instance})
+		Workers: cfg.StatusWorkers, Resync: cfg.StatusResync, CacheSize: cfg.StatusCacheSize, Owner: owner(cfg)})
 	if err != nil {
 		return workers{}, err
 	}
@@ -151,7 +151,7 @@ func newWorkers(cfg config.Config, o options, kc kubeClients, crdWatcher *crd.Wa
 	gcfg := cfg.Group
 	gcfg.Stats, gcfg.Assignment, gcfg.Coalesce = o.stats, &group.Assignment{}, true
 	rs, err := resync.New(resync.Config{Objects: objects, Reconciler: rec, CRs: statusCtl, Kube: kc.kube, Assignment: gcfg.Assignment,
-		Instance: cfg.Instance, Interval: cfg.ResyncInterval, Metrics: m, Log: log.With(slog.String(logkey.Service, "resync"))})
+		Owner: owner(cfg), Interval: cfg.ResyncInterval, Metrics: m, Log: log.With(slog.String(logkey.Service, "resync"))})
 	if err != nil {
 		return workers{}, err
 	}
@@ -213,4 +213,10 @@ func objectsBucket(ctx context.Context, js jetstream.JetStream, name string) (je
 	bcfg := bus.ObjectsBucket(1)
 	bcfg.Bucket = name
 	return bus.OpenKV(ctx, js, bcfg)
+}
+
+// owner is the installation whose objects the resync and the status
+// write-back treat as ours.
+func owner(cfg config.Config) spec.Owner {
+	return spec.Owner{Instance: cfg.Instance, AdoptUnlabeled: cfg.AdoptUnlabeled}
 }

@@ -414,3 +414,61 @@ func waitResyncDeletion(t *testing.T, r *replica, id string) {
 		return nil
 	})
 }
+
+// TestResyncDeletesLegacyOrphans (issue 14): an AgenticSession written
+// before instance labels existed, whose session is gone, is deleted by the
+// resync of the installation that adopts unlabeled objects; another
+// installation's orphan in the same namespace is left alone.
+func TestResyncDeletesLegacyOrphans(t *testing.T) {
+	h := newHarness(t)
+	const interval = 2 * time.Second
+	r := h.start(t, "legacy1", nil, map[string]string{
+		config.EnvResyncInterval: interval.String(),
+		config.EnvAdoptUnlabeled: "true",
+	})
+	ctx := t.Context()
+	name := unique("legacy")
+	h.project(t, name)
+	s, err := h.cl.CreateSession(ctx, &ambientv1.CreateSessionRequest{Name: "live", ProjectId: ptr(name)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	live := lower(s.GetMetadata().GetId())
+	u := h.waitCR(t, name, live, nil)
+	// Copies of the live CR standing for sessions deleted long ago.
+	orphan := func(suffix string, relabel func(l map[string]string)) (crName, sessionID string) {
+		t.Helper()
+		c := u.DeepCopy()
+		c.SetName(live + "-" + suffix)
+		c.SetResourceVersion("")
+		c.SetUID("")
+		c.SetCreationTimestamp(metav1.Time{})
+		c.SetManagedFields(nil)
+		delete(c.Object, "status")
+		sessionID = "gone-" + suffix + "-" + name
+		ann := c.GetAnnotations()
+		ann[spec.AnnotationSessionID] = sessionID
+		c.SetAnnotations(ann)
+		l := c.GetLabels()
+		relabel(l)
+		c.SetLabels(l)
+		if _, err := h.dyn.Resource(apply.AgenticSessionGVR).Namespace(name).Create(ctx, c, metav1.CreateOptions{}); err != nil {
+			t.Fatalf("create %s: %v", c.GetName(), err)
+		}
+		return c.GetName(), sessionID
+	}
+	legacy, legacyID := orphan("legacy", func(l map[string]string) { delete(l, spec.LabelInstance) })
+	foreign, _ := orphan("foreign", func(l map[string]string) { l[spec.LabelInstance] = h.instance })
+
+	waitResyncDeletion(t, r, legacyID)
+	if _, err := h.cr(t, name, legacy); !apierrors.IsNotFound(err) {
+		t.Fatalf("legacy orphan %s still there: %v", legacy, err)
+	}
+	// The pass that deleted the legacy orphan saw the others too.
+	if _, err := h.cr(t, name, foreign); err != nil {
+		t.Errorf("another installation's orphan was touched: %v", err)
+	}
+	if _, err := h.cr(t, name, live); err != nil {
+		t.Errorf("the live session's CR is gone: %v", err)
+	}
+}

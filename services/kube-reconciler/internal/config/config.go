@@ -31,6 +31,7 @@ const (
 	EnvRoleAllowList   = "ROLE_ALLOW_LIST"
 	EnvNamespaceDeny   = "NAMESPACE_DENY_LIST"
 	EnvInstance        = "CONTROL_PLANE_INSTANCE"
+	EnvAdoptUnlabeled  = "ADOPT_UNLABELED_OBJECTS"
 	EnvStatusWorkers   = "STATUS_WORKERS"
 	EnvStatusResync    = "STATUS_RESYNC"
 	EnvStatusCacheSize = "STATUS_CACHE_SIZE"
@@ -86,6 +87,10 @@ type Config struct {
 	// RoleBindings it writes (label ambient-code.io/instance), so the resync
 	// deletes orphans only among its own when several share a cluster.
 	Instance string
+	// AdoptUnlabeled makes the resync count the managed AgenticSessions and
+	// RoleBindings without an instance label (written before it existed)
+	// as this installation's. Default: on for DefaultInstance only.
+	AdoptUnlabeled bool
 	// NamespaceDenyList are path.Match patterns of namespaces no project may
 	// have, whether they exist or not.
 	NamespaceDenyList []string
@@ -122,6 +127,7 @@ func Load(lookup envconfig.LookupFunc) (Config, error) {
 		StatusCacheSize:   l.Int(EnvStatusCacheSize, DefaultStatusCacheSize, 1, 10_000_000),
 		ResyncInterval:    l.Duration(EnvResyncInterval, DefaultResyncInterval),
 	}
+	c.AdoptUnlabeled = l.Bool(EnvAdoptUnlabeled, c.Instance == DefaultInstance)
 	selector := l.String(EnvSessionSelector, DefaultSessionSelector)
 	var err error
 	if c.SessionSelector, err = session.ParseSelector(selector); err != nil {

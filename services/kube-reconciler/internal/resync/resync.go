@@ -84,10 +84,9 @@ type Config struct {
 	CRs        sessionCRs
 	Kube       kubernetes.Interface // lists the managed RoleBindings
 	Assignment *group.Assignment    // this member's partitions
-	// Instance is this installation's LabelInstance value: only its
-	// RoleBindings are candidates for orphans (AgenticSessions: CRs
-	// filters them).
-	Instance string
+	// Owner is this installation: only its RoleBindings are candidates
+	// for orphans (AgenticSessions: CRs filters them).
+	Owner spec.Owner
 	// Interval between passes (before jitter).
 	Interval time.Duration
 	Metrics  *metrics.Metrics
@@ -105,7 +104,7 @@ func New(cfg Config) (*Resyncer, error) {
 	if cfg.Objects == nil || cfg.Reconciler == nil || cfg.CRs == nil || cfg.Kube == nil || cfg.Assignment == nil || cfg.Metrics == nil || cfg.Log == nil {
 		return nil, fmt.Errorf("objects, reconciler, crs, kube, assignment, metrics and log are required: %w", ErrInvalidConfig)
 	}
-	if cfg.Instance == "" {
+	if cfg.Owner.Instance == "" {
 		return nil, fmt.Errorf("instance is required, or orphans of other installations would look like ours: %w", ErrInvalidConfig)
 	}
 	if cfg.Interval <= 0 {
@@ -248,22 +247,24 @@ func (r *Resyncer) orphanBindings(ctx context.Context, started time.Time) (int, 
 		return 0, err
 	}
 	candidates := map[string]bool{}
-	opts := metav1.ListOptions{LabelSelector: spec.InstanceSelector(r.cfg.Instance), Limit: 500}
-	for {
-		list, err := r.cfg.Kube.RbacV1().RoleBindings(metav1.NamespaceAll).List(ctx, opts)
-		if err != nil {
-			return 0, fmt.Errorf("list managed rolebindings: %w", err)
-		}
-		for _, rb := range list.Items {
-			p := rb.Labels[spec.LabelProjectID]
-			ns, err := spec.NamespaceName(p, "project_id")
-			if err != nil || rb.Namespace != ns || named[p] || !r.cfg.Assignment.OwnsObject(p) || rb.CreationTimestamp.After(started.Add(-r.grace)) {
-				continue
+	for _, sel := range r.cfg.Owner.Selectors() {
+		opts := metav1.ListOptions{LabelSelector: sel, Limit: 500}
+		for {
+			list, err := r.cfg.Kube.RbacV1().RoleBindings(metav1.NamespaceAll).List(ctx, opts)
+			if err != nil {
+				return 0, fmt.Errorf("list managed rolebindings: %w", err)
 			}
-			candidates[p] = true
-		}
-		if opts.Continue = list.Continue; opts.Continue == "" {
-			break
+			for _, rb := range list.Items {
+				p := rb.Labels[spec.LabelProjectID]
+				ns, err := spec.NamespaceName(p, "project_id")
+				if err != nil || rb.Namespace != ns || named[p] || !r.cfg.Assignment.OwnsObject(p) || rb.CreationTimestamp.After(started.Add(-r.grace)) {
+					continue
+				}
+				candidates[p] = true
+			}
+			if opts.Continue = list.Continue; opts.Continue == "" {
+				break
+			}
 		}
 	}
 	pruned := 0

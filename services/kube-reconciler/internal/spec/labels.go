@@ -66,6 +66,35 @@ func InstanceSelector(instance string) string {
 	return labels.SelectorFromSet(labels.Set{LabelManagedBy: ManagedByValue, LabelInstance: instance}).String()
 }
 
+// Owner is the installation whose objects the resync may delete: those
+// managed by the control plane and labelled with Instance and, with
+// AdoptUnlabeled, those written before LabelInstance existed (one
+// installation per cluster was all that worked then, so exactly one
+// installation should adopt them; its next apply labels the live ones).
+type Owner struct {
+	Instance       string
+	AdoptUnlabeled bool
+}
+
+// Owns reports whether an object labelled l belongs to o.
+func (o Owner) Owns(l map[string]string) bool {
+	if l[LabelManagedBy] != ManagedByValue {
+		return false
+	}
+	got, labelled := l[LabelInstance]
+	return labelled && got == o.Instance || !labelled && o.AdoptUnlabeled
+}
+
+// Selectors returns label selectors whose union is the objects o Owns (a
+// selector cannot say "this instance or none").
+func (o Owner) Selectors() []string {
+	out := []string{InstanceSelector(o.Instance)}
+	if o.AdoptUnlabeled {
+		out = append(out, ManagedSelector+",!"+LabelInstance)
+	}
+	return out
+}
+
 // ManagedLabels returns the labels put on every managed object of a project.
 func ManagedLabels(projectID string) map[string]string {
 	return map[string]string{

@@ -79,9 +79,8 @@ type Config struct {
 	// CacheSize bounds the sessions remembered as last seen (default
 	// DefaultCacheSize).
 	CacheSize int
-	// Instance is this installation's LabelInstance value: Sessions
-	// reports only CRs carrying it.
-	Instance string
+	// Owner is this installation: Sessions reports only CRs it owns.
+	Owner spec.Owner
 }
 
 // DefaultCacheSize is the default of Config.CacheSize: a trimmed session is a
@@ -380,7 +379,7 @@ func (c *Controller) CachedCR(cr types.NamespacedName) (*unstructured.Unstructur
 }
 
 // Sessions returns, for every session with a cached AgenticSession of this
-// installation (Config.Instance), when its newest CR was created (for the
+// installation (Config.Owner), when its newest CR was created (for the
 // resync's orphan check). Empty before the cache synced.
 func (c *Controller) Sessions() map[string]time.Time {
 	out := map[string]time.Time{}
@@ -390,7 +389,7 @@ func (c *Controller) Sessions() map[string]time.Time {
 			continue
 		}
 		id := u.GetAnnotations()[spec.AnnotationSessionID]
-		if id == "" || u.GetLabels()[spec.LabelInstance] != c.cfg.Instance {
+		if id == "" || !c.cfg.Owner.Owns(u.GetLabels()) {
 			continue
 		}
 		if at := u.GetCreationTimestamp().Time; at.After(out[id]) {
