@@ -458,7 +458,7 @@ func TestResyncDeletesLegacyOrphans(t *testing.T) {
 		return c.GetName(), sessionID
 	}
 	legacy, legacyID := orphan("legacy", func(l map[string]string) { delete(l, spec.LabelInstance) })
-	foreign, _ := orphan("foreign", func(l map[string]string) { l[spec.LabelInstance] = h.instance })
+	foreign, _ := orphan("foreign", func(l map[string]string) { l[spec.LabelInstance] = "other-" + h.instance })
 
 	waitResyncDeletion(t, r, legacyID)
 	if _, err := h.cr(t, name, legacy); !apierrors.IsNotFound(err) {
