@@ -17,6 +17,7 @@ import (
 
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 
+	"github.com/ambient-code/control-plane/libs/logkey"
 	"github.com/ambient-code/control-plane/libs/telemetry"
 	"github.com/ambient-code/control-plane/libs/testenv"
 )
@@ -181,6 +182,27 @@ func traceSessionLife(t *testing.T, protocol string) {
 		if client.Service != "runner-manager" || client.GetKind() != tracepb.Span_SPAN_KIND_CLIENT {
 			t.Errorf("the API write's parent is %s (%s, %s), want runner-manager's client span", client.GetName(), client.Service, client.GetKind())
 		}
+	})
+
+	t.Run("the Stopped write is in the trace of the stop's event", func(t *testing.T) {
+		testenv.Eventually(t, spanWait, func() error {
+			all := c.Spans()
+			handled := find(all, func(sp testenv.Span) bool {
+				return sp.Service == "runner-manager" && sp.GetName() == "reconcile session" &&
+					sp.Attr(logkey.SessionID) == id && sp.Attr(logkey.Phase) == "Stopping"
+			})
+			if handled.Span == nil {
+				return fmt.Errorf("no runner-manager span handling session %s in phase Stopping", id)
+			}
+			write := find(spansOf(all, handled.TraceID()), func(sp testenv.Span) bool {
+				return sp.Service == "runner-manager" && sp.GetKind() == tracepb.Span_SPAN_KIND_CLIENT &&
+					strings.HasPrefix(sp.GetName(), "ambient.v1.SessionService/UpdateSessionStatus")
+			})
+			if write.Span == nil {
+				return fmt.Errorf("the Stopping event's trace %s has no UpdateSessionStatus call of runner-manager", handled.TraceID())
+			}
+			return nil
+		})
 	})
 
 	t.Run("every span of the session names it", func(t *testing.T) {

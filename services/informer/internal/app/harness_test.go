@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"os"
 	"sort"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -202,24 +201,7 @@ func (inf *informer) metric(name string, filters ...string) float64 {
 	if err != nil {
 		return -1
 	}
-	var total float64
-	for line := range strings.SplitSeq(body, "\n") {
-		if strings.HasPrefix(line, "#") {
-			continue
-		}
-		end := strings.IndexAny(line, "{ ")
-		if end < 0 || line[:end] != name {
-			continue
-		}
-		ok := true
-		for _, f := range filters {
-			ok = ok && strings.Contains(line, f)
-		}
-		var v float64
-		if _, err := fmt.Sscanf(line[strings.LastIndexByte(line, ' ')+1:], "%g", &v); ok && err == nil {
-			total += v
-		}
-	}
+	total, _ := testenv.MetricSum(body, name, filters...)
 	return total
 }
 

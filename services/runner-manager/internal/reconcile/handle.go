@@ -95,7 +95,7 @@ func (r *Reconciler) deselect(ctx context.Context, log *slog.Logger, id string, 
 		return r.stopSession(ctx, log, id, false, nil)
 	}
 	log.Info("session no longer selected for local execution: stopping its runner")
-	rn.RequestStop(true) // like a deletion: no phase write
+	rn.RequestStop(ctx, true) // like a deletion: no phase write
 	return nil
 }
 

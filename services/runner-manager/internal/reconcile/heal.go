@@ -66,7 +66,7 @@ func (r *Reconciler) healPhase(ctx context.Context, log *slog.Logger, rn *superv
 		// final phase, and writing Stopped over someone's Failed would
 		// change what they said.
 		log.Warn("session is over but its runner still runs here: stopping the runner", slog.String("current_phase", string(p)))
-		rn.RequestStop(true)
+		rn.RequestStop(ctx, true)
 		return nil
 	}
 	if err := r.sup.WriteRunning(ctx, rn); err != nil {

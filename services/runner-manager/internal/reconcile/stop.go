@@ -43,7 +43,7 @@ func (r *Reconciler) stopSession(ctx context.Context, log *slog.Logger, id strin
 	r.queue.Remove(id)
 	if rn := r.sup.Get(id); rn != nil {
 		log.Info("stopping runner", slog.Bool("deleted", deleted))
-		rn.RequestStop(deleted)
+		rn.RequestStop(ctx, deleted)
 		return nil
 	}
 	stopped := func() {

@@ -34,7 +34,7 @@ func (r *Reconciler) sweep(ctx context.Context) {
 	for _, rec := range mine {
 		own[rec.SessionID] = true
 		if rn := r.sup.Get(rec.SessionID); rn != nil && rec.State == registry.StateStopping {
-			rn.RequestStop(false)
+			rn.RequestStop(ctx, false)
 		}
 	}
 	for _, rec := range stale {
@@ -109,7 +109,7 @@ func (r *Reconciler) wantedHere(ctx context.Context, log *slog.Logger, rn *super
 	switch {
 	case grpcstatus.Code(err) == codes.NotFound:
 		log.Info("session deleted while this replica was away: stopping its runner")
-		rn.RequestStop(true)
+		rn.RequestStop(ctx, true)
 		return nil
 	case err != nil:
 		return err
@@ -119,7 +119,7 @@ func (r *Reconciler) wantedHere(ctx context.Context, log *slog.Logger, rn *super
 		return r.stopSession(ctx, log, rn.ID(), false, nil)
 	case p.Terminal():
 		log.Info("session over while this replica was away: stopping its runner", slog.String("current_phase", string(p)))
-		rn.RequestStop(true)
+		rn.RequestStop(ctx, true)
 	}
 	return nil
 }
@@ -135,6 +135,7 @@ func (r *Reconciler) onRecord(ep registry.Endpoint) {
 		r.log.Warn("claim taken over; killing local runner", slog.String(logkey.SessionID, ep.SessionID), slog.String("owner", ep.Owner))
 		rn.MarkLost()
 	case ep.State == registry.StateStopping:
-		rn.RequestStop(false)
+		// A peer's request through the record carries no trace context.
+		rn.RequestStop(context.Background(), false)
 	}
 }

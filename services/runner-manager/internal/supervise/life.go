@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/ambient-code/control-plane/libs/logkey"
 	"github.com/ambient-code/control-plane/libs/registry"
 	"github.com/ambient-code/control-plane/libs/session"
@@ -176,13 +178,13 @@ func (s *Supervisor) writeLive(ctx context.Context, log *slog.Logger, rn *Runner
 		return true
 	case g.Deleted:
 		log.Info("session deleted before its phase was written: stopping the runner")
-		rn.RequestStop(true)
+		rn.RequestStop(ctx, true)
 	case g.Found == session.PhaseStopping:
 		log.Info("stop requested before the phase was written: stopping the runner", slog.String(logkey.Phase, string(u.Phase)))
-		rn.RequestStop(false)
+		rn.RequestStop(ctx, false)
 	default:
 		log.Warn("session is over before its phase was written: stopping the runner", slog.String("current_phase", string(g.Found)))
-		rn.RequestStop(true)
+		rn.RequestStop(ctx, true)
 	}
 	return false
 }
@@ -219,7 +221,7 @@ func (s *Supervisor) register(ctx context.Context, log *slog.Logger, rn *Runner,
 	rn.registered = rn.want == want
 	rn.mu.Unlock()
 	if stopRequested {
-		rn.RequestStop(false)
+		rn.RequestStop(ctx, false)
 	}
 }
 
@@ -234,7 +236,7 @@ func (s *Supervisor) finish(ctx context.Context, log *slog.Logger, rn *Runner, s
 	defer unlock()
 	st := rn.proc.Exit()
 	rn.mu.Lock()
-	decided, deleted, stopped, lost, end := rn.final, rn.deleted, rn.stopped, rn.lost, rn.ending
+	decided, deleted, stopped, lost, end, stopTrace := rn.final, rn.deleted, rn.stopped, rn.lost, rn.ending, rn.stopTrace
 	rn.final = true
 	rn.mu.Unlock()
 	log = log.With(slog.Int("exit_code", st.Code), slog.String("signal", st.Signal))
@@ -250,6 +252,11 @@ func (s *Supervisor) finish(ctx context.Context, log *slog.Logger, rn *Runner, s
 		log.Info("runner exited")
 	case stopped:
 		end = &ending{phase: session.PhaseStopped, reason: status.ReasonStopped, message: "stopped on request"}
+		if stopTrace.IsValid() {
+			// Written in the stop request's trace (the Stopping event's
+			// handler), where someone following the stop looks for it.
+			ctx = trace.ContextWithSpanContext(ctx, stopTrace)
+		}
 		log.Info("runner stopped")
 	case shutdown && s.cfg.HandBack:
 		// Hand the session back: Pending makes whichever replica is alive

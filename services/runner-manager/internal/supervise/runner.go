@@ -1,8 +1,11 @@
 package supervise
 
 import (
+	"context"
 	"sync"
 	"time"
+
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/ambient-code/control-plane/libs/registry"
 	"github.com/ambient-code/control-plane/libs/session"
@@ -26,6 +29,11 @@ type Runner struct {
 	conds   session.Conditions // guarded by mu; as last reported
 	deleted bool               // guarded by mu; the session was deleted: no phase is written
 	stopped bool               // guarded by mu; a stop was asked for
+	// stopTrace is the span of the last stop request that had one (the
+	// handler of the Stopping event): the Stopped write joins that trace,
+	// not the start event's, so a stop can be followed to its end.
+	// Guarded by mu.
+	stopTrace trace.SpanContext
 	final   bool               // guarded by mu; the supervisor decided the final phase (or that there is none)
 	lost    bool               // guarded by mu; another replica took the claim over
 	unsent  *status.Update     // guarded by mu; a Creating/Running write that failed, retried by Resend
@@ -79,9 +87,12 @@ func (rn *Runner) ID() string { return rn.id }
 // RequestStop asks the supervisor to stop the runner (SIGTERM, SIGKILL
 // after the grace). With deleted, or for a session whose phase says it is
 // over, nothing is written afterwards; otherwise the session ends Stopped.
-// Idempotent.
-func (rn *Runner) RequestStop(deleted bool) {
+// Idempotent. The Stopped write joins the trace of ctx's span, if any.
+func (rn *Runner) RequestStop(ctx context.Context, deleted bool) {
 	rn.mu.Lock()
+	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
+		rn.stopTrace = sc
+	}
 	rn.stopped = true
 	if deleted {
 		rn.deleted = true
