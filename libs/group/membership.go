@@ -313,6 +313,32 @@ func (m *membership) consumerPending(ctx context.Context) (pending uint64, exist
 	}
 }
 
+// backlog counts, for each partition in owned, its messages in the
+// group's work-queue stream (waiting or delivered and not yet acked): the
+// stream's per-subject counts under "<partition>.>", the subjects pcgroups
+// gives the work queue. The answer holds one count per object with
+// messages waiting, so it grows with the backlog, not with the group.
+func (m *membership) backlog(ctx context.Context, owned []int) (map[int]uint64, error) {
+	name := WorkStreamName(m.cfg.Stream, m.cfg.Group)
+	s, err := m.js.Stream(ctx, name)
+	if err != nil {
+		return nil, fmt.Errorf("stream %s: %w", name, err)
+	}
+	out := make(map[int]uint64, len(owned))
+	for _, p := range owned {
+		info, err := s.Info(ctx, jetstream.WithSubjectFilter(fmt.Sprintf("%d.>", p)))
+		if err != nil {
+			return nil, fmt.Errorf("backlog of partition %d: %w", p, err)
+		}
+		var n uint64
+		for _, c := range info.State.Subjects {
+			n += c
+		}
+		out[p] = n
+	}
+	return out, nil
+}
+
 // keyPartitions is the log key of a member's partition list (not in
 // libs/logkey because only this package logs it).
 const keyPartitions = "partitions"

@@ -25,6 +25,7 @@ const (
 	MetricInFlight     = "consumer_group.in_flight"
 	MetricPartitions   = "consumer_group.partitions"
 	MetricUnowned      = "consumer_group.partitions_unowned"
+	MetricBacklog      = "consumer_group.partition.backlog"
 )
 
 // registerMetrics exports cfg.Stats through cfg.Meter as observable
@@ -69,6 +70,10 @@ func registerMetrics(cfg Config) (func() error, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create %s: %w", MetricUnowned, err)
 	}
+	backlog, err := m.Int64ObservableGauge(MetricBacklog, metric.WithDescription("Events of one partition in the group's work queue, waiting or being handled (attribute partition), reported by the partition's owner."))
+	if err != nil {
+		return nil, fmt.Errorf("create %s: %w", MetricBacklog, err)
+	}
 	attrs := metric.WithAttributeSet(attribute.NewSet(attribute.String("group", cfg.Group), attribute.String("member", cfg.Member)))
 	reg, err := m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
 		s := cfg.Stats.Snapshot()
@@ -81,8 +86,12 @@ func registerMetrics(cfg Config) (func() error, error) {
 		o.ObserveInt64(inFlight, clamp(s.InFlight), attrs)
 		o.ObserveInt64(parts, int64(s.Partitions), attrs)
 		o.ObserveInt64(unowned, int64(s.Unowned), attrs)
+		for p, n := range s.Backlog {
+			o.ObserveInt64(backlog, clamp(n), metric.WithAttributes(attribute.String("group", cfg.Group),
+				attribute.String("member", cfg.Member), attribute.Int("partition", p)))
+		}
 		return nil
-	}, delivered, handled, retried, dead, lag, coalesced, inFlight, parts, unowned)
+	}, delivered, handled, retried, dead, lag, coalesced, inFlight, parts, unowned, backlog)
 	if err != nil {
 		return nil, fmt.Errorf("register consumer group metrics: %w", err)
 	}

@@ -41,7 +41,7 @@ func newScraper(t *testing.T) *scraper {
 }
 
 // values scrapes the registry and returns each consumer_group metric of
-// group g by its Prometheus name.
+// group g by its Prometheus name, summed over its other labels.
 func (s *scraper) values(g string) (map[string]float64, error) {
 	families, err := s.reg.Gather()
 	if err != nil {
@@ -56,9 +56,9 @@ func (s *scraper) values(g string) (map[string]float64, error) {
 				}
 				switch {
 				case m.GetCounter() != nil:
-					out[f.GetName()] = m.GetCounter().GetValue()
+					out[f.GetName()] += m.GetCounter().GetValue()
 				case m.GetGauge() != nil:
-					out[f.GetName()] = m.GetGauge().GetValue()
+					out[f.GetName()] += m.GetGauge().GetValue()
 				}
 			}
 		}
@@ -127,6 +127,12 @@ func TestMetricsScraped(t *testing.T) {
 	// Nothing was delivered since s1 (it holds the member's one slot):
 	// the backlog still shows, read from the consumer at the heartbeat.
 	sc.want(t, testGroup, map[string]float64{"consumer_group_lag": 3, "consumer_group_in_flight": 1})
+	// Per partition: s1 (being handled) and s2..s4 (waiting) are the
+	// work queue's backlog, each counted under its own partition.
+	sc.want(t, testGroup, map[string]float64{"consumer_group_partition_backlog": 4})
+	if b := cfg.Stats.Snapshot().Backlog; len(b) != cfg.Partitions {
+		t.Errorf("backlog reported for %d partitions, want all %d this member owns: %v", len(b), cfg.Partitions, b)
+	}
 	release <- struct{}{}
 	waitEntered(t, entered, "s2")
 	// s2's delivery had s3 and s4 behind it.
@@ -178,6 +184,12 @@ func TestLagWithoutDeliveries(t *testing.T) {
 	}
 	waitWorkQueue(t, js, 4) // sourced into the group's stream: pending
 	sc.want(t, testGroup, map[string]float64{"consumer_group_lag": 3, "consumer_group_in_flight": 1})
+	// Per partition: s1 (being handled) and s2..s4 (waiting) are the
+	// work queue's backlog, each counted under its own partition.
+	sc.want(t, testGroup, map[string]float64{"consumer_group_partition_backlog": 4})
+	if b := cfg.Stats.Snapshot().Backlog; len(b) != cfg.Partitions {
+		t.Errorf("backlog reported for %d partitions, want all %d this member owns: %v", len(b), cfg.Partitions, b)
+	}
 	close(release)
 	sc.want(t, testGroup, map[string]float64{"consumer_group_lag": 0, "consumer_group_handled_total": 4})
 }

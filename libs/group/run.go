@@ -119,6 +119,7 @@ func Run(ctx context.Context, js jetstream.JetStream, cfg Config, h Handler, log
 	reconnected := js.Conn().StatusChanged(nats.CONNECTED)
 	defer js.Conn().RemoveStatusListener(reconnected)
 	var missingSince time.Time // when our consumer was first seen missing
+	var backlogAt time.Time    // when the per-partition backlog was last counted
 	for {
 		select {
 		case <-ctx.Done():
@@ -147,6 +148,16 @@ func Run(ctx context.Context, js jetstream.JetStream, cfg Config, h Handler, log
 			continue
 		}
 		cfg.Assignment.set(cfg.Partitions, partitionsOf(mapping, cfg.Member))
+		if time.Since(backlogAt) >= cfg.MemberTTL {
+			// Every member TTL, not every heartbeat: the answer grows
+			// with the backlog (see membership.backlog).
+			backlogAt = time.Now()
+			if b, err := m.backlog(ctx, partitionsOf(mapping, cfg.Member)); err != nil {
+				log.Debug("count partition backlog", slog.Any(logkey.Err, err))
+			} else {
+				cfg.Stats.setBacklog(b)
+			}
+		}
 		if restart := watchdog(ctx, m, cfg, mapping, &missingSince, log); restart {
 			cc.Stop()
 			if err := waitDone(cc, leaveTimeout); err != nil {

@@ -1,6 +1,10 @@
 package group
 
-import "sync/atomic"
+import (
+	"maps"
+	"sync"
+	"sync/atomic"
+)
 
 // Stats counts what a member did with its messages. Run exports it as
 // metrics when Config.Meter is set; pass one in Config.Stats to read it
@@ -17,6 +21,19 @@ type Stats struct {
 	inFlight     atomic.Int64
 	partitions   atomic.Int64
 	unowned      atomic.Int64
+
+	mu sync.Mutex
+	// backlog is the messages of each partition this member owns in the
+	// group's work-queue stream (waiting or being handled), as last
+	// counted; replaced whole. Guarded by mu.
+	backlog map[int]uint64
+}
+
+// setBacklog replaces the per-partition backlog.
+func (s *Stats) setBacklog(b map[int]uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.backlog = b
 }
 
 // StatsSnapshot is a point-in-time copy of Stats.
@@ -58,6 +75,10 @@ type StatsSnapshot struct {
 	// by the group's config this member last saw: their events wait until
 	// a member joins (only canaries are alive, or none at all).
 	Unowned int
+	// Backlog is, for each partition this member owns, how many of its
+	// messages are in the group's work-queue stream (waiting or being
+	// handled), counted at most every backlogEvery (see Run).
+	Backlog map[int]uint64
 }
 
 // Snapshot returns the current counters. A nil *Stats gives zeros.
@@ -65,7 +86,11 @@ func (s *Stats) Snapshot() StatsSnapshot {
 	if s == nil {
 		return StatsSnapshot{}
 	}
+	s.mu.Lock()
+	backlog := maps.Clone(s.backlog)
+	s.mu.Unlock()
 	return StatsSnapshot{
+		Backlog:      backlog,
 		Delivered:    s.delivered.Load(),
 		Acked:        s.acked.Load(),
 		Retried:      s.retried.Load(),
