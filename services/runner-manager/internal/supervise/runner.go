@@ -34,9 +34,9 @@ type Runner struct {
 	// not the start event's, so a stop can be followed to its end.
 	// Guarded by mu.
 	stopTrace trace.SpanContext
-	final   bool               // guarded by mu; the supervisor decided the final phase (or that there is none)
-	lost    bool               // guarded by mu; another replica took the claim over
-	unsent  *status.Update     // guarded by mu; a Creating/Running write that failed, retried by Resend
+	final     bool           // guarded by mu; the supervisor decided the final phase (or that there is none)
+	lost      bool           // guarded by mu; another replica took the claim over
+	unsent    *status.Update // guarded by mu; a Creating/Running write that failed, retried by Resend
 	// ending is the final phase decided before the exit (a failed health
 	// check); finish reports it. Guarded by mu.
 	ending *ending
