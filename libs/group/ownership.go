@@ -75,6 +75,13 @@ func (o *ownership) end(f *flight) (moved bool) {
 	return f.moved
 }
 
+// partitions returns the partitions this member owns now.
+func (o *ownership) partitions() []int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return slices.Clone(o.owned)
+}
+
 // notify tells Run the hand-off state changed. Caller holds mu.
 func (o *ownership) notify() {
 	select {

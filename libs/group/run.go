@@ -81,6 +81,11 @@ func Run(ctx context.Context, js jetstream.JetStream, cfg Config, h Handler, log
 	}()
 	// From now on heartbeats report what we applied and hold (hand-offs).
 	m.own = own
+	counting := countBacklog(cgctx, m, own, log)
+	defer func() {
+		cancelCG()
+		<-counting
+	}()
 	w := newWorker(cfg, js, h, own, log)
 	renewing := w.keepalive(cgctx)
 	defer func() {
@@ -119,7 +124,6 @@ func Run(ctx context.Context, js jetstream.JetStream, cfg Config, h Handler, log
 	reconnected := js.Conn().StatusChanged(nats.CONNECTED)
 	defer js.Conn().RemoveStatusListener(reconnected)
 	var missingSince time.Time // when our consumer was first seen missing
-	var backlogAt time.Time    // when the per-partition backlog was last counted
 	for {
 		select {
 		case <-ctx.Done():
@@ -148,16 +152,6 @@ func Run(ctx context.Context, js jetstream.JetStream, cfg Config, h Handler, log
 			continue
 		}
 		cfg.Assignment.set(cfg.Partitions, partitionsOf(mapping, cfg.Member))
-		if time.Since(backlogAt) >= cfg.MemberTTL {
-			// Every member TTL, not every heartbeat: the answer grows
-			// with the backlog (see membership.backlog).
-			backlogAt = time.Now()
-			if b, err := m.backlog(ctx, partitionsOf(mapping, cfg.Member)); err != nil {
-				log.Debug("count partition backlog", slog.Any(logkey.Err, err))
-			} else {
-				cfg.Stats.setBacklog(b)
-			}
-		}
 		if restart := watchdog(ctx, m, cfg, mapping, &missingSince, log); restart {
 			cc.Stop()
 			if err := waitDone(cc, leaveTimeout); err != nil {
@@ -296,4 +290,39 @@ func waitDone(cc pcgroups.ConsumerGroupConsumeContext, d time.Duration) error {
 	case <-time.After(d):
 		return fmt.Errorf("group consumer still running after %s", d)
 	}
+}
+
+// backlogEvery is how often a member counts its partitions' backlog, in
+// member TTLs: the count is a stream request whose answer grows with the
+// backlog (see membership.backlog), so it runs on its own goroutine, never
+// holding up a heartbeat, and far less often.
+const backlogEvery = 3
+
+// countBacklog counts the backlog of the partitions own holds every
+// backlogEvery member TTLs into cfg.Stats until ctx ends; the returned
+// channel closes when it has stopped.
+func countBacklog(ctx context.Context, m *membership, own *ownership, log *slog.Logger) <-chan struct{} {
+	done := make(chan struct{})
+	// Owned by Run: cancelled with cgctx and awaited before Run returns.
+	go func() {
+		defer close(done)
+		t := time.NewTicker(backlogEvery * m.cfg.MemberTTL)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			cctx, cancel := context.WithTimeout(ctx, m.cfg.MemberTTL)
+			b, err := m.backlog(cctx, own.partitions())
+			cancel()
+			if err != nil {
+				log.Debug("count partition backlog", slog.Any(logkey.Err, err))
+				continue
+			}
+			m.cfg.Stats.setBacklog(b)
+		}
+	}()
+	return done
 }

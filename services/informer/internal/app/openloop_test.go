@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/synadia-io/orbit.go/pcgroups"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/ambient-code/control-plane/libs/events"
@@ -107,6 +109,12 @@ func openLoop(b *testing.B, bin string, rate int, dur time.Duration) {
 		}
 		return nil
 	}); err != nil {
+		b.Fatal(err)
+	}
+	// Measure a settled group: members joining at once rebalance for
+	// several member TTLs, and a change made meanwhile waits out a
+	// partition hand-off, which is not the steady latency this measures.
+	if err := testenv.Poll(time.Minute, func() error { return groupSettled(e.js) }); err != nil {
 		b.Fatal(err)
 	}
 
@@ -236,4 +244,28 @@ func loadAverage() float64 {
 		return -1
 	}
 	return v
+}
+
+// groupSettled reports whether every open-loop member owns partitions and
+// consumes them: the mapping names all members, none unassigned, and each
+// member's consumer filters exactly its partitions.
+func groupSettled(js jetstream.JetStream) error {
+	ctx := context.Background()
+	cfg, err := pcgroups.GetElasticConsumerGroupConfig(ctx, js, events.StreamName, "bench")
+	if err != nil {
+		return err
+	}
+	if len(cfg.MemberMappings) != openLoopMembers {
+		return fmt.Errorf("mapping %v: want %d members", cfg.MemberMappings, openLoopMembers)
+	}
+	for _, mm := range cfg.MemberMappings {
+		c, err := js.Consumer(ctx, group.WorkStreamName(events.StreamName, "bench"), mm.Member)
+		if err != nil {
+			return fmt.Errorf("consumer %s: %w", mm.Member, err)
+		}
+		if got := len(c.CachedInfo().Config.FilterSubjects); got != len(mm.Partitions) {
+			return fmt.Errorf("consumer %s filters %d partitions, owns %d", mm.Member, got, len(mm.Partitions))
+		}
+	}
+	return nil
 }
