@@ -308,20 +308,21 @@ func countBacklog(ctx context.Context, m *membership, own *ownership, log *slog.
 		defer close(done)
 		t := time.NewTicker(backlogEvery * m.cfg.MemberTTL)
 		defer t.Stop()
+		// First right away, so the partitions' series exist from the start.
 		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-			}
 			cctx, cancel := context.WithTimeout(ctx, m.cfg.MemberTTL)
 			b, err := m.backlog(cctx, own.partitions())
 			cancel()
 			if err != nil {
 				log.Debug("count partition backlog", slog.Any(logkey.Err, err))
-				continue
+			} else {
+				m.cfg.Stats.setBacklog(b)
 			}
-			m.cfg.Stats.setBacklog(b)
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
 		}
 	}()
 	return done
