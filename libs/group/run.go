@@ -184,7 +184,7 @@ func start(ctx context.Context, js jetstream.JetStream, cfg Config, log *slog.Lo
 		if err == nil {
 			mapping, err = m.reconcile(ctx, "")
 		}
-		if err != nil && !transient(ctx, err) {
+		if err != nil && !bus.Transient(ctx, err) {
 			return joined{}, backoff.Permanent(err)
 		}
 		return joined{m, mapping}, err
@@ -206,10 +206,6 @@ const (
 	joinRetryMin = 100 * time.Millisecond
 	joinRetryMax = 5 * time.Second
 )
-
-// transient reports whether err, met while joining under ctx, is worth
-// retrying (see bus.Transient).
-func transient(ctx context.Context, err error) bool { return bus.Transient(ctx, err) }
 
 // watchdog refreshes the member's lag from its consumer and reports
 // whether the pcgroups instance must be restarted: we own

@@ -1,7 +1,6 @@
 package group
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -9,8 +8,6 @@ import (
 	"time"
 
 	eventsv1 "github.com/ambient-code/control-plane/proto/ambient/events/v1"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/synadia-io/orbit.go/pcgroups"
 )
 
@@ -147,35 +144,5 @@ func TestPartitionStable(t *testing.T) {
 		if got := Partition(token, 16); got != want {
 			t.Errorf("Partition(%q) = %d, want %d", token, got, want)
 		}
-	}
-}
-
-func TestTransientJoinErrors(t *testing.T) {
-	t.Parallel()
-	tests := []struct {
-		name    string
-		ctxDone bool
-		err     error
-		want    bool
-	}{
-		{name: "no responders (new stream, no leader yet)", err: fmt.Errorf("create group: %w", nats.ErrNoResponders), want: true},
-		{name: "request timeout", err: nats.ErrTimeout, want: true},
-		{name: "cluster temporarily unavailable", err: fmt.Errorf("x: %w", &jetstream.APIError{ErrorCode: 10008}), want: true},
-		{name: "other api error", err: &jetstream.APIError{ErrorCode: 10074}},
-		{name: "group config mismatch", err: errors.New("the existing elastic consumer group config can not be updated")},
-		{name: "ctx done", ctxDone: true, err: nats.ErrNoResponders},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			ctx, cancel := context.WithCancel(t.Context())
-			defer cancel()
-			if tc.ctxDone {
-				cancel()
-			}
-			if got := transient(ctx, tc.err); got != tc.want {
-				t.Fatalf("transient(%v) = %v, want %v", tc.err, got, tc.want)
-			}
-		})
 	}
 }
