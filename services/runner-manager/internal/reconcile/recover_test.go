@@ -224,3 +224,26 @@ func TestNATSRestart(t *testing.T) {
 	e.waitPhase(id, session.PhaseStopped, 10*time.Second)
 	e.waitNoClaim(id)
 }
+
+// A session deleted while no event can reach runner-manager (created and
+// deleted while the informers were changing leader: never announced) still
+// loses its runner: the resync stops local runners whose session the API
+// no longer has. Found by the chaos run (issue 14): the runner stayed.
+func TestResyncStopsRunnersOfDeletedSessions(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	id := e.create("never announced").GetMetadata().GetId()
+	e.replica(replicaOpts{resync: 200 * time.Millisecond})
+	e.waitPhase(id, session.PhaseRunning, 5*time.Second)
+	rec := e.startedRecord(id)
+	if err := e.client.DeleteSession(t.Context(), id); err != nil {
+		t.Fatal(err)
+	}
+	e.waitNoClaim(id)
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if pidAlive(rec.PID) {
+			return fmt.Errorf("runner %d alive after its session was deleted", rec.PID)
+		}
+		return nil
+	})
+}

@@ -6,6 +6,9 @@ import (
 	"log/slog"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	grpcstatus "google.golang.org/grpc/status"
+
 	"github.com/ambient-code/control-plane/libs/logkey"
 	"github.com/ambient-code/control-plane/libs/session"
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
@@ -14,7 +17,10 @@ import (
 // resync reads every session and reconciles the selected ones that need
 // it: Pending without a claim (start), Creating/Running without one
 // (recover), and those whose runner lives here while the phase drifted
-// (heal.go). Claims make it safe on every replica at once.
+// (heal.go). Local runners whose session is not in the list are looked at
+// too (stopOrphans): a session deleted while no informer watched is never
+// announced, and this is the only place that notices. Claims make it safe
+// on every replica at once.
 func (r *Reconciler) resync(ctx context.Context) {
 	sessions, err := r.api.ListSessions(ctx)
 	if err != nil {
@@ -23,11 +29,34 @@ func (r *Reconciler) resync(ctx context.Context) {
 		}
 		return
 	}
+	listed := make(map[string]bool, len(sessions))
 	for _, s := range sessions {
 		if ctx.Err() != nil {
 			return
 		}
+		listed[s.GetMetadata().GetId()] = true
 		r.resyncSession(ctx, s)
+	}
+	r.stopOrphans(ctx, listed)
+}
+
+// stopOrphans stops the local runners whose session is gone from the API.
+// A runner missing from the list may have started after it was read, so
+// each one is confirmed with a read of its own before it is stopped.
+func (r *Reconciler) stopOrphans(ctx context.Context, listed map[string]bool) {
+	for _, rn := range r.sup.Runners() {
+		if ctx.Err() != nil || listed[rn.ID()] {
+			continue
+		}
+		log := r.log.With(slog.String(logkey.SessionID, rn.ID()))
+		_, err := r.api.GetSession(ctx, rn.ID())
+		switch {
+		case grpcstatus.Code(err) == codes.NotFound:
+			log.Info("resync: session deleted without an event reaching this replica; stopping its runner")
+			rn.RequestStop(ctx, true)
+		case err != nil && ctx.Err() == nil:
+			log.Warn("resync: read session of a local runner", slog.String(logkey.Err, err.Error()))
+		}
 	}
 }
 
