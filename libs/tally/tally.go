@@ -31,6 +31,11 @@ type Counts struct {
 	LastEvent time.Time `json:"last_event_time,omitzero"`
 	// SeenIDs lists the object ids, sorted, when asked for.
 	SeenIDs []string `json:"seen_ids,omitempty"`
+	// DeletedIDs lists the ids a DELETED event was counted for, sorted,
+	// when asked for: Deleted counts events, and a repeated delete of one
+	// object (a new leader announcing it again) would hide another's
+	// missing one.
+	DeletedIDs []string `json:"deleted_ids,omitempty"`
 }
 
 // Snapshot is the whole tally at one moment.
@@ -45,9 +50,10 @@ type Snapshot struct {
 }
 
 type resourceTally struct {
-	counts [4]int // by eventsv1.EventType
-	ids    map[string]struct{}
-	last   time.Time
+	counts  [4]int // by eventsv1.EventType
+	ids     map[string]struct{}
+	deleted map[string]struct{}
+	last    time.Time
 }
 
 // Tally counts events. It is safe for concurrent use.
@@ -82,13 +88,16 @@ func (t *Tally) Add(ev *eventsv1.ResourceEvent) bool {
 	t.seen[id] = struct{}{}
 	r, ok := t.resources[ev.GetResource()]
 	if !ok {
-		r = &resourceTally{ids: map[string]struct{}{}}
+		r = &resourceTally{ids: map[string]struct{}{}, deleted: map[string]struct{}{}}
 		t.resources[ev.GetResource()] = r
 	}
 	if typ := ev.GetType(); typ > 0 && int(typ) < len(r.counts) {
 		r.counts[typ]++
 	}
 	r.ids[ev.GetObjectId()] = struct{}{}
+	if ev.GetType() == eventsv1.EventType_EVENT_TYPE_DELETED {
+		r.deleted[ev.GetObjectId()] = struct{}{}
+	}
 	r.last, t.last = now, now
 	return true
 }
@@ -119,11 +128,7 @@ func (t *Tally) Snapshot(withIDs bool) Snapshot {
 				LastEvent: r.last,
 			}
 			if withIDs {
-				c.SeenIDs = make([]string, 0, len(r.ids))
-				for id := range r.ids {
-					c.SeenIDs = append(c.SeenIDs, id)
-				}
-				slices.Sort(c.SeenIDs)
+				c.SeenIDs, c.DeletedIDs = sortedKeys(r.ids), sortedKeys(r.deleted)
 			}
 		}
 		s.Resources[events.ResourceToken(res)] = c
@@ -137,4 +142,13 @@ func (t *Tally) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	// The client may be gone; there is nothing else to do with the error.
 	_ = json.NewEncoder(w).Encode(t.Snapshot(withIDs))
+}
+
+func sortedKeys(m map[string]struct{}) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
 }

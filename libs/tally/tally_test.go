@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"testing"
 	"time"
 
@@ -30,7 +31,12 @@ func TestTally(t *testing.T) {
 		{
 			name: "one of each",
 			in:   []*eventsv1.ResourceEvent{ev(1, "a", 1), ev(2, "a", 2), ev(3, "a", 2), ev(1, "b", 1)},
-			want: Counts{Added: 2, Modified: 1, Deleted: 1, IDs: 2},
+			want: Counts{Added: 2, Modified: 1, Deleted: 1, IDs: 2, DeletedIDs: []string{"a"}},
+		},
+		{
+			name: "a repeated delete names its object once",
+			in:   []*eventsv1.ResourceEvent{ev(1, "a", 1), ev(1, "b", 1), ev(3, "b", 2), ev(3, "b", 3)},
+			want: Counts{Added: 2, Deleted: 2, IDs: 2, DeletedIDs: []string{"b"}},
 		},
 		{
 			name:      "redelivery counted once",
@@ -59,7 +65,8 @@ func TestTally(t *testing.T) {
 				tc.want.LastEvent = at
 			}
 			if got.Added != tc.want.Added || got.Modified != tc.want.Modified || got.Deleted != tc.want.Deleted ||
-				got.IDs != tc.want.IDs || !got.LastEvent.Equal(tc.want.LastEvent) || len(got.SeenIDs) != tc.want.IDs {
+				got.IDs != tc.want.IDs || !got.LastEvent.Equal(tc.want.LastEvent) || len(got.SeenIDs) != tc.want.IDs ||
+				!slices.Equal(got.DeletedIDs, tc.want.DeletedIDs) {
 				t.Errorf("sessions = %+v, want %+v", got, tc.want)
 			}
 			if s.Redeliveries != tc.wantRedel {

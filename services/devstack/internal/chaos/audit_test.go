@@ -166,15 +166,18 @@ func TestTallyProblems(t *testing.T) {
 	sessions := []session{
 		{ID: "a", Project: localP}, {ID: "b", Project: localP, Deleted: true},
 		{ID: "c", Project: kubeP, Deleted: true}, {ID: "d", Project: kubeP},
+		{ID: "e", Project: kubeP, Deleted: true},
 	}
 	projects := []project{{ID: "p", Name: "p", SettingsID: "ps"}}
 	obs := observation{}
 	obs.Tally.Resources = map[string]tallyCounts{
-		tallySessions: {Deleted: 0, SeenIDs: []string{"a", "b"}},
+		// e's delete counted twice (a new leader announcing it again) must
+		// not stand in for b's missing one.
+		tallySessions: {Deleted: 2, SeenIDs: []string{"a", "b", "e"}, DeletedIDs: []string{"e"}},
 		tallyProjects: {SeenIDs: []string{"p"}},
 	}
 	f := tallyProblems(sessions, projects, obs)
-	want := []string{"session d never counted", "settings of p never counted", "0 session deletes counted, 1 counted sessions deleted"}
+	want := []string{"session b counted, deleted, its delete never counted", "session d never counted", "settings of p never counted"}
 	if !slices.Equal(f.lines, want) || f.missing != 3 || f.unseenDeleted != 1 {
 		t.Fatalf("tally findings %+v, want lines %q, 3 missing, 1 unseen", f, want)
 	}

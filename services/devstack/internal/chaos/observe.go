@@ -55,6 +55,8 @@ type tallyCounts struct {
 	Deleted  int      `json:"deleted"`
 	IDs      int      `json:"ids"`
 	SeenIDs  []string `json:"seen_ids"`
+	// DeletedIDs are the ids a DELETED event was counted for.
+	DeletedIDs []string `json:"deleted_ids"`
 }
 
 // Resource tokens of the tally (libs/events.ResourceToken).
