@@ -191,6 +191,17 @@ func AppendObject[T APIObject](b, raw []byte) []byte {
 	return protowire.AppendBytes(b, raw)
 }
 
+// AppendEventSeq appends Object.event_seq (seq > 0) to an Object's
+// encoding, such as AppendObject's: the objects bucket records which event
+// published each state.
+func AppendEventSeq(b []byte, seq uint64) []byte {
+	if seq == 0 {
+		return b
+	}
+	b = protowire.AppendTag(b, objectDesc.Fields().ByName("event_seq").Number(), protowire.VarintType)
+	return protowire.AppendVarint(b, seq)
+}
+
 // MarshalEvent returns the encoding of the event NewEventVersion(typ, obj,
 // old, obj.Version(), observed) builds, from the encoded objects (old.Raw nil:
 // no old object), and the event id (MsgID). Decoding it gives that event.

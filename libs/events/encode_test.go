@@ -80,6 +80,15 @@ func checkEncode[T APIObject](t *testing.T, obj, old T, observed time.Time) {
 	if diff := cmp.Diff(Wrap(obj), gotObj, protocmp.Transform()); diff != "" {
 		t.Fatalf("object (-want +got):\n%s", diff)
 	}
+	withSeq := &eventsv1.Object{}
+	if err := proto.Unmarshal(AppendEventSeq(AppendObject[T](nil, e.Raw), 1<<40+7), withSeq); err != nil {
+		t.Fatal(err)
+	}
+	wantSeq := Wrap(obj)
+	wantSeq.EventSeq = 1<<40 + 7
+	if diff := cmp.Diff(wantSeq, withSeq, protocmp.Transform()); diff != "" {
+		t.Fatalf("object with event_seq (-want +got):\n%s", diff)
+	}
 	var oldEnc Encoded
 	var zero T
 	if any(old) != any(zero) {

@@ -137,7 +137,12 @@ type Object struct {
 	//	*Object_Session
 	//	*Object_Project
 	//	*Object_ProjectSettings
-	Kind          isObject_Kind `protobuf_oneof:"kind"`
+	Kind isObject_Kind `protobuf_oneof:"kind"`
+	// event_seq is set on the informer's persisted cache (the objects
+	// bucket): the events-stream sequence of the event that published this
+	// state. The highest one is how far the cache has caught up with the
+	// stream; a new leader replays the stream after it (0: unknown).
+	EventSeq      uint64 `protobuf:"varint,4,opt,name=event_seq,json=eventSeq,proto3" json:"event_seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -204,6 +209,13 @@ func (x *Object) GetProjectSettings() *v1.ProjectSettings {
 		}
 	}
 	return nil
+}
+
+func (x *Object) GetEventSeq() uint64 {
+	if x != nil {
+		return x.EventSeq
+	}
+	return 0
 }
 
 type isObject_Kind interface {
@@ -348,11 +360,12 @@ var File_ambient_events_v1_events_proto protoreflect.FileDescriptor
 
 const file_ambient_events_v1_events_proto_rawDesc = "" +
 	"\n" +
-	"\x1eambient/events/v1/events.proto\x12\x11ambient.events.v1\x1a\x19ambient/v1/projects.proto\x1a!ambient/v1/project_settings.proto\x1a\x19ambient/v1/sessions.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbc\x01\n" +
+	"\x1eambient/events/v1/events.proto\x12\x11ambient.events.v1\x1a\x19ambient/v1/projects.proto\x1a!ambient/v1/project_settings.proto\x1a\x19ambient/v1/sessions.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd9\x01\n" +
 	"\x06Object\x12/\n" +
 	"\asession\x18\x01 \x01(\v2\x13.ambient.v1.SessionH\x00R\asession\x12/\n" +
 	"\aproject\x18\x02 \x01(\v2\x13.ambient.v1.ProjectH\x00R\aproject\x12H\n" +
-	"\x10project_settings\x18\x03 \x01(\v2\x1b.ambient.v1.ProjectSettingsH\x00R\x0fprojectSettingsB\x06\n" +
+	"\x10project_settings\x18\x03 \x01(\v2\x1b.ambient.v1.ProjectSettingsH\x00R\x0fprojectSettings\x12\x1b\n" +
+	"\tevent_seq\x18\x04 \x01(\x04R\beventSeqB\x06\n" +
 	"\x04kind\"\x99\x03\n" +
 	"\rResourceEvent\x12\x19\n" +
 	"\bevent_id\x18\x01 \x01(\tR\aeventId\x120\n" +

@@ -373,6 +373,7 @@ func (h *harness) tryKVObjects(bucket string) (map[string]*eventsv1.Object, erro
 		if err := proto.Unmarshal(e.Value(), o); err != nil {
 			return nil, fmt.Errorf("kv %s: %w", e.Key(), err)
 		}
+		o.EventSeq = 0 // the cache's position in the stream, not state
 		out[e.Key()] = o
 	}
 	return out, nil

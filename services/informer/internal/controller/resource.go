@@ -132,7 +132,7 @@ func (r *Resource[T]) QueueDepth() int {
 // Lead loads the persisted cache, then runs the watch loop and the publish
 // workers until ctx ends (nil) or a worker hits a FatalError.
 func (r *Resource[T]) Lead(ctx context.Context) error {
-	objs, err := r.load(ctx)
+	objs, unstored, err := r.load(ctx)
 	if err != nil {
 		return nil //nolint:nilerr // load only fails when ctx ends
 	}
@@ -163,6 +163,10 @@ func (r *Resource[T]) Lead(ctx context.Context) error {
 		return err
 	})
 	t := newTerm(q)
+	for _, id := range unstored {
+		t.unstored.add(id)
+		q.Add(id)
+	}
 	g.Go(func() error { return r.checkKV(gctx, t) })
 	for range r.cfg.Workers {
 		g.Go(func() error { return r.work(gctx, store, q, t) })
@@ -195,9 +199,11 @@ func (r *Resource[T]) hooks(ctx context.Context) watch.Hooks {
 	}
 }
 
-// load reads the persisted cache, retrying until it succeeds or ctx ends,
-// and makes the delete markers left by older informers expire.
-func (r *Resource[T]) load(ctx context.Context) ([]T, error) {
+// load reads the persisted cache and the events stream's tail after it
+// (catchUp), retrying until it succeeds or ctx ends, and makes the delete
+// markers left by older informers expire. unstored are the ids whose state
+// came from the tail: their KV write is owed.
+func (r *Resource[T]) load(ctx context.Context) (objs []T, unstored []string, err error) {
 	b := &backoff.ExponentialBackOff{InitialInterval: retryMin, RandomizationFactor: 0.25, Multiplier: 2, MaxInterval: retryMax}
 	l, err := backoff.Retry(ctx, func() (publish.Loaded[T], error) {
 		lctx, cancel := context.WithTimeout(ctx, loadTimeout)
@@ -212,7 +218,19 @@ func (r *Resource[T]) load(ctx context.Context) ([]T, error) {
 		return l, nil
 	}, backoff.WithBackOff(b), backoff.WithMaxElapsedTime(0))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
+	}
+	c, err := backoff.Retry(ctx, func() (caughtUp[T], error) {
+		tctx, cancel := context.WithTimeout(ctx, loadTimeout)
+		defer cancel()
+		c, err := r.catchUp(tctx, l)
+		if err != nil && ctx.Err() == nil {
+			r.log.Warn("read the events stream's tail failed, retrying", slog.Any(logkey.Err, err))
+		}
+		return c, err
+	}, backoff.WithBackOff(b), backoff.WithMaxElapsedTime(0))
+	if err != nil {
+		return nil, nil, err
 	}
 	if l.Bad > 0 {
 		r.log.Warn("undecodable cache entries skipped", slog.Int(logkey.Count, l.Bad))
@@ -229,7 +247,51 @@ func (r *Resource[T]) load(ctx context.Context) ([]T, error) {
 			r.log.Info("old delete markers set to expire", slog.Int(logkey.Count, n))
 		}
 	}
-	return l.Objects, nil
+	return c.objects, c.unstored, nil
+}
+
+// caughtUp is the cache laid over with the stream's tail.
+type caughtUp[T events.APIObject] struct {
+	objects []T
+	// unstored are the ids whose KV entry is behind the stream.
+	unstored []string
+}
+
+// catchUp lays the states the events stream's tail holds over the loaded
+// cache (publish.Tail): the KV writes of the changes a previous term
+// published last may have been lost with that term.
+func (r *Resource[T]) catchUp(ctx context.Context, l publish.Loaded[T]) (caughtUp[T], error) {
+	tail, err := publish.Tail[T](ctx, r.pub, l.Seq)
+	if err != nil {
+		return caughtUp[T]{}, err
+	}
+	c := caughtUp[T]{objects: make([]T, 0, len(l.Objects)+len(tail))}
+	for _, o := range l.Objects {
+		id := o.GetMetadata().GetId()
+		t, ok := tail[id]
+		delete(tail, id)
+		switch {
+		case !ok:
+			c.objects = append(c.objects, o)
+		case t.Deleted:
+			c.unstored = append(c.unstored, id)
+		default:
+			c.objects = append(c.objects, t.Object)
+			if events.VersionOf(t.Object) != events.VersionOf(o) {
+				c.unstored = append(c.unstored, id)
+			}
+		}
+	}
+	for id, t := range tail {
+		if !t.Deleted {
+			c.objects = append(c.objects, t.Object)
+			c.unstored = append(c.unstored, id)
+		}
+	}
+	if len(c.unstored) > 0 {
+		r.log.Warn("cache behind the events stream: states taken from its tail, KV written again", slog.Int(logkey.Count, len(c.unstored)), slog.Uint64("cache_seq", l.Seq))
+	}
+	return c, nil
 }
 
 // work publishes what the queued ids need, one id at a time per worker,

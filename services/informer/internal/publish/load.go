@@ -20,6 +20,10 @@ type Loaded[T events.APIObject] struct {
 	// object is then published again as ADDED, which is harmless, where
 	// failing would stop the informer for good.
 	Bad int
+	// Seq is the highest event_seq of the entries: the events-stream
+	// sequence up to which KV has caught up, but for writes lost in flight
+	// (see Tail). 0 when no entry has one.
+	Seq uint64
 	// Markers are keys whose latest entry is a delete marker that never
 	// expires (written by kv.Delete before markers had a TTL); PurgeMarkers
 	// turns them into expiring ones.
@@ -65,6 +69,7 @@ func Load[T events.APIObject](ctx context.Context, kv jetstream.KeyValue) (Loade
 				out.Bad++
 				continue
 			}
+			out.Seq = max(out.Seq, o.GetEventSeq())
 			t, ok := events.Unwrap[T](o)
 			if !ok {
 				out.Bad++

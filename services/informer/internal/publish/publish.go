@@ -1,8 +1,11 @@
 // Package publish turns cache changes into JetStream messages and keeps the
 // persisted cache (KV) in step: publish, wait for the stream's ack, then
-// write KV. A crash between the two leaves KV behind the stream; the next
-// leader sees the same difference, publishes the same event with the same
-// Nats-Msg-Id, and JetStream drops the duplicate.
+// write KV, recording the event's stream sequence in the entry. A crash
+// between the two leaves KV behind the stream; the next leader reads the
+// stream after KV's position (Tail) and takes the newer states from there,
+// so it neither publishes an event twice nor misses the delete of an object
+// whose ADDED never reached KV. Events keep a Nats-Msg-Id, so a publish
+// retried after a lost ack is still dropped by JetStream.
 package publish
 
 import (
@@ -206,7 +209,8 @@ func Publish[T events.APIObject](ctx context.Context, p *Publisher, c diff.Chang
 		// this write (one round trip per object, not two). Puts of one
 		// object go out in order on one connection, so KV ends with the
 		// newest.
-		if out.KV, err = p.putAsync(key, events.AppendObject[T](nil, c.New.Raw)); err != nil {
+		value := events.AppendEventSeq(events.AppendObject[T](nil, c.New.Raw), ack.Sequence)
+		if out.KV, err = p.putAsync(key, value); err != nil {
 			return out, fmt.Errorf("store %s: %w: %w", key, ErrNotStored, err)
 		}
 		return out, nil

@@ -136,7 +136,34 @@ func TestPublishWritesKV(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := &eventsv1.Object{}
-	if err := proto.Unmarshal(e.Value(), got); err != nil || !proto.Equal(got, events.Wrap(s)) {
-		t.Fatalf("kv holds %v (%v), want the session", got, err)
+	want := events.Wrap(s)
+	want.EventSeq = 1 // the event's stream sequence: the cache's position
+	if err := proto.Unmarshal(e.Value(), got); err != nil || !proto.Equal(got, want) {
+		t.Fatalf("kv holds %v (%v), want the session at event_seq 1", got, err)
+	}
+}
+
+// TestTailStart: the tail is read from TailMargin before the cache's
+// position, never before the stream's first message, and from the last
+// TailMargin when the position is unknown or of another stream.
+func TestTailStart(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name             string
+		seq, first, last uint64
+		want             uint64
+	}{
+		{name: "empty stream", seq: 0, first: 0, last: 0, want: 0},
+		{name: "short stream", seq: 10, first: 1, last: 20, want: 1},
+		{name: "cache behind", seq: 20000, first: 1, last: 30000, want: 20001 - TailMargin},
+		{name: "cache at the end", seq: 30000, first: 1, last: 30000, want: 30001 - TailMargin},
+		{name: "old messages gone", seq: 20000, first: 15000, last: 30000, want: 15000},
+		{name: "position unknown", seq: 0, first: 1, last: 30000, want: 30001 - TailMargin},
+		{name: "stream recreated", seq: 50000, first: 1, last: 30000, want: 30001 - TailMargin},
+	}
+	for _, tc := range tests {
+		if got := tailStart(tc.seq, tc.first, tc.last); got != tc.want {
+			t.Errorf("%s: tailStart(%d, %d, %d) = %d, want %d", tc.name, tc.seq, tc.first, tc.last, got, tc.want)
+		}
 	}
 }

@@ -1,0 +1,142 @@
+package publish
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ambient-code/control-plane/libs/events"
+	eventsv1 "github.com/ambient-code/control-plane/proto/ambient/events/v1"
+)
+
+// TailMargin is how far before the persisted cache's position (Loaded.Seq)
+// the stream's tail is read. KV writes go out asynchronously after their
+// event's ack, so when a term ends (lease lost, NATS gone) the writes still
+// in flight, at most kvWindow per resource and nats.go's async publish
+// window of 4,000 per connection, may be lost while later ones landed:
+// their events lie within this many sequences before the highest landed.
+const TailMargin = 8192
+
+// tailBatch and tailWait bound one fetch of the tail.
+const (
+	tailBatch = 512
+	tailWait  = 5 * time.Second
+)
+
+// TailState is the newest state of one object the stream's tail names.
+type TailState[T events.APIObject] struct {
+	// Object is the state published, nil when Deleted.
+	Object  T
+	Deleted bool
+}
+
+// Tail reads the events of T's resource the stream holds from TailMargin
+// before seq (the persisted cache's position; 0 when unknown: the last
+// TailMargin sequences) to its end, and returns the newest state each
+// object was published with. An object's last event in the stream is never
+// older than its KV entry (KV is written after the ack), so laying the
+// result over KV gives what consumers last saw, including the changes whose
+// KV write a previous term lost: without it, an object whose ADDED landed
+// in the stream but not in KV, deleted before the next leader lists, would
+// never be announced as DELETED. Objects whose last event is a reference
+// (over the payload limit) are left out: KV keeps their last state that
+// fitted, and the leader publishes them again.
+func Tail[T events.APIObject](ctx context.Context, p *Publisher, seq uint64) (map[string]TailState[T], error) {
+	stream, err := p.js.Stream(ctx, p.cfg.Stream)
+	if err != nil {
+		return nil, fmt.Errorf("read the tail of %s: %w", p.cfg.Stream, err)
+	}
+	state := stream.CachedInfo().State
+	start := tailStart(seq, state.FirstSeq, state.LastSeq)
+	out := map[string]TailState[T]{}
+	if start == 0 {
+		return out, nil
+	}
+	res := events.ResourceOf[T]()
+	cons, err := stream.CreateConsumer(ctx, jetstream.ConsumerConfig{
+		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:       start,
+		FilterSubjects:    []string{events.FilterSubject(p.cfg.Prefix, res)},
+		AckPolicy:         jetstream.AckNonePolicy,
+		InactiveThreshold: time.Minute,
+		MemoryStorage:     true,
+		Replicas:          1,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read the tail of %s: %w", p.cfg.Stream, err)
+	}
+	defer func() {
+		// Best effort: an ephemeral consumer left behind goes after
+		// InactiveThreshold.
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+		defer cancel()
+		_ = stream.DeleteConsumer(dctx, cons.CachedInfo().Name)
+	}()
+	for pending := cons.CachedInfo().NumPending; pending > 0; {
+		batch, err := cons.Fetch(tailBatch, jetstream.FetchMaxWait(tailWait))
+		if err != nil {
+			return nil, fmt.Errorf("read the tail of %s: %w", p.cfg.Stream, err)
+		}
+		n := 0
+		for msg := range batch.Messages() {
+			n++
+			md, err := msg.Metadata()
+			if err != nil {
+				return nil, fmt.Errorf("read the tail of %s: %w", p.cfg.Stream, err)
+			}
+			pending = md.NumPending
+			apply(out, msg)
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
+			return nil, fmt.Errorf("read the tail of %s: %w", p.cfg.Stream, err)
+		}
+		if n == 0 {
+			return nil, fmt.Errorf("read the tail of %s: no message within %s, %d pending", p.cfg.Stream, tailWait, pending)
+		}
+	}
+	return out, nil
+}
+
+// tailStart is the first sequence to read (0: nothing to read) for a cache
+// at position seq of a stream holding first..last.
+func tailStart(seq, first, last uint64) uint64 {
+	if last == 0 {
+		return 0
+	}
+	next := seq + 1
+	if seq == 0 || seq > last {
+		// Position unknown (an older informer wrote KV), or of another
+		// stream (recreated since): read the last TailMargin.
+		next = last + 1
+	}
+	start := uint64(1)
+	if next > TailMargin {
+		start = next - TailMargin
+	}
+	return max(start, first)
+}
+
+// apply records the state msg's event gives its object; undecodable
+// events (never published by an informer) are skipped.
+func apply[T events.APIObject](out map[string]TailState[T], msg jetstream.Msg) {
+	_, ev, err := events.Decode(context.Background(), msg.Headers(), msg.Data())
+	switch {
+	case errors.Is(err, events.ErrObjectTooLarge):
+		delete(out, ev.GetObjectId())
+		return
+	case err != nil:
+		return
+	}
+	if ev.GetType() == eventsv1.EventType_EVENT_TYPE_DELETED {
+		out[ev.GetObjectId()] = TailState[T]{Deleted: true}
+		return
+	}
+	obj, ok := events.Unwrap[T](ev.GetObject())
+	if !ok {
+		return
+	}
+	out[ev.GetObjectId()] = TailState[T]{Object: obj}
+}
