@@ -56,11 +56,12 @@ test-deploy: kube-binaries ## Test the chart, compose file and Dockerfile (deplo
 
 .PHONY: fuzz
 fuzz: ## Run every fuzz target for FUZZTIME executions (default 5000x).
-	@for m in $(MODULES); do \
-	  for p in $$(cd $$m && go list ./...); do \
-	    for f in $$(cd $$m && go test -list '^Fuzz' $$p | grep '^Fuzz' || true); do \
-	      echo "fuzz $$p $$f"; (cd $$m && go test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$p) || exit 1; \
-	    done; \
+	@# Targets are found by their declaration, not with `go test -list`,
+	@# which would build every package's test binary just to list none.
+	@for f in $$(grep -rl --include='*_test.go' '^func Fuzz' $(MODULES) | sort); do \
+	  d=$$(dirname $$f); \
+	  for t in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' $$f); do \
+	    echo "fuzz $$d $$t"; (cd $$d && go test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) .) || exit 1; \
 	  done; \
 	done
 

@@ -390,6 +390,7 @@ func BenchmarkEventToRunning50(b *testing.B) {
 		slices.Sort(lat)
 		n := len(lat)
 		p50, p90, mx, all, slowest = p50+lat[n/2], p90+lat[n*9/10], mx+lat[n-1], all+burst.all, slowest+burst.slowest
+		b.Logf("round %d: p50 %s all %s slowest %s", i, lat[n/2], burst.all, burst.slowest)
 		stopAll(b, w, ids) // frees the ports and slots for the next burst
 		b.StartTimer()
 		i++

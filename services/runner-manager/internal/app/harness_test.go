@@ -230,6 +230,11 @@ func (w *world) startWith(member string, ports int, o startOpts, extra ...string
 		if t.Failed() {
 			t.Logf("%s output:\n%s", member, tail(out.String(), 80))
 		}
+		if d := os.Getenv("TEST_LOG_DIR"); d != "" {
+			// Whole logs for reading timelines (a benchmark's t.Logf is
+			// cut short); best effort, the test's result does not depend on it.
+			_ = os.WriteFile(filepath.Join(d, member+".log"), []byte(out.String()), 0o600)
+		}
 		if os.Getenv("TEST_LOG") != "" {
 			t.Logf("%s output:\n%s", member, out.String())
 		}

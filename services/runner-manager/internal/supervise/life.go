@@ -49,7 +49,6 @@ func (s *Supervisor) supervise(ctx context.Context, rn *Runner) {
 // run is one runner's life after the spawn.
 func (s *Supervisor) run(ctx context.Context, rn *Runner) {
 	log := s.log.With(slog.String(logkey.SessionID, rn.id), slog.Int(logkey.PID, rn.proc.PID))
-	s.onSpawned(ctx, log, rn)
 	// Health: abandoned on a stop request, on exit, or on shutdown.
 	hctx, hcancel := context.WithCancel(ctx)
 	go func() { // owned by run; ends when hctx ends (hcancel below)
@@ -60,8 +59,24 @@ func (s *Supervisor) run(ctx context.Context, rn *Runner) {
 		}
 		hcancel()
 	}()
-	lat, err := rn.proc.WaitHealthy(hctx, s.http, s.cfg.Health)
+	// The runner starts up while its endpoint is registered and Creating
+	// is written (three round trips that queue behind every other start
+	// of a burst), so the probes begin at the spawn, not after them: the
+	// measured start is the runner's, and Running follows the slower of
+	// the two instead of their sum (issue 15).
+	type health struct {
+		lat time.Duration
+		err error
+	}
+	probed := make(chan health, 1)
+	go func() { // owned by run; ends when the probes end (hctx bounds them)
+		lat, err := rn.proc.WaitHealthy(hctx, s.http, s.cfg.Health)
+		probed <- health{lat, err}
+	}()
+	s.onSpawned(ctx, log, rn)
+	h := <-probed
 	hcancel()
+	lat, err := h.lat, h.err
 	switch {
 	case err == nil:
 		s.metrics.health(ctx, lat, true)
