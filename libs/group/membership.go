@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -56,10 +57,11 @@ type membership struct {
 
 	// Fencing (issue 14): a NATS outage longer than MemberTTL expires
 	// every heartbeat, so right after it the peers' keys are missing
-	// exactly as if they had died. Only the owning Run goroutine calls
-	// heartbeat and reconcile, so these need no lock.
-	healthySince time.Time // first heartbeat of the current unbroken run of them; zero after a failure
-	reconnects   uint64    // the connection's reconnect count at the last heartbeat
+	// exactly as if they had died. heartbeat (Run's beat goroutine) writes
+	// these and reconcile (Run's loop) reads them.
+	mu           sync.Mutex
+	healthySince time.Time // guarded by mu; first heartbeat of the current unbroken run of them; zero after a failure
+	reconnects   uint64    // guarded by mu; the connection's reconnect count at the last heartbeat
 }
 
 // partitioningFilters hashes every event under the prefix on its id token
@@ -163,14 +165,17 @@ func (m *membership) heartbeat(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("encode member record: %w", err)
 	}
-	if _, err := m.members.Put(ctx, m.cfg.Member, record); err != nil {
-		m.healthySince = time.Time{}
-		return fmt.Errorf("heartbeat %s: %w", m.cfg.Member, err)
-	}
+	_, err = m.members.Put(ctx, m.cfg.Member, record)
 	// Read after the put: a put buffered across a reconnect succeeds,
 	// and the reconnect it went through must count.
 	reconnects := m.js.Conn().Stats().Reconnects
-	if m.healthySince.IsZero() || reconnects != m.reconnects {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	switch {
+	case err != nil:
+		m.healthySince = time.Time{}
+		return fmt.Errorf("heartbeat %s: %w", m.cfg.Member, err)
+	case m.healthySince.IsZero() || reconnects != m.reconnects:
 		m.healthySince = time.Now()
 		m.reconnects = reconnects
 	}
@@ -182,6 +187,8 @@ func (m *membership) heartbeat(ctx context.Context) error {
 // while NATS, not the peer, was down, or before we could see its renewals),
 // so no peer may be counted dead yet.
 func (m *membership) fenced() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	return m.healthySince.IsZero() || time.Since(m.healthySince) < m.cfg.MemberTTL
 }
 

@@ -116,19 +116,27 @@ func Run(ctx context.Context, js jetstream.JetStream, cfg Config, h Handler, log
 	}
 	log.Info("consumer group joined", slog.Any(keyPartitions, partitionsOf(mapping, cfg.Member)))
 
-	ticker := time.NewTicker(cfg.heartbeat())
-	defer ticker.Stop()
-	// A reconnect heartbeats at once instead of at the next tick: after
-	// an outage longer than MemberTTL every key has expired, and the
-	// peers wait for ours (see membership.fenced).
-	reconnected := js.Conn().StatusChanged(nats.CONNECTED)
-	defer js.Conn().RemoveStatusListener(reconnected)
+	// Heartbeats run on their own goroutine and each successful one wakes
+	// the reconcile below: liveness never waits for a reconcile or a
+	// consumer info that a loaded JetStream answers slowly (that used to
+	// delay the next heartbeat past the TTL, and live members "left").
+	bctx, stopBeating := context.WithCancel(ctx)
+	beaten, beating := beat(bctx, m, own, log)
+	// stopped ends the heartbeats before stop's leave deletes our key, so
+	// no late heartbeat writes it back.
+	stopped := func() {
+		stopBeating()
+		<-beating
+	}
+	defer stopped()
 	var missingSince time.Time // when our consumer was first seen missing
 	for {
 		select {
 		case <-ctx.Done():
+			stopped()
 			return stop(hctx, cancelHandlers, cc, w, m, cfg, log, nil)
 		case err := <-cc.Done():
+			stopped()
 			if ctx.Err() != nil {
 				return stop(hctx, cancelHandlers, nil, w, m, cfg, log, nil)
 			}
@@ -136,16 +144,7 @@ func Run(ctx context.Context, js jetstream.JetStream, cfg Config, h Handler, log
 				err = errors.New("group config deleted")
 			}
 			return stop(hctx, cancelHandlers, nil, w, m, cfg, log, fmt.Errorf("%w: %w", ErrGroupStopped, err))
-		case <-reconnected:
-			ticker.Reset(cfg.heartbeat())
-		case <-own.changed:
-			// A config applied or a lost partition's work ended: report
-			// it now, so a partition handed off does not wait a tick.
-		case <-ticker.C:
-		}
-		if err := m.heartbeat(ctx); err != nil {
-			log.Warn("heartbeat failed", slog.Any(logkey.Err, err))
-			continue
+		case <-beaten:
 		}
 		if mapping, err = m.reconcile(ctx, ""); err != nil {
 			log.Warn("membership reconcile failed", slog.Any(logkey.Err, err))
@@ -158,10 +157,52 @@ func Run(ctx context.Context, js jetstream.JetStream, cfg Config, h Handler, log
 				log.Debug("group consumer stop", slog.Any(logkey.Err, err))
 			}
 			if cc, err = consume(); err != nil {
+				stopped()
 				return stop(hctx, cancelHandlers, nil, w, m, cfg, log, err)
 			}
 		}
 	}
+}
+
+// beat renews the member's heartbeat every heartbeat interval, at once
+// after a reconnect (after an outage longer than MemberTTL every key has
+// expired, and the peers wait for ours: see membership.fenced) and when
+// own changed (a config applied or a lost partition's work ended: a
+// partition handed off must not wait a tick). Each success is signalled on
+// beaten (coalesced: one pending signal at most). done closes when it has
+// stopped, after ctx ends.
+func beat(ctx context.Context, m *membership, own *ownership, log *slog.Logger) (beaten <-chan struct{}, done <-chan struct{}) {
+	b, d := make(chan struct{}, 1), make(chan struct{})
+	conn := m.js.Conn()
+	reconnected := conn.StatusChanged(nats.CONNECTED)
+	// Owned by Run: cancelled and awaited before Run leaves the group.
+	go func() {
+		defer close(d)
+		defer conn.RemoveStatusListener(reconnected)
+		ticker := time.NewTicker(m.cfg.heartbeat())
+		defer ticker.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-reconnected:
+				ticker.Reset(m.cfg.heartbeat())
+			case <-own.changed:
+			case <-ticker.C:
+			}
+			if err := m.heartbeat(ctx); err != nil {
+				if ctx.Err() == nil {
+					log.Warn("heartbeat failed", slog.Any(logkey.Err, err))
+				}
+				continue
+			}
+			select {
+			case b <- struct{}{}:
+			default: // a reconcile is already due
+			}
+		}
+	}()
+	return b, d
 }
 
 // start joins the group, writes the first heartbeat and reconciles the
