@@ -3,6 +3,7 @@ package bus
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
@@ -34,8 +35,10 @@ type KVWatch struct {
 	Broken func(err error, reopen time.Duration)
 }
 
-// WatchKV watches every key of kv (with opts, e.g. jetstream.IgnoreDeletes;
-// never jetstream.UpdatesOnly, which has no initial values) until ctx ends,
+// WatchKV watches every key of kv (with opts, e.g. jetstream.MetaOnly;
+// never jetstream.UpdatesOnly, which has no initial values, nor
+// jetstream.IgnoreDeletes, which hides the markers watchKV counts to know
+// the initial values are complete) until ctx ends,
 // and then returns nil. A watch that breaks is reopened with backoff. It
 // returns ErrInvalidConfig when Initial or Update is nil.
 func WatchKV(ctx context.Context, kv jetstream.KeyValue, w KVWatch, opts ...jetstream.WatchOpt) error {
@@ -69,36 +72,88 @@ func WatchKV(ctx context.Context, kv jetstream.KeyValue, w KVWatch, opts ...jets
 	}
 }
 
-// ReadKV returns the current value of every key of kv (with opts, as for
-// WatchKV): one watch that ends once its initial values are delivered,
-// which costs one subscription instead of a Get per key. It returns ctx's
-// error when ctx ends first, ErrWatchClosed, or the JetStream error.
+// ReadKV returns the current live value of every key of kv (delete and
+// purge markers left out; opts as for WatchKV): one watch that ends once
+// its initial values are delivered, which costs one subscription instead
+// of a Get per key. It returns ctx's error when ctx ends first,
+// ErrWatchClosed, or the JetStream error.
+//
+// A key being written while the watch passes it can be missing from one
+// watch's initial values (the server removes its older message and the
+// watch has gone by its newer one: TestReadKVWhileKeysChange, where one
+// read in a few dozen lacked keys). So the read is checked: a bucket that
+// keeps one message per key must hold as many keys as messages, and a read
+// short of that is read again and merged, each key's newest entry winning.
 func ReadKV(ctx context.Context, kv jetstream.KeyValue, opts ...jetstream.WatchOpt) ([]jetstream.KeyValueEntry, error) {
 	return ReadKVKeys(ctx, kv, nil, opts...)
 }
 
 // ReadKVKeys is ReadKV for the keys matching filters (KV key filters such
-// as "sessions.*"; nil means every key).
+// as "sessions.*"; nil means every key). A filtered read cannot be counted
+// against the bucket, so it is always read twice and merged.
 func ReadKVKeys(ctx context.Context, kv jetstream.KeyValue, filters []string, opts ...jetstream.WatchOpt) ([]jetstream.KeyValueEntry, error) {
-	var out []jetstream.KeyValueEntry
-	err := watchKV(ctx, kv, filters, func(es []jetstream.KeyValueEntry) { out = es }, nil, opts)
-	if err == nil && out == nil && ctx.Err() != nil {
-		err = fmt.Errorf("read kv %s: %w", kv.Bucket(), ctx.Err())
+	var set initialSet
+	for attempt := range readKVTries {
+		var out []jetstream.KeyValueEntry
+		err := watchKV(ctx, kv, filters, func(es []jetstream.KeyValueEntry) { out = es }, nil, opts)
+		if err == nil && out == nil && ctx.Err() != nil {
+			err = fmt.Errorf("read kv %s: %w", kv.Bucket(), ctx.Err())
+		}
+		if err != nil {
+			return nil, err
+		}
+		set.merge(out)
+		if complete, err := readComplete(ctx, kv, filters, &set, attempt); err != nil || complete {
+			return set.live(), err
+		}
 	}
-	return out, err
+	return set.live(), nil
+}
+
+// readKVTries bounds ReadKVKeys' reads of a bucket whose count of keys
+// keeps disagreeing (writes faster than reads).
+const readKVTries = 4
+
+// readComplete reports whether set, read attempt+1 times, can be taken as
+// complete: a filtered read after two reads; a whole bucket when it holds
+// as many keys as messages (only countable with one message per key).
+func readComplete(ctx context.Context, kv jetstream.KeyValue, filters []string, set *initialSet, attempt int) (bool, error) {
+	if filters != nil {
+		return attempt >= 1, nil
+	}
+	st, err := kv.Status(ctx)
+	if err != nil {
+		return false, fmt.Errorf("read kv %s: %w", kv.Bucket(), err)
+	}
+	if st.History() != 1 {
+		return attempt >= 1, nil
+	}
+	return uint64(len(set.order)) >= st.Values(), nil
 }
 
 // watchKV runs one watch of the keys matching filters (nil: all): initial
 // once the initial values are in, then update for each change until ctx
 // ends (nil) or the watch breaks. With a nil update it returns right after
 // initial.
+//
+// The initial values are complete: nats.go's watcher announces their end
+// (a nil entry) once it has received as many messages as were pending when
+// it was created, but a key written meanwhile is delivered again later in
+// the stream (its older value is gone from a bucket that keeps one per
+// key), so another key's newer value may fill the count and the
+// announcement come before the written key's value (TestReadKVWhileKeysChange:
+// 1 key of 8 read). The initial set therefore lasts until an entry says
+// nothing more is pending (Delta 0), each key's latest entry winning. That
+// needs every message delivered, markers included: callers must not pass
+// jetstream.IgnoreDeletes (ReadKV drops markers itself).
 func watchKV(ctx context.Context, kv jetstream.KeyValue, filters []string, initial func([]jetstream.KeyValueEntry), update func(jetstream.KeyValueEntry), opts []jetstream.WatchOpt) error {
 	var w jetstream.KeyWatcher
 	var err error
 	if filters == nil {
 		w, err = kv.WatchAll(ctx, opts...)
 	} else {
-		w, err = kv.WatchFiltered(ctx, filters, opts...)
+		// A copy: nats.go rewrites the keys it is given into subjects.
+		w, err = kv.WatchFiltered(ctx, slices.Clone(filters), opts...)
 	}
 	if err != nil {
 		return fmt.Errorf("watch kv %s: %w", kv.Bucket(), err)
@@ -107,8 +162,8 @@ func watchKV(ctx context.Context, kv jetstream.KeyValue, filters []string, initi
 		// Stop only ends the watch's subscription; nothing to handle.
 		_ = w.Stop()
 	}()
-	var entries []jetstream.KeyValueEntry
-	synced := false
+	var set initialSet
+	announced, synced := false, false
 	for {
 		select {
 		case <-ctx.Done():
@@ -119,18 +174,83 @@ func watchKV(ctx context.Context, kv jetstream.KeyValue, filters []string, initi
 				return fmt.Errorf("watch kv %s: %w", kv.Bucket(), ErrWatchClosed)
 			case synced:
 				update(e)
-			case e != nil:
-				entries = append(entries, e)
-			default: // nil: the initial values are delivered
-				if entries == nil {
-					entries = []jetstream.KeyValueEntry{}
-				}
-				initial(entries)
-				if update == nil {
-					return nil
-				}
-				synced, entries = true, nil
+				continue
+			case e == nil:
+				announced = true
+			default:
+				set.add(e)
 			}
+			if !announced || !set.caughtUp() {
+				continue
+			}
+			initial(set.entries())
+			if update == nil {
+				return nil
+			}
+			synced, set = true, initialSet{}
 		}
 	}
+}
+
+// initialSet gathers a watch's initial values: the latest entry of each
+// key, in the order keys first appeared.
+type initialSet struct {
+	order []string
+	last  map[string]jetstream.KeyValueEntry
+	// pending is the Delta of the last entry received: how many messages
+	// the watch had still to deliver after it. any: an entry was received.
+	pending uint64
+	any     bool
+}
+
+func (s *initialSet) add(e jetstream.KeyValueEntry) {
+	if s.last == nil {
+		s.last = map[string]jetstream.KeyValueEntry{}
+	}
+	if _, seen := s.last[e.Key()]; !seen {
+		s.order = append(s.order, e.Key())
+	}
+	s.last[e.Key()] = e
+	s.pending, s.any = e.Delta(), true
+}
+
+// caughtUp reports whether nothing was pending after the last entry (or
+// there was no entry at all: the watcher found the bucket empty).
+func (s *initialSet) caughtUp() bool { return !s.any || s.pending == 0 }
+
+// merge adds es, each key's entry of the higher revision winning.
+func (s *initialSet) merge(es []jetstream.KeyValueEntry) {
+	if s.last == nil {
+		s.last = map[string]jetstream.KeyValueEntry{}
+	}
+	for _, e := range es {
+		old, seen := s.last[e.Key()]
+		switch {
+		case !seen:
+			s.order = append(s.order, e.Key())
+			s.last[e.Key()] = e
+		case e.Revision() > old.Revision():
+			s.last[e.Key()] = e
+		}
+	}
+}
+
+// live returns the set without delete and purge markers (never nil).
+func (s *initialSet) live() []jetstream.KeyValueEntry {
+	out := make([]jetstream.KeyValueEntry, 0, len(s.order))
+	for _, k := range s.order {
+		if op := s.last[k].Operation(); op != jetstream.KeyValueDelete && op != jetstream.KeyValuePurge {
+			out = append(out, s.last[k])
+		}
+	}
+	return out
+}
+
+// entries returns the set (never nil).
+func (s *initialSet) entries() []jetstream.KeyValueEntry {
+	out := make([]jetstream.KeyValueEntry, 0, len(s.order))
+	for _, k := range s.order {
+		out = append(out, s.last[k])
+	}
+	return out
 }

@@ -181,19 +181,12 @@ func TestReadKV(t *testing.T) {
 		}
 		return out
 	}
-	all, err := bus.ReadKV(ctx, kv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := fmt.Sprint(keys(all)); got != "[a:KeyValuePutOp c:KeyValuePutOp b:KeyValueDeleteOp]" {
-		t.Fatalf("ReadKV = %s", got)
-	}
-	live, err := bus.ReadKV(ctx, kv, jetstream.IgnoreDeletes())
+	live, err := bus.ReadKV(ctx, kv)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got := fmt.Sprint(keys(live)); got != "[a:KeyValuePutOp c:KeyValuePutOp]" {
-		t.Fatalf("ReadKV ignoring deletes = %s", got)
+		t.Fatalf("ReadKV = %s, want the live keys only", got)
 	}
 	cctx, cancel := context.WithCancel(ctx)
 	cancel()
@@ -230,5 +223,56 @@ func TestReadKVKeys(t *testing.T) {
 	none, err := bus.ReadKVKeys(ctx, kv, []string{"project_settings.*"})
 	if err != nil || none == nil || len(none) != 0 {
 		t.Errorf("no match: %v, %v; want an empty list", none, err)
+	}
+}
+
+// TestReadKVWhileKeysChange: a read taken while other keys are written is
+// complete. nats.go's watcher announces the end of the initial values once
+// it has received as many messages as were pending at its creation; a key
+// written meanwhile is delivered again later in the stream, so another
+// key's newer value could stand in for it and the watcher ended without it
+// (consumer groups then counted a live member dead, issue 15).
+func TestReadKVWhileKeysChange(t *testing.T) {
+	t.Parallel()
+	kv := newBucket(t)
+	ctx := t.Context()
+	const keys = 8
+	for i := range keys {
+		if _, err := kv.Put(ctx, fmt.Sprint("k", i), []byte("0")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wctx, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	for i := range keys {
+		wg.Add(1)
+		go func() { // owned by the test: stopped and awaited below
+			defer wg.Done()
+			for n := 0; wctx.Err() == nil; n++ {
+				_, _ = kv.Put(wctx, fmt.Sprint("k", i), []byte(fmt.Sprint(n))) // errors only once stopped
+				// Paces the writers (not a wait for a condition): every key
+				// rewritten every few ms, 1,000 times a heartbeat's rate.
+				// Unpaced, thousands of writes a second to eight keys can
+				// outlast ReadKV's rereads.
+				time.Sleep(5 * time.Millisecond)
+			}
+		}()
+	}
+	defer func() {
+		stop()
+		wg.Wait()
+	}()
+	for round := range 200 {
+		es, err := bus.ReadKV(ctx, kv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen := map[string]bool{}
+		for _, e := range es {
+			seen[e.Key()] = true
+		}
+		if len(seen) != keys {
+			t.Fatalf("read %d: %d of %d keys (%d entries)", round, len(seen), keys, len(es))
+		}
 	}
 }

@@ -206,7 +206,7 @@ func (m *membership) leave(ctx context.Context) error {
 // minus exclude. A record that does not decode counts as sharing, without
 // hand-off state.
 func (m *membership) live(ctx context.Context, exclude string) (map[string]memberRecord, error) {
-	es, err := bus.ReadKV(ctx, m.members, jetstream.IgnoreDeletes())
+	es, err := bus.ReadKV(ctx, m.members)
 	if err != nil {
 		return nil, fmt.Errorf("list members: %w", err)
 	}

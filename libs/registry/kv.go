@@ -112,7 +112,7 @@ func Release(ctx context.Context, kv jetstream.KeyValue, sessionID, owner string
 // List returns every session record in the bucket (undecodable ones are
 // skipped), read with bus.ReadKV.
 func List(ctx context.Context, kv jetstream.KeyValue) ([]Record, error) {
-	es, err := bus.ReadKV(ctx, kv, jetstream.IgnoreDeletes())
+	es, err := bus.ReadKV(ctx, kv)
 	if err != nil {
 		return nil, fmt.Errorf("list runners: %w", err)
 	}

@@ -169,7 +169,7 @@ func (r *Reconciler) PruneOrphanBindings(ctx context.Context, projectID string) 
 // stored in KV ambient-objects. Undecodable entries are skipped.
 func SettingsProjects(ctx context.Context, kv jetstream.KeyValue) (map[string]bool, error) {
 	filter := events.ResourceToken(eventsv1.Resource_RESOURCE_PROJECT_SETTINGS) + ".*"
-	es, err := bus.ReadKVKeys(ctx, kv, []string{filter}, jetstream.IgnoreDeletes())
+	es, err := bus.ReadKVKeys(ctx, kv, []string{filter})
 	if err != nil {
 		return nil, fmt.Errorf("list cached project settings: %w", err)
 	}

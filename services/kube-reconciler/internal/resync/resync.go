@@ -170,7 +170,7 @@ func (r *Resyncer) Pass(ctx context.Context) (Summary, error) {
 	started := time.Now()
 	stored := map[eventsv1.Resource][]string{}
 	// Keys only: each object is read again, under its lock, when resynced.
-	es, err := bus.ReadKVKeys(ctx, r.cfg.Objects, nil, jetstream.IgnoreDeletes(), jetstream.MetaOnly())
+	es, err := bus.ReadKVKeys(ctx, r.cfg.Objects, nil, jetstream.MetaOnly())
 	if err != nil {
 		return sum, fmt.Errorf("list cached objects: %w", err)
 	}
