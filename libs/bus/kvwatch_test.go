@@ -248,13 +248,18 @@ func TestReadKVWhileKeysChange(t *testing.T) {
 		wg.Add(1)
 		go func() { // owned by the test: stopped and awaited below
 			defer wg.Done()
-			for n := 0; wctx.Err() == nil; n++ {
+			// Paced: every key rewritten every 5 ms, 1,000 times a
+			// heartbeat's rate. Unpaced, thousands of writes a second to
+			// eight keys can outlast ReadKV's rereads.
+			tick := time.NewTicker(5 * time.Millisecond)
+			defer tick.Stop()
+			for n := 0; ; n++ {
+				select {
+				case <-wctx.Done():
+					return
+				case <-tick.C:
+				}
 				_, _ = kv.Put(wctx, fmt.Sprint("k", i), []byte(fmt.Sprint(n))) // errors only once stopped
-				// Paces the writers (not a wait for a condition): every key
-				// rewritten every few ms, 1,000 times a heartbeat's rate.
-				// Unpaced, thousands of writes a second to eight keys can
-				// outlast ReadKV's rereads.
-				time.Sleep(5 * time.Millisecond)
 			}
 		}()
 	}
