@@ -640,6 +640,12 @@ func runPermissionScenario(t *testing.T, url string, s natsSetup) {
 		if err := objects.Delete(ctx, events.ObjectKey(eventsv1.Resource_RESOURCE_SESSIONS, "gone")); err != nil {
 			t.Fatal(err)
 		}
+		// A new leader reads the stream's tail (publish.Tail).
+		n := 0
+		if err := bus.ReadStream(ctx, inf.js, events.StreamName, events.FilterSubject(events.SubjectPrefix, eventsv1.Resource_RESOURCE_SESSIONS), 1,
+			func(jetstream.Msg) { n++ }); err != nil || n != 1 {
+			t.Fatalf("read the events' tail: %d events, %v", n, err)
+		}
 		inf.clean(t)
 	})
 	if sh := users["informer-shadow"]; sh != nil {
@@ -665,6 +671,11 @@ func runPermissionScenario(t *testing.T, url string, s natsSetup) {
 			}
 			if _, err := kv.Put(ctx, "sessions.s1", []byte("s1")); err != nil {
 				t.Fatal(err)
+			}
+			n := 0
+			if err := bus.ReadStream(ctx, sh.js, shadowStream, events.FilterSubject(shadowPrefix, eventsv1.Resource_RESOURCE_SESSIONS), 1,
+				func(jetstream.Msg) { n++ }); err != nil || n != 1 {
+				t.Fatalf("read the shadow events' tail: %d events, %v", n, err)
 			}
 			sh.clean(t)
 		})
@@ -762,7 +773,7 @@ func runPermissionScenario(t *testing.T, url string, s natsSetup) {
 		"informer": {"$KV.ambient-runners.forged", "$JS.API.STREAM.DELETE.KV_ambient-runners", "$KV.ambient-members-AMBIENT_EVENTS-kube-reconciler.forged",
 			"$JS.API.CONSUMER.CREATE.AMBIENT_EVENTS-kube-reconciler.forged"},
 		"informer-shadow": {"ambient.events.sessions.p1.forged", "$KV.ambient-objects.sessions.forged", "$KV.ambient-leases.informer",
-			"$JS.API.STREAM.UPDATE.AMBIENT_EVENTS"},
+			"$JS.API.STREAM.UPDATE.AMBIENT_EVENTS", "$JS.API.CONSUMER.CREATE.AMBIENT_EVENTS.forged"},
 		"kube-reconciler": {"ambient.events.sessions.p1.forged", "$KV.ambient-objects.sessions.forged", "$KV.ambient-runners.forged",
 			"$KV.elastic-consumer-groups.AMBIENT_EVENTS.runner-manager", "$KV.ambient-members-AMBIENT_EVENTS-runner-manager.forged",
 			"ambient.dlq.runner-manager.forged", "$JS.API.STREAM.DELETE.AMBIENT_EVENTS", "$JS.API.STREAM.PURGE.AMBIENT_EVENTS",

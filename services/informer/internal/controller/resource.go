@@ -29,6 +29,10 @@ const (
 	retryMax = 5 * time.Second
 	// loadTimeout bounds one read of the persisted cache.
 	loadTimeout = time.Minute
+	// tailTimeout bounds one read of the events stream's tail, tailBudget
+	// all of them (see load).
+	tailTimeout = 10 * time.Second
+	tailBudget  = 30 * time.Second
 )
 
 // Config tunes every Resource.
@@ -220,17 +224,25 @@ func (r *Resource[T]) load(ctx context.Context) (objs []T, unstored []string, er
 	if err != nil {
 		return nil, nil, err
 	}
+	b.Reset()
 	c, err := backoff.Retry(ctx, func() (caughtUp[T], error) {
-		tctx, cancel := context.WithTimeout(ctx, loadTimeout)
+		tctx, cancel := context.WithTimeout(ctx, tailTimeout)
 		defer cancel()
 		c, err := r.catchUp(tctx, l)
 		if err != nil && ctx.Err() == nil {
 			r.log.Warn("read the events stream's tail failed, retrying", slog.Any(logkey.Err, err))
 		}
 		return c, err
-	}, backoff.WithBackOff(b), backoff.WithMaxElapsedTime(0))
-	if err != nil {
-		return nil, nil, err
+	}, backoff.WithBackOff(b), backoff.WithMaxElapsedTime(tailBudget))
+	switch {
+	case ctx.Err() != nil:
+		return nil, nil, ctx.Err()
+	case err != nil:
+		// Leading without it beats not leading: only a delete whose ADDED
+		// never reached KV can go unannounced (a NATS user without the
+		// consumer permissions on the events stream ends up here too).
+		r.log.Error("leading without the events stream's tail", slog.Any(logkey.Err, err))
+		c = caughtUp[T]{objects: l.Objects}
 	}
 	if l.Bad > 0 {
 		r.log.Warn("undecodable cache entries skipped", slog.Int(logkey.Count, l.Bad))

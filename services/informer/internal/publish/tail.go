@@ -4,10 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/ambient-code/control-plane/libs/bus"
 	"github.com/ambient-code/control-plane/libs/events"
 	eventsv1 "github.com/ambient-code/control-plane/proto/ambient/events/v1"
 )
@@ -19,12 +19,6 @@ import (
 // window of 4,000 per connection, may be lost while later ones landed:
 // their events lie within this many sequences before the highest landed.
 const TailMargin = 8192
-
-// tailBatch and tailWait bound one fetch of the tail.
-const (
-	tailBatch = 512
-	tailWait  = 5 * time.Second
-)
 
 // TailState is the newest state of one object the stream's tail names.
 type TailState[T events.APIObject] struct {
@@ -50,52 +44,14 @@ func Tail[T events.APIObject](ctx context.Context, p *Publisher, seq uint64) (ma
 		return nil, fmt.Errorf("read the tail of %s: %w", p.cfg.Stream, err)
 	}
 	state := stream.CachedInfo().State
-	start := tailStart(seq, state.FirstSeq, state.LastSeq)
 	out := map[string]TailState[T]{}
+	start := tailStart(seq, state.FirstSeq, state.LastSeq)
 	if start == 0 {
 		return out, nil
 	}
-	res := events.ResourceOf[T]()
-	cons, err := stream.CreateConsumer(ctx, jetstream.ConsumerConfig{
-		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
-		OptStartSeq:       start,
-		FilterSubjects:    []string{events.FilterSubject(p.cfg.Prefix, res)},
-		AckPolicy:         jetstream.AckNonePolicy,
-		InactiveThreshold: time.Minute,
-		MemoryStorage:     true,
-		Replicas:          1,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("read the tail of %s: %w", p.cfg.Stream, err)
-	}
-	defer func() {
-		// Best effort: an ephemeral consumer left behind goes after
-		// InactiveThreshold.
-		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
-		defer cancel()
-		_ = stream.DeleteConsumer(dctx, cons.CachedInfo().Name)
-	}()
-	for pending := cons.CachedInfo().NumPending; pending > 0; {
-		batch, err := cons.Fetch(tailBatch, jetstream.FetchMaxWait(tailWait))
-		if err != nil {
-			return nil, fmt.Errorf("read the tail of %s: %w", p.cfg.Stream, err)
-		}
-		n := 0
-		for msg := range batch.Messages() {
-			n++
-			md, err := msg.Metadata()
-			if err != nil {
-				return nil, fmt.Errorf("read the tail of %s: %w", p.cfg.Stream, err)
-			}
-			pending = md.NumPending
-			apply(out, msg)
-		}
-		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
-			return nil, fmt.Errorf("read the tail of %s: %w", p.cfg.Stream, err)
-		}
-		if n == 0 {
-			return nil, fmt.Errorf("read the tail of %s: no message within %s, %d pending", p.cfg.Stream, tailWait, pending)
-		}
+	filter := events.FilterSubject(p.cfg.Prefix, events.ResourceOf[T]())
+	if err := bus.ReadStream(ctx, p.js, p.cfg.Stream, filter, start, func(m jetstream.Msg) { apply(out, m) }); err != nil {
+		return nil, fmt.Errorf("read the tail: %w", err)
 	}
 	return out, nil
 }

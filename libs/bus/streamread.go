@@ -1,0 +1,87 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// streamReadBatch and streamReadWait bound one fetch of ReadStream.
+const (
+	streamReadBatch = 512
+	streamReadWait  = 5 * time.Second
+)
+
+// ReadStream calls fn with every message of stream matching filter from
+// sequence start to the stream's end, in order, through an ephemeral
+// consumer that acknowledges nothing and is deleted afterwards (the
+// informer reads its events' tail this way when it begins to lead: the
+// NATS user needs CONSUMER.CREATE, MSG.NEXT and DELETE on the stream). It
+// returns the JetStream error, or ctx's.
+func ReadStream(ctx context.Context, js jetstream.JetStream, stream, filter string, start uint64, fn func(jetstream.Msg)) error {
+	s, err := js.Stream(ctx, stream)
+	if err != nil {
+		return fmt.Errorf("read stream %s: %w", stream, err)
+	}
+	cons, err := s.CreateConsumer(ctx, jetstream.ConsumerConfig{
+		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:       max(start, 1),
+		FilterSubjects:    []string{filter},
+		AckPolicy:         jetstream.AckNonePolicy,
+		InactiveThreshold: time.Minute,
+		MemoryStorage:     true,
+		Replicas:          1,
+	})
+	if err != nil {
+		return fmt.Errorf("read stream %s: %w", stream, err)
+	}
+	defer func() {
+		// Best effort: an ephemeral consumer left behind goes after
+		// InactiveThreshold.
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+		defer cancel()
+		_ = s.DeleteConsumer(dctx, cons.CachedInfo().Name)
+	}()
+	for pending := cons.CachedInfo().NumPending; pending > 0; {
+		n, err := fetchInto(ctx, cons, &pending, fn)
+		switch {
+		case err != nil:
+			return fmt.Errorf("read stream %s: %w", stream, err)
+		case n == 0 && ctx.Err() != nil:
+			return fmt.Errorf("read stream %s: %w", stream, ctx.Err())
+		case n == 0:
+			return fmt.Errorf("read stream %s: no message within %s, %d pending", stream, streamReadWait, pending)
+		}
+	}
+	return nil
+}
+
+// fetchInto fetches one batch (bounded by streamReadWait and ctx), calls fn
+// with each message and keeps pending at the last message's NumPending. It
+// returns how many messages there were.
+func fetchInto(ctx context.Context, cons jetstream.Consumer, pending *uint64, fn func(jetstream.Msg)) (int, error) {
+	fctx, cancel := context.WithTimeout(ctx, streamReadWait)
+	defer cancel()
+	// No more than are pending: a fetch waits for its whole batch.
+	batch, err := cons.Fetch(int(min(*pending, streamReadBatch)), jetstream.FetchContext(fctx))
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for msg := range batch.Messages() {
+		n++
+		md, err := msg.Metadata()
+		if err != nil {
+			return n, err
+		}
+		*pending = md.NumPending
+		fn(msg)
+	}
+	if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, context.DeadlineExceeded) {
+		return n, err
+	}
+	return n, nil
+}
