@@ -33,12 +33,24 @@ func TestRoutes(t *testing.T) {
 		_, _ = io.WriteString(w, "ok:"+r.URL.Path)
 	}))
 	t.Cleanup(runner.Close)
+	// A registered but dead runner: every connection is closed at once.
+	// The port stays held for the test (a closed one could be taken by a
+	// parallel test's server, which then answered in the runner's place).
 	dead, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = dead.Close() }) // ends the accept loop below
+	go func() { // owned by the test: ends when the listener is closed
+		for {
+			c, err := dead.Accept()
+			if err != nil {
+				return
+			}
+			_ = c.Close()
+		}
+	}()
 	deadURL := "http://" + dead.Addr().String()
-	dead.Close() // nothing listens there now: a registered but dead runner
 
 	tab := newTable()
 	tab.set("s1", endpointOf(t, "s1", runner.URL))
