@@ -41,7 +41,7 @@ func TestRoutes(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = dead.Close() }) // ends the accept loop below
-	go func() { // owned by the test: ends when the listener is closed
+	go func() {                            // owned by the test: ends when the listener is closed
 		for {
 			c, err := dead.Accept()
 			if err != nil {
