@@ -40,8 +40,9 @@ func TestRoutes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = dead.Close() }) // ends the accept loop below
-	go func() {                            // owned by the test: ends when the listener is closed
+	// Closing the listener ends the accept loop, which the test owns.
+	t.Cleanup(func() { _ = dead.Close() })
+	go func() {
 		for {
 			c, err := dead.Accept()
 			if err != nil {
