@@ -306,8 +306,9 @@ const outageQuiet = 10 * time.Second
 
 // movedByOutage compares where runners were before the NATS outage and
 // after it settled. Only sessions with exactly one runner before that the
-// harness left alone from outageQuiet before until the after-snapshot
-// count: a runner the user stopped is not moved by the outage.
+// harness left alone from outageQuiet before until the after-snapshot,
+// and never deleted before it, count: a runner the user stopped is not
+// moved by the outage.
 func movedByOutage(before, after placement, journal []changeRecord) moved {
 	var m moved
 	if before.At.IsZero() || after.At.IsZero() {
@@ -315,7 +316,13 @@ func movedByOutage(before, after placement, journal []changeRecord) moved {
 	}
 	touched := map[string]bool{}
 	for _, c := range journal {
-		if !c.At.Before(before.At.Add(-outageQuiet)) && !c.At.After(after.At) {
+		switch {
+		case c.At.After(after.At):
+		case !c.At.Before(before.At.Add(-outageQuiet)),
+			// Deleted at any time before: a runner that outlived its
+			// session (a delete no informer announced) and is stopped by
+			// runner-manager's resync after the outage was not moved by it.
+			c.Op == OpDelete:
 			touched[c.Object] = true
 		}
 	}

@@ -136,6 +136,7 @@ func TestMovedByOutage(t *testing.T) {
 		"early":   rp(6, "early", "rm-0"),
 		"old":     rp(7, "old", "rm-0"),
 		"claim":   rp(8, "claim", "rm-0"),
+		"deleted": rp(9, "deleted", "rm-1"),
 	}, Owners: map[string]registry.Endpoint{"claim": {Owner: "rm-0"}, "stays": {Owner: "rm-0"}}}
 	after := placement{At: t0.Add(time.Minute), Owners: map[string]registry.Endpoint{"claim": {Owner: "rm-1"}, "stays": {Owner: "rm-0"}}, Runners: map[string][]runnerProc{
 		"stays":   rp(1, "stays", "rm-0"),
@@ -149,6 +150,9 @@ func TestMovedByOutage(t *testing.T) {
 		{At: t0.Add(20 * time.Second), Op: OpStop, Object: "stopped"},
 		{At: t0.Add(-5 * time.Second), Op: OpUpdate, Object: "early"}, // inside the quiet time
 		{At: t0.Add(-time.Minute), Op: OpUpdate, Object: "old"},       // long before: counts
+		// Deleted long before, its runner outlived it (the delete was never
+		// announced) and the resync stopped it after the outage: not moved.
+		{At: t0.Add(-time.Minute), Op: OpDelete, Object: "deleted"},
 	}
 	m := movedByOutage(before, after, journal)
 	if m.Considered != 6 || m.OtherReplica != 2 || m.SameReplica != 1 || m.None != 1 || m.ClaimOnly != 1 || m.Total() != 5 {
