@@ -6,12 +6,10 @@ import (
 	"log/slog"
 	"time"
 
-	"google.golang.org/grpc/codes"
-	grpcstatus "google.golang.org/grpc/status"
-
 	"github.com/ambient-code/control-plane/libs/logkey"
 	"github.com/ambient-code/control-plane/libs/session"
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
+	"github.com/ambient-code/control-plane/services/runner-manager/internal/supervise"
 )
 
 // resync reads every session and reconciles the selected ones that need
@@ -40,23 +38,29 @@ func (r *Reconciler) resync(ctx context.Context) {
 	r.stopOrphans(ctx, listed)
 }
 
-// stopOrphans stops the local runners whose session is gone from the API.
-// A runner missing from the list may have started after it was read, so
-// each one is confirmed with a read of its own before it is stopped.
+// stopOrphans stops the local runners whose session is gone from the API
+// (wantedHere). A runner missing from the list may have started after it
+// was read, so each one is confirmed with a read of its own, under the
+// session lock, before it is stopped.
 func (r *Reconciler) stopOrphans(ctx context.Context, listed map[string]bool) {
 	for _, rn := range r.sup.Runners() {
 		if ctx.Err() != nil || listed[rn.ID()] {
 			continue
 		}
-		log := r.log.With(slog.String(logkey.SessionID, rn.ID()))
-		_, err := r.api.GetSession(ctx, rn.ID())
-		switch {
-		case grpcstatus.Code(err) == codes.NotFound:
-			log.Info("resync: session deleted without an event reaching this replica; stopping its runner")
-			rn.RequestStop(ctx, true)
-		case err != nil && ctx.Err() == nil:
-			log.Warn("resync: read session of a local runner", slog.String(logkey.Err, err.Error()))
-		}
+		r.stopIfUnwanted(ctx, rn)
+	}
+}
+
+// stopIfUnwanted runs wantedHere for rn under its session lock.
+func (r *Reconciler) stopIfUnwanted(ctx context.Context, rn *supervise.Runner) {
+	unlock := r.sup.Lock(rn.ID())
+	defer unlock()
+	if r.sup.Get(rn.ID()) != rn {
+		return // finished meanwhile
+	}
+	log := r.log.With(slog.String(logkey.SessionID, rn.ID()))
+	if err := r.wantedHere(ctx, log, rn); err != nil && ctx.Err() == nil {
+		log.Warn("resync: check the session of a local runner", slog.String(logkey.Err, err.Error()))
 	}
 }
 

@@ -101,14 +101,16 @@ func (r *Reconciler) checkOwnership(ctx context.Context, rn *supervise.Runner) {
 	}
 }
 
-// wantedHere reads the session of a runner whose record had vanished and
-// stops the runner when the session no longer wants it: deleted (no phase
-// written), over (no phase written), or Stopping (it ends Stopped).
+// wantedHere reads the session of a runner no event vouches for (its
+// record had vanished, or the resync's list lacked it) and stops the
+// runner when the session no longer wants it: deleted (no phase written),
+// over (no phase written), or Stopping (it ends Stopped). Callers hold the
+// session lock.
 func (r *Reconciler) wantedHere(ctx context.Context, log *slog.Logger, rn *supervise.Runner) error {
 	fresh, err := r.api.GetSession(ctx, rn.ID())
 	switch {
 	case grpcstatus.Code(err) == codes.NotFound:
-		log.Info("session deleted while this replica was away: stopping its runner")
+		log.Info("session deleted without an event reaching this replica: stopping its runner")
 		rn.RequestStop(ctx, true)
 		return nil
 	case err != nil:
@@ -118,7 +120,7 @@ func (r *Reconciler) wantedHere(ctx context.Context, log *slog.Logger, rn *super
 	case p == session.PhaseStopping:
 		return r.stopSession(ctx, log, rn.ID(), false, nil)
 	case p.Terminal():
-		log.Info("session over while this replica was away: stopping its runner", slog.String("current_phase", string(p)))
+		log.Info("session over without an event reaching this replica: stopping its runner", slog.String("current_phase", string(p)))
 		rn.RequestStop(ctx, true)
 	}
 	return nil
