@@ -642,7 +642,11 @@ func runPermissionScenario(t *testing.T, url string, s natsSetup) {
 		}
 		// A new leader reads the stream's tail (publish.Tail).
 		n := 0
-		if err := bus.ReadStream(ctx, inf.js, events.StreamName, events.FilterSubject(events.SubjectPrefix, eventsv1.Resource_RESOURCE_SESSIONS), 1,
+		live, err := inf.js.Stream(ctx, events.StreamName)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := bus.ReadStream(ctx, live, events.FilterSubject(events.SubjectPrefix, eventsv1.Resource_RESOURCE_SESSIONS), 1,
 			func(jetstream.Msg) { n++ }); err != nil || n != 1 {
 			t.Fatalf("read the events' tail: %d events, %v", n, err)
 		}
@@ -673,7 +677,11 @@ func runPermissionScenario(t *testing.T, url string, s natsSetup) {
 				t.Fatal(err)
 			}
 			n := 0
-			if err := bus.ReadStream(ctx, sh.js, shadowStream, events.FilterSubject(shadowPrefix, eventsv1.Resource_RESOURCE_SESSIONS), 1,
+			shadow, err := sh.js.Stream(ctx, shadowStream)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := bus.ReadStream(ctx, shadow, events.FilterSubject(shadowPrefix, eventsv1.Resource_RESOURCE_SESSIONS), 1,
 				func(jetstream.Msg) { n++ }); err != nil || n != 1 {
 				t.Fatalf("read the shadow events' tail: %d events, %v", n, err)
 			}

@@ -204,14 +204,23 @@ type initialSet struct {
 }
 
 func (s *initialSet) add(e jetstream.KeyValueEntry) {
+	s.keep(e)
+	s.pending, s.any = e.Delta(), true
+}
+
+// keep records e unless the set holds a newer entry of its key.
+func (s *initialSet) keep(e jetstream.KeyValueEntry) {
 	if s.last == nil {
 		s.last = map[string]jetstream.KeyValueEntry{}
 	}
-	if _, seen := s.last[e.Key()]; !seen {
+	old, seen := s.last[e.Key()]
+	switch {
+	case !seen:
 		s.order = append(s.order, e.Key())
+		s.last[e.Key()] = e
+	case e.Revision() > old.Revision():
+		s.last[e.Key()] = e
 	}
-	s.last[e.Key()] = e
-	s.pending, s.any = e.Delta(), true
 }
 
 // caughtUp reports whether nothing was pending after the last entry (or
@@ -220,30 +229,17 @@ func (s *initialSet) caughtUp() bool { return !s.any || s.pending == 0 }
 
 // merge adds es, each key's entry of the higher revision winning.
 func (s *initialSet) merge(es []jetstream.KeyValueEntry) {
-	if s.last == nil {
-		s.last = map[string]jetstream.KeyValueEntry{}
-	}
 	for _, e := range es {
-		old, seen := s.last[e.Key()]
-		switch {
-		case !seen:
-			s.order = append(s.order, e.Key())
-			s.last[e.Key()] = e
-		case e.Revision() > old.Revision():
-			s.last[e.Key()] = e
-		}
+		s.keep(e)
 	}
 }
 
 // live returns the set without delete and purge markers (never nil).
 func (s *initialSet) live() []jetstream.KeyValueEntry {
-	out := make([]jetstream.KeyValueEntry, 0, len(s.order))
-	for _, k := range s.order {
-		if op := s.last[k].Operation(); op != jetstream.KeyValueDelete && op != jetstream.KeyValuePurge {
-			out = append(out, s.last[k])
-		}
-	}
-	return out
+	return slices.DeleteFunc(s.entries(), func(e jetstream.KeyValueEntry) bool {
+		op := e.Operation()
+		return op == jetstream.KeyValueDelete || op == jetstream.KeyValuePurge
+	})
 }
 
 // entries returns the set (never nil).

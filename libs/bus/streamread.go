@@ -20,12 +20,10 @@ const (
 // consumer that acknowledges nothing and is deleted afterwards (the
 // informer reads its events' tail this way when it begins to lead: the
 // NATS user needs CONSUMER.CREATE, MSG.NEXT and DELETE on the stream). It
-// returns the JetStream error, or ctx's.
-func ReadStream(ctx context.Context, js jetstream.JetStream, stream, filter string, start uint64, fn func(jetstream.Msg)) error {
-	s, err := js.Stream(ctx, stream)
-	if err != nil {
-		return fmt.Errorf("read stream %s: %w", stream, err)
-	}
+// returns the JetStream error, or ctx's. s is the stream as looked up by
+// the caller, who usually needs its state to choose start.
+func ReadStream(ctx context.Context, s jetstream.Stream, filter string, start uint64, fn func(jetstream.Msg)) error {
+	stream := s.CachedInfo().Config.Name
 	cons, err := s.CreateConsumer(ctx, jetstream.ConsumerConfig{
 		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
 		OptStartSeq:       max(start, 1),

@@ -24,7 +24,7 @@ func TestReadStream(t *testing.T) {
 	read := func(filter string, start uint64) []string {
 		t.Helper()
 		var got []string
-		if err := bus.ReadStream(ctx, js, "S", filter, start, func(m jetstream.Msg) { got = append(got, string(m.Data())) }); err != nil {
+		if err := bus.ReadStream(ctx, s, filter, start, func(m jetstream.Msg) { got = append(got, string(m.Data())) }); err != nil {
 			t.Fatal(err)
 		}
 		return got

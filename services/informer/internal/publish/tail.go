@@ -50,7 +50,7 @@ func Tail[T events.APIObject](ctx context.Context, p *Publisher, seq uint64) (ma
 		return out, nil
 	}
 	filter := events.FilterSubject(p.cfg.Prefix, events.ResourceOf[T]())
-	if err := bus.ReadStream(ctx, p.js, p.cfg.Stream, filter, start, func(m jetstream.Msg) { apply(out, m) }); err != nil {
+	if err := bus.ReadStream(ctx, stream, filter, start, func(m jetstream.Msg) { apply(out, m) }); err != nil {
 		return nil, fmt.Errorf("read the tail: %w", err)
 	}
 	return out, nil
