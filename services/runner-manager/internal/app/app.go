@@ -123,6 +123,7 @@ func reconcileConfig(cfg config.Config) reconcile.Config {
 		Member: cfg.Group.Member, AdvertiseHost: cfg.AdvertiseHost, Selector: cfg.Selector,
 		Health:    runner.HealthPolicy{Host: "127.0.0.1", Interval: cfg.HealthInterval, Attempts: cfg.HealthAttempts, FirstDelay: healthFirstDelay},
 		StopGrace: cfg.StopGrace, SweepInterval: cfg.SweepInterval, LostPolicy: cfg.LostPolicy, ResyncInterval: cfg.ResyncInterval,
-		MarkerTTL: cfg.MarkerTTL,
+		CheckInterval: cfg.CheckInterval,
+		MarkerTTL:     cfg.MarkerTTL,
 	}
 }

@@ -41,6 +41,7 @@ const (
 	EnvLostPolicy     = "RUNNER_LOST_POLICY"
 	EnvSweepInterval  = "RUNNER_SWEEP_INTERVAL"
 	EnvResyncInterval = "RUNNER_RESYNC_INTERVAL"
+	EnvCheckInterval  = "RUNNER_CHECK_INTERVAL"
 	EnvMarkerTTL      = "RUNNERS_MARKER_TTL"
 )
 
@@ -61,6 +62,10 @@ const (
 	DefaultLostPolicy     = "restart"
 	DefaultSweepInterval  = 5 * time.Second
 	DefaultResyncInterval = time.Minute
+	// DefaultCheckInterval bounds how long a local runner outlives a
+	// delete that no event announced: one API read per local runner each
+	// interval.
+	DefaultCheckInterval = 10 * time.Second
 	// DefaultMarkerTTL: how long the marker of a released claim stays in
 	// KV ambient-runners. Nothing reads markers (a watcher that reconnects
 	// reads the live keys afresh); one that reconnects within the TTL still
@@ -106,6 +111,7 @@ type Config struct {
 	LostPolicy     string
 	SweepInterval  time.Duration
 	ResyncInterval time.Duration
+	CheckInterval  time.Duration
 	// MarkerTTL is how long a released claim's marker stays in the
 	// registry bucket (at least 1s, the server's resolution).
 	MarkerTTL time.Duration
@@ -144,6 +150,7 @@ func Load(lookup envconfig.LookupFunc, hostEnv []string) (Config, error) {
 		LostPolicy:     l.Enum(EnvLostPolicy, DefaultLostPolicy, "restart", "fail"),
 		SweepInterval:  l.Duration(EnvSweepInterval, DefaultSweepInterval),
 		ResyncInterval: l.Duration(EnvResyncInterval, DefaultResyncInterval),
+		CheckInterval:  l.Duration(EnvCheckInterval, DefaultCheckInterval),
 		MarkerTTL:      l.Duration(EnvMarkerTTL, DefaultMarkerTTL),
 	}
 	projects, label := l.List(EnvProjects, []string{DefaultProjects}), l.String(EnvSessionLabel, "")
@@ -165,8 +172,10 @@ func Load(lookup envconfig.LookupFunc, hostEnv []string) (Config, error) {
 	if c.MarkerTTL < time.Second {
 		l.Invalid(EnvMarkerTTL, "a duration of at least 1s", c.MarkerTTL.String(), nil)
 	}
-	if c.ResyncInterval < 0 {
-		l.Invalid(EnvResyncInterval, "a duration >= 0 (0 disables)", c.ResyncInterval.String(), nil)
+	for name, d := range map[string]time.Duration{EnvResyncInterval: c.ResyncInterval, EnvCheckInterval: c.CheckInterval} {
+		if d < 0 {
+			l.Invalid(name, "a duration >= 0 (0 disables)", d.String(), nil)
+		}
 	}
 	for _, e := range c.EnvAllow {
 		if !validEnvAllowEntry(e) {

@@ -39,6 +39,7 @@ func TestLoad(t *testing.T) {
 				c.PortLow != 9100 || c.PortHigh != 9199 || c.MaxSessions != 10 || c.StopGrace != 10*time.Second ||
 				c.HealthInterval != 500*time.Millisecond || c.HealthAttempts != 30 || c.BossSpace != "default" ||
 				c.AdvertiseHost != "127.0.0.1" || c.Selector.String() != "all" || c.LostPolicy != "restart" ||
+				c.ResyncInterval != time.Minute || c.CheckInterval != 10*time.Second ||
 				c.Group.Group != "runner-manager" || c.Group.AckWait != 30*time.Second || c.Group.Member != "rm-0" || c.NATS.Name != "runner-manager/rm-0" {
 				t.Fatalf("defaults = %+v", c)
 			}
@@ -71,6 +72,12 @@ func TestLoad(t *testing.T) {
 		{"extra env allow-list", with(EnvRunnerEnvAllow, "DEMO_HOST, HTTPS_PROXY,GOOGLE_*"), nil, func(t *testing.T, c Config) {
 			if !slices.Equal(c.EnvAllow, []string{"DEMO_HOST", "HTTPS_PROXY", "GOOGLE_*"}) {
 				t.Fatalf("EnvAllow = %q", c.EnvAllow)
+			}
+		}},
+		{"negative intervals", with(EnvResyncInterval, "-1s", EnvCheckInterval, "-5s"), []string{EnvResyncInterval, EnvCheckInterval}, nil},
+		{"check disabled", with(EnvCheckInterval, "0"), nil, func(t *testing.T, c Config) {
+			if c.CheckInterval != 0 {
+				t.Fatalf("CheckInterval = %v", c.CheckInterval)
 			}
 		}},
 		{"allow-everything refused", with(EnvRunnerEnvAllow, "DEMO_HOST,*"), []string{EnvRunnerEnvAllow}, nil},

@@ -82,6 +82,7 @@ type replicaOpts struct {
 	hostEnv   []string
 	noCleanup bool
 	resync    time.Duration
+	check     time.Duration
 }
 
 func (e *env) replica(o replicaOpts) *replica {
@@ -131,7 +132,7 @@ func (e *env) replica(o replicaOpts) *replica {
 		t.Fatal(err)
 	}
 	rec, err := New(Config{Member: o.member, AdvertiseHost: "127.0.0.1", Selector: o.selector, Health: o.health,
-		StopGrace: o.grace, SweepInterval: 200 * time.Millisecond, LostPolicy: o.lost, ResyncInterval: o.resync, MarkerTTL: time.Second},
+		StopGrace: o.grace, SweepInterval: 200 * time.Millisecond, LostPolicy: o.lost, ResyncInterval: o.resync, CheckInterval: o.check, MarkerTTL: time.Second},
 		Deps{API: o.api, Runners: e.runners, Members: members, Manager: mgr, Log: log})
 	if err != nil {
 		t.Fatal(err)

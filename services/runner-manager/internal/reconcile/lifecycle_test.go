@@ -465,7 +465,7 @@ func TestPhaseWriteRetriedAfterOutage(t *testing.T) {
 
 // A session whose labels move it to another executor loses its runner here
 // at once (on the event) without a phase write; with no event on this
-// replica, the resync finds it.
+// replica, the resync or the runner check finds it.
 func TestDeselectedSessionLosesRunner(t *testing.T) {
 	t.Parallel()
 	local := func(r *ambientv1.CreateSessionRequest) { r.Labels = proto.String(`{"executor":"local"}`) }
@@ -510,5 +510,19 @@ func TestDeselectedSessionLosesRunner(t *testing.T) {
 		e.startRunning(rp, s)
 		relabel(e, id) // no event reaches the replica
 		e.waitNoClaim(id)
+	})
+
+	t.Run("check", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t)
+		rp := e.replica(replicaOpts{selector: sel, check: 200 * time.Millisecond})
+		s := e.create("moves quietly, no resync", local)
+		id := s.GetMetadata().GetId()
+		e.startRunning(rp, s)
+		relabel(e, id) // no event reaches the replica, and no resync runs
+		e.waitNoClaim(id)
+		if p := session.PhaseOf(e.get(id)); p != session.PhaseRunning {
+			t.Fatalf("phase = %q: the deselected session's status was written", p)
+		}
 	})
 }

@@ -66,6 +66,12 @@ type Config struct {
 	// whose events were dead-lettered) and to find Creating/Running
 	// sessions with no runner anywhere. 0 disables it.
 	ResyncInterval time.Duration
+	// CheckInterval is how often the session of every local runner is read
+	// from the API (one read per runner), so a session deleted or ended
+	// without any event reaching this replica (created and deleted while
+	// no informer led, a dead-lettered DELETED) stops its runner within
+	// this interval rather than the resync's. 0 disables it.
+	CheckInterval time.Duration
 	// MarkerTTL, when > 0, is how long the marker of a released claim
 	// stays in the registry bucket (which needs LimitMarkerTTL); 0 leaves
 	// delete markers for ever.
@@ -167,7 +173,7 @@ func (r *Reconciler) Run(ctx context.Context) error {
 	return errors.Join(err, r.sup.Shutdown(ctx))
 }
 
-// loop runs the periodic sweep and resync, and starts queued sessions when
+// loop runs the periodic sweep, resync and runner check, and starts queued sessions when
 // capacity frees up.
 func (r *Reconciler) loop(ctx context.Context) error {
 	r.sweep(ctx) // at start-up: recover claims left by a previous incarnation
@@ -179,6 +185,12 @@ func (r *Reconciler) loop(ctx context.Context) error {
 		defer rt.Stop()
 		resync = rt.C
 	}
+	var check <-chan time.Time // nil (never fires) when disabled
+	if r.cfg.CheckInterval > 0 {
+		ct := time.NewTicker(r.cfg.CheckInterval)
+		defer ct.Stop()
+		check = ct.C
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -187,6 +199,8 @@ func (r *Reconciler) loop(ctx context.Context) error {
 			r.sweep(ctx)
 		case <-resync:
 			r.resync(ctx)
+		case <-check:
+			r.checkRunners(ctx)
 		case <-r.queue.Wake():
 			r.startWaiting(ctx)
 		}

@@ -247,3 +247,32 @@ func TestResyncStopsRunnersOfDeletedSessions(t *testing.T) {
 		return nil
 	})
 }
+
+// TestCheckStopsRunnersOfSessionsGoneWithoutEvent: a session deleted, and
+// another ended, with no event reaching the replica and no resync (the
+// case of a session created and deleted while no informer led) stop their
+// runners within the runner check's interval.
+func TestCheckStopsRunnersOfSessionsGoneWithoutEvent(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	rp := e.replica(replicaOpts{check: 200 * time.Millisecond})
+	deleted, ended := e.create("deleted unannounced"), e.create("ended unannounced")
+	recDeleted, recEnded := e.startRunning(rp, deleted), e.startRunning(rp, ended)
+	if err := e.client.DeleteSession(t.Context(), deleted.GetMetadata().GetId()); err != nil {
+		t.Fatal(err)
+	}
+	e.setPhase(ended.GetMetadata().GetId(), session.PhaseCompleted)
+	e.waitNoClaim(deleted.GetMetadata().GetId())
+	e.waitNoClaim(ended.GetMetadata().GetId())
+	testenv.Eventually(t, 5*time.Second, func() error {
+		for _, rec := range []registry.Record{recDeleted, recEnded} {
+			if pidAlive(rec.PID) {
+				return fmt.Errorf("runner %d of %s alive after its session went", rec.PID, rec.SessionID)
+			}
+		}
+		return nil
+	})
+	if p := session.PhaseOf(e.get(ended.GetMetadata().GetId())); p != session.PhaseCompleted {
+		t.Fatalf("ended session's phase = %s, want Completed left alone", p)
+	}
+}

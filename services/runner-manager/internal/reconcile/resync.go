@@ -51,6 +51,18 @@ func (r *Reconciler) stopOrphans(ctx context.Context, listed map[string]bool) {
 	}
 }
 
+// checkRunners reads the session of every local runner and stops the
+// runners whose session is gone, over or Stopping (wantedHere). It is the
+// resync's orphan check without the list: one read per local runner (at
+// most LOCAL_MAX_SESSIONS) instead of every session, so it can run every
+// few seconds and bound how long a runner outlives a delete no event
+// announced.
+func (r *Reconciler) checkRunners(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, max(r.cfg.CheckInterval, 5*time.Second))
+	defer cancel()
+	r.stopOrphans(ctx, nil)
+}
+
 // stopIfUnwanted runs wantedHere for rn under its session lock.
 func (r *Reconciler) stopIfUnwanted(ctx context.Context, rn *supervise.Runner) {
 	unlock := r.sup.Lock(rn.ID())
@@ -60,7 +72,7 @@ func (r *Reconciler) stopIfUnwanted(ctx context.Context, rn *supervise.Runner) {
 	}
 	log := r.log.With(slog.String(logkey.SessionID, rn.ID()))
 	if err := r.wantedHere(ctx, log, rn); err != nil && ctx.Err() == nil {
-		log.Warn("resync: check the session of a local runner", slog.String(logkey.Err, err.Error()))
+		log.Warn("check the session of a local runner", slog.String(logkey.Err, err.Error()))
 	}
 }
 

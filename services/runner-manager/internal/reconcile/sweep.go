@@ -104,8 +104,8 @@ func (r *Reconciler) checkOwnership(ctx context.Context, rn *supervise.Runner) {
 // wantedHere reads the session of a runner no event vouches for (its
 // record had vanished, or the resync's list lacked it) and stops the
 // runner when the session no longer wants it: deleted (no phase written),
-// over (no phase written), or Stopping (it ends Stopped). Callers hold the
-// session lock.
+// no longer selected here (deselect), over (no phase written), or Stopping
+// (it ends Stopped). Callers hold the session lock.
 func (r *Reconciler) wantedHere(ctx context.Context, log *slog.Logger, rn *supervise.Runner) error {
 	fresh, err := r.api.GetSession(ctx, rn.ID())
 	switch {
@@ -117,6 +117,8 @@ func (r *Reconciler) wantedHere(ctx context.Context, log *slog.Logger, rn *super
 		return err
 	}
 	switch p := session.PhaseOf(fresh); {
+	case !r.cfg.Selector.Selects(fresh):
+		return r.deselect(ctx, log, rn.ID(), p)
 	case p == session.PhaseStopping:
 		return r.stopSession(ctx, log, rn.ID(), false, nil)
 	case p.Terminal():
