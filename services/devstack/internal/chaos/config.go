@@ -46,7 +46,11 @@ type Config struct {
 	// KubeResync is kube-reconciler's RESYNC_INTERVAL: what a dead-lettered
 	// change waits for its repair, so it must be shorter than ConvergeBound.
 	KubeResync time.Duration
-	Warmup     time.Duration
+	// InformerAudit is the informers' KV_AUDIT_INTERVAL: how long an
+	// objects-bucket entry a NATS store rebuild brought back can mislead
+	// readers (nats-server#8505), so it too must be well below ConvergeBound.
+	InformerAudit time.Duration
+	Warmup        time.Duration
 
 	ConvergeTimeout time.Duration
 	// ConvergeBound is the pass mark: converged within it after the last
@@ -108,6 +112,7 @@ func ParseFlags(args []string, w io.Writer) (Config, error) {
 	fs.DurationVar(&c.KubeOutage, "kube-outage", 0, "how long kube-apiserver stays down (0: kube-reconciler's retry budget + 30s)")
 	fs.IntVar(&c.KubeMaxDeliver, "kube-max-deliver", 0, "kube-reconciler GROUP_MAX_DELIVER (0: the service default 5; short: 3)")
 	fs.DurationVar(&c.KubeResync, "kube-resync", 15*time.Second, "kube-reconciler RESYNC_INTERVAL: repairs what its dead letters missed (below --converge-bound)")
+	fs.DurationVar(&c.InformerAudit, "informer-kv-audit", 10*time.Second, "informer KV_AUDIT_INTERVAL: repairs objects-bucket entries a NATS store rebuild brought back (below --converge-bound)")
 	fs.DurationVar(&c.Warmup, "warmup", 20*time.Second, "changes before the first fault")
 	fs.DurationVar(&c.ConvergeTimeout, "converge-timeout", 0, "how long to wait for the system to converge after the last fault (0: 5m; short: 2m): long enough to tell late from lost")
 	fs.DurationVar(&c.ConvergeBound, "converge-bound", 30*time.Second, "the pass mark: converged within this after the last fault (issue 14 acceptance: 30s)")

@@ -220,8 +220,9 @@ func (s *system) addServices(localProjects, kubeProjects []string) error {
 	var decls []decl
 	for r := range serviceReplicas {
 		decls = append(decls, decl{svcInformer, r, map[string]string{
-			"INSTANCE_ID":     instanceName(svcInformer, r),
-			"STREAM_REPLICAS": strconv.Itoa(natsReplicas),
+			"INSTANCE_ID":       instanceName(svcInformer, r),
+			"STREAM_REPLICAS":   strconv.Itoa(natsReplicas),
+			"KV_AUDIT_INTERVAL": s.cfg.InformerAudit.String(),
 		}})
 	}
 	decls = append(decls, decl{svcEventTally, 0, map[string]string{"MEMBER_ID": instanceName(svcEventTally, 0)}})

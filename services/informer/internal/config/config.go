@@ -33,6 +33,7 @@ const (
 	EnvBackoffMax     = "WATCH_BACKOFF_MAX"
 	EnvInstanceID     = "INSTANCE_ID"
 	EnvMarkerTTL      = "OBJECTS_MARKER_TTL"
+	EnvAuditInterval  = "KV_AUDIT_INTERVAL"
 )
 
 // Defaults (mirrored in the Helm values and docs/configuration.md).
@@ -50,6 +51,11 @@ const (
 	// keys only, kube-reconciler's Get sees "not found" either way); a KV
 	// watcher that reconnects within the TTL still sees the delete.
 	DefaultMarkerTTL = time.Minute
+	// DefaultAuditInterval: how often the leader compares the objects
+	// bucket with what it published (controller.Resource.auditKV): a
+	// deleted object's entry brought back by a NATS server's store rebuild
+	// is gone again within this.
+	DefaultAuditInterval = time.Minute
 )
 
 // Config is the informer's whole configuration. Pass it by value.
@@ -78,6 +84,9 @@ type Config struct {
 	// MarkerTTL is how long a deleted object's marker stays in the objects
 	// bucket before the server removes it (>= 1s).
 	MarkerTTL time.Duration
+	// AuditInterval is how often the objects bucket is compared with the
+	// published state (0 disables it).
+	AuditInterval time.Duration
 
 	InstanceID string
 }
@@ -106,6 +115,7 @@ func Load(lookup envconfig.LookupFunc) (Config, error) {
 		BackoffInitial: l.Duration(EnvBackoffInitial, DefaultBackoffInitial),
 		BackoffMax:     l.Duration(EnvBackoffMax, DefaultBackoffMax),
 		MarkerTTL:      l.Duration(EnvMarkerTTL, DefaultMarkerTTL),
+		AuditInterval:  l.Duration(EnvAuditInterval, DefaultAuditInterval),
 		InstanceID:     l.String(EnvInstanceID, ""),
 	}
 	shadowSuffix := "-" + strings.ToLower(strings.ReplaceAll(c.Stream, "_", "-"))
@@ -150,6 +160,9 @@ func Load(lookup envconfig.LookupFunc) (Config, error) {
 	if c.MarkerTTL < time.Second {
 		// The server's smallest per-message TTL.
 		bad(EnvMarkerTTL, "a duration of at least 1s", c.MarkerTTL.String())
+	}
+	if c.AuditInterval < 0 {
+		bad(EnvAuditInterval, "a duration >= 0 (0 disables)", c.AuditInterval.String())
 	}
 	if c.StreamMaxAge <= 0 {
 		bad(EnvStreamMaxAge, "a positive duration", c.StreamMaxAge.String())

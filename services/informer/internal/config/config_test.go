@@ -34,7 +34,8 @@ func TestLoad(t *testing.T) {
 			check: func(t *testing.T, c Config) {
 				if c.API.Addr != apiclient.DefaultGRPCAddr || c.NATS.URL != bus.DefaultURL || c.LeaseTTL != DefaultLeaseTTL ||
 					c.ResyncPeriod != DefaultResyncPeriod || c.Stream != events.StreamName || c.SubjectPrefix != events.SubjectPrefix ||
-					c.ObjectsBucket != "ambient-objects" || c.LeaseKey != DefaultLeaseKey || c.Shadow() || c.Workers != DefaultWorkers {
+					c.ObjectsBucket != "ambient-objects" || c.LeaseKey != DefaultLeaseKey || c.Shadow() || c.Workers != DefaultWorkers ||
+					c.AuditInterval != time.Minute {
 					t.Errorf("defaults: %+v", c)
 				}
 			},
@@ -65,6 +66,7 @@ func TestLoad(t *testing.T) {
 			wantErr: []string{EnvLeaseTTL, apiclient.EnvGRPCUseTLS, bus.EnvNATSURL, service.EnvLogLevel, EnvWorkers}},
 		{name: "short lease", env: base(EnvLeaseTTL, "100ms"), wantErr: []string{EnvLeaseTTL}},
 		{name: "backoff order", env: base(EnvBackoffInitial, "10s", EnvBackoffMax, "1s"), wantErr: []string{EnvBackoffMax}},
+		{name: "negative audit interval", env: base(EnvAuditInterval, "-1s"), wantErr: []string{EnvAuditInterval}},
 		{name: "missing CA file", env: base(apiclient.EnvGRPCCAFile, "/does/not/exist"), wantErr: []string{apiclient.EnvGRPCCAFile}},
 	}
 	for _, tc := range tests {

@@ -25,6 +25,7 @@ const (
 	metricRelists      = "informer.relists"
 	metricStale        = "informer.watch.stale"
 	metricUnknownDel   = "informer.watch.unknown_deletes"
+	metricKVRepairs    = "informer.kv.repairs"
 	metricCacheObjects = "informer.cache.objects"
 	metricQueueDepth   = "informer.queue.depth"
 	metricLeader       = "informer.lease.leader"
@@ -53,6 +54,9 @@ type Metrics struct {
 	relists       metric.Int64Counter
 	stale         metric.Int64Counter
 	unknownDel    metric.Int64Counter
+	// kvRepairs counts KV entries the audit found disagreeing with what
+	// was published (auditKV).
+	kvRepairs metric.Int64Counter
 	// byKind holds the attribute options of each [resource][event type]:
 	// made once, they cost nothing per event.
 	byKind [4][4]publishAttrs
@@ -78,7 +82,9 @@ func NewMetrics(m metric.Meter) (*Metrics, error) {
 		reconnects:    counter(metricReconnects, "Watch streams that ended or failed and were reopened."),
 		relists:       counter(metricRelists, "Completed full lists (start, reconnect, resync)."),
 		stale:         counter(metricStale, "Watch events dropped because they were not newer than the cache."),
-		unknownDel:    counter(metricUnknownDel, "DELETED watch events for ids never seen (ignored)."),
+		kvRepairs: counter(metricKVRepairs, "Objects bucket entries found disagreeing with the published state (an entry of a deleted object back, "+
+			"or a published object's entry gone) and written again."),
+		unknownDel: counter(metricUnknownDel, "DELETED watch events for ids never seen (ignored)."),
 	}
 	h, err := m.Float64Histogram(metricPublishTime, metric.WithUnit("s"),
 		metric.WithDescription("Time from publish to JetStream ack."),

@@ -41,6 +41,10 @@ type Config struct {
 	Workers int
 	// Watch tunes the watch loop (reconnect backoff, resync).
 	Watch watch.Config
+	// AuditInterval is how often the leader compares the objects bucket
+	// with what it published and writes the entries that disagree again
+	// (auditKV); 0 disables it.
+	AuditInterval time.Duration
 }
 
 // Reporter puts the reason on an object whose state consumers cannot get
@@ -172,6 +176,7 @@ func (r *Resource[T]) Lead(ctx context.Context) error {
 		q.Add(id)
 	}
 	g.Go(func() error { return r.checkKV(gctx, t) })
+	g.Go(func() error { return r.auditKV(gctx, store, w, t) })
 	for range r.cfg.Workers {
 		g.Go(func() error { return r.work(gctx, store, q, t) })
 	}

@@ -419,6 +419,28 @@ func (s *Store[T]) Published(c Change[T]) bool {
 	return e.dirty()
 }
 
+// Disagreeing returns the ids whose presence in the persisted cache
+// (stored: the ids KV holds a live entry for) differs from their published
+// state: an entry of an object whose delete was published, of an id the
+// store does not know, or no entry for a published object. Ids with a
+// change pending are left out: their publish writes KV anyway.
+func (s *Store[T]) Disagreeing(stored map[string]bool) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for id, e := range s.entries {
+		if !e.dirty() && present(e.published) != stored[id] {
+			out = append(out, id)
+		}
+	}
+	for id := range stored {
+		if _, known := s.entries[id]; !known {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
 // Len returns the number of objects that currently exist (desired state).
 func (s *Store[T]) Len() int {
 	s.mu.Lock()
