@@ -113,6 +113,9 @@ func (m *Members) Settled() bool {
 // a failed leave.
 func (m *Members) Hold(ctx context.Context, fn func(ctx context.Context) error) error {
 	if err := m.Beat(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil // shut down before it began: nothing held, nothing failed
+		}
 		return err
 	}
 	bctx, stop := context.WithCancel(context.WithoutCancel(ctx))

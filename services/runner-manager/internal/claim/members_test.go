@@ -135,3 +135,17 @@ func TestHoldOutlivesCtx(t *testing.T) {
 		t.Fatalf("holder alive after Hold returned: %v, %v", ok, err)
 	}
 }
+
+// A replica shut down before its first beat landed is not an error: Hold
+// returns nil without calling fn (CI saw "heartbeat rm-0: context canceled"
+// from a test replica stopped at once).
+func TestHoldCancelledBeforeFirstBeat(t *testing.T) {
+	t.Parallel()
+	_, ms := members(t, "holder")
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	called := false
+	if err := ms[0].Hold(ctx, func(context.Context) error { called = true; return nil }); err != nil || called {
+		t.Fatalf("Hold = %v, fn called %v; want nil, not called", err, called)
+	}
+}
