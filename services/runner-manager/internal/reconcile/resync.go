@@ -52,21 +52,40 @@ func (r *Reconciler) stopOrphans(ctx context.Context, listed map[string]bool) {
 }
 
 // checkRunners reads the session of every local runner and stops the
-// runners whose session is gone, over or Stopping (wantedHere). It is the
-// resync's orphan check without the list: one read per local runner (at
+// runners whose session is gone, over, Stopping or deselected (wantedHere).
+// It is the resync's orphan check without the list: one read per local runner (at
 // most LOCAL_MAX_SESSIONS) instead of every session, so it can run every
 // few seconds and bound how long a runner outlives a delete no event
 // announced.
+//
+// A session someone holds the lock of (a start waiting for its runner's
+// health, a stop, an event) is skipped until the next check: waiting for
+// it would stall the loop that also sweeps claims and starts queued
+// sessions, for up to a health deadline per starting runner.
 func (r *Reconciler) checkRunners(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, max(r.cfg.CheckInterval, 5*time.Second))
 	defer cancel()
-	r.stopOrphans(ctx, nil)
+	for _, rn := range r.sup.Runners() {
+		if ctx.Err() != nil {
+			return
+		}
+		if unlock, ok := r.sup.TryLock(rn.ID()); ok {
+			r.checkLocked(ctx, rn)
+			unlock()
+		}
+	}
 }
 
 // stopIfUnwanted runs wantedHere for rn under its session lock.
 func (r *Reconciler) stopIfUnwanted(ctx context.Context, rn *supervise.Runner) {
 	unlock := r.sup.Lock(rn.ID())
 	defer unlock()
+	r.checkLocked(ctx, rn)
+}
+
+// checkLocked runs wantedHere for rn unless it finished meanwhile; the
+// caller holds rn's session lock.
+func (r *Reconciler) checkLocked(ctx context.Context, rn *supervise.Runner) {
 	if r.sup.Get(rn.ID()) != rn {
 		return // finished meanwhile
 	}

@@ -119,6 +119,11 @@ func New(cfg Config, d Deps) (*Supervisor, error) {
 // supervisors and the sweep, and returns the unlock func.
 func (s *Supervisor) Lock(id string) (unlock func()) { return s.locks.lock(id) }
 
+// TryLock is Lock for callers that would rather skip a session someone is
+// acting on (a start waiting for its runner's health, a stop) than wait:
+// ok is false, and nothing is held, when the session is locked.
+func (s *Supervisor) TryLock(id string) (unlock func(), ok bool) { return s.locks.tryLock(id) }
+
 // Get returns the runner of session id if it runs here.
 func (s *Supervisor) Get(id string) *Runner {
 	s.mu.Lock()
