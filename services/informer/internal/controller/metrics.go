@@ -82,9 +82,9 @@ func NewMetrics(m metric.Meter) (*Metrics, error) {
 		reconnects:    counter(metricReconnects, "Watch streams that ended or failed and were reopened."),
 		relists:       counter(metricRelists, "Completed full lists (start, reconnect, resync)."),
 		stale:         counter(metricStale, "Watch events dropped because they were not newer than the cache."),
+		unknownDel:    counter(metricUnknownDel, "DELETED watch events for ids never seen (ignored)."),
 		kvRepairs: counter(metricKVRepairs, "Objects bucket entries found disagreeing with the published state (an entry of a deleted object back, "+
 			"or a published object's entry gone) and written again."),
-		unknownDel: counter(metricUnknownDel, "DELETED watch events for ids never seen (ignored)."),
 	}
 	h, err := m.Float64Histogram(metricPublishTime, metric.WithUnit("s"),
 		metric.WithDescription("Time from publish to JetStream ack."),

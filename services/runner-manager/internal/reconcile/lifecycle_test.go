@@ -501,28 +501,24 @@ func TestDeselectedSessionLosesRunner(t *testing.T) {
 		}
 	})
 
-	t.Run("resync", func(t *testing.T) {
-		t.Parallel()
-		e := newEnv(t)
-		rp := e.replica(replicaOpts{selector: sel, resync: 200 * time.Millisecond})
-		s := e.create("moves quietly", local)
-		id := s.GetMetadata().GetId()
-		e.startRunning(rp, s)
-		relabel(e, id) // no event reaches the replica
-		e.waitNoClaim(id)
-	})
-
-	t.Run("check", func(t *testing.T) {
-		t.Parallel()
-		e := newEnv(t)
-		rp := e.replica(replicaOpts{selector: sel, check: 200 * time.Millisecond})
-		s := e.create("moves quietly, no resync", local)
-		id := s.GetMetadata().GetId()
-		e.startRunning(rp, s)
-		relabel(e, id) // no event reaches the replica, and no resync runs
-		e.waitNoClaim(id)
-		if p := session.PhaseOf(e.get(id)); p != session.PhaseRunning {
-			t.Fatalf("phase = %q: the deselected session's status was written", p)
-		}
-	})
+	// No event reaches the replica; the resync or, with no resync, the
+	// runner check finds the session deselected.
+	for name, o := range map[string]replicaOpts{
+		"resync": {selector: sel, resync: 200 * time.Millisecond},
+		"check":  {selector: sel, check: 200 * time.Millisecond},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t)
+			rp := e.replica(o)
+			s := e.create("moves quietly", local)
+			id := s.GetMetadata().GetId()
+			e.startRunning(rp, s)
+			relabel(e, id)
+			e.waitNoClaim(id)
+			if p := session.PhaseOf(e.get(id)); p != session.PhaseRunning {
+				t.Fatalf("phase = %q: the deselected session's status was written", p)
+			}
+		})
+	}
 }
