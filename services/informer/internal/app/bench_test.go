@@ -295,6 +295,37 @@ func (c *child) gauge(name string) float64 {
 	return -1
 }
 
+// counter sums the samples of a counter whose labels include labels (for
+// example `resource="sessions"`) from the child's /metrics; -1 when it
+// cannot be read.
+func (c *child) counter(name, labels string) float64 {
+	resp, err := http.Get("http://" + c.metrics + "/metrics")
+	if err != nil {
+		return -1
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	var sum float64
+	for sc.Scan() {
+		line := sc.Text()
+		rest, ok := strings.CutPrefix(line, name+"{")
+		if !ok || !strings.Contains(rest, labels) {
+			continue
+		}
+		_, value, ok := strings.Cut(rest, "} ")
+		if !ok {
+			return -1
+		}
+		v, err := strconv.ParseFloat(value, 64)
+		if err != nil {
+			return -1
+		}
+		sum += v
+	}
+	return sum
+}
+
 // BenchmarkInitialSync measures an informer's first sync of BENCH_SESSIONS
 // sessions: list, diff against an empty KV, publish and store each. The
 // informer runs as its own process (the real binary, built here), so its
