@@ -230,6 +230,10 @@ func peakRSSMB(pid int) float64 {
 // buildInformer builds the informer binary into a temporary directory.
 func buildInformer(b *testing.B) string {
 	b.Helper()
+	// Another build to compare with (main's, say), run by this benchmark.
+	if bin := os.Getenv("INFORMER_BENCH_BIN"); bin != "" {
+		return bin
+	}
 	bin := filepath.Join(b.TempDir(), "informer")
 	build := exec.Command("go", "build", "-o", bin, "github.com/ambient-code/control-plane/services/informer/cmd/informer")
 	if out, err := build.CombinedOutput(); err != nil {

@@ -21,6 +21,7 @@ import (
 	"github.com/ambient-code/control-plane/libs/group"
 	"github.com/ambient-code/control-plane/libs/testenv"
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
+	"github.com/ambient-code/control-plane/services/informer/internal/config"
 )
 
 // openLoopObjects is how many sessions the open-loop benchmark changes in
@@ -61,14 +62,18 @@ func openLoop(b *testing.B, bin string, rate int, dur time.Duration) {
 	b.Helper()
 	e := newBenchEnv(b)
 	e.seed(openLoopObjects)
-	// No periodic resync: a pass relists every session and holds the live
-	// events of its time until the list is done (about 0.1 s per 10,000
-	// sessions here), once per RESYNC_PERIOD (10 min by default), which a
-	// 10 s window would catch far more often than a user does. A starved
-	// machine can make the API drop watch events (its buffer holds 256 per
-	// watcher); without the resync they are never seen, and seen-ratio and
-	// api-dropped say so.
-	c := e.startChild(bin)
+	// No periodic resync unless BENCH_OPEN_LOOP_RESYNC asks for one (a Go
+	// duration): a pass relists every session, once per RESYNC_PERIOD (10
+	// min by default), which a 10 s window would catch far more often than
+	// a user does; the knob measures what a pass costs the live events. A
+	// starved machine can make the API drop watch events (its buffer holds
+	// 256 per watcher); without the resync they are never seen, and
+	// seen-ratio and api-dropped say so.
+	var extra []string
+	if v := os.Getenv("BENCH_OPEN_LOOP_RESYNC"); v != "" {
+		extra = append(extra, config.EnvResyncPeriod+"="+v)
+	}
+	c := e.startChild(bin, extra...)
 	defer c.stop(b)
 	e.waitCount(events.StreamName, openLoopObjects, 5*time.Minute)
 	ids := e.ids()

@@ -97,6 +97,7 @@ type Store[T events.APIObject] struct {
 	size     int               // guarded by mu; entries with a desired state
 	listings uint64            // guarded by mu; listings finished
 	projects map[string]string // guarded by mu; interned project ids
+	listing  *Listing[T]       // guarded by mu; the listing in progress, if any
 }
 
 // NewStore returns an empty store.
@@ -151,22 +152,39 @@ func (s *Store[T]) Load(published []T) (bad int) {
 // the whole list the desired state, clears every id the listing did not
 // see and applies the watch events buffered meanwhile, in one step. A
 // listing holds the list encoded, a fraction of its decoded size; the
-// store is not touched before Finish, so a list never publishes a state
-// already stale when the list ended. Only one listing of a store runs at a
-// time.
+// list's states are not in the store before Finish, so a list never
+// publishes a state already stale when the list ended.
+//
+// Live watch events may be applied (Apply) while the listing runs, so that
+// a relist, which takes seconds at 100,000 objects and comes with every
+// reconnect and resync, does not hold them back. The listing remembers the
+// ids they touched: for those the watch knows at least as much as a page
+// read before the event, so Finish keeps the store's state unless the
+// listed one is newer, and neither clears an id the list missed (created
+// after its page was read) nor brings back one deleted meanwhile. Only one
+// listing of a store runs at a time.
 type Listing[T events.APIObject] struct {
 	s     *Store[T]
 	ids   []string
 	items []state
 	// same lists ids listed in the state the store already wants: a relist
-	// of an unchanged table holds no bytes (desired states change only
-	// through the watch, whose events wait in the buffer while listing).
+	// of an unchanged table holds no bytes.
 	same []string
 	bad  int
+	// touched holds the ids live events changed since StartList; guarded by
+	// s.mu.
+	touched map[string]struct{}
 }
 
-// StartList starts a listing.
-func (s *Store[T]) StartList() *Listing[T] { return &Listing[T]{s: s} }
+// StartList starts a listing; it replaces one that was never finished (a
+// list that failed changes nothing).
+func (s *Store[T]) StartList() *Listing[T] {
+	l := &Listing[T]{s: s, touched: map[string]struct{}{}}
+	s.mu.Lock()
+	s.listing = l
+	s.mu.Unlock()
+	return l
+}
 
 // Expect tells the listing how many objects the list holds (the first
 // page's total), so its buffers and the store's map are sized once instead
@@ -237,6 +255,9 @@ func (l *Listing[T]) Finish(buffered []Observed[T]) Result {
 	s := l.s
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.listing == l {
+		s.listing = nil
+	}
 	s.listings++
 	num := s.listings
 	if n := len(l.items); n > 2*len(s.entries) {
@@ -251,16 +272,20 @@ func (l *Listing[T]) Finish(buffered []Observed[T]) Result {
 		}
 	}
 	for i, st := range l.items {
-		e := s.entry(l.ids[i])
+		id := l.ids[i]
+		e := s.entry(id)
 		if e.listed == num && st.Micros < e.desired.Micros {
 			continue
 		}
 		e.listed = num
+		if _, live := l.touched[id]; live && !newer(st, e.desired) {
+			continue // a live event during the list brought this or newer
+		}
 		s.setDesired(e, st)
 	}
 	l.ids, l.items, l.same = nil, nil, nil
-	for _, e := range s.entries {
-		if e.listed != num {
+	for id, e := range s.entries {
+		if _, live := l.touched[id]; e.listed != num && !live {
 			s.clearDesired(e)
 		}
 	}
@@ -302,8 +327,18 @@ func (s *Store[T]) Apply(ob Observed[T]) Result {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.listing != nil {
+		s.listing.touched[ob.ID] = struct{}{}
+	}
 	s.applyStateLocked(ob.ID, st, &r)
 	return r
+}
+
+// newer reports whether st should replace cur as a watch event would (see
+// applyStateLocked): cur is present, and st is not older and not the same
+// state. An absent cur (deleted) is never replaced: ids are never reused.
+func newer(st, cur state) bool {
+	return present(cur) && st.Micros >= cur.Micros && !cur.SameVersion(st)
 }
 
 // applyStateLocked applies one watch event; an absent st is a delete.

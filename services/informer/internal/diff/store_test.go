@@ -355,3 +355,48 @@ func TestStoreDisagreeing(t *testing.T) {
 		t.Fatalf("Disagreeing = %v, want %v", got, want)
 	}
 }
+
+// TestListingKeepsLiveEvents: watch events applied while a listing runs
+// (between its pages) are newer than the pages read before them, so Finish
+// keeps what they did: an update is not rolled back to the listed state, an
+// object created after its page was read is not cleared, and one deleted
+// after its page was read does not come back. A listed state newer than
+// the live one still wins (its own event is on the way).
+func TestListingKeepsLiveEvents(t *testing.T) {
+	t.Parallel()
+	for _, cached := range []bool{true, false} { // a relist, and the first list
+		t.Run(fmt.Sprintf("cached=%v", cached), func(t *testing.T) {
+			t.Parallel()
+			s := NewStore[*ambientv1.Session]()
+			if cached {
+				s.Sync([]*ambientv1.Session{sess("upd", "v1", 1, 0), sess("del", "v1", 1, 0), sess("old", "v1", 1, 0), sess("same", "v1", 1, 0)}, nil)
+			}
+			l := s.StartList()
+			l.Add([]*ambientv1.Session{sess("upd", "v1", 1, 0), sess("del", "v1", 1, 0), sess("old", "v3", 3, 0), sess("same", "v1", 1, 0)})
+			for _, ob := range []Observed[*ambientv1.Session]{
+				upd(sess("upd", "v2", 2, 0)), // after its page was read
+				del("del"),
+				upd(sess("new", "v1", 5, 0)), // created after its page was read
+				upd(sess("old", "v2", 2, 0)), // the list already read v3
+			} {
+				s.Apply(ob)
+			}
+			l.Finish(nil)
+			want := map[string]string{"upd": "v2", "new": "v1", "old": "v3", "same": "v1"}
+			for _, id := range []string{"upd", "del", "new", "old", "same"} {
+				o, ok := s.Get(id)
+				switch w, wantOK := want[id]; {
+				case ok != wantOK:
+					t.Errorf("%s present=%v, want %v", id, ok, wantOK)
+				case ok && o.GetName() != w:
+					t.Errorf("%s = %s, want %s", id, o.GetName(), w)
+				}
+			}
+			// Another listing without live events is the truth again.
+			s.Sync([]*ambientv1.Session{sess("upd", "v2", 2, 0)}, nil)
+			if s.Len() != 1 {
+				t.Fatalf("after a quiet relist the store holds %d objects, want 1", s.Len())
+			}
+		})
+	}
+}

@@ -3,6 +3,7 @@ package watch
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"slices"
@@ -177,5 +178,48 @@ func TestRunRelistsAfterEOF(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("Run = %v", err)
+	}
+}
+
+// TestLiveEventsFlowDuringRelist: a relist reads many pages (seconds at
+// 100,000 objects, with every reconnect and resync); a change made while it
+// runs reaches the queue between pages, not after the last one, and the
+// finished list does not undo it.
+func TestLiveEventsFlowDuringRelist(t *testing.T) {
+	t.Parallel()
+	buf := newBuffer[*ambientv1.Session]()
+	enqueued := make(chan string, 16)
+	var list Source[*ambientv1.Session]
+	list.Pages = func(ctx context.Context, page func([]*ambientv1.Session, int) error) error {
+		if err := page([]*ambientv1.Session{sess("a", 1), sess("b", 1)}, 3); err != nil {
+			return err
+		}
+		// A change of a, made after its page was read.
+		buf.push(Event[*ambientv1.Session]{Type: ambientv1.EventType_EVENT_TYPE_UPDATED, ID: "a", Object: sess("a", 2)})
+		if err := page([]*ambientv1.Session{sess("c", 1)}, 3); err != nil {
+			return err
+		}
+		// The next page is read only once a's change is queued.
+		select {
+		case id := <-enqueued:
+			if id != "a" {
+				return fmt.Errorf("queued %s during the list, want a", id)
+			}
+		case <-time.After(5 * time.Second):
+			return errors.New("a's change was not queued while the list ran")
+		}
+		return page(nil, 3)
+	}
+	store := diff.NewStore[*ambientv1.Session]()
+	store.Sync([]*ambientv1.Session{sess("a", 1), sess("b", 1)}, nil)
+	w := New(list, store, func(id string) { enqueued <- id }, Config{}, Hooks{}, slog.New(slog.DiscardHandler))
+	if err := w.relist(t.Context(), buf); err != nil {
+		t.Fatal(err)
+	}
+	if a, _ := store.Get("a"); a.GetMetadata().GetUpdatedAt().AsTime().UnixMicro() != 2 {
+		t.Fatalf("a = %v after the list, want the live change (2)", a.GetMetadata().GetUpdatedAt().AsTime().UnixMicro())
+	}
+	if _, ok := store.Get("c"); !ok {
+		t.Fatal("c, listed, is not in the store")
 	}
 }
