@@ -37,6 +37,11 @@
 // the lane waits; after AckWait without a confirmation the lane moves on
 // and remembers the message as handled, so a redelivery of it is acked, not
 // handled after the object's newer messages (TestUnconfirmedAckNotHandledTwice).
+// A copy the server sent before a confirmed ack reached it (renewals lost
+// with a reconnect) can still arrive after the lane settled the message: a
+// member remembers the acks of messages it held for AckWait/2 or longer,
+// for one to two AckWaits, and acks such a copy without handling it
+// (TestStaleRedeliveryAfterAckNotHandled).
 // While the connection is down lanes start no handler call: the member
 // could not ack, and its messages may go to another member.
 //

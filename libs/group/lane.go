@@ -228,7 +228,9 @@ func (w *worker) waitConnected(runCtx, lctx context.Context) error {
 // handled before this one is settled. After AckWait without a
 // confirmation the lane moves on (false) and remembers e as handled, so a
 // later redelivery is acked, not handled again after the object's next
-// messages. Stops early when ctx ends.
+// messages; a confirmed ack of a message held long enough to have been
+// redelivered meanwhile is remembered too (see worker.acked). Stops early
+// when ctx ends.
 func (w *worker) ack(ctx context.Context, l *lane, e *entry, log *slog.Logger) bool {
 	w.setSettling(e)
 	op := func() (struct{}, error) {
@@ -241,11 +243,17 @@ func (w *worker) ack(ctx context.Context, l *lane, e *entry, log *slog.Logger) b
 	}
 	b := &backoff.ExponentialBackOff{InitialInterval: ackRetryMin, RandomizationFactor: 0.25, Multiplier: 2, MaxInterval: ackRetryMax}
 	_, err := backoff.Retry(ctx, op, backoff.WithBackOff(b), backoff.WithMaxElapsedTime(w.cfg.AckWait+ackTimeout), backoff.WithNotify(notify))
+	// Remembered before it is no longer held, so that a redelivery
+	// arriving in between is recognised either way.
+	w.mu.Lock()
+	if err != nil {
+		w.handled[e.seq] = time.Now()
+	} else {
+		w.rememberAcked(e, time.Now())
+	}
+	w.mu.Unlock()
 	w.settled(l, e)
 	if err != nil {
-		w.mu.Lock()
-		w.handled[e.seq] = time.Now()
-		w.mu.Unlock()
 		log.Warn("ack unconfirmed, event may be handled again", slog.Any(logkey.Err, err))
 		return false
 	}

@@ -48,6 +48,16 @@ type worker struct {
 	// handling it again, which would otherwise run it after the object's
 	// later messages. Forgotten after handledMemory.
 	handled map[uint64]time.Time // guarded by mu
+	// acked and ackedBefore remember, by sequence, messages acked (and the
+	// ack confirmed) after they were held for AckWait/2 or longer: the
+	// server may have redelivered such a message before our ack reached
+	// it (its renewals were lost with a reconnect, or came late), and that
+	// stale copy can arrive after the lane settled the message. It is
+	// acked, not handled again. A message acked sooner cannot have been
+	// redelivered and is not remembered. acked turns into ackedBefore
+	// every AckWait, so each is kept for one to two AckWaits.
+	acked, ackedBefore map[uint64]struct{} // guarded by mu
+	ackedSince         time.Time           // guarded by mu; when acked started
 }
 
 // handledMemory is how long a handled but unconfirmed message is
@@ -63,13 +73,15 @@ type entry struct {
 	// (NumDelivered-1): tries of a member that died or stopped count
 	// towards MaxDeliver.
 	tries    uint64
+	received time.Time     // when the member first got it
 	msg      jetstream.Msg // guarded by worker.mu: the newest delivery of seq
 	settling bool          // guarded by worker.mu: being acked or terminated, so no longer renewed
 }
 
 func newWorker(cfg Config, js jetstream.JetStream, h Handler, own *ownership, log *slog.Logger) *worker {
 	return &worker{cfg: cfg, js: js, h: h, log: log, gate: newGate(), own: own, tracer: newTracer(cfg),
-		lanes: map[string]*lane{}, held: map[uint64]*entry{}, handled: map[uint64]time.Time{}}
+		lanes: map[string]*lane{}, held: map[uint64]*entry{}, handled: map[uint64]time.Time{},
+		acked: map[uint64]struct{}{}, ackedBefore: map[uint64]struct{}{}, ackedSince: time.Now()}
 }
 
 // callback adapts the worker to pcgroups. runCtx is Run's ctx (done when
@@ -82,7 +94,7 @@ func (w *worker) callback(runCtx, hctx context.Context) func(jetstream.Msg) {
 // deliver files msg in its object's lane, starting the lane when the
 // object has no work yet. It never blocks on a handler.
 func (w *worker) deliver(runCtx, hctx context.Context, msg jetstream.Msg) {
-	e := &entry{subject: msg.Subject(), msg: msg}
+	e := &entry{subject: msg.Subject(), msg: msg, received: time.Now()}
 	if meta, err := msg.Metadata(); err == nil {
 		e.seq, e.tries = meta.Sequence.Stream, meta.NumDelivered-1
 		w.cfg.Stats.lag.Store(meta.NumPending)
@@ -106,6 +118,14 @@ func (w *worker) deliver(runCtx, hctx context.Context, msg jetstream.Msg) {
 			log.Debug("ack of handled event failed", slog.Any(logkey.Err, err))
 		}
 		log.Info("handled event redelivered, acked without handling it again")
+		return
+	}
+	if w.wasAcked(e.seq) {
+		// A copy sent before our ack reached the server.
+		if err := msg.Ack(); err != nil {
+			log.Debug("ack of settled event failed", slog.Any(logkey.Err, err))
+		}
+		log.Info("settled event redelivered, acked without handling it again")
 		return
 	}
 	if l := w.lanes[key]; l != nil {
@@ -193,6 +213,32 @@ func (w *worker) keepalive(ctx context.Context) <-chan struct{} {
 		}
 	}()
 	return done
+}
+
+// rememberAcked records that e's ack was confirmed, if e was held long
+// enough for the server to redeliver it meanwhile (see worker.acked).
+// Caller holds mu.
+func (w *worker) rememberAcked(e *entry, now time.Time) {
+	if e.seq == 0 || now.Sub(e.received) < w.cfg.AckWait/2 {
+		return
+	}
+	if now.Sub(w.ackedSince) >= w.cfg.AckWait {
+		w.ackedBefore, w.acked, w.ackedSince = w.acked, map[uint64]struct{}{}, now
+	}
+	w.acked[e.seq] = struct{}{}
+}
+
+// wasAcked reports whether seq is a message rememberAcked recorded.
+// Caller holds mu.
+func (w *worker) wasAcked(seq uint64) bool {
+	if seq == 0 {
+		return false
+	}
+	_, ok := w.acked[seq]
+	if !ok {
+		_, ok = w.ackedBefore[seq]
+	}
+	return ok
 }
 
 // forgetHandled drops handled messages the lane gave up on before t.
