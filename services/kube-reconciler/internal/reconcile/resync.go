@@ -70,8 +70,7 @@ func (r *Reconciler) ResyncObject(ctx context.Context, res eventsv1.Resource, id
 		return metrics.ResultError, err
 	}
 	key := lockKey(res, id, events.ProjectID(o))
-	r.keys.LockKey(key)
-	defer r.unlock(key)
+	defer r.keys.Lock(key)()
 	if r.recentlyHandled(key) {
 		return metrics.ResultRecent, nil
 	}
@@ -90,8 +89,7 @@ func (r *Reconciler) ResyncObject(ctx context.Context, res eventsv1.Resource, id
 // path handled within HandledFor alone. It returns how many CRs it deleted.
 func (r *Reconciler) DeleteOrphanSession(ctx context.Context, id string) (int, error) {
 	key := lockKey(eventsv1.Resource_RESOURCE_SESSIONS, id, "")
-	r.keys.LockKey(key)
-	defer r.unlock(key)
+	defer r.keys.Lock(key)()
 	if r.recentlyHandled(key) {
 		return 0, nil
 	}
@@ -125,8 +123,7 @@ func (r *Reconciler) DeleteOrphanSession(ctx context.Context, id string) (int, e
 // project's id label are touched.
 func (r *Reconciler) PruneOrphanBindings(ctx context.Context, projectID string) (int, error) {
 	key := lockKey(eventsv1.Resource_RESOURCE_PROJECT_SETTINGS, "", projectID)
-	r.keys.LockKey(key)
-	defer r.unlock(key)
+	defer r.keys.Lock(key)()
 	if r.recentlyHandled(key) {
 		return 0, nil
 	}

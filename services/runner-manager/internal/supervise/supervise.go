@@ -24,6 +24,7 @@ import (
 
 	"go.opentelemetry.io/otel/metric"
 
+	"github.com/ambient-code/control-plane/libs/keylock"
 	"github.com/ambient-code/control-plane/libs/logkey"
 	"github.com/ambient-code/control-plane/libs/registry"
 	"github.com/ambient-code/control-plane/libs/session"
@@ -74,7 +75,7 @@ type Supervisor struct {
 	log     *slog.Logger
 	http    *http.Client
 
-	locks keyedMutex
+	locks keylock.Map    // per session id: the event handler, the supervisors and the sweep
 	wg    sync.WaitGroup // one per supervisor goroutine
 
 	// life guards closing: Start holds it shared while it spawns, Shutdown
@@ -117,12 +118,12 @@ func New(cfg Config, d Deps) (*Supervisor, error) {
 
 // Lock serialises work on session id across the event handler, the
 // supervisors and the sweep, and returns the unlock func.
-func (s *Supervisor) Lock(id string) (unlock func()) { return s.locks.lock(id) }
+func (s *Supervisor) Lock(id string) (unlock func()) { return s.locks.Lock(id) }
 
 // TryLock is Lock for callers that would rather skip a session someone is
 // acting on (a start waiting for its runner's health, a stop) than wait:
 // ok is false, and nothing is held, when the session is locked.
-func (s *Supervisor) TryLock(id string) (unlock func(), ok bool) { return s.locks.tryLock(id) }
+func (s *Supervisor) TryLock(id string) (unlock func(), ok bool) { return s.locks.TryLock(id) }
 
 // Get returns the runner of session id if it runs here.
 func (s *Supervisor) Get(id string) *Runner {
