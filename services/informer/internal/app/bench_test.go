@@ -278,17 +278,31 @@ func (c *child) stop(b *testing.B) {
 	}
 }
 
-// gauge reads one unlabelled sample from the child's /metrics.
-func (c *child) gauge(name string) float64 {
+// scrape returns the lines of the child's /metrics.
+func (c *child) scrape() ([]string, error) {
 	resp, err := http.Get("http://" + c.metrics + "/metrics")
 	if err != nil {
-		return -1
+		return nil, err
 	}
 	defer resp.Body.Close()
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	var lines []string
 	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
+		lines = append(lines, sc.Text())
+	}
+	return lines, sc.Err()
+}
+
+// gauge reads one unlabelled sample from the child's /metrics; -1 when it
+// cannot be read.
+func (c *child) gauge(name string) float64 {
+	lines, err := c.scrape()
+	if err != nil {
+		return -1
+	}
+	for _, line := range lines {
+		if rest, ok := strings.CutPrefix(line, name+" "); ok {
 			v, err := strconv.ParseFloat(rest, 64)
 			if err != nil {
 				return -1
@@ -303,16 +317,12 @@ func (c *child) gauge(name string) float64 {
 // example `resource="sessions"`) from the child's /metrics; -1 when it
 // cannot be read.
 func (c *child) counter(name, labels string) float64 {
-	resp, err := http.Get("http://" + c.metrics + "/metrics")
+	lines, err := c.scrape()
 	if err != nil {
 		return -1
 	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	var sum float64
-	for sc.Scan() {
-		line := sc.Text()
+	for _, line := range lines {
 		rest, ok := strings.CutPrefix(line, name+"{")
 		if !ok || !strings.Contains(rest, labels) {
 			continue
