@@ -231,9 +231,6 @@ func (w *worker) rememberAcked(e *entry, now time.Time) {
 // wasAcked reports whether seq is a message rememberAcked recorded.
 // Caller holds mu.
 func (w *worker) wasAcked(seq uint64) bool {
-	if seq == 0 {
-		return false
-	}
 	_, ok := w.acked[seq]
 	if !ok {
 		_, ok = w.ackedBefore[seq]

@@ -34,7 +34,7 @@ func FuzzListingConverges(f *testing.F) {
 			id  int
 			now version
 		}
-		var changes []change // every change so far; delivered[:n] applied
+		var changes []change // every change so far; changes[:delivered] applied
 		delivered := 0
 		clock := 1
 		id := func(i int) string { return fmt.Sprintf("o%d", i) }

@@ -334,9 +334,11 @@ func (s *Store[T]) Apply(ob Observed[T]) Result {
 	return r
 }
 
-// newer reports whether st should replace cur as a watch event would (see
-// applyStateLocked): cur is present, and st is not older and not the same
-// state. An absent cur (deleted) is never replaced: ids are never reused.
+// newer reports whether st replaces cur, for a watch event and for a listed
+// state of an id live events touched: cur is present, and st is neither
+// older nor the very same state. Same time with other content is newer:
+// losing a real change is worse than publishing a doubtful one. An absent
+// cur (deleted) is never replaced by a listed state: ids are never reused.
 func newer(st, cur state) bool {
 	return present(cur) && st.Micros >= cur.Micros && !cur.SameVersion(st)
 }
@@ -354,14 +356,9 @@ func (s *Store[T]) applyStateLocked(id string, st state, r *Result) {
 		if !ok {
 			e = s.entry(id)
 		}
-		if cur := e.desired; present(cur) {
-			// Not newer than the cache: an older updated_at, or the very same
-			// state again. Same time with other content is accepted: losing
-			// a real change is worse than publishing a doubtful one.
-			if st.Micros < cur.Micros || cur.SameVersion(st) {
-				r.Stale++
-				return
-			}
+		if present(e.desired) && !newer(st, e.desired) {
+			r.Stale++
+			return
 		}
 		s.setDesired(e, st)
 	}
