@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -36,7 +37,10 @@ const (
 // to the runners and once through the agui-proxy binary (a child process
 // with the default configuration, so its CPU and memory are its own), the
 // two paths interleaved round by round so that the machine's other load hits
-// both alike. It reports, next to direct:
+// both alike; and a third time through baseproxy (testdata/baseproxy), the
+// smallest relay the standard library makes (httputil.ReverseProxy), the
+// yardstick of what net/http itself costs on this machine. It reports, next
+// to direct:
 //
 // ttfb p50/p99 and the overhead over direct (request sent to first event
 // received); proxy-µs/event, the proxy process's CPU (utime+stime from
@@ -49,7 +53,8 @@ const (
 // and goroutines idle and after the load, and its peak RSS; syscall-µs, what
 // one trivial system call costs on this machine at that moment, the
 // yardstick of the CPU figures (relaying an event takes at least a read, a
-// write and a wake-up).
+// write and a wake-up); and base-overhead-p50/p99-ms, base-µs/event and
+// base-gap-ratio, baseproxy's figures in the same run.
 //
 //	go test -run '^$' -bench Streams100 -benchtime 3x ./internal/app/
 //
@@ -67,6 +72,11 @@ func BenchmarkStreams100(b *testing.B) {
 		e.register(b, runners[i].endpoint(b, ids[i]))
 	}
 	px := startProxyProcess(b, e)
+	routes := make([]string, loadSessions)
+	for i, r := range runners {
+		routes[i] = ids[i] + "=" + r.url("")
+	}
+	base := startBaseProxy(b, strings.Join(routes, ","))
 	streams := loadStreams
 	if v := os.Getenv("AGUI_BENCH_STREAMS"); v != "" {
 		n, err := strconv.Atoi(v)
@@ -75,10 +85,11 @@ func BenchmarkStreams100(b *testing.B) {
 		}
 		streams = n
 	}
-	direct, proxied := make([]string, streams), make([]string, streams)
+	direct, proxied, based := make([]string, streams), make([]string, streams), make([]string, streams)
 	for i := range streams {
 		direct[i] = runners[i%loadSessions].url("/")
 		proxied[i] = px.url + "/sessions/" + ids[i%loadSessions] + "/agui/run"
+		based[i] = base.url + "/sessions/" + ids[i%loadSessions] + "/agui/run"
 	}
 	runnerPIDs := make([]int, loadSessions)
 	for i, r := range runners {
@@ -92,10 +103,11 @@ func BenchmarkStreams100(b *testing.B) {
 	// A warm-up round of each path opens the connections the rounds reuse.
 	runRound(b, client, direct, body)
 	runRound(b, client, proxied, body)
+	runRound(b, client, based, body)
 	idle := px.scrape(b)
 
-	var d, p roundStats
-	var proxyCPU, runnerCPUDirect, runnerCPUProxy time.Duration
+	var d, p, bp roundStats
+	var proxyCPU, baseCPU, runnerCPUDirect, runnerCPUProxy time.Duration
 	for b.Loop() {
 		for range loadRounds {
 			r0 := cpuOf(b, runnerPIDs...)
@@ -103,6 +115,9 @@ func BenchmarkStreams100(b *testing.B) {
 			r1, p1 := cpuOf(b, runnerPIDs...), cpuOf(b, px.pid)
 			p.merge(runRound(b, client, proxied, body))
 			r2, p2 := cpuOf(b, runnerPIDs...), cpuOf(b, px.pid)
+			b1 := cpuOf(b, base.pid)
+			bp.merge(runRound(b, client, based, body))
+			baseCPU += cpuOf(b, base.pid) - b1
 			runnerCPUDirect += r1 - r0
 			runnerCPUProxy += r2 - r1
 			proxyCPU += p2 - p1
@@ -126,6 +141,10 @@ func BenchmarkStreams100(b *testing.B) {
 	b.ReportMetric(perEvent(runnerCPUProxy, p.events), "runner-µs/event")
 	b.ReportMetric(perEvent(runnerCPUDirect, d.events), "runner-direct-µs/event")
 	b.ReportMetric(float64(p.gap())/float64(max(d.gap(), 1)), "gap-ratio")
+	b.ReportMetric(ms(bp.ttfb(0.50)-d.ttfb(0.50)), "base-overhead-p50-ms")
+	b.ReportMetric(ms(bp.ttfb(0.99)-d.ttfb(0.99)), "base-overhead-p99-ms")
+	b.ReportMetric(perEvent(baseCPU, bp.events), "base-µs/event")
+	b.ReportMetric(float64(bp.gap())/float64(max(d.gap(), 1)), "base-gap-ratio")
 	b.ReportMetric(float64(d.errors), "direct-errors")
 	b.ReportMetric(float64(p.errors), "proxy-errors")
 	b.ReportMetric(float64(p.streams), "proxy-streams")
@@ -137,8 +156,8 @@ func BenchmarkStreams100(b *testing.B) {
 	b.ReportMetric(syscallCost(), "syscall-µs")
 	b.Logf("content-event gaps p10/p50/p90: direct %v %v %v, proxy %v %v %v",
 		quantile(d.gaps, .1), quantile(d.gaps, .5), quantile(d.gaps, .9), quantile(p.gaps, .1), quantile(p.gaps, .5), quantile(p.gaps, .9))
-	if d.errors+p.errors > 0 {
-		b.Errorf("errors: direct %d, proxy %d (first: %v)", d.errors, p.errors, p.firstErr)
+	if d.errors+p.errors+bp.errors > 0 {
+		b.Errorf("errors: direct %d, proxy %d, baseproxy %d (first: %v %v %v)", d.errors, p.errors, bp.errors, d.firstErr, p.firstErr, bp.firstErr)
 	}
 }
 
@@ -264,6 +283,63 @@ func startProxyProcess(b *testing.B, e *env) *proxyProcess {
 	cmd.Env = []string{"LOCAL_PROXY_ADDR=" + addr, "METRICS_ADDR=" + metrics, "NATS_URL=" + e.nats.ClientURL()}
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
+	stopWithBenchmark(b, cmd)
+	testenv.Eventually(b, 10*time.Second, func() error {
+		resp, err := http.Get("http://" + metrics + "/readyz")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return errorf("readyz %d: %s", resp.StatusCode, stderr.String())
+		}
+		return nil
+	})
+	return &proxyProcess{url: "http://" + addr, metrics: "http://" + metrics, pid: cmd.Process.Pid}
+}
+
+// childProcess is a process the benchmark started, stopped at its end.
+type childProcess struct {
+	url string
+	pid int
+}
+
+// startBaseProxy builds testdata/baseproxy (only benchmarks need it, so
+// TestMain does not) and runs it with routes (session=runner-URL pairs)
+// until the benchmark ends.
+func startBaseProxy(b *testing.B, routes string) *childProcess {
+	b.Helper()
+	bin := filepath.Join(b.TempDir(), "baseproxy")
+	build := exec.Command("go", "build", "-o", bin, "./testdata/baseproxy")
+	if out, err := build.CombinedOutput(); err != nil {
+		b.Fatalf("build baseproxy: %v\n%s", err, out)
+	}
+	port, _ := testenv.FreePortRange(b, 1)
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	cmd := exec.Command(bin)
+	cmd.Env = []string{"BASEPROXY_ADDR=" + addr, "BASEPROXY_ROUTES=" + routes}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	stopWithBenchmark(b, cmd)
+	url := "http://" + addr
+	testenv.Eventually(b, 10*time.Second, func() error {
+		resp, err := http.Get(url + "/sessions/none/agui/run")
+		if err != nil {
+			return fmt.Errorf("%w: %s", err, stderr.String())
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNotFound {
+			return errorf("baseproxy answered %d, want 404", resp.StatusCode)
+		}
+		return nil
+	})
+	return &childProcess{url: url, pid: cmd.Process.Pid}
+}
+
+// stopWithBenchmark starts cmd and stops it (SIGTERM, then SIGKILL after
+// 15 s) when the benchmark ends.
+func stopWithBenchmark(b *testing.B, cmd *exec.Cmd) {
+	b.Helper()
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
 	}
@@ -281,18 +357,6 @@ func startProxyProcess(b *testing.B, e *env) *proxyProcess {
 			<-exited
 		}
 	})
-	testenv.Eventually(b, 10*time.Second, func() error {
-		resp, err := http.Get("http://" + metrics + "/readyz")
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return errorf("readyz %d: %s", resp.StatusCode, stderr.String())
-		}
-		return nil
-	})
-	return &proxyProcess{url: "http://" + addr, metrics: "http://" + metrics, pid: cmd.Process.Pid}
 }
 
 // procSample is what the proxy's /metrics says about its memory.
