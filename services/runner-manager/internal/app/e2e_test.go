@@ -387,10 +387,10 @@ func groupMetrics(t *testing.T, svc *service, group string) map[string]float64 {
 // the benchmark (runner.Manager and the service's health policy, no event,
 // claim, registry or API), the yardstick of what starting 50 processes at
 // once costs on the machine, and reports its all-running, slowest start
-// and over-slowest as raw-*, and over-raw, the service's all-running
-// minus the raw one: what the control plane adds. On two cores 50 runners booting at once make
-// every start slow and os/exec forks one at a time, so the raw burst is
-// itself some way over its slowest start.
+// and over-slowest as raw-*, and over-raw, the service's all-running minus
+// the raw one: what the control plane adds. On two cores 50 runners
+// booting at once make every start slow and os/exec forks one at a time,
+// so the raw burst is itself some way over its slowest start.
 func BenchmarkEventToRunning50(b *testing.B) {
 	w := newWorld(b)
 	w.start("rm-0", 60)
