@@ -1,0 +1,122 @@
+package testenv
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// spinEnv makes the test binary a helper that spins until getrusage says it
+// has used spinCPU, prints "spun", and then waits to be killed.
+const (
+	spinEnv = "TESTENV_SPIN_HELPER"
+	spinCPU = 300 * time.Millisecond
+)
+
+// TestProcessCPUMatchesRusage: ProcessCPU of a helper that spun until its
+// own getrusage said spinCPU is spinCPU, to the tick; a sleeping process
+// has used next to nothing; ChildPIDs and CPUByProcess find both under
+// this process.
+func TestProcessCPUMatchesRusage(t *testing.T) {
+	if os.Getenv(spinEnv) == "1" {
+		spinHelper()
+		return
+	}
+	spin := exec.Command(os.Args[0], "-test.run", "^TestProcessCPUMatchesRusage$")
+	spin.Env = append(os.Environ(), spinEnv+"=1")
+	out, err := spin.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Never written: the helper blocks reading it until it is killed.
+	if _, err := spin.StdinPipe(); err != nil {
+		t.Fatal(err)
+	}
+	idle := exec.Command("sleep", "60")
+	for _, c := range []*exec.Cmd{spin, idle} {
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Process.Kill(); _ = c.Wait() })
+	}
+	if line, err := bufio.NewReader(out).ReadString('\n'); err != nil || line != "spun\n" {
+		t.Fatalf("helper said %q, %v", line, err)
+	}
+	busy, err := ProcessCPU(spin.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// getrusage counts in finer units than the 10 ms ticks of /proc.
+	if busy < spinCPU-2*clockTick || busy > spinCPU+200*time.Millisecond {
+		t.Errorf("ProcessCPU of the spinner %v, its rusage said %v", busy, spinCPU)
+	}
+	calm, err := ProcessCPU(idle.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if calm > 50*time.Millisecond {
+		t.Errorf("ProcessCPU of sleep %v, want about 0", calm)
+	}
+	children, err := ChildPIDs(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := filepath.Base(os.Args[0])
+	if len(name) > 15 {
+		name = name[:15] // comm is cut to 15 characters
+	}
+	if !slices.Contains(children["sleep"], idle.Process.Pid) || !slices.Contains(children[name], spin.Process.Pid) {
+		t.Errorf("children %v: want sleep %d and %s %d", children, idle.Process.Pid, name, spin.Process.Pid)
+	}
+	if _, err := ProcessCPU(-1); err == nil {
+		t.Error("ProcessCPU(-1): no error")
+	}
+	byName := CPUByProcess(t, "self", "sleep", name, "absent")
+	if _, ok := byName["absent"]; ok || byName["self"] <= 0 || byName[name] < spinCPU-2*clockTick {
+		t.Errorf("CPUByProcess %v: want self > 0, %s >= %v, sleep present, absent left out", byName, name, spinCPU)
+	}
+	if _, ok := byName["sleep"]; !ok {
+		t.Errorf("CPUByProcess %v: no sleep", byName)
+	}
+}
+
+// spinHelper burns CPU (getrusage calls, user and system time both count)
+// until getrusage reports spinCPU, says so, then blocks on its standard
+// input.
+func spinHelper() {
+	var ru syscall.Rusage
+	for {
+		if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+			fmt.Fprintln(os.Stderr, "getrusage:", err)
+			os.Exit(1)
+		}
+		if time.Duration(ru.Utime.Nano()+ru.Stime.Nano()) >= spinCPU {
+			break
+		}
+	}
+	fmt.Fprintln(os.Stdout, "spun")
+	_, _ = io.ReadAll(os.Stdin) // blocks until the test kills us
+}
+
+// TestStatFieldsCommandWithSpaces: a command name may hold spaces and
+// parentheses; the fields are counted from the last ')'.
+func TestStatFieldsCommandWithSpaces(t *testing.T) {
+	line := []byte("42 (a b) c) S 7 42 42 0 -1 4194304 1 0 0 0 250 30 0 0 20 0 1 0 1 1 1")
+	f, err := statFields(line)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f[statPPID] != "7" || f[statUtime] != "250" || f[statStime] != "30" {
+		t.Fatalf("ppid %s utime %s stime %s, want 7 250 30", f[statPPID], f[statUtime], f[statStime])
+	}
+	if _, err := statFields([]byte("42 no-parens S 1")); err == nil {
+		t.Fatal("a line without a command name parsed")
+	}
+}
