@@ -408,25 +408,16 @@ func (p *proxyProcess) settle(b *testing.B, idle procSample) procSample {
 	return s
 }
 
-// cpuOf sums utime+stime of the processes (/proc/<pid>/stat, USER_HZ 100).
+// cpuOf sums the CPU time the processes have used (testenv.ProcessCPU).
 func cpuOf(b *testing.B, pids ...int) time.Duration {
 	b.Helper()
 	var total time.Duration
 	for _, pid := range pids {
-		raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		cpu, err := testenv.ProcessCPU(pid)
 		if err != nil {
-			b.Fatalf("cpu of %d: %v", pid, err)
+			b.Fatal(err)
 		}
-		// Fields after the command name, which is in parentheses and may
-		// hold spaces: state is field 3, utime 14, stime 15.
-		f := strings.Fields(string(raw[bytes.LastIndexByte(raw, ')')+1:]))
-		for _, i := range []int{14 - 3, 15 - 3} {
-			ticks, err := strconv.ParseInt(f[i], 10, 64)
-			if err != nil {
-				b.Fatalf("parse /proc/%d/stat: %v", pid, err)
-			}
-			total += time.Duration(ticks) * 10 * time.Millisecond
-		}
+		total += cpu
 	}
 	return total
 }

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ambient-code/control-plane/libs/testenv"
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
 	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/apply"
 	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/config"
@@ -20,7 +21,10 @@ import (
 // until all 1,000 CRs exist: with the Kubernetes client limits the direct
 // benchmark (reconcile's BenchmarkReconcileSessions, envtest's client) has
 // (kube-qps=1000), and with the service's defaults (KUBE_QPS 50, KUBE_BURST
-// 100), which bound one replica to about 50 applies/s.
+// 100), which bound one replica to about 50 applies/s. It also reports the
+// CPU per session of the kube-apiserver and etcd (child processes) and of
+// the benchmark process, which holds the reconciler with NATS, the API and
+// the test informer (an upper bound of the reconciler's own).
 func BenchmarkEndToEnd1000(b *testing.B) {
 	for _, c := range []struct {
 		name       string
@@ -54,6 +58,7 @@ func benchEndToEnd(b *testing.B, env map[string]string) {
 			b.Fatal(err)
 		}
 		b.StartTimer()
+		cpu0 := testenv.CPUByProcess(b, "bench-process", "kube-apiserver", "etcd")
 		start := time.Now()
 		const n = 1000
 		parallel(b, n, func(i int) error {
@@ -87,6 +92,9 @@ func benchEndToEnd(b *testing.B, env map[string]string) {
 			}
 		}
 		w.Stop()
+		for name, used := range testenv.CPUByProcess(b, "bench-process", "kube-apiserver", "etcd") {
+			b.ReportMetric(float64((used-cpu0[name]).Microseconds())/n, name+"-cpu-µs/session")
+		}
 		b.ReportMetric(float64(n)/created.Seconds(), "creates/s")
 		b.ReportMetric(float64(n)/time.Since(start).Seconds(), "sessions/s")
 	}
