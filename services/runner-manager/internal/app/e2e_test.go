@@ -388,15 +388,18 @@ func groupMetrics(t *testing.T, svc *service, group string) map[string]float64 {
 // claim, registry or API), the yardstick of what starting 50 processes at
 // once costs on the machine, and reports its all-running, slowest start
 // and over-slowest as raw-*, and over-raw, the service's all-running minus
-// the raw one: what the control plane adds. On two cores 50 runners
+// the raw one: what the control plane adds. service-cpu-µs/session is the
+// service process's own CPU (not its runners') over each round, from the
+// creates to every runner stopped, per session. On two cores 50 runners
 // booting at once make every start slow and os/exec forks one at a time,
 // so the raw burst is itself some way over its slowest start.
 func BenchmarkEventToRunning50(b *testing.B) {
 	w := newWorld(b)
-	w.start("rm-0", 60)
-	var p50, p90, mx, all, slowest, rawAll, rawSlowest time.Duration
+	svc := w.start("rm-0", 60)
+	var p50, p90, mx, all, slowest, rawAll, rawSlowest, serviceCPU time.Duration
 	i := 0
 	for b.Loop() {
+		cpu0 := processCPU(b, svc.cmd.Process.Pid)
 		ids, burst := burstToRunning(b, w, fmt.Sprintf("i%d-", i))
 		b.StopTimer()
 		lat := slices.Clone(burst.lat)
@@ -405,6 +408,7 @@ func BenchmarkEventToRunning50(b *testing.B) {
 		p50, p90, mx, all, slowest = p50+lat[n/2], p90+lat[n*9/10], mx+lat[n-1], all+burst.all, slowest+burst.slowest
 		b.Logf("round %d: p50 %s all %s slowest %s", i, lat[n/2], burst.all, burst.slowest)
 		stopAll(b, w, ids) // frees the ports and slots for the next burst
+		serviceCPU += processCPU(b, svc.cmd.Process.Pid) - cpu0
 		raw := rawBurst(b, 50)
 		rawAll, rawSlowest = rawAll+raw.all, rawSlowest+raw.slowest
 		b.Logf("round %d raw: all %s slowest %s", i, raw.all, raw.slowest)
@@ -416,6 +420,7 @@ func BenchmarkEventToRunning50(b *testing.B) {
 	b.ReportMetric(float64(rawSlowest)/n, "raw-slowest-start-ms")
 	b.ReportMetric(float64(rawAll-rawSlowest)/n, "raw-over-slowest-ms")
 	b.ReportMetric(float64(all-rawAll)/n, "over-raw-ms")
+	b.ReportMetric(float64(serviceCPU.Microseconds())/float64(50*i), "service-cpu-µs/session")
 	b.ReportMetric(float64(p50)/n, "p50-ms")
 	b.ReportMetric(float64(p90)/n, "p90-ms")
 	b.ReportMetric(float64(mx)/n, "max-ms")
@@ -523,6 +528,16 @@ func rawBurst(b *testing.B, n int) burst {
 	}
 	out.all = last.Sub(first)
 	return out
+}
+
+// processCPU is the CPU time process pid has used so far.
+func processCPU(b *testing.B, pid int) time.Duration {
+	b.Helper()
+	cpu, err := testenv.ProcessCPU(pid)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return cpu
 }
 
 // healthyAfter is the spawn-to-healthy time in s's HealthCheckPassed

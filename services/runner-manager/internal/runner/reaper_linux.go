@@ -55,6 +55,8 @@ type Reaper struct {
 	mu      sync.RWMutex
 	tracked map[int]bool // guarded by trackMu; runner pids whose exec.Cmd waits for them
 	trackMu sync.Mutex
+
+	scans *procScanner // every scan of the process table goes through it
 }
 
 // NewReaper makes this process a child subreaper. It returns the prctl
@@ -63,7 +65,7 @@ func NewReaper(log *slog.Logger) (*Reaper, error) {
 	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
 		return nil, fmt.Errorf("become child subreaper: %w", err)
 	}
-	return &Reaper{self: os.Getpid(), log: log, tracked: map[int]bool{}}, nil
+	return &Reaper{self: os.Getpid(), log: log, tracked: map[int]bool{}, scans: newProcScanner(procs)}, nil
 }
 
 // spawn runs start (a fork and exec) and tracks the pid it returns until
@@ -119,7 +121,9 @@ func (r *Reaper) Reap() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	n := 0
-	for _, p := range procs() {
+	// Taken while mu is held, so no runner is between its fork and its
+	// tracking during the scan.
+	for _, p := range r.scans.snapshot() {
 		if p.ppid != r.self || p.state != 'Z' || r.isTracked(p.pid) {
 			continue
 		}
@@ -140,7 +144,7 @@ func (r *Reaper) KillSession(id string) int {
 	marker := []byte(EnvSessionID + "=" + id)
 	killed := 0
 	for range killRounds {
-		all := procs()
+		all := r.scans.snapshot()
 		parent := make(map[int]int, len(all))
 		for _, p := range all {
 			parent[p.pid] = p.ppid
@@ -252,7 +256,7 @@ func parseStat(pid int, b []byte) (proc, error) {
 // is not a tracked runner: at shutdown, after the runners exited, what is
 // left escaped them without a session marker.
 func (r *Reaper) KillDescendants() int {
-	all := procs()
+	all := r.scans.snapshot()
 	parent := make(map[int]int, len(all))
 	for _, p := range all {
 		parent[p.pid] = p.ppid
