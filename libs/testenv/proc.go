@@ -24,7 +24,7 @@ func ProcessCPU(pid int) (time.Duration, error) {
 	if err != nil {
 		return 0, fmt.Errorf("cpu of %d: %w", pid, err)
 	}
-	f, err := statFields(raw)
+	_, f, err := statFields(raw)
 	if err != nil {
 		return 0, fmt.Errorf("cpu of %d: %w", pid, err)
 	}
@@ -52,7 +52,7 @@ func ChildPIDs(ppid int) (map[string][]int, error) {
 		if err != nil {
 			continue // ended meanwhile
 		}
-		f, err := statFields(raw)
+		name, f, err := statFields(raw)
 		if err != nil {
 			continue
 		}
@@ -63,7 +63,6 @@ func ChildPIDs(ppid int) (map[string][]int, error) {
 		if err != nil {
 			continue
 		}
-		name := string(raw[bytes.IndexByte(raw, '(')+1 : bytes.LastIndexByte(raw, ')')])
 		out[name] = append(out[name], pid)
 	}
 	return out, nil
@@ -77,19 +76,34 @@ const (
 	statStime = 15 - 3
 )
 
-// statFields returns the fields of a /proc/<pid>/stat line after the
-// command name, which is in parentheses and may hold spaces: the state
-// (field 3) first.
-func statFields(raw []byte) ([]string, error) {
-	end := bytes.LastIndexByte(raw, ')')
-	if end < 0 || bytes.IndexByte(raw, '(') < 0 {
-		return nil, fmt.Errorf("no command name in %q", raw)
+// statFields returns the command name of a /proc/<pid>/stat line, which is
+// in parentheses and may hold spaces and parentheses, and the fields after
+// it: the state (field 3) first.
+func statFields(raw []byte) (comm string, fields []string, err error) {
+	start, end := bytes.IndexByte(raw, '('), bytes.LastIndexByte(raw, ')')
+	if start < 0 || end < start {
+		return "", nil, fmt.Errorf("no command name in %q", raw)
 	}
 	f := strings.Fields(string(raw[end+1:]))
 	if len(f) <= statStime {
-		return nil, fmt.Errorf("%d fields after the command name, want > %d", len(f), statStime)
+		return "", nil, fmt.Errorf("%d fields after the command name, want > %d", len(f), statStime)
 	}
-	return f, nil
+	return string(raw[start+1 : end]), f, nil
+}
+
+// CPUOf returns the CPU time the processes pids have used so far, summed
+// (ProcessCPU); it fails t when one cannot be read.
+func CPUOf(t testing.TB, pids ...int) time.Duration {
+	t.Helper()
+	var total time.Duration
+	for _, pid := range pids {
+		cpu, err := ProcessCPU(pid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		total += cpu
+	}
+	return total
 }
 
 // CPUByProcess returns the CPU time used so far by this process, under
@@ -111,11 +125,7 @@ func CPUByProcess(t testing.TB, self string, children ...string) map[string]time
 	}
 	out := make(map[string]time.Duration, len(pids))
 	for name, pid := range pids {
-		cpu, err := ProcessCPU(pid)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out[name] = cpu
+		out[name] = CPUOf(t, pid)
 	}
 	return out
 }

@@ -78,6 +78,9 @@ func TestProcessCPUMatchesRusage(t *testing.T) {
 	if _, err := ProcessCPU(-1); err == nil {
 		t.Error("ProcessCPU(-1): no error")
 	}
+	if both := CPUOf(t, spin.Process.Pid, idle.Process.Pid); both < busy {
+		t.Errorf("CPUOf spinner and sleep %v, less than the spinner's %v", both, busy)
+	}
 	byName := CPUByProcess(t, "self", "sleep", name, "absent")
 	if _, ok := byName["absent"]; ok || byName["self"] <= 0 || byName[name] < spinCPU-2*clockTick {
 		t.Errorf("CPUByProcess %v: want self > 0, %s >= %v, sleep present, absent left out", byName, name, spinCPU)
@@ -109,14 +112,14 @@ func spinHelper() {
 // parentheses; the fields are counted from the last ')'.
 func TestStatFieldsCommandWithSpaces(t *testing.T) {
 	line := []byte("42 (a b) c) S 7 42 42 0 -1 4194304 1 0 0 0 250 30 0 0 20 0 1 0 1 1 1")
-	f, err := statFields(line)
+	comm, f, err := statFields(line)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if f[statPPID] != "7" || f[statUtime] != "250" || f[statStime] != "30" {
-		t.Fatalf("ppid %s utime %s stime %s, want 7 250 30", f[statPPID], f[statUtime], f[statStime])
+	if comm != "a b) c" || f[statPPID] != "7" || f[statUtime] != "250" || f[statStime] != "30" {
+		t.Fatalf("comm %q ppid %s utime %s stime %s, want %q 7 250 30", comm, f[statPPID], f[statUtime], f[statStime], "a b) c")
 	}
-	if _, err := statFields([]byte("42 no-parens S 1")); err == nil {
+	if _, _, err := statFields([]byte("42 no-parens S 1")); err == nil {
 		t.Fatal("a line without a command name parsed")
 	}
 }

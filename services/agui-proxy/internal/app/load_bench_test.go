@@ -110,14 +110,14 @@ func BenchmarkStreams100(b *testing.B) {
 	var proxyCPU, baseCPU, runnerCPUDirect, runnerCPUProxy time.Duration
 	for b.Loop() {
 		for range loadRounds {
-			r0 := cpuOf(b, runnerPIDs...)
+			r0 := testenv.CPUOf(b, runnerPIDs...)
 			d.merge(runRound(b, client, direct, body))
-			r1, p1 := cpuOf(b, runnerPIDs...), cpuOf(b, px.pid)
+			r1, p1 := testenv.CPUOf(b, runnerPIDs...), testenv.CPUOf(b, px.pid)
 			p.merge(runRound(b, client, proxied, body))
-			r2, p2 := cpuOf(b, runnerPIDs...), cpuOf(b, px.pid)
-			b1 := cpuOf(b, base.pid)
+			r2, p2 := testenv.CPUOf(b, runnerPIDs...), testenv.CPUOf(b, px.pid)
+			b1 := testenv.CPUOf(b, base.pid)
 			bp.merge(runRound(b, client, based, body))
-			baseCPU += cpuOf(b, base.pid) - b1
+			baseCPU += testenv.CPUOf(b, base.pid) - b1
 			runnerCPUDirect += r1 - r0
 			runnerCPUProxy += r2 - r1
 			proxyCPU += p2 - p1
@@ -406,20 +406,6 @@ func (p *proxyProcess) settle(b *testing.B, idle procSample) procSample {
 		return nil
 	})
 	return s
-}
-
-// cpuOf sums the CPU time the processes have used (testenv.ProcessCPU).
-func cpuOf(b *testing.B, pids ...int) time.Duration {
-	b.Helper()
-	var total time.Duration
-	for _, pid := range pids {
-		cpu, err := testenv.ProcessCPU(pid)
-		if err != nil {
-			b.Fatal(err)
-		}
-		total += cpu
-	}
-	return total
 }
 
 // syscallCost measures one getppid system call, in µs.

@@ -399,7 +399,7 @@ func BenchmarkEventToRunning50(b *testing.B) {
 	var p50, p90, mx, all, slowest, rawAll, rawSlowest, serviceCPU time.Duration
 	i := 0
 	for b.Loop() {
-		cpu0 := processCPU(b, svc.cmd.Process.Pid)
+		cpu0 := testenv.CPUOf(b, svc.cmd.Process.Pid)
 		ids, burst := burstToRunning(b, w, fmt.Sprintf("i%d-", i))
 		b.StopTimer()
 		lat := slices.Clone(burst.lat)
@@ -408,7 +408,7 @@ func BenchmarkEventToRunning50(b *testing.B) {
 		p50, p90, mx, all, slowest = p50+lat[n/2], p90+lat[n*9/10], mx+lat[n-1], all+burst.all, slowest+burst.slowest
 		b.Logf("round %d: p50 %s all %s slowest %s", i, lat[n/2], burst.all, burst.slowest)
 		stopAll(b, w, ids) // frees the ports and slots for the next burst
-		serviceCPU += processCPU(b, svc.cmd.Process.Pid) - cpu0
+		serviceCPU += testenv.CPUOf(b, svc.cmd.Process.Pid) - cpu0
 		raw := rawBurst(b, 50)
 		rawAll, rawSlowest = rawAll+raw.all, rawSlowest+raw.slowest
 		b.Logf("round %d raw: all %s slowest %s", i, raw.all, raw.slowest)
@@ -528,16 +528,6 @@ func rawBurst(b *testing.B, n int) burst {
 	}
 	out.all = last.Sub(first)
 	return out
-}
-
-// processCPU is the CPU time process pid has used so far.
-func processCPU(b *testing.B, pid int) time.Duration {
-	b.Helper()
-	cpu, err := testenv.ProcessCPU(pid)
-	if err != nil {
-		b.Fatal(err)
-	}
-	return cpu
 }
 
 // healthyAfter is the spawn-to-healthy time in s's HealthCheckPassed
