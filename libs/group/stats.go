@@ -21,6 +21,7 @@ type Stats struct {
 	inFlight     atomic.Int64
 	partitions   atomic.Int64
 	unowned      atomic.Int64
+	joined       atomic.Bool
 
 	mu sync.Mutex
 	// backlog is the messages of each partition this member owns in the
@@ -79,6 +80,12 @@ type StatsSnapshot struct {
 	// messages are in the group's work-queue stream (waiting or being
 	// handled), counted at most every backlogEvery (see Run).
 	Backlog map[int]uint64
+	// Joined is set while the member is in the group: from the moment Run
+	// has joined (heartbeat written, mapping read, consumer started; a
+	// member without partitions counts) until Run returns. Readiness
+	// checks use it: a member waiting for the stream, retrying its join
+	// or rejoining after the group stopped does no work.
+	Joined bool
 }
 
 // Snapshot returns the current counters. A nil *Stats gives zeros.
@@ -101,5 +108,6 @@ func (s *Stats) Snapshot() StatsSnapshot {
 		InFlight:     uint64(max(0, s.inFlight.Load())),
 		Partitions:   int(s.partitions.Load()),
 		Unowned:      int(s.unowned.Load()),
+		Joined:       s.joined.Load(),
 	}
 }

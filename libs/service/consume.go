@@ -33,8 +33,12 @@ const (
 // cfg.Meter defaults to the service's Meter, so the consumer_group.*
 // metrics are on /metrics, cfg.TracerProvider to the service's (every
 // handler call is a CONSUMER span), and cfg.Stats to one Stats kept across
-// rejoins. The "consumer_group" readiness check passes while
-// the events stream exists.
+// rejoins. The "consumer_group" readiness check passes while the member is
+// in its group (group.StatsSnapshot.Joined): not while it waits for the
+// events stream, retries its join or rejoins, so a rollout waits until a
+// new replica takes work (a member without partitions, in a group with
+// more members than partitions, counts: it is a standby that takes over
+// on a failover).
 func (rt *Runtime) Consume(cfg group.Config, h group.Handler) {
 	cfg, err := cfg.WithDefaults()
 	if err != nil {
@@ -50,11 +54,15 @@ func (rt *Runtime) Consume(cfg group.Config, h group.Handler) {
 	if cfg.Stats == nil {
 		cfg.Stats = &group.Stats{}
 	}
+	stats := cfg.Stats
 	rt.Check(CheckConsumerGroup, func(ctx context.Context) error {
+		if stats.Snapshot().Joined {
+			return nil
+		}
 		if _, err := rt.js.Stream(ctx, cfg.Stream); err != nil {
 			return fmt.Errorf("events stream %s: %w", cfg.Stream, err)
 		}
-		return nil
+		return fmt.Errorf("member %s has not joined consumer group %s: %w", cfg.Member, cfg.Group, errNotJoined)
 	})
 	rt.Go("consumer group "+cfg.Group, func(ctx context.Context) error { return consume(ctx, rt.js, cfg, h, rt.log) })
 }
@@ -90,6 +98,10 @@ func consume(ctx context.Context, js jetstream.JetStream, cfg group.Config, h gr
 	}
 	return fmt.Errorf("consumer group: %w", err)
 }
+
+// errNotJoined is the readiness failure of a member that is not in its
+// group while the events stream exists.
+var errNotJoined = errors.New("not joined")
 
 // streamMissingError marks a failed events-stream lookup before joining.
 type streamMissingError struct{ err error }

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -79,6 +80,63 @@ func TestConsume(t *testing.T) {
 	})
 	if err := r.stop(t); err != nil {
 		t.Errorf("Run = %v", err)
+	}
+}
+
+// TestConsumeReadyOnlyOnceJoined: the events stream existing is not
+// enough; /readyz passes once the member is in its group. Its join is
+// held off by a stream that already stores the group's dead-letter
+// subjects (the member cannot create the DLQ stream and keeps rejoining);
+// once that stream is gone the member joins and /readyz passes.
+func TestConsumeReadyOnlyOnceJoined(t *testing.T) {
+	t.Parallel()
+	srv := testenv.NATS(t)
+	_, js := testenv.JetStream(t, srv)
+	if _, err := bus.EnsureEventsStream(t.Context(), js, 1, 0); err != nil {
+		t.Fatal(err)
+	}
+	const blocker = "DLQ_SUBJECTS_TAKEN"
+	if _, err := js.CreateStream(t.Context(), jetstream.StreamConfig{Name: blocker, Subjects: []string{events.DLQPrefix + ".>"}}); err != nil {
+		t.Fatal(err)
+	}
+	stats := &group.Stats{}
+	r := start(t, service.Options{Config: service.Config{NATS: bus.ConnectConfig{URL: srv.ClientURL()}}}, func(_ context.Context, rt *service.Runtime) error {
+		rt.Consume(group.Config{Group: "svc-ready", Member: "m-0", MemberTTL: time.Second, AckWait: 2 * time.Second, StopGrace: time.Second, Stats: stats},
+			func(context.Context, group.Message) error { return nil })
+		return nil
+	})
+	base := r.url(t)
+	// The stream exists: the check used to pass here.
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if _, err := js.Stream(t.Context(), bus.DLQStreamName); !errors.Is(err, jetstream.ErrStreamNotFound) {
+			return fmt.Errorf("dlq stream lookup = %v, want not found", err)
+		}
+		if code, rep := readyz(t, base); code != http.StatusServiceUnavailable || !slices.Equal(rep.Failing, []string{service.CheckConsumerGroup}) {
+			return fmt.Errorf("/readyz = %d %+v, want 503 failing %s", code, rep, service.CheckConsumerGroup)
+		}
+		return nil
+	})
+	if stats.Snapshot().Joined {
+		t.Fatal("Stats.Joined set while the member cannot join")
+	}
+
+	if err := js.DeleteStream(t.Context(), blocker); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 30*time.Second, func() error {
+		if code, rep := readyz(t, base); code != http.StatusOK {
+			return fmt.Errorf("/readyz = %d %+v", code, rep)
+		}
+		return nil
+	})
+	if !stats.Snapshot().Joined {
+		t.Error("/readyz passed before Stats.Joined")
+	}
+	if err := r.stop(t); err != nil {
+		t.Errorf("Run = %v", err)
+	}
+	if stats.Snapshot().Joined {
+		t.Error("Stats.Joined still set after Run returned")
 	}
 }
 
