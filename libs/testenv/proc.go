@@ -1,94 +1,50 @@
 package testenv
 
 import (
-	"bytes"
 	"fmt"
 	"os"
-	"path/filepath"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
-)
 
-// clockTick is the unit of /proc/<pid>/stat's CPU times (USER_HZ, 100 on
-// every Linux this project runs on).
-const clockTick = 10 * time.Millisecond
+	"github.com/prometheus/procfs"
+)
 
 // ProcessCPU returns the user and system CPU time process pid has used so
 // far (utime+stime of /proc/<pid>/stat, what its rusage says, threads that
 // ended included), in 10 ms ticks: benchmarks divide the difference over a
 // run by the events of the run to report a process's CPU per event.
 func ProcessCPU(pid int) (time.Duration, error) {
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	p, err := procfs.NewProc(pid)
 	if err != nil {
 		return 0, fmt.Errorf("cpu of %d: %w", pid, err)
 	}
-	_, f, err := statFields(raw)
+	st, err := p.Stat()
 	if err != nil {
 		return 0, fmt.Errorf("cpu of %d: %w", pid, err)
 	}
-	var total time.Duration
-	for _, i := range []int{statUtime, statStime} {
-		ticks, err := strconv.ParseInt(f[i], 10, 64)
-		if err != nil {
-			return 0, fmt.Errorf("cpu of %d: field %d: %w", pid, i, err)
-		}
-		total += time.Duration(ticks) * clockTick
-	}
-	return total, nil
+	return time.Duration(st.UTime+st.STime) * clockTick, nil
 }
+
+// clockTick is the unit of /proc/<pid>/stat's CPU times (USER_HZ: 100 on
+// every Linux this project runs on, and what procfs's CPUTime assumes).
+const clockTick = 10 * time.Millisecond
 
 // ChildPIDs returns the processes whose parent is ppid, by command name
 // (/proc/<pid>/stat's comm, at most 15 characters).
 func ChildPIDs(ppid int) (map[string][]int, error) {
-	stats, err := filepath.Glob("/proc/[0-9]*/stat")
+	all, err := procfs.AllProcs()
 	if err != nil {
 		return nil, fmt.Errorf("list processes: %w", err)
 	}
 	out := map[string][]int{}
-	for _, path := range stats {
-		raw, err := os.ReadFile(path)
-		if err != nil {
-			continue // ended meanwhile
+	for _, p := range all {
+		st, err := p.Stat()
+		if err != nil || st.PPID != ppid {
+			continue // ended meanwhile, or not a child
 		}
-		name, f, err := statFields(raw)
-		if err != nil {
-			continue
-		}
-		if parent, err := strconv.Atoi(f[statPPID]); err != nil || parent != ppid {
-			continue
-		}
-		pid, err := strconv.Atoi(filepath.Base(filepath.Dir(path)))
-		if err != nil {
-			continue
-		}
-		out[name] = append(out[name], pid)
+		out[st.Comm] = append(out[st.Comm], st.PID)
 	}
 	return out, nil
-}
-
-// Indexes into statFields' result (proc(5) numbers the fields from 1 with
-// pid and comm first: ppid is field 4, utime 14, stime 15).
-const (
-	statPPID  = 4 - 3
-	statUtime = 14 - 3
-	statStime = 15 - 3
-)
-
-// statFields returns the command name of a /proc/<pid>/stat line, which is
-// in parentheses and may hold spaces and parentheses, and the fields after
-// it: the state (field 3) first.
-func statFields(raw []byte) (comm string, fields []string, err error) {
-	start, end := bytes.IndexByte(raw, '('), bytes.LastIndexByte(raw, ')')
-	if start < 0 || end < start {
-		return "", nil, fmt.Errorf("no command name in %q", raw)
-	}
-	f := strings.Fields(string(raw[end+1:]))
-	if len(f) <= statStime {
-		return "", nil, fmt.Errorf("%d fields after the command name, want > %d", len(f), statStime)
-	}
-	return string(raw[start+1 : end]), f, nil
 }
 
 // CPUOf returns the CPU time the processes pids have used so far, summed
@@ -128,4 +84,45 @@ func CPUByProcess(t testing.TB, self string, children ...string) map[string]time
 		out[name] = CPUOf(t, pid)
 	}
 	return out
+}
+
+// Memory returns the resident set of process pid now and its peak (VmRSS
+// and VmHWM of /proc/<pid>/status), in bytes.
+func Memory(pid int) (rss, peak uint64, err error) {
+	p, err := procfs.NewProc(pid)
+	if err != nil {
+		return 0, 0, fmt.Errorf("memory of %d: %w", pid, err)
+	}
+	st, err := p.NewStatus()
+	if err != nil {
+		return 0, 0, fmt.Errorf("memory of %d: %w", pid, err)
+	}
+	return st.VmRSS, st.VmHWM, nil
+}
+
+// PeakRSSMB returns the peak resident set of process pid in MiB (Memory);
+// it fails t when it cannot be read.
+func PeakRSSMB(t testing.TB, pid int) float64 {
+	t.Helper()
+	_, peak, err := Memory(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return float64(peak) / (1 << 20)
+}
+
+// LoadAverage returns the machine's 1-minute load average (/proc/loadavg):
+// benchmarks print it, since their figures move with it. It fails t when
+// it cannot be read.
+func LoadAverage(t testing.TB) float64 {
+	t.Helper()
+	fs, err := procfs.NewDefaultFS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := fs.LoadAvg()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l.Load1
 }

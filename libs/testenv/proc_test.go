@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"syscall"
 	"testing"
@@ -108,18 +109,32 @@ func spinHelper() {
 	_, _ = io.ReadAll(os.Stdin) // blocks until the test kills us
 }
 
-// TestStatFieldsCommandWithSpaces: a command name may hold spaces and
-// parentheses; the fields are counted from the last ')'.
-func TestStatFieldsCommandWithSpaces(t *testing.T) {
-	line := []byte("42 (a b) c) S 7 42 42 0 -1 4194304 1 0 0 0 250 30 0 0 20 0 1 0 1 1 1")
-	comm, f, err := statFields(line)
+// TestMemoryMatchesRusage: after this process touched 64 MiB, Memory's
+// peak is at least that and is what its own getrusage says (ru_maxrss is
+// VmHWM in KiB), and the resident set now is no more than the peak.
+func TestMemoryMatchesRusage(t *testing.T) {
+	const touched = 64 << 20
+	buf := make([]byte, touched)
+	for i := 0; i < len(buf); i += 4096 {
+		buf[i] = 1
+	}
+	rss, peak, err := Memory(os.Getpid())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if comm != "a b) c" || f[statPPID] != "7" || f[statUtime] != "250" || f[statStime] != "30" {
-		t.Fatalf("comm %q ppid %s utime %s stime %s, want %q 7 250 30", comm, f[statPPID], f[statUtime], f[statStime], "a b) c")
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		t.Fatal(err)
 	}
-	if _, _, err := statFields([]byte("42 no-parens S 1")); err == nil {
-		t.Fatal("a line without a command name parsed")
+	maxrss := uint64(ru.Maxrss) << 10
+	if peak < touched || rss > peak || peak > maxrss+(4<<20) || maxrss > peak+(4<<20) {
+		t.Errorf("Memory = rss %d, peak %d; getrusage says peak %d; touched %d", rss, peak, maxrss, touched)
 	}
+	if mb := PeakRSSMB(t, os.Getpid()); mb < touched>>20 {
+		t.Errorf("PeakRSSMB = %.1f, want ≥ %d", mb, touched>>20)
+	}
+	if _, _, err := Memory(-1); err == nil {
+		t.Error("Memory(-1): no error")
+	}
+	runtime.KeepAlive(buf) // touched pages stay resident until here
 }

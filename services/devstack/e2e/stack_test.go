@@ -10,12 +10,15 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/prometheus/procfs"
 
 	"github.com/ambient-code/control-plane/libs/testenv"
 )
@@ -240,22 +243,18 @@ func (s *stack) pidOf(name string) (int, error) {
 // runnerPIDs lists live processes whose environment has SESSION_ID=id: the
 // session's runners, wherever they came from.
 func runnerPIDs(id string) []int {
-	want := []byte("SESSION_ID=" + id + "\x00")
+	want := "SESSION_ID=" + id
 	var pids []int
-	entries, _ := os.ReadDir("/proc") //nolint:errcheck // an unreadable /proc lists nothing
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
+	all, _ := procfs.AllProcs() //nolint:errcheck // an unreadable /proc lists nothing
+	for _, p := range all {
+		env, err := p.Environ()
+		if err != nil || !slices.Contains(env, want) {
 			continue
 		}
-		env, err := os.ReadFile(filepath.Join("/proc", e.Name(), "environ"))
-		if err != nil || !bytes.Contains(append([]byte{0}, env...), append([]byte{0}, want...)) {
-			continue
-		}
-		if stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat")); err == nil && bytes.Contains(stat, []byte(") Z ")) {
+		if st, err := p.Stat(); err == nil && st.State == "Z" {
 			continue // zombie: exited, not yet reaped
 		}
-		pids = append(pids, pid)
+		pids = append(pids, p.PID)
 	}
 	return pids
 }

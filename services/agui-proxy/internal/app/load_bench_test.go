@@ -152,7 +152,7 @@ func BenchmarkStreams100(b *testing.B) {
 	b.ReportMetric(after.heapMB, "heap-after-MB")
 	b.ReportMetric(float64(idle.goroutines), "goroutines-idle")
 	b.ReportMetric(float64(after.goroutines), "goroutines-after")
-	b.ReportMetric(peakRSSMB(b, px.pid), "peak-rss-MB")
+	b.ReportMetric(testenv.PeakRSSMB(b, px.pid), "peak-rss-MB")
 	b.ReportMetric(syscallCost(), "syscall-µs")
 	b.Logf("content-event gaps p10/p50/p90: direct %v %v %v, proxy %v %v %v",
 		quantile(d.gaps, .1), quantile(d.gaps, .5), quantile(d.gaps, .9), quantile(p.gaps, .1), quantile(p.gaps, .5), quantile(p.gaps, .9))
@@ -416,23 +416,4 @@ func syscallCost() float64 {
 		syscall.Getppid()
 	}
 	return float64(time.Since(start)) / float64(time.Microsecond) / n
-}
-
-// peakRSSMB is the process's VmHWM.
-func peakRSSMB(b *testing.B, pid int) float64 {
-	b.Helper()
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		b.Fatalf("status of %d: %v", pid, err)
-	}
-	for l := range strings.SplitSeq(string(raw), "\n") {
-		if v, ok := strings.CutPrefix(l, "VmHWM:"); ok {
-			kb, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
-			if err != nil {
-				b.Fatalf("VmHWM %q: %v", v, err)
-			}
-			return kb / 1024
-		}
-	}
-	return 0
 }

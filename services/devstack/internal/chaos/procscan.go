@@ -1,16 +1,15 @@
 package chaos
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-	"os"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/prometheus/procfs"
 )
 
 // Environment of a runner process (runner-manager's internal/runner/env.go
@@ -40,7 +39,7 @@ type runnerProc struct {
 // engineers' runners on the same host do not count. It is not safe for
 // concurrent use.
 type procTable struct {
-	root     string // "/proc" outside tests
+	fs       procfs.FS // of "/proc" outside tests
 	exe      string
 	workRoot string
 	sample   int
@@ -54,25 +53,27 @@ type procEntry struct {
 	firstSeen int
 }
 
-func newProcTable(root, exe, workRoot string) *procTable {
-	return &procTable{root: root, exe: exe, workRoot: filepath.Clean(workRoot) + string(filepath.Separator), known: map[int]procEntry{}}
+// newProcTable reads the procfs mounted at root ("/proc" outside tests).
+func newProcTable(root, exe, workRoot string) (*procTable, error) {
+	fs, err := procfs.NewFS(root)
+	if err != nil {
+		return nil, fmt.Errorf("procfs at %s: %w", root, err)
+	}
+	return &procTable{fs: fs, exe: exe, workRoot: filepath.Clean(workRoot) + string(filepath.Separator), known: map[int]procEntry{}}, nil
 }
 
 // scan returns the live (not zombie) runners of this run, sorted by session
 // and pid.
 func (t *procTable) scan() ([]runnerProc, error) {
 	t.sample++
-	entries, err := os.ReadDir(t.root)
+	all, err := t.fs.AllProcs()
 	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", t.root, err)
+		return nil, fmt.Errorf("list processes: %w", err)
 	}
-	present := make(map[int]bool, len(entries))
+	present := make(map[int]bool, len(all))
 	var out []runnerProc
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
+	for _, p := range all {
+		pid := p.PID
 		present[pid] = true
 		pe, ok := t.known[pid]
 		if !ok || (!pe.runner && t.sample-pe.firstSeen < recheckSamples) {
@@ -80,11 +81,11 @@ func (t *procTable) scan() ([]runnerProc, error) {
 			if ok {
 				first = pe.firstSeen
 			}
-			pe = t.classify(pid)
+			pe = t.classify(p)
 			pe.firstSeen = first
 			t.known[pid] = pe
 		}
-		if pe.runner && t.live(pid) {
+		if pe.runner && live(p) {
 			out = append(out, runnerProc{PID: pid, Session: pe.session, Replica: pe.replica})
 		}
 	}
@@ -102,28 +103,23 @@ func (t *procTable) scan() ([]runnerProc, error) {
 	return out, nil
 }
 
-func (t *procTable) classify(pid int) procEntry {
-	dir := filepath.Join(t.root, strconv.Itoa(pid))
-	cmdline, err := os.ReadFile(filepath.Join(dir, "cmdline"))
-	if err != nil {
+func (t *procTable) classify(p procfs.Proc) procEntry {
+	argv, err := p.CmdLine()
+	if err != nil || len(argv) == 0 || argv[0] != t.exe {
 		return procEntry{}
 	}
-	argv0, _, _ := bytes.Cut(cmdline, []byte{0})
-	if string(argv0) != t.exe {
-		return procEntry{}
-	}
-	environ, err := os.ReadFile(filepath.Join(dir, "environ"))
+	environ, err := p.Environ()
 	if err != nil {
 		return procEntry{}
 	}
 	var session, workspace string
-	for kv := range bytes.SplitSeq(environ, []byte{0}) {
-		k, v, _ := bytes.Cut(kv, []byte{'='})
-		switch string(k) {
+	for _, kv := range environ {
+		k, v, _ := strings.Cut(kv, "=")
+		switch k {
 		case envSessionID:
-			session = string(v)
+			session = v
 		case envWorkspace:
-			workspace = string(v)
+			workspace = v
 		}
 	}
 	rel, ok := strings.CutPrefix(filepath.Clean(workspace), t.workRoot)
@@ -134,19 +130,11 @@ func (t *procTable) classify(pid int) procEntry {
 	return procEntry{runner: true, session: session, replica: replica}
 }
 
-// live reads the state letter of /proc/<pid>/stat: gone, a zombie (Z) or
-// dead (X) process is not a live runner.
-func (t *procTable) live(pid int) bool {
-	b, err := os.ReadFile(filepath.Join(t.root, strconv.Itoa(pid), "stat"))
-	if err != nil {
-		return false
-	}
-	// "pid (comm) S ...": comm may hold spaces and parentheses.
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 || i+2 >= len(b) {
-		return false
-	}
-	return b[i+2] != 'Z' && b[i+2] != 'X'
+// live reads the state of /proc/<pid>/stat: gone, a zombie (Z) or dead
+// (X) process is not a live runner.
+func live(p procfs.Proc) bool {
+	st, err := p.Stat()
+	return err == nil && st.State != "Z" && st.State != "X"
 }
 
 // twiceIn returns the sessions with more than one live runner in sample.

@@ -28,8 +28,9 @@ func (f fakeProc) put(pid int, argv []string, env map[string]string, state byte)
 	files := map[string]string{
 		"cmdline": strings.Join(argv, "\x00") + "\x00",
 		"environ": strings.Join(envs, "\x00") + "\x00",
-		// comm with a space and a parenthesis, as the kernel allows.
-		"stat": strconv.Itoa(pid) + " (demo (runner) " + string(state) + " 1 1 1",
+		// comm with a space and a parenthesis, as the kernel allows; the
+		// 52 fields of proc(5), zeros after the state and ppid.
+		"stat": strconv.Itoa(pid) + " (demo (runner) " + string(state) + " 1" + strings.Repeat(" 0", 48) + "\n",
 	}
 	for name, body := range files {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o600); err != nil {
@@ -65,7 +66,10 @@ func TestProcTableFindsRunnersOfThisRun(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(fp.root, "self"), nil, 0o600); err != nil {                                                     // non-numeric entries are skipped
 		t.Fatal(err)
 	}
-	table := newProcTable(fp.root, exe, root)
+	table, err := newProcTable(fp.root, exe, root)
+	if err != nil {
+		t.Fatal(err)
+	}
 	got, err := table.scan()
 	if err != nil {
 		t.Fatal(err)
@@ -98,7 +102,11 @@ func TestSamplerRecordsTwice(t *testing.T) {
 	}
 	fp.put(1, []string{exe}, env("rm-0", "a"), 'S')
 	fp.put(2, []string{exe}, env("rm-0", "b"), 'S')
-	s := newSampler(newProcTable(fp.root, exe, root), 0)
+	table, err := newProcTable(fp.root, exe, root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newSampler(table, 0)
 	s.sampleOnce()
 	fp.put(3, []string{exe}, env("rm-1", "a"), 'S')
 	s.sampleOnce()

@@ -121,10 +121,13 @@ func (h *harness) start(ctx context.Context) error {
 		return err
 	}
 	h.sys = sys
+	table, err := newProcTable("/proc", filepath.Join(cfg.BinDir, "demo-runner"), sys.workRoot)
+	if err != nil {
+		return err
+	}
 	// The processes outlive ctx: a cancelled run still stops them in order.
 	procCtx, stopProcs := context.WithCancel(context.WithoutCancel(ctx))
 	sys.begin(procCtx)
-	table := newProcTable("/proc", filepath.Join(cfg.BinDir, "demo-runner"), sys.workRoot)
 	h.closers = append(h.closers, func() error {
 		if err := sys.stop(stopProcs, table); err != nil {
 			return fmt.Errorf("stop the system: %w", err)

@@ -10,8 +10,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ambient-code/control-plane/libs/testenv"
+	"github.com/prometheus/procfs"
 	"go.uber.org/goleak"
+
+	"github.com/ambient-code/control-plane/libs/testenv"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -157,12 +159,12 @@ func TestStopEscalatesToKill(t *testing.T) {
 
 // alive reports whether pid exists and is not a zombie.
 func alive(pid int) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	p, err := procfs.NewProc(pid)
 	if err != nil {
 		return false
 	}
-	i := strings.LastIndexByte(string(b), ')')
-	return i >= 0 && i+2 < len(b) && b[i+2] != 'Z' && b[i+2] != 'X'
+	st, err := p.Stat()
+	return err == nil && st.State != "Z" && st.State != "X"
 }
 
 // TestWritePIDFileIsAtomic: a reader racing rewrites of the pid file (the

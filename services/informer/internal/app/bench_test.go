@@ -207,26 +207,6 @@ func (e *benchEnv) rawPublishRate(stream string, n, workers int, withKV bool) fl
 	return float64(n) / time.Since(start).Seconds()
 }
 
-// peakRSSMB reads VmHWM (peak resident set) of process pid.
-func peakRSSMB(pid int) float64 {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return -1
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
-			kb, err := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")))
-			if err != nil {
-				return -1
-			}
-			return float64(kb) / 1024
-		}
-	}
-	return -1
-}
-
 // buildInformer builds the informer binary into a temporary directory.
 func buildInformer(b *testing.B) string {
 	b.Helper()
@@ -355,15 +335,15 @@ func BenchmarkInitialSync(b *testing.B) {
 		// between the phases, and the mean of the two is the fairer
 		// reference.
 		rawBefore := e.rawPublishRate("RAW1", min(n, 50_000), benchWorkers(), true)
-		load := loadAverage()
+		load := testenv.LoadAverage(b)
 		start := time.Now()
 		c := e.startChild(bin)
 		e.waitCount(events.StreamName, uint64(n), 30*time.Minute)
 		took := time.Since(start)
-		peak := peakRSSMB(c.cmd.Process.Pid)
-		cpu := processCPU(c.cmd.Process.Pid)
+		peak := testenv.PeakRSSMB(b, c.cmd.Process.Pid)
+		cpu := testenv.CPUOf(b, c.cmd.Process.Pid)
 		c.stop(b)
-		load = (load + loadAverage()) / 2
+		load = (load + testenv.LoadAverage(b)) / 2
 		rate := float64(n) / took.Seconds()
 		rawAfter := e.rawPublishRate("RAW2", min(n, 50_000), benchWorkers(), true)
 		b.ReportMetric(rate, "objects/s")

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -140,8 +139,8 @@ func openLoop(b *testing.B, bin string, rate int, dur time.Duration) {
 	}
 
 	total := rate * int(dur/time.Second)
-	load0 := loadAverage()
-	cpu0 := processCPU(c.cmd.Process.Pid)
+	load0 := testenv.LoadAverage(b)
+	cpu0 := testenv.CPUOf(b, c.cmd.Process.Pid)
 	start := time.Now()
 	issued := 0
 	tick := time.NewTicker(time.Millisecond)
@@ -178,8 +177,8 @@ func openLoop(b *testing.B, bin string, rate int, dur time.Duration) {
 	}); err != nil {
 		b.Logf("%v", err)
 	}
-	cpu := processCPU(c.cmd.Process.Pid) - cpu0
-	load1 := loadAverage()
+	cpu := testenv.CPUOf(b, c.cmd.Process.Pid) - cpu0
+	load1 := testenv.LoadAverage(b)
 	acks := e.latencies(openLoopObjects)
 
 	mu.Lock()
@@ -223,48 +222,6 @@ func (e *benchEnv) ids() []string {
 		}
 	}
 	return out
-}
-
-// processCPU is the CPU time pid used so far: the sum over its threads of
-// the scheduler's run time (/proc/<pid>/task/*/schedstat, nanoseconds),
-// finer than rusage's clock ticks.
-func processCPU(pid int) time.Duration {
-	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", pid))
-	if err != nil {
-		return 0
-	}
-	var total time.Duration
-	for _, t := range tasks {
-		b, err := os.ReadFile(t)
-		if err != nil {
-			continue // the thread ended meanwhile
-		}
-		f := strings.Fields(string(b))
-		if len(f) == 0 {
-			continue
-		}
-		if ns, err := strconv.ParseInt(f[0], 10, 64); err == nil {
-			total += time.Duration(ns)
-		}
-	}
-	return total
-}
-
-// loadAverage is the 1-minute load average of the machine.
-func loadAverage() float64 {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return -1
-	}
-	f := strings.Fields(string(b))
-	if len(f) == 0 {
-		return -1
-	}
-	v, err := strconv.ParseFloat(f[0], 64)
-	if err != nil {
-		return -1
-	}
-	return v
 }
 
 // groupSettled reports whether every open-loop member owns partitions and

@@ -339,8 +339,8 @@ func runnersBySession(roots ...string) map[string][]int {
 }
 
 func pidAlive(pid int) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
-	return err == nil && !strings.Contains(string(b), "State:\tZ")
+	_, state, ok := procInfo(pid)
+	return ok && state != "Z"
 }
 
 // waitQueueDrained waits until at least minEvents events were published and

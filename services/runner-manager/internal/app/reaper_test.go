@@ -5,10 +5,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/prometheus/procfs"
 
 	"github.com/ambient-code/control-plane/libs/testenv"
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
@@ -16,31 +17,25 @@ import (
 
 // procInfo is a process's parent and state from /proc/<pid>/stat.
 func procInfo(pid int) (ppid int, state string, ok bool) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	p, err := procfs.NewProc(pid)
 	if err != nil {
 		return 0, "", false
 	}
-	i := strings.LastIndexByte(string(b), ')')
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 2 {
+	st, err := p.Stat()
+	if err != nil {
 		return 0, "", false
 	}
-	ppid, err = strconv.Atoi(f[1])
-	return ppid, f[0], err == nil
+	return st.PPID, st.State, true
 }
 
 // pidsRunning lists live processes whose command line contains s.
 func pidsRunning(s string) []int {
 	var out []int
-	entries, _ := os.ReadDir("/proc") // always readable on Linux
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err == nil && strings.Contains(string(cmdline), s) && pidAlive(pid) {
-			out = append(out, pid)
+	all, _ := procfs.AllProcs() // always readable on Linux
+	for _, p := range all {
+		args, err := p.CmdLine()
+		if err == nil && strings.Contains(strings.Join(args, " "), s) && pidAlive(p.PID) {
+			out = append(out, p.PID)
 		}
 	}
 	return out
@@ -49,14 +44,10 @@ func pidsRunning(s string) []int {
 // zombieChildren lists the zombie children of pid.
 func zombieChildren(pid int) []int {
 	var out []int
-	entries, _ := os.ReadDir("/proc") // always readable on Linux
-	for _, e := range entries {
-		child, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if ppid, state, ok := procInfo(child); ok && ppid == pid && state == "Z" {
-			out = append(out, child)
+	all, _ := procfs.AllProcs() // always readable on Linux
+	for _, p := range all {
+		if st, err := p.Stat(); err == nil && st.PPID == pid && st.State == "Z" {
+			out = append(out, p.PID)
 		}
 	}
 	return out

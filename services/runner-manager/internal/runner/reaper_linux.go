@@ -3,7 +3,6 @@ package runner
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -14,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/procfs"
 	"golang.org/x/sys/unix"
 
 	"github.com/ambient-code/control-plane/libs/logkey"
@@ -207,49 +207,19 @@ type proc struct {
 // procs reads pid, parent and state of every process from /proc; a
 // process that exits while it is read is skipped.
 func procs() []proc {
-	entries, err := os.ReadDir("/proc")
+	all, err := procfs.AllProcs()
 	if err != nil {
 		return nil
 	}
-	out := make([]proc, 0, len(entries))
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
+	out := make([]proc, 0, len(all))
+	for _, p := range all {
+		st, err := p.Stat()
+		if err != nil || len(st.State) != 1 {
+			continue // ended meanwhile
 		}
-		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-		if err != nil {
-			continue
-		}
-		p, err := parseStat(pid, b)
-		if err != nil {
-			continue
-		}
-		out = append(out, p)
+		out = append(out, proc{pid: st.PID, ppid: st.PPID, state: st.State[0]})
 	}
 	return out
-}
-
-// errStat is returned by parseStat for a line that is not /proc/<pid>/stat.
-var errStat = errors.New("malformed /proc stat")
-
-// parseStat reads state and ppid from /proc/<pid>/stat: "pid (comm)
-// state ppid ...". comm may hold spaces and parentheses, so the fields
-// start after the last ')'.
-func parseStat(pid int, b []byte) (proc, error) {
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 || i+4 > len(b) {
-		return proc{}, errStat
-	}
-	f := bytes.Fields(b[i+1:])
-	if len(f) < 2 || len(f[0]) != 1 || !(f[0][0] >= 'A' && f[0][0] <= 'Z' || f[0][0] >= 'a' && f[0][0] <= 'z') {
-		return proc{}, errStat // the state is one letter (R, S, D, Z, ...)
-	}
-	ppid, err := strconv.Atoi(string(f[1]))
-	if err != nil {
-		return proc{}, errStat
-	}
-	return proc{pid: pid, ppid: ppid, state: f[0][0]}, nil
 }
 
 // KillDescendants kills (SIGKILL) every descendant of this process that
