@@ -1,14 +1,12 @@
 package runner
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
 	"os"
 	"os/signal"
-	"path/filepath"
-	"strconv"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -141,23 +139,17 @@ func (r *Reaper) Reap() int {
 // scanning again while it finds some (a killed process's children are
 // reparented here). It returns how many it killed.
 func (r *Reaper) KillSession(id string) int {
-	marker := []byte(EnvSessionID + "=" + id)
+	marker := EnvSessionID + "=" + id
 	killed := 0
 	for range killRounds {
-		all := r.scans.snapshot()
-		parent := make(map[int]int, len(all))
-		for _, p := range all {
-			parent[p.pid] = p.ppid
-		}
-		n := 0
-		for _, p := range all {
-			if p.state == 'Z' || r.isTracked(p.pid) || !descends(parent, p.pid, r.self) || !hasEnv(p.pid, marker) {
-				continue
+		n := r.killEscaped(func(pid int) bool {
+			p, err := procfs.NewProc(pid)
+			if err != nil {
+				return false // exited meanwhile
 			}
-			if err := unix.Kill(p.pid, unix.SIGKILL); err == nil {
-				n++
-			}
-		}
+			env, err := p.Environ() // its initial environment
+			return err == nil && slices.Contains(env, marker)
+		})
 		killed += n
 		if n == 0 {
 			break
@@ -167,6 +159,30 @@ func (r *Reaper) KillSession(id string) int {
 		r.log.Info("escaped runner processes killed", slog.String(logkey.SessionID, id), slog.Int(logkey.Count, killed))
 	}
 	return killed
+}
+
+// killEscaped kills (SIGKILL) the live descendants of this process in a
+// fresh snapshot that are not tracked runners and that match accepts (nil:
+// all of them), and returns how many.
+func (r *Reaper) killEscaped(accept func(pid int) bool) int {
+	all := r.scans.snapshot()
+	parent := make(map[int]int, len(all))
+	for _, p := range all {
+		parent[p.pid] = p.ppid
+	}
+	n := 0
+	for _, p := range all {
+		if p.state == 'Z' || r.isTracked(p.pid) || !descends(parent, p.pid, r.self) {
+			continue
+		}
+		if accept != nil && !accept(p.pid) {
+			continue
+		}
+		if err := unix.Kill(p.pid, unix.SIGKILL); err == nil {
+			n++
+		}
+	}
+	return n
 }
 
 // descends reports whether pid is a descendant of root in the parent map.
@@ -180,20 +196,6 @@ func descends(parent map[int]int, pid, root int) bool {
 			return true
 		}
 		pid = pp
-	}
-	return false
-}
-
-// hasEnv reports whether pid's initial environment holds the entry kv.
-func hasEnv(pid int, kv []byte) bool {
-	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "environ"))
-	if err != nil {
-		return false
-	}
-	for e := range bytes.SplitSeq(b, []byte{0}) {
-		if bytes.Equal(e, kv) {
-			return true
-		}
 	}
 	return false
 }
@@ -226,20 +228,7 @@ func procs() []proc {
 // is not a tracked runner: at shutdown, after the runners exited, what is
 // left escaped them without a session marker.
 func (r *Reaper) KillDescendants() int {
-	all := r.scans.snapshot()
-	parent := make(map[int]int, len(all))
-	for _, p := range all {
-		parent[p.pid] = p.ppid
-	}
-	n := 0
-	for _, p := range all {
-		if p.state == 'Z' || r.isTracked(p.pid) || !descends(parent, p.pid, r.self) {
-			continue
-		}
-		if err := unix.Kill(p.pid, unix.SIGKILL); err == nil {
-			n++
-		}
-	}
+	n := r.killEscaped(nil)
 	if n > 0 {
 		r.log.Info("escaped runner processes killed at shutdown", slog.Int(logkey.Count, n))
 	}

@@ -1,0 +1,141 @@
+package runner
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"maps"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/procfs"
+
+	"github.com/ambient-code/control-plane/libs/testenv"
+)
+
+// reaperHelperEnv makes the test binary run TestReaperKillsEscapedProcesses'
+// scenario itself: NewReaper makes the calling process a subreaper for
+// good, and KillDescendants kills every untracked descendant, so the
+// scenario runs in a process of its own, not beside the package's other
+// tests.
+const reaperHelperEnv = "RUNNER_REAPER_HELPER"
+
+// TestReaperKillsEscapedProcesses: processes that outlived the shell that
+// started them (reparented to the reaper) are killed by KillSession only
+// when they carry that session's SESSION_ID, and by KillDescendants at
+// shutdown whatever they carry; a tracked runner is killed by neither.
+func TestReaperKillsEscapedProcesses(t *testing.T) {
+	if os.Getenv(reaperHelperEnv) == "1" {
+		reaperScenario(t)
+		return
+	}
+	helper := exec.Command(os.Args[0], "-test.run", "^TestReaperKillsEscapedProcesses$", "-test.v")
+	helper.Env = append(os.Environ(), reaperHelperEnv+"=1")
+	out, err := helper.CombinedOutput()
+	if err != nil {
+		t.Fatalf("scenario failed: %v\n%s", err, out)
+	}
+}
+
+func reaperScenario(t *testing.T) {
+	r, err := NewReaper(slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Skipf("no subreaper here: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	reaping := make(chan error, 1)
+	go func() { reaping <- r.Run(ctx) }() // stopped below
+	defer func() {
+		cancel()
+		if err := <-reaping; err != nil {
+			t.Errorf("reaper Run = %v", err)
+		}
+	}()
+
+	// A tracked runner: a child whose exec.Cmd waits for it.
+	runner := exec.Command("sleep", "60")
+	if err := r.spawn(func() (int, error) {
+		if err := runner.Start(); err != nil {
+			return 0, err
+		}
+		return runner.Process.Pid, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		_ = runner.Process.Kill()
+		_ = runner.Wait()
+		r.untrack(runner.Process.Pid)
+	}()
+	// Escapees: the shell exits at once and its background sleep is
+	// reparented to this process.
+	for _, session := range []string{"s1", "s1", "s2", ""} {
+		sh := exec.Command("/bin/sh", "-c", "sleep 60 & exit 0")
+		sh.Env = []string{"PATH=" + os.Getenv("PATH")}
+		if session != "" {
+			sh.Env = append(sh.Env, EnvSessionID+"="+session)
+		}
+		if err := sh.Run(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitEscaped(t, runner.Process.Pid, map[string]int{"s1": 2, "s2": 1, "": 1})
+
+	if n := r.KillSession("s1"); n != 2 {
+		t.Errorf("KillSession(s1) killed %d, want 2", n)
+	}
+	waitEscaped(t, runner.Process.Pid, map[string]int{"s2": 1, "": 1})
+	if n := r.KillSession("s3"); n != 0 {
+		t.Errorf("KillSession(s3) killed %d, want 0", n)
+	}
+	if n := r.KillDescendants(); n != 2 {
+		t.Errorf("KillDescendants killed %d, want 2", n)
+	}
+	waitEscaped(t, runner.Process.Pid, map[string]int{})
+	if p, err := procfs.NewProc(runner.Process.Pid); err != nil {
+		t.Errorf("the tracked runner is gone: %v", err)
+	} else if st, err := p.Stat(); err != nil || st.State == "Z" {
+		t.Errorf("the tracked runner was killed: %+v, %v", st, err)
+	}
+}
+
+// waitEscaped waits until the live (not zombie) sleeps under this
+// process other than tracked are want, counted by their SESSION_ID (""
+// for none), and every one that died has been reaped.
+func waitEscaped(t *testing.T, tracked int, want map[string]int) {
+	t.Helper()
+	testenv.Eventually(t, 10*time.Second, func() error {
+		all, err := procfs.AllProcs()
+		if err != nil {
+			return err
+		}
+		got := map[string]int{}
+		for _, p := range all {
+			st, err := p.Stat()
+			if err != nil || st.PPID != os.Getpid() || st.Comm != "sleep" || st.PID == tracked {
+				continue
+			}
+			if st.State == "Z" {
+				return fmt.Errorf("zombie %d not reaped", st.PID)
+			}
+			env, err := p.Environ()
+			if err != nil {
+				return err
+			}
+			session := ""
+			for _, kv := range env {
+				if v, ok := strings.CutPrefix(kv, EnvSessionID+"="); ok {
+					session = v
+				}
+			}
+			got[session]++
+		}
+		if !maps.Equal(got, want) {
+			return fmt.Errorf("escaped sleeps by session %v, want %v", got, want)
+		}
+		return nil
+	})
+}
