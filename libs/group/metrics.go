@@ -26,6 +26,7 @@ const (
 	MetricPartitions   = "consumer_group.partitions"
 	MetricUnowned      = "consumer_group.partitions_unowned"
 	MetricBacklog      = "consumer_group.partition.backlog"
+	MetricJoined       = "consumer_group.joined"
 )
 
 // registerMetrics exports cfg.Stats through cfg.Meter as observable
@@ -74,6 +75,10 @@ func registerMetrics(cfg Config) (func() error, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create %s: %w", MetricBacklog, err)
 	}
+	joined, err := m.Int64ObservableGauge(MetricJoined, metric.WithDescription("1 once this member has joined its group (heartbeat written, consumer started), 0 while it is still joining: what its consumer_group readiness check reports."))
+	if err != nil {
+		return nil, fmt.Errorf("create %s: %w", MetricJoined, err)
+	}
 	attrs := metric.WithAttributeSet(attribute.NewSet(attribute.String("group", cfg.Group), attribute.String("member", cfg.Member)))
 	reg, err := m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
 		s := cfg.Stats.Snapshot()
@@ -86,12 +91,17 @@ func registerMetrics(cfg Config) (func() error, error) {
 		o.ObserveInt64(inFlight, clamp(s.InFlight), attrs)
 		o.ObserveInt64(parts, int64(s.Partitions), attrs)
 		o.ObserveInt64(unowned, int64(s.Unowned), attrs)
+		if s.Joined {
+			o.ObserveInt64(joined, 1, attrs)
+		} else {
+			o.ObserveInt64(joined, 0, attrs)
+		}
 		for p, n := range s.Backlog {
 			o.ObserveInt64(backlog, clamp(n), metric.WithAttributes(attribute.String("group", cfg.Group),
 				attribute.String("member", cfg.Member), attribute.Int("partition", p)))
 		}
 		return nil
-	}, delivered, handled, retried, dead, lag, coalesced, inFlight, parts, unowned, backlog)
+	}, delivered, handled, retried, dead, lag, coalesced, inFlight, parts, unowned, backlog, joined)
 	if err != nil {
 		return nil, fmt.Errorf("register consumer group metrics: %w", err)
 	}

@@ -151,6 +151,7 @@ func TestMetricsScraped(t *testing.T) {
 		"consumer_group_coalesced_total":     0,
 		"consumer_group_partitions":          8, // all of testConfig's
 		"consumer_group_partitions_unowned":  0,
+		"consumer_group_joined":              1,
 	})
 }
 
