@@ -54,9 +54,8 @@ func (rt *Runtime) Consume(cfg group.Config, h group.Handler) {
 	if cfg.Stats == nil {
 		cfg.Stats = &group.Stats{}
 	}
-	stats := cfg.Stats
 	rt.Check(CheckConsumerGroup, func(ctx context.Context) error {
-		if stats.Snapshot().Joined {
+		if cfg.Stats.Snapshot().Joined {
 			return nil
 		}
 		if _, err := rt.js.Stream(ctx, cfg.Stream); err != nil {
