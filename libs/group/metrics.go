@@ -29,11 +29,19 @@ const (
 	MetricJoined       = "consumer_group.joined"
 )
 
-// registerMetrics exports cfg.Stats through cfg.Meter as observable
-// instruments, so every consumer gets the same metrics without wiring them.
-// The returned func unregisters them; Run calls it on return so a member
-// that rejoins does not report twice.
-func registerMetrics(cfg Config) (func() error, error) {
+// RegisterMetrics exports cfg.Stats through cfg.Meter as the
+// consumer_group.* instruments, labelled with cfg.Group and cfg.Member;
+// the returned func unregisters them. Run does this itself, for the time
+// it runs, when its Config has a Meter. A caller that runs a member again
+// after Run returned (a rejoin loop, like libs/service's) registers once
+// here and passes Run a Config without a Meter instead: the metrics then
+// stay on /metrics between two Runs, reading joined 0, rather than
+// vanishing exactly while the member is out of its group. cfg.Stats and
+// cfg.Meter must be set.
+func RegisterMetrics(cfg Config) (unregister func() error, err error) {
+	if cfg.Meter == nil || cfg.Stats == nil {
+		return nil, fmt.Errorf("consumer group metrics need a Meter and Stats: %w", ErrInvalidConfig)
+	}
 	m := cfg.Meter
 	delivered, err := m.Int64ObservableCounter(MetricDelivered, metric.WithDescription("Event deliveries to this member, retries included."))
 	if err != nil {

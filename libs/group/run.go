@@ -42,7 +42,7 @@ func Run(ctx context.Context, js jetstream.JetStream, cfg Config, h Handler, log
 	}
 	log = log.With(slog.String(logkey.Group, cfg.Group), slog.String(logkey.Member, cfg.Member), slog.String(logkey.Stream, cfg.Stream))
 	if cfg.Meter != nil {
-		unregister, err := registerMetrics(cfg)
+		unregister, err := RegisterMetrics(cfg)
 		if err != nil {
 			return err
 		}

@@ -9,6 +9,7 @@ import (
 
 	eventsv1 "github.com/ambient-code/control-plane/proto/ambient/events/v1"
 	"github.com/synadia-io/orbit.go/pcgroups"
+	"go.opentelemetry.io/otel/metric/noop"
 )
 
 func TestAssign(t *testing.T) {
@@ -144,5 +145,28 @@ func TestPartitionStable(t *testing.T) {
 		if got := Partition(token, 16); got != want {
 			t.Errorf("Partition(%q) = %d, want %d", token, got, want)
 		}
+	}
+}
+
+// TestRegisterMetricsNeedsMeterAndStats: the metrics read Stats through
+// the Meter; without either there is nothing to export, and the caller
+// learns it instead of getting metrics that never change.
+func TestRegisterMetricsNeedsMeterAndStats(t *testing.T) {
+	t.Parallel()
+	meter := noop.NewMeterProvider().Meter("group-test")
+	for name, cfg := range map[string]Config{
+		"no meter": {Group: "g", Member: "m", Stats: &Stats{}},
+		"no stats": {Group: "g", Member: "m", Meter: meter},
+	} {
+		if _, err := RegisterMetrics(cfg); !errors.Is(err, ErrInvalidConfig) {
+			t.Errorf("%s: RegisterMetrics = %v, want ErrInvalidConfig", name, err)
+		}
+	}
+	unregister, err := RegisterMetrics(Config{Group: "g", Member: "m", Meter: meter, Stats: &Stats{}})
+	if err != nil {
+		t.Fatalf("RegisterMetrics = %v", err)
+	}
+	if err := unregister(); err != nil {
+		t.Errorf("unregister = %v", err)
 	}
 }

@@ -31,9 +31,10 @@ const (
 // rejoins with backoff whenever the group stops on its own. An invalid cfg
 // makes Run fail before anything runs (wrapping group.ErrInvalidConfig).
 // cfg.Meter defaults to the service's Meter, so the consumer_group.*
-// metrics are on /metrics, cfg.TracerProvider to the service's (every
-// handler call is a CONSUMER span), and cfg.Stats to one Stats kept across
-// rejoins. The "consumer_group" readiness check passes while the member is
+// metrics are on /metrics from the start (consumer_group_joined 0 until
+// the member is in its group, and again while it rejoins),
+// cfg.TracerProvider to the service's (every handler call is a CONSUMER
+// span), and cfg.Stats to one Stats kept across rejoins. The "consumer_group" readiness check passes while the member is
 // in its group (group.StatsSnapshot.Joined): not while it waits for the
 // events stream, retries its join or rejoins, so a rollout waits until a
 // new replica takes work (a member without partitions, in a group with
@@ -63,7 +64,23 @@ func (rt *Runtime) Consume(cfg group.Config, h group.Handler) {
 		}
 		return fmt.Errorf("member %s has not joined consumer group %s: %w", cfg.Member, cfg.Group, errNotJoined)
 	})
-	rt.Go("consumer group "+cfg.Group, func(ctx context.Context) error { return consume(ctx, rt.js, cfg, h, rt.log) })
+	// Registered here, once, not by each group.Run: between a group that
+	// stopped and the rejoin the metrics stay, with joined 0.
+	unregister, err := group.RegisterMetrics(cfg)
+	if err != nil {
+		rt.invalid(fmt.Errorf("consumer group: %w", err))
+		return
+	}
+	run := cfg
+	run.Meter = nil
+	rt.Go("consumer group "+cfg.Group, func(ctx context.Context) error {
+		defer func() {
+			if err := unregister(); err != nil {
+				rt.log.Warn("unregister consumer group metrics", slog.Any(logkey.Err, err))
+			}
+		}()
+		return consume(ctx, rt.js, run, h, rt.log)
+	})
 }
 
 // consume runs one member until ctx ends; see Consume.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -44,6 +45,11 @@ func TestConsume(t *testing.T) {
 	if code, rep := readyz(t, base); code != http.StatusServiceUnavailable || !slices.Equal(rep.Failing, []string{service.CheckConsumerGroup}) {
 		t.Fatalf("/readyz without the stream = %d %+v, want 503 failing %s", code, rep, service.CheckConsumerGroup)
 	}
+	// Not in its group yet (no group.Run so far): the metric says so
+	// rather than being absent.
+	if v, err := joinedMetric(t, base, "svc-test"); err != nil || v != 0 {
+		t.Errorf("consumer_group_joined without the stream = %v, %v; want 0", v, err)
+	}
 
 	_, js := testenv.JetStream(t, srv)
 	if _, err := bus.EnsureEventsStream(t.Context(), js, 1, 0); err != nil {
@@ -55,6 +61,9 @@ func TestConsume(t *testing.T) {
 		}
 		return nil
 	})
+	if v, err := joinedMetric(t, base, "svc-test"); err != nil || v != 1 {
+		t.Errorf("consumer_group_joined once ready = %v, %v; want 1", v, err)
+	}
 	s := &ambientv1.Session{Metadata: &ambientv1.ObjectReference{Id: "s1", UpdatedAt: timestamppb.New(time.Unix(1, 0))}, ProjectId: proto.String("p1")}
 	msg, err := events.NewMsg(t.Context(), events.SubjectPrefix, events.NewEvent(eventsv1.EventType_EVENT_TYPE_ADDED, s, nil, time.Now()))
 	if err != nil {
@@ -119,6 +128,13 @@ func TestConsumeReadyOnlyOnceJoined(t *testing.T) {
 	if stats.Snapshot().Joined {
 		t.Fatal("Stats.Joined set while the member cannot join")
 	}
+	// Between two tries the member is outside any group.Run: the metric
+	// stays, at 0, through every scrape.
+	for range 5 {
+		if v, err := joinedMetric(t, base, "svc-ready"); err != nil || v != 0 {
+			t.Fatalf("consumer_group_joined while rejoining = %v, %v; want 0", v, err)
+		}
+	}
 
 	if err := js.DeleteStream(t.Context(), blocker); err != nil {
 		t.Fatal(err)
@@ -160,4 +176,23 @@ func TestConsumeInvalidConfig(t *testing.T) {
 	if !errors.Is(err, group.ErrInvalidConfig) {
 		t.Errorf("Run = %v, want %v", err, group.ErrInvalidConfig)
 	}
+}
+
+// joinedMetric reads consumer_group_joined of group from base's /metrics.
+func joinedMetric(t *testing.T, base, groupName string) (float64, error) {
+	t.Helper()
+	_, body := get(t, base+health.PathMetrics)
+	label := `group="` + groupName + `"`
+	for line := range strings.Lines(body) {
+		name, rest, ok := strings.Cut(strings.TrimSpace(line), "{")
+		if !ok || name != "consumer_group_joined" || !strings.Contains(rest, label) {
+			continue
+		}
+		_, value, ok := strings.Cut(rest, "} ")
+		if !ok {
+			return 0, fmt.Errorf("malformed sample %q", line)
+		}
+		return strconv.ParseFloat(value, 64)
+	}
+	return 0, fmt.Errorf("/metrics has no consumer_group_joined{%s}", label)
 }
