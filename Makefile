@@ -20,6 +20,12 @@ PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 GOLANGCI_LINT_VERSION      := v2.15.0
 
 GOTEST_FLAGS ?= -race -count=1 -timeout 20m
+# go vet and golangci-lint compile every package they check, test files
+# included. With the build flags of the tests (-race) they compile exactly
+# what `go test -race` then finds in the build cache, instead of a second,
+# uninstrumented copy of every package: measured on a cold cache (2 cores),
+# the uninstrumented `go vet` took 476 s and the race build of the tests 635 s.
+VET_FLAGS    ?= -race
 # An execution count, not a duration: duration-based -fuzztime races the
 # fuzz coordinator's deadline in Go 1.26 (golang/go#75804) and fails with a
 # bare "context deadline exceeded" on a loaded machine.
@@ -27,6 +33,12 @@ FUZZTIME     ?= 5000x
 BENCHTIME    ?= 1x
 
 export KUBEBUILDER_ASSETS := $(BIN)/k8s
+
+# golangci-lint is installed, not `go run`: it must run with VET_FLAGS in
+# GOFLAGS (its package loader calls `go list -export`) without being built
+# with them itself.
+GOLANGCI_LINT := $(BIN)/golangci-lint-$(GOLANGCI_LINT_VERSION)
+LINT_RUN      := GOFLAGS="$${GOFLAGS:-} $(VET_FLAGS)" $(GOLANGCI_LINT) run --allow-parallel-runners --config $(ROOT)/.golangci.yml ./...
 
 .PHONY: help
 help: ## Show this help.
@@ -44,14 +56,14 @@ kube-binaries: ## Build kube-apiserver and etcd from Go modules into bin/k8s (ca
 
 .PHONY: test
 test: kube-binaries ## Run go vet and every test with -race: the workspace, then the deploy modules.
-	go vet $(PKGS)
+	go vet $(VET_FLAGS) $(PKGS)
 	go test $(GOTEST_FLAGS) $(PKGS)
 	$(MAKE) test-deploy
 
 .PHONY: test-deploy
 test-deploy: kube-binaries ## Test the chart, compose file and Dockerfile (deploy/deploytest, deploy/httpcheck).
 	@for m in $(DEPLOY_MODULES); do \
-	  echo "test $$m"; (cd $$m && GOWORK=off go vet ./... && GOWORK=off go test $(GOTEST_FLAGS) ./...) || exit 1; \
+	  echo "test $$m"; (cd $$m && GOWORK=off go vet $(VET_FLAGS) ./... && GOWORK=off go test $(GOTEST_FLAGS) ./...) || exit 1; \
 	done
 
 .PHONY: fuzz
@@ -70,11 +82,16 @@ bench: kube-binaries ## Run the benchmarks (BENCHTIME=1x by default; figures go 
 	go test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) -timeout 60m $(PKGS)
 
 .PHONY: lint
-lint: ## gofmt, go vet and golangci-lint over every module.
+lint: $(GOLANGCI_LINT) ## gofmt, go vet and golangci-lint over every module.
 	@test -z "$$(gofmt -l $(MODULES) $(DEPLOY_MODULES))" || { gofmt -l $(MODULES) $(DEPLOY_MODULES); echo "gofmt: files above need formatting"; exit 1; }
-	go vet $(PKGS)
-	@for m in $(MODULES); do (cd $$m && go run github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION) run --allow-parallel-runners --config $(ROOT)/.golangci.yml ./...) || exit 1; done
-	@for m in $(DEPLOY_MODULES); do (cd $$m && GOWORK=off go vet ./... && GOWORK=off go run github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION) run --allow-parallel-runners --config $(ROOT)/.golangci.yml ./...) || exit 1; done
+	go vet $(VET_FLAGS) $(PKGS)
+	@for m in $(MODULES); do echo "golangci-lint $$m"; (cd $$m && $(LINT_RUN)) || exit 1; done
+	@for m in $(DEPLOY_MODULES); do echo "go vet, golangci-lint $$m"; (cd $$m && GOWORK=off go vet $(VET_FLAGS) ./... && GOWORK=off $(LINT_RUN)) || exit 1; done
+
+$(GOLANGCI_LINT):
+	@mkdir -p $(BIN)/.golangci-lint
+	GOBIN=$(BIN)/.golangci-lint GOFLAGS= go install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
+	mv $(BIN)/.golangci-lint/golangci-lint $@
 
 .PHONY: fmt
 fmt: ## Format every Go file.
