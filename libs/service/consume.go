@@ -34,12 +34,12 @@ const (
 // metrics are on /metrics from the start (consumer_group_joined 0 until
 // the member is in its group, and again while it rejoins),
 // cfg.TracerProvider to the service's (every handler call is a CONSUMER
-// span), and cfg.Stats to one Stats kept across rejoins. The "consumer_group" readiness check passes while the member is
-// in its group (group.StatsSnapshot.Joined): not while it waits for the
-// events stream, retries its join or rejoins, so a rollout waits until a
-// new replica takes work (a member without partitions, in a group with
-// more members than partitions, counts: it is a standby that takes over
-// on a failover).
+// span), and cfg.Stats to one Stats kept across rejoins. The
+// "consumer_group" readiness check passes while the member is in its group
+// (group.StatsSnapshot.Joined): not while it waits for the events stream,
+// retries its join or rejoins, so a rollout waits until a new replica
+// takes work (a member without partitions, in a group with more members
+// than partitions, counts: it is a standby that takes over on a failover).
 func (rt *Runtime) Consume(cfg group.Config, h group.Handler) {
 	cfg, err := cfg.WithDefaults()
 	if err != nil {
