@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -47,8 +46,8 @@ func TestConsume(t *testing.T) {
 	}
 	// Not in its group yet (no group.Run so far): the metric says so
 	// rather than being absent.
-	if v, err := joinedMetric(t, base, "svc-test"); err != nil || v != 0 {
-		t.Errorf("consumer_group_joined without the stream = %v, %v; want 0", v, err)
+	if v, ok := joinedMetric(t, base, "svc-test"); !ok || v != 0 {
+		t.Errorf("consumer_group_joined without the stream = %v (on /metrics: %t), want 0", v, ok)
 	}
 
 	_, js := testenv.JetStream(t, srv)
@@ -61,8 +60,8 @@ func TestConsume(t *testing.T) {
 		}
 		return nil
 	})
-	if v, err := joinedMetric(t, base, "svc-test"); err != nil || v != 1 {
-		t.Errorf("consumer_group_joined once ready = %v, %v; want 1", v, err)
+	if v, ok := joinedMetric(t, base, "svc-test"); !ok || v != 1 {
+		t.Errorf("consumer_group_joined once ready = %v (on /metrics: %t), want 1", v, ok)
 	}
 	s := &ambientv1.Session{Metadata: &ambientv1.ObjectReference{Id: "s1", UpdatedAt: timestamppb.New(time.Unix(1, 0))}, ProjectId: proto.String("p1")}
 	msg, err := events.NewMsg(t.Context(), events.SubjectPrefix, events.NewEvent(eventsv1.EventType_EVENT_TYPE_ADDED, s, nil, time.Now()))
@@ -131,8 +130,8 @@ func TestConsumeReadyOnlyOnceJoined(t *testing.T) {
 	// Between two tries the member is outside any group.Run: the metric
 	// stays, at 0, through every scrape.
 	for range 5 {
-		if v, err := joinedMetric(t, base, "svc-ready"); err != nil || v != 0 {
-			t.Fatalf("consumer_group_joined while rejoining = %v, %v; want 0", v, err)
+		if v, ok := joinedMetric(t, base, "svc-ready"); !ok || v != 0 {
+			t.Fatalf("consumer_group_joined while rejoining = %v (on /metrics: %t), want 0", v, ok)
 		}
 	}
 
@@ -178,21 +177,10 @@ func TestConsumeInvalidConfig(t *testing.T) {
 	}
 }
 
-// joinedMetric reads consumer_group_joined of group from base's /metrics.
-func joinedMetric(t *testing.T, base, groupName string) (float64, error) {
+// joinedMetric reads consumer_group_joined of group (one member) from
+// base's /metrics, and whether it is there at all.
+func joinedMetric(t *testing.T, base, groupName string) (float64, bool) {
 	t.Helper()
 	_, body := get(t, base+health.PathMetrics)
-	label := `group="` + groupName + `"`
-	for line := range strings.Lines(body) {
-		name, rest, ok := strings.Cut(strings.TrimSpace(line), "{")
-		if !ok || name != "consumer_group_joined" || !strings.Contains(rest, label) {
-			continue
-		}
-		_, value, ok := strings.Cut(rest, "} ")
-		if !ok {
-			return 0, fmt.Errorf("malformed sample %q", line)
-		}
-		return strconv.ParseFloat(value, 64)
-	}
-	return 0, fmt.Errorf("/metrics has no consumer_group_joined{%s}", label)
+	return testenv.MetricSum(body, "consumer_group_joined", `group="`+groupName+`"`)
 }
