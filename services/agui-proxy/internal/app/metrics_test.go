@@ -1,41 +1,20 @@
 package app_test
 
 import (
-	"bufio"
 	"context"
 	"io"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/ambient-code/control-plane/libs/testenv"
 )
 
-// metricValue returns the value of the first sample of /metrics whose line
-// starts with name and contains every label.
+// metricValue returns the sum of /metrics' samples named name whose
+// labels include every label (each a `key="value"` pair), and whether any
+// matched.
 func metricValue(t testing.TB, metricsURL, name string, labels ...string) (float64, bool) {
 	t.Helper()
-	sc := bufio.NewScanner(strings.NewReader(bodyOf(t, metricsURL)))
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-next:
-	for sc.Scan() {
-		line := sc.Text()
-		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") {
-			continue
-		}
-		for _, l := range labels {
-			if !strings.Contains(line, l) {
-				continue next
-			}
-		}
-		v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
-		if err != nil {
-			t.Fatalf("parse %q: %v", line, err)
-		}
-		return v, true
-	}
-	return 0, false
+	return testenv.MetricSum(bodyOf(t, metricsURL), name, labels...)
 }
 
 // TestMetrics: requests by route and code, active streams, bytes streamed

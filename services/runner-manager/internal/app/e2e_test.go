@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -344,34 +343,15 @@ func TestGroupMetricsScraped(t *testing.T) {
 	})
 	w.waitAll([]string{id}, "Stopped", 10*time.Second)
 	testenv.Eventually(t, 10*time.Second, func() error {
-		m := groupMetrics(t, svc, "runner-manager")
+		body := httpBody(t, "http://"+svc.metricsAddr+"/metrics")
 		for name, least := range map[string]float64{"consumer_group_delivered_total": 6, "consumer_group_handled_total": 5,
 			"consumer_group_retried_total": 1, "consumer_group_dead_lettered_total": 0, "consumer_group_lag": 0} {
-			if v, ok := m[name]; !ok || v < least {
-				return fmt.Errorf("%s = %v (present %v), want >= %v; scraped %v", name, v, ok, least, m)
+			if v, ok := testenv.MetricSum(body, name, `group="runner-manager"`); !ok || v < least {
+				return fmt.Errorf("%s = %v (present %v), want >= %v; scraped:\n%s", name, v, ok, least, body)
 			}
 		}
 		return nil
 	})
-}
-
-// groupMetrics scrapes svc's consumer_group_* samples of group.
-func groupMetrics(t *testing.T, svc *service, group string) map[string]float64 {
-	t.Helper()
-	out := map[string]float64{}
-	for line := range strings.SplitSeq(httpBody(t, "http://"+svc.metricsAddr+"/metrics"), "\n") {
-		if !strings.HasPrefix(line, "consumer_group_") || !strings.Contains(line, `group="`+group+`"`) {
-			continue
-		}
-		name, _, _ := strings.Cut(line, "{")
-		fields := strings.Fields(line)
-		v, err := strconv.ParseFloat(fields[len(fields)-1], 64)
-		if err != nil {
-			t.Fatalf("sample %q: %v", line, err)
-		}
-		out[name] = v
-	}
-	return out
 }
 
 // BenchmarkEventToRunning50: event-to-Running for 50 sessions created at
