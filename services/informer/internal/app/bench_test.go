@@ -424,6 +424,8 @@ func BenchmarkSteadyState(b *testing.B) {
 type latencies struct {
 	p50, p99 time.Duration
 	lastAck  time.Time
+	// stored is each event's stream timestamp by its id (Nats-Msg-Id).
+	stored map[string]time.Time
 }
 
 // latencies reads the events after skip and measures, per event, the time
@@ -444,6 +446,7 @@ func (e *benchEnv) latencies(skip int) latencies {
 	n := int(e.count(events.StreamName)) - skip
 	var ds []time.Duration
 	var last time.Time
+	stored := make(map[string]time.Time, n)
 	for len(ds) < n {
 		batch, err := c.Fetch(n-len(ds), jetstream.FetchMaxWait(5*time.Second))
 		if err != nil {
@@ -461,6 +464,7 @@ func (e *benchEnv) latencies(skip int) latencies {
 				e.b.Fatal(err)
 			}
 			ds = append(ds, md.Timestamp.Sub(events.UpdatedAt(ev.GetObject())))
+			stored[m.Headers().Get(jetstream.MsgIDHeader)] = md.Timestamp
 			if md.Timestamp.After(last) {
 				last = md.Timestamp
 			}
@@ -473,7 +477,7 @@ func (e *benchEnv) latencies(skip int) latencies {
 		return latencies{}
 	}
 	slices.Sort(ds)
-	return latencies{p50: ds[len(ds)/2], p99: ds[len(ds)*99/100], lastAck: last}
+	return latencies{p50: ds[len(ds)/2], p99: ds[len(ds)*99/100], lastAck: last, stored: stored}
 }
 
 // BenchmarkDeleteMarkers4000 is issue 14's acceptance 4 for the informer:

@@ -39,9 +39,11 @@ const openLoopMembers = 8
 // to the entry of a consumer-group handler (p50-ms, p99-ms) and to the
 // JetStream ack of its event (ack-p50-ms, ack-p99-ms: the informer's own
 // part); the informer's CPU time per event (cpu-µs/event, from its own
-// scheduler statistics: it runs as a child process) and the load average
-// at the start and the end (the machine is shared: read the figures with
-// it).
+// scheduler statistics: it runs as a child process), the time from that
+// ack to the handler's entry (stream-p50-ms, stream-p99-ms: the consumer
+// group's part, sourcing into its work stream and delivery included) and
+// the load average at the start and the end (the machine is shared: read
+// the figures with it).
 func BenchmarkOpenLoop(b *testing.B) {
 	secs := 10
 	if v, err := strconv.Atoi(os.Getenv("BENCH_OPEN_LOOP_SECONDS")); err == nil && v > 0 {
@@ -81,6 +83,7 @@ func openLoop(b *testing.B, bin string, rate int, dur time.Duration) {
 	// (their prompt says so), and count every event.
 	var mu sync.Mutex
 	lat := make([]time.Duration, 0, rate*int(dur/time.Second)) // guarded by mu
+	entered := make(map[string]time.Time, cap(lat))            // guarded by mu: handler entry by event id
 	var handled atomic.Int64
 	handler := func(_ context.Context, m group.Message) error {
 		now := time.Now()
@@ -89,6 +92,7 @@ func openLoop(b *testing.B, bin string, rate int, dur time.Duration) {
 			d := now.Sub(events.UpdatedAt(m.Event.GetObject()))
 			mu.Lock()
 			lat = append(lat, d)
+			entered[m.Header.Get(jetstream.MsgIDHeader)] = now
 			mu.Unlock()
 		}
 		return nil
@@ -182,6 +186,13 @@ func openLoop(b *testing.B, bin string, rate int, dur time.Duration) {
 	acks := e.latencies(openLoopObjects)
 
 	mu.Lock()
+	after := make([]time.Duration, 0, len(entered))
+	for id, at := range entered {
+		if st, ok := acks.stored[id]; ok {
+			after = append(after, at.Sub(st))
+		}
+	}
+	slices.Sort(after)
 	slices.Sort(lat)
 	seen := len(lat)
 	p50, p99 := lat[seen/2], lat[seen*99/100]
@@ -192,6 +203,10 @@ func openLoop(b *testing.B, bin string, rate int, dur time.Duration) {
 	b.ReportMetric(ms(p99), "p99-ms")
 	b.ReportMetric(ms(acks.p50), "ack-p50-ms")
 	b.ReportMetric(ms(acks.p99), "ack-p99-ms")
+	if len(after) > 0 {
+		b.ReportMetric(ms(after[len(after)/2]), "stream-p50-ms")
+		b.ReportMetric(ms(after[len(after)*99/100]), "stream-p99-ms")
+	}
 	b.ReportMetric(float64(cpu.Microseconds())/float64(total), "cpu-µs/event")
 	b.ReportMetric(load0, "loadavg-start")
 	b.ReportMetric(load1, "loadavg-end")
