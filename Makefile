@@ -78,8 +78,9 @@ fuzz: ## Run every fuzz target for FUZZTIME executions (default 5000x).
 	done
 
 .PHONY: bench
-bench: kube-binaries ## Run the benchmarks (BENCHTIME=1x by default; figures go to docs/benchmarks.md).
-	go test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) -timeout 60m $(PKGS)
+bench: kube-binaries ## Run the benchmarks (BENCHTIME=1x by default; figures go to docs/benchmarks.md), then print issue 15's targets from them.
+	go test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) -timeout 60m $(PKGS) | tee $(BIN)/bench.txt
+	cd libs && go run ./cmd/benchsummary $(BIN)/bench.txt
 
 .PHONY: lint
 lint: $(GOLANGCI_LINT) ## gofmt, go vet and golangci-lint over every module.
