@@ -21,27 +21,22 @@ func main() {
 }
 
 func run(args []string, stdin io.Reader, stdout io.Writer) error {
-	all := results{}
+	all := samples{}
 	if len(args) == 0 {
-		rs, err := read(stdin, "stdin")
-		if err != nil {
+		if err := all.add(stdin, "stdin"); err != nil {
 			return err
 		}
-		all = rs
 	}
 	for _, path := range args {
 		f, err := os.Open(path)
 		if err != nil {
 			return fmt.Errorf("open benchmark output: %w", err)
 		}
-		rs, err := read(f, path)
+		err = all.add(f, path)
 		_ = f.Close() // read-only: nothing to flush
 		if err != nil {
 			return err
 		}
-		for name, units := range rs {
-			all[name] = units
-		}
 	}
-	return summarize(stdout, all)
+	return summarize(stdout, all.means())
 }

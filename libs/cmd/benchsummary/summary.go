@@ -11,13 +11,17 @@ import (
 
 // results holds benchmark measurements by benchmark name (without the
 // "Benchmark" prefix and the -GOMAXPROCS suffix) and unit, as printed.
-// A benchmark that printed several lines (-count) keeps the mean.
+// A benchmark that printed several lines keeps the mean (samples.means).
 type results map[string]map[string]float64
 
-// read parses Go benchmark output (go test -bench, any number of packages)
+// samples collects every measurement read, by benchmark name and unit,
+// across all inputs: a benchmark printed several times (-count, or in
+// several files) is averaged by means.
+type samples map[string]map[string][]float64
+
+// add parses Go benchmark output (go test -bench, any number of packages)
 // with benchfmt. Lines that are not benchmark results are skipped.
-func read(r io.Reader, fileName string) (results, error) {
-	sums := map[string]map[string][]float64{}
+func (s samples) add(r io.Reader, fileName string) error {
 	br := benchfmt.NewReader(r, fileName)
 	for br.Scan() {
 		res, ok := br.Result().(*benchfmt.Result)
@@ -25,8 +29,8 @@ func read(r io.Reader, fileName string) (results, error) {
 			continue // a syntax error or unit metadata: not a result
 		}
 		name := nameOf(res.Name)
-		if sums[name] == nil {
-			sums[name] = map[string][]float64{}
+		if s[name] == nil {
+			s[name] = map[string][]float64{}
 		}
 		for _, v := range res.Values {
 			// benchfmt rescales units it knows (ns/op -> sec/op); keep
@@ -35,14 +39,19 @@ func read(r io.Reader, fileName string) (results, error) {
 			if v.OrigUnit != "" {
 				unit, val = v.OrigUnit, v.OrigValue
 			}
-			sums[name][unit] = append(sums[name][unit], val)
+			s[name][unit] = append(s[name][unit], val)
 		}
 	}
 	if err := br.Err(); err != nil {
-		return nil, fmt.Errorf("read %s: %w", fileName, err)
+		return fmt.Errorf("read %s: %w", fileName, err)
 	}
+	return nil
+}
+
+// means is the mean of each benchmark's measurements per unit.
+func (s samples) means() results {
 	out := results{}
-	for name, units := range sums {
+	for name, units := range s {
 		out[name] = map[string]float64{}
 		for unit, vals := range units {
 			var sum float64
@@ -52,7 +61,7 @@ func read(r io.Reader, fileName string) (results, error) {
 			out[name][unit] = sum / float64(len(vals))
 		}
 	}
-	return out, nil
+	return out
 }
 
 // nameOf is the benchmark's name without its -GOMAXPROCS suffix.

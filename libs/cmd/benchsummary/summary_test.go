@@ -2,6 +2,9 @@ package main
 
 import (
 	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -29,8 +32,17 @@ BenchmarkOpenLoop/rate=4000-2         	       1	15581589147 ns/op	         0.970
 ok  	github.com/ambient-code/control-plane/services/informer/internal/app	60.1s
 `
 
+// read parses in as one input.
+func read(in, fileName string) (results, error) {
+	s := samples{}
+	if err := s.add(strings.NewReader(in), fileName); err != nil {
+		return nil, err
+	}
+	return s.means(), nil
+}
+
 func TestSummaryOfEveryTarget(t *testing.T) {
-	rs, err := read(strings.NewReader(output), "output")
+	rs, err := read(output, "output")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,7 +67,7 @@ func TestSummaryOfEveryTarget(t *testing.T) {
 }
 
 func TestNameWithoutGOMAXPROCS(t *testing.T) {
-	rs, err := read(strings.NewReader("BenchmarkOpenLoop/rate=1000-16 1 5 ns/op 3 p99-ms\nBenchmarkStreams100 1 5 ns/op 1 gap-ratio\n"), "x")
+	rs, err := read("BenchmarkOpenLoop/rate=1000-16 1 5 ns/op 3 p99-ms\nBenchmarkStreams100 1 5 ns/op 1 gap-ratio\n", "x")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,6 +94,24 @@ func TestRunReadsFilesAndStdin(t *testing.T) {
 	if err := run([]string{"/nonexistent/bench.txt"}, nil, &out); err == nil {
 		t.Error("a missing file was not an error")
 	}
+	// A benchmark in two files is averaged, as it is within one file.
+	dir := t.TempDir()
+	var paths []string
+	for i, p99 := range []string{"4", "6"} {
+		path := filepath.Join(dir, fmt.Sprintf("bench%d.txt", i))
+		line := "BenchmarkOpenLoop/rate=1000-2 1 5 ns/op " + p99 + " p99-ms 0.5 loadavg-start\n"
+		if err := os.WriteFile(path, []byte(line), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		paths = append(paths, path)
+	}
+	out.Reset()
+	if err := run(paths, nil, &out); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "p99 5.0 ms") {
+		t.Errorf("from two files:\n%s", out.String())
+	}
 }
 
 // FuzzSummary: any input is read without a panic, and every target gets a
@@ -91,7 +121,7 @@ func FuzzSummary(f *testing.F) {
 	f.Add("BenchmarkEndToEnd1000/kube-qps=1000-2 1 5 ns/op 0 sessions/s\n")
 	f.Add("BenchmarkX 1 NaN ns/op\nBenchmark\n")
 	f.Fuzz(func(t *testing.T, in string) {
-		rs, err := read(strings.NewReader(in), "fuzz")
+		rs, err := read(in, "fuzz")
 		if err != nil {
 			return // an I/O error; strings.Reader has none, benchfmt skips bad lines
 		}
