@@ -13,12 +13,17 @@ import (
 // heartbeat), emptied when it leaves. Ownership can move at any moment after
 // a read; work done on an object whose partition just moved overlaps with
 // its new owner's, exactly as a handler in flight during a rebalance does,
-// so it must be idempotent. The zero value owns nothing. It is safe for
-// concurrent use.
+// so it must be idempotent. Work that skips objects it does not own must
+// catch up on a partition it gains (what changed while another member or
+// nobody owned it): State tells when ownership changes. The zero value owns
+// nothing. It is safe for concurrent use.
 type Assignment struct {
 	mu         sync.Mutex
 	partitions int   // guarded by mu: the group's partition count
 	owned      []int // guarded by mu: sorted
+	// changed is closed (and replaced) when partitions or owned change;
+	// guarded by mu, made on first use.
+	changed chan struct{}
 }
 
 // Owned returns the partitions this member owns now, sorted; nil before it
@@ -41,7 +46,21 @@ func (a *Assignment) OwnsObject(objectID string) bool {
 	return found
 }
 
-// set records the member's partitions out of partitions.
+// State returns, read together, the group's partition count, the
+// partitions this member owns now (sorted; nil before it joined and after
+// it left) and a channel closed at their next change.
+func (a *Assignment) State() (partitions int, owned []int, changed <-chan struct{}) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.changed == nil {
+		a.changed = make(chan struct{})
+	}
+	return a.partitions, slices.Clone(a.owned), a.changed
+}
+
+// set records the member's partitions out of partitions and wakes State's
+// waiters when they changed (Run calls it on every heartbeat, mostly with
+// the same partitions).
 func (a *Assignment) set(partitions int, owned []int) {
 	if a == nil {
 		return
@@ -49,5 +68,12 @@ func (a *Assignment) set(partitions int, owned []int) {
 	owned = slices.Sorted(slices.Values(owned))
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if partitions == a.partitions && slices.Equal(owned, a.owned) {
+		return
+	}
 	a.partitions, a.owned = partitions, owned
+	if a.changed != nil {
+		close(a.changed)
+		a.changed = nil
+	}
 }

@@ -170,3 +170,53 @@ func TestRegisterMetricsNeedsMeterAndStats(t *testing.T) {
 		t.Errorf("unregister = %v", err)
 	}
 }
+
+// TestAssignmentStateChanged: State's channel closes when the owned
+// partitions (or the partition count) change, and only then: Run sets the
+// same partitions on every heartbeat, which must not wake State's waiters.
+func TestAssignmentStateChanged(t *testing.T) {
+	t.Parallel()
+	closed := func(ch <-chan struct{}) bool {
+		select {
+		case <-ch:
+			return true
+		default:
+			return false
+		}
+	}
+	a := &Assignment{}
+	n, owned, changed := a.State()
+	if n != 0 || owned != nil || closed(changed) {
+		t.Fatalf("zero Assignment: State = %d, %v, closed %v", n, owned, closed(changed))
+	}
+	a.set(4, []int{3, 1})
+	if !closed(changed) {
+		t.Fatal("joining did not close the channel")
+	}
+	n, owned, changed = a.State()
+	if n != 4 || !slices.Equal(owned, []int{1, 3}) || closed(changed) {
+		t.Fatalf("after join: State = %d, %v, closed %v", n, owned, closed(changed))
+	}
+	a.set(4, []int{1, 3}) // a heartbeat: nothing moved
+	if closed(changed) {
+		t.Fatal("an unchanged assignment closed the channel")
+	}
+	owned[0] = 99 // State returns a copy
+	a.set(4, []int{0, 1, 3})
+	if !closed(changed) {
+		t.Fatal("a gained partition did not close the channel")
+	}
+	if _, owned, _ = a.State(); !slices.Equal(owned, []int{0, 1, 3}) {
+		t.Fatalf("owned = %v", owned)
+	}
+	_, _, changed = a.State()
+	a.set(8, []int{0, 1, 3})
+	if !closed(changed) {
+		t.Fatal("a new partition count did not close the channel")
+	}
+	_, _, changed = a.State()
+	a.set(8, nil) // left the group
+	if !closed(changed) {
+		t.Fatal("leaving did not close the channel")
+	}
+}

@@ -130,8 +130,11 @@ type workers struct {
 func newWorkers(cfg config.Config, o options, kc kubeClients, crdWatcher *crd.Watcher, api *apiclient.Client, objects jetstream.KeyValue,
 	m *metrics.Metrics, log *slog.Logger,
 ) (workers, error) {
+	// The consumer's partitions: the resync and the status write-back of a
+	// session are done by the replica that handles its events.
+	assignment := &group.Assignment{}
 	statusCtl, err := status.New(status.Config{Dynamic: kc.dyn, API: api, Objects: objects, Metrics: m, Log: log.With(slog.String(logkey.Service, "status")),
-		Workers: cfg.StatusWorkers, Resync: cfg.StatusResync, CacheSize: cfg.StatusCacheSize, Owner: owner(cfg)})
+		Workers: cfg.StatusWorkers, Resync: cfg.StatusResync, CacheSize: cfg.StatusCacheSize, Owner: owner(cfg), Assignment: assignment})
 	if err != nil {
 		return workers{}, err
 	}
@@ -144,12 +147,11 @@ func newWorkers(cfg config.Config, o options, kc kubeClients, crdWatcher *crd.Wa
 	if err != nil {
 		return workers{}, err
 	}
-	// The resync works on the partitions the consumer owns. Handle is
-	// level-triggered (it reconciles the newest state, from the event or
-	// KV), so an object's events that queued behind its running handler are
-	// handled by one call (issue 15).
+	// Handle is level-triggered (it reconciles the newest state, from the
+	// event or KV), so an object's events that queued behind its running
+	// handler are handled by one call (issue 15).
 	gcfg := cfg.Group
-	gcfg.Stats, gcfg.Assignment, gcfg.Coalesce = o.stats, &group.Assignment{}, true
+	gcfg.Stats, gcfg.Assignment, gcfg.Coalesce = o.stats, assignment, true
 	rs, err := resync.New(resync.Config{Objects: objects, Reconciler: rec, CRs: statusCtl, Kube: kc.kube, Assignment: gcfg.Assignment,
 		Owner: owner(cfg), Interval: cfg.ResyncInterval, Metrics: m, Log: log.With(slog.String(logkey.Service, "resync"))})
 	if err != nil {

@@ -52,6 +52,7 @@ const (
 	namePruned        = "ambient_kube_reconciler.rolebindings.pruned"
 	nameStatusWrites  = "ambient_kube_reconciler.status.writes"
 	nameStatusSkips   = "ambient_kube_reconciler.status.unchanged"
+	nameStatusOthers  = "ambient_kube_reconciler.status.not_owned"
 	nameResyncRuns    = "ambient_kube_reconciler.resync.runs"
 	nameResyncObjects = "ambient_kube_reconciler.resync.objects"
 	nameResyncOrphans = "ambient_kube_reconciler.resync.orphans.deleted"
@@ -75,6 +76,7 @@ type Metrics struct {
 	pruned        metric.Int64Counter
 	statusWrites  metric.Int64Counter // result
 	statusSkips   metric.Int64Counter
+	statusOthers  metric.Int64Counter
 	resyncRuns    metric.Int64Counter // result
 	resyncObjects metric.Int64Counter // resource, result
 	resyncOrphans metric.Int64Counter // kind
@@ -100,6 +102,7 @@ func New(m metric.Meter) (*Metrics, error) {
 		pruned:        counter(namePruned, "Managed RoleBindings deleted because their group_access entry is gone."),
 		statusWrites:  counter(nameStatusWrites, "UpdateSessionStatus calls, by result."),
 		statusSkips:   counter(nameStatusSkips, "AgenticSession status checks that found nothing to write."),
+		statusOthers:  counter(nameStatusOthers, "AgenticSession status changes left to the replica that owns the session's partition."),
 		resyncRuns:    counter(nameResyncRuns, "Periodic resync passes, by result (ok, error, idle)."),
 		resyncObjects: counter(nameResyncObjects, "Cached objects reconciled by the periodic resync, by resource and result."),
 		resyncOrphans: counter(nameResyncOrphans, "Objects deleted by the resync because their source is gone from the cache (a lost delete), by kind."),
@@ -149,6 +152,9 @@ func (m *Metrics) StatusWrite(ctx context.Context, result string) {
 
 // StatusUnchanged counts one status check that found nothing to write.
 func (m *Metrics) StatusUnchanged(ctx context.Context) { m.statusSkips.Add(ctx, 1) }
+
+// StatusNotOwned counts one CR status left to its partition's owner.
+func (m *Metrics) StatusNotOwned(ctx context.Context) { m.statusOthers.Add(ctx, 1) }
 
 // ResyncRun counts one resync pass by result; an ok pass also sets the
 // last-success time.

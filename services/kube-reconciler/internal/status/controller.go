@@ -6,11 +6,19 @@
 // only when the content differs. Our own writes echo back as session events;
 // they compare equal and cause nothing, so the write-back never loops.
 //
+// Every replica watches every CR, but with Config.Assignment only the
+// replica that owns the session's partition in the consumer group (the one
+// that reconciles the session) checks and writes its status: replicas share
+// the write-back as they share the events, instead of each reading KV and
+// the API for every change and racing the others to write it. A replica
+// that gains a partition checks its CRs at once, for changes made while
+// another replica or none owned it (a dead owner's last ones).
+//
 // "Last seen" is the newest of: the session from the event path (Observe),
 // the response of our own last write, and KV ambient-objects. When those say
-// the status differs, a fresh GetSession confirms before writing, so a second
-// replica that already saw the change through another path does not write it
-// again. What is remembered of sessions is bounded: an LRU of CacheSize
+// the status differs, a fresh GetSession confirms before writing, so a
+// replica that owned the partition a moment ago, or a stale last seen, does
+// not cause the same write twice. What is remembered of sessions is bounded: an LRU of CacheSize
 // sessions, each trimmed to the fields the comparison reads (no prompt, no
 // spec), so memory does not grow with every session ever seen (issue 14).
 // A session evicted from it is compared with KV instead; the GetSession
@@ -22,10 +30,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/ambient-code/control-plane/libs/events"
+	"github.com/ambient-code/control-plane/libs/group"
 	"github.com/ambient-code/control-plane/libs/logkey"
 	eventsv1 "github.com/ambient-code/control-plane/proto/ambient/events/v1"
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
@@ -81,6 +91,11 @@ type Config struct {
 	CacheSize int
 	// Owner is this installation: Sessions reports only CRs it owns.
 	Owner spec.Owner
+	// Assignment, when set, limits the writes to sessions whose partition
+	// this replica owns (the consumer group's, so the replica that
+	// reconciles a session also carries its status); CRs of a partition it
+	// gains are checked at once. Nil: every CR (a single writer).
+	Assignment *group.Assignment
 }
 
 // DefaultCacheSize is the default of Config.CacheSize: a trimmed session is a
@@ -195,6 +210,9 @@ func (c *Controller) Run(ctx context.Context) error {
 	for range c.cfg.Workers {
 		wg.Go(func() { wait.UntilWithContext(ctx, c.runWorker, time.Second) })
 	}
+	if c.cfg.Assignment != nil {
+		wg.Go(func() { c.followAssignment(ctx) })
+	}
 	<-ctx.Done()
 	c.queue.ShutDown()
 	wg.Wait()
@@ -244,6 +262,15 @@ func (c *Controller) sync(ctx context.Context, k string) error {
 	if req.GetId() == "" {
 		return nil // not ours to map: no session annotation
 	}
+	if c.cfg.Assignment != nil && !c.cfg.Assignment.OwnsObject(req.GetId()) {
+		// The owner writes it, or the next owner once the partition moves
+		// (followAssignment): checking here too would read KV and the API
+		// for nothing, and race the owner to the same write.
+		c.cfg.Metrics.StatusNotOwned(ctx)
+		c.cfg.Log.DebugContext(ctx, "status left to the partition owner", slog.String(logkey.SessionID, req.GetId()),
+			slog.String(logkey.Phase, req.GetPhase()))
+		return nil
+	}
 	log := c.cfg.Log.With(slog.String(logkey.SessionID, req.GetId()), slog.String(logkey.Name, k))
 	if len(bad) > 0 {
 		log.WarnContext(ctx, "agenticsession status fields skipped", slog.Any(logkey.Reason, bad))
@@ -286,6 +313,51 @@ func (c *Controller) sync(ctx context.Context, k string) error {
 	c.remember(updated)
 	log.DebugContext(ctx, "session status written", slog.String(logkey.Phase, req.GetPhase()))
 	return nil
+}
+
+// followAssignment queues the CRs of every partition this replica gains,
+// until ctx ends: their status may have changed while another replica (one
+// that died before writing it) or none owned them, and no CR event will
+// come again for that change.
+func (c *Controller) followAssignment(ctx context.Context) {
+	var had []int
+	for {
+		partitions, owned, changed := c.cfg.Assignment.State()
+		var gained []int
+		for _, p := range owned {
+			if !slices.Contains(had, p) {
+				gained = append(gained, p)
+			}
+		}
+		if len(gained) > 0 {
+			n := c.enqueueIn(partitions, gained)
+			c.cfg.Log.DebugContext(ctx, "partitions gained, their status checked", slog.Any("partitions", gained), slog.Int(logkey.Count, n))
+		}
+		had = owned
+		select {
+		case <-ctx.Done():
+			return
+		case <-changed:
+		}
+	}
+}
+
+// enqueueIn queues the cached CRs whose session is in one of partitions
+// (of n) and returns how many.
+func (c *Controller) enqueueIn(n int, partitions []int) int {
+	queued := 0
+	for _, obj := range c.informer.GetIndexer().List() {
+		u, ok := obj.(*unstructured.Unstructured)
+		if !ok {
+			continue
+		}
+		id := u.GetAnnotations()[spec.AnnotationSessionID]
+		if id != "" && slices.Contains(partitions, group.PartitionOf(id, n)) {
+			c.queue.Add(key(u))
+			queued++
+		}
+	}
+	return queued
 }
 
 // lastSeen returns the newest known state of session id: the remembered one

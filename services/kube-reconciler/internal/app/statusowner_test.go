@@ -1,0 +1,150 @@
+package app
+
+import (
+	"fmt"
+	"slices"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/ambient-code/control-plane/libs/group"
+	"github.com/ambient-code/control-plane/libs/logkey"
+	"github.com/ambient-code/control-plane/libs/testenv"
+	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
+	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/apply"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+const getSessionMethod = "/ambient.v1.SessionService/GetSession"
+
+// TestStatusWrittenByPartitionOwner (issue 15: replicas share the work):
+// every replica watches every AgenticSession, but only the replica that
+// owns a session's partition carries its CR status to the API, so two
+// replicas write each change once and read the API once for it, instead of
+// each checking (and racing to write) every change. When a partition
+// moves, its new owner writes what changed while nobody owned it, without
+// waiting for a CR event or the periodic status resync.
+func TestStatusWrittenByPartitionOwner(t *testing.T) {
+	h := newHarness(t)
+	// Pinned halves, so which replica owns a session is known; c shares
+	// whatever is left (nothing while a and b live).
+	a := h.start(t, "so-a", nil, map[string]string{group.EnvMemberPartitions: "0,1"})
+	b := h.start(t, "so-b", nil, map[string]string{group.EnvMemberPartitions: "2,3"})
+	c := h.start(t, "so-c", nil, nil)
+	ctx := t.Context()
+	name := unique("own")
+	pid := h.project(t, name).GetMetadata().GetId()
+	const partitions = 4 // the harness's GROUP_PARTITIONS
+	owner := map[string]*replica{}
+	ofB := 0
+	for i := 0; len(owner) < 8 || ofB < 3 || len(owner)-ofB < 3; i++ {
+		s, err := h.cl.CreateSession(ctx, &ambientv1.CreateSessionRequest{Name: strconv.Itoa(i), ProjectId: ptr(pid)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		id := s.GetMetadata().GetId()
+		owner[id] = a
+		if group.PartitionOf(id, partitions) >= 2 {
+			owner[id], ofB = b, ofB+1
+		}
+	}
+	ids := slices.Sorted(func(yield func(string) bool) {
+		for id := range owner {
+			if !yield(id) {
+				return
+			}
+		}
+	})
+	names := map[*replica]string{a: "a", b: "b", c: "c"}
+	// writtenBy checks the "session status written" records after mark:
+	// each by the session's owner; it returns how many each replica wrote.
+	writtenBy := func(mark map[*replica]int) map[*replica]int {
+		t.Helper()
+		out := map[*replica]int{}
+		for _, r := range []*replica{a, b, c} {
+			for _, rec := range r.logs.Lines(t, "session status written", nil)[mark[r]:] {
+				id, _ := rec[logkey.SessionID].(string)
+				if owner[id] != r {
+					t.Errorf("replica %s wrote the status of session %s (partition %d), owned by %s", names[r], id, group.PartitionOf(id, partitions), names[owner[id]])
+				}
+				out[r]++
+			}
+		}
+		return out
+	}
+	ownReads := 0 // GetSession calls of this test, not the replicas'
+	waitStatus := func(what string, ok func(s *ambientv1.Session) bool, among []string) {
+		t.Helper()
+		testenv.Eventually(t, 30*time.Second, func() error {
+			for _, id := range among {
+				ownReads++
+				s, err := h.cl.GetSession(ctx, id)
+				if err != nil {
+					return err
+				}
+				if !ok(s) {
+					return fmt.Errorf("session %s: %s not written yet", id, what)
+				}
+			}
+			return nil
+		})
+	}
+	waitStatus("kube_namespace", func(s *ambientv1.Session) bool { return s.GetKubeNamespace() == name }, ids)
+	h.quiesce(t, a, b, c)
+
+	// The operator moves every CR to Running: one write and one read each.
+	writes0, reads0 := h.api.CallCount(updateStatusMethod), h.api.CallCount(getSessionMethod)-ownReads
+	mark := writtenBy(nil)
+	setPhase := func(among []string, phase string) {
+		t.Helper()
+		for _, id := range among {
+			u, err := h.cr(t, name, lower(id))
+			if err != nil {
+				t.Fatal(err)
+			}
+			u.Object["status"] = map[string]any{"phase": phase}
+			if _, err := h.dyn.Resource(apply.AgenticSessionGVR).Namespace(name).UpdateStatus(ctx, u, metav1.UpdateOptions{FieldManager: "operator"}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	setPhase(ids, "Running")
+	waitStatus("phase Running", func(s *ambientv1.Session) bool { return s.GetPhase() == "Running" }, ids)
+	h.quiesce(t, a, b, c)
+	if got := h.api.CallCount(updateStatusMethod) - writes0; got != len(ids) {
+		t.Errorf("UpdateSessionStatus calls for %d phase changes = %d, want one each", len(ids), got)
+	}
+	if got := h.api.CallCount(getSessionMethod) - ownReads - reads0; got > len(ids) {
+		t.Errorf("GetSession calls for %d phase changes = %d, want at most one each (the owner's check)", len(ids), got)
+	}
+	if w := writtenBy(mark); w[a] == 0 || w[b] == 0 || w[c] != 0 {
+		t.Errorf("status writes by replica: a %d, b %d, c %d; want a and b only", w[a], w[b], w[c])
+	}
+
+	// b dies. Its sessions change while their partitions are still mapped
+	// to it (until a MEMBER_TTL passes); c sees those CR events but does not
+	// own them yet. Once the partitions move to c, c writes them.
+	var ofDead []string
+	for _, id := range ids {
+		if owner[id] == b {
+			ofDead = append(ofDead, id)
+		}
+	}
+	mark = writtenBy(nil)
+	b.crash()
+	setPhase(ofDead, "Completed")
+	testenv.Eventually(t, wait, func() error {
+		if n := len(c.logs.Lines(t, "status left to the partition owner", map[string]string{"phase": "Completed"})); n < len(ofDead) {
+			return fmt.Errorf("replica c looked at %d of %d changed CRs it does not own", n, len(ofDead))
+		}
+		return nil
+	})
+	for _, id := range ofDead {
+		owner[id] = c
+	}
+	// Well within the harness's 1-minute status resync.
+	waitStatus("phase Completed", func(s *ambientv1.Session) bool { return s.GetPhase() == "Completed" }, ofDead)
+	if w := writtenBy(mark); w[c] != len(ofDead) {
+		t.Errorf("replica c wrote %d statuses after it took b's partitions, want %d (b's sessions)", w[c], len(ofDead))
+	}
+}
