@@ -24,28 +24,37 @@ import (
 // 100), which bound one replica to about 50 applies/s. It also reports the
 // CPU per session of the kube-apiserver and etcd (child processes) and of
 // the benchmark process, which holds the reconciler with NATS, the API and
-// the test informer (an upper bound of the reconciler's own).
+// the test informer (an upper bound of the reconciler's own), and the
+// ambient API calls of the status write-back per session (GetSession and
+// UpdateSessionStatus, counted once every event was handled). replicas=2
+// runs two replicas with kube-qps=1000 on the same machine: not a scaling
+// figure (they share its two cores), but the API calls show whether the
+// replicas share the status write-back or each do it.
 func BenchmarkEndToEnd1000(b *testing.B) {
 	for _, c := range []struct {
 		name       string
 		qps, burst string
-	}{{"kube-qps=1000", "1000", "2000"}, {"kube-qps=default", "", ""}} {
+		replicas   int
+	}{{"kube-qps=1000", "1000", "2000", 1}, {"kube-qps=default", "", "", 1}, {"replicas=2", "1000", "2000", 2}} {
 		b.Run(c.name, func(b *testing.B) {
 			env := map[string]string{}
 			if c.qps != "" {
 				env[config.EnvKubeQPS], env[config.EnvKubeBurst] = c.qps, c.burst
 			}
-			benchEndToEnd(b, env)
+			benchEndToEnd(b, env, c.replicas)
 		})
 	}
 }
 
-func benchEndToEnd(b *testing.B, env map[string]string) {
+func benchEndToEnd(b *testing.B, env map[string]string, replicas int) {
 	b.Helper()
 	for b.Loop() {
 		b.StopTimer()
 		h := newHarness(b)
-		h.start(b, "bench", nil, env)
+		members := make([]*replica, replicas)
+		for i := range members {
+			members[i] = h.start(b, fmt.Sprint("bench-", i), nil, env)
+		}
 		name := unique("bench")
 		pid := h.project(b, name).GetMetadata().GetId()
 		// Counted from a watch: polling with a List of up to 1,000 CRs
@@ -57,6 +66,7 @@ func benchEndToEnd(b *testing.B, env map[string]string) {
 		if err != nil {
 			b.Fatal(err)
 		}
+		reads0, writes0 := h.api.CallCount(getSessionMethod), h.api.CallCount(updateStatusMethod)
 		b.StartTimer()
 		cpu0 := testenv.CPUByProcess(b, "bench-process", "kube-apiserver", "etcd")
 		start := time.Now()
@@ -97,5 +107,18 @@ func benchEndToEnd(b *testing.B, env map[string]string) {
 		}
 		b.ReportMetric(float64(n)/created.Seconds(), "creates/s")
 		b.ReportMetric(float64(n)/time.Since(start).Seconds(), "sessions/s")
+		b.StopTimer()
+		// Each new session gets one status write (kube_cr_uid and
+		// kube_namespace); count once all are in and their echoes handled.
+		testenv.Eventually(b, time.Minute, func() error {
+			if got := h.api.CallCount(updateStatusMethod) - writes0; got < n {
+				return fmt.Errorf("%d of %d status writes", got, n)
+			}
+			return nil
+		})
+		h.quiesce(b, members...)
+		b.ReportMetric(float64(h.api.CallCount(getSessionMethod)-reads0)/n, "api-reads/session")
+		b.ReportMetric(float64(h.api.CallCount(updateStatusMethod)-writes0)/n, "status-writes/session")
+		b.StartTimer()
 	}
 }

@@ -148,3 +148,73 @@ func TestStatusWrittenByPartitionOwner(t *testing.T) {
 		t.Errorf("replica c wrote %d statuses after it took b's partitions, want %d (b's sessions)", w[c], len(ofDead))
 	}
 }
+
+// TestStatusOnlyOfThisInstallation (a second tenant): two installations,
+// each with its own ambient API, share one cluster. Each carries the status
+// of its own AgenticSessions only; the other's CRs cost it no API call
+// (they used to cost a GetSession per change, answered NotFound).
+func TestStatusOnlyOfThisInstallation(t *testing.T) {
+	one, two := newHarness(t), newHarness(t)
+	ra := one.start(t, "inst-1", nil, nil)
+	rb := two.start(t, "inst-2", nil, nil)
+	ctx := t.Context()
+	polls := map[*harness]int{} // GetSession calls of this test, by API
+	created := func(h *harness, prefix string, n int) (string, []string) {
+		t.Helper()
+		name := unique(prefix)
+		pid := h.project(t, name).GetMetadata().GetId()
+		ids := make([]string, n)
+		for i := range ids {
+			s, err := h.cl.CreateSession(ctx, &ambientv1.CreateSessionRequest{Name: strconv.Itoa(i), ProjectId: ptr(pid)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ids[i] = s.GetMetadata().GetId()
+		}
+		testenv.Eventually(t, wait, func() error {
+			for _, id := range ids {
+				polls[h]++
+				if s, err := h.cl.GetSession(ctx, id); err != nil || s.GetKubeNamespace() != name {
+					return fmt.Errorf("session %s: kube_namespace %q (%v)", id, s.GetKubeNamespace(), err)
+				}
+			}
+			return nil
+		})
+		return name, ids
+	}
+	// Installation one's sessions, CRs and status changes first; then one
+	// session of installation two, whose status is written after two's CR
+	// watch delivered one's CRs (it is one watch, in resource-version order).
+	const n = 10
+	oneNS, oneIDs := created(one, "ten-one", n)
+	for _, id := range oneIDs {
+		u, err := one.cr(t, oneNS, lower(id))
+		if err != nil {
+			t.Fatal(err)
+		}
+		u.Object["status"] = map[string]any{"phase": "Running"}
+		if _, err := one.dyn.Resource(apply.AgenticSessionGVR).Namespace(oneNS).UpdateStatus(ctx, u, metav1.UpdateOptions{FieldManager: "operator"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testenv.Eventually(t, wait, func() error {
+		for _, id := range oneIDs {
+			if s, err := one.cl.GetSession(ctx, id); err != nil || s.GetPhase() != "Running" {
+				return fmt.Errorf("session %s: phase %q (%v)", id, s.GetPhase(), err)
+			}
+		}
+		return nil
+	})
+	_, twoIDs := created(two, "ten-two", 1)
+	one.quiesce(t, ra)
+	two.quiesce(t, rb)
+	if got := two.api.CallCount(updateStatusMethod); got != len(twoIDs) {
+		t.Errorf("installation two's API took %d status writes, want %d (its own session's)", got, len(twoIDs))
+	}
+	if got := two.api.CallCount(getSessionMethod) - polls[two]; got != len(twoIDs) {
+		t.Errorf("installation two's replica called GetSession %d times, want %d (its own session, before writing it)", got, len(twoIDs))
+	}
+	if got := one.api.CallCount(updateStatusMethod); got != 2*n {
+		t.Errorf("installation one's API took %d status writes, want %d (kube_cr_uid, then Running, per session)", got, 2*n)
+	}
+}

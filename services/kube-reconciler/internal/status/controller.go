@@ -89,7 +89,8 @@ type Config struct {
 	// CacheSize bounds the sessions remembered as last seen (default
 	// DefaultCacheSize).
 	CacheSize int
-	// Owner is this installation: Sessions reports only CRs it owns.
+	// Owner is this installation (Instance required): only the CRs it owns
+	// are carried to the API and reported by Sessions.
 	Owner spec.Owner
 	// Assignment, when set, limits the writes to sessions whose partition
 	// this replica owns (the consumer group's, so the replica that
@@ -122,6 +123,9 @@ func New(cfg Config) (*Controller, error) {
 	if cfg.Dynamic == nil || cfg.API == nil || cfg.Objects == nil || cfg.Metrics == nil || cfg.Log == nil {
 		return nil, fmt.Errorf("dynamic, api, objects, metrics and log are required: %w", ErrInvalidConfig)
 	}
+	if cfg.Owner.Instance == "" {
+		return nil, fmt.Errorf("owner instance is required: %w", ErrInvalidConfig)
+	}
 	if cfg.Workers <= 0 {
 		cfg.Workers = 2
 	}
@@ -135,8 +139,18 @@ func New(cfg Config) (*Controller, error) {
 	if err != nil {
 		return nil, fmt.Errorf("session cache: %w", err)
 	}
+	// This installation's CRs only: another installation's sessions are not
+	// in our API, and watching its CRs would cost a cache entry each and a
+	// KV and API read per change, for nothing (the harness of our own tests
+	// shares one cluster between installations, and showed it). A selector
+	// cannot say "our instance or unlabelled", so an installation that
+	// adopts unlabelled CRs watches every managed one and sync skips the rest.
+	selector := spec.InstanceSelector(cfg.Owner.Instance)
+	if cfg.Owner.AdoptUnlabeled {
+		selector = spec.ManagedSelector
+	}
 	factory := dynamicinformer.NewFilteredDynamicSharedInformerFactory(cfg.Dynamic, cfg.Resync, metav1.NamespaceAll,
-		func(o *metav1.ListOptions) { o.LabelSelector = spec.ManagedSelector })
+		func(o *metav1.ListOptions) { o.LabelSelector = selector })
 	informer := factory.ForResource(apply.AgenticSessionGVR).Informer()
 	if err := informer.AddIndexers(cache.Indexers{sessionIndex: indexBySession}); err != nil {
 		return nil, fmt.Errorf("add indexer: %w", err)
@@ -239,6 +253,10 @@ func (c *Controller) processNext(ctx context.Context) bool {
 		// wait for the CR to change.
 		c.queue.Forget(k)
 		c.cfg.Log.ErrorContext(ctx, "status write-back refused", slog.String(logkey.Name, k), slog.Any(logkey.Err, err))
+	case ctx.Err() != nil:
+		// Stopping: the error is the cancellation, not worth a warning per
+		// queued CR (a replica stopping with a partition just gained had
+		// hundreds). The next start checks every CR again.
 	default:
 		c.queue.AddRateLimited(k)
 		c.cfg.Log.WarnContext(ctx, "status write-back failed, retrying", slog.String(logkey.Name, k), slog.Any(logkey.Err, err))
@@ -255,8 +273,8 @@ func (c *Controller) sync(ctx context.Context, k string) error {
 		return nil // deleted since it was queued: nothing to carry
 	}
 	cr, ok := obj.(*unstructured.Unstructured)
-	if !ok {
-		return nil
+	if !ok || !c.cfg.Owner.Owns(cr.GetLabels()) {
+		return nil // another installation's
 	}
 	req, bad := FromCR(cr)
 	if req.GetId() == "" {
@@ -352,7 +370,7 @@ func (c *Controller) enqueueIn(n int, partitions []int) int {
 			continue
 		}
 		id := u.GetAnnotations()[spec.AnnotationSessionID]
-		if id != "" && slices.Contains(partitions, group.PartitionOf(id, n)) {
+		if id != "" && c.cfg.Owner.Owns(u.GetLabels()) && slices.Contains(partitions, group.PartitionOf(id, n)) {
 			c.queue.Add(key(u))
 			queued++
 		}
