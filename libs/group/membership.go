@@ -346,6 +346,5 @@ func (m *membership) backlog(ctx context.Context, owned []int) (map[int]uint64, 
 	return out, nil
 }
 
-// keyPartitions is the log key of a member's partition list (not in
-// libs/logkey because only this package logs it).
-const keyPartitions = "partitions"
+// keyPartitions is the log key of a member's partition list.
+const keyPartitions = logkey.Partitions

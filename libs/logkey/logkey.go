@@ -34,4 +34,6 @@ const (
 	Duration  = "duration"
 	Count     = "count"
 	FieldPath = "field_path"
+	// Partitions is a consumer-group member's partition numbers.
+	Partitions = "partitions"
 )

@@ -18,9 +18,10 @@
 // the response of our own last write, and KV ambient-objects. When those say
 // the status differs, a fresh GetSession confirms before writing, so a
 // replica that owned the partition a moment ago, or a stale last seen, does
-// not cause the same write twice. What is remembered of sessions is bounded: an LRU of CacheSize
-// sessions, each trimmed to the fields the comparison reads (no prompt, no
-// spec), so memory does not grow with every session ever seen (issue 14).
+// not cause the same write twice. What is remembered of sessions is
+// bounded: an LRU of CacheSize sessions, each trimmed to the fields the
+// comparison reads (no prompt, no spec), so memory does not grow with every
+// session ever seen (issue 14).
 // A session evicted from it is compared with KV instead; the GetSession
 // check still keeps duplicate writes away, at the price of one more read.
 package status
@@ -152,6 +153,9 @@ func New(cfg Config) (*Controller, error) {
 	factory := dynamicinformer.NewFilteredDynamicSharedInformerFactory(cfg.Dynamic, cfg.Resync, metav1.NamespaceAll,
 		func(o *metav1.ListOptions) { o.LabelSelector = selector })
 	informer := factory.ForResource(apply.AgenticSessionGVR).Informer()
+	if err := informer.SetTransform(stripManagedFields); err != nil {
+		return nil, fmt.Errorf("set transform: %w", err)
+	}
 	if err := informer.AddIndexers(cache.Indexers{sessionIndex: indexBySession}); err != nil {
 		return nil, fmt.Errorf("add indexer: %w", err)
 	}
@@ -183,6 +187,17 @@ func New(cfg Config) (*Controller, error) {
 		return nil, fmt.Errorf("add event handler: %w", err)
 	}
 	return c, nil
+}
+
+// stripManagedFields drops metadata.managedFields before an AgenticSession
+// enters the cache: nothing here reads them (UpToDate compares the apply
+// body's fields, the write-back the status), and with two field managers
+// (ours, the operator's status) they are a large part of each cached CR.
+func stripManagedFields(obj any) (any, error) {
+	if u, ok := obj.(*unstructured.Unstructured); ok {
+		u.SetManagedFields(nil)
+	}
+	return obj, nil
 }
 
 func indexBySession(obj any) ([]string, error) {
@@ -338,20 +353,24 @@ func (c *Controller) sync(ctx context.Context, k string) error {
 // that died before writing it) or none owned them, and no CR event will
 // come again for that change.
 func (c *Controller) followAssignment(ctx context.Context) {
-	var had []int
+	var (
+		had           []int
+		hadPartitions int
+	)
 	for {
 		partitions, owned, changed := c.cfg.Assignment.State()
 		var gained []int
 		for _, p := range owned {
-			if !slices.Contains(had, p) {
+			// A new partition count maps sessions anew: all of it is gained.
+			if partitions != hadPartitions || !slices.Contains(had, p) {
 				gained = append(gained, p)
 			}
 		}
 		if len(gained) > 0 {
 			n := c.enqueueIn(partitions, gained)
-			c.cfg.Log.DebugContext(ctx, "partitions gained, their status checked", slog.Any("partitions", gained), slog.Int(logkey.Count, n))
+			c.cfg.Log.DebugContext(ctx, "partitions gained, their status checked", slog.Any(logkey.Partitions, gained), slog.Int(logkey.Count, n))
 		}
-		had = owned
+		had, hadPartitions = owned, partitions
 		select {
 		case <-ctx.Done():
 			return
