@@ -291,19 +291,21 @@ func (c *Controller) sync(ctx context.Context, k string) error {
 	if !ok || !c.cfg.Owner.Owns(cr.GetLabels()) {
 		return nil // another installation's
 	}
-	req, bad := FromCR(cr)
-	if req.GetId() == "" {
+	id := cr.GetAnnotations()[spec.AnnotationSessionID]
+	if id == "" {
 		return nil // not ours to map: no session annotation
 	}
-	if c.cfg.Assignment != nil && !c.cfg.Assignment.OwnsObject(req.GetId()) {
+	if c.cfg.Assignment != nil && !c.cfg.Assignment.OwnsObject(id) {
 		// The owner writes it, or the next owner once the partition moves
-		// (followAssignment): checking here too would read KV and the API
-		// for nothing, and race the owner to the same write.
+		// (followAssignment): checking here too would map the status and
+		// read KV and the API for nothing, and race the owner to the same
+		// write.
 		c.cfg.Metrics.StatusNotOwned(ctx)
-		c.cfg.Log.DebugContext(ctx, "status left to the partition owner", slog.String(logkey.SessionID, req.GetId()),
-			slog.String(logkey.Phase, req.GetPhase()))
+		phase, _, _ := unstructured.NestedString(cr.Object, "status", "phase")
+		c.cfg.Log.DebugContext(ctx, "status left to the partition owner", slog.String(logkey.SessionID, id), slog.String(logkey.Phase, phase))
 		return nil
 	}
+	req, bad := FromCR(cr)
 	log := c.cfg.Log.With(slog.String(logkey.SessionID, req.GetId()), slog.String(logkey.Name, k))
 	if len(bad) > 0 {
 		log.WarnContext(ctx, "agenticsession status fields skipped", slog.Any(logkey.Reason, bad))
