@@ -51,6 +51,42 @@ func (h *harness) waitCR(t *testing.T, ns, name string, check func(u *unstructur
 	return got
 }
 
+// setCRStatus sets the status of AgenticSession ns/name through the status
+// subresource, as the operator does.
+func (h *harness) setCRStatus(t *testing.T, ns, name string, st map[string]any) {
+	t.Helper()
+	u, err := h.cr(t, ns, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Object["status"] = st
+	if _, err := h.dyn.Resource(apply.AgenticSessionGVR).Namespace(ns).UpdateStatus(t.Context(), u, metav1.UpdateOptions{FieldManager: "operator"}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitSessions polls GetSession until ok holds for every session of ids
+// (what names it in the failure) and returns the GetSession calls it made,
+// for tests that count the replicas' calls apart from their own.
+func (h *harness) waitSessions(t *testing.T, ids []string, what string, ok func(s *ambientv1.Session) bool) int {
+	t.Helper()
+	calls := 0
+	testenv.Eventually(t, wait, func() error {
+		for _, id := range ids {
+			calls++
+			s, err := h.cl.GetSession(t.Context(), id)
+			if err != nil {
+				return err
+			}
+			if !ok(s) {
+				return fmt.Errorf("session %s: %s not written yet", id, what)
+			}
+		}
+		return nil
+	})
+	return calls
+}
+
 // TestMapping: projects, settings and sessions created in the API become
 // Namespaces, RoleBindings and AgenticSessions with the labels, subjects,
 // roleRefs and spec fields of UPSTREAM-BEHAVIOUR.md, on the operator's CRD

@@ -40,17 +40,6 @@ func TestStatusWriteBack(t *testing.T) {
 		t.Errorf("UpdateSessionStatus calls after create = %d, want 1", base)
 	}
 
-	setStatus := func(st map[string]any) {
-		t.Helper()
-		u, err := h.cr(t, name, crName)
-		if err != nil {
-			t.Fatal(err)
-		}
-		u.Object["status"] = st
-		if _, err := h.dyn.Resource(apply.AgenticSessionGVR).Namespace(name).UpdateStatus(ctx, u, metav1.UpdateOptions{FieldManager: "operator"}); err != nil {
-			t.Fatal(err)
-		}
-	}
 	steps := []struct {
 		status map[string]any
 		phase  string
@@ -68,7 +57,7 @@ func TestStatusWriteBack(t *testing.T) {
 	}
 	want := base
 	for i, st := range steps {
-		setStatus(st.status)
+		h.setCRStatus(t, name, crName, st.status)
 		if st.real {
 			want++
 		}

@@ -2,17 +2,15 @@ package app
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"testing"
-	"time"
 
 	"github.com/ambient-code/control-plane/libs/group"
 	"github.com/ambient-code/control-plane/libs/logkey"
 	"github.com/ambient-code/control-plane/libs/testenv"
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
-	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/apply"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 const getSessionMethod = "/ambient.v1.SessionService/GetSession"
@@ -48,13 +46,7 @@ func TestStatusWrittenByPartitionOwner(t *testing.T) {
 			owner[id], ofB = b, ofB+1
 		}
 	}
-	ids := slices.Sorted(func(yield func(string) bool) {
-		for id := range owner {
-			if !yield(id) {
-				return
-			}
-		}
-	})
+	ids := slices.Sorted(maps.Keys(owner))
 	names := map[*replica]string{a: "a", b: "b", c: "c"}
 	// writtenBy checks the "session status written" records after mark:
 	// each by the session's owner; it returns how many each replica wrote.
@@ -72,24 +64,8 @@ func TestStatusWrittenByPartitionOwner(t *testing.T) {
 		}
 		return out
 	}
-	ownReads := 0 // GetSession calls of this test, not the replicas'
-	waitStatus := func(what string, ok func(s *ambientv1.Session) bool, among []string) {
-		t.Helper()
-		testenv.Eventually(t, 30*time.Second, func() error {
-			for _, id := range among {
-				ownReads++
-				s, err := h.cl.GetSession(ctx, id)
-				if err != nil {
-					return err
-				}
-				if !ok(s) {
-					return fmt.Errorf("session %s: %s not written yet", id, what)
-				}
-			}
-			return nil
-		})
-	}
-	waitStatus("kube_namespace", func(s *ambientv1.Session) bool { return s.GetKubeNamespace() == name }, ids)
+	// ownReads: this test's own GetSession calls, kept apart from the replicas'.
+	ownReads := h.waitSessions(t, ids, "kube_namespace", func(s *ambientv1.Session) bool { return s.GetKubeNamespace() == name })
 	h.quiesce(t, a, b, c)
 
 	// The operator moves every CR to Running: one write and one read each.
@@ -98,18 +74,11 @@ func TestStatusWrittenByPartitionOwner(t *testing.T) {
 	setPhase := func(among []string, phase string) {
 		t.Helper()
 		for _, id := range among {
-			u, err := h.cr(t, name, lower(id))
-			if err != nil {
-				t.Fatal(err)
-			}
-			u.Object["status"] = map[string]any{"phase": phase}
-			if _, err := h.dyn.Resource(apply.AgenticSessionGVR).Namespace(name).UpdateStatus(ctx, u, metav1.UpdateOptions{FieldManager: "operator"}); err != nil {
-				t.Fatal(err)
-			}
+			h.setCRStatus(t, name, lower(id), map[string]any{"phase": phase})
 		}
 	}
 	setPhase(ids, "Running")
-	waitStatus("phase Running", func(s *ambientv1.Session) bool { return s.GetPhase() == "Running" }, ids)
+	ownReads += h.waitSessions(t, ids, "phase Running", func(s *ambientv1.Session) bool { return s.GetPhase() == "Running" })
 	h.quiesce(t, a, b, c)
 	if got := h.api.CallCount(updateStatusMethod) - writes0; got != len(ids) {
 		t.Errorf("UpdateSessionStatus calls for %d phase changes = %d, want one each", len(ids), got)
@@ -143,7 +112,7 @@ func TestStatusWrittenByPartitionOwner(t *testing.T) {
 		owner[id] = c
 	}
 	// Well within the harness's 1-minute status resync.
-	waitStatus("phase Completed", func(s *ambientv1.Session) bool { return s.GetPhase() == "Completed" }, ofDead)
+	h.waitSessions(t, ofDead, "phase Completed", func(s *ambientv1.Session) bool { return s.GetPhase() == "Completed" })
 	if w := writtenBy(mark); w[c] != len(ofDead) {
 		t.Errorf("replica c wrote %d statuses after it took b's partitions, want %d (b's sessions)", w[c], len(ofDead))
 	}
@@ -171,15 +140,7 @@ func TestStatusOnlyOfThisInstallation(t *testing.T) {
 			}
 			ids[i] = s.GetMetadata().GetId()
 		}
-		testenv.Eventually(t, wait, func() error {
-			for _, id := range ids {
-				polls[h]++
-				if s, err := h.cl.GetSession(ctx, id); err != nil || s.GetKubeNamespace() != name {
-					return fmt.Errorf("session %s: kube_namespace %q (%v)", id, s.GetKubeNamespace(), err)
-				}
-			}
-			return nil
-		})
+		polls[h] += h.waitSessions(t, ids, "kube_namespace", func(s *ambientv1.Session) bool { return s.GetKubeNamespace() == name })
 		return name, ids
 	}
 	// Installation one's sessions, CRs and status changes first; then one
@@ -188,23 +149,9 @@ func TestStatusOnlyOfThisInstallation(t *testing.T) {
 	const n = 10
 	oneNS, oneIDs := created(one, "ten-one", n)
 	for _, id := range oneIDs {
-		u, err := one.cr(t, oneNS, lower(id))
-		if err != nil {
-			t.Fatal(err)
-		}
-		u.Object["status"] = map[string]any{"phase": "Running"}
-		if _, err := one.dyn.Resource(apply.AgenticSessionGVR).Namespace(oneNS).UpdateStatus(ctx, u, metav1.UpdateOptions{FieldManager: "operator"}); err != nil {
-			t.Fatal(err)
-		}
+		one.setCRStatus(t, oneNS, lower(id), map[string]any{"phase": "Running"})
 	}
-	testenv.Eventually(t, wait, func() error {
-		for _, id := range oneIDs {
-			if s, err := one.cl.GetSession(ctx, id); err != nil || s.GetPhase() != "Running" {
-				return fmt.Errorf("session %s: phase %q (%v)", id, s.GetPhase(), err)
-			}
-		}
-		return nil
-	})
+	one.waitSessions(t, oneIDs, "phase Running", func(s *ambientv1.Session) bool { return s.GetPhase() == "Running" })
 	_, twoIDs := created(two, "ten-two", 1)
 	one.quiesce(t, ra)
 	two.quiesce(t, rb)
