@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -49,6 +50,21 @@ func (h *harness) waitCR(t *testing.T, ns, name string, check func(u *unstructur
 		return nil
 	})
 	return got
+}
+
+// createSessions creates n sessions named 0..n-1 in project projectID and
+// returns their ids in that order.
+func (h *harness) createSessions(t *testing.T, projectID string, n int) []string {
+	t.Helper()
+	ids := make([]string, n)
+	for i := range ids {
+		s, err := h.cl.CreateSession(t.Context(), &ambientv1.CreateSessionRequest{Name: strconv.Itoa(i), ProjectId: ptr(projectID)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids[i] = s.GetMetadata().GetId()
+	}
+	return ids
 }
 
 // setCRStatus sets the status of AgenticSession ns/name through the status

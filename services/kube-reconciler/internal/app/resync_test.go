@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
 	"testing"
 	"time"
 
@@ -232,18 +231,9 @@ func TestResyncSharesPartitions(t *testing.T) {
 	env := map[string]string{config.EnvResyncInterval: "2s"}
 	a := h.start(t, "rs-a", nil, env)
 	b := h.start(t, "rs-b", nil, env)
-	ctx := t.Context()
 	name := unique("share")
 	h.project(t, name)
-	const n = 24
-	ids := make([]string, n)
-	for i := range n {
-		s, err := h.cl.CreateSession(ctx, &ambientv1.CreateSessionRequest{Name: strconv.Itoa(i), ProjectId: ptr(name)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ids[i] = s.GetMetadata().GetId()
-	}
+	ids := h.createSessions(t, name, 24)
 	for _, id := range ids {
 		h.waitCR(t, name, lower(id), nil)
 	}
@@ -317,14 +307,7 @@ func TestStatusCacheBounded(t *testing.T) {
 	name := unique("cache")
 	h.project(t, name)
 	const n = 12
-	var ids []string
-	for i := range n {
-		s, err := h.cl.CreateSession(ctx, &ambientv1.CreateSessionRequest{Name: strconv.Itoa(i), ProjectId: ptr(name)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ids = append(ids, s.GetMetadata().GetId())
-	}
+	ids := h.createSessions(t, name, n)
 	testenv.Eventually(t, wait, func() error {
 		for _, id := range ids {
 			s, err := h.cl.GetSession(ctx, id)

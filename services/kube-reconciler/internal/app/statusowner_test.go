@@ -126,20 +126,11 @@ func TestStatusOnlyOfThisInstallation(t *testing.T) {
 	one, two := newHarness(t), newHarness(t)
 	ra := one.start(t, "inst-1", nil, nil)
 	rb := two.start(t, "inst-2", nil, nil)
-	ctx := t.Context()
 	polls := map[*harness]int{} // GetSession calls of this test, by API
 	created := func(h *harness, prefix string, n int) (string, []string) {
 		t.Helper()
 		name := unique(prefix)
-		pid := h.project(t, name).GetMetadata().GetId()
-		ids := make([]string, n)
-		for i := range ids {
-			s, err := h.cl.CreateSession(ctx, &ambientv1.CreateSessionRequest{Name: strconv.Itoa(i), ProjectId: ptr(pid)})
-			if err != nil {
-				t.Fatal(err)
-			}
-			ids[i] = s.GetMetadata().GetId()
-		}
+		ids := h.createSessions(t, h.project(t, name).GetMetadata().GetId(), n)
 		polls[h] += h.waitSessions(t, ids, "kube_namespace", func(s *ambientv1.Session) bool { return s.GetKubeNamespace() == name })
 		return name, ids
 	}
