@@ -30,15 +30,16 @@ func TestMain(m *testing.M) {
 
 // recorder is an SDK tracer provider keeping every ended span, with the
 // ctx attributes processor telemetry.Setup installs.
-func recorder(t *testing.T) (*sdktrace.TracerProvider, *tracetest.SpanRecorder) {
+func recorder(t *testing.T) (trace.TracerProvider, *tracetest.SpanRecorder) {
 	t.Helper()
 	rec := tracetest.NewSpanRecorder()
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(telemetry.ContextAttributes{}), sdktrace.WithSpanProcessor(rec))
+	sdk := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
 	t.Cleanup(func() {
-		if err := tp.Shutdown(context.WithoutCancel(t.Context())); err != nil {
+		if err := sdk.Shutdown(context.WithoutCancel(t.Context())); err != nil {
 			t.Errorf("tracer provider shutdown: %v", err)
 		}
 	})
+	tp := telemetry.WithContextAttributes(sdk)
 	return tp, rec
 }
 

@@ -21,15 +21,16 @@ import (
 
 // recorder is an SDK tracer provider that keeps every ended span and adds
 // the ctx attributes, as telemetry.Setup's provider does.
-func recorder(t *testing.T) (*sdktrace.TracerProvider, *tracetest.SpanRecorder) {
+func recorder(t *testing.T) (trace.TracerProvider, *tracetest.SpanRecorder) {
 	t.Helper()
 	rec := tracetest.NewSpanRecorder()
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(telemetry.ContextAttributes{}), sdktrace.WithSpanProcessor(rec))
+	sdk := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
 	t.Cleanup(func() {
-		if err := tp.Shutdown(context.WithoutCancel(t.Context())); err != nil {
+		if err := sdk.Shutdown(context.WithoutCancel(t.Context())); err != nil {
 			t.Errorf("tracer provider shutdown: %v", err)
 		}
 	})
+	tp := telemetry.WithContextAttributes(sdk)
 	return tp, rec
 }
 

@@ -5,7 +5,7 @@ import (
 	"slices"
 
 	"go.opentelemetry.io/otel/attribute"
-	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Span attribute keys every service uses for the object a span handles or
@@ -38,36 +38,38 @@ func AttributesFromContext(ctx context.Context) []attribute.KeyValue {
 	return attrs
 }
 
-// ContextAttributes is the span processor behind [ContextWithAttributes];
-// Setup installs it. Tests that build their own tracer provider add it with
-// sdktrace.WithSpanProcessor. It is safe for concurrent use.
-type ContextAttributes struct{}
-
-var _ sdktrace.SpanProcessor = ContextAttributes{}
-
-// OnStart adds the ctx attributes the span does not have yet: an attribute
-// set when the span was started wins (a client span tagged with the object
-// its request names keeps it).
-func (ContextAttributes) OnStart(ctx context.Context, s sdktrace.ReadWriteSpan) {
-	attrs := AttributesFromContext(ctx)
-	if len(attrs) == 0 {
-		return
-	}
-	have := s.Attributes()
-	add := make([]attribute.KeyValue, 0, len(attrs))
-	for _, a := range attrs {
-		if !slices.ContainsFunc(have, func(h attribute.KeyValue) bool { return h.Key == a.Key }) {
-			add = append(add, a)
-		}
-	}
-	s.SetAttributes(add...)
+// WithContextAttributes returns tp with every span started by its tracers
+// given the attributes [ContextWithAttributes] put on the start's ctx,
+// except those the start sets itself: a client span tagged with the
+// object its request names keeps it. Setup's provider is wrapped so; tests
+// that build their own provider wrap it with this. Safe for concurrent use
+// when tp is.
+//
+// The attributes are added as start options, not by a span processor: the
+// SDK snapshots every span at its end for its processors, and a processor
+// that only acts at the start made every span pay for that copy (most of a
+// span's cost when nothing is exported, see BenchmarkSpan).
+func WithContextAttributes(tp trace.TracerProvider) trace.TracerProvider {
+	return contextAttrsProvider{TracerProvider: tp}
 }
 
-// OnEnd does nothing.
-func (ContextAttributes) OnEnd(sdktrace.ReadOnlySpan) {}
+type contextAttrsProvider struct {
+	trace.TracerProvider
+}
 
-// Shutdown does nothing.
-func (ContextAttributes) Shutdown(context.Context) error { return nil }
+func (p contextAttrsProvider) Tracer(name string, opts ...trace.TracerOption) trace.Tracer {
+	return contextAttrsTracer{Tracer: p.TracerProvider.Tracer(name, opts...)}
+}
 
-// ForceFlush does nothing.
-func (ContextAttributes) ForceFlush(context.Context) error { return nil }
+type contextAttrsTracer struct {
+	trace.Tracer
+}
+
+// Start puts the ctx attributes before the caller's options: the SDK keeps
+// the last value of a key, so the span's own attributes win.
+func (t contextAttrsTracer) Start(ctx context.Context, name string, opts ...trace.SpanStartOption) (context.Context, trace.Span) {
+	if attrs := AttributesFromContext(ctx); len(attrs) > 0 {
+		opts = append([]trace.SpanStartOption{trace.WithAttributes(attrs...)}, opts...)
+	}
+	return t.Tracer.Start(ctx, name, opts...) //nolint:spancheck // the caller ends the span
+}

@@ -17,12 +17,13 @@ import (
 func TestContextAttributes(t *testing.T) {
 	t.Parallel()
 	rec := tracetest.NewSpanRecorder()
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(ContextAttributes{}), sdktrace.WithSpanProcessor(rec))
+	sdk := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
 	t.Cleanup(func() {
-		if err := tp.Shutdown(context.WithoutCancel(t.Context())); err != nil {
+		if err := sdk.Shutdown(context.WithoutCancel(t.Context())); err != nil {
 			t.Error(err)
 		}
 	})
+	tp := WithContextAttributes(sdk)
 	tr := tp.Tracer("test")
 	ctx := ContextWithAttributes(t.Context(), AttrObjectID.String("s1"), AttrProjectID.String("p1"))
 	ctx, parent := tr.Start(ctx, "handler")

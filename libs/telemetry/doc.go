@@ -21,7 +21,7 @@
 // and, when exported, pushed over OTLP as well.
 //
 // [ContextWithAttributes] puts attributes on a ctx that every span started
-// under it receives (the span processor [ContextAttributes], installed by
-// Setup): a consumer tags its handler's ctx with the event's object
+// under it receives (Setup's provider is wrapped with
+// [WithContextAttributes]): a consumer tags its handler's ctx with the event's object
 // (AttrObjectID, AttrProjectID), and every span of the handler carries it.
 package telemetry

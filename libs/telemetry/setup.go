@@ -149,9 +149,10 @@ func Setup(ctx context.Context, opts Options) (Providers, func(context.Context) 
 // newTracerProvider returns an SDK tracer provider that adds the ctx
 // attributes (ContextWithAttributes) to every span and, when export is set,
 // batches spans to the exporter autoexport builds from the environment,
-// with its shutdown func.
-func newTracerProvider(ctx context.Context, res *resource.Resource, export bool) (*sdktrace.TracerProvider, func(context.Context) error, error) {
-	tpOpts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res), sdktrace.WithSpanProcessor(ContextAttributes{})}
+// with its shutdown func. Without an exporter it has no span processor, so
+// ending a span costs no snapshot.
+func newTracerProvider(ctx context.Context, res *resource.Resource, export bool) (trace.TracerProvider, func(context.Context) error, error) {
+	tpOpts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res)}
 	aborted := make(chan struct{})
 	abort := sync.OnceFunc(func() { close(aborted) })
 	if export {
@@ -166,7 +167,7 @@ func newTracerProvider(ctx context.Context, res *resource.Resource, export bool)
 		}
 	}
 	tp := sdktrace.NewTracerProvider(tpOpts...)
-	return tp, func(ctx context.Context) error {
+	return WithContextAttributes(tp), func(ctx context.Context) error {
 		// The provider shuts nothing down when ctx has already ended, and
 		// the batch processor stops waiting at ctx's end while its
 		// goroutine still exports: either way goroutines and the

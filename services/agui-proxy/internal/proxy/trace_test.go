@@ -45,7 +45,7 @@ func TestTracePropagates(t *testing.T) {
 	tab := newTable()
 	tab.set("s1", endpointOf(t, "s1", runner.URL))
 	spans := tracetest.NewSpanRecorder()
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(telemetry.ContextAttributes{}), sdktrace.WithSpanProcessor(spans))
+	tp := telemetry.WithContextAttributes(sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans)))
 	_, srv := startProxy(t, Config{TracerProvider: tp}, tab, nil)
 
 	const traceID = "4bf92f3577b34da6a3ce929d0e0e4736"

@@ -4,17 +4,23 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/ambient-code/control-plane/libs/bus"
 	"github.com/ambient-code/control-plane/libs/events"
+	"github.com/ambient-code/control-plane/libs/telemetry"
 	"github.com/ambient-code/control-plane/libs/testenv"
 	eventsv1 "github.com/ambient-code/control-plane/proto/ambient/events/v1"
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
@@ -164,6 +170,68 @@ func TestTailStart(t *testing.T) {
 	for _, tc := range tests {
 		if got := tailStart(tc.seq, tc.first, tc.last); got != tc.want {
 			t.Errorf("%s: tailStart(%d, %d, %d) = %d, want %d", tc.name, tc.seq, tc.first, tc.last, got, tc.want)
+		}
+	}
+}
+
+// TestPublishSpan: each publish is a PRODUCER span naming the subject, the
+// event id, the object and its project, the stream sequence of the ack and
+// whether JetStream dropped it as a duplicate; a ctx attribute
+// (telemetry.ContextWithAttributes) does not override the span's own.
+func TestPublishSpan(t *testing.T) {
+	t.Parallel()
+	_, kv, js := setup(t, 0, time.Second)
+	rec := tracetest.NewSpanRecorder()
+	sdk := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	t.Cleanup(func() {
+		if err := sdk.Shutdown(context.WithoutCancel(t.Context())); err != nil {
+			t.Error(err)
+		}
+	})
+	p, err := New(js, kv, telemetry.WithContextAttributes(sdk).Tracer("test"), Config{Prefix: "ev", Stream: "EV"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := session("s1", 10)
+	s.ProjectId = proto.String("p1")
+	ctx := telemetry.ContextWithAttributes(t.Context(), telemetry.AttrObjectID.String("other"), attribute.String("ambient.caller", "sync"))
+	c := change(t, eventsv1.EventType_EVENT_TYPE_ADDED, s)
+	for range 2 { // the second is a duplicate: same event id
+		if _, err := Publish(ctx, p, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	spans := rec.Ended()
+	if len(spans) != 2 {
+		t.Fatalf("%d spans, want 2", len(spans))
+	}
+	for i, sp := range spans {
+		if sp.SpanKind() != trace.SpanKindProducer || sp.Name() != "publish sessions ADDED" {
+			t.Errorf("span %d: %v %q, want a producer span %q", i, sp.SpanKind(), sp.Name(), "publish sessions ADDED")
+		}
+		got := map[attribute.Key]string{}
+		for _, kv := range sp.Attributes() {
+			got[kv.Key] = kv.Value.String()
+		}
+		want := map[attribute.Key]string{
+			"messaging.system":           "nats",
+			"messaging.destination.name": "ev.sessions.p1.s1",
+			"ambient.resource":           "sessions",
+			"ambient.event_type":         "ADDED",
+			"ambient.object_id":          "s1",
+			"ambient.project_id":         "p1",
+			"ambient.caller":             "sync",
+			"messaging.nats.seq":         "1",
+			"messaging.nats.duplicate":   fmt.Sprint(i == 1),
+		}
+		id := got["messaging.message.id"]
+		delete(got, "messaging.message.id")
+		if !strings.HasPrefix(id, "sessions/s1/") {
+			t.Errorf("span %d: messaging.message.id = %q, want the event id", i, id)
+		}
+		if !maps.Equal(want, got) {
+			t.Errorf("span %d attributes:\n got %v\nwant %v", i, got, want)
 		}
 	}
 }
