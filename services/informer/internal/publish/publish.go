@@ -133,21 +133,20 @@ func Publish[T events.APIObject](ctx context.Context, p *Publisher, c diff.Chang
 	}
 	data, eventID := events.MarshalEvent[T](c.Type, c.ID, c.New, old, time.Now())
 	subject := events.Subject(p.cfg.Prefix, res, c.New.ProjectID, c.ID)
-	// The attributes are given at the start, in one slice: each later
-	// SetAttributes may grow the span's attribute slice again.
-	attrs := []attribute.KeyValue{
-		attribute.String("messaging.system", "nats"),
-		attribute.String("messaging.destination.name", subject),
-		attribute.String("messaging.message.id", eventID),
-		attribute.String("ambient.resource", events.ResourceToken(res)),
-		attribute.String("ambient.event_type", typ),
-		attribute.String("ambient.object_id", c.ID),
+	ctx, span := p.tracer.Start(ctx, "publish "+events.ResourceToken(res)+" "+typ, trace.WithSpanKind(trace.SpanKindProducer))
+	if span.IsRecording() {
+		span.SetAttributes(
+			attribute.String("messaging.system", "nats"),
+			attribute.String("messaging.destination.name", subject),
+			attribute.String("messaging.message.id", eventID),
+			attribute.String("ambient.resource", events.ResourceToken(res)),
+			attribute.String("ambient.event_type", typ),
+			attribute.String("ambient.object_id", c.ID),
+		)
+		if pid := c.New.ProjectID; pid != "" {
+			span.SetAttributes(attribute.String("ambient.project_id", pid))
+		}
 	}
-	if pid := c.New.ProjectID; pid != "" {
-		attrs = append(attrs, attribute.String("ambient.project_id", pid))
-	}
-	ctx, span := p.tracer.Start(ctx, "publish "+events.ResourceToken(res)+" "+typ,
-		trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(attrs...))
 	defer func() {
 		if err != nil {
 			span.RecordError(err)
