@@ -48,13 +48,11 @@ import (
 	"google.golang.org/grpc/codes"
 	grpcstatus "google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
 )
@@ -108,7 +106,6 @@ const DefaultCacheSize = 10000
 // concurrent use, also before Run.
 type Controller struct {
 	cfg      Config
-	factory  dynamicinformer.DynamicSharedInformerFactory
 	informer cache.SharedIndexInformer
 	queue    workqueue.TypedRateLimitingInterface[string]
 
@@ -150,18 +147,13 @@ func New(cfg Config) (*Controller, error) {
 	if cfg.Owner.AdoptUnlabeled {
 		selector = spec.ManagedSelector
 	}
-	factory := dynamicinformer.NewFilteredDynamicSharedInformerFactory(cfg.Dynamic, cfg.Resync, metav1.NamespaceAll,
-		func(o *metav1.ListOptions) { o.LabelSelector = selector })
-	informer := factory.ForResource(apply.AgenticSessionGVR).Informer()
+	informer := cache.NewSharedIndexInformerWithOptions(agenticSessionsListWatch(cfg.Dynamic, selector, reconnectBackoff), &unstructured.Unstructured{},
+		cache.SharedIndexInformerOptions{ResyncPeriod: cfg.Resync, Indexers: cache.Indexers{sessionIndex: indexBySession}, ObjectDescription: apply.AgenticSessionGVR.String()})
 	if err := informer.SetTransform(stripManagedFields); err != nil {
 		return nil, fmt.Errorf("set transform: %w", err)
 	}
-	if err := informer.AddIndexers(cache.Indexers{sessionIndex: indexBySession}); err != nil {
-		return nil, fmt.Errorf("add indexer: %w", err)
-	}
 	c := &Controller{
 		cfg:      cfg,
-		factory:  factory,
 		informer: informer,
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "agenticsession-status"}),
@@ -228,14 +220,16 @@ func (c *Controller) HasSynced() bool { return c.informer.HasSynced() }
 // Run starts the informer and the workers and blocks until ctx is done; then
 // it shuts the queue down and waits for the workers and the informer.
 func (c *Controller) Run(ctx context.Context) error {
-	defer c.factory.Shutdown()
+	var wg sync.WaitGroup
+	// Deferred in this order: the queue shuts down, then the workers and
+	// the informer are awaited.
+	defer wg.Wait()
 	defer c.queue.ShutDown()
-	c.factory.Start(ctx.Done())
+	wg.Go(func() { c.informer.RunWithContext(ctx) })
 	if !cache.WaitForCacheSync(ctx.Done(), c.informer.HasSynced) {
 		return fmt.Errorf("wait for agenticsession cache: %w", ctx.Err())
 	}
 	c.cfg.Log.InfoContext(ctx, "status write-back started", slog.Int(logkey.Count, c.cfg.Workers))
-	var wg sync.WaitGroup
 	for range c.cfg.Workers {
 		wg.Go(func() { wait.UntilWithContext(ctx, c.runWorker, time.Second) })
 	}
@@ -243,8 +237,6 @@ func (c *Controller) Run(ctx context.Context) error {
 		wg.Go(func() { c.followAssignment(ctx) })
 	}
 	<-ctx.Done()
-	c.queue.ShutDown()
-	wg.Wait()
 	return nil
 }
 
