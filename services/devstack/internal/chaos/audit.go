@@ -53,6 +53,8 @@ type auditInput struct {
 	// ObsErr: the final observation failed (the API could not be listed).
 	ObsErr  error
 	Sampler samplerStats
+	// Operator counts the status writes on AgenticSessions (see operator).
+	Operator operatorStats
 	// Before and After bracket the NATS outage (zero when it did not run).
 	Before, After placement
 	Exits         []exitRecord
@@ -152,6 +154,7 @@ func audit(in auditInput) auditResult {
 		Detail:   fmt.Sprintf("%d missing; %d sessions created and deleted while no informer watched were never announced (allowed: events carry states)", r.Uncounted, tp.unseenDeleted),
 		Failures: append(errLines("tally", in.Obs.TallyErr), tp.lines...)})
 
+	r.Checks = append(r.Checks, statusCheck(in.Sessions, in.Obs, in.Operator))
 	r.Checks = append(r.Checks, convergedCheck(in.Converged, in.ConvergeBound, in.ConvergeLimit))
 	r.Checks = append(r.Checks, replicasCheck(in.Streams, in.StreamsErr))
 	r.Checks = append(r.Checks, oversizeCheck(in.Faults))
@@ -235,6 +238,8 @@ func sessionProblems(s session, obs observation) []string {
 			add("%d AgenticSessions", len(crs))
 		case crs[0].Gen != strconv.Itoa(s.Gen):
 			add("AgenticSession is stale: %s=%q, want %q", labelGen, crs[0].Gen, strconv.Itoa(s.Gen))
+		default:
+			out = append(out, statusProblems(api, crs[0])...)
 		}
 	case !s.Running:
 		if len(crs) > 0 {
@@ -268,6 +273,46 @@ func sessionProblems(s session, obs observation) []string {
 		}
 	}
 	return out
+}
+
+// statusProblems lists how a kube session differs from what its
+// AgenticSession says: kube-reconciler writes the CR's uid and namespace,
+// and the status the operator wrote, to the session.
+func statusProblems(api apiSession, cr crInfo) []string {
+	var out []string
+	if api.KubeCRUID != cr.UID {
+		out = append(out, fmt.Sprintf("kube_cr_uid %q, want the AgenticSession's %q", api.KubeCRUID, cr.UID))
+	}
+	if api.KubeNamespace != cr.Namespace {
+		out = append(out, fmt.Sprintf("kube_namespace %q, want %q", api.KubeNamespace, cr.Namespace))
+	}
+	if cr.SDKSessionID != "" && api.SDKSessionID != cr.SDKSessionID {
+		out = append(out, fmt.Sprintf("sdk_session_id %q, want %q from the AgenticSession's status", api.SDKSessionID, cr.SDKSessionID))
+	}
+	return out
+}
+
+// statusCheck says whether the status write-back was put to the test: the
+// operator wrote statuses and some kube sessions still carry one at the
+// end. Whether each was carried to its session is part of the objects
+// check (statusProblems).
+func statusCheck(sessions []session, obs observation, st operatorStats) check {
+	carried := 0
+	for _, s := range sessions {
+		if s.Deleted || s.Project.Local {
+			continue
+		}
+		if crs := obs.Kube.CRs[s.ID]; len(crs) == 1 && crs[0].SDKSessionID != "" {
+			carried++
+		}
+	}
+	c := check{Name: "the operator's status writes were made (each must reach its session: see the objects check)", OK: st.Writes > 0 && carried > 0,
+		Detail: fmt.Sprintf("%d status writes on AgenticSessions, %d failed, %d skipped (no AgenticSession yet); %d kube sessions carry one at the end",
+			st.Writes, st.Failed, st.Skipped, carried)}
+	if !c.OK {
+		c.Failures = []string{"nothing tested the status write-back"}
+	}
+	return c
 }
 
 func conditionsNote(c string) string {

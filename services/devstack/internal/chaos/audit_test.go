@@ -33,8 +33,9 @@ func healthy(sessions []session, projects []project) observation {
 		obs.Sessions[s.ID] = apiSession{Phase: phase}
 		switch {
 		case !s.Project.Local:
-			obs.Sessions[s.ID] = apiSession{Phase: "Pending"}
-			obs.Kube.CRs[s.ID] = []crInfo{{Namespace: s.Project.Namespace(), Name: strings.ToLower(s.ID), Gen: "0"}}
+			ns := s.Project.Namespace()
+			obs.Sessions[s.ID] = apiSession{Phase: "Pending", KubeCRUID: "uid-" + s.ID, KubeNamespace: ns, SDKSessionID: "chaos-op-1"}
+			obs.Kube.CRs[s.ID] = []crInfo{{Namespace: ns, Name: strings.ToLower(s.ID), Gen: "0", UID: "uid-" + s.ID, SDKSessionID: "chaos-op-1"}}
 		case s.Running:
 			obs.Runners[s.ID] = []runnerProc{{PID: 100, Session: s.ID, Replica: "runner-manager-0"}}
 			obs.Owners[s.ID] = registry.Endpoint{SessionID: s.ID, Owner: "runner-manager-0"}
@@ -93,6 +94,18 @@ func TestObjectProblems(t *testing.T) {
 			want: map[string]string{"session kube": "stale"}},
 		{name: "no CR", breakIt: func(o *observation) { delete(o.Kube.CRs, "kube") },
 			want: map[string]string{"session kube": "no AgenticSession"}},
+		{name: "operator status not written back", breakIt: func(o *observation) { o.Kube.CRs["kube"][0].SDKSessionID = "chaos-op-2" },
+			want: map[string]string{"session kube": `sdk_session_id "chaos-op-1", want "chaos-op-2"`}},
+		{name: "CR recreated, uid not written back", breakIt: func(o *observation) { o.Kube.CRs["kube"][0].UID = "uid-new" },
+			want: map[string]string{"session kube": `kube_cr_uid "uid-kube", want the AgenticSession's "uid-new"`}},
+		{name: "no namespace written back", breakIt: func(o *observation) {
+			a := o.Sessions["kube"]
+			a.KubeNamespace = ""
+			o.Sessions["kube"] = a
+		}, want: map[string]string{"session kube": `kube_namespace "", want "chaos-kube-a"`}},
+		{name: "a CR without operator status asks nothing of the session", breakIt: func(o *observation) {
+			o.Kube.CRs["kube"][0].SDKSessionID = ""
+		}, want: map[string]string{}},
 		{name: "RoleBinding left over", breakIt: func(o *observation) {
 			o.Kube.Bindings["chaos-kube-a"] = []Grant{{"chaos-g2", "ambient-project-view"}}
 		}, want: map[string]string{"project chaos-kube-a": "RoleBindings [chaos-g2->ambient-project-view], want none"}},
@@ -218,6 +231,18 @@ func TestChecks(t *testing.T) {
 	if c := journalCheck(journal); c.OK || c.Detail != "1 made, 1 refused, 1 failed" {
 		t.Errorf("journal check %+v", c)
 	}
+	kubeSessions := []session{{ID: "k", Project: kubeP, Running: true}, {ID: "gone", Project: kubeP, Deleted: true}}
+	obs := healthy(kubeSessions, []project{{ID: kubeP.ID, Name: kubeP.Name}})
+	if c := statusCheck(kubeSessions, obs, operatorStats{Writes: 4, Failed: 1}); !c.OK || c.Detail != "4 status writes on AgenticSessions, 1 failed, 0 skipped (no AgenticSession yet); 1 kube sessions carry one at the end" {
+		t.Errorf("status check %+v", c)
+	}
+	if c := statusCheck(kubeSessions, obs, operatorStats{Failed: 3}); c.OK {
+		t.Errorf("status check passed without a write: %+v", c)
+	}
+	obs.Kube.CRs["k"][0].SDKSessionID = ""
+	if c := statusCheck(kubeSessions, obs, operatorStats{Writes: 4}); c.OK {
+		t.Errorf("status check passed with no session carrying a write: %+v", c)
+	}
 	r := auditResult{Lost: 3, Twice: 1, Moved: moved{OtherReplica: 2, None: 1}}
 	if got, want := r.Line(1500*time.Millisecond), "lost=3 twice=1 moved_by_outage=3 converged_s=2"; got != want {
 		t.Errorf("line %q, want %q", got, want)
@@ -231,17 +256,18 @@ func TestChecks(t *testing.T) {
 // and moved_by_outage all zero and convergence in time.
 func TestAuditFailsOnEveryHeadlineFigure(t *testing.T) {
 	t0 := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
-	sessions := []session{{ID: "w", Project: localP, Running: true, Pinned: true}}
-	projects := []project{{ID: localP.ID, Name: localP.Name, Local: true, SettingsID: "set-l"}}
+	sessions := []session{{ID: "w", Project: localP, Running: true, Pinned: true}, {ID: "k", Project: kubeP, Running: true}}
+	projects := []project{{ID: localP.ID, Name: localP.Name, Local: true, SettingsID: "set-l"}, {ID: kubeP.ID, Name: kubeP.Name, SettingsID: kubeP.SettingsID}}
 	base := func() auditInput {
 		obs := healthy(sessions, projects)
-		obs.Tally.Resources = map[string]tallyCounts{tallySessions: {SeenIDs: []string{"w"}}, tallyProjects: {SeenIDs: []string{localP.ID}}, tallySettings: {SeenIDs: []string{"set-l"}}}
+		obs.Tally.Resources = map[string]tallyCounts{tallySessions: {SeenIDs: []string{"w", "k"}}, tallyProjects: {SeenIDs: []string{localP.ID, kubeP.ID}},
+			tallySettings: {SeenIDs: []string{"set-l", kubeP.SettingsID}}}
 		w := []runnerProc{{PID: 1, Session: "w", Replica: "runner-manager-0"}}
 		return auditInput{
 			Sessions: sessions, Projects: projects, Obs: obs, ScheduleStart: t0,
 			Before:    placement{At: t0, Runners: map[string][]runnerProc{"w": w}},
 			After:     placement{At: t0.Add(time.Minute), Runners: map[string][]runnerProc{"w": w}},
-			Converged: 5 * time.Second, ConvergeBound: 30 * time.Second,
+			Converged: 5 * time.Second, ConvergeBound: 30 * time.Second, Operator: operatorStats{Writes: 3},
 		}
 	}
 	if r := audit(base()); !r.Passed() {

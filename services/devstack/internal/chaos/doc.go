@@ -37,8 +37,11 @@
 //
 // # Limits
 //
-// No operator runs, so AgenticSessions get no status and kube sessions no
-// phase: they are judged by their CRs. event-tally is never killed (its
+// No operator runs. The harness stands in for its status writes (see
+// operator): it sets status.sdkSessionId of a random AgenticSession now and
+// then, and the audit checks that each kube session carries its CR's uid,
+// namespace and that status (kube-reconciler's write-back, through the
+// kills of its replicas). Kube sessions get no phase. event-tally is never killed (its
 // tally lives in memory). A session created and deleted while no informer
 // watched is never announced, by design (events carry states, not every
 // change); the report counts them. PIDs are not checked for reuse within a

@@ -2,6 +2,7 @@ package chaos
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -15,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -283,6 +285,10 @@ type kubeState struct {
 
 type crInfo struct {
 	Namespace, Name, Gen string
+	UID                  string
+	// SDKSessionID is status.sdkSessionId: the harness' operator writes it
+	// (see operator), kube-reconciler must carry it to the session.
+	SDKSessionID string
 }
 
 // listKube reads every AgenticSession, and the RoleBindings and existence of
@@ -298,7 +304,9 @@ func (k *kubePlane) listKube(ctx context.Context, namespaces []string) (kubeStat
 		if id == "" {
 			id = "name:" + cr.GetName()
 		}
-		st.CRs[id] = append(st.CRs[id], crInfo{Namespace: cr.GetNamespace(), Name: cr.GetName(), Gen: cr.GetLabels()[labelGen]})
+		sdkID, _, _ := unstructured.NestedString(cr.Object, "status", "sdkSessionId") //nolint:errcheck // absent or not a string: none
+		st.CRs[id] = append(st.CRs[id], crInfo{Namespace: cr.GetNamespace(), Name: cr.GetName(), Gen: cr.GetLabels()[labelGen],
+			UID: string(cr.GetUID()), SDKSessionID: sdkID})
 	}
 	for _, ns := range namespaces {
 		if _, err := k.cs.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{}); err == nil {
@@ -317,6 +325,41 @@ func (k *kubePlane) listKube(ctx context.Context, namespaces []string) (kubeStat
 		}
 	}
 	return st, nil
+}
+
+// crRef names one AgenticSession and its session.
+type crRef struct {
+	Namespace, Name, Session string
+}
+
+// sessionCRs lists the AgenticSessions that name a session, sorted by
+// namespace and name (the API server's order).
+func (k *kubePlane) sessionCRs(ctx context.Context) ([]crRef, error) {
+	crs, err := k.dyn.Resource(k.crGVR).Namespace(metav1.NamespaceAll).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("list agenticsessions: %w", err)
+	}
+	var out []crRef
+	for _, cr := range crs.Items {
+		if id := cr.GetAnnotations()[annotationSessionID]; id != "" {
+			out = append(out, crRef{Namespace: cr.GetNamespace(), Name: cr.GetName(), Session: id})
+		}
+	}
+	return out, nil
+}
+
+// setSDKSessionID writes status.sdkSessionId of one AgenticSession, as the
+// operator does: a merge patch of the status subresource, which leaves the
+// spec, and the rest of the status, alone.
+func (k *kubePlane) setSDKSessionID(ctx context.Context, cr crRef, value string) error {
+	patch, err := json.Marshal(map[string]any{"status": map[string]any{"sdkSessionId": value}})
+	if err != nil {
+		return fmt.Errorf("encode status patch: %w", err)
+	}
+	if _, err := k.dyn.Resource(k.crGVR).Namespace(cr.Namespace).Patch(ctx, cr.Name, types.MergePatchType, patch, metav1.PatchOptions{}, "status"); err != nil {
+		return fmt.Errorf("patch status of agenticsession %s/%s: %w", cr.Namespace, cr.Name, err)
+	}
+	return nil
 }
 
 func readYAML(path string, into any) error {

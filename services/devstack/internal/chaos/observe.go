@@ -39,6 +39,8 @@ type observation struct {
 type apiSession struct {
 	Phase      string
 	Conditions string
+	// Written back by kube-reconciler from the session's AgenticSession.
+	KubeCRUID, KubeNamespace, SDKSessionID string
 }
 
 // tallySnapshot is event-tally's /tally?ids=true (services/event-tally/tally).
@@ -86,7 +88,8 @@ func (o *observer) observe(ctx context.Context, wantRoutes []string) (observatio
 		return obs, fmt.Errorf("list sessions: %w", err)
 	}
 	for _, s := range ss {
-		obs.Sessions[s.GetMetadata().GetId()] = apiSession{Phase: s.GetPhase(), Conditions: s.GetConditions()}
+		obs.Sessions[s.GetMetadata().GetId()] = apiSession{Phase: s.GetPhase(), Conditions: s.GetConditions(),
+			KubeCRUID: s.GetKubeCrUid(), KubeNamespace: s.GetKubeNamespace(), SDKSessionID: s.GetSdkSessionId()}
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {

@@ -91,6 +91,7 @@ type harness struct {
 	sys       *system
 	api       *apiclient.Client
 	drv       *driver
+	op        *operator
 	smp       *sampler
 	nv        *natsView
 	begun     time.Time
@@ -177,10 +178,12 @@ func (h *harness) start(ctx context.Context) error {
 // schedule runs the plan: changes and faults side by side, from t0.
 func (h *harness) schedule(ctx context.Context) (time.Time, *injector, error) {
 	inj := &injector{sys: h.sys, drv: h.drv, smp: h.smp, nv: h.nv, log: h.out}
+	h.op = newOperator(h.sys.kube, h.cfg.Seed, func(format string, args ...any) { fmt.Fprintf(h.out, format, args...) })
 	t0 := time.Now()
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return inj.run(gctx, h.plan, t0) })
 	g.Go(func() error { return drive(gctx, h.drv, h.plan, t0, h.out) })
+	g.Go(func() error { return h.op.run(gctx, t0, h.plan.Quiet.From, operatorWrites(h.cfg.Changes)) })
 	if err := g.Wait(); err != nil {
 		return t0, inj, fmt.Errorf("chaos schedule: %w", err)
 	}
@@ -190,12 +193,22 @@ func (h *harness) schedule(ctx context.Context) (time.Time, *injector, error) {
 // judge waits for the system to converge and gathers what the audit needs.
 func (h *harness) judge(ctx context.Context, inj *injector, t0, end time.Time) auditInput {
 	obsr := &observer{api: h.api, sys: h.sys, smp: h.smp, nv: h.nv, namespaces: projectNamespaces(h.drv), hc: &http.Client{Timeout: 5 * time.Second}}
-	converged, obs, trend, obsErr := converge(ctx, obsr, h.drv, end, h.cfg.ConvergeTimeout)
+	looks, err := os.Create(filepath.Join(h.runDir, "converge.txt"))
+	if err != nil {
+		fmt.Fprintf(h.out, "chaos: %v; the looks while converging are not kept\n", err)
+		looks = nil
+	}
+	converged, obs, trend, obsErr := converge(ctx, obsr, h.drv, end, h.cfg.ConvergeTimeout, looks)
+	if looks != nil {
+		if err := looks.Close(); err != nil {
+			fmt.Fprintf(h.out, "chaos: close %s: %v\n", looks.Name(), err)
+		}
+	}
 	sessions, projects, journal, deletes := h.drv.snapshot()
 	streams, streamsErr := h.nv.streams(ctx)
 	return auditInput{
 		Sessions: sessions, Projects: projects, Deletes: deletes, Journal: journal,
-		Obs: obs, ObsErr: obsErr, Sampler: h.smp.Stats(),
+		Obs: obs, ObsErr: obsErr, Sampler: h.smp.Stats(), Operator: h.op.Stats(),
 		Before: inj.beforeOutage, After: inj.afterOutage,
 		Exits: h.sys.exitLog(), ScheduleStart: t0, Faults: inj.faults(), Streams: streams, StreamsErr: streamsErr,
 		Converged: converged, ConvergeBound: h.cfg.ConvergeBound, ConvergeLimit: h.cfg.ConvergeTimeout, Trend: trend,
@@ -295,8 +308,10 @@ type trendPoint struct {
 // converge observes the system until every object is in its desired state
 // and counted, or limit passes. It returns the time from end to that
 // moment (-1 if it never came), the last observation, and the number of
-// wrong objects at each look: falling means late, flat means lost.
-func converge(ctx context.Context, o *observer, drv *driver, end time.Time, limit time.Duration) (time.Duration, observation, []trendPoint, error) {
+// wrong objects at each look: falling means late, flat means lost. What
+// was wrong at each look goes to looks (the run directory's converge.txt)
+// when it is not nil: a run that converges late is explained there.
+func converge(ctx context.Context, o *observer, drv *driver, end time.Time, limit time.Duration, looks io.Writer) (time.Duration, observation, []trendPoint, error) {
 	deadline := end.Add(limit)
 	var last observation
 	var lastErr error
@@ -313,7 +328,17 @@ func converge(ctx context.Context, o *observer, drv *driver, end time.Time, limi
 		last, lastErr = obs, err
 		wrong := -1
 		if err == nil && obs.OwnersErr == "" && obs.KubeErr == "" && obs.TallyErr == "" {
-			wrong = len(objectProblems(sessions, projects, obs)) + tallyProblems(sessions, projects, obs).missing
+			objects, tally := objectProblems(sessions, projects, obs), tallyProblems(sessions, projects, obs)
+			wrong = len(objects) + tally.missing
+			if looks != nil && wrong > 0 {
+				fmt.Fprintf(looks, "after %s: %d wrong\n", obs.At.Sub(end).Round(time.Second), wrong) //nolint:errcheck // a diagnostic
+				for _, id := range sortedKeys(objects) {
+					fmt.Fprintf(looks, "  %s: %s\n", id, strings.Join(objects[id], "; ")) //nolint:errcheck // a diagnostic
+				}
+				for _, l := range tally.lines {
+					fmt.Fprintf(looks, "  %s\n", l) //nolint:errcheck // a diagnostic
+				}
+			}
 		}
 		trend = append(trend, trendPoint{After: obs.At.Sub(end), Wrong: wrong})
 		if wrong == 0 {
