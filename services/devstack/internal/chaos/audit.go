@@ -295,22 +295,32 @@ func statusProblems(api apiSession, cr crInfo) []string {
 // statusCheck says whether the status write-back was put to the test: the
 // operator wrote statuses and some kube sessions still carry one at the
 // end. Whether each was carried to its session is part of the objects
-// check (statusProblems).
+// check (statusProblems). It also fails when an AgenticSession lost the
+// operator's last write (a CR deleted and made again under a live session:
+// its status would be gone in a real cluster too).
 func statusCheck(sessions []session, obs observation, st operatorStats) check {
-	carried := 0
+	carried, lost := 0, []string{}
 	for _, s := range sessions {
 		if s.Deleted || s.Project.Local {
 			continue
 		}
-		if crs := obs.Kube.CRs[s.ID]; len(crs) == 1 && crs[0].SDKSessionID != "" {
+		crs := obs.Kube.CRs[s.ID]
+		if len(crs) != 1 {
+			continue // the objects check names it
+		}
+		if crs[0].SDKSessionID != "" {
 			carried++
 		}
+		if want, ok := st.Last[s.ID]; ok && crs[0].SDKSessionID != want {
+			lost = append(lost, fmt.Sprintf("session %s: the AgenticSession's status.sdkSessionId is %q, the operator last wrote %q", s.ID, crs[0].SDKSessionID, want))
+		}
 	}
-	c := check{Name: "the operator's status writes were made (each must reach its session: see the objects check)", OK: st.Writes > 0 && carried > 0,
-		Detail: fmt.Sprintf("%d status writes on AgenticSessions, %d failed, %d skipped (no AgenticSession yet); %d kube sessions carry one at the end",
-			st.Writes, st.Failed, st.Skipped, carried)}
-	if !c.OK {
-		c.Failures = []string{"nothing tested the status write-back"}
+	c := check{Name: "the operator's status writes were made and kept (each must reach its session: see the objects check)", OK: st.Writes > 0 && carried > 0 && len(lost) == 0,
+		Detail: fmt.Sprintf("%d status writes on AgenticSessions, %d failed, %d skipped (no AgenticSession yet); %d kube sessions carry one at the end, %d lost it",
+			st.Writes, st.Failed, st.Skipped, carried, len(lost)),
+		Failures: lost}
+	if st.Writes == 0 || carried == 0 {
+		c.Failures = append(c.Failures, "nothing tested the status write-back")
 	}
 	return c
 }

@@ -233,8 +233,13 @@ func TestChecks(t *testing.T) {
 	}
 	kubeSessions := []session{{ID: "k", Project: kubeP, Running: true}, {ID: "gone", Project: kubeP, Deleted: true}}
 	obs := healthy(kubeSessions, []project{{ID: kubeP.ID, Name: kubeP.Name}})
-	if c := statusCheck(kubeSessions, obs, operatorStats{Writes: 4, Failed: 1}); !c.OK || c.Detail != "4 status writes on AgenticSessions, 1 failed, 0 skipped (no AgenticSession yet); 1 kube sessions carry one at the end" {
+	written := operatorStats{Writes: 4, Failed: 1, Last: map[string]string{"k": "chaos-op-1", "gone": "chaos-op-2"}}
+	if c := statusCheck(kubeSessions, obs, written); !c.OK || c.Detail != "4 status writes on AgenticSessions, 1 failed, 0 skipped (no AgenticSession yet); 1 kube sessions carry one at the end, 0 lost it" {
 		t.Errorf("status check %+v", c)
+	}
+	written.Last["k"] = "chaos-op-3"
+	if c := statusCheck(kubeSessions, obs, written); c.OK || len(c.Failures) != 1 || !strings.Contains(c.Failures[0], `the operator last wrote "chaos-op-3"`) {
+		t.Errorf("status check passed with the last write lost: %+v", c)
 	}
 	if c := statusCheck(kubeSessions, obs, operatorStats{Failed: 3}); c.OK {
 		t.Errorf("status check passed without a write: %+v", c)

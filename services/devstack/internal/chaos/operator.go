@@ -3,6 +3,7 @@ package chaos
 import (
 	"context"
 	"errors"
+	"maps"
 	"math/rand/v2"
 	"strconv"
 	"sync"
@@ -35,6 +36,8 @@ type operatorStats struct {
 	// Writes were made; Failed were not (an API error); Skipped found no
 	// AgenticSession to write (early in the run).
 	Writes, Failed, Skipped int
+	// Last is the last value written on each session's AgenticSession.
+	Last map[string]string
 }
 
 // errNoCR: there was no AgenticSession to write yet.
@@ -56,7 +59,8 @@ func (o *operator) run(ctx context.Context, t0 time.Time, until time.Duration, n
 		if err := sleepUntil(ctx, t0.Add(until*time.Duration(i)/time.Duration(n))); err != nil {
 			return err
 		}
-		err := o.write(ctx, "chaos-op-"+strconv.Itoa(i+1))
+		value := "chaos-op-" + strconv.Itoa(i+1)
+		sid, err := o.write(ctx, value)
 		o.mu.Lock()
 		switch {
 		case errors.Is(err, errNoCR):
@@ -66,6 +70,10 @@ func (o *operator) run(ctx context.Context, t0 time.Time, until time.Duration, n
 			o.stats.Failed++
 		default:
 			o.stats.Writes++
+			if o.stats.Last == nil {
+				o.stats.Last = map[string]string{}
+			}
+			o.stats.Last[sid] = value
 		}
 		o.mu.Unlock()
 		if err != nil {
@@ -77,23 +85,27 @@ func (o *operator) run(ctx context.Context, t0 time.Time, until time.Duration, n
 	return nil
 }
 
-// write sets status.sdkSessionId of one AgenticSession, picked at random.
-func (o *operator) write(ctx context.Context, value string) error {
+// write sets status.sdkSessionId of one AgenticSession, picked at random,
+// and returns its session.
+func (o *operator) write(ctx context.Context, value string) (string, error) {
 	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	crs, err := o.kube.sessionCRs(wctx)
 	if err != nil {
-		return err
+		return "", err
 	}
 	if len(crs) == 0 {
-		return errNoCR
+		return "", errNoCR
 	}
-	return o.kube.setSDKSessionID(wctx, crs[o.rng.IntN(len(crs))], value)
+	cr := crs[o.rng.IntN(len(crs))]
+	return cr.Session, o.kube.setSDKSessionID(wctx, cr, value)
 }
 
 // Stats returns the counts so far.
 func (o *operator) Stats() operatorStats {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	return o.stats
+	st := o.stats
+	st.Last = maps.Clone(o.stats.Last)
+	return st
 }
