@@ -193,15 +193,19 @@ func (h *harness) schedule(ctx context.Context) (time.Time, *injector, error) {
 // judge waits for the system to converge and gathers what the audit needs.
 func (h *harness) judge(ctx context.Context, inj *injector, t0, end time.Time) auditInput {
 	obsr := &observer{api: h.api, sys: h.sys, smp: h.smp, nv: h.nv, namespaces: projectNamespaces(h.drv), hc: &http.Client{Timeout: 5 * time.Second}}
-	looks, err := os.Create(filepath.Join(h.runDir, "converge.txt"))
+	// looks stays a nil interface when the file cannot be made: a nil
+	// *os.File in it would not compare equal to nil in converge.
+	var looks io.Writer
+	f, err := os.Create(filepath.Join(h.runDir, "converge.txt"))
 	if err != nil {
 		fmt.Fprintf(h.out, "chaos: %v; the looks while converging are not kept\n", err)
-		looks = nil
+	} else {
+		looks = f
 	}
 	converged, obs, trend, obsErr := converge(ctx, obsr, h.drv, end, h.cfg.ConvergeTimeout, looks)
-	if looks != nil {
-		if err := looks.Close(); err != nil {
-			fmt.Fprintf(h.out, "chaos: close %s: %v\n", looks.Name(), err)
+	if f != nil {
+		if err := f.Close(); err != nil {
+			fmt.Fprintf(h.out, "chaos: close %s: %v\n", f.Name(), err)
 		}
 	}
 	sessions, projects, journal, deletes := h.drv.snapshot()
