@@ -8,15 +8,18 @@ import (
 	"sync"
 
 	"github.com/ambient-code/control-plane/libs/logkey"
+	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/kubewatch"
 	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/spec"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"k8s.io/apiextensions-apiserver/pkg/client/clientset/clientset"
-	apiextinformers "k8s.io/apiextensions-apiserver/pkg/client/informers/externalversions"
 	apiextlisters "k8s.io/apiextensions-apiserver/pkg/client/listers/apiextensions/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/tools/cache"
 )
 
@@ -28,7 +31,6 @@ const Name = spec.Resource + "." + spec.Group
 // desired AgenticSessions to its schema for spec.Version.
 type Watcher struct {
 	log      *slog.Logger
-	factory  apiextinformers.SharedInformerFactory
 	informer cache.SharedIndexInformer
 	lister   apiextlisters.CustomResourceDefinitionLister
 
@@ -42,12 +44,12 @@ func NewWatcher(client clientset.Interface, log *slog.Logger) (*Watcher, error) 
 	if client == nil || log == nil {
 		return nil, errors.New("crd watcher: client and log are required")
 	}
-	factory := apiextinformers.NewSharedInformerFactoryWithOptions(client, 0,
-		apiextinformers.WithTweakListOptions(func(o *metav1.ListOptions) {
-			o.FieldSelector = fields.OneTermEqualSelector("metadata.name", Name).String()
-		}))
-	crds := factory.Apiextensions().V1().CustomResourceDefinitions()
-	w := &Watcher{log: log, factory: factory, informer: crds.Informer(), lister: crds.Lister(), logged: map[string]bool{}}
+	informer := cache.NewSharedIndexInformerWithOptions(listWatch(client, kubewatch.Backoff()), &apiextensionsv1.CustomResourceDefinition{},
+		cache.SharedIndexInformerOptions{Indexers: cache.Indexers{}, ObjectDescription: Name})
+	if err := informer.SetWatchErrorHandlerWithContext(kubewatch.LogErrors(log, "customresourcedefinitions")); err != nil {
+		return nil, fmt.Errorf("crd watcher: set watch error handler: %w", err)
+	}
+	w := &Watcher{log: log, informer: informer, lister: apiextlisters.NewCustomResourceDefinitionLister(informer.GetIndexer()), logged: map[string]bool{}}
 	// The handlers only log: the schema is rebuilt lazily, when an
 	// AgenticSession is pruned, from the cache the informer updated before
 	// calling them. The log line also tells a reader (and the tests) that a
@@ -71,6 +73,24 @@ func NewWatcher(client clientset.Interface, log *slog.Logger) (*Watcher, error) 
 	return w, nil
 }
 
+// listWatch lists and watches the AgenticSession CRD alone, retrying calls
+// the apiserver's absence failed b's steps apart (kubewatch.ListWatch): a
+// CRD change made during an outage is then seen within seconds of the
+// server's return, not after client-go's backoff of up to a minute.
+func listWatch(client clientset.Interface, b wait.Backoff) cache.ListerWatcher {
+	crds := client.ApiextensionsV1().CustomResourceDefinitions()
+	byName := fields.OneTermEqualSelector("metadata.name", Name).String()
+	return cache.ToListWatcherWithWatchListSemantics(kubewatch.ListWatch(
+		func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			o.FieldSelector = byName
+			return crds.List(ctx, o)
+		},
+		func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			o.FieldSelector = byName
+			return crds.Watch(ctx, o)
+		}, b), client)
+}
+
 func (w *Watcher) logChange(obj any, changed bool) {
 	c, ok := obj.(*apiextensionsv1.CustomResourceDefinition)
 	if !ok {
@@ -86,9 +106,7 @@ func (w *Watcher) logChange(obj any, changed bool) {
 
 // Run runs the informer until ctx is done.
 func (w *Watcher) Run(ctx context.Context) error {
-	w.factory.Start(ctx.Done())
-	defer w.factory.Shutdown()
-	<-ctx.Done()
+	w.informer.RunWithContext(ctx)
 	return nil
 }
 

@@ -29,6 +29,18 @@ func TestWatcherFollowsCRD(t *testing.T) {
 	ctx := t.Context()
 	logs, log := kubetest.NewLogs()
 	w := env.Watcher(t, log)
+	// A second watcher starts while the API server is still starting (its
+	// first answers are 503), then is refused twice: it waits out the start
+	// at kubewatch's pace instead of failing to its reflector, which would
+	// back off for up to a minute; the refusals, answers, go to the
+	// reflector, which logs them to the service's log and lists again.
+	startingLogs, startingLog := kubetest.NewLogs()
+	front, startingCfg := kubetest.StartingFront(t, env.Config, 503, 503, 503, 403, 403)
+	late := kubetest.RunWatcher(t, startingCfg, startingLog)
+	if n := front.Requests(); n <= 5 {
+		t.Fatalf("front had %d requests, want the 5 it answered and more", n)
+	}
+	kubetest.CheckOnlyRefusalsLogged(t, startingLogs)
 	client, err := apiextclient.NewForConfig(env.Config)
 	if err != nil {
 		t.Fatal(err)
@@ -54,6 +66,7 @@ func TestWatcherFollowsCRD(t *testing.T) {
 		t.Fatal(err)
 	}
 	testenv.Eventually(t, 30*time.Second, func() error { return w.Check(ctx) })
+	testenv.Eventually(t, 30*time.Second, func() error { return late.Check(ctx) })
 	for i := range 3 {
 		u := desiredObject(t, fullSession(fmt.Sprint("s", i)))
 		if err := w.PruneSession(u); err != nil {

@@ -224,7 +224,14 @@ func skipOrFail(tb testing.TB, err error) {
 // cleanup, once it has read the CRD (installed or not).
 func (e *Env) Watcher(tb testing.TB, log *slog.Logger) *crd.Watcher {
 	tb.Helper()
-	client, err := apiextclient.NewForConfig(e.Config)
+	return RunWatcher(tb, e.Config, log)
+}
+
+// RunWatcher returns a running crd.Watcher reading the API server through
+// cfg, stopped in cleanup, once it has read the CRD (installed or not).
+func RunWatcher(tb testing.TB, cfg *rest.Config, log *slog.Logger) *crd.Watcher {
+	tb.Helper()
+	client, err := apiextclient.NewForConfig(cfg)
 	if err != nil {
 		tb.Fatal(err)
 	}

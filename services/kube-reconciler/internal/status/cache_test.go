@@ -23,6 +23,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 )
 
 // kube is the package's kube-apiserver with the operator's AgenticSession
@@ -80,7 +81,14 @@ func crFixture(tb testing.TB, env *kubetest.Env, instance string, n int) string 
 // an in-memory API and an embedded NATS.
 func newController(tb testing.TB, env *kubetest.Env, instance string) *Controller {
 	tb.Helper()
-	dyn, err := dynamic.NewForConfig(env.Config)
+	return newControllerVia(tb, env.Config, slog.New(slog.NewTextHandler(io.Discard, nil)), instance)
+}
+
+// newControllerVia builds a Controller of installation instance reaching
+// the API server through cfg and logging to log.
+func newControllerVia(tb testing.TB, cfg *rest.Config, log *slog.Logger, instance string) *Controller {
+	tb.Helper()
+	dyn, err := dynamic.NewForConfig(cfg)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -94,7 +102,7 @@ func newController(tb testing.TB, env *kubetest.Env, instance string) *Controlle
 		tb.Fatal(err)
 	}
 	c, err := New(Config{Dynamic: dyn, API: testenv.APIClient(tb, testenv.API(tb)), Objects: objects, Metrics: m,
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Owner: spec.Owner{Instance: instance}})
+		Log: log, Owner: spec.Owner{Instance: instance}})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -120,6 +128,31 @@ func run(tb testing.TB, c *Controller) {
 		}
 		return nil
 	})
+}
+
+// TestCacheWaitsForAStartingServer: a controller started while the API
+// server is still starting (its first answers are 503) fills its cache once
+// the server answers, retrying at kubewatch's pace; its reflector never sees
+// the 503, so it does not back off for up to a minute. The refusals that
+// follow (403) are answers: the reflector gets it and logs it to the
+// service's log.
+func TestCacheWaitsForAStartingServer(t *testing.T) {
+	env := kube.Env(t)
+	const instance = "starting-test"
+	ns := crFixture(t, env, instance, 2)
+	front, cfg := kubetest.StartingFront(t, env.Config, 503, 503, 503, 403, 403)
+	logs, log := kubetest.NewLogs()
+	c := newControllerVia(t, cfg, log, instance)
+	run(t, c)
+	if n := front.Requests(); n <= 5 {
+		t.Fatalf("front had %d requests, want the 5 it answered and more", n)
+	}
+	kubetest.CheckOnlyRefusalsLogged(t, logs)
+	for i := range 2 {
+		if _, ok, err := c.informer.GetIndexer().GetByKey(ns + "/" + fmt.Sprint("s", i)); err != nil || !ok {
+			t.Errorf("CR %s/s%d not in the cache (found %t, %v)", ns, i, ok, err)
+		}
+	}
 }
 
 // TestCacheHoldsNoManagedFields: the cached AgenticSessions carry

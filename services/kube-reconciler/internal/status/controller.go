@@ -41,6 +41,7 @@ import (
 	eventsv1 "github.com/ambient-code/control-plane/proto/ambient/events/v1"
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
 	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/apply"
+	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/kubewatch"
 	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/metrics"
 	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/spec"
 	lru "github.com/hashicorp/golang-lru/v2"
@@ -147,10 +148,13 @@ func New(cfg Config) (*Controller, error) {
 	if cfg.Owner.AdoptUnlabeled {
 		selector = spec.ManagedSelector
 	}
-	informer := cache.NewSharedIndexInformerWithOptions(agenticSessionsListWatch(cfg.Dynamic, selector, reconnectBackoff), &unstructured.Unstructured{},
+	informer := cache.NewSharedIndexInformerWithOptions(agenticSessionsListWatch(cfg.Dynamic, selector, kubewatch.Backoff()), &unstructured.Unstructured{},
 		cache.SharedIndexInformerOptions{ResyncPeriod: cfg.Resync, Indexers: cache.Indexers{sessionIndex: indexBySession}, ObjectDescription: apply.AgenticSessionGVR.String()})
 	if err := informer.SetTransform(stripManagedFields); err != nil {
 		return nil, fmt.Errorf("set transform: %w", err)
+	}
+	if err := informer.SetWatchErrorHandlerWithContext(kubewatch.LogErrors(cfg.Log, apply.AgenticSessionGVR.Resource)); err != nil {
+		return nil, fmt.Errorf("set watch error handler: %w", err)
 	}
 	c := &Controller{
 		cfg:      cfg,

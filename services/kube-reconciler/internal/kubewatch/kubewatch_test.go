@@ -1,14 +1,19 @@
-package status
+package kubewatch
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/ambient-code/control-plane/libs/logkey"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -17,11 +22,11 @@ import (
 // fastBackoff keeps the retry tests short; the pacing is not what they test.
 var fastBackoff = wait.Backoff{Duration: time.Millisecond, Factor: 2, Steps: 100, Cap: 4 * time.Millisecond}
 
-// TestUntilReachableRetriesAnAbsentServer: a list or watch that fails only
+// TestRetryRetriesAnAbsentServer: a list or watch that fails only
 // because the apiserver cannot be reached (refused, reset, a failed dial,
 // 503 while it starts) is tried again until the server answers, so the
-// reflector never backs off for it (see reconnectBackoff).
-func TestUntilReachableRetriesAnAbsentServer(t *testing.T) {
+// reflector never backs off for it (see the package doc).
+func TestRetryRetriesAnAbsentServer(t *testing.T) {
 	t.Parallel()
 	refused := &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}
 	absent := []error{
@@ -31,7 +36,7 @@ func TestUntilReachableRetriesAnAbsentServer(t *testing.T) {
 		apierrors.NewServiceUnavailable("apiserver is starting"),
 	}
 	calls := 0
-	got, err := untilReachable(t.Context(), fastBackoff, func() (string, error) {
+	got, err := Retry(t.Context(), fastBackoff, func() (string, error) {
 		calls++
 		if calls <= len(absent) {
 			return "", absent[calls-1]
@@ -43,9 +48,9 @@ func TestUntilReachableRetriesAnAbsentServer(t *testing.T) {
 	}
 }
 
-// TestUntilReachablePassesAnswers: an error the server answered with goes
+// TestRetryPassesAnswers: an error the server answered with goes
 // to the reflector at once, which handles it (a 410 Gone makes it relist).
-func TestUntilReachablePassesAnswers(t *testing.T) {
+func TestRetryPassesAnswers(t *testing.T) {
 	t.Parallel()
 	gr := schema.GroupResource{Group: "vteam.ambient-code", Resource: "agenticsessions"}
 	for _, answer := range []error{
@@ -54,7 +59,7 @@ func TestUntilReachablePassesAnswers(t *testing.T) {
 		apierrors.NewTooManyRequests("slow down", 1), // the server's own pacing: the reflector backs off
 	} {
 		calls := 0
-		_, err := untilReachable(t.Context(), fastBackoff, func() (string, error) {
+		_, err := Retry(t.Context(), fastBackoff, func() (string, error) {
 			calls++
 			return "", answer
 		})
@@ -64,14 +69,14 @@ func TestUntilReachablePassesAnswers(t *testing.T) {
 	}
 }
 
-// TestUntilReachableEndsWithCtx: while the server stays away, the call ends
+// TestRetryEndsWithCtx: while the server stays away, the call ends
 // with ctx and returns the last error.
-func TestUntilReachableEndsWithCtx(t *testing.T) {
+func TestRetryEndsWithCtx(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithCancel(t.Context())
 	refused := &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}
 	calls := 0
-	_, err := untilReachable(ctx, fastBackoff, func() (string, error) {
+	_, err := Retry(ctx, fastBackoff, func() (string, error) {
 		calls++
 		if calls == 3 {
 			cancel()
@@ -80,5 +85,40 @@ func TestUntilReachableEndsWithCtx(t *testing.T) {
 	})
 	if !errors.Is(err, syscall.ECONNREFUSED) || calls != 3 {
 		t.Fatalf("got %v after %d calls, want the refusal after 3", err, calls)
+	}
+}
+
+// TestLogErrors: a failed list or watch is a warning in the service's log
+// with the resource and the error; a watch the server closed is not news,
+// and one cut short or expired is only debug (the reflector goes on).
+func TestLogErrors(t *testing.T) {
+	t.Parallel()
+	var buf bytes.Buffer
+	handle := LogErrors(slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug})), "agenticsessions")
+	gr := schema.GroupResource{Group: "vteam.ambient-code", Resource: "agenticsessions"}
+	for _, c := range []struct {
+		err   error
+		level string // "" for no line
+	}{
+		{io.EOF, ""},
+		{io.ErrUnexpectedEOF, "DEBUG"},
+		{apierrors.NewResourceExpired("too old resource version"), "DEBUG"},
+		{apierrors.NewForbidden(gr, "", errors.New("rbac")), "WARN"},
+	} {
+		buf.Reset()
+		handle(t.Context(), nil, c.err)
+		if c.level == "" {
+			if buf.Len() != 0 {
+				t.Errorf("%v: logged %s, want nothing", c.err, buf.String())
+			}
+			continue
+		}
+		var line map[string]any
+		if err := json.Unmarshal(buf.Bytes(), &line); err != nil {
+			t.Fatalf("%v: log line %q: %v", c.err, buf.String(), err)
+		}
+		if line["level"] != c.level || line[logkey.Resource] != "agenticsessions" || line[logkey.Err] != c.err.Error() {
+			t.Errorf("%v: logged %v, want level %s with the resource and the error", c.err, line, c.level)
+		}
 	}
 }
