@@ -295,11 +295,11 @@ type crInfo struct {
 // namespaces.
 func (k *kubePlane) listKube(ctx context.Context, namespaces []string) (kubeState, error) {
 	st := kubeState{CRs: map[string][]crInfo{}, Bindings: map[string][]Grant{}, Namespaces: map[string]bool{}}
-	crs, err := k.dyn.Resource(k.crGVR).Namespace(metav1.NamespaceAll).List(ctx, metav1.ListOptions{})
+	crs, err := k.agenticSessions(ctx)
 	if err != nil {
-		return st, fmt.Errorf("list agenticsessions: %w", err)
+		return st, err
 	}
-	for _, cr := range crs.Items {
+	for _, cr := range crs {
 		id := cr.GetAnnotations()[annotationSessionID]
 		if id == "" {
 			id = "name:" + cr.GetName()
@@ -327,6 +327,16 @@ func (k *kubePlane) listKube(ctx context.Context, namespaces []string) (kubeStat
 	return st, nil
 }
 
+// agenticSessions lists every AgenticSession of the cluster, sorted by
+// namespace and name (the API server's order).
+func (k *kubePlane) agenticSessions(ctx context.Context) ([]unstructured.Unstructured, error) {
+	crs, err := k.dyn.Resource(k.crGVR).Namespace(metav1.NamespaceAll).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("list agenticsessions: %w", err)
+	}
+	return crs.Items, nil
+}
+
 // crRef names one AgenticSession and its session.
 type crRef struct {
 	Namespace, Name, Session string
@@ -335,12 +345,12 @@ type crRef struct {
 // sessionCRs lists the AgenticSessions that name a session, sorted by
 // namespace and name (the API server's order).
 func (k *kubePlane) sessionCRs(ctx context.Context) ([]crRef, error) {
-	crs, err := k.dyn.Resource(k.crGVR).Namespace(metav1.NamespaceAll).List(ctx, metav1.ListOptions{})
+	crs, err := k.agenticSessions(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("list agenticsessions: %w", err)
+		return nil, err
 	}
 	var out []crRef
-	for _, cr := range crs.Items {
+	for _, cr := range crs {
 		if id := cr.GetAnnotations()[annotationSessionID]; id != "" {
 			out = append(out, crRef{Namespace: cr.GetNamespace(), Name: cr.GetName(), Session: id})
 		}
