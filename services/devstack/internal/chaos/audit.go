@@ -154,7 +154,7 @@ func audit(in auditInput) auditResult {
 		Detail:   fmt.Sprintf("%d missing; %d sessions created and deleted while no informer watched were never announced (allowed: events carry states)", r.Uncounted, tp.unseenDeleted),
 		Failures: append(errLines("tally", in.Obs.TallyErr), tp.lines...)})
 
-	r.Checks = append(r.Checks, statusCheck(in.Sessions, in.Obs, in.Operator))
+	r.Checks = append(r.Checks, statusCheck(in.Sessions, in.Obs, in.Operator, in.Faults))
 	r.Checks = append(r.Checks, convergedCheck(in.Converged, in.ConvergeBound, in.ConvergeLimit))
 	r.Checks = append(r.Checks, replicasCheck(in.Streams, in.StreamsErr))
 	r.Checks = append(r.Checks, oversizeCheck(in.Faults))
@@ -298,8 +298,16 @@ func statusProblems(api apiSession, cr crInfo) []string {
 // check (statusProblems). It also fails when an AgenticSession lost the
 // operator's last write (a CR deleted and made again under a live session:
 // its status would be gone in a real cluster too).
-func statusCheck(sessions []session, obs observation, st operatorStats) check {
-	carried, lost := 0, []string{}
+//
+// When faults killed a kube-reconciler replica, it also fails unless the
+// operator wrote statuses while one was dead and a session so written
+// lived to the end (the failover of the write-back was put to the test).
+func statusCheck(sessions []session, obs observation, st operatorStats, faults []faultRecord) check {
+	carried, downKept, lost := 0, 0, []string{}
+	writtenDown := map[string]bool{}
+	for _, id := range st.Down {
+		writtenDown[id] = true
+	}
 	for _, s := range sessions {
 		if s.Deleted || s.Project.Local {
 			continue
@@ -311,8 +319,11 @@ func statusCheck(sessions []session, obs observation, st operatorStats) check {
 		if crs[0].SDKSessionID != "" {
 			carried++
 		}
-		if want, ok := st.Last[s.ID]; ok && crs[0].SDKSessionID != want {
+		want, ok := st.Last[s.ID]
+		if ok && crs[0].SDKSessionID != want {
 			lost = append(lost, fmt.Sprintf("session %s: the AgenticSession's status.sdkSessionId is %q, the operator last wrote %q", s.ID, crs[0].SDKSessionID, want))
+		} else if writtenDown[s.ID] {
+			downKept++
 		}
 	}
 	c := check{Name: "the operator's status writes were made and kept (each must reach its session: see the objects check)", OK: st.Writes > 0 && carried > 0 && len(lost) == 0,
@@ -322,7 +333,22 @@ func statusCheck(sessions []session, obs observation, st operatorStats) check {
 	if st.Writes == 0 || carried == 0 {
 		c.Failures = append(c.Failures, "nothing tested the status write-back")
 	}
+	if killedReconciler(faults) {
+		c.Detail += fmt.Sprintf("; %d written while a kube-reconciler replica was dead, %d of those sessions kept at the end", st.DownWrites, downKept)
+		if downKept == 0 {
+			c.OK = false
+			c.Failures = append(c.Failures, "nothing tested the status write-back's failover: no session written while a kube-reconciler replica was dead lived to the end")
+		}
+	}
 	return c
+}
+
+// killedReconciler reports whether faults include a kill of a
+// kube-reconciler replica.
+func killedReconciler(faults []faultRecord) bool {
+	return slices.ContainsFunc(faults, func(f faultRecord) bool {
+		return f.Kind == FaultKill && strings.HasPrefix(f.Target, svcKubeReconciler)
+	})
 }
 
 func conditionsNote(c string) string {

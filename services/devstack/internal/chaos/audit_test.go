@@ -234,18 +234,40 @@ func TestChecks(t *testing.T) {
 	kubeSessions := []session{{ID: "k", Project: kubeP, Running: true}, {ID: "gone", Project: kubeP, Deleted: true}}
 	obs := healthy(kubeSessions, []project{{ID: kubeP.ID, Name: kubeP.Name}})
 	written := operatorStats{Writes: 4, Failed: 1, Last: map[string]string{"k": "chaos-op-1", "gone": "chaos-op-2"}}
-	if c := statusCheck(kubeSessions, obs, written); !c.OK || c.Detail != "4 status writes on AgenticSessions, 1 failed, 0 skipped (no AgenticSession yet); 1 kube sessions carry one at the end, 0 lost it" {
+	if c := statusCheck(kubeSessions, obs, written, nil); !c.OK || c.Detail != "4 status writes on AgenticSessions, 1 failed, 0 skipped (no AgenticSession yet); 1 kube sessions carry one at the end, 0 lost it" {
 		t.Errorf("status check %+v", c)
 	}
 	written.Last["k"] = "chaos-op-3"
-	if c := statusCheck(kubeSessions, obs, written); c.OK || len(c.Failures) != 1 || !strings.Contains(c.Failures[0], `the operator last wrote "chaos-op-3"`) {
+	if c := statusCheck(kubeSessions, obs, written, nil); c.OK || len(c.Failures) != 1 || !strings.Contains(c.Failures[0], `the operator last wrote "chaos-op-3"`) {
 		t.Errorf("status check passed with the last write lost: %+v", c)
 	}
-	if c := statusCheck(kubeSessions, obs, operatorStats{Failed: 3}); c.OK {
+	if c := statusCheck(kubeSessions, obs, operatorStats{Failed: 3}, nil); c.OK {
 		t.Errorf("status check passed without a write: %+v", c)
 	}
+	// A kube-reconciler was killed: a write made while it was dead must
+	// have lived to the end.
+	killed := []faultRecord{{Fault: Fault{Kind: FaultKill}, Target: "kube-reconciler-0"}}
+	written.Last["k"] = "chaos-op-1"
+	if c := statusCheck(kubeSessions, obs, written, killed); c.OK || !strings.Contains(c.Failures[0], "failover") {
+		t.Errorf("status check passed with no write while a kube-reconciler was dead: %+v", c)
+	}
+	written.Down, written.DownWrites = []string{"gone"}, 1
+	if c := statusCheck(kubeSessions, obs, written, killed); c.OK {
+		t.Errorf("status check passed with the only session written while down deleted: %+v", c)
+	}
+	written.Down, written.DownWrites = []string{"gone", "k"}, 2
+	if c := statusCheck(kubeSessions, obs, written, killed); !c.OK || !strings.HasSuffix(c.Detail, "; 2 written while a kube-reconciler replica was dead, 1 of those sessions kept at the end") {
+		t.Errorf("status check %+v, want passed with one session kept", c)
+	}
+	written.Last["k"] = "chaos-op-kube-reconciler-0-down-1"
+	if c := statusCheck(kubeSessions, obs, written, killed); c.OK || !strings.Contains(c.Failures[0], "chaos-op-kube-reconciler-0-down-1") {
+		t.Errorf("status check passed with the write made while down lost: %+v", c)
+	}
+	if c := statusCheck(kubeSessions, obs, written, []faultRecord{{Fault: Fault{Kind: FaultKill}, Target: "informer-0"}}); strings.Contains(c.Detail, "dead") {
+		t.Errorf("status check speaks of a dead kube-reconciler when none was killed: %+v", c)
+	}
 	obs.Kube.CRs["k"][0].SDKSessionID = ""
-	if c := statusCheck(kubeSessions, obs, operatorStats{Writes: 4}); c.OK {
+	if c := statusCheck(kubeSessions, obs, operatorStats{Writes: 4}, nil); c.OK {
 		t.Errorf("status check passed with no session carrying a write: %+v", c)
 	}
 	r := auditResult{Lost: 3, Twice: 1, Moved: moved{OtherReplica: 2, None: 1}}

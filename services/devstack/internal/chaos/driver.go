@@ -114,6 +114,20 @@ func (d *driver) witnesses(ctx context.Context, n int) error {
 	return nil
 }
 
+// pinKube keeps the live kube session id from the schedule's changes from
+// now on; it reports whether it did (false: unknown, gone, local or already
+// kept).
+func (d *driver) pinKube(id string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	s, ok := d.m.sessions[id]
+	if !ok || s.Deleted || s.Pinned || s.Project.Local {
+		return false
+	}
+	s.Pinned = true
+	return true
+}
+
 // projectIDs returns the ids of the local or the kube projects.
 func (d *driver) projectIDs(local bool) []string {
 	d.mu.Lock()

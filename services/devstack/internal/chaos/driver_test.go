@@ -46,9 +46,13 @@ func TestDriverKeepsTheModelEqualToTheAPI(t *testing.T) {
 		}
 	}
 	plan := NewPlan(testPlanConfig(true, 300), rng)
+	var kept session // pinned by pinKube a third of the way in, as the operator does
 	for i, c := range plan.Changes {
 		if i%10 == 0 {
 			settle()
+		}
+		if i == 100 {
+			kept = pinOneKube(t, d)
 		}
 		if rec := d.apply(ctx, c.Op); rec.Result != resultOK {
 			t.Fatalf("change %d %s: %s %s", i, c.Op, rec.Result, rec.Err)
@@ -98,6 +102,12 @@ func TestDriverKeepsTheModelEqualToTheAPI(t *testing.T) {
 		if stopped == s.Running {
 			t.Errorf("session %s: phase %q, model running %t", s.ID, got.GetPhase(), s.Running)
 		}
+		if s.ID == kept.ID {
+			if s.Gen != kept.Gen || s.Running != kept.Running {
+				t.Errorf("session %s pinned by pinKube was changed: %+v, pinned as %+v", s.ID, s, kept)
+			}
+			continue
+		}
 		if s.Pinned && (s.Gen != 0 || !s.Running) {
 			t.Errorf("pinned session %s was changed: %+v", s.ID, s)
 		}
@@ -112,4 +122,29 @@ func TestDriverKeepsTheModelEqualToTheAPI(t *testing.T) {
 			t.Errorf("project %s: group_access %s, model %v", p.Name, got.GetGroupAccess(), p.Access)
 		}
 	}
+}
+
+// pinOneKube pins a live kube session with pinKube and returns it as it was
+// then; pinKube refuses an unknown, a local and an already pinned session.
+func pinOneKube(t *testing.T, d *driver) session {
+	t.Helper()
+	if d.pinKube("no-such-session") {
+		t.Error("pinKube pinned an unknown session")
+	}
+	var kube *session
+	for _, s := range d.m.live(func(*session) bool { return true }) {
+		if s.Project.Local && !s.Pinned && d.pinKube(s.ID) {
+			t.Errorf("pinKube pinned local session %s", s.ID)
+		}
+		if !s.Project.Local && !s.Pinned && kube == nil {
+			kube = s
+		}
+	}
+	if kube == nil {
+		t.Fatal("no live kube session to pin after 100 changes")
+	}
+	if !d.pinKube(kube.ID) || d.pinKube(kube.ID) {
+		t.Fatalf("pinKube(%s) did not pin it once", kube.ID)
+	}
+	return *kube
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -44,6 +45,7 @@ type injector struct {
 	drv *driver
 	smp *sampler
 	nv  *natsView
+	op  *operator // writes statuses while a kube-reconciler is dead; nil: none
 	log io.Writer
 
 	mu      sync.Mutex    // guards records
@@ -88,6 +90,14 @@ func (in *injector) run(ctx context.Context, plan Plan, t0 time.Time) error {
 func (in *injector) inject(ctx context.Context, rec *faultRecord, t0 time.Time) error {
 	switch rec.Kind {
 	case FaultKill:
+		if in.op != nil && strings.HasPrefix(rec.Target, svcKubeReconciler) {
+			// The status write-back's failover: statuses written while the
+			// replica is dead.
+			return in.outageThen(ctx, rec, kill9, []string{rec.Target}, func(ctx context.Context) error {
+				rec.Note = in.op.writeWhileDown(ctx, rec.Target, in.drv.pinKube)
+				return nil
+			})
+		}
 		return in.outage(ctx, rec, kill9, []string{rec.Target})
 	case FaultNodeLoss:
 		leader, err := streamLeader(ctx, in.sys.nats, eventsStream)

@@ -3,8 +3,10 @@ package chaos
 import (
 	"context"
 	"errors"
+	"fmt"
 	"maps"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -24,8 +26,11 @@ import (
 // the outage's victims must be first in kube-reconciler's queues.
 type operator struct {
 	kube *kubePlane
-	rng  *rand.Rand
-	log  func(format string, args ...any)
+	rng  *rand.Rand // run's picks; only run uses it
+	// downRng picks the targets of writeWhileDown, which the injector calls
+	// while run goes on: a stream of its own, so neither needs a lock.
+	downRng *rand.Rand
+	log     func(format string, args ...any)
 
 	mu    sync.Mutex
 	stats operatorStats // guarded by mu
@@ -38,6 +43,11 @@ type operatorStats struct {
 	Writes, Failed, Skipped int
 	// Last is the last value written on each session's AgenticSession.
 	Last map[string]string
+	// DownWrites were made while a kube-reconciler replica was dead
+	// (writeWhileDown), on the sessions of Down, which the driver then
+	// leaves alone so that they live to the audit.
+	DownWrites int
+	Down       []string
 }
 
 // errNoCR: there was no AgenticSession to write yet.
@@ -50,7 +60,65 @@ func operatorWrites(changes int) int { return max(10, changes/10) }
 func newOperator(kube *kubePlane, seed int64, log func(format string, args ...any)) *operator {
 	// Its own stream of choices: the change schedule of a seed stays the
 	// same with or without it.
-	return &operator{kube: kube, rng: rand.New(rand.NewPCG(uint64(seed), 0x6f70)), log: log} //nolint:gosec // a reproducible schedule, not a secret
+	return &operator{kube: kube, log: log,
+		rng:     rand.New(rand.NewPCG(uint64(seed), 0x6f70)),     //nolint:gosec // a reproducible schedule, not a secret
+		downRng: rand.New(rand.NewPCG(uint64(seed), 0x646f776e)), //nolint:gosec // as above
+	}
+}
+
+// downWrites is how many status writes writeWhileDown makes. Each lands in
+// the dead replica's partitions with a chance of about one half (two
+// replicas), so six miss them all once in 64 runs.
+const downWrites = 6
+
+// writeWhileDown makes downWrites status writes at once, while the
+// kube-reconciler replica target is dead (kill -9, before its restart), on
+// AgenticSessions of sessions pin keeps from the driver's changes (pin
+// reports false for a session it does not know or already keeps). A write
+// that lands in the dead replica's partitions can only reach its session
+// through the failover: the replica that gains the partition, a new
+// process of the same one or the other, checks its CRs at once. Without
+// the pins most of these sessions would be deleted before the audit, which
+// then could not tell whether the write was carried. It returns a note for
+// the fault's record.
+func (o *operator) writeWhileDown(ctx context.Context, target string, pin func(session string) bool) string {
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	crs, err := o.kube.sessionCRs(wctx)
+	if err != nil {
+		return "operator: " + err.Error()
+	}
+	o.downRng.Shuffle(len(crs), func(i, j int) { crs[i], crs[j] = crs[j], crs[i] })
+	made, failed := 0, 0
+	for _, cr := range crs {
+		if made == downWrites {
+			break
+		}
+		if !pin(cr.Session) {
+			continue
+		}
+		value := fmt.Sprintf("chaos-op-%s-down-%d", target, made+1)
+		err := o.kube.setSDKSessionID(wctx, cr, value)
+		o.mu.Lock()
+		if err != nil {
+			o.stats.Failed++
+			failed++
+		} else {
+			made++
+			o.stats.Writes++
+			o.stats.DownWrites++
+			o.stats.Down = append(o.stats.Down, cr.Session)
+			if o.stats.Last == nil {
+				o.stats.Last = map[string]string{}
+			}
+			o.stats.Last[cr.Session] = value
+		}
+		o.mu.Unlock()
+		if err != nil {
+			o.log("chaos: operator status write while %s was down: %v\n", target, err)
+		}
+	}
+	return fmt.Sprintf("operator: %d status writes while down, %d failed", made, failed)
 }
 
 // run makes n writes evenly spread over [t0, t0+until).
@@ -107,5 +175,6 @@ func (o *operator) Stats() operatorStats {
 	defer o.mu.Unlock()
 	st := o.stats
 	st.Last = maps.Clone(o.stats.Last)
+	st.Down = slices.Clone(o.stats.Down)
 	return st
 }

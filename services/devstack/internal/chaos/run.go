@@ -177,8 +177,8 @@ func (h *harness) start(ctx context.Context) error {
 
 // schedule runs the plan: changes and faults side by side, from t0.
 func (h *harness) schedule(ctx context.Context) (time.Time, *injector, error) {
-	inj := &injector{sys: h.sys, drv: h.drv, smp: h.smp, nv: h.nv, log: h.out}
 	h.op = newOperator(h.sys.kube, h.cfg.Seed, func(format string, args ...any) { fmt.Fprintf(h.out, format, args...) })
+	inj := &injector{sys: h.sys, drv: h.drv, smp: h.smp, nv: h.nv, op: h.op, log: h.out}
 	t0 := time.Now()
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return inj.run(gctx, h.plan, t0) })
