@@ -62,8 +62,12 @@ type Config struct {
 	// Witnesses are local sessions created before the schedule and never
 	// changed by it.
 	Witnesses int
-	LogLevel  string
-	Token     string
+	// KubeWitnesses are kube sessions created before the schedule and
+	// never changed by it: the operator's writes while a kube-reconciler is
+	// down find AgenticSessions whatever the schedule made by then.
+	KubeWitnesses int
+	LogLevel      string
+	Token         string
 }
 
 // Defaults. The TTLs the outages must outlast are the services' defaults
@@ -119,6 +123,7 @@ func ParseFlags(args []string, w io.Writer) (Config, error) {
 	fs.DurationVar(&c.SampleInterval, "sample-interval", 100*time.Millisecond, "process table sampling interval (runners alive twice)")
 	fs.IntVar(&c.LocalCap, "local-cap", 24, "at most this many sessions want a local runner at once (witnesses included)")
 	fs.IntVar(&c.Witnesses, "witnesses", 8, "local sessions started before the schedule and never changed by it: every fault meets runners it must leave alone")
+	fs.IntVar(&c.KubeWitnesses, "kube-witnesses", 4, "kube sessions created before the schedule and never changed by it: AgenticSessions exist for the operator's writes while a kube-reconciler is down")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "LOG_LEVEL of every service")
 	fs.StringVar(&c.Token, "token", "chaos-token", "API token of the in-memory API and the services")
 	if err := fs.Parse(args); err != nil {
@@ -163,6 +168,9 @@ func (c *Config) finish() error {
 	}
 	if c.KubeOutage == 0 {
 		c.KubeOutage = RetryBudget(c.KubeMaxDeliver, group.DefaultBackoff) + KubeOutageMargin
+	}
+	if c.KubeWitnesses < 0 {
+		errs = append(errs, fmt.Errorf("--kube-witnesses %d: want >= 0", c.KubeWitnesses))
 	}
 	if c.LocalCap < 1 || c.Witnesses < 0 || c.Witnesses > c.LocalCap {
 		errs = append(errs, fmt.Errorf("--local-cap %d, --witnesses %d: want 0 <= witnesses <= local-cap, local-cap >= 1", c.LocalCap, c.Witnesses))

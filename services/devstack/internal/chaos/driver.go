@@ -93,35 +93,42 @@ func (d *driver) setup(ctx context.Context) error {
 	return nil
 }
 
-// witnesses creates n local sessions the schedule never touches, spread
-// over the local projects.
-func (d *driver) witnesses(ctx context.Context, n int) error {
+// witnesses creates n local sessions and kube kube sessions the schedule never
+// touches, spread over the local and the kube projects.
+func (d *driver) witnesses(ctx context.Context, n, kube int) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	var local []*project
+	var local, kubeProjects []*project
 	for _, p := range d.m.projects {
 		if p.Local {
 			local = append(local, p)
+		} else {
+			kubeProjects = append(kubeProjects, p)
 		}
 	}
-	for i := range n {
-		id, err := d.create(ctx, local[i%len(local)], false)
-		if err != nil {
-			return fmt.Errorf("witness %d: %w", i, err)
+	for _, w := range []struct {
+		on []*project
+		n  int
+	}{{local, n}, {kubeProjects, kube}} {
+		for i := range w.n {
+			id, err := d.create(ctx, w.on[i%len(w.on)], false)
+			if err != nil {
+				return fmt.Errorf("witness %d: %w", i, err)
+			}
+			d.m.sessions[id].Pinned = true
 		}
-		d.m.sessions[id].Pinned = true
 	}
 	return nil
 }
 
-// pinKube keeps the live kube session id from the schedule's changes from
-// now on; it reports whether it did (false: unknown, gone, local or already
-// kept).
-func (d *driver) pinKube(id string) bool {
+// keepKube reports whether id is a live kube session the schedule leaves
+// alone from now on: a witness, or one it pins now. Unknown, deleted and
+// local sessions are not.
+func (d *driver) keepKube(id string) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	s, ok := d.m.sessions[id]
-	if !ok || s.Deleted || s.Pinned || s.Project.Local {
+	if !ok || s.Deleted || s.Project.Local {
 		return false
 	}
 	s.Pinned = true

@@ -26,7 +26,7 @@ func TestDriverKeepsTheModelEqualToTheAPI(t *testing.T) {
 	if err := d.setup(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := d.witnesses(ctx, 2); err != nil {
+	if err := d.witnesses(ctx, 2, 1); err != nil {
 		t.Fatal(err)
 	}
 	// Nothing runs runners here: write the phases an executor would, so
@@ -46,13 +46,13 @@ func TestDriverKeepsTheModelEqualToTheAPI(t *testing.T) {
 		}
 	}
 	plan := NewPlan(testPlanConfig(true, 300), rng)
-	var kept session // pinned by pinKube a third of the way in, as the operator does
+	var kept session // kept by keepKube a third of the way in, as the operator does
 	for i, c := range plan.Changes {
 		if i%10 == 0 {
 			settle()
 		}
 		if i == 100 {
-			kept = pinOneKube(t, d)
+			kept = keepOneKube(t, d)
 		}
 		if rec := d.apply(ctx, c.Op); rec.Result != resultOK {
 			t.Fatalf("change %d %s: %s %s", i, c.Op, rec.Result, rec.Err)
@@ -104,7 +104,7 @@ func TestDriverKeepsTheModelEqualToTheAPI(t *testing.T) {
 		}
 		if s.ID == kept.ID {
 			if s.Gen != kept.Gen || s.Running != kept.Running {
-				t.Errorf("session %s pinned by pinKube was changed: %+v, pinned as %+v", s.ID, s, kept)
+				t.Errorf("session %s kept by keepKube was changed: %+v, pinned as %+v", s.ID, s, kept)
 			}
 			continue
 		}
@@ -124,27 +124,37 @@ func TestDriverKeepsTheModelEqualToTheAPI(t *testing.T) {
 	}
 }
 
-// pinOneKube pins a live kube session with pinKube and returns it as it was
-// then; pinKube refuses an unknown, a local and an already pinned session.
-func pinOneKube(t *testing.T, d *driver) session {
+// keepOneKube keeps a live kube session with keepKube and returns it as it
+// was then; keepKube refuses an unknown and a local session, and keeps the
+// kube witness.
+func keepOneKube(t *testing.T, d *driver) session {
 	t.Helper()
-	if d.pinKube("no-such-session") {
-		t.Error("pinKube pinned an unknown session")
+	if d.keepKube("no-such-session") {
+		t.Error("keepKube kept an unknown session")
 	}
 	var kube *session
+	witnesses := 0
 	for _, s := range d.m.live(func(*session) bool { return true }) {
-		if s.Project.Local && !s.Pinned && d.pinKube(s.ID) {
-			t.Errorf("pinKube pinned local session %s", s.ID)
-		}
-		if !s.Project.Local && !s.Pinned && kube == nil {
+		switch {
+		case s.Project.Local && !s.Pinned && d.keepKube(s.ID):
+			t.Errorf("keepKube kept local session %s", s.ID)
+		case !s.Project.Local && s.Pinned:
+			witnesses++
+			if !d.keepKube(s.ID) {
+				t.Errorf("keepKube refused kube witness %s", s.ID)
+			}
+		case !s.Project.Local && kube == nil:
 			kube = s
 		}
 	}
-	if kube == nil {
-		t.Fatal("no live kube session to pin after 100 changes")
+	if witnesses != 1 {
+		t.Errorf("%d kube witnesses, want 1", witnesses)
 	}
-	if !d.pinKube(kube.ID) || d.pinKube(kube.ID) {
-		t.Fatalf("pinKube(%s) did not pin it once", kube.ID)
+	if kube == nil {
+		t.Fatal("no live kube session to keep after 100 changes")
+	}
+	if !d.keepKube(kube.ID) || !kube.Pinned {
+		t.Fatalf("keepKube(%s) did not keep it", kube.ID)
 	}
 	return *kube
 }

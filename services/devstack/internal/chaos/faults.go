@@ -94,7 +94,7 @@ func (in *injector) inject(ctx context.Context, rec *faultRecord, t0 time.Time) 
 			// The status write-back's failover: statuses written while the
 			// replica is dead.
 			return in.outageThen(ctx, rec, kill9, []string{rec.Target}, func(ctx context.Context) error {
-				rec.Note = in.op.writeWhileDown(ctx, rec.Target, in.drv.pinKube)
+				rec.Note = in.op.writeWhileDown(ctx, rec.Target, in.drv.keepKube)
 				return nil
 			})
 		}

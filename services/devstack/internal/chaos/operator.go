@@ -44,8 +44,8 @@ type operatorStats struct {
 	// Last is the last value written on each session's AgenticSession.
 	Last map[string]string
 	// DownWrites were made while a kube-reconciler replica was dead
-	// (writeWhileDown), on the sessions of Down, which the driver then
-	// leaves alone so that they live to the audit.
+	// (writeWhileDown), on the sessions of Down, which the driver leaves
+	// alone so that they live to the audit.
 	DownWrites int
 	Down       []string
 }
@@ -73,15 +73,15 @@ const downWrites = 6
 
 // writeWhileDown makes downWrites status writes at once, while the
 // kube-reconciler replica target is dead (kill -9, before its restart), on
-// AgenticSessions of sessions pin keeps from the driver's changes (pin
-// reports false for a session it does not know or already keeps). A write
-// that lands in the dead replica's partitions can only reach its session
-// through the failover: the replica that gains the partition, a new
-// process of the same one or the other, checks its CRs at once. Without
-// the pins most of these sessions would be deleted before the audit, which
-// then could not tell whether the write was carried. It returns a note for
-// the fault's record.
-func (o *operator) writeWhileDown(ctx context.Context, target string, pin func(session string) bool) string {
+// AgenticSessions of sessions keep holds back from the driver's changes
+// (keep reports false for a session it cannot: unknown, deleted, local).
+// The kube witnesses are always among the candidates. A write that lands
+// in the dead replica's partitions can only reach its session through the
+// failover: the replica that gains the partition, a new process of the same
+// one or the other, checks its CRs at once. Without keep most of these
+// sessions would be deleted before the audit, which then could not tell
+// whether the write was carried. It returns a note for the fault's record.
+func (o *operator) writeWhileDown(ctx context.Context, target string, keep func(session string) bool) string {
 	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	crs, err := o.kube.sessionCRs(wctx)
@@ -94,7 +94,7 @@ func (o *operator) writeWhileDown(ctx context.Context, target string, pin func(s
 		if made == downWrites {
 			break
 		}
-		if !pin(cr.Session) {
+		if !keep(cr.Session) {
 			continue
 		}
 		value := fmt.Sprintf("chaos-op-%s-down-%d", target, made+1)

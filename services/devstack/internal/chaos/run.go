@@ -164,7 +164,7 @@ func (h *harness) start(ctx context.Context) error {
 	if err := sys.settle(ctx, settleQuiet, settleLimit); err != nil {
 		return err
 	}
-	if err := h.drv.witnesses(ctx, cfg.Witnesses); err != nil {
+	if err := h.drv.witnesses(ctx, cfg.Witnesses, cfg.KubeWitnesses); err != nil {
 		return err
 	}
 	if h.nv, err = connectNATS(sys.natsURLs); err != nil {
