@@ -1,6 +1,7 @@
 package group
 
 import (
+	"slices"
 	"testing"
 	"time"
 
@@ -93,19 +94,23 @@ func TestHandoffRule(t *testing.T) {
 func TestOwnershipHoldsLostWorkUntilItEnds(t *testing.T) {
 	t.Parallel()
 	o := newOwnership()
-	o.set([]int{0, 1}, 3)
+	if gained, lost := o.set([]int{1, 0}, 3); !slices.Equal(gained, []int{0, 1}) || lost != nil {
+		t.Fatalf("first set: gained %v, lost %v; want [0 1] and none", gained, lost)
+	}
 	<-o.changed
 	f, ok := o.begin(1, func(error) {})
 	if !ok {
 		t.Fatal("begin on an owned partition refused")
 	}
-	o.set([]int{0}, 4)
-	<-o.changed
-	if seen, held := o.holding(time.Hour); seen != 4 || len(held) != 2 || held[1] != 1 {
-		t.Fatalf("holding = %d %v, want 4 [0 1]: partition 1's work still runs", seen, held)
+	if gained, lost := o.set([]int{0, 2}, 4); !slices.Equal(gained, []int{2}) || !slices.Equal(lost, []int{1}) {
+		t.Fatalf("second set: gained %v, lost %v; want [2] and [1]", gained, lost)
 	}
-	if _, held := o.holding(0); len(held) != 1 {
-		t.Fatalf("holding past the grace = %v, want [0]", held)
+	<-o.changed
+	if seen, held := o.holding(time.Hour); seen != 4 || !slices.Equal(held, []int{0, 1, 2}) {
+		t.Fatalf("holding = %d %v, want 4 [0 1 2]: partition 1's work still runs", seen, held)
+	}
+	if _, held := o.holding(0); !slices.Equal(held, []int{0, 2}) {
+		t.Fatalf("holding past the grace = %v, want [0 2]", held)
 	}
 	if !o.end(f) {
 		t.Fatal("end did not report the move")
@@ -115,7 +120,7 @@ func TestOwnershipHoldsLostWorkUntilItEnds(t *testing.T) {
 	default:
 		t.Fatal("the end of a lost partition's last work was not announced")
 	}
-	if _, held := o.holding(time.Hour); len(held) != 1 || held[0] != 0 {
-		t.Fatalf("holding after the work ended = %v, want [0]", held)
+	if _, held := o.holding(time.Hour); !slices.Equal(held, []int{0, 2}) {
+		t.Fatalf("holding after the work ended = %v, want [0 2]", held)
 	}
 }

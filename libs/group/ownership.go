@@ -116,14 +116,18 @@ func (o *ownership) movedAway(f *flight) bool {
 
 // set records the partitions this member owns now, from the config at
 // revision rev, and cancels the work of every partition it lost. It
-// returns the lost partitions.
-func (o *ownership) set(owned []int, rev uint64) []int {
+// returns the partitions it gained and those it lost.
+func (o *ownership) set(owned []int, rev uint64) (gained, lost []int) {
 	owned = slices.Sorted(slices.Values(owned))
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	defer o.notify()
 	o.seen = rev
-	var lost []int
+	for _, p := range owned {
+		if !slices.Contains(o.owned, p) {
+			gained = append(gained, p)
+		}
+	}
 	for _, p := range o.owned {
 		if slices.Contains(owned, p) {
 			continue
@@ -138,7 +142,7 @@ func (o *ownership) set(owned []int, rev uint64) []int {
 		}
 	}
 	o.owned = owned
-	return lost
+	return gained, lost
 }
 
 // watchOwnership keeps own equal to this member's partitions in the
@@ -162,8 +166,15 @@ func watchOwnership(ctx context.Context, m *membership, own *ownership, log *slo
 		mine := partitionsOf(c.MemberMappings, m.cfg.Member)
 		m.cfg.Stats.partitions.Store(int64(len(mine)))
 		m.cfg.Stats.unowned.Store(int64(unowned(c.MemberMappings, m.cfg.Partitions)))
-		if lost := own.set(mine, e.Revision()); len(lost) > 0 {
+		gained, lost := own.set(mine, e.Revision())
+		if len(lost) > 0 {
 			log.Info("partitions moved away, their work is cancelled", slog.Any(keyPartitions, lost))
+		}
+		// "group membership changed" names the partitions of the member
+		// that wrote the mapping; a member that gains partitions a peer
+		// released (a handoff) learns it here, and says so.
+		if len(gained) > 0 {
+			log.Info("partitions gained", slog.Any(keyPartitions, gained))
 		}
 	}
 	stop := func() {
