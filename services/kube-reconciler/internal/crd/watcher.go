@@ -17,9 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/fields"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/tools/cache"
 )
 
@@ -80,15 +78,8 @@ func NewWatcher(client clientset.Interface, log *slog.Logger) (*Watcher, error) 
 func listWatch(client clientset.Interface, b wait.Backoff) cache.ListerWatcher {
 	crds := client.ApiextensionsV1().CustomResourceDefinitions()
 	byName := fields.OneTermEqualSelector("metadata.name", Name).String()
-	return cache.ToListWatcherWithWatchListSemantics(kubewatch.ListWatch(
-		func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-			o.FieldSelector = byName
-			return crds.List(ctx, o)
-		},
-		func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-			o.FieldSelector = byName
-			return crds.Watch(ctx, o)
-		}, b), client)
+	return cache.ToListWatcherWithWatchListSemantics(
+		kubewatch.ListWatch(crds.List, crds.Watch, func(o *metav1.ListOptions) { o.FieldSelector = byName }, b), client)
 }
 
 func (w *Watcher) logChange(obj any, changed bool) {

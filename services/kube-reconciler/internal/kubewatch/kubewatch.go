@@ -39,21 +39,25 @@ func Backoff() wait.Backoff {
 	return wait.Backoff{Duration: 200 * time.Millisecond, Factor: 2, Jitter: 0.5, Steps: math.MaxInt32, Cap: 2 * time.Second}
 }
 
-// ListFunc lists a resource with the reflector's options.
-type ListFunc func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error)
-
-// WatchFunc watches a resource with the reflector's options.
-type WatchFunc func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error)
-
-// ListWatch returns a ListWatch of list and watch whose calls are retried,
-// b's steps apart, for as long as they fail only because the apiserver is
-// unreachable (see the package doc). Each call starts b afresh.
-func ListWatch(list ListFunc, watchFn WatchFunc, b wait.Backoff) *cache.ListWatch {
+// ListWatch returns a ListWatch of list and watch, a client's List and
+// Watch, whose calls get the reflector's options changed by tweak (a
+// selector) and are retried, b's steps apart, for as long as they fail only
+// because the apiserver is unreachable (see the package doc). Each call
+// starts b afresh.
+func ListWatch[L runtime.Object](list func(context.Context, metav1.ListOptions) (L, error), watchFn func(context.Context, metav1.ListOptions) (watch.Interface, error),
+	tweak func(*metav1.ListOptions), b wait.Backoff,
+) *cache.ListWatch {
 	return &cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-			return Retry(ctx, b, func() (runtime.Object, error) { return list(ctx, o) })
+			tweak(&o)
+			l, err := Retry(ctx, b, func() (L, error) { return list(ctx, o) })
+			if err != nil {
+				return nil, err // not a typed nil in a non-nil runtime.Object
+			}
+			return l, nil
 		},
 		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			tweak(&o)
 			return Retry(ctx, b, func() (watch.Interface, error) { return watchFn(ctx, o) })
 		},
 	}

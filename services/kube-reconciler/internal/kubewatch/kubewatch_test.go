@@ -9,14 +9,17 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/ambient-code/control-plane/libs/logkey"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/apimachinery/pkg/watch"
 )
 
 // fastBackoff keeps the retry tests short; the pacing is not what they test.
@@ -120,5 +123,51 @@ func TestLogErrors(t *testing.T) {
 		if line["level"] != c.level || line[logkey.Resource] != "agenticsessions" || line[logkey.Err] != c.err.Error() {
 			t.Errorf("%v: logged %v, want level %s with the resource and the error", c.err, line, c.level)
 		}
+	}
+}
+
+// TestListWatch: both calls get the tweaked options and are retried past an
+// unreachable server; a list that fails with an answer gives the reflector
+// a nil object, not a nil *List inside a non-nil interface.
+func TestListWatch(t *testing.T) {
+	t.Parallel()
+	refused := &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}
+	var lists, watches int
+	var selectors []string
+	listAnswer := error(nil)
+	lw := ListWatch(
+		func(_ context.Context, o metav1.ListOptions) (*metav1.PartialObjectMetadataList, error) {
+			lists++
+			selectors = append(selectors, o.LabelSelector)
+			if lists == 1 {
+				return nil, refused
+			}
+			if listAnswer != nil {
+				return nil, listAnswer
+			}
+			return &metav1.PartialObjectMetadataList{}, nil
+		},
+		func(_ context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			watches++
+			selectors = append(selectors, o.LabelSelector)
+			if watches == 1 {
+				return nil, refused
+			}
+			return watch.NewEmptyWatch(), nil
+		},
+		func(o *metav1.ListOptions) { o.LabelSelector = "app=x" }, fastBackoff)
+	if obj, err := lw.ListWithContext(t.Context(), metav1.ListOptions{}); err != nil || obj == nil || lists != 2 {
+		t.Fatalf("list: %v, %v after %d calls; want a list after 2", obj, err, lists)
+	}
+	if w, err := lw.WatchWithContext(t.Context(), metav1.ListOptions{}); err != nil || w == nil || watches != 2 {
+		t.Fatalf("watch: %v, %v after %d calls; want a watch after 2", w, err, watches)
+	}
+	if want := []string{"app=x", "app=x", "app=x", "app=x"}; !slices.Equal(selectors, want) {
+		t.Errorf("options seen %v, want the tweak on every call %v", selectors, want)
+	}
+	listAnswer = apierrors.NewForbidden(schema.GroupResource{Resource: "x"}, "", errors.New("rbac"))
+	obj, err := lw.ListWithContext(t.Context(), metav1.ListOptions{})
+	if !apierrors.IsForbidden(err) || obj != nil {
+		t.Errorf("list answered 403: %#v, %v; want a nil object and the 403", obj, err)
 	}
 }

@@ -1,12 +1,8 @@
 package status
 
 import (
-	"context"
-
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/tools/cache"
 
@@ -19,13 +15,6 @@ import (
 // b's steps apart (kubewatch.ListWatch).
 func agenticSessionsListWatch(client dynamic.Interface, selector string, b wait.Backoff) cache.ListerWatcher {
 	res := client.Resource(apply.AgenticSessionGVR).Namespace(metav1.NamespaceAll)
-	return cache.ToListWatcherWithWatchListSemantics(kubewatch.ListWatch(
-		func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-			o.LabelSelector = selector
-			return res.List(ctx, o)
-		},
-		func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-			o.LabelSelector = selector
-			return res.Watch(ctx, o)
-		}, b), client)
+	return cache.ToListWatcherWithWatchListSemantics(
+		kubewatch.ListWatch(res.List, res.Watch, func(o *metav1.ListOptions) { o.LabelSelector = selector }, b), client)
 }
