@@ -43,7 +43,7 @@ func NewWatcher(client clientset.Interface, log *slog.Logger) (*Watcher, error) 
 		return nil, errors.New("crd watcher: client and log are required")
 	}
 	informer := cache.NewSharedIndexInformerWithOptions(listWatch(client, kubewatch.Backoff()), &apiextensionsv1.CustomResourceDefinition{},
-		cache.SharedIndexInformerOptions{Indexers: cache.Indexers{}, ObjectDescription: Name})
+		cache.SharedIndexInformerOptions{Indexers: cache.Indexers{}, ObjectDescription: "customresourcedefinitions/" + Name})
 	if err := informer.SetWatchErrorHandlerWithContext(kubewatch.LogErrors(log, "customresourcedefinitions")); err != nil {
 		return nil, fmt.Errorf("crd watcher: set watch error handler: %w", err)
 	}
