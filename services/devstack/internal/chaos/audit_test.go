@@ -244,24 +244,35 @@ func TestChecks(t *testing.T) {
 	if c := statusCheck(kubeSessions, obs, operatorStats{Failed: 3}, nil); c.OK {
 		t.Errorf("status check passed without a write: %+v", c)
 	}
-	// A kube-reconciler was killed: a write made while it was dead must
-	// have lived to the end.
+	// A kube-reconciler was killed: a write made while it was dead, in its
+	// partitions, must have lived to the end.
 	killed := []faultRecord{{Fault: Fault{Kind: FaultKill}, Target: "kube-reconciler-0"}}
 	written.Last["k"] = "chaos-op-1"
 	if c := statusCheck(kubeSessions, obs, written, killed); c.OK || !strings.Contains(c.Failures[0], "failover") {
 		t.Errorf("status check passed with no write while a kube-reconciler was dead: %+v", c)
 	}
-	written.Down, written.DownWrites = []string{"gone"}, 1
+	written.Down, written.DownDead, written.DownWrites = []string{"gone", "k"}, []string{"gone"}, 2
 	if c := statusCheck(kubeSessions, obs, written, killed); c.OK {
-		t.Errorf("status check passed with the only session written while down deleted: %+v", c)
+		t.Errorf("status check passed with the only session written in the dead replica's partitions deleted: %+v", c)
 	}
-	written.Down, written.DownWrites = []string{"gone", "k"}, 2
-	if c := statusCheck(kubeSessions, obs, written, killed); !c.OK || !strings.HasSuffix(c.Detail, "; 2 written while a kube-reconciler replica was dead, 1 of those sessions kept at the end") {
+	written.DownDead = []string{"gone", "k"}
+	if c := statusCheck(kubeSessions, obs, written, killed); !c.OK || len(c.Failures) != 0 ||
+		!strings.HasSuffix(c.Detail, "; 2 written while a kube-reconciler replica was dead, 2 of them in its partitions; 1 and 1 of those sessions kept at the end") {
 		t.Errorf("status check %+v, want passed with one session kept", c)
 	}
 	written.Last["k"] = "chaos-op-kube-reconciler-0-down-1"
 	if c := statusCheck(kubeSessions, obs, written, killed); c.OK || !strings.Contains(c.Failures[0], "chaos-op-kube-reconciler-0-down-1") {
 		t.Errorf("status check passed with the write made while down lost: %+v", c)
+	}
+	// No kube session lay in the dead replica's partitions: one written
+	// elsewhere while it was down passes, with a note.
+	written.Last["k"] = "chaos-op-1"
+	written.DownDead, written.DownNoCandidate = nil, 1
+	if c := statusCheck(kubeSessions, obs, written, killed); !c.OK || len(c.Failures) != 1 || !strings.HasPrefix(c.Failures[0], "note: ") {
+		t.Errorf("status check %+v, want passed with a note", c)
+	}
+	if c := statusCheck(kubeSessions, obs, written, append(killed, faultRecord{Fault: Fault{Kind: FaultKill}, Target: "kube-reconciler-1"})); c.OK {
+		t.Errorf("status check passed with one of two kills without a write in the dead replica's partitions: %+v", c)
 	}
 	if c := statusCheck(kubeSessions, obs, written, []faultRecord{{Fault: Fault{Kind: FaultKill}, Target: "informer-0"}}); strings.Contains(c.Detail, "dead") {
 		t.Errorf("status check speaks of a dead kube-reconciler when none was killed: %+v", c)

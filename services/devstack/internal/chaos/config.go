@@ -123,7 +123,7 @@ func ParseFlags(args []string, w io.Writer) (Config, error) {
 	fs.DurationVar(&c.SampleInterval, "sample-interval", 100*time.Millisecond, "process table sampling interval (runners alive twice)")
 	fs.IntVar(&c.LocalCap, "local-cap", 24, "at most this many sessions want a local runner at once (witnesses included)")
 	fs.IntVar(&c.Witnesses, "witnesses", 8, "local sessions started before the schedule and never changed by it: every fault meets runners it must leave alone")
-	fs.IntVar(&c.KubeWitnesses, "kube-witnesses", 4, "kube sessions created before the schedule and never changed by it: AgenticSessions exist for the operator's writes while a kube-reconciler is down")
+	fs.IntVar(&c.KubeWitnesses, "kube-witnesses", 8, "kube sessions created before the schedule and never changed by it: AgenticSessions exist, in every replica's partitions, for the operator's writes while a kube-reconciler is down")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "LOG_LEVEL of every service")
 	fs.StringVar(&c.Token, "token", "chaos-token", "API token of the in-memory API and the services")
 	if err := fs.Parse(args); err != nil {

@@ -39,13 +39,12 @@
 //
 // No operator runs. The harness stands in for its status writes (see
 // operator): it sets status.sdkSessionId of a random AgenticSession now and
-// then, and of six more while a killed kube-reconciler replica is down
-// (sessions the schedule then leaves alone, so they live to the audit), and
-// the audit checks that each kube session carries its CR's uid, namespace
-// and that status (kube-reconciler's write-back, through the kills of its
-// replicas). Whether a write made while a replica is down lands in that
-// replica's partitions is chance, about one half each. Kube sessions get
-// no phase. event-tally is never killed (its
+// then, and of six more while a killed kube-reconciler replica is down,
+// those in its partitions first (sessions the schedule then leaves alone,
+// so they live to the audit; kube witnesses make sure some exist), and the
+// audit checks that each kube session carries its CR's uid, namespace and
+// that status (kube-reconciler's write-back, through the kills of its
+// replicas). Kube sessions get no phase. event-tally is never killed (its
 // tally lives in memory). A session created and deleted while no informer
 // watched is never announced, by design (events carry states, not every
 // change); the report counts them. PIDs are not checked for reuse within a

@@ -94,7 +94,14 @@ func (in *injector) inject(ctx context.Context, rec *faultRecord, t0 time.Time) 
 			// The status write-back's failover: statuses written while the
 			// replica is dead.
 			return in.outageThen(ctx, rec, kill9, []string{rec.Target}, func(ctx context.Context) error {
-				rec.Note = in.op.writeWhileDown(ctx, rec.Target, in.drv.keepKube)
+				// The dead member keeps its partitions in the mapping until
+				// its heartbeat expires (MEMBER_TTL, longer than the
+				// downtime): read them now.
+				inDead, err := in.nv.partitionsOf(ctx, svcKubeReconciler, rec.Target)
+				rec.Note = in.op.writeWhileDown(ctx, rec.Target, in.drv.keepKube, inDead)
+				if err != nil {
+					rec.Note += "; " + err.Error()
+				}
 				return nil
 			})
 		}

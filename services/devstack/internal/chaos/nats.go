@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -15,9 +16,11 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/synadia-io/orbit.go/pcgroups"
 
 	"github.com/ambient-code/control-plane/libs/bus"
 	"github.com/ambient-code/control-plane/libs/events"
+	"github.com/ambient-code/control-plane/libs/group"
 	"github.com/ambient-code/control-plane/libs/registry"
 	"github.com/ambient-code/control-plane/services/devstack/internal/proc"
 )
@@ -193,6 +196,25 @@ func (v *natsView) runnerRecords(ctx context.Context) (map[string]registry.Endpo
 		out[ep.SessionID] = ep
 	}
 	return out, nil
+}
+
+// partitionsOf returns whether an object belongs to a partition member of
+// the consumer group groupName owns, by the group's mapping as its members
+// last wrote it (a dead member keeps its partitions there until its
+// heartbeat expires).
+func (v *natsView) partitionsOf(ctx context.Context, groupName, member string) (func(objectID string) bool, error) {
+	cfg, err := pcgroups.GetElasticConsumerGroupConfig(ctx, v.js, eventsStream, groupName)
+	if err != nil {
+		return nil, fmt.Errorf("read the mapping of group %s: %w", groupName, err)
+	}
+	n := int(cfg.MaxMembers) //nolint:gosec // the partition count, 16 here
+	var owned []int
+	for _, mm := range cfg.MemberMappings {
+		if mm.Member == member {
+			owned = mm.Partitions
+		}
+	}
+	return func(id string) bool { return slices.Contains(owned, group.PartitionOf(id, n)) }, nil
 }
 
 // eventsStream is the stream the informer publishes to.

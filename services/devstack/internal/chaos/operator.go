@@ -45,9 +45,13 @@ type operatorStats struct {
 	Last map[string]string
 	// DownWrites were made while a kube-reconciler replica was dead
 	// (writeWhileDown), on the sessions of Down, which the driver leaves
-	// alone so that they live to the audit.
-	DownWrites int
-	Down       []string
+	// alone so that they live to the audit. DownDead are those of Down in
+	// the dead replica's partitions. DownNoCandidate counts the downtimes in
+	// which no kube session lay in the dead replica's partitions, or its
+	// partitions could not be read.
+	DownWrites      int
+	Down, DownDead  []string
+	DownNoCandidate int
 }
 
 // errNoCR: there was no AgenticSession to write yet.
@@ -66,22 +70,21 @@ func newOperator(kube *kubePlane, seed int64, log func(format string, args ...an
 	}
 }
 
-// downWrites is how many status writes writeWhileDown makes. Each lands in
-// the dead replica's partitions with a chance of about one half (two
-// replicas), so six miss them all once in 64 runs.
+// downWrites is how many status writes writeWhileDown makes.
 const downWrites = 6
 
 // writeWhileDown makes downWrites status writes at once, while the
 // kube-reconciler replica target is dead (kill -9, before its restart), on
 // AgenticSessions of sessions keep holds back from the driver's changes
 // (keep reports false for a session it cannot: unknown, deleted, local).
-// The kube witnesses are always among the candidates. A write that lands
-// in the dead replica's partitions can only reach its session through the
-// failover: the replica that gains the partition, a new process of the same
-// one or the other, checks its CRs at once. Without keep most of these
+// The kube witnesses are always among the candidates. Sessions of the dead
+// replica's partitions (inDead; nil when the mapping could not be read)
+// come first: their writes can only reach their sessions through the
+// failover, as the replica that gains the partition, a new process of the
+// same one or the other, checks its CRs at once. Without keep most of these
 // sessions would be deleted before the audit, which then could not tell
 // whether the write was carried. It returns a note for the fault's record.
-func (o *operator) writeWhileDown(ctx context.Context, target string, keep func(session string) bool) string {
+func (o *operator) writeWhileDown(ctx context.Context, target string, keep, inDead func(session string) bool) string {
 	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	crs, err := o.kube.sessionCRs(wctx)
@@ -89,7 +92,18 @@ func (o *operator) writeWhileDown(ctx context.Context, target string, keep func(
 		return "operator: " + err.Error()
 	}
 	o.downRng.Shuffle(len(crs), func(i, j int) { crs[i], crs[j] = crs[j], crs[i] })
-	made, failed := 0, 0
+	dead := func(cr crRef) bool { return inDead != nil && inDead(cr.Session) }
+	slices.SortStableFunc(crs, func(a, b crRef) int {
+		switch da, db := dead(a), dead(b); {
+		case da == db:
+			return 0
+		case da:
+			return -1
+		default:
+			return 1
+		}
+	})
+	made, inDeadMade, failed := 0, 0, 0
 	for _, cr := range crs {
 		if made == downWrites {
 			break
@@ -108,6 +122,10 @@ func (o *operator) writeWhileDown(ctx context.Context, target string, keep func(
 			o.stats.Writes++
 			o.stats.DownWrites++
 			o.stats.Down = append(o.stats.Down, cr.Session)
+			if dead(cr) {
+				inDeadMade++
+				o.stats.DownDead = append(o.stats.DownDead, cr.Session)
+			}
 			if o.stats.Last == nil {
 				o.stats.Last = map[string]string{}
 			}
@@ -118,7 +136,12 @@ func (o *operator) writeWhileDown(ctx context.Context, target string, keep func(
 			o.log("chaos: operator status write while %s was down: %v\n", target, err)
 		}
 	}
-	return fmt.Sprintf("operator: %d status writes while down, %d failed", made, failed)
+	if inDeadMade == 0 {
+		o.mu.Lock()
+		o.stats.DownNoCandidate++
+		o.mu.Unlock()
+	}
+	return fmt.Sprintf("operator: %d status writes while down (%d in its partitions), %d failed", made, inDeadMade, failed)
 }
 
 // run makes n writes evenly spread over [t0, t0+until).
@@ -176,5 +199,6 @@ func (o *operator) Stats() operatorStats {
 	st := o.stats
 	st.Last = maps.Clone(o.stats.Last)
 	st.Down = slices.Clone(o.stats.Down)
+	st.DownDead = slices.Clone(o.stats.DownDead)
 	return st
 }

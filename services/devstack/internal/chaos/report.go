@@ -267,8 +267,8 @@ func (r report) figures(b *strings.Builder) {
 		}
 		w("| %s | %d | %d | %d | %d |\n", op, t.ok, t.refused, t.failed, t.fallback)
 	}
-	w("\nStatus writes on AgenticSessions by the harness' operator (`status.sdkSessionId`, through the Kubernetes API): %d made (%d of them while a kube-reconciler replica was dead), %d failed, %d skipped (no AgenticSession yet).\n",
-		r.in.Operator.Writes, r.in.Operator.DownWrites, r.in.Operator.Failed, r.in.Operator.Skipped)
+	w("\nStatus writes on AgenticSessions by the harness' operator (`status.sdkSessionId`, through the Kubernetes API): %d made (%d of them while a kube-reconciler replica was dead, %d in its partitions), %d failed, %d skipped (no AgenticSession yet).\n",
+		r.in.Operator.Writes, r.in.Operator.DownWrites, len(r.in.Operator.DownDead), r.in.Operator.Failed, r.in.Operator.Skipped)
 	var local, localRunning, kube, deleted int
 	for _, s := range r.in.Sessions {
 		switch {
@@ -323,7 +323,7 @@ func (r report) setup(b *strings.Builder) {
 	w := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
 	w("## The system under test\n\n")
 	w("- NATS: %d `nats-server` processes clustered on loopback (JetStream, file store, default `max_payload` 1 MiB); the informer creates its stream and buckets with `STREAM_REPLICAS=3`, runner-manager its buckets with `BUCKET_REPLICAS=3`, as the chart's bundled NATS runs them.\n", natsReplicas)
-	w("- Kubernetes: `etcd` and `kube-apiserver` (bin/k8s) as processes, the chart's CRD and project ClusterRoles installed; kube-reconciler authenticates as a user bound to exactly the chart's ClusterRole. No operator runs; the harness writes `status.sdkSessionId` of a random AgenticSession now and then (spread over the schedule up to the quiet window before the apiserver outage), and of six more while each killed kube-reconciler replica is down (their sessions are left alone by the schedule from then on), as an operator would, and the audit checks that every kube session carries its CR's uid, namespace and that status. Kube sessions get no phase.\n")
+	w("- Kubernetes: `etcd` and `kube-apiserver` (bin/k8s) as processes, the chart's CRD and project ClusterRoles installed; kube-reconciler authenticates as a user bound to exactly the chart's ClusterRole. No operator runs; the harness writes `status.sdkSessionId` of a random AgenticSession now and then (spread over the schedule up to the quiet window before the apiserver outage), and of six more while each killed kube-reconciler replica is down, first those in its partitions (read from the group's mapping; their sessions are left alone by the schedule from then on), as an operator would, and the audit checks that every kube session carries its CR's uid, namespace and that status. Kube sessions get no phase.\n")
 	w("- The in-memory API (`memapi`, fault injection on); %d informers (`KV_AUDIT_INTERVAL=%s`), %d kube-reconcilers (`KUBE_SESSION_SELECTOR=projects=<the kube projects>`, `GROUP_MAX_DELIVER=%d`, `RESYNC_INTERVAL=%s`), %d runner-managers (`RUNNER_PROJECTS=<the local projects>`, the demo runner), %d agui-proxies, 1 event-tally; every other setting at its default.\n",
 		serviceReplicas, r.cfg.InformerAudit, serviceReplicas, r.cfg.KubeMaxDeliver, r.cfg.KubeResync, serviceReplicas, serviceReplicas)
 	w("- Projects: two run their sessions as local runners, two as AgenticSessions; at most %d sessions want a local runner at once.\n", r.cfg.LocalCap)
