@@ -302,9 +302,9 @@ func statusProblems(api apiSession, cr crInfo) []string {
 // When faults killed a kube-reconciler replica, it also fails unless a
 // session the operator wrote while the replica was dead, in the dead
 // replica's partitions, lived to the end (the failover of the write-back
-// was put to the test). Should no kube session have lain in those
-// partitions at any such downtime, one written elsewhere then must have
-// lived, and a note says so.
+// was put to the test). Should no write have landed in those partitions at
+// any such downtime (operatorStats.DownMissed), one written elsewhere then
+// must have lived, and a note says so.
 func statusCheck(sessions []session, obs observation, st operatorStats, faults []faultRecord) check {
 	carried, lost := 0, []string{}
 	var downKept, downDeadKept int
@@ -343,11 +343,11 @@ func statusCheck(sessions []session, obs observation, st operatorStats, faults [
 		return c
 	}
 	c.Detail += fmt.Sprintf("; %d written while a kube-reconciler replica was dead, %d of them in its partitions; %d and %d of those sessions kept at the end",
-		st.DownWrites, len(st.DownDead), downKept, downDeadKept)
+		len(st.Down), len(st.DownDead), downKept, downDeadKept)
 	switch {
 	case downDeadKept > 0:
-	case st.DownNoCandidate >= kills && downKept > 0:
-		c.Failures = append(c.Failures, "note: no kube session lay in a dead kube-reconciler's partitions while it was down, so the writes made then met no failover")
+	case st.DownMissed >= kills && downKept > 0:
+		c.Failures = append(c.Failures, "note: no write landed in a dead kube-reconciler's partitions while it was down (none of its sessions existed, its partitions could not be read, or the writes failed), so the writes made then met no failover")
 	default:
 		c.OK = false
 		c.Failures = append(c.Failures, "nothing tested the status write-back's failover: no session written in a dead kube-reconciler's partitions while it was down lived to the end")
@@ -359,7 +359,7 @@ func statusCheck(sessions []session, obs observation, st operatorStats, faults [
 func reconcilerKills(faults []faultRecord) int {
 	n := 0
 	for _, f := range faults {
-		if f.Kind == FaultKill && strings.HasPrefix(f.Target, svcKubeReconciler) {
+		if f.killsReconciler() {
 			n++
 		}
 	}

@@ -251,7 +251,7 @@ func TestChecks(t *testing.T) {
 	if c := statusCheck(kubeSessions, obs, written, killed); c.OK || !strings.Contains(c.Failures[0], "failover") {
 		t.Errorf("status check passed with no write while a kube-reconciler was dead: %+v", c)
 	}
-	written.Down, written.DownDead, written.DownWrites = []string{"gone", "k"}, []string{"gone"}, 2
+	written.Down, written.DownDead = []string{"gone", "k"}, []string{"gone"}
 	if c := statusCheck(kubeSessions, obs, written, killed); c.OK {
 		t.Errorf("status check passed with the only session written in the dead replica's partitions deleted: %+v", c)
 	}
@@ -267,7 +267,7 @@ func TestChecks(t *testing.T) {
 	// No kube session lay in the dead replica's partitions: one written
 	// elsewhere while it was down passes, with a note.
 	written.Last["k"] = "chaos-op-1"
-	written.DownDead, written.DownNoCandidate = nil, 1
+	written.DownDead, written.DownMissed = nil, 1
 	if c := statusCheck(kubeSessions, obs, written, killed); !c.OK || len(c.Failures) != 1 || !strings.HasPrefix(c.Failures[0], "note: ") {
 		t.Errorf("status check %+v, want passed with a note", c)
 	}

@@ -93,8 +93,8 @@ func (d *driver) setup(ctx context.Context) error {
 	return nil
 }
 
-// witnesses creates n local sessions and kube kube sessions the schedule never
-// touches, spread over the local and the kube projects.
+// witnesses creates n local sessions and kube more in kube projects, which
+// the schedule never touches, spread over the projects of each kind.
 func (d *driver) witnesses(ctx context.Context, n, kube int) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()

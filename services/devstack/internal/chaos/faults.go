@@ -90,7 +90,7 @@ func (in *injector) run(ctx context.Context, plan Plan, t0 time.Time) error {
 func (in *injector) inject(ctx context.Context, rec *faultRecord, t0 time.Time) error {
 	switch rec.Kind {
 	case FaultKill:
-		if in.op != nil && strings.HasPrefix(rec.Target, svcKubeReconciler) {
+		if in.op != nil && rec.killsReconciler() {
 			// The status write-back's failover: statuses written while the
 			// replica is dead.
 			return in.outageThen(ctx, rec, kill9, []string{rec.Target}, func(ctx context.Context) error {
@@ -157,6 +157,11 @@ func (in *injector) inject(ctx context.Context, rec *faultRecord, t0 time.Time) 
 		return err
 	}
 	return fmt.Errorf("unknown fault %q", rec.Kind)
+}
+
+// killsReconciler reports whether f is a kill of a kube-reconciler replica.
+func (f faultRecord) killsReconciler() bool {
+	return f.Kind == FaultKill && strings.HasPrefix(f.Target, svcKubeReconciler)
 }
 
 // takeDown ends a held member's process.

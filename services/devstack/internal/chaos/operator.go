@@ -43,15 +43,24 @@ type operatorStats struct {
 	Writes, Failed, Skipped int
 	// Last is the last value written on each session's AgenticSession.
 	Last map[string]string
-	// DownWrites were made while a kube-reconciler replica was dead
-	// (writeWhileDown), on the sessions of Down, which the driver leaves
-	// alone so that they live to the audit. DownDead are those of Down in
-	// the dead replica's partitions. DownNoCandidate counts the downtimes in
-	// which no kube session lay in the dead replica's partitions, or its
-	// partitions could not be read.
-	DownWrites      int
-	Down, DownDead  []string
-	DownNoCandidate int
+	// Down are the sessions written while a kube-reconciler replica was
+	// dead (writeWhileDown), which the driver leaves alone so that they
+	// live to the audit; DownDead are those of Down in the dead replica's
+	// partitions. DownMissed counts the downtimes in which no write landed
+	// in the dead replica's partitions: none of its sessions existed, its
+	// partitions could not be read, or the writes failed.
+	Down, DownDead []string
+	DownMissed     int
+}
+
+// madeLocked records value written on session's AgenticSession; o.mu is
+// held.
+func (o *operator) madeLocked(session, value string) {
+	o.stats.Writes++
+	if o.stats.Last == nil {
+		o.stats.Last = map[string]string{}
+	}
+	o.stats.Last[session] = value
 }
 
 // errNoCR: there was no AgenticSession to write yet.
@@ -119,17 +128,12 @@ func (o *operator) writeWhileDown(ctx context.Context, target string, keep, inDe
 			failed++
 		} else {
 			made++
-			o.stats.Writes++
-			o.stats.DownWrites++
+			o.madeLocked(cr.Session, value)
 			o.stats.Down = append(o.stats.Down, cr.Session)
 			if dead(cr) {
 				inDeadMade++
 				o.stats.DownDead = append(o.stats.DownDead, cr.Session)
 			}
-			if o.stats.Last == nil {
-				o.stats.Last = map[string]string{}
-			}
-			o.stats.Last[cr.Session] = value
 		}
 		o.mu.Unlock()
 		if err != nil {
@@ -138,7 +142,7 @@ func (o *operator) writeWhileDown(ctx context.Context, target string, keep, inDe
 	}
 	if inDeadMade == 0 {
 		o.mu.Lock()
-		o.stats.DownNoCandidate++
+		o.stats.DownMissed++
 		o.mu.Unlock()
 	}
 	return fmt.Sprintf("operator: %d status writes while down (%d in its partitions), %d failed", made, inDeadMade, failed)
@@ -160,11 +164,7 @@ func (o *operator) run(ctx context.Context, t0 time.Time, until time.Duration, n
 		case err != nil:
 			o.stats.Failed++
 		default:
-			o.stats.Writes++
-			if o.stats.Last == nil {
-				o.stats.Last = map[string]string{}
-			}
-			o.stats.Last[sid] = value
+			o.madeLocked(sid, value)
 		}
 		o.mu.Unlock()
 		if err != nil {

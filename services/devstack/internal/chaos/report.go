@@ -268,7 +268,7 @@ func (r report) figures(b *strings.Builder) {
 		w("| %s | %d | %d | %d | %d |\n", op, t.ok, t.refused, t.failed, t.fallback)
 	}
 	w("\nStatus writes on AgenticSessions by the harness' operator (`status.sdkSessionId`, through the Kubernetes API): %d made (%d of them while a kube-reconciler replica was dead, %d in its partitions), %d failed, %d skipped (no AgenticSession yet).\n",
-		r.in.Operator.Writes, r.in.Operator.DownWrites, len(r.in.Operator.DownDead), r.in.Operator.Failed, r.in.Operator.Skipped)
+		r.in.Operator.Writes, len(r.in.Operator.Down), len(r.in.Operator.DownDead), r.in.Operator.Failed, r.in.Operator.Skipped)
 	var local, localRunning, kube, deleted int
 	for _, s := range r.in.Sessions {
 		switch {
