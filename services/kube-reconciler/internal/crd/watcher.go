@@ -17,7 +17,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/fields"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/tools/cache"
 )
 
@@ -42,17 +41,24 @@ func NewWatcher(client clientset.Interface, log *slog.Logger) (*Watcher, error) 
 	if client == nil || log == nil {
 		return nil, errors.New("crd watcher: client and log are required")
 	}
-	informer := cache.NewSharedIndexInformerWithOptions(listWatch(client, kubewatch.Backoff()), &apiextensionsv1.CustomResourceDefinition{},
-		cache.SharedIndexInformerOptions{Indexers: cache.Indexers{}, ObjectDescription: "customresourcedefinitions/" + Name})
-	if err := informer.SetWatchErrorHandlerWithContext(kubewatch.LogErrors(log, "customresourcedefinitions")); err != nil {
-		return nil, fmt.Errorf("crd watcher: set watch error handler: %w", err)
+	// The CRD alone, by name, so RBAC can grant exactly that name; a CRD
+	// change made during an apiserver outage is seen within seconds of the
+	// server's return (kubewatch.NewInformer).
+	crds := client.ApiextensionsV1().CustomResourceDefinitions()
+	byName := fields.OneTermEqualSelector("metadata.name", Name).String()
+	informer, err := kubewatch.NewInformer(log, kubewatch.Source[*apiextensionsv1.CustomResourceDefinitionList]{
+		List: crds.List, Watch: crds.Watch, Tweak: func(o *metav1.ListOptions) { o.FieldSelector = byName },
+		Client: client, Resource: "customresourcedefinitions",
+	}, &apiextensionsv1.CustomResourceDefinition{}, cache.SharedIndexInformerOptions{Indexers: cache.Indexers{}, ObjectDescription: "customresourcedefinitions/" + Name})
+	if err != nil {
+		return nil, fmt.Errorf("crd watcher: %w", err)
 	}
 	w := &Watcher{log: log, informer: informer, lister: apiextlisters.NewCustomResourceDefinitionLister(informer.GetIndexer()), logged: map[string]bool{}}
 	// The handlers only log: the schema is rebuilt lazily, when an
 	// AgenticSession is pruned, from the cache the informer updated before
 	// calling them. The log line also tells a reader (and the tests) that a
 	// change has reached this process.
-	_, err := w.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
+	_, err = w.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc: func(obj any) { w.logChange(obj, false) },
 		UpdateFunc: func(oldObj, newObj any) {
 			o, okO := oldObj.(*apiextensionsv1.CustomResourceDefinition)
@@ -69,17 +75,6 @@ func NewWatcher(client clientset.Interface, log *slog.Logger) (*Watcher, error) 
 		return nil, fmt.Errorf("crd watcher: add event handler: %w", err)
 	}
 	return w, nil
-}
-
-// listWatch lists and watches the AgenticSession CRD alone, retrying calls
-// the apiserver's absence failed b's steps apart (kubewatch.ListWatch): a
-// CRD change made during an outage is then seen within seconds of the
-// server's return, not after client-go's backoff of up to a minute.
-func listWatch(client clientset.Interface, b wait.Backoff) cache.ListerWatcher {
-	crds := client.ApiextensionsV1().CustomResourceDefinitions()
-	byName := fields.OneTermEqualSelector("metadata.name", Name).String()
-	return cache.ToListWatcherWithWatchListSemantics(
-		kubewatch.ListWatch(crds.List, crds.Watch, func(o *metav1.ListOptions) { o.FieldSelector = byName }, b), client)
 }
 
 func (w *Watcher) logChange(obj any, changed bool) {

@@ -17,6 +17,7 @@ package kubewatch
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"math"
@@ -61,6 +62,35 @@ func ListWatch[L runtime.Object](list func(context.Context, metav1.ListOptions) 
 			return Retry(ctx, b, func() (watch.Interface, error) { return watchFn(ctx, o) })
 		},
 	}
+}
+
+// Source is what an informer lists and watches: a client's List and Watch
+// (of list type L), narrowed by Tweak (a selector).
+type Source[L runtime.Object] struct {
+	List  func(context.Context, metav1.ListOptions) (L, error)
+	Watch func(context.Context, metav1.ListOptions) (watch.Interface, error)
+	Tweak func(*metav1.ListOptions)
+	// Client is the client List and Watch belong to: the informer streams
+	// its initial list (watch-list) only if Client says it can
+	// (cache.ToListWatcherWithWatchListSemantics).
+	Client any
+	// Resource names the resource in the log lines of LogErrors.
+	Resource string
+}
+
+// NewInformer returns a shared informer of the objects (like example) that
+// src lists and watches, built the one way every kube-reconciler informer
+// should be: its calls ride out an unreachable apiserver at Backoff's pace
+// (ListWatch), and its reflector's failures go to log (LogErrors), not to
+// klog's stderr. opts are the informer's own (indexers, resync, object
+// description).
+func NewInformer[L runtime.Object](log *slog.Logger, src Source[L], example runtime.Object, opts cache.SharedIndexInformerOptions) (cache.SharedIndexInformer, error) {
+	lw := cache.ToListWatcherWithWatchListSemantics(ListWatch(src.List, src.Watch, src.Tweak, Backoff()), src.Client)
+	informer := cache.NewSharedIndexInformerWithOptions(lw, example, opts)
+	if err := informer.SetWatchErrorHandlerWithContext(LogErrors(log, src.Resource)); err != nil {
+		return nil, fmt.Errorf("informer of %s: set watch error handler: %w", src.Resource, err)
+	}
+	return informer, nil
 }
 
 // Retry calls call until it returns anything but an unreachable server's

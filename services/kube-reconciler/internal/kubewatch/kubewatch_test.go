@@ -10,16 +10,20 @@ import (
 	"log/slog"
 	"net"
 	"slices"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/ambient-code/control-plane/libs/logkey"
+	"github.com/ambient-code/control-plane/libs/testenv"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/tools/cache"
 )
 
 // fastBackoff keeps the retry tests short; the pacing is not what they test.
@@ -170,4 +174,99 @@ func TestListWatch(t *testing.T) {
 	if !apierrors.IsForbidden(err) || obj != nil {
 		t.Errorf("list answered 403: %#v, %v; want a nil object and the 403", obj, err)
 	}
+}
+
+// TestNewInformer: an informer built by NewInformer lists past an
+// unreachable server without the reflector seeing it (ListWatch), and a
+// refused watch reaches the service's logger (LogErrors) before the
+// reflector lists and watches again.
+func TestNewInformer(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	var lists, watches int
+	thing := unstructured.Unstructured{Object: map[string]any{"apiVersion": "v1", "kind": "Thing",
+		"metadata": map[string]any{"name": "a", "namespace": "ns", "resourceVersion": "1"}}}
+	log := &recorder{}
+	informer, err := NewInformer(slog.New(log), Source[*unstructured.UnstructuredList]{
+		List: func(context.Context, metav1.ListOptions) (*unstructured.UnstructuredList, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			if lists++; lists == 1 {
+				return nil, &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}
+			}
+			l := &unstructured.UnstructuredList{Items: []unstructured.Unstructured{thing}}
+			l.SetResourceVersion("1")
+			return l, nil
+		},
+		Watch: func(context.Context, metav1.ListOptions) (watch.Interface, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			// The first watch is the reflector's try at a streamed list,
+			// which falls back to a list without telling the handler; the
+			// second is the watch after that list.
+			if watches++; watches <= 2 {
+				return nil, apierrors.NewForbidden(schema.GroupResource{Resource: "things"}, "", errors.New("rbac"))
+			}
+			return watch.NewFake(), nil
+		},
+		Tweak:    func(*metav1.ListOptions) {},
+		Resource: "things",
+	}, &unstructured.Unstructured{}, cache.SharedIndexInformerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go informer.RunWithContext(t.Context())
+	if !cache.WaitForCacheSync(t.Context().Done(), informer.HasSynced) {
+		t.Fatal("cache not synced")
+	}
+	if keys := informer.GetStore().ListKeys(); !slices.Equal(keys, []string{"ns/a"}) {
+		t.Errorf("cached %v, want [ns/a]", keys)
+	}
+	testenv.Eventually(t, 30*time.Second, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if watches < 3 {
+			return fmt.Errorf("%d watches, want one more after the refusals", watches)
+		}
+		return nil
+	})
+	got := log.lines()
+	// Without ListWatch's retry the unreachable server's list would be
+	// logged (and the refused watch not, the reflector having gone round
+	// by the streamed list); without LogErrors nothing would be.
+	if want := []string{"WARN " + FailedMsg + " things things is forbidden: rbac"}; !slices.Equal(got, want) {
+		t.Errorf("logged %q, want only the refused watch, as a warning naming the resource: %q", got, want)
+	}
+}
+
+// recorder is a slog.Handler keeping the level, message, resource and error
+// of each record, for tests of what an informer logs from its goroutines.
+type recorder struct {
+	mu  sync.Mutex
+	got []string
+}
+
+func (r *recorder) Enabled(context.Context, slog.Level) bool { return true }
+
+func (r *recorder) Handle(_ context.Context, rec slog.Record) error {
+	line := rec.Level.String() + " " + rec.Message
+	rec.Attrs(func(a slog.Attr) bool {
+		if a.Key == logkey.Resource || a.Key == logkey.Err {
+			line += " " + a.Value.String()
+		}
+		return true
+	})
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.got = append(r.got, line)
+	return nil
+}
+
+func (r *recorder) WithAttrs([]slog.Attr) slog.Handler { return r }
+func (r *recorder) WithGroup(string) slog.Handler      { return r }
+
+func (r *recorder) lines() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.got)
 }

@@ -49,6 +49,7 @@ import (
 	"google.golang.org/grpc/codes"
 	grpcstatus "google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
@@ -148,13 +149,16 @@ func New(cfg Config) (*Controller, error) {
 	if cfg.Owner.AdoptUnlabeled {
 		selector = spec.ManagedSelector
 	}
-	informer := cache.NewSharedIndexInformerWithOptions(agenticSessionsListWatch(cfg.Dynamic, selector, kubewatch.Backoff()), &unstructured.Unstructured{},
-		cache.SharedIndexInformerOptions{ResyncPeriod: cfg.Resync, Indexers: cache.Indexers{sessionIndex: indexBySession}, ObjectDescription: apply.AgenticSessionGVR.String()})
+	sessions := cfg.Dynamic.Resource(apply.AgenticSessionGVR).Namespace(metav1.NamespaceAll)
+	informer, err := kubewatch.NewInformer(cfg.Log, kubewatch.Source[*unstructured.UnstructuredList]{
+		List: sessions.List, Watch: sessions.Watch, Tweak: func(o *metav1.ListOptions) { o.LabelSelector = selector },
+		Client: cfg.Dynamic, Resource: apply.AgenticSessionGVR.Resource,
+	}, &unstructured.Unstructured{}, cache.SharedIndexInformerOptions{ResyncPeriod: cfg.Resync, Indexers: cache.Indexers{sessionIndex: indexBySession}, ObjectDescription: apply.AgenticSessionGVR.String()})
+	if err != nil {
+		return nil, err
+	}
 	if err := informer.SetTransform(stripManagedFields); err != nil {
 		return nil, fmt.Errorf("set transform: %w", err)
-	}
-	if err := informer.SetWatchErrorHandlerWithContext(kubewatch.LogErrors(cfg.Log, apply.AgenticSessionGVR.Resource)); err != nil {
-		return nil, fmt.Errorf("set watch error handler: %w", err)
 	}
 	c := &Controller{
 		cfg:      cfg,
