@@ -352,6 +352,19 @@ func statusCheck(sessions []session, obs observation, st operatorStats, faults [
 		c.OK = false
 		c.Failures = append(c.Failures, "nothing tested the status write-back's failover: no session written in a dead kube-reconciler's partitions while it was down lived to the end")
 	}
+	for _, f := range faults {
+		if !f.killsReconciler() || !f.Takeover {
+			continue
+		}
+		c.Detail += fmt.Sprintf("; %s down %s: its peer carried %d of %d writes in its partitions before the restart", f.Target, f.Down, f.TakenOver, f.TakeoverWrites)
+		switch {
+		case f.TakeoverWrites == 0:
+			c.Failures = append(c.Failures, fmt.Sprintf("note: no write landed in %s's partitions while it was down, so its peer's takeover of the status write-back was not tested", f.Target))
+		case f.TakenOver < f.TakeoverWrites:
+			c.OK = false
+			c.Failures = append(c.Failures, fmt.Sprintf("%s stayed down %s, past MEMBER_TTL, yet its peer carried only %d of the %d status writes in its partitions to the API before the restart", f.Target, f.Down, f.TakenOver, f.TakeoverWrites))
+		}
+	}
 	return c
 }
 

@@ -274,6 +274,22 @@ func TestChecks(t *testing.T) {
 	if c := statusCheck(kubeSessions, obs, written, append(killed, faultRecord{Fault: Fault{Kind: FaultKill}, Target: "kube-reconciler-1"})); c.OK {
 		t.Errorf("status check passed with one of two kills without a write in the dead replica's partitions: %+v", c)
 	}
+	// A takeover kill: the peer must have carried every write made in the
+	// dead replica's partitions before the restart.
+	written.DownDead, written.DownMissed = []string{"gone", "k"}, 0
+	takeover := []faultRecord{{Fault: Fault{Kind: FaultKill, Takeover: true, Down: 12 * time.Second}, Target: "kube-reconciler-0", TakeoverWrites: 2, TakenOver: 2}}
+	if c := statusCheck(kubeSessions, obs, written, takeover); !c.OK || len(c.Failures) != 0 ||
+		!strings.HasSuffix(c.Detail, "; kube-reconciler-0 down 12s: its peer carried 2 of 2 writes in its partitions before the restart") {
+		t.Errorf("status check %+v, want passed with the takeover", c)
+	}
+	takeover[0].TakenOver = 1
+	if c := statusCheck(kubeSessions, obs, written, takeover); c.OK || !strings.Contains(c.Failures[0], "carried only 1 of the 2") {
+		t.Errorf("status check passed with a write the peer did not carry: %+v", c)
+	}
+	takeover[0].TakeoverWrites, takeover[0].TakenOver = 0, 0
+	if c := statusCheck(kubeSessions, obs, written, takeover); !c.OK || len(c.Failures) != 1 || !strings.Contains(c.Failures[0], "takeover of the status write-back was not tested") {
+		t.Errorf("status check %+v, want passed with a note", c)
+	}
 	if c := statusCheck(kubeSessions, obs, written, []faultRecord{{Fault: Fault{Kind: FaultKill}, Target: "informer-0"}}); strings.Contains(c.Detail, "dead") {
 		t.Errorf("status check speaks of a dead kube-reconciler when none was killed: %+v", c)
 	}

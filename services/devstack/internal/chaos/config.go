@@ -37,7 +37,10 @@ type Config struct {
 	Short bool
 
 	// Fault lengths.
-	RestartDelay   time.Duration
+	RestartDelay time.Duration
+	// TakeoverDown keeps the last kube-reconciler killed down past
+	// MEMBER_TTL, so its peer takes its partitions over (0: none).
+	TakeoverDown   time.Duration
 	KillSettle     time.Duration
 	NodeLoss       time.Duration
 	NATSOutage     time.Duration
@@ -84,6 +87,10 @@ const (
 	ShortConvergeTimeout   = 2 * time.Minute
 	// longestTTL is the longest TTL of the system (the informer lease).
 	longestTTL = 10 * time.Second
+	// minTakeoverDown: a member loses its partitions MEMBER_TTL and up to a
+	// third of it after its last heartbeat; the peer then needs a moment to
+	// check them and write.
+	minTakeoverDown = group.DefaultMemberTTL*4/3 + 2*time.Second
 	// KubeOutageMargin is how much longer than the retry budget the
 	// kube-apiserver stays down, so the head event of each member is
 	// dead-lettered for certain.
@@ -110,6 +117,7 @@ func ParseFlags(args []string, w io.Writer) (Config, error) {
 	fs.Int64Var(&c.Seed, "seed", 0, "seed of the change and fault choices (0: from the clock; the report names it)")
 	fs.BoolVar(&c.Short, "short", false, "the CI variant: 300 changes, one replica of each service killed, kube-reconciler GROUP_MAX_DELIVER=3 (shorter retry budget, shorter apiserver outage)")
 	fs.DurationVar(&c.RestartDelay, "restart-delay", 2*time.Second, "how long a killed service stays down before it is restarted (a pod restart)")
+	fs.DurationVar(&c.TakeoverDown, "takeover-down", 12*time.Second, "how long the last kube-reconciler killed stays down: past MEMBER_TTL and a third, so its peer takes its partitions and their status write-back over (a Deployment's replaced pod); 0: it too comes back after --restart-delay")
 	fs.DurationVar(&c.KillSettle, "kill-settle", 15*time.Second, "quiet time after each kill before the next fault (> MEMBER_TTL + a sweep)")
 	fs.DurationVar(&c.NodeLoss, "node-loss", 30*time.Second, "how long the killed NATS node stays down")
 	fs.DurationVar(&c.NATSOutage, "nats-outage", 3*longestTTL, "how long all NATS nodes stay down (3 x the longest TTL)")
@@ -168,6 +176,9 @@ func (c *Config) finish() error {
 	}
 	if c.KubeOutage == 0 {
 		c.KubeOutage = RetryBudget(c.KubeMaxDeliver, group.DefaultBackoff) + KubeOutageMargin
+	}
+	if c.TakeoverDown != 0 && c.TakeoverDown <= minTakeoverDown {
+		errs = append(errs, fmt.Errorf("--takeover-down %s: want 0 or more than %s (MEMBER_TTL and a third, then time for the peer's writes)", c.TakeoverDown, minTakeoverDown))
 	}
 	if c.KubeWitnesses < 0 {
 		errs = append(errs, fmt.Errorf("--kube-witnesses %d: want >= 0", c.KubeWitnesses))

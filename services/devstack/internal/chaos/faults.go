@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"strings"
 	"sync"
@@ -29,6 +30,13 @@ type faultRecord struct {
 	// Took is, for the oversize object, how long its stop took to take
 	// effect (phase Stopped, no runner); -1: not within oversizeStopLimit.
 	Took time.Duration
+	// TakeoverWrites and TakenOver, for a takeover kill (Fault.Takeover):
+	// the status writes made in the dead replica's partitions while it was
+	// down, and how many of them had reached their sessions in the API
+	// before it restarted, carried by its peer. TakeoverTook is how long
+	// after the writes the last of those arrived.
+	TakeoverWrites, TakenOver int
+	TakeoverTook              time.Duration
 }
 
 // placement is where every session's runner was at one moment: the process
@@ -98,9 +106,20 @@ func (in *injector) inject(ctx context.Context, rec *faultRecord, t0 time.Time) 
 				// its heartbeat expires (MEMBER_TTL, longer than the
 				// downtime): read them now.
 				inDead, err := in.nv.partitionsOf(ctx, svcKubeReconciler, rec.Target)
-				rec.Note = in.op.writeWhileDown(ctx, rec.Target, in.drv.keepKube, inDead)
+				note, written := in.op.writeWhileDown(ctx, rec.Target, in.drv.keepKube, inDead)
+				rec.Note = note
 				if err != nil {
 					rec.Note += "; " + err.Error()
+				}
+				if rec.Takeover && len(written) > 0 {
+					// Before the restart: what reaches the API by then was
+					// carried by the peer.
+					rec.TakeoverWrites = len(written)
+					rec.TakenOver, rec.TakeoverTook = in.awaitCarried(ctx, written, rec.Down0.Add(rec.Down-takeoverMargin))
+					rec.Note += fmt.Sprintf("; its peer carried %d of them to the API before the restart", rec.TakenOver)
+					if rec.TakenOver > 0 {
+						rec.Note += fmt.Sprintf(", the last %s after the writes", rec.TakeoverTook.Round(100*time.Millisecond))
+					}
 				}
 				return nil
 			})
@@ -157,6 +176,36 @@ func (in *injector) inject(ctx context.Context, rec *faultRecord, t0 time.Time) 
 		return err
 	}
 	return fmt.Errorf("unknown fault %q", rec.Kind)
+}
+
+// takeoverMargin ends the wait for the peer's writes before the restart
+// of the dead replica, so that the restarted process cannot have made them.
+const takeoverMargin = 500 * time.Millisecond
+
+// awaitCarried waits until each session of written (session id: the
+// status.sdkSessionId the operator wrote on its AgenticSession) has that
+// value in the API, or until deadline. It returns how many had it, and
+// how long the last of them took.
+func (in *injector) awaitCarried(ctx context.Context, written map[string]string, deadline time.Time) (int, time.Duration) {
+	start := time.Now()
+	pending := maps.Clone(written)
+	var took time.Duration
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	for len(pending) > 0 && time.Now().Before(deadline) {
+		for id, want := range pending {
+			if s, err := in.drv.api.GetSession(ctx, id); err == nil && s.GetSdkSessionId() == want {
+				delete(pending, id)
+				took = time.Since(start)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return len(written) - len(pending), took
+		case <-tick.C:
+		}
+	}
+	return len(written) - len(pending), took
 }
 
 // killsReconciler reports whether f is a kill of a kube-reconciler replica.

@@ -92,13 +92,14 @@ const downWrites = 6
 // failover, as the replica that gains the partition, a new process of the
 // same one or the other, checks its CRs at once. Without keep most of these
 // sessions would be deleted before the audit, which then could not tell
-// whether the write was carried. It returns a note for the fault's record.
-func (o *operator) writeWhileDown(ctx context.Context, target string, keep, inDead func(session string) bool) string {
+// whether the write was carried. It returns a note for the fault's record
+// and the values it wrote in the dead replica's partitions, by session.
+func (o *operator) writeWhileDown(ctx context.Context, target string, keep, inDead func(session string) bool) (string, map[string]string) {
 	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	crs, err := o.kube.sessionCRs(wctx)
 	if err != nil {
-		return "operator: " + err.Error()
+		return "operator: " + err.Error(), nil
 	}
 	o.downRng.Shuffle(len(crs), func(i, j int) { crs[i], crs[j] = crs[j], crs[i] })
 	dead := func(cr crRef) bool { return inDead != nil && inDead(cr.Session) }
@@ -112,7 +113,8 @@ func (o *operator) writeWhileDown(ctx context.Context, target string, keep, inDe
 			return 1
 		}
 	})
-	made, inDeadMade, failed := 0, 0, 0
+	made, failed := 0, 0
+	inDeadMade := map[string]string{}
 	for _, cr := range crs {
 		if made == downWrites {
 			break
@@ -131,7 +133,7 @@ func (o *operator) writeWhileDown(ctx context.Context, target string, keep, inDe
 			o.madeLocked(cr.Session, value)
 			o.stats.Down = append(o.stats.Down, cr.Session)
 			if dead(cr) {
-				inDeadMade++
+				inDeadMade[cr.Session] = value
 				o.stats.DownDead = append(o.stats.DownDead, cr.Session)
 			}
 		}
@@ -140,12 +142,12 @@ func (o *operator) writeWhileDown(ctx context.Context, target string, keep, inDe
 			o.log("chaos: operator status write while %s was down: %v\n", target, err)
 		}
 	}
-	if inDeadMade == 0 {
+	if len(inDeadMade) == 0 {
 		o.mu.Lock()
 		o.stats.DownMissed++
 		o.mu.Unlock()
 	}
-	return fmt.Sprintf("operator: %d status writes while down (%d in its partitions), %d failed", made, inDeadMade, failed)
+	return fmt.Sprintf("operator: %d status writes while down (%d in its partitions), %d failed", made, len(inDeadMade), failed), inDeadMade
 }
 
 // run makes n writes evenly spread over [t0, t0+until).

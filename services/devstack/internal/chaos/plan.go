@@ -3,6 +3,7 @@ package chaos
 import (
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"time"
 )
 
@@ -33,6 +34,11 @@ type Fault struct {
 	Down time.Duration
 	// Settle is the quiet time after Down before the next fault.
 	Settle time.Duration
+	// Takeover marks a kill of a kube-reconciler kept down past MEMBER_TTL
+	// (PlanConfig.TakeoverDown): its peer takes its partitions over, as when
+	// a Deployment's pod is replaced by one of another name, instead of the
+	// restarted process taking them back under the same name.
+	Takeover bool
 }
 
 // End is when the fault and its settle time are over.
@@ -87,6 +93,10 @@ type PlanConfig struct {
 	Kills        []string
 	Warmup       time.Duration
 	RestartDelay time.Duration
+	// TakeoverDown, when not 0, is how long the last kube-reconciler kill
+	// keeps it down (Fault.Takeover); the others come back after
+	// RestartDelay.
+	TakeoverDown time.Duration
 	KillSettle   time.Duration
 	NodeLoss     time.Duration
 	NATSOutage   time.Duration
@@ -116,14 +126,27 @@ func NewPlan(c PlanConfig, rng *rand.Rand) Plan {
 		p.Faults = append(p.Faults, f)
 		at = f.End()
 	}
+	takeover := -1
+	for i, t := range c.Kills {
+		if c.TakeoverDown > 0 && strings.HasPrefix(t, svcKubeReconciler) {
+			takeover = i
+		}
+	}
+	kill := func(i int) {
+		f := Fault{Kind: FaultKill, Target: c.Kills[i], Down: c.RestartDelay, Settle: c.KillSettle}
+		if i == takeover {
+			f.Down, f.Takeover = c.TakeoverDown, true
+		}
+		add(f)
+	}
 	add(Fault{Kind: FaultOversize, Down: oversizeRun, Settle: oversizeSettle})
 	half := (len(c.Kills) + 1) / 2
-	for _, t := range c.Kills[:half] {
-		add(Fault{Kind: FaultKill, Target: t, Down: c.RestartDelay, Settle: c.KillSettle})
+	for i := range half {
+		kill(i)
 	}
 	add(Fault{Kind: FaultWatchCut, Settle: watchCutSettle})
-	for _, t := range c.Kills[half:] {
-		add(Fault{Kind: FaultKill, Target: t, Down: c.RestartDelay, Settle: c.KillSettle})
+	for i := half; i < len(c.Kills); i++ {
+		kill(i)
 	}
 	add(Fault{Kind: FaultNodeLoss, Down: c.NodeLoss, Settle: nodeLossSettle})
 	add(Fault{Kind: FaultNATSOutage, Down: c.NATSOutage, Settle: natsOutageSettle})

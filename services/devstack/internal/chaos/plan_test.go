@@ -65,6 +65,44 @@ func TestPlanRunsEveryFaultInOrder(t *testing.T) {
 	}
 }
 
+// TestPlanTakeoverKill: with TakeoverDown the last kube-reconciler killed
+// (short: the only one) stays down that long, marked Takeover; every other
+// kill comes back after RestartDelay; without it none is a takeover.
+func TestPlanTakeoverKill(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		short    bool
+		takeover time.Duration
+		want     string // the takeover kill's target; "" for none
+	}{
+		{"full", false, 12 * time.Second, "kube-reconciler-1"},
+		{"short", true, 12 * time.Second, "kube-reconciler-0"},
+		{"off", false, 0, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := testPlanConfig(tc.short, 300)
+			c.TakeoverDown = tc.takeover
+			var got []string
+			for _, f := range NewPlan(c, rand.New(rand.NewPCG(1, 2))).Faults {
+				if f.Kind != FaultKill {
+					continue
+				}
+				want := c.RestartDelay
+				if f.Takeover {
+					got = append(got, f.Target)
+					want = tc.takeover
+				}
+				if f.Down != want {
+					t.Errorf("kill of %s (takeover %t) down %s, want %s", f.Target, f.Takeover, f.Down, want)
+				}
+			}
+			if want := slices.DeleteFunc([]string{tc.want}, func(s string) bool { return s == "" }); !slices.Equal(got, want) {
+				t.Errorf("takeover kills %v, want %v", got, want)
+			}
+		})
+	}
+}
+
 // TestPlanSpreadsChanges: exactly the asked number of changes, in time
 // order, from the start to before the end of the last fault, every kind of
 // change present, and the same seed gives the same plan.
@@ -139,6 +177,7 @@ func TestParseFlags(t *testing.T) {
 		{name: "no changes", args: []string{"--changes", "0"}, wantErr: true},
 		{name: "more witnesses than the cap", args: []string{"--witnesses", "30"}, wantErr: true},
 		{name: "stray argument", args: []string{"now"}, wantErr: true},
+		{name: "takeover within MEMBER_TTL", args: []string{"--takeover-down", "6s"}, wantErr: true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

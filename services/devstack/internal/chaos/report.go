@@ -327,7 +327,11 @@ func (r report) setup(b *strings.Builder) {
 	w("- The in-memory API (`memapi`, fault injection on); %d informers (`KV_AUDIT_INTERVAL=%s`), %d kube-reconcilers (`KUBE_SESSION_SELECTOR=projects=<the kube projects>`, `GROUP_MAX_DELIVER=%d`, `RESYNC_INTERVAL=%s`), %d runner-managers (`RUNNER_PROJECTS=<the local projects>`, the demo runner), %d agui-proxies, 1 event-tally; every other setting at its default.\n",
 		serviceReplicas, r.cfg.InformerAudit, serviceReplicas, r.cfg.KubeMaxDeliver, r.cfg.KubeResync, serviceReplicas, serviceReplicas)
 	w("- Projects: two run their sessions as local runners, two as AgenticSessions; at most %d sessions want a local runner at once.\n", r.cfg.LocalCap)
-	w("- Killed services come back after %s (a pod restart). event-tally is never killed: its tally lives in memory by design, so killing it would void the counting check rather than test anything.\n\n", r.cfg.RestartDelay)
+	w("- Killed services come back after %s (a pod restart, under the same member name, so a group member takes its own partitions back).", r.cfg.RestartDelay)
+	if r.cfg.TakeoverDown > 0 {
+		w(" The last kube-reconciler killed comes back after %s instead, past `MEMBER_TTL`: its peer takes its partitions over, as when a Deployment replaces a pod by one of another name, and must carry the statuses written in them meanwhile to the API before the restart.", r.cfg.TakeoverDown)
+	}
+	w(" event-tally is never killed: its tally lives in memory by design, so killing it would void the counting check rather than test anything.\n\n")
 	w("How the audit reads the system: the API (gRPC list), the process table (`/proc`: a runner of this run is a `demo-runner` whose `WORKSPACE_PATH` lies under the run's workspace root; the replica is the root it runs in), KV `ambient-runners`, the Kubernetes API, event-tally's `/tally?ids=true`, and `GET /sessions/{id}/health` through each agui-proxy.\n\n")
 	w("Reproduce: `make chaos` (or `make chaos-short`; `CHAOS_ARGS=\"--seed %d\"` replays this schedule). `bin/chaos -h` lists every knob.\n", r.cfg.Seed)
 }
