@@ -44,7 +44,10 @@
 // so they live to the audit; kube witnesses make sure some exist), and the
 // audit checks that each kube session carries its CR's uid, namespace and
 // that status (kube-reconciler's write-back, through the kills of its
-// replicas). Kube sessions get no phase. event-tally is never killed (its
+// replicas). The last kube-reconciler killed stays down past MEMBER_TTL
+// (--takeover-down), so its peer takes its partitions over; the statuses
+// written in them must reach the API before it restarts. Kube sessions get
+// no phase. event-tally is never killed (its
 // tally lives in memory). A session created and deleted while no informer
 // watched is never announced, by design (events carry states, not every
 // change); the report counts them. PIDs are not checked for reuse within a
