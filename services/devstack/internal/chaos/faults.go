@@ -8,6 +8,7 @@ import (
 	"io"
 	"maps"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -115,10 +116,21 @@ func (in *injector) inject(ctx context.Context, rec *faultRecord, t0 time.Time) 
 					// Before the restart: what reaches the API by then was
 					// carried by the peer.
 					rec.TakeoverWrites = len(written)
-					rec.TakenOver, rec.TakeoverTook = in.awaitCarried(ctx, written, rec.Down0.Add(rec.Down-takeoverMargin))
+					carried, took := in.awaitCarried(ctx, written, rec.Down0.Add(rec.Down-takeoverMargin))
+					rec.TakenOver, rec.TakeoverTook = len(carried), took
 					rec.Note += fmt.Sprintf("; its peer carried %d of them to the API before the restart", rec.TakenOver)
 					if rec.TakenOver > 0 {
-						rec.Note += fmt.Sprintf(", the last %s after the writes", rec.TakeoverTook.Round(100*time.Millisecond))
+						rec.Note += fmt.Sprintf(", the last %s after the writes", took.Round(100*time.Millisecond))
+					}
+					if rec.TakenOver < rec.TakeoverWrites {
+						var missing []string
+						for id := range written {
+							if !slices.Contains(carried, id) {
+								missing = append(missing, id)
+							}
+						}
+						slices.Sort(missing)
+						rec.Note += "; not carried: " + strings.Join(missing, ", ")
 					}
 				}
 				return nil
@@ -184,11 +196,12 @@ const takeoverMargin = 500 * time.Millisecond
 
 // awaitCarried waits until each session of written (session id: the
 // status.sdkSessionId the operator wrote on its AgenticSession) has that
-// value in the API, or until deadline. It returns how many had it, and
-// how long the last of them took.
-func (in *injector) awaitCarried(ctx context.Context, written map[string]string, deadline time.Time) (int, time.Duration) {
+// value in the API, or until deadline. It returns the sessions that had
+// it, and how long the last of them took.
+func (in *injector) awaitCarried(ctx context.Context, written map[string]string, deadline time.Time) ([]string, time.Duration) {
 	start := time.Now()
 	pending := maps.Clone(written)
+	var carried []string
 	var took time.Duration
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
@@ -196,16 +209,17 @@ func (in *injector) awaitCarried(ctx context.Context, written map[string]string,
 		for id, want := range pending {
 			if s, err := in.drv.api.GetSession(ctx, id); err == nil && s.GetSdkSessionId() == want {
 				delete(pending, id)
+				carried = append(carried, id)
 				took = time.Since(start)
 			}
 		}
 		select {
 		case <-ctx.Done():
-			return len(written) - len(pending), took
+			return carried, took
 		case <-tick.C:
 		}
 	}
-	return len(written) - len(pending), took
+	return carried, took
 }
 
 // killsReconciler reports whether f is a kill of a kube-reconciler replica.
