@@ -40,8 +40,9 @@
 // No operator runs. The harness stands in for its status writes (see
 // operator): it sets status.sdkSessionId of a random AgenticSession now and
 // then, and of six more while a killed kube-reconciler replica is down,
-// those in its partitions first (sessions the schedule then leaves alone,
-// so they live to the audit; kube witnesses make sure some exist), and the
+// those in its partitions first (sessions the schedule and the later
+// status writes then leave alone, so each lives to the audit with that
+// value; kube witnesses make sure some exist), and the
 // audit checks that each kube session carries its CR's uid, namespace and
 // that status (kube-reconciler's write-back, through the kills of its
 // replicas). The last kube-reconciler killed stays down past MEMBER_TTL

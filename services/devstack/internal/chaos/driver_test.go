@@ -158,3 +158,18 @@ func keepOneKube(t *testing.T, d *driver) session {
 	}
 	return *kube
 }
+
+// TestRegularWritesLeaveDownWrites: the operator's regular writes never
+// pick an AgenticSession of a session written while a kube-reconciler was
+// down (two CRs of one session included), so the value written then is
+// the one the takeover check and the audit look for.
+func TestRegularWritesLeaveDownWrites(t *testing.T) {
+	crs := []crRef{{"a", "1", "s1"}, {"a", "2", "s2"}, {"b", "3", "s2"}, {"b", "4", "s3"}}
+	got := regularTargets(slices.Clone(crs), []string{"s2"})
+	if want := []crRef{crs[0], crs[3]}; !slices.Equal(got, want) {
+		t.Errorf("targets %v, want %v", got, want)
+	}
+	if got := regularTargets(slices.Clone(crs), nil); !slices.Equal(got, crs) {
+		t.Errorf("targets with nothing written while down %v, want all %v", got, crs)
+	}
+}

@@ -32,8 +32,12 @@ type operator struct {
 	downRng *rand.Rand
 	log     func(format string, args ...any)
 
-	mu    sync.Mutex
-	stats operatorStats // guarded by mu
+	// writing serializes write and writeWhileDown, each from its listing
+	// to its last patch: a regular write picked before the writes while
+	// down must not land after them on one of their sessions.
+	writing sync.Mutex
+	mu      sync.Mutex
+	stats   operatorStats // guarded by mu
 }
 
 // operatorStats counts the operator's status writes.
@@ -97,6 +101,8 @@ const downWrites = 6
 func (o *operator) writeWhileDown(ctx context.Context, target string, keep, inDead func(session string) bool) (string, map[string]string) {
 	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
+	o.writing.Lock()
+	defer o.writing.Unlock()
 	crs, err := o.kube.sessionCRs(wctx)
 	if err != nil {
 		return "operator: " + err.Error(), nil
@@ -178,20 +184,34 @@ func (o *operator) run(ctx context.Context, t0 time.Time, until time.Duration, n
 	return nil
 }
 
-// write sets status.sdkSessionId of one AgenticSession, picked at random,
-// and returns its session.
+// write sets status.sdkSessionId of one AgenticSession, picked at random
+// among those not written while a kube-reconciler was down
+// (regularTargets), and returns its session.
 func (o *operator) write(ctx context.Context, value string) (string, error) {
 	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
+	o.writing.Lock()
+	defer o.writing.Unlock()
 	crs, err := o.kube.sessionCRs(wctx)
 	if err != nil {
 		return "", err
 	}
+	o.mu.Lock()
+	crs = regularTargets(crs, o.stats.Down)
+	o.mu.Unlock()
 	if len(crs) == 0 {
 		return "", errNoCR
 	}
 	cr := crs[o.rng.IntN(len(crs))]
 	return cr.Session, o.kube.setSDKSessionID(wctx, cr, value)
+}
+
+// regularTargets drops from crs the AgenticSessions of the sessions written
+// while a kube-reconciler was down (down): what was written then is what
+// must reach the API (before the restart, when the peer takes over) and
+// live to the audit, so no later write of the operator may replace it.
+func regularTargets(crs []crRef, down []string) []crRef {
+	return slices.DeleteFunc(crs, func(cr crRef) bool { return slices.Contains(down, cr.Session) })
 }
 
 // Stats returns the counts so far.
