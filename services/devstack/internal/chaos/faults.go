@@ -116,20 +116,13 @@ func (in *injector) inject(ctx context.Context, rec *faultRecord, t0 time.Time) 
 					// Before the restart: what reaches the API by then was
 					// carried by the peer.
 					rec.TakeoverWrites = len(written)
-					carried, took := in.awaitCarried(ctx, written, rec.Down0.Add(rec.Down-takeoverMargin))
-					rec.TakenOver, rec.TakeoverTook = len(carried), took
+					missing, took := in.awaitCarried(ctx, written, rec.Down0.Add(rec.Down-takeoverMargin))
+					rec.TakenOver, rec.TakeoverTook = len(written)-len(missing), took
 					rec.Note += fmt.Sprintf("; its peer carried %d of them to the API before the restart", rec.TakenOver)
 					if rec.TakenOver > 0 {
 						rec.Note += fmt.Sprintf(", the last %s after the writes", took.Round(100*time.Millisecond))
 					}
-					if rec.TakenOver < rec.TakeoverWrites {
-						var missing []string
-						for id := range written {
-							if !slices.Contains(carried, id) {
-								missing = append(missing, id)
-							}
-						}
-						slices.Sort(missing)
+					if len(missing) > 0 {
 						rec.Note += "; not carried: " + strings.Join(missing, ", ")
 					}
 				}
@@ -196,35 +189,37 @@ const takeoverMargin = 500 * time.Millisecond
 
 // awaitCarried waits until each session of written (session id: the
 // status.sdkSessionId the operator wrote on its AgenticSession) has that
-// value in the API, or until deadline. It returns the sessions that had
-// it, and how long the last of them took.
+// value in the API, or until deadline. It returns the sessions that did
+// not (sorted), and how long the last of the others took.
 func (in *injector) awaitCarried(ctx context.Context, written map[string]string, deadline time.Time) ([]string, time.Duration) {
 	start := time.Now()
 	pending := maps.Clone(written)
-	var carried []string
 	var took time.Duration
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
-	for len(pending) > 0 && time.Now().Before(deadline) {
+	for len(pending) > 0 && time.Now().Before(deadline) && ctx.Err() == nil {
 		for id, want := range pending {
 			if s, err := in.drv.api.GetSession(ctx, id); err == nil && s.GetSdkSessionId() == want {
 				delete(pending, id)
-				carried = append(carried, id)
 				took = time.Since(start)
 			}
 		}
 		select {
 		case <-ctx.Done():
-			return carried, took
 		case <-tick.C:
 		}
 	}
-	return carried, took
+	return slices.Sorted(maps.Keys(pending)), took
 }
 
 // killsReconciler reports whether f is a kill of a kube-reconciler replica.
 func (f faultRecord) killsReconciler() bool {
-	return f.Kind == FaultKill && strings.HasPrefix(f.Target, svcKubeReconciler)
+	return f.Kind == FaultKill && isKubeReconciler(f.Target)
+}
+
+// isKubeReconciler reports whether instance is a kube-reconciler replica.
+func isKubeReconciler(instance string) bool {
+	return strings.HasPrefix(instance, svcKubeReconciler)
 }
 
 // takeDown ends a held member's process.

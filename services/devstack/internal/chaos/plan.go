@@ -3,7 +3,6 @@ package chaos
 import (
 	"fmt"
 	"math/rand/v2"
-	"strings"
 	"time"
 )
 
@@ -128,7 +127,7 @@ func NewPlan(c PlanConfig, rng *rand.Rand) Plan {
 	}
 	takeover := -1
 	for i, t := range c.Kills {
-		if c.TakeoverDown > 0 && strings.HasPrefix(t, svcKubeReconciler) {
+		if c.TakeoverDown > 0 && isKubeReconciler(t) {
 			takeover = i
 		}
 	}
