@@ -4,6 +4,8 @@ import (
 	"testing"
 
 	"go.uber.org/goleak"
+
+	"github.com/ambient-code/control-plane/libs/testenv"
 )
 
 // TestMain fails the package when a part, server or NATS goroutine
@@ -11,5 +13,5 @@ import (
 // helperMain), which never returns here.
 func TestMain(m *testing.M) {
 	helperMain()
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(m, testenv.NATSServerLeaks()...)
 }

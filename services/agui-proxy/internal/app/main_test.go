@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"go.uber.org/goleak"
+
+	"github.com/ambient-code/control-plane/libs/testenv"
 )
 
 // Binaries built once for the package's tests.
@@ -43,11 +45,11 @@ func run(m *testing.M) int {
 	}
 	code := m.Run()
 	if code == 0 {
-		if err := goleak.Find(
+		if err := goleak.Find(append(testenv.NATSServerLeaks(),
 			// The JWKS refresher of keyfunc/jwkset ends with its ctx but is
 			// not waited for by the library.
 			goleak.IgnoreTopFunction("github.com/MicahParks/jwkset.NewStorageFromHTTP.func1"),
-		); err != nil {
+		)...); err != nil {
 			fmt.Fprintln(os.Stderr, "goroutine leak:", err)
 			return 1
 		}

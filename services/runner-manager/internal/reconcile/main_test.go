@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"go.uber.org/goleak"
+
+	"github.com/ambient-code/control-plane/libs/testenv"
 )
 
 // demoRunner is the demo runner binary built by TestMain.
@@ -34,11 +36,11 @@ func testMain(m *testing.M) int {
 	}
 	code := m.Run()
 	if code == 0 {
-		if err := goleak.Find(goleak.IgnoreCurrent(),
+		if err := goleak.Find(append(testenv.NATSServerLeaks(), goleak.IgnoreCurrent(),
 			// grpc and nats keep a few process-wide goroutines.
 			goleak.IgnoreTopFunction("google.golang.org/grpc/internal/grpcsync.(*CallbackSerializer).run"),
 			goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"),
-		); err != nil {
+		)...); err != nil {
 			fmt.Fprintln(os.Stderr, "goroutine leak:", err)
 			return 1
 		}

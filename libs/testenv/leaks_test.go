@@ -1,0 +1,64 @@
+package testenv_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/goleak"
+
+	"github.com/ambient-code/control-plane/libs/natsserver"
+	"github.com/ambient-code/control-plane/libs/testenv"
+)
+
+// TestNATSServerLeaksMatchTheServer makes an embedded server leave its
+// source-consumer wait behind, as it did in CI, and checks that goleak sees
+// that goroutine and that NATSServerLeaks names it. A nats-server upgrade
+// that renames the function fails here, not in some later CI run.
+func TestNATSServerLeaksMatchTheServer(t *testing.T) {
+	before := goleak.IgnoreCurrent()
+	srv, err := natsserver.Start(natsserver.Options{StoreDir: t.TempDir(), Port: natsserver.RandomPort})
+	if err != nil {
+		t.Fatalf("start embedded nats: %v", err)
+	}
+	nc := testenv.Conn(t, srv)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatalf("jetstream: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	// A source behind an API prefix nobody answers: the server's request
+	// for the source consumer gets no reply, so its wait runs its full 30 s.
+	_, err = js.CreateStream(ctx, jetstream.StreamConfig{
+		Name: "SOURCED",
+		Sources: []*jetstream.StreamSource{{
+			Name:     "ELSEWHERE",
+			External: &jetstream.ExternalStream{APIPrefix: "$JS.nowhere.API"},
+		}},
+	})
+	if err != nil {
+		t.Fatalf("create sourced stream: %v", err)
+	}
+	testenv.Eventually(t, 5*time.Second, func() error {
+		stacks := make([]byte, 1<<20)
+		stacks = stacks[:runtime.Stack(stacks, true)]
+		if !bytes.Contains(stacks, []byte("server.(*stream).trySetupSourceConsumer.func3")) {
+			return errors.New("no goroutine waits for the source consumer yet")
+		}
+		return nil
+	})
+	nc.Close()
+	srv.Shutdown()
+
+	if err := goleak.Find(before); err == nil {
+		t.Fatal("no goroutine outlived the server: the test no longer reproduces the leak")
+	}
+	if err := goleak.Find(append(testenv.NATSServerLeaks(), before)...); err != nil {
+		t.Fatalf("NATSServerLeaks misses a goroutine the server leaves: %v", err)
+	}
+}
