@@ -48,7 +48,9 @@
 // nothing. The service token (WithToken) keeps seeing everything.
 //
 // Fault injection for tests: EndWatches, FailNext, SetSendDelay,
-// SetListHook, CallCount, Dropped.
+// SetListHook, CallCount, Dropped. WatchPending and WatchSent tell a test
+// when the server has no watch event left to send, so it can wait for a
+// quiet system instead of guessing (kube-reconciler's harness.quiesce).
 //
 // # REST
 //

@@ -704,3 +704,66 @@ func TestServeShutdownEndsWatchesWithEOF(t *testing.T) {
 		t.Errorf("second Serve: %v, want ErrServing", err)
 	}
 }
+
+// TestWatchPendingAndSent follows events through the counters a test uses to
+// know the server has nothing left to send: queued, sent, vanished (deleted
+// before the send) and abandoned (the stream ended first).
+func TestWatchPendingAndSent(t *testing.T) {
+	t.Parallel()
+	srv := start(t)
+	c := client(t, srv, testToken)
+	w, err := c.WatchProjects(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, func() error {
+		if srv.Watchers() != 1 {
+			return errors.New("watch not registered")
+		}
+		return nil
+	})
+	counts := func() string { return fmt.Sprintf("pending %d, sent %d", srv.WatchPending(), srv.WatchSent()) }
+	srv.SetSendDelay(time.Hour)
+	var ids []string
+	for _, name := range []string{"p1", "p2", "p3"} {
+		p, err := c.CreateProject(t.Context(), &ambientv1.CreateProjectRequest{Name: name})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, p.GetMetadata().GetId())
+	}
+	if got, want := counts(), "pending 3, sent 0"; got != want {
+		t.Fatalf("three creates held back: %s, want %s", got, want)
+	}
+	// p3's CREATED vanishes when its turn comes (the object is gone); its
+	// DELETED is sent.
+	if err := c.DeleteProject(t.Context(), ids[2]); err != nil {
+		t.Fatal(err)
+	}
+	srv.SetSendDelay(0)
+	for range 3 {
+		if _, err := recv(t, w, 5*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, 5*time.Second, func() error {
+		if got, want := counts(), "pending 0, sent 3"; got != want {
+			return fmt.Errorf("after the sends: %s, want %s", got, want)
+		}
+		return nil
+	})
+	srv.SetSendDelay(time.Hour)
+	if _, err := c.CreateProject(t.Context(), &ambientv1.CreateProjectRequest{Name: "p4"}); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := counts(), "pending 1, sent 3"; got != want {
+		t.Fatalf("one more held back: %s, want %s", got, want)
+	}
+	srv.EndWatches()
+	eventually(t, 5*time.Second, func() error {
+		if got, want := counts(), "pending 0, sent 3"; got != want {
+			return fmt.Errorf("after the stream ended: %s, want %s", got, want)
+		}
+		return nil
+	})
+}

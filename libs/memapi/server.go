@@ -34,7 +34,7 @@ type Server struct {
 	projects *store[*ambientv1.Project]
 	settings *store[*ambientv1.ProjectSettings]
 
-	dropped   atomic.Int64
+	watch     watchCounts
 	sendDelay atomic.Int64 // nanoseconds
 	delayMu   sync.Mutex
 	delayCh   chan struct{} // guarded by delayMu; closed and replaced when the delay changes
@@ -77,10 +77,9 @@ func New(opts ...Option) (*Server, error) {
 	for _, u := range o.users {
 		s.userHashes = append(s.userHashes, sha256.Sum256([]byte(u.Token)))
 	}
-	drop := func() { s.dropped.Add(1) }
-	s.sessions = newStore[*ambientv1.Session](restapi.KindSession, drop)
-	s.projects = newStore[*ambientv1.Project](restapi.KindProject, drop)
-	s.settings = newStore[*ambientv1.ProjectSettings](restapi.KindProjectSettings, drop)
+	s.sessions = newStore[*ambientv1.Session](restapi.KindSession, &s.watch)
+	s.projects = newStore[*ambientv1.Project](restapi.KindProject, &s.watch)
+	s.settings = newStore[*ambientv1.ProjectSettings](restapi.KindProjectSettings, &s.watch)
 	return s, nil
 }
 
@@ -167,7 +166,21 @@ func (s *Server) SetListHook(fn func(fullMethod string, page int32)) {
 
 // Dropped returns how many watch events were dropped because a watcher's
 // buffer was full.
-func (s *Server) Dropped() int64 { return s.dropped.Load() }
+func (s *Server) Dropped() int64 { return s.watch.dropped.Load() }
+
+// WatchPending returns how many watch events are queued on open watch
+// streams and not yet sent. An event that vanishes (its object was deleted
+// before the send) or whose stream ends first stops counting.
+//
+// With WatchSent it tells a test when the server is quiet: WatchSent read
+// before and after, unchanged, with WatchPending 0 in between, means every
+// change made so far was sent, and the watchers' own counts of what they
+// received say whether it arrived.
+func (s *Server) WatchPending() int64 { return s.watch.pending.Load() }
+
+// WatchSent returns how many watch events all streams sent, over the
+// server's life.
+func (s *Server) WatchSent() int64 { return s.watch.sent.Load() }
 
 // Len returns the number of sessions, projects and project settings stored.
 func (s *Server) Len() (sessions, projects, projectSettings int) {

@@ -2,6 +2,7 @@ package memapi
 
 import (
 	"sync"
+	"sync/atomic"
 
 	"google.golang.org/protobuf/proto"
 
@@ -24,6 +25,14 @@ type change struct {
 	id  string
 }
 
+// watchCounts follows watch events across a server's stores, so a test can
+// tell when the server has nothing left to send (Server.WatchPending).
+type watchCounts struct {
+	dropped atomic.Int64 // lost to a full watcher buffer
+	pending atomic.Int64 // queued on a watcher and not yet sent, vanished or abandoned
+	sent    atomic.Int64 // sent on a stream without error
+}
+
 // watcher is one open watch stream.
 type watcher struct {
 	ch  chan change   // buffered (Options.watchBuffer, 256 by default); full means drop
@@ -34,8 +43,8 @@ type watcher struct {
 // for concurrent use. Deleting marks a tombstone; lists compact them first, so
 // deleting n objects costs O(n) overall instead of O(n^2).
 type store[T proto.Message] struct {
-	kind    string // e.g. "Session", for the not-found reason
-	dropped func() // counts an event lost to a full watcher buffer
+	kind   string       // e.g. "Session", for the not-found reason
+	counts *watchCounts // shared by the server's stores
 
 	mu       sync.Mutex
 	rows     map[string]*row[T]    // guarded by mu
@@ -45,10 +54,10 @@ type store[T proto.Message] struct {
 	stopped  bool                  // guarded by mu; no new watchers after shutdown
 }
 
-func newStore[T proto.Message](kind string, dropped func()) *store[T] {
+func newStore[T proto.Message](kind string, counts *watchCounts) *store[T] {
 	return &store[T]{
 		kind:     kind,
-		dropped:  dropped,
+		counts:   counts,
 		rows:     make(map[string]*row[T]),
 		watchers: make(map[*watcher]struct{}),
 	}
@@ -174,8 +183,9 @@ func (st *store[T]) notifyLocked(c change) {
 	for w := range st.watchers {
 		select {
 		case w.ch <- c:
+			st.counts.pending.Add(1)
 		default:
-			st.dropped()
+			st.counts.dropped.Add(1)
 		}
 	}
 }
@@ -192,10 +202,20 @@ func (st *store[T]) addWatcher(buffer int) *watcher {
 	return w
 }
 
+// removeWatcher unregisters w and abandons the events still queued on it
+// (nothing queues on w once it is unregistered).
 func (st *store[T]) removeWatcher(w *watcher) {
 	st.mu.Lock()
-	defer st.mu.Unlock()
 	delete(st.watchers, w)
+	st.mu.Unlock()
+	for {
+		select {
+		case <-w.ch:
+			st.counts.pending.Add(-1)
+		default:
+			return
+		}
+	}
 }
 
 // endWatchers ends every current watcher (and, with stop, refuses new ones).

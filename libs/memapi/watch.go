@@ -38,6 +38,7 @@ func watch[T object, E any](s *Server, st *store[T], stream grpc.ServerStreaming
 		case c = <-w.ch:
 		}
 		if !s.waitSendDelay(ctx, w.end) {
+			st.counts.pending.Add(-1)
 			if ctx.Err() != nil {
 				return status.FromContextError(ctx.Err()).Err()
 			}
@@ -50,11 +51,19 @@ func watch[T object, E any](s *Server, st *store[T], stream grpc.ServerStreaming
 		} else {
 			obj, ok := st.getView(c.id)
 			if !ok {
+				st.counts.pending.Add(-1)
 				continue // deleted before the send: the event vanishes
 			}
 			ev = mk(c.typ, obj, c.id)
 		}
-		if err := stream.Send(ev); err != nil {
+		err := stream.Send(ev)
+		if err == nil {
+			// Counted sent before it stops being pending, so a reader
+			// never sees it in neither count.
+			st.counts.sent.Add(1)
+		}
+		st.counts.pending.Add(-1)
+		if err != nil {
 			return err
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -21,14 +22,22 @@ type watchEvent interface {
 	GetResourceId() string
 }
 
+// feedCounts follows the feed's watch events for harness.quiesce: how many
+// it received, and how many of those (and of the listed objects it
+// publishes) are not yet acked by JetStream, event and KV entry both.
+type feedCounts struct {
+	received  atomic.Int64
+	unsettled atomic.Int64
+}
+
 // feed is a minimal informer for tests: it watches one resource of the
 // in-memory API, lists it, and publishes every change as a ResourceEvent
 // (then stores the object in KV ambient-objects), like services/informer.
-// It runs until ctx ends.
+// It runs until ctx ends, and keeps counts up to date.
 func feed[T events.APIObject, E any, PE interface {
 	*E
 	watchEvent
-}](ctx context.Context, t testing.TB, js jetstream.JetStream, kv jetstream.KeyValue,
+}](ctx context.Context, t testing.TB, js jetstream.JetStream, kv jetstream.KeyValue, counts *feedCounts,
 	open func(context.Context) (grpc.ServerStreamingClient[E], error), list func(context.Context) ([]T, error), objOf func(PE) T) {
 	t.Helper()
 	cache := map[string]T{}
@@ -59,6 +68,7 @@ func feed[T events.APIObject, E any, PE interface {
 						t.Errorf("feed: publish %s: %v", f.Msg().Subject, err)
 					}
 				}
+				counts.unsettled.Add(-1)
 			}
 		}
 	}()
@@ -70,8 +80,10 @@ func feed[T events.APIObject, E any, PE interface {
 			t.Errorf("feed: build message: %v", err)
 			return
 		}
+		counts.unsettled.Add(1) // settled by the checker, or below when not sent
 		f, err := js.PublishMsgAsync(msg)
 		if err != nil {
+			counts.unsettled.Add(-1)
 			if ctx.Err() == nil {
 				t.Errorf("feed: publish: %v", err)
 			}
@@ -84,8 +96,11 @@ func feed[T events.APIObject, E any, PE interface {
 		} else {
 			var b []byte
 			if b, err = proto.Marshal(events.Wrap(obj)); err == nil {
+				counts.unsettled.Add(1)
 				if f, err = js.PublishAsync(kvSubject+key, b); err == nil {
 					futures <- f
+				} else {
+					counts.unsettled.Add(-1)
 				}
 			}
 		}
@@ -96,6 +111,34 @@ func feed[T events.APIObject, E any, PE interface {
 	type received struct {
 		ev  PE
 		err error
+	}
+	// handle publishes what one watch event changed.
+	handle := func(e PE) {
+		id := e.GetResourceId()
+		old, known := cache[id]
+		switch e.GetType() {
+		case ambientv1.EventType_EVENT_TYPE_DELETED:
+			if known {
+				publish(eventsv1.EventType_EVENT_TYPE_DELETED, old, old)
+				delete(cache, id)
+			}
+		default:
+			o := objOf(e)
+			if o.GetMetadata() == nil {
+				return
+			}
+			id = o.GetMetadata().GetId()
+			old, known = cache[id]
+			if known && proto.Equal(old, o) {
+				return
+			}
+			typ := eventsv1.EventType_EVENT_TYPE_ADDED
+			if known {
+				typ = eventsv1.EventType_EVENT_TYPE_MODIFIED
+			}
+			publish(typ, o, old)
+			cache[id] = o
+		}
 	}
 	for ctx.Err() == nil {
 		func() {
@@ -111,9 +154,29 @@ func feed[T events.APIObject, E any, PE interface {
 			// buffer is far larger than any test's burst; the goroutine ends
 			// with the stream (ctx ends it).
 			recv := make(chan received, 1<<16)
+			recvDone := make(chan struct{})
+			// Runs first of the deferred calls: events received and not
+			// handled are abandoned, as the real informer abandons them when
+			// its watch ends (the relist covers them), so they stop counting.
+			defer func() {
+				cancel()
+				<-recvDone
+				for len(recv) > 0 {
+					if r := <-recv; r.err == nil {
+						counts.unsettled.Add(-1)
+					}
+				}
+			}()
 			go func() {
+				defer close(recvDone)
 				for {
 					raw, err := stream.Recv()
+					if err == nil {
+						// Unsettled first: quiesce reads received, then
+						// unsettled, and must not see it in neither.
+						counts.unsettled.Add(1)
+						counts.received.Add(1)
+					}
 					recv <- received{ev: PE(raw), err: err}
 					if err != nil {
 						return
@@ -144,31 +207,8 @@ func feed[T events.APIObject, E any, PE interface {
 					}
 					return
 				}
-				id := e.GetResourceId()
-				old, known := cache[id]
-				switch e.GetType() {
-				case ambientv1.EventType_EVENT_TYPE_DELETED:
-					if known {
-						publish(eventsv1.EventType_EVENT_TYPE_DELETED, old, old)
-						delete(cache, id)
-					}
-				default:
-					o := objOf(e)
-					if o.GetMetadata() == nil {
-						continue
-					}
-					id = o.GetMetadata().GetId()
-					old, known = cache[id]
-					if known && proto.Equal(old, o) {
-						continue
-					}
-					typ := eventsv1.EventType_EVENT_TYPE_ADDED
-					if known {
-						typ = eventsv1.EventType_EVENT_TYPE_MODIFIED
-					}
-					publish(typ, o, old)
-					cache[id] = o
-				}
+				handle(e)
+				counts.unsettled.Add(-1) // what it published is counted on its own
 			}
 		}()
 	}

@@ -84,6 +84,7 @@ type harness struct {
 	kube     kubernetes.Interface
 	dyn      dynamic.Interface
 	stats    map[string]*group.Stats
+	feed     feedCounts // the three feeds' counts together
 }
 
 // newHarness runs on the package's kube-apiserver.
@@ -117,17 +118,17 @@ func newHarnessOn(t testing.TB, env *kubetest.Env) *harness {
 	var wg sync.WaitGroup
 	// The feeders are owned by the harness: cancelled and awaited in cleanup.
 	wg.Go(func() {
-		feed(fctx, t, h.js, kv, func(ctx context.Context) (grpc.ServerStreamingClient[ambientv1.SessionWatchEvent], error) {
+		feed(fctx, t, h.js, kv, &h.feed, func(ctx context.Context) (grpc.ServerStreamingClient[ambientv1.SessionWatchEvent], error) {
 			return h.cl.WatchSessions(ctx)
 		}, h.cl.ListSessions, (*ambientv1.SessionWatchEvent).GetSession)
 	})
 	wg.Go(func() {
-		feed(fctx, t, h.js, kv, func(ctx context.Context) (grpc.ServerStreamingClient[ambientv1.ProjectWatchEvent], error) {
+		feed(fctx, t, h.js, kv, &h.feed, func(ctx context.Context) (grpc.ServerStreamingClient[ambientv1.ProjectWatchEvent], error) {
 			return h.cl.WatchProjects(ctx)
 		}, h.cl.ListProjects, (*ambientv1.ProjectWatchEvent).GetProject)
 	})
 	wg.Go(func() {
-		feed(fctx, t, h.js, kv, func(ctx context.Context) (grpc.ServerStreamingClient[ambientv1.ProjectSettingsWatchEvent], error) {
+		feed(fctx, t, h.js, kv, &h.feed, func(ctx context.Context) (grpc.ServerStreamingClient[ambientv1.ProjectSettingsWatchEvent], error) {
 			return h.cl.WatchProjectSettings(ctx)
 		}, h.cl.ListProjectSettings, (*ambientv1.ProjectSettingsWatchEvent).GetProjectSettings)
 	})
@@ -226,10 +227,30 @@ func (h *harness) start(t testing.TB, member string, restCfg *rest.Config, env m
 	return r
 }
 
-// quiesce waits until every event in the stream was handled by the replicas.
+// quiesce waits until the API, the feed and the replicas are all done with
+// every change made so far: the API has no watch event left to send, the
+// feed received every one sent and has them (and what it listed) acked in
+// JetStream, and every event in the stream was handled by the replicas. The
+// API's counts are read first and last and must not move in between, so a
+// write the replicas made while it looked (a status write-back) is waited
+// for too.
+//
+// A change the replicas will make later on their own (a write-back caused by
+// a Kubernetes watch event, a resync) is not in any of these counts: a test
+// that needs one waits for it by what it writes.
 func (h *harness) quiesce(t testing.TB, replicas ...*replica) {
 	t.Helper()
 	testenv.Eventually(t, 60*time.Second, func() error {
+		sent := h.api.WatchSent()
+		if n := h.api.WatchPending(); n > 0 {
+			return fmt.Errorf("the API has %d watch events to send", n)
+		}
+		if n := h.feed.received.Load(); n != sent {
+			return fmt.Errorf("the feed received %d of the %d watch events sent", n, sent)
+		}
+		if n := h.feed.unsettled.Load(); n > 0 {
+			return fmt.Errorf("%d of the feed's events are not in JetStream yet", n)
+		}
 		s, err := h.js.Stream(t.Context(), events.StreamName)
 		if err != nil {
 			return err
@@ -245,6 +266,9 @@ func (h *harness) quiesce(t testing.TB, replicas ...*replica) {
 		}
 		if done < info.State.Msgs {
 			return fmt.Errorf("%d of %d events handled", done, info.State.Msgs)
+		}
+		if h.api.WatchPending() > 0 || h.api.WatchSent() != sent {
+			return errors.New("the API changed while quiesce looked")
 		}
 		return nil
 	})

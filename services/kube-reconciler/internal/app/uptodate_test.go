@@ -47,10 +47,9 @@ func TestNoApplyWhenUpToDate(t *testing.T) {
 	h.quiesce(t, r)
 
 	// The echo of the write-back may have been coalesced with the create
-	// (it can queue behind the create's handler), or not be published yet
-	// when quiesce looks, so it cannot be counted on to get a call of its
-	// own. A status-only write of the test's own makes an event that
-	// certainly does, after the CR is cached.
+	// (it can queue behind the create's handler), so it cannot be counted
+	// on to get a call of its own. A status-only write of the test's own
+	// makes an event that certainly does, after the CR is cached.
 	metricsURL := "http://" + r.addr.String() + "/metrics"
 	sessions := func(result string) float64 {
 		labels := []string{`resource="sessions"`}
