@@ -2,10 +2,8 @@ package memapi_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"testing"
-	"time"
 
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/protobuf/proto"
@@ -25,12 +23,7 @@ func TestConcurrentUse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, func() error {
-		if srv.Watchers() != 1 {
-			return errors.New("watch not registered")
-		}
-		return nil
-	})
+	waitWatch(t, srv)
 
 	const writers, perWriter = 4, 50
 	var wg errgroup.Group

@@ -244,12 +244,7 @@ func TestTimestampPrecision(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, func() error {
-		if srv.Watchers() != 1 {
-			return errors.New("watch not registered")
-		}
-		return nil
-	})
+	waitWatch(t, srv)
 	s, err := c.CreateSession(ctx, &ambientv1.CreateSessionRequest{Name: "a"})
 	if err != nil {
 		t.Fatal(err)
@@ -285,12 +280,7 @@ func TestWatchSemantics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, func() error {
-		if srv.Watchers() != 1 {
-			return errors.New("watch not registered")
-		}
-		return nil
-	})
+	waitWatch(t, srv)
 
 	// Hold every send so that events queue, then change the objects: the
 	// events carry the state at send time.
@@ -427,12 +417,7 @@ func TestEndWatchesEndsStreamsCleanly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, func() error {
-		if srv.Watchers() != 1 {
-			return errors.New("watch not registered")
-		}
-		return nil
-	})
+	waitWatch(t, srv)
 	if _, err := c.CreateSession(ctx, &ambientv1.CreateSessionRequest{Name: "x"}); err != nil {
 		t.Fatal(err)
 	}
@@ -510,12 +495,7 @@ func TestSlowReaderLosesEvents(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, func() error {
-		if srv.Watchers() != 1 {
-			return errors.New("watch not registered")
-		}
-		return nil
-	})
+	waitWatch(t, srv)
 	const n = 1000
 	prompt := strings.Repeat("x", 4<<10)
 	for i := range n {
@@ -552,16 +532,7 @@ func TestSendDelay(t *testing.T) {
 	t.Parallel()
 	srv := start(t)
 	c := client(t, srv, testToken)
-	w, err := c.WatchProjects(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, 5*time.Second, func() error {
-		if srv.Watchers() != 1 {
-			return errors.New("watch not registered")
-		}
-		return nil
-	})
+	w := watchProjects(t, srv, c)
 	const d = 100 * time.Millisecond
 	srv.SetSendDelay(d)
 	begin := time.Now()
@@ -682,12 +653,7 @@ func TestServeShutdownEndsWatchesWithEOF(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, func() error {
-		if srv.Watchers() != 1 {
-			return errors.New("watch not registered")
-		}
-		return nil
-	})
+	waitWatch(t, srv)
 	cancel()
 	if _, err := recv(t, w, 5*time.Second); !errors.Is(err, io.EOF) {
 		t.Errorf("Recv after shutdown: %v, want io.EOF", err)
@@ -712,16 +678,7 @@ func TestWatchPendingAndSent(t *testing.T) {
 	t.Parallel()
 	srv := start(t)
 	c := client(t, srv, testToken)
-	w, err := c.WatchProjects(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, 5*time.Second, func() error {
-		if srv.Watchers() != 1 {
-			return errors.New("watch not registered")
-		}
-		return nil
-	})
+	w := watchProjects(t, srv, c)
 	counts := func() string { return fmt.Sprintf("pending %d, sent %d", srv.WatchPending(), srv.WatchSent()) }
 	srv.SetSendDelay(time.Hour)
 	var ids []string

@@ -100,6 +100,29 @@ func eventually(t testing.TB, timeout time.Duration, fn func() error) {
 	}
 }
 
+// waitWatch waits until srv has exactly one watch stream registered: a
+// stream's events are queued only from then on.
+func waitWatch(t testing.TB, srv *memapi.Server) {
+	t.Helper()
+	eventually(t, 5*time.Second, func() error {
+		if srv.Watchers() != 1 {
+			return errors.New("watch not registered")
+		}
+		return nil
+	})
+}
+
+// watchProjects opens a project watch on c and waits until srv has it.
+func watchProjects(t testing.TB, srv *memapi.Server, c *apiclient.Client) grpc.ServerStreamingClient[ambientv1.ProjectWatchEvent] {
+	t.Helper()
+	w, err := c.WatchProjects(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitWatch(t, srv)
+	return w
+}
+
 // recv receives one message with a timeout.
 func recv[E any](t testing.TB, st grpc.ServerStreamingClient[E], timeout time.Duration) (*E, error) {
 	t.Helper()

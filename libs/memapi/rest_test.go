@@ -2,7 +2,6 @@ package memapi_test
 
 import (
 	"encoding/json"
-	"errors"
 	"net/http"
 	"net/url"
 	"strings"
@@ -60,12 +59,7 @@ func TestRESTChangesAreWatched(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, func() error {
-		if srv.Watchers() != 1 {
-			return errors.New("watch not registered")
-		}
-		return nil
-	})
+	waitWatch(t, srv)
 	nextEvent := func(typ ambientv1.EventType, id string) *ambientv1.SessionWatchEvent {
 		t.Helper()
 		ev, err := recv(t, w, 5*time.Second)
