@@ -181,10 +181,13 @@ func (st *store[T]) compactLocked() {
 // drops the event silently, like the real server.
 func (st *store[T]) notifyLocked(c change) {
 	for w := range st.watchers {
+		// Counted before it is queued: the watcher may take and send it
+		// at once, and pending must never read 0 while it waits.
+		st.counts.pending.Add(1)
 		select {
 		case w.ch <- c:
-			st.counts.pending.Add(1)
 		default:
+			st.counts.pending.Add(-1)
 			st.counts.dropped.Add(1)
 		}
 	}
