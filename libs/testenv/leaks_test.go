@@ -11,7 +11,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/goleak"
 
-	"github.com/ambient-code/control-plane/libs/natsserver"
 	"github.com/ambient-code/control-plane/libs/testenv"
 )
 
@@ -21,20 +20,13 @@ import (
 // that renames the function fails here, not in some later CI run.
 func TestNATSServerLeaksMatchTheServer(t *testing.T) {
 	before := goleak.IgnoreCurrent()
-	srv, err := natsserver.Start(natsserver.Options{StoreDir: t.TempDir(), Port: natsserver.RandomPort})
-	if err != nil {
-		t.Fatalf("start embedded nats: %v", err)
-	}
-	nc := testenv.Conn(t, srv)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatalf("jetstream: %v", err)
-	}
+	srv := testenv.NATS(t)
+	nc, js := testenv.JetStream(t, srv)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	// A source behind an API prefix nobody answers: the server's request
 	// for the source consumer gets no reply, so its wait runs its full 30 s.
-	_, err = js.CreateStream(ctx, jetstream.StreamConfig{
+	_, err := js.CreateStream(ctx, jetstream.StreamConfig{
 		Name: "SOURCED",
 		Sources: []*jetstream.StreamSource{{
 			Name:     "ELSEWHERE",
