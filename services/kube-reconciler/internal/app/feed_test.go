@@ -72,6 +72,19 @@ func feed[T events.APIObject, E any, PE interface {
 			}
 		}
 	}()
+	// sendAsync makes one asynchronous publish and hands its ack to the
+	// checker. It counts the publish as unsettled before making it (the
+	// checker settles it), so quiesce never sees it in neither place.
+	sendAsync := func(publish func() (jetstream.PubAckFuture, error)) error {
+		counts.unsettled.Add(1)
+		f, err := publish()
+		if err != nil {
+			counts.unsettled.Add(-1)
+			return err
+		}
+		futures <- f
+		return nil
+	}
 	kvSubject := "$KV." + kv.Bucket() + "."
 	publish := func(typ eventsv1.EventType, obj, old T) {
 		ev := events.NewEvent(typ, obj, old, time.Now())
@@ -80,28 +93,19 @@ func feed[T events.APIObject, E any, PE interface {
 			t.Errorf("feed: build message: %v", err)
 			return
 		}
-		counts.unsettled.Add(1) // settled by the checker, or below when not sent
-		f, err := js.PublishMsgAsync(msg)
-		if err != nil {
-			counts.unsettled.Add(-1)
+		if err := sendAsync(func() (jetstream.PubAckFuture, error) { return js.PublishMsgAsync(msg) }); err != nil {
 			if ctx.Err() == nil {
 				t.Errorf("feed: publish: %v", err)
 			}
 			return
 		}
-		futures <- f
 		key := events.ObjectKey(ev.GetResource(), ev.GetObjectId())
 		if typ == eventsv1.EventType_EVENT_TYPE_DELETED {
 			err = kv.Delete(ctx, key) // rare; synchronous, after what was sent before
 		} else {
 			var b []byte
 			if b, err = proto.Marshal(events.Wrap(obj)); err == nil {
-				counts.unsettled.Add(1)
-				if f, err = js.PublishAsync(kvSubject+key, b); err == nil {
-					futures <- f
-				} else {
-					counts.unsettled.Add(-1)
-				}
+				err = sendAsync(func() (jetstream.PubAckFuture, error) { return js.PublishAsync(kvSubject+key, b) })
 			}
 		}
 		if err != nil && ctx.Err() == nil {
