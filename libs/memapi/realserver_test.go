@@ -1,0 +1,170 @@
+package memapi_test
+
+import (
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/ambient-code/control-plane/libs/memapi"
+	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
+)
+
+// The tests in this file pin facts of the real ambient-api-server
+// (../shared/design/UPSTREAM-BEHAVIOUR.md) that the rest of memapi's tests
+// leave loose: each fails when memapi drifts from the real server in a way
+// our own clients would not notice.
+
+// TestWatchSendsNoSnapshotNorHeartbeat: a new watch stream says nothing
+// about the objects that exist, and nothing while nothing changes; the first
+// event is the first change. (A client that relied on a snapshot or on a
+// heartbeat would work against memapi and not against the real server.)
+func TestWatchSendsNoSnapshotNorHeartbeat(t *testing.T) {
+	t.Parallel()
+	srv := start(t)
+	c := client(t, srv, testToken)
+	for _, name := range []string{"old-1", "old-2", "old-3"} {
+		if _, err := c.CreateProject(t.Context(), &ambientv1.CreateProjectRequest{Name: name}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w := watchProjects(t, srv, c)
+	got := make(chan string, 1) // the first event's project; the receiver never blocks
+	go func() {
+		ev, err := w.Recv()
+		if err != nil {
+			got <- "error: " + err.Error()
+			return
+		}
+		got <- ev.GetProject().GetName()
+	}()
+	// Negative check: a heartbeat or a late snapshot would arrive within
+	// this window. Two seconds covers the one-second keep-alives that
+	// streaming servers commonly send.
+	select {
+	case name := <-got:
+		t.Fatalf("idle watch received %q before any change", name)
+	case <-time.After(2 * time.Second):
+	}
+	if n := srv.WatchSent(); n != 0 {
+		t.Fatalf("server sent %d events on an idle watch", n)
+	}
+	if _, err := c.CreateProject(t.Context(), &ambientv1.CreateProjectRequest{Name: "marker"}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case name := <-got:
+		if name != "marker" {
+			t.Fatalf("first event is %q, want the change made after the watch opened (marker)", name)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no event after a change")
+	}
+}
+
+// TestWatchBufferIs256: the real server buffers 256 events per watcher and
+// drops the rest silently. With every send held, 300 changes leave 256
+// queued, plus the one event the stream's sender may already have taken and
+// holds; the others are dropped.
+func TestWatchBufferIs256(t *testing.T) {
+	t.Parallel()
+	srv := start(t)
+	c := client(t, srv, testToken)
+	watchProjects(t, srv, c)
+	srv.SetSendDelay(time.Hour)
+	const n = 300
+	for i := range n {
+		if _, err := srv.Projects().CreateProject(t.Context(), &ambientv1.CreateProjectRequest{Name: fmt.Sprintf("p-%03d", i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	kept, dropped := srv.WatchPending(), srv.Dropped()
+	if kept+dropped != n {
+		t.Fatalf("kept %d + dropped %d != %d changes", kept, dropped, n)
+	}
+	if kept != 256 && kept != 257 {
+		t.Fatalf("watcher kept %d events (dropped %d), want 256 buffered (+1 held by the sender)", kept, dropped)
+	}
+	if memapi.DefaultWatchBuffer != 256 {
+		t.Fatalf("DefaultWatchBuffer = %d, want the real server's 256", memapi.DefaultWatchBuffer)
+	}
+}
+
+// TestReflectionListsTheServices: the real server serves gRPC reflection on
+// its gRPC port (grpcurl and similar tools depend on it).
+func TestReflectionListsTheServices(t *testing.T) {
+	t.Parallel()
+	srv := start(t)
+	c := client(t, srv, testToken)
+	st, err := reflectionpb.NewServerReflectionClient(c.Conn()).ServerReflectionInfo(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}}); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := st.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, s := range resp.GetListServicesResponse().GetService() {
+		names = append(names, s.GetName())
+	}
+	for _, want := range []string{"ambient.v1.SessionService", "ambient.v1.ProjectService", "ambient.v1.ProjectSettingsService", "grpc.health.v1.Health"} {
+		if !slices.Contains(names, want) {
+			t.Errorf("reflection lists %v, missing %s", names, want)
+		}
+	}
+}
+
+// TestStatusTimesHaveMicroseconds: every timestamp read back from the
+// database (watch events, get, list) has microsecond precision, the status
+// times a client sets included, not only created_at and updated_at.
+func TestStatusTimesHaveMicroseconds(t *testing.T) {
+	t.Parallel()
+	srv := start(t)
+	c := client(t, srv, testToken)
+	ctx := t.Context()
+	s, err := c.CreateSession(ctx, &ambientv1.CreateSessionRequest{Name: "a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := s.GetMetadata().GetId()
+	w, err := c.WatchSessions(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitWatch(t, srv)
+	set := time.Date(2026, 5, 6, 7, 8, 9, 123456789, time.UTC)
+	if _, err := c.UpdateSessionStatus(ctx, &ambientv1.UpdateSessionStatusRequest{
+		Id: id, StartTime: timestamppb.New(set), CompletionTime: timestamppb.New(set.Add(time.Hour)),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	ev, err := recv(t, w, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := c.GetSession(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	list, err := c.ListSessions(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, read := range map[string]*ambientv1.Session{"watch": ev.GetSession(), "get": got, "list": list[0]} {
+		for field, ts := range map[string]*timestamppb.Timestamp{"start_time": read.GetStartTime(), "completion_time": read.GetCompletionTime()} {
+			if ts.GetNanos() != 123456000 {
+				t.Errorf("%s: %s nanos = %d, want 123456000 (microseconds)", name, field, ts.GetNanos())
+			}
+		}
+	}
+}
