@@ -2,11 +2,13 @@ package memapi_test
 
 import (
 	"fmt"
+	"net/http"
 	"slices"
 	"testing"
 	"time"
 
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/ambient-code/control-plane/libs/memapi"
@@ -165,6 +167,60 @@ func TestStatusTimesHaveMicroseconds(t *testing.T) {
 			if ts.GetNanos() != 123456000 {
 				t.Errorf("%s: %s nanos = %d, want 123456000 (microseconds)", name, field, ts.GetNanos())
 			}
+		}
+	}
+}
+
+// TestAcceptsWhatTheRealServerAccepts: the real server answers 201 to data
+// every consumer must then cope with (a project that does not exist, a name
+// like a path, a negative timeout, JSON fields that are not JSON, projects
+// named after Kubernetes' own namespaces) and stores it as sent. memapi must
+// too, over REST and gRPC, or the consumers' handling of it goes untested.
+func TestAcceptsWhatTheRealServerAccepts(t *testing.T) {
+	t.Parallel()
+	srv := start(t)
+	rc := restClient{t: t, base: srv.RESTURL(), token: testToken}
+	gc := client(t, srv, testToken)
+	const body = `{"name":"../../etc","project_id":"nowhere","timeout":-5,"repos":"not json",` +
+		`"labels":"{not a map","annotations":"[1,2","environment_variables":"{\"A\":"}`
+	check := func(how string, s *ambientv1.Session) {
+		t.Helper()
+		got := map[string]string{
+			"name": s.GetName(), "project_id": s.GetProjectId(), "timeout": fmt.Sprint(s.GetTimeout()), "repos": s.GetRepos(),
+			"labels": s.GetLabels(), "annotations": s.GetAnnotations(), "environment_variables": s.GetEnvironmentVariables(),
+		}
+		want := map[string]string{
+			"name": "../../etc", "project_id": "nowhere", "timeout": "-5", "repos": "not json",
+			"labels": "{not a map", "annotations": "[1,2", "environment_variables": `{"A":`,
+		}
+		for k, v := range want {
+			if got[k] != v {
+				t.Errorf("%s: %s = %q, want %q as sent", how, k, got[k], v)
+			}
+		}
+	}
+	code, b := rc.do("POST", "/sessions", body)
+	if code != http.StatusCreated {
+		t.Fatalf("REST create: %d %s, want 201", code, b)
+	}
+	created := decodeSession(t, b)
+	check("REST create", created)
+	stored, err := gc.GetSession(t.Context(), created.GetMetadata().GetId())
+	if err != nil {
+		t.Fatal(err)
+	}
+	check("gRPC get of the REST create", stored)
+	viaGRPC, err := gc.CreateSession(t.Context(), &ambientv1.CreateSessionRequest{
+		Name: "../../etc", ProjectId: proto.String("nowhere"), Timeout: proto.Int32(-5), Repos: proto.String("not json"),
+		Labels: proto.String("{not a map"), Annotations: proto.String("[1,2"), EnvironmentVariables: proto.String(`{"A":`),
+	})
+	if err != nil {
+		t.Fatalf("gRPC create: %v", err)
+	}
+	check("gRPC create", viaGRPC)
+	for _, name := range []string{"kube-system", "default"} {
+		if code, b := rc.do("POST", "/projects", `{"name":"`+name+`"}`); code != http.StatusCreated {
+			t.Errorf("REST create project %s: %d %s, want 201", name, code, b)
 		}
 	}
 }
