@@ -234,17 +234,15 @@ func TestUpdatesSetOnlyPresentFields(t *testing.T) {
 	}
 }
 
+// TestTimestampPrecision: every timestamp read back from the database
+// (watch events, get, list) has microsecond precision, the status times a
+// client sets included; responses to mutations carry nanoseconds.
 func TestTimestampPrecision(t *testing.T) {
 	t.Parallel()
 	clock := time.Date(2026, 5, 6, 7, 8, 9, 123456789, time.UTC)
 	srv := start(t, memapi.WithClock(func() time.Time { return clock }))
 	c := client(t, srv, testToken)
 	ctx := t.Context()
-	w, err := c.WatchSessions(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitWatch(t, srv)
 	s, err := c.CreateSession(ctx, &ambientv1.CreateSessionRequest{Name: "a"})
 	if err != nil {
 		t.Fatal(err)
@@ -252,11 +250,25 @@ func TestTimestampPrecision(t *testing.T) {
 	if got := s.GetMetadata().GetCreatedAt().GetNanos(); got != 123456789 {
 		t.Errorf("mutation response nanos = %d, want 123456789", got)
 	}
+	id := s.GetMetadata().GetId()
+	if _, err := c.UpdateSessionStatus(ctx, &ambientv1.UpdateSessionStatusRequest{
+		Id: id, StartTime: timestamppb.New(clock), CompletionTime: timestamppb.New(clock.Add(time.Hour)),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	w, err := c.WatchSessions(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitWatch(t, srv)
+	if _, err := c.UpdateSession(ctx, &ambientv1.UpdateSessionRequest{Id: id, Prompt: proto.String("watched")}); err != nil {
+		t.Fatal(err)
+	}
 	ev, err := recv(t, w, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := c.GetSession(ctx, s.GetMetadata().GetId())
+	got, err := c.GetSession(ctx, id)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -264,9 +276,16 @@ func TestTimestampPrecision(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for name, m := range map[string]*ambientv1.ObjectReference{"watch": ev.GetSession().GetMetadata(), "get": got.GetMetadata(), "list": list[0].GetMetadata()} {
-		if m.GetCreatedAt().GetNanos() != 123456000 || m.GetUpdatedAt().GetNanos() != 123456000 {
-			t.Errorf("%s: timestamps %v, want microsecond precision", name, m)
+	for name, read := range map[string]*ambientv1.Session{"watch": ev.GetSession(), "get": got, "list": list[0]} {
+		m := read.GetMetadata()
+		times := map[string]*timestamppb.Timestamp{
+			"created_at": m.GetCreatedAt(), "updated_at": m.GetUpdatedAt(),
+			"start_time": read.GetStartTime(), "completion_time": read.GetCompletionTime(),
+		}
+		for field, ts := range times {
+			if ts.GetNanos() != 123456000 {
+				t.Errorf("%s: %s nanos = %d, want 123456000 (microseconds)", name, field, ts.GetNanos())
+			}
 		}
 	}
 }
