@@ -12,9 +12,13 @@
 //   - Each watcher has a 256 event buffer; a slow reader silently loses the
 //     events beyond it (counted by Server.Dropped). On shutdown, and on
 //     EndWatches, streams end with a clean EOF.
-//   - Lists are in creation order. Page < 1 becomes 1, size < 1 or > 500
-//     becomes 20; metadata.size is the number of items on the page and
-//     total the full count.
+//   - Lists are in database order: creation order, except that an update
+//     moves the object to the end (the real server lists without ORDER BY,
+//     and PostgreSQL writes an updated row's new version at the end of a
+//     full table). Pages are offsets into that order, so paging while
+//     objects are updated or deleted can skip one or show one twice. Page
+//     < 1 becomes 1, size < 1 or > 500 becomes 20; metadata.size is the
+//     number of items on the page and total the full count.
 //   - Watch events, lists and gets carry timestamps truncated to
 //     microseconds (database precision); responses to mutations carry
 //     nanoseconds.

@@ -174,3 +174,56 @@ func TestAcceptsWhatTheRealServerAccepts(t *testing.T) {
 		}
 	}
 }
+
+// TestListsAreInDatabaseOrder: the real server lists without ORDER BY, so an
+// updated row's new version (written at the end of a full PostgreSQL table)
+// comes last, whichever call updated it; a client paging by offset while
+// objects change can miss one. A memapi that kept creation order would hide
+// that from every client test.
+func TestListsAreInDatabaseOrder(t *testing.T) {
+	t.Parallel()
+	srv := start(t)
+	c := client(t, srv, testToken)
+	ss := seedSessions(t, srv, 6) // s-00000 .. s-00005
+	id := func(i int) string { return ss[i].GetMetadata().GetId() }
+	names := func(size int32) []string {
+		t.Helper()
+		resp, err := c.Sessions().ListSessions(t.Context(), &ambientv1.ListSessionsRequest{Page: 1, Size: size})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, s := range resp.GetItems() {
+			out = append(out, s.GetName())
+		}
+		return out
+	}
+	if _, err := c.Sessions().UpdateSession(t.Context(), &ambientv1.UpdateSessionRequest{Id: id(1), Prompt: proto.String("moved")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.UpdateSessionStatus(t.Context(), &ambientv1.UpdateSessionStatusRequest{Id: id(0), Phase: proto.String("Running")}); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"s-00002", "s-00003", "s-00004", "s-00005", "s-00001", "s-00000"}
+	if got := names(100); !slices.Equal(got, want) {
+		t.Fatalf("after two updates: %v, want %v", got, want)
+	}
+	// The pages a client reads before and after one update: page 2 of 3
+	// (size 2) shifts by one, and s-00004 is on neither page the client
+	// asked for.
+	pageOne := names(2)
+	if _, err := c.Sessions().UpdateSession(t.Context(), &ambientv1.UpdateSessionRequest{Id: id(2), Prompt: proto.String("moved")}); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := c.Sessions().ListSessions(t.Context(), &ambientv1.ListSessionsRequest{Page: 2, Size: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pageTwo []string
+	for _, s := range resp.GetItems() {
+		pageTwo = append(pageTwo, s.GetName())
+	}
+	if !slices.Equal(pageOne, []string{"s-00002", "s-00003"}) || !slices.Equal(pageTwo, []string{"s-00005", "s-00001"}) {
+		t.Fatalf("pages %v then %v, want [s-00002 s-00003] then [s-00005 s-00001]", pageOne, pageTwo)
+	}
+}

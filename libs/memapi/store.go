@@ -39,16 +39,26 @@ type watcher struct {
 	end chan struct{} // closed by EndWatches
 }
 
-// store is one resource table in creation order, plus its watchers. It is safe
-// for concurrent use. Deleting marks a tombstone; lists compact them first, so
-// deleting n objects costs O(n) overall instead of O(n^2).
+// store is one resource table in database order, plus its watchers. It is safe
+// for concurrent use.
+//
+// Database order is the real server's: it lists without ORDER BY, so
+// PostgreSQL returns rows in storage order, and an update writes the row's
+// new version where there is room, which in a table whose pages are full is
+// its end. Here an update moves the object to the end of the order. A list
+// read page by page while objects are updated or deleted can therefore skip
+// an object or show one twice, as on the real server.
+//
+// Deleting or moving marks a tombstone; lists compact them first (and so do
+// writes, once tombstones outnumber the rows), so n changes cost O(n)
+// overall instead of O(n^2).
 type store[T proto.Message] struct {
 	kind   string       // e.g. "Session", for the not-found reason
 	counts *watchCounts // shared by the server's stores
 
 	mu       sync.Mutex
 	rows     map[string]*row[T]    // guarded by mu
-	order    []*row[T]             // guarded by mu; creation order, may hold tombstones
+	order    []*row[T]             // guarded by mu; database order, may hold tombstones
 	dead     int                   // guarded by mu; tombstones in order
 	watchers map[*watcher]struct{} // guarded by mu
 	stopped  bool                  // guarded by mu; no new watchers after shutdown
@@ -105,9 +115,12 @@ func (st *store[T]) update(id string, mutate func(old T) (T, T, error)) (T, erro
 	if err != nil {
 		return zero, err
 	}
-	// Replace the row pointer contents; the old messages stay valid for
-	// readers that already hold them.
-	r.obj, r.view = obj, view
+	// The new version goes to the end of the order (see store); the old
+	// messages stay valid for readers that already hold them.
+	st.tombstoneLocked(r)
+	moved := &row[T]{id: id, obj: obj, view: view}
+	st.rows[id] = moved
+	st.order = append(st.order, moved)
 	st.notifyLocked(change{typ: ambientv1.EventType_EVENT_TYPE_UPDATED, id: id})
 	return obj, nil
 }
@@ -118,14 +131,29 @@ func (st *store[T]) remove(id string) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if r, ok := st.rows[id]; ok {
-		r.deleted = true
+		st.tombstoneLocked(r)
 		delete(st.rows, id)
-		st.dead++
 	}
 	st.notifyLocked(change{typ: ambientv1.EventType_EVENT_TYPE_DELETED, id: id})
 }
 
-// page returns one page of views in creation order and the total count,
+// tombstoneLocked marks r's place in the order as dead, letting go of its
+// messages, and compacts the order once tombstones outnumber the rows: a
+// table that is only written, never listed, must not grow without bound.
+func (st *store[T]) tombstoneLocked(r *row[T]) {
+	var zero T
+	r.deleted, r.obj, r.view = true, zero, zero
+	st.dead++
+	if st.dead > len(st.rows)+compactSlack {
+		st.compactLocked()
+	}
+}
+
+// compactSlack is how many tombstones a small table may hold before a
+// write compacts it.
+const compactSlack = 1024
+
+// page returns one page of views in database order and the total count,
 // both of the objects match accepts (nil accepts all). page and size must
 // already be clamped. match runs under the lock and must not call back into
 // the store.

@@ -115,6 +115,56 @@ func TestNoGapDuringInitialList(t *testing.T) {
 	wantCounts(t, evs, map[string]int{"sessions/ADDED": 1200 - 1 + 3, "projects/ADDED": 1, "project_settings/ADDED": 1})
 }
 
+// TestRelistUnderUpdatesDeletesNothing: the API lists in database order,
+// where an update moves a session to the end. Sessions updated while a
+// relist reads page 1 make the first sessions of page 2 slip onto page 1,
+// already read, so the pages the informer reads never show them. They
+// exist: no DELETED may come of it (consumers would delete their custom
+// resources and stop their runners), only the updates' MODIFIED.
+func TestRelistUnderUpdatesDeletesNothing(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.seed(1200, 1) // three pages of sessions
+	h.start("a", nil)
+	before := len(h.waitConverged(live, bucket, 60*time.Second))
+	ids := h.sessionIDs()
+	// Each of the first two reads of page 1 updates two sessions of it:
+	// two slip at each page boundary, and a list that runs again after
+	// updates slips two others.
+	const perRead, reads = 2, 2
+	var mu sync.Mutex
+	updated := 0      // guarded by mu
+	var hookErr error // guarded by mu
+	h.api.SetListHook(func(method string, page int32) {
+		if method != ambientv1.SessionService_ListSessions_FullMethodName || page != 1 {
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if updated == perRead*reads {
+			return
+		}
+		for range perRead {
+			if _, err := h.api.Sessions().UpdateSession(context.Background(), &ambientv1.UpdateSessionRequest{Id: ids[updated], Prompt: proto.String("changed during relist")}); err != nil {
+				hookErr = err
+			}
+			updated++
+		}
+	})
+	h.api.EndWatches() // the informer reconnects and relists
+	evs := h.waitConverged(live, bucket, 60*time.Second)
+	mu.Lock()
+	n, err := updated, hookErr
+	mu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n == 0 {
+		t.Fatal("no relist read page 1 of the sessions")
+	}
+	wantCounts(t, evs[before:], map[string]int{"sessions/MODIFIED": n})
+}
+
 // Acceptance 3: after the watch streams end and changes happen while
 // disconnected, exactly the matching events are published on reconnect.
 func TestReconnectRelists(t *testing.T) {

@@ -633,7 +633,8 @@ func (h *harness) deleteSession(id string) {
 	}
 }
 
-// sessionIDs lists the API's session ids in creation order.
+// sessionIDs lists the API's session ids in list order: creation order
+// until an update moves a session to the end (database order).
 func (h *harness) sessionIDs() []string {
 	h.t.Helper()
 	ss, err := h.c.ListSessions(context.Background())

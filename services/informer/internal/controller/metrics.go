@@ -23,6 +23,7 @@ const (
 	metricPublishTime  = "informer.publish.duration"
 	metricReconnects   = "informer.watch.reconnects"
 	metricRelists      = "informer.relists"
+	metricListSkipped  = "informer.list.skipped"
 	metricStale        = "informer.watch.stale"
 	metricUnknownDel   = "informer.watch.unknown_deletes"
 	metricKVRepairs    = "informer.kv.repairs"
@@ -52,8 +53,11 @@ type Metrics struct {
 	publishTime   metric.Float64Histogram
 	reconnects    metric.Int64Counter
 	relists       metric.Int64Counter
-	stale         metric.Int64Counter
-	unknownDel    metric.Int64Counter
+	// listSkipped counts cached objects a list did not show and a read by
+	// id found (watch.Hooks.Unlisted).
+	listSkipped metric.Int64Counter
+	stale       metric.Int64Counter
+	unknownDel  metric.Int64Counter
 	// kvRepairs counts KV entries the audit found disagreeing with what
 	// was published (auditKV).
 	kvRepairs metric.Int64Counter
@@ -81,8 +85,10 @@ func NewMetrics(m metric.Meter) (*Metrics, error) {
 		unpublishable: counter(metricUnpublished, "Object versions that could not be published at all and were skipped."),
 		reconnects:    counter(metricReconnects, "Watch streams that ended or failed and were reopened."),
 		relists:       counter(metricRelists, "Completed full lists (start, reconnect, resync)."),
-		stale:         counter(metricStale, "Watch events dropped because they were not newer than the cache."),
-		unknownDel:    counter(metricUnknownDel, "DELETED watch events for ids never seen (ignored)."),
+		listSkipped: counter(metricListSkipped, "Cached objects a list did not show although they exist (its pages shifted under updates and deletes), "+
+			"found by a read by id instead of being published as deleted."),
+		stale:      counter(metricStale, "Watch events dropped because they were not newer than the cache."),
+		unknownDel: counter(metricUnknownDel, "DELETED watch events for ids never seen (ignored)."),
 		kvRepairs: counter(metricKVRepairs, "Objects bucket entries found disagreeing with the published state (an entry of a deleted object back, "+
 			"or a published object's entry gone) and written again."),
 	}
@@ -145,7 +151,7 @@ func resAttr(r eventsv1.Resource) metric.MeasurementOption {
 // start of a term: an alert on rate() or increase() sees 0, not "no data",
 // until the first reconnect or failure.
 func (m *Metrics) zero(ctx context.Context, res eventsv1.Resource) {
-	for _, c := range []metric.Int64Counter{m.publishErrs, m.unpublishable, m.reconnects, m.relists, m.stale, m.unknownDel} {
+	for _, c := range []metric.Int64Counter{m.publishErrs, m.unpublishable, m.reconnects, m.relists, m.listSkipped, m.stale, m.unknownDel} {
 		c.Add(ctx, 0, resAttr(res))
 	}
 }

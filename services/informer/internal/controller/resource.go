@@ -192,6 +192,11 @@ func (r *Resource[T]) hooks(ctx context.Context) watch.Hooks {
 			r.m.relists.Add(ctx, 1, resAttr(res))
 			r.log.Debug("listed", slog.Int(logkey.Count, n), slog.Duration(logkey.Duration, took))
 		},
+		Unlisted: func(found, _ int) {
+			if found > 0 {
+				r.m.listSkipped.Add(ctx, int64(found), resAttr(res))
+			}
+		},
 		Applied: func(d diff.Result) {
 			if d.Stale > 0 {
 				r.m.stale.Add(ctx, int64(d.Stale), resAttr(res))

@@ -76,11 +76,14 @@ type state = events.Encoded
 
 func present(s state) bool { return s.Raw != nil }
 
-// entry is the state of one id: 120 bytes.
+// entry is the state of one id: 128 bytes.
 type entry struct {
 	desired, published state
 	// listed is the number of the listing that last saw the id.
 	listed uint64
+	// seen is the number of the listing in progress, once one of its pages
+	// held the id (Listing.Unlisted).
+	seen uint64
 }
 
 func (e *entry) dirty() bool { return !e.desired.SameVersion(e.published) }
@@ -95,7 +98,7 @@ type Store[T events.APIObject] struct {
 	mu       sync.Mutex
 	entries  map[string]*entry // guarded by mu
 	size     int               // guarded by mu; entries with a desired state
-	listings uint64            // guarded by mu; listings finished
+	started  uint64            // guarded by mu; listings started, numbering them
 	projects map[string]string // guarded by mu; interned project ids
 	listing  *Listing[T]       // guarded by mu; the listing in progress, if any
 }
@@ -171,6 +174,8 @@ type Listing[T events.APIObject] struct {
 	// of an unchanged table holds no bytes.
 	same []string
 	bad  int
+	// num numbers the listing among those the store started.
+	num uint64
 	// touched holds the ids live events changed since StartList; guarded by
 	// s.mu.
 	touched map[string]struct{}
@@ -181,6 +186,8 @@ type Listing[T events.APIObject] struct {
 func (s *Store[T]) StartList() *Listing[T] {
 	l := &Listing[T]{s: s, touched: map[string]struct{}{}}
 	s.mu.Lock()
+	s.started++
+	l.num = s.started
 	s.listing = l
 	s.mu.Unlock()
 	return l
@@ -220,13 +227,35 @@ func (l *Listing[T]) Add(objs []T) {
 	l.s.mu.Lock()
 	defer l.s.mu.Unlock()
 	for i, st := range states {
-		if e, ok := l.s.entries[ids[i]]; ok && present(e.desired) && e.desired.SameVersion(st) {
+		e, ok := l.s.entries[ids[i]]
+		if ok {
+			e.seen = l.num
+		}
+		if ok && present(e.desired) && e.desired.SameVersion(st) {
 			l.same = append(l.same, ids[i])
 			continue
 		}
 		l.ids = append(l.ids, ids[i])
 		l.items = append(l.items, st)
 	}
+}
+
+// Unlisted returns the ids of objects the store holds that no page of the
+// listing showed and no live event touched since it started: what Finish
+// would publish as deleted. Pages are offsets into the server's order,
+// which changes under the list (see watch.Watcher.confirmUnlisted), so the
+// caller reads each by id and Adds those that still exist.
+func (l *Listing[T]) Unlisted() []string {
+	s := l.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for id, e := range s.entries {
+		if _, live := l.touched[id]; !live && present(e.desired) && e.seen != l.num {
+			out = append(out, id)
+		}
+	}
+	return out
 }
 
 // Finish ends the listing. The list is the truth at the time it was taken:
@@ -258,8 +287,7 @@ func (l *Listing[T]) Finish(buffered []Observed[T]) Result {
 	if s.listing == l {
 		s.listing = nil
 	}
-	s.listings++
-	num := s.listings
+	num := l.num
 	if n := len(l.items); n > 2*len(s.entries) {
 		// The first list of an empty cache: make the map its final size.
 		entries := make(map[string]*entry, n+n/8)

@@ -15,12 +15,12 @@ import (
 //
 // A buffer is safe for concurrent use by one producer and one consumer.
 type buffer[T events.APIObject] struct {
-	mu      sync.Mutex
-	events  []Event[T] // guarded by mu
-	deletes int        // guarded by mu; DELETED events pushed so far
-	total   int        // guarded by mu; events pushed so far
-	err     error      // guarded by mu; why the stream ended
-	ended   bool       // guarded by mu
+	mu     sync.Mutex
+	events []Event[T] // guarded by mu
+	moves  int        // guarded by mu; UPDATED and DELETED events pushed so far
+	total  int        // guarded by mu; events pushed so far
+	err    error      // guarded by mu; why the stream ended
+	ended  bool       // guarded by mu
 	// ready holds one token when events or the end are waiting; buffered 1
 	// so push never blocks.
 	ready chan struct{}
@@ -42,8 +42,8 @@ func (b *buffer[T]) push(ev Event[T]) {
 	b.mu.Lock()
 	b.events = append(b.events, ev)
 	b.total++
-	if ev.Type == ambientv1.EventType_EVENT_TYPE_DELETED {
-		b.deletes++
+	if movesRows(ev.Type) {
+		b.moves++
 	}
 	b.mu.Unlock()
 	b.signal()
@@ -67,9 +67,20 @@ func (b *buffer[T]) take() ([]Event[T], bool, error) {
 	return evs, b.ended && len(evs) == 0, b.err
 }
 
-// counts returns how many events and deletes were pushed so far.
-func (b *buffer[T]) counts() (total, deletes int) {
+// counts returns how many events, and how many of them moves (movesRows),
+// were pushed so far.
+func (b *buffer[T]) counts() (total, moves int) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.total, b.deletes
+	return b.total, b.moves
+}
+
+// movesRows reports whether a change of type t moves objects in the
+// server's list order, under a list that pages through it by offset. The
+// real server lists in database order: a delete takes a row out, and an
+// update writes the row's new version at the end of the table, so the rows
+// after either move up, and the first of the next page slips onto the page
+// already read. A create only appends.
+func movesRows(t ambientv1.EventType) bool {
+	return t == ambientv1.EventType_EVENT_TYPE_UPDATED || t == ambientv1.EventType_EVENT_TYPE_DELETED
 }

@@ -4,6 +4,9 @@ import (
 	"context"
 	"fmt"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/ambient-code/control-plane/libs/apiclient"
 	"github.com/ambient-code/control-plane/libs/events"
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
@@ -31,7 +34,29 @@ type Source[T events.APIObject] struct {
 	// from page ends the list with it. The items belong to page (the caller
 	// keeps no reference).
 	Pages func(ctx context.Context, page func(items []T, total int) error) error
+	// Get reads one object by id; found is false when the server does not
+	// have it (NotFound). It confirms the objects a list did not show
+	// (Watcher.confirmUnlisted). Nil: Pages is a consistent snapshot, whose
+	// absent objects are gone.
+	Get   func(ctx context.Context, id string) (obj T, found bool, err error)
 	Watch func(ctx context.Context) (Stream[T], error)
+}
+
+// getter adapts a generated Get call to Source.Get: NotFound is "not
+// found", not an error.
+func getter[T events.APIObject](get func(ctx context.Context, id string) (T, error)) func(ctx context.Context, id string) (T, bool, error) {
+	return func(ctx context.Context, id string) (T, bool, error) {
+		o, err := get(ctx, id)
+		switch {
+		case status.Code(err) == codes.NotFound:
+			var zero T
+			return zero, false, nil
+		case err != nil:
+			var zero T
+			return zero, false, fmt.Errorf("get %s: %w", id, err)
+		}
+		return o, true, nil
+	}
 }
 
 // Whole adapts a list that returns everything at once to Source.Pages.
@@ -111,6 +136,9 @@ func Sessions(c *apiclient.Client) Source[*ambientv1.Session] {
 				return c.Sessions().ListSessions(ctx, &ambientv1.ListSessionsRequest{Page: n, Size: size})
 			}, page)
 		},
+		Get: getter(func(ctx context.Context, id string) (*ambientv1.Session, error) {
+			return c.Sessions().GetSession(ctx, &ambientv1.GetSessionRequest{Id: id})
+		}),
 		Watch: func(ctx context.Context) (Stream[*ambientv1.Session], error) {
 			st, err := c.WatchSessions(ctx)
 			if err != nil {
@@ -129,6 +157,9 @@ func Projects(c *apiclient.Client) Source[*ambientv1.Project] {
 				return c.Projects().ListProjects(ctx, &ambientv1.ListProjectsRequest{Page: n, Size: size})
 			}, page)
 		},
+		Get: getter(func(ctx context.Context, id string) (*ambientv1.Project, error) {
+			return c.Projects().GetProject(ctx, &ambientv1.GetProjectRequest{Id: id})
+		}),
 		Watch: func(ctx context.Context) (Stream[*ambientv1.Project], error) {
 			st, err := c.WatchProjects(ctx)
 			if err != nil {
@@ -147,6 +178,9 @@ func ProjectSettings(c *apiclient.Client) Source[*ambientv1.ProjectSettings] {
 				return c.ProjectSettings().ListProjectSettings(ctx, &ambientv1.ListProjectSettingsRequest{Page: n, Size: size})
 			}, page)
 		},
+		Get: getter(func(ctx context.Context, id string) (*ambientv1.ProjectSettings, error) {
+			return c.ProjectSettings().GetProjectSettings(ctx, &ambientv1.GetProjectSettingsRequest{Id: id})
+		}),
 		Watch: func(ctx context.Context) (Stream[*ambientv1.ProjectSettings], error) {
 			st, err := c.WatchProjectSettings(ctx)
 			if err != nil {

@@ -55,11 +55,13 @@ type Config struct {
 	// compete with publishing the first list's backlog (100,000 objects at
 	// start); the wait ends at 10 x ConfirmAfter in any case.
 	Settled func() bool
-	// ListPasses: pages are offsets into a changing table, so a delete
-	// during the list can shift an object past the page being read. When
-	// deletes arrive on the watch during a list, the list is repeated (up to
-	// ListPasses times) and the results merged; the deletes themselves are
-	// applied afterwards from the buffer.
+	// ListPasses: pages are offsets into a changing table, so an update or
+	// delete during the list can shift an object past the page being read
+	// (movesRows). When such changes arrive on the watch during a list, the
+	// list is repeated (up to ListPasses times) and the results merged; the
+	// changes themselves are applied from the buffer. A cached object that
+	// every pass missed is read by id before it counts as deleted
+	// (confirmUnlisted).
 	ListPasses int
 }
 
@@ -95,6 +97,9 @@ type Hooks struct {
 	Relist func(objects int, took time.Duration)
 	// Applied runs after the cache was updated.
 	Applied func(r diff.Result)
+	// Unlisted runs after a list missed cached objects, with how many a
+	// read by id found (the pages skipped them) and how many are gone.
+	Unlisted func(found, gone int)
 }
 
 // Watcher keeps one resource's cache in step with the API. Run it once.
@@ -266,6 +271,9 @@ func (w *Watcher[T]) relist(ctx context.Context, buf *buffer[T]) error {
 	if err != nil {
 		return err // an unfinished listing changes nothing
 	}
+	if err := w.confirmUnlisted(ctx, l); err != nil {
+		return err
+	}
 	if w.hooks.Relist != nil {
 		w.hooks.Relist(n, time.Since(start))
 	}
@@ -284,7 +292,7 @@ func (w *Watcher[T]) applyLive(evs []Event[T]) {
 	}
 }
 
-// list lists into l until a pass saw no delete on the watch (see
+// list lists into l until a pass saw no update or delete on the watch (see
 // Config.ListPasses); a second pass merges into the first, newer states
 // winning. It returns how many objects the last pass listed.
 func (w *Watcher[T]) list(ctx context.Context, buf *buffer[T], l *diff.Listing[T]) (int, error) {
@@ -315,8 +323,42 @@ func (w *Watcher[T]) list(ctx context.Context, buf *buffer[T], l *diff.Listing[T
 		if _, after := buf.counts(); after == before || pass >= w.cfg.ListPasses {
 			return n, nil
 		}
-		w.log.Debug("deletes during list, listing again", slog.Int(logkey.Attempt, pass))
+		w.log.Debug("changes during list, listing again", slog.Int(logkey.Attempt, pass))
 	}
+}
+
+// confirmUnlisted reads by id each cached object the listing did not show,
+// and adds those the server still has. An object missing from the pages is
+// not proof of a delete: the real server pages by offset through a table
+// whose order every update and delete changes, so under steady changes an
+// object that exists can slip past every pass (movesRows). Published as
+// deleted, it would cost its custom resource or its runner. One read per
+// missing object: the deletes made while no stream watched, plus the skips.
+func (w *Watcher[T]) confirmUnlisted(ctx context.Context, l *diff.Listing[T]) error {
+	if w.src.Get == nil {
+		return nil
+	}
+	ids := l.Unlisted()
+	if len(ids) == 0 {
+		return nil
+	}
+	found := 0
+	for _, id := range ids {
+		o, ok, err := w.src.Get(ctx, id)
+		if err != nil {
+			return fmt.Errorf("confirm unlisted: %w", err)
+		}
+		if ok {
+			diff.Normalize(o)
+			l.Add([]T{o})
+			found++
+		}
+	}
+	if w.hooks.Unlisted != nil {
+		w.hooks.Unlisted(found, len(ids)-found)
+	}
+	w.log.Debug("confirmed unlisted objects", slog.Int("found", found), slog.Int("gone", len(ids)-found))
+	return nil
 }
 
 // observe converts watch events for the cache, normalizing timestamps and

@@ -1,0 +1,121 @@
+package watch
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"testing"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/ambient-code/control-plane/libs/apiclient"
+	"github.com/ambient-code/control-plane/libs/testenv"
+	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
+	"github.com/ambient-code/control-plane/services/informer/internal/diff"
+)
+
+// The tests in this file list through the in-memory API, which pages in the
+// real server's database order: an update moves the object to the end, so
+// the rows after it move up and the first object of the next page slips
+// onto the page already read.
+
+// dbOrder is a store that holds every session of an API, and a relist of
+// it to run under changes.
+type dbOrder struct {
+	c     *apiclient.Client
+	ids   []string // in creation order
+	store *diff.Store[*ambientv1.Session]
+	buf   *buffer[*ambientv1.Session]
+}
+
+// newDBOrder seeds n sessions and lists them once into a new store.
+func newDBOrder(t *testing.T, n int, src func(c *apiclient.Client) Source[*ambientv1.Session], cfg Config, hooks Hooks) (*dbOrder, *Watcher[*ambientv1.Session]) {
+	t.Helper()
+	srv := testenv.API(t)
+	d := &dbOrder{c: testenv.APIClient(t, srv), store: diff.NewStore[*ambientv1.Session](), buf: newBuffer[*ambientv1.Session]()}
+	for i := range n {
+		s, err := d.c.Sessions().CreateSession(t.Context(), &ambientv1.CreateSessionRequest{Name: fmt.Sprintf("s-%04d", i)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		d.ids = append(d.ids, s.GetMetadata().GetId())
+	}
+	w := New(src(d.c), d.store, func(string) {}, cfg, hooks, slog.New(slog.DiscardHandler))
+	if err := w.relist(t.Context(), d.buf); err != nil {
+		t.Fatal(err)
+	}
+	if got := d.store.Len(); got != n {
+		t.Fatalf("first list: %d sessions cached, want %d", got, n)
+	}
+	// While page 1 of the next list is read, the first session is updated
+	// (once), and its UPDATED reaches the buffer as the watch would bring
+	// it.
+	var once sync.Once
+	srv.SetListHook(func(method string, page int32) {
+		if method != ambientv1.SessionService_ListSessions_FullMethodName || page != 1 {
+			return
+		}
+		once.Do(func() {
+			s, err := srv.Sessions().UpdateSession(context.Background(), &ambientv1.UpdateSessionRequest{Id: d.ids[0], Prompt: proto.String("moved")})
+			if err != nil {
+				t.Errorf("update during list: %v", err)
+				return
+			}
+			d.buf.push(Event[*ambientv1.Session]{Type: ambientv1.EventType_EVENT_TYPE_UPDATED, ID: d.ids[0], Object: s})
+		})
+	})
+	return d, w
+}
+
+// cached reports whether the store holds id.
+func (d *dbOrder) cached(id string) bool {
+	_, ok := d.store.Get(id)
+	return ok
+}
+
+// TestUnlistedObjectsAreReadByID: with one pass, the update on page 1 makes
+// the list miss the first session of page 2. It exists, so a read by id
+// keeps it; a session deleted while nothing watched is gone on that read
+// and only it leaves the cache.
+func TestUnlistedObjectsAreReadByID(t *testing.T) {
+	t.Parallel()
+	const n = 600 // two pages of apiclient.DefaultPageSize (500)
+	var found, gone int
+	d, w := newDBOrder(t, n, Sessions, Config{ListPasses: 1}, Hooks{Unlisted: func(f, g int) { found, gone = f, g }})
+	offline := d.ids[550] // on page 2, after the one the update makes slip
+	if err := d.c.DeleteSession(t.Context(), offline); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.relist(t.Context(), d.buf); err != nil {
+		t.Fatal(err)
+	}
+	skipped := d.ids[apiclient.DefaultPageSize] // first of page 2
+	if !d.cached(skipped) || d.cached(offline) || d.store.Len() != n-1 {
+		t.Fatalf("after the relist: skipped session cached %v, deleted one cached %v, %d cached; want true, false, %d",
+			d.cached(skipped), d.cached(offline), d.store.Len(), n-1)
+	}
+	if found != 1 || gone != 1 {
+		t.Fatalf("Unlisted hook: found %d, gone %d; want 1 and 1", found, gone)
+	}
+}
+
+// TestListRepeatsAfterUpdates: an UPDATED during a list moves rows like a
+// delete does, so the list runs again and its second pass shows the
+// session the first one missed, with no read by id at all.
+func TestListRepeatsAfterUpdates(t *testing.T) {
+	t.Parallel()
+	const n = 600 // two pages
+	noGet := func(c *apiclient.Client) Source[*ambientv1.Session] {
+		src := Sessions(c)
+		src.Get = nil
+		return src
+	}
+	d, w := newDBOrder(t, n, noGet, Config{}, Hooks{})
+	if err := w.relist(t.Context(), d.buf); err != nil {
+		t.Fatal(err)
+	}
+	if skipped := d.ids[apiclient.DefaultPageSize]; !d.cached(skipped) || d.store.Len() != n {
+		t.Fatalf("after the relist: first session of page 2 cached %v, %d cached; want true, %d", d.cached(skipped), d.store.Len(), n)
+	}
+}
