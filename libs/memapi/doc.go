@@ -36,8 +36,9 @@
 //   - UpdateSessionStatus accepts only the seven phases of libs/session (else
 //     InvalidArgument) and sets only the fields present.
 //   - With WithToken, every call (streams included) needs
-//     "authorization: Bearer <token>", else Unauthenticated / HTTP 401. The
-//     standard gRPC health and reflection services need no token.
+//     "authorization: Bearer <token>", else Unauthenticated / HTTP 401,
+//     except the two calls the real server exempts: grpc.health.v1
+//     Health/Check and v1alpha ServerReflectionInfo.
 //   - gRPC errors carry the real server's reasons ("Session with id='x' not
 //     found", "This Project already exists", "name is required"); APIError
 //     is the error type behind them.

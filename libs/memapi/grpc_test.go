@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/testing/protocmp"
@@ -608,14 +609,50 @@ func TestAuth(t *testing.T) {
 			}
 		})
 	}
-	t.Run("health needs no token", func(t *testing.T) {
+	// The real server's interceptors exempt exactly the health check and
+	// v1alpha reflection; the rest of those services needs the token too.
+	t.Run("exempt calls", func(t *testing.T) {
 		t.Parallel()
 		c := client(t, srv, "")
 		resp, err := healthpb.NewHealthClient(c.Conn()).Check(t.Context(), &healthpb.HealthCheckRequest{})
 		if err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
-			t.Fatalf("health: %v, %v", resp, err)
+			t.Fatalf("health check without a token: %v, %v", resp, err)
+		}
+		hw, err := healthpb.NewHealthClient(c.Conn()).Watch(t.Context(), &healthpb.HealthCheckRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := hw.Recv(); status.Code(err) != codes.Unauthenticated {
+			t.Errorf("health watch without a token: %v, want Unauthenticated", err)
+		}
+		if err := listServices(t, c.Conn(), "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"); err != nil {
+			t.Errorf("v1alpha reflection without a token: %v", err)
+		}
+		if err := listServices(t, c.Conn(), reflectionpb.ServerReflection_ServerReflectionInfo_FullMethodName); status.Code(err) != codes.Unauthenticated {
+			t.Errorf("v1 reflection without a token: %v, want Unauthenticated", err)
 		}
 	})
+}
+
+// listServices asks the reflection service at method (v1 and v1alpha share
+// their messages) to list the services.
+func listServices(t *testing.T, conn *grpc.ClientConn, method string) error {
+	t.Helper()
+	st, err := conn.NewStream(t.Context(), &grpc.StreamDesc{ClientStreams: true, ServerStreams: true}, method)
+	if err != nil {
+		return err
+	}
+	if err := st.SendMsg(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}}); err != nil {
+		return err
+	}
+	var resp reflectionpb.ServerReflectionResponse
+	if err := st.RecvMsg(&resp); err != nil {
+		return err
+	}
+	if len(resp.GetListServicesResponse().GetService()) == 0 {
+		return fmt.Errorf("no services listed: %v", &resp)
+	}
+	return st.CloseSend()
 }
 
 func TestListHook(t *testing.T) {

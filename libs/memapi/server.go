@@ -224,10 +224,14 @@ func (s *Server) waitSendDelay(ctx context.Context, end <-chan struct{}) bool {
 	}
 }
 
-// exempt reports whether fullMethod needs no token: the standard health and
-// reflection services, so probes work without secrets.
+// exempt reports whether fullMethod needs no token. The real server's
+// bearer-token interceptors let exactly these two through (read from its
+// code: the health check, for probes without secrets, and v1alpha
+// reflection); the health Watch and List and v1 reflection need a token
+// like any other call.
 func exempt(fullMethod string) bool {
-	return strings.HasPrefix(fullMethod, "/grpc.health.") || strings.HasPrefix(fullMethod, "/grpc.reflection.")
+	return fullMethod == "/grpc.health.v1.Health/Check" ||
+		fullMethod == "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
 }
 
 // admit counts the call, checks the token and applies injected faults.
