@@ -31,8 +31,10 @@
 //     63 characters (InvalidArgument / REST 400 id 8), over REST and gRPC.
 //   - Create/Update requests are copied into the objects by field name:
 //     their numbers differ from the objects' (Create*Request numbers from
-//     1), as on the real server. UpdateSessionRequest has no
-//     created_by_user_id.
+//     1), as on the real server. created_by_user_id is never copied: a
+//     create sets it to the calling user's name (multi-user mode) and
+//     leaves it unset for the service token, as the real handlers do from
+//     the caller's identity; UpdateSessionRequest has no such field.
 //   - UpdateSessionStatus accepts only the seven phases of libs/session (else
 //     InvalidArgument) and sets only the fields present.
 //   - With WithToken, every call (streams included) needs
@@ -47,10 +49,10 @@
 // server's: per-user tokens from a file, each granted projects directly or
 // through a group in a project's group_access. Over REST a user sees only
 // its projects' objects (lists filtered, a GET of another 404 and a change
-// 403 with the bodies of the real server's authorization middleware) and its
-// REST creates get created_by_user_id = its name; over gRPC users
-// authenticate and nothing is narrowed, as the real gRPC handlers authorize
-// nothing. The service token (WithToken) keeps seeing everything.
+// 403 with the bodies of the real server's authorization middleware); over
+// gRPC users authenticate and nothing is narrowed, as the real gRPC
+// handlers authorize nothing. Its creates, over both, get
+// created_by_user_id = its name. The service token (WithToken) keeps seeing everything.
 //
 // Fault injection for tests: EndWatches, FailNext, SetSendDelay,
 // SetListHook, CallCount, Dropped. WatchPending and WatchSent tell a test

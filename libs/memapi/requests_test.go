@@ -117,12 +117,14 @@ func TestRequestsSetEveryFieldByName(t *testing.T) {
 		{"CreateProject", cp, p}, {"UpdateProject", up, up2},
 		{"CreateProjectSettings", cps, ps}, {"UpdateProjectSettings", ups, ps2},
 	} {
-		if d := sameByName(tc.req, tc.obj, "id"); len(d) > 0 {
+		// created_by_user_id is the creator's identity, never the
+		// request's (TestCreatedByIsTheCaller).
+		if d := sameByName(tc.req, tc.obj, "id", "created_by_user_id"); len(d) > 0 {
 			t.Errorf("%s:\n  %s", tc.name, strings.Join(d, "\n  "))
 		}
 	}
-	if us2.GetCreatedByUserId() != "v-created_by_user_id" {
-		t.Errorf("UpdateSession changed created_by_user_id to %q (it has no such field)", us2.GetCreatedByUserId())
+	if s.CreatedByUserId != nil || us2.CreatedByUserId != nil {
+		t.Errorf("created_by_user_id %q after the create, %q after the update; the service token sets none", s.GetCreatedByUserId(), us2.GetCreatedByUserId())
 	}
 }
 

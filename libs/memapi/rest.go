@@ -46,7 +46,7 @@ type collection[T object, C, U proto.Message] struct {
 	// project a create request names (multi-user mode narrows by them).
 	project   func(T) string
 	projectOf func(C) string
-	create    func(C) (T, error)
+	create    func(C, *User) (T, error) // the user is the caller (nil: the service token)
 	update    func(U) (T, error)
 	newC      func() C
 	newU      func(id string) U
@@ -110,7 +110,7 @@ func (s *Server) router() http.Handler {
 
 	proj := &projectService{r: s.projectResource()}
 	mount(r, collection[*ambientv1.Project, *ambientv1.CreateProjectRequest, *ambientv1.UpdateProjectRequest]{
-		s: s, r: proj.r, required: "name", create: proj.create,
+		s: s, r: proj.r, required: "name", create: anyCaller(proj.create),
 		update:    proj.update,
 		project:   func(p *ambientv1.Project) string { return p.GetMetadata().GetId() },
 		projectOf: (*ambientv1.CreateProjectRequest).GetName, // a project's id is its name
@@ -120,7 +120,7 @@ func (s *Server) router() http.Handler {
 
 	set := &projectSettingsService{r: s.settingsResource()}
 	mount(r, collection[*ambientv1.ProjectSettings, *ambientv1.CreateProjectSettingsRequest, *ambientv1.UpdateProjectSettingsRequest]{
-		s: s, r: set.r, required: "project_id", create: set.create,
+		s: s, r: set.r, required: "project_id", create: anyCaller(set.create),
 		update:    set.update,
 		project:   (*ambientv1.ProjectSettings).GetProjectId,
 		projectOf: (*ambientv1.CreateProjectSettingsRequest).GetProjectId,
@@ -209,12 +209,7 @@ func mount[T object, C, U proto.Message](r chi.Router, c collection[T, C, U]) {
 			writeDenied(w, http.StatusForbidden)
 			return
 		}
-		if cs, ok := any(in).(*ambientv1.CreateSessionRequest); ok {
-			if u := callerOf(req.Context()); u != nil {
-				c.s.createdBy(cs, u)
-			}
-		}
-		obj, err := c.create(in)
+		obj, err := c.create(in, callerOf(req.Context()))
 		writeResult(w, http.StatusCreated, obj, err)
 	})
 	r.Patch(base+"/{id}", func(w http.ResponseWriter, req *http.Request) {
@@ -297,6 +292,11 @@ func (s *Server) restAuth(next http.Handler) http.Handler {
 	})
 }
 
+// anyCaller adapts a create that does not depend on who calls.
+func anyCaller[C, T any](create func(C) (T, error)) func(C, *User) (T, error) {
+	return func(in C, _ *User) (T, error) { return create(in) }
+}
+
 // mayChange reports whether the caller may change the object named by the
 // path's id: the service caller always, a user only an existing object of
 // its projects (an unknown id is denied like a foreign one, as the real
@@ -308,13 +308,6 @@ func mayChange[T object](s *Server, req *http.Request, r *resource[T], project f
 	}
 	obj, err := r.get(chi.URLParam(req, "id"))
 	return err == nil && s.sees(u, project(obj))
-}
-
-// createdBy sets created_by_user_id to the user's name, as the real server
-// does from the caller's identity.
-func (s *Server) createdBy(cs *ambientv1.CreateSessionRequest, u *User) {
-	name := u.Name
-	cs.CreatedByUserId = &name
 }
 
 // writeDenied writes the bodies of the real server's authorization

@@ -234,10 +234,11 @@ func exempt(fullMethod string) bool {
 		fullMethod == "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
 }
 
-// admit counts the call, checks the token and applies injected faults.
-func (s *Server) admit(ctx context.Context, fullMethod string) error {
+// admit counts the call, checks the token and applies injected faults. It
+// returns the calling user (nil: the service token, or no token checked).
+func (s *Server) admit(ctx context.Context, fullMethod string) (*User, error) {
 	if exempt(fullMethod) {
-		return nil
+		return nil, nil
 	}
 	s.mu.Lock()
 	s.calls[fullMethod]++
@@ -248,8 +249,9 @@ func (s *Server) admit(ctx context.Context, fullMethod string) error {
 			auth = v[0]
 		}
 	}
-	if err := s.checkAuth(auth); err != nil {
-		return err
+	u, err := s.checkAuth(auth)
+	if err != nil {
+		return nil, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -260,39 +262,45 @@ func (s *Server) admit(ctx context.Context, fullMethod string) error {
 		} else {
 			s.faults[fullMethod] = f
 		}
-		return status.Errorf(f.code, "memapi: injected fault for %s", fullMethod)
+		return nil, status.Errorf(f.code, "memapi: injected fault for %s", fullMethod)
 	}
-	return nil
+	return u, nil
 }
 
 // checkAuth validates an Authorization header value against the service
-// token and the users' tokens. A user is accepted and not narrowed: the
-// real server's gRPC handlers authorize nothing.
-func (s *Server) checkAuth(header string) error {
+// token and the users' tokens, and returns the user (nil: the service
+// token). A user is accepted and not narrowed: the real server's gRPC
+// handlers authorize nothing.
+func (s *Server) checkAuth(header string) (*User, error) {
 	if !s.checksTokens() {
-		return nil
+		return nil, nil
 	}
 	if scheme, _, ok := strings.Cut(header, " "); !ok || !strings.EqualFold(scheme, "Bearer") {
-		return status.Error(codes.Unauthenticated, "missing bearer token")
+		return nil, status.Error(codes.Unauthenticated, "missing bearer token")
 	}
-	if _, err := s.checkCaller(header); err != nil {
-		return status.Error(codes.Unauthenticated, "invalid token")
+	u, err := s.checkCaller(header)
+	if err != nil {
+		return nil, status.Error(codes.Unauthenticated, "invalid token")
 	}
-	return nil
+	return u, nil
 }
 
 // checksTokens reports whether calls need a token.
 func (s *Server) checksTokens() bool { return s.opts.token != "" || len(s.opts.users) > 0 }
 
 func (s *Server) unaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	if err := s.admit(ctx, info.FullMethod); err != nil {
+	u, err := s.admit(ctx, info.FullMethod)
+	if err != nil {
 		return nil, err
+	}
+	if u != nil {
+		ctx = withCaller(ctx, u) // a create records its creator
 	}
 	return handler(ctx, req)
 }
 
 func (s *Server) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-	if err := s.admit(ss.Context(), info.FullMethod); err != nil {
+	if _, err := s.admit(ss.Context(), info.FullMethod); err != nil {
 		return err
 	}
 	return handler(srv, ss)

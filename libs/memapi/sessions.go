@@ -45,21 +45,30 @@ func (x *sessionService) GetSession(_ context.Context, req *ambientv1.GetSession
 }
 
 // CreateSession needs a name (InvalidArgument "name is required", like the
-// real gRPC handler); the rest is createSession.
-func (x *sessionService) CreateSession(_ context.Context, req *ambientv1.CreateSessionRequest) (*ambientv1.Session, error) {
+// real gRPC handler); the rest is create, with the caller as the creator.
+func (x *sessionService) CreateSession(ctx context.Context, req *ambientv1.CreateSessionRequest) (*ambientv1.Session, error) {
 	if req.GetName() == "" {
 		return nil, errRequired("name")
 	}
-	return x.create(req)
+	return x.create(req, callerOf(ctx))
 }
 
 // create stores a new session with the server-filled defaults: llm_model,
 // llm_temperature, llm_max_tokens when unset, and kube_cr_name = id. It
 // accepts any project_id (the real server does not check it).
-func (x *sessionService) create(req *ambientv1.CreateSessionRequest) (*ambientv1.Session, error) {
+//
+// created_by_user_id is the creating user's name, by (nil: the service
+// token, which leaves it unset), whatever the request says: the real
+// server's handlers, gRPC and REST, copy every other field of the request
+// and never that one (read from its code).
+func (x *sessionService) create(req *ambientv1.CreateSessionRequest, by *User) (*ambientv1.Session, error) {
 	obj := &ambientv1.Session{}
 	if err := copyFields(obj, req, false); err != nil {
 		return nil, errInternal(fmt.Errorf("create session: %w", err))
+	}
+	obj.CreatedByUserId = nil
+	if by != nil {
+		obj.CreatedByUserId = proto.String(by.Name)
 	}
 	id := newID()
 	if obj.LlmModel == nil {

@@ -10,7 +10,10 @@ import (
 	"strings"
 	"testing"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/ambient-code/control-plane/libs/memapi"
+	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
 )
 
 const (
@@ -190,5 +193,54 @@ func TestParseUsers(t *testing.T) {
 	// A user token equal to the service token is refused by New.
 	if _, err := memapi.New(memapi.WithToken(aliceToken), memapi.WithUsers(u)); !errors.Is(err, memapi.ErrInvalidOption) {
 		t.Fatalf("New with a user holding the service token: %v", err)
+	}
+}
+
+// TestCreatedByIsTheCaller: the real server's create handlers (gRPC and
+// REST) set created_by_user_id from the caller's identity and copy every
+// other field of the request but that one, so nobody can create a session
+// in someone else's name, and the service token creates sessions with
+// none. memapi copying the request's value would let a test of the
+// userContext mapping pass on data the real server never stores.
+func TestCreatedByIsTheCaller(t *testing.T) {
+	t.Parallel()
+	srv := start(t, memapi.WithUsers(users()))
+	claimed := proto.String("mallory")
+	grpcAs := func(tok string) string {
+		t.Helper()
+		s, err := client(t, srv, tok).CreateSession(t.Context(), &ambientv1.CreateSessionRequest{Name: "g", ProjectId: proto.String("proj-a"), CreatedByUserId: claimed})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s.GetCreatedByUserId()
+	}
+	restAs := func(tok string) string {
+		t.Helper()
+		c := restClient{t: t, base: srv.RESTURL(), token: tok}
+		code, b := c.do("POST", "/sessions", `{"name":"r","project_id":"proj-a","created_by_user_id":"mallory"}`)
+		if code != http.StatusCreated {
+			t.Fatalf("create: %d %s", code, b)
+		}
+		return decodeSession(t, b).GetCreatedByUserId()
+	}
+	for _, tc := range []struct {
+		name, got, want string
+	}{
+		{"gRPC, alice", grpcAs(aliceToken), "alice"},
+		{"gRPC, service token", grpcAs(testToken), ""},
+		{"REST, alice", restAs(aliceToken), "alice"},
+		{"REST, service token", restAs(testToken), ""},
+	} {
+		if tc.got != tc.want {
+			t.Errorf("%s claiming mallory: created_by_user_id %q, want %q", tc.name, tc.got, tc.want)
+		}
+	}
+	// In-process calls have no caller: like the service token.
+	s, err := srv.Sessions().CreateSession(t.Context(), &ambientv1.CreateSessionRequest{Name: "i", CreatedByUserId: claimed})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.CreatedByUserId != nil {
+		t.Errorf("in-process create claiming mallory: created_by_user_id %q, want none", s.GetCreatedByUserId())
 	}
 }

@@ -161,9 +161,12 @@ func TestMapping(t *testing.T) {
 	tests := []struct {
 		name string
 		req  *ambientv1.CreateSessionRequest
-		want map[string]any // spec (JSON form)
-		lbl  map[string]string
-		ann  map[string]string
+		// byUser creates the session as a user (h.creator), whom the API
+		// makes its creator; the service token (h.cl) makes none.
+		byUser bool
+		want   map[string]any // spec (JSON form)
+		lbl    map[string]string
+		ann    map[string]string
 	}{
 		{
 			name: "defaults from the API",
@@ -174,12 +177,13 @@ func TestMapping(t *testing.T) {
 		{
 			name: "every field",
 			req: &ambientv1.CreateSessionRequest{Name: "full", Prompt: ptr("p"), Timeout: ptr(int32(600)), LlmModel: ptr("opus"),
-				LlmTemperature: ptr(0.2), LlmMaxTokens: ptr(int32(100)), BotAccountName: ptr("bot"), CreatedByUserId: ptr("u-1"),
+				LlmTemperature: ptr(0.2), LlmMaxTokens: ptr(int32(100)), BotAccountName: ptr("bot"),
 				RepoUrl: ptr("https://git/ignored-when-repos-is-set"), AssignedUserId: ptr("u-2"), WorkflowId: ptr("wf-1"), ParentSessionId: ptr("parent"),
 				Repos:                ptr(`[{"url":"https://git/a","name":"front"},{"url":"https://git/b","branch":"dev","name":"back","autoPush":true}]`),
 				ResourceOverrides:    ptr(`{"cpu":"2","memory":"4Gi"}`),
 				EnvironmentVariables: ptr(`{"A":"1"}`),
 				Labels:               ptr(`{"team":"x"}`), Annotations: ptr(`{"note":"y z"}`)},
+			byUser: true,
 			want: map[string]any{"displayName": "full", "initialPrompt": "p", "timeout": float64(600),
 				"llmSettings":          map[string]any{"model": "opus", "temperature": 0.2, "maxTokens": float64(100)},
 				"userContext":          map[string]any{"userId": "u-1"},
@@ -201,7 +205,11 @@ func TestMapping(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.req.ProjectId = ptr(p.GetMetadata().GetId())
-			s, err := h.cl.CreateSession(ctx, tc.req)
+			cl := h.cl
+			if tc.byUser {
+				cl = h.creator
+			}
+			s, err := cl.CreateSession(ctx, tc.req)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -43,10 +43,11 @@ func chartCRD(t testing.TB, mut func(sp *apiextensionsv1.JSONSchemaProps)) *apie
 	return c
 }
 
-// fullRequest sets every session field the mapping reads.
+// fullRequest sets every session field the mapping reads; created by
+// harness.creator, the session also has a creator (spec.userContext).
 func fullRequest(name, pid string) *ambientv1.CreateSessionRequest {
 	return &ambientv1.CreateSessionRequest{Name: name, ProjectId: ptr(pid), Prompt: ptr("p"), Timeout: ptr(int32(60)),
-		LlmModel: ptr("opus"), LlmTemperature: ptr(0.2), LlmMaxTokens: ptr(int32(100)), BotAccountName: ptr("bot"), CreatedByUserId: ptr("u-1"),
+		LlmModel: ptr("opus"), LlmTemperature: ptr(0.2), LlmMaxTokens: ptr(int32(100)), BotAccountName: ptr("bot"),
 		Repos:             ptr(`[{"url":"https://git/a","name":"front"}]`),
 		ResourceOverrides: ptr(`{"cpu":"2"}`), EnvironmentVariables: ptr(`{"A":"1"}`)}
 }
@@ -86,7 +87,7 @@ func TestOlderCRDThenUpgraded(t *testing.T) {
 
 	var sessions []*ambientv1.Session
 	for i := range 3 {
-		s, err := h.cl.CreateSession(ctx, fullRequest(fmt.Sprint("s", i), pid))
+		s, err := h.creator.CreateSession(ctx, fullRequest(fmt.Sprint("s", i), pid))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -145,7 +146,7 @@ func TestOlderCRDThenUpgraded(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.waitCR(t, name, lower(sessions[0].GetKubeCrName()), hasLLM)
-	s, err := h.cl.CreateSession(ctx, fullRequest("after", pid))
+	s, err := h.creator.CreateSession(ctx, fullRequest("after", pid))
 	if err != nil {
 		t.Fatal(err)
 	}

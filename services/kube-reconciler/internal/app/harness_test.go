@@ -81,10 +81,14 @@ type harness struct {
 	js       jetstream.JetStream
 	api      *memapi.Server
 	cl       *apiclient.Client
-	kube     kubernetes.Interface
-	dyn      dynamic.Interface
-	stats    map[string]*group.Stats
-	feed     feedCounts // the three feeds' counts together
+	// creator is a user's client: the API makes a session's creator
+	// (created_by_user_id, spec.userContext) the user who created it, and
+	// the service token (cl) is none.
+	creator *apiclient.Client
+	kube    kubernetes.Interface
+	dyn     dynamic.Interface
+	stats   map[string]*group.Stats
+	feed    feedCounts // the three feeds' counts together
 }
 
 // newHarness runs on the package's kube-apiserver.
@@ -95,12 +99,20 @@ func newHarness(t testing.TB) *harness {
 
 // newHarnessOn runs on env: tests that change the AgenticSession CRD start
 // an API server of their own (kubetest.StartT).
+// The user whose client is harness.creator.
+const (
+	creatorName  = "u-1"
+	creatorToken = "creator-token-0123456789"
+)
+
 func newHarnessOn(t testing.TB, env *kubetest.Env) *harness {
 	t.Helper()
 	ctx := t.Context()
-	h := &harness{instance: unique("inst"), env: env, nats: testenv.NATS(t), api: testenv.API(t), stats: map[string]*group.Stats{}}
+	api := testenv.API(t, memapi.WithUsers([]memapi.User{{Token: creatorToken, Name: creatorName, Projects: []string{memapi.AllProjects}}}))
+	h := &harness{instance: unique("inst"), env: env, nats: testenv.NATS(t), api: api, stats: map[string]*group.Stats{}}
 	_, h.js = testenv.JetStream(t, h.nats)
 	h.cl = testenv.APIClient(t, h.api)
+	h.creator = testenv.APIClient(t, h.api, func(c *apiclient.Config) { c.Token = creatorToken })
 	if _, err := bus.EnsureEventsStream(ctx, h.js, 1, time.Hour); err != nil {
 		t.Fatal(err)
 	}
