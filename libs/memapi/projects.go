@@ -78,13 +78,15 @@ func (x *projectService) UpdateProject(_ context.Context, req *ambientv1.UpdateP
 	return x.update(req)
 }
 
-// update sets the fields present in req (id selects the object).
+// update sets the fields present in req (id selects the object). The name
+// it leaves must pass the create's rule (the real service validates it on
+// every Replace, read from its code); a rename keeps the id.
 func (x *projectService) update(req *ambientv1.UpdateProjectRequest) (*ambientv1.Project, error) {
 	return x.r.update(req.GetId(), func(obj *ambientv1.Project) error {
 		if err := copyFields(obj, req, false, "id"); err != nil {
 			return errInternal(fmt.Errorf("update project: %w", err))
 		}
-		return nil
+		return validateProjectName(obj.GetName())
 	})
 }
 

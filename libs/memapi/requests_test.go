@@ -168,6 +168,10 @@ func TestGRPCErrorsLikeTheRealServer(t *testing.T) {
 			_, err := c.ProjectSettings().CreateProjectSettings(ctx, &ambientv1.CreateProjectSettingsRequest{})
 			return err
 		}, codes.InvalidArgument, "project_id is required"},
+		{"project renamed to an invalid name", func() error {
+			_, err := c.Projects().UpdateProject(ctx, &ambientv1.UpdateProjectRequest{Id: "taken", Name: proto.String("Team_A")})
+			return err
+		}, codes.InvalidArgument, "project name must match DNS-1123 label format: lowercase alphanumeric and hyphens, must start with a letter and end with an alphanumeric character"},
 		{"duplicate project", func() error {
 			_, err := c.Projects().CreateProject(ctx, &ambientv1.CreateProjectRequest{Name: "taken"})
 			return err
@@ -197,5 +201,13 @@ func TestGRPCErrorsLikeTheRealServer(t *testing.T) {
 		if _, err := c.Projects().CreateProject(ctx, &ambientv1.CreateProjectRequest{Name: name}); err != nil {
 			t.Errorf("valid project name %q refused: %v", name, err)
 		}
+	}
+	// The refused rename changed nothing; a valid one keeps the id.
+	if p, err := c.GetProject(ctx, "taken"); err != nil || p.GetName() != "taken" {
+		t.Fatalf("after the refused rename: %v, %v; want the name taken", p, err)
+	}
+	p, err := c.Projects().UpdateProject(ctx, &ambientv1.UpdateProjectRequest{Id: "taken", Name: proto.String("renamed")})
+	if err != nil || p.GetMetadata().GetId() != "taken" || p.GetName() != "renamed" {
+		t.Fatalf("valid rename: %v, %v; want id taken, name renamed", p, err)
 	}
 }
