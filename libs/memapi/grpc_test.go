@@ -204,21 +204,33 @@ func TestUpdatesSetOnlyPresentFields(t *testing.T) {
 		t.Errorf("status update lost fields: %v (after %v)", st2, st)
 	}
 
+	// The real service's checks, in its order (read from its code): no
+	// status field at all, then the id, then the phase.
+	const (
+		badPhase = `invalid phase "Exploded"; must be one of: Pending, Creating, Running, Stopping, Stopped, Completed, Failed`
+		noField  = "status patch body must set at least one field: phase, start_time, completion_time, sdk_session_id, " +
+			"sdk_restart_count, conditions, reconciled_repos, reconciled_workflow, kube_cr_uid, kube_namespace"
+	)
 	tests := []struct {
-		name string
-		req  *ambientv1.UpdateSessionStatusRequest
-		want codes.Code
+		name   string
+		req    *ambientv1.UpdateSessionStatusRequest
+		want   codes.Code
+		reason string // "": not compared
 	}{
-		{"invalid phase", &ambientv1.UpdateSessionStatusRequest{Id: id, Phase: proto.String("Exploded")}, codes.InvalidArgument},
-		{"empty phase", &ambientv1.UpdateSessionStatusRequest{Id: id, Phase: proto.String("")}, codes.InvalidArgument},
-		{"lower-case phase", &ambientv1.UpdateSessionStatusRequest{Id: id, Phase: proto.String("running")}, codes.InvalidArgument},
-		{"unknown id", &ambientv1.UpdateSessionStatusRequest{Id: "nope", Phase: proto.String("Failed")}, codes.NotFound},
+		{"invalid phase", &ambientv1.UpdateSessionStatusRequest{Id: id, Phase: proto.String("Exploded")}, codes.InvalidArgument, badPhase},
+		{"empty phase", &ambientv1.UpdateSessionStatusRequest{Id: id, Phase: proto.String("")}, codes.InvalidArgument, ""},
+		{"lower-case phase", &ambientv1.UpdateSessionStatusRequest{Id: id, Phase: proto.String("running")}, codes.InvalidArgument, ""},
+		{"unknown id", &ambientv1.UpdateSessionStatusRequest{Id: "nope", Phase: proto.String("Failed")}, codes.NotFound, ""},
+		{"unknown id, invalid phase", &ambientv1.UpdateSessionStatusRequest{Id: "nope", Phase: proto.String("Exploded")}, codes.NotFound, ""},
+		{"no status field", &ambientv1.UpdateSessionStatusRequest{Id: id}, codes.InvalidArgument, noField},
+		{"no status field, unknown id", &ambientv1.UpdateSessionStatusRequest{Id: "nope"}, codes.InvalidArgument, noField},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := c.UpdateSessionStatus(ctx, tc.req)
-			if got := status.Code(err); got != tc.want {
-				t.Errorf("code %v, want %v (err %v)", got, tc.want, err)
+			_, err := c.Sessions().UpdateSessionStatus(ctx, tc.req) // the generated client: the message is compared whole
+			st := status.Convert(err)
+			if st.Code() != tc.want || tc.reason != "" && st.Message() != tc.reason {
+				t.Errorf("got %v %q, want %v %q", st.Code(), st.Message(), tc.want, tc.reason)
 			}
 		})
 	}

@@ -3,8 +3,10 @@ package memapi
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/ambient-code/control-plane/libs/session"
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
@@ -114,16 +116,41 @@ func (x *sessionService) WatchSessions(_ *ambientv1.WatchSessionsRequest, stream
 	})
 }
 
-// UpdateSessionStatus validates the phase (InvalidArgument unless one of
-// session.Phases()) and sets only the fields present in req.
+// UpdateSessionStatus sets only the fields present in req, in the real
+// service's order of checks (read from its code): a request with no status
+// field at all is InvalidArgument before the id is looked up, an unknown id
+// NotFound, and a phase not among session.Phases() InvalidArgument.
 func (x *sessionService) UpdateSessionStatus(_ context.Context, req *ambientv1.UpdateSessionStatusRequest) (*ambientv1.Session, error) {
-	if req.Phase != nil && !session.Phase(req.GetPhase()).Valid() {
-		return nil, errValidation("invalid phase %q: want one of %v", req.GetPhase(), session.Phases())
+	if !setsStatus(req) {
+		return nil, errValidation("status patch body must set at least one field: phase, start_time, completion_time, " +
+			"sdk_session_id, sdk_restart_count, conditions, reconciled_repos, reconciled_workflow, kube_cr_uid, kube_namespace")
 	}
 	return x.r.update(req.GetId(), func(o *ambientv1.Session) error {
+		if req.Phase != nil && !session.Phase(req.GetPhase()).Valid() {
+			return errValidation("invalid phase %q; must be one of: %s", req.GetPhase(), phaseList())
+		}
 		applyStatus(o, req)
 		return nil
 	})
+}
+
+// setsStatus reports whether req sets any field besides the id.
+func setsStatus(req *ambientv1.UpdateSessionStatusRequest) bool {
+	set := false
+	req.ProtoReflect().Range(func(fd protoreflect.FieldDescriptor, _ protoreflect.Value) bool {
+		set = fd.Name() != "id"
+		return !set
+	})
+	return set
+}
+
+// phaseList is the seven phases as the real server's reason lists them.
+func phaseList() string {
+	names := make([]string, 0, len(session.Phases()))
+	for _, p := range session.Phases() {
+		names = append(names, string(p))
+	}
+	return strings.Join(names, ", ")
 }
 
 // transition is one of the REST-only session actions (there is no Start or
