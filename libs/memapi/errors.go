@@ -83,3 +83,30 @@ func errInternal(err error) error {
 func errRequired(field string) error {
 	return errValidation("%s is required", field)
 }
+
+// maxStringField is the longest value the real gRPC handlers take in a
+// checked string field (rh-trex's grpcutil.MaxStringFieldLength).
+const maxStringField = 255
+
+// checkID is the real gRPC handlers' check of the id of a get, update or
+// delete (grpcutil.ValidateRequiredID, read from the code): an empty id is
+// InvalidArgument "id is required", before any lookup. REST has no such
+// call: an empty id is another route.
+func checkID(id string) error {
+	if id == "" {
+		return errRequired("id")
+	}
+	return nil
+}
+
+// checkRequired is the real gRPC creates' check of their required field
+// (grpcutil.ValidateStringField): present and at most maxStringField bytes.
+func checkRequired(field, value string) error {
+	switch {
+	case value == "":
+		return errRequired(field)
+	case len(value) > maxStringField:
+		return errValidation("%s exceeds maximum length of %d", field, maxStringField)
+	}
+	return nil
+}

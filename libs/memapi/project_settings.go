@@ -29,14 +29,17 @@ func (s *Server) settingsResource() *resource[*ambientv1.ProjectSettings] {
 }
 
 func (x *projectSettingsService) GetProjectSettings(_ context.Context, req *ambientv1.GetProjectSettingsRequest) (*ambientv1.ProjectSettings, error) {
+	if err := checkID(req.GetId()); err != nil {
+		return nil, err
+	}
 	return x.r.get(req.GetId())
 }
 
 // CreateProjectSettings needs a project_id (InvalidArgument "project_id is
 // required"); the rest is create.
 func (x *projectSettingsService) CreateProjectSettings(_ context.Context, req *ambientv1.CreateProjectSettingsRequest) (*ambientv1.ProjectSettings, error) {
-	if req.GetProjectId() == "" {
-		return nil, errRequired("project_id")
+	if err := checkRequired("project_id", req.GetProjectId()); err != nil {
+		return nil, err
 	}
 	return x.create(req)
 }
@@ -51,6 +54,9 @@ func (x *projectSettingsService) create(req *ambientv1.CreateProjectSettingsRequ
 }
 
 func (x *projectSettingsService) UpdateProjectSettings(_ context.Context, req *ambientv1.UpdateProjectSettingsRequest) (*ambientv1.ProjectSettings, error) {
+	if err := checkID(req.GetId()); err != nil {
+		return nil, err
+	}
 	return x.update(req)
 }
 
@@ -65,6 +71,9 @@ func (x *projectSettingsService) update(req *ambientv1.UpdateProjectSettingsRequ
 }
 
 func (x *projectSettingsService) DeleteProjectSettings(_ context.Context, req *ambientv1.DeleteProjectSettingsRequest) (*ambientv1.DeleteProjectSettingsResponse, error) {
+	if err := checkID(req.GetId()); err != nil {
+		return nil, err
+	}
 	x.r.remove(req.GetId())
 	return &ambientv1.DeleteProjectSettingsResponse{}, nil
 }

@@ -30,14 +30,17 @@ func (s *Server) projectResource() *resource[*ambientv1.Project] {
 }
 
 func (x *projectService) GetProject(_ context.Context, req *ambientv1.GetProjectRequest) (*ambientv1.Project, error) {
+	if err := checkID(req.GetId()); err != nil {
+		return nil, err
+	}
 	return x.r.get(req.GetId())
 }
 
 // CreateProject needs a name (InvalidArgument "name is required"); the rest
 // is create.
 func (x *projectService) CreateProject(_ context.Context, req *ambientv1.CreateProjectRequest) (*ambientv1.Project, error) {
-	if req.GetName() == "" {
-		return nil, errRequired("name")
+	if err := checkRequired("name", req.GetName()); err != nil {
+		return nil, err
 	}
 	return x.create(req)
 }
@@ -75,6 +78,9 @@ func validateProjectName(name string) error {
 }
 
 func (x *projectService) UpdateProject(_ context.Context, req *ambientv1.UpdateProjectRequest) (*ambientv1.Project, error) {
+	if err := checkID(req.GetId()); err != nil {
+		return nil, err
+	}
 	return x.update(req)
 }
 
@@ -91,6 +97,9 @@ func (x *projectService) update(req *ambientv1.UpdateProjectRequest) (*ambientv1
 }
 
 func (x *projectService) DeleteProject(_ context.Context, req *ambientv1.DeleteProjectRequest) (*ambientv1.DeleteProjectResponse, error) {
+	if err := checkID(req.GetId()); err != nil {
+		return nil, err
+	}
 	x.r.remove(req.GetId())
 	return &ambientv1.DeleteProjectResponse{}, nil
 }

@@ -142,12 +142,13 @@ func TestGRPCErrorsLikeTheRealServer(t *testing.T) {
 	}
 	// The generated clients, not apiclient's wrappers: the message is
 	// compared whole.
-	tests := []struct {
+	type errCase struct {
 		name   string
 		call   func() error
 		code   codes.Code
 		reason string
-	}{
+	}
+	tests := []errCase{
 		{"project name with capitals", func() error {
 			_, err := c.Projects().CreateProject(ctx, &ambientv1.CreateProjectRequest{Name: "Team_A"})
 			return err
@@ -189,6 +190,47 @@ func TestGRPCErrorsLikeTheRealServer(t *testing.T) {
 			return err
 		}, codes.NotFound, "ProjectSettings with id='nope' not found"},
 	}
+	// The handlers' own checks before any lookup (rh-trex's grpcutil, read
+	// from the code): an empty id, and a required string over 255 bytes.
+	const idRequired = "id is required"
+	noID := map[string]func() error{
+		"GetSession": func() error { _, err := c.Sessions().GetSession(ctx, &ambientv1.GetSessionRequest{}); return err },
+		"UpdateSession": func() error {
+			_, err := c.Sessions().UpdateSession(ctx, &ambientv1.UpdateSessionRequest{Prompt: proto.String("x")})
+			return err
+		},
+		"UpdateSessionStatus": func() error {
+			_, err := c.Sessions().UpdateSessionStatus(ctx, &ambientv1.UpdateSessionStatusRequest{})
+			return err
+		},
+		"DeleteSession": func() error { _, err := c.Sessions().DeleteSession(ctx, &ambientv1.DeleteSessionRequest{}); return err },
+		"GetProject":    func() error { _, err := c.Projects().GetProject(ctx, &ambientv1.GetProjectRequest{}); return err },
+		"UpdateProject": func() error { _, err := c.Projects().UpdateProject(ctx, &ambientv1.UpdateProjectRequest{}); return err },
+		"DeleteProject": func() error { _, err := c.Projects().DeleteProject(ctx, &ambientv1.DeleteProjectRequest{}); return err },
+		"GetProjectSettings": func() error {
+			_, err := c.ProjectSettings().GetProjectSettings(ctx, &ambientv1.GetProjectSettingsRequest{})
+			return err
+		},
+		"UpdateProjectSettings": func() error {
+			_, err := c.ProjectSettings().UpdateProjectSettings(ctx, &ambientv1.UpdateProjectSettingsRequest{})
+			return err
+		},
+		"DeleteProjectSettings": func() error {
+			_, err := c.ProjectSettings().DeleteProjectSettings(ctx, &ambientv1.DeleteProjectSettingsRequest{})
+			return err
+		},
+	}
+	for name, call := range noID {
+		tests = append(tests, errCase{name + " without id", call, codes.InvalidArgument, idRequired})
+	}
+	tests = append(tests, errCase{"session name over 255 bytes", func() error {
+		_, err := c.Sessions().CreateSession(ctx, &ambientv1.CreateSessionRequest{Name: strings.Repeat("n", 256)})
+		return err
+	}, codes.InvalidArgument, "name exceeds maximum length of 255"},
+		errCase{"settings project_id over 255 bytes", func() error {
+			_, err := c.ProjectSettings().CreateProjectSettings(ctx, &ambientv1.CreateProjectSettingsRequest{ProjectId: strings.Repeat("p", 256)})
+			return err
+		}, codes.InvalidArgument, "project_id exceeds maximum length of 255"})
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			st := status.Convert(tc.call())
@@ -196,6 +238,9 @@ func TestGRPCErrorsLikeTheRealServer(t *testing.T) {
 				t.Fatalf("got %v %q, want %v %q", st.Code(), st.Message(), tc.code, tc.reason)
 			}
 		})
+	}
+	if _, err := c.Sessions().CreateSession(ctx, &ambientv1.CreateSessionRequest{Name: strings.Repeat("n", 255)}); err != nil {
+		t.Errorf("session name of 255 bytes refused: %v", err)
 	}
 	for _, name := range []string{"ab", "a1", "team-a", "kube-system", "default", strings.Repeat("a", 63)} {
 		if _, err := c.Projects().CreateProject(ctx, &ambientv1.CreateProjectRequest{Name: name}); err != nil {

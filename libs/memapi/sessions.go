@@ -43,14 +43,17 @@ func (s *Server) sessionResource() *resource[*ambientv1.Session] {
 }
 
 func (x *sessionService) GetSession(_ context.Context, req *ambientv1.GetSessionRequest) (*ambientv1.Session, error) {
+	if err := checkID(req.GetId()); err != nil {
+		return nil, err
+	}
 	return x.r.get(req.GetId())
 }
 
 // CreateSession needs a name (InvalidArgument "name is required", like the
 // real gRPC handler); the rest is create, with the caller as the creator.
 func (x *sessionService) CreateSession(ctx context.Context, req *ambientv1.CreateSessionRequest) (*ambientv1.Session, error) {
-	if req.GetName() == "" {
-		return nil, errRequired("name")
+	if err := checkRequired("name", req.GetName()); err != nil {
+		return nil, err
 	}
 	return x.create(req, callerOf(ctx))
 }
@@ -87,6 +90,9 @@ func (x *sessionService) create(req *ambientv1.CreateSessionRequest, by *User) (
 }
 
 func (x *sessionService) UpdateSession(_ context.Context, req *ambientv1.UpdateSessionRequest) (*ambientv1.Session, error) {
+	if err := checkID(req.GetId()); err != nil {
+		return nil, err
+	}
 	return x.update(req)
 }
 
@@ -101,6 +107,9 @@ func (x *sessionService) update(req *ambientv1.UpdateSessionRequest) (*ambientv1
 }
 
 func (x *sessionService) DeleteSession(_ context.Context, req *ambientv1.DeleteSessionRequest) (*ambientv1.DeleteSessionResponse, error) {
+	if err := checkID(req.GetId()); err != nil {
+		return nil, err
+	}
 	x.r.remove(req.GetId())
 	return &ambientv1.DeleteSessionResponse{}, nil
 }
@@ -121,6 +130,9 @@ func (x *sessionService) WatchSessions(_ *ambientv1.WatchSessionsRequest, stream
 // field at all is InvalidArgument before the id is looked up, an unknown id
 // NotFound, and a phase not among session.Phases() InvalidArgument.
 func (x *sessionService) UpdateSessionStatus(_ context.Context, req *ambientv1.UpdateSessionStatusRequest) (*ambientv1.Session, error) {
+	if err := checkID(req.GetId()); err != nil {
+		return nil, err
+	}
 	if !setsStatus(req) {
 		return nil, errValidation("status patch body must set at least one field: phase, start_time, completion_time, " +
 			"sdk_session_id, sdk_restart_count, conditions, reconciled_repos, reconciled_workflow, kube_cr_uid, kube_namespace")
