@@ -92,9 +92,12 @@ func TestAuth(t *testing.T) {
 			}
 		})
 	}
-	// /healthz and CORS preflights need no credentials.
-	if code := statusOf(t, pTok.url+"/healthz"); code != 200 {
-		t.Fatalf("/healthz: %d", code)
+	// /healthz and CORS preflights need no credentials; nor does /health,
+	// the original proxy's path.
+	for _, path := range []string{"/healthz", "/health"} {
+		if code := statusOf(t, pTok.url+path); code != 200 {
+			t.Fatalf("%s: %d", path, code)
+		}
 	}
 }
 

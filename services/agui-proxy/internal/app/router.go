@@ -14,8 +14,8 @@ import (
 // corsMaxAge is how long browsers may cache a preflight answer (seconds).
 const corsMaxAge = 600
 
-// newRouter builds the proxy's HTTP surface: CORS on everything, /healthz,
-// and /sessions/... behind authentication (nil verifier: none). There is no
+// newRouter builds the proxy's HTTP surface: CORS on everything, /healthz
+// (and /health, the original's), and /sessions/... behind authentication (nil verifier: none). There is no
 // Timeout or compression middleware: streaming routes must not have them.
 func newRouter(p *proxy.Proxy, v auth.Verifier, origins []string, log *slog.Logger) http.Handler {
 	r := chi.NewRouter()
@@ -37,10 +37,12 @@ func newRouter(p *proxy.Proxy, v auth.Verifier, origins []string, log *slog.Logg
 	r.MethodNotAllowed(func(w http.ResponseWriter, _ *http.Request) {
 		proxy.WriteError(w, http.StatusMethodNotAllowed, "method not allowed")
 	})
-	r.Get("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+	alive := func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write([]byte(`{"status":"ok"}` + "\n")) // client gone: nothing to do
-	})
+	}
+	r.Get("/healthz", alive)
+	r.Get("/health", alive) // the original proxy's path, which its users probe
 	r.Group(func(r chi.Router) {
 		if v != nil {
 			r.Use(auth.Middleware(v, log))

@@ -41,11 +41,19 @@ func upstreamHeader(in http.Header, ep route.Endpoint) http.Header {
 	for _, k := range []string{"Authorization", "Cookie", "Accept-Encoding", "Expect"} {
 		h.Del(k)
 	}
-	if ep.Stream && h.Get("Accept") == "" {
+	if ep.Stream && !strings.Contains(h.Get("Accept"), aguiProtoMediaType) {
+		// The stream routes are SSE (the original sent this Accept on
+		// every events call): a client's */* (curl's default) or
+		// text/html must not make a runner answer something else. The one
+		// other encoding AG-UI defines is asked for by name and passes.
 		h.Set("Accept", "text/event-stream")
 	}
 	return h
 }
+
+// aguiProtoMediaType is AG-UI's binary event encoding, which a client may
+// negotiate with a runner instead of SSE.
+const aguiProtoMediaType = "application/vnd.ag-ui.event+proto"
 
 // isEventStream reports whether a Content-Type is SSE.
 func isEventStream(contentType string) bool {
@@ -66,9 +74,9 @@ func copyResponseHeader(dst, src http.Header, stream bool) {
 		dst.Del("Content-Length")
 	}
 	if isEventStream(src.Get("Content-Type")) {
-		if dst.Get("Cache-Control") == "" {
-			dst.Set("Cache-Control", "no-cache")
-		}
+		// A live stream is never cacheable, whatever the runner says: a
+		// cache that kept it would replay old events to the next client.
+		dst.Set("Cache-Control", "no-cache")
 		dst.Set("X-Accel-Buffering", "no")
 	}
 }

@@ -464,6 +464,15 @@ func (p *Proxy) upstreamFailed(w *recorder, r *http.Request, err error, streamCt
 			"the session's runner endpoint resolves outside RUNNER_ALLOWED_NETWORKS")
 		return
 	}
+	// A runner never connected to is unreachable, even when the connect
+	// timed out (an address that drops packets): 504 is for a runner that
+	// took the request and did not answer in time.
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "dial" {
+		log.Warn("runner unreachable", slog.Any(logkey.Err, err))
+		WriteError(w, http.StatusBadGateway, "runner unreachable")
+		return
+	}
 	var ne net.Error
 	if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
 		log.Warn("runner timed out", slog.Any(logkey.Err, err))

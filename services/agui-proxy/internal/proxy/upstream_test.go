@@ -1,0 +1,103 @@
+package proxy
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestStreamRoutesAskForSSE: the stream routes reach the runner asking for
+// SSE (the original sent Accept: text/event-stream on every events call),
+// whatever generic Accept the client sent; AG-UI's binary encoding, asked
+// for by name, passes through; other routes keep the client's Accept.
+func TestStreamRoutesAskForSSE(t *testing.T) {
+	t.Parallel()
+	accepts := make(chan string, 1) // one request per case
+	runner := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		accepts <- r.Header.Get("Accept")
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	t.Cleanup(runner.Close)
+	tab := newTable()
+	tab.set("s1", endpointOf(t, "s1", runner.URL))
+	_, srv := startProxy(t, Config{}, tab, nil)
+	for _, tc := range []struct {
+		path, accept, want string
+	}{
+		{"/sessions/s1/agui/events", "", "text/event-stream"},
+		{"/sessions/s1/agui/events", "*/*", "text/event-stream"},
+		{"/sessions/s1/agui/events", "text/html", "text/event-stream"},
+		{"/sessions/s1/agui/events", aguiProtoMediaType, aguiProtoMediaType},
+		{"/sessions/s1/health", "*/*", "*/*"},
+	} {
+		req, err := http.NewRequest(http.MethodGet, srv.URL+tc.path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tc.accept != "" {
+			req.Header.Set("Accept", tc.accept)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = resp.Body.Close()
+		if got := within(t, 5*time.Second, accepts, "runner request"); got != tc.want {
+			t.Errorf("%s with Accept %q: the runner saw %q, want %q", tc.path, tc.accept, got, tc.want)
+		}
+	}
+}
+
+// TestSSEIsNeverCacheable: a runner's own caching headers on an event
+// stream are overridden; a cache that kept a live stream would replay it.
+func TestSSEIsNeverCacheable(t *testing.T) {
+	t.Parallel()
+	runner := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.Header().Set("Cache-Control", "public, max-age=3600")
+		_, _ = io.WriteString(w, "data: 1\n\n") // the client may be gone
+	}))
+	t.Cleanup(runner.Close)
+	tab := newTable()
+	tab.set("s1", endpointOf(t, "s1", runner.URL))
+	_, srv := startProxy(t, Config{}, tab, nil)
+	resp, err := http.Get(srv.URL + "/sessions/s1/agui/events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if got := resp.Header.Values("Cache-Control"); len(got) != 1 || got[0] != "no-cache" {
+		t.Fatalf("Cache-Control %q, want only no-cache", got)
+	}
+}
+
+// TestRunnerNeverConnectedIs502: a connect that times out (a runner address
+// that drops packets) means the runner is unreachable, 502 like a refused
+// connect; 504 is for a runner that took the request and did not answer.
+// A 1 ns dial timeout makes every connect time out at once.
+func TestRunnerNeverConnectedIs502(t *testing.T) {
+	t.Parallel()
+	runner := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	t.Cleanup(runner.Close)
+	tab := newTable()
+	tab.set("s1", endpointOf(t, "s1", runner.URL))
+	_, srv := startProxy(t, Config{DialTimeout: time.Nanosecond}, tab, nil)
+	for _, path := range []string{"/sessions/s1/health", "/sessions/s1/agui/events"} {
+		resp, err := http.Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		var e errorBody
+		if resp.StatusCode != http.StatusBadGateway || json.Unmarshal(body, &e) != nil || e.Error != "runner unreachable" {
+			t.Errorf("%s: %d %s, want 502 runner unreachable", path, resp.StatusCode, strings.TrimSpace(string(body)))
+		}
+	}
+}
