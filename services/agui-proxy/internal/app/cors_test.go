@@ -14,10 +14,17 @@ func TestCORS(t *testing.T) {
 	e.register(t, r.endpoint(t, "s-cors"))
 	cfg := e.proxyCfg()
 	cfg.CORSOrigins = []string{"https://app.example", "http://localhost:3000"}
-	p := startProxy(t, cfg)
+	p, pLog := startProxyLogged(t, cfg)
 	anyCfg := e.proxyCfg()
 	anyCfg.CORSOrigins = []string{"*"}
-	pAny := startProxy(t, anyCfg)
+	pAny, pAnyLog := startProxyLogged(t, anyCfg)
+	// "*" is allowed, and said at start: any site may then script the
+	// proxy from its visitors' browsers. (Both logged before Ready.)
+	const warning = "cors allows any origin"
+	if !strings.Contains(pAnyLog.String(), warning) || strings.Contains(pLog.String(), warning) {
+		t.Fatalf("warning %q: with \"*\" logged %v, with listed origins logged %v; want true, false",
+			warning, strings.Contains(pAnyLog.String(), warning), strings.Contains(pLog.String(), warning))
+	}
 
 	tests := []struct {
 		name        string

@@ -209,6 +209,19 @@ func startProxyWith(t testing.TB, cfg config.Config, opts ...app.Option) *proxyH
 	if os.Getenv("AGUI_TEST_LOG") != "" {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
+	return startProxyOn(t, cfg, log, opts...)
+}
+
+// startProxyLogged is startProxy keeping the proxy's log for the test.
+func startProxyLogged(t testing.TB, cfg config.Config) (*proxyHandle, *testenv.Buffer) {
+	t.Helper()
+	var buf testenv.Buffer
+	return startProxyOn(t, cfg, slog.New(slog.NewTextHandler(&buf, nil))), &buf
+}
+
+// startProxyOn runs the proxy with log.
+func startProxyOn(t testing.TB, cfg config.Config, log *slog.Logger, opts ...app.Option) *proxyHandle {
+	t.Helper()
 	a, err := app.New(cfg, "test", log, opts...)
 	if err != nil {
 		t.Fatalf("app.New: %v", err)
