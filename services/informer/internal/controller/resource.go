@@ -187,7 +187,7 @@ func (r *Resource[T]) Lead(ctx context.Context) error {
 func (r *Resource[T]) hooks(ctx context.Context) watch.Hooks {
 	res := r.Kind()
 	return watch.Hooks{
-		Reconnect: func(error) { r.m.reconnects.Add(ctx, 1, resAttr(res)) },
+		Reconnect: func(error, time.Duration) { r.m.reconnects.Add(ctx, 1, resAttr(res)) },
 		Relist: func(n int, took time.Duration) {
 			r.m.relists.Add(ctx, 1, resAttr(res))
 			r.log.Debug("listed", slog.Int(logkey.Count, n), slog.Duration(logkey.Duration, took))

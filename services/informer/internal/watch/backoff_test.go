@@ -1,8 +1,15 @@
 package watch
 
 import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
 	"testing"
 	"time"
+
+	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
+	"github.com/ambient-code/control-plane/services/informer/internal/diff"
 )
 
 // TestBackoffSequence pins the reconnect schedule: 1s doubling to 30s,
@@ -44,5 +51,57 @@ func TestBackoffJitterBounds(t *testing.T) {
 	}
 	if !varied {
 		t.Fatal("no delay differed from the schedule: jitter not applied")
+	}
+}
+
+// TestRunResetsBackoffAfterHealthyStream: failures back off 1, 2, 4 x the
+// initial delay; a stream that then delivers events was healthy, so the
+// next failure starts over at the initial delay instead of going on to 8
+// (the original never reset its attempt counter, so one flaky hour left
+// every later reconnect waiting the maximum).
+func TestRunResetsBackoffAfterHealthyStream(t *testing.T) {
+	t.Parallel()
+	const unit = time.Millisecond
+	var mu sync.Mutex
+	var waits []time.Duration // guarded by mu
+	opened := 0               // guarded by mu; Watch calls
+	errDown := errors.New("api down")
+	ctx, cancel := context.WithCancel(t.Context())
+	src := Source[*ambientv1.Session]{
+		Pages: Whole(func(context.Context) ([]*ambientv1.Session, error) { return nil, nil }),
+		Watch: func(ctx context.Context) (Stream[*ambientv1.Session], error) {
+			mu.Lock()
+			defer mu.Unlock()
+			opened++
+			if opened != 4 {
+				return nil, errDown
+			}
+			// The fourth stream is healthy: one event, then a clean end.
+			ch := make(chan Event[*ambientv1.Session], 1)
+			ch <- Event[*ambientv1.Session]{Type: ambientv1.EventType_EVENT_TYPE_CREATED, ID: "a", Object: sess("a", 1)}
+			close(ch)
+			return chanStream{done: ctx.Done(), ch: ch}, nil
+		},
+	}
+	hooks := Hooks{Reconnect: func(_ error, wait time.Duration) {
+		mu.Lock()
+		defer mu.Unlock()
+		waits = append(waits, wait)
+		if len(waits) == 5 {
+			cancel()
+		}
+	}}
+	w := New(src, diff.NewStore[*ambientv1.Session](), func(string) {}, Config{BackoffInitial: unit, BackoffMax: time.Hour}, hooks, slog.New(slog.DiscardHandler))
+	if err := w.Run(ctx); err != nil {
+		t.Fatalf("Run = %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	// 3 failures, the healthy stream's end, 1 failure; jitter is +/-25 %.
+	want := []time.Duration{1 * unit, 2 * unit, 4 * unit, 1 * unit, 2 * unit}
+	for i, base := range want {
+		if i >= len(waits) || waits[i] < base*3/4 || waits[i] > base*5/4+1 {
+			t.Fatalf("waits %v, want about %v (+/-25 %%)", waits, want)
+		}
 	}
 }

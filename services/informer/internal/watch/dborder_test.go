@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/ambient-code/control-plane/libs/apiclient"
+	"github.com/ambient-code/control-plane/libs/memapi"
 	"github.com/ambient-code/control-plane/libs/testenv"
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
 	"github.com/ambient-code/control-plane/services/informer/internal/diff"
@@ -29,8 +30,10 @@ type dbOrder struct {
 	buf   *buffer[*ambientv1.Session]
 }
 
-// newDBOrder seeds n sessions and lists them once into a new store.
-func newDBOrder(t *testing.T, n int, src func(c *apiclient.Client) Source[*ambientv1.Session], cfg Config, hooks Hooks) (*dbOrder, *Watcher[*ambientv1.Session]) {
+// newDBOrder seeds n sessions and lists them once into a new store. While
+// page 1 of the next list is read, change runs once (nil: updateFirst).
+func newDBOrder(t *testing.T, n int, src func(c *apiclient.Client) Source[*ambientv1.Session], cfg Config, hooks Hooks,
+	change func(t *testing.T, srv *memapi.Server, d *dbOrder)) (*dbOrder, *Watcher[*ambientv1.Session]) {
 	t.Helper()
 	srv := testenv.API(t)
 	d := &dbOrder{c: testenv.APIClient(t, srv), store: diff.NewStore[*ambientv1.Session](), buf: newBuffer[*ambientv1.Session]()}
@@ -48,24 +51,28 @@ func newDBOrder(t *testing.T, n int, src func(c *apiclient.Client) Source[*ambie
 	if got := d.store.Len(); got != n {
 		t.Fatalf("first list: %d sessions cached, want %d", got, n)
 	}
-	// While page 1 of the next list is read, the first session is updated
-	// (once), and its UPDATED reaches the buffer as the watch would bring
-	// it.
+	if change == nil {
+		change = updateFirst
+	}
 	var once sync.Once
 	srv.SetListHook(func(method string, page int32) {
 		if method != ambientv1.SessionService_ListSessions_FullMethodName || page != 1 {
 			return
 		}
-		once.Do(func() {
-			s, err := srv.Sessions().UpdateSession(context.Background(), &ambientv1.UpdateSessionRequest{Id: d.ids[0], Prompt: proto.String("moved")})
-			if err != nil {
-				t.Errorf("update during list: %v", err)
-				return
-			}
-			d.buf.push(Event[*ambientv1.Session]{Type: ambientv1.EventType_EVENT_TYPE_UPDATED, ID: d.ids[0], Object: s})
-		})
+		once.Do(func() { change(t, srv, d) })
 	})
 	return d, w
+}
+
+// updateFirst updates the first session, and its UPDATED reaches the
+// buffer as the watch would bring it.
+func updateFirst(t *testing.T, srv *memapi.Server, d *dbOrder) {
+	s, err := srv.Sessions().UpdateSession(context.Background(), &ambientv1.UpdateSessionRequest{Id: d.ids[0], Prompt: proto.String("moved")})
+	if err != nil {
+		t.Errorf("update during list: %v", err)
+		return
+	}
+	d.buf.push(Event[*ambientv1.Session]{Type: ambientv1.EventType_EVENT_TYPE_UPDATED, ID: d.ids[0], Object: s})
 }
 
 // cached reports whether the store holds id.
@@ -82,7 +89,7 @@ func TestUnlistedObjectsAreReadByID(t *testing.T) {
 	t.Parallel()
 	const n = 600 // two pages of apiclient.DefaultPageSize (500)
 	var found, gone int
-	d, w := newDBOrder(t, n, Sessions, Config{ListPasses: 1}, Hooks{Unlisted: func(f, g int) { found, gone = f, g }})
+	d, w := newDBOrder(t, n, Sessions, Config{ListPasses: 1}, Hooks{Unlisted: func(f, g int) { found, gone = f, g }}, nil)
 	offline := d.ids[550] // on page 2, after the one the update makes slip
 	if err := d.c.DeleteSession(t.Context(), offline); err != nil {
 		t.Fatal(err)
@@ -111,11 +118,39 @@ func TestListRepeatsAfterUpdates(t *testing.T) {
 		src.Get = nil
 		return src
 	}
-	d, w := newDBOrder(t, n, noGet, Config{}, Hooks{})
+	d, w := newDBOrder(t, n, noGet, Config{}, Hooks{}, nil)
 	if err := w.relist(t.Context(), d.buf); err != nil {
 		t.Fatal(err)
 	}
 	if skipped := d.ids[apiclient.DefaultPageSize]; !d.cached(skipped) || d.store.Len() != n {
 		t.Fatalf("after the relist: first session of page 2 cached %v, %d cached; want true, %d", d.cached(skipped), d.store.Len(), n)
+	}
+}
+
+// TestDeleteSeenLateHidesNothing: a delete on page 1 while the list reads
+// it shifts page 2 too, and its DELETED may reach the informer only after
+// the list (or the server had not registered the watch yet), so no pass
+// repeats. The session that slipped is read by id and stays; the deleted
+// one was listed, and goes when its DELETED comes.
+func TestDeleteSeenLateHidesNothing(t *testing.T) {
+	t.Parallel()
+	const n = 600 // two pages
+	deleteFirst := func(t *testing.T, srv *memapi.Server, d *dbOrder) {
+		if _, err := srv.Sessions().DeleteSession(context.Background(), &ambientv1.DeleteSessionRequest{Id: d.ids[0]}); err != nil {
+			t.Errorf("delete during list: %v", err)
+		}
+	}
+	d, w := newDBOrder(t, n, Sessions, Config{}, Hooks{}, deleteFirst)
+	if err := w.relist(t.Context(), d.buf); err != nil {
+		t.Fatal(err)
+	}
+	skipped := d.ids[apiclient.DefaultPageSize]
+	if !d.cached(skipped) || d.store.Len() != n {
+		t.Fatalf("after the relist: first session of page 2 cached %v, %d cached; want true, %d", d.cached(skipped), d.store.Len(), n)
+	}
+	w.applyLive([]Event[*ambientv1.Session]{{Type: ambientv1.EventType_EVENT_TYPE_DELETED, ID: d.ids[0]}})
+	if d.cached(d.ids[0]) || !d.cached(skipped) || d.store.Len() != n-1 {
+		t.Fatalf("after the late DELETED: deleted session cached %v, skipped one %v, %d cached; want false, true, %d",
+			d.cached(d.ids[0]), d.cached(skipped), d.store.Len(), n-1)
 	}
 }

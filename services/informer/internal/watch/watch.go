@@ -90,8 +90,9 @@ func (c Config) withDefaults() Config {
 // Hooks report what the loop does (metrics); nil fields are skipped. They
 // run on the loop's goroutine and must not block.
 type Hooks struct {
-	// Reconnect runs when a stream ended or failed and a new cycle follows.
-	Reconnect func(err error)
+	// Reconnect runs when a stream ended or failed and a new cycle follows
+	// after wait (the backoff).
+	Reconnect func(err error, wait time.Duration)
 	// Relist runs after each completed list (first, confirming, periodic)
 	// with the number of objects.
 	Relist func(objects int, took time.Duration)
@@ -145,10 +146,10 @@ func (w *Watcher[T]) Run(ctx context.Context) error {
 		if received > 0 || time.Since(start) >= w.cfg.HealthyAfter {
 			b.Reset()
 		}
-		if w.hooks.Reconnect != nil {
-			w.hooks.Reconnect(err)
-		}
 		d := b.NextBackOff()
+		if w.hooks.Reconnect != nil {
+			w.hooks.Reconnect(err, d)
+		}
 		if errors.Is(err, io.EOF) {
 			w.log.Info("watch stream ended, reconnecting", slog.Duration(logkey.Duration, d))
 		} else {

@@ -148,7 +148,7 @@ func TestRunRelistsAfterEOF(t *testing.T) {
 	var dirty sync.Map
 	w := New(src, store, func(id string) { dirty.Store(id, true) },
 		Config{BackoffInitial: time.Millisecond, BackoffMax: 5 * time.Millisecond},
-		Hooks{Reconnect: func(error) { reconnects.Add(1) }}, slog.New(slog.DiscardHandler))
+		Hooks{Reconnect: func(error, time.Duration) { reconnects.Add(1) }}, slog.New(slog.DiscardHandler))
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1) // Run's result
 	// Owned by the test: cancelled and awaited below.
