@@ -145,12 +145,16 @@ func TestMapping(t *testing.T) {
 		var got []string
 		for _, rb := range list.Items {
 			s := rb.Subjects[0]
-			got = append(got, fmt.Sprintf("%s %s/%s -> %s/%s %s", rb.Name, s.Kind, s.Name, rb.RoleRef.Kind, rb.RoleRef.Name, rb.Labels["ambient-code.io/project-id"]))
+			// The managed and instance labels too: the resync and the prune
+			// find this installation's bindings by them.
+			got = append(got, fmt.Sprintf("%s %s/%s -> %s/%s %s managed=%s instance=%s", rb.Name, s.Kind, s.Name, rb.RoleRef.Kind, rb.RoleRef.Name,
+				rb.Labels["ambient-code.io/project-id"], rb.Labels[spec.LabelManaged], rb.Labels[spec.LabelInstance]))
 		}
 		slices.Sort(got)
+		labels := name + " managed=true instance=" + h.instance
 		want := []string{
-			"ambient-devs-ambient-project-edit Group/devs -> ClusterRole/ambient-project-edit " + name,
-			"ambient-leads-ambient-project-admin Group/leads -> ClusterRole/ambient-project-admin " + name,
+			"ambient-devs-ambient-project-edit Group/devs -> ClusterRole/ambient-project-edit " + labels,
+			"ambient-leads-ambient-project-admin Group/leads -> ClusterRole/ambient-project-admin " + labels,
 		}
 		if diff := cmp.Diff(want, got); diff != "" {
 			return fmt.Errorf("rolebindings (-want +got):\n%s", diff)

@@ -3,6 +3,7 @@ package app
 import (
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/ambient-code/control-plane/libs/testenv"
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
@@ -92,8 +93,15 @@ func TestStatusWriteBack(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Every field the steps set must have reached the API, not only the phase.
 	if got.GetSdkRestartCount() != 2 || got.GetCompletionTime().AsTime().Format("15:04") != "04:00" || got.GetReconciledWorkflow() != `{"gitUrl":"w"}` {
 		t.Errorf("session status = restarts %d, completion %v, workflow %q", got.GetSdkRestartCount(), got.GetCompletionTime().AsTime(), got.GetReconciledWorkflow())
+	}
+	if got.GetStartTime() == nil || got.GetStartTime().AsTime().Format(time.RFC3339) != "2026-01-02T03:04:05Z" {
+		t.Errorf("start time = %v, want 2026-01-02T03:04:05Z", got.GetStartTime())
+	}
+	if got.GetSdkSessionId() != "sdk-1" || got.GetReconciledRepos() != `[{"url":"u"}]` {
+		t.Errorf("session status = sdk session %q, repos %q", got.GetSdkSessionId(), got.GetReconciledRepos())
 	}
 	if n := h.api.CallCount(updateStatusMethod); n != want {
 		t.Errorf("UpdateSessionStatus calls = %d, want %d (one per real change)", n, want)

@@ -99,3 +99,56 @@ func TestTrimKeepsWhatIsCompared(t *testing.T) {
 		t.Error("trim changed the updated_at order")
 	}
 }
+
+// TestDiffersEachField: Differs is the loop guard, so a change in any single
+// field the request can carry must count on its own (a missed field would
+// leave the API stale forever, since the echo then compares equal). The
+// table is keyed by the request's proto field names and checked against the
+// descriptor, so a field added to the request without a case here fails.
+func TestDiffersEachField(t *testing.T) {
+	t.Parallel()
+	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	req := &ambientv1.UpdateSessionStatusRequest{Id: "S1", Phase: proto.String("Running"), StartTime: timestamppb.New(at),
+		CompletionTime: timestamppb.New(at.Add(time.Hour)), SdkSessionId: proto.String("sdk"), SdkRestartCount: proto.Int32(2),
+		Conditions: proto.String(`[{"type":"Ready"}]`), ReconciledRepos: proto.String(`[{"url":"u"}]`),
+		ReconciledWorkflow: proto.String(`{"gitUrl":"w"}`), KubeCrUid: proto.String("uid-1"), KubeNamespace: proto.String("ns")}
+	equal := func() *ambientv1.Session {
+		return &ambientv1.Session{Phase: req.Phase, StartTime: req.StartTime, CompletionTime: req.CompletionTime,
+			SdkSessionId: req.SdkSessionId, SdkRestartCount: req.SdkRestartCount, Conditions: req.Conditions,
+			ReconciledRepos: req.ReconciledRepos, ReconciledWorkflow: req.ReconciledWorkflow,
+			KubeCrUid: req.KubeCrUid, KubeNamespace: req.KubeNamespace}
+	}
+	// Each change is to another valid value of the field's kind (JSON stays
+	// valid JSON, times differ by whole seconds), so only the value differs.
+	tests := map[string]func(s *ambientv1.Session){
+		"phase":               func(s *ambientv1.Session) { s.Phase = proto.String("Completed") },
+		"start_time":          func(s *ambientv1.Session) { s.StartTime = timestamppb.New(at.Add(-time.Second)) },
+		"completion_time":     func(s *ambientv1.Session) { s.CompletionTime = timestamppb.New(at.Add(time.Hour + time.Second)) },
+		"sdk_session_id":      func(s *ambientv1.Session) { s.SdkSessionId = proto.String("sdk-2") },
+		"sdk_restart_count":   func(s *ambientv1.Session) { s.SdkRestartCount = proto.Int32(3) },
+		"conditions":          func(s *ambientv1.Session) { s.Conditions = proto.String(`[{"type":"Failed"}]`) },
+		"reconciled_repos":    func(s *ambientv1.Session) { s.ReconciledRepos = proto.String(`[{"url":"v"}]`) },
+		"reconciled_workflow": func(s *ambientv1.Session) { s.ReconciledWorkflow = proto.String(`{"gitUrl":"x"}`) },
+		"kube_cr_uid":         func(s *ambientv1.Session) { s.KubeCrUid = proto.String("uid-2") },
+		"kube_namespace":      func(s *ambientv1.Session) { s.KubeNamespace = proto.String("ns2") },
+	}
+	fields := req.ProtoReflect().Descriptor().Fields()
+	for i := range fields.Len() {
+		if n := string(fields.Get(i).Name()); n != "id" && tests[n] == nil {
+			t.Errorf("request field %q has no case", n)
+		}
+	}
+	if Differs(req, equal()) {
+		t.Error("Differs = true for a session equal to the request")
+	}
+	for name, change := range tests {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			s := equal()
+			change(s)
+			if !Differs(req, s) {
+				t.Errorf("Differs = false with only %s changed", name)
+			}
+		})
+	}
+}
