@@ -62,6 +62,8 @@ type step struct {
 	apply    *Observed[*ambientv1.Session]
 }
 
+func ptrTo[T any](v T) *T { return &v }
+
 func upd(s *ambientv1.Session) Observed[*ambientv1.Session] {
 	return Observed[*ambientv1.Session]{ID: ID(s), Object: s}
 }
@@ -114,6 +116,18 @@ func TestStoreChanges(t *testing.T) {
 				"b": {typ: eventsv1.EventType_EVENT_TYPE_DELETED, name: "b1"},
 				"c": {typ: eventsv1.EventType_EVENT_TYPE_ADDED, name: "c1"},
 			},
+		},
+		{
+			// updated_at is the only change marker and has microseconds:
+			// two writes within one microsecond differ only in content.
+			// Losing a real change is worse than publishing a doubtful one.
+			name: "same microsecond, other content: the event wins",
+			kv:   []*ambientv1.Session{sess("a", "a1", 1, 0)},
+			steps: []step{
+				{sync: true, list: []*ambientv1.Session{sess("a", "a1", 1, 0)}},
+				{apply: ptrTo(upd(sess("a", "a2", 1, 0)))},
+			},
+			want: map[string]want{"a": {typ: eventsv1.EventType_EVENT_TYPE_MODIFIED, name: "a2", old: "a1"}},
 		},
 		{
 			name: "buffered events older than the list are dropped",

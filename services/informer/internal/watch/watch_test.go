@@ -225,3 +225,50 @@ func TestLiveEventsFlowDuringRelist(t *testing.T) {
 		t.Fatal("c, listed, is not in the store")
 	}
 }
+
+// TestListsAgainWhenTheStreamStartedDuringTheList: events that arrive
+// while the first list runs (none before it) prove the server registered
+// the watch, but maybe only part-way through the list: a change made
+// between the list's read and the registration is on neither. The cycle
+// lists again at once, without waiting for ConfirmAfter (an hour here).
+func TestListsAgainWhenTheStreamStartedDuringTheList(t *testing.T) {
+	t.Parallel()
+	ch := make(chan Event[*ambientv1.Session]) // unbuffered: a send returns once the receive loop took it
+	var lists atomic.Int32
+	src := Source[*ambientv1.Session]{
+		Pages: Whole(func(ctx context.Context) ([]*ambientv1.Session, error) {
+			if lists.Add(1) > 1 {
+				return []*ambientv1.Session{sess("a", 2), sess("b", 2), sess("c", 2)}, nil
+			}
+			// The stream starts during the first list. The second send
+			// returns only after the receive loop buffered the first.
+			for _, id := range []string{"b", "c"} {
+				select {
+				case ch <- Event[*ambientv1.Session]{Type: ambientv1.EventType_EVENT_TYPE_CREATED, ID: id, Object: sess(id, 2)}:
+				case <-ctx.Done():
+					return nil, ctx.Err()
+				}
+			}
+			return []*ambientv1.Session{sess("a", 1)}, nil // a changed to 2 before the registration
+		}),
+		Watch: func(ctx context.Context) (Stream[*ambientv1.Session], error) {
+			return chanStream{done: ctx.Done(), ch: ch}, nil
+		},
+	}
+	store := diff.NewStore[*ambientv1.Session]()
+	w := New(src, store, func(string) {}, Config{ConfirmAfter: time.Hour}, Hooks{}, slog.New(slog.DiscardHandler))
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1) // Run's result
+	// Owned by the test: cancelled and awaited below.
+	go func() { done <- w.Run(ctx) }()
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if a, ok := store.Get("a"); !ok || a.GetMetadata().GetUpdatedAt().AsTime().UnixMicro() != 2 {
+			return fmt.Errorf("a = %v after %d lists, want its change (2)", a.GetMetadata().GetUpdatedAt(), lists.Load())
+		}
+		return nil
+	})
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run = %v", err)
+	}
+}
