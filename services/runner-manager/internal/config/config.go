@@ -6,6 +6,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -141,7 +142,7 @@ func Load(lookup envconfig.LookupFunc, hostEnv []string) (Config, error) {
 		StopGrace:      l.Duration(EnvStopGrace, DefaultStopGrace),
 		HealthInterval: l.Duration(EnvHealthInterval, DefaultHealthInterval),
 		HealthAttempts: l.Int(EnvHealthAttempts, DefaultHealthAttempts, 1, 10000),
-		BossURL:        l.String(EnvBossURL, ""),
+		BossURL:        urlString(l.URL(EnvBossURL, "", "http", "https")),
 		BossSpace:      l.String(EnvBossSpace, DefaultBossSpace),
 		HostEnv:        hostEnv,
 		EnvAllow:       l.List(EnvRunnerEnvAllow, nil),
@@ -231,4 +232,13 @@ func expandHome(p, home string) (string, error) {
 		return "", fmt.Errorf("relative path %q", p)
 	}
 	return filepath.Clean(p), nil
+}
+
+// urlString is u as the runners get it; "" for none (unset or invalid: an
+// invalid value is already an error of the load).
+func urlString(u *url.URL) string {
+	if u == nil {
+		return ""
+	}
+	return u.String()
 }

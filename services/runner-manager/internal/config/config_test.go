@@ -74,6 +74,11 @@ func TestLoad(t *testing.T) {
 				t.Fatalf("EnvAllow = %q", c.EnvAllow)
 			}
 		}},
+		{"boss url", with(EnvBossURL, "http://boss.example:8080/api"), nil, func(t *testing.T, c Config) {
+			if c.BossURL != "http://boss.example:8080/api" {
+				t.Fatalf("BossURL = %q", c.BossURL)
+			}
+		}},
 		{"negative intervals", with(EnvResyncInterval, "-1s", EnvCheckInterval, "-5s"), []string{EnvResyncInterval, EnvCheckInterval}, nil},
 		{"check disabled", with(EnvCheckInterval, "0"), nil, func(t *testing.T, c Config) {
 			if c.CheckInterval != 0 {
@@ -84,9 +89,10 @@ func TestLoad(t *testing.T) {
 		{"missing token", map[string]string{"HOME": "/h", group.EnvMemberID: "x"}, []string{apiclient.EnvAPIToken}, nil},
 		{"many bad values", with(EnvPortRange, "9200-9100", EnvMaxSessions, "0", EnvRunnerCommand, `python "unterminated`,
 			EnvLostPolicy, "maybe", group.EnvMemberPartitions, "99", EnvWorkspaceRoot, "relative/path", EnvSessionLabel, "novalue",
-			EnvStopGrace, "-1s", bus.EnvNATSURL, "http://x", group.EnvMemberID, "bad.name", EnvRunnerEnvAllow, "A=B"),
+			EnvStopGrace, "-1s", bus.EnvNATSURL, "http://x", group.EnvMemberID, "bad.name", EnvRunnerEnvAllow, "A=B",
+			EnvBossURL, "not a url at all"),
 			[]string{EnvPortRange, EnvMaxSessions, EnvRunnerCommand, EnvLostPolicy, group.EnvMemberPartitions, EnvWorkspaceRoot,
-				EnvSessionLabel, EnvStopGrace, bus.EnvNATSURL, group.EnvMemberID, EnvRunnerEnvAllow}, nil},
+				EnvSessionLabel, EnvStopGrace, bus.EnvNATSURL, group.EnvMemberID, EnvRunnerEnvAllow, EnvBossURL}, nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -211,6 +211,10 @@ func TestRunnerOutcomes(t *testing.T) {
 				t.Fatalf("tail longer than 50 lines: %q", c.Message)
 			}
 			if tc.reason == status.ReasonHealthCheckTimeout {
+				// The original wrote the timeout on HealthCheckPassed too.
+				if h := condition(t, got, status.CondHealthCheckPassed); h.Reason != status.ReasonHealthCheckTimeout || h.Status != session.StatusFalse {
+					t.Fatalf("HealthCheckPassed = %+v, want False with reason %s", h, status.ReasonHealthCheckTimeout)
+				}
 				b, err := os.ReadFile(filepath.Join(rp.root, id, "pid"))
 				if err != nil {
 					t.Fatal(err)

@@ -87,6 +87,34 @@ func TestBuildEnv(t *testing.T) {
 	}
 }
 
+// TestBuildEnvInheritsTheOriginalAllowList: a runner inherits exactly the
+// original local mode's host variables: the prefixes ANTHROPIC_ CLAUDE_
+// GOOGLE_ GITHUB_ GITLAB_ GIT_ and the names HOME PATH USER SHELL LANG
+// LC_ALL TMPDIR GOPATH GOROOT SSH_AUTH_SOCK; lookalikes stay behind. The
+// session's timeout reaches it as SESSION_TIMEOUT.
+func TestBuildEnvInheritsTheOriginalAllowList(t *testing.T) {
+	t.Parallel()
+	inherited := []string{"ANTHROPIC_X=1", "CLAUDE_X=1", "GOOGLE_X=1", "GITHUB_X=1", "GITLAB_X=1", "GIT_X=1",
+		"HOME=1", "PATH=1", "USER=1", "SHELL=1", "LANG=1", "LC_ALL=1", "TMPDIR=1", "GOPATH=1", "GOROOT=1", "SSH_AUTH_SOCK=1"}
+	dropped := []string{"ANTHROPIC=1", "CLAUDEX=1", "GOOGLE=1", "GITLABX=1", "HOMEDIR=1", "TMPDIR_X=1", "LC_CTYPE=1",
+		"SSH_AGENT_PID=1", "GOFLAGS=1", "XDG_RUNTIME_DIR=1"}
+	timeout := int32(600)
+	env := BuildEnv(append(slices.Clone(inherited), dropped...), EnvAllowList{}, Session{ID: "s1", Timeout: &timeout}, 9100, "/ws/s1", "", "")
+	for _, kv := range inherited {
+		if !slices.Contains(env, kv) {
+			t.Errorf("%s not inherited", kv)
+		}
+	}
+	for _, kv := range dropped {
+		if slices.Contains(env, kv) {
+			t.Errorf("%s inherited", kv)
+		}
+	}
+	if !slices.Contains(env, EnvTimeout+"=600") {
+		t.Errorf("no %s=600 in %q", EnvTimeout, env)
+	}
+}
+
 // A prompt over PromptEnvMax is passed only as a file.
 func TestBuildEnvLargePrompt(t *testing.T) {
 	t.Parallel()
@@ -220,6 +248,39 @@ func waitDone(t *testing.T, p *Process, d time.Duration) ExitStatus {
 	case <-time.After(d):
 		t.Fatalf("runner %s did not exit within %v", p.SessionID, d)
 		return ExitStatus{}
+	}
+}
+
+// TestStopAllAsksBeforeKilling: shutdown sends SIGTERM to every runner
+// and kills only what is left after the grace (the original's order), so a
+// runner that handles SIGTERM ends on its own terms: here it writes a file
+// and exits 0. The grace is long; the runners' exits end StopAll.
+func TestStopAllAsksBeforeKilling(t *testing.T) {
+	t.Parallel()
+	cmd := []string{"/bin/sh", "-c", `trap 'echo term > term; exit 0' TERM; echo ready > ready; while :; do sleep 0.05; done`}
+	m := newManager(t, cmd, 2, 4)
+	m.cfg.StopGrace = time.Minute
+	var procs []*Process
+	for _, id := range []string{"s1", "s2"} {
+		p, err := m.Start(t.Context(), Session{ID: id})
+		if err != nil {
+			t.Fatal(err)
+		}
+		procs = append(procs, p)
+		// The trap is set once the shell has written ready.
+		testenv.Eventually(t, 5*time.Second, func() error {
+			_, err := os.Stat(filepath.Join(p.Workspace, "ready"))
+			return err
+		})
+	}
+	if err := m.StopAll(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range procs {
+		st := waitDone(t, p, 5*time.Second)
+		if _, err := os.Stat(filepath.Join(p.Workspace, "term")); err != nil || st.Signal != "" || st.Code != 0 {
+			t.Errorf("%s: term file %v, exit %+v; want the file and exit 0 (SIGTERM handled)", p.SessionID, err, st)
+		}
 	}
 }
 
