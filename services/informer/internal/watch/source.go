@@ -53,7 +53,7 @@ func getter[T events.APIObject](get func(ctx context.Context, id string) (T, err
 			return zero, false, nil
 		case err != nil:
 			var zero T
-			return zero, false, fmt.Errorf("get %s: %w", id, err)
+			return zero, false, err // apiclient's error names the call and the id
 		}
 		return o, true, nil
 	}
@@ -136,9 +136,7 @@ func Sessions(c *apiclient.Client) Source[*ambientv1.Session] {
 				return c.Sessions().ListSessions(ctx, &ambientv1.ListSessionsRequest{Page: n, Size: size})
 			}, page)
 		},
-		Get: getter(func(ctx context.Context, id string) (*ambientv1.Session, error) {
-			return c.Sessions().GetSession(ctx, &ambientv1.GetSessionRequest{Id: id})
-		}),
+		Get: getter(c.GetSession),
 		Watch: func(ctx context.Context) (Stream[*ambientv1.Session], error) {
 			st, err := c.WatchSessions(ctx)
 			if err != nil {
@@ -157,9 +155,7 @@ func Projects(c *apiclient.Client) Source[*ambientv1.Project] {
 				return c.Projects().ListProjects(ctx, &ambientv1.ListProjectsRequest{Page: n, Size: size})
 			}, page)
 		},
-		Get: getter(func(ctx context.Context, id string) (*ambientv1.Project, error) {
-			return c.Projects().GetProject(ctx, &ambientv1.GetProjectRequest{Id: id})
-		}),
+		Get: getter(c.GetProject),
 		Watch: func(ctx context.Context) (Stream[*ambientv1.Project], error) {
 			st, err := c.WatchProjects(ctx)
 			if err != nil {
@@ -178,9 +174,7 @@ func ProjectSettings(c *apiclient.Client) Source[*ambientv1.ProjectSettings] {
 				return c.ProjectSettings().ListProjectSettings(ctx, &ambientv1.ListProjectSettingsRequest{Page: n, Size: size})
 			}, page)
 		},
-		Get: getter(func(ctx context.Context, id string) (*ambientv1.ProjectSettings, error) {
-			return c.ProjectSettings().GetProjectSettings(ctx, &ambientv1.GetProjectSettingsRequest{Id: id})
-		}),
+		Get: getter(c.GetProjectSettings),
 		Watch: func(ctx context.Context) (Stream[*ambientv1.ProjectSettings], error) {
 			st, err := c.WatchProjectSettings(ctx)
 			if err != nil {
