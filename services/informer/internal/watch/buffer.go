@@ -57,14 +57,16 @@ func (b *buffer[T]) end(err error) {
 	b.signal()
 }
 
-// take returns the buffered events (emptying the buffer) and, once the
-// stream has ended and nothing is left, its error.
+// take returns the buffered events (emptying the buffer), whether the
+// stream has ended (these are then its last events) and why. The end is
+// reported with the last events, not after them: end's signal may merge
+// with the one of the last push, and no token would come to ask again.
 func (b *buffer[T]) take() ([]Event[T], bool, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	evs := b.events
 	b.events = nil
-	return evs, b.ended && len(evs) == 0, b.err
+	return evs, b.ended, b.err
 }
 
 // counts returns how many events, and how many of them moves (movesRows),
