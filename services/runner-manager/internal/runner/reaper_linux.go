@@ -55,6 +55,10 @@ type Reaper struct {
 	trackMu sync.Mutex
 
 	scans *procScanner // every scan of the process table goes through it
+
+	// kill sends a signal: unix.Kill, replaced in tests to hold a
+	// SIGKILL back the way a loaded kernel does before the process dies.
+	kill func(pid int, sig unix.Signal) error
 }
 
 // NewReaper makes this process a child subreaper. It returns the prctl
@@ -63,7 +67,7 @@ func NewReaper(log *slog.Logger) (*Reaper, error) {
 	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
 		return nil, fmt.Errorf("become child subreaper: %w", err)
 	}
-	return &Reaper{self: os.Getpid(), log: log, tracked: map[int]bool{}, scans: newProcScanner(procs)}, nil
+	return &Reaper{self: os.Getpid(), log: log, tracked: map[int]bool{}, scans: newProcScanner(procs), kill: unix.Kill}, nil
 }
 
 // spawn runs start (a fork and exec) and tracks the pid it returns until
@@ -140,9 +144,14 @@ func (r *Reaper) Reap() int {
 // reparented here). It returns how many it killed.
 func (r *Reaper) KillSession(id string) int {
 	marker := EnvSessionID + "=" + id
+	// A process stays in the table, alive, from its SIGKILL until the
+	// kernel runs its exit, which on a loaded node can be after the next
+	// scan: signalled holds what was already killed, so it is neither
+	// killed nor counted again.
+	signalled := map[int]bool{}
 	killed := 0
 	for range killRounds {
-		n := r.killEscaped(func(pid int) bool {
+		n := r.killEscaped(signalled, func(pid int) bool {
 			p, err := procfs.NewProc(pid)
 			if err != nil {
 				return false // exited meanwhile
@@ -162,9 +171,10 @@ func (r *Reaper) KillSession(id string) int {
 }
 
 // killEscaped kills (SIGKILL) the live descendants of this process in a
-// fresh snapshot that are not tracked runners and that match accepts (nil:
-// all of them), and returns how many.
-func (r *Reaper) killEscaped(accept func(pid int) bool) int {
+// fresh snapshot that are not tracked runners, not in signalled and that
+// match accepts (nil: all of them), adds them to signalled and returns how
+// many.
+func (r *Reaper) killEscaped(signalled map[int]bool, accept func(pid int) bool) int {
 	all := r.scans.snapshot()
 	parent := make(map[int]int, len(all))
 	for _, p := range all {
@@ -172,13 +182,14 @@ func (r *Reaper) killEscaped(accept func(pid int) bool) int {
 	}
 	n := 0
 	for _, p := range all {
-		if p.state == 'Z' || r.isTracked(p.pid) || !descends(parent, p.pid, r.self) {
+		if p.state == 'Z' || signalled[p.pid] || r.isTracked(p.pid) || !descends(parent, p.pid, r.self) {
 			continue
 		}
 		if accept != nil && !accept(p.pid) {
 			continue
 		}
-		if err := unix.Kill(p.pid, unix.SIGKILL); err == nil {
+		if err := r.kill(p.pid, unix.SIGKILL); err == nil {
+			signalled[p.pid] = true
 			n++
 		}
 	}
@@ -228,7 +239,7 @@ func procs() []proc {
 // is not a tracked runner: at shutdown, after the runners exited, what is
 // left escaped them without a session marker.
 func (r *Reaper) KillDescendants() int {
-	n := r.killEscaped(nil)
+	n := r.killEscaped(map[int]bool{}, nil)
 	if n > 0 {
 		r.log.Info("escaped runner processes killed at shutdown", slog.Int(logkey.Count, n))
 	}

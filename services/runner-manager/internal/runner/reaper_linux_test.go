@@ -12,32 +12,40 @@ import (
 	"time"
 
 	"github.com/prometheus/procfs"
+	"golang.org/x/sys/unix"
 
 	"github.com/ambient-code/control-plane/libs/testenv"
 )
 
-// reaperHelperEnv makes the test binary run TestReaperKillsEscapedProcesses'
-// scenario itself: NewReaper makes the calling process a subreaper for
-// good, and KillDescendants kills every untracked descendant, so the
-// scenario runs in a process of its own, not beside the package's other
-// tests.
+// reaperHelperEnv makes the test binary run one reaper scenario itself
+// (the variable's value names the test): NewReaper makes the calling
+// process a subreaper for good, and KillDescendants kills every untracked
+// descendant, so each scenario runs in a process of its own, not beside
+// the package's other tests.
 const reaperHelperEnv = "RUNNER_REAPER_HELPER"
+
+// inReaperProcess runs scenario in a fresh copy of the test binary, or,
+// inside that copy, runs it here.
+func inReaperProcess(t *testing.T, scenario func(t *testing.T)) {
+	t.Helper()
+	if os.Getenv(reaperHelperEnv) == t.Name() {
+		scenario(t)
+		return
+	}
+	helper := exec.Command(os.Args[0], "-test.run", "^"+t.Name()+"$", "-test.v")
+	helper.Env = append(os.Environ(), reaperHelperEnv+"="+t.Name())
+	out, err := helper.CombinedOutput()
+	if err != nil {
+		t.Fatalf("scenario failed: %v\n%s", err, out)
+	}
+}
 
 // TestReaperKillsEscapedProcesses: processes that outlived the shell that
 // started them (reparented to the reaper) are killed by KillSession only
 // when they carry that session's SESSION_ID, and by KillDescendants at
 // shutdown whatever they carry; a tracked runner is killed by neither.
 func TestReaperKillsEscapedProcesses(t *testing.T) {
-	if os.Getenv(reaperHelperEnv) == "1" {
-		reaperScenario(t)
-		return
-	}
-	helper := exec.Command(os.Args[0], "-test.run", "^TestReaperKillsEscapedProcesses$", "-test.v")
-	helper.Env = append(os.Environ(), reaperHelperEnv+"=1")
-	out, err := helper.CombinedOutput()
-	if err != nil {
-		t.Fatalf("scenario failed: %v\n%s", err, out)
-	}
+	inReaperProcess(t, reaperScenario)
 }
 
 func reaperScenario(t *testing.T) {
@@ -72,16 +80,7 @@ func reaperScenario(t *testing.T) {
 	}()
 	// Escapees: the shell exits at once and its background sleep is
 	// reparented to this process.
-	for _, session := range []string{"s1", "s1", "s2", ""} {
-		sh := exec.Command("/bin/sh", "-c", "sleep 60 & exit 0")
-		sh.Env = []string{"PATH=" + os.Getenv("PATH")}
-		if session != "" {
-			sh.Env = append(sh.Env, EnvSessionID+"="+session)
-		}
-		if err := sh.Run(); err != nil {
-			t.Fatal(err)
-		}
-	}
+	startEscapees(t, "s1", "s1", "s2", "")
 	waitEscaped(t, runner.Process.Pid, map[string]int{"s1": 2, "s2": 1, "": 1})
 
 	if n := r.KillSession("s1"); n != 2 {
@@ -100,6 +99,75 @@ func reaperScenario(t *testing.T) {
 	} else if st, err := p.Stat(); err != nil || st.State == "Z" {
 		t.Errorf("the tracked runner was killed: %+v, %v", st, err)
 	}
+}
+
+// startEscapees starts one sleep per session ("": without SESSION_ID)
+// through a shell that exits at once, so each sleep is reparented to this
+// process.
+func startEscapees(t *testing.T, sessions ...string) {
+	t.Helper()
+	for _, session := range sessions {
+		sh := exec.Command("/bin/sh", "-c", "sleep 60 & exit 0")
+		sh.Env = []string{"PATH=" + os.Getenv("PATH")}
+		if session != "" {
+			sh.Env = append(sh.Env, EnvSessionID+"="+session)
+		}
+		if err := sh.Run(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestReaperCountsEachKillOnce: a process stays alive in /proc from its
+// SIGKILL until the kernel runs its exit, on a loaded machine past
+// KillSession's next scan. KillSession neither kills nor counts it again
+// (it once reported "killed 3" for 2 processes under load). The test
+// holds the SIGKILLs back until KillSession returns, which is that lag
+// made certain.
+func TestReaperCountsEachKillOnce(t *testing.T) {
+	inReaperProcess(t, func(t *testing.T) {
+		r, err := NewReaper(slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Skipf("no subreaper here: %v", err)
+		}
+		var held []int
+		r.kill = func(pid int, sig unix.Signal) error {
+			if sig != unix.SIGKILL {
+				return unix.Kill(pid, sig)
+			}
+			held = append(held, pid)
+			return nil
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		reaping := make(chan error, 1)
+		go func() { reaping <- r.Run(ctx) }() // stopped below
+		defer func() {
+			cancel()
+			if err := <-reaping; err != nil {
+				t.Errorf("reaper Run = %v", err)
+			}
+		}()
+		startEscapees(t, "s1", "s1", "s2")
+		waitEscaped(t, 0, map[string]int{"s1": 2, "s2": 1})
+
+		if n := r.KillSession("s1"); n != 2 {
+			t.Errorf("KillSession(s1) killed %d, want 2", n)
+		}
+		if len(held) != 2 {
+			t.Errorf("KillSession(s1) sent %d SIGKILLs, want 2", len(held))
+		}
+		for _, pid := range held {
+			if err := unix.Kill(pid, unix.SIGKILL); err != nil {
+				t.Errorf("deliver the held SIGKILL to %d: %v", pid, err)
+			}
+		}
+		waitEscaped(t, 0, map[string]int{"s2": 1})
+		r.kill = unix.Kill
+		if n := r.KillDescendants(); n != 1 {
+			t.Errorf("KillDescendants killed %d, want 1", n)
+		}
+		waitEscaped(t, 0, map[string]int{})
+	})
 }
 
 // waitEscaped waits until the live (not zombie) sleeps under this
