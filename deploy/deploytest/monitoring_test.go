@@ -1,7 +1,6 @@
 package deploytest
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -218,29 +217,12 @@ type devStack struct {
 	bin                     string
 	rest, grpc, proxy, nats int
 	base                    int
-	out                     *lockedBuffer
+	out                     *testenv.Buffer
 	stateDir                string
 	cmd                     *exec.Cmd
 	token                   string
 	waitOnce                sync.Once
 	waitErr                 error
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer // guarded by mu
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // startDevStack builds the services (with the repository's go.work, as
@@ -263,7 +245,7 @@ func startDevStack(t *testing.T) *devStack {
 	// gRPC and REST, proxy, the metrics base (services at base+1..base+5)
 	// and one runner port.
 	p, _ := testenv.FreePortRange(t, 4+6+1)
-	st := &devStack{bin: bin, nats: p, grpc: p + 1, rest: p + 2, proxy: p + 3, base: p + 4, out: &lockedBuffer{}, stateDir: t.TempDir(), token: "deploytest"}
+	st := &devStack{bin: bin, nats: p, grpc: p + 1, rest: p + 2, proxy: p + 3, base: p + 4, out: &testenv.Buffer{}, stateDir: t.TempDir(), token: "deploytest"}
 	st.cmd = exec.Command(filepath.Join(bin, "devstack"), "--bin-dir", bin, "--state-dir", st.stateDir, "--token", st.token,
 		"--nats-port", strconv.Itoa(st.nats), "--api-grpc-port", strconv.Itoa(st.grpc), "--api-rest-port", strconv.Itoa(st.rest),
 		"--proxy-port", strconv.Itoa(st.proxy), "--metrics-port-base", strconv.Itoa(st.base),

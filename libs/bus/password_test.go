@@ -1,14 +1,12 @@
 package bus_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -113,7 +111,7 @@ func TestPasswordFileConfig(t *testing.T) {
 func TestCredentialsNeverLogged(t *testing.T) {
 	t.Parallel()
 	srv := testenv.NATSWith(t, natsserver.Options{Username: "svc", Password: "url0s3cret"})
-	logs := &lockedBuffer{}
+	logs := &testenv.Buffer{}
 	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	good := bus.ConnectConfig{URL: "nats://svc:url0s3cret@" + strings.TrimPrefix(srv.ClientURL(), "nats://")}
 	log.Info("config", slog.Any("nats", good))
@@ -141,25 +139,6 @@ func TestCredentialsNeverLogged(t *testing.T) {
 	if !strings.Contains(logs.String(), "svc:xxxxx@") {
 		t.Errorf("log does not show the redacted URL:\n%s", logs.String())
 	}
-}
-
-// lockedBuffer is a bytes.Buffer safe for the nats.go callback goroutines
-// that log while the test reads.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer // guarded by mu
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 func writeFile(t *testing.T, path, content string) {

@@ -13,7 +13,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -29,30 +28,13 @@ const token = "e2e-token"
 type stack struct {
 	t         *testing.T
 	cmd       *exec.Cmd
-	out       *syncBuffer
+	out       *testenv.Buffer
 	stateDir  string
 	natsPort  int
 	grpcPort  int
 	restPort  int
 	proxyPort int
 	base      int
-}
-
-type syncBuffer struct {
-	mu sync.Mutex // guards b
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // stackOpts changes how startStackWith runs devstack.
@@ -75,7 +57,7 @@ func startStackWith(t *testing.T, o stackOpts) *stack {
 	// base..base+5 (the services' health/metrics ports are base+1..base+5),
 	// then 50 runner ports.
 	p, _ := testenv.FreePortRange(t, 4+6+50)
-	s := &stack{t: t, out: &syncBuffer{}, stateDir: t.TempDir(),
+	s := &stack{t: t, out: &testenv.Buffer{}, stateDir: t.TempDir(),
 		natsPort: p, grpcPort: p + 1, restPort: p + 2, proxyPort: p + 3, base: p + 4}
 	lo := p + 10
 	s.cmd = exec.Command(filepath.Join(binDir, "devstack"),

@@ -1,7 +1,6 @@
 package canary_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,7 +10,6 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -37,7 +35,7 @@ type member struct {
 	name string
 	addr string // METRICS_ADDR: /tally, /readyz
 	cmd  *exec.Cmd
-	out  *syncBuffer
+	out  *testenv.Buffer
 
 	exited  chan struct{} // closed once the process has exited
 	waitErr error         // cmd.Wait's result; read only after exited is closed
@@ -64,7 +62,7 @@ func startMember(t *testing.T, natsURL, name, memberPartitions string) *member {
 		service.EnvMetricsAddr + "=" + addr,
 		service.EnvLogLevel + "=debug",
 	}
-	out := &syncBuffer{}
+	out := &testenv.Buffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", name, err)
@@ -162,25 +160,6 @@ func (m *member) get(ctx context.Context, path string, v *tally.Snapshot) (int, 
 		}
 	}
 	return resp.StatusCode, nil
-}
-
-// syncBuffer collects a process's output; written by exec's copier
-// goroutine, read by the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer // guarded by mu
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // tail returns the last n lines of s.

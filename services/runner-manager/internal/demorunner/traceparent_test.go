@@ -6,9 +6,10 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/ambient-code/control-plane/libs/testenv"
 )
 
 func TestParseTraceparent(t *testing.T) {
@@ -62,30 +63,12 @@ func FuzzParseTraceparent(f *testing.F) {
 	})
 }
 
-// lockedBuffer is a log destination the handler writes and the test reads.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder // guarded by mu
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // TestRunLogsTrace: a run's log lines name the trace of the request that
 // started it (the chat's, passed on by the proxy), so the runner's side
 // of a chat is found by its trace id; a malformed traceparent is left out.
 func TestRunLogsTrace(t *testing.T) {
 	t.Parallel()
-	var logs lockedBuffer
+	var logs testenv.Buffer
 	srv := httptest.NewServer(New(Config{SessionID: "s1", WordDelay: time.Millisecond, Repeat: 1},
 		slog.New(slog.NewJSONHandler(&logs, nil))).Handler())
 	t.Cleanup(srv.Close)
