@@ -14,6 +14,7 @@ import (
 	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/apply"
 	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/spec"
 	"github.com/google/go-cmp/cmp"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -302,7 +303,7 @@ func TestUpdatesPruneRecreateDelete(t *testing.T) {
 	h.waitCR(t, name, crName, nil)
 	bindings := func(want ...string) func() error {
 		return func() error {
-			list, err := h.kube.RbacV1().RoleBindings(name).List(ctx, metav1.ListOptions{LabelSelector: spec.ManagedSelector})
+			list, err := h.kube.RbacV1().RoleBindings(name).List(ctx, metav1.ListOptions{LabelSelector: spec.InstanceSelector(h.instance)})
 			if err != nil {
 				return err
 			}
@@ -318,6 +319,24 @@ func TestUpdatesPruneRecreateDelete(t *testing.T) {
 		}
 	}
 	testenv.Eventually(t, wait, bindings("ambient-a-ambient-project-edit->ambient-project-edit", "ambient-b-ambient-project-view->ambient-project-view"))
+	// The same project's bindings of another installation and of one from
+	// before the instance label (this harness's instance adopts none): no
+	// prune below may touch them.
+	notOurs := map[string]string{"other-installation": "other-" + h.instance, "unlabelled": ""}
+	for rbName, instance := range notOurs {
+		l := spec.ManagedLabels(pid)
+		if instance != "" {
+			l[spec.LabelInstance] = instance
+		}
+		rb := &rbacv1.RoleBinding{
+			ObjectMeta: metav1.ObjectMeta{Name: rbName, Namespace: name, Labels: l},
+			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "ambient-project-view"},
+			Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.GroupKind, Name: "z"}},
+		}
+		if _, err := h.kube.RbacV1().RoleBindings(name).Create(ctx, rb, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
 
 	// Session update: new prompt, bot account dropped.
 	if _, err := h.cl.UpdateSession(ctx, &ambientv1.UpdateSessionRequest{Id: s.GetMetadata().GetId(), Prompt: ptr("v2"), BotAccountName: ptr("")}); err != nil {
@@ -356,6 +375,11 @@ func TestUpdatesPruneRecreateDelete(t *testing.T) {
 		t.Fatal(err)
 	}
 	testenv.Eventually(t, wait, bindings())
+	for rbName := range notOurs {
+		if _, err := h.kube.RbacV1().RoleBindings(name).Get(ctx, rbName, metav1.GetOptions{}); err != nil {
+			t.Errorf("binding %s, not this installation's, after the prunes: %v", rbName, err)
+		}
+	}
 	got, err := h.kube.CoreV1().Namespaces().Get(ctx, name, metav1.GetOptions{})
 	if err != nil || got.DeletionTimestamp != nil {
 		t.Fatalf("namespace after project delete: %v, deleting=%v", err, got.DeletionTimestamp)

@@ -384,6 +384,7 @@ func TestRBAC(t *testing.T) {
 	}
 	a := apply.New(cs, dyn, kube.Env(t).Watcher(t, slog.New(slog.DiscardHandler)))
 	ns := unique("rbac")
+	unlabeled := spec.Owner{AdoptUnlabeled: true} // the bindings carry no instance label
 	if err := a.Namespace(ctx, spec.Namespace{Name: ns, Labels: spec.ManagedLabels("p")}); !apierrors.IsForbidden(err) {
 		t.Errorf("namespace apply without role: %v, want Forbidden", err)
 	}
@@ -395,7 +396,7 @@ func TestRBAC(t *testing.T) {
 	if _, err := a.Session(ctx, desired); !apierrors.IsForbidden(err) {
 		t.Errorf("agenticsession apply without role: %v, want Forbidden", err)
 	}
-	if _, err := a.RoleBindings(ctx, "default", spec.ManagedLabels("p"), []spec.RoleBinding{{Name: "ambient-g-ambient-project-view", Group: "g", Role: "ambient-project-view"}}); !apierrors.IsForbidden(err) {
+	if _, err := a.RoleBindings(ctx, "default", spec.ManagedLabels("p"), []spec.RoleBinding{{Name: "ambient-g-ambient-project-view", Group: "g", Role: "ambient-project-view"}}, unlabeled); !apierrors.IsForbidden(err) {
 		t.Errorf("rolebinding apply without role: %v, want Forbidden", err)
 	}
 
@@ -410,10 +411,10 @@ func TestRBAC(t *testing.T) {
 	}
 	// RBAC changes take effect after a few ms: poll.
 	testenv.Eventually(t, wait, func() error {
-		_, err := ra.RoleBindings(ctx, ns, spec.ManagedLabels("p"), []spec.RoleBinding{{Name: "ambient-g-ambient-project-view", Group: "g", Role: "ambient-project-view"}})
+		_, err := ra.RoleBindings(ctx, ns, spec.ManagedLabels("p"), []spec.RoleBinding{{Name: "ambient-g-ambient-project-view", Group: "g", Role: "ambient-project-view"}}, unlabeled)
 		return err
 	})
-	_, err = ra.RoleBindings(ctx, ns, spec.ManagedLabels("p"), []spec.RoleBinding{{Name: "ambient-g-cluster-admin", Group: "g", Role: "cluster-admin"}})
+	_, err = ra.RoleBindings(ctx, ns, spec.ManagedLabels("p"), []spec.RoleBinding{{Name: "ambient-g-cluster-admin", Group: "g", Role: "cluster-admin"}}, unlabeled)
 	if !apierrors.IsForbidden(err) {
 		t.Errorf("binding cluster-admin with the chart role: %v, want Forbidden", err)
 	}

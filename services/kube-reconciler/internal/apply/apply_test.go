@@ -86,11 +86,13 @@ func TestRoleBindingsApplyPruneRecreate(t *testing.T) {
 		t.Fatal(err)
 	}
 	labels := spec.ManagedLabels("p")
+	labels[spec.LabelInstance] = "blue"
+	blue := spec.Owner{Instance: "blue"}
 	want := []spec.RoleBinding{
 		{Name: "ambient-a-ambient-project-edit", Group: "a", Role: "ambient-project-edit"},
 		{Name: "ambient-b-ambient-project-view", Group: "b", Role: "ambient-project-view"},
 	}
-	if res, err := a.RoleBindings(ctx, ns, labels, want); err != nil || res.Applied != 2 {
+	if res, err := a.RoleBindings(ctx, ns, labels, want, blue); err != nil || res.Applied != 2 {
 		t.Fatalf("RoleBindings = %+v, %v", res, err)
 	}
 	// A binding nobody manages must survive pruning.
@@ -98,25 +100,48 @@ func TestRoleBindingsApplyPruneRecreate(t *testing.T) {
 		t.Fatal(err)
 	}
 	rvA := rv(t, cs, ns, want[0].Name)
-	if _, err := a.RoleBindings(ctx, ns, labels, want); err != nil {
+	if _, err := a.RoleBindings(ctx, ns, labels, want, blue); err != nil {
 		t.Fatal(err)
 	}
 	if got := rv(t, cs, ns, want[0].Name); got != rvA {
 		t.Errorf("re-apply changed resourceVersion %s -> %s", rvA, got)
 	}
-	res, err := a.RoleBindings(ctx, ns, labels, want[:1])
+	// The same project's bindings written by another installation (green)
+	// and by one from before the instance label: neither is blue's.
+	green := spec.ManagedLabels("p")
+	green[spec.LabelInstance] = "green"
+	if err := createLabelled(ctx, cs, ns, "green", green); err != nil {
+		t.Fatal(err)
+	}
+	if err := createLabelled(ctx, cs, ns, "unlabelled", spec.ManagedLabels("p")); err != nil {
+		t.Fatal(err)
+	}
+	res, err := a.RoleBindings(ctx, ns, labels, want[:1], blue)
 	if err != nil || res.Pruned != 1 {
 		t.Fatalf("prune = %+v, %v; want 1 pruned", res, err)
 	}
 	if _, err := cs.RbacV1().RoleBindings(ns).Get(ctx, want[1].Name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Errorf("pruned binding still there: %v", err)
 	}
-	if _, err := cs.RbacV1().RoleBindings(ns).Get(ctx, "foreign", metav1.GetOptions{}); err != nil {
-		t.Errorf("unmanaged binding removed: %v", err)
+	for _, name := range []string{"foreign", "green", "unlabelled"} {
+		if _, err := cs.RbacV1().RoleBindings(ns).Get(ctx, name, metav1.GetOptions{}); err != nil {
+			t.Errorf("binding %s, not blue's, removed: %v", name, err)
+		}
+	}
+	// The installation that adopts unlabelled objects prunes that one too.
+	res, err = a.RoleBindings(ctx, ns, labels, want[:1], spec.Owner{Instance: "blue", AdoptUnlabeled: true})
+	if err != nil || res.Pruned != 1 {
+		t.Fatalf("prune adopting unlabelled = %+v, %v; want 1 pruned", res, err)
+	}
+	if _, err := cs.RbacV1().RoleBindings(ns).Get(ctx, "unlabelled", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("unlabelled binding kept by the adopting installation: %v", err)
+	}
+	if _, err := cs.RbacV1().RoleBindings(ns).Get(ctx, "green", metav1.GetOptions{}); err != nil {
+		t.Errorf("green's binding removed: %v", err)
 	}
 	// Same name, other role: roleRef is immutable, so delete + recreate.
 	changed := []spec.RoleBinding{{Name: want[0].Name, Group: "a", Role: "ambient-project-admin"}}
-	res, err = a.RoleBindings(ctx, ns, labels, changed)
+	res, err = a.RoleBindings(ctx, ns, labels, changed, blue)
 	if err != nil || res.Recreated != 1 {
 		t.Fatalf("recreate = %+v, %v; want 1 recreated", res, err)
 	}
@@ -127,8 +152,14 @@ func TestRoleBindingsApplyPruneRecreate(t *testing.T) {
 }
 
 func createUnmanaged(ctx context.Context, cs kubernetes.Interface, ns, name string) error {
+	return createLabelled(ctx, cs, ns, name, nil)
+}
+
+// createLabelled creates a RoleBinding of name with labels, as someone else
+// than this Applier would.
+func createLabelled(ctx context.Context, cs kubernetes.Interface, ns, name string, labels map[string]string) error {
 	rb := &rbacv1.RoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: labels},
 		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "view"},
 		Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.GroupKind, Name: "g"}},
 	}

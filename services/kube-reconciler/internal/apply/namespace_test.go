@@ -139,16 +139,16 @@ func TestPruneOnlyTheProjectsBindings(t *testing.T) {
 	if err := a.Namespace(ctx, spec.Namespace{Name: ns, Labels: spec.ManagedLabels("p")}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := a.RoleBindings(ctx, ns, spec.ManagedLabels("p"), []spec.RoleBinding{{Name: "ambient-a-ambient-project-view", Group: "a", Role: "ambient-project-view"}}); err != nil {
+	if _, err := a.RoleBindings(ctx, ns, spec.ManagedLabels("p"), []spec.RoleBinding{{Name: "ambient-a-ambient-project-view", Group: "a", Role: "ambient-project-view"}}, spec.Owner{AdoptUnlabeled: true}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := a.RoleBindings(ctx, ns, spec.ManagedLabels("q"), []spec.RoleBinding{{Name: "ambient-b-ambient-project-view", Group: "b", Role: "ambient-project-view"}}); err != nil {
+	if _, err := a.RoleBindings(ctx, ns, spec.ManagedLabels("q"), []spec.RoleBinding{{Name: "ambient-b-ambient-project-view", Group: "b", Role: "ambient-project-view"}}, spec.Owner{AdoptUnlabeled: true}); err != nil {
 		t.Fatal(err)
 	}
 	if err := createUnmanaged(ctx, cs, ns, "foreign"); err != nil {
 		t.Fatal(err)
 	}
-	res, err := a.RoleBindings(ctx, ns, spec.ManagedLabels("p"), nil)
+	res, err := a.RoleBindings(ctx, ns, spec.ManagedLabels("p"), nil, spec.Owner{AdoptUnlabeled: true})
 	if err != nil || res.Pruned != 1 {
 		t.Fatalf("prune = %+v, %v; want 1 pruned", res, err)
 	}

@@ -22,10 +22,11 @@ type RoleBindingResult struct {
 // want: each is applied (subject Group, roleRef ClusterRole, labels), a
 // binding whose roleRef differs is deleted and created again (roleRef is
 // immutable), and every other binding carrying the managed-by label and the
-// project id of labels (spec.ProjectSelector) is deleted. Bindings without
-// those labels, another project's included, are never touched. The caller
-// checks that namespace is the project's own (Namespace, CheckNamespace).
-func (a *Applier) RoleBindings(ctx context.Context, namespace string, labels map[string]string, want []spec.RoleBinding) (RoleBindingResult, error) {
+// project id of labels (spec.ProjectSelector) that owner Owns is deleted.
+// Bindings without those labels, another project's or another
+// installation's included, are never touched. The caller checks that
+// namespace is the project's own (Namespace, CheckNamespace).
+func (a *Applier) RoleBindings(ctx context.Context, namespace string, labels map[string]string, want []spec.RoleBinding, owner spec.Owner) (RoleBindingResult, error) {
 	var res RoleBindingResult
 	keep := make(map[string]bool, len(want))
 	for _, b := range want {
@@ -45,7 +46,7 @@ func (a *Applier) RoleBindings(ctx context.Context, namespace string, labels map
 	}
 	for i := range list.Items {
 		rb := &list.Items[i]
-		if keep[rb.Name] {
+		if keep[rb.Name] || !owner.Owns(rb.Labels) {
 			continue
 		}
 		if err := a.deleteRoleBinding(ctx, rb); err != nil {

@@ -128,8 +128,8 @@ func refusalStatus(s string) bool {
 // AgenticSession or RoleBinding (not of a namespace: namespace ownership is
 // the project's id, so objects written before the label existed stay ours).
 func (r *Reconciler) withInstance(l map[string]string) {
-	if r.cfg.Instance != "" && l != nil {
-		l[spec.LabelInstance] = r.cfg.Instance
+	if r.cfg.Owner.Instance != "" && l != nil {
+		l[spec.LabelInstance] = r.cfg.Owner.Instance
 	}
 }
 

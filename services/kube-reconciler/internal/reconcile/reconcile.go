@@ -72,9 +72,11 @@ type Config struct {
 	// DefaultNamespace holds the AgenticSessions of sessions without a
 	// project; no project may have it as its namespace.
 	DefaultNamespace string
-	// Instance is this installation's LabelInstance value, put on every
-	// AgenticSession and RoleBinding ("" puts none).
-	Instance string
+	// Owner is this installation: its Instance (LabelInstance) is put on
+	// every AgenticSession and RoleBinding it writes ("" puts none), and
+	// only the RoleBindings it Owns are pruned, so two installations that
+	// manage the same project id never delete each other's bindings.
+	Owner spec.Owner
 	// NamespaceDenyList are the namespaces no project may have (patterns).
 	NamespaceDenyList spec.DenyList
 	Metrics           *metrics.Metrics

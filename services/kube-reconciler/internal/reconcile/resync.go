@@ -120,7 +120,7 @@ func (r *Reconciler) DeleteOrphanSession(ctx context.Context, id string) (int, e
 // under the project's lock first, and leaves a project whose settings the
 // event path handled within HandledFor alone. Only the project's own namespace,
 // when it is the project's (checkNamespace), and only bindings with the
-// project's id label are touched.
+// project's id label that this installation owns (Config.Owner) are touched.
 func (r *Reconciler) PruneOrphanBindings(ctx context.Context, projectID string) (int, error) {
 	key := lockKey(eventsv1.Resource_RESOURCE_PROJECT_SETTINGS, "", projectID)
 	defer r.keys.Lock(key)()
@@ -150,7 +150,7 @@ func (r *Reconciler) PruneOrphanBindings(ctx context.Context, projectID string) 
 		}
 		return 0, err
 	}
-	res, err := r.cfg.Applier.RoleBindings(ctx, ns, labels, nil)
+	res, err := r.cfg.Applier.RoleBindings(ctx, ns, labels, nil, r.cfg.Owner)
 	r.cfg.Metrics.Pruned(ctx, res.Pruned)
 	if err != nil {
 		return res.Pruned, err

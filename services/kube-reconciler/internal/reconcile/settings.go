@@ -72,7 +72,7 @@ func (r *Reconciler) settings(ctx context.Context, ps *ambientv1.ProjectSettings
 	if !exists {
 		return result, nil // no namespace, so no binding to prune
 	}
-	res, err := r.cfg.Applier.RoleBindings(ctx, ns, labels, want)
+	res, err := r.cfg.Applier.RoleBindings(ctx, ns, labels, want, r.cfg.Owner)
 	r.cfg.Metrics.Pruned(ctx, res.Pruned)
 	if err != nil {
 		r.forgetOnNotFound(ns, err)
