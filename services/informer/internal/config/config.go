@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/ambient-code/control-plane/libs/apiclient"
@@ -118,12 +117,11 @@ func Load(lookup envconfig.LookupFunc) (Config, error) {
 		AuditInterval:  l.Duration(EnvAuditInterval, DefaultAuditInterval),
 		InstanceID:     l.String(EnvInstanceID, ""),
 	}
-	shadowSuffix := "-" + strings.ToLower(strings.ReplaceAll(c.Stream, "_", "-"))
-	defBucket, defLease := bus.BucketObjects, DefaultLeaseKey
+	defLease := DefaultLeaseKey
 	if c.Shadow() {
-		defBucket, defLease = bus.BucketObjects+shadowSuffix, DefaultLeaseKey+shadowSuffix
+		defLease += bus.ShadowSuffix(c.Stream)
 	}
-	c.ObjectsBucket = l.String(EnvObjectsBucket, defBucket)
+	c.ObjectsBucket = l.String(EnvObjectsBucket, bus.ObjectsBucketFor(c.Stream))
 	c.LeaseKey = l.String(EnvLeaseKey, defLease)
 
 	errs := []error{l.Err()}

@@ -114,7 +114,6 @@ func Load(lookup envconfig.LookupFunc) (Config, error) {
 		Config:            service.LoadConfig(l, service.Config{}),
 		API:               apiclient.LoadEnv(l),
 		Group:             group.LoadConfig(l, group.Config{Group: DefaultGroup}),
-		ObjectsBucket:     l.String(EnvObjectsBucket, bus.BucketObjects),
 		Kubeconfig:        l.File(EnvKubeconfig, ""),
 		KubeQPS:           l.Int(EnvKubeQPS, DefaultKubeQPS, 1, 10000),
 		KubeBurst:         l.Int(EnvKubeBurst, DefaultKubeBurst, 1, 10000),
@@ -127,6 +126,9 @@ func Load(lookup envconfig.LookupFunc) (Config, error) {
 		StatusCacheSize:   l.Int(EnvStatusCacheSize, DefaultStatusCacheSize, 1, 10_000_000),
 		ResyncInterval:    l.Duration(EnvResyncInterval, DefaultResyncInterval),
 	}
+	// The cache of the informer whose events this reads: a kube-reconciler
+	// pointed at a shadow stream must not reconcile the live cache.
+	c.ObjectsBucket = l.String(EnvObjectsBucket, bus.ObjectsBucketFor(c.Group.Stream))
 	c.AdoptUnlabeled = l.Bool(EnvAdoptUnlabeled, c.Instance == DefaultInstance)
 	selector := l.String(EnvSessionSelector, DefaultSessionSelector)
 	var err error

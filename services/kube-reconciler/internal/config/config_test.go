@@ -7,7 +7,9 @@ import (
 	"testing"
 
 	"github.com/ambient-code/control-plane/libs/apiclient"
+	"github.com/ambient-code/control-plane/libs/bus"
 	"github.com/ambient-code/control-plane/libs/envconfig"
+	"github.com/ambient-code/control-plane/libs/events"
 	"github.com/ambient-code/control-plane/libs/group"
 	"github.com/ambient-code/control-plane/libs/service"
 )
@@ -39,6 +41,24 @@ func TestLoad(t *testing.T) {
 		{name: "canary slice", env: map[string]string{apiclient.EnvAPIToken: "t", group.EnvMemberPartitions: "0, 3-4"}, check: func(t *testing.T, c Config) {
 			if !slices.Equal(c.Group.MemberPartitions, []int{0, 3, 4}) || c.Group.Member == "" {
 				t.Errorf("member partitions = %v id=%q", c.Group.MemberPartitions, c.Group.Member)
+			}
+		}},
+		{name: "objects bucket of the stream's informer", env: map[string]string{apiclient.EnvAPIToken: "t"}, check: func(t *testing.T, c Config) {
+			if c.ObjectsBucket != bus.BucketObjects {
+				t.Errorf("live stream: objects bucket %q, want %q", c.ObjectsBucket, bus.BucketObjects)
+			}
+		}},
+		{name: "objects bucket of a shadow informer", env: map[string]string{apiclient.EnvAPIToken: "t",
+			group.EnvStream: events.ShadowStreamName, group.EnvSubjectPrefix: events.ShadowSubjectPrefix}, check: func(t *testing.T, c Config) {
+			// What the shadow informer writes (its docs name it).
+			if want := "ambient-objects-ambient-events-shadow"; c.ObjectsBucket != want {
+				t.Errorf("shadow stream: objects bucket %q, want %q", c.ObjectsBucket, want)
+			}
+		}},
+		{name: "objects bucket set", env: map[string]string{apiclient.EnvAPIToken: "t",
+			group.EnvStream: events.ShadowStreamName, group.EnvSubjectPrefix: events.ShadowSubjectPrefix, EnvObjectsBucket: "mine"}, check: func(t *testing.T, c Config) {
+			if c.ObjectsBucket != "mine" {
+				t.Errorf("objects bucket %q, want the one set", c.ObjectsBucket)
 			}
 		}},
 		{name: "bad values named", env: map[string]string{
