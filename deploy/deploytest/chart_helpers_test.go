@@ -174,11 +174,17 @@ func render(t testing.TB, vals map[string]any) (rendered, error) {
 // renderChart is render for a chart already loaded (tests add templates).
 func renderChart(t testing.TB, c *chart.Chart, vals map[string]any) (rendered, error) {
 	t.Helper()
+	return renderRelease(t, c, releaseName, releaseNamespace, vals)
+}
+
+// renderRelease is renderChart as release name in namespace.
+func renderRelease(t testing.TB, c *chart.Chart, name, namespace string, vals map[string]any) (rendered, error) {
+	t.Helper()
 	inst := action.NewInstall(&action.Configuration{})
 	inst.DryRun = true
 	inst.ClientOnly = true
-	inst.ReleaseName = releaseName
-	inst.Namespace = releaseNamespace
+	inst.ReleaseName = name
+	inst.Namespace = namespace
 	inst.IncludeCRDs = false
 	kv, err := chartutil.ParseKubeVersion("v1.37.2")
 	if err != nil {

@@ -17,6 +17,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"sigs.k8s.io/yaml"
 
 	"github.com/ambient-code/control-plane/libs/events"
@@ -894,5 +895,45 @@ func TestChartAguiProxyAuthz(t *testing.T) {
 	ap, _ = yaml.Marshal(r.find("NetworkPolicy", name("agui-proxy")).Object["spec"])
 	if !strings.Contains(string(ap), "10.96.0.1/32") {
 		t.Errorf("kube mode: agui-proxy NetworkPolicy does not reach the Kubernetes API:\n%s", ap)
+	}
+}
+
+// TestChartInstanceNames: CONTROL_PLANE_INSTANCE is "<namespace>-<release>"
+// and, for names past a label value's 63 characters, stays a valid label
+// value that tells apart two releases whose names share their first 63
+// characters (a plain cut gave both the same instance, and each
+// kube-reconciler's resync deleted the other's AgenticSessions).
+func TestChartInstanceNames(t *testing.T) {
+	t.Parallel()
+	instance := func(name, namespace string) string {
+		t.Helper()
+		r, err := renderRelease(t, loadChart(t), name, namespace, nil)
+		if err != nil {
+			t.Fatalf("render %s/%s: %v", namespace, name, err)
+		}
+		for _, u := range r.ofKind("Deployment") {
+			d := toTyped[appsv1.Deployment](t, u)
+			if d.Spec.Template.Labels["app.kubernetes.io/component"] == "kube-reconciler" {
+				return envOf(t, r, d)["CONTROL_PLANE_INSTANCE"]
+			}
+		}
+		t.Fatalf("%s/%s: no kube-reconciler Deployment", namespace, name)
+		return ""
+	}
+	if got := instance(releaseName, releaseNamespace); got != releaseNamespace+"-"+releaseName {
+		t.Errorf("instance %q, want %q", got, releaseNamespace+"-"+releaseName)
+	}
+	long := strings.Repeat("n", 63)
+	one, two := instance("release-one", long), instance("release-two", long)
+	for _, got := range []string{one, two} {
+		if errs := validation.IsValidLabelValue(got); len(errs) > 0 || got == "" {
+			t.Errorf("instance %q is not a label value: %v", got, errs)
+		}
+	}
+	if one == two {
+		t.Errorf("releases release-one and release-two in namespace %s share instance %q", long, one)
+	}
+	if again := instance("release-one", long); again != one {
+		t.Errorf("instance of one release changed between renders: %q, then %q", one, again)
 	}
 }
