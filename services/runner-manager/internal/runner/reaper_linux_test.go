@@ -49,19 +49,8 @@ func TestReaperKillsEscapedProcesses(t *testing.T) {
 }
 
 func reaperScenario(t *testing.T) {
-	r, err := NewReaper(slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Skipf("no subreaper here: %v", err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	reaping := make(chan error, 1)
-	go func() { reaping <- r.Run(ctx) }() // stopped below
-	defer func() {
-		cancel()
-		if err := <-reaping; err != nil {
-			t.Errorf("reaper Run = %v", err)
-		}
-	}()
+	r := newReaper(t)
+	runReaper(t, r)
 
 	// A tracked runner: a child whose exec.Cmd waits for it.
 	runner := exec.Command("sleep", "60")
@@ -101,6 +90,31 @@ func reaperScenario(t *testing.T) {
 	}
 }
 
+// newReaper makes this process a subreaper, or skips the test where the
+// kernel refuses.
+func newReaper(t *testing.T) *Reaper {
+	t.Helper()
+	r, err := NewReaper(slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Skipf("no subreaper here: %v", err)
+	}
+	return r
+}
+
+// runReaper runs r's reaping loop until the test has ended.
+func runReaper(t *testing.T, r *Reaper) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	reaping := make(chan error, 1)
+	go func() { reaping <- r.Run(ctx) }() // stopped in cleanup
+	t.Cleanup(func() {
+		cancel()
+		if err := <-reaping; err != nil {
+			t.Errorf("reaper Run = %v", err)
+		}
+	})
+}
+
 // startEscapees starts one sleep per session ("": without SESSION_ID)
 // through a shell that exits at once, so each sleep is reparented to this
 // process.
@@ -126,10 +140,7 @@ func startEscapees(t *testing.T, sessions ...string) {
 // made certain.
 func TestReaperCountsEachKillOnce(t *testing.T) {
 	inReaperProcess(t, func(t *testing.T) {
-		r, err := NewReaper(slog.New(slog.DiscardHandler))
-		if err != nil {
-			t.Skipf("no subreaper here: %v", err)
-		}
+		r := newReaper(t)
 		var held []int
 		r.kill = func(pid int, sig unix.Signal) error {
 			if sig != unix.SIGKILL {
@@ -138,15 +149,7 @@ func TestReaperCountsEachKillOnce(t *testing.T) {
 			held = append(held, pid)
 			return nil
 		}
-		ctx, cancel := context.WithCancel(context.Background())
-		reaping := make(chan error, 1)
-		go func() { reaping <- r.Run(ctx) }() // stopped below
-		defer func() {
-			cancel()
-			if err := <-reaping; err != nil {
-				t.Errorf("reaper Run = %v", err)
-			}
-		}()
+		runReaper(t, r)
 		startEscapees(t, "s1", "s1", "s2")
 		waitEscaped(t, 0, map[string]int{"s1": 2, "s2": 1})
 
