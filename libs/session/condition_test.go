@@ -34,6 +34,23 @@ func TestConditions(t *testing.T) {
 	}
 }
 
+// Times are stored in UTC whatever the caller's zone, and a time the caller
+// gives is kept as given, even when the status did not change.
+func TestConditionTimes(t *testing.T) {
+	t.Parallel()
+	east := time.FixedZone("UTC+2", 2*60*60)
+	local := time.Date(2026, 1, 2, 5, 4, 5, 600, east) // 03:04:05.0000006 UTC
+	cs := session.Conditions{}.Set(session.Condition{Type: "A", Status: session.StatusTrue}, local)
+	if got, want := cs.JSON(), `[{"type":"A","status":"True","lastTransitionTime":"2026-01-02T03:04:05Z"}]`; got != want {
+		t.Fatalf("JSON = %s, want %s (UTC, whole seconds)", got, want)
+	}
+	given := time.Date(2026, 1, 3, 0, 0, 0, 0, time.UTC)
+	cs = cs.Set(session.Condition{Type: "A", Status: session.StatusTrue, LastTransitionTime: given}, local.Add(time.Hour))
+	if a, _ := cs.Get("A"); !a.LastTransitionTime.Equal(given) {
+		t.Fatalf("A's time = %v, want the given %v", a.LastTransitionTime, given)
+	}
+}
+
 // A condition without a time (kube-reconciler's) marshals without one, so
 // the same failure is the same bytes; foreign fields of the CRD's
 // conditions survive a round trip.

@@ -95,6 +95,10 @@ func TestNewSelector(t *testing.T) {
 		{"bad labels json", []string{"*"}, "run=local", sess("p", `{bad`), false},
 		{"project and label", []string{"p"}, "run=local", sess("p", `{"run":"local"}`), true},
 		{"label but other project", []string{"a"}, "run=local", sess("p", `{"run":"local"}`), false},
+		// An empty value selects the label set to "", never its absence.
+		{"empty value matches empty", []string{"*"}, "run=", sess("p", `{"run":""}`), true},
+		{"empty value, label missing", []string{"*"}, "run=", sess("p", `{}`), false},
+		{"empty value, no labels", []string{"*"}, "run=", sess("p", ""), false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
