@@ -143,6 +143,12 @@ func TestInvalid(t *testing.T) {
 		{"no session", registry.Endpoint{Owner: "a"}},
 		{"no owner", registry.Endpoint{SessionID: "s"}},
 		{"bad port", registry.Endpoint{SessionID: "s", Owner: "a", Port: 70000}},
+		{"port 65536", registry.Endpoint{SessionID: "s", Owner: "a", Port: 65536}},
+		{"negative port", registry.Endpoint{SessionID: "s", Owner: "a", Port: -1}},
+		{"final without a phase", registry.Endpoint{
+			SessionID: "s", Owner: "a", State: registry.StateExited,
+			Final: &registry.Final{Reason: "RunnerExited", At: time.Unix(1700000000, 0).UTC()},
+		}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

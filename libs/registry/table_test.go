@@ -1,0 +1,225 @@
+package registry_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ambient-code/control-plane/libs/registry"
+	"github.com/ambient-code/control-plane/libs/testenv"
+)
+
+// running is a routable record of session id.
+func running(id string, port int) registry.Endpoint {
+	e := ep(id, "m")
+	e.Host, e.Port, e.State = "10.0.0.1", port, registry.StateRunning
+	return e
+}
+
+// runTable starts tab.Run on kv, waits for its first snapshot and stops it
+// (checking its result) when the test ends.
+func runTable(t *testing.T, tab *registry.Table, kv jetstream.KeyValue) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)              // buffered: Run's result is read in cleanup
+	go func() { done <- tab.Run(ctx, kv) }() // owned by this test; ends on cancel
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("run: %v", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Error("run did not return")
+		}
+	})
+	select {
+	case <-tab.Synced():
+	case <-time.After(5 * time.Second):
+		t.Fatal("table not synced")
+	}
+}
+
+// TestTableMisfiledRecord: a record stored under another session's key
+// (b's record under key a) routes neither a nor b, whether it is in the
+// first snapshot or arrives later over a valid record.
+func TestTableMisfiledRecord(t *testing.T) {
+	t.Parallel()
+	kv := newKV(t)
+	ctx := t.Context()
+	misfile := func(key string, e registry.Endpoint) {
+		t.Helper()
+		b, err := json.Marshal(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := kv.Put(ctx, registry.Key(key), b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	misfile("a", running("b", 9100))
+	if _, err := registry.Claim(ctx, kv, running("c", 9101)); err != nil {
+		t.Fatal(err)
+	}
+	tab := registry.NewTable()
+	runTable(t, tab, kv)
+	for _, id := range []string{"a", "b"} {
+		if got, ok := tab.Lookup(id); ok {
+			t.Fatalf("lookup %s = %+v, want no route (b's record under key a)", id, got)
+		}
+	}
+	if got, ok := tab.Lookup("c"); !ok || got != running("c", 9101) {
+		t.Fatalf("lookup c = %+v %v", got, ok)
+	}
+	// A misfiled update replaces c's valid record; z, written after it,
+	// tells when the table has applied it.
+	misfile("c", running("d", 9102))
+	if _, err := registry.Claim(ctx, kv, running("z", 9103)); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if _, ok := tab.Lookup("z"); !ok {
+			return errors.New("z not routable yet")
+		}
+		return nil
+	})
+	for _, id := range []string{"c", "d"} {
+		if got, ok := tab.Lookup(id); ok {
+			t.Fatalf("lookup %s = %+v, want no route (d's record under key c)", id, got)
+		}
+	}
+	if n := tab.Len(); n != 1 {
+		t.Fatalf("len = %d, want 1 (z)", n)
+	}
+}
+
+// errWatchCut is what a gatedKV's WatchAll returns while cut.
+var errWatchCut = errors.New("watch cut by the test")
+
+// gatedKV is a real bucket whose watches the test can break and keep from
+// reopening, as a lost connection would; writes go through meanwhile.
+type gatedKV struct {
+	jetstream.KeyValue
+	mu      sync.Mutex
+	cutOff  bool                   // guarded by mu: WatchAll fails
+	watches []jetstream.KeyWatcher // guarded by mu
+}
+
+func (g *gatedKV) WatchAll(ctx context.Context, opts ...jetstream.WatchOpt) (jetstream.KeyWatcher, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.cutOff {
+		return nil, errWatchCut
+	}
+	w, err := g.KeyValue.WatchAll(ctx, opts...)
+	if err == nil {
+		g.watches = append(g.watches, w)
+	}
+	return w, err
+}
+
+// cut stops every open watch and fails new ones until restore.
+func (g *gatedKV) cut(t testing.TB) {
+	t.Helper()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.cutOff = true
+	for _, w := range g.watches {
+		if err := w.Stop(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	g.watches = nil
+}
+
+func (g *gatedKV) restore() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.cutOff = false
+}
+
+// TestTableRewatch: while the table's watch is broken it is not Ready and
+// Err says why; once the watch is back the table is rebuilt from the
+// bucket, so a record deleted meanwhile is reported removed and no longer
+// routed, a record that changed project is reported removed and routed
+// with its new facts, and an unchanged one is neither.
+func TestTableRewatch(t *testing.T) {
+	t.Parallel()
+	kv := &gatedKV{KeyValue: newKV(t)}
+	ctx := t.Context()
+	revs := map[string]uint64{}
+	for i, id := range []string{"keep", "gone", "moved"} {
+		rev, err := registry.Claim(ctx, kv, running(id, 9100+i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		revs[id] = rev
+	}
+	var mu sync.Mutex
+	var removed []string // guarded by mu
+	tab := registry.NewTable(registry.WithOnRemove(func(id string) {
+		mu.Lock()
+		removed = append(removed, id)
+		mu.Unlock()
+	}))
+	runTable(t, tab, kv)
+	for _, id := range []string{"keep", "gone", "moved"} {
+		if _, ok := tab.Lookup(id); !ok {
+			t.Fatalf("%s not routable after sync", id)
+		}
+	}
+
+	kv.cut(t)
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if tab.Ready() || tab.Err() == nil {
+			return fmt.Errorf("ready = %v, err = %v with the watch broken", tab.Ready(), tab.Err())
+		}
+		return nil
+	})
+	// Changes the table cannot see while its watch is down.
+	if err := registry.Release(ctx, kv, "gone", "m"); err != nil {
+		t.Fatal(err)
+	}
+	moved := running("moved", 9102)
+	moved.ProjectID = "q"
+	if _, err := registry.Register(ctx, kv, moved, revs["moved"]); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := tab.Lookup("gone"); !ok {
+		t.Fatal("table saw the delete with its watch down: the test does not exercise the re-sync")
+	}
+
+	kv.restore()
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if !tab.Ready() {
+			return fmt.Errorf("not ready after the watch came back (err %v)", tab.Err())
+		}
+		return nil
+	})
+	if err := tab.Err(); err != nil {
+		t.Fatalf("err = %v after the re-sync, want nil", err)
+	}
+	mu.Lock()
+	got := slices.Sorted(slices.Values(removed))
+	mu.Unlock()
+	if !slices.Equal(got, []string{"gone", "moved"}) {
+		t.Fatalf("removed %v after the re-sync, want [gone moved]", got)
+	}
+	if e, ok := tab.Lookup("gone"); ok {
+		t.Fatalf("deleted record still routed: %+v", e)
+	}
+	if e, ok := tab.Lookup("moved"); !ok || e != moved {
+		t.Fatalf("lookup moved = %+v %v, want %+v", e, ok, moved)
+	}
+	if e, ok := tab.Lookup("keep"); !ok || e != running("keep", 9100) {
+		t.Fatalf("lookup keep = %+v %v", e, ok)
+	}
+}
