@@ -18,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -224,6 +225,57 @@ func TestListAllStopConditions(t *testing.T) {
 	}
 }
 
+// TestListLaterCopyWins updates a project between two pages: memapi, like
+// the real server, moves it to the end of the list order, so the second page
+// shows it again. The later copy (the update) wins and keeps its first
+// position.
+func TestListLaterCopyWins(t *testing.T) {
+	t.Parallel()
+	srv := testenv.API(t)
+	c := testenv.APIClient(t, srv, func(cfg *apiclient.Config) { cfg.PageSize = 2 })
+	for _, name := range []string{"pa", "pb", "pc", "pd"} {
+		if _, err := c.CreateProject(t.Context(), &ambientv1.CreateProjectRequest{Name: name}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var once sync.Once
+	updated := make(chan error, 1) // the hook's one update
+	srv.SetListHook(func(method string, page int32) {
+		if method != ambientv1.ProjectService_ListProjects_FullMethodName || page != 1 {
+			return
+		}
+		once.Do(func() {
+			// After page 1 (pa, pb): the order becomes pb, pc, pd, pa.
+			_, err := srv.Projects().UpdateProject(t.Context(), &ambientv1.UpdateProjectRequest{Id: "pa", Description: proto.String("moved")})
+			updated <- err
+		})
+	})
+	got, err := c.ListProjects(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-updated:
+		if err != nil {
+			t.Fatalf("update in the list hook: %v", err)
+		}
+	default:
+		t.Fatal("the list hook did not update pa")
+	}
+	ids := make([]string, 0, len(got))
+	for _, p := range got {
+		ids = append(ids, p.GetMetadata().GetId())
+	}
+	// Page 2 is offset 2 of the new order: pd, pa. pc moved into page 1's
+	// range and is skipped, as on the real server.
+	if diff := cmp.Diff([]string{"pa", "pb", "pd"}, ids); diff != "" {
+		t.Fatalf("ids (-want +got):\n%s", diff)
+	}
+	if d := got[0].GetDescription(); d != "moved" {
+		t.Errorf("pa has description %q, want the later copy's %q", d, "moved")
+	}
+}
+
 func TestWatchSeesChangesFromAnotherClient(t *testing.T) {
 	t.Parallel()
 	srv := testenv.API(t)
@@ -374,6 +426,11 @@ func TestUnauthenticated(t *testing.T) {
 			if _, err := c.ListProjects(t.Context()); status.Code(err) != codes.Unauthenticated {
 				t.Errorf("list: %v, want Unauthenticated", err)
 			}
+			for _, call := range crudCalls(c) {
+				if err := call.do(t.Context()); status.Code(err) != codes.Unauthenticated {
+					t.Errorf("%s: %v, want Unauthenticated", call.name, err)
+				}
+			}
 			w, err := c.WatchSessions(t.Context())
 			if err != nil {
 				t.Fatal(err)
@@ -435,16 +492,39 @@ func TestDefaultTimeout(t *testing.T) {
 	t.Parallel()
 	srv := testenv.API(t)
 	release := make(chan struct{})
-	srv.SetListHook(func(string, int32) { <-release })
+	// The hook holds the list until the test ends, but at most 5 s: should
+	// the default timeout not apply, the call then succeeds and the test
+	// fails instead of hanging.
+	srv.SetListHook(func(string, int32) {
+		select {
+		case <-release:
+		case <-time.After(5 * time.Second):
+		}
+	})
 	defer close(release)
 	c := testenv.APIClient(t, srv, func(cfg *apiclient.Config) { cfg.Timeout = 100 * time.Millisecond })
 	begin := time.Now()
 	_, err := c.ListSessions(t.Context()) // no deadline: the client's default applies
 	if status.Code(err) != codes.DeadlineExceeded {
-		t.Fatalf("err %v, want DeadlineExceeded", err)
+		t.Fatalf("err %v after %v, want DeadlineExceeded after Timeout (100ms)", err, time.Since(begin))
 	}
-	if el := time.Since(begin); el > 5*time.Second {
+	if el := time.Since(begin); el > 4*time.Second {
 		t.Errorf("took %v", el)
+	}
+}
+
+// TestDefaultTimeoutKeepsCallerDeadline: the default timeout only bounds
+// calls without a deadline; it never shortens the caller's own.
+func TestDefaultTimeoutKeepsCallerDeadline(t *testing.T) {
+	t.Parallel()
+	srv := testenv.API(t)
+	// A slow server: every list answers after 300 ms, longer than Timeout.
+	srv.SetListHook(func(string, int32) { <-time.After(300 * time.Millisecond) })
+	c := testenv.APIClient(t, srv, func(cfg *apiclient.Config) { cfg.Timeout = 100 * time.Millisecond })
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	if _, err := c.ListSessions(ctx); err != nil {
+		t.Fatalf("ListSessions with a 5s ctx, Timeout 100ms and a 300ms server: %v, want success", err)
 	}
 }
 
@@ -461,14 +541,22 @@ func TestNewValidatesConfig(t *testing.T) {
 	}{
 		{"empty addr", apiclient.Config{}},
 		{"negative keepalive", apiclient.Config{Addr: "x:1", Keepalive: -1}},
+		{"negative timeout", apiclient.Config{Addr: "x:1", Timeout: -1}},
+		{"negative page size", apiclient.Config{Addr: "x:1", PageSize: -1}},
 		{"page size too big", apiclient.Config{Addr: "x:1", PageSize: 501}},
 		{"missing CA file", apiclient.Config{Addr: "x:1", UseTLS: true, CAFile: filepath.Join(dir, "none.pem")}},
 		{"CA file without PEM", apiclient.Config{Addr: "x:1", UseTLS: true, CAFile: notPEM}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			if _, err := apiclient.New(tc.cfg); !errors.Is(err, apiclient.ErrInvalidConfig) {
+			c, err := apiclient.New(tc.cfg)
+			if !errors.Is(err, apiclient.ErrInvalidConfig) {
 				t.Errorf("err %v, want ErrInvalidConfig", err)
+			}
+			if c != nil {
+				if err := c.Close(); err != nil {
+					t.Error(err)
+				}
 			}
 		})
 	}

@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/ambient-code/control-plane/libs/apiclient"
 	"github.com/ambient-code/control-plane/libs/envconfig"
 )
@@ -35,6 +37,42 @@ func TestLoadEnvTokenFile(t *testing.T) {
 			got := apiclient.LoadEnv(l).Config().Token
 			if err := l.Err(); (err != nil) != tc.wantErr || got != tc.want {
 				t.Fatalf("token %q, err %v; want %q, error %v", got, err, tc.want, tc.wantErr)
+			}
+		})
+	}
+}
+
+// TestLoadEnvConfig: unset variables take the dev stack's defaults, set ones
+// reach the client Config.
+func TestLoadEnvConfig(t *testing.T) {
+	t.Parallel()
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(ca, []byte("pem"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		env  map[string]string
+		want apiclient.Config
+	}{
+		{"defaults", map[string]string{apiclient.EnvAPIToken: "tok"}, apiclient.Config{Addr: "localhost:8001", Token: "tok"}},
+		{"all set", map[string]string{
+			apiclient.EnvAPIToken:   "tok",
+			apiclient.EnvGRPCAddr:   "api.example:9000",
+			apiclient.EnvGRPCUseTLS: "true",
+			apiclient.EnvGRPCCAFile: ca,
+		}, apiclient.Config{Addr: "api.example:9000", Token: "tok", UseTLS: true, CAFile: ca}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			l := envconfig.New(envconfig.Map(tc.env))
+			got := apiclient.LoadEnv(l).Config()
+			if err := l.Err(); err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("Config (-want +got):\n%s", diff)
 			}
 		})
 	}

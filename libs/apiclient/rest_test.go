@@ -1,9 +1,20 @@
 package apiclient_test
 
 import (
+	"context"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
+	"io"
+	"log"
+	"log/slog"
 	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
@@ -84,5 +95,102 @@ func TestNewRESTValidates(t *testing.T) {
 		if _, err := apiclient.NewREST(cfg); !errors.Is(err, apiclient.ErrInvalidConfig) {
 			t.Errorf("NewREST(%+v) = %v, want ErrInvalidConfig", cfg, err)
 		}
+	}
+}
+
+// startAnswer answers POST /sessions/s1/start with body (200), any other
+// request with a test error.
+func startAnswer(t *testing.T, body string) http.Handler {
+	t.Helper()
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost || r.URL.Path != restapi.BasePath+"/sessions/s1/start" {
+			t.Errorf("unexpected request %s %s", r.Method, r.URL.Path)
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, body) // the client's error shows a short write
+	})
+}
+
+const startedSession = `{"id":"s1","kind":"Session","href":"/api/ambient/v1/sessions/s1","name":"demo","phase":"Pending"`
+
+// TestRESTIgnoresUnknownFields: a newer server's extra keys are dropped, the
+// known ones read.
+func TestRESTIgnoresUnknownFields(t *testing.T) {
+	t.Parallel()
+	ts := httptest.NewServer(startAnswer(t, startedSession+`,"added_by_a_newer_server":{"x":1}}`))
+	defer ts.Close()
+	got, err := restClient(t, ts.URL, "tok").StartSession(t.Context(), "s1")
+	if err != nil || got.GetMetadata().GetId() != "s1" || got.GetName() != "demo" || got.GetPhase() != "Pending" {
+		t.Fatalf("start: %v, %v", got, err)
+	}
+}
+
+// TestRESTWithCAFile: an https server is trusted with its CA file and not
+// without it.
+func TestRESTWithCAFile(t *testing.T) {
+	t.Parallel()
+	ts := httptest.NewUnstartedServer(startAnswer(t, startedSession+"}"))
+	ts.Config.ErrorLog = log.New(io.Discard, "", 0) // the untrusted client's handshake error
+	ts.StartTLS()
+	defer ts.Close()
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ts.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rc, err := apiclient.NewREST(apiclient.RESTConfig{URL: ts.URL, Token: "tok", CAFile: caFile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := rc.StartSession(t.Context(), "s1"); err != nil || got.GetPhase() != "Pending" {
+		t.Fatalf("start with the CA: %v, %v", got, err)
+	}
+	var unknownCA x509.UnknownAuthorityError
+	if _, err := restClient(t, ts.URL, "tok").StartSession(t.Context(), "s1"); !errors.As(err, &unknownCA) || apiclient.RESTStatus(err) != 0 {
+		t.Fatalf("start without the CA: %v, want x509.UnknownAuthorityError", err)
+	}
+}
+
+// TestRESTTimeout: a call without a ctx deadline ends after Timeout when the
+// server stalls.
+func TestRESTTimeout(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	ts := httptest.NewServer(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) {
+		select { // stall until the client gives up or the test ends
+		case <-r.Context().Done():
+		case <-release:
+		}
+	}))
+	defer ts.Close()
+	defer close(release) // before ts.Close, which waits for the handler
+	rc, err := apiclient.NewREST(apiclient.RESTConfig{URL: ts.URL, Token: "tok", Timeout: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1) // one result
+	begin := time.Now()
+	go func() {
+		_, err := rc.StartSession(t.Context(), "s1") // no deadline: Timeout applies
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.DeadlineExceeded) || apiclient.RESTStatus(err) != 0 {
+			t.Fatalf("start against a stalled server: %v after %v, want DeadlineExceeded", err, time.Since(begin))
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("start against a stalled server still running after 5s with Timeout 100ms")
+	}
+}
+
+func TestRESTConfigLogValueRedactsToken(t *testing.T) {
+	t.Parallel()
+	var b strings.Builder
+	logger := slog.New(slog.NewJSONHandler(&b, nil))
+	logger.Info("cfg", slog.Any("api", apiclient.RESTConfig{URL: "http://api:8000", Token: "hunter2"}))
+	if strings.Contains(b.String(), "hunter2") || !strings.Contains(b.String(), "http://api:8000") {
+		t.Errorf("log line %s", b.String())
 	}
 }
