@@ -8,6 +8,7 @@ import (
 	"time"
 
 	eventsv1 "github.com/ambient-code/control-plane/proto/ambient/events/v1"
+	"github.com/nats-io/nats.go"
 	"github.com/synadia-io/orbit.go/pcgroups"
 	"go.opentelemetry.io/otel/metric/noop"
 )
@@ -121,6 +122,18 @@ func TestDLQSubject(t *testing.T) {
 		if got := DLQSubject(tc.cfg, tc.subject); got != tc.want {
 			t.Errorf("DLQSubject(%q) = %q, want %q", tc.subject, got, tc.want)
 		}
+	}
+}
+
+// TestDLQMsgErrorOneLine: dlqMsg itself puts a multi-line error on one
+// line (nats.go would also replace the newlines on the wire, which is why
+// TestDeadLetterErrorHeaderHasNoNewline alone cannot tell).
+func TestDLQMsgErrorOneLine(t *testing.T) {
+	t.Parallel()
+	m := dlqMsg(Config{Group: "g", Member: "a"}, "ambient.events.sessions.p1.s1", nats.Header{}, nil, 1, ReasonTerminal,
+		errors.New("line one\nline two\r\nline three"))
+	if got, want := m.Header.Get(HeaderDLQError), "line one line two  line three"; got != want {
+		t.Fatalf("%s = %q, want %q", HeaderDLQError, got, want)
 	}
 }
 
