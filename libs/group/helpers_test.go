@@ -287,3 +287,26 @@ func tracedCtx(t *testing.T) context.Context {
 	sc := trace.NewSpanContext(trace.SpanContextConfig{TraceID: traceID, SpanID: spanID, TraceFlags: trace.FlagsSampled})
 	return trace.ContextWithSpanContext(t.Context(), sc)
 }
+
+// queueBehindFirst publishes v1 of object x, waits until its handler has
+// started (it signals started and then blocks), publishes queued more
+// versions and waits until the member holds all of them: v1 running, the
+// rest waiting in x's lane.
+func queueBehindFirst(t *testing.T, js jetstream.JetStream, cfg group.Config, started <-chan struct{}, queued int) {
+	t.Helper()
+	publish(t, js, "x", 1)
+	select {
+	case <-started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("first call never started")
+	}
+	for v := 2; v <= queued+1; v++ {
+		publish(t, js, "x", v)
+	}
+	testenv.Eventually(t, 15*time.Second, func() error {
+		if n := cfg.Stats.Snapshot().InFlight; n != uint64(queued+1) {
+			return fmt.Errorf("%d held, want %d", n, queued+1)
+		}
+		return nil
+	})
+}

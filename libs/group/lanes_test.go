@@ -268,23 +268,8 @@ func TestCoalesceQueuedEvents(t *testing.T) {
 		return nil
 	})
 	waitMembers(t, js, "a")
-	publish(t, js, "x", 1)
-	select {
-	case <-started:
-	case <-time.After(10 * time.Second):
-		t.Fatal("first call never started")
-	}
 	const queued = 5
-	for v := 2; v <= queued+1; v++ {
-		publish(t, js, "x", v)
-	}
-	// All of them delivered and waiting in x's lane.
-	testenv.Eventually(t, 15*time.Second, func() error {
-		if n := cfg.Stats.Snapshot().InFlight; n != queued+1 {
-			return fmt.Errorf("%d held, want %d", n, queued+1)
-		}
-		return nil
-	})
+	queueBehindFirst(t, js, cfg, started, queued)
 	close(release)
 	testenv.Eventually(t, 15*time.Second, func() error {
 		if n := cfg.Stats.Snapshot().Acked; n != queued+1 {
