@@ -19,7 +19,13 @@
 //
 // A member holds up to MaxInFlight messages (default 64, GROUP_MAX_IN_FLIGHT)
 // and files each in its object's lane (object = the id token of the
-// subject), in delivery order, which is stream order. Each lane with work
+// subject), which takes them in stream order. Delivery order is not always
+// stream order (a consumer re-created by a rebalance loses what the server
+// had just sent to the old subscription, and redeliveries come unordered),
+// so while a delivery may be missing (for 2 AckWaits after a config
+// rewrite or a gap in the consumer's numbering), a lane looks in the
+// work-queue stream for an older unsettled message of the object before it
+// starts one, and waits for it (order.go, TestLaneWaitsForOlderLostDelivery). Each lane with work
 // runs one goroutine: the handler runs for at most one message of an object
 // at a time, an object's later messages wait behind its earlier ones, and a
 // slow or failing object holds back only its own messages. A failed try is

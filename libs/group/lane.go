@@ -1,6 +1,7 @@
 package group
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"log/slog"
@@ -24,8 +25,29 @@ import (
 // naked message would no longer block the object's later ones now that
 // the consumer hands out MaxInFlight at a time, so they could overtake it.
 type lane struct {
-	key   string   // the object's id token
-	queue []*entry // guarded by worker.mu; the head batch is being handled
+	key string // the object's id token
+	// queue is sorted by stream sequence each time the lane takes its next
+	// batch (see order.go); the head batch is being handled. Guarded by
+	// worker.mu.
+	queue []*entry
+	// wake gets a value (capacity 1, never blocking) when deliver files a
+	// message in the lane: a head waiting for an older message looks again.
+	wake chan struct{}
+}
+
+// newLane returns the lane of the object key, holding e.
+func newLane(key string, e *entry) *lane {
+	return &lane{key: key, queue: []*entry{e}, wake: make(chan struct{}, 1)}
+}
+
+// file appends e to the lane's queue and wakes a waiting head. Caller
+// holds worker.mu.
+func (l *lane) file(e *entry) {
+	l.queue = append(l.queue, e)
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
 }
 
 // connectedPoll is how often a lane looks whether the connection is back
@@ -57,10 +79,14 @@ func (w *worker) runLane(runCtx, lctx context.Context, cancel context.CancelCaus
 	defer w.gate.leave()
 	defer cancel(nil)
 	defer w.own.end(f)
+	var older olderWait
 	for {
 		batch := w.next(l)
 		if batch == nil {
 			return
+		}
+		if runCtx.Err() == nil && lctx.Err() == nil && w.waitForOlder(runCtx, lctx, f, l, batch[0], &older) {
+			continue
 		}
 		if runCtx.Err() != nil || lctx.Err() != nil || !w.handle(runCtx, lctx, f, l, batch) {
 			w.releaseLane(lctx, l)
@@ -69,9 +95,10 @@ func (w *worker) runLane(runCtx, lctx context.Context, cancel context.CancelCaus
 	}
 }
 
-// next returns the lane's next batch, or nil after removing the lane when
-// its queue is empty (under mu, so deliver never files into a lane whose
-// goroutine has ended).
+// next returns the lane's next batch, oldest first, or nil after removing
+// the lane when its queue is empty (under mu, so deliver never files into a
+// lane whose goroutine has ended). Every message of the previous batch is
+// settled by now, so sorting moves none that is being handled.
 func (w *worker) next(l *lane) []*entry {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -79,6 +106,7 @@ func (w *worker) next(l *lane) []*entry {
 		delete(w.lanes, l.key)
 		return nil
 	}
+	slices.SortStableFunc(l.queue, func(a, b *entry) int { return cmp.Compare(a.seq, b.seq) })
 	if w.cfg.Coalesce {
 		return slices.Clone(l.queue)
 	}

@@ -22,6 +22,7 @@ const (
 	MetricDeadLettered = "consumer_group.dead_lettered"
 	MetricLag          = "consumer_group.lag"
 	MetricCoalesced    = "consumer_group.coalesced"
+	MetricReordered    = "consumer_group.reordered"
 	MetricInFlight     = "consumer_group.in_flight"
 	MetricPartitions   = "consumer_group.partitions"
 	MetricUnowned      = "consumer_group.partitions_unowned"
@@ -67,6 +68,10 @@ func RegisterMetrics(cfg Config) (unregister func() error, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("create %s: %w", MetricCoalesced, err)
 	}
+	reordered, err := m.Int64ObservableCounter(MetricReordered, metric.WithDescription("Events delivered before an older unsettled event of the same object; each waited for it."))
+	if err != nil {
+		return nil, fmt.Errorf("create %s: %w", MetricReordered, err)
+	}
 	inFlight, err := m.Int64ObservableGauge(MetricInFlight, metric.WithDescription("Events this member holds now: delivered, not yet acked, dead-lettered or released."))
 	if err != nil {
 		return nil, fmt.Errorf("create %s: %w", MetricInFlight, err)
@@ -96,6 +101,7 @@ func RegisterMetrics(cfg Config) (unregister func() error, err error) {
 		o.ObserveInt64(dead, clamp(s.DeadLettered), attrs)
 		o.ObserveInt64(lag, clamp(s.Lag), attrs)
 		o.ObserveInt64(coalesced, clamp(s.Coalesced), attrs)
+		o.ObserveInt64(reordered, clamp(s.Reordered), attrs)
 		o.ObserveInt64(inFlight, clamp(s.InFlight), attrs)
 		o.ObserveInt64(parts, int64(s.Partitions), attrs)
 		o.ObserveInt64(unowned, int64(s.Unowned), attrs)
@@ -109,7 +115,7 @@ func RegisterMetrics(cfg Config) (unregister func() error, err error) {
 				attribute.String("member", cfg.Member), attribute.Int("partition", p)))
 		}
 		return nil
-	}, delivered, handled, retried, dead, lag, coalesced, inFlight, parts, unowned, backlog, joined)
+	}, delivered, handled, retried, dead, lag, coalesced, reordered, inFlight, parts, unowned, backlog, joined)
 	if err != nil {
 		return nil, fmt.Errorf("register consumer group metrics: %w", err)
 	}

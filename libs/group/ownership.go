@@ -25,6 +25,10 @@ type ownership struct {
 	owned   []int                        // guarded by mu; sorted
 	flights map[int]map[*flight]struct{} // guarded by mu; running work by partition
 	seen    uint64                       // guarded by mu; config revision owned was set from
+	// rewrittenAt is when a config after the first was applied: pcgroups
+	// re-creates the member's consumer on each, which can lose deliveries
+	// in transit (see order.go). Guarded by mu.
+	rewrittenAt time.Time
 	// lostAt is when each lost partition whose work still runs was lost;
 	// the member keeps reporting it as held (hand-off) until that work
 	// ends or the stop grace passed. Guarded by mu.
@@ -107,6 +111,14 @@ func (o *ownership) holding(grace time.Duration) (seen uint64, held []int) {
 	return o.seen, held
 }
 
+// lastRewrite returns when a config after the first was last applied
+// (zero when none was).
+func (o *ownership) lastRewrite() time.Time {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.rewrittenAt
+}
+
 // movedAway reports whether f's partition moved.
 func (o *ownership) movedAway(f *flight) bool {
 	o.mu.Lock()
@@ -122,6 +134,9 @@ func (o *ownership) set(owned []int, rev uint64) (gained, lost []int) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	defer o.notify()
+	if o.seen != 0 && rev != o.seen {
+		o.rewrittenAt = time.Now()
+	}
 	o.seen = rev
 	for _, p := range owned {
 		if !slices.Contains(o.owned, p) {

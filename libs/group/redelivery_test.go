@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -30,40 +32,14 @@ import (
 // from Fetch, so the test decides when each copy arrives.
 func TestStaleRedeliveryAfterAckNotHandled(t *testing.T) {
 	t.Parallel()
-	srv := testenv.NATS(t)
-	_, js := testenv.JetStream(t, srv)
-	ctx := t.Context()
 	const ackWait = time.Second
-	s, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "WQ", Subjects: []string{events.SubjectPrefix + ".>"}, Retention: jetstream.WorkQueuePolicy})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := s.CreateConsumer(ctx, jetstream.ConsumerConfig{Durable: "a", AckPolicy: jetstream.AckExplicitPolicy, AckWait: ackWait, MaxDeliver: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sess := &ambientv1.Session{Metadata: &ambientv1.ObjectReference{Id: "x", UpdatedAt: timestamppb.Now(), Kind: "Session"}, ProjectId: proto.String("p1")}
-	msg, err := events.NewMsg(ctx, events.SubjectPrefix, events.NewEvent(eventsv1.EventType_EVENT_TYPE_ADDED, sess, nil, time.Now()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := js.PublishMsg(ctx, msg); err != nil {
-		t.Fatal(err)
-	}
-
-	cfg, err := Config{Group: "g", Member: "a", AckWait: ackWait}.WithDefaults()
-	if err != nil {
-		t.Fatal(err)
-	}
-	own := newOwnership()
-	all := make([]int, cfg.Partitions)
-	for i := range all {
-		all[i] = i
-	}
-	own.set(all, 1)
+	q := newWorkQueue(t, ackWait)
+	q.publish(t, "x")
+	ctx := t.Context()
+	cfg := q.cfg
 	var calls atomic.Int32
 	started, release := make(chan struct{}, 1), make(chan struct{})
-	w := newWorker(cfg, js, func(ctx context.Context, _ Message) error {
+	w := q.worker(t, func(ctx context.Context, _ Message) error {
 		if calls.Add(1) == 1 {
 			started <- struct{}{}
 			select {
@@ -73,27 +49,14 @@ func TestStaleRedeliveryAfterAckNotHandled(t *testing.T) {
 			}
 		}
 		return nil
-	}, own, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	defer func() { <-w.gate.close() }()
+	})
 
-	fetch := func() jetstream.Msg {
-		t.Helper()
-		b, err := c.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
-		if err != nil {
-			t.Fatal(err)
-		}
-		for m := range b.Messages() {
-			return m
-		}
-		t.Fatalf("no delivery: %v", b.Error())
-		return nil
-	}
-	first := fetch()
+	first := q.fetch(t)
 	w.deliver(ctx, ctx, first)
 	<-started
 	// Nothing renews the message (no keepalive here): after AckWait the
 	// server sends it again, while the handler still runs.
-	again := fetch()
+	again := q.fetch(t)
 	if md, _ := again.Metadata(); md == nil || md.NumDelivered != 2 {
 		t.Fatalf("second fetch is not the redelivery: %+v", md)
 	}
@@ -115,4 +78,297 @@ func TestStaleRedeliveryAfterAckNotHandled(t *testing.T) {
 	if n := calls.Load(); n != 1 {
 		t.Fatalf("handler called %d times, want 1", n)
 	}
+}
+
+// TestLaneWaitsForOlderLostDelivery: the server sent an object's v1 to a
+// subscription that stopped before handing it over (pcgroups re-creating
+// the consumer), so the member gets v2 first; v1 comes back only as a
+// redelivery. The lane must not handle v2 before v1 (see order.go): it
+// finds v1 still in the work-queue stream and waits for it.
+func TestLaneWaitsForOlderLostDelivery(t *testing.T) {
+	t.Parallel()
+	q := newWorkQueue(t, 30*time.Second)
+	q.publish(t, "x")
+	q.publish(t, "x")
+	ctx := t.Context()
+	var j seqJournal
+	w := q.worker(t, j.record)
+	v1, v2 := q.fetch(t), q.fetch(t)
+	w.deliver(ctx, ctx, v2)
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if n := q.cfg.Stats.Snapshot().Reordered; n != 1 {
+			return fmt.Errorf("reordered %d, want v2 seen waiting for v1", n)
+		}
+		return nil
+	})
+	if got := j.snapshot(); len(got) != 0 {
+		t.Fatalf("handled %v before v1 arrived", got)
+	}
+	w.deliver(ctx, ctx, v1) // the redelivery, late
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if st := q.cfg.Stats.Snapshot(); st.Acked != 2 || st.InFlight != 0 {
+			return fmt.Errorf("acked %d, in flight %d: want both settled", st.Acked, st.InFlight)
+		}
+		return nil
+	})
+	if got, want := j.snapshot(), []uint64{seqOf(t, v1), seqOf(t, v2)}; !slices.Equal(got, want) {
+		t.Fatalf("handled seqs %v, want %v", got, want)
+	}
+}
+
+// TestLaneGoesOnWhenOlderSettledElsewhere: the older message a lane waits
+// for is settled by someone else (the partition's former owner acks it);
+// the lane sees it gone from the stream and handles the newer one.
+func TestLaneGoesOnWhenOlderSettledElsewhere(t *testing.T) {
+	t.Parallel()
+	q := newWorkQueue(t, 30*time.Second)
+	q.publish(t, "x")
+	q.publish(t, "x")
+	ctx := t.Context()
+	var j seqJournal
+	w := q.worker(t, j.record)
+	v1, v2 := q.fetch(t), q.fetch(t)
+	w.deliver(ctx, ctx, v2)
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if n := q.cfg.Stats.Snapshot().Reordered; n != 1 {
+			return fmt.Errorf("reordered %d, want v2 seen waiting for v1", n)
+		}
+		return nil
+	})
+	if err := v1.DoubleAck(ctx); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if st := q.cfg.Stats.Snapshot(); st.Acked != 1 || st.InFlight != 0 {
+			return fmt.Errorf("acked %d, in flight %d: want v2 settled", st.Acked, st.InFlight)
+		}
+		return nil
+	})
+	if got, want := j.snapshot(), []uint64{seqOf(t, v2)}; !slices.Equal(got, want) {
+		t.Fatalf("handled seqs %v, want %v", got, want)
+	}
+}
+
+// TestLaneSortsItsQueue: an object's messages that arrive out of order
+// while its lane is busy are handled in stream order.
+func TestLaneSortsItsQueue(t *testing.T) {
+	t.Parallel()
+	q := newWorkQueue(t, 30*time.Second)
+	for range 4 {
+		q.publish(t, "x")
+	}
+	ctx := t.Context()
+	var j seqJournal
+	release := make(chan struct{})
+	w := q.worker(t, func(ctx context.Context, m Message) error {
+		if len(j.snapshot()) == 0 {
+			select { // v1 holds the lane until the others are filed
+			case <-release:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		return j.record(ctx, m)
+	})
+	msgs := []jetstream.Msg{q.fetch(t), q.fetch(t), q.fetch(t), q.fetch(t)}
+	for _, i := range []int{0, 3, 1, 2} {
+		w.deliver(ctx, ctx, msgs[i])
+	}
+	close(release)
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if st := q.cfg.Stats.Snapshot(); st.Acked != 4 {
+			return fmt.Errorf("acked %d, want 4", st.Acked)
+		}
+		return nil
+	})
+	want := make([]uint64, 0, len(msgs))
+	for _, m := range msgs {
+		want = append(want, seqOf(t, m))
+	}
+	if got := j.snapshot(); !slices.Equal(got, want) {
+		t.Fatalf("handled seqs %v, want %v", got, want)
+	}
+	if n := q.cfg.Stats.Snapshot().Reordered; n != 0 {
+		t.Fatalf("reordered %d: every older message was held already", n)
+	}
+}
+
+// TestLaneAsksTheStreamOnlyAfterALoss: a lane looks for older messages
+// (a round trip per batch) only while a delivery may be missing: not while
+// deliveries come one after the other, but after one shows a gap in the
+// consumer's numbering or after the group's config was rewritten.
+func TestLaneAsksTheStreamOnlyAfterALoss(t *testing.T) {
+	t.Parallel()
+	q := newWorkQueue(t, 30*time.Second)
+	for range 6 {
+		q.publish(t, "x")
+	}
+	ctx := t.Context()
+	var j seqJournal
+	w := q.worker(t, j.record)
+	gets := &countingStream{Stream: q.stream}
+	w.wq = gets
+	var msgs []jetstream.Msg
+	for range 4 {
+		msgs = append(msgs, q.fetch(t))
+	}
+	acked := func(n uint64) {
+		t.Helper()
+		testenv.Eventually(t, 10*time.Second, func() error {
+			if st := q.cfg.Stats.Snapshot(); st.Acked != n || st.InFlight != 0 {
+				return fmt.Errorf("acked %d, in flight %d: want %d settled", st.Acked, st.InFlight, n)
+			}
+			return nil
+		})
+	}
+	w.deliver(ctx, ctx, msgs[0])
+	acked(1)
+	w.deliver(ctx, ctx, msgs[1])
+	acked(2)
+	if n := gets.n.Load(); n != 0 {
+		t.Fatalf("%d lookups for deliveries that follow each other, want 0", n)
+	}
+	w.deliver(ctx, ctx, msgs[3]) // msgs[2] lost in transit
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if n := q.cfg.Stats.Snapshot().Reordered; n != 1 {
+			return fmt.Errorf("reordered %d, want the fourth waiting for the third", n)
+		}
+		return nil
+	})
+	w.deliver(ctx, ctx, msgs[2])
+	acked(4)
+
+	// A rewritten group config (pcgroups re-created the consumer) is a
+	// reason to look, too, however the deliveries are numbered.
+	w.mu.Lock()
+	w.lostAt, w.lastCseq = time.Time{}, 4 // as if nothing had been lost
+	w.mu.Unlock()
+	w.own.set(w.own.partitions(), 2)
+	before := gets.n.Load()
+	w.deliver(ctx, ctx, q.fetch(t))
+	acked(5)
+	if gets.n.Load() == before {
+		t.Fatal("no lookup after the config was rewritten")
+	}
+	want := make([]uint64, 0, 5)
+	for _, m := range msgs {
+		want = append(want, seqOf(t, m))
+	}
+	if got := j.snapshot(); !slices.Equal(got[:4], want) {
+		t.Fatalf("handled seqs %v, want %v first", got, want)
+	}
+}
+
+// countingStream counts the lookups of older messages.
+type countingStream struct {
+	jetstream.Stream
+	n atomic.Int32
+}
+
+func (s *countingStream) GetMsg(ctx context.Context, seq uint64, opts ...jetstream.GetMsgOpt) (*jetstream.RawStreamMsg, error) {
+	s.n.Add(1)
+	return s.Stream.GetMsg(ctx, seq, opts...)
+}
+
+// workQueue is a work-queue stream with one consumer whose deliveries a
+// test fetches and hands to a worker itself, so it decides when each
+// copy arrives.
+type workQueue struct {
+	js     jetstream.JetStream
+	stream jetstream.Stream
+	cons   jetstream.Consumer
+	cfg    Config
+	own    *ownership
+}
+
+func newWorkQueue(t *testing.T, ackWait time.Duration) *workQueue {
+	t.Helper()
+	srv := testenv.NATS(t)
+	_, js := testenv.JetStream(t, srv)
+	ctx := t.Context()
+	s, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "WQ", Subjects: []string{events.SubjectPrefix + ".>"},
+		Retention: jetstream.WorkQueuePolicy, AllowDirect: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := s.CreateConsumer(ctx, jetstream.ConsumerConfig{Durable: "a", AckPolicy: jetstream.AckExplicitPolicy, AckWait: ackWait, MaxDeliver: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := Config{Group: "g", Member: "a", AckWait: ackWait}.WithDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	own := newOwnership()
+	all := make([]int, cfg.Partitions)
+	for i := range all {
+		all[i] = i
+	}
+	own.set(all, 1)
+	return &workQueue{js: js, stream: s, cons: c, cfg: cfg, own: own}
+}
+
+// publish adds an event of session id to the stream.
+func (q *workQueue) publish(t *testing.T, id string) {
+	t.Helper()
+	sess := &ambientv1.Session{Metadata: &ambientv1.ObjectReference{Id: id, UpdatedAt: timestamppb.Now(), Kind: "Session"}, ProjectId: proto.String("p1")}
+	msg, err := events.NewMsg(t.Context(), events.SubjectPrefix, events.NewEvent(eventsv1.EventType_EVENT_TYPE_ADDED, sess, nil, time.Now()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := q.js.PublishMsg(t.Context(), msg); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// fetch returns the consumer's next delivery.
+func (q *workQueue) fetch(t *testing.T) jetstream.Msg {
+	t.Helper()
+	b, err := q.cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for m := range b.Messages() {
+		return m
+	}
+	t.Fatalf("no delivery: %v", b.Error())
+	return nil
+}
+
+// worker returns a worker on the queue's stream, stopped at the test's
+// end. The stream's subjects carry no partition, unlike pcgroups'.
+func (q *workQueue) worker(t *testing.T, h Handler) *worker {
+	t.Helper()
+	w := newWorker(q.cfg, q.js, q.stream, h, q.own, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	w.wqSubject = func(_ int, subject string) string { return subject }
+	t.Cleanup(func() { <-w.gate.close() })
+	return w
+}
+
+// seqJournal records the stream sequence of every handler call.
+type seqJournal struct {
+	mu   sync.Mutex
+	seqs []uint64
+}
+
+func (j *seqJournal) record(_ context.Context, m Message) error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.seqs = append(j.seqs, m.Seq)
+	return nil
+}
+
+func (j *seqJournal) snapshot() []uint64 {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return slices.Clone(j.seqs)
+}
+
+func seqOf(t *testing.T, m jetstream.Msg) uint64 {
+	t.Helper()
+	md, err := m.Metadata()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return md.Sequence.Stream
 }

@@ -86,7 +86,12 @@ func Run(ctx context.Context, js jetstream.JetStream, cfg Config, h Handler, log
 		cancelCG()
 		<-counting
 	}()
-	w := newWorker(cfg, js, h, own, log)
+	wqName := WorkStreamName(cfg.Stream, cfg.Group)
+	wq, err := js.Stream(cgctx, wqName)
+	if err != nil {
+		return fmt.Errorf("work-queue stream %s: %w", wqName, err)
+	}
+	w := newWorker(cfg, js, wq, h, own, log)
 	renewing := w.keepalive(cgctx)
 	defer func() {
 		cancelCG()

@@ -17,6 +17,7 @@ type Stats struct {
 	deadLettered atomic.Uint64
 	undecodable  atomic.Uint64
 	coalesced    atomic.Uint64
+	reordered    atomic.Uint64
 	lag          atomic.Uint64
 	inFlight     atomic.Int64
 	partitions   atomic.Int64
@@ -58,6 +59,10 @@ type StatsSnapshot struct {
 	// own, because a newer message of the same object stood for them
 	// (Config.Coalesce).
 	Coalesced uint64
+	// Reordered counts messages delivered before an older message of
+	// their object that was still unsettled; each waited for it (see
+	// order.go).
+	Reordered uint64
 	// Lag is how many messages wait in the member's consumer on the
 	// server: the NumPending of the last delivery's metadata or of the
 	// consumer info read at each heartbeat, whichever came last. The
@@ -104,6 +109,7 @@ func (s *Stats) Snapshot() StatsSnapshot {
 		DeadLettered: s.deadLettered.Load(),
 		Undecodable:  s.undecodable.Load(),
 		Coalesced:    s.coalesced.Load(),
+		Reordered:    s.reordered.Load(),
 		Lag:          s.lag.Load(),
 		InFlight:     uint64(max(0, s.inFlight.Load())),
 		Partitions:   int(s.partitions.Load()),

@@ -24,9 +24,9 @@ const ackTimeout = 5 * time.Second
 const releaseDelay = 500 * time.Millisecond
 
 // worker turns deliveries into handler calls and acks, dead letters or
-// releases. pcgroups calls deliver from one goroutine per member, in
-// stream order; deliver only files each message in its object's lane (see
-// lane.go). The server hands the member at most Config.MaxInFlight
+// releases. pcgroups calls deliver from one goroutine per member, mostly
+// in stream order (order.go says when not); deliver only files each
+// message in its object's lane (see lane.go). The server hands the member at most Config.MaxInFlight
 // unsettled messages (MaxAckPending), so lanes, held messages and lane
 // goroutines are bounded by it.
 type worker struct {
@@ -38,6 +38,11 @@ type worker struct {
 	own  *ownership
 	// tracer makes the CONSUMER span of every handler call.
 	tracer trace.Tracer
+	// wq is the group's work-queue stream, where a lane looks for an
+	// older message of its object before it starts one (see order.go);
+	// wqSubject gives a message's subject there.
+	wq        jetstream.Stream
+	wqSubject func(partition int, subject string) string
 
 	mu    sync.Mutex
 	lanes map[string]*lane  // guarded by mu; by object (id token); only lanes whose goroutine runs
@@ -58,6 +63,11 @@ type worker struct {
 	// every AckWait, so each is kept for one to two AckWaits.
 	acked, ackedBefore map[uint64]struct{} // guarded by mu
 	ackedSince         time.Time           // guarded by mu; when acked started
+	// lastCseq is the consumer sequence of the last delivery and lostAt
+	// when a delivery last showed that earlier ones were lost in transit
+	// (see noteDelivery). Guarded by mu.
+	lastCseq uint64
+	lostAt   time.Time
 }
 
 // handledMemory is how long a handled but unconfirmed message is
@@ -78,8 +88,8 @@ type entry struct {
 	settling bool          // guarded by worker.mu: being acked or terminated, so no longer renewed
 }
 
-func newWorker(cfg Config, js jetstream.JetStream, h Handler, own *ownership, log *slog.Logger) *worker {
-	return &worker{cfg: cfg, js: js, h: h, log: log, gate: newGate(), own: own, tracer: newTracer(cfg),
+func newWorker(cfg Config, js jetstream.JetStream, wq jetstream.Stream, h Handler, own *ownership, log *slog.Logger) *worker {
+	return &worker{cfg: cfg, js: js, wq: wq, wqSubject: wqSubjectOf, h: h, log: log, gate: newGate(), own: own, tracer: newTracer(cfg),
 		lanes: map[string]*lane{}, held: map[uint64]*entry{}, handled: map[uint64]time.Time{},
 		acked: map[uint64]struct{}{}, ackedBefore: map[uint64]struct{}{}, ackedSince: time.Now()}
 }
@@ -95,7 +105,8 @@ func (w *worker) callback(runCtx, hctx context.Context) func(jetstream.Msg) {
 // object has no work yet. It never blocks on a handler.
 func (w *worker) deliver(runCtx, hctx context.Context, msg jetstream.Msg) {
 	e := &entry{subject: msg.Subject(), msg: msg, received: time.Now()}
-	if meta, err := msg.Metadata(); err == nil {
+	meta, err := msg.Metadata()
+	if err == nil {
 		e.seq, e.tries = meta.Sequence.Stream, meta.NumDelivered-1
 		w.cfg.Stats.lag.Store(meta.NumPending)
 	}
@@ -104,6 +115,9 @@ func (w *worker) deliver(runCtx, hctx context.Context, msg jetstream.Msg) {
 
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if err == nil {
+		w.noteDelivery(meta, e.received)
+	}
 	if held := w.held[e.seq]; held != nil && e.seq != 0 {
 		// Delivered again while we hold it (our consumer was re-created,
 		// or a renewal was lost): the lane settles the newest delivery, so
@@ -129,7 +143,7 @@ func (w *worker) deliver(runCtx, hctx context.Context, msg jetstream.Msg) {
 		return
 	}
 	if l := w.lanes[key]; l != nil {
-		l.queue = append(l.queue, e)
+		l.file(e)
 		w.hold(e)
 		return
 	}
@@ -148,7 +162,7 @@ func (w *worker) deliver(runCtx, hctx context.Context, msg jetstream.Msg) {
 		log.Info("event released: partition not owned")
 		return
 	}
-	l := &lane{key: key, queue: []*entry{e}}
+	l := newLane(key, e)
 	w.lanes[key] = l
 	w.hold(e)
 	// Owned by the gate: Run's stop waits for every lane goroutine, and a

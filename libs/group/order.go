@@ -1,0 +1,183 @@
+package group
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ambient-code/control-plane/libs/logkey"
+)
+
+// A member's consumer does not always deliver one object's messages in
+// stream order, so a lane cannot trust arrival order:
+//
+//   - pcgroups re-creates a member's consumer on every change of the
+//     group's config, also one that leaves the member's partitions as they
+//     are. Messages the server sent to the stopped subscription are lost
+//     in transit and come back only after AckWait, as redeliveries, while
+//     the new subscription already gets the object's later messages.
+//   - Redeliveries do not come in stream order either.
+//
+// TestRebalanceMidLaneLosesAndReordersNothing caught both under load:
+// member a got obj-04's v4 and v5 first as redeliveries, 2 s (AckWait)
+// after the rebalance, v5 before v4, and only then v6.
+//
+// So a lane keeps its queue sorted by stream sequence, and before it
+// starts its head message it asks the work-queue stream for the object's
+// oldest message: one direct get by subject. In a work queue an acked
+// message is gone, so that is the oldest one not yet settled. If it is
+// older than the head, the lane waits for it. It comes back as a
+// redelivery (the server redelivers even at MaxAckPending), or a former
+// owner settles it, within about AckWait.
+
+// The direct get costs a round trip per handler batch (asked every time,
+// BenchmarkThroughput lost about a sixth with 2 ms handlers), so a lane asks only while a
+// delivery may be missing: for riskWindows AckWaits after the group's
+// config was rewritten (pcgroups re-created the consumer) or after a
+// delivery showed a loss (noteDelivery). A lost message comes back after
+// AckWait, and its redelivery opens a window of its own, so a message
+// that could overtake it arrives inside one.
+const riskWindows = 2
+
+// Polling for the older message: from olderPollMin, doubling to
+// olderPollMax. A delivery filed in the lane ends a wait at once.
+const (
+	olderPollMin = 10 * time.Millisecond
+	olderPollMax = 500 * time.Millisecond
+)
+
+// unsureMax is how many answers that do not show the head itself a lane
+// takes before it goes on. A stream replica may answer a direct get while
+// it still lags behind the head; no answer at all means the head was
+// settled behind the lane's back (its earlier delivery was acked).
+const unsureMax = 3
+
+// keyOlderSeq names the older message's sequence in log lines.
+const keyOlderSeq = "older_seq"
+
+// olderWait is a lane's state while its head waits for an older message.
+type olderWait struct {
+	head    uint64        // the head the state is about; 0 when none
+	delay   time.Duration // the next poll's delay
+	unsure  int           // answers that did not show the head
+	counted bool          // the head was seen behind an older message (counted, logged)
+}
+
+// reset starts the state over for head.
+func (o *olderWait) reset(head uint64) { *o = olderWait{head: head, delay: olderPollMin} }
+
+// wqSubjectOf is the subject of a message in the group's work-queue
+// stream: pcgroups' transform prefixes the partition, and its delivery
+// strips it again.
+func wqSubjectOf(partition int, subject string) string {
+	return fmt.Sprintf("%d.%s", partition, subject)
+}
+
+// waitForOlder reports whether the lane must not start e yet because the
+// work-queue stream still holds an older message of e's object that this
+// member does not. It then waits for the next poll, a delivery filed in
+// the lane or the lane's end, and the caller looks at its queue again.
+func (w *worker) waitForOlder(runCtx, lctx context.Context, f *flight, l *lane, e *entry, o *olderWait) bool {
+	if e.seq == 0 || w.wq == nil || !w.mayHaveLost() {
+		return false // no metadata, no stream to ask, or nothing lost
+	}
+	if o.head != e.seq {
+		o.reset(e.seq)
+	}
+	log := w.log.With(slog.String(logkey.Subject, e.subject), slog.Uint64(logkey.Seq, e.seq))
+	oldest, err := w.oldestInStream(lctx, f.partition, e.subject)
+	switch {
+	case err != nil && (runCtx.Err() != nil || lctx.Err() != nil):
+		return false // released by the caller
+	case err != nil && !w.js.Conn().IsConnected():
+		// The lane waits for the connection: handling e now could not
+		// be acked, and the answer is needed.
+	case err != nil:
+		o.unsure++
+		log.Warn("looking for an older event of the object failed", slog.Any(logkey.Err, err))
+	case oldest == e.seq:
+		return false
+	case oldest != 0 && oldest < e.seq:
+		if w.settledByUs(oldest) {
+			// Handled here; only its ack is still on its way.
+			return false
+		}
+		if !o.counted {
+			o.counted = true
+			w.cfg.Stats.reordered.Add(1)
+			log.Info("event waits for an older event of its object", slog.Uint64(keyOlderSeq, oldest))
+		}
+	default:
+		o.unsure++
+	}
+	if o.unsure > unsureMax {
+		log.Debug("older event not found, going on", slog.Uint64(keyOlderSeq, oldest), slog.Any(logkey.Err, err))
+		return false
+	}
+	t := time.NewTimer(o.delay)
+	defer t.Stop()
+	o.delay = min(2*o.delay, olderPollMax)
+	select {
+	case <-t.C:
+	case <-l.wake:
+	case <-runCtx.Done():
+	case <-lctx.Done():
+	}
+	return true
+}
+
+// oldestInStream returns the sequence of the oldest message of subject
+// (as delivered, without the partition) in the group's work-queue
+// stream, or 0 when it holds none.
+func (w *worker) oldestInStream(ctx context.Context, partition int, subject string) (uint64, error) {
+	ctx, cancel := context.WithTimeout(ctx, ackTimeout)
+	defer cancel()
+	m, err := w.wq.GetMsg(ctx, 0, jetstream.WithGetMsgSubject(w.wqSubject(partition, subject)))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("oldest message of %s: %w", subject, err)
+	}
+	return m.Sequence, nil
+}
+
+// settledByUs reports whether seq is a message this member handled and
+// acked (or tried to) whose removal from the stream has not been seen yet.
+func (w *worker) settledByUs(seq uint64) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if _, ok := w.handled[seq]; ok {
+		return true
+	}
+	return w.wasAcked(seq)
+}
+
+// noteDelivery records a delivery's metadata. A consumer numbers its
+// deliveries 1, 2, 3, ... (redeliveries included), so a delivery that does
+// not follow the last one shows that deliveries were lost in transit (a
+// subscription stopped or lagged, a pull lost with a reconnect) or that
+// the consumer is a new one, re-created or left by our previous run with
+// messages still pending. A redelivery shows a loss, too. Caller holds mu.
+func (w *worker) noteDelivery(meta *jetstream.MsgMetadata, at time.Time) {
+	if meta.Sequence.Consumer != w.lastCseq+1 || meta.NumDelivered > 1 {
+		w.lostAt = at
+	}
+	w.lastCseq = meta.Sequence.Consumer
+}
+
+// mayHaveLost reports whether a delivery may be missing now: a config was
+// rewritten or a loss was seen less than riskWindows AckWaits ago.
+func (w *worker) mayHaveLost() bool {
+	w.mu.Lock()
+	lost := w.lostAt
+	w.mu.Unlock()
+	if r := w.own.lastRewrite(); r.After(lost) {
+		lost = r
+	}
+	return !lost.IsZero() && time.Since(lost) < riskWindows*w.cfg.AckWait
+}
