@@ -151,10 +151,16 @@
 //
 // nil -> confirmed ack; error -> another try in the lane after
 // Backoff[attempt-1]; error wrapped with Terminal, or MaxDeliver tries used
-// (tries of a member that died before count) -> the original data and
+// -> the original data and
 // headers plus Ambient-Dlq-* headers are published to
 // <DLQPrefix>.<Group>.<subject without prefix> (DLQSubject), then Term. An
-// undecodable message is dead-lettered at once. If the dead-letter publish
+// undecodable message is dead-lettered at once. JetStream counts deliveries
+// per consumer, so the tries of an earlier holder count only when the same
+// consumer delivers the message again: a member killed and restarted under
+// its name before its consumer was deleted (TestRestartedMemberGoesOnCountingTries).
+// A graceful stop deletes the member's consumer, and another member's
+// consumer starts at 1, so a message can get up to MaxDeliver tries from
+// each consumer that holds it. If the dead-letter publish
 // fails it is retried in the lane, so nothing is dropped. Delivery is at
 // least once: a message in flight when its member dies, or when its
 // partition moves during a rebalance, is handled again by the new owner,

@@ -15,9 +15,12 @@ type Message struct {
 	Subject string
 	// Header holds the message headers (Nats-Msg-Id, traceparent, ...).
 	Header nats.Header
-	// Attempt is 1 on the first try and counts the tries after it (in
-	// the object's lane, and redeliveries after a member stopped or died).
-	// It restarts at 1 when the object's partition moves to another member.
+	// Attempt is 1 on the first try and counts the tries after it: those
+	// in the object's lane, and those of the member's previous run when it
+	// was killed and restarted under the same name before its consumer was
+	// deleted. It restarts at 1 when the message goes to another consumer:
+	// the partition moved, or the member stopped gracefully (which deletes
+	// its consumer).
 	Attempt uint64
 	// Seq is the message's sequence in the group's work-queue stream
 	// (<Stream>-<Group>), not in the events stream.

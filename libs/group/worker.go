@@ -79,9 +79,9 @@ const handledMemory = 10 * time.Minute
 type entry struct {
 	seq     uint64 // in the group's work-queue stream
 	subject string
-	// tries is how many deliveries preceded the first one we hold
-	// (NumDelivered-1): tries of a member that died or stopped count
-	// towards MaxDeliver.
+	// tries is how many deliveries of this consumer preceded the first
+	// one we hold (NumDelivered-1): the tries of our previous run, killed
+	// and restarted under the same name, count towards MaxDeliver.
 	tries    uint64
 	received time.Time     // when the member first got it
 	msg      jetstream.Msg // guarded by worker.mu: the newest delivery of seq
