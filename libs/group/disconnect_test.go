@@ -43,11 +43,7 @@ func TestNoHandlerCallWhileDisconnected(t *testing.T) {
 	}, testLogger())
 	waitMembers(t, js, "a")
 	publish(t, js, "s1", 1)
-	select {
-	case <-started:
-	case <-time.After(10 * time.Second):
-		t.Fatal("first try never started")
-	}
+	waitSignal(t, started, "first try never started")
 
 	srv.Shutdown()
 	testenv.Eventually(t, 10*time.Second, func() error {

@@ -54,11 +54,7 @@ func TestKilledMemberPartitionsMove(t *testing.T) {
 			publish(t, js, fmt.Sprintf("obj-%02d", o), v)
 		}
 	}
-	select {
-	case <-stuck:
-	case <-time.After(10 * time.Second):
-		t.Fatal("member a never received its 5th message")
-	}
+	waitSignal(t, stuck, "member a never received its 5th message")
 	killed := time.Now()
 	a.nc.Close() // abrupt: no ack, no leave, heartbeat stops
 	close(release)

@@ -295,11 +295,7 @@ func tracedCtx(t *testing.T) context.Context {
 func queueBehindFirst(t *testing.T, js jetstream.JetStream, cfg group.Config, started <-chan struct{}, queued int) {
 	t.Helper()
 	publish(t, js, "x", 1)
-	select {
-	case <-started:
-	case <-time.After(10 * time.Second):
-		t.Fatal("first call never started")
-	}
+	waitSignal(t, started, "first call never started")
 	for v := 2; v <= queued+1; v++ {
 		publish(t, js, "x", v)
 	}
@@ -309,4 +305,15 @@ func queueBehindFirst(t *testing.T, js jetstream.JetStream, cfg group.Config, st
 		}
 		return nil
 	})
+}
+
+// waitSignal waits up to 15 s for a value on ch (a handler saying it
+// started), failing with msg otherwise.
+func waitSignal(t testing.TB, ch <-chan struct{}, msg string) {
+	t.Helper()
+	select {
+	case <-ch:
+	case <-time.After(15 * time.Second):
+		t.Fatal(msg)
+	}
 }

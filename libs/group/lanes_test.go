@@ -42,11 +42,7 @@ func TestSlowObjectDoesNotBlockOthers(t *testing.T) {
 	})
 	waitMembers(t, js, "a")
 	publish(t, js, "slow", 1)
-	select {
-	case <-started:
-	case <-time.After(10 * time.Second):
-		t.Fatal("slow handler never started")
-	}
+	waitSignal(t, started, "slow handler never started")
 	publish(t, js, "slow", 2)
 	const others = 20
 	for o := range others {
@@ -317,11 +313,7 @@ func TestConsumerRecreatedUnderHeldMessages(t *testing.T) {
 	})
 	waitMembers(t, js, "a")
 	publish(t, js, "stuck", 1)
-	select {
-	case <-started:
-	case <-time.After(10 * time.Second):
-		t.Fatal("stuck handler never started")
-	}
+	waitSignal(t, started, "stuck handler never started")
 	publish(t, js, "stuck", 2)
 	publish(t, js, "other", 1)
 	testenv.Eventually(t, 15*time.Second, func() error {
@@ -401,11 +393,7 @@ func TestUnconfirmedAckNotHandledTwice(t *testing.T) {
 	}, slog.New(gaveUp))
 	waitMembers(t, js, "a")
 	publish(t, js, "x", 1)
-	select {
-	case <-started:
-	case <-time.After(10 * time.Second):
-		t.Fatal("v1 never started")
-	}
+	waitSignal(t, started, "v1 never started")
 	publish(t, js, "x", 2)
 	testenv.Eventually(t, 10*time.Second, func() error {
 		if n := cfg.Stats.Snapshot().InFlight; n != 2 {

@@ -25,15 +25,7 @@ func noop(context.Context, group.Message) error { return nil }
 // before it had itself been up for a TTL).
 func TestGracefulStopLeavesAtOnce(t *testing.T) {
 	t.Parallel()
-	srv, js := setup(t)
-	cfg := func(name string) group.Config {
-		c := testConfig(name)
-		c.MemberTTL = 30 * time.Second
-		return c
-	}
-	a := startMember(t, srv, cfg("a"), noop)
-	startMember(t, srv, cfg("b"), noop)
-	waitMembers(t, js, "a", "b")
+	js, a := startAB(t, func(c *group.Config) { c.MemberTTL = 30 * time.Second })
 	if err := a.stop(t); err != nil {
 		t.Fatalf("Run after stop = %v, want nil", err)
 	}
@@ -63,15 +55,7 @@ func TestGracefulStopLeavesAtOnce(t *testing.T) {
 // within the wait here.
 func TestDeadMembersConsumerDeleted(t *testing.T) {
 	t.Parallel()
-	srv, js := setup(t)
-	cfg := func(name string) group.Config {
-		c := testConfig(name)
-		c.AckWait = 30 * time.Second
-		return c
-	}
-	a := startMember(t, srv, cfg("a"), noop)
-	startMember(t, srv, cfg("b"), noop)
-	waitMembers(t, js, "a", "b")
+	js, a := startAB(t, func(c *group.Config) { c.AckWait = 30 * time.Second })
 	a.nc.Close() // abrupt: no leave, the heartbeat key expires after MemberTTL
 	work := group.WorkStreamName(events.StreamName, testGroup)
 	testenv.Eventually(t, 15*time.Second, func() error {
@@ -82,4 +66,20 @@ func TestDeadMembersConsumerDeleted(t *testing.T) {
 		return fmt.Errorf("dead member's consumer still there (%v)", err)
 	})
 	waitMembers(t, js, "b")
+}
+
+// startAB starts members a and b, with testConfig changed by tweak and
+// handlers that do nothing, and returns once both hold partitions.
+func startAB(t *testing.T, tweak func(*group.Config)) (jetstream.JetStream, *member) {
+	t.Helper()
+	srv, js := setup(t)
+	cfg := func(name string) group.Config {
+		c := testConfig(name)
+		tweak(&c)
+		return c
+	}
+	a := startMember(t, srv, cfg("a"), noop)
+	startMember(t, srv, cfg("b"), noop)
+	waitMembers(t, js, "a", "b")
+	return js, a
 }

@@ -48,11 +48,7 @@ func TestHandlerCancelledWhenPartitionMoves(t *testing.T) {
 	})
 	waitMembers(t, js, "a")
 	publish(t, js, id, 1)
-	select {
-	case <-started:
-	case <-time.After(10 * time.Second):
-		t.Fatal("slow handler never started")
-	}
+	waitSignal(t, started, "slow handler never started")
 
 	var j journal
 	joined := time.Now()

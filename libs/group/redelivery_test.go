@@ -87,30 +87,12 @@ func TestStaleRedeliveryAfterAckNotHandled(t *testing.T) {
 // finds v1 still in the work-queue stream and waits for it.
 func TestLaneWaitsForOlderLostDelivery(t *testing.T) {
 	t.Parallel()
-	q := newWorkQueue(t, 30*time.Second)
-	q.publish(t, "x")
-	q.publish(t, "x")
-	ctx := t.Context()
-	var j seqJournal
-	w := q.worker(t, j.record)
-	v1, v2 := q.fetch(t), q.fetch(t)
-	w.deliver(ctx, ctx, v2)
-	testenv.Eventually(t, 10*time.Second, func() error {
-		if n := q.cfg.Stats.Snapshot().Reordered; n != 1 {
-			return fmt.Errorf("reordered %d, want v2 seen waiting for v1", n)
-		}
-		return nil
-	})
+	q, w, j, v1, v2 := newerFirst(t)
 	if got := j.snapshot(); len(got) != 0 {
 		t.Fatalf("handled %v before v1 arrived", got)
 	}
-	w.deliver(ctx, ctx, v1) // the redelivery, late
-	testenv.Eventually(t, 10*time.Second, func() error {
-		if st := q.cfg.Stats.Snapshot(); st.Acked != 2 || st.InFlight != 0 {
-			return fmt.Errorf("acked %d, in flight %d: want both settled", st.Acked, st.InFlight)
-		}
-		return nil
-	})
+	w.deliver(t.Context(), t.Context(), v1) // the redelivery, late
+	q.waitSettled(t, 2)
 	if got, want := j.snapshot(), []uint64{seqOf(t, v1), seqOf(t, v2)}; !slices.Equal(got, want) {
 		t.Fatalf("handled seqs %v, want %v", got, want)
 	}
@@ -121,29 +103,11 @@ func TestLaneWaitsForOlderLostDelivery(t *testing.T) {
 // the lane sees it gone from the stream and handles the newer one.
 func TestLaneGoesOnWhenOlderSettledElsewhere(t *testing.T) {
 	t.Parallel()
-	q := newWorkQueue(t, 30*time.Second)
-	q.publish(t, "x")
-	q.publish(t, "x")
-	ctx := t.Context()
-	var j seqJournal
-	w := q.worker(t, j.record)
-	v1, v2 := q.fetch(t), q.fetch(t)
-	w.deliver(ctx, ctx, v2)
-	testenv.Eventually(t, 10*time.Second, func() error {
-		if n := q.cfg.Stats.Snapshot().Reordered; n != 1 {
-			return fmt.Errorf("reordered %d, want v2 seen waiting for v1", n)
-		}
-		return nil
-	})
-	if err := v1.DoubleAck(ctx); err != nil {
+	q, _, j, v1, v2 := newerFirst(t)
+	if err := v1.DoubleAck(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	testenv.Eventually(t, 10*time.Second, func() error {
-		if st := q.cfg.Stats.Snapshot(); st.Acked != 1 || st.InFlight != 0 {
-			return fmt.Errorf("acked %d, in flight %d: want v2 settled", st.Acked, st.InFlight)
-		}
-		return nil
-	})
+	q.waitSettled(t, 1)
 	if got, want := j.snapshot(), []uint64{seqOf(t, v2)}; !slices.Equal(got, want) {
 		t.Fatalf("handled seqs %v, want %v", got, want)
 	}
@@ -175,12 +139,7 @@ func TestLaneSortsItsQueue(t *testing.T) {
 		w.deliver(ctx, ctx, msgs[i])
 	}
 	close(release)
-	testenv.Eventually(t, 10*time.Second, func() error {
-		if st := q.cfg.Stats.Snapshot(); st.Acked != 4 {
-			return fmt.Errorf("acked %d, want 4", st.Acked)
-		}
-		return nil
-	})
+	q.waitSettled(t, 4)
 	want := make([]uint64, 0, len(msgs))
 	for _, m := range msgs {
 		want = append(want, seqOf(t, m))
@@ -212,31 +171,17 @@ func TestLaneAsksTheStreamOnlyAfterALoss(t *testing.T) {
 	for range 4 {
 		msgs = append(msgs, q.fetch(t))
 	}
-	acked := func(n uint64) {
-		t.Helper()
-		testenv.Eventually(t, 10*time.Second, func() error {
-			if st := q.cfg.Stats.Snapshot(); st.Acked != n || st.InFlight != 0 {
-				return fmt.Errorf("acked %d, in flight %d: want %d settled", st.Acked, st.InFlight, n)
-			}
-			return nil
-		})
-	}
 	w.deliver(ctx, ctx, msgs[0])
-	acked(1)
+	q.waitSettled(t, 1)
 	w.deliver(ctx, ctx, msgs[1])
-	acked(2)
+	q.waitSettled(t, 2)
 	if n := gets.n.Load(); n != 0 {
 		t.Fatalf("%d lookups for deliveries that follow each other, want 0", n)
 	}
 	w.deliver(ctx, ctx, msgs[3]) // msgs[2] lost in transit
-	testenv.Eventually(t, 10*time.Second, func() error {
-		if n := q.cfg.Stats.Snapshot().Reordered; n != 1 {
-			return fmt.Errorf("reordered %d, want the fourth waiting for the third", n)
-		}
-		return nil
-	})
+	q.waitReordered(t, 1)
 	w.deliver(ctx, ctx, msgs[2])
-	acked(4)
+	q.waitSettled(t, 4)
 
 	// A rewritten group config (pcgroups re-created the consumer) is a
 	// reason to look, too, however the deliveries are numbered.
@@ -246,7 +191,7 @@ func TestLaneAsksTheStreamOnlyAfterALoss(t *testing.T) {
 	w.own.set(w.own.partitions(), 2)
 	before := gets.n.Load()
 	w.deliver(ctx, ctx, q.fetch(t))
-	acked(5)
+	q.waitSettled(t, 5)
 	if gets.n.Load() == before {
 		t.Fatal("no lookup after the config was rewritten")
 	}
@@ -268,6 +213,43 @@ type countingStream struct {
 func (s *countingStream) GetMsg(ctx context.Context, seq uint64, opts ...jetstream.GetMsgOpt) (*jetstream.RawStreamMsg, error) {
 	s.n.Add(1)
 	return s.Stream.GetMsg(ctx, seq, opts...)
+}
+
+// newerFirst publishes v1 and v2 of one object and delivers v2 alone, as
+// if v1 had been lost in transit; it returns once v2 waits for v1.
+func newerFirst(t *testing.T) (q *workQueue, w *worker, j *seqJournal, v1, v2 jetstream.Msg) {
+	t.Helper()
+	q = newWorkQueue(t, 30*time.Second)
+	q.publish(t, "x")
+	q.publish(t, "x")
+	j = &seqJournal{}
+	w = q.worker(t, j.record)
+	v1, v2 = q.fetch(t), q.fetch(t)
+	w.deliver(t.Context(), t.Context(), v2)
+	q.waitReordered(t, 1)
+	return q, w, j, v1, v2
+}
+
+// waitSettled waits until n messages are acked and none is held.
+func (q *workQueue) waitSettled(t *testing.T, n uint64) {
+	t.Helper()
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if st := q.cfg.Stats.Snapshot(); st.Acked != n || st.InFlight != 0 {
+			return fmt.Errorf("acked %d, in flight %d: want %d settled", st.Acked, st.InFlight, n)
+		}
+		return nil
+	})
+}
+
+// waitReordered waits until n messages have waited for an older one.
+func (q *workQueue) waitReordered(t *testing.T, n uint64) {
+	t.Helper()
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if got := q.cfg.Stats.Snapshot().Reordered; got != n {
+			return fmt.Errorf("reordered %d, want %d waiting for an older message", got, n)
+		}
+		return nil
+	})
 }
 
 // workQueue is a work-queue stream with one consumer whose deliveries a

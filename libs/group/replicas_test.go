@@ -152,11 +152,7 @@ func TestReplicasWhateverStartOrder(t *testing.T) {
 		configStream: 3,
 	})
 	publish(t, js, "s1", 1)
-	select {
-	case <-handled:
-	case <-time.After(30 * time.Second):
-		t.Fatal("event not handled on the R3 group")
-	}
+	waitSignal(t, handled, "event not handled on the R3 group")
 
 	// Another group pinned at R1: its own streams go to R1, the shared
 	// ones stay at R3.

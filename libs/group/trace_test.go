@@ -162,11 +162,7 @@ func TestCoalescedCallLinksEveryProducer(t *testing.T) {
 	})
 	waitMembers(t, js, "a")
 	publishCtx(t, producerCtx(t, 1), js, "x", 1)
-	select {
-	case <-started:
-	case <-time.After(10 * time.Second):
-		t.Fatal("first call never started")
-	}
+	waitSignal(t, started, "first call never started")
 	const last = 5
 	for v := 2; v <= last; v++ {
 		publishCtx(t, producerCtx(t, byte(v)), js, "x", v)

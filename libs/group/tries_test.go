@@ -42,11 +42,7 @@ func TestRestartedMemberGoesOnCountingTries(t *testing.T) {
 	})
 	waitMembers(t, js, "a")
 	publish(t, js, "s1", 1)
-	select {
-	case <-started:
-	case <-time.After(10 * time.Second):
-		t.Fatal("first try never started")
-	}
+	waitSignal(t, started, "first try never started")
 	dead.nc.Close() // abrupt: no ack, no release, no leave
 
 	restarted := cfg
