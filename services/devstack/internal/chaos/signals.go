@@ -15,6 +15,11 @@ var logSignals = []string{
 	"maximum payload exceeded", // informer: an event over NATS max_payload (finding 3)
 	"claim taken over",         // runner-manager: a peer's sessions taken (finding 1)
 	"event dead-lettered",      // a consumer gave up on an event (finding 2)
+	// A delivery overtook an older one of its object that was lost in
+	// transit (a consumer re-created, a reconnect); the lane waited for
+	// it (libs/group order.go). Without that wait each would have run out
+	// of order.
+	"event waits for an older event of its object",
 }
 
 // signalCount is how often one phrase appeared in one process' log.
