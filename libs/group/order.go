@@ -56,6 +56,10 @@ const (
 // settled behind the lane's back (its earlier delivery was acked).
 const unsureMax = 3
 
+// longWaitAckWaits is after how many AckWaits a wait for an older message
+// is logged as a warning.
+const longWaitAckWaits = 3
+
 // keyOlderSeq names the older message's sequence in log lines.
 const keyOlderSeq = "older_seq"
 
@@ -65,6 +69,8 @@ type olderWait struct {
 	delay   time.Duration // the next poll's delay
 	unsure  int           // answers that did not show the head
 	counted bool          // the head was seen behind an older message (counted, logged)
+	since   time.Time     // when it was first seen behind one
+	warned  bool          // the long wait was logged
 }
 
 // reset starts the state over for head.
@@ -82,11 +88,16 @@ func wqSubjectOf(partition int, subject string) string {
 // member does not. It then waits for the next poll, a delivery filed in
 // the lane or the lane's end, and the caller looks at its queue again.
 func (w *worker) waitForOlder(runCtx, lctx context.Context, f *flight, l *lane, e *entry, o *olderWait) bool {
-	if e.seq == 0 || w.wq == nil || !w.mayHaveLost() {
-		return false // no metadata, no stream to ask, or nothing lost
+	if e.seq == 0 || w.wq == nil {
+		return false // no metadata, or no stream to ask
 	}
 	if o.head != e.seq {
 		o.reset(e.seq)
+	}
+	if !o.counted && !w.mayHaveLost() {
+		// Nothing lost lately. A head already seen behind an older
+		// message keeps waiting, however long that takes.
+		return false
 	}
 	log := w.log.With(slog.String(logkey.Subject, e.subject), slog.Uint64(logkey.Seq, e.seq))
 	oldest, err := w.oldestInStream(lctx, f.partition, e.subject)
@@ -106,10 +117,18 @@ func (w *worker) waitForOlder(runCtx, lctx context.Context, f *flight, l *lane, 
 			// Handled here; only its ack is still on its way.
 			return false
 		}
-		if !o.counted {
-			o.counted = true
+		switch {
+		case !o.counted:
+			o.counted, o.since = true, time.Now()
 			w.cfg.Stats.reordered.Add(1)
 			log.Info("event waits for an older event of its object", slog.Uint64(keyOlderSeq, oldest))
+		case !o.warned && time.Since(o.since) > longWaitAckWaits*w.cfg.AckWait:
+			// Not expected (the older one is due within an AckWait);
+			// the lane keeps waiting rather than break the order, and
+			// says so once.
+			o.warned = true
+			log.Warn("event still waits for an older event of its object", slog.Uint64(keyOlderSeq, oldest),
+				slog.Duration(logkey.Duration, time.Since(o.since)))
 		}
 	default:
 		o.unsure++

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -149,6 +150,38 @@ func TestLaneSortsItsQueue(t *testing.T) {
 	}
 	if n := q.cfg.Stats.Snapshot().Reordered; n != 0 {
 		t.Fatalf("reordered %d: every older message was held already", n)
+	}
+}
+
+// TestLaneKeepsWaitingPastTheWindow: a head seen behind an older message
+// waits for it even after the window in which a lane looks for losses has
+// closed (2 AckWaits), and says so once at 3 AckWaits; the older message
+// is due within one AckWait, so a longer wait is worth a warning, not a
+// broken order.
+func TestLaneKeepsWaitingPastTheWindow(t *testing.T) {
+	t.Parallel()
+	q := newWorkQueue(t, MinAckWait)
+	q.publish(t, "x")
+	q.publish(t, "x")
+	var j seqJournal
+	var logs testenv.Buffer
+	w := q.worker(t, j.record)
+	w.log = slog.New(slog.NewTextHandler(&logs, nil))
+	v1, v2 := q.fetch(t), q.fetch(t)
+	w.deliver(t.Context(), t.Context(), v2)
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if !strings.Contains(logs.String(), "event still waits for an older event of its object") {
+			return errors.New("no warning about the long wait")
+		}
+		return nil
+	})
+	if got := j.snapshot(); len(got) != 0 {
+		t.Fatalf("handled %v before v1 arrived", got)
+	}
+	w.deliver(t.Context(), t.Context(), v1)
+	q.waitSettled(t, 2)
+	if got, want := j.snapshot(), []uint64{seqOf(t, v1), seqOf(t, v2)}; !slices.Equal(got, want) {
+		t.Fatalf("handled seqs %v, want %v", got, want)
 	}
 }
 
