@@ -94,9 +94,7 @@ func TestLaneWaitsForOlderLostDelivery(t *testing.T) {
 	}
 	w.deliver(t.Context(), t.Context(), v1) // the redelivery, late
 	q.waitSettled(t, 2)
-	if got, want := j.snapshot(), []uint64{seqOf(t, v1), seqOf(t, v2)}; !slices.Equal(got, want) {
-		t.Fatalf("handled seqs %v, want %v", got, want)
-	}
+	j.want(t, v1, v2)
 }
 
 // TestLaneGoesOnWhenOlderSettledElsewhere: the older message a lane waits
@@ -109,9 +107,7 @@ func TestLaneGoesOnWhenOlderSettledElsewhere(t *testing.T) {
 		t.Fatal(err)
 	}
 	q.waitSettled(t, 1)
-	if got, want := j.snapshot(), []uint64{seqOf(t, v2)}; !slices.Equal(got, want) {
-		t.Fatalf("handled seqs %v, want %v", got, want)
-	}
+	j.want(t, v2)
 }
 
 // TestLaneSortsItsQueue: an object's messages that arrive out of order
@@ -141,13 +137,7 @@ func TestLaneSortsItsQueue(t *testing.T) {
 	}
 	close(release)
 	q.waitSettled(t, 4)
-	want := make([]uint64, 0, len(msgs))
-	for _, m := range msgs {
-		want = append(want, seqOf(t, m))
-	}
-	if got := j.snapshot(); !slices.Equal(got, want) {
-		t.Fatalf("handled seqs %v, want %v", got, want)
-	}
+	j.want(t, msgs...)
 	if n := q.cfg.Stats.Snapshot().Reordered; n != 0 {
 		t.Fatalf("reordered %d: every older message was held already", n)
 	}
@@ -180,9 +170,7 @@ func TestLaneKeepsWaitingPastTheWindow(t *testing.T) {
 	}
 	w.deliver(t.Context(), t.Context(), v1)
 	q.waitSettled(t, 2)
-	if got, want := j.snapshot(), []uint64{seqOf(t, v1), seqOf(t, v2)}; !slices.Equal(got, want) {
-		t.Fatalf("handled seqs %v, want %v", got, want)
-	}
+	j.want(t, v1, v2)
 }
 
 // TestLaneAsksTheStreamOnlyAfterALoss: a lane looks for older messages
@@ -371,6 +359,18 @@ func (j *seqJournal) record(_ context.Context, m Message) error {
 	defer j.mu.Unlock()
 	j.seqs = append(j.seqs, m.Seq)
 	return nil
+}
+
+// want fails t unless the handler saw exactly msgs, in that order.
+func (j *seqJournal) want(t *testing.T, msgs ...jetstream.Msg) {
+	t.Helper()
+	want := make([]uint64, 0, len(msgs))
+	for _, m := range msgs {
+		want = append(want, seqOf(t, m))
+	}
+	if got := j.snapshot(); !slices.Equal(got, want) {
+		t.Fatalf("handled seqs %v, want %v", got, want)
+	}
 }
 
 func (j *seqJournal) snapshot() []uint64 {
