@@ -3,7 +3,6 @@ package group
 import (
 	"context"
 	"fmt"
-	"slices"
 	"testing"
 	"time"
 
@@ -23,7 +22,7 @@ import (
 func TestSuccessAfterMoveReleased(t *testing.T) {
 	t.Parallel()
 	q := newWorkQueue(t, 30*time.Second)
-	q.publish(t, "x")
+	q.publish(t, "x", 1)
 	ctx := t.Context()
 	var j seqJournal
 	started, release := make(chan struct{}, 1), make(chan struct{})
@@ -56,13 +55,6 @@ func TestSuccessAfterMoveReleased(t *testing.T) {
 		t.Fatalf("second fetch is not the redelivery: %+v", md)
 	}
 	w.deliver(ctx, ctx, again)
-	testenv.Eventually(t, 10*time.Second, func() error {
-		if st := q.cfg.Stats.Snapshot(); st.Acked != 1 || st.InFlight != 0 {
-			return fmt.Errorf("acked %d, in flight %d: want the redelivery handled and acked", st.Acked, st.InFlight)
-		}
-		return nil
-	})
-	if got, want := j.snapshot(), []uint64{seqOf(t, first), seqOf(t, first)}; !slices.Equal(got, want) {
-		t.Fatalf("handled seqs %v, want %v: once before the move, once after it came back", got, want)
-	}
+	q.waitSettled(t, 1)     // the redelivery handled and acked
+	j.want(t, first, first) // once before the move, once after it came back
 }

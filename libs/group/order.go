@@ -65,12 +65,11 @@ const keyOlderSeq = "older_seq"
 
 // olderWait is a lane's state while its head waits for an older message.
 type olderWait struct {
-	head    uint64        // the head the state is about; 0 when none
-	delay   time.Duration // the next poll's delay
-	unsure  int           // answers that did not show the head
-	counted bool          // the head was seen behind an older message (counted, logged)
-	since   time.Time     // when it was first seen behind one
-	warned  bool          // the long wait was logged
+	head   uint64        // the head the state is about; 0 when none
+	delay  time.Duration // the next poll's delay
+	unsure int           // answers that did not show the head
+	since  time.Time     // when the head was first seen behind an older message (then counted, logged); zero before
+	warned bool          // the long wait was logged
 }
 
 // reset starts the state over for head.
@@ -94,7 +93,7 @@ func (w *worker) waitForOlder(runCtx, lctx context.Context, f *flight, l *lane, 
 	if o.head != e.seq {
 		o.reset(e.seq)
 	}
-	if !o.counted && !w.mayHaveLost() {
+	if o.since.IsZero() && !w.mayHaveLost() {
 		// Nothing lost lately. A head already seen behind an older
 		// message keeps waiting, however long that takes.
 		return false
@@ -118,8 +117,8 @@ func (w *worker) waitForOlder(runCtx, lctx context.Context, f *flight, l *lane, 
 			return false
 		}
 		switch {
-		case !o.counted:
-			o.counted, o.since = true, time.Now()
+		case o.since.IsZero():
+			o.since = time.Now()
 			w.cfg.Stats.reordered.Add(1)
 			log.Info("event waits for an older event of its object", slog.Uint64(keyOlderSeq, oldest))
 		case !o.warned && time.Since(o.since) > longWaitAckWaits*w.cfg.AckWait:

@@ -35,7 +35,7 @@ func TestStaleRedeliveryAfterAckNotHandled(t *testing.T) {
 	t.Parallel()
 	const ackWait = time.Second
 	q := newWorkQueue(t, ackWait)
-	q.publish(t, "x")
+	q.publish(t, "x", 1)
 	ctx := t.Context()
 	cfg := q.cfg
 	var calls atomic.Int32
@@ -115,9 +115,7 @@ func TestLaneGoesOnWhenOlderSettledElsewhere(t *testing.T) {
 func TestLaneSortsItsQueue(t *testing.T) {
 	t.Parallel()
 	q := newWorkQueue(t, 30*time.Second)
-	for range 4 {
-		q.publish(t, "x")
-	}
+	q.publish(t, "x", 4)
 	ctx := t.Context()
 	var j seqJournal
 	release := make(chan struct{})
@@ -151,8 +149,7 @@ func TestLaneSortsItsQueue(t *testing.T) {
 func TestLaneKeepsWaitingPastTheWindow(t *testing.T) {
 	t.Parallel()
 	q := newWorkQueue(t, MinAckWait)
-	q.publish(t, "x")
-	q.publish(t, "x")
+	q.publish(t, "x", 2)
 	var j seqJournal
 	var logs testenv.Buffer
 	w := q.worker(t, j.record)
@@ -180,9 +177,7 @@ func TestLaneKeepsWaitingPastTheWindow(t *testing.T) {
 func TestLaneAsksTheStreamOnlyAfterALoss(t *testing.T) {
 	t.Parallel()
 	q := newWorkQueue(t, 30*time.Second)
-	for range 6 {
-		q.publish(t, "x")
-	}
+	q.publish(t, "x", 6)
 	ctx := t.Context()
 	var j seqJournal
 	w := q.worker(t, j.record)
@@ -241,8 +236,7 @@ func (s *countingStream) GetMsg(ctx context.Context, seq uint64, opts ...jetstre
 func newerFirst(t *testing.T) (q *workQueue, w *worker, j *seqJournal, v1, v2 jetstream.Msg) {
 	t.Helper()
 	q = newWorkQueue(t, 30*time.Second)
-	q.publish(t, "x")
-	q.publish(t, "x")
+	q.publish(t, "x", 2)
 	j = &seqJournal{}
 	w = q.worker(t, j.record)
 	v1, v2 = q.fetch(t), q.fetch(t)
@@ -311,16 +305,18 @@ func newWorkQueue(t *testing.T, ackWait time.Duration) *workQueue {
 	return &workQueue{js: js, stream: s, cons: c, cfg: cfg, own: own}
 }
 
-// publish adds an event of session id to the stream.
-func (q *workQueue) publish(t *testing.T, id string) {
+// publish adds n events of session id to the stream.
+func (q *workQueue) publish(t *testing.T, id string, n int) {
 	t.Helper()
-	sess := &ambientv1.Session{Metadata: &ambientv1.ObjectReference{Id: id, UpdatedAt: timestamppb.Now(), Kind: "Session"}, ProjectId: proto.String("p1")}
-	msg, err := events.NewMsg(t.Context(), events.SubjectPrefix, events.NewEvent(eventsv1.EventType_EVENT_TYPE_ADDED, sess, nil, time.Now()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := q.js.PublishMsg(t.Context(), msg); err != nil {
-		t.Fatal(err)
+	for range n {
+		sess := &ambientv1.Session{Metadata: &ambientv1.ObjectReference{Id: id, UpdatedAt: timestamppb.Now(), Kind: "Session"}, ProjectId: proto.String("p1")}
+		msg, err := events.NewMsg(t.Context(), events.SubjectPrefix, events.NewEvent(eventsv1.EventType_EVENT_TYPE_ADDED, sess, nil, time.Now()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := q.js.PublishMsg(t.Context(), msg); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 

@@ -24,9 +24,7 @@ func TestReleasedLaneGivesBackQueued(t *testing.T) {
 		t.Run(how, func(t *testing.T) {
 			t.Parallel()
 			q := newWorkQueue(t, 30*time.Second)
-			for range 3 {
-				q.publish(t, "x")
-			}
+			q.publish(t, "x", 3)
 			started := make(chan struct{}, 1)
 			var j seqJournal
 			w := q.worker(t, func(ctx context.Context, m Message) error {

@@ -26,9 +26,9 @@ const releaseDelay = 500 * time.Millisecond
 // worker turns deliveries into handler calls and acks, dead letters or
 // releases. pcgroups calls deliver from one goroutine per member, mostly
 // in stream order (order.go says when not); deliver only files each
-// message in its object's lane (see lane.go). The server hands the member at most Config.MaxInFlight
-// unsettled messages (MaxAckPending), so lanes, held messages and lane
-// goroutines are bounded by it.
+// message in its object's lane (see lane.go). The server hands the member
+// at most Config.MaxInFlight unsettled messages (MaxAckPending), so lanes,
+// held messages and lane goroutines are bounded by it.
 type worker struct {
 	cfg  Config
 	js   jetstream.JetStream
