@@ -321,7 +321,9 @@ func (c *child) counter(name, labels string) float64 {
 }
 
 // BenchmarkInitialSync measures an informer's first sync of BENCH_SESSIONS
-// sessions: list, diff against an empty KV, publish and store each. The
+// sessions: list, diff against an empty KV, publish and store each. It also
+// reports how long after the process started the first event was in the
+// stream (first-event-ms: start, lease, the first page of the list). The
 // informer runs as its own process (the real binary, built here), so its
 // peak RSS is its own, not the in-memory API's or the NATS server's.
 func BenchmarkInitialSync(b *testing.B) {
@@ -338,6 +340,8 @@ func BenchmarkInitialSync(b *testing.B) {
 		load := testenv.LoadAverage(b)
 		start := time.Now()
 		c := e.startChild(bin)
+		e.waitCount(events.StreamName, 1, time.Minute)
+		first := time.Since(start)
 		e.waitCount(events.StreamName, uint64(n), 30*time.Minute)
 		took := time.Since(start)
 		peak := testenv.PeakRSSMB(b, c.cmd.Process.Pid)
@@ -347,6 +351,7 @@ func BenchmarkInitialSync(b *testing.B) {
 		rate := float64(n) / took.Seconds()
 		rawAfter := e.rawPublishRate("RAW2", min(n, 50_000), benchWorkers(), true)
 		b.ReportMetric(rate, "objects/s")
+		b.ReportMetric(float64(first.Milliseconds()), "first-event-ms")
 		b.ReportMetric(peak, "informer-peak-RSS-MB")
 		b.ReportMetric(float64(cpu.Microseconds())/float64(n), "cpu-µs/object")
 		b.ReportMetric(rawBefore, "raw-js+kv-before/s")

@@ -259,10 +259,13 @@ func (w *Watcher[T]) syncAndFollow(ctx context.Context, buf *buffer[T]) error {
 }
 
 // relist lists while the stream keeps buffering, page by page into a
-// diff.Listing (encoded as they come, so the decoded list is never held
-// whole), applying the events buffered meanwhile between pages, then hands
-// the list and the last events to the cache in one step. Events buffered
-// before the list are applied first.
+// diff.Listing: each page's changes are queued for publishing as it comes
+// (the decoded list is never held whole, and the first events leave while
+// the list goes on), and the events buffered meanwhile are applied between
+// pages. Once the list is complete, Finish drops what it did not show and
+// applies the last events, in one step. Events buffered before the list are
+// applied first. A list that fails leaves its pages' states (real states,
+// like watch events) and drops nothing.
 func (w *Watcher[T]) relist(ctx context.Context, buf *buffer[T]) error {
 	pending, _, _ := buf.take()
 	w.applyLive(pending)
@@ -270,7 +273,7 @@ func (w *Watcher[T]) relist(ctx context.Context, buf *buffer[T]) error {
 	l := w.store.StartList()
 	n, err := w.list(ctx, buf, l)
 	if err != nil {
-		return err // an unfinished listing changes nothing
+		return err // an unfinished listing drops nothing
 	}
 	if err := w.confirmUnlisted(ctx, l); err != nil {
 		return err
@@ -308,7 +311,7 @@ func (w *Watcher[T]) list(ctx context.Context, buf *buffer[T], l *diff.Listing[T
 				diff.Normalize(o)
 			}
 			n += len(items)
-			l.Add(items)
+			w.publish(l.Add(items))
 			// The events of the list's time go to the cache (and out) between
 			// pages instead of after the whole list: a relist of 100,000
 			// objects takes seconds, every reconnect and RESYNC_PERIOD. The
@@ -351,7 +354,7 @@ func (w *Watcher[T]) confirmUnlisted(ctx context.Context, l *diff.Listing[T]) er
 		}
 		if ok {
 			diff.Normalize(o)
-			l.Add([]T{o})
+			w.publish(l.Add([]T{o}))
 			found++
 		}
 	}
