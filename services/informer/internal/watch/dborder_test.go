@@ -2,10 +2,12 @@ package watch
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
 	"testing"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
@@ -152,5 +154,58 @@ func TestDeleteSeenLateHidesNothing(t *testing.T) {
 	if d.cached(d.ids[0]) || !d.cached(skipped) || d.store.Len() != n-1 {
 		t.Fatalf("after the late DELETED: deleted session cached %v, skipped one %v, %d cached; want false, true, %d",
 			d.cached(d.ids[0]), d.cached(skipped), d.store.Len(), n-1)
+	}
+}
+
+// TestUnlistedObjectsAreReadAtOnce: after a restart, every object deleted
+// while no informer watched is read by id before its delete is published.
+// The reads run confirmReads at a time, not one round trip after another
+// (each read here returns only once confirmReads of them are running).
+func TestUnlistedObjectsAreReadAtOnce(t *testing.T) {
+	t.Parallel()
+	const n = 3 * confirmReads
+	var cached []*ambientv1.Session
+	for i := range n {
+		cached = append(cached, sess(fmt.Sprintf("gone-%02d", i), 1))
+	}
+	store := diff.NewStore[*ambientv1.Session]()
+	store.Sync(cached, nil)
+
+	var mu sync.Mutex
+	inFlight, most := 0, 0
+	all := make(chan struct{}) // closed once confirmReads reads ran at once
+	var allOnce sync.Once
+	src := Source[*ambientv1.Session]{
+		Pages: Whole(func(context.Context) ([]*ambientv1.Session, error) { return nil, nil }), // all deleted
+		Get: func(ctx context.Context, id string) (*ambientv1.Session, bool, error) {
+			mu.Lock()
+			inFlight++
+			most = max(most, inFlight)
+			if inFlight == confirmReads {
+				allOnce.Do(func() { close(all) })
+			}
+			mu.Unlock()
+			defer func() {
+				mu.Lock()
+				inFlight--
+				mu.Unlock()
+			}()
+			select {
+			case <-all:
+				return nil, false, nil
+			case <-time.After(5 * time.Second):
+				return nil, false, errors.New("reads by id ran one after another")
+			}
+		},
+	}
+	w := New(src, store, func(string) {}, Config{}, Hooks{}, slog.New(slog.DiscardHandler))
+	if err := w.relist(t.Context(), newBuffer[*ambientv1.Session]()); err != nil {
+		t.Fatal(err)
+	}
+	if most > confirmReads {
+		t.Fatalf("%d reads at once, want at most %d", most, confirmReads)
+	}
+	if store.Len() != 0 {
+		t.Fatalf("%d objects still cached after all were deleted", store.Len())
 	}
 }
