@@ -323,7 +323,7 @@ func (c *child) counter(name, labels string) float64 {
 // BenchmarkInitialSync measures an informer's first sync of BENCH_SESSIONS
 // sessions: list, diff against an empty KV, publish and store each. It also
 // reports how long after the process started the first event was in the
-// stream (first-event-ms: start, lease, the first page of the list). The
+// stream (first-event-ms: start, lease, the whole list). The
 // informer runs as its own process (the real binary, built here), so its
 // peak RSS is its own, not the in-memory API's or the NATS server's.
 func BenchmarkInitialSync(b *testing.B) {

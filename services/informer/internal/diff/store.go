@@ -76,11 +76,14 @@ type state = events.Encoded
 
 func present(s state) bool { return s.Raw != nil }
 
-// entry is the state of one id.
+// entry is the state of one id: 128 bytes.
 type entry struct {
 	desired, published state
-	// listed is the number of the listing that last showed the id.
+	// listed is the number of the listing that last saw the id.
 	listed uint64
+	// seen is the number of the listing in progress, once one of its pages
+	// held the id (Listing.Unlisted).
+	seen uint64
 }
 
 func (e *entry) dirty() bool { return !e.desired.SameVersion(e.published) }
@@ -147,26 +150,30 @@ func (s *Store[T]) Load(published []T) (bad int) {
 	return bad
 }
 
-// Listing is one relist in progress. Each page's objects become desired
-// states as the page comes (Add), so their changes are published while the
-// list goes on: a first list of 100,000 objects takes about a second, and
-// publishing waited for all of it. A listed state is a state the object
-// had when its page was read, so publishing it is publishing a real
-// version, as a watch event does; an object that changes again during the
-// list gets a second event, one deleted during it an ADDED and then its
-// DELETED. What only the whole list can tell, which cached objects are gone,
-// waits for Finish.
+// Listing is one relist in progress: pages of listed objects are encoded
+// as they come (the decoded page is garbage right after), and Finish makes
+// the whole list the desired state, clears every id the listing did not
+// see and applies the watch events buffered meanwhile, in one step. A
+// listing holds the list encoded, a fraction of its decoded size; the
+// list's states are not in the store before Finish, so a list never
+// publishes a state already stale when the list ended.
 //
 // Live watch events may be applied (Apply) while the listing runs, so that
 // a relist, which takes seconds at 100,000 objects and comes with every
 // reconnect and resync, does not hold them back. The listing remembers the
 // ids they touched: for those the watch knows at least as much as a page
-// read before the event, so a listed state replaces theirs only when it is
-// newer, and Finish neither clears an id the list missed (created after its
-// page was read) nor brings back one deleted meanwhile. Only one listing of
-// a store runs at a time.
+// read before the event, so Finish keeps the store's state unless the
+// listed one is newer, and neither clears an id the list missed (created
+// after its page was read) nor brings back one deleted meanwhile. Only one
+// listing of a store runs at a time.
 type Listing[T events.APIObject] struct {
-	s *Store[T]
+	s     *Store[T]
+	ids   []string
+	items []state
+	// same lists ids listed in the state the store already wants: a relist
+	// of an unchanged table holds no bytes.
+	same []string
+	bad  int
 	// num numbers the listing among those the store started.
 	num uint64
 	// touched holds the ids live events changed since StartList; guarded by
@@ -175,7 +182,7 @@ type Listing[T events.APIObject] struct {
 }
 
 // StartList starts a listing; it replaces one that was never finished (a
-// list that failed keeps the states its pages set and clears nothing).
+// list that failed changes nothing).
 func (s *Store[T]) StartList() *Listing[T] {
 	l := &Listing[T]{s: s, touched: map[string]struct{}{}}
 	s.mu.Lock()
@@ -187,62 +194,50 @@ func (s *Store[T]) StartList() *Listing[T] {
 }
 
 // Expect tells the listing how many objects the list holds (the first
-// page's total), so that the first list of an empty cache sizes the
-// store's map once instead of doubling it: doubling leaves the old halves
-// as garbage at the moment the informer holds the most.
+// page's total), so its buffers and the store's map are sized once instead
+// of doubling: doubling leaves the old halves as garbage at the moment the
+// informer holds the most.
 func (l *Listing[T]) Expect(total int) {
-	s := l.s
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if total < 2*len(s.entries) {
-		return // a relist: most objects are there already
+	if total <= 0 || l.ids != nil || l.same != nil {
+		return
 	}
-	entries := make(map[string]*entry, total+total/8)
-	maps.Copy(entries, s.entries)
-	s.entries = entries
+	l.s.mu.Lock()
+	cached := len(l.s.entries)
+	l.s.mu.Unlock()
+	if total < 2*cached {
+		return // a relist: most objects are unchanged and need no bytes here
+	}
+	l.ids = make([]string, 0, total)
+	l.items = make([]state, 0, total)
 }
 
-// Add takes a page of listed objects: each becomes the desired state of
-// its id (an object listed twice in one listing, by pages of a table that
-// changes or by a second pass, keeps its newer state; one a live event
-// touched keeps the event's state unless the listed one is newer). The
-// result holds the ids that now need publishing.
-func (l *Listing[T]) Add(objs []T) Result {
-	var r Result
+// Add encodes a page of listed objects into the listing.
+func (l *Listing[T]) Add(objs []T) {
 	states := make([]state, 0, len(objs))
 	ids := make([]string, 0, len(objs))
 	for _, o := range objs {
 		st, err := newState(o)
 		if err != nil {
-			r.Bad++
+			l.bad++
 			continue
 		}
 		states = append(states, st)
 		ids = append(ids, ID(o))
 	}
-	s := l.s
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	l.s.mu.Lock()
+	defer l.s.mu.Unlock()
 	for i, st := range states {
-		id := ids[i]
-		e := s.entry(id)
-		switch {
-		case e.listed == l.num && st.Micros < e.desired.Micros:
-			continue // this listing showed a newer state already
-		case present(e.desired) && e.desired.SameVersion(st):
-			e.listed = l.num
+		e, ok := l.s.entries[ids[i]]
+		if ok {
+			e.seen = l.num
+		}
+		if ok && present(e.desired) && e.desired.SameVersion(st) {
+			l.same = append(l.same, ids[i])
 			continue
 		}
-		e.listed = l.num
-		if _, live := l.touched[id]; live && !newer(st, e.desired) {
-			continue // a live event during the list brought this or newer
-		}
-		s.setDesired(e, st)
-		if e.dirty() {
-			r.Dirty = append(r.Dirty, id)
-		}
+		l.ids = append(l.ids, ids[i])
+		l.items = append(l.items, st)
 	}
-	return r
 }
 
 // Unlisted returns the ids of objects the store holds that no page of the
@@ -256,7 +251,7 @@ func (l *Listing[T]) Unlisted() []string {
 	defer s.mu.Unlock()
 	var out []string
 	for id, e := range s.entries {
-		if _, live := l.touched[id]; !live && present(e.desired) && e.listed != l.num {
+		if _, live := l.touched[id]; !live && present(e.desired) && e.seen != l.num {
 			out = append(out, id)
 		}
 	}
@@ -264,15 +259,16 @@ func (l *Listing[T]) Unlisted() []string {
 }
 
 // Finish ends the listing. The list is the truth at the time it was taken:
-// ids it did not show and no live event touched are gone; then the watch
-// events buffered since the last page are applied in order, dropping those
-// not newer than what is cached. It happens under one lock, so a worker
-// never sees a state between the two. It returns every dirty id, including
-// ones that were dirty before.
+// its objects become the desired state (an object listed twice, by pages of
+// a table that changes or by a second pass, keeps its newer state) and ids
+// it did not list are gone; then the watch events buffered while listing
+// are applied in order, dropping those not newer than what is cached. It
+// happens under one lock, so a worker never sees a state between the two.
+// It returns every dirty id, including ones that were dirty before.
 func (l *Listing[T]) Finish(buffered []Observed[T]) Result {
 	states := make([]state, len(buffered))
 	skip := make([]bool, len(buffered))
-	var r Result
+	r := Result{Bad: l.bad}
 	for i, ob := range buffered {
 		if ob.Deleted {
 			continue
@@ -291,8 +287,33 @@ func (l *Listing[T]) Finish(buffered []Observed[T]) Result {
 	if s.listing == l {
 		s.listing = nil
 	}
+	num := l.num
+	if n := len(l.items); n > 2*len(s.entries) {
+		// The first list of an empty cache: make the map its final size.
+		entries := make(map[string]*entry, n+n/8)
+		maps.Copy(entries, s.entries)
+		s.entries = entries
+	}
+	for _, id := range l.same {
+		if e, ok := s.entries[id]; ok {
+			e.listed = num
+		}
+	}
+	for i, st := range l.items {
+		id := l.ids[i]
+		e := s.entry(id)
+		if e.listed == num && st.Micros < e.desired.Micros {
+			continue
+		}
+		e.listed = num
+		if _, live := l.touched[id]; live && !newer(st, e.desired) {
+			continue // a live event during the list brought this or newer
+		}
+		s.setDesired(e, st)
+	}
+	l.ids, l.items, l.same = nil, nil, nil
 	for id, e := range s.entries {
-		if _, live := l.touched[id]; e.listed != l.num && !live {
+		if _, live := l.touched[id]; e.listed != num && !live {
 			s.clearDesired(e)
 		}
 	}
@@ -316,10 +337,8 @@ func (l *Listing[T]) Finish(buffered []Observed[T]) Result {
 // Sync is a listing of one page: listed is the whole list.
 func (s *Store[T]) Sync(listed []T, buffered []Observed[T]) Result {
 	l := s.StartList()
-	bad := l.Add(listed).Bad
-	r := l.Finish(buffered)
-	r.Bad += bad
-	return r
+	l.Add(listed)
+	return l.Finish(buffered)
 }
 
 // Apply records one live watch event; Result.Dirty holds the id when it now

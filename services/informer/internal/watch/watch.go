@@ -259,13 +259,10 @@ func (w *Watcher[T]) syncAndFollow(ctx context.Context, buf *buffer[T]) error {
 }
 
 // relist lists while the stream keeps buffering, page by page into a
-// diff.Listing: each page's changes are queued for publishing as it comes
-// (the decoded list is never held whole, and the first events leave while
-// the list goes on), and the events buffered meanwhile are applied between
-// pages. Once the list is complete, Finish drops what it did not show and
-// applies the last events, in one step. Events buffered before the list are
-// applied first. A list that fails leaves its pages' states (real states,
-// like watch events) and drops nothing.
+// diff.Listing (encoded as they come, so the decoded list is never held
+// whole), applying the events buffered meanwhile between pages, then hands
+// the list and the last events to the cache in one step. Events buffered
+// before the list are applied first.
 func (w *Watcher[T]) relist(ctx context.Context, buf *buffer[T]) error {
 	pending, _, _ := buf.take()
 	w.applyLive(pending)
@@ -273,7 +270,7 @@ func (w *Watcher[T]) relist(ctx context.Context, buf *buffer[T]) error {
 	l := w.store.StartList()
 	n, err := w.list(ctx, buf, l)
 	if err != nil {
-		return err // an unfinished listing drops nothing
+		return err // an unfinished listing changes nothing
 	}
 	if err := w.confirmUnlisted(ctx, l); err != nil {
 		return err
@@ -311,7 +308,7 @@ func (w *Watcher[T]) list(ctx context.Context, buf *buffer[T], l *diff.Listing[T
 				diff.Normalize(o)
 			}
 			n += len(items)
-			w.publish(l.Add(items))
+			l.Add(items)
 			// The events of the list's time go to the cache (and out) between
 			// pages instead of after the whole list: a relist of 100,000
 			// objects takes seconds, every reconnect and RESYNC_PERIOD. The
@@ -382,7 +379,7 @@ func (w *Watcher[T]) confirmUnlisted(ctx context.Context, l *diff.Listing[T]) er
 		}
 	}
 	if len(found) > 0 {
-		w.publish(l.Add(found))
+		l.Add(found)
 	}
 	if w.hooks.Unlisted != nil {
 		w.hooks.Unlisted(len(found), len(ids)-len(found))
