@@ -21,12 +21,14 @@ import (
 
 // Defaults applied by New for zero Config fields.
 const (
-	// DefaultKeepalive is the ping interval on idle connections. grpc-go
-	// servers reject pings more often than their enforcement policy allows
-	// (5 min by default) with GOAWAY "too_many_pings", so the default stays
-	// at that; set Config.Keepalive lower for servers that permit it (memapi
-	// permits 10 s).
-	DefaultKeepalive = 5 * time.Minute
+	// DefaultKeepalive is the ping interval on a connection with open
+	// calls (watch streams) and no traffic. The real server sets no
+	// keepalive policy, so grpc-go's default applies: pings closer than
+	// 5 min are strikes, and the third strike ends the connection (and
+	// every watch on it) with GOAWAY "too_many_pings". An idle watch sees
+	// no data frame that would clear the strikes, so the interval keeps a
+	// margin over those 5 min for pings that arrive a little early.
+	DefaultKeepalive = 5*time.Minute + 10*time.Second
 	// DefaultKeepaliveTimeout is how long to wait for a ping ack before the
 	// connection is considered dead.
 	DefaultKeepaliveTimeout = 20 * time.Second
@@ -118,9 +120,15 @@ func New(cfg Config) (*Client, error) {
 	opts := []grpc.DialOption{
 		grpc.WithTransportCredentials(tc),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{
-			Time:                cfg.Keepalive,
-			Timeout:             DefaultKeepaliveTimeout,
-			PermitWithoutStream: true,
+			Time:    cfg.Keepalive,
+			Timeout: DefaultKeepaliveTimeout,
+			// No pings without an open call: grpc-go's default policy
+			// counts every ping on a connection without streams that
+			// comes within 2 h of the last as a strike, so an idle
+			// unary-only client (kube-reconciler between writes) would be
+			// sent away every 15 min. A dead idle connection is found by
+			// TCP keepalive, or by the next call's deadline.
+			PermitWithoutStream: false,
 		}),
 		grpc.WithChainUnaryInterceptor(defaultTimeout(cfg.Timeout)),
 		// A page of 500 sessions with long prompts easily passes grpc's 4 MiB

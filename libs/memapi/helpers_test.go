@@ -70,7 +70,7 @@ func newUnserved(t testing.TB, opts ...memapi.Option) (*memapi.Server, net.Liste
 // client returns a client of srv with token tok.
 func client(t testing.TB, srv *memapi.Server, tok string, dial ...grpc.DialOption) *apiclient.Client {
 	t.Helper()
-	c, err := apiclient.New(apiclient.Config{Addr: srv.GRPCAddr(), Token: tok, Keepalive: 10 * time.Second, DialOptions: dial})
+	c, err := apiclient.New(apiclient.Config{Addr: srv.GRPCAddr(), Token: tok, DialOptions: dial})
 	if err != nil {
 		t.Fatal(err)
 	}

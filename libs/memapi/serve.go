@@ -90,10 +90,16 @@ func (s *Server) ListenAndServe(ctx context.Context, grpcAddr, restAddr string) 
 	return s.Serve(ctx, gl, rl)
 }
 
+// RealKeepaliveMinTime is the closest interval between client pings the
+// real server tolerates: grpc-go's default enforcement policy (the server
+// configures none), which also refuses pings on connections without an
+// open call.
+const RealKeepaliveMinTime = 5 * time.Minute
+
 // NewGRPCServer returns a grpc.Server with the three ambient services, the
 // tracing stats handler (package apitrace), the token check and fault
-// injection interceptors, keepalive enforcement that
-// lets clients ping every 10 s, the standard health service (SERVING) and
+// injection interceptors, the real server's keepalive enforcement (grpc-go's
+// default, RealKeepaliveMinTime), the standard health service (SERVING) and
 // reflection. extra options (e.g. grpc.Creds for TLS) are appended. The
 // caller serves and stops it; prefer Serve, which also ends watch streams
 // cleanly on shutdown.
@@ -108,9 +114,11 @@ func (s *Server) newGRPCServer(extra ...grpc.ServerOption) (*grpc.Server, *healt
 		grpc.StatsHandler(apitrace.ServerHandler(apitrace.Options{TracerProvider: s.opts.tp})),
 		grpc.ChainUnaryInterceptor(s.unaryInterceptor),
 		grpc.ChainStreamInterceptor(s.streamInterceptor),
-		// Clients keep idle watch streams alive with pings (the server sends no
-		// heartbeat); allow them down to 10 s instead of the default 5 min.
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		// The real server's keepalive policy: grpc-go's default (pings at
+		// most every 5 min, and none without an open call), which it never
+		// changes. A client that pings more often is sent away with GOAWAY
+		// "too_many_pings" here as there.
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: RealKeepaliveMinTime}),
 	}, extra...)
 	gs := grpc.NewServer(opts...)
 	ambientv1.RegisterSessionServiceServer(gs, s.Sessions())

@@ -60,12 +60,12 @@ func API(t testing.TB, opts ...memapi.Option) *memapi.Server {
 	return srv
 }
 
-// APIClient returns an apiclient for srv with its token and a 10 s keepalive,
+// APIClient returns an apiclient for srv with its token and the default keepalive,
 // closed in t.Cleanup. mod, when given, adjusts the Config first (e.g. to
 // drop the token).
 func APIClient(t testing.TB, srv *memapi.Server, mod ...func(*apiclient.Config)) *apiclient.Client {
 	t.Helper()
-	cfg := apiclient.Config{Addr: srv.GRPCAddr(), Token: srv.Token(), Keepalive: 10 * time.Second}
+	cfg := apiclient.Config{Addr: srv.GRPCAddr(), Token: srv.Token()}
 	for _, m := range mod {
 		m(&cfg)
 	}

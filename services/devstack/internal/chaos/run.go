@@ -139,7 +139,7 @@ func (h *harness) start(ctx context.Context) error {
 	if err := startInfra(ctx, sys, repoRoot, h.out); err != nil {
 		return err
 	}
-	if h.api, err = apiclient.New(apiclient.Config{Addr: sys.apiGRPC, Token: cfg.Token, Keepalive: 10 * time.Second}); err != nil {
+	if h.api, err = apiclient.New(apiclient.Config{Addr: sys.apiGRPC, Token: cfg.Token}); err != nil {
 		return fmt.Errorf("API client: %w", err)
 	}
 	h.closers = append(h.closers, h.api.Close)
