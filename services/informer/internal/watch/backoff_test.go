@@ -105,3 +105,67 @@ func TestRunResetsBackoffAfterHealthyStream(t *testing.T) {
 		}
 	}
 }
+
+// deliveredStream is a chanStream that says when its consumer has taken
+// an event.
+type deliveredStream struct {
+	chanStream
+	delivered chan<- struct{}
+}
+
+func (s deliveredStream) Recv() (Event[*ambientv1.Session], error) {
+	ev, err := s.chanStream.Recv()
+	if err == nil {
+		s.delivered <- struct{}{}
+	}
+	return ev, err
+}
+
+// TestRunBacksOffWhenListsKeepFailing: on a busy API every stream delivers
+// events, but if each cycle's list then fails, no cycle ever synced, and
+// the reconnects back off 1, 2, 4, ... x the initial delay instead of
+// relisting everything at the initial delay forever.
+func TestRunBacksOffWhenListsKeepFailing(t *testing.T) {
+	t.Parallel()
+	const unit = time.Millisecond
+	var mu sync.Mutex
+	var waits []time.Duration // guarded by mu
+	delivered := make(chan struct{}, 1)
+	ctx, cancel := context.WithCancel(t.Context())
+	src := Source[*ambientv1.Session]{
+		Pages: func(ctx context.Context, _ func([]*ambientv1.Session, int) error) error {
+			// The list fails only once the stream has delivered.
+			select {
+			case <-delivered:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			return errors.New("list page 37: internal error")
+		},
+		Watch: func(ctx context.Context) (Stream[*ambientv1.Session], error) {
+			ch := make(chan Event[*ambientv1.Session], 1)
+			ch <- Event[*ambientv1.Session]{Type: ambientv1.EventType_EVENT_TYPE_UPDATED, ID: "a", Object: sess("a", 1)}
+			return deliveredStream{chanStream: chanStream{done: ctx.Done(), ch: ch}, delivered: delivered}, nil
+		},
+	}
+	hooks := Hooks{Reconnect: func(_ error, wait time.Duration) {
+		mu.Lock()
+		defer mu.Unlock()
+		waits = append(waits, wait)
+		if len(waits) == 5 {
+			cancel()
+		}
+	}}
+	w := New(src, diff.NewStore[*ambientv1.Session](), func(string) {}, Config{BackoffInitial: unit, BackoffMax: time.Hour}, hooks, slog.New(slog.DiscardHandler))
+	if err := w.Run(ctx); err != nil {
+		t.Fatalf("Run = %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	want := []time.Duration{1 * unit, 2 * unit, 4 * unit, 8 * unit, 16 * unit}
+	for i, base := range want {
+		if i >= len(waits) || waits[i] < base*3/4 || waits[i] > base*5/4+1 {
+			t.Fatalf("waits %v, want about %v (+/-25 %%): cycles that never synced reset the backoff", waits, want)
+		}
+	}
+}

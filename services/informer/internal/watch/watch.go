@@ -135,15 +135,18 @@ func (w *Watcher[T]) Syncs() int64 { return w.synced.Load() }
 func (w *Watcher[T]) Run(ctx context.Context) error {
 	b := newBackoff(w.cfg)
 	for {
-		start := time.Now()
+		start, syncs := time.Now(), w.synced.Load()
 		received, err := w.cycle(ctx)
 		w.connected.Store(false)
 		if ctx.Err() != nil {
 			return nil
 		}
-		// A stream that delivered events or stayed up long enough was
-		// healthy: the next failure starts over at the initial delay.
-		if received > 0 || time.Since(start) >= w.cfg.HealthyAfter {
+		// A cycle that synced, and whose stream then delivered events or
+		// stayed up long enough, was healthy: the next failure starts over
+		// at the initial delay. Events alone prove nothing: on a busy API
+		// whose list keeps failing every stream delivers some before the
+		// list fails, and that must back off like any other failure.
+		if w.synced.Load() > syncs && (received > 0 || time.Since(start) >= w.cfg.HealthyAfter) {
 			b.Reset()
 		}
 		d := b.NextBackOff()
