@@ -27,6 +27,10 @@ import (
 // the cleanups, the NATS drain, the telemetry flush.
 const DefaultShutdownTimeout = 10 * time.Second
 
+// DefaultPublishAsyncTimeout bounds the wait for the ack of an asynchronous
+// JetStream publish (see Options.PublishAsyncTimeout).
+const DefaultPublishAsyncTimeout = 10 * time.Second
+
 // CheckNATS is the readiness check every service gets.
 const CheckNATS = "nats"
 
@@ -62,6 +66,12 @@ type Options struct {
 	Listening func(addr net.Addr)
 	// ShutdownTimeout bounds each shutdown step (0: DefaultShutdownTimeout).
 	ShutdownTimeout time.Duration
+	// PublishAsyncTimeout fails an asynchronous publish whose ack has not
+	// come after this long (0: DefaultPublishAsyncTimeout). nats.go waits
+	// forever by default, and an ack lost without a disconnect (a
+	// stream leader changing under it) then never resolves: whoever waits
+	// on it in order, as the informer's KV check does, stalls for good.
+	PublishAsyncTimeout time.Duration
 }
 
 // Runtime is what setup declares a service's parts on, and what the parts
@@ -142,7 +152,11 @@ func Run(ctx context.Context, opts Options, setup func(ctx context.Context, rt *
 	if opts.Connected != nil {
 		opts.Connected(nc)
 	}
-	js, err := jetstream.New(nc)
+	asyncTimeout := opts.PublishAsyncTimeout
+	if asyncTimeout <= 0 {
+		asyncTimeout = DefaultPublishAsyncTimeout
+	}
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(asyncTimeout))
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}

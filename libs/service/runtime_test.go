@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ambient-code/control-plane/libs/bus"
 	"github.com/ambient-code/control-plane/libs/health"
@@ -344,4 +345,45 @@ func TestRunListener(t *testing.T) {
 			t.Errorf("Accept after Run = %v, want %v", err, net.ErrClosed)
 		}
 	})
+}
+
+// TestPublishAsyncAckTimesOut: an asynchronous publish whose ack never
+// comes fails after PublishAsyncTimeout instead of waiting forever. The ack
+// is lost here the way no server fault can be arranged on cue: a plain
+// subscriber takes the message and never answers.
+func TestPublishAsyncAckTimesOut(t *testing.T) {
+	t.Parallel()
+	srv := testenv.NATS(t)
+	futures := make(chan jetstream.PubAckFuture, 1)
+	start(t, service.Options{Config: service.Config{NATS: bus.ConnectConfig{URL: srv.ClientURL()}}, PublishAsyncTimeout: 100 * time.Millisecond},
+		func(_ context.Context, rt *service.Runtime) error {
+			if _, err := rt.NATS().Subscribe("blackhole", func(*nats.Msg) {}); err != nil {
+				return fmt.Errorf("subscribe: %w", err)
+			}
+			if err := rt.NATS().Flush(); err != nil {
+				return fmt.Errorf("flush: %w", err)
+			}
+			f, err := rt.JetStream().PublishAsync("blackhole", []byte("x"))
+			if err != nil {
+				return fmt.Errorf("publish: %w", err)
+			}
+			futures <- f
+			return nil
+		})
+	var f jetstream.PubAckFuture
+	select {
+	case f = <-futures:
+	case <-time.After(20 * time.Second):
+		t.Fatal("setup did not publish")
+	}
+	select {
+	case err := <-f.Err():
+		if !errors.Is(err, jetstream.ErrAsyncPublishTimeout) {
+			t.Fatalf("ack error = %v, want %v", err, jetstream.ErrAsyncPublishTimeout)
+		}
+	case <-f.Ok():
+		t.Fatal("acked by a subscriber that never answers")
+	case <-time.After(10 * time.Second):
+		t.Fatal("no ack and no error 10 s after the publish: the wait has no bound")
+	}
 }
