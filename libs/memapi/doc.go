@@ -22,10 +22,12 @@
 //   - Watch events, lists and gets carry timestamps truncated to
 //     microseconds (database precision); responses to mutations carry
 //     nanoseconds.
-//   - Session create fills llm_model "sonnet", llm_temperature 0.7,
-//     llm_max_tokens 4000 and kube_cr_name = id. Ids are 27 character
-//     base62 strings (mixed case, like KSUIDs). A project's id is its name;
-//     a taken name gives AlreadyExists. Sessions may name unknown projects.
+//   - Session create fills llm_model "sonnet" (also for an empty one),
+//     llm_temperature 0.7, llm_max_tokens 4000 and kube_cr_name = id. Ids
+//     are 27 character base62 strings (mixed case, like KSUIDs). A
+//     project's id is its name; a taken name gives AlreadyExists, for a
+//     create and for a rename (the id stays). A project has at most one
+//     settings object (AlreadyExists). Sessions may name unknown projects.
 //     Deleting an unknown id succeeds.
 //   - Project names must be DNS-1123 labels starting with a letter, 2 to
 //     63 characters (InvalidArgument / REST 400 id 8), over REST and gRPC.

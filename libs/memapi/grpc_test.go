@@ -128,6 +128,15 @@ func TestCreateDefaultsAndIDs(t *testing.T) {
 		t.Errorf("explicit llm settings not kept: %v", s2)
 	}
 
+	// An empty model is filled like a missing one (upstream's BeforeCreate).
+	s3, err := c.CreateSession(ctx, &ambientv1.CreateSessionRequest{Name: "c", LlmModel: proto.String("")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s3.GetLlmModel() != memapi.DefaultLLMModel {
+		t.Errorf("llm_model %q for an empty one, want %q", s3.GetLlmModel(), memapi.DefaultLLMModel)
+	}
+
 	p, err := c.CreateProject(ctx, &ambientv1.CreateProjectRequest{Name: "proj", DisplayName: proto.String("Proj")})
 	if err != nil {
 		t.Fatal(err)

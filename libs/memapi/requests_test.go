@@ -137,7 +137,17 @@ func TestGRPCErrorsLikeTheRealServer(t *testing.T) {
 	srv := start(t)
 	c := client(t, srv, testToken)
 	ctx := t.Context()
-	if _, err := c.Projects().CreateProject(ctx, &ambientv1.CreateProjectRequest{Name: "taken"}); err != nil {
+	for _, name := range []string{"taken", "other", "renamed"} {
+		if _, err := c.Projects().CreateProject(ctx, &ambientv1.CreateProjectRequest{Name: name}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// "renamed" (the id) is now named "fresh": the name is taken, the id
+	// is not.
+	if _, err := c.Projects().UpdateProject(ctx, &ambientv1.UpdateProjectRequest{Id: "renamed", Name: proto.String("fresh")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.ProjectSettings().CreateProjectSettings(ctx, &ambientv1.CreateProjectSettingsRequest{ProjectId: "taken"}); err != nil {
 		t.Fatal(err)
 	}
 	// The generated clients, not apiclient's wrappers: the message is
@@ -177,6 +187,20 @@ func TestGRPCErrorsLikeTheRealServer(t *testing.T) {
 			_, err := c.Projects().CreateProject(ctx, &ambientv1.CreateProjectRequest{Name: "taken"})
 			return err
 		}, codes.AlreadyExists, "This Project already exists"},
+		// The real server's unique indexes (projects.name,
+		// project_settings.project_id; read from its migrations).
+		{"project renamed to a taken name", func() error {
+			_, err := c.Projects().UpdateProject(ctx, &ambientv1.UpdateProjectRequest{Id: "other", Name: proto.String("taken")})
+			return err
+		}, codes.AlreadyExists, "This Project already exists"},
+		{"project named as another was renamed to", func() error {
+			_, err := c.Projects().CreateProject(ctx, &ambientv1.CreateProjectRequest{Name: "fresh"})
+			return err
+		}, codes.AlreadyExists, "This Project already exists"},
+		{"second settings of a project", func() error {
+			_, err := c.ProjectSettings().CreateProjectSettings(ctx, &ambientv1.CreateProjectSettingsRequest{ProjectId: "taken"})
+			return err
+		}, codes.AlreadyExists, "This ProjectSettings already exists"},
 		{"unknown session", func() error {
 			_, err := c.Sessions().GetSession(ctx, &ambientv1.GetSessionRequest{Id: "nope"})
 			return err

@@ -77,9 +77,13 @@ func New(opts ...Option) (*Server, error) {
 	for _, u := range o.users {
 		s.userHashes = append(s.userHashes, sha256.Sum256([]byte(u.Token)))
 	}
-	s.sessions = newStore[*ambientv1.Session](restapi.KindSession, &s.watch)
-	s.projects = newStore[*ambientv1.Project](restapi.KindProject, &s.watch)
-	s.settings = newStore[*ambientv1.ProjectSettings](restapi.KindProjectSettings, &s.watch)
+	s.sessions = newStore[*ambientv1.Session](restapi.KindSession, &s.watch, nil)
+	// The real server's unique indexes: projects.name (a taken name is 409
+	// "This Project already exists": measured for creates; for a rename,
+	// whose id stays, read from its migrations) and
+	// project_settings.project_id (read from its migrations).
+	s.projects = newStore(restapi.KindProject, &s.watch, (*ambientv1.Project).GetName)
+	s.settings = newStore(restapi.KindProjectSettings, &s.watch, (*ambientv1.ProjectSettings).GetProjectId)
 	return s, nil
 }
 

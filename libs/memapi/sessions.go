@@ -76,7 +76,9 @@ func (x *sessionService) create(req *ambientv1.CreateSessionRequest, by *User) (
 		obj.CreatedByUserId = proto.String(by.Name)
 	}
 	id := newID()
-	if obj.LlmModel == nil {
+	// Upstream's BeforeCreate fills an empty model as well as a missing
+	// one (read from its code).
+	if obj.GetLlmModel() == "" {
 		obj.LlmModel = proto.String(DefaultLLMModel)
 	}
 	if obj.LlmTemperature == nil {

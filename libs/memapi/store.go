@@ -55,6 +55,10 @@ type watcher struct {
 type store[T proto.Message] struct {
 	kind   string       // e.g. "Session", for the not-found reason
 	counts *watchCounts // shared by the server's stores
+	// unique, when set, is a unique index of the real server's table (a
+	// project's name, a project's settings): no two live objects may
+	// share its key.
+	unique func(T) string
 
 	mu       sync.Mutex
 	rows     map[string]*row[T]    // guarded by mu
@@ -64,9 +68,10 @@ type store[T proto.Message] struct {
 	stopped  bool                  // guarded by mu; no new watchers after shutdown
 }
 
-func newStore[T proto.Message](kind string, counts *watchCounts) *store[T] {
+func newStore[T proto.Message](kind string, counts *watchCounts, unique func(T) string) *store[T] {
 	return &store[T]{
 		kind:     kind,
+		unique:   unique,
 		counts:   counts,
 		rows:     make(map[string]*row[T]),
 		watchers: make(map[*watcher]struct{}),
@@ -86,11 +91,11 @@ func (st *store[T]) getView(id string) (T, bool) {
 }
 
 // insert stores a new object and notifies watchers. It returns false when
-// the id is taken.
+// the id or the object's unique key is taken.
 func (st *store[T]) insert(id string, obj, view T) bool {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	if _, ok := st.rows[id]; ok {
+	if _, ok := st.rows[id]; ok || st.takenLocked(id, obj) {
 		return false
 	}
 	r := &row[T]{id: id, obj: obj, view: view}
@@ -115,6 +120,9 @@ func (st *store[T]) update(id string, mutate func(old T) (T, T, error)) (T, erro
 	if err != nil {
 		return zero, err
 	}
+	if st.takenLocked(id, obj) {
+		return zero, errAlreadyExists(st.kind)
+	}
 	// The new version goes to the end of the order (see store); the old
 	// messages stay valid for readers that already hold them.
 	st.tombstoneLocked(r)
@@ -123,6 +131,22 @@ func (st *store[T]) update(id string, mutate func(old T) (T, T, error)) (T, erro
 	st.order = append(st.order, moved)
 	st.notifyLocked(change{typ: ambientv1.EventType_EVENT_TYPE_UPDATED, id: id})
 	return obj, nil
+}
+
+// takenLocked reports whether another live object than id has obj's
+// unique key. A scan: the tables with a unique index (projects, their
+// settings) are small.
+func (st *store[T]) takenLocked(id string, obj T) bool {
+	if st.unique == nil {
+		return false
+	}
+	key := st.unique(obj)
+	for other, r := range st.rows {
+		if other != id && st.unique(r.obj) == key {
+			return true
+		}
+	}
+	return false
 }
 
 // remove deletes id if present and always notifies watchers: the real server
