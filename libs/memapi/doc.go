@@ -9,8 +9,11 @@
 //     arrive as several UPDATED events showing the final state, and an object
 //     deleted before the send makes its event vanish. DELETED carries only
 //     resource_id and is sent for every delete call, even of unknown ids.
-//   - Each watcher has a 256 event buffer; a slow reader silently loses the
-//     events beyond it (counted by Server.Dropped). On shutdown, and on
+//   - Each watcher has a 256 event buffer, fed by the changes of all three
+//     resources (the stream skips the others' as it takes them off); a slow
+//     reader silently loses the changes beyond it (counted by
+//     Server.Dropped), so a burst of project changes can cost a session
+//     watcher session events. On shutdown, and on
 //     EndWatches, streams end with a clean EOF.
 //   - Lists are in database order: creation order, except that an update
 //     moves the object to the end (the real server lists without ORDER BY,

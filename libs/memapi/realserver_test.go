@@ -10,6 +10,7 @@ import (
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/ambient-code/control-plane/libs/memapi"
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
 )
 
@@ -87,6 +88,61 @@ func TestWatchBufferIs256(t *testing.T) {
 	}
 	if kept != 256 && kept != 257 {
 		t.Fatalf("watcher kept %d events (dropped %d), want 256 buffered (+1 held by the sender)", kept, dropped)
+	}
+}
+
+// TestWatchBufferIsSharedByResources: the real server has one buffer per
+// watch stream, fed by every resource; a stream skips the other resources'
+// changes only as it takes them off (rh-trex's EventBroker). A session
+// watcher held on a send therefore loses a session change once a burst of
+// project changes has filled its buffer, and the next event it sends is the
+// change after.
+func TestWatchBufferIsSharedByResources(t *testing.T) {
+	t.Parallel()
+	const buffer = 16
+	srv := start(t, memapi.WithWatchBuffer(buffer))
+	c := client(t, srv, testToken)
+	w, err := c.WatchSessions(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitWatch(t, srv)
+	ctx := t.Context()
+	create := func(name string) {
+		t.Helper()
+		if _, err := srv.Sessions().CreateSession(ctx, &ambientv1.CreateSessionRequest{Name: name}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	srv.SetSendDelay(time.Hour)
+	create("first")
+	for i := range buffer + 1 {
+		if _, err := srv.Projects().CreateProject(ctx, &ambientv1.CreateProjectRequest{Name: fmt.Sprintf("p-%03d", i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	create("lost")
+	if srv.Dropped() < 2 {
+		t.Fatalf("dropped %d changes; the project changes should have filled the session watcher's buffer", srv.Dropped())
+	}
+	srv.SetSendDelay(0)
+	eventually(t, 10*time.Second, func() error {
+		if n := srv.WatchPending(); n != 0 {
+			return fmt.Errorf("%d changes still queued", n)
+		}
+		return nil
+	})
+	create("after")
+	var names []string
+	for range 2 {
+		ev, err := recv(t, w, 5*time.Second)
+		if err != nil {
+			t.Fatalf("after %v: %v", names, err)
+		}
+		names = append(names, ev.GetSession().GetName())
+	}
+	if !slices.Equal(names, []string{"first", "after"}) {
+		t.Fatalf("session watcher got %v, want [first after]: the session change made while project changes filled its buffer must be lost", names)
 	}
 }
 

@@ -33,6 +33,7 @@ type Server struct {
 	sessions *store[*ambientv1.Session]
 	projects *store[*ambientv1.Project]
 	settings *store[*ambientv1.ProjectSettings]
+	broker   *broker // the open watch streams of all three
 
 	watch     watchCounts
 	sendDelay atomic.Int64 // nanoseconds
@@ -77,13 +78,14 @@ func New(opts ...Option) (*Server, error) {
 	for _, u := range o.users {
 		s.userHashes = append(s.userHashes, sha256.Sum256([]byte(u.Token)))
 	}
-	s.sessions = newStore[*ambientv1.Session](restapi.KindSession, &s.watch, nil)
+	s.broker = newBroker(&s.watch)
+	s.sessions = newStore[*ambientv1.Session](restapi.KindSession, s.broker, nil)
 	// The real server's unique indexes: projects.name (a taken name is 409
 	// "This Project already exists": measured for creates; for a rename,
 	// whose id stays, read from its migrations) and
 	// project_settings.project_id (read from its migrations).
-	s.projects = newStore(restapi.KindProject, &s.watch, (*ambientv1.Project).GetName)
-	s.settings = newStore(restapi.KindProjectSettings, &s.watch, (*ambientv1.ProjectSettings).GetProjectId)
+	s.projects = newStore(restapi.KindProject, s.broker, (*ambientv1.Project).GetName)
+	s.settings = newStore(restapi.KindProjectSettings, s.broker, (*ambientv1.ProjectSettings).GetProjectId)
 	return s, nil
 }
 
@@ -112,12 +114,12 @@ func (s *Server) Ready() <-chan struct{} { return s.ready }
 // client's Recv returns io.EOF), as a restarting real server does. Queued
 // events of those streams are lost. It returns the number of streams ended.
 func (s *Server) EndWatches() int {
-	return s.sessions.endWatchers(false) + s.projects.endWatchers(false) + s.settings.endWatchers(false)
+	return s.broker.end(false)
 }
 
 // Watchers returns the number of open watch streams (all resources).
 func (s *Server) Watchers() int {
-	return s.sessions.watcherCount() + s.projects.watcherCount() + s.settings.watcherCount()
+	return s.broker.count()
 }
 
 // FailNext makes the next n calls of fullMethod (e.g.
@@ -312,9 +314,7 @@ func (s *Server) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.Str
 
 // stop ends all watches and refuses new ones (shutdown).
 func (s *Server) stop() {
-	s.sessions.endWatchers(true)
-	s.projects.endWatchers(true)
-	s.settings.endWatchers(true)
+	s.broker.end(true)
 }
 
 // timestamps returns now at full precision.

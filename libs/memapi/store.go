@@ -21,8 +21,9 @@ type row[T proto.Message] struct {
 // change is what a watcher queues: the object itself is read when the event is
 // sent, like the real server does.
 type change struct {
-	typ ambientv1.EventType
-	id  string
+	kind string // the store's, e.g. "Session": every stream gets every kind
+	typ  ambientv1.EventType
+	id   string
 }
 
 // watchCounts follows watch events across a server's stores, so a test can
@@ -39,7 +40,7 @@ type watcher struct {
 	end chan struct{} // closed by EndWatches
 }
 
-// store is one resource table in database order, plus its watchers. It is safe
+// store is one resource table in database order. It is safe
 // for concurrent use.
 //
 // Database order is the real server's: it lists without ORDER BY, so
@@ -53,29 +54,21 @@ type watcher struct {
 // writes, once tombstones outnumber the rows), so n changes cost O(n)
 // overall instead of O(n^2).
 type store[T proto.Message] struct {
-	kind   string       // e.g. "Session", for the not-found reason
-	counts *watchCounts // shared by the server's stores
+	kind   string  // e.g. "Session", for the not-found reason
+	broker *broker // shared by the server's stores
 	// unique, when set, is a unique index of the real server's table (a
 	// project's name, a project's settings): no two live objects may
 	// share its key.
 	unique func(T) string
 
-	mu       sync.Mutex
-	rows     map[string]*row[T]    // guarded by mu
-	order    []*row[T]             // guarded by mu; database order, may hold tombstones
-	dead     int                   // guarded by mu; tombstones in order
-	watchers map[*watcher]struct{} // guarded by mu
-	stopped  bool                  // guarded by mu; no new watchers after shutdown
+	mu    sync.Mutex
+	rows  map[string]*row[T] // guarded by mu
+	order []*row[T]          // guarded by mu; database order, may hold tombstones
+	dead  int                // guarded by mu; tombstones in order
 }
 
-func newStore[T proto.Message](kind string, counts *watchCounts, unique func(T) string) *store[T] {
-	return &store[T]{
-		kind:     kind,
-		unique:   unique,
-		counts:   counts,
-		rows:     make(map[string]*row[T]),
-		watchers: make(map[*watcher]struct{}),
-	}
+func newStore[T proto.Message](kind string, b *broker, unique func(T) string) *store[T] {
+	return &store[T]{kind: kind, unique: unique, broker: b, rows: make(map[string]*row[T])}
 }
 
 // getView returns the microsecond view (what watches send).
@@ -101,7 +94,7 @@ func (st *store[T]) insert(id string, obj, view T) bool {
 	r := &row[T]{id: id, obj: obj, view: view}
 	st.rows[id] = r
 	st.order = append(st.order, r)
-	st.notifyLocked(change{typ: ambientv1.EventType_EVENT_TYPE_CREATED, id: id})
+	st.notifyLocked(ambientv1.EventType_EVENT_TYPE_CREATED, id)
 	return true
 }
 
@@ -129,7 +122,7 @@ func (st *store[T]) update(id string, mutate func(old T) (T, T, error)) (T, erro
 	moved := &row[T]{id: id, obj: obj, view: view}
 	st.rows[id] = moved
 	st.order = append(st.order, moved)
-	st.notifyLocked(change{typ: ambientv1.EventType_EVENT_TYPE_UPDATED, id: id})
+	st.notifyLocked(ambientv1.EventType_EVENT_TYPE_UPDATED, id)
 	return obj, nil
 }
 
@@ -158,7 +151,7 @@ func (st *store[T]) remove(id string) {
 		st.tombstoneLocked(r)
 		delete(st.rows, id)
 	}
-	st.notifyLocked(change{typ: ambientv1.EventType_EVENT_TYPE_DELETED, id: id})
+	st.notifyLocked(ambientv1.EventType_EVENT_TYPE_DELETED, id)
 }
 
 // tombstoneLocked marks r's place in the order as dead, letting go of its
@@ -229,68 +222,8 @@ func (st *store[T]) compactLocked() {
 	st.dead = 0
 }
 
-// notifyLocked queues c on every watcher without blocking; a full buffer
-// drops the event silently, like the real server.
-func (st *store[T]) notifyLocked(c change) {
-	for w := range st.watchers {
-		// Counted before it is queued: the watcher may take and send it
-		// at once, and pending must never read 0 while it waits.
-		st.counts.pending.Add(1)
-		select {
-		case w.ch <- c:
-		default:
-			st.counts.pending.Add(-1)
-			st.counts.dropped.Add(1)
-		}
-	}
-}
-
-// addWatcher registers a watcher; it returns nil after shutdown began.
-func (st *store[T]) addWatcher(buffer int) *watcher {
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	if st.stopped {
-		return nil
-	}
-	w := &watcher{ch: make(chan change, buffer), end: make(chan struct{})}
-	st.watchers[w] = struct{}{}
-	return w
-}
-
-// removeWatcher unregisters w and abandons the events still queued on it
-// (nothing queues on w once it is unregistered).
-func (st *store[T]) removeWatcher(w *watcher) {
-	st.mu.Lock()
-	delete(st.watchers, w)
-	st.mu.Unlock()
-	for {
-		select {
-		case <-w.ch:
-			st.counts.pending.Add(-1)
-		default:
-			return
-		}
-	}
-}
-
-// endWatchers ends every current watcher (and, with stop, refuses new ones).
-// It returns how many were ended.
-func (st *store[T]) endWatchers(stop bool) int {
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	if stop {
-		st.stopped = true
-	}
-	n := len(st.watchers)
-	for w := range st.watchers {
-		close(w.end)
-		delete(st.watchers, w)
-	}
-	return n
-}
-
-func (st *store[T]) watcherCount() int {
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	return len(st.watchers)
+// notifyLocked hands the change of id to the broker, under the store's
+// lock, so watchers get the store's changes in commit order.
+func (st *store[T]) notifyLocked(typ ambientv1.EventType, id string) {
+	st.broker.notify(change{kind: st.kind, typ: typ, id: id})
 }

@@ -16,11 +16,11 @@ import (
 func watch[T object, E any](s *Server, st *store[T], stream grpc.ServerStreamingServer[E],
 	mk func(typ ambientv1.EventType, obj T, id string) *E,
 ) error {
-	w := st.addWatcher(s.opts.watchBuffer)
+	w := s.broker.add(s.opts.watchBuffer)
 	if w == nil {
 		return nil // shutting down: clean EOF
 	}
-	defer st.removeWatcher(w)
+	defer s.broker.remove(w)
 	ctx := stream.Context()
 	for {
 		// Ending wins over queued events, like a dropped connection.
@@ -37,8 +37,14 @@ func watch[T object, E any](s *Server, st *store[T], stream grpc.ServerStreaming
 			return nil
 		case c = <-w.ch:
 		}
+		if c.kind != st.kind {
+			// Another resource's change took a place in this stream's
+			// buffer until now; the real server skips it here too.
+			s.watch.pending.Add(-1)
+			continue
+		}
 		if !s.waitSendDelay(ctx, w.end) {
-			st.counts.pending.Add(-1)
+			s.watch.pending.Add(-1)
 			if ctx.Err() != nil {
 				return status.FromContextError(ctx.Err()).Err()
 			}
@@ -51,7 +57,7 @@ func watch[T object, E any](s *Server, st *store[T], stream grpc.ServerStreaming
 		} else {
 			obj, ok := st.getView(c.id)
 			if !ok {
-				st.counts.pending.Add(-1)
+				s.watch.pending.Add(-1)
 				continue // deleted before the send: the event vanishes
 			}
 			ev = mk(c.typ, obj, c.id)
@@ -60,9 +66,9 @@ func watch[T object, E any](s *Server, st *store[T], stream grpc.ServerStreaming
 		if err == nil {
 			// Counted sent before it stops being pending, so a reader
 			// never sees it in neither count.
-			st.counts.sent.Add(1)
+			s.watch.sent.Add(1)
 		}
-		st.counts.pending.Add(-1)
+		s.watch.pending.Add(-1)
 		if err != nil {
 			return err
 		}
