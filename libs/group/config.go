@@ -97,7 +97,8 @@ type Config struct {
 	// anyway: the messages of one object that queued up behind its running
 	// handler are handled by one call with the newest of them
 	// (Message.Coalesced says how many older ones it stands for), and all
-	// of them are acked after it succeeds.
+	// of them are acked after it succeeds. A batch ends before a message
+	// whose older one is missing, which then waits for it.
 	Coalesce bool
 	// Replicas is the replica count of every stream and bucket the group
 	// creates: the group's work-queue stream and member bucket (set to

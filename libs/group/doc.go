@@ -56,7 +56,10 @@
 // its running handler are handled by one call with the newest of them
 // (Message.Coalesced counts the others) and all are acked after it
 // succeeds; a failure retries that call, and dead-letters all of them
-// after MaxDeliver (TestCoalesceQueuedEvents).
+// after MaxDeliver (TestCoalesceQueuedEvents). A call never stands for a
+// message whose older one is missing (lost in transit, due as a
+// redelivery): the batch ends before it, and it waits as a head does
+// (TestCoalescedBatchStopsAtLostEvent).
 //
 // Measured (BenchmarkThroughput, one member, handler latency 2 ms, 64
 // objects x 8 events, load average 11-14 on 2 cores): MaxInFlight 1 288-312

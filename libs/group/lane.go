@@ -18,8 +18,8 @@ import (
 )
 
 // A lane holds one object's messages in stream order and handles them one
-// batch at a time (one message, or with Config.Coalesce everything queued)
-// on its own goroutine, so a slow or failing object holds back only its
+// batch at a time (one message, or with Config.Coalesce everything queued
+// up to a missing older message, see untilGap) on its own goroutine, so a slow or failing object holds back only its
 // own later messages. A failed try is retried inside the lane after the
 // backoff, the message kept unacked and renewed meanwhile (keepalive): a
 // naked message would no longer block the object's later ones now that
@@ -88,6 +88,7 @@ func (w *worker) runLane(runCtx, lctx context.Context, cancel context.CancelCaus
 		if runCtx.Err() == nil && lctx.Err() == nil && w.waitForOlder(runCtx, lctx, f, l, batch[0], &older) {
 			continue
 		}
+		batch = w.untilGap(lctx, f, batch)
 		if runCtx.Err() != nil || lctx.Err() != nil || !w.handle(runCtx, lctx, f, l, batch) {
 			w.releaseLane(lctx, l)
 			return

@@ -33,6 +33,15 @@ import (
 // older than the head, the lane waits for it. It comes back as a
 // redelivery (the server redelivers even at MaxAckPending), or a former
 // owner settles it, within about AckWait.
+//
+// A coalesced batch (Config.Coalesce) is the lane's whole queue, and a
+// message can be missing between two of its messages as well as before
+// the head: v2 and v4 held, v3 lost in transit. Handled as v4 and acked
+// with v2, the batch would leave v3 to run after v4 when it comes back.
+// So the lane asks, for each later message of the batch, for the
+// object's next message after the previous one, and cuts the batch at
+// the first that is neither that message nor one this member settled
+// (untilGap). The rest waits as the next head does.
 
 // The direct get costs a round trip per handler batch (asked every time,
 // BenchmarkThroughput lost about a sixth with 2 ms handlers), so a lane asks only while a
@@ -99,7 +108,7 @@ func (w *worker) waitForOlder(runCtx, lctx context.Context, f *flight, l *lane, 
 		return false
 	}
 	log := w.log.With(slog.String(logkey.Subject, e.subject), slog.Uint64(logkey.Seq, e.seq))
-	oldest, err := w.oldestInStream(lctx, f.partition, e.subject)
+	oldest, err := w.nextInStream(lctx, f.partition, e.subject, 0)
 	switch {
 	case err != nil && (runCtx.Err() != nil || lctx.Err() != nil):
 		return false // released by the caller
@@ -148,18 +157,59 @@ func (w *worker) waitForOlder(runCtx, lctx context.Context, f *flight, l *lane, 
 	return true
 }
 
-// oldestInStream returns the sequence of the oldest message of subject
-// (as delivered, without the partition) in the group's work-queue
-// stream, or 0 when it holds none.
-func (w *worker) oldestInStream(ctx context.Context, partition int, subject string) (uint64, error) {
+// untilGap returns the longest head of a coalesced batch that skips no
+// message of its object still unsettled in the work-queue stream (see the
+// top of this file). It asks only while a delivery may be missing, as
+// waitForOlder does. A lookup that fails or does not show the message
+// cuts the batch too: that message then comes to waitForOlder as the
+// head, which tells those cases apart.
+func (w *worker) untilGap(ctx context.Context, f *flight, batch []*entry) []*entry {
+	if len(batch) < 2 || w.wq == nil || !w.mayHaveLost() {
+		return batch
+	}
+	for i := 1; i < len(batch); i++ {
+		if !w.followsInStream(ctx, f.partition, batch[i-1], batch[i]) {
+			w.log.Debug("coalesced batch cut before a missing older event", slog.String(logkey.Subject, batch[i].subject),
+				slog.Uint64(logkey.Seq, batch[i].seq), slog.Int(logkey.Count, i))
+			return batch[:i]
+		}
+	}
+	return batch
+}
+
+// followsInStream reports whether the work-queue stream holds no message
+// of e's object between prev and e that this member has not settled.
+func (w *worker) followsInStream(ctx context.Context, partition int, prev, e *entry) bool {
+	if prev.seq == 0 || e.seq == 0 {
+		return false // no metadata: only waitForOlder may let e go
+	}
+	for from := prev.seq + 1; ; {
+		next, err := w.nextInStream(ctx, partition, e.subject, from)
+		switch {
+		case err != nil || next == 0 || next > e.seq:
+			return false
+		case next == e.seq:
+			return true
+		case !w.settledByUs(next):
+			return false
+		}
+		from = next + 1
+	}
+}
+
+// nextInStream returns the sequence of the first message of subject (as
+// delivered, without the partition) at or after sequence from in the
+// group's work-queue stream, or 0 when it holds none. From 0 that is the
+// object's oldest message not yet settled.
+func (w *worker) nextInStream(ctx context.Context, partition int, subject string, from uint64) (uint64, error) {
 	ctx, cancel := context.WithTimeout(ctx, ackTimeout)
 	defer cancel()
-	m, err := w.wq.GetMsg(ctx, 0, jetstream.WithGetMsgSubject(w.wqSubject(partition, subject)))
+	m, err := w.wq.GetMsg(ctx, from, jetstream.WithGetMsgSubject(w.wqSubject(partition, subject)))
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return 0, nil
 	}
 	if err != nil {
-		return 0, fmt.Errorf("oldest message of %s: %w", subject, err)
+		return 0, fmt.Errorf("next message of %s from %d: %w", subject, from, err)
 	}
 	return m.Sequence, nil
 }
