@@ -60,7 +60,7 @@ func TestCoalescedBatchSpansEventSettledHere(t *testing.T) {
 	w := q.worker(t, h)
 	v := []jetstream.Msg{q.fetch(t), q.fetch(t), q.fetch(t), q.fetch(t)}
 	w.mu.Lock()
-	w.handled[seqOf(t, v[2])] = time.Now() // v3 handled before, its ack lost
+	w.handled[seqOf(t, v[2])] = settledHere{at: time.Now()} // v3 handled before, its ack lost
 	w.mu.Unlock()
 	w.deliver(ctx, ctx, v[0])
 	<-started

@@ -43,6 +43,9 @@
 // the lane waits; after AckWait without a confirmation the lane moves on
 // and remembers the message as handled, so a redelivery of it is acked, not
 // handled after the object's newer messages (TestUnconfirmedAckNotHandledTwice).
+// A Term is never confirmed, so a dead-lettered message is remembered the
+// same way: a redelivery after a lost Term is terminated, not handled and
+// dead-lettered again (TestLostTermNotHandledAgain).
 // A copy the server sent before a confirmed ack reached it (renewals lost
 // with a reconnect) can still arrive after the lane settled the message: a
 // member remembers the acks of messages it held for AckWait/2 or longer,

@@ -276,7 +276,7 @@ func (w *worker) ack(ctx context.Context, l *lane, e *entry, log *slog.Logger) b
 	// arriving in between is recognised either way.
 	w.mu.Lock()
 	if err != nil {
-		w.handled[e.seq] = time.Now()
+		w.handled[e.seq] = settledHere{at: time.Now()}
 	} else {
 		w.rememberAcked(e, time.Now())
 	}
@@ -292,7 +292,11 @@ func (w *worker) ack(ctx context.Context, l *lane, e *entry, log *slog.Logger) b
 
 // deadLetter publishes e to the DLQ and terminates it. A failed publish is
 // retried in the lane with Config.Backoff, the message kept, so nothing is
-// lost; false when the member stops or the partition moves first.
+// lost; false when the member stops or the partition moves first. The
+// Term is never confirmed, so e is remembered as dead-lettered (see
+// worker.handled): if the Term is lost, the server redelivers e after
+// AckWait, and that redelivery is terminated, not handled again after the
+// object's later messages and dead-lettered twice.
 func (w *worker) deadLetter(runCtx, lctx context.Context, l *lane, e *entry, attempt uint64, reason string, cause error) bool {
 	log := w.log.With(slog.String(logkey.Subject, e.subject), slog.Uint64(logkey.Seq, e.seq), slog.Uint64(logkey.Attempt, attempt))
 	op := func() (struct{}, error) {
@@ -311,12 +315,24 @@ func (w *worker) deadLetter(runCtx, lctx context.Context, l *lane, e *entry, att
 	}
 	w.setSettling(e)
 	if err := w.current(e).TermWithReason(reason); err != nil {
-		log.Warn("term failed, event may be redelivered", slog.Any(logkey.Err, err))
+		log.Warn("term failed, a redelivery will be terminated unhandled", slog.Any(logkey.Err, err))
 	}
+	// Remembered before it is no longer held, as in ack.
+	w.rememberDeadLettered(e, reason)
 	w.settled(l, e)
 	w.cfg.Stats.deadLettered.Add(1)
 	log.Error("event dead-lettered", slog.String(logkey.Reason, reason), slog.Any(logkey.Err, cause))
 	return true
+}
+
+// rememberDeadLettered records e as dead-lettered in worker.handled.
+func (w *worker) rememberDeadLettered(e *entry, reason string) {
+	if e.seq == 0 {
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.handled[e.seq] = settledHere{at: time.Now(), reason: reason}
 }
 
 // setSettling stops renewing e: if its ack or term was lost, the server

@@ -215,7 +215,8 @@ func (w *worker) nextInStream(ctx context.Context, partition int, subject string
 }
 
 // settledByUs reports whether seq is a message this member handled and
-// acked (or tried to) whose removal from the stream has not been seen yet.
+// acked (or tried to), or dead-lettered, whose removal from the stream has
+// not been seen yet.
 func (w *worker) settledByUs(seq uint64) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()

@@ -47,12 +47,14 @@ type worker struct {
 	mu    sync.Mutex
 	lanes map[string]*lane  // guarded by mu; by object (id token); only lanes whose goroutine runs
 	held  map[uint64]*entry // guarded by mu; by work-queue sequence; every unsettled message
-	// handled remembers messages whose handler succeeded but whose ack
-	// was never confirmed (NATS unreachable past AckWait), by sequence,
-	// with the time the lane gave up: a redelivery of one is acked without
-	// handling it again, which would otherwise run it after the object's
-	// later messages. Forgotten after handledMemory.
-	handled map[uint64]time.Time // guarded by mu
+	// handled remembers, by sequence, messages the lane settled whose
+	// settlement may not have reached the server: handled, but the ack
+	// never confirmed (NATS unreachable past AckWait), or dead-lettered
+	// (a Term is never confirmed; a lost one leaves the message pending).
+	// A redelivery of one is settled the same way without handling it
+	// again, which would otherwise run it after the object's later
+	// messages, and dead-letter it twice. Forgotten after handledMemory.
+	handled map[uint64]settledHere // guarded by mu
 	// acked and ackedBefore remember, by sequence, messages acked (and the
 	// ack confirmed) after they were held for AckWait/2 or longer: the
 	// server may have redelivered such a message before our ack reached
@@ -74,6 +76,12 @@ type worker struct {
 // recognised when it comes back: far longer than any AckWait.
 const handledMemory = 10 * time.Minute
 
+// settledHere is how the lane settled a message in worker.handled.
+type settledHere struct {
+	at     time.Time // when the lane moved on
+	reason string    // the dead-letter reason (terminated); "" when acked
+}
+
 // entry is one message the member holds until it is settled: acked, dead
 // lettered or released.
 type entry struct {
@@ -90,7 +98,7 @@ type entry struct {
 
 func newWorker(cfg Config, js jetstream.JetStream, wq jetstream.Stream, h Handler, own *ownership, log *slog.Logger) *worker {
 	return &worker{cfg: cfg, js: js, wq: wq, wqSubject: wqSubjectOf, h: h, log: log, gate: newGate(), own: own, tracer: newTracer(cfg),
-		lanes: map[string]*lane{}, held: map[uint64]*entry{}, handled: map[uint64]time.Time{},
+		lanes: map[string]*lane{}, held: map[uint64]*entry{}, handled: map[uint64]settledHere{},
 		acked: map[uint64]struct{}{}, ackedBefore: map[uint64]struct{}{}, ackedSince: time.Now()}
 }
 
@@ -126,12 +134,9 @@ func (w *worker) deliver(runCtx, hctx context.Context, msg jetstream.Msg) {
 		log.Debug("held event redelivered")
 		return
 	}
-	if _, ok := w.handled[e.seq]; ok && e.seq != 0 {
-		// Handled before; only its ack was lost.
-		if err := msg.Ack(); err != nil {
-			log.Debug("ack of handled event failed", slog.Any(logkey.Err, err))
-		}
-		log.Info("handled event redelivered, acked without handling it again")
+	if done, ok := w.handled[e.seq]; ok && e.seq != 0 {
+		// Handled or dead-lettered before; only its ack or Term was lost.
+		settleAgain(msg, done, log)
 		return
 	}
 	if w.wasAcked(e.seq) {
@@ -168,6 +173,22 @@ func (w *worker) deliver(runCtx, hctx context.Context, msg jetstream.Msg) {
 	// Owned by the gate: Run's stop waits for every lane goroutine, and a
 	// lane ends when its queue is empty or released (stop, move).
 	go w.runLane(runCtx, lctx, cancel, f, l)
+}
+
+// settleAgain settles a redelivery of a message the lane settled before
+// as it did then: an ack, or a Term (not a second dead letter).
+func settleAgain(msg jetstream.Msg, done settledHere, log *slog.Logger) {
+	if done.reason != "" {
+		if err := msg.TermWithReason(done.reason); err != nil {
+			log.Debug("term of dead-lettered event failed", slog.Any(logkey.Err, err))
+		}
+		log.Info("dead-lettered event redelivered, terminated without handling it again")
+		return
+	}
+	if err := msg.Ack(); err != nil {
+		log.Debug("ack of handled event failed", slog.Any(logkey.Err, err))
+	}
+	log.Info("handled event redelivered, acked without handling it again")
 }
 
 // hold records e as held. Caller holds mu.
@@ -252,12 +273,12 @@ func (w *worker) wasAcked(seq uint64) bool {
 	return ok
 }
 
-// forgetHandled drops handled messages the lane gave up on before t.
+// forgetHandled drops handled messages the lane moved on from before t.
 func (w *worker) forgetHandled(t time.Time) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	for seq, at := range w.handled {
-		if at.Before(t) {
+	for seq, done := range w.handled {
+		if done.at.Before(t) {
 			delete(w.handled, seq)
 		}
 	}
