@@ -19,8 +19,8 @@ import (
 
 // A lane holds one object's messages in stream order and handles them one
 // batch at a time (one message, or with Config.Coalesce everything queued
-// up to a missing older message, see untilGap) on its own goroutine, so a slow or failing object holds back only its
-// own later messages. A failed try is retried inside the lane after the
+// up to a missing older message, see untilGap) on its own goroutine, so a
+// slow or failing object holds back only its own later messages. A failed try is retried inside the lane after the
 // backoff, the message kept unacked and renewed meanwhile (keepalive): a
 // naked message would no longer block the object's later ones now that
 // the consumer hands out MaxInFlight at a time, so they could overtake it.
