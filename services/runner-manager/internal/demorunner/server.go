@@ -1,7 +1,8 @@
 // Package demorunner is a small AG-UI runner for the dev stack and tests. It
-// echoes the last user message word by word as an SSE stream and serves the
-// side endpoints a real runner has (/health, /interrupt, /mcp/status,
-// /repos/status). It uses only the standard library.
+// echoes the last user message word by word as an SSE stream, streams every
+// run's events to watchers (GET /), and serves the side endpoints a real
+// runner has (/health, /interrupt, /mcp/status, /repos/status). It uses
+// only the standard library.
 package demorunner
 
 import (
@@ -48,6 +49,8 @@ type Server struct {
 
 	started, finished, cancelled, interrupted, active atomic.Int64
 
+	events *fanout // every run's events, for GET /
+
 	mu     sync.Mutex
 	runs   map[uint64]context.CancelCauseFunc // guarded by mu
 	nextID uint64                             // guarded by mu
@@ -55,13 +58,14 @@ type Server struct {
 
 // New returns a server for cfg.
 func New(cfg Config, log *slog.Logger) *Server {
-	return &Server{cfg: cfg, log: log, runs: map[uint64]context.CancelCauseFunc{}}
+	return &Server{cfg: cfg, log: log, events: newFanout(), runs: map[uint64]context.CancelCauseFunc{}}
 }
 
 // Handler returns the HTTP routes.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /health", s.handleHealth)
+	mux.HandleFunc("GET /{$}", s.handleEvents)
 	mux.HandleFunc("POST /{$}", s.handleRun)
 	mux.HandleFunc("POST /interrupt", s.handleInterrupt)
 	mux.HandleFunc("GET /mcp/status", s.handleMCP)
@@ -204,7 +208,7 @@ func (s *Server) handleRun(w http.ResponseWriter, r *http.Request) {
 	h.Set("Cache-Control", "no-cache")
 	h.Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
-	st := &stream{w: w, fl: fl}
+	st := &stream{w: w, fl: fl, tee: s.events}
 
 	err := s.run(ctx, st, in)
 	switch {
@@ -269,10 +273,12 @@ func (s *Server) run(ctx context.Context, st *stream, in RunAgentInput) error {
 	return st.send(Event{Type: EventRunFinished, ThreadID: in.ThreadID, RunID: in.RunID})
 }
 
-// stream writes SSE frames, flushing each.
+// stream writes SSE frames, flushing each, and hands each to tee (the
+// events watchers).
 type stream struct {
-	w  http.ResponseWriter
-	fl http.Flusher
+	w   http.ResponseWriter
+	fl  http.Flusher
+	tee *fanout
 }
 
 func (s *stream) send(ev Event) error {
@@ -284,6 +290,8 @@ func (s *stream) send(ev Event) error {
 	buf = append(buf, "data: "...)
 	buf = append(buf, b...)
 	buf = append(buf, "\n\n"...)
+	// Watchers see the event even if the run's caller is gone.
+	s.tee.publish(buf)
 	if _, err := s.w.Write(buf); err != nil {
 		return fmt.Errorf("write %s: %w", ev.Type, err)
 	}
