@@ -164,7 +164,7 @@ func (m *Manager) start(ctx context.Context, s Session) (*Process, error) {
 	}
 	p := &Process{
 		SessionID: s.ID, PID: cmd.Process.Pid, Port: port, Workspace: ws, StartedAt: time.Now(),
-		tailLines: m.cfg.TailLines, reaper: m.cfg.Reaper, done: make(chan struct{}),
+		tailLines: m.cfg.TailLines, reaper: m.cfg.Reaper, done: make(chan struct{}), killed: make(chan struct{}),
 	}
 	m.wg.Add(1)
 	go func() { // owned by the Manager (Wait); ends when the process exits

@@ -44,13 +44,23 @@ type Process struct {
 	tailLines int
 	reaper    *Reaper       // nil: no subreaper
 	done      chan struct{} // closed by the waiter after exit is set
+	// killed is closed once the group has been sent SIGKILL by Stop or
+	// Kill: the waiter stops waiting for the group to drain.
+	killed   chan struct{}
+	killOnce sync.Once
 
 	mu            sync.Mutex
 	exit          ExitStatus // guarded by mu; final once done is closed
 	stopRequested bool       // guarded by mu
 }
 
-// Done is closed when the process has exited (and its group was killed).
+// groupPoll is how often a stopping process group is checked for members
+// once its leader has exited: nothing else tells when the leader's
+// children end (they are not runner-manager's children to wait for).
+const groupPoll = 20 * time.Millisecond
+
+// Done is closed when the process has exited and its group is empty
+// (after a stop: the group ended in its grace, or was killed at its end).
 func (p *Process) Done() <-chan struct{} { return p.done }
 
 // Exit returns the exit status; only meaningful after Done is closed.
@@ -83,7 +93,9 @@ func (p *Process) signalGroup(sig syscall.Signal) error {
 }
 
 // Stop sends SIGTERM to the process group and SIGKILL after grace, then waits
-// for the exit (or ctx). It returns nil once the process has exited.
+// for the exit (or ctx). The grace is the whole group's, not the leader's:
+// a child still handling its SIGTERM when the leader exits gets the rest of
+// it. It returns nil once the process has exited and its group is empty.
 func (p *Process) Stop(ctx context.Context, grace time.Duration) error {
 	p.markStop()
 	select {
@@ -102,7 +114,7 @@ func (p *Process) Stop(ctx context.Context, grace time.Duration) error {
 	case <-t.C:
 	case <-ctx.Done():
 	}
-	if err := p.signalGroup(syscall.SIGKILL); err != nil {
+	if err := p.killGroup(); err != nil {
 		return err
 	}
 	select {
@@ -116,7 +128,43 @@ func (p *Process) Stop(ctx context.Context, grace time.Duration) error {
 // Kill sends SIGKILL to the process group without waiting.
 func (p *Process) Kill() error {
 	p.markStop()
-	return p.signalGroup(syscall.SIGKILL)
+	return p.killGroup()
+}
+
+// killGroup sends SIGKILL to the process group and tells the waiter, which
+// may be waiting for the group to drain, that nothing is left to wait for.
+func (p *Process) killGroup() error {
+	err := p.signalGroup(syscall.SIGKILL)
+	p.killOnce.Do(func() { close(p.killed) })
+	return err
+}
+
+// groupEmpty reports whether no process is left in the process group
+// (kill(-pgid, 0) fails with ESRCH). A member that exited but is not yet
+// reaped (a zombie, until the subreaper or init reaps it) still counts.
+func (p *Process) groupEmpty() bool {
+	return errors.Is(syscall.Kill(-p.PID, 0), syscall.ESRCH)
+}
+
+// drainGroup runs once the leader has exited. After a stop request the
+// group's other members keep the rest of the grace to finish their own
+// SIGTERM handling: it waits until the group is empty or Stop (at the end
+// of the grace) or Kill sent SIGKILL. A runner that exited on its own
+// takes what it left behind with it at once.
+func (p *Process) drainGroup() {
+	if !p.StopRequested() {
+		_ = p.signalGroup(syscall.SIGKILL) // best effort; ESRCH when none are left
+		return
+	}
+	t := time.NewTicker(groupPoll)
+	defer t.Stop()
+	for !p.groupEmpty() {
+		select {
+		case <-p.killed:
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // spawn starts argv in workspace with env; stdout and stderr go to log files
@@ -163,8 +211,7 @@ func (p *Process) wait(cmd *exec.Cmd) {
 	if p.reaper != nil {
 		p.reaper.untrack(p.PID)
 	}
-	// Children the runner left behind die with it; ESRCH when none are left.
-	_ = p.signalGroup(syscall.SIGKILL) // best effort; nothing to report
+	p.drainGroup()
 	if p.reaper != nil {
 		p.reaper.KillSession(p.SessionID)
 	}
