@@ -526,3 +526,62 @@ func TestDeselectedSessionLosesRunner(t *testing.T) {
 		})
 	}
 }
+
+// TestSpawnFailureAfterARunRewritesAllConditions: a session that ran
+// (HealthCheckPassed=True) and is started again from Stopped, but whose
+// spawn fails (missing command, or an id that escapes the workspace root),
+// is Failed with all three runner conditions describing the failed run:
+// none says True. Before the fix the previous run's HealthCheckPassed=True
+// (and, for InvalidSessionID, RunnerStarted=True) stayed.
+func TestSpawnFailureAfterARunRewritesAllConditions(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		fakeID  string // "" : the real id
+		command []string
+		reason  string
+	}{
+		{"missing command", "", []string{"/nonexistent/runner"}, status.ReasonProcessSpawnFailed},
+		{"escaping id", "../../etc", nil, status.ReasonInvalidSessionID},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t)
+			s := e.create("ran before")
+			id := s.GetMetadata().GetId()
+			runOnce(e, s)
+			again := e.setPhase(id, session.PhasePending) // POST /start
+			o := replicaOpts{member: "rm-1", command: tc.command}
+			if tc.fakeID != "" {
+				o.api = idMapAPI{sessionAPI: e.client, fake: tc.fakeID, real: id}
+				again = proto.CloneOf(again)
+				again.Metadata.Id = tc.fakeID
+			}
+			e.handle(e.replica(o), added, again)
+			got := e.waitPhase(id, session.PhaseFailed, 5*time.Second)
+			for _, typ := range []string{status.CondProcessSpawned, status.CondHealthCheckPassed, status.CondRunnerStarted} {
+				if c := condition(t, got, typ); c.Status != session.StatusFalse || c.Reason != tc.reason {
+					t.Errorf("%s = %+v, want False with reason %s", typ, c, tc.reason)
+				}
+			}
+		})
+	}
+}
+
+// runOnce runs s to Running on a replica of its own, stops it (Stopped)
+// and shuts that replica down: the session carries a whole run's
+// conditions.
+func runOnce(e *env, s *ambientv1.Session) {
+	e.t.Helper()
+	id := s.GetMetadata().GetId()
+	rp := e.replica(replicaOpts{member: "rm-0"})
+	e.startRunning(rp, s)
+	if c := condition(e.t, e.get(id), status.CondHealthCheckPassed); c.Status != session.StatusTrue {
+		e.t.Fatalf("first run: HealthCheckPassed = %+v, want True", c)
+	}
+	e.handle(rp, modified, e.setPhase(id, session.PhaseStopping))
+	e.waitPhase(id, session.PhaseStopped, 5*time.Second)
+	e.waitNoClaim(id)
+	rp.stop(e.t)
+}

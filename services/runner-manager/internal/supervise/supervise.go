@@ -206,15 +206,12 @@ func (s *Supervisor) Start(ctx context.Context, log *slog.Logger, sess *ambientv
 		s.claims.Release(ctx, log, id)
 		return err
 	case errors.Is(err, runner.ErrBadSessionID):
-		conds = conds.Set(session.Condition{Type: status.CondProcessSpawned, Status: session.StatusFalse, Reason: status.ReasonInvalidSessionID, Message: err.Error()}, time.Now())
-		s.status.Fail(ctx, log, id, conds, status.ReasonInvalidSessionID)
+		s.status.Fail(ctx, log, id, spawnFailed(conds, status.ReasonInvalidSessionID, err.Error(), time.Now()), status.ReasonInvalidSessionID)
 		s.claims.Release(ctx, log, id)
 		return nil
 	case err != nil:
 		msg := status.ReasonProcessSpawnFailed + ": " + err.Error()
-		conds = conds.Set(session.Condition{Type: status.CondProcessSpawned, Status: session.StatusFalse, Reason: status.ReasonProcessSpawnFailed, Message: msg}, time.Now())
-		conds = conds.Set(session.Condition{Type: status.CondRunnerStarted, Status: session.StatusFalse, Reason: status.ReasonProcessSpawnFailed, Message: msg}, time.Now())
-		s.status.Fail(ctx, log, id, conds, status.ReasonProcessSpawnFailed)
+		s.status.Fail(ctx, log, id, spawnFailed(conds, status.ReasonProcessSpawnFailed, msg, time.Now()), status.ReasonProcessSpawnFailed)
 		s.claims.Release(ctx, log, id)
 		return nil
 	}
@@ -236,6 +233,16 @@ func (s *Supervisor) Start(ctx context.Context, log *slog.Logger, sess *ambientv
 	// handler (one per member at a time) is free for the next event.
 	s.supervise(ctx, rn)
 	return nil
+}
+
+// spawnFailed sets all three runner conditions of conds for a run whose
+// process could not be spawned. A session started again after a terminal
+// phase still carries its previous run's conditions (HealthCheckPassed=True
+// among them), which would otherwise describe a process that never existed.
+func spawnFailed(conds session.Conditions, reason, msg string, at time.Time) session.Conditions {
+	conds = conds.Set(session.Condition{Type: status.CondProcessSpawned, Status: session.StatusFalse, Reason: reason, Message: msg}, at)
+	conds = conds.Set(session.Condition{Type: status.CondHealthCheckPassed, Status: session.StatusFalse, Reason: reason, Message: "no process to check"}, at)
+	return conds.Set(session.Condition{Type: status.CondRunnerStarted, Status: session.StatusFalse, Reason: reason, Message: msg}, at)
 }
 
 // sessionOf maps a session to what its runner is told.
