@@ -51,6 +51,11 @@ type Endpoint struct {
 	// Final is set with StateExited: the phase to write for the ended
 	// runner.
 	Final *Final `json:"final,omitempty"`
+	// PIDStart is the start time of process PID in clock ticks since boot
+	// (/proc/<pid>/stat field 22): with it the owner's next incarnation
+	// tells the runner's process group from a recycled pid. Absent in
+	// records written before it existed.
+	PIDStart uint64 `json:"pid_start,omitempty"`
 }
 
 // Routable reports whether the endpoint has an address a proxy can dial

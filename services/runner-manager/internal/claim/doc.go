@@ -37,7 +37,9 @@
 // over while it was away makes it stop that runner (supervise MarkLost).
 //
 // Runners die with their replica (Pdeathsig, and in a container the
-// replica is PID 1), so a dead replica's runners stop answering at once,
+// replica is PID 1; outside one Pdeathsig reaches only a runner's leader,
+// and the replica's next incarnation ends the rest of its groups, package
+// reconcile), so a dead replica's runners stop answering at once,
 // and the survivors take over within: the dead replica's last heartbeat
 // plus the TTL (the key expires), plus one sweep interval, plus one probe
 // (a refused connection returns at once; an unreachable host costs the

@@ -13,6 +13,7 @@ import (
 	"github.com/ambient-code/control-plane/libs/registry"
 	"github.com/ambient-code/control-plane/libs/session"
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
+	"github.com/ambient-code/control-plane/services/runner-manager/internal/runner"
 	"github.com/ambient-code/control-plane/services/runner-manager/internal/status"
 	"github.com/ambient-code/control-plane/services/runner-manager/internal/supervise"
 )
@@ -86,6 +87,9 @@ func (r *Reconciler) takeOverIfGone(ctx context.Context, log *slog.Logger, rec r
 	}
 	log = log.With(slog.String("previous_owner", rec.Owner))
 	log.Info("claim taken over")
+	if rec.Owner == r.cfg.Member {
+		r.endLostGroup(ctx, log, rec)
+	}
 	fresh, err := r.api.GetSession(ctx, rec.SessionID)
 	if err != nil {
 		r.claims.Release(ctx, log, rec.SessionID)
@@ -96,6 +100,24 @@ func (r *Reconciler) takeOverIfGone(ctx context.Context, log *slog.Logger, rec r
 		return wrapRetry("read session", rec.SessionID, err)
 	}
 	return r.recoverClaimed(ctx, log, fresh, supervise.Start{Claim: held, Received: received, Restart: &supervise.Restart{Owner: rec.Owner}})
+}
+
+// endLostGroup ends what is left of the process group of rec's runner, a
+// runner this replica's previous incarnation started (same member id, so
+// the same host): Pdeathsig killed its leader with that incarnation, not
+// the leader's children. Done before the session is restarted or failed,
+// so that no second runner of the session runs beside them. The grace is
+// a stop's, whatever is left of ctx (a sweep's deadline is shorter): a
+// lost group still running when ctx ends would otherwise never be ended.
+// Failures are logged; the session's recovery goes on.
+func (r *Reconciler) endLostGroup(ctx context.Context, log *slog.Logger, rec registry.Record) {
+	if rec.PID == 0 {
+		return // never spawned, or its exit was recorded
+	}
+	g := runner.LostGroup{PGID: rec.PID, StartTicks: rec.PIDStart, SessionID: rec.SessionID}
+	if err := runner.EndLostGroup(context.WithoutCancel(ctx), log, g, r.cfg.StopGrace); err != nil {
+		log.Warn("end the process group of a lost runner", slog.String(logkey.Err, err.Error()))
+	}
 }
 
 // recoverClaimed decides the fate of a session this replica just claimed

@@ -166,6 +166,11 @@ func (m *Manager) start(ctx context.Context, s Session) (*Process, error) {
 		SessionID: s.ID, PID: cmd.Process.Pid, Port: port, Workspace: ws, StartedAt: time.Now(),
 		tailLines: m.cfg.TailLines, reaper: m.cfg.Reaper, done: make(chan struct{}), killed: make(chan struct{}),
 	}
+	// Read before the waiter runs: until it reaps the runner, /proc keeps
+	// its entry even if it exited at once.
+	if p.StartTicks, err = startTicks(p.PID); err != nil {
+		m.log.Warn("runner start time unknown: a lost runner's group cannot be ended", slog.String(logkey.SessionID, s.ID), slog.String(logkey.Err, err.Error()))
+	}
 	m.wg.Add(1)
 	go func() { // owned by the Manager (Wait); ends when the process exits
 		defer m.wg.Done()

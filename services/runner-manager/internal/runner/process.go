@@ -40,6 +40,11 @@ type Process struct {
 	Port      int
 	Workspace string
 	StartedAt time.Time
+	// StartTicks is the leader's start time in clock ticks since boot
+	// (/proc/<pid>/stat field 22; 0 where unknown): recorded with the pid
+	// so that a later incarnation of runner-manager can tell this runner's
+	// group from a recycled pid (LostGroup).
+	StartTicks uint64
 
 	tailLines int
 	reaper    *Reaper       // nil: no subreaper

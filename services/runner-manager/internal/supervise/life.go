@@ -218,7 +218,7 @@ func (s *Supervisor) register(ctx context.Context, log *slog.Logger, rn *Runner,
 	defer cancel()
 	rec, stopRequested, err := s.claims.Update(rctx, held, func(e *registry.Endpoint) {
 		e.ProjectID = rn.projectID
-		e.Host, e.Port, e.PID = s.cfg.AdvertiseHost, rn.proc.Port, rn.proc.PID
+		e.Host, e.Port, e.PID, e.PIDStart = s.cfg.AdvertiseHost, rn.proc.Port, rn.proc.PID, rn.proc.StartTicks
 		e.StartedAt, e.State, e.Final = rn.proc.StartedAt.UTC(), want, nil
 	})
 	if err != nil {
@@ -348,7 +348,7 @@ func (s *Supervisor) recordFinal(ctx context.Context, log *slog.Logger, rn *Runn
 	rctx, cancel := context.WithTimeout(ctx, registerTimeout)
 	defer cancel()
 	rec, _, err := s.claims.Update(rctx, held, func(e *registry.Endpoint) {
-		e.Host, e.Port, e.PID, e.State, e.Final = "", 0, 0, registry.StateExited, &final
+		e.Host, e.Port, e.PID, e.PIDStart, e.State, e.Final = "", 0, 0, 0, registry.StateExited, &final
 	})
 	switch {
 	case errors.Is(err, claim.ErrLost):

@@ -1,0 +1,159 @@
+package runner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/procfs"
+
+	"github.com/ambient-code/control-plane/libs/logkey"
+)
+
+// lostGroupPoll is how often a lost group is scanned while it ends; each
+// scan reads every process's stat, so less often than groupPoll.
+const lostGroupPoll = 100 * time.Millisecond
+
+// lostKillWait bounds the wait for a lost group to disappear after its
+// SIGKILL (the kernel runs the exits asynchronously).
+const lostKillWait = 5 * time.Second
+
+// startTicks returns the start time of process pid (/proc/<pid>/stat field
+// 22, clock ticks since boot): with the pid it names one process for as
+// long as the machine runs, where a pid alone is recycled.
+func startTicks(pid int) (uint64, error) {
+	p, err := procfs.NewProc(pid)
+	if err != nil {
+		return 0, fmt.Errorf("read process %d: %w", pid, err)
+	}
+	st, err := p.Stat()
+	if err != nil {
+		return 0, fmt.Errorf("read stat of process %d: %w", pid, err)
+	}
+	return st.Starttime, nil
+}
+
+// EndLostGroup ends what is left of a lost runner's process group: SIGTERM
+// to the group, SIGKILL after grace to what remains, as a stop does. It
+// signals only a group that provably is the runner's (see members): a pid
+// recycled for an unrelated process is never signalled. ctx ending cuts
+// the grace short. It returns once no process of the group runs, or an
+// error when the group could not be signalled or outlived its SIGKILL.
+func EndLostGroup(ctx context.Context, log *slog.Logger, g LostGroup, grace time.Duration) error {
+	log = log.With(slog.Int("pgid", g.PGID))
+	if g.PGID <= 1 || g.StartTicks == 0 {
+		log.Warn("lost runner recorded without its start time: its process group is not signalled")
+		return nil
+	}
+	live, foreign := g.members()
+	switch {
+	case foreign != 0:
+		log.Warn("process group of a lost runner holds processes that are not provably the runner's: not signalled",
+			slog.Int("foreign_pid", foreign))
+		return nil
+	case len(live) == 0:
+		return nil
+	}
+	log.Info("ending the process group of a lost runner", slog.Int(logkey.Count, len(live)))
+	if err := g.signal(syscall.SIGTERM); err != nil {
+		return err
+	}
+	if g.wait(ctx, grace) {
+		return nil
+	}
+	// Checked again: the group may have ended and its id been recycled
+	// between two scans.
+	if _, foreign := g.members(); foreign != 0 {
+		return nil
+	}
+	if err := g.signal(syscall.SIGKILL); err != nil {
+		return err
+	}
+	if !g.wait(context.WithoutCancel(ctx), lostKillWait) {
+		return fmt.Errorf("process group %d of lost runner %s outlived SIGKILL by %v", g.PGID, g.SessionID, lostKillWait)
+	}
+	return nil
+}
+
+// members returns the live processes of the group that provably belong to
+// the lost runner, and a pid of one that does not (0 if none). The leader,
+// if it still runs, must have the recorded start time. Once the leader is
+// gone the kernel keeps the group id reserved while any member lives, so
+// the members are the runner's own; still, each must have started no
+// earlier than the leader and carry the runner's SESSION_ID, so that a
+// group id recycled after the runner's group emptied (whose new leader
+// died too) is not taken for it. Zombies are skipped: they run nothing.
+func (g LostGroup) members() (live []int, foreign int) {
+	all, err := procfs.AllProcs()
+	if err != nil {
+		return nil, 0
+	}
+	var group []procfs.Proc
+	var stats []procfs.ProcStat
+	leader := false // the leader runs, with the recorded start time
+	for _, p := range all {
+		st, err := p.Stat()
+		if err != nil || st.PGRP != g.PGID || st.State == "Z" {
+			continue // ended meanwhile, another group, or nothing to end
+		}
+		if st.PID == g.PGID {
+			if st.Starttime != g.StartTicks {
+				return nil, st.PID // the id names another process now
+			}
+			leader = true
+		}
+		group, stats = append(group, p), append(stats, st)
+	}
+	marker := EnvSessionID + "=" + g.SessionID
+	for i, st := range stats {
+		if !leader && !memberOf(group[i], st, g.StartTicks, marker) {
+			return nil, st.PID
+		}
+		live = append(live, st.PID)
+	}
+	return live, 0
+}
+
+// memberOf reports whether process p (stat st), in a group whose leader is
+// gone, is the lost runner's: started no earlier than the leader and
+// carrying its session marker.
+func memberOf(p procfs.Proc, st procfs.ProcStat, leaderStart uint64, marker string) bool {
+	if st.Starttime < leaderStart {
+		return false
+	}
+	env, err := p.Environ() // unreadable (another user, non-dumpable): not provable
+	return err == nil && slices.Contains(env, marker)
+}
+
+// signal sends sig to the group; ESRCH (already gone) is not an error.
+func (g LostGroup) signal(sig syscall.Signal) error {
+	if err := syscall.Kill(-g.PGID, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
+		return fmt.Errorf("signal %v to lost process group %d: %w", sig, g.PGID, err)
+	}
+	return nil
+}
+
+// wait reports whether the group ended (no live process in it) within d or
+// before ctx ended.
+func (g LostGroup) wait(ctx context.Context, d time.Duration) bool {
+	deadline := time.NewTimer(d)
+	defer deadline.Stop()
+	t := time.NewTicker(lostGroupPoll)
+	defer t.Stop()
+	for {
+		if live, _ := g.members(); len(live) == 0 {
+			return true
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-deadline.C:
+			return false
+		case <-t.C:
+		}
+	}
+}
