@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -63,10 +64,8 @@ func TestRunResetsBackoffAfterHealthyStream(t *testing.T) {
 	t.Parallel()
 	const unit = time.Millisecond
 	var mu sync.Mutex
-	var waits []time.Duration // guarded by mu
-	opened := 0               // guarded by mu; Watch calls
+	opened := 0 // guarded by mu; Watch calls
 	errDown := errors.New("api down")
-	ctx, cancel := context.WithCancel(t.Context())
 	src := Source[*ambientv1.Session]{
 		Pages: Whole(func(context.Context) ([]*ambientv1.Session, error) { return nil, nil }),
 		Watch: func(ctx context.Context) (Stream[*ambientv1.Session], error) {
@@ -83,11 +82,23 @@ func TestRunResetsBackoffAfterHealthyStream(t *testing.T) {
 			return chanStream{done: ctx.Done(), ch: ch}, nil
 		},
 	}
+	// 3 failures, the healthy stream's end, 1 failure.
+	requireWaits(t, reconnectWaits(t, src, unit, 5), unit, 1, 2, 4, 1, 2)
+}
+
+// reconnectWaits runs a Watcher on src (backoff from unit, no cap) until
+// it has reconnected n times, and returns the waits it chose.
+func reconnectWaits(t *testing.T, src Source[*ambientv1.Session], unit time.Duration, n int) []time.Duration {
+	t.Helper()
+	var mu sync.Mutex
+	var waits []time.Duration // guarded by mu
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
 	hooks := Hooks{Reconnect: func(_ error, wait time.Duration) {
 		mu.Lock()
 		defer mu.Unlock()
 		waits = append(waits, wait)
-		if len(waits) == 5 {
+		if len(waits) == n {
 			cancel()
 		}
 	}}
@@ -97,8 +108,17 @@ func TestRunResetsBackoffAfterHealthyStream(t *testing.T) {
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	// 3 failures, the healthy stream's end, 1 failure; jitter is +/-25 %.
-	want := []time.Duration{1 * unit, 2 * unit, 4 * unit, 1 * unit, 2 * unit}
+	return slices.Clone(waits)
+}
+
+// requireWaits checks waits against multiples of unit, within the
+// default +/-25 % jitter.
+func requireWaits(t *testing.T, waits []time.Duration, unit time.Duration, multiples ...int) {
+	t.Helper()
+	want := make([]time.Duration, len(multiples))
+	for i, m := range multiples {
+		want[i] = time.Duration(m) * unit
+	}
 	for i, base := range want {
 		if i >= len(waits) || waits[i] < base*3/4 || waits[i] > base*5/4+1 {
 			t.Fatalf("waits %v, want about %v (+/-25 %%)", waits, want)
@@ -128,10 +148,7 @@ func (s deliveredStream) Recv() (Event[*ambientv1.Session], error) {
 func TestRunBacksOffWhenListsKeepFailing(t *testing.T) {
 	t.Parallel()
 	const unit = time.Millisecond
-	var mu sync.Mutex
-	var waits []time.Duration // guarded by mu
 	delivered := make(chan struct{}, 1)
-	ctx, cancel := context.WithCancel(t.Context())
 	src := Source[*ambientv1.Session]{
 		Pages: func(ctx context.Context, _ func([]*ambientv1.Session, int) error) error {
 			// The list fails only once the stream has delivered.
@@ -148,24 +165,6 @@ func TestRunBacksOffWhenListsKeepFailing(t *testing.T) {
 			return deliveredStream{chanStream: chanStream{done: ctx.Done(), ch: ch}, delivered: delivered}, nil
 		},
 	}
-	hooks := Hooks{Reconnect: func(_ error, wait time.Duration) {
-		mu.Lock()
-		defer mu.Unlock()
-		waits = append(waits, wait)
-		if len(waits) == 5 {
-			cancel()
-		}
-	}}
-	w := New(src, diff.NewStore[*ambientv1.Session](), func(string) {}, Config{BackoffInitial: unit, BackoffMax: time.Hour}, hooks, slog.New(slog.DiscardHandler))
-	if err := w.Run(ctx); err != nil {
-		t.Fatalf("Run = %v", err)
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	want := []time.Duration{1 * unit, 2 * unit, 4 * unit, 8 * unit, 16 * unit}
-	for i, base := range want {
-		if i >= len(waits) || waits[i] < base*3/4 || waits[i] > base*5/4+1 {
-			t.Fatalf("waits %v, want about %v (+/-25 %%): cycles that never synced reset the backoff", waits, want)
-		}
-	}
+	// Cycles that never synced: no reset.
+	requireWaits(t, reconnectWaits(t, src, unit, 5), unit, 1, 2, 4, 8, 16)
 }
