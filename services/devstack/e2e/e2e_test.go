@@ -1,8 +1,10 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -134,6 +136,10 @@ func TestFullFlow(t *testing.T) {
 		}
 		return nil
 	})
+
+	// A follower sees the runs others start: ambientctl follow reads
+	// /agui/events through the proxy, which is the runner's GET /.
+	requireFollowerSees(t, s, a)
 
 	// A running session cannot be started again (the API's guard, through
 	// the CLI), and stops through the API's REST stop.
@@ -276,4 +282,38 @@ func listItems(s *stack) []map[string]any {
 		}
 	}
 	return items
+}
+
+// requireFollowerSees runs `ambientctl follow ID --runs 1` and chats until
+// the follower has printed a run: a chat sent before the follower's stream
+// reached the runner is not one it sees, so the chat is repeated.
+func requireFollowerSees(t *testing.T, s *stack, id string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	var out bytes.Buffer // written by the command until Wait returns
+	follow := s.ambientctlCmd(ctx, nil, "follow", id, "--runs", "1")
+	follow.Stdout, follow.Stderr = &out, &out
+	if err := follow.Start(); err != nil {
+		t.Fatalf("start follow: %v", err)
+	}
+	done := make(chan error, 1)           // Wait's result, read once below
+	go func() { done <- follow.Wait() }() // ends when follow exits or ctx kills it
+	testenv.Eventually(t, 30*time.Second, func() error {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("follow: %v: %s", err, out.String())
+			}
+			return nil
+		default:
+		}
+		if chat, err := s.ambientctl("chat", id, "seen by a follower"); err != nil {
+			return fmt.Errorf("chat: %v: %s", err, chat)
+		}
+		return errors.New("the follower has printed no run yet")
+	})
+	if !strings.Contains(out.String(), "seen by a follower") {
+		t.Fatalf("follow printed %q, want the chat's echo", out.String())
+	}
 }

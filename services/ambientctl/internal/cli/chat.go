@@ -86,10 +86,67 @@ func (o *options) chat(ctx context.Context, w io.Writer, session, message string
 	if resp.StatusCode != http.StatusOK {
 		return proxyError(resp, session)
 	}
-	r := sse.NewReader(resp.Body)
-	for {
+	return printRuns(resp.Body, w, 1, false)
+}
+
+// followCmd streams a session's events (/agui/events): what every run of
+// the session says, whoever started it.
+func followCmd(o *options) *cobra.Command {
+	var runs int
+	cmd := &cobra.Command{
+		Use:   "follow SESSION",
+		Short: "Stream what every run of a session says, whoever started it, until Ctrl-C (or --runs runs ended)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if runs < 0 {
+				return fmt.Errorf("--runs %d: want 0 (no limit) or more", runs)
+			}
+			return o.follow(cmd.Context(), cmd.OutOrStdout(), args[0], runs)
+		},
+	}
+	cmd.Flags().IntVar(&runs, "runs", 0, "end after this many runs ended (0: follow until Ctrl-C)")
+	return cmd
+}
+
+func (o *options) follow(ctx context.Context, w io.Writer, session string, runs int) error {
+	ctx = tagSession(ctx, session, "")
+	target := o.proxyURL + "/sessions/" + url.PathEscape(session) + "/agui/events"
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
+	if err != nil {
+		return fmt.Errorf("build request: %w", err)
+	}
+	req.Header.Set("Accept", "text/event-stream")
+	if o.proxyToken != "" {
+		req.Header.Set("Authorization", "Bearer "+o.proxyToken)
+	}
+	resp, err := o.httpClient().Do(req)
+	if err != nil {
+		return fmt.Errorf("reach the agui-proxy at %s (is the dev stack running? or pass --proxy): %w", o.proxyURL, err)
+	}
+	defer resp.Body.Close() //nolint:errcheck // read-only body
+	if resp.StatusCode != http.StatusOK {
+		return proxyError(resp, session)
+	}
+	err = printRuns(resp.Body, w, runs, true)
+	if ctx.Err() != nil {
+		return nil // Ctrl-C: following ends here
+	}
+	return err
+}
+
+// printRuns prints the assistant's text of the AG-UI runs on body until
+// runs of them ended (0: until the stream ends). A failed run ends the
+// printing with its error, unless keepGoing (follow), which prints it and
+// counts the run as ended.
+func printRuns(body io.Reader, w io.Writer, runs int, keepGoing bool) error {
+	r := sse.NewReader(body)
+	ended := 0
+	for runs == 0 || ended < runs {
 		frame, err := r.Next()
 		if errors.Is(err, io.EOF) {
+			if keepGoing {
+				return errors.New("the session's event stream ended (its runner stopped?)")
+			}
 			return errors.New("the run ended without RUN_FINISHED")
 		}
 		if err != nil {
@@ -99,21 +156,26 @@ func (o *options) chat(ctx context.Context, w io.Writer, session, message string
 		if err := json.Unmarshal([]byte(frame.Data), &ev); err != nil {
 			continue // not an AG-UI JSON event; the client ignores it too
 		}
+		var out string
 		switch ev.Type {
 		case "TEXT_MESSAGE_CONTENT":
-			if _, err := io.WriteString(w, ev.Delta); err != nil {
-				return fmt.Errorf("write output: %w", err)
-			}
+			out = ev.Delta
 		case "TEXT_MESSAGE_END":
-			if _, err := io.WriteString(w, "\n"); err != nil {
-				return fmt.Errorf("write output: %w", err)
-			}
+			out = "\n"
 		case "RUN_ERROR":
-			return fmt.Errorf("run failed: %s", ev.Message)
+			if !keepGoing {
+				return fmt.Errorf("run failed: %s", ev.Message)
+			}
+			out = "run failed: " + ev.Message + "\n"
+			ended++
 		case "RUN_FINISHED":
-			return nil
+			ended++
+		}
+		if _, err := io.WriteString(w, out); err != nil {
+			return fmt.Errorf("write output: %w", err)
 		}
 	}
+	return nil
 }
 
 func proxyError(resp *http.Response, session string) error {

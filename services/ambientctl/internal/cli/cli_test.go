@@ -344,6 +344,39 @@ func TestChat(t *testing.T) {
 	}
 }
 
+// TestFollow: follow reads the session's events stream (GET
+// /agui/events) and prints every run's text, failed runs included, until
+// --runs runs ended; the stream itself never ends.
+func TestFollow(t *testing.T) {
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet || r.URL.Path != "/sessions/s1/agui/events" || r.Header.Get("Accept") != "text/event-stream" {
+			w.WriteHeader(http.StatusNotFound)
+			fmt.Fprint(w, `{"error":"session not found"}`)
+			return
+		}
+		w.Header().Set("Content-Type", "text/event-stream")
+		for _, f := range []string{
+			`{"type":"RUN_STARTED"}`, `{"type":"TEXT_MESSAGE_START"}`, `{"type":"TEXT_MESSAGE_CONTENT","delta":"hello"}`,
+			`{"type":"TEXT_MESSAGE_END"}`, `{"type":"RUN_FINISHED"}`,
+			`{"type":"RUN_STARTED"}`, `{"type":"RUN_ERROR","message":"boom"}`,
+			`{"type":"RUN_STARTED"}`, `{"type":"TEXT_MESSAGE_CONTENT","delta":"not printed"}`,
+		} {
+			fmt.Fprintf(w, "data: %s\n\n", f)
+		}
+		w.(http.Flusher).Flush()
+		<-r.Context().Done() // an events stream stays open
+	}))
+	t.Cleanup(proxy.Close)
+	h := newHarness(t, nil)
+	h.env[EnvProxyURL] = proxy.URL
+	if out := h.mustRun("follow", "s1", "--runs", "2"); out != "hello\nrun failed: boom\n" {
+		t.Fatalf("follow output %q", out)
+	}
+	if _, errs, code := h.run("follow", "nope"); code != 1 || !strings.Contains(errs, "no runner registered") {
+		t.Fatalf("unknown session: exit %d stderr %q", code, errs)
+	}
+}
+
 func TestTally(t *testing.T) {
 	tally := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/tally" {

@@ -142,7 +142,7 @@ func newRoot(lookup LookupEnv) (*cobra.Command, *options) {
 		}
 		return o.startTrace(cmd)
 	}
-	root.AddCommand(sessionsCmd(o), projectsCmd(o), settingsCmd(o), eventsCmd(o), dlqCmd(o), chatCmd(o), tallyCmd(o))
+	root.AddCommand(sessionsCmd(o), projectsCmd(o), settingsCmd(o), eventsCmd(o), dlqCmd(o), chatCmd(o), followCmd(o), tallyCmd(o))
 	return root, o
 }
 
