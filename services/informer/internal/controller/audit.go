@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -66,6 +67,14 @@ func (r *Resource[T]) audit(ctx context.Context, store *diff.Store[T], t *term) 
 		}
 	}
 	ids := store.Disagreeing(stored)
+	// A published state over the payload limit was never written (KV keeps
+	// the last state that fitted, or nothing when none did): its missing
+	// entry is no disagreement, and a write would skip it again.
+	ids = slices.DeleteFunc(ids, func(id string) bool {
+		state, present := store.PublishedState(id)
+		return present && !stored[id] && !r.pub.Storable(state)
+	})
+	r.m.kvAudits.Add(ctx, 1, resAttr(res))
 	if len(ids) == 0 {
 		return nil
 	}

@@ -27,6 +27,7 @@ const (
 	metricStale        = "informer.watch.stale"
 	metricUnknownDel   = "informer.watch.unknown_deletes"
 	metricKVRepairs    = "informer.kv.repairs"
+	metricKVAudits     = "informer.kv.audits"
 	metricCacheObjects = "informer.cache.objects"
 	metricQueueDepth   = "informer.queue.depth"
 	metricLeader       = "informer.lease.leader"
@@ -61,6 +62,9 @@ type Metrics struct {
 	// kvRepairs counts KV entries the audit found disagreeing with what
 	// was published (auditKV).
 	kvRepairs metric.Int64Counter
+	// kvAudits counts completed audits (auditKV), so kvRepairs reads
+	// against how often it looked.
+	kvAudits metric.Int64Counter
 	// byKind holds the attribute options of each [resource][event type]:
 	// made once, they cost nothing per event.
 	byKind [4][4]publishAttrs
@@ -91,6 +95,7 @@ func NewMetrics(m metric.Meter) (*Metrics, error) {
 		unknownDel: counter(metricUnknownDel, "DELETED watch events for ids never seen (ignored)."),
 		kvRepairs: counter(metricKVRepairs, "Objects bucket entries found disagreeing with the published state (an entry of a deleted object back, "+
 			"or a published object's entry gone) and written again."),
+		kvAudits: counter(metricKVAudits, "Completed comparisons of the objects bucket with the published state."),
 	}
 	h, err := m.Float64Histogram(metricPublishTime, metric.WithUnit("s"),
 		metric.WithDescription("Time from publish to JetStream ack."),

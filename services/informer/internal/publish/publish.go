@@ -201,7 +201,7 @@ func Publish[T events.APIObject](ctx context.Context, p *Publisher, c diff.Chang
 	}
 	key := events.ObjectKey(res, c.ID)
 	if c.Type != eventsv1.EventType_EVENT_TYPE_DELETED {
-		if limit > 0 && len(c.New.Raw)+8 > limit {
+		if !p.storable(c.New.Raw, limit) {
 			out.KVSkipped = true
 			return out, nil
 		}
@@ -304,6 +304,17 @@ func (p *Publisher) write(ctx context.Context, key string, value []byte) error {
 	return p.kv.Delete(ctx, key)
 }
 
+// Storable reports whether state fits a KV entry (the NATS payload limit
+// with the entry's framing); a state that does not is never written, and KV
+// keeps the object's last state that fitted.
+func (p *Publisher) Storable(state events.Encoded) bool {
+	return p.storable(state.Raw, p.limit())
+}
+
+func (p *Publisher) storable(raw []byte, limit int) bool {
+	return limit <= 0 || len(raw)+8 <= limit
+}
+
 // Store writes the encoded state as the persisted state of id (present),
 // or removes the key (!present). It retries a KV write after ErrNotStored.
 // An object over the payload limit is not written (see
@@ -314,7 +325,7 @@ func Store[T events.APIObject](ctx context.Context, p *Publisher, id string, sta
 	defer cancel()
 	var value []byte
 	if present {
-		if limit := p.limit(); limit > 0 && len(state.Raw)+8 > limit {
+		if !p.Storable(state) {
 			return nil
 		}
 		value = events.AppendObject[T](nil, state.Raw)
