@@ -62,8 +62,9 @@ func isEventStream(contentType string) bool {
 }
 
 // copyResponseHeader copies the runner's response headers to dst untouched
-// (Content-Type included) except hop-by-hop ones. SSE responses get the
-// headers that keep intermediaries from buffering or caching them.
+// (Content-Type included) except hop-by-hop ones. Responses on streaming
+// routes, whatever their Content-Type, and SSE responses on any route get
+// the headers that keep intermediaries from buffering or caching them.
 func copyResponseHeader(dst, src http.Header, stream bool) {
 	for k, vv := range src {
 		dst[k] = append([]string(nil), vv...)
@@ -73,7 +74,10 @@ func copyResponseHeader(dst, src http.Header, stream bool) {
 		// A streamed body has no known length once chunks are relayed.
 		dst.Del("Content-Length")
 	}
-	if isEventStream(src.Get("Content-Type")) {
+	// Not only SSE: AG-UI's binary encoding (or whatever a runner sends) on
+	// a streaming route is just as live, and a buffering proxy such as
+	// nginx would hold its events back.
+	if stream || isEventStream(src.Get("Content-Type")) {
 		// A live stream is never cacheable, whatever the runner says: a
 		// cache that kept it would replay old events to the next client.
 		dst.Set("Cache-Control", "no-cache")

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	neturl "net/url"
 	"strings"
 	"testing"
 	"time"
@@ -73,6 +74,72 @@ func TestSSEIsNeverCacheable(t *testing.T) {
 	if got := resp.Header.Values("Cache-Control"); len(got) != 1 || got[0] != "no-cache" {
 		t.Fatalf("Cache-Control %q, want only no-cache", got)
 	}
+}
+
+// TestStreamRoutesAreNeverBufferedWhateverTheContentType: every answer on
+// a streaming route, the binary AG-UI encoding (which passes through) and
+// any other content type included, tells intermediaries not to buffer or
+// cache it, overriding the runner's own caching header; a non-streaming
+// route keeps the runner's headers untouched unless they are SSE.
+func TestStreamRoutesAreNeverBufferedWhateverTheContentType(t *testing.T) {
+	t.Parallel()
+	const runnerCacheControl = "max-age=60"
+	// One runner answers every case with the Content-Type the query names
+	// (the query reaches the runner as sent).
+	runner := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", r.URL.Query().Get("type"))
+		w.Header().Set("Cache-Control", runnerCacheControl)
+		_, _ = io.WriteString(w, "payload") // the client may be gone
+	}))
+	t.Cleanup(runner.Close)
+	tab := newTable()
+	tab.set("s1", endpointOf(t, "s1", runner.URL))
+	_, srv := startProxy(t, Config{}, tab, nil)
+	for _, contentType := range []string{aguiProtoMediaType, "application/json", "text/event-stream"} {
+		for _, tc := range []struct {
+			method, path string
+			stream       bool
+		}{
+			{http.MethodGet, "/sessions/s1/agui/events", true},
+			{http.MethodPost, "/sessions/s1/agui/events", true},
+			{http.MethodPost, "/sessions/s1/agui/run", true},
+			{http.MethodGet, "/sessions/s1/health", false},
+		} {
+			url := srv.URL + tc.path + "?type=" + neturl.QueryEscape(contentType)
+			resp := doWithAccept(t, srv.Client(), tc.method, url, aguiProtoMediaType)
+			if got := resp.Header.Get("Content-Type"); got != contentType {
+				t.Errorf("%s %s: Content-Type %q, want the runner's %q", tc.method, tc.path, got, contentType)
+			}
+			cacheControl, accel := resp.Header.Values("Cache-Control"), resp.Header.Get("X-Accel-Buffering")
+			unbuffered := tc.stream || isEventStream(contentType)
+			switch {
+			case unbuffered && (len(cacheControl) != 1 || cacheControl[0] != "no-cache" || accel != "no"):
+				t.Errorf("%s %s answering %s: Cache-Control %q, X-Accel-Buffering %q; want only no-cache, and no",
+					tc.method, tc.path, contentType, cacheControl, accel)
+			case !unbuffered && (len(cacheControl) != 1 || cacheControl[0] != runnerCacheControl || accel != ""):
+				t.Errorf("%s %s answering %s: Cache-Control %q, X-Accel-Buffering %q; want the runner's %q, and none",
+					tc.method, tc.path, contentType, cacheControl, accel, runnerCacheControl)
+			}
+		}
+	}
+}
+
+// doWithAccept sends a bodiless request through client and returns the
+// response with its body read and closed (the caller checks headers).
+func doWithAccept(t *testing.T, client *http.Client, method, url, accept string) *http.Response {
+	t.Helper()
+	req, err := http.NewRequest(method, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Accept", accept)
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	_ = resp.Body.Close()
+	return resp
 }
 
 // TestRunnerNeverConnectedIs502: a connect that times out (a runner address
