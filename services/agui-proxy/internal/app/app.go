@@ -177,7 +177,10 @@ func (a *App) server(h http.Handler) *http.Server {
 func (a *App) runTable(ctx context.Context, js jetstream.JetStream) error {
 	kv, err := openBucket(ctx, js, a.cfg.RunnersBucket, a.log)
 	if err != nil {
-		return nil //nolint:nilerr // ctx ended while waiting
+		if ctx.Err() != nil {
+			return nil // stopped while waiting for the bucket
+		}
+		return fmt.Errorf("%s %q: %w", config.EnvRunnersBucket, a.cfg.RunnersBucket, err)
 	}
 	a.log.Info("watching runner endpoints", slog.String("bucket", a.cfg.RunnersBucket))
 	return a.table.Run(ctx, kv)
@@ -185,18 +188,25 @@ func (a *App) runTable(ctx context.Context, js jetstream.JetStream) error {
 
 // openBucket returns the bucket once it exists; the proxy only reads it and
 // never creates it with settings that could differ from the writer's. It
-// fails only when ctx ends.
+// fails when ctx ends, or at once for a name JetStream refuses or a stream
+// of that name that is not a KV bucket: waiting would never end, and the
+// proxy would stay unready without saying why.
 func openBucket(ctx context.Context, js jetstream.JetStream, name string, log *slog.Logger) (jetstream.KeyValue, error) {
 	warned := false
 	return backoff.Retry(ctx, func() (jetstream.KeyValue, error) {
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
 		kv, err := js.KeyValue(cctx, name)
-		if err != nil && !warned && ctx.Err() == nil {
+		switch {
+		case err == nil:
+			return kv, nil
+		case errors.Is(err, jetstream.ErrInvalidBucketName), errors.Is(err, jetstream.ErrBadBucket):
+			return nil, backoff.Permanent(fmt.Errorf("open runners bucket: %w", err))
+		case !warned && ctx.Err() == nil:
 			log.Warn("runners bucket not available yet, retrying", slog.String("bucket", name), slog.Any(logkey.Err, err))
 			warned = true
 		}
-		return kv, err
+		return nil, err
 	}, backoff.WithBackOff(backoff.NewConstantBackOff(bucketRetry)), backoff.WithMaxElapsedTime(0))
 }
 

@@ -13,6 +13,7 @@ import (
 
 	"github.com/ambient-code/control-plane/libs/bus"
 	"github.com/ambient-code/control-plane/libs/envconfig"
+	"github.com/ambient-code/control-plane/libs/group"
 	"github.com/ambient-code/control-plane/libs/service"
 
 	"github.com/ambient-code/control-plane/services/agui-proxy/internal/auth"
@@ -268,8 +269,13 @@ func (c Config) validate() []error {
 			break
 		}
 	}
-	if c.RunnersBucket == "" {
+	switch {
+	case c.RunnersBucket == "":
 		missing(EnvRunnersBucket, "a KV bucket name")
+	case !group.ValidName(c.RunnersBucket):
+		// JetStream refuses any other name on every open, and the proxy
+		// would wait for the bucket, unready, forever.
+		bad(EnvRunnersBucket, `a KV bucket name of letters, digits, "-" and "_", starting with a letter or digit`, c.RunnersBucket)
 	}
 	return errs
 }

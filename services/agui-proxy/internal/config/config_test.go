@@ -79,6 +79,12 @@ func TestFromEnv(t *testing.T) {
 				return len(c.RunnerNetworks) == 3 && c.RunnerNetworks[1].String() == "192.0.2.7/32" && c.RunnerNetworks[2].String() == "127.0.0.0/8"
 			}},
 		{name: "runner networks bad", env: map[string]string{EnvRunnerNetworks: "10.0.0.0/33"}, wantErr: []string{"RUNNER_ALLOWED_NETWORKS: want comma-separated CIDRs"}},
+		{name: "runners bucket", env: map[string]string{EnvRunnersBucket: "my_runners-2"},
+			check: func(c Config) bool { return c.RunnersBucket == "my_runners-2" }},
+		{name: "runners bucket with a dot", env: map[string]string{EnvRunnersBucket: "bad.name"},
+			wantErr: []string{`RUNNERS_BUCKET: want a KV bucket name of letters, digits, "-" and "_"`}},
+		{name: "runners bucket with a space", env: map[string]string{EnvRunnersBucket: "has space"}, wantErr: []string{"RUNNERS_BUCKET"}},
+		{name: "runners bucket with a wildcard", env: map[string]string{EnvRunnersBucket: "runners.*"}, wantErr: []string{"RUNNERS_BUCKET"}},
 		{name: "stream write timeout zero", env: map[string]string{EnvStreamWrite: "0"}, wantErr: []string{"STREAM_WRITE_TIMEOUT"}},
 		{name: "token without file", env: map[string]string{EnvAuth: "token"}, wantErr: []string{"AGUI_TOKENS_FILE: required"}},
 		{name: "tokens file missing", env: map[string]string{EnvAuth: "token", EnvTokensFile: filepath.Join(dir, "nope")},

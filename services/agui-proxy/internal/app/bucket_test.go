@@ -1,0 +1,75 @@
+package app_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ambient-code/control-plane/libs/testenv"
+
+	"github.com/ambient-code/control-plane/services/agui-proxy/internal/app"
+	"github.com/ambient-code/control-plane/services/agui-proxy/internal/config"
+)
+
+// TestUnusableRunnersBucketStopsTheProxy: a bucket name JetStream refuses
+// (config validation stops it before, but the app must not rely on that)
+// or a stream of the bucket's name that is not a KV bucket can never be
+// opened. The proxy used to retry forever, unready with "routing table not
+// synced"; it now stops with an error naming RUNNERS_BUCKET.
+func TestUnusableRunnersBucketStopsTheProxy(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	_, js := testenv.JetStream(t, e.nats)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	// A plain stream where the KV bucket "plain" would be: no per-subject
+	// history limit, so JetStream says it is not a KV bucket.
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "KV_plain", Subjects: []string{"$KV.plain.>"}}); err != nil {
+		t.Fatalf("create stream: %v", err)
+	}
+	for _, tc := range []struct {
+		bucket string
+		want   error
+	}{
+		{"bad.name", jetstream.ErrInvalidBucketName},
+		{"plain", jetstream.ErrBadBucket},
+	} {
+		t.Run(tc.bucket, func(t *testing.T) {
+			t.Parallel()
+			cfg := e.proxyCfg()
+			cfg.RunnersBucket = tc.bucket
+			err := runUntilStopped(t, cfg)
+			if !errors.Is(err, tc.want) || !strings.Contains(err.Error(), config.EnvRunnersBucket) {
+				t.Fatalf("Run = %v, want %v naming %s", err, tc.want, config.EnvRunnersBucket)
+			}
+		})
+	}
+}
+
+// runUntilStopped runs the proxy app and returns what Run returns on its
+// own; the test fails if it does not stop, and the app is then cancelled.
+func runUntilStopped(t *testing.T, cfg config.Config) error {
+	t.Helper()
+	a, err := app.New(cfg, "test", slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatalf("app.New: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	errc := make(chan error, 1)        // Run's result
+	go func() { errc <- a.Run(ctx) }() // owned by the test; waited for below
+	select {
+	case err := <-errc:
+		return err
+	case <-time.After(30 * time.Second): // a guard against a hang, not a timing
+		cancel()
+		t.Fatalf("the proxy kept running: Run returned only when cancelled (%v)", <-errc)
+		return nil
+	}
+}
