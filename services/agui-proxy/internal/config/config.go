@@ -257,11 +257,21 @@ func (c Config) validate() []error {
 			bad(EnvAuthz, fmt.Sprintf("kube only with %s=jwt (a user and groups to review)", EnvAuth), c.Authz)
 		}
 	}
-	if c.StreamWriteTimeout <= 0 {
-		bad(EnvStreamWrite, "a positive duration", c.StreamWriteTimeout.String())
-	}
-	if c.AuthzTimeout <= 0 {
-		bad(EnvAuthzTimeout, "a positive duration", c.AuthzTimeout.String())
+	// None of these means "no limit" at zero: the proxy would replace a
+	// zero with its own default, silently running on another value.
+	for _, d := range []struct {
+		name  string
+		value time.Duration
+	}{
+		{EnvStreamWrite, c.StreamWriteTimeout},
+		{EnvAuthzTimeout, c.AuthzTimeout},
+		{EnvUpstreamDial, c.UpstreamDialTimeout},
+		{EnvUpstreamHeader, c.UpstreamHeaderTimeout},
+		{EnvUpstreamTimeout, c.UpstreamTimeout},
+	} {
+		if d.value <= 0 {
+			bad(d.name, "a positive duration", d.value.String())
+		}
 	}
 	for _, o := range c.CORSOrigins {
 		if !validOrigin(o) {

@@ -86,6 +86,13 @@ func TestFromEnv(t *testing.T) {
 		{name: "runners bucket with a space", env: map[string]string{EnvRunnersBucket: "has space"}, wantErr: []string{"RUNNERS_BUCKET"}},
 		{name: "runners bucket with a wildcard", env: map[string]string{EnvRunnersBucket: "runners.*"}, wantErr: []string{"RUNNERS_BUCKET"}},
 		{name: "stream write timeout zero", env: map[string]string{EnvStreamWrite: "0"}, wantErr: []string{"STREAM_WRITE_TIMEOUT"}},
+		{name: "upstream timeouts zero", env: map[string]string{EnvUpstreamDial: "0", EnvUpstreamHeader: "0s", EnvUpstreamTimeout: "0"},
+			wantErr: []string{"UPSTREAM_DIAL_TIMEOUT: want a positive duration", "UPSTREAM_HEADER_TIMEOUT: want a positive duration",
+				"UPSTREAM_TIMEOUT: want a positive duration"}},
+		{name: "upstream timeouts", env: map[string]string{EnvUpstreamDial: "1s", EnvUpstreamHeader: "2s", EnvUpstreamTimeout: "3s"},
+			check: func(c Config) bool {
+				return c.UpstreamDialTimeout == time.Second && c.UpstreamHeaderTimeout == 2*time.Second && c.UpstreamTimeout == 3*time.Second
+			}},
 		{name: "token without file", env: map[string]string{EnvAuth: "token"}, wantErr: []string{"AGUI_TOKENS_FILE: required"}},
 		{name: "tokens file missing", env: map[string]string{EnvAuth: "token", EnvTokensFile: filepath.Join(dir, "nope")},
 			wantErr: []string{"AGUI_TOKENS_FILE: want a path to an existing regular file"}},
