@@ -268,6 +268,12 @@ func (c Config) validate() []error {
 		{EnvUpstreamDial, c.UpstreamDialTimeout},
 		{EnvUpstreamHeader, c.UpstreamHeaderTimeout},
 		{EnvUpstreamTimeout, c.UpstreamTimeout},
+		// net/http reads zero as no limit: headers could trickle in
+		// forever (slowloris).
+		{EnvReadHeaderTimeout, c.ReadHeaderTimeout},
+		// Zero would end every open stream at the first signal, with
+		// no drain at all.
+		{EnvShutdownTimeout, c.ShutdownTimeout},
 	} {
 		if d.value <= 0 {
 			bad(d.name, "a positive duration", d.value.String())

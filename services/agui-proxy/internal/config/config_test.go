@@ -89,6 +89,8 @@ func TestFromEnv(t *testing.T) {
 		{name: "upstream timeouts zero", env: map[string]string{EnvUpstreamDial: "0", EnvUpstreamHeader: "0s", EnvUpstreamTimeout: "0"},
 			wantErr: []string{"UPSTREAM_DIAL_TIMEOUT: want a positive duration", "UPSTREAM_HEADER_TIMEOUT: want a positive duration",
 				"UPSTREAM_TIMEOUT: want a positive duration"}},
+		{name: "server timeouts zero", env: map[string]string{EnvReadHeaderTimeout: "0", EnvShutdownTimeout: "0s"},
+			wantErr: []string{"HTTP_READ_HEADER_TIMEOUT: want a positive duration", "SHUTDOWN_TIMEOUT: want a positive duration"}},
 		{name: "upstream timeouts", env: map[string]string{EnvUpstreamDial: "1s", EnvUpstreamHeader: "2s", EnvUpstreamTimeout: "3s"},
 			check: func(c Config) bool {
 				return c.UpstreamDialTimeout == time.Second && c.UpstreamHeaderTimeout == 2*time.Second && c.UpstreamTimeout == 3*time.Second
