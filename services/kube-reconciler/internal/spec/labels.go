@@ -48,6 +48,16 @@ const (
 	// the apply when they are equal.
 	AnnotationAppliedHash = "ambient-code.io/applied-hash"
 
+	// The operator's start/stop protocol (the ambient-code platform's
+	// backend sets these on the CR; so does the status write-back for a
+	// start or stop made through the API): AnnotationDesiredPhase "Stopped"
+	// with AnnotationStopRequestedAt, or "Running" with
+	// AnnotationStartRequestedAt (RFC 3339 times). The operator clears them
+	// once it has acted.
+	AnnotationDesiredPhase     = "ambient-code.io/desired-phase"
+	AnnotationStopRequestedAt  = "ambient-code.io/stop-requested-at"
+	AnnotationStartRequestedAt = "ambient-code.io/start-requested-at"
+
 	// ManagedByValue is the value of LabelManagedBy.
 	ManagedByValue = "ambient-control-plane"
 

@@ -24,6 +24,9 @@
 // session ever seen (issue 14).
 // A session evicted from it is compared with KV instead; the GetSession
 // check still keeps duplicate writes away, at the price of one more read.
+//
+// A start or stop made through the API is not undone by the CR's old phase:
+// it is held and passed to the operator as annotations (request.go).
 package status
 
 import (
@@ -38,6 +41,7 @@ import (
 	"github.com/ambient-code/control-plane/libs/events"
 	"github.com/ambient-code/control-plane/libs/group"
 	"github.com/ambient-code/control-plane/libs/logkey"
+	"github.com/ambient-code/control-plane/libs/session"
 	eventsv1 "github.com/ambient-code/control-plane/proto/ambient/events/v1"
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
 	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/apply"
@@ -116,6 +120,10 @@ type Controller struct {
 	// writers cannot replace a newer state with an older one.
 	mu   sync.Mutex
 	seen *lru.Cache[string, *ambientv1.Session]
+
+	// requests: what the start/stop protocol remembers per session (see
+	// request.go).
+	requests *requests
 }
 
 // New builds the informer and queue; Run starts them.
@@ -138,6 +146,10 @@ func New(cfg Config) (*Controller, error) {
 	seen, err := lru.New[string, *ambientv1.Session](cfg.CacheSize)
 	if err != nil {
 		return nil, fmt.Errorf("session cache: %w", err)
+	}
+	reqs, err := newRequests(cfg.CacheSize)
+	if err != nil {
+		return nil, err
 	}
 	// This installation's CRs only: another installation's sessions are not
 	// in our API, and watching its CRs would cost a cache entry each and a
@@ -165,7 +177,8 @@ func New(cfg Config) (*Controller, error) {
 		informer: informer,
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "agenticsession-status"}),
-		seen: seen,
+		seen:     seen,
+		requests: reqs,
 	}
 	_, err = informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc: c.enqueue,
@@ -314,7 +327,7 @@ func (c *Controller) sync(ctx context.Context, k string) error {
 	if err != nil {
 		return err
 	}
-	if !Differs(req, last) {
+	if !c.mustAct(req, last, cr) {
 		c.cfg.Metrics.StatusUnchanged(ctx)
 		return nil
 	}
@@ -328,6 +341,16 @@ func (c *Controller) sync(ctx context.Context, k string) error {
 		return fmt.Errorf("get session %s: %w", req.GetId(), err)
 	}
 	c.remember(fresh)
+	// Decided again on the fresh session: telling the operator to stop or
+	// start on a stale phase would act against the user.
+	req, pending := c.held(req, fresh, cr)
+	if pending != nil && c.requests.mustTell(req.GetId(), pending, cr) {
+		if err := tell(cctx, c.cfg.Dynamic, cr, pending, time.Now()); err != nil {
+			return err
+		}
+		c.requests.markTold(req.GetId(), pending, cr)
+		log.InfoContext(ctx, "session start/stop passed to the operator", slog.String(logkey.Phase, pending.desired))
+	}
 	if !Differs(req, fresh) {
 		c.cfg.Metrics.StatusUnchanged(ctx)
 		return nil
@@ -346,8 +369,30 @@ func (c *Controller) sync(ctx context.Context, k string) error {
 	}
 	c.cfg.Metrics.StatusWrite(ctx, metrics.ResultOK)
 	c.remember(updated)
+	c.requests.agree(req.GetId(), session.Phase(req.GetPhase()))
 	log.DebugContext(ctx, "session status written", slog.String(logkey.Phase, req.GetPhase()))
 	return nil
+}
+
+// mustAct reports whether the CR holds something for the API as last seen:
+// a status difference, or a start or stop still to be told to the operator.
+func (c *Controller) mustAct(req *ambientv1.UpdateSessionStatusRequest, last *ambientv1.Session, cr *unstructured.Unstructured) bool {
+	req, pending := c.held(req, last, cr)
+	return Differs(req, last) || pending != nil && c.requests.mustTell(req.GetId(), pending, cr)
+}
+
+// held returns req without its phase while the API holds a start or stop
+// the operator has not acted on (and that request): the CR's phase is the
+// one from before the request, and writing it would undo it. The other
+// status fields are still carried.
+func (c *Controller) held(req *ambientv1.UpdateSessionStatusRequest, s *ambientv1.Session, cr *unstructured.Unstructured) (*ambientv1.UpdateSessionStatusRequest, *request) {
+	pending := c.requests.pending(req.GetId(), session.PhaseOf(s), cr)
+	if pending == nil || req.Phase == nil {
+		return req, pending
+	}
+	out := proto.CloneOf(req)
+	out.Phase = nil
+	return out, pending
 }
 
 // followAssignment queues the CRs of every partition this replica gains,
@@ -476,7 +521,10 @@ func (c *Controller) Observe(s *ambientv1.Session, cr types.NamespacedName) {
 }
 
 // Forget drops what is known of a deleted session.
-func (c *Controller) Forget(id string) { c.seen.Remove(id) }
+func (c *Controller) Forget(id string) {
+	c.seen.Remove(id)
+	c.requests.forget(id)
+}
 
 // CachedCR returns the informer's copy of the AgenticSession cr (shared:
 // read it, never modify it); false when it is not cached.

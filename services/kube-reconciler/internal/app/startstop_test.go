@@ -1,0 +1,216 @@
+package app
+
+import (
+	"encoding/json"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/ambient-code/control-plane/libs/apiclient"
+	"github.com/ambient-code/control-plane/libs/testenv"
+	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
+	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/apply"
+	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/spec"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
+)
+
+// kubeSession is a session of a new project whose CR the operator put in
+// phase, with that phase written back to the API.
+type kubeSession struct{ id, ns, cr string }
+
+func (h *harness) kubeSessionIn(t *testing.T, r *replica, phase string) kubeSession {
+	t.Helper()
+	ns := unique("ss")
+	pid := h.project(t, ns).GetMetadata().GetId()
+	s, err := h.cl.CreateSession(t.Context(), &ambientv1.CreateSessionRequest{Name: "s", ProjectId: ptr(pid)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ks := kubeSession{id: s.GetMetadata().GetId(), ns: ns, cr: lower(s.GetKubeCrName())}
+	h.waitCR(t, ks.ns, ks.cr, nil)
+	h.setCRStatus(t, ks.ns, ks.cr, map[string]any{"phase": phase})
+	h.waitSession(t, ks.id, func(s *ambientv1.Session) error { return wantPhase(s, phase) })
+	h.quiesce(t, r)
+	return ks
+}
+
+func (h *harness) waitSession(t *testing.T, id string, ok func(s *ambientv1.Session) error) {
+	t.Helper()
+	testenv.Eventually(t, wait, func() error {
+		s, err := h.cl.GetSession(t.Context(), id)
+		if err != nil {
+			return err
+		}
+		return ok(s)
+	})
+}
+
+func wantPhase(s *ambientv1.Session, phase string) error {
+	if s.GetPhase() != phase {
+		return fmt.Errorf("phase %q, want %q", s.GetPhase(), phase)
+	}
+	return nil
+}
+
+func (h *harness) rest(t *testing.T) *apiclient.RESTClient {
+	t.Helper()
+	rc, err := apiclient.NewREST(apiclient.RESTConfig{URL: h.api.RESTURL(), Token: testenv.APIToken})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rc
+}
+
+// requested checks that u asks the operator for desired with an RFC 3339
+// stamp in stampKey.
+func requested(desired, stampKey string) func(u *unstructured.Unstructured) error {
+	return func(u *unstructured.Unstructured) error {
+		a := u.GetAnnotations()
+		if a[spec.AnnotationDesiredPhase] != desired {
+			return fmt.Errorf("desired-phase %q, want %q", a[spec.AnnotationDesiredPhase], desired)
+		}
+		if _, err := time.Parse(time.RFC3339, a[stampKey]); err != nil {
+			return fmt.Errorf("%s: %w", stampKey, err)
+		}
+		return nil
+	}
+}
+
+// clearAnnotations removes keys from the CR as the operator does once it
+// acted.
+func (h *harness) clearAnnotations(t *testing.T, ks kubeSession, keys ...string) {
+	t.Helper()
+	ann := map[string]any{}
+	for _, k := range keys {
+		ann[k] = nil
+	}
+	body, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": ann}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.dyn.Resource(apply.AgenticSessionGVR).Namespace(ks.ns).Patch(t.Context(), ks.cr, types.MergePatchType, body,
+		metav1.PatchOptions{FieldManager: "operator"}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// noRequest fails when the CR carries a start/stop request.
+func (h *harness) noRequest(t *testing.T, ks kubeSession) {
+	t.Helper()
+	u, err := h.cr(t, ks.ns, ks.cr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{spec.AnnotationDesiredPhase, spec.AnnotationStopRequestedAt, spec.AnnotationStartRequestedAt} {
+		if v, ok := u.GetAnnotations()[k]; ok {
+			t.Errorf("CR annotation %s=%q, want none", k, v)
+		}
+	}
+}
+
+// TestStopHeldUntilOperatorActs: a stop through the API (phase Stopping) of a
+// Running CR is not undone by the write-back of the CR's Running; the CR gets
+// the operator's stop annotations, and the operator's Stopping and Stopped
+// reach the API. Once the operator cleared them, they are not put back.
+func TestStopHeldUntilOperatorActs(t *testing.T) {
+	h := newHarness(t)
+	r := h.start(t, "stop1", nil, nil)
+	ks := h.kubeSessionIn(t, r, "Running")
+	if _, err := h.rest(t).StopSession(t.Context(), ks.id); err != nil {
+		t.Fatal(err)
+	}
+	h.waitCR(t, ks.ns, ks.cr, requested("Stopped", spec.AnnotationStopRequestedAt))
+	h.quiesce(t, r)
+	got, err := h.cl.GetSession(t.Context(), ks.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.GetPhase() != "Stopping" {
+		t.Fatalf("after stop: phase %q, want Stopping (the CR's Running written over it)", got.GetPhase())
+	}
+
+	h.setCRStatus(t, ks.ns, ks.cr, map[string]any{"phase": "Stopping", "sdkSessionId": "sdk-stopping"})
+	h.waitSession(t, ks.id, func(s *ambientv1.Session) error {
+		if s.GetSdkSessionId() != "sdk-stopping" {
+			return fmt.Errorf("sdk session id %q", s.GetSdkSessionId())
+		}
+		return wantPhase(s, "Stopping")
+	})
+	h.setCRStatus(t, ks.ns, ks.cr, map[string]any{"phase": "Stopped", "sdkSessionId": "sdk-stopping"})
+	h.clearAnnotations(t, ks, spec.AnnotationDesiredPhase, spec.AnnotationStopRequestedAt)
+	h.waitSession(t, ks.id, func(s *ambientv1.Session) error { return wantPhase(s, "Stopped") })
+	// A status change after the annotations were cleared: once the API has
+	// it, the write-back has seen the CR without them.
+	h.setCRStatus(t, ks.ns, ks.cr, map[string]any{"phase": "Stopped", "sdkSessionId": "sdk-stopped"})
+	h.waitSession(t, ks.id, func(s *ambientv1.Session) error {
+		if s.GetSdkSessionId() != "sdk-stopped" {
+			return fmt.Errorf("sdk session id %q", s.GetSdkSessionId())
+		}
+		return nil
+	})
+	h.noRequest(t, ks)
+}
+
+// TestStartHeldUntilOperatorActs: a start through the API (phase Pending) of
+// a Completed CR is not undone; the CR gets the start annotations, other
+// status fields are still written meanwhile, and the request is not
+// annotated again after the operator cleared the annotations. The
+// operator's new run reaches the API, also when it fails straight from
+// Pending (no second start).
+func TestStartHeldUntilOperatorActs(t *testing.T) {
+	h := newHarness(t)
+	r := h.start(t, "start1", nil, nil)
+	ks := h.kubeSessionIn(t, r, "Completed")
+	if _, err := h.rest(t).StartSession(t.Context(), ks.id); err != nil {
+		t.Fatal(err)
+	}
+	h.waitCR(t, ks.ns, ks.cr, requested("Running", spec.AnnotationStartRequestedAt))
+	h.quiesce(t, r)
+	got, err := h.cl.GetSession(t.Context(), ks.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.GetPhase() != "Pending" {
+		t.Fatalf("after start: phase %q, want Pending (the CR's Completed written over it)", got.GetPhase())
+	}
+
+	// The operator takes the annotations first; its status moves later.
+	h.clearAnnotations(t, ks, spec.AnnotationDesiredPhase, spec.AnnotationStartRequestedAt)
+	h.setCRStatus(t, ks.ns, ks.cr, map[string]any{"phase": "Completed", "sdkSessionId": "sdk-old"})
+	h.waitSession(t, ks.id, func(s *ambientv1.Session) error {
+		if s.GetSdkSessionId() != "sdk-old" {
+			return fmt.Errorf("sdk session id %q", s.GetSdkSessionId())
+		}
+		return wantPhase(s, "Pending")
+	})
+	h.noRequest(t, ks)
+
+	h.setCRStatus(t, ks.ns, ks.cr, map[string]any{"phase": "Pending", "startTime": "2026-01-02T03:04:05Z"})
+	h.setCRStatus(t, ks.ns, ks.cr, map[string]any{"phase": "Failed", "startTime": "2026-01-02T03:04:05Z"})
+	h.waitSession(t, ks.id, func(s *ambientv1.Session) error { return wantPhase(s, "Failed") })
+	h.noRequest(t, ks)
+}
+
+// TestNoRequestNoAnnotation: a session nobody started or stopped, whose CR
+// went Pending (written to the API) and then Failed, gets Failed in the API
+// and no annotation: an API Pending that came from the CR is no start.
+func TestNoRequestNoAnnotation(t *testing.T) {
+	h := newHarness(t)
+	r := h.start(t, "noreq1", nil, nil)
+	ks := h.kubeSessionIn(t, r, "Pending")
+	h.setCRStatus(t, ks.ns, ks.cr, map[string]any{"phase": "Failed"})
+	h.waitSession(t, ks.id, func(s *ambientv1.Session) error { return wantPhase(s, "Failed") })
+	h.quiesce(t, r)
+	h.noRequest(t, ks)
+	u, err := h.cr(t, ks.ns, ks.cr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range u.GetManagedFields() {
+		if mf.Manager == apply.FieldManager && mf.Operation == metav1.ManagedFieldsOperationUpdate {
+			t.Errorf("the reconciler patched the CR (managed fields %s)", mf.FieldsV1)
+		}
+	}
+}

@@ -1,0 +1,196 @@
+package status
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/ambient-code/control-plane/libs/session"
+	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/apply"
+	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/spec"
+	lru "github.com/hashicorp/golang-lru/v2"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/dynamic"
+)
+
+// A user starts or stops a session through the API's REST start/stop, which
+// only set the API's phase (Pending, Stopping). The CR's phase is behind until
+// the operator acts, and the operator learns of the request from annotations
+// on the CR (the protocol of the ambient-code platform's backend). Until it
+// acts, the write-back must not carry the CR's old phase over the request
+// (that undid every start and stop within a second), and it must tell the
+// operator, once.
+
+// request is a start or stop the operator has not acted on: the
+// desired-phase value that asks for it and the annotation stamped with the
+// time it was asked.
+type request struct {
+	desired  string
+	stampKey string
+}
+
+var (
+	stopRequest  = request{desired: string(session.PhaseStopped), stampKey: spec.AnnotationStopRequestedAt}
+	startRequest = request{desired: string(session.PhaseRunning), stampKey: spec.AnnotationStartRequestedAt}
+)
+
+// requestFor returns the request an API phase makes of a CR in crPhase, or
+// nil: a stop (API Stopping) of a CR the operator may still stop (Pending,
+// Creating, Running), or a start (API Pending) of a terminal CR. A CR already
+// Stopping or terminal after a stop, or no longer terminal after a start,
+// has moved: nothing is pending.
+func requestFor(apiPhase, crPhase session.Phase) *request {
+	switch {
+	case apiPhase == session.PhaseStopping && crPhase.Stoppable():
+		return &stopRequest
+	case apiPhase == session.PhasePending && crPhase.Terminal():
+		return &startRequest
+	}
+	return nil
+}
+
+// requestState is what the write-back remembers of one session between
+// syncs for the protocol.
+type requestState struct {
+	// agreed is the last API phase seen equal to the CR's phase (or
+	// written from it). An API phase equal to it came from the CR, not
+	// from a user: a session whose CR went Pending (written to the API)
+	// and then Failed is not asking to be started again.
+	agreed session.Phase
+	// told is the desired-phase value this replica annotated (or found
+	// annotated), "" for none; toldRun is the CR's runKey then. While
+	// it stays the same the operator has not acted, and
+	// the request is not annotated again even when the operator clears
+	// the annotations first: no flapping.
+	told    string
+	toldRun string
+}
+
+// requests holds the requestState of recently synced sessions (bounded like
+// the session cache: an evicted one is told again at worst, if the CR
+// lacks the annotations).
+type requests struct {
+	mu sync.Mutex // guards read-modify-write of one entry
+	m  *lru.Cache[string, requestState]
+}
+
+func newRequests(size int) (*requests, error) {
+	m, err := lru.New[string, requestState](size)
+	if err != nil {
+		return nil, fmt.Errorf("request cache: %w", err)
+	}
+	return &requests{m: m}, nil
+}
+
+// pending returns the request of session id still waiting for the operator,
+// given the API's phase and the CR, or nil. It records what this sync
+// learned: the CR agreeing with the API, or the operator having acted
+// (the CR's runKey changed since the request was told).
+func (r *requests) pending(id string, apiPhase session.Phase, cr *unstructured.Unstructured) *request {
+	crPhase := crPhaseOf(cr)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	st, _ := r.m.Get(id)
+	if crPhase != session.PhaseNone && crPhase == apiPhase {
+		st.agreed = apiPhase
+	}
+	req := requestFor(apiPhase, crPhase)
+	if req != nil && st.told == req.desired && st.toldRun != runKey(cr) {
+		// The operator acted and the CR's phase is news again (it may
+		// have gone Pending and back to Failed between two looks).
+		st.agreed = apiPhase
+	}
+	if req == nil || apiPhase == st.agreed {
+		st.told = ""
+		r.m.Add(id, st)
+		return nil
+	}
+	r.m.Add(id, st)
+	return req
+}
+
+// mustTell reports whether req has to be annotated on cr: not when cr
+// already asks for it, nor when this replica told it already and the CR
+// has not moved since.
+func (r *requests) mustTell(id string, req *request, cr *unstructured.Unstructured) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	st, _ := r.m.Get(id)
+	if cr.GetAnnotations()[spec.AnnotationDesiredPhase] == req.desired {
+		st.told, st.toldRun = req.desired, runKey(cr)
+		r.m.Add(id, st)
+		return false
+	}
+	return st.told != req.desired
+}
+
+// markTold records that req was annotated on cr.
+func (r *requests) markTold(id string, req *request, cr *unstructured.Unstructured) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	st, _ := r.m.Get(id)
+	st.told, st.toldRun = req.desired, runKey(cr)
+	r.m.Add(id, st)
+}
+
+// agree records that the API's phase is now phase, written from the CR.
+func (r *requests) agree(id string, phase session.Phase) {
+	if phase == session.PhaseNone {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	st, _ := r.m.Get(id)
+	st.agreed = phase
+	r.m.Add(id, st)
+}
+
+func (r *requests) forget(id string) { r.m.Remove(id) }
+
+// tell asks the operator for req on cr: a merge patch of the two
+// annotations only, not the server-side apply of the spec, whose field
+// manager would own them and put them back after the operator removes them.
+// The resourceVersion makes it conditional: a CR that changed since it was
+// read (the operator may have acted) is looked at again instead.
+func tell(ctx context.Context, dyn dynamic.Interface, cr *unstructured.Unstructured, req *request, now time.Time) error {
+	patch := map[string]any{"metadata": map[string]any{
+		"resourceVersion": cr.GetResourceVersion(),
+		"annotations": map[string]string{
+			spec.AnnotationDesiredPhase: req.desired,
+			req.stampKey:                now.UTC().Format(time.RFC3339),
+		},
+	}}
+	body, err := json.Marshal(patch)
+	if err != nil {
+		return fmt.Errorf("encode request annotations: %w", err)
+	}
+	_, err = dyn.Resource(apply.AgenticSessionGVR).Namespace(cr.GetNamespace()).Patch(ctx, cr.GetName(), types.MergePatchType, body,
+		metav1.PatchOptions{FieldManager: apply.FieldManager})
+	if err != nil {
+		return fmt.Errorf("annotate agenticsession %s/%s with desired phase %s: %w", cr.GetNamespace(), cr.GetName(), req.desired, err)
+	}
+	return nil
+}
+
+func crPhaseOf(cr *unstructured.Unstructured) session.Phase {
+	p, _, _ := unstructured.NestedString(cr.Object, "status", "phase")
+	return session.Phase(p)
+}
+
+// runKey is what tells that the operator acted on a request: the CR's
+// phase, start and completion times. A start that went Pending and failed
+// again between two looks still has new times; other status fields (the
+// operator's lastActivityTime of a running session) change without any
+// action on the request, so they are left out.
+func runKey(cr *unstructured.Unstructured) string {
+	get := func(k string) string {
+		v, _, _ := unstructured.NestedFieldNoCopy(cr.Object, "status", k)
+		s, _ := v.(string)
+		return s
+	}
+	return get("phase") + "|" + get("startTime") + "|" + get("completionTime")
+}
