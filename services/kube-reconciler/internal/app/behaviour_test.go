@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"strings"
 	"sync"
@@ -421,4 +422,37 @@ func TestRBAC(t *testing.T) {
 	if _, err := rcs.RbacV1().RoleBindings(ns).Get(ctx, "ambient-g-cluster-admin", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Errorf("cluster-admin binding exists: %v", err)
 	}
+}
+
+// TestGroupNamesKubernetesAccepts: group names with upper-case letters or
+// ':' (OIDC groups, system:authenticated) are bound: a RoleBinding name need
+// only be a valid path segment, as the RBAC API validates it. A name that
+// is not one ('/') is refused, the others still bound.
+func TestGroupNamesKubernetesAccepts(t *testing.T) {
+	h := newHarness(t)
+	h.start(t, "gn1", nil, nil)
+	ctx := t.Context()
+	name := unique("gn")
+	pid := h.project(t, name).GetMetadata().GetId()
+	if _, err := h.cl.CreateProjectSettings(ctx, &ambientv1.CreateProjectSettingsRequest{ProjectId: pid,
+		GroupAccess: ptr(`[{"group":"MyTeam","role":"ambient-project-edit"},{"group":"system:authenticated","role":"ambient-project-view"},{"group":"a/b","role":"ambient-project-view"}]`)}); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"ambient-MyTeam-ambient-project-edit": "MyTeam", "ambient-system:authenticated-ambient-project-view": "system:authenticated"}
+	testenv.Eventually(t, wait, func() error {
+		list, err := h.kube.RbacV1().RoleBindings(name).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return err
+		}
+		got := map[string]string{}
+		for _, rb := range list.Items {
+			if len(rb.Subjects) == 1 {
+				got[rb.Name] = rb.Subjects[0].Name
+			}
+		}
+		if !maps.Equal(got, want) {
+			return fmt.Errorf("bindings %v, want %v", got, want)
+		}
+		return nil
+	})
 }

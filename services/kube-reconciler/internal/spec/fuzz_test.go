@@ -8,6 +8,7 @@ import (
 
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
 	"google.golang.org/protobuf/proto"
+	"k8s.io/apimachinery/pkg/api/validate/content"
 	"k8s.io/apimachinery/pkg/util/validation"
 )
 
@@ -80,7 +81,7 @@ func FuzzRoleBindings(f *testing.F) {
 			return
 		}
 		for _, b := range got {
-			if errs := validation.IsDNS1123Subdomain(b.Name); len(errs) > 0 {
+			if errs := content.IsPathSegmentName(b.Name); len(errs) > 0 {
 				t.Fatalf("invalid name %q", b.Name)
 			}
 			if b.Role != "ambient-project-admin" && b.Role != "ambient-project-edit" && b.Role != "ambient-project-view" {

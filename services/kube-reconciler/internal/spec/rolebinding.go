@@ -7,7 +7,7 @@ import (
 	"strings"
 
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
-	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/apimachinery/pkg/api/validate/content"
 )
 
 // RoleBinding is one desired RoleBinding: subject Group Group bound to the
@@ -41,10 +41,19 @@ func RoleBindingName(group, role string) string {
 	return "ambient-" + group + "-" + role
 }
 
+// ValidRoleBindingName returns why name cannot name a RoleBinding, or
+// nothing. The RBAC API validates RoleBinding names as path segments only
+// (ValidateRBACName: no '/', '%', '.' or '..'), not as RFC 1123 subdomains,
+// so group names with upper-case letters or ':' (OIDC groups,
+// system:authenticated) give valid names. The name is never a label value.
+func ValidRoleBindingName(name string) []string {
+	return content.IsPathSegmentName(name)
+}
+
 // RoleBindings returns the desired RoleBindings of s, sorted by name, and the
 // entries refused: roles off allowList (cluster-admin and anything else not
-// shipped for projects), empty fields, and generated names that are not RFC 1123
-// subdomains. Refused entries are never bound; the rest still are. A
+// shipped for projects), empty fields, and generated names that are not
+// valid RoleBinding names (ValidRoleBindingName). Refused entries are never bound; the rest still are. A
 // group_access value that is not a JSON list of {"group","role"} objects gives a
 // *FieldError and no bindings: the caller must then leave existing bindings
 // alone rather than prune everything on a typo.
@@ -78,7 +87,7 @@ func RoleBindings(s *ambientv1.ProjectSettings, allowList []string) ([]RoleBindi
 			continue
 		}
 		name := RoleBindingName(e.Group, e.Role)
-		if errs := validation.IsDNS1123Subdomain(name); len(errs) > 0 {
+		if errs := ValidRoleBindingName(name); len(errs) > 0 {
 			reject("rolebinding name %q: %s", clip(name), strings.Join(errs, "; "))
 			continue
 		}
