@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ambient-code/control-plane/libs/session"
 	"github.com/ambient-code/control-plane/libs/testenv"
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
 	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/reconcile"
@@ -219,4 +220,42 @@ func TestRenameStaysInItsNamespace(t *testing.T) {
 	if _, err := h.kube.CoreV1().Namespaces().Get(ctx, a+"-renamed", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Errorf("a namespace was made from a new project name: %v", err)
 	}
+}
+
+// TestFixedSessionClearsFailure: a session refused for an invalid field
+// (phase Failed, Reconciled=False InvalidSpec) that is then fixed gets its
+// CR, and the API no longer says it failed: Reconciled=True (Applied) and
+// phase Pending, the CR having no phase yet.
+func TestFixedSessionClearsFailure(t *testing.T) {
+	h := newHarness(t)
+	r := h.start(t, "fx1", nil, nil)
+	ctx := t.Context()
+	name := unique("fx")
+	pid := h.project(t, name).GetMetadata().GetId()
+	s, err := h.cl.CreateSession(ctx, &ambientv1.CreateSessionRequest{Name: "s", ProjectId: ptr(pid), Repos: ptr("not json")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := s.GetMetadata().GetId()
+	h.waitRefused(t, id, reconcile.ReasonInvalidSpec)
+	if _, err := h.cl.UpdateSession(ctx, &ambientv1.UpdateSessionRequest{Id: id, Repos: ptr(`[{"url":"https://g/x"}]`)}); err != nil {
+		t.Fatal(err)
+	}
+	h.waitCR(t, name, lower(s.GetKubeCrName()), nil)
+	h.waitSession(t, id, func(s *ambientv1.Session) error {
+		c, ok := reconciledCondition(s)
+		if !ok || c.Status != session.StatusTrue || c.Reason != reconcile.ReasonApplied {
+			return fmt.Errorf("conditions %s, want Reconciled=True Applied", s.GetConditions())
+		}
+		return wantPhase(s, "Pending")
+	})
+	h.quiesce(t, r)
+}
+
+func reconciledCondition(s *ambientv1.Session) (session.Condition, bool) {
+	conds, err := session.ParseConditions(s.GetConditions())
+	if err != nil {
+		return session.Condition{}, false
+	}
+	return conds.Get(reconcile.ConditionReconciled)
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 
 	"github.com/ambient-code/control-plane/libs/logkey"
 	"github.com/ambient-code/control-plane/libs/session"
@@ -15,6 +16,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 )
 
@@ -23,6 +25,9 @@ import (
 const (
 	ConditionReconciled = "Reconciled"
 	ReasonInvalidSpec   = "InvalidSpec"
+	// ReasonApplied is the reason of Reconciled=True, written only to
+	// replace a Reconciled=False of ours once the session reconciled.
+	ReasonApplied = "Applied"
 )
 
 // reconciledFalse is the one condition of a session or project this
@@ -75,10 +80,11 @@ func (r *Reconciler) session(ctx context.Context, s *ambientv1.Session, deleted 
 	if err != nil {
 		return metrics.ResultError, err
 	}
-	if r.unchanged(desired, key) {
-		return metrics.ResultUnchanged, nil
+	if cur, ok := r.upToDate(desired, key); ok {
+		return r.clearFailure(ctx, s, key, cur, metrics.ResultUnchanged)
 	}
-	if _, err := r.cfg.Applier.Session(ctx, desired); err != nil {
+	applied, err := r.cfg.Applier.Session(ctx, desired)
+	if err != nil {
 		if apierrors.IsInvalid(err) || apierrors.IsBadRequest(err) || apierrors.IsRequestEntityTooLargeError(err) {
 			return r.invalidSession(ctx, s, &spec.FieldError{Field: "spec", Reason: string(apierrors.ReasonForError(err)) + ": " + err.Error()}, log)
 		}
@@ -90,20 +96,77 @@ func (r *Reconciler) session(ctx context.Context, s *ambientv1.Session, deleted 
 	if err := r.deleteCRs(ctx, nil, id, key); err != nil {
 		return metrics.ResultError, err
 	}
-	return metrics.ResultOK, nil
+	return r.clearFailure(ctx, s, key, applied, metrics.ResultOK)
 }
 
-// unchanged reports whether the cached CR key already holds desired
+// upToDate returns the cached CR key when it already holds desired
 // (apply.Applier.UpToDate), so applying it again would change nothing. The
 // echo of our own status write-back, and every resync of an unchanged
 // session, then costs no Kubernetes call; an edit of one of our fields by
 // someone else makes it false, so the next event or resync undoes it.
-func (r *Reconciler) unchanged(desired *spec.AgenticSession, key types.NamespacedName) bool {
+func (r *Reconciler) upToDate(desired *spec.AgenticSession, key types.NamespacedName) (*unstructured.Unstructured, bool) {
 	if r.cfg.Tracker == nil {
-		return false
+		return nil, false
 	}
 	cur, ok := r.cfg.Tracker.CachedCR(key)
-	return ok && r.cfg.Applier.UpToDate(cur, desired)
+	if !ok || !r.cfg.Applier.UpToDate(cur, desired) {
+		return nil, false
+	}
+	return cur, true
+}
+
+// clearFailure undoes what reportFailed wrote once the session reconciled
+// (its CR cr applied or up to date): nothing else clears it, so a fixed
+// session kept showing Failed and Reconciled=False. The condition becomes
+// Reconciled=True (reason ReasonApplied, no time: its echo compares equal),
+// and the phase Pending when it is still Failed and the CR has no phase of
+// its own (a Failed from the operator comes with a CR phase and is kept).
+// Sessions without our Reconciled=False cost nothing. It returns result
+// unless the write fails.
+func (r *Reconciler) clearFailure(ctx context.Context, s *ambientv1.Session, key types.NamespacedName, cr *unstructured.Unstructured, result string) (string, error) {
+	conds, err := session.ParseConditions(s.GetConditions())
+	if err != nil {
+		return result, nil // not ours: we write valid JSON
+	}
+	i := slices.IndexFunc(conds, reportedFailure)
+	if i < 0 {
+		return result, nil
+	}
+	conds = slices.Clone(conds)
+	conds[i] = session.Condition{Type: ConditionReconciled, Status: session.StatusTrue, Reason: ReasonApplied}
+	js := conds.JSON()
+	req := &ambientv1.UpdateSessionStatusRequest{Id: s.GetMetadata().GetId(), Conditions: &js}
+	if session.PhaseOf(s) == session.PhaseFailed && phaseOf(cr) == session.PhaseNone {
+		req.Phase = session.PhasePending.Ptr()
+	}
+	updated, err := r.cfg.API.UpdateSessionStatus(ctx, req)
+	switch status.Code(err) {
+	case codes.OK:
+	case codes.NotFound:
+		return result, nil // deleted meanwhile
+	default:
+		return metrics.ResultError, fmt.Errorf("clear reported failure of session %s: %w", req.GetId(), err)
+	}
+	if r.cfg.Tracker != nil {
+		r.cfg.Tracker.Observe(updated, key)
+	}
+	return result, nil
+}
+
+// phaseOf is the phase in cr's status (PhaseNone for none or no cr).
+func phaseOf(cr *unstructured.Unstructured) session.Phase {
+	if cr == nil {
+		return session.PhaseNone
+	}
+	p, _, _ := unstructured.NestedString(cr.Object, "status", "phase")
+	return session.Phase(p)
+}
+
+// reportedFailure reports whether c is a Reconciled=False this service
+// wrote (reportFailed).
+func reportedFailure(c session.Condition) bool {
+	return c.Type == ConditionReconciled && c.Status == session.StatusFalse &&
+		(c.Reason == ReasonInvalidSpec || c.Reason == ReasonNamespaceDenied || c.Reason == ReasonNamespaceNotOwned)
 }
 
 // deleteCRs deletes the CRs of session id except keep: the one computed from
