@@ -214,3 +214,23 @@ func TestNoRequestNoAnnotation(t *testing.T) {
 		}
 	}
 }
+
+// TestStopWithdrawsPendingStart: a session started (API Pending, the CR
+// told to run) and stopped before the operator acted must not run: the
+// start annotation is replaced by a stop, and the API gets the CR's
+// terminal phase back.
+func TestStopWithdrawsPendingStart(t *testing.T) {
+	h := newHarness(t)
+	r := h.start(t, "withdraw1", nil, nil)
+	ks := h.kubeSessionIn(t, r, "Completed")
+	rc := h.rest(t)
+	if _, err := rc.StartSession(t.Context(), ks.id); err != nil {
+		t.Fatal(err)
+	}
+	h.waitCR(t, ks.ns, ks.cr, requested("Running", spec.AnnotationStartRequestedAt))
+	if _, err := rc.StopSession(t.Context(), ks.id); err != nil {
+		t.Fatal(err)
+	}
+	h.waitCR(t, ks.ns, ks.cr, requested("Stopped", spec.AnnotationStopRequestedAt))
+	h.waitSession(t, ks.id, func(s *ambientv1.Session) error { return wantPhase(s, "Completed") })
+}

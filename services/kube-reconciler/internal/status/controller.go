@@ -344,6 +344,14 @@ func (c *Controller) sync(ctx context.Context, k string) error {
 	// Decided again on the fresh session: telling the operator to stop or
 	// start on a stale phase would act against the user.
 	req, pending := c.held(req, fresh, cr)
+	if withdrawsStart(session.PhaseOf(fresh), cr) {
+		// The platform's backend stops with desired-phase Stopped
+		// whatever the CR's phase: it replaces the start.
+		if err := tell(cctx, c.cfg.Dynamic, cr, &stopRequest, time.Now()); err != nil {
+			return err
+		}
+		log.InfoContext(ctx, "session stopped before the operator started it: start withdrawn")
+	}
 	if pending != nil && c.requests.mustTell(req.GetId(), pending, cr) {
 		if err := tell(cctx, c.cfg.Dynamic, cr, pending, time.Now()); err != nil {
 			return err

@@ -53,6 +53,16 @@ func requestFor(apiPhase, crPhase session.Phase) *request {
 	return nil
 }
 
+// withdrawsStart reports whether a stop (API Stopping) finds a start the
+// operator has not acted on: the CR still terminal and asking to run. The
+// start must be taken back, or the operator would start a session the user
+// stopped; the stop itself needs nothing more (the CR is not running), and
+// the write-back then carries the CR's terminal phase.
+func withdrawsStart(apiPhase session.Phase, cr *unstructured.Unstructured) bool {
+	return apiPhase == session.PhaseStopping && crPhaseOf(cr).Terminal() &&
+		cr.GetAnnotations()[spec.AnnotationDesiredPhase] == startRequest.desired
+}
+
 // requestState is what the write-back remembers of one session between
 // syncs for the protocol.
 type requestState struct {
