@@ -24,7 +24,9 @@
 //     number of items on the page and total the full count.
 //   - Watch events, lists and gets carry timestamps truncated to
 //     microseconds (database precision); responses to mutations carry
-//     nanoseconds.
+//     nanoseconds where the mutation set the time (a create's times, an
+//     update's updated_at and the times it sent), microseconds elsewhere
+//     (an update answers with the row it read, changed).
 //   - Session create fills llm_model "sonnet" (also for an empty one),
 //     llm_temperature 0.7, llm_max_tokens 4000 and kube_cr_name = id. Ids
 //     are 27 character base62 strings (mixed case, like KSUIDs). A

@@ -196,7 +196,9 @@ func TestUpdatesSetOnlyPresentFields(t *testing.T) {
 		!u.GetMetadata().GetUpdatedAt().AsTime().Equal(s.GetMetadata().GetUpdatedAt().AsTime()) {
 		t.Errorf("updated_at went backwards")
 	}
-	if u.GetMetadata().GetId() != id || !proto.Equal(u.GetMetadata().GetCreatedAt(), s.GetMetadata().GetCreatedAt()) {
+	// The update answers with created_at as the database holds it
+	// (microseconds), the create with the time it set (nanoseconds).
+	if u.GetMetadata().GetId() != id || !u.GetMetadata().GetCreatedAt().AsTime().Equal(s.GetMetadata().GetCreatedAt().AsTime().Truncate(time.Microsecond)) {
 		t.Errorf("metadata changed: %v -> %v", s.GetMetadata(), u.GetMetadata())
 	}
 
@@ -258,7 +260,8 @@ func TestUpdatesSetOnlyPresentFields(t *testing.T) {
 
 // TestTimestampPrecision: every timestamp read back from the database
 // (watch events, get, list) has microsecond precision, the status times a
-// client sets included; responses to mutations carry nanoseconds.
+// client sets included; responses to mutations carry nanoseconds where the
+// mutation set the time (a create's, an update's updated_at and fields).
 func TestTimestampPrecision(t *testing.T) {
 	t.Parallel()
 	clock := time.Date(2026, 5, 6, 7, 8, 9, 123456789, time.UTC)
@@ -273,10 +276,23 @@ func TestTimestampPrecision(t *testing.T) {
 		t.Errorf("mutation response nanos = %d, want 123456789", got)
 	}
 	id := s.GetMetadata().GetId()
-	if _, err := c.UpdateSessionStatus(ctx, &ambientv1.UpdateSessionStatusRequest{
+	st, err := c.UpdateSessionStatus(ctx, &ambientv1.UpdateSessionStatusRequest{
 		Id: id, StartTime: timestamppb.New(clock), CompletionTime: timestamppb.New(clock.Add(time.Hour)),
-	}); err != nil {
+	})
+	if err != nil {
 		t.Fatal(err)
+	}
+	// An update answers with the row as read (created_at in
+	// microseconds), changed by the request (its times as sent) and
+	// updated_at set now: the real server reads the row before it writes.
+	for field, want := range map[string]int32{
+		"created_at": 123456000, "updated_at": 123456789, "start_time": 123456789, "completion_time": 123456789,
+	} {
+		ts := map[string]*timestamppb.Timestamp{"created_at": st.GetMetadata().GetCreatedAt(), "updated_at": st.GetMetadata().GetUpdatedAt(),
+			"start_time": st.GetStartTime(), "completion_time": st.GetCompletionTime()}[field]
+		if ts.GetNanos() != want {
+			t.Errorf("update response: %s nanos = %d, want %d", field, ts.GetNanos(), want)
+		}
 	}
 	w, err := c.WatchSessions(ctx)
 	if err != nil {

@@ -77,11 +77,14 @@ func (r *resource[T]) create(id string, obj T) (T, error) {
 	return proto.CloneOf(obj), nil
 }
 
-// update applies mutate to a copy of the stored object, bumps updated_at and
-// returns a full precision copy. mutate runs under the store lock.
+// update applies mutate to the stored object as read from the database
+// (microsecond timestamps, as the real server reads the row before it
+// changes it), bumps updated_at and returns a copy: the fields the request
+// set and updated_at at full precision, the rest in microseconds. mutate
+// runs under the store lock.
 func (r *resource[T]) update(id string, mutate func(T) error) (T, error) {
 	obj, err := r.st.update(id, func(old T) (T, T, error) {
-		n := proto.CloneOf(old)
+		n := microView(old)
 		if err := mutate(n); err != nil {
 			var zero T
 			return zero, zero, err
