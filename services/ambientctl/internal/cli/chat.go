@@ -65,27 +65,11 @@ func (o *options) chat(ctx context.Context, w io.Writer, session, message string
 	if err != nil {
 		return fmt.Errorf("encode run input: %w", err)
 	}
-	target := o.proxyURL + "/sessions/" + url.PathEscape(session) + "/agui/run"
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(body))
+	resp, err := o.openStream(ctx, http.MethodPost, session, "/agui/run", body)
 	if err != nil {
-		return fmt.Errorf("build request: %w", err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Accept", "text/event-stream")
-	if o.proxyToken != "" {
-		req.Header.Set("Authorization", "Bearer "+o.proxyToken)
-	}
-	// No client timeout: a run streams for as long as the agent works; ctx
-	// (Ctrl-C) ends it. The request carries the command's traceparent, so
-	// the chat can be followed through the proxy into the runner.
-	resp, err := o.httpClient().Do(req)
-	if err != nil {
-		return fmt.Errorf("reach the agui-proxy at %s (is the dev stack running? or pass --proxy): %w", o.proxyURL, err)
+		return err
 	}
 	defer resp.Body.Close() //nolint:errcheck // read-only body
-	if resp.StatusCode != http.StatusOK {
-		return proxyError(resp, session)
-	}
 	return printRuns(resp.Body, w, 1, false)
 }
 
@@ -110,10 +94,34 @@ func followCmd(o *options) *cobra.Command {
 
 func (o *options) follow(ctx context.Context, w io.Writer, session string, runs int) error {
 	ctx = tagSession(ctx, session, "")
-	target := o.proxyURL + "/sessions/" + url.PathEscape(session) + "/agui/events"
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
+	resp, err := o.openStream(ctx, http.MethodGet, session, "/agui/events", nil)
 	if err != nil {
-		return fmt.Errorf("build request: %w", err)
+		return err
+	}
+	defer resp.Body.Close() //nolint:errcheck // read-only body
+	err = printRuns(resp.Body, w, runs, true)
+	if ctx.Err() != nil {
+		return nil // Ctrl-C: following ends here
+	}
+	return err
+}
+
+// openStream sends an AG-UI request for session's route through the
+// agui-proxy and returns its event stream, or the proxy's refusal as an
+// error. There is no client timeout: a stream lasts as long as the agent
+// works, and ctx (Ctrl-C) ends it. The request carries the command's
+// traceparent, so it can be followed through the proxy into the runner.
+func (o *options) openStream(ctx context.Context, method, session, route string, body []byte) (*http.Response, error) {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, o.proxyURL+"/sessions/"+url.PathEscape(session)+route, rd)
+	if err != nil {
+		return nil, fmt.Errorf("build request: %w", err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
 	}
 	req.Header.Set("Accept", "text/event-stream")
 	if o.proxyToken != "" {
@@ -121,17 +129,13 @@ func (o *options) follow(ctx context.Context, w io.Writer, session string, runs 
 	}
 	resp, err := o.httpClient().Do(req)
 	if err != nil {
-		return fmt.Errorf("reach the agui-proxy at %s (is the dev stack running? or pass --proxy): %w", o.proxyURL, err)
+		return nil, fmt.Errorf("reach the agui-proxy at %s (is the dev stack running? or pass --proxy): %w", o.proxyURL, err)
 	}
-	defer resp.Body.Close() //nolint:errcheck // read-only body
 	if resp.StatusCode != http.StatusOK {
-		return proxyError(resp, session)
+		defer resp.Body.Close() //nolint:errcheck // read-only body
+		return nil, proxyError(resp, session)
 	}
-	err = printRuns(resp.Body, w, runs, true)
-	if ctx.Err() != nil {
-		return nil // Ctrl-C: following ends here
-	}
-	return err
+	return resp, nil
 }
 
 // printRuns prints the assistant's text of the AG-UI runs on body until
