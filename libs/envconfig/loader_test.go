@@ -213,6 +213,13 @@ func TestSecret(t *testing.T) {
 	if err := os.WriteFile(empty, []byte("\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	blank, twoLines := filepath.Join(dir, "blank"), filepath.Join(dir, "two-lines")
+	if err := os.WriteFile(blank, []byte("  \t \n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(twoLines, []byte("first\nsecond\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	missing := filepath.Join(dir, "nope")
 	runCases(t, func(l *Loader) string { return l.Secret("API_TOKEN").Reveal() }, []tcase[string]{
 		{name: "unset", want: ""},
@@ -223,7 +230,19 @@ func TestSecret(t *testing.T) {
 		{name: "missing file", env: map[string]string{"API_TOKEN_FILE": missing}, want: "",
 			wantErr: fmt.Sprintf(`API_TOKEN_FILE: want a path to an existing regular file holding the secret, got %q: open %s: no such file or directory`, missing, missing)},
 		{name: "empty file", env: map[string]string{"API_TOKEN_FILE": empty}, want: "",
-			wantErr: fmt.Sprintf(`API_TOKEN_FILE: want a file holding the secret, got %q`, empty+" (empty)")},
+			wantErr: fmt.Sprintf(`API_TOKEN_FILE: want a secret, not empty or only white space, got %q`, empty+" (empty)")},
+		{name: "white space file", env: map[string]string{"API_TOKEN_FILE": blank}, want: "",
+			wantErr: fmt.Sprintf(`API_TOKEN_FILE: want a secret, not empty or only white space, got %q`, blank+" (empty)")},
+		{name: "file path of white space", env: map[string]string{"API_TOKEN_FILE": "  "}, want: "",
+			wantErr: `API_TOKEN_FILE: want a path to a file holding the secret, got "only white space"`},
+		// A Kubernetes secretKeyRef keeps the file's trailing newline.
+		{name: "variable with a trailing newline", env: map[string]string{"API_TOKEN": "s3cret\r\n"}, want: "s3cret"},
+		{name: "variable of white space", env: map[string]string{"API_TOKEN": "   "}, want: "",
+			wantErr: `API_TOKEN: want a secret, not empty or only white space, got "the value (empty)"`},
+		{name: "line break inside", env: map[string]string{"API_TOKEN": "s3\ncret"}, want: "",
+			wantErr: `API_TOKEN: want a secret without control characters (a line break or tab inside?), got "the value (not shown)"`},
+		{name: "file with a line break inside", env: map[string]string{"API_TOKEN_FILE": twoLines}, want: "",
+			wantErr: fmt.Sprintf(`API_TOKEN_FILE: want a secret without control characters (a line break or tab inside?), got %q`, twoLines+" (not shown)")},
 	})
 	runCases(t, func(l *Loader) string { return l.RequiredSecret("API_TOKEN").Reveal() }, []tcase[string]{
 		{name: "required set", env: map[string]string{"API_TOKEN": "s3cret"}, want: "s3cret"},

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode"
 	"time"
 )
 
@@ -48,30 +49,59 @@ func (l *Loader) Required(name string) string {
 const FileSuffix = "_FILE"
 
 // secret reads a secret from name or from the file name+FileSuffix
-// names; found is false when neither is set (or the file is unusable,
-// which is recorded).
+// names; found is false when neither is set (or the value is unusable,
+// which is recorded). Trailing line breaks are dropped: files written by
+// hand or by kubectl end with one, and so does a variable filled from such
+// a file (a Kubernetes secretKeyRef); secrets never do. What remains must
+// be printable: a token with a line break or only white space in it could
+// never authenticate, and would fail every call instead of the start.
 func (l *Loader) secret(name string) (v Redacted, found bool) {
 	raw, ok := l.raw(name)
-	path, fok := l.trimmed(name + FileSuffix)
+	path, pathSet := l.raw(name + FileSuffix)
 	switch {
-	case ok && fok:
-		l.invalid(name+FileSuffix, "unset when "+name+" is set (one of the two)", path, nil)
+	case ok && pathSet:
+		l.invalid(name+FileSuffix, "unset when "+name+" is set (one of the two)", strings.TrimSpace(path), nil)
 		return "", false
-	case !fok:
-		return Redacted(raw), ok
+	case pathSet:
+		return l.secretFile(name+FileSuffix, strings.TrimSpace(path))
+	case !ok:
+		return "", false
+	}
+	return l.checkSecret(name, strings.TrimRight(raw, "\r\n"), "")
+}
+
+// secretFile reads the secret in the file at path (the value of the
+// variable fileVar).
+func (l *Loader) secretFile(fileVar, path string) (Redacted, bool) {
+	if path == "" {
+		l.invalid(fileVar, "a path to a file holding the secret", "only white space", nil)
+		return "", false
 	}
 	b, err := os.ReadFile(path)
 	if err != nil {
-		l.invalid(name+FileSuffix, wantFile+" holding the secret", path, err)
+		l.invalid(fileVar, wantFile+" holding the secret", path, err)
 		return "", false
 	}
-	// Files written by hand or by kubectl end with a newline; secrets never do.
-	v = Redacted(strings.TrimRight(string(b), "\r\n"))
-	if v == "" {
-		l.invalid(name+FileSuffix, "a file holding the secret", path+" (empty)", nil)
+	return l.checkSecret(fileVar, strings.TrimRight(string(b), "\r\n"), path)
+}
+
+// checkSecret records v, read from variable name (or the file at path), as
+// invalid when it is empty, white space only, or holds a control
+// character; the error never shows the secret.
+func (l *Loader) checkSecret(name, v, path string) (Redacted, bool) {
+	where := "the value"
+	if path != "" {
+		where = path
+	}
+	switch {
+	case strings.TrimSpace(v) == "":
+		l.invalid(name, "a secret, not empty or only white space", where+" (empty)", nil)
+		return "", false
+	case strings.IndexFunc(v, unicode.IsControl) >= 0:
+		l.invalid(name, "a secret without control characters (a line break or tab inside?)", where+" (not shown)", nil)
 		return "", false
 	}
-	return v, true
+	return Redacted(v), true
 }
 
 // Secret returns the variable's value as a [Redacted], or "" when unset. Use
