@@ -74,6 +74,18 @@ func LoadConfig(l *envconfig.Loader, def Config) Config {
 	}
 	if !ValidName(c.Stream) {
 		l.Invalid(EnvStream, "a stream name of "+nameForm, c.Stream, nil)
+	} else if why := ReservedStream(c.Stream); why != "" {
+		l.Invalid(EnvStream, "an events stream's name, not "+why, c.Stream, nil)
+	}
+	// The live stream captures exactly the live prefix (what the informer
+	// enforces on its side): a consumer of it with another prefix would
+	// filter on subjects no event has and count nothing, ready.
+	if (c.Stream == events.StreamName) != (c.SubjectPrefix == events.SubjectPrefix) {
+		l.Invalid(EnvSubjectPrefix, fmt.Sprintf("%q exactly when %s is %q (a shadow consumer sets both)", events.SubjectPrefix, EnvStream, events.StreamName), c.SubjectPrefix, nil)
+	} else if c.Stream != events.StreamName {
+		if why := PrefixOverlap(c.SubjectPrefix); why != "" {
+			l.Invalid(EnvSubjectPrefix, "a shadow stream's own prefix, not one that "+why, c.SubjectPrefix, nil)
+		}
 	}
 	if !ValidName(c.Group) {
 		l.Invalid(EnvGroup, "a group name of "+nameForm, c.Group, nil)

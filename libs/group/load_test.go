@@ -74,6 +74,26 @@ func TestLoadConfig(t *testing.T) {
 			wantErr: []string{group.EnvMemberID, group.EnvGroup, group.EnvStream, group.EnvSubjectPrefix},
 		},
 		{
+			name:    "the dead-letter stream",
+			def:     group.Config{Group: "g"},
+			env:     map[string]string{group.EnvMemberID: "m", group.EnvStream: "AMBIENT_DLQ", group.EnvSubjectPrefix: "zz.shadow"},
+			wantErr: []string{group.EnvStream},
+		},
+		{
+			// The events carry the live prefix: this member would count
+			// nothing, and be ready.
+			name:    "another prefix on the live stream",
+			def:     group.Config{Group: "g"},
+			env:     map[string]string{group.EnvMemberID: "m", group.EnvSubjectPrefix: "x.y"},
+			wantErr: []string{group.EnvSubjectPrefix},
+		},
+		{
+			name:    "shadow prefix overlapping the live one",
+			def:     group.Config{Group: "g"},
+			env:     map[string]string{group.EnvMemberID: "m", group.EnvStream: "S", group.EnvSubjectPrefix: "ambient.events.s"},
+			wantErr: []string{group.EnvSubjectPrefix},
+		},
+		{
 			name:    "member partition outside partitions",
 			def:     group.Config{Group: "g"},
 			env:     map[string]string{group.EnvMemberID: "m", group.EnvPartitions: "4", group.EnvMemberPartitions: "4"},

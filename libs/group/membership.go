@@ -31,7 +31,12 @@ func WorkStreamName(stream, group string) string { return stream + "-" + group }
 
 // MembersBucketName is the KV bucket holding the group's member heartbeats;
 // its per-bucket TTL is the MemberTTL.
-func MembersBucketName(stream, group string) string { return "ambient-members-" + stream + "-" + group }
+func MembersBucketName(stream, group string) string {
+	return membersBucketPrefix + stream + "-" + group
+}
+
+// membersBucketPrefix starts the name of every group's members bucket.
+const membersBucketPrefix = "ambient-members-"
 
 // memberRecord is a member's heartbeat value.
 type memberRecord struct {

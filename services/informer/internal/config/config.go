@@ -97,6 +97,10 @@ func (c Config) Shadow() bool { return c.Stream != events.StreamName }
 // FromEnv reads the process environment (see Load).
 func FromEnv() (Config, error) { return Load(nil) }
 
+// MinStreamMaxAge is the shortest max age a NATS server accepts for a
+// stream.
+const MinStreamMaxAge = 100 * time.Millisecond
+
 // Load reads the configuration through lookup (nil: the process
 // environment) and returns every problem at once; each names its variable.
 func Load(lookup envconfig.LookupFunc) (Config, error) {
@@ -133,9 +137,15 @@ func Load(lookup envconfig.LookupFunc) (Config, error) {
 	}
 	if !group.ValidName(c.Stream) {
 		bad(EnvEventsStream, `a stream name of letters, digits, "-" and "_"`, c.Stream)
+	} else if why := group.ReservedStream(c.Stream); why != "" {
+		// The informer creates its stream with its own subjects and limits:
+		// over the dead-letter stream it would take the dead letters' place.
+		bad(EnvEventsStream, "an events stream's name, not "+why, c.Stream)
 	}
 	if !group.ValidName(c.ObjectsBucket) {
 		bad(EnvObjectsBucket, `a bucket name of letters, digits, "-" and "_"`, c.ObjectsBucket)
+	} else if why := group.ReservedBucket(c.ObjectsBucket); why != "" {
+		bad(EnvObjectsBucket, "an objects bucket's name, not "+why, c.ObjectsBucket)
 	}
 	if !group.ValidName(c.LeaseKey) {
 		bad(EnvLeaseKey, `a key of letters, digits, "-" and "_"`, c.LeaseKey)
@@ -149,10 +159,17 @@ func Load(lookup envconfig.LookupFunc) (Config, error) {
 	if c.Shadow() && (c.ObjectsBucket == bus.BucketObjects || c.LeaseKey == DefaultLeaseKey) {
 		bad(EnvObjectsBucket+"/"+EnvLeaseKey, "names other than the live informer's in shadow mode", c.ObjectsBucket+"/"+c.LeaseKey)
 	}
+	if c.Shadow() && c.SubjectPrefix != events.SubjectPrefix {
+		if why := group.PrefixOverlap(c.SubjectPrefix); why != "" {
+			bad(EnvSubjectPrefix, "a shadow stream's own prefix, not one that "+why, c.SubjectPrefix)
+		}
+	}
 	if c.LeaseTTL < time.Second {
 		bad(EnvLeaseTTL, "a duration of at least 1s", c.LeaseTTL.String())
 	}
-	if c.BackoffInitial <= 0 || c.BackoffMax < c.BackoffInitial {
+	if c.BackoffInitial <= 0 {
+		bad(EnvBackoffInitial, "a positive duration", c.BackoffInitial.String())
+	} else if c.BackoffMax < c.BackoffInitial {
 		bad(EnvBackoffMax, fmt.Sprintf("a duration >= %s (%s)", EnvBackoffInitial, c.BackoffInitial), c.BackoffMax.String())
 	}
 	if c.MarkerTTL < time.Second {
@@ -162,8 +179,10 @@ func Load(lookup envconfig.LookupFunc) (Config, error) {
 	if c.AuditInterval < 0 {
 		bad(EnvAuditInterval, "a duration >= 0 (0 disables)", c.AuditInterval.String())
 	}
-	if c.StreamMaxAge <= 0 {
-		bad(EnvStreamMaxAge, "a positive duration", c.StreamMaxAge.String())
+	if c.StreamMaxAge < MinStreamMaxAge {
+		// The server refuses a shorter max age when the stream is
+		// created, which would be retried for ever.
+		bad(EnvStreamMaxAge, "a duration of at least "+MinStreamMaxAge.String()+" (the NATS server's minimum)", c.StreamMaxAge.String())
 	}
 	if c.InstanceID == "" {
 		id, err := defaultInstanceID()

@@ -68,6 +68,18 @@ func TestLoad(t *testing.T) {
 		{name: "backoff order", env: base(EnvBackoffInitial, "10s", EnvBackoffMax, "1s"), wantErr: []string{EnvBackoffMax}},
 		{name: "negative audit interval", env: base(EnvAuditInterval, "-1s"), wantErr: []string{EnvAuditInterval}},
 		{name: "missing CA file", env: base(apiclient.EnvGRPCCAFile, "/does/not/exist"), wantErr: []string{apiclient.EnvGRPCCAFile}},
+		{name: "backoff initial zero", env: base(EnvBackoffInitial, "0s"), wantErr: []string{EnvBackoffInitial}},
+		// Names and subjects of the control plane's own streams and buckets:
+		// the informer would create its stream or bucket over them.
+		{name: "the dead-letter stream", env: base(EnvEventsStream, "AMBIENT_DLQ", EnvSubjectPrefix, "zz.shadow"), wantErr: []string{EnvEventsStream}},
+		{name: "a KV bucket's stream", env: base(EnvEventsStream, "KV_x", EnvSubjectPrefix, "zz.shadow"), wantErr: []string{EnvEventsStream}},
+		{name: "a live work queue", env: base(EnvEventsStream, "AMBIENT_EVENTS-kube-reconciler", EnvSubjectPrefix, "zz.shadow"), wantErr: []string{EnvEventsStream}},
+		{name: "the leases bucket", env: base(EnvObjectsBucket, "ambient-leases"), wantErr: []string{EnvObjectsBucket}},
+		{name: "a members bucket", env: base(EnvObjectsBucket, "ambient-members-AMBIENT_EVENTS-svc"), wantErr: []string{EnvObjectsBucket}},
+		{name: "shadow prefix under the live one", env: base(EnvEventsStream, "S", EnvSubjectPrefix, "ambient.events.x"), wantErr: []string{EnvSubjectPrefix}},
+		{name: "shadow prefix above the live one", env: base(EnvEventsStream, "S", EnvSubjectPrefix, "ambient"), wantErr: []string{EnvSubjectPrefix}},
+		{name: "shadow prefix of the dead letters", env: base(EnvEventsStream, "S", EnvSubjectPrefix, "ambient.dlq"), wantErr: []string{EnvSubjectPrefix}},
+		{name: "stream max age under the server's minimum", env: base(EnvStreamMaxAge, "50ms"), wantErr: []string{EnvStreamMaxAge}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -85,7 +97,9 @@ func TestLoad(t *testing.T) {
 				t.Fatalf("err = %v, want a VarError", err)
 			}
 			for _, name := range tc.wantErr {
-				if !strings.Contains(err.Error(), name) {
+				// Named as the variable at fault, not only in another's
+				// message.
+				if !strings.Contains(err.Error(), name+": ") && !strings.Contains(err.Error(), name+"/") {
 					t.Errorf("error does not name %s: %v", name, err)
 				}
 			}
