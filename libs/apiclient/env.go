@@ -37,12 +37,18 @@ type EnvConfig struct {
 // LoadEnv reads the API connection's variables through l (problems are
 // recorded in l, each naming its variable). The token is required.
 func LoadEnv(l *envconfig.Loader) EnvConfig {
-	return EnvConfig{
+	e := EnvConfig{
 		Token:  l.RequiredSecret(EnvAPIToken),
 		Addr:   l.HostPort(EnvGRPCAddr, DefaultGRPCAddr),
 		UseTLS: l.Bool(EnvGRPCUseTLS, false),
 		CAFile: l.File(EnvGRPCCAFile, ""),
 	}
+	if e.CAFile != "" && !e.UseTLS {
+		// A CA says the operator meant TLS; without it the token would go
+		// in plain text while the CA was silently unused.
+		l.Invalid(EnvGRPCCAFile, "unset unless "+EnvGRPCUseTLS+"=true (the CA verifies a TLS connection)", e.CAFile, nil)
+	}
+	return e
 }
 
 // Config is the client configuration of e (other fields at their defaults).

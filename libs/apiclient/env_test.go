@@ -3,6 +3,7 @@ package apiclient_test
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -63,6 +64,22 @@ func TestLoadEnvConfig(t *testing.T) {
 			apiclient.EnvGRPCCAFile: ca,
 		}, apiclient.Config{Addr: "api.example:9000", Token: "tok", UseTLS: true, CAFile: ca}},
 	}
+	t.Run("CA without TLS", func(t *testing.T) {
+		t.Parallel()
+		l := envconfig.New(envconfig.Map(map[string]string{apiclient.EnvAPIToken: "tok", apiclient.EnvGRPCCAFile: ca}))
+		apiclient.LoadEnv(l)
+		if err := l.Err(); err == nil || !strings.Contains(err.Error(), apiclient.EnvGRPCCAFile+": want unset unless") {
+			t.Fatalf("err = %v, want %s refused without TLS (the token would go in plain text)", err, apiclient.EnvGRPCCAFile)
+		}
+	})
+	t.Run("CA without TLS", func(t *testing.T) {
+		t.Parallel()
+		l := envconfig.New(envconfig.Map(map[string]string{apiclient.EnvAPIToken: "tok", apiclient.EnvGRPCCAFile: ca}))
+		apiclient.LoadEnv(l)
+		if err := l.Err(); err == nil || !strings.Contains(err.Error(), apiclient.EnvGRPCCAFile+": want unset unless") {
+			t.Fatalf("err = %v, want %s refused without TLS (the token would go in plain text)", err, apiclient.EnvGRPCCAFile)
+		}
+	})
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

@@ -1,6 +1,10 @@
 package bus
 
-import "github.com/ambient-code/control-plane/libs/envconfig"
+import (
+	"strings"
+
+	"github.com/ambient-code/control-plane/libs/envconfig"
+)
 
 // Environment variables of a NATS connection, the same in every service.
 const (
@@ -49,5 +53,38 @@ func LoadConnectConfig(l *envconfig.Loader, defaultURL string) ConnectConfig {
 	} else {
 		c.Password = l.String(EnvNATSPassword, "")
 	}
+	checkCredentials(l, c)
 	return c
+}
+
+// checkCredentials records the combinations the connection refuses
+// (ConnectConfig.validate) at load time, naming the variables: refused at
+// connect time they read "password without user" and name none.
+func checkCredentials(l *envconfig.Loader, c ConnectConfig) {
+	var kinds []string
+	if c.CredsFile != "" {
+		kinds = append(kinds, EnvNATSCredsFile)
+	}
+	if c.User != "" || c.Password != "" || c.PasswordFile != "" {
+		kinds = append(kinds, EnvNATSUser+"/"+EnvNATSPassword)
+	}
+	if c.Token != "" {
+		kinds = append(kinds, EnvNATSToken)
+	}
+	if len(kinds) > 1 {
+		l.Invalid(kinds[len(kinds)-1], "unset when "+strings.Join(kinds[:len(kinds)-1], " or ")+" is set (one way to authenticate)", "a value", nil)
+	}
+	if (c.Password != "" || c.PasswordFile != "") && c.User == "" {
+		l.Invalid(EnvNATSUser, "the user of "+EnvNATSPassword+" (or "+EnvNATSPasswordFile+")", "nothing", nil)
+	}
+	if c.Password != "" && c.PasswordFile != "" {
+		l.Invalid(EnvNATSPassword, "unset when "+EnvNATSPasswordFile+" is set (one of the two)", "a value", nil)
+	}
+	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
+		missing := EnvNATSKeyFile
+		if c.TLS.CertFile == "" {
+			missing = EnvNATSCertFile
+		}
+		l.Invalid(missing, "set with "+EnvNATSCertFile+" and "+EnvNATSKeyFile+" together (a client certificate and its key)", "nothing", nil)
+	}
 }
