@@ -1,6 +1,8 @@
 package telemetry
 
 import (
+	"math"
+	"net/url"
 	"strings"
 
 	"github.com/ambient-code/control-plane/libs/envconfig"
@@ -71,6 +73,7 @@ func LoadEnv(l *envconfig.Loader) Export {
 	for _, name := range []string{EnvOTLPProtocol, EnvOTLPTracesProtocol, EnvOTLPMetricsProtocol} {
 		exporterName(l, name, ProtocolGRPC, ProtocolHTTPProtobuf)
 	}
+	checkSDKEnv(l)
 	endpoint := l.URL(EnvOTLPEndpoint, "", "http", "https") != nil
 	tracesEndpoint := l.URL(EnvOTLPTracesEndpoint, "", "http", "https") != nil
 	metricsEndpoint := l.URL(EnvOTLPMetricsEndpoint, "", "http", "https") != nil
@@ -94,4 +97,60 @@ func exporterName(l *envconfig.Loader, name string, allowed ...string) string {
 	}
 	l.Invalid(name, "one of "+strings.Join(allowed, "|"), v, nil)
 	return ""
+}
+
+// The variables the OTel SDK reads itself. On a bad value the SDK keeps its
+// default (a header dropped, a certificate ignored, a timeout unchanged),
+// at most logging it once: checkSDKEnv refuses them at start instead, with
+// the rules of the OpenTelemetry specification.
+const (
+	envOTLPPrefix         = "OTEL_EXPORTER_OTLP_"
+	EnvBSPScheduleDelay   = "OTEL_BSP_SCHEDULE_DELAY"
+	EnvBSPExportTimeout   = "OTEL_BSP_EXPORT_TIMEOUT"
+	EnvBSPMaxQueueSize    = "OTEL_BSP_MAX_QUEUE_SIZE"
+	EnvBSPMaxBatchSize    = "OTEL_BSP_MAX_EXPORT_BATCH_SIZE"
+	EnvMetricExportPeriod = "OTEL_METRIC_EXPORT_INTERVAL"
+	EnvMetricExportTime   = "OTEL_METRIC_EXPORT_TIMEOUT"
+)
+
+// maxMillis bounds the millisecond variables (about 24 days).
+const maxMillis = math.MaxInt32
+
+// checkSDKEnv records every malformed variable of the OTLP exporters (in
+// their general and per-signal forms) and of the batching.
+func checkSDKEnv(l *envconfig.Loader) {
+	for _, signal := range []string{"", "TRACES_", "METRICS_"} {
+		base := envOTLPPrefix + signal
+		checkHeaders(l, base+"HEADERS")
+		l.Int(base+"TIMEOUT", 0, 0, maxMillis)
+		exporterName(l, base+"COMPRESSION", "gzip", "none")
+		for _, file := range []string{"CERTIFICATE", "CLIENT_CERTIFICATE", "CLIENT_KEY"} {
+			l.File(base+file, "")
+		}
+	}
+	l.Int(EnvBSPScheduleDelay, 0, 0, maxMillis)
+	l.Int(EnvBSPExportTimeout, 0, 0, maxMillis)
+	l.Int(EnvBSPMaxQueueSize, 1, 1, math.MaxInt32)
+	l.Int(EnvBSPMaxBatchSize, 1, 1, math.MaxInt32)
+	l.Int(EnvMetricExportPeriod, 1, 1, maxMillis)
+	l.Int(EnvMetricExportTime, 1, 1, maxMillis)
+}
+
+// checkHeaders records a headers variable that is not a comma-separated
+// list of key=value pairs with non-empty keys and URL-encoded values.
+func checkHeaders(l *envconfig.Loader, name string) {
+	v := l.String(name, "")
+	if v == "" {
+		return
+	}
+	for _, pair := range strings.Split(v, ",") {
+		key, value, ok := strings.Cut(pair, "=")
+		_, err := url.PathUnescape(strings.TrimSpace(value))
+		if !ok || strings.TrimSpace(key) == "" || err != nil {
+			// Not shown: the value holds credentials (an authorization
+			// header), and a malformed one may hold them anywhere.
+			l.Invalid(name, `comma-separated key=value pairs, values URL-encoded (e.g. "x-tenant=a,x-team=b%20c")`, "a malformed value (not shown)", nil)
+			return
+		}
+	}
 }

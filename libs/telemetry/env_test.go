@@ -27,6 +27,21 @@ func TestLoadEnv(t *testing.T) {
 		{name: "bare host port", env: map[string]string{EnvOTLPEndpoint: "collector:4317"}, badVars: []string{EnvOTLPEndpoint}},
 		{name: "other scheme", env: map[string]string{EnvOTLPTracesEndpoint: "ftp://collector:21"}, badVars: []string{EnvOTLPTracesEndpoint}},
 		{name: "unknown protocol", env: map[string]string{EnvOTLPProtocol: "http/json", EnvOTLPMetricsProtocol: "GRPC"}, badVars: []string{EnvOTLPProtocol, EnvOTLPMetricsProtocol}},
+		{name: "SDK variables well formed", env: map[string]string{
+			"OTEL_EXPORTER_OTLP_HEADERS": "authorization=Bearer%20x,x-tenant=a", "OTEL_EXPORTER_OTLP_TIMEOUT": "5000",
+			"OTEL_EXPORTER_OTLP_TRACES_COMPRESSION": "gzip", EnvBSPScheduleDelay: "200", EnvMetricExportPeriod: "60000",
+		}},
+		// The SDK keeps its default for each of these, at most logging it.
+		{name: "SDK variables malformed", env: map[string]string{
+			"OTEL_EXPORTER_OTLP_HEADERS": "garbage", "OTEL_EXPORTER_OTLP_METRICS_HEADERS": "=x", "OTEL_EXPORTER_OTLP_TRACES_HEADERS": "a=%zz",
+			"OTEL_EXPORTER_OTLP_TIMEOUT": "abc", "OTEL_EXPORTER_OTLP_COMPRESSION": "bogus",
+			"OTEL_EXPORTER_OTLP_CERTIFICATE": "/nonexistent", "OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY": "/nonexistent",
+			EnvBSPScheduleDelay: "abc", EnvBSPMaxQueueSize: "0", EnvMetricExportPeriod: "-1",
+		}, badVars: []string{
+			"OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_METRICS_HEADERS", "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+			"OTEL_EXPORTER_OTLP_TIMEOUT", "OTEL_EXPORTER_OTLP_COMPRESSION", "OTEL_EXPORTER_OTLP_CERTIFICATE",
+			"OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY", EnvBSPScheduleDelay, EnvBSPMaxQueueSize, EnvMetricExportPeriod,
+		}},
 		{name: "prometheus exporter refused", env: map[string]string{EnvMetricsExporter: "prometheus", EnvTracesExporter: "jaeger"}, badVars: []string{EnvMetricsExporter, EnvTracesExporter}},
 	}
 	for _, tc := range tests {
@@ -44,8 +59,11 @@ func TestLoadEnv(t *testing.T) {
 			if !errors.Is(err, envconfig.ErrInvalid) {
 				t.Fatalf("LoadEnv error = %v, want ErrInvalid", err)
 			}
+			if strings.Contains(err.Error(), "garbage") || strings.Contains(err.Error(), "%zz") {
+				t.Errorf("error %q shows a headers value", err)
+			}
 			for _, v := range tc.badVars {
-				if !strings.Contains(err.Error(), v) {
+				if !strings.Contains(err.Error(), v+":") {
 					t.Errorf("error %q does not name %s", err, v)
 				}
 			}
