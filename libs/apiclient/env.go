@@ -39,7 +39,7 @@ type EnvConfig struct {
 func LoadEnv(l *envconfig.Loader) EnvConfig {
 	e := EnvConfig{
 		Token:  l.RequiredSecret(EnvAPIToken),
-		Addr:   l.HostPort(EnvGRPCAddr, DefaultGRPCAddr),
+		Addr:   l.DialAddr(EnvGRPCAddr, DefaultGRPCAddr),
 		UseTLS: l.Bool(EnvGRPCUseTLS, false),
 		CAFile: l.File(EnvGRPCCAFile, ""),
 	}

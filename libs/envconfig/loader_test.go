@@ -144,6 +144,13 @@ func TestHostPort(t *testing.T) {
 		{name: "no port", env: map[string]string{"LISTEN_ADDR": "localhost"}, want: ":8080", wantErr: want + `"localhost"`},
 		{name: "port too big", env: map[string]string{"LISTEN_ADDR": ":65536"}, want: ":8080", wantErr: want + `":65536"`},
 		{name: "named port", env: map[string]string{"LISTEN_ADDR": ":http"}, want: ":8080", wantErr: want + `":http"`},
+		{name: "space in the host", env: map[string]string{"LISTEN_ADDR": "bad host:9090"}, want: ":8080", wantErr: want + `"bad host:9090"`},
+	})
+	const dial = `API_ADDR: want "HOST:PORT" with a host and 1 <= PORT <= 65535, got `
+	runCases(t, func(l *Loader) string { return l.DialAddr("API_ADDR", "localhost:8001") }, []tcase[string]{
+		{name: "dial address", env: map[string]string{"API_ADDR": "api.example:9000"}, want: "api.example:9000"},
+		{name: "dial port 0", env: map[string]string{"API_ADDR": "localhost:0"}, want: "localhost:8001", wantErr: dial + `"localhost:0"`},
+		{name: "dial without host", env: map[string]string{"API_ADDR": ":9000"}, want: "localhost:8001", wantErr: dial + `":9000"`},
 	})
 }
 
@@ -181,7 +188,9 @@ func TestList(t *testing.T) {
 	runCases(t, func(l *Loader) []string { return l.List("RESOURCES", []string{"sessions"}) }, []tcase[[]string]{
 		{name: "unset", want: []string{"sessions"}},
 		{name: "items trimmed", env: map[string]string{"RESOURCES": " sessions , projects,,"}, want: []string{"sessions", "projects"}},
-		{name: "only commas", env: map[string]string{"RESOURCES": ",,"}, want: []string{"sessions"}},
+		// Set, yet naming nothing: refused, not taken for unset.
+		{name: "only commas", env: map[string]string{"RESOURCES": ",,"}, want: []string{"sessions"},
+			wantErr: `RESOURCES: want comma-separated non-empty items, got ",,"`},
 	})
 }
 
@@ -347,7 +356,7 @@ func TestRedacted(t *testing.T) {
 }
 
 func TestLoaderIntSet(t *testing.T) {
-	l := New(Map(map[string]string{"GOOD": "0-2,7", "BAD": "0-99"}))
+	l := New(Map(map[string]string{"GOOD": "0-2,7", "BAD": "0-99", "NONE": " , "}))
 	if got := l.IntSet("GOOD", 16); !slices.Equal(got, []int{0, 1, 2, 7}) {
 		t.Errorf("IntSet(GOOD) = %v", got)
 	}
@@ -361,6 +370,10 @@ func TestLoaderIntSet(t *testing.T) {
 	if err := l.Err(); !errors.As(err, &ve) || ve.Name != "BAD" {
 		t.Fatalf("Err() = %v, want a VarError naming BAD", err)
 	}
+	// Set, yet naming nothing: refused, not taken for unset (all).
+	if got := l.IntSet("NONE", 16); got != nil || !strings.Contains(l.Err().Error(), "NONE: want") {
+		t.Errorf("IntSet(NONE) = %v, Err() = %v; want nil and an error naming NONE", got, l.Err())
+	}
 }
 
 func TestLoaderURLList(t *testing.T) {
@@ -368,6 +381,7 @@ func TestLoaderURLList(t *testing.T) {
 		"GOOD":      "nats://a:4222, tls://b:4222",
 		"BADSCHEME": "nats://a:4222,http://b:80",
 		"NOHOST":    "nats://",
+		"BADPORT":   "nats://a:99999",
 		"SECRET":    "nats://svc:s3cret@a:4222,http://t0ken@b:80",
 	}))
 	if got := l.URLList("GOOD", "def", "nats", "tls"); got != "nats://a:4222, tls://b:4222" {
@@ -379,7 +393,7 @@ func TestLoaderURLList(t *testing.T) {
 	if l.Err() != nil {
 		t.Fatalf("Err() = %v after valid values", l.Err())
 	}
-	for _, name := range []string{"BADSCHEME", "NOHOST"} {
+	for _, name := range []string{"BADSCHEME", "NOHOST", "BADPORT"} {
 		if got := l.URLList(name, "def", "nats", "tls"); got != "def" {
 			t.Errorf("URLList(%s) = %q, want the default", name, got)
 		}
@@ -388,7 +402,7 @@ func TestLoaderURLList(t *testing.T) {
 		t.Errorf("URLList(SECRET) = %q, want the default", got)
 	}
 	err := l.Err()
-	for _, name := range []string{"BADSCHEME", "NOHOST", "SECRET"} {
+	for _, name := range []string{"BADSCHEME", "NOHOST", "BADPORT", "SECRET"} {
 		if err == nil || !strings.Contains(err.Error(), name) {
 			t.Errorf("Err() = %v, want it to name %s", err, name)
 		}

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode"
 	"time"
 )
 
@@ -64,6 +65,9 @@ func ParseHostPort(s string) (host string, port int, err error) {
 	host, p, err := net.SplitHostPort(s)
 	if err != nil {
 		return "", 0, fmt.Errorf("host:port %q: %w", s, errors.Join(ErrInvalid, err))
+	}
+	if strings.ContainsFunc(host, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) {
+		return "", 0, fmt.Errorf("host:port %q: white space in the host: %w", s, ErrInvalid)
 	}
 	port, err = parsePort(p)
 	if err != nil {

@@ -16,6 +16,7 @@ const (
 	wantBool     = `true or false`
 	wantDuration = `a non-negative Go duration such as "30s" or "1m30s"`
 	wantHostPort = `"HOST:PORT" with 0 <= PORT <= 65535`
+	wantDialAddr = `"HOST:PORT" with a host and 1 <= PORT <= 65535`
 	wantFile     = `a path to an existing regular file`
 	wantValue    = `a non-empty value`
 )
@@ -200,8 +201,15 @@ func (l *Loader) URL(name, def string, schemes ...string) *url.URL {
 // schemes are given, is one of them.
 func absoluteURL(raw string, schemes []string) (*url.URL, bool) {
 	u, err := url.Parse(raw)
-	if err != nil || u.Scheme == "" || u.Host == "" || (len(schemes) > 0 && !slices.Contains(schemes, u.Scheme)) {
+	if err != nil || u.Scheme == "" || u.Hostname() == "" || (len(schemes) > 0 && !slices.Contains(schemes, u.Scheme)) {
 		return nil, false
+	}
+	// url.Parse takes any digits as the port: "nats://a:99999" could
+	// never be dialled.
+	if p := u.Port(); p != "" {
+		if n, err := parsePort(p); err != nil || n == 0 {
+			return nil, false
+		}
 	}
 	return u, true
 }
@@ -242,6 +250,21 @@ func (l *Loader) HostPort(name, def string) string {
 	return v
 }
 
+// DialAddr is [Loader.HostPort] for an address to connect to: the host is
+// required and the port is 1..65535 (a listen address may leave the host
+// out and take port 0, a dialled one cannot).
+func (l *Loader) DialAddr(name, def string) string {
+	v, ok := l.trimmed(name)
+	if !ok {
+		return def
+	}
+	if host, port, err := ParseHostPort(v); err != nil || host == "" || port == 0 {
+		l.invalid(name, wantDialAddr, v, nil)
+		return def
+	}
+	return v
+}
+
 // PortRange parses "LOW-HIGH" (see [ParsePortRange]), or returns def when the
 // variable is unset.
 func (l *Loader) PortRange(name string, def PortRange) PortRange {
@@ -266,6 +289,11 @@ func (l *Loader) IntSet(name string, n int) []int {
 		return nil
 	}
 	set, err := ParseIntSet(v, n)
+	if err == nil && len(set) == 0 {
+		// Set, yet naming nothing (","): not the same as unset, which
+		// means all (a canary given no partitions would take them all).
+		err = ErrInvalid
+	}
 	if err != nil {
 		l.invalid(name, fmt.Sprintf(`numbers 0..%d and ranges, comma-separated ("1,3" or "0-3")`, n-1), v, nil)
 		return nil
@@ -303,6 +331,9 @@ func (l *Loader) List(name string, def []string) []string {
 		}
 	}
 	if len(out) == 0 {
+		// Set, yet naming nothing (","): refusing it beats taking the
+		// default the operator meant to replace.
+		l.invalid(name, "comma-separated non-empty items", v, nil)
 		return slices.Clone(def)
 	}
 	return out
