@@ -10,10 +10,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strconv"
 	"time"
 
 	"github.com/ambient-code/control-plane/libs/apiclient"
+	"github.com/ambient-code/control-plane/libs/bus"
 	"github.com/ambient-code/control-plane/libs/envconfig"
 	"github.com/ambient-code/control-plane/libs/restapi"
 	"github.com/ambient-code/control-plane/libs/telemetry"
@@ -34,13 +34,14 @@ const (
 
 // Environment variables that override the defaults (flags override both).
 const (
-	EnvAPIAddr    = "AMBIENT_GRPC_SERVER_ADDR"
+	EnvAPIAddr    = apiclient.EnvGRPCAddr
 	EnvRESTURL    = apiclient.EnvRESTURL   // REST base URL for sessions start/stop
 	EnvServerURL  = apiclient.EnvServerURL // the upstream name, read when EnvRESTURL is unset
-	EnvToken      = "AMBIENT_API_TOKEN"
-	EnvUseTLS     = "AMBIENT_GRPC_USE_TLS"
-	EnvCAFile     = "AMBIENT_GRPC_CA_FILE"
-	EnvNATSURL    = "NATS_URL"
+	EnvToken      = apiclient.EnvAPIToken
+	EnvTokenFile  = EnvToken + envconfig.FileSuffix // a file holding the token, as the services read it
+	EnvUseTLS     = apiclient.EnvGRPCUseTLS
+	EnvCAFile     = apiclient.EnvGRPCCAFile
+	EnvNATSURL    = bus.EnvNATSURL
 	EnvProxyURL   = "AMBIENT_PROXY_URL"
 	EnvProxyToken = "AMBIENT_PROXY_TOKEN"
 	EnvTallyURL   = "AMBIENT_TALLY_URL"
@@ -51,8 +52,11 @@ const (
 type LookupEnv func(string) (string, bool)
 
 type options struct {
-	api        string
-	rest       string
+	api  string
+	rest string
+	// restEnv is the variable --rest's default came from: EnvRESTURL, or
+	// EnvServerURL when only the upstream name is set.
+	restEnv    string
 	token      string
 	useTLS     bool
 	caFile     string
@@ -69,8 +73,15 @@ type options struct {
 	trace *commandTrace
 }
 
+// lookupSet is lookup with an empty value counted as unset, as envconfig
+// counts it.
+func lookupSet(lookup LookupEnv, name string) (string, bool) {
+	v, ok := lookup(name)
+	return v, ok && v != ""
+}
+
 func envOr(lookup LookupEnv, name, def string) string {
-	if v, ok := lookup(name); ok && v != "" {
+	if v, ok := lookupSet(lookup, name); ok {
 		return v
 	}
 	return def
@@ -108,12 +119,30 @@ func newRoot(lookup LookupEnv) (*cobra.Command, *options) {
 		SilenceErrors: true,
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	// The OTEL_* variables, the token (which may come from a file) and the
+	// TLS switch are parsed as they are read, by the services' loaders; a
+	// bad one is reported when a command runs, with the other settings.
+	l := envconfig.New(envconfig.LookupFunc(lookup))
+	o.export = telemetry.LoadEnv(l)
+	token := l.Secret(EnvToken).Reveal()
+	if token == "" {
+		token = DefaultToken
+	}
+	useTLS := l.Bool(EnvUseTLS, false)
+	envErr := l.Err()
+	o.restEnv = EnvRESTURL
+	if _, ok := lookupSet(lookup, EnvRESTURL); !ok {
+		if _, ok := lookupSet(lookup, EnvServerURL); ok {
+			o.restEnv = EnvServerURL
+		}
+	}
+
 	pf := root.PersistentFlags()
 	pf.StringVar(&o.api, "api", envOr(lookup, EnvAPIAddr, DefaultAPIAddr), "ambient API gRPC address ($"+EnvAPIAddr+")")
 	pf.StringVar(&o.rest, "rest", envOr(lookup, EnvRESTURL, envOr(lookup, EnvServerURL, DefaultRESTURL)),
 		"ambient API REST base URL, for `sessions start/stop` ($"+EnvRESTURL+", else $"+EnvServerURL+")")
-	pf.StringVar(&o.token, "token", envOr(lookup, EnvToken, DefaultToken), "ambient API bearer token ($"+EnvToken+"; the dev stack uses "+DefaultToken+")")
-	useTLS, tlsErr := strconv.ParseBool(envOr(lookup, EnvUseTLS, "false"))
+	// No default shown: the token is a secret, and --help must not print it.
+	pf.StringVar(&o.token, "token", "", "ambient API bearer token (default $"+EnvToken+", or the content of the file $"+EnvTokenFile+", else "+DefaultToken+", the dev stack's)")
 	pf.BoolVar(&o.useTLS, "tls", useTLS, "use TLS to the API ($"+EnvUseTLS+")")
 	pf.StringVar(&o.caFile, "ca-file", envOr(lookup, EnvCAFile, ""), "CA bundle for API TLS ($"+EnvCAFile+")")
 	pf.StringVar(&o.natsURL, "nats", envOr(lookup, EnvNATSURL, DefaultNATSURL), "NATS URL for `events tail` and `dlq` ($"+EnvNATSURL+")")
@@ -123,22 +152,17 @@ func newRoot(lookup LookupEnv) (*cobra.Command, *options) {
 	pf.StringVarP(&o.output, "output", "o", "table", "output format: table or json")
 	pf.DurationVar(&o.timeout, "timeout", 30*time.Second, "timeout of each API call")
 	pf.BoolVarP(&o.verbose, "verbose", "v", false, "print the command's trace id (and telemetry export errors) on stderr")
-	// The standard OTEL_* variables (OTEL_EXPORTER_OTLP_ENDPOINT, ...)
-	// export the command's trace, as they do for the services.
-	l := envconfig.New(envconfig.LookupFunc(lookup))
-	o.export = telemetry.LoadEnv(l)
-	telErr := l.Err()
 
-	// A bad environment value is a usage error of every command, reported
-	// before the command runs rather than silently read as false. Then
-	// every command runs in a trace of its own.
+	// A bad setting is a usage error of every command, reported before the
+	// command touches the network rather than as an endpoint that "cannot
+	// be reached" (or silently replaced by a default). Then every command
+	// runs in a trace of its own.
 	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
-		if tlsErr != nil {
-			v, _ := lookup(EnvUseTLS)
-			return usageError{fmt.Errorf("%s: want true or false, got %q", EnvUseTLS, v)}
+		if !cmd.Flags().Changed("token") {
+			o.token = token
 		}
-		if telErr != nil {
-			return usageError{telErr}
+		if err := errors.Join(nameFlags(envErr), o.checkSettings()); err != nil {
+			return usageError{err}
 		}
 		return o.startTrace(cmd)
 	}
@@ -175,7 +199,7 @@ func (o *options) restClient() (*apiclient.RESTClient, error) {
 	}
 	c, err := apiclient.NewREST(apiclient.RESTConfig{URL: o.rest, Token: o.token, CAFile: o.caFile, Timeout: o.timeout, TracerProvider: o.tracerProvider()})
 	if err != nil {
-		return nil, usageError{fmt.Errorf("--rest (or $%s): %w", EnvRESTURL, err)}
+		return nil, usageError{fmt.Errorf("--rest (or $%s): %w", o.restEnv, err)}
 	}
 	return c, nil
 }
