@@ -9,12 +9,16 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/ambient-code/control-plane/libs/envconfig"
+	"github.com/ambient-code/control-plane/libs/session"
+	"github.com/ambient-code/control-plane/libs/telemetry"
 )
 
 // Config is the whole stack's configuration. Ports default to the documented
@@ -100,15 +104,100 @@ func ParseFlags(args []string, w io.Writer) (Config, error) {
 		return Config{}, fmt.Errorf("bin dir: %w", err)
 	}
 	c.BinDir = abs
+	if err := c.check(fs); err != nil {
+		for line := range strings.SplitSeq(err.Error(), "\n") {
+			fmt.Fprintf(w, "devstack: %s\n", line)
+		}
+		return Config{}, fmt.Errorf("flags: %w", err)
+	}
+	return c, nil
+}
+
+// maxPort is the largest TCP port.
+const maxPort = 65535
+
+// check refuses bad flag values before anything starts: a child given one
+// would crash-loop until --ready-timeout and name its own variable, not the
+// flag. Each value is checked by the parser the child reads it with
+// (envconfig for ports, ranges, files and the runner command line, the
+// services' LOG_LEVEL levels, kube-reconciler's KUBE_SESSION_SELECTOR),
+// through a Loader whose variables are the flags, so that every problem is
+// reported at once, each naming its flag. It sets LogLevel to the
+// services' spelling.
+func (c *Config) check(fs *flag.FlagSet) error {
+	l := envconfig.New(flagLookup(fs))
+	for _, name := range []string{"--token", "--state-dir", "--host", "--runner-ports"} {
+		l.Required(name)
+	}
+	if c.Host != "" && !validHost(c.Host) {
+		l.Invalid("--host", "a host name or IP address", c.Host, nil)
+	}
+	for _, name := range []string{"--nats-port", "--api-grpc-port", "--api-rest-port", "--proxy-port"} {
+		l.Int(name, 0, 1, maxPort)
+	}
+	// The health/metrics ports are base+1 ... base+offsetKubeReconciler.
+	l.Int("--metrics-port-base", 0, 0, maxPort-offsetKubeReconciler)
+	runners := l.PortRange("--runner-ports", envconfig.PortRange{})
+	c.LogLevel = l.Enum("--log-level", telemetry.LevelInfo, telemetry.LevelDebug, telemetry.LevelInfo, telemetry.LevelWarn, telemetry.LevelError)
+	l.File("--kubeconfig", "")
+	if _, err := session.ParseSelector(c.KubeSessions); err != nil {
+		l.Invalid("--kube-sessions", "all, none, projects=a,b or label=key=value", c.KubeSessions, nil)
+	}
 	if c.RunnerCommand != "" {
 		// The exact parser runner-manager reads LOCAL_RUNNER_COMMAND with, so
 		// a line devstack accepts is one runner-manager accepts.
 		if _, err := envconfig.ParseCommand(c.RunnerCommand); err != nil {
-			fmt.Fprintf(w, "devstack: --runner-command %q: %v\n", c.RunnerCommand, err)
-			return Config{}, fmt.Errorf("runner command: %w", err)
+			l.Invalid("--runner-command", "a command line with shell quoting", c.RunnerCommand, err)
 		}
 	}
-	return c, nil
+	if c.ReadyTimeout <= 0 {
+		l.Invalid("--ready-timeout", "a positive duration", c.ReadyTimeout.String(), nil)
+	}
+	if c.StopGrace <= 0 {
+		l.Invalid("--stop-grace", "a positive duration", c.StopGrace.String(), nil)
+	}
+	if l.Err() == nil { // the ports are all valid: now they must not collide
+		checkPortsApart(l, c.boundPorts(), runners)
+	}
+	return l.Err()
+}
+
+// flagLookup reads flag values for an envconfig.Loader: the name "--x" is
+// flag x's value as the command line set it (or its default).
+func flagLookup(fs *flag.FlagSet) envconfig.LookupFunc {
+	return func(name string) (string, bool) {
+		f := fs.Lookup(strings.TrimPrefix(name, "--"))
+		if f == nil {
+			return "", false
+		}
+		return f.Value.String(), true
+	}
+}
+
+// validHost reports whether host can stand in every URL and address the
+// stack builds from it (NATS_URL, the readiness probes).
+func validHost(host string) bool {
+	u, err := url.Parse("http://" + net.JoinHostPort(host, "1"))
+	return err == nil && u.Hostname() == host
+}
+
+// checkPortsApart records two flags that give the same port (the second
+// child to bind it would crash-loop) and a runner range over a port of the
+// stack (a runner would take it).
+func checkPortsApart(l *envconfig.Loader, ports []boundPort, runners envconfig.PortRange) {
+	owner := map[int]boundPort{}
+	overlap := false
+	for _, p := range ports {
+		if first, ok := owner[p.n]; ok {
+			l.Invalid(p.flag, "a port no other flag uses", strconv.Itoa(p.n), fmt.Errorf("%s (%s) uses it", first.what, first.flag))
+			continue
+		}
+		owner[p.n] = p
+		if runners.Contains(p.n) && !overlap {
+			overlap = true // one example is enough
+			l.Invalid("--runner-ports", "a range clear of the stack's other ports", runners.String(), fmt.Errorf("%s (%s) uses %d", p.what, p.flag, p.n))
+		}
+	}
 }
 
 // RunnerCommandLine is runner-manager's LOCAL_RUNNER_COMMAND: --runner-command

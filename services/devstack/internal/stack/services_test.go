@@ -15,13 +15,17 @@ import (
 // TestKubeReconcilerLeavesSessionsToLocalRunners: with --kubeconfig alone
 // the stack must not run every session twice (AgenticSession + runner).
 func TestKubeReconcilerLeavesSessionsToLocalRunners(t *testing.T) {
+	k := filepath.Join(t.TempDir(), "kubeconfig") // kube-reconciler wants an existing file
+	if err := os.WriteFile(k, []byte("apiVersion: v1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		args []string
 		want string // KUBE_SESSION_SELECTOR; "" = no kube-reconciler
 	}{
 		{nil, ""},
-		{[]string{"--kubeconfig", "/k"}, "none"},
-		{[]string{"--kubeconfig", "/k", "--kube-sessions", "projects=team-a"}, "projects=team-a"},
+		{[]string{"--kubeconfig", k}, "none"},
+		{[]string{"--kubeconfig", k, "--kube-sessions", "projects=team-a"}, "projects=team-a"},
 	}
 	for _, tc := range tests {
 		c, err := ParseFlags(tc.args, io.Discard)

@@ -181,29 +181,39 @@ func checkRunnerProgram(line string) error {
 	return nil
 }
 
-// checkPorts fails fast, naming the port and the flag, instead of letting a
-// service die later with a bind error.
-func checkPorts(cfg Config) error {
-	type port struct {
-		n    int
-		what string
-		flag string
-	}
-	ports := []port{
-		{cfg.NATSPort, "NATS", "--nats-port"},
-		{cfg.APIGRPCPort, "in-memory API gRPC", "--api-grpc-port"},
-		{cfg.APIRESTPort, "in-memory API REST", "--api-rest-port"},
-		{cfg.ProxyPort, "agui-proxy", "--proxy-port"},
-	}
-	for _, s := range cfg.services() {
+// boundPort is a port the stack binds, what binds it, and the flag that
+// sets it.
+type boundPort struct {
+	n    int
+	what string
+	flag string
+}
+
+// boundPorts lists the ports the stack binds: the services' health/metrics
+// ports first, so that a fixed port colliding with one of them is the one
+// reported (checkPortsApart blames the later of two).
+func (c Config) boundPorts() []boundPort {
+	var ports []boundPort
+	for _, s := range c.services() {
 		if strings.HasPrefix(s.readyURL, "http://") && strings.HasSuffix(s.readyURL, "/readyz") {
 			_, p, _ := net.SplitHostPort(strings.TrimSuffix(strings.TrimPrefix(s.readyURL, "http://"), "/readyz"))
 			n, _ := strconv.Atoi(p) //nolint:errcheck // built from an int above
-			ports = append(ports, port{n, s.name + " health/metrics", "--metrics-port-base"})
+			ports = append(ports, boundPort{n, s.name + " health/metrics", "--metrics-port-base"})
 		}
 	}
+	return append(ports,
+		boundPort{c.NATSPort, "NATS", "--nats-port"},
+		boundPort{c.APIGRPCPort, "in-memory API gRPC", "--api-grpc-port"},
+		boundPort{c.APIRESTPort, "in-memory API REST", "--api-rest-port"},
+		boundPort{c.ProxyPort, "agui-proxy", "--proxy-port"},
+	)
+}
+
+// checkPorts fails fast, naming the port and the flag, instead of letting a
+// service die later with a bind error.
+func checkPorts(cfg Config) error {
 	var errs []error
-	for _, p := range ports {
+	for _, p := range cfg.boundPorts() {
 		l, err := net.Listen("tcp", cfg.addr(p.n))
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%w: %s port %d on %s is taken (stop what uses it, or pass %s): %w", ErrPortInUse, p.what, p.n, cfg.Host, p.flag, err))
