@@ -38,12 +38,12 @@ func TestInvalidSettingsAreUsageErrors(t *testing.T) {
 			name: "gRPC address without a port",
 			env:  map[string]string{EnvAPIAddr: "localhost"},
 			args: []string{"sessions", "list"},
-			want: []string{`--api (or $AMBIENT_GRPC_SERVER_ADDR): want "HOST:PORT" with 0 <= PORT <= 65535, got "localhost"`},
+			want: []string{`--api (or $AMBIENT_GRPC_SERVER_ADDR): want "HOST:PORT" with a host and 1 <= PORT <= 65535, got "localhost"`},
 		},
 		{
 			name: "gRPC address flag out of range",
 			args: []string{"sessions", "list", "--api", "localhost:70000"},
-			want: []string{`--api (or $AMBIENT_GRPC_SERVER_ADDR): want "HOST:PORT" with 0 <= PORT <= 65535, got "localhost:70000"`},
+			want: []string{`--api (or $AMBIENT_GRPC_SERVER_ADDR): want "HOST:PORT" with a host and 1 <= PORT <= 65535, got "localhost:70000"`},
 		},
 		{
 			name: "REST URL without a scheme",
