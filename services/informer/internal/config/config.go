@@ -7,7 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"time"
+	"unicode"
 
 	"github.com/ambient-code/control-plane/libs/apiclient"
 	"github.com/ambient-code/control-plane/libs/bus"
@@ -97,6 +99,9 @@ func (c Config) Shadow() bool { return c.Stream != events.StreamName }
 // FromEnv reads the process environment (see Load).
 func FromEnv() (Config, error) { return Load(nil) }
 
+// MinInterval is the shortest RESYNC_PERIOD and KV_AUDIT_INTERVAL.
+const MinInterval = 100 * time.Millisecond
+
 // MinStreamMaxAge is the shortest max age a NATS server accepts for a
 // stream.
 const MinStreamMaxAge = 100 * time.Millisecond
@@ -176,8 +181,16 @@ func Load(lookup envconfig.LookupFunc) (Config, error) {
 		// The server's smallest per-message TTL.
 		bad(EnvMarkerTTL, "a duration of at least 1s", c.MarkerTTL.String())
 	}
-	if c.AuditInterval < 0 {
-		bad(EnvAuditInterval, "a duration >= 0 (0 disables)", c.AuditInterval.String())
+	// A relist or an audit every few nanoseconds would read the whole API
+	// or bucket without pause: what is not off must be a real interval.
+	if c.AuditInterval != 0 && c.AuditInterval < MinInterval {
+		bad(EnvAuditInterval, "0 (disables) or a duration of at least "+MinInterval.String(), c.AuditInterval.String())
+	}
+	if c.ResyncPeriod != 0 && c.ResyncPeriod < MinInterval {
+		bad(EnvResyncPeriod, "0 (disables) or a duration of at least "+MinInterval.String(), c.ResyncPeriod.String())
+	}
+	if strings.ContainsFunc(c.InstanceID, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) {
+		bad(EnvInstanceID, "an identity without white space (the lease holder's and the NATS connection's name)", c.InstanceID)
 	}
 	if c.StreamMaxAge < MinStreamMaxAge {
 		// The server refuses a shorter max age when the stream is

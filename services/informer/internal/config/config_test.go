@@ -79,6 +79,8 @@ func TestLoad(t *testing.T) {
 		{name: "shadow prefix under the live one", env: base(EnvEventsStream, "S", EnvSubjectPrefix, "ambient.events.x"), wantErr: []string{EnvSubjectPrefix}},
 		{name: "shadow prefix above the live one", env: base(EnvEventsStream, "S", EnvSubjectPrefix, "ambient"), wantErr: []string{EnvSubjectPrefix}},
 		{name: "shadow prefix of the dead letters", env: base(EnvEventsStream, "S", EnvSubjectPrefix, "ambient.dlq"), wantErr: []string{EnvSubjectPrefix}},
+		{name: "intervals of nanoseconds", env: base(EnvResyncPeriod, "1ns", EnvAuditInterval, "1ns"), wantErr: []string{EnvResyncPeriod, EnvAuditInterval}},
+		{name: "instance id with a space", env: base(EnvInstanceID, "a b"), wantErr: []string{EnvInstanceID}},
 		{name: "stream max age under the server's minimum", env: base(EnvStreamMaxAge, "50ms"), wantErr: []string{EnvStreamMaxAge}},
 	}
 	for _, tc := range tests {
