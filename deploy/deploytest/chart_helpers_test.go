@@ -115,6 +115,20 @@ aguiProxy:
   authz: {mode: kube, cacheTTL: 5s}
   runnerAllowedNetworks: [10.244.0.0/16]
 `)},
+		// The smallest or oddest values the schema and the services both
+		// accept: the schema's rules must not be stricter than the services'.
+		{name: "edge-values", vals: parseValues(t, `
+global: {otlpEndpoint: "http://otel-collector.monitoring:4318/v1"}
+api: {grpcAddr: "api.example.com:65535"}
+informer:
+  leaseTTL: 1000ms
+  streamMaxAge: 0.1s
+  canary: {enabled: true, image: {tag: 0.2.0-rc.1}, subjectPrefix: ambient.events-shadow, eventsStream: AMBIENT_EVENTS_SHADOW2}
+kubeReconciler:
+  resyncInterval: 1s
+  namespaceDenyList: ["kube-*", "team-[a-c0-9]?", "[^a-m]*-sys"]
+  canary: {enabled: true, image: {tag: 0.2.0-rc.1}, partitions: "0", memberId: 0canary}
+`)},
 	}
 }
 

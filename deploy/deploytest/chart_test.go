@@ -629,6 +629,32 @@ externalNats: {url: "nats://n:4222", auth: {type: creds}}`, "externalNats.auth.s
 		{"agui authz kube without jwt", `aguiProxy: {authz: {mode: kube}}`, "aguiProxy.authz.mode kube needs aguiProxy.auth.mode jwt"},
 		{"agui jwks over http", `aguiProxy: {auth: {mode: jwt, jwt: {jwksURL: "http://id.example.com/jwks", issuer: i, audience: a}}}`, "jwksURL"},
 		{"agui bad runner network", `aguiProxy: {runnerAllowedNetworks: ["pods"]}`, "runnerAllowedNetworks"},
+		// Values each service refuses at start-up (the pod would crash-loop).
+		{"lease TTL zero", `informer: {leaseTTL: "0s"}`, "informer.leaseTTL must be at least 1s"},
+		{"lease TTL below 1s", `informer: {leaseTTL: "500ms"}`, "informer.leaseTTL must be at least 1s"},
+		{"stream max age zero", `informer: {streamMaxAge: "0s"}`, "informer.streamMaxAge must be at least 100ms"},
+		{"resync interval zero", `kubeReconciler: {resyncInterval: "0s"}`, "kubeReconciler.resyncInterval must be at least 1s"},
+		{"grpc port out of range", `api: {grpcAddr: "api:99999"}`, "grpcAddr"},
+		{"canary member id starts with -", `kubeReconciler: {canary: {enabled: true, image: {tag: "1.0.0"}, partitions: "0", memberId: "-canary"}}`, "memberId"},
+		{"canary member id starts with _", `eventTally: {canary: {enabled: true, image: {tag: "1.0.0"}, partitions: "0", memberId: "_canary"}}`, "memberId"},
+		{"shadow stream starts with -", `informer: {canary: {enabled: true, image: {tag: "1.0.0"}, eventsStream: "-shadow"}}`, "eventsStream"},
+		{"unclosed deny pattern", `kubeReconciler: {namespaceDenyList: ["["]}`, "namespaceDenyList"},
+		{"empty deny class", `kubeReconciler: {namespaceDenyList: ["kube-[]"]}`, "namespaceDenyList"},
+		{"otlp endpoint without host", `global: {otlpEndpoint: "http://"}`, "otlpEndpoint"},
+		{"otlp endpoint with a space", `global: {otlpEndpoint: "http://x y"}`, "otlpEndpoint"},
+		// Values the services take but that fail at run time.
+		{"stream max age below NATS minimum", `informer: {streamMaxAge: "50ms"}`, "informer.streamMaxAge must be at least 100ms"},
+		{"grpc port zero", `api: {grpcAddr: "api:0"}`, "grpcAddr"},
+		{"shadow prefix under the live prefix", `informer: {canary: {enabled: true, image: {tag: "1.0.0"}, subjectPrefix: ambient.events.shadow2}}`, "overlaps the live events prefix"},
+		{"shadow prefix above the live prefix", `informer: {canary: {enabled: true, image: {tag: "1.0.0"}, subjectPrefix: ambient}}`, "overlaps the live events prefix"},
+		{"shadow prefix on the dead letters", `informer: {canary: {enabled: true, image: {tag: "1.0.0"}, subjectPrefix: ambient.dlq}}`, "overlaps the dead letters prefix"},
+		{"shadow stream is the live one", `informer: {canary: {enabled: true, image: {tag: "1.0.0"}, eventsStream: AMBIENT_EVENTS}}`, "eventsStream"},
+		{"shadow stream is the DLQ", `informer: {canary: {enabled: true, image: {tag: "1.0.0"}, eventsStream: AMBIENT_DLQ}}`, "eventsStream"},
+		{"shadow stream is a live work queue", `informer: {canary: {enabled: true, image: {tag: "1.0.0"}, eventsStream: AMBIENT_EVENTS-event-tally}}`, "eventsStream"},
+		{"shadow stream is a KV bucket", `informer: {canary: {enabled: true, image: {tag: "1.0.0"}, eventsStream: KV_ambient-objects}}`, "eventsStream"},
+		{"nats secret name", `nats: {enabled: false}
+externalNats: {url: "nats://n:4222", auth: {type: token, secretName: "Bad_Name"}}`, "secretName"},
+		{"agui tokens secret name", `aguiProxy: {auth: {mode: token, tokensSecret: {name: "Bad_Name", key: tokens}}}`, "tokensSecret"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

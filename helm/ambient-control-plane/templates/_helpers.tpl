@@ -327,3 +327,22 @@ service's loader accepts a comma-separated list, not all accept ranges.
 {{- define "acp.groupConfig" -}}
 GROUP_PARTITIONS: {{ .Values.global.groupPartitions | quote }}
 {{- end -}}
+
+{{/*
+acp.checkMinDuration fails unless the Go duration .value is at least .min
+(1s or 100ms), the smallest value the service (or NATS) takes. Sprig has no
+function that turns a duration into a number, but durationRound parses with
+time.ParseDuration and answers "0s" exactly when the duration is at most 1s:
+so a value is at least 1s when value+1ns rounds to more than "0s", and at
+least 100ms when ten times the value (Go adds up "50ms50ms...") does.
+An unset value (the service's default) passes.
+(dict "key" "informer.leaseTTL" "value" "15s" "min" "1s")
+*/}}
+{{- define "acp.checkMinDuration" -}}
+{{- $times := get (dict "1s" 1 "100ms" 10) .min | required (printf "acp.checkMinDuration: unsupported min %q" .min) -}}
+{{- if and .value (eq (durationRound .value) "0s") -}}
+{{- if eq (durationRound (printf "%s1ns" (repeat (int $times) .value))) "0s" -}}
+{{- fail (printf "%s must be at least %s, got %q" .key .min .value) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}

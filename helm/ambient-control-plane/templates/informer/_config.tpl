@@ -1,5 +1,8 @@
 {{/* acp.config.informer is the informer's environment (ConfigMap data). */}}
 {{- define "acp.config.informer" -}}
+{{- include "acp.checkMinDuration" (dict "key" "informer.leaseTTL" "value" .Values.informer.leaseTTL "min" "1s") -}}
+{{- /* NATS refuses a stream max age below 100ms. */ -}}
+{{- include "acp.checkMinDuration" (dict "key" "informer.streamMaxAge" "value" .Values.informer.streamMaxAge "min" "100ms") -}}
 {{ include "acp.commonConfig" . }}
 {{ include "acp.apiConfig" . }}
 LEASE_TTL: {{ .Values.informer.leaseTTL | quote }}

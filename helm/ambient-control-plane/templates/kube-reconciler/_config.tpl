@@ -15,6 +15,7 @@ long names that share their first 63 characters stay apart.
 
 {{/* acp.config.kube-reconciler is the kube-reconciler's environment (ConfigMap data). */}}
 {{- define "acp.config.kube-reconciler" -}}
+{{- include "acp.checkMinDuration" (dict "key" "kubeReconciler.resyncInterval" "value" .Values.kubeReconciler.resyncInterval "min" "1s") -}}
 {{ include "acp.commonConfig" . }}
 {{ include "acp.apiConfig" . }}
 {{ include "acp.groupConfig" . }}
