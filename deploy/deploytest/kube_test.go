@@ -11,6 +11,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 )
@@ -167,7 +168,15 @@ spec: {displayName: deploytest, initialPrompt: hello}
 		do   func() error
 	}{
 		{"re-apply namespace labels", func() error { return k.apply(ctx, reconciler, nsObj, false) }},
-		{"list namespaces", func() error { return list(ctx, reconciler, gvrNamespaces, "") }},
+		{"get a namespace", func() error {
+			_, err := reconciler.Resource(gvrNamespaces).Get(ctx, project, metav1.GetOptions{})
+			return err
+		}},
+		{"create a namespace", func() error {
+			created := object(t, `{apiVersion: v1, kind: Namespace, metadata: {name: deploytest-created}}`)
+			_, err := reconciler.Resource(gvrNamespaces).Create(ctx, created, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+			return err
+		}},
 		{"bind allow-listed admin", func() error {
 			return k.apply(ctx, reconciler, object(t, binding("ambient-team-a-ambient-project-admin", "ambient-project-admin")), false)
 		}},
@@ -178,27 +187,32 @@ spec: {displayName: deploytest, initialPrompt: hello}
 			return k.apply(ctx, reconciler, object(t, binding("ambient-team-a-ambient-project-view", "ambient-project-view")), false)
 		}},
 		{"list rolebindings", func() error { return list(ctx, reconciler, gvrRoleBindings, project) }},
+		{"list rolebindings cluster-wide", func() error { return list(ctx, reconciler, gvrRoleBindings, "") }},
+		{"get a rolebinding", func() error {
+			_, err := reconciler.Resource(gvrRoleBindings).Namespace(project).Get(ctx, "ambient-team-a-ambient-project-view", metav1.GetOptions{})
+			return err
+		}},
 		{"delete rolebinding", func() error {
 			return reconciler.Resource(gvrRoleBindings).Namespace(project).Delete(ctx, "ambient-team-a-ambient-project-view", metav1.DeleteOptions{})
 		}},
 		{"apply agenticsession", func() error { return k.apply(ctx, reconciler, object(t, session), false) }},
-		{"watch agenticsessions", func() error {
+		{"list and watch agenticsessions", func() error {
+			if err := list(ctx, reconciler, gvrSessions, ""); err != nil {
+				return err
+			}
 			w, err := reconciler.Resource(gvrSessions).Watch(ctx, metav1.ListOptions{})
 			if err == nil {
 				w.Stop()
 			}
 			return err
 		}},
-		{"get agenticsession status", func() error {
-			_, err := reconciler.Resource(gvrSessions).Namespace(project).Get(ctx, "s-1", metav1.GetOptions{}, "status")
+		{"merge-patch agenticsession annotations", func() error {
+			_, err := reconciler.Resource(gvrSessions).Namespace(project).Patch(ctx, "s-1", types.MergePatchType,
+				[]byte(`{"metadata":{"annotations":{"deploytest":"x"}}}`), metav1.PatchOptions{})
 			return err
 		}},
 		{"delete agenticsession", func() error {
 			return reconciler.Resource(gvrSessions).Namespace(project).Delete(ctx, "s-1", metav1.DeleteOptions{})
-		}},
-		{"get the agenticsession crd", func() error {
-			_, err := reconciler.Resource(gvrCRDs).Get(ctx, sessionCRD, metav1.GetOptions{})
-			return err
 		}},
 		{"list and watch the agenticsession crd by name", func() error {
 			sel := metav1.ListOptions{FieldSelector: "metadata.name=" + sessionCRD}
@@ -232,6 +246,25 @@ spec: {displayName: deploytest, initialPrompt: hello}
 		}},
 		{"delete a namespace", func() error {
 			return reconciler.Resource(gvrNamespaces).Delete(ctx, project, metav1.DeleteOptions{})
+		}},
+		// Granted once, used by no code path (least privilege).
+		{"list namespaces", func() error { return list(ctx, reconciler, gvrNamespaces, "") }},
+		{"watch namespaces", func() error { return watchOnce(ctx, reconciler, gvrNamespaces, "") }},
+		{"watch rolebindings", func() error { return watchOnce(ctx, reconciler, gvrRoleBindings, project) }},
+		{"get an agenticsession", func() error {
+			if err := k.apply(ctx, k.dyn, object(t, session), false); err != nil {
+				return fmt.Errorf("setup as admin: %w", err)
+			}
+			_, err := reconciler.Resource(gvrSessions).Namespace(project).Get(ctx, "s-1", metav1.GetOptions{})
+			return err
+		}},
+		{"get agenticsession status", func() error {
+			_, err := reconciler.Resource(gvrSessions).Namespace(project).Get(ctx, "s-1", metav1.GetOptions{}, "status")
+			return err
+		}},
+		{"get the agenticsession crd", func() error {
+			_, err := reconciler.Resource(gvrCRDs).Get(ctx, sessionCRD, metav1.GetOptions{})
+			return err
 		}},
 		{"read secrets", func() error { return list(ctx, reconciler, gvrSecrets, project) }},
 		{"create pods", func() error {
@@ -322,6 +355,20 @@ func list(ctx context.Context, c dynamic.Interface, gvr schema.GroupVersionResou
 		_, err = c.Resource(gvr).Namespace(ns).List(ctx, metav1.ListOptions{Limit: 1})
 	}
 	return err
+}
+
+// watchOnce opens a watch of gvr (in ns; "" for every namespace) and stops it.
+func watchOnce(ctx context.Context, c dynamic.Interface, gvr schema.GroupVersionResource, ns string) error {
+	var ri dynamic.ResourceInterface = c.Resource(gvr)
+	if ns != "" {
+		ri = c.Resource(gvr).Namespace(ns)
+	}
+	w, err := ri.Watch(ctx, metav1.ListOptions{})
+	if err != nil {
+		return fmt.Errorf("watch %s: %w", gvr.Resource, err)
+	}
+	w.Stop()
+	return nil
 }
 
 // rulesOf returns the resource rules a ServiceAccount has in a namespace
