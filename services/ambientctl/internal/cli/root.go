@@ -147,7 +147,10 @@ func newRoot(lookup LookupEnv) (*cobra.Command, *options) {
 	pf.StringVar(&o.caFile, "ca-file", envOr(lookup, EnvCAFile, ""), "CA bundle for API TLS ($"+EnvCAFile+")")
 	pf.StringVar(&o.natsURL, "nats", envOr(lookup, EnvNATSURL, DefaultNATSURL), "NATS URL for `events tail` and `dlq` ($"+EnvNATSURL+")")
 	pf.StringVar(&o.proxyURL, "proxy", envOr(lookup, EnvProxyURL, DefaultProxyURL), "agui-proxy base URL for `chat` ($"+EnvProxyURL+")")
-	pf.StringVar(&o.proxyToken, "proxy-token", envOr(lookup, EnvProxyToken, ""), "bearer token for the agui-proxy ($"+EnvProxyToken+")")
+	// The default is filled in after parsing, like --token's: as a flag
+	// default --help would print the secret.
+	pf.StringVar(&o.proxyToken, "proxy-token", "", "bearer token for the agui-proxy (default $"+EnvProxyToken+")")
+	proxyToken := envOr(lookup, EnvProxyToken, "")
 	pf.StringVar(&o.tallyURL, "tally-url", envOr(lookup, EnvTallyURL, DefaultTallyURL), "event-tally base URL ($"+EnvTallyURL+")")
 	pf.StringVarP(&o.output, "output", "o", "table", "output format: table or json")
 	pf.DurationVar(&o.timeout, "timeout", 30*time.Second, "timeout of each API call")
@@ -160,6 +163,9 @@ func newRoot(lookup LookupEnv) (*cobra.Command, *options) {
 	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
 		if !cmd.Flags().Changed("token") {
 			o.token = token
+		}
+		if !cmd.Flags().Changed("proxy-token") {
+			o.proxyToken = proxyToken
 		}
 		if err := errors.Join(nameFlags(envErr), o.checkSettings()); err != nil {
 			return usageError{err}
