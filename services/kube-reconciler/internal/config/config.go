@@ -17,6 +17,7 @@ import (
 	"github.com/ambient-code/control-plane/libs/service"
 	"github.com/ambient-code/control-plane/libs/session"
 	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/client-go/tools/clientcmd"
 )
 
 // Environment variables read by Load besides the shared ones (service.Env*,
@@ -155,6 +156,15 @@ func Load(lookup envconfig.LookupFunc) (Config, error) {
 	}
 	if !group.ValidName(c.ObjectsBucket) {
 		l.Invalid(EnvObjectsBucket, `a bucket name of letters, digits, "-" and "_"`, c.ObjectsBucket, nil)
+	} else if why := group.ReservedBucket(c.ObjectsBucket); why != "" {
+		l.Invalid(EnvObjectsBucket, "an objects bucket's name, not "+why, c.ObjectsBucket, nil)
+	}
+	if c.Kubeconfig != "" {
+		// Built now (nothing is dialled) so that a file that is no usable
+		// kubeconfig stops the start naming its variable.
+		if _, err := clientcmd.BuildConfigFromFlags("", c.Kubeconfig); err != nil {
+			l.Invalid(EnvKubeconfig, "a kubeconfig file with a current context", c.Kubeconfig, err)
+		}
 	}
 	if c.StatusResync < time.Second {
 		l.Invalid(EnvStatusResync, "a duration of at least 1s", c.StatusResync.String(), nil)

@@ -2,6 +2,8 @@ package config
 
 import (
 	"errors"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -16,6 +18,10 @@ import (
 
 func TestLoad(t *testing.T) {
 	t.Parallel()
+	garbage := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := os.WriteFile(garbage, []byte("not: [a kubeconfig"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name    string
 		env     map[string]string
@@ -65,6 +71,10 @@ func TestLoad(t *testing.T) {
 			apiclient.EnvAPIToken: "t", EnvSessionSelector: "some", group.EnvMemberPartitions: "99", group.EnvMemberID: "a.b",
 			EnvRoleAllowList: "Not A Role", service.EnvLogLevel: "loud", EnvNamespace: "Bad_NS", EnvNamespaceDeny: "kube-[",
 		}, wantErr: []string{EnvSessionSelector, group.EnvMemberPartitions, group.EnvMemberID, EnvRoleAllowList, service.EnvLogLevel, EnvNamespace, EnvNamespaceDeny}},
+		// Found at load, not when the clients are built: the error names
+		// the variable.
+		{name: "kubeconfig that is none", env: map[string]string{apiclient.EnvAPIToken: "t", EnvKubeconfig: garbage}, wantErr: []string{EnvKubeconfig + ": want a kubeconfig"}},
+		{name: "the leases bucket", env: map[string]string{apiclient.EnvAPIToken: "t", EnvObjectsBucket: "ambient-leases"}, wantErr: []string{EnvObjectsBucket + ": want an objects bucket"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
