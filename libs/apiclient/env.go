@@ -41,7 +41,7 @@ func LoadEnv(l *envconfig.Loader) EnvConfig {
 		Token:  l.RequiredSecret(EnvAPIToken),
 		Addr:   l.DialAddr(EnvGRPCAddr, DefaultGRPCAddr),
 		UseTLS: l.Bool(EnvGRPCUseTLS, false),
-		CAFile: l.File(EnvGRPCCAFile, ""),
+		CAFile: l.CAFile(EnvGRPCCAFile, ""),
 	}
 	if e.CAFile != "" && !e.UseTLS {
 		// A CA says the operator meant TLS; without it the token would go

@@ -47,8 +47,9 @@ func TestLoadEnvTokenFile(t *testing.T) {
 // reach the client Config.
 func TestLoadEnvConfig(t *testing.T) {
 	t.Parallel()
-	ca := filepath.Join(t.TempDir(), "ca.pem")
-	if err := os.WriteFile(ca, []byte("pem"), 0o600); err != nil {
+	ca, _ := selfSigned(t)
+	notPEM := filepath.Join(t.TempDir(), "not-a-ca.pem")
+	if err := os.WriteFile(notPEM, []byte("pem"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	tests := []struct {
@@ -72,12 +73,12 @@ func TestLoadEnvConfig(t *testing.T) {
 			t.Fatalf("err = %v, want %s refused without TLS (the token would go in plain text)", err, apiclient.EnvGRPCCAFile)
 		}
 	})
-	t.Run("CA without TLS", func(t *testing.T) {
+	t.Run("CA file without a certificate", func(t *testing.T) {
 		t.Parallel()
-		l := envconfig.New(envconfig.Map(map[string]string{apiclient.EnvAPIToken: "tok", apiclient.EnvGRPCCAFile: ca}))
+		l := envconfig.New(envconfig.Map(map[string]string{apiclient.EnvAPIToken: "tok", apiclient.EnvGRPCUseTLS: "true", apiclient.EnvGRPCCAFile: notPEM}))
 		apiclient.LoadEnv(l)
-		if err := l.Err(); err == nil || !strings.Contains(err.Error(), apiclient.EnvGRPCCAFile+": want unset unless") {
-			t.Fatalf("err = %v, want %s refused without TLS (the token would go in plain text)", err, apiclient.EnvGRPCCAFile)
+		if err := l.Err(); err == nil || !strings.Contains(err.Error(), apiclient.EnvGRPCCAFile+": want") || !strings.Contains(err.Error(), "no PEM certificate") {
+			t.Fatalf("err = %v, want %s refused at load (no PEM certificate in it)", err, apiclient.EnvGRPCCAFile)
 		}
 	})
 	for _, tc := range tests {

@@ -39,7 +39,7 @@ func LoadConnectConfig(l *envconfig.Loader, defaultURL string) ConnectConfig {
 		PasswordFile: l.File(EnvNATSPasswordFile, ""),
 		Token:        l.Secret(EnvNATSToken).Reveal(),
 		TLS: TLSConfig{
-			CAFile:   l.File(EnvNATSCAFile, ""),
+			CAFile:   l.CAFile(EnvNATSCAFile, ""),
 			CertFile: l.File(EnvNATSCertFile, ""),
 			KeyFile:  l.File(EnvNATSKeyFile, ""),
 		},

@@ -1,6 +1,7 @@
 package envconfig
 
 import (
+	"crypto/x509"
 	"fmt"
 	"net/url"
 	"os"
@@ -356,4 +357,24 @@ func (l *Loader) File(name, def string) string {
 		return def
 	}
 	return v
+}
+
+// CAFile is [Loader.File] for a PEM bundle of CA certificates: the file
+// must hold at least one. Checked here, a bundle that holds none stops the
+// start naming its variable, rather than the first TLS connection.
+func (l *Loader) CAFile(name, def string) string {
+	path := l.File(name, "")
+	if path == "" {
+		return def
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		l.invalid(name, wantFile+" of PEM CA certificates", path, err)
+		return def
+	}
+	if !x509.NewCertPool().AppendCertsFromPEM(b) {
+		l.invalid(name, wantFile+" of PEM CA certificates", path+" (no PEM certificate in it)", nil)
+		return def
+	}
+	return path
 }
