@@ -211,10 +211,35 @@ func materialize(t *testing.T, env map[string]string, mounts []string) {
 			if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
 				t.Fatalf("mkdir: %v", err)
 			}
-			if err := os.WriteFile(p, []byte("placeholder-token\n"), 0o600); err != nil {
+			if err := os.WriteFile(p, placeholderFor(k), 0o600); err != nil {
 				t.Fatalf("write %s: %v", p, err)
 			}
 			env[k] = p
 		}
 	}
+}
+
+// placeholderKubeconfig is the smallest kubeconfig a loader accepts: the
+// services build their client config at start, without dialling.
+const placeholderKubeconfig = `apiVersion: v1
+kind: Config
+clusters:
+- name: placeholder
+  cluster: {server: "https://kubernetes.invalid:6443"}
+users:
+- name: placeholder
+  user: {token: placeholder-token}
+contexts:
+- name: placeholder
+  context: {cluster: placeholder, user: placeholder}
+current-context: placeholder
+`
+
+// placeholderFor is the content of the file mounted for variable name: a
+// kubeconfig for KUBECONFIG (parsed at start), a token otherwise.
+func placeholderFor(name string) []byte {
+	if name == "KUBECONFIG" {
+		return []byte(placeholderKubeconfig)
+	}
+	return []byte("placeholder-token\n")
 }
