@@ -29,7 +29,10 @@ func redactURL(raw string) string {
 		return redactUnparsed(raw)
 	}
 	if u.User == nil {
-		return raw
+		// No user information as url.Parse reads it does not mean no
+		// credentials: "a:://u:p@h" parses with scheme "a" and the opaque
+		// "://u:p@h", so the item gets the same cut as one that fails.
+		return redactUnparsed(raw)
 	}
 	if _, ok := u.User.Password(); ok {
 		return u.Redacted()

@@ -15,6 +15,7 @@ func TestRedactURLs(t *testing.T) {
 		{"nats://u:s3cret@bad host:4222", "nats://xxxxx@bad host:4222"},
 		{"nats://u:s3cret%zz@n:4222/x", "nats://xxxxx@n:4222/x"},
 		{"https://idp.example/jwks?x=a@b", "https://idp.example/jwks?x=a@b"},
+		{"A:://0:s3cret@h,0", "A:://xxxxx@h,0"},
 	}
 	for _, tc := range tests {
 		if got := RedactURLs(tc.in); got != tc.want {
