@@ -3,6 +3,8 @@ package testenv
 import (
 	"fmt"
 	"os"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -125,4 +127,20 @@ func LoadAverage(t testing.TB) float64 {
 		t.Fatal(err)
 	}
 	return l.Load1
+}
+
+// PIDFile waits up to timeout until a process has written a pid to path
+// (a shell's `echo $! > path`) and returns it.
+func PIDFile(t testing.TB, path string, timeout time.Duration) int {
+	t.Helper()
+	var pid int
+	Eventually(t, timeout, func() error {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		pid, err = strconv.Atoi(strings.TrimSpace(string(b)))
+		return err
+	})
+	return pid
 }

@@ -58,11 +58,11 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Optio
 		rc.LimitMarkerTTL = cfg.MarkerTTL
 		runners, err := bus.EnsureKV(ctx, rt.JetStream(), rc)
 		if err != nil {
-			return err
+			return bus.ReplicasError(err, config.EnvBucketReplica, cfg.BucketReplicas)
 		}
 		membersKV, err := bus.EnsureKV(ctx, rt.JetStream(), claim.BucketConfig(cfg.BucketReplicas, cfg.Group.MemberTTL))
 		if err != nil {
-			return err
+			return bus.ReplicasError(err, config.EnvBucketReplica, cfg.BucketReplicas)
 		}
 		members, err := claim.NewMembers(membersKV, rt.NATS(), cfg.Group.Member, cfg.Group.MemberTTL, log)
 		if err != nil {
@@ -84,6 +84,12 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Optio
 		mgr, err := newManager(cfg, reaper, log)
 		if err != nil {
 			return err
+		}
+		// Before any runner starts here: every process carrying this
+		// member's marker is a previous incarnation's, lost in a crash,
+		// recorded or not (the takeover ends only recorded groups).
+		if _, err := runner.EndOrphans(ctx, log, cfg.Group.Member, cfg.WorkspaceRoot, cfg.StopGrace); err != nil {
+			log.Warn("end runner processes of a previous run", slog.String(logkey.Err, err.Error()))
 		}
 		rec, err := reconcile.New(reconcileConfig(cfg), reconcile.Deps{API: api, Runners: runners, Members: members, Manager: mgr,
 			Meter: rt.Telemetry().Meter, Tracer: rt.Telemetry().Tracer, Log: log})
@@ -114,6 +120,7 @@ func newManager(cfg config.Config, reaper *runner.Reaper, log *slog.Logger) (*ru
 	return runner.New(runner.Config{
 		Command: cfg.RunnerCommand, WorkspaceRoot: cfg.WorkspaceRoot, HostEnv: cfg.HostEnv, EnvAllow: runner.NewEnvAllowList(cfg.EnvAllow),
 		BossURL: cfg.BossURL, BossSpace: cfg.BossSpace, MaxSessions: cfg.MaxSessions, StopGrace: cfg.StopGrace, Reaper: reaper,
+		Member: cfg.Group.Member,
 	}, pool, log)
 }
 

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -541,3 +542,26 @@ func stopAll(t testing.TB, w *world, ids []string) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// BUCKET_REPLICAS=3 on a single, non-clustered NATS server can never be
+// kept: exit 1 naming the variable, not the server's bare refusal.
+func TestBucketReplicasBeyondAServerExits1(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	low, high := testenv.FreePortRange(t, 2)
+	cmd := exec.CommandContext(t.Context(), serviceBin)
+	cmd.Env = []string{
+		"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir(), "AMBIENT_API_TOKEN=" + w.api.Token(), "AMBIENT_GRPC_SERVER_ADDR=" + w.api.GRPCAddr(),
+		"NATS_URL=" + w.nats.ClientURL(), "MEMBER_ID=rm-replicas", "LOCAL_WORKSPACE_ROOT=" + t.TempDir(), "LOCAL_RUNNER_COMMAND=" + demoRunner,
+		"LOCAL_PORT_RANGE=" + strconv.Itoa(low+1) + "-" + strconv.Itoa(high), "METRICS_ADDR=127.0.0.1:" + strconv.Itoa(low),
+		"BUCKET_REPLICAS=3",
+	}
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+		t.Fatalf("exit: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "BUCKET_REPLICAS") {
+		t.Fatalf("output does not name BUCKET_REPLICAS:\n%s", out)
+	}
+}

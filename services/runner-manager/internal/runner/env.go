@@ -31,6 +31,10 @@ const (
 	EnvTimeout      = "SESSION_TIMEOUT"
 	EnvReposJSON    = "REPOS_JSON"
 	EnvProjectName  = "PROJECT_NAME"
+	// EnvOwner names the runner-manager replica (its member id) that
+	// started the runner, so that its next incarnation finds what a crash
+	// left running (EndOrphans). Runners may ignore it.
+	EnvOwner = "RUNNER_MANAGER_MEMBER"
 )
 
 // Session is what a runner is told about its session. Optional values are
@@ -48,6 +52,10 @@ type Session struct {
 	// PromptFile is the file holding the prompt (set by the Manager, which
 	// writes it); BuildEnv passes it as INITIAL_PROMPT_FILE.
 	PromptFile string
+	// Owner is the member id of the replica starting the runner (set by
+	// the Manager from Config.Member); BuildEnv passes it as
+	// RUNNER_MANAGER_MEMBER.
+	Owner string
 }
 
 // PromptEnvMax is the largest prompt also passed in INITIAL_PROMPT, for
@@ -127,6 +135,9 @@ func BuildEnv(host []string, allow EnvAllowList, s Session, port int, workspace,
 	}
 	if s.PromptFile != "" {
 		vars[EnvPromptFile] = s.PromptFile
+	}
+	if s.Owner != "" {
+		vars[EnvOwner] = s.Owner
 	}
 	if s.LLMModel != nil {
 		vars[EnvLLMModel] = *s.LLMModel

@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -33,16 +31,7 @@ func startGroup(t *testing.T, m *Manager) (*Process, int) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var child int
-	testenv.Eventually(t, 5*time.Second, func() error {
-		b, err := os.ReadFile(filepath.Join(p.Workspace, "child.pid"))
-		if err != nil {
-			return err
-		}
-		child, err = strconv.Atoi(strings.TrimSpace(string(b)))
-		return err
-	})
-	return p, child
+	return p, testenv.PIDFile(t, filepath.Join(p.Workspace, "child.pid"), 5*time.Second)
 }
 
 // TestStopGraceCoversTheGroup: the stop grace is the process group's, not

@@ -140,12 +140,21 @@ func (g LostGroup) signal(sig syscall.Signal) error {
 // wait reports whether the group ended (no live process in it) within d or
 // before ctx ended.
 func (g LostGroup) wait(ctx context.Context, d time.Duration) bool {
+	return pollUntil(ctx, d, func() bool {
+		live, _ := g.members()
+		return len(live) == 0
+	})
+}
+
+// pollUntil reports whether done became true within d or before ctx ended,
+// checking every lostGroupPoll (each check scans the process table).
+func pollUntil(ctx context.Context, d time.Duration, done func() bool) bool {
 	deadline := time.NewTimer(d)
 	defer deadline.Stop()
 	t := time.NewTicker(lostGroupPoll)
 	defer t.Stop()
 	for {
-		if live, _ := g.members(); len(live) == 0 {
+		if done() {
 			return true
 		}
 		select {

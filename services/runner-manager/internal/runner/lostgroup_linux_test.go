@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -85,15 +84,7 @@ func startGroupOf(t *testing.T, leaderGone bool, env string) (LostGroup, int) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var member int
-	testenv.Eventually(t, 5*time.Second, func() error {
-		b, err := os.ReadFile(filepath.Join(dir, "member.pid"))
-		if err != nil {
-			return err
-		}
-		member, err = strconv.Atoi(strings.TrimSpace(string(b)))
-		return err
-	})
+	member := testenv.PIDFile(t, filepath.Join(dir, "member.pid"), 5*time.Second)
 	if leaderGone {
 		_ = cmd.Wait() // exit 0
 	}

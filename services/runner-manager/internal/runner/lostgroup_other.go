@@ -18,3 +18,9 @@ func EndLostGroup(_ context.Context, log *slog.Logger, g LostGroup, _ time.Durat
 	log.Warn("lost runner's process group not signalled on this platform", slog.Int("pgid", g.PGID))
 	return nil
 }
+
+// EndOrphans finds nothing outside Linux: there is no /proc to read a
+// process's environment from.
+func EndOrphans(context.Context, *slog.Logger, string, string, time.Duration) (int, error) {
+	return 0, nil
+}

@@ -23,6 +23,10 @@ type Config struct {
 	MaxSessions   int
 	StopGrace     time.Duration
 	TailLines     int // stderr lines kept for the exit report
+	// Member is this replica's member id, passed to every runner as
+	// RUNNER_MANAGER_MEMBER so that the replica's next incarnation can end
+	// what a crash left running (EndOrphans). Empty: not passed.
+	Member string
 	// Reaper, when set, is this process's child subreaper: it reaps the
 	// orphans runners leave and kills a session's escaped processes when
 	// its runner ends (see Reaper). Nil in processes that are not
@@ -143,6 +147,7 @@ func (m *Manager) start(ctx context.Context, s Session) (*Process, error) {
 	if err != nil {
 		return nil, fmt.Errorf("start %s: %w", s.ID, err)
 	}
+	s.Owner = m.cfg.Member
 	env := BuildEnv(m.cfg.HostEnv, m.cfg.EnvAllow, s, port, ws, m.cfg.BossURL, m.cfg.BossSpace)
 	var cmd *exec.Cmd
 	start := func() (int, error) {

@@ -367,15 +367,7 @@ func TestMisbehavingRunners(t *testing.T) {
 			}
 		}},
 		{"no orphans", `sleep 60 & echo $! > child.pid; wait`, func(t *testing.T, _ *Manager, p *Process) {
-			var child int
-			testenv.Eventually(t, 5*time.Second, func() error {
-				b, err := os.ReadFile(filepath.Join(p.Workspace, "child.pid"))
-				if err != nil {
-					return err
-				}
-				child, err = strconv.Atoi(strings.TrimSpace(string(b)))
-				return err
-			})
+			child := testenv.PIDFile(t, filepath.Join(p.Workspace, "child.pid"), 5*time.Second)
 			if err := p.Stop(t.Context(), 2*time.Second); err != nil {
 				t.Fatal(err)
 			}
