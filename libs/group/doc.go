@@ -92,7 +92,9 @@
 // consumer re-creation (~0.5 s): measured 1.0-1.6 s with MemberTTL 1 s in
 // TestKilledMemberPartitionsMove, and 5.5-6.5 s with the defaults (5 s,
 // AckWait 10 s). A graceful stop deletes the member's key and hands its
-// partitions over at once.
+// partitions over at once; so does Run failing after the join (a failed
+// config watch, work-queue stream lookup or first consume:
+// TestRunFailingAfterJoinLeavesGroup).
 //
 // # Fencing: an outage is not a death
 //

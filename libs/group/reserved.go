@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/ambient-code/control-plane/libs/bus"
+	"github.com/ambient-code/control-plane/libs/envconfig"
 	"github.com/ambient-code/control-plane/libs/events"
 )
 
@@ -38,6 +39,20 @@ func ReservedBucket(name string) string {
 		return "a name of the consumer groups' member buckets (" + membersBucketPrefix + "...)"
 	}
 	return ""
+}
+
+// ObjectsBucketError returns the configuration error of value, read from
+// variable name, as the objects bucket of an informer or reconciler: not a
+// bucket name at all, or a name ReservedBucket refuses; nil when it can be
+// one.
+func ObjectsBucketError(name, value string) *envconfig.VarError {
+	if !ValidName(value) {
+		return &envconfig.VarError{Name: name, Want: `a bucket name of letters, digits, "-" and "_"`, Got: value}
+	}
+	if why := ReservedBucket(value); why != "" {
+		return &envconfig.VarError{Name: name, Want: "an objects bucket's name, not " + why, Got: value}
+	}
+	return nil
 }
 
 // PrefixOverlap returns why the subject prefix of a stream other than the

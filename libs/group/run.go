@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
@@ -29,9 +30,10 @@ const leaveTimeout = 5 * time.Second
 //
 // It returns ErrInvalidConfig for a bad cfg, an error when the group exists
 // with other group-wide settings, and ErrGroupStopped when pcgroups stops on
-// its own (group deleted, connection closed). Transient NATS errors while
-// running are logged and retried. See the package doc for the delivery
-// guarantees and failover timing.
+// its own (group deleted, connection closed). Whatever it returns once it
+// has joined, it has left the group first, as on ctx done. Transient NATS
+// errors while running are logged and retried. See the package doc for
+// the delivery guarantees and failover timing.
 func Run(ctx context.Context, js jetstream.JetStream, cfg Config, h Handler, log *slog.Logger) error {
 	cfg, err := cfg.WithDefaults()
 	if err != nil {
@@ -59,6 +61,11 @@ func Run(ctx context.Context, js jetstream.JetStream, cfg Config, h Handler, log
 		}
 		return err
 	}
+	// Every return from here on leaves the group: a member that fails
+	// after joining and kept its heartbeat would hold its partitions,
+	// dead, until MemberTTL. A graceful stop leaves earlier, in stop.
+	l := &leaver{m: m, log: log}
+	defer l.leave(ctx)
 	cfg.Assignment.set(cfg.Partitions, partitionsOf(mapping, cfg.Member))
 	defer cfg.Assignment.set(cfg.Partitions, nil)
 
@@ -141,16 +148,16 @@ func Run(ctx context.Context, js jetstream.JetStream, cfg Config, h Handler, log
 		select {
 		case <-ctx.Done():
 			stopped()
-			return stop(hctx, cancelHandlers, cc, w, m, cfg, log, nil)
+			return stop(hctx, cancelHandlers, cc, w, l, cfg, log, nil)
 		case err := <-cc.Done():
 			stopped()
 			if ctx.Err() != nil {
-				return stop(hctx, cancelHandlers, nil, w, m, cfg, log, nil)
+				return stop(hctx, cancelHandlers, nil, w, l, cfg, log, nil)
 			}
 			if err == nil {
 				err = errors.New("group config deleted")
 			}
-			return stop(hctx, cancelHandlers, nil, w, m, cfg, log, fmt.Errorf("%w: %w", ErrGroupStopped, err))
+			return stop(hctx, cancelHandlers, nil, w, l, cfg, log, fmt.Errorf("%w: %w", ErrGroupStopped, err))
 		case <-beaten:
 		}
 		if mapping, err = m.reconcile(ctx, ""); err != nil {
@@ -165,7 +172,7 @@ func Run(ctx context.Context, js jetstream.JetStream, cfg Config, h Handler, log
 			}
 			if cc, err = consume(); err != nil {
 				stopped()
-				return stop(hctx, cancelHandlers, nil, w, m, cfg, log, err)
+				return stop(hctx, cancelHandlers, nil, w, l, cfg, log, err)
 			}
 		}
 	}
@@ -217,16 +224,27 @@ func beat(ctx context.Context, m *membership, own *ownership, log *slog.Logger) 
 // JetStream cluster answers for a moment after a stream or bucket was
 // created or a leader was lost (no responders, timeouts) until ctx ends;
 // anything else (another group-wide config, a replica count the cluster
-// cannot hold) is returned at once.
+// cannot hold) is returned at once. A join given up (ctx ended, or such an
+// error) after its heartbeat was written deletes the heartbeat again.
 func start(ctx context.Context, js jetstream.JetStream, cfg Config, log *slog.Logger) (*membership, []pcgroups.MemberMapping, error) {
 	type joined struct {
 		m       *membership
 		mapping []pcgroups.MemberMapping
 	}
+	// The heartbeat written by a try whose reconcile then failed: peers
+	// may already map partitions to it, so a join given up must delete it.
+	var beating *membership
 	try := func() (joined, error) {
 		m, err := join(ctx, js, cfg, log)
+		if err != nil && cfg.Replicas > 0 {
+			// A replica count this server can never keep names its
+			// variable, and is not retried (not Transient).
+			err = bus.ReplicasError(err, EnvReplicas, cfg.Replicas)
+		}
 		if err == nil {
-			err = m.heartbeat(ctx)
+			if err = m.heartbeat(ctx); err == nil {
+				beating = m
+			}
 		}
 		var mapping []pcgroups.MemberMapping
 		if err == nil {
@@ -243,6 +261,9 @@ func start(ctx context.Context, js jetstream.JetStream, cfg Config, log *slog.Lo
 	b := &backoff.ExponentialBackOff{InitialInterval: joinRetryMin, RandomizationFactor: 0.25, Multiplier: 2, MaxInterval: joinRetryMax}
 	j, err := backoff.Retry(ctx, try, backoff.WithBackOff(b), backoff.WithMaxElapsedTime(0), backoff.WithNotify(notify))
 	if err != nil {
+		if beating != nil {
+			(&leaver{m: beating, log: log}).leave(ctx)
+		}
 		return nil, nil, err
 	}
 	return j.m, j.mapping, nil
@@ -292,7 +313,7 @@ func watchdog(ctx context.Context, m *membership, cfg Config, mapping []pcgroups
 
 // stop stops intake, waits for the in-flight handler within the grace,
 // leaves the group and returns cause.
-func stop(hctx context.Context, cancelHandlers context.CancelFunc, cc pcgroups.ConsumerGroupConsumeContext, w *worker, m *membership, cfg Config, log *slog.Logger, cause error) error {
+func stop(hctx context.Context, cancelHandlers context.CancelFunc, cc pcgroups.ConsumerGroupConsumeContext, w *worker, l *leaver, cfg Config, log *slog.Logger, cause error) error {
 	idle := w.gate.close()
 	if cc != nil {
 		cc.Stop()
@@ -310,19 +331,37 @@ func stop(hctx context.Context, cancelHandlers context.CancelFunc, cc pcgroups.C
 			log.Error("in-flight handler ignored cancellation")
 		}
 	}
-	lctx, cancel := context.WithTimeout(context.WithoutCancel(hctx), leaveTimeout)
-	defer cancel()
-	if err := m.leave(lctx); err != nil {
-		log.Warn("leave failed, partitions move after member ttl", slog.Any(logkey.Err, err))
-	} else {
-		log.Info("consumer group left")
-	}
+	l.leave(hctx)
 	if cc != nil {
 		if err := waitDone(cc, leaveTimeout); err != nil {
 			log.Debug("group consumer stop", slog.Any(logkey.Err, err))
 		}
 	}
 	return cause
+}
+
+// leaver leaves the group once: stop leaves as soon as the handlers are
+// done, and Run's deferred call leaves on every other return after the
+// join (a failed config watch, stream lookup or first consume).
+type leaver struct {
+	m    *membership
+	log  *slog.Logger
+	once sync.Once
+}
+
+// leave deletes the member's heartbeat and hands its partitions over,
+// within leaveTimeout even when ctx is already done (Run's ctx ending is
+// what a graceful stop leaves on). Calls after the first do nothing.
+func (l *leaver) leave(ctx context.Context) {
+	l.once.Do(func() {
+		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), leaveTimeout)
+		defer cancel()
+		if err := l.m.leave(lctx); err != nil {
+			l.log.Warn("leave failed, partitions move after member ttl", slog.Any(logkey.Err, err))
+			return
+		}
+		l.log.Info("consumer group left")
+	})
 }
 
 // waitDone waits (bounded) for pcgroups' goroutine to finish after Stop
