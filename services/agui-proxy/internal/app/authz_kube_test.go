@@ -9,6 +9,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
 
 	"github.com/ambient-code/control-plane/libs/testenv"
 
@@ -67,23 +68,7 @@ func TestAuthzKube(t *testing.T) {
 	}
 
 	const id = "SessK8sAuthz0001"
-	e := newEnv(t)
-	r := startRunner(t, id)
-	ep := r.endpoint(t, id)
-	ep.ProjectID = "proj-a"
-	e.register(t, ep)
-
-	iss := authtest.NewIssuer(t, "agui")
-	jwks, err := parseURL(iss.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := e.proxyCfg()
-	cfg.Auth, cfg.JWKSURL, cfg.JWTIssuer, cfg.JWTAudience = auth.ModeJWT, jwks, iss.Name, "agui"
-	cfg.Authz = authz.ModeKube
-	const ttl = time.Second
-	cfg.AuthzCacheTTL = ttl
-	p := startProxyWith(t, cfg, app.WithKubeConfig(proxyKube))
+	e, p, iss := startKubeAuthzProxy(t, id, "proj-a", proxyKube)
 	url := p.session(id, "")
 	bearer := func(user string, groups ...string) []string {
 		return []string{"Authorization", "Bearer " + iss.Sign(t, iss.UserClaims(user, groups...))}
@@ -121,7 +106,7 @@ func TestAuthzKube(t *testing.T) {
 		}
 		return nil
 	})
-	t.Logf("revocation took effect after %v (cache TTL %v)", time.Since(revoked).Round(time.Millisecond), ttl)
+	t.Logf("revocation took effect after %v (cache TTL %v)", time.Since(revoked).Round(time.Millisecond), kubeAuthzCacheTTL)
 	// Grant: the outsiders get edit here, and after the TTL they stream.
 	if _, err := rbs.Create(ctx, groupBinding("team-alpha", "outsiders", "ambient-project-edit"), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
@@ -146,4 +131,64 @@ func TestAuthzKube(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestAuthzKubeProjectIDCase: the real server accepts a session whose
+// project_id names no project ("Proj-C") and kube-reconciler puts its CR in
+// the namespace labelled with the lower-cased id (project-id=proj-c, as for
+// every project). The proxy finds that namespace for the session, so the
+// project's bindings there decide, as they do for the CR.
+func TestAuthzKubeProjectIDCase(t *testing.T) {
+	t.Parallel()
+	k := kubetest.Start(t)
+	ctx := t.Context()
+	k.ProjectRoles(ctx, t)
+	proxyKube := k.ProxyUser(ctx, t, "system:serviceaccount:acp:agui-proxy")
+	n := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "proj-c", Labels: map[string]string{
+		"ambient-code.io/managed": "true", "ambient-code.io/managed-by": "ambient-control-plane", "ambient-code.io/project-id": "proj-c"}}}
+	if _, err := k.Admin.CoreV1().Namespaces().Create(ctx, n, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := k.Admin.RbacV1().RoleBindings("proj-c").Create(ctx, groupBinding("proj-c", "editors", "ambient-project-edit"), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	const id = "SessK8sCase0001"
+	_, p, iss := startKubeAuthzProxy(t, id, "Proj-C", proxyKube)
+	alice := []string{"Authorization", "Bearer " + iss.Sign(t, iss.UserClaims("alice", "editors"))}
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if code, _, reason := call(t, p.session(id, ""), sessionRoutes()[4], alice...); code != http.StatusOK {
+			return fmt.Errorf("editor of project_id Proj-C: %d %q", code, reason)
+		}
+		return nil
+	})
+	requireStreams(t, p.session(id, ""), alice...)
+}
+
+// kubeAuthzCacheTTL is how long the kube-mode proxies of these tests keep
+// a decision: short, so that a denial while RBAC catches up with a new
+// binding, or a grant just revoked, is not kept long.
+const kubeAuthzCacheTTL = time.Second
+
+// startKubeAuthzProxy starts a runner for session id of project projectID,
+// registers it in a new env, and starts a proxy with JWT authentication
+// (the returned issuer signs its tokens) and kube authorization as
+// proxyKube.
+func startKubeAuthzProxy(t *testing.T, id, projectID string, proxyKube *rest.Config) (*env, *proxyHandle, *authtest.Issuer) {
+	t.Helper()
+	e := newEnv(t)
+	r := startRunner(t, id)
+	ep := r.endpoint(t, id)
+	ep.ProjectID = projectID
+	e.register(t, ep)
+	iss := authtest.NewIssuer(t, "agui")
+	jwks, err := parseURL(iss.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := e.proxyCfg()
+	cfg.Auth, cfg.JWKSURL, cfg.JWTIssuer, cfg.JWTAudience = auth.ModeJWT, jwks, iss.Name, "agui"
+	cfg.Authz = authz.ModeKube
+	cfg.AuthzCacheTTL = kubeAuthzCacheTTL
+	return e, startProxyWith(t, cfg, app.WithKubeConfig(proxyKube)), iss
 }

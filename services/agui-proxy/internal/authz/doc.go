@@ -19,7 +19,7 @@
 //     acts on the session (POST: runs, interrupts). The RoleBindings that
 //     kube-reconciler creates from a project's group_access grant it. The
 //     project's namespace is the one namespace labelled with the project's
-//     id by the control plane (ambient-code.io/project-id and
+//     lower-cased id by the control plane (ambient-code.io/project-id and
 //     ambient-code.io/managed-by=ambient-control-plane), found by a label
 //     selector, so it does not depend on how namespaces are named; none or
 //     more than one is a denial. The project id comes from the session's

@@ -11,15 +11,8 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/kubernetes"
-)
 
-// Labels kube-reconciler puts on a project's namespace (its
-// internal/spec/labels.go; a service module cannot import another, so they
-// are repeated here and must stay equal).
-const (
-	labelManagedBy = "ambient-code.io/managed-by"
-	managedByValue = "ambient-control-plane"
-	labelProjectID = "ambient-code.io/project-id"
+	"github.com/ambient-code/control-plane/libs/kubelabel"
 )
 
 // The operator's AgenticSession, the resource a SubjectAccessReview asks
@@ -109,8 +102,9 @@ func (a *kubeAuthority) decide(ctx context.Context, req Request) (Decision, erro
 }
 
 // namespace finds the project's namespace: the one namespace carrying the
-// control plane's labels with this project id. It returns a denial reason
-// when there is none or more than one.
+// control plane's labels (package kubelabel, which kube-reconciler writes)
+// with this project's kubelabel.ProjectKey. It returns a denial reason when
+// there is none or more than one.
 func (a *kubeAuthority) namespace(ctx context.Context, projectID string) (string, string, error) {
 	if projectID == "" {
 		if a.defaultNS == "" {
@@ -121,7 +115,7 @@ func (a *kubeAuthority) namespace(ctx context.Context, projectID string) (string
 	if len(validation.IsValidLabelValue(projectID)) > 0 {
 		return "", fmt.Sprintf("project %q has no namespace", clip(projectID)), nil
 	}
-	sel := labels.Set{labelManagedBy: managedByValue, labelProjectID: projectID}.String()
+	sel := labels.Set{kubelabel.ManagedBy: kubelabel.ManagedByValue, kubelabel.ProjectID: kubelabel.ProjectKey(projectID)}.String()
 	// Limit 2: one is the answer, a second makes it ambiguous.
 	list, err := a.client.CoreV1().Namespaces().List(ctx, metav1.ListOptions{LabelSelector: sel, Limit: 2})
 	if err != nil {

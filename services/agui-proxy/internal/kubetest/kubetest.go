@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -25,6 +26,10 @@ import (
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/yaml"
 )
+
+// discardEnvtestLogs sets controller-runtime's logger, which is process-wide,
+// once: parallel tests that each start an envtest raced setting it.
+var discardEnvtestLogs sync.Once
 
 // Paths relative to the repository root.
 const (
@@ -86,7 +91,7 @@ func Start(t testing.TB) *Env {
 		Set("endpoint-reconciler-type", "none")
 	// envtest logs through controller-runtime's logger; unset, it prints a
 	// stack trace to stderr after 30 s saying so, in the middle of test output.
-	ctrllog.SetLogger(logr.Discard())
+	discardEnvtestLogs.Do(func() { ctrllog.SetLogger(logr.Discard()) })
 	cfg, err := env.Start()
 	if err != nil {
 		t.Fatalf("start envtest: %v", err)

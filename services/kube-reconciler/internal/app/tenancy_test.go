@@ -14,6 +14,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 )
 
 // waitRefused waits until session id is Failed with a Reconciled=False
@@ -258,4 +259,84 @@ func reconciledCondition(s *ambientv1.Session) (session.Condition, bool) {
 		return session.Condition{}, false
 	}
 	return conds.Get(reconcile.ConditionReconciled)
+}
+
+// TestProjectIDsDifferingInCaseShareANamespace: the real API accepts a
+// session whose project_id names no project ("Future-N") and puts its CR in
+// the namespace of the lower-cased project_id. A project created later with
+// the lower-case name (its id), that project's settings and sessions, and
+// the first session again, all use that one namespace: none is refused as
+// NamespaceNotOwned, and its ownership label is the lower-cased id.
+func TestProjectIDsDifferingInCaseShareANamespace(t *testing.T) {
+	h := newHarness(t)
+	r := h.start(t, "case1", nil, nil)
+	ctx := t.Context()
+	ns := unique("future")
+	early := h.sessionIn(t, strings.ToUpper(ns[:1])+ns[1:])
+	h.waitReconciled(t, ns, early)
+
+	pid := h.project(t, ns).GetMetadata().GetId()
+	if _, err := h.cl.CreateProjectSettings(ctx, &ambientv1.CreateProjectSettingsRequest{ProjectId: pid,
+		GroupAccess: ptr(`[{"group":"devs","role":"ambient-project-view"}]`)}); err != nil {
+		t.Fatal(err)
+	}
+	late := h.sessionIn(t, pid)
+	h.waitReconciled(t, ns, late)
+	if _, err := h.cl.UpdateSession(ctx, &ambientv1.UpdateSessionRequest{Id: early, Prompt: ptr("again")}); err != nil {
+		t.Fatal(err)
+	}
+	h.waitCR(t, ns, lower(early), func(u *unstructured.Unstructured) error {
+		if p, _, _ := unstructured.NestedString(u.Object, "spec", "initialPrompt"); p != "again" {
+			return fmt.Errorf("initialPrompt %q, want the update", p)
+		}
+		return nil
+	})
+	testenv.Eventually(t, wait, func() error {
+		_, err := h.kube.RbacV1().RoleBindings(ns).Get(ctx, "ambient-devs-ambient-project-view", metav1.GetOptions{})
+		return err
+	})
+	h.quiesce(t, r)
+	if p, err := h.cl.GetProject(ctx, pid); err != nil || p.GetStatus() != "" {
+		t.Errorf("project %s status %q, %v; want no refusal", pid, p.GetStatus(), err)
+	}
+	got, err := h.kube.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Labels[spec.LabelProjectID] != ns {
+		t.Errorf("namespace %s labels %v, want %s=%s", ns, got.Labels, spec.LabelProjectID, ns)
+	}
+}
+
+// sessionIn creates a session with project_id projectID and returns its id.
+func (h *harness) sessionIn(t *testing.T, projectID string) string {
+	t.Helper()
+	s, err := h.cl.CreateSession(t.Context(), &ambientv1.CreateSessionRequest{Name: "s", ProjectId: ptr(projectID), Prompt: ptr("hi")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s.GetMetadata().GetId()
+}
+
+// waitReconciled waits until session id has its CR in namespace ns, and
+// fails at once when it is refused (Reconciled=False) instead, so a refusal
+// shows its reason rather than a timeout.
+func (h *harness) waitReconciled(t *testing.T, ns, id string) {
+	t.Helper()
+	var refused session.Condition
+	testenv.Eventually(t, wait, func() error {
+		s, err := h.cl.GetSession(t.Context(), id)
+		if err != nil {
+			return err
+		}
+		if c, ok := reconciledCondition(s); ok && c.Status == session.StatusFalse {
+			refused = c
+			return nil
+		}
+		_, err = h.cr(t, ns, lower(id))
+		return err
+	})
+	if refused.Reason != "" {
+		t.Fatalf("session %s refused: Reconciled=False %s: %s", id, refused.Reason, refused.Message)
+	}
 }

@@ -71,7 +71,7 @@ func TestNamespaceReassertsLabels(t *testing.T) {
 		t.Fatal(err)
 	}
 	final, _ := cs.CoreV1().Namespaces().Get(ctx, ns.Name, metav1.GetOptions{})
-	if final.Labels[spec.LabelManaged] != "true" || final.Labels["other"] != "kept" || final.Labels[spec.LabelProjectID] != "Proj" {
+	if final.Labels[spec.LabelManaged] != "true" || final.Labels["other"] != "kept" || final.Labels[spec.LabelProjectID] != "proj" {
 		t.Errorf("labels = %v, want managed re-asserted and other kept", final.Labels)
 	}
 }

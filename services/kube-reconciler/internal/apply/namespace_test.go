@@ -31,6 +31,8 @@ func TestNamespaceAdoptsOnlyOwn(t *testing.T) {
 		{name: "another project's", existing: spec.ManagedLabels("other"), owner: "other", refused: true},
 		{name: "project label without managed-by", existing: map[string]string{spec.LabelProjectID: "p"}, owner: "p", refused: true},
 		{name: "ours", existing: spec.ManagedLabels("p")},
+		// Releases before kubelabel.ProjectKey labelled the exact id.
+		{name: "ours, exact-case label", existing: map[string]string{spec.LabelManagedBy: spec.ManagedByValue, spec.LabelProjectID: "P"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -50,7 +52,7 @@ func TestNamespaceAdoptsOnlyOwn(t *testing.T) {
 				t.Fatal(gerr)
 			}
 			if !tc.refused {
-				if err != nil || !spec.OwnedBy(got.Labels, "p") {
+				if err != nil || got.Labels[spec.LabelProjectID] != "p" {
 					t.Fatalf("Namespace = %v, labels %v; want the project's", err, got.Labels)
 				}
 				return
@@ -69,8 +71,10 @@ func TestNamespaceAdoptsOnlyOwn(t *testing.T) {
 	}
 }
 
-// TestNamespaceRaceOneWinner: two projects whose ids give one namespace name
-// claim it at once; exactly one owns it, the other is refused.
+// TestNamespaceRaceOneWinner: two projects claim one namespace name at once;
+// exactly one owns it, the other is refused. (Project ids give distinct
+// names, kubelabel.ProjectKey, but Namespace must not rely on its callers for
+// that.)
 func TestNamespaceRaceOneWinner(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
@@ -80,7 +84,7 @@ func TestNamespaceRaceOneWinner(t *testing.T) {
 		name := uniqueNS("race")
 		errs := make([]error, 2)
 		var wg sync.WaitGroup
-		for i, id := range []string{"Race", "race"} {
+		for i, id := range []string{"red", "blue"} {
 			wg.Go(func() { errs[i] = a.Namespace(ctx, spec.Namespace{Name: name, Labels: spec.ManagedLabels(id)}) })
 		}
 		wg.Wait()
@@ -99,7 +103,7 @@ func TestNamespaceRaceOneWinner(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if refused != 1 || (!spec.OwnedBy(got.Labels, "Race") && !spec.OwnedBy(got.Labels, "race")) {
+		if refused != 1 || (!spec.OwnedBy(got.Labels, "red") && !spec.OwnedBy(got.Labels, "blue")) {
 			t.Fatalf("errors %v, labels %v: want one owner and one refusal", errs, got.Labels)
 		}
 	}

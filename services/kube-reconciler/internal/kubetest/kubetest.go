@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -29,6 +30,10 @@ import (
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/yaml"
 )
+
+// discardEnvtestLogs sets controller-runtime's logger, which is process-wide,
+// once: parallel tests that each start an envtest raced setting it.
+var discardEnvtestLogs sync.Once
 
 // ErrNoBinaries is returned by Start when kube-apiserver or etcd is missing.
 var ErrNoBinaries = errors.New("kube-apiserver/etcd not built: run `make kube-binaries` in the repository root")
@@ -136,7 +141,7 @@ func Start(opts ...Option) (*Env, error) {
 		Set("endpoint-reconciler-type", "none")
 	// envtest logs through controller-runtime's logger; unset, it prints a
 	// stack trace to stderr after 30 s saying so, in the middle of test output.
-	ctrllog.SetLogger(logr.Discard())
+	discardEnvtestLogs.Do(func() { ctrllog.SetLogger(logr.Discard()) })
 	cfg, err := env.Start()
 	if err != nil {
 		return nil, fmt.Errorf("start envtest: %w", err)

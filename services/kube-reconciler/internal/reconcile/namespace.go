@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 
+	"github.com/ambient-code/control-plane/libs/kubelabel"
 	"github.com/ambient-code/control-plane/libs/logkey"
 	"github.com/ambient-code/control-plane/libs/session"
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
@@ -183,7 +184,7 @@ func (r *Reconciler) ensureNamespace(ctx context.Context, ns, projectID string) 
 		return err
 	}
 	r.mu.Lock()
-	done := r.ensured[ns] == projectID
+	done := r.ensured[ns] == kubelabel.ProjectKey(projectID)
 	r.mu.Unlock()
 	if done {
 		return nil
@@ -208,7 +209,7 @@ func (r *Reconciler) checkNamespace(ctx context.Context, ns, projectID string) (
 		return false, err
 	}
 	r.mu.Lock()
-	done := r.ensured[ns] == projectID
+	done := r.ensured[ns] == kubelabel.ProjectKey(projectID)
 	r.mu.Unlock()
 	if done {
 		return true, nil
@@ -223,9 +224,12 @@ func (r *Reconciler) checkNamespace(ctx context.Context, ns, projectID string) (
 	return exists, nil
 }
 
+// markEnsured remembers ns as checked for the project: by its
+// kubelabel.ProjectKey, so ids differing only in case (one namespace, one
+// owner) share the entry.
 func (r *Reconciler) markEnsured(ns, projectID string) {
 	r.mu.Lock()
-	r.ensured[ns] = projectID
+	r.ensured[ns] = kubelabel.ProjectKey(projectID)
 	r.mu.Unlock()
 }
 

@@ -22,6 +22,7 @@ import (
 	"github.com/ambient-code/control-plane/libs/events"
 	"github.com/ambient-code/control-plane/libs/group"
 	"github.com/ambient-code/control-plane/libs/keylock"
+	"github.com/ambient-code/control-plane/libs/kubelabel"
 	"github.com/ambient-code/control-plane/libs/logkey"
 	"github.com/ambient-code/control-plane/libs/session"
 	eventsv1 "github.com/ambient-code/control-plane/proto/ambient/events/v1"
@@ -186,12 +187,13 @@ func (r *Reconciler) dispatch(ctx context.Context, obj *eventsv1.Object, deleted
 }
 
 // lockKey is the per-object lock of (res, id): a session or project by its
-// id, project settings by their project, because what they write (the
-// project's RoleBindings) is the project's, and the resync prunes orphaned
-// bindings by project.
+// id, project settings by their project's kubelabel.ProjectKey, because
+// what they write (the project's RoleBindings) is the project's, ids
+// differing only in case write the same bindings, and the resync prunes
+// orphaned bindings by the key it reads from their label.
 func lockKey(res eventsv1.Resource, id, projectID string) string {
 	if res == eventsv1.Resource_RESOURCE_PROJECT_SETTINGS {
-		return "bindings/" + projectID
+		return "bindings/" + kubelabel.ProjectKey(projectID)
 	}
 	return events.ResourceToken(res) + "/" + id
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/ambient-code/control-plane/libs/bus"
 	"github.com/ambient-code/control-plane/libs/events"
+	"github.com/ambient-code/control-plane/libs/kubelabel"
 	"github.com/ambient-code/control-plane/libs/logkey"
 	eventsv1 "github.com/ambient-code/control-plane/proto/ambient/events/v1"
 	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/metrics"
@@ -131,7 +132,7 @@ func (r *Reconciler) PruneOrphanBindings(ctx context.Context, projectID string) 
 	if err != nil {
 		return 0, err
 	}
-	if named[projectID] {
+	if named[kubelabel.ProjectKey(projectID)] {
 		return 0, nil
 	}
 	ns, err := r.projectNamespace(projectID)
@@ -162,8 +163,11 @@ func (r *Reconciler) PruneOrphanBindings(ctx context.Context, projectID string) 
 	return res.Pruned, nil
 }
 
-// SettingsProjects returns the project ids named by the project settings
-// stored in KV ambient-objects. Undecodable entries are skipped.
+// SettingsProjects returns the projects named by the project settings stored
+// in KV ambient-objects, by kubelabel.ProjectKey: that is how their
+// bindings are labelled, so settings of "Future" keep the bindings labelled
+// "future".
+// Undecodable entries are skipped.
 func SettingsProjects(ctx context.Context, kv jetstream.KeyValue) (map[string]bool, error) {
 	filter := events.ResourceToken(eventsv1.Resource_RESOURCE_PROJECT_SETTINGS) + ".*"
 	es, err := bus.ReadKVKeys(ctx, kv, []string{filter})
@@ -174,7 +178,7 @@ func SettingsProjects(ctx context.Context, kv jetstream.KeyValue) (map[string]bo
 	for _, e := range es {
 		o := &eventsv1.Object{}
 		if proto.Unmarshal(e.Value(), o) == nil && o.GetProjectSettings() != nil {
-			out[o.GetProjectSettings().GetProjectId()] = true
+			out[kubelabel.ProjectKey(o.GetProjectSettings().GetProjectId())] = true
 		}
 	}
 	return out, nil

@@ -8,11 +8,15 @@ import (
 	"github.com/ambient-code/control-plane/libs/events"
 	"github.com/ambient-code/control-plane/libs/group"
 	eventsv1 "github.com/ambient-code/control-plane/proto/ambient/events/v1"
+	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
 	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/apply"
 	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/metrics"
+	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/spec"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 )
 
 // TestResyncLeavesFreshWorkToTheEventPath: the informer writes KV just after
@@ -70,5 +74,41 @@ func TestHandledSetBounded(t *testing.T) {
 	}
 	if n := r.HandledCount(); n >= minSweep {
 		t.Errorf("%d successes remembered, want fewer than %d", n, minSweep)
+	}
+}
+
+// TestResyncKeepsBindingsOfMixedCaseSettings: bindings are labelled with
+// the project's key (the id lower-cased), so the resync, finding a binding
+// labelled "keep-N", must see that settings of project_id "Keep-N" still
+// name it, and prune nothing.
+func TestResyncKeepsBindingsOfMixedCaseSettings(t *testing.T) {
+	t.Parallel()
+	store := kv(t)
+	r, _ := newReconciler(t, store)
+	ctx := t.Context()
+	key := fmt.Sprintf("keep-%d", time.Now().UnixNano()%1e9)
+	r.cfg.Owner = spec.Owner{Instance: key} // its bindings are this installation's to prune
+	ps := &ambientv1.ProjectSettings{Metadata: &ambientv1.ObjectReference{Id: key + "-ps", UpdatedAt: timestamppb.Now()},
+		ProjectId: "K" + key[1:], GroupAccess: proto.String(`[{"group":"devs","role":"ambient-project-view"}]`)}
+	b, err := proto.Marshal(events.Wrap(ps))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.Put(ctx, events.ObjectKey(eventsv1.Resource_RESOURCE_PROJECT_SETTINGS, ps.GetMetadata().GetId()), b); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Handle(ctx, group.Message{Event: events.NewEvent(eventsv1.EventType_EVENT_TYPE_ADDED, ps, nil, time.Now()), Attempt: 1}); err != nil {
+		t.Fatal(err)
+	}
+	n, err := r.PruneOrphanBindings(ctx, key)
+	if err != nil || n != 0 {
+		t.Fatalf("PruneOrphanBindings(%q) pruned %d, %v; want nothing: settings of %q name the project", key, n, err, ps.GetProjectId())
+	}
+	cs, err := kubernetes.NewForConfig(kube.Env(t).Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cs.RbacV1().RoleBindings(key).Get(ctx, "ambient-devs-ambient-project-view", metav1.GetOptions{}); err != nil {
+		t.Fatalf("binding of project %s: %v", ps.GetProjectId(), err)
 	}
 }

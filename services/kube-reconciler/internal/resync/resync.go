@@ -40,6 +40,7 @@ import (
 	"github.com/ambient-code/control-plane/libs/bus"
 	"github.com/ambient-code/control-plane/libs/events"
 	"github.com/ambient-code/control-plane/libs/group"
+	"github.com/ambient-code/control-plane/libs/kubelabel"
 	"github.com/ambient-code/control-plane/libs/logkey"
 	eventsv1 "github.com/ambient-code/control-plane/proto/ambient/events/v1"
 	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/metrics"
@@ -257,7 +258,7 @@ func (r *Resyncer) orphanBindings(ctx context.Context, started time.Time) (int, 
 			for _, rb := range list.Items {
 				p := rb.Labels[spec.LabelProjectID]
 				ns, err := spec.NamespaceName(p, "project_id")
-				if err != nil || rb.Namespace != ns || named[p] || !r.cfg.Assignment.OwnsObject(p) || rb.CreationTimestamp.After(started.Add(-r.grace)) {
+				if err != nil || rb.Namespace != ns || named[kubelabel.ProjectKey(p)] || !r.cfg.Assignment.OwnsObject(p) || rb.CreationTimestamp.After(started.Add(-r.grace)) {
 					continue
 				}
 				candidates[p] = true

@@ -8,16 +8,21 @@
 // never a panic.
 package spec
 
-import "k8s.io/apimachinery/pkg/labels"
+import (
+	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/ambient-code/control-plane/libs/kubelabel"
+)
 
 // Labels and annotations the control plane puts on everything it manages.
 const (
 	// LabelManaged marks objects written by the control plane ("true").
 	LabelManaged = "ambient-code.io/managed"
 	// LabelManagedBy names the writer; prune and the status informer select on it.
-	LabelManagedBy = "ambient-code.io/managed-by"
-	// LabelProjectID is the ambient project id the object belongs to.
-	LabelProjectID = "ambient-code.io/project-id"
+	LabelManagedBy = kubelabel.ManagedBy
+	// LabelProjectID is the ambient project the object belongs to, by its
+	// kubelabel.ProjectKey (the id lower-cased).
+	LabelProjectID = kubelabel.ProjectID
 	// LabelInstance names the control-plane installation that wrote the
 	// object (CONTROL_PLANE_INSTANCE), on AgenticSessions and RoleBindings:
 	// the resync deletes orphans only among its own installation's objects,
@@ -59,7 +64,7 @@ const (
 	AnnotationStartRequestedAt = "ambient-code.io/start-requested-at"
 
 	// ManagedByValue is the value of LabelManagedBy.
-	ManagedByValue = "ambient-control-plane"
+	ManagedByValue = kubelabel.ManagedByValue
 
 	// reservedPrefix is the label/annotation key prefix users may not set on
 	// their sessions: those keys drive selection and pruning.
@@ -105,11 +110,12 @@ func (o Owner) Selectors() []string {
 	return out
 }
 
-// ManagedLabels returns the labels put on every managed object of a project.
+// ManagedLabels returns the labels put on every managed object of a project,
+// the project named by its kubelabel.ProjectKey.
 func ManagedLabels(projectID string) map[string]string {
 	return map[string]string{
 		LabelManaged:   "true",
 		LabelManagedBy: ManagedByValue,
-		LabelProjectID: projectID,
+		LabelProjectID: kubelabel.ProjectKey(projectID),
 	}
 }

@@ -6,6 +6,8 @@ import (
 
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/ambient-code/control-plane/libs/kubelabel"
 )
 
 // Namespace is the desired Namespace of a project.
@@ -31,9 +33,9 @@ func NamespaceName(s, field string) (string, error) {
 // ProjectNamespace returns the desired Namespace of project id, with the
 // managed labels. The name comes from the project's immutable id, never from
 // its name: a project renamed p1 -> p2 must not move into namespace p2 (on
-// the real API a project's id is the name it was created with). Lower-casing
-// may map two ids to one name; the ownership label (the exact id) tells them
-// apart, and the second is refused (see OwnedBy).
+// the real API a project's id is the name it was created with). Name and
+// ownership label are both the id's kubelabel.ProjectKey, so ids differing only in
+// case share the namespace instead of refusing each other.
 func ProjectNamespace(projectID string) (Namespace, error) {
 	name, err := NamespaceName(projectID, "project_id")
 	if err != nil {
@@ -47,22 +49,29 @@ func ProjectNamespace(projectID string) (Namespace, error) {
 }
 
 // OwnedBy reports whether an object with these labels belongs to project id:
-// written by the control plane (LabelManagedBy) for exactly that project
-// (LabelProjectID). LabelManaged is not part of it: it is ours to re-assert,
-// and someone flipping it must not make us give up our own namespace.
+// written by the control plane (LabelManagedBy) for that project
+// (LabelProjectID, compared by kubelabel.ProjectKey). The label is lower-cased before
+// comparing because releases before kubelabel.ProjectKey wrote the exact id: a
+// namespace labelled "Future" by one of them is still project future's, and
+// its next apply rewrites the label. LabelManaged is not part of it: it is
+// ours to re-assert, and someone flipping it must not make us give up our
+// own namespace.
 func OwnedBy(objLabels map[string]string, projectID string) bool {
-	return objLabels[LabelManagedBy] == ManagedByValue && objLabels[LabelProjectID] == projectID
+	return objLabels[LabelManagedBy] == ManagedByValue && kubelabel.ProjectKey(objLabels[LabelProjectID]) == kubelabel.ProjectKey(projectID)
 }
 
 // ProjectSelector is the label selector of the objects the control plane
 // manages for project id (prune selects with it, so one project never prunes
 // another's bindings). id must be a valid label value (ProjectLabels).
 func ProjectSelector(projectID string) string {
-	return labels.SelectorFromSet(labels.Set{LabelManagedBy: ManagedByValue, LabelProjectID: projectID}).String()
+	return labels.SelectorFromSet(labels.Set{LabelManagedBy: ManagedByValue, LabelProjectID: kubelabel.ProjectKey(projectID)}).String()
 }
 
 // ProjectLabels returns the managed labels for objects of project id, or a
-// *FieldError naming field when id is not a valid label value.
+// *FieldError naming field when id is not a valid label value. The exact id
+// is checked, not its kubelabel.ProjectKey: Unicode lower-casing maps some non-ASCII
+// letters to ASCII ones (the Kelvin sign to "k"), and such an id must not
+// pass for another project.
 func ProjectLabels(id, field string) (map[string]string, error) {
 	if err := checkLabelValue(id, field); err != nil {
 		return nil, err

@@ -7,8 +7,10 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 )
 
-// TestProjectNamespace: the namespace comes from the id, with the id as the
-// ownership label; an id that is no namespace name is refused as a field.
+// TestProjectNamespace: the namespace comes from the id, with the id's
+// kubelabel.ProjectKey (lower-cased, like the name) as the ownership label, so ids
+// differing only in case name one namespace with one owner; an id that is
+// no namespace name (or label value) is refused as a field.
 func TestProjectNamespace(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
@@ -20,6 +22,7 @@ func TestProjectNamespace(t *testing.T) {
 		{"kube-system", "kube-system", true}, // a name; the deny-list refuses it
 		{"", "", false},
 		{"a.b", "", false},
+		{"\u212Aafka", "", false}, // Kelvin sign: lower-cases to "kafka", but is no label value
 	}
 	for _, tc := range tests {
 		got, err := ProjectNamespace(tc.id)
@@ -34,8 +37,8 @@ func TestProjectNamespace(t *testing.T) {
 			}
 			continue
 		}
-		if !OwnedBy(got.Labels, tc.id) {
-			t.Errorf("ProjectNamespace(%q) labels %v not owned by the project", tc.id, got.Labels)
+		if got.Labels[LabelProjectID] != tc.want || !OwnedBy(got.Labels, tc.id) || !OwnedBy(got.Labels, tc.want) {
+			t.Errorf("ProjectNamespace(%q) labels %v, want owned by %q and %q alike", tc.id, got.Labels, tc.id, tc.want)
 		}
 	}
 }
@@ -49,6 +52,7 @@ func TestOwnedBy(t *testing.T) {
 	}{
 		{"ours", ManagedLabels("p"), true},
 		{"managed flag flipped is still ours", map[string]string{LabelManaged: "false", LabelManagedBy: ManagedByValue, LabelProjectID: "p"}, true},
+		{"ours, exact-case label of releases before kubelabel.ProjectKey", map[string]string{LabelManagedBy: ManagedByValue, LabelProjectID: "P"}, true},
 		{"another project", ManagedLabels("q"), false},
 		{"someone else's", map[string]string{"team": "x"}, false},
 		{"project label without managed-by", map[string]string{LabelProjectID: "p"}, false},
@@ -68,8 +72,11 @@ func TestProjectSelector(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !sel.Matches(labels.Set(ManagedLabels("p"))) {
+	if !sel.Matches(labels.Set(ManagedLabels("p"))) || !sel.Matches(labels.Set(ManagedLabels("P"))) {
 		t.Error("selector misses the project's own objects")
+	}
+	if upper, err := labels.Parse(ProjectSelector("P")); err != nil || upper.String() != sel.String() {
+		t.Errorf("ProjectSelector(%q) = %v, %v; want the selector of %q", "P", upper, err, "p")
 	}
 	for _, other := range []map[string]string{ManagedLabels("q"), {LabelProjectID: "p"}, {LabelManagedBy: ManagedByValue}} {
 		if sel.Matches(labels.Set(other)) {
