@@ -155,11 +155,13 @@ func leaderSynced(leading bool, rs []controller.Leader) error {
 }
 
 // ensureNATS creates or updates the stream and buckets, retrying while
-// JetStream is not reachable yet.
+// JetStream is not reachable yet. A STREAM_REPLICAS the server can never
+// keep stops it at once (see replicasError).
 func ensureNATS(ctx context.Context, js jetstream.JetStream, cfg config.Config, log *slog.Logger) (objects, leases jetstream.KeyValue, err error) {
 	b := &backoff.ExponentialBackOff{InitialInterval: setupRetryMin, RandomizationFactor: 0.25, Multiplier: 2, MaxInterval: setupRetryMax}
 	kvs, err := backoff.Retry(ctx, func() ([2]jetstream.KeyValue, error) {
-		return tryEnsureNATS(ctx, js, cfg)
+		kvs, err := tryEnsureNATS(ctx, js, cfg)
+		return kvs, replicasError(err, cfg.StreamReplicas)
 	}, backoff.WithBackOff(b), backoff.WithMaxElapsedTime(0), backoff.WithNotify(func(err error, _ time.Duration) {
 		log.Warn("jetstream setup failed, retrying", slog.Any(logkey.Err, err))
 	}))
@@ -167,6 +169,18 @@ func ensureNATS(ctx context.Context, js jetstream.JetStream, cfg config.Config, 
 		return nil, nil, fmt.Errorf("jetstream setup: %w", err)
 	}
 	return kvs[0], kvs[1], nil
+}
+
+// replicasError makes a non-clustered server's refusal of more than one
+// replica a permanent configuration error naming STREAM_REPLICAS: retrying
+// could never succeed, and "jetstream setup failed, retrying" for ever
+// hid the setting to change. The service then exits 1, as for any other
+// bad variable. Other errors are returned as they are.
+func replicasError(err error, replicas int) error {
+	if !bus.ReplicasNotSupported(err) {
+		return err
+	}
+	return backoff.Permanent(bus.ReplicasError(err, config.EnvStreamReplicas, replicas))
 }
 
 func tryEnsureNATS(ctx context.Context, js jetstream.JetStream, cfg config.Config) ([2]jetstream.KeyValue, error) {

@@ -147,10 +147,8 @@ func Load(lookup envconfig.LookupFunc) (Config, error) {
 		// over the dead-letter stream it would take the dead letters' place.
 		bad(EnvEventsStream, "an events stream's name, not "+why, c.Stream)
 	}
-	if !group.ValidName(c.ObjectsBucket) {
-		bad(EnvObjectsBucket, `a bucket name of letters, digits, "-" and "_"`, c.ObjectsBucket)
-	} else if why := group.ReservedBucket(c.ObjectsBucket); why != "" {
-		bad(EnvObjectsBucket, "an objects bucket's name, not "+why, c.ObjectsBucket)
+	if e := group.ObjectsBucketError(EnvObjectsBucket, c.ObjectsBucket); e != nil {
+		errs = append(errs, e)
 	}
 	if !group.ValidName(c.LeaseKey) {
 		bad(EnvLeaseKey, `a key of letters, digits, "-" and "_"`, c.LeaseKey)

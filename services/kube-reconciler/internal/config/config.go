@@ -154,10 +154,8 @@ func Load(lookup envconfig.LookupFunc) (Config, error) {
 	if errs := validation.IsDNS1123Label(c.Namespace); len(errs) > 0 {
 		l.Invalid(EnvNamespace, "a namespace name (RFC 1123 label)", c.Namespace, nil)
 	}
-	if !group.ValidName(c.ObjectsBucket) {
-		l.Invalid(EnvObjectsBucket, `a bucket name of letters, digits, "-" and "_"`, c.ObjectsBucket, nil)
-	} else if why := group.ReservedBucket(c.ObjectsBucket); why != "" {
-		l.Invalid(EnvObjectsBucket, "an objects bucket's name, not "+why, c.ObjectsBucket, nil)
+	if e := group.ObjectsBucketError(EnvObjectsBucket, c.ObjectsBucket); e != nil {
+		l.Invalid(e.Name, e.Want, e.Got, nil)
 	}
 	if c.Kubeconfig != "" {
 		// Built now (nothing is dialled) so that a file that is no usable
