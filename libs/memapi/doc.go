@@ -89,9 +89,16 @@
 // "SessionList", "page", "size", "total", "items"}, errors are {"kind":
 // "Error", "id", "code": "ambient-api-server-<id>", "href", "reason",
 // "operation_id"}. Without a token the answer is a plain-text 401 "missing
-// authorization header". Request bodies are flat objects: only proto field
-// names, read-only keys (id, phase, kube_cr_name, ...) are ignored, unknown
-// keys are a 400 id 17. search is a subset of the real server's TSL
+// authorization header". Request bodies are flat objects with proto field
+// names. A create decodes like the real server's generated OpenAPI model
+// (DisallowUnknownFields): unknown keys are a 400 id 17, read-only keys
+// (phase, kube_cr_name, ...) are ignored, and a non-empty "id" is a 400 id
+// 8 "id must be empty" (its handlers' ValidateEmpty). A PATCH decodes like
+// its PatchRequest model (plain encoding/json): unknown keys, "id",
+// read-only keys and a session's project_id (not in SessionPatchRequest)
+// are ignored; a known key of the wrong type is a 400 id 17. These come
+// from the upstream source (rh-trex handlers, generated models), not from
+// a measurement. search is a subset of the real server's TSL
 // (search.go: =, !=, like, ilike, in, and, or, parentheses).
 // testdata/rest_golden.json is the real server's answers to a script of
 // calls, written from the measured facts; TestRESTGolden holds memapi to it.
@@ -100,9 +107,9 @@
 // docs/architecture.md): the answer to a wrong token (plain-text 401
 // "invalid authorization token"), unknown routes (404 id 7) and methods
 // (405 id 10), search errors (400 id 23), unparsable page/size (read as 0,
-// then clamped), the REST page-size clamps (the gRPC ones), unknown body
-// keys (400 id 17), the project-name length rule (from the upstream source),
-// and a session created over REST with "name": "" (accepted).
+// then clamped), the REST page-size clamps (the gRPC ones), the body
+// rules above and the project-name length rule (both from the upstream
+// source), and a session created over REST with "name": "" (accepted).
 //
 // GET /healthcheck answers 200 {"status":"ok"} without a token (the real
 // server serves it on its own port, 4434).

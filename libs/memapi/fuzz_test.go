@@ -13,9 +13,10 @@ import (
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
 )
 
-// FuzzReadObject feeds REST request bodies to readObject. Properties: no
-// panic; a failure is the real server's 400 id 17; a decoded request
-// re-encodes and decodes to an equal message.
+// FuzzReadObject feeds REST request bodies to readObject (creates) and
+// readPatch (updates). Properties: no panic; a failure is the real
+// server's 400 id 17, or for a create with an id its 400 id 8 "id must be
+// empty"; a decoded request re-encodes and decodes to an equal message.
 func FuzzReadObject(f *testing.F) {
 	for _, seed := range []string{
 		`{"name":"demo","prompt":"hello","project_id":"p"}`,
@@ -29,12 +30,13 @@ func FuzzReadObject(f *testing.F) {
 		f.Add([]byte(seed))
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
-		check := func(err error, m proto.Message) {
+		check := func(err error, m proto.Message, create bool) {
 			if err != nil {
 				var ae *APIError
-				if !errors.As(err, &ae) || ae.Status != http.StatusBadRequest || ae.ID != restapi.ErrorIDMalformedRequest ||
-					!strings.HasPrefix(ae.Reason, "Invalid request format: ") {
-					t.Fatalf("error %#v, want 400 id 17", err)
+				idSet := create && errors.As(err, &ae) && ae.ID == restapi.ErrorIDValidation && ae.Reason == "id must be empty"
+				if !idSet && (!errors.As(err, &ae) || ae.Status != http.StatusBadRequest || ae.ID != restapi.ErrorIDMalformedRequest ||
+					!strings.HasPrefix(ae.Reason, "Invalid request format: ")) {
+					t.Fatalf("error %#v, want 400 id 17 (or id 8 for an id in a create)", err)
 				}
 				return
 			}
@@ -51,13 +53,13 @@ func FuzzReadObject(f *testing.F) {
 			}
 		}
 		cs := &ambientv1.CreateSessionRequest{}
-		check(readObject[*ambientv1.Session](strings.NewReader(string(body)), "name", cs), cs)
+		check(readObject[*ambientv1.Session](strings.NewReader(string(body)), "name", cs), cs, true)
 		us := &ambientv1.UpdateSessionRequest{Id: "x"}
-		check(readObject[*ambientv1.Session](strings.NewReader(string(body)), "", us), us)
+		check(readPatch[*ambientv1.Session](strings.NewReader(string(body)), us, []string{"project_id"}), us, false)
 		cp := &ambientv1.CreateProjectRequest{}
-		check(readObject[*ambientv1.Project](strings.NewReader(string(body)), "name", cp), cp)
+		check(readObject[*ambientv1.Project](strings.NewReader(string(body)), "name", cp), cp, true)
 		ups := &ambientv1.UpdateProjectSettingsRequest{Id: "x"}
-		check(readObject[*ambientv1.ProjectSettings](strings.NewReader(string(body)), "", ups), ups)
+		check(readPatch[*ambientv1.ProjectSettings](strings.NewReader(string(body)), ups, nil), ups, false)
 	})
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -13,6 +14,7 @@ import (
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/ambient-code/control-plane/libs/restapi"
 	"github.com/ambient-code/control-plane/libs/telemetry"
@@ -50,6 +52,10 @@ type collection[T object, C, U proto.Message] struct {
 	update    func(U) (T, error)
 	newC      func() C
 	newU      func(id string) U
+	// fixedOnPatch are fields of U that a REST PATCH ignores: the real
+	// server's PatchRequest model lacks them (a session's project_id is
+	// set at create only; over gRPC UpdateSession changes it).
+	fixedOnPatch []string
 }
 
 // Handler returns the REST API (chi) under BasePath, in the real server's
@@ -91,11 +97,12 @@ func (s *Server) router() http.Handler {
 	sess := &sessionService{r: s.sessionResource()}
 	mount(r, collection[*ambientv1.Session, *ambientv1.CreateSessionRequest, *ambientv1.UpdateSessionRequest]{
 		s: s, r: sess.r, required: "name", create: sess.create,
-		update:    sess.update,
-		project:   (*ambientv1.Session).GetProjectId,
-		projectOf: (*ambientv1.CreateSessionRequest).GetProjectId,
-		newC:      func() *ambientv1.CreateSessionRequest { return &ambientv1.CreateSessionRequest{} },
-		newU:      func(id string) *ambientv1.UpdateSessionRequest { return &ambientv1.UpdateSessionRequest{Id: id} },
+		update:       sess.update,
+		project:      (*ambientv1.Session).GetProjectId,
+		projectOf:    (*ambientv1.CreateSessionRequest).GetProjectId,
+		newC:         func() *ambientv1.CreateSessionRequest { return &ambientv1.CreateSessionRequest{} },
+		newU:         func(id string) *ambientv1.UpdateSessionRequest { return &ambientv1.UpdateSessionRequest{Id: id} },
+		fixedOnPatch: []string{"project_id"},
 	})
 	for _, t := range []transition{startTransition, stopTransition} {
 		r.Post(BasePath+"/"+sess.r.path+"/{id}/"+t.verb, func(w http.ResponseWriter, req *http.Request) {
@@ -218,8 +225,9 @@ func mount[T object, C, U proto.Message](r chi.Router, c collection[T, C, U]) {
 			return
 		}
 		in := c.newU(chi.URLParam(req, "id"))
-		// The path's id wins: "id" in a body is read-only metadata.
-		if err := readObject[T](req.Body, "", in); err != nil {
+		// The path's id wins: "id" in a body is ignored like any key the
+		// PatchRequest lacks.
+		if err := readPatch[T](req.Body, in, c.fixedOnPatch); err != nil {
 			writeError(w, err)
 			return
 		}
@@ -237,17 +245,17 @@ func mount[T object, C, U proto.Message](r chi.Router, c collection[T, C, U]) {
 	})
 }
 
-// readObject reads a request body as a flat object T, like the real server:
-// a body that is no JSON object, lacks the required property or has a key
-// that is no field of T answers 400 id 17 ("Invalid request format: ...").
-// The fields that dst (a Create/Update request) has are copied into it.
+// readObject reads a create body as a flat object T, like the real server
+// (its generated OpenAPI model decodes with DisallowUnknownFields): a body
+// that is no JSON object, lacks the required property or has a key that is
+// no field of T answers 400 id 17 ("Invalid request format: ..."); then,
+// as its handlers' ValidateEmpty(id), a non-empty "id" answers 400 id 8
+// "id must be empty". The fields that dst (a Create request) has are
+// copied into it.
 func readObject[T object](body io.Reader, required string, dst proto.Message) error {
-	b, err := io.ReadAll(io.LimitReader(body, maxBodyBytes+1))
+	b, err := readBody(body)
 	if err != nil {
-		return errMalformed("read body: " + err.Error())
-	}
-	if len(b) > maxBodyBytes {
-		return errMalformed(fmt.Sprintf("body larger than %d bytes", maxBodyBytes))
+		return err
 	}
 	// The required property is checked before the fields' types, in the
 	// order of the real server's generated OpenAPI decoder.
@@ -258,18 +266,76 @@ func readObject[T object](body io.Reader, required string, dst proto.Message) er
 	if _, ok := keys[required]; required != "" && !ok {
 		return errMalformed("no value given for required property " + required)
 	}
-	obj := newOf[T]()
-	if err := restapi.UnmarshalObject(b, obj); err != nil {
-		var de *restapi.DecodeError
-		if errors.As(err, &de) {
-			return errMalformed(de.Detail)
-		}
-		return errMalformed(err.Error())
+	obj, err := decodeObject[T](b)
+	if err != nil {
+		return err
+	}
+	if obj.GetMetadata().GetId() != "" {
+		return errValidation("id must be empty")
 	}
 	if err := copyFields(dst, obj, true, "metadata", "id"); err != nil {
 		return errInternal(err)
 	}
 	return nil
+}
+
+// readPatch reads a PATCH body like the real server, which decodes it into
+// its PatchRequest model with plain encoding/json: keys that are no field
+// of dst (an Update request), "id", read-only fields of the object (phase,
+// kube_cr_name, ...), fixed (fields the PatchRequest lacks) and unknown
+// keys are ignored; a body that is no JSON object, or a known key of the
+// wrong type, answers 400 id 17. The rest is copied into dst.
+func readPatch[T object](body io.Reader, dst proto.Message, fixed []string) error {
+	b, err := readBody(body)
+	if err != nil {
+		return err
+	}
+	var keys map[string]json.RawMessage
+	if err := json.Unmarshal(b, &keys); err != nil {
+		return errMalformed(err.Error())
+	}
+	fields := dst.ProtoReflect().Descriptor().Fields()
+	for k := range keys {
+		if k == "id" || slices.Contains(fixed, k) || fields.ByName(protoreflect.Name(k)) == nil {
+			delete(keys, k)
+		}
+	}
+	if b, err = json.Marshal(keys); err != nil {
+		return errInternal(err)
+	}
+	obj, err := decodeObject[T](b)
+	if err != nil {
+		return err
+	}
+	if err := copyFields(dst, obj, true, "metadata", "id"); err != nil {
+		return errInternal(err)
+	}
+	return nil
+}
+
+// readBody reads a request body of at most maxBodyBytes.
+func readBody(body io.Reader) ([]byte, error) {
+	b, err := io.ReadAll(io.LimitReader(body, maxBodyBytes+1))
+	if err != nil {
+		return nil, errMalformed("read body: " + err.Error())
+	}
+	if len(b) > maxBodyBytes {
+		return nil, errMalformed(fmt.Sprintf("body larger than %d bytes", maxBodyBytes))
+	}
+	return b, nil
+}
+
+// decodeObject decodes a flat REST object T; a bad one answers 400 id 17.
+func decodeObject[T object](b []byte) (T, error) {
+	obj := newOf[T]()
+	if err := restapi.UnmarshalObject(b, obj); err != nil {
+		var de *restapi.DecodeError
+		if errors.As(err, &de) {
+			return obj, errMalformed(de.Detail)
+		}
+		return obj, errMalformed(err.Error())
+	}
+	return obj, nil
 }
 
 func (s *Server) restAuth(next http.Handler) http.Handler {

@@ -188,6 +188,9 @@ func TestRESTErrors(t *testing.T) {
 		{"camelCase field", testToken, "POST", "/sessions", `{"name":"a","projectId":"p"}`, 400, "17", `Invalid request format: json: unknown field "projectId"`},
 		{"wrong type", testToken, "POST", "/sessions", `{"name":"a","timeout":"soon"}`, 400, "17", "Invalid request format: "},
 		{"bad patch", testToken, "PATCH", "/sessions/x", `{"prompt":`, 400, "17", "Invalid request format: "},
+		{"patch of a known field with the wrong type", testToken, "PATCH", "/sessions/x", `{"timeout":"soon"}`, 400, "17", "Invalid request format: "},
+		{"create with an id", testToken, "POST", "/sessions", `{"name":"a","id":"mine"}`, 400, "8", "id must be empty"},
+		{"project with an id", testToken, "POST", "/projects", `{"name":"idd","id":"idd"}`, 400, "8", "id must be empty"},
 		{"bad search", testToken, "GET", "/sessions?search=name%20%3C%20%27a%27", "", 400, "23", "Failed to parse search query: "},
 		{"search unknown field", testToken, "GET", "/sessions?search=color%3D%27red%27", "", 400, "23", `Failed to parse search query: unknown field "color"`},
 		{"unknown route", testToken, "GET", "/widgets", "", 404, "7", "The requested resource '/api/ambient/v1/widgets' doesn't exist"},
@@ -275,6 +278,36 @@ func TestRESTProjectsAndSettings(t *testing.T) {
 	// The name is free again.
 	if code, body = rc.do("POST", "/projects", `{"name":"p1"}`); code != http.StatusCreated {
 		t.Errorf("recreate project: %d %s", code, body)
+	}
+}
+
+// TestRESTPatchReadsOnlyThePatchRequest: the real server decodes a PATCH
+// body into its PatchRequest model with plain encoding/json (upstream
+// rh-trex handlers and the generated OpenAPI models): a session's
+// project_id (not in SessionPatchRequest; set at create), read-only fields,
+// "id" and unknown keys are ignored, the rest applied. A create may carry
+// an empty id only.
+func TestRESTPatchReadsOnlyThePatchRequest(t *testing.T) {
+	t.Parallel()
+	srv := start(t)
+	rc := restClient{t: t, base: srv.RESTURL(), token: testToken}
+	code, body := rc.do("POST", "/sessions", `{"name":"s","project_id":"p1","id":""}`)
+	if code != http.StatusCreated {
+		t.Fatalf("create with an empty id: %d %s", code, body)
+	}
+	id := decodeSession(t, body).GetMetadata().GetId()
+	code, body = rc.do("PATCH", "/sessions/"+id, `{"prompt":"p2","project_id":"p2","phase":"Running","id":"other","color":"red"}`)
+	if code != http.StatusOK {
+		t.Fatalf("patch: %d %s", code, body)
+	}
+	got := decodeSession(t, body)
+	if got.GetPrompt() != "p2" || got.GetProjectId() != "p1" || got.GetPhase() == "Running" || got.GetMetadata().GetId() != id {
+		t.Fatalf("after the patch: prompt %q, project %q, phase %q, id %q; want prompt p2 in project p1, phase untouched, id %s",
+			got.GetPrompt(), got.GetProjectId(), got.GetPhase(), got.GetMetadata().GetId(), id)
+	}
+	code, body = rc.do("PATCH", "/projects/nope", `{"color":"red"}`)
+	if code != http.StatusNotFound {
+		t.Fatalf("patch of an unknown project with an unknown key: %d %s, want 404 (the key is ignored)", code, body)
 	}
 }
 
