@@ -116,6 +116,16 @@ func TestInvalidSettingsAreUsageErrors(t *testing.T) {
 			want: []string{fmt.Sprintf(`--ca-file (or $AMBIENT_GRPC_CA_FILE): want a path to an existing regular file, got %q`, missing)},
 		},
 		{
+			name: "zero timeout",
+			args: []string{"sessions", "list", "--timeout", "0"},
+			want: []string{`--timeout: want a positive Go duration such as "30s", got "0s"`},
+		},
+		{
+			name: "negative timeout",
+			args: []string{"tally", "--timeout=-5s"},
+			want: []string{`--timeout: want a positive Go duration such as "30s", got "-5s"`},
+		},
+		{
 			name: "every bad setting at once",
 			env:  map[string]string{EnvAPIAddr: "localhost", EnvProxyURL: "proxy", EnvTallyURL: "tally"},
 			args: []string{"sessions", "list"},
@@ -136,7 +146,9 @@ func TestInvalidSettingsAreUsageErrors(t *testing.T) {
 			if _, ok := tc.env[EnvServerURL]; ok {
 				delete(h.env, EnvRESTURL) // the upstream name is read only without ours
 			}
-			_, stderr, code := h.run(append(tc.args, "--timeout", "3s")...)
+			// The bound comes first so that a case's own --timeout, later,
+			// replaces it.
+			_, stderr, code := h.run(append([]string{"--timeout", "3s"}, tc.args...)...)
 			if code != 2 {
 				t.Errorf("exit %d, want 2 (usage error); stderr %q", code, stderr)
 			}

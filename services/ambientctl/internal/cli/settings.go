@@ -38,7 +38,17 @@ func (o *options) checkSettings() error {
 	for _, name := range []string{o.restEnv, EnvProxyURL, EnvTallyURL} {
 		l.URL(name, "", "http", "https")
 	}
-	return nameFlags(l.Err())
+	return errors.Join(nameFlags(l.Err()), o.checkTimeout())
+}
+
+// checkTimeout refuses a --timeout that is not positive: every call is
+// bounded by it, so zero or less would fail each one at once (as "did not
+// answer within 0s", which blames the endpoint) instead of naming the flag.
+func (o *options) checkTimeout() error {
+	if o.timeout > 0 {
+		return nil
+	}
+	return &envconfig.VarError{Name: "--timeout", Want: `a positive Go duration such as "30s"`, Got: o.timeout.String()}
 }
 
 // flagOf returns the flag (without "--") that overrides variable name, or
