@@ -119,13 +119,15 @@ aguiProxy:
 		// accept: the schema's rules must not be stricter than the services'.
 		{name: "edge-values", vals: parseValues(t, `
 global: {otlpEndpoint: "http://otel-collector.monitoring:4318/v1"}
-api: {grpcAddr: "api.example.com:65535"}
+api: {grpcAddr: "api.example.com:65535", tokenSecret: {name: ambient-api-token, key: .api_token-1}}
+aguiProxy: {auth: {tokensSecret: {name: ambient-agui-tokens, key: tokens..txt}}}
 informer:
   leaseTTL: 1000ms
   streamMaxAge: 0.1s
   canary: {enabled: true, image: {tag: 0.2.0-rc.1}, subjectPrefix: ambient.events-shadow, eventsStream: AMBIENT_EVENTS_SHADOW2}
 kubeReconciler:
   resyncInterval: 1s
+  sessionSelector: "label=executor="
   namespaceDenyList: ["kube-*", "team-[a-c0-9]?", "[^a-m]*-sys"]
   canary: {enabled: true, image: {tag: 0.2.0-rc.1}, partitions: "0", memberId: 0canary}
 `)},

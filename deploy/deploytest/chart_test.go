@@ -655,6 +655,11 @@ externalNats: {url: "nats://n:4222", auth: {type: creds}}`, "externalNats.auth.s
 		{"nats secret name", `nats: {enabled: false}
 externalNats: {url: "nats://n:4222", auth: {type: token, secretName: "Bad_Name"}}`, "secretName"},
 		{"agui tokens secret name", `aguiProxy: {auth: {mode: token, tokensSecret: {name: "Bad_Name", key: tokens}}}`, "tokensSecret"},
+		// Secret data keys Kubernetes refuses in a secretKeyRef or a
+		// volume's items: the pod would never start.
+		{"api token key with a space", `api: {tokenSecret: {name: ambient-api-token, key: "a b"}}`, "/api/tokenSecret/key"},
+		{"api token key with a slash", `api: {tokenSecret: {name: ambient-api-token, key: "dir/token"}}`, "/api/tokenSecret/key"},
+		{"agui tokens key starting with ..", `aguiProxy: {auth: {mode: token, tokensSecret: {name: ambient-agui-tokens, key: "..tokens"}}}`, "/aguiProxy/auth/tokensSecret/key"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -670,6 +675,40 @@ externalNats: {url: "nats://n:4222", auth: {type: token, secretName: "Bad_Name"}
 				t.Logf("rejected: %v", err)
 			}
 		})
+	}
+}
+
+// TestChartSecretKeysFollowKubernetes: the schema accepts exactly the Secret
+// data keys Kubernetes accepts (validation.IsConfigMapKey, the check of a
+// secretKeyRef's and a volume item's key), for each key the chart reads
+// from a Secret. A key the schema let through but Kubernetes refused would
+// leave the pod uncreatable; one it refused but Kubernetes took would make a
+// working Secret unusable.
+func TestChartSecretKeysFollowKubernetes(t *testing.T) {
+	t.Parallel()
+	keys := []string{
+		"token", "tokens.txt", "API_TOKEN-1", ".token", "a..b", "-", "_", strings.Repeat("k", 253),
+		"", ".", "..", "..token", "a b", "dir/token", "tök", "token\n", strings.Repeat("k", 254),
+	}
+	places := map[string]func(key string) map[string]any{
+		"api.tokenSecret.key": func(key string) map[string]any {
+			return map[string]any{"api": map[string]any{"tokenSecret": map[string]any{"name": "ambient-api-token", "key": key}}}
+		},
+		"aguiProxy.auth.tokensSecret.key": func(key string) map[string]any {
+			return map[string]any{"aguiProxy": map[string]any{"auth": map[string]any{"tokensSecret": map[string]any{"name": "ambient-agui-tokens", "key": key}}}}
+		},
+	}
+	for place, values := range places {
+		for _, key := range keys {
+			t.Run(fmt.Sprintf("%s=%.24q", place, key), func(t *testing.T) {
+				t.Parallel()
+				want := len(validation.IsConfigMapKey(key)) == 0
+				_, err := render(t, values(key))
+				if got := err == nil; got != want {
+					t.Errorf("%s %q: chart accepts = %v, Kubernetes accepts = %v (render error: %v)", place, key, got, want, err)
+				}
+			})
+		}
 	}
 }
 
