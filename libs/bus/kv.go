@@ -49,7 +49,7 @@ func EnsureKV(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValu
 	if cfg.Bucket == "" {
 		return nil, fmt.Errorf("bucket name is required: %w", ErrInvalidConfig)
 	}
-	kv, err := retryTransient(ctx, func() (jetstream.KeyValue, error) { return js.CreateOrUpdateKeyValue(ctx, cfg) })
+	kv, err := retryTransient(ctx, func(ctx context.Context) (jetstream.KeyValue, error) { return js.CreateOrUpdateKeyValue(ctx, cfg) })
 	if err != nil {
 		return nil, fmt.Errorf("ensure kv %s: %w", cfg.Bucket, err)
 	}
@@ -60,7 +60,7 @@ func EnsureKV(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValu
 // unlike EnsureKV it leaves an existing bucket's config alone (its owner
 // sets it). Transient JetStream errors are retried until ctx ends.
 func OpenKV(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
-	kv, err := retryTransient(ctx, func() (jetstream.KeyValue, error) {
+	kv, err := retryTransient(ctx, func(ctx context.Context) (jetstream.KeyValue, error) {
 		kv, err := js.KeyValue(ctx, cfg.Bucket)
 		if errors.Is(err, jetstream.ErrBucketNotFound) {
 			kv, err = js.CreateKeyValue(ctx, cfg)

@@ -39,16 +39,25 @@ const (
 	retryMax = 5 * time.Second
 )
 
+// attemptTimeout bounds one attempt of retryTransient: nats.go's own
+// default for a JetStream API request without a deadline. A caller's longer
+// deadline must not be spent on one request: one sent before a cluster's
+// meta leader is elected is never answered.
+const attemptTimeout = 5 * time.Second
+
 // retryTransient calls op until it succeeds, fails for good (an error that
-// is not Transient) or ctx ends. Start-up used to exit 1 on the first
-// timeout while a busy JetStream cluster was still placing an R3 stream,
-// and the pod's restarts then looked like a crash loop.
-func retryTransient[T any](ctx context.Context, op func() (T, error)) (T, error) {
+// is not Transient) or ctx ends, each attempt bounded by attemptTimeout.
+// Start-up used to exit 1 on the first timeout while a busy JetStream
+// cluster was still placing an R3 stream, and the pod's restarts then
+// looked like a crash loop.
+func retryTransient[T any](ctx context.Context, op func(ctx context.Context) (T, error)) (T, error) {
 	attempts := 0
 	b := &backoff.ExponentialBackOff{InitialInterval: retryMin, RandomizationFactor: 0.25, Multiplier: 2, MaxInterval: retryMax}
 	v, err := backoff.Retry(ctx, func() (T, error) {
 		attempts++
-		v, err := op()
+		actx, cancel := context.WithTimeout(ctx, attemptTimeout)
+		defer cancel()
+		v, err := op(actx)
 		if err != nil && !Transient(ctx, err) {
 			return v, backoff.Permanent(err)
 		}

@@ -90,7 +90,7 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg StreamConfig)
 	if err != nil {
 		return nil, err
 	}
-	s, err := retryTransient(ctx, func() (jetstream.Stream, error) { return js.CreateOrUpdateStream(ctx, jc) })
+	s, err := retryTransient(ctx, func(ctx context.Context) (jetstream.Stream, error) { return js.CreateOrUpdateStream(ctx, jc) })
 	if err != nil {
 		return nil, fmt.Errorf("ensure stream %s: %w", cfg.Name, err)
 	}

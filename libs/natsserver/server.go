@@ -1,9 +1,11 @@
 package natsserver
 
 import (
+	"cmp"
 	"crypto/tls"
 	"fmt"
 	"net"
+	"net/url"
 	"sync"
 	"time"
 
@@ -56,6 +58,21 @@ type Options struct {
 	Trace   bool
 	// ReadyTimeout bounds Start and Restart (default 10s).
 	ReadyTimeout time.Duration
+	// Cluster, when set, makes the server a member of a JetStream cluster
+	// (tests of replicated streams: R3 on fewer servers than replicas).
+	Cluster *Cluster
+}
+
+// Cluster is the clustering of one server: its cluster name and route
+// port, and the routes to the other members (every member's route URL,
+// its own included, as a static cluster is usually configured).
+type Cluster struct {
+	Name string
+	// Host defaults to the server's Host; Port is the route port (fixed:
+	// peers must know it before the server starts).
+	Host   string
+	Port   int
+	Routes []string
 }
 
 // Server is an embedded nats-server with JetStream. Its methods are safe
@@ -154,6 +171,16 @@ func (s *Server) serverOptions() (*server.Options, error) {
 	so.Debug = s.opts.Debug
 	so.Trace = s.opts.Trace
 	so.DisableShortFirstPing = true
+	if c := s.opts.Cluster; c != nil {
+		routes, err := routeURLs(c.Routes)
+		if err != nil {
+			return nil, err
+		}
+		so.Cluster.Name = c.Name
+		so.Cluster.Host = cmp.Or(c.Host, s.opts.Host)
+		so.Cluster.Port = c.Port
+		so.Routes = routes
+	}
 	if s.opts.TLS != nil {
 		so.TLS = true
 		so.TLSConfig = s.opts.TLS
@@ -161,6 +188,19 @@ func (s *Server) serverOptions() (*server.Options, error) {
 		so.TLSTimeout = 2
 	}
 	return so, nil
+}
+
+// routeURLs parses a cluster's route URLs.
+func routeURLs(raw []string) ([]*url.URL, error) {
+	out := make([]*url.URL, 0, len(raw))
+	for _, r := range raw {
+		u, err := url.Parse(r)
+		if err != nil {
+			return nil, fmt.Errorf("cluster route %q: %w: %w", r, ErrInvalidOption, err)
+		}
+		out = append(out, u)
+	}
+	return out, nil
 }
 
 // Reload reads ConfigFile again and applies it to the running server, as a

@@ -1,6 +1,7 @@
 package testenv
 
 import (
+	"fmt"
 	"os"
 	"testing"
 	"time"
@@ -81,4 +82,40 @@ func JetStream(t testing.TB, srv *natsserver.Server, opts ...nats.Option) (*nats
 		t.Fatalf("jetstream on %s: %v", srv.ClientURL(), err)
 	}
 	return nc, js
+}
+
+// NATSCluster is a JetStream cluster of loopback servers that a test starts
+// member by member (Start), so it can run with fewer servers up than the
+// cluster has members: the first moments of a three-server NATS install,
+// or one that lost a server. Every member's route is known from the start,
+// as in a statically configured cluster.
+type NATSCluster struct {
+	t      testing.TB
+	name   string
+	routes []string
+	ports  []int
+}
+
+// NewNATSCluster reserves route ports for a cluster of size servers.
+func NewNATSCluster(t testing.TB, size int) *NATSCluster {
+	t.Helper()
+	low, _ := FreePortRange(t, size)
+	c := &NATSCluster{t: t, name: "test-cluster"}
+	for i := range size {
+		c.ports = append(c.ports, low+i)
+		c.routes = append(c.routes, fmt.Sprintf("nats-route://127.0.0.1:%d", low+i))
+	}
+	return c
+}
+
+// Start starts member i (0-based) and returns it once it accepts client
+// connections; it is shut down in t.Cleanup. JetStream may not be ready
+// yet: a clustered JetStream needs a meta leader, which needs a quorum of
+// members up.
+func (c *NATSCluster) Start(i int) *natsserver.Server {
+	c.t.Helper()
+	return NATSWith(c.t, natsserver.Options{
+		ServerName: fmt.Sprintf("n%d", i),
+		Cluster:    &natsserver.Cluster{Name: c.name, Port: c.ports[i], Routes: c.routes},
+	})
 }

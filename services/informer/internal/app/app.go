@@ -171,13 +171,14 @@ func ensureNATS(ctx context.Context, js jetstream.JetStream, cfg config.Config, 
 	return kvs[0], kvs[1], nil
 }
 
-// replicasError makes a non-clustered server's refusal of more than one
-// replica a permanent configuration error naming STREAM_REPLICAS: retrying
+// replicasError makes the servers' refusal of the replica count (more than
+// one on a non-clustered server, more than a cluster's servers) a
+// permanent configuration error naming STREAM_REPLICAS: retrying
 // could never succeed, and "jetstream setup failed, retrying" for ever
 // hid the setting to change. The service then exits 1, as for any other
 // bad variable. Other errors are returned as they are.
 func replicasError(err error, replicas int) error {
-	if !bus.ReplicasNotSupported(err) {
+	if !bus.ReplicasUnplaceable(err) {
 		return err
 	}
 	return backoff.Permanent(bus.ReplicasError(err, config.EnvStreamReplicas, replicas))
