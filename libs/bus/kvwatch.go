@@ -2,6 +2,7 @@ package bus
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -78,12 +79,12 @@ func WatchKV(ctx context.Context, kv jetstream.KeyValue, w KVWatch, opts ...jets
 // of a Get per key. It returns ctx's error when ctx ends first,
 // ErrWatchClosed, or the JetStream error.
 //
-// A key being written while the watch passes it can be missing from one
+// A key being written while the watch passes it can be missing from the
 // watch's initial values (the server removes its older message and the
-// watch has gone by its newer one: TestReadKVWhileKeysChange, where one
-// read in a few dozen lacked keys). So the read is checked: a bucket that
-// keeps one message per key must hold as many keys as messages, and a read
-// short of that is read again and merged, each key's newest entry winning.
+// watch ends its initial values before the newer one arrives:
+// TestReadKVWhileKeysChange). A bucket that keeps one message per key must
+// hold as many keys as messages, so its read waits for the keys it lacks
+// (see readCounted); other buckets are read twice and merged.
 func ReadKV(ctx context.Context, kv jetstream.KeyValue, opts ...jetstream.WatchOpt) ([]jetstream.KeyValueEntry, error) {
 	return ReadKVKeys(ctx, kv, nil, opts...)
 }
@@ -92,8 +93,17 @@ func ReadKV(ctx context.Context, kv jetstream.KeyValue, opts ...jetstream.WatchO
 // as "sessions.*"; nil means every key). A filtered read cannot be counted
 // against the bucket, so it is always read twice and merged.
 func ReadKVKeys(ctx context.Context, kv jetstream.KeyValue, filters []string, opts ...jetstream.WatchOpt) ([]jetstream.KeyValueEntry, error) {
+	if filters == nil {
+		st, err := kv.Status(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("read kv %s: %w", kv.Bucket(), err)
+		}
+		if st.History() == 1 {
+			return readCounted(ctx, kv, opts)
+		}
+	}
 	var set initialSet
-	for attempt := range readKVTries {
+	for range 2 {
 		var out []jetstream.KeyValueEntry
 		err := watchKV(ctx, kv, filters, func(es []jetstream.KeyValueEntry) { out = es }, nil, opts)
 		if err == nil && out == nil && ctx.Err() != nil {
@@ -103,32 +113,67 @@ func ReadKVKeys(ctx context.Context, kv jetstream.KeyValue, filters []string, op
 			return nil, err
 		}
 		set.merge(out)
-		if complete, err := readComplete(ctx, kv, filters, &set, attempt); err != nil || complete {
-			return set.live(), err
-		}
 	}
 	return set.live(), nil
 }
 
-// readKVTries bounds ReadKVKeys' reads of a bucket whose count of keys
-// keeps disagreeing (writes faster than reads).
-const readKVTries = 4
+// readCatchUp bounds how long readCounted waits, after a watch's initial
+// values, for the keys they lacked. The wait normally ends at the first
+// update of each missing key (see readCounted); the bound is for a count
+// that keeps moving (keys created and purged all the time).
+const readCatchUp = 2 * time.Second
 
-// readComplete reports whether set, read attempt+1 times, can be taken as
-// complete: a filtered read after two reads; a whole bucket when it holds
-// as many keys as messages (only countable with one message per key).
-func readComplete(ctx context.Context, kv jetstream.KeyValue, filters []string, set *initialSet, attempt int) (bool, error) {
-	if filters != nil {
-		return attempt >= 1, nil
+// readCounted reads a bucket that keeps one message per key with one
+// watch: its initial values, then its updates until the read holds as
+// many keys as the bucket holds messages. A key the initial values lack
+// was rewritten after the watch went past its older message, and its newer
+// message came after the watch's last initial one, so it is the watch's
+// next update of that key: the wait is short and the read complete. (Four
+// rereads used to be the bound; under load a key could miss all four.)
+// The count is checked again only when an update brings a key the read did
+// not hold, the one thing that can complete it.
+func readCounted(ctx context.Context, kv jetstream.KeyValue, opts []jetstream.WatchOpt) ([]jetstream.KeyValueEntry, error) {
+	wctx, stop := context.WithCancel(ctx)
+	defer stop()
+	var (
+		set       initialSet
+		initialed bool
+		statusErr error
+	)
+	checkComplete := func() {
+		st, err := kv.Status(wctx)
+		switch {
+		case err != nil:
+			statusErr = err
+			stop()
+		case uint64(len(set.order)) >= st.Values():
+			stop()
+		}
 	}
-	st, err := kv.Status(ctx)
-	if err != nil {
-		return false, fmt.Errorf("read kv %s: %w", kv.Bucket(), err)
+	err := watchKV(wctx, kv, nil, func(es []jetstream.KeyValueEntry) {
+		initialed = true
+		set.merge(es)
+		time.AfterFunc(readCatchUp, stop)
+		checkComplete()
+	}, func(e jetstream.KeyValueEntry) {
+		before := len(set.order)
+		set.keep(e)
+		if len(set.order) > before {
+			checkComplete()
+		}
+	}, opts)
+	switch {
+	case err != nil:
+		return nil, err
+	case ctx.Err() != nil:
+		return nil, fmt.Errorf("read kv %s: %w", kv.Bucket(), ctx.Err())
+	case statusErr != nil && !errors.Is(statusErr, context.Canceled):
+		// Canceled is the read's own end (readCatchUp) racing the check.
+		return nil, fmt.Errorf("read kv %s: %w", kv.Bucket(), statusErr)
+	case !initialed:
+		return nil, fmt.Errorf("read kv %s: %w", kv.Bucket(), ErrWatchClosed)
 	}
-	if st.History() != 1 {
-		return attempt >= 1, nil
-	}
-	return uint64(len(set.order)) >= st.Values(), nil
+	return set.live(), nil
 }
 
 // watchKV runs one watch of the keys matching filters (nil: all): initial
@@ -171,6 +216,11 @@ func watchKV(ctx context.Context, kv jetstream.KeyValue, filters []string, initi
 		case e, ok := <-w.Updates():
 			switch {
 			case !ok:
+				if ctx.Err() != nil {
+					// nats.go closes the channel when the watch's
+					// context ends: the end asked for, not a break.
+					return nil
+				}
 				return fmt.Errorf("watch kv %s: %w", kv.Bucket(), ErrWatchClosed)
 			case synced:
 				update(e)
