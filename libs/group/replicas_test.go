@@ -4,62 +4,35 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"os"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ambient-code/control-plane/libs/bus"
 	"github.com/ambient-code/control-plane/libs/events"
 	"github.com/ambient-code/control-plane/libs/group"
+	"github.com/ambient-code/control-plane/libs/natsserver"
 	"github.com/ambient-code/control-plane/libs/testenv"
 )
 
 // startCluster runs n nats-servers with JetStream as one cluster on
-// loopback (routes between fixed ports from testenv, client ports picked
-// by the kernel), the way the chart's bundled NATS runs, and returns a
-// client URL list of all of them once JetStream has a meta leader. The
-// servers are shut down in t.Cleanup.
-func startCluster(t *testing.T, n int) string {
+// loopback (testenv.NATSCluster), the way the chart's bundled NATS runs,
+// and returns a client URL list of all of them, once JetStream has a meta
+// leader, and the servers (shut down in t.Cleanup).
+func startCluster(t *testing.T, n int) (string, []*natsserver.Server) {
 	t.Helper()
-	low, _ := testenv.FreePortRange(t, n)
-	var routes []string
+	c := testenv.NewNATSCluster(t, n)
+	var (
+		urls    []string
+		servers []*natsserver.Server
+	)
 	for i := range n {
-		routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", low+i))
-	}
-	var urls []string
-	for i := range n {
-		opts := &server.Options{
-			ServerName: fmt.Sprintf("n%d", i),
-			Host:       "127.0.0.1",
-			Port:       server.RANDOM_PORT,
-			JetStream:  true,
-			StoreDir:   t.TempDir(),
-			NoLog:      os.Getenv(testenv.EnvNATSLogging) == "",
-			NoSigs:     true,
-			Cluster:    server.ClusterOpts{Name: "acp-test", Host: "127.0.0.1", Port: low + i},
-			Routes:     server.RoutesFromStr(strings.Join(routes, ",")),
-		}
-		s, err := server.NewServer(opts)
-		if err != nil {
-			t.Fatalf("new server %d: %v", i, err)
-		}
-		if !opts.NoLog {
-			s.ConfigureLogger()
-		}
-		s.Start()
-		t.Cleanup(func() {
-			s.Shutdown()
-			s.WaitForShutdown()
-		})
-		if !s.ReadyForConnections(10 * time.Second) {
-			t.Fatalf("server %d not ready", i)
-		}
+		s := c.Start(i)
+		servers = append(servers, s)
 		urls = append(urls, s.ClientURL())
 	}
 	url := strings.Join(urls, ",")
@@ -68,7 +41,7 @@ func startCluster(t *testing.T, n int) string {
 		_, err := js.AccountInfo(t.Context()) // needs a meta leader
 		return err
 	})
-	return url
+	return url, servers
 }
 
 // clusterJetStream connects to the cluster with reconnects, closed in
@@ -122,7 +95,7 @@ func wantReplicas(t *testing.T, js jetstream.JetStream, want map[string]int) {
 // dead-letter stream and config bucket are only ever raised.
 func TestReplicasWhateverStartOrder(t *testing.T) {
 	t.Parallel()
-	url := startCluster(t, 3)
+	url, _ := startCluster(t, 3)
 	_, js := clusterJetStream(t, url)
 
 	// Member first: it must wait for the events stream.
