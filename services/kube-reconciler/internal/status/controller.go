@@ -333,6 +333,9 @@ func (c *Controller) sync(ctx context.Context, k string) error {
 	}
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
+	if write, ok := c.withoutRead(req, last, cr); ok {
+		return c.write(ctx, cctx, write, log)
+	}
 	fresh, err := c.cfg.API.GetSession(cctx, req.GetId())
 	if grpcstatus.Code(err) == codes.NotFound {
 		return nil // the session is gone; its DELETED event removes the CR
@@ -363,6 +366,40 @@ func (c *Controller) sync(ctx context.Context, k string) error {
 		c.cfg.Metrics.StatusUnchanged(ctx)
 		return nil
 	}
+	return c.write(ctx, cctx, req, log)
+}
+
+// withoutRead returns the write of req that needs no fresh read of the
+// session, when there is one: last (the newest state this replica has
+// seen) holds no start or stop to pass to the operator, and the write
+// leaves the phase alone. Every other status field comes from the CR,
+// which is their source whatever the API holds now; only the phase can
+// carry a user's start or stop that last does not show yet, and such a
+// request reaches this controller later through the event path (Observe)
+// with the newer session, which queues the CR again. A new CR's first
+// write (kube_cr_uid and kube_namespace) is such a write: one API read
+// fewer per session created.
+func (c *Controller) withoutRead(req *ambientv1.UpdateSessionStatusRequest, last *ambientv1.Session, cr *unstructured.Unstructured) (*ambientv1.UpdateSessionStatusRequest, bool) {
+	if last == nil || withdrawsStart(session.PhaseOf(last), cr) {
+		return nil, false
+	}
+	req, pending := c.held(req, last, cr)
+	if pending != nil {
+		return nil, false
+	}
+	if req.Phase != nil {
+		if req.GetPhase() != last.GetPhase() {
+			return nil, false // a phase to write: only on the fresh session
+		}
+		req = proto.CloneOf(req)
+		req.Phase = nil
+	}
+	return req, Differs(req, last)
+}
+
+// write carries req to the API (ctx for logs and metrics, cctx for the
+// call) and remembers the session it returns.
+func (c *Controller) write(ctx, cctx context.Context, req *ambientv1.UpdateSessionStatusRequest, log *slog.Logger) error {
 	updated, err := c.cfg.API.UpdateSessionStatus(cctx, req)
 	switch grpcstatus.Code(err) {
 	case codes.OK:
