@@ -11,7 +11,6 @@ import (
 	"github.com/ambient-code/control-plane/libs/bus"
 	"github.com/ambient-code/control-plane/libs/events"
 	"github.com/ambient-code/control-plane/libs/group"
-	"github.com/ambient-code/control-plane/libs/natsserver"
 	"github.com/ambient-code/control-plane/libs/testenv"
 )
 
@@ -23,7 +22,7 @@ import (
 // only server; here the data stays up and only its leader moves.)
 func TestStreamLeaderServerLost(t *testing.T) {
 	t.Parallel()
-	url, servers := startCluster(t, 3)
+	cluster, url := startCluster(t, 3)
 	_, js := clusterJetStream(t, url)
 	if _, err := bus.EnsureEventsStream(t.Context(), js, 3, 0); err != nil {
 		t.Fatalf("events stream: %v", err)
@@ -63,21 +62,8 @@ func TestStreamLeaderServerLost(t *testing.T) {
 	}
 	publishRange(1, versions/2)
 
-	work := group.WorkStreamName(events.StreamName, testGroup)
-	s, err := js.Stream(t.Context(), work)
-	if err != nil {
-		t.Fatalf("work stream: %v", err)
-	}
-	info, err := s.Info(t.Context())
-	if err != nil || info.Cluster == nil || info.Cluster.Leader == "" {
-		t.Fatalf("work stream info: %+v, %v", info, err)
-	}
-	leader := slices.IndexFunc(servers, func(srv *natsserver.Server) bool { return srv.NATS().Name() == info.Cluster.Leader })
-	if leader < 0 {
-		t.Fatalf("work stream leader %q is none of the servers", info.Cluster.Leader)
-	}
-	servers[leader].Shutdown()
-	t.Logf("shut down %s, the work stream's leader", info.Cluster.Leader)
+	leader := cluster.ShutdownStreamLeader(js, group.WorkStreamName(events.StreamName, testGroup))
+	t.Logf("shut down %s, the work stream's leader", leader)
 
 	publishRange(versions/2+1, versions)
 	testenv.Eventually(t, time.Minute, func() error {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -15,33 +14,23 @@ import (
 	"github.com/ambient-code/control-plane/libs/bus"
 	"github.com/ambient-code/control-plane/libs/events"
 	"github.com/ambient-code/control-plane/libs/group"
-	"github.com/ambient-code/control-plane/libs/natsserver"
 	"github.com/ambient-code/control-plane/libs/testenv"
 )
 
 // startCluster runs n nats-servers with JetStream as one cluster on
 // loopback (testenv.NATSCluster), the way the chart's bundled NATS runs,
-// and returns a client URL list of all of them, once JetStream has a meta
-// leader, and the servers (shut down in t.Cleanup).
-func startCluster(t *testing.T, n int) (string, []*natsserver.Server) {
+// and returns it and a client URL list of all of them once JetStream has a
+// meta leader.
+func startCluster(t *testing.T, n int) (*testenv.NATSCluster, string) {
 	t.Helper()
 	c := testenv.NewNATSCluster(t, n)
-	var (
-		urls    []string
-		servers []*natsserver.Server
-	)
-	for i := range n {
-		s := c.Start(i)
-		servers = append(servers, s)
-		urls = append(urls, s.ClientURL())
-	}
-	url := strings.Join(urls, ",")
+	url := c.StartAll()
 	_, js := clusterJetStream(t, url)
 	testenv.Eventually(t, 30*time.Second, func() error {
 		_, err := js.AccountInfo(t.Context()) // needs a meta leader
 		return err
 	})
-	return url, servers
+	return c, url
 }
 
 // clusterJetStream connects to the cluster with reconnects, closed in
@@ -95,7 +84,7 @@ func wantReplicas(t *testing.T, js jetstream.JetStream, want map[string]int) {
 // dead-letter stream and config bucket are only ever raised.
 func TestReplicasWhateverStartOrder(t *testing.T) {
 	t.Parallel()
-	url, _ := startCluster(t, 3)
+	_, url := startCluster(t, 3)
 	_, js := clusterJetStream(t, url)
 
 	// Member first: it must wait for the events stream.

@@ -3,6 +3,7 @@ package testenv
 import (
 	"fmt"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -90,17 +91,18 @@ func JetStream(t testing.TB, srv *natsserver.Server, opts ...nats.Option) (*nats
 // or one that lost a server. Every member's route is known from the start,
 // as in a statically configured cluster.
 type NATSCluster struct {
-	t      testing.TB
-	name   string
-	routes []string
-	ports  []int
+	t       testing.TB
+	name    string
+	routes  []string
+	ports   []int
+	servers []*natsserver.Server // by member index; nil until started
 }
 
 // NewNATSCluster reserves route ports for a cluster of size servers.
 func NewNATSCluster(t testing.TB, size int) *NATSCluster {
 	t.Helper()
 	low, _ := FreePortRange(t, size)
-	c := &NATSCluster{t: t, name: "test-cluster"}
+	c := &NATSCluster{t: t, name: "test-cluster", servers: make([]*natsserver.Server, size)}
 	for i := range size {
 		c.ports = append(c.ports, low+i)
 		c.routes = append(c.routes, fmt.Sprintf("nats-route://127.0.0.1:%d", low+i))
@@ -114,8 +116,43 @@ func NewNATSCluster(t testing.TB, size int) *NATSCluster {
 // members up.
 func (c *NATSCluster) Start(i int) *natsserver.Server {
 	c.t.Helper()
-	return NATSWith(c.t, natsserver.Options{
+	c.servers[i] = NATSWith(c.t, natsserver.Options{
 		ServerName: fmt.Sprintf("n%d", i),
 		Cluster:    &natsserver.Cluster{Name: c.name, Port: c.ports[i], Routes: c.routes},
 	})
+	return c.servers[i]
+}
+
+// StartAll starts every member and returns their client URLs as one
+// comma-separated list (what NATS_URL holds for a cluster).
+func (c *NATSCluster) StartAll() string {
+	c.t.Helper()
+	urls := make([]string, len(c.servers))
+	for i := range c.servers {
+		urls[i] = c.Start(i).ClientURL()
+	}
+	return strings.Join(urls, ",")
+}
+
+// ShutdownStreamLeader shuts down the member leading stream (its data
+// stays on the other replicas, which elect a new leader) and returns the
+// member's name.
+func (c *NATSCluster) ShutdownStreamLeader(js jetstream.JetStream, stream string) string {
+	c.t.Helper()
+	s, err := js.Stream(c.t.Context(), stream)
+	if err != nil {
+		c.t.Fatalf("stream %s: %v", stream, err)
+	}
+	info, err := s.Info(c.t.Context())
+	if err != nil || info.Cluster == nil || info.Cluster.Leader == "" {
+		c.t.Fatalf("stream %s has no cluster leader: %+v, %v", stream, info, err)
+	}
+	for _, srv := range c.servers {
+		if srv != nil && srv.NATS().Name() == info.Cluster.Leader {
+			srv.Shutdown()
+			return info.Cluster.Leader
+		}
+	}
+	c.t.Fatalf("stream %s's leader %q is none of the cluster's servers", stream, info.Cluster.Leader)
+	return ""
 }

@@ -2,8 +2,6 @@ package app_test
 
 import (
 	"fmt"
-	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -11,7 +9,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ambient-code/control-plane/libs/bus"
-	"github.com/ambient-code/control-plane/libs/natsserver"
 	"github.com/ambient-code/control-plane/libs/testenv"
 	"github.com/ambient-code/control-plane/services/informer/internal/config"
 )
@@ -28,16 +25,7 @@ import (
 func TestStreamLeaderServerLost(t *testing.T) {
 	t.Parallel()
 	c := testenv.NewNATSCluster(t, 3)
-	var (
-		servers []*natsserver.Server
-		urls    []string
-	)
-	for i := range 3 {
-		s := c.Start(i)
-		servers = append(servers, s)
-		urls = append(urls, s.ClientURL())
-	}
-	url := strings.Join(urls, ",")
+	url := c.StartAll()
 	h := newHarness(t)
 	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(25*time.Millisecond))
 	if err != nil {
@@ -52,20 +40,10 @@ func TestStreamLeaderServerLost(t *testing.T) {
 	h.waitLeaderReady(a, time.Minute)
 	before := len(h.waitConverged(live, bucket, time.Minute))
 
-	s, err := h.js.Stream(t.Context(), live)
-	if err != nil {
-		t.Fatalf("events stream: %v", err)
+	if s, err := h.js.Stream(t.Context(), live); err != nil || s.CachedInfo().Config.Replicas != 3 {
+		t.Fatalf("events stream: %v; want 3 replicas", err)
 	}
-	info, err := s.Info(t.Context())
-	if err != nil || info.Cluster == nil || info.Config.Replicas != 3 {
-		t.Fatalf("events stream: %+v, %v; want 3 replicas", info, err)
-	}
-	leader := slices.IndexFunc(servers, func(s *natsserver.Server) bool { return s.NATS().Name() == info.Cluster.Leader })
-	if leader < 0 {
-		t.Fatalf("events stream leader %q is none of the servers", info.Cluster.Leader)
-	}
-	servers[leader].Shutdown()
-	t.Logf("shut down %s, the events stream's leader", info.Cluster.Leader)
+	t.Logf("shut down %s, the events stream's leader", c.ShutdownStreamLeader(h.js, live))
 
 	ids := h.sessionIDs()
 	for i := range 10 {
