@@ -59,6 +59,13 @@ func ParsePortRange(s string) (PortRange, error) {
 	return PortRange{Low: low, High: high}, nil
 }
 
+// HasSpaceOrControl reports whether s holds white space or a control
+// character: never part of a host name or an identity, and invisible in
+// the log line that would show the value.
+func HasSpaceOrControl(s string) bool {
+	return strings.ContainsFunc(s, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) })
+}
+
 // ParseHostPort splits "HOST:PORT" and checks 0 <= PORT <= 65535 (digits
 // only). HOST may be empty. Errors wrap [ErrInvalid].
 func ParseHostPort(s string) (host string, port int, err error) {
@@ -66,7 +73,7 @@ func ParseHostPort(s string) (host string, port int, err error) {
 	if err != nil {
 		return "", 0, fmt.Errorf("host:port %q: %w", s, errors.Join(ErrInvalid, err))
 	}
-	if strings.ContainsFunc(host, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) {
+	if HasSpaceOrControl(host) {
 		return "", 0, fmt.Errorf("host:port %q: white space in the host: %w", s, ErrInvalid)
 	}
 	port, err = parsePort(p)

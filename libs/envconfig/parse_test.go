@@ -184,3 +184,12 @@ func FuzzParseIntSet(f *testing.F) {
 		}
 	})
 }
+
+func TestHasSpaceOrControl(t *testing.T) {
+	t.Parallel()
+	for s, want := range map[string]bool{"": false, "informer-0": false, "a b": true, "a\tb": true, "a\u00a0b": true, "a\x00b": true, "tök": false} {
+		if got := HasSpaceOrControl(s); got != want {
+			t.Errorf("HasSpaceOrControl(%q) = %v, want %v", s, got, want)
+		}
+	}
+}

@@ -7,9 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"strings"
 	"time"
-	"unicode"
 
 	"github.com/ambient-code/control-plane/libs/apiclient"
 	"github.com/ambient-code/control-plane/libs/bus"
@@ -187,7 +185,7 @@ func Load(lookup envconfig.LookupFunc) (Config, error) {
 	if c.ResyncPeriod != 0 && c.ResyncPeriod < MinInterval {
 		bad(EnvResyncPeriod, "0 (disables) or a duration of at least "+MinInterval.String(), c.ResyncPeriod.String())
 	}
-	if strings.ContainsFunc(c.InstanceID, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) {
+	if envconfig.HasSpaceOrControl(c.InstanceID) {
 		bad(EnvInstanceID, "an identity without white space (the lease holder's and the NATS connection's name)", c.InstanceID)
 	}
 	if c.StreamMaxAge < MinStreamMaxAge {
