@@ -327,13 +327,16 @@ func (c *Controller) sync(ctx context.Context, k string) error {
 	if err != nil {
 		return err
 	}
-	if !c.mustAct(req, last, cr) {
+	// What the CR holds for the API as last seen: a status difference, or
+	// a start or stop still to be told to the operator.
+	heldReq, pending := c.held(req, last, cr)
+	if !Differs(heldReq, last) && (pending == nil || !c.requests.mustTell(req.GetId(), pending, cr)) {
 		c.cfg.Metrics.StatusUnchanged(ctx)
 		return nil
 	}
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if write, ok := c.withoutRead(req, last, cr); ok {
+	if write, ok := withoutRead(heldReq, pending, last, cr); ok {
 		return c.write(ctx, cctx, write, log)
 	}
 	fresh, err := c.cfg.API.GetSession(cctx, req.GetId())
@@ -346,7 +349,7 @@ func (c *Controller) sync(ctx context.Context, k string) error {
 	c.remember(fresh)
 	// Decided again on the fresh session: telling the operator to stop or
 	// start on a stale phase would act against the user.
-	req, pending := c.held(req, fresh, cr)
+	req, pending = c.held(req, fresh, cr)
 	if withdrawsStart(session.PhaseOf(fresh), cr) {
 		// The platform's backend stops with desired-phase Stopped
 		// whatever the CR's phase: it replaces the start.
@@ -369,22 +372,18 @@ func (c *Controller) sync(ctx context.Context, k string) error {
 	return c.write(ctx, cctx, req, log)
 }
 
-// withoutRead returns the write of req that needs no fresh read of the
-// session, when there is one: last (the newest state this replica has
-// seen) holds no start or stop to pass to the operator, and the write
-// leaves the phase alone. Every other status field comes from the CR,
-// which is their source whatever the API holds now; only the phase can
-// carry a user's start or stop that last does not show yet, and such a
-// request reaches this controller later through the event path (Observe)
-// with the newer session, which queues the CR again. A new CR's first
-// write (kube_cr_uid and kube_namespace) is such a write: one API read
-// fewer per session created.
-func (c *Controller) withoutRead(req *ambientv1.UpdateSessionStatusRequest, last *ambientv1.Session, cr *unstructured.Unstructured) (*ambientv1.UpdateSessionStatusRequest, bool) {
-	if last == nil || withdrawsStart(session.PhaseOf(last), cr) {
-		return nil, false
-	}
-	req, pending := c.held(req, last, cr)
-	if pending != nil {
+// withoutRead returns the write of req (held on last: see held) that needs
+// no fresh read of the session, when there is one: last (the newest state
+// this replica has seen) holds no start or stop to pass to the operator
+// (pending nil), and the write leaves the phase alone. Every other status
+// field comes from the CR, which is their source whatever the API holds
+// now; only the phase can carry a user's start or stop that last does not
+// show yet, and such a request reaches this controller later through the
+// event path (Observe) with the newer session, which queues the CR again.
+// A new CR's first write (kube_cr_uid and kube_namespace) is such a write:
+// one API read fewer per session created.
+func withoutRead(req *ambientv1.UpdateSessionStatusRequest, pending *request, last *ambientv1.Session, cr *unstructured.Unstructured) (*ambientv1.UpdateSessionStatusRequest, bool) {
+	if last == nil || pending != nil || withdrawsStart(session.PhaseOf(last), cr) {
 		return nil, false
 	}
 	if req.Phase != nil {
@@ -417,13 +416,6 @@ func (c *Controller) write(ctx, cctx context.Context, req *ambientv1.UpdateSessi
 	c.requests.agree(req.GetId(), session.Phase(req.GetPhase()))
 	log.DebugContext(ctx, "session status written", slog.String(logkey.Phase, req.GetPhase()))
 	return nil
-}
-
-// mustAct reports whether the CR holds something for the API as last seen:
-// a status difference, or a start or stop still to be told to the operator.
-func (c *Controller) mustAct(req *ambientv1.UpdateSessionStatusRequest, last *ambientv1.Session, cr *unstructured.Unstructured) bool {
-	req, pending := c.held(req, last, cr)
-	return Differs(req, last) || pending != nil && c.requests.mustTell(req.GetId(), pending, cr)
 }
 
 // held returns req without its phase while the API holds a start or stop
