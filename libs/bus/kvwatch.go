@@ -139,7 +139,13 @@ func readCounted(ctx context.Context, kv jetstream.KeyValue, opts []jetstream.Wa
 		set       initialSet
 		initialed bool
 		statusErr error
+		catchUp   *time.Timer // set by the initial values; stopped on return
 	)
+	defer func() {
+		if catchUp != nil {
+			catchUp.Stop()
+		}
+	}()
 	checkComplete := func() {
 		st, err := kv.Status(wctx)
 		switch {
@@ -153,7 +159,7 @@ func readCounted(ctx context.Context, kv jetstream.KeyValue, opts []jetstream.Wa
 	err := watchKV(wctx, kv, nil, func(es []jetstream.KeyValueEntry) {
 		initialed = true
 		set.merge(es)
-		time.AfterFunc(readCatchUp, stop)
+		catchUp = time.AfterFunc(readCatchUp, stop)
 		checkComplete()
 	}, func(e jetstream.KeyValueEntry) {
 		before := len(set.order)

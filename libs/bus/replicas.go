@@ -13,9 +13,9 @@ import (
 // asked for is more than the servers can place. nats.go names no constants
 // for them.
 const (
-	// jsReplicasUnplaceable: "replicas > 1 not supported in non-clustered
+	// jsReplicasNotSupported: "replicas > 1 not supported in non-clustered
 	// mode", from a single server.
-	jsReplicasUnplaceable jetstream.ErrorCode = 10074
+	jsReplicasNotSupported jetstream.ErrorCode = 10074
 	// jsNoSuitablePeers: "no suitable peers for placement", from a cluster
 	// with fewer JetStream servers than replicas (measured: R3 on a formed
 	// two-server cluster gets it at every try; on three servers with one
@@ -31,20 +31,25 @@ const (
 // replicas setting (or the NATS install) that must change.
 func ReplicasUnplaceable(err error) bool {
 	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jsReplicasUnplaceable || apiErr.ErrorCode == jsNoSuitablePeers)
+	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jsReplicasNotSupported || apiErr.ErrorCode == jsNoSuitablePeers)
 }
 
 // ReplicasError returns err as a configuration error naming the variable
 // (name) that set replicas when err is such a refusal
 // (ReplicasUnplaceable), and err unchanged otherwise.
 func ReplicasError(err error, name string, replicas int) error {
-	if !ReplicasUnplaceable(err) {
+	var apiErr *jetstream.APIError
+	if !errors.As(err, &apiErr) {
 		return err
 	}
-	want := "1, as the NATS server is not clustered (more replicas need a JetStream cluster of at least that many servers)"
-	var apiErr *jetstream.APIError
-	if errors.As(err, &apiErr) && apiErr.ErrorCode == jsNoSuitablePeers {
+	var want string
+	switch apiErr.ErrorCode {
+	case jsReplicasNotSupported:
+		want = "1, as the NATS server is not clustered (more replicas need a JetStream cluster of at least that many servers)"
+	case jsNoSuitablePeers:
 		want = "at most the number of JetStream servers in the NATS cluster, which has too few to place " + strconv.Itoa(replicas) + " replicas"
+	default:
+		return err
 	}
 	return &envconfig.VarError{Name: name, Want: want, Got: strconv.Itoa(replicas), Cause: err}
 }
