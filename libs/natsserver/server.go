@@ -1,7 +1,6 @@
 package natsserver
 
 import (
-	"cmp"
 	"crypto/tls"
 	"fmt"
 	"net"
@@ -64,13 +63,13 @@ type Options struct {
 }
 
 // Cluster is the clustering of one server: its cluster name and route
-// port, and the routes to the other members (every member's route URL,
-// its own included, as a static cluster is usually configured).
+// port (on the server's Host), and the routes to the other members (every
+// member's route URL, its own included, as a static cluster is usually
+// configured).
 type Cluster struct {
 	Name string
-	// Host defaults to the server's Host; Port is the route port (fixed:
-	// peers must know it before the server starts).
-	Host   string
+	// Port is the route port (fixed: peers must know it before the server
+	// starts).
 	Port   int
 	Routes []string
 }
@@ -177,7 +176,7 @@ func (s *Server) serverOptions() (*server.Options, error) {
 			return nil, err
 		}
 		so.Cluster.Name = c.Name
-		so.Cluster.Host = cmp.Or(c.Host, s.opts.Host)
+		so.Cluster.Host = s.opts.Host
 		so.Cluster.Port = c.Port
 		so.Routes = routes
 	}
