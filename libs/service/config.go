@@ -34,6 +34,10 @@ type Config struct {
 	// Telemetry says which signals are exported; the OTel SDK builds the
 	// exporters from the standard OTEL_* variables (telemetry.LoadEnv).
 	Telemetry telemetry.Export
+	// MemoryLimitRatio is the share of the container's memory limit that
+	// Main gives the Go runtime as its soft memory limit (AUTOMEMLIMIT; 0:
+	// none). See applyMemoryLimit.
+	MemoryLimitRatio float64
 }
 
 // ServiceConfig returns c; through embedding it makes a service's Config a
@@ -48,7 +52,8 @@ type Configured interface {
 // LoadConfig reads the runtime's variables through l. def carries the
 // service's defaults: NATS.URL (zero: bus.DefaultURL), NATS.Name (kept as
 // is), LogLevel and MetricsAddr (zero: the package defaults). Telemetry
-// export comes from the standard OTEL_* variables only.
+// export comes from the standard OTEL_* variables only; the memory limit's
+// share from AUTOMEMLIMIT (default DefaultMemoryRatio).
 // Problems are recorded in l, each naming its variable.
 func LoadConfig(l *envconfig.Loader, def Config) Config {
 	c := Config{
@@ -56,6 +61,8 @@ func LoadConfig(l *envconfig.Loader, def Config) Config {
 		LogLevel:    l.Enum(EnvLogLevel, orDefault(def.LogLevel, DefaultLogLevel), telemetry.LevelDebug, telemetry.LevelInfo, telemetry.LevelWarn, telemetry.LevelError),
 		MetricsAddr: l.HostPort(EnvMetricsAddr, orDefault(def.MetricsAddr, DefaultMetricsAddr)),
 		Telemetry:   telemetry.LoadEnv(l),
+
+		MemoryLimitRatio: loadMemoryRatio(l),
 	}
 	c.NATS.Name = def.NATS.Name
 	return c

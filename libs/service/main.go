@@ -9,6 +9,8 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/KimMachineGun/automemlimit/memlimit"
+
 	"github.com/ambient-code/control-plane/libs/telemetry"
 )
 
@@ -19,10 +21,11 @@ type RunFunc[C Configured] func(ctx context.Context, cfg C, log *slog.Logger) er
 // Main is the whole main function of a service named name. It stops on
 // SIGINT or SIGTERM (cancelling run's ctx), loads the configuration with
 // load, builds the JSON slog logger at cfg's LogLevel on stderr (the only
-// logger the service makes), and calls run. It exits 0 when run returns nil
-// and 1, after one line "<name>: <error>" on stderr, when the configuration
-// does not load (the error names each bad variable) or run fails. It never
-// returns.
+// logger the service makes), sets the Go runtime's soft memory limit from
+// the container's (applyMemoryLimit), and calls run. It exits 0 when run
+// returns nil and 1, after one line "<name>: <error>" on stderr, when the
+// configuration does not load (the error names each bad variable) or run
+// fails. It never returns.
 func Main[C Configured](name string, load func() (C, error), run RunFunc[C]) {
 	// main's own context: the root every service ctx derives from.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -43,6 +46,7 @@ func mainCode[C Configured](ctx context.Context, name string, load func() (C, er
 		fmt.Fprintf(stderr, "%s: %v\n", name, err)
 		return 1
 	}
+	applyMemoryLimit(cfg.ServiceConfig().MemoryLimitRatio, memlimit.FromCgroup, os.Getenv, log)
 	if err := run(ctx, cfg, log); err != nil {
 		fmt.Fprintf(stderr, "%s: %v\n", name, err)
 		return 1

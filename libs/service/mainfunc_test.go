@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"testing"
@@ -21,7 +22,7 @@ import (
 const (
 	envHelper  = "SERVICE_TEST_MAIN" // set: this process is the child
 	envWorkers = "SVC_TEST_WORKERS"  // a variable of the child's own config
-	envMode    = "SVC_TEST_MODE"     // "fail": run fails; otherwise it waits for a signal
+	envMode    = "SVC_TEST_MODE"     // "fail": run fails; "memlimit": run prints the memory limit and returns; otherwise it waits for a signal
 )
 
 // helperConfig is a service Config as services write theirs.
@@ -40,8 +41,12 @@ func helperMain() {
 		c := helperConfig{Config: service.LoadConfig(l, service.Config{}), Workers: l.Int(envWorkers, 1, 1, 4)}
 		return c, l.Err()
 	}, func(ctx context.Context, cfg helperConfig, log *slog.Logger) error {
-		if os.Getenv(envMode) == "fail" {
+		switch os.Getenv(envMode) {
+		case "fail":
 			return errors.New("backend unreachable")
+		case "memlimit":
+			_, err := fmt.Fprintf(os.Stdout, "limit=%d\n", debug.SetMemoryLimit(-1))
+			return err
 		}
 		log.Debug("debug logs are on")
 		// The parent waits for this line; a failed write fails its wait.

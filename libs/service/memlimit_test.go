@@ -1,0 +1,177 @@
+package service_test
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime/debug"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/KimMachineGun/automemlimit/memlimit"
+
+	"github.com/ambient-code/control-plane/libs/envconfig"
+	"github.com/ambient-code/control-plane/libs/service"
+)
+
+// TestMemoryRatioVariable: AUTOMEMLIMIT is a ratio in (0, 1] or "off", 0.9
+// when unset; anything else is a start-up error naming it.
+func TestMemoryRatioVariable(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		value   string
+		want    float64
+		wantErr bool
+	}{
+		{"", service.DefaultMemoryRatio, false},
+		{"off", 0, false},
+		{"0.5", 0.5, false},
+		{" 1 ", 1, false},
+		{"0", 0, true},
+		{"1.5", 0, true},
+		{"-0.1", 0, true},
+		{"NaN", 0, true},
+		{"90%", 0, true},
+	} {
+		t.Run(tc.value, func(t *testing.T) {
+			t.Parallel()
+			l := envconfig.New(func(name string) (string, bool) {
+				if name == service.EnvAutoMemLimit && tc.value != "" {
+					return tc.value, true
+				}
+				return "", false
+			})
+			c := service.LoadConfig(l, service.Config{})
+			err := l.Err()
+			var varErr *envconfig.VarError
+			switch {
+			case tc.wantErr && (!errors.As(err, &varErr) || varErr.Name != service.EnvAutoMemLimit):
+				t.Fatalf("AUTOMEMLIMIT=%q: error %v, want one naming %s", tc.value, err, service.EnvAutoMemLimit)
+			case !tc.wantErr && err != nil:
+				t.Fatalf("AUTOMEMLIMIT=%q: %v", tc.value, err)
+			case !tc.wantErr && c.MemoryLimitRatio != tc.want:
+				t.Fatalf("AUTOMEMLIMIT=%q: ratio %v, want %v", tc.value, c.MemoryLimitRatio, tc.want)
+			}
+		})
+	}
+}
+
+// TestApplyMemoryLimit: the runtime's soft limit becomes the ratio of the
+// container's limit, and stays as it is when the ratio is off, GOMEMLIMIT
+// is set, or there is no limit to read. Not parallel: the limit is the
+// process's.
+func TestApplyMemoryLimit(t *testing.T) {
+	before := debug.SetMemoryLimit(-1)
+	t.Cleanup(func() { debug.SetMemoryLimit(before) })
+	const container = 1000 << 20
+	noEnv := func(string) string { return "" }
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	for _, tc := range []struct {
+		name     string
+		ratio    float64
+		provider memlimit.Provider
+		getenv   func(string) string
+		want     int64 // 0: the limit is left as it was
+	}{
+		{"container limit", 0.9, memlimit.Limit(container), noEnv, int64(0.9 * container)},
+		{"whole limit", 1, memlimit.Limit(container), noEnv, container},
+		{"off", 0, memlimit.Limit(container), noEnv, 0},
+		{"GOMEMLIMIT set", 0.9, memlimit.Limit(container), func(name string) string {
+			if name == service.EnvGoMemLimit {
+				return "300MiB"
+			}
+			return ""
+		}, 0},
+		{"no limit", 0.9, func() (uint64, error) { return 0, memlimit.ErrNoLimit }, noEnv, 0},
+		{"no cgroup", 0.9, func() (uint64, error) { return 0, errors.New("not a cgroup") }, noEnv, 0},
+		{"beyond int64", 1, memlimit.Limit(math.MaxUint64), noEnv, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			const unchanged = 12345 << 20
+			debug.SetMemoryLimit(unchanged)
+			got := service.ApplyMemoryLimit(tc.ratio, tc.provider, tc.getenv, log)
+			now := debug.SetMemoryLimit(-1)
+			want := tc.want
+			if want == 0 {
+				want = unchanged
+			}
+			if got != tc.want || now != want {
+				t.Fatalf("returned %d, runtime limit %d; want %d and %d", got, now, tc.want, want)
+			}
+		})
+	}
+}
+
+// TestMainSetsMemoryLimitFromCgroup runs service.Main in a child process
+// inside a memory cgroup of its own with a 250 MiB limit: the child's Go
+// runtime must run with 90 % of it as its soft limit, read from the
+// kernel's cgroup files (v1 or v2). It needs a memory cgroup this process
+// may create (root, a writable cgroup tree), as on CI's machines; elsewhere
+// it skips.
+func TestMainSetsMemoryLimitFromCgroup(t *testing.T) {
+	t.Parallel()
+	const limit = 250 << 20
+	procs := memoryCgroup(t, limit)
+	cmd := exec.CommandContext(t.Context(), "/bin/sh", "-c", `echo $$ > "$1" && exec "$2" -test.run='^$'`, "sh", procs, os.Args[0])
+	cmd.Env = append(os.Environ(), envHelper+"=1", envMode+"=memlimit", service.EnvLogLevel+"=debug")
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("child: %v (stderr %q)", err, stderr.String())
+	}
+	got := strings.TrimSpace(string(out))
+	if want := fmt.Sprintf("limit=%d", int64(0.9*limit)); got != want {
+		t.Fatalf("child printed %q, want %q (stderr %q)", got, want, stderr.String())
+	}
+	if !strings.Contains(stderr.String(), `"msg":"memory limit set from the container's"`) {
+		t.Errorf("stderr %q lacks the memory limit's log line", stderr.String())
+	}
+}
+
+// memoryCgroup creates a memory cgroup below this process's own with the
+// given limit, removed when the test ends, and returns its cgroup.procs
+// file. It skips the test when the cgroup tree does not allow it.
+func memoryCgroup(t *testing.T, limit int64) string {
+	t.Helper()
+	self, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		t.Skipf("no cgroups: %v", err)
+	}
+	var dir, limitFile string
+	for line := range strings.Lines(string(self)) {
+		parts := strings.SplitN(strings.TrimSpace(line), ":", 3)
+		if len(parts) != 3 {
+			continue
+		}
+		switch {
+		case slices.Contains(strings.Split(parts[1], ","), "memory"): // v1
+			dir, limitFile = filepath.Join("/sys/fs/cgroup/memory", parts[2]), "memory.limit_in_bytes"
+		case parts[0] == "0" && parts[1] == "" && dir == "": // v2, unless v1 has the memory controller
+			dir, limitFile = filepath.Join("/sys/fs/cgroup", parts[2]), "memory.max"
+		}
+	}
+	if dir == "" {
+		t.Skip("no memory cgroup")
+	}
+	child := filepath.Join(dir, fmt.Sprintf("svc-test-%d", os.Getpid()))
+	if err := os.Mkdir(child, 0o755); err != nil {
+		t.Skipf("cannot create a memory cgroup here: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := os.Remove(child); err != nil {
+			t.Errorf("remove cgroup %s: %v", child, err)
+		}
+	})
+	if err := os.WriteFile(filepath.Join(child, limitFile), []byte(strconv.FormatInt(limit, 10)), 0o644); err != nil {
+		t.Skipf("cannot limit a memory cgroup here: %v", err)
+	}
+	return filepath.Join(child, "cgroup.procs")
+}
