@@ -348,7 +348,7 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, erro
 // call sends the request to the runner. Only the endpoint's address from the
 // routing table and the endpoint's constant path are used to build the URL.
 func (p *Proxy) call(ctx context.Context, r *http.Request, t route.Target, ep registry.Endpoint, body []byte) (*http.Response, error) {
-	u := url.URL{Scheme: "http", Host: ep.Addr(), Path: t.Endpoint.Upstream, RawQuery: r.URL.RawQuery}
+	u := url.URL{Scheme: "http", Host: ep.Addr(), Path: t.Endpoint.Upstream, RawQuery: upstreamQuery(r.URL.RawQuery)}
 	var rd io.Reader = http.NoBody
 	if len(body) > 0 {
 		rd = bytes.NewReader(body)
