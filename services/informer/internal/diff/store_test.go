@@ -130,6 +130,15 @@ func TestStoreChanges(t *testing.T) {
 			want: map[string]want{"a": {typ: eventsv1.EventType_EVENT_TYPE_MODIFIED, name: "a2", old: "a1"}},
 		},
 		{
+			// The same for a relist: the cache (from KV after a restart, or
+			// from the last list) holds a1 and the list shows other content
+			// with the same microsecond.
+			name:  "same microsecond, other content in a relist: the list wins",
+			kv:    []*ambientv1.Session{sess("a", "a1", 1, 0)},
+			steps: []step{{sync: true, list: []*ambientv1.Session{sess("a", "a2", 1, 0)}}},
+			want:  map[string]want{"a": {typ: eventsv1.EventType_EVENT_TYPE_MODIFIED, name: "a2", old: "a1"}},
+		},
+		{
 			name: "buffered events older than the list are dropped",
 			steps: []step{{sync: true,
 				list:     []*ambientv1.Session{sess("a", "a2", 2, 0)},
