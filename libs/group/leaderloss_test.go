@@ -16,10 +16,11 @@ import (
 
 // TestStreamLeaderServerLost: on a real 3-node cluster with every stream
 // at R3, the server leading the group's work stream is shut down (as a
-// rolling update of NATS does) while events flow. The group goes on through the stream's leader election and
-// its member's reconnect: every object's versions are handled in order up
-// to the last, nothing is dead-lettered. (Single-server tests restart the
-// only server; here the data stays up and only its leader moves.)
+// rolling update of NATS does) while events flow. The group goes on
+// through the stream's leader election and its member's reconnect: every
+// object's versions are handled in order up to the last, nothing is
+// dead-lettered. (Single-server tests restart the only server; here the
+// data stays up and only its leader moves.)
 func TestStreamLeaderServerLost(t *testing.T) {
 	t.Parallel()
 	cluster, url := startCluster(t, 3)

@@ -17,11 +17,10 @@ import (
 // JetStream cluster, the server leading the events stream is shut down (as
 // a rolling update of NATS does; an embedded server cannot be killed
 // without its shutdown), and the API changes while its streams and buckets
-// elect new leaders.
-// Every change still reaches the stream exactly once and the objects
-// bucket ends equal to the API: the publish and KV-write retries cover a
-// leader election, not only a whole-server restart (the single-server
-// outage tests).
+// elect new leaders. Every change still reaches the stream exactly once and
+// the objects bucket ends equal to the API: the publish and KV-write
+// retries cover a leader election, not only a whole-server restart (the
+// single-server outage tests).
 func TestStreamLeaderServerLost(t *testing.T) {
 	t.Parallel()
 	c := testenv.NewNATSCluster(t, 3)

@@ -69,7 +69,14 @@ type harness struct {
 
 func newHarness(t *testing.T, apiOpts ...memapi.Option) *harness {
 	t.Helper()
-	h := &harness{t: t, api: testenv.API(t, apiOpts...), nats: testenv.NATS(t)}
+	return newHarnessOn(t, testenv.NATS(t), apiOpts...)
+}
+
+// newHarnessOn is newHarness on the NATS server srv (one started with
+// options of its own, e.g. a storage limit).
+func newHarnessOn(t *testing.T, srv *natsserver.Server, apiOpts ...memapi.Option) *harness {
+	t.Helper()
+	h := &harness{t: t, api: testenv.API(t, apiOpts...), nats: srv}
 	h.c = testenv.APIClient(t, h.api)
 	_, h.js = testenv.JetStream(t, h.nats)
 	return h

@@ -26,9 +26,7 @@ import (
 // the objects bucket, none is lost.
 func TestStoreFull(t *testing.T) {
 	t.Parallel()
-	h := &harness{t: t, api: testenv.API(t), nats: testenv.NATSWith(t, natsserver.Options{MaxStore: 4 << 20})}
-	h.c = testenv.APIClient(t, h.api)
-	_, h.js = testenv.JetStream(t, h.nats)
+	h := newHarnessOn(t, testenv.NATSWith(t, natsserver.Options{MaxStore: 4 << 20}))
 	h.seed(0, 1)
 	a := h.start("a", map[string]string{config.EnvLeaseTTL: "2s"})
 	h.waitLeaderReady(a, 30*time.Second)
