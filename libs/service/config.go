@@ -1,6 +1,8 @@
 package service
 
 import (
+	"time"
+
 	"github.com/ambient-code/control-plane/libs/bus"
 	"github.com/ambient-code/control-plane/libs/envconfig"
 	"github.com/ambient-code/control-plane/libs/telemetry"
@@ -36,8 +38,11 @@ type Config struct {
 	Telemetry telemetry.Export
 	// MemoryLimitRatio is the share of the container's memory limit that
 	// Main gives the Go runtime as its soft memory limit (AUTOMEMLIMIT; 0:
-	// none). See applyMemoryLimit.
+	// none). See memoryLimit.
 	MemoryLimitRatio float64
+	// MemoryLimitRefresh is how often Main re-reads the container's memory
+	// limit to follow a resize (AUTOMEMLIMIT_REFRESH; 0: read once).
+	MemoryLimitRefresh time.Duration
 }
 
 // ServiceConfig returns c; through embedding it makes a service's Config a
@@ -53,7 +58,8 @@ type Configured interface {
 // service's defaults: NATS.URL (zero: bus.DefaultURL), NATS.Name (kept as
 // is), LogLevel and MetricsAddr (zero: the package defaults). Telemetry
 // export comes from the standard OTEL_* variables only; the memory limit's
-// share from AUTOMEMLIMIT (default DefaultMemoryRatio).
+// share from AUTOMEMLIMIT (default DefaultMemoryRatio), how often it is
+// re-read from AUTOMEMLIMIT_REFRESH (default DefaultMemoryLimitRefresh).
 // Problems are recorded in l, each naming its variable.
 func LoadConfig(l *envconfig.Loader, def Config) Config {
 	c := Config{
@@ -62,7 +68,8 @@ func LoadConfig(l *envconfig.Loader, def Config) Config {
 		MetricsAddr: l.HostPort(EnvMetricsAddr, orDefault(def.MetricsAddr, DefaultMetricsAddr)),
 		Telemetry:   telemetry.LoadEnv(l),
 
-		MemoryLimitRatio: loadMemoryRatio(l),
+		MemoryLimitRatio:   loadMemoryRatio(l),
+		MemoryLimitRefresh: l.Duration(EnvAutoMemLimitRefresh, DefaultMemoryLimitRefresh),
 	}
 	c.NATS.Name = def.NATS.Name
 	return c

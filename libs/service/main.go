@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 
 	"github.com/KimMachineGun/automemlimit/memlimit"
@@ -22,10 +23,10 @@ type RunFunc[C Configured] func(ctx context.Context, cfg C, log *slog.Logger) er
 // SIGINT or SIGTERM (cancelling run's ctx), loads the configuration with
 // load, builds the JSON slog logger at cfg's LogLevel on stderr (the only
 // logger the service makes), sets the Go runtime's soft memory limit from
-// the container's (applyMemoryLimit), and calls run. It exits 0 when run
-// returns nil and 1, after one line "<name>: <error>" on stderr, when the
-// configuration does not load (the error names each bad variable) or run
-// fails. It never returns.
+// the container's and keeps it following a resize (memoryLimit), and calls
+// run. It exits 0 when run returns nil and 1, after one line
+// "<name>: <error>" on stderr, when the configuration does not load (the
+// error names each bad variable) or run fails. It never returns.
 func Main[C Configured](name string, load func() (C, error), run RunFunc[C]) {
 	// main's own context: the root every service ctx derives from.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -46,8 +47,15 @@ func mainCode[C Configured](ctx context.Context, name string, load func() (C, er
 		fmt.Fprintf(stderr, "%s: %v\n", name, err)
 		return 1
 	}
-	applyMemoryLimit(cfg.ServiceConfig().MemoryLimitRatio, memlimit.FromCgroup, os.Getenv, log)
-	if err := run(ctx, cfg, log); err != nil {
+	sc := cfg.ServiceConfig()
+	runCtx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	if lim := newMemoryLimit(sc.MemoryLimitRatio, memlimit.FromCgroup, os.Getenv, log); lim != nil && sc.MemoryLimitRefresh > 0 {
+		wg.Go(func() { lim.follow(runCtx, sc.MemoryLimitRefresh) })
+	}
+	if err := run(runCtx, cfg, log); err != nil {
 		fmt.Fprintf(stderr, "%s: %v\n", name, err)
 		return 1
 	}

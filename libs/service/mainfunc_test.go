@@ -22,7 +22,7 @@ import (
 const (
 	envHelper  = "SERVICE_TEST_MAIN" // set: this process is the child
 	envWorkers = "SVC_TEST_WORKERS"  // a variable of the child's own config
-	envMode    = "SVC_TEST_MODE"     // "fail": run fails; "memlimit": run prints the memory limit and returns; otherwise it waits for a signal
+	envMode    = "SVC_TEST_MODE"     // "fail": run fails; "memlimit": run prints the memory limit and returns; "memlimit-follow": also the next one it changes to; otherwise it waits for a signal
 )
 
 // helperConfig is a service Config as services write theirs.
@@ -47,6 +47,8 @@ func helperMain() {
 		case "memlimit":
 			_, err := fmt.Fprintf(os.Stdout, "limit=%d\n", debug.SetMemoryLimit(-1))
 			return err
+		case "memlimit-follow":
+			return printLimitChange(ctx)
 		}
 		log.Debug("debug logs are on")
 		// The parent waits for this line; a failed write fails its wait.
@@ -55,6 +57,29 @@ func helperMain() {
 		log.Info("stopped by signal")
 		return nil
 	})
+}
+
+// printLimitChange prints the runtime's memory limit, waits for it to
+// change (the runtime has no notice of that: it is polled) and prints the
+// new one.
+func printLimitChange(ctx context.Context) error {
+	first := debug.SetMemoryLimit(-1)
+	if _, err := fmt.Fprintf(os.Stdout, "limit=%d\n", first); err != nil {
+		return err
+	}
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+			if now := debug.SetMemoryLimit(-1); now != first {
+				_, err := fmt.Fprintf(os.Stdout, "limit=%d\n", now)
+				return err
+			}
+		}
+	}
 }
 
 // TestMainExits runs service.Main in a child process: a configuration

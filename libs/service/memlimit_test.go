@@ -1,6 +1,8 @@
 package service_test
 
 import (
+	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/KimMachineGun/automemlimit/memlimit"
 
@@ -63,6 +66,46 @@ func TestMemoryRatioVariable(t *testing.T) {
 	}
 }
 
+// TestMemoryLimitRefreshVariable: AUTOMEMLIMIT_REFRESH is a duration, a
+// minute when unset, 0 to read the limit once; anything else is a start-up
+// error naming it.
+func TestMemoryLimitRefreshVariable(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		value   string
+		want    time.Duration
+		wantErr bool
+	}{
+		{"", time.Minute, false},
+		{"0", 0, false},
+		{"30s", 30 * time.Second, false},
+		{"60", 0, true},
+		{"-1s", 0, true},
+		{"often", 0, true},
+	} {
+		t.Run(tc.value, func(t *testing.T) {
+			t.Parallel()
+			l := envconfig.New(func(name string) (string, bool) {
+				if name == service.EnvAutoMemLimitRefresh && tc.value != "" {
+					return tc.value, true
+				}
+				return "", false
+			})
+			c := service.LoadConfig(l, service.Config{})
+			err := l.Err()
+			var varErr *envconfig.VarError
+			switch {
+			case tc.wantErr && (!errors.As(err, &varErr) || varErr.Name != service.EnvAutoMemLimitRefresh):
+				t.Fatalf("%s=%q: error %v, want one naming it", service.EnvAutoMemLimitRefresh, tc.value, err)
+			case !tc.wantErr && err != nil:
+				t.Fatalf("%s=%q: %v", service.EnvAutoMemLimitRefresh, tc.value, err)
+			case !tc.wantErr && c.MemoryLimitRefresh != tc.want:
+				t.Fatalf("%s=%q: %v, want %v", service.EnvAutoMemLimitRefresh, tc.value, c.MemoryLimitRefresh, tc.want)
+			}
+		})
+	}
+}
+
 // TestApplyMemoryLimit: the runtime's soft limit becomes the ratio of the
 // container's limit, and stays as it is when the ratio is off, GOMEMLIMIT
 // is set, or there is no limit to read. Not parallel: the limit is the
@@ -96,7 +139,7 @@ func TestApplyMemoryLimit(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			const unchanged = 12345 << 20
 			debug.SetMemoryLimit(unchanged)
-			got := service.ApplyMemoryLimit(tc.ratio, tc.provider, tc.getenv, log)
+			got := service.NewMemoryLimit(tc.ratio, tc.provider, tc.getenv, log).Limit()
 			now := debug.SetMemoryLimit(-1)
 			want := tc.want
 			if want == 0 {
@@ -109,6 +152,46 @@ func TestApplyMemoryLimit(t *testing.T) {
 	}
 }
 
+// TestMemoryLimitFollowsContainer: a refresh after the container's limit
+// changed sets the new share; after the limit is gone it lifts the
+// runtime's; an unreadable cgroup keeps the last. Not parallel: the limit
+// is the process's.
+func TestMemoryLimitFollowsContainer(t *testing.T) {
+	before := debug.SetMemoryLimit(-1)
+	t.Cleanup(func() { debug.SetMemoryLimit(before) })
+	var (
+		container uint64 = 1000 << 20
+		readErr   error
+	)
+	cgroup := func() (uint64, error) { return container, readErr }
+	m := service.NewMemoryLimit(0.5, cgroup, func(string) string { return "" }, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	steps := []struct {
+		name      string
+		container uint64
+		readErr   error
+		want      int64 // the runtime's limit after the refresh
+	}{
+		{"grown", 2000 << 20, nil, 1000 << 20},
+		{"shrunk", 500 << 20, nil, 250 << 20},
+		{"unreadable", 100 << 20, errors.New("cgroup gone"), 250 << 20},
+		{"removed", 0, memlimit.ErrNoLimit, math.MaxInt64},
+		{"set again", 800 << 20, nil, 400 << 20},
+	}
+	if got := debug.SetMemoryLimit(-1); got != 500<<20 {
+		t.Fatalf("runtime limit at start %d, want %d", got, 500<<20)
+	}
+	for _, s := range steps {
+		container, readErr = s.container, s.readErr
+		err := m.Refresh()
+		if (err != nil) != (s.readErr != nil && !errors.Is(s.readErr, memlimit.ErrNoLimit)) {
+			t.Fatalf("%s: refresh: %v", s.name, err)
+		}
+		if got := debug.SetMemoryLimit(-1); got != s.want {
+			t.Fatalf("%s: runtime limit %d, want %d", s.name, got, s.want)
+		}
+	}
+}
+
 // TestMainSetsMemoryLimitFromCgroup runs service.Main in a child process
 // inside a memory cgroup of its own with a 250 MiB limit: the child's Go
 // runtime must run with 90 % of it as its soft limit, read from the
@@ -118,7 +201,7 @@ func TestApplyMemoryLimit(t *testing.T) {
 func TestMainSetsMemoryLimitFromCgroup(t *testing.T) {
 	t.Parallel()
 	const limit = 250 << 20
-	procs := memoryCgroup(t, limit)
+	procs, _ := memoryCgroup(t, limit)
 	cmd := exec.CommandContext(t.Context(), "/bin/sh", "-c", `echo $$ > "$1" && exec "$2" -test.run='^$'`, "sh", procs, os.Args[0])
 	cmd.Env = append(os.Environ(), envHelper+"=1", envMode+"=memlimit", service.EnvLogLevel+"=debug")
 	var stderr strings.Builder
@@ -136,16 +219,63 @@ func TestMainSetsMemoryLimitFromCgroup(t *testing.T) {
 	}
 }
 
+// TestMainFollowsCgroupResize: the container's limit changes while the
+// service runs (an in-place pod resize writes it into the running pod's
+// cgroup) and the Go runtime's follows within AUTOMEMLIMIT_REFRESH. As
+// TestMainSetsMemoryLimitFromCgroup, it skips without a cgroup to create.
+func TestMainFollowsCgroupResize(t *testing.T) {
+	t.Parallel()
+	const before, after = 250 << 20, 400 << 20
+	procs, limitFile := memoryCgroup(t, before)
+	// A child that never sees the change is killed, which ends its output.
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "/bin/sh", "-c", `echo $$ > "$1" && exec "$2" -test.run='^$'`, "sh", procs, os.Args[0])
+	cmd.Env = append(os.Environ(), envHelper+"=1", envMode+"=memlimit-follow", service.EnvAutoMemLimitRefresh+"=50ms")
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	lines := bufio.NewScanner(stdout)
+	next := func() string {
+		if !lines.Scan() {
+			t.Fatalf("child ended early: %v (stderr %q)", lines.Err(), stderr.String())
+		}
+		return lines.Text()
+	}
+	if got, want := next(), fmt.Sprintf("limit=%d", int64(0.9*before)); got != want {
+		t.Fatalf("child printed %q at start, want %q", got, want)
+	}
+	if err := os.WriteFile(limitFile, []byte(strconv.FormatInt(after, 10)), 0o644); err != nil {
+		t.Fatalf("resize the cgroup: %v", err)
+	}
+	if got, want := next(), fmt.Sprintf("limit=%d", int64(0.9*after)); got != want {
+		t.Fatalf("child printed %q after the resize, want %q", got, want)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("child: %v (stderr %q)", err, stderr.String())
+	}
+	if !strings.Contains(stderr.String(), `"msg":"memory limit changed with the container's"`) {
+		t.Errorf("stderr %q lacks the change's log line", stderr.String())
+	}
+}
+
 // memoryCgroup creates a memory cgroup below this process's own with the
 // given limit, removed when the test ends, and returns its cgroup.procs
-// file. It skips the test when the cgroup tree does not allow it.
-func memoryCgroup(t *testing.T, limit int64) string {
+// file and the file of its limit. It skips the test when the cgroup tree
+// does not allow it.
+func memoryCgroup(t *testing.T, limit int64) (procs, limitFile string) {
 	t.Helper()
 	self, err := os.ReadFile("/proc/self/cgroup")
 	if err != nil {
 		t.Skipf("no cgroups: %v", err)
 	}
-	var dir, limitFile string
+	var dir string
 	for line := range strings.Lines(string(self)) {
 		parts := strings.SplitN(strings.TrimSpace(line), ":", 3)
 		if len(parts) != 3 {
@@ -161,8 +291,8 @@ func memoryCgroup(t *testing.T, limit int64) string {
 	if dir == "" {
 		t.Skip("no memory cgroup")
 	}
-	child := filepath.Join(dir, fmt.Sprintf("svc-test-%d", os.Getpid()))
-	if err := os.Mkdir(child, 0o755); err != nil {
+	child, err := os.MkdirTemp(dir, "svc-test-") // a name of its own: the tests run in parallel
+	if err != nil {
 		t.Skipf("cannot create a memory cgroup here: %v", err)
 	}
 	t.Cleanup(func() {
@@ -170,8 +300,9 @@ func memoryCgroup(t *testing.T, limit int64) string {
 			t.Errorf("remove cgroup %s: %v", child, err)
 		}
 	})
-	if err := os.WriteFile(filepath.Join(child, limitFile), []byte(strconv.FormatInt(limit, 10)), 0o644); err != nil {
+	limitFile = filepath.Join(child, limitFile)
+	if err := os.WriteFile(limitFile, []byte(strconv.FormatInt(limit, 10)), 0o644); err != nil {
 		t.Skipf("cannot limit a memory cgroup here: %v", err)
 	}
-	return filepath.Join(child, "cgroup.procs")
+	return filepath.Join(child, "cgroup.procs"), limitFile
 }
