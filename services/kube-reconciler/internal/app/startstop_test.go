@@ -234,3 +234,30 @@ func TestStopWithdrawsPendingStart(t *testing.T) {
 	h.waitCR(t, ks.ns, ks.cr, requested("Stopped", spec.AnnotationStopRequestedAt))
 	h.waitSession(t, ks.id, func(s *ambientv1.Session) error { return wantPhase(s, "Completed") })
 }
+
+// TestStalePendingAfterRestartIsNoStart: a session whose CR went Pending
+// (written to the API) and then Failed while no replica ran gets Failed in
+// the API from the replica that starts next, which remembers nothing of it,
+// and no start annotation: the API's Pending is older than the run's end,
+// so it is the CR's, not a user's. Taken for a start, the operator would
+// run a finished session again.
+func TestStalePendingAfterRestartIsNoStart(t *testing.T) {
+	h := newHarness(t)
+	r := h.start(t, "stale1", nil, nil)
+	ks := h.kubeSessionIn(t, r, "Pending")
+	r.stop()
+	h.setCRStatus(t, ks.ns, ks.cr, map[string]any{"phase": "Failed", "completionTime": "2026-01-02T03:04:05Z"})
+	r2 := h.start(t, "stale2", nil, nil)
+	h.waitSession(t, ks.id, func(s *ambientv1.Session) error { return wantPhase(s, "Failed") })
+	h.quiesce(t, r, r2)
+	h.noRequest(t, ks)
+
+	// A user's start of the session now (the API shows the run's end) is
+	// one, by a replica that again remembers nothing.
+	r2.stop()
+	if _, err := h.rest(t).StartSession(t.Context(), ks.id); err != nil {
+		t.Fatal(err)
+	}
+	h.start(t, "stale3", nil, nil)
+	h.waitCR(t, ks.ns, ks.cr, requested("Running", spec.AnnotationStartRequestedAt))
+}

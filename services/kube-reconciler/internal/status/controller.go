@@ -425,7 +425,7 @@ func (c *Controller) write(ctx, cctx context.Context, req *ambientv1.UpdateSessi
 // one from before the request, and writing it would undo it. The other
 // status fields are still carried.
 func (c *Controller) held(req *ambientv1.UpdateSessionStatusRequest, s *ambientv1.Session, cr *unstructured.Unstructured) (*ambientv1.UpdateSessionStatusRequest, *request) {
-	pending := c.requests.pending(req.GetId(), session.PhaseOf(s), cr)
+	pending := c.requests.pending(req.GetId(), session.PhaseOf(s), s.GetCompletionTime(), cr)
 	if pending == nil || req.Phase == nil {
 		return req, pending
 	}

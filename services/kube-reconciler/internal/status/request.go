@@ -11,6 +11,7 @@ import (
 	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/apply"
 	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/spec"
 	lru "github.com/hashicorp/golang-lru/v2"
+	"google.golang.org/protobuf/types/known/timestamppb"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
@@ -97,10 +98,15 @@ func newRequests(size int) (*requests, error) {
 }
 
 // pending returns the request of session id still waiting for the operator,
-// given the API's phase and the CR, or nil. It records what this sync
-// learned: the CR agreeing with the API, or the operator having acted
-// (the CR's runKey changed since the request was told).
-func (r *requests) pending(id string, apiPhase session.Phase, cr *unstructured.Unstructured) *request {
+// given the API's phase and completion time and the CR, or nil. It records
+// what this sync learned: the CR agreeing with the API, or the operator
+// having acted (the CR's runKey changed since the request was told).
+//
+// An API Pending and a terminal CR are a start only when the Pending is a
+// user's: not one the write-back carried from the CR before its run ended
+// (agreed, remembered by this replica; or, when it remembers nothing, the
+// API not holding the run's end: see endSeen).
+func (r *requests) pending(id string, apiPhase session.Phase, apiEnd *timestamppb.Timestamp, cr *unstructured.Unstructured) *request {
 	crPhase := crPhaseOf(cr)
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -109,6 +115,12 @@ func (r *requests) pending(id string, apiPhase session.Phase, cr *unstructured.U
 		st.agreed = apiPhase
 	}
 	req := requestFor(apiPhase, crPhase)
+	if req == &startRequest && st.agreed != apiPhase && !endSeen(apiEnd, cr) {
+		// Nothing remembered (a restart, a partition moved here, an
+		// evicted entry), but the API's Pending is older than the end of
+		// the CR's run: it came from the CR, no user saw that run end.
+		st.agreed = apiPhase
+	}
 	if req != nil && st.told == req.desired && st.toldRun != runKey(cr) {
 		// The operator acted and the CR's phase is news again (it may
 		// have gone Pending and back to Failed between two looks).
@@ -184,6 +196,24 @@ func tell(ctx context.Context, dyn dynamic.Interface, cr *unstructured.Unstructu
 		return fmt.Errorf("annotate agenticsession %s/%s with desired phase %s: %w", cr.GetNamespace(), cr.GetName(), req.desired, err)
 	}
 	return nil
+}
+
+// endSeen reports whether the API's completion time (apiEnd) is the end of
+// the CR's current run, at the second precision of the CR's RFC 3339 time.
+// A user can start a session only once the API shows it ended (the start's
+// guard), and the write-back carries the CR's completion time with that
+// terminal phase, so a user's start finds it there: the real server's start
+// sets the phase alone. A Pending the write-back carried from the CR before
+// the run ended finds the API's end missing or an older run's. Without a
+// completion time in the CR there is nothing to compare: it returns true
+// and the start is judged by what the replica remembers alone.
+func endSeen(apiEnd *timestamppb.Timestamp, cr *unstructured.Unstructured) bool {
+	v, _, _ := unstructured.NestedString(cr.Object, "status", "completionTime")
+	crEnd, err := time.Parse(time.RFC3339, v)
+	if err != nil {
+		return true
+	}
+	return apiEnd != nil && apiEnd.AsTime().Truncate(time.Second).Equal(crEnd.Truncate(time.Second))
 }
 
 func crPhaseOf(cr *unstructured.Unstructured) session.Phase {

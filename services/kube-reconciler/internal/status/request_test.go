@@ -2,9 +2,11 @@ package status
 
 import (
 	"testing"
+	"time"
 
 	"github.com/ambient-code/control-plane/libs/session"
 	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/spec"
+	"google.golang.org/protobuf/types/known/timestamppb"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 )
 
@@ -53,7 +55,7 @@ func TestRequestPending(t *testing.T) {
 		if st.cr.GetAnnotations()[spec.AnnotationDesiredPhase] != "" {
 			id = "S2"
 		}
-		got := r.pending(id, st.api, st.cr)
+		got := r.pending(id, st.api, nil, st.cr)
 		if got != st.wantReq {
 			t.Fatalf("%s: pending = %v, want %v", st.name, got, st.wantReq)
 		}
@@ -66,5 +68,55 @@ func TestRequestPending(t *testing.T) {
 		if st.told {
 			r.markTold(id, got, st.cr)
 		}
+	}
+}
+
+// TestStartJudgedWithoutMemory: a replica that remembers nothing of a
+// session (restarted, or its partition just moved here) sees API Pending and
+// a terminal CR. It is a user's start only when the API already holds the
+// end of the CR's run, which the write-back carried with the terminal phase
+// the start's guard required; a Pending older than that end came from the
+// CR and must not run the session again.
+func TestStartJudgedWithoutMemory(t *testing.T) {
+	t.Parallel()
+	end := "2026-01-02T03:04:05Z"
+	endTS := func(s string) *timestamppb.Timestamp {
+		ts, err := time.Parse(time.RFC3339, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return timestamppb.New(ts)
+	}
+	ended := func(phase, completion string) *unstructured.Unstructured {
+		return cr(map[string]any{"phase": phase, "completionTime": completion})
+	}
+	for _, tc := range []struct {
+		name   string
+		apiEnd *timestamppb.Timestamp
+		cr     *unstructured.Unstructured
+		want   *request
+	}{
+		{"API never saw an end", nil, ended("Failed", end), nil},
+		{"API saw an older run's end", endTS("2026-01-01T00:00:00Z"), ended("Completed", end), nil},
+		{"API saw this run's end: a user's start", endTS(end), ended("Failed", end), &startRequest},
+		{"the same second, finer in the API", timestamppb.New(endTS(end).AsTime().Add(300 * time.Millisecond)), ended("Stopped", end), &startRequest},
+		{"CR without a completion time: taken as a start", nil, crIn("Failed", nil), &startRequest},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			r, err := newRequests(10)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := r.pending("S1", session.PhasePending, tc.apiEnd, tc.cr); got != tc.want {
+				t.Fatalf("pending = %v, want %v", got, tc.want)
+			}
+			if tc.want == nil {
+				// Remembered as agreed: the next look is no start either.
+				if got := r.pending("S1", session.PhasePending, tc.apiEnd, tc.cr); got != nil {
+					t.Fatalf("second look: pending = %v, want none", got)
+				}
+			}
+		})
 	}
 }
