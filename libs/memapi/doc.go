@@ -31,9 +31,10 @@
 //     llm_temperature 0.7, llm_max_tokens 4000 and kube_cr_name = id. Ids
 //     are 27 character base62 strings (mixed case, like KSUIDs). A
 //     project's id is its name; a taken name gives AlreadyExists, for a
-//     create and for a rename (the id stays). A project has at most one
-//     settings object (AlreadyExists). Sessions may name unknown projects.
-//     Deleting an unknown id succeeds.
+//     create ("This Project already exists") and for a rename (the id
+//     stays; "Changes to Project conflict with existing records"). A
+//     project has at most one settings object (AlreadyExists). Sessions
+//     may name unknown projects. Deleting an unknown id succeeds.
 //   - Project names must be DNS-1123 labels starting with a letter, 2 to
 //     63 characters (InvalidArgument / REST 400 id 8), over REST and gRPC.
 //   - Create/Update requests are copied into the objects by field name:
@@ -42,8 +43,9 @@
 //     create sets it to the calling user's name (multi-user mode) and
 //     leaves it unset for the service token, as the real handlers do from
 //     the caller's identity; UpdateSessionRequest has no such field.
-//   - UpdateSessionStatus accepts only the seven phases of libs/session (else
-//     InvalidArgument) and sets only the fields present.
+//   - UpdateSessionStatus (and REST PATCH /sessions/{id}/status) accepts
+//     only the seven phases of libs/session (else InvalidArgument) and sets
+//     only the fields present.
 //   - With WithToken, every call (streams included) needs
 //     "authorization: Bearer <token>", else Unauthenticated / HTTP 401,
 //     except the two calls the real server exempts: grpc.health.v1
@@ -80,6 +82,9 @@
 //	DELETE /<collection>/{id}                     204, also for an id already gone
 //	POST   /sessions/{id}/start                   from "", Stopped, Failed, Completed: Pending
 //	POST   /sessions/{id}/stop                    from Pending, Creating, Running: Stopping
+//	PATCH  /sessions/{id}/status                  200; the status write-back (UpdateSessionStatus's
+//	                                              checks: 400 id 8 for no status field or a bad
+//	                                              phase, 404 id 7); other keys are ignored
 //
 // A refused start or stop is 409 id 6 with the real reason (`cannot start
 // session in phase "Pending"; must be empty, Stopped, Failed, or
@@ -89,30 +94,34 @@
 // "SessionList", "page", "size", "total", "items"}, errors are {"kind":
 // "Error", "id", "code": "ambient-api-server-<id>", "href", "reason",
 // "operation_id"}. Without a token the answer is a plain-text 401 "missing
-// authorization header". Request bodies are flat objects with proto field
-// names. A create decodes like the real server's generated OpenAPI model
-// (DisallowUnknownFields): unknown keys are a 400 id 17, read-only keys
+// authorization header" (http.Error's, ending in a newline). Request
+// bodies are flat objects with proto field names. A create decodes like
+// the real server's generated OpenAPI model (DisallowUnknownFields):
+// unknown keys are a 400 id 17, read-only keys
 // (phase, kube_cr_name, ...) are ignored, and a non-empty "id" is a 400 id
 // 8 "id must be empty" (its handlers' ValidateEmpty). A PATCH decodes like
 // its PatchRequest model (plain encoding/json): unknown keys, "id",
 // read-only keys and a session's project_id (not in SessionPatchRequest)
-// are ignored; a known key of the wrong type is a 400 id 17. These come
+// are ignored; a known key of the wrong type is a 400 id 17; a body of
+// null sets nothing (rh-trex's handlers.Handle). These come
 // from the upstream source (rh-trex handlers, generated models), not from
 // a measurement. search is a subset of the real server's TSL
 // (search.go: =, !=, like, ilike, in, and, or, parentheses).
 // testdata/rest_golden.json is the real server's answers to a script of
 // calls, written from the measured facts; TestRESTGolden holds memapi to it.
 //
-// What was not measured on the real server and is memapi's choice (see
-// docs/architecture.md): the answer to a wrong token (plain-text 401
-// "invalid authorization token"), unknown routes (404 id 7) and methods
-// (405 id 10), search errors (400 id 23), unparsable page/size (read as 0,
-// then clamped), the REST page-size clamps (the gRPC ones), the body
-// rules above and the project-name length rule (both from the upstream
-// source), and a session created over REST with "name": "" (accepted).
+// Read from the real server's code, not measured: the other 401 bodies of
+// its bearer middleware ("invalid authorization header format", "empty
+// bearer token", "invalid bearer token"), the status route, the body rules
+// above and the project-name length rule. What was not measured and is
+// memapi's choice (see docs/architecture.md): unknown routes (404 id 7)
+// and methods (405 id 10), search errors (400 id 23), unparsable
+// page/size (read as 0, then clamped), the REST page-size clamps (the gRPC
+// ones), and a session created over REST with "name": "" (accepted).
 //
 // GET /healthcheck answers 200 {"status":"ok"} without a token (the real
-// server serves it on its own port, 4434).
+// server serves it on its own port, 4434; its bearer middleware also lets
+// /health and /metrics through, which memapi does not serve).
 //
 // Example:
 //

@@ -41,10 +41,21 @@ func errNotFound(kind, id string) error {
 		Reason: fmt.Sprintf("%s with id='%s' not found", kind, id)}
 }
 
-// errAlreadyExists is the real server's 409 (id 6) for a taken name.
+// errAlreadyExists is the real server's 409 (id 6) for a create onto a
+// taken name.
 func errAlreadyExists(kind string) error {
 	return &APIError{Code: codes.AlreadyExists, Status: http.StatusConflict, ID: restapi.ErrorIDConflict,
 		Reason: fmt.Sprintf("This %s already exists", kind)}
+}
+
+// errUpdateConflict is the real server's 409 (id 6) for an update onto a
+// taken name (a project renamed to another's name, settings moved to a
+// project that has some): rh-trex's services.HandleUpdateError, which its
+// Replace methods use and its gRPC handlers send as AlreadyExists with the
+// same text (read from the code, not measured).
+func errUpdateConflict(kind string) error {
+	return &APIError{Code: codes.AlreadyExists, Status: http.StatusConflict, ID: restapi.ErrorIDConflict,
+		Reason: fmt.Sprintf("Changes to %s conflict with existing records", kind)}
 }
 
 // errConflict is the real server's 409 (id 6) for a refused transition.

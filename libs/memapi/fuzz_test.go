@@ -14,7 +14,7 @@ import (
 )
 
 // FuzzReadObject feeds REST request bodies to readObject (creates) and
-// readPatch (updates). Properties: no panic; a failure is the real
+// readPatch (updates and status writes). Properties: no panic; a failure is the real
 // server's 400 id 17, or for a create with an id its 400 id 8 "id must be
 // empty"; a decoded request re-encodes and decodes to an equal message.
 func FuzzReadObject(f *testing.F) {
@@ -56,6 +56,8 @@ func FuzzReadObject(f *testing.F) {
 		check(readObject[*ambientv1.Session](strings.NewReader(string(body)), "name", cs), cs, true)
 		us := &ambientv1.UpdateSessionRequest{Id: "x"}
 		check(readPatch[*ambientv1.Session](strings.NewReader(string(body)), us, []string{"project_id"}), us, false)
+		st := &ambientv1.UpdateSessionStatusRequest{Id: "x"}
+		check(readPatch[*ambientv1.Session](strings.NewReader(string(body)), st, nil), st, false)
 		cp := &ambientv1.CreateProjectRequest{}
 		check(readObject[*ambientv1.Project](strings.NewReader(string(body)), "name", cp), cp, true)
 		ups := &ambientv1.UpdateProjectSettingsRequest{Id: "x"}

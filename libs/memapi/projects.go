@@ -86,7 +86,10 @@ func (x *projectService) UpdateProject(_ context.Context, req *ambientv1.UpdateP
 
 // update sets the fields present in req (id selects the object). The name
 // it leaves must pass the create's rule (the real service validates it on
-// every Replace, read from its code); a rename keeps the id.
+// every Replace, read from its code); a rename keeps the id, and a rename
+// onto another project's name is AlreadyExists (409 id 6) "Changes to
+// Project conflict with existing records", the update's reason, not the
+// create's.
 func (x *projectService) update(req *ambientv1.UpdateProjectRequest) (*ambientv1.Project, error) {
 	return x.r.update(req.GetId(), func(obj *ambientv1.Project) error {
 		if err := copyFields(obj, req, false, "id"); err != nil {

@@ -150,6 +150,10 @@ func TestGRPCErrorsLikeTheRealServer(t *testing.T) {
 	if _, err := c.ProjectSettings().CreateProjectSettings(ctx, &ambientv1.CreateProjectSettingsRequest{ProjectId: "taken"}); err != nil {
 		t.Fatal(err)
 	}
+	otherSettings, err := c.ProjectSettings().CreateProjectSettings(ctx, &ambientv1.CreateProjectSettingsRequest{ProjectId: "other"})
+	if err != nil {
+		t.Fatal(err)
+	}
 	// The generated clients, not apiclient's wrappers: the message is
 	// compared whole.
 	type errCase struct {
@@ -188,11 +192,18 @@ func TestGRPCErrorsLikeTheRealServer(t *testing.T) {
 			return err
 		}, codes.AlreadyExists, "This Project already exists"},
 		// The real server's unique indexes (projects.name,
-		// project_settings.project_id; read from its migrations).
+		// project_settings.project_id; read from its migrations). An
+		// update onto a taken key has the reason of rh-trex's
+		// HandleUpdateError, a create that of HandleCreateError.
 		{"project renamed to a taken name", func() error {
 			_, err := c.Projects().UpdateProject(ctx, &ambientv1.UpdateProjectRequest{Id: "other", Name: proto.String("taken")})
 			return err
-		}, codes.AlreadyExists, "This Project already exists"},
+		}, codes.AlreadyExists, "Changes to Project conflict with existing records"},
+		{"settings moved to a project that has some", func() error {
+			_, err := c.ProjectSettings().UpdateProjectSettings(ctx, &ambientv1.UpdateProjectSettingsRequest{
+				Id: otherSettings.GetMetadata().GetId(), ProjectId: proto.String("taken")})
+			return err
+		}, codes.AlreadyExists, "Changes to ProjectSettings conflict with existing records"},
 		{"project named as another was renamed to", func() error {
 			_, err := c.Projects().CreateProject(ctx, &ambientv1.CreateProjectRequest{Name: "fresh"})
 			return err

@@ -22,18 +22,17 @@ import (
 )
 
 // HealthPath answers 200 without a token (the real server serves it on a
-// separate port, 4434).
+// separate port, 4434). Its bearer middleware also lets /health and
+// /metrics through without a token; memapi serves neither.
 const HealthPath = "/healthcheck"
 
 // maxBodyBytes bounds a REST request body.
 const maxBodyBytes = 1 << 20
 
-// Plain-text 401 bodies. The first is measured (no Authorization header);
-// the real server's answer to a wrong token was not measured.
-const (
-	reasonNoAuth   = "missing authorization header"
-	reasonBadToken = "invalid authorization token"
-)
+// reasonNoAuth is the plain-text 401 body without an Authorization header
+// (measured). The other 401 bodies are checkCaller's errors, the real
+// bearer middleware's texts (read from its code, not measured).
+const reasonNoAuth = "missing authorization header"
 
 // collection is one REST collection, generic over the object (T), its
 // create request (C) and update request (U). The handlers read the body as
@@ -114,6 +113,24 @@ func (s *Server) router() http.Handler {
 			writeResult(w, http.StatusOK, obj, err)
 		})
 	}
+	// The control plane's status write-back, the REST twin of
+	// UpdateSessionStatus (the real handler's PatchStatus, read from its
+	// code): the body decodes like a PATCH into SessionStatusPatchRequest,
+	// a plain struct of the ten status fields (other keys are ignored), and
+	// the service checks it as over gRPC.
+	r.Patch(BasePath+"/"+sess.r.path+"/{id}/status", func(w http.ResponseWriter, req *http.Request) {
+		if !mayChange(s, req, sess.r, (*ambientv1.Session).GetProjectId) {
+			writeDenied(w, http.StatusForbidden)
+			return
+		}
+		in := &ambientv1.UpdateSessionStatusRequest{Id: chi.URLParam(req, "id")}
+		if err := readPatch[*ambientv1.Session](req.Body, in, nil); err != nil {
+			writeError(w, err)
+			return
+		}
+		obj, err := sess.updateStatus(in)
+		writeResult(w, http.StatusOK, obj, err)
+	})
 
 	proj := &projectService{r: s.projectResource()}
 	mount(r, collection[*ambientv1.Project, *ambientv1.CreateProjectRequest, *ambientv1.UpdateProjectRequest]{
@@ -284,7 +301,9 @@ func readObject[T object](body io.Reader, required string, dst proto.Message) er
 // of dst (an Update request), "id", read-only fields of the object (phase,
 // kube_cr_name, ...), fixed (fields the PatchRequest lacks) and unknown
 // keys are ignored; a body that is no JSON object, or a known key of the
-// wrong type, answers 400 id 17. The rest is copied into dst.
+// wrong type, answers 400 id 17, except "null", which sets nothing (rh-trex's
+// handlers.Handle unmarshals into an interface holding the model, and null
+// clears the interface instead). The rest is copied into dst.
 func readPatch[T object](body io.Reader, dst proto.Message, fixed []string) error {
 	b, err := readBody(body)
 	if err != nil {
@@ -293,6 +312,9 @@ func readPatch[T object](body io.Reader, dst proto.Message, fixed []string) erro
 	var keys map[string]json.RawMessage
 	if err := json.Unmarshal(b, &keys); err != nil {
 		return errMalformed(err.Error())
+	}
+	if keys == nil { // null
+		keys = map[string]json.RawMessage{}
 	}
 	fields := dst.ProtoReflect().Descriptor().Fields()
 	for k := range keys {
@@ -344,14 +366,15 @@ func (s *Server) restAuth(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r) // probes carry no token
 			return
 		}
+		// The real bearer middleware's answers: http.Error's plain text.
 		h := r.Header.Get("Authorization")
 		if h == "" {
-			writePlain(w, http.StatusUnauthorized, reasonNoAuth)
+			http.Error(w, reasonNoAuth, http.StatusUnauthorized)
 			return
 		}
 		u, err := s.checkCaller(h)
 		if err != nil {
-			writePlain(w, http.StatusUnauthorized, reasonBadToken)
+			http.Error(w, err.Error(), http.StatusUnauthorized)
 			return
 		}
 		next.ServeHTTP(w, r.WithContext(withCaller(r.Context(), u)))
@@ -432,11 +455,4 @@ func writeError(w http.ResponseWriter, err error) {
 		b = []byte(`{"kind":"Error","reason":"encode error"}`)
 	}
 	writeBody(w, ae.Status, b)
-}
-
-func writePlain(w http.ResponseWriter, code int, msg string) {
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	w.WriteHeader(code)
-	// The client may be gone; there is nobody left to tell.
-	_, _ = io.WriteString(w, msg)
 }

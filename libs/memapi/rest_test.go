@@ -2,6 +2,7 @@ package memapi_test
 
 import (
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/ambient-code/control-plane/libs/restapi"
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -155,8 +157,20 @@ func TestRESTErrors(t *testing.T) {
 	t.Parallel()
 	srv := start(t)
 	rc := restClient{t: t, base: srv.RESTURL(), token: testToken}
-	if code, body := rc.do("POST", "/projects", `{"name":"taken"}`); code != http.StatusCreated {
-		t.Fatalf("seed: %d %s", code, body)
+	settingsOf := map[string]string{} // project -> its settings' id
+	for _, name := range []string{"taken", "other"} {
+		if code, body := rc.do("POST", "/projects", `{"name":"`+name+`"}`); code != http.StatusCreated {
+			t.Fatalf("seed: %d %s", code, body)
+		}
+		code, body := rc.do("POST", "/project_settings", `{"project_id":"`+name+`"}`)
+		if code != http.StatusCreated {
+			t.Fatalf("seed settings: %d %s", code, body)
+		}
+		ps := &ambientv1.ProjectSettings{}
+		if err := restapi.UnmarshalObject(body, ps); err != nil {
+			t.Fatal(err)
+		}
+		settingsOf[name] = ps.GetMetadata().GetId()
 	}
 	tests := []struct {
 		name         string
@@ -165,16 +179,18 @@ func TestRESTErrors(t *testing.T) {
 		body         string
 		want         int
 		id           string // error id; "" for plain-text 401
-		reason       string // prefix of the reason (or the 401 text)
+		reason       string // prefix of the reason (or the whole 401 text)
 	}{
 		{"missing token", "", "GET", "/sessions", "", 401, "", "missing authorization header"},
-		{"wrong token", "nope", "GET", "/projects", "", 401, "", "invalid authorization token"},
-		{"wrong token on write", "nope", "POST", "/projects", `{"name":"x"}`, 401, "", "invalid authorization token"},
+		{"wrong token", "nope", "GET", "/projects", "", 401, "", "invalid bearer token"},
+		{"wrong token on write", "nope", "POST", "/projects", `{"name":"x"}`, 401, "", "invalid bearer token"},
 		{"unknown route without token", "", "GET", "/widgets", "", 401, "", "missing authorization header"},
 		{"unknown session", testToken, "GET", "/sessions/nope", "", 404, "7", "Session with id='nope' not found"},
 		{"unknown project", testToken, "PATCH", "/projects/nope", `{"description":"d"}`, 404, "7", "Project with id='nope' not found"},
 		{"unknown settings", testToken, "GET", "/project_settings/nope", "", 404, "7", "ProjectSettings with id='nope' not found"},
 		{"duplicate project", testToken, "POST", "/projects", `{"name":"taken"}`, 409, "6", "This Project already exists"},
+		{"project renamed to a taken name", testToken, "PATCH", "/projects/other", `{"name":"taken"}`, 409, "6", "Changes to Project conflict with existing records"},
+		{"settings moved to a project that has some", testToken, "PATCH", "/project_settings/" + settingsOf["other"], `{"project_id":"taken"}`, 409, "6", "Changes to ProjectSettings conflict with existing records"},
 		{"project name with capitals", testToken, "POST", "/projects", `{"name":"Team"}`, 400, "8", "project name must match DNS-1123 label format"},
 		{"project name ending in a hyphen", testToken, "POST", "/projects", `{"name":"team-"}`, 400, "8", "project name must match DNS-1123 label format"},
 		{"project name starting with a digit", testToken, "POST", "/projects", `{"name":"1team"}`, 400, "8", "project name must match DNS-1123 label format"},
@@ -195,7 +211,7 @@ func TestRESTErrors(t *testing.T) {
 		{"search unknown field", testToken, "GET", "/sessions?search=color%3D%27red%27", "", 400, "23", `Failed to parse search query: unknown field "color"`},
 		{"unknown route", testToken, "GET", "/widgets", "", 404, "7", "The requested resource '/api/ambient/v1/widgets' doesn't exist"},
 		{"wrong method", testToken, "PUT", "/sessions/x", `{}`, 405, "10", "HTTP Method not implemented"},
-		{"status route is not real", testToken, "PATCH", "/sessions/x/status", `{"phase":"Running"}`, 404, "7", "The requested resource"},
+		{"status of an unknown session", testToken, "PATCH", "/sessions/nope/status", `{"phase":"Running"}`, 404, "7", "Session with id='nope' not found"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -206,8 +222,9 @@ func TestRESTErrors(t *testing.T) {
 				t.Fatalf("status %d, want %d (%s)", code, tc.want, body)
 			}
 			if tc.id == "" {
-				if !strings.HasPrefix(ctype, "text/plain") || string(body) != tc.reason {
-					t.Fatalf("401 body %q (%s), want text %q", body, ctype, tc.reason)
+				// http.Error's body, as the real bearer middleware's.
+				if !strings.HasPrefix(ctype, "text/plain") || string(body) != tc.reason+"\n" {
+					t.Fatalf("401 body %q (%s), want text %q", body, ctype, tc.reason+"\n")
 				}
 				return
 			}
@@ -380,6 +397,169 @@ func TestRESTListSearchAndPages(t *testing.T) {
 			}
 			if l.Kind != "SessionList" || l.Total != tc.total || l.Page != tc.wantPage || l.Size != int32(len(l.Items)) || strings.Join(names, ",") != strings.Join(tc.names, ",") {
 				t.Fatalf("got kind %s page %d size %d total %d %v, want page %d total %d %v", l.Kind, l.Page, l.Size, l.Total, names, tc.wantPage, tc.total, tc.names)
+			}
+		})
+	}
+}
+
+// TestRESTSessionStatus: PATCH /sessions/{id}/status, the real server's
+// status write-back (its handler PatchStatus and service UpdateStatus,
+// read from the code): 200 with the flat session and the same UPDATED
+// event as gRPC UpdateSessionStatus; only the ten status fields are read
+// (plain encoding/json into SessionStatusPatchRequest: other keys are
+// ignored); the checks in the service's order (no field, then the id, then
+// the phase); a body that does not decode is 400 id 17 before anything.
+func TestRESTSessionStatus(t *testing.T) {
+	t.Parallel()
+	srv := start(t)
+	rc := restClient{t: t, base: srv.RESTURL(), token: testToken}
+	gc := client(t, srv, testToken)
+	w, err := gc.WatchSessions(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitWatch(t, srv)
+	code, body := rc.do("POST", "/sessions", `{"name":"s","prompt":"p","project_id":"p1"}`)
+	if code != http.StatusCreated {
+		t.Fatalf("create: %d %s", code, body)
+	}
+	id := decodeSession(t, body).GetMetadata().GetId()
+	if ev, err := recv(t, w, 5*time.Second); err != nil || ev.GetType() != ambientv1.EventType_EVENT_TYPE_CREATED {
+		t.Fatalf("created event %v (%v)", ev, err)
+	}
+
+	code, body = rc.do("PATCH", "/sessions/"+id+"/status", `{"phase":"Running","start_time":"2026-01-02T03:04:05.123456789Z",`+
+		`"sdk_session_id":"sdk","sdk_restart_count":2,"conditions":"[]","reconciled_repos":"[{}]","reconciled_workflow":"{}",`+
+		`"kube_cr_uid":"uid","kube_namespace":"ns",`+
+		`"name":"renamed","prompt":"q","project_id":"p2","kube_cr_name":"cr","id":"other","color":"red"}`)
+	if code != http.StatusOK {
+		t.Fatalf("status: %d %s", code, body)
+	}
+	got := decodeSession(t, body)
+	if got.GetMetadata().GetId() != id || got.GetPhase() != "Running" || got.GetStartTime().AsTime().Format(time.RFC3339Nano) != "2026-01-02T03:04:05.123456789Z" ||
+		got.GetSdkSessionId() != "sdk" || got.GetSdkRestartCount() != 2 || got.GetConditions() != "[]" || got.GetReconciledRepos() != "[{}]" ||
+		got.GetReconciledWorkflow() != "{}" || got.GetKubeCrUid() != "uid" || got.GetKubeNamespace() != "ns" || got.CompletionTime != nil {
+		t.Fatalf("status fields not set: %s", body)
+	}
+	if got.GetName() != "s" || got.GetPrompt() != "p" || got.GetProjectId() != "p1" || got.GetKubeCrName() != id {
+		t.Fatalf("keys outside SessionStatusPatchRequest were applied: %s", body)
+	}
+	ev, err := recv(t, w, 5*time.Second)
+	if err != nil || ev.GetType() != ambientv1.EventType_EVENT_TYPE_UPDATED || ev.GetResourceId() != id ||
+		ev.GetSession().GetPhase() != "Running" || ev.GetSession().GetKubeNamespace() != "ns" {
+		t.Fatalf("updated event %v (%v), want UPDATED %s with the new status", ev, err, id)
+	}
+	// Only what the body sets changes.
+	code, body = rc.do("PATCH", "/sessions/"+id+"/status", `{"phase":"Completed","completion_time":"2026-01-02T04:00:00Z"}`)
+	if got := decodeSession(t, body); code != http.StatusOK || got.GetPhase() != "Completed" || got.GetSdkSessionId() != "sdk" || got.CompletionTime == nil {
+		t.Fatalf("second status: %d %s", code, body)
+	}
+
+	const noField = "status patch body must set at least one field: phase, start_time, completion_time, sdk_session_id, " +
+		"sdk_restart_count, conditions, reconciled_repos, reconciled_workflow, kube_cr_uid, kube_namespace"
+	const badPhase = `invalid phase "Bogus"; must be one of: Pending, Creating, Running, Stopping, Stopped, Completed, Failed`
+	tests := []struct {
+		name, id, body string
+		want           int
+		errID, reason  string // reason: the whole reason, or its prefix when it ends in ": "
+	}{
+		{"empty object", id, `{}`, 400, "8", noField},
+		{"only unknown and read-only keys", id, `{"name":"x","color":"red","kube_cr_name":"y"}`, 400, "8", noField},
+		{"null", id, `null`, 400, "8", noField},
+		{"explicit nulls", id, `{"phase":null,"start_time":null}`, 400, "8", noField},
+		{"empty body", id, ``, 400, "17", "Invalid request format: unexpected end of JSON input"},
+		{"not an object", id, `[]`, 400, "17", "Invalid request format: "},
+		{"wrong type", id, `{"phase":5}`, 400, "17", "Invalid request format: "},
+		{"bad phase", id, `{"phase":"Bogus"}`, 400, "8", badPhase},
+		{"unknown id", "nope", `{"phase":"Running"}`, 404, "7", "Session with id='nope' not found"},
+		{"unknown id, bad phase", "nope", `{"phase":"Bogus"}`, 404, "7", "Session with id='nope' not found"},
+		{"unknown id, no field", "nope", `{}`, 400, "8", noField},
+		{"unknown id, empty body", "nope", ``, 400, "17", "Invalid request format: "},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			code, body := rc.do("PATCH", "/sessions/"+tc.id+"/status", tc.body)
+			e := decodeError(t, body)
+			match := e.Reason == tc.reason || strings.HasSuffix(tc.reason, ": ") && strings.HasPrefix(e.Reason, tc.reason)
+			if code != tc.want || e.ID != tc.errID || !match {
+				t.Fatalf("%d id %s %q, want %d id %s %q", code, e.ID, e.Reason, tc.want, tc.errID, tc.reason)
+			}
+		})
+	}
+	if got, err := gc.GetSession(t.Context(), id); err != nil || got.GetPhase() != "Completed" {
+		t.Fatalf("a refused status write changed the phase to %q (%v)", got.GetPhase(), err)
+	}
+	// gRPC answers the same checks with the same reasons.
+	for _, tc := range []struct {
+		req    *ambientv1.UpdateSessionStatusRequest
+		reason string
+	}{
+		{&ambientv1.UpdateSessionStatusRequest{Id: id}, noField},
+		{&ambientv1.UpdateSessionStatusRequest{Id: id, Phase: proto.String("Bogus")}, badPhase},
+		{&ambientv1.UpdateSessionStatusRequest{Id: "nope", Phase: proto.String("Running")}, "Session with id='nope' not found"},
+	} {
+		if _, err := gc.Sessions().UpdateSessionStatus(t.Context(), tc.req); status.Convert(err).Message() != tc.reason {
+			t.Errorf("gRPC %v: %v, want %q", tc.req, err, tc.reason)
+		}
+	}
+
+	noToken := restClient{t: t, base: srv.RESTURL()}
+	code, ctype, body := noToken.send("PATCH", "/sessions/"+id+"/status", `{"phase":"Running"}`)
+	if code != http.StatusUnauthorized || !strings.HasPrefix(ctype, "text/plain") || string(body) != "missing authorization header\n" {
+		t.Fatalf("without a token: %d %q (%s)", code, body, ctype)
+	}
+}
+
+// TestRESTUnauthorizedBodies: the real bearer middleware's 401 answers
+// (pkg/middleware/bearer_token.go, read from the code; only the first is
+// measured), http.Error's plain text; the token is read without surrounding
+// white space; /healthcheck needs none.
+func TestRESTUnauthorizedBodies(t *testing.T) {
+	t.Parallel()
+	srv := start(t)
+	tests := []struct {
+		name   string
+		header string // Authorization; "" for none
+		want   int
+		body   string
+	}{
+		{"no header", "", 401, "missing authorization header\n"},
+		{"another scheme", "Basic " + testToken, 401, "invalid authorization header format\n"},
+		{"scheme only", "Bearer", 401, "invalid authorization header format\n"},
+		{"blank token", "Bearer \u00a0", 401, "empty bearer token\n"},
+		{"wrong token", "Bearer nope", 401, "invalid bearer token\n"},
+		{"token in another case", "Bearer " + strings.ToUpper(testToken), 401, "invalid bearer token\n"},
+		{"lower-case scheme", "bearer " + testToken, 200, ""},
+		{"token with white space", "Bearer \u00a0 " + testToken + "\u00a0", 200, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, srv.RESTURL()+"/api/ambient/v1/sessions", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.header != "" {
+				req.Header.Set("Authorization", tc.header)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			b, err := io.ReadAll(resp.Body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.StatusCode != tc.want {
+				t.Fatalf("status %d %q, want %d", resp.StatusCode, b, tc.want)
+			}
+			if tc.want != http.StatusUnauthorized {
+				return
+			}
+			if ct := resp.Header.Get("Content-Type"); string(b) != tc.body || ct != "text/plain; charset=utf-8" ||
+				resp.Header.Get("X-Content-Type-Options") != "nosniff" {
+				t.Fatalf("body %q (%s, nosniff %q), want http.Error's %q", b, ct, resp.Header.Get("X-Content-Type-Options"), tc.body)
 			}
 		})
 	}

@@ -81,8 +81,9 @@ func New(opts ...Option) (*Server, error) {
 	s.broker = newBroker(&s.watch)
 	s.sessions = newStore[*ambientv1.Session](restapi.KindSession, s.broker, nil)
 	// The real server's unique indexes: projects.name (a taken name is 409
-	// "This Project already exists": measured for creates; for a rename,
-	// whose id stays, read from its migrations) and
+	// "This Project already exists": measured for creates; a rename, whose
+	// id stays, is 409 "Changes to Project conflict with existing records",
+	// read from its migrations and rh-trex's HandleUpdateError) and
 	// project_settings.project_id (read from its migrations).
 	s.projects = newStore(restapi.KindProject, s.broker, (*ambientv1.Project).GetName)
 	s.settings = newStore(restapi.KindProjectSettings, s.broker, (*ambientv1.ProjectSettings).GetProjectId)

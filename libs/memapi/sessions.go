@@ -127,14 +127,22 @@ func (x *sessionService) WatchSessions(_ *ambientv1.WatchSessionsRequest, stream
 	})
 }
 
-// UpdateSessionStatus sets only the fields present in req, in the real
-// service's order of checks (read from its code): a request with no status
-// field at all is InvalidArgument before the id is looked up, an unknown id
-// NotFound, and a phase not among session.Phases() InvalidArgument.
+// UpdateSessionStatus needs an id (the gRPC handler's check); the rest is
+// updateStatus.
 func (x *sessionService) UpdateSessionStatus(_ context.Context, req *ambientv1.UpdateSessionStatusRequest) (*ambientv1.Session, error) {
 	if err := checkID(req.GetId()); err != nil {
 		return nil, err
 	}
+	return x.updateStatus(req)
+}
+
+// updateStatus sets only the fields present in req, in the real service's
+// order of checks (its UpdateStatus, shared by gRPC and REST PATCH
+// /sessions/{id}/status; read from its code): a request with no status
+// field at all is InvalidArgument (400 id 8) before the id is looked up, an
+// unknown id NotFound (404 id 7), and a phase not among session.Phases()
+// InvalidArgument (400 id 8).
+func (x *sessionService) updateStatus(req *ambientv1.UpdateSessionStatusRequest) (*ambientv1.Session, error) {
 	if !setsStatus(req) {
 		return nil, errValidation("status patch body must set at least one field: phase, start_time, completion_time, " +
 			"sdk_session_id, sdk_restart_count, conditions, reconciled_repos, reconciled_workflow, kube_cr_uid, kube_namespace")

@@ -114,7 +114,7 @@ func (st *store[T]) update(id string, mutate func(old T) (T, T, error)) (T, erro
 		return zero, err
 	}
 	if st.takenLocked(id, obj) {
-		return zero, errAlreadyExists(st.kind)
+		return zero, errUpdateConflict(st.kind)
 	}
 	// The new version goes to the end of the order (see store); the old
 	// messages stay valid for readers that already hold them.

@@ -123,16 +123,37 @@ func callerOf(ctx context.Context) *User {
 	return u
 }
 
-// errBadToken is checkCaller's answer to an unknown token.
-var errBadToken = errors.New("invalid token")
+// checkCaller's errors. Their texts are the real server's REST 401 bodies
+// (its bearer middleware, pkg/middleware/bearer_token.go; read from the
+// code, not measured).
+var (
+	errHeaderFormat = errors.New("invalid authorization header format") // no "Bearer <token>"
+	errEmptyToken   = errors.New("empty bearer token")
+	errBadToken     = errors.New("invalid bearer token") // no known token
+)
+
+// bearerToken returns the token of an Authorization header value as the
+// real server reads it: "Bearer" in any case, one space, then the token
+// without surrounding white space.
+func bearerToken(header string) (string, error) {
+	scheme, tok, ok := strings.Cut(header, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", errHeaderFormat
+	}
+	tok = strings.TrimSpace(tok)
+	if tok == "" {
+		return "", errEmptyToken
+	}
+	return tok, nil
+}
 
 // checkCaller matches an Authorization header value against the service
 // token and the users' tokens, comparing all of them in constant time. It
 // returns nil for the service token, the user for a user token.
 func (s *Server) checkCaller(header string) (*User, error) {
-	scheme, tok, ok := strings.Cut(header, " ")
-	if !ok || !strings.EqualFold(scheme, "Bearer") {
-		return nil, errBadToken
+	tok, err := bearerToken(header)
+	if err != nil {
+		return nil, err
 	}
 	h := sha256.Sum256([]byte(tok))
 	service := s.opts.token != "" && subtle.ConstantTimeCompare(h[:], s.tokenHash[:]) == 1
