@@ -1,6 +1,7 @@
 package group
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"regexp"
@@ -112,6 +113,15 @@ type Config struct {
 	// Assignment, when set, is kept equal to this member's partitions while
 	// Run runs (see Assignment).
 	Assignment *Assignment
+	// OnDeadLetter, when set, is called once the handler's message (with
+	// the coalesced ones it stood for) is in the DLQ: after MaxDeliver
+	// tries or a Terminal error, with the DLQ reason and the handler's
+	// last error. It is where a service reports the failure on the object
+	// (a session condition), beside the log and metric the group writes.
+	// It runs in the object's lane, so the object's next message waits for
+	// it: keep it bounded. Not called for undecodable messages (there is
+	// no event to report on).
+	OnDeadLetter func(ctx context.Context, m Message, reason string, cause error)
 }
 
 // WithDefaults returns c with every zero field set to its default (see the

@@ -44,6 +44,15 @@ func TestDeadLetter(t *testing.T) {
 				return nil
 			}
 			cfg := testConfig("a")
+			type report struct {
+				m      group.Message
+				reason string
+				cause  error
+			}
+			reports := make(chan report, 4)
+			cfg.OnDeadLetter = func(_ context.Context, m group.Message, reason string, cause error) {
+				reports <- report{m, reason, cause}
+			}
 			startMember(t, srv, cfg, h)
 			waitMembers(t, js, "a")
 
@@ -111,6 +120,26 @@ func TestDeadLetter(t *testing.T) {
 				}
 			}
 			checkOrder(t, j.snapshot())
+
+			// The service hears of the dead letter once, with the event
+			// (none for an undecodable payload) and the handler's error.
+			var got []report
+			for len(reports) > 0 {
+				got = append(got, <-reports)
+			}
+			switch {
+			case tc.raw != nil && len(got) != 0:
+				t.Errorf("OnDeadLetter called %d times for an undecodable payload, want never", len(got))
+			case tc.raw == nil && len(got) != 1:
+				t.Errorf("OnDeadLetter called %d times, want once", len(got))
+			case tc.raw == nil:
+				r := got[0]
+				if r.reason != tc.wantReason || r.m.Event.GetObjectId() != "s1" || version(r.m) != 1 || r.m.Subject != subject ||
+					!errors.Is(r.cause, errors.Unwrap(tc.handlerErr)) && !errors.Is(r.cause, tc.handlerErr) {
+					t.Errorf("OnDeadLetter(%s v%d %s, %q, %v), want s1 v1 %s, %q and the handler's error %v",
+						r.m.Event.GetObjectId(), version(r.m), r.m.Subject, r.reason, r.cause, subject, tc.wantReason, tc.handlerErr)
+				}
+			}
 		})
 	}
 }

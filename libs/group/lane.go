@@ -171,6 +171,10 @@ func (w *worker) handle(runCtx, lctx context.Context, f *flight, l *lane, batch 
 				return false
 			}
 		}
+		if w.cfg.OnDeadLetter != nil {
+			w.cfg.OnDeadLetter(hctx, Message{Event: ev, Subject: newest.subject, Header: w.current(newest).Headers(),
+				Attempt: attempt, Seq: newest.seq, Coalesced: len(items) - 1}, dead.reason, dead.err)
+		}
 		return true
 	default:
 		// Stopping, or the partition moved: whatever the handler

@@ -152,6 +152,7 @@ func newWorkers(cfg config.Config, o options, kc kubeClients, crdWatcher *crd.Wa
 	// handler are handled by one call (issue 15).
 	gcfg := cfg.Group
 	gcfg.Stats, gcfg.Assignment, gcfg.Coalesce = o.stats, assignment, true
+	gcfg.OnDeadLetter = rec.ReportDeadLetter
 	rs, err := resync.New(resync.Config{Objects: objects, Reconciler: rec, CRs: statusCtl, Kube: kc.kube, Assignment: gcfg.Assignment,
 		Owner: owner(cfg), Interval: cfg.ResyncInterval, Metrics: m, Log: log.With(slog.String(logkey.Service, "resync"))})
 	if err != nil {

@@ -166,7 +166,8 @@ func phaseOf(cr *unstructured.Unstructured) session.Phase {
 // wrote (reportFailed).
 func reportedFailure(c session.Condition) bool {
 	return c.Type == ConditionReconciled && c.Status == session.StatusFalse &&
-		(c.Reason == ReasonInvalidSpec || c.Reason == ReasonNamespaceDenied || c.Reason == ReasonNamespaceNotOwned)
+		(c.Reason == ReasonInvalidSpec || c.Reason == ReasonNamespaceDenied || c.Reason == ReasonNamespaceNotOwned ||
+			c.Reason == ReasonReconcileFailed)
 }
 
 // deleteCRs deletes the CRs of session id except keep: the one computed from

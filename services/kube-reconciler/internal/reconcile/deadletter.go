@@ -1,0 +1,81 @@
+package reconcile
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/ambient-code/control-plane/libs/group"
+	"github.com/ambient-code/control-plane/libs/logkey"
+	"github.com/ambient-code/control-plane/libs/session"
+	eventsv1 "github.com/ambient-code/control-plane/proto/ambient/events/v1"
+	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"k8s.io/apimachinery/pkg/types"
+)
+
+// ReasonReconcileFailed is the reason of the Reconciled=False a session gets
+// when its event was dead-lettered: every try failed (Kubernetes refused or
+// could not be reached), or the failure could never succeed.
+const ReasonReconcileFailed = "ReconcileFailed"
+
+// maxFailureMessage bounds the error text put into a condition.
+const maxFailureMessage = 1024
+
+// reportTimeout bounds ReportDeadLetter: it runs in the object's lane.
+const reportTimeout = 10 * time.Second
+
+// ReportDeadLetter is the group's OnDeadLetter: a session without a CR
+// whose event went to the DLQ gets Reconciled=False, reason
+// ReconcileFailed, with the last error, so the user sees why nothing
+// happens (the log and the group's metric only tell the operators). The
+// other conditions and the phase stay as they are, and the next resync
+// tries again; once one succeeds, clearFailure turns the condition into
+// Reconciled=True. A session with a CR shows the operator's status and is
+// not reported on; projects and settings have no status to write. The same
+// report is not written twice (its echo fails again). A failed report is
+// logged: the DLQ holds the event either way.
+func (r *Reconciler) ReportDeadLetter(ctx context.Context, m group.Message, reason string, cause error) {
+	s := m.Event.GetObject().GetSession()
+	if s == nil || m.Event.GetType() == eventsv1.EventType_EVENT_TYPE_DELETED {
+		return
+	}
+	id := s.GetMetadata().GetId()
+	log := r.cfg.Log.With(slog.String(logkey.SessionID, id), slog.String(logkey.Reason, reason))
+	if len(r.trackedCRs(id)) > 0 {
+		// The session has a CR: its status (the operator's) is what the
+		// session shows, and the write-back would put the CR's conditions
+		// over this one, whose echo would fail and be reported again.
+		log.DebugContext(ctx, "dead-lettered session has a CR: not reported on the session")
+		return
+	}
+	conds, err := session.ParseConditions(s.GetConditions())
+	if err != nil {
+		conds = nil // not JSON we can keep: ours replaces it
+	}
+	msg := reason + ": " + cause.Error()
+	if len(msg) > maxFailureMessage {
+		msg = msg[:maxFailureMessage]
+	}
+	if c, ok := conds.Get(ConditionReconciled); ok && c.Status == session.StatusFalse && c.Reason == ReasonReconcileFailed && c.Message == msg {
+		return // reported already: this is the echo of the report, failing again
+	}
+	js := conds.Set(session.Condition{Type: ConditionReconciled, Status: session.StatusFalse, Reason: ReasonReconcileFailed, Message: msg},
+		time.Now()).JSON()
+	ctx, cancel := context.WithTimeout(ctx, reportTimeout)
+	defer cancel()
+	updated, err := r.cfg.API.UpdateSessionStatus(ctx, &ambientv1.UpdateSessionStatusRequest{Id: id, Conditions: &js})
+	switch status.Code(err) {
+	case codes.OK:
+	case codes.NotFound:
+		return // deleted meanwhile
+	default:
+		log.WarnContext(ctx, "dead-lettered session not reported on the session", slog.Any(logkey.Err, err))
+		return
+	}
+	if r.cfg.Tracker != nil {
+		r.cfg.Tracker.Observe(updated, types.NamespacedName{})
+	}
+	log.InfoContext(ctx, "dead-lettered session reported: Reconciled=False "+ReasonReconcileFailed)
+}
