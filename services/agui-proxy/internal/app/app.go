@@ -53,6 +53,10 @@ type App struct {
 	kube      *rest.Config                     // from WithKubeConfig; nil: KUBECONFIG or in-cluster
 	rt        atomic.Pointer[service.Runtime]  // set once Run has declared the parts
 	authz     atomic.Pointer[authz.Authorizer] // set once Run built it (modes api, kube)
+	// noBucket is set while the runners bucket does not exist: no
+	// runner-manager has run yet (a kube-only installation has none), so
+	// there is nothing to route and every session is unknown.
+	noBucket atomic.Bool
 }
 
 // Option configures an App.
@@ -131,7 +135,7 @@ func (a *App) Run(ctx context.Context) error {
 			MaxBodyBytes: cfg.MaxBodyBytes, SSEKeepAlive: cfg.SSEKeepAlive, UpstreamTimeout: cfg.UpstreamTimeout,
 			UpstreamHeaderTimeout: cfg.UpstreamHeaderTimeout, DialTimeout: cfg.UpstreamDialTimeout,
 			AllowedNetworks: cfg.RunnerNetworks, StreamWriteTimeout: cfg.StreamWriteTimeout,
-			Synced: a.table.Ready, MeterProvider: tel.MeterProvider, TracerProvider: tel.TracerProvider,
+			Synced: func() bool { return a.tableSynced() == nil }, MeterProvider: tel.MeterProvider, TracerProvider: tel.TracerProvider,
 		}
 		z, err := a.newAuthorizer(cfg, tel.MeterProvider)
 		if err != nil {
@@ -175,7 +179,8 @@ func (a *App) server(h http.Handler) *http.Server {
 // runTable waits for the runners bucket and keeps the routing table in
 // sync until ctx ends.
 func (a *App) runTable(ctx context.Context, js jetstream.JetStream) error {
-	kv, err := openBucket(ctx, js, a.cfg.RunnersBucket, a.log)
+	kv, err := openBucket(ctx, js, a.cfg.RunnersBucket, a.log, a.noBucket.Store)
+	a.noBucket.Store(false)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil // stopped while waiting for the bucket
@@ -190,13 +195,15 @@ func (a *App) runTable(ctx context.Context, js jetstream.JetStream) error {
 // never creates it with settings that could differ from the writer's. It
 // fails when ctx ends, or at once for a name JetStream refuses or a stream
 // of that name that is not a KV bucket: waiting would never end, and the
-// proxy would stay unready without saying why.
-func openBucket(ctx context.Context, js jetstream.JetStream, name string, log *slog.Logger) (jetstream.KeyValue, error) {
+// proxy would stay unready without saying why. absent is told whether the
+// last try found no bucket at all.
+func openBucket(ctx context.Context, js jetstream.JetStream, name string, log *slog.Logger, absent func(bool)) (jetstream.KeyValue, error) {
 	warned := false
 	return backoff.Retry(ctx, func() (jetstream.KeyValue, error) {
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
 		kv, err := js.KeyValue(cctx, name)
+		absent(errors.Is(err, jetstream.ErrBucketNotFound))
 		switch {
 		case err == nil:
 			return kv, nil
@@ -210,8 +217,15 @@ func openBucket(ctx context.Context, js jetstream.JetStream, name string, log *s
 	}, backoff.WithBackOff(backoff.NewConstantBackOff(bucketRetry)), backoff.WithMaxElapsedTime(0))
 }
 
-// tableSynced is the "routing_table" readiness check.
+// tableSynced is the "routing_table" readiness check. A bucket that does
+// not exist yet is an empty table, not an unsynced one: the proxy answers
+// every session with 404 as it should, and an installation without
+// runner-manager (kube mode, the chart's default) must not keep it unready
+// forever. The bucket is opened and watched as soon as it appears.
 func (a *App) tableSynced() error {
+	if a.noBucket.Load() {
+		return nil
+	}
 	if !a.table.Ready() {
 		if err := a.table.Err(); err != nil {
 			return fmt.Errorf("routing table not synced: %w", err)

@@ -3,14 +3,18 @@ package app_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/ambient-code/control-plane/libs/bus"
+	"github.com/ambient-code/control-plane/libs/registry"
 	"github.com/ambient-code/control-plane/libs/testenv"
 
 	"github.com/ambient-code/control-plane/services/agui-proxy/internal/app"
@@ -72,4 +76,45 @@ func runUntilStopped(t *testing.T, cfg config.Config) error {
 		t.Fatalf("the proxy kept running: Run returned only when cancelled (%v)", <-errc)
 		return nil
 	}
+}
+
+// TestReadyWithoutRunnersBucket: with no runners bucket (no runner-manager
+// has run: a kube-only installation, the chart's default) the proxy is
+// ready and answers every session 404; it used to stay unready for good.
+// Once a runner-manager creates the bucket, its runners are routed.
+func TestReadyWithoutRunnersBucket(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	cfg := e.proxyCfg()
+	cfg.RunnersBucket = "later_runners"
+	p := startProxy(t, cfg) // waits for readiness
+	if code := getStatus(t, p.session("s-later", "/health")); code != http.StatusNotFound {
+		t.Fatalf("GET health of a session with no bucket: %d, want 404", code)
+	}
+
+	_, js := testenv.JetStream(t, e.nats)
+	kvCfg := bus.RunnersBucket(1)
+	kvCfg.Bucket = cfg.RunnersBucket
+	kv, err := bus.EnsureKV(t.Context(), js, kvCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := startRunner(t, "s-later")
+	if _, err := registry.Claim(t.Context(), kv, r.endpoint(t, "s-later")); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if code := getStatus(t, p.session("s-later", "/health")); code != http.StatusOK {
+			return fmt.Errorf("GET health: %d, want 200 once the bucket exists", code)
+		}
+		return p.ready(t)
+	})
+}
+
+func getStatus(t *testing.T, url string) int {
+	t.Helper()
+	resp := get(t, url)
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, resp.Body)
+	return resp.StatusCode
 }

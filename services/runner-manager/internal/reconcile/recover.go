@@ -131,9 +131,9 @@ func (r *Reconciler) recoverClaimed(ctx context.Context, log *slog.Logger, s *am
 		return nil
 	case p == session.PhaseStopping:
 		r.metrics.takeover(ctx, "stopped")
-		r.status.Stopped(ctx, log, id)
-		r.claims.Release(ctx, log, id)
-		return nil
+		err := r.status.Stopped(ctx, log, id)
+		r.claims.Release(ctx, log, id) // a failed write is the resync's to redo
+		return err
 	case p == session.PhaseNone || p == session.PhasePending:
 		r.metrics.takeover(ctx, "started")
 		o.Restart = nil // it never ran: a plain start

@@ -103,7 +103,7 @@ func (r *Reconciler) resyncSession(ctx context.Context, s *ambientv1.Session) {
 	switch {
 	case !selected && rn == nil,
 		selected && rn != nil && !drifts(rn, p),
-		selected && rn == nil && !p.WantsRunner():
+		selected && rn == nil && !p.WantsRunner() && p != session.PhaseStopping:
 		return
 	}
 	log := r.log.With(slog.String(logkey.SessionID, id))
@@ -120,6 +120,13 @@ func (r *Reconciler) resyncSession(ctx context.Context, s *ambientv1.Session) {
 		err = r.healPhase(ctx, log, rn, p, time.Time{})
 	case p == session.PhaseCreating || p == session.PhaseRunning:
 		err = r.checkAlive(ctx, log, id, p, time.Time{})
+	case p == session.PhaseStopping:
+		// A stop whose Stopped was never written (the write failed, or the
+		// replica that held the claim let it go) would stay Stopping for
+		// good: the API accepts neither a start nor a stop of it. With a
+		// runner on a live peer this asks it to stop (a no-op when it is
+		// stopping already); with none it writes Stopped.
+		err = r.stopSession(ctx, log, id, false, s)
 	case p.WantsRunner():
 		err = r.ensureRunning(ctx, log, lk, id, time.Time{})
 	}

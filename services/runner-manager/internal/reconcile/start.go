@@ -104,7 +104,17 @@ func (r *Reconciler) startClaimed(ctx context.Context, log *slog.Logger, id stri
 		}
 		return wrapRetry("read session", id, err)
 	}
-	if p := session.PhaseOf(fresh); p != session.PhaseNone && p != session.PhasePending {
+	switch p := session.PhaseOf(fresh); {
+	case p == session.PhaseStopping:
+		// Stopped before its runner started. A peer that handled the stop
+		// meanwhile saw this replica's claim and left the stop to it (a
+		// stop request on the record), so the Stopped is this replica's
+		// to write, or nobody's.
+		log.Info("stopped before its runner started")
+		err := r.status.Stopped(ctx, log, id)
+		r.claims.Release(ctx, log, id) // a failed write is retried with no claim left
+		return err
+	case p != session.PhaseNone && p != session.PhasePending:
 		log.Debug("stale pending event", slog.String("current_phase", string(p)))
 		r.claims.Release(ctx, log, id)
 		return nil

@@ -46,20 +46,25 @@ func (r *Reconciler) stopSession(ctx context.Context, log *slog.Logger, id strin
 		rn.RequestStop(ctx, deleted)
 		return nil
 	}
-	stopped := func() {
-		if !deleted {
-			r.status.Stopped(ctx, log, id)
+	// A Stopped that cannot be written is retried (the event, or the
+	// resync's next pass): nothing else would take the session out of
+	// Stopping.
+	stopped := func() error {
+		if deleted {
+			return nil
 		}
+		if err := r.status.Stopped(ctx, log, id); err != nil {
+			return wrapRetry("write stopped", id, err)
+		}
+		return nil
 	}
 	rec, err := r.claims.Get(ctx, id)
 	switch {
 	case errors.Is(err, registry.ErrNotFound):
-		stopped()
-		return nil
+		return stopped()
 	case errors.Is(err, registry.ErrInvalid):
 		r.claims.Release(ctx, log, id) // purges the undecodable record
-		stopped()
-		return nil
+		return stopped()
 	case err != nil:
 		return wrapRetry("read claim of", id, err)
 	}
@@ -84,9 +89,11 @@ func (r *Reconciler) stopSession(ctx context.Context, log *slog.Logger, id strin
 		return wrapRetry("take over claim of", id, err)
 	}
 	r.metrics.takeover(ctx, "stopped")
-	stopped()
+	err = stopped()
+	// Released also when the write failed: the retry finds no claim and
+	// writes Stopped again.
 	r.claims.Release(ctx, log, id)
-	return nil
+	return err
 }
 
 // overwritten reports whether seen, the session of a Stopping event, was

@@ -266,9 +266,11 @@ func (w *Writer) Fail(ctx context.Context, log *slog.Logger, id string, conds se
 }
 
 // Stopped writes Stopped with a completion time for a session no runner
-// runs, keeping its other conditions. A failed write is logged, not
-// returned (as for Fail).
-func (w *Writer) Stopped(ctx context.Context, log *slog.Logger, id string) {
+// runs, keeping its other conditions. A failed write is logged and
+// returned: unlike a failure, a lost Stopped leaves the session in
+// Stopping, which neither the API's start nor its stop accepts, so the
+// caller retries (the event, or the resync's next pass).
+func (w *Writer) Stopped(ctx context.Context, log *slog.Logger, id string) error {
 	cond := session.Condition{Type: CondRunnerStarted, Status: session.StatusFalse, Reason: ReasonStopped, Message: "stopped; no runner was running"}
 	var conds session.Conditions
 	if fresh, err := w.api.GetSession(ctx, id); err == nil {
@@ -277,9 +279,10 @@ func (w *Writer) Stopped(ctx context.Context, log *slog.Logger, id string) {
 	conds = conds.Set(cond, time.Now())
 	if err := w.Write(ctx, id, Update{Phase: session.PhaseStopped, CompletionTime: time.Now(), Conditions: conds}); err != nil {
 		log.Error("write phase", slog.String(logkey.Phase, string(session.PhaseStopped)), slog.String(logkey.Err, err.Error()))
-		return
+		return fmt.Errorf("write phase %s of %s: %w", session.PhaseStopped, id, err)
 	}
 	log.Info("session stopped without a runner")
+	return nil
 }
 
 // Conditions returns s's conditions; malformed ones read as none, since

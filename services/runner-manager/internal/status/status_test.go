@@ -106,7 +106,11 @@ func TestFinalPhases(t *testing.T) {
 			conds := Conditions(s).Set(session.Condition{Type: CondRunnerStarted, Status: session.StatusFalse, Reason: ReasonRunnerLost}, time.Now())
 			w.Fail(t.Context(), log, id, conds, ReasonRunnerLost)
 		}, session.PhaseFailed, ReasonRunnerLost},
-		{"stopped", func(id string) { w.Stopped(t.Context(), log, id) }, session.PhaseStopped, ReasonStopped},
+		{"stopped", func(id string) {
+			if err := w.Stopped(t.Context(), log, id); err != nil {
+				t.Fatal(err)
+			}
+		}, session.PhaseStopped, ReasonStopped},
 	} {
 		s, err := client.CreateSession(t.Context(), &ambientv1.CreateSessionRequest{Name: tc.name, ProjectId: proto.String("p")})
 		if err != nil {
