@@ -3,6 +3,7 @@ package reconcile
 import (
 	"context"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/ambient-code/control-plane/libs/group"
@@ -56,7 +57,7 @@ func (r *Reconciler) ReportDeadLetter(ctx context.Context, m group.Message, reas
 	}
 	msg := reason + ": " + cause.Error()
 	if len(msg) > maxFailureMessage {
-		msg = msg[:maxFailureMessage]
+		msg = strings.ToValidUTF8(msg[:maxFailureMessage], "") // no rune cut in half
 	}
 	if c, ok := conds.Get(ConditionReconciled); ok && c.Status == session.StatusFalse && c.Reason == ReasonReconcileFailed && c.Message == msg {
 		return // reported already: this is the echo of the report, failing again
