@@ -2,6 +2,7 @@ package app_test
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"os"
@@ -191,6 +192,30 @@ func TestClientDisconnectCancelsRunner(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestKilledRunnerFailsStream: a runner process killed mid-run (its
+// endpoint still registered) fails the client's response, as it would
+// directly: unexpected EOF after the frames it sent, never the clean end of
+// a finished run.
+func TestKilledRunnerFailsStream(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	r := startRunner(t, "s-kill", "DEMO_WORD_DELAY=100ms")
+	e.register(t, r.endpoint(t, "s-kill"))
+	p := startProxy(t, e.proxyCfg())
+	resp := postRun(context.Background(), t, p.session("s-kill", "/agui/run"), runInput(words(200)))
+	defer resp.Body.Close()
+	first := make([]byte, 1)
+	if _, err := io.ReadFull(resp.Body, first); err != nil { // the run is streaming
+		t.Fatal(err)
+	}
+	if err := r.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(io.Discard, resp.Body); !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("stream ended with %v, want unexpected EOF", err)
+	}
 }
 
 // TestInterruptReachesRunner is part of acceptance item 4.

@@ -2,7 +2,10 @@
 // found in an in-memory routing table. Streaming responses are flushed chunk
 // by chunk, never buffered, re-framed or compressed, and have no
 // whole-response deadline; the upstream request ends when the client leaves
-// or the runner's endpoint leaves the table.
+// or the runner's endpoint leaves the table, and the response then ends
+// cleanly. A runner that fails mid-body (crashed, connection closed before
+// the body's end, malformed chunk) fails the client's response instead
+// (see abortResponse), as it would directly.
 package proxy
 
 import (
@@ -382,8 +385,18 @@ func (p *Proxy) forward(w *recorder, r *http.Request, t route.Target, ep registr
 	w.WriteHeader(resp.StatusCode)
 	buf := p.bufs.get()
 	defer p.bufs.put(buf)
-	if _, err := io.CopyBuffer(w, resp.Body, buf[:]); err != nil && r.Context().Err() == nil {
-		log.Warn("runner response cut", slog.Any(logkey.Err, err))
+	res := copyChunks(resp.Body, buf[:], func(b []byte) error {
+		_, err := w.Write(b)
+		return err
+	})
+	if res.UpstreamErr == nil || res.ClientErr != nil || r.Context().Err() != nil {
+		return // complete, or the client left (or shutdown ended the request)
+	}
+	// An answer cut by the runner (or by UpstreamTimeout) must not reach
+	// the client as a complete one.
+	log.Warn("runner response cut", slog.Any(logkey.Err, res.UpstreamErr))
+	if err := abortResponse(http.NewResponseController(w)); err != nil {
+		log.Debug("abort response", slog.Any(logkey.Err, err))
 	}
 }
 
@@ -412,10 +425,15 @@ func (p *Proxy) stream(w *recorder, r *http.Request, t route.Target, ep registry
 	}
 	defer closeBody(resp.Body)
 	fw := &flusher{w: w, rc: rc, timeout: p.cfg.StreamWriteTimeout}
+	aborted := false
 	// Each write arms its own deadline (see flusher); the last one must not
 	// outlive the stream, or it would cut a later request on this
-	// keep-alive connection when the server has no WriteTimeout.
+	// keep-alive connection when the server has no WriteTimeout. An
+	// aborted response has no connection left to reuse.
 	defer func() {
+		if aborted {
+			return
+		}
 		if err := rc.SetWriteDeadline(time.Time{}); err != nil && !errors.Is(err, http.ErrNotSupported) {
 			log.Debug("clear write deadline", slog.Any(logkey.Err, err))
 		}
@@ -435,13 +453,25 @@ func (p *Proxy) stream(w *recorder, r *http.Request, t route.Target, ep registry
 	res := relay(fw, resp.Body, buf[:], keepAlive, func() { cancel(context.Canceled) })
 	ended(res.Bytes)
 	cause := context.Cause(ctx)
+	// A read the proxy ended itself (endpoint removed or replaced, client
+	// gone, shutdown, failed keep-alive) fails with the stream context's
+	// cause, which the transport returns; any other read error is the
+	// runner's, even when the endpoint was removed just after it.
+	runnerFailed := res.UpstreamErr != nil && !errors.Is(res.UpstreamErr, cause)
 	switch {
-	case errors.Is(cause, ErrEndpointGone):
-		log.Info("stream ended: runner endpoint removed", slog.Int64("bytes", res.Bytes))
 	case r.Context().Err() != nil || res.ClientErr != nil:
 		log.Debug("stream ended: client left", slog.Int64("bytes", res.Bytes))
-	case res.UpstreamErr != nil:
+	case runnerFailed:
+		// The client must not take a crashed run for a finished stream:
+		// its response fails as the runner's did, instead of ending cleanly.
 		log.Warn("stream ended: runner connection failed", slog.Int64("bytes", res.Bytes), slog.Any(logkey.Err, res.UpstreamErr))
+		aborted = true
+		if err := abortResponse(rc); err != nil {
+			log.Debug("abort response", slog.Any(logkey.Err, err))
+		}
+	case errors.Is(cause, ErrEndpointGone):
+		// Deliberate: the response ends cleanly, the client reconnects.
+		log.Info("stream ended: runner endpoint removed", slog.Int64("bytes", res.Bytes))
 	default:
 		log.Debug("stream ended", slog.Int64("bytes", res.Bytes), slog.Int("pings", res.Pings))
 	}
