@@ -389,12 +389,17 @@ func (p *Proxy) forward(w *recorder, r *http.Request, t route.Target, ep registr
 		_, err := w.Write(b)
 		return err
 	})
-	if res.UpstreamErr == nil || res.ClientErr != nil || r.Context().Err() != nil {
-		return // complete, or the client left (or shutdown ended the request)
+	if res.UpstreamErr == nil || res.ClientErr != nil {
+		return // complete, or the client left
 	}
-	// An answer cut by the runner (or by UpstreamTimeout) must not reach
-	// the client as a complete one.
-	log.Warn("runner response cut", slog.Any(logkey.Err, res.UpstreamErr))
+	// An answer cut by the runner, by UpstreamTimeout or by a shutdown
+	// must not reach the client as a complete one (for a client that left
+	// meanwhile the abort closes a dead connection).
+	if r.Context().Err() == nil {
+		log.Warn("runner response cut", slog.Any(logkey.Err, res.UpstreamErr))
+	} else {
+		log.Debug("response cut: request ended", slog.Any(logkey.Err, res.UpstreamErr))
+	}
 	if err := abortResponse(http.NewResponseController(w)); err != nil {
 		log.Debug("abort response", slog.Any(logkey.Err, err))
 	}
