@@ -184,6 +184,39 @@ func (c *Claims) records(ctx context.Context) ([]registry.Record, error) {
 	return registry.List(ctx, c.kv)
 }
 
+// NamedPorts returns the ports that live records with runner host host
+// name, whatever their owner and state: a dead peer's record routes
+// agui-proxy to its host:port until it is taken over (which clears the
+// endpoint), released, or expires. It reads the watch's index once it
+// holds a whole snapshot, else the bucket (see records). A port in the
+// result must not go to another session's runner on host (runner.Pool,
+// SkipNamed).
+func (c *Claims) NamedPorts(ctx context.Context, host string) (map[int]bool, error) {
+	named := map[int]bool{}
+	add := func(rec registry.Record) {
+		if rec.Host == host && rec.Port > 0 {
+			named[rec.Port] = true
+		}
+	}
+	c.mu.Lock()
+	if c.synced {
+		for _, rec := range c.index {
+			add(rec)
+		}
+		c.mu.Unlock()
+		return named, nil
+	}
+	c.mu.Unlock()
+	recs, err := registry.List(ctx, c.kv)
+	if err != nil {
+		return nil, fmt.Errorf("list records for their ports: %w", err)
+	}
+	for _, rec := range recs {
+		add(rec)
+	}
+	return named, nil
+}
+
 // Scan sorts every claim (a sweep) into this replica's records (mine) and
 // the claims whose owner is gone (stale, decided as OwnerGone does;
 // runsHere tells whether a session's runner lives here). It reads the

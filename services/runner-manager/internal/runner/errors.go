@@ -6,6 +6,10 @@ var (
 	// ErrNoPorts is returned by [Pool.Acquire] when every port of the range is
 	// taken or busy on the host.
 	ErrNoPorts = errors.New("runner: no free port in range")
+	// ErrPortsUnknown is returned by [Pool.Acquire] when the ports named
+	// elsewhere (see [Pool.SkipNamed]) cannot be read: no port is handed
+	// out that might still be named.
+	ErrPortsUnknown = errors.New("runner: named ports unknown")
 	// ErrAtCapacity is returned by [Manager.Start] when the maximum number of
 	// runners is running.
 	ErrAtCapacity = errors.New("runner: at capacity")

@@ -103,8 +103,10 @@ func (m *Manager) HasCapacity() bool {
 }
 
 // Start spawns the runner of s. It returns [ErrRunning], [ErrAtCapacity],
-// [ErrNoPorts], [ErrBadSessionID] or [ErrSpawn]. The process is tracked until
-// it exits; its port is released then.
+// [ErrNoPorts], [ErrPortsUnknown], [ErrBadSessionID] or [ErrSpawn]. The
+// process is tracked until it exits (its session slot is free then); its
+// port stays taken until [Process.ReleasePort] after the exit, since the
+// session's registry record may still send clients to it.
 func (m *Manager) Start(ctx context.Context, s Session) (*Process, error) {
 	m.mu.Lock()
 	if _, ok := m.procs[s.ID]; ok {
@@ -143,7 +145,7 @@ func (m *Manager) start(ctx context.Context, s Session) (*Process, error) {
 			return nil, fmt.Errorf("%w: %w", ErrSpawn, err)
 		}
 	}
-	port, err := m.pool.Acquire()
+	port, err := m.pool.Acquire(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("start %s: %w", s.ID, err)
 	}
@@ -170,6 +172,7 @@ func (m *Manager) start(ctx context.Context, s Session) (*Process, error) {
 	p := &Process{
 		SessionID: s.ID, PID: cmd.Process.Pid, Port: port, Workspace: ws, StartedAt: time.Now(),
 		tailLines: m.cfg.TailLines, reaper: m.cfg.Reaper, done: make(chan struct{}), killed: make(chan struct{}),
+		releasePort: func() { m.pool.Release(port) },
 	}
 	// Read before the waiter runs: until it reaps the runner, /proc keeps
 	// its entry even if it exited at once.
@@ -179,8 +182,7 @@ func (m *Manager) start(ctx context.Context, s Session) (*Process, error) {
 	m.wg.Add(1)
 	go func() { // owned by the Manager (Wait); ends when the process exits
 		defer m.wg.Done()
-		p.wait(cmd)
-		m.pool.Release(port)
+		p.wait(cmd) // the port stays taken: see Process.ReleasePort
 		m.mu.Lock()
 		if m.procs[s.ID] == p {
 			delete(m.procs, s.ID)

@@ -1,6 +1,7 @@
 package runner
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"strconv"
@@ -8,7 +9,16 @@ import (
 )
 
 // Pool hands out ports from a range, skipping ports that are in use on the
-// host (something else listening on 127.0.0.1). Safe for concurrent use.
+// host (something else listening on 127.0.0.1) and ports that something
+// still names (see [Pool.SkipNamed]). Safe for concurrent use.
+//
+// A port is the pool's again only when [Pool.Release] is called: the
+// Manager keeps a runner's port after the runner exits until its caller
+// says nothing names it any more ([Process.ReleasePort]). A port that is
+// free to bind is not therefore free to hand out: agui-proxy routes a
+// session by the host:port of its registry record, so a port still named
+// by some session's record and given to another session's runner would
+// send the first session's clients to the second session's runner.
 type Pool struct {
 	low, high int
 	host      string
@@ -16,7 +26,14 @@ type Pool struct {
 	mu    sync.Mutex
 	inUse map[int]bool // guarded by mu
 	next  int          // guarded by mu; round-robin start, so a freed port is not reused at once
+	named NamedPorts   // guarded by mu; nil: nothing but the pool names ports
 }
+
+// NamedPorts returns the ports that something outside the pool still names
+// and that must not be handed out (runner-manager: the ports of this
+// host's runner registry records, whoever owns them). An error means they
+// are unknown; Acquire then hands out nothing ([ErrPortsUnknown]).
+type NamedPorts func(ctx context.Context) (map[int]bool, error)
 
 // NewPool returns a pool over [low, high]; probeHost is the address probed
 // for busy ports ("127.0.0.1" when empty).
@@ -40,14 +57,36 @@ func (p *Pool) InUse() int {
 	return len(p.inUse)
 }
 
-// Acquire returns a free port or [ErrNoPorts].
-func (p *Pool) Acquire() (int, error) {
+// SkipNamed makes Acquire skip the ports named returns (nil: skip none).
+func (p *Pool) SkipNamed(named NamedPorts) {
+	p.mu.Lock()
+	p.named = named
+	p.mu.Unlock()
+}
+
+// Acquire returns a port that is neither handed out, nor named (see
+// SkipNamed), nor busy on the host; or [ErrNoPorts], or [ErrPortsUnknown]
+// when the named ports cannot be read.
+func (p *Pool) Acquire(ctx context.Context) (int, error) {
+	p.mu.Lock()
+	namedFn := p.named
+	p.mu.Unlock()
+	var named map[int]bool
+	if namedFn != nil {
+		// Read outside the lock: it may ask the registry. A record written
+		// after this read names a port its writer acquired (in inUse, if
+		// it is this pool's) or that its runner has bound (the probe below).
+		var err error
+		if named, err = namedFn(ctx); err != nil {
+			return 0, fmt.Errorf("%w: %w", ErrPortsUnknown, err)
+		}
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	n := p.Size()
 	for i := range n {
 		port := p.low + (p.next-p.low+i)%n
-		if p.inUse[port] || !p.free(port) {
+		if p.inUse[port] || named[port] || !p.free(port) {
 			continue
 		}
 		p.inUse[port] = true

@@ -57,6 +57,40 @@ type Process struct {
 	mu            sync.Mutex
 	exit          ExitStatus // guarded by mu; final once done is closed
 	stopRequested bool       // guarded by mu
+	exited        bool       // guarded by mu; exit is set
+	// releasePort gives Port back to the pool (nil once done, or when
+	// nothing is to be given back). It runs once the process has exited
+	// and ReleasePort was called (portWanted), whichever comes last.
+	// Guarded by mu.
+	releasePort func()
+	portWanted  bool // guarded by mu
+}
+
+// ReleasePort gives the runner's port back to the pool: at once if the
+// runner has exited, else when it exits. The port is not given back at
+// the exit on its own: callers release it once nothing names it any more
+// (runner-manager: once the session's registry record no longer routes
+// to host:port, so that no other session's runner gets a port a client
+// of this session is still sent to). Idempotent.
+func (p *Process) ReleasePort() {
+	p.mu.Lock()
+	p.portWanted = true
+	release := p.takePortRelease()
+	p.mu.Unlock()
+	if release != nil {
+		release()
+	}
+}
+
+// takePortRelease returns releasePort, once, if the port may go back now.
+// Callers hold mu.
+func (p *Process) takePortRelease() func() {
+	if !p.exited || !p.portWanted {
+		return nil
+	}
+	release := p.releasePort
+	p.releasePort = nil
+	return release
 }
 
 // groupPoll is how often a stopping process group is checked for members
@@ -233,8 +267,13 @@ func (p *Process) wait(cmd *exec.Cmd) {
 	p.mu.Lock()
 	st.StopRequested = p.stopRequested
 	p.exit = st
+	p.exited = true
+	release := p.takePortRelease()
 	p.mu.Unlock()
 	close(p.done)
+	if release != nil {
+		release() // ReleasePort was called before the exit
+	}
 }
 
 // tailLines returns the last n lines of a file (reading at most its last

@@ -186,14 +186,14 @@ func poolSkipsBusyAndExhausts(t *testing.T) bool {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := p.Acquire()
+	a, err := p.Acquire(t.Context())
 	if errors.Is(err, ErrNoPorts) {
 		return false
 	}
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := p.Acquire()
+	b, err := p.Acquire(t.Context())
 	if errors.Is(err, ErrNoPorts) {
 		return false
 	}
@@ -203,11 +203,11 @@ func poolSkipsBusyAndExhausts(t *testing.T) bool {
 	if a == low+1 || b == low+1 || a == b {
 		t.Fatalf("got ports %d %d, busy %d", a, b, low+1)
 	}
-	if _, err := p.Acquire(); !errors.Is(err, ErrNoPorts) {
+	if _, err := p.Acquire(t.Context()); !errors.Is(err, ErrNoPorts) {
 		t.Fatalf("third acquire: %v, want ErrNoPorts", err)
 	}
 	p.Release(a)
-	if c, err := p.Acquire(); err != nil || c != a {
+	if c, err := p.Acquire(t.Context()); err != nil || c != a {
 		t.Fatalf("after release: %d %v, want %d", c, err, a)
 	}
 	return true
@@ -323,8 +323,92 @@ func TestDemoRunnerLifecycle(t *testing.T) {
 		t.Fatalf("exit = %+v, want code 0 after stop", st)
 	}
 	m.Wait()
-	if m.Count() != 0 || m.Pool().InUse() != 0 {
-		t.Fatalf("count %d ports %d after exit", m.Count(), m.Pool().InUse())
+	// The slot is free at the exit; the port only once the caller says
+	// nothing names it (TestPortHeldUntilReleased).
+	if m.Count() != 0 || m.Pool().InUse() != 1 {
+		t.Fatalf("count %d ports %d after exit, want 0 1", m.Count(), m.Pool().InUse())
+	}
+	p.ReleasePort()
+	if m.Pool().InUse() != 0 {
+		t.Fatalf("ports %d after ReleasePort", m.Pool().InUse())
+	}
+}
+
+// TestPortHeldUntilReleased: a runner's port does not go back to the pool
+// when the runner exits, only at ReleasePort (runner-manager calls it once
+// the session's registry record no longer routes to the port), so the
+// next runner cannot be given a port a client of the ended session is
+// still sent to. Before, the exit released it: the next Start got it.
+func TestPortHeldUntilReleased(t *testing.T) {
+	t.Parallel()
+	m := newManager(t, []string{demoRunner}, 2, 1)
+	a, err := m.Start(t.Context(), Session{ID: "a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.WaitHealthy(t.Context(), http.DefaultClient, fastHealth); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Stop(t.Context(), 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	waitDone(t, a, 5*time.Second)
+	// Exited, its port free to bind, and the slot is free: the port is not.
+	if _, err := m.Start(t.Context(), Session{ID: "b"}); !errors.Is(err, ErrNoPorts) {
+		t.Fatalf("start after the exit: %v, want ErrNoPorts (port %d still taken)", err, a.Port)
+	}
+	a.ReleasePort()
+	a.ReleasePort() // idempotent
+	b, err := m.Start(t.Context(), Session{ID: "b"})
+	if err != nil {
+		t.Fatalf("start after ReleasePort: %v", err)
+	}
+	if b.Port != a.Port {
+		t.Fatalf("port %d, want the released %d", b.Port, a.Port)
+	}
+	// Released before the exit: given back at the exit.
+	b.ReleasePort()
+	if m.Pool().InUse() != 1 {
+		t.Fatal("a running runner's port went back to the pool")
+	}
+	if err := b.Stop(t.Context(), 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	waitDone(t, b, 5*time.Second)
+	if m.Pool().InUse() != 0 {
+		t.Fatalf("ports %d after the exit of a runner released early", m.Pool().InUse())
+	}
+}
+
+// TestPoolSkipsNamed: Acquire does not hand out a port that SkipNamed's
+// function names (runner-manager: a registry record of this host still
+// routes to it), although it is free to bind; it hands out nothing while
+// the named ports cannot be read.
+func TestPoolSkipsNamed(t *testing.T) {
+	t.Parallel()
+	low, high := testenv.FreePortRange(t, 2)
+	p, err := NewPool(low, high, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	named := map[int]bool{low: true}
+	var readErr error
+	p.SkipNamed(func(context.Context) (map[int]bool, error) { return named, readErr })
+	got, err := p.Acquire(t.Context())
+	if err != nil || got != high {
+		t.Fatalf("acquire: %d %v, want %d (%d is named)", got, err, high, low)
+	}
+	if _, err := p.Acquire(t.Context()); !errors.Is(err, ErrNoPorts) {
+		t.Fatalf("second acquire: %v, want ErrNoPorts", err)
+	}
+	p.Release(high)
+	readErr = errors.New("registry down")
+	if _, err := p.Acquire(t.Context()); !errors.Is(err, ErrPortsUnknown) {
+		t.Fatalf("acquire with the named ports unknown: %v, want ErrPortsUnknown", err)
+	}
+	readErr, named = nil, nil
+	if got, err := p.Acquire(t.Context()); err != nil || got != low {
+		t.Fatalf("acquire once nothing is named: %d %v, want %d", got, err, low)
 	}
 }
 

@@ -364,6 +364,8 @@ func (s *Supervisor) recordFinal(ctx context.Context, log *slog.Logger, rn *Runn
 			p.recorded = true
 		}
 		rn.mu.Unlock()
+		// The record holds no endpoint now: nothing routes to the port.
+		rn.proc.ReleasePort()
 	}
 }
 
@@ -375,13 +377,20 @@ func (rn *Runner) Pending() bool {
 	return rn.pending != nil
 }
 
-// forget drops rn from the runners of this replica.
+// forget drops rn, whose runner has exited, from the runners of this
+// replica and gives its port back to the pool. Every caller has released
+// the record (or found it another owner's, or deleted): the port was held
+// until then, since a record naming it still routes the session's clients
+// to it. A release that failed leaves the record naming the port; the
+// pool skips the ports that records name (Pool.SkipNamed) until the
+// sweep takes it over.
 func (s *Supervisor) forget(rn *Runner) {
 	s.mu.Lock()
 	if s.runs[rn.id] == rn {
 		delete(s.runs, rn.id)
 	}
 	s.mu.Unlock()
+	rn.proc.ReleasePort()
 }
 
 // exitMessage is "ProcessExited: exit code N" (or the signal) plus the

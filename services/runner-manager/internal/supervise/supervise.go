@@ -113,6 +113,18 @@ func New(cfg Config, d Deps) (*Supervisor, error) {
 		return nil, fmt.Errorf("supervisor metrics: %w", err)
 	}
 	s.metrics = m
+	// Ports and records (see "Runner ports" in the README): agui-proxy
+	// routes a session to the host:port of its record, without asking
+	// the runner whose it is. So a port goes to a new runner only when no
+	// record of this host names it: not this replica's (a runner's port
+	// is released once its record is gone or holds no endpoint: forget,
+	// recordFinal), nor a peer's on the same host with an overlapping
+	// range, dead or alive, nor a previous incarnation's (same member id).
+	d.Manager.Pool().SkipNamed(func(ctx context.Context) (map[int]bool, error) {
+		ctx, cancel := context.WithTimeout(ctx, registerTimeout)
+		defer cancel()
+		return d.Claims.NamedPorts(ctx, cfg.AdvertiseHost)
+	})
 	return s, nil
 }
 
@@ -188,7 +200,9 @@ func (r Restart) String() string {
 // supervised, or when the spawn failed and the session was reported Failed
 // (InvalidSessionID, ProcessSpawnFailed); runner.ErrAtCapacity or
 // runner.ErrNoPorts with nothing written (the caller queues or fails the
-// session); or ErrShuttingDown.
+// session); runner.ErrPortsUnknown (the registry could not be read for
+// the ports its records name) with nothing written, to retry; or
+// ErrShuttingDown.
 func (s *Supervisor) Start(ctx context.Context, log *slog.Logger, sess *ambientv1.Session, o Start) error {
 	id := sess.GetMetadata().GetId()
 	conds := status.Conditions(sess)
@@ -202,7 +216,7 @@ func (s *Supervisor) Start(ctx context.Context, log *slog.Logger, sess *ambientv
 	proc, err := s.mgr.Start(ctx, sessionOf(sess))
 	spawnTook := time.Since(spawnStart)
 	switch {
-	case errors.Is(err, runner.ErrAtCapacity), errors.Is(err, runner.ErrNoPorts):
+	case errors.Is(err, runner.ErrAtCapacity), errors.Is(err, runner.ErrNoPorts), errors.Is(err, runner.ErrPortsUnknown):
 		s.claims.Release(ctx, log, id)
 		return err
 	case errors.Is(err, runner.ErrBadSessionID):
