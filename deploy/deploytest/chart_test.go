@@ -1002,3 +1002,40 @@ func TestChartInstanceNames(t *testing.T) {
 		t.Errorf("instance of one release changed between renders: %q, then %q", one, again)
 	}
 }
+
+// TestChartFixedMemberIDsNeverOverlap: a Deployment whose MEMBER_ID is a
+// literal (the consumer canaries' canary.memberId) is replaced with the
+// Recreate strategy, so a rollout stops the old pod before it starts the
+// new one: two live pods never share a member id (runner-manager would take
+// the other's claims for its own and restart their sessions). Deployments
+// whose member id is the pod name keep rolling updates.
+func TestChartFixedMemberIDsNeverOverlap(t *testing.T) {
+	t.Parallel()
+	fixed := 0
+	for _, vs := range valueSets(t) {
+		r := mustRender(t, vs.vals)
+		for _, u := range r.ofKind("Deployment") {
+			d := toTyped[appsv1.Deployment](t, u)
+			member, ok := envOf(t, r, d)["MEMBER_ID"]
+			if !ok {
+				continue
+			}
+			literal := member != "fieldRef:metadata.name"
+			recreate := d.Spec.Strategy.Type == appsv1.RecreateDeploymentStrategyType
+			switch {
+			case literal && !recreate:
+				t.Errorf("%s/%s: MEMBER_ID %q with strategy %q: a rollout runs a second pod with the same member id", vs.name, d.Name, member, d.Spec.Strategy.Type)
+			case literal && (d.Spec.Replicas == nil || *d.Spec.Replicas != 1):
+				t.Errorf("%s/%s: MEMBER_ID %q on %v replicas", vs.name, d.Name, member, d.Spec.Replicas)
+			case !literal && recreate:
+				t.Errorf("%s/%s: member id is the pod name, yet strategy Recreate (an outage on every rollout)", vs.name, d.Name)
+			}
+			if literal {
+				fixed++
+			}
+		}
+	}
+	if fixed < 3 {
+		t.Errorf("%d Deployments with a fixed MEMBER_ID checked, want the three consumer canaries at least", fixed)
+	}
+}

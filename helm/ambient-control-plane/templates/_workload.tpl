@@ -13,12 +13,29 @@ acp.deployment renders one Deployment of a component. Arguments (dict):
   api       true when the service calls the ambient API (adds AMBIENT_API_TOKEN)
   automountToken  true for the kube-reconciler, and the agui-proxy in authz mode kube
   env, ports, volumes, volumeMounts  extra YAML list items (strings)
+  canaryEnv extra env of this track only (list of EnvVar)
+
+A Deployment whose MEMBER_ID is a literal (a consumer canary's
+canary.memberId) is replaced with the Recreate strategy: a rolling update
+would start the new pod beside the old one under the same member id, and two
+live members must never share one (runner-manager would take the other's
+session claims for its own, find no local runner and start the sessions
+again, and the old pod's shutdown would release the new pod's records). With
+Recreate a rollout deletes the old pod and waits until it has terminated
+before it creates the new one. Pods whose member id is their pod name keep
+rolling updates.
 */}}
 {{- define "acp.deployment" -}}
 {{- $ctx := .context -}}
 {{- $svc := get $ctx.Values (include "acp.valuesKey" .component) -}}
 {{- $labelArgs := dict "context" $ctx "component" .component "track" .track -}}
 {{- $mp := int $ctx.Values.global.metricsPort -}}
+{{- $fixedMember := false -}}
+{{- range concat (default list .canaryEnv) (default list $svc.extraEnv) -}}
+{{- if and (eq (toString .name) "MEMBER_ID") (hasKey . "value") -}}
+{{- $fixedMember = true -}}
+{{- end -}}
+{{- end -}}
 apiVersion: apps/v1
 kind: Deployment
 metadata:
@@ -31,6 +48,10 @@ spec:
   replicas: {{ int .replicas }}
   {{- end }}
   revisionHistoryLimit: 5
+  {{- if $fixedMember }}
+  strategy:
+    type: Recreate
+  {{- end }}
   selector:
     matchLabels:
       {{- include "acp.selectorLabels" $labelArgs | nindent 6 }}
