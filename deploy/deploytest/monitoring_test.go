@@ -17,7 +17,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/model/relabel"
 	"github.com/prometheus/prometheus/promql/parser"
+	"github.com/prometheus/prometheus/util/strutil"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/ambient-code/control-plane/libs/testenv"
@@ -381,4 +385,103 @@ func TestChartOTLPExport(t *testing.T) {
 			t.Errorf("values %s rendered; want a schema error", bad)
 		}
 	}
+}
+
+// trackLabel is the target label the ServiceMonitors copy each pod's
+// ambient-code.io/track (stable, canary or shadow) into.
+const trackLabel = "track"
+
+// TestMonitoringIgnoresShadowTrack: the shadow informer and the shadow
+// event-tally (informer.canary) sit behind the live services' metrics
+// Services, so Prometheus scrapes them with the live pods. Each
+// ServiceMonitor labels every target with its pod's track, and no alert
+// rule or dashboard query reads a series of the shadow track (a shadow
+// leader would hide a live informer without one; shadow publish errors
+// would page for the live stream), while stable and canary series, and
+// series scraped without the track label, still count.
+func TestMonitoringIgnoresShadowTrack(t *testing.T) {
+	t.Parallel()
+	r := mustRender(t, localRunnersWith(t, `{informer: {canary: {enabled: true, image: {tag: 0.2.0-rc.1}}}, metrics: {serviceMonitor: {enabled: true}}}`))
+	// What Prometheus's Kubernetes discovery calls a pod label.
+	podLabel := func(l string) string { return "__meta_kubernetes_pod_label_" + strutil.SanitizeLabelName(l) }
+	for _, comp := range components {
+		sm := r.find("ServiceMonitor", name(comp))
+		if sm == nil {
+			t.Fatalf("no ServiceMonitor %s", name(comp))
+		}
+		endpoints, _, _ := unstructured.NestedSlice(sm.Object, "spec", "endpoints")
+		for _, ep := range endpoints {
+			cfgs := relabelConfigs(t, ep.(map[string]any)["relabelings"])
+			for _, track := range []string{"stable", "canary", "shadow"} {
+				lb := labels.NewBuilder(labels.FromStrings(podLabel("ambient-code.io/track"), track, podLabel("app.kubernetes.io/component"), comp))
+				if !relabel.ProcessBuilder(lb, cfgs...) || lb.Get(trackLabel) != track {
+					t.Errorf("ServiceMonitor %s: a %s pod is scraped with %s=%q, want %q", sm.GetName(), track, trackLabel, lb.Get(trackLabel), track)
+				}
+			}
+		}
+	}
+
+	queries, _, _, _ := monitoringQueries(t)
+	for _, q := range queries {
+		e, err := parser.NewParser(parser.Options{}).ParseExpr(q.expr)
+		if err != nil {
+			t.Fatalf("%s: %v", q.where, err)
+		}
+		parser.Inspect(e, func(n parser.Node, _ []parser.Node) error {
+			vs, ok := n.(*parser.VectorSelector)
+			if !ok {
+				return nil
+			}
+			reads := func(track string) bool {
+				for _, m := range vs.LabelMatchers {
+					if m.Name == trackLabel && !m.Matches(track) {
+						return false
+					}
+				}
+				return true
+			}
+			if reads("shadow") || !reads("stable") || !reads("canary") || !reads("") {
+				t.Errorf("%s: %s reads shadow=%v stable=%v canary=%v untracked=%v; want every track but the shadow", q.where, vs, reads("shadow"), reads("stable"), reads("canary"), reads(""))
+			}
+			return nil
+		})
+	}
+}
+
+// relabelConfigs turns a ServiceMonitor endpoint's relabelings (the
+// Prometheus Operator's camelCase fields) into Prometheus relabel configs.
+func relabelConfigs(t *testing.T, relabelings any) []*relabel.Config {
+	t.Helper()
+	items, _ := relabelings.([]any)
+	var out []*relabel.Config
+	for _, it := range items {
+		m := it.(map[string]any)
+		c := relabel.DefaultRelabelConfig
+		c.NameValidationScheme = model.UTF8Validation
+		if ls, ok := m["sourceLabels"].([]any); ok {
+			for _, l := range ls {
+				c.SourceLabels = append(c.SourceLabels, model.LabelName(l.(string)))
+			}
+		}
+		if s, ok := m["separator"].(string); ok {
+			c.Separator = s
+		}
+		if s, ok := m["targetLabel"].(string); ok {
+			c.TargetLabel = s
+		}
+		if s, ok := m["regex"].(string); ok {
+			c.Regex = relabel.MustNewRegexp(s)
+		}
+		if s, ok := m["replacement"].(string); ok {
+			c.Replacement = s
+		}
+		if s, ok := m["action"].(string); ok {
+			c.Action = relabel.Action(strings.ToLower(s))
+		}
+		if err := c.Validate(model.UTF8Validation); err != nil {
+			t.Fatalf("relabeling %v: %v", m, err)
+		}
+		out = append(out, &c)
+	}
+	return out
 }

@@ -233,7 +233,8 @@ spec:
 
 {{/*
 acp.metricsService renders the Service in front of every pod of a component
-(all tracks) on the metrics port: the ServiceMonitor and `helm test` use it.
+(all tracks, the shadow included) on the metrics port: the ServiceMonitor and
+`helm test` use it.
 */}}
 {{- define "acp.metricsService" -}}
 apiVersion: v1
@@ -254,7 +255,12 @@ spec:
       protocol: TCP
 {{- end -}}
 
-{{/* acp.serviceMonitor renders a Prometheus Operator ServiceMonitor for a component. */}}
+{{/*
+acp.serviceMonitor renders a Prometheus Operator ServiceMonitor for a
+component. It scrapes every track and labels each target track=<the pod's
+ambient-code.io/track> (stable, canary or shadow): the alert rules and the
+dashboard (files/monitoring/) leave the shadow track out.
+*/}}
 {{- define "acp.serviceMonitor" -}}
 {{- $m := .context.Values.metrics.serviceMonitor -}}
 {{- if $m.enabled -}}
@@ -280,5 +286,9 @@ spec:
       path: /metrics
       interval: {{ $m.interval }}
       scrapeTimeout: {{ $m.scrapeTimeout }}
+      relabelings:
+        - sourceLabels: [__meta_kubernetes_pod_label_ambient_code_io_track]
+          targetLabel: track
+          action: replace
 {{- end -}}
 {{- end -}}
