@@ -1039,3 +1039,68 @@ func TestChartFixedMemberIDsNeverOverlap(t *testing.T) {
 		t.Errorf("%d Deployments with a fixed MEMBER_ID checked, want the three consumer canaries at least", fixed)
 	}
 }
+
+// egressByPort returns the peers of a NetworkPolicy's egress rules by TCP
+// port (nil peers: any destination).
+func egressByPort(t *testing.T, r rendered, component string) map[int32][][]networkingv1.NetworkPolicyPeer {
+	t.Helper()
+	u := r.find("NetworkPolicy", name(component))
+	if u == nil {
+		t.Fatalf("no NetworkPolicy for %s", component)
+	}
+	out := map[int32][][]networkingv1.NetworkPolicyPeer{}
+	for _, e := range toTyped[networkingv1.NetworkPolicy](t, u).Spec.Egress {
+		for _, p := range e.Ports {
+			if p.Port != nil && (p.Protocol == nil || *p.Protocol == corev1.ProtocolTCP) {
+				out[p.Port.IntVal] = append(out[p.Port.IntVal], e.To)
+			}
+		}
+	}
+	return out
+}
+
+// TestChartNetworkPolicyURLPorts: the egress a URL needs is opened on the
+// URL's port (its explicit port, else its scheme's: 443 for https, 80 for
+// http): the agui-proxy's JWKS endpoint (aguiProxy.auth.jwt.jwksURL) and
+// the runners' BOSS_URL (runnerManager.bossURL, to networkPolicy.bossTo).
+func TestChartNetworkPolicyURLPorts(t *testing.T) {
+	t.Parallel()
+	jwt := func(url string) string {
+		return fmt.Sprintf(`aguiProxy: {auth: {mode: jwt, jwt: {jwksURL: %q, issuer: "https://idp.example.com", audience: ambient}}}`, url)
+	}
+	tests := []struct {
+		name, values, component string
+		port                    int32
+		to                      string // the rule's peers, YAML; "" any destination
+	}{
+		{"jwks with a port", jwt("https://idp.example.com:8443/certs"), "agui-proxy", 8443, ""},
+		{"jwks without a port", jwt("https://idp.example.com/certs"), "agui-proxy", 443, ""},
+		{"boss over http with a port", `runnerManager: {bossURL: "http://boss.tools.svc:8080/api"}`, "runner-manager", 8080, ""},
+		{"boss over http", `runnerManager: {bossURL: "http://boss.tools.svc"}`, "runner-manager", 80, ""},
+		{"boss over https", `runnerManager: {bossURL: "https://boss.example.com"}`, "runner-manager", 443, ""},
+		{"boss without runnerEgress", `{runnerManager: {bossURL: "http://boss.tools.svc:8080"}, networkPolicy: {runnerEgress: []}}`, "runner-manager", 8080, ""},
+		{"boss to its peers", `{runnerManager: {bossURL: "http://boss.tools.svc:8080"}, networkPolicy: {bossTo: [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: tools}}}]}}`,
+			"runner-manager", 8080, "[{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: tools}}}]"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			r := mustRender(t, localRunnersWith(t, tc.values))
+			var want []networkingv1.NetworkPolicyPeer
+			if tc.to != "" {
+				if err := yaml.Unmarshal([]byte(tc.to), &want); err != nil {
+					t.Fatal(err)
+				}
+			}
+			rules := egressByPort(t, r, tc.component)[tc.port]
+			if !slices.ContainsFunc(rules, func(to []networkingv1.NetworkPolicyPeer) bool { return cmp.Equal(to, want) }) {
+				t.Errorf("%s egress on port %d goes to %+v, want a rule to %+v", tc.component, tc.port, rules, want)
+			}
+		})
+	}
+	// Without a BOSS_URL the runners get networkPolicy.runnerEgress only.
+	r := mustRender(t, parseValues(t, localRunners))
+	if got := egressByPort(t, r, "runner-manager"); len(got[80]) != 0 || len(got[8080]) != 0 || len(got[443]) != 1 {
+		t.Errorf("runner-manager egress without bossURL: %v", got)
+	}
+}

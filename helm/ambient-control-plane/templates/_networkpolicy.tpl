@@ -90,6 +90,24 @@ spec:
 {{- int (last $parts) -}}
 {{- end -}}
 
+{{/*
+acp.urlPort is the TCP port of an http(s) URL, for an egress rule: its
+explicit port, else its scheme's (443 for https, 80 for http).
+(dict "key" "aguiProxy.auth.jwt.jwksURL" "url" "https://idp.example.com:8443/certs")
+*/}}
+{{- define "acp.urlPort" -}}
+{{- $u := urlParse .url -}}
+{{- $explicit := regexFind ":[0-9]+$" $u.host -}}
+{{- $port := ternary 443 80 (eq $u.scheme "https") -}}
+{{- if $explicit -}}
+{{- $port = trimPrefix ":" $explicit | int -}}
+{{- end -}}
+{{- if or (lt $port 1) (gt $port 65535) -}}
+{{- fail (printf "%s: the port of %q must be 1-65535" .key .url) -}}
+{{- end -}}
+{{- $port -}}
+{{- end -}}
+
 {{/* acp.runnerPorts is the NetworkPolicy port (with endPort) of runnerManager.portRange. */}}
 {{- define "acp.runnerPorts" -}}
 {{- $r := splitList "-" .Values.runnerManager.portRange -}}
