@@ -1104,3 +1104,27 @@ func TestChartNetworkPolicyURLPorts(t *testing.T) {
 		t.Errorf("runner-manager egress without bossURL: %v", got)
 	}
 }
+
+// TestChartNATSEgressFollowsNameOverride: every service's NATS egress
+// selects the bundled NATS server pods, also when nats.nameOverride
+// renames them (the nats chart's app.kubernetes.io/name).
+func TestChartNATSEgressFollowsNameOverride(t *testing.T) {
+	t.Parallel()
+	for _, override := range []string{"", "msgbus"} {
+		r := mustRender(t, localRunnersWith(t, fmt.Sprintf(`nats: {nameOverride: %q}`, override)))
+		natsPods, _, _ := unstructured.NestedStringMap(r.find("NetworkPolicy", name("nats")).Object, "spec", "podSelector", "matchLabels")
+		want := override
+		if want == "" {
+			want = "nats"
+		}
+		if natsPods["app.kubernetes.io/name"] != want {
+			t.Errorf("nameOverride %q: NATS NetworkPolicy selects %v, want app.kubernetes.io/name=%s", override, natsPods, want)
+		}
+		for _, comp := range components {
+			rules := egressByPort(t, r, comp)[4222]
+			if len(rules) != 1 || len(rules[0]) != 1 || rules[0][0].PodSelector == nil || !matches(rules[0][0].PodSelector.MatchLabels, natsPods) {
+				t.Errorf("nameOverride %q: %s NATS egress goes to %+v, want the NATS pods %v", override, comp, rules, natsPods)
+			}
+		}
+	}
+}

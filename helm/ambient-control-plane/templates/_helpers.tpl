@@ -136,6 +136,14 @@ values under nats:.
 {{- end -}}
 
 {{/*
+acp.natsName is the bundled nats chart's name, its pods'
+app.kubernetes.io/name label, computed as that chart's nats.name does.
+*/}}
+{{- define "acp.natsName" -}}
+{{- default "nats" .Values.nats.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/*
 acp.natsURL is NATS_URL: the bundled NATS Service or externalNats.url.
 */}}
 {{- define "acp.natsURL" -}}

@@ -46,7 +46,7 @@ spec:
       to:
         - podSelector:
             matchLabels:
-              app.kubernetes.io/name: nats
+              app.kubernetes.io/name: {{ include "acp.natsName" $ctx }}
               app.kubernetes.io/instance: {{ $ctx.Release.Name }}
       {{- else if $np.natsTo }}
       to:
