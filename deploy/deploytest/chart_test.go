@@ -1128,3 +1128,32 @@ func TestChartNATSEgressFollowsNameOverride(t *testing.T) {
 		}
 	}
 }
+
+// TestChartHelmTestReachesMetrics: `helm test` GETs every service's
+// /readyz on the metrics port; with networkPolicy.metricsFrom set, each
+// service's NetworkPolicy admits the chart's test pod there beside the
+// listed peers.
+func TestChartHelmTestReachesMetrics(t *testing.T) {
+	t.Parallel()
+	r := mustRender(t, localRunnersWith(t, `networkPolicy: {metricsFrom: [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: monitoring}}}]}`))
+	test := r.find("Pod", name("readyz-test"))
+	if test == nil {
+		t.Fatal("no helm test pod rendered")
+	}
+	for _, comp := range components {
+		np := toTyped[networkingv1.NetworkPolicy](t, r.find("NetworkPolicy", name(comp)))
+		var from []networkingv1.NetworkPolicyPeer
+		for _, rule := range np.Spec.Ingress {
+			if slices.ContainsFunc(rule.Ports, func(p networkingv1.NetworkPolicyPort) bool { return p.Port.StrVal == "http-metrics" }) {
+				from = rule.From
+			}
+		}
+		admitted := slices.ContainsFunc(from, func(p networkingv1.NetworkPolicyPeer) bool {
+			return p.NamespaceSelector == nil && p.IPBlock == nil && p.PodSelector != nil && matches(p.PodSelector.MatchLabels, test.GetLabels())
+		})
+		monitoring := slices.ContainsFunc(from, func(p networkingv1.NetworkPolicyPeer) bool { return p.NamespaceSelector != nil })
+		if !admitted || !monitoring {
+			t.Errorf("%s: metrics port admits %+v; want the helm test pod (%v) and networkPolicy.metricsFrom", comp, from, test.GetLabels())
+		}
+	}
+}

@@ -5,8 +5,9 @@ acp.networkPolicy allows a component only the traffic it needs. Arguments (dict)
   kube    egress to the Kubernetes API server
   ingress extra ingress rules (YAML list items, string)
   egress  extra egress rules (YAML list items, string)
-Every component may resolve DNS, reach NATS and be scraped on the metrics port.
-Kubelet probes are not subject to NetworkPolicy.
+Every component may resolve DNS, reach NATS and be scraped on the metrics port
+(from networkPolicy.metricsFrom and the chart's `helm test` pod, or from
+anywhere). Kubelet probes are not subject to NetworkPolicy.
 */}}
 {{- define "acp.networkPolicy" -}}
 {{- $ctx := .context -}}
@@ -31,6 +32,12 @@ spec:
       {{- with $np.metricsFrom }}
       from:
         {{- toYaml . | nindent 8 }}
+        {{- if $ctx.Values.tests.enabled }}
+        {{- /* `helm test` (templates/tests/readyz.yaml) GETs /readyz on this port. */}}
+        - podSelector:
+            matchLabels:
+              {{- include "acp.selectorLabels" (dict "context" $ctx "component" "readyz-test") | nindent 14 }}
+        {{- end }}
       {{- end }}
     {{- with .ingress }}
     {{- . | nindent 4 }}
