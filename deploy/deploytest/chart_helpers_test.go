@@ -124,6 +124,7 @@ aguiProxy: {auth: {tokensSecret: {name: ambient-agui-tokens, key: tokens..txt}}}
 informer:
   leaseTTL: 1000ms
   streamMaxAge: 0.1s
+  resyncPeriod: "0"
   canary: {enabled: true, image: {tag: 0.2.0-rc.1}, subjectPrefix: ambient.events-shadow, eventsStream: AMBIENT_EVENTS_SHADOW2}
 kubeReconciler:
   resyncInterval: 1s

@@ -619,6 +619,10 @@ externalNats: {url: "nats://n:4222", auth: {type: creds}}`, "externalNats.auth.s
 		{"jwt without jwks", `aguiProxy: {auth: {mode: jwt}}`, "aguiProxy.auth.jwt.jwksURL is required"},
 		{"shadow on live stream", `informer: {canary: {enabled: true, image: {tag: "1.0.0"}, subjectPrefix: ambient.events}}`, "shadow informer never publishes to the live stream"},
 		{"canary partition beyond the group", `eventTally: {canary: {enabled: true, image: {tag: "1.0.0"}, partitions: "14-16"}}`, "not below global.groupPartitions"},
+		// A reversed range names no partition: the canary would become an
+		// ordinary member taking any partitions.
+		{"reversed canary range", `kubeReconciler: {canary: {enabled: true, image: {tag: "1.0.0"}, partitions: "3-1"}}`, `kubeReconciler.canary.partitions: range "3-1" runs backwards`},
+		{"reversed canary range in a list", `runnerManager: {enabled: true, projects: [sandbox], canary: {enabled: true, image: {tag: "1.0.0"}, partitions: "0,5-4"}}`, `runnerManager.canary.partitions: range "5-4" runs backwards`},
 		{"sessions run twice", `runnerManager: {enabled: true}`, "would run every session twice"},
 		{"nats passwords secret name", `nats: {ambientAuth: {enabled: true, existingSecret: "Bad_Name"}}`, "existingSecret"},
 		{"bad session selector", `kubeReconciler: {sessionSelector: "everything"}`, "sessionSelector"},
@@ -633,6 +637,10 @@ externalNats: {url: "nats://n:4222", auth: {type: creds}}`, "externalNats.auth.s
 		{"lease TTL zero", `informer: {leaseTTL: "0s"}`, "informer.leaseTTL must be at least 1s"},
 		{"lease TTL below 1s", `informer: {leaseTTL: "500ms"}`, "informer.leaseTTL must be at least 1s"},
 		{"stream max age zero", `informer: {streamMaxAge: "0s"}`, "informer.streamMaxAge must be at least 100ms"},
+		{"resync period below 100ms", `informer: {resyncPeriod: "50ms"}`, "informer.resyncPeriod must be 0 (off) or at least 100ms"},
+		{"runner port range backwards", `runnerManager: {portRange: "9199-9100"}`, `runnerManager.portRange must be LOW-HIGH with 1 <= LOW <= HIGH <= 65535, got "9199-9100"`},
+		{"runner port zero", `runnerManager: {enabled: true, projects: [sandbox], portRange: "0-10"}`, "runnerManager.portRange must be LOW-HIGH"},
+		{"runner port above 65535", `runnerManager: {portRange: "9100-65536"}`, "runnerManager.portRange must be LOW-HIGH"},
 		{"resync interval zero", `kubeReconciler: {resyncInterval: "0s"}`, "kubeReconciler.resyncInterval must be at least 1s"},
 		{"grpc port out of range", `api: {grpcAddr: "api:99999"}`, "grpcAddr"},
 		{"canary member id starts with -", `kubeReconciler: {canary: {enabled: true, image: {tag: "1.0.0"}, partitions: "0", memberId: "-canary"}}`, "memberId"},

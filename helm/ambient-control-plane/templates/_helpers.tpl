@@ -304,13 +304,24 @@ consumer service.
 GROUP_MEMBER_PARTITIONS
 {{- end -}}
 
-{{/* acp.checkCanaryPartitions fails on a malformed GROUP_PARTITIONS slice. (dict "key" "kubeReconciler" "value" "0-3") */}}
+{{/*
+acp.checkPartitions fails on a malformed canary slice of GROUP_PARTITIONS:
+not a list of numbers and ranges, a partition not below .count, or a range
+that runs backwards ("3-1" names no partition, and a canary given none would
+become an ordinary member taking any). (dict "key" "kubeReconciler" "value" "0-3" "count" 16)
+*/}}
 {{- define "acp.checkPartitions" -}}
 {{- if not (regexMatch "^[0-9]+(-[0-9]+)?(,[0-9]+(-[0-9]+)?)*$" (toString .value)) -}}
 {{- fail (printf "%s.canary.partitions must look like \"0-3\" or \"0,2,5\", got %q" .key (toString .value)) -}}
 {{- end -}}
+{{- range splitList "," (toString .value) -}}
+{{- $r := splitList "-" . -}}
+{{- if gt (atoi (first $r)) (atoi (last $r)) -}}
+{{- fail (printf "%s.canary.partitions: range %q runs backwards (write it low-high, %s-%s): it names no partition, and a canary with none would take any" $.key . (last $r) (first $r)) -}}
+{{- end -}}
+{{- end -}}
 {{- range regexSplit "[,-]" (toString .value) -1 -}}
-{{- if ge (int .) (int $.count) -}}
+{{- if ge (atoi .) (int $.count) -}}
 {{- fail (printf "%s.canary.partitions: partition %s is not below global.groupPartitions (%d)" $.key . (int $.count)) -}}
 {{- end -}}
 {{- end -}}
@@ -324,7 +335,7 @@ service's loader accepts a comma-separated list, not all accept ranges.
 {{- $out := list -}}
 {{- range splitList "," (toString .) -}}
 {{- $r := splitList "-" . -}}
-{{- range untilStep (int (first $r)) (int (add1 (last $r))) 1 -}}
+{{- range untilStep (atoi (first $r)) (add1 (atoi (last $r)) | int) 1 -}}
 {{- $out = append $out (toString .) -}}
 {{- end -}}
 {{- end -}}
@@ -343,14 +354,17 @@ function that turns a duration into a number, but durationRound parses with
 time.ParseDuration and answers "0s" exactly when the duration is at most 1s:
 so a value is at least 1s when value+1ns rounds to more than "0s", and at
 least 100ms when ten times the value (Go adds up "50ms50ms...") does.
-An unset value (the service's default) passes.
-(dict "key" "informer.leaseTTL" "value" "15s" "min" "1s")
+An unset value (the service's default) passes; with "orZero" true, so does a
+zero duration (every number in it 0: "0", "0s", "0m0.0s"), which the
+service takes as "off".
+(dict "key" "informer.leaseTTL" "value" "15s" "min" "1s" ["orZero" true])
 */}}
 {{- define "acp.checkMinDuration" -}}
 {{- $times := get (dict "1s" 1 "100ms" 10) .min | required (printf "acp.checkMinDuration: unsupported min %q" .min) -}}
-{{- if and .value (eq (durationRound .value) "0s") -}}
+{{- $zero := regexMatch "^0$|^(0+(\\.0+)?(ns|us|µs|ms|s|m|h))+$" (toString .value) -}}
+{{- if and .value (eq (durationRound .value) "0s") (not (and .orZero $zero)) -}}
 {{- if eq (durationRound (printf "%s1ns" (repeat (int $times) .value))) "0s" -}}
-{{- fail (printf "%s must be at least %s, got %q" .key .min .value) -}}
+{{- fail (printf "%s must be %sat least %s, got %q" .key (ternary "0 (off) or " "" (.orZero | default false)) .min .value) -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}

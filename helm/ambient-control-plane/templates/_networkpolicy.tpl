@@ -117,8 +117,25 @@ explicit port, else its scheme's (443 for https, 80 for http).
 
 {{/* acp.runnerPorts is the NetworkPolicy port (with endPort) of runnerManager.portRange. */}}
 {{- define "acp.runnerPorts" -}}
+{{- include "acp.checkPortRange" . -}}
 {{- $r := splitList "-" .Values.runnerManager.portRange -}}
-- port: {{ int (first $r) }}
-  endPort: {{ int (last $r) }}
+- port: {{ atoi (first $r) }}
+  endPort: {{ atoi (last $r) }}
   protocol: TCP
+{{- end -}}
+
+{{/*
+acp.checkPortRange fails unless runnerManager.portRange is what runner-manager
+takes as LOCAL_PORT_RANGE: LOW-HIGH with 1 <= LOW <= HIGH <= 65535.
+*/}}
+{{- define "acp.checkPortRange" -}}
+{{- $v := toString .Values.runnerManager.portRange -}}
+{{- $ok := regexMatch "^[0-9]{1,5}-[0-9]{1,5}$" $v -}}
+{{- if $ok -}}
+{{- $r := splitList "-" $v -}}
+{{- $ok = and (ge (atoi (first $r)) 1) (le (atoi (first $r)) (atoi (last $r))) (le (atoi (last $r)) 65535) -}}
+{{- end -}}
+{{- if not $ok -}}
+{{- fail (printf "runnerManager.portRange must be LOW-HIGH with 1 <= LOW <= HIGH <= 65535, got %q" $v) -}}
+{{- end -}}
 {{- end -}}

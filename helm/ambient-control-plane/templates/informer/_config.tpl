@@ -3,6 +3,8 @@
 {{- include "acp.checkMinDuration" (dict "key" "informer.leaseTTL" "value" .Values.informer.leaseTTL "min" "1s") -}}
 {{- /* NATS refuses a stream max age below 100ms. */ -}}
 {{- include "acp.checkMinDuration" (dict "key" "informer.streamMaxAge" "value" .Values.informer.streamMaxAge "min" "100ms") -}}
+{{- /* The informer takes 0 (no periodic resync) or at least 100ms. */ -}}
+{{- include "acp.checkMinDuration" (dict "key" "informer.resyncPeriod" "value" .Values.informer.resyncPeriod "min" "100ms" "orZero" true) -}}
 {{ include "acp.commonConfig" . }}
 {{ include "acp.apiConfig" . }}
 LEASE_TTL: {{ .Values.informer.leaseTTL | quote }}

@@ -5,9 +5,7 @@
 {{- if and .Values.runnerManager.enabled $k.enabled (eq $k.sessionSelector "all") (has "*" $r.projects) (not $r.sessionLabel) -}}
 {{- fail "kubeReconciler.sessionSelector=all and runnerManager.projects=[\"*\"] would run every session twice (as an AgenticSession and as a local runner): narrow one of them or disable the runner-manager (README: Where sessions run)" -}}
 {{- end -}}
-{{- if not (regexMatch "^[0-9]+-[0-9]+$" $r.portRange) -}}
-{{- fail (printf "runnerManager.portRange must be LOW-HIGH, got %q" $r.portRange) -}}
-{{- end -}}
+{{- include "acp.checkPortRange" . -}}
 {{ include "acp.commonConfig" . }}
 {{ include "acp.apiConfig" . }}
 {{ include "acp.groupConfig" . }}
