@@ -53,10 +53,12 @@ type Claims struct {
 	opts   options
 	http   *http.Client
 
-	mu      sync.Mutex
-	index   map[string]registry.Record // guarded by mu; live records by KV key (registry.Key), kept by Watch
-	synced  bool                       // guarded by mu; index holds a whole snapshot
-	markers map[string]uint64          // guarded by mu; never-expiring delete markers seen by Watch: key -> revision
+	mu     sync.Mutex
+	index  map[string]registry.Record // guarded by mu; live records by KV key (registry.Key), kept by Watch
+	synced bool                       // guarded by mu; index holds a whole snapshot
+	// everSynced is set once index held a whole snapshot; guarded by mu.
+	everSynced bool
+	markers    map[string]uint64 // guarded by mu; never-expiring delete markers seen by Watch: key -> revision
 }
 
 // New returns the claims of member in the registry bucket kv; alive
@@ -190,7 +192,8 @@ func (c *Claims) records(ctx context.Context) ([]registry.Record, error) {
 // endpoint), released, or expires. It reads the watch's index once it
 // holds a whole snapshot, else the bucket (see records). A port in the
 // result must not go to another session's runner on host (runner.Pool,
-// SkipNamed).
+// SkipNamed). Once the watch has held a snapshot its index is used, also
+// while the watch is broken; before that the bucket is read.
 func (c *Claims) NamedPorts(ctx context.Context, host string) (map[int]bool, error) {
 	named := map[int]bool{}
 	add := func(rec registry.Record) {
@@ -199,7 +202,11 @@ func (c *Claims) NamedPorts(ctx context.Context, host string) (map[int]bool, err
 		}
 	}
 	c.mu.Lock()
-	if c.synced {
+	if c.everSynced {
+		// Also while the watch is broken (a NATS outage): the records it
+		// last held are what routes now, since nobody can write the
+		// bucket either, and a runner must still start in an outage
+		// (its registration is retried once NATS is back).
 		for _, rec := range c.index {
 			add(rec)
 		}
@@ -397,7 +404,7 @@ func (c *Claims) Watch(ctx context.Context, fn func(registry.Endpoint)) error {
 				}
 			}
 			c.mu.Lock()
-			c.index, c.markers, c.synced = index, markers, true
+			c.index, c.markers, c.synced, c.everSynced = index, markers, true, true
 			c.mu.Unlock()
 			for _, ep := range live {
 				fn(ep)

@@ -1,12 +1,11 @@
 package runner
 
 import (
-	"context"
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"testing"
+
+	"github.com/ambient-code/control-plane/libs/testenv"
 )
 
 // demoRunner is the path of the demo runner binary built by TestMain.
@@ -17,18 +16,12 @@ func TestMain(m *testing.M) {
 }
 
 func run(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "runner-test-")
+	bin, cleanup, err := testenv.BuildBinary("../../cmd/demo-runner")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	defer os.RemoveAll(dir)
-	demoRunner = filepath.Join(dir, "demo-runner")
-	build := exec.CommandContext(context.Background(), "go", "build", "-o", demoRunner, "../../cmd/demo-runner")
-	build.Stdout, build.Stderr = os.Stdout, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build demo runner:", err)
-		return 1
-	}
+	defer cleanup()
+	demoRunner = bin
 	return m.Run()
 }

@@ -1,11 +1,8 @@
 package supervise
 
 import (
-	"context"
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"testing"
 
 	"go.uber.org/goleak"
@@ -21,19 +18,13 @@ func TestMain(m *testing.M) {
 }
 
 func testMain(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "supervise-test-")
+	bin, cleanup, err := testenv.BuildBinary("../../cmd/demo-runner")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	defer os.RemoveAll(dir)
-	demoRunner = filepath.Join(dir, "demo-runner")
-	build := exec.CommandContext(context.Background(), "go", "build", "-o", demoRunner, "../../cmd/demo-runner")
-	build.Stdout, build.Stderr = os.Stdout, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build demo runner:", err)
-		return 1
-	}
+	defer cleanup()
+	demoRunner = bin
 	code := m.Run()
 	if code == 0 {
 		if err := goleak.Find(append(testenv.NATSServerLeaks(), goleak.IgnoreCurrent(),

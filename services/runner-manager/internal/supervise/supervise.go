@@ -120,10 +120,21 @@ func New(cfg Config, d Deps) (*Supervisor, error) {
 	// is released once its record is gone or holds no endpoint: forget,
 	// recordFinal), nor a peer's on the same host with an overlapping
 	// range, dead or alive, nor a previous incarnation's (same member id).
+	// When the records cannot be read at all (NATS down before the claim
+	// watch ever held them: a replica that started into an outage), the
+	// runner still starts on a port that is neither this replica's nor
+	// busy, as before the records counted: refusing every start for the
+	// length of an outage would cost more than the rare stale record of a
+	// dead peer on this host naming the same port.
 	d.Manager.Pool().SkipNamed(func(ctx context.Context) (map[int]bool, error) {
 		ctx, cancel := context.WithTimeout(ctx, registerTimeout)
 		defer cancel()
-		return d.Claims.NamedPorts(ctx, cfg.AdvertiseHost)
+		named, err := d.Claims.NamedPorts(ctx, cfg.AdvertiseHost)
+		if err != nil {
+			d.Log.Warn("ports named by runner records unknown: only this replica's and busy ports are skipped", slog.String(logkey.Err, err.Error()))
+			return nil, nil
+		}
+		return named, nil
 	})
 	return s, nil
 }
