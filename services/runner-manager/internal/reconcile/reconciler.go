@@ -110,7 +110,8 @@ type Reconciler struct {
 	metrics *metrics
 	tracer  trace.Tracer
 	log     *slog.Logger
-	starts  sync.WaitGroup // one per start finishing on its own goroutine (goStart)
+	mgr     *runner.Manager // for the workspaces of deleted sessions (workspaces.go)
+	starts  sync.WaitGroup  // one per start finishing on its own goroutine (goStart)
 }
 
 // New validates cfg and returns a reconciler. It starts nothing.
@@ -156,6 +157,7 @@ func New(cfg Config, d Deps) (*Reconciler, error) {
 	if r.metrics, err = newMetrics(d.Meter); err != nil {
 		return nil, fmt.Errorf("reconciler metrics: %w", err)
 	}
+	r.mgr = d.Manager
 	return r, nil
 }
 

@@ -18,8 +18,10 @@ import (
 // (heal.go). Local runners whose session is not in the list are looked at
 // too (stopOrphans): a session deleted while no informer watched is never
 // announced, and this is the only place that notices. Claims make it safe
-// on every replica at once.
+// on every replica at once. Last, the workspaces of sessions gone from the
+// API are removed (removeWorkspaces).
 func (r *Reconciler) resync(ctx context.Context) {
+	listedAt := time.Now()
 	sessions, err := r.api.ListSessions(ctx)
 	if err != nil {
 		if ctx.Err() == nil {
@@ -36,6 +38,7 @@ func (r *Reconciler) resync(ctx context.Context) {
 		r.resyncSession(ctx, s)
 	}
 	r.stopOrphans(ctx, listed)
+	r.removeWorkspaces(ctx, listed, listedAt)
 }
 
 // stopOrphans stops the local runners whose session is gone from the API
