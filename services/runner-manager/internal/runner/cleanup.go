@@ -3,9 +3,13 @@ package runner
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
+
+	"github.com/ambient-code/control-plane/libs/logkey"
 )
 
 // Workspace is a session's directory in the workspace root, as Workspaces
@@ -30,7 +34,7 @@ func (m *Manager) Workspaces() ([]Workspace, error) {
 	}
 	var out []Workspace
 	for _, e := range entries {
-		if !e.IsDir() { // a link to a directory is not one (ReadDir uses Lstat)
+		if !e.IsDir() || strings.HasPrefix(e.Name(), ".") { // a link to a directory is not one (ReadDir uses Lstat); trashDir is ours
 			continue
 		}
 		p, err := WorkspacePath(m.cfg.WorkspaceRoot, e.Name())
@@ -46,10 +50,12 @@ func (m *Manager) Workspaces() ([]Workspace, error) {
 	return out, nil
 }
 
-// runnerMade reports whether workspace p holds a runner's log, the mark of
-// a directory this service made (every spawn creates both logs).
+// runnerMade reports whether workspace p holds a runner's log or the
+// prompt file, the marks of a directory this service made (every spawn
+// writes the prompt, then creates both logs; a start that found no port
+// has written the prompt only).
 func runnerMade(p string) bool {
-	for _, name := range []string{StdoutLog, StderrLog} {
+	for _, name := range []string{StdoutLog, StderrLog, PromptFile} {
 		if fi, err := os.Lstat(filepath.Join(p, name)); err == nil && fi.Mode().IsRegular() {
 			return true
 		}
@@ -57,17 +63,29 @@ func runnerMade(p string) bool {
 	return false
 }
 
+// trashDir, in the workspace root, holds workspaces being removed. Its
+// name cannot be a session id's (ids never start with a dot).
+const trashDir = ".trash"
+
 // RemoveWorkspace deletes the workspace of a session that is gone (its
 // logs, its prompt file, whatever its runners left), so a deleted session
 // neither keeps its user's data on the host nor fills the disk. It removes
 // nothing while a runner of the session runs or starts here (false), nor a
-// directory no runner made (false). The check and the removal are one
-// step under the manager's lock, so a start of the session either came
-// first (nothing removed) or comes after (a fresh workspace).
+// directory no runner made (false). The check and a rename into trashDir
+// are one step under the manager's lock, so a start of the session either
+// came first (nothing removed) or comes after (a fresh workspace); the
+// deletion itself, which takes as long as the disk needs for a workspace
+// of cloned repositories, runs after it on a goroutine of its own (Wait
+// waits for it), holding up neither starts nor the caller. A trash a
+// crash left behind is emptied the next time.
 func (m *Manager) RemoveWorkspace(sessionID string) (bool, error) {
 	p, err := WorkspacePath(m.cfg.WorkspaceRoot, sessionID)
 	if err != nil {
 		return false, err
+	}
+	trash := filepath.Join(filepath.Dir(p), trashDir)
+	if err := os.Mkdir(trash, workspaceMode); err != nil && !errors.Is(err, os.ErrExist) {
+		return false, fmt.Errorf("create workspace trash: %w", err)
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -84,8 +102,32 @@ func (m *Manager) RemoveWorkspace(sessionID string) (bool, error) {
 	if !fi.IsDir() || !runnerMade(p) {
 		return false, nil
 	}
-	if err := os.RemoveAll(p); err != nil {
+	// A fresh name per removal: an earlier removal of the same session
+	// may still be under way.
+	doomed, err := os.MkdirTemp(trash, sessionID+"-")
+	if err != nil {
 		return false, fmt.Errorf("remove workspace %s: %w", p, err)
 	}
+	if err := os.Rename(p, filepath.Join(doomed, sessionID)); err != nil {
+		return false, fmt.Errorf("remove workspace %s: %w", p, err)
+	}
+	m.wg.Go(func() { m.emptyTrash(trash) })
 	return true, nil
+}
+
+// emptyTrash deletes everything in trash, logging what it cannot delete
+// (the next removal tries again).
+func (m *Manager) emptyTrash(trash string) {
+	m.trashMu.Lock() // one deleter at a time: they would race over the same entries
+	defer m.trashMu.Unlock()
+	entries, err := os.ReadDir(trash)
+	if err != nil {
+		m.log.Warn("empty the workspace trash", slog.String(logkey.Err, err.Error()))
+		return
+	}
+	for _, e := range entries {
+		if err := os.RemoveAll(filepath.Join(trash, e.Name())); err != nil {
+			m.log.Warn("empty the workspace trash", slog.String(logkey.Err, err.Error()))
+		}
+	}
 }

@@ -2,6 +2,7 @@ package runner
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -33,6 +34,7 @@ func TestRemoveWorkspace(t *testing.T) {
 		return p
 	}
 	mkdir("gone", StdoutLog, StderrLog, PromptFile)
+	mkdir("queued", PromptFile)             // a start that found no port wrote the prompt only
 	mkdir("notes", "todo.txt")              // the operator's: no runner log
 	target := mkdir("elsewhere", StderrLog) // reached through a link below
 	if err := os.Symlink(target, filepath.Join(root, "linked")); err != nil {
@@ -58,7 +60,7 @@ func TestRemoveWorkspace(t *testing.T) {
 		ids = append(ids, ws.SessionID)
 	}
 	slices.Sort(ids)
-	if want := []string{"elsewhere", "gone", "live"}; !slices.Equal(ids, want) {
+	if want := []string{"elsewhere", "gone", "live", "queued"}; !slices.Equal(ids, want) {
 		t.Fatalf("Workspaces = %v, want %v (runner-made directories only)", ids, want)
 	}
 	for _, id := range []string{"notes", "linked", "file", "live", "missing"} {
@@ -71,11 +73,27 @@ func TestRemoveWorkspace(t *testing.T) {
 			t.Errorf("%s: %v, want it kept", name, err)
 		}
 	}
-	if removed, err := m.RemoveWorkspace("gone"); !removed || err != nil {
-		t.Fatalf("RemoveWorkspace(gone) = %v, %v; want removed", removed, err)
+	for _, id := range []string{"gone", "queued"} {
+		if removed, err := m.RemoveWorkspace(id); !removed || err != nil {
+			t.Fatalf("RemoveWorkspace(%s) = %v, %v; want removed", id, removed, err)
+		}
+		if _, err := os.Lstat(filepath.Join(root, id)); !os.IsNotExist(err) {
+			t.Fatalf("%s: %v, want it removed", id, err)
+		}
 	}
-	if _, err := os.Lstat(filepath.Join(root, "gone")); !os.IsNotExist(err) {
-		t.Fatalf("gone: %v, want it removed", err)
+	trashEmpty := func() error {
+		entries, err := os.ReadDir(filepath.Join(root, trashDir))
+		if err != nil {
+			return err
+		}
+		if len(entries) > 0 {
+			return fmt.Errorf("trash holds %d entries", len(entries))
+		}
+		return nil
+	}
+	testenv.Eventually(t, 10*time.Second, trashEmpty) // deleted off the lock, on a goroutine of its own
+	if wss, err := m.Workspaces(); err != nil || len(wss) != 2 {
+		t.Fatalf("Workspaces after the removals = %v, %v; want elsewhere and live only (not the trash)", wss, err)
 	}
 
 	// Once its runner has exited, the session's workspace may go.

@@ -40,7 +40,9 @@ type Manager struct {
 	cfg  Config
 	pool *Pool
 	log  *slog.Logger
-	wg   sync.WaitGroup // one per process waiter
+	wg   sync.WaitGroup // one per process waiter and per workspace deletion (RemoveWorkspace)
+	// trashMu serialises the deletions of the workspace trash.
+	trashMu sync.Mutex
 
 	mu    sync.Mutex
 	procs map[string]*Process // guarded by mu; running (or reserved: nil) per session

@@ -266,20 +266,28 @@ func (w *Writer) Fail(ctx context.Context, log *slog.Logger, id string, conds se
 }
 
 // Stopped writes Stopped with a completion time for a session no runner
-// runs, keeping its other conditions. A failed write is logged and
-// returned: unlike a failure, a lost Stopped leaves the session in
-// Stopping, which neither the API's start nor its stop accepts, so the
-// caller retries (the event, or the resync's next pass).
+// runs, keeping its other conditions, if the session is still Stopping
+// when read: a start that came after the stop (Pending) must not be
+// undone, and every replica's resync may call this for a session whose
+// stop a peer just finished. A failed read or write is returned, not
+// logged: unlike a failure, a lost Stopped leaves the session in Stopping,
+// which neither the API's start nor its stop accepts, so the caller
+// retries (the event, or the resync's next pass).
 func (w *Writer) Stopped(ctx context.Context, log *slog.Logger, id string) error {
-	cond := session.Condition{Type: CondRunnerStarted, Status: session.StatusFalse, Reason: ReasonStopped, Message: "stopped; no runner was running"}
-	var conds session.Conditions
-	if fresh, err := w.api.GetSession(ctx, id); err == nil {
-		conds = Conditions(fresh)
+	fresh, err := w.api.GetSession(ctx, id)
+	switch {
+	case grpcstatus.Code(err) == codes.NotFound:
+		return nil // deleted: nothing left to stop
+	case err != nil:
+		return fmt.Errorf("read %s before writing %q: %w", id, session.PhaseStopped, err)
+	case session.PhaseOf(fresh) != session.PhaseStopping:
+		log.Debug("stop already over", slog.String("current_phase", fresh.GetPhase()))
+		return nil
 	}
-	conds = conds.Set(cond, time.Now())
+	cond := session.Condition{Type: CondRunnerStarted, Status: session.StatusFalse, Reason: ReasonStopped, Message: "stopped; no runner was running"}
+	conds := Conditions(fresh).Set(cond, time.Now())
 	if err := w.Write(ctx, id, Update{Phase: session.PhaseStopped, CompletionTime: time.Now(), Conditions: conds}); err != nil {
-		log.Error("write phase", slog.String(logkey.Phase, string(session.PhaseStopped)), slog.String(logkey.Err, err.Error()))
-		return fmt.Errorf("write phase %s of %s: %w", session.PhaseStopped, id, err)
+		return err
 	}
 	log.Info("session stopped without a runner")
 	return nil

@@ -117,7 +117,9 @@ func TestFinalPhases(t *testing.T) {
 			t.Fatal(err)
 		}
 		id := s.GetMetadata().GetId()
-		if _, err := client.UpdateSessionStatus(t.Context(), &ambientv1.UpdateSessionStatusRequest{Id: id, Conditions: &other}); err != nil {
+		// Stopping: Stopped writes only over a stop (TestStoppedOnlyOverStopping).
+		if _, err := client.UpdateSessionStatus(t.Context(), &ambientv1.UpdateSessionStatusRequest{Id: id, Conditions: &other,
+			Phase: session.PhaseStopping.Ptr()}); err != nil {
 			t.Fatal(err)
 		}
 		tc.write(id)
@@ -144,5 +146,38 @@ func TestConditionsOfMalformed(t *testing.T) {
 	req := Update{Conditions: session.Conditions{}}.request("x")
 	if req.Phase != nil || !strings.HasPrefix(req.GetConditions(), "[") {
 		t.Fatalf("request = %v", req)
+	}
+}
+
+// TestStoppedOnlyOverStopping: Stopped leaves a session that is no longer
+// Stopping alone (a user started it again after a peer finished the stop:
+// a Stopped would undo the start), and a deleted one too.
+func TestStoppedOnlyOverStopping(t *testing.T) {
+	t.Parallel()
+	_, client, w := writer(t)
+	log := slog.New(slog.DiscardHandler)
+	s, err := client.CreateSession(t.Context(), &ambientv1.CreateSessionRequest{Name: "restarted", ProjectId: proto.String("p")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := s.GetMetadata().GetId()
+	if _, err := client.UpdateSessionStatus(t.Context(), &ambientv1.UpdateSessionStatusRequest{Id: id, Phase: session.PhasePending.Ptr()}); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Stopped(t.Context(), log, id); err != nil {
+		t.Fatal(err)
+	}
+	got, err := client.GetSession(t.Context(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if session.PhaseOf(got) != session.PhasePending || got.GetCompletionTime() != nil {
+		t.Fatalf("phase %q completion %v after Stopped over Pending, want Pending untouched", got.GetPhase(), got.GetCompletionTime())
+	}
+	if err := client.DeleteSession(t.Context(), id); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Stopped(t.Context(), log, id); err != nil {
+		t.Fatalf("Stopped of a deleted session: %v, want nothing to do", err)
 	}
 }
