@@ -56,7 +56,7 @@ type valueSet struct {
 // valueSets are the value sets of issue 7: defaults, external NATS, all
 // canaries, HA and the optional monitoring/network objects; and of issue 12:
 // local runners as an opt-in, NATS without per-service users, an existing
-// NATS passwords Secret.
+// NATS passwords Secret; and files mounted with extraVolumes for TLS.
 func valueSets(t testing.TB) []valueSet {
 	t.Helper()
 	return []valueSet{
@@ -114,6 +114,37 @@ aguiProxy:
   auth: {mode: jwt, jwt: {jwksURL: "https://id.example.com/jwks.json", issuer: "https://id.example.com", audience: ambient, groupsClaim: roles}}
   authz: {mode: kube, cacheTTL: 5s}
   runnerAllowedNetworks: [10.244.0.0/16]
+`)},
+		// TLS with a private CA and a NATS client certificate, as files
+		// mounted through global and per-service extraVolumes, named by
+		// extraEnv (AMBIENT_GRPC_CA_FILE only where the API client reads it);
+		// with every canary and the shadow tracks, which get them too.
+		{name: "extra-files-tls", vals: localRunnersWith(t, `
+api: {useTLS: true}
+nats: {enabled: false}
+externalNats: {url: "tls://nats.example.com:4222", auth: {type: creds, secretName: nats-creds}}
+global:
+  extraVolumes: [{name: acp-ca, secret: {secretName: acp-ca, defaultMode: 0440}}]
+  extraVolumeMounts: [{name: acp-ca, mountPath: /etc/acp/ca, readOnly: true}]
+informer:
+  canary: {enabled: true, image: {tag: 0.2.0-rc.1}}
+  extraEnv: [{name: AMBIENT_GRPC_CA_FILE, value: /etc/acp/ca/ca.crt}, {name: NATS_CA_FILE, value: /etc/acp/ca/ca.crt}]
+kubeReconciler:
+  canary: {enabled: true, image: {tag: 0.2.0-rc.1}, partitions: "0-1"}
+  extraEnv: [{name: AMBIENT_GRPC_CA_FILE, value: /etc/acp/ca/ca.crt}, {name: NATS_CA_FILE, value: /etc/acp/ca/ca.crt}]
+runnerManager:
+  extraVolumes: [{name: nats-client-tls, secret: {secretName: runner-manager-nats-tls, defaultMode: 0440}}]
+  extraVolumeMounts: [{name: nats-client-tls, mountPath: /etc/acp/nats-client, readOnly: true}]
+  extraEnv:
+    - {name: AMBIENT_GRPC_CA_FILE, value: /etc/acp/ca/ca.crt}
+    - {name: NATS_CA_FILE, value: /etc/acp/ca/ca.crt}
+    - {name: NATS_CERT_FILE, value: /etc/acp/nats-client/tls.crt}
+    - {name: NATS_KEY_FILE, value: /etc/acp/nats-client/tls.key}
+aguiProxy:
+  canary: {enabled: true, image: {tag: 0.2.0-rc.1}, replicas: 1}
+  extraEnv: [{name: NATS_CA_FILE, value: /etc/acp/ca/ca.crt}]
+eventTally:
+  extraEnv: [{name: NATS_CA_FILE, value: /etc/acp/ca/ca.crt}]
 `)},
 		// The smallest or oddest values the schema and the services both
 		// accept: the schema's rules must not be stricter than the services'.

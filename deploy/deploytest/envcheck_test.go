@@ -2,14 +2,22 @@ package deploytest
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
+	"math/big"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // Each service's own configuration loader lives in its internal/config
@@ -197,7 +205,7 @@ func checkEnvs(t *testing.T, service string, cases []envCase) map[string][]envEr
 // materialize stands in for volumes mounted at run time: every env value
 // that is a path under one of mounts is rewritten to the same path under a
 // temp dir, where a small placeholder file is created, so loaders that stat
-// files (tokens, NATS credentials, kubeconfig) see them as the pod would.
+// files (tokens, NATS credentials, CAs, kubeconfig) see them as the pod would.
 func materialize(t *testing.T, env map[string]string, mounts []string) {
 	t.Helper()
 	root := t.TempDir()
@@ -236,10 +244,38 @@ current-context: placeholder
 `
 
 // placeholderFor is the content of the file mounted for variable name: a
-// kubeconfig for KUBECONFIG (parsed at start), a token otherwise.
+// kubeconfig for KUBECONFIG (parsed at start), a PEM CA certificate for the
+// *_CA_FILE variables (the loaders require one in the bundle), a token
+// otherwise.
 func placeholderFor(name string) []byte {
-	if name == "KUBECONFIG" {
+	switch {
+	case name == "KUBECONFIG":
 		return []byte(placeholderKubeconfig)
+	case strings.HasSuffix(name, "_CA_FILE"):
+		return placeholderCA()
 	}
 	return []byte("placeholder-token\n")
 }
+
+// placeholderCA is a self-signed CA certificate in PEM, made once per test
+// binary.
+var placeholderCA = sync.OnceValue(func() []byte {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		panic(err) // crypto/rand does not fail
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "deploytest placeholder CA"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		panic(err) // a fixed, valid template
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+})

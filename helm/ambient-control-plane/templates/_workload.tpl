@@ -15,6 +15,11 @@ acp.deployment renders one Deployment of a component. Arguments (dict):
   env, ports, volumes, volumeMounts  extra YAML list items (strings)
   canaryEnv extra env of this track only (list of EnvVar)
 
+Every track of a component also gets global.extraVolumes and
+global.extraVolumeMounts, then the component's own extraVolumes and
+extraVolumeMounts (mounted into its one container), after the chart's
+volumes; acp.checkVolumes refuses what the API server would refuse.
+
 A Deployment whose MEMBER_ID is a literal (a consumer canary's
 canary.memberId) is replaced with the Recreate strategy: a rolling update
 would start the new pod beside the old one under the same member id, and two
@@ -30,6 +35,10 @@ rolling updates.
 {{- $svc := get $ctx.Values (include "acp.valuesKey" .component) -}}
 {{- $labelArgs := dict "context" $ctx "component" .component "track" .track -}}
 {{- $mp := int $ctx.Values.global.metricsPort -}}
+{{- $natsArgs := dict "context" $ctx "component" .component "track" .track -}}
+{{- $extraVolumes := concat (default list $ctx.Values.global.extraVolumes) (default list $svc.extraVolumes) -}}
+{{- $extraVolumeMounts := concat (default list $ctx.Values.global.extraVolumeMounts) (default list $svc.extraVolumeMounts) -}}
+{{- include "acp.checkVolumes" (dict "key" (include "acp.valuesKey" .component) "volumes" (concat (list (dict "name" "tmp")) (fromYamlArray (include "acp.natsVolume" $natsArgs)) (fromYamlArray (default "" .volumes)) $extraVolumes) "mounts" (concat (list (dict "name" "tmp" "mountPath" "/tmp")) (fromYamlArray (include "acp.natsVolumeMount" $natsArgs)) (fromYamlArray (default "" .volumeMounts)) $extraVolumeMounts)) -}}
 {{- $fixedMember := false -}}
 {{- range concat (default list .canaryEnv) (default list $svc.extraEnv) -}}
 {{- if and (eq (toString .name) "MEMBER_ID") (hasKey . "value") -}}
@@ -120,17 +129,23 @@ spec:
           volumeMounts:
             - name: tmp
               mountPath: /tmp
-            {{- include "acp.natsVolumeMount" (dict "context" $ctx "component" .component "track" .track) | nindent 12 }}
+            {{- include "acp.natsVolumeMount" $natsArgs | nindent 12 }}
             {{- with .volumeMounts }}
             {{- . | nindent 12 }}
+            {{- end }}
+            {{- with $extraVolumeMounts }}
+            {{- toYaml . | nindent 12 }}
             {{- end }}
       volumes:
         - name: tmp
           emptyDir:
             sizeLimit: 64Mi
-        {{- include "acp.natsVolume" (dict "context" $ctx "component" .component "track" .track) | nindent 8 }}
+        {{- include "acp.natsVolume" $natsArgs | nindent 8 }}
         {{- with .volumes }}
         {{- . | nindent 8 }}
+        {{- end }}
+        {{- with $extraVolumes }}
+        {{- toYaml . | nindent 8 }}
         {{- end }}
       {{- with $svc.nodeSelector }}
       nodeSelector:
@@ -144,6 +159,37 @@ spec:
       affinity:
         {{- toYaml . | nindent 8 }}
       {{- end }}
+{{- end -}}
+
+{{/*
+acp.checkVolumes fails on the pod volumes the API server would refuse, naming
+the values that caused it: two volumes of one name, two mounts at one path,
+a mount of a volume the pod does not have. The chart's own volumes (tmp, the
+NATS credentials, the runner workspaces, the agui-proxy tokens) come first,
+so an extra volume or mount that takes one of their names or paths fails
+here. (dict "key" "informer" "volumes" (list of Volume) "mounts" (list of VolumeMount))
+*/}}
+{{- define "acp.checkVolumes" -}}
+{{- $where := printf "global.extraVolumes/extraVolumeMounts or %s.extraVolumes/extraVolumeMounts" .key -}}
+{{- $names := dict -}}
+{{- range .volumes -}}
+{{- $n := toString .name -}}
+{{- if hasKey $names $n -}}
+{{- fail (printf "%s: two volumes are named %q (the chart's own volumes are tmp, nats-password or nats-creds, workspaces and agui-tokens)" $where $n) -}}
+{{- end -}}
+{{- $_ := set $names $n true -}}
+{{- end -}}
+{{- $paths := dict -}}
+{{- range .mounts -}}
+{{- $p := trimSuffix "/" (toString .mountPath) -}}
+{{- if hasKey $paths $p -}}
+{{- fail (printf "%s: two volumes are mounted at %q (the chart's own mounts include /tmp)" $where (toString .mountPath)) -}}
+{{- end -}}
+{{- $_ := set $paths $p true -}}
+{{- if not (hasKey $names (toString .name)) -}}
+{{- fail (printf "%s: the mount at %q names volume %q, which the pod does not have (add it to extraVolumes)" $where (toString .mountPath) (toString .name)) -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
 
 {{/* acp.configmap renders a component's environment ConfigMap. (dict "context" $ "component" "informer") */}}
