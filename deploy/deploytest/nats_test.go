@@ -763,7 +763,7 @@ func runPermissionScenario(t *testing.T, url string, s natsSetup) {
 			t.Fatal("routing table lacks s1")
 		}
 		// A change written by the runner-manager reaches the proxy's watch.
-		if err := registry.Release(ctx, runners, "s1", "runner-manager-0"); err != nil {
+		if _, err := registry.Release(ctx, runners, "s1", "runner-manager-0"); err != nil {
 			t.Fatalf("release: %v", err)
 		}
 		waitFor(t, 10*time.Second, func() error {

@@ -56,7 +56,7 @@ func TestPortRange(t *testing.T) {
 		if got, err := registry.Get(ctx, kv, "s"); err != nil || got.Port != port {
 			t.Fatalf("get with port %d = %+v, %v", port, got, err)
 		}
-		if err := registry.Release(ctx, kv, "s", "m"); err != nil {
+		if _, err := registry.Release(ctx, kv, "s", "m"); err != nil {
 			t.Fatalf("release with port %d: %v", port, err)
 		}
 	}

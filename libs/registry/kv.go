@@ -74,39 +74,41 @@ func Get(ctx context.Context, kv jetstream.KeyValue, sessionID string) (Record, 
 }
 
 // Release deletes the session's record if owner owns it (with opts: see
-// [WithMarkerTTL]). A missing record is not an error (release is
-// idempotent). It returns [ErrNotOwner] when another owner holds the
-// record, [ErrConflict] when the record changed between the read and the
-// delete (retry reads it again), or [ErrInvalidOption].
-func Release(ctx context.Context, kv jetstream.KeyValue, sessionID, owner string, opts ...Option) error {
+// [WithMarkerTTL]) and returns the revision of the record it deleted, so a
+// watcher can tell the updates that came before the delete (0 when there
+// was no record, or an undecodable one was purged). A missing record is not
+// an error (release is idempotent). It returns [ErrNotOwner] when another
+// owner holds the record, [ErrConflict] when the record changed between the
+// read and the delete (retry reads it again), or [ErrInvalidOption].
+func Release(ctx context.Context, kv jetstream.KeyValue, sessionID, owner string, opts ...Option) (uint64, error) {
 	o, err := applyOptions(opts)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	r, err := Get(ctx, kv, sessionID)
 	if errors.Is(err, ErrNotFound) {
-		return nil
+		return 0, nil
 	}
 	if errors.Is(err, ErrInvalid) {
 		// An undecodable record has no owner we could check; nobody can use it.
 		if err := o.remove(ctx, kv, Key(sessionID), 0); err != nil {
-			return fmt.Errorf("release invalid record of session %s: %w", sessionID, err)
+			return 0, fmt.Errorf("release invalid record of session %s: %w", sessionID, err)
 		}
-		return nil
+		return 0, nil
 	}
 	if err != nil {
-		return fmt.Errorf("release: %w", err)
+		return 0, fmt.Errorf("release: %w", err)
 	}
 	if r.Owner != owner {
-		return fmt.Errorf("release session %s (owner %s, not %s): %w", sessionID, r.Owner, owner, ErrNotOwner)
+		return 0, fmt.Errorf("release session %s (owner %s, not %s): %w", sessionID, r.Owner, owner, ErrNotOwner)
 	}
 	if err := o.remove(ctx, kv, Key(sessionID), r.Revision); err != nil {
 		if isCASError(err) {
-			return fmt.Errorf("release session %s: %w", sessionID, ErrConflict)
+			return 0, fmt.Errorf("release session %s: %w", sessionID, ErrConflict)
 		}
-		return fmt.Errorf("release session %s: %w", sessionID, err)
+		return 0, fmt.Errorf("release session %s: %w", sessionID, err)
 	}
-	return nil
+	return r.Revision, nil
 }
 
 // List returns every session record in the bucket (undecodable ones are

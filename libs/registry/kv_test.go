@@ -62,7 +62,7 @@ func TestReleaseLosesToNewerRecord(t *testing.T) {
 			}
 			newRev = r
 		}}
-		if err := registry.Release(ctx, racy, id, "m", tc.opts...); !errors.Is(err, registry.ErrConflict) {
+		if _, err := registry.Release(ctx, racy, id, "m", tc.opts...); !errors.Is(err, registry.ErrConflict) {
 			t.Fatalf("%s: release of a record rewritten meanwhile = %v, want ErrConflict", tc.name, err)
 		}
 		got, err := registry.Get(ctx, kv, id)
@@ -73,7 +73,7 @@ func TestReleaseLosesToNewerRecord(t *testing.T) {
 			t.Fatalf("%s: record = %+v, want %+v at %d", tc.name, got, newer, newRev)
 		}
 		// Read again, the release succeeds.
-		if err := registry.Release(ctx, kv, id, "m", tc.opts...); err != nil {
+		if _, err := registry.Release(ctx, kv, id, "m", tc.opts...); err != nil {
 			t.Fatalf("%s: retried release: %v", tc.name, err)
 		}
 	}

@@ -82,13 +82,13 @@ func TestLifecycle(t *testing.T) {
 	if got.Endpoint != e || got.Revision != rev2 {
 		t.Fatalf("get = %+v, want %+v at %d", got, e, rev2)
 	}
-	if err := registry.Release(ctx, kv, id, "b"); !errors.Is(err, registry.ErrNotOwner) {
+	if _, err := registry.Release(ctx, kv, id, "b"); !errors.Is(err, registry.ErrNotOwner) {
 		t.Fatalf("release by other: got %v, want ErrNotOwner", err)
 	}
-	if err := registry.Release(ctx, kv, id, "a"); err != nil {
+	if _, err := registry.Release(ctx, kv, id, "a"); err != nil {
 		t.Fatalf("release: %v", err)
 	}
-	if err := registry.Release(ctx, kv, id, "a"); err != nil {
+	if _, err := registry.Release(ctx, kv, id, "a"); err != nil {
 		t.Fatalf("second release: %v", err)
 	}
 	if _, err := registry.Get(ctx, kv, id); !errors.Is(err, registry.ErrNotFound) {
@@ -213,7 +213,7 @@ func TestTable(t *testing.T) {
 		}
 		return nil
 	})
-	if err := registry.Release(ctx, kv, "pre", "a"); err != nil {
+	if _, err := registry.Release(ctx, kv, "pre", "a"); err != nil {
 		t.Fatal(err)
 	}
 	testenv.Eventually(t, 5*time.Second, func() error {
@@ -288,7 +288,7 @@ func TestListAndInvalidRecords(t *testing.T) {
 		t.Fatalf("get junk: %v, want ErrInvalid", err)
 	}
 	// Anyone may clear an undecodable record; then the id can be claimed.
-	if err := registry.Release(ctx, kv, "junk", "whoever"); err != nil {
+	if _, err := registry.Release(ctx, kv, "junk", "whoever"); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := registry.Claim(ctx, kv, ep("junk", "m")); err != nil {
@@ -336,7 +336,7 @@ func TestReleaseMarkersExpire(t *testing.T) {
 		if _, err := registry.Claim(ctx, kv, e); err != nil {
 			t.Fatal(err)
 		}
-		if err := registry.Release(ctx, kv, id, "m", registry.WithMarkerTTL(time.Second)); err != nil {
+		if _, err := registry.Release(ctx, kv, id, "m", registry.WithMarkerTTL(time.Second)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -352,7 +352,7 @@ func TestReleaseMarkersExpire(t *testing.T) {
 		}
 		return nil
 	})
-	if err := registry.Release(ctx, kv, "live", "m", registry.WithMarkerTTL(time.Millisecond)); !errors.Is(err, registry.ErrInvalidOption) {
+	if _, err := registry.Release(ctx, kv, "live", "m", registry.WithMarkerTTL(time.Millisecond)); !errors.Is(err, registry.ErrInvalidOption) {
 		t.Fatalf("sub-second marker ttl: %v, want ErrInvalidOption", err)
 	}
 }
@@ -400,7 +400,7 @@ func TestTableOnRemove(t *testing.T) {
 		}
 		return nil
 	})
-	if err := registry.Release(ctx, kv, "a", "m1"); err != nil {
+	if _, err := registry.Release(ctx, kv, "a", "m1"); err != nil {
 		t.Fatal(err)
 	}
 	testenv.Eventually(t, 5*time.Second, func() error {

@@ -185,7 +185,7 @@ func TestTableRewatch(t *testing.T) {
 		return nil
 	})
 	// Changes the table cannot see while its watch is down.
-	if err := registry.Release(ctx, kv, "gone", "m"); err != nil {
+	if _, err := registry.Release(ctx, kv, "gone", "m"); err != nil {
 		t.Fatal(err)
 	}
 	moved := running("moved", 9102)

@@ -45,17 +45,9 @@ func TestMemoryRatioVariable(t *testing.T) {
 	} {
 		t.Run(tc.value, func(t *testing.T) {
 			t.Parallel()
-			l := envconfig.New(func(name string) (string, bool) {
-				if name == service.EnvAutoMemLimit && tc.value != "" {
-					return tc.value, true
-				}
-				return "", false
-			})
-			c := service.LoadConfig(l, service.Config{})
-			err := l.Err()
-			var varErr *envconfig.VarError
+			c, err := loadWithVariable(service.EnvAutoMemLimit, tc.value)
 			switch {
-			case tc.wantErr && (!errors.As(err, &varErr) || varErr.Name != service.EnvAutoMemLimit):
+			case tc.wantErr && !namesVariable(err, service.EnvAutoMemLimit):
 				t.Fatalf("AUTOMEMLIMIT=%q: error %v, want one naming %s", tc.value, err, service.EnvAutoMemLimit)
 			case !tc.wantErr && err != nil:
 				t.Fatalf("AUTOMEMLIMIT=%q: %v", tc.value, err)
@@ -85,17 +77,9 @@ func TestMemoryLimitRefreshVariable(t *testing.T) {
 	} {
 		t.Run(tc.value, func(t *testing.T) {
 			t.Parallel()
-			l := envconfig.New(func(name string) (string, bool) {
-				if name == service.EnvAutoMemLimitRefresh && tc.value != "" {
-					return tc.value, true
-				}
-				return "", false
-			})
-			c := service.LoadConfig(l, service.Config{})
-			err := l.Err()
-			var varErr *envconfig.VarError
+			c, err := loadWithVariable(service.EnvAutoMemLimitRefresh, tc.value)
 			switch {
-			case tc.wantErr && (!errors.As(err, &varErr) || varErr.Name != service.EnvAutoMemLimitRefresh):
+			case tc.wantErr && !namesVariable(err, service.EnvAutoMemLimitRefresh):
 				t.Fatalf("%s=%q: error %v, want one naming it", service.EnvAutoMemLimitRefresh, tc.value, err)
 			case !tc.wantErr && err != nil:
 				t.Fatalf("%s=%q: %v", service.EnvAutoMemLimitRefresh, tc.value, err)
@@ -104,6 +88,25 @@ func TestMemoryLimitRefreshVariable(t *testing.T) {
 			}
 		})
 	}
+}
+
+// loadWithVariable loads the service configuration from an environment
+// that sets only name, to value ("" leaves it unset).
+func loadWithVariable(name, value string) (service.Config, error) {
+	l := envconfig.New(func(n string) (string, bool) {
+		if n == name && value != "" {
+			return value, true
+		}
+		return "", false
+	})
+	c := service.LoadConfig(l, service.Config{})
+	return c, l.Err()
+}
+
+// namesVariable reports whether err is a configuration error naming name.
+func namesVariable(err error, name string) bool {
+	var varErr *envconfig.VarError
+	return errors.As(err, &varErr) && varErr.Name == name
 }
 
 // TestApplyMemoryLimit: the runtime's soft limit becomes the ratio of the

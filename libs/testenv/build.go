@@ -6,6 +6,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"testing"
+
+	"go.uber.org/goleak"
 )
 
 // BuildBinary builds the Go package pkg (a path the go tool accepts from
@@ -28,4 +31,24 @@ func BuildBinary(pkg string) (bin string, cleanup func(), err error) {
 		return "", nil, fmt.Errorf("build %s: %w", pkg, err)
 	}
 	return bin, cleanup, nil
+}
+
+// RunWithBinary is the TestMain of a package whose tests start the binary
+// of pkg as a real child process: it builds it (BuildBinary), stores its
+// path in *bin, runs the tests and, when they pass, fails the run if
+// goroutines are left (goleak, past NATSServerLeaks and ignore). It removes
+// the binary and exits with the run's code.
+func RunWithBinary(m *testing.M, pkg string, bin *string, ignore ...goleak.Option) {
+	path, cleanup, err := BuildBinary(pkg)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	*bin = path
+	// goleak.Cleanup takes the place of VerifyTestMain's os.Exit.
+	goleak.VerifyTestMain(m, append(append(NATSServerLeaks(), ignore...),
+		goleak.Cleanup(func(code int) {
+			cleanup()
+			os.Exit(code)
+		}))...)
 }

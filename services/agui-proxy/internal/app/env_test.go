@@ -172,7 +172,7 @@ func (e *env) release(t testing.TB, sessionID string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := registry.Release(ctx, e.kv, sessionID, "test-manager"); err != nil {
+	if _, err := registry.Release(ctx, e.kv, sessionID, "test-manager"); err != nil {
 		t.Fatalf("release %s: %v", sessionID, err)
 	}
 }

@@ -59,6 +59,11 @@ type Claims struct {
 	// everSynced is set once index held a whole snapshot; guarded by mu.
 	everSynced bool
 	markers    map[string]uint64 // guarded by mu; never-expiring delete markers seen by Watch: key -> revision
+	// released holds, by key, the revision of each record this replica
+	// deleted (Release) whose delete the watch has not delivered yet; the
+	// index drops such a record at once, and the watch's older updates of
+	// it are not indexed again. Guarded by mu.
+	released map[string]uint64
 }
 
 // New returns the claims of member in the registry bucket kv; alive
@@ -333,9 +338,51 @@ func (c *Claims) Release(ctx context.Context, log *slog.Logger, id string) {
 	if c.opts.markerTTL > 0 {
 		opts = append(opts, registry.WithMarkerTTL(c.opts.markerTTL))
 	}
-	if err := registry.Release(ctx, c.kv, id, c.member, opts...); err != nil && !errors.Is(err, registry.ErrNotOwner) {
-		log.Warn("release claim", slog.String(logkey.Err, err.Error()))
+	rev, err := registry.Release(ctx, c.kv, id, c.member, opts...)
+	if err != nil {
+		if !errors.Is(err, registry.ErrNotOwner) {
+			log.Warn("release claim", slog.String(logkey.Err, err.Error()))
+		}
+		return
 	}
+	c.forgetReleased(registry.Key(id), rev)
+}
+
+// forgetReleased drops the record of key this replica deleted at revision
+// rev from the index now, instead of when the watch delivers the delete:
+// the index names the ports that runners may not take (NamedPorts), and a
+// session that waits for a port is started right after this release frees
+// one (the reconciler's startWaiting), well before the watch catches up.
+func (c *Claims) forgetReleased(key string, rev uint64) {
+	if rev == 0 {
+		return // nothing was deleted
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if rec, ok := c.index[key]; ok && rec.Revision <= rev {
+		delete(c.index, key)
+	}
+	if c.everSynced { // else no watch runs to deliver the delete
+		if c.released == nil {
+			c.released = map[string]uint64{}
+		}
+		c.released[key] = rev
+	}
+}
+
+// staleLocked reports whether a watched entry of key at revision rev
+// predates a delete this replica made (see released), and forgets that
+// delete once the watch is past it. c.mu is held.
+func (c *Claims) staleLocked(key string, rev uint64) bool {
+	gone, ok := c.released[key]
+	if !ok {
+		return false
+	}
+	if rev <= gone {
+		return true
+	}
+	delete(c.released, key)
+	return false
 }
 
 // Update rewrites held, a record of this replica as last written, with
@@ -404,6 +451,13 @@ func (c *Claims) Watch(ctx context.Context, fn func(registry.Endpoint)) error {
 				}
 			}
 			c.mu.Lock()
+			for key := range c.released {
+				if rec, ok := index[key]; ok && c.staleLocked(key, rec.Revision) {
+					delete(index, key) // its delete follows as an update
+					continue
+				}
+				delete(c.released, key) // the snapshot is past the delete
+			}
 			c.index, c.markers, c.synced, c.everSynced = index, markers, true, true
 			c.mu.Unlock()
 			for _, ep := range live {
@@ -413,9 +467,12 @@ func (c *Claims) Watch(ctx context.Context, fn func(registry.Endpoint)) error {
 		Update: func(e jetstream.KeyValueEntry) {
 			rec, ok := decode(e)
 			c.mu.Lock()
-			if ok {
+			switch {
+			case c.staleLocked(e.Key(), e.Revision()):
+				// A record this replica deleted since; the index dropped it.
+			case ok:
 				c.index[e.Key()] = rec
-			} else {
+			default:
 				delete(c.index, e.Key())
 			}
 			c.mu.Unlock()

@@ -279,3 +279,132 @@ func TestWatch(t *testing.T) {
 		t.Fatalf("Watch = %v", err)
 	}
 }
+
+// watchGates is a Watch callback that stops the watch at chosen records
+// (by "session:state") until the test lets it go on, so the test can act
+// while the watch lags behind the bucket.
+type watchGates struct {
+	mu      sync.Mutex
+	gates   map[string]chan struct{} // guarded by mu
+	reached chan string
+}
+
+func newWatchGates() *watchGates {
+	return &watchGates{gates: map[string]chan struct{}{}, reached: make(chan string)}
+}
+
+// hold makes the watch stop at the next record of session:state.
+func (g *watchGates) hold(at string) chan struct{} {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	gate := make(chan struct{})
+	g.gates[at] = gate
+	return gate
+}
+
+func (g *watchGates) see(ep registry.Endpoint) {
+	at := ep.SessionID + ":" + ep.State
+	g.mu.Lock()
+	gate, ok := g.gates[at]
+	delete(g.gates, at)
+	g.mu.Unlock()
+	if ok {
+		g.reached <- at
+		<-gate
+	}
+}
+
+// A record this replica releases stops naming its port at once, not when
+// the watch delivers the delete: a session that waits for a port starts
+// right after a runner's release (TestCapacity/port_exhaustion waited for
+// a resync when the watch lagged). Updates of the record that the watch
+// delivers after the release do not bring the port back; a new claim of
+// the session does.
+func TestReleaseFreesPortAtOnce(t *testing.T) {
+	t.Parallel()
+	cs, _, _ := replicas(t, "a")
+	c := cs["a"]
+	ctx, cancel := context.WithCancel(t.Context())
+	gates := newWatchGates()
+	synced := gates.hold("synced:claimed")
+	if _, err := c.Claim(ctx, "synced", "p"); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1) // Watch's result
+	go func() {                 // owned by this test; ends on cancel
+		done <- c.Watch(ctx, gates.see)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Watch = %v", err)
+		}
+	})
+	<-gates.reached
+	close(synced)
+	log := slog.New(slog.DiscardHandler)
+	running := func(port int) func(*registry.Endpoint) {
+		return func(e *registry.Endpoint) { e.Host, e.Port, e.State = "h", port, registry.StateRunning }
+	}
+	namesPort := func(port int) bool {
+		t.Helper()
+		named, err := c.NamedPorts(ctx, "h")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return named[port]
+	}
+
+	// The index holds the record; the watch is stopped before the delete.
+	gate := gates.hold("indexed:running")
+	held, err := c.Claim(ctx, "indexed", "p")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := c.Update(ctx, held, running(9101)); err != nil {
+		t.Fatal(err)
+	}
+	<-gates.reached
+	if !namesPort(9101) {
+		t.Fatal("a running record's port is not named")
+	}
+	c.Release(ctx, log, "indexed")
+	if namesPort(9101) {
+		t.Error("released record still names its port until the watch catches up")
+	}
+	close(gate)
+
+	// The watch is behind the record's last update when it is released.
+	gate = gates.hold("late:claimed")
+	held, err = c.Claim(ctx, "late", "p")
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-gates.reached
+	if _, _, err := c.Update(ctx, held, running(9102)); err != nil {
+		t.Fatal(err)
+	}
+	c.Release(ctx, log, "late")
+	stale := gates.hold("late:running")
+	close(gate)
+	<-gates.reached // the watch delivers the update made before the release
+	if namesPort(9102) {
+		t.Error("an update older than the release brought the port back")
+	}
+	close(stale)
+
+	// A new claim of the session is indexed as usual.
+	held, err = c.Claim(ctx, "late", "p")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := c.Update(ctx, held, running(9103)); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if !namesPort(9103) {
+			return errors.New("the new claim's port is not named")
+		}
+		return nil
+	})
+}

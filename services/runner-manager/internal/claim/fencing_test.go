@@ -199,7 +199,7 @@ func TestIndexAndMarkers(t *testing.T) {
 		if _, err := registry.Claim(ctx, runners, registry.Endpoint{SessionID: id, Owner: "a", StartedAt: time.Now(), State: registry.StateClaimed}); err != nil {
 			t.Fatal(err)
 		}
-		if err := registry.Release(ctx, runners, id, "a"); err != nil {
+		if _, err := registry.Release(ctx, runners, id, "a"); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -1,7 +1,6 @@
 package reconcile
 
 import (
-	"fmt"
 	"os"
 	"testing"
 
@@ -14,30 +13,12 @@ import (
 var demoRunner string
 
 func TestMain(m *testing.M) {
-	os.Exit(testMain(m))
-}
-
-func testMain(m *testing.M) int {
 	if os.Getenv(doomedManagerEnv) != "" {
-		return m.Run() // a crashing runner-manager (lost_group_test.go): it is given its runner command
+		os.Exit(m.Run()) // a crashing runner-manager (lost_group_test.go): it is given its runner command
 	}
-	bin, cleanup, err := testenv.BuildBinary("../../cmd/demo-runner")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer cleanup()
-	demoRunner = bin
-	code := m.Run()
-	if code == 0 {
-		if err := goleak.Find(append(testenv.NATSServerLeaks(), goleak.IgnoreCurrent(),
-			// grpc and nats keep a few process-wide goroutines.
-			goleak.IgnoreTopFunction("google.golang.org/grpc/internal/grpcsync.(*CallbackSerializer).run"),
-			goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"),
-		)...); err != nil {
-			fmt.Fprintln(os.Stderr, "goroutine leak:", err)
-			return 1
-		}
-	}
-	return code
+	testenv.RunWithBinary(m, "../../cmd/demo-runner", &demoRunner,
+		// grpc and nats keep a few process-wide goroutines.
+		goleak.IgnoreTopFunction("google.golang.org/grpc/internal/grpcsync.(*CallbackSerializer).run"),
+		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"),
+	)
 }

@@ -1,8 +1,6 @@
 package runner
 
 import (
-	"fmt"
-	"os"
 	"testing"
 
 	"github.com/ambient-code/control-plane/libs/testenv"
@@ -12,16 +10,5 @@ import (
 var demoRunner string
 
 func TestMain(m *testing.M) {
-	os.Exit(run(m))
-}
-
-func run(m *testing.M) int {
-	bin, cleanup, err := testenv.BuildBinary("../../cmd/demo-runner")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer cleanup()
-	demoRunner = bin
-	return m.Run()
+	testenv.RunWithBinary(m, "../../cmd/demo-runner", &demoRunner)
 }

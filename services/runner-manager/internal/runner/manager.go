@@ -123,13 +123,11 @@ func (m *Manager) Start(ctx context.Context, s Session) (*Process, error) {
 	m.mu.Unlock()
 
 	p, err := m.start(ctx, s)
-	m.mu.Lock()
 	if err != nil {
+		m.mu.Lock()
 		delete(m.procs, s.ID)
-	} else {
-		m.procs[s.ID] = p
+		m.mu.Unlock()
 	}
-	m.mu.Unlock()
 	return p, err
 }
 
@@ -181,15 +179,21 @@ func (m *Manager) start(ctx context.Context, s Session) (*Process, error) {
 	if p.StartTicks, err = startTicks(p.PID); err != nil {
 		m.log.Warn("runner start time unknown: a lost runner's group cannot be ended", slog.String(logkey.SessionID, s.ID), slog.String(logkey.Err, err.Error()))
 	}
+	// Recorded before its waiter runs: a runner that exits at once must
+	// not find its slot still reserved (nil) and leave it taken for good.
+	m.mu.Lock()
+	m.procs[s.ID] = p
+	m.mu.Unlock()
 	m.wg.Add(1)
 	go func() { // owned by the Manager (Wait); ends when the process exits
 		defer m.wg.Done()
-		p.wait(cmd) // the port stays taken: see Process.ReleasePort
-		m.mu.Lock()
-		if m.procs[s.ID] == p {
-			delete(m.procs, s.ID)
-		}
-		m.mu.Unlock()
+		p.wait(cmd, func() { // the port stays taken: see Process.ReleasePort
+			m.mu.Lock()
+			if m.procs[s.ID] == p {
+				delete(m.procs, s.ID)
+			}
+			m.mu.Unlock()
+		})
 	}()
 	m.log.Info("runner spawned", slog.String(logkey.SessionID, s.ID), slog.Int(logkey.PID, p.PID), slog.Int(logkey.Port, port))
 	return p, nil

@@ -244,8 +244,10 @@ func closeQuietly(c io.Closer) {
 
 // wait reaps the process, kills whatever is left in its group and, with a
 // subreaper, whatever of the session escaped the group (no orphans),
-// records the exit status and closes done.
-func (p *Process) wait(cmd *exec.Cmd) {
+// records the exit status, calls exited (the manager frees the session's
+// slot) and closes done: whoever waits on Done finds the slot free and a
+// port released early back in the pool.
+func (p *Process) wait(cmd *exec.Cmd, exited func()) {
 	err := cmd.Wait()
 	if p.reaper != nil {
 		p.reaper.untrack(p.PID)
@@ -270,10 +272,15 @@ func (p *Process) wait(cmd *exec.Cmd) {
 	p.exited = true
 	release := p.takePortRelease()
 	p.mu.Unlock()
-	close(p.done)
+	exited()
 	if release != nil {
 		release() // ReleasePort was called before the exit
 	}
+	// Last: a supervisor that starts waiting sessions once a runner is done
+	// must find its slot and port free (TestCapacity and
+	// TestPortHeldUntilReleased failed now and then when done was closed
+	// first).
+	close(p.done)
 }
 
 // tailLines returns the last n lines of a file (reading at most its last

@@ -525,3 +525,25 @@ func TestStartErrors(t *testing.T) {
 		}
 	})
 }
+
+// TestSlotFreeWhenDone: once a runner is Done its session slot is free
+// (HasCapacity, Start), not some time after: runner-manager starts the
+// sessions waiting for capacity when a runner is done, and a slot freed
+// later left them waiting for the next resync (TestCapacity in
+// internal/reconcile failed now and then). A runner that exited before
+// Start recorded it kept its slot for good.
+func TestSlotFreeWhenDone(t *testing.T) {
+	t.Parallel()
+	m := newManager(t, []string{"/bin/true"}, 1, 1)
+	for i := range 50 {
+		p, err := m.Start(t.Context(), Session{ID: fmt.Sprintf("s%d", i)})
+		if err != nil {
+			t.Fatalf("start %d: %v", i, err)
+		}
+		p.ReleasePort()
+		waitDone(t, p, 5*time.Second)
+		if !m.HasCapacity() {
+			t.Fatalf("run %d: no capacity once the only runner was done (%d running, %d ports in use)", i, m.Count(), m.Pool().InUse())
+		}
+	}
+}
