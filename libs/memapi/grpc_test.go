@@ -679,7 +679,9 @@ func listServices(t *testing.T, conn *grpc.ClientConn, method string) error {
 	if err != nil {
 		return err
 	}
-	if err := st.SendMsg(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}}); err != nil {
+	// io.EOF: the server ended the stream already (a rejected call can beat
+	// the request); RecvMsg returns its status.
+	if err := st.SendMsg(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}}); err != nil && !errors.Is(err, io.EOF) {
 		return err
 	}
 	var resp reflectionpb.ServerReflectionResponse
