@@ -534,7 +534,9 @@ func TestStartErrors(t *testing.T) {
 // Start recorded it kept its slot for good.
 func TestSlotFreeWhenDone(t *testing.T) {
 	t.Parallel()
-	m := newManager(t, []string{"/bin/true"}, 1, 1)
+	// Three ports for one slot: a port of the range that something else on
+	// the host happens to hold must not fail a start.
+	m := newManager(t, []string{"/bin/true"}, 1, 3)
 	for i := range 50 {
 		p, err := m.Start(t.Context(), Session{ID: fmt.Sprintf("s%d", i)})
 		if err != nil {
