@@ -176,10 +176,12 @@ func (c *Claims) OwnerGone(ctx context.Context, rec registry.Record, runsHere bo
 
 // records returns every live record: the watch's index once it holds a
 // whole snapshot (no read of the bucket at all), else one read of the
-// bucket's live keys (before Watch synced, or without Watch).
-func (c *Claims) records(ctx context.Context) ([]registry.Record, error) {
+// bucket's live keys (before Watch synced, or without Watch). With
+// lastKnown, an index that once held a snapshot is used also while the
+// watch is broken.
+func (c *Claims) records(ctx context.Context, lastKnown bool) ([]registry.Record, error) {
 	c.mu.Lock()
-	if c.synced {
+	if c.synced || lastKnown && c.everSynced {
 		out := make([]registry.Record, 0, len(c.index))
 		for _, rec := range c.index {
 			out = append(out, rec)
@@ -194,37 +196,24 @@ func (c *Claims) records(ctx context.Context) ([]registry.Record, error) {
 // NamedPorts returns the ports that live records with runner host host
 // name, whatever their owner and state: a dead peer's record routes
 // agui-proxy to its host:port until it is taken over (which clears the
-// endpoint), released, or expires. It reads the watch's index once it
-// holds a whole snapshot, else the bucket (see records). A port in the
-// result must not go to another session's runner on host (runner.Pool,
-// SkipNamed). Once the watch has held a snapshot its index is used, also
-// while the watch is broken; before that the bucket is read.
+// endpoint), released, or expires. A port in the result must not go to
+// another session's runner on host (runner.Pool, SkipNamed). Once the
+// watch has held a snapshot its index is used, also while the watch is
+// broken; before that the bucket is read.
 func (c *Claims) NamedPorts(ctx context.Context, host string) (map[int]bool, error) {
-	named := map[int]bool{}
-	add := func(rec registry.Record) {
-		if rec.Host == host && rec.Port > 0 {
-			named[rec.Port] = true
-		}
-	}
-	c.mu.Lock()
-	if c.everSynced {
-		// Also while the watch is broken (a NATS outage): the records it
-		// last held are what routes now, since nobody can write the
-		// bucket either, and a runner must still start in an outage
-		// (its registration is retried once NATS is back).
-		for _, rec := range c.index {
-			add(rec)
-		}
-		c.mu.Unlock()
-		return named, nil
-	}
-	c.mu.Unlock()
-	recs, err := registry.List(ctx, c.kv)
+	// Also while the watch is broken (a NATS outage): the records it last
+	// held are what routes now, since nobody can write the bucket either,
+	// and a runner must still start in an outage (its registration is
+	// retried once NATS is back).
+	recs, err := c.records(ctx, true)
 	if err != nil {
 		return nil, fmt.Errorf("list records for their ports: %w", err)
 	}
+	named := map[int]bool{}
 	for _, rec := range recs {
-		add(rec)
+		if rec.Host == host && rec.Port > 0 {
+			named[rec.Port] = true
+		}
 	}
 	return named, nil
 }
@@ -237,7 +226,7 @@ func (c *Claims) NamedPorts(ctx context.Context, host string) (map[int]bool, err
 // are left for the next scan. Records of owners without a heartbeat are
 // probed in parallel.
 func (c *Claims) Scan(ctx context.Context, runsHere func(id string) bool) (mine, stale []registry.Record, err error) {
-	recs, err := c.records(ctx)
+	recs, err := c.records(ctx, false)
 	if err != nil {
 		return nil, nil, fmt.Errorf("list claims: %w", err)
 	}
@@ -451,8 +440,8 @@ func (c *Claims) Watch(ctx context.Context, fn func(registry.Endpoint)) error {
 				}
 			}
 			c.mu.Lock()
-			for key := range c.released {
-				if rec, ok := index[key]; ok && c.staleLocked(key, rec.Revision) {
+			for key, gone := range c.released {
+				if rec, ok := index[key]; ok && rec.Revision <= gone {
 					delete(index, key) // its delete follows as an update
 					continue
 				}
