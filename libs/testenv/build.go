@@ -18,19 +18,38 @@ import (
 // directory; the go tool's output goes to stderr. There is no *testing.T in
 // TestMain, so a failure is returned.
 func BuildBinary(pkg string) (bin string, cleanup func(), err error) {
+	bins, cleanup, err := BuildBinaries(pkg)
+	if err != nil {
+		return "", nil, err
+	}
+	return bins[0], cleanup, nil
+}
+
+// BuildBinaries is BuildBinary for several packages, built into one
+// directory, in the order given. The directory is readable by every user:
+// a test may run a binary as another one (runner-manager runs itself
+// unprivileged when the tests run as root).
+func BuildBinaries(pkgs ...string) (bins []string, cleanup func(), err error) {
 	dir, err := os.MkdirTemp("", "testbin-")
 	if err != nil {
-		return "", nil, fmt.Errorf("build %s: %w", pkg, err)
+		return nil, nil, fmt.Errorf("build %v: %w", pkgs, err)
 	}
 	cleanup = func() { _ = os.RemoveAll(dir) } // a temp dir: nothing to do if it fails
-	bin = filepath.Join(dir, filepath.Base(pkg))
-	build := exec.CommandContext(context.Background(), "go", "build", "-o", bin, pkg)
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
+	if err := os.Chmod(dir, 0o755); err != nil {
 		cleanup()
-		return "", nil, fmt.Errorf("build %s: %w", pkg, err)
+		return nil, nil, fmt.Errorf("build %v: %w", pkgs, err)
 	}
-	return bin, cleanup, nil
+	for _, pkg := range pkgs {
+		bin := filepath.Join(dir, filepath.Base(pkg))
+		build := exec.CommandContext(context.Background(), "go", "build", "-o", bin, pkg)
+		build.Stdout, build.Stderr = os.Stderr, os.Stderr
+		if err := build.Run(); err != nil {
+			cleanup()
+			return nil, nil, fmt.Errorf("build %s: %w", pkg, err)
+		}
+		bins = append(bins, bin)
+	}
+	return bins, cleanup, nil
 }
 
 // RunWithBinary is the TestMain of a package whose tests start the binary

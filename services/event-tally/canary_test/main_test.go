@@ -6,9 +6,9 @@ package canary_test
 import (
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"testing"
+
+	"github.com/ambient-code/control-plane/libs/testenv"
 )
 
 // tallyBin is the event-tally binary built once by TestMain; tests only
@@ -20,18 +20,12 @@ func TestMain(m *testing.M) {
 }
 
 func testMain(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "event-tally-canary-")
+	bin, cleanup, err := testenv.BuildBinary("../cmd/event-tally")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	defer os.RemoveAll(dir) //nolint:errcheck // best-effort cleanup of a temp dir
-	tallyBin = filepath.Join(dir, "event-tally")
-	build := exec.Command("go", "build", "-o", tallyBin, "../cmd/event-tally")
-	build.Stdout, build.Stderr = os.Stdout, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build event-tally:", err)
-		return 1
-	}
+	defer cleanup()
+	tallyBin = bin
 	return m.Run()
 }

@@ -1,12 +1,11 @@
 package app_test
 
 import (
-	"context"
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"testing"
+
+	"github.com/ambient-code/control-plane/libs/testenv"
 )
 
 // Binaries built by TestMain: the service, the demo runner and the
@@ -22,28 +21,15 @@ func TestMain(m *testing.M) {
 }
 
 func testMain(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "runner-manager-e2e-")
+	// Other users may run the binaries (TestHostileRunner runs the service
+	// as an unprivileged user when the tests run as root): BuildBinaries'
+	// directory is readable by all.
+	bins, cleanup, err := testenv.BuildBinaries("../../cmd/runner-manager", "../../cmd/demo-runner", "./testdata/hostile")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	defer os.RemoveAll(dir)
-	// Other users may run the binaries (TestHostileRunner runs the service
-	// as an unprivileged user when the tests run as root).
-	if err := os.Chmod(dir, 0o755); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	serviceBin = filepath.Join(dir, "runner-manager")
-	demoRunner = filepath.Join(dir, "demo-runner")
-	hostileBin = filepath.Join(dir, "hostile")
-	for bin, pkg := range map[string]string{serviceBin: "../../cmd/runner-manager", demoRunner: "../../cmd/demo-runner", hostileBin: "./testdata/hostile"} {
-		build := exec.CommandContext(context.Background(), "go", "build", "-o", bin, pkg)
-		build.Stdout, build.Stderr = os.Stdout, os.Stderr
-		if err := build.Run(); err != nil {
-			fmt.Fprintln(os.Stderr, "build", pkg+":", err)
-			return 1
-		}
-	}
+	defer cleanup()
+	serviceBin, demoRunner, hostileBin = bins[0], bins[1], bins[2]
 	return m.Run()
 }
