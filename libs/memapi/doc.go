@@ -103,7 +103,11 @@
 // its PatchRequest model (plain encoding/json): unknown keys, "id",
 // read-only keys and a session's project_id (not in SessionPatchRequest)
 // are ignored; a known key of the wrong type is a 400 id 17; a body of
-// null sets nothing (rh-trex's handlers.Handle). These come
+// null sets nothing (rh-trex's handlers.Handle). Both models are Go
+// structs read with encoding/json, so a number field takes only a JSON
+// number of its Go type: a quoted number, "NaN" or "Infinity", or an
+// integer written 1e2 or 5.0 is a 400 id 17 (checkGoTypes; protojson
+// would take them). These come
 // from the upstream source (rh-trex handlers, generated models), not from
 // a measurement. search is a subset of the real server's TSL
 // (search.go: =, !=, like, ilike, in, and, or, parentheses).

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/go-chi/chi/v5"
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
@@ -283,6 +284,9 @@ func readObject[T object](body io.Reader, required string, dst proto.Message) er
 	if _, ok := keys[required]; required != "" && !ok {
 		return errMalformed("no value given for required property " + required)
 	}
+	if err := checkGoTypes(keys, newOf[T]().ProtoReflect().Descriptor()); err != nil {
+		return err
+	}
 	obj, err := decodeObject[T](b)
 	if err != nil {
 		return err
@@ -322,6 +326,9 @@ func readPatch[T object](body io.Reader, dst proto.Message, fixed []string) erro
 			delete(keys, k)
 		}
 	}
+	if err := checkGoTypes(keys, dst.ProtoReflect().Descriptor()); err != nil {
+		return err
+	}
 	if b, err = json.Marshal(keys); err != nil {
 		return errInternal(err)
 	}
@@ -331,6 +338,58 @@ func readPatch[T object](body io.Reader, dst proto.Message, fixed []string) erro
 	}
 	if err := copyFields(dst, obj, true, "metadata", "id"); err != nil {
 		return errInternal(err)
+	}
+	return nil
+}
+
+// checkGoTypes refuses, as 400 id 17, the values of keys (a body's keys)
+// that the real server's encoding/json would not decode into the Go type of
+// the field of md (or of the metadata) they name: its models are Go structs
+// (*int32, *float64, *string, *time.Time), so a number field takes only a
+// JSON number that fits, no quoted number, no "NaN" or "Infinity", no
+// exponent or fraction for an integer. protojson, which decodeObject uses,
+// takes all of those: without this check memapi would store what the real
+// server refuses. null passes (it sets nothing); keys that name no field
+// are left to the callers.
+func checkGoTypes(keys map[string]json.RawMessage, md protoreflect.MessageDescriptor) error {
+	ref := (&ambientv1.ObjectReference{}).ProtoReflect().Descriptor().Fields()
+	for k, raw := range keys {
+		fd := md.Fields().ByName(protoreflect.Name(k))
+		if fd == nil || fd.Name() == metadataName {
+			if fd = ref.ByName(protoreflect.Name(k)); fd == nil {
+				continue
+			}
+		}
+		var dst any
+		switch fd.Kind() {
+		case protoreflect.Int32Kind, protoreflect.Sint32Kind, protoreflect.Sfixed32Kind:
+			dst = new(*int32)
+		case protoreflect.Int64Kind, protoreflect.Sint64Kind, protoreflect.Sfixed64Kind:
+			dst = new(*int64)
+		case protoreflect.DoubleKind:
+			dst = new(*float64)
+		case protoreflect.FloatKind:
+			dst = new(*float32)
+		case protoreflect.StringKind:
+			dst = new(*string)
+		case protoreflect.BoolKind:
+			dst = new(*bool)
+		case protoreflect.MessageKind:
+			if fd.Message().FullName() != "google.protobuf.Timestamp" {
+				continue
+			}
+			dst = new(*time.Time)
+		default:
+			continue
+		}
+		if err := json.Unmarshal(raw, dst); err != nil {
+			var te *json.UnmarshalTypeError
+			if errors.As(err, &te) {
+				// encoding/json's wording for a struct field.
+				te.Struct, te.Field = string(md.Name()), k
+			}
+			return errMalformed(err.Error())
+		}
 	}
 	return nil
 }

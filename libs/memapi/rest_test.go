@@ -564,3 +564,45 @@ func TestRESTUnauthorizedBodies(t *testing.T) {
 		})
 	}
 }
+
+// TestRESTBodiesHaveGoJSONTypes: the real server decodes request bodies
+// into Go structs with encoding/json (the generated OpenAPI models for a
+// create, the PatchRequest structs for a PATCH and a status write; read
+// from its code), so a number field takes a JSON number that fits its Go
+// type and nothing else: no quoted number, no "NaN" or "Infinity", no
+// exponent or fraction for an integer. Each is 400 id 17, as any body that
+// does not decode; protojson, which memapi's objects are read with, would
+// take them all. null still sets nothing.
+func TestRESTBodiesHaveGoJSONTypes(t *testing.T) {
+	t.Parallel()
+	srv := start(t)
+	rc := restClient{t: t, base: srv.RESTURL(), token: testToken}
+	code, body := rc.do("POST", "/sessions", `{"name":"s","timeout":null,"llm_temperature":1.5e-1,"llm_max_tokens":-1}`)
+	if s := decodeSession(t, body); code != http.StatusCreated || s.Timeout != nil || s.GetLlmTemperature() != 0.15 || s.GetLlmMaxTokens() != -1 {
+		t.Fatalf("create with Go-typed numbers: %d %s", code, body)
+	}
+	id := decodeSession(t, body).GetMetadata().GetId()
+	for _, tc := range []struct{ method, path, body string }{
+		{"POST", "/sessions", `{"name":"a","timeout":"5"}`},
+		{"POST", "/sessions", `{"name":"a","timeout":1e2}`},
+		{"POST", "/sessions", `{"name":"a","llm_max_tokens":5.0}`},
+		{"POST", "/sessions", `{"name":"a","llm_temperature":"0.5"}`},
+		{"POST", "/sessions", `{"name":"a","llm_temperature":"NaN"}`},
+		{"POST", "/sessions", `{"name":"a","sdk_restart_count":"2"}`}, // read-only, but typed in the model
+		{"PATCH", "/sessions/" + id, `{"timeout":"7"}`},
+		{"PATCH", "/sessions/" + id, `{"llm_temperature":"Infinity"}`},
+		{"PATCH", "/sessions/" + id + "/status", `{"sdk_restart_count":"3"}`},
+	} {
+		code, body := rc.do(tc.method, tc.path, tc.body)
+		if code != http.StatusBadRequest {
+			t.Errorf("%s %s %s: %d %s, want 400 id 17", tc.method, tc.path, tc.body, code, body)
+			continue
+		}
+		if e := decodeError(t, body); e.ID != "17" || !strings.HasPrefix(e.Reason, "Invalid request format: ") {
+			t.Errorf("%s %s %s: %s, want id 17", tc.method, tc.path, tc.body, body)
+		}
+	}
+	if got, err := client(t, srv, testToken).GetSession(t.Context(), id); err != nil || got.Timeout != nil || got.GetLlmTemperature() != 0.15 || got.SdkRestartCount != nil {
+		t.Fatalf("a refused body changed the session: %v (%v)", got, err)
+	}
+}
