@@ -1,9 +1,16 @@
 package app_test
 
 import (
+	"io"
 	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/ambient-code/control-plane/libs/registry"
 )
 
 // TestCORS is acceptance item 7.
@@ -92,5 +99,74 @@ func TestCORS(t *testing.T) {
 				t.Fatalf("no max age: %v", h)
 			}
 		})
+	}
+}
+
+// TestRunnerCannotChangeCORS: the proxy's CORS policy is the only one a
+// browser sees. A runner that answers with CORS headers of its own (an
+// AG-UI server with a permissive CORS middleware: any origin, with
+// credentials) must not open the proxy to origins CORS_ALLOWED_ORIGIN does
+// not list, and a runner's Vary must not take away the proxy's Vary:
+// Origin, or a shared cache would hand one origin's answer to another.
+func TestRunnerCannotChangeCORS(t *testing.T) {
+	t.Parallel()
+	runner := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("Access-Control-Allow-Origin", "*")
+		h.Set("Access-Control-Allow-Credentials", "true")
+		h.Set("Access-Control-Allow-Methods", "GET, POST, PUT, DELETE")
+		h.Set("Access-Control-Expose-Headers", "X-Runner-Secret")
+		h.Set("Vary", "Accept-Encoding")
+		if r.URL.Path == "/" {
+			h.Set("Content-Type", "text/event-stream")
+			_, _ = w.Write([]byte("data: {}\n\n"))
+			return
+		}
+		h.Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"status":"ok"}`))
+	}))
+	t.Cleanup(runner.Close)
+	u, err := url.Parse(runner.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	port, err := strconv.Atoi(u.Port())
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t)
+	e.register(t, registry.Endpoint{SessionID: "s-runner-cors", Owner: "test-manager", Host: u.Hostname(), Port: port,
+		PID: 1, StartedAt: time.Now().UTC(), State: registry.StateRunning})
+	cfg := e.proxyCfg()
+	cfg.CORSOrigins = []string{"https://app.example"}
+	p := startProxy(t, cfg)
+
+	for _, path := range []string{"/health", "/agui/events"} {
+		for _, tc := range []struct{ origin, allowOrigin string }{
+			{origin: "https://evil.example"},
+			{origin: "https://app.example", allowOrigin: "https://app.example"},
+		} {
+			t.Run(path+" "+tc.origin, func(t *testing.T) {
+				resp := get(t, p.session("s-runner-cors", path), "Origin", tc.origin)
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK {
+					t.Fatalf("status %d", resp.StatusCode)
+				}
+				h := resp.Header
+				if got := h.Values("Access-Control-Allow-Origin"); len(got) > 1 || h.Get("Access-Control-Allow-Origin") != tc.allowOrigin {
+					t.Errorf("Access-Control-Allow-Origin %q, want %q", got, tc.allowOrigin)
+				}
+				for _, k := range []string{"Access-Control-Allow-Credentials", "Access-Control-Allow-Methods", "Access-Control-Expose-Headers"} {
+					if v := h.Get(k); v != "" {
+						t.Errorf("%s: %q from the runner", k, v)
+					}
+				}
+				vary := strings.Join(h.Values("Vary"), ",")
+				if !strings.Contains(vary, "Origin") || !strings.Contains(vary, "Accept-Encoding") {
+					t.Errorf("Vary %q, want Origin and the runner's Accept-Encoding", vary)
+				}
+			})
+		}
 	}
 }

@@ -62,11 +62,24 @@ func isEventStream(contentType string) bool {
 }
 
 // copyResponseHeader copies the runner's response headers to dst untouched
-// (Content-Type included) except hop-by-hop ones. Responses on streaming
-// routes, whatever their Content-Type, and SSE responses on any route get
-// the headers that keep intermediaries from buffering or caching them.
+// (Content-Type included) except hop-by-hop and CORS ones, and adds the
+// runner's Vary to the proxy's. Responses on streaming routes, whatever
+// their Content-Type, and SSE responses on any route get the headers that
+// keep intermediaries from buffering or caching them.
 func copyResponseHeader(dst, src http.Header, stream bool) {
 	for k, vv := range src {
+		switch {
+		case strings.HasPrefix(k, "Access-Control-"):
+			// CORS is the proxy's policy (CORS_ALLOWED_ORIGIN), already in
+			// dst: a runner's own headers (an AG-UI server allowing any
+			// origin) would open the proxy to every web site.
+			continue
+		case k == "Vary":
+			// dst holds the CORS handler's Vary: Origin; replaced, a shared
+			// cache would give one origin's answer to another.
+			dst[k] = append(dst[k], vv...)
+			continue
+		}
 		dst[k] = append([]string(nil), vv...)
 	}
 	removeHopHeaders(dst)
