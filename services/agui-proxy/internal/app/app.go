@@ -154,7 +154,11 @@ func (a *App) Run(ctx context.Context) error {
 		}
 		rt.Go("routing table", func(ctx context.Context) error { return a.runTable(ctx, rt.JetStream()) })
 		rt.Go("proxy", p.Run)
-		rt.Serve("proxy server", a.server(newRouter(p, verifier, cfg.CORSOrigins, log)), a.ln, health.Graceful{Grace: cfg.ShutdownTimeout, Drain: streamDrain})
+		router, err := newRouter(p, verifier, cfg.CORSOrigins, log)
+		if err != nil {
+			return err
+		}
+		rt.Serve("proxy server", a.server(router), a.ln, health.Graceful{Grace: cfg.ShutdownTimeout, Drain: streamDrain})
 		rt.Check("routing_table", func(context.Context) error { return a.tableSynced() })
 		a.rt.Store(rt)
 		log.Info("agui-proxy started", slog.String(logkey.Addr, a.Addr()), slog.String("metrics_addr", a.MetricsAddr()), slog.Any("config", cfg))

@@ -79,6 +79,17 @@ async function runAgent(proxy, session, token, text) {
     return {status: 0, contentType: '', types: [], deltas: [], deltaMs: [], chunks: 0, error: String(e)};
   }
 }
+// postSimple sends what any web site can send without a preflight: a
+// no-cors text/plain POST with no credentials. Its answer is opaque to the
+// page; it resolves once the response headers arrived.
+async function postSimple(url, body) {
+  try {
+    await fetch(url, {method: 'POST', mode: 'no-cors', headers: {'Content-Type': 'text/plain'}, body});
+    return '';
+  } catch (e) {
+    return String(e);
+  }
+}
 </script></body></html>`
 
 // browserResult is what runAgent reports.
@@ -192,6 +203,57 @@ func TestBrowserCORS(t *testing.T) {
 	}
 }
 
+// TestBrowserCrossSiteWrite: with AGUI_AUTH=none (the loopback default) a
+// page of any web site the user visits can send a POST the browser does not
+// preflight (no-cors, text/plain); CORS hides the answer from the page, not
+// the request from the proxy. The proxy refuses it unless the page's origin
+// is in CORS_ALLOWED_ORIGIN, so such a site cannot start a run; the allowed
+// origin's same request starts one.
+func TestBrowserCrossSiteWrite(t *testing.T) {
+	t.Parallel()
+	bin := chromium(t)
+
+	e := newEnv(t)
+	r := startRunner(t, "s-browser-csrf")
+	e.register(t, r.endpoint(t, "s-browser-csrf"))
+	page := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		_, _ = w.Write([]byte(browserPage)) // a failed write fails the page load the test waits on
+	})
+	allowed := httptest.NewServer(page)
+	t.Cleanup(allowed.Close)
+	other := httptest.NewServer(page) // another port: another origin
+	t.Cleanup(other.Close)
+	cfg := e.proxyCfg() // AGUI_AUTH=none
+	cfg.CORSOrigins = []string{allowed.URL}
+	p := startProxy(t, cfg)
+
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	browser := startBrowser(t, ctx, bin)
+	call := "postSimple(" + jsString(p.session("s-browser-csrf", "/agui/run")) + "," + jsString(runInput("from a web page")) + ")"
+	for _, tc := range []struct {
+		name   string
+		origin string
+		runs   int64
+	}{
+		{name: "another site", origin: other.URL, runs: 0},
+		{name: "allowed origin", origin: allowed.URL, runs: 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := r.stats(t)["runs_started"]
+			if err := evalInBrowser[string](t, ctx, browser, tc.origin, call); err != "" {
+				t.Fatalf("the page's POST: %s", err)
+			}
+			// The fetch resolved with the answer's headers: the proxy has
+			// decided, and a run it let through has started.
+			if runs := r.stats(t)["runs_started"] - before; runs != tc.runs {
+				t.Fatalf("runner started %d runs from the page, want %d", runs, tc.runs)
+			}
+		})
+	}
+}
+
 // startBrowser starts headless Chromium with chromedp's defaults plus the
 // flags that work on these machines (no sandbox as root, no QUIC, no
 // connections of its own to the outside) and a fresh profile; it is stopped
@@ -231,6 +293,13 @@ func startBrowser(t *testing.T, ctx context.Context, bin string) context.Context
 func runInBrowser(t *testing.T, ctx, tab context.Context, origin, proxy, session, token, text string) browserResult {
 	t.Helper()
 	call := "runAgent(" + jsString(proxy) + "," + jsString(session) + "," + jsString(token) + "," + jsString(text) + ")"
+	return evalInBrowser[browserResult](t, ctx, tab, origin, call)
+}
+
+// evalInBrowser loads the page from origin in the tab and returns what the
+// JavaScript call's promise resolves to.
+func evalInBrowser[T any](t *testing.T, ctx, tab context.Context, origin, call string) T {
+	t.Helper()
 	rctx, cancel := context.WithTimeout(tab, time.Minute)
 	defer cancel()
 	stop := context.AfterFunc(ctx, cancel)
@@ -238,7 +307,7 @@ func runInBrowser(t *testing.T, ctx, tab context.Context, origin, proxy, session
 	if err := chromedp.Do(rctx, chromedp.Navigate(origin+"/")); err != nil {
 		t.Fatalf("load the page from %s: %v", origin, err)
 	}
-	res, err := chromedp.Run(rctx, chromedp.Evaluate[browserResult](call, chromedp.EvalAwaitPromise))
+	res, err := chromedp.Run(rctx, chromedp.Evaluate[T](call, chromedp.EvalAwaitPromise))
 	if err != nil {
 		t.Fatalf("run in chromium from %s: %v", origin, err)
 	}

@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -168,5 +169,80 @@ func TestRunnerCannotChangeCORS(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestCrossSiteWritesRefused: CORS only hides a response from a site it does
+// not allow; a page can still send a text/plain POST without a preflight. So
+// a browser's POST from such a site is refused with 403 before it reaches the
+// runner (with AGUI_AUTH=none it would start or interrupt a run), while the
+// allowed origins, same-origin pages and clients that are not browsers (no
+// Origin, no Sec-Fetch-Site: ambientctl, curl) get through, and "*" lets
+// every origin through.
+func TestCrossSiteWritesRefused(t *testing.T) {
+	t.Parallel()
+	var runs atomic.Int64
+	runner := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost {
+			runs.Add(1)
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"status":"ok"}`))
+	}))
+	t.Cleanup(runner.Close)
+	u, err := url.Parse(runner.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	port, err := strconv.Atoi(u.Port())
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t)
+	e.register(t, registry.Endpoint{SessionID: "s-cross-site", Owner: "test-manager", Host: u.Hostname(), Port: port,
+		PID: 1, StartedAt: time.Now().UTC(), State: registry.StateRunning})
+	cfg := e.proxyCfg()
+	cfg.CORSOrigins = []string{"https://app.example"}
+	p := startProxy(t, cfg)
+	anyCfg := e.proxyCfg()
+	anyCfg.CORSOrigins = []string{"*"}
+	pAny := startProxy(t, anyCfg)
+
+	for _, tc := range []struct {
+		name   string
+		p      *proxyHandle
+		path   string
+		header []string
+		code   int
+	}{
+		{name: "cross-site page", p: p, path: "/agui/run", header: []string{"Origin", "https://evil.example", "Sec-Fetch-Site", "cross-site"}, code: 403},
+		{name: "cross-site interrupt", p: p, path: "/agui/interrupt", header: []string{"Origin", "https://evil.example", "Sec-Fetch-Site", "cross-site"}, code: 403},
+		{name: "origin only (older browser)", p: p, path: "/agui/run", header: []string{"Origin", "https://evil.example"}, code: 403},
+		{name: "same-site but not allowed", p: p, path: "/agui/run", header: []string{"Origin", "https://other.app.example", "Sec-Fetch-Site", "same-site"}, code: 403},
+		{name: "allowed origin", p: p, path: "/agui/run", header: []string{"Origin", "https://app.example", "Sec-Fetch-Site", "cross-site"}, code: 200},
+		{name: "same origin", p: p, path: "/agui/run", header: []string{"Sec-Fetch-Site", "same-origin"}, code: 200},
+		{name: "not a browser", p: p, path: "/agui/run", code: 200},
+		{name: "any origin allowed", p: pAny, path: "/agui/run", header: []string{"Origin", "https://evil.example", "Sec-Fetch-Site", "cross-site"}, code: 200},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := runs.Load()
+			resp := postRun(t.Context(), t, tc.p.session("s-cross-site", tc.path), "{}", append([]string{"Content-Type", "text/plain"}, tc.header...)...)
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tc.code {
+				t.Fatalf("status %d (%s), want %d", resp.StatusCode, body, tc.code)
+			}
+			reached := runs.Load() - before
+			if tc.code == http.StatusForbidden {
+				if reached != 0 {
+					t.Fatalf("refused, but the runner got %d POSTs", reached)
+				}
+				if !strings.Contains(string(body), `"error":"cross-origin request refused`) {
+					t.Fatalf("body %s, want the proxy's JSON error", body)
+				}
+			} else if reached != 1 {
+				t.Fatalf("runner got %d POSTs, want 1", reached)
+			}
+		})
 	}
 }

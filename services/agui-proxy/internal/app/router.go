@@ -1,8 +1,10 @@
 package app
 
 import (
+	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/go-chi/cors"
@@ -14,10 +16,15 @@ import (
 // corsMaxAge is how long browsers may cache a preflight answer (seconds).
 const corsMaxAge = 600
 
-// newRouter builds the proxy's HTTP surface: CORS on everything, /healthz
-// (and /health, the original's), and /sessions/... behind authentication (nil verifier: none). There is no
+// newRouter builds the proxy's HTTP surface: CORS on everything, browsers'
+// cross-site writes refused, /healthz (and /health, the original's), and
+// /sessions/... behind authentication (nil verifier: none). There is no
 // Timeout or compression middleware: streaming routes must not have them.
-func newRouter(p *proxy.Proxy, v auth.Verifier, origins []string, log *slog.Logger) http.Handler {
+func newRouter(p *proxy.Proxy, v auth.Verifier, origins []string, log *slog.Logger) (http.Handler, error) {
+	crossSite, err := crossSiteGuard(origins)
+	if err != nil {
+		return nil, err
+	}
 	r := chi.NewRouter()
 	r.Use(cors.Handler(cors.Options{
 		// Only listed origins are echoed; "*" is sent as "*" and never with
@@ -31,6 +38,7 @@ func newRouter(p *proxy.Proxy, v auth.Verifier, origins []string, log *slog.Logg
 		OptionsPassthrough: true, // answered below with 204 instead of the library's 200
 	}))
 	r.Use(optionsNoContent)
+	r.Use(crossSite)
 	r.NotFound(func(w http.ResponseWriter, _ *http.Request) {
 		proxy.WriteError(w, http.StatusNotFound, "not found")
 	})
@@ -49,7 +57,31 @@ func newRouter(p *proxy.Proxy, v auth.Verifier, origins []string, log *slog.Logg
 		}
 		r.Handle("/sessions/*", p)
 	})
-	return r
+	return r, nil
+}
+
+// crossSiteGuard refuses a browser's POST from a site CORS does not allow
+// (net/http's CrossOriginProtection, told by Sec-Fetch-Site or Origin), with
+// 403 before it reaches a runner. CORS alone only hides the answer from such
+// a site: a page can still send a form or a text/plain POST without a
+// preflight, and with AGUI_AUTH=none (the loopback default) that would start
+// or interrupt a run of any session whose id the page knows. Requests
+// without those headers (ambientctl, curl) and the allowed origins pass;
+// with "*" every origin is allowed, so nothing is refused.
+func crossSiteGuard(origins []string) (func(http.Handler) http.Handler, error) {
+	if slices.Contains(origins, "*") {
+		return func(next http.Handler) http.Handler { return next }, nil
+	}
+	guard := http.NewCrossOriginProtection()
+	for _, o := range origins {
+		if err := guard.AddTrustedOrigin(o); err != nil {
+			return nil, fmt.Errorf("cors origin %q: %w", o, err)
+		}
+	}
+	guard.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		proxy.WriteError(w, http.StatusForbidden, "cross-origin request refused: origin not in CORS_ALLOWED_ORIGIN")
+	}))
+	return guard.Handler, nil
 }
 
 // optionsNoContent answers every OPTIONS request with 204: CORS preflights
