@@ -210,6 +210,11 @@ func TestRunnerOutcomes(t *testing.T) {
 			if tc.name == "exit 3" && strings.Contains(c.Message, "err line 20\n") {
 				t.Fatalf("tail longer than 50 lines: %q", c.Message)
 			}
+			// None of these runners passed its health check: the final
+			// conditions must not say it is still being polled.
+			if h := condition(t, got, status.CondHealthCheckPassed); h.Status != session.StatusFalse {
+				t.Fatalf("HealthCheckPassed = %+v, want False", h)
+			}
 			if tc.reason == status.ReasonHealthCheckTimeout {
 				// The original wrote the timeout on HealthCheckPassed too.
 				if h := condition(t, got, status.CondHealthCheckPassed); h.Reason != status.ReasonHealthCheckTimeout || h.Status != session.StatusFalse {

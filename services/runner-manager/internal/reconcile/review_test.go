@@ -154,12 +154,36 @@ func TestStopNotOverwrittenByRunning(t *testing.T) {
 			t.Fatalf("%d runners alive", rp.mgr.Count())
 		}
 	})
+
+	// Stopping written inside the window of the Creating write, its event
+	// handled only after the Running write (the health check passed
+	// meanwhile): the Stopping was overwritten by the Creating write, not
+	// by the last one, and must still stop the runner. Before, only the
+	// last write's window was kept, the event looked stale, and the
+	// session stayed Running.
+	t.Run("inside an earlier write's window", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t)
+		racer := &stopRacer{sessionAPI: e.client, client: e.client, done: make(chan struct{}), phase: session.PhaseCreating}
+		rp := e.replica(replicaOpts{api: racer})
+		s := e.create("stop racing creating")
+		id := s.GetMetadata().GetId()
+		e.handle(rp, added, s)
+		stopping := racer.wait(t)
+		e.waitPhase(id, session.PhaseRunning, 10*time.Second)
+		e.handle(rp, modified, stopping)
+		e.waitPhase(id, session.PhaseStopped, 10*time.Second)
+		if rp.mgr.Count() != 0 {
+			t.Fatalf("%d runners alive", rp.mgr.Count())
+		}
+	})
 }
 
 // stopRacer is the API with a user who writes Stopping just before the
-// service's first Running write reaches the server.
+// service's first write of phase (zero: Running) reaches the server.
 type stopRacer struct {
 	sessionAPI
+	phase  session.Phase
 	client interface {
 		UpdateSessionStatus(ctx context.Context, req *ambientv1.UpdateSessionStatusRequest) (*ambientv1.Session, error)
 	}
@@ -171,7 +195,11 @@ type stopRacer struct {
 
 func (r *stopRacer) UpdateSessionStatus(ctx context.Context, req *ambientv1.UpdateSessionStatusRequest) (*ambientv1.Session, error) {
 	racing := false
-	if req.GetPhase() == string(session.PhaseRunning) {
+	phase := r.phase
+	if phase == session.PhaseNone {
+		phase = session.PhaseRunning
+	}
+	if req.GetPhase() == string(phase) {
 		r.once.Do(func() {
 			racing = true
 			s, err := r.client.UpdateSessionStatus(ctx, &ambientv1.UpdateSessionStatusRequest{Id: req.GetId(), Phase: session.PhaseStopping.Ptr()})
@@ -189,14 +217,14 @@ func (r *stopRacer) UpdateSessionStatus(ctx context.Context, req *ambientv1.Upda
 	return out, err
 }
 
-// wait returns the user's Stopping once the service's Running write went
+// wait returns the user's Stopping once the service's raced write went
 // through.
 func (r *stopRacer) wait(t *testing.T) *ambientv1.Session {
 	t.Helper()
 	select {
 	case <-r.done:
 	case <-time.After(10 * time.Second):
-		t.Fatal("no Running write")
+		t.Fatal("no raced write")
 	}
 	var s *ambientv1.Session
 	testenv.Eventually(t, 5*time.Second, func() error {

@@ -254,6 +254,17 @@ func (w *Writer) WriteFinal(ctx context.Context, id string, u Update, failReason
 	return w.Write(ctx, id, u)
 }
 
+// WriteFinalIf is WriteFinal for a final phase that must not replace
+// what the session says now: u is written only if the phase read just
+// before passes allow (see WriteIf), and failReason is counted only then.
+func (w *Writer) WriteFinalIf(ctx context.Context, id string, u Update, failReason string, allow func(session.Phase) bool) (Guarded, error) {
+	g, err := w.WriteIf(ctx, id, u, allow)
+	if err == nil && g.Wrote && failReason != "" {
+		w.failures.Add(ctx, 1, metric.WithAttributes(attribute.String("reason", failReason)))
+	}
+	return g, err
+}
+
 // Fail writes phase Failed with a completion time and conds, and counts
 // reason. A failed write is logged, not returned: the session's next event
 // or the resync finds it again.

@@ -185,7 +185,7 @@ func (s *Supervisor) writeLive(ctx context.Context, log *slog.Logger, rn *Runner
 		rn.unsent = nil // done, or superseded by Running
 	}
 	if g.Wrote {
-		rn.readAt, rn.wroteAt = g.ReadAt, g.WroteAt
+		rn.wrote(g.ReadAt, g.WroteAt)
 	}
 	rn.mu.Unlock()
 	switch {
@@ -276,10 +276,10 @@ func (s *Supervisor) finish(ctx context.Context, log *slog.Logger, rn *Runner, s
 	case shutdown && s.cfg.HandBack:
 		// Hand the session back: Pending makes whichever replica is alive
 		// (this one after a restart) start it again.
-		end = &ending{phase: session.PhasePending, reason: status.ReasonShutdown, message: "runner-manager " + member + " shut down; the session will be restarted"}
+		end = &ending{phase: session.PhasePending, reason: status.ReasonShutdown, message: "runner-manager " + member + " shut down; the session will be restarted", guarded: true}
 		log.Info("runner stopped for shutdown")
 	case shutdown:
-		end = &ending{phase: session.PhaseFailed, reason: status.ReasonRunnerLost, message: status.ReasonRunnerLost + ": runner-manager " + member + " shut down", fail: status.ReasonRunnerLost}
+		end = &ending{phase: session.PhaseFailed, reason: status.ReasonRunnerLost, message: status.ReasonRunnerLost + ": runner-manager " + member + " shut down", fail: status.ReasonRunnerLost, guarded: true}
 	case st.Code == 0:
 		end = &ending{phase: session.PhaseCompleted, reason: status.ReasonCompleted, message: "runner exited with code 0"}
 		log.Info("runner completed")
@@ -305,6 +305,7 @@ func (s *Supervisor) finish(ctx context.Context, log *slog.Logger, rn *Runner, s
 // kept (rn.pending) and recorded in the claim; report then returns false
 // and Resend retries.
 func (s *Supervisor) report(ctx context.Context, log *slog.Logger, rn *Runner, end *ending) bool {
+	rn.endHealthCheck(end.reason)
 	conds := rn.setCond(session.Condition{Type: status.CondRunnerStarted, Status: session.StatusFalse, Reason: end.reason, Message: end.message})
 	u := status.Update{Phase: end.phase, Conditions: conds}
 	if end.phase.Terminal() {
@@ -314,7 +315,12 @@ func (s *Supervisor) report(ctx context.Context, log *slog.Logger, rn *Runner, e
 		log.Info("session failed", slog.String(logkey.Reason, end.fail))
 	}
 	wctx, cancel := context.WithTimeout(ctx, finalWriteTimeout)
-	err := s.status.WriteFinal(wctx, rn.id, u, end.fail)
+	var err error
+	if end.guarded {
+		u, err = s.writeGuarded(wctx, log, rn, u, end)
+	} else {
+		err = s.status.WriteFinal(wctx, rn.id, u, end.fail)
+	}
 	cancel()
 	if err == nil {
 		return true
@@ -325,6 +331,31 @@ func (s *Supervisor) report(ctx context.Context, log *slog.Logger, rn *Runner, e
 	rn.mu.Unlock()
 	s.recordFinal(ctx, log, rn)
 	return false
+}
+
+// writeGuarded writes u, the ending of a runner stopped by the service's
+// shutdown, only over a phase that still wants a runner. The shutdown
+// stopped taking events (and watching records), so a stop asked for
+// meanwhile never reached the runner: written blindly, the hand-back's
+// Pending would replace the user's Stopping and the session would start
+// again elsewhere. A Stopping found there ends Stopped instead (the
+// runner is stopped); a session over or deleted meanwhile gets nothing.
+// It returns the update it wrote or tried to write (the one to retry).
+func (s *Supervisor) writeGuarded(ctx context.Context, log *slog.Logger, rn *Runner, u status.Update, end *ending) (status.Update, error) {
+	g, err := s.status.WriteFinalIf(ctx, rn.id, u, end.fail, session.Phase.WantsRunner)
+	switch {
+	case err != nil:
+		return u, err
+	case g.Wrote, g.Deleted:
+		return u, nil
+	case g.Found != session.PhaseStopping:
+		log.Info("session over before the shutdown's phase was written: nothing written", slog.String("current_phase", string(g.Found)))
+		return u, nil
+	}
+	log.Info("stop requested during the shutdown: the runner ends stopped")
+	conds := rn.setCond(session.Condition{Type: status.CondRunnerStarted, Status: session.StatusFalse, Reason: status.ReasonStopped, Message: "stopped on request"})
+	stopped := status.Update{Phase: session.PhaseStopped, CompletionTime: time.Now(), Conditions: conds}
+	return stopped, s.status.Write(ctx, rn.id, stopped)
 }
 
 // recordFinal writes rn's pending final phase into its record (state

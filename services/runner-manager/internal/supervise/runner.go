@@ -2,6 +2,7 @@ package supervise
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"time"
 
@@ -51,11 +52,15 @@ type Runner struct {
 	// record, so that nobody starts the finished session again; Resend
 	// retries. Guarded by mu.
 	pending *pendingFinal
-	// readAt, wroteAt bracket the last Creating/Running write (the
-	// session's updated_at before and after it): a change stamped in
-	// (readAt, wroteAt] was overwritten by it (status.WriteIf). Guarded
+	// writes bracket each Creating/Running write of this runner (the
+	// session's updated_at before and after it): a change stamped inside
+	// one was overwritten by it (status.WriteIf). Every write's, not only
+	// the last one's: a Stopping overwritten by the Creating write may be
+	// handled after the Running write. Guarded by mu.
+	writes []window
+	// wroteAt is the session's updated_at after the last of them. Guarded
 	// by mu.
-	readAt, wroteAt time.Time
+	wroteAt time.Time
 	// runningSince is the start_time written with Running; zero until the
 	// health check passed. Guarded by mu.
 	runningSince time.Time
@@ -69,7 +74,19 @@ type ending struct {
 	message string
 	// fail, when set, is the reason counted as a failure.
 	fail string
+	// guarded, when set, writes the phase only over one that still wants
+	// a runner: the ending of a runner stopped by the service's shutdown,
+	// which no longer hears of a stop, end or deletion of its session.
+	guarded bool
 }
+
+// window is one Creating/Running write: a change of the session stamped
+// in (readAt, wroteAt] was overwritten by it.
+type window struct{ readAt, wroteAt time.Time }
+
+// maxWindows bounds the write windows a runner keeps: its Creating and
+// Running writes, and a few rewrites of Running that healed phase drift.
+const maxWindows = 8
 
 // pendingFinal is a final phase not yet written.
 type pendingFinal struct {
@@ -120,12 +137,30 @@ func (rn *Runner) StopRequested() bool {
 }
 
 // Overwrote reports whether a change of the session stamped at (its
-// updated_at) landed between the read and the write of this runner's last
-// Creating/Running write, so that write replaced it (see status.WriteIf).
+// updated_at) landed between the read and the write of one of this
+// runner's Creating/Running writes, so that write replaced it (see
+// status.WriteIf).
 func (rn *Runner) Overwrote(at time.Time) bool {
 	rn.mu.Lock()
 	defer rn.mu.Unlock()
-	return !rn.wroteAt.IsZero() && at.After(rn.readAt) && !at.After(rn.wroteAt)
+	for _, w := range rn.writes {
+		if at.After(w.readAt) && !at.After(w.wroteAt) {
+			return true
+		}
+	}
+	return false
+}
+
+// wrote records the window of a Creating/Running write. Callers hold mu.
+func (rn *Runner) wrote(readAt, wroteAt time.Time) {
+	if len(rn.writes) == maxWindows {
+		// Only phase drift heals write this often: drop the oldest window
+		// after the first two (normally Creating and Running, the writes a
+		// user's stop races with).
+		rn.writes = slices.Delete(rn.writes, 2, 3)
+	}
+	rn.writes = append(rn.writes, window{readAt: readAt, wroteAt: wroteAt})
+	rn.wroteAt = wroteAt
 }
 
 // Record is this replica's record of the runner as last written.
@@ -178,6 +213,19 @@ func (rn *Runner) setCond(c session.Condition) session.Conditions {
 	defer rn.mu.Unlock()
 	rn.conds = rn.conds.Set(c, time.Now())
 	return rn.conds
+}
+
+// endHealthCheck settles a HealthCheckPassed still Unknown (polling)
+// as False with reason: the runner ended (exited, stopped, shut down)
+// before its health check passed, and the final conditions must not say
+// it is still being polled.
+func (rn *Runner) endHealthCheck(reason string) {
+	rn.mu.Lock()
+	defer rn.mu.Unlock()
+	if c, ok := rn.conds.Get(status.CondHealthCheckPassed); ok && c.Status == session.StatusUnknown {
+		rn.conds = rn.conds.Set(session.Condition{Type: status.CondHealthCheckPassed, Status: session.StatusFalse, Reason: reason,
+			Message: "the runner ended before its health check passed"}, time.Now())
+	}
 }
 
 // setUnsent records (or with nil clears) a status write to retry.
