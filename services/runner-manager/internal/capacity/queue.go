@@ -44,6 +44,13 @@ func (q *Queue) Remove(id string) {
 	delete(q.waiting, id)
 }
 
+// Len returns how many sessions wait.
+func (q *Queue) Len() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.waiting)
+}
+
 // Has reports whether session id waits.
 func (q *Queue) Has(id string) bool {
 	q.mu.Lock()

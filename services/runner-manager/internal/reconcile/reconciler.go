@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -112,6 +113,10 @@ type Reconciler struct {
 	log     *slog.Logger
 	mgr     *runner.Manager // for the workspaces of deleted sessions (workspaces.go)
 	starts  sync.WaitGroup  // one per start finishing on its own goroutine (goStart)
+	// starting counts the starts handed to a goroutine that have not
+	// finished (goStart): their runners may not hold a slot yet, so
+	// startWaiting leaves that many slots to them.
+	starting atomic.Int64
 }
 
 // New validates cfg and returns a reconciler. It starts nothing.

@@ -68,7 +68,7 @@ func (r *Reconciler) ensureRunning(ctx context.Context, log *slog.Logger, lk *se
 		return wrapRetry("claim", id, err)
 	}
 	unlock := lk.handOff()
-	r.goStart(ctx, func(ctx context.Context) {
+	r.goStart(ctx, id, func(ctx context.Context) {
 		defer unlock()
 		if err := r.startClaimed(ctx, log, id, held, received); err != nil && !errors.Is(err, ErrShuttingDown) {
 			log.Warn("start session; the resync retries", slog.String(logkey.Err, err.Error()))
@@ -169,10 +169,14 @@ func (r *Reconciler) deferForCapacity(ctx context.Context, log *slog.Logger, id 
 }
 
 // startWaiting starts queued sessions, longest waiting first, while
-// capacity lasts (a runner ended).
+// capacity lasts (a runner ended). The starts it hands off do not hold
+// their slots yet, so it leaves a slot to each start still in flight
+// (r.starting): otherwise every queued session would be claimed and
+// re-read at each wake-up, all but one would be queued again behind the
+// others, and the longest waiting would not come first.
 func (r *Reconciler) startWaiting(ctx context.Context) {
 	for _, id := range r.queue.Oldest() {
-		if ctx.Err() != nil || !r.sup.HasCapacity() {
+		if ctx.Err() != nil || int64(r.sup.Free()) <= r.starting.Load() {
 			return
 		}
 		log := r.log.With(slog.String(logkey.SessionID, id))

@@ -2,12 +2,14 @@ package reconcile
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/ambient-code/control-plane/libs/group"
 	"github.com/ambient-code/control-plane/libs/session"
+	"github.com/ambient-code/control-plane/libs/testenv"
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
 )
 
@@ -69,4 +71,70 @@ func TestStartDoesNotHoldTheHandler(t *testing.T) {
 	}
 	close(api.release)
 	e.waitPhase(slow.GetMetadata().GetId(), session.PhaseRunning, 10*time.Second)
+}
+
+// readCounter is the API counting the reads of each session.
+type readCounter struct {
+	sessionAPI
+	mu    sync.Mutex
+	reads map[string]int
+}
+
+func (c *readCounter) GetSession(ctx context.Context, id string) (*ambientv1.Session, error) {
+	c.mu.Lock()
+	c.reads[id]++
+	c.mu.Unlock()
+	return c.sessionAPI.GetSession(ctx, id)
+}
+
+func (c *readCounter) count(id string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.reads[id]
+}
+
+// Sessions waiting for capacity start longest waiting first, one per free
+// slot. Before, every queued session was claimed and re-read when one slot
+// freed (the handed-off starts held no slot yet, so the capacity hint
+// stayed true), all but the winner went back to the queue as its newest
+// entries, and which one won was a race.
+func TestQueuedSessionsStartInOrder(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	api := &readCounter{sessionAPI: e.client, reads: map[string]int{}}
+	rp := e.replica(replicaOpts{api: api, max: 1, ports: 4})
+	first := e.create("running")
+	e.handle(rp, added, first)
+	e.waitPhase(first.GetMetadata().GetId(), session.PhaseRunning, 5*time.Second)
+	var waiting []string
+	for _, name := range []string{"waits 1", "waits 2", "waits 3", "waits 4"} {
+		s := e.create(name)
+		e.handle(rp, added, s)
+		waiting = append(waiting, s.GetMetadata().GetId())
+		testenv.Eventually(t, 5*time.Second, func() error {
+			if !rp.rec.queue.Has(s.GetMetadata().GetId()) {
+				return fmt.Errorf("%s not queued", name)
+			}
+			return nil
+		})
+	}
+	running := first.GetMetadata().GetId()
+	for i, id := range waiting {
+		before := make([]int, len(waiting))
+		for j, w := range waiting {
+			before[j] = api.count(w)
+		}
+		e.handle(rp, modified, e.setPhase(running, session.PhaseStopping))
+		e.waitPhase(running, session.PhaseStopped, 5*time.Second)
+		e.waitPhase(id, session.PhaseRunning, 5*time.Second)
+		for j, w := range waiting[i+1:] {
+			if n := api.count(w) - before[i+1+j]; n != 0 {
+				t.Errorf("slot %d: waiting session %d was read %d times, want 0 (only the longest waiting starts)", i+1, i+2+j, n)
+			}
+			if p := session.PhaseOf(e.get(w)); p != session.PhaseNone {
+				t.Fatalf("slot %d: waiting session %d is %q, want it still waiting", i+1, i+2+j, p)
+			}
+		}
+		running = id
+	}
 }

@@ -104,6 +104,14 @@ func (m *Manager) HasCapacity() bool {
 	return len(m.procs) < m.cfg.MaxSessions && m.pool.InUse() < m.pool.Size()
 }
 
+// Free reports how many more runners may start now (session slots and
+// ports both); a hint, Start decides.
+func (m *Manager) Free() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return max(0, min(m.cfg.MaxSessions-len(m.procs), m.pool.Size()-m.pool.InUse()))
+}
+
 // Start spawns the runner of s. It returns [ErrRunning], [ErrAtCapacity],
 // [ErrNoPorts], [ErrPortsUnknown], [ErrBadSessionID] or [ErrSpawn]. The
 // process is tracked until it exits (its session slot is free then); its

@@ -170,6 +170,9 @@ func (s *Supervisor) Runners() []*Runner {
 // decides.
 func (s *Supervisor) HasCapacity() bool { return s.mgr.HasCapacity() }
 
+// Free reports how many more runners may start now; a hint, Start decides.
+func (s *Supervisor) Free() int { return s.mgr.Free() }
+
 // Ready reports whether the supervisor starts runners (false once Shutdown
 // began).
 func (s *Supervisor) Ready() bool {
