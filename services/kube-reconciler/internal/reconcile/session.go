@@ -81,6 +81,13 @@ func (r *Reconciler) session(ctx context.Context, s *ambientv1.Session, deleted 
 		return metrics.ResultError, err
 	}
 	if cur, ok := r.upToDate(desired, key); ok {
+		// An old CR may still be left (its delete failed, or the status
+		// informer had not synced when the new one was applied): a retry
+		// or the resync finds the new CR up to date, so it is deleted here
+		// too. Only the informer's index is read when there is none.
+		if err := r.deleteCRs(ctx, nil, id, key); err != nil {
+			return metrics.ResultError, err
+		}
 		return r.clearFailure(ctx, s, key, cur, metrics.ResultUnchanged)
 	}
 	applied, err := r.cfg.Applier.Session(ctx, desired)
@@ -213,14 +220,25 @@ func (r *Reconciler) invalidSession(ctx context.Context, s *ambientv1.Session, c
 
 // refusedSession reports a session whose project's namespace is refused
 // (denied, or not the project's): no AgenticSession, phase Failed with a
-// Reconciled=False condition saying why. Unlike invalidSession it deletes
-// nothing, because nothing may be written in a refused namespace. Once an
-// operator fixes the namespace, a start of the session (or the next resync)
-// reconciles it again.
+// Reconciled=False condition saying why. Nothing is written in the refused
+// namespace, but a CR the session left in another namespace (it moved here
+// from a project of ours) is deleted as invalidSession does: its status
+// would otherwise write its phase over the failure, and its agent would
+// keep running. Once an operator fixes the namespace, a start of the
+// session (or the next resync) reconciles it again.
 func (r *Reconciler) refusedSession(ctx context.Context, s *ambientv1.Session, refused *RefusedError, log *slog.Logger) (string, error) {
 	r.cfg.Metrics.Reject(ctx, "sessions", refused.metricReason())
 	log.ErrorContext(ctx, "session refused: project namespace not ours", slog.String(logkey.Namespace, refused.Namespace),
 		slog.String(logkey.Reason, refused.Detail))
+	var elsewhere []types.NamespacedName
+	for _, cr := range r.trackedCRs(s.GetMetadata().GetId()) {
+		if cr.Namespace != refused.Namespace {
+			elsewhere = append(elsewhere, cr)
+		}
+	}
+	if err := r.deleteAll(ctx, elsewhere, types.NamespacedName{}); err != nil {
+		return metrics.ResultError, err
+	}
 	return r.reportFailed(ctx, s, refused.Reason, refused.Detail)
 }
 
