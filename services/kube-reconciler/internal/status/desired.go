@@ -6,6 +6,7 @@ import (
 	"math"
 	"time"
 
+	"github.com/ambient-code/control-plane/libs/session"
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
 	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/spec"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -63,6 +64,13 @@ func FromCR(cr *unstructured.Unstructured) (req *ambientv1.UpdateSessionStatusRe
 		return ptr(string(b))
 	}
 	req.Phase = str("phase")
+	if req.Phase != nil && !session.Phase(*req.Phase).Valid() {
+		// The API refuses a request with a phase none of the seven
+		// (InvalidArgument, a permanent error): skipped, the rest still
+		// reaches it. The operator's CRD has the enum; an older one not.
+		bad = append(bad, "phase")
+		req.Phase = nil
+	}
 	req.StartTime = ts("startTime")
 	req.CompletionTime = ts("completionTime")
 	req.SdkSessionId = str("sdkSessionId")

@@ -48,6 +48,10 @@ func TestFromCRAndDiffers(t *testing.T) {
 		{"conditions changed", map[string]any{"conditions": []any{}}, matching, true, 0},
 		{"bad time skipped", map[string]any{"startTime": "yesterday", "phase": "Running"}, matching, false, 1},
 		{"bad type skipped", map[string]any{"phase": int64(1)}, matching, false, 1},
+		// A phase none of the seven (a CRD without the operator's enum):
+		// the API refuses the whole request with it (InvalidArgument), so
+		// the uid, namespace and the rest would be lost with it.
+		{"unknown phase skipped", map[string]any{"phase": "Paused", "sdkRestartCount": int64(3)}, matching, false, 1},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
