@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -28,7 +29,8 @@ import (
 //
 // So a lane keeps its queue sorted by stream sequence, and before it
 // starts its head message it asks the work-queue stream for the object's
-// oldest message: one direct get by subject. In a work queue an acked
+// oldest message: one direct get by the object's subjects (objectFilter:
+// the project token changes when a session moves). In a work queue an acked
 // message is gone, so that is the oldest one not yet settled. If it is
 // older than the head, the lane waits for it. It comes back as a
 // redelivery (the server redelivers even at MaxAckPending), or a former
@@ -84,17 +86,18 @@ type olderWait struct {
 // reset starts the state over for head.
 func (o *olderWait) reset(head uint64) { *o = olderWait{head: head, delay: olderPollMin} }
 
-// wqSubjectOf is the subject of a message in the group's work-queue
-// stream: pcgroups' transform prefixes the partition, and its delivery
-// strips it again.
+// wqSubjectOf is the subject (or filter) of messages in the group's
+// work-queue stream: pcgroups' transform prefixes the partition, and its
+// delivery strips it again.
 func wqSubjectOf(partition int, subject string) string {
 	return fmt.Sprintf("%d.%s", partition, subject)
 }
 
 // waitForOlder reports whether the lane must not start e yet because the
 // work-queue stream still holds an older message of e's object that this
-// member does not. It then waits for the next poll, a delivery filed in
-// the lane or the lane's end, and the caller looks at its queue again.
+// member neither holds nor settled. It then waits for the next poll, a
+// delivery filed in the lane or the lane's end, and the caller looks at
+// its queue again.
 func (w *worker) waitForOlder(runCtx, lctx context.Context, f *flight, l *lane, e *entry, o *olderWait) bool {
 	if e.seq == 0 || w.wq == nil {
 		return false // no metadata, or no stream to ask
@@ -108,7 +111,14 @@ func (w *worker) waitForOlder(runCtx, lctx context.Context, f *flight, l *lane, 
 		return false
 	}
 	log := w.log.With(slog.String(logkey.Subject, e.subject), slog.Uint64(logkey.Seq, e.seq))
-	oldest, err := w.nextInStream(lctx, f.partition, e.subject, 0)
+	filter := w.objectFilter(e.subject)
+	oldest, err := w.nextInStream(lctx, f.partition, filter, 0)
+	// Skip the messages handled here whose ack is still on its way (or
+	// dead-lettered, their Term lost): they say nothing about those
+	// between them and the head, one of which may be lost in transit.
+	for err == nil && oldest != 0 && oldest < e.seq && w.settledByUs(oldest) {
+		oldest, err = w.nextInStream(lctx, f.partition, filter, oldest+1)
+	}
 	switch {
 	case err != nil && (runCtx.Err() != nil || lctx.Err() != nil):
 		return false // released by the caller
@@ -121,10 +131,6 @@ func (w *worker) waitForOlder(runCtx, lctx context.Context, f *flight, l *lane, 
 	case oldest == e.seq:
 		return false
 	case oldest != 0 && oldest < e.seq:
-		if w.settledByUs(oldest) {
-			// Handled here; only its ack is still on its way.
-			return false
-		}
 		switch {
 		case o.since.IsZero():
 			o.since = time.Now()
@@ -183,8 +189,9 @@ func (w *worker) followsInStream(ctx context.Context, partition int, prev, e *en
 	if prev.seq == 0 || e.seq == 0 {
 		return false // no metadata: only waitForOlder may let e go
 	}
+	filter := w.objectFilter(e.subject)
 	for from := prev.seq + 1; ; {
-		next, err := w.nextInStream(ctx, partition, e.subject, from)
+		next, err := w.nextInStream(ctx, partition, filter, from)
 		switch {
 		case err != nil || next == 0 || next > e.seq:
 			return false
@@ -197,19 +204,37 @@ func (w *worker) followsInStream(ctx context.Context, partition int, prev, e *en
 	}
 }
 
-// nextInStream returns the sequence of the first message of subject (as
-// delivered, without the partition) at or after sequence from in the
-// group's work-queue stream, or 0 when it holds none. From 0 that is the
-// object's oldest message not yet settled.
-func (w *worker) nextInStream(ctx context.Context, partition int, subject string, from uint64) (uint64, error) {
+// objectFilter returns the subject filter (as delivered, without the
+// partition) of every message of the object of a message on subject
+// <prefix>.<resource>.<project>.<id>: <prefix>.<resource>.*.<id>. An
+// object's subject is not fixed: a session moved to another project
+// publishes its later events under the new project's token. Looking up the head's subject alone, a lane took an
+// older message lost in transit under the old project for none, and
+// handled (or coalesced over) it after the newer ones
+// (TestLaneWaitsForOlderLostDeliveryOfMovedObject). A subject not of that
+// form is its own filter.
+func (w *worker) objectFilter(subject string) string {
+	rest, ok := strings.CutPrefix(subject, w.cfg.SubjectPrefix+".")
+	if !ok || strings.Count(rest, ".") != 2 {
+		return subject
+	}
+	resource, _, _ := strings.Cut(rest, ".")
+	return w.cfg.SubjectPrefix + "." + resource + ".*." + rest[strings.LastIndexByte(rest, '.')+1:]
+}
+
+// nextInStream returns the sequence of the first message matching filter
+// (see objectFilter) at or after sequence from in the group's work-queue
+// stream, or 0 when it holds none. From 0 that is the object's oldest
+// message not yet settled.
+func (w *worker) nextInStream(ctx context.Context, partition int, filter string, from uint64) (uint64, error) {
 	ctx, cancel := context.WithTimeout(ctx, ackTimeout)
 	defer cancel()
-	m, err := w.wq.GetMsg(ctx, from, jetstream.WithGetMsgSubject(w.wqSubject(partition, subject)))
+	m, err := w.wq.GetMsg(ctx, from, jetstream.WithGetMsgSubject(w.wqSubject(partition, filter)))
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return 0, nil
 	}
 	if err != nil {
-		return 0, fmt.Errorf("next message of %s from %d: %w", subject, from, err)
+		return 0, fmt.Errorf("next message of %s from %d: %w", filter, from, err)
 	}
 	return m.Sequence, nil
 }

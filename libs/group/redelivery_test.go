@@ -383,3 +383,29 @@ func seqOf(t *testing.T, m jetstream.Msg) uint64 {
 	}
 	return md.Sequence.Stream
 }
+
+// TestLaneWaitsForLostDeliveryBehindOneSettledHere: the object's oldest
+// message in the stream is one this member settled already (v1 handled,
+// its ack unconfirmed; or dead-lettered and its Term lost), and v2 was
+// lost in transit. v3 must wait for v2: v1 being settled here says
+// nothing about the messages between it and the head.
+func TestLaneWaitsForLostDeliveryBehindOneSettledHere(t *testing.T) {
+	t.Parallel()
+	q := newWorkQueue(t, 30*time.Second)
+	q.publish(t, "x", 3)
+	var j seqJournal
+	w := q.worker(t, j.record)
+	v1, v2, v3 := q.fetch(t), q.fetch(t), q.fetch(t)
+	w.mu.Lock()
+	w.handled[seqOf(t, v1)] = settledHere{at: time.Now()} // handled before, its ack lost
+	w.lastCseq = 1
+	w.mu.Unlock()
+	w.deliver(t.Context(), t.Context(), v3) // v2 lost in transit
+	q.waitReordered(t, 1)
+	if got := j.snapshot(); len(got) != 0 {
+		t.Fatalf("handled %v before v2 arrived", got)
+	}
+	w.deliver(t.Context(), t.Context(), v2) // the redelivery, late
+	q.waitSettled(t, 2)
+	j.want(t, v2, v3)
+}

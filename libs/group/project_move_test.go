@@ -1,0 +1,90 @@
+package group
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/ambient-code/control-plane/libs/events"
+	"github.com/ambient-code/control-plane/libs/testenv"
+	eventsv1 "github.com/ambient-code/control-plane/proto/ambient/events/v1"
+	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
+)
+
+// publishIn adds an event of session id in project to the stream: the
+// subject carries the project, so a session moved to another project
+// changes subject while it stays one object (one lane, one partition).
+func (q *workQueue) publishIn(t *testing.T, project, id string) {
+	t.Helper()
+	sess := &ambientv1.Session{Metadata: &ambientv1.ObjectReference{Id: id, UpdatedAt: timestamppb.Now(), Kind: "Session"}, ProjectId: proto.String(project)}
+	msg, err := events.NewMsg(t.Context(), events.SubjectPrefix, events.NewEvent(eventsv1.EventType_EVENT_TYPE_MODIFIED, sess, nil, time.Now()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := q.js.PublishMsg(t.Context(), msg); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestLaneWaitsForOlderLostDeliveryOfMovedObject: session x moved from
+// project p1 to p2, so its v1 is on ....p1.x and its v2 on ....p2.x. v1 was
+// lost in transit and v2 arrives first. The lane (keyed by the id) must
+// look for the object's older messages under every subject of the object,
+// not only the head's, and wait for v1.
+func TestLaneWaitsForOlderLostDeliveryOfMovedObject(t *testing.T) {
+	t.Parallel()
+	q := newWorkQueue(t, 30*time.Second)
+	q.publishIn(t, "p1", "x")
+	q.publishIn(t, "p2", "x")
+	var j seqJournal
+	w := q.worker(t, j.record)
+	v1, v2 := q.fetch(t), q.fetch(t)
+	w.deliver(t.Context(), t.Context(), v2)
+	q.waitReordered(t, 1)
+	if got := j.snapshot(); len(got) != 0 {
+		t.Fatalf("handled %v before v1 arrived", got)
+	}
+	w.deliver(t.Context(), t.Context(), v1) // the redelivery, late
+	q.waitSettled(t, 2)
+	j.want(t, v1, v2)
+}
+
+// TestCoalescedBatchStopsAtLostEventOfMovedObject: as
+// TestCoalescedBatchStopsAtLostEvent, but the object moved to another
+// project between the lost v3 and the queued v4 (other subjects): v2 and
+// v4 must not be coalesced over v3.
+func TestCoalescedBatchStopsAtLostEventOfMovedObject(t *testing.T) {
+	t.Parallel()
+	q := newWorkQueue(t, 30*time.Second)
+	q.cfg.Coalesce = true
+	q.publishIn(t, "p1", "x")
+	q.publishIn(t, "p1", "x")
+	q.publishIn(t, "p1", "x")
+	q.publishIn(t, "p2", "x")
+	ctx := t.Context()
+	var j seqJournal
+	h, started, release := firstCallHeld(&j)
+	w := q.worker(t, h)
+	v := []jetstream.Msg{q.fetch(t), q.fetch(t), q.fetch(t), q.fetch(t)}
+	w.deliver(ctx, ctx, v[0])
+	<-started
+	w.deliver(ctx, ctx, v[1])
+	w.deliver(ctx, ctx, v[3]) // v[2] lost in transit
+	close(release)
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if n := q.cfg.Stats.Snapshot().Acked; n < 2 {
+			return fmt.Errorf("acked %d, want v1 and v2 settled", n)
+		}
+		return nil
+	})
+	w.deliver(ctx, ctx, v[2]) // its redelivery
+	q.waitSettled(t, 4)
+	j.want(t, v[0], v[1], v[3])
+	if st := q.cfg.Stats.Snapshot(); st.Coalesced != 1 || st.Reordered != 1 {
+		t.Fatalf("coalesced %d, reordered %d: want v3 coalesced into v4, which waited for it", st.Coalesced, st.Reordered)
+	}
+}
