@@ -15,6 +15,7 @@ import (
 	"os"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"go.opentelemetry.io/otel/trace"
@@ -158,13 +159,32 @@ func (c *RESTClient) do(ctx context.Context, method, path string) ([]byte, error
 	}
 	e := &restapi.Error{}
 	if jerr := json.Unmarshal(b, e); jerr != nil || e.Kind != restapi.ErrorKind {
-		e = &restapi.Error{Reason: strings.TrimSpace(string(bytes.ToValidUTF8(b, nil)))}
+		e = &restapi.Error{Reason: shortReason(b)}
 		if e.Reason == "" {
 			e.Reason = http.StatusText(resp.StatusCode)
 		}
 	}
 	e.Status = resp.StatusCode
 	return nil, e
+}
+
+// maxReason bounds the reason made of an error answer that is no error
+// object: at a wrong URL that is a proxy's or a web frontend's HTML page,
+// which would otherwise end up whole in the error a user reads.
+const maxReason = 1 << 10
+
+// shortReason is body b as a reason: valid UTF-8, trimmed, and cut (at a
+// rune boundary) after maxReason bytes, saying how long it was.
+func shortReason(b []byte) string {
+	s := strings.TrimSpace(string(bytes.ToValidUTF8(b, nil)))
+	if len(s) <= maxReason {
+		return s
+	}
+	cut := maxReason
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return fmt.Sprintf("%s... (%d bytes)", s[:cut], len(s))
 }
 
 // RESTStatus returns the HTTP status of a REST error answer in err's chain

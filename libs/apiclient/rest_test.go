@@ -194,3 +194,26 @@ func TestRESTConfigLogValueRedactsToken(t *testing.T) {
 		t.Errorf("log line %s", b.String())
 	}
 }
+
+// TestRESTErrorPageIsShortened: an error answer that is no error object (a
+// proxy's or a web frontend's HTML page at a wrong URL) becomes a reason
+// of bounded length; it used to be the whole page, up to 16 MiB, in the
+// error a CLI prints.
+func TestRESTErrorPageIsShortened(t *testing.T) {
+	t.Parallel()
+	page := "<html><body>" + strings.Repeat("ü", 100<<10) + "</body></html>"
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/html")
+		w.WriteHeader(http.StatusBadGateway)
+		_, _ = io.WriteString(w, page) // the client's error shows a short write
+	}))
+	defer ts.Close()
+	_, err := restClient(t, ts.URL, "tok").StartSession(t.Context(), "s1")
+	var e *restapi.Error
+	if !errors.As(err, &e) || e.Status != http.StatusBadGateway {
+		t.Fatalf("start: %v, want the 502", err)
+	}
+	if len(e.Reason) > 1100 || !strings.HasPrefix(e.Reason, "<html><body>ü") || !strings.HasSuffix(e.Reason, "... (204826 bytes)") {
+		t.Fatalf("reason of %d bytes: %.80q...%q", len(e.Reason), e.Reason, e.Reason[max(0, len(e.Reason)-40):])
+	}
+}

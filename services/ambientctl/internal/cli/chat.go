@@ -82,8 +82,8 @@ func followCmd(o *options) *cobra.Command {
 		Short: "Stream what every run of a session says, whoever started it, until Ctrl-C (or --runs runs ended)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if runs < 0 {
-				return fmt.Errorf("--runs %d: want 0 (no limit) or more", runs)
+			if err := nonNegative("--runs", runs, "no limit"); err != nil {
+				return err
 			}
 			return o.follow(cmd.Context(), cmd.OutOrStdout(), args[0], runs)
 		},
@@ -116,7 +116,7 @@ func (o *options) openStream(ctx context.Context, method, session, route string,
 	if body != nil {
 		rd = bytes.NewReader(body)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, o.proxyURL+"/sessions/"+url.PathEscape(session)+route, rd)
+	req, err := http.NewRequestWithContext(ctx, method, joinURL(o.proxyURL, "/sessions/"+url.PathEscape(session)+route), rd)
 	if err != nil {
 		return nil, fmt.Errorf("build request: %w", err)
 	}

@@ -284,6 +284,10 @@ func TestEventsTail(t *testing.T) {
 	if err := json.Unmarshal([]byte(strings.TrimSpace(out)), &got); err != nil || got.Type != "EVENT_TYPE_ADDED" || got.ObjectID != "s1" {
 		t.Fatalf("tail --json output %q: %v", out, err)
 	}
+	// -o json is --json.
+	if out := h.mustRun("events", "tail", "--all", "--count", "1", "-o", "json"); !strings.HasPrefix(out, "{") || json.Unmarshal([]byte(out), &got) != nil {
+		t.Fatalf("tail -o json output %q", out)
+	}
 	if _, errs, code := h.run("events", "tail", "--resource", "pods"); code != 2 || !strings.Contains(errs, "--resource") {
 		t.Fatalf("bad resource: exit %d stderr %q", code, errs)
 	}

@@ -32,6 +32,9 @@ func dlqCmd(o *options) *cobra.Command {
 		Short: "Print the dead letters, oldest first",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := nonNegative("--limit", limit, "all"); err != nil {
+				return err
+			}
 			return o.withJetStream(cmd.Context(), func(ctx context.Context, js jetstream.JetStream) error {
 				letters, err := group.DeadLetters(ctx, js, prefix, groupName, limit)
 				if err != nil {

@@ -27,6 +27,9 @@ func eventsCmd(o *options) *cobra.Command {
 		Short: "Print events as they are published (Ctrl-C to stop)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := nonNegative("--count", count, "no limit"); err != nil {
+				return err
+			}
 			filter := events.AllSubjects(prefix)
 			if resource != "" {
 				r, err := events.ParseResourceToken(resource)
@@ -35,12 +38,14 @@ func eventsCmd(o *options) *cobra.Command {
 				}
 				filter = events.FilterSubject(prefix, r)
 			}
+			// -o json asks for JSON as --json does (it printed text lines).
+			asJSON = asJSON || o.output == "json"
 			return o.tail(cmd.Context(), cmd.OutOrStdout(), tailSpec{stream: stream, filter: filter, prefix: prefix, json: asJSON, all: all, count: count})
 		},
 	}
 	f := tail.Flags()
 	f.StringVar(&resource, "resource", "", "only this resource: sessions, projects or project_settings")
-	f.BoolVar(&asJSON, "json", false, "print each event as one line of JSON")
+	f.BoolVar(&asJSON, "json", false, "print each event as one line of JSON (as -o json does)")
 	f.BoolVar(&all, "all", false, "start from the oldest event kept instead of new ones")
 	f.IntVar(&count, "count", 0, "exit after this many events (0: run until interrupted)")
 	f.StringVar(&prefix, "prefix", events.SubjectPrefix, "subject prefix (ambient.shadow.events for a shadow informer)")

@@ -32,7 +32,7 @@ func projectsCmd(o *options) *cobra.Command {
 				if err != nil {
 					return o.explain(err, fmt.Sprintf("create project %q", args[0]))
 				}
-				return o.printProjects(cmd, p)
+				return o.printProject(cmd, p)
 			})
 		},
 	}
@@ -48,7 +48,7 @@ func projectsCmd(o *options) *cobra.Command {
 				if err != nil {
 					return o.explain(err, "list projects")
 				}
-				return o.printProjects(cmd, ps...)
+				return o.printProjectList(cmd, ps)
 			})
 		},
 	}
@@ -56,14 +56,23 @@ func projectsCmd(o *options) *cobra.Command {
 	return cmd
 }
 
-func (o *options) printProjects(cmd *cobra.Command, ps ...*ambientv1.Project) error {
+// printProject prints one project (-o json: an object).
+func (o *options) printProject(cmd *cobra.Command, p *ambientv1.Project) error {
 	if o.output == "json" {
-		msgs := make([]proto.Message, len(ps))
-		for i, p := range ps {
-			msgs[i] = p
-		}
-		return printJSON(cmd.OutOrStdout(), msgs...)
+		return printJSON(cmd.OutOrStdout(), p)
 	}
+	return projectTable(cmd, []*ambientv1.Project{p})
+}
+
+// printProjectList prints a list of projects (-o json: one array).
+func (o *options) printProjectList(cmd *cobra.Command, ps []*ambientv1.Project) error {
+	if o.output == "json" {
+		return printJSONList(cmd.OutOrStdout(), ps)
+	}
+	return projectTable(cmd, ps)
+}
+
+func projectTable(cmd *cobra.Command, ps []*ambientv1.Project) error {
 	rows := make([][]string, 0, len(ps))
 	for _, p := range ps {
 		rows = append(rows, []string{p.GetMetadata().GetId(), orDash(p.GetDisplayName()), orDash(p.GetStatus())})

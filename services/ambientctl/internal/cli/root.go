@@ -140,13 +140,13 @@ func newRoot(lookup LookupEnv) (*cobra.Command, *options) {
 	pf := root.PersistentFlags()
 	pf.StringVar(&o.api, "api", envOr(lookup, EnvAPIAddr, DefaultAPIAddr), "ambient API gRPC address ($"+EnvAPIAddr+")")
 	pf.StringVar(&o.rest, "rest", envOr(lookup, EnvRESTURL, envOr(lookup, EnvServerURL, DefaultRESTURL)),
-		"ambient API REST base URL, for `sessions start/stop` ($"+EnvRESTURL+", else $"+EnvServerURL+")")
+		"ambient API REST base URL, for sessions start and stop ($"+EnvRESTURL+", else $"+EnvServerURL+")")
 	// No default shown: the token is a secret, and --help must not print it.
 	pf.StringVar(&o.token, "token", "", "ambient API bearer token (default $"+EnvToken+", or the content of the file $"+EnvTokenFile+", else "+DefaultToken+", the dev stack's)")
 	pf.BoolVar(&o.useTLS, "tls", useTLS, "use TLS to the API ($"+EnvUseTLS+")")
 	pf.StringVar(&o.caFile, "ca-file", envOr(lookup, EnvCAFile, ""), "CA bundle for API TLS ($"+EnvCAFile+")")
-	pf.StringVar(&o.natsURL, "nats", envOr(lookup, EnvNATSURL, DefaultNATSURL), "NATS URL for `events tail` and `dlq` ($"+EnvNATSURL+")")
-	pf.StringVar(&o.proxyURL, "proxy", envOr(lookup, EnvProxyURL, DefaultProxyURL), "agui-proxy base URL for `chat` ($"+EnvProxyURL+")")
+	pf.StringVar(&o.natsURL, "nats", envOr(lookup, EnvNATSURL, DefaultNATSURL), "NATS URL for events tail and dlq ($"+EnvNATSURL+")")
+	pf.StringVar(&o.proxyURL, "proxy", envOr(lookup, EnvProxyURL, DefaultProxyURL), "agui-proxy base URL for chat and follow ($"+EnvProxyURL+")")
 	// The default is filled in after parsing, like --token's: as a flag
 	// default --help would print the secret.
 	pf.StringVar(&o.proxyToken, "proxy-token", "", "bearer token for the agui-proxy (default $"+EnvProxyToken+")")
@@ -161,6 +161,9 @@ func newRoot(lookup LookupEnv) (*cobra.Command, *options) {
 	// be reached" (or silently replaced by a default). Then every command
 	// runs in a trace of its own.
 	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
+		if cmd.HasSubCommands() {
+			return nil // a group only shows its help: nothing to check or trace
+		}
 		if !cmd.Flags().Changed("token") {
 			o.token = token
 		}
@@ -173,14 +176,51 @@ func newRoot(lookup LookupEnv) (*cobra.Command, *options) {
 		return o.startTrace(cmd)
 	}
 	root.AddCommand(sessionsCmd(o), projectsCmd(o), settingsCmd(o), eventsCmd(o), dlqCmd(o), chatCmd(o), followCmd(o), tallyCmd(o))
+	for _, c := range root.Commands() {
+		argsAreUsage(c)
+	}
 	return root, o
+}
+
+// argsAreUsage makes wrong arguments a usage error (exit 2) in cmd and the
+// commands under it. Cobra returns a plain error for a wrong argument
+// count (exit 1, as if the command had failed), and answers an unknown
+// subcommand of a group (`sessions stat ID`) with the group's help and
+// success, so a script's typo looked done. A group alone still shows its
+// help. The root is left alone: cobra refuses its unknown commands, and it
+// is not runnable, which Execute counts as a usage error.
+func argsAreUsage(cmd *cobra.Command) {
+	if cmd.HasSubCommands() {
+		for _, c := range cmd.Commands() {
+			argsAreUsage(c)
+		}
+		cmd.Args = func(c *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return nil
+			}
+			msg := fmt.Sprintf("unknown command %q for %q", args[0], c.CommandPath())
+			if s := c.SuggestionsFor(args[0]); len(s) > 0 {
+				msg += fmt.Sprintf(" (did you mean %q?)", s[0])
+			}
+			return usageError{errors.New(msg)}
+		}
+		cmd.RunE = func(c *cobra.Command, _ []string) error { return c.Help() }
+		return
+	}
+	check := cmd.Args
+	if check == nil {
+		return
+	}
+	cmd.Args = func(c *cobra.Command, args []string) error {
+		if err := check(c, args); err != nil {
+			return usageError{err}
+		}
+		return nil
+	}
 }
 
 // client connects to the API. The caller closes it.
 func (o *options) client() (*apiclient.Client, error) {
-	if o.output != "table" && o.output != "json" {
-		return nil, usageError{fmt.Errorf("--output must be table or json, got %q", o.output)}
-	}
 	c, err := apiclient.New(apiclient.Config{Addr: o.api, Token: o.token, UseTLS: o.useTLS, CAFile: o.caFile, Timeout: o.timeout, TracerProvider: o.tracerProvider()})
 	if err != nil {
 		return nil, fmt.Errorf("api client: %w", err)
@@ -200,9 +240,6 @@ func (o *options) withClient(fn func(c *apiclient.Client) error) error {
 
 // restClient returns the API's REST client (session start and stop).
 func (o *options) restClient() (*apiclient.RESTClient, error) {
-	if o.output != "table" && o.output != "json" {
-		return nil, usageError{fmt.Errorf("--output must be table or json, got %q", o.output)}
-	}
 	c, err := apiclient.NewREST(apiclient.RESTConfig{URL: o.rest, Token: o.token, CAFile: o.caFile, Timeout: o.timeout, TracerProvider: o.tracerProvider()})
 	if err != nil {
 		return nil, usageError{fmt.Errorf("--rest (or $%s): %w", o.restEnv, err)}
@@ -215,6 +252,12 @@ func (o *options) restClient() (*apiclient.RESTClient, error) {
 func (o *options) explainREST(err error, what string) error {
 	var e *restapi.Error
 	if !errors.As(err, &e) {
+		if errors.Is(err, restapi.ErrBadObject) {
+			// A 2xx whose body is no session: the server (or whatever
+			// answers at --rest) did take the call, so "cannot reach" would
+			// send the user to start an API that is running.
+			return fmt.Errorf("%s: the ambient API at %s answered, but its answer could not be read (see `ambientctl sessions get`): %w", what, o.rest, err)
+		}
 		if errors.Is(err, context.DeadlineExceeded) {
 			return fmt.Errorf("%s: the ambient API at %s did not answer within %s", what, o.rest, o.timeout)
 		}
@@ -240,6 +283,13 @@ func (o *options) explain(err error, what string) error {
 	st, ok := status.FromError(err)
 	if !ok {
 		return fmt.Errorf("%s: %w", what, err)
+	}
+	// The server's own message: FromError of a wrapped status puts the
+	// whole chain in Message ("get session x: rpc error: code = NotFound
+	// desc = ..."), which repeated what and the code.
+	var gs interface{ GRPCStatus() *status.Status }
+	if errors.As(err, &gs) && gs.GRPCStatus() != nil {
+		st = gs.GRPCStatus()
 	}
 	switch st.Code() {
 	case codes.Unavailable:

@@ -35,6 +35,11 @@ func sessionsCreateCmd(o *options) *cobra.Command {
 		Short: "Create a session",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			// 0 leaves the timeout to the server; a negative one was
+			// dropped without a word.
+			if err := nonNegative("--timeout-seconds", int(timeout), "the server's default"); err != nil {
+				return err
+			}
 			req := &ambientv1.CreateSessionRequest{Name: args[0]}
 			if project != "" {
 				req.ProjectId = proto.String(project)
@@ -64,7 +69,7 @@ func sessionsCreateCmd(o *options) *cobra.Command {
 					return o.explain(err, "create session")
 				}
 				tagSession(cmd.Context(), s.GetMetadata().GetId(), s.GetProjectId())
-				return o.printSessions(cmd, s)
+				return o.printSession(cmd, s)
 			})
 		},
 	}
@@ -117,7 +122,7 @@ func sessionsListCmd(o *options) *cobra.Command {
 						out = append(out, s)
 					}
 				}
-				return o.printSessions(cmd, out...)
+				return o.printSessionList(cmd, out)
 			})
 		},
 	}
@@ -159,7 +164,7 @@ func sessionActionCmd(o *options, use, short string, call func(*apiclient.RESTCl
 			if err != nil {
 				return o.explainREST(err, fmt.Sprintf("%s session %q", use, args[0]))
 			}
-			return o.printSessions(cmd, s)
+			return o.printSession(cmd, s)
 		},
 	}
 }
@@ -186,14 +191,23 @@ func sessionsDeleteCmd(o *options) *cobra.Command {
 	}
 }
 
-func (o *options) printSessions(cmd *cobra.Command, ss ...*ambientv1.Session) error {
+// printSession prints one session (-o json: an object).
+func (o *options) printSession(cmd *cobra.Command, s *ambientv1.Session) error {
 	if o.output == "json" {
-		msgs := make([]proto.Message, len(ss))
-		for i, s := range ss {
-			msgs[i] = s
-		}
-		return printJSON(cmd.OutOrStdout(), msgs...)
+		return printJSON(cmd.OutOrStdout(), s)
 	}
+	return sessionTable(cmd, []*ambientv1.Session{s})
+}
+
+// printSessionList prints a list of sessions (-o json: one array).
+func (o *options) printSessionList(cmd *cobra.Command, ss []*ambientv1.Session) error {
+	if o.output == "json" {
+		return printJSONList(cmd.OutOrStdout(), ss)
+	}
+	return sessionTable(cmd, ss)
+}
+
+func sessionTable(cmd *cobra.Command, ss []*ambientv1.Session) error {
 	rows := make([][]string, 0, len(ss))
 	for _, s := range ss {
 		rows = append(rows, []string{s.GetMetadata().GetId(), s.GetName(), orDash(s.GetProjectId()), orDash(s.GetPhase())})

@@ -38,7 +38,27 @@ func (o *options) checkSettings() error {
 	for _, name := range []string{o.restEnv, EnvProxyURL, EnvTallyURL} {
 		l.URL(name, "", "http", "https")
 	}
-	return errors.Join(nameFlags(l.Err()), o.checkTimeout())
+	return errors.Join(nameFlags(l.Err()), o.checkTimeout(), o.checkOutput())
+}
+
+// checkOutput refuses an --output no command knows, for every command:
+// those that do not call the API (tally, dlq list) printed a table for
+// "-o yaml" and succeeded.
+func (o *options) checkOutput() error {
+	if o.output == "table" || o.output == "json" {
+		return nil
+	}
+	return &envconfig.VarError{Name: "--output", Want: "table or json", Got: o.output}
+}
+
+// nonNegative refuses a negative number flag, whose 0 means zero: the
+// loops that take 0 as "no limit" stop at once on a negative one, so
+// `events tail --count -1` printed nothing and succeeded.
+func nonNegative(flag string, n int, zero string) error {
+	if n >= 0 {
+		return nil
+	}
+	return usageError{&envconfig.VarError{Name: flag, Want: "0 (" + zero + ") or more", Got: strconv.Itoa(n)}}
 }
 
 // checkTimeout refuses a --timeout that is not positive: every call is

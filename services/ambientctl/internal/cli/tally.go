@@ -26,7 +26,7 @@ func tallyCmd(o *options) *cobra.Command {
 func (o *options) tally(ctx context.Context, w io.Writer) error {
 	ctx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, o.tallyURL+"/tally", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, joinURL(o.tallyURL, "/tally"), nil)
 	if err != nil {
 		return fmt.Errorf("build request: %w", err)
 	}
