@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -25,6 +26,11 @@ const (
 	HeaderDLQAttempts      = "Ambient-Dlq-Attempts"
 	HeaderDLQSubject       = "Ambient-Dlq-Subject"
 	HeaderDLQOriginalMsgID = "Ambient-Dlq-Msg-Id"
+	// HeaderDLQOmitted says the letter's data was left out (its value is
+	// the data's size in bytes): with the letter's headers the event was
+	// over the server's max payload. Such a letter records the failure
+	// but cannot be replayed (ErrDataOmitted).
+	HeaderDLQOmitted = "Ambient-Dlq-Omitted"
 )
 
 // HeaderReplayGroup marks an event republished to the events stream for one
@@ -97,11 +103,55 @@ func dlqMsg(cfg Config, subject string, header nats.Header, data []byte, attempt
 	return m
 }
 
+// fitPayload makes the dead letter m fit the server's max payload: an
+// event published near that limit is over it with the letter's headers
+// added, and a letter refused for its size would be retried forever,
+// holding its lane. So the error text is cut first, and if that is not
+// enough the data is left out (HeaderDLQOmitted): the failure is still
+// recorded, the object heals at its next event or resync. It reports
+// whether the data was left out.
+func fitPayload(m *nats.Msg, maxPayload int) bool {
+	over := headerSize(m.Header) + len(m.Data) - maxPayload
+	if maxPayload <= 0 || over <= 0 {
+		return false
+	}
+	if errText := m.Header.Get(HeaderDLQError); errText != "" {
+		keep := max(0, len(errText)-over)
+		for keep > 0 && !utf8.RuneStart(errText[keep]) {
+			keep-- // cut at a rune boundary
+		}
+		m.Header.Set(HeaderDLQError, errText[:keep])
+		if over = headerSize(m.Header) + len(m.Data) - maxPayload; over <= 0 {
+			return false
+		}
+	}
+	m.Header.Set(HeaderDLQOmitted, strconv.Itoa(len(m.Data)))
+	m.Data = nil
+	return true
+}
+
+// headerSize is the size of h on the wire (NATS/1.0 status line, one
+// "Key: value" line per value, the blank line), which counts against the
+// max payload with the data.
+func headerSize(h nats.Header) int {
+	n := len("NATS/1.0\r\n") + len("\r\n")
+	for k, vs := range h {
+		for _, v := range vs {
+			n += len(k) + len(": ") + len(v) + len("\r\n")
+		}
+	}
+	return n
+}
+
 // publishDeadLetter publishes the dead letter of msg and waits for the DLQ
 // stream to store it. When no stream captures the subject it still tells
 // live subscribers and counts that as done.
 func (w *worker) publishDeadLetter(ctx context.Context, msg jetstream.Msg, subject string, attempt uint64, reason string, cause error) error {
 	dlq := dlqMsg(w.cfg, subject, msg.Headers(), msg.Data(), attempt, reason, cause)
+	if fitPayload(dlq, int(w.js.Conn().MaxPayload())) {
+		w.log.Warn("dead letter without its data: over the max payload with the letter's headers",
+			slog.String(logkey.Subject, subject), slog.String("size", dlq.Header.Get(HeaderDLQOmitted)))
+	}
 	pctx, cancel := context.WithTimeout(ctx, ackTimeout)
 	defer cancel()
 	_, err := w.js.PublishMsg(pctx, dlq)

@@ -37,6 +37,10 @@ type DeadLetter struct {
 // that lacks the headers a group writes, so it cannot be replayed.
 var ErrNotDeadLetter = errors.New("not a dead letter of a consumer group")
 
+// ErrDataOmitted is returned by Replay for a dead letter stored without its
+// event (HeaderDLQOmitted): there is nothing to publish again.
+var ErrDataOmitted = errors.New("the dead letter was stored without its event (over the max payload); the object heals at its next change or resync")
+
 // DeadLetters returns the dead letters under dlqPrefix (the groups'
 // Config.DLQPrefix; "" is the default) of groupName (every group when it is
 // empty), oldest first, at most limit of them (0: all). It reads what the
@@ -139,6 +143,9 @@ func deadLetterOf(seq uint64, at time.Time, h nats.Header, data []byte) DeadLett
 func Replay(ctx context.Context, js jetstream.JetStream, d DeadLetter) error {
 	if d.Group == "" || d.Subject == "" {
 		return fmt.Errorf("dead letter %d: %w", d.Seq, ErrNotDeadLetter)
+	}
+	if d.Header.Get(HeaderDLQOmitted) != "" {
+		return fmt.Errorf("dead letter %d: %w", d.Seq, ErrDataOmitted)
 	}
 	msg := nats.NewMsg(d.Subject)
 	msg.Data = d.Data
