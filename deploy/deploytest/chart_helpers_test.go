@@ -101,9 +101,11 @@ runnerManager: {enabled: true, projects: [sandbox]}
 `)},
 		{name: "monitoring-netpol", vals: localRunnersWith(t, `
 metrics: {serviceMonitor: {enabled: true, labels: {release: prometheus}}, prometheusRule: {enabled: true}, dashboard: {enabled: true}}
+global: {otlpEndpoint: "http://otel-collector.monitoring:4317", otlpProtocol: grpc}
 networkPolicy:
   enabled: true
   metricsFrom: [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: monitoring}}}]
+  otlpTo: [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: monitoring}}}]
   natsFrom: [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: nats-admin}}}]
   kubeAPIServer: {cidrs: [10.96.0.1/32]}
 aguiProxy: {auth: {mode: jwt, jwt: {jwksURL: "https://id.example.com/jwks.json", issuer: "https://id.example.com", audience: ambient}}}

@@ -633,6 +633,10 @@ externalNats: {url: "nats://n:4222", auth: {type: creds}}`, "externalNats.auth.s
 		{"agui authz kube without jwt", `aguiProxy: {authz: {mode: kube}}`, "aguiProxy.authz.mode kube needs aguiProxy.auth.mode jwt"},
 		{"agui jwks over http", `aguiProxy: {auth: {mode: jwt, jwt: {jwksURL: "http://id.example.com/jwks", issuer: i, audience: a}}}`, "jwksURL"},
 		{"agui bad runner network", `aguiProxy: {runnerAllowedNetworks: ["pods"]}`, "runnerAllowedNetworks"},
+		// The proxy and its metrics server are two listeners of one
+		// process: the second listen on one port fails at start-up.
+		{"agui proxy port is the metrics port", `aguiProxy: {port: 9090}`, "aguiProxy.port (9090) must differ from global.metricsPort"},
+		{"metrics port is the agui proxy port", `global: {metricsPort: 9080}`, "aguiProxy.port (9080) must differ from global.metricsPort"},
 		// Values each service refuses at start-up (the pod would crash-loop).
 		{"lease TTL zero", `informer: {leaseTTL: "0s"}`, "informer.leaseTTL must be at least 1s"},
 		{"lease TTL below 1s", `informer: {leaseTTL: "500ms"}`, "informer.leaseTTL must be at least 1s"},
@@ -748,22 +752,7 @@ func TestChartServiceEnv(t *testing.T) {
 					}
 				}
 			}
-			for k, v := range env {
-				switch {
-				case v == "fieldRef:metadata.name":
-					env[k] = d.Name + "-5d8f9c7b6-x2x4q"
-				case v == "fieldRef:status.podIP":
-					env[k] = "10.244.1.17"
-				case strings.HasPrefix(v, "secret:"):
-					env[k] = "s3cret-value"
-				}
-			}
-			var mounts []string
-			for _, m := range d.Spec.Template.Spec.Containers[0].VolumeMounts {
-				mounts = append(mounts, m.MountPath)
-			}
-			materialize(t, env, mounts)
-			cases[component] = append(cases[component], envCase{ID: vs.name + "/" + d.Name, Env: env})
+			cases[component] = append(cases[component], envCase{ID: vs.name + "/" + d.Name, Env: loaderEnv(t, r, d)})
 		}
 	}
 	for _, component := range components {
@@ -1110,6 +1099,50 @@ func TestChartNetworkPolicyURLPorts(t *testing.T) {
 	r := mustRender(t, parseValues(t, localRunners))
 	if got := egressByPort(t, r, "runner-manager"); len(got[80]) != 0 || len(got[8080]) != 0 || len(got[443]) != 1 {
 		t.Errorf("runner-manager egress without bossURL: %v", got)
+	}
+}
+
+// TestChartNetworkPolicyAllowsOTLP: with global.otlpEndpoint set, every
+// service exports traces and metrics to it, so every service's
+// NetworkPolicy lets it connect to the endpoint's port (explicit, else the
+// scheme's), to networkPolicy.otlpTo when set; without an endpoint no
+// such rule exists.
+func TestChartNetworkPolicyAllowsOTLP(t *testing.T) {
+	t.Parallel()
+	collector := "[{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: monitoring}}}]"
+	tests := []struct {
+		name, values string
+		port         int32
+		to           string // the rule's peers, YAML; "" any destination
+	}{
+		{"grpc", `global: {otlpEndpoint: "http://otel-collector.monitoring:4317", otlpProtocol: grpc}`, 4317, ""},
+		{"http", `global: {otlpEndpoint: "http://otel-collector.monitoring:4318/v1", otlpProtocol: http/protobuf}`, 4318, ""},
+		{"https without a port", `global: {otlpEndpoint: "https://otlp.example.com", otlpProtocol: http/protobuf}`, 443, ""},
+		{"to its peers", `{global: {otlpEndpoint: "http://otel-collector.monitoring:4317"}, networkPolicy: {otlpTo: ` + collector + `}}`, 4317, collector},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			r := mustRender(t, localRunnersWith(t, tc.values))
+			var want []networkingv1.NetworkPolicyPeer
+			if tc.to != "" {
+				if err := yaml.Unmarshal([]byte(tc.to), &want); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for _, comp := range components {
+				rules := egressByPort(t, r, comp)[tc.port]
+				if !slices.ContainsFunc(rules, func(to []networkingv1.NetworkPolicyPeer) bool { return cmp.Equal(to, want) }) {
+					t.Errorf("%s egress on the OTLP port %d goes to %+v, want a rule to %+v", comp, tc.port, rules, want)
+				}
+			}
+		})
+	}
+	r := mustRender(t, parseValues(t, localRunners))
+	for _, comp := range components {
+		if got := egressByPort(t, r, comp); len(got[4317]) != 0 || len(got[4318]) != 0 {
+			t.Errorf("%s: OTLP egress without global.otlpEndpoint: %v", comp, got)
+		}
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -152,6 +153,59 @@ func TestCompose(t *testing.T) {
 					checkComposeService(t, p, df, s)
 				})
 			}
+		})
+	}
+}
+
+// TestComposeAguiProxyAuthzAPI: AGUI_AUTHZ=api (offered by the agui-proxy's
+// environment) asks the ambient API's REST port at AMBIENT_API_SERVER_URL
+// for every session request. The proxy shares runner-manager's network, so
+// its default, http://localhost:8000, reaches no API (every request would be
+// 503): the compose file must name the API that runs, the in-memory one by
+// default and the real one when AMBIENT_API_SERVER_URL says so, and wait
+// for it.
+func TestComposeAguiProxyAuthzAPI(t *testing.T) {
+	t.Parallel()
+	df := parseDockerfile(t, "deploy/Dockerfile")
+	for _, tc := range []struct {
+		name string
+		env  map[string]string
+		want string // the API service asked
+	}{
+		{"in-memory API", map[string]string{"AGUI_AUTHZ": "api"}, "memapi"},
+		{"real API", map[string]string{"AGUI_AUTHZ": "api", "AMBIENT_GRPC_SERVER_ADDR": "ambient-api-server:9000", "AMBIENT_API_SERVER_URL": "http://ambient-api-server:8000"}, "ambient-api-server"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			p := loadCompose(t, tc.env)
+			proxy := p.Services["agui-proxy"]
+			env := envOfService(proxy)
+			if env["AGUI_AUTHZ"] != "api" {
+				t.Fatalf("AGUI_AUTHZ = %q, want api", env["AGUI_AUTHZ"])
+			}
+			raw, ok := env["AMBIENT_API_SERVER_URL"]
+			if !ok {
+				t.Fatalf("AGUI_AUTHZ=api without AMBIENT_API_SERVER_URL: the proxy asks http://localhost:8000, in runner-manager's network, where no API listens")
+			}
+			u, err := url.Parse(raw)
+			if err != nil {
+				t.Fatalf("AMBIENT_API_SERVER_URL=%q: %v", raw, err)
+			}
+			host, port := u.Hostname(), u.Port()
+			if port == "" {
+				port = map[string]string{"http": "80", "https": "443"}[u.Scheme]
+			}
+			if host != tc.want {
+				t.Fatalf("AMBIENT_API_SERVER_URL=%q asks %q, want the %s service", raw, host, tc.want)
+			}
+			n, _ := strconv.ParseUint(port, 10, 16)
+			if !slices.Contains(netnsPorts(t, p, host), uint32(n)) {
+				t.Errorf("AMBIENT_API_SERVER_URL=%q: %s does not listen on %s (listening: %v)", raw, host, port, netnsPorts(t, p, host))
+			}
+			if d, ok := proxy.DependsOn[host]; !ok || d.Condition != types.ServiceConditionHealthy {
+				t.Errorf("AMBIENT_API_SERVER_URL=%q: agui-proxy does not wait for %s to be healthy", raw, host)
+			}
+			checkComposeService(t, p, df, proxy)
 		})
 	}
 }

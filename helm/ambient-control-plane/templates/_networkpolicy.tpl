@@ -5,9 +5,11 @@ acp.networkPolicy allows a component only the traffic it needs. Arguments (dict)
   kube    egress to the Kubernetes API server
   ingress extra ingress rules (YAML list items, string)
   egress  extra egress rules (YAML list items, string)
-Every component may resolve DNS, reach NATS and be scraped on the metrics port
-(from networkPolicy.metricsFrom and the chart's `helm test` pod, or from
-anywhere). Kubelet probes are not subject to NetworkPolicy.
+Every component may resolve DNS, reach NATS, export telemetry to the port of
+global.otlpEndpoint when it is set (to networkPolicy.otlpTo, or anywhere),
+and be scraped on the metrics port (from networkPolicy.metricsFrom and the
+chart's `helm test` pod, or from anywhere). Kubelet probes are not subject
+to NetworkPolicy.
 */}}
 {{- define "acp.networkPolicy" -}}
 {{- $ctx := .context -}}
@@ -80,6 +82,16 @@ spec:
         - ipBlock:
             cidr: {{ . }}
         {{- end }}
+      {{- end }}
+    {{- end }}
+    {{- with $ctx.Values.global.otlpEndpoint }}
+    {{- /* Telemetry export (OTEL_EXPORTER_OTLP_ENDPOINT) on the endpoint's port. */}}
+    - ports:
+        - port: {{ include "acp.urlPort" (dict "key" "global.otlpEndpoint" "url" .) }}
+          protocol: TCP
+      {{- with $np.otlpTo }}
+      to:
+        {{- toYaml . | nindent 8 }}
       {{- end }}
     {{- end }}
     {{- with .egress }}

@@ -1,6 +1,10 @@
 {{/* acp.config.agui-proxy is the agui-proxy's environment (ConfigMap data). */}}
 {{- define "acp.config.agui-proxy" -}}
 {{- $p := .Values.aguiProxy -}}
+{{- /* LOCAL_PROXY_ADDR and METRICS_ADDR are two listeners of one process: one port cannot serve both. */ -}}
+{{- if eq (int $p.port) (int .Values.global.metricsPort) -}}
+{{- fail (printf "aguiProxy.port (%d) must differ from global.metricsPort: the proxy and its metrics server listen on separate ports, and the second listen would fail at start-up" (int $p.port)) -}}
+{{- end -}}
 {{ include "acp.commonConfig" . }}
 LOCAL_PROXY_ADDR: {{ printf ":%d" (int $p.port) | quote }}
 CORS_ALLOWED_ORIGIN: {{ $p.corsAllowedOrigin | quote }}

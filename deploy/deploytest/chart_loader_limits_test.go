@@ -1,0 +1,101 @@
+package deploytest
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+)
+
+// loaderEnv is the environment a Deployment's container starts with, as
+// its service's config loader would see it: secrets and downward API
+// values replaced by plausible values, files under the container's mounts
+// created (see materialize).
+func loaderEnv(t *testing.T, r rendered, d *appsv1.Deployment) map[string]string {
+	t.Helper()
+	env := envOf(t, r, d)
+	for k, v := range env {
+		switch {
+		case v == "fieldRef:metadata.name":
+			env[k] = d.Name + "-5d8f9c7b6-x2x4q"
+		case v == "fieldRef:status.podIP":
+			env[k] = "10.244.1.17"
+		case strings.HasPrefix(v, "secret:"):
+			env[k] = "s3cret-value"
+		}
+	}
+	var mounts []string
+	for _, m := range d.Spec.Template.Spec.Containers[0].VolumeMounts {
+		mounts = append(mounts, m.MountPath)
+	}
+	materialize(t, env, mounts)
+	return env
+}
+
+// TestChartValuesFollowServiceLoaders: for chart values passed to a service
+// as they are, the chart (values.schema.json and the templates' checks)
+// accepts a value exactly when the service's own config loader accepts it
+// in that variable. A value the chart took but the service refused would
+// install and then crash-loop; one the chart refused but the service took
+// would make a working setting unusable.
+func TestChartValuesFollowServiceLoaders(t *testing.T) {
+	t.Parallel()
+	type setting struct {
+		component, envVar string
+		base              string                     // values the component needs to be rendered
+		values            func(v any) map[string]any // the values setting v
+		candidates        []any
+	}
+	settings := []setting{
+		{
+			component: "agui-proxy", envVar: "CORS_ALLOWED_ORIGIN",
+			values: func(v any) map[string]any {
+				return map[string]any{"aguiProxy": map[string]any{"corsAllowedOrigin": v}}
+			},
+			candidates: []any{
+				"http://localhost:3000", "https://app.example.com", "https://app.example.com:8443",
+				"*", "http://a.example.com, https://b.example.com", "HTTPS://App.Example.com",
+				"http://[::1]:3000", "http://10.0.0.1:3000", "http://a.example.com,,https://b.example.com",
+				"http://a.example.com,",
+				// Refused by agui-proxy at start-up.
+				"https://app.example.com/", "https://app.example.com/ui", "localhost:3000",
+				"app.example.com", "ftp://files.example.com", "https://app.example.com?x=1",
+				"https://app.example.com#top", "https://user@app.example.com", "http://", " , ",
+				"http://a b.example.com", "https://app.example.com:port",
+			},
+		},
+		{
+			component: "runner-manager", envVar: "LOCAL_MAX_SESSIONS", base: localRunners,
+			values: func(v any) map[string]any {
+				return map[string]any{"runnerManager": map[string]any{"maxSessions": v}}
+			},
+			candidates: []any{1, 10, 10000, 0, 10001, 1000000},
+		},
+	}
+	for _, s := range settings {
+		baseVals := func() map[string]any { return parseValues(t, s.base) }
+		r := mustRender(t, baseVals())
+		d := deployment(t, r, name(s.component))
+		var cases []envCase
+		for i, v := range s.candidates {
+			env := loaderEnv(t, r, d)
+			env[s.envVar] = fmt.Sprint(v)
+			cases = append(cases, envCase{ID: fmt.Sprint(i), Env: env})
+		}
+		res := checkEnvs(t, s.component, cases)
+		for i, v := range s.candidates {
+			serviceAccepts := true
+			for _, e := range res[fmt.Sprint(i)] {
+				if e.Var != s.envVar {
+					t.Fatalf("%s=%q: %s refuses another variable of the chart's environment: %s", s.envVar, fmt.Sprint(v), s.component, e.Msg)
+				}
+				serviceAccepts = false
+			}
+			_, err := render(t, mergeValues(baseVals(), s.values(v)))
+			if chartAccepts := err == nil; chartAccepts != serviceAccepts {
+				t.Errorf("%s %s=%q: chart accepts = %v, %s accepts = %v (render error: %v)", s.component, s.envVar, fmt.Sprint(v), chartAccepts, s.component, serviceAccepts, err)
+			}
+		}
+	}
+}
