@@ -8,6 +8,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -120,7 +121,7 @@ func (e *env) replica(o replicaOpts) *replica {
 	if err != nil {
 		t.Fatal(err)
 	}
-	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})).With("member", o.member)
+	log := slog.New(slog.NewTextHandler(newTestWriter(t), &slog.HandlerOptions{Level: slog.LevelDebug})).With("member", o.member)
 	root := t.TempDir()
 	mgr, err := runner.New(runner.Config{Command: o.command, WorkspaceRoot: root, HostEnv: o.hostEnv, BossSpace: "default",
 		MaxSessions: o.max, StopGrace: o.grace}, pool, log)
@@ -166,12 +167,44 @@ func (rp *replica) stop(t *testing.T) {
 	rp.done <- nil
 }
 
-type testWriter struct{ t *testing.T }
+// testWriter takes a replica's log: with TEST_LOG set it goes to the
+// test's log as it comes; otherwise its last lines are kept and shown only
+// if the test fails, so a failure seen once in CI comes with the
+// replica's side of it.
+type testWriter struct {
+	t    *testing.T
+	mu   sync.Mutex
+	tail []string // the last testLogTail lines; guarded by mu
+}
 
-func (w testWriter) Write(p []byte) (int, error) {
+// testLogTail bounds the lines a failed test shows per replica.
+const testLogTail = 300
+
+func newTestWriter(t *testing.T) *testWriter {
+	w := &testWriter{t: t}
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		t.Logf("replica log, last %d lines:\n%s", len(w.tail), strings.Join(w.tail, "\n"))
+	})
+	return w
+}
+
+func (w *testWriter) Write(p []byte) (int, error) {
+	line := strings.TrimRight(string(p), "\n")
 	if os.Getenv("TEST_LOG") != "" {
-		w.t.Log(strings.TrimRight(string(p), "\n"))
+		w.t.Log(line)
+		return len(p), nil
 	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.tail) == testLogTail {
+		w.tail = w.tail[1:]
+	}
+	w.tail = append(w.tail, line)
 	return len(p), nil
 }
 
