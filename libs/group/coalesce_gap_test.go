@@ -22,6 +22,14 @@ func TestCoalescedBatchStopsAtLostEvent(t *testing.T) {
 	q := newWorkQueue(t, 30*time.Second)
 	q.cfg.Coalesce = true
 	q.publish(t, "x", 4)
+	coalescedBatchStopsAtLostThird(t, q)
+}
+
+// coalescedBatchStopsAtLostThird runs the four events of one object q
+// holds through a coalescing worker with the third lost in transit: v2
+// is handled, and v4 waits for v3's redelivery and is coalesced with it.
+func coalescedBatchStopsAtLostThird(t *testing.T, q *workQueue) {
+	t.Helper()
 	ctx := t.Context()
 	var j seqJournal
 	h, started, release := firstCallHeld(&j)

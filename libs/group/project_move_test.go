@@ -1,16 +1,13 @@
 package group
 
 import (
-	"fmt"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/ambient-code/control-plane/libs/events"
-	"github.com/ambient-code/control-plane/libs/testenv"
 	eventsv1 "github.com/ambient-code/control-plane/proto/ambient/events/v1"
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
 )
@@ -37,14 +34,10 @@ func (q *workQueue) publishIn(t *testing.T, project, id string) {
 // not only the head's, and wait for v1.
 func TestLaneWaitsForOlderLostDeliveryOfMovedObject(t *testing.T) {
 	t.Parallel()
-	q := newWorkQueue(t, 30*time.Second)
-	q.publishIn(t, "p1", "x")
-	q.publishIn(t, "p2", "x")
-	var j seqJournal
-	w := q.worker(t, j.record)
-	v1, v2 := q.fetch(t), q.fetch(t)
-	w.deliver(t.Context(), t.Context(), v2)
-	q.waitReordered(t, 1)
+	q, w, j, v1, v2 := newerFirstOf(t, func(q *workQueue) {
+		q.publishIn(t, "p1", "x")
+		q.publishIn(t, "p2", "x")
+	})
 	if got := j.snapshot(); len(got) != 0 {
 		t.Fatalf("handled %v before v1 arrived", got)
 	}
@@ -65,26 +58,5 @@ func TestCoalescedBatchStopsAtLostEventOfMovedObject(t *testing.T) {
 	q.publishIn(t, "p1", "x")
 	q.publishIn(t, "p1", "x")
 	q.publishIn(t, "p2", "x")
-	ctx := t.Context()
-	var j seqJournal
-	h, started, release := firstCallHeld(&j)
-	w := q.worker(t, h)
-	v := []jetstream.Msg{q.fetch(t), q.fetch(t), q.fetch(t), q.fetch(t)}
-	w.deliver(ctx, ctx, v[0])
-	<-started
-	w.deliver(ctx, ctx, v[1])
-	w.deliver(ctx, ctx, v[3]) // v[2] lost in transit
-	close(release)
-	testenv.Eventually(t, 10*time.Second, func() error {
-		if n := q.cfg.Stats.Snapshot().Acked; n < 2 {
-			return fmt.Errorf("acked %d, want v1 and v2 settled", n)
-		}
-		return nil
-	})
-	w.deliver(ctx, ctx, v[2]) // its redelivery
-	q.waitSettled(t, 4)
-	j.want(t, v[0], v[1], v[3])
-	if st := q.cfg.Stats.Snapshot(); st.Coalesced != 1 || st.Reordered != 1 {
-		t.Fatalf("coalesced %d, reordered %d: want v3 coalesced into v4, which waited for it", st.Coalesced, st.Reordered)
-	}
+	coalescedBatchStopsAtLostThird(t, q)
 }

@@ -235,8 +235,15 @@ func (s *countingStream) GetMsg(ctx context.Context, seq uint64, opts ...jetstre
 // if v1 had been lost in transit; it returns once v2 waits for v1.
 func newerFirst(t *testing.T) (q *workQueue, w *worker, j *seqJournal, v1, v2 jetstream.Msg) {
 	t.Helper()
+	return newerFirstOf(t, func(q *workQueue) { q.publish(t, "x", 2) })
+}
+
+// newerFirstOf is newerFirst for the two messages publish puts in the
+// work queue.
+func newerFirstOf(t *testing.T, publish func(q *workQueue)) (q *workQueue, w *worker, j *seqJournal, v1, v2 jetstream.Msg) {
+	t.Helper()
 	q = newWorkQueue(t, 30*time.Second)
-	q.publish(t, "x", 2)
+	publish(q)
 	j = &seqJournal{}
 	w = q.worker(t, j.record)
 	v1, v2 = q.fetch(t), q.fetch(t)

@@ -118,14 +118,7 @@ func TestBrowserCORS(t *testing.T) {
 	r := startRunner(t, "s-browser", "DEMO_WORD_DELAY="+wordDelay.String())
 	e.register(t, r.endpoint(t, "s-browser"))
 
-	page := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		_, _ = w.Write([]byte(browserPage)) // a failed write fails the page load the test waits on
-	})
-	allowed := httptest.NewServer(page)
-	t.Cleanup(allowed.Close)
-	other := httptest.NewServer(page) // another port: another origin
-	t.Cleanup(other.Close)
+	allowed, other := pageServers(t)
 
 	tokens := filepath.Join(t.TempDir(), "tokens")
 	if err := os.WriteFile(tokens, []byte(goodToken+"\n"), 0o600); err != nil {
@@ -216,14 +209,7 @@ func TestBrowserCrossSiteWrite(t *testing.T) {
 	e := newEnv(t)
 	r := startRunner(t, "s-browser-csrf")
 	e.register(t, r.endpoint(t, "s-browser-csrf"))
-	page := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		_, _ = w.Write([]byte(browserPage)) // a failed write fails the page load the test waits on
-	})
-	allowed := httptest.NewServer(page)
-	t.Cleanup(allowed.Close)
-	other := httptest.NewServer(page) // another port: another origin
-	t.Cleanup(other.Close)
+	allowed, other := pageServers(t)
 	cfg := e.proxyCfg() // AGUI_AUTH=none
 	cfg.CORSOrigins = []string{allowed.URL}
 	p := startProxy(t, cfg)
@@ -252,6 +238,21 @@ func TestBrowserCrossSiteWrite(t *testing.T) {
 			}
 		})
 	}
+}
+
+// pageServers serves browserPage from two origins (two ports), the one a
+// test allows and another one.
+func pageServers(t *testing.T) (allowed, other *httptest.Server) {
+	t.Helper()
+	page := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		_, _ = w.Write([]byte(browserPage)) // a failed write fails the page load the test waits on
+	})
+	allowed = httptest.NewServer(page)
+	t.Cleanup(allowed.Close)
+	other = httptest.NewServer(page)
+	t.Cleanup(other.Close)
+	return allowed, other
 }
 
 // startBrowser starts headless Chromium with chromedp's defaults plus the

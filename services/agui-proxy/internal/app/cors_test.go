@@ -111,7 +111,8 @@ func TestCORS(t *testing.T) {
 // Origin, or a shared cache would hand one origin's answer to another.
 func TestRunnerCannotChangeCORS(t *testing.T) {
 	t.Parallel()
-	runner := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	e := newEnv(t)
+	e.registerServer(t, "s-runner-cors", func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
 		h.Set("Access-Control-Allow-Origin", "*")
 		h.Set("Access-Control-Allow-Credentials", "true")
@@ -125,19 +126,7 @@ func TestRunnerCannotChangeCORS(t *testing.T) {
 		}
 		h.Set("Content-Type", "application/json")
 		_, _ = w.Write([]byte(`{"status":"ok"}`))
-	}))
-	t.Cleanup(runner.Close)
-	u, err := url.Parse(runner.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	port, err := strconv.Atoi(u.Port())
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := newEnv(t)
-	e.register(t, registry.Endpoint{SessionID: "s-runner-cors", Owner: "test-manager", Host: u.Hostname(), Port: port,
-		PID: 1, StartedAt: time.Now().UTC(), State: registry.StateRunning})
+	})
 	cfg := e.proxyCfg()
 	cfg.CORSOrigins = []string{"https://app.example"}
 	p := startProxy(t, cfg)
@@ -182,25 +171,14 @@ func TestRunnerCannotChangeCORS(t *testing.T) {
 func TestCrossSiteWritesRefused(t *testing.T) {
 	t.Parallel()
 	var runs atomic.Int64
-	runner := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	e := newEnv(t)
+	e.registerServer(t, "s-cross-site", func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodPost {
 			runs.Add(1)
 		}
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write([]byte(`{"status":"ok"}`))
-	}))
-	t.Cleanup(runner.Close)
-	u, err := url.Parse(runner.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	port, err := strconv.Atoi(u.Port())
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := newEnv(t)
-	e.register(t, registry.Endpoint{SessionID: "s-cross-site", Owner: "test-manager", Host: u.Hostname(), Port: port,
-		PID: 1, StartedAt: time.Now().UTC(), State: registry.StateRunning})
+	})
 	cfg := e.proxyCfg()
 	cfg.CORSOrigins = []string{"https://app.example"}
 	p := startProxy(t, cfg)
@@ -245,4 +223,23 @@ func TestCrossSiteWritesRefused(t *testing.T) {
 			}
 		})
 	}
+}
+
+// registerServer serves session id with handler, an HTTP server in this
+// process standing in for a runner that answers in ways the demo runner
+// does not, and registers its endpoint.
+func (e *env) registerServer(t *testing.T, id string, handler http.HandlerFunc) {
+	t.Helper()
+	srv := httptest.NewServer(handler)
+	t.Cleanup(srv.Close)
+	u, err := url.Parse(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	port, err := strconv.Atoi(u.Port())
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.register(t, registry.Endpoint{SessionID: id, Owner: "test-manager", Host: u.Hostname(), Port: port,
+		PID: 1, StartedAt: time.Now().UTC(), State: registry.StateRunning})
 }
