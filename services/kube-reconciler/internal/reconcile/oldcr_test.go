@@ -13,6 +13,7 @@ import (
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
 	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/apply"
 	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/spec"
+	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -29,6 +30,16 @@ type liveTracker struct {
 	ctx    context.Context //nolint:containedctx // the test's, for the reads of an interface without one
 	dyn    dynamic.Interface
 	synced atomic.Bool
+}
+
+// newLiveReconciler is newReconciler with a liveTracker, synced.
+func newLiveReconciler(t *testing.T, store jetstream.KeyValue) (*Reconciler, dynamic.Interface, *liveTracker) {
+	t.Helper()
+	r, dyn := newReconciler(t, store)
+	tracker := &liveTracker{ctx: t.Context(), dyn: dyn}
+	tracker.synced.Store(true)
+	r.cfg.Tracker = tracker
+	return r, dyn, tracker
 }
 
 func (l *liveTracker) Observe(*ambientv1.Session, types.NamespacedName) {}
@@ -70,10 +81,7 @@ func (l *liveTracker) CachedCR(cr types.NamespacedName) (*unstructured.Unstructu
 func TestMovedSessionLosesOldCRWhenUpToDate(t *testing.T) {
 	t.Parallel()
 	store := kv(t)
-	r, dyn := newReconciler(t, store)
-	tracker := &liveTracker{ctx: t.Context(), dyn: dyn}
-	tracker.synced.Store(true)
-	r.cfg.Tracker = tracker
+	r, dyn, tracker := newLiveReconciler(t, store)
 	ctx := t.Context()
 	from := fmt.Sprintf("mv-a-%d", time.Now().UnixNano()%1e9)
 	to := fmt.Sprintf("mv-b-%d", time.Now().UnixNano()%1e9)
@@ -139,10 +147,7 @@ func (a *statusAPI) UpdateSessionStatus(_ context.Context, req *ambientv1.Update
 func TestSessionMovedIntoRefusedNamespaceLosesOldCR(t *testing.T) {
 	t.Parallel()
 	store := kv(t)
-	r, dyn := newReconciler(t, store)
-	tracker := &liveTracker{ctx: t.Context(), dyn: dyn}
-	tracker.synced.Store(true)
-	r.cfg.Tracker = tracker
+	r, dyn, _ := newLiveReconciler(t, store)
 	r.cfg.NamespaceDenyList = spec.DenyList{"kube-*"}
 	ctx := t.Context()
 	from := fmt.Sprintf("rf-a-%d", time.Now().UnixNano()%1e9)
