@@ -257,6 +257,9 @@ func TestSecret(t *testing.T) {
 		{name: "required set", env: map[string]string{"API_TOKEN": "s3cret"}, want: "s3cret"},
 		{name: "required from a file", env: map[string]string{"API_TOKEN_FILE": file}, want: "from-file"},
 		{name: "required unset", want: "", wantErr: `API_TOKEN: required, want a non-empty value (or API_TOKEN_FILE), got nothing`},
+		// Set but unusable: one error saying why, not also "got nothing".
+		{name: "required, white space", env: map[string]string{"API_TOKEN": "  "}, want: "",
+			wantErr: `API_TOKEN: want a secret, not empty or only white space, got "the value (empty)"`},
 		{name: "required, bad file", env: map[string]string{"API_TOKEN_FILE": missing}, want: "",
 			wantErr: fmt.Sprintf(`API_TOKEN_FILE: want a path to an existing regular file holding the secret, got %q: open %s: no such file or directory`, missing, missing)},
 	})

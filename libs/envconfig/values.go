@@ -121,7 +121,12 @@ func (l *Loader) Secret(name string) Redacted {
 func (l *Loader) RequiredSecret(name string) Redacted {
 	v, ok := l.secret(name)
 	if !ok {
-		if _, set := l.raw(name + FileSuffix); !set {
+		// Missing only when neither is set: a value or file that is set
+		// but unusable has its own error already, and "got nothing"
+		// beside it would be wrong.
+		_, set := l.raw(name)
+		_, fileSet := l.raw(name + FileSuffix)
+		if !set && !fileSet {
 			l.missing(name, wantValue+" (or "+name+FileSuffix+")")
 		}
 		return ""

@@ -15,6 +15,7 @@ import (
 	"github.com/ambient-code/control-plane/libs/envconfig"
 	"github.com/ambient-code/control-plane/libs/group"
 	"github.com/ambient-code/control-plane/libs/service"
+	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/ambient-code/control-plane/services/agui-proxy/internal/auth"
 	"github.com/ambient-code/control-plane/services/agui-proxy/internal/authz"
@@ -284,6 +285,12 @@ func (c Config) validate() []error {
 			bad(EnvCORSOrigins, `comma-separated origins "scheme://host[:port]" or "*"`, strings.Join(c.CORSOrigins, ","))
 			break
 		}
+	}
+	// kube-reconciler refuses the same value: a namespace that can't exist
+	// would have every review of a session without a project denied, the
+	// sessions unreachable with nothing in the logs at start.
+	if errs := validation.IsDNS1123Label(c.Namespace); len(errs) > 0 {
+		bad(EnvNamespace, "a namespace name (RFC 1123 label)", c.Namespace)
 	}
 	switch {
 	case c.RunnersBucket == "":

@@ -62,6 +62,11 @@ func TestFromEnv(t *testing.T) {
 			check: func(c Config) bool {
 				return c.Authz == "kube" && c.Namespace == "acp" && c.JWTGroupsClaim == "roles" && c.JWTUsernameClaim == "sub"
 			}},
+		// kube-reconciler refuses the same NAMESPACE; accepted here, every
+		// session without a project would be denied by the review.
+		{name: "namespace not a label", env: map[string]string{EnvNamespace: "Ambient_Code"},
+			wantErr: []string{`NAMESPACE: want a namespace name (RFC 1123 label), got "Ambient_Code"`}},
+		{name: "namespace with a space", env: map[string]string{EnvNamespace: "ambient-code "}, wantErr: []string{"NAMESPACE"}},
 		{name: "authz unknown", env: map[string]string{EnvAuthz: "rbac"}, wantErr: []string{"AGUI_AUTHZ: want one of none|api|kube"}},
 		{name: "authz cache", env: map[string]string{EnvAuthzCacheTTL: "0", EnvAuthzCacheSize: "5"},
 			check: func(c Config) bool { return c.AuthzCacheTTL == 0 && c.AuthzCacheSize == 5 }},

@@ -6,6 +6,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -184,8 +185,8 @@ func Load(lookup envconfig.LookupFunc, hostEnv []string) (Config, error) {
 			break
 		}
 	}
-	if c.AdvertiseHost == "" || strings.ContainsAny(c.AdvertiseHost, " /") {
-		l.Invalid(EnvAdvertiseHost, "a host name or IP the proxy can reach", c.AdvertiseHost, nil)
+	if !validAdvertiseHost(c.AdvertiseHost) {
+		l.Invalid(EnvAdvertiseHost, "a host name or IP the proxy can reach (no port, brackets or white space)", c.AdvertiseHost, nil)
 	}
 	if err := l.Err(); err != nil {
 		return Config{}, fmt.Errorf("config: %w", err)
@@ -208,6 +209,34 @@ func validEnvAllowEntry(e string) bool {
 		case r >= '0' && r <= '9' && i > 0:
 		default:
 			return false
+		}
+	}
+	return true
+}
+
+// validAdvertiseHost reports whether h is an IP address (the pod IP, v4 or
+// v6) or a DNS host name. Anything else is written to the registry as it
+// is and joined with a port by the proxy, which then can never dial it: a
+// host with a port ("10.0.0.5:9100"), a bracketed IPv6 address, a
+// reference Kubernetes left unexpanded ("$(POD_IP)"), a tab or line break.
+func validAdvertiseHost(h string) bool {
+	if _, err := netip.ParseAddr(h); err == nil {
+		return true
+	}
+	name := strings.TrimSuffix(h, ".") // a fully qualified name may end in "."
+	if name == "" || len(name) > 253 {
+		return false
+	}
+	for label := range strings.SplitSeq(name, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for _, r := range label {
+			switch {
+			case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '-', r == '_':
+			default:
+				return false
+			}
 		}
 	}
 	return true

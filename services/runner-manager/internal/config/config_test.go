@@ -85,6 +85,22 @@ func TestLoad(t *testing.T) {
 				t.Fatalf("CheckInterval = %v", c.CheckInterval)
 			}
 		}},
+		{"advertise ipv6 pod ip", with(EnvAdvertiseHost, "fd00:10:244::7"), nil, func(t *testing.T, c Config) {
+			if c.AdvertiseHost != "fd00:10:244::7" {
+				t.Fatalf("AdvertiseHost = %q", c.AdvertiseHost)
+			}
+		}},
+		{"advertise host name", with(EnvAdvertiseHost, "rm-0.runner-manager.acp.svc.cluster.local"), nil, func(t *testing.T, c Config) {
+			if c.AdvertiseHost != "rm-0.runner-manager.acp.svc.cluster.local" {
+				t.Fatalf("AdvertiseHost = %q", c.AdvertiseHost)
+			}
+		}},
+		// The proxy dials <host>:<port>: none of these can be dialled, and each
+		// session would run with its route failing (502) for good.
+		{"advertise host with a port", with(EnvAdvertiseHost, "10.0.0.5:9100"), []string{EnvAdvertiseHost}, nil},
+		{"advertise unexpanded reference", with(EnvAdvertiseHost, "$(POD_IP)"), []string{EnvAdvertiseHost}, nil},
+		{"advertise bracketed ipv6", with(EnvAdvertiseHost, "[fd00::7]"), []string{EnvAdvertiseHost}, nil},
+		{"advertise host with a tab", with(EnvAdvertiseHost, "10.0.0.5\t"), []string{EnvAdvertiseHost}, nil},
 		{"allow-everything refused", with(EnvRunnerEnvAllow, "DEMO_HOST,*"), []string{EnvRunnerEnvAllow}, nil},
 		{"missing token", map[string]string{"HOME": "/h", group.EnvMemberID: "x"}, []string{apiclient.EnvAPIToken}, nil},
 		{"many bad values", with(EnvPortRange, "9200-9100", EnvMaxSessions, "0", EnvRunnerCommand, `python "unterminated`,
