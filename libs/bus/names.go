@@ -15,6 +15,8 @@ const (
 	BucketRunners = "ambient-runners"
 	// BucketLeases holds leader leases; entries expire after the bucket TTL.
 	BucketLeases = "ambient-leases"
+	// BucketRunnerMembers holds runner-manager replicas' heartbeats (TTL).
+	BucketRunnerMembers = "ambient-runner-members"
 )
 
 // ShadowSuffix is what a shadow informer (one publishing to a stream other

@@ -33,7 +33,7 @@ func ReservedStream(name string) string {
 // it can.
 func ReservedBucket(name string) string {
 	switch {
-	case name == bus.BucketRunners, name == bus.BucketLeases, name == pcgroupsConfigBucket:
+	case name == bus.BucketRunners, name == bus.BucketLeases, name == bus.BucketRunnerMembers, name == pcgroupsConfigBucket:
 		return "the name of another of the control plane's buckets"
 	case strings.HasPrefix(name, membersBucketPrefix):
 		return "a name of the consumer groups' member buckets (" + membersBucketPrefix + "...)"

@@ -75,6 +75,8 @@ func TestLoad(t *testing.T) {
 		{name: "a KV bucket's stream", env: base(EnvEventsStream, "KV_x", EnvSubjectPrefix, "zz.shadow"), wantErr: []string{EnvEventsStream}},
 		{name: "a live work queue", env: base(EnvEventsStream, "AMBIENT_EVENTS-kube-reconciler", EnvSubjectPrefix, "zz.shadow"), wantErr: []string{EnvEventsStream}},
 		{name: "the leases bucket", env: base(EnvObjectsBucket, "ambient-leases"), wantErr: []string{EnvObjectsBucket}},
+		// runner-manager's heartbeats: its TTL would expire cached objects.
+		{name: "the runner members bucket", env: base(EnvObjectsBucket, "ambient-runner-members"), wantErr: []string{EnvObjectsBucket}},
 		{name: "a members bucket", env: base(EnvObjectsBucket, "ambient-members-AMBIENT_EVENTS-svc"), wantErr: []string{EnvObjectsBucket}},
 		{name: "shadow prefix under the live one", env: base(EnvEventsStream, "S", EnvSubjectPrefix, "ambient.events.x"), wantErr: []string{EnvSubjectPrefix}},
 		{name: "shadow prefix above the live one", env: base(EnvEventsStream, "S", EnvSubjectPrefix, "ambient"), wantErr: []string{EnvSubjectPrefix}},

@@ -11,12 +11,13 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/ambient-code/control-plane/libs/bus"
 	"github.com/ambient-code/control-plane/libs/events"
 	"github.com/ambient-code/control-plane/libs/logkey"
 )
 
 // BucketMembers is the TTL KV bucket of runner-manager heartbeats.
-const BucketMembers = "ambient-runner-members"
+const BucketMembers = bus.BucketRunnerMembers
 
 // BucketConfig returns the members bucket config: every key expires ttl after
 // its last write.
