@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"sort"
 	"strconv"
@@ -24,6 +25,7 @@ import (
 	"github.com/prometheus/prometheus/util/strutil"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
+	"github.com/ambient-code/control-plane/libs/session"
 	"github.com/ambient-code/control-plane/libs/testenv"
 )
 
@@ -36,8 +38,9 @@ metrics:
 
 // query is one PromQL expression of the dashboard or the alert rules.
 type query struct {
-	where string // "alert X" or "panel Y"
-	expr  string
+	where  string // "alert X" or "panel Y"
+	expr   string
+	legend string // a panel target's legendFormat
 }
 
 // monitoringQueries renders the chart with the dashboard and the rules on
@@ -66,7 +69,8 @@ func monitoringQueries(t *testing.T) (queries []query, alerts []string, rule, da
 		Panels []struct {
 			Title   string `json:"title"`
 			Targets []struct {
-				Expr string `json:"expr"`
+				Expr   string `json:"expr"`
+				Legend string `json:"legendFormat"`
 			} `json:"targets"`
 		} `json:"panels"`
 	}
@@ -75,7 +79,7 @@ func monitoringQueries(t *testing.T) (queries []query, alerts []string, rule, da
 	}
 	for _, p := range dash.Panels {
 		for _, tg := range p.Targets {
-			queries = append(queries, query{where: "panel " + p.Title, expr: tg.Expr})
+			queries = append(queries, query{where: "panel " + p.Title, expr: tg.Expr, legend: tg.Legend})
 		}
 	}
 	return queries, alerts, rule, dashboard
@@ -145,55 +149,249 @@ func TestMonitoringRenders(t *testing.T) {
 	}
 }
 
+// TestMonitoringStuckSessionsCoverPassingPhases: AmbientSessionsStuck
+// reads the idle time of every phase a session only passes through (one
+// that wants a runner but is not Running yet, and Stopping) and of no
+// other. A session without a phase, which the informer labels "none"
+// (docs/operations.md#metrics), wants a runner like Pending: a new session
+// that no executor selects, or whose events no consumer handles, stays so.
+// Before, the alert read only Pending, Creating and Stopping and missed it.
+func TestMonitoringStuckSessionsCoverPassingPhases(t *testing.T) {
+	t.Parallel()
+	const alert, metric, noPhase = "alert AmbientSessionsStuck", "informer_sessions_idle_max_seconds", "none"
+	if ops := string(readFile(t, "docs/operations.md")); !strings.Contains(ops, "(`"+noPhase+"`: no phase yet)") {
+		t.Fatalf("docs/operations.md#metrics does not give %q as the phase label of a session without a phase", noPhase)
+	}
+	queries, _, _, _ := monitoringQueries(t)
+	var matchers []*labels.Matcher
+	for _, q := range queries {
+		if q.where != alert {
+			continue
+		}
+		e, err := parser.NewParser(parser.Options{}).ParseExpr(q.expr)
+		if err != nil {
+			t.Fatalf("%s: %v", alert, err)
+		}
+		parser.Inspect(e, func(n parser.Node, _ []parser.Node) error {
+			if vs, ok := n.(*parser.VectorSelector); ok && vs.Name == metric {
+				matchers = append(matchers, vs.LabelMatchers...)
+			}
+			return nil
+		})
+	}
+	if matchers == nil {
+		t.Fatalf("%s does not read %s", alert, metric)
+	}
+	for _, p := range append([]session.Phase{session.PhaseNone}, session.Phases()...) {
+		label := string(p)
+		if p == session.PhaseNone {
+			label = noPhase
+		}
+		passing := (p.WantsRunner() && p != session.PhaseRunning) || p == session.PhaseStopping
+		read := true
+		for _, m := range matchers {
+			if m.Name == "phase" && !m.Matches(label) {
+				read = false
+			}
+		}
+		if read != passing {
+			t.Errorf("%s reads phase=%q: %v; want %v (a phase a session only passes through)", alert, label, read, passing)
+		}
+	}
+}
+
 // monitoredServices are the services the dev stack runs and their offset
 // from its --metrics-port-base (docs/configuration.md#devstack).
 var monitoredServices = map[string]int{"informer": 1, "runner-manager": 2, "agui-proxy": 3, "event-tally": 4}
 
 // TestMonitoringMetricsAreExported is acceptance 2 of issue 16: every
 // metric the dashboard and the alert rules read is one the services
-// export. The services run as processes (the dev stack: NATS, the
-// in-memory API, informer, runner-manager, agui-proxy, event-tally) and a
-// session goes from create to Stopped with a chat in between, then each
-// service's /metrics is scraped; a name missing from every scrape fails.
+// export, with every label they select, group or show by. The services run
+// as processes (the dev stack: NATS, the in-memory API, informer,
+// runner-manager, agui-proxy, event-tally) and a session goes from create
+// to Stopped with a chat in between, then each service's /metrics is
+// scraped; a name missing from every scrape, or a label no series of the
+// metric carries, fails. The same scrapes check docs/operations.md#metrics:
+// each service's section names every metric the service exports.
 func TestMonitoringMetricsAreExported(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the dev stack")
 	}
 	t.Parallel()
 	queries, _, _, _ := monitoringQueries(t)
-	used := map[string][]string{} // metric -> where
-	for _, q := range queries {
-		names, err := metricNames(q.expr)
-		if err != nil {
-			t.Fatalf("%s: %v", q.where, err)
-		}
-		for _, n := range names {
-			used[n] = append(used[n], q.where)
-		}
-	}
 
 	st := startDevStack(t)
 	st.exerciseSession(t)
-	exported := map[string]string{}
+	exported := map[string]map[string]bool{} // metric -> its series' label names
+	bySvc := map[string][]string{}           // service -> its metrics
 	for svc, off := range monitoredServices {
-		for _, name := range scrape(t, st.base+off) {
-			exported[name] = svc
+		for _, smp := range scrape(t, st.base+off) {
+			name := smp.Get(model.MetricNameLabel)
+			if exported[name] == nil {
+				exported[name] = map[string]bool{}
+				bySvc[svc] = append(bySvc[svc], name)
+			}
+			smp.Range(func(l labels.Label) { exported[name][l.Name] = true })
 		}
 	}
-	var missing []string
-	for name, where := range used {
-		if _, ok := exported[name]; !ok {
-			missing = append(missing, fmt.Sprintf("%s (used by %s)", name, strings.Join(slices.Compact(where), ", ")))
+
+	missing := map[string][]string{} // problem -> where
+	for _, q := range queries {
+		for _, p := range queryProblems(q, exported) {
+			missing[p] = append(missing[p], q.where)
 		}
 	}
-	sort.Strings(missing)
-	if len(missing) > 0 {
-		t.Errorf("metrics no running service exports:\n  %s", strings.Join(missing, "\n  "))
+	var lines []string
+	for p, where := range missing {
+		lines = append(lines, fmt.Sprintf("%s (used by %s)", p, strings.Join(slices.Compact(where), ", ")))
+	}
+	sort.Strings(lines)
+	if len(lines) > 0 {
+		t.Errorf("series no running service exports:\n  %s", strings.Join(lines, "\n  "))
+	}
+
+	ops := string(readFile(t, "docs/operations.md"))
+	for svc, names := range bySvc {
+		sec := metricsSection(ops, svc)
+		if sec == "" {
+			t.Errorf("docs/operations.md#metrics has no **%s** section", svc)
+			continue
+		}
+		for _, n := range names {
+			if !documentedIn(sec, n) {
+				t.Errorf("%s exports %s, which its section of docs/operations.md#metrics does not name", svc, n)
+			}
+		}
 	}
 }
 
-// scrape reads a /metrics page and returns the sample names on it.
-func scrape(t *testing.T, port int) []string {
+// queryProblems returns what q reads that no scrape shows: a metric name,
+// or a label (selected, grouped by, or shown in the legend) that no series
+// of the metric carries. The track label is the ServiceMonitors'.
+func queryProblems(q query, exported map[string]map[string]bool) []string {
+	e, err := parser.NewParser(parser.Options{}).ParseExpr(q.expr)
+	if err != nil {
+		return []string{fmt.Sprintf("%q is not PromQL: %v", q.expr, err)}
+	}
+	var out []string
+	// has: a metric read below n carries label l.
+	has := func(n parser.Node, l string) bool {
+		found := false
+		parser.Inspect(n, func(c parser.Node, _ []parser.Node) error {
+			if vs, ok := c.(*parser.VectorSelector); ok && exported[vs.Name][l] {
+				found = true
+			}
+			return nil
+		})
+		return found
+	}
+	parser.Inspect(e, func(n parser.Node, _ []parser.Node) error {
+		switch n := n.(type) {
+		case *parser.VectorSelector:
+			if _, ok := exported[n.Name]; !ok {
+				out = append(out, n.Name)
+				return nil
+			}
+			for _, m := range n.LabelMatchers {
+				if m.Name != model.MetricNameLabel && m.Name != trackLabel && !exported[n.Name][m.Name] {
+					out = append(out, fmt.Sprintf("%s{%s}", n.Name, m.Name))
+				}
+			}
+		case *parser.AggregateExpr:
+			if n.Without {
+				return nil
+			}
+			for _, l := range n.Grouping {
+				if !has(n.Expr, l) {
+					out = append(out, fmt.Sprintf("%s by (%s)", n.Expr, l))
+				}
+			}
+		}
+		return nil
+	})
+	for _, m := range legendLabel.FindAllStringSubmatch(q.legend, -1) {
+		if !has(e, m[1]) {
+			out = append(out, fmt.Sprintf("legend {{%s}} of %s", m[1], q.expr))
+		}
+	}
+	return out
+}
+
+// legendLabel is a label reference in a Grafana legendFormat.
+var legendLabel = regexp.MustCompile(`{{\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*}}`)
+
+// TestMonitoringQueryProblems: the check of TestMonitoringMetricsAreExported
+// finds a missing metric and a label that a selector, a grouping or a
+// legend uses and no series carries, and passes what the scrape has.
+func TestMonitoringQueryProblems(t *testing.T) {
+	t.Parallel()
+	exported := map[string]map[string]bool{
+		"a_total":               {"__name__": true, "resource": true},
+		"h_seconds_bucket":      {"__name__": true, "le": true, "route": true},
+		"consumer_group_lag":    {"__name__": true, "group": true, "member": true},
+		"informer_lease_leader": {"__name__": true},
+	}
+	for _, c := range []struct {
+		q    query
+		want []string
+	}{
+		{query{expr: `sum by (resource) (rate(a_total{track!="shadow"}[5m]))`, legend: "{{resource}}"}, nil},
+		{query{expr: `histogram_quantile(0.9, sum by (le, route) (rate(h_seconds_bucket[5m])))`, legend: "{{ route }}"}, nil},
+		{query{expr: `count by (group) (consumer_group_lag == 0) and max(informer_lease_leader) < 1`}, nil},
+		{query{expr: `sum(rate(h_seconds[5m]))`}, []string{"h_seconds"}},
+		{query{expr: `sum(rate(a_total{result="ok"}[5m]))`}, []string{`a_total{result}`}},
+		{query{expr: `sum by (type) (rate(a_total[5m]))`}, []string{"rate(a_total[5m]) by (type)"}},
+		{query{expr: `sum by (resource) (rate(a_total[5m]))`, legend: "{{resource}} {{type}}"}, []string{"legend {{type}} of sum by (resource) (rate(a_total[5m]))"}},
+	} {
+		if got := queryProblems(c.q, exported); !slices.Equal(got, c.want) {
+			t.Errorf("%s: problems %q, want %q", c.q.expr, got, c.want)
+		}
+	}
+}
+
+// metricsSection returns the text of a service's section of
+// docs/operations.md#metrics (from its **service** heading to the next one).
+func metricsSection(ops, svc string) string {
+	_, sec, ok := strings.Cut(ops, "\n**"+svc+"**")
+	if !ok {
+		return ""
+	}
+	if i := strings.Index(sec, "\n**"); i >= 0 {
+		sec = sec[:i]
+	}
+	if i := strings.Index(sec, "\n## "); i >= 0 {
+		sec = sec[:i]
+	}
+	return sec
+}
+
+// documentedIn reports whether a service's section names the metric: in
+// its table, as the Go runtime and process collectors every service has,
+// or through the families it says the service adds ("plus the
+// consumer-group metrics", "`http_client_*`").
+func documentedIn(sec, name string) bool {
+	base := name
+	for _, suf := range []string{"_bucket", "_count", "_sum"} {
+		if b, ok := strings.CutSuffix(name, suf); ok && strings.Contains(sec, "`"+b+"`") {
+			base = b
+		}
+	}
+	switch {
+	case strings.Contains(sec, "`"+base+"`"),
+		name == "target_info",
+		strings.HasPrefix(name, "go_"), strings.HasPrefix(name, "process_"), strings.HasPrefix(name, "promhttp_"):
+		return true
+	case strings.HasPrefix(name, "consumer_group_"):
+		return strings.Contains(sec, "plus the consumer-group metrics")
+	case strings.HasPrefix(name, "http_client_"):
+		return strings.Contains(sec, "`http_client_*`")
+	}
+	return false
+}
+
+// scrape reads a /metrics page and returns its samples' labels (the
+// metric name as __name__).
+func scrape(t *testing.T, port int) []labels.Labels {
 	t.Helper()
 	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", port))
 	if err != nil {
@@ -204,16 +402,26 @@ func scrape(t *testing.T, port int) []string {
 	if err != nil || resp.StatusCode != http.StatusOK {
 		t.Fatalf("scrape :%d: %s %v", port, resp.Status, err)
 	}
-	var names []string
+	p := parser.NewParser(parser.Options{})
+	var out []labels.Labels
 	for line := range strings.Lines(string(body)) {
-		if strings.HasPrefix(line, "#") || strings.TrimSpace(line) == "" {
+		line = strings.TrimSpace(line)
+		if strings.HasPrefix(line, "#") || line == "" {
 			continue
 		}
-		if end := strings.IndexAny(line, "{ "); end > 0 {
-			names = append(names, line[:end])
+		// The value follows the last space (the exporter writes no
+		// timestamps).
+		i := strings.LastIndexByte(line, ' ')
+		if i < 0 {
+			t.Fatalf("scrape :%d: line %q has no value", port, line)
 		}
+		ls, err := p.ParseMetric(line[:i])
+		if err != nil {
+			t.Fatalf("scrape :%d: line %q: %v", port, line, err)
+		}
+		out = append(out, ls)
 	}
-	return names
+	return out
 }
 
 // devStack is a running dev stack (bin/devstack with every service).
