@@ -52,6 +52,12 @@ func LoadConnectConfig(l *envconfig.Loader, defaultURL string) ConnectConfig {
 		c.Password = l.Secret(EnvNATSPassword).Reveal()
 	} else {
 		c.Password = l.String(EnvNATSPassword, "")
+		// Read once here too, so an empty file or a password with a line
+		// break inside is a start-up error naming the variable, like any
+		// other secret, not a failed connect that names none.
+		if err := checkPasswordFile(c.PasswordFile); err != nil {
+			l.Invalid(EnvNATSPasswordFile, "a file holding the password (not empty, no control character inside)", c.PasswordFile, err)
+		}
 	}
 	checkCredentials(l, c)
 	return c

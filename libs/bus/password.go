@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
+	"unicode"
 
 	"github.com/ambient-code/control-plane/libs/envconfig"
 	"github.com/ambient-code/control-plane/libs/logkey"
@@ -58,6 +60,21 @@ func readPassword(path string) (string, error) {
 		return "", fmt.Errorf("%s is empty", path)
 	}
 	return string(b), nil
+}
+
+// checkPasswordFile reports what makes the password file at path unusable:
+// unreadable, empty, or a control character (a line break) inside the
+// password, which no NATS server's configuration can hold. The error never
+// holds the password.
+func checkPasswordFile(path string) error {
+	pw, err := readPassword(path)
+	if err != nil {
+		return err
+	}
+	if strings.ContainsFunc(pw, unicode.IsControl) {
+		return fmt.Errorf("%s: the password holds a control character", path)
+	}
+	return nil
 }
 
 // RedactedURL is URL fit for logs and errors (envconfig.RedactURLs): in

@@ -109,6 +109,21 @@ func TestPasswordFileConfig(t *testing.T) {
 	if err := l.Err(); err == nil || !strings.Contains(err.Error(), "NATS_PASSWORD_FILE") {
 		t.Fatalf("a missing password file: Err() = %v, want it to name NATS_PASSWORD_FILE", err)
 	}
+	// Files that exist but hold no usable password are refused at load
+	// too, naming the variable (before, the connect failed later, naming
+	// none), and the error never shows the password.
+	for name, content := range map[string]string{"empty": "", "white space": " \n\t\n", "line break inside": "first-s3cret\nsecond-s3cret\n"} {
+		bad := filepath.Join(t.TempDir(), "password")
+		writeFile(t, bad, content)
+		l := envconfig.New(envconfig.Map(map[string]string{"NATS_USER": "svc", "NATS_PASSWORD_FILE": bad}))
+		bus.LoadConnectConfig(l, bus.DefaultURL)
+		err := l.Err()
+		if err == nil || !strings.Contains(err.Error(), "NATS_PASSWORD_FILE") {
+			t.Errorf("%s password file: Err() = %v, want it to name NATS_PASSWORD_FILE", name, err)
+		} else if strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("%s password file: the error shows the password: %v", name, err)
+		}
+	}
 }
 
 // TestCredentialsNeverLogged: a NATS_URL carrying user:password or a token
