@@ -1083,12 +1083,7 @@ func TestChartNetworkPolicyURLPorts(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			r := mustRender(t, localRunnersWith(t, tc.values))
-			var want []networkingv1.NetworkPolicyPeer
-			if tc.to != "" {
-				if err := yaml.Unmarshal([]byte(tc.to), &want); err != nil {
-					t.Fatal(err)
-				}
-			}
+			want := peers(t, tc.to)
 			rules := egressByPort(t, r, tc.component)[tc.port]
 			if !slices.ContainsFunc(rules, func(to []networkingv1.NetworkPolicyPeer) bool { return cmp.Equal(to, want) }) {
 				t.Errorf("%s egress on port %d goes to %+v, want a rule to %+v", tc.component, tc.port, rules, want)
@@ -1124,12 +1119,7 @@ func TestChartNetworkPolicyAllowsOTLP(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			r := mustRender(t, localRunnersWith(t, tc.values))
-			var want []networkingv1.NetworkPolicyPeer
-			if tc.to != "" {
-				if err := yaml.Unmarshal([]byte(tc.to), &want); err != nil {
-					t.Fatal(err)
-				}
-			}
+			want := peers(t, tc.to)
 			for _, comp := range components {
 				rules := egressByPort(t, r, comp)[tc.port]
 				if !slices.ContainsFunc(rules, func(to []networkingv1.NetworkPolicyPeer) bool { return cmp.Equal(to, want) }) {
@@ -1197,4 +1187,17 @@ func TestChartHelmTestReachesMetrics(t *testing.T) {
 			t.Errorf("%s: metrics port admits %+v; want the helm test pod (%v) and networkPolicy.metricsFrom", comp, from, test.GetLabels())
 		}
 	}
+}
+
+// peers parses a NetworkPolicy rule's peers written as YAML; "" is no
+// peers (any destination).
+func peers(t *testing.T, to string) []networkingv1.NetworkPolicyPeer {
+	t.Helper()
+	var out []networkingv1.NetworkPolicyPeer
+	if to != "" {
+		if err := yaml.Unmarshal([]byte(to), &out); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return out
 }
