@@ -185,7 +185,6 @@ func FromEnv(lookup envconfig.LookupFunc) (Config, error) {
 		AuthzCacheTTL:         l.Duration(EnvAuthzCacheTTL, d.AuthzCacheTTL),
 		AuthzCacheSize:        l.Int(EnvAuthzCacheSize, d.AuthzCacheSize, 1, 10_000_000),
 		APIURL:                l.URL(EnvAPIURL, d.APIURL.String(), "http", "https"),
-		Kubeconfig:            l.File(EnvKubeconfig, ""),
 		Namespace:             l.String(EnvNamespace, d.Namespace),
 		RunnerNetworks:        networks(l, EnvRunnerNetworks, d.RunnerNetworks),
 		StreamWriteTimeout:    l.Duration(EnvStreamWrite, d.StreamWriteTimeout),
@@ -201,6 +200,13 @@ func FromEnv(lookup envconfig.LookupFunc) (Config, error) {
 		ShutdownTimeout:       l.Duration(EnvShutdownTimeout, d.ShutdownTimeout),
 	}
 	c.NATS.Name = l.String(EnvNATSName, d.NATS.Name)
+	if c.Authz == authz.ModeKube {
+		// Read only where it is used: `make run` passes the developer's
+		// shell environment on, and a KUBECONFIG of several files
+		// ("a:b", which clientcmd merges) or of a file since removed
+		// must not stop a proxy that never talks to Kubernetes.
+		c.Kubeconfig = l.File(EnvKubeconfig, "")
+	}
 	errs := []error{l.Err()}
 	errs = append(errs, c.validate()...)
 	if err := errors.Join(errs...); err != nil {
@@ -288,9 +294,13 @@ func (c Config) validate() []error {
 	}
 	// kube-reconciler refuses the same value: a namespace that can't exist
 	// would have every review of a session without a project denied, the
-	// sessions unreachable with nothing in the logs at start.
-	if errs := validation.IsDNS1123Label(c.Namespace); len(errs) > 0 {
-		bad(EnvNamespace, "a namespace name (RFC 1123 label)", c.Namespace)
+	// sessions unreachable with nothing in the logs at start. Only kube
+	// mode uses it, and only there is it checked: `make run` passes the
+	// developer's shell environment on, where NAMESPACE may mean anything.
+	if c.Authz == authz.ModeKube {
+		if errs := validation.IsDNS1123Label(c.Namespace); len(errs) > 0 {
+			bad(EnvNamespace, "a namespace name (RFC 1123 label)", c.Namespace)
+		}
 	}
 	switch {
 	case c.RunnersBucket == "":

@@ -64,9 +64,14 @@ func TestFromEnv(t *testing.T) {
 			}},
 		// kube-reconciler refuses the same NAMESPACE; accepted here, every
 		// session without a project would be denied by the review.
-		{name: "namespace not a label", env: map[string]string{EnvNamespace: "Ambient_Code"},
+		{name: "namespace not a label", env: kubeAuthz(EnvNamespace, "Ambient_Code"),
 			wantErr: []string{`NAMESPACE: want a namespace name (RFC 1123 label), got "Ambient_Code"`}},
-		{name: "namespace with a space", env: map[string]string{EnvNamespace: "ambient-code "}, wantErr: []string{"NAMESPACE"}},
+		{name: "namespace with a space", env: kubeAuthz(EnvNamespace, "ambient-code "), wantErr: []string{"NAMESPACE"}},
+		{name: "kubeconfig missing", env: kubeAuthz(EnvKubeconfig, "/nonexistent/kubeconfig"), wantErr: []string{"KUBECONFIG"}},
+		// Only kube mode reads them: `make run` hands the developer's
+		// shell environment to the proxy, where they may be anything.
+		{name: "namespace and kubeconfig unused", env: map[string]string{EnvNamespace: "Ambient_Code", EnvKubeconfig: "/a/config:/b/config"},
+			check: func(c Config) bool { return c.Kubeconfig == "" }},
 		{name: "authz unknown", env: map[string]string{EnvAuthz: "rbac"}, wantErr: []string{"AGUI_AUTHZ: want one of none|api|kube"}},
 		{name: "authz cache", env: map[string]string{EnvAuthzCacheTTL: "0", EnvAuthzCacheSize: "5"},
 			check: func(c Config) bool { return c.AuthzCacheTTL == 0 && c.AuthzCacheSize == 5 }},
@@ -159,4 +164,11 @@ func TestIsLoopback(t *testing.T) {
 			t.Errorf("IsLoopback(%q) = %v, want %v", tc.addr, got, tc.want)
 		}
 	}
+}
+
+// kubeAuthz is a valid AGUI_AUTHZ=kube environment with name set to value.
+func kubeAuthz(name, value string) map[string]string {
+	env := map[string]string{EnvAuthz: "kube", EnvAuth: "jwt", EnvJWKSURL: "https://idp/jwks", EnvJWTIssuer: "i", EnvJWTAudience: "a"}
+	env[name] = value
+	return env
 }
