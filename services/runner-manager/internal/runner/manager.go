@@ -98,11 +98,7 @@ func (m *Manager) Sessions() []string {
 
 // HasCapacity reports whether another runner may start now (a session slot
 // and a port); it is a hint, Start decides.
-func (m *Manager) HasCapacity() bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return len(m.procs) < m.cfg.MaxSessions && m.pool.InUse() < m.pool.Size()
-}
+func (m *Manager) HasCapacity() bool { return m.Free() > 0 }
 
 // Free reports how many more runners may start now (session slots and
 // ports both); a hint, Start decides.

@@ -266,7 +266,7 @@ func (s *Supervisor) finish(ctx context.Context, log *slog.Logger, rn *Runner, s
 	case decided:
 		log.Info("runner exited")
 	case stopped:
-		end = &ending{phase: session.PhaseStopped, reason: status.ReasonStopped, message: "stopped on request"}
+		end = stoppedOnRequest()
 		if stopTrace.IsValid() {
 			// Written in the stop request's trace (the Stopping event's
 			// handler), where someone following the stop looks for it.
@@ -305,12 +305,7 @@ func (s *Supervisor) finish(ctx context.Context, log *slog.Logger, rn *Runner, s
 // kept (rn.pending) and recorded in the claim; report then returns false
 // and Resend retries.
 func (s *Supervisor) report(ctx context.Context, log *slog.Logger, rn *Runner, end *ending) bool {
-	rn.endHealthCheck(end.reason)
-	conds := rn.setCond(session.Condition{Type: status.CondRunnerStarted, Status: session.StatusFalse, Reason: end.reason, Message: end.message})
-	u := status.Update{Phase: end.phase, Conditions: conds}
-	if end.phase.Terminal() {
-		u.CompletionTime = time.Now()
-	}
+	u := rn.finalUpdate(end)
 	if end.fail != "" {
 		log.Info("session failed", slog.String(logkey.Reason, end.fail))
 	}
@@ -353,8 +348,7 @@ func (s *Supervisor) writeGuarded(ctx context.Context, log *slog.Logger, rn *Run
 		return u, nil
 	}
 	log.Info("stop requested during the shutdown: the runner ends stopped")
-	conds := rn.setCond(session.Condition{Type: status.CondRunnerStarted, Status: session.StatusFalse, Reason: status.ReasonStopped, Message: "stopped on request"})
-	stopped := status.Update{Phase: session.PhaseStopped, CompletionTime: time.Now(), Conditions: conds}
+	stopped := rn.finalUpdate(stoppedOnRequest())
 	return stopped, s.status.Write(ctx, rn.id, stopped)
 }
 

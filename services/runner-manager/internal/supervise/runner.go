@@ -58,9 +58,6 @@ type Runner struct {
 	// the last one's: a Stopping overwritten by the Creating write may be
 	// handled after the Running write. Guarded by mu.
 	writes []window
-	// wroteAt is the session's updated_at after the last of them. Guarded
-	// by mu.
-	wroteAt time.Time
 	// runningSince is the start_time written with Running; zero until the
 	// health check passed. Guarded by mu.
 	runningSince time.Time
@@ -78,6 +75,12 @@ type ending struct {
 	// a runner: the ending of a runner stopped by the service's shutdown,
 	// which no longer hears of a stop, end or deletion of its session.
 	guarded bool
+}
+
+// stoppedOnRequest is the ending of a runner stopped because its session
+// asked to stop.
+func stoppedOnRequest() *ending {
+	return &ending{phase: session.PhaseStopped, reason: status.ReasonStopped, message: "stopped on request"}
 }
 
 // window is one Creating/Running write: a change of the session stamped
@@ -160,7 +163,6 @@ func (rn *Runner) wrote(readAt, wroteAt time.Time) {
 		rn.writes = slices.Delete(rn.writes, 2, 3)
 	}
 	rn.writes = append(rn.writes, window{readAt: readAt, wroteAt: wroteAt})
-	rn.wroteAt = wroteAt
 }
 
 // Record is this replica's record of the runner as last written.
@@ -215,6 +217,19 @@ func (rn *Runner) setCond(c session.Condition) session.Conditions {
 	return rn.conds
 }
 
+// finalUpdate is the status update that reports end: RunnerStarted False
+// with its reason and message (a health check still polling settled too),
+// and the completion time of a terminal phase.
+func (rn *Runner) finalUpdate(end *ending) status.Update {
+	rn.endHealthCheck(end.reason)
+	conds := rn.setCond(session.Condition{Type: status.CondRunnerStarted, Status: session.StatusFalse, Reason: end.reason, Message: end.message})
+	u := status.Update{Phase: end.phase, Conditions: conds}
+	if end.phase.Terminal() {
+		u.CompletionTime = time.Now()
+	}
+	return u
+}
+
 // endHealthCheck settles a HealthCheckPassed still Unknown (polling)
 // as False with reason: the runner ended (exited, stopped, shut down)
 // before its health check passed, and the final conditions must not say
@@ -249,5 +264,8 @@ func (rn *Runner) done() bool {
 func (rn *Runner) LastWrite() time.Time {
 	rn.mu.Lock()
 	defer rn.mu.Unlock()
-	return rn.wroteAt
+	if len(rn.writes) == 0 {
+		return time.Time{}
+	}
+	return rn.writes[len(rn.writes)-1].wroteAt
 }
