@@ -10,6 +10,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 )
@@ -49,6 +50,23 @@ func printJSONList[T proto.Message](w io.Writer, items []T) error {
 		return fmt.Errorf("write output: %w", err)
 	}
 	return nil
+}
+
+// printOne prints one object: with -o json a JSON object, else a table of
+// one row.
+func printOne[T proto.Message](o *options, cmd *cobra.Command, v T, table func(*cobra.Command, []T) error) error {
+	if o.output == "json" {
+		return printJSON(cmd.OutOrStdout(), v)
+	}
+	return table(cmd, []T{v})
+}
+
+// printList prints a list: with -o json one JSON array, else a table.
+func printList[T proto.Message](o *options, cmd *cobra.Command, vs []T, table func(*cobra.Command, []T) error) error {
+	if o.output == "json" {
+		return printJSONList(cmd.OutOrStdout(), vs)
+	}
+	return table(cmd, vs)
 }
 
 // printTable writes rows under header with aligned columns.

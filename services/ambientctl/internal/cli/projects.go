@@ -32,7 +32,7 @@ func projectsCmd(o *options) *cobra.Command {
 				if err != nil {
 					return o.explain(err, fmt.Sprintf("create project %q", args[0]))
 				}
-				return o.printProject(cmd, p)
+				return printOne(o, cmd, p, projectTable)
 			})
 		},
 	}
@@ -48,28 +48,12 @@ func projectsCmd(o *options) *cobra.Command {
 				if err != nil {
 					return o.explain(err, "list projects")
 				}
-				return o.printProjectList(cmd, ps)
+				return printList(o, cmd, ps, projectTable)
 			})
 		},
 	}
 	cmd.AddCommand(create, list)
 	return cmd
-}
-
-// printProject prints one project (-o json: an object).
-func (o *options) printProject(cmd *cobra.Command, p *ambientv1.Project) error {
-	if o.output == "json" {
-		return printJSON(cmd.OutOrStdout(), p)
-	}
-	return projectTable(cmd, []*ambientv1.Project{p})
-}
-
-// printProjectList prints a list of projects (-o json: one array).
-func (o *options) printProjectList(cmd *cobra.Command, ps []*ambientv1.Project) error {
-	if o.output == "json" {
-		return printJSONList(cmd.OutOrStdout(), ps)
-	}
-	return projectTable(cmd, ps)
 }
 
 func projectTable(cmd *cobra.Command, ps []*ambientv1.Project) error {

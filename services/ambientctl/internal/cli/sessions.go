@@ -69,7 +69,7 @@ func sessionsCreateCmd(o *options) *cobra.Command {
 					return o.explain(err, "create session")
 				}
 				tagSession(cmd.Context(), s.GetMetadata().GetId(), s.GetProjectId())
-				return o.printSession(cmd, s)
+				return printOne(o, cmd, s, sessionTable)
 			})
 		},
 	}
@@ -122,7 +122,7 @@ func sessionsListCmd(o *options) *cobra.Command {
 						out = append(out, s)
 					}
 				}
-				return o.printSessionList(cmd, out)
+				return printList(o, cmd, out, sessionTable)
 			})
 		},
 	}
@@ -164,7 +164,7 @@ func sessionActionCmd(o *options, use, short string, call func(*apiclient.RESTCl
 			if err != nil {
 				return o.explainREST(err, fmt.Sprintf("%s session %q", use, args[0]))
 			}
-			return o.printSession(cmd, s)
+			return printOne(o, cmd, s, sessionTable)
 		},
 	}
 }
@@ -189,22 +189,6 @@ func sessionsDeleteCmd(o *options) *cobra.Command {
 			})
 		},
 	}
-}
-
-// printSession prints one session (-o json: an object).
-func (o *options) printSession(cmd *cobra.Command, s *ambientv1.Session) error {
-	if o.output == "json" {
-		return printJSON(cmd.OutOrStdout(), s)
-	}
-	return sessionTable(cmd, []*ambientv1.Session{s})
-}
-
-// printSessionList prints a list of sessions (-o json: one array).
-func (o *options) printSessionList(cmd *cobra.Command, ss []*ambientv1.Session) error {
-	if o.output == "json" {
-		return printJSONList(cmd.OutOrStdout(), ss)
-	}
-	return sessionTable(cmd, ss)
 }
 
 func sessionTable(cmd *cobra.Command, ss []*ambientv1.Session) error {
