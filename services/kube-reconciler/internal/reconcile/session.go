@@ -80,30 +80,27 @@ func (r *Reconciler) session(ctx context.Context, s *ambientv1.Session, deleted 
 	if err != nil {
 		return metrics.ResultError, err
 	}
-	if cur, ok := r.upToDate(desired, key); ok {
-		// An old CR may still be left (its delete failed, or the status
-		// informer had not synced when the new one was applied): a retry
-		// or the resync finds the new CR up to date, so it is deleted here
-		// too. Only the informer's index is read when there is none.
-		if err := r.deleteCRs(ctx, nil, id, key); err != nil {
+	cur, ok := r.upToDate(desired, key)
+	result := metrics.ResultUnchanged
+	if !ok {
+		if cur, err = r.cfg.Applier.Session(ctx, desired); err != nil {
+			if apierrors.IsInvalid(err) || apierrors.IsBadRequest(err) || apierrors.IsRequestEntityTooLargeError(err) {
+				return r.invalidSession(ctx, s, &spec.FieldError{Field: "spec", Reason: string(apierrors.ReasonForError(err)) + ": " + err.Error()}, log)
+			}
+			r.forgetOnNotFound(ns, err)
 			return metrics.ResultError, err
 		}
-		return r.clearFailure(ctx, s, key, cur, metrics.ResultUnchanged)
-	}
-	applied, err := r.cfg.Applier.Session(ctx, desired)
-	if err != nil {
-		if apierrors.IsInvalid(err) || apierrors.IsBadRequest(err) || apierrors.IsRequestEntityTooLargeError(err) {
-			return r.invalidSession(ctx, s, &spec.FieldError{Field: "spec", Reason: string(apierrors.ReasonForError(err)) + ": " + err.Error()}, log)
-		}
-		r.forgetOnNotFound(ns, err)
-		return metrics.ResultError, err
+		result = metrics.ResultOK
 	}
 	// A CR left under another name or namespace (kube_cr_name or the project
-	// changed) is no longer wanted.
+	// changed) is no longer wanted. Also when the new CR is up to date: its
+	// delete may have failed, or the status informer had not synced when
+	// the new one was applied, and every retry and resync finds the new CR
+	// up to date. Only the informer's index is read when there is none.
 	if err := r.deleteCRs(ctx, nil, id, key); err != nil {
 		return metrics.ResultError, err
 	}
-	return r.clearFailure(ctx, s, key, applied, metrics.ResultOK)
+	return r.clearFailure(ctx, s, key, cur, result)
 }
 
 // upToDate returns the cached CR key when it already holds desired
