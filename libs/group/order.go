@@ -208,9 +208,10 @@ func (w *worker) followsInStream(ctx context.Context, partition int, prev, e *en
 // partition) of every message of the object of a message on subject
 // <prefix>.<resource>.<project>.<id>: <prefix>.<resource>.*.<id>. An
 // object's subject is not fixed: a session moved to another project
-// publishes its later events under the new project's token. Looking up the head's subject alone, a lane took an
-// older message lost in transit under the old project for none, and
-// handled (or coalesced over) it after the newer ones
+// publishes its later events under the new project's token. Looking up
+// the head's subject alone, a lane took an older message lost in transit
+// under the old project for none, and handled (or coalesced over) it
+// after the newer ones
 // (TestLaneWaitsForOlderLostDeliveryOfMovedObject). A subject not of that
 // form is its own filter.
 func (w *worker) objectFilter(subject string) string {
