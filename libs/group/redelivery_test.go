@@ -88,7 +88,16 @@ func TestStaleRedeliveryAfterAckNotHandled(t *testing.T) {
 // finds v1 still in the work-queue stream and waits for it.
 func TestLaneWaitsForOlderLostDelivery(t *testing.T) {
 	t.Parallel()
-	q, w, j, v1, v2 := newerFirst(t)
+	lateOlderHandledFirst(t, func(q *workQueue) { q.publish(t, "x", 2) })
+}
+
+// lateOlderHandledFirst delivers the second of the two messages publish
+// puts in the work queue, then the first (its redelivery, late), and
+// checks the lane handled nothing before the first arrived, then both in
+// order.
+func lateOlderHandledFirst(t *testing.T, publish func(q *workQueue)) {
+	t.Helper()
+	q, w, j, v1, v2 := newerFirstOf(t, publish)
 	if got := j.snapshot(); len(got) != 0 {
 		t.Fatalf("handled %v before v1 arrived", got)
 	}
