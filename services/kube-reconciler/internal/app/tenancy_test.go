@@ -340,3 +340,77 @@ func (h *harness) waitReconciled(t *testing.T, ns, id string) {
 		t.Fatalf("session %s refused: Reconciled=False %s: %s", id, refused.Reason, refused.Message)
 	}
 }
+
+// TestRoleBindingOfTheSameNameNotTakenOver: a RoleBinding someone else made
+// in the project's namespace under the name a group_access entry maps to
+// (ambient-<group>-<role>) is left exactly as it was: not deleted and
+// recreated for its other roleRef, its subjects not replaced by the
+// entry's group. The entry is counted as refused; the others are bound,
+// and removing the settings prunes only ours.
+func TestRoleBindingOfTheSameNameNotTakenOver(t *testing.T) {
+	h := newHarness(t)
+	r := h.start(t, "rbown1", nil, nil)
+	ctx := t.Context()
+	name := unique("rbown")
+	pid := h.project(t, name).GetMetadata().GetId()
+	testenv.Eventually(t, wait, func() error {
+		_, err := h.kube.CoreV1().Namespaces().Get(ctx, name, metav1.GetOptions{})
+		return err
+	})
+	user := func(rbName, role string) *rbacv1.RoleBinding {
+		rb := &rbacv1.RoleBinding{
+			ObjectMeta: metav1.ObjectMeta{Name: rbName, Namespace: name, Labels: map[string]string{"team": "x"}},
+			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role},
+			Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.UserKind, Name: "alice"}},
+		}
+		got, err := h.kube.RbacV1().RoleBindings(name).Create(ctx, rb, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	theirs := []*rbacv1.RoleBinding{
+		user("ambient-devs-ambient-project-edit", "view"),                // another roleRef
+		user("ambient-ops-ambient-project-view", "ambient-project-view"), // the same roleRef
+	}
+	settings, err := h.cl.CreateProjectSettings(ctx, &ambientv1.CreateProjectSettingsRequest{ProjectId: pid,
+		GroupAccess: ptr(`[{"group":"devs","role":"ambient-project-edit"},{"group":"ops","role":"ambient-project-view"},{"group":"ok","role":"ambient-project-view"}]`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, wait, func() error {
+		_, err := h.kube.RbacV1().RoleBindings(name).Get(ctx, "ambient-ok-ambient-project-view", metav1.GetOptions{})
+		return err
+	})
+	h.quiesce(t, r)
+	unchanged := func() {
+		t.Helper()
+		for _, want := range theirs {
+			got, err := h.kube.RbacV1().RoleBindings(name).Get(ctx, want.Name, metav1.GetOptions{})
+			if err != nil {
+				t.Errorf("%s: %v", want.Name, err)
+				continue
+			}
+			if got.UID != want.UID || got.ResourceVersion != want.ResourceVersion {
+				t.Errorf("%s changed: uid %s -> %s, resourceVersion %s -> %s, roleRef %s, subjects %v, labels %v",
+					want.Name, want.UID, got.UID, want.ResourceVersion, got.ResourceVersion, got.RoleRef.Name, got.Subjects, got.Labels)
+			}
+		}
+	}
+	unchanged()
+	body := get(t, "http://"+r.addr.String()+"/metrics")
+	if n, _ := testenv.MetricSum(body, "ambient_kube_reconciler_rejected_total", `reason="rolebinding_not_owned"`, `resource="project_settings"`); n < 2 {
+		t.Errorf("refusals counted in /metrics: %v, want at least 2", n)
+	}
+	if err := h.cl.DeleteProjectSettings(ctx, settings.GetMetadata().GetId()); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, wait, func() error {
+		_, err := h.kube.RbacV1().RoleBindings(name).Get(ctx, "ambient-ok-ambient-project-view", metav1.GetOptions{})
+		if !apierrors.IsNotFound(err) {
+			return fmt.Errorf("our binding not pruned: %v", err)
+		}
+		return nil
+	})
+	unchanged()
+}

@@ -16,21 +16,46 @@ type RoleBindingResult struct {
 	Applied   int // bindings applied (no-ops included)
 	Recreated int // bindings deleted and created again because their roleRef changed
 	Pruned    int // managed bindings deleted because their entry is gone
+	// NotOwned names the wanted bindings left alone because a binding of
+	// that name exists that is not this project's managed one.
+	NotOwned []string
 }
 
 // RoleBindings makes the project's managed RoleBindings of namespace exactly
 // want: each is applied (subject Group, roleRef ClusterRole, labels), a
 // binding whose roleRef differs is deleted and created again (roleRef is
 // immutable), and every other binding carrying the managed-by label and the
-// project id of labels (spec.ProjectSelector) that owner Owns is deleted.
-// Bindings without those labels, another project's or another
-// installation's included, are never touched. The caller checks that
-// namespace is the project's own (Namespace, CheckNamespace).
+// project id of labels that owner Owns is deleted. Bindings without those
+// labels, another project's or another installation's included, are never
+// touched: not pruned, and not taken over when one is named like a wanted
+// binding (a user's own "ambient-devs-admin" would otherwise lose its
+// subjects to the apply, or be deleted for its roleRef); such names are
+// reported in NotOwned. The caller checks that namespace is the project's
+// own (Namespace, CheckNamespace).
 func (a *Applier) RoleBindings(ctx context.Context, namespace string, labels map[string]string, want []spec.RoleBinding, owner spec.Owner) (RoleBindingResult, error) {
 	var res RoleBindingResult
+	// One list of the namespace's bindings (a project namespace holds few)
+	// tells both which wanted names are taken by someone else and which
+	// managed bindings to prune.
+	list, err := a.kube.RbacV1().RoleBindings(namespace).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return res, fmt.Errorf("list rolebindings %s: %w", namespace, err)
+	}
+	projectKey := labels[spec.LabelProjectID]
+	ours := func(rb *rbacv1.RoleBinding) bool {
+		return spec.OwnedBy(rb.Labels, projectKey) && owner.Owns(rb.Labels)
+	}
+	existing := make(map[string]*rbacv1.RoleBinding, len(list.Items))
+	for i := range list.Items {
+		existing[list.Items[i].Name] = &list.Items[i]
+	}
 	keep := make(map[string]bool, len(want))
 	for _, b := range want {
 		keep[b.Name] = true
+		if cur, found := existing[b.Name]; found && !ours(cur) {
+			res.NotOwned = append(res.NotOwned, b.Name)
+			continue
+		}
 		recreated, err := a.roleBinding(ctx, namespace, labels, b)
 		if err != nil {
 			return res, err
@@ -40,13 +65,9 @@ func (a *Applier) RoleBindings(ctx context.Context, namespace string, labels map
 			res.Recreated++
 		}
 	}
-	list, err := a.kube.RbacV1().RoleBindings(namespace).List(ctx, metav1.ListOptions{LabelSelector: spec.ProjectSelector(labels[spec.LabelProjectID])})
-	if err != nil {
-		return res, fmt.Errorf("list rolebindings %s: %w", namespace, err)
-	}
 	for i := range list.Items {
 		rb := &list.Items[i]
-		if keep[rb.Name] || !owner.Owns(rb.Labels) {
+		if keep[rb.Name] || !ours(rb) {
 			continue
 		}
 		if err := a.deleteRoleBinding(ctx, rb); err != nil {

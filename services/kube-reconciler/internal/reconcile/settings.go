@@ -12,8 +12,8 @@ import (
 )
 
 // settings makes the project's managed RoleBindings match group_access:
-// entries refused (role off the allow-list, invalid generated name) are logged
-// and counted and never bound; bindings whose entry is gone are pruned; a
+// entries refused (role off the allow-list, invalid generated name, a name
+// taken by a binding we do not manage) are logged and counted and never bound; bindings whose entry is gone are pruned; a
 // deleted settings object prunes them all. Only the project's own namespace
 // is written, and only bindings labelled with the project's id are pruned; a
 // namespace that is denied or not the project's is refused with no write. A
@@ -74,6 +74,12 @@ func (r *Reconciler) settings(ctx context.Context, ps *ambientv1.ProjectSettings
 	}
 	res, err := r.cfg.Applier.RoleBindings(ctx, ns, labels, want, r.cfg.Owner)
 	r.cfg.Metrics.Pruned(ctx, res.Pruned)
+	for _, name := range res.NotOwned {
+		result = metrics.ResultInvalid
+		r.cfg.Metrics.Reject(ctx, "project_settings", "rolebinding_not_owned")
+		log.WarnContext(ctx, "group_access entry not bound: a RoleBinding of its name exists that this control plane does not manage",
+			slog.String(logkey.Namespace, ns), slog.String("rolebinding", name))
+	}
 	if err != nil {
 		r.forgetOnNotFound(ns, err)
 		return metrics.ResultError, err
