@@ -28,8 +28,8 @@ const (
 	DefaultMaxInFlight = 64
 )
 
-// DefaultBackoff is the NakWithDelay schedule; attempt n waits
-// Backoff[min(n-1, len-1)].
+// DefaultBackoff is the retry schedule (see Config.Backoff); attempt n
+// waits Backoff[min(n-1, len-1)].
 var DefaultBackoff = []time.Duration{time.Second, 5 * time.Second, 30 * time.Second, 2 * time.Minute}
 
 // nameRE restricts group and member names to what is valid in a stream,
@@ -64,7 +64,9 @@ type Config struct {
 	// MaxDeliver is the number of tries before the message goes to the DLQ
 	// (default 5).
 	MaxDeliver int
-	// Backoff is the NakWithDelay schedule (default DefaultBackoff).
+	// Backoff is the wait before each retry in the lane: attempt n waits
+	// Backoff[min(n-1, len-1)] (default DefaultBackoff). A failed
+	// dead-letter publish is retried with it too. Every wait must be > 0.
 	Backoff []time.Duration
 	// AckWait is the redelivery timeout of an unacknowledged message; long
 	// handlers are kept alive with InProgress (default 10s). pcgroups also
@@ -120,7 +122,8 @@ type Config struct {
 	// (a session condition), beside the log and metric the group writes.
 	// It runs in the object's lane, so the object's next message waits for
 	// it: keep it bounded. Not called for undecodable messages (there is
-	// no event to report on).
+	// no event to report on). A panic in it is logged and the lane goes
+	// on: the letter is in the DLQ already.
 	OnDeadLetter func(ctx context.Context, m Message, reason string, cause error)
 }
 
@@ -205,9 +208,14 @@ func (c Config) validate() error {
 	if c.MaxDeliver < 1 || c.MaxDeliver > MaxMaxDeliver {
 		bad("max deliver %d: want 1..%d", c.MaxDeliver, MaxMaxDeliver)
 	}
+	// A zero wait makes retries a hot loop: a failing handler burns its
+	// MaxDeliver tries at once, before anything transient can clear, and a
+	// dead-letter publish the DLQ stream refuses (full, discard new) is
+	// retried with this schedule and no limit, spinning its lane and logging
+	// an error per round trip (over 1,000 a second).
 	for _, d := range c.Backoff {
-		if d < 0 {
-			bad("backoff %s: want >= 0", d)
+		if d <= 0 {
+			bad("backoff %s: want > 0", d)
 		}
 	}
 	if c.AckWait < MinAckWait {

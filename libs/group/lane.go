@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"slices"
 	"time"
@@ -171,10 +172,8 @@ func (w *worker) handle(runCtx, lctx context.Context, f *flight, l *lane, batch 
 				return false
 			}
 		}
-		if w.cfg.OnDeadLetter != nil {
-			w.cfg.OnDeadLetter(hctx, Message{Event: ev, Subject: newest.subject, Header: w.current(newest).Headers(),
-				Attempt: attempt, Seq: newest.seq, Coalesced: len(items) - 1}, dead.reason, dead.err)
-		}
+		w.onDeadLetter(hctx, Message{Event: ev, Subject: newest.subject, Header: w.current(newest).Headers(),
+			Attempt: attempt, Seq: newest.seq, Coalesced: len(items) - 1}, dead.reason, dead.err, log)
 		return true
 	default:
 		// Stopping, or the partition moved: whatever the handler
@@ -187,6 +186,23 @@ func (w *worker) handle(runCtx, lctx context.Context, f *flight, l *lane, batch 
 		}
 		return false
 	}
+}
+
+// onDeadLetter calls Config.OnDeadLetter, when set, for a message already
+// in the DLQ. A panic in it is logged, not propagated: it runs on the
+// lane's goroutine, where a panic would take the whole member (and every
+// other object's work) down for a report about one object, as the handler's
+// own panics do not (see call).
+func (w *worker) onDeadLetter(ctx context.Context, m Message, reason string, cause error, log *slog.Logger) {
+	if w.cfg.OnDeadLetter == nil {
+		return
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			log.Error("dead letter report panicked", slog.String(logkey.Reason, reason), slog.Any(logkey.Err, fmt.Errorf("on dead letter panic: %v", r)))
+		}
+	}()
+	w.cfg.OnDeadLetter(ctx, m, reason, cause)
 }
 
 // try calls the handler for e until it succeeds, retrying in the lane

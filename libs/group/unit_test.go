@@ -73,6 +73,8 @@ func TestConfigValidate(t *testing.T) {
 		{name: "wildcard prefix", mutate: func(c *Config) { c.SubjectPrefix = "ambient.*" }},
 		{name: "short ack wait", mutate: func(c *Config) { c.AckWait = 100 * time.Millisecond }},
 		{name: "negative backoff", mutate: func(c *Config) { c.Backoff = []time.Duration{-1} }},
+		// A zero wait is a hot retry loop (see validate).
+		{name: "zero backoff", mutate: func(c *Config) { c.Backoff = []time.Duration{time.Second, 0} }},
 		{name: "unknown resource", mutate: func(c *Config) { c.Resources = []eventsv1.Resource{99} }},
 		{name: "replicas as the events stream", mutate: func(c *Config) { c.Replicas = 0 }, valid: true},
 		{name: "replicas 5", mutate: func(c *Config) { c.Replicas = 5 }, valid: true},
