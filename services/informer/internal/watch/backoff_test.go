@@ -55,6 +55,37 @@ func TestBackoffJitterBounds(t *testing.T) {
 	}
 }
 
+// TestBackoffNeverExceedsMax: WATCH_BACKOFF_MAX is the longest delay
+// between watch retries (docs/configuration.md), jitter included; at the
+// cap the delays are still spread, not all equal to it. Before, the jitter
+// was applied after the cap: up to 37.5 s of a 30 s maximum.
+func TestBackoffNeverExceedsMax(t *testing.T) {
+	t.Parallel()
+	for _, cfg := range []Config{{}, {BackoffInitial: 25 * time.Second, BackoffMax: 30 * time.Second}} {
+		cfg = cfg.withDefaults()
+		b := newBackoff(cfg)
+		atCap := map[time.Duration]bool{}
+		for range 1000 {
+			b.Reset()
+			for i := range 8 {
+				d := b.NextBackOff()
+				if d > cfg.BackoffMax {
+					t.Fatalf("initial %s, max %s: attempt %d waits %s, longer than the max", cfg.BackoffInitial, cfg.BackoffMax, i, d)
+				}
+				if i == 7 {
+					if low := cfg.BackoffMax * 3 / 4; d < low {
+						t.Fatalf("initial %s, max %s: attempt %d waits %s, below %s", cfg.BackoffInitial, cfg.BackoffMax, i, d, low)
+					}
+					atCap[d] = true
+				}
+			}
+		}
+		if len(atCap) < 100 {
+			t.Fatalf("initial %s, max %s: only %d distinct delays at the cap: jitter lost", cfg.BackoffInitial, cfg.BackoffMax, len(atCap))
+		}
+	}
+}
+
 // TestRunResetsBackoffAfterHealthyStream: failures back off 1, 2, 4 x the
 // initial delay; a stream that then delivers events was healthy, so the
 // next failure starts over at the initial delay instead of going on to 8
