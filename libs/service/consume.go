@@ -10,6 +10,7 @@ import (
 	"github.com/cenkalti/backoff/v5"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/ambient-code/control-plane/libs/envconfig"
 	"github.com/ambient-code/control-plane/libs/group"
 	"github.com/ambient-code/control-plane/libs/logkey"
 )
@@ -29,7 +30,10 @@ const (
 // for cfg.Stream to exist (the informer creates it; a consumer may start
 // first), then runs group.Run with the runtime's JetStream and logger, and
 // rejoins with backoff whenever the group stops on its own. An invalid cfg
-// makes Run fail before anything runs (wrapping group.ErrInvalidConfig).
+// makes Run fail before anything runs (wrapping group.ErrInvalidConfig); a
+// configuration group.Run finds unworkable once it talks to NATS (a
+// GROUP_REPLICAS the servers cannot place, an envconfig.VarError) stops the
+// service with that error instead of rejoining.
 // cfg.Meter defaults to the service's Meter, so the consumer_group.*
 // metrics are on /metrics from the start (consumer_group_joined 0 until
 // the member is in its group, and again while it rejoins),
@@ -95,7 +99,12 @@ func consume(ctx context.Context, js jetstream.JetStream, cfg group.Config, h gr
 			return struct{}{}, streamMissingError{err}
 		}
 		err := group.Run(ctx, js, cfg, h, log)
-		if errors.Is(err, group.ErrInvalidConfig) {
+		// A configuration that can never work (a bad Config, or a
+		// GROUP_REPLICAS the NATS servers cannot place, which group.Run
+		// names as an envconfig.VarError) stops the service with exit 1:
+		// rejoining would only leave it not ready for ever.
+		var varErr *envconfig.VarError
+		if errors.Is(err, group.ErrInvalidConfig) || errors.As(err, &varErr) {
 			return struct{}{}, backoff.Permanent(err)
 		}
 		return struct{}{}, err // nil only once ctx ended

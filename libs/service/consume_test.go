@@ -18,6 +18,7 @@ import (
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
 
 	"github.com/ambient-code/control-plane/libs/bus"
+	"github.com/ambient-code/control-plane/libs/envconfig"
 	"github.com/ambient-code/control-plane/libs/events"
 	"github.com/ambient-code/control-plane/libs/group"
 	"github.com/ambient-code/control-plane/libs/health"
@@ -183,4 +184,33 @@ func joinedMetric(t *testing.T, base, groupName string) (float64, bool) {
 	t.Helper()
 	_, body := get(t, base+health.PathMetrics)
 	return testenv.MetricSum(body, "consumer_group_joined", `group="`+groupName+`"`)
+}
+
+// TestConsumeReplicasBeyondTheServerStopsTheService: GROUP_REPLICAS=3 on a
+// single, non-clustered server can never be kept. group.Run says so with a
+// configuration error naming GROUP_REPLICAS, and the service must stop with
+// it (exit 1, docs/configuration.md) instead of rejoining for ever, not
+// ready, with nothing but a warning in its log.
+func TestConsumeReplicasBeyondTheServerStopsTheService(t *testing.T) {
+	t.Parallel()
+	srv := testenv.NATS(t)
+	_, js := testenv.JetStream(t, srv)
+	if _, err := bus.EnsureEventsStream(t.Context(), js, 1, 0); err != nil {
+		t.Fatal(err)
+	}
+	r := start(t, service.Options{Config: service.Config{NATS: bus.ConnectConfig{URL: srv.ClientURL()}}}, func(_ context.Context, rt *service.Runtime) error {
+		rt.Consume(group.Config{Group: "svc-replicas", Member: "m-0", Replicas: 3, MemberTTL: time.Second, AckWait: 2 * time.Second, StopGrace: time.Second},
+			func(context.Context, group.Message) error { return nil })
+		return nil
+	})
+	select {
+	case err := <-r.done:
+		r.done <- err // for start's Cleanup
+		var ve *envconfig.VarError
+		if !errors.As(err, &ve) || ve.Name != group.EnvReplicas {
+			t.Fatalf("Run = %v, want a configuration error naming %s", err, group.EnvReplicas)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatalf("Run still rejoining 15s after a %s the server can never hold, want it to stop with a configuration error", group.EnvReplicas)
+	}
 }

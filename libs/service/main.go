@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"sync"
 	"syscall"
 
@@ -39,12 +40,12 @@ func Main[C Configured](name string, load func() (C, error), run RunFunc[C]) {
 func mainCode[C Configured](ctx context.Context, name string, load func() (C, error), run RunFunc[C], stderr io.Writer) int {
 	cfg, err := load()
 	if err != nil {
-		fmt.Fprintf(stderr, "%s: %v\n", name, err)
+		fmt.Fprintf(stderr, "%s: %s\n", name, oneLine(err))
 		return 1
 	}
 	log, err := telemetry.NewLogger(cfg.ServiceConfig().LogLevel, stderr)
 	if err != nil {
-		fmt.Fprintf(stderr, "%s: %v\n", name, err)
+		fmt.Fprintf(stderr, "%s: %s\n", name, oneLine(err))
 		return 1
 	}
 	sc := cfg.ServiceConfig()
@@ -56,8 +57,16 @@ func mainCode[C Configured](ctx context.Context, name string, load func() (C, er
 		wg.Go(func() { lim.follow(runCtx, sc.MemoryLimitRefresh) })
 	}
 	if err := run(runCtx, cfg, log); err != nil {
-		fmt.Fprintf(stderr, "%s: %v\n", name, err)
+		fmt.Fprintf(stderr, "%s: %s\n", name, oneLine(err))
 		return 1
 	}
 	return 0
+}
+
+// oneLine is err's message on one line: errors.Join (every bad variable of
+// a configuration, a part's error joined with a shutdown error) separates
+// its errors with line breaks, and a log collector would take each line
+// after the first for a record of its own, without the service's name.
+func oneLine(err error) string {
+	return strings.Join(strings.FieldsFunc(err.Error(), func(r rune) bool { return r == '\n' || r == '\r' }), "; ")
 }

@@ -116,6 +116,22 @@ func TestMainExits(t *testing.T) {
 	}
 }
 
+// TestMainErrorIsOneLine: every bad variable is named at once, on the one
+// line "<name>: ..." the docs promise (docs/operations.md#logs), not
+// one line per variable with the service's name on the first only.
+func TestMainErrorIsOneLine(t *testing.T) {
+	t.Parallel()
+	code, stderr := runChild(t, []string{envWorkers + "=9", service.EnvLogLevel + "=loud"}, false)
+	if code != 1 {
+		t.Errorf("exit code = %d, want 1", code)
+	}
+	lines := strings.Split(strings.TrimSuffix(stderr, "\n"), "\n")
+	if len(lines) != 1 || !strings.HasPrefix(lines[0], "svc-test: ") ||
+		!strings.Contains(lines[0], envWorkers+":") || !strings.Contains(lines[0], service.EnvLogLevel+":") {
+		t.Errorf("stderr = %q, want one line \"svc-test: ...\" naming %s and %s", stderr, envWorkers, service.EnvLogLevel)
+	}
+}
+
 // runChild runs this test binary as the helper service; with signal it
 // sends SIGTERM once the child runs. It returns the exit code and stderr.
 func runChild(t *testing.T, env []string, signal bool) (int, string) {

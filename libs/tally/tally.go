@@ -98,7 +98,15 @@ func (t *Tally) Add(ev *eventsv1.ResourceEvent) bool {
 	if ev.GetType() == eventsv1.EventType_EVENT_TYPE_DELETED {
 		r.deleted[ev.GetObjectId()] = struct{}{}
 	}
-	r.last, t.last = now, now
+	// The clock is read before the lock, so a concurrent Add (the group
+	// runs many lanes) may count after one that read it later: the last
+	// event's time only moves forward.
+	if now.After(r.last) {
+		r.last = now
+	}
+	if now.After(t.last) {
+		t.last = now
+	}
 	return true
 }
 

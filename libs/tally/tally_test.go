@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -76,5 +77,41 @@ func TestTally(t *testing.T) {
 				t.Error("projects missing from the snapshot")
 			}
 		})
+	}
+}
+
+// TestLastEventNeverGoesBack: the group calls Handle from many lanes at
+// once, and each Add reads the clock before it takes the lock; a call that
+// read the clock first but counted last must not set the last-event time
+// (/tally, event_tally_last_event_timestamp_seconds) back.
+func TestLastEventNeverGoesBack(t *testing.T) {
+	t.Parallel()
+	early := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	late := early.Add(time.Second)
+	reading := make(chan struct{}) // closed once the first Add read the clock
+	release := make(chan struct{}) // closed to let the first Add go on
+	var calls atomic.Int32
+	ta := New()
+	ta.now = func() time.Time {
+		if calls.Add(1) == 1 {
+			close(reading)
+			<-release
+			return early
+		}
+		return late
+	}
+	done := make(chan struct{})
+	// Owned by the test: ends once release is closed below.
+	go func() {
+		defer close(done)
+		ta.Add(ev(eventsv1.EventType_EVENT_TYPE_ADDED, "a", 1))
+	}()
+	<-reading
+	ta.Add(ev(eventsv1.EventType_EVENT_TYPE_ADDED, "b", 1))
+	close(release)
+	<-done
+	s := ta.Snapshot(false)
+	if !s.LastEvent.Equal(late) || !s.Resources["sessions"].LastEvent.Equal(late) {
+		t.Errorf("last event = %s (sessions %s), want %s: the later count's time", s.LastEvent, s.Resources["sessions"].LastEvent, late)
 	}
 }
