@@ -71,6 +71,12 @@ func LoadConfig(l *envconfig.Loader, def Config) Config {
 		MemoryLimitRatio:   loadMemoryRatio(l),
 		MemoryLimitRefresh: l.Duration(EnvAutoMemLimitRefresh, DefaultMemoryLimitRefresh),
 	}
+	// A refresh of a few nanoseconds is a busy loop re-reading cgroup
+	// files; a limit changes when a pod is resized, not faster.
+	if r := c.MemoryLimitRefresh; r > 0 && r < MinMemoryLimitRefresh {
+		l.Invalid(EnvAutoMemLimitRefresh, "0 (read once) or a duration >= "+MinMemoryLimitRefresh.String(), r.String(), nil)
+		c.MemoryLimitRefresh = DefaultMemoryLimitRefresh
+	}
 	c.NATS.Name = def.NATS.Name
 	return c
 }

@@ -26,6 +26,8 @@ const (
 	EnvAutoMemLimitRefresh    = "AUTOMEMLIMIT_REFRESH"
 	DefaultMemoryRatio        = 0.9
 	DefaultMemoryLimitRefresh = time.Minute
+	// MinMemoryLimitRefresh is the shortest AUTOMEMLIMIT_REFRESH but 0.
+	MinMemoryLimitRefresh = time.Second
 	memoryRatioDisabled       = "off"
 )
 

@@ -58,8 +58,8 @@ func TestMemoryRatioVariable(t *testing.T) {
 	}
 }
 
-// TestMemoryLimitRefreshVariable: AUTOMEMLIMIT_REFRESH is a duration, a
-// minute when unset, 0 to read the limit once; anything else is a start-up
+// TestMemoryLimitRefreshVariable: AUTOMEMLIMIT_REFRESH is a duration of
+// at least 1s, a minute when unset, 0 to read the limit once; anything else is a start-up
 // error naming it.
 func TestMemoryLimitRefreshVariable(t *testing.T) {
 	t.Parallel()
@@ -71,6 +71,9 @@ func TestMemoryLimitRefreshVariable(t *testing.T) {
 		{"", time.Minute, false},
 		{"0", 0, false},
 		{"30s", 30 * time.Second, false},
+		{"1s", time.Second, false},
+		{"999ms", 0, true}, // a busy loop re-reading cgroup files
+		{"1ns", 0, true},
 		{"60", 0, true},
 		{"-1s", 0, true},
 		{"often", 0, true},
