@@ -14,13 +14,21 @@ const pollInterval = 200 * time.Millisecond
 // Probe reports nil once a child is ready.
 type Probe func(ctx context.Context) error
 
+// ErrWillNotBeReady ends WaitReady at once when a Probe's error wraps it:
+// the child will not become ready however long it is given (it crash-loops).
+var ErrWillNotBeReady = errors.New("crash loop")
+
 // WaitReady calls probe every 200 ms until it returns nil, ctx is done or
-// the deadline passes; the error then carries the probe's last answer.
+// the deadline passes; the error then carries the probe's last answer. A
+// probe error wrapping ErrWillNotBeReady is returned at once.
 func WaitReady(ctx context.Context, probe Probe, deadline time.Time) error {
 	var last error
 	for time.Now().Before(deadline) {
 		if last = probe(ctx); last == nil {
 			return nil
+		}
+		if errors.Is(last, ErrWillNotBeReady) {
+			return last
 		}
 		select {
 		case <-ctx.Done():

@@ -137,7 +137,7 @@ func startInStages(ctx context.Context, cfg Config, svcs []service, sups []*supe
 
 func waitReady(ctx context.Context, s *supervised, token string, deadline time.Time) error {
 	client := &http.Client{Timeout: 2 * time.Second}
-	return proc.WaitReady(ctx, proc.HTTPProbe(client, s.svc.readyURL, token), deadline)
+	return proc.WaitReady(ctx, s.readyProbe(client, token), deadline)
 }
 
 func checkBinaries(cfg Config) error {
