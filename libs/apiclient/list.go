@@ -19,15 +19,25 @@ type Page[T any] interface {
 	GetMetadata() *ambientv1.ListMeta
 }
 
+// maxStalledPages is how many pages in a row may bring no new object before
+// ListAll gives up (see ListAll).
+const maxStalledPages = 3
+
 // ListAll fetches pages 1, 2, ... with pageSize until it has collected
 // metadata.total items or a page is empty, and returns the items in server
 // order. The server may clamp the page size (sizes over 500 become 20); the
 // loop only relies on the items returned, so it still collects everything.
 // When a change between pages shows an object twice, the later copy wins and
 // keeps its first position. Errors wrap the failing call's gRPC status.
+//
+// A server that ignores the page parameter answers every page with the same
+// items, and their total is never reached: after maxStalledPages pages in a
+// row that brought no object not seen before, ListAll gives up with an error
+// wrapping ErrListNoProgress instead of asking forever.
 func ListAll[T Object, P Page[T]](ctx context.Context, pageSize int32, fetch func(ctx context.Context, page, size int32) (P, error)) ([]T, error) {
 	var out []T
 	var seen map[string]int // id -> index in out
+	stalled := 0            // pages in a row without a new object
 	for page := int32(1); ; page++ {
 		resp, err := fetch(ctx, page, pageSize)
 		if err != nil {
@@ -42,6 +52,7 @@ func ListAll[T Object, P Page[T]](ctx context.Context, pageSize int32, fetch fun
 			out = make([]T, 0, max(total, len(items)))
 			seen = make(map[string]int, max(total, len(items)))
 		}
+		before := len(out)
 		for _, it := range items {
 			id := it.GetMetadata().GetId()
 			if i, ok := seen[id]; ok {
@@ -53,6 +64,17 @@ func ListAll[T Object, P Page[T]](ctx context.Context, pageSize int32, fetch fun
 		}
 		if len(out) >= total {
 			return out, nil
+		}
+		if len(out) > before {
+			stalled = 0
+			continue
+		}
+		// A page of objects seen before is possible on a busy server
+		// (objects updated between two calls move to the end of the
+		// order), but not page after page.
+		if stalled++; stalled >= maxStalledPages {
+			return nil, fmt.Errorf("list page %d: %w: %d pages in a row brought no new object, %d of %d collected (does the server ignore the page parameter?)",
+				page, ErrListNoProgress, stalled, len(out), total)
 		}
 	}
 }

@@ -94,7 +94,15 @@ func NewREST(cfg RESTConfig) (*RESTClient, error) {
 		base:    strings.TrimSuffix(u.String(), "/") + restapi.BasePath,
 		token:   cfg.Token,
 		timeout: cfg.Timeout,
-		hc:      &http.Client{Transport: otelhttp.NewTransport(tr, transportOpts(cfg.TracerProvider)...)},
+		hc: &http.Client{
+			Transport: otelhttp.NewTransport(tr, transportOpts(cfg.TracerProvider)...),
+			// A redirect is answered, not followed: net/http would resend
+			// the POST as a GET after a 301/302/303 (and take that GET's
+			// 2xx for a done start or stop), and send the token on to
+			// another port or scheme of the same host. do reports where
+			// the server points.
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		},
 	}, nil
 }
 
@@ -131,6 +139,7 @@ func (c *RESTClient) sessionAction(ctx context.Context, id, action string) (*amb
 // do sends a request without a body and returns the answer of a 2xx. An
 // error status is a *restapi.Error: the server's error object, or (for a
 // body that is none, like the plain-text 401) Status and the body as Reason.
+// A redirect is a *restapi.Error with its 3xx status naming the target.
 func (c *RESTClient) do(ctx context.Context, method, path string) ([]byte, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
@@ -156,6 +165,11 @@ func (c *RESTClient) do(ctx context.Context, method, path string) ([]byte, error
 	}
 	if resp.StatusCode/100 == 2 {
 		return b, nil
+	}
+	if loc, lerr := resp.Location(); lerr == nil {
+		return nil, &restapi.Error{Status: resp.StatusCode, Reason: fmt.Sprintf(
+			"the server redirects %s %s to %s; not followed (that would resend the token there, and turn a POST into a GET): use that URL as the REST base URL",
+			method, req.URL.Redacted(), loc.Redacted())}
 	}
 	e := &restapi.Error{}
 	if jerr := json.Unmarshal(b, e); jerr != nil || e.Kind != restapi.ErrorKind {

@@ -217,3 +217,38 @@ func TestRESTErrorPageIsShortened(t *testing.T) {
 		t.Fatalf("reason of %d bytes: %.80q...%q", len(e.Reason), e.Reason, e.Reason[max(0, len(e.Reason)-40):])
 	}
 }
+
+// TestRESTDoesNotFollowRedirects: a server (or a proxy in front of it) that
+// redirects a start gets an error naming the target, and the target gets
+// nothing: net/http would resend the POST as a GET after a 302, with the
+// token, to another port of the same host, and take its 200 for a start.
+func TestRESTDoesNotFollowRedirects(t *testing.T) {
+	t.Parallel()
+	reached := make(chan string, 10) // requests the redirect target saw
+	target := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		reached <- r.Method + " " + r.URL.Path + " auth=" + r.Header.Get("Authorization")
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, startedSession+"}") // the client's error shows a short write
+	}))
+	defer target.Close()
+	for _, code := range []int{http.StatusFound, http.StatusTemporaryRedirect} {
+		t.Run(http.StatusText(code), func(t *testing.T) {
+			ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				http.Redirect(w, r, target.URL+r.URL.Path, code)
+			}))
+			defer ts.Close()
+			got, err := restClient(t, ts.URL, "secret-token").StartSession(t.Context(), "s1")
+			if apiclient.RESTStatus(err) != code {
+				t.Fatalf("start = %v, err %v; want an error with status %d", got, err, code)
+			}
+			if want := "redirects POST " + ts.URL + restapi.BasePath + "/sessions/s1/start to " + target.URL + restapi.BasePath + "/sessions/s1/start; not followed"; !strings.Contains(err.Error(), want) {
+				t.Errorf("err = %v\nwant it to contain %q", err, want)
+			}
+			select {
+			case r := <-reached:
+				t.Errorf("the redirect target got %s", r)
+			default:
+			}
+		})
+	}
+}

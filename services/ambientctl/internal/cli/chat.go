@@ -133,6 +133,9 @@ func (o *options) openStream(ctx context.Context, method, session, route string,
 	}
 	if resp.StatusCode != http.StatusOK {
 		defer resp.Body.Close() //nolint:errcheck // read-only body
+		if err := redirected(resp, "--proxy"); err != nil {
+			return nil, err
+		}
 		return nil, proxyError(resp, session)
 	}
 	return resp, nil

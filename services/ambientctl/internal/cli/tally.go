@@ -40,6 +40,9 @@ func (o *options) tally(ctx context.Context, w io.Writer) error {
 		return fmt.Errorf("read tally: %w", err)
 	}
 	if resp.StatusCode != http.StatusOK {
+		if err := redirected(resp, "--tally-url"); err != nil {
+			return err
+		}
 		return fmt.Errorf("event-tally answered %s: %s", resp.Status, bytes.TrimSpace(raw))
 	}
 	if o.output == "json" {

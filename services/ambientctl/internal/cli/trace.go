@@ -97,12 +97,29 @@ func tagSession(ctx context.Context, id, project string) context.Context {
 // httpClient is the client of the proxy and event-tally: each request is
 // a span of the command's trace and sends it on as traceparent. No client
 // timeout: a chat streams for as long as the agent works; ctx ends it.
+// Redirects are answered, not followed (see redirected): net/http would
+// resend a chat's POST as a GET after a 302, and the proxy token to any
+// other port of the same host.
 func (o *options) httpClient() *http.Client {
-	return &http.Client{Transport: otelhttp.NewTransport(http.DefaultTransport,
-		otelhttp.WithTracerProvider(o.tracerProvider()),
-		otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string {
-			return r.Method + " " + r.URL.Path
-		}))}
+	return &http.Client{
+		Transport: otelhttp.NewTransport(http.DefaultTransport,
+			otelhttp.WithTracerProvider(o.tracerProvider()),
+			otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string {
+				return r.Method + " " + r.URL.Path
+			})),
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+}
+
+// redirected is the error of a redirect answer that flag's URL got, naming
+// the target so the user can pass it; nil when resp is no redirect.
+func redirected(resp *http.Response, flag string) error {
+	loc, err := resp.Location()
+	if err != nil {
+		return nil //nolint:nilerr // no Location: not a redirect to report
+	}
+	return fmt.Errorf("%s %s answered %s, redirecting to %s; not followed (that would resend the token there): pass that URL as %s",
+		resp.Request.Method, resp.Request.URL.Redacted(), resp.Status, loc.Redacted(), flag)
 }
 
 // tracerProvider is the running command's tracer provider (a no-op one
