@@ -28,7 +28,7 @@ const (
 	DefaultMemoryLimitRefresh = time.Minute
 	// MinMemoryLimitRefresh is the shortest AUTOMEMLIMIT_REFRESH but 0.
 	MinMemoryLimitRefresh = time.Second
-	memoryRatioDisabled       = "off"
+	memoryRatioDisabled   = "off"
 )
 
 // loadMemoryRatio reads AUTOMEMLIMIT: "off" (0) or the share, in (0, 1], of
