@@ -162,26 +162,7 @@ func TestMonitoringStuckSessionsCoverPassingPhases(t *testing.T) {
 	if ops := string(readFile(t, "docs/operations.md")); !strings.Contains(ops, "(`"+noPhase+"`: no phase yet)") {
 		t.Fatalf("docs/operations.md#metrics does not give %q as the phase label of a session without a phase", noPhase)
 	}
-	queries, _, _, _ := monitoringQueries(t)
-	var matchers []*labels.Matcher
-	for _, q := range queries {
-		if q.where != alert {
-			continue
-		}
-		e, err := parser.NewParser(parser.Options{}).ParseExpr(q.expr)
-		if err != nil {
-			t.Fatalf("%s: %v", alert, err)
-		}
-		parser.Inspect(e, func(n parser.Node, _ []parser.Node) error {
-			if vs, ok := n.(*parser.VectorSelector); ok && vs.Name == metric {
-				matchers = append(matchers, vs.LabelMatchers...)
-			}
-			return nil
-		})
-	}
-	if matchers == nil {
-		t.Fatalf("%s does not read %s", alert, metric)
-	}
+	matchers, _ := alertReads(t, alert, metric)
 	for _, p := range append([]session.Phase{session.PhaseNone}, session.Phases()...) {
 		label := string(p)
 		if p == session.PhaseNone {
@@ -197,6 +178,72 @@ func TestMonitoringStuckSessionsCoverPassingPhases(t *testing.T) {
 		if read != passing {
 			t.Errorf("%s reads phase=%q: %v; want %v (a phase a session only passes through)", alert, label, read, passing)
 		}
+	}
+}
+
+// alertReads parses the expression of alert ("alert X") and returns the
+// label matchers of its selectors of metric and the functions it calls on
+// them (absent, rate, ...); it fails when the alert does not read metric.
+func alertReads(t *testing.T, alert, metric string) (matchers []*labels.Matcher, calls []string) {
+	t.Helper()
+	queries, _, _, _ := monitoringQueries(t)
+	for _, q := range queries {
+		if q.where != alert {
+			continue
+		}
+		e, err := parser.NewParser(parser.Options{}).ParseExpr(q.expr)
+		if err != nil {
+			t.Fatalf("%s: %v", alert, err)
+		}
+		parser.Inspect(e, func(n parser.Node, path []parser.Node) error {
+			vs, ok := n.(*parser.VectorSelector)
+			if !ok || vs.Name != metric {
+				return nil
+			}
+			matchers = append(matchers, vs.LabelMatchers...)
+			for _, up := range path {
+				if c, ok := up.(*parser.Call); ok {
+					calls = append(calls, c.Func.Name)
+				}
+			}
+			return nil
+		})
+	}
+	if matchers == nil {
+		t.Fatalf("%s does not read %s", alert, metric)
+	}
+	return matchers, calls
+}
+
+// TestMonitoringStatusWritesAlertCountsFailuresOnly: runner-manager counts
+// a status write for a session deleted meanwhile as result="not_found" (a
+// user deleting a running session); the alert on failing writes reads
+// only result="error", or steady deletes would page.
+func TestMonitoringStatusWritesAlertCountsFailuresOnly(t *testing.T) {
+	t.Parallel()
+	const alert = "alert AmbientSessionStatusWritesFailing"
+	matchers, _ := alertReads(t, alert, "runner_manager_status_writes_total")
+	for result, want := range map[string]bool{"error": true, "not_found": false, "ok": false} {
+		read := true
+		for _, m := range matchers {
+			if m.Name == "result" && !m.Matches(result) {
+				read = false
+			}
+		}
+		if read != want {
+			t.Errorf("%s reads result=%q: %v, want %v", alert, result, read, want)
+		}
+	}
+}
+
+// TestMonitoringNoLeaderFiresWithoutInformers: with every informer pod gone
+// no informer_lease_leader series is left for a comparison to fail, the
+// worst case of "no leader"; the alert must also fire on absent().
+func TestMonitoringNoLeaderFiresWithoutInformers(t *testing.T) {
+	t.Parallel()
+	const alert = "alert AmbientInformerNoLeader"
+	if _, calls := alertReads(t, alert, "informer_lease_leader"); !slices.Contains(calls, "absent") {
+		t.Errorf("%s: functions over informer_lease_leader %q; want absent() among them, or it is silent when no informer is scraped", alert, calls)
 	}
 }
 

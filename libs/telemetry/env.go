@@ -1,9 +1,11 @@
 package telemetry
 
 import (
+	"crypto/tls"
 	"math"
 	"net/url"
 	"strings"
+	"unicode"
 
 	"github.com/ambient-code/control-plane/libs/envconfig"
 )
@@ -124,9 +126,12 @@ func checkSDKEnv(l *envconfig.Loader) {
 		checkHeaders(l, base+"HEADERS")
 		l.Int(base+"TIMEOUT", 0, 0, maxMillis)
 		exporterName(l, base+"COMPRESSION", "gzip", "none")
-		for _, file := range []string{"CERTIFICATE", "CLIENT_CERTIFICATE", "CLIENT_KEY"} {
-			l.File(base+file, "")
-		}
+		// The SDK ignores a CA file without a PEM certificate (TLS then
+		// trusts the system roots instead) and a client certificate
+		// without its key, or one its key does not match (the exporter
+		// connects without one): both only show as failed exports.
+		l.CAFile(base+"CERTIFICATE", "")
+		checkClientCert(l, base+"CLIENT_CERTIFICATE", base+"CLIENT_KEY")
 	}
 	l.Int(EnvBSPScheduleDelay, 0, 0, maxMillis)
 	l.Int(EnvBSPExportTimeout, 0, 0, maxMillis)
@@ -136,8 +141,30 @@ func checkSDKEnv(l *envconfig.Loader) {
 	l.Int(EnvMetricExportTime, 1, 1, maxMillis)
 }
 
+// checkClientCert records a client certificate and key that the SDK would
+// not use: the SDK reads the two variables of one level (general or
+// per-signal) as a pair and drops the pair when one is missing or they are
+// not a matching PEM certificate and key.
+func checkClientCert(l *envconfig.Loader, certVar, keyVar string) {
+	certSet, keySet := l.String(certVar, "") != "", l.String(keyVar, "") != ""
+	cert, key := l.File(certVar, ""), l.File(keyVar, "")
+	switch {
+	case certSet && !keySet:
+		l.Invalid(keyVar, "set together with "+certVar, "unset", nil)
+	case keySet && !certSet:
+		l.Invalid(certVar, "set together with "+keyVar, "unset", nil)
+	case cert != "" && key != "":
+		// The error says what is wrong (no PEM data, a key that does not
+		// match) without any of the key's bytes.
+		if _, err := tls.LoadX509KeyPair(cert, key); err != nil {
+			l.Invalid(certVar, "a PEM certificate matching the key in "+keyVar, cert, err)
+		}
+	}
+}
+
 // checkHeaders records a headers variable that is not a comma-separated
-// list of key=value pairs with non-empty keys and URL-encoded values.
+// list of key=value pairs with HTTP token keys (the SDK drops any other
+// key) and URL-encoded values.
 func checkHeaders(l *envconfig.Loader, name string) {
 	v := l.String(name, "")
 	if v == "" {
@@ -146,11 +173,25 @@ func checkHeaders(l *envconfig.Loader, name string) {
 	for _, pair := range strings.Split(v, ",") {
 		key, value, ok := strings.Cut(pair, "=")
 		_, err := url.PathUnescape(strings.TrimSpace(value))
-		if !ok || strings.TrimSpace(key) == "" || err != nil {
+		if !ok || !isToken(strings.TrimSpace(key)) || err != nil {
 			// Not shown: the value holds credentials (an authorization
 			// header), and a malformed one may hold them anywhere.
 			l.Invalid(name, `comma-separated key=value pairs, values URL-encoded (e.g. "x-tenant=a,x-team=b%20c")`, "a malformed value (not shown)", nil)
 			return
 		}
 	}
+}
+
+// isToken reports whether s is a non-empty HTTP token (RFC 9110), the only
+// header names the SDK keeps.
+func isToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, c := range s {
+		if c > unicode.MaxASCII || !(unicode.IsLetter(c) || unicode.IsDigit(c) || strings.ContainsRune("!#$%&'*+-.^_`|~", c)) {
+			return false
+		}
+	}
+	return true
 }

@@ -42,6 +42,11 @@ func TestLoadEnv(t *testing.T) {
 			"OTEL_EXPORTER_OTLP_TIMEOUT", "OTEL_EXPORTER_OTLP_COMPRESSION", "OTEL_EXPORTER_OTLP_CERTIFICATE",
 			"OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY", EnvBSPScheduleDelay, EnvBSPMaxQueueSize, EnvMetricExportPeriod,
 		}},
+		// The SDK keeps only HTTP token keys: "api key" would be dropped
+		// and the collector would refuse every export unauthenticated.
+		{name: "header key not a token", env: map[string]string{
+			"OTEL_EXPORTER_OTLP_TRACES_HEADERS": "x-tenant=a,api key=s3cret", "OTEL_EXPORTER_OTLP_HEADERS": "authorization:=s3cret",
+		}, badVars: []string{"OTEL_EXPORTER_OTLP_TRACES_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS"}},
 		{name: "prometheus exporter refused", env: map[string]string{EnvMetricsExporter: "prometheus", EnvTracesExporter: "jaeger"}, badVars: []string{EnvMetricsExporter, EnvTracesExporter}},
 	}
 	for _, tc := range tests {
@@ -59,7 +64,7 @@ func TestLoadEnv(t *testing.T) {
 			if !errors.Is(err, envconfig.ErrInvalid) {
 				t.Fatalf("LoadEnv error = %v, want ErrInvalid", err)
 			}
-			if strings.Contains(err.Error(), "garbage") || strings.Contains(err.Error(), "%zz") {
+			if strings.Contains(err.Error(), "garbage") || strings.Contains(err.Error(), "%zz") || strings.Contains(err.Error(), "s3cret") {
 				t.Errorf("error %q shows a headers value", err)
 			}
 			for _, v := range tc.badVars {
