@@ -140,12 +140,13 @@ func (r *Resource[T]) QueueDepth() int {
 // Lead loads the persisted cache, then runs the watch loop and the publish
 // workers until ctx ends (nil) or a worker hits a FatalError.
 func (r *Resource[T]) Lead(ctx context.Context) error {
-	objs, unstored, err := r.load(ctx)
+	c, err := r.load(ctx)
 	if err != nil {
 		return nil //nolint:nilerr // load only fails when ctx ends
 	}
+	objs, unstored := c.objects, c.unstored
 	store := diff.NewStore[T]()
-	if bad := store.Load(objs); bad > 0 {
+	if bad := store.LoadSeqs(objs, c.seqs); bad > 0 {
 		r.log.Warn("unencodable cache entries skipped", slog.Int(logkey.Count, bad))
 	}
 	q := workqueue.NewTypedRateLimitingQueue(workqueue.NewTypedItemExponentialFailureRateLimiter[string](retryMin, retryMax))
@@ -217,7 +218,7 @@ func (r *Resource[T]) hooks(ctx context.Context) watch.Hooks {
 // (catchUp), retrying until it succeeds or ctx ends, and makes the delete
 // markers left by older informers expire. unstored are the ids whose state
 // came from the tail: their KV write is owed.
-func (r *Resource[T]) load(ctx context.Context) (objs []T, unstored []string, err error) {
+func (r *Resource[T]) load(ctx context.Context) (caughtUp[T], error) {
 	b := &backoff.ExponentialBackOff{InitialInterval: retryMin, RandomizationFactor: 0.25, Multiplier: 2, MaxInterval: retryMax}
 	l, err := backoff.Retry(ctx, func() (publish.Loaded[T], error) {
 		lctx, cancel := context.WithTimeout(ctx, loadTimeout)
@@ -232,7 +233,7 @@ func (r *Resource[T]) load(ctx context.Context) (objs []T, unstored []string, er
 		return l, nil
 	}, backoff.WithBackOff(b), backoff.WithMaxElapsedTime(0))
 	if err != nil {
-		return nil, nil, err
+		return caughtUp[T]{}, err
 	}
 	b.Reset()
 	c, err := backoff.Retry(ctx, func() (caughtUp[T], error) {
@@ -246,13 +247,13 @@ func (r *Resource[T]) load(ctx context.Context) (objs []T, unstored []string, er
 	}, backoff.WithBackOff(b), backoff.WithMaxElapsedTime(tailBudget))
 	switch {
 	case ctx.Err() != nil:
-		return nil, nil, ctx.Err()
+		return caughtUp[T]{}, ctx.Err()
 	case err != nil:
 		// Leading without it beats not leading: only a delete whose ADDED
 		// never reached KV can go unannounced (a NATS user without the
 		// consumer permissions on the events stream ends up here too).
 		r.log.Error("leading without the events stream's tail", slog.Any(logkey.Err, err))
-		c = caughtUp[T]{objects: l.Objects}
+		c = caughtUp[T]{objects: l.Objects, seqs: l.Seqs}
 	}
 	if l.Bad > 0 {
 		r.log.Warn("undecodable cache entries skipped", slog.Int(logkey.Count, l.Bad))
@@ -269,12 +270,15 @@ func (r *Resource[T]) load(ctx context.Context) (objs []T, unstored []string, er
 			r.log.Info("old delete markers set to expire", slog.Int(logkey.Count, n))
 		}
 	}
-	return c.objects, c.unstored, nil
+	return c, nil
 }
 
 // caughtUp is the cache laid over with the stream's tail.
 type caughtUp[T events.APIObject] struct {
 	objects []T
+	// seqs are the stream sequences of objects' events, index for index
+	// (0: unknown); a KV write of the object records it.
+	seqs []uint64
 	// unstored are the ids whose KV entry is behind the stream.
 	unstored []string
 }
@@ -287,18 +291,22 @@ func (r *Resource[T]) catchUp(ctx context.Context, l publish.Loaded[T]) (caughtU
 	if err != nil {
 		return caughtUp[T]{}, err
 	}
-	c := caughtUp[T]{objects: make([]T, 0, len(l.Objects)+len(tail))}
-	for _, o := range l.Objects {
+	c := caughtUp[T]{objects: make([]T, 0, len(l.Objects)+len(tail)), seqs: make([]uint64, 0, len(l.Objects)+len(tail))}
+	for i, o := range l.Objects {
 		id := o.GetMetadata().GetId()
 		t, ok := tail[id]
 		delete(tail, id)
 		switch {
 		case !ok:
-			c.objects = append(c.objects, o)
+			var seq uint64
+			if i < len(l.Seqs) {
+				seq = l.Seqs[i]
+			}
+			c.objects, c.seqs = append(c.objects, o), append(c.seqs, seq)
 		case t.Deleted:
 			c.unstored = append(c.unstored, id)
 		default:
-			c.objects = append(c.objects, t.Object)
+			c.objects, c.seqs = append(c.objects, t.Object), append(c.seqs, t.Seq)
 			if events.VersionOf(t.Object) != events.VersionOf(o) {
 				c.unstored = append(c.unstored, id)
 			}
@@ -306,7 +314,7 @@ func (r *Resource[T]) catchUp(ctx context.Context, l publish.Loaded[T]) (caughtU
 	}
 	for id, t := range tail {
 		if !t.Deleted {
-			c.objects = append(c.objects, t.Object)
+			c.objects, c.seqs = append(c.objects, t.Object), append(c.seqs, t.Seq)
 			c.unstored = append(c.unstored, id)
 		}
 	}

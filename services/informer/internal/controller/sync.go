@@ -99,8 +99,8 @@ func (r *Resource[T]) sync(ctx context.Context, store *diff.Store[T], id string,
 	// A KV write that failed after its event was acked is retried first, so
 	// KV never stays behind the stream.
 	if t.unstored.has(id) {
-		state, present := store.PublishedState(id)
-		if err := publish.Store[T](pctx, r.pub, id, state, present); err != nil {
+		state, seq, present := store.PublishedSeq(id)
+		if err := publish.Store[T](pctx, r.pub, id, state, seq, present); err != nil {
 			return false, err
 		}
 		t.unstored.remove(id)
@@ -129,11 +129,11 @@ func (r *Resource[T]) publish(ctx context.Context, store *diff.Store[T], c diff.
 		// change would be diffed against a state consumers never saw (a
 		// second ADDED, a MODIFIED with the wrong old object).
 		t.unstored.add(c.ID)
-		return store.Published(c), err
+		return store.PublishedAt(c, out.Seq), err
 	case err != nil:
 		return false, err
 	}
-	requeue = store.Published(c)
+	requeue = store.PublishedAt(c, out.Seq)
 	if out.KV != nil {
 		select {
 		case t.kv <- kvWrite{id: c.ID, ack: out.KV}:

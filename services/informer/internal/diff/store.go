@@ -76,9 +76,15 @@ type state = events.Encoded
 
 func present(s state) bool { return s.Raw != nil }
 
-// entry is the state of one id: 128 bytes.
+// entry is the state of one id: 136 bytes.
 type entry struct {
 	desired, published state
+	// seq is the events-stream sequence of the event that published the
+	// published state (0: unknown). A KV write of that state records it
+	// (Object.event_seq), whoever writes it: a new leader reads the stream
+	// from the entries' highest seq, and an entry without one pulls that
+	// back, down to "unknown" when no entry of the resource has one.
+	seq uint64
 	// listed is the number of the listing that last saw the id.
 	listed uint64
 	// seen is the number of the listing in progress, once one of its pages
@@ -129,15 +135,23 @@ func newState[T events.APIObject](o T) (state, error) { return events.Encode(o) 
 // Load replaces the store's content with objects known to be published (the
 // persisted KV cache); desired starts equal to published. Objects that do
 // not encode are skipped and counted.
-func (s *Store[T]) Load(published []T) (bad int) {
+func (s *Store[T]) Load(published []T) (bad int) { return s.LoadSeqs(published, nil) }
+
+// LoadSeqs is Load with the stream sequence of each object's event (seqs[i]
+// for published[i]; nil or 0: unknown), see PublishedState.
+func (s *Store[T]) LoadSeqs(published []T, seqs []uint64) (bad int) {
 	entries := make(map[string]*entry, len(published))
-	for _, o := range published {
+	for i, o := range published {
 		st, err := newState(o)
 		if err != nil {
 			bad++
 			continue
 		}
-		entries[ID(o)] = &entry{desired: st, published: st}
+		e := &entry{desired: st, published: st}
+		if i < len(seqs) {
+			e.seq = seqs[i]
+		}
+		entries[ID(o)] = e
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -450,7 +464,12 @@ func (s *Store[T]) Next(id string) (Change[T], bool) {
 // then queue the id again: a change that made desired equal to what was
 // published before c (a delete of an object whose ADDED was in flight) did
 // not look dirty when it came, so nobody queued it.
-func (s *Store[T]) Published(c Change[T]) bool {
+func (s *Store[T]) Published(c Change[T]) bool { return s.PublishedAt(c, 0) }
+
+// PublishedAt is Published for the event at stream sequence seq. seq 0
+// (nothing reached the stream: a version that cannot be published) keeps
+// the sequence of the object's last event.
+func (s *Store[T]) PublishedAt(c Change[T], seq uint64) bool {
 	var st state
 	if c.Type != eventsv1.EventType_EVENT_TYPE_DELETED {
 		st = c.New
@@ -472,6 +491,9 @@ func (s *Store[T]) Published(c Change[T]) bool {
 		st = e.desired // share the bytes
 	}
 	e.published = st
+	if seq > 0 {
+		e.seq = seq
+	}
 	if !present(e.desired) && !present(st) {
 		delete(s.entries, c.ID)
 		return false
@@ -545,11 +567,18 @@ func (s *Store[T]) Get(id string) (T, bool) {
 
 // PublishedState returns the published state of id and whether it exists.
 func (s *Store[T]) PublishedState(id string) (events.Encoded, bool) {
+	st, _, ok := s.PublishedSeq(id)
+	return st, ok
+}
+
+// PublishedSeq is PublishedState with the stream sequence of the event
+// that published the state (0: unknown), for a KV write of it.
+func (s *Store[T]) PublishedSeq(id string) (events.Encoded, uint64, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e, ok := s.entries[id]
 	if !ok || !present(e.published) {
-		return events.Encoded{}, false
+		return events.Encoded{}, 0, false
 	}
-	return e.published, true
+	return e.published, e.seq, true
 }

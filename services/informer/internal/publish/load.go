@@ -16,6 +16,9 @@ import (
 type Loaded[T events.APIObject] struct {
 	// Objects are the objects last published, one per key.
 	Objects []T
+	// Seqs are the event_seq of Objects' entries, index for index (0: the
+	// entry has none).
+	Seqs []uint64
 	// Bad counts entries that do not decode as a T. They are skipped: the
 	// object is then published again as ADDED, which is harmless, where
 	// failing would stop the informer for good.
@@ -76,6 +79,7 @@ func Load[T events.APIObject](ctx context.Context, kv jetstream.KeyValue) (Loade
 				continue
 			}
 			out.Objects = append(out.Objects, t)
+			out.Seqs = append(out.Seqs, o.GetEventSeq())
 		}
 	}
 }

@@ -113,6 +113,9 @@ type Outcome struct {
 	// caller must check its outcome (a failure is an ErrNotStored that
 	// comes late).
 	KV jetstream.PubAckFuture
+	// Seq is the event's stream sequence once acked (also with
+	// ErrNotStored): a retried KV write must record it (see Store).
+	Seq uint64
 }
 
 // Publish publishes the event for c, waits for the ack, then stores the new
@@ -184,6 +187,7 @@ func Publish[T events.APIObject](ctx context.Context, p *Publisher, c diff.Chang
 		return out, fmt.Errorf("publish %s: %w", eventID, err)
 	}
 	took := time.Since(start)
+	out.Seq = ack.Sequence
 	if span.IsRecording() {
 		span.SetAttributes(attribute.Int64("messaging.nats.seq", int64(ack.Sequence)), attribute.Bool("messaging.nats.duplicate", ack.Duplicate))
 	}
@@ -316,10 +320,16 @@ func (p *Publisher) storable(raw []byte, limit int) bool {
 }
 
 // Store writes the encoded state as the persisted state of id (present),
-// or removes the key (!present). It retries a KV write after ErrNotStored.
-// An object over the payload limit is not written (see
-// Outcome.KVSkipped).
-func Store[T events.APIObject](ctx context.Context, p *Publisher, id string, state events.Encoded, present bool) error {
+// or removes the key (!present). It retries a KV write after ErrNotStored,
+// and rewrites entries (the tail a new leader caught up from, the KV
+// audit). seq is the stream sequence of the event that published state
+// (0: unknown); the entry records it like Publish's write does, because a
+// new leader starts reading the stream from the entries' highest one
+// (Loaded.Seq): entries rewritten without it would make that position
+// older, or unknown when every entry of the resource was rewritten, and
+// the tail would then miss events whose KV write was lost. An object over
+// the payload limit is not written (see Outcome.KVSkipped).
+func Store[T events.APIObject](ctx context.Context, p *Publisher, id string, state events.Encoded, seq uint64, present bool) error {
 	key := events.ObjectKey(events.ResourceOf[T](), id)
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
 	defer cancel()
@@ -328,7 +338,7 @@ func Store[T events.APIObject](ctx context.Context, p *Publisher, id string, sta
 		if !p.Storable(state) {
 			return nil
 		}
-		value = events.AppendObject[T](nil, state.Raw)
+		value = events.AppendEventSeq(events.AppendObject[T](nil, state.Raw), seq)
 	}
 	if err := p.write(ctx, key, value); err != nil && !tooLarge(err) {
 		return fmt.Errorf("store %s: %w", key, err)

@@ -25,6 +25,8 @@ type TailState[T events.APIObject] struct {
 	// Object is the state published, nil when Deleted.
 	Object  T
 	Deleted bool
+	// Seq is the stream sequence of the event (0: unknown).
+	Seq uint64
 }
 
 // Tail reads the events of T's resource the stream holds from TailMargin
@@ -86,13 +88,17 @@ func apply[T events.APIObject](out map[string]TailState[T], msg jetstream.Msg) {
 	case err != nil:
 		return
 	}
+	var seq uint64
+	if md, err := msg.Metadata(); err == nil {
+		seq = md.Sequence.Stream
+	}
 	if ev.GetType() == eventsv1.EventType_EVENT_TYPE_DELETED {
-		out[ev.GetObjectId()] = TailState[T]{Deleted: true}
+		out[ev.GetObjectId()] = TailState[T]{Deleted: true, Seq: seq}
 		return
 	}
 	obj, ok := events.Unwrap[T](ev.GetObject())
 	if !ok {
 		return
 	}
-	out[ev.GetObjectId()] = TailState[T]{Object: obj}
+	out[ev.GetObjectId()] = TailState[T]{Object: obj, Seq: seq}
 }

@@ -73,13 +73,33 @@ func Whole[T events.APIObject](list func(ctx context.Context) ([]T, error)) func
 // pageSize is the largest page the server accepts (larger ones become 20).
 const pageSize = apiclient.DefaultPageSize
 
-// listPages fetches pages 1, 2, ... until one is empty or the items seen
+// maxStalledPages is how many pages in a row may bring no object not seen
+// before in this list before listPages gives up (apiclient.ListAll's rule).
+const maxStalledPages = 3
+
+// listPages fetches pages 1, 2, ... until one is empty or the objects seen
 // reach the total the server reports (apiclient.ListAll's rule), handing
 // each to page instead of collecting them: the informer never holds a whole
-// list of decoded objects. An object that moves between pages while they
-// are read comes twice; the store keeps the newer.
+// list of decoded objects. It cannot use ListAll itself, which returns the
+// whole list, but follows its rules:
+//
+//   - Objects are counted by id, not by item: a server that ignores the page
+//     parameter answers every page with the same items, and counting items
+//     would end the list "complete" after a few copies of page 1, missing
+//     every object past it.
+//   - An item whose id was handed over earlier in this list with the same
+//     updated_at is not handed over again (nothing new for the listing).
+//     An object updated between two pages moves to the end of the server's
+//     order and comes again with a newer state: that copy is handed over,
+//     and the store keeps the newer.
+//   - After maxStalledPages pages in a row with no new id before the total
+//     is reached, the list fails with apiclient.ErrListNoProgress instead
+//     of asking forever; the watch loop logs it and backs off.
 func listPages[T events.APIObject, P apiclient.Page[T]](ctx context.Context, fetch func(ctx context.Context, page, size int32) (P, error), page func([]T, int) error) error {
-	seen := 0
+	// id -> updated_at (ns) of the copy handed over; ids only, the objects
+	// themselves are the caller's.
+	var seen map[string]int64
+	stalled := 0
 	for n := int32(1); ; n++ {
 		resp, err := fetch(ctx, n, pageSize)
 		if err != nil {
@@ -90,12 +110,42 @@ func listPages[T events.APIObject, P apiclient.Page[T]](ctx context.Context, fet
 			return nil
 		}
 		total := int(resp.GetMetadata().GetTotal())
-		if err := page(items, total); err != nil {
-			return err
+		if seen == nil {
+			seen = make(map[string]int64, max(total, len(items)))
 		}
-		seen += len(items)
-		if seen >= total {
+		fresh, newIDs := 0, 0
+		for _, it := range items {
+			md := it.GetMetadata()
+			id, at := md.GetId(), md.GetUpdatedAt().GetSeconds()*1e9+int64(md.GetUpdatedAt().GetNanos())
+			prev, dup := seen[id]
+			switch {
+			case !dup:
+				newIDs++
+			case prev == at:
+				continue
+			}
+			seen[id] = at
+			items[fresh] = it // in place: the page is ours until handed over
+			fresh++
+		}
+		if fresh > 0 {
+			if err := page(items[:fresh], total); err != nil {
+				return err
+			}
+		}
+		if len(seen) >= total {
 			return nil
+		}
+		if newIDs > 0 {
+			stalled = 0
+			continue
+		}
+		// A page of objects seen before is possible on a busy server
+		// (updated objects move to the end of the order), not page after
+		// page.
+		if stalled++; stalled >= maxStalledPages {
+			return fmt.Errorf("list page %d: %w: %d pages in a row brought no new object, %d of %d listed (does the server ignore the page parameter?)",
+				n, apiclient.ErrListNoProgress, stalled, len(seen), total)
 		}
 	}
 }
