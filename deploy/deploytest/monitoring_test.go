@@ -247,6 +247,70 @@ func TestMonitoringNoLeaderFiresWithoutInformers(t *testing.T) {
 	}
 }
 
+// TestMonitoringAlertDelaysAsDocumented: docs/operations.md says after how
+// long AmbientSessionsStuck (15 minutes without a change) and
+// AmbientEventsNotConsumed (10 minutes without a handled event) fire; the
+// delay is the rule's own threshold or rate window plus its "for".
+func TestMonitoringAlertDelaysAsDocumented(t *testing.T) {
+	t.Parallel()
+	_, _, rule, _ := monitoringQueries(t)
+	forOf := map[string]time.Duration{}
+	exprOf := map[string]parser.Expr{}
+	groups, _, _ := unstructured.NestedSlice(rule.Object, "spec", "groups")
+	for _, g := range groups {
+		rules, _, _ := unstructured.NestedSlice(g.(map[string]any), "rules")
+		for _, ru := range rules {
+			m := ru.(map[string]any)
+			name, _ := m["alert"].(string)
+			if raw, _ := m["for"].(string); raw != "" { // no "for": fires at once
+				d, err := model.ParseDuration(raw)
+				if err != nil {
+					t.Fatalf("%s: for %q: %v", name, raw, err)
+				}
+				forOf[name] = time.Duration(d)
+			}
+			expr, _ := m["expr"].(string)
+			var err error
+			if exprOf[name], err = parser.NewParser(parser.Options{}).ParseExpr(expr); err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+		}
+	}
+	// The idle threshold: the number the idle gauge is compared with.
+	var idle time.Duration
+	parser.Inspect(exprOf["AmbientSessionsStuck"], func(n parser.Node, _ []parser.Node) error {
+		if b, ok := n.(*parser.BinaryExpr); ok && b.Op == parser.GTR {
+			if num, ok := b.RHS.(*parser.NumberLiteral); ok {
+				idle = time.Duration(num.Val) * time.Second
+			}
+		}
+		return nil
+	})
+	// The rate window of the handled counter.
+	var window time.Duration
+	parser.Inspect(exprOf["AmbientEventsNotConsumed"], func(n parser.Node, _ []parser.Node) error {
+		if ms, ok := n.(*parser.MatrixSelector); ok && ms.VectorSelector.(*parser.VectorSelector).Name == "consumer_group_handled_total" {
+			window = ms.Range
+		}
+		return nil
+	})
+	ops := string(readFile(t, "docs/operations.md"))
+	for _, c := range []struct {
+		alert, doc string
+		got, want  time.Duration
+	}{
+		{"AmbientSessionsStuck", "for 15 minutes without any\nchange", idle + forOf["AmbientSessionsStuck"], 15 * time.Minute},
+		{"AmbientEventsNotConsumed", "has handled none for 10 minutes", window + forOf["AmbientEventsNotConsumed"], 10 * time.Minute},
+	} {
+		if !regexp.MustCompile(c.doc).MatchString(ops) {
+			t.Errorf("docs/operations.md no longer says %q of %s: update this test with it", c.doc, c.alert)
+		}
+		if c.got != c.want {
+			t.Errorf("%s fires %v after the fact, docs/operations.md says %v", c.alert, c.got, c.want)
+		}
+	}
+}
+
 // monitoredServices are the services the dev stack runs and their offset
 // from its --metrics-port-base (docs/configuration.md#devstack).
 var monitoredServices = map[string]int{"informer": 1, "runner-manager": 2, "agui-proxy": 3, "event-tally": 4}
