@@ -84,6 +84,9 @@ type replicaOpts struct {
 	noCleanup bool
 	resync    time.Duration
 	check     time.Duration
+	// holdDelay delays the goroutine that holds the replica's membership
+	// and runs its Reconciler.Run, as a loaded machine may.
+	holdDelay time.Duration
 }
 
 func (e *env) replica(o replicaOpts) *replica {
@@ -139,11 +142,30 @@ func (e *env) replica(o replicaOpts) *replica {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.WithoutCancel(t.Context()))
-	if err := members.Beat(ctx); err != nil {
-		t.Fatal(err)
+	done := make(chan error, 1)    // Hold's result
+	running := make(chan struct{}) // closed when Hold calls Run
+	go func() {                    // owned by the replica; ends on cancel
+		select {
+		case <-time.After(o.holdDelay):
+		case <-ctx.Done():
+		}
+		done <- members.Hold(ctx, func(ctx context.Context) error {
+			close(running)
+			return rec.Run(ctx)
+		})
+	}()
+	// Handle needs Run running (the sweep retries what fails, the watch
+	// sees stop requests). Hold calls Run only after its first beat, and
+	// gives up when that beat fails: a replica handed over before it, to
+	// a test that stops NATS at once, could lose its Run altogether
+	// (TestFailedRegistrationRetried under load: nothing retried the
+	// registration, the record stayed "starting").
+	select {
+	case <-running:
+	case err := <-done:
+		cancel()
+		t.Fatalf("replica %s did not start: %v", o.member, err)
 	}
-	done := make(chan error, 1)                        // Hold's result
-	go func() { done <- members.Hold(ctx, rec.Run) }() // owned by the replica; ends on cancel
 	rp := &replica{rec: rec, mgr: mgr, root: root, cancel: cancel, done: done}
 	if !o.noCleanup {
 		t.Cleanup(func() { rp.stop(t) })

@@ -243,11 +243,26 @@ func (r *stopRacer) wait(t *testing.T) *ambientv1.Session {
 // unroutable for its whole life (the record kept state claimed, no host).
 // Here NATS is down from just after the claim until the session is
 // Running; once NATS is back, the sweep registers the endpoint.
+//
+// "late start": the replica's Hold goroutine starts late, as on a loaded
+// machine. The harness used to hand the replica over before Hold's first
+// beat; the outage then failed that beat, Hold never called Run, and with
+// no sweep nothing retried the registration (the record stayed
+// "starting": the one CI failure of this test).
 func TestFailedRegistrationRetried(t *testing.T) {
 	t.Parallel()
+	for name, delay := range map[string]time.Duration{"prompt start": 0, "late start": 300 * time.Millisecond} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			failedRegistrationRetried(t, delay)
+		})
+	}
+}
+
+func failedRegistrationRetried(t *testing.T, holdDelay time.Duration) {
 	e := newEnv(t)
 	outage := &natsOutage{sessionAPI: e.client, stop: e.nats.Shutdown}
-	rp := e.replica(replicaOpts{api: outage})
+	rp := e.replica(replicaOpts{api: outage, holdDelay: holdDelay})
 	s := e.create("unregistered")
 	id := s.GetMetadata().GetId()
 	e.handle(rp, added, s) // claims, then reads the session: NATS goes down
