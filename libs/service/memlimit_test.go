@@ -237,7 +237,7 @@ func TestMainFollowsCgroupResize(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "/bin/sh", "-c", `echo $$ > "$1" && exec "$2" -test.run='^$'`, "sh", procs, os.Args[0])
-	cmd.Env = append(os.Environ(), envHelper+"=1", envMode+"=memlimit-follow", service.EnvAutoMemLimitRefresh+"=50ms")
+	cmd.Env = append(os.Environ(), envHelper+"=1", envMode+"=memlimit-follow", service.EnvAutoMemLimitRefresh+"="+service.MinMemoryLimitRefresh.String())
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	stdout, err := cmd.StdoutPipe()
