@@ -20,11 +20,21 @@ const CheckConsumerGroup = "consumer_group"
 
 // Rejoin backoff: a member whose group stopped on its own (the stream not
 // there yet, the connection closed) tries again from rejoinMin, doubling
-// to rejoinMax, +/-25 %.
+// to rejoinMax, +/-25 %, for as long as its runs fail; a run that was
+// healthy starts it over (see consume).
 const (
 	rejoinMin = 250 * time.Millisecond
 	rejoinMax = 10 * time.Second
 )
+
+// rejoinPolicy is the backoff between two runs of a member (see Consume);
+// a parameter of consume so tests can shorten it and watch it.
+type rejoinPolicy struct {
+	min, max time.Duration
+	// waiting, when set, is told every wait chosen and the error that
+	// ended the run before it, the missing events stream included.
+	waiting func(err error, d time.Duration)
+}
 
 // Consume declares the service's consumer-group member: a part that waits
 // for cfg.Stream to exist (the informer creates it; a consumer may start
@@ -44,7 +54,14 @@ const (
 // retries its join or rejoins, so a rollout waits until a new replica
 // takes work (a member without partitions, in a group with more members
 // than partitions, counts: it is a standby that takes over on a failover).
+// Called once the parts run, it declares nothing and stops the service
+// (see Runtime).
 func (rt *Runtime) Consume(cfg group.Config, h group.Handler) {
+	// Late, its check would fail /readyz for ever and its metrics read
+	// joined 0, for a member that never runs.
+	if !rt.declaring("consumer group " + cfg.Group) {
+		return
+	}
 	cfg, err := cfg.WithDefaults()
 	if err != nil {
 		rt.invalid(fmt.Errorf("consumer group: %w", err))
@@ -83,12 +100,14 @@ func (rt *Runtime) Consume(cfg group.Config, h group.Handler) {
 				rt.log.Warn("unregister consumer group metrics", slog.Any(logkey.Err, err))
 			}
 		}()
-		return consume(ctx, rt.js, run, h, rt.log)
+		return consume(ctx, rt.js, run, h, rt.log, rejoinPolicy{min: rejoinMin, max: rejoinMax})
 	})
 }
 
-// consume runs one member until ctx ends; see Consume.
-func consume(ctx context.Context, js jetstream.JetStream, cfg group.Config, h group.Handler, log *slog.Logger) error {
+// consume runs one member until ctx ends, rejoining as policy says; see
+// Consume.
+func consume(ctx context.Context, js jetstream.JetStream, cfg group.Config, h group.Handler, log *slog.Logger, policy rejoinPolicy) error {
+	b := &backoff.ExponentialBackOff{InitialInterval: policy.min, RandomizationFactor: 0.25, Multiplier: 2, MaxInterval: policy.max}
 	waiting := false // "waiting for the events stream" is logged once
 	join := func() (struct{}, error) {
 		if _, err := js.Stream(ctx, cfg.Stream); err != nil {
@@ -98,7 +117,20 @@ func consume(ctx context.Context, js jetstream.JetStream, cfg group.Config, h gr
 			}
 			return struct{}{}, streamMissingError{err}
 		}
+		began := time.Now()
 		err := group.Run(ctx, js, cfg, h, log)
+		// Retry resets the backoff once, before the first run. A run that
+		// was healthy resets it again, so a group that stops after hours
+		// in it is rejoined from policy.min, not after the maximum wait
+		// that a long wait for the stream or failed joins left behind
+		// (not ready, consuming nothing, meanwhile). Healthy: the member
+		// was in its group (group.Run returns ErrGroupStopped only once
+		// joined: it is pcgroups' consumer that stopped), or the run
+		// outlasted the longest wait, so rejoining at once cannot make
+		// failing runs come more often than the backoff would let them.
+		if errors.Is(err, group.ErrGroupStopped) || time.Since(began) >= policy.max {
+			b.Reset()
+		}
 		// A configuration that can never work (a bad Config, or a
 		// GROUP_REPLICAS the NATS servers cannot place, which group.Run
 		// names as an envconfig.VarError) stops the service with exit 1:
@@ -110,13 +142,15 @@ func consume(ctx context.Context, js jetstream.JetStream, cfg group.Config, h gr
 		return struct{}{}, err // nil only once ctx ended
 	}
 	notify := func(err error, d time.Duration) {
+		if policy.waiting != nil {
+			policy.waiting(err, d)
+		}
 		var missing streamMissingError
 		if errors.As(err, &missing) && errors.Is(err, jetstream.ErrStreamNotFound) {
 			return // logged once above
 		}
 		log.Warn("consumer group stopped, rejoining", slog.Any(logkey.Err, err), slog.Duration(logkey.Duration, d))
 	}
-	b := &backoff.ExponentialBackOff{InitialInterval: rejoinMin, RandomizationFactor: 0.25, Multiplier: 2, MaxInterval: rejoinMax}
 	_, err := backoff.Retry(ctx, join, backoff.WithBackOff(b), backoff.WithMaxElapsedTime(0), backoff.WithNotify(notify))
 	if ctx.Err() != nil {
 		return nil

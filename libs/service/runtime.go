@@ -35,7 +35,8 @@ const DefaultPublishAsyncTimeout = 10 * time.Second
 const CheckNATS = "nats"
 
 // ErrInvalidOptions is returned by [Run] for options it cannot use and for
-// declarations setup got wrong (a duplicate part or check name).
+// declarations setup got wrong (a duplicate part or check name, a part
+// declared after start).
 var ErrInvalidOptions = errors.New("invalid service options")
 
 // Options configures [Run].
@@ -77,6 +78,10 @@ type Options struct {
 // Runtime is what setup declares a service's parts on, and what the parts
 // get their shared handles from. Declarations (Go, Serve, Consume, Cleanup)
 // belong in setup; Check and Ready are safe for concurrent use at any time.
+// A declaration problem found once the parts run (Go, Serve or Consume
+// called after setup returned, a bad or duplicate Check name) is a
+// programming error: it stops the service and Run returns it, wrapping
+// ErrInvalidOptions.
 type Runtime struct {
 	name   string
 	log    *slog.Logger
@@ -91,6 +96,12 @@ type Runtime struct {
 	names    map[string]bool // guarded by mu: part names declared
 	errs     []error         // guarded by mu: declaration problems, returned by Run
 	started  bool            // guarded by mu: parts are running, Go is refused
+	// failed is closed at the first declaration problem after start:
+	// setup's problems are returned before anything runs, but a late one
+	// would otherwise sit in errs, read by nobody, while the part it
+	// declared never runs. Closed under mu, once (failing).
+	failed  chan struct{}
+	failing bool // guarded by mu: failed is closed
 }
 
 // part is one long-running component of the service.
@@ -164,7 +175,7 @@ func Run(ctx context.Context, opts Options, setup func(ctx context.Context, rt *
 	if err != nil {
 		return fmt.Errorf("health server: %w", err)
 	}
-	rt := &Runtime{name: opts.Name, log: log, tel: tel, nc: nc, js: js, health: hs, names: map[string]bool{}}
+	rt := &Runtime{name: opts.Name, log: log, tel: tel, nc: nc, js: js, health: hs, names: map[string]bool{}, failed: make(chan struct{})}
 	defer func() { err = errors.Join(err, rt.cleanup()) }()
 
 	if err := setup(ctx, rt); err != nil {
@@ -188,6 +199,16 @@ func Run(ctx context.Context, opts Options, setup func(ctx context.Context, rt *
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return hs.Serve(gctx, ln) })
+	// A declaration made too late stops the service like a failing part,
+	// so the caller sees it in Run's error (see Runtime).
+	g.Go(func() error {
+		select {
+		case <-gctx.Done():
+			return nil
+		case <-rt.failed:
+			return rt.lateErr()
+		}
+	})
 	for _, p := range parts {
 		g.Go(func() error {
 			if err := p.run(gctx); err != nil {
@@ -249,10 +270,9 @@ func (rt *Runtime) Go(name string, run func(ctx context.Context) error) {
 	defer rt.mu.Unlock()
 	switch {
 	case rt.started:
-		rt.errs = append(rt.errs, fmt.Errorf("part %q declared after start: %w", name, ErrInvalidOptions))
-		rt.log.Error("part declared after start, not run", slog.String(logkey.Name, name))
+		rt.invalidLocked(fmt.Errorf("part %q declared after start, not run", name))
 	case name == "" || run == nil || rt.names[name]:
-		rt.errs = append(rt.errs, fmt.Errorf("part %q: empty, nil or duplicate: %w", name, ErrInvalidOptions))
+		rt.invalidLocked(fmt.Errorf("part %q: empty, nil or duplicate", name))
 	default:
 		rt.names[name] = true
 		rt.parts = append(rt.parts, part{name: name, run: run})
@@ -266,8 +286,9 @@ func (rt *Runtime) Serve(name string, srv *http.Server, ln net.Listener, g healt
 	rt.Go(name, func(ctx context.Context) error { return health.Serve(ctx, name, srv, ln, g, rt.log) })
 }
 
-// Check adds a readiness check to /readyz. A bad or duplicate name is
-// returned by Run.
+// Check adds a readiness check to /readyz, also while the service runs. A
+// bad or duplicate name is returned by Run (after start, by stopping the
+// service: see Runtime).
 func (rt *Runtime) Check(name string, check health.Check) {
 	if err := rt.health.AddCheck(name, check); err != nil {
 		rt.invalid(err)
@@ -278,7 +299,43 @@ func (rt *Runtime) Check(name string, check health.Check) {
 func (rt *Runtime) invalid(err error) {
 	rt.mu.Lock()
 	defer rt.mu.Unlock()
-	rt.errs = append(rt.errs, fmt.Errorf("%w: %w", ErrInvalidOptions, err))
+	rt.invalidLocked(err)
+}
+
+// invalidLocked is invalid with rt.mu held. After start it also stops the
+// running service (see failed).
+func (rt *Runtime) invalidLocked(err error) {
+	err = fmt.Errorf("%w: %w", ErrInvalidOptions, err)
+	rt.errs = append(rt.errs, err)
+	if !rt.started {
+		return
+	}
+	rt.log.Error("declaration after start, stopping the service", slog.Any(logkey.Err, err))
+	if !rt.failing {
+		rt.failing = true
+		close(rt.failed)
+	}
+}
+
+// declaring reports whether the parts have not started yet; once they
+// have, it records what was declared too late, which stops the service.
+// Declarations with side effects beyond the part (Consume's check and
+// metrics) ask first, so a late one leaves nothing behind.
+func (rt *Runtime) declaring(what string) bool {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	if rt.started {
+		rt.invalidLocked(fmt.Errorf("%s declared after start, not run", what))
+		return false
+	}
+	return true
+}
+
+// lateErr returns the declaration problems found after start.
+func (rt *Runtime) lateErr() error {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	return errors.Join(rt.errs...)
 }
 
 // Cleanup registers fn to run after every part stopped and before NATS is
