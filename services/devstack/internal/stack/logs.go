@@ -21,7 +21,7 @@ type logWriter struct {
 	width int
 }
 
-func (l *logWriter) prefixed(name string) io.Writer {
+func (l *logWriter) prefixed(name string) *lineWriter {
 	return &lineWriter{parent: l, prefix: fmt.Sprintf("%-*s | ", l.width, name)}
 }
 
@@ -35,7 +35,9 @@ func (l *logWriter) writeLine(prefix string, line []byte) {
 	fmt.Fprintln(l.out, prefix+text)
 }
 
-// lineWriter buffers partial lines of one child.
+// lineWriter buffers partial lines of one child. Whoever knows the child
+// exited flushes it: its last line may lack the newline, and would
+// otherwise never be shown, or be glued to the next run's first line.
 type lineWriter struct {
 	parent *logWriter
 	prefix string
@@ -56,6 +58,19 @@ func (w *lineWriter) Write(p []byte) (int, error) {
 		w.buf = w.buf[i+1:]
 	}
 	return len(p), nil
+}
+
+// flush writes the pending partial line, if any, as a line of its own.
+// Call it once the child has exited and its output was copied (after
+// exec.Cmd.Wait), so no later write continues that line.
+func (w *lineWriter) flush() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.buf) == 0 {
+		return
+	}
+	w.parent.writeLine(w.prefix, w.buf)
+	w.buf = w.buf[:0]
 }
 
 func prettyLine(line []byte) string {

@@ -23,6 +23,7 @@ const maxStartExits = 3
 type supervised struct {
 	svc  service
 	proc *proc.Process
+	out  *lineWriter // the child's output, prefixed with its name
 
 	mu    sync.Mutex // guards exits and last
 	exits int        // exits on its own since devstack started it
@@ -30,15 +31,18 @@ type supervised struct {
 }
 
 func newSupervised(svc service, cfg Config, logs *logWriter, pidDir string, log io.Writer) *supervised {
-	s := &supervised{svc: svc}
+	s := &supervised{svc: svc, out: logs.prefixed(svc.name)}
 	s.proc = proc.New(proc.Spec{
 		Name:    svc.name,
 		Path:    filepath.Join(cfg.BinDir, svc.binary),
 		Args:    svc.args,
 		Env:     proc.Env(svc.env),
-		Out:     logs.prefixed(svc.name),
+		Out:     s.out,
 		PIDFile: filepath.Join(pidDir, svc.name+".pid"),
 		OnExit: func(e proc.Exit) {
+			// Run has waited for the child, so its output is all in: its
+			// last line shows before the exit, not glued to the next run's.
+			s.out.flush()
 			s.mu.Lock()
 			s.exits++
 			s.last = e
@@ -47,6 +51,13 @@ func newSupervised(svc service, cfg Config, logs *logWriter, pidDir string, log 
 		},
 	})
 	return s
+}
+
+// run supervises the child until ctx is done (see proc.Process.Run). An
+// exit while stopping gets no OnExit: the last line is flushed here.
+func (s *supervised) run(ctx context.Context) error {
+	defer s.out.flush()
+	return s.proc.Run(ctx)
 }
 
 // readyProbe is the service's readiness probe during start-up. When the

@@ -86,7 +86,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 			if svcs[i].stage != stage {
 				continue
 			}
-			g.Go(func() error { return sups[i].proc.Run(gctx) })
+			g.Go(func() error { return sups[i].run(gctx) })
 		}
 	}
 
