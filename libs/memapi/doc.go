@@ -63,8 +63,11 @@
 // handlers authorize nothing. Its creates, over both, get
 // created_by_user_id = its name. The service token (WithToken) keeps seeing everything.
 //
-// Fault injection for tests: EndWatches, FailNext, SetSendDelay,
-// SetListHook, CallCount, Dropped. WatchPending and WatchSent tell a test
+// Fault injection for tests: EndWatches, StartOutage (the whole API down
+// for a while, as the real server restarting: gRPC Unavailable, REST 503,
+// watches ended, state kept), FailNext, SetSendDelay, SetListHook,
+// CallCount, Dropped; FaultsHandler serves EndWatches and StartOutage over
+// HTTP for a memapi process. WatchPending and WatchSent tell a test
 // when the server has no watch event left to send, so it can wait for a
 // quiet system instead of guessing (kube-reconciler's harness.quiesce).
 //

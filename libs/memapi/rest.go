@@ -69,7 +69,7 @@ func (s *Server) Handler() http.Handler {
 	if s.opts.tp != nil {
 		opts = append(opts, otelhttp.WithTracerProvider(s.opts.tp))
 	}
-	return otelhttp.NewHandler(s.router(), "memapi", opts...)
+	return otelhttp.NewHandler(s.outageHandler(s.router()), "memapi", opts...)
 }
 
 // router is Handler's chi router.

@@ -34,6 +34,7 @@ type Server struct {
 	projects *store[*ambientv1.Project]
 	settings *store[*ambientv1.ProjectSettings]
 	broker   *broker // the open watch streams of all three
+	outage   outage  // an injected outage of the whole API (StartOutage)
 
 	watch     watchCounts
 	sendDelay atomic.Int64 // nanoseconds
@@ -241,15 +242,21 @@ func exempt(fullMethod string) bool {
 		fullMethod == "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
 }
 
-// admit counts the call, checks the token and applies injected faults. It
-// returns the calling user (nil: the service token, or no token checked).
+// admit counts the call, refuses it during an outage (StartOutage), checks
+// the token and applies injected faults. It returns the calling user (nil:
+// the service token, or no token checked).
 func (s *Server) admit(ctx context.Context, fullMethod string) (*User, error) {
 	if exempt(fullMethod) {
-		return nil, nil
+		// A server that is down answers no health check either.
+		return nil, s.refuseInOutage()
 	}
 	s.mu.Lock()
 	s.calls[fullMethod]++
 	s.mu.Unlock()
+	// Counted all the same: a test reads how often clients retried.
+	if err := s.refuseInOutage(); err != nil {
+		return nil, err
+	}
 	var auth string
 	if md, ok := metadata.FromIncomingContext(ctx); ok {
 		if v := md.Get("authorization"); len(v) > 0 {

@@ -21,6 +21,12 @@ func watch[T object, E any](s *Server, st *store[T], stream grpc.ServerStreaming
 		return nil // shutting down: clean EOF
 	}
 	defer s.broker.remove(w)
+	// An outage that began between the interceptor's check and the
+	// registration ended the streams before this one joined: refuse it as
+	// the interceptor would have.
+	if err := s.refuseInOutage(); err != nil {
+		return err
+	}
 	ctx := stream.Context()
 	for {
 		// Ending wins over queued events, like a dropped connection.

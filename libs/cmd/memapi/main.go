@@ -35,7 +35,7 @@ func run() error {
 	flag.StringVar(&cfg.RESTAddr, "rest-addr", envOr("MEMAPI_REST_ADDR", "127.0.0.1:8000"), "REST listen address")
 	flag.StringVar(&cfg.Token, "token", os.Getenv("AMBIENT_API_TOKEN"), "bearer token every call must carry")
 	usersFile := flag.String("users-file", os.Getenv("MEMAPI_USERS_FILE"), "JSON users file: per-user tokens narrowed to their projects over REST")
-	flag.StringVar(&cfg.FaultsAddr, "faults-addr", envOr("MEMAPI_FAULTS_ADDR", ""), "serve fault injection (POST /faults/end-watches, no token) on this address; empty: off. Test systems only")
+	flag.StringVar(&cfg.FaultsAddr, "faults-addr", envOr("MEMAPI_FAULTS_ADDR", ""), "serve fault injection (POST /faults/end-watches, /faults/outage?for=60s, /faults/outage/end; no token) on this address; empty: off. Test systems only")
 	if err := level.UnmarshalText([]byte(envOr("LOG_LEVEL", "info"))); err != nil {
 		return fmt.Errorf("LOG_LEVEL: want debug, info, warn or error: %w", err)
 	}

@@ -159,7 +159,7 @@ func audit(in auditInput) auditResult {
 	r.Checks = append(r.Checks, replicasCheck(in.Streams, in.StreamsErr))
 	r.Checks = append(r.Checks, oversizeCheck(in.Faults))
 	r.Checks = append(r.Checks, exitsCheck(in.Exits, in.ScheduleStart))
-	r.Checks = append(r.Checks, journalCheck(in.Journal))
+	r.Checks = append(r.Checks, journalCheck(in.Journal, in.Faults))
 	return r
 }
 
@@ -596,24 +596,55 @@ func exitsCheck(exits []exitRecord, scheduleStart time.Time) check {
 	return c
 }
 
+// outageMargin widens an API outage's window for the changes it refused:
+// a call sent just before the outage began may be answered after, and the
+// probe that ends it polls.
+const outageMargin = 2 * time.Second
+
 // journalCheck wants every change the API accepted or refused with a
-// reason; any other error is the harness' or the API's failure.
-func journalCheck(journal []changeRecord) check {
-	c := check{Name: "the API took every change (refused transitions aside)", OK: true}
-	var ok, refused int
+// reason; a change the API refused as unavailable counts as refused by the
+// outage when it was made during an API outage, as a failure otherwise;
+// any other error is the harness' or the API's failure.
+func journalCheck(journal []changeRecord, faults []faultRecord) check {
+	c := check{Name: "the API took every change (refused transitions and changes refused by an API outage aside)", OK: true}
+	var ok, refused, byOutage int
 	for _, r := range journal {
-		switch r.Result {
-		case resultOK:
+		switch {
+		case r.Result == resultOK:
 			ok++
-		case resultRefused:
+		case r.Result == resultRefused:
 			refused++
+		case r.Result == resultUnavailable && inAPIOutage(faults, r.At):
+			byOutage++
 		default:
 			c.OK = false
 			c.Failures = append(c.Failures, fmt.Sprintf("%s %s %s: %s", r.At.Format(time.TimeOnly), r.Op, r.Object, r.Err))
 		}
 	}
 	c.Detail = fmt.Sprintf("%d made, %d refused, %d failed", ok, refused, len(c.Failures))
+	if byOutage > 0 {
+		c.Detail += fmt.Sprintf(", %d refused by an API outage", byOutage)
+	}
 	return c
+}
+
+// inAPIOutage reports whether t falls within an API outage of faults, from
+// its start until the API answered again (or, when it never did, its
+// planned end), widened by outageMargin.
+func inAPIOutage(faults []faultRecord, t time.Time) bool {
+	for _, f := range faults {
+		if f.Kind != FaultAPIOutage {
+			continue
+		}
+		end := f.Restored
+		if end.IsZero() {
+			end = f.Start.Add(f.Down)
+		}
+		if !t.Before(f.Start.Add(-outageMargin)) && t.Before(end.Add(outageMargin)) {
+			return true
+		}
+	}
+	return false
 }
 
 func sortedKeys[V any](m map[string]V) []string {

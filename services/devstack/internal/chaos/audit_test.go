@@ -1,10 +1,14 @@
 package chaos
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/ambient-code/control-plane/libs/registry"
 )
@@ -228,7 +232,7 @@ func TestChecks(t *testing.T) {
 		}
 	}
 	journal := []changeRecord{{Result: resultOK}, {Result: resultRefused}, {Result: resultError, Op: OpCreate, Err: "unavailable"}}
-	if c := journalCheck(journal); c.OK || c.Detail != "1 made, 1 refused, 1 failed" {
+	if c := journalCheck(journal, nil); c.OK || c.Detail != "1 made, 1 refused, 1 failed" {
 		t.Errorf("journal check %+v", c)
 	}
 	kubeSessions := []session{{ID: "k", Project: kubeP, Running: true}, {ID: "gone", Project: kubeP, Deleted: true}}
@@ -343,6 +347,49 @@ func TestAuditFailsOnEveryHeadlineFigure(t *testing.T) {
 		br(&in)
 		if r := audit(in); r.Passed() {
 			t.Errorf("%s: the audit passed", name)
+		}
+	}
+}
+
+// TestJournalCheckAPIOutage: a change the API refused as unavailable is
+// refused by the outage when made during an API outage (its margins
+// included), a failure at any other time; resultOf tells gRPC Unavailable
+// and REST 503 from other errors.
+func TestJournalCheckAPIOutage(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	faults := []faultRecord{{Fault: Fault{Kind: FaultAPIOutage, Down: 30 * time.Second}, Start: t0, Restored: t0.Add(31 * time.Second)}}
+	journal := []changeRecord{
+		{At: t0.Add(-time.Second), Result: resultUnavailable}, // sent just before, answered during
+		{At: t0.Add(10 * time.Second), Result: resultUnavailable},
+		{At: t0.Add(32 * time.Second), Result: resultUnavailable}, // within the margin after
+		{At: t0.Add(20 * time.Second), Result: resultOK},
+		{At: t0.Add(40 * time.Second), Result: resultUnavailable, Op: OpUpdate, Object: "late"},
+		{At: t0.Add(-time.Minute), Result: resultUnavailable, Op: OpCreate, Object: "early"},
+	}
+	c := journalCheck(journal, faults)
+	if c.OK || c.Detail != "1 made, 0 refused, 2 failed, 3 refused by an API outage" {
+		t.Errorf("journal check %+v", c)
+	}
+	if c := journalCheck(journal[:4], faults); !c.OK {
+		t.Errorf("only changes refused during the outage: %+v", c)
+	}
+	// Without an API outage every unavailable answer is a failure.
+	if c := journalCheck(journal[:4], nil); c.OK || c.Detail != "1 made, 0 refused, 3 failed" {
+		t.Errorf("no outage: %+v", c)
+	}
+
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{nil, resultOK},
+		{fmt.Errorf("update session x: %w", status.Error(codes.Unavailable, "down")), resultUnavailable},
+		{fmt.Errorf("POST /sessions/x/start: %w: 503", ErrUnavailable), resultUnavailable},
+		{fmt.Errorf("POST /sessions/x/stop: %w", ErrRefused), resultRefused},
+		{fmt.Errorf("create session: %w", status.Error(codes.Internal, "boom")), resultError},
+	} {
+		if got, _ := resultOf(tc.err); got != tc.want {
+			t.Errorf("resultOf(%v) = %s, want %s", tc.err, got, tc.want)
 		}
 	}
 }

@@ -44,6 +44,7 @@ type Config struct {
 	KillSettle     time.Duration
 	NodeLoss       time.Duration
 	NATSOutage     time.Duration
+	APIOutage      time.Duration // 0: DefaultAPIOutage, short ShortAPIOutage
 	KubeOutage     time.Duration // 0: the kube-reconciler retry budget + KubeOutageMargin
 	KubeMaxDeliver int
 	// KubeResync is kube-reconciler's RESYNC_INTERVAL: what a dead-lettered
@@ -85,6 +86,13 @@ const (
 	// time.
 	DefaultConvergeTimeout = 5 * time.Minute
 	ShortConvergeTimeout   = 2 * time.Minute
+	// DefaultAPIOutage is a restart of the real ambient-api-server that
+	// takes a while (a rollout, a database failover): longer than the
+	// informers' longest watch backoff, shorter than the consumers' retry
+	// budget (156s), so what it loses is the system's doing. The short run
+	// keeps CI time.
+	DefaultAPIOutage = 75 * time.Second
+	ShortAPIOutage   = 30 * time.Second
 	// longestTTL is the longest TTL of the system (the informer lease).
 	longestTTL = 10 * time.Second
 	// minTakeoverDown: a member loses its partitions MEMBER_TTL and up to a
@@ -121,6 +129,7 @@ func ParseFlags(args []string, w io.Writer) (Config, error) {
 	fs.DurationVar(&c.KillSettle, "kill-settle", 15*time.Second, "quiet time after each kill before the next fault (> MEMBER_TTL + a sweep)")
 	fs.DurationVar(&c.NodeLoss, "node-loss", 30*time.Second, "how long the killed NATS node stays down")
 	fs.DurationVar(&c.NATSOutage, "nats-outage", 3*longestTTL, "how long all NATS nodes stay down (3 x the longest TTL)")
+	fs.DurationVar(&c.APIOutage, "api-outage", 0, "how long the ambient API refuses every call (gRPC Unavailable, REST 503, watches ended; memapi keeps its state) (0: 75s; short: 30s)")
 	fs.DurationVar(&c.KubeOutage, "kube-outage", 0, "how long kube-apiserver stays down (0: kube-reconciler's retry budget + 30s)")
 	fs.IntVar(&c.KubeMaxDeliver, "kube-max-deliver", 0, "kube-reconciler GROUP_MAX_DELIVER (0: the service default 5; short: 3)")
 	fs.DurationVar(&c.KubeResync, "kube-resync", 15*time.Second, "kube-reconciler RESYNC_INTERVAL: repairs what its dead letters missed (below --converge-bound)")
@@ -148,6 +157,12 @@ func ParseFlags(args []string, w io.Writer) (Config, error) {
 	}
 	if c.Short && !set["kube-max-deliver"] {
 		c.KubeMaxDeliver = ShortKubeMaxDeliver
+	}
+	if c.APIOutage == 0 {
+		c.APIOutage = DefaultAPIOutage
+		if c.Short {
+			c.APIOutage = ShortAPIOutage
+		}
 	}
 	if c.ConvergeTimeout == 0 {
 		c.ConvergeTimeout = DefaultConvergeTimeout
@@ -186,7 +201,7 @@ func (c *Config) finish() error {
 	if c.LocalCap < 1 || c.Witnesses < 0 || c.Witnesses > c.LocalCap {
 		errs = append(errs, fmt.Errorf("--local-cap %d, --witnesses %d: want 0 <= witnesses <= local-cap, local-cap >= 1", c.LocalCap, c.Witnesses))
 	}
-	if c.SampleInterval <= 0 || c.RestartDelay < 0 || c.KillSettle < 0 || c.NodeLoss <= 0 || c.NATSOutage <= 0 || c.KubeOutage < 0 || c.Warmup < 0 || c.ConvergeTimeout <= 0 || c.ConvergeBound <= 0 {
+	if c.SampleInterval <= 0 || c.RestartDelay < 0 || c.KillSettle < 0 || c.NodeLoss <= 0 || c.NATSOutage <= 0 || c.APIOutage < 0 || c.KubeOutage < 0 || c.Warmup < 0 || c.ConvergeTimeout <= 0 || c.ConvergeBound <= 0 {
 		errs = append(errs, errors.New("durations: want sample-interval, node-loss, nats-outage, converge-timeout and converge-bound > 0, the others >= 0"))
 	}
 	abs, err := filepath.Abs(c.BinDir)

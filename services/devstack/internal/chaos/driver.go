@@ -12,6 +12,8 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/ambient-code/control-plane/libs/apiclient"
@@ -37,7 +39,10 @@ const oversizeBytes = 600 << 10
 const (
 	resultOK      = "ok"
 	resultRefused = "refused"
-	resultError   = "error"
+	// resultUnavailable: the API was down (gRPC Unavailable, REST 503) and
+	// made no change; the audit accepts it during an API outage only.
+	resultUnavailable = "unavailable"
+	resultError       = "error"
 )
 
 // changeRecord is one change the driver made (or tried).
@@ -197,15 +202,22 @@ func (d *driver) applyLocked(ctx context.Context, op Op) changeRecord {
 		p := d.m.projects[d.rng.IntN(len(d.m.projects))]
 		rec.Object, err = p.SettingsID, d.settings(ctx, p)
 	}
+	rec.Result, rec.Err = resultOf(err)
+	return rec
+}
+
+// resultOf classifies the outcome of a change.
+func resultOf(err error) (result, msg string) {
 	switch {
 	case err == nil:
-		rec.Result = resultOK
+		return resultOK, ""
 	case errors.Is(err, ErrRefused):
-		rec.Result, rec.Err = resultRefused, err.Error()
+		return resultRefused, err.Error()
+	case errors.Is(err, ErrUnavailable), status.Code(err) == codes.Unavailable:
+		return resultUnavailable, err.Error()
 	default:
-		rec.Result, rec.Err = resultError, err.Error()
+		return resultError, err.Error()
 	}
-	return rec
 }
 
 // pickProject picks where a new session goes: a local project while fewer
@@ -400,13 +412,8 @@ func (d *driver) stopSession(ctx context.Context, id string) error {
 
 // record journals a change made outside the schedule (by a fault).
 func (d *driver) record(op Op, id string, err error) {
-	rec := changeRecord{At: time.Now(), Op: op, Object: id, Result: resultOK}
-	switch {
-	case errors.Is(err, ErrRefused):
-		rec.Result, rec.Err = resultRefused, err.Error()
-	case err != nil:
-		rec.Result, rec.Err = resultError, err.Error()
-	}
+	rec := changeRecord{At: time.Now(), Op: op, Object: id}
+	rec.Result, rec.Err = resultOf(err)
 	d.journal = append(d.journal, rec)
 }
 

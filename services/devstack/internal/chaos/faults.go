@@ -8,6 +8,7 @@ import (
 	"io"
 	"maps"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -160,6 +161,8 @@ func (in *injector) inject(ctx context.Context, rec *faultRecord, t0 time.Time) 
 			rec.Note = note
 			return err
 		})
+	case FaultAPIOutage:
+		return in.apiOutage(ctx, rec)
 	case FaultWatchCut:
 		rec.Target = svcMemapi
 		n, err := endWatches(ctx, in.sys.faultsURL)
@@ -326,25 +329,64 @@ func (in *injector) faults() []faultRecord {
 	return append([]faultRecord(nil), in.records...)
 }
 
+// apiOutage makes the API refuse every call for rec.Down (memapi keeps its
+// state in memory, so it is not stopped: it refuses calls as a restarting
+// server would), then waits until it answers its readiness probe again.
+// memapi ends the outage on its own timer, so a harness that dies during
+// it leaves no API down.
+func (in *injector) apiOutage(ctx context.Context, rec *faultRecord) error {
+	rec.Target = svcMemapi
+	m, ok := in.sys.byName[svcMemapi]
+	if !ok {
+		return fmt.Errorf("no member %s", svcMemapi)
+	}
+	n, err := startAPIOutage(ctx, in.sys.faultsURL, rec.Down)
+	if err != nil {
+		return err
+	}
+	rec.Down0 = time.Now()
+	rec.Note = fmt.Sprintf("%d watch streams ended; every gRPC call Unavailable, every REST call 503, the driver's changes then refused", n)
+	if err := sleepUntil(ctx, rec.Down0.Add(rec.Down)); err != nil {
+		return err
+	}
+	if err := proc.WaitReady(ctx, m.probe, time.Now().Add(readyTimeout)); err != nil {
+		return fmt.Errorf("%s not ready after the outage: %w", svcMemapi, err)
+	}
+	rec.Restored = time.Now()
+	return nil
+}
+
+// startAPIOutage asks memapi to refuse every call for d; it returns the
+// number of watch streams that ended.
+func startAPIOutage(ctx context.Context, base string, d time.Duration) (int, error) {
+	return postFault(ctx, base+"/faults/outage?for="+url.QueryEscape(d.String()))
+}
+
 // endWatches asks memapi to end every watch stream.
 func endWatches(ctx context.Context, base string) (int, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/faults/end-watches", nil)
+	return postFault(ctx, base+"/faults/end-watches")
+}
+
+// postFault POSTs to one of memapi's fault endpoints and returns the
+// number of watch streams the fault ended.
+func postFault(ctx context.Context, u string) (int, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, nil)
 	if err != nil {
-		return 0, fmt.Errorf("build end-watches request: %w", err)
+		return 0, fmt.Errorf("build fault request %s: %w", u, err)
 	}
 	resp, err := (&http.Client{Timeout: 5 * time.Second}).Do(req)
 	if err != nil {
-		return 0, fmt.Errorf("end watches: %w", err)
+		return 0, fmt.Errorf("POST %s: %w", u, err)
 	}
 	defer resp.Body.Close() //nolint:errcheck // read below
 	if resp.StatusCode != http.StatusOK {
-		return 0, fmt.Errorf("end watches: %s", resp.Status)
+		return 0, fmt.Errorf("POST %s: %s", u, resp.Status)
 	}
 	var body struct {
 		Ended int `json:"ended"`
 	}
 	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
-		return 0, fmt.Errorf("end watches: decode answer: %w", err)
+		return 0, fmt.Errorf("POST %s: decode answer: %w", u, err)
 	}
 	return body.Ended, nil
 }

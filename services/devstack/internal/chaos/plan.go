@@ -16,6 +16,7 @@ const (
 	FaultWatchCut   FaultKind = "API watch streams cut"
 	FaultNodeLoss   FaultKind = "NATS node lost"
 	FaultNATSOutage FaultKind = "NATS outage"
+	FaultAPIOutage  FaultKind = "API outage"
 	FaultKubeOutage FaultKind = "kube-apiserver outage"
 )
 
@@ -99,7 +100,10 @@ type PlanConfig struct {
 	KillSettle   time.Duration
 	NodeLoss     time.Duration
 	NATSOutage   time.Duration
-	KubeOutage   time.Duration
+	// APIOutage is how long the ambient API refuses every call (memapi's
+	// POST /faults/outage).
+	APIOutage  time.Duration
+	KubeOutage time.Duration
 }
 
 // Settle times after the faults whose length PlanConfig does not give.
@@ -113,6 +117,11 @@ const (
 	// after-outage snapshot shows where runners ended up.
 	nodeLossSettle   = 20 * time.Second
 	natsOutageSettle = 30 * time.Second
+	// apiOutageSettle lets the informers' watches come back after the API
+	// outage, whatever their reconnect backoff reached meanwhile (at most
+	// WATCH_BACKOFF_MAX, 30s), and the retried writes land, before the
+	// apiserver outage starts.
+	apiOutageSettle = 45 * time.Second
 )
 
 // NewPlan builds the schedule. rng picks the kind of each change; the
@@ -149,6 +158,7 @@ func NewPlan(c PlanConfig, rng *rand.Rand) Plan {
 	}
 	add(Fault{Kind: FaultNodeLoss, Down: c.NodeLoss, Settle: nodeLossSettle})
 	add(Fault{Kind: FaultNATSOutage, Down: c.NATSOutage, Settle: natsOutageSettle})
+	add(Fault{Kind: FaultAPIOutage, Down: c.APIOutage, Settle: apiOutageSettle})
 	// Last: nothing settles after it but the convergence wait.
 	add(Fault{Kind: FaultKubeOutage, Down: c.KubeOutage})
 	p.End = at

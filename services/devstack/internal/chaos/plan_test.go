@@ -11,16 +11,21 @@ import (
 )
 
 func testPlanConfig(short bool, changes int) PlanConfig {
+	apiOutage := DefaultAPIOutage
+	if short {
+		apiOutage = ShortAPIOutage
+	}
 	return PlanConfig{
 		Changes: changes, Kills: Kills(short), Warmup: 20 * time.Second, RestartDelay: 2 * time.Second,
-		KillSettle: 15 * time.Second, NodeLoss: 30 * time.Second, NATSOutage: 30 * time.Second, KubeOutage: 186 * time.Second,
+		KillSettle: 15 * time.Second, NodeLoss: 30 * time.Second, NATSOutage: 30 * time.Second, APIOutage: apiOutage, KubeOutage: 186 * time.Second,
 	}
 }
 
 // TestPlanRunsEveryFaultInOrder: a plan has one oversize object, one watch
-// cut, one NATS node loss, one NATS outage and one kube-apiserver outage,
-// and kills every killable instance once (short: replica 0 of each), one
-// fault after the other, the apiserver outage last.
+// cut, one NATS node loss, one NATS outage, one API outage and one
+// kube-apiserver outage, and kills every killable instance once (short:
+// replica 0 of each), one fault after the other, the API outage after the
+// NATS outage and the apiserver outage last.
 func TestPlanRunsEveryFaultInOrder(t *testing.T) {
 	tests := []struct {
 		name  string
@@ -49,7 +54,7 @@ func TestPlanRunsEveryFaultInOrder(t *testing.T) {
 			if !slices.Equal(kills, tc.kills) {
 				t.Errorf("kills %v, want %v", kills, tc.kills)
 			}
-			for _, k := range []FaultKind{FaultOversize, FaultWatchCut, FaultNodeLoss, FaultNATSOutage, FaultKubeOutage} {
+			for _, k := range []FaultKind{FaultOversize, FaultWatchCut, FaultNodeLoss, FaultNATSOutage, FaultAPIOutage, FaultKubeOutage} {
 				if kinds[k] != 1 {
 					t.Errorf("%d faults %q, want 1", kinds[k], k)
 				}
@@ -57,6 +62,18 @@ func TestPlanRunsEveryFaultInOrder(t *testing.T) {
 			last := p.Faults[len(p.Faults)-1]
 			if last.Kind != FaultKubeOutage || p.End != last.End() {
 				t.Errorf("last fault %s ending %s, plan end %s; want the apiserver outage ending the plan", last.Kind, last.End(), p.End)
+			}
+			if n := len(p.Faults); n < 3 || p.Faults[n-3].Kind != FaultNATSOutage || p.Faults[n-2].Kind != FaultAPIOutage {
+				t.Fatalf("faults before the last: want the NATS outage, then the API outage; got %v", p.Faults)
+			}
+			api := p.Faults[len(p.Faults)-2]
+			if want := testPlanConfig(tc.short, 300).APIOutage; api.Down != want {
+				t.Errorf("API outage down %s, want %s", api.Down, want)
+			}
+			// The informers' watches must be back (WATCH_BACKOFF_MAX 30s)
+			// before the apiserver outage's quiet window begins.
+			if api.Settle < 30*time.Second+kubeQuietBefore {
+				t.Errorf("API outage settles %s, want at least WATCH_BACKOFF_MAX (30s) + the quiet window before the apiserver outage", api.Settle)
 			}
 			if p.Faults[0].At != 20*time.Second {
 				t.Errorf("first fault at %s, want after the 20s warmup", p.Faults[0].At)
@@ -167,13 +184,15 @@ func TestParseFlags(t *testing.T) {
 		changes        int
 		maxDeliver     int
 		kubeOutage     time.Duration
+		apiOutage      time.Duration
 		wantErr        bool
 		wantSeedRandom bool
 	}{
-		{name: "defaults", args: nil, changes: 2000, maxDeliver: 5, kubeOutage: 186 * time.Second, wantSeedRandom: true},
-		{name: "short", args: []string{"--short"}, changes: 300, maxDeliver: 3, kubeOutage: 36 * time.Second, wantSeedRandom: true},
-		{name: "short with changes", args: []string{"--short", "--changes", "500", "--kube-max-deliver", "4", "--seed", "9"}, changes: 500, maxDeliver: 4, kubeOutage: 66 * time.Second},
-		{name: "explicit outage", args: []string{"--kube-outage", "10s", "--seed", "3"}, changes: 2000, maxDeliver: 5, kubeOutage: 10 * time.Second},
+		{name: "defaults", args: nil, changes: 2000, maxDeliver: 5, kubeOutage: 186 * time.Second, apiOutage: 75 * time.Second, wantSeedRandom: true},
+		{name: "short", args: []string{"--short"}, changes: 300, maxDeliver: 3, kubeOutage: 36 * time.Second, apiOutage: 30 * time.Second, wantSeedRandom: true},
+		{name: "short with changes", args: []string{"--short", "--changes", "500", "--kube-max-deliver", "4", "--seed", "9", "--api-outage", "45s"}, changes: 500, maxDeliver: 4, kubeOutage: 66 * time.Second, apiOutage: 45 * time.Second},
+		{name: "explicit outage", args: []string{"--kube-outage", "10s", "--seed", "3"}, changes: 2000, maxDeliver: 5, kubeOutage: 10 * time.Second, apiOutage: 75 * time.Second},
+		{name: "negative API outage", args: []string{"--api-outage", "-1s"}, wantErr: true},
 		{name: "no changes", args: []string{"--changes", "0"}, wantErr: true},
 		{name: "more witnesses than the cap", args: []string{"--witnesses", "30"}, wantErr: true},
 		{name: "stray argument", args: []string{"now"}, wantErr: true},
@@ -191,8 +210,9 @@ func TestParseFlags(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if c.Changes != tc.changes || c.KubeMaxDeliver != tc.maxDeliver || c.KubeOutage != tc.kubeOutage {
-				t.Errorf("changes %d, max deliver %d, kube outage %s; want %d, %d, %s", c.Changes, c.KubeMaxDeliver, c.KubeOutage, tc.changes, tc.maxDeliver, tc.kubeOutage)
+			if c.Changes != tc.changes || c.KubeMaxDeliver != tc.maxDeliver || c.KubeOutage != tc.kubeOutage || c.APIOutage != tc.apiOutage {
+				t.Errorf("changes %d, max deliver %d, kube outage %s, API outage %s; want %d, %d, %s, %s",
+					c.Changes, c.KubeMaxDeliver, c.KubeOutage, c.APIOutage, tc.changes, tc.maxDeliver, tc.kubeOutage, tc.apiOutage)
 			}
 			if want := map[bool]time.Duration{false: 5 * time.Minute, true: 2 * time.Minute}[c.Short]; c.ConvergeTimeout != want {
 				t.Errorf("converge timeout %s, want %s", c.ConvergeTimeout, want)

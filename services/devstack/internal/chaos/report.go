@@ -238,7 +238,7 @@ func (r report) findingOverwrite() string {
 func (r report) figures(b *strings.Builder) {
 	w := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
 	w("## Figures\n\n")
-	type tally struct{ ok, refused, failed, fallback int }
+	type tally struct{ ok, refused, outage, failed, fallback int }
 	byOp := map[Op]*tally{}
 	for _, c := range r.in.Journal {
 		t, ok := byOp[c.Op]
@@ -251,6 +251,8 @@ func (r report) figures(b *strings.Builder) {
 			t.ok++
 		case resultRefused:
 			t.refused++
+		case resultUnavailable:
+			t.outage++
 		default:
 			t.failed++
 		}
@@ -259,13 +261,13 @@ func (r report) figures(b *strings.Builder) {
 		}
 	}
 	w("Changes made through the API (gRPC; start and stop through REST). A planned change that had no candidate became another kind (`instead of`).\n\n")
-	w("| change | made | refused | failed | instead of another kind |\n|---|---|---|---|---|\n")
+	w("| change | made | refused | API down | failed | instead of another kind |\n|---|---|---|---|---|---|\n")
 	for _, op := range []Op{OpCreate, OpUpdate, OpStop, OpStart, OpDelete, OpSettings} {
 		t := byOp[op]
 		if t == nil {
 			t = &tally{}
 		}
-		w("| %s | %d | %d | %d | %d |\n", op, t.ok, t.refused, t.failed, t.fallback)
+		w("| %s | %d | %d | %d | %d | %d |\n", op, t.ok, t.refused, t.outage, t.failed, t.fallback)
 	}
 	w("\nStatus writes on AgenticSessions by the harness' operator (`status.sdkSessionId`, through the Kubernetes API): %d made (%d of them while a kube-reconciler replica was dead, %d in its partitions), %d failed, %d skipped (no AgenticSession yet).\n",
 		r.in.Operator.Writes, len(r.in.Operator.Down), len(r.in.Operator.DownDead), r.in.Operator.Failed, r.in.Operator.Skipped)

@@ -14,6 +14,10 @@ import (
 // phase the transition is not allowed from). It is not a change.
 var ErrRefused = errors.New("transition refused by the API")
 
+// ErrUnavailable is a call the API answered 503 (or gRPC Unavailable): it
+// is down (an API outage), the change was not made.
+var ErrUnavailable = errors.New("API unavailable")
+
 // restPhases starts and stops sessions through the API's REST endpoints:
 // the real ambient-api-server has no gRPC call for them, and only these
 // apply its phase guards. It is the harness' only use of the REST API, and
@@ -56,6 +60,8 @@ func (r *restPhases) post(ctx context.Context, path string) error {
 		return nil
 	case resp.StatusCode == http.StatusConflict:
 		return fmt.Errorf("POST %s: %w: %s", path, ErrRefused, body)
+	case resp.StatusCode == http.StatusServiceUnavailable:
+		return fmt.Errorf("POST %s: %w: %s: %s", path, ErrUnavailable, resp.Status, body)
 	default:
 		return fmt.Errorf("POST %s: %s: %s", path, resp.Status, body)
 	}

@@ -114,7 +114,7 @@ func (h *harness) start(ctx context.Context) error {
 	rng := rand.New(rand.NewPCG(uint64(cfg.Seed), 0x636861)) //nolint:gosec // a reproducible schedule, not a secret
 	h.plan = NewPlan(PlanConfig{
 		Changes: cfg.Changes, Kills: Kills(cfg.Short), Warmup: cfg.Warmup, RestartDelay: cfg.RestartDelay, TakeoverDown: cfg.TakeoverDown,
-		KillSettle: cfg.KillSettle, NodeLoss: cfg.NodeLoss, NATSOutage: cfg.NATSOutage, KubeOutage: cfg.KubeOutage,
+		KillSettle: cfg.KillSettle, NodeLoss: cfg.NodeLoss, NATSOutage: cfg.NATSOutage, APIOutage: cfg.APIOutage, KubeOutage: cfg.KubeOutage,
 	}, rng)
 	fmt.Fprintf(h.out, "chaos: seed %d, %d changes over %s, %d faults; run dir %s\n", cfg.Seed, cfg.Changes, h.plan.End, len(h.plan.Faults), h.runDir)
 	sys, err := newSystem(cfg, h.runDir, h.out)
