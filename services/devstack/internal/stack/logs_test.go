@@ -1,7 +1,6 @@
 package stack
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os/exec"
@@ -14,29 +13,10 @@ import (
 	"github.com/ambient-code/control-plane/libs/testenv"
 )
 
-// lockedBuffer is a bytes.Buffer safe for the children's writers and the
-// test reading it.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer // guarded by mu
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // exitLog is the supervisor's own log: it keeps the lines and signals
 // each write (one per exit).
 type exitLog struct {
-	out    *lockedBuffer
+	out    *testenv.Buffer
 	exited chan struct{}
 }
 
@@ -48,7 +28,7 @@ func (l exitLog) Write(p []byte) (int, error) {
 
 // superviseShell supervises `sh -c script` as service "kid", its output
 // and the supervisor's lines in out, until the returned stop is called.
-func superviseShell(t *testing.T, script string, out *lockedBuffer, exited chan struct{}) (s *supervised, stop func()) {
+func superviseShell(t *testing.T, script string, out *testenv.Buffer, exited chan struct{}) (s *supervised, stop func()) {
 	t.Helper()
 	sh, err := exec.LookPath("sh")
 	if err != nil {
@@ -81,7 +61,7 @@ func superviseShell(t *testing.T, script string, out *lockedBuffer, exited chan 
 // and a restart's output starts a line of its own.
 func TestChildLastLineWithoutNewlineIsShown(t *testing.T) {
 	t.Parallel()
-	var out lockedBuffer
+	var out testenv.Buffer
 	exited := make(chan struct{}, 4)
 	_, stop := superviseShell(t, `printf "no newline"; exit 3`, &out, exited)
 	for i := range 2 { // the first run and its restart
@@ -104,7 +84,7 @@ func TestChildLastLineWithoutNewlineIsShown(t *testing.T) {
 // stops the child (no OnExit then).
 func TestChildLastLineWithoutNewlineIsShownOnStop(t *testing.T) {
 	t.Parallel()
-	var out lockedBuffer
+	var out testenv.Buffer
 	s, stop := superviseShell(t, `printf "bye"; exec sleep 60`, &out, make(chan struct{}, 4))
 	// The partial line has reached the writer before the stop.
 	testenv.Eventually(t, 10*time.Second, func() error {
