@@ -41,6 +41,7 @@ type query struct {
 	where  string // "alert X" or "panel Y"
 	expr   string
 	legend string // a panel target's legendFormat
+	hold   string // an alert's "for" ("": it fires at once)
 }
 
 // monitoringQueries renders the chart with the dashboard and the rules on
@@ -60,8 +61,9 @@ func monitoringQueries(t *testing.T) (queries []query, alerts []string, rule, da
 			m := ru.(map[string]any)
 			name, _ := m["alert"].(string)
 			expr, _ := m["expr"].(string)
+			hold, _ := m["for"].(string)
 			alerts = append(alerts, name)
-			queries = append(queries, query{where: "alert " + name, expr: expr})
+			queries = append(queries, query{where: "alert " + name, expr: expr, hold: hold})
 		}
 	}
 	raw, _, _ := unstructured.NestedString(dashboard.Object, "data", "ambient-control-plane.json")
@@ -169,13 +171,7 @@ func TestMonitoringStuckSessionsCoverPassingPhases(t *testing.T) {
 			label = noPhase
 		}
 		passing := (p.WantsRunner() && p != session.PhaseRunning) || p == session.PhaseStopping
-		read := true
-		for _, m := range matchers {
-			if m.Name == "phase" && !m.Matches(label) {
-				read = false
-			}
-		}
-		if read != passing {
+		if read := selects(matchers, "phase", label); read != passing {
 			t.Errorf("%s reads phase=%q: %v; want %v (a phase a session only passes through)", alert, label, read, passing)
 		}
 	}
@@ -215,6 +211,17 @@ func alertReads(t *testing.T, alert, metric string) (matchers []*labels.Matcher,
 	return matchers, calls
 }
 
+// selects reports whether selectors with matchers read a series whose
+// label name has value.
+func selects(matchers []*labels.Matcher, name, value string) bool {
+	for _, m := range matchers {
+		if m.Name == name && !m.Matches(value) {
+			return false
+		}
+	}
+	return true
+}
+
 // TestMonitoringStatusWritesAlertCountsFailuresOnly: runner-manager counts
 // a status write for a session deleted meanwhile as result="not_found" (a
 // user deleting a running session); the alert on failing writes reads
@@ -224,13 +231,7 @@ func TestMonitoringStatusWritesAlertCountsFailuresOnly(t *testing.T) {
 	const alert = "alert AmbientSessionStatusWritesFailing"
 	matchers, _ := alertReads(t, alert, "runner_manager_status_writes_total")
 	for result, want := range map[string]bool{"error": true, "not_found": false, "ok": false} {
-		read := true
-		for _, m := range matchers {
-			if m.Name == "result" && !m.Matches(result) {
-				read = false
-			}
-		}
-		if read != want {
+		if read := selects(matchers, "result", result); read != want {
 			t.Errorf("%s reads result=%q: %v, want %v", alert, result, read, want)
 		}
 	}
@@ -253,27 +254,21 @@ func TestMonitoringNoLeaderFiresWithoutInformers(t *testing.T) {
 // delay is the rule's own threshold or rate window plus its "for".
 func TestMonitoringAlertDelaysAsDocumented(t *testing.T) {
 	t.Parallel()
-	_, _, rule, _ := monitoringQueries(t)
+	queries, _, _, _ := monitoringQueries(t)
 	forOf := map[string]time.Duration{}
 	exprOf := map[string]parser.Expr{}
-	groups, _, _ := unstructured.NestedSlice(rule.Object, "spec", "groups")
-	for _, g := range groups {
-		rules, _, _ := unstructured.NestedSlice(g.(map[string]any), "rules")
-		for _, ru := range rules {
-			m := ru.(map[string]any)
-			name, _ := m["alert"].(string)
-			if raw, _ := m["for"].(string); raw != "" { // no "for": fires at once
-				d, err := model.ParseDuration(raw)
-				if err != nil {
-					t.Fatalf("%s: for %q: %v", name, raw, err)
-				}
-				forOf[name] = time.Duration(d)
-			}
-			expr, _ := m["expr"].(string)
-			var err error
-			if exprOf[name], err = parser.NewParser(parser.Options{}).ParseExpr(expr); err != nil {
-				t.Fatalf("%s: %v", name, err)
-			}
+	for _, q := range queries {
+		name, ok := strings.CutPrefix(q.where, "alert ")
+		if !ok || (name != "AmbientSessionsStuck" && name != "AmbientEventsNotConsumed") {
+			continue
+		}
+		d, err := model.ParseDuration(q.hold)
+		if err != nil {
+			t.Fatalf("%s: for %q: %v", name, q.hold, err)
+		}
+		forOf[name] = time.Duration(d)
+		if exprOf[name], err = parser.NewParser(parser.Options{}).ParseExpr(q.expr); err != nil {
+			t.Fatalf("%s: %v", name, err)
 		}
 	}
 	// The idle threshold: the number the idle gauge is compared with.
