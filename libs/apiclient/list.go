@@ -19,9 +19,35 @@ type Page[T any] interface {
 	GetMetadata() *ambientv1.ListMeta
 }
 
-// maxStalledPages is how many pages in a row may bring no new object before
-// ListAll gives up (see ListAll).
-const maxStalledPages = 3
+// MaxStalledPages is how many pages in a row may bring no object not seen
+// before in the same list before the list gives up (PageStalls).
+const MaxStalledPages = 3
+
+// PageStalls is the rule every paged list of the API follows against a
+// server that ignores the page parameter: such a server answers every
+// page with the same items, their total is never reached, and the list
+// would ask for ever. A page of objects seen before is possible on a busy
+// server (objects updated between two calls move to the end of the
+// order), but not MaxStalledPages pages in a row. The zero value is ready.
+type PageStalls struct {
+	run int // pages in a row without a new object
+}
+
+// After records page, a page that left the list incomplete (listed of
+// total objects so far) and brought fresh objects not seen before in it.
+// It returns an error wrapping ErrListNoProgress once MaxStalledPages
+// pages in a row brought none.
+func (s *PageStalls) After(page int32, fresh, listed, total int) error {
+	if fresh > 0 {
+		s.run = 0
+		return nil
+	}
+	if s.run++; s.run < MaxStalledPages {
+		return nil
+	}
+	return fmt.Errorf("list page %d: %w: %d pages in a row brought no new object, %d of %d collected (does the server ignore the page parameter?)",
+		page, ErrListNoProgress, s.run, listed, total)
+}
 
 // ListAll fetches pages 1, 2, ... with pageSize until it has collected
 // metadata.total items or a page is empty, and returns the items in server
@@ -30,14 +56,12 @@ const maxStalledPages = 3
 // When a change between pages shows an object twice, the later copy wins and
 // keeps its first position. Errors wrap the failing call's gRPC status.
 //
-// A server that ignores the page parameter answers every page with the same
-// items, and their total is never reached: after maxStalledPages pages in a
-// row that brought no object not seen before, ListAll gives up with an error
-// wrapping ErrListNoProgress instead of asking forever.
+// Against a server that ignores the page parameter it gives up as
+// PageStalls says, with an error wrapping ErrListNoProgress.
 func ListAll[T Object, P Page[T]](ctx context.Context, pageSize int32, fetch func(ctx context.Context, page, size int32) (P, error)) ([]T, error) {
 	var out []T
 	var seen map[string]int // id -> index in out
-	stalled := 0            // pages in a row without a new object
+	var stalls PageStalls
 	for page := int32(1); ; page++ {
 		resp, err := fetch(ctx, page, pageSize)
 		if err != nil {
@@ -65,16 +89,8 @@ func ListAll[T Object, P Page[T]](ctx context.Context, pageSize int32, fetch fun
 		if len(out) >= total {
 			return out, nil
 		}
-		if len(out) > before {
-			stalled = 0
-			continue
-		}
-		// A page of objects seen before is possible on a busy server
-		// (objects updated between two calls move to the end of the
-		// order), but not page after page.
-		if stalled++; stalled >= maxStalledPages {
-			return nil, fmt.Errorf("list page %d: %w: %d pages in a row brought no new object, %d of %d collected (does the server ignore the page parameter?)",
-				page, ErrListNoProgress, stalled, len(out), total)
+		if err := stalls.After(page, len(out)-before, len(out), total); err != nil {
+			return nil, err
 		}
 	}
 }

@@ -73,10 +73,6 @@ func Whole[T events.APIObject](list func(ctx context.Context) ([]T, error)) func
 // pageSize is the largest page the server accepts (larger ones become 20).
 const pageSize = apiclient.DefaultPageSize
 
-// maxStalledPages is how many pages in a row may bring no object not seen
-// before in this list before listPages gives up (apiclient.ListAll's rule).
-const maxStalledPages = 3
-
 // listPages fetches pages 1, 2, ... until one is empty or the objects seen
 // reach the total the server reports (apiclient.ListAll's rule), handing
 // each to page instead of collecting them: the informer never holds a whole
@@ -92,14 +88,15 @@ const maxStalledPages = 3
 //     An object updated between two pages moves to the end of the server's
 //     order and comes again with a newer state: that copy is handed over,
 //     and the store keeps the newer.
-//   - After maxStalledPages pages in a row with no new id before the total
-//     is reached, the list fails with apiclient.ErrListNoProgress instead
-//     of asking forever; the watch loop logs it and backs off.
+//   - Pages that bring no new id are counted by apiclient.PageStalls: after
+//     apiclient.MaxStalledPages in a row before the total is reached, the
+//     list fails with apiclient.ErrListNoProgress instead of asking
+//     forever; the watch loop logs it and backs off.
 func listPages[T events.APIObject, P apiclient.Page[T]](ctx context.Context, fetch func(ctx context.Context, page, size int32) (P, error), page func([]T, int) error) error {
 	// id -> updated_at (ns) of the copy handed over; ids only, the objects
 	// themselves are the caller's.
 	var seen map[string]int64
-	stalled := 0
+	var stalls apiclient.PageStalls
 	for n := int32(1); ; n++ {
 		resp, err := fetch(ctx, n, pageSize)
 		if err != nil {
@@ -136,16 +133,8 @@ func listPages[T events.APIObject, P apiclient.Page[T]](ctx context.Context, fet
 		if len(seen) >= total {
 			return nil
 		}
-		if newIDs > 0 {
-			stalled = 0
-			continue
-		}
-		// A page of objects seen before is possible on a busy server
-		// (updated objects move to the end of the order), not page after
-		// page.
-		if stalled++; stalled >= maxStalledPages {
-			return fmt.Errorf("list page %d: %w: %d pages in a row brought no new object, %d of %d listed (does the server ignore the page parameter?)",
-				n, apiclient.ErrListNoProgress, stalled, len(seen), total)
+		if err := stalls.After(n, newIDs, len(seen), total); err != nil {
+			return err
 		}
 	}
 }

@@ -45,7 +45,7 @@ func TestListPagesServerIgnoresPage(t *testing.T) {
 	if !errors.Is(err, apiclient.ErrListNoProgress) {
 		t.Fatalf("list of a server that ignores the page parameter returned %v, want ErrListNoProgress", err)
 	}
-	if want := 1 + maxStalledPages; calls != want {
+	if want := 1 + apiclient.MaxStalledPages; calls != want {
 		t.Errorf("%d pages fetched, want %d", calls, want)
 	}
 }
