@@ -3,6 +3,7 @@ package memapi
 import (
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -14,8 +15,10 @@ import (
 // down; instead every call is refused until the outage ends. Outages last
 // wall-clock time, whatever WithClock says.
 type outage struct {
+	// until is the outage's end in Unix nanoseconds, 0 without one. Read
+	// without mu by every call (InOutage), written under mu.
+	until atomic.Int64
 	mu    sync.Mutex
-	until time.Time   // guarded by mu; zero: no outage
 	timer *time.Timer // guarded by mu; ends the outage at until
 	gen   uint64      // guarded by mu; a timer ends only the outage it was set for
 }
@@ -46,7 +49,7 @@ func (s *Server) StartOutage(d time.Duration) int {
 	}
 	o.gen++
 	gen := o.gen
-	o.until = time.Now().Add(d)
+	o.until.Store(time.Now().Add(d).UnixNano())
 	// A timer that fired while a later StartOutage held the lock must not
 	// end the later outage: it ends its own generation only.
 	o.timer = time.AfterFunc(d, func() { s.endOutage(gen) })
@@ -69,23 +72,25 @@ func (s *Server) endOutage(gen uint64) {
 	o := &s.outage
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if o.until.IsZero() || o.gen != gen {
+	if o.until.Load() == 0 || o.gen != gen {
 		return
 	}
 	if o.timer != nil {
 		o.timer.Stop()
 		o.timer = nil
 	}
-	o.until = time.Time{}
+	o.until.Store(0)
 	s.opts.log.Info("API outage over")
 }
 
-// InOutage reports whether an outage is on, and until when.
+// InOutage reports whether an outage is on, and until when. It takes no
+// lock: every gRPC and REST call asks it.
 func (s *Server) InOutage() (bool, time.Time) {
-	o := &s.outage
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return !o.until.IsZero(), o.until
+	until := s.outage.until.Load()
+	if until == 0 {
+		return false, time.Time{}
+	}
+	return true, time.Unix(0, until)
 }
 
 // refuseInOutage is errOutage during an outage, else nil.
