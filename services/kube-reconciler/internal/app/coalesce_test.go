@@ -47,11 +47,13 @@ func TestQueuedEventsCoalesced(t *testing.T) {
 	// would then get a handler call of its own (seen once in CI).
 	testenv.Eventually(t, wait, func() error {
 		st := r.stats.Snapshot()
+		// The whole snapshot on failure: which way an update left the
+		// lane (acked, dead-lettered, coalesced) or never came (delivered).
 		if got := st.Retried - retried; got < 1 {
-			return fmt.Errorf("%d retries", got)
+			return fmt.Errorf("%d retries (%+v)", got, st)
 		}
 		if st.InFlight < updates {
-			return fmt.Errorf("%d of %d updates held", st.InFlight, updates)
+			return fmt.Errorf("%d of %d updates held (%+v)", st.InFlight, updates, st)
 		}
 		return nil
 	})
