@@ -137,9 +137,9 @@ func (p *Process) start() (*exec.Cmd, chan struct{}, error) {
 		return nil, nil, fmt.Errorf("start %s (%s): %w", p.spec.Name, p.spec.Path, err)
 	}
 	exited := make(chan struct{})
-	p.mu.Lock()
-	p.cmd, p.exited = cmd, exited
-	p.mu.Unlock()
+	// The pid file first, then the pid is published: whoever sees the new
+	// pid (PID) finds it in the file too (TestRestartsAfterKill read the
+	// old one once).
 	if p.spec.PIDFile != "" {
 		if err := WritePIDFile(p.spec.PIDFile, cmd.Process.Pid); err != nil {
 			// The child runs; without a pid file it is still supervised.
@@ -149,6 +149,9 @@ func (p *Process) start() (*exec.Cmd, chan struct{}, error) {
 			return nil, nil, err
 		}
 	}
+	p.mu.Lock()
+	p.cmd, p.exited = cmd, exited
+	p.mu.Unlock()
 	if p.spec.OnStart != nil {
 		p.spec.OnStart(cmd.Process.Pid)
 	}
