@@ -18,9 +18,23 @@ func main() {
 	if err != nil {
 		os.Exit(2)
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	err = stack.Run(ctx, cfg, os.Stdout)
+	// The first SIGINT or SIGTERM stops the stack gracefully; a second one
+	// (Ctrl-C again, as with docker compose) kills what is still stopping.
+	signals := make(chan os.Signal, 2)
+	signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM)
+	ctx, stop := context.WithCancel(context.Background())
+	hurry, kill := context.WithCancel(context.Background())
+	go func() { // owned by main: it ends with the process
+		<-signals
+		stop()
+		<-signals
+		fmt.Fprintln(os.Stderr, "devstack: interrupted again: killing the services still stopping (a runner's own child processes may be left)")
+		kill()
+	}()
+	err = stack.Run(ctx, hurry, cfg, os.Stdout)
+	signal.Stop(signals)
 	stop()
+	kill()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "devstack:", err)
 		os.Exit(1)

@@ -232,7 +232,7 @@ type takeDown func(ctx context.Context, p *proc.Process) error
 func kill9(ctx context.Context, p *proc.Process) error { return p.Kill(ctx) }
 
 // cleanStop is SIGTERM, then SIGKILL after stopGrace.
-func cleanStop(_ context.Context, p *proc.Process) error { return p.Stop(stopGrace) }
+func cleanStop(ctx context.Context, p *proc.Process) error { return p.Stop(ctx, stopGrace) }
 
 // outage takes the named members down (how: kill -9 or a clean stop), keeps
 // them down for rec.Down, starts them again and waits until they are ready.

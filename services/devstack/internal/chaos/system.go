@@ -236,6 +236,9 @@ func (s *system) addServices(localProjects, kubeProjects []string) error {
 				"LOCAL_WORKSPACE_ROOT": filepath.Join(s.workRoot, instanceName(svcRunnerManager, r)),
 				"LOCAL_PORT_RANGE":     s.ports.takeRange(s.runnerSize),
 				"LOCAL_MAX_SESSIONS":   strconv.Itoa(s.runnerSize),
+				// Within the member's own stopGrace, so a clean stop ends
+				// its runners' process groups before its SIGKILL.
+				"LOCAL_STOP_GRACE": (stopGrace / 2).String(),
 			}},
 			decl{svcAGUIProxy, r, map[string]string{
 				"LOCAL_PROXY_ADDR": addr(s.ports.take()),
@@ -311,7 +314,7 @@ func (s *system) stop(cancel context.CancelFunc, table *procTable) error {
 	for i := len(s.members) - 1; i >= 0; i-- {
 		m := s.members[i]
 		m.proc.Release()
-		if err := m.proc.Stop(stopGrace); err != nil {
+		if err := m.proc.Stop(context.Background(), stopGrace); err != nil {
 			fmt.Fprintf(s.log, "chaos: stop %s: %v\n", m.name, err)
 		}
 	}

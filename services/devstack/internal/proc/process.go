@@ -283,17 +283,21 @@ func (p *Process) Kill(ctx context.Context) error {
 	}
 }
 
-// Stop sends SIGTERM to the child's process group, SIGKILL after grace, and
-// waits until Run has seen the exit.
-func (p *Process) Stop(grace time.Duration) error {
+// Stop sends SIGTERM to the child's process group, SIGKILL after grace or
+// as soon as ctx is done (the user asked again: stop waiting), and waits
+// until Run has seen the exit.
+func (p *Process) Stop(ctx context.Context, grace time.Duration) error {
 	exited := p.current()
 	if err := p.Signal(syscall.SIGTERM); err != nil {
 		return err
 	}
+	timer := time.NewTimer(grace)
+	defer timer.Stop()
 	select {
 	case <-exited:
 		return nil
-	case <-time.After(grace):
+	case <-timer.C:
+	case <-ctx.Done():
 	}
 	if err := p.Signal(syscall.SIGKILL); err != nil {
 		return err

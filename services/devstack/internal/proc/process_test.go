@@ -44,7 +44,7 @@ func run(t *testing.T, p *Process) {
 	go func() { done <- p.Run(ctx) }() // owned by the test; ends after cancel + Stop below
 	t.Cleanup(func() {
 		cancel()
-		if err := p.Stop(5 * time.Second); err != nil {
+		if err := p.Stop(t.Context(), 5*time.Second); err != nil {
 			t.Errorf("stop: %v", err)
 		}
 		if err := <-done; err != nil {
@@ -137,7 +137,7 @@ func TestStopEscalatesToKill(t *testing.T) {
 	})
 	cancel()
 	begun := time.Now()
-	if err := p.Stop(200 * time.Millisecond); err != nil {
+	if err := p.Stop(t.Context(), 200*time.Millisecond); err != nil {
 		t.Fatal(err)
 	}
 	if err := <-done; err != nil {
@@ -155,6 +155,46 @@ func TestStopEscalatesToKill(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestStopKillsAtOnceWhenHurried: a Stop whose context ends (devstack's
+// second Ctrl-C) stops waiting out the grace and kills the child's group.
+func TestStopKillsAtOnceWhenHurried(t *testing.T) {
+	pidFile := filepath.Join(t.TempDir(), "grandchild.pid")
+	p := New(Spec{Name: "stubborn", Path: "/bin/sh",
+		Args: []string{"-c", `trap '' TERM; sleep 60 & echo $! > ` + pidFile + `; wait`}})
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }() // owned here; ends after cancel + Stop
+	waitPID(t, p, 0)
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if b, err := os.ReadFile(pidFile); err != nil || !strings.HasSuffix(string(b), "\n") {
+			return fmt.Errorf("the child did not start its own child: %q, %v", b, err)
+		}
+		return nil
+	})
+	cancel()
+	hurry, hurryNow := context.WithCancel(t.Context())
+	stopped := make(chan error, 1)
+	go func() { stopped <- p.Stop(hurry, time.Hour) }() // owned here; ends once the child is gone
+	// SIGTERM is ignored: Stop waits out its hour until hurried.
+	select {
+	case err := <-stopped:
+		t.Fatalf("Stop returned (%v) before it was hurried, while the child ignores SIGTERM", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	hurryNow()
+	select {
+	case err := <-stopped:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Stop still waits for its grace after the hurry context ended")
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
 }
 
 // alive reports whether pid exists and is not a zombie.

@@ -44,7 +44,7 @@ func superviseShell(t *testing.T, script string, out *testenv.Buffer, exited cha
 	stop = func() {
 		once.Do(func() {
 			cancel()
-			if err := s.proc.Stop(5 * time.Second); err != nil {
+			if err := s.proc.Stop(t.Context(), 5*time.Second); err != nil {
 				t.Errorf("stop: %v", err)
 			}
 			if err := <-done; err != nil {

@@ -1,6 +1,9 @@
 package stack
 
-import "path/filepath"
+import (
+	"path/filepath"
+	"time"
+)
 
 // service is one child process of the stack.
 type service struct {
@@ -60,6 +63,7 @@ func (c Config) services() []service {
 				"LOCAL_RUNNER_COMMAND": c.RunnerCommandLine(),
 				"LOCAL_WORKSPACE_ROOT": filepath.Join(c.StateDir, "workspaces"),
 				"LOCAL_PORT_RANGE":     c.RunnerPorts,
+				"LOCAL_STOP_GRACE":     c.runnerStopGrace().String(),
 			}),
 			readyURL: c.MetricsURL(offsetRunnerManager) + "/readyz",
 		},
@@ -82,4 +86,16 @@ func (c Config) services() []service {
 		})
 	}
 	return svcs
+}
+
+// runnerStopGrace is runner-manager's LOCAL_STOP_GRACE: half of --stop-grace.
+// runner-manager stops its runners' process groups (SIGTERM, SIGKILL after
+// this) before it exits; were it longer than --stop-grace, devstack would
+// SIGKILL runner-manager first, and a runner's child still handling SIGTERM
+// would outlive the stack.
+func (c Config) runnerStopGrace() time.Duration {
+	if half := c.StopGrace / 2; half > 0 {
+		return half
+	}
+	return c.StopGrace // 1ns: runner-manager wants > 0
 }

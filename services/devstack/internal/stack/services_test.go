@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ambient-code/control-plane/libs/envconfig"
 )
@@ -146,5 +147,30 @@ func TestMissingRunnerProgramFailsAtStart(t *testing.T) {
 	}
 	if err := checkBinaries(c); err != nil {
 		t.Errorf("checkBinaries with sh: %v", err)
+	}
+}
+
+// TestRunnerManagerStopsRunnersWithinStopGrace: runner-manager ends its
+// runners' process groups (SIGTERM, SIGKILL after LOCAL_STOP_GRACE) before
+// it exits; devstack gives it --stop-grace before its own SIGKILL. With
+// runner-manager's default 10 s and a shorter --stop-grace, runner-manager
+// was killed first and a runner's child ignoring SIGTERM outlived the stack.
+func TestRunnerManagerStopsRunnersWithinStopGrace(t *testing.T) {
+	for _, grace := range []string{"20s", "4s", "1s", "3ns"} {
+		c, err := ParseFlags([]string{"--stop-grace", grace}, io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, ok := runnerManagerEnv(t, c)["LOCAL_STOP_GRACE"]
+		if !ok {
+			v = "10s" // runner-manager's default
+		}
+		runners, err := time.ParseDuration(v)
+		if err != nil {
+			t.Fatalf("--stop-grace %s: LOCAL_STOP_GRACE %q: %v", grace, v, err)
+		}
+		if runners <= 0 || runners >= c.StopGrace {
+			t.Errorf("--stop-grace %s: runner-manager's LOCAL_STOP_GRACE is %s, want > 0 and < %s", grace, runners, c.StopGrace)
+		}
 	}
 }

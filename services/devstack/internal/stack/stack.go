@@ -26,8 +26,9 @@ var ErrPortInUse = errors.New("port in use")
 // Run starts the stack, waits until every service is ready, prints what runs
 // and what to try next, and keeps everything running until ctx ends; then it
 // stops the services in reverse order (SIGTERM, SIGKILL after StopGrace) and
-// the NATS server.
-func Run(ctx context.Context, cfg Config, out io.Writer) error {
+// the NATS server. Once hurry is done (a second Ctrl-C), services still
+// stopping are killed at once instead of being given the rest of their grace.
+func Run(ctx, hurry context.Context, cfg Config, out io.Writer) error {
 	if err := checkBinaries(cfg); err != nil {
 		return err
 	}
@@ -78,7 +79,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 			// Stop returns once the child has exited, so services stop one
 			// after the other. An error means the group could not be
 			// signalled; the child dies with devstack anyway (Pdeathsig).
-			_ = sups[i].proc.Stop(cfg.StopGrace) //nolint:errcheck // best effort on the way out
+			_ = sups[i].proc.Stop(hurry, cfg.StopGrace) //nolint:errcheck // best effort on the way out
 		}
 	}
 	startStage := func(stage int) {

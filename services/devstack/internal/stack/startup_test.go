@@ -35,7 +35,7 @@ func TestServiceFailingAtStartEndsStartUp(t *testing.T) {
 	}
 	out := &testenv.Buffer{}
 	start := time.Now()
-	err = Run(t.Context(), cfg, out)
+	err = Run(t.Context(), t.Context(), cfg, out)
 	took := time.Since(start)
 	const want = `api did not become ready: crash loop: it exited 3 times, the last time with exit status 3 (its output is above, lines prefixed "api |")`
 	if err == nil || err.Error() != want {
