@@ -42,5 +42,7 @@
 // requests health.Graceful.Grace). Once all parts returned, Run runs the
 // cleanups in reverse order, drains NATS (bus.Drain) and flushes telemetry,
 // each bounded by Options.ShutdownTimeout. Run returns the first part's
-// error joined with any shutdown error, or nil after a requested stop.
+// error joined with the cleanups' errors, or nil after a requested stop. A
+// telemetry flush that fails (the collector is gone) is logged as an error
+// but not returned: it loses telemetry, not work, so Main still exits 0.
 package service

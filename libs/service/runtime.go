@@ -113,7 +113,8 @@ type part struct {
 // Run starts the service described by opts, lets setup declare its parts
 // on the Runtime, serves health and runs every part until ctx ends (nil) or
 // a part fails (its error, prefixed with the part's name). See the package
-// doc for the start-up and shutdown order. Errors wrap ErrInvalidOptions for
+// doc for the start-up and shutdown order; a failed telemetry flush at the
+// end is logged, never returned. Errors wrap ErrInvalidOptions for
 // bad options or declarations, bus.ErrNotConnected when ctx ends before
 // NATS is reached, or come from setup or a part.
 func Run(ctx context.Context, opts Options, setup func(ctx context.Context, rt *Runtime) error) (err error) {
@@ -144,7 +145,12 @@ func Run(ctx context.Context, opts Options, setup func(ctx context.Context, rt *
 	defer func() { // last: telemetry from the shutdown itself is flushed too
 		fctx, cancel := bounded()
 		defer cancel()
-		err = errors.Join(err, flush(fctx))
+		// Logged, not returned: the work is done and NATS drained, and a
+		// collector that left before the pod (it is shut down too) must
+		// not make a clean stop exit 1 and look like a crash.
+		if ferr := flush(fctx); ferr != nil {
+			log.Error("telemetry flush failed", slog.Any(logkey.Err, ferr))
+		}
 	}()
 
 	nc, err := connect(ctx, opts, log)

@@ -8,17 +8,22 @@
 // OTEL_METRICS_EXPORTER, OTEL_EXPORTER_OTLP_PROTOCOL (grpc or
 // http/protobuf, the default), OTEL_EXPORTER_OTLP_ENDPOINT, the per-signal
 // OTEL_EXPORTER_OTLP_{TRACES,METRICS}_{ENDPOINT,PROTOCOL}, headers,
-// timeouts, compression, certificates, OTEL_BSP_* batching and
-// OTEL_METRIC_EXPORT_INTERVAL. [LoadEnv] (called by each service's config)
-// checks the variables whose mistakes would otherwise only show as lost
-// telemetry and decides which signals to export at all: nothing unless an
-// exporter or an endpoint is set.
+// timeouts, compression, certificates, OTEL_BSP_* batching,
+// OTEL_METRIC_EXPORT_INTERVAL, the sampler (OTEL_TRACES_SAMPLER, _ARG) and
+// the resource (OTEL_RESOURCE_ATTRIBUTES, OTEL_SERVICE_NAME, which override
+// the service's own service.name and service.version). [LoadEnv] (called
+// by each service's config) checks the variables whose mistakes would
+// otherwise only show as lost or wrong telemetry and decides which signals
+// to export at all: nothing unless an exporter or an endpoint is set, and
+// nothing with OTEL_SDK_DISABLED=true.
 //
-// Spans are always recorded, so trace context propagates through NATS
-// headers (package events) and gRPC (package apitrace) even when nothing
-// is exported. Metrics are read by a Prometheus exporter registered on a
-// fresh [prometheus.Registry] that the health server serves on /metrics,
-// and, when exported, pushed over OTLP as well.
+// Spans are recorded unless the SDK is disabled, so trace context
+// propagates through NATS headers (package events) and gRPC (package
+// apitrace) even when nothing is exported; disabled, a span started under
+// an incoming context carries that context on unchanged. Metrics are read
+// by a Prometheus exporter registered on a fresh [prometheus.Registry]
+// that the health server serves on /metrics (also when the SDK is
+// disabled), and, when exported, pushed over OTLP as well.
 //
 // [ContextWithAttributes] puts attributes on a ctx that every span started
 // under it receives (Setup's provider is wrapped with

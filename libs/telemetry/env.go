@@ -24,6 +24,7 @@ const (
 	EnvOTLPProtocol        = "OTEL_EXPORTER_OTLP_PROTOCOL"
 	EnvOTLPTracesProtocol  = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"
 	EnvOTLPMetricsProtocol = "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL"
+	EnvSDKDisabled         = "OTEL_SDK_DISABLED"
 )
 
 // Values of the *_EXPORTER variables the SDK's autoexport understands (a
@@ -45,6 +46,13 @@ const (
 // Export says which signals [Setup] sends out of the process; the SDK builds
 // the exporters from the standard environment.
 type Export struct {
+	// Disabled is OTEL_SDK_DISABLED=true, and wins over Traces and
+	// Metrics: the tracer provider is a no-op (spans are neither recorded
+	// nor exported; a span started under an incoming trace context carries
+	// that context on unchanged) and nothing is pushed over OTLP. /metrics
+	// keeps serving every metric: it is the service's own interface on
+	// METRICS_ADDR, which Prometheus scrapes, not an OTel export.
+	Disabled bool
 	// Traces: spans go to the exporter OTEL_TRACES_EXPORTER names (OTLP by
 	// default). Without it spans are still recorded, so trace context
 	// propagates, but nothing leaves the process.
@@ -55,30 +63,43 @@ type Export struct {
 	Metrics bool
 }
 
-// LoadEnv checks the standard OTel export variables through l and says
-// which signals to export. A signal is exported when its *_EXPORTER
-// variable names an exporter other than none, or, with the variable unset,
-// when an OTLP endpoint is set for it (OTEL_EXPORTER_OTLP_ENDPOINT, or the
-// signal's own endpoint). With nothing set nothing is exported: the
-// specification's default would send to localhost:4318, which in a dev
-// stack or a test only produces export errors.
+// LoadEnv checks the standard OTel variables through l and says which
+// signals to export. With OTEL_SDK_DISABLED=true nothing is (see
+// Export.Disabled); the other variables are still checked, so that
+// turning the SDK back on cannot fail the next start. Otherwise a signal
+// is exported when its *_EXPORTER variable names an exporter other than
+// none, or, with the variable unset, when an OTLP endpoint is set for it
+// (OTEL_EXPORTER_OTLP_ENDPOINT, or the signal's own endpoint). With nothing
+// set nothing is exported: the specification's default would send to
+// localhost:4318, which in a dev stack or a test only produces export
+// errors.
 //
 // Problems are recorded in l, each naming its variable: an exporter other
 // than otlp, console or none; a protocol other than grpc or http/protobuf
 // (spelled exactly: the SDK reads the value as it is); an endpoint that is
 // not an absolute http(s) URL. A bare "host:port" is refused although this
 // package used to take it: the SDK would read it as a URL with scheme
-// "host".
+// "host". OTEL_SDK_DISABLED other than true or false (any case), and the
+// resource and sampler variables' mistakes (see checkResourceEnv and
+// checkSamplerEnv) are refused too.
 func LoadEnv(l *envconfig.Loader) Export {
+	// Only "true" disables per the specification, and other SDKs read any
+	// other value as false: "1" or "yes" would disable here and not there.
+	disabled := l.Enum(EnvSDKDisabled, "false", "true", "false") == "true"
 	traces := exporterName(l, EnvTracesExporter, ExporterOTLP, ExporterConsole, ExporterNone)
 	metrics := exporterName(l, EnvMetricsExporter, ExporterOTLP, ExporterConsole, ExporterNone)
 	for _, name := range []string{EnvOTLPProtocol, EnvOTLPTracesProtocol, EnvOTLPMetricsProtocol} {
 		exporterName(l, name, ProtocolGRPC, ProtocolHTTPProtobuf)
 	}
 	checkSDKEnv(l)
+	checkResourceEnv(l)
+	checkSamplerEnv(l)
 	endpoint := l.URL(EnvOTLPEndpoint, "", "http", "https") != nil
 	tracesEndpoint := l.URL(EnvOTLPTracesEndpoint, "", "http", "https") != nil
 	metricsEndpoint := l.URL(EnvOTLPMetricsEndpoint, "", "http", "https") != nil
+	if disabled {
+		return Export{Disabled: true}
+	}
 	return Export{
 		Traces:  traces != ExporterNone && (traces != "" || endpoint || tracesEndpoint),
 		Metrics: metrics != ExporterNone && (metrics != "" || endpoint || metricsEndpoint),
@@ -170,16 +191,29 @@ func checkHeaders(l *envconfig.Loader, name string) {
 	if v == "" {
 		return
 	}
+	if badPair(v) != "" {
+		// Not shown: the value holds credentials (an authorization
+		// header), and a malformed one may hold them anywhere.
+		l.Invalid(name, `comma-separated key=value pairs, values URL-encoded (e.g. "x-tenant=a,x-team=b%20c")`, "a malformed value (not shown)", nil)
+	}
+}
+
+// badPair returns the first entry of a comma-separated key=value list (the
+// form of the headers and of OTEL_RESOURCE_ATTRIBUTES) whose key is not a
+// token or whose value does not URL-decode, "" when every entry is well
+// formed. An empty entry (a trailing comma) is bad: it has no "=".
+func badPair(v string) string {
 	for _, pair := range strings.Split(v, ",") {
 		key, value, ok := strings.Cut(pair, "=")
 		_, err := url.PathUnescape(strings.TrimSpace(value))
 		if !ok || !isToken(strings.TrimSpace(key)) || err != nil {
-			// Not shown: the value holds credentials (an authorization
-			// header), and a malformed one may hold them anywhere.
-			l.Invalid(name, `comma-separated key=value pairs, values URL-encoded (e.g. "x-tenant=a,x-team=b%20c")`, "a malformed value (not shown)", nil)
-			return
+			if pair == "" {
+				return "an empty entry"
+			}
+			return pair
 		}
 	}
+	return ""
 }
 
 // isToken reports whether s is a non-empty HTTP token (RFC 9110), the only

@@ -48,6 +48,33 @@ func TestLoadEnv(t *testing.T) {
 			"OTEL_EXPORTER_OTLP_TRACES_HEADERS": "x-tenant=a,api key=s3cret", "OTEL_EXPORTER_OTLP_HEADERS": "authorization:=s3cret",
 		}, badVars: []string{"OTEL_EXPORTER_OTLP_TRACES_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS"}},
 		{name: "prometheus exporter refused", env: map[string]string{EnvMetricsExporter: "prometheus", EnvTracesExporter: "jaeger"}, badVars: []string{EnvMetricsExporter, EnvTracesExporter}},
+		{name: "resource from the environment", env: map[string]string{
+			EnvServiceName: "informer-eu", EnvResourceAttributes: "deployment.environment=prod, k8s.pod.name=informer-0,team=a%20b,empty=",
+		}},
+		// The SDK drops an entry without "=" (and errors only in Setup),
+		// drops an empty key, and keeps a bad escape undecoded.
+		{name: "resource entry without value", env: map[string]string{EnvResourceAttributes: "deployment.environment=prod,k8s.pod.name"}, badVars: []string{EnvResourceAttributes}},
+		{name: "resource entry without key", env: map[string]string{EnvResourceAttributes: "=prod"}, badVars: []string{EnvResourceAttributes}},
+		{name: "resource value bad escape", env: map[string]string{EnvResourceAttributes: "team=a%g1"}, badVars: []string{EnvResourceAttributes}},
+		{name: "resource trailing comma", env: map[string]string{EnvResourceAttributes: "team=a,"}, badVars: []string{EnvResourceAttributes}},
+		{name: "samplers", env: map[string]string{EnvTracesSampler: "PARENTBASED_TRACEIDRATIO", EnvTracesSamplerArg: "0.25"}},
+		{name: "ratio sampler without argument", env: map[string]string{EnvTracesSampler: "traceidratio"}},
+		{name: "sampler without argument", env: map[string]string{EnvTracesSampler: "always_off"}},
+		// The SDK logs these once and samples everything instead.
+		{name: "unknown sampler", env: map[string]string{EnvTracesSampler: "jaeger_remote"}, badVars: []string{EnvTracesSampler}},
+		{name: "ratio not a number", env: map[string]string{EnvTracesSampler: "traceidratio", EnvTracesSamplerArg: "10%"}, badVars: []string{EnvTracesSamplerArg}},
+		{name: "ratio above 1", env: map[string]string{EnvTracesSampler: "parentbased_traceidratio", EnvTracesSamplerArg: "1.5"}, badVars: []string{EnvTracesSamplerArg}},
+		{name: "ratio NaN", env: map[string]string{EnvTracesSampler: "traceidratio", EnvTracesSamplerArg: "NaN"}, badVars: []string{EnvTracesSamplerArg}},
+		// The SDK ignores the argument: every trace would be sampled.
+		{name: "ratio without a ratio sampler", env: map[string]string{EnvTracesSamplerArg: "0.1"}, badVars: []string{EnvTracesSamplerArg}},
+		{name: "argument of a sampler without one", env: map[string]string{EnvTracesSampler: "parentbased_always_on", EnvTracesSamplerArg: "0.1"}, badVars: []string{EnvTracesSamplerArg}},
+		{name: "SDK disabled", env: map[string]string{EnvSDKDisabled: "TRUE", EnvOTLPEndpoint: "http://collector:4318", EnvTracesExporter: "console"}, want: Export{Disabled: true}},
+		// Checked all the same: turning the SDK back on must not fail.
+		{name: "SDK disabled still checks", env: map[string]string{EnvSDKDisabled: "true", EnvOTLPProtocol: "http/json"}, badVars: []string{EnvOTLPProtocol}},
+		{name: "SDK enabled", env: map[string]string{EnvSDKDisabled: "False", EnvOTLPEndpoint: "http://collector:4318"}, want: Export{Traces: true, Metrics: true}},
+		// Other SDKs read anything but "true" as false: refused, not guessed.
+		{name: "SDK disabled not a boolean", env: map[string]string{EnvSDKDisabled: "1"}, badVars: []string{EnvSDKDisabled}},
+		{name: "SDK disabled yes", env: map[string]string{EnvSDKDisabled: "yes"}, badVars: []string{EnvSDKDisabled}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -11,15 +11,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"go.opentelemetry.io/contrib/exporters/autoexport"
 	"go.opentelemetry.io/otel"
-	"go.opentelemetry.io/otel/attribute"
 	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/propagation"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
-	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/ambient-code/control-plane/libs/logkey"
 )
@@ -35,7 +34,7 @@ type Options struct {
 	// exporters are built by the OTel SDK's autoexport from the standard
 	// OTEL_* environment. The zero value exports nothing: spans are still
 	// recorded, so trace context propagates, and /metrics still serves
-	// every metric.
+	// every metric. Export.Disabled also stops recording spans.
 	Export Export
 	// Logger, when set, receives OpenTelemetry's internal errors (failed
 	// exports) at warn level instead of OTel's default stderr logger. This
@@ -46,8 +45,9 @@ type Options struct {
 // Providers are the telemetry handles a service passes to its components.
 // All are safe for concurrent use.
 type Providers struct {
-	// TracerProvider is an SDK tracer provider; it is also installed as the
-	// OTel global so instrumentation libraries find it.
+	// TracerProvider is an SDK tracer provider (a no-op one when
+	// Export.Disabled); it is also installed as the OTel global so
+	// instrumentation libraries find it.
 	TracerProvider trace.TracerProvider
 	// MeterProvider is an SDK meter provider read by the Prometheus exporter
 	// (and pushed over OTLP when Options.Export.Metrics).
@@ -61,7 +61,10 @@ type Providers struct {
 }
 
 // Setup builds the tracer and meter providers described in the package doc
-// and returns them with a shutdown func that flushes and stops them. Call
+// and returns them with a shutdown func that flushes and stops them. Their
+// resource is service.name and service.version from opts, overridden by
+// OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME (see newResource); the
+// SDK reads the sampler from OTEL_TRACES_SAMPLER and _ARG. Call
 // shutdown once when the service stops, with a ctx bounding the flush; it
 // runs each cleanup once (later calls return nil) and joins their errors. On
 // error Setup undoes what it had built and returns a nil shutdown.
@@ -77,7 +80,8 @@ type Providers struct {
 // The meter provider is not global: metrics are registered through
 // Providers.Meter so each service's /metrics shows only its own registry.
 // Errors wrap [ErrInvalidOptions] for bad options or an OTEL_* environment
-// the SDK refuses.
+// the SDK refuses (an exporter or protocol it does not know, an
+// OTEL_RESOURCE_ATTRIBUTES entry without a value).
 func Setup(ctx context.Context, opts Options) (Providers, func(context.Context) error, error) {
 	if opts.ServiceName == "" {
 		return Providers{}, nil, fmt.Errorf("telemetry setup: service name is empty: %w", ErrInvalidOptions)
@@ -88,26 +92,23 @@ func Setup(ctx context.Context, opts Options) (Providers, func(context.Context) 
 		return Providers{}, nil, errors.Join(err, shutdown(ctx))
 	}
 
-	attrs := []attribute.KeyValue{semconv.ServiceName(opts.ServiceName)}
-	if opts.Version != "" {
-		attrs = append(attrs, semconv.ServiceVersion(opts.Version))
-	}
-	res, err := resource.New(ctx,
-		resource.WithSchemaURL(semconv.SchemaURL),
-		resource.WithAttributes(attrs...),
-		resource.WithTelemetrySDK(),
-	)
+	res, err := newResource(ctx, opts)
 	if err != nil {
-		return fail(fmt.Errorf("telemetry resource: %w", err))
+		return fail(err)
 	}
 
-	tp, tpShutdown, err := newTracerProvider(ctx, res, opts.Export.Traces)
-	if err != nil {
+	var tp trace.TracerProvider
+	tpShutdown := func(context.Context) error { return nil }
+	if opts.Export.Disabled {
+		// Not the SDK's provider without a processor: that one still
+		// records every span, which is what disabling the SDK turns off.
+		tp = noop.NewTracerProvider()
+	} else if tp, tpShutdown, err = newTracerProvider(ctx, res, opts.Export.Traces); err != nil {
 		return fail(fmt.Errorf("trace exporter: %w: %w", ErrInvalidOptions, err))
 	}
 	cleanups = append(cleanups, tpShutdown)
 
-	mp, reg, err := newMeterProvider(ctx, res, opts.Export.Metrics)
+	mp, reg, err := newMeterProvider(ctx, res, opts.Export.Metrics && !opts.Export.Disabled)
 	if err != nil {
 		return fail(err)
 	}

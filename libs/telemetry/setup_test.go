@@ -370,6 +370,9 @@ func TestSetupInvalidOptions(t *testing.T) {
 		{name: "unknown protocol", env: map[string]string{EnvOTLPProtocol: "http/json"}, opts: Options{ServiceName: "s", Export: Export{Traces: true}}},
 		{name: "unknown traces exporter", env: map[string]string{EnvTracesExporter: "zipkin"}, opts: Options{ServiceName: "s", Export: Export{Traces: true}}},
 		{name: "unknown metrics exporter", env: map[string]string{EnvMetricsExporter: "jaeger"}, opts: Options{ServiceName: "s", Export: Export{Metrics: true}}},
+		// The SDK would drop the entry, reporting it only to the OTel
+		// error handler.
+		{name: "resource attribute without value", env: map[string]string{EnvResourceAttributes: "deployment.environment=prod,k8s.pod.name"}, opts: Options{ServiceName: "s"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

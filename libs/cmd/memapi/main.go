@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/ambient-code/control-plane/libs/envconfig"
+	"github.com/ambient-code/control-plane/libs/logkey"
 	"github.com/ambient-code/control-plane/libs/memapi"
 	"github.com/ambient-code/control-plane/libs/telemetry"
 )
@@ -67,7 +68,13 @@ func run() error {
 	err = memapi.Run(ctx, cfg, log)
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	return errors.Join(err, flush(fctx))
+	// Logged, not returned, as the services do (libs/service): a collector
+	// gone before the API loses telemetry, not data, and a clean stop must
+	// not exit 1.
+	if ferr := flush(fctx); ferr != nil {
+		log.Error("telemetry flush failed", slog.Any(logkey.Err, ferr))
+	}
+	return err
 }
 
 func envOr(name, def string) string {
