@@ -26,6 +26,9 @@ func (c Config) services() []service {
 			"AMBIENT_GRPC_SERVER_ADDR": c.APIGRPCAddr(),
 			"NATS_URL":                 c.NATSURL(),
 			"LOG_LEVEL":                c.LogLevel,
+			// Each service names itself: one OTEL_SERVICE_NAME exported in
+			// the shell would give every service of the stack one name.
+			"OTEL_SERVICE_NAME": "",
 		}
 		if offset > 0 {
 			env["METRICS_ADDR"] = c.addr(c.MetricsPortBase + offset)
@@ -43,6 +46,7 @@ func (c Config) services() []service {
 				"MEMAPI_GRPC_ADDR":  c.APIGRPCAddr(),
 				"MEMAPI_REST_ADDR":  c.addr(c.APIRESTPort),
 				"LOG_LEVEL":         c.LogLevel,
+				"OTEL_SERVICE_NAME": "",
 			},
 			readyURL: c.APIRESTURL() + "/api/ambient/v1/projects?size=1",
 		},

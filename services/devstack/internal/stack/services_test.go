@@ -174,3 +174,18 @@ func TestRunnerManagerStopsRunnersWithinStopGrace(t *testing.T) {
 		}
 	}
 }
+
+// TestEachServiceNamesItself: children inherit devstack's environment, so
+// an OTEL_SERVICE_NAME exported in the shell would name every service of
+// the stack alike in its traces; devstack clears it for each child.
+func TestEachServiceNamesItself(t *testing.T) {
+	c, err := ParseFlags(nil, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range c.services() {
+		if v, ok := s.env["OTEL_SERVICE_NAME"]; !ok || v != "" {
+			t.Errorf("%s: OTEL_SERVICE_NAME = %q (set: %v), want set and empty", s.name, v, ok)
+		}
+	}
+}
