@@ -105,7 +105,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Optio
 // lost lease by at most TTL/3: the next leader cannot start before the
 // lease expires, TTL after the last renewal.
 func publishConfig(cfg config.Config, m *controller.Metrics, o options) publish.Config {
-	pcfg := publish.Config{Prefix: cfg.SubjectPrefix, Stream: cfg.Stream, Observe: m.ObservePublish, StoreTimeout: cfg.LeaseTTL / 3, MarkerTTL: cfg.MarkerTTL}
+	pcfg := publish.Config{Prefix: cfg.SubjectPrefix, Stream: cfg.Stream, Observe: m.ObservePublish, StoreTimeout: cfg.LeaseTTL / 3, MarkerTTL: cfg.MarkerTTL, TailMargin: o.tailMargin}
 	if hook := o.afterPublish; hook != nil {
 		pcfg.AfterPublish = func(ctx context.Context, ev *eventsv1.ResourceEvent) error {
 			if err := hook(ctx, ev); err != nil {

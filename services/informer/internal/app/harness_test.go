@@ -300,7 +300,7 @@ func (h *harness) tryRawEvents(stream string) ([]rawEvent, error) {
 	return out, nil
 }
 
-// kvKeyCount returns the number of live keys in bucket.
+// kvKeyCount returns the number of live object keys in bucket.
 func (h *harness) kvKeyCount(bucket string) (int, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -313,8 +313,10 @@ func (h *harness) kvKeyCount(bucket string) (int, error) {
 		return 0, err
 	}
 	n := 0
-	for range l.Keys() {
-		n++
+	for k := range l.Keys() {
+		if _, _, err := events.ParseObjectKey(k); err == nil {
+			n++ // not the owed floor (publish.OwedKey)
+		}
 	}
 	return n, nil
 }
@@ -375,6 +377,9 @@ func (h *harness) tryKVObjects(bucket string) (map[string]*eventsv1.Object, erro
 	for e := range w.Updates() {
 		if e == nil {
 			break
+		}
+		if _, _, err := events.ParseObjectKey(e.Key()); err != nil {
+			continue // the owed floor (publish.OwedKey)
 		}
 		o := &eventsv1.Object{}
 		if err := proto.Unmarshal(e.Value(), o); err != nil {

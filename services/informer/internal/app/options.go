@@ -20,6 +20,7 @@ type options struct {
 	version      string
 	afterPublish func(ctx context.Context, ev *eventsv1.ResourceEvent) error
 	healthyAfter time.Duration
+	tailMargin   uint64
 	listening    func(addr net.Addr)
 }
 
@@ -75,6 +76,19 @@ func WithListening(fn func(addr string)) Option {
 			return fmt.Errorf("nil listening callback: %w", ErrInvalidOption)
 		}
 		o.listening = func(a net.Addr) { fn(a.String()) }
+		return nil
+	}
+}
+
+// WithTailMargin sets how many sequences before the persisted cache's
+// position a new leader reads the events stream (default
+// publish.TailMargin, 8,192), so a test reaches past it with a few events.
+func WithTailMargin(n uint64) Option {
+	return func(o *options) error {
+		if n == 0 {
+			return fmt.Errorf("tail margin 0: %w", ErrInvalidOption)
+		}
+		o.tailMargin = n
 		return nil
 	}
 }

@@ -79,7 +79,8 @@ func (r *Resource[T]) audit(ctx context.Context, store *diff.Store[T], t *term) 
 		return nil
 	}
 	for _, id := range ids {
-		t.unstored.add(id)
+		_, seq, _ := store.PublishedSeq(id)
+		t.unstored.add(id, seq)
 		t.q.Add(id)
 	}
 	r.m.kvRepairs.Add(ctx, int64(len(ids)), resAttr(res))

@@ -172,11 +172,17 @@ func (r *Resource[T]) Lead(ctx context.Context) error {
 		return err
 	})
 	t := newTerm(q)
-	for _, id := range unstored {
-		t.unstored.add(id)
-		q.Add(id)
+	for _, o := range unstored {
+		t.unstored.add(o.id, o.seq)
+		q.Add(o.id)
 	}
+	// Leading without the tail, this term cannot tell which of an earlier
+	// term's owed writes are still owed: their floor stays for the next
+	// leader.
+	t.unstored.hold(c.held)
+	stored := r.settleOwed(ctx, t, c.owed)
 	g.Go(func() error { return r.checkKV(gctx, t) })
+	g.Go(func() error { return r.keepOwed(gctx, t, stored) })
 	g.Go(func() error { return r.auditKV(gctx, store, w, t) })
 	for range r.cfg.Workers {
 		g.Go(func() error { return r.work(gctx, store, q, t) })
@@ -214,16 +220,41 @@ func (r *Resource[T]) hooks(ctx context.Context) watch.Hooks {
 	}
 }
 
-// load reads the persisted cache and the events stream's tail after it
-// (catchUp), retrying until it succeeds or ctx ends, and makes the delete
-// markers left by older informers expire. unstored are the ids whose state
-// came from the tail: their KV write is owed.
+// settleOwed writes the owed floor of the term's start over stored (what
+// the key holds) before anything is published, and returns what the key
+// holds then. The writes a new leader owes come from the tail, which can
+// start before the old floor (TailMargin before KV's position): left at
+// the old floor, they would be lost again if this term ended more than
+// TailMargin later. A failed write is logged; keepOwed retries it.
+func (r *Resource[T]) settleOwed(ctx context.Context, t *term, stored uint64) uint64 {
+	want := t.unstored.lowest()
+	if want == stored {
+		return stored
+	}
+	octx, cancel := context.WithTimeout(ctx, owedTimeout)
+	defer cancel()
+	stored, err := r.storeOwed(octx, stored, want)
+	if err != nil && ctx.Err() == nil {
+		r.log.Warn("owed floor write failed, retrying", slog.Uint64(logkey.Seq, want), slog.Any(logkey.Err, err))
+	}
+	return stored
+}
+
+// load reads the persisted cache, its owed floor (publish.ReadOwed) and
+// the events stream's tail after them (catchUp), retrying until it
+// succeeds or ctx ends, and makes the delete markers left by older
+// informers expire. unstored are the ids whose state came from the tail:
+// their KV write is owed.
 func (r *Resource[T]) load(ctx context.Context) (caughtUp[T], error) {
 	b := &backoff.ExponentialBackOff{InitialInterval: retryMin, RandomizationFactor: 0.25, Multiplier: 2, MaxInterval: retryMax}
+	var owed uint64
 	l, err := backoff.Retry(ctx, func() (publish.Loaded[T], error) {
 		lctx, cancel := context.WithTimeout(ctx, loadTimeout)
 		defer cancel()
 		l, err := publish.Load[T](lctx, r.kv)
+		if err == nil {
+			owed, err = publish.ReadOwed[T](lctx, r.pub)
+		}
 		if err != nil {
 			if ctx.Err() == nil {
 				r.log.Warn("load cache failed, retrying", slog.Any(logkey.Err, err))
@@ -239,7 +270,7 @@ func (r *Resource[T]) load(ctx context.Context) (caughtUp[T], error) {
 	c, err := backoff.Retry(ctx, func() (caughtUp[T], error) {
 		tctx, cancel := context.WithTimeout(ctx, tailTimeout)
 		defer cancel()
-		c, err := r.catchUp(tctx, l)
+		c, err := r.catchUp(tctx, l, owed)
 		if err != nil && ctx.Err() == nil {
 			r.log.Warn("read the events stream's tail failed, retrying", slog.Any(logkey.Err, err))
 		}
@@ -253,7 +284,7 @@ func (r *Resource[T]) load(ctx context.Context) (caughtUp[T], error) {
 		// never reached KV can go unannounced (a NATS user without the
 		// consumer permissions on the events stream ends up here too).
 		r.log.Error("leading without the events stream's tail", slog.Any(logkey.Err, err))
-		c = caughtUp[T]{objects: l.Objects, seqs: l.Seqs}
+		c = caughtUp[T]{objects: l.Objects, seqs: l.Seqs, owed: owed, held: owed}
 	}
 	if l.Bad > 0 {
 		r.log.Warn("undecodable cache entries skipped", slog.Int(logkey.Count, l.Bad))
@@ -279,19 +310,33 @@ type caughtUp[T events.APIObject] struct {
 	// seqs are the stream sequences of objects' events, index for index
 	// (0: unknown); a KV write of the object records it.
 	seqs []uint64
-	// unstored are the ids whose KV entry is behind the stream.
-	unstored []string
+	// unstored are the ids whose KV entry is behind the stream, with the
+	// stream sequence of the event each owes.
+	unstored []owedWrite
+	// owed is the owed floor the objects bucket holds (0: none).
+	owed uint64
+	// held is a floor this term keeps (owedWrites.hold): owed, when the
+	// tail could not be read.
+	held uint64
+}
+
+// owedWrite is an id whose KV write is owed, and the stream sequence of
+// the event whose state it owes.
+type owedWrite struct {
+	id  string
+	seq uint64
 }
 
 // catchUp lays the states the events stream's tail holds over the loaded
-// cache (publish.Tail): the KV writes of the changes a previous term
-// published last may have been lost with that term.
-func (r *Resource[T]) catchUp(ctx context.Context, l publish.Loaded[T]) (caughtUp[T], error) {
-	tail, err := publish.Tail[T](ctx, r.pub, l.Seq)
+// cache (publish.Tail, from the owed floor owed when that is earlier): the
+// KV writes of the changes a previous term published last may have been
+// lost with that term, and those it still owed were.
+func (r *Resource[T]) catchUp(ctx context.Context, l publish.Loaded[T], owed uint64) (caughtUp[T], error) {
+	tail, err := publish.Tail[T](ctx, r.pub, l.Seq, owed)
 	if err != nil {
 		return caughtUp[T]{}, err
 	}
-	c := caughtUp[T]{objects: make([]T, 0, len(l.Objects)+len(tail)), seqs: make([]uint64, 0, len(l.Objects)+len(tail))}
+	c := caughtUp[T]{objects: make([]T, 0, len(l.Objects)+len(tail)), seqs: make([]uint64, 0, len(l.Objects)+len(tail)), owed: owed}
 	for i, o := range l.Objects {
 		id := o.GetMetadata().GetId()
 		t, ok := tail[id]
@@ -304,22 +349,22 @@ func (r *Resource[T]) catchUp(ctx context.Context, l publish.Loaded[T]) (caughtU
 			}
 			c.objects, c.seqs = append(c.objects, o), append(c.seqs, seq)
 		case t.Deleted:
-			c.unstored = append(c.unstored, id)
+			c.unstored = append(c.unstored, owedWrite{id, t.Seq})
 		default:
 			c.objects, c.seqs = append(c.objects, t.Object), append(c.seqs, t.Seq)
 			if events.VersionOf(t.Object) != events.VersionOf(o) {
-				c.unstored = append(c.unstored, id)
+				c.unstored = append(c.unstored, owedWrite{id, t.Seq})
 			}
 		}
 	}
 	for id, t := range tail {
 		if !t.Deleted {
 			c.objects, c.seqs = append(c.objects, t.Object), append(c.seqs, t.Seq)
-			c.unstored = append(c.unstored, id)
+			c.unstored = append(c.unstored, owedWrite{id, t.Seq})
 		}
 	}
 	if len(c.unstored) > 0 {
-		r.log.Warn("cache behind the events stream: states taken from its tail, KV written again", slog.Int(logkey.Count, len(c.unstored)), slog.Uint64("cache_seq", l.Seq))
+		r.log.Warn("cache behind the events stream: states taken from its tail, KV written again", slog.Int(logkey.Count, len(c.unstored)), slog.Uint64("cache_seq", l.Seq), slog.Uint64("owed_seq", owed))
 	}
 	return c, nil
 }

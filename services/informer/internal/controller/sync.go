@@ -29,7 +29,7 @@ const kvWindow = 1024
 // KV writes in flight and the KV and condition writes still owed.
 type term struct {
 	q        queue
-	unstored idSet         // acked events whose KV write failed
+	unstored *owedWrites   // acked events whose KV write failed
 	reports  pending[bool] // condition writes owed: id -> too large
 	// kv carries the KV writes in flight to checkKV, in the order they
 	// were sent; its capacity is kvWindow.
@@ -39,10 +39,13 @@ type term struct {
 // kvWrite is one KV write in flight.
 type kvWrite struct {
 	id  string
+	seq uint64 // the stream sequence of the event it records
 	ack jetstream.PubAckFuture
 }
 
-func newTerm(q queue) *term { return &term{q: q, kv: make(chan kvWrite, kvWindow)} }
+func newTerm(q queue) *term {
+	return &term{q: q, unstored: newOwedWrites(), kv: make(chan kvWrite, kvWindow)}
+}
 
 // checkKV waits for the KV writes in flight, in order, until ctx ends. A
 // failed one makes the id owe its KV write (retried before its next change,
@@ -62,7 +65,7 @@ func (r *Resource[T]) checkKV(ctx context.Context, t *term) error {
 			return nil
 		case <-w.ack.Ok():
 		case err := <-w.ack.Err():
-			t.unstored.add(w.id)
+			t.unstored.add(w.id, w.seq)
 			r.m.publishErrs.Add(ctx, 1, resAttr(r.Kind()))
 			r.log.Warn("kv write failed, retrying", slog.String(logkey.ObjectID, w.id), slog.Any(logkey.Err, err))
 			t.q.AddRateLimited(w.id)
@@ -128,7 +131,7 @@ func (r *Resource[T]) publish(ctx context.Context, store *diff.Store[T], c diff.
 		// The event is in the stream: count it as published, or the next
 		// change would be diffed against a state consumers never saw (a
 		// second ADDED, a MODIFIED with the wrong old object).
-		t.unstored.add(c.ID)
+		t.unstored.add(c.ID, out.Seq)
 		return store.PublishedAt(c, out.Seq), err
 	case err != nil:
 		return false, err
@@ -136,7 +139,7 @@ func (r *Resource[T]) publish(ctx context.Context, store *diff.Store[T], c diff.
 	requeue = store.PublishedAt(c, out.Seq)
 	if out.KV != nil {
 		select {
-		case t.kv <- kvWrite{id: c.ID, ack: out.KV}:
+		case t.kv <- kvWrite{id: c.ID, seq: out.Seq, ack: out.KV}:
 		case <-ctx.Done():
 			// The term is over before the write could be tracked: the next
 			// leader diffs against what KV holds.
@@ -191,34 +194,6 @@ func (r *Resource[T]) writeReport(ctx context.Context, id string, t *term) error
 	}
 	r.log.Info("condition written", slog.String(logkey.ObjectID, id), slog.Bool("too_large", tooLarge))
 	return nil
-}
-
-// idSet is a set of object ids, safe for concurrent use.
-type idSet struct {
-	mu  sync.Mutex
-	ids map[string]struct{} // guarded by mu
-}
-
-func (s *idSet) add(id string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.ids == nil {
-		s.ids = map[string]struct{}{}
-	}
-	s.ids[id] = struct{}{}
-}
-
-func (s *idSet) remove(id string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	delete(s.ids, id)
-}
-
-func (s *idSet) has(id string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	_, ok := s.ids[id]
-	return ok
 }
 
 // pending maps object ids to a value owed for them, safe for concurrent

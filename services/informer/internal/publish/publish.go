@@ -69,6 +69,10 @@ type Config struct {
 	// TTL; the bucket needs LimitMarkerTTL). 0 keeps markers forever, which
 	// makes the bucket grow with every object ever deleted.
 	MarkerTTL time.Duration
+	// TailMargin is how many sequences before the persisted cache's
+	// position Tail reads (0: the TailMargin constant; tests make it small
+	// to reach past it with a few events).
+	TailMargin uint64
 	// Observe, when set, is told about each acked event (metrics).
 	Observe func(ctx context.Context, res eventsv1.Resource, typ eventsv1.EventType, took time.Duration, duplicate bool)
 }
@@ -96,6 +100,9 @@ func New(js jetstream.JetStream, kv jetstream.KeyValue, tracer trace.Tracer, cfg
 	}
 	if cfg.StoreTimeout <= 0 {
 		cfg.StoreTimeout = DefaultStoreTimeout
+	}
+	if cfg.TailMargin == 0 {
+		cfg.TailMargin = TailMargin
 	}
 	return &Publisher{js: js, kv: kv, tracer: tracer, cfg: cfg, kvSubjectPrefix: "$KV." + kv.Bucket() + ".", kvStream: "KV_" + kv.Bucket()}, nil
 }

@@ -150,14 +150,15 @@ func TestPublishWritesKV(t *testing.T) {
 }
 
 // TestTailStart: the tail is read from TailMargin before the cache's
-// position, never before the stream's first message, and from the last
-// TailMargin when the position is unknown or of another stream.
+// position, or from the owed floor when that is earlier, never before the
+// stream's first message, and from the last TailMargin when the position
+// is unknown or of another stream (a floor of another stream is ignored).
 func TestTailStart(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
-		name             string
-		seq, first, last uint64
-		want             uint64
+		name                   string
+		seq, owed, first, last uint64
+		want                   uint64
 	}{
 		{name: "empty stream", seq: 0, first: 0, last: 0, want: 0},
 		{name: "short stream", seq: 10, first: 1, last: 20, want: 1},
@@ -166,10 +167,14 @@ func TestTailStart(t *testing.T) {
 		{name: "old messages gone", seq: 20000, first: 15000, last: 30000, want: 15000},
 		{name: "position unknown", seq: 0, first: 1, last: 30000, want: 30001 - TailMargin},
 		{name: "stream recreated", seq: 50000, first: 1, last: 30000, want: 30001 - TailMargin},
+		{name: "owed write further back", seq: 20000, owed: 5000, first: 1, last: 30000, want: 5000},
+		{name: "owed write within the margin", seq: 20000, owed: 19000, first: 1, last: 30000, want: 20001 - TailMargin},
+		{name: "owed write gone from the stream", seq: 20000, owed: 5000, first: 8000, last: 30000, want: 8000},
+		{name: "owed floor of another stream", seq: 0, owed: 50000, first: 1, last: 30000, want: 30001 - TailMargin},
 	}
 	for _, tc := range tests {
-		if got := tailStart(tc.seq, tc.first, tc.last); got != tc.want {
-			t.Errorf("%s: tailStart(%d, %d, %d) = %d, want %d", tc.name, tc.seq, tc.first, tc.last, got, tc.want)
+		if got := tailStart(tc.seq, tc.owed, tc.first, tc.last, TailMargin); got != tc.want {
+			t.Errorf("%s: tailStart(%d, %d, %d, %d) = %d, want %d", tc.name, tc.seq, tc.owed, tc.first, tc.last, got, tc.want)
 		}
 	}
 }

@@ -13,11 +13,13 @@ import (
 )
 
 // TailMargin is how far before the persisted cache's position (Loaded.Seq)
-// the stream's tail is read. KV writes go out asynchronously after their
-// event's ack, so when a term ends (lease lost, NATS gone) the writes still
-// in flight, at most kvWindow per resource and nats.go's async publish
-// window of 4,000 per connection, may be lost while later ones landed:
-// their events lie within this many sequences before the highest landed.
+// the stream's tail is read (Config.TailMargin overrides it for tests).
+// KV writes go out asynchronously after their event's ack, so when a term
+// ends (lease lost, NATS gone) the writes still in flight, at most
+// kvWindow per resource and nats.go's async publish window of 4,000 per
+// connection, may be lost while later ones landed: their events lie within
+// this many sequences before the highest landed. A write that failed and
+// is still owed can lie further back: the owed floor covers it (OwedKey).
 const TailMargin = 8192
 
 // TailState is the newest state of one object the stream's tail names.
@@ -31,7 +33,8 @@ type TailState[T events.APIObject] struct {
 
 // Tail reads the events of T's resource the stream holds from TailMargin
 // before seq (the persisted cache's position; 0 when unknown: the last
-// TailMargin sequences) to its end, and returns the newest state each
+// TailMargin sequences), or from owed when that is earlier (the owed
+// floor, ReadOwed; 0: none), to its end, and returns the newest state each
 // object was published with. An object's last event in the stream is never
 // older than its KV entry (KV is written after the ack), so laying the
 // result over KV gives what consumers last saw, including the changes whose
@@ -40,14 +43,14 @@ type TailState[T events.APIObject] struct {
 // never be announced as DELETED. Objects whose last event is a reference
 // (over the payload limit) are left out: KV keeps their last state that
 // fitted, and the leader publishes them again.
-func Tail[T events.APIObject](ctx context.Context, p *Publisher, seq uint64) (map[string]TailState[T], error) {
+func Tail[T events.APIObject](ctx context.Context, p *Publisher, seq, owed uint64) (map[string]TailState[T], error) {
 	stream, err := p.js.Stream(ctx, p.cfg.Stream)
 	if err != nil {
 		return nil, fmt.Errorf("read the tail of %s: %w", p.cfg.Stream, err)
 	}
 	state := stream.CachedInfo().State
 	out := map[string]TailState[T]{}
-	start := tailStart(seq, state.FirstSeq, state.LastSeq)
+	start := tailStart(seq, owed, state.FirstSeq, state.LastSeq, p.cfg.TailMargin)
 	if start == 0 {
 		return out, nil
 	}
@@ -59,20 +62,26 @@ func Tail[T events.APIObject](ctx context.Context, p *Publisher, seq uint64) (ma
 }
 
 // tailStart is the first sequence to read (0: nothing to read) for a cache
-// at position seq of a stream holding first..last.
-func tailStart(seq, first, last uint64) uint64 {
+// at position seq, with writes owed from sequence owed on (0: none), of a
+// stream holding first..last, margin sequences before the position.
+func tailStart(seq, owed, first, last, margin uint64) uint64 {
 	if last == 0 {
 		return 0
 	}
 	next := seq + 1
 	if seq == 0 || seq > last {
 		// Position unknown (an older informer wrote KV), or of another
-		// stream (recreated since): read the last TailMargin.
+		// stream (recreated since): read the last margin.
 		next = last + 1
 	}
 	start := uint64(1)
-	if next > TailMargin {
-		start = next - TailMargin
+	if next > margin {
+		start = next - margin
+	}
+	if owed > 0 && owed <= last {
+		// A floor past the stream's end is of another stream: ignored,
+		// like such a position.
+		start = min(start, owed)
 	}
 	return max(start, first)
 }

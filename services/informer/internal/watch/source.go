@@ -40,6 +40,14 @@ type Source[T events.APIObject] struct {
 	// absent objects are gone.
 	Get   func(ctx context.Context, id string) (obj T, found bool, err error)
 	Watch func(ctx context.Context) (Stream[T], error)
+	// Probe asks the API cheaply whether it answers (nil error), to cut a
+	// reconnect backoff short once the API is back (Watcher.wait). Nil: no
+	// probing, the backoff runs out. The API sources below use the
+	// standard gRPC health check (apiclient.Client.Check): the real
+	// ambient-api-server serves it on its gRPC port without a token and
+	// reads no database for it, and memapi refuses it during an outage
+	// like every other call.
+	Probe func(ctx context.Context) error
 }
 
 // getter adapts a generated Get call to Source.Get: NotFound is "not
@@ -175,7 +183,8 @@ func Sessions(c *apiclient.Client) Source[*ambientv1.Session] {
 				return c.Sessions().ListSessions(ctx, &ambientv1.ListSessionsRequest{Page: n, Size: size})
 			}, page)
 		},
-		Get: getter(c.GetSession),
+		Get:   getter(c.GetSession),
+		Probe: c.Check,
 		Watch: func(ctx context.Context) (Stream[*ambientv1.Session], error) {
 			st, err := c.WatchSessions(ctx)
 			if err != nil {
@@ -194,7 +203,8 @@ func Projects(c *apiclient.Client) Source[*ambientv1.Project] {
 				return c.Projects().ListProjects(ctx, &ambientv1.ListProjectsRequest{Page: n, Size: size})
 			}, page)
 		},
-		Get: getter(c.GetProject),
+		Get:   getter(c.GetProject),
+		Probe: c.Check,
 		Watch: func(ctx context.Context) (Stream[*ambientv1.Project], error) {
 			st, err := c.WatchProjects(ctx)
 			if err != nil {
@@ -213,7 +223,8 @@ func ProjectSettings(c *apiclient.Client) Source[*ambientv1.ProjectSettings] {
 				return c.ProjectSettings().ListProjectSettings(ctx, &ambientv1.ListProjectSettingsRequest{Page: n, Size: size})
 			}, page)
 		},
-		Get: getter(c.GetProjectSettings),
+		Get:   getter(c.GetProjectSettings),
+		Probe: c.Check,
 		Watch: func(ctx context.Context) (Stream[*ambientv1.ProjectSettings], error) {
 			st, err := c.WatchProjectSettings(ctx)
 			if err != nil {

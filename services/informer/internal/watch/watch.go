@@ -29,6 +29,8 @@ const (
 	DefaultListPasses = 3
 	// DefaultConfirmAfter: see Config.ConfirmAfter.
 	DefaultConfirmAfter = 5 * time.Second
+	// DefaultProbeInterval: see Config.ProbeInterval.
+	DefaultProbeInterval = time.Second
 )
 
 // Config tunes a Watcher; zero fields take the defaults above.
@@ -63,6 +65,10 @@ type Config struct {
 	// every pass missed is read by id before it counts as deleted
 	// (confirmUnlisted).
 	ListPasses int
+	// ProbeInterval is how often a backoff wait asks the API whether it
+	// answers (Source.Probe), at most one probe at a time (see
+	// Watcher.wait). A wait no longer than it does not probe.
+	ProbeInterval time.Duration
 }
 
 func (c Config) withDefaults() Config {
@@ -83,6 +89,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ConfirmAfter <= 0 {
 		c.ConfirmAfter = DefaultConfirmAfter
+	}
+	if c.ProbeInterval <= 0 {
+		c.ProbeInterval = DefaultProbeInterval
 	}
 	return c
 }
@@ -130,10 +139,16 @@ func (w *Watcher[T]) Connected() bool { return w.connected.Load() }
 // Syncs returns how many list+diff cycles completed.
 func (w *Watcher[T]) Syncs() int64 { return w.synced.Load() }
 
-// Run runs cycles until ctx ends, waiting with backoff between failed ones;
-// it returns nil when ctx ends.
+// Run runs cycles until ctx ends, waiting with backoff between failed ones
+// (cut short when the API answers again, see wait); it returns nil when ctx
+// ends.
 func (w *Watcher[T]) Run(ctx context.Context) error {
 	b := newBackoff(w.cfg)
+	// down is the outcome of the last probe: the API did not answer. It
+	// carries over from one wait to the next, so an API that comes back
+	// between a failed cycle and the next wait's first probe still counts
+	// as back.
+	down := false
 	for {
 		start, syncs := time.Now(), w.synced.Load()
 		received, err := w.cycle(ctx)
@@ -158,12 +173,54 @@ func (w *Watcher[T]) Run(ctx context.Context) error {
 		} else {
 			w.log.Warn("watch failed, reconnecting", slog.Any(logkey.Err, err), slog.Duration(logkey.Duration, d))
 		}
-		t := time.NewTimer(d)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !w.wait(ctx, d, &down) {
 			return nil
-		case <-t.C:
+		}
+	}
+}
+
+// probeTimeout bounds one probe (Source.Probe). Longer than the probe
+// interval on purpose: a loaded API that answers its health check slowly
+// is not down, and taking it for down would make its next quick answer
+// cut the backoff short.
+const probeTimeout = 5 * time.Second
+
+// wait waits d before the next cycle and reports whether ctx is still
+// live. While it waits it probes the API every ProbeInterval, and ends
+// early when a probe answers after one that did not (*down): the API was
+// down and is back, and the backoff, grown to its cap during a long
+// outage, would only delay the relist that brings consumers the changes
+// they missed. It ends early only on that transition, never because a
+// probe answers: an API that answers its health check while the watch or
+// the list keeps failing is retried on the backoff, not every interval.
+// A probe costs one health check (no token, no database), at most one in
+// flight, each bounded by probeTimeout and by the end of the wait.
+func (w *Watcher[T]) wait(ctx context.Context, d time.Duration, down *bool) bool {
+	wctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	var probe <-chan time.Time
+	if w.src.Probe != nil && d > w.cfg.ProbeInterval {
+		tk := time.NewTicker(w.cfg.ProbeInterval)
+		defer tk.Stop()
+		probe = tk.C
+	}
+	for {
+		select {
+		case <-wctx.Done():
+			return ctx.Err() == nil
+		case <-probe:
+		}
+		pctx, pcancel := context.WithTimeout(wctx, probeTimeout)
+		err := w.src.Probe(pctx)
+		pcancel()
+		if wctx.Err() != nil {
+			return ctx.Err() == nil // the wait is over: the probe proves nothing
+		}
+		was := *down
+		*down = err != nil
+		if was && err == nil {
+			w.log.Info("api answers again, reconnecting before the backoff ends")
+			return true
 		}
 	}
 }
