@@ -11,6 +11,7 @@ import (
 
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
@@ -39,6 +40,14 @@ const (
 	DefaultPageSize = 500
 	// MaxRecvMsgSize is the largest response the client accepts.
 	MaxRecvMsgSize = 256 << 20
+	// DefaultReconnectMaxDelay caps the wait between two attempts to
+	// connect to a server that refuses connections. grpc-go's own cap is
+	// 120 s: after an API restart of a minute or two the client would
+	// reconnect up to two minutes after the server was back, and every
+	// call (and the informer's watch and health probe) would fail fast
+	// meanwhile. At 5 s each client costs a down server one TCP connect
+	// attempt per 5 s.
+	DefaultReconnectMaxDelay = 5 * time.Second
 )
 
 // Config configures a Client.
@@ -57,6 +66,10 @@ type Config struct {
 	Timeout time.Duration
 	// PageSize is the List page size (0: DefaultPageSize; 1..500).
 	PageSize int32
+	// ReconnectMaxDelay caps the backoff between connection attempts
+	// (0: DefaultReconnectMaxDelay). The backoff starts at 1 s and grows
+	// by 1.6 per failed attempt, ±20 % jitter, as grpc-go's default does.
+	ReconnectMaxDelay time.Duration
 	// DialOptions are appended to the client's own (tests).
 	DialOptions []grpc.DialOption
 	// TracerProvider makes the span of every unary call, a child of the
@@ -98,8 +111,8 @@ func New(cfg Config) (*Client, error) {
 	if cfg.Addr == "" {
 		return nil, fmt.Errorf("%w: empty Addr", ErrInvalidConfig)
 	}
-	if cfg.Keepalive < 0 || cfg.Timeout < 0 {
-		return nil, fmt.Errorf("%w: negative Keepalive or Timeout", ErrInvalidConfig)
+	if cfg.Keepalive < 0 || cfg.Timeout < 0 || cfg.ReconnectMaxDelay < 0 {
+		return nil, fmt.Errorf("%w: negative Keepalive, Timeout or ReconnectMaxDelay", ErrInvalidConfig)
 	}
 	if cfg.PageSize < 0 || cfg.PageSize > DefaultPageSize {
 		return nil, fmt.Errorf("%w: PageSize %d not in 1..%d", ErrInvalidConfig, cfg.PageSize, DefaultPageSize)
@@ -112,6 +125,9 @@ func New(cfg Config) (*Client, error) {
 	}
 	if cfg.PageSize == 0 {
 		cfg.PageSize = DefaultPageSize
+	}
+	if cfg.ReconnectMaxDelay == 0 {
+		cfg.ReconnectMaxDelay = DefaultReconnectMaxDelay
 	}
 	tc, err := transportCreds(cfg)
 	if err != nil {
@@ -129,6 +145,15 @@ func New(cfg Config) (*Client, error) {
 			// sent away every 15 min. A dead idle connection is found by
 			// TCP keepalive, or by the next call's deadline.
 			PermitWithoutStream: false,
+		}),
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff: backoff.Config{
+				BaseDelay:  backoff.DefaultConfig.BaseDelay,
+				Multiplier: backoff.DefaultConfig.Multiplier,
+				Jitter:     backoff.DefaultConfig.Jitter,
+				MaxDelay:   cfg.ReconnectMaxDelay,
+			},
+			MinConnectTimeout: 20 * time.Second, // grpc-go's default
 		}),
 		grpc.WithChainUnaryInterceptor(defaultTimeout(cfg.Timeout)),
 		// A page of 500 sessions with long prompts easily passes grpc's 4 MiB
