@@ -148,6 +148,9 @@ aguiProxy:
 eventTally:
   extraEnv: [{name: NATS_CA_FILE, value: /etc/acp/ca/ca.crt}]
 `)},
+		// Traces and metrics to two OTLP backends, headers (credentials)
+		// from existing Secrets.
+		{name: "otlp-per-signal", vals: localRunnersWith(t, otlpPerSignal)},
 		// The smallest or oddest values the schema and the services both
 		// accept: the schema's rules must not be stricter than the services'.
 		{name: "edge-values", vals: parseValues(t, `

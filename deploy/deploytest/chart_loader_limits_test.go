@@ -21,6 +21,9 @@ func loaderEnv(t *testing.T, r rendered, d *appsv1.Deployment) map[string]string
 			env[k] = d.Name + "-5d8f9c7b6-x2x4q"
 		case v == "fieldRef:status.podIP":
 			env[k] = "10.244.1.17"
+		case strings.HasPrefix(v, "secret:") && strings.HasPrefix(k, "OTEL_EXPORTER_OTLP_") && strings.HasSuffix(k, "_HEADERS"):
+			// OTLP headers: key=value pairs, values URL-encoded.
+			env[k] = "authorization=Bearer%20s3cret-value"
 		case strings.HasPrefix(v, "secret:"):
 			env[k] = "s3cret-value"
 		}
@@ -63,6 +66,28 @@ func TestChartValuesFollowServiceLoaders(t *testing.T) {
 				"app.example.com", "ftp://files.example.com", "https://app.example.com?x=1",
 				"https://app.example.com#top", "https://user@app.example.com", "http://", " , ",
 				"http://a b.example.com", "https://app.example.com:port",
+			},
+		},
+		{
+			// One entry of the list; the chart puts the loopback ranges
+			// first and joins the entries with ",". Entries with a comma
+			// or spaces, which the list form cannot mean, and IPv6 zones
+			// (TestChartRejectsBadValues) are left out.
+			component: "agui-proxy", envVar: "RUNNER_ALLOWED_NETWORKS",
+			values: func(v any) map[string]any {
+				return map[string]any{"aguiProxy": map[string]any{"runnerAllowedNetworks": []any{v}}}
+			},
+			candidates: []any{
+				"10.0.0.0/8", "10.244.0.0/16", "0.0.0.0/0", "192.168.1.17/32", "10.1.2.3/8", "192.168.1.17",
+				"255.255.255.255/32", "100.64.0.0/10", "fd00::/8", "::/0", "::1", "2001:db8::/32",
+				"2001:DB8:0:0:0:0:0:1/128", "::ffff:10.0.0.0/104", "::10.0.0.1/128", "fe80::1",
+				"1:2:3:4:5:6:7::/64", "1::2:3:4:5:6:7/64", "1:2:3:4:5:6:1.2.3.4/128", "1:2:3:4:5::1.2.3.4/120",
+				"0010::/16", "fd00:0:0:1::/64",
+				// Refused by agui-proxy at start-up.
+				"pods", "abc", "dead:beef", "10.0.0.0/33", "10.0.0/8", "256.0.0.0/8", "10.0.0.0/",
+				"10.0.0.0/8/8", "10.00.0.0/8", "10.0.0.0/08", "10.0.0.0/-1", "fd00::/129", "::1/00",
+				"1:2:3:4:5:6:7:8:9/64", "::1::/64", "00010::/16", "1:2:3:4:5:6:7:1.2.3.4/128",
+				"1.2.3.4.5/32", "10.0.0.0/8a",
 			},
 		},
 		{

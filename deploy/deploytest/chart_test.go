@@ -611,6 +611,9 @@ externalNats: {url: "http://nats:4222"}`, "url"},
 		{"empty allow-list", `kubeReconciler: {roleAllowList: []}`, "roleAllowList"},
 		{"stream replicas", `informer: {streamReplicas: 7}`, "streamReplicas"},
 		{"unknown pdb key", `aguiProxy: {pdb: {minAvailable: 1}}`, "minAvailable"},
+		// Kubernetes refuses a liveness probe whose successThreshold is not
+		// 1: the Deployment would never be created.
+		{"liveness success threshold", `informer: {probes: {liveness: {successThreshold: 2}}}`, "/informer/probes/liveness/successThreshold"},
 		{"external nats without url", `nats: {enabled: false}`, "externalNats.url is required"},
 		{"creds without secret", `nats: {enabled: false}
 externalNats: {url: "nats://n:4222", auth: {type: creds}}`, "externalNats.auth.secretName is required"},
@@ -633,6 +636,10 @@ externalNats: {url: "nats://n:4222", auth: {type: creds}}`, "externalNats.auth.s
 		{"agui authz kube without jwt", `aguiProxy: {authz: {mode: kube}}`, "aguiProxy.authz.mode kube needs aguiProxy.auth.mode jwt"},
 		{"agui jwks over http", `aguiProxy: {auth: {mode: jwt, jwt: {jwksURL: "http://id.example.com/jwks", issuer: i, audience: a}}}`, "jwksURL"},
 		{"agui bad runner network", `aguiProxy: {runnerAllowedNetworks: ["pods"]}`, "runnerAllowedNetworks"},
+		{"agui runner network prefix too long", `aguiProxy: {runnerAllowedNetworks: ["10.0.0.0/8", "10.244.0.0/33"]}`, "/aguiProxy/runnerAllowedNetworks/1"},
+		// agui-proxy reads "fe80::1%eth0/64" as the one address fe80::1 in
+		// zone "eth0/64", not as the /64 meant: refused.
+		{"agui runner network with a zone", `aguiProxy: {runnerAllowedNetworks: ["fe80::1%eth0/64"]}`, "runnerAllowedNetworks"},
 		// The proxy and its metrics server are two listeners of one
 		// process: the second listen on one port fails at start-up.
 		{"agui proxy port is the metrics port", `aguiProxy: {port: 9090}`, "aguiProxy.port (9090) must differ from global.metricsPort"},
@@ -1186,6 +1193,34 @@ func TestChartHelmTestReachesMetrics(t *testing.T) {
 		if !admitted || !monitoring {
 			t.Errorf("%s: metrics port admits %+v; want the helm test pod (%v) and networkPolicy.metricsFrom", comp, from, test.GetLabels())
 		}
+	}
+}
+
+// TestChartImagePullSecretsOnEveryPod: global.imagePullSecrets are "used
+// by every pod", the `helm test` pod too: its image comes from a registry
+// like the services' (tests.image), and behind a registry that needs
+// credentials the test pod could not start without them.
+func TestChartImagePullSecretsOnEveryPod(t *testing.T) {
+	t.Parallel()
+	r := mustRender(t, localRunnersWith(t, `global: {imagePullSecrets: [regcred, mirror-creds]}`))
+	want := []corev1.LocalObjectReference{{Name: "regcred"}, {Name: "mirror-creds"}}
+	var pods int
+	for _, u := range r.ofKind("Deployment") {
+		d := toTyped[appsv1.Deployment](t, u)
+		pods++
+		if !cmp.Equal(d.Spec.Template.Spec.ImagePullSecrets, want) {
+			t.Errorf("Deployment %s: imagePullSecrets %v, want %v", d.Name, d.Spec.Template.Spec.ImagePullSecrets, want)
+		}
+	}
+	for _, u := range r.ofKind("Pod") {
+		p := toTyped[corev1.Pod](t, u)
+		pods++
+		if !cmp.Equal(p.Spec.ImagePullSecrets, want) {
+			t.Errorf("Pod %s: imagePullSecrets %v, want %v", p.Name, p.Spec.ImagePullSecrets, want)
+		}
+	}
+	if pods < len(components)+1 {
+		t.Errorf("%d pod templates checked, want every service's and the helm test pod", pods)
 	}
 }
 

@@ -435,6 +435,34 @@ func declaredEnv(t *testing.T, target string) (map[string]bool, bool) {
 				names[m[1]] = true
 			}
 		}
+		if strings.HasSuffix(f, filepath.FromSlash(sharedLoaders["telemetry.LoadEnv("])) {
+			for _, n := range otlpBuiltEnv(t, b) {
+				names[n] = true
+			}
+		}
 	}
 	return names, len(names) > 0
+}
+
+// otlpBuiltEnv returns the OTLP exporter variables libs/telemetry checks
+// under names it builds rather than declares (checkSDKEnv: the prefix
+// OTEL_EXPORTER_OTLP_, a signal "", "TRACES_" or "METRICS_", then
+// base+"HEADERS" and the like), read from the file's text src so a
+// variable it stops reading drops out.
+func otlpBuiltEnv(t *testing.T, src []byte) []string {
+	t.Helper()
+	prefix := regexp.MustCompile(`envOTLPPrefix\s*=\s*"([A-Z_]+)"`).FindSubmatch(src)
+	if prefix == nil {
+		t.Fatal("libs/telemetry/env.go: no envOTLPPrefix; update otlpBuiltEnv")
+	}
+	var out []string
+	for _, m := range regexp.MustCompile(`\bbase\s*\+\s*"([A-Z_]+)"`).FindAllSubmatch(src, -1) {
+		for _, signal := range []string{"", "TRACES_", "METRICS_"} {
+			out = append(out, string(prefix[1])+signal+string(m[1]))
+		}
+	}
+	if !slices.Contains(out, "OTEL_EXPORTER_OTLP_METRICS_HEADERS") {
+		t.Fatalf("libs/telemetry/env.go: built OTLP variables %q lack the headers; update otlpBuiltEnv", out)
+	}
+	return out
 }

@@ -373,7 +373,8 @@ func TestMonitoringMetricsAreExported(t *testing.T) {
 
 // queryProblems returns what q reads that no scrape shows: a metric name,
 // or a label (selected, grouped by, or shown in the legend) that no series
-// of the metric carries. The track label is the ServiceMonitors'.
+// of the metric carries. The track and namespace labels are added at
+// scrape time (scrapeLabels).
 func queryProblems(q query, exported map[string]map[string]bool) []string {
 	e, err := parser.NewParser(parser.Options{}).ParseExpr(q.expr)
 	if err != nil {
@@ -399,7 +400,7 @@ func queryProblems(q query, exported map[string]map[string]bool) []string {
 				return nil
 			}
 			for _, m := range n.LabelMatchers {
-				if m.Name != model.MetricNameLabel && m.Name != trackLabel && !exported[n.Name][m.Name] {
+				if m.Name != model.MetricNameLabel && !scrapeLabels[m.Name] && !exported[n.Name][m.Name] {
 					out = append(out, fmt.Sprintf("%s{%s}", n.Name, m.Name))
 				}
 			}
@@ -423,6 +424,11 @@ func queryProblems(q query, exported map[string]map[string]bool) []string {
 	return out
 }
 
+// scrapeLabels are the labels Prometheus gives every target of the chart's
+// ServiceMonitors and that no /metrics page carries: the pod's track, and
+// the namespace (AmbientConsumerGroupNoMembers selects the release's).
+var scrapeLabels = map[string]bool{trackLabel: true, "namespace": true}
+
 // legendLabel is a label reference in a Grafana legendFormat.
 var legendLabel = regexp.MustCompile(`{{\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*}}`)
 
@@ -444,6 +450,8 @@ func TestMonitoringQueryProblems(t *testing.T) {
 		{query{expr: `sum by (resource) (rate(a_total{track!="shadow"}[5m]))`, legend: "{{resource}}"}, nil},
 		{query{expr: `histogram_quantile(0.9, sum by (le, route) (rate(h_seconds_bucket[5m])))`, legend: "{{ route }}"}, nil},
 		{query{expr: `count by (group) (consumer_group_lag == 0) and max(informer_lease_leader) < 1`}, nil},
+		{query{expr: `absent(consumer_group_lag{group="a", namespace="ns", track!="shadow"})`}, nil},
+		{query{expr: `absent(consumer_group_lag{group="a", pod="p"})`}, []string{"consumer_group_lag{pod}"}},
 		{query{expr: `sum(rate(h_seconds[5m]))`}, []string{"h_seconds"}},
 		{query{expr: `sum(rate(a_total{result="ok"}[5m]))`}, []string{`a_total{result}`}},
 		{query{expr: `sum by (type) (rate(a_total[5m]))`}, []string{"rate(a_total[5m]) by (type)"}},

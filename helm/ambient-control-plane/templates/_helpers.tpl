@@ -192,6 +192,47 @@ NATS_CREDS_FILE: {{ printf "%s/%s" (include "acp.natsCredsDir" .) .Values.extern
 OTEL_EXPORTER_OTLP_ENDPOINT: {{ . | quote }}
 OTEL_EXPORTER_OTLP_PROTOCOL: {{ $.Values.global.otlpProtocol | quote }}
 {{- end }}
+{{- /*
+A signal's own endpoint comes with its protocol spelled out: left to the
+SDK, an unset per-signal protocol would fall back to the SDK's default
+(http/protobuf) whenever otlpEndpoint is empty, not to otlpProtocol.
+*/}}
+{{- range $signal, $s := dict "TRACES" .Values.global.otlpTraces "METRICS" .Values.global.otlpMetrics }}
+{{- with $s.endpoint }}
+OTEL_EXPORTER_OTLP_{{ $signal }}_ENDPOINT: {{ . | quote }}
+OTEL_EXPORTER_OTLP_{{ $signal }}_PROTOCOL: {{ default $.Values.global.otlpProtocol $s.protocol | quote }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/*
+acp.otlpHeadersEnv: the OTLP headers (credentials, as a rule) from existing
+Secrets, by secretKeyRef: never in values or the ConfigMap.
+*/}}
+{{- define "acp.otlpHeadersEnv" -}}
+{{- $g := .Values.global -}}
+{{- range $var, $s := dict "OTEL_EXPORTER_OTLP_HEADERS" $g.otlpHeadersSecret "OTEL_EXPORTER_OTLP_TRACES_HEADERS" $g.otlpTraces.headersSecret "OTEL_EXPORTER_OTLP_METRICS_HEADERS" $g.otlpMetrics.headersSecret }}
+{{- if $s.name }}
+- name: {{ $var }}
+  valueFrom:
+    secretKeyRef: {name: {{ $s.name | quote }}, key: {{ $s.key | quote }}}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/*
+acp.otlpEndpoints are the OTLP endpoints the services export to (general
+and per signal), as a YAML list of [values key, URL] pairs.
+*/}}
+{{- define "acp.otlpEndpoints" -}}
+{{- $g := .Values.global -}}
+{{- $out := list -}}
+{{- range $key, $url := dict "global.otlpEndpoint" $g.otlpEndpoint "global.otlpTraces.endpoint" $g.otlpTraces.endpoint "global.otlpMetrics.endpoint" $g.otlpMetrics.endpoint -}}
+{{- if $url -}}
+{{- $out = append $out (list $key $url) -}}
+{{- end -}}
+{{- end -}}
+{{- toYaml $out -}}
 {{- end -}}
 
 {{/* acp.apiConfig is the ConfigMap data of services that call the ambient API. */}}
@@ -225,6 +266,7 @@ acp.secretEnv: environment from Secrets (NATS credentials, API token).
   valueFrom:
     secretKeyRef: {name: {{ $a.secretName | quote }}, key: {{ $a.tokenKey | quote }}}
 {{- end }}
+{{- include "acp.otlpHeadersEnv" $ctx }}
 {{- if .api }}
 - name: AMBIENT_API_TOKEN
   valueFrom:

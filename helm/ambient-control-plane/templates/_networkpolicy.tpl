@@ -5,8 +5,9 @@ acp.networkPolicy allows a component only the traffic it needs. Arguments (dict)
   kube    egress to the Kubernetes API server
   ingress extra ingress rules (YAML list items, string)
   egress  extra egress rules (YAML list items, string)
-Every component may resolve DNS, reach NATS, export telemetry to the port of
-global.otlpEndpoint when it is set (to networkPolicy.otlpTo, or anywhere),
+Every component may resolve DNS, reach NATS, export telemetry to the ports of
+global.otlpEndpoint, global.otlpTraces.endpoint and global.otlpMetrics.endpoint
+when set (to networkPolicy.otlpTo, or anywhere),
 and be scraped on the metrics port (from networkPolicy.metricsFrom and the
 chart's `helm test` pod, or from anywhere). Kubelet probes are not subject
 to NetworkPolicy.
@@ -84,11 +85,17 @@ spec:
         {{- end }}
       {{- end }}
     {{- end }}
-    {{- with $ctx.Values.global.otlpEndpoint }}
-    {{- /* Telemetry export (OTEL_EXPORTER_OTLP_ENDPOINT) on the endpoint's port. */}}
+    {{- /* Telemetry export on the port of each OTLP endpoint (general and per signal). */}}
+    {{- $otlpPorts := list }}
+    {{- range fromYamlArray (include "acp.otlpEndpoints" $ctx) }}
+    {{- $otlpPorts = append $otlpPorts (include "acp.urlPort" (dict "key" (first .) "url" (last .)) | int) }}
+    {{- end }}
+    {{- with $otlpPorts | uniq | sortAlpha }}
     - ports:
-        - port: {{ include "acp.urlPort" (dict "key" "global.otlpEndpoint" "url" .) }}
+        {{- range . }}
+        - port: {{ . }}
           protocol: TCP
+        {{- end }}
       {{- with $np.otlpTo }}
       to:
         {{- toYaml . | nindent 8 }}

@@ -1,0 +1,240 @@
+package deploytest
+
+import (
+	"context"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/prometheus/prometheus/model/histogram"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/promql"
+	"github.com/prometheus/prometheus/storage"
+	"github.com/prometheus/prometheus/tsdb/chunkenc"
+	"github.com/prometheus/prometheus/tsdb/chunks"
+	"github.com/prometheus/prometheus/util/annotations"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+)
+
+// groupGoneAlert is the alert on a consumer group none of whose members
+// is scraped.
+const groupGoneAlert = "AmbientConsumerGroupNoMembers"
+
+// consumerGroups are the consumer groups of the chart's services by values
+// key: each service joins the group named after it (libs/group; the name
+// is fixed in each service's config, not a setting).
+var consumerGroups = map[string]string{"kubeReconciler": "kube-reconciler", "runnerManager": "runner-manager", "eventTally": "event-tally"}
+
+// TestMonitoringConsumerGroupWithoutMembers: when every member of a
+// consumer group is gone (scaled to 0, crash-looping before it serves
+// /metrics, never scheduled) its consumer_group_* series vanish, so no
+// alert comparing them can fire, while its events wait. The chart renders,
+// for each consumer group of an enabled service, an absent() alert scoped
+// to the release's namespace. The rules are evaluated by the Prometheus
+// query engine over series as the chart's ServiceMonitors label them: the
+// alert fires for exactly the group whose members are gone, also when only
+// the shadow track (informer.canary's event-tally) or another release's
+// members of the group are left, and not while a stable or canary member
+// is there; a disabled service's group has no such alert.
+func TestMonitoringConsumerGroupWithoutMembers(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name, values string
+		enabled      []string // groups of enabled services
+	}{
+		{"defaults", "", []string{"event-tally", "kube-reconciler"}},
+		{"local runners", localRunners, []string{"event-tally", "kube-reconciler", "runner-manager"}},
+		{"no kube-reconciler", `{kubeReconciler: {enabled: false}, runnerManager: {enabled: true}}`, []string{"event-tally", "runner-manager"}},
+		{"no event-tally", `eventTally: {enabled: false}`, []string{"kube-reconciler"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			vals := mergeValues(parseValues(t, monitoringValues), parseValues(t, tc.values))
+			rule := mustRender(t, vals).find("PrometheusRule", releaseName+"-ambient-control-plane")
+			if rule == nil {
+				t.Fatal("no PrometheusRule rendered")
+			}
+			exprs, hold := alertExprs(t, rule, groupGoneAlert)
+			if len(exprs) == 0 {
+				t.Fatalf("no alert %s rendered: a consumer group with no member left pages nobody", groupGoneAlert)
+			}
+			if hold == "" {
+				t.Errorf("%s fires on the first evaluation; want a \"for\" that outlasts a rollout", groupGoneAlert)
+			}
+			// member is one scraped member of group in namespace on track.
+			member := func(group, namespace, track string) labels.Labels {
+				return labels.FromStrings("__name__", "consumer_group_joined", "group", group, "member", group+"-"+track+"-0",
+					"namespace", namespace, "track", track, "job", group)
+			}
+			for _, gone := range append(slices.Clone(tc.enabled), "none") {
+				var present []labels.Labels
+				for _, g := range consumerGroups {
+					if g == gone {
+						// Left behind: the shadow track and another
+						// release's members of the same group.
+						present = append(present, member(g, releaseNamespace, "shadow"), member(g, "other-release", "stable"))
+						continue
+					}
+					present = append(present, member(g, releaseNamespace, "stable"), member(g, releaseNamespace, "canary"))
+				}
+				fired := firingGroups(t, exprs, present)
+				var want []string
+				if gone != "none" {
+					want = []string{gone}
+				}
+				if !slices.Equal(fired, want) {
+					t.Errorf("members of %q gone: %s fires for groups %q, want %q", gone, groupGoneAlert, fired, want)
+				}
+			}
+			// Only a canary left still is a member (AmbientPartitionsUnowned
+			// covers its missing partitions).
+			var canaries []labels.Labels
+			for _, g := range consumerGroups {
+				canaries = append(canaries, member(g, releaseNamespace, "canary"))
+			}
+			if fired := firingGroups(t, exprs, canaries); len(fired) != 0 {
+				t.Errorf("only canary members: %s fires for %q", groupGoneAlert, fired)
+			}
+			// With nothing scraped every enabled group, and only those, is
+			// reported.
+			if fired := firingGroups(t, exprs, nil); !slices.Equal(fired, tc.enabled) {
+				t.Errorf("nothing scraped: %s fires for %q, want %q", groupGoneAlert, fired, tc.enabled)
+			}
+		})
+	}
+}
+
+// alertExprs returns the expressions of every rule of the PrometheusRule
+// named alert, and the "for" of the last.
+func alertExprs(t *testing.T, rule *unstructured.Unstructured, alert string) (exprs []string, hold string) {
+	t.Helper()
+	groups, _, _ := unstructured.NestedSlice(rule.Object, "spec", "groups")
+	for _, g := range groups {
+		rules, _, _ := unstructured.NestedSlice(g.(map[string]any), "rules")
+		for _, ru := range rules {
+			m := ru.(map[string]any)
+			if m["alert"] != alert {
+				continue
+			}
+			expr, _ := m["expr"].(string)
+			exprs = append(exprs, expr)
+			hold, _ = m["for"].(string)
+		}
+	}
+	return exprs, hold
+}
+
+// firingGroups evaluates exprs with the Prometheus query engine over
+// series (each scraped every 30s for the last 10 minutes, value 1) and
+// returns the sorted group labels of the elements they return.
+func firingGroups(t *testing.T, exprs []string, series []labels.Labels) []string {
+	t.Helper()
+	end := time.Unix(0, 0).Add(time.Hour)
+	var stored []storage.Series
+	for _, ls := range series {
+		var samples []chunks.Sample
+		for at := end.Add(-10 * time.Minute); !at.After(end); at = at.Add(30 * time.Second) {
+			samples = append(samples, sample{t: at.UnixMilli(), f: 1})
+		}
+		stored = append(stored, storage.NewListSeries(ls, samples))
+	}
+	slices.SortFunc(stored, func(a, b storage.Series) int { return labels.Compare(a.Labels(), b.Labels()) })
+	q := &storage.MockQueryable{MockQuerier: &storage.MockQuerier{
+		SelectMockFunction: func(_ bool, _ *storage.SelectHints, ms ...*labels.Matcher) storage.SeriesSet {
+			var out []storage.Series
+			for _, s := range stored {
+				if matchAll(ms, s.Labels()) {
+					out = append(out, s)
+				}
+			}
+			return &seriesSet{series: out}
+		},
+	}}
+	engine := promql.NewEngine(promql.EngineOpts{MaxSamples: 1e6, Timeout: time.Minute, LookbackDelta: 5 * time.Minute})
+	var fired []string
+	for _, expr := range exprs {
+		qry, err := engine.NewInstantQuery(context.Background(), q, nil, expr, end)
+		if err != nil {
+			t.Fatalf("%q: %v", expr, err)
+		}
+		res := qry.Exec(t.Context())
+		if res.Err != nil {
+			t.Fatalf("%q: %v", expr, res.Err)
+		}
+		vec, err := res.Vector()
+		if err != nil {
+			t.Fatalf("%q: %v", expr, err)
+		}
+		for _, s := range vec {
+			fired = append(fired, s.Metric.Get("group"))
+		}
+		qry.Close()
+	}
+	slices.Sort(fired)
+	return fired
+}
+
+// sample is one float sample of a stored series.
+type sample struct {
+	t int64
+	f float64
+}
+
+func (s sample) T() int64                    { return s.t }
+func (sample) ST() int64                     { return 0 }
+func (s sample) F() float64                  { return s.f }
+func (sample) H() *histogram.Histogram       { return nil }
+func (sample) FH() *histogram.FloatHistogram { return nil }
+func (sample) Type() chunkenc.ValueType      { return chunkenc.ValFloat }
+func (s sample) Copy() chunks.Sample         { return s }
+
+// matchAll reports whether ls satisfies every matcher.
+func matchAll(ms []*labels.Matcher, ls labels.Labels) bool {
+	for _, m := range ms {
+		if !m.Matches(ls.Get(m.Name)) {
+			return false
+		}
+	}
+	return true
+}
+
+// seriesSet is a storage.SeriesSet over a slice, in its order.
+type seriesSet struct {
+	series []storage.Series
+	cur    storage.Series
+}
+
+func (s *seriesSet) Next() bool {
+	if len(s.series) == 0 {
+		return false
+	}
+	s.cur, s.series = s.series[0], s.series[1:]
+	return true
+}
+
+func (s *seriesSet) At() storage.Series                { return s.cur }
+func (s *seriesSet) Err() error                        { return nil }
+func (s *seriesSet) Warnings() annotations.Annotations { return nil }
+
+// TestMonitoringFiringGroups: the evaluation TestMonitoringConsumerGroupWithoutMembers
+// relies on reports what a query returns, by group.
+func TestMonitoringFiringGroups(t *testing.T) {
+	t.Parallel()
+	a := labels.FromStrings("__name__", "consumer_group_joined", "group", "a", "track", "stable")
+	b := labels.FromStrings("__name__", "consumer_group_joined", "group", "b", "track", "shadow")
+	for _, c := range []struct {
+		expr   string
+		series []labels.Labels
+		want   []string
+	}{
+		{`consumer_group_joined{track!="shadow"}`, []labels.Labels{a, b}, []string{"a"}},
+		{`absent(consumer_group_joined{group="b", track!="shadow"})`, []labels.Labels{a, b}, []string{"b"}},
+		{`absent(consumer_group_joined{group="a", track!="shadow"})`, []labels.Labels{a, b}, nil},
+		{`absent(consumer_group_joined{group="a"})`, nil, []string{"a"}},
+	} {
+		if got := firingGroups(t, []string{c.expr}, c.series); !slices.Equal(got, c.want) {
+			t.Errorf("%s over %v: groups %q, want %q", c.expr, c.series, got, c.want)
+		}
+	}
+}
