@@ -54,8 +54,24 @@ build: ## Build every binary into bin/.
 kube-binaries: ## Build kube-apiserver and etcd from Go modules into bin/k8s (cached).
 	hack/build-kube-binaries.sh
 
+# The official AG-UI runner and client (npm: @ag-ui/encoder, @ag-ui/client)
+# that agui-proxy's conformance tests run as Node processes
+# (services/agui-proxy/internal/app/official_test.go). npm ci installs
+# exactly package-lock.json; install scripts are refused (none of the locked
+# packages has one), so installing runs no package's code. The stamp is the
+# lock file npm writes into node_modules last: the install is redone only
+# when package.json or package-lock.json is newer.
+AGUI_PEERS := services/agui-proxy/testdata/agui-peers
+
+.PHONY: agui-peers
+agui-peers: $(AGUI_PEERS)/node_modules/.package-lock.json ## Install agui-proxy's official AG-UI test peers (npm ci of the pinned @ag-ui packages; needs node and npm).
+
+$(AGUI_PEERS)/node_modules/.package-lock.json: $(AGUI_PEERS)/package.json $(AGUI_PEERS)/package-lock.json
+	cd $(AGUI_PEERS) && npm ci --ignore-scripts --no-audit --no-fund
+	@touch $@
+
 .PHONY: test
-test: kube-binaries ## Run go vet and every test with -race: the workspace, then the deploy modules.
+test: kube-binaries agui-peers ## Run go vet and every test with -race: the workspace, then the deploy modules.
 	go vet $(VET_FLAGS) $(PKGS)
 	go test $(GOTEST_FLAGS) $(PKGS)
 	$(MAKE) test-deploy

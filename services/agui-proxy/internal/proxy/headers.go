@@ -41,7 +41,7 @@ func upstreamHeader(in http.Header, ep route.Endpoint) http.Header {
 	for _, k := range []string{"Authorization", "Cookie", "Accept-Encoding", "Expect"} {
 		h.Del(k)
 	}
-	if ep.Stream && !strings.Contains(h.Get("Accept"), aguiProtoMediaType) {
+	if ep.Stream && !namesProto(h) {
 		// The stream routes are SSE (the original sent this Accept on
 		// every events call): a client's */* (curl's default) or
 		// text/html must not make a runner answer something else. The one
@@ -49,6 +49,21 @@ func upstreamHeader(in http.Header, ep route.Endpoint) http.Header {
 		h.Set("Accept", "text/event-stream")
 	}
 	return h
+}
+
+// namesProto reports whether an Accept header names AG-UI's binary
+// encoding. It looks at every Accept line (a client may send several; the
+// runner's server joins them) and ignores case, as media types do (RFC
+// 9110, section 8.3.1) and as the official encoder's negotiation does:
+// otherwise a client asking for the encoding in any other spelling would
+// silently get SSE through the proxy and the binary encoding directly.
+func namesProto(h http.Header) bool {
+	for _, v := range h.Values("Accept") {
+		if strings.Contains(strings.ToLower(v), aguiProtoMediaType) {
+			return true
+		}
+	}
+	return false
 }
 
 // aguiProtoMediaType is AG-UI's binary event encoding, which a client may

@@ -33,6 +33,8 @@ func TestStreamRoutesAskForSSE(t *testing.T) {
 		{"/sessions/s1/agui/events", "*/*", "text/event-stream"},
 		{"/sessions/s1/agui/events", "text/html", "text/event-stream"},
 		{"/sessions/s1/agui/events", aguiProtoMediaType, aguiProtoMediaType},
+		// Media types are case-insensitive: still the binary encoding.
+		{"/sessions/s1/agui/events", "Application/VND.AG-UI.Event+Proto", "Application/VND.AG-UI.Event+Proto"},
 		{"/sessions/s1/health", "*/*", "*/*"},
 	} {
 		req, err := http.NewRequest(http.MethodGet, srv.URL+tc.path, nil)
