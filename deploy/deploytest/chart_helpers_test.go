@@ -151,6 +151,26 @@ eventTally:
 		// Traces and metrics to two OTLP backends, headers (credentials)
 		// from existing Secrets.
 		{name: "otlp-per-signal", vals: localRunnersWith(t, otlpPerSignal)},
+		// A platform that assigns UIDs itself (OpenShift), pods spread over
+		// zones and prioritised, resource attributes of the user's merged
+		// with the pod's, the API server's networks as single addresses.
+		{name: "platform-overrides", vals: mergeValues(localRunnersWith(t, openShiftValues), parseValues(t, `
+global:
+  otelResourceAttributes: {deployment.environment.name: "prod eu"}
+  otlpEndpoint: "https://otlp.example.com"
+  otlpMetrics: {protocol: http/protobuf}
+networkPolicy: {kubeAPIServer: {cidrs: ["10.96.0.1", "fd00:10:96::1", "172.20.0.0/16"]}}
+informer: {priorityClassName: system-cluster-critical}
+kubeReconciler:
+  podSecurityContext: {runAsUser: 1000700000}
+  containerSecurityContext: {runAsUser: 1000700000}
+aguiProxy:
+  terminationGracePeriodSeconds: 11
+  topologySpreadConstraints: [{maxSkew: 1, topologyKey: topology.kubernetes.io/zone, whenUnsatisfiable: DoNotSchedule, minDomains: 2}]
+eventTally:
+  topologySpreadConstraints: []
+  extraEnv: [{name: OTEL_RESOURCE_ATTRIBUTES, value: "team=tally"}]
+`))},
 		// The smallest or oddest values the schema and the services both
 		// accept: the schema's rules must not be stricter than the services'.
 		{name: "edge-values", vals: parseValues(t, `

@@ -21,11 +21,23 @@ func loaderEnv(t *testing.T, r rendered, d *appsv1.Deployment) map[string]string
 			env[k] = d.Name + "-5d8f9c7b6-x2x4q"
 		case v == "fieldRef:status.podIP":
 			env[k] = "10.244.1.17"
+		case v == "fieldRef:metadata.namespace":
+			env[k] = d.Namespace
+		case v == "fieldRef:spec.nodeName":
+			env[k] = "node-a"
 		case strings.HasPrefix(v, "secret:") && strings.HasPrefix(k, "OTEL_EXPORTER_OTLP_") && strings.HasSuffix(k, "_HEADERS"):
 			// OTLP headers: key=value pairs, values URL-encoded.
 			env[k] = "authorization=Bearer%20s3cret-value"
 		case strings.HasPrefix(v, "secret:"):
 			env[k] = "s3cret-value"
+		}
+	}
+	// The kubelet expands $(NAME) references to the container's other
+	// variables (OTEL_RESOURCE_ATTRIBUTES names the pod through them) in
+	// env, not in the ConfigMaps of envFrom.
+	for _, e := range d.Spec.Template.Spec.Containers[0].Env {
+		if e.ValueFrom == nil {
+			env[e.Name] = expandVars(env[e.Name], env)
 		}
 	}
 	var mounts []string

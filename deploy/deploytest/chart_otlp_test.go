@@ -93,3 +93,42 @@ func TestChartOTLPPerSignal(t *testing.T) {
 		}
 	}
 }
+
+// TestChartOTLPSignalProtocol: a signal's protocol (global.otlpTraces.protocol,
+// global.otlpMetrics.protocol) is passed on whenever that signal is
+// exported, also without the signal's own endpoint: the SDK then sends the
+// signal to global.otlpEndpoint with that protocol (one endpoint serving
+// both, as OTLP gateways do on 443). With no endpoint for the signal
+// nothing is exported and the protocol would be silently ignored: refused.
+func TestChartOTLPSignalProtocol(t *testing.T) {
+	t.Parallel()
+	r := mustRender(t, parseValues(t, `
+global:
+  otlpEndpoint: "https://otlp.example.com"
+  otlpProtocol: grpc
+  otlpMetrics: {protocol: http/protobuf}
+`))
+	for _, u := range r.ofKind("Deployment") {
+		d := toTyped[appsv1.Deployment](t, u)
+		env := envOf(t, r, d)
+		if got := env["OTEL_EXPORTER_OTLP_METRICS_PROTOCOL"]; got != "http/protobuf" {
+			t.Errorf("%s: OTEL_EXPORTER_OTLP_METRICS_PROTOCOL = %q, want http/protobuf (global.otlpMetrics.protocol)", d.Name, got)
+		}
+		if v, ok := env["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"]; ok {
+			t.Errorf("%s: OTEL_EXPORTER_OTLP_TRACES_PROTOCOL = %q, but traces follow OTEL_EXPORTER_OTLP_PROTOCOL", d.Name, v)
+		}
+		for _, k := range []string{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"} {
+			if v, ok := env[k]; ok {
+				t.Errorf("%s: %s = %q, but no signal endpoint was asked for", d.Name, k, v)
+			}
+		}
+	}
+	for _, bad := range []struct{ values, wantErr string }{
+		{`global: {otlpTraces: {protocol: grpc}}`, "global.otlpTraces.protocol"},
+		{`global: {otlpTraces: {endpoint: "http://tempo:4317"}, otlpMetrics: {protocol: grpc}}`, "global.otlpMetrics.protocol"},
+	} {
+		if _, err := render(t, parseValues(t, bad.values)); err == nil || !strings.Contains(err.Error(), bad.wantErr) {
+			t.Errorf("values %s: error %v, want one naming %s", bad.values, err, bad.wantErr)
+		}
+	}
+}

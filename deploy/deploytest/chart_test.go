@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"maps"
 	"os"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -753,8 +754,17 @@ func TestChartServiceEnv(t *testing.T) {
 						forRunners[n] = true
 					}
 				}
+				// Variables the chart sets only for the kubelet to expand
+				// into another one ($(NAME)), e.g. the pod's name into
+				// OTEL_RESOURCE_ATTRIBUTES.
+				referenced := map[string]bool{}
+				for _, v := range env {
+					for _, m := range varRef.FindAllStringSubmatch(v, -1) {
+						referenced[m[1]] = true
+					}
+				}
 				for k := range env {
-					if !declared[k] && !forRunners[k] {
+					if !declared[k] && !forRunners[k] && !referenced[k] {
 						t.Errorf("%s/%s sets %s, which %s never reads", vs.name, d.Name, k, component)
 					}
 				}
@@ -771,6 +781,9 @@ func TestChartServiceEnv(t *testing.T) {
 		}
 	}
 }
+
+// varRef is a $(NAME) reference the kubelet expands in an env value.
+var varRef = regexp.MustCompile(`\$\(([A-Za-z_][A-Za-z0-9_]*)\)`)
 
 // TestChartNetworkPolicies checks the NetworkPolicies allow what each
 // service needs and nothing open-ended.

@@ -393,6 +393,8 @@ var sharedLoaders = map[string]string{
 	"service.LoadConfig(":    "libs/service/config.go",
 	"group.LoadConfig(":      "libs/group/load.go",
 	"telemetry.LoadEnv(":     "libs/telemetry/env.go",
+	// Called by telemetry.LoadEnv: OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES.
+	"checkResourceEnv(l)": "libs/telemetry/resource.go",
 }
 
 // declaredEnv returns the environment variables an image target's program

@@ -238,3 +238,55 @@ func TestMonitoringFiringGroups(t *testing.T) {
 		}
 	}
 }
+
+// proxyDownAlert is the alert on an agui-proxy none of whose pods is scraped.
+const proxyDownAlert = "AmbientProxyDown"
+
+// TestMonitoringProxyDown: with every agui-proxy pod gone (scaled to 0,
+// never scheduled, crash-looping before it serves /metrics) its series
+// vanish and AmbientProxyErrors, a ratio of them, stays silent while no
+// chat reaches any runner. The chart renders an absent() alert for the
+// agui-proxy when it is enabled, scoped to the release's namespace and
+// the agui-proxy's scrape job (the ServiceMonitor's job is the Service's
+// name): evaluated by the Prometheus engine, it fires when no stable or
+// canary proxy is scraped, also when only another release's proxies or
+// other services of this release are, and not while one is.
+func TestMonitoringProxyDown(t *testing.T) {
+	t.Parallel()
+	rule := mustRender(t, parseValues(t, monitoringValues)).find("PrometheusRule", releaseName+"-ambient-control-plane")
+	if rule == nil {
+		t.Fatal("no PrometheusRule rendered")
+	}
+	exprs, hold := alertExprs(t, rule, proxyDownAlert)
+	if len(exprs) != 1 {
+		t.Fatalf("%d %s rules rendered, want 1: with every agui-proxy gone nothing pages", len(exprs), proxyDownAlert)
+	}
+	if hold == "" {
+		t.Errorf("%s fires on the first evaluation; want a \"for\" that outlasts a rollout", proxyDownAlert)
+	}
+	// scraped is one scraped pod's process_start_time_seconds, labelled as
+	// the ServiceMonitors label their targets.
+	scraped := func(component, namespace, track string) labels.Labels {
+		return labels.FromStrings("__name__", "process_start_time_seconds", "job", name(component), "namespace", namespace,
+			"track", track, "pod", name(component)+"-"+track+"-0", "service", name(component))
+	}
+	others := []labels.Labels{scraped("event-tally", releaseNamespace, "stable"), scraped("informer", releaseNamespace, "stable"), scraped("agui-proxy", "other-release", "stable")}
+	for _, tc := range []struct {
+		name   string
+		series []labels.Labels
+		fires  bool
+	}{
+		{"stable proxies", append(slices.Clone(others), scraped("agui-proxy", releaseNamespace, "stable"), scraped("agui-proxy", releaseNamespace, "canary")), false},
+		{"only the canary", append(slices.Clone(others), scraped("agui-proxy", releaseNamespace, "canary")), false},
+		{"no proxy here", others, true},
+		{"nothing scraped", nil, true},
+	} {
+		if fired := len(firingGroups(t, exprs, tc.series)) > 0; fired != tc.fires {
+			t.Errorf("%s: %s fires = %v, want %v", tc.name, proxyDownAlert, fired, tc.fires)
+		}
+	}
+	off := mustRender(t, mergeValues(parseValues(t, monitoringValues), parseValues(t, `aguiProxy: {enabled: false}`))).find("PrometheusRule", releaseName+"-ambient-control-plane")
+	if exprs, _ := alertExprs(t, off, proxyDownAlert); len(exprs) != 0 {
+		t.Errorf("agui-proxy disabled: %s still rendered (it would fire forever)", proxyDownAlert)
+	}
+}

@@ -425,9 +425,11 @@ func queryProblems(q query, exported map[string]map[string]bool) []string {
 }
 
 // scrapeLabels are the labels Prometheus gives every target of the chart's
-// ServiceMonitors and that no /metrics page carries: the pod's track, and
-// the namespace (AmbientConsumerGroupNoMembers selects the release's).
-var scrapeLabels = map[string]bool{trackLabel: true, "namespace": true}
+// ServiceMonitors and that no /metrics page carries: the pod's track, the
+// namespace (AmbientConsumerGroupNoMembers and AmbientProxyDown select the
+// release's) and the job, the Service's name (AmbientProxyDown selects the
+// agui-proxy's).
+var scrapeLabels = map[string]bool{trackLabel: true, "namespace": true, "job": true}
 
 // legendLabel is a label reference in a Grafana legendFormat.
 var legendLabel = regexp.MustCompile(`{{\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*}}`)

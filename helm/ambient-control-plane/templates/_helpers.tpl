@@ -195,12 +195,21 @@ OTEL_EXPORTER_OTLP_PROTOCOL: {{ $.Values.global.otlpProtocol | quote }}
 {{- /*
 A signal's own endpoint comes with its protocol spelled out: left to the
 SDK, an unset per-signal protocol would fall back to the SDK's default
-(http/protobuf) whenever otlpEndpoint is empty, not to otlpProtocol.
+(http/protobuf) whenever otlpEndpoint is empty, not to otlpProtocol. A
+signal's protocol without its endpoint is the protocol the SDK uses for that
+signal towards otlpEndpoint; without otlpEndpoint either, nothing of the
+signal is exported and the protocol would be ignored: refused.
 */}}
 {{- range $signal, $s := dict "TRACES" .Values.global.otlpTraces "METRICS" .Values.global.otlpMetrics }}
-{{- with $s.endpoint }}
-OTEL_EXPORTER_OTLP_{{ $signal }}_ENDPOINT: {{ . | quote }}
+{{- if $s.endpoint }}
+OTEL_EXPORTER_OTLP_{{ $signal }}_ENDPOINT: {{ $s.endpoint | quote }}
 OTEL_EXPORTER_OTLP_{{ $signal }}_PROTOCOL: {{ default $.Values.global.otlpProtocol $s.protocol | quote }}
+{{- else if $s.protocol }}
+{{- $key := printf "global.otlp%s" (title (lower $signal)) }}
+{{- if not $.Values.global.otlpEndpoint }}
+{{- fail (printf "%s.protocol is set but neither %s.endpoint nor global.otlpEndpoint: no %s would be exported" $key $key (lower $signal)) }}
+{{- end }}
+OTEL_EXPORTER_OTLP_{{ $signal }}_PROTOCOL: {{ $s.protocol | quote }}
 {{- end }}
 {{- end }}
 {{- end -}}
@@ -233,6 +242,41 @@ and per signal), as a YAML list of [values key, URL] pairs.
 {{- end -}}
 {{- end -}}
 {{- toYaml $out -}}
+{{- end -}}
+
+{{/*
+acp.otelPodEnv: the pod's name, namespace and node from the Downward API,
+under the names the OpenTelemetry Operator uses, for
+acp.otelResourceAttributes to reference ($(NAME), which the kubelet expands).
+*/}}
+{{- define "acp.otelPodEnv" -}}
+- name: OTEL_RESOURCE_ATTRIBUTES_POD_NAME
+  valueFrom:
+    fieldRef: {fieldPath: metadata.name}
+- name: OTEL_RESOURCE_ATTRIBUTES_NAMESPACE
+  valueFrom:
+    fieldRef: {fieldPath: metadata.namespace}
+- name: OTEL_RESOURCE_ATTRIBUTES_NODE_NAME
+  valueFrom:
+    fieldRef: {fieldPath: spec.nodeName}
+{{- end -}}
+
+{{/*
+acp.otelResourceAttributes is OTEL_RESOURCE_ATTRIBUTES: the pod's k8s.*
+attributes and service.instance.id (the pod's name, unique per pod), then
+global.otelResourceAttributes (values URL-encoded, as the SDK decodes them:
+a space is %20, not "+"), then .user (extraEnv values, as written). Of two
+entries with one key the SDK keeps the later. (dict "context" $ "user" list)
+*/}}
+{{- define "acp.otelResourceAttributes" -}}
+{{- $attrs := list "k8s.pod.name=$(OTEL_RESOURCE_ATTRIBUTES_POD_NAME)" "k8s.namespace.name=$(OTEL_RESOURCE_ATTRIBUTES_NAMESPACE)" "k8s.node.name=$(OTEL_RESOURCE_ATTRIBUTES_NODE_NAME)" "service.instance.id=$(OTEL_RESOURCE_ATTRIBUTES_POD_NAME)" -}}
+{{- range $k, $v := .context.Values.global.otelResourceAttributes -}}
+{{- if not (regexMatch "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$" $k) -}}
+{{- fail (printf "global.otelResourceAttributes: key %q must be an HTTP token (letters, digits and !#$%%&'*+-.^_`|~; no '=', ',' or space): the SDK drops any other" $k) -}}
+{{- end -}}
+{{- $attrs = append $attrs (printf "%s=%s" $k (urlquery (toString $v) | replace "+" "%20")) -}}
+{{- end -}}
+{{- join "," (concat $attrs .user) -}}
 {{- end -}}
 
 {{/* acp.apiConfig is the ConfigMap data of services that call the ambient API. */}}
@@ -317,25 +361,72 @@ service's password). (dict "context" $ "component" "informer" "track" "stable")
 {{- end }}
 {{- end -}}
 
-{{/* acp.podSecurityContext is the restricted Pod Security profile. */}}
+{{/*
+acp.podSecurityContext / acp.containerSecurityContext: global.podSecurityContext
+(global.containerSecurityContext) with a service's own merged over it key by
+key, a key set to null there removing the global one (a whole key is
+replaced: seccompProfile, capabilities). The defaults in values.yaml are the
+restricted Pod Security profile with UID and GID 65532 and a read-only root;
+a key set to null under global is dropped by Helm itself (runAsUser: null
+for OpenShift). (dict "context" $ ["component" "informer"]; no component:
+the global ones, for the `helm test` pod)
+*/}}
 {{- define "acp.podSecurityContext" -}}
-runAsNonRoot: true
-runAsUser: 65532
-runAsGroup: 65532
-fsGroup: 65532
-seccompProfile:
-  type: RuntimeDefault
+{{- include "acp.securityContext" (merge (dict "key" "podSecurityContext") .) -}}
+{{- end -}}
+{{- define "acp.containerSecurityContext" -}}
+{{- include "acp.securityContext" (merge (dict "key" "containerSecurityContext") .) -}}
+{{- end -}}
+{{- define "acp.securityContext" -}}
+{{- $sc := deepCopy (get .context.Values.global .key | default dict) -}}
+{{- if .component -}}
+{{- $own := get (get .context.Values (include "acp.valuesKey" .component)) .key | default dict -}}
+{{- range $k, $v := $own -}}
+{{- if kindIs "invalid" $v -}}
+{{- $_ := unset $sc $k -}}
+{{- else -}}
+{{- $_ := set $sc $k $v -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- range $k, $v := $sc -}}
+{{- if kindIs "invalid" $v -}}
+{{- $_ := unset $sc $k -}}
+{{- end -}}
+{{- end -}}
+{{- if $sc -}}
+{{- toYaml $sc -}}
+{{- else -}}
+{}
+{{- end -}}
 {{- end -}}
 
-{{/* acp.containerSecurityContext is the restricted profile of a container with a read-only root. */}}
-{{- define "acp.containerSecurityContext" -}}
-allowPrivilegeEscalation: false
-readOnlyRootFilesystem: true
-runAsNonRoot: true
-capabilities:
-  drop: ["ALL"]
-seccompProfile:
-  type: RuntimeDefault
+{{/*
+acp.topologySpread is a Deployment's topologySpreadConstraints: the service's
+list as it is, except that an entry without a labelSelector gets the
+Deployment's own selector (component and track) and matchLabelKeys
+[pod-template-hash], so it counts only the pods of the same ReplicaSet (a
+rollout's new pods are not pushed away by the old ones). (dict "context" $
+"component" "informer" "track" "stable")
+*/}}
+{{- define "acp.topologySpread" -}}
+{{- $svc := get .context.Values (include "acp.valuesKey" .component) -}}
+{{- $out := list -}}
+{{- range $svc.topologySpreadConstraints -}}
+{{- $c := deepCopy . -}}
+{{- if not $c.labelSelector -}}
+{{- $sel := fromYaml (include "acp.selectorLabels" (dict "context" $.context "component" $.component)) -}}
+{{- $_ := set $sel "ambient-code.io/track" $.track -}}
+{{- $_ := set $c "labelSelector" (dict "matchLabels" $sel) -}}
+{{- if not (hasKey $c "matchLabelKeys") -}}
+{{- $_ := set $c "matchLabelKeys" (list "pod-template-hash") -}}
+{{- end -}}
+{{- end -}}
+{{- $out = append $out $c -}}
+{{- end -}}
+{{- with $out -}}
+{{- toYaml . -}}
+{{- end -}}
 {{- end -}}
 
 {{/*

@@ -80,8 +80,9 @@ spec:
       {{- with $np.kubeAPIServer.cidrs }}
       to:
         {{- range . }}
+        {{- /* An ipBlock takes CIDR notation only: a single address becomes its /32 or /128. */}}
         - ipBlock:
-            cidr: {{ . }}
+            cidr: {{ ternary . (printf "%s/%s" . (ternary "128" "32" (contains ":" .))) (contains "/" .) | quote }}
         {{- end }}
       {{- end }}
     {{- end }}

@@ -39,6 +39,31 @@ rolling updates.
 {{- $extraVolumes := concat (default list $ctx.Values.global.extraVolumes) (default list $svc.extraVolumes) -}}
 {{- $extraVolumeMounts := concat (default list $ctx.Values.global.extraVolumeMounts) (default list $svc.extraVolumeMounts) -}}
 {{- include "acp.checkVolumes" (dict "key" (include "acp.valuesKey" .component) "volumes" (concat (list (dict "name" "tmp")) (fromYamlArray (include "acp.natsVolume" $natsArgs)) (fromYamlArray (default "" .volumes)) $extraVolumes) "mounts" (concat (list (dict "name" "tmp" "mountPath" "/tmp")) (fromYamlArray (include "acp.natsVolumeMount" $natsArgs)) (fromYamlArray (default "" .volumeMounts)) $extraVolumeMounts)) -}}
+{{- /*
+OTEL_RESOURCE_ATTRIBUTES of an extraEnv (the service's, then the track's) is
+merged into the chart's one variable (acp.otelResourceAttributes), not set a
+second time.
+*/ -}}
+{{- $key := include "acp.valuesKey" .component -}}
+{{- $userAttrs := list -}}
+{{- $extraEnv := list -}}
+{{- $trackEnv := list -}}
+{{- range $where, $src := dict "1" (list (printf "%s.extraEnv" $key) $svc.extraEnv) "2" (list (printf "%s.canary.extraEnv" $key) .canaryEnv) -}}
+{{- range (last $src | default list) -}}
+{{- if eq (toString .name) "OTEL_RESOURCE_ATTRIBUTES" -}}
+{{- if or (not (hasKey . "value")) (hasKey . "valueFrom") -}}
+{{- fail (printf "%s: OTEL_RESOURCE_ATTRIBUTES must have a literal value, which the chart merges with its own (the pod's k8s.* attributes); put attributes of every service in global.otelResourceAttributes" (first $src)) -}}
+{{- end -}}
+{{- with trim (toString .value) -}}
+{{- $userAttrs = append $userAttrs . -}}
+{{- end -}}
+{{- else if eq $where "1" -}}
+{{- $extraEnv = append $extraEnv . -}}
+{{- else -}}
+{{- $trackEnv = append $trackEnv . -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
 {{- $fixedMember := false -}}
 {{- range concat (default list .canaryEnv) (default list $svc.extraEnv) -}}
 {{- if and (eq (toString .name) "MEMBER_ID") (hasKey . "value") -}}
@@ -79,7 +104,10 @@ spec:
       automountServiceAccountToken: {{ .automountToken | default false }}
       enableServiceLinks: false
       securityContext:
-        {{- include "acp.podSecurityContext" $ctx | nindent 8 }}
+        {{- include "acp.podSecurityContext" (dict "context" $ctx "component" .component) | nindent 8 }}
+      {{- with $svc.priorityClassName }}
+      priorityClassName: {{ . | quote }}
+      {{- end }}
       {{- with $ctx.Values.global.imagePullSecrets }}
       imagePullSecrets:
         {{- range . }}
@@ -102,16 +130,20 @@ spec:
             - configMapRef:
                 name: {{ include "acp.configName" (dict "context" $ctx "component" .component) }}
           env:
+            {{- include "acp.otelPodEnv" $ctx | nindent 12 }}
             {{- include "acp.secretEnv" (dict "context" $ctx "component" .component "track" .track "api" .api) | nindent 12 }}
             {{- with .env }}
             {{- . | nindent 12 }}
             {{- end }}
-            {{- with $svc.extraEnv }}
+            {{- with $extraEnv }}
             {{- toYaml . | nindent 12 }}
             {{- end }}
-            {{- with .canaryEnv }}
+            {{- with $trackEnv }}
             {{- toYaml . | nindent 12 }}
             {{- end }}
+            {{- /* Last: the kubelet expands $(NAME) only to variables defined before. */}}
+            - name: OTEL_RESOURCE_ATTRIBUTES
+              value: {{ include "acp.otelResourceAttributes" (dict "context" $ctx "user" $userAttrs) | quote }}
           livenessProbe:
             httpGet:
               path: /healthz
@@ -125,7 +157,7 @@ spec:
           resources:
             {{- toYaml $svc.resources | nindent 12 }}
           securityContext:
-            {{- include "acp.containerSecurityContext" $ctx | nindent 12 }}
+            {{- include "acp.containerSecurityContext" (dict "context" $ctx "component" .component) | nindent 12 }}
           volumeMounts:
             - name: tmp
               mountPath: /tmp
@@ -158,6 +190,10 @@ spec:
       {{- with $svc.affinity }}
       affinity:
         {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- with include "acp.topologySpread" (dict "context" $ctx "component" .component "track" .track) }}
+      topologySpreadConstraints:
+        {{- . | nindent 8 }}
       {{- end }}
 {{- end -}}
 
