@@ -166,6 +166,7 @@ kubeReconciler:
   containerSecurityContext: {runAsUser: 1000700000}
 aguiProxy:
   terminationGracePeriodSeconds: 11
+  shutdownDelaySeconds: 0
   topologySpreadConstraints: [{maxSkew: 1, topologyKey: topology.kubernetes.io/zone, whenUnsatisfiable: DoNotSchedule, minDomains: 2}]
 eventTally:
   topologySpreadConstraints: []

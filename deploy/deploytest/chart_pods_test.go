@@ -219,10 +219,12 @@ func TestChartAguiProxyStreamsEndWithinGrace(t *testing.T) {
 	for _, tc := range []struct {
 		values string
 		grace  time.Duration
+		delay  time.Duration
 	}{
-		{``, 60 * time.Second},
-		{`aguiProxy: {terminationGracePeriodSeconds: 20, canary: {enabled: true, image: {tag: 0.2.0-rc.1}}}`, 20 * time.Second},
-		{`aguiProxy: {terminationGracePeriodSeconds: 3600}`, time.Hour},
+		{``, 60 * time.Second, 5 * time.Second},
+		{`aguiProxy: {terminationGracePeriodSeconds: 20, canary: {enabled: true, image: {tag: 0.2.0-rc.1}}}`, 20 * time.Second, 5 * time.Second},
+		{`aguiProxy: {terminationGracePeriodSeconds: 3600}`, time.Hour, 5 * time.Second},
+		{`aguiProxy: {terminationGracePeriodSeconds: 11, shutdownDelaySeconds: 0}`, 11 * time.Second, 0},
 	} {
 		r := mustRender(t, parseValues(t, tc.values))
 		for _, u := range r.ofKind("Deployment") {
@@ -234,22 +236,40 @@ func TestChartAguiProxyStreamsEndWithinGrace(t *testing.T) {
 			if grace != tc.grace {
 				t.Errorf("values %s: %s grace %s, want %s", tc.values, d.Name, grace, tc.grace)
 			}
-			streams := 25 * time.Second // the service's default
-			if v, ok := envOf(t, r, d)["SHUTDOWN_TIMEOUT"]; ok {
-				var err error
-				if streams, err = time.ParseDuration(v); err != nil {
-					t.Fatalf("%s: SHUTDOWN_TIMEOUT %q: %v", d.Name, v, err)
-				}
+			env := envOf(t, r, d)
+			streams := durationEnv(t, env, "SHUTDOWN_TIMEOUT", 25*time.Second) // the service's default
+			delay := durationEnv(t, env, "SHUTDOWN_DELAY", 0)
+			if delay != tc.delay {
+				t.Errorf("values %s: %s: new connections accepted for %s after SIGTERM (SHUTDOWN_DELAY), want %s", tc.values, d.Name, delay, tc.delay)
 			}
-			if streams != grace-shutdownMargin {
-				t.Errorf("values %s: %s: open streams end after %s (SHUTDOWN_TIMEOUT), want the grace period %s less %s", tc.values, d.Name, streams, grace, shutdownMargin)
+			if streams != grace-delay-shutdownMargin {
+				t.Errorf("values %s: %s: open streams end after %s (SHUTDOWN_TIMEOUT), want the grace period %s less the delay %s and %s", tc.values, d.Name, streams, grace, delay, shutdownMargin)
 			}
 		}
 	}
-	_, err := render(t, parseValues(t, `aguiProxy: {terminationGracePeriodSeconds: 10}`))
-	if err == nil || !strings.Contains(err.Error(), "aguiProxy.terminationGracePeriodSeconds") {
-		t.Errorf("a grace of 10 s (no time for streams): error %v, want one naming aguiProxy.terminationGracePeriodSeconds", err)
+	for _, values := range []string{
+		`aguiProxy: {terminationGracePeriodSeconds: 10, shutdownDelaySeconds: 0}`,
+		`aguiProxy: {terminationGracePeriodSeconds: 15}`, // 5 s delay: 16 at least
+	} {
+		_, err := render(t, parseValues(t, values))
+		if err == nil || !strings.Contains(err.Error(), "aguiProxy.terminationGracePeriodSeconds") {
+			t.Errorf("values %s (no time for streams): error %v, want one naming aguiProxy.terminationGracePeriodSeconds", values, err)
+		}
 	}
+}
+
+// durationEnv is the duration env[name], def when unset.
+func durationEnv(t *testing.T, env map[string]string, name string, def time.Duration) time.Duration {
+	t.Helper()
+	v, ok := env[name]
+	if !ok {
+		return def
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		t.Fatalf("%s %q: %v", name, v, err)
+	}
+	return d
 }
 
 // podEnv is a container's environment as the kubelet builds it: the

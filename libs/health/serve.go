@@ -22,10 +22,17 @@ type Graceful struct {
 	// cancelled; after it the remaining connections are closed and Serve
 	// reports the shutdown as failed. 0 means [DefaultShutdownTimeout].
 	Drain time.Duration
+	// Delay keeps the server accepting new connections and requests this
+	// long after ctx ends, before the shutdown (and Grace) starts: a pod
+	// marked terminating still gets new connections for a moment, until
+	// kube-proxy and the load balancers in front have seen it leave the
+	// endpoints, and a listener closed at once refuses them. 0: none.
+	Delay time.Duration
 }
 
-// Serve serves srv on ln, which it closes, until ctx ends, then shuts down
-// in two steps: the listener closes at once and in-flight requests get
+// Serve serves srv on ln, which it closes, until ctx ends (and g.Delay
+// after), then shuts down in two steps: the listener closes and in-flight
+// requests get
 // g.Grace to finish; then their contexts (srv.BaseContext, which Serve sets)
 // are cancelled so long-lived handlers return, and after g.Drain the
 // server is closed. name labels logs and errors ("health", "proxy").
@@ -51,6 +58,16 @@ func Serve(ctx context.Context, name string, srv *http.Server, ln net.Listener, 
 	case err := <-serveErr:
 		return fmt.Errorf("%s server %s: %w", name, addr, err)
 	case <-ctx.Done():
+	}
+	if g.Delay > 0 {
+		log.Info("http server stopping after a delay", slog.Duration(logkey.Duration, g.Delay))
+		t := time.NewTimer(g.Delay)
+		select {
+		case err := <-serveErr:
+			t.Stop()
+			return fmt.Errorf("%s server %s: %w", name, addr, err)
+		case <-t.C:
+		}
 	}
 
 	err := shutdown(ctx, srv, g.Grace)

@@ -1,12 +1,15 @@
 package health
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -135,4 +138,72 @@ func TestServeDrainExceeded(t *testing.T) {
 	// The connection was cut under the request: any outcome will do, the
 	// wait only keeps the request goroutine from outliving the test.
 	_ = recv(t, res, "response")
+}
+
+// TestServeKeepsServingDuringDelay: for Delay after ctx ends the server
+// still accepts new connections (a terminating pod still gets them until
+// the endpoints update reaches kube-proxy); only then does it shut down.
+func TestServeKeepsServingDuringDelay(t *testing.T) {
+	t.Parallel()
+	logs := &lockedBuffer{wrote: make(chan struct{}, 1)}
+	ln, err := (&net.ListenConfig{}).Listen(t.Context(), "tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1) // Serve's result, sent once
+	h := http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})
+	// Owned by the test: ends after cancel and the delay; awaited below.
+	go func() {
+		done <- Serve(ctx, "test", &http.Server{Handler: h, ReadHeaderTimeout: time.Second}, ln,
+			Graceful{Delay: 5 * time.Second}, slog.New(slog.NewTextHandler(logs, nil)))
+	}()
+	url := "http://" + ln.Addr().String()
+	if err := recv(t, request(t, url), "request before the stop"); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	timeout := time.After(10 * time.Second)
+	for !strings.Contains(logs.String(), "stopping after a delay") {
+		select {
+		case <-logs.wrote:
+		case <-timeout:
+			t.Fatalf("Serve did not start its delay after ctx ended; logs:\n%s", logs)
+		}
+	}
+	// Within the 5 s delay: a new connection is still served.
+	if err := recv(t, request(t, url), "request during the delay"); err != nil {
+		t.Fatalf("a new request during the delay failed: %v", err)
+	}
+	if err := recv(t, done, "Serve's return"); err != nil {
+		t.Fatal(err)
+	}
+	if err := recv(t, request(t, url), "request after the stop"); err == nil {
+		t.Fatal("a request after Serve returned was served")
+	}
+}
+
+// lockedBuffer is a bytes.Buffer safe for a logger and a reader at once;
+// wrote (buffered 1) gets a token after each write.
+type lockedBuffer struct {
+	mu    sync.Mutex
+	buf   bytes.Buffer
+	wrote chan struct{}
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n, err := b.buf.Write(p)
+	select { // after the write: a reader woken by it sees the bytes
+	case b.wrote <- struct{}{}:
+	default:
+	}
+	return n, err
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }

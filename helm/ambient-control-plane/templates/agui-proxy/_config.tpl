@@ -6,16 +6,21 @@
 {{- fail (printf "aguiProxy.port (%d) must differ from global.metricsPort: the proxy and its metrics server listen on separate ports, and the second listen would fail at start-up" (int $p.port)) -}}
 {{- end -}}
 {{- /*
-Open streams get the grace period less 10 s (the stream drain of 2 s, the
-NATS drain and the telemetry flush follow) and then end cleanly, before the
-kubelet's SIGKILL.
+After SIGTERM the proxy first keeps accepting new connections for
+shutdownDelaySeconds (SHUTDOWN_DELAY: the pod is leaving the Service's
+endpoints, and kube-proxy and load balancers still send it connections for a
+moment); then open streams get the rest of the grace period less 10 s (the
+stream drain of 2 s, the NATS drain and the telemetry flush follow) and end
+cleanly, before the kubelet's SIGKILL.
 */ -}}
 {{- $grace := int $p.terminationGracePeriodSeconds -}}
-{{- if lt $grace 11 -}}
-{{- fail (printf "aguiProxy.terminationGracePeriodSeconds must be at least 11, got %d: open streams get it less 10 s (SHUTDOWN_TIMEOUT), which the stream drain, the NATS drain and the telemetry flush need after them" $grace) -}}
+{{- $delay := int $p.shutdownDelaySeconds -}}
+{{- if lt $grace (add $delay 11) -}}
+{{- fail (printf "aguiProxy.terminationGracePeriodSeconds must be at least aguiProxy.shutdownDelaySeconds + 11 (%d), got %d: open streams get it less the delay and 10 s (SHUTDOWN_TIMEOUT), which the stream drain, the NATS drain and the telemetry flush need after them" (add $delay 11) $grace) -}}
 {{- end -}}
 {{ include "acp.commonConfig" . }}
-SHUTDOWN_TIMEOUT: {{ printf "%ds" (sub $grace 10) | quote }}
+SHUTDOWN_DELAY: {{ printf "%ds" $delay | quote }}
+SHUTDOWN_TIMEOUT: {{ printf "%ds" (sub (sub $grace 10) $delay) | quote }}
 LOCAL_PROXY_ADDR: {{ printf ":%d" (int $p.port) | quote }}
 CORS_ALLOWED_ORIGIN: {{ $p.corsAllowedOrigin | quote }}
 AGUI_AUTH: {{ $p.auth.mode | quote }}

@@ -104,8 +104,9 @@ func (a *App) Addr() string { return a.ln.Addr().String() }
 // MetricsAddr is the bound address of /healthz, /readyz and /metrics.
 func (a *App) MetricsAddr() string { return a.metricsLn.Addr().String() }
 
-// Run serves until ctx ends, then shuts down gracefully: new connections
-// stop, open streams get ShutdownTimeout to finish and are then ended
+// Run serves until ctx ends, then shuts down gracefully: after
+// ShutdownDelay new connections stop, open streams get ShutdownTimeout to
+// finish and are then ended
 // cleanly, NATS is drained and telemetry flushed. It serves before NATS is
 // reachable: the proxy routes from the table it has (none at first: 503).
 func (a *App) Run(ctx context.Context) error {
@@ -158,7 +159,7 @@ func (a *App) Run(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		rt.Serve("proxy server", a.server(router), a.ln, health.Graceful{Grace: cfg.ShutdownTimeout, Drain: streamDrain})
+		rt.Serve("proxy server", a.server(router), a.ln, health.Graceful{Delay: cfg.ShutdownDelay, Grace: cfg.ShutdownTimeout, Drain: streamDrain})
 		rt.Check("routing_table", func(context.Context) error { return a.tableSynced() })
 		a.rt.Store(rt)
 		log.Info("agui-proxy started", slog.String(logkey.Addr, a.Addr()), slog.String("metrics_addr", a.MetricsAddr()), slog.Any("config", cfg))

@@ -255,6 +255,46 @@ func TestInterruptReachesRunner(t *testing.T) {
 	}
 }
 
+// TestShutdownDelayKeepsAccepting: with SHUTDOWN_DELAY the proxy still
+// takes new connections after the stop signal (a terminating pod gets them
+// until kube-proxy and the load balancers saw it leave the endpoints), and
+// closes its listener only after the delay.
+func TestShutdownDelayKeepsAccepting(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	cfg := e.proxyCfg()
+	cfg.ShutdownDelay = 5 * time.Second
+	p := startProxy(t, cfg)
+	url := p.session("s-none", "/health")
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}} // a new connection each time
+	stopped := make(chan error, 1)                                              // stop's result
+	go func() { stopped <- p.stop() }()
+	// Well inside the delay, for half a second: every new connection is
+	// answered (by a 404 or a 503: any answer shows the listener open).
+	probes := time.NewTicker(100 * time.Millisecond)
+	defer probes.Stop()
+	for range 5 {
+		<-probes.C
+		resp, err := client.Get(url) //nolint:noctx // a plain probe; the client has no keep-alive to leak
+		if err != nil {
+			t.Fatalf("a new connection after the stop signal, inside SHUTDOWN_DELAY, failed: %v", err)
+		}
+		_ = resp.Body.Close()
+	}
+	select {
+	case err := <-stopped:
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Run did not return")
+	}
+	if resp, err := client.Get(url); err == nil { //nolint:noctx // as above
+		_ = resp.Body.Close()
+		t.Fatal("the proxy still answers after Run returned")
+	}
+}
+
 // TestShutdownEndsStreamsCleanly: on shutdown an open stream gets
 // SHUTDOWN_TIMEOUT, then ends with a clean end of body, and the runner sees
 // its request cancelled; Run returns nil.

@@ -56,6 +56,7 @@ const (
 	EnvUpstreamHeader    = "UPSTREAM_HEADER_TIMEOUT"
 	EnvUpstreamTimeout   = "UPSTREAM_TIMEOUT"
 	EnvShutdownTimeout   = "SHUTDOWN_TIMEOUT"
+	EnvShutdownDelay     = "SHUTDOWN_DELAY"
 )
 
 // Config is the whole agui-proxy configuration. Pass it by value.
@@ -122,6 +123,12 @@ type Config struct {
 	UpstreamTimeout       time.Duration
 	// ShutdownTimeout bounds the graceful stop; open streams end at once.
 	ShutdownTimeout time.Duration
+	// ShutdownDelay keeps the proxy accepting new connections this long
+	// after the stop signal, before ShutdownTimeout starts: a terminating
+	// pod still gets connections until kube-proxy and load balancers saw
+	// it leave the Service's endpoints (0: close at once, for the dev
+	// stack and compose).
+	ShutdownDelay time.Duration
 }
 
 // Defaults returns the configuration used for every unset variable.
@@ -198,6 +205,7 @@ func FromEnv(lookup envconfig.LookupFunc) (Config, error) {
 		UpstreamHeaderTimeout: l.Duration(EnvUpstreamHeader, d.UpstreamHeaderTimeout),
 		UpstreamTimeout:       l.Duration(EnvUpstreamTimeout, d.UpstreamTimeout),
 		ShutdownTimeout:       l.Duration(EnvShutdownTimeout, d.ShutdownTimeout),
+		ShutdownDelay:         l.Duration(EnvShutdownDelay, d.ShutdownDelay),
 	}
 	c.NATS.Name = l.String(EnvNATSName, d.NATS.Name)
 	if c.Authz == authz.ModeKube {
