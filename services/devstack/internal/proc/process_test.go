@@ -116,17 +116,18 @@ func TestHoldKeepsTheChildDown(t *testing.T) {
 	waitPID(t, p, first)
 }
 
-// TestStopEscalatesToKill: a child that ignores SIGTERM is killed after
-// the grace period, and its whole process group with it.
-func TestStopEscalatesToKill(t *testing.T) {
+// startStubborn runs a shell that ignores SIGTERM and has a child doing
+// the same (its pid returned), as a runner busy with a tool does; cancel
+// ends Run's ctx, done gets Run's result once the child is stopped.
+func startStubborn(t *testing.T) (p *Process, cancel context.CancelFunc, done <-chan error, grandchild int) {
+	t.Helper()
 	pidFile := filepath.Join(t.TempDir(), "grandchild.pid")
-	p := New(Spec{Name: "stubborn", Path: "/bin/sh",
+	p = New(Spec{Name: "stubborn", Path: "/bin/sh",
 		Args: []string{"-c", `trap '' TERM; sleep 60 & echo $! > ` + pidFile + `; wait`}})
 	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }() // owned here; ends after cancel + Stop
+	result := make(chan error, 1)
+	go func() { result <- p.Run(ctx) }() // owned by the caller; ends after cancel + Stop
 	waitPID(t, p, 0)
-	var grandchild int
 	testenv.Eventually(t, 10*time.Second, func() error {
 		b, err := os.ReadFile(pidFile)
 		if err != nil || !strings.HasSuffix(string(b), "\n") {
@@ -135,6 +136,13 @@ func TestStopEscalatesToKill(t *testing.T) {
 		grandchild, err = strconv.Atoi(strings.TrimSpace(string(b)))
 		return err
 	})
+	return p, cancel, result, grandchild
+}
+
+// TestStopEscalatesToKill: a child that ignores SIGTERM is killed after
+// the grace period, and its whole process group with it.
+func TestStopEscalatesToKill(t *testing.T) {
+	p, cancel, done, grandchild := startStubborn(t)
 	cancel()
 	begun := time.Now()
 	if err := p.Stop(t.Context(), 200*time.Millisecond); err != nil {
@@ -160,19 +168,7 @@ func TestStopEscalatesToKill(t *testing.T) {
 // TestStopKillsAtOnceWhenHurried: a Stop whose context ends (devstack's
 // second Ctrl-C) stops waiting out the grace and kills the child's group.
 func TestStopKillsAtOnceWhenHurried(t *testing.T) {
-	pidFile := filepath.Join(t.TempDir(), "grandchild.pid")
-	p := New(Spec{Name: "stubborn", Path: "/bin/sh",
-		Args: []string{"-c", `trap '' TERM; sleep 60 & echo $! > ` + pidFile + `; wait`}})
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }() // owned here; ends after cancel + Stop
-	waitPID(t, p, 0)
-	testenv.Eventually(t, 10*time.Second, func() error {
-		if b, err := os.ReadFile(pidFile); err != nil || !strings.HasSuffix(string(b), "\n") {
-			return fmt.Errorf("the child did not start its own child: %q, %v", b, err)
-		}
-		return nil
-	})
+	p, cancel, done, _ := startStubborn(t)
 	cancel()
 	hurry, hurryNow := context.WithCancel(t.Context())
 	stopped := make(chan error, 1)
