@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	apisession "github.com/ambient-code/control-plane/libs/session"
@@ -13,8 +14,17 @@ import (
 
 // Phases the audit expects of local sessions (runner-manager writes them).
 const (
-	phaseRunning = string(apisession.PhaseRunning)
-	phaseStopped = string(apisession.PhaseStopped)
+	phaseRunning   = string(apisession.PhaseRunning)
+	phaseStopped   = string(apisession.PhaseStopped)
+	phaseFailed    = string(apisession.PhaseFailed)
+	phaseCompleted = string(apisession.PhaseCompleted)
+)
+
+// runner-manager's condition type and reason of a runner's exit
+// (services/runner-manager/internal/status).
+const (
+	condRunnerStarted   = "RunnerStarted"
+	reasonProcessExited = "ProcessExited"
 )
 
 // check is one audit check and what failed in it.
@@ -63,6 +73,9 @@ type auditInput struct {
 	Faults        []faultRecord
 	Streams       []streamInfo
 	StreamsErr    error
+	// Events is the whole events stream at the end, in order.
+	Events        []streamEvent
+	EventsErr     error
 	Converged     time.Duration // -1: did not converge
 	ConvergeBound time.Duration
 	ConvergeLimit time.Duration
@@ -160,6 +173,9 @@ func audit(in auditInput) auditResult {
 	r.Checks = append(r.Checks, oversizeCheck(in.Faults))
 	r.Checks = append(r.Checks, exitsCheck(in.Exits, in.ScheduleStart))
 	r.Checks = append(r.Checks, journalCheck(in.Journal, in.Faults))
+	r.Checks = append(r.Checks, freezeCheck(in.Faults))
+	r.Checks = append(r.Checks, runnerKillCheck(in.Faults))
+	r.Checks = append(r.Checks, eventOrderCheck(in.Events, in.EventsErr, in.Faults, in.ScheduleStart))
 	return r
 }
 
@@ -241,6 +257,14 @@ func sessionProblems(s session, obs observation) []string {
 		default:
 			out = append(out, statusProblems(api, crs[0])...)
 		}
+	case s.RunnerKilled:
+		out = append(out, killedProblems(api, runners, obs.Unrouted[s.ID], obs.Proxies)...)
+		if len(crs) > 0 {
+			add("local session has an AgenticSession %s/%s", crs[0].Namespace, crs[0].Name)
+		}
+		if hasOwner {
+			add("runner killed, its record of %s left in KV", owner.Owner)
+		}
 	case !s.Running:
 		if len(crs) > 0 {
 			add("local session has an AgenticSession %s/%s", crs[0].Namespace, crs[0].Name)
@@ -271,6 +295,38 @@ func sessionProblems(s session, obs observation) []string {
 		default:
 			add("%d runners (%s)", len(runners), describeRunners(runners))
 		}
+	}
+	return out
+}
+
+// killedMessage is the RunnerStarted message of a session whose runner was
+// killed with SIGKILL (runner-manager README, Lifecycle: "ProcessExited:
+// killed by signal <name>", the stderr tail after it).
+var killedMessage = "ProcessExited: killed by signal " + syscall.SIGKILL.String()
+
+// killedProblems lists how a session whose runner was killed differs from
+// the documented outcome (runner-manager README, Lifecycle: a runner
+// killed by a signal it did not handle ends its session Failed, condition
+// RunnerStarted=False reason ProcessExited, completion_time set; a terminal
+// phase never starts anything; the claim is released, so every agui-proxy
+// answers 404 for it). unrouted is how many of proxies answered 404.
+func killedProblems(api apiSession, runners []runnerProc, unrouted, proxies int) []string {
+	var out []string
+	if api.Phase != phaseFailed {
+		out = append(out, fmt.Sprintf("runner killed, phase %q, want %q%s", api.Phase, phaseFailed, conditionsNote(api.Conditions)))
+	}
+	c, ok := conditionOf(api.Conditions, condRunnerStarted)
+	if !ok || c.Status != "False" || c.Reason != reasonProcessExited || !strings.HasPrefix(c.Message, killedMessage) {
+		out = append(out, fmt.Sprintf("runner killed, RunnerStarted %s, want False %s %q", runnerStarted(api.Conditions), reasonProcessExited, killedMessage))
+	}
+	if !api.Completed {
+		out = append(out, "runner killed, no completion_time")
+	}
+	if len(runners) > 0 {
+		out = append(out, fmt.Sprintf("runner killed, runner started again (%s)", describeRunners(runners)))
+	}
+	if unrouted != proxies {
+		out = append(out, fmt.Sprintf("runner killed, %d of %d agui-proxies answer 404 (unknown session)", unrouted, proxies))
 	}
 	return out
 }
@@ -353,26 +409,31 @@ func statusCheck(sessions []session, obs observation, st operatorStats, faults [
 		c.Failures = append(c.Failures, "nothing tested the status write-back's failover: no session written in a dead kube-reconciler's partitions while it was down lived to the end")
 	}
 	for _, f := range faults {
-		if !f.killsReconciler() || !f.Takeover {
+		if !f.downsReconciler() || !f.Takeover {
 			continue
 		}
-		c.Detail += fmt.Sprintf("; %s down %s: its peer carried %d of %d writes in its partitions before the restart", f.Target, f.Down, f.TakenOver, f.TakeoverWrites)
+		how, until := "down", "the restart"
+		if f.Kind == FaultFreeze {
+			how, until = "frozen", "the thaw"
+		}
+		c.Detail += fmt.Sprintf("; %s %s %s: its peer carried %d of %d writes in its partitions before %s", f.Target, how, f.Down, f.TakenOver, f.TakeoverWrites, until)
 		switch {
 		case f.TakeoverWrites == 0:
-			c.Failures = append(c.Failures, fmt.Sprintf("note: no write landed in %s's partitions while it was down, so its peer's takeover of the status write-back was not tested", f.Target))
+			c.Failures = append(c.Failures, fmt.Sprintf("note: no write landed in %s's partitions while it was %s, so its peer's takeover of the status write-back was not tested", f.Target, how))
 		case f.TakenOver < f.TakeoverWrites:
 			c.OK = false
-			c.Failures = append(c.Failures, fmt.Sprintf("%s stayed down %s, past MEMBER_TTL, yet its peer carried only %d of the %d status writes in its partitions to the API before the restart", f.Target, f.Down, f.TakenOver, f.TakeoverWrites))
+			c.Failures = append(c.Failures, fmt.Sprintf("%s stayed %s %s, past MEMBER_TTL, yet its peer carried only %d of the %d status writes in its partitions to the API before %s", f.Target, how, f.Down, f.TakenOver, f.TakeoverWrites, until))
 		}
 	}
 	return c
 }
 
-// reconcilerKills counts the kills of kube-reconciler replicas in faults.
+// reconcilerKills counts the kills and freezes of kube-reconciler replicas
+// in faults: the downtimes in which the operator wrote statuses.
 func reconcilerKills(faults []faultRecord) int {
 	n := 0
 	for _, f := range faults {
-		if f.killsReconciler() {
+		if f.downsReconciler() {
 			n++
 		}
 	}
@@ -664,4 +725,139 @@ func lastFault(faults []faultRecord, t time.Time) string {
 		}
 	}
 	return ""
+}
+
+// versionTime is the updated_at part of an event version
+// ("<updated_at unix micros, zero padded>-<content hash>").
+func versionTime(v string) string {
+	t, _, _ := strings.Cut(v, "-")
+	return t
+}
+
+// olderVersion reports whether version a is of an older state than b (by
+// updated_at; two states of one instant are not ordered).
+func olderVersion(a, b string) bool {
+	ta, tb := versionTime(a), versionTime(b)
+	if len(ta) != len(tb) {
+		return len(ta) < len(tb)
+	}
+	return ta < tb
+}
+
+// eventOrderProblems lists the events of the stream (in stream order) that
+// break what consumers rely on: per object, no event of an older state
+// after one of a newer state, no event of the same state and type twice
+// (JetStream drops a duplicate within its window; one outside it, or of
+// another id, is stored), and nothing after its DELETED (ids are never
+// reused). A leader that resumes from a freeze after another took its
+// lease over, and publishes what it had before it notices, breaks the
+// first rule. Each line names the fault before the event.
+func eventOrderProblems(evs []streamEvent, faults []faultRecord, t0 time.Time) []string {
+	var out []string
+	last := map[string]streamEvent{}
+	for _, e := range evs {
+		if e.Type == "undecodable" {
+			out = append(out, fmt.Sprintf("seq %d at t=%.1fs: not a ResourceEvent%s", e.Seq, e.At.Sub(t0).Seconds(), lastFault(faults, e.At)))
+			continue
+		}
+		p, seen := last[e.Key]
+		last[e.Key] = e
+		if !seen {
+			continue
+		}
+		var what string
+		switch {
+		case p.Type == "DELETED":
+			what = "after its DELETED"
+		case olderVersion(e.Version, p.Version):
+			what = "an older state after a newer one:"
+		case e.Version == p.Version && e.Type == p.Type:
+			what = "published twice: after"
+		default:
+			continue
+		}
+		out = append(out, fmt.Sprintf("%s: %s %s (seq %d, t=%.1fs) %s %s %s (seq %d, t=%.1fs)%s", e.Key, e.Type, e.Version, e.Seq, e.At.Sub(t0).Seconds(),
+			what, p.Type, p.Version, p.Seq, p.At.Sub(t0).Seconds(), lastFault(faults, e.At)))
+	}
+	return out
+}
+
+// eventOrderCheck judges the whole events stream (eventOrderProblems).
+func eventOrderCheck(evs []streamEvent, err error, faults []faultRecord, t0 time.Time) check {
+	c := check{Name: "the events stream never went back: per object no older state after a newer one, no event twice, nothing after its delete"}
+	c.Failures = eventOrderProblems(evs, faults, t0)
+	if err != nil {
+		c.Failures = append(c.Failures, "read the events stream: "+err.Error())
+	}
+	c.OK = len(c.Failures) == 0 && len(evs) > 0
+	c.Detail = fmt.Sprintf("%d events read, %d out of order", len(evs), len(c.Failures))
+	if len(evs) == 0 && err == nil {
+		c.Failures = append(c.Failures, "no event read")
+	}
+	return c
+}
+
+// freezeCheck wants every freeze to have done what it is for: the frozen
+// member's lease or partitions held by another before the thaw (else it
+// resumed into nothing a kill does not test), and it resumed ready. What
+// the resumed member then does is judged by the other checks: nothing
+// twice, the objects, the status write-back (carried before the thaw),
+// the order of the events stream.
+func freezeCheck(faults []faultRecord) check {
+	c := check{Name: "every frozen member lost its lease or partitions to a peer before its thaw, and resumed", OK: true}
+	n := 0
+	for _, f := range faults {
+		if f.Kind != FaultFreeze {
+			continue
+		}
+		n++
+		switch {
+		case f.Err != "":
+			c.OK = false
+			c.Failures = append(c.Failures, fmt.Sprintf("freeze of %s: %s", f.Target, f.Err))
+		case !f.Moved:
+			c.OK = false
+			c.Failures = append(c.Failures, fmt.Sprintf("freeze of %s for %s: nothing moved (%s)", f.Target, f.Down, f.Note))
+		}
+	}
+	c.Detail = fmt.Sprintf("%d freezes, %d failed", n, len(c.Failures))
+	if n == 0 {
+		c.OK, c.Detail = false, "no freeze ran"
+	}
+	return c
+}
+
+// runnerKillCheck wants the session of every killed runner ended (phase
+// terminal, no runner) within runnerKillLimit and never started again
+// meanwhile; that it ended as documented (Failed, ProcessExited, its
+// record released, no route) is the objects check's (killedProblems).
+func runnerKillCheck(faults []faultRecord) check {
+	c := check{Name: fmt.Sprintf("the session of every killed runner ended within %s and was not started again", runnerKillLimit), OK: true}
+	n := 0
+	var took []string
+	for _, f := range faults {
+		if f.Kind != FaultRunnerKill {
+			continue
+		}
+		n++
+		switch {
+		case f.Err != "":
+			c.OK = false
+			c.Failures = append(c.Failures, fmt.Sprintf("runner kill on %s: %s", f.Target, f.Err))
+		case f.Took < 0:
+			c.OK = false
+			c.Failures = append(c.Failures, fmt.Sprintf("session %s: %s", f.Target, f.Note))
+		default:
+			took = append(took, f.Took.Round(100*time.Millisecond).String())
+		}
+		if len(f.Restarted) > 0 {
+			c.OK = false
+			c.Failures = append(c.Failures, fmt.Sprintf("session %s: runner started again after the kill (pids %v)", f.Target, f.Restarted))
+		}
+	}
+	c.Detail = fmt.Sprintf("%d runners killed; sessions ended after %s", n, strings.Join(took, ", "))
+	if n == 0 {
+		c.OK, c.Detail = false, "no runner was killed"
+	}
+	return c
 }

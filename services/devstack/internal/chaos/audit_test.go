@@ -1,6 +1,7 @@
 package chaos
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -18,12 +19,17 @@ var (
 	kubeP  = &project{ID: "chaos-kube-a", Name: "chaos-kube-a", SettingsID: "set-k"}
 )
 
+// killedConditions are the conditions runner-manager writes when a runner
+// is killed with SIGKILL (its stderr tail after the first line).
+const killedConditions = `[{"type":"ProcessSpawned","status":"True","reason":"Spawned"},` +
+	`{"type":"RunnerStarted","status":"False","reason":"ProcessExited","message":"ProcessExited: killed by signal killed\nstderr (last lines):\nbye"}]`
+
 // healthy is an observation in which every object of sessions is where it
 // should be; tests break one thing at a time.
 func healthy(sessions []session, projects []project) observation {
 	obs := observation{
 		Sessions: map[string]apiSession{}, Runners: map[string][]runnerProc{}, Owners: map[string]registry.Endpoint{},
-		Routes: map[string]int{}, Proxies: 2,
+		Routes: map[string]int{}, Unrouted: map[string]int{}, Proxies: 2,
 		Kube: kubeState{CRs: map[string][]crInfo{}, Bindings: map[string][]Grant{}, Namespaces: map[string]bool{}},
 	}
 	for _, s := range sessions {
@@ -36,6 +42,9 @@ func healthy(sessions []session, projects []project) observation {
 		}
 		obs.Sessions[s.ID] = apiSession{Phase: phase}
 		switch {
+		case s.RunnerKilled:
+			obs.Sessions[s.ID] = apiSession{Phase: phaseFailed, Completed: true, Conditions: killedConditions}
+			obs.Unrouted[s.ID] = 2
 		case !s.Project.Local:
 			ns := s.Project.Namespace()
 			obs.Sessions[s.ID] = apiSession{Phase: "Pending", KubeCRUID: "uid-" + s.ID, KubeNamespace: ns, SDKSessionID: "chaos-op-1"}
@@ -314,11 +323,12 @@ func TestChecks(t *testing.T) {
 // and moved_by_outage all zero and convergence in time.
 func TestAuditFailsOnEveryHeadlineFigure(t *testing.T) {
 	t0 := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
-	sessions := []session{{ID: "w", Project: localP, Running: true, Pinned: true}, {ID: "k", Project: kubeP, Running: true}}
+	sessions := []session{{ID: "w", Project: localP, Running: true, Pinned: true}, {ID: "k", Project: kubeP, Running: true},
+		{ID: "x", Project: localP, Pinned: true, RunnerKilled: true}}
 	projects := []project{{ID: localP.ID, Name: localP.Name, Local: true, SettingsID: "set-l"}, {ID: kubeP.ID, Name: kubeP.Name, SettingsID: kubeP.SettingsID}}
 	base := func() auditInput {
 		obs := healthy(sessions, projects)
-		obs.Tally.Resources = map[string]tallyCounts{tallySessions: {SeenIDs: []string{"w", "k"}}, tallyProjects: {SeenIDs: []string{localP.ID, kubeP.ID}},
+		obs.Tally.Resources = map[string]tallyCounts{tallySessions: {SeenIDs: []string{"w", "k", "x"}}, tallyProjects: {SeenIDs: []string{localP.ID, kubeP.ID}},
 			tallySettings: {SeenIDs: []string{"set-l", kubeP.SettingsID}}}
 		w := []runnerProc{{PID: 1, Session: "w", Replica: "runner-manager-0"}}
 		return auditInput{
@@ -326,6 +336,15 @@ func TestAuditFailsOnEveryHeadlineFigure(t *testing.T) {
 			Before:    placement{At: t0, Runners: map[string][]runnerProc{"w": w}},
 			After:     placement{At: t0.Add(time.Minute), Runners: map[string][]runnerProc{"w": w}},
 			Converged: 5 * time.Second, ConvergeBound: 30 * time.Second, Operator: operatorStats{Writes: 3},
+			Faults: []faultRecord{
+				{Fault: Fault{Kind: FaultFreeze, Down: 14 * time.Second}, Target: "informer-1", Moved: true},
+				{Fault: Fault{Kind: FaultRunnerKill}, Target: "x", Took: time.Second},
+			},
+			Events: []streamEvent{
+				{Seq: 1, Key: "sessions/w", Type: "ADDED", Version: "001-a"},
+				{Seq: 2, Key: "sessions/x", Type: "ADDED", Version: "001-b"},
+				{Seq: 3, Key: "sessions/w", Type: "MODIFIED", Version: "002-c"},
+			},
 		}
 	}
 	if r := audit(base()); !r.Passed() {
@@ -337,10 +356,24 @@ func TestAuditFailsOnEveryHeadlineFigure(t *testing.T) {
 		"moved": func(in *auditInput) {
 			in.After.Runners = map[string][]runnerProc{"w": {{PID: 2, Session: "w", Replica: "runner-manager-1"}}}
 		},
-		"converged": func(in *auditInput) { in.Converged = -1 },
-		"too slow":  func(in *auditInput) { in.Converged = 31 * time.Second },
-		"no outage": func(in *auditInput) { in.After = placement{} },
-		"uncounted": func(in *auditInput) { in.Obs.TallyErr = "connection refused" },
+		"converged":                    func(in *auditInput) { in.Converged = -1 },
+		"too slow":                     func(in *auditInput) { in.Converged = 31 * time.Second },
+		"no outage":                    func(in *auditInput) { in.After = placement{} },
+		"uncounted":                    func(in *auditInput) { in.Obs.TallyErr = "connection refused" },
+		"frozen leader kept its lease": func(in *auditInput) { in.Faults[0].Moved = false },
+		"no freeze":                    func(in *auditInput) { in.Faults = in.Faults[1:] },
+		"killed runner's session never ended": func(in *auditInput) {
+			in.Faults[1].Took = -1
+		},
+		"killed runner started again": func(in *auditInput) { in.Faults[1].Restarted = []int{7} },
+		"killed runner's session Running": func(in *auditInput) {
+			in.Obs.Sessions["x"] = apiSession{Phase: phaseRunning}
+		},
+		"killed runner still routed": func(in *auditInput) { in.Obs.Unrouted["x"] = 1 },
+		"older event after a newer one": func(in *auditInput) {
+			in.Events = append(in.Events, streamEvent{Seq: 4, Key: "sessions/w", Type: "MODIFIED", Version: "001-z"})
+		},
+		"events unreadable": func(in *auditInput) { in.Events, in.EventsErr = nil, errors.New("no stream") },
 	}
 	for name, br := range breaks {
 		in := base()
@@ -391,5 +424,112 @@ func TestJournalCheckAPIOutage(t *testing.T) {
 		if got, _ := resultOf(tc.err); got != tc.want {
 			t.Errorf("resultOf(%v) = %s, want %s", tc.err, got, tc.want)
 		}
+	}
+}
+
+// TestKilledProblems: the session of a killed runner must end as
+// runner-manager's README documents it (Failed, RunnerStarted False
+// ProcessExited "killed by signal killed", completion_time), with no runner,
+// no record in KV and a 404 from every agui-proxy; each departure is named.
+func TestKilledProblems(t *testing.T) {
+	x := session{ID: "x", Project: localP, Pinned: true, RunnerKilled: true}
+	tests := []struct {
+		name    string
+		breakIt func(o *observation)
+		want    string // a phrase of the problem; "" for none
+	}{
+		{"as documented", func(*observation) {}, ""},
+		{"restarted instead", func(o *observation) {
+			o.Sessions["x"] = apiSession{Phase: phaseRunning, Completed: true, Conditions: killedConditions}
+		}, `phase "Running", want "Failed"`},
+		{"completed", func(o *observation) {
+			o.Sessions["x"] = apiSession{Phase: phaseCompleted, Completed: true, Conditions: killedConditions}
+		}, `phase "Completed"`},
+		{"another reason", func(o *observation) {
+			o.Sessions["x"] = apiSession{Phase: phaseFailed, Completed: true,
+				Conditions: `[{"type":"RunnerStarted","status":"False","reason":"RunnerLost","message":"RunnerLost: gone"}]`}
+		}, "RunnerStarted False RunnerLost"},
+		{"exit code instead of the signal", func(o *observation) {
+			o.Sessions["x"] = apiSession{Phase: phaseFailed, Completed: true,
+				Conditions: `[{"type":"RunnerStarted","status":"False","reason":"ProcessExited","message":"ProcessExited: exit code -1"}]`}
+		}, `want False ProcessExited "ProcessExited: killed by signal killed"`},
+		{"no conditions", func(o *observation) { o.Sessions["x"] = apiSession{Phase: phaseFailed, Completed: true} }, "RunnerStarted none"},
+		{"no completion time", func(o *observation) {
+			o.Sessions["x"] = apiSession{Phase: phaseFailed, Conditions: killedConditions}
+		}, "no completion_time"},
+		{"a runner again", func(o *observation) {
+			o.Runners["x"] = []runnerProc{{PID: 9, Session: "x", Replica: "runner-manager-1"}}
+		}, "runner started again"},
+		{"record left", func(o *observation) { o.Owners["x"] = registry.Endpoint{SessionID: "x", Owner: "runner-manager-0"} }, "record of runner-manager-0 left in KV"},
+		{"still routed", func(o *observation) { o.Unrouted["x"] = 0 }, "0 of 2 agui-proxies answer 404"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			obs := healthy([]session{x}, nil)
+			tc.breakIt(&obs)
+			got := strings.Join(sessionProblems(x, obs), "; ")
+			if tc.want == "" && got != "" || !strings.Contains(got, tc.want) {
+				t.Errorf("problems %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestEventOrderProblems: per object, an older state after a newer one, the
+// same state and type twice, and anything after a DELETED are found, named
+// with the fault before them; a MODIFIED and the DELETED of the same
+// state, other objects interleaved, and two states of one instant pass.
+func TestEventOrderProblems(t *testing.T) {
+	t0 := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	faults := []faultRecord{{Fault: Fault{Kind: FaultFreeze}, Target: "informer-0", Start: t0.Add(10 * time.Second)}}
+	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
+	ok := []streamEvent{
+		{Seq: 1, At: at(1), Key: "sessions/a", Type: "ADDED", Version: "0000000000000100-h1"},
+		{Seq: 2, At: at(2), Key: "sessions/b", Type: "ADDED", Version: "0000000000000050-h2"},
+		{Seq: 3, At: at(3), Key: "sessions/a", Type: "MODIFIED", Version: "0000000000000200-h3"},
+		{Seq: 4, At: at(4), Key: "sessions/a", Type: "MODIFIED", Version: "0000000000000200-h4"},
+		{Seq: 5, At: at(5), Key: "projects/a", Type: "ADDED", Version: "0000000000000001-h5"},
+		{Seq: 6, At: at(6), Key: "sessions/a", Type: "DELETED", Version: "0000000000000200-h4"},
+	}
+	if got := eventOrderProblems(ok, faults, t0); len(got) != 0 {
+		t.Fatalf("a stream in order: %q", got)
+	}
+	tests := []struct {
+		name string
+		add  streamEvent
+		want string
+	}{
+		{"older state", streamEvent{Seq: 7, At: at(12), Key: "sessions/b", Type: "MODIFIED", Version: "0000000000000049-h9"},
+			"sessions/b: MODIFIED 0000000000000049-h9 (seq 7, t=12.0s) an older state after a newer one: ADDED 0000000000000050-h2 (seq 2, t=2.0s), after fault 1 (process frozen informer-0)"},
+		{"twice", streamEvent{Seq: 7, At: at(3), Key: "sessions/b", Type: "ADDED", Version: "0000000000000050-h2"}, "published twice"},
+		{"after the delete", streamEvent{Seq: 7, At: at(12), Key: "sessions/a", Type: "MODIFIED", Version: "0000000000000300-h7"}, "after its DELETED"},
+		{"undecodable", streamEvent{Seq: 7, At: at(12), Type: "undecodable"}, "seq 7 at t=12.0s: not a ResourceEvent"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got := eventOrderProblems(append(slices.Clone(ok), tc.add), faults, t0)
+			if len(got) != 1 || !strings.Contains(got[0], tc.want) {
+				t.Errorf("problems %q, want one naming %q", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestFreezeCheck: a freeze passes only when the frozen member's lease or
+// partitions had moved before its thaw and it resumed without an error.
+func TestFreezeCheck(t *testing.T) {
+	moved := faultRecord{Fault: Fault{Kind: FaultFreeze, Down: 14 * time.Second}, Target: "runner-manager-1", Moved: true}
+	if c := freezeCheck([]faultRecord{moved}); !c.OK {
+		t.Errorf("a freeze that moved the partitions: %+v", c)
+	}
+	kept := moved
+	kept.Moved, kept.Note = false, "it still owned partitions [1 2] of group runner-manager before the thaw"
+	if c := freezeCheck([]faultRecord{moved, kept}); c.OK || len(c.Failures) != 1 || !strings.Contains(c.Failures[0], "still owned partitions") {
+		t.Errorf("a freeze that moved nothing passed: %+v", c)
+	}
+	failed := moved
+	failed.Err = "runner-manager-1 not ready after the thaw"
+	if c := freezeCheck([]faultRecord{failed}); c.OK {
+		t.Errorf("a freeze that failed passed: %+v", c)
 	}
 }

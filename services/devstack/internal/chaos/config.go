@@ -47,6 +47,9 @@ type Config struct {
 	APIOutage      time.Duration // 0: DefaultAPIOutage, short ShortAPIOutage
 	KubeOutage     time.Duration // 0: the kube-reconciler retry budget + KubeOutageMargin
 	KubeMaxDeliver int
+	// Freeze is how long a frozen member stays stopped (SIGSTOP to SIGCONT);
+	// 0: DefaultFreeze, short ShortFreeze.
+	Freeze time.Duration
 	// KubeResync is kube-reconciler's RESYNC_INTERVAL: what a dead-lettered
 	// change waits for its repair, so it must be shorter than ConvergeBound.
 	KubeResync time.Duration
@@ -95,6 +98,16 @@ const (
 	ShortAPIOutage   = 30 * time.Second
 	// longestTTL is the longest TTL of the system (the informer lease).
 	longestTTL = 10 * time.Second
+	// DefaultFreeze and ShortFreeze: how long a member stays frozen. Past
+	// minFreeze, so the lease and the partitions have moved when it
+	// resumes; the short run keeps CI time.
+	DefaultFreeze = 25 * time.Second
+	ShortFreeze   = 14 * time.Second
+	// minFreeze: the lease expires LEASE_TTL after the leader's last renewal
+	// (at most LEASE_TTL before the freeze, renewals come every third of
+	// it), a standby tries every quarter of it, and then takes a moment to
+	// lead. It is also past minTakeoverDown.
+	minFreeze = longestTTL + longestTTL/4 + time.Second
 	// minTakeoverDown: a member loses its partitions MEMBER_TTL and up to a
 	// third of it after its last heartbeat; the peer then needs a moment to
 	// check them and write.
@@ -131,6 +144,7 @@ func ParseFlags(args []string, w io.Writer) (Config, error) {
 	fs.DurationVar(&c.NATSOutage, "nats-outage", 3*longestTTL, "how long all NATS nodes stay down (3 x the longest TTL)")
 	fs.DurationVar(&c.APIOutage, "api-outage", 0, "how long the ambient API refuses every call (gRPC Unavailable, REST 503, watches ended; memapi keeps its state) (0: 75s; short: 30s)")
 	fs.DurationVar(&c.KubeOutage, "kube-outage", 0, "how long kube-apiserver stays down (0: kube-reconciler's retry budget + 30s)")
+	fs.DurationVar(&c.Freeze, "freeze", 0, "how long a frozen member (SIGSTOP of its process group: the informer leader, kube-reconciler-1, runner-manager-1) stays stopped before SIGCONT; past the lease TTL and MEMBER_TTL (0: 25s; short: 14s)")
 	fs.IntVar(&c.KubeMaxDeliver, "kube-max-deliver", 0, "kube-reconciler GROUP_MAX_DELIVER (0: the service default 5; short: 3)")
 	fs.DurationVar(&c.KubeResync, "kube-resync", 15*time.Second, "kube-reconciler RESYNC_INTERVAL: repairs what its dead letters missed (below --converge-bound)")
 	fs.DurationVar(&c.InformerAudit, "informer-kv-audit", 10*time.Second, "informer KV_AUDIT_INTERVAL: repairs objects-bucket entries a NATS store rebuild brought back (below --converge-bound)")
@@ -164,6 +178,12 @@ func ParseFlags(args []string, w io.Writer) (Config, error) {
 			c.APIOutage = ShortAPIOutage
 		}
 	}
+	if c.Freeze == 0 {
+		c.Freeze = DefaultFreeze
+		if c.Short {
+			c.Freeze = ShortFreeze
+		}
+	}
 	if c.ConvergeTimeout == 0 {
 		c.ConvergeTimeout = DefaultConvergeTimeout
 		if c.Short {
@@ -194,6 +214,9 @@ func (c *Config) finish() error {
 	}
 	if c.TakeoverDown != 0 && c.TakeoverDown <= minTakeoverDown {
 		errs = append(errs, fmt.Errorf("--takeover-down %s: want 0 or more than %s (MEMBER_TTL and a third, then time for the peer's writes)", c.TakeoverDown, minTakeoverDown))
+	}
+	if c.Freeze < minFreeze {
+		errs = append(errs, fmt.Errorf("--freeze %s: want at least %s (the lease TTL and a quarter, then a moment for the standby to lead)", c.Freeze, minFreeze))
 	}
 	if c.KubeWitnesses < 0 {
 		errs = append(errs, fmt.Errorf("--kube-witnesses %d: want >= 0", c.KubeWitnesses))

@@ -23,6 +23,16 @@
 // (it reads the phase first). Witness sessions run from start to end and
 // are never changed, so every fault meets runners it must leave alone.
 //
+// Besides kills and outages, a freeze stops a member's process group
+// (SIGSTOP) past its lease or MEMBER_TTL and resumes it (SIGCONT): the
+// informer holding the lease, a kube-reconciler, a runner-manager. It
+// resumes with its handlers, timers and connections as they were, after a
+// peer took over; the audit then reads the whole events stream for an
+// event out of order (an older state after a newer one: a late publish of
+// the old leader). A runner kill is kill -9 of one running session's
+// runner: the session must end as runner-manager documents it (Failed,
+// ProcessExited), its record released, never started again.
+//
 // # The audit
 //
 // What is judged is only what an operator could see: the API, the process

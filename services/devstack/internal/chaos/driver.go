@@ -397,6 +397,41 @@ func (d *driver) kubeVictims(ctx context.Context) (string, error) {
 	return strings.Join(notes, "; ") + " while it was down", errors.Join(errs...)
 }
 
+// runnerKillQuiet is how long a session must have been left alone before
+// its runner is killed: a change just made may still be on its way.
+const runnerKillQuiet = 5 * time.Second
+
+// killRunner picks a running local session the schedule may change (not
+// pinned, untouched for runnerKillQuiet) whose one runner (runners: the
+// process table by session) runs on replica and whose API phase is
+// Running, calls kill with the runner's pid, and, when that worked, pins
+// the session and records that its runner was killed: from then on the
+// schedule leaves it alone and the audit wants it ended (RunnerKilled).
+// It returns the session and the pid.
+func (d *driver) killRunner(ctx context.Context, runners map[string][]runnerProc, replica string, kill func(pid int) error) (string, int, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	quiet := time.Now().Add(-runnerKillQuiet)
+	ss := d.m.live(func(s *session) bool {
+		rs := runners[s.ID]
+		return s.Project.Local && s.Running && !s.Pinned && s.Touched.Before(quiet) && len(rs) == 1 && rs[0].Replica == replica
+	})
+	d.rng.Shuffle(len(ss), func(i, j int) { ss[i], ss[j] = ss[j], ss[i] })
+	for _, s := range ss[:min(len(ss), 10)] {
+		got, err := d.api.GetSession(ctx, s.ID)
+		if err != nil || got.GetPhase() != phaseRunning {
+			continue
+		}
+		pid := runners[s.ID][0].PID
+		if err := kill(pid); err != nil {
+			return "", 0, err
+		}
+		s.Pinned, s.Running, s.RunnerKilled = true, false, true
+		return s.ID, pid, nil
+	}
+	return "", 0, fmt.Errorf("no running session with one runner on %s, untouched for %s, phase Running (of %d candidates)", replica, runnerKillQuiet, len(ss))
+}
+
 // stopSession stops one session outside the schedule (the oversize one).
 func (d *driver) stopSession(ctx context.Context, id string) error {
 	d.mu.Lock()

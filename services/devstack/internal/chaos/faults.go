@@ -39,6 +39,13 @@ type faultRecord struct {
 	// after the writes the last of those arrived.
 	TakeoverWrites, TakenOver int
 	TakeoverTook              time.Duration
+	// Moved, for a freeze: just before the thaw, the frozen member's lease
+	// (informer) or partitions (kube-reconciler, runner-manager) were held
+	// by another.
+	Moved bool
+	// Restarted, for a runner kill: pids of runners of the session seen
+	// after the kill until it ended (none: it was not started again).
+	Restarted []int
 }
 
 // placement is where every session's runner was at one moment: the process
@@ -163,6 +170,10 @@ func (in *injector) inject(ctx context.Context, rec *faultRecord, t0 time.Time) 
 		})
 	case FaultAPIOutage:
 		return in.apiOutage(ctx, rec)
+	case FaultFreeze:
+		return in.freeze(ctx, rec)
+	case FaultRunnerKill:
+		return in.killRunner(ctx, rec)
 	case FaultWatchCut:
 		rec.Target = svcMemapi
 		n, err := endWatches(ctx, in.sys.faultsURL)
@@ -218,6 +229,12 @@ func (in *injector) awaitCarried(ctx context.Context, written map[string]string,
 // killsReconciler reports whether f is a kill of a kube-reconciler replica.
 func (f faultRecord) killsReconciler() bool {
 	return f.Kind == FaultKill && isKubeReconciler(f.Target)
+}
+
+// downsReconciler reports whether f kills or freezes a kube-reconciler
+// replica: the operator writes statuses in its partitions meanwhile.
+func (f faultRecord) downsReconciler() bool {
+	return (f.Kind == FaultKill || f.Kind == FaultFreeze) && isKubeReconciler(f.Target)
 }
 
 // isKubeReconciler reports whether instance is a kube-reconciler replica.

@@ -68,6 +68,9 @@ type session struct {
 	// Gen is the value of the chaos-gen label last written.
 	Gen      int
 	Oversize bool
+	// RunnerKilled: a fault killed its runner (FaultRunnerKill); it must
+	// end Failed, and is pinned from then on.
+	RunnerKilled bool
 	// Pinned sessions are never picked by the schedule: the witnesses (local
 	// sessions that run from start to end, so every fault meets runners it
 	// must not disturb) and the oversize object.

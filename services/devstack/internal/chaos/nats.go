@@ -203,18 +203,113 @@ func (v *natsView) runnerRecords(ctx context.Context) (map[string]registry.Endpo
 // last wrote it (a dead member keeps its partitions there until its
 // heartbeat expires).
 func (v *natsView) partitionsOf(ctx context.Context, groupName, member string) (func(objectID string) bool, error) {
+	owned, n, err := v.mapping(ctx, groupName, member)
+	if err != nil {
+		return nil, err
+	}
+	return func(id string) bool { return slices.Contains(owned, group.PartitionOf(id, n)) }, nil
+}
+
+// ownedPartitions returns the partitions member owns in the mapping of the
+// consumer group groupName, as its members last wrote it.
+func (v *natsView) ownedPartitions(ctx context.Context, groupName, member string) ([]int, error) {
+	owned, _, err := v.mapping(ctx, groupName, member)
+	return owned, err
+}
+
+// mapping returns member's partitions in groupName's mapping and the
+// partition count.
+func (v *natsView) mapping(ctx context.Context, groupName, member string) ([]int, int, error) {
 	cfg, err := pcgroups.GetElasticConsumerGroupConfig(ctx, v.js, eventsStream, groupName)
 	if err != nil {
-		return nil, fmt.Errorf("read the mapping of group %s: %w", groupName, err)
+		return nil, 0, fmt.Errorf("read the mapping of group %s: %w", groupName, err)
 	}
-	n := int(cfg.MaxMembers) //nolint:gosec // the partition count, 16 here
 	var owned []int
 	for _, mm := range cfg.MemberMappings {
 		if mm.Member == member {
 			owned = mm.Partitions
 		}
 	}
-	return func(id string) bool { return slices.Contains(owned, group.PartitionOf(id, n)) }, nil
+	return owned, int(cfg.MaxMembers), nil //nolint:gosec // the partition count, 16 here
+}
+
+// informerLeaseKey is the informers' lease key in KV ambient-leases (their
+// default LEASE_KEY); its value is the holder's INSTANCE_ID.
+const informerLeaseKey = "informer"
+
+// leaseHolder returns the informer holding the lease ("" when nobody does).
+func (v *natsView) leaseHolder(ctx context.Context) (string, error) {
+	kv, err := v.js.KeyValue(ctx, bus.BucketLeases)
+	if err != nil {
+		return "", fmt.Errorf("open %s: %w", bus.BucketLeases, err)
+	}
+	e, err := kv.Get(ctx, informerLeaseKey)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("get %s/%s: %w", bus.BucketLeases, informerLeaseKey, err)
+	}
+	return string(e.Value()), nil
+}
+
+// streamEvent is one message of the events stream, as the order check
+// reads it.
+type streamEvent struct {
+	Seq     uint64
+	At      time.Time
+	Key     string // resource/object id
+	Type    string // ADDED, MODIFIED, DELETED
+	Version string
+}
+
+// readEvents reads the whole events stream in order. A message that does
+// not decode as an event is returned with Type "undecodable".
+func (v *natsView) readEvents(ctx context.Context) ([]streamEvent, error) {
+	st, err := v.js.Stream(ctx, eventsStream)
+	if err != nil {
+		return nil, fmt.Errorf("open stream %s: %w", eventsStream, err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("stream %s info: %w", eventsStream, err)
+	}
+	last := info.State.LastSeq
+	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy})
+	if err != nil {
+		return nil, fmt.Errorf("ordered consumer on %s: %w", eventsStream, err)
+	}
+	var out []streamEvent
+	for last > 0 {
+		batch, err := cons.Fetch(500, jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			return out, fmt.Errorf("fetch from %s: %w", eventsStream, err)
+		}
+		n := 0
+		for msg := range batch.Messages() {
+			n++
+			meta, err := msg.Metadata()
+			if err != nil {
+				return out, fmt.Errorf("message metadata: %w", err)
+			}
+			e := streamEvent{Seq: meta.Sequence.Stream, At: meta.Timestamp, Type: "undecodable"}
+			if _, ev, derr := events.Decode(ctx, msg.Headers(), msg.Data()); ev != nil && (derr == nil || errors.Is(derr, events.ErrObjectTooLarge)) {
+				e.Key = events.ResourceToken(ev.GetResource()) + "/" + ev.GetObjectId()
+				e.Type, e.Version = events.TypeName(ev.GetType()), ev.GetVersion()
+			}
+			out = append(out, e)
+			if e.Seq >= last {
+				return out, nil
+			}
+		}
+		if err := batch.Error(); err != nil {
+			return out, fmt.Errorf("fetch from %s: %w", eventsStream, err)
+		}
+		if n == 0 {
+			return out, fmt.Errorf("read %s up to sequence %d of %d: no more messages", eventsStream, len(out), last)
+		}
+	}
+	return out, nil
 }
 
 // eventsStream is the stream the informer publishes to.

@@ -31,6 +31,9 @@ type observation struct {
 	TallyErr  string
 	// Routes counts, per session, the agui-proxies that reached its runner.
 	Routes map[string]int
+	// Unrouted counts, per session asked about (observe's gone), the
+	// agui-proxies that answered 404: no route to it.
+	Unrouted map[string]int
 	// Proxies is how many agui-proxies were asked.
 	Proxies int
 }
@@ -39,6 +42,8 @@ type observation struct {
 type apiSession struct {
 	Phase      string
 	Conditions string
+	// Completed: completion_time is set.
+	Completed bool
 	// Written back by kube-reconciler from the session's AgenticSession.
 	KubeCRUID, KubeNamespace, SDKSessionID string
 }
@@ -80,15 +85,17 @@ type observer struct {
 
 // observe reads everything; a part that cannot be read is recorded as such
 // (the audit then fails what depends on it) rather than ending the run.
-func (o *observer) observe(ctx context.Context, wantRoutes []string) (observation, error) {
-	obs := observation{At: time.Now(), Sessions: map[string]apiSession{}, Routes: map[string]int{}, Proxies: len(o.sys.proxyURLs)}
+// wantRoutes are the sessions whose runners each proxy must reach, gone
+// those each proxy must answer 404 for.
+func (o *observer) observe(ctx context.Context, wantRoutes, gone []string) (observation, error) {
+	obs := observation{At: time.Now(), Sessions: map[string]apiSession{}, Routes: map[string]int{}, Unrouted: map[string]int{}, Proxies: len(o.sys.proxyURLs)}
 	obs.Runners, _ = o.smp.Latest()
 	ss, err := o.api.ListSessions(ctx)
 	if err != nil {
 		return obs, fmt.Errorf("list sessions: %w", err)
 	}
 	for _, s := range ss {
-		obs.Sessions[s.GetMetadata().GetId()] = apiSession{Phase: s.GetPhase(), Conditions: s.GetConditions(),
+		obs.Sessions[s.GetMetadata().GetId()] = apiSession{Phase: s.GetPhase(), Conditions: s.GetConditions(), Completed: s.GetCompletionTime() != nil,
 			KubeCRUID: s.GetKubeCrUid(), KubeNamespace: s.GetKubeNamespace(), SDKSessionID: s.GetSdkSessionId()}
 	}
 	g, gctx := errgroup.WithContext(ctx)
@@ -118,12 +125,19 @@ func (o *observer) observe(ctx context.Context, wantRoutes []string) (observatio
 		}
 		return nil
 	})
-	routes := make([]int, len(wantRoutes))
+	routes, unrouted := make([]int, len(wantRoutes)), make([]int, len(gone))
 	g.Go(func() error {
 		for i, id := range wantRoutes {
 			for _, p := range o.sys.proxyURLs {
-				if o.routes(gctx, p, id) {
+				if o.routes(gctx, p, id) == http.StatusOK {
 					routes[i]++
+				}
+			}
+		}
+		for i, id := range gone {
+			for _, p := range o.sys.proxyURLs {
+				if o.routes(gctx, p, id) == http.StatusNotFound {
+					unrouted[i]++
 				}
 			}
 		}
@@ -132,6 +146,9 @@ func (o *observer) observe(ctx context.Context, wantRoutes []string) (observatio
 	_ = g.Wait() //nolint:errcheck // every part records its own error above
 	for i, id := range wantRoutes {
 		obs.Routes[id] = routes[i]
+	}
+	for i, id := range gone {
+		obs.Unrouted[id] = unrouted[i]
 	}
 	return obs, nil
 }
@@ -155,17 +172,18 @@ func (o *observer) tally(ctx context.Context, into *tallySnapshot) error {
 	return nil
 }
 
-// routes reports whether proxy reaches session id's runner: GET
-// /sessions/{id}/health answered 200 by the runner through the proxy.
-func (o *observer) routes(ctx context.Context, proxy, id string) bool {
+// routes returns the status of GET /sessions/{id}/health through proxy:
+// 200 answered by session id's runner, 404 no route (unknown session), 0
+// no answer.
+func (o *observer) routes(ctx context.Context, proxy, id string) int {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, proxy+"/sessions/"+id+"/health", nil)
 	if err != nil {
-		return false
+		return 0
 	}
 	resp, err := o.hc.Do(req)
 	if err != nil {
-		return false
+		return 0
 	}
 	_ = resp.Body.Close() //nolint:errcheck // only the status matters
-	return resp.StatusCode == http.StatusOK
+	return resp.StatusCode
 }

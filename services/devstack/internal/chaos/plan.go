@@ -18,14 +18,24 @@ const (
 	FaultNATSOutage FaultKind = "NATS outage"
 	FaultAPIOutage  FaultKind = "API outage"
 	FaultKubeOutage FaultKind = "kube-apiserver outage"
+	// FaultFreeze is SIGSTOP of a member's process group, SIGCONT after
+	// Down: a VM pause or a long GC or I/O stall. It outlasts the lease and
+	// MEMBER_TTL, so the member resumes after its peer took its lease or
+	// partitions over, believing it still holds them.
+	FaultFreeze FaultKind = "process frozen"
+	// FaultRunnerKill is kill -9 of one running session's runner process
+	// (not of its runner-manager).
+	FaultRunnerKill FaultKind = "runner killed"
 )
 
 // Fault is one planned fault.
 type Fault struct {
 	Kind FaultKind
-	// Target is the killed service instance (FaultKill); empty otherwise (the
-	// lost NATS node is chosen when the fault starts: the leader of the
-	// events stream).
+	// Target is the killed or frozen service instance (FaultKill,
+	// FaultFreeze), the runner-manager replica whose runner is killed
+	// (FaultRunnerKill); empty otherwise (the lost NATS node is chosen when
+	// the fault starts: the leader of the events stream). A freeze of
+	// svcInformer freezes the informer that holds the lease when it starts.
 	Target string
 	// At is the start, from the start of the plan.
 	At time.Duration
@@ -37,7 +47,9 @@ type Fault struct {
 	// Takeover marks a kill of a kube-reconciler kept down past MEMBER_TTL
 	// (PlanConfig.TakeoverDown): its peer takes its partitions over, as when
 	// a Deployment's pod is replaced by one of another name, instead of the
-	// restarted process taking them back under the same name.
+	// restarted process taking them back under the same name. A freeze of a
+	// kube-reconciler is always one (PlanConfig.Freeze is past MEMBER_TTL),
+	// but the frozen process resumes under its name.
 	Takeover bool
 }
 
@@ -104,6 +116,12 @@ type PlanConfig struct {
 	// POST /faults/outage).
 	APIOutage  time.Duration
 	KubeOutage time.Duration
+	// Freezes are the members frozen (FaultFreeze), in order, for Freeze
+	// each, after the kills; RunnerKills the runner-manager replicas one
+	// runner of which is killed (FaultRunnerKill), after the freezes.
+	Freezes     []string
+	Freeze      time.Duration
+	RunnerKills []string
 }
 
 // Settle times after the faults whose length PlanConfig does not give.
@@ -122,6 +140,14 @@ const (
 	// WATCH_BACKOFF_MAX, 30s), and the retried writes land, before the
 	// apiserver outage starts.
 	apiOutageSettle = 45 * time.Second
+	// freezeSettle follows a thaw: the thawed member has answered its
+	// readiness probe by then (the wait is part of it); what it does on
+	// resuming overlaps the next fault on purpose, as the kills' restarts
+	// do not (a thaw is no restart: nothing is started again).
+	freezeSettle = 4 * time.Second
+	// runnerKillSettle covers the wait for the killed runner's session to
+	// end (runner-manager sees the exit at once) and a moment after it.
+	runnerKillSettle = 6 * time.Second
 )
 
 // NewPlan builds the schedule. rng picks the kind of each change; the
@@ -155,6 +181,12 @@ func NewPlan(c PlanConfig, rng *rand.Rand) Plan {
 	add(Fault{Kind: FaultWatchCut, Settle: watchCutSettle})
 	for i := half; i < len(c.Kills); i++ {
 		kill(i)
+	}
+	for _, t := range c.Freezes {
+		add(Fault{Kind: FaultFreeze, Target: t, Down: c.Freeze, Settle: freezeSettle, Takeover: isKubeReconciler(t)})
+	}
+	for _, t := range c.RunnerKills {
+		add(Fault{Kind: FaultRunnerKill, Target: t, Settle: runnerKillSettle})
 	}
 	add(Fault{Kind: FaultNodeLoss, Down: c.NodeLoss, Settle: nodeLossSettle})
 	add(Fault{Kind: FaultNATSOutage, Down: c.NATSOutage, Settle: natsOutageSettle})
@@ -225,6 +257,27 @@ func Kills(short bool) []string {
 		for _, s := range services {
 			out = append(out, instanceName(s, r))
 		}
+	}
+	return out
+}
+
+// Freezes lists the members a run freezes: the informer that leads when
+// the freeze starts, and replica 1 of kube-reconciler and runner-manager
+// (the kills of the short run hit replica 0).
+func Freezes() []string {
+	return []string{svcInformer, instanceName(svcKubeReconciler, 1), instanceName(svcRunnerManager, 1)}
+}
+
+// RunnerKills lists the runner-manager replicas one of whose runners a run
+// kills: each replica, or (short) replica 0.
+func RunnerKills(short bool) []string {
+	replicas := serviceReplicas
+	if short {
+		replicas = 1
+	}
+	out := make([]string, 0, replicas)
+	for r := range replicas {
+		out = append(out, instanceName(svcRunnerManager, r))
 	}
 	return out
 }

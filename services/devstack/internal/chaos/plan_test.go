@@ -11,40 +11,60 @@ import (
 )
 
 func testPlanConfig(short bool, changes int) PlanConfig {
-	apiOutage := DefaultAPIOutage
+	apiOutage, freeze := DefaultAPIOutage, DefaultFreeze
 	if short {
-		apiOutage = ShortAPIOutage
+		apiOutage, freeze = ShortAPIOutage, ShortFreeze
 	}
 	return PlanConfig{
 		Changes: changes, Kills: Kills(short), Warmup: 20 * time.Second, RestartDelay: 2 * time.Second,
 		KillSettle: 15 * time.Second, NodeLoss: 30 * time.Second, NATSOutage: 30 * time.Second, APIOutage: apiOutage, KubeOutage: 186 * time.Second,
+		Freezes: Freezes(), Freeze: freeze, RunnerKills: RunnerKills(short),
 	}
 }
 
 // TestPlanRunsEveryFaultInOrder: a plan has one oversize object, one watch
 // cut, one NATS node loss, one NATS outage, one API outage and one
-// kube-apiserver outage, and kills every killable instance once (short:
-// replica 0 of each), one fault after the other, the API outage after the
-// NATS outage and the apiserver outage last.
+// kube-apiserver outage, kills every killable instance once (short:
+// replica 0 of each), then freezes the informer leader, a kube-reconciler
+// and a runner-manager, then kills a runner on each runner-manager (short:
+// on replica 0), one fault after the other, the API outage after the NATS
+// outage and the apiserver outage last. The freezes and runner kills add
+// under a minute to the short plan (CI).
 func TestPlanRunsEveryFaultInOrder(t *testing.T) {
 	tests := []struct {
-		name  string
-		short bool
-		kills []string
+		name        string
+		short       bool
+		kills       []string
+		runnerKills []string
 	}{
-		{"full", false, []string{"informer-0", "kube-reconciler-0", "runner-manager-0", "agui-proxy-0", "informer-1", "kube-reconciler-1", "runner-manager-1", "agui-proxy-1"}},
-		{"short", true, []string{"informer-0", "kube-reconciler-0", "runner-manager-0", "agui-proxy-0"}},
+		{"full", false, []string{"informer-0", "kube-reconciler-0", "runner-manager-0", "agui-proxy-0", "informer-1", "kube-reconciler-1", "runner-manager-1", "agui-proxy-1"},
+			[]string{"runner-manager-0", "runner-manager-1"}},
+		{"short", true, []string{"informer-0", "kube-reconciler-0", "runner-manager-0", "agui-proxy-0"}, []string{"runner-manager-0"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			p := NewPlan(testPlanConfig(tc.short, 300), rand.New(rand.NewPCG(1, 2)))
+			c := testPlanConfig(tc.short, 300)
+			p := NewPlan(c, rand.New(rand.NewPCG(1, 2)))
 			kinds := map[FaultKind]int{}
-			var kills []string
-			var prevEnd time.Duration
+			var kills, freezes, runnerKills, order []string
+			var prevEnd, added time.Duration
 			for i, f := range p.Faults {
 				kinds[f.Kind]++
-				if f.Kind == FaultKill {
+				if len(order) == 0 || order[len(order)-1] != string(f.Kind) {
+					order = append(order, string(f.Kind))
+				}
+				switch f.Kind {
+				case FaultKill:
 					kills = append(kills, f.Target)
+				case FaultFreeze:
+					freezes = append(freezes, f.Target)
+					added += f.End() - f.At
+					if f.Down != c.Freeze || f.Takeover != isKubeReconciler(f.Target) {
+						t.Errorf("freeze of %s: down %s, takeover %t; want %s, takeover for a kube-reconciler", f.Target, f.Down, f.Takeover, c.Freeze)
+					}
+				case FaultRunnerKill:
+					runnerKills = append(runnerKills, f.Target)
+					added += f.End() - f.At
 				}
 				if f.At < prevEnd {
 					t.Errorf("fault %d (%s) starts at %s, before the previous one ended at %s", i, f.Kind, f.At, prevEnd)
@@ -53,6 +73,20 @@ func TestPlanRunsEveryFaultInOrder(t *testing.T) {
 			}
 			if !slices.Equal(kills, tc.kills) {
 				t.Errorf("kills %v, want %v", kills, tc.kills)
+			}
+			if want := []string{"informer", "kube-reconciler-1", "runner-manager-1"}; !slices.Equal(freezes, want) {
+				t.Errorf("freezes %v, want %v", freezes, want)
+			}
+			if !slices.Equal(runnerKills, tc.runnerKills) {
+				t.Errorf("runner kills %v, want %v", runnerKills, tc.runnerKills)
+			}
+			wantOrder := []string{string(FaultOversize), string(FaultKill), string(FaultWatchCut), string(FaultKill), string(FaultFreeze), string(FaultRunnerKill),
+				string(FaultNodeLoss), string(FaultNATSOutage), string(FaultAPIOutage), string(FaultKubeOutage)}
+			if !slices.Equal(order, wantOrder) {
+				t.Errorf("fault kinds in order %v, want %v", order, wantOrder)
+			}
+			if tc.short && added > time.Minute {
+				t.Errorf("the freezes and the runner kill add %s to the short plan, want at most a minute", added)
 			}
 			for _, k := range []FaultKind{FaultOversize, FaultWatchCut, FaultNodeLoss, FaultNATSOutage, FaultAPIOutage, FaultKubeOutage} {
 				if kinds[k] != 1 {
@@ -197,6 +231,7 @@ func TestParseFlags(t *testing.T) {
 		{name: "more witnesses than the cap", args: []string{"--witnesses", "30"}, wantErr: true},
 		{name: "stray argument", args: []string{"now"}, wantErr: true},
 		{name: "takeover within MEMBER_TTL", args: []string{"--takeover-down", "6s"}, wantErr: true},
+		{name: "freeze within the lease TTL", args: []string{"--freeze", "10s"}, wantErr: true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -216,6 +251,9 @@ func TestParseFlags(t *testing.T) {
 			}
 			if want := map[bool]time.Duration{false: 5 * time.Minute, true: 2 * time.Minute}[c.Short]; c.ConvergeTimeout != want {
 				t.Errorf("converge timeout %s, want %s", c.ConvergeTimeout, want)
+			}
+			if want := map[bool]time.Duration{false: DefaultFreeze, true: ShortFreeze}[c.Short]; c.Freeze != want {
+				t.Errorf("freeze %s, want %s", c.Freeze, want)
 			}
 			if c.Seed == 0 {
 				t.Error("seed 0: want one chosen and reported")

@@ -333,7 +333,8 @@ func (r report) setup(b *strings.Builder) {
 	if r.cfg.TakeoverDown > 0 {
 		w(" The last kube-reconciler killed comes back after %s instead, past `MEMBER_TTL`: its peer takes its partitions over, as when a Deployment replaces a pod by one of another name, and must carry the statuses written in them meanwhile to the API before the restart.", r.cfg.TakeoverDown)
 	}
-	w(" event-tally is never killed: its tally lives in memory by design, so killing it would void the counting check rather than test anything.\n\n")
+	w(" event-tally is never killed: its tally lives in memory by design, so killing it would void the counting check rather than test anything.\n")
+	w("- Frozen members (SIGSTOP of the process group, SIGCONT %s later: a VM pause, a long GC or I/O stall) resume where they stopped, after a peer took their lease or partitions over: the informer holding the lease, kube-reconciler-1 (the harness writes AgenticSession statuses in its partitions meanwhile, which its peer must carry before the thaw), runner-manager-1 (its runners, in their own process groups, run on). Killed runners (kill -9 of a running session's runner process, not of its runner-manager) must leave their session `Failed` with RunnerStarted `ProcessExited: killed by signal killed`, its record released and no route, and never be started again (services/runner-manager/README.md, Lifecycle).\n\n", r.cfg.Freeze)
 	w("How the audit reads the system: the API (gRPC list), the process table (`/proc`: a runner of this run is a `demo-runner` whose `WORKSPACE_PATH` lies under the run's workspace root; the replica is the root it runs in), KV `ambient-runners`, the Kubernetes API, event-tally's `/tally?ids=true`, and `GET /sessions/{id}/health` through each agui-proxy.\n\n")
 	w("Reproduce: `make chaos` (or `make chaos-short`; `CHAOS_ARGS=\"--seed %d\"` replays this schedule). `bin/chaos -h` lists every knob.\n", r.cfg.Seed)
 }

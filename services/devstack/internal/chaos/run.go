@@ -115,6 +115,7 @@ func (h *harness) start(ctx context.Context) error {
 	h.plan = NewPlan(PlanConfig{
 		Changes: cfg.Changes, Kills: Kills(cfg.Short), Warmup: cfg.Warmup, RestartDelay: cfg.RestartDelay, TakeoverDown: cfg.TakeoverDown,
 		KillSettle: cfg.KillSettle, NodeLoss: cfg.NodeLoss, NATSOutage: cfg.NATSOutage, APIOutage: cfg.APIOutage, KubeOutage: cfg.KubeOutage,
+		Freezes: Freezes(), Freeze: cfg.Freeze, RunnerKills: RunnerKills(cfg.Short),
 	}, rng)
 	fmt.Fprintf(h.out, "chaos: seed %d, %d changes over %s, %d faults; run dir %s\n", cfg.Seed, cfg.Changes, h.plan.End, len(h.plan.Faults), h.runDir)
 	sys, err := newSystem(cfg, h.runDir, h.out)
@@ -210,11 +211,12 @@ func (h *harness) judge(ctx context.Context, inj *injector, t0, end time.Time) a
 	}
 	sessions, projects, journal, deletes := h.drv.snapshot()
 	streams, streamsErr := h.nv.streams(ctx)
+	evs, evsErr := h.nv.readEvents(ctx)
 	return auditInput{
 		Sessions: sessions, Projects: projects, Deletes: deletes, Journal: journal,
 		Obs: obs, ObsErr: obsErr, Sampler: h.smp.Stats(), Operator: h.op.Stats(),
 		Before: inj.beforeOutage, After: inj.afterOutage,
-		Exits: h.sys.exitLog(), ScheduleStart: t0, Faults: inj.faults(), Streams: streams, StreamsErr: streamsErr,
+		Exits: h.sys.exitLog(), ScheduleStart: t0, Faults: inj.faults(), Streams: streams, StreamsErr: streamsErr, Events: evs, EventsErr: evsErr,
 		Converged: converged, ConvergeBound: h.cfg.ConvergeBound, ConvergeLimit: h.cfg.ConvergeTimeout, Trend: trend,
 	}
 }
@@ -322,13 +324,17 @@ func converge(ctx context.Context, o *observer, drv *driver, end time.Time, limi
 	var trend []trendPoint
 	for {
 		sessions, projects, _, _ := drv.snapshot()
-		var want []string
+		var want, gone []string
 		for _, s := range sessions {
-			if s.Project.Local && s.Running && !s.Deleted {
+			switch {
+			case s.Deleted || !s.Project.Local:
+			case s.Running:
 				want = append(want, s.ID)
+			case s.RunnerKilled:
+				gone = append(gone, s.ID)
 			}
 		}
-		obs, err := o.observe(ctx, want)
+		obs, err := o.observe(ctx, want, gone)
 		last, lastErr = obs, err
 		wrong := -1
 		if err == nil && obs.OwnersErr == "" && obs.KubeErr == "" && obs.TallyErr == "" {

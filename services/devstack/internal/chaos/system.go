@@ -314,6 +314,8 @@ func (s *system) stop(cancel context.CancelFunc, table *procTable) error {
 	for i := len(s.members) - 1; i >= 0; i-- {
 		m := s.members[i]
 		m.proc.Release()
+		// A member a failed run left frozen would ignore SIGTERM.
+		_ = m.proc.Signal(syscall.SIGCONT) //nolint:errcheck // best effort; Stop's SIGKILL ends it anyway
 		if err := m.proc.Stop(context.Background(), stopGrace); err != nil {
 			fmt.Fprintf(s.log, "chaos: stop %s: %v\n", m.name, err)
 		}
