@@ -118,12 +118,24 @@ func TestConfigFile(t *testing.T) {
 		t.Fatal("publish outside the user's permissions was not refused")
 	}
 
+	nc.Close()
+
+	// The client the reload must disconnect has never sent or received a
+	// message: nats-server (v2.15.2 and .3) reads a disconnected client's
+	// message counters without synchronisation in its auth-error event
+	// (sendAccountAuthErrorEvent), a data race with the read loop's atomic
+	// add that -race reports whenever the client had published.
+	idle, err := nats.Connect(srv.ClientURL(), nats.UserInfo("app", "p1"))
+	if err != nil {
+		t.Fatalf("connect as app: %v", err)
+	}
+	defer idle.Close()
 	t.Setenv("NATSSERVER_TEST_PASSWORD", "p2")
 	if err := srv.Reload(); err != nil {
 		t.Fatalf("Reload: %v", err)
 	}
 	testenv.Eventually(t, 5*time.Second, func() error {
-		if nc.IsConnected() {
+		if idle.IsConnected() {
 			return errors.New("a client with the old password is still connected after Reload")
 		}
 		return nil
