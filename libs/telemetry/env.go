@@ -94,6 +94,7 @@ func LoadEnv(l *envconfig.Loader) Export {
 	checkSDKEnv(l)
 	checkResourceEnv(l)
 	checkSamplerEnv(l)
+	checkPropagatorsEnv(l)
 	endpoint := l.URL(EnvOTLPEndpoint, "", "http", "https") != nil
 	tracesEndpoint := l.URL(EnvOTLPTracesEndpoint, "", "http", "https") != nil
 	metricsEndpoint := l.URL(EnvOTLPMetricsEndpoint, "", "http", "https") != nil

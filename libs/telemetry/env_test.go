@@ -62,6 +62,12 @@ func TestLoadEnv(t *testing.T) {
 		{name: "sampler without argument", env: map[string]string{EnvTracesSampler: "always_off"}},
 		// The SDK logs these once and samples everything instead.
 		{name: "unknown sampler", env: map[string]string{EnvTracesSampler: "jaeger_remote"}, badVars: []string{EnvTracesSampler}},
+		{name: "propagators as the services use them", env: map[string]string{EnvPropagators: "tracecontext, baggage"}},
+		{name: "propagators trace context alone", env: map[string]string{EnvPropagators: "tracecontext"}},
+		{name: "propagators b3", env: map[string]string{EnvPropagators: "b3"}, badVars: []string{EnvPropagators}},
+		{name: "propagators with jaeger", env: map[string]string{EnvPropagators: "tracecontext,jaeger"}, badVars: []string{EnvPropagators}},
+		{name: "propagators none", env: map[string]string{EnvPropagators: "none"}, badVars: []string{EnvPropagators}},
+		{name: "propagators baggage alone", env: map[string]string{EnvPropagators: "baggage"}, badVars: []string{EnvPropagators}},
 		{name: "ratio not a number", env: map[string]string{EnvTracesSampler: "traceidratio", EnvTracesSamplerArg: "10%"}, badVars: []string{EnvTracesSamplerArg}},
 		{name: "ratio above 1", env: map[string]string{EnvTracesSampler: "parentbased_traceidratio", EnvTracesSamplerArg: "1.5"}, badVars: []string{EnvTracesSamplerArg}},
 		{name: "ratio NaN", env: map[string]string{EnvTracesSampler: "traceidratio", EnvTracesSamplerArg: "NaN"}, badVars: []string{EnvTracesSamplerArg}},
