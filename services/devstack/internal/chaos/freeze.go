@@ -2,13 +2,13 @@ package chaos
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
 	"syscall"
 	"time"
 
+	apisession "github.com/ambient-code/control-plane/libs/session"
 	"github.com/ambient-code/control-plane/services/devstack/internal/proc"
 )
 
@@ -186,7 +186,7 @@ func (in *injector) killRunner(ctx context.Context, rec *faultRecord) error {
 		}
 		if gerr == nil {
 			phase, cond = s.GetPhase(), runnerStarted(s.GetConditions())
-			if terminalPhase(phase) && len(now[id]) == 0 {
+			if apisession.Phase(phase).Terminal() && len(now[id]) == 0 {
 				rec.Took = time.Since(killed)
 				break
 			}
@@ -209,28 +209,14 @@ func (in *injector) killRunner(ctx context.Context, rec *faultRecord) error {
 	return nil
 }
 
-func terminalPhase(p string) bool {
-	return p == phaseFailed || p == phaseCompleted || p == phaseStopped
-}
-
-// condition is one entry of a session's conditions JSON.
-type condition struct {
-	Type, Status, Reason, Message string
-}
-
-// conditionOf returns the condition of type typ in conditions (a JSON
-// list), if there is one.
-func conditionOf(conditions, typ string) (condition, bool) {
-	var cs []condition
-	if json.Unmarshal([]byte(conditions), &cs) != nil {
-		return condition{}, false
+// conditionOf returns the condition of type typ in conditions (the
+// session's JSON list), if there is one; unreadable conditions have none.
+func conditionOf(conditions, typ string) (apisession.Condition, bool) {
+	cs, err := apisession.ParseConditions(conditions)
+	if err != nil {
+		return apisession.Condition{}, false
 	}
-	for _, c := range cs {
-		if c.Type == typ {
-			return c, true
-		}
-	}
-	return condition{}, false
+	return cs.Get(typ)
 }
 
 // runnerStarted renders the RunnerStarted condition of conditions.
