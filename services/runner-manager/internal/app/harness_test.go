@@ -352,3 +352,18 @@ func (w *world) waitQueueDrained(minEvents uint64) {
 		return nil
 	})
 }
+
+// eventsPublished is the number of events the informer put on the events
+// stream so far.
+func (w *world) eventsPublished() uint64 {
+	w.t.Helper()
+	src, err := w.js.Stream(w.t.Context(), events.StreamName)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	info, err := src.Info(w.t.Context())
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return info.State.Msgs
+}
