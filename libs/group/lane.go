@@ -167,13 +167,16 @@ func (w *worker) handle(runCtx, lctx context.Context, f *flight, l *lane, batch 
 		log.Debug("event handled", slog.Int(logkey.Count, len(items)))
 		return true
 	case errors.As(err, &dead):
+		m := Message{Event: ev, Subject: newest.subject, Header: w.current(newest).Headers(),
+			Attempt: attempt, Seq: newest.seq, Coalesced: len(items) - 1}
+		dctx, span := w.startDeadLetterSpan(hctx, m, f.partition, from.links(), dead.reason)
+		defer endConsumerSpan(span, dead.err)
 		for _, e := range items {
 			if !w.deadLetter(runCtx, lctx, l, e, attempt, dead.reason, dead.err) {
 				return false
 			}
 		}
-		w.onDeadLetter(hctx, Message{Event: ev, Subject: newest.subject, Header: w.current(newest).Headers(),
-			Attempt: attempt, Seq: newest.seq, Coalesced: len(items) - 1}, dead.reason, dead.err, log)
+		w.onDeadLetter(dctx, m, dead.reason, dead.err, log)
 		return true
 	default:
 		// Stopping, or the partition moved: whatever the handler

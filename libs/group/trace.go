@@ -25,6 +25,9 @@ const (
 	AttrAttempt = attribute.Key("messaging.nats.attempt")
 	// AttrCoalesced is Message.Coalesced, set when it is not 0.
 	AttrCoalesced = attribute.Key("ambient.coalesced")
+	// AttrDeadLetterReason is the DLQ reason (ReasonExhausted, ...) on the
+	// dead-letter span.
+	AttrDeadLetterReason = attribute.Key("ambient.dead_letter.reason")
 )
 
 // newTracer returns the consumer spans' tracer: cfg.TracerProvider's, or
@@ -96,6 +99,32 @@ func (w *worker) startConsumerSpan(hctx context.Context, m Message, partition in
 	// The caller ends the span (endConsumerSpan) when the handler returns.
 	ctx, span := w.tracer.Start(hctx, "process "+events.ResourceToken(ev.GetResource()), //nolint:spancheck // ended by the caller
 		trace.WithSpanKind(trace.SpanKindConsumer), trace.WithLinks(links...), trace.WithAttributes(attrs...))
+	return telemetry.ContextWithAttributes(ctx, obj...), span //nolint:spancheck // ended by the caller
+}
+
+// startDeadLetterSpan starts the span in which a batch's messages go to the
+// DLQ and Config.OnDeadLetter reports it: a child of the newest message's
+// producer span, linked to the older ones, as the consumer spans are. The
+// service's report (a session condition written to the API) is then a
+// child of a span saying why, not a sibling of the failed tries hanging
+// from the producer. The caller ends it with endConsumerSpan(span, cause).
+func (w *worker) startDeadLetterSpan(hctx context.Context, m Message, partition int, links []trace.Link, reason string) (context.Context, trace.Span) {
+	obj := objectAttributes(m.Event)
+	attrs := append([]attribute.KeyValue{
+		attribute.String("messaging.system", "nats"),
+		attribute.String("messaging.destination.name", m.Subject),
+		attribute.String("messaging.consumer.group.name", w.cfg.Group),
+		attribute.String("messaging.destination.partition.id", strconv.Itoa(partition)),
+		attribute.String("messaging.message.id", m.Event.GetEventId()),
+		telemetry.AttrEventType.String(events.TypeName(m.Event.GetType())),
+		AttrAttempt.Int64(int64(min(m.Attempt, 1<<62))),
+		AttrDeadLetterReason.String(reason),
+	}, obj...)
+	if m.Coalesced > 0 {
+		attrs = append(attrs, AttrCoalesced.Int(m.Coalesced))
+	}
+	ctx, span := w.tracer.Start(hctx, "dead-letter "+events.ResourceToken(m.Event.GetResource()), //nolint:spancheck // ended by the caller
+		trace.WithSpanKind(trace.SpanKindInternal), trace.WithLinks(links...), trace.WithAttributes(attrs...))
 	return telemetry.ContextWithAttributes(ctx, obj...), span //nolint:spancheck // ended by the caller
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -202,5 +203,62 @@ func TestCoalescedCallLinksEveryProducer(t *testing.T) {
 	}
 	if got := attr(s, group.AttrCoalesced); got != fmt.Sprint(last-2) {
 		t.Errorf("%s = %q, want %d", group.AttrCoalesced, got, last-2)
+	}
+}
+
+// TestDeadLetterSpan: a message that goes to the DLQ gets a dead-letter
+// span under its producer's, with the reason and the handler's error, and
+// Config.OnDeadLetter's report (the service's API write) is a child of it
+// carrying the object, not a sibling of the failed try.
+func TestDeadLetterSpan(t *testing.T) {
+	t.Parallel()
+	srv, js := setup(t)
+	tp, rec := recorder(t)
+	cfg := testConfig("a")
+	cfg.TracerProvider = tp
+	reported := make(chan struct{}, 1)
+	cfg.OnDeadLetter = func(ctx context.Context, _ group.Message, _ string, _ error) {
+		_, span := tp.Tracer("service").Start(ctx, "report")
+		span.End()
+		reported <- struct{}{}
+	}
+	startMember(t, srv, cfg, func(context.Context, group.Message) error {
+		return group.Terminal(errors.New("invalid name"))
+	})
+	waitMembers(t, js, "a")
+	pctx := producerCtx(t, 3)
+	publishCtx(t, pctx, js, "s1", 1)
+	select {
+	case <-reported:
+	case <-time.After(15 * time.Second):
+		t.Fatal("OnDeadLetter not called within 15s")
+	}
+	var dead []sdktrace.ReadOnlySpan
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if dead = spansNamed(rec, "dead-letter sessions"); len(dead) != 1 {
+			return fmt.Errorf("%d dead-letter spans, want 1", len(dead))
+		}
+		return nil
+	})
+	producer := trace.SpanContextFromContext(pctx)
+	d := dead[0]
+	if d.Parent().SpanID() != producer.SpanID() || d.SpanContext().TraceID() != producer.TraceID() {
+		t.Errorf("dead-letter span's parent %s, want the producer %s", d.Parent().SpanID(), producer.SpanID())
+	}
+	if d.Status().Code != codes.Error || !strings.Contains(d.Status().Description, "invalid name") {
+		t.Errorf("dead-letter span status %v %q, want Error with the handler's error", d.Status().Code, d.Status().Description)
+	}
+	if got := attr(d, group.AttrDeadLetterReason); got != group.ReasonTerminal {
+		t.Errorf("reason %q, want %q", got, group.ReasonTerminal)
+	}
+	reports := spansNamed(rec, "report")
+	if len(reports) != 1 {
+		t.Fatalf("%d report spans, want 1", len(reports))
+	}
+	if reports[0].Parent().SpanID() != d.SpanContext().SpanID() {
+		t.Errorf("report's parent %s, want the dead-letter span %s", reports[0].Parent().SpanID(), d.SpanContext().SpanID())
+	}
+	if attr(reports[0], telemetry.AttrObjectID) != "s1" {
+		t.Errorf("report attributes %v lack the object", reports[0].Attributes())
 	}
 }
