@@ -9,7 +9,8 @@
 // http/protobuf, the default), OTEL_EXPORTER_OTLP_ENDPOINT, the per-signal
 // OTEL_EXPORTER_OTLP_{TRACES,METRICS}_{ENDPOINT,PROTOCOL}, headers,
 // timeouts, compression, certificates, OTEL_BSP_* batching,
-// OTEL_METRIC_EXPORT_INTERVAL, the sampler (OTEL_TRACES_SAMPLER, _ARG) and
+// OTEL_METRIC_EXPORT_INTERVAL, the span limits (OTEL_SPAN_*_LIMIT,
+// OTEL_ATTRIBUTE_*_LIMIT, ...), the sampler (OTEL_TRACES_SAMPLER, _ARG) and
 // the resource (OTEL_RESOURCE_ATTRIBUTES, OTEL_SERVICE_NAME, which override
 // the service's own service.name and service.version). [LoadEnv] (called
 // by each service's config) checks the variables whose mistakes would

@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"math"
 	"net/url"
+	"strconv"
 	"strings"
 	"unicode"
 
@@ -13,8 +14,9 @@ import (
 // The standard OpenTelemetry variables [LoadEnv] checks. The OTel SDK reads
 // them again itself (through autoexport) when [Setup] builds the exporters,
 // together with every other OTEL_EXPORTER_OTLP_* variable (headers,
-// timeouts, compression, certificates) and OTEL_BSP_* /
-// OTEL_METRIC_EXPORT_* for batching, exactly as the specification says.
+// timeouts, compression, certificates), OTEL_BSP_* /
+// OTEL_METRIC_EXPORT_* for batching and the span limits, exactly as the
+// specification says; LoadEnv checks those too.
 const (
 	EnvTracesExporter      = "OTEL_TRACES_EXPORTER"
 	EnvMetricsExporter     = "OTEL_METRICS_EXPORTER"
@@ -80,8 +82,10 @@ type Export struct {
 // not an absolute http(s) URL. A bare "host:port" is refused although this
 // package used to take it: the SDK would read it as a URL with scheme
 // "host". OTEL_SDK_DISABLED other than true or false (any case), and the
-// resource and sampler variables' mistakes (see checkResourceEnv and
-// checkSamplerEnv) are refused too.
+// mistakes of the exporters' other variables, of batching, span limits,
+// resource, sampler and propagators (see checkSDKEnv, checkBatchEnv,
+// checkLimitsEnv, checkResourceEnv, checkSamplerEnv and
+// checkPropagatorsEnv) are refused too.
 func LoadEnv(l *envconfig.Loader) Export {
 	// Only "true" disables per the specification, and other SDKs read any
 	// other value as false: "1" or "yes" would disable here and not there.
@@ -92,6 +96,8 @@ func LoadEnv(l *envconfig.Loader) Export {
 		exporterName(l, name, ProtocolGRPC, ProtocolHTTPProtobuf)
 	}
 	checkSDKEnv(l)
+	checkBatchEnv(l)
+	checkLimitsEnv(l)
 	checkResourceEnv(l)
 	checkSamplerEnv(l)
 	checkPropagatorsEnv(l)
@@ -123,25 +129,22 @@ func exporterName(l *envconfig.Loader, name string, allowed ...string) string {
 	return ""
 }
 
-// The variables the OTel SDK reads itself. On a bad value the SDK keeps its
-// default (a header dropped, a certificate ignored, a timeout unchanged),
-// at most logging it once: checkSDKEnv refuses them at start instead, with
-// the rules of the OpenTelemetry specification.
-const (
-	envOTLPPrefix         = "OTEL_EXPORTER_OTLP_"
-	EnvBSPScheduleDelay   = "OTEL_BSP_SCHEDULE_DELAY"
-	EnvBSPExportTimeout   = "OTEL_BSP_EXPORT_TIMEOUT"
-	EnvBSPMaxQueueSize    = "OTEL_BSP_MAX_QUEUE_SIZE"
-	EnvBSPMaxBatchSize    = "OTEL_BSP_MAX_EXPORT_BATCH_SIZE"
-	EnvMetricExportPeriod = "OTEL_METRIC_EXPORT_INTERVAL"
-	EnvMetricExportTime   = "OTEL_METRIC_EXPORT_TIMEOUT"
-)
+// The prefix of the OTLP exporters' variables, which the OTel SDK reads
+// itself. On a bad value the SDK keeps its default (a header dropped, a
+// certificate ignored, a timeout unchanged), at most logging it once:
+// checkSDKEnv refuses them at start instead, with the rules of the
+// OpenTelemetry specification.
+const envOTLPPrefix = "OTEL_EXPORTER_OTLP_"
 
-// maxMillis bounds the millisecond variables (about 24 days).
+// maxMillis bounds the millisecond variables (about 24 days): 2^31-1, the
+// specification's range for integers, which every SDK reads. The Go SDK
+// takes more for some (it overflows past 2^63 ns, about 292 years).
 const maxMillis = math.MaxInt32
 
-// checkSDKEnv records every malformed variable of the OTLP exporters (in
-// their general and per-signal forms) and of the batching.
+// checkSDKEnv records every malformed variable of the OTLP exporters, in
+// their general and per-signal forms. The exporters trim a timeout before
+// parsing it, read 0 as no timeout, as the specification says, and a
+// negative one as no timeout too (refused).
 func checkSDKEnv(l *envconfig.Loader) {
 	for _, signal := range []string{"", "TRACES_", "METRICS_"} {
 		base := envOTLPPrefix + signal
@@ -155,12 +158,24 @@ func checkSDKEnv(l *envconfig.Loader) {
 		l.CAFile(base+"CERTIFICATE", "")
 		checkClientCert(l, base+"CLIENT_CERTIFICATE", base+"CLIENT_KEY")
 	}
-	l.Int(EnvBSPScheduleDelay, 0, 0, maxMillis)
-	l.Int(EnvBSPExportTimeout, 0, 0, maxMillis)
-	l.Int(EnvBSPMaxQueueSize, 1, 1, math.MaxInt32)
-	l.Int(EnvBSPMaxBatchSize, 1, 1, math.MaxInt32)
-	l.Int(EnvMetricExportPeriod, 1, 1, maxMillis)
-	l.Int(EnvMetricExportTime, 1, 1, maxMillis)
+}
+
+// sdkInt returns the variable's value when it is an integer from minimum
+// to maximum written as the SDK reads it, with strconv (decimal digits and
+// an optional sign, nothing else: the SDK trims no space, so " 200" would
+// keep its default), and true; def and true when it is unset; def and
+// false, recording the problem as want, otherwise.
+func sdkInt(l *envconfig.Loader, name string, def, minimum, maximum int, want string) (int, bool) {
+	v := l.String(name, "")
+	if v == "" {
+		return def, true
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < minimum || n > maximum {
+		l.Invalid(name, want, v, nil)
+		return def, false
+	}
+	return n, true
 }
 
 // checkClientCert records a client certificate and key that the SDK would
