@@ -43,12 +43,54 @@
 // and the survivors take over within: the dead replica's last heartbeat
 // plus the TTL (the key expires), plus one sweep interval, plus one probe
 // (a refused connection returns at once; an unreachable host costs the
-// probe timeout, DefaultProbeTimeout, probes run 8 at a time). With the
+// probe timeout, DefaultProbeTimeout; a sweep probes 8 records at a time,
+// and recovers 8 at a time, each asking OwnerGone again). With the
 // defaults (MEMBER_TTL 5s, RUNNER_SWEEP_INTERVAL 5s) that is at most
 // about 10 s before the takeover starts the session again; measured with
 // MEMBER_TTL=1s and a 300 ms sweep: 2.7-2.9 s for 20 sessions
 // (internal/app TestKillReplicaSessionsMove). A replica that has just
 // started (or reconnected) takes nothing over during its first TTL.
+//
+// # A paused node
+//
+// A whole node paused for longer than the TTL (a VM live-migration
+// stall, a frozen cgroup, a node that is not scheduled) stops a replica
+// and its runners together. Its peers see no heartbeat, and its runners
+// accept a probe's connection but never answer it (each probe costs the
+// probe timeout), so they take the sessions over and restart them, as for
+// a dead replica. Measured (internal/app TestNodeFrozenSessionsMoveOnce,
+// MEMBER_TTL=1s, 300 ms sweep, 5-8 sessions): every session Running on
+// the peer 3.2-4.0 s after the freeze; 7.6-12.6 s while a sweep
+// recovered its stale claims one after the other, each recovery probing
+// the frozen runner again, and 11.4 s for 10 sessions when the resync,
+// which took claims over one after the other too, ran first (the resync
+// now leaves claims to the sweep).
+//
+// On the thaw the old runners resume beside the new ones, and the
+// replica resumes believing it still owns their sessions. Its record
+// watch delivers the takeovers as soon as it runs again, and each of
+// those runners is killed at once without a write (supervise MarkLost):
+// measured 20-141 ms (once 264 ms) from the thaw until the old runners'
+// process groups were gone (about 25 runs on a loaded 2-core host), with
+// no status write from the thawed replica after it. The sweep's
+// ownership check (a record another replica holds stops the runner;
+// Reassert for one that vanished) is the fallback for a watch that
+// broke, e.g. on a connection the server closed during the pause (Scan
+// then reads the bucket); the watch reopens with the reconnect, and
+// until then nothing can tell whose a record is. There is no separate
+// pause detection: a runner whose record may still be this replica's is
+// never stopped, so nothing could act sooner than a read of the record,
+// which is what the watch delivers.
+//
+// In the moment before the watch's news a lost runner may still end (its
+// own timers fire when the node resumes, or a stop arrives), or a resync
+// or event may find its phase "drifted" (the peer's Creating): the
+// writes a replica makes for a runner without having just written the
+// record itself (the final phase, a phase drift heal) are preceded by a
+// read of the record (package supervise, takenOver), and a record another
+// replica holds makes the runner lost: nothing is written, the new owner
+// reports the session. A read that fails (NATS down; bounded to 1 s)
+// tells nothing, and the write goes ahead as before.
 //
 // What the probe cannot tell: a runner whose /health body carries no
 // session id, listening on a port that a dead replica's runner used on

@@ -87,6 +87,10 @@ type replicaOpts struct {
 	// holdDelay delays the goroutine that holds the replica's membership
 	// and runs its Reconciler.Run, as a loaded machine may.
 	holdDelay time.Duration
+	// noRun runs neither the record watch nor the sweep (Reconciler.Run):
+	// the replica hears of registry changes only through what it reads
+	// itself, as one just thawed whose watch has not delivered yet.
+	noRun bool
 }
 
 func (e *env) replica(o replicaOpts) *replica {
@@ -141,6 +145,14 @@ func (e *env) replica(o replicaOpts) *replica {
 	if err != nil {
 		t.Fatal(err)
 	}
+	run := rec.Run
+	if o.noRun {
+		run = func(ctx context.Context) error {
+			<-ctx.Done()
+			rec.starts.Wait()
+			return rec.sup.Shutdown(ctx)
+		}
+	}
 	ctx, cancel := context.WithCancel(context.WithoutCancel(t.Context()))
 	done := make(chan error, 1)    // Hold's result
 	running := make(chan struct{}) // closed when Hold calls Run
@@ -151,7 +163,7 @@ func (e *env) replica(o replicaOpts) *replica {
 		}
 		done <- members.Hold(ctx, func(ctx context.Context) error {
 			close(running)
-			return rec.Run(ctx)
+			return run(ctx)
 		})
 	}()
 	// Handle needs Run running (the sweep retries what fails, the watch

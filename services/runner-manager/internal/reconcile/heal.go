@@ -72,6 +72,9 @@ func (r *Reconciler) healPhase(ctx context.Context, log *slog.Logger, rn *superv
 	if err := r.sup.WriteRunning(ctx, rn); err != nil {
 		return wrapRetry("heal phase of", rn.ID(), err)
 	}
+	if _, _, serving := rn.Serving(); !serving {
+		return nil // lost (its record is another replica's) or ended meanwhile: nothing written
+	}
 	log.Info("phase drift healed: the runner runs here", slog.String("current_phase", string(p)), slog.String(logkey.Phase, string(session.PhaseRunning)))
 	return nil
 }

@@ -14,12 +14,13 @@ import (
 
 // resync reads every session and reconciles the selected ones that need
 // it: Pending without a claim (start), Creating/Running without one
-// (recover), and those whose runner lives here while the phase drifted
-// (heal.go). Local runners whose session is not in the list are looked at
-// too (stopOrphans): a session deleted while no informer watched is never
-// announced, and this is the only place that notices. Claims make it safe
-// on every replica at once. Last, the workspaces of sessions gone from the
-// API are removed (removeWorkspaces).
+// (recover; a stale claim is the sweep's), and those whose runner lives
+// here while the phase drifted (heal.go). Local runners whose session is
+// not in the list are looked at too (stopOrphans): a session deleted
+// while no informer watched is never announced, and this is the only
+// place that notices. Claims make it safe on every replica at once.
+// Last, the workspaces of sessions gone from the API are removed
+// (removeWorkspaces).
 func (r *Reconciler) resync(ctx context.Context) {
 	listedAt := time.Now()
 	sessions, err := r.api.ListSessions(ctx)
@@ -122,6 +123,14 @@ func (r *Reconciler) resyncSession(ctx context.Context, s *ambientv1.Session) {
 	case rn != nil:
 		err = r.healPhase(ctx, log, rn, p, time.Time{})
 	case p == session.PhaseCreating || p == session.PhaseRunning:
+		if _, gerr := r.claims.Get(ctx, id); gerr == nil {
+			// Claimed: by a live owner, or the sweep takes the claim over
+			// (8 at a time). Here, one session after the other, each probe
+			// of a frozen or unreachable owner's runner would cost the
+			// probe timeout, and hold up this loop's sweeps meanwhile
+			// (a paused node's 10 sessions took 10 s).
+			return
+		}
 		err = r.checkAlive(ctx, log, id, p, time.Time{})
 	case p == session.PhaseStopping:
 		// A stop whose Stopped was never written (the write failed, or the

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"time"
 
+	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc/codes"
 	grpcstatus "google.golang.org/grpc/status"
 
@@ -37,9 +38,20 @@ func (r *Reconciler) sweep(ctx context.Context) {
 			rn.RequestStop(ctx, false)
 		}
 	}
+	// In parallel: each recovery asks OwnerGone again under the session's
+	// lock, and the probe of a runner that does not answer (a frozen or
+	// unreachable node) costs the whole probe timeout; one after the
+	// other, a frozen node's 20 sessions took 20 probe timeouts, more
+	// than a sweep's deadline.
+	var rg errgroup.Group
+	rg.SetLimit(recoverParallel)
 	for _, rec := range stale {
-		r.recoverRecord(ctx, rec)
+		rg.Go(func() error {
+			r.recoverRecord(ctx, rec)
+			return nil
+		})
 	}
+	_ = rg.Wait() // recoverRecord logs its errors
 	for _, rn := range r.sup.Runners() {
 		if !own[rn.ID()] {
 			r.checkOwnership(ctx, rn)
@@ -48,6 +60,10 @@ func (r *Reconciler) sweep(ctx context.Context) {
 	r.sup.Resend(ctx)
 	r.claims.ExpireMarkers(ctx, markerBatch)
 }
+
+// recoverParallel bounds the stale claims one sweep recovers at once
+// (claim.Claims.Scan probes as many at once).
+const recoverParallel = 8
 
 // markerBatch bounds the old delete markers given a TTL per sweep
 // (claim.Claims.ExpireMarkers): an upgraded bucket shrinks over a few

@@ -245,7 +245,9 @@ func (s *Supervisor) register(ctx context.Context, log *slog.Logger, rn *Runner,
 // cannot be written (an API outage) keeps the claim, with the phase in
 // its record, and the runner in the supervisor's list until Resend wrote
 // it: releasing the claim of a session still Running in the API would let
-// the next resync start the finished task again (issue 14).
+// the next resync start the finished task again (issue 14). A runner whose
+// record another replica holds when its end would be written (takenOver)
+// is lost: its end is not the session's, nothing is written or released.
 func (s *Supervisor) finish(ctx context.Context, log *slog.Logger, rn *Runner, shutdown bool) {
 	unlock := s.Lock(rn.id)
 	defer unlock()
@@ -288,6 +290,13 @@ func (s *Supervisor) finish(ctx context.Context, log *slog.Logger, rn *Runner, s
 	}
 	if s.cfg.Freed != nil {
 		defer s.cfg.Freed() // the process slot is free whatever the report does
+	}
+	if end != nil && s.takenOver(ctx, log, rn) {
+		// It ended before this replica heard of the takeover (a replica
+		// and its runners resumed together after a pause: the runner's
+		// exit can come before the record watch's news): the session runs
+		// on the new owner, which reports it.
+		end, lost = nil, true
 	}
 	if end != nil && !s.report(ctx, log, rn, end) {
 		if !rn.Pending() { // taken over meanwhile: the claim is not ours

@@ -285,17 +285,51 @@ func sessionOf(s *ambientv1.Session) runner.Session {
 // WriteRunning writes Running with the start time and conditions rn was
 // reported Running with (phase drift healing puts them back), superseding
 // a failed Running write, if the session still wants a runner (see
-// writeLive). Callers hold the session's lock.
+// writeLive) and rn's record is still this replica's (else rn is lost and
+// nothing is written: takenOver). Callers hold the session's lock.
 func (s *Supervisor) WriteRunning(ctx context.Context, rn *Runner) error {
 	since, conds, ok := rn.Serving()
 	if !ok {
 		return nil // its supervisor writes what comes next
 	}
 	log := s.log.With(slog.String(logkey.SessionID, rn.id))
+	if s.takenOver(ctx, log, rn) {
+		return nil // the new owner writes the session's phase
+	}
 	if !s.writeLive(ctx, log, rn, status.Update{Phase: session.PhaseRunning, StartTime: since, Conditions: conds}) && rn.unsentPhase() != "" {
 		return fmt.Errorf("write phase %s of %s", session.PhaseRunning, rn.id)
 	}
 	return nil
+}
+
+// ownerReadTimeout bounds takenOver's read of a record: with NATS down it
+// cannot tell, and the write it guards goes ahead as before.
+const ownerReadTimeout = time.Second
+
+// takenOver reads rn's record and reports whether another replica owns
+// it now; then rn is lost (MarkLost: killed at once if it still runs) and
+// the caller writes nothing for it. It guards the writes a replica makes
+// on its runner's behalf without having just written the record itself
+// (the final phase, a phase drift heal): the record watch, which marks a
+// runner lost as soon as its record changes hands, delivers a moment
+// after a replica resumed from a pause longer than MEMBER_TTL (its whole
+// node frozen with its runners; later when its connection broke), and
+// meanwhile a peer took the session over and restarted it (claim
+// package doc, A paused node).
+// A record that cannot be read, or is gone, tells nothing: false.
+func (s *Supervisor) takenOver(ctx context.Context, log *slog.Logger, rn *Runner) bool {
+	ctx, cancel := context.WithTimeout(ctx, ownerReadTimeout)
+	defer cancel()
+	rec, err := s.claims.Get(ctx, rn.id)
+	switch {
+	case err == nil && rec.Owner != s.claims.Member():
+		log.Warn("claim taken over by another replica before this one heard of it: nothing written for this runner", slog.String("owner", rec.Owner))
+		rn.MarkLost()
+		return true
+	case err != nil && !errors.Is(err, registry.ErrNotFound):
+		log.Warn("read claim before writing the phase; written without knowing its owner", slog.String(logkey.Err, err.Error()))
+	}
+	return false
 }
 
 // unsentPhase is the phase of a Creating/Running write that failed ("" if

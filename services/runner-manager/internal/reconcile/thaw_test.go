@@ -1,0 +1,183 @@
+package reconcile
+
+import (
+	"fmt"
+	"net"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ambient-code/control-plane/libs/registry"
+	"github.com/ambient-code/control-plane/libs/session"
+	"github.com/ambient-code/control-plane/libs/testenv"
+	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
+	"github.com/ambient-code/control-plane/services/runner-manager/internal/claim"
+)
+
+// A whole node paused (the replica and its runners stopped together for
+// longer than MEMBER_TTL) and resumed: a peer took the session over and
+// restarted it meanwhile, but nothing has told the thawed replica yet
+// (its record watch delivers the takeover a moment after the thaw; here
+// neither the watch nor the sweep runs, so only what the replica reads
+// itself can tell it). These are the writes it could make in that moment
+// for the session it lost; each would clobber the peer's state.
+
+// takeOver writes rm-b's takeover of the session rec names, as the peer's
+// sweep does (compare-and-swap on rec's revision), with a runner of rm-b.
+func (e *env) takeOver(rec registry.Record) {
+	e.t.Helper()
+	ep := rec.Endpoint
+	ep.Owner, ep.PID, ep.PIDStart, ep.Port = "rm-b", 1, 0, 1
+	if _, err := registry.Register(e.t.Context(), e.runners, ep, rec.Revision); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// The runner ends right at the thaw (its own timers fire when the node
+// resumes), before the replica learned that its claim is rm-b's: the
+// lost runner's end is not the session's. Before, the replica wrote
+// Failed "ProcessExited: killed by signal killed" over the Running of
+// rm-b's runner (and released nothing: Release checks the owner).
+func TestLostRunnerEndNotReported(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	rp := e.replica(replicaOpts{member: "rm-a", noRun: true})
+	s := e.create("thawed")
+	id := s.GetMetadata().GetId()
+	rec := e.startRunning(rp, s)
+	e.takeOver(rec)
+	writes := e.api.CountCalls(ambientv1.SessionService_UpdateSessionStatus_FullMethodName)
+	if err := syscall.Kill(rec.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if rp.rec.sup.Get(id) != nil {
+			return fmt.Errorf("runner of %s not finished", id)
+		}
+		return nil
+	})
+	if n := e.api.CountCalls(ambientv1.SessionService_UpdateSessionStatus_FullMethodName) - writes; n != 0 {
+		got := e.get(id)
+		t.Errorf("%d status writes for a session rm-b owns: phase %s, conditions %s", n, got.GetPhase(), got.GetConditions())
+	}
+	if p := session.PhaseOf(e.get(id)); p != session.PhaseRunning {
+		t.Errorf("phase %s, want rm-b's Running", p)
+	}
+	if got, err := registry.Get(t.Context(), e.runners, id); err != nil || got.Owner != "rm-b" {
+		t.Errorf("record %+v (%v), want rm-b's", got, err)
+	}
+}
+
+// The peer's restart is under way (phase Creating) when the thawed
+// replica's resync or an event finds its runner "drifted": healing the
+// phase would write Running with the old runner's start time over
+// rm-b's Creating. The replica reads the record first: the runner is
+// lost (killed) and nothing is written.
+func TestLostRunnerDoesNotHealPhase(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	rp := e.replica(replicaOpts{member: "rm-a", noRun: true})
+	s := e.create("thawed")
+	id := s.GetMetadata().GetId()
+	rec := e.startRunning(rp, s)
+	e.takeOver(rec)
+	creating := e.setPhase(id, session.PhaseCreating) // rm-b's restart
+	writes := e.api.CountCalls(ambientv1.SessionService_UpdateSessionStatus_FullMethodName)
+	e.handle(rp, modified, creating)
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if pidAlive(rec.PID) || rp.rec.sup.Get(id) != nil {
+			return fmt.Errorf("the lost runner %d still runs", rec.PID)
+		}
+		return nil
+	})
+	if n := e.api.CountCalls(ambientv1.SessionService_UpdateSessionStatus_FullMethodName) - writes; n != 0 {
+		got := e.get(id)
+		t.Errorf("%d status writes for a session rm-b owns: phase %s, conditions %s", n, got.GetPhase(), got.GetConditions())
+	}
+	if p := session.PhaseOf(e.get(id)); p != session.PhaseCreating {
+		t.Errorf("phase %s, want rm-b's Creating", p)
+	}
+}
+
+// A stop asked for while the thawed replica still believes it runs the
+// session: its runner is stopped, but Stopped is rm-b's to write once
+// rm-b's runner has stopped (rm-b handles the same Stopping), not the
+// lost runner's.
+func TestLostRunnerStopNotReported(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	rp := e.replica(replicaOpts{member: "rm-a", noRun: true})
+	s := e.create("thawed")
+	id := s.GetMetadata().GetId()
+	rec := e.startRunning(rp, s)
+	e.takeOver(rec)
+	stopping := e.setPhase(id, session.PhaseStopping)
+	writes := e.api.CountCalls(ambientv1.SessionService_UpdateSessionStatus_FullMethodName)
+	e.handle(rp, modified, stopping)
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if pidAlive(rec.PID) || rp.rec.sup.Get(id) != nil {
+			return fmt.Errorf("the lost runner %d still runs", rec.PID)
+		}
+		return nil
+	})
+	if n := e.api.CountCalls(ambientv1.SessionService_UpdateSessionStatus_FullMethodName) - writes; n != 0 {
+		got := e.get(id)
+		t.Errorf("%d status writes for a session rm-b owns: phase %s, conditions %s", n, got.GetPhase(), got.GetConditions())
+	}
+	if p := session.PhaseOf(e.get(id)); p != session.PhaseStopping {
+		t.Errorf("phase %s, want Stopping (rm-b's to end)", p)
+	}
+}
+
+// The claims of a frozen (or unreachable) owner are the sweep's to take
+// over, 8 at a time. The resync used to take them over itself, one
+// session after the other, each probe of a runner that accepts the
+// connection and never answers costing the whole probe timeout, while
+// the loop that also sweeps waited: with a resync running when a node
+// froze, its 10 sessions moved one per second (internal/app
+// TestNodeFrozenSessionsMoveOnce, 11.4 s). Now the resync leaves a
+// claimed session alone, quickly.
+func TestResyncLeavesStaleClaimsToSweep(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	rp := e.replica(replicaOpts{noRun: true})
+	// A frozen runner: the kernel accepts its connections, nobody answers.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() }) //nolint:errcheck // best effort
+	var recs []registry.Record
+	for i := range 3 {
+		id := e.create(fmt.Sprintf("frozen owner %d", i)).GetMetadata().GetId()
+		e.setPhase(id, session.PhaseRunning)
+		ep := registry.Endpoint{SessionID: id, ProjectID: "proj", Owner: "rm-frozen", Host: "127.0.0.1", Port: ln.Addr().(*net.TCPAddr).Port,
+			PID: 1, StartedAt: time.Now().UTC(), State: registry.StateRunning}
+		rev, err := registry.Claim(t.Context(), e.runners, ep)
+		if err != nil {
+			t.Fatal(err)
+		}
+		recs = append(recs, registry.Record{Endpoint: ep, Revision: rev})
+	}
+	// Once the replica is settled the owner is gone: a sweep would take
+	// its claims over.
+	testenv.Eventually(t, 10*time.Second, func() error {
+		gone, err := rp.rec.claims.OwnerGone(t.Context(), recs[0], false)
+		if err != nil || !gone {
+			return fmt.Errorf("owner gone %t (%v)", gone, err)
+		}
+		return nil
+	})
+	start := time.Now()
+	rp.rec.resync(t.Context())
+	took := time.Since(start)
+	for _, rec := range recs {
+		got, err := registry.Get(t.Context(), e.runners, rec.SessionID)
+		if err != nil || got.Owner != "rm-frozen" {
+			t.Errorf("record of %s: %+v (%v), want rm-frozen's, left to the sweep", rec.SessionID, got, err)
+		}
+	}
+	if took >= claim.DefaultProbeTimeout {
+		t.Errorf("resync took %v: it probed the frozen runners", took)
+	}
+}
