@@ -1,7 +1,9 @@
 package deploytest
 
 import (
+	"encoding/json"
 	"fmt"
+	"net/netip"
 	"strings"
 	"testing"
 
@@ -51,9 +53,12 @@ func loaderEnv(t *testing.T, r rendered, d *appsv1.Deployment) map[string]string
 // TestChartValuesFollowServiceLoaders: for chart values passed to a service
 // as they are, the chart (values.schema.json and the templates' checks)
 // accepts a value exactly when the service's own config loader accepts it
-// in that variable. A value the chart took but the service refused would
-// install and then crash-loop; one the chart refused but the service took
-// would make a working setting unusable.
+// in that variable, as written. A value the chart took but the service
+// refused would install and then crash-loop; one the service took as
+// another value (RUNNER_ALLOWED_NETWORKS' 10.1.2.3/8 becomes 10.0.0.0/8: the
+// host bits are masked away) would silently mean something else than what
+// was set; one the chart refused but the service took would make a working
+// setting unusable.
 func TestChartValuesFollowServiceLoaders(t *testing.T) {
 	t.Parallel()
 	type setting struct {
@@ -61,6 +66,11 @@ func TestChartValuesFollowServiceLoaders(t *testing.T) {
 		base              string                     // values the component needs to be rendered
 		values            func(v any) map[string]any // the values setting v
 		candidates        []any
+		// asWritten, when set, reports whether the service's view of an
+		// accepted value (loaderViews) is the value as written; if not,
+		// the service takes it as something else, which the chart must
+		// refuse like a value the service refuses.
+		asWritten func(t *testing.T, v any, view string) (bool, string)
 	}
 	settings := []setting{
 		{
@@ -90,16 +100,39 @@ func TestChartValuesFollowServiceLoaders(t *testing.T) {
 				return map[string]any{"aguiProxy": map[string]any{"runnerAllowedNetworks": []any{v}}}
 			},
 			candidates: []any{
-				"10.0.0.0/8", "10.244.0.0/16", "0.0.0.0/0", "192.168.1.17/32", "10.1.2.3/8", "192.168.1.17",
+				"10.0.0.0/8", "10.244.0.0/16", "0.0.0.0/0", "192.168.1.17/32", "192.168.1.17",
 				"255.255.255.255/32", "100.64.0.0/10", "fd00::/8", "::/0", "::1", "2001:db8::/32",
 				"2001:DB8:0:0:0:0:0:1/128", "::ffff:10.0.0.0/104", "::10.0.0.1/128", "fe80::1",
-				"1:2:3:4:5:6:7::/64", "1::2:3:4:5:6:7/64", "1:2:3:4:5:6:1.2.3.4/128", "1:2:3:4:5::1.2.3.4/120",
-				"0010::/16", "fd00:0:0:1::/64",
+				"1:2:3:4:5:6:1.2.3.4/128", "1:2:3:4:5:6:1.2.3.0/120", "0010::/16", "fd00:0:0:1::/64",
+				"10.244.1.16/28", "10.244.1.17/32", "1:2:3:4:5:6:7:8/128", "2001:DB8::/32", "::ffff:0.0.0.0/96",
 				// Refused by agui-proxy at start-up.
 				"pods", "abc", "dead:beef", "10.0.0.0/33", "10.0.0/8", "256.0.0.0/8", "10.0.0.0/",
 				"10.0.0.0/8/8", "10.00.0.0/8", "10.0.0.0/08", "10.0.0.0/-1", "fd00::/129", "::1/00",
 				"1:2:3:4:5:6:7:8:9/64", "::1::/64", "00010::/16", "1:2:3:4:5:6:7:1.2.3.4/128",
 				"1.2.3.4.5/32", "10.0.0.0/8a",
+				// Taken by agui-proxy as another network: it masks the bits
+				// set beyond the prefix length (10.1.2.3/8 is 10.0.0.0/8, the
+				// single address meant became a /8).
+				"10.1.2.3/8", "10.244.1.17/16", "192.168.1.17/24", "10.244.1.17/31", "1.2.3.4/0",
+				"255.255.255.255/1", "fd00::1/8", "::1/0", "::1/127", "1:2:3:4:5:6:7::/64",
+				"1::2:3:4:5:6:7/64", "1:2:3:4:5::1.2.3.4/120", "2001:DB8::1/32", "::ffff:10.0.0.1/104",
+			},
+			asWritten: func(t *testing.T, v any, view string) (bool, string) {
+				t.Helper()
+				s := fmt.Sprint(v)
+				want, err := netip.ParsePrefix(s) // not masked: as written
+				if err != nil {
+					a, aerr := netip.ParseAddr(s)
+					if aerr != nil {
+						t.Fatalf("%q: agui-proxy accepted what is neither a prefix nor an address (%v, %v)", s, err, aerr)
+					}
+					want = netip.PrefixFrom(a, a.BitLen())
+				}
+				var got []string
+				if err := json.Unmarshal([]byte(view), &got); err != nil {
+					t.Fatalf("agui-proxy's view %q: %v", view, err)
+				}
+				return len(got) == 1 && got[0] == want.String(), strings.Join(got, ",")
 			},
 		},
 		{
@@ -120,18 +153,29 @@ func TestChartValuesFollowServiceLoaders(t *testing.T) {
 			env[s.envVar] = fmt.Sprint(v)
 			cases = append(cases, envCase{ID: fmt.Sprint(i), Env: env})
 		}
-		res := checkEnvs(t, s.component, cases)
+		res := checkEnvViews(t, s.component, cases)
 		for i, v := range s.candidates {
-			serviceAccepts := true
-			for _, e := range res[fmt.Sprint(i)] {
+			serviceAccepts, takenAs := true, ""
+			r := res[fmt.Sprint(i)]
+			for _, e := range r.Errors {
 				if e.Var != s.envVar {
 					t.Fatalf("%s=%q: %s refuses another variable of the chart's environment: %s", s.envVar, fmt.Sprint(v), s.component, e.Msg)
 				}
 				serviceAccepts = false
 			}
+			if serviceAccepts && s.asWritten != nil {
+				var ok bool
+				if ok, takenAs = s.asWritten(t, v, r.View); !ok {
+					serviceAccepts = false
+				}
+			}
 			_, err := render(t, mergeValues(baseVals(), s.values(v)))
 			if chartAccepts := err == nil; chartAccepts != serviceAccepts {
-				t.Errorf("%s %s=%q: chart accepts = %v, %s accepts = %v (render error: %v)", s.component, s.envVar, fmt.Sprint(v), chartAccepts, s.component, serviceAccepts, err)
+				how := fmt.Sprintf("%s accepts = %v", s.component, serviceAccepts)
+				if len(r.Errors) == 0 && !serviceAccepts {
+					how = fmt.Sprintf("%s takes it as %s", s.component, takenAs)
+				}
+				t.Errorf("%s %s=%q: chart accepts = %v, %s (render error: %v)", s.component, s.envVar, fmt.Sprint(v), chartAccepts, how, err)
 			}
 		}
 	}

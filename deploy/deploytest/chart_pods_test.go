@@ -16,9 +16,13 @@ import (
 
 // openShiftValues leave the user and groups of every pod to the platform,
 // as OpenShift's restricted-v2 SCC requires (it assigns a UID from the
-// namespace's range and refuses any other): the value set "openshift".
+// namespace's range and refuses any other): the value set "openshift", as
+// the README gives it. The NATS pods need the nulls under nats: too (Helm
+// passes the nats chart the global values set, not the nulls).
 const openShiftValues = `
 global:
+  podSecurityContext: {runAsUser: null, runAsGroup: null, fsGroup: null}
+nats:
   podSecurityContext: {runAsUser: null, runAsGroup: null, fsGroup: null}
 `
 

@@ -60,6 +60,14 @@ metadata:
 		}
 	})
 
+	t.Run("nats pods", func(t *testing.T) {
+		testNATSPodsAdmitted(ctx, t, k)
+	})
+
+	t.Run("kubeAPIServer cidrs", func(t *testing.T) {
+		testKubeAPIServerCIDRs(ctx, t, k)
+	})
+
 	t.Run("rbac", func(t *testing.T) {
 		testRBAC(ctx, t, k, mustRender(t, map[string]any{}))
 	})

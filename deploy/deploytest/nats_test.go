@@ -182,7 +182,9 @@ func TestChartNATSAuth(t *testing.T) {
 		`config.merge={{ include "acp.natsServer.configMerge" $ }}`,
 		`container.merge={{ include "acp.natsServer.containerMerge" $ }}`,
 		`container.patch={{ include "acp.natsServer.containerPatch" $ }}`,
+		`container.patch={{ include "acp.nats.serverSecurityPatch" $ }}`, // TestChartNATSSecurityContexts
 		`podTemplate.patch={{ include "acp.natsServer.podPatch" $ }}`,
+		`podTemplate.patch={{ include "acp.nats.podSecurityPatch" $ }}`,
 	}
 	if !slices.Equal(w.valuesHookNames, wantHooks) {
 		t.Errorf("values.yaml nats hooks = %q, want %q", w.valuesHookNames, wantHooks)

@@ -378,15 +378,26 @@ the global ones, for the `helm test` pod)
 {{- include "acp.securityContext" (merge (dict "key" "containerSecurityContext") .) -}}
 {{- end -}}
 {{- define "acp.securityContext" -}}
-{{- $sc := deepCopy (get .context.Values.global .key | default dict) -}}
+{{- $own := dict -}}
 {{- if .component -}}
-{{- $own := get (get .context.Values (include "acp.valuesKey" .component)) .key | default dict -}}
-{{- range $k, $v := $own -}}
+{{- $own = get (get .context.Values (include "acp.valuesKey" .component)) .key | default dict -}}
+{{- end -}}
+{{- include "acp.mergeSecurityContext" (dict "global" (get .context.Values.global .key) "own" $own) -}}
+{{- end -}}
+
+{{/*
+acp.mergeSecurityContext is .own merged over .global key by key (either may
+be unset), a key set to null in either removing it, as YAML ({} when
+empty). Shared by the chart's own pods and the NATS pods
+(templates/nats/_security.tpl), whose hooks run in the nats chart's context.
+*/}}
+{{- define "acp.mergeSecurityContext" -}}
+{{- $sc := deepCopy (.global | default dict) -}}
+{{- range $k, $v := (.own | default dict) -}}
 {{- if kindIs "invalid" $v -}}
 {{- $_ := unset $sc $k -}}
 {{- else -}}
 {{- $_ := set $sc $k $v -}}
-{{- end -}}
 {{- end -}}
 {{- end -}}
 {{- range $k, $v := $sc -}}
@@ -498,6 +509,138 @@ service takes as "off".
 {{- if and .value (eq (durationRound .value) "0s") (not (and .orZero $zero)) -}}
 {{- if eq (durationRound (printf "%s1ns" (repeat (int $times) .value))) "0s" -}}
 {{- fail (printf "%s must be %sat least %s, got %q" .key (ternary "0 (off) or " "" (.orZero | default false)) .min .value) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+acp.checkNetworks fails on an entry of a list of networks (the schema's
+ipNetwork: a CIDR or a single address) that its consumer would refuse or
+take as another network, naming the entry:
+- bits set beyond the prefix length (10.96.0.1/8): agui-proxy masks them
+  away without a word (RUNNER_ALLOWED_NETWORKS would hold 10.0.0.0/8, not
+  the single address meant), and the kube-apiserver refuses such an ipBlock
+  ("must not have bits set beyond the prefix length");
+- with "ipBlock" true, an IPv4-mapped IPv6 address (::ffff:10.96.0.1),
+  which the kube-apiserver refuses in an ipBlock.
+A single address has no host bits. The message suggests the network the
+prefix length makes of the address, and the address's /32 or /128.
+(dict "key" "networkPolicy.kubeAPIServer.cidrs" "networks" $list ["ipBlock" true])
+*/}}
+{{- define "acp.checkNetworks" -}}
+{{- $key := .key -}}
+{{- range $i, $n := .networks -}}
+{{- $n = toString $n -}}
+{{- $addr := first (splitList "/" $n) -}}
+{{- $v6 := contains ":" $addr -}}
+{{- $nib := include "acp.addrNibbles" $addr -}}
+{{- if and $.ipBlock $v6 (hasPrefix "00000000000000000000ffff" $nib) -}}
+{{- fail (printf "%s[%d] %q is an IPv4-mapped IPv6 address, which the kube-apiserver refuses in a NetworkPolicy ipBlock: write the IPv4 network itself" $key $i $n) -}}
+{{- end -}}
+{{- if contains "/" $n -}}
+{{- $bits := atoi (last (splitList "/" $n)) -}}
+{{- $net := include "acp.maskNibbles" (dict "nibbles" $nib "bits" $bits) -}}
+{{- if ne $net $nib -}}
+{{- $masked := printf "%s/%d" (include "acp.nibblesAddr" $net) $bits -}}
+{{- $why := printf "agui-proxy would silently take it as %s" $masked -}}
+{{- if $.ipBlock -}}
+{{- $why = "the kube-apiserver refuses it in a NetworkPolicy ipBlock (\"must not have bits set beyond the prefix length\")" -}}
+{{- end -}}
+{{- fail (printf "%s[%d] %q has bits set beyond its /%d prefix: %s; write the network, %s, or the single address, %s/%d" $key $i $n $bits $why $masked $addr (ternary 128 32 $v6)) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+acp.addrNibbles is an address of the schema's ipNetwork form as hex digits,
+most significant first: 8 for IPv4 (two per octet), 32 for IPv6 ("::"
+expanded, a trailing dotted IPv4 part as two groups).
+*/}}
+{{- define "acp.addrNibbles" -}}
+{{- $a := lower . -}}
+{{- if not (contains ":" $a) -}}
+{{- range splitList "." $a }}{{ printf "%02x" (atoi .) }}{{ end -}}
+{{- else -}}
+{{- $halves := list -}}
+{{- range splitList "::" $a -}}
+{{- $groups := list -}}
+{{- if . -}}
+{{- range splitList ":" . -}}
+{{- if contains "." . -}}
+{{- $o := splitList "." . -}}
+{{- $groups = append $groups (printf "%02x%02x" (atoi (index $o 0)) (atoi (index $o 1))) -}}
+{{- $groups = append $groups (printf "%02x%02x" (atoi (index $o 2)) (atoi (index $o 3))) -}}
+{{- else -}}
+{{- $groups = append $groups (printf "%4s" . | replace " " "0") -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- $halves = append $halves (join "" $groups) -}}
+{{- end -}}
+{{- join (repeat (int (div (sub 32 (len (join "" $halves))) 4)) "0000") $halves -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+acp.maskNibbles is .nibbles (acp.addrNibbles) with every bit past the first
+.bits cleared.
+*/}}
+{{- define "acp.maskNibbles" -}}
+{{- $keep := div .bits 4 -}}
+{{- $out := substr 0 (int $keep) .nibbles -}}
+{{- if lt (len $out) (len .nibbles) -}}
+{{- $partial := mod .bits 4 -}}
+{{- $rest := len .nibbles | int -}}
+{{- if $partial -}}
+{{- $d := index (dict "0" 0 "1" 1 "2" 2 "3" 3 "4" 4 "5" 5 "6" 6 "7" 7 "8" 8 "9" 9 "a" 10 "b" 11 "c" 12 "d" 13 "e" 14 "f" 15) (substr (int $keep) (int (add $keep 1)) .nibbles) -}}
+{{- $unit := index (list 16 8 4 2) (int $partial) -}}
+{{- $out = printf "%s%x" $out (sub $d (mod $d $unit)) -}}
+{{- end -}}
+{{- $out = printf "%s%s" $out (repeat (int (sub $rest (len $out))) "0") -}}
+{{- end -}}
+{{- $out -}}
+{{- end -}}
+
+{{/*
+acp.nibblesAddr is the address of acp.addrNibbles' hex digits in its usual
+text form, as Go's netip prints it: dotted decimal for 8 digits, else RFC
+5952 IPv6 (lower case, no leading zeros, the longest run of two or more
+zero groups, the first of equals, as "::"; an IPv4-mapped address as
+::ffff:a.b.c.d).
+*/}}
+{{- define "acp.nibblesAddr" -}}
+{{- $hex := dict "0" 0 "1" 1 "2" 2 "3" 3 "4" 4 "5" 5 "6" 6 "7" 7 "8" 8 "9" 9 "a" 10 "b" 11 "c" 12 "d" 13 "e" 14 "f" 15 -}}
+{{- if eq (len .) 8 -}}
+{{- $octets := list -}}
+{{- range $i := until 4 -}}
+{{- $hi := index $hex (substr (int (mul $i 2)) (int (add (mul $i 2) 1)) $) -}}
+{{- $lo := index $hex (substr (int (add (mul $i 2) 1)) (int (add (mul $i 2) 2)) $) -}}
+{{- $octets = append $octets (add (mul 16 $hi) $lo) -}}
+{{- end -}}
+{{- join "." $octets -}}
+{{- else if hasPrefix "00000000000000000000ffff" . -}}
+{{- printf "::ffff:%s" (include "acp.nibblesAddr" (substr 24 32 .)) -}}
+{{- else -}}
+{{- $groups := list -}}
+{{- range $i := until 8 -}}
+{{- $g := trimPrefix "0" (trimPrefix "0" (trimPrefix "0" (substr (int (mul $i 4)) (int (add (mul $i 4) 4)) $))) -}}
+{{- $groups = append $groups $g -}}
+{{- end -}}
+{{- /* The longest run of zero groups (at least two), the first of equals. */ -}}
+{{- $best := 0 -}}{{- $bestAt := -1 -}}{{- $run := 0 -}}
+{{- range $i, $g := $groups -}}
+{{- if eq $g "0" -}}
+{{- $run = add $run 1 -}}
+{{- if gt $run $best -}}{{- $best = $run -}}{{- $bestAt = sub (add $i 1) $run -}}{{- end -}}
+{{- else -}}
+{{- $run = 0 -}}
+{{- end -}}
+{{- end -}}
+{{- if lt $best 2 -}}
+{{- join ":" $groups -}}
+{{- else -}}
+{{- printf "%s::%s" (join ":" (slice $groups 0 (int $bestAt))) (join ":" (slice $groups (int (add $bestAt $best)))) -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}

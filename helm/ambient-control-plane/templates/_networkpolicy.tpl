@@ -77,6 +77,7 @@ spec:
         - port: {{ int . }}
           protocol: TCP
         {{- end }}
+      {{- include "acp.checkNetworks" (dict "key" "networkPolicy.kubeAPIServer.cidrs" "networks" $np.kubeAPIServer.cidrs "ipBlock" true) }}
       {{- with $np.kubeAPIServer.cidrs }}
       to:
         {{- range . }}

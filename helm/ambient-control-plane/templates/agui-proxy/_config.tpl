@@ -48,6 +48,7 @@ NAMESPACE: {{ .Values.kubeReconciler.defaultNamespace | quote }}
 {{- fail (printf "aguiProxy.authz.mode must be api or kube in a cluster, got %q" $p.authz.mode) }}
 {{- end }}
 AGUI_AUTHZ_CACHE_TTL: {{ $p.authz.cacheTTL | quote }}
+{{- include "acp.checkNetworks" (dict "key" "aguiProxy.runnerAllowedNetworks" "networks" $p.runnerAllowedNetworks) }}
 RUNNER_ALLOWED_NETWORKS: {{ join "," (concat (list "127.0.0.0/8" "::1/128") $p.runnerAllowedNetworks) | quote }}
 {{- end -}}
 

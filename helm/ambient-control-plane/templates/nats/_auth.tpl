@@ -148,8 +148,12 @@ top of this file) from the $tplYaml hooks in values.yaml; each renders
 nothing when nats.ambientAuth.enabled is false.
 */}}
 
+{{- /*
+Not dig: in the nats chart's context .Values is a chartutil.Values, which
+dig does not take ("interface conversion"), failing the whole render.
+*/ -}}
 {{- define "acp.natsServer.enabled" -}}
-{{- if dig "ambientAuth" "enabled" false .Values -}}true{{- end -}}
+{{- if (.Values.ambientAuth | default dict).enabled -}}true{{- end -}}
 {{- end -}}
 
 {{/* acp.natsServer.configMerge adds the include of auth.conf to nats.conf (the nats chart turns a "...$include" key into an include directive). */}}
