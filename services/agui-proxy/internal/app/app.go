@@ -106,8 +106,9 @@ func (a *App) MetricsAddr() string { return a.metricsLn.Addr().String() }
 
 // Run serves until ctx ends, then shuts down gracefully: after
 // ShutdownDelay new connections stop, open streams get ShutdownTimeout to
-// finish and are then ended
-// cleanly, NATS is drained and telemetry flushed. It serves before NATS is
+// finish and are then ended (a run not finished by then gets a RUN_ERROR,
+// code PROXY_SHUTDOWN, before its response's clean end), NATS is drained
+// and telemetry flushed. It serves before NATS is
 // reachable: the proxy routes from the table it has (none at first: 503).
 func (a *App) Run(ctx context.Context) error {
 	cfg, log := a.cfg, a.log
@@ -178,6 +179,9 @@ func (a *App) server(h http.Handler) *http.Server {
 		IdleTimeout:       a.cfg.IdleTimeout,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelDebug),
+		// Lets a stream cut by the end of the shutdown grace get its
+		// RUN_ERROR instead of ending as if its client had left.
+		ConnContext: proxy.ConnContext,
 	}
 }
 

@@ -384,3 +384,174 @@ func TestOfficialRunnerNegotiatesThroughProxy(t *testing.T) {
 		})
 	}
 }
+
+// The RUN_ERROR events the proxy adds to a run it ends itself.
+const (
+	runnerGoneCode    = "RUNNER_GONE"
+	runnerGoneMessage = "the session's runner stopped or moved; the run did not finish"
+	shutdownCode      = "PROXY_SHUTDOWN"
+	shutdownMessage   = "agui-proxy is shutting down; retry the request"
+	// partialText is what runner.mjs's first three deltas add up to.
+	partialText = "Hello wörld 日本語"
+)
+
+// runnerScenario is a runner.mjs script whose run the proxy ends, and what
+// the official client must make of it.
+type runnerScenario struct {
+	name     string
+	scenario string // runner.mjs: "hang", "finished" or "midframe"
+	proto    bool
+}
+
+var proxyEndedScenarios = []runnerScenario{
+	{name: "sse", scenario: "hang"},
+	{name: "proto", scenario: "hang", proto: true},
+	{name: "sse finished", scenario: "finished"},
+	{name: "proto finished", scenario: "finished", proto: true},
+	{name: "sse mid-frame", scenario: "midframe"},
+	{name: "proto mid-frame", scenario: "midframe", proto: true},
+}
+
+// startEndedRun starts the official client on run runID of sc through url
+// and waits until the runner has written all it will and the client has
+// read it. It returns the client and the runner's gap report (the bytes it
+// sent).
+func startEndedRun(t *testing.T, r *nodeRunner, url, runID string, sc runnerScenario) (*peer, peerMsg) {
+	t.Helper()
+	c := startNodeClient(t, clientRun{URL: url, RunID: runID, ThreadID: "thread-ended", Proto: sc.proto,
+		ForwardedProps: runProps{Scenario: sc.scenario, Words: 3}})
+	sent := r.report(t, "gap", runID)
+	c.waitFor(t, fmt.Sprintf("the runner's %d bytes", sent.Bytes), func(m peerMsg) bool { return m.Msg == "read" && m.Bytes >= sent.Bytes })
+	return c, sent
+}
+
+// checkProxyEnded checks what the official client made of a run of sc
+// that the proxy ended (code and message: the RUN_ERROR it adds):
+//   - unfinished ("hang"): the runner's events, then the proxy's RUN_ERROR,
+//     which the client's verifier takes and its onRunErrorEvent subscriber
+//     gets; no transport error (the response ended cleanly), the partial
+//     message assembled; the bytes are the runner's and then the RUN_ERROR
+//     frame;
+//   - finished: the whole run as the runner sent it, nothing added;
+//   - cut inside a frame: the client's transfer fails (the response was
+//     aborted): the runner's bytes arrived, half frame included, nothing
+//     was added, and no event came out of the half frame.
+func checkProxyEnded(t *testing.T, c *peer, res, sent peerMsg, sc runnerScenario, code, message string) {
+	t.Helper()
+	types := make([]string, len(res.Events))
+	for i, ev := range res.Events {
+		types[i] = ev.Type
+	}
+	stderr := c.stderr.String()
+	switch sc.scenario {
+	case "hang":
+		if res.Error != nil || res.RunFailed != nil {
+			t.Fatalf("official client failed: error %+v, onRunFailed %+v; stderr:\n%s", res.Error, res.RunFailed, stderr)
+		}
+		want := []string{"RUN_STARTED", "STEP_STARTED", "TEXT_MESSAGE_START", "TEXT_MESSAGE_CONTENT", "TEXT_MESSAGE_CONTENT", "TEXT_MESSAGE_CONTENT", "RUN_ERROR"}
+		if !slices.Equal(types, want) {
+			t.Fatalf("client received events\n%v\nwant the runner's, then the proxy's RUN_ERROR\n%v", types, want)
+		}
+		last := res.Events[len(res.Events)-1]
+		if last.Code != code || last.Message != message {
+			t.Fatalf("RUN_ERROR code %q message %q, want %q %q", last.Code, last.Message, code, message)
+		}
+		if re := res.RunError; re == nil || re.Code != code || re.Message != message {
+			t.Fatalf("onRunErrorEvent got %+v, want the proxy's RUN_ERROR %s", re, code)
+		}
+		if len(res.NewMessages) != 1 || res.NewMessages[0].Content != partialText {
+			t.Fatalf("client assembled %+v, want the partial message %q", res.NewMessages, partialText)
+		}
+		if !bytes.HasPrefix(res.Raw, sent.Raw) || len(res.Raw) == len(sent.Raw) {
+			t.Fatalf("client read %q, want the runner's %q and then the RUN_ERROR", res.Raw, sent.Raw)
+		}
+		if !sc.proto {
+			frame := fmt.Sprintf("data: {\"type\":\"RUN_ERROR\",\"message\":%q,\"code\":%q}\n\n", message, code)
+			if added := string(res.Raw[len(sent.Raw):]); added != frame {
+				t.Fatalf("proxy added %q, want the frame %q", added, frame)
+			}
+		}
+	case "finished":
+		if res.Error != nil || res.RunFailed != nil || res.RunError != nil {
+			t.Fatalf("official client failed: error %+v, onRunFailed %+v, RUN_ERROR %+v; stderr:\n%s", res.Error, res.RunFailed, res.RunError, stderr)
+		}
+		if len(types) == 0 || types[len(types)-1] != "RUN_FINISHED" || slices.Contains(types, "RUN_ERROR") {
+			t.Fatalf("client received events %v, want the whole run and nothing after RUN_FINISHED", types)
+		}
+		if !bytes.Equal(res.Raw, sent.Raw) {
+			t.Fatalf("client read %q, runner wrote %q: the proxy added to a finished run", res.Raw, sent.Raw)
+		}
+	case "midframe":
+		if res.Error == nil || res.RunError != nil || slices.Contains(types, "RUN_ERROR") {
+			t.Fatalf("client error %+v, RUN_ERROR %+v, events %v; want a failed transfer and no RUN_ERROR", res.Error, res.RunError, types)
+		}
+		// The client's decoders say "ended mid-frame" or fail on the cut
+		// JSON when a response ends cleanly inside a frame; an aborted
+		// transfer fails in fetch itself.
+		if res.Error.Name != "TypeError" || strings.Contains(res.Error.Message, "mid-frame") {
+			t.Fatalf("client error %s, want the transfer's failure (TypeError), not a decoder's", res.Error)
+		}
+		if len(types) != 6 {
+			t.Fatalf("client received events %v, want the runner's six whole ones", types)
+		}
+		if !bytes.Equal(res.Raw, sent.Raw) {
+			t.Fatalf("client read %q, runner wrote %q", res.Raw, sent.Raw)
+		}
+	default:
+		t.Fatalf("unknown scenario %q", sc.scenario)
+	}
+}
+
+// TestOfficialClientRunnerGone: the session's endpoint leaves the routing
+// table (the session stopped, or moved to another runner-manager) while a
+// run streams. The official client, in SSE and in the binary encoding,
+// ends the run with the proxy's RUN_ERROR (RUNNER_GONE) instead of taking
+// it for a success; a run whose RUN_FINISHED had passed gets nothing added;
+// a runner silent inside a frame gets the client's transfer failed, never
+// a half frame and a clean end (see checkProxyEnded).
+func TestOfficialClientRunnerGone(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	r := startNodeRunner(t)
+	p := startProxy(t, e.proxyCfg())
+	for i, sc := range proxyEndedScenarios {
+		t.Run(sc.name, func(t *testing.T) {
+			t.Parallel()
+			session := fmt.Sprintf("s-gone-%d", i)
+			e.register(t, r.endpoint(t, session))
+			c, sent := startEndedRun(t, r, p.session(session, "/agui/run"), "run-"+session, sc)
+			e.release(t, session)
+			res := c.result(t)
+			r.report(t, "closed", sent.RunID)
+			checkProxyEnded(t, c, res, sent, sc, runnerGoneCode, runnerGoneMessage)
+		})
+	}
+}
+
+// TestOfficialClientShutdownGrace: a run still streaming when the proxy's
+// shutdown grace (SHUTDOWN_TIMEOUT) is over ends, for the official client,
+// with the proxy's RUN_ERROR (PROXY_SHUTDOWN), in SSE and in the binary
+// encoding, as TestOfficialClientRunnerGone's runs do; the proxy's Run then
+// returns nil.
+func TestOfficialClientShutdownGrace(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	r := startNodeRunner(t)
+	for i, sc := range proxyEndedScenarios {
+		t.Run(sc.name, func(t *testing.T) {
+			t.Parallel()
+			session := fmt.Sprintf("s-shutdown-%d", i)
+			e.register(t, r.endpoint(t, session))
+			cfg := e.proxyCfg()
+			cfg.ShutdownTimeout = 200 * time.Millisecond
+			p := startProxy(t, cfg)
+			c, sent := startEndedRun(t, r, p.session(session, "/agui/run"), "run-"+session, sc)
+			if err := p.stop(); err != nil {
+				t.Fatalf("Run: %v", err)
+			}
+			res := c.result(t)
+			r.report(t, "closed", sent.RunID)
+			checkProxyEnded(t, c, res, sent, sc, shutdownCode, shutdownMessage)
+		})
+	}
+}

@@ -101,8 +101,12 @@ type peerMsg struct {
 	Issues             string `json:"issues"`
 	Index              int    `json:"index"`
 	Mid                bool   `json:"mid"`
-	// done (runner) and result (client): the Content-Type and every byte
-	// of the response as sent, and as received.
+	// gap (runner): the bytes written so far; read (client): the bytes
+	// received so far.
+	Bytes int `json:"bytes"`
+	// done and gap (runner) and result (client): every byte of the
+	// response as sent so far, and as received; done and result: its
+	// Content-Type.
 	ContentType string   `json:"contentType"`
 	Types       []string `json:"types"`
 	Raw         []byte   `json:"raw"`
@@ -116,6 +120,9 @@ type peerMsg struct {
 	NewMessages []aguiMessage `json:"newMessages"`
 	Error       *clientError  `json:"error"`
 	RunFailed   *clientError  `json:"runFailed"`
+	// RunError is the RUN_ERROR event the client's onRunErrorEvent
+	// subscriber got, if any.
+	RunError *aguiEvent `json:"runError"`
 }
 
 // aguiEvent holds the fields of the AG-UI events the tests look at.
@@ -126,6 +133,7 @@ type aguiEvent struct {
 	MessageID string `json:"messageId"`
 	Delta     string `json:"delta"`
 	Code      string `json:"code"`
+	Message   string `json:"message"`
 }
 
 // aguiMessage is a message the client assembled from a run's events.

@@ -89,7 +89,9 @@ func TestErrors(t *testing.T) {
 // TestReplicasFollowRegistry is acceptance item 5: two proxy replicas route
 // a session identically; a runner registered after they started is routable
 // within a second; a removed one gives 404 at once, and a stream open
-// through it ends cleanly.
+// through it ends cleanly, its last event the proxy's RUN_ERROR
+// (RUNNER_GONE): the run did not finish, and a client must not take it for
+// finished.
 func TestReplicasFollowRegistry(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
@@ -136,16 +138,21 @@ func TestReplicasFollowRegistry(t *testing.T) {
 		})
 	}
 	t.Logf("both replicas answer 404 %v after removal", time.Since(removed))
-	end := make(chan error, 1) // the stream's end
-	go func() {                // exits at the end of the stream
-		_, err := io.Copy(io.Discard, resp.Body)
-		end <- err
+	type rest struct {
+		frames []frame
+		err    error
+	}
+	end := make(chan rest, 1) // the stream's end
+	go func() {               // exits at the end of the stream
+		frames, err := readFrames(resp.Body)
+		end <- rest{frames, err}
 	}()
 	select {
-	case err := <-end:
-		if err != nil {
-			t.Fatalf("stream ended with %v, want a clean end", err)
+	case got := <-end:
+		if got.err != nil {
+			t.Fatalf("stream ended with %v, want a clean end", got.err)
 		}
+		checkRunError(t, got.frames, "RUNNER_GONE", "the session's runner stopped or moved; the run did not finish")
 	case <-time.After(5 * time.Second):
 		t.Fatal("stream to a removed endpoint still open")
 	}

@@ -2,6 +2,7 @@ package app_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
@@ -295,10 +296,11 @@ func TestShutdownDelayKeepsAccepting(t *testing.T) {
 	}
 }
 
-// TestShutdownEndsStreamsCleanly: on shutdown an open stream gets
-// SHUTDOWN_TIMEOUT, then ends with a clean end of body, and the runner sees
-// its request cancelled; Run returns nil.
-func TestShutdownEndsStreamsCleanly(t *testing.T) {
+// TestShutdownEndsRunWithError: on shutdown an open stream gets
+// SHUTDOWN_TIMEOUT, then the proxy's RUN_ERROR (PROXY_SHUTDOWN: the run did
+// not finish) and a clean end of body, and the runner sees its request
+// cancelled; Run returns nil.
+func TestShutdownEndsRunWithError(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	r := startRunner(t, "s-shut", "DEMO_WORD_DELAY=100ms")
@@ -315,10 +317,12 @@ func TestShutdownEndsStreamsCleanly(t *testing.T) {
 	start := time.Now()
 	stopped := make(chan error, 1) // stop's result
 	go func() { stopped <- p.stop() }()
-	if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+	frames, err := readFrames(resp.Body)
+	if err != nil {
 		t.Fatalf("stream ended with %v, want a clean end", err)
 	}
 	took := time.Since(start)
+	checkRunError(t, frames, "PROXY_SHUTDOWN", "agui-proxy is shutting down; retry the request")
 	if took < cfg.ShutdownTimeout/2 || took > 5*time.Second {
 		t.Fatalf("stream ended %v after shutdown began, want about %v", took, cfg.ShutdownTimeout)
 	}
@@ -336,4 +340,30 @@ func TestShutdownEndsStreamsCleanly(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// checkRunError checks that the last of a stream's frames is the RUN_ERROR
+// the proxy adds to a run it ended, with code and message, and the only
+// RUN_ERROR or RUN_FINISHED of the stream.
+func checkRunError(t testing.TB, frames []frame, code, message string) {
+	t.Helper()
+	if len(frames) == 0 {
+		t.Fatal("no frame")
+	}
+	for _, f := range frames[:len(frames)-1] {
+		if ty := eventType(f.data); ty == "RUN_ERROR" || ty == "RUN_FINISHED" {
+			t.Fatalf("the run ended before the proxy ended it: %q", f.data)
+		}
+	}
+	last := frames[len(frames)-1].data
+	var ev struct {
+		Type    string `json:"type"`
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	}
+	payload, ok := strings.CutPrefix(last, "data: ")
+	if !ok || !strings.HasSuffix(last, "\n\n") || json.Unmarshal([]byte(payload), &ev) != nil ||
+		ev.Type != "RUN_ERROR" || ev.Code != code || ev.Message != message {
+		t.Fatalf("last frame %q, want the proxy's RUN_ERROR %s %q", last, code, message)
+	}
 }

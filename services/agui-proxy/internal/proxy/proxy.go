@@ -1,11 +1,21 @@
 // Package proxy relays AG-UI requests from clients to the runner of a session,
 // found in an in-memory routing table. Streaming responses are flushed chunk
 // by chunk, never buffered, re-framed or compressed, and have no
-// whole-response deadline; the upstream request ends when the client leaves
-// or the runner's endpoint leaves the table, and the response then ends
-// cleanly. A runner that fails mid-body (crashed, connection closed before
-// the body's end, malformed chunk) fails the client's response instead
-// (see abortResponse), as it would directly.
+// whole-response deadline; the upstream request ends when the client leaves,
+// when the runner's endpoint leaves the table (or names another runner
+// process), or when the server's shutdown grace is over.
+//
+// A stream the proxy ends itself must not pass for a finished run: AG-UI
+// clients take a response that ends cleanly for a successful run, whether
+// or not RUN_FINISHED came. So unless the last event relayed was
+// RUN_FINISHED or RUN_ERROR, the proxy adds one RUN_ERROR event saying why
+// (code RUNNER_GONE or PROXY_SHUTDOWN), at a frame boundary, in the
+// stream's encoding (SSE or AG-UI's binary encoding), and then ends the
+// response cleanly. A stream cut inside a frame, or in an encoding the
+// proxy cannot add an event to, is aborted instead (see endRun). A runner
+// that fails mid-body (crashed, connection closed before the body's end,
+// malformed chunk) fails the client's response too (see abortResponse), as
+// it would directly.
 package proxy
 
 import (
@@ -179,7 +189,8 @@ func New(cfg Config, res Resolver, log *slog.Logger) (*Proxy, error) {
 
 // Run cancels in-flight streams whose runner endpoint left the routing table
 // (or was replaced by another runner process) until ctx ends; it returns nil
-// then. Streams end cleanly: the response is terminated, not reset.
+// then. Such a stream gets a RUN_ERROR (code RUNNER_GONE) unless its run
+// had ended, and its response then ends cleanly (see endRun).
 func (p *Proxy) Run(ctx context.Context) error {
 	p.streams.run(ctx, p.res, p.cfg.SweepInterval, func(n int) {
 		p.metrics.evicted.Add(ctx, int64(n))
@@ -449,13 +460,10 @@ func (p *Proxy) stream(w *recorder, r *http.Request, t route.Target, ep registry
 		return // client gone
 	}
 	ended := p.metrics.streamStarted(ctx, t.Endpoint.Name)
-	keepAlive := time.Duration(0)
-	if isEventStream(resp.Header.Get("Content-Type")) {
-		keepAlive = p.cfg.SSEKeepAlive
-	}
+	enc := encodingOf(resp.Header.Get("Content-Type"))
 	buf := p.bufs.get()
 	defer p.bufs.put(buf) // relay reads into it on this goroutine only
-	res := relay(fw, resp.Body, buf[:], keepAlive, func() { cancel(context.Canceled) })
+	res := relay(fw, resp.Body, buf[:], enc, p.cfg.SSEKeepAlive, func() { cancel(context.Canceled) })
 	ended(res.Bytes)
 	cause := context.Cause(ctx)
 	// A read the proxy ended itself (endpoint removed or replaced, client
@@ -463,8 +471,9 @@ func (p *Proxy) stream(w *recorder, r *http.Request, t route.Target, ep registry
 	// cause, which the transport returns; any other read error is the
 	// runner's, even when the endpoint was removed just after it.
 	runnerFailed := res.UpstreamErr != nil && !errors.Is(res.UpstreamErr, cause)
+	stopping := serverStopping(r.Context())
 	switch {
-	case r.Context().Err() != nil || res.ClientErr != nil:
+	case res.ClientErr != nil || (r.Context().Err() != nil && !stopping):
 		log.Debug("stream ended: client left", slog.Int64("bytes", res.Bytes))
 	case runnerFailed:
 		// The client must not take a crashed run for a finished stream:
@@ -474,11 +483,52 @@ func (p *Proxy) stream(w *recorder, r *http.Request, t route.Target, ep registry
 		if err := abortResponse(rc); err != nil {
 			log.Debug("abort response", slog.Any(logkey.Err, err))
 		}
+	case res.UpstreamErr == nil:
+		// The runner ended its body itself, whatever happened meanwhile.
+		log.Debug("stream ended", slog.Int64("bytes", res.Bytes), slog.Int("pings", res.Pings))
 	case errors.Is(cause, ErrEndpointGone):
-		// Deliberate: the response ends cleanly, the client reconnects.
-		log.Info("stream ended: runner endpoint removed", slog.Int64("bytes", res.Bytes))
+		aborted = p.endRun(rc, fw, res, endRunnerGone, log)
+	case stopping:
+		aborted = p.endRun(rc, fw, res, endShutdown, log)
 	default:
 		log.Debug("stream ended", slog.Int64("bytes", res.Bytes), slog.Int("pings", res.Pings))
+	}
+}
+
+// endRun ends a stream the proxy cut itself, for why, so that the client
+// does not take an unfinished run for a finished one: AG-UI clients resolve
+// a stream that ends cleanly as a successful run, RUN_FINISHED or not.
+//   - The last event was RUN_FINISHED or RUN_ERROR: the run is over; the
+//     response ends cleanly with nothing added.
+//   - Otherwise, at a frame boundary of SSE or the binary encoding: one
+//     RUN_ERROR frame saying why (runErrors), then the clean end. The
+//     official client's verifier takes RUN_ERROR at any point of a run,
+//     even as the first event, and nothing after it.
+//   - Inside a frame (the runner's last chunk ended mid-frame), or in an
+//     encoding the proxy cannot add an event to: the response is aborted
+//     as for a crashed runner (abortResponse), so the client sees a failed
+//     transfer and never a half frame followed by a clean end.
+//
+// It returns whether the response was aborted.
+func (p *Proxy) endRun(rc *http.ResponseController, fw flushWriter, res relayResult, why runEnd, log *slog.Logger) bool {
+	log = log.With(slog.String(logkey.Reason, runErrors[why].Code), slog.Int64("bytes", res.Bytes),
+		slog.String("encoding", res.Encoding.String()))
+	switch {
+	case res.Terminal:
+		log.Info("stream ended by the proxy after its run ended")
+		return false
+	case res.Encoding == encodingOther || !res.AtBoundary:
+		log.Info("stream ended by the proxy: response aborted", slog.Bool("mid_frame", res.Encoding != encodingOther))
+		if err := abortResponse(rc); err != nil {
+			log.Debug("abort response", slog.Any(logkey.Err, err))
+		}
+		return true
+	default:
+		log.Info("stream ended by the proxy: run error sent")
+		if err := writeFlush(fw, runErrorFrames[why][res.Encoding]); err != nil {
+			log.Debug("write run error", slog.Any(logkey.Err, err))
+		}
+		return false
 	}
 }
 
@@ -486,7 +536,13 @@ func (p *Proxy) stream(w *recorder, r *http.Request, t route.Target, ep registry
 // otherwise 502 (or 504 for a runner that did not answer in time).
 func (p *Proxy) upstreamFailed(w *recorder, r *http.Request, err error, streamCtx context.Context, log *slog.Logger) {
 	if r.Context().Err() != nil {
-		return // the client left; nobody to answer
+		if serverStopping(r.Context()) {
+			// The shutdown grace ended the call. A handler that writes
+			// nothing sends an empty 200, which a client would take for a
+			// complete answer (an AG-UI client: a run without events).
+			WriteError(w, http.StatusServiceUnavailable, "agui-proxy is shutting down")
+		}
+		return // otherwise the client left; nobody to answer
 	}
 	if streamCtx != nil && errors.Is(context.Cause(streamCtx), ErrEndpointGone) {
 		WriteError(w, http.StatusBadGateway, "runner endpoint removed")

@@ -312,14 +312,10 @@ func TestRemovedEndpointEndsStream(t *testing.T) {
 				t.Fatal(err)
 			}
 			tab.remove("s1")
-			end := make(chan error, 1)
-			go func() { // exits when the stream ends
-				_, err := fr.next()
-				end <- err
-			}()
-			// A clean end: EOF of a properly terminated chunked body.
-			if err := within(t, 5*time.Second, end, "stream end"); !errors.Is(err, io.EOF) {
-				t.Fatalf("stream ended with %v, want clean EOF", err)
+			// The run did not finish: a RUN_ERROR says so, then a clean
+			// end (EOF of a properly terminated chunked body).
+			if err := within(t, 5*time.Second, readRest(fr), "stream end"); err != nil {
+				t.Fatal(err)
 			}
 			within(t, 5*time.Second, cancelled, "runner to see cancellation")
 			// New requests get 404 at once.
@@ -358,14 +354,29 @@ func TestReplacedEndpointEndsStream(t *testing.T) {
 	}
 	ep.PID++
 	tab.set("s1", ep)
+	if err := within(t, 5*time.Second, readRest(fr), "stream end"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// readRest reads the rest of a stream the proxy ended because its runner
+// endpoint left: it must be the RUN_ERROR frame (RUNNER_GONE), then a
+// clean end. The result comes once, when the stream ended.
+func readRest(fr *frameReader) <-chan error {
 	end := make(chan error, 1)
 	go func() { // exits when the stream ends
-		_, err := fr.next()
-		end <- err
+		want := string(runErrorFrames[endRunnerGone][encodingSSE])
+		if f, err := fr.next(); err != nil || f != want {
+			end <- fmt.Errorf("frame after the removal %q, %w; want %q", f, err, want)
+			return
+		}
+		if f, err := fr.next(); f != "" || !errors.Is(err, io.EOF) {
+			end <- fmt.Errorf("after the RUN_ERROR %q, %w; want a clean end", f, err)
+			return
+		}
+		end <- nil
 	}()
-	if err := within(t, 5*time.Second, end, "stream end"); !errors.Is(err, io.EOF) {
-		t.Fatalf("stream ended with %v, want EOF", err)
-	}
+	return end
 }
 
 func TestKeepAliveOnlyBetweenFrames(t *testing.T) {

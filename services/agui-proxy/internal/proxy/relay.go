@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bytes"
 	"errors"
 	"io"
 	"sync"
@@ -44,31 +43,53 @@ type relayResult struct {
 	ClientErr error
 	// UpstreamErr is set when reading from the runner failed (not io.EOF).
 	UpstreamErr error
+	// Encoding is the stream's encoding, as relay was told.
+	Encoding streamEncoding
+	// AtBoundary says whether the bytes written end between two frames of
+	// Encoding (always false for encodingOther).
+	AtBoundary bool
+	// Terminal says whether the last event written was RUN_FINISHED or
+	// RUN_ERROR.
+	Terminal bool
 }
 
 // relay copies src to dst chunk by chunk, flushing after each, without
-// looking into or changing the bytes. When keepAlive > 0 it writes an SSE
-// comment after keepAlive without traffic, but only at an event boundary,
-// so a comment never lands inside a frame the runner is still writing.
+// changing the bytes. It follows the frames of enc as they pass (see
+// eventFrames), and reports where the stream stopped. When keepAlive > 0
+// and enc is SSE it writes an SSE comment after keepAlive without traffic,
+// but only at an event boundary, so a comment never lands inside a frame
+// the runner is still writing.
 //
 // The chunks are read and written on the caller's goroutine: a chunk costs
-// one read and one write (with its flush) and nothing else. Keep-alives come
-// from a timer that is not touched per chunk (see keepAliver). stop must
-// make a blocked src.Read return (cancel the upstream request): a failed
-// keep-alive write calls it, so the relay ends with the client error. buf is
-// free for reuse when relay returns.
-func relay(dst flushWriter, src io.Reader, buf []byte, keepAlive time.Duration, stop func()) relayResult {
-	if keepAlive <= 0 {
-		return copyChunks(src, buf, func(b []byte) error { return writeFlush(dst, b) })
+// one read and one write (with its flush), and the frame tracking, which
+// allocates nothing. Keep-alives come from a timer that is not touched per
+// chunk (see keepAliver). stop must make a blocked src.Read return (cancel
+// the upstream request): a failed keep-alive write calls it, so the relay
+// ends with the client error. buf is free for reuse when relay returns.
+func relay(dst flushWriter, src io.Reader, buf []byte, enc streamEncoding, keepAlive time.Duration, stop func()) relayResult {
+	var res relayResult
+	var frames *eventFrames
+	if keepAlive <= 0 || enc != encodingSSE {
+		frames = &eventFrames{enc: enc}
+		res = copyChunks(src, buf, func(b []byte) error {
+			if err := writeFlush(dst, b); err != nil {
+				return err
+			}
+			frames.add(b)
+			return nil
+		})
+	} else {
+		ka := startKeepAlive(dst, keepAlive, stop)
+		frames = &ka.frames // no longer touched by the timer once end returns
+		res = copyChunks(src, buf, ka.write)
+		pings, err := ka.end()
+		res.Pings = pings
+		if err != nil && res.ClientErr == nil {
+			// The read failed because the failed keep-alive stopped it.
+			res.ClientErr, res.UpstreamErr = err, nil
+		}
 	}
-	ka := startKeepAlive(dst, keepAlive, stop)
-	res := copyChunks(src, buf, ka.write)
-	pings, err := ka.end()
-	res.Pings = pings
-	if err != nil && res.ClientErr == nil {
-		// The read failed because the failed keep-alive stopped it.
-		res.ClientErr, res.UpstreamErr = err, nil
-	}
+	res.Encoding, res.AtBoundary, res.Terminal = enc, frames.atBoundary(), frames.terminal()
 	return res
 }
 
@@ -105,15 +126,15 @@ type keepAliver struct {
 	timer *time.Timer // set before the timer is started, never changed
 
 	mu        sync.Mutex
-	tail      frameTail // guarded by mu
-	lastWrite time.Time // guarded by mu
-	pings     int       // guarded by mu
-	err       error     // guarded by mu: the failed keep-alive write
-	ended     bool      // guarded by mu: no more writes
+	frames    eventFrames // guarded by mu: the SSE stream's frames
+	lastWrite time.Time   // guarded by mu
+	pings     int         // guarded by mu
+	err       error       // guarded by mu: the failed keep-alive write
+	ended     bool        // guarded by mu: no more writes
 }
 
 func startKeepAlive(dst flushWriter, every time.Duration, stop func()) *keepAliver {
-	k := &keepAliver{dst: dst, every: every, stop: stop, lastWrite: time.Now()}
+	k := &keepAliver{dst: dst, every: every, stop: stop, frames: eventFrames{enc: encodingSSE}, lastWrite: time.Now()}
 	k.timer = time.AfterFunc(time.Hour, k.fire)
 	k.timer.Reset(every) // after k.timer is set: fire reads it
 	return k
@@ -129,7 +150,7 @@ func (k *keepAliver) write(b []byte) error {
 	if err := writeFlush(k.dst, b); err != nil {
 		return err
 	}
-	k.tail.add(b)
+	k.frames.add(b)
 	k.lastWrite = time.Now()
 	return nil
 }
@@ -148,7 +169,7 @@ func (k *keepAliver) fire() {
 	}
 	// Mid-frame silence is left alone: a comment there would corrupt the
 	// frame. The next idle period after the frame ends pings.
-	if k.tail.atBoundary() {
+	if k.frames.atBoundary() {
 		if err := writeFlush(k.dst, keepAliveComment); err != nil {
 			k.err, k.ended = err, true
 			k.stop() // the relay is blocked reading; end it
@@ -197,10 +218,21 @@ func (t *frameTail) add(b []byte) {
 }
 
 func (t *frameTail) atBoundary() bool {
-	if t.n == 0 {
+	switch t.n {
+	case 0:
 		return true // nothing written yet
+	case 1:
+		return false
+	case 2, 3:
+		b := t.buf[t.n-2 : t.n]
+		return b[0] == b[1] && (b[0] == '\n' || b[0] == '\r')
+	default:
+		return endsFrame(t.buf[0], t.buf[1], t.buf[2], t.buf[3])
 	}
-	s := t.buf[:t.n]
-	return bytes.HasSuffix(s, []byte("\n\n")) || bytes.HasSuffix(s, []byte("\r\r")) ||
-		bytes.HasSuffix(s, []byte("\r\n\r\n"))
+}
+
+// endsFrame reports whether a stream whose last four bytes are a, b, c, d
+// is between SSE events: it ends with "\n\n", "\r\r" or "\r\n\r\n".
+func endsFrame(a, b, c, d byte) bool {
+	return (c == d && (d == '\n' || d == '\r')) || (a == '\r' && b == '\n' && c == '\r' && d == '\n')
 }

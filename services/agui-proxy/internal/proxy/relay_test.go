@@ -48,19 +48,24 @@ func referenceBoundary(s []byte) bool {
 }
 
 // FuzzRelay checks that the relay passes any byte stream through exactly,
-// in any chunking, flushing every chunk, and that the incremental frame
-// boundary tracking agrees with a whole-stream reference.
+// in any chunking, flushing every chunk, that the incremental frame
+// boundary tracking agrees with a whole-stream reference, and that the
+// relay reports the frame state of the whole stream (referenceFrames).
 func FuzzRelay(f *testing.F) {
 	f.Add([]byte("data: {\"type\":\"RUN_STARTED\"}\n\n"), []byte{3, 0, 7})
 	f.Add([]byte("event: x\r\ndata: y\r\n\r\n"), []byte{0})
 	f.Add([]byte("data: a\r\rdata: b\n\n: c\n\n"), []byte{1, 2})
 	f.Add([]byte{0, 1, 2, 255, '\n', '\r'}, []byte{})
+	f.Add([]byte("data: {\"type\":\"RUN_FINISHED\"}\n\n: ping\n\n"), []byte{5, 30})
 	f.Fuzz(func(t *testing.T, data, sizes []byte) {
 		var out bufFlusher
 		src := &chunkReader{data: bytes.Clone(data), sizes: sizes}
-		res := relay(&out, src, make([]byte, relayBufSize), 0, func() {})
+		res := relay(&out, src, make([]byte, relayBufSize), encodingSSE, 0, func() {})
 		if res.ClientErr != nil || res.UpstreamErr != nil || res.Bytes != int64(len(data)) {
 			t.Fatalf("relay result %+v for %d bytes", res, len(data))
+		}
+		if boundary, terminal := referenceSSE(data); res.AtBoundary != boundary || res.Terminal != terminal {
+			t.Fatalf("relay reports boundary %v, terminal %v; the whole stream says %v, %v", res.AtBoundary, res.Terminal, boundary, terminal)
 		}
 		if !bytes.Equal(out.Bytes(), data) {
 			t.Fatalf("relayed bytes differ")
@@ -104,7 +109,7 @@ func BenchmarkRelay(b *testing.B) {
 			out := &bufFlusher{}
 			for b.Loop() {
 				out.Reset()
-				relay(out, &chunkReader{data: data, sizes: sizes}, buf, keepAlive, func() {})
+				relay(out, &chunkReader{data: data, sizes: sizes}, buf, encodingSSE, keepAlive, func() {})
 			}
 		})
 	}
@@ -137,8 +142,8 @@ func TestFailedKeepAliveEndsRelay(t *testing.T) {
 	src := blockingReader{stopped: make(chan struct{})}
 	var once sync.Once
 	stop := func() { once.Do(func() { close(src.stopped) }) }
-	done := make(chan relayResult, 1)                                                                 // relay's result, read once
-	go func() { done <- relay(failingFlusher{}, src, make([]byte, 64), 10*time.Millisecond, stop) }() // ends when stop unblocks the read
+	done := make(chan relayResult, 1)                                                                              // relay's result, read once
+	go func() { done <- relay(failingFlusher{}, src, make([]byte, 64), encodingSSE, 10*time.Millisecond, stop) }() // ends when stop unblocks the read
 	select {
 	case res := <-done:
 		if !errors.Is(res.ClientErr, errClientStalled) || res.UpstreamErr != nil || res.Pings != 0 {

@@ -15,11 +15,14 @@
 //              from HttpAgent.run's Observable: in @ag-ui/client 1.0.0 that
 //              leaves the HTTP request running.
 // It reports JSON lines on stdout: {"msg":"event"} per event the client
-// delivered, {"msg":"ping","count"} when the raw stream carried another
+// delivered, {"msg":"read","bytes"} with the bytes received so far after
+// each chunk, {"msg":"ping","count"} when the raw stream carried another
 // ": ping" comment, {"msg":"aborted"}, and last {"msg":"result"} with the
-// events, the new messages, the raw bytes received (base64) and the error
-// the client surfaced, if any. It then stays alive, its connection state
-// untouched, until stdin closes.
+// events, the new messages, the raw bytes received (base64), the error the
+// client surfaced, if any, and the RUN_ERROR event its onRunErrorEvent
+// subscriber got, if any (@ag-ui/client 1.0.0 resolves runAgent after a
+// RUN_ERROR; a UI learns of the failed run from that subscriber). It then
+// stays alive, its connection state untouched, until stdin closes.
 import { HttpAgent } from "@ag-ui/client";
 import { AGUI_MEDIA_TYPE } from "@ag-ui/encoder";
 
@@ -40,6 +43,7 @@ class ProtoAgent extends HttpAgent {
 // same bytes, and a cancel of the body still reaches the connection.
 const raw = [];
 let pings = 0;
+let received = 0;
 let contentType = "";
 let status = 0;
 const PING = ": ping\n\n";
@@ -54,6 +58,8 @@ async function watchedFetch(url, init) {
   const watch = new TransformStream({
     transform(chunk, controller) {
       raw.push(Buffer.from(chunk));
+      received += chunk.length;
+      report({ msg: "read", bytes: received });
       // latin1: one character per byte, whatever a chunk cut.
       const text = tail + Buffer.from(chunk).toString("latin1");
       const n = text.split(PING).length - 1;
@@ -108,11 +114,13 @@ async function main() {
   let error = null;
   let newMessages = [];
   let failed = null;
+  let runError = null;
   if (abortHow === "signal") params.abortController = controller;
   try {
     const res = await agent.runAgent(params, {
       onEvent: ({ event }) => { onEvent(event); },
       onRunFailed: ({ error: err }) => { failed = err; },
+      onRunErrorEvent: ({ event }) => { runError = event; },
     });
     newMessages = res.newMessages;
   } catch (err) {
@@ -120,7 +128,7 @@ async function main() {
   }
   report({
     msg: "result", status, contentType, pings, events, newMessages,
-    error: errorOf(error), runFailed: errorOf(failed),
+    error: errorOf(error), runFailed: errorOf(failed), runError,
     raw: Buffer.concat(raw).toString("base64"),
   });
 }

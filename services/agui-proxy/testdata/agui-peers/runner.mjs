@@ -6,7 +6,8 @@
 // protobuf message).
 //
 // It talks to the test in JSON lines: on stdout it reports what it saw
-// ({"msg":"listening"}, "run", "gap", "done", "closed"); on stdin the test
+// ({"msg":"listening"}, "run", "gap" (with the bytes written so far),
+// "done", "closed"); on stdin the test
 // releases a run waiting at a gap ("go <runId>"). Closing stdin stops it.
 // The run's RunAgentInput.forwardedProps choose the script:
 //   scenario "stream": every event at once, in writes that coalesce
@@ -16,7 +17,12 @@
 //     frame, after the delta that ends a paragraph and before RUN_FINISHED,
 //     each time until the test says go;
 //   scenario "hang": RUN_STARTED, a step and a message start, `words` deltas, then
-//     waits for a "go" that never comes (the client leaves first);
+//     waits for a "go" that never comes (the client leaves first, or the
+//     proxy ends the stream);
+//   scenario "midframe": as "hang", plus the first half of one more delta
+//     frame: the runner falls silent inside a frame;
+//   scenario "finished": the whole run, RUN_FINISHED included, then the
+//     response stays open, as "hang" waits;
 //   scenario "fail": 500 with a JSON body of its own.
 import { createServer } from "node:http";
 import { createInterface } from "node:readline";
@@ -132,16 +138,28 @@ async function serveRun(req, res) {
     new Promise((resolve) => {
       if (closed) return resolve();
       waiting.set(runId, resolve);
-      report({ msg: "gap", runId, index: gaps++, mid });
+      const raw = Buffer.concat(written);
+      report({ msg: "gap", runId, index: gaps++, mid, bytes: raw.length, raw: raw.toString("base64") });
     });
 
   res.writeHead(200, { "Content-Type": contentType, "Cache-Control": "no-cache" });
   res.flushHeaders();
 
   const words = props.words ?? WORDS.length;
-  if (props.scenario === "hang") {
+  if (props.scenario === "hang" || props.scenario === "midframe") {
     const events = script(input, words).slice(0, 3 + words);
     for (const ev of events) write(encoder.encodeBinary(ev));
+    const mid = props.scenario === "midframe";
+    if (mid) {
+      const next = encoder.encodeBinary({ type: EventType.TEXT_MESSAGE_CONTENT, messageId: `msg-${runId}`, delta: " cut" });
+      write(next.subarray(0, next.length >> 1));
+    }
+    await gap(mid); // released only by the request's end
+    res.end();
+    return;
+  }
+  if (props.scenario === "finished") {
+    for (const ev of script(input, words)) write(encoder.encodeBinary(ev));
     await gap(false); // released only by the request's end
     res.end();
     return;
