@@ -47,8 +47,9 @@
 // and recovers 8 at a time, each asking OwnerGone again). With the
 // defaults (MEMBER_TTL 5s, RUNNER_SWEEP_INTERVAL 5s) that is at most
 // about 10 s before the takeover starts the session again; measured with
-// MEMBER_TTL=1s and a 300 ms sweep: 2.7-2.9 s for 20 sessions
-// (internal/app TestKillReplicaSessionsMove). A replica that has just
+// MEMBER_TTL=1s and a 300 ms sweep: 2.7-2.9 s for 20 sessions, 2.3 s
+// since the sweep recovers 8 at a time (internal/app
+// TestKillReplicaSessionsMove). A replica that has just
 // started (or reconnected) takes nothing over during its first TTL.
 //
 // # A paused node
