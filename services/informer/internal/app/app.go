@@ -68,7 +68,9 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Optio
 		if err != nil {
 			return err
 		}
-		pub, err := publish.New(rt.JetStream(), objects, rt.Telemetry().Tracer, publishConfig(cfg, m, o))
+		pcfg := publishConfig(cfg, m, o)
+		pcfg.Fence = elector.Confirmed
+		pub, err := publish.New(rt.JetStream(), objects, rt.Telemetry().Tracer, pcfg)
 		if err != nil {
 			return fmt.Errorf("publisher: %w", err)
 		}

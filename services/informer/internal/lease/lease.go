@@ -20,6 +20,13 @@
 // until it has been connected for a whole TTL. The old leader, reconnecting
 // within that TTL, takes its lease back; a leader that died during the
 // outage is replaced one TTL after the others reconnected.
+//
+// A leader paused longer than the TTL (SIGSTOP, a VM stall) resumes still
+// believing it leads, until its next renewal fails; meanwhile another
+// replica may hold the lease. [Elector.Confirmed] tells its writers whether
+// the lease is certainly still theirs (its last write, counted from when it
+// was sent, younger than the TTL less a margin): they ask it before each
+// write instead of IsLeader.
 package lease
 
 import (
@@ -38,6 +45,10 @@ import (
 // ErrLost is the cause of the leader context's cancellation when a renewal
 // failed (context.Cause tells it apart from shutdown).
 var ErrLost = errors.New("lease lost")
+
+// ErrUnconfirmed is returned by Elector.Confirmed when this replica is not
+// the leader, or when its last write of the lease may have expired.
+var ErrUnconfirmed = errors.New("lease not confirmed")
 
 // ErrInvalidConfig is returned by New for a Config it cannot use.
 var ErrInvalidConfig = errors.New("invalid lease config")
@@ -80,6 +91,13 @@ type Elector struct {
 	leader atomic.Bool
 	terms  atomic.Int64
 	tries  atomic.Int64 // attempts to take the lease (tests wait on it)
+	// confirmedUntil is when the lease written last may expire, as
+	// nanoseconds since base (monotonic): the time its write was sent
+	// plus the TTL (the server counts the TTL from when it stores the
+	// write, later). 0 while not leading. See Confirmed.
+	confirmedUntil atomic.Int64
+	base           time.Time
+	now            func() time.Time // time.Now; tests move it
 
 	// Read and written by Run's goroutine only.
 	held       bool      // this replica held the lease last (nobody else seen since)
@@ -105,7 +123,39 @@ func New(kv jetstream.KeyValue, cfg Config, log *slog.Logger) (*Elector, error) 
 	if cfg.RetryEvery <= 0 {
 		cfg.RetryEvery = cfg.TTL / 4
 	}
-	return &Elector{kv: kv, cfg: cfg, log: log.With(slog.String("lease", cfg.Key), slog.String("holder", cfg.Holder))}, nil
+	return &Elector{kv: kv, cfg: cfg, log: log.With(slog.String("lease", cfg.Key), slog.String("holder", cfg.Holder)),
+		base: time.Now(), now: time.Now}, nil
+}
+
+// confirmMargin is how long before the lease could expire Confirmed stops
+// vouching for it (a share of the TTL: clock rates of this host and the
+// NATS server differ a little).
+const confirmMargin = 10 // TTL/confirmMargin
+
+// Confirmed returns nil when this replica leads and its last write of the
+// lease (the take-over or a renewal), counted from when it was sent, is
+// younger than the TTL less a margin: no other replica can hold the lease
+// yet. Otherwise it returns an error wrapping ErrUnconfirmed. Writers that
+// act as the leader ask it just before each write (the informer before
+// each publish): IsLeader alone stays true after a pause of the process
+// (SIGSTOP, a VM stall) until the renewal that follows the pause fails,
+// and a write made in between, after another replica took the lease over,
+// would come from a second leader.
+func (e *Elector) Confirmed() error {
+	until := e.confirmedUntil.Load()
+	if !e.leader.Load() || until == 0 {
+		return fmt.Errorf("%w: not the leader", ErrUnconfirmed)
+	}
+	left := time.Duration(until) - e.now().Sub(e.base)
+	if left < e.cfg.TTL/confirmMargin {
+		return fmt.Errorf("%w: last written %v ago (ttl %v), renewal pending", ErrUnconfirmed, e.cfg.TTL-left, e.cfg.TTL)
+	}
+	return nil
+}
+
+// confirm records a lease write sent at sent.
+func (e *Elector) confirm(sent time.Time) {
+	e.confirmedUntil.Store(int64(sent.Sub(e.base) + e.cfg.TTL))
 }
 
 // IsLeader reports whether this replica holds the lease right now.
@@ -144,6 +194,7 @@ func (e *Elector) Run(ctx context.Context, lead func(ctx context.Context) error)
 		e.log.Info("lease acquired")
 		leadErr, lost := e.hold(ctx, rev, lead)
 		e.leader.Store(false)
+		e.confirmedUntil.Store(0)
 		switch {
 		case ctx.Err() != nil:
 			e.release(ctx)
@@ -200,6 +251,7 @@ func (e *Elector) renew(ctx context.Context, rev uint64, cancel context.CancelCa
 		// failure is known at most 2*RenewEvery <= 2*TTL/3 after the last
 		// good write, before the key can expire.
 		rctx, rcancel := context.WithTimeout(ctx, e.cfg.RenewEvery)
+		sent := e.now()
 		next, err := e.kv.Update(rctx, e.cfg.Key, []byte(e.cfg.Holder), rev)
 		rcancel()
 		if err != nil {
@@ -207,9 +259,11 @@ func (e *Elector) renew(ctx context.Context, rev uint64, cancel context.CancelCa
 				return
 			}
 			e.log.Warn("lease renewal failed", slog.Any("err", err))
+			e.confirmedUntil.Store(0)
 			cancel(fmt.Errorf("renew lease %s: %w: %w", e.cfg.Key, ErrLost, err))
 			return
 		}
+		e.confirm(sent)
 		rev = next
 	}
 }
@@ -228,8 +282,10 @@ func (e *Elector) acquire(ctx context.Context, wake <-chan struct{}) (uint64, er
 			released = true
 		}
 		e.tries.Add(1)
+		sent := e.now()
 		rev, err := e.tryAcquire(ctx, released || e.mayTakeOver(time.Now()))
 		if err == nil {
+			e.confirm(sent)
 			return rev, nil
 		}
 		if !errors.Is(err, jetstream.ErrKeyExists) && !errors.Is(err, errWaiting) && ctx.Err() == nil {

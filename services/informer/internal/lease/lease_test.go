@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -317,4 +318,42 @@ func waitStandby(t *testing.T, r *replica) {
 		}
 		return nil
 	})
+}
+
+// TestConfirmedFollowsTheLastWrite: Confirmed vouches for the lease only
+// while its last write, counted from when it was sent, is younger than the
+// TTL less a margin. A leader resumed from a pause longer than the TTL is
+// still IsLeader until its next renewal fails, but no longer Confirmed, so
+// it writes nothing as the leader meanwhile; a renewal confirms it again.
+func TestConfirmedFollowsTheLastWrite(t *testing.T) {
+	t.Parallel()
+	kv := leaseKV(t)
+	e, err := New(kv, Config{Key: "informer", Holder: "a", TTL: testTTL, RenewEvery: testTTL / 2}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var skew atomic.Int64 // what the test adds to the clock Confirmed reads
+	e.now = func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
+	if err := e.Confirmed(); !errors.Is(err, ErrUnconfirmed) {
+		t.Fatalf("before leading: Confirmed() = %v, want ErrUnconfirmed", err)
+	}
+	r := runReplica(t, e)
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if !e.IsLeader() {
+			return errors.New("not leader")
+		}
+		return e.Confirmed()
+	})
+	// A pause as long as the TTL, seen from the clock: the renewal due
+	// meanwhile has not happened yet.
+	skew.Store(int64(testTTL))
+	if err := e.Confirmed(); !errors.Is(err, ErrUnconfirmed) || !e.IsLeader() {
+		t.Fatalf("a TTL after the last write: Confirmed() = %v (leader %v), want ErrUnconfirmed while still leader", err, e.IsLeader())
+	}
+	// The next renewal is sent on the skewed clock and confirms the lease.
+	testenv.Eventually(t, 5*time.Second, func() error { return e.Confirmed() })
+	r.stop(t)
+	if err := e.Confirmed(); !errors.Is(err, ErrUnconfirmed) {
+		t.Fatalf("after the term: Confirmed() = %v, want ErrUnconfirmed", err)
+	}
 }

@@ -73,6 +73,13 @@ type Config struct {
 	// position Tail reads (0: the TailMargin constant; tests make it small
 	// to reach past it with a few events).
 	TailMargin uint64
+	// Fence, when set, is asked just before each publish and each KV write
+	// of Store; an error from it is returned (wrapped) and nothing is
+	// sent. The informer passes its lease's Elector.Confirmed, so a leader
+	// resuming from a pause longer than the lease does not publish what it
+	// had in hand after another replica took over (the events stream would
+	// go back to an older state of the object).
+	Fence func() error
 	// Observe, when set, is told about each acked event (metrics).
 	Observe func(ctx context.Context, res eventsv1.Resource, typ eventsv1.EventType, took time.Duration, duplicate bool)
 }
@@ -178,6 +185,9 @@ func Publish[T events.APIObject](ctx context.Context, p *Publisher, c diff.Chang
 	if err := p.connected(); err != nil {
 		return out, fmt.Errorf("publish %s: %w", eventID, err)
 	}
+	if err := p.fence(); err != nil {
+		return out, fmt.Errorf("publish %s: %w", eventID, err)
+	}
 	start := time.Now()
 	pctx := ctx
 	if _, ok := ctx.Deadline(); !ok {
@@ -235,6 +245,14 @@ func Publish[T events.APIObject](ctx context.Context, p *Publisher, c diff.Chang
 		return out, fmt.Errorf("store %s: %w: %w", key, ErrNotStored, err)
 	}
 	return out, nil
+}
+
+// fence asks Config.Fence, if any.
+func (p *Publisher) fence() error {
+	if p.cfg.Fence == nil {
+		return nil
+	}
+	return p.cfg.Fence()
 }
 
 // putAsync sends a KV put of value under key without waiting for its ack:
@@ -346,6 +364,9 @@ func Store[T events.APIObject](ctx context.Context, p *Publisher, id string, sta
 			return nil
 		}
 		value = events.AppendEventSeq(events.AppendObject[T](nil, state.Raw), seq)
+	}
+	if err := p.fence(); err != nil {
+		return fmt.Errorf("store %s: %w", key, err)
 	}
 	if err := p.write(ctx, key, value); err != nil && !tooLarge(err) {
 		return fmt.Errorf("store %s: %w", key, err)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -238,5 +239,49 @@ func TestPublishSpan(t *testing.T) {
 		if !maps.Equal(want, got) {
 			t.Errorf("span %d attributes:\n got %v\nwant %v", i, got, want)
 		}
+	}
+}
+
+// TestFenceRefusesPublish: while Config.Fence refuses (a leader whose lease
+// is not confirmed, after a pause), neither the event nor a KV write goes
+// out; once it allows, the same change is published.
+func TestFenceRefusesPublish(t *testing.T) {
+	t.Parallel()
+	p, kv, js := setup(t, 0, time.Second)
+	errFenced := errors.New("fenced")
+	var fenced atomic.Bool
+	fenced.Store(true)
+	p.cfg.Fence = func() error {
+		if fenced.Load() {
+			return errFenced
+		}
+		return nil
+	}
+	ctx := context.Background()
+	s := session("s1", 10)
+	if _, err := Publish(ctx, p, change(t, eventsv1.EventType_EVENT_TYPE_ADDED, s)); !errors.Is(err, errFenced) {
+		t.Fatalf("publish while fenced: err = %v, want the fence's error", err)
+	}
+	if err := Store[*ambientv1.Session](ctx, p, "s1", events.Encoded{}, 1, false); !errors.Is(err, errFenced) {
+		t.Fatalf("store while fenced: err = %v, want the fence's error", err)
+	}
+	st, err := js.Stream(ctx, "EV")
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs != 0 {
+		t.Fatalf("stream holds %d messages after a fenced publish, want 0", info.State.Msgs)
+	}
+	if _, err := kv.Get(ctx, events.ObjectKey(eventsv1.Resource_RESOURCE_SESSIONS, "s1")); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Fatalf("kv after a fenced publish: err = %v, want ErrKeyNotFound", err)
+	}
+	fenced.Store(false)
+	out, err := Publish(ctx, p, change(t, eventsv1.EventType_EVENT_TYPE_ADDED, s))
+	if err != nil || out.Seq != 1 {
+		t.Fatalf("publish once allowed: seq %d, err %v; want seq 1", out.Seq, err)
 	}
 }
