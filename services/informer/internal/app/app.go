@@ -60,7 +60,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Optio
 			return fmt.Errorf("api client: %w", err)
 		}
 		rt.Cleanup(api.Close)
-		elector, err := lease.New(leases, lease.Config{Key: cfg.LeaseKey, Holder: cfg.InstanceID, TTL: cfg.LeaseTTL, Conn: rt.NATS()}, log)
+		elector, err := lease.New(leases, lease.Config{Key: cfg.LeaseKey, Holder: cfg.InstanceID, TTL: cfg.LeaseTTL, Conn: rt.NATS(), Now: o.leaseClock}, log)
 		if err != nil {
 			return fmt.Errorf("lease: %w", err)
 		}

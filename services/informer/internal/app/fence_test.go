@@ -4,12 +4,14 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/ambient-code/control-plane/libs/bus"
 	"github.com/ambient-code/control-plane/libs/events"
 	"github.com/ambient-code/control-plane/libs/testenv"
+	"github.com/ambient-code/control-plane/services/informer/internal/app"
 	"github.com/ambient-code/control-plane/services/informer/internal/config"
 )
 
@@ -73,4 +75,52 @@ func TestPartitionedLeaderPublishesNothingLate(t *testing.T) {
 	if late == nil {
 		t.Fatal("an event of the partitioned old leader landed after the new leader's newer one")
 	}
+}
+
+// TestUnconfirmedLeaderPublishesNothing: a leader whose lease write may
+// have expired (as after a pause of its process longer than the TTL: its
+// next renewal has not failed yet, so it still leads) publishes nothing
+// until a renewal confirms the lease again. The clock its elector reads
+// jumps a TTL at every reading, so no renewal ever looks recent, while the
+// renewals themselves succeed and the replica stays leader.
+func TestUnconfirmedLeaderPublishesNothing(t *testing.T) {
+	t.Parallel()
+	const ttl = 2 * time.Second
+	var jumping atomic.Bool
+	var jumps atomic.Int64
+	clock := func() time.Time {
+		if !jumping.Load() {
+			return time.Now()
+		}
+		return time.Now().Add(time.Duration(jumps.Add(1)) * ttl)
+	}
+	h := newHarness(t)
+	h.seed(3, 1)
+	a := h.start("a", map[string]string{config.EnvLeaseTTL: ttl.String()}, app.WithLeaseClock(clock))
+	h.waitLeaderReady(a, 30*time.Second)
+	h.waitConverged(live, bucket, 30*time.Second)
+	x := h.sessionIDs()[0]
+
+	jumping.Store(true)
+	const prompt = "v2: while the lease is unconfirmed"
+	h.updateSession(x, prompt)
+	published := func(e rawEvent) bool {
+		return e.ev.GetObjectId() == x && e.ev.GetObject().GetSession().GetPrompt() == prompt
+	}
+	early := testenv.Poll(2*ttl, func() error {
+		for _, e := range h.rawEvents(live) {
+			if published(e) {
+				return nil
+			}
+		}
+		return errors.New("not published")
+	})
+	if early == nil {
+		t.Fatal("the change was published while the leader's lease was unconfirmed")
+	}
+	if !a.isLeader() {
+		t.Fatal("a lost the lease: the renewals were meant to succeed")
+	}
+	jumping.Store(false)
+	h.waitEvent(live, 0, "the change once the lease is confirmed", published)
 }

@@ -22,6 +22,7 @@ type options struct {
 	healthyAfter time.Duration
 	tailMargin   uint64
 	listening    func(addr net.Addr)
+	leaseClock   func() time.Time
 }
 
 // newOptions applies opts to the defaults.
@@ -89,6 +90,19 @@ func WithTailMargin(n uint64) Option {
 			return fmt.Errorf("tail margin 0: %w", ErrInvalidOption)
 		}
 		o.tailMargin = n
+		return nil
+	}
+}
+
+// WithLeaseClock gives the lease elector another clock than time.Now
+// (lease.Config.Now): a test makes the lease look unconfirmed, as after a
+// pause of the process, while its renewals still succeed.
+func WithLeaseClock(now func() time.Time) Option {
+	return func(o *options) error {
+		if now == nil {
+			return fmt.Errorf("nil lease clock: %w", ErrInvalidOption)
+		}
+		o.leaseClock = now
 		return nil
 	}
 }

@@ -68,6 +68,9 @@ type Config struct {
 	RenewEvery time.Duration
 	// RetryEvery is how often a standby tries to take the lease; default TTL/4.
 	RetryEvery time.Duration
+	// Now is the clock of Confirmed and of the lease writes it counts
+	// from; nil: time.Now. Tests move it.
+	Now func() time.Time
 	// Conn, when set, is the connection of the bucket: its reconnects make
 	// a replica that did not hold the lease wait a TTL before taking it (see
 	// the package doc). Nil: no such wait.
@@ -123,8 +126,12 @@ func New(kv jetstream.KeyValue, cfg Config, log *slog.Logger) (*Elector, error) 
 	if cfg.RetryEvery <= 0 {
 		cfg.RetryEvery = cfg.TTL / 4
 	}
+	now := cfg.Now
+	if now == nil {
+		now = time.Now
+	}
 	return &Elector{kv: kv, cfg: cfg, log: log.With(slog.String("lease", cfg.Key), slog.String("holder", cfg.Holder)),
-		base: time.Now(), now: time.Now}, nil
+		base: now(), now: now}, nil
 }
 
 // confirmMargin is how long before the lease could expire Confirmed stops
