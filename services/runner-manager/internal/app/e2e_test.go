@@ -140,19 +140,7 @@ func TestKillReplicaSessionsMove(t *testing.T) {
 		return nil
 	})
 	const n = 40
-	var ids []string
-	for i := range n {
-		ids = append(ids, w.create(fmt.Sprintf("s%02d", i)))
-	}
-	w.waitAll(ids, "Running", 30*time.Second)
-	owners := map[string][]string{}
-	for _, id := range ids {
-		rec, err := w.record(id)
-		if err != nil {
-			t.Fatal(err)
-		}
-		owners[rec.Owner] = append(owners[rec.Owner], id)
-	}
+	ids, owners := w.createRunning("s", n)
 	pa, pb := runnerPIDs(a.root), runnerPIDs(b.root)
 	if len(pa)+len(pb) != n {
 		t.Fatalf("runner processes: %d + %d, want %d in total", len(pa), len(pb), n)

@@ -367,3 +367,24 @@ func (w *world) eventsPublished() uint64 {
 	}
 	return info.State.Msgs
 }
+
+// createRunning creates n sessions named prefix00, prefix01, ..., waits
+// until all are Running and returns their ids and, by replica, the ids
+// whose claim record that replica owns.
+func (w *world) createRunning(prefix string, n int) ([]string, map[string][]string) {
+	w.t.Helper()
+	var ids []string
+	for i := range n {
+		ids = append(ids, w.create(fmt.Sprintf("%s%02d", prefix, i)))
+	}
+	w.waitAll(ids, "Running", 30*time.Second)
+	owners := map[string][]string{}
+	for _, id := range ids {
+		rec, err := w.record(id)
+		if err != nil {
+			w.t.Fatal(err)
+		}
+		owners[rec.Owner] = append(owners[rec.Owner], id)
+	}
+	return ids, owners
+}

@@ -147,19 +147,7 @@ func TestNodeFrozenSessionsMoveOnce(t *testing.T) {
 	w := newWorld(t)
 	a, b := twoReplicas(t, w, "RUNNER_RESYNC_INTERVAL=1s", "RUNNER_CHECK_INTERVAL=1s")
 	const n = 10
-	var ids []string
-	for i := range n {
-		ids = append(ids, w.create(fmt.Sprintf("f%02d", i)))
-	}
-	w.waitAll(ids, "Running", 30*time.Second)
-	owners := map[string][]string{}
-	for _, id := range ids {
-		rec, err := w.record(id)
-		if err != nil {
-			t.Fatal(err)
-		}
-		owners[rec.Owner] = append(owners[rec.Owner], id)
-	}
+	ids, owners := w.createRunning("f", n)
 	// The frozen replica is the one with more sessions (the partitions
 	// decide; 16 of them split 8/8, so each has some).
 	if len(owners[b.member]) > len(owners[a.member]) {

@@ -82,21 +82,7 @@ func TestLostRunnerDoesNotHealPhase(t *testing.T) {
 	rec := e.startRunning(rp, s)
 	e.takeOver(rec)
 	creating := e.setPhase(id, session.PhaseCreating) // rm-b's restart
-	writes := e.api.CountCalls(ambientv1.SessionService_UpdateSessionStatus_FullMethodName)
-	e.handle(rp, modified, creating)
-	testenv.Eventually(t, 5*time.Second, func() error {
-		if pidAlive(rec.PID) || rp.rec.sup.Get(id) != nil {
-			return fmt.Errorf("the lost runner %d still runs", rec.PID)
-		}
-		return nil
-	})
-	if n := e.api.CountCalls(ambientv1.SessionService_UpdateSessionStatus_FullMethodName) - writes; n != 0 {
-		got := e.get(id)
-		t.Errorf("%d status writes for a session rm-b owns: phase %s, conditions %s", n, got.GetPhase(), got.GetConditions())
-	}
-	if p := session.PhaseOf(e.get(id)); p != session.PhaseCreating {
-		t.Errorf("phase %s, want rm-b's Creating", p)
-	}
+	e.handleLost(t, rp, rec, creating)
 }
 
 // A stop asked for while the thawed replica still believes it runs the
@@ -112,21 +98,7 @@ func TestLostRunnerStopNotReported(t *testing.T) {
 	rec := e.startRunning(rp, s)
 	e.takeOver(rec)
 	stopping := e.setPhase(id, session.PhaseStopping)
-	writes := e.api.CountCalls(ambientv1.SessionService_UpdateSessionStatus_FullMethodName)
-	e.handle(rp, modified, stopping)
-	testenv.Eventually(t, 5*time.Second, func() error {
-		if pidAlive(rec.PID) || rp.rec.sup.Get(id) != nil {
-			return fmt.Errorf("the lost runner %d still runs", rec.PID)
-		}
-		return nil
-	})
-	if n := e.api.CountCalls(ambientv1.SessionService_UpdateSessionStatus_FullMethodName) - writes; n != 0 {
-		got := e.get(id)
-		t.Errorf("%d status writes for a session rm-b owns: phase %s, conditions %s", n, got.GetPhase(), got.GetConditions())
-	}
-	if p := session.PhaseOf(e.get(id)); p != session.PhaseStopping {
-		t.Errorf("phase %s, want Stopping (rm-b's to end)", p)
-	}
+	e.handleLost(t, rp, rec, stopping)
 }
 
 // The claims of a frozen (or unreachable) owner are the sweep's to take
@@ -179,5 +151,28 @@ func TestResyncLeavesStaleClaimsToSweep(t *testing.T) {
 	}
 	if took >= claim.DefaultProbeTimeout {
 		t.Errorf("resync took %v: it probed the frozen runners", took)
+	}
+}
+
+// handleLost hands rp (which still believes it runs rec's runner) the
+// event ev, of a session rm-b owns now, and checks that the lost runner is
+// stopped and that rp writes nothing for the session: its phase stays ev's.
+func (e *env) handleLost(t *testing.T, rp *replica, rec registry.Record, ev *ambientv1.Session) {
+	t.Helper()
+	id := ev.GetMetadata().GetId()
+	writes := e.api.CountCalls(ambientv1.SessionService_UpdateSessionStatus_FullMethodName)
+	e.handle(rp, modified, ev)
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if pidAlive(rec.PID) || rp.rec.sup.Get(id) != nil {
+			return fmt.Errorf("the lost runner %d still runs", rec.PID)
+		}
+		return nil
+	})
+	if n := e.api.CountCalls(ambientv1.SessionService_UpdateSessionStatus_FullMethodName) - writes; n != 0 {
+		got := e.get(id)
+		t.Errorf("%d status writes for a session rm-b owns: phase %s, conditions %s", n, got.GetPhase(), got.GetConditions())
+	}
+	if p, want := session.PhaseOf(e.get(id)), session.PhaseOf(ev); p != want {
+		t.Errorf("phase %s, want %s (rm-b's)", p, want)
 	}
 }
