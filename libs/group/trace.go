@@ -74,6 +74,25 @@ func objectAttributes(ev *eventsv1.ResourceEvent) []attribute.KeyValue {
 	return attrs
 }
 
+// messageAttributes are the attributes the consumer and dead-letter spans
+// share: the message's (messaging semantic conventions, attempt,
+// coalesced count) and the object's (obj, objectAttributes).
+func (w *worker) messageAttributes(m Message, partition int, obj []attribute.KeyValue) []attribute.KeyValue {
+	attrs := append([]attribute.KeyValue{
+		attribute.String("messaging.system", "nats"),
+		attribute.String("messaging.destination.name", m.Subject),
+		attribute.String("messaging.consumer.group.name", w.cfg.Group),
+		attribute.String("messaging.destination.partition.id", strconv.Itoa(partition)),
+		attribute.String("messaging.message.id", m.Event.GetEventId()),
+		telemetry.AttrEventType.String(events.TypeName(m.Event.GetType())),
+		AttrAttempt.Int64(int64(min(m.Attempt, 1<<62))),
+	}, obj...)
+	if m.Coalesced > 0 {
+		attrs = append(attrs, AttrCoalesced.Int(m.Coalesced))
+	}
+	return attrs
+}
+
 // startConsumerSpan starts the CONSUMER span of one handler call, a child
 // of the newest message's producer span (in hctx), linked to the older
 // coalesced ones, and returns the handler's ctx carrying the object's
@@ -81,20 +100,11 @@ func objectAttributes(ev *eventsv1.ResourceEvent) []attribute.KeyValue {
 func (w *worker) startConsumerSpan(hctx context.Context, m Message, partition int, links []trace.Link) (context.Context, trace.Span) {
 	ev := m.Event
 	obj := objectAttributes(ev)
-	attrs := append([]attribute.KeyValue{
-		attribute.String("messaging.system", "nats"),
+	attrs := append(w.messageAttributes(m, partition, obj),
 		attribute.String("messaging.operation.type", "process"),
-		attribute.String("messaging.operation.name", "process"),
-		attribute.String("messaging.destination.name", m.Subject),
-		attribute.String("messaging.consumer.group.name", w.cfg.Group),
-		attribute.String("messaging.destination.partition.id", strconv.Itoa(partition)),
-		attribute.String("messaging.message.id", ev.GetEventId()),
-		telemetry.AttrEventType.String(events.TypeName(ev.GetType())),
-		AttrAttempt.Int64(int64(min(m.Attempt, 1<<62))),
-	}, obj...)
+		attribute.String("messaging.operation.name", "process"))
 	if m.Coalesced > 0 {
-		attrs = append(attrs, AttrCoalesced.Int(m.Coalesced),
-			attribute.Int("messaging.batch.message_count", m.Coalesced+1))
+		attrs = append(attrs, attribute.Int("messaging.batch.message_count", m.Coalesced+1))
 	}
 	// The caller ends the span (endConsumerSpan) when the handler returns.
 	ctx, span := w.tracer.Start(hctx, "process "+events.ResourceToken(ev.GetResource()), //nolint:spancheck // ended by the caller
@@ -110,19 +120,7 @@ func (w *worker) startConsumerSpan(hctx context.Context, m Message, partition in
 // from the producer. The caller ends it with endConsumerSpan(span, cause).
 func (w *worker) startDeadLetterSpan(hctx context.Context, m Message, partition int, links []trace.Link, reason string) (context.Context, trace.Span) {
 	obj := objectAttributes(m.Event)
-	attrs := append([]attribute.KeyValue{
-		attribute.String("messaging.system", "nats"),
-		attribute.String("messaging.destination.name", m.Subject),
-		attribute.String("messaging.consumer.group.name", w.cfg.Group),
-		attribute.String("messaging.destination.partition.id", strconv.Itoa(partition)),
-		attribute.String("messaging.message.id", m.Event.GetEventId()),
-		telemetry.AttrEventType.String(events.TypeName(m.Event.GetType())),
-		AttrAttempt.Int64(int64(min(m.Attempt, 1<<62))),
-		AttrDeadLetterReason.String(reason),
-	}, obj...)
-	if m.Coalesced > 0 {
-		attrs = append(attrs, AttrCoalesced.Int(m.Coalesced))
-	}
+	attrs := append(w.messageAttributes(m, partition, obj), AttrDeadLetterReason.String(reason))
 	ctx, span := w.tracer.Start(hctx, "dead-letter "+events.ResourceToken(m.Event.GetResource()), //nolint:spancheck // ended by the caller
 		trace.WithSpanKind(trace.SpanKindInternal), trace.WithLinks(links...), trace.WithAttributes(attrs...))
 	return telemetry.ContextWithAttributes(ctx, obj...), span //nolint:spancheck // ended by the caller
