@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/binary"
 	"strings"
+
+	"google.golang.org/protobuf/encoding/protowire"
 )
 
 // streamEncoding is how a stream's body frames its AG-UI events, told by
@@ -262,21 +264,6 @@ func terminalAt(v []byte, i int) bool {
 	return bytes.HasPrefix(rest, []byte(`RUN_FINISHED"`)) || bytes.HasPrefix(rest, []byte(`RUN_ERROR"`))
 }
 
-// sniffType returns the raw value (between its quotes, escapes left as
-// they are) of the first top-level member named "type" of the JSON object
-// at the start of v, if that value is a string (see typeAt).
-func sniffType(v []byte) ([]byte, bool) {
-	i, ok := typeAt(v)
-	if !ok {
-		return nil, false
-	}
-	end := skipJSONString(v, i-1)
-	if end < 0 {
-		return nil, false
-	}
-	return v[i : end-1], true
-}
-
 // typeAt finds the first top-level member named "type" of the JSON object
 // at the start of v and, when its value is a string, returns the index of
 // the string's contents (after its opening quote). It reads v only up to
@@ -399,8 +386,8 @@ func skipJSONValue(v []byte, i int) int {
 // take two tag bytes, the first with its high bit set, so one byte tells
 // these two (events.proto, as @ag-ui/proto 1.0.0 encodes it).
 const (
-	protoArmRunFinished = 13<<3 | 2 // Event.run_finished
-	protoArmRunError    = 14<<3 | 2 // Event.run_error
+	protoArmRunFinished = protoEventRunFinished<<3 | byte(protowire.BytesType)
+	protoArmRunError    = protoEventRunError<<3 | byte(protowire.BytesType)
 )
 
 // protoFrames follows AG-UI's binary encoding: it reads each frame's length

@@ -390,3 +390,19 @@ func FuzzSniffType(f *testing.F) {
 		}
 	})
 }
+
+// sniffType returns the raw value (between its quotes, escapes left as
+// they are) of the first top-level member named "type" of the JSON object
+// at the start of v, if that value is a string: typeAt's answer read out
+// with skipJSONString, for comparison with encoding/json.
+func sniffType(v []byte) ([]byte, bool) {
+	i, ok := typeAt(v)
+	if !ok {
+		return nil, false
+	}
+	end := skipJSONString(v, i-1)
+	if end < 0 {
+		return nil, false
+	}
+	return v[i : end-1], true
+}

@@ -71,10 +71,7 @@ func namesProto(h http.Header) bool {
 const aguiProtoMediaType = "application/vnd.ag-ui.event+proto"
 
 // isEventStream reports whether a Content-Type is SSE.
-func isEventStream(contentType string) bool {
-	mt, _, _ := strings.Cut(contentType, ";")
-	return strings.EqualFold(strings.TrimSpace(mt), "text/event-stream")
-}
+func isEventStream(contentType string) bool { return encodingOf(contentType) == encodingSSE }
 
 // copyResponseHeader copies the runner's response headers to dst untouched
 // (Content-Type included) except hop-by-hop and CORS ones, and adds the

@@ -56,6 +56,7 @@ func sseRunError(e runError) []byte {
 
 // Field numbers of AG-UI's events.proto (@ag-ui/proto 1.0.0).
 const (
+	protoEventRunFinished  = 13 // Event.run_finished, a RunFinishedEvent
 	protoEventRunError     = 14 // Event.run_error, a RunErrorEvent
 	protoRunErrorBaseEvent = 1  // RunErrorEvent.base_event, a BaseEvent
 	protoRunErrorCode      = 2  // RunErrorEvent.code, optional string
