@@ -100,7 +100,6 @@ type Elector struct {
 	// write, later). 0 while not leading. See Confirmed.
 	confirmedUntil atomic.Int64
 	base           time.Time
-	now            func() time.Time // time.Now; tests move it
 
 	// Read and written by Run's goroutine only.
 	held       bool      // this replica held the lease last (nobody else seen since)
@@ -126,12 +125,11 @@ func New(kv jetstream.KeyValue, cfg Config, log *slog.Logger) (*Elector, error) 
 	if cfg.RetryEvery <= 0 {
 		cfg.RetryEvery = cfg.TTL / 4
 	}
-	now := cfg.Now
-	if now == nil {
-		now = time.Now
+	if cfg.Now == nil {
+		cfg.Now = time.Now
 	}
 	return &Elector{kv: kv, cfg: cfg, log: log.With(slog.String("lease", cfg.Key), slog.String("holder", cfg.Holder)),
-		base: now(), now: now}, nil
+		base: cfg.Now()}, nil
 }
 
 // confirmMargin is how long before the lease could expire Confirmed stops
@@ -153,7 +151,7 @@ func (e *Elector) Confirmed() error {
 	if !e.leader.Load() || until == 0 {
 		return fmt.Errorf("%w: not the leader", ErrUnconfirmed)
 	}
-	left := time.Duration(until) - e.now().Sub(e.base)
+	left := time.Duration(until) - e.cfg.Now().Sub(e.base)
 	if left < e.cfg.TTL/confirmMargin {
 		return fmt.Errorf("%w: last written %v ago (ttl %v), renewal pending", ErrUnconfirmed, e.cfg.TTL-left, e.cfg.TTL)
 	}
@@ -258,7 +256,7 @@ func (e *Elector) renew(ctx context.Context, rev uint64, cancel context.CancelCa
 		// failure is known at most 2*RenewEvery <= 2*TTL/3 after the last
 		// good write, before the key can expire.
 		rctx, rcancel := context.WithTimeout(ctx, e.cfg.RenewEvery)
-		sent := e.now()
+		sent := e.cfg.Now()
 		next, err := e.kv.Update(rctx, e.cfg.Key, []byte(e.cfg.Holder), rev)
 		rcancel()
 		if err != nil {
@@ -289,7 +287,7 @@ func (e *Elector) acquire(ctx context.Context, wake <-chan struct{}) (uint64, er
 			released = true
 		}
 		e.tries.Add(1)
-		sent := e.now()
+		sent := e.cfg.Now()
 		rev, err := e.tryAcquire(ctx, released || e.mayTakeOver(time.Now()))
 		if err == nil {
 			e.confirm(sent)

@@ -328,12 +328,12 @@ func waitStandby(t *testing.T, r *replica) {
 func TestConfirmedFollowsTheLastWrite(t *testing.T) {
 	t.Parallel()
 	kv := leaseKV(t)
-	e, err := New(kv, Config{Key: "informer", Holder: "a", TTL: testTTL, RenewEvery: testTTL / 2}, slog.New(slog.DiscardHandler))
+	var skew atomic.Int64 // what the test adds to the clock Confirmed reads
+	clock := func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
+	e, err := New(kv, Config{Key: "informer", Holder: "a", TTL: testTTL, RenewEvery: testTTL / 2, Now: clock}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var skew atomic.Int64 // what the test adds to the clock Confirmed reads
-	e.now = func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
 	if err := e.Confirmed(); !errors.Is(err, ErrUnconfirmed) {
 		t.Fatalf("before leading: Confirmed() = %v, want ErrUnconfirmed", err)
 	}
