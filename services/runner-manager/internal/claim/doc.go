@@ -87,8 +87,9 @@
 // own timers fire when the node resumes, or a stop arrives), or a resync
 // or event may find its phase "drifted" (the peer's Creating): the
 // writes a replica makes for a runner without having just written the
-// record itself (the final phase, a phase drift heal) are preceded by a
-// read of the record (package supervise, takenOver), and a record another
+// record itself (the final phase, a phase drift heal, and the sweep's
+// retries of a final phase or a Creating/Running write that failed
+// before the pause) are preceded by a read of the record (package supervise, takenOver), and a record another
 // replica holds makes the runner lost: nothing is written, the new owner
 // reports the session. A read that fails (NATS down; bounded to 1 s)
 // tells nothing, and the write goes ahead as before.

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+
 	"github.com/ambient-code/control-plane/libs/registry"
 	"github.com/ambient-code/control-plane/libs/session"
 	"github.com/ambient-code/control-plane/libs/testenv"
@@ -28,6 +30,7 @@ func (e *env) takeOver(rec registry.Record) {
 	e.t.Helper()
 	ep := rec.Endpoint
 	ep.Owner, ep.PID, ep.PIDStart, ep.Port = "rm-b", 1, 0, 1
+	ep.State, ep.Final = registry.StateRunning, nil
 	if _, err := registry.Register(e.t.Context(), e.runners, ep, rec.Revision); err != nil {
 		e.t.Fatal(err)
 	}
@@ -99,6 +102,97 @@ func TestLostRunnerStopNotReported(t *testing.T) {
 	e.takeOver(rec)
 	stopping := e.setPhase(id, session.PhaseStopping)
 	e.handleLost(t, rp, rec, stopping)
+}
+
+// The runner ended while the API was down, so its final phase waits in
+// the replica (and in the record) for the sweep's Resend; then the node
+// froze. rm-b took the record over, wrote the recorded phase, and the
+// user started the session again: rm-b runs it. Resend after the thaw,
+// before the record watch tells the replica, would write the old end
+// (Failed) over the new run's Running. The owner is read first: nothing
+// is written, the runner is forgotten.
+func TestLostRunnerPendingEndNotResent(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	rp := e.replica(replicaOpts{member: "rm-a", noRun: true})
+	id := e.create("thawed").GetMetadata().GetId()
+	rec := e.startRunning(rp, e.get(id))
+	const update = ambientv1.SessionService_UpdateSessionStatus_FullMethodName
+	e.api.FailNext(update, 1000, codes.Unavailable)
+	if err := syscall.Kill(rec.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	var ended registry.Record
+	testenv.Eventually(t, 10*time.Second, func() error {
+		var err error
+		if ended, err = registry.Get(t.Context(), e.runners, id); err != nil {
+			return err
+		}
+		if ended.State != registry.StateExited || ended.Final == nil {
+			return fmt.Errorf("record %+v: final phase not recorded", ended.Endpoint)
+		}
+		return nil
+	})
+	if rp.rec.sup.Get(id) == nil {
+		t.Fatal("the runner with an unwritten final phase was forgotten")
+	}
+	e.takeOver(ended)
+	e.api.FailNext(update, 0, codes.OK)
+	e.setPhase(id, session.PhaseRunning) // rm-b's new run
+	writes := e.api.CountCalls(update)
+	rp.rec.sup.Resend(t.Context())
+	if n := e.api.CountCalls(update) - writes; n != 0 {
+		got := e.get(id)
+		t.Errorf("%d status writes for a session rm-b owns: phase %s, conditions %s", n, got.GetPhase(), got.GetConditions())
+	}
+	if p := session.PhaseOf(e.get(id)); p != session.PhaseRunning {
+		t.Errorf("phase %s, want rm-b's Running", p)
+	}
+	if rp.rec.sup.Get(id) != nil {
+		t.Error("the lost runner is still in the supervisor's list")
+	}
+	if got, err := registry.Get(t.Context(), e.runners, id); err != nil || got.Owner != "rm-b" {
+		t.Errorf("record %+v (%v), want rm-b's", got, err)
+	}
+}
+
+// The runner's Running write failed (the API was down) and waits for the
+// sweep's Resend; then the node froze, rm-b took the session over and is
+// restarting it (Creating). Resend after the thaw would write Running
+// with the old runner's start time over rm-b's Creating; it reads the
+// owner first: the runner is lost (killed) and nothing is written.
+func TestLostRunnerUnsentPhaseNotResent(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	rp := e.replica(replicaOpts{member: "rm-a", noRun: true})
+	s := e.create("thawed")
+	id := s.GetMetadata().GetId()
+	const update = ambientv1.SessionService_UpdateSessionStatus_FullMethodName
+	e.api.FailNext(update, 1000, codes.Unavailable)
+	e.handle(rp, added, s)
+	// The record says running once onHealthy registered it; its Running
+	// write runs under the same session lock: once the lock is free, that
+	// write failed.
+	rec := e.startedRecord(id)
+	rp.rec.sup.Lock(id)()
+	e.takeOver(rec)
+	e.api.FailNext(update, 0, codes.OK)
+	e.setPhase(id, session.PhaseCreating) // rm-b's restart
+	writes := e.api.CountCalls(update)
+	rp.rec.sup.Resend(t.Context())
+	if n := e.api.CountCalls(update) - writes; n != 0 {
+		got := e.get(id)
+		t.Errorf("%d status writes for a session rm-b owns: phase %s, conditions %s", n, got.GetPhase(), got.GetConditions())
+	}
+	if p := session.PhaseOf(e.get(id)); p != session.PhaseCreating {
+		t.Errorf("phase %s, want rm-b's Creating", p)
+	}
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if pidAlive(rec.PID) || rp.rec.sup.Get(id) != nil {
+			return fmt.Errorf("the lost runner %d still runs", rec.PID)
+		}
+		return nil
+	})
 }
 
 // The claims of a frozen (or unreachable) owner are the sweep's to take

@@ -376,6 +376,12 @@ func (s *Supervisor) resend(ctx context.Context, rn *Runner) {
 			s.claims.Release(ctx, log, rn.id)
 		}
 		s.forget(rn)
+	case p != nil && s.takenOver(ctx, log, rn):
+		// Another replica took the claim over while this one was away (a
+		// whole-node pause): it wrote the recorded phase itself, and the
+		// session may have run again since. The old end is not written
+		// over that (the claim is not this replica's to release).
+		s.forget(rn)
 	case p != nil:
 		if err := s.status.Write(wctx, rn.id, p.update); err != nil {
 			log.Warn("retry final phase write", slog.String(logkey.Phase, string(p.update.Phase)), slog.String(logkey.Err, err.Error()))
@@ -391,7 +397,11 @@ func (s *Supervisor) resend(ctx context.Context, rn *Runner) {
 		if !registered && !lost {
 			s.register(ctx, log, rn, want)
 		}
-		if u != nil && !skip {
+		// A Creating/Running write retried after a pause could land over
+		// the phase of the replica that restarted the session meanwhile
+		// (Running with this runner's start time over its Creating): the
+		// owner is read first, as for the writes in finish and heal.
+		if u != nil && !skip && !lost && !s.takenOver(ctx, log, rn) {
 			s.writeLive(wctx, log, rn, *u)
 		}
 	}
