@@ -14,8 +14,9 @@
 // incarnation's). A peer's record is gone only when all of these hold:
 //
 //   - this replica is settled ([Members.Settled]): it has reached NATS
-//     without a break (no failed heartbeat, no reconnect) for longer than
-//     the TTL. A NATS outage longer than the TTL expires every heartbeat
+//     without a break (no failed heartbeat, no reconnect, no gap between
+//     two heartbeats longer than the TTL, as a pause of the process
+//     makes) for longer than the TTL. A NATS outage longer than the TTL expires every heartbeat
 //     in [BucketMembers]; right after it a live peer's key is missing
 //     exactly as a dead one's, and the peer needs up to a TTL after its
 //     own reconnect to write it again ([Members.Run] beats at once on a

@@ -62,6 +62,54 @@ func TestSettledRestartsAfterReconnect(t *testing.T) {
 	})
 }
 
+// A pause of the whole replica longer than the TTL (SIGSTOP, a VM stall)
+// fails no beat and breaks no connection, yet its own key expired and
+// what it knew of its peers is a TTL old: Settled turns false at once
+// and stays false for a TTL of beats after the thaw, as after a
+// reconnect. Before, the replica resumed settled.
+func TestSettledRestartsAfterPause(t *testing.T) {
+	t.Parallel()
+	srv := testenv.NATS(t)
+	nc, js := testenv.JetStream(t, srv)
+	const ttl = time.Second
+	kv, err := js.CreateKeyValue(t.Context(), BucketConfig(1, ttl))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := NewMembers(kv, nc, "a", ttl, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock := time.Now()
+	m.now = func() time.Time { return clock }
+	beatAt := func(step time.Duration) {
+		t.Helper()
+		clock = clock.Add(step)
+		if err := m.Beat(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	beatAt(0)
+	beatAt(ttl / 2)
+	beatAt(ttl/2 + time.Millisecond)
+	if !m.Settled() {
+		t.Fatal("not settled after a TTL of beats")
+	}
+	clock = clock.Add(3 * ttl) // frozen: no beat for three TTLs
+	if m.Settled() {
+		t.Fatal("settled right after a pause of three TTLs, before any beat")
+	}
+	beatAt(0) // the thaw's first beat starts a new run
+	if m.Settled() {
+		t.Fatal("settled at the first beat after the pause")
+	}
+	beatAt(ttl / 2)
+	beatAt(ttl/2 + time.Millisecond)
+	if !m.Settled() {
+		t.Fatal("not settled a TTL of beats after the pause")
+	}
+}
+
 // healthServer is a runner's /health on loopback answering code and body.
 func healthServer(t *testing.T, code int, body string) (string, int) {
 	t.Helper()

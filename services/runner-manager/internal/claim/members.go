@@ -43,9 +43,18 @@ type Members struct {
 	// a dead one's. healthySince is the first beat of the current unbroken
 	// run of beats (zero after a failed beat); a reconnect starts a new
 	// run, read from the connection's reconnect count.
+	//
+	// A pause of the whole process longer than the TTL (SIGSTOP, a VM
+	// stall) breaks the run too, although no beat failed and no reconnect
+	// happened: this replica's own key expired meanwhile, and the world it
+	// judged before the pause is gone. lastBeat (the last successful beat)
+	// tells: a gap longer than the TTL starts a new run.
 	mu           sync.Mutex
 	healthySince time.Time // guarded by mu
+	lastBeat     time.Time // guarded by mu; zero before the first beat
 	reconnects   uint64    // guarded by mu; the connection's count at the last beat
+	// now is the clock (time.Now; tests move it to stage a pause).
+	now func() time.Time
 }
 
 // NewMembers returns a heartbeat writer for member on kv, renewing every
@@ -61,7 +70,7 @@ func NewMembers(kv jetstream.KeyValue, nc *nats.Conn, member string, ttl time.Du
 	if ttl < 300*time.Millisecond {
 		return nil, fmt.Errorf("member ttl %v: want >= 300ms", ttl)
 	}
-	return &Members{kv: kv, nc: nc, member: member, ttl: ttl, every: ttl / 3, log: log}, nil
+	return &Members{kv: kv, nc: nc, member: member, ttl: ttl, every: ttl / 3, log: log, now: time.Now}, nil
 }
 
 // Member returns this replica's id.
@@ -77,7 +86,7 @@ func (m *Members) Beat(ctx context.Context) error {
 	// an outage must not hold the loop for long.
 	ctx, cancel := context.WithTimeout(ctx, max(m.every, time.Second))
 	defer cancel()
-	if _, err := m.kv.Put(ctx, events.EscapeToken(m.member), []byte(time.Now().UTC().Format(time.RFC3339Nano))); err != nil {
+	if _, err := m.kv.Put(ctx, events.EscapeToken(m.member), []byte(m.now().UTC().Format(time.RFC3339Nano))); err != nil {
 		m.mu.Lock()
 		m.healthySince = time.Time{}
 		m.mu.Unlock()
@@ -86,23 +95,30 @@ func (m *Members) Beat(ctx context.Context) error {
 	// Read after the put: a put buffered across a reconnect succeeds, and
 	// the reconnect it went through must count.
 	reconnects := m.nc.Stats().Reconnects
+	now := m.now()
 	m.mu.Lock()
-	if m.healthySince.IsZero() || reconnects != m.reconnects {
-		m.healthySince, m.reconnects = time.Now(), reconnects
+	if m.healthySince.IsZero() || reconnects != m.reconnects || now.Sub(m.lastBeat) > m.ttl {
+		m.healthySince, m.reconnects = now, reconnects
 	}
+	m.lastBeat = now
 	m.mu.Unlock()
 	return nil
 }
 
 // Settled reports whether this replica has reached NATS without a break
-// (no failed beat, no reconnect) for longer than the TTL. Only then is a
-// peer's missing heartbeat evidence that the peer died: right after an
-// outage every key has expired, and a live peer needs up to a TTL after
-// its own reconnect to write its key again.
+// (no failed beat, no reconnect, no gap between two beats longer than the
+// TTL) for longer than the TTL, and beat within the last TTL. Only then
+// is a peer's missing heartbeat evidence that the peer died: right after
+// an outage every key has expired, and a live peer needs up to a TTL
+// after its own reconnect to write its key again. The last condition
+// covers the moment right after a pause, before the next beat: the
+// sweep that resumes with the process must not count on a view older
+// than the TTL.
 func (m *Members) Settled() bool {
+	now := m.now()
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return !m.healthySince.IsZero() && time.Since(m.healthySince) > m.ttl
+	return !m.healthySince.IsZero() && now.Sub(m.healthySince) > m.ttl && now.Sub(m.lastBeat) <= m.ttl
 }
 
 // Hold keeps this replica alive while fn runs: it writes the first beat
