@@ -113,8 +113,9 @@ func (f *eventFrames) terminal() bool {
 const sseHeadMax = 512
 
 // sseFrames follows an SSE stream. Frame boundaries are those of frameTail
-// (the stream ends with "\n\n", "\r\r" or "\r\n\r\n"), which keep-alive
-// comments wait for, checked at each line end of the stream.
+// (the stream ends with a blank line, in any mix of SSE's line ends: see
+// endsFrame), which keep-alive comments wait for, checked at each line end
+// of the stream.
 type sseFrames struct {
 	tail frameTail
 	// head holds the start of the frame in progress, when it began in an
@@ -126,9 +127,9 @@ type sseFrames struct {
 
 func (s *sseFrames) add(b []byte) {
 	start := 0 // the frame in progress begins at b[start:]
-	// Only a line end can end a frame. In b's first three bytes it may
+	// Only a line end can end a frame. In b's first two bytes it may
 	// complete a boundary begun in the previous chunk.
-	for j := range min(len(b), 3) {
+	for j := range min(len(b), 2) {
 		if (b[j] == '\n' || b[j] == '\r') && s.boundaryAt(b, j) {
 			s.frameEnded(b[start : j+1])
 			start = j + 1
@@ -136,8 +137,8 @@ func (s *sseFrames) add(b []byte) {
 	}
 	if bytes.IndexByte(b, '\r') < 0 {
 		// Nearly every chunk: no '\r', so only "\n\n" ends a frame after
-		// b[2], and one vectorised search per frame finds it.
-		for k := 2; k+1 < len(b); k++ { // b[k:k+2] == "\n\n" ends a frame at b[k+1]
+		// b[1], and one vectorised search per frame finds it.
+		for k := 1; k+1 < len(b); k++ { // b[k:k+2] == "\n\n" ends a frame at b[k+1]
 			m := bytes.Index(b[k:], lflf)
 			if m < 0 {
 				break
@@ -147,7 +148,7 @@ func (s *sseFrames) add(b []byte) {
 			start = k + 2
 		}
 	} else {
-		for i := 3; i < len(b); {
+		for i := 2; i < len(b); {
 			j := indexLineEnd(b[i:])
 			if j < 0 {
 				break
@@ -171,8 +172,8 @@ var lflf = []byte("\n\n")
 // boundaryAt reports whether the stream is at a frame boundary after b[j],
 // with frameTail's rule; before b, the stream ended with tail.
 func (s *sseFrames) boundaryAt(b []byte, j int) bool {
-	if j >= 3 {
-		return endsFrame(b[j-3], b[j-2], b[j-1], b[j])
+	if j >= 2 {
+		return endsFrame(b[j-2 : j+1])
 	}
 	t := s.tail
 	t.add(b[:j+1])

@@ -165,6 +165,8 @@ func TestSSEFramesSplitAnywhere(t *testing.T) {
 		{name: "finished then half a frame", stream: started + finished + content[:20], terminal: true},
 		{name: "half a frame", stream: started + content[:len(content)-1]},
 		{name: "crlf", stream: strings.ReplaceAll(started+finished, "\n", "\r\n"), boundary: true, terminal: true},
+		{name: "lf then crlf", stream: strings.TrimSuffix(started+finished, "\n") + "\r\n", boundary: true, terminal: true},
+		{name: "mixed line ends", stream: strings.Replace(started, "\n\n", "\r\n\n", 1) + strings.Replace(finished, "\n\n", "\n\r", 1), boundary: true, terminal: true},
 		{name: "type late in a long frame", stream: started + long, boundary: true, terminal: true},
 		{name: "type beyond the bytes looked at", stream: started + "data: {\"threadId\":\"" + strings.Repeat("t", sseHeadMax) + "\",\"type\":\"RUN_FINISHED\"}\n\n", boundary: true},
 	}

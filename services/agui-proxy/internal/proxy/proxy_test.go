@@ -431,8 +431,17 @@ func TestFrameTail(t *testing.T) {
 		{name: "byte by byte", chunks: []string{"d", "\r", "\n", "\r", "\n"}, want: true},
 		{name: "mid line", chunks: []string{"data: x"}},
 		{name: "one newline", chunks: []string{"data: x\n"}},
-		{name: "crlf mid", chunks: []string{"data: x\r\n\r"}},
+		// A blank line in mixed line ends (SSE allows "\r\n", "\n" and
+		// "\r"): before, these waited for "\r\n\r\n" and a stream the
+		// proxy ended there was aborted instead of ended cleanly.
+		{name: "crlf then cr", chunks: []string{"data: x\r\n\r"}, want: true},
+		{name: "lf then crlf", chunks: []string{"data: x\n\r\n"}, want: true},
+		{name: "crlf then lf", chunks: []string{"data: x\r\n\n"}, want: true},
+		{name: "cr then crlf", chunks: []string{"data: x\r", "\r\n"}, want: true},
+		{name: "lf then cr", chunks: []string{"data: x\n", "\r"}, want: true},
 		{name: "crlf one line", chunks: []string{"data: x\r\n"}},
+		{name: "cr one line", chunks: []string{"data: x\r"}},
+		{name: "crlf split", chunks: []string{"\r", "\n"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -201,7 +201,7 @@ func writeFlush(dst flushWriter, b []byte) error {
 // frameTail remembers the last bytes written to tell whether the stream is
 // between SSE events (after a blank line, in any of the SSE line endings).
 type frameTail struct {
-	buf [4]byte
+	buf [3]byte
 	n   int
 }
 
@@ -218,21 +218,35 @@ func (t *frameTail) add(b []byte) {
 }
 
 func (t *frameTail) atBoundary() bool {
-	switch t.n {
-	case 0:
-		return true // nothing written yet
-	case 1:
-		return false
-	case 2, 3:
-		b := t.buf[t.n-2 : t.n]
-		return b[0] == b[1] && (b[0] == '\n' || b[0] == '\r')
-	default:
-		return endsFrame(t.buf[0], t.buf[1], t.buf[2], t.buf[3])
-	}
+	return t.n == 0 || endsFrame(t.buf[:t.n]) // nothing written yet: between events
 }
 
-// endsFrame reports whether a stream whose last four bytes are a, b, c, d
-// is between SSE events: it ends with "\n\n", "\r\r" or "\r\n\r\n".
-func endsFrame(a, b, c, d byte) bool {
-	return (c == d && (d == '\n' || d == '\r')) || (a == '\r' && b == '\n' && c == '\r' && d == '\n')
+// endsFrame reports whether a stream whose last bytes are tail (three are
+// enough) is between SSE events: it ends with two line ends in a row, a
+// blank line. SSE ends a line with "\r\n", "\n" or "\r" (WHATWG HTML,
+// "Parsing an event stream"), and a runner may mix them: "\n\n", "\r\r",
+// "\r\n\r\n", but also "\n\r\n", "\r\n\n", "\r\r\n" and "\n\r". A stream
+// ending in "\r" after a line end is between events whatever follows: a
+// "\n" next only completes the blank line's "\r\n" (and a frame the proxy
+// adds in between leaves that "\n" an empty line, which dispatches
+// nothing).
+func endsFrame(tail []byte) bool {
+	n := len(tail)
+	if n < 2 {
+		return false
+	}
+	c, d := tail[n-2], tail[n-1]
+	switch {
+	case d == '\r':
+		return c == '\n' || c == '\r'
+	case d != '\n':
+		return false
+	case c == '\n':
+		return true
+	case c != '\r':
+		return false
+	}
+	// The stream ends with "\r\n", one line end; a blank line needs one
+	// more right before it.
+	return n >= 3 && (tail[n-3] == '\n' || tail[n-3] == '\r')
 }
