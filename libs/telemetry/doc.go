@@ -12,7 +12,10 @@
 // OTEL_METRIC_EXPORT_INTERVAL, the span limits (OTEL_SPAN_*_LIMIT,
 // OTEL_ATTRIBUTE_*_LIMIT, ...), the sampler (OTEL_TRACES_SAMPLER, _ARG) and
 // the resource (OTEL_RESOURCE_ATTRIBUTES, OTEL_SERVICE_NAME, which override
-// the service's own service.name and service.version). [LoadEnv] (called
+// the service's own service.name and service.version), the metrics'
+// OTEL_METRICS_EXEMPLAR_FILTER and OTEL_METRICS_PRODUCERS, and the SDK's
+// experimental OTEL_GO_X_CARDINALITY_LIMIT and
+// OTEL_GO_X_PER_SERIES_START_TIMESTAMPS. [LoadEnv] (called
 // by each service's config) checks the variables whose mistakes would
 // otherwise only show as lost or wrong telemetry and decides which signals
 // to export at all: nothing unless an exporter or an endpoint is set, and

@@ -15,7 +15,8 @@ import (
 // them again itself (through autoexport) when [Setup] builds the exporters,
 // together with every other OTEL_EXPORTER_OTLP_* variable (headers,
 // timeouts, compression, certificates), OTEL_BSP_* /
-// OTEL_METRIC_EXPORT_* for batching and the span limits, exactly as the
+// OTEL_METRIC_EXPORT_* for batching, the span limits and the metric
+// variables (exemplar filter, producers, OTEL_GO_X_*), exactly as the
 // specification says; LoadEnv checks those too.
 const (
 	EnvTracesExporter      = "OTEL_TRACES_EXPORTER"
@@ -83,9 +84,10 @@ type Export struct {
 // package used to take it: the SDK would read it as a URL with scheme
 // "host". OTEL_SDK_DISABLED other than true or false (any case), and the
 // mistakes of the exporters' other variables, of batching, span limits,
-// resource, sampler and propagators (see checkSDKEnv, checkBatchEnv,
-// checkLimitsEnv, checkResourceEnv, checkSamplerEnv and
-// checkPropagatorsEnv) are refused too.
+// resource, sampler, propagators, exemplar filter, metric producers and
+// the SDK's experimental metric switches (see checkSDKEnv, checkBatchEnv,
+// checkLimitsEnv, checkResourceEnv, checkSamplerEnv, checkPropagatorsEnv
+// and checkMetricsEnv) are refused too.
 func LoadEnv(l *envconfig.Loader) Export {
 	// Only "true" disables per the specification, and other SDKs read any
 	// other value as false: "1" or "yes" would disable here and not there.
@@ -101,6 +103,7 @@ func LoadEnv(l *envconfig.Loader) Export {
 	checkResourceEnv(l)
 	checkSamplerEnv(l)
 	checkPropagatorsEnv(l)
+	checkMetricsEnv(l)
 	endpoint := l.URL(EnvOTLPEndpoint, "", "http", "https") != nil
 	tracesEndpoint := l.URL(EnvOTLPTracesEndpoint, "", "http", "https") != nil
 	metricsEndpoint := l.URL(EnvOTLPMetricsEndpoint, "", "http", "https") != nil
