@@ -55,9 +55,9 @@ func loaderEnv(t *testing.T, r rendered, d *appsv1.Deployment) map[string]string
 // accepts a value exactly when the service's own config loader accepts it
 // in that variable, as written. A value the chart took but the service
 // refused would install and then crash-loop; one the service took as
-// another value (RUNNER_ALLOWED_NETWORKS' 10.1.2.3/8 becomes 10.0.0.0/8: the
-// host bits are masked away) would silently mean something else than what
-// was set; one the chart refused but the service took would make a working
+// another value (RUNNER_ALLOWED_NETWORKS' 10.1.2.3/8 became 10.0.0.0/8 while
+// the service masked host bits away) would silently mean something else
+// than what was set; one the chart refused but the service took would make a working
 // setting unusable.
 func TestChartValuesFollowServiceLoaders(t *testing.T) {
 	t.Parallel()
@@ -102,18 +102,19 @@ func TestChartValuesFollowServiceLoaders(t *testing.T) {
 			candidates: []any{
 				"10.0.0.0/8", "10.244.0.0/16", "0.0.0.0/0", "192.168.1.17/32", "192.168.1.17",
 				"255.255.255.255/32", "100.64.0.0/10", "fd00::/8", "::/0", "::1", "2001:db8::/32",
-				"2001:DB8:0:0:0:0:0:1/128", "::ffff:10.0.0.0/104", "::10.0.0.1/128", "fe80::1",
+				"2001:DB8:0:0:0:0:0:1/128", "::10.0.0.1/128", "fe80::1",
 				"1:2:3:4:5:6:1.2.3.4/128", "1:2:3:4:5:6:1.2.3.0/120", "0010::/16", "fd00:0:0:1::/64",
-				"10.244.1.16/28", "10.244.1.17/32", "1:2:3:4:5:6:7:8/128", "2001:DB8::/32", "::ffff:0.0.0.0/96",
+				"10.244.1.16/28", "10.244.1.17/32", "1:2:3:4:5:6:7:8/128", "2001:DB8::/32",
 				// Refused by agui-proxy at start-up.
 				"pods", "abc", "dead:beef", "10.0.0.0/33", "10.0.0/8", "256.0.0.0/8", "10.0.0.0/",
 				"10.0.0.0/8/8", "10.00.0.0/8", "10.0.0.0/08", "10.0.0.0/-1", "fd00::/129", "::1/00",
 				"1:2:3:4:5:6:7:8:9/64", "::1::/64", "00010::/16", "1:2:3:4:5:6:7:1.2.3.4/128",
 				"1.2.3.4.5/32", "10.0.0.0/8a",
-				// Taken by agui-proxy as another network: it masks the bits
-				// set beyond the prefix length (10.1.2.3/8 is 10.0.0.0/8, the
-				// single address meant became a /8).
-				"10.1.2.3/8", "10.244.1.17/16", "192.168.1.17/24", "10.244.1.17/31", "1.2.3.4/0",
+				// Refused by agui-proxy since it stopped masking the bits set
+				// beyond the prefix length (10.1.2.3/8 was taken as
+				// 10.0.0.0/8, the single address meant became a /8) and
+				// taking IPv4-mapped entries (they matched no runner).
+				"::ffff:10.0.0.0/104", "::ffff:0.0.0.0/96", "::ffff:10.0.0.1", "10.1.2.3/8", "10.244.1.17/16", "192.168.1.17/24", "10.244.1.17/31", "1.2.3.4/0",
 				"255.255.255.255/1", "fd00::1/8", "::1/0", "::1/127", "1:2:3:4:5:6:7::/64",
 				"1::2:3:4:5:6:7/64", "1:2:3:4:5::1.2.3.4/120", "2001:DB8::1/32", "::ffff:10.0.0.1/104",
 			},

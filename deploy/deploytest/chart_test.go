@@ -641,10 +641,11 @@ externalNats: {url: "nats://n:4222", auth: {type: creds}}`, "externalNats.auth.s
 		// agui-proxy reads "fe80::1%eth0/64" as the one address fe80::1 in
 		// zone "eth0/64", not as the /64 meant: refused.
 		{"agui runner network with a zone", `aguiProxy: {runnerAllowedNetworks: ["fe80::1%eth0/64"]}`, "runnerAllowedNetworks"},
-		// agui-proxy masks the host bits away: 10.244.1.17/16 would let it
-		// dial all of 10.244.0.0/16, not the one address meant.
-		{"agui runner network with host bits", `aguiProxy: {runnerAllowedNetworks: ["10.0.0.0/8", "10.244.1.17/16"]}`, `aguiProxy.runnerAllowedNetworks[1] "10.244.1.17/16" has bits set beyond its /16 prefix: agui-proxy would silently take it as 10.244.0.0/16; write the network, 10.244.0.0/16, or the single address, 10.244.1.17/32`},
-		{"agui runner IPv6 network with host bits", `aguiProxy: {runnerAllowedNetworks: ["fd00:0:0:1::17/64"]}`, `aguiProxy.runnerAllowedNetworks[0] "fd00:0:0:1::17/64" has bits set beyond its /64 prefix: agui-proxy would silently take it as fd00:0:0:1::/64; write the network, fd00:0:0:1::/64, or the single address, fd00:0:0:1::17/128`},
+		// agui-proxy refuses host bits (10.244.1.17/16: the network or the
+		// one address?) and IPv4-mapped entries (they match no runner).
+		{"agui runner network with host bits", `aguiProxy: {runnerAllowedNetworks: ["10.0.0.0/8", "10.244.1.17/16"]}`, `aguiProxy.runnerAllowedNetworks[1] "10.244.1.17/16" has bits set beyond its /16 prefix: agui-proxy refuses it (the network or the single address?); write the network, 10.244.0.0/16, or the single address, 10.244.1.17/32`},
+		{"agui runner IPv6 network with host bits", `aguiProxy: {runnerAllowedNetworks: ["fd00:0:0:1::17/64"]}`, `aguiProxy.runnerAllowedNetworks[0] "fd00:0:0:1::17/64" has bits set beyond its /64 prefix: agui-proxy refuses it (the network or the single address?); write the network, fd00:0:0:1::/64, or the single address, fd00:0:0:1::17/128`},
+		{"agui runner IPv4-mapped network", `aguiProxy: {runnerAllowedNetworks: ["::ffff:10.0.0.0/104"]}`, `aguiProxy.runnerAllowedNetworks[0] "::ffff:10.0.0.0/104" is an IPv4-mapped IPv6 address, which agui-proxy refuses: it compares runner addresses as IPv4, so the entry would match nothing: write the IPv4 network itself`},
 		// The proxy and its metrics server are two listeners of one
 		// process: the second listen on one port fails at start-up.
 		{"agui proxy port is the metrics port", `aguiProxy: {port: 9090}`, "aguiProxy.port (9090) must differ from global.metricsPort"},

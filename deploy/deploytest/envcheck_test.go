@@ -40,7 +40,9 @@ var loaderCalls = map[string]string{
 // loaderViews are, per service, a Go expression of the loaded cfg (a
 // string) the checker reports for an environment the loader accepts: what
 // the service made of a value, where it may take a value as another one
-// (agui-proxy masks the host bits of RUNNER_ALLOWED_NETWORKS).
+// (agui-proxy masked the host bits of RUNNER_ALLOWED_NETWORKS until it
+// refused them; the view still checks that an accepted entry is kept as
+// written).
 var loaderViews = map[string]string{
 	"agui-proxy": "jsonString(cfg.RunnerNetworks)",
 }

@@ -517,12 +517,14 @@ service takes as "off".
 acp.checkNetworks fails on an entry of a list of networks (the schema's
 ipNetwork: a CIDR or a single address) that its consumer would refuse or
 take as another network, naming the entry:
-- bits set beyond the prefix length (10.96.0.1/8): agui-proxy masks them
-  away without a word (RUNNER_ALLOWED_NETWORKS would hold 10.0.0.0/8, not
-  the single address meant), and the kube-apiserver refuses such an ipBlock
-  ("must not have bits set beyond the prefix length");
-- with "ipBlock" true, an IPv4-mapped IPv6 address (::ffff:10.96.0.1),
-  which the kube-apiserver refuses in an ipBlock.
+- bits set beyond the prefix length (10.96.0.1/8: the network or the single
+  address?): agui-proxy refuses them in RUNNER_ALLOWED_NETWORKS, and the
+  kube-apiserver refuses such an ipBlock ("must not have bits set beyond
+  the prefix length");
+- an IPv4-mapped IPv6 address (::ffff:10.96.0.1), which the kube-apiserver
+  refuses in an ipBlock ("ipBlock" true) and agui-proxy in
+  RUNNER_ALLOWED_NETWORKS (it compares runner addresses as IPv4, so the
+  entry would match nothing).
 A single address has no host bits. The message suggests the network the
 prefix length makes of the address, and the address's /32 or /128.
 (dict "key" "networkPolicy.kubeAPIServer.cidrs" "networks" $list ["ipBlock" true])
@@ -534,15 +536,19 @@ prefix length makes of the address, and the address's /32 or /128.
 {{- $addr := first (splitList "/" $n) -}}
 {{- $v6 := contains ":" $addr -}}
 {{- $nib := include "acp.addrNibbles" $addr -}}
-{{- if and $.ipBlock $v6 (hasPrefix "00000000000000000000ffff" $nib) -}}
-{{- fail (printf "%s[%d] %q is an IPv4-mapped IPv6 address, which the kube-apiserver refuses in a NetworkPolicy ipBlock: write the IPv4 network itself" $key $i $n) -}}
+{{- if and $v6 (hasPrefix "00000000000000000000ffff" $nib) -}}
+{{- $why := "which agui-proxy refuses: it compares runner addresses as IPv4, so the entry would match nothing" -}}
+{{- if $.ipBlock -}}
+{{- $why = "which the kube-apiserver refuses in a NetworkPolicy ipBlock" -}}
+{{- end -}}
+{{- fail (printf "%s[%d] %q is an IPv4-mapped IPv6 address, %s: write the IPv4 network itself" $key $i $n $why) -}}
 {{- end -}}
 {{- if contains "/" $n -}}
 {{- $bits := atoi (last (splitList "/" $n)) -}}
 {{- $net := include "acp.maskNibbles" (dict "nibbles" $nib "bits" $bits) -}}
 {{- if ne $net $nib -}}
 {{- $masked := printf "%s/%d" (include "acp.nibblesAddr" $net) $bits -}}
-{{- $why := printf "agui-proxy would silently take it as %s" $masked -}}
+{{- $why := "agui-proxy refuses it (the network or the single address?)" -}}
 {{- if $.ipBlock -}}
 {{- $why = "the kube-apiserver refuses it in a NetworkPolicy ipBlock (\"must not have bits set beyond the prefix length\")" -}}
 {{- end -}}

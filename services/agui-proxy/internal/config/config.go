@@ -382,7 +382,14 @@ func IsLoopbackHost(host string) bool {
 }
 
 // networks reads comma-separated CIDRs (a bare address is its own /32 or
-// /128), or def when the variable is unset or empty.
+// /128), or def when the variable is unset or empty. Two forms that parse
+// are refused, because they would not mean what was written:
+//   - bits set beyond the prefix length (10.244.1.17/16): masked, the
+//     single address meant would become a whole /16 (the kube-apiserver
+//     refuses such a NetworkPolicy ipBlock for the same reason);
+//   - an IPv4-mapped IPv6 network (::ffff:10.0.0.0/104): runner addresses
+//     are compared as IPv4 (allowedAddr unmaps them), so it would match
+//     nothing.
 func networks(l *envconfig.Loader, name string, def []netip.Prefix) []netip.Prefix {
 	items := l.List(name, nil)
 	if items == nil {
@@ -400,9 +407,27 @@ func networks(l *envconfig.Loader, name string, def []netip.Prefix) []netip.Pref
 			}
 			p = netip.PrefixFrom(a, a.BitLen())
 		}
-		out = append(out, p.Masked())
+		if err := checkNetwork(it, p); err != nil {
+			l.Invalid(name, want, strings.Join(items, ","), err)
+			return def
+		}
+		out = append(out, p)
 	}
 	return out
+}
+
+// checkNetwork refuses a network p (written as raw) that would match other
+// addresses than written: see networks.
+func checkNetwork(raw string, p netip.Prefix) error {
+	a := p.Addr()
+	if a.Is4In6() {
+		v4 := netip.PrefixFrom(a.Unmap(), max(p.Bits()-96, 0)).Masked()
+		return fmt.Errorf("%q is an IPv4-mapped IPv6 network, which no runner address matches (they are compared as IPv4): write the IPv4 network, %s", raw, v4)
+	}
+	if m := p.Masked(); m != p {
+		return fmt.Errorf("%q has bits set beyond its /%d prefix: write the network, %s, or the single address, %s", raw, p.Bits(), m, netip.PrefixFrom(a, a.BitLen()))
+	}
+	return nil
 }
 
 func validOrigin(o string) bool {

@@ -84,11 +84,25 @@ func TestFromEnv(t *testing.T) {
 			check: func(c Config) bool {
 				return len(c.RunnerNetworks) == 2 && c.RunnerNetworks[0].String() == "127.0.0.0/8" && c.RunnerNetworks[1].String() == "::1/128"
 			}},
-		{name: "runner networks", env: map[string]string{EnvRunnerNetworks: "10.244.0.0/16, 192.0.2.7, 127.0.0.1/8"},
+		{name: "runner networks", env: map[string]string{EnvRunnerNetworks: "10.244.0.0/16, 192.0.2.7, 127.0.0.0/8"},
 			check: func(c Config) bool {
 				return len(c.RunnerNetworks) == 3 && c.RunnerNetworks[1].String() == "192.0.2.7/32" && c.RunnerNetworks[2].String() == "127.0.0.0/8"
 			}},
 		{name: "runner networks bad", env: map[string]string{EnvRunnerNetworks: "10.0.0.0/33"}, wantErr: []string{"RUNNER_ALLOWED_NETWORKS: want comma-separated CIDRs"}},
+		// Before, masked without a word: the single address meant became
+		// the whole /16 (and 127.0.0.1/8 loopback).
+		{name: "runner network with host bits", env: map[string]string{EnvRunnerNetworks: "10.0.0.0/8,10.244.1.17/16"},
+			wantErr: []string{`RUNNER_ALLOWED_NETWORKS: want comma-separated CIDRs`, `"10.244.1.17/16" has bits set beyond its /16 prefix: write the network, 10.244.0.0/16, or the single address, 10.244.1.17/32`}},
+		{name: "runner IPv6 network with host bits", env: map[string]string{EnvRunnerNetworks: "fd00:0:0:1::17/64"},
+			wantErr: []string{`"fd00:0:0:1::17/64" has bits set beyond its /64 prefix: write the network, fd00:0:0:1::/64, or the single address, fd00:0:0:1::17/128`}},
+		{name: "runner loopback with host bits", env: map[string]string{EnvRunnerNetworks: "127.0.0.1/8"},
+			wantErr: []string{`"127.0.0.1/8" has bits set beyond its /8 prefix: write the network, 127.0.0.0/8, or the single address, 127.0.0.1/32`}},
+		// Before, accepted and never matched: runner addresses are
+		// compared as IPv4.
+		{name: "runner IPv4-mapped network", env: map[string]string{EnvRunnerNetworks: "::ffff:10.0.0.0/104"},
+			wantErr: []string{`"::ffff:10.0.0.0/104" is an IPv4-mapped IPv6 network, which no runner address matches (they are compared as IPv4): write the IPv4 network, 10.0.0.0/8`}},
+		{name: "runner IPv4-mapped address", env: map[string]string{EnvRunnerNetworks: "::ffff:10.0.0.1"},
+			wantErr: []string{`write the IPv4 network, 10.0.0.1/32`}},
 		{name: "runners bucket", env: map[string]string{EnvRunnersBucket: "my_runners-2"},
 			check: func(c Config) bool { return c.RunnersBucket == "my_runners-2" }},
 		{name: "runners bucket with a dot", env: map[string]string{EnvRunnersBucket: "bad.name"},
