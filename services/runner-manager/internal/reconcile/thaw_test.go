@@ -59,13 +59,7 @@ func TestLostRunnerEndNotReported(t *testing.T) {
 		}
 		return nil
 	})
-	if n := e.api.CountCalls(ambientv1.SessionService_UpdateSessionStatus_FullMethodName) - writes; n != 0 {
-		got := e.get(id)
-		t.Errorf("%d status writes for a session rm-b owns: phase %s, conditions %s", n, got.GetPhase(), got.GetConditions())
-	}
-	if p := session.PhaseOf(e.get(id)); p != session.PhaseRunning {
-		t.Errorf("phase %s, want rm-b's Running", p)
-	}
+	e.wroteNothing(t, id, writes, session.PhaseRunning)
 	if got, err := registry.Get(t.Context(), e.runners, id); err != nil || got.Owner != "rm-b" {
 		t.Errorf("record %+v (%v), want rm-b's", got, err)
 	}
@@ -141,13 +135,7 @@ func TestLostRunnerPendingEndNotResent(t *testing.T) {
 	e.setPhase(id, session.PhaseRunning) // rm-b's new run
 	writes := e.api.CountCalls(update)
 	rp.rec.sup.Resend(t.Context())
-	if n := e.api.CountCalls(update) - writes; n != 0 {
-		got := e.get(id)
-		t.Errorf("%d status writes for a session rm-b owns: phase %s, conditions %s", n, got.GetPhase(), got.GetConditions())
-	}
-	if p := session.PhaseOf(e.get(id)); p != session.PhaseRunning {
-		t.Errorf("phase %s, want rm-b's Running", p)
-	}
+	e.wroteNothing(t, id, writes, session.PhaseRunning)
 	if rp.rec.sup.Get(id) != nil {
 		t.Error("the lost runner is still in the supervisor's list")
 	}
@@ -180,13 +168,7 @@ func TestLostRunnerUnsentPhaseNotResent(t *testing.T) {
 	e.setPhase(id, session.PhaseCreating) // rm-b's restart
 	writes := e.api.CountCalls(update)
 	rp.rec.sup.Resend(t.Context())
-	if n := e.api.CountCalls(update) - writes; n != 0 {
-		got := e.get(id)
-		t.Errorf("%d status writes for a session rm-b owns: phase %s, conditions %s", n, got.GetPhase(), got.GetConditions())
-	}
-	if p := session.PhaseOf(e.get(id)); p != session.PhaseCreating {
-		t.Errorf("phase %s, want rm-b's Creating", p)
-	}
+	e.wroteNothing(t, id, writes, session.PhaseCreating)
 	testenv.Eventually(t, 5*time.Second, func() error {
 		if pidAlive(rec.PID) || rp.rec.sup.Get(id) != nil {
 			return fmt.Errorf("the lost runner %d still runs", rec.PID)
@@ -262,11 +244,18 @@ func (e *env) handleLost(t *testing.T, rp *replica, rec registry.Record, ev *amb
 		}
 		return nil
 	})
+	e.wroteNothing(t, id, writes, session.PhaseOf(ev))
+}
+
+// wroteNothing checks that no status write reached the API for session id
+// since the call count writes, and that its phase is still want, rm-b's.
+func (e *env) wroteNothing(t *testing.T, id string, writes int, want session.Phase) {
+	t.Helper()
 	if n := e.api.CountCalls(ambientv1.SessionService_UpdateSessionStatus_FullMethodName) - writes; n != 0 {
 		got := e.get(id)
 		t.Errorf("%d status writes for a session rm-b owns: phase %s, conditions %s", n, got.GetPhase(), got.GetConditions())
 	}
-	if p, want := session.PhaseOf(e.get(id)), session.PhaseOf(ev); p != want {
-		t.Errorf("phase %s, want %s (rm-b's)", p, want)
+	if p := session.PhaseOf(e.get(id)); p != want {
+		t.Errorf("phase %s, want rm-b's %s", p, want)
 	}
 }
