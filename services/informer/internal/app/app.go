@@ -70,6 +70,10 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Optio
 		}
 		pcfg := publishConfig(cfg, m, o)
 		pcfg.Fence = elector.Confirmed
+		// Events expect the object's last one as their subject's last; a
+		// refusal is settled only after a lease write proved this replica
+		// still leads (publish.Publisher.conflict).
+		pcfg.Reconfirm = elector.Reconfirm
 		pub, err := publish.New(rt.JetStream(), objects, rt.Telemetry().Tracer, pcfg)
 		if err != nil {
 			return fmt.Errorf("publisher: %w", err)

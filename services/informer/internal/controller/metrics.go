@@ -18,6 +18,7 @@ const (
 	metricPublished    = "informer.events.published"
 	metricDuplicates   = "informer.events.duplicates"
 	metricPublishErrs  = "informer.publish.errors"
+	metricConflicts    = "informer.publish.conflicts"
 	metricOmitted      = "informer.events.omitted"
 	metricUnpublished  = "informer.events.unpublishable"
 	metricPublishTime  = "informer.publish.duration"
@@ -47,7 +48,10 @@ type Metrics struct {
 	published   metric.Int64Counter
 	duplicates  metric.Int64Counter
 	publishErrs metric.Int64Counter
-	omitted     metric.Int64Counter
+	// conflicts counts events the stream refused because the object's
+	// last event was not the one expected (publish.ErrConflict).
+	conflicts metric.Int64Counter
+	omitted   metric.Int64Counter
 	// unpublishable counts versions skipped for good (see
 	// publish.ErrUnpublishable).
 	unpublishable metric.Int64Counter
@@ -84,6 +88,8 @@ func NewMetrics(m metric.Meter) (*Metrics, error) {
 		published:   counter(metricPublished, "Events published and acked, by resource and type."),
 		duplicates:  counter(metricDuplicates, "Publishes JetStream dropped as duplicates (republish after a crash or failover)."),
 		publishErrs: counter(metricPublishErrs, "Failed publish attempts (retried)."),
+		conflicts: counter(metricConflicts, "Events the stream refused because the object's last event in it was not the one the informer expected: "+
+			"a newer leader's (this replica then stands down), a previous leader's, a replayed dead letter, aged out or purged, or one whose ack was lost."),
 		omitted: counter(metricOmitted, "Events published without part of their content to fit the NATS payload limit, "+
 			"by what was left out: old_object, fields (of a deleted object), object (a reference event: the object alone is over the limit)."),
 		unpublishable: counter(metricUnpublished, "Object versions that could not be published at all and were skipped."),
@@ -156,7 +162,7 @@ func resAttr(r eventsv1.Resource) metric.MeasurementOption {
 // start of a term: an alert on rate() or increase() sees 0, not "no data",
 // until the first reconnect or failure.
 func (m *Metrics) zero(ctx context.Context, res eventsv1.Resource) {
-	for _, c := range []metric.Int64Counter{m.publishErrs, m.unpublishable, m.reconnects, m.relists, m.listSkipped, m.stale, m.unknownDel} {
+	for _, c := range []metric.Int64Counter{m.publishErrs, m.conflicts, m.unpublishable, m.reconnects, m.relists, m.listSkipped, m.stale, m.unknownDel} {
 		c.Add(ctx, 0, resAttr(res))
 	}
 }

@@ -149,6 +149,9 @@ func (r *Resource[T]) Lead(ctx context.Context) error {
 	if bad := store.LoadSeqs(objs, c.seqs); bad > 0 {
 		r.log.Warn("unencodable cache entries skipped", slog.Int(logkey.Count, bad))
 	}
+	for _, ref := range c.refs {
+		store.LoadSeq(ref.id, ref.seq)
+	}
 	q := workqueue.NewTypedRateLimitingQueue(workqueue.NewTypedItemExponentialFailureRateLimiter[string](retryMin, retryMax))
 	defer q.ShutDown()
 	wcfg := r.cfg.Watch
@@ -313,6 +316,10 @@ type caughtUp[T events.APIObject] struct {
 	// unstored are the ids whose KV entry is behind the stream, with the
 	// stream sequence of the event each owes.
 	unstored []owedWrite
+	// refs are the ids whose only events in the tail are reference events
+	// (over the payload limit) and that KV does not hold, with the stream
+	// sequence of the last (diff.Store.LoadSeq).
+	refs []owedWrite
 	// owed is the owed floor the objects bucket holds (0: none).
 	owed uint64
 	// held is a floor this term keeps (owedWrites.hold): owed, when the
@@ -348,6 +355,10 @@ func (r *Resource[T]) catchUp(ctx context.Context, l publish.Loaded[T], owed uin
 				seq = l.Seqs[i]
 			}
 			c.objects, c.seqs = append(c.objects, o), append(c.seqs, seq)
+		case t.Ref:
+			// Over the payload limit: KV keeps the last state that fitted,
+			// and the object's next event follows the reference.
+			c.objects, c.seqs = append(c.objects, o), append(c.seqs, t.Seq)
 		case t.Deleted:
 			c.unstored = append(c.unstored, owedWrite{id, t.Seq})
 		default:
@@ -358,7 +369,12 @@ func (r *Resource[T]) catchUp(ctx context.Context, l publish.Loaded[T], owed uin
 		}
 	}
 	for id, t := range tail {
-		if !t.Deleted {
+		switch {
+		case t.Ref:
+			// KV never held it: no state to start from, only the sequence
+			// its next event follows.
+			c.refs = append(c.refs, owedWrite{id, t.Seq})
+		case !t.Deleted:
 			c.objects, c.seqs = append(c.objects, t.Object), append(c.seqs, t.Seq)
 			c.unstored = append(c.unstored, owedWrite{id, t.Seq})
 		}

@@ -120,8 +120,34 @@ func (r *Resource[T]) sync(ctx context.Context, store *diff.Store[T], id string,
 // its KV write failed (the event is in the stream), and when it can never
 // be published (so it does not block the object's later changes). requeue
 // is diff.Store.Published's answer.
+//
+// When the stream's last event of the object is another one than c
+// expects (publish.ConflictError: the lease was reconfirmed, so no
+// successor published it), that event becomes the object's published
+// state (adopt) and the change then needed is published, once; a second
+// conflict is returned like any failed publish, and retried.
 func (r *Resource[T]) publish(ctx context.Context, store *diff.Store[T], c diff.Change[T], t *term) (requeue bool, err error) {
-	out, err := publish.Publish(ctx, r.pub, c)
+	out, err := r.publishOnce(ctx, c)
+	if conflict := (*publish.ConflictError)(nil); errors.As(err, &conflict) {
+		known := r.adopt(store, c, conflict)
+		next, ok := store.Next(c.ID)
+		if !ok {
+			if !known {
+				return false, nil
+			}
+			// Consumers saw what the API holds: only KV may lag.
+			t.unstored.add(c.ID, conflict.Last)
+			return true, nil
+		}
+		c = next
+		out, err = r.publishOnce(ctx, c)
+		if known && err != nil && !errors.Is(err, publish.ErrNotStored) && !errors.Is(err, publish.ErrUnpublishable) {
+			// KV lags the adopted state until a publish of the object
+			// writes it; should this term end first, the owed write
+			// makes the next leader read the stream from there.
+			t.unstored.add(c.ID, conflict.Last)
+		}
+	}
 	switch {
 	case errors.Is(err, publish.ErrUnpublishable):
 		r.m.unpublishable.Add(ctx, 1, resAttr(r.Kind()))
@@ -168,6 +194,38 @@ func (r *Resource[T]) publish(ctx context.Context, store *diff.Store[T], c diff.
 		}
 	}
 	return requeue, nil
+}
+
+// publishOnce is publish.Publish, counting and logging a conflict.
+func (r *Resource[T]) publishOnce(ctx context.Context, c diff.Change[T]) (publish.Outcome, error) {
+	out, err := publish.Publish(ctx, r.pub, c)
+	switch {
+	case out.LostAck:
+		r.m.conflicts.Add(ctx, 1, resAttr(r.Kind()))
+		r.log.Info("event already in the stream (its ack was lost), counted as published",
+			r.changeAttrs(c, slog.Uint64("expected_seq", c.Seq), slog.Uint64(logkey.Seq, out.Seq))...)
+	case errors.Is(err, publish.ErrConflict):
+		r.m.conflicts.Add(ctx, 1, resAttr(r.Kind()))
+		r.log.Warn("event refused: the object's last event in the stream is not the expected one",
+			r.changeAttrs(c, slog.Uint64("expected_seq", c.Seq), slog.Any(logkey.Err, err))...)
+	}
+	return out, err
+}
+
+// adopt makes the object's last event in the stream (conflict) the
+// published state of c's object, or only its sequence when the event
+// tells no state; it reports whether it told one.
+func (r *Resource[T]) adopt(store *diff.Store[T], c diff.Change[T], conflict *publish.ConflictError) bool {
+	st, deleted, known := publish.LastState[T](conflict, c.ID)
+	if !known {
+		store.AdoptSeq(c.ID, conflict.Last)
+		return false
+	}
+	if deleted {
+		st = events.Encoded{}
+	}
+	store.Adopt(c.ID, st, conflict.Last)
+	return true
 }
 
 // changeAttrs are the log attributes of c, then extra; built only when a

@@ -40,6 +40,12 @@ type Change[T events.APIObject] struct {
 	New events.Encoded
 	// Old is the previously published state for MODIFIED, zero otherwise.
 	Old events.Encoded
+	// Seq is the stream sequence of the object's last event (the one that
+	// published the published state, or a DELETED; 0: none, or unknown).
+	// The event is published expecting it as its subject's last, so that
+	// the stream refuses it when someone else published the object
+	// meanwhile (publish.Publish).
+	Seq uint64
 }
 
 // Version is the version of the state the change publishes.
@@ -79,11 +85,16 @@ func present(s state) bool { return s.Raw != nil }
 // entry is the state of one id: 136 bytes.
 type entry struct {
 	desired, published state
-	// seq is the events-stream sequence of the event that published the
-	// published state (0: unknown). A KV write of that state records it
+	// seq is the events-stream sequence of the object's last event: the
+	// one that published the published state, or one adopted (Adopt); 0:
+	// none, or unknown. A KV write of that state records it
 	// (Object.event_seq), whoever writes it: a new leader reads the stream
 	// from the entries' highest seq, and an entry without one pulls that
-	// back, down to "unknown" when no entry of the resource has one.
+	// back, down to "unknown" when no entry of the resource has one. The
+	// object's next event expects it as its subject's last (Change.Seq),
+	// so the store must hold the right one for every object, also after a
+	// load (KV's event_seq, the tail's sequence) and a relist (which keeps
+	// it).
 	seq uint64
 	// listed is the number of the listing that last saw the id.
 	listed uint64
@@ -162,6 +173,17 @@ func (s *Store[T]) LoadSeqs(published []T, seqs []uint64) (bad int) {
 	s.entries = entries
 	s.size = len(entries)
 	return bad
+}
+
+// LoadSeq records seq as the sequence of the last event of id, an object
+// the store holds no published state of: one whose only events in the
+// stream are reference events (over the payload limit) and that KV never
+// held. Its next event (an ADDED) then follows the last of them. Call it
+// after LoadSeqs; an id no listing shows is dropped by the listing's end.
+func (s *Store[T]) LoadSeq(id string, seq uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.entry(id).seq = seq
 }
 
 // Listing is one relist in progress: pages of listed objects are encoded
@@ -451,11 +473,53 @@ func (s *Store[T]) Next(id string) (Change[T], bool) {
 	d, p := e.desired, e.published
 	switch {
 	case !present(p):
-		return Change[T]{Type: eventsv1.EventType_EVENT_TYPE_ADDED, ID: id, New: d}, true
+		return Change[T]{Type: eventsv1.EventType_EVENT_TYPE_ADDED, ID: id, New: d, Seq: e.seq}, true
 	case present(d):
-		return Change[T]{Type: eventsv1.EventType_EVENT_TYPE_MODIFIED, ID: id, New: d, Old: p}, true
+		return Change[T]{Type: eventsv1.EventType_EVENT_TYPE_MODIFIED, ID: id, New: d, Old: p, Seq: e.seq}, true
 	default:
-		return Change[T]{Type: eventsv1.EventType_EVENT_TYPE_DELETED, ID: id, New: p}, true
+		return Change[T]{Type: eventsv1.EventType_EVENT_TYPE_DELETED, ID: id, New: p, Seq: e.seq}, true
+	}
+}
+
+// Adopt makes st (absent: deleted) the published state of id, published
+// by the event at stream sequence seq: the object's last event in the
+// stream, which someone else published (publish.ConflictError). The next
+// change of id is diffed against what consumers saw last and follows that
+// event. It reports whether id is dirty now.
+func (s *Store[T]) Adopt(id string, st events.Encoded, seq uint64) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.entries[id]
+	if !ok {
+		if !present(st) {
+			return false
+		}
+		e = &entry{}
+		s.entries[id] = e
+	}
+	if present(st) {
+		if e.desired.SameVersion(st) {
+			st = e.desired // share the bytes
+		} else {
+			st = s.intern(st)
+		}
+	}
+	e.published, e.seq = st, seq
+	if !present(e.desired) && !present(st) {
+		delete(s.entries, id)
+		return false
+	}
+	return e.dirty()
+}
+
+// AdoptSeq makes seq the sequence of id's last event and keeps its
+// published state: the event tells no state (a reference event, over the
+// payload limit), or the subject has none left (aged out, purged: seq 0).
+func (s *Store[T]) AdoptSeq(id string, seq uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e, ok := s.entries[id]; ok {
+		e.seq = seq
 	}
 }
 

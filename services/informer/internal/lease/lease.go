@@ -27,6 +27,12 @@
 // the lease is certainly still theirs (its last write, counted from when it
 // was sent, younger than the TTL less a margin): they ask it before each
 // write instead of IsLeader.
+//
+// A pause can still fall between that question and the write it guards.
+// The informer's events carry the stream sequence of the object's last
+// event, so the server refuses such a write when another leader published
+// meanwhile; the writer then calls [Elector.Reconfirm], a synchronous
+// renewal, to learn whether it still leads (see Reconfirm).
 package lease
 
 import (
@@ -34,6 +40,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -100,6 +107,15 @@ type Elector struct {
 	// write, later). 0 while not leading. See Confirmed.
 	confirmedUntil atomic.Int64
 	base           time.Time
+
+	// wmu serializes the lease writes of a term (renewals and Reconfirm),
+	// which compare-and-swap on rev.
+	wmu sync.Mutex
+	// rev is the revision of the term's last lease write; guarded by wmu.
+	rev uint64
+	// lose ends the current term with a cause wrapping ErrLost; nil while
+	// not leading and once the term is lost. Guarded by wmu.
+	lose context.CancelCauseFunc
 
 	// Read and written by Run's goroutine only.
 	held       bool      // this replica held the lease last (nobody else seen since)
@@ -222,10 +238,18 @@ func (e *Elector) Run(ctx context.Context, lead func(ctx context.Context) error)
 func (e *Elector) hold(ctx context.Context, rev uint64, lead func(ctx context.Context) error) (error, bool) {
 	leaderCtx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
+	e.wmu.Lock()
+	e.rev, e.lose = rev, cancel
+	e.wmu.Unlock()
+	defer func() {
+		e.wmu.Lock()
+		e.rev, e.lose = 0, nil
+		e.wmu.Unlock()
+	}()
 	var leadErr error
 	g := new(errgroup.Group)
 	g.Go(func() error {
-		e.renew(leaderCtx, rev, cancel)
+		e.renew(leaderCtx)
 		return nil
 	})
 	g.Go(func() error {
@@ -241,9 +265,9 @@ func (e *Elector) hold(ctx context.Context, rev uint64, lead func(ctx context.Co
 	return leadErr, false
 }
 
-// renew rewrites the lease every RenewEvery until ctx ends; the first
-// failure cancels ctx with ErrLost.
-func (e *Elector) renew(ctx context.Context, rev uint64, cancel context.CancelCauseFunc) {
+// renew rewrites the lease every RenewEvery until ctx (the term's) ends;
+// the first failure ends the term with ErrLost.
+func (e *Elector) renew(ctx context.Context) {
 	t := time.NewTicker(e.cfg.RenewEvery)
 	defer t.Stop()
 	for {
@@ -252,25 +276,92 @@ func (e *Elector) renew(ctx context.Context, rev uint64, cancel context.CancelCa
 			return
 		case <-t.C:
 		}
-		// The renewal must be answered before the next one is due, so a
-		// failure is known at most 2*RenewEvery <= 2*TTL/3 after the last
-		// good write, before the key can expire.
-		rctx, rcancel := context.WithTimeout(ctx, e.cfg.RenewEvery)
-		sent := e.cfg.Now()
-		next, err := e.kv.Update(rctx, e.cfg.Key, []byte(e.cfg.Holder), rev)
-		rcancel()
-		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
+		e.wmu.Lock()
+		err := e.writeLocked(ctx)
+		if err != nil && ctx.Err() == nil {
 			e.log.Warn("lease renewal failed", slog.Any("err", err))
-			e.confirmedUntil.Store(0)
-			cancel(fmt.Errorf("renew lease %s: %w: %w", e.cfg.Key, ErrLost, err))
+			_ = e.loseLocked(err) // the term's cause; nobody else to tell
+		}
+		e.wmu.Unlock()
+		if err != nil {
 			return
 		}
-		e.confirm(sent)
-		rev = next
 	}
+}
+
+// writeLocked rewrites the lease at the term's revision (compare-and-swap:
+// it fails once anybody else wrote the key, or the key expired) and
+// records the write. It must be answered within RenewEvery, so a failed
+// renewal is known at most 2*RenewEvery <= 2*TTL/3 after the last good
+// write, before the key can expire. The caller holds wmu.
+func (e *Elector) writeLocked(ctx context.Context) error {
+	if e.lose == nil {
+		return fmt.Errorf("%w: not the leader", ErrLost)
+	}
+	rctx, cancel := context.WithTimeout(ctx, e.cfg.RenewEvery)
+	defer cancel()
+	sent := e.cfg.Now()
+	next, err := e.kv.Update(rctx, e.cfg.Key, []byte(e.cfg.Holder), e.rev)
+	if err != nil {
+		return err
+	}
+	e.rev = next
+	e.confirm(sent)
+	return nil
+}
+
+// loseLocked ends the term after the failed lease write err, and returns
+// the error it ends it with (wrapping ErrLost). The caller holds wmu.
+func (e *Elector) loseLocked(err error) error {
+	e.confirmedUntil.Store(0)
+	err = fmt.Errorf("renew lease %s: %w: %w", e.cfg.Key, ErrLost, err)
+	if e.lose != nil {
+		e.lose(err)
+		e.lose = nil
+	}
+	return err
+}
+
+// Reconfirm proves with a synchronous lease write that this replica still
+// holds the lease, for a writer that just saw a sign that it may not: the
+// informer calls it when the events stream refused an event because the
+// object's last event is not the one it expected (publish.Config.Reconfirm).
+//
+// The write is the renewal's compare-and-swap at the revision of the
+// term's last write. It succeeds only if nobody else wrote the key since
+// then, and the key did not expire meanwhile (an expired key fails it
+// too), so by induction over the term's writes: no other replica has held
+// the lease at any moment of this term, up to the write. Whatever the
+// writer saw before calling was then not the doing of a replica that took
+// the lease over from this one. The write also confirms the lease like a
+// renewal (Confirmed).
+//
+// It returns nil when the write succeeded, or when another write of the
+// lease sent after Reconfirm was called (a renewal, another caller's
+// Reconfirm) succeeded: that proves the same, so concurrent callers share
+// one write. A failed write ends the term at once, like a failed renewal
+// (the leader's context is cancelled with ErrLost), and the error wraps
+// ErrLost; so does the error when this replica does not lead. An error
+// that wraps neither comes from ctx, which ended before anything was
+// written.
+func (e *Elector) Reconfirm(ctx context.Context) error {
+	asked := e.cfg.Now().Sub(e.base)
+	e.wmu.Lock()
+	defer e.wmu.Unlock()
+	if e.lose == nil {
+		return fmt.Errorf("reconfirm lease %s: %w: not the leader", e.cfg.Key, ErrLost)
+	}
+	if until := e.confirmedUntil.Load(); until != 0 && time.Duration(until)-e.cfg.TTL >= asked {
+		return nil // written since the caller asked
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("reconfirm lease %s: %w", e.cfg.Key, err)
+	}
+	if err := e.writeLocked(ctx); err != nil {
+		e.log.Warn("lease reconfirmation failed", slog.Any("err", err))
+		return e.loseLocked(err)
+	}
+	return nil
 }
 
 // acquire tries to take the lease until it succeeds or ctx ends.

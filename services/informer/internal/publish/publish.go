@@ -6,12 +6,19 @@
 // so it neither publishes an event twice nor misses the delete of an object
 // whose ADDED never reached KV. Events keep a Nats-Msg-Id, so a publish
 // retried after a lost ack is still dropped by JetStream.
+//
+// Each event is published expecting the stream sequence of the object's
+// last event as its subject's last (server-side fencing, see Publish): a
+// leader deposed while it had an event in hand cannot append it after its
+// successor's newer ones.
 package publish
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -80,6 +87,15 @@ type Config struct {
 	// had in hand after another replica took over (the events stream would
 	// go back to an older state of the object).
 	Fence func() error
+	// Reconfirm, when set, is called when the stream refuses an event
+	// because the object's last event is not the one the change expected
+	// (ErrConflict): it must prove with a synchronous write that this
+	// replica still holds the lease, and fail otherwise. The informer
+	// passes its lease's Elector.Reconfirm, whose failure also ends the
+	// term. Only after it succeeded does Publish read the subject's last
+	// event to settle the conflict (see Publish); nil: every conflict is
+	// returned as an error wrapping ErrConflict.
+	Reconfirm func(ctx context.Context) error
 	// Observe, when set, is told about each acked event (metrics).
 	Observe func(ctx context.Context, res eventsv1.Resource, typ eventsv1.EventType, took time.Duration, duplicate bool)
 }
@@ -94,6 +110,8 @@ type Publisher struct {
 	// kvSubjectPrefix and kvStream address the objects bucket for puts
 	// sent without kv.Put (see putAsync).
 	kvSubjectPrefix, kvStream string
+	// stream is the events stream's handle once looked up (lastMsg).
+	stream atomic.Pointer[jetstream.Stream]
 }
 
 // New returns a Publisher; it returns ErrInvalidConfig without a prefix or
@@ -130,6 +148,70 @@ type Outcome struct {
 	// Seq is the event's stream sequence once acked (also with
 	// ErrNotStored): a retried KV write must record it (see Store).
 	Seq uint64
+	// LostAck is set when the stream refused the event because the
+	// subject's last event was not the one expected, and that last event
+	// was this very one (an earlier attempt whose ack was lost): it counts
+	// as published, at Seq.
+	LostAck bool
+}
+
+// ErrConflict is wrapped by Publish's error when the stream refused the
+// event because its subject's last event is not the one the change
+// expected (diff.Change.Seq), and the conflict could not be settled:
+// Config.Reconfirm failed (the replica does not lead: it must stand down),
+// or the last event is another publisher's (ConflictError).
+var ErrConflict = errors.New("the object's last event in the stream is not the expected one")
+
+// ConflictError is Publish's error when the stream refused the event
+// because the subject's last event is not the one expected, the lease was
+// reconfirmed, and that last event is not this one: another publisher's
+// (a previous leader's, one of this leader's own older events whose ack
+// was lost, a dead letter replayed for one consumer group), or none at
+// all (aged out, purged). The caller adopts it as the object's published
+// state (LastState; only its sequence when it tells no state) and
+// publishes the change it then needs, expecting Last.
+type ConflictError struct {
+	// Expected is the sequence the event expected as its subject's last.
+	Expected uint64
+	// Last is the sequence of the subject's last message (0: none).
+	Last uint64
+	// last is that message; nil when there is none.
+	last *jetstream.RawStreamMsg
+	// cause is the stream's refusal.
+	cause error
+}
+
+func (e *ConflictError) Error() string {
+	return fmt.Sprintf("%v: expected it at sequence %d, the stream has it at %d: %v", ErrConflict, e.Expected, e.Last, e.cause)
+}
+
+// Unwrap returns ErrConflict and the stream's refusal.
+func (e *ConflictError) Unwrap() []error { return []error{ErrConflict, e.cause} }
+
+// LastState decodes the state the subject's last event (e.Last) gave the
+// object id of T: present (deleted false) or deleted. known is false when
+// there is no such event, or it tells no state: a reference event (over
+// the payload limit), a dead letter replayed for one consumer group (a
+// copy of an older event), or a message no informer published.
+func LastState[T events.APIObject](e *ConflictError, id string) (state events.Encoded, deleted, known bool) {
+	if e == nil || e.last == nil || replayed(e.last.Header) {
+		return events.Encoded{}, false, false
+	}
+	_, ev, err := events.Decode(context.Background(), e.last.Header, e.last.Data)
+	if err != nil || ev.GetResource() != events.ResourceOf[T]() || ev.GetObjectId() != id {
+		return events.Encoded{}, false, false
+	}
+	if ev.GetType() == eventsv1.EventType_EVENT_TYPE_DELETED {
+		return events.Encoded{}, true, true
+	}
+	obj, ok := events.Unwrap[T](ev.GetObject())
+	if !ok {
+		return events.Encoded{}, false, false
+	}
+	if state, err = events.Encode(obj); err != nil {
+		return events.Encoded{}, false, false
+	}
+	return state, false, true
 }
 
 // Publish publishes the event for c, waits for the ack, then stores the new
@@ -141,6 +223,13 @@ type Outcome struct {
 // fails the error wraps ErrNotStored: the caller must count the event as
 // published and retry the write with Store. An error wrapping
 // ErrUnpublishable is final for this version.
+//
+// Fencing: the event is published expecting c.Seq as the sequence of its
+// subject's last message (Nats-Expected-Last-Subject-Sequence; 0: no
+// message, which the server enforces too). A leader deposed while it had
+// the event in hand (paused past the lease TTL between its Fence check and
+// the send) is refused once its successor published the object, and the
+// stream keeps the newer state. A refusal is settled by conflict.
 func Publish[T events.APIObject](ctx context.Context, p *Publisher, c diff.Change[T]) (out Outcome, err error) {
 	res := events.ResourceOf[T]()
 	typ := events.TypeName(c.Type)
@@ -173,8 +262,9 @@ func Publish[T events.APIObject](ctx context.Context, p *Publisher, c diff.Chang
 	}()
 
 	limit := p.limit()
-	// WithExpectStream adds one header after the message is built.
-	budget := limit - (len(jetstream.ExpectedStreamHeader) + len(": \r\n") + len(p.cfg.Stream))
+	// WithExpectStream and WithExpectLastSequencePerSubject add their
+	// headers after the message is built (also to a fitted one).
+	budget := limit - headerSize(jetstream.ExpectedStreamHeader, p.cfg.Stream) - headerSize(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(c.Seq, 10))
 	msg := events.NewMsgData(ctx, subject, eventID, data)
 	if limit > 0 && events.PayloadSize(msg) > budget {
 		if msg, out.Omitted, err = fitted(ctx, p.cfg.Prefix, c, old, budget); err != nil {
@@ -195,8 +285,15 @@ func Publish[T events.APIObject](ctx context.Context, p *Publisher, c diff.Chang
 		pctx, cancel = context.WithTimeout(ctx, p.cfg.Timeout)
 		defer cancel()
 	}
-	ack, err := p.js.PublishMsg(pctx, msg, jetstream.WithExpectStream(p.cfg.Stream))
-	if err != nil {
+	ack, err := p.js.PublishMsg(pctx, msg, jetstream.WithExpectStream(p.cfg.Stream), jetstream.WithExpectLastSequencePerSubject(c.Seq))
+	switch {
+	case wrongLastSeq(err):
+		if out.Seq, err = p.conflict(pctx, msg, c.Seq, err); err != nil {
+			return out, fmt.Errorf("publish %s: %w", eventID, err)
+		}
+		out.LostAck = true
+		ack = &jetstream.PubAck{Stream: p.cfg.Stream, Sequence: out.Seq, Duplicate: true}
+	case err != nil:
 		if tooLarge(err) {
 			// The limit shrank under us (another server after a reconnect).
 			err = fmt.Errorf("%w: %w", ErrUnpublishable, err)
@@ -245,6 +342,91 @@ func Publish[T events.APIObject](ctx context.Context, p *Publisher, c diff.Chang
 		return out, fmt.Errorf("store %s: %w: %w", key, ErrNotStored, err)
 	}
 	return out, nil
+}
+
+// headerSize is what a header adds to a message's payload.
+func headerSize(name, value string) int { return len(name) + len(": \r\n") + len(value) }
+
+// wrongLastSeq reports the stream's refusal of a message whose expected
+// last subject sequence is not the subject's: JSErrCodeStreamWrongLastSequence,
+// or on a replicated stream JSErrCodeStreamWrongLastSequenceConstant (also
+// while an earlier message of the subject is still being replicated).
+func wrongLastSeq(err error) bool {
+	var apiErr *jetstream.APIError
+	if !errors.As(err, &apiErr) {
+		return false
+	}
+	return apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant
+}
+
+// conflict settles the stream's refusal (cause) of msg, which expected
+// its subject's last message at expected. It returns the sequence of msg
+// when that is the subject's last message after all (an earlier attempt
+// whose ack was lost), and an error otherwise: wrapping ErrConflict and
+// Reconfirm's error when the lease could not be reconfirmed, a
+// *ConflictError when the last message is another one.
+//
+// A refusal means someone else's event is the subject's last (a newer
+// leader's, after this one lost its lease unawares; a previous leader's
+// late event; an older one of this leader's whose ack was lost; a dead
+// letter replayed for one consumer group), or none is (aged out by the
+// stream's limits, purged), or the cache's sequence was unknown (an entry
+// written without it, the tail not read). Only the first may
+// not be published after, and only a leader that lost its lease can meet
+// it, so the lease is reconfirmed first: Reconfirm's compare-and-swap
+// write succeeds only if no other replica has held the lease at any time
+// during this term, hence no successor's event can be in the stream. Then,
+// and only then, is the subject's last message read. Why that is safe:
+// the read only picks what to expect on the next attempt; the server
+// checks that expectation again on the publish itself, so an event is
+// only ever appended right after the one this leader read, and nobody
+// else's event in between. A pause after the reconfirmation, long enough
+// for another replica to take over and publish the object, makes the next
+// attempt fail the same way, and that replica's Reconfirm fails.
+//
+// Clustered streams check Nats-Msg-Id before the expected sequence and
+// answer a retried event with a duplicate ack; a single server checks the
+// expected sequence first (TestServerChecksExpectedSeqBeforeMsgID): the
+// msg id comparison here covers both.
+func (p *Publisher) conflict(ctx context.Context, msg *nats.Msg, expected uint64, cause error) (uint64, error) {
+	if p.cfg.Reconfirm == nil {
+		return 0, fmt.Errorf("%w: %w", ErrConflict, cause)
+	}
+	if err := p.cfg.Reconfirm(ctx); err != nil {
+		return 0, fmt.Errorf("%w: %w; lease not reconfirmed: %w", ErrConflict, cause, err)
+	}
+	last, err := p.lastMsg(ctx, msg.Subject)
+	if err != nil {
+		return 0, fmt.Errorf("%w: %w; read the subject's last message: %w", ErrConflict, cause, err)
+	}
+	if last == nil {
+		return 0, &ConflictError{Expected: expected, cause: cause}
+	}
+	if id := msg.Header.Get(events.HeaderMsgID); id != "" && last.Header.Get(events.HeaderMsgID) == id {
+		return last.Sequence, nil
+	}
+	return 0, &ConflictError{Expected: expected, Last: last.Sequence, last: last, cause: cause}
+}
+
+// lastMsg returns the events stream's last message on subject (nil: none).
+func (p *Publisher) lastMsg(ctx context.Context, subject string) (*jetstream.RawStreamMsg, error) {
+	if err := p.connected(); err != nil {
+		return nil, err
+	}
+	s := p.stream.Load()
+	if s == nil {
+		st, err := p.js.Stream(ctx, p.cfg.Stream)
+		if err != nil {
+			return nil, err
+		}
+		s = &st
+		p.stream.Store(s)
+	}
+	m, err := (*s).GetLastMsgForSubject(ctx, subject)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, nil
+	}
+	return m, err
 }
 
 // fence asks Config.Fence, if any.

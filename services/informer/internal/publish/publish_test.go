@@ -93,10 +93,13 @@ func TestDeleteMarkerExpires(t *testing.T) {
 	ctx := context.Background()
 	for i := range 20 {
 		s := session(fmt.Sprintf("s%d", i), 10)
-		if _, err := Publish(ctx, p, change(t, eventsv1.EventType_EVENT_TYPE_ADDED, s)); err != nil {
+		out, err := Publish(ctx, p, change(t, eventsv1.EventType_EVENT_TYPE_ADDED, s))
+		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := Publish(ctx, p, change(t, eventsv1.EventType_EVENT_TYPE_DELETED, s)); err != nil {
+		del := change(t, eventsv1.EventType_EVENT_TYPE_DELETED, s)
+		del.Seq = out.Seq // the ADDED is the subject's last event
+		if _, err := Publish(ctx, p, del); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -194,7 +197,10 @@ func TestPublishSpan(t *testing.T) {
 			t.Error(err)
 		}
 	})
-	p, err := New(js, kv, telemetry.WithContextAttributes(sdk).Tracer("test"), Config{Prefix: "ev", Stream: "EV"})
+	// The second publish below is refused (the ADDED is already the
+	// subject's last event), then settled as a lost ack.
+	reconfirm := func(context.Context) error { return nil }
+	p, err := New(js, kv, telemetry.WithContextAttributes(sdk).Tracer("test"), Config{Prefix: "ev", Stream: "EV", Reconfirm: reconfirm})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ambient-code/control-plane/libs/bus"
@@ -24,10 +25,14 @@ const TailMargin = 8192
 
 // TailState is the newest state of one object the stream's tail names.
 type TailState[T events.APIObject] struct {
-	// Object is the state published, nil when Deleted.
+	// Object is the state published, nil when Deleted or Ref.
 	Object  T
 	Deleted bool
-	// Seq is the stream sequence of the event (0: unknown).
+	// Ref is set when the event is a reference (over the payload limit):
+	// it tells no state, only Seq.
+	Ref bool
+	// Seq is the stream sequence of the event (0: unknown): the sequence
+	// the object's next event expects as its subject's last (Publish).
 	Seq uint64
 }
 
@@ -41,8 +46,9 @@ type TailState[T events.APIObject] struct {
 // KV write a previous term lost: without it, an object whose ADDED landed
 // in the stream but not in KV, deleted before the next leader lists, would
 // never be announced as DELETED. Objects whose last event is a reference
-// (over the payload limit) are left out: KV keeps their last state that
-// fitted, and the leader publishes them again.
+// (over the payload limit) come as Ref, without a state: KV keeps their
+// last state that fitted, and the leader publishes them again, expecting
+// the reference's sequence.
 func Tail[T events.APIObject](ctx context.Context, p *Publisher, seq, owed uint64) (map[string]TailState[T], error) {
 	stream, err := p.js.Stream(ctx, p.cfg.Stream)
 	if err != nil {
@@ -86,20 +92,43 @@ func tailStart(seq, owed, first, last, margin uint64) uint64 {
 	return max(start, first)
 }
 
+// headerReplayGroup marks a dead letter published again on the events
+// stream for one consumer group (libs/group.HeaderReplayGroup,
+// libs/group.Replay): a copy of an older event of the object, on its
+// subject, that changes nothing for anybody else.
+const headerReplayGroup = "Ambient-Replay-Group"
+
+// replayed reports whether a message with header h is a replayed dead
+// letter (headerReplayGroup).
+func replayed(h nats.Header) bool { return h.Get(headerReplayGroup) != "" }
+
 // apply records the state msg's event gives its object; undecodable
-// events (never published by an informer) are skipped.
+// events (never published by an informer) are skipped. A replayed dead
+// letter (headerReplayGroup) gives no state, only the sequence the
+// object's next event must follow.
 func apply[T events.APIObject](out map[string]TailState[T], msg jetstream.Msg) {
 	_, ev, err := events.Decode(context.Background(), msg.Headers(), msg.Data())
+	var seq uint64
+	if md, merr := msg.Metadata(); merr == nil {
+		seq = md.Sequence.Stream
+	}
+	if (err == nil || errors.Is(err, events.ErrObjectTooLarge)) && replayed(msg.Headers()) {
+		// A copy of an older event, for one consumer group: the object's
+		// state is the one before it, its sequence the subject's last.
+		st, ok := out[ev.GetObjectId()]
+		if !ok {
+			st = TailState[T]{Ref: true}
+		}
+		st.Seq = seq
+		out[ev.GetObjectId()] = st
+		return
+	}
 	switch {
 	case errors.Is(err, events.ErrObjectTooLarge):
-		delete(out, ev.GetObjectId())
+		out[ev.GetObjectId()] = TailState[T]{Ref: true, Seq: seq}
 		return
 	case err != nil:
 		return
-	}
-	var seq uint64
-	if md, err := msg.Metadata(); err == nil {
-		seq = md.Sequence.Stream
 	}
 	if ev.GetType() == eventsv1.EventType_EVENT_TYPE_DELETED {
 		out[ev.GetObjectId()] = TailState[T]{Deleted: true, Seq: seq}
