@@ -101,10 +101,9 @@ func TestLeadershipMovesWithoutConflicts(t *testing.T) {
 	}
 	updateAll("changed under a")
 	h.deleteSession(ids[7])
-	// Over the payload limit: only reference events, KV never holds it. (A
-	// project: a session would also get a condition, a MODIFIED, and the
-	// next leader, which cannot tell it was announced, publishes an ADDED
-	// again.)
+	// Over the payload limit: only reference events, KV never holds it.
+	// (A project; TestOversizeSessionNotAddedAgain moves leadership over a
+	// session, which also gets a condition, a MODIFIED.)
 	limit := int(h.js.Conn().MaxPayload())
 	projects := h.api.Projects()
 	big, err := projects.CreateProject(t.Context(), &ambientv1.CreateProjectRequest{Name: "big", Annotations: annotations(limit + limit/2)})

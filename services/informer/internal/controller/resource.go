@@ -150,7 +150,7 @@ func (r *Resource[T]) Lead(ctx context.Context) error {
 		r.log.Warn("unencodable cache entries skipped", slog.Int(logkey.Count, bad))
 	}
 	for _, ref := range c.refs {
-		store.LoadSeq(ref.id, ref.seq)
+		store.LoadRef(ref.id, ref.version, ref.seq)
 	}
 	q := workqueue.NewTypedRateLimitingQueue(workqueue.NewTypedItemExponentialFailureRateLimiter[string](retryMin, retryMax))
 	defer q.ShutDown()
@@ -316,15 +316,23 @@ type caughtUp[T events.APIObject] struct {
 	// unstored are the ids whose KV entry is behind the stream, with the
 	// stream sequence of the event each owes.
 	unstored []owedWrite
-	// refs are the ids whose only events in the tail are reference events
-	// (over the payload limit) and that KV does not hold, with the stream
-	// sequence of the last (diff.Store.LoadSeq).
-	refs []owedWrite
+	// refs are the ids whose last event in the tail tells no state
+	// (a reference event, over the payload limit; a replayed dead letter),
+	// with the version it names and its stream sequence
+	// (diff.Store.LoadRef).
+	refs []refEvent
 	// owed is the owed floor the objects bucket holds (0: none).
 	owed uint64
 	// held is a floor this term keeps (owedWrites.hold): owed, when the
 	// tail could not be read.
 	held uint64
+}
+
+// refEvent is an object's last event that tells no state: its id, the
+// version it names ("" unknown) and its stream sequence.
+type refEvent struct {
+	id, version string
+	seq         uint64
 }
 
 // owedWrite is an id whose KV write is owed, and the stream sequence of
@@ -357,8 +365,10 @@ func (r *Resource[T]) catchUp(ctx context.Context, l publish.Loaded[T], owed uin
 			c.objects, c.seqs = append(c.objects, o), append(c.seqs, seq)
 		case t.Ref:
 			// Over the payload limit: KV keeps the last state that fitted,
-			// and the object's next event follows the reference.
+			// and the object's next event follows the reference (nothing
+			// while the object is at the version it names).
 			c.objects, c.seqs = append(c.objects, o), append(c.seqs, t.Seq)
+			c.refs = append(c.refs, refEvent{id, t.Version, t.Seq})
 		case t.Deleted:
 			c.unstored = append(c.unstored, owedWrite{id, t.Seq})
 		default:
@@ -372,8 +382,9 @@ func (r *Resource[T]) catchUp(ctx context.Context, l publish.Loaded[T], owed uin
 		switch {
 		case t.Ref:
 			// KV never held it: no state to start from, only the sequence
-			// its next event follows.
-			c.refs = append(c.refs, owedWrite{id, t.Seq})
+			// its next event follows and that consumers have it (a
+			// MODIFIED, never a second ADDED).
+			c.refs = append(c.refs, refEvent{id, t.Version, t.Seq})
 		case !t.Deleted:
 			c.objects, c.seqs = append(c.objects, t.Object), append(c.seqs, t.Seq)
 			c.unstored = append(c.unstored, owedWrite{id, t.Seq})

@@ -109,7 +109,9 @@ func (r *Resource[T]) sync(ctx context.Context, store *diff.Store[T], id string,
 		t.unstored.remove(id)
 	}
 	if c, ok := store.Next(id); ok {
-		if requeue, err = r.publish(pctx, store, c, t); err != nil {
+		if c.Announced {
+			requeue = r.announced(store, c, t)
+		} else if requeue, err = r.publish(pctx, store, c, t); err != nil {
 			return requeue, err
 		}
 	}
@@ -131,6 +133,9 @@ func (r *Resource[T]) publish(ctx context.Context, store *diff.Store[T], c diff.
 	if conflict := (*publish.ConflictError)(nil); errors.As(err, &conflict) {
 		known := r.adopt(store, c, conflict)
 		next, ok := store.Next(c.ID)
+		if ok && next.Announced {
+			return r.announced(store, next, t), nil
+		}
 		if !ok {
 			if !known {
 				return false, nil
@@ -196,6 +201,19 @@ func (r *Resource[T]) publish(ctx context.Context, store *diff.Store[T], c diff.
 	return requeue, nil
 }
 
+// announced records c, the version the object's last event (a reference
+// event) named, as published without publishing it again, and owes the
+// condition that event called for (the previous leader may have ended
+// before writing it). requeue is diff.Store.Published's answer.
+func (r *Resource[T]) announced(store *diff.Store[T], c diff.Change[T], t *term) (requeue bool) {
+	requeue = store.PublishedAt(c, 0)
+	if r.report != nil && r.report.Needed(c, true) {
+		t.reports.set(c.ID, true)
+	}
+	r.log.Debug("version already announced by a reference event, not published again", r.changeAttrs(c, slog.Uint64(logkey.Seq, c.Seq))...)
+	return requeue
+}
+
 // publishOnce is publish.Publish, counting and logging a conflict.
 func (r *Resource[T]) publishOnce(ctx context.Context, c diff.Change[T]) (publish.Outcome, error) {
 	out, err := publish.Publish(ctx, r.pub, c)
@@ -214,11 +232,16 @@ func (r *Resource[T]) publishOnce(ctx context.Context, c diff.Change[T]) (publis
 
 // adopt makes the object's last event in the stream (conflict) the
 // published state of c's object, or only its sequence when the event
-// tells no state; it reports whether it told one.
+// tells no state (and, for a reference event, the version it names); it
+// reports whether it told a state.
 func (r *Resource[T]) adopt(store *diff.Store[T], c diff.Change[T], conflict *publish.ConflictError) bool {
 	st, deleted, known := publish.LastState[T](conflict, c.ID)
 	if !known {
-		store.AdoptSeq(c.ID, conflict.Last)
+		if version, ok := publish.LastRef[T](conflict, c.ID); ok {
+			store.AdoptRef(c.ID, version, conflict.Last)
+		} else {
+			store.AdoptSeq(c.ID, conflict.Last)
+		}
 		return false
 	}
 	if deleted {

@@ -46,6 +46,12 @@ type Change[T events.APIObject] struct {
 	// the stream refuses it when someone else published the object
 	// meanwhile (publish.Publish).
 	Seq uint64
+	// Announced is set on a MODIFIED whose New is the very version the
+	// object's last event, a reference event (over the payload limit),
+	// named: consumers have been told of it, nothing is published. The
+	// caller records it as published (PublishedAt, seq 0) and does what
+	// follows a reference event (the session condition).
+	Announced bool
 }
 
 // Version is the version of the state the change publishes.
@@ -82,7 +88,8 @@ type state = events.Encoded
 
 func present(s state) bool { return s.Raw != nil }
 
-// entry is the state of one id: 136 bytes.
+// entry is the state of one id: 144 bytes, the allocator's size class
+// its 136 bytes without ref already took.
 type entry struct {
 	desired, published state
 	// seq is the events-stream sequence of the object's last event: the
@@ -101,9 +108,21 @@ type entry struct {
 	// seen is the number of the listing in progress, once one of its pages
 	// held the id (Listing.Unlisted).
 	seen uint64
+	// ref is set while the object's last event tells no state but that
+	// consumers have the object (LoadRef, AdoptRef): the version a
+	// reference event named, or "" (unknown). Its next event is then a
+	// MODIFIED, never an ADDED, without an old object (consumers' last
+	// state is not published), or nothing when it is that version
+	// (Change.Announced). nil: the published state is what consumers saw.
+	ref *string
 }
 
-func (e *entry) dirty() bool { return !e.desired.SameVersion(e.published) }
+// dirty reports whether the id needs a change: desired differs from
+// published, or the state of an object known only by a reference event
+// is to be settled.
+func (e *entry) dirty() bool {
+	return !e.desired.SameVersion(e.published) || (e.ref != nil && present(e.desired))
+}
 
 // Store is the cache of one resource: per id the desired state (newest seen
 // in a list or on the watch) and the published state (acked by JetStream
@@ -175,15 +194,28 @@ func (s *Store[T]) LoadSeqs(published []T, seqs []uint64) (bad int) {
 	return bad
 }
 
-// LoadSeq records seq as the sequence of the last event of id, an object
-// the store holds no published state of: one whose only events in the
-// stream are reference events (over the payload limit) and that KV never
-// held. Its next event (an ADDED) then follows the last of them. Call it
-// after LoadSeqs; an id no listing shows is dropped by the listing's end.
-func (s *Store[T]) LoadSeq(id string, seq uint64) {
+// LoadRef records that the last event of id, at stream sequence seq, is a
+// reference event (over the payload limit) naming version, or a dead
+// letter replayed for one consumer group (version ""): it tells no state,
+// but consumers have the object. For an object KV never held (all its
+// events were references) the store then has no published state, only
+// this: its next event follows seq and is a MODIFIED, or nothing while the
+// object is at version (Change.Announced), never a second ADDED. A replay
+// of an object with a published state changes only the sequence (the
+// state before it stands). Call it after LoadSeqs; an id no listing shows
+// and that has no published state is dropped by the listing's end.
+func (s *Store[T]) LoadRef(id, version string, seq uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.entry(id).seq = seq
+	s.entry(id).setRef(version, seq)
+}
+
+// setRef is LoadRef and AdoptRef on e.
+func (e *entry) setRef(version string, seq uint64) {
+	e.seq = seq
+	if version != "" || !present(e.published) {
+		e.ref = &version
+	}
 }
 
 // Listing is one relist in progress: pages of listed objects are encoded
@@ -457,6 +489,12 @@ func (s *Store[T]) setDesired(e *entry, st state) {
 func (s *Store[T]) clearDesired(e *entry) {
 	if present(e.desired) {
 		s.size--
+		if e.ref != nil && !present(e.published) {
+			// Consumers have the object (a reference event) and the store
+			// never held what they saw: the last state seen stands in for
+			// it, so that the delete is announced.
+			e.published = e.desired
+		}
 	}
 	e.desired = state{}
 }
@@ -472,6 +510,9 @@ func (s *Store[T]) Next(id string) (Change[T], bool) {
 	}
 	d, p := e.desired, e.published
 	switch {
+	case e.ref != nil && present(d):
+		// Consumers have the object, whose last event tells no state.
+		return Change[T]{Type: eventsv1.EventType_EVENT_TYPE_MODIFIED, ID: id, New: d, Seq: e.seq, Announced: d.Version() == *e.ref}, true
 	case !present(p):
 		return Change[T]{Type: eventsv1.EventType_EVENT_TYPE_ADDED, ID: id, New: d, Seq: e.seq}, true
 	case present(d):
@@ -504,7 +545,7 @@ func (s *Store[T]) Adopt(id string, st events.Encoded, seq uint64) bool {
 			st = s.intern(st)
 		}
 	}
-	e.published, e.seq = st, seq
+	e.published, e.seq, e.ref = st, seq, nil
 	if !present(e.desired) && !present(st) {
 		delete(s.entries, id)
 		return false
@@ -513,14 +554,30 @@ func (s *Store[T]) Adopt(id string, st events.Encoded, seq uint64) bool {
 }
 
 // AdoptSeq makes seq the sequence of id's last event and keeps its
-// published state: the event tells no state (a reference event, over the
-// payload limit), or the subject has none left (aged out, purged: seq 0).
+// published state: the event tells no state (a message no informer
+// published; for a reference event see AdoptRef), or the subject has none
+// left (aged out, purged: seq 0).
 func (s *Store[T]) AdoptSeq(id string, seq uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if e, ok := s.entries[id]; ok {
 		e.seq = seq
 	}
+}
+
+// AdoptRef is AdoptSeq for an event that tells no state but that
+// consumers have the object: a reference event naming version, or a
+// replayed dead letter (version ""), see LoadRef. It reports whether id
+// is dirty now.
+func (s *Store[T]) AdoptRef(id, version string, seq uint64) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.entries[id]
+	if !ok {
+		return false
+	}
+	e.setRef(version, seq)
+	return e.dirty()
 }
 
 // Published records that c was published and stored, and reports whether
@@ -554,7 +611,7 @@ func (s *Store[T]) PublishedAt(c Change[T], seq uint64) bool {
 	if present(st) && e.desired.SameVersion(st) {
 		st = e.desired // share the bytes
 	}
-	e.published = st
+	e.published, e.ref = st, nil
 	if seq > 0 {
 		e.seq = seq
 	}

@@ -550,3 +550,78 @@ func TestReplayedDeadLetterTellsNoState(t *testing.T) {
 		t.Fatalf("publish after the replay: %v", err)
 	}
 }
+
+// TestReferenceEventTellsItsVersion: a reference event (an object over the
+// payload limit) tells no state, but that consumers have the object and at
+// which version: Tail and LastRef return the version it names, so that a
+// new leader does not publish the object as ADDED again (nor at all while
+// it is that version). A replayed dead letter tells the object exists, not
+// its version.
+func TestReferenceEventTellsItsVersion(t *testing.T) {
+	t.Parallel()
+	p, _, js := setup(t, 0, time.Second)
+	p.cfg.Reconfirm = func(context.Context) error { return nil }
+	ctx := t.Context()
+	big := versioned("x", strings.Repeat("p", 2*p.limit()), 100)
+	added := change(t, eventsv1.EventType_EVENT_TYPE_ADDED, big)
+	out, err := Publish(ctx, p, added)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !out.Omitted.Object {
+		t.Fatalf("omitted %+v, want a reference event", out.Omitted)
+	}
+	tail, err := Tail[*ambientv1.Session](ctx, p, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := tail["x"]; !got.Ref || got.Version != added.Version() || got.Seq != out.Seq {
+		t.Fatalf("tail of x = %+v, want a reference of %s at %d", got, added.Version(), out.Seq)
+	}
+
+	// A leader without that tail publishes an ADDED expecting nothing.
+	_, err = Publish(ctx, p, change(t, eventsv1.EventType_EVENT_TYPE_ADDED, versioned("x", "small", 200)))
+	var conflict *ConflictError
+	if !errors.As(err, &conflict) || conflict.Last != out.Seq {
+		t.Fatalf("err = %v, want a ConflictError at the reference's sequence %d", err, out.Seq)
+	}
+	if _, _, known := LastState[*ambientv1.Session](conflict, "x"); known {
+		t.Fatal("LastState of a reference event is known")
+	}
+	if v, ok := LastRef[*ambientv1.Session](conflict, "x"); !ok || v != added.Version() {
+		t.Fatalf("LastRef = %q %v, want %s", v, ok, added.Version())
+	}
+	if _, ok := LastRef[*ambientv1.Session](conflict, "other-id"); ok {
+		t.Fatal("LastRef for another object")
+	}
+
+	// The reference, dead-lettered by a group and replayed.
+	s, err := js.Stream(ctx, "EV")
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := s.GetMsg(ctx, out.Seq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	replay := nats.NewMsg(first.Subject)
+	replay.Data = first.Data
+	for k, v := range first.Header {
+		if !strings.HasPrefix(k, "Nats-") {
+			replay.Header[k] = v
+		}
+	}
+	replay.Header.Set(group.HeaderReplayGroup, "g")
+	replay.Header.Set(jetstream.MsgIDHeader, "replay/DLQ/1")
+	replayAck, err := js.PublishMsg(ctx, replay)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = Publish(ctx, p, change(t, eventsv1.EventType_EVENT_TYPE_ADDED, versioned("x", "small", 200)))
+	if !errors.As(err, &conflict) || conflict.Last != replayAck.Sequence {
+		t.Fatalf("err = %v, want a ConflictError at the replay's sequence %d", err, replayAck.Sequence)
+	}
+	if v, ok := LastRef[*ambientv1.Session](conflict, "x"); !ok || v != "" {
+		t.Fatalf("LastRef of a replayed reference = %q %v, want \"\" true", v, ok)
+	}
+}

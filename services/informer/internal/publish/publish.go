@@ -214,6 +214,31 @@ func LastState[T events.APIObject](e *ConflictError, id string) (state events.En
 	return state, false, true
 }
 
+// LastRef reports whether the subject's last event (e.Last) tells no state
+// of the object id of T but that consumers have it: a reference event
+// (over the payload limit), whose version it returns, or a dead letter
+// replayed for one consumer group, a copy of an older ADDED or MODIFIED
+// (version "": the copy's is not the object's). The caller adopts it with
+// diff.Store.AdoptRef: the object's next event is a MODIFIED, or nothing
+// while the object is at that version, never a second ADDED.
+func LastRef[T events.APIObject](e *ConflictError, id string) (version string, ok bool) {
+	if e == nil || e.last == nil {
+		return "", false
+	}
+	_, ev, err := events.Decode(context.Background(), e.last.Header, e.last.Data)
+	if (err != nil && !errors.Is(err, events.ErrObjectTooLarge)) || ev.GetResource() != events.ResourceOf[T]() || ev.GetObjectId() != id ||
+		ev.GetType() == eventsv1.EventType_EVENT_TYPE_DELETED {
+		return "", false
+	}
+	switch {
+	case replayed(e.last.Header):
+		return "", true
+	case err != nil: // a reference event
+		return ev.GetVersion(), true
+	}
+	return "", false
+}
+
 // Publish publishes the event for c, waits for the ack, then stores the new
 // state in KV (or deletes it for DELETED). The event is built from the
 // encoded states, without decoding or marshalling the objects again, and

@@ -28,9 +28,14 @@ type TailState[T events.APIObject] struct {
 	// Object is the state published, nil when Deleted or Ref.
 	Object  T
 	Deleted bool
-	// Ref is set when the event is a reference (over the payload limit):
-	// it tells no state, only Seq.
+	// Ref is set when the event is a reference (over the payload limit)
+	// or a replayed dead letter of an object the tail holds no earlier
+	// event of: it tells no state, only Seq, and that consumers have the
+	// object (diff.Store.LoadRef).
 	Ref bool
+	// Version is the version a reference event names ("" for a replayed
+	// dead letter: a copy of an older event).
+	Version string
 	// Seq is the stream sequence of the event (0: unknown): the sequence
 	// the object's next event expects as its subject's last (Publish).
 	Seq uint64
@@ -46,9 +51,11 @@ type TailState[T events.APIObject] struct {
 // KV write a previous term lost: without it, an object whose ADDED landed
 // in the stream but not in KV, deleted before the next leader lists, would
 // never be announced as DELETED. Objects whose last event is a reference
-// (over the payload limit) come as Ref, without a state: KV keeps their
-// last state that fitted, and the leader publishes them again, expecting
-// the reference's sequence.
+// (over the payload limit) come as Ref, without a state but with the
+// version it names: KV keeps their last state that fitted (or none), and
+// the leader publishes nothing while the object is at that version, and a
+// MODIFIED (never an ADDED) expecting the reference's sequence once it
+// changed.
 func Tail[T events.APIObject](ctx context.Context, p *Publisher, seq, owed uint64) (map[string]TailState[T], error) {
 	stream, err := p.js.Stream(ctx, p.cfg.Stream)
 	if err != nil {
@@ -125,7 +132,7 @@ func apply[T events.APIObject](out map[string]TailState[T], msg jetstream.Msg) {
 	}
 	switch {
 	case errors.Is(err, events.ErrObjectTooLarge):
-		out[ev.GetObjectId()] = TailState[T]{Ref: true, Seq: seq}
+		out[ev.GetObjectId()] = TailState[T]{Ref: true, Version: ev.GetVersion(), Seq: seq}
 		return
 	case err != nil:
 		return
