@@ -24,6 +24,7 @@ const (
 // (services/runner-manager/internal/status).
 const (
 	condRunnerStarted   = "RunnerStarted"
+	condProcessSpawned  = "ProcessSpawned"
 	reasonProcessExited = "ProcessExited"
 )
 
@@ -86,11 +87,19 @@ type auditInput struct {
 
 // auditResult is the verdict.
 type auditResult struct {
-	Checks    []check
-	Lost      int
-	Twice     int
-	Moved     moved
-	Uncounted int
+	Checks []check
+	Lost   int
+	// Twice counts the sessions of TwiceRecords.
+	Twice int
+	// TwiceRecords are the sessions seen with two live runners, one record
+	// each (all their episodes but those of ThawWindow).
+	TwiceRecords []twiceRecord
+	// ThawWindow are the episodes in a node freeze's thaw window: a moved
+	// session's old runner, thawed, beside its new one, within thawBound
+	// of the thaw (see thawWindow); they do not count as twice.
+	ThawWindow []twiceRecord
+	Moved      moved
+	Uncounted  int
 }
 
 // Passed reports whether every check passed.
@@ -139,10 +148,16 @@ func audit(in auditInput) auditResult {
 		Failures: lines,
 	})
 
-	r.Twice = len(in.Sampler.Twice)
+	twice, window := thawWindow(in.Sampler.Twice, in.Faults)
+	r.TwiceRecords, r.ThawWindow = bySession(twice), window
+	r.Twice = len(r.TwiceRecords)
 	tc := check{Name: "no session had two live runners at any sample", OK: r.Twice == 0 && in.Sampler.Err == nil,
 		Detail: fmt.Sprintf("%d sessions twice in %d samples (slowest scan %s)", r.Twice, in.Sampler.Samples, in.Sampler.Slowest.Round(time.Millisecond))}
-	for _, t := range in.Sampler.Twice {
+	if len(window) > 0 {
+		tc.Detail += fmt.Sprintf("; not counted: %d sessions with their old runner, thawed, beside the new one in a node freeze's thaw window (%d samples, the longest %s; see the node freeze check)",
+			len(bySession(window)), samplesOf(window), longestEpisode(window).Round(time.Millisecond))
+	}
+	for _, t := range r.TwiceRecords {
 		tc.Failures = append(tc.Failures, fmt.Sprintf("%s: %s, for %d samples (%s) from t=%.1fs%s", t.Session, describeRunners(t.Runners), t.Samples,
 			t.Last.Sub(t.First).Round(100*time.Millisecond), t.First.Sub(in.ScheduleStart).Seconds(), lastFault(in.Faults, t.First)))
 	}
@@ -174,6 +189,7 @@ func audit(in auditInput) auditResult {
 	r.Checks = append(r.Checks, exitsCheck(in.Exits, in.ScheduleStart))
 	r.Checks = append(r.Checks, journalCheck(in.Journal, in.Faults))
 	r.Checks = append(r.Checks, freezeCheck(in.Faults))
+	r.Checks = append(r.Checks, nodeFreezeCheck(in.Faults, in.Journal, window, in.Obs))
 	r.Checks = append(r.Checks, runnerKillCheck(in.Faults))
 	r.Checks = append(r.Checks, eventOrderCheck(in.Events, in.EventsErr, in.Faults, in.ScheduleStart))
 	return r
@@ -799,25 +815,34 @@ func eventOrderCheck(evs []streamEvent, err error, faults []faultRecord, t0 time
 
 // freezeCheck wants every freeze to have done what it is for: the frozen
 // member's lease or partitions held by another before the thaw (else it
-// resumed into nothing a kill does not test), and it resumed ready. What
-// the resumed member then does is judged by the other checks: nothing
-// twice, the objects, the status write-back (carried before the thaw),
-// the order of the events stream.
+// resumed into nothing a kill does not test), and it resumed ready; a
+// frozen node's replica must also have lost every claim (KV
+// ambient-runners) before the thaw. What the resumed member then does is
+// judged by the other checks: nothing twice, the objects, the status
+// write-back (carried before the thaw), the order of the events stream,
+// the node freeze check.
 func freezeCheck(faults []faultRecord) check {
-	c := check{Name: "every frozen member lost its lease or partitions to a peer before its thaw, and resumed", OK: true}
+	c := check{Name: "every frozen member lost its lease or partitions to a peer before its thaw (a frozen node's replica its partitions and claims), and resumed", OK: true}
 	n := 0
 	for _, f := range faults {
-		if f.Kind != FaultFreeze {
+		if f.Kind != FaultFreeze && f.Kind != FaultNodeFreeze {
 			continue
 		}
 		n++
+		what := "freeze"
+		if f.Kind == FaultNodeFreeze {
+			what = "node freeze"
+		}
 		switch {
 		case f.Err != "":
 			c.OK = false
-			c.Failures = append(c.Failures, fmt.Sprintf("freeze of %s: %s", f.Target, f.Err))
+			c.Failures = append(c.Failures, fmt.Sprintf("%s of %s: %s", what, f.Target, f.Err))
+		case len(f.StillClaimed) > 0:
+			c.OK = false
+			c.Failures = append(c.Failures, fmt.Sprintf("%s of %s for %s: its claims of %s not taken over (%s)", what, f.Target, f.Down, strings.Join(f.StillClaimed, ", "), f.Note))
 		case !f.Moved:
 			c.OK = false
-			c.Failures = append(c.Failures, fmt.Sprintf("freeze of %s for %s: nothing moved (%s)", f.Target, f.Down, f.Note))
+			c.Failures = append(c.Failures, fmt.Sprintf("%s of %s for %s: nothing moved (%s)", what, f.Target, f.Down, f.Note))
 		}
 	}
 	c.Detail = fmt.Sprintf("%d freezes, %d failed", n, len(c.Failures))
@@ -860,4 +885,205 @@ func runnerKillCheck(faults []faultRecord) check {
 		c.OK, c.Detail = false, "no runner was killed"
 	}
 	return c
+}
+
+// thawWindow splits the sampler's twice episodes. One is the thaw
+// window's when a node freeze took its session over (faultRecord.Old) and
+// it shows exactly the session's old runner, thawed, beside one runner on
+// another replica, from no earlier than thawSlack before the SIGCONTs
+// (a frozen runner is stopped, so not live, until then) to no later than
+// thawBound after them: the moment runner-manager documents between the
+// thaw and its old replica's news. Every other episode is twice: a third
+// runner, an old runner live before the thaw (it escaped the freeze), or
+// one live past the bound.
+func thawWindow(episodes []twiceRecord, faults []faultRecord) (twice, window []twiceRecord) {
+	for _, e := range episodes {
+		if inThawWindow(e, faults) {
+			window = append(window, e)
+		} else {
+			twice = append(twice, e)
+		}
+	}
+	return twice, window
+}
+
+func inThawWindow(e twiceRecord, faults []faultRecord) bool {
+	if len(e.Runners) != 2 {
+		return false
+	}
+	for _, f := range faults {
+		if f.Kind != FaultNodeFreeze || f.Thawed.IsZero() ||
+			e.First.Before(f.Thawed.Add(-thawSlack)) || e.Last.After(f.Thawed.Add(thawBound)) {
+			continue
+		}
+		for _, o := range f.Old {
+			if o.Session != e.Session {
+				continue
+			}
+			old := slices.IndexFunc(e.Runners, func(r runnerProc) bool { return r.PID == o.PID && r.Replica == f.Target })
+			if old >= 0 && e.Runners[1-old].Replica != f.Target {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// bySession merges episodes into one record per session: its first
+// episode's start and runners, its last episode's end, all their samples;
+// in order of their first episode.
+func bySession(episodes []twiceRecord) []twiceRecord {
+	var out []twiceRecord
+	at := map[string]int{}
+	for _, e := range episodes {
+		i, ok := at[e.Session]
+		if !ok {
+			at[e.Session] = len(out)
+			out = append(out, e)
+			continue
+		}
+		if e.First.Before(out[i].First) {
+			out[i].First, out[i].Runners = e.First, e.Runners
+		}
+		if e.Last.After(out[i].Last) {
+			out[i].Last = e.Last
+		}
+		out[i].Samples += e.Samples
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].First.Before(out[j].First) })
+	return out
+}
+
+func samplesOf(episodes []twiceRecord) int {
+	n := 0
+	for _, e := range episodes {
+		n += e.Samples
+	}
+	return n
+}
+
+func longestEpisode(episodes []twiceRecord) time.Duration {
+	var d time.Duration
+	for _, e := range episodes {
+		d = max(d, e.Last.Sub(e.First))
+	}
+	return d
+}
+
+// nodeFreezeCheck judges what a node freeze's replica did after its thaw
+// (services/runner-manager/internal/claim, "A paused node"): the old
+// runner of every session its peer took over gone within thawBound of the
+// thaw and not alive at the end; and no write of the old runner's to
+// those sessions announced after the thaw (oldRunnerWrite), for the
+// sessions the harness left alone from outageQuiet before the freeze
+// until thawWatch after the thaw (a stop or delete meanwhile ends the
+// session by right). window are the thaw window's episodes of the twice
+// check, given as a figure. A node freeze that moved no session tested
+// nothing and fails; a run without a node freeze (the short one) passes.
+func nodeFreezeCheck(faults []faultRecord, journal []changeRecord, window []twiceRecord, obs observation) check {
+	c := check{Name: fmt.Sprintf("after a node freeze, the old runner of every session taken over was gone within %s of the thaw, and no write of it was announced after the thaw", thawBound), OK: true}
+	var details []string
+	for _, f := range faults {
+		if f.Kind != FaultNodeFreeze {
+			continue
+		}
+		fail := func(format string, args ...any) {
+			c.OK = false
+			c.Failures = append(c.Failures, fmt.Sprintf("node freeze of %s: ", f.Target)+fmt.Sprintf(format, args...))
+		}
+		switch {
+		case f.Err != "":
+			fail("%s", f.Err)
+		case f.Thawed.IsZero():
+			fail("no thaw recorded")
+		case len(f.Old) == 0:
+			fail("no session was taken over before the thaw, nothing tested (%s)", f.Note)
+		}
+		var longest time.Duration
+		for _, o := range f.Old {
+			switch {
+			case o.Lived < 0:
+				fail("session %s: its old runner pid %d still alive %s after the thaw", o.Session, o.PID, thawWatch)
+			case o.Lived > thawBound:
+				fail("session %s: its old runner pid %d lived %s after the thaw, past %s", o.Session, o.PID, o.Lived.Round(time.Millisecond), thawBound)
+			}
+			if slices.ContainsFunc(obs.Runners[o.Session], func(r runnerProc) bool { return r.PID == o.PID }) {
+				fail("session %s: its old runner pid %d still alive at the end", o.Session, o.PID)
+			}
+			longest = max(longest, o.Lived)
+		}
+		if f.WatchErr != "" {
+			fail("the sessions' changes after the thaw were not watched to the end: %s", f.WatchErr)
+		}
+		touched := map[string]bool{}
+		for _, j := range journal {
+			if (j.Op == OpStop || j.Op == OpStart || j.Op == OpDelete) && !j.At.Before(f.Start.Add(-outageQuiet)) && j.At.Before(f.Thawed.Add(thawWatch)) {
+				touched[j.Object] = true
+			}
+		}
+		judged, alone := 0, 0
+		for _, o := range f.Old {
+			if touched[o.Session] {
+				continue
+			}
+			alone++
+			prev := sessionChange{Phase: o.Phase, Conditions: o.Conditions}
+			for _, ch := range f.AfterThaw {
+				if ch.Session != o.Session {
+					continue
+				}
+				judged++
+				if what := oldRunnerWrite(prev, ch, o.PID); what != "" {
+					fail("session %s: %s announced %s after the thaw (phase %q, RunnerStarted %s)", o.Session, what, ch.At.Sub(f.Thawed).Round(time.Millisecond), ch.Phase, runnerStarted(ch.Conditions))
+				}
+				prev = ch
+			}
+		}
+		var inWindow []twiceRecord
+		for _, e := range window {
+			if !e.First.Before(f.Thawed.Add(-thawSlack)) && !e.Last.After(f.Thawed.Add(thawBound)) {
+				inWindow = append(inWindow, e)
+			}
+		}
+		details = append(details, fmt.Sprintf("%s frozen %s with %d runners: %d sessions taken over, their old runners gone at most %s after the thaw; %d sessions in the thaw window (old and new runner live, %d samples, the longest %s); %d changes of the %d of them the harness left alone announced after the thaw",
+			f.Target, f.Down, len(f.Frozen), len(f.Old), longest.Round(time.Millisecond), len(bySession(inWindow)), samplesOf(inWindow), longestEpisode(inWindow).Round(time.Millisecond), judged, alone))
+	}
+	c.Detail = strings.Join(details, "; ")
+	if len(details) == 0 {
+		c.Detail = "no node freeze ran"
+	}
+	if !c.OK {
+		c.Detail += fmt.Sprintf("; %d failures", len(c.Failures))
+	}
+	return c
+}
+
+// oldRunnerWrite names what in ch, a change of a session a node freeze's
+// peer took over announced after the thaw, can only be the old runner's
+// (pid old) report, or a runner's end; "" for none. prev is the state
+// before it. A change that leaves phase and conditions as they were is no
+// status write (a label update). A status write whose ProcessSpawned names
+// the old runner ("pid <old>, port ...") is the thawed replica's: the
+// peer's restart names its new runner, and nothing else writes a local
+// session's conditions. A terminal phase or RunnerStarted=False is a
+// runner's end, which a session taken over and left alone must not see
+// (the thawed replica kills its old runners without a write). The peer's
+// own writes (Creating, then Running) pass.
+func oldRunnerWrite(prev, ch sessionChange, old int) string {
+	if ch.Phase == prev.Phase && ch.Conditions == prev.Conditions {
+		return ""
+	}
+	if c, ok := conditionOf(ch.Conditions, condProcessSpawned); ok {
+		var pid int
+		if _, err := fmt.Sscanf(c.Message, "pid %d", &pid); err == nil && pid == old {
+			return fmt.Sprintf("a status write naming the old runner (ProcessSpawned %q)", c.Message)
+		}
+	}
+	if apisession.Phase(ch.Phase).Terminal() {
+		return "a runner's end"
+	}
+	if c, ok := conditionOf(ch.Conditions, condRunnerStarted); ok && c.Status == "False" {
+		return "a runner's end"
+	}
+	return ""
 }

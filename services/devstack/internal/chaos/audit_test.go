@@ -3,6 +3,7 @@ package chaos
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
@@ -339,6 +340,8 @@ func TestAuditFailsOnEveryHeadlineFigure(t *testing.T) {
 			Faults: []faultRecord{
 				{Fault: Fault{Kind: FaultFreeze, Down: 14 * time.Second}, Target: "informer-1", Moved: true},
 				{Fault: Fault{Kind: FaultRunnerKill}, Target: "x", Took: time.Second},
+				{Fault: Fault{Kind: FaultNodeFreeze, Down: 30 * time.Second}, Target: "runner-manager-1", Moved: true, Thawed: t0.Add(2 * time.Minute),
+					Old: []oldRunner{{Session: "w", PID: 9, Owner: "runner-manager-0", Lived: 150 * time.Millisecond}}},
 			},
 			Events: []streamEvent{
 				{Seq: 1, Key: "sessions/w", Type: "ADDED", Version: "001-a"},
@@ -361,7 +364,7 @@ func TestAuditFailsOnEveryHeadlineFigure(t *testing.T) {
 		"no outage":                    func(in *auditInput) { in.After = placement{} },
 		"uncounted":                    func(in *auditInput) { in.Obs.TallyErr = "connection refused" },
 		"frozen leader kept its lease": func(in *auditInput) { in.Faults[0].Moved = false },
-		"no freeze":                    func(in *auditInput) { in.Faults = in.Faults[1:] },
+		"no freeze":                    func(in *auditInput) { in.Faults = in.Faults[1:2] },
 		"killed runner's session never ended": func(in *auditInput) {
 			in.Faults[1].Took = -1
 		},
@@ -374,6 +377,16 @@ func TestAuditFailsOnEveryHeadlineFigure(t *testing.T) {
 			in.Events = append(in.Events, streamEvent{Seq: 4, Key: "sessions/w", Type: "MODIFIED", Version: "001-z"})
 		},
 		"events unreadable": func(in *auditInput) { in.Events, in.EventsErr = nil, errors.New("no stream") },
+		"frozen node kept a claim": func(in *auditInput) {
+			in.Faults[2].Moved, in.Faults[2].StillClaimed = false, []string{"w"}
+		},
+		"old runner lived past the bound after the thaw": func(in *auditInput) { in.Faults[2].Old[0].Lived = thawBound + time.Millisecond },
+		"old runner never ended after the thaw":          func(in *auditInput) { in.Faults[2].Old[0].Lived = -1 },
+		"old runner beside the new one past the bound": func(in *auditInput) {
+			thaw := in.Faults[2].Thawed
+			in.Sampler.Twice = []twiceRecord{{Session: "w", First: thaw.Add(100 * time.Millisecond), Last: thaw.Add(thawBound + time.Second), Samples: 60,
+				Runners: []runnerProc{{PID: 1, Session: "w", Replica: "runner-manager-0"}, {PID: 9, Session: "w", Replica: "runner-manager-1"}}}}
+		},
 	}
 	for name, br := range breaks {
 		in := base()
@@ -516,7 +529,8 @@ func TestEventOrderProblems(t *testing.T) {
 }
 
 // TestFreezeCheck: a freeze passes only when the frozen member's lease or
-// partitions had moved before its thaw and it resumed without an error.
+// partitions had moved before its thaw and it resumed without an error; a
+// node freeze also when every claim of its replica had moved.
 func TestFreezeCheck(t *testing.T) {
 	moved := faultRecord{Fault: Fault{Kind: FaultFreeze, Down: 14 * time.Second}, Target: "runner-manager-1", Moved: true}
 	if c := freezeCheck([]faultRecord{moved}); !c.OK {
@@ -531,5 +545,170 @@ func TestFreezeCheck(t *testing.T) {
 	failed.Err = "runner-manager-1 not ready after the thaw"
 	if c := freezeCheck([]faultRecord{failed}); c.OK {
 		t.Errorf("a freeze that failed passed: %+v", c)
+	}
+	node := nodeFrozen(time.Date(2026, 12, 1, 12, 10, 0, 0, time.UTC))
+	if c := freezeCheck([]faultRecord{moved, node}); !c.OK || c.Detail != "2 freezes, 0 failed" {
+		t.Errorf("a node freeze that moved partitions and claims: %+v", c)
+	}
+	node.Moved, node.StillClaimed = false, []string{"a"}
+	if c := freezeCheck([]faultRecord{moved, node}); c.OK || len(c.Failures) != 1 || !strings.Contains(c.Failures[0], "node freeze of runner-manager-1 for 30s: its claims of a not taken over") {
+		t.Errorf("a node freeze whose claim stayed passed: %+v", c)
+	}
+}
+
+// nodeFrozen is a node freeze of runner-manager-1 thawed at thaw that moved
+// sessions a (old runner pid 11) and b (pid 12) to runner-manager-0.
+func nodeFrozen(thaw time.Time) faultRecord {
+	return faultRecord{Fault: Fault{Kind: FaultNodeFreeze, Down: 30 * time.Second}, Target: "runner-manager-1", Start: thaw.Add(-30 * time.Second), Thawed: thaw, Moved: true,
+		Frozen: []frozenRunner{{runnerProc: runnerProc{PID: 11, Session: "a", Replica: "runner-manager-1"}}, {runnerProc: runnerProc{PID: 12, Session: "b", Replica: "runner-manager-1"}}},
+		Old: []oldRunner{
+			{Session: "a", PID: 11, Owner: "runner-manager-0", Phase: phaseRunning, Conditions: spawned(21), Lived: 120 * time.Millisecond},
+			{Session: "b", PID: 12, Owner: "runner-manager-0", Phase: phaseRunning, Conditions: spawned(12), Lived: 80 * time.Millisecond},
+		}}
+}
+
+// spawned are a session's conditions with runner pid's ProcessSpawned (as
+// runner-manager writes it) and RunnerStarted status.
+func spawned(pid int, status ...string) string {
+	st := "True"
+	if len(status) > 0 {
+		st = status[0]
+	}
+	return fmt.Sprintf(`[{"type":"ProcessSpawned","status":"True","reason":"Spawned","message":"pid %d, port 4100"},{"type":"RunnerStarted","status":%q,"reason":"Restarted"}]`, pid, st)
+}
+
+// TestThawWindow: after a node freeze's thaw, a moved session's old runner
+// beside one new runner on another replica, within thawBound of the thaw,
+// is the thaw window's, reported apart and not twice. Everything else is
+// twice: the same pair before the thaw (the old runner escaped the
+// freeze) or past the bound, a third runner, a new runner on the frozen
+// replica, a session the freeze did not move, and any run without a node
+// freeze.
+func TestThawWindow(t *testing.T) {
+	thaw := time.Date(2026, 12, 1, 12, 10, 0, 0, time.UTC)
+	rp := func(pid int, sid, replica string) runnerProc {
+		return runnerProc{PID: pid, Session: sid, Replica: replica}
+	}
+	ep := func(sid string, from, to time.Duration, rs ...runnerProc) twiceRecord {
+		return twiceRecord{Session: sid, First: thaw.Add(from), Last: thaw.Add(to), Samples: int((to-from)/(100*time.Millisecond)) + 1, Runners: rs}
+	}
+	freeze := nodeFrozen(thaw)
+	freeze.Old = append(freeze.Old, oldRunner{Session: "d", PID: 14, Lived: time.Second})
+	inWindow := []twiceRecord{
+		ep("a", 50*time.Millisecond, 250*time.Millisecond, rp(11, "a", "runner-manager-1"), rp(21, "a", "runner-manager-0")),
+		// A sample begun just before the SIGCONTs read the runner after them.
+		ep("b", -20*time.Millisecond, 100*time.Millisecond, rp(12, "b", "runner-manager-1"), rp(22, "b", "runner-manager-0")),
+	}
+	twice := []twiceRecord{
+		ep("b", -10*time.Second, -9*time.Second, rp(12, "b", "runner-manager-1"), rp(22, "b", "runner-manager-0")),
+		ep("a", 4*time.Second, thawBound+time.Second, rp(11, "a", "runner-manager-1"), rp(21, "a", "runner-manager-0")),
+		ep("a", 300*time.Millisecond, 400*time.Millisecond, rp(11, "a", "runner-manager-1"), rp(21, "a", "runner-manager-0"), rp(23, "a", "runner-manager-0")),
+		ep("d", 100*time.Millisecond, 200*time.Millisecond, rp(14, "d", "runner-manager-1"), rp(24, "d", "runner-manager-1")),
+		ep("c", 100*time.Millisecond, 200*time.Millisecond, rp(13, "c", "runner-manager-1"), rp(23, "c", "runner-manager-0")),
+	}
+	all := append(slices.Clone(inWindow), twice...)
+	gotTwice, gotWindow := thawWindow(all, []faultRecord{freeze})
+	if !slices.EqualFunc(gotWindow, inWindow, sameEpisode) || !slices.EqualFunc(gotTwice, twice, sameEpisode) {
+		t.Fatalf("thaw window %+v,\ntwice %+v;\nwant window %+v,\ntwice %+v", gotWindow, gotTwice, inWindow, twice)
+	}
+	if gotTwice, gotWindow := thawWindow(inWindow, nil); len(gotWindow) != 0 || len(gotTwice) != 2 {
+		t.Errorf("without a node freeze: window %+v, twice %+v; want all twice", gotWindow, gotTwice)
+	}
+
+	// In the audit: the thaw window is no session twice, and it is named.
+	in := auditInput{Sampler: samplerStats{Samples: 100, Twice: inWindow}, Faults: []faultRecord{freeze}}
+	r := audit(in)
+	c := checkNamed(t, r, "no session had two live runners")
+	if r.Twice != 0 || !c.OK || len(r.ThawWindow) != 2 || !strings.Contains(c.Detail, "not counted: 2 sessions with their old runner, thawed, beside the new one") {
+		t.Errorf("twice %d, thaw window %d, check %+v; want no session twice, 2 episodes in the thaw window named in the detail", r.Twice, len(r.ThawWindow), c)
+	}
+	in.Sampler.Twice = all
+	if r := audit(in); r.Twice != 4 || len(r.TwiceRecords) != 4 {
+		t.Errorf("twice %d (%+v), want the 4 sessions of the other episodes", r.Twice, r.TwiceRecords)
+	}
+}
+
+func sameEpisode(a, b twiceRecord) bool {
+	return a.Session == b.Session && a.First.Equal(b.First) && a.Last.Equal(b.Last) && slices.Equal(a.Runners, b.Runners)
+}
+
+func checkNamed(t *testing.T, r auditResult, prefix string) check {
+	t.Helper()
+	for _, c := range r.Checks {
+		if strings.HasPrefix(c.Name, prefix) {
+			return c
+		}
+	}
+	t.Fatalf("no check %q in %+v", prefix, r.Checks)
+	return check{}
+}
+
+// TestNodeFreezeCheck: after a node freeze, the old runner of every
+// session taken over must be gone within thawBound of the thaw and not
+// alive at the end, and no change of such a session announced after the
+// thaw may name its old runner or end it, unless the harness stopped,
+// started or deleted it meanwhile; a node freeze that moved nothing, or
+// whose changes could not be watched, fails; a run without one passes.
+func TestNodeFreezeCheck(t *testing.T) {
+	thaw := time.Date(2026, 12, 1, 12, 10, 0, 0, time.UTC)
+	after := func(sid string, d time.Duration, phase, conds string) sessionChange {
+		return sessionChange{Session: sid, At: thaw.Add(d), Phase: phase, Conditions: conds}
+	}
+	obs := observation{Runners: map[string][]runnerProc{"a": {{PID: 21, Session: "a", Replica: "runner-manager-0"}}}}
+	if c := nodeFreezeCheck(nil, nil, nil, obs); !c.OK || c.Detail != "no node freeze ran" {
+		t.Errorf("no node freeze: %+v", c)
+	}
+	tests := []struct {
+		name    string
+		change  func(f *faultRecord, obs *observation, journal *[]changeRecord)
+		wantErr string // a phrase of the failure; "" passes
+	}{
+		{"as documented", func(f *faultRecord, _ *observation, _ *[]changeRecord) {
+			// b's peer restart is announced after the thaw: Creating, then
+			// Running, naming its new runner; a label update changes neither.
+			f.AfterThaw = []sessionChange{
+				after("b", 30*time.Millisecond, "Creating", spawned(22, "Unknown")),
+				after("b", 900*time.Millisecond, phaseRunning, spawned(22)),
+				after("a", 2*time.Second, phaseRunning, spawned(21)),
+			}
+		}, ""},
+		{"old runner past the bound", func(f *faultRecord, _ *observation, _ *[]changeRecord) { f.Old[1].Lived = 6 * time.Second },
+			"session b: its old runner pid 12 lived 6s after the thaw, past 5s"},
+		{"old runner never ended", func(f *faultRecord, _ *observation, _ *[]changeRecord) { f.Old[0].Lived = -1 },
+			"session a: its old runner pid 11 still alive 10s after the thaw"},
+		{"old runner alive at the end", func(_ *faultRecord, o *observation, _ *[]changeRecord) {
+			o.Runners["a"] = append(o.Runners["a"], runnerProc{PID: 11, Session: "a", Replica: "runner-manager-1"})
+		}, "session a: its old runner pid 11 still alive at the end"},
+		{"the thawed replica's write", func(f *faultRecord, _ *observation, _ *[]changeRecord) {
+			f.AfterThaw = []sessionChange{after("a", 40*time.Millisecond, phaseRunning, spawned(11))}
+		}, `session a: a status write naming the old runner (ProcessSpawned "pid 11, port 4100") announced 40ms after the thaw`},
+		{"the old runner's end", func(f *faultRecord, _ *observation, _ *[]changeRecord) {
+			f.AfterThaw = []sessionChange{after("a", 60*time.Millisecond, phaseFailed, spawned(21, "False"))}
+		}, "session a: a runner's end announced 60ms after the thaw"},
+		{"an end the harness asked for", func(f *faultRecord, _ *observation, j *[]changeRecord) {
+			f.AfterThaw = []sessionChange{after("a", time.Second, phaseStopped, spawned(21, "False"))}
+			*j = append(*j, changeRecord{At: thaw.Add(500 * time.Millisecond), Op: OpStop, Object: "a"})
+		}, ""},
+		{"nothing moved", func(f *faultRecord, _ *observation, _ *[]changeRecord) { f.Old = nil }, "no session was taken over before the thaw"},
+		{"watch lost", func(f *faultRecord, _ *observation, _ *[]changeRecord) { f.WatchErr = "EOF" }, "not watched to the end: EOF"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := nodeFrozen(thaw)
+			o := observation{Runners: maps.Clone(obs.Runners)}
+			var journal []changeRecord
+			tc.change(&f, &o, &journal)
+			window := []twiceRecord{{Session: "a", First: thaw.Add(50 * time.Millisecond), Last: thaw.Add(100 * time.Millisecond), Samples: 2}}
+			c := nodeFreezeCheck([]faultRecord{f}, journal, window, o)
+			if tc.wantErr == "" {
+				if !c.OK || !strings.Contains(c.Detail, "2 sessions taken over, their old runners gone at most 120ms after the thaw; 1 sessions in the thaw window") {
+					t.Errorf("check %+v, want passed with the figures", c)
+				}
+				return
+			}
+			if c.OK || len(c.Failures) != 1 || !strings.Contains(c.Failures[0], tc.wantErr) {
+				t.Errorf("check %+v, want one failure naming %q", c, tc.wantErr)
+			}
+		})
 	}
 }

@@ -50,6 +50,10 @@ type Config struct {
 	// Freeze is how long a frozen member stays stopped (SIGSTOP to SIGCONT);
 	// 0: DefaultFreeze, short ShortFreeze.
 	Freeze time.Duration
+	// NodeFreeze is how long the full run's node freeze (runner-manager-1
+	// and every runner of it) lasts; 0: no node freeze. The short run has
+	// none.
+	NodeFreeze time.Duration
 	// KubeResync is kube-reconciler's RESYNC_INTERVAL: what a dead-lettered
 	// change waits for its repair, so it must be shorter than ConvergeBound.
 	KubeResync time.Duration
@@ -108,6 +112,17 @@ const (
 	// it), a standby tries every quarter of it, and then takes a moment to
 	// lead. It is also past minTakeoverDown.
 	minFreeze = longestTTL + longestTTL/4 + time.Second
+	// DefaultNodeFreeze: how long a frozen node stays stopped. Its peer
+	// must find the replica's heartbeat gone (MEMBER_TTL), sweep (every 5s,
+	// RUNNER_SWEEP_INTERVAL), probe each frozen runner twice (the probe
+	// timeout, 1s, 8 at a time), start a runner per session and write it
+	// Running: about 16s for the 12 or so sessions a replica holds here,
+	// longer on a loaded host; the claims are read a second before the
+	// thaw.
+	DefaultNodeFreeze = 30 * time.Second
+	// minNodeFreeze: MEMBER_TTL, a sweep interval, then 5s for the probes
+	// and the restarts.
+	minNodeFreeze = 2*group.DefaultMemberTTL + 5*time.Second
 	// minTakeoverDown: a member loses its partitions MEMBER_TTL and up to a
 	// third of it after its last heartbeat; the peer then needs a moment to
 	// check them and write.
@@ -145,6 +160,7 @@ func ParseFlags(args []string, w io.Writer) (Config, error) {
 	fs.DurationVar(&c.APIOutage, "api-outage", 0, "how long the ambient API refuses every call (gRPC Unavailable, REST 503, watches ended; memapi keeps its state) (0: 75s; short: 30s)")
 	fs.DurationVar(&c.KubeOutage, "kube-outage", 0, "how long kube-apiserver stays down (0: kube-reconciler's retry budget + 30s)")
 	fs.DurationVar(&c.Freeze, "freeze", 0, "how long a frozen member (SIGSTOP of its process group: the informer leader, kube-reconciler-1, runner-manager-1) stays stopped before SIGCONT; past the lease TTL and MEMBER_TTL (0: 25s; short: 14s)")
+	fs.DurationVar(&c.NodeFreeze, "node-freeze", DefaultNodeFreeze, "how long the full run's frozen node (SIGSTOP of runner-manager-1's process group and of every runner of it, then SIGCONT: a VM pause) stays stopped; past MEMBER_TTL and a sweep, so its peer takes its claims over (0: no node freeze; the short run has none)")
 	fs.IntVar(&c.KubeMaxDeliver, "kube-max-deliver", 0, "kube-reconciler GROUP_MAX_DELIVER (0: the service default 5; short: 3)")
 	fs.DurationVar(&c.KubeResync, "kube-resync", 15*time.Second, "kube-reconciler RESYNC_INTERVAL: repairs what its dead letters missed (below --converge-bound)")
 	fs.DurationVar(&c.InformerAudit, "informer-kv-audit", 10*time.Second, "informer KV_AUDIT_INTERVAL: repairs objects-bucket entries a NATS store rebuild brought back (below --converge-bound)")
@@ -217,6 +233,9 @@ func (c *Config) finish() error {
 	}
 	if c.Freeze < minFreeze {
 		errs = append(errs, fmt.Errorf("--freeze %s: want at least %s (the lease TTL and a quarter, then a moment for the standby to lead)", c.Freeze, minFreeze))
+	}
+	if c.NodeFreeze != 0 && c.NodeFreeze < minNodeFreeze {
+		errs = append(errs, fmt.Errorf("--node-freeze %s: want 0 or at least %s (MEMBER_TTL, a sweep, then the probes of the frozen runners and the restarts)", c.NodeFreeze, minNodeFreeze))
 	}
 	if c.KubeWitnesses < 0 {
 		errs = append(errs, fmt.Errorf("--kube-witnesses %d: want >= 0", c.KubeWitnesses))

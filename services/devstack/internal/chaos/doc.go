@@ -33,6 +33,19 @@
 // runner: the session must end as runner-manager documents it (Failed,
 // ProcessExited), its record released, never started again.
 //
+// A node freeze (the full run only) is a VM pause: runner-manager-1's
+// process group and the process group of every runner of it (as the
+// process table attributes runners: a workspace in its root) stopped
+// together past MEMBER_TTL, then resumed together. Its peer sees the
+// member gone, probes the frozen runners (they accept a connection and
+// never answer), takes the claims over and starts the sessions again;
+// on the thaw the old replica learns the claims are gone and kills its
+// old runners without a write (services/runner-manager/internal/claim,
+// "A paused node"). The harness reads the partitions and claims a moment
+// before the thaw, times each old runner of a session taken over from the
+// SIGCONT until it is gone, and watches the API for those sessions'
+// changes after the thaw.
+//
 // # The audit
 //
 // What is judged is only what an operator could see: the API, the process
@@ -41,7 +54,20 @@
 // replica), KV ambient-runners, the Kubernetes API, event-tally's /tally,
 // and a request through each agui-proxy. The process table is sampled every
 // 100 ms for the whole run, which is how a session alive twice for a
-// moment is caught. After the last fault the system is observed until
+// moment is caught. A runner in stopped state (T or t in /proc/<pid>/stat)
+// serves nothing and is not live: the frozen node's old runner beside its
+// successor is not a session run twice while it is stopped. After the
+// thaw it is live again until its replica kills it: the samples in which
+// a session taken over has its old, thawed runner and one new runner on
+// the peer live, from the thaw until thawBound (5 s, about twenty times
+// the slowest runner-manager measured) after it, are the thaw window,
+// reported apart and not counted as twice; any other second runner is.
+// An old runner alive past that bound, or at the end, fails the node
+// freeze check, as does a change of such a session announced after the
+// thaw that names the old runner (its ProcessSpawned pid) or ends the
+// session, unless the harness stopped, started or deleted it: the
+// API's watch shows what was written, not who wrote it, and those are
+// what only the old runner's report can be. After the last fault the system is observed until
 // every object is in its desired state and counted, or the converge
 // timeout passes; the audit then judges that last observation.
 //

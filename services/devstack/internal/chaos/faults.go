@@ -46,6 +46,21 @@ type faultRecord struct {
 	// Restarted, for a runner kill: pids of runners of the session seen
 	// after the kill until it ended (none: it was not started again).
 	Restarted []int
+	// For a node freeze (FaultNodeFreeze); Moved is then whether its
+	// partitions and every claim of it (KV ambient-runners) had moved just
+	// before the thaw. Thawed is when the SIGCONTs were sent; Frozen the
+	// runner processes stopped with the replica; StillClaimed the sessions
+	// whose record still named it just before the thaw; Old the frozen
+	// runners of the sessions whose claim had moved, with how long each
+	// lived after the thaw; AfterThaw the changes of those sessions the API
+	// announced from the thaw until thawWatch after it; WatchErr why they
+	// could not be watched.
+	Thawed       time.Time       `json:",omitzero"`
+	Frozen       []frozenRunner  `json:",omitempty"`
+	StillClaimed []string        `json:",omitempty"`
+	Old          []oldRunner     `json:",omitempty"`
+	AfterThaw    []sessionChange `json:",omitempty"`
+	WatchErr     string          `json:",omitempty"`
 }
 
 // placement is where every session's runner was at one moment: the process
@@ -174,6 +189,8 @@ func (in *injector) inject(ctx context.Context, rec *faultRecord, t0 time.Time) 
 		return in.freeze(ctx, rec)
 	case FaultRunnerKill:
 		return in.killRunner(ctx, rec)
+	case FaultNodeFreeze:
+		return in.nodeFreeze(ctx, rec)
 	case FaultWatchCut:
 		rec.Target = svcMemapi
 		n, err := endWatches(ctx, in.sys.faultsURL)

@@ -26,6 +26,13 @@ const (
 	// FaultRunnerKill is kill -9 of one running session's runner process
 	// (not of its runner-manager).
 	FaultRunnerKill FaultKind = "runner killed"
+	// FaultNodeFreeze is a whole node frozen (a VM pause): a
+	// runner-manager's process group and the process group of every
+	// runner of it stopped together (SIGSTOP) past MEMBER_TTL, then all
+	// resumed together (SIGCONT). Its peer takes the claims over and
+	// restarts the sessions meanwhile; on the thaw the old runners resume
+	// beside the new ones until their replica learns the claims are gone.
+	FaultNodeFreeze FaultKind = "node frozen"
 )
 
 // Fault is one planned fault.
@@ -33,7 +40,8 @@ type Fault struct {
 	Kind FaultKind
 	// Target is the killed or frozen service instance (FaultKill,
 	// FaultFreeze), the runner-manager replica whose runner is killed
-	// (FaultRunnerKill); empty otherwise (the lost NATS node is chosen when
+	// (FaultRunnerKill) or whose node is frozen (FaultNodeFreeze); empty
+	// otherwise (the lost NATS node is chosen when
 	// the fault starts: the leader of the events stream). A freeze of
 	// svcInformer freezes the informer that holds the lease when it starts.
 	Target string
@@ -122,6 +130,12 @@ type PlanConfig struct {
 	Freezes     []string
 	Freeze      time.Duration
 	RunnerKills []string
+	// NodeFreezes are the runner-manager replicas whose node is frozen
+	// (FaultNodeFreeze), in order, for NodeFreeze each, after the runner
+	// kills (which need runners on every replica: a node freeze moves all
+	// of its replica's sessions to the peer).
+	NodeFreezes []string
+	NodeFreeze  time.Duration
 }
 
 // Settle times after the faults whose length PlanConfig does not give.
@@ -148,6 +162,11 @@ const (
 	// runnerKillSettle covers the wait for the killed runner's session to
 	// end (runner-manager sees the exit at once) and a moment after it.
 	runnerKillSettle = 6 * time.Second
+	// nodeFreezeSettle follows a node's thaw: the harness watches the old
+	// runners and the moved sessions' writes for thawWatch after the thaw
+	// (part of the fault), and the next fault (a NATS node killed) must
+	// not meet the thawed replica before it learnt its claims are gone.
+	nodeFreezeSettle = thawWatch + 2*time.Second
 )
 
 // NewPlan builds the schedule. rng picks the kind of each change; the
@@ -187,6 +206,9 @@ func NewPlan(c PlanConfig, rng *rand.Rand) Plan {
 	}
 	for _, t := range c.RunnerKills {
 		add(Fault{Kind: FaultRunnerKill, Target: t, Settle: runnerKillSettle})
+	}
+	for _, t := range c.NodeFreezes {
+		add(Fault{Kind: FaultNodeFreeze, Target: t, Down: c.NodeFreeze, Settle: nodeFreezeSettle})
 	}
 	add(Fault{Kind: FaultNodeLoss, Down: c.NodeLoss, Settle: nodeLossSettle})
 	add(Fault{Kind: FaultNATSOutage, Down: c.NATSOutage, Settle: natsOutageSettle})
@@ -266,6 +288,16 @@ func Kills(short bool) []string {
 // (the kills of the short run hit replica 0).
 func Freezes() []string {
 	return []string{svcInformer, instanceName(svcKubeReconciler, 1), instanceName(svcRunnerManager, 1)}
+}
+
+// NodeFreezes lists the runner-manager replicas whose whole node a run
+// freezes: replica 1 in the full run, none in the short one (CI), where
+// its minute and its thaw race are not worth the time.
+func NodeFreezes(short bool) []string {
+	if short {
+		return nil
+	}
+	return []string{instanceName(svcRunnerManager, 1)}
 }
 
 // RunnerKills lists the runner-manager replicas one of whose runners a run

@@ -18,7 +18,7 @@ func testPlanConfig(short bool, changes int) PlanConfig {
 	return PlanConfig{
 		Changes: changes, Kills: Kills(short), Warmup: 20 * time.Second, RestartDelay: 2 * time.Second,
 		KillSettle: 15 * time.Second, NodeLoss: 30 * time.Second, NATSOutage: 30 * time.Second, APIOutage: apiOutage, KubeOutage: 186 * time.Second,
-		Freezes: Freezes(), Freeze: freeze, RunnerKills: RunnerKills(short),
+		Freezes: Freezes(), Freeze: freeze, RunnerKills: RunnerKills(short), NodeFreezes: NodeFreezes(short), NodeFreeze: DefaultNodeFreeze,
 	}
 }
 
@@ -27,26 +27,28 @@ func testPlanConfig(short bool, changes int) PlanConfig {
 // kube-apiserver outage, kills every killable instance once (short:
 // replica 0 of each), then freezes the informer leader, a kube-reconciler
 // and a runner-manager, then kills a runner on each runner-manager (short:
-// on replica 0), one fault after the other, the API outage after the NATS
-// outage and the apiserver outage last. The freezes and runner kills add
-// under a minute to the short plan (CI).
+// on replica 0), then (full only) freezes runner-manager-1's whole node,
+// one fault after the other, the API outage after the NATS outage and the
+// apiserver outage last. The freezes and runner kills add under a minute
+// to the short plan (CI), which has no node freeze.
 func TestPlanRunsEveryFaultInOrder(t *testing.T) {
 	tests := []struct {
 		name        string
 		short       bool
 		kills       []string
 		runnerKills []string
+		nodeFreezes []string
 	}{
 		{"full", false, []string{"informer-0", "kube-reconciler-0", "runner-manager-0", "agui-proxy-0", "informer-1", "kube-reconciler-1", "runner-manager-1", "agui-proxy-1"},
-			[]string{"runner-manager-0", "runner-manager-1"}},
-		{"short", true, []string{"informer-0", "kube-reconciler-0", "runner-manager-0", "agui-proxy-0"}, []string{"runner-manager-0"}},
+			[]string{"runner-manager-0", "runner-manager-1"}, []string{"runner-manager-1"}},
+		{"short", true, []string{"informer-0", "kube-reconciler-0", "runner-manager-0", "agui-proxy-0"}, []string{"runner-manager-0"}, nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			c := testPlanConfig(tc.short, 300)
 			p := NewPlan(c, rand.New(rand.NewPCG(1, 2)))
 			kinds := map[FaultKind]int{}
-			var kills, freezes, runnerKills, order []string
+			var kills, freezes, runnerKills, nodeFreezes, order []string
 			var prevEnd, added time.Duration
 			for i, f := range p.Faults {
 				kinds[f.Kind]++
@@ -65,6 +67,12 @@ func TestPlanRunsEveryFaultInOrder(t *testing.T) {
 				case FaultRunnerKill:
 					runnerKills = append(runnerKills, f.Target)
 					added += f.End() - f.At
+				case FaultNodeFreeze:
+					nodeFreezes = append(nodeFreezes, f.Target)
+					// The settle outlasts the harness' watch after the thaw.
+					if f.Down != c.NodeFreeze || f.Settle < thawWatch {
+						t.Errorf("node freeze of %s: down %s, settle %s; want %s, at least %s", f.Target, f.Down, f.Settle, c.NodeFreeze, thawWatch)
+					}
 				}
 				if f.At < prevEnd {
 					t.Errorf("fault %d (%s) starts at %s, before the previous one ended at %s", i, f.Kind, f.At, prevEnd)
@@ -80,8 +88,16 @@ func TestPlanRunsEveryFaultInOrder(t *testing.T) {
 			if !slices.Equal(runnerKills, tc.runnerKills) {
 				t.Errorf("runner kills %v, want %v", runnerKills, tc.runnerKills)
 			}
-			wantOrder := []string{string(FaultOversize), string(FaultKill), string(FaultWatchCut), string(FaultKill), string(FaultFreeze), string(FaultRunnerKill),
-				string(FaultNodeLoss), string(FaultNATSOutage), string(FaultAPIOutage), string(FaultKubeOutage)}
+			if !slices.Equal(nodeFreezes, tc.nodeFreezes) {
+				t.Errorf("node freezes %v, want %v", nodeFreezes, tc.nodeFreezes)
+			}
+			wantOrder := []string{string(FaultOversize), string(FaultKill), string(FaultWatchCut), string(FaultKill), string(FaultFreeze), string(FaultRunnerKill)}
+			if !tc.short {
+				// After the runner kills: it moves all of runner-manager-1's
+				// sessions away, and a runner kill needs one there.
+				wantOrder = append(wantOrder, string(FaultNodeFreeze))
+			}
+			wantOrder = append(wantOrder, string(FaultNodeLoss), string(FaultNATSOutage), string(FaultAPIOutage), string(FaultKubeOutage))
 			if !slices.Equal(order, wantOrder) {
 				t.Errorf("fault kinds in order %v, want %v", order, wantOrder)
 			}
@@ -232,6 +248,7 @@ func TestParseFlags(t *testing.T) {
 		{name: "stray argument", args: []string{"now"}, wantErr: true},
 		{name: "takeover within MEMBER_TTL", args: []string{"--takeover-down", "6s"}, wantErr: true},
 		{name: "freeze within the lease TTL", args: []string{"--freeze", "10s"}, wantErr: true},
+		{name: "node freeze within MEMBER_TTL and a sweep", args: []string{"--node-freeze", "8s"}, wantErr: true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -262,5 +279,30 @@ func TestParseFlags(t *testing.T) {
 				t.Errorf("seed %d, want the one given", c.Seed)
 			}
 		})
+	}
+}
+
+// TestNodeFreezesOfConfig: the full run freezes runner-manager-1's node for
+// --node-freeze (30s by default); the short run and --node-freeze 0 have no
+// node freeze.
+func TestNodeFreezesOfConfig(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want []string
+	}{
+		{nil, []string{"runner-manager-1"}},
+		{[]string{"--short"}, nil},
+		{[]string{"--node-freeze", "0"}, nil},
+	} {
+		c, err := ParseFlags(tc.args, io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := nodeFreezes(c); !slices.Equal(got, tc.want) {
+			t.Errorf("%q: node freezes %v, want %v", tc.args, got, tc.want)
+		}
+		if len(tc.args) == 0 && c.NodeFreeze != DefaultNodeFreeze {
+			t.Errorf("node freeze %s, want %s", c.NodeFreeze, DefaultNodeFreeze)
+		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -62,16 +63,24 @@ func newProcTable(root, exe, workRoot string) (*procTable, error) {
 	return &procTable{fs: fs, exe: exe, workRoot: filepath.Clean(workRoot) + string(filepath.Separator), known: map[int]procEntry{}}, nil
 }
 
-// scan returns the live (not zombie) runners of this run, sorted by session
-// and pid.
+// scan returns the live runners of this run (neither a zombie nor
+// stopped), sorted by session and pid.
 func (t *procTable) scan() ([]runnerProc, error) {
+	live, _, err := t.scanStates()
+	return live, err
+}
+
+// scanStates returns the runners of this run that are live and those that
+// are stopped (state T or t: a SIGSTOP, a frozen node), each sorted by
+// session and pid. A stopped runner serves nothing, so it is no live
+// runner; it still exists, and resumes on SIGCONT.
+func (t *procTable) scanStates() (live, stopped []runnerProc, err error) {
 	t.sample++
 	all, err := t.fs.AllProcs()
 	if err != nil {
-		return nil, fmt.Errorf("list processes: %w", err)
+		return nil, nil, fmt.Errorf("list processes: %w", err)
 	}
 	present := make(map[int]bool, len(all))
-	var out []runnerProc
 	for _, p := range all {
 		pid := p.PID
 		present[pid] = true
@@ -85,8 +94,15 @@ func (t *procTable) scan() ([]runnerProc, error) {
 			pe.firstSeen = first
 			t.known[pid] = pe
 		}
-		if pe.runner && live(p) {
-			out = append(out, runnerProc{PID: pid, Session: pe.session, Replica: pe.replica})
+		if !pe.runner {
+			continue
+		}
+		r := runnerProc{PID: pid, Session: pe.session, Replica: pe.replica}
+		switch stateOf(p) {
+		case procLive:
+			live = append(live, r)
+		case procStopped:
+			stopped = append(stopped, r)
 		}
 	}
 	for pid := range t.known {
@@ -94,13 +110,18 @@ func (t *procTable) scan() ([]runnerProc, error) {
 			delete(t.known, pid)
 		}
 	}
-	sort.Slice(out, func(i, j int) bool {
-		if out[i].Session != out[j].Session {
-			return out[i].Session < out[j].Session
+	sortRunners(live)
+	sortRunners(stopped)
+	return live, stopped, nil
+}
+
+func sortRunners(rs []runnerProc) {
+	sort.Slice(rs, func(i, j int) bool {
+		if rs[i].Session != rs[j].Session {
+			return rs[i].Session < rs[j].Session
 		}
-		return out[i].PID < out[j].PID
+		return rs[i].PID < rs[j].PID
 	})
-	return out, nil
 }
 
 func (t *procTable) classify(p procfs.Proc) procEntry {
@@ -130,11 +151,29 @@ func (t *procTable) classify(p procfs.Proc) procEntry {
 	return procEntry{runner: true, session: session, replica: replica}
 }
 
-// live reads the state of /proc/<pid>/stat: gone, a zombie (Z) or dead
-// (X) process is not a live runner.
-func live(p procfs.Proc) bool {
+// procState is what the audit makes of a process's state.
+type procState int
+
+const (
+	procGone procState = iota
+	procLive
+	procStopped
+)
+
+// stateOf reads the state of /proc/<pid>/stat: gone, a zombie (Z) or dead
+// (X) process is gone; a stopped one (T: SIGSTOP, t: stopped by a tracer)
+// is stopped: it answers nothing, so it is no live runner (the audit's
+// decision for a frozen node: its runners run again only after SIGCONT).
+func stateOf(p procfs.Proc) procState {
 	st, err := p.Stat()
-	return err == nil && st.State != "Z" && st.State != "X"
+	switch {
+	case err != nil || st.State == "Z" || st.State == "X":
+		return procGone
+	case st.State == "T" || st.State == "t":
+		return procStopped
+	default:
+		return procLive
+	}
 }
 
 // twiceIn returns the sessions with more than one live runner in sample.
@@ -151,7 +190,9 @@ func twiceIn(sample []runnerProc) map[string][]runnerProc {
 	return by
 }
 
-// twiceRecord is what the sampler saw of one session run twice.
+// twiceRecord is what the sampler saw of one session run twice: one
+// episode (consecutive samples with the same runners), or in the audit's
+// result all of a session's episodes that count as twice.
 type twiceRecord struct {
 	Session     string
 	First, Last time.Time
@@ -160,23 +201,26 @@ type twiceRecord struct {
 }
 
 // sampler scans the process table every interval for the whole run and
-// keeps every session it ever saw with two live runners. It is safe for
+// keeps every episode of a session with two live runners. It is safe for
 // concurrent use.
 type sampler struct {
 	table    *procTable
 	interval time.Duration
 
 	mu       sync.Mutex
-	latest   []runnerProc           // guarded by mu
-	latestAt time.Time              // guarded by mu
-	twice    map[string]twiceRecord // guarded by mu
-	samples  int                    // guarded by mu
-	slowest  time.Duration          // guarded by mu
-	err      error                  // guarded by mu; the first scan error
+	latest   []runnerProc  // guarded by mu
+	latestAt time.Time     // guarded by mu
+	twice    []twiceRecord // guarded by mu; the episodes, in order of their start
+	// open maps a session twice in the last sample to its episode in
+	// twice; guarded by mu.
+	open    map[string]int
+	samples int           // guarded by mu
+	slowest time.Duration // guarded by mu
+	err     error         // guarded by mu; the first scan error
 }
 
 func newSampler(table *procTable, interval time.Duration) *sampler {
-	return &sampler{table: table, interval: interval, twice: map[string]twiceRecord{}}
+	return &sampler{table: table, interval: interval, open: map[string]int{}}
 }
 
 // Run samples until ctx is done.
@@ -208,15 +252,23 @@ func (s *sampler) sampleOnce() {
 	s.samples++
 	s.slowest = max(s.slowest, took)
 	s.latest, s.latestAt = rs, begun
-	for sid, runners := range twiceIn(rs) {
-		rec, ok := s.twice[sid]
-		if !ok {
-			rec = twiceRecord{Session: sid, First: begun, Runners: runners}
+	open := map[string]int{}
+	twice := twiceIn(rs)
+	for _, sid := range sortedKeys(twice) {
+		runners := twice[sid]
+		i, ok := s.open[sid]
+		// Another set of runners is another episode: the audit judges
+		// each (a thawed runner beside its successor is not a second
+		// successor).
+		if !ok || !slices.Equal(s.twice[i].Runners, runners) {
+			s.twice = append(s.twice, twiceRecord{Session: sid, First: begun, Runners: runners})
+			i = len(s.twice) - 1
 		}
-		rec.Last = begun
-		rec.Samples++
-		s.twice[sid] = rec
+		s.twice[i].Last = begun
+		s.twice[i].Samples++
+		open[sid] = i
 	}
+	s.open = open
 }
 
 // Latest returns the last sample: session id -> live runners.
@@ -234,17 +286,14 @@ func (s *sampler) Latest() (map[string][]runnerProc, time.Time) {
 type samplerStats struct {
 	Samples int
 	Slowest time.Duration
-	Twice   []twiceRecord
-	Err     error
+	// Twice are the episodes of sessions with two live runners, in order
+	// of their start (a session may have several).
+	Twice []twiceRecord
+	Err   error
 }
 
 func (s *sampler) Stats() samplerStats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	st := samplerStats{Samples: s.samples, Slowest: s.slowest, Err: s.err}
-	for _, r := range s.twice {
-		st.Twice = append(st.Twice, r)
-	}
-	sort.Slice(st.Twice, func(i, j int) bool { return st.Twice[i].First.Before(st.Twice[j].First) })
-	return st
+	return samplerStats{Samples: s.samples, Slowest: s.slowest, Err: s.err, Twice: slices.Clone(s.twice)}
 }

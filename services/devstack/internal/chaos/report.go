@@ -152,7 +152,8 @@ func (r report) failuresWith(phrases ...string) []string {
 // twiceAfter counts the sessions first seen twice after a fault of kind.
 func (r report) twiceAfter(kind FaultKind) int {
 	n := 0
-	for _, t := range r.in.Sampler.Twice {
+	twice, _ := thawWindow(r.in.Sampler.Twice, r.in.Faults) // the thaw window is no session run twice
+	for _, t := range bySession(twice) {
 		if strings.Contains(lastFault(r.in.Faults, t.First), string(kind)) {
 			n++
 		}
@@ -334,9 +335,26 @@ func (r report) setup(b *strings.Builder) {
 		w(" The last kube-reconciler killed comes back after %s instead, past `MEMBER_TTL`: its peer takes its partitions over, as when a Deployment replaces a pod by one of another name, and must carry the statuses written in them meanwhile to the API before the restart.", r.cfg.TakeoverDown)
 	}
 	w(" event-tally is never killed: its tally lives in memory by design, so killing it would void the counting check rather than test anything.\n")
-	w("- Frozen members (SIGSTOP of the process group, SIGCONT %s later: a VM pause, a long GC or I/O stall) resume where they stopped, after a peer took their lease or partitions over: the informer holding the lease, kube-reconciler-1 (the harness writes AgenticSession statuses in its partitions meanwhile, which its peer must carry before the thaw), runner-manager-1 (its runners, in their own process groups, run on). Killed runners (kill -9 of a running session's runner process, not of its runner-manager) must leave their session `Failed` with RunnerStarted `ProcessExited: killed by signal killed`, its record released and no route, and never be started again (services/runner-manager/README.md, Lifecycle).\n\n", r.cfg.Freeze)
-	w("How the audit reads the system: the API (gRPC list), the process table (`/proc`: a runner of this run is a `demo-runner` whose `WORKSPACE_PATH` lies under the run's workspace root; the replica is the root it runs in), KV `ambient-runners`, the Kubernetes API, event-tally's `/tally?ids=true`, and `GET /sessions/{id}/health` through each agui-proxy.\n\n")
+	w("- Frozen members (SIGSTOP of the process group, SIGCONT %s later: a VM pause, a long GC or I/O stall) resume where they stopped, after a peer took their lease or partitions over: the informer holding the lease, kube-reconciler-1 (the harness writes AgenticSession statuses in its partitions meanwhile, which its peer must carry before the thaw), runner-manager-1 (its runners, in their own process groups, run on).%s Killed runners (kill -9 of a running session's runner process, not of its runner-manager) must leave their session `Failed` with RunnerStarted `ProcessExited: killed by signal killed`, its record released and no route, and never be started again (services/runner-manager/README.md, Lifecycle).\n\n", r.cfg.Freeze, r.nodeFreezeText())
+	w("How the audit reads the system: the API (gRPC list), the process table (`/proc`: a runner of this run is a `demo-runner` whose `WORKSPACE_PATH` lies under the run's workspace root; the replica is the root it runs in; a stopped runner, state `T` or `t` in `/proc/<pid>/stat`, serves nothing and is not live), KV `ambient-runners`, the Kubernetes API, event-tally's `/tally?ids=true`, and `GET /sessions/{id}/health` through each agui-proxy.\n\n")
 	w("Reproduce: `make chaos` (or `make chaos-short`; `CHAOS_ARGS=\"--seed %d\"` replays this schedule). `bin/chaos -h` lists every knob.\n", r.cfg.Seed)
+}
+
+// nodeFreezeText describes the node freeze of the run, if it had one.
+func (r report) nodeFreezeText() string {
+	var targets []string
+	for _, f := range r.plan.Faults {
+		if f.Kind == FaultNodeFreeze {
+			targets = append(targets, f.Target)
+		}
+	}
+	if len(targets) == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" A frozen node (a VM pause): %s and every runner of it (their process groups) stopped together for %s, then resumed together; its peer must take its partitions and claims (KV `ambient-runners`) over before the thaw and restart the sessions (services/runner-manager/internal/claim, A paused node). "+
+		"A stopped runner is not live, so the new runner beside it is no second one; after the thaw the old runner of each session taken over must be gone within %s (runner-manager measured 20-264 ms), and the samples before then with both live are counted as the thaw window, not as twice; any other second runner is twice. "+
+		"No change of those sessions announced after the thaw (the API's watch) may name the old runner (ProcessSpawned `pid <old>`) or end them, unless the harness stopped, started or deleted them.",
+		strings.Join(targets, ", "), r.cfg.NodeFreeze, thawBound)
 }
 
 func mdEscape(s string) string { return strings.ReplaceAll(s, "|", `\|`) }

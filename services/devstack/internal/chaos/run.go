@@ -115,7 +115,7 @@ func (h *harness) start(ctx context.Context) error {
 	h.plan = NewPlan(PlanConfig{
 		Changes: cfg.Changes, Kills: Kills(cfg.Short), Warmup: cfg.Warmup, RestartDelay: cfg.RestartDelay, TakeoverDown: cfg.TakeoverDown,
 		KillSettle: cfg.KillSettle, NodeLoss: cfg.NodeLoss, NATSOutage: cfg.NATSOutage, APIOutage: cfg.APIOutage, KubeOutage: cfg.KubeOutage,
-		Freezes: Freezes(), Freeze: cfg.Freeze, RunnerKills: RunnerKills(cfg.Short),
+		Freezes: Freezes(), Freeze: cfg.Freeze, RunnerKills: RunnerKills(cfg.Short), NodeFreezes: nodeFreezes(cfg), NodeFreeze: cfg.NodeFreeze,
 	}, rng)
 	fmt.Fprintf(h.out, "chaos: seed %d, %d changes over %s, %d faults; run dir %s\n", cfg.Seed, cfg.Changes, h.plan.End, len(h.plan.Faults), h.runDir)
 	sys, err := newSystem(cfg, h.runDir, h.out)
@@ -174,6 +174,15 @@ func (h *harness) start(ctx context.Context) error {
 	h.closers = append(h.closers, func() error { h.nv.Close(); return nil })
 	fmt.Fprintf(h.out, "chaos: system ready in %s\n", time.Since(h.begun).Round(time.Second))
 	return nil
+}
+
+// nodeFreezes are the node freezes of cfg's plan: none when --node-freeze
+// is 0.
+func nodeFreezes(cfg Config) []string {
+	if cfg.NodeFreeze == 0 {
+		return nil
+	}
+	return NodeFreezes(cfg.Short)
 }
 
 // schedule runs the plan: changes and faults side by side, from t0.

@@ -325,8 +325,10 @@ func (s *system) stop(cancel context.CancelFunc, table *procTable) error {
 		err = s.g.Wait()
 	}
 	if table != nil {
-		if rs, serr := table.scan(); serr == nil {
-			for _, r := range rs {
+		// Stopped runners too: a node freeze that failed half-way may leave
+		// some stopped, and SIGKILL ends a stopped process as well.
+		if live, stopped, serr := table.scanStates(); serr == nil {
+			for _, r := range append(live, stopped...) {
 				fmt.Fprintf(s.log, "chaos: runner %d of session %s outlived its runner-manager; killing it\n", r.PID, r.Session)
 				_ = syscall.Kill(r.PID, syscall.SIGKILL) //nolint:errcheck // best effort; it may have exited meanwhile
 			}
