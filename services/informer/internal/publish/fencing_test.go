@@ -505,29 +505,8 @@ func TestReplayedDeadLetterTellsNoState(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The ADDED, dead-lettered by a group and replayed (as group.Replay
-	// builds it).
-	s, err := js.Stream(ctx, "EV")
-	if err != nil {
-		t.Fatal(err)
-	}
-	first, err := s.GetMsg(ctx, added.Seq)
-	if err != nil {
-		t.Fatal(err)
-	}
-	replay := nats.NewMsg(first.Subject)
-	replay.Data = first.Data
-	for k, v := range first.Header {
-		if !strings.HasPrefix(k, "Nats-") {
-			replay.Header[k] = v
-		}
-	}
-	replay.Header.Set(group.HeaderReplayGroup, "g")
-	replay.Header.Set(jetstream.MsgIDHeader, "replay/DLQ/1")
-	replayAck, err := js.PublishMsg(ctx, replay)
-	if err != nil {
-		t.Fatal(err)
-	}
+	// The ADDED, dead-lettered by a group and replayed.
+	replayAck := replayDeadLetter(t, js, added.Seq)
 
 	tail, err := Tail[*ambientv1.Session](ctx, p, 0, 0)
 	if err != nil {
@@ -596,11 +575,27 @@ func TestReferenceEventTellsItsVersion(t *testing.T) {
 	}
 
 	// The reference, dead-lettered by a group and replayed.
-	s, err := js.Stream(ctx, "EV")
+	replayAck := replayDeadLetter(t, js, out.Seq)
+	_, err = Publish(ctx, p, change(t, eventsv1.EventType_EVENT_TYPE_ADDED, versioned("x", "small", 200)))
+	if !errors.As(err, &conflict) || conflict.Last != replayAck.Sequence {
+		t.Fatalf("err = %v, want a ConflictError at the replay's sequence %d", err, replayAck.Sequence)
+	}
+	if v, ok := LastRef[*ambientv1.Session](conflict, "x"); !ok || v != "" {
+		t.Fatalf("LastRef of a replayed reference = %q %v, want \"\" true", v, ok)
+	}
+}
+
+// replayDeadLetter publishes the events stream's (EV) message seq again on
+// its subject, as group.Replay builds a dead letter replayed for group
+// "g": its headers but JetStream's own, the replay header, a msg id of
+// its own.
+func replayDeadLetter(t *testing.T, js jetstream.JetStream, seq uint64) *jetstream.PubAck {
+	t.Helper()
+	s, err := js.Stream(t.Context(), "EV")
 	if err != nil {
 		t.Fatal(err)
 	}
-	first, err := s.GetMsg(ctx, out.Seq)
+	first, err := s.GetMsg(t.Context(), seq)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -613,15 +608,9 @@ func TestReferenceEventTellsItsVersion(t *testing.T) {
 	}
 	replay.Header.Set(group.HeaderReplayGroup, "g")
 	replay.Header.Set(jetstream.MsgIDHeader, "replay/DLQ/1")
-	replayAck, err := js.PublishMsg(ctx, replay)
+	ack, err := js.PublishMsg(t.Context(), replay)
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = Publish(ctx, p, change(t, eventsv1.EventType_EVENT_TYPE_ADDED, versioned("x", "small", 200)))
-	if !errors.As(err, &conflict) || conflict.Last != replayAck.Sequence {
-		t.Fatalf("err = %v, want a ConflictError at the replay's sequence %d", err, replayAck.Sequence)
-	}
-	if v, ok := LastRef[*ambientv1.Session](conflict, "x"); !ok || v != "" {
-		t.Fatalf("LastRef of a replayed reference = %q %v, want \"\" true", v, ok)
-	}
+	return ack
 }
