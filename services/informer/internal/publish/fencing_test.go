@@ -490,9 +490,6 @@ func TestBudgetCountsTheExpectedSeqHeader(t *testing.T) {
 // adopt it.
 func TestReplayedDeadLetterTellsNoState(t *testing.T) {
 	t.Parallel()
-	if headerReplayGroup != group.HeaderReplayGroup {
-		t.Fatalf("headerReplayGroup = %q, libs/group's is %q", headerReplayGroup, group.HeaderReplayGroup)
-	}
 	p, _, js := setup(t, 0, time.Second)
 	p.cfg.Reconfirm = func(context.Context) error { return nil }
 	ctx := t.Context()

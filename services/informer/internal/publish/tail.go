@@ -10,6 +10,7 @@ import (
 
 	"github.com/ambient-code/control-plane/libs/bus"
 	"github.com/ambient-code/control-plane/libs/events"
+	"github.com/ambient-code/control-plane/libs/group"
 	eventsv1 "github.com/ambient-code/control-plane/proto/ambient/events/v1"
 )
 
@@ -99,19 +100,15 @@ func tailStart(seq, owed, first, last, margin uint64) uint64 {
 	return max(start, first)
 }
 
-// headerReplayGroup marks a dead letter published again on the events
-// stream for one consumer group (libs/group.HeaderReplayGroup,
-// libs/group.Replay): a copy of an older event of the object, on its
-// subject, that changes nothing for anybody else.
-const headerReplayGroup = "Ambient-Replay-Group"
-
-// replayed reports whether a message with header h is a replayed dead
-// letter (headerReplayGroup).
-func replayed(h nats.Header) bool { return h.Get(headerReplayGroup) != "" }
+// replayed reports whether a message with header h is a dead letter
+// published again on the events stream for one consumer group
+// (group.HeaderReplayGroup, group.Replay): a copy of an older event of the
+// object, on its subject, that changes nothing for anybody else.
+func replayed(h nats.Header) bool { return h.Get(group.HeaderReplayGroup) != "" }
 
 // apply records the state msg's event gives its object; undecodable
 // events (never published by an informer) are skipped. A replayed dead
-// letter (headerReplayGroup) gives no state, only the sequence the
+// letter (group.HeaderReplayGroup) gives no state, only the sequence the
 // object's next event must follow.
 func apply[T events.APIObject](out map[string]TailState[T], msg jetstream.Msg) {
 	_, ev, err := events.Decode(context.Background(), msg.Headers(), msg.Data())
