@@ -70,9 +70,10 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Optio
 		}
 		pcfg := publishConfig(cfg, m, o)
 		pcfg.Fence = elector.Confirmed
-		// Events expect the object's last one as their subject's last; a
-		// refusal is settled only after a lease write proved this replica
-		// still leads (publish.Publisher.conflict).
+		// Events expect the object's last one as their subject's last, and
+		// object KV writes the key's last revision; a refusal is settled
+		// only after a lease write proved this replica still leads
+		// (publish.Publisher.conflict, kvConflict).
 		pcfg.Reconfirm = elector.Reconfirm
 		pub, err := publish.New(rt.JetStream(), objects, rt.Telemetry().Tracer, pcfg)
 		if err != nil {
@@ -111,7 +112,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Optio
 // lost lease by at most TTL/3: the next leader cannot start before the
 // lease expires, TTL after the last renewal.
 func publishConfig(cfg config.Config, m *controller.Metrics, o options) publish.Config {
-	pcfg := publish.Config{Prefix: cfg.SubjectPrefix, Stream: cfg.Stream, Observe: m.ObservePublish, StoreTimeout: cfg.LeaseTTL / 3, MarkerTTL: cfg.MarkerTTL, TailMargin: o.tailMargin}
+	pcfg := publish.Config{Prefix: cfg.SubjectPrefix, Stream: cfg.Stream, Observe: m.ObservePublish, ObserveKVConflict: m.ObserveKVConflict, StoreTimeout: cfg.LeaseTTL / 3, MarkerTTL: cfg.MarkerTTL, TailMargin: o.tailMargin}
 	if hook := o.afterPublish; hook != nil {
 		pcfg.AfterPublish = func(ctx context.Context, ev *eventsv1.ResourceEvent) error {
 			if err := hook(ctx, ev); err != nil {

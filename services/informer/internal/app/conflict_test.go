@@ -23,26 +23,37 @@ import (
 // object's last event was not the one the informer expected.
 const conflictsMetric = "informer_publish_conflicts_total"
 
+// kvConflictsMetric counts the object KV writes the objects bucket
+// refused because the key's last revision was not the expected one.
+const kvConflictsMetric = "informer_kv_conflicts_total"
+
 // conflicts returns inf's conflict count; the series must be exported
 // (at 0 from the start of a term), or the test fails.
-func conflicts(t *testing.T, inf *informer) float64 {
+func conflicts(t *testing.T, inf *informer) float64 { return counted(t, inf, conflictsMetric) }
+
+// counted returns the sum of inf's metric name, which must be exported.
+func counted(t *testing.T, inf *informer, name string) float64 {
 	t.Helper()
 	_, body, err := inf.httpGet("/metrics")
 	if err != nil {
 		t.Fatalf("%s metrics: %v", inf.name, err)
 	}
-	n, found := testenv.MetricSum(body, conflictsMetric)
+	n, found := testenv.MetricSum(body, name)
 	if !found {
-		t.Fatalf("%s exports no %s", inf.name, conflictsMetric)
+		t.Fatalf("%s exports no %s", inf.name, name)
 	}
 	return n
 }
 
-// wantNoConflicts fails unless inf counted no conflict.
+// wantNoConflicts fails unless inf counted no conflict, of an event or
+// of a KV write.
 func wantNoConflicts(t *testing.T, inf *informer, when string) {
 	t.Helper()
 	if n := conflicts(t, inf); n != 0 {
 		t.Fatalf("%s: %s counted %v publish conflicts, want 0", when, inf.name, n)
+	}
+	if n := counted(t, inf, kvConflictsMetric); n != 0 {
+		t.Fatalf("%s: %s counted %v kv conflicts, want 0", when, inf.name, n)
 	}
 }
 

@@ -19,6 +19,7 @@ const (
 	metricDuplicates   = "informer.events.duplicates"
 	metricPublishErrs  = "informer.publish.errors"
 	metricConflicts    = "informer.publish.conflicts"
+	metricKVConflicts  = "informer.kv.conflicts"
 	metricOmitted      = "informer.events.omitted"
 	metricUnpublished  = "informer.events.unpublishable"
 	metricPublishTime  = "informer.publish.duration"
@@ -51,7 +52,11 @@ type Metrics struct {
 	// conflicts counts events the stream refused because the object's
 	// last event was not the one expected (publish.ErrConflict).
 	conflicts metric.Int64Counter
-	omitted   metric.Int64Counter
+	// kvConflicts counts object KV writes the objects bucket refused
+	// because the key's last entry was not the revision expected
+	// (publish.Config.ObserveKVConflict).
+	kvConflicts metric.Int64Counter
+	omitted     metric.Int64Counter
 	// unpublishable counts versions skipped for good (see
 	// publish.ErrUnpublishable).
 	unpublishable metric.Int64Counter
@@ -90,6 +95,8 @@ func NewMetrics(m metric.Meter) (*Metrics, error) {
 		publishErrs: counter(metricPublishErrs, "Failed publish attempts (retried)."),
 		conflicts: counter(metricConflicts, "Events the stream refused because the object's last event in it was not the one the informer expected: "+
 			"a newer leader's (this replica then stands down), a previous leader's, a replayed dead letter, aged out or purged, or one whose ack was lost."),
+		kvConflicts: counter(metricKVConflicts, "Objects bucket writes refused because the key's last entry was not the revision the informer expected: "+
+			"a newer leader's (this replica then stands down), a previous leader's late write, a write whose ack was lost, an entry the leader did not know."),
 		omitted: counter(metricOmitted, "Events published without part of their content to fit the NATS payload limit, "+
 			"by what was left out: old_object, fields (of a deleted object), object (a reference event: the object alone is over the limit)."),
 		unpublishable: counter(metricUnpublished, "Object versions that could not be published at all and were skipped."),
@@ -162,9 +169,15 @@ func resAttr(r eventsv1.Resource) metric.MeasurementOption {
 // start of a term: an alert on rate() or increase() sees 0, not "no data",
 // until the first reconnect or failure.
 func (m *Metrics) zero(ctx context.Context, res eventsv1.Resource) {
-	for _, c := range []metric.Int64Counter{m.publishErrs, m.conflicts, m.unpublishable, m.reconnects, m.relists, m.listSkipped, m.stale, m.unknownDel} {
+	for _, c := range []metric.Int64Counter{m.publishErrs, m.conflicts, m.kvConflicts, m.unpublishable, m.reconnects, m.relists, m.listSkipped, m.stale, m.unknownDel} {
 		c.Add(ctx, 0, resAttr(res))
 	}
+}
+
+// ObserveKVConflict records one objects-bucket write of res refused for a
+// wrong last revision (publish.Config.ObserveKVConflict).
+func (m *Metrics) ObserveKVConflict(ctx context.Context, res eventsv1.Resource) {
+	m.kvConflicts.Add(ctx, 1, resAttr(res))
 }
 
 // ObservePublish records one acked event (publish.Config.Observe). The

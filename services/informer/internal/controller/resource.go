@@ -146,7 +146,7 @@ func (r *Resource[T]) Lead(ctx context.Context) error {
 	}
 	objs, unstored := c.objects, c.unstored
 	store := diff.NewStore[T]()
-	if bad := store.LoadSeqs(objs, c.seqs); bad > 0 {
+	if bad := store.LoadKV(objs, c.seqs, c.revs); bad > 0 {
 		r.log.Warn("unencodable cache entries skipped", slog.Int(logkey.Count, bad))
 	}
 	for _, ref := range c.refs {
@@ -174,7 +174,7 @@ func (r *Resource[T]) Lead(ctx context.Context) error {
 		q.ShutDown() // wakes the workers
 		return err
 	})
-	t := newTerm(q)
+	t := newTerm(q, store)
 	for _, o := range unstored {
 		t.unstored.add(o.id, o.seq)
 		q.Add(o.id)
@@ -287,7 +287,7 @@ func (r *Resource[T]) load(ctx context.Context) (caughtUp[T], error) {
 		// never reached KV can go unannounced (a NATS user without the
 		// consumer permissions on the events stream ends up here too).
 		r.log.Error("leading without the events stream's tail", slog.Any(logkey.Err, err))
-		c = caughtUp[T]{objects: l.Objects, seqs: l.Seqs, owed: owed, held: owed}
+		c = caughtUp[T]{objects: l.Objects, seqs: l.Seqs, revs: l.Revs, owed: owed, held: owed}
 	}
 	if l.Bad > 0 {
 		r.log.Warn("undecodable cache entries skipped", slog.Int(logkey.Count, l.Bad))
@@ -313,6 +313,9 @@ type caughtUp[T events.APIObject] struct {
 	// seqs are the stream sequences of objects' events, index for index
 	// (0: unknown); a KV write of the object records it.
 	seqs []uint64
+	// revs are the revisions of objects' KV entries, index for index (0:
+	// none): what the next KV write of the object expects.
+	revs []uint64
 	// unstored are the ids whose KV entry is behind the stream, with the
 	// stream sequence of the event each owes.
 	unstored []owedWrite
@@ -351,28 +354,36 @@ func (r *Resource[T]) catchUp(ctx context.Context, l publish.Loaded[T], owed uin
 	if err != nil {
 		return caughtUp[T]{}, err
 	}
-	c := caughtUp[T]{objects: make([]T, 0, len(l.Objects)+len(tail)), seqs: make([]uint64, 0, len(l.Objects)+len(tail)), owed: owed}
+	n := len(l.Objects) + len(tail)
+	c := caughtUp[T]{objects: make([]T, 0, n), seqs: make([]uint64, 0, n), revs: make([]uint64, 0, n), owed: owed}
 	for i, o := range l.Objects {
 		id := o.GetMetadata().GetId()
 		t, ok := tail[id]
 		delete(tail, id)
+		// The key's entry is the loaded one, whatever state the tail
+		// brings: its next write expects that revision.
+		var seq, rev uint64
+		if i < len(l.Seqs) {
+			seq = l.Seqs[i]
+		}
+		if i < len(l.Revs) {
+			rev = l.Revs[i]
+		}
 		switch {
 		case !ok:
-			var seq uint64
-			if i < len(l.Seqs) {
-				seq = l.Seqs[i]
-			}
-			c.objects, c.seqs = append(c.objects, o), append(c.seqs, seq)
+			c.objects, c.seqs, c.revs = append(c.objects, o), append(c.seqs, seq), append(c.revs, rev)
 		case t.Ref:
 			// Over the payload limit: KV keeps the last state that fitted,
 			// and the object's next event follows the reference (nothing
 			// while the object is at the version it names).
-			c.objects, c.seqs = append(c.objects, o), append(c.seqs, t.Seq)
+			c.objects, c.seqs, c.revs = append(c.objects, o), append(c.seqs, t.Seq), append(c.revs, rev)
 			c.refs = append(c.refs, refEvent{id, t.Version, t.Seq})
 		case t.Deleted:
+			// The store drops the object, and with it the revision: the
+			// purge expects none, and is settled after one refusal.
 			c.unstored = append(c.unstored, owedWrite{id, t.Seq})
 		default:
-			c.objects, c.seqs = append(c.objects, t.Object), append(c.seqs, t.Seq)
+			c.objects, c.seqs, c.revs = append(c.objects, t.Object), append(c.seqs, t.Seq), append(c.revs, rev)
 			if events.VersionOf(t.Object) != events.VersionOf(o) {
 				c.unstored = append(c.unstored, owedWrite{id, t.Seq})
 			}
@@ -386,7 +397,8 @@ func (r *Resource[T]) catchUp(ctx context.Context, l publish.Loaded[T], owed uin
 			// MODIFIED, never a second ADDED).
 			c.refs = append(c.refs, refEvent{id, t.Version, t.Seq})
 		case !t.Deleted:
-			c.objects, c.seqs = append(c.objects, t.Object), append(c.seqs, t.Seq)
+			// KV has no entry of it: its first write expects none.
+			c.objects, c.seqs, c.revs = append(c.objects, t.Object), append(c.seqs, t.Seq), append(c.revs, 0)
 			c.unstored = append(c.unstored, owedWrite{id, t.Seq})
 		}
 	}

@@ -7,8 +7,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/ambient-code/control-plane/libs/events"
 	"github.com/ambient-code/control-plane/libs/logkey"
 	eventsv1 "github.com/ambient-code/control-plane/proto/ambient/events/v1"
@@ -29,6 +27,7 @@ const kvWindow = 1024
 // KV writes in flight and the KV and condition writes still owed.
 type term struct {
 	q        queue
+	revs     *publish.Revs // the objects bucket's revisions and puts in flight
 	unstored *owedWrites   // acked events whose KV write failed
 	reports  pending[bool] // condition writes owed: id -> too large
 	// kv carries the KV writes in flight to checkKV, in the order they
@@ -40,18 +39,22 @@ type term struct {
 type kvWrite struct {
 	id  string
 	seq uint64 // the stream sequence of the event it records
-	ack jetstream.PubAckFuture
+	put *publish.Put
 }
 
-func newTerm(q queue) *term {
-	return &term{q: q, unstored: newOwedWrites(), kv: make(chan kvWrite, kvWindow)}
+// newTerm returns the state of a term whose KV revisions revs knows
+// (the term's store).
+func newTerm(q queue, revs publish.Revisions) *term {
+	return &term{q: q, revs: publish.NewRevs(revs), unstored: newOwedWrites(), kv: make(chan kvWrite, kvWindow)}
 }
 
 // checkKV waits for the KV writes in flight, in order, until ctx ends. A
 // failed one makes the id owe its KV write (retried before its next change,
-// like a synchronous failure), and queues the id. Writes still in flight
-// when the term ends are not waited for: whichever were lost, the next
-// leader diffs against what KV holds.
+// like a synchronous failure), and queues the id; so does one the bucket
+// refused for a wrong last revision (the retry settles it: see
+// publish.Store). An object's next write may have awaited the ack first
+// (publish.Put). Writes still in flight when the term ends are not waited
+// for: whichever were lost, the next leader diffs against what KV holds.
 func (r *Resource[T]) checkKV(ctx context.Context, t *term) error {
 	for {
 		var w kvWrite
@@ -60,11 +63,10 @@ func (r *Resource[T]) checkKV(ctx context.Context, t *term) error {
 			return nil
 		case w = <-t.kv:
 		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-w.ack.Ok():
-		case err := <-w.ack.Err():
+		if err := w.put.Wait(ctx); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
 			t.unstored.add(w.id, w.seq)
 			r.m.publishErrs.Add(ctx, 1, resAttr(r.Kind()))
 			r.log.Warn("kv write failed, retrying", slog.String(logkey.ObjectID, w.id), slog.Any(logkey.Err, err))
@@ -103,7 +105,7 @@ func (r *Resource[T]) sync(ctx context.Context, store *diff.Store[T], id string,
 	// KV never stays behind the stream.
 	if t.unstored.has(id) {
 		state, seq, present := store.PublishedSeq(id)
-		if err := publish.Store[T](pctx, r.pub, id, state, seq, present); err != nil {
+		if err := publish.Store[T](pctx, r.pub, t.revs, id, state, seq, present); err != nil {
 			return false, err
 		}
 		t.unstored.remove(id)
@@ -129,7 +131,7 @@ func (r *Resource[T]) sync(ctx context.Context, store *diff.Store[T], id string,
 // state (adopt) and the change then needed is published, once; a second
 // conflict is returned like any failed publish, and retried.
 func (r *Resource[T]) publish(ctx context.Context, store *diff.Store[T], c diff.Change[T], t *term) (requeue bool, err error) {
-	out, err := r.publishOnce(ctx, c)
+	out, err := r.publishOnce(ctx, c, t)
 	if conflict := (*publish.ConflictError)(nil); errors.As(err, &conflict) {
 		known := r.adopt(store, c, conflict)
 		next, ok := store.Next(c.ID)
@@ -145,7 +147,7 @@ func (r *Resource[T]) publish(ctx context.Context, store *diff.Store[T], c diff.
 			return true, nil
 		}
 		c = next
-		out, err = r.publishOnce(ctx, c)
+		out, err = r.publishOnce(ctx, c, t)
 		if known && err != nil && !errors.Is(err, publish.ErrNotStored) && !errors.Is(err, publish.ErrUnpublishable) {
 			// KV lags the adopted state until a publish of the object
 			// writes it; should this term end first, the owed write
@@ -170,7 +172,7 @@ func (r *Resource[T]) publish(ctx context.Context, store *diff.Store[T], c diff.
 	requeue = store.PublishedAt(c, out.Seq)
 	if out.KV != nil {
 		select {
-		case t.kv <- kvWrite{id: c.ID, seq: out.Seq, ack: out.KV}:
+		case t.kv <- kvWrite{id: c.ID, seq: out.Seq, put: out.KV}:
 		case <-ctx.Done():
 			// The term is over before the write could be tracked: the next
 			// leader diffs against what KV holds.
@@ -215,8 +217,8 @@ func (r *Resource[T]) announced(store *diff.Store[T], c diff.Change[T], t *term)
 }
 
 // publishOnce is publish.Publish, counting and logging a conflict.
-func (r *Resource[T]) publishOnce(ctx context.Context, c diff.Change[T]) (publish.Outcome, error) {
-	out, err := publish.Publish(ctx, r.pub, c)
+func (r *Resource[T]) publishOnce(ctx context.Context, c diff.Change[T], t *term) (publish.Outcome, error) {
+	out, err := publish.Publish(ctx, r.pub, t.revs, c)
 	switch {
 	case out.LostAck:
 		r.m.conflicts.Add(ctx, 1, resAttr(r.Kind()))

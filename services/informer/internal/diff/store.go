@@ -88,8 +88,8 @@ type state = events.Encoded
 
 func present(s state) bool { return s.Raw != nil }
 
-// entry is the state of one id: 144 bytes, the allocator's size class
-// its 136 bytes without ref already took.
+// entry is the state of one id: 152 bytes, in the allocator's 160-byte
+// size class (144 before rev).
 type entry struct {
 	desired, published state
 	// seq is the events-stream sequence of the object's last event: the
@@ -103,6 +103,12 @@ type entry struct {
 	// load (KV's event_seq, the tail's sequence) and a relist (which keeps
 	// it).
 	seq uint64
+	// rev is the revision of the object's objects-bucket entry this
+	// leader knows (0: none, or unknown): from the load, then from each
+	// write's ack. Every KV write of the object expects it as the key's
+	// last (publish.Revs): a deposed leader's late write cannot land over
+	// a newer one.
+	rev uint64
 	// listed is the number of the listing that last saw the id.
 	listed uint64
 	// seen is the number of the listing in progress, once one of its pages
@@ -170,6 +176,12 @@ func (s *Store[T]) Load(published []T) (bad int) { return s.LoadSeqs(published, 
 // LoadSeqs is Load with the stream sequence of each object's event (seqs[i]
 // for published[i]; nil or 0: unknown), see PublishedState.
 func (s *Store[T]) LoadSeqs(published []T, seqs []uint64) (bad int) {
+	return s.LoadKV(published, seqs, nil)
+}
+
+// LoadKV is LoadSeqs with the revision of each object's objects-bucket
+// entry (revs[i] for published[i]; nil or 0: none, unknown), see KVRev.
+func (s *Store[T]) LoadKV(published []T, seqs, revs []uint64) (bad int) {
 	entries := make(map[string]*entry, len(published))
 	for i, o := range published {
 		st, err := newState(o)
@@ -180,6 +192,9 @@ func (s *Store[T]) LoadSeqs(published []T, seqs []uint64) (bad int) {
 		e := &entry{desired: st, published: st}
 		if i < len(seqs) {
 			e.seq = seqs[i]
+		}
+		if i < len(revs) {
+			e.rev = revs[i]
 		}
 		entries[ID(o)] = e
 	}
@@ -702,4 +717,28 @@ func (s *Store[T]) PublishedSeq(id string) (events.Encoded, uint64, bool) {
 		return events.Encoded{}, 0, false
 	}
 	return e.published, e.seq, true
+}
+
+// KVRev returns the revision of id's objects-bucket entry the store knows
+// (0: none, unknown, or no such id): what the next KV write of id expects
+// as the key's last (publish.Revisions).
+func (s *Store[T]) KVRev(id string) uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e, ok := s.entries[id]; ok {
+		return e.rev
+	}
+	return 0
+}
+
+// SetKVRev records rev as the revision of id's objects-bucket entry,
+// unless the store knows a newer one (revisions are the bucket stream's
+// sequences: a late ack of an older write must not take it back). An id
+// the store does not hold (published as deleted) keeps nothing.
+func (s *Store[T]) SetKVRev(id string, rev uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e, ok := s.entries[id]; ok && rev > e.rev {
+		e.rev = rev
+	}
 }

@@ -221,7 +221,7 @@ func TestStaleLeaderRefused(t *testing.T) {
 	a := campaign(t, leases, "a", ttl)
 	pa := publisher(a)
 	v1, v2, v3 := versioned("x", "v1", 100), versioned("x", "v2: A's, stale", 200), versioned("x", "v3: B's", 300)
-	out, err := Publish(ctx, pa, change(t, eventsv1.EventType_EVENT_TYPE_ADDED, v1))
+	out, err := Publish(ctx, pa, revsOf(pa), change(t, eventsv1.EventType_EVENT_TYPE_ADDED, v1))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -234,14 +234,14 @@ func TestStaleLeaderRefused(t *testing.T) {
 	}
 	b := campaign(t, leases, "b", ttl)
 	pb := publisher(b)
-	if _, err := Publish(ctx, pb, modified(t, v1, v3, s)); err != nil {
+	if _, err := Publish(ctx, pb, revsOf(pb), modified(t, v1, v3, s)); err != nil {
 		t.Fatalf("B's publish: %v", err)
 	}
 	msgs, last := streamMsgs(t, js, subjectX)
 
 	// A resumes right after its Fence check: the event goes out unfenced.
 	pa.cfg.Fence = nil
-	_, err = Publish(ctx, pa, modified(t, v1, v2, s))
+	_, err = Publish(ctx, pa, revsOf(pa), modified(t, v1, v2, s))
 	if !errors.Is(err, ErrConflict) || !errors.Is(err, lease.ErrLost) {
 		t.Fatalf("A's stale publish: err = %v, want ErrConflict and lease.ErrLost", err)
 	}
@@ -284,11 +284,11 @@ func TestLostAckCountsAsPublished(t *testing.T) {
 		change(t, eventsv1.EventType_EVENT_TYPE_ADDED, session("x", 10)),
 		modified(t, session("x", 10), versioned("x", "v2", 200), 1),
 	} {
-		first, err := Publish(ctx, p, c)
+		first, err := Publish(ctx, p, revsOf(p), c)
 		if err != nil {
 			t.Fatal(err)
 		}
-		again, err := Publish(ctx, p, c) // the ack of first was lost
+		again, err := Publish(ctx, p, revsOf(p), c) // the ack of first was lost
 		if err != nil || !again.LostAck || again.Seq != first.Seq {
 			t.Fatalf("%v published again: %+v, %v; want a lost ack at %d", c.Type, again, err, first.Seq)
 		}
@@ -321,7 +321,7 @@ func TestPurgedSubjectPublishedAfterReconfirm(t *testing.T) {
 	p.cfg.Fence, p.cfg.Reconfirm = tm.e.Confirmed, tm.e.Reconfirm
 	ctx := t.Context()
 	v1, v2 := versioned("x", "v1", 100), versioned("x", "v2", 200)
-	out, err := Publish(ctx, p, change(t, eventsv1.EventType_EVENT_TYPE_ADDED, v1))
+	out, err := Publish(ctx, p, revsOf(p), change(t, eventsv1.EventType_EVENT_TYPE_ADDED, v1))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -337,7 +337,7 @@ func TestPurgedSubjectPublishedAfterReconfirm(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := modified(t, v1, v2, out.Seq)
-	_, err = Publish(ctx, p, c)
+	_, err = Publish(ctx, p, revsOf(p), c)
 	var conflict *ConflictError
 	if !errors.As(err, &conflict) || conflict.Last != 0 || conflict.Expected != out.Seq {
 		t.Fatalf("publish after the purge: err = %v, want a ConflictError at 0", err)
@@ -349,7 +349,7 @@ func TestPurgedSubjectPublishedAfterReconfirm(t *testing.T) {
 		t.Fatalf("lease revision %v (%v) after the conflict, want %d: one reconfirming write", now, err, rev.Revision()+1)
 	}
 	c.Seq = conflict.Last // what the controller does (Store.AdoptSeq)
-	again, err := Publish(ctx, p, c)
+	again, err := Publish(ctx, p, revsOf(p), c)
 	if err != nil || again.LostAck {
 		t.Fatalf("publish expecting the empty subject: %+v, %v", again, err)
 	}
@@ -370,21 +370,23 @@ func TestConflictWithAnotherPublishersEvent(t *testing.T) {
 	t.Parallel()
 	p, kv, js := setup(t, 0, time.Second)
 	p.cfg.Reconfirm = func(context.Context) error { return nil }
-	other, err := New(js, kv, noop.NewTracerProvider().Tracer(""), Config{Prefix: "ev", Stream: "EV"})
+	// Another leader: its KV writes settle their refusals too (it knows
+	// none of the bucket's revisions).
+	other, err := New(js, kv, noop.NewTracerProvider().Tracer(""), Config{Prefix: "ev", Stream: "EV", Reconfirm: p.cfg.Reconfirm})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx := t.Context()
 	v1, foreign, v3 := versioned("x", "v1", 100), versioned("x", "foreign", 200), versioned("x", "v3", 300)
-	out, err := Publish(ctx, p, change(t, eventsv1.EventType_EVENT_TYPE_ADDED, v1))
+	out, err := Publish(ctx, p, revsOf(p), change(t, eventsv1.EventType_EVENT_TYPE_ADDED, v1))
 	if err != nil {
 		t.Fatal(err)
 	}
-	theirs, err := Publish(ctx, other, modified(t, v1, foreign, out.Seq))
+	theirs, err := Publish(ctx, other, revsOf(other), modified(t, v1, foreign, out.Seq))
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = Publish(ctx, p, modified(t, v1, v3, out.Seq))
+	_, err = Publish(ctx, p, revsOf(p), modified(t, v1, v3, out.Seq))
 	var conflict *ConflictError
 	if !errors.As(err, &conflict) || conflict.Last != theirs.Seq {
 		t.Fatalf("err = %v, want a ConflictError at %d", err, theirs.Seq)
@@ -399,11 +401,11 @@ func TestConflictWithAnotherPublishersEvent(t *testing.T) {
 
 	del := change(t, eventsv1.EventType_EVENT_TYPE_DELETED, foreign)
 	del.Seq = theirs.Seq
-	gone, err := Publish(ctx, other, del)
+	gone, err := Publish(ctx, other, revsOf(other), del)
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = Publish(ctx, p, modified(t, foreign, v3, theirs.Seq))
+	_, err = Publish(ctx, p, revsOf(p), modified(t, foreign, v3, theirs.Seq))
 	if !errors.As(err, &conflict) || conflict.Last != gone.Seq {
 		t.Fatalf("err = %v, want a ConflictError at %d", err, gone.Seq)
 	}
@@ -419,10 +421,10 @@ func TestConflictWithoutReconfirm(t *testing.T) {
 	p, _, js := setup(t, 0, time.Second)
 	ctx := t.Context()
 	c := change(t, eventsv1.EventType_EVENT_TYPE_ADDED, session("x", 10))
-	if _, err := Publish(ctx, p, c); err != nil {
+	if _, err := Publish(ctx, p, revsOf(p), c); err != nil {
 		t.Fatal(err)
 	}
-	_, err := Publish(ctx, p, c)
+	_, err := Publish(ctx, p, revsOf(p), c)
 	var conflict *ConflictError
 	if !errors.Is(err, ErrConflict) || errors.As(err, &conflict) {
 		t.Fatalf("err = %v, want ErrConflict without a ConflictError", err)
@@ -442,7 +444,7 @@ func TestBudgetCountsTheExpectedSeqHeader(t *testing.T) {
 	ctx := t.Context()
 	limit := p.limit()
 	old := versioned("x", "v1", 100)
-	out, err := Publish(ctx, p, change(t, eventsv1.EventType_EVENT_TYPE_ADDED, old))
+	out, err := Publish(ctx, p, revsOf(p), change(t, eventsv1.EventType_EVENT_TYPE_ADDED, old))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -470,7 +472,7 @@ func TestBudgetCountsTheExpectedSeqHeader(t *testing.T) {
 	if seqHeader := headerSize(jetstream.ExpectedLastSubjSeqHeader, "1"); seqHeader <= 24 {
 		t.Fatalf("the sequence header is %d bytes: the test needs more than 24", seqHeader)
 	}
-	got, err := Publish(ctx, p, c)
+	got, err := Publish(ctx, p, revsOf(p), c)
 	if err != nil {
 		t.Fatalf("publish of an event that fits only without the sequence header: %v", err)
 	}
@@ -494,11 +496,11 @@ func TestReplayedDeadLetterTellsNoState(t *testing.T) {
 	p.cfg.Reconfirm = func(context.Context) error { return nil }
 	ctx := t.Context()
 	v1, v2, v3 := versioned("x", "v1", 100), versioned("x", "v2", 200), versioned("x", "v3", 300)
-	added, err := Publish(ctx, p, change(t, eventsv1.EventType_EVENT_TYPE_ADDED, v1))
+	added, err := Publish(ctx, p, revsOf(p), change(t, eventsv1.EventType_EVENT_TYPE_ADDED, v1))
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, err := Publish(ctx, p, modified(t, v1, v2, added.Seq))
+	out, err := Publish(ctx, p, revsOf(p), modified(t, v1, v2, added.Seq))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -514,7 +516,7 @@ func TestReplayedDeadLetterTellsNoState(t *testing.T) {
 		t.Fatalf("tail of x = %+v, want v2 (%s) at the replay's sequence %d", got, want.Version(), replayAck.Sequence)
 	}
 
-	_, err = Publish(ctx, p, modified(t, v2, v3, out.Seq))
+	_, err = Publish(ctx, p, revsOf(p), modified(t, v2, v3, out.Seq))
 	var conflict *ConflictError
 	if !errors.As(err, &conflict) || conflict.Last != replayAck.Sequence {
 		t.Fatalf("err = %v, want a ConflictError at the replay's sequence %d", err, replayAck.Sequence)
@@ -522,7 +524,7 @@ func TestReplayedDeadLetterTellsNoState(t *testing.T) {
 	if _, _, known := LastState[*ambientv1.Session](conflict, "x"); known {
 		t.Fatal("LastState of a replayed dead letter is known")
 	}
-	if _, err := Publish(ctx, p, modified(t, v2, v3, conflict.Last)); err != nil {
+	if _, err := Publish(ctx, p, revsOf(p), modified(t, v2, v3, conflict.Last)); err != nil {
 		t.Fatalf("publish after the replay: %v", err)
 	}
 }
@@ -540,7 +542,7 @@ func TestReferenceEventTellsItsVersion(t *testing.T) {
 	ctx := t.Context()
 	big := versioned("x", strings.Repeat("p", 2*p.limit()), 100)
 	added := change(t, eventsv1.EventType_EVENT_TYPE_ADDED, big)
-	out, err := Publish(ctx, p, added)
+	out, err := Publish(ctx, p, revsOf(p), added)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -556,7 +558,7 @@ func TestReferenceEventTellsItsVersion(t *testing.T) {
 	}
 
 	// A leader without that tail publishes an ADDED expecting nothing.
-	_, err = Publish(ctx, p, change(t, eventsv1.EventType_EVENT_TYPE_ADDED, versioned("x", "small", 200)))
+	_, err = Publish(ctx, p, revsOf(p), change(t, eventsv1.EventType_EVENT_TYPE_ADDED, versioned("x", "small", 200)))
 	var conflict *ConflictError
 	if !errors.As(err, &conflict) || conflict.Last != out.Seq {
 		t.Fatalf("err = %v, want a ConflictError at the reference's sequence %d", err, out.Seq)
@@ -573,7 +575,7 @@ func TestReferenceEventTellsItsVersion(t *testing.T) {
 
 	// The reference, dead-lettered by a group and replayed.
 	replayAck := replayDeadLetter(t, js, out.Seq)
-	_, err = Publish(ctx, p, change(t, eventsv1.EventType_EVENT_TYPE_ADDED, versioned("x", "small", 200)))
+	_, err = Publish(ctx, p, revsOf(p), change(t, eventsv1.EventType_EVENT_TYPE_ADDED, versioned("x", "small", 200)))
 	if !errors.As(err, &conflict) || conflict.Last != replayAck.Sequence {
 		t.Fatalf("err = %v, want a ConflictError at the replay's sequence %d", err, replayAck.Sequence)
 	}

@@ -19,6 +19,9 @@ type Loaded[T events.APIObject] struct {
 	// Seqs are the event_seq of Objects' entries, index for index (0: the
 	// entry has none).
 	Seqs []uint64
+	// Revs are the revisions of Objects' entries, index for index: what
+	// the next write of each key expects (Revs).
+	Revs []uint64
 	// Bad counts entries that do not decode as a T. They are skipped: the
 	// object is then published again as ADDED, which is harmless, where
 	// failing would stop the informer for good.
@@ -80,6 +83,7 @@ func Load[T events.APIObject](ctx context.Context, kv jetstream.KeyValue) (Loade
 			}
 			out.Objects = append(out.Objects, t)
 			out.Seqs = append(out.Seqs, o.GetEventSeq())
+			out.Revs = append(out.Revs, e.Revision())
 		}
 	}
 }

@@ -10,7 +10,9 @@
 // Each event is published expecting the stream sequence of the object's
 // last event as its subject's last (server-side fencing, see Publish): a
 // leader deposed while it had an event in hand cannot append it after its
-// successor's newer ones.
+// successor's newer ones. Each KV write of an object expects the
+// revision of the key's last entry the same way (Revs, writeObject), so a
+// deposed leader's late write cannot land over its successor's newer one.
 package publish
 
 import (
@@ -81,7 +83,7 @@ type Config struct {
 	// to reach past it with a few events).
 	TailMargin uint64
 	// Fence, when set, is asked just before each publish and each KV write
-	// of Store; an error from it is returned (wrapped) and nothing is
+	// of an object; an error from it is returned (wrapped) and nothing is
 	// sent. The informer passes its lease's Elector.Confirmed, so a leader
 	// resuming from a pause longer than the lease does not publish what it
 	// had in hand after another replica took over (the events stream would
@@ -89,13 +91,20 @@ type Config struct {
 	Fence func() error
 	// Reconfirm, when set, is called when the stream refuses an event
 	// because the object's last event is not the one the change expected
-	// (ErrConflict): it must prove with a synchronous write that this
-	// replica still holds the lease, and fail otherwise. The informer
-	// passes its lease's Elector.Reconfirm, whose failure also ends the
-	// term. Only after it succeeded does Publish read the subject's last
-	// event to settle the conflict (see Publish); nil: every conflict is
-	// returned as an error wrapping ErrConflict.
+	// (ErrConflict), or the objects bucket refuses a write because the
+	// key's last entry is not the revision expected (ErrKVConflict): it
+	// must prove with a synchronous write that this replica still holds
+	// the lease, and fail otherwise. The informer passes its lease's
+	// Elector.Reconfirm, whose failure also ends the term. Only after it
+	// succeeded does Publish read the subject's last event (or the key's
+	// last entry) to settle the conflict (see Publish, kvConflict); nil:
+	// every conflict is returned as an error wrapping ErrConflict (or
+	// ErrKVConflict).
 	Reconfirm func(ctx context.Context) error
+	// ObserveKVConflict, when set, is told about each KV write of an
+	// object of res the bucket refused for a wrong last revision
+	// (metrics), before it is settled.
+	ObserveKVConflict func(ctx context.Context, res eventsv1.Resource)
 	// Observe, when set, is told about each acked event (metrics).
 	Observe func(ctx context.Context, res eventsv1.Resource, typ eventsv1.EventType, took time.Duration, duplicate bool)
 }
@@ -112,6 +121,9 @@ type Publisher struct {
 	kvSubjectPrefix, kvStream string
 	// stream is the events stream's handle once looked up (lastMsg).
 	stream atomic.Pointer[jetstream.Stream]
+	// kvStreamH is the objects bucket's stream handle once looked up
+	// (lastKV).
+	kvStreamH atomic.Pointer[jetstream.Stream]
 }
 
 // New returns a Publisher; it returns ErrInvalidConfig without a prefix or
@@ -142,9 +154,9 @@ type Outcome struct {
 	// version that fitted, never a stub).
 	KVSkipped bool
 	// KV is the KV write still in flight, nil when there is none: the
-	// caller must check its outcome (a failure is an ErrNotStored that
-	// comes late).
-	KV jetstream.PubAckFuture
+	// caller must check its outcome (Put.Wait; a failure is an
+	// ErrNotStored that comes late, a refusal included).
+	KV *Put
 	// Seq is the event's stream sequence once acked (also with
 	// ErrNotStored): a retried KV write must record it (see Store).
 	Seq uint64
@@ -254,8 +266,13 @@ func LastRef[T events.APIObject](e *ConflictError, id string) (version string, o
 // message, which the server enforces too). A leader deposed while it had
 // the event in hand (paused past the lease TTL between its Fence check and
 // the send) is refused once its successor published the object, and the
-// stream keeps the newer state. A refusal is settled by conflict.
-func Publish[T events.APIObject](ctx context.Context, p *Publisher, c diff.Change[T]) (out Outcome, err error) {
+// stream keeps the newer state. A refusal is settled by conflict. The KV
+// write expects the revision of the key's last entry revs knows, once
+// the object's previous put, if still in flight, is acked (only that one
+// is waited for: other objects' puts stay pipelined); a put the bucket
+// refuses comes back through Outcome.KV and is retried with Store, which
+// settles it (kvConflict).
+func Publish[T events.APIObject](ctx context.Context, p *Publisher, revs *Revs, c diff.Change[T]) (out Outcome, err error) {
 	res := events.ResourceOf[T]()
 	typ := events.TypeName(c.Type)
 	var old events.Encoded
@@ -348,22 +365,28 @@ func Publish[T events.APIObject](ctx context.Context, p *Publisher, c diff.Chang
 			out.KVSkipped = true
 			return out, nil
 		}
-		// Sent now, acked later: the next object's event does not wait for
-		// this write (one round trip per object, not two). Puts of one
-		// object go out in order on one connection, so KV ends with the
-		// newest.
-		value := events.AppendEventSeq(events.AppendObject[T](nil, c.New.Raw), ack.Sequence)
-		if out.KV, err = p.putAsync(key, value); err != nil {
-			return out, fmt.Errorf("store %s: %w: %w", key, ErrNotStored, err)
-		}
-		return out, nil
 	}
 	// The event is in the stream: finish the KV write even if ctx ended
 	// meanwhile (shutdown, lease lost), within StoreTimeout, so KV does not
 	// fall behind the stream and no later diff repeats this event.
+	if c.Type != eventsv1.EventType_EVENT_TYPE_DELETED {
+		// Sent now, acked later: the next object's event does not wait for
+		// this write (one round trip per object, not two). It expects the
+		// revision the object's previous put brings: that one put is
+		// waited for, if still in flight.
+		rev, err := revs.settledWithin(ctx, c.ID, p.cfg.StoreTimeout)
+		if err != nil {
+			return out, fmt.Errorf("store %s: %w: the previous write: %w", key, ErrNotStored, err)
+		}
+		value := events.AppendEventSeq(events.AppendObject[T](nil, c.New.Raw), ack.Sequence)
+		if out.KV, err = p.putAsync(revs, c.ID, key, value, rev); err != nil {
+			return out, fmt.Errorf("store %s: %w: %w", key, ErrNotStored, err)
+		}
+		return out, nil
+	}
 	kctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.StoreTimeout)
 	defer cancel()
-	if err := p.write(kctx, key, nil); err != nil {
+	if err := p.writeObject(kctx, revs, res, c.ID, nil, 0); err != nil {
 		return out, fmt.Errorf("store %s: %w: %w", key, ErrNotStored, err)
 	}
 	return out, nil
@@ -462,15 +485,27 @@ func (p *Publisher) fence() error {
 	return p.cfg.Fence()
 }
 
-// putAsync sends a KV put of value under key without waiting for its ack:
-// a JetStream publish to the bucket's subject, which is all kv.Put does
-// (for a bucket without a mirror or a JetStream domain, like the objects
-// bucket), checked to land in the bucket's stream.
-func (p *Publisher) putAsync(key string, value []byte) (jetstream.PubAckFuture, error) {
+// putAsync sends a KV put of value under key, the entry of object id,
+// expecting rev as the key's last revision, without waiting for its ack:
+// a JetStream publish to the bucket's subject, which is all kv.Update
+// does (for a bucket without a mirror or a JetStream domain, like the
+// objects bucket), checked to land in the bucket's stream. The put is
+// id's put in flight in revs until its ack is awaited.
+func (p *Publisher) putAsync(revs *Revs, id, key string, value []byte, rev uint64) (*Put, error) {
 	if err := p.connected(); err != nil {
 		return nil, err
 	}
-	return p.js.PublishMsgAsync(&nats.Msg{Subject: p.kvSubjectPrefix + key, Data: value}, jetstream.WithExpectStream(p.kvStream))
+	if err := p.fence(); err != nil {
+		return nil, err
+	}
+	fut, err := p.js.PublishMsgAsync(&nats.Msg{Subject: p.kvSubjectPrefix + key, Data: value},
+		jetstream.WithExpectStream(p.kvStream), jetstream.WithExpectLastSequencePerSubject(rev))
+	if err != nil {
+		return nil, err
+	}
+	w := &Put{revs: revs, id: id, fut: fut, done: make(chan struct{})}
+	revs.track(w)
+	return w, nil
 }
 
 // fitted builds the message of c the slow way, from decoded objects, and
@@ -526,6 +561,8 @@ func (p *Publisher) connected() error {
 
 // write puts value under key, or removes the key (value nil): a purge with
 // MarkerTTL, so the marker, and with it the key, is gone after the TTL.
+// Unfenced: for keys that are no object's (the owed floor); objects go
+// through writeObject.
 func (p *Publisher) write(ctx context.Context, key string, value []byte) error {
 	if err := p.connected(); err != nil {
 		return err
@@ -561,8 +598,13 @@ func (p *Publisher) storable(raw []byte, limit int) bool {
 // older, or unknown when every entry of the resource was rewritten, and
 // the tail would then miss events whose KV write was lost. An object over
 // the payload limit is not written (see Outcome.KVSkipped).
-func Store[T events.APIObject](ctx context.Context, p *Publisher, id string, state events.Encoded, seq uint64, present bool) error {
-	key := events.ObjectKey(events.ResourceOf[T](), id)
+//
+// The write expects the revision of the key's last entry revs knows (once
+// id's put in flight, if any, is acked or failed); a refusal is settled
+// by kvConflict, an unsettled one wraps ErrKVConflict.
+func Store[T events.APIObject](ctx context.Context, p *Publisher, revs *Revs, id string, state events.Encoded, seq uint64, present bool) error {
+	res := events.ResourceOf[T]()
+	key := events.ObjectKey(res, id)
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
 	defer cancel()
 	var value []byte
@@ -572,10 +614,7 @@ func Store[T events.APIObject](ctx context.Context, p *Publisher, id string, sta
 		}
 		value = events.AppendEventSeq(events.AppendObject[T](nil, state.Raw), seq)
 	}
-	if err := p.fence(); err != nil {
-		return fmt.Errorf("store %s: %w", key, err)
-	}
-	if err := p.write(ctx, key, value); err != nil && !tooLarge(err) {
+	if err := p.writeObject(ctx, revs, res, id, value, seq); err != nil && !tooLarge(err) {
 		return fmt.Errorf("store %s: %w", key, err)
 	}
 	return nil

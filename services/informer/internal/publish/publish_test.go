@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -51,6 +52,38 @@ func setup(t *testing.T, maxMsg int32, markerTTL time.Duration) (*Publisher, jet
 	return p, kv, js
 }
 
+// memRevs keeps the revisions of one publisher's KV entries in tests, as
+// diff.Store does in a term.
+type memRevs struct {
+	mu   sync.Mutex
+	revs map[string]uint64
+}
+
+func (m *memRevs) KVRev(id string) uint64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.revs[id]
+}
+
+func (m *memRevs) SetKVRev(id string, rev uint64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.revs == nil {
+		m.revs = map[string]uint64{}
+	}
+	m.revs[id] = max(m.revs[id], rev)
+}
+
+// testRevs holds each test publisher's Revs (revsOf).
+var testRevs sync.Map // *Publisher -> *Revs
+
+// revsOf returns p's Revs: one per publisher, as one per term in the
+// informer (a publisher stands for a leader in these tests).
+func revsOf(p *Publisher) *Revs {
+	r, _ := testRevs.LoadOrStore(p, NewRevs(&memRevs{}))
+	return r.(*Revs)
+}
+
 func change(t *testing.T, typ eventsv1.EventType, s *ambientv1.Session) diff.Change[*ambientv1.Session] {
 	t.Helper()
 	enc, err := events.Encode(s)
@@ -75,10 +108,10 @@ func TestPublishSizeRefusalIsFinal(t *testing.T) {
 	t.Parallel()
 	p, _, _ := setup(t, 2048, time.Second)
 	ctx := context.Background()
-	if _, err := Publish(ctx, p, change(t, eventsv1.EventType_EVENT_TYPE_ADDED, session("small", 10))); err != nil {
+	if _, err := Publish(ctx, p, revsOf(p), change(t, eventsv1.EventType_EVENT_TYPE_ADDED, session("small", 10))); err != nil {
 		t.Fatalf("small event: %v", err)
 	}
-	_, err := Publish(ctx, p, change(t, eventsv1.EventType_EVENT_TYPE_ADDED, session("big", 4096)))
+	_, err := Publish(ctx, p, revsOf(p), change(t, eventsv1.EventType_EVENT_TYPE_ADDED, session("big", 4096)))
 	if !errors.Is(err, ErrUnpublishable) {
 		t.Fatalf("event over the stream's limit: err = %v, want ErrUnpublishable", err)
 	}
@@ -93,13 +126,13 @@ func TestDeleteMarkerExpires(t *testing.T) {
 	ctx := context.Background()
 	for i := range 20 {
 		s := session(fmt.Sprintf("s%d", i), 10)
-		out, err := Publish(ctx, p, change(t, eventsv1.EventType_EVENT_TYPE_ADDED, s))
+		out, err := Publish(ctx, p, revsOf(p), change(t, eventsv1.EventType_EVENT_TYPE_ADDED, s))
 		if err != nil {
 			t.Fatal(err)
 		}
 		del := change(t, eventsv1.EventType_EVENT_TYPE_DELETED, s)
 		del.Seq = out.Seq // the ADDED is the subject's last event
-		if _, err := Publish(ctx, p, del); err != nil {
+		if _, err := Publish(ctx, p, revsOf(p), del); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -130,16 +163,14 @@ func TestPublishWritesKV(t *testing.T) {
 	p, kv, _ := setup(t, 0, time.Second)
 	ctx := context.Background()
 	s := session("s1", 10)
-	out, err := Publish(ctx, p, change(t, eventsv1.EventType_EVENT_TYPE_ADDED, s))
+	out, err := Publish(ctx, p, revsOf(p), change(t, eventsv1.EventType_EVENT_TYPE_ADDED, s))
 	if err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case <-out.KV.Ok():
-	case err := <-out.KV.Err():
-		t.Fatal(err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("no ack for the KV write")
+	ctx10, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := out.KV.Wait(ctx10); err != nil {
+		t.Fatalf("KV write: %v", err)
 	}
 	e, err := kv.Get(ctx, events.ObjectKey(eventsv1.Resource_RESOURCE_SESSIONS, "s1"))
 	if err != nil {
@@ -209,7 +240,7 @@ func TestPublishSpan(t *testing.T) {
 	ctx := telemetry.ContextWithAttributes(t.Context(), telemetry.AttrObjectID.String("other"), attribute.String("ambient.caller", "sync"))
 	c := change(t, eventsv1.EventType_EVENT_TYPE_ADDED, s)
 	for range 2 { // the second is a duplicate: same event id
-		if _, err := Publish(ctx, p, c); err != nil {
+		if _, err := Publish(ctx, p, revsOf(p), c); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -265,10 +296,10 @@ func TestFenceRefusesPublish(t *testing.T) {
 	}
 	ctx := context.Background()
 	s := session("s1", 10)
-	if _, err := Publish(ctx, p, change(t, eventsv1.EventType_EVENT_TYPE_ADDED, s)); !errors.Is(err, errFenced) {
+	if _, err := Publish(ctx, p, revsOf(p), change(t, eventsv1.EventType_EVENT_TYPE_ADDED, s)); !errors.Is(err, errFenced) {
 		t.Fatalf("publish while fenced: err = %v, want the fence's error", err)
 	}
-	if err := Store[*ambientv1.Session](ctx, p, "s1", events.Encoded{}, 1, false); !errors.Is(err, errFenced) {
+	if err := Store[*ambientv1.Session](ctx, p, revsOf(p), "s1", events.Encoded{}, 1, false); !errors.Is(err, errFenced) {
 		t.Fatalf("store while fenced: err = %v, want the fence's error", err)
 	}
 	st, err := js.Stream(ctx, "EV")
@@ -286,7 +317,7 @@ func TestFenceRefusesPublish(t *testing.T) {
 		t.Fatalf("kv after a fenced publish: err = %v, want ErrKeyNotFound", err)
 	}
 	fenced.Store(false)
-	out, err := Publish(ctx, p, change(t, eventsv1.EventType_EVENT_TYPE_ADDED, s))
+	out, err := Publish(ctx, p, revsOf(p), change(t, eventsv1.EventType_EVENT_TYPE_ADDED, s))
 	if err != nil || out.Seq != 1 {
 		t.Fatalf("publish once allowed: seq %d, err %v; want seq 1", out.Seq, err)
 	}
