@@ -237,19 +237,19 @@ func (r *Resource[T]) publishOnce(ctx context.Context, c diff.Change[T], t *term
 // tells no state (and, for a reference event, the version it names); it
 // reports whether it told a state.
 func (r *Resource[T]) adopt(store *diff.Store[T], c diff.Change[T], conflict *publish.ConflictError) bool {
-	st, deleted, known := publish.LastState[T](conflict, c.ID)
-	if !known {
-		if version, ok := publish.LastRef[T](conflict, c.ID); ok {
-			store.AdoptRef(c.ID, version, conflict.Last)
-		} else {
-			store.AdoptSeq(c.ID, conflict.Last)
-		}
+	last := publish.Last[T](conflict, c.ID)
+	switch last.Kind {
+	case publish.LastPresent:
+		store.Adopt(c.ID, last.State, conflict.Last)
+	case publish.LastDeleted:
+		store.Adopt(c.ID, events.Encoded{}, conflict.Last)
+	case publish.LastRef:
+		store.AdoptRef(c.ID, last.Version, conflict.Last)
+		return false
+	default:
+		store.AdoptSeq(c.ID, conflict.Last)
 		return false
 	}
-	if deleted {
-		st = events.Encoded{}
-	}
-	store.Adopt(c.ID, st, conflict.Last)
 	return true
 }
 

@@ -342,8 +342,8 @@ func TestPurgedSubjectPublishedAfterReconfirm(t *testing.T) {
 	if !errors.As(err, &conflict) || conflict.Last != 0 || conflict.Expected != out.Seq {
 		t.Fatalf("publish after the purge: err = %v, want a ConflictError at 0", err)
 	}
-	if _, _, known := LastState[*ambientv1.Session](conflict, "x"); known {
-		t.Fatal("LastState of an empty subject is known")
+	if last := Last[*ambientv1.Session](conflict, "x"); last.Kind != LastUnknown {
+		t.Fatalf("Last of an empty subject: %+v, want LastUnknown", last)
 	}
 	if now, err := leases.Get(ctx, "informer"); err != nil || now.Revision() != rev.Revision()+1 {
 		t.Fatalf("lease revision %v (%v) after the conflict, want %d: one reconfirming write", now, err, rev.Revision()+1)
@@ -364,7 +364,7 @@ func TestPurgedSubjectPublishedAfterReconfirm(t *testing.T) {
 // TestConflictWithAnotherPublishersEvent: the subject's last event is
 // another publisher's (a previous leader's late event, which expected the
 // right sequence): after the reconfirmation Publish returns it as a
-// ConflictError, whose LastState is the state it published (for the
+// ConflictError, whose Last is the state it published (for the
 // caller to adopt), or the delete.
 func TestConflictWithAnotherPublishersEvent(t *testing.T) {
 	t.Parallel()
@@ -391,12 +391,12 @@ func TestConflictWithAnotherPublishersEvent(t *testing.T) {
 	if !errors.As(err, &conflict) || conflict.Last != theirs.Seq {
 		t.Fatalf("err = %v, want a ConflictError at %d", err, theirs.Seq)
 	}
-	state, deleted, known := LastState[*ambientv1.Session](conflict, "x")
-	if want := change(t, eventsv1.EventType_EVENT_TYPE_ADDED, foreign).New; !known || deleted || !state.SameVersion(want) {
-		t.Fatalf("LastState = %v deleted %v known %v, want the foreign state", state.Version(), deleted, known)
+	last := Last[*ambientv1.Session](conflict, "x")
+	if want := change(t, eventsv1.EventType_EVENT_TYPE_ADDED, foreign).New; last.Kind != LastPresent || !last.State.SameVersion(want) {
+		t.Fatalf("Last = kind %v version %v, want the foreign state", last.Kind, last.State.Version())
 	}
-	if _, _, known := LastState[*ambientv1.Session](conflict, "other-id"); known {
-		t.Fatal("LastState known for another object")
+	if last := Last[*ambientv1.Session](conflict, "other-id"); last.Kind != LastUnknown {
+		t.Fatalf("Last for another object: %+v, want LastUnknown", last)
 	}
 
 	del := change(t, eventsv1.EventType_EVENT_TYPE_DELETED, foreign)
@@ -409,8 +409,8 @@ func TestConflictWithAnotherPublishersEvent(t *testing.T) {
 	if !errors.As(err, &conflict) || conflict.Last != gone.Seq {
 		t.Fatalf("err = %v, want a ConflictError at %d", err, gone.Seq)
 	}
-	if _, deleted, known := LastState[*ambientv1.Session](conflict, "x"); !known || !deleted {
-		t.Fatalf("LastState after a DELETED: deleted %v known %v", deleted, known)
+	if last := Last[*ambientv1.Session](conflict, "x"); last.Kind != LastDeleted {
+		t.Fatalf("Last after a DELETED: %+v, want LastDeleted", last)
 	}
 }
 
@@ -488,8 +488,8 @@ func TestBudgetCountsTheExpectedSeqHeader(t *testing.T) {
 // consumer group (libs/group.Replay) is a copy of an older event on the
 // object's subject: it becomes the subject's last message, so the next
 // event must follow it, but it changes no state. Tail keeps the state of
-// the event before it with the replay's sequence, and LastState does not
-// adopt it.
+// the event before it with the replay's sequence, and Last tells no
+// state of it (LastRef without a version).
 func TestReplayedDeadLetterTellsNoState(t *testing.T) {
 	t.Parallel()
 	p, _, js := setup(t, 0, time.Second)
@@ -521,8 +521,8 @@ func TestReplayedDeadLetterTellsNoState(t *testing.T) {
 	if !errors.As(err, &conflict) || conflict.Last != replayAck.Sequence {
 		t.Fatalf("err = %v, want a ConflictError at the replay's sequence %d", err, replayAck.Sequence)
 	}
-	if _, _, known := LastState[*ambientv1.Session](conflict, "x"); known {
-		t.Fatal("LastState of a replayed dead letter is known")
+	if last := Last[*ambientv1.Session](conflict, "x"); last.Kind != LastRef || last.Version != "" {
+		t.Fatalf("Last of a replayed dead letter: %+v, want LastRef without a version", last)
 	}
 	if _, err := Publish(ctx, p, revsOf(p), modified(t, v2, v3, conflict.Last)); err != nil {
 		t.Fatalf("publish after the replay: %v", err)
@@ -531,7 +531,7 @@ func TestReplayedDeadLetterTellsNoState(t *testing.T) {
 
 // TestReferenceEventTellsItsVersion: a reference event (an object over the
 // payload limit) tells no state, but that consumers have the object and at
-// which version: Tail and LastRef return the version it names, so that a
+// which version: Tail and Last (LastRef) return the version it names, so that a
 // new leader does not publish the object as ADDED again (nor at all while
 // it is that version). A replayed dead letter tells the object exists, not
 // its version.
@@ -563,14 +563,11 @@ func TestReferenceEventTellsItsVersion(t *testing.T) {
 	if !errors.As(err, &conflict) || conflict.Last != out.Seq {
 		t.Fatalf("err = %v, want a ConflictError at the reference's sequence %d", err, out.Seq)
 	}
-	if _, _, known := LastState[*ambientv1.Session](conflict, "x"); known {
-		t.Fatal("LastState of a reference event is known")
+	if last := Last[*ambientv1.Session](conflict, "x"); last.Kind != LastRef || last.Version != added.Version() {
+		t.Fatalf("Last = %+v, want LastRef of %s", last, added.Version())
 	}
-	if v, ok := LastRef[*ambientv1.Session](conflict, "x"); !ok || v != added.Version() {
-		t.Fatalf("LastRef = %q %v, want %s", v, ok, added.Version())
-	}
-	if _, ok := LastRef[*ambientv1.Session](conflict, "other-id"); ok {
-		t.Fatal("LastRef for another object")
+	if last := Last[*ambientv1.Session](conflict, "other-id"); last.Kind != LastUnknown {
+		t.Fatalf("Last for another object: %+v, want LastUnknown", last)
 	}
 
 	// The reference, dead-lettered by a group and replayed.
@@ -579,8 +576,8 @@ func TestReferenceEventTellsItsVersion(t *testing.T) {
 	if !errors.As(err, &conflict) || conflict.Last != replayAck.Sequence {
 		t.Fatalf("err = %v, want a ConflictError at the replay's sequence %d", err, replayAck.Sequence)
 	}
-	if v, ok := LastRef[*ambientv1.Session](conflict, "x"); !ok || v != "" {
-		t.Fatalf("LastRef of a replayed reference = %q %v, want \"\" true", v, ok)
+	if last := Last[*ambientv1.Session](conflict, "x"); last.Kind != LastRef || last.Version != "" {
+		t.Fatalf("Last of a replayed reference: %+v, want LastRef without a version", last)
 	}
 }
 

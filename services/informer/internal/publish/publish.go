@@ -180,7 +180,7 @@ var ErrConflict = errors.New("the object's last event in the stream is not the e
 // (a previous leader's, one of this leader's own older events whose ack
 // was lost, a dead letter replayed for one consumer group), or none at
 // all (aged out, purged). The caller adopts it as the object's published
-// state (LastState; only its sequence when it tells no state) and
+// state (see Last; only its sequence when it tells no state) and
 // publishes the change it then needs, expecting Last.
 type ConflictError struct {
 	// Expected is the sequence the event expected as its subject's last.
@@ -200,55 +200,69 @@ func (e *ConflictError) Error() string {
 // Unwrap returns ErrConflict and the stream's refusal.
 func (e *ConflictError) Unwrap() []error { return []error{ErrConflict, e.cause} }
 
-// LastState decodes the state the subject's last event (e.Last) gave the
-// object id of T: present (deleted false) or deleted. known is false when
-// there is no such event, or it tells no state: a reference event (over
-// the payload limit), a dead letter replayed for one consumer group (a
-// copy of an older event), or a message no informer published.
-func LastState[T events.APIObject](e *ConflictError, id string) (state events.Encoded, deleted, known bool) {
-	if e == nil || e.last == nil || replayed(e.last.Header) {
-		return events.Encoded{}, false, false
+// LastKind is what the subject's last event of a conflict tells about its
+// object (Last).
+type LastKind int
+
+const (
+	// LastUnknown: no such event, another object's, or a message no
+	// informer published: only its sequence counts.
+	LastUnknown LastKind = iota
+	// LastPresent: the event gives the object's state (LastEvent.State).
+	LastPresent
+	// LastDeleted: the event deletes the object.
+	LastDeleted
+	// LastRef: the event tells no state but consumers have the object: a
+	// reference event (over the payload limit), whose version is
+	// LastEvent.Version, or a dead letter replayed for one consumer group,
+	// a copy of an older ADDED or MODIFIED (Version "": the copy's is not
+	// the object's). The caller adopts it with diff.Store.AdoptRef: the
+	// object's next event is a MODIFIED, or nothing while the object is at
+	// that version, never a second ADDED.
+	LastRef
+)
+
+// LastEvent is what the subject's last event of a conflict tells about
+// its object.
+type LastEvent struct {
+	Kind LastKind
+	// State is the object's state (LastPresent).
+	State events.Encoded
+	// Version is the version a reference event names (LastRef; "" for a
+	// replayed dead letter).
+	Version string
+}
+
+// Last decodes, once, what the subject's last event (e.Last) tells about
+// the object id of T.
+func Last[T events.APIObject](e *ConflictError, id string) LastEvent {
+	if e == nil || e.last == nil {
+		return LastEvent{}
 	}
 	_, ev, err := events.Decode(context.Background(), e.last.Header, e.last.Data)
-	if err != nil || ev.GetResource() != events.ResourceOf[T]() || ev.GetObjectId() != id {
-		return events.Encoded{}, false, false
+	if (err != nil && !errors.Is(err, events.ErrObjectTooLarge)) || ev.GetResource() != events.ResourceOf[T]() || ev.GetObjectId() != id {
+		return LastEvent{}
 	}
-	if ev.GetType() == eventsv1.EventType_EVENT_TYPE_DELETED {
-		return events.Encoded{}, true, true
+	switch {
+	case ev.GetType() == eventsv1.EventType_EVENT_TYPE_DELETED:
+		if replayed(e.last.Header) {
+			return LastEvent{} // a copy of an older delete: the state before it stands
+		}
+		return LastEvent{Kind: LastDeleted}
+	case replayed(e.last.Header):
+		return LastEvent{Kind: LastRef}
+	case err != nil: // a reference event
+		return LastEvent{Kind: LastRef, Version: ev.GetVersion()}
 	}
 	obj, ok := events.Unwrap[T](ev.GetObject())
 	if !ok {
-		return events.Encoded{}, false, false
+		return LastEvent{}
 	}
-	if state, err = events.Encode(obj); err != nil {
-		return events.Encoded{}, false, false
+	state, err := events.Encode(obj)
+	if err != nil {
+		return LastEvent{}
 	}
-	return state, false, true
-}
-
-// LastRef reports whether the subject's last event (e.Last) tells no state
-// of the object id of T but that consumers have it: a reference event
-// (over the payload limit), whose version it returns, or a dead letter
-// replayed for one consumer group, a copy of an older ADDED or MODIFIED
-// (version "": the copy's is not the object's). The caller adopts it with
-// diff.Store.AdoptRef: the object's next event is a MODIFIED, or nothing
-// while the object is at that version, never a second ADDED.
-func LastRef[T events.APIObject](e *ConflictError, id string) (version string, ok bool) {
-	if e == nil || e.last == nil {
-		return "", false
-	}
-	_, ev, err := events.Decode(context.Background(), e.last.Header, e.last.Data)
-	if (err != nil && !errors.Is(err, events.ErrObjectTooLarge)) || ev.GetResource() != events.ResourceOf[T]() || ev.GetObjectId() != id ||
-		ev.GetType() == eventsv1.EventType_EVENT_TYPE_DELETED {
-		return "", false
-	}
-	switch {
-	case replayed(e.last.Header):
-		return "", true
-	case err != nil: // a reference event
-		return ev.GetVersion(), true
-	}
-	return "", false
+	return LastEvent{Kind: LastPresent, State: state}
 }
 
 // Publish publishes the event for c, waits for the ack, then stores the new
