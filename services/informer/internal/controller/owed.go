@@ -111,8 +111,9 @@ func (o *owedWrites) lowest() uint64 {
 
 // storeOwed writes the owed floor want over stored and returns what the
 // key now holds.
-func (r *Resource[T]) storeOwed(ctx context.Context, stored, want uint64) (uint64, error) {
-	if err := publish.StoreOwed[T](ctx, r.pub, want); err != nil {
+func (r *Resource[T]) storeOwed(ctx context.Context, stored publish.Floor, want uint64) (publish.Floor, error) {
+	stored, err := publish.StoreOwed[T](ctx, r.pub, stored, want)
+	if err != nil {
 		return stored, err
 	}
 	if want != 0 {
@@ -120,7 +121,7 @@ func (r *Resource[T]) storeOwed(ctx context.Context, stored, want uint64) (uint6
 	} else {
 		r.log.Info("no kv write owed any more")
 	}
-	return want, nil
+	return stored, nil
 }
 
 // keepOwed keeps the owed floor (publish.OwedKey) in step with t's owed
@@ -128,9 +129,11 @@ func (r *Resource[T]) storeOwed(ctx context.Context, stored, want uint64) (uint6
 // written at once: the owed event must not drop out of the next leader's
 // TailMargin before the floor covers it, and at thousands of events a
 // second that takes about two seconds. The writes stop with the term
-// (lease lost: at once), so a deposed leader never writes over the next
-// one's floor; a floor left behind only makes the next leader read more.
-func (r *Resource[T]) keepOwed(ctx context.Context, t *term, stored uint64) error {
+// (lease lost: at once), and each expects the key's revision this term
+// knows (publish.StoreOwed), so a deposed leader's late write never lands
+// over the next one's floor; a floor left behind only makes the next
+// leader read more.
+func (r *Resource[T]) keepOwed(ctx context.Context, t *term, stored publish.Floor) error {
 	var pace <-chan time.Time // set after each write: raises wait for it
 	for {
 		select {
@@ -141,10 +144,10 @@ func (r *Resource[T]) keepOwed(ctx context.Context, t *term, stored uint64) erro
 			pace = nil
 		}
 		want := t.unstored.lowest()
-		if want == stored {
+		if want == stored.Seq {
 			continue
 		}
-		lower := want != 0 && (stored == 0 || want < stored)
+		lower := want != 0 && (stored.Seq == 0 || want < stored.Seq)
 		if !lower && pace != nil {
 			continue // pace brings the loop back
 		}

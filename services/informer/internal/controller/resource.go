@@ -183,7 +183,7 @@ func (r *Resource[T]) Lead(ctx context.Context) error {
 	// term's owed writes are still owed: their floor stays for the next
 	// leader.
 	t.unstored.hold(c.held)
-	stored := r.settleOwed(ctx, t, c.owed)
+	stored := r.settleOwed(ctx, t, c.floor)
 	g.Go(func() error { return r.checkKV(gctx, t) })
 	g.Go(func() error { return r.keepOwed(gctx, t, stored) })
 	g.Go(func() error { return r.auditKV(gctx, store, w, t) })
@@ -229,9 +229,9 @@ func (r *Resource[T]) hooks(ctx context.Context) watch.Hooks {
 // start before the old floor (TailMargin before KV's position): left at
 // the old floor, they would be lost again if this term ended more than
 // TailMargin later. A failed write is logged; keepOwed retries it.
-func (r *Resource[T]) settleOwed(ctx context.Context, t *term, stored uint64) uint64 {
+func (r *Resource[T]) settleOwed(ctx context.Context, t *term, stored publish.Floor) publish.Floor {
 	want := t.unstored.lowest()
-	if want == stored {
+	if want == stored.Seq {
 		return stored
 	}
 	octx, cancel := context.WithTimeout(ctx, owedTimeout)
@@ -250,13 +250,13 @@ func (r *Resource[T]) settleOwed(ctx context.Context, t *term, stored uint64) ui
 // their KV write is owed.
 func (r *Resource[T]) load(ctx context.Context) (caughtUp[T], error) {
 	b := &backoff.ExponentialBackOff{InitialInterval: retryMin, RandomizationFactor: 0.25, Multiplier: 2, MaxInterval: retryMax}
-	var owed uint64
+	var floor publish.Floor
 	l, err := backoff.Retry(ctx, func() (publish.Loaded[T], error) {
 		lctx, cancel := context.WithTimeout(ctx, loadTimeout)
 		defer cancel()
 		l, err := publish.Load[T](lctx, r.kv)
 		if err == nil {
-			owed, err = publish.ReadOwed[T](lctx, r.pub)
+			floor, err = publish.ReadOwed[T](lctx, r.pub)
 		}
 		if err != nil {
 			if ctx.Err() == nil {
@@ -273,7 +273,7 @@ func (r *Resource[T]) load(ctx context.Context) (caughtUp[T], error) {
 	c, err := backoff.Retry(ctx, func() (caughtUp[T], error) {
 		tctx, cancel := context.WithTimeout(ctx, tailTimeout)
 		defer cancel()
-		c, err := r.catchUp(tctx, l, owed)
+		c, err := r.catchUp(tctx, l, floor.Seq)
 		if err != nil && ctx.Err() == nil {
 			r.log.Warn("read the events stream's tail failed, retrying", slog.Any(logkey.Err, err))
 		}
@@ -287,7 +287,7 @@ func (r *Resource[T]) load(ctx context.Context) (caughtUp[T], error) {
 		// never reached KV can go unannounced (a NATS user without the
 		// consumer permissions on the events stream ends up here too).
 		r.log.Error("leading without the events stream's tail", slog.Any(logkey.Err, err))
-		c = caughtUp[T]{objects: l.Objects, seqs: l.Seqs, revs: l.Revs, owed: owed, held: owed}
+		c = caughtUp[T]{objects: l.Objects, seqs: l.Seqs, revs: l.Revs, owed: floor.Seq, held: floor.Seq}
 	}
 	if l.Bad > 0 {
 		r.log.Warn("undecodable cache entries skipped", slog.Int(logkey.Count, l.Bad))
@@ -304,6 +304,7 @@ func (r *Resource[T]) load(ctx context.Context) (caughtUp[T], error) {
 			r.log.Info("old delete markers set to expire", slog.Int(logkey.Count, n))
 		}
 	}
+	c.floor = floor
 	return c, nil
 }
 
@@ -326,6 +327,9 @@ type caughtUp[T events.APIObject] struct {
 	refs []refEvent
 	// owed is the owed floor the objects bucket holds (0: none).
 	owed uint64
+	// floor is the owed floor's key as the load read it: what its first
+	// write expects (publish.StoreOwed).
+	floor publish.Floor
 	// held is a floor this term keeps (owedWrites.hold): owed, when the
 	// tail could not be read.
 	held uint64

@@ -192,25 +192,32 @@ func (p *Publisher) sendKV(ctx context.Context, key string, value []byte, rev ui
 // writeObject is the synchronous write of an object's entry: value under
 // key (nil: removed), for the event at eventSeq (0: unknown), expecting
 // the key's last revision revs knows once its put in flight, if any, is
-// acked. A refusal is settled by kvConflict. The new revision is recorded
-// in revs.
+// acked (writeKey). The new revision is recorded in revs.
 func (p *Publisher) writeObject(ctx context.Context, revs *Revs, res eventsv1.Resource, id string, value []byte, eventSeq uint64) error {
-	key := events.ObjectKey(res, id)
 	// A put in flight that failed or gave no answer: the expectation
 	// below settles whether it landed.
 	rev, _ := revs.settled(ctx, id)
-	if err := p.fence(); err != nil {
-		return err
-	}
-	newRev, err := p.sendKV(ctx, key, value, rev)
-	if wrongLastSeq(err) {
-		newRev, err = p.kvConflict(ctx, res, key, value, eventSeq, rev, err)
-	}
+	newRev, err := p.writeKey(ctx, res, events.ObjectKey(res, id), value, eventSeq, rev)
 	if err != nil {
 		return err
 	}
 	revs.known.SetKVRev(id, newRev)
 	return nil
+}
+
+// writeKey writes value under key of the objects bucket (nil: removes
+// it), for the event at eventSeq (0: unknown, or no object's key), after
+// the lease check, expecting rev as the key's last revision; a refusal is
+// settled by kvConflict. It returns the key's revision after the write.
+func (p *Publisher) writeKey(ctx context.Context, res eventsv1.Resource, key string, value []byte, eventSeq, rev uint64) (uint64, error) {
+	if err := p.fence(); err != nil {
+		return 0, err
+	}
+	newRev, err := p.sendKV(ctx, key, value, rev)
+	if wrongLastSeq(err) {
+		newRev, err = p.kvConflict(ctx, res, key, value, eventSeq, rev, err)
+	}
+	return newRev, err
 }
 
 // kvConflict settles the bucket's refusal (cause) of a write of value

@@ -254,3 +254,64 @@ func TestPutsOfOneObjectChain(t *testing.T) {
 		t.Fatalf("kv holds %q (%v) after %d conflicts, want v5 and none", prompt, err, kvConflicts.Load())
 	}
 }
+
+// TestStaleLeaderOwedFloorRefused: the owed floor (OwedKey) is fenced like
+// an object's entry. Leader A stored a floor and is paused past its
+// lease; B takes over and lowers the floor for writes it owes; A resumes
+// and removes the floor (its own owed writes landed). Unfenced, A's
+// removal would hide B's owed writes from the next leader's tail read;
+// here it is refused, A's retry fails its reconfirmation, and the key
+// keeps B's floor.
+func TestStaleLeaderOwedFloorRefused(t *testing.T) {
+	t.Parallel()
+	const ttl = 30 * time.Second
+	_, kv, js := setup(t, 0, time.Second)
+	leases, err := js.CreateKeyValue(t.Context(), jetstream.KeyValueConfig{Bucket: "leases", TTL: ttl})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	a := campaign(t, leases, "a", ttl)
+	// A's Fence is nil: its pause falls after the check.
+	pa, err := New(js, kv, noop.NewTracerProvider().Tracer(""), Config{Prefix: "ev", Stream: "EV", MarkerTTL: time.Second, Reconfirm: a.e.Reconfirm})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fa, err := ReadOwed[*ambientv1.Session](ctx, pa)
+	if err != nil || fa != (Floor{}) {
+		t.Fatalf("A's first read: %+v, %v; want no floor", fa, err)
+	}
+	if fa, err = StoreOwed[*ambientv1.Session](ctx, pa, fa, 10); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := leases.Purge(ctx, "informer"); err != nil {
+		t.Fatal(err)
+	}
+	b := campaign(t, leases, "b", ttl)
+	pb, err := New(js, kv, noop.NewTracerProvider().Tracer(""), Config{Prefix: "ev", Stream: "EV", MarkerTTL: time.Second, Fence: b.e.Confirmed, Reconfirm: b.e.Reconfirm})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fb, err := ReadOwed[*ambientv1.Session](ctx, pb)
+	if err != nil || fb.Seq != 10 {
+		t.Fatalf("B's read: %+v, %v; want A's floor 10", fb, err)
+	}
+	if _, err = StoreOwed[*ambientv1.Session](ctx, pb, fb, 7); err != nil {
+		t.Fatal(err)
+	}
+
+	_, err = StoreOwed[*ambientv1.Session](ctx, pa, fa, 0)
+	if !errors.Is(err, ErrKVConflict) || !errors.Is(err, lease.ErrLost) {
+		t.Fatalf("A's late removal of the floor: err = %v, want ErrKVConflict and lease.ErrLost", err)
+	}
+	if got, err := ReadOwed[*ambientv1.Session](ctx, pb); err != nil || got.Seq != 7 {
+		t.Fatalf("floor after A's late removal: %+v, %v; want B's 7", got, err)
+	}
+	select {
+	case cause := <-a.lost:
+		t.Logf("A stood down: %v", cause)
+	case <-time.After(10 * time.Second):
+		t.Fatal("A's term did not end after its stale floor write was refused")
+	}
+}

@@ -2,11 +2,8 @@ package publish
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strconv"
-
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ambient-code/control-plane/libs/events"
 )
@@ -37,33 +34,52 @@ func OwedKey[T events.APIObject]() string {
 	return owedKeyPrefix + events.ResourceToken(events.ResourceOf[T]())
 }
 
-// ReadOwed returns the owed floor of T's resource (0: nothing owed, or a
-// value no informer wrote).
-func ReadOwed[T events.APIObject](ctx context.Context, p *Publisher) (uint64, error) {
+// Floor is the owed floor as the objects bucket holds it: Seq (0: none)
+// and Rev, the revision of the key's last entry (0: none), which the
+// next write of the key expects (StoreOwed).
+type Floor struct {
+	Seq, Rev uint64
+}
+
+// ReadOwed returns the owed floor of T's resource (Seq 0: nothing owed, or
+// a value no informer wrote) and the revision of its key's last entry,
+// a removal's marker included.
+func ReadOwed[T events.APIObject](ctx context.Context, p *Publisher) (Floor, error) {
 	key := OwedKey[T]()
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
 	defer cancel()
-	e, err := p.kv.Get(ctx, key)
+	last, err := p.lastKV(ctx, key)
 	switch {
-	case errors.Is(err, jetstream.ErrKeyNotFound):
-		return 0, nil
 	case err != nil:
-		return 0, fmt.Errorf("read %s: %w", key, err)
+		return Floor{}, fmt.Errorf("read %s: %w", key, err)
+	case last == nil:
+		return Floor{}, nil
+	case last.Header.Get(kvOpHeader) != "":
+		return Floor{Rev: last.Sequence}, nil // removed
 	}
-	seq, err := strconv.ParseUint(string(e.Value()), 10, 64)
+	seq, err := strconv.ParseUint(string(last.Data), 10, 64)
 	if err != nil {
-		return 0, nil //nolint:nilerr // not ours: read the tail from KV's position, as without a floor
+		// Not ours: read the tail from KV's position, as without a floor.
+		return Floor{Rev: last.Sequence}, nil //nolint:nilerr // see above
 	}
-	return seq, nil
+	return Floor{Seq: seq, Rev: last.Sequence}, nil
 }
 
-// StoreOwed writes the owed floor of T's resource: seq, or no key for 0
-// (removed like a deleted object's, with a marker that expires). Callers
-// lower it before the owed event can fall out of TailMargin, and raise or
-// remove it only once the writes below the new value landed: a floor
-// above an owed event is the gap it exists to close, one below costs the
-// next leader a longer read.
-func StoreOwed[T events.APIObject](ctx context.Context, p *Publisher, seq uint64) error {
+// StoreOwed writes the owed floor seq of T's resource over stored (what
+// the key holds, as ReadOwed or the last StoreOwed returned it), or
+// removes the key for 0 (a purge, like a deleted object's, with a marker
+// that expires), and returns what the key holds then. Callers lower it
+// before the owed event can fall out of TailMargin, and raise or remove it
+// only once the writes below the new value landed: a floor above an owed
+// event is the gap it exists to close, one below costs the next leader a
+// longer read.
+//
+// Fenced like an object's entry: the write expects stored.Rev as the
+// key's last revision, so a deposed leader's late write (a raise or a
+// removal) cannot land over its successor's floor and hide that one's
+// owed writes from the next leader; a refusal is settled by kvConflict
+// (the lease reconfirmed first).
+func StoreOwed[T events.APIObject](ctx context.Context, p *Publisher, stored Floor, seq uint64) (Floor, error) {
 	key := OwedKey[T]()
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
 	defer cancel()
@@ -71,8 +87,9 @@ func StoreOwed[T events.APIObject](ctx context.Context, p *Publisher, seq uint64
 	if seq > 0 {
 		value = strconv.AppendUint(nil, seq, 10)
 	}
-	if err := p.write(ctx, key, value); err != nil {
-		return fmt.Errorf("store %s: %w", key, err)
+	rev, err := p.writeKey(ctx, events.ResourceOf[T](), key, value, 0, stored.Rev)
+	if err != nil {
+		return stored, fmt.Errorf("store %s: %w", key, err)
 	}
-	return nil
+	return Floor{Seq: seq, Rev: rev}, nil
 }

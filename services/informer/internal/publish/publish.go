@@ -573,24 +573,6 @@ func (p *Publisher) connected() error {
 	return nil
 }
 
-// write puts value under key, or removes the key (value nil): a purge with
-// MarkerTTL, so the marker, and with it the key, is gone after the TTL.
-// Unfenced: for keys that are no object's (the owed floor); objects go
-// through writeObject.
-func (p *Publisher) write(ctx context.Context, key string, value []byte) error {
-	if err := p.connected(); err != nil {
-		return err
-	}
-	if value != nil {
-		_, err := p.kv.Put(ctx, key, value)
-		return err
-	}
-	if p.cfg.MarkerTTL > 0 {
-		return p.kv.Purge(ctx, key, jetstream.PurgeTTL(p.cfg.MarkerTTL))
-	}
-	return p.kv.Delete(ctx, key)
-}
-
 // Storable reports whether state fits a KV entry (the NATS payload limit
 // with the entry's framing); a state that does not is never written, and KV
 // keeps the object's last state that fitted.
