@@ -159,6 +159,26 @@ type term struct {
 	lost chan error // the cause of the term's end when it was lost
 }
 
+// leasesBucket creates the lease bucket the tests' electors campaign in.
+func leasesBucket(t *testing.T, js jetstream.JetStream, ttl time.Duration) jetstream.KeyValue {
+	t.Helper()
+	leases, err := js.CreateKeyValue(t.Context(), jetstream.KeyValueConfig{Bucket: "leases", TTL: ttl})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return leases
+}
+
+// countReconfirms makes p's lease always reconfirm, counting the calls.
+func countReconfirms(p *Publisher) *atomic.Int64 {
+	var n atomic.Int64
+	p.cfg.Reconfirm = func(context.Context) error {
+		n.Add(1)
+		return nil
+	}
+	return &n
+}
+
 // campaign runs an elector for holder until the test ends.
 func campaign(t *testing.T, kv jetstream.KeyValue, holder string, ttl time.Duration) *term {
 	t.Helper()
@@ -206,10 +226,7 @@ func TestStaleLeaderRefused(t *testing.T) {
 	// Long enough that no renewal of A's notices the takeover first.
 	const ttl = 30 * time.Second
 	_, kv, js := setup(t, 0, time.Second)
-	leases, err := js.CreateKeyValue(t.Context(), jetstream.KeyValueConfig{Bucket: "leases", TTL: ttl})
-	if err != nil {
-		t.Fatal(err)
-	}
+	leases := leasesBucket(t, js, ttl)
 	publisher := func(tm *term) *Publisher {
 		p, err := New(js, kv, noop.NewTracerProvider().Tracer(""), Config{Prefix: "ev", Stream: "EV", Fence: tm.e.Confirmed, Reconfirm: tm.e.Reconfirm})
 		if err != nil {
@@ -268,11 +285,7 @@ func TestStaleLeaderRefused(t *testing.T) {
 func TestLostAckCountsAsPublished(t *testing.T) {
 	t.Parallel()
 	p, _, js := setup(t, 0, time.Second)
-	var reconfirms atomic.Int64
-	p.cfg.Reconfirm = func(context.Context) error {
-		reconfirms.Add(1)
-		return nil
-	}
+	reconfirms := countReconfirms(p)
 	var duplicates atomic.Int64
 	p.cfg.Observe = func(_ context.Context, _ eventsv1.Resource, _ eventsv1.EventType, _ time.Duration, dup bool) {
 		if dup {
@@ -313,10 +326,7 @@ func TestPurgedSubjectPublishedAfterReconfirm(t *testing.T) {
 	t.Parallel()
 	const ttl = 30 * time.Second
 	p, _, js := setup(t, 0, time.Second)
-	leases, err := js.CreateKeyValue(t.Context(), jetstream.KeyValueConfig{Bucket: "leases", TTL: ttl})
-	if err != nil {
-		t.Fatal(err)
-	}
+	leases := leasesBucket(t, js, ttl)
 	tm := campaign(t, leases, "a", ttl)
 	p.cfg.Fence, p.cfg.Reconfirm = tm.e.Confirmed, tm.e.Reconfirm
 	ctx := t.Context()

@@ -67,10 +67,7 @@ func TestStaleLeaderKVWriteRefused(t *testing.T) {
 			t.Parallel()
 			const ttl = 30 * time.Second
 			_, kv, js := setup(t, 0, time.Second)
-			leases, err := js.CreateKeyValue(t.Context(), jetstream.KeyValueConfig{Bucket: "leases", TTL: ttl})
-			if err != nil {
-				t.Fatal(err)
-			}
+			leases := leasesBucket(t, js, ttl)
 			ctx := t.Context()
 			a := campaign(t, leases, "a", ttl)
 			v1, v2, v3 := versioned("x", "v1", 100), versioned("x", "v2: A's, stale", 200), versioned("x", "v3: B's", 300)
@@ -88,6 +85,7 @@ func TestStaleLeaderKVWriteRefused(t *testing.T) {
 					t.Fatal(err)
 				}
 				b = campaign(t, leases, "b", ttl)
+				var err error
 				pb, err = New(js, kv, noop.NewTracerProvider().Tracer(""), Config{Prefix: "ev", Stream: "EV", MarkerTTL: time.Second, Fence: b.e.Confirmed, Reconfirm: b.e.Reconfirm})
 				if err != nil {
 					t.Fatal(err)
@@ -168,11 +166,7 @@ func TestStaleLeaderKVWriteRefused(t *testing.T) {
 func TestKVLostAckCountsAsWritten(t *testing.T) {
 	t.Parallel()
 	p, kv, _ := setup(t, 0, time.Second)
-	var reconfirms atomic.Int64
-	p.cfg.Reconfirm = func(context.Context) error {
-		reconfirms.Add(1)
-		return nil
-	}
+	reconfirms := countReconfirms(p)
 	ctx := t.Context()
 	v1, v2 := versioned("x", "v1", 100), versioned("x", "v2", 200)
 	var kvConflicts atomic.Int64
@@ -266,10 +260,7 @@ func TestStaleLeaderOwedFloorRefused(t *testing.T) {
 	t.Parallel()
 	const ttl = 30 * time.Second
 	_, kv, js := setup(t, 0, time.Second)
-	leases, err := js.CreateKeyValue(t.Context(), jetstream.KeyValueConfig{Bucket: "leases", TTL: ttl})
-	if err != nil {
-		t.Fatal(err)
-	}
+	leases := leasesBucket(t, js, ttl)
 	ctx := t.Context()
 	a := campaign(t, leases, "a", ttl)
 	// A's Fence is nil: its pause falls after the check.
