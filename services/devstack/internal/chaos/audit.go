@@ -75,8 +75,11 @@ type auditInput struct {
 	Streams       []streamInfo
 	StreamsErr    error
 	// Events is the whole events stream at the end, in order.
-	Events        []streamEvent
-	EventsErr     error
+	Events    []streamEvent
+	EventsErr error
+	// Objects is the objects bucket at the end, with the events stream it
+	// was compared with (see objectsCheck).
+	Objects       objectsRead
 	Converged     time.Duration // -1: did not converge
 	ConvergeBound time.Duration
 	ConvergeLimit time.Duration
@@ -192,6 +195,7 @@ func audit(in auditInput) auditResult {
 	r.Checks = append(r.Checks, nodeFreezeCheck(in.Faults, in.Journal, window, in.Obs))
 	r.Checks = append(r.Checks, runnerKillCheck(in.Faults))
 	r.Checks = append(r.Checks, eventOrderCheck(in.Events, in.EventsErr, in.Faults, in.ScheduleStart))
+	r.Checks = append(r.Checks, objectsCheck(in.Objects))
 	return r
 }
 
@@ -809,6 +813,167 @@ func eventOrderCheck(evs []streamEvent, err error, faults []faultRecord, t0 time
 	c.Detail = fmt.Sprintf("%d events read, %d out of order", len(evs), len(c.Failures))
 	if len(evs) == 0 && err == nil {
 		c.Failures = append(c.Failures, "no event read")
+	}
+	return c
+}
+
+// objectsRead is the informer's objects bucket (KV ambient-objects) at
+// the end and the events stream it was compared with.
+type objectsRead struct {
+	// Entries are the bucket's live entries (the owed-write floor keys
+	// left out).
+	Entries []kvEntry
+	// Events is the whole events stream, in order, as last read.
+	Events []streamEvent
+	// FirstSeq is the stream's first sequence: above 1, events aged out.
+	FirstSeq uint64
+	// Reads counts the reads of the bucket; Waited is the time from the
+	// first to the last (the bucket is read again while it disagrees, up
+	// to kvAgreeLimit).
+	Reads  int
+	Waited time.Duration
+	// Err: the bucket or the stream could not be read.
+	Err error
+}
+
+// objectsFindings is how the objects bucket compares with the stream.
+type objectsFindings struct {
+	// Live: objects whose entry is the state of their last event (same
+	// version, event_seq its sequence); Deleted: objects whose last
+	// event is a DELETED and that have no entry.
+	Live, Deleted int
+	// Exempt: Ref, objects whose last event is a reference event;
+	// AgedOut, entries of objects without an event left in the stream,
+	// older than its first sequence.
+	Ref, AgedOut int
+	// Replays counts the replayed dead letters skipped.
+	Replays int
+	// Mismatches names each object that disagrees and how, in key order.
+	Mismatches []string
+}
+
+// Compared counts the objects judged (exempt ones aside).
+func (f objectsFindings) Compared() int { return f.Live + f.Deleted + len(f.Mismatches) }
+
+// compareObjects compares the objects bucket's entries with the events
+// stream evs (in stream order; first is the stream's first sequence).
+// Each object's last event decides, a replayed dead letter aside (a copy
+// of an older event for one consumer group, as the informer's
+// publish.Tail skips it) and an undecodable message aside (the order
+// check reports it):
+//   - ADDED or MODIFIED: the bucket holds that state (the event's
+//     version) with event_seq the event's stream sequence;
+//   - DELETED: the bucket holds no entry (a deleted object brought back,
+//     by a deposed leader's late write or a NATS store rebuild, would be
+//     re-applied by kube-reconciler's resync);
+//   - a reference event (the object alone over the payload limit): exempt,
+//     the bucket keeps the last state that fitted, or nothing;
+//   - no event left, an entry older than the stream's first sequence:
+//     exempt, its events aged out (STREAM_MAX_AGE); an entry of an object
+//     without any event while nothing aged out disagrees.
+func compareObjects(evs []streamEvent, first uint64, entries []kvEntry) objectsFindings {
+	var f objectsFindings
+	last := map[string]streamEvent{}
+	for _, e := range evs {
+		switch {
+		case e.Type == "undecodable":
+		case e.Replayed:
+			f.Replays++
+		default:
+			last[e.Key] = e
+		}
+	}
+	held := map[string]kvEntry{}
+	var bad []string
+	for _, en := range entries {
+		if en.Err != "" {
+			bad = append(bad, fmt.Sprintf("key %s (revision %d): %s", en.Key, en.Revision, en.Err))
+			continue
+		}
+		held[en.Key] = en
+	}
+	keys := sortedKeys(last)
+	for k := range held {
+		if _, ok := last[k]; !ok {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	entry := func(en kvEntry) string {
+		return fmt.Sprintf("%s (event_seq %d, revision %d)", en.Version, en.EventSeq, en.Revision)
+	}
+	for _, k := range keys {
+		e, published := last[k]
+		en, inKV := held[k]
+		mismatch := func(format string, args ...any) {
+			f.Mismatches = append(f.Mismatches, k+": "+fmt.Sprintf(format, args...))
+		}
+		switch {
+		case published && e.Ref:
+			f.Ref++
+		case !published && first > 1 && en.EventSeq < first:
+			f.AgedOut++
+		case !published:
+			mismatch("no event in the stream (first sequence %d), KV holds %s", first, entry(en))
+		case e.Type == "DELETED" && inKV:
+			mismatch("deleted (seq %d), KV still holds %s", e.Seq, entry(en))
+		case e.Type == "DELETED":
+			f.Deleted++
+		case !inKV:
+			mismatch("last event %s %s (seq %d), no entry in KV", e.Type, e.Version, e.Seq)
+		case en.Version != e.Version || en.EventSeq != e.Seq:
+			what := "another state"
+			switch {
+			case en.Version == e.Version:
+				what = "that state"
+			case olderVersion(en.Version, e.Version):
+				what = "an older state"
+			case olderVersion(e.Version, en.Version):
+				what = "a newer state"
+			}
+			mismatch("last event %s %s (seq %d), KV holds %s %s", e.Type, e.Version, e.Seq, what, entry(en))
+		default:
+			f.Live++
+		}
+	}
+	f.Mismatches = append(f.Mismatches, bad...)
+	return f
+}
+
+// objectsShown is how many mismatches the objects check's detail names.
+const objectsShown = 3
+
+// objectsCheck wants the objects bucket to agree with the events stream
+// at the end (compareObjects): it is the informer's persisted cache, which
+// a new leader diffs against and kube-reconciler's resync applies.
+func objectsCheck(rd objectsRead) check {
+	f := compareObjects(rd.Events, rd.FirstSeq, rd.Entries)
+	c := check{Name: "the objects bucket (KV " + objectsBucket + ") agrees with the events stream: per object the state and event_seq of its last event, no entry after its DELETED"}
+	c.Failures = slices.Clone(f.Mismatches)
+	if rd.Err != nil {
+		c.Failures = append(c.Failures, "read the objects bucket or the events stream: "+rd.Err.Error())
+	}
+	c.OK = len(c.Failures) == 0 && f.Compared() > 0
+	c.Detail = fmt.Sprintf("%d objects compared: %d entries are their last event's state, %d deleted objects have none; exempt: %d whose last event is a reference event (over the payload limit), %d aged out of the stream; %d replayed dead letters skipped; %d mismatches",
+		f.Compared(), f.Live, f.Deleted, f.Ref, f.AgedOut, f.Replays, len(f.Mismatches))
+	if n := len(f.Mismatches); n > 0 {
+		c.Detail += " (" + strings.Join(f.Mismatches[:min(n, objectsShown)], "; ")
+		if n > objectsShown {
+			c.Detail += fmt.Sprintf("; %d more", n-objectsShown)
+		}
+		c.Detail += ")"
+	}
+	switch {
+	case rd.Reads > 1 && len(f.Mismatches) == 0:
+		c.Detail += fmt.Sprintf("; agreed at read %d, %s after the first", rd.Reads, rd.Waited.Round(100*time.Millisecond))
+	case rd.Reads > 1:
+		c.Detail += fmt.Sprintf("; still so after %d reads over %s", rd.Reads, rd.Waited.Round(100*time.Millisecond))
+	}
+	if rd.Err != nil {
+		c.Detail += "; unreadable: " + rd.Err.Error()
+	}
+	if f.Compared() == 0 && rd.Err == nil {
+		c.Failures = append(c.Failures, "no object compared")
 	}
 	return c
 }

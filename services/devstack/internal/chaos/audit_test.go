@@ -348,6 +348,14 @@ func TestAuditFailsOnEveryHeadlineFigure(t *testing.T) {
 				{Seq: 2, Key: "sessions/x", Type: "ADDED", Version: "001-b"},
 				{Seq: 3, Key: "sessions/w", Type: "MODIFIED", Version: "002-c"},
 			},
+			Objects: objectsRead{Reads: 1, FirstSeq: 1,
+				Events: []streamEvent{
+					{Seq: 1, Key: "sessions/w", Type: "ADDED", Version: "001-a"},
+					{Seq: 2, Key: "sessions/x", Type: "ADDED", Version: "001-b"},
+					{Seq: 3, Key: "sessions/w", Type: "MODIFIED", Version: "002-c"},
+				},
+				Entries: []kvEntry{{Key: "sessions/w", Version: "002-c", EventSeq: 3}, {Key: "sessions/x", Version: "001-b", EventSeq: 2}},
+			},
 		}
 	}
 	if r := audit(base()); !r.Passed() {
@@ -377,6 +385,10 @@ func TestAuditFailsOnEveryHeadlineFigure(t *testing.T) {
 			in.Events = append(in.Events, streamEvent{Seq: 4, Key: "sessions/w", Type: "MODIFIED", Version: "001-z"})
 		},
 		"events unreadable": func(in *auditInput) { in.Events, in.EventsErr = nil, errors.New("no stream") },
+		"objects bucket holds an older state": func(in *auditInput) {
+			in.Objects.Entries[0] = kvEntry{Key: "sessions/w", Version: "001-a", EventSeq: 1}
+		},
+		"objects bucket unreadable": func(in *auditInput) { in.Objects.Entries, in.Objects.Err = nil, errors.New("no bucket") },
 		"frozen node kept a claim": func(in *auditInput) {
 			in.Faults[2].Moved, in.Faults[2].StillClaimed = false, []string{"w"}
 		},
@@ -710,5 +722,135 @@ func TestNodeFreezeCheck(t *testing.T) {
 				t.Errorf("check %+v, want one failure naming %q", c, tc.wantErr)
 			}
 		})
+	}
+}
+
+// TestCompareObjects: per object, the objects bucket holds the state and
+// event_seq of the object's last event, and nothing after its DELETED; a
+// replayed dead letter is no last event, a reference event and events that
+// aged out of the stream exempt their object.
+func TestCompareObjects(t *testing.T) {
+	const (
+		v1 = "0000000000000100-aaaaaaaaaaaaaaaa"
+		v2 = "0000000000000200-bbbbbbbbbbbbbbbb"
+		v3 = "0000000000000300-cccccccccccccccc"
+	)
+	stream := []streamEvent{
+		{Seq: 1, Key: "sessions/a", Type: "ADDED", Version: v1},
+		{Seq: 2, Key: "sessions/b", Type: "ADDED", Version: v1},
+		{Seq: 3, Key: "sessions/a", Type: "MODIFIED", Version: v2},
+		{Seq: 4, Key: "projects/p", Type: "ADDED", Version: v1},
+		{Seq: 5, Key: "sessions/b", Type: "DELETED", Version: v1},
+		{Seq: 6, Type: "undecodable"},
+	}
+	agree := []kvEntry{
+		{Key: "sessions/a", Version: v2, EventSeq: 3, Revision: 10},
+		{Key: "projects/p", Version: v1, EventSeq: 4, Revision: 11},
+	}
+	with := func(extra ...streamEvent) []streamEvent { return append(slices.Clone(stream), extra...) }
+	entries := func(change func([]kvEntry) []kvEntry) []kvEntry { return change(slices.Clone(agree)) }
+	tests := []struct {
+		name    string
+		evs     []streamEvent
+		first   uint64
+		entries []kvEntry
+		// live, deleted, ref, agedOut, replays
+		counts [5]int
+		want   string // the one mismatch, "" for none
+	}{
+		{name: "matching", evs: stream, first: 1, entries: agree, counts: [5]int{2, 1, 0, 0, 0}},
+		{name: "stale older version", evs: stream, first: 1,
+			entries: entries(func(es []kvEntry) []kvEntry { es[0].Version, es[0].EventSeq = v1, 1; return es }),
+			counts:  [5]int{1, 1, 0, 0, 0},
+			want:    "sessions/a: last event MODIFIED " + v2 + " (seq 3), KV holds an older state " + v1 + " (event_seq 1, revision 10)"},
+		{name: "newer state than the last event", evs: stream, first: 1,
+			entries: entries(func(es []kvEntry) []kvEntry { es[0].Version, es[0].EventSeq = v3, 9; return es }),
+			counts:  [5]int{1, 1, 0, 0, 0}, want: "KV holds a newer state " + v3},
+		{name: "same state, other event_seq", evs: stream, first: 1,
+			entries: entries(func(es []kvEntry) []kvEntry { es[0].EventSeq = 1; return es }),
+			counts:  [5]int{1, 1, 0, 0, 0}, want: "sessions/a: last event MODIFIED " + v2 + " (seq 3), KV holds that state " + v2 + " (event_seq 1, revision 10)"},
+		{name: "deleted object with an entry left", evs: stream, first: 1,
+			entries: entries(func(es []kvEntry) []kvEntry {
+				return append(es, kvEntry{Key: "sessions/b", Version: v1, EventSeq: 2, Revision: 12})
+			}),
+			counts: [5]int{2, 0, 0, 0, 0}, want: "sessions/b: deleted (seq 5), KV still holds " + v1 + " (event_seq 2, revision 12)"},
+		{name: "live object without an entry", evs: stream, first: 1, entries: agree[1:],
+			counts: [5]int{1, 1, 0, 0, 0}, want: "sessions/a: last event MODIFIED " + v2 + " (seq 3), no entry in KV"},
+		{name: "reference event exempt with the last state that fitted", first: 1,
+			evs:     with(streamEvent{Seq: 7, Key: "sessions/a", Type: "MODIFIED", Version: v3, Ref: true}),
+			entries: agree, counts: [5]int{1, 1, 1, 0, 0}},
+		{name: "reference event exempt without an entry", first: 1,
+			evs:     with(streamEvent{Seq: 7, Key: "sessions/big", Type: "ADDED", Version: v3, Ref: true}),
+			entries: agree, counts: [5]int{2, 1, 1, 0, 0}},
+		{name: "replayed dead letter ignored", first: 1,
+			evs:     with(streamEvent{Seq: 7, Key: "sessions/a", Type: "ADDED", Version: v1, Replayed: true}),
+			entries: agree, counts: [5]int{2, 1, 0, 0, 1}},
+		{name: "replayed dead letter of a deleted object brings nothing back", first: 1,
+			evs:     with(streamEvent{Seq: 7, Key: "sessions/b", Type: "MODIFIED", Version: v1, Replayed: true}),
+			entries: agree, counts: [5]int{2, 1, 0, 0, 1}},
+		{name: "entry without an event while nothing aged out", evs: stream, first: 1,
+			entries: entries(func(es []kvEntry) []kvEntry {
+				return append(es, kvEntry{Key: "sessions/z", Version: v1, EventSeq: 0, Revision: 3})
+			}),
+			counts: [5]int{2, 1, 0, 0, 0}, want: "sessions/z: no event in the stream (first sequence 1), KV holds " + v1 + " (event_seq 0, revision 3)"},
+		{name: "entry whose events aged out", evs: stream[2:], first: 3,
+			entries: entries(func(es []kvEntry) []kvEntry {
+				return append(es, kvEntry{Key: "sessions/old", Version: v1, EventSeq: 2, Revision: 3})
+			}),
+			counts: [5]int{2, 1, 0, 1, 0}},
+		{name: "entry newer than the stream's first sequence without an event", evs: stream[2:], first: 3,
+			entries: entries(func(es []kvEntry) []kvEntry {
+				return append(es, kvEntry{Key: "sessions/old", Version: v1, EventSeq: 4, Revision: 3})
+			}),
+			counts: [5]int{2, 1, 0, 0, 0}, want: "sessions/old: no event in the stream (first sequence 3)"},
+		{name: "entry that is no object's", evs: stream, first: 1,
+			entries: entries(func(es []kvEntry) []kvEntry {
+				return append(es, kvEntry{Key: "junk", Revision: 4, Err: "not an object key"})
+			}),
+			counts: [5]int{2, 1, 0, 0, 0}, want: "key junk (revision 4): not an object key"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := compareObjects(tc.evs, tc.first, tc.entries)
+			if got := [5]int{f.Live, f.Deleted, f.Ref, f.AgedOut, f.Replays}; got != tc.counts {
+				t.Errorf("live, deleted, ref, aged out, replays %v, want %v", got, tc.counts)
+			}
+			switch {
+			case tc.want == "" && len(f.Mismatches) > 0:
+				t.Errorf("mismatches %q, want none", f.Mismatches)
+			case tc.want != "" && (len(f.Mismatches) != 1 || !strings.Contains(f.Mismatches[0], tc.want)):
+				t.Errorf("mismatches %q, want one naming %q", f.Mismatches, tc.want)
+			}
+		})
+	}
+}
+
+// TestObjectsCheck: the check passes with objects compared and none
+// disagreeing; it names the first mismatches in its detail, and fails when
+// a read failed or nothing was compared.
+func TestObjectsCheck(t *testing.T) {
+	evs := []streamEvent{{Seq: 1, Key: "sessions/a", Type: "ADDED", Version: "001-a"}, {Seq: 2, Key: "sessions/big", Type: "ADDED", Version: "001-b", Ref: true}}
+	rd := objectsRead{Events: evs, FirstSeq: 1, Entries: []kvEntry{{Key: "sessions/a", Version: "001-a", EventSeq: 1}}, Reads: 3, Waited: 2 * time.Second}
+	c := objectsCheck(rd)
+	if !c.OK || len(c.Failures) != 0 || c.Detail != "1 objects compared: 1 entries are their last event's state, 0 deleted objects have none; exempt: 1 whose last event is a reference event (over the payload limit), 0 aged out of the stream; 0 replayed dead letters skipped; 0 mismatches; agreed at read 3, 2s after the first" {
+		t.Errorf("agreeing bucket: %+v", c)
+	}
+	stale := rd
+	stale.Entries = nil
+	for _, id := range []string{"a", "b", "c", "d"} {
+		stale.Events = append(stale.Events, streamEvent{Seq: uint64(len(stale.Events) + 1), Key: "sessions/" + id, Type: "MODIFIED", Version: "002-" + id})
+	}
+	c = objectsCheck(stale)
+	if c.OK || len(c.Failures) != 4 || !strings.Contains(c.Detail, "; 4 mismatches (sessions/a: last event MODIFIED 002-a (seq 3), no entry in KV; sessions/b: ") ||
+		!strings.Contains(c.Detail, "; 1 more); still so after 3 reads over 2s") {
+		t.Errorf("bucket without entries: %+v", c)
+	}
+	broken := rd
+	broken.Err = errors.New("no bucket")
+	if c := objectsCheck(broken); c.OK || !strings.Contains(c.Failures[len(c.Failures)-1], "no bucket") {
+		t.Errorf("unreadable bucket passed: %+v", c)
+	}
+	if c := objectsCheck(objectsRead{Events: evs[1:], FirstSeq: 1}); c.OK || c.Failures[0] != "no object compared" {
+		t.Errorf("nothing compared passed: %+v", c)
 	}
 }

@@ -71,6 +71,21 @@
 // every object is in its desired state and counted, or the converge
 // timeout passes; the audit then judges that last observation.
 //
+// It also reads the informer's persisted cache, KV ambient-objects, and
+// the whole events stream: per object, the bucket must hold the state of
+// the object's last event (same version, event_seq that event's stream
+// sequence) and no entry after a DELETED, since kube-reconciler's resync
+// re-applies what the bucket holds and a stale entry (a deposed leader's
+// late write, a store rebuild) would silently revert Kubernetes. A
+// replayed dead letter (a copy of an older event for one consumer group)
+// is no last event; an object whose last event is a reference event (over
+// the payload limit: the bucket keeps the last state that fitted, or
+// nothing) and an entry whose events aged out of the stream are exempt and
+// counted. KV writes follow the acks without waiting and owed ones are
+// retried, so while they disagree the bucket and what the stream gained
+// are read again every second, for up to 30 s; what still disagrees fails
+// the check.
+//
 // # Limits
 //
 // No operator runs. The harness stands in for its status writes (see

@@ -17,11 +17,13 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/synadia-io/orbit.go/pcgroups"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/ambient-code/control-plane/libs/bus"
 	"github.com/ambient-code/control-plane/libs/events"
 	"github.com/ambient-code/control-plane/libs/group"
 	"github.com/ambient-code/control-plane/libs/registry"
+	eventsv1 "github.com/ambient-code/control-plane/proto/ambient/events/v1"
 	"github.com/ambient-code/control-plane/services/devstack/internal/proc"
 )
 
@@ -254,62 +256,214 @@ func (v *natsView) leaseHolder(ctx context.Context) (string, error) {
 }
 
 // streamEvent is one message of the events stream, as the order check
-// reads it.
+// and the objects bucket check read it.
 type streamEvent struct {
 	Seq     uint64
 	At      time.Time
 	Key     string // resource/object id
 	Type    string // ADDED, MODIFIED, DELETED
 	Version string
+	// Ref: a reference event (the object alone over the payload limit:
+	// events.Decode's ErrObjectTooLarge), which names the version but
+	// carries no state.
+	Ref bool
+	// Replayed: a dead letter published again for one consumer group
+	// (group.HeaderReplayGroup), a copy of an older event of the object.
+	Replayed bool
 }
 
-// readEvents reads the whole events stream in order. A message that does
-// not decode as an event is returned with Type "undecodable".
-func (v *natsView) readEvents(ctx context.Context) ([]streamEvent, error) {
+// readEvents reads the events stream in order from the sequence after
+// after (0: the whole stream) to its end, and returns the stream's first
+// sequence (above 1 when events aged out or were removed). A message that
+// does not decode as an event is returned with Type "undecodable".
+func (v *natsView) readEvents(ctx context.Context, after uint64) ([]streamEvent, uint64, error) {
 	st, err := v.js.Stream(ctx, eventsStream)
 	if err != nil {
-		return nil, fmt.Errorf("open stream %s: %w", eventsStream, err)
+		return nil, 0, fmt.Errorf("open stream %s: %w", eventsStream, err)
 	}
 	info, err := st.Info(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("stream %s info: %w", eventsStream, err)
+		return nil, 0, fmt.Errorf("stream %s info: %w", eventsStream, err)
 	}
-	last := info.State.LastSeq
-	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy})
+	first, last := info.State.FirstSeq, info.State.LastSeq
+	if last <= after {
+		return nil, first, nil
+	}
+	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: after + 1})
 	if err != nil {
-		return nil, fmt.Errorf("ordered consumer on %s: %w", eventsStream, err)
+		return nil, first, fmt.Errorf("ordered consumer on %s: %w", eventsStream, err)
 	}
 	var out []streamEvent
-	for last > 0 {
+	for {
 		batch, err := cons.Fetch(500, jetstream.FetchMaxWait(5*time.Second))
 		if err != nil {
-			return out, fmt.Errorf("fetch from %s: %w", eventsStream, err)
+			return out, first, fmt.Errorf("fetch from %s: %w", eventsStream, err)
 		}
 		n := 0
 		for msg := range batch.Messages() {
 			n++
 			meta, err := msg.Metadata()
 			if err != nil {
-				return out, fmt.Errorf("message metadata: %w", err)
+				return out, first, fmt.Errorf("message metadata: %w", err)
 			}
 			e := streamEvent{Seq: meta.Sequence.Stream, At: meta.Timestamp, Type: "undecodable"}
 			if _, ev, derr := events.Decode(ctx, msg.Headers(), msg.Data()); ev != nil && (derr == nil || errors.Is(derr, events.ErrObjectTooLarge)) {
 				e.Key = events.ResourceToken(ev.GetResource()) + "/" + ev.GetObjectId()
 				e.Type, e.Version = events.TypeName(ev.GetType()), ev.GetVersion()
+				e.Ref = derr != nil
+				e.Replayed = msg.Headers().Get(group.HeaderReplayGroup) != ""
 			}
 			out = append(out, e)
 			if e.Seq >= last {
-				return out, nil
+				return out, first, nil
 			}
 		}
 		if err := batch.Error(); err != nil {
-			return out, fmt.Errorf("fetch from %s: %w", eventsStream, err)
+			return out, first, fmt.Errorf("fetch from %s: %w", eventsStream, err)
 		}
 		if n == 0 {
-			return out, fmt.Errorf("read %s up to sequence %d of %d: no more messages", eventsStream, len(out), last)
+			return out, first, fmt.Errorf("read %s after sequence %d up to %d: no more messages after %d read", eventsStream, after, last, len(out))
 		}
 	}
-	return out, nil
+}
+
+// objectsBucket is the informers' objects bucket (their default
+// OBJECTS_BUCKET for the live stream; the harness sets no other).
+var objectsBucket = bus.ObjectsBucketFor(eventsStream)
+
+// owedKeyPrefix starts the keys of the objects bucket that are not an
+// object's: the informer's owed-write floor per resource
+// (services/informer/internal/publish/owed.go).
+const owedKeyPrefix = "informer-owed."
+
+// kvEntry is one live entry of the objects bucket, as the objects bucket
+// check reads it.
+type kvEntry struct {
+	// Key is resource/object id, as streamEvent.Key; the raw key when Err
+	// is set.
+	Key string
+	// Version is events.Version of the object held; EventSeq its
+	// event_seq (the stream sequence of the event that published it).
+	Version  string
+	EventSeq uint64
+	Revision uint64
+	// Err: the entry is not an object's state (a key that is no object
+	// key, a value that does not decode, an object of another key).
+	Err string
+}
+
+// decodeObjectEntry reads one entry of the objects bucket; false for a key
+// that is not an object's by design (the owed-write floor).
+func decodeObjectEntry(key string, value []byte, revision uint64) (kvEntry, bool) {
+	if strings.HasPrefix(key, owedKeyPrefix) {
+		return kvEntry{}, false
+	}
+	e := kvEntry{Key: key, Revision: revision}
+	res, id, err := events.ParseObjectKey(key)
+	if err != nil {
+		e.Err = "not an object key: " + err.Error()
+		return e, true
+	}
+	var o eventsv1.Object
+	if err := proto.Unmarshal(value, &o); err != nil {
+		e.Err = "value does not decode as an Object: " + err.Error()
+		return e, true
+	}
+	m := events.Message(&o)
+	if m == nil {
+		e.Err = "value holds no object"
+		return e, true
+	}
+	if got, gotID := events.ResourceOfObject(&o), events.ObjectID(&o); got != res || gotID != id {
+		e.Err = fmt.Sprintf("value holds %s/%s", events.ResourceToken(got), gotID)
+		return e, true
+	}
+	e.Key = events.ResourceToken(res) + "/" + id
+	e.Version = events.Version(events.UpdatedAt(&o), m)
+	e.EventSeq = o.GetEventSeq()
+	return e, true
+}
+
+// readObjects reads every live entry of the objects bucket (deleted and
+// purged keys are not listed), in one pass of a watch.
+func (v *natsView) readObjects(ctx context.Context) ([]kvEntry, error) {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	kv, err := v.js.KeyValue(ctx, objectsBucket)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", objectsBucket, err)
+	}
+	w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+	if err != nil {
+		return nil, fmt.Errorf("watch %s: %w", objectsBucket, err)
+	}
+	defer func() { _ = w.Stop() }() //nolint:errcheck // best effort: the consumer is ephemeral
+	var out []kvEntry
+	for {
+		select {
+		case <-ctx.Done():
+			return out, fmt.Errorf("read %s: %w", objectsBucket, ctx.Err())
+		case e, ok := <-w.Updates():
+			switch {
+			case !ok:
+				return out, fmt.Errorf("read %s: the watch ended", objectsBucket)
+			case e == nil:
+				return out, nil // every key's last entry delivered
+			}
+			if en, ok := decodeObjectEntry(e.Key(), e.Value(), e.Revision()); ok {
+				out = append(out, en)
+			}
+		}
+	}
+}
+
+// kvAgreeLimit bounds how long the objects bucket check waits for the
+// bucket to agree with the stream, polling every kvAgreePoll: the
+// informer writes KV after each ack without waiting, and retries an owed
+// write with backoff (up to 5 s), so a mismatch at the first read may
+// still be a write in flight.
+const (
+	kvAgreeLimit = 30 * time.Second
+	kvAgreePoll  = time.Second
+)
+
+// readObjectsAgreeing reads the objects bucket and compares it with the
+// events stream (evs, read from its first sequence first; err: that read
+// failed) until they agree or limit passes, reading what the stream gained
+// since before each new comparison.
+func (v *natsView) readObjectsAgreeing(ctx context.Context, evs []streamEvent, first uint64, evsErr error, limit, poll time.Duration) objectsRead {
+	rd := objectsRead{Events: evs, FirstSeq: first, Err: evsErr}
+	begun := time.Now()
+	for {
+		rd.Entries, rd.Err = v.readObjects(ctx)
+		rd.Reads++
+		rd.Waited = time.Since(begun)
+		if evsErr != nil {
+			rd.Err = errors.Join(evsErr, rd.Err)
+			return rd
+		}
+		if rd.Err != nil || len(compareObjects(rd.Events, rd.FirstSeq, rd.Entries).Mismatches) == 0 || rd.Waited >= limit {
+			return rd
+		}
+		t := time.NewTimer(poll)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			rd.Err = ctx.Err()
+			return rd
+		case <-t.C:
+		}
+		var after uint64
+		if n := len(rd.Events); n > 0 {
+			after = rd.Events[n-1].Seq
+		}
+		more, first, err := v.readEvents(ctx, after)
+		rd.Events, rd.FirstSeq = append(rd.Events, more...), first
+		if err != nil {
+			rd.Err = fmt.Errorf("read the events stream again: %w", err)
+			return rd
+		}
+	}
 }
 
 // eventsStream is the stream the informer publishes to.

@@ -220,12 +220,13 @@ func (h *harness) judge(ctx context.Context, inj *injector, t0, end time.Time) a
 	}
 	sessions, projects, journal, deletes := h.drv.snapshot()
 	streams, streamsErr := h.nv.streams(ctx)
-	evs, evsErr := h.nv.readEvents(ctx)
+	evs, first, evsErr := h.nv.readEvents(ctx, 0)
+	objects := h.nv.readObjectsAgreeing(ctx, evs, first, evsErr, kvAgreeLimit, kvAgreePoll)
 	return auditInput{
 		Sessions: sessions, Projects: projects, Deletes: deletes, Journal: journal,
 		Obs: obs, ObsErr: obsErr, Sampler: h.smp.Stats(), Operator: h.op.Stats(),
 		Before: inj.beforeOutage, After: inj.afterOutage,
-		Exits: h.sys.exitLog(), ScheduleStart: t0, Faults: inj.faults(), Streams: streams, StreamsErr: streamsErr, Events: evs, EventsErr: evsErr,
+		Exits: h.sys.exitLog(), ScheduleStart: t0, Faults: inj.faults(), Streams: streams, StreamsErr: streamsErr, Events: evs, EventsErr: evsErr, Objects: objects,
 		Converged: converged, ConvergeBound: h.cfg.ConvergeBound, ConvergeLimit: h.cfg.ConvergeTimeout, Trend: trend,
 	}
 }
