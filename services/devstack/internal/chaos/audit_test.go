@@ -519,6 +519,15 @@ func TestEventOrderProblems(t *testing.T) {
 	if got := eventOrderProblems(ok, faults, t0); len(got) != 0 {
 		t.Fatalf("a stream in order: %q", got)
 	}
+	// A dead letter replayed for one group repeats an older event of b:
+	// no state goes back, and b's next change follows its last real one.
+	replays := append(slices.Clone(ok),
+		streamEvent{Seq: 7, At: at(7), Key: "sessions/b", Type: "ADDED", Version: "0000000000000050-h2", Replayed: true},
+		streamEvent{Seq: 8, At: at(8), Key: "sessions/b", Type: "MODIFIED", Version: "0000000000000060-h8"},
+		streamEvent{Seq: 9, At: at(9), Key: "sessions/b", Type: "MODIFIED", Version: "0000000000000060-h8", Replayed: true})
+	if got := eventOrderProblems(replays, faults, t0); len(got) != 0 {
+		t.Fatalf("replayed dead letters counted as events: %q", got)
+	}
 	tests := []struct {
 		name string
 		add  streamEvent
