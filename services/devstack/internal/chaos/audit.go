@@ -952,12 +952,15 @@ const objectsShown = 3
 // at the end (compareObjects): it is the informer's persisted cache, which
 // a new leader diffs against and kube-reconciler's resync applies.
 func objectsCheck(rd objectsRead) check {
-	f := compareObjects(rd.Events, rd.FirstSeq, rd.Entries)
 	c := check{Name: "the objects bucket (KV " + objectsBucket + ") agrees with the events stream: per object the state and event_seq of its last event, no entry after its DELETED"}
-	c.Failures = slices.Clone(f.Mismatches)
 	if rd.Err != nil {
-		c.Failures = append(c.Failures, "read the objects bucket or the events stream: "+rd.Err.Error())
+		// Half a read compares nothing: every object would look wrong.
+		c.Failures = []string{"read the objects bucket or the events stream: " + rd.Err.Error()}
+		c.Detail = fmt.Sprintf("not compared: %d entries and %d events read; unreadable: %s", len(rd.Entries), len(rd.Events), rd.Err.Error())
+		return c
 	}
+	f := compareObjects(rd.Events, rd.FirstSeq, rd.Entries)
+	c.Failures = slices.Clone(f.Mismatches)
 	c.OK = len(c.Failures) == 0 && f.Compared() > 0
 	c.Detail = fmt.Sprintf("%d objects compared: %d entries are their last event's state, %d deleted objects have none; exempt: %d whose last event is a reference event (over the payload limit), %d aged out of the stream; %d replayed dead letters skipped; %d mismatches",
 		f.Compared(), f.Live, f.Deleted, f.Ref, f.AgedOut, f.Replays, len(f.Mismatches))
@@ -974,10 +977,7 @@ func objectsCheck(rd objectsRead) check {
 	case rd.Reads > 1:
 		c.Detail += fmt.Sprintf("; still so after %d reads over %s", rd.Reads, rd.Waited.Round(100*time.Millisecond))
 	}
-	if rd.Err != nil {
-		c.Detail += "; unreadable: " + rd.Err.Error()
-	}
-	if f.Compared() == 0 && rd.Err == nil {
+	if f.Compared() == 0 {
 		c.Failures = append(c.Failures, "no object compared")
 	}
 	return c

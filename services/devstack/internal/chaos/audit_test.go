@@ -856,8 +856,14 @@ func TestObjectsCheck(t *testing.T) {
 	}
 	broken := rd
 	broken.Err = errors.New("no bucket")
-	if c := objectsCheck(broken); c.OK || !strings.Contains(c.Failures[len(c.Failures)-1], "no bucket") {
-		t.Errorf("unreadable bucket passed: %+v", c)
+	if c := objectsCheck(broken); c.OK || len(c.Failures) != 1 || !strings.Contains(c.Failures[0], "no bucket") || !strings.HasPrefix(c.Detail, "not compared:") {
+		t.Errorf("unreadable bucket: %+v; want one failure naming the read, nothing compared", c)
+	}
+	// The stream unreadable: no object is reported wrong for it.
+	halfRead := stale
+	halfRead.Events, halfRead.Err = nil, errors.New("fetch from AMBIENT_EVENTS: nats: no responders available for request")
+	if c := objectsCheck(halfRead); c.OK || len(c.Failures) != 1 || !strings.Contains(c.Failures[0], "no responders") {
+		t.Errorf("unreadable stream: %+v; want one failure naming the read", c)
 	}
 	if c := objectsCheck(objectsRead{Events: evs[1:], FirstSeq: 1}); c.OK || c.Failures[0] != "no object compared" {
 		t.Errorf("nothing compared passed: %+v", c)

@@ -327,6 +327,34 @@ func (v *natsView) readEvents(ctx context.Context, after uint64) ([]streamEvent,
 	}
 }
 
+// readEventsRetrying is readEvents, read again while it fails, every
+// poll for up to limit, each time on from what was read: at the end of a
+// run that just lost and regained NATS nodes, one read of the stream
+// failed with "no responders" (the ordered consumer's request) while
+// every service had long recovered. The last error is returned when the
+// stream stays unreadable.
+func (v *natsView) readEventsRetrying(ctx context.Context, after uint64, limit, poll time.Duration) ([]streamEvent, uint64, error) {
+	begun := time.Now()
+	var out []streamEvent
+	for {
+		evs, first, err := v.readEvents(ctx, after)
+		out = append(out, evs...)
+		if n := len(evs); n > 0 {
+			after = evs[n-1].Seq
+		}
+		if err == nil || time.Since(begun) >= limit {
+			return out, first, err
+		}
+		t := time.NewTimer(poll)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return out, first, errors.Join(err, ctx.Err())
+		case <-t.C:
+		}
+	}
+}
+
 // objectsBucket is the informers' objects bucket (their default
 // OBJECTS_BUCKET for the live stream; the harness sets no other).
 var objectsBucket = bus.ObjectsBucketFor(eventsStream)
@@ -457,7 +485,7 @@ func (v *natsView) readObjectsAgreeing(ctx context.Context, evs []streamEvent, f
 		if n := len(rd.Events); n > 0 {
 			after = rd.Events[n-1].Seq
 		}
-		more, first, err := v.readEvents(ctx, after)
+		more, first, err := v.readEventsRetrying(ctx, after, limit, poll)
 		rd.Events, rd.FirstSeq = append(rd.Events, more...), first
 		if err != nil {
 			rd.Err = fmt.Errorf("read the events stream again: %w", err)

@@ -220,7 +220,7 @@ func (h *harness) judge(ctx context.Context, inj *injector, t0, end time.Time) a
 	}
 	sessions, projects, journal, deletes := h.drv.snapshot()
 	streams, streamsErr := h.nv.streams(ctx)
-	evs, first, evsErr := h.nv.readEvents(ctx, 0)
+	evs, first, evsErr := h.nv.readEventsRetrying(ctx, 0, kvAgreeLimit, kvAgreePoll)
 	objects := h.nv.readObjectsAgreeing(ctx, evs, first, evsErr, kvAgreeLimit, kvAgreePoll)
 	return auditInput{
 		Sessions: sessions, Projects: projects, Deletes: deletes, Journal: journal,
