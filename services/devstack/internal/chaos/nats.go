@@ -293,36 +293,34 @@ func (v *natsView) readEvents(ctx context.Context, after uint64) ([]streamEvent,
 	if err != nil {
 		return nil, first, fmt.Errorf("ordered consumer on %s: %w", eventsStream, err)
 	}
+	// One subscription for the whole read: every Fetch of an ordered
+	// consumer deletes and creates its consumer again (a cluster metadata
+	// change each 500 messages).
+	it, err := cons.Messages()
+	if err != nil {
+		return nil, first, fmt.Errorf("read %s: %w", eventsStream, err)
+	}
+	defer it.Stop()
 	var out []streamEvent
 	for {
-		batch, err := cons.Fetch(500, jetstream.FetchMaxWait(5*time.Second))
+		msg, err := it.Next(jetstream.NextMaxWait(5 * time.Second))
 		if err != nil {
-			return out, first, fmt.Errorf("fetch from %s: %w", eventsStream, err)
+			return out, first, fmt.Errorf("read %s after sequence %d up to %d, %d read: %w", eventsStream, after, last, len(out), err)
 		}
-		n := 0
-		for msg := range batch.Messages() {
-			n++
-			meta, err := msg.Metadata()
-			if err != nil {
-				return out, first, fmt.Errorf("message metadata: %w", err)
-			}
-			e := streamEvent{Seq: meta.Sequence.Stream, At: meta.Timestamp, Type: "undecodable"}
-			if _, ev, derr := events.Decode(ctx, msg.Headers(), msg.Data()); ev != nil && (derr == nil || errors.Is(derr, events.ErrObjectTooLarge)) {
-				e.Key = events.ResourceToken(ev.GetResource()) + "/" + ev.GetObjectId()
-				e.Type, e.Version = events.TypeName(ev.GetType()), ev.GetVersion()
-				e.Ref = derr != nil
-				e.Replayed = msg.Headers().Get(group.HeaderReplayGroup) != ""
-			}
-			out = append(out, e)
-			if e.Seq >= last {
-				return out, first, nil
-			}
+		meta, err := msg.Metadata()
+		if err != nil {
+			return out, first, fmt.Errorf("message metadata: %w", err)
 		}
-		if err := batch.Error(); err != nil {
-			return out, first, fmt.Errorf("fetch from %s: %w", eventsStream, err)
+		e := streamEvent{Seq: meta.Sequence.Stream, At: meta.Timestamp, Type: "undecodable"}
+		if _, ev, derr := events.Decode(ctx, msg.Headers(), msg.Data()); ev != nil && (derr == nil || errors.Is(derr, events.ErrObjectTooLarge)) {
+			e.Key = events.ResourceToken(ev.GetResource()) + "/" + ev.GetObjectId()
+			e.Type, e.Version = events.TypeName(ev.GetType()), ev.GetVersion()
+			e.Ref = derr != nil
+			e.Replayed = msg.Headers().Get(group.HeaderReplayGroup) != ""
 		}
-		if n == 0 {
-			return out, first, fmt.Errorf("read %s after sequence %d up to %d: no more messages after %d read", eventsStream, after, last, len(out))
+		out = append(out, e)
+		if e.Seq >= last {
+			return out, first, nil
 		}
 	}
 }
@@ -330,8 +328,8 @@ func (v *natsView) readEvents(ctx context.Context, after uint64) ([]streamEvent,
 // readEventsRetrying is readEvents, read again while it fails, every
 // poll for up to limit, each time on from what was read: at the end of a
 // run that just lost and regained NATS nodes, one read of the stream
-// failed with "no responders" (the ordered consumer's request) while
-// every service had long recovered. The last error is returned when the
+// failed with "no responders" (then one of the ordered consumer's
+// recreations per 500 messages) while every service had long recovered. The last error is returned when the
 // stream stays unreadable.
 func (v *natsView) readEventsRetrying(ctx context.Context, after uint64, limit, poll time.Duration) ([]streamEvent, uint64, error) {
 	begun := time.Now()
