@@ -9,6 +9,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ambient-code/control-plane/libs/registry"
 	apisession "github.com/ambient-code/control-plane/libs/session"
 )
 
@@ -182,7 +183,8 @@ func audit(in auditInput) auditResult {
 	tp := tallyProblems(in.Sessions, in.Projects, in.Obs)
 	r.Uncounted = tp.missing
 	r.Checks = append(r.Checks, check{Name: "event-tally counted every object that exists, and the delete of every object it counted", OK: r.Uncounted == 0 && in.Obs.TallyErr == "",
-		Detail:   fmt.Sprintf("%d missing; %d sessions created and deleted while no informer watched were never announced (allowed: events carry states)", r.Uncounted, tp.unseenDeleted),
+		Detail: fmt.Sprintf("%d missing; %d sessions created and deleted while no informer watched were never announced (allowed: events carry states); %d sessions over the payload limit never counted (by design: reference events carry no state)",
+			r.Uncounted, tp.unseenDeleted, tp.overLimit),
 		Failures: append(errLines("tally", in.Obs.TallyErr), tp.lines...)})
 
 	r.Checks = append(r.Checks, statusCheck(in.Sessions, in.Obs, in.Operator, in.Faults))
@@ -196,6 +198,7 @@ func audit(in auditInput) auditResult {
 	r.Checks = append(r.Checks, runnerKillCheck(in.Faults))
 	r.Checks = append(r.Checks, eventOrderCheck(in.Events, in.EventsErr, in.Faults, in.ScheduleStart))
 	r.Checks = append(r.Checks, objectsCheck(in.Objects))
+	r.Checks = append(r.Checks, overLimitCheck(in.Faults, in.Events, in.EventsErr, in.ConvergeBound))
 	return r
 }
 
@@ -263,6 +266,8 @@ func sessionProblems(s session, obs observation) []string {
 		}
 	case !inAPI:
 		add("missing from the API")
+	case s.OverLimit:
+		out = append(out, overLimitProblems(s, api, runners, crs, obs.Owners)...)
 	case !s.Project.Local:
 		switch {
 		case len(runners) > 0:
@@ -315,6 +320,40 @@ func sessionProblems(s session, obs observation) []string {
 		default:
 			add("%d runners (%s)", len(runners), describeRunners(runners))
 		}
+	}
+	if inAPI && !s.Deleted && !s.OverLimit && tooLarge(api.Conditions) {
+		// The informer removes it with the first version that fits: a
+		// session made smaller again, or never over the limit (the
+		// oversize one) must not keep it.
+		add("under the payload limit, yet condition %s=False %s", condEventsPublished, reasonTooLarge)
+	}
+	return out
+}
+
+// overLimitProblems lists how a session left over the payload limit
+// differs from what the informer documents (services/informer/README.md,
+// No object blocks the stream): it carries the condition
+// EventsPublished=False ObjectTooLarge, and consumers, which get only
+// reference events of it, made nothing of it: no AgenticSession (the
+// events and KV ambient-objects never held its state). A kube one has no
+// runner and no runner record either; a local one may have both, as
+// runner-manager's resync reads sessions from the API.
+func overLimitProblems(s session, api apiSession, runners []runnerProc, crs []crInfo, owners map[string]registry.Endpoint) []string {
+	var out []string
+	if !tooLarge(api.Conditions) {
+		out = append(out, fmt.Sprintf("over the payload limit, no condition %s=False %s%s", condEventsPublished, reasonTooLarge, conditionsNote(api.Conditions)))
+	}
+	if len(crs) > 0 {
+		out = append(out, fmt.Sprintf("over the payload limit, AgenticSession %s/%s exists", crs[0].Namespace, crs[0].Name))
+	}
+	if s.Project.Local {
+		return out
+	}
+	if len(runners) > 0 {
+		out = append(out, fmt.Sprintf("kube session over the payload limit runs a local runner (%s)", describeRunners(runners)))
+	}
+	if o, ok := owners[s.ID]; ok {
+		out = append(out, fmt.Sprintf("kube session over the payload limit has a runner record of %s in KV", o.Owner))
 	}
 	return out
 }
@@ -555,6 +594,10 @@ type tallyFindings struct {
 	// stream carries states, not every change, so they were never
 	// announced, and nothing needs them to be.
 	unseenDeleted int
+	// overLimit counts the live sessions over the payload limit: only
+	// reference events of them were published, which event-tally, like
+	// every consumer, cannot decode.
+	overLimit int
 }
 
 // tallyProblems lists the objects that exist and event-tally never counted,
@@ -574,6 +617,8 @@ func tallyProblems(sessions []session, projects []project, obs observation) tall
 	}
 	for _, s := range sessions {
 		switch {
+		case s.OverLimit && !s.Deleted:
+			f.overLimit++
 		case seen(tallySessions, s.ID) && s.Deleted && !deleted(s.ID):
 			f.lines = append(f.lines, "session "+s.ID+" counted, deleted, its delete never counted")
 		case seen(tallySessions, s.ID):
@@ -620,6 +665,123 @@ func oversizeCheck(faults []faultRecord) check {
 		}
 	}
 	return c
+}
+
+// overLimitCheck judges the sessions over the payload limit
+// (FaultOverLimit) by what the informer documents (its README, No object
+// blocks the stream): each carried the condition EventsPublished=False
+// ObjectTooLarge within overLimitFlagBound of its create; neither got an
+// AgenticSession while over the limit, nor the kube one a runner or a
+// runner record; the local one, made smaller, lost the condition within
+// overLimitClearBound and was Running with one runner, recorded in KV,
+// within bound (the run's convergence bound: it converges as any change
+// does). In the events stream (evs, in order) each session's first event
+// is a reference event (an ADDED), every event of the kept one is a
+// reference event, and the shrunk one's first complete event is a
+// MODIFIED published after the shrink: never an ADDED again, also after a
+// leader change (a new leader finds the reference event as the object's
+// last). A run without the fault (the short one) passes. What they look
+// like at the end is the objects check's (overLimitProblems).
+func overLimitCheck(faults []faultRecord, evs []streamEvent, evsErr error, bound time.Duration) check {
+	c := check{Name: fmt.Sprintf("sessions over the payload limit were flagged ObjectTooLarge within %s, got no AgenticSession (the kube one no runner), and consumers got reference events only; made smaller, the condition went within %s and the session converged within %s",
+		overLimitFlagBound, overLimitClearBound, bound), OK: true, Detail: "no over-limit fault ran"}
+	for _, f := range faults {
+		if f.Kind != FaultOverLimit {
+			continue
+		}
+		fail := func(format string, args ...any) {
+			c.OK = false
+			c.Failures = append(c.Failures, fmt.Sprintf(format, args...))
+		}
+		r := f.OverLimit
+		switch {
+		case f.Err != "":
+			fail("the fault failed: %s", f.Err)
+		case r == nil || !r.Watched:
+			fail("the over-limit sessions were not watched to the end")
+		}
+		if r == nil {
+			c.Detail = "the fault failed"
+			continue
+		}
+		for _, s := range []struct {
+			what, id string
+			took     time.Duration
+		}{{"the local session", f.Target, r.Flagged}, {"the kube session", r.Kept, r.KeptFlagged}} {
+			if s.took < 0 || s.took > overLimitFlagBound {
+				fail("%s %s flagged %s after its create, want within %s", s.what, s.id, durationText(s.took), overLimitFlagBound)
+			}
+		}
+		for _, x := range append(slices.Clone(r.CRs), r.KeptRunners...) {
+			fail("over the payload limit: %s", x)
+		}
+		if r.Watched && (r.Cleared < 0 || r.Cleared > overLimitClearBound) {
+			fail("session %s made smaller: condition gone %s after, want within %s", f.Target, durationText(r.Cleared), overLimitClearBound)
+		}
+		if r.Watched && (r.Converged < 0 || r.Converged > bound) {
+			fail("session %s made smaller: Running with one runner %s after, want within %s", f.Target, durationText(r.Converged), bound)
+		}
+		if evsErr != nil {
+			fail("the events stream could not be read: %v", evsErr)
+		} else {
+			for _, p := range overLimitEventProblems(evs, f.Target, r.Kept, f.Restored) {
+				fail("%s", p)
+			}
+		}
+		c.Detail = overLimitNote(*r, f.Down)
+		if len(r.Leaders) < 2 {
+			c.Detail += "; note: no informer leader change was seen while they were over the limit"
+		}
+	}
+	if !c.OK {
+		c.Detail += fmt.Sprintf("; %d failures", len(c.Failures))
+	}
+	return c
+}
+
+// overLimitEventProblems lists what in the events stream evs breaks the
+// reference-event path for the local over-limit session (made smaller at
+// shrunk; zero: never) and the kept kube one: a first event that is not a
+// reference ADDED, an ADDED after the first event, a complete event of the
+// local one before the shrink or of the kept one at all, the local one's
+// first complete event not a MODIFIED, none at all after a shrink.
+func overLimitEventProblems(evs []streamEvent, local, kept string, shrunk time.Time) []string {
+	var out []string
+	for _, id := range []string{local, kept} {
+		key := tallySessions + "/" + id
+		n, complete := 0, 0
+		for _, e := range evs {
+			if e.Key != key || e.Replayed {
+				continue
+			}
+			n++
+			if !e.Ref {
+				complete++
+			}
+			// One problem per event, the first that applies.
+			at := fmt.Sprintf("%s %s %s (seq %d)", key, e.Type, e.Version, e.Seq)
+			switch {
+			case n == 1 && (!e.Ref || e.Type != "ADDED"):
+				out = append(out, at+": its first event, want a reference ADDED (the session was created over the limit)")
+			case n > 1 && e.Type == "ADDED":
+				out = append(out, at+": an ADDED after its first event")
+			case e.Ref:
+			case id == kept:
+				out = append(out, at+": a complete event of the session kept over the limit")
+			case shrunk.IsZero() || e.At.Before(shrunk):
+				out = append(out, at+": a complete event before the session was made smaller")
+			case complete == 1 && e.Type != "MODIFIED":
+				out = append(out, at+": its first complete event, want a MODIFIED")
+			}
+		}
+		switch {
+		case n == 0:
+			out = append(out, key+": no event in the stream")
+		case id == local && !shrunk.IsZero() && complete == 0:
+			out = append(out, key+": no complete event after it was made smaller")
+		}
+	}
+	return out
 }
 
 // convergedCheck wants the system converged within bound after the last

@@ -869,3 +869,169 @@ func TestObjectsCheck(t *testing.T) {
 		t.Errorf("nothing compared passed: %+v", c)
 	}
 }
+
+// overLimitRun is a good over-limit fault: local session "lo" created at
+// t0 and made smaller 2 minutes later, kube session "ko" kept over the
+// limit, with the events stream such a run leaves (a reference ADDED of
+// each, a reference MODIFIED of each for the informer's condition write,
+// then lo's complete MODIFIED after the shrink).
+func overLimitRun(t0 time.Time) (faultRecord, []streamEvent) {
+	shrunk := t0.Add(2 * time.Minute)
+	f := faultRecord{Fault: Fault{Kind: FaultOverLimit, Down: 2 * time.Minute, Beside: true}, Target: "lo", Down0: t0, Restored: shrunk,
+		OverLimit: &overLimitRecord{Kept: "ko", Flagged: 400 * time.Millisecond, KeptFlagged: 500 * time.Millisecond, Leaders: []string{"informer-0", "informer-1"},
+			RunnerOver: 40 * time.Second, RunnerOn: "runner-manager-0", Cleared: 600 * time.Millisecond, Converged: time.Second, Watched: true}}
+	evs := []streamEvent{
+		{Seq: 10, At: t0, Key: "sessions/lo", Type: "ADDED", Version: "v1", Ref: true},
+		{Seq: 11, At: t0, Key: "sessions/ko", Type: "ADDED", Version: "v1", Ref: true},
+		{Seq: 12, At: t0.Add(time.Second), Key: "sessions/lo", Type: "MODIFIED", Version: "v2", Ref: true},
+		{Seq: 13, At: t0.Add(time.Second), Key: "sessions/ko", Type: "MODIFIED", Version: "v2", Ref: true},
+		{Seq: 90, At: shrunk.Add(200 * time.Millisecond), Key: "sessions/lo", Type: "MODIFIED", Version: "v3"},
+	}
+	return f, evs
+}
+
+// TestOverLimitCheck: the sessions over the payload limit pass only when
+// both were flagged in time, neither got an AgenticSession nor the kube
+// one a runner or a runner record, the shrunk one lost the condition and
+// converged in time, and the events stream holds reference events of
+// them only, until the local one's first complete event, a MODIFIED after
+// the shrink. A runner of the local one while over the limit (the
+// resync's) and no leader change are figures, not failures; a run
+// without the fault passes.
+func TestOverLimitCheck(t *testing.T) {
+	t0 := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	tests := []struct {
+		name    string
+		breakIt func(f *faultRecord, evs []streamEvent) []streamEvent
+		want    string // a phrase of the one failure; "" passes
+	}{
+		{name: "good", breakIt: func(_ *faultRecord, evs []streamEvent) []streamEvent { return evs }},
+		{name: "no leader change, no runner: figures only", breakIt: func(f *faultRecord, evs []streamEvent) []streamEvent {
+			f.OverLimit.Leaders, f.OverLimit.RunnerOver = []string{"informer-0"}, 0
+			return evs
+		}},
+		{name: "fault failed", breakIt: func(f *faultRecord, evs []streamEvent) []streamEvent { f.Err = "create session: too big"; return evs },
+			want: "the fault failed: create session: too big"},
+		{name: "not watched to the end", breakIt: func(f *faultRecord, evs []streamEvent) []streamEvent { f.OverLimit.Watched = false; return evs },
+			want: "not watched to the end"},
+		{name: "local never flagged", breakIt: func(f *faultRecord, evs []streamEvent) []streamEvent { f.OverLimit.Flagged = -1; return evs },
+			want: "the local session lo flagged never after its create"},
+		{name: "kube flagged late", breakIt: func(f *faultRecord, evs []streamEvent) []streamEvent {
+			f.OverLimit.KeptFlagged = 31 * time.Second
+			return evs
+		}, want: "the kube session ko flagged 31s after its create, want within 30s"},
+		{name: "AgenticSession while over the limit", breakIt: func(f *faultRecord, evs []streamEvent) []streamEvent {
+			f.OverLimit.CRs = []string{"AgenticSession chaos-kube-a/ko of session ko"}
+			return evs
+		}, want: "over the payload limit: AgenticSession chaos-kube-a/ko"},
+		{name: "kube session ran", breakIt: func(f *faultRecord, evs []streamEvent) []streamEvent {
+			f.OverLimit.KeptRunners = []string{"KV ambient-runners record of runner-manager-1"}
+			return evs
+		}, want: "over the payload limit: KV ambient-runners record of runner-manager-1"},
+		{name: "condition kept after the shrink", breakIt: func(f *faultRecord, evs []streamEvent) []streamEvent { f.OverLimit.Cleared = -1; return evs },
+			want: "condition gone never after"},
+		{name: "not converged in time", breakIt: func(f *faultRecord, evs []streamEvent) []streamEvent {
+			f.OverLimit.Converged = 45 * time.Second
+			return evs
+		}, want: "Running with one runner 45s after, want within 30s"},
+		{name: "first event complete", breakIt: func(_ *faultRecord, evs []streamEvent) []streamEvent { evs[0].Ref = false; return evs },
+			want: "sessions/lo ADDED v1 (seq 10): its first event, want a reference ADDED"},
+		{name: "complete event of the kept session", breakIt: func(_ *faultRecord, evs []streamEvent) []streamEvent {
+			return append(evs, streamEvent{Seq: 91, At: t0.Add(3 * time.Minute), Key: "sessions/ko", Type: "MODIFIED", Version: "v9"})
+		}, want: "sessions/ko MODIFIED v9 (seq 91): a complete event of the session kept over the limit"},
+		{name: "complete event before the shrink", breakIt: func(_ *faultRecord, evs []streamEvent) []streamEvent { evs[2].Ref = false; return evs },
+			want: "sessions/lo MODIFIED v2 (seq 12): a complete event before the session was made smaller"},
+		{name: "ADDED again after the shrink", breakIt: func(_ *faultRecord, evs []streamEvent) []streamEvent { evs[4].Type = "ADDED"; return evs },
+			want: "sessions/lo ADDED v3 (seq 90): an ADDED after its first event"},
+		{name: "nothing complete after the shrink", breakIt: func(_ *faultRecord, evs []streamEvent) []streamEvent { return evs[:4] },
+			want: "sessions/lo: no complete event after it was made smaller"},
+		{name: "replayed dead letter is no event", breakIt: func(_ *faultRecord, evs []streamEvent) []streamEvent {
+			return append(evs, streamEvent{Seq: 95, At: t0.Add(3 * time.Minute), Key: "sessions/lo", Type: "ADDED", Version: "v1", Replayed: true})
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f, evs := overLimitRun(t0)
+			evs = tc.breakIt(&f, evs)
+			c := overLimitCheck([]faultRecord{{Fault: Fault{Kind: FaultOversize}}, f}, evs, nil, 30*time.Second)
+			if tc.want == "" {
+				if !c.OK || len(c.Failures) != 0 {
+					t.Fatalf("check failed: %+v", c)
+				}
+				return
+			}
+			if c.OK || len(c.Failures) != 1 || !strings.Contains(c.Failures[0], tc.want) {
+				t.Fatalf("check %+v, want one failure naming %q", c, tc.want)
+			}
+		})
+	}
+	f, evs := overLimitRun(t0)
+	if c := overLimitCheck([]faultRecord{f}, evs, errors.New("stream gone"), 30*time.Second); c.OK || !strings.Contains(c.Failures[0], "stream gone") {
+		t.Errorf("check passed with the events stream unread: %+v", c)
+	}
+	if c := overLimitCheck([]faultRecord{{Fault: Fault{Kind: FaultOversize}}}, nil, nil, 30*time.Second); !c.OK || c.Detail != "no over-limit fault ran" {
+		t.Errorf("a run without the fault: %+v", c)
+	}
+	if c := overLimitCheck([]faultRecord{f}, evs, nil, 30*time.Second); !strings.Contains(c.Detail, "informer lease holders while over the limit: informer-0 -> informer-1") ||
+		!strings.Contains(c.Detail, "runner started 40s after the create, on runner-manager-0") {
+		t.Errorf("detail %q, want the leaders and the resync's runner as figures", c.Detail)
+	}
+}
+
+// TestOverLimitProblems: a session left over the payload limit is in its
+// desired state with the informer's condition and, for a kube one, no
+// AgenticSession, runner or runner record; it is never counted by
+// event-tally. A session under the limit must not carry the condition.
+func TestOverLimitProblems(t *testing.T) {
+	const flagged = `[{"type":"EventsPublished","status":"False","reason":"ObjectTooLarge","message":"too large"}]`
+	sessions := []session{{ID: "ko", Project: kubeP, Running: true, Pinned: true, OverLimit: true}, {ID: "run", Project: localP, Running: true}}
+	projects := []project{{ID: localP.ID, Name: localP.Name, Local: true}, {ID: kubeP.ID, Name: kubeP.Name}}
+	healthyOver := func() observation {
+		obs := healthy(sessions, projects)
+		delete(obs.Kube.CRs, "ko")
+		obs.Sessions["ko"] = apiSession{Conditions: flagged}
+		return obs
+	}
+	tests := []struct {
+		name    string
+		breakIt func(o *observation)
+		want    map[string]string
+	}{
+		{name: "healthy", breakIt: func(*observation) {}, want: map[string]string{}},
+		{name: "no condition", breakIt: func(o *observation) { o.Sessions["ko"] = apiSession{} },
+			want: map[string]string{"session ko": "no condition EventsPublished=False ObjectTooLarge"}},
+		{name: "AgenticSession", breakIt: func(o *observation) { o.Kube.CRs["ko"] = []crInfo{{Namespace: "chaos-kube-a", Name: "ko"}} },
+			want: map[string]string{"session ko": "AgenticSession chaos-kube-a/ko exists"}},
+		{name: "runner", breakIt: func(o *observation) {
+			o.Runners["ko"] = []runnerProc{{PID: 9, Session: "ko", Replica: "runner-manager-1"}}
+		}, want: map[string]string{"session ko": "runs a local runner (pid 9 on runner-manager-1)"}},
+		{name: "runner record", breakIt: func(o *observation) { o.Owners["ko"] = registry.Endpoint{Owner: "runner-manager-0"} },
+			want: map[string]string{"session ko": "runner record of runner-manager-0"}},
+		{name: "condition left on a session under the limit", breakIt: func(o *observation) {
+			a := o.Sessions["run"]
+			a.Conditions = flagged
+			o.Sessions["run"] = a
+		}, want: map[string]string{"session run": "under the payload limit, yet condition EventsPublished=False ObjectTooLarge"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			obs := healthyOver()
+			tc.breakIt(&obs)
+			got := objectProblems(sessions, projects, obs)
+			if len(got) != len(tc.want) {
+				t.Fatalf("problems %v, want %d objects: %v", got, len(tc.want), tc.want)
+			}
+			for obj, phrase := range tc.want {
+				if !strings.Contains(strings.Join(got[obj], "; "), phrase) {
+					t.Errorf("%s: %v, want it to name %q", obj, got[obj], phrase)
+				}
+			}
+		})
+	}
+	obs := observation{}
+	obs.Tally.Resources = map[string]tallyCounts{tallySessions: {SeenIDs: []string{"run"}}, tallyProjects: {SeenIDs: []string{localP.ID, kubeP.ID}},
+		tallySettings: {SeenIDs: []string{""}}}
+	if f := tallyProblems(sessions, projects, obs); f.missing != 0 || f.overLimit != 1 {
+		t.Errorf("tally findings %+v, want nothing missing and 1 session over the limit", f)
+	}
+}

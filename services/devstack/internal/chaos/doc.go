@@ -46,6 +46,26 @@
 // SIGCONT until it is gone, and watches the API for those sessions'
 // changes after the thaw.
 //
+// Sessions over the payload limit (the full run only) are two sessions
+// with 1.25 MiB of annotations, over NATS max_payload alone, made through
+// the API like any other, one in a local and one in a kube project. The
+// informer publishes only reference events of them, which consumers
+// dead-letter, and flags them with the condition EventsPublished=False
+// ObjectTooLarge. They stay over the limit beside the kills until both
+// informers were killed and their leader frozen, so new leaders meet them;
+// then the local one is made smaller through the API's update, and its
+// next event must be a complete MODIFIED (never a second ADDED), the
+// condition must go and the session converge. A watcher beside the
+// schedule times the condition, its removal and the convergence, reads
+// the lease holder (and its pid: a restarted leader's new term), and
+// looks for AgenticSessions of either session and for runners of the kube
+// one, which must never appear. The local one may get a runner while over the
+// limit: runner-manager's resync reads sessions from the API, not from
+// events. The kube one stays over the limit to the end: the audit wants
+// it flagged, without an AgenticSession, runner or runner record, and
+// exempts it from event-tally's count and from the objects bucket's
+// comparison (its last event is a reference event).
+//
 // # The audit
 //
 // What is judged is only what an operator could see: the API, the process

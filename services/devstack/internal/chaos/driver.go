@@ -35,6 +35,16 @@ var projectNames = []struct {
 // (issue 14 finding 3).
 const oversizeBytes = 600 << 10
 
+// overLimitBytes is the annotation of the over-limit sessions
+// (FaultOverLimit): over NATS' 1 MiB max_payload alone, under the gRPC
+// server's 4 MiB default receive limit (memapi sets none; the API client
+// sends any size and receives up to apiclient.MaxRecvMsgSize).
+// overLimitShrunk is what the shrink leaves of it.
+const (
+	overLimitBytes  = 1280 << 10
+	overLimitShrunk = 1 << 10
+)
+
 // Results of a change.
 const (
 	resultOK      = "ok"
@@ -265,6 +275,44 @@ func (d *driver) pickPhase(ctx context.Context, keep func(*session) bool, phases
 }
 
 func (d *driver) create(ctx context.Context, p *project, oversize bool) (string, error) {
+	if !oversize {
+		return d.createWith(ctx, p, "", "")
+	}
+	id, err := d.createBig(ctx, p, "chaos-oversize", oversizeBytes)
+	if err != nil {
+		return "", err
+	}
+	d.m.sessions[id].Oversize = true
+	return id, nil
+}
+
+// createBig creates a pinned session named name whose one annotation holds
+// size bytes.
+func (d *driver) createBig(ctx context.Context, p *project, name string, size int) (string, error) {
+	blob, err := blobAnnotations(size)
+	if err != nil {
+		return "", err
+	}
+	id, err := d.createWith(ctx, p, name, blob)
+	if err != nil {
+		return "", err
+	}
+	d.m.sessions[id].Pinned = true
+	return id, nil
+}
+
+// blobAnnotations are a session's annotations holding size bytes.
+func blobAnnotations(size int) (string, error) {
+	blob, err := json.Marshal(map[string]string{"chaos/blob": strings.Repeat("x", size)})
+	if err != nil {
+		return "", fmt.Errorf("encode annotations: %w", err)
+	}
+	return string(blob), nil
+}
+
+// createWith creates a running session in p, named name ("": chaos-<n>)
+// with annotations ("": none), and adds it to the model.
+func (d *driver) createWith(ctx context.Context, p *project, name, annotations string) (string, error) {
 	d.seq++
 	labels := fmt.Sprintf(`{%q:"0"}`, labelGen)
 	req := &ambientv1.CreateSessionRequest{
@@ -273,20 +321,18 @@ func (d *driver) create(ctx context.Context, p *project, oversize bool) (string,
 		ProjectId: proto.String(p.ID),
 		Labels:    proto.String(labels),
 	}
-	if oversize {
-		blob, err := json.Marshal(map[string]string{"chaos/blob": strings.Repeat("x", oversizeBytes)})
-		if err != nil {
-			return "", fmt.Errorf("encode annotations: %w", err)
-		}
-		req.Annotations = proto.String(string(blob))
-		req.Name = "chaos-oversize"
+	if name != "" {
+		req.Name = name
+	}
+	if annotations != "" {
+		req.Annotations = proto.String(annotations)
 	}
 	s, err := d.api.CreateSession(ctx, req)
 	if err != nil {
 		return "", fmt.Errorf("create session: %w", err)
 	}
 	now := time.Now()
-	d.m.add(&session{ID: s.GetMetadata().GetId(), Project: p, Running: true, Oversize: oversize, Pinned: oversize, Created: now, Touched: now})
+	d.m.add(&session{ID: s.GetMetadata().GetId(), Project: p, Running: true, Created: now, Touched: now})
 	return s.GetMetadata().GetId(), nil
 }
 
@@ -360,14 +406,73 @@ func (d *driver) settings(ctx context.Context, p *project) error {
 func (d *driver) createOversize(ctx context.Context) (string, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	p := d.firstProject(true)
+	if p == nil {
+		return "", errors.New("no local project")
+	}
+	id, err := d.create(ctx, p, true)
+	d.record(OpCreate, id, err)
+	return id, err
+}
+
+// createOverLimit creates a session over the event payload limit
+// (overLimitBytes of annotations) in the first local or kube project, with
+// the API path of every create; the model marks it OverLimit and pinned.
+func (d *driver) createOverLimit(ctx context.Context, local bool) (string, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	p := d.firstProject(local)
+	if p == nil {
+		return "", fmt.Errorf("no project (local %t)", local)
+	}
+	name := "chaos-over-limit-kube"
+	if local {
+		name = "chaos-over-limit-local"
+	}
+	id, err := d.createBig(ctx, p, name, overLimitBytes)
+	if err == nil {
+		d.m.sessions[id].OverLimit = true
+	}
+	d.record(OpCreate, id, err)
+	if err != nil {
+		return "", fmt.Errorf("over-limit session: %w", err)
+	}
+	return id, nil
+}
+
+// shrink makes the over-limit session id smaller than the payload limit
+// again (overLimitShrunk bytes of annotations), through the API's update
+// as the schedule's updates go; the model then holds it as an ordinary
+// pinned session.
+func (d *driver) shrink(ctx context.Context, id string) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	s, ok := d.m.sessions[id]
+	if !ok {
+		return fmt.Errorf("unknown session %s", id)
+	}
+	blob, err := blobAnnotations(overLimitShrunk)
+	if err == nil {
+		_, err = d.api.UpdateSession(ctx, &ambientv1.UpdateSessionRequest{Id: id, Annotations: proto.String(blob)})
+	}
+	if err != nil {
+		err = fmt.Errorf("shrink session %s: %w", id, err)
+	} else {
+		s.OverLimit = false
+		s.Touched = time.Now()
+	}
+	d.record(OpUpdate, id, err)
+	return err
+}
+
+// firstProject returns the first local or kube project (nil: none).
+func (d *driver) firstProject(local bool) *project {
 	for _, p := range d.m.projects {
-		if p.Local {
-			id, err := d.create(ctx, p, true)
-			d.record(OpCreate, id, err)
-			return id, err
+		if p.Local == local {
+			return p
 		}
 	}
-	return "", errors.New("no local project")
+	return nil
 }
 
 // kubeVictims makes the changes a kube-apiserver outage loses (issue 14

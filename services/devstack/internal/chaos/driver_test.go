@@ -173,3 +173,67 @@ func TestRegularWritesLeaveDownWrites(t *testing.T) {
 		t.Errorf("targets with nothing written while down %v, want all %v", got, crs)
 	}
 }
+
+// TestDriverOverLimit: the in-memory API takes a session over the event
+// payload limit through the driver's create (the gRPC path every create
+// takes: nothing refuses overLimitBytes), in a local and a kube project;
+// the model marks both pinned and over the limit, and the shrink, an
+// update of the annotations, leaves the local one under the limit in the
+// API and in the model. Both are journalled.
+func TestDriverOverLimit(t *testing.T) {
+	srv := testenv.API(t)
+	api := testenv.APIClient(t, srv)
+	d := newDriver(api, newRESTPhases(srv.RESTURL(), testenv.APIToken), 6, rand.New(rand.NewPCG(5, 6)))
+	ctx := t.Context()
+	if err := d.setup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	size := func(id string) int {
+		t.Helper()
+		s, err := api.GetSession(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(s.GetAnnotations())
+	}
+	ids := map[bool]string{}
+	for _, local := range []bool{true, false} {
+		id, err := d.createOverLimit(ctx, local)
+		if err != nil {
+			t.Fatalf("over-limit session (local %t): %v", local, err)
+		}
+		ids[local] = id
+		if s := d.m.sessions[id]; !s.OverLimit || !s.Pinned || s.Project.Local != local || !s.Running {
+			t.Errorf("model of %s: %+v, want a running, pinned session over the limit in a local %t project", id, s, local)
+		}
+		if n := size(id); n <= overLimitBytes || n <= 1<<20 {
+			t.Errorf("session %s has %d bytes of annotations, want over %d and over 1 MiB", id, n, overLimitBytes)
+		}
+	}
+	if err := d.shrink(ctx, ids[true]); err != nil {
+		t.Fatal(err)
+	}
+	if n := size(ids[true]); n > 2*overLimitShrunk {
+		t.Errorf("shrunk session has %d bytes of annotations, want about %d", n, overLimitShrunk)
+	}
+	if s := d.m.sessions[ids[true]]; s.OverLimit || !s.Pinned {
+		t.Errorf("model of the shrunk session: %+v, want pinned, not over the limit", s)
+	}
+	if !d.m.sessions[ids[false]].OverLimit {
+		t.Error("the kube session left the limit in the model")
+	}
+	_, _, journal, _ := d.snapshot()
+	var ops []Op
+	for _, r := range journal {
+		if r.Result != resultOK {
+			t.Errorf("journal: %+v", r)
+		}
+		ops = append(ops, r.Op)
+	}
+	if want := []Op{OpCreate, OpCreate, OpUpdate}; !slices.Equal(ops, want) {
+		t.Errorf("journal ops %v, want %v", ops, want)
+	}
+	if err := d.shrink(ctx, "no-such-session"); err == nil {
+		t.Error("shrink of an unknown session: want an error")
+	}
+}

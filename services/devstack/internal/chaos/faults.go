@@ -22,7 +22,7 @@ import (
 type faultRecord struct {
 	Fault
 	// Target is what the fault hit: the instance, the NATS node, the
-	// oversize session's id.
+	// oversize session's id, the over-limit local session's id.
 	Target string
 	// Start, Down0 and Restored: the fault began, every target was down
 	// (an outage), the target answered again (ready) after its release.
@@ -61,6 +61,9 @@ type faultRecord struct {
 	Old          []oldRunner     `json:",omitempty"`
 	AfterThaw    []sessionChange `json:",omitempty"`
 	WatchErr     string          `json:",omitempty"`
+	// OverLimit, for the sessions over the payload limit (FaultOverLimit):
+	// what the watch beside the next faults saw.
+	OverLimit *overLimitRecord `json:",omitempty"`
 }
 
 // placement is where every session's runner was at one moment: the process
@@ -82,8 +85,8 @@ type injector struct {
 
 	mu      sync.Mutex    // guards records
 	records []faultRecord // guarded by mu
-	// watchers are the goroutines timing the oversize stop; run waits for
-	// them.
+	// watchers are the goroutines timing the oversize stop and watching
+	// the over-limit sessions; run waits for them.
 	watchers sync.WaitGroup
 	// beforeOutage and afterOutage bracket the NATS outage; written by run,
 	// read after it returned.
@@ -111,6 +114,9 @@ func (in *injector) run(ctx context.Context, plan Plan, t0 time.Time) error {
 		in.mu.Unlock()
 		if f.Kind == FaultOversize && rec.Err == "" {
 			in.watchers.Go(func() { in.timeStop(ctx, i, rec.Target, rec.Restored) })
+		}
+		if f.Kind == FaultOverLimit && rec.Err == "" {
+			in.watchers.Go(func() { in.watchOverLimit(ctx, i, rec, t0) })
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -191,6 +197,8 @@ func (in *injector) inject(ctx context.Context, rec *faultRecord, t0 time.Time) 
 		return in.killRunner(ctx, rec)
 	case FaultNodeFreeze:
 		return in.nodeFreeze(ctx, rec)
+	case FaultOverLimit:
+		return in.overLimit(ctx, rec)
 	case FaultWatchCut:
 		rec.Target = svcMemapi
 		n, err := endWatches(ctx, in.sys.faultsURL)

@@ -68,12 +68,19 @@ type session struct {
 	// Gen is the value of the chaos-gen label last written.
 	Gen      int
 	Oversize bool
+	// OverLimit: the session alone is over the event payload limit now
+	// (FaultOverLimit), until the harness makes it smaller. Consumers get
+	// only reference events of it, so it must carry the informer's
+	// condition EventsPublished=False ObjectTooLarge; a kube one gets no
+	// AgenticSession (kube-reconciler reads events and KV, which never
+	// held it), no runner, and event-tally never counts it.
+	OverLimit bool
 	// RunnerKilled: a fault killed its runner (FaultRunnerKill); it must
 	// end Failed, and is pinned from then on.
 	RunnerKilled bool
 	// Pinned sessions are never picked by the schedule: the witnesses (local
 	// sessions that run from start to end, so every fault meets runners it
-	// must not disturb) and the oversize object.
+	// must not disturb), the oversize object and the over-limit ones.
 	Pinned  bool
 	Created time.Time
 	// Touched is the time of the last change the harness made to it.

@@ -3,6 +3,7 @@ package chaos
 import (
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"time"
 )
 
@@ -33,6 +34,17 @@ const (
 	// restarts the sessions meanwhile; on the thaw the old runners resume
 	// beside the new ones until their replica learns the claims are gone.
 	FaultNodeFreeze FaultKind = "node frozen"
+	// FaultOverLimit (the full run only) is two sessions each alone over
+	// the event payload limit (NATS max_payload), so the informer publishes
+	// reference events without their state, flags them with the condition
+	// EventsPublished=False ObjectTooLarge, and consumers dead-letter their
+	// events: a local one, made smaller again after Down, which must then
+	// converge like any session, and a kube one left over the limit to the
+	// end, which must never get an AgenticSession. It runs beside the
+	// faults after it (Fault.Beside): Down spans the informers' kills and
+	// the freeze of their leader, so new leaders meet the sessions over the
+	// limit.
+	FaultOverLimit FaultKind = "session over the payload limit"
 )
 
 // Fault is one planned fault.
@@ -59,10 +71,24 @@ type Fault struct {
 	// kube-reconciler is always one (PlanConfig.Freeze is past MEMBER_TTL),
 	// but the frozen process resumes under its name.
 	Takeover bool
+	// Beside marks a fault that goes on beside the faults after it: the
+	// next one starts after Settle, while this one lasts Down
+	// (FaultOverLimit: sessions kept over the limit through the kills).
+	Beside bool
 }
 
-// End is when the fault and its settle time are over.
-func (f Fault) End() time.Duration { return f.At + f.Down + f.Settle }
+// End is when the next fault may start: the fault and its settle time
+// over, or, for a fault beside the next ones, its settle time.
+func (f Fault) End() time.Duration {
+	if f.Beside {
+		return f.At + f.Settle
+	}
+	return f.At + f.Down + f.Settle
+}
+
+// Over is when the fault is over (its Down past), beside the next ones or
+// not.
+func (f Fault) Over() time.Duration { return f.At + f.Down }
 
 // Op is one kind of API change.
 type Op string
@@ -136,6 +162,10 @@ type PlanConfig struct {
 	// of its replica's sessions to the peer).
 	NodeFreezes []string
 	NodeFreeze  time.Duration
+	// OverLimit adds the sessions over the payload limit (FaultOverLimit)
+	// after the oversize object, kept over the limit until every kill and
+	// freeze of an informer has settled.
+	OverLimit bool
 }
 
 // Settle times after the faults whose length PlanConfig does not give.
@@ -162,6 +192,15 @@ const (
 	// runnerKillSettle covers the wait for the killed runner's session to
 	// end (runner-manager sees the exit at once) and a moment after it.
 	runnerKillSettle = 6 * time.Second
+	// overLimitSettle is how long the next fault waits after the
+	// over-limit sessions were made, so the informer flags them before the
+	// first kill, which may hit its leader: the leader change then meets
+	// sessions already flagged.
+	overLimitSettle = 10 * time.Second
+	// overLimitMinDown is the shortest time the sessions stay over the
+	// limit: past a runner-manager resync (RUNNER_RESYNC_INTERVAL, 1m),
+	// the one path that reads them from the API, not from events.
+	overLimitMinDown = 75 * time.Second
 	// nodeFreezeSettle follows a node's thaw: the harness watches the old
 	// runners and the moved sessions' writes for thawWatch after the thaw
 	// (part of the fault), and the next fault (a NATS node killed) must
@@ -193,6 +232,11 @@ func NewPlan(c PlanConfig, rng *rand.Rand) Plan {
 		add(f)
 	}
 	add(Fault{Kind: FaultOversize, Down: oversizeRun, Settle: oversizeSettle})
+	overLimit := -1
+	if c.OverLimit {
+		overLimit = len(p.Faults)
+		add(Fault{Kind: FaultOverLimit, Down: overLimitMinDown, Settle: overLimitSettle, Beside: true})
+	}
 	half := (len(c.Kills) + 1) / 2
 	for i := range half {
 		kill(i)
@@ -203,6 +247,16 @@ func NewPlan(c PlanConfig, rng *rand.Rand) Plan {
 	}
 	for _, t := range c.Freezes {
 		add(Fault{Kind: FaultFreeze, Target: t, Down: c.Freeze, Settle: freezeSettle, Takeover: isKubeReconciler(t)})
+	}
+	if overLimit >= 0 {
+		// Over the limit until the last kill or freeze of an informer has
+		// settled: the kill of the leader starts a new term (the restarted
+		// process may take the lease back under its name), and the freeze
+		// of the leader moves the lease to the other informer (the freeze
+		// check wants it moved), so new leaders meet the sessions over the
+		// limit.
+		f := &p.Faults[overLimit]
+		f.Down = max(f.Down, informerFaultsOver(p.Faults)-f.At)
 	}
 	for _, t := range c.RunnerKills {
 		add(Fault{Kind: FaultRunnerKill, Target: t, Settle: runnerKillSettle})
@@ -216,6 +270,9 @@ func NewPlan(c PlanConfig, rng *rand.Rand) Plan {
 	// Last: nothing settles after it but the convergence wait.
 	add(Fault{Kind: FaultKubeOutage, Down: c.KubeOutage})
 	p.End = at
+	for _, f := range p.Faults {
+		p.End = max(p.End, f.Over())
+	}
 	// No change around the start of the apiserver outage: the events of
 	// the outage's victims (a delete, a group_access rewrite) must be first
 	// in kube-reconciler's queues, where a consumer group dead-letters after
@@ -244,6 +301,18 @@ func NewPlan(c PlanConfig, rng *rand.Rand) Plan {
 }
 
 func last(fs []Fault) Fault { return fs[len(fs)-1] }
+
+// informerFaultsOver is when the last kill or freeze of an informer in fs
+// has settled (0: none).
+func informerFaultsOver(fs []Fault) time.Duration {
+	var end time.Duration
+	for _, f := range fs {
+		if (f.Kind == FaultKill || f.Kind == FaultFreeze) && strings.HasPrefix(f.Target, svcInformer) {
+			end = max(end, f.End())
+		}
+	}
+	return end
+}
 
 // Quiet time around the start of the apiserver outage.
 const (
@@ -313,5 +382,9 @@ func RunnerKills(short bool) []string {
 	}
 	return out
 }
+
+// OverLimit reports whether a run has the sessions over the payload limit
+// (FaultOverLimit): the full run only; CI's short run keeps its schedule.
+func OverLimit(short bool) bool { return !short }
 
 func instanceName(service string, replica int) string { return fmt.Sprintf("%s-%d", service, replica) }

@@ -4,6 +4,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -19,10 +20,12 @@ func testPlanConfig(short bool, changes int) PlanConfig {
 		Changes: changes, Kills: Kills(short), Warmup: 20 * time.Second, RestartDelay: 2 * time.Second,
 		KillSettle: 15 * time.Second, NodeLoss: 30 * time.Second, NATSOutage: 30 * time.Second, APIOutage: apiOutage, KubeOutage: 186 * time.Second,
 		Freezes: Freezes(), Freeze: freeze, RunnerKills: RunnerKills(short), NodeFreezes: NodeFreezes(short), NodeFreeze: DefaultNodeFreeze,
+		OverLimit: OverLimit(short),
 	}
 }
 
-// TestPlanRunsEveryFaultInOrder: a plan has one oversize object, one watch
+// TestPlanRunsEveryFaultInOrder: a plan has one oversize object, (full
+// only) the sessions over the payload limit, one watch
 // cut, one NATS node loss, one NATS outage, one API outage and one
 // kube-apiserver outage, kills every killable instance once (short:
 // replica 0 of each), then freezes the informer leader, a kube-reconciler
@@ -91,7 +94,11 @@ func TestPlanRunsEveryFaultInOrder(t *testing.T) {
 			if !slices.Equal(nodeFreezes, tc.nodeFreezes) {
 				t.Errorf("node freezes %v, want %v", nodeFreezes, tc.nodeFreezes)
 			}
-			wantOrder := []string{string(FaultOversize), string(FaultKill), string(FaultWatchCut), string(FaultKill), string(FaultFreeze), string(FaultRunnerKill)}
+			wantOrder := []string{string(FaultOversize)}
+			if !tc.short {
+				wantOrder = append(wantOrder, string(FaultOverLimit))
+			}
+			wantOrder = append(wantOrder, string(FaultKill), string(FaultWatchCut), string(FaultKill), string(FaultFreeze), string(FaultRunnerKill))
 			if !tc.short {
 				// After the runner kills: it moves all of runner-manager-1's
 				// sessions away, and a runner kill needs one there.
@@ -129,6 +136,50 @@ func TestPlanRunsEveryFaultInOrder(t *testing.T) {
 				t.Errorf("first fault at %s, want after the 20s warmup", p.Faults[0].At)
 			}
 		})
+	}
+}
+
+// TestPlanOverLimit: the full plan makes the sessions over the payload
+// limit right after the oversize object and keeps them there beside the
+// kills until both informer kills and the informer freeze have settled, so
+// new leaders meet them while they are over the limit; the next fault
+// waits only its settle time, the plan ends after it is over, and the
+// short plan (CI) has none.
+func TestPlanOverLimit(t *testing.T) {
+	for _, short := range []bool{false, true} {
+		p := NewPlan(testPlanConfig(short, 300), rand.New(rand.NewPCG(1, 2)))
+		i := slices.IndexFunc(p.Faults, func(f Fault) bool { return f.Kind == FaultOverLimit })
+		if short {
+			if i >= 0 {
+				t.Errorf("short plan has an over-limit fault: %+v", p.Faults[i])
+			}
+			continue
+		}
+		if i != 1 || p.Faults[0].Kind != FaultOversize {
+			t.Fatalf("over-limit fault at %d, want right after the oversize object: %v", i, p.Faults)
+		}
+		f, next := p.Faults[i], p.Faults[i+1]
+		if !f.Beside || next.At != f.At+overLimitSettle || f.End() != next.At {
+			t.Errorf("over-limit fault %+v, next fault at %s; want beside the next ones, which start %s after it", f, next.At, overLimitSettle)
+		}
+		var informerFaults []string
+		for _, k := range p.Faults[i+1:] {
+			if (k.Kind == FaultKill || k.Kind == FaultFreeze) && strings.HasPrefix(k.Target, svcInformer) {
+				informerFaults = append(informerFaults, string(k.Kind)+" "+k.Target)
+				if k.At < f.At || k.End() > f.Over() {
+					t.Errorf("%s of %s at %s..%s, outside the over-limit time %s..%s", k.Kind, k.Target, k.At, k.End(), f.At, f.Over())
+				}
+			}
+		}
+		if want := []string{"kill -9 informer-0", "kill -9 informer-1", "process frozen informer"}; !slices.Equal(informerFaults, want) {
+			t.Errorf("informer faults while over the limit %v, want %v", informerFaults, want)
+		}
+		if f.Over() != informerFaultsOver(p.Faults) || f.Down < overLimitMinDown {
+			t.Errorf("over the limit until %s (down %s), want until the last informer fault settled at %s, at least %s", f.Over(), f.Down, informerFaultsOver(p.Faults), overLimitMinDown)
+		}
+		if p.End < f.Over() {
+			t.Errorf("plan ends at %s, before the over-limit fault is over at %s", p.End, f.Over())
+		}
 	}
 }
 

@@ -335,9 +335,25 @@ func (r report) setup(b *strings.Builder) {
 		w(" The last kube-reconciler killed comes back after %s instead, past `MEMBER_TTL`: its peer takes its partitions over, as when a Deployment replaces a pod by one of another name, and must carry the statuses written in them meanwhile to the API before the restart.", r.cfg.TakeoverDown)
 	}
 	w(" event-tally is never killed: its tally lives in memory by design, so killing it would void the counting check rather than test anything.\n")
+	w("%s", r.overLimitText())
 	w("- Frozen members (SIGSTOP of the process group, SIGCONT %s later: a VM pause, a long GC or I/O stall) resume where they stopped, after a peer took their lease or partitions over: the informer holding the lease, kube-reconciler-1 (the harness writes AgenticSession statuses in its partitions meanwhile, which its peer must carry before the thaw), runner-manager-1 (its runners, in their own process groups, run on).%s Killed runners (kill -9 of a running session's runner process, not of its runner-manager) must leave their session `Failed` with RunnerStarted `ProcessExited: killed by signal killed`, its record released and no route, and never be started again (services/runner-manager/README.md, Lifecycle).\n\n", r.cfg.Freeze, r.nodeFreezeText())
 	w("How the audit reads the system: the API (gRPC list), the process table (`/proc`: a runner of this run is a `demo-runner` whose `WORKSPACE_PATH` lies under the run's workspace root; the replica is the root it runs in; a stopped runner, state `T` or `t` in `/proc/<pid>/stat`, serves nothing and is not live), KV `ambient-runners`, the Kubernetes API, event-tally's `/tally?ids=true`, `GET /sessions/{id}/health` through each agui-proxy, the whole events stream `AMBIENT_EVENTS`, and KV `ambient-objects` (the informer's persisted cache), compared object by object with the last event in the stream: the same state and `event_seq`, no entry after a DELETED; a replayed dead letter is no last event, objects whose last event is a reference event (over the payload limit) or whose events aged out are exempt, and the bucket is read again while it disagrees, for up to 30 s (KV writes follow the acks without waiting).\n\n")
 	w("Reproduce: `make chaos` (or `make chaos-short`; `CHAOS_ARGS=\"--seed %d\"` replays this schedule). `bin/chaos -h` lists every knob.\n", r.cfg.Seed)
+}
+
+// overLimitText describes the sessions over the payload limit of the run,
+// if it had them (the full run).
+func (r report) overLimitText() string {
+	for _, f := range r.plan.Faults {
+		if f.Kind != FaultOverLimit {
+			continue
+		}
+		return fmt.Sprintf("- Sessions over the event payload limit (the full run): two sessions with %d KiB of annotations each, over NATS `max_payload` alone, created through the API like every session, one in a local project and one in a kube project, %s into the schedule, kept over the limit through the kills of both informers and the freeze of their leader, so new leaders (a new term, under another name or the same) meet them. "+
+			"The informer publishes only reference events of them (no state), which every consumer dead-letters, and flags them with the condition `EventsPublished=False`, reason `ObjectTooLarge` (within %s); neither may get an AgenticSession, nor the kube one a runner (the local one may: runner-manager's resync reads sessions from the API). "+
+			"After %s the local one is made smaller (%d KiB) through the API's update: its next event must be a complete MODIFIED, never a second ADDED, the condition must go within %s and the session run within %s. The kube one stays over the limit to the end: the objects bucket check counts it as exempt (its last event is a reference event), event-tally never counts it, and the audit wants it flagged, without an AgenticSession, a runner or a runner record.\n",
+			overLimitBytes>>10, f.At, overLimitFlagBound, f.Down.Round(time.Second), overLimitShrunk>>10, overLimitClearBound, r.cfg.ConvergeBound)
+	}
+	return ""
 }
 
 // nodeFreezeText describes the node freeze of the run, if it had one.

@@ -116,6 +116,7 @@ func (h *harness) start(ctx context.Context) error {
 		Changes: cfg.Changes, Kills: Kills(cfg.Short), Warmup: cfg.Warmup, RestartDelay: cfg.RestartDelay, TakeoverDown: cfg.TakeoverDown,
 		KillSettle: cfg.KillSettle, NodeLoss: cfg.NodeLoss, NATSOutage: cfg.NATSOutage, APIOutage: cfg.APIOutage, KubeOutage: cfg.KubeOutage,
 		Freezes: Freezes(), Freeze: cfg.Freeze, RunnerKills: RunnerKills(cfg.Short), NodeFreezes: nodeFreezes(cfg), NodeFreeze: cfg.NodeFreeze,
+		OverLimit: OverLimit(cfg.Short),
 	}, rng)
 	fmt.Fprintf(h.out, "chaos: seed %d, %d changes over %s, %d faults; run dir %s\n", cfg.Seed, cfg.Changes, h.plan.End, len(h.plan.Faults), h.runDir)
 	sys, err := newSystem(cfg, h.runDir, h.out)
