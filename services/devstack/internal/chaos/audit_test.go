@@ -133,15 +133,7 @@ func TestObjectProblems(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			obs := healthy(sessions, projects)
 			tc.breakIt(&obs)
-			got := objectProblems(sessions, projects, obs)
-			if len(got) != len(tc.want) {
-				t.Fatalf("problems %v, want %d objects: %v", got, len(tc.want), tc.want)
-			}
-			for obj, phrase := range tc.want {
-				if !strings.Contains(strings.Join(got[obj], "; "), phrase) {
-					t.Errorf("%s: %v, want it to name %q", obj, got[obj], phrase)
-				}
-			}
+			wantObjectProblems(t, objectProblems(sessions, projects, obs), tc.want)
 		})
 	}
 }
@@ -1017,15 +1009,7 @@ func TestOverLimitProblems(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			obs := healthyOver()
 			tc.breakIt(&obs)
-			got := objectProblems(sessions, projects, obs)
-			if len(got) != len(tc.want) {
-				t.Fatalf("problems %v, want %d objects: %v", got, len(tc.want), tc.want)
-			}
-			for obj, phrase := range tc.want {
-				if !strings.Contains(strings.Join(got[obj], "; "), phrase) {
-					t.Errorf("%s: %v, want it to name %q", obj, got[obj], phrase)
-				}
-			}
+			wantObjectProblems(t, objectProblems(sessions, projects, obs), tc.want)
 		})
 	}
 	obs := observation{}
@@ -1033,5 +1017,19 @@ func TestOverLimitProblems(t *testing.T) {
 		tallySettings: {SeenIDs: []string{""}}}
 	if f := tallyProblems(sessions, projects, obs); f.missing != 0 || f.overLimit != 1 {
 		t.Errorf("tally findings %+v, want nothing missing and 1 session over the limit", f)
+	}
+}
+
+// wantObjectProblems fails t unless got (objectProblems' result) names
+// problems of exactly the objects of want, each naming want's phrase.
+func wantObjectProblems(t *testing.T, got map[string][]string, want map[string]string) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("problems %v, want %d objects: %v", got, len(want), want)
+	}
+	for obj, phrase := range want {
+		if !strings.Contains(strings.Join(got[obj], "; "), phrase) {
+			t.Errorf("%s: %v, want it to name %q", obj, got[obj], phrase)
+		}
 	}
 }
