@@ -310,21 +310,5 @@ var eventSeqField = (&eventsv1.Object{}).ProtoReflect().Descriptor().Fields().By
 
 // lastKV returns the objects bucket's last message of key (nil: none).
 func (p *Publisher) lastKV(ctx context.Context, key string) (*jetstream.RawStreamMsg, error) {
-	if err := p.connected(); err != nil {
-		return nil, err
-	}
-	s := p.kvStreamH.Load()
-	if s == nil {
-		st, err := p.js.Stream(ctx, p.kvStream)
-		if err != nil {
-			return nil, err
-		}
-		s = &st
-		p.kvStreamH.Store(s)
-	}
-	m, err := (*s).GetLastMsgForSubject(ctx, p.kvSubjectPrefix+key)
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return nil, nil
-	}
-	return m, err
+	return p.lastOf(ctx, &p.kvStreamH, p.kvStream, p.kvSubjectPrefix+key)
 }

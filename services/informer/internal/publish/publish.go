@@ -472,17 +472,23 @@ func (p *Publisher) conflict(ctx context.Context, msg *nats.Msg, expected uint64
 
 // lastMsg returns the events stream's last message on subject (nil: none).
 func (p *Publisher) lastMsg(ctx context.Context, subject string) (*jetstream.RawStreamMsg, error) {
+	return p.lastOf(ctx, &p.stream, p.cfg.Stream, subject)
+}
+
+// lastOf returns the last message of subject in the stream named name
+// (nil: none), through the stream's handle cached in h (looked up once).
+func (p *Publisher) lastOf(ctx context.Context, h *atomic.Pointer[jetstream.Stream], name, subject string) (*jetstream.RawStreamMsg, error) {
 	if err := p.connected(); err != nil {
 		return nil, err
 	}
-	s := p.stream.Load()
+	s := h.Load()
 	if s == nil {
-		st, err := p.js.Stream(ctx, p.cfg.Stream)
+		st, err := p.js.Stream(ctx, name)
 		if err != nil {
 			return nil, err
 		}
 		s = &st
-		p.stream.Store(s)
+		h.Store(s)
 	}
 	m, err := (*s).GetLastMsgForSubject(ctx, subject)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
