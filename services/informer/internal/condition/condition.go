@@ -30,14 +30,17 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/ambient-code/control-plane/libs/session"
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
 )
 
-// The condition the informer owns.
+// The condition the informer owns; libs/session names it, since the
+// reconcilers that read sessions from the API recognise it there
+// (session.Withheld).
 const (
-	Type           = "EventsPublished"
-	StatusFalse    = "False"
-	ReasonTooLarge = "ObjectTooLarge"
+	Type           = session.ConditionEventsPublished
+	StatusFalse    = session.StatusFalse
+	ReasonTooLarge = session.ReasonObjectTooLarge
 )
 
 // ErrTerminal wraps a write that can never succeed (the session is gone,

@@ -101,8 +101,18 @@ func (r *Reconciler) checkLocked(ctx context.Context, rn *supervise.Runner) {
 
 // resyncSession reconciles one listed session under its lock; the cheap
 // checks before the lock skip the sessions that need nothing.
+//
+// A session the informer flagged as unpublished (session.Withheld: over the
+// event payload limit) is left alone: its state never reached the event
+// consumers, so kube-reconciler, which reconciles the informer's cache,
+// never sees it either. Starting it from the list would run it in local
+// mode only.
 func (r *Reconciler) resyncSession(ctx context.Context, s *ambientv1.Session) {
 	id, p := s.GetMetadata().GetId(), session.PhaseOf(s)
+	if session.Withheld(s) {
+		r.log.Debug("resync: session's state unpublished (EventsPublished=False): left as it is", slog.String(logkey.SessionID, id), slog.String("phase", string(p)))
+		return
+	}
 	selected, rn := r.cfg.Selector.Selects(s), r.sup.Get(id)
 	switch {
 	case !selected && rn == nil,

@@ -121,7 +121,9 @@ func (r *Reconciler) checkOwnership(ctx context.Context, rn *supervise.Runner) {
 // record had vanished, or the resync's list lacked it) and stops the
 // runner when the session no longer wants it: deleted (no phase written),
 // no longer selected here (deselect), over (no phase written), or Stopping
-// (it ends Stopped). Callers hold the session lock.
+// (it ends Stopped). A session whose state the informer could not publish
+// (session.Withheld) keeps its runner unless deleted. Callers hold the
+// session lock.
 func (r *Reconciler) wantedHere(ctx context.Context, log *slog.Logger, rn *supervise.Runner) error {
 	fresh, err := r.api.GetSession(ctx, rn.ID())
 	switch {
@@ -133,6 +135,11 @@ func (r *Reconciler) wantedHere(ctx context.Context, log *slog.Logger, rn *super
 		return err
 	}
 	switch p := session.PhaseOf(fresh); {
+	case session.Withheld(fresh):
+		// Unpublished (over the payload limit): its runner stays as the
+		// last published state left it, as in kube mode; a delete (above)
+		// still stops it.
+		return nil
 	case !r.cfg.Selector.Selects(fresh):
 		return r.deselect(ctx, log, rn.ID(), p)
 	case p == session.PhaseStopping:
