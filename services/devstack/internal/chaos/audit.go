@@ -683,7 +683,7 @@ func oversizeCheck(faults []faultRecord) check {
 // last). A run without the fault (the short one) passes. What they look
 // like at the end is the objects check's (overLimitProblems).
 func overLimitCheck(faults []faultRecord, evs []streamEvent, evsErr error, bound time.Duration) check {
-	c := check{Name: fmt.Sprintf("sessions over the payload limit were flagged ObjectTooLarge within %s, got no AgenticSession (the kube one no runner), and consumers got reference events only; made smaller, the condition went within %s and the session converged within %s",
+	c := check{Name: fmt.Sprintf("sessions over the payload limit were flagged ObjectTooLarge within %s, got neither an AgenticSession nor a runner, and consumers got reference events only; made smaller, the condition went within %s and the session converged within %s",
 		overLimitFlagBound, overLimitClearBound, bound), OK: true, Detail: "no over-limit fault ran"}
 	for _, f := range faults {
 		if f.Kind != FaultOverLimit {
@@ -712,7 +712,7 @@ func overLimitCheck(faults []faultRecord, evs []streamEvent, evsErr error, bound
 				fail("%s %s flagged %s after its create, want within %s", s.what, s.id, durationText(s.took), overLimitFlagBound)
 			}
 		}
-		for _, x := range append(slices.Clone(r.CRs), r.KeptRunners...) {
+		for _, x := range append(slices.Clone(r.CRs), r.Runners...) {
 			fail("over the payload limit: %s", x)
 		}
 		if r.Watched && (r.Cleared < 0 || r.Cleared > overLimitClearBound) {

@@ -871,7 +871,7 @@ func overLimitRun(t0 time.Time) (faultRecord, []streamEvent) {
 	shrunk := t0.Add(2 * time.Minute)
 	f := faultRecord{Fault: Fault{Kind: FaultOverLimit, Down: 2 * time.Minute, Beside: true}, Target: "lo", Down0: t0, Restored: shrunk,
 		OverLimit: &overLimitRecord{Kept: "ko", Flagged: 400 * time.Millisecond, KeptFlagged: 500 * time.Millisecond, Leaders: []string{"informer-0", "informer-1"},
-			RunnerOver: 40 * time.Second, RunnerOn: "runner-manager-0", Cleared: 600 * time.Millisecond, Converged: time.Second, Watched: true}}
+			Cleared: 600 * time.Millisecond, Converged: time.Second, Watched: true}}
 	evs := []streamEvent{
 		{Seq: 10, At: t0, Key: "sessions/lo", Type: "ADDED", Version: "v1", Ref: true},
 		{Seq: 11, At: t0, Key: "sessions/ko", Type: "ADDED", Version: "v1", Ref: true},
@@ -883,13 +883,12 @@ func overLimitRun(t0 time.Time) (faultRecord, []streamEvent) {
 }
 
 // TestOverLimitCheck: the sessions over the payload limit pass only when
-// both were flagged in time, neither got an AgenticSession nor the kube
-// one a runner or a runner record, the shrunk one lost the condition and
+// both were flagged in time, neither got an AgenticSession, a runner or a
+// runner record while over the limit, the shrunk one lost the condition and
 // converged in time, and the events stream holds reference events of
 // them only, until the local one's first complete event, a MODIFIED after
-// the shrink. A runner of the local one while over the limit (the
-// resync's) and no leader change are figures, not failures; a run
-// without the fault passes.
+// the shrink. No leader change is a figure, not a failure; a run without
+// the fault passes.
 func TestOverLimitCheck(t *testing.T) {
 	t0 := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
 	tests := []struct {
@@ -898,8 +897,8 @@ func TestOverLimitCheck(t *testing.T) {
 		want    string // a phrase of the one failure; "" passes
 	}{
 		{name: "good", breakIt: func(_ *faultRecord, evs []streamEvent) []streamEvent { return evs }},
-		{name: "no leader change, no runner: figures only", breakIt: func(f *faultRecord, evs []streamEvent) []streamEvent {
-			f.OverLimit.Leaders, f.OverLimit.RunnerOver = []string{"informer-0"}, 0
+		{name: "no leader change: a figure only", breakIt: func(f *faultRecord, evs []streamEvent) []streamEvent {
+			f.OverLimit.Leaders = []string{"informer-0"}
 			return evs
 		}},
 		{name: "fault failed", breakIt: func(f *faultRecord, evs []streamEvent) []streamEvent { f.Err = "create session: too big"; return evs },
@@ -917,9 +916,13 @@ func TestOverLimitCheck(t *testing.T) {
 			return evs
 		}, want: "over the payload limit: AgenticSession chaos-kube-a/ko"},
 		{name: "kube session ran", breakIt: func(f *faultRecord, evs []streamEvent) []streamEvent {
-			f.OverLimit.KeptRunners = []string{"KV ambient-runners record of runner-manager-1"}
+			f.OverLimit.Runners = []string{"KV ambient-runners record of the kube session, owner runner-manager-1"}
 			return evs
-		}, want: "over the payload limit: KV ambient-runners record of runner-manager-1"},
+		}, want: "over the payload limit: KV ambient-runners record of the kube session, owner runner-manager-1"},
+		{name: "local session ran while over the limit", breakIt: func(f *faultRecord, evs []streamEvent) []streamEvent {
+			f.OverLimit.Runners = []string{"runner pid 42 of the local session on runner-manager-0"}
+			return evs
+		}, want: "over the payload limit: runner pid 42 of the local session on runner-manager-0"},
 		{name: "condition kept after the shrink", breakIt: func(f *faultRecord, evs []streamEvent) []streamEvent { f.OverLimit.Cleared = -1; return evs },
 			want: "condition gone never after"},
 		{name: "not converged in time", breakIt: func(f *faultRecord, evs []streamEvent) []streamEvent {
@@ -965,8 +968,8 @@ func TestOverLimitCheck(t *testing.T) {
 		t.Errorf("a run without the fault: %+v", c)
 	}
 	if c := overLimitCheck([]faultRecord{f}, evs, nil, 30*time.Second); !strings.Contains(c.Detail, "informer lease holders while over the limit: informer-0 -> informer-1") ||
-		!strings.Contains(c.Detail, "runner started 40s after the create, on runner-manager-0") {
-		t.Errorf("detail %q, want the leaders and the resync's runner as figures", c.Detail)
+		!strings.Contains(c.Detail, "no runner or runner record of either while over the limit") {
+		t.Errorf("detail %q, want the leaders and the runners' absence", c.Detail)
 	}
 }
 

@@ -45,15 +45,12 @@ type overLimitRecord struct {
 	// the kube session first carried the condition EventsPublished=False
 	// ObjectTooLarge; -1: not while over the limit.
 	Flagged, KeptFlagged time.Duration
-	// RunnerOver: how long after the create the local session's first
-	// runner was seen while it was over the limit (0: none), on RunnerOn.
-	// runner-manager's resync reads sessions from the API, not from
-	// events, so it may start one: a figure, not a failure.
-	RunnerOver time.Duration
-	RunnerOn   string
-	// KeptRunners are the kube session's runners and KV ambient-runners
-	// records seen while watched (there must be none).
-	KeptRunners []string
+	// Runners are the runners and KV ambient-runners records seen of the
+	// local session while over the limit and of the kube session while
+	// watched (there must be none: no consumer got their state, and
+	// runner-manager's resync, which reads sessions from the API, leaves a
+	// session flagged EventsPublished=False alone).
+	Runners []string
 	// CRs are the AgenticSessions seen of the local session while over the
 	// limit and of the kube session while watched (there must be none).
 	CRs []string
@@ -161,11 +158,13 @@ func (in *injector) lookOverLimit(ctx context.Context, res *overLimitRecord, loc
 	} else if tooLarge(s.GetConditions()) && res.KeptFlagged < 0 {
 		res.KeptFlagged = time.Since(created)
 	}
-	if rs := runners[local]; over && len(rs) > 0 && res.RunnerOver == 0 {
-		res.RunnerOver, res.RunnerOn = time.Since(created), rs[0].Replica
+	if over {
+		for _, r := range runners[local] {
+			res.Runners = appendNew(res.Runners, fmt.Sprintf("runner pid %d of the local session on %s", r.PID, r.Replica))
+		}
 	}
 	for _, r := range runners[res.Kept] {
-		res.KeptRunners = appendNew(res.KeptRunners, fmt.Sprintf("runner pid %d on %s", r.PID, r.Replica))
+		res.Runners = appendNew(res.Runners, fmt.Sprintf("runner pid %d of the kube session on %s", r.PID, r.Replica))
 	}
 	if over {
 		if leader := in.leader(rctx); leader != "" && (len(res.Leaders) == 0 || res.Leaders[len(res.Leaders)-1] != leader) {
@@ -177,8 +176,13 @@ func (in *injector) lookOverLimit(ctx context.Context, res *overLimitRecord, loc
 	}
 	if owners, err := in.nv.runnerRecords(rctx); err != nil {
 		res.Unread++
-	} else if o, ok := owners[res.Kept]; ok {
-		res.KeptRunners = appendNew(res.KeptRunners, "KV ambient-runners record of "+o.Owner)
+	} else {
+		if o, ok := owners[local]; ok && over {
+			res.Runners = appendNew(res.Runners, "KV ambient-runners record of the local session, owner "+o.Owner)
+		}
+		if o, ok := owners[res.Kept]; ok {
+			res.Runners = appendNew(res.Runners, "KV ambient-runners record of the kube session, owner "+o.Owner)
+		}
 	}
 	crs, err := in.sys.kube.sessionCRs(rctx)
 	if err != nil {
@@ -234,17 +238,15 @@ func overLimitNote(r overLimitRecord, down time.Duration) string {
 		leaders = strings.Join(r.Leaders, " -> ")
 	}
 	parts = append(parts, "informer lease holders while over the limit: "+leaders)
-	if r.RunnerOver > 0 {
-		parts = append(parts, fmt.Sprintf("the local session's runner started %s after the create, on %s, while over the limit", r.RunnerOver.Round(100*time.Millisecond), r.RunnerOn))
-	} else {
-		parts = append(parts, "no runner of the local session while over the limit")
+	if len(r.Runners) == 0 {
+		parts = append(parts, "no runner or runner record of either while over the limit")
 	}
 	parts = append(parts, fmt.Sprintf("shrunk to %d KiB after %s: condition gone %s later, Running with one runner %s later", overLimitShrunk>>10, down.Round(time.Second), durationText(r.Cleared), durationText(r.Converged)))
 	if len(r.CRs) > 0 {
 		parts = append(parts, "seen: "+strings.Join(r.CRs, ", "))
 	}
-	if len(r.KeptRunners) > 0 {
-		parts = append(parts, "the kube session: "+strings.Join(r.KeptRunners, ", "))
+	if len(r.Runners) > 0 {
+		parts = append(parts, "seen: "+strings.Join(r.Runners, ", "))
 	}
 	if r.Unread > 0 {
 		parts = append(parts, fmt.Sprintf("%d looks could not read everything", r.Unread))
