@@ -506,6 +506,33 @@ func (d *driver) kubeVictims(ctx context.Context) (string, error) {
 // its runner is killed: a change just made may still be on its way.
 const runnerKillQuiet = 5 * time.Second
 
+// errNoRunnerToKill: no session qualifies for a runner kill on the replica
+// (yet).
+var errNoRunnerToKill = errors.New("no runner to kill")
+
+// killRunnerWithin is killRunner, tried again every interval with the
+// newest process table (latest) while no session qualifies, for up to
+// limit. A replica that was just frozen or killed runs only the sessions
+// started since its return (its earlier ones moved to its peer), each
+// changed moments ago; a runner kill scheduled then would otherwise find
+// nothing to kill (seen in a full run: 10 s after a thaw, 0 candidates).
+// It also returns how long it waited.
+func (d *driver) killRunnerWithin(ctx context.Context, latest func() map[string][]runnerProc, replica string, kill func(pid int) error, limit, interval time.Duration) (string, int, time.Duration, error) {
+	start := time.Now()
+	for {
+		id, pid, err := d.killRunner(ctx, latest(), replica, kill)
+		waited := time.Since(start)
+		if !errors.Is(err, errNoRunnerToKill) || waited >= limit {
+			return id, pid, waited, err
+		}
+		select {
+		case <-ctx.Done():
+			return "", 0, waited, fmt.Errorf("%w (waited %s)", err, waited.Round(time.Second))
+		case <-time.After(interval):
+		}
+	}
+}
+
 // killRunner picks a running local session the schedule may change (not
 // pinned, untouched for runnerKillQuiet) whose one runner (runners: the
 // process table by session) runs on replica and whose API phase is
@@ -534,7 +561,7 @@ func (d *driver) killRunner(ctx context.Context, runners map[string][]runnerProc
 		s.Pinned, s.Running, s.RunnerKilled = true, false, true
 		return s.ID, pid, nil
 	}
-	return "", 0, fmt.Errorf("no running session with one runner on %s, untouched for %s, phase Running (of %d candidates)", replica, runnerKillQuiet, len(ss))
+	return "", 0, fmt.Errorf("%w: no running session with one runner on %s, untouched for %s, phase Running (of %d candidates)", errNoRunnerToKill, replica, runnerKillQuiet, len(ss))
 }
 
 // stopSession stops one session outside the schedule (the oversize one).

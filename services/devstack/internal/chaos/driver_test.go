@@ -2,10 +2,13 @@ package chaos
 
 import (
 	"encoding/json"
+	"errors"
 	"math/rand/v2"
 	"slices"
 	"strconv"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/ambient-code/control-plane/libs/testenv"
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
@@ -235,5 +238,52 @@ func TestDriverOverLimit(t *testing.T) {
 	}
 	if err := d.shrink(ctx, "no-such-session"); err == nil {
 		t.Error("shrink of an unknown session: want an error")
+	}
+}
+
+// TestDriverKillRunnerWaitsForCandidate: a runner kill finds no session to
+// kill on the replica at first (just back from a freeze, it runs only
+// sessions changed moments ago); it looks again with the newest process
+// table until one qualifies, and kills that one. With nothing ever
+// qualifying it gives up after its limit with errNoRunnerToKill.
+func TestDriverKillRunnerWaitsForCandidate(t *testing.T) {
+	srv := testenv.API(t)
+	api := testenv.APIClient(t, srv)
+	d := newDriver(api, newRESTPhases(srv.RESTURL(), testenv.APIToken), 6, rand.New(rand.NewPCG(7, 8)))
+	ctx := t.Context()
+	if err := d.setup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	id, err := d.createWith(ctx, d.firstProject(true), "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := api.UpdateSessionStatus(ctx, &ambientv1.UpdateSessionStatusRequest{Id: id, Phase: proto.String(phaseRunning)}); err != nil {
+		t.Fatal(err)
+	}
+	d.m.sessions[id].Touched = time.Now().Add(-time.Minute)
+
+	var looks atomic.Int32
+	latest := func() map[string][]runnerProc {
+		if looks.Add(1) < 3 { // the runner is not on the replica yet
+			return map[string][]runnerProc{id: {{PID: 41, Session: id, Replica: "runner-manager-0"}}}
+		}
+		return map[string][]runnerProc{id: {{PID: 42, Session: id, Replica: "runner-manager-1"}}}
+	}
+	var killed []int
+	kill := func(pid int) error { killed = append(killed, pid); return nil }
+	got, pid, _, err := d.killRunnerWithin(ctx, latest, "runner-manager-1", kill, time.Minute, time.Millisecond)
+	if err != nil || got != id || pid != 42 || !slices.Equal(killed, []int{42}) || looks.Load() != 3 {
+		t.Fatalf("killRunnerWithin = %s, %d, %v; killed %v after %d looks; want %s's runner 42 killed at the third look", got, pid, err, killed, looks.Load(), id)
+	}
+	if s := d.m.sessions[id]; !s.Pinned || !s.RunnerKilled || s.Running {
+		t.Errorf("model %+v, want the session pinned with its runner killed", s)
+	}
+
+	// Nothing qualifies (the one session is pinned now): an error once the
+	// limit passed.
+	_, _, waited, err := d.killRunnerWithin(ctx, latest, "runner-manager-1", kill, 20*time.Millisecond, time.Millisecond)
+	if !errors.Is(err, errNoRunnerToKill) || waited < 20*time.Millisecond || len(killed) != 1 {
+		t.Errorf("with no candidate: err %v after %s, killed %v; want errNoRunnerToKill after the limit and no kill", err, waited, killed)
 	}
 }

@@ -148,6 +148,13 @@ func (in *injector) stillHeld(ctx context.Context, target string) (string, bool)
 // runnerKillLimit bounds the wait for the killed runner's session to end.
 const runnerKillLimit = time.Minute
 
+// runnerKillPick bounds the wait for a session whose runner may be killed
+// (killRunnerWithin), looked for every runnerKillPickEvery.
+const (
+	runnerKillPick      = 30 * time.Second
+	runnerKillPickEvery = 500 * time.Millisecond
+)
+
 // killRunner kills (kill -9) the runner process of one running local
 // session on replica rec.Target and waits until the session ended: phase
 // terminal and no runner of it in the process table. runner-manager must
@@ -159,19 +166,25 @@ const runnerKillLimit = time.Minute
 // leaves it alone from the kill on.
 func (in *injector) killRunner(ctx context.Context, rec *faultRecord) error {
 	replica := rec.Target
-	runners, _ := in.smp.Latest()
-	id, pid, err := in.drv.killRunner(ctx, runners, replica, func(pid int) error {
+	latest := func() map[string][]runnerProc {
+		runners, _ := in.smp.Latest()
+		return runners
+	}
+	id, pid, waited, err := in.drv.killRunnerWithin(ctx, latest, replica, func(pid int) error {
 		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 			return fmt.Errorf("kill -9 runner pid %d: %w", pid, err)
 		}
 		return nil
-	})
+	}, runnerKillPick, runnerKillPickEvery)
 	if err != nil {
 		return err
 	}
 	killed := time.Now()
 	rec.Target, rec.Down0 = id, killed
 	rec.Note = fmt.Sprintf("runner pid %d on %s", pid, replica)
+	if waited >= runnerKillPickEvery {
+		rec.Note += fmt.Sprintf(" (picked %s after the fault's time: none qualified before)", waited.Round(100*time.Millisecond))
+	}
 	rec.Took = -1
 	tick := time.NewTicker(200 * time.Millisecond)
 	defer tick.Stop()
