@@ -514,20 +514,23 @@ var errNoRunnerToKill = errors.New("no runner to kill")
 // newest process table (latest) while no session qualifies, for up to
 // limit. A replica that was just frozen or killed runs only the sessions
 // started since its return (its earlier ones moved to its peer), each
-// changed moments ago; a runner kill scheduled then would otherwise find
-// nothing to kill (seen in a full run: 10 s after a thaw, 0 candidates).
-// It also returns how long it waited.
-func (d *driver) killRunnerWithin(ctx context.Context, latest func() map[string][]runnerProc, replica string, kill func(pid int) error, limit, interval time.Duration) (string, int, time.Duration, error) {
+// changed moments ago, and the sessions that stay (the witnesses) are
+// pinned; a runner kill scheduled then would otherwise find nothing to
+// kill (seen in a full run: 10 s after a thaw, 0 candidates; in a short
+// one, none for 30 s while the rebalance's lost deliveries held the
+// replica's events back for an AckWait). It also returns how long it
+// waited.
+func (d *driver) killRunnerWithin(ctx context.Context, latest func() map[string][]runnerProc, replica string, kill func(pid int) error, limit, interval time.Duration) (runnerProc, time.Duration, error) {
 	start := time.Now()
 	for {
-		id, pid, err := d.killRunner(ctx, latest(), replica, kill)
+		killed, err := d.killRunner(ctx, latest(), replica, kill)
 		waited := time.Since(start)
 		if !errors.Is(err, errNoRunnerToKill) || waited >= limit {
-			return id, pid, waited, err
+			return killed, waited, err
 		}
 		select {
 		case <-ctx.Done():
-			return "", 0, waited, fmt.Errorf("%w (waited %s)", err, waited.Round(time.Second))
+			return runnerProc{}, waited, fmt.Errorf("%w (waited %s)", err, waited.Round(time.Second))
 		case <-time.After(interval):
 		}
 	}
@@ -535,18 +538,18 @@ func (d *driver) killRunnerWithin(ctx context.Context, latest func() map[string]
 
 // killRunner picks a running local session the schedule may change (not
 // pinned, untouched for runnerKillQuiet) whose one runner (runners: the
-// process table by session) runs on replica and whose API phase is
+// process table by session) runs on replica ("": any) and whose API phase is
 // Running, calls kill with the runner's pid, and, when that worked, pins
 // the session and records that its runner was killed: from then on the
 // schedule leaves it alone and the audit wants it ended (RunnerKilled).
-// It returns the session and the pid.
-func (d *driver) killRunner(ctx context.Context, runners map[string][]runnerProc, replica string, kill func(pid int) error) (string, int, error) {
+// It returns the runner killed.
+func (d *driver) killRunner(ctx context.Context, runners map[string][]runnerProc, replica string, kill func(pid int) error) (runnerProc, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	quiet := time.Now().Add(-runnerKillQuiet)
 	ss := d.m.live(func(s *session) bool {
 		rs := runners[s.ID]
-		return s.Project.Local && s.Running && !s.Pinned && s.Touched.Before(quiet) && len(rs) == 1 && rs[0].Replica == replica
+		return s.Project.Local && s.Running && !s.Pinned && s.Touched.Before(quiet) && len(rs) == 1 && (replica == "" || rs[0].Replica == replica)
 	})
 	d.rng.Shuffle(len(ss), func(i, j int) { ss[i], ss[j] = ss[j], ss[i] })
 	for _, s := range ss[:min(len(ss), 10)] {
@@ -554,14 +557,18 @@ func (d *driver) killRunner(ctx context.Context, runners map[string][]runnerProc
 		if err != nil || got.GetPhase() != phaseRunning {
 			continue
 		}
-		pid := runners[s.ID][0].PID
-		if err := kill(pid); err != nil {
-			return "", 0, err
+		r := runners[s.ID][0]
+		if err := kill(r.PID); err != nil {
+			return runnerProc{}, err
 		}
 		s.Pinned, s.Running, s.RunnerKilled = true, false, true
-		return s.ID, pid, nil
+		return r, nil
 	}
-	return "", 0, fmt.Errorf("%w: no running session with one runner on %s, untouched for %s, phase Running (of %d candidates)", errNoRunnerToKill, replica, runnerKillQuiet, len(ss))
+	on := replica
+	if on == "" {
+		on = "any replica"
+	}
+	return runnerProc{}, fmt.Errorf("%w: no running session with one runner on %s, untouched for %s, phase Running (of %d candidates)", errNoRunnerToKill, on, runnerKillQuiet, len(ss))
 }
 
 // stopSession stops one session outside the schedule (the oversize one).

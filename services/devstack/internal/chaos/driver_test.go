@@ -272,9 +272,10 @@ func TestDriverKillRunnerWaitsForCandidate(t *testing.T) {
 	}
 	var killed []int
 	kill := func(pid int) error { killed = append(killed, pid); return nil }
-	got, pid, _, err := d.killRunnerWithin(ctx, latest, "runner-manager-1", kill, time.Minute, time.Millisecond)
-	if err != nil || got != id || pid != 42 || !slices.Equal(killed, []int{42}) || looks.Load() != 3 {
-		t.Fatalf("killRunnerWithin = %s, %d, %v; killed %v after %d looks; want %s's runner 42 killed at the third look", got, pid, err, killed, looks.Load(), id)
+	got, _, err := d.killRunnerWithin(ctx, latest, "runner-manager-1", kill, time.Minute, time.Millisecond)
+	want := runnerProc{PID: 42, Session: id, Replica: "runner-manager-1"}
+	if err != nil || got != want || !slices.Equal(killed, []int{42}) || looks.Load() != 3 {
+		t.Fatalf("killRunnerWithin = %+v, %v; killed %v after %d looks; want %+v killed at the third look", got, err, killed, looks.Load(), want)
 	}
 	if s := d.m.sessions[id]; !s.Pinned || !s.RunnerKilled || s.Running {
 		t.Errorf("model %+v, want the session pinned with its runner killed", s)
@@ -282,8 +283,28 @@ func TestDriverKillRunnerWaitsForCandidate(t *testing.T) {
 
 	// Nothing qualifies (the one session is pinned now): an error once the
 	// limit passed.
-	_, _, waited, err := d.killRunnerWithin(ctx, latest, "runner-manager-1", kill, 20*time.Millisecond, time.Millisecond)
+	_, waited, err := d.killRunnerWithin(ctx, latest, "runner-manager-1", kill, 20*time.Millisecond, time.Millisecond)
 	if !errors.Is(err, errNoRunnerToKill) || waited < 20*time.Millisecond || len(killed) != 1 {
 		t.Errorf("with no candidate: err %v after %s, killed %v; want errNoRunnerToKill after the limit and no kill", err, waited, killed)
+	}
+
+	// Any replica (""): a session whose runner runs on runner-manager-0
+	// qualifies too.
+	other, err := d.createWith(ctx, d.firstProject(true), "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := api.UpdateSessionStatus(ctx, &ambientv1.UpdateSessionStatusRequest{Id: other, Phase: proto.String(phaseRunning)}); err != nil {
+		t.Fatal(err)
+	}
+	d.m.sessions[other].Touched = time.Now().Add(-time.Minute)
+	onZero := func() map[string][]runnerProc {
+		return map[string][]runnerProc{other: {{PID: 43, Session: other, Replica: "runner-manager-0"}}}
+	}
+	if _, _, err := d.killRunnerWithin(ctx, onZero, "runner-manager-1", kill, 0, time.Millisecond); !errors.Is(err, errNoRunnerToKill) {
+		t.Fatalf("a runner on another replica was taken for runner-manager-1's: %v", err)
+	}
+	if got, _, err := d.killRunnerWithin(ctx, onZero, "", kill, 0, time.Millisecond); err != nil || got.PID != 43 || got.Replica != "runner-manager-0" {
+		t.Errorf("any replica: %+v, %v; want runner 43 on runner-manager-0", got, err)
 	}
 }

@@ -2,6 +2,7 @@ package chaos
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -149,9 +150,11 @@ func (in *injector) stillHeld(ctx context.Context, target string) (string, bool)
 const runnerKillLimit = time.Minute
 
 // runnerKillPick bounds the wait for a session whose runner may be killed
+// on the fault's replica, then runnerKillPickAny on any replica
 // (killRunnerWithin), looked for every runnerKillPickEvery.
 const (
-	runnerKillPick      = 30 * time.Second
+	runnerKillPick      = 45 * time.Second
+	runnerKillPickAny   = 30 * time.Second
 	runnerKillPickEvery = 500 * time.Millisecond
 )
 
@@ -170,20 +173,31 @@ func (in *injector) killRunner(ctx context.Context, rec *faultRecord) error {
 		runners, _ := in.smp.Latest()
 		return runners
 	}
-	id, pid, waited, err := in.drv.killRunnerWithin(ctx, latest, replica, func(pid int) error {
+	kill := func(pid int) error {
 		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 			return fmt.Errorf("kill -9 runner pid %d: %w", pid, err)
 		}
 		return nil
-	}, runnerKillPick, runnerKillPickEvery)
+	}
+	r, waited, err := in.drv.killRunnerWithin(ctx, latest, replica, kill, runnerKillPick, runnerKillPickEvery)
+	var note string
+	if errors.Is(err, errNoRunnerToKill) {
+		// The fault is about a runner's death, wherever it runs; the
+		// replica only spreads the kills over the run.
+		var more time.Duration
+		r, more, err = in.drv.killRunnerWithin(ctx, latest, "", kill, runnerKillPickAny, runnerKillPickEvery)
+		note = fmt.Sprintf(" (none on %s for %s: any replica)", replica, waited.Round(time.Second))
+		waited += more
+	}
 	if err != nil {
 		return err
 	}
 	killed := time.Now()
+	id, pid := r.Session, r.PID
 	rec.Target, rec.Down0 = id, killed
-	rec.Note = fmt.Sprintf("runner pid %d on %s", pid, replica)
+	rec.Note = fmt.Sprintf("runner pid %d on %s%s", pid, r.Replica, note)
 	if waited >= runnerKillPickEvery {
-		rec.Note += fmt.Sprintf(" (picked %s after the fault's time: none qualified before)", waited.Round(100*time.Millisecond))
+		rec.Note += fmt.Sprintf(", picked %s after the fault's time", waited.Round(100*time.Millisecond))
 	}
 	rec.Took = -1
 	tick := time.NewTicker(200 * time.Millisecond)
