@@ -40,7 +40,7 @@ func TestLoad(t *testing.T) {
 				c.HealthInterval != 500*time.Millisecond || c.HealthAttempts != 30 || c.BossSpace != "default" ||
 				c.AdvertiseHost != "127.0.0.1" || c.Selector.String() != "all" || c.LostPolicy != "restart" ||
 				c.ResyncInterval != time.Minute || c.CheckInterval != 10*time.Second ||
-				c.Group.Group != "runner-manager" || c.Group.AckWait != 30*time.Second || c.Group.Member != "rm-0" || c.NATS.Name != "runner-manager/rm-0" {
+				c.Group.Group != "runner-manager" || c.Group.AckWait != 10*time.Second || c.Group.Member != "rm-0" || c.NATS.Name != "runner-manager/rm-0" {
 				t.Fatalf("defaults = %+v", c)
 			}
 		}},
