@@ -49,7 +49,7 @@ const (
 
 // Defaults (mirrored in the Helm values).
 const (
-	DefaultGroupName      = "runner-manager"
+	DefaultGroupName = "runner-manager"
 	// DefaultAckWait is the other consumers' (libs/group's) 10s. It was
 	// 30s: every membership change of the group re-creates each member's
 	// consumer, and the messages in transit to the old subscription come
@@ -57,7 +57,7 @@ const (
 	// starts and stops waited up to 30s after a peer joined or left (seen
 	// in the chaos suite: 31s). Long handlers (a start's health wait) are
 	// kept alive with InProgress, so they need no longer AckWait.
-	DefaultAckWait = group.DefaultAckWait
+	DefaultAckWait        = group.DefaultAckWait
 	DefaultWorkspaceRoot  = "~/.ambient/workspaces"
 	DefaultRunnerCommand  = "python local_entry.py"
 	DefaultPortRange      = "9100-9199"
