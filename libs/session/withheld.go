@@ -31,18 +31,35 @@ func Withheld(s *ambientv1.Session) bool {
 	if !strings.Contains(conds, ConditionEventsPublished) {
 		return false // the common case, without parsing
 	}
+	c, ok := FindCondition(conds, ConditionEventsPublished)
+	return ok && c.Status == StatusFalse
+}
+
+// RawCondition is one entry of a conditions list as written, its time a
+// string: reading it does not depend on what other writers put in the
+// entry's other fields (ParseConditions refuses the whole list over one
+// malformed time).
+type RawCondition struct {
+	Type               string `json:"type"`
+	Status             string `json:"status"`
+	Reason             string `json:"reason,omitempty"`
+	Message            string `json:"message,omitempty"`
+	LastTransitionTime string `json:"lastTransitionTime,omitempty"`
+}
+
+// FindCondition returns the first entry of type typ in conds (a
+// conditions field). A field that is not a JSON list finds nothing; an
+// entry that does not decode is skipped.
+func FindCondition(conds, typ string) (RawCondition, bool) {
 	var list []json.RawMessage
 	if json.Unmarshal([]byte(conds), &list) != nil {
-		return false
+		return RawCondition{}, false
 	}
 	for _, raw := range list {
-		var c struct {
-			Type   string `json:"type"`
-			Status string `json:"status"`
-		}
-		if json.Unmarshal(raw, &c) == nil && c.Type == ConditionEventsPublished {
-			return c.Status == StatusFalse
+		var c RawCondition
+		if json.Unmarshal(raw, &c) == nil && c.Type == typ {
+			return c, true
 		}
 	}
-	return false
+	return RawCondition{}, false
 }

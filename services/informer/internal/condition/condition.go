@@ -72,13 +72,7 @@ func Message(limit int64) string {
 }
 
 // condition is one entry of a session's conditions list.
-type condition struct {
-	Type               string `json:"type"`
-	Status             string `json:"status"`
-	Reason             string `json:"reason,omitempty"`
-	Message            string `json:"message,omitempty"`
-	LastTransitionTime string `json:"lastTransitionTime,omitempty"`
-}
+type condition = session.RawCondition
 
 // Needed reports whether s (the published state) needs a write: tooLarge
 // and s lacks the condition with msg, or !tooLarge and s still has it. It
@@ -88,7 +82,7 @@ func Needed(s *ambientv1.Session, tooLarge bool, msg string) bool {
 	if !strings.Contains(conds, ReasonTooLarge) {
 		return tooLarge
 	}
-	c, ok := find(conds)
+	c, ok := session.FindCondition(conds, Type)
 	if !tooLarge {
 		return ok
 	}
@@ -155,20 +149,6 @@ func decode(raw json.RawMessage) (condition, error) {
 	var c condition
 	err := json.Unmarshal(raw, &c)
 	return c, err
-}
-
-// find returns the informer's condition in conds.
-func find(conds string) (condition, bool) {
-	var list []json.RawMessage
-	if json.Unmarshal([]byte(conds), &list) != nil {
-		return condition{}, false
-	}
-	for _, raw := range list {
-		if c, err := decode(raw); err == nil && c.Type == Type {
-			return c, true
-		}
-	}
-	return condition{}, false
 }
 
 // classify marks API errors no retry can fix.
