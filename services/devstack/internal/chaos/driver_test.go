@@ -254,14 +254,21 @@ func TestDriverKillRunnerWaitsForCandidate(t *testing.T) {
 	if err := d.setup(ctx); err != nil {
 		t.Fatal(err)
 	}
-	id, err := d.createWith(ctx, d.firstProject(true), "", "")
-	if err != nil {
-		t.Fatal(err)
+	// quietRunning creates a local session that is Running and was last
+	// changed a minute ago: one a runner kill may pick.
+	quietRunning := func() string {
+		t.Helper()
+		id, err := d.createWith(ctx, d.firstProject(true), "", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := api.UpdateSessionStatus(ctx, &ambientv1.UpdateSessionStatusRequest{Id: id, Phase: proto.String(phaseRunning)}); err != nil {
+			t.Fatal(err)
+		}
+		d.m.sessions[id].Touched = time.Now().Add(-time.Minute)
+		return id
 	}
-	if _, err := api.UpdateSessionStatus(ctx, &ambientv1.UpdateSessionStatusRequest{Id: id, Phase: proto.String(phaseRunning)}); err != nil {
-		t.Fatal(err)
-	}
-	d.m.sessions[id].Touched = time.Now().Add(-time.Minute)
+	id := quietRunning()
 
 	var looks atomic.Int32
 	latest := func() map[string][]runnerProc {
@@ -290,14 +297,7 @@ func TestDriverKillRunnerWaitsForCandidate(t *testing.T) {
 
 	// Any replica (""): a session whose runner runs on runner-manager-0
 	// qualifies too.
-	other, err := d.createWith(ctx, d.firstProject(true), "", "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := api.UpdateSessionStatus(ctx, &ambientv1.UpdateSessionStatusRequest{Id: other, Phase: proto.String(phaseRunning)}); err != nil {
-		t.Fatal(err)
-	}
-	d.m.sessions[other].Touched = time.Now().Add(-time.Minute)
+	other := quietRunning()
 	onZero := func() map[string][]runnerProc {
 		return map[string][]runnerProc{other: {{PID: 43, Session: other, Replica: "runner-manager-0"}}}
 	}
