@@ -198,6 +198,10 @@ func (r *Reconciler) loop(ctx context.Context) error {
 		defer ct.Stop()
 		check = ct.C
 	}
+	// Sessions the resync would start, started from a read of their own
+	// once resyncStartDelay has passed (confirmStarts).
+	var starts []string
+	var confirm <-chan time.Time // nil while starts is empty
 	for {
 		select {
 		case <-ctx.Done():
@@ -205,7 +209,15 @@ func (r *Reconciler) loop(ctx context.Context) error {
 		case <-t.C:
 			r.sweep(ctx)
 		case <-resync:
-			r.resync(ctx)
+			if ids := r.resync(ctx); len(ids) > 0 {
+				if confirm == nil {
+					confirm = time.After(resyncStartDelay)
+				}
+				starts = append(starts, ids...)
+			}
+		case <-confirm:
+			r.confirmStarts(ctx, starts)
+			starts, confirm = nil, nil
 		case <-check:
 			r.checkRunners(ctx)
 		case <-r.queue.Wake():

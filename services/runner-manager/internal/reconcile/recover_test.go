@@ -188,7 +188,7 @@ func TestResync(t *testing.T) {
 	running := e.create("lost").GetMetadata().GetId()
 	e.setPhase(running, session.PhaseRunning)
 	e.replica(replicaOpts{resync: 200 * time.Millisecond})
-	e.waitPhase(pending, session.PhaseRunning, 5*time.Second)
+	e.waitPhase(pending, session.PhaseRunning, 10*time.Second) // after resyncStartDelay
 	testenv.Eventually(t, 5*time.Second, func() error {
 		got := e.get(running)
 		c, ok := status.Conditions(got).Get(status.CondRunnerStarted)
@@ -234,7 +234,7 @@ func TestResyncStopsRunnersOfDeletedSessions(t *testing.T) {
 	e := newEnv(t)
 	id := e.create("never announced").GetMetadata().GetId()
 	e.replica(replicaOpts{resync: 200 * time.Millisecond})
-	e.waitPhase(id, session.PhaseRunning, 5*time.Second)
+	e.waitPhase(id, session.PhaseRunning, 10*time.Second) // after resyncStartDelay
 	rec := e.startedRecord(id)
 	if err := e.client.DeleteSession(t.Context(), id); err != nil {
 		t.Fatal(err)

@@ -6,6 +6,9 @@ import (
 	"log/slog"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	grpcstatus "google.golang.org/grpc/status"
+
 	"github.com/ambient-code/control-plane/libs/logkey"
 	"github.com/ambient-code/control-plane/libs/session"
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
@@ -21,25 +24,86 @@ import (
 // place that notices. Claims make it safe on every replica at once.
 // Last, the workspaces of sessions gone from the API are removed
 // (removeWorkspaces).
-func (r *Reconciler) resync(ctx context.Context) {
+//
+// Sessions to start are not started from the list: resync returns their
+// ids, and the loop starts them after resyncStartDelay, each from a read
+// of its own (confirmStarts). See resyncStartDelay for why.
+func (r *Reconciler) resync(ctx context.Context) (starts []string) {
 	listedAt := time.Now()
 	sessions, err := r.api.ListSessions(ctx)
 	if err != nil {
 		if ctx.Err() == nil {
 			r.log.Warn("resync: list sessions", slog.String(logkey.Err, err.Error()))
 		}
-		return
+		return nil
 	}
 	listed := make(map[string]bool, len(sessions))
 	for _, s := range sessions {
 		if ctx.Err() != nil {
-			return
+			return starts
 		}
-		listed[s.GetMetadata().GetId()] = true
+		id := s.GetMetadata().GetId()
+		listed[id] = true
+		if r.startsFromList(s) {
+			starts = append(starts, id)
+			continue
+		}
 		r.resyncSession(ctx, s)
 	}
 	r.stopOrphans(ctx, listed)
 	r.removeWorkspaces(ctx, listed, listedAt)
+	return starts
+}
+
+// resyncStartDelay is how long a session the resync would start waits
+// for a second read. A new session reaches the API before the informer has
+// looked at it; one over the event payload limit is flagged
+// (EventsPublished=False, session.Withheld) only after its reference event
+// was published, under 100 ms after the create in the chaos runs. A list
+// taken in between shows a Pending session like any other, and starting it
+// would run a session whose state no consumer was given (kube-reconciler,
+// which reads the informer's cache, never sees it). The resync is the
+// fallback for events that never came, so a start can wait this long; a
+// session the events announce is started by its event meanwhile, and the
+// second read then finds it claimed or running.
+const resyncStartDelay = 2 * time.Second
+
+// startsFromList reports whether resyncSession would start s: selected,
+// no runner here, Pending (or no phase) and not withheld.
+func (r *Reconciler) startsFromList(s *ambientv1.Session) bool {
+	p := session.PhaseOf(s)
+	return (p == session.PhaseNone || p == session.PhasePending) && !session.Withheld(s) &&
+		r.cfg.Selector.Selects(s) && r.sup.Get(s.GetMetadata().GetId()) == nil
+}
+
+// confirmStarts reconciles the sessions a resync would have started
+// (resync's starts) from a read of each, taken resyncStartDelay after the
+// list: a session flagged, changed, started by its event or deleted
+// meanwhile is handled as it is now.
+// Resyncs closer together than the delay may list a session twice; it is
+// read once.
+func (r *Reconciler) confirmStarts(ctx context.Context, ids []string) {
+	read := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		if ctx.Err() != nil {
+			return
+		}
+		if read[id] {
+			continue
+		}
+		read[id] = true
+		s, err := r.api.GetSession(ctx, id)
+		switch {
+		case grpcstatus.Code(err) == codes.NotFound:
+			continue // deleted: its runner, if any, is the runner check's
+		case err != nil:
+			if ctx.Err() == nil {
+				r.log.Warn("resync: read a session to start", slog.String(logkey.SessionID, id), slog.String(logkey.Err, err.Error()))
+			}
+			continue // the next resync lists it again
+		}
+		r.resyncSession(ctx, s)
+	}
 }
 
 // stopOrphans stops the local runners whose session is gone from the API

@@ -3,6 +3,7 @@ package reconcile
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -50,8 +51,49 @@ func TestResyncLeavesWithheldSession(t *testing.T) {
 	}
 
 	e.setConditions(id, "[]")
-	rp.rec.resync(t.Context())
+	rp.rec.confirmStarts(t.Context(), rp.rec.resync(t.Context()))
 	e.waitPhase(id, session.PhaseRunning, 5*time.Second)
+}
+
+// TestResyncStartReadsAgain: the informer flags a session over the payload
+// limit only after it was created (its reference event comes first), so a
+// resync list can show it unflagged. The resync does not start a session
+// from its list: it reads it again after resyncStartDelay, and the flag
+// written in between keeps it from running. A session with nothing in
+// between is started from the second read, and one deleted in between is
+// not.
+func TestResyncStartReadsAgain(t *testing.T) {
+	e := newEnv(t)
+	rp := e.replica(replicaOpts{})
+	flagged := e.create("flagged after the list").GetMetadata().GetId()
+	plain := e.create("nothing in between").GetMetadata().GetId()
+	gone := e.create("deleted in between").GetMetadata().GetId()
+
+	starts := rp.rec.resync(t.Context())
+	slices.Sort(starts)
+	if want := []string{flagged, plain, gone}; !slices.Equal(starts, slices.Sorted(slices.Values(want))) {
+		t.Fatalf("the resync would start %v, want %v", starts, want)
+	}
+	for _, id := range starts {
+		if _, running := rp.mgr.Get(id); running {
+			t.Fatalf("session %s started from the resync's list, before a second read", id)
+		}
+	}
+	e.setConditions(flagged, unpublished)
+	if err := e.client.DeleteSession(t.Context(), gone); err != nil {
+		t.Fatal(err)
+	}
+
+	rp.rec.confirmStarts(t.Context(), append(starts, plain)) // listed twice: read once
+	e.waitPhase(plain, session.PhaseRunning, 5*time.Second)
+	for _, id := range []string{flagged, gone} {
+		if _, running := rp.mgr.Get(id); running {
+			t.Errorf("session %s started although its second read says no", id)
+		}
+		if rec, err := registry.Get(t.Context(), e.runners, id); !errors.Is(err, registry.ErrNotFound) {
+			t.Errorf("record %+v (%v) of session %s, want none", rec, err, id)
+		}
+	}
 }
 
 // TestRunnerCheckLeavesWithheldSession: the periodic check of local
