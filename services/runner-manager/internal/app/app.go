@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os/exec"
 	"time"
 
 	"github.com/ambient-code/control-plane/libs/apiclient"
@@ -45,6 +46,9 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Optio
 		opt(&o)
 	}
 	log = log.With(slog.String(logkey.Member, cfg.Group.Member))
+	if err := checkRunnerHost(cfg); err != nil {
+		return err
+	}
 	sopts := service.Options{Name: ServiceName, Version: o.version, Config: cfg.Config, Logger: log}
 	return service.Run(ctx, sopts, func(ctx context.Context, rt *service.Runtime) error {
 		// Before any runner exists: runners share runner-manager's user,
@@ -109,6 +113,23 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Optio
 			slog.String("port_range", fmt.Sprintf("%d-%d", cfg.PortLow, cfg.PortHigh)), slog.String("selector", cfg.Selector.String()))
 		return nil
 	})
+}
+
+// checkRunnerHost refuses to start with a runner command whose program is
+// not found or a workspace root that cannot be made or written, naming
+// the variable. Both parse (config.Load) yet would fail every session at
+// its spawn (ProcessSpawnFailed) while the service looked healthy.
+func checkRunnerHost(cfg config.Config) error {
+	var errs []error
+	if len(cfg.RunnerCommand) == 0 {
+		errs = append(errs, fmt.Errorf("%s: empty command", config.EnvRunnerCommand))
+	} else if _, err := exec.LookPath(cfg.RunnerCommand[0]); err != nil {
+		errs = append(errs, fmt.Errorf("%s: program of the runner command: %w", config.EnvRunnerCommand, err))
+	}
+	if err := runner.CheckRoot(cfg.WorkspaceRoot); err != nil {
+		errs = append(errs, fmt.Errorf("%s %q: %w", config.EnvWorkspaceRoot, cfg.WorkspaceRoot, err))
+	}
+	return errors.Join(errs...)
 }
 
 // newManager is the process manager of cfg's runners.

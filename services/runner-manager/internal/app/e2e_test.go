@@ -1,6 +1,7 @@
 package app_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -265,6 +266,41 @@ func TestInvalidConfigExits1(t *testing.T) {
 		if !strings.Contains(string(out), name) {
 			t.Errorf("output does not name %s:\n%s", name, out)
 		}
+	}
+}
+
+// A runner command whose program is not found, or a workspace root that
+// cannot be made, is a start-up error naming the variable (exit 1), not a
+// healthy service that fails every session at its spawn.
+func TestUnusableRunnerHostExits1(t *testing.T) {
+	t.Parallel()
+	notDir := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(notDir, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for name, tc := range map[string]struct{ command, root, want string }{
+		"missing program":     {"/nonexistent/runner --flag", t.TempDir(), "LOCAL_RUNNER_COMMAND"},
+		"program not on PATH": {"no-such-runner-program", t.TempDir(), "LOCAL_RUNNER_COMMAND"},
+		"root under a file":   {demoRunner, filepath.Join(notDir, "workspaces"), "LOCAL_WORKSPACE_ROOT"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			// Without the check the service would wait for NATS for good.
+			ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, serviceBin)
+			// NATS_URL points nowhere: the check comes before any connection.
+			cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=/tmp", "AMBIENT_API_TOKEN=t", "NATS_URL=nats://127.0.0.1:1",
+				"LOCAL_RUNNER_COMMAND=" + tc.command, "LOCAL_WORKSPACE_ROOT=" + tc.root}
+			out, err := cmd.CombinedOutput()
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+				t.Fatalf("exit: %v\n%s", err, out)
+			}
+			if !strings.Contains(string(out), tc.want) {
+				t.Errorf("output does not name %s:\n%s", tc.want, out)
+			}
+		})
 	}
 }
 

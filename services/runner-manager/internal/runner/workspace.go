@@ -1,6 +1,7 @@
 package runner
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -35,6 +36,21 @@ const (
 	rootMode      = 0o700
 	workspaceMode = 0o700
 )
+
+// CheckRoot creates the workspace root if it is missing (rootMode) and
+// checks that a file can be made in it, so that a root that cannot hold
+// workspaces is found at start-up rather than at every session's spawn.
+func CheckRoot(root string) error {
+	if err := os.MkdirAll(root, rootMode); err != nil {
+		return fmt.Errorf("create workspace root: %w", err)
+	}
+	f, err := os.CreateTemp(root, ".write-check-*")
+	if err != nil {
+		return fmt.Errorf("write in workspace root: %w", err)
+	}
+	name := f.Name()
+	return errors.Join(f.Close(), os.Remove(name))
+}
 
 // ensureWorkspace creates the workspace directory (workspaceMode, also
 // set on one left by an earlier run) and returns it. It refuses a
