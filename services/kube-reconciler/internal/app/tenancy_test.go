@@ -414,3 +414,63 @@ func TestRoleBindingOfTheSameNameNotTakenOver(t *testing.T) {
 	})
 	unchanged()
 }
+
+// TestInstallationsDoNotShareAProjectNamespace: two installations on one
+// cluster, each reading its own API, both have a project of the same name
+// (ids equal names on the real server). The first to reconcile it owns the
+// namespace (labelled with its CONTROL_PLANE_INSTANCE); the second is
+// refused (NamespaceNotOwned, naming the other installation) and writes
+// nothing there: neither its sessions' AgenticSessions nor RoleBindings for
+// its groups, which would reach the first installation's sessions.
+func TestInstallationsDoNotShareAProjectNamespace(t *testing.T) {
+	first, second := newHarness(t), newHarness(t)
+	r1 := first.start(t, "inst-a", nil, nil)
+	r2 := second.start(t, "inst-b", nil, nil)
+	ctx := t.Context()
+	name := unique("shared")
+
+	pid := first.project(t, name).GetMetadata().GetId()
+	mine := first.sessionIn(t, pid)
+	first.waitReconciled(t, name, mine)
+
+	if second.project(t, name).GetMetadata().GetId() != pid {
+		t.Fatalf("the second API gave project %s another id", name)
+	}
+	if _, err := second.cl.CreateProjectSettings(ctx, &ambientv1.CreateProjectSettingsRequest{ProjectId: pid,
+		GroupAccess: ptr(`[{"group":"outsiders","role":"ambient-project-admin"}]`)}); err != nil {
+		t.Fatal(err)
+	}
+	theirs := second.sessionIn(t, pid)
+	second.waitRefused(t, theirs, reconcile.ReasonNamespaceNotOwned)
+	st := second.waitProjectStatus(t, name, func(s string) bool { return strings.Contains(s, reconcile.ReasonNamespaceNotOwned) })
+	if !strings.Contains(st, first.instance) {
+		t.Errorf("the refusal does not name the installation that owns the namespace (%s): %s", first.instance, st)
+	}
+	first.quiesce(t, r1)
+	second.quiesce(t, r2)
+
+	ns, err := first.kube.CoreV1().Namespaces().Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := ns.Labels[spec.LabelInstance]; got != first.instance {
+		t.Errorf("namespace %s: %s=%q, want the first installation's %q", name, spec.LabelInstance, got, first.instance)
+	}
+	if _, err := first.cr(t, name, lower(theirs)); !apierrors.IsNotFound(err) {
+		t.Errorf("the second installation's session got an AgenticSession in the first's namespace: %v", err)
+	}
+	rbs, err := first.kube.RbacV1().RoleBindings(name).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, rb := range rbs.Items {
+		for _, s := range rb.Subjects {
+			if s.Name == "outsiders" {
+				t.Errorf("RoleBinding %s binds the second installation's group %q in the first's namespace", rb.Name, s.Name)
+			}
+		}
+	}
+	if _, err := first.cr(t, name, lower(mine)); err != nil {
+		t.Errorf("the first installation's AgenticSession: %v", err)
+	}
+}

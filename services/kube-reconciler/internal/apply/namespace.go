@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 
+	"github.com/ambient-code/control-plane/libs/kubelabel"
 	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/spec"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -16,13 +17,14 @@ import (
 // missing namespace is created (Create, so of two projects racing for one
 // name exactly one wins); an existing one is written only when it carries the
 // ownership labels of the same project (spec.OwnedBy with
-// ns.Labels[spec.LabelProjectID]), otherwise Namespace returns a
+// ns.Labels[spec.LabelProjectID], and of no other installation than
+// ns.Labels[spec.LabelInstance]: spec.NamespaceOwnedBy), otherwise Namespace returns a
 // *NotOwnedError and writes nothing. On our own namespace only the labels are
 // owned: a changed managed label is re-asserted (server-side apply, forced),
 // and everything else (other labels, annotations, finalizers) is left alone;
 // labels already right cost no write.
 func (a *Applier) Namespace(ctx context.Context, ns spec.Namespace) error {
-	projectID := ns.Labels[spec.LabelProjectID]
+	projectID, instance := ns.Labels[spec.LabelProjectID], ns.Labels[spec.LabelInstance]
 	cur, err := a.kube.CoreV1().Namespaces().Get(ctx, ns.Name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		created := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns.Name, Labels: maps.Clone(ns.Labels)}}
@@ -39,8 +41,8 @@ func (a *Applier) Namespace(ctx context.Context, ns spec.Namespace) error {
 	if err != nil {
 		return fmt.Errorf("get namespace %s: %w", ns.Name, err)
 	}
-	if !spec.OwnedBy(cur.Labels, projectID) {
-		return notOwned(cur, projectID)
+	if !spec.NamespaceOwnedBy(cur.Labels, projectID, instance) {
+		return notOwned(cur, projectID, instance)
 	}
 	if hasLabels(cur.Labels, ns.Labels) {
 		return nil
@@ -53,10 +55,11 @@ func (a *Applier) Namespace(ctx context.Context, ns spec.Namespace) error {
 }
 
 // CheckNamespace reports whether namespace name exists, and returns a
-// *NotOwnedError when it exists without project id's ownership labels. It
-// never writes: callers that only remove things (a prune) use it so that a
-// namespace that is not ours is neither created nor touched.
-func (a *Applier) CheckNamespace(ctx context.Context, name, projectID string) (exists bool, err error) {
+// *NotOwnedError when it exists without project id's ownership labels or
+// labelled for another installation than instance (spec.NamespaceOwnedBy).
+// It never writes: callers that only remove things (a prune) use it so that
+// a namespace that is not ours is neither created nor touched.
+func (a *Applier) CheckNamespace(ctx context.Context, name, projectID, instance string) (exists bool, err error) {
 	cur, err := a.kube.CoreV1().Namespaces().Get(ctx, name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		return false, nil
@@ -64,22 +67,27 @@ func (a *Applier) CheckNamespace(ctx context.Context, name, projectID string) (e
 	if err != nil {
 		return false, fmt.Errorf("get namespace %s: %w", name, err)
 	}
-	if !spec.OwnedBy(cur.Labels, projectID) {
-		return true, notOwned(cur, projectID)
+	if !spec.NamespaceOwnedBy(cur.Labels, projectID, instance) {
+		return true, notOwned(cur, projectID, instance)
 	}
 	return true, nil
 }
 
 // NotOwnedError is a namespace that exists without the ownership labels of
-// the project that wants it: created by someone else, or by the control
-// plane for another project. Nothing is written to it.
+// the project that wants it: created by someone else, by the control
+// plane for another project, or by another installation of it. Nothing is
+// written to it.
 type NotOwnedError struct {
 	Namespace string
 	ProjectID string
-	// ManagedBy and Owner are the namespace's LabelManagedBy and
-	// LabelProjectID values ("" when absent), for the reason shown.
-	ManagedBy string
-	Owner     string
+	// Instance is the installation that wants it.
+	Instance string
+	// ManagedBy, Owner and OwnerInstance are the namespace's
+	// LabelManagedBy, LabelProjectID and LabelInstance values ("" when
+	// absent), for the reason shown.
+	ManagedBy     string
+	Owner         string
+	OwnerInstance string
 }
 
 // Error implements error.
@@ -87,13 +95,16 @@ func (e *NotOwnedError) Error() string {
 	switch {
 	case e.ManagedBy != spec.ManagedByValue:
 		return fmt.Sprintf("namespace %q exists and is not managed by the control plane", e.Namespace)
-	default:
+	case kubelabel.ProjectKey(e.Owner) != kubelabel.ProjectKey(e.ProjectID):
 		return fmt.Sprintf("namespace %q belongs to project %q, not %q", e.Namespace, e.Owner, e.ProjectID)
+	default:
+		return fmt.Sprintf("namespace %q belongs to another installation of the control plane (%s=%q), not %q", e.Namespace, spec.LabelInstance, e.OwnerInstance, e.Instance)
 	}
 }
 
-func notOwned(ns *corev1.Namespace, projectID string) *NotOwnedError {
-	return &NotOwnedError{Namespace: ns.Name, ProjectID: projectID, ManagedBy: ns.Labels[spec.LabelManagedBy], Owner: ns.Labels[spec.LabelProjectID]}
+func notOwned(ns *corev1.Namespace, projectID, instance string) *NotOwnedError {
+	return &NotOwnedError{Namespace: ns.Name, ProjectID: projectID, Instance: instance,
+		ManagedBy: ns.Labels[spec.LabelManagedBy], Owner: ns.Labels[spec.LabelProjectID], OwnerInstance: ns.Labels[spec.LabelInstance]}
 }
 
 // hasLabels reports whether have holds every key of want with its value.

@@ -12,9 +12,20 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
+// withInstance returns the managed labels of project id labelled for
+// installation instance.
+func withInstance(id, instance string) map[string]string {
+	l := spec.ManagedLabels(id)
+	l[spec.LabelInstance] = instance
+	return l
+}
+
 // TestNamespaceAdoptsOnlyOwn: a missing namespace is created with the
-// project's labels; one that exists without them (someone else's, or another
-// project's) is refused with a *NotOwnedError and nothing written to it.
+// project's labels and the installation's; one that exists without them
+// (someone else's, another project's, or the same project's of another
+// installation) is refused with a *NotOwnedError and nothing written to
+// it. One of the project without an installation label (written before
+// namespaces carried it) is adopted and labelled.
 func TestNamespaceAdoptsOnlyOwn(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
@@ -30,7 +41,12 @@ func TestNamespaceAdoptsOnlyOwn(t *testing.T) {
 		{name: "someone else's", existing: map[string]string{"team": "x"}, refused: true},
 		{name: "another project's", existing: spec.ManagedLabels("other"), owner: "other", refused: true},
 		{name: "project label without managed-by", existing: map[string]string{spec.LabelProjectID: "p"}, owner: "p", refused: true},
-		{name: "ours", existing: spec.ManagedLabels("p")},
+		// Project ids equal names on the real server: another installation,
+		// reading another API, can have a project "p" too.
+		{name: "the project's of another installation", existing: withInstance("p", "other-inst"), owner: "p", refused: true},
+		{name: "ours", existing: withInstance("p", "inst")},
+		// Written before namespaces carried the installation label.
+		{name: "ours, no installation label", existing: spec.ManagedLabels("p")},
 		// Releases before kubelabel.ProjectKey labelled the exact id.
 		{name: "ours, exact-case label", existing: map[string]string{spec.LabelManagedBy: spec.ManagedByValue, spec.LabelProjectID: "P"}},
 	}
@@ -46,14 +62,17 @@ func TestNamespaceAdoptsOnlyOwn(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			err := a.Namespace(ctx, spec.Namespace{Name: name, Labels: spec.ManagedLabels("p")})
+			err := a.Namespace(ctx, spec.Namespace{Name: name, Labels: withInstance("p", "inst")})
 			got, gerr := cs.CoreV1().Namespaces().Get(ctx, name, metav1.GetOptions{})
 			if gerr != nil {
 				t.Fatal(gerr)
 			}
 			if !tc.refused {
-				if err != nil || got.Labels[spec.LabelProjectID] != "p" {
-					t.Fatalf("Namespace = %v, labels %v; want the project's", err, got.Labels)
+				if err != nil || got.Labels[spec.LabelProjectID] != "p" || got.Labels[spec.LabelInstance] != "inst" {
+					t.Fatalf("Namespace = %v, labels %v; want the project's and the installation's", err, got.Labels)
+				}
+				if exists, err := a.CheckNamespace(ctx, name, "p", "inst"); !exists || err != nil {
+					t.Errorf("CheckNamespace = %v, %v; want true, nil", exists, err)
 				}
 				return
 			}
@@ -64,7 +83,7 @@ func TestNamespaceAdoptsOnlyOwn(t *testing.T) {
 			if got.ResourceVersion != before.ResourceVersion {
 				t.Errorf("refused namespace written: resourceVersion %s -> %s, labels %v", before.ResourceVersion, got.ResourceVersion, got.Labels)
 			}
-			if exists, err := a.CheckNamespace(ctx, name, "p"); !exists || !errors.As(err, &no) {
+			if exists, err := a.CheckNamespace(ctx, name, "p", "inst"); !exists || !errors.As(err, &no) {
 				t.Errorf("CheckNamespace = %v, %v; want exists and *NotOwnedError", exists, err)
 			}
 		})
@@ -117,16 +136,16 @@ func TestCheckNamespaceNeverCreates(t *testing.T) {
 	cs, dyn := clients(t)
 	a := New(cs, dyn, nil)
 	name := uniqueNS("check")
-	if exists, err := a.CheckNamespace(ctx, name, "p"); exists || err != nil {
+	if exists, err := a.CheckNamespace(ctx, name, "p", "inst"); exists || err != nil {
 		t.Fatalf("CheckNamespace = %v, %v; want false, nil", exists, err)
 	}
 	if _, err := cs.CoreV1().Namespaces().Get(ctx, name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Fatalf("namespace created by a check: %v", err)
 	}
-	if err := a.Namespace(ctx, spec.Namespace{Name: name, Labels: spec.ManagedLabels("p")}); err != nil {
+	if err := a.Namespace(ctx, spec.Namespace{Name: name, Labels: withInstance("p", "inst")}); err != nil {
 		t.Fatal(err)
 	}
-	if exists, err := a.CheckNamespace(ctx, name, "p"); !exists || err != nil {
+	if exists, err := a.CheckNamespace(ctx, name, "p", "inst"); !exists || err != nil {
 		t.Fatalf("CheckNamespace of our own = %v, %v; want true, nil", exists, err)
 	}
 }

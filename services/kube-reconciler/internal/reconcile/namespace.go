@@ -126,8 +126,8 @@ func refusalStatus(s string) bool {
 }
 
 // withInstance adds this installation's label to the labels of an
-// AgenticSession or RoleBinding (not of a namespace: namespace ownership is
-// the project's id, so objects written before the label existed stay ours).
+// AgenticSession, RoleBinding or namespace (a namespace without it, written
+// before namespaces carried it, is still adopted: spec.NamespaceOwnedBy).
 func (r *Reconciler) withInstance(l map[string]string) {
 	if r.cfg.Owner.Instance != "" && l != nil {
 		l[spec.LabelInstance] = r.cfg.Owner.Instance
@@ -193,6 +193,7 @@ func (r *Reconciler) ensureNamespace(ctx context.Context, ns, projectID string) 
 	if err != nil {
 		return err
 	}
+	r.withInstance(labels)
 	if err := r.cfg.Applier.Namespace(ctx, spec.Namespace{Name: ns, Labels: labels}); err != nil {
 		return refusal(err)
 	}
@@ -214,7 +215,7 @@ func (r *Reconciler) checkNamespace(ctx context.Context, ns, projectID string) (
 	if done {
 		return true, nil
 	}
-	exists, err := r.cfg.Applier.CheckNamespace(ctx, ns, projectID)
+	exists, err := r.cfg.Applier.CheckNamespace(ctx, ns, projectID, r.cfg.Owner.Instance)
 	if err != nil {
 		return exists, refusal(err)
 	}

@@ -60,6 +60,20 @@ func OwnedBy(objLabels map[string]string, projectID string) bool {
 	return objLabels[LabelManagedBy] == ManagedByValue && kubelabel.ProjectKey(objLabels[LabelProjectID]) == kubelabel.ProjectKey(projectID)
 }
 
+// NamespaceOwnedBy is OwnedBy for the namespace of project id in
+// installation instance: a namespace labelled (LabelInstance) for another
+// installation is not ours, whatever its project label says. Project ids
+// equal project names on the real API server, so two installations reading
+// different APIs can both have project "team-a", and the second must not
+// move its sessions into the first's namespace, where the first's
+// RoleBindings give the first's groups access to them. A namespace without
+// the label (written before namespaces carried it) is adopted, as it
+// always was, and its next apply labels it.
+func NamespaceOwnedBy(objLabels map[string]string, projectID, instance string) bool {
+	got, labelled := objLabels[LabelInstance]
+	return OwnedBy(objLabels, projectID) && (!labelled || got == instance)
+}
+
 // ProjectSelector is the label selector of the objects the control plane
 // manages for project id (prune selects with it, so one project never prunes
 // another's bindings). id must be a valid label value (ProjectLabels).
