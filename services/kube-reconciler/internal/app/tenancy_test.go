@@ -474,3 +474,46 @@ func TestInstallationsDoNotShareAProjectNamespace(t *testing.T) {
 		t.Errorf("the first installation's AgenticSession: %v", err)
 	}
 }
+
+// TestProjectEventReassertsNamespaceLabels: a managed label of a project's
+// namespace changed by someone (ownership kept: managed-by and project-id
+// stay) is put back by the project's next event, not only by the next
+// resync pass (5 minutes by default).
+func TestProjectEventReassertsNamespaceLabels(t *testing.T) {
+	h := newHarness(t)
+	r := h.start(t, "relabel1", nil, nil)
+	ctx := t.Context()
+	name := unique("relabel")
+	h.project(t, name)
+	nsReady := func(ns *corev1.Namespace) error {
+		if ns.Labels[spec.LabelManaged] != "true" || ns.Labels[spec.LabelInstance] != h.instance {
+			return fmt.Errorf("namespace %s labels %v", name, ns.Labels)
+		}
+		return nil
+	}
+	waitNS := func() {
+		t.Helper()
+		testenv.Eventually(t, wait, func() error {
+			ns, err := h.kube.CoreV1().Namespaces().Get(ctx, name, metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			return nsReady(ns)
+		})
+	}
+	waitNS()
+	h.quiesce(t, r)
+
+	ns, err := h.kube.CoreV1().Namespaces().Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns.Labels[spec.LabelManaged] = "false"
+	if _, err := h.kube.CoreV1().Namespaces().Update(ctx, ns, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.cl.UpdateProject(ctx, &ambientv1.UpdateProjectRequest{Id: name, Description: ptr("touched")}); err != nil {
+		t.Fatal(err)
+	}
+	waitNS()
+}

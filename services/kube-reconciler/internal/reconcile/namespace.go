@@ -65,6 +65,11 @@ func (r *Reconciler) project(ctx context.Context, p *ambientv1.Project, deleted 
 		log.WarnContext(ctx, "project cannot have a namespace", slog.String(logkey.Reason, err.Error()))
 		return metrics.ResultInvalid, nil
 	}
+	// A project's own event always looks at its namespace: the labels are
+	// re-asserted (and a namespace deleted behind our back is made again)
+	// now, not at the next resync pass. Project events are rare; the
+	// sessions and settings of the project keep using the remembered check.
+	r.forget(ns.Name)
 	err = r.ensureNamespace(ctx, ns.Name, id)
 	var refused *RefusedError
 	if errors.As(err, &refused) {
@@ -173,7 +178,7 @@ func refusal(err error) error {
 // into it (a session or settings event may arrive before the project's), or
 // returns a *RefusedError when it is denied or not the project's. The check
 // is done once per process and namespace, until a write into it failed with
-// NotFound or a resync pass starts (ForgetNamespaces).
+// NotFound, the project's own event comes or a resync pass starts.
 func (r *Reconciler) ensureNamespace(ctx context.Context, ns, projectID string) error {
 	if ns == r.cfg.DefaultNamespace && projectID == "" {
 		// The default namespace is the deployment's, not a project's: never
@@ -238,8 +243,14 @@ func (r *Reconciler) markEnsured(ns, projectID string) {
 // it found it gone, so the retry creates it again.
 func (r *Reconciler) forgetOnNotFound(ns string, err error) {
 	if apierrors.IsNotFound(err) {
-		r.mu.Lock()
-		delete(r.ensured, ns)
-		r.mu.Unlock()
+		r.forget(ns)
 	}
+}
+
+// forget drops ns from the ensured set: its next ensureNamespace or
+// checkNamespace reads it again.
+func (r *Reconciler) forget(ns string) {
+	r.mu.Lock()
+	delete(r.ensured, ns)
+	r.mu.Unlock()
 }
