@@ -281,8 +281,10 @@ func jsonRoundTrip(m map[string]any) map[string]any {
 
 // TestUpdatesPruneRecreateDelete: a session update changes the CR spec; a
 // removed group_access entry deletes its RoleBinding; a changed role
-// recreates it; a deleted session deletes its CR; a deleted project keeps its
-// namespace.
+// deletes the old role's binding and creates the new role's (the role is
+// part of the name; a changed roleRef under one name, delete and create, is
+// apply's TestRoleBindingsApplyPruneRecreate); a deleted session deletes its
+// CR; a deleted project keeps its namespace.
 func TestUpdatesPruneRecreateDelete(t *testing.T) {
 	h := newHarness(t)
 	h.start(t, "u1", nil, nil)

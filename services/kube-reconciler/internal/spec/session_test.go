@@ -84,6 +84,16 @@ func TestSessionMapping(t *testing.T) {
 			want:     AgenticSessionSpec{DisplayName: "My session", Repos: []Repo{{URL: "https://g/x", Branch: "ambient/s4"}}},
 		},
 		{
+			// An explicit empty list is a choice: no repos, repo_url or not.
+			name: "empty repos list wins over repo_url",
+			in: session("s4b", func(s *ambientv1.Session) {
+				s.RepoUrl = proto.String("https://g/r")
+				s.Repos = proto.String(`[]`)
+			}),
+			wantName: "s4b",
+			want:     AgenticSessionSpec{DisplayName: "My session"},
+		},
+		{
 			name:     "llm temperature alone",
 			in:       session("s5", func(s *ambientv1.Session) { s.LlmTemperature = proto.Float64(0) }),
 			wantName: "s5",
