@@ -99,10 +99,70 @@ func TestPendingSessionGetsRunner(t *testing.T) {
 		t.Fatalf("runner env = %v\nwant %v", names, want)
 	}
 	checks := map[string]string{"SESSION_ID": id, "AGUI_PORT": strconv.Itoa(rec.Port), "WORKSPACE_PATH": ws, "BOSS_AGENT_NAME": "my-demo",
-		"INITIAL_PROMPT": "hello world", "INITIAL_PROMPT_FILE": filepath.Join(ws, runner.PromptFile), "LLM_MODEL": "sonnet", "LLM_TEMPERATURE": "0.7", "LLM_MAX_TOKENS": "4000", "PROJECT_NAME": "proj"}
+		"INITIAL_PROMPT": "hello world", "INITIAL_PROMPT_FILE": filepath.Join(ws, runner.PromptFile), "LLM_MODEL": "sonnet", "LLM_TEMPERATURE": "0.7", "LLM_MAX_TOKENS": "4000", "PROJECT_NAME": "proj",
+		"REPOS_JSON": `[{"url":"https://x/y"}]`, "AGENTIC_SESSION_NAME": "My Demo"}
 	for k, v := range checks {
 		if env[k] != v {
 			t.Errorf("%s = %q, want %q", k, env[k], v)
+		}
+	}
+}
+
+// A MODIFIED event of a Pending session with no runner anywhere (a start
+// after Stopped: POST /start) spawns one, as an ADDED does; while its
+// runner has not answered /health the session is Creating with
+// ProcessSpawned=True, HealthCheckPassed=Unknown (Polling) and
+// RunnerStarted=Unknown.
+func TestModifiedPendingSpawnsAndCreatingConditions(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	gate := filepath.Join(t.TempDir(), "healthy")
+	// Not listening until the gate file exists: Creating lasts as long as
+	// the test needs.
+	script := fmt.Sprintf(`while [ ! -f %s ]; do sleep 0.05; done; exec %s`, gate, demoRunner)
+	rp := e.replica(replicaOpts{command: []string{"/bin/sh", "-c", script},
+		health: runner.HealthPolicy{Host: "127.0.0.1", Interval: 50 * time.Millisecond, Attempts: 400}})
+	s := e.create("started again")
+	id := s.GetMetadata().GetId()
+	e.handle(rp, modified, e.setPhase(id, session.PhasePending))
+	got := e.waitPhase(id, session.PhaseCreating, 5*time.Second)
+	for typ, want := range map[string]string{status.CondProcessSpawned: session.StatusTrue,
+		status.CondHealthCheckPassed: session.StatusUnknown, status.CondRunnerStarted: session.StatusUnknown} {
+		if c := condition(t, got, typ); c.Status != want {
+			t.Errorf("while Creating: %s = %+v, want status %s", typ, c, want)
+		}
+	}
+	if c := condition(t, got, status.CondHealthCheckPassed); c.Reason != "Polling" {
+		t.Errorf("while Creating: HealthCheckPassed reason %q, want Polling", c.Reason)
+	}
+	touch(t, gate)
+	e.waitPhase(id, session.PhaseRunning, 20*time.Second)
+}
+
+// Terminal phases are never spawned: an ADDED or MODIFIED event of a
+// Stopped, Completed or Failed session with no runner starts nothing,
+// claims nothing and writes nothing.
+func TestTerminalPhasesNeverSpawn(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	rp := e.replica(replicaOpts{})
+	for _, phase := range []session.Phase{session.PhaseStopped, session.PhaseCompleted, session.PhaseFailed} {
+		id := e.create("over: " + string(phase)).GetMetadata().GetId()
+		s := e.setPhase(id, phase)
+		writes := e.api.CountCalls(ambientv1.SessionService_UpdateSessionStatus_FullMethodName)
+		e.handle(rp, added, s)
+		e.handle(rp, modified, s)
+		if _, running := rp.mgr.Get(id); running {
+			t.Errorf("%s session got a runner", phase)
+		}
+		if rec, err := registry.Get(t.Context(), e.runners, id); !errors.Is(err, registry.ErrNotFound) {
+			t.Errorf("%s session: record %+v (%v), want none", phase, rec, err)
+		}
+		if n := e.api.CountCalls(ambientv1.SessionService_UpdateSessionStatus_FullMethodName) - writes; n != 0 {
+			t.Errorf("%s session: %d status writes, want none", phase, n)
+		}
+		if p := session.PhaseOf(e.get(id)); p != phase {
+			t.Errorf("phase %q, want %q kept", p, phase)
 		}
 	}
 }
