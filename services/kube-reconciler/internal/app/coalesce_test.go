@@ -5,10 +5,15 @@ import (
 	"strings"
 	"testing"
 
+	"google.golang.org/protobuf/proto"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	"github.com/ambient-code/control-plane/libs/bus"
+	"github.com/ambient-code/control-plane/libs/events"
 	"github.com/ambient-code/control-plane/libs/testenv"
+	eventsv1 "github.com/ambient-code/control-plane/proto/ambient/events/v1"
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
 	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/kubetest"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 )
 
 // TestQueuedEventsCoalesced (issue 15): the reconciler is level-triggered,
@@ -36,9 +41,15 @@ func TestQueuedEventsCoalesced(t *testing.T) {
 	retried := r.stats.Snapshot().Retried
 	const updates = 5
 	for i := 1; i <= updates; i++ {
-		if _, err := h.cl.UpdateSession(ctx, &ambientv1.UpdateSessionRequest{Id: id, Prompt: ptr(fmt.Sprint("v", i))}); err != nil {
+		prompt := fmt.Sprint("v", i)
+		if _, err := h.cl.UpdateSession(ctx, &ambientv1.UpdateSessionRequest{Id: id, Prompt: ptr(prompt)}); err != nil {
 			t.Fatal(err)
 		}
+		// One event per update: the API's watch sends the object as it is
+		// when the event goes out (as the real server does), so updates
+		// made faster than the feed reads them arrive as fewer events, and
+		// fewer than five would never be held (seen under load).
+		h.waitPublished(t, id, prompt)
 	}
 	// The first update's handler fails and retries in its lane; the others
 	// are delivered meanwhile and wait behind it. Kubernetes comes back
@@ -86,4 +97,29 @@ func TestQueuedEventsCoalesced(t *testing.T) {
 	if !found {
 		t.Error("/metrics has no consumer_group_coalesced_total of group kube-reconciler")
 	}
+}
+
+// waitPublished waits until the feed has published the session with this
+// prompt: its entry in the objects bucket, written after its event, has it.
+func (h *harness) waitPublished(t *testing.T, id, prompt string) {
+	t.Helper()
+	kv, err := h.js.KeyValue(t.Context(), bus.BucketObjects)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, wait, func() error {
+		e, err := kv.Get(t.Context(), events.ObjectKey(eventsv1.Resource_RESOURCE_SESSIONS, id))
+		if err != nil {
+			return err
+		}
+		var o eventsv1.Object
+		if err := proto.Unmarshal(e.Value(), &o); err != nil {
+			return err
+		}
+		s, ok := events.Unwrap[*ambientv1.Session](&o)
+		if !ok || s.GetPrompt() != prompt {
+			return fmt.Errorf("session %s published with prompt %q, want %q", id, s.GetPrompt(), prompt)
+		}
+		return nil
+	})
 }
