@@ -485,12 +485,6 @@ func TestProjectEventReassertsNamespaceLabels(t *testing.T) {
 	ctx := t.Context()
 	name := unique("relabel")
 	h.project(t, name)
-	nsReady := func(ns *corev1.Namespace) error {
-		if ns.Labels[spec.LabelManaged] != "true" || ns.Labels[spec.LabelInstance] != h.instance {
-			return fmt.Errorf("namespace %s labels %v", name, ns.Labels)
-		}
-		return nil
-	}
 	waitNS := func() {
 		t.Helper()
 		testenv.Eventually(t, wait, func() error {
@@ -498,7 +492,10 @@ func TestProjectEventReassertsNamespaceLabels(t *testing.T) {
 			if err != nil {
 				return err
 			}
-			return nsReady(ns)
+			if ns.Labels[spec.LabelManaged] != "true" || ns.Labels[spec.LabelInstance] != h.instance {
+				return fmt.Errorf("namespace %s labels %v", name, ns.Labels)
+			}
+			return nil
 		})
 	}
 	waitNS()
