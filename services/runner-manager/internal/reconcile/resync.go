@@ -44,11 +44,9 @@ func (r *Reconciler) resync(ctx context.Context) (starts []string) {
 		}
 		id := s.GetMetadata().GetId()
 		listed[id] = true
-		if r.startsFromList(s) {
+		if r.resyncSession(ctx, s, false) {
 			starts = append(starts, id)
-			continue
 		}
-		r.resyncSession(ctx, s)
 	}
 	r.stopOrphans(ctx, listed)
 	r.removeWorkspaces(ctx, listed, listedAt)
@@ -67,14 +65,6 @@ func (r *Reconciler) resync(ctx context.Context) (starts []string) {
 // session the events announce is started by its event meanwhile, and the
 // second read then finds it claimed or running.
 const resyncStartDelay = 2 * time.Second
-
-// startsFromList reports whether resyncSession would start s: selected,
-// no runner here, Pending (or no phase) and not withheld.
-func (r *Reconciler) startsFromList(s *ambientv1.Session) bool {
-	p := session.PhaseOf(s)
-	return (p == session.PhaseNone || p == session.PhasePending) && !session.Withheld(s) &&
-		r.cfg.Selector.Selects(s) && r.sup.Get(s.GetMetadata().GetId()) == nil
-}
 
 // confirmStarts reconciles the sessions a resync would have started
 // (resync's starts) from a read of each, taken resyncStartDelay after the
@@ -102,7 +92,7 @@ func (r *Reconciler) confirmStarts(ctx context.Context, ids []string) {
 			}
 			continue // the next resync lists it again
 		}
-		r.resyncSession(ctx, s)
+		r.resyncSession(ctx, s, true)
 	}
 }
 
@@ -164,25 +154,28 @@ func (r *Reconciler) checkLocked(ctx context.Context, rn *supervise.Runner) {
 }
 
 // resyncSession reconciles one listed session under its lock; the cheap
-// checks before the lock skip the sessions that need nothing.
+// checks before the lock skip the sessions that need nothing. A session it
+// would start is started only with startNow; otherwise it reports
+// startLater, and the caller starts it from a read of its own
+// (confirmStarts).
 //
 // A session the informer flagged as unpublished (session.Withheld: over the
 // event payload limit) is left alone: its state never reached the event
 // consumers, so kube-reconciler, which reconciles the informer's cache,
 // never sees it either. Starting it from the list would run it in local
 // mode only.
-func (r *Reconciler) resyncSession(ctx context.Context, s *ambientv1.Session) {
+func (r *Reconciler) resyncSession(ctx context.Context, s *ambientv1.Session, startNow bool) (startLater bool) {
 	id, p := s.GetMetadata().GetId(), session.PhaseOf(s)
 	if session.Withheld(s) {
 		r.log.Debug("resync: session's state unpublished (EventsPublished=False): left as it is", slog.String(logkey.SessionID, id), slog.String("phase", string(p)))
-		return
+		return false
 	}
 	selected, rn := r.cfg.Selector.Selects(s), r.sup.Get(id)
 	switch {
 	case !selected && rn == nil,
 		selected && rn != nil && !drifts(rn, p),
 		selected && rn == nil && !p.WantsRunner() && p != session.PhaseStopping:
-		return
+		return false
 	}
 	log := r.log.With(slog.String(logkey.SessionID, id))
 	lk := r.lock(id)
@@ -203,7 +196,7 @@ func (r *Reconciler) resyncSession(ctx context.Context, s *ambientv1.Session) {
 			// of a frozen or unreachable owner's runner would cost the
 			// probe timeout, and hold up this loop's sweeps meanwhile
 			// (a paused node's 10 sessions took 10 s).
-			return
+			return false
 		}
 		err = r.checkAlive(ctx, log, id, p, time.Time{})
 	case p == session.PhaseStopping:
@@ -214,9 +207,13 @@ func (r *Reconciler) resyncSession(ctx context.Context, s *ambientv1.Session) {
 		// stopping already); with none it writes Stopped.
 		err = r.stopSession(ctx, log, id, false, s)
 	case p.WantsRunner():
+		if !startNow {
+			return true // see resyncStartDelay
+		}
 		err = r.ensureRunning(ctx, log, lk, id, time.Time{})
 	}
 	if err != nil && !errors.Is(err, ErrShuttingDown) {
 		log.Warn("resync: reconcile session", slog.String(logkey.Err, err.Error()))
 	}
+	return false
 }
