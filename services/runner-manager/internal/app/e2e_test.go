@@ -255,14 +255,25 @@ func shellsUnder(root string) []int {
 // Invalid configuration: exit 1 with every bad variable named.
 func TestInvalidConfigExits1(t *testing.T) {
 	t.Parallel()
-	cmd := exec.CommandContext(t.Context(), serviceBin)
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=/tmp", "LOCAL_PORT_RANGE=9200-9100", "LOCAL_MAX_SESSIONS=lots", "LOCAL_RUNNER_COMMAND=python 'x"}
+	exitsNaming(t, []string{"PATH=" + os.Getenv("PATH"), "HOME=/tmp", "LOCAL_PORT_RANGE=9200-9100", "LOCAL_MAX_SESSIONS=lots", "LOCAL_RUNNER_COMMAND=python 'x"},
+		"AMBIENT_API_TOKEN", "LOCAL_PORT_RANGE", "LOCAL_MAX_SESSIONS", "LOCAL_RUNNER_COMMAND")
+}
+
+// exitsNaming runs the service with env and wants exit status 1 and every
+// one of names in its output. A service that does not exit (it waits for
+// NATS) is killed after 30 s and fails the test.
+func exitsNaming(t *testing.T, env []string, names ...string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, serviceBin)
+	cmd.Env = env
 	out, err := cmd.CombinedOutput()
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
 		t.Fatalf("exit: %v\n%s", err, out)
 	}
-	for _, name := range []string{"AMBIENT_API_TOKEN", "LOCAL_PORT_RANGE", "LOCAL_MAX_SESSIONS", "LOCAL_RUNNER_COMMAND"} {
+	for _, name := range names {
 		if !strings.Contains(string(out), name) {
 			t.Errorf("output does not name %s:\n%s", name, out)
 		}
@@ -285,21 +296,10 @@ func TestUnusableRunnerHostExits1(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			// Without the check the service would wait for NATS for good.
-			ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-			defer cancel()
-			cmd := exec.CommandContext(ctx, serviceBin)
-			// NATS_URL points nowhere: the check comes before any connection.
-			cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=/tmp", "AMBIENT_API_TOKEN=t", "NATS_URL=nats://127.0.0.1:1",
-				"LOCAL_RUNNER_COMMAND=" + tc.command, "LOCAL_WORKSPACE_ROOT=" + tc.root}
-			out, err := cmd.CombinedOutput()
-			var ee *exec.ExitError
-			if !errors.As(err, &ee) || ee.ExitCode() != 1 {
-				t.Fatalf("exit: %v\n%s", err, out)
-			}
-			if !strings.Contains(string(out), tc.want) {
-				t.Errorf("output does not name %s:\n%s", tc.want, out)
-			}
+			// NATS_URL points nowhere: the check comes before any
+			// connection, and without it the service would wait for NATS.
+			exitsNaming(t, []string{"PATH=" + os.Getenv("PATH"), "HOME=/tmp", "AMBIENT_API_TOKEN=t", "NATS_URL=nats://127.0.0.1:1",
+				"LOCAL_RUNNER_COMMAND=" + tc.command, "LOCAL_WORKSPACE_ROOT=" + tc.root}, tc.want)
 		})
 	}
 }
