@@ -34,7 +34,26 @@ type KVWatch struct {
 	// Broken, when set, is told why the watch broke and how long until it
 	// reopens.
 	Broken func(err error, reopen time.Duration)
+	// Reopen, when set, is called before each watch opens and returns a
+	// channel whose close (or a send) makes WatchKV replace that watch by
+	// a fresh one at once: Initial is called again with the bucket's
+	// values as they are then, without Broken and without backoff, and
+	// the caller keeps its state until then. [Reconnects.Next] is made for
+	// it. Why: a watch survives a NATS reconnect (nats.go resumes it after
+	// the last message it saw), so it never learns of a message the server
+	// removed meanwhile: a purge marker whose TTL ran out while the client
+	// was away is a delete the watcher misses for good.
+	Reopen func() <-chan struct{}
+	// ReopenEvery, when positive, replaces a watch that long after it
+	// opened, as Reopen does: the bound on a missed delete when nothing
+	// told of the gap (the watch's consumer was recreated while the
+	// connection stayed up).
+	ReopenEvery time.Duration
 }
+
+// errReopen ends a watch that is replaced on purpose (KVWatch.Reopen and
+// ReopenEvery): not a break.
+var errReopen = errors.New("watch reopened on purpose")
 
 // WatchKV watches every key of kv (with opts, e.g. jetstream.MetaOnly;
 // never jetstream.UpdatesOnly, which has no initial values, nor
@@ -54,12 +73,19 @@ func WatchKV(ctx context.Context, kv jetstream.KeyValue, w KVWatch, opts ...jets
 			synced = true
 			w.Initial(es)
 		}
-		err := watchKV(ctx, kv, nil, initial, w.Update, opts)
+		var reopen <-chan struct{}
+		if w.Reopen != nil {
+			reopen = w.Reopen() // before the watch opens: a reconnect meanwhile is not missed
+		}
+		err := watchKV(ctx, kv, nil, initial, w.Update, opts, reopenAfter{signal: reopen, every: w.ReopenEvery})
 		if ctx.Err() != nil {
 			return nil
 		}
 		if synced {
 			b.Reset() // the watch was healthy: a new break starts fast again
+		}
+		if errors.Is(err, errReopen) {
+			continue
 		}
 		d := b.NextBackOff()
 		if w.Broken != nil {
@@ -105,7 +131,7 @@ func ReadKVKeys(ctx context.Context, kv jetstream.KeyValue, filters []string, op
 	var set initialSet
 	for range 2 {
 		var out []jetstream.KeyValueEntry
-		err := watchKV(ctx, kv, filters, func(es []jetstream.KeyValueEntry) { out = es }, nil, opts)
+		err := watchKV(ctx, kv, filters, func(es []jetstream.KeyValueEntry) { out = es }, nil, opts, reopenAfter{})
 		if err == nil && out == nil && ctx.Err() != nil {
 			err = fmt.Errorf("read kv %s: %w", kv.Bucket(), ctx.Err())
 		}
@@ -167,7 +193,7 @@ func readCounted(ctx context.Context, kv jetstream.KeyValue, opts []jetstream.Wa
 		if len(set.order) > before {
 			checkComplete()
 		}
-	}, opts)
+	}, opts, reopenAfter{})
 	switch {
 	case err != nil:
 		return nil, err
@@ -197,7 +223,9 @@ func readCounted(ctx context.Context, kv jetstream.KeyValue, opts []jetstream.Wa
 // nothing more is pending (Delta 0), each key's latest entry winning. That
 // needs every message delivered, markers included: callers must not pass
 // jetstream.IgnoreDeletes (ReadKV drops markers itself).
-func watchKV(ctx context.Context, kv jetstream.KeyValue, filters []string, initial func([]jetstream.KeyValueEntry), update func(jetstream.KeyValueEntry), opts []jetstream.WatchOpt) error {
+//
+// It returns errReopen when re says the watch is to be replaced.
+func watchKV(ctx context.Context, kv jetstream.KeyValue, filters []string, initial func([]jetstream.KeyValueEntry), update func(jetstream.KeyValueEntry), opts []jetstream.WatchOpt, re reopenAfter) error {
 	var w jetstream.KeyWatcher
 	var err error
 	if filters == nil {
@@ -213,12 +241,22 @@ func watchKV(ctx context.Context, kv jetstream.KeyValue, filters []string, initi
 		// Stop only ends the watch's subscription; nothing to handle.
 		_ = w.Stop()
 	}()
+	var every <-chan time.Time
+	if re.every > 0 {
+		t := time.NewTimer(re.every)
+		defer t.Stop()
+		every = t.C
+	}
 	var set initialSet
 	announced, synced := false, false
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-re.signal:
+			return errReopen
+		case <-every:
+			return errReopen
 		case e, ok := <-w.Updates():
 			switch {
 			case !ok:
@@ -246,6 +284,13 @@ func watchKV(ctx context.Context, kv jetstream.KeyValue, filters []string, initi
 			synced, set = true, initialSet{}
 		}
 	}
+}
+
+// reopenAfter is when watchKV ends a healthy watch to be replaced: signal
+// closed or sent on, or every after it opened (zero values: never).
+type reopenAfter struct {
+	signal <-chan struct{}
+	every  time.Duration
 }
 
 // initialSet gathers a watch's initial values: the latest entry of each

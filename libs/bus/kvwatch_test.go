@@ -281,3 +281,66 @@ func TestReadKVWhileKeysChange(t *testing.T) {
 		}
 	}
 }
+
+// TestWatchKVReopen: a watch replaced on purpose (Reopen's channel closes,
+// or ReopenEvery passes) delivers the bucket afresh through Initial, without
+// Broken: the caller keeps its state until the fresh values replace it.
+func TestWatchKVReopen(t *testing.T) {
+	t.Parallel()
+	t.Run("signal", func(t *testing.T) {
+		t.Parallel()
+		kv := newBucket(t)
+		var s state
+		w := s.watch()
+		w.Broken = func(err error, _ time.Duration) { t.Errorf("broken by %v: a reopen is no break", err) }
+		handed := make(chan chan struct{}, 2) // the channels Reopen handed out
+		w.Reopen = func() <-chan struct{} {
+			ch := make(chan struct{})
+			handed <- ch
+			return ch
+		}
+		stop := watchInBackground(t, kv, w)
+		s.want(t, 1, map[string]string{})
+		if _, err := kv.Put(t.Context(), "a", []byte("1")); err != nil {
+			t.Fatal(err)
+		}
+		s.want(t, 1, map[string]string{"a": "1"})
+		close(<-handed)
+		s.want(t, 2, map[string]string{"a": "1"})
+		stop()
+	})
+	t.Run("every", func(t *testing.T) {
+		t.Parallel()
+		kv := newBucket(t)
+		var s state
+		w := s.watch()
+		w.Broken = func(err error, _ time.Duration) { t.Errorf("broken by %v: a reopen is no break", err) }
+		w.ReopenEvery = 100 * time.Millisecond
+		stop := watchInBackground(t, kv, w)
+		testenv.Eventually(t, 5*time.Second, func() error {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			if s.opens < 3 {
+				return fmt.Errorf("%d opens, want 3 or more", s.opens)
+			}
+			return nil
+		})
+		stop()
+	})
+}
+
+// watchInBackground runs WatchKV(kv, w) until the returned stop, which
+// checks that it returned nil.
+func watchInBackground(t *testing.T, kv jetstream.KeyValue, w bus.KVWatch) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1) // WatchKV's result, read by stop
+	go func() { done <- bus.WatchKV(ctx, kv, w) }()
+	return func() {
+		t.Helper()
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatalf("WatchKV = %v after cancel, want nil", err)
+		}
+	}
+}

@@ -25,8 +25,10 @@ type options struct {
 // bound: issue 14). The bucket needs LimitMarkerTTL set
 // (jetstream.KeyValueConfig), and ttl must be at least [MinMarkerTTL];
 // it returns [ErrInvalidOption] otherwise. Watchers see the purge as a
-// delete; one that reconnects after the marker is gone reads the bucket
-// afresh, where the key is absent.
+// delete; a watcher away for longer than ttl never sees it (its watch
+// resumes after the marker is gone) unless it reads the bucket afresh
+// after a reconnect, where the key is absent: a Table does with
+// [WithReopen].
 func WithMarkerTTL(ttl time.Duration) Option {
 	return func(o *options) error {
 		if ttl < MinMarkerTTL {

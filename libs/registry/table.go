@@ -23,6 +23,10 @@ type Table struct {
 	once    sync.Once
 	lastErr atomic.Pointer[error]
 	removed func(sessionID string) // never nil; see WithOnRemove
+	// reopen and reopenEvery make Run read the bucket afresh: see
+	// WithReopen.
+	reopen      func() <-chan struct{}
+	reopenEvery time.Duration
 }
 
 // TableOption configures a Table.
@@ -38,6 +42,23 @@ func WithOnRemove(fn func(sessionID string)) TableOption {
 		if fn != nil {
 			t.removed = fn
 		}
+	}
+}
+
+// WithReopen makes Run read the bucket afresh (a new watch whose initial
+// values replace the table) whenever a channel from next closes, and every
+// interval (when positive). next is meant to be the NATS connection's
+// [bus.Reconnects.Next]. Without it a record purged with an expiring
+// marker (runner-manager's release, WithMarkerTTL) while the table's
+// connection was away longer than the marker lived stays in the table for
+// good: the watch resumes after the last message it saw and the marker is
+// gone, so the session keeps routing to its old port, where another
+// session's runner may listen by then. The interval bounds that when no
+// reconnect told of the gap (the watch's consumer was recreated while the
+// connection stayed up).
+func WithReopen(next func() <-chan struct{}, every time.Duration) TableOption {
+	return func(t *Table) {
+		t.reopen, t.reopenEvery = next, every
 	}
 }
 
@@ -98,7 +119,9 @@ func (t *Table) Synced() <-chan struct{} { return t.synced }
 // Run watches kv (bus.WatchKV) and keeps the table current until ctx ends;
 // it then returns nil. If the watch breaks it is reopened with backoff and
 // the table is rebuilt from the fresh values, so deletes missed meanwhile
-// are applied; until then Ready is false and Err says why. Run must not be
+// are applied; until then Ready is false and Err says why (a reopen asked
+// by WithReopen keeps the table and Ready until the fresh values replace
+// them). Run must not be
 // called twice concurrently on one table.
 func (t *Table) Run(ctx context.Context, kv jetstream.KeyValue) error {
 	err := bus.WatchKV(ctx, kv, bus.KVWatch{
@@ -130,6 +153,8 @@ func (t *Table) Run(ctx context.Context, kv jetstream.KeyValue) error {
 			t.ready.Store(false)
 			t.lastErr.Store(&err)
 		},
+		Reopen:      t.reopen,
+		ReopenEvery: t.reopenEvery,
 	})
 	t.ready.Store(false)
 	if err != nil {

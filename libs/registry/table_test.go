@@ -6,12 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/ambient-code/control-plane/libs/bus"
 	"github.com/ambient-code/control-plane/libs/registry"
 	"github.com/ambient-code/control-plane/libs/testenv"
 )
@@ -221,5 +223,79 @@ func TestTableRewatch(t *testing.T) {
 	}
 	if e, ok := tab.Lookup("keep"); !ok || e != running("keep", 9100) {
 		t.Fatalf("lookup keep = %+v %v", e, ok)
+	}
+}
+
+// TestTableReadsAfreshAfterReconnect: the table's connection is cut for
+// longer than a release's marker lives. Its watch resumes after the last
+// message it saw, so it never sees the purge; the record would route the
+// released session for good (to a port another session's runner may have
+// by then). With WithReopen the reconnect makes the table read the bucket
+// afresh and the record goes; without it the test fails.
+func TestTableReadsAfreshAfterReconnect(t *testing.T) {
+	t.Parallel()
+	srv := testenv.NATS(t)
+	_, js := testenv.JetStream(t, srv)
+	ctx := t.Context()
+	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "ambient-runners", LimitMarkerTTL: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"released", "kept"} {
+		if _, err := registry.Claim(ctx, kv, running(id, 9100)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The table's own connection, through a link the test cuts.
+	link := testenv.NewLink(t, strings.TrimPrefix(srv.ClientURL(), "nats://"))
+	nc := testenv.ConnURL(t, "nats://"+link.Addr())
+	reconnects := bus.WatchReconnects(nc)
+	tjs, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tkv, err := tjs.KeyValue(ctx, "ambient-runners")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// No interval: only the reconnect may bring the fresh read.
+	tab := registry.NewTable(registry.WithReopen(reconnects.Next, 0))
+	runTable(t, tab, tkv)
+	if _, ok := tab.Lookup("released"); !ok {
+		t.Fatal("released session not routed before the cut")
+	}
+
+	link.Cut()
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if nc.IsConnected() {
+			return errors.New("table's connection still up")
+		}
+		return nil
+	})
+	if _, err := registry.Release(ctx, kv, "released", "m", registry.WithMarkerTTL(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 10*time.Second, func() error {
+		st, err := kv.Status(ctx)
+		if err != nil {
+			return err
+		}
+		if st.Values() != 1 {
+			return fmt.Errorf("bucket holds %d messages, want 1 (the release's marker expired)", st.Values())
+		}
+		return nil
+	})
+	link.Restore()
+	testenv.Eventually(t, 15*time.Second, func() error {
+		if !nc.IsConnected() {
+			return errors.New("table's connection not back")
+		}
+		if got, ok := tab.Lookup("released"); ok {
+			return fmt.Errorf("released session still routed to %s after the reconnect", got.Addr())
+		}
+		return nil
+	})
+	if _, ok := tab.Lookup("kept"); !ok {
+		t.Fatal("kept session lost by the fresh read")
 	}
 }

@@ -87,6 +87,7 @@ type Runtime struct {
 	log    *slog.Logger
 	tel    telemetry.Providers
 	nc     *nats.Conn
+	recon  *bus.Reconnects
 	js     jetstream.JetStream
 	health *health.Server
 
@@ -166,6 +167,7 @@ func Run(ctx context.Context, opts Options, setup func(ctx context.Context, rt *
 			log.Warn("nats drain fell short", slog.Any(logkey.Err, derr))
 		}
 	}()
+	recon := bus.WatchReconnects(nc)
 	if opts.Connected != nil {
 		opts.Connected(nc)
 	}
@@ -181,7 +183,7 @@ func Run(ctx context.Context, opts Options, setup func(ctx context.Context, rt *
 	if err != nil {
 		return fmt.Errorf("health server: %w", err)
 	}
-	rt := &Runtime{name: opts.Name, log: log, tel: tel, nc: nc, js: js, health: hs, names: map[string]bool{}, failed: make(chan struct{})}
+	rt := &Runtime{name: opts.Name, log: log, tel: tel, nc: nc, recon: recon, js: js, health: hs, names: map[string]bool{}, failed: make(chan struct{})}
 	defer func() { err = errors.Join(err, rt.cleanup()) }()
 
 	if err := setup(ctx, rt); err != nil {
@@ -259,6 +261,10 @@ func (rt *Runtime) Telemetry() telemetry.Providers { return rt.tel }
 // NATS is the service's one NATS connection; the runtime drains it after
 // the parts stopped. Parts must not close it.
 func (rt *Runtime) NATS() *nats.Conn { return rt.nc }
+
+// Reconnects tells of NATS()'s reconnects (KV watches that must read their
+// bucket afresh after one: bus.KVWatch.Reopen).
+func (rt *Runtime) Reconnects() *bus.Reconnects { return rt.recon }
 
 // JetStream is the JetStream context of NATS().
 func (rt *Runtime) JetStream() jetstream.JetStream { return rt.js }

@@ -58,6 +58,12 @@ func NATSWith(t testing.TB, opts natsserver.Options) *natsserver.Server {
 // Extra nats options are applied last.
 func Conn(t testing.TB, srv *natsserver.Server, opts ...nats.Option) *nats.Conn {
 	t.Helper()
+	return ConnURL(t, srv.ClientURL(), opts...)
+}
+
+// ConnURL is Conn to a NATS URL (a server behind a [Link]).
+func ConnURL(t testing.TB, url string, opts ...nats.Option) *nats.Conn {
+	t.Helper()
 	base := []nats.Option{
 		nats.Name(t.Name()),
 		nats.MaxReconnects(-1),
@@ -65,9 +71,9 @@ func Conn(t testing.TB, srv *natsserver.Server, opts ...nats.Option) *nats.Conn 
 		nats.ReconnectJitter(10*time.Millisecond, 10*time.Millisecond),
 		nats.RetryOnFailedConnect(true),
 	}
-	nc, err := nats.Connect(srv.ClientURL(), append(base, opts...)...)
+	nc, err := nats.Connect(url, append(base, opts...)...)
 	if err != nil {
-		t.Fatalf("connect to embedded nats %s: %v", srv.ClientURL(), err)
+		t.Fatalf("connect to nats %s: %v", url, err)
 	}
 	t.Cleanup(nc.Close)
 	return nc

@@ -16,10 +16,12 @@ import (
 	"github.com/cenkalti/backoff/v5"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/metric"
+	"golang.org/x/sync/errgroup"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/ambient-code/control-plane/libs/bus"
 	"github.com/ambient-code/control-plane/libs/health"
 	"github.com/ambient-code/control-plane/libs/logkey"
 	"github.com/ambient-code/control-plane/libs/registry"
@@ -57,7 +59,16 @@ type App struct {
 	// runner-manager has run yet (a kube-only installation has none), so
 	// there is nothing to route and every session is unknown.
 	noBucket atomic.Bool
+	// reconnects are the NATS connection's, set by Run's setup before the
+	// routing table's part starts (which reads it): the table reads the
+	// bucket afresh after each reconnect (registry.WithReopen).
+	reconnects *bus.Reconnects
 }
+
+// routesReopenEvery bounds how long the routing table can keep a record
+// released while its watch was away, when no reconnect told of it
+// (registry.WithReopen): one read of the runners bucket per interval.
+const routesReopenEvery = 30 * time.Second
 
 // Option configures an App.
 type Option func(*App)
@@ -94,7 +105,7 @@ func New(cfg config.Config, version string, log *slog.Logger, opts ...Option) (*
 		if z := a.authz.Load(); z != nil {
 			z.Forget(id)
 		}
-	}))
+	}), registry.WithReopen(func() <-chan struct{} { return a.reconnects.Next() }, routesReopenEvery))
 	return a, nil
 }
 
@@ -128,6 +139,7 @@ func (a *App) Run(ctx context.Context) error {
 	}
 	sopts := service.Options{Name: ServiceName, Version: a.version, Config: cfg.Config, Logger: log, ConnectInBackground: true, Listener: a.metricsLn}
 	return service.Run(ctx, sopts, func(ctx context.Context, rt *service.Runtime) error {
+		a.reconnects = rt.Reconnects() // before the routing table's part starts
 		verifier, err := newVerifier(ctx, cfg, log)
 		if err != nil {
 			return err
@@ -154,18 +166,45 @@ func (a *App) Run(ctx context.Context) error {
 		if tf, ok := verifier.(*auth.TokenFile); ok && cfg.TokensReload > 0 {
 			rt.Go("tokens", func(ctx context.Context) error { return tf.Run(ctx, cfg.TokensReload) })
 		}
-		rt.Go("routing table", func(ctx context.Context) error { return a.runTable(ctx, rt.JetStream()) })
-		rt.Go("proxy", p.Run)
 		router, err := newRouter(p, verifier, cfg.CORSOrigins, log)
 		if err != nil {
 			return err
 		}
-		rt.Serve("proxy server", a.server(router), a.ln, health.Graceful{Delay: cfg.ShutdownDelay, Grace: cfg.ShutdownTimeout, Drain: streamDrain})
+		srv := a.server(router)
+		rt.Go("proxy", func(ctx context.Context) error { return a.serve(ctx, rt, p, srv) })
 		rt.Check("routing_table", func(context.Context) error { return a.tableSynced() })
 		a.rt.Store(rt)
 		log.Info("agui-proxy started", slog.String(logkey.Addr, a.Addr()), slog.String("metrics_addr", a.MetricsAddr()), slog.Any("config", cfg))
 		return nil
 	})
+}
+
+// serve runs the proxy server until ctx ends and its graceful shutdown is
+// over, and the routing table and the proxy's stream sweeper until then:
+// requests accepted during SHUTDOWN_DELAY route by the current table, and
+// a stream whose runner stops or moves during SHUTDOWN_TIMEOUT still ends
+// with RUNNER_GONE. (As parts of their own they stopped with the stop
+// signal, and for up to 30 s the proxy routed a frozen table: a released
+// session still routed, a new one 503.) A routing table that fails stops
+// the server, as a failing part stops the service.
+func (a *App) serve(ctx context.Context, rt *service.Runtime, p *proxy.Proxy, srv *http.Server) error {
+	routing, stopRouting := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopRouting()
+	serving, stopServing := context.WithCancel(ctx)
+	defer stopServing()
+	var g errgroup.Group
+	g.Go(func() error {
+		err := a.runTable(routing, rt.JetStream())
+		if err != nil {
+			stopServing()
+			return fmt.Errorf("routing table: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error { return p.Run(routing) })
+	err := health.Serve(serving, "proxy server", srv, a.ln, health.Graceful{Delay: a.cfg.ShutdownDelay, Grace: a.cfg.ShutdownTimeout, Drain: streamDrain}, rt.Logger())
+	stopRouting()
+	return errors.Join(g.Wait(), err)
 }
 
 // server is the proxy's http.Server. ReadTimeout and WriteTimeout protect

@@ -367,3 +367,68 @@ func checkRunError(t testing.TB, frames []frame, code, message string) {
 		t.Fatalf("last frame %q, want the proxy's RUN_ERROR %s %q", last, code, message)
 	}
 }
+
+// TestShutdownKeepsRouting: between the stop signal and the end of the
+// shutdown (SHUTDOWN_DELAY, then SHUTDOWN_TIMEOUT for open streams) the
+// proxy still follows the registry: a session registered meanwhile is
+// routed, a released one is not, and a stream through the released
+// session's runner ends with RUNNER_GONE at once instead of running on into
+// the shutdown grace. (The routing table and the stream sweeper used to
+// stop with the stop signal.)
+func TestShutdownKeepsRouting(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	r := startRunner(t, "s-going", "DEMO_WORD_DELAY=100ms")
+	e.register(t, r.endpoint(t, "s-going"))
+	late := startRunner(t, "s-late")
+	cfg := e.proxyCfg()
+	cfg.ShutdownDelay = 3 * time.Second
+	cfg.ShutdownTimeout = 10 * time.Second
+	p := startProxy(t, cfg)
+	resp := postRun(context.Background(), t, p.session("s-going", "/agui/run"), runInput(words(200)))
+	defer resp.Body.Close()
+	first := make([]byte, 1)
+	if _, err := io.ReadFull(resp.Body, first); err != nil {
+		t.Fatal(err)
+	}
+	type rest struct {
+		frames []frame
+		err    error
+	}
+	end := make(chan rest, 1) // the stream's end
+	go func() {               // exits at the end of the stream
+		frames, err := readFrames(resp.Body)
+		end <- rest{frames, err}
+	}()
+	stopped := make(chan error, 1) // stop's result
+	go func() { stopped <- p.stop() }()
+	// Inside SHUTDOWN_DELAY: the listener is open (TestShutdownDelayKeepsAccepting).
+	e.register(t, late.endpoint(t, "s-late"))
+	e.release(t, "s-going")
+	testenv.Eventually(t, 2*time.Second, func() error {
+		if code := statusOf(t, p.session("s-late", "/health")); code != http.StatusOK {
+			return errorf("session registered after the stop signal: %d, want 200", code)
+		}
+		if code := statusOf(t, p.session("s-going", "/health")); code != http.StatusNotFound {
+			return errorf("session released after the stop signal: %d, want 404", code)
+		}
+		return nil
+	})
+	select {
+	case got := <-end:
+		if got.err != nil {
+			t.Fatalf("stream ended with %v, want a clean end", got.err)
+		}
+		checkRunError(t, got.frames, "RUNNER_GONE", "the session's runner stopped or moved; the run did not finish")
+	case <-time.After(2 * time.Second):
+		t.Fatal("stream through a released session still open during the shutdown")
+	}
+	select {
+	case err := <-stopped:
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Run did not return")
+	}
+}

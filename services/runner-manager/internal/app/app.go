@@ -95,7 +95,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Optio
 		if _, err := runner.EndOrphans(ctx, log, cfg.Group.Member, cfg.WorkspaceRoot, cfg.StopGrace); err != nil {
 			log.Warn("end runner processes of a previous run", slog.String(logkey.Err, err.Error()))
 		}
-		rec, err := reconcile.New(reconcileConfig(cfg), reconcile.Deps{API: api, Runners: runners, Members: members, Manager: mgr,
+		rec, err := reconcile.New(reconcileConfig(cfg), reconcile.Deps{API: api, Runners: runners, Members: members, Reconnects: rt.Reconnects(), Manager: mgr,
 			Meter: rt.Telemetry().Meter, Tracer: rt.Telemetry().Tracer, Log: log})
 		if err != nil {
 			return err

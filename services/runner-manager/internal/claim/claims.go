@@ -475,6 +475,8 @@ func (c *Claims) Watch(ctx context.Context, fn func(registry.Endpoint)) error {
 			c.mu.Unlock()
 			c.log.Warn("watch claims", slog.String(logkey.Err, err.Error()), slog.Duration(logkey.Duration, reopen))
 		},
+		Reopen:      c.opts.reopen,
+		ReopenEvery: c.opts.reopenEvery,
 	})
 }
 

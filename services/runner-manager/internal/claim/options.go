@@ -20,6 +20,8 @@ type Option func(*options) error
 type options struct {
 	markerTTL    time.Duration
 	probeTimeout time.Duration
+	reopen       func() <-chan struct{}
+	reopenEvery  time.Duration
 }
 
 // WithMarkerTTL makes Release purge a record with a marker that expires
@@ -44,6 +46,22 @@ func WithProbeTimeout(d time.Duration) Option {
 			return fmt.Errorf("probe timeout %v: want > 0: %w", d, ErrInvalidOption)
 		}
 		o.probeTimeout = d
+		return nil
+	}
+}
+
+// WithWatchReopen makes Watch read the bucket afresh (rebuilding the index)
+// whenever a channel from next closes, and every interval when positive:
+// next is meant to be the NATS connection's bus.Reconnects.Next. A peer's
+// release purges its record with an expiring marker; a watch away for
+// longer than the marker lived resumes after it and would keep the
+// released record in the index for good (registry.WithReopen says more).
+func WithWatchReopen(next func() <-chan struct{}, every time.Duration) Option {
+	return func(o *options) error {
+		if every < 0 {
+			return fmt.Errorf("watch reopen interval %v: want >= 0: %w", every, ErrInvalidOption)
+		}
+		o.reopen, o.reopenEvery = next, every
 		return nil
 	}
 }

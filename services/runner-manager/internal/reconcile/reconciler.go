@@ -27,6 +27,7 @@ import (
 	"go.opentelemetry.io/otel/trace/noop"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/ambient-code/control-plane/libs/bus"
 	"github.com/ambient-code/control-plane/libs/session"
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
 	"github.com/ambient-code/control-plane/services/runner-manager/internal/capacity"
@@ -93,10 +94,13 @@ type Deps struct {
 	Runners jetstream.KeyValue
 	// Members answers whether other replicas are alive.
 	Members *claim.Members
-	Manager *runner.Manager
-	Meter   metric.Meter
-	Tracer  trace.Tracer
-	Log     *slog.Logger
+	// Reconnects, when set, are the NATS connection's: the claims watch
+	// reads the bucket afresh after each (claim.WithWatchReopen).
+	Reconnects *bus.Reconnects
+	Manager    *runner.Manager
+	Meter      metric.Meter
+	Tracer     trace.Tracer
+	Log        *slog.Logger
 }
 
 // Reconciler runs the sessions selected for this deployment. Handle is safe
@@ -118,6 +122,11 @@ type Reconciler struct {
 	// startWaiting leaves that many slots to them.
 	starting atomic.Int64
 }
+
+// claimsReopenEvery bounds how long the claims index can keep a record a
+// peer released while this replica's watch was away, when no reconnect
+// told of it (claim.WithWatchReopen): one read of the bucket per interval.
+const claimsReopenEvery = time.Minute
 
 // New validates cfg and returns a reconciler. It starts nothing.
 func New(cfg Config, d Deps) (*Reconciler, error) {
@@ -145,7 +154,7 @@ func New(cfg Config, d Deps) (*Reconciler, error) {
 	if r.status, err = status.New(d.API, d.Meter); err != nil {
 		return nil, fmt.Errorf("reconciler: %w", err)
 	}
-	var copts []claim.Option
+	copts := []claim.Option{claim.WithWatchReopen(d.Reconnects.Next, claimsReopenEvery)}
 	if cfg.MarkerTTL > 0 {
 		copts = append(copts, claim.WithMarkerTTL(cfg.MarkerTTL))
 	}
