@@ -432,3 +432,29 @@ func TestShutdownKeepsRouting(t *testing.T) {
 		t.Fatal("Run did not return")
 	}
 }
+
+// TestRunnerStoppedMidRunEndsWithError: runner-manager stops a session's
+// runner with SIGTERM; the demo runner cancels the run and ends its body
+// cleanly, without RUN_FINISHED or RUN_ERROR. An AG-UI client would take
+// that for a finished run with a truncated answer, so the proxy ends it
+// with its RUN_ERROR (RUN_INCOMPLETE). A finished run gets nothing added
+// (TestRunThroughProxyMatchesDirect compares the bytes).
+func TestRunnerStoppedMidRunEndsWithError(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	r := startRunner(t, "s-term", "DEMO_WORD_DELAY=100ms")
+	e.register(t, r.endpoint(t, "s-term"))
+	p := startProxy(t, e.proxyCfg())
+	resp := postRun(context.Background(), t, p.session("s-term", "/agui/run"), runInput(words(100)))
+	defer resp.Body.Close()
+	first := make([]byte, 1)
+	if _, err := io.ReadFull(resp.Body, first); err != nil {
+		t.Fatal(err)
+	}
+	r.stop(t) // SIGTERM, as runner-manager stops a runner; its record stays until it exits
+	frames, err := readFrames(resp.Body)
+	if err != nil {
+		t.Fatalf("stream ended with %v, want a clean end", err)
+	}
+	checkRunError(t, frames, "RUN_INCOMPLETE", "the runner ended the run's stream before the run finished")
+}

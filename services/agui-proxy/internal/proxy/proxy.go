@@ -483,6 +483,12 @@ func (p *Proxy) stream(w *recorder, r *http.Request, t route.Target, ep registry
 		if err := abortResponse(rc); err != nil {
 			log.Debug("abort response", slog.Any(logkey.Err, err))
 		}
+	case res.UpstreamErr == nil && isRunResponse(r, resp, res):
+		// The runner ended a run's body itself, whatever happened
+		// meanwhile. An AG-UI client takes a clean end for a finished run,
+		// so one the runner left unfinished (stopped mid-run) gets the
+		// proxy's RUN_ERROR; a finished one is relayed as it is.
+		aborted = p.endRun(rc, fw, res, endIncomplete, log)
 	case res.UpstreamErr == nil:
 		// The runner ended its body itself, whatever happened meanwhile.
 		log.Debug("stream ended", slog.Int64("bytes", res.Bytes), slog.Int("pings", res.Pings))
@@ -495,8 +501,17 @@ func (p *Proxy) stream(w *recorder, r *http.Request, t route.Target, ep registry
 	}
 }
 
-// endRun ends a stream the proxy cut itself, for why, so that the client
-// does not take an unfinished run for a finished one: AG-UI clients resolve
+// isRunResponse reports whether resp is the event stream of one run: the
+// answer to a POST (a RunAgentInput, on /agui/run or /agui/events), 2xx,
+// in an AG-UI encoding. A GET of /agui/events is a subscription, not a run,
+// and any other body is not made of events.
+func isRunResponse(r *http.Request, resp *http.Response, res relayResult) bool {
+	return r.Method == http.MethodPost && resp.StatusCode >= 200 && resp.StatusCode < 300 && res.Encoding != encodingOther
+}
+
+// endRun ends a stream the proxy cut itself, or a run's stream its runner
+// ended unfinished, for why, so that the client does not take an
+// unfinished run for a finished one: AG-UI clients resolve
 // a stream that ends cleanly as a successful run, RUN_FINISHED or not.
 //   - The last event was RUN_FINISHED or RUN_ERROR: the run is over; the
 //     response ends cleanly with nothing added.

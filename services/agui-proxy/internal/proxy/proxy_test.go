@@ -191,7 +191,7 @@ func TestStreamIsNotBuffered(t *testing.T) {
 			}
 			fr := newFrameReader(resp.Body)
 			// CRLF and odd framing must pass byte for byte.
-			want := []string{"data: {\"type\":\"RUN_STARTED\"}\n\n", "event: x\r\ndata: y\r\n\r\n", "data: 3\n\n"}
+			want := []string{"data: {\"type\":\"RUN_STARTED\"}\n\n", "event: x\r\ndata: y\r\n\r\n", "data: 3\n\n", runFinished}
 			for i, f := range want {
 				frames <- f
 				got := make(chan string, 1)
@@ -233,7 +233,7 @@ func TestStreamOutlivesServerTimeouts(t *testing.T) {
 				return
 			}
 		}
-		_, _ = io.WriteString(w, "data: done\n\n")
+		_, _ = io.WriteString(w, runFinished) // a finished run: nothing added
 	}))
 	t.Cleanup(runner.Close)
 	tab := newTable()
@@ -258,7 +258,7 @@ func TestStreamOutlivesServerTimeouts(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: stream cut after %v: %v", tc.path, time.Since(start), err)
 		}
-		if !strings.HasSuffix(string(b), "data: done\n\n") || time.Since(start) < 3*timeout {
+		if !strings.HasSuffix(string(b), runFinished) || time.Since(start) < 3*timeout {
 			t.Fatalf("%s: stream ended early after %v: %q", tc.path, time.Since(start), b)
 		}
 	}
@@ -499,3 +499,7 @@ func TestNotSyncedIs503(t *testing.T) {
 		}
 	}
 }
+
+// runFinished is a RUN_FINISHED frame: a run's stream that ends with it is
+// relayed as it is (one that ends before it gets the proxy's RUN_ERROR).
+const runFinished = "data: {\"type\":\"RUN_FINISHED\",\"threadId\":\"t\",\"runId\":\"r\"}\n\n"

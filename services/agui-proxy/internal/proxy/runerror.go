@@ -18,6 +18,10 @@ const (
 	endRunnerGone runEnd = iota
 	// endShutdown: the proxy's shutdown grace is over.
 	endShutdown
+	// endIncomplete: the runner ended a run's response cleanly before the
+	// run's RUN_FINISHED or RUN_ERROR (the demo runner does when it is
+	// stopped mid-run: runner-manager's SIGTERM cancels the run).
+	endIncomplete
 )
 
 // runError is the RUN_ERROR the proxy adds for a runEnd.
@@ -29,6 +33,7 @@ type runError struct {
 var runErrors = [...]runError{
 	endRunnerGone: {Code: "RUNNER_GONE", Message: "the session's runner stopped or moved; the run did not finish"},
 	endShutdown:   {Code: "PROXY_SHUTDOWN", Message: "agui-proxy is shutting down; retry the request"},
+	endIncomplete: {Code: "RUN_INCOMPLETE", Message: "the runner ended the run's stream before the run finished"},
 }
 
 // runErrorFrames are the encoded RUN_ERROR frames, built once: writing one
