@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/ambient-code/control-plane/libs/apitrace"
+	"github.com/ambient-code/control-plane/libs/logkey"
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
 )
 
@@ -72,6 +73,9 @@ type Config struct {
 	ReconnectMaxDelay time.Duration
 	// DialOptions are appended to the client's own (tests).
 	DialOptions []grpc.DialOption
+	// Logger hears what the client works around on its own (a list page
+	// over MaxRecvMsgSize asked for again in smaller pages); nil discards.
+	Logger *slog.Logger
 	// TracerProvider makes the span of every unary call, a child of the
 	// call's ctx, tagged with the object it names (package apitrace); nil
 	// uses the OTel global, which telemetry.Setup installs.
@@ -102,6 +106,7 @@ type Client struct {
 	projects ambientv1.ProjectServiceClient
 	settings ambientv1.ProjectSettingsServiceClient
 	pageSize int32
+	log      *slog.Logger
 }
 
 // New validates cfg and creates a Client without connecting (the connection
@@ -128,6 +133,9 @@ func New(cfg Config) (*Client, error) {
 	}
 	if cfg.ReconnectMaxDelay == 0 {
 		cfg.ReconnectMaxDelay = DefaultReconnectMaxDelay
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	tc, err := transportCreds(cfg)
 	if err != nil {
@@ -177,6 +185,7 @@ func New(cfg Config) (*Client, error) {
 		projects: ambientv1.NewProjectServiceClient(conn),
 		settings: ambientv1.NewProjectSettingsServiceClient(conn),
 		pageSize: cfg.PageSize,
+		log:      cfg.Logger,
 	}, nil
 }
 
@@ -223,6 +232,15 @@ func defaultTimeout(d time.Duration) grpc.UnaryClientInterceptor {
 			defer cancel()
 		}
 		return invoker(ctx, method, req, reply, cc, opts...)
+	}
+}
+
+// LogShrunk returns a Shrunk that logs each halving of a list's page size
+// to the Config's Logger, naming what is listed.
+func (c *Client) LogShrunk(what string) Shrunk {
+	return func(page, from, to int32, err error) {
+		c.log.Warn("list page over the receive limit, asking again in smaller pages",
+			slog.String(logkey.Resource, what), slog.Int("page", int(page)), slog.Int("from", int(from)), slog.Int("to", int(to)), slog.Any(logkey.Err, err))
 	}
 }
 

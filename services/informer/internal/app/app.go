@@ -55,7 +55,9 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Optio
 		if err != nil {
 			return err
 		}
-		api, err := apiclient.New(cfg.API.Config())
+		acfg := cfg.API.Config()
+		acfg.Logger = log
+		api, err := apiclient.New(acfg)
 		if err != nil {
 			return fmt.Errorf("api client: %w", err)
 		}
@@ -168,7 +170,7 @@ func ensureNATS(ctx context.Context, js jetstream.JetStream, cfg config.Config, 
 	b := &backoff.ExponentialBackOff{InitialInterval: setupRetryMin, RandomizationFactor: 0.25, Multiplier: 2, MaxInterval: setupRetryMax}
 	kvs, err := backoff.Retry(ctx, func() ([2]jetstream.KeyValue, error) {
 		kvs, err := tryEnsureNATS(ctx, js, cfg)
-		return kvs, replicasError(err, cfg.StreamReplicas)
+		return kvs, leaseTTLError(replicasError(err, cfg.StreamReplicas), cfg.LeaseTTL)
 	}, backoff.WithBackOff(b), backoff.WithMaxElapsedTime(0), backoff.WithNotify(func(err error, _ time.Duration) {
 		log.Warn("jetstream setup failed, retrying", slog.Any(logkey.Err, err))
 	}))
@@ -191,6 +193,20 @@ func replicasError(err error, replicas int) error {
 	return backoff.Permanent(bus.ReplicasError(err, config.EnvStreamReplicas, replicas))
 }
 
+// leaseTTLError makes a LEASE_TTL below the leases bucket's TTL (see
+// bus.EnsureLeasesBucket) a permanent configuration error naming
+// LEASE_TTL: the informer never lowers the bucket's TTL, which would
+// expire the running leader's lease (a shadow informer shares the bucket),
+// and it cannot lead by a TTL the server does not keep its lease for.
+// Other errors are returned as they are.
+func leaseTTLError(err error, ttl time.Duration) error {
+	if !errors.Is(err, bus.ErrLeaseTTLBelowBucket) {
+		return err
+	}
+	return backoff.Permanent(fmt.Errorf("%s %s: %w; set it to the bucket's TTL (every informer sharing %s, live and shadow, must use the same), or to lower it stop every informer, delete the bucket and start them again",
+		config.EnvLeaseTTL, ttl, err, bus.BucketLeases))
+}
+
 func tryEnsureNATS(ctx context.Context, js jetstream.JetStream, cfg config.Config) ([2]jetstream.KeyValue, error) {
 	ctx, cancel := context.WithTimeout(ctx, setupTimeout)
 	defer cancel()
@@ -207,7 +223,8 @@ func tryEnsureNATS(ctx context.Context, js jetstream.JetStream, cfg config.Confi
 	if err != nil {
 		return kvs, err
 	}
-	leases, err := bus.EnsureKV(ctx, js, bus.LeasesBucket(cfg.StreamReplicas, cfg.LeaseTTL))
+	// Created with LEASE_TTL, or raised to it; never lowered (leaseTTLError).
+	leases, err := bus.EnsureLeasesBucket(ctx, js, cfg.StreamReplicas, cfg.LeaseTTL)
 	if err != nil {
 		return kvs, err
 	}

@@ -6,18 +6,24 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
+
 	"github.com/ambient-code/control-plane/libs/logkey"
 	"github.com/ambient-code/control-plane/services/informer/internal/publish"
 )
 
 // Pacing of the owed floor's writes (keepOwed): a floor that goes down is
-// written at once, a failed write is retried after owedRetry, and a floor
-// that goes up or away waits owedPace after the last write, so a KV that
-// fails one write in a hundred costs a floor write a second, not two per
-// failure.
+// written at once, and a floor that goes up or away waits owedPace after
+// the last write, so a KV that fails one write in a hundred costs a floor
+// write a second, not two per failure. A failed write is retried after a
+// backoff from owedRetry, doubling to owedRetryMax (jittered, reset by a
+// write that lands): a KV that refuses every write (down, or full) is
+// asked and logged about every 5 s, not ten times a second.
 const (
-	owedPace  = time.Second
-	owedRetry = 100 * time.Millisecond
+	owedPace     = time.Second
+	owedRetry    = 100 * time.Millisecond
+	owedRetryMax = 5 * time.Second
+	owedJitter   = 0.25
 	// owedTimeout bounds the floor's write at the start of a term.
 	owedTimeout = 10 * time.Second
 )
@@ -134,32 +140,60 @@ func (r *Resource[T]) storeOwed(ctx context.Context, stored publish.Floor, want 
 // over the next one's floor; a floor left behind only makes the next
 // leader read more.
 func (r *Resource[T]) keepOwed(ctx context.Context, t *term, stored publish.Floor) error {
-	var pace <-chan time.Time // set after each write: raises wait for it
+	keepFloor(ctx, t.unstored, stored.Seq, func(ctx context.Context, want uint64) (uint64, error) {
+		var err error
+		stored, err = r.storeOwed(ctx, stored, want)
+		return stored.Seq, err
+	}, r.log)
+	return nil
+}
+
+// keepFloor is keepOwed's loop: it writes owed's floor with write, which
+// returns the floor the key holds afterwards (stored: before the first),
+// paced and backed off as the constants above say, until ctx ends.
+func keepFloor(ctx context.Context, owed *owedWrites, stored uint64, write func(ctx context.Context, want uint64) (uint64, error), log *slog.Logger) {
+	b := &backoff.ExponentialBackOff{
+		InitialInterval:     owedRetry,
+		RandomizationFactor: owedJitter,
+		Multiplier:          2,
+		MaxInterval:         owedRetryMax,
+	}
+	b.Reset()
+	var pace <-chan time.Time  // set after each write: raises wait for it
+	var retry <-chan time.Time // set after a failed write: every write waits for it
 	for {
 		select {
 		case <-ctx.Done():
-			return nil
-		case <-t.unstored.changed:
+			return
+		case <-owed.changed:
 		case <-pace:
 			pace = nil
+		case <-retry:
+			retry = nil
 		}
-		want := t.unstored.lowest()
-		if want == stored.Seq {
+		if retry != nil {
+			continue // the backoff brings the loop back, lower floor or not
+		}
+		want := owed.lowest()
+		if want == stored {
 			continue
 		}
-		lower := want != 0 && (stored.Seq == 0 || want < stored.Seq)
+		lower := want != 0 && (stored == 0 || want < stored)
 		if !lower && pace != nil {
 			continue // pace brings the loop back
 		}
 		var err error
-		if stored, err = r.storeOwed(ctx, stored, want); err != nil {
+		if stored, err = write(ctx, want); err != nil {
 			if ctx.Err() != nil {
-				return nil
+				return
 			}
-			r.log.Warn("owed floor write failed, retrying", slog.Uint64(logkey.Seq, want), slog.Any(logkey.Err, err))
-			pace = time.After(owedRetry)
+			// Capped after the jitter: owedRetryMax is the longest wait.
+			d := min(b.NextBackOff(), owedRetryMax)
+			log.Warn("owed floor write failed, retrying", slog.Uint64(logkey.Seq, want), slog.Duration(logkey.Duration, d), slog.Any(logkey.Err, err))
+			retry, pace = time.After(d), nil
 			continue
 		}
+		b.Reset()
 		pace = time.After(owedPace)
 	}
 }

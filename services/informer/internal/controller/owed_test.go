@@ -1,6 +1,16 @@
 package controller
 
-import "testing"
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ambient-code/control-plane/libs/testenv"
+)
 
 // TestOwedFloor: the floor to persist is the lowest known sequence owed
 // since nothing was owed; it goes down at once, stays while anything is
@@ -53,5 +63,74 @@ func TestOwedFloor(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestOwedFloorWriteBacksOff: a KV that refuses every floor write (down,
+// or full) used to be asked again every 100 ms for ever, with a warning
+// each time. The retries back off (100 ms doubling to 5 s), and a write
+// that lands resets the backoff.
+func TestOwedFloorWriteBacksOff(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	var attempts []time.Time // guarded by mu
+	failing := true          // guarded by mu
+	write := func(_ context.Context, want uint64) (uint64, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		attempts = append(attempts, time.Now())
+		if failing {
+			return 0, errors.New("kv refuses")
+		}
+		return want, nil
+	}
+	gaps := func() []time.Duration {
+		mu.Lock()
+		defer mu.Unlock()
+		var out []time.Duration
+		for i := 1; i < len(attempts); i++ {
+			out = append(out, attempts[i].Sub(attempts[i-1]))
+		}
+		return out
+	}
+	waitAttempts := func(n int) {
+		testenv.Eventually(t, 20*time.Second, func() error {
+			mu.Lock()
+			defer mu.Unlock()
+			if len(attempts) < n {
+				return fmt.Errorf("%d floor writes, want %d", len(attempts), n)
+			}
+			return nil
+		})
+	}
+	owed := newOwedWrites()
+	owed.add("a", 10)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		keepFloor(ctx, owed, 0, write, slog.New(slog.DiscardHandler))
+	}()
+	defer func() { cancel(); <-done }()
+
+	// Nominal gaps 100, 200, 400, 800 ms, each +/-25 %.
+	waitAttempts(5)
+	if g := gaps(); g[3] < 500*time.Millisecond {
+		t.Fatalf("gaps between failed floor writes %v: the fourth is under 500 ms, want a backoff", g)
+	}
+
+	// A write that lands resets the backoff: the next failure is retried
+	// after about 100 ms again.
+	mu.Lock()
+	failing = false
+	mu.Unlock()
+	waitAttempts(6)
+	mu.Lock()
+	failing = true
+	mu.Unlock()
+	owed.add("b", 5) // a lower floor: written at once
+	waitAttempts(8)
+	if g := gaps(); g[6] > 400*time.Millisecond {
+		t.Errorf("gaps between floor writes %v: the retry after a landed write took %v, want the backoff reset to about 100 ms", g, g[6])
 	}
 }

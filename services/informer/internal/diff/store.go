@@ -276,11 +276,18 @@ func (s *Store[T]) StartList() *Listing[T] {
 	return l
 }
 
-// Expect tells the listing how many objects the list holds (the first
-// page's total), so its buffers and the store's map are sized once instead
-// of doubling: doubling leaves the old halves as garbage at the moment the
-// informer holds the most.
-func (l *Listing[T]) Expect(total int) {
+// maxExpected bounds how many objects Expect sizes the listing's buffers
+// for: a million (about 80 MB); a larger list grows them by doubling.
+const maxExpected = 1 << 20
+
+// Expect tells the listing how many objects the list holds (total, the
+// first page's) and how many the first page brought (page), so its
+// buffers are sized once instead of doubling: doubling leaves the old
+// halves as garbage at the moment the informer holds the most (the initial
+// sync's peak). total comes from the wire, an int32 a server bug can make
+// absurd (2^31 objects would be 256 GiB of buffers before a second page),
+// so it is believed up to maxExpected.
+func (l *Listing[T]) Expect(total, page int) {
 	if total <= 0 || l.ids != nil || l.same != nil {
 		return
 	}
@@ -290,8 +297,9 @@ func (l *Listing[T]) Expect(total int) {
 	if total < 2*cached {
 		return // a relist: most objects are unchanged and need no bytes here
 	}
-	l.ids = make([]string, 0, total)
-	l.items = make([]state, 0, total)
+	n := min(max(total, page), maxExpected)
+	l.ids = make([]string, 0, n)
+	l.items = make([]state, 0, n)
 }
 
 // Add encodes a page of listed objects into the listing.

@@ -423,3 +423,27 @@ func TestListingKeepsLiveEvents(t *testing.T) {
 		})
 	}
 }
+
+// TestExpectBelievesTotalOnlyUpToAMillion: the total of a list page is an
+// int32 from the wire; a server bug's absurd total used to size the
+// listing's buffers for that many objects before a second page arrived
+// (2^31: 256 GiB). Buffers are sized for the total up to maxExpected
+// objects (a real initial sync is sized once: no doubling garbage at its
+// peak), and grow beyond.
+func TestExpectBelievesTotalOnlyUpToAMillion(t *testing.T) {
+	t.Parallel()
+	s := NewStore[*ambientv1.Session]()
+	l := s.StartList()
+	l.Expect(3*maxExpected, 3)
+	if c := cap(l.items); c != maxExpected {
+		t.Errorf("listing buffers sized for %d objects for a claimed total of %d, want %d", c, 3*maxExpected, maxExpected)
+	}
+	l.Finish(nil)
+
+	l = s.StartList()
+	l.Expect(100_000, 500)
+	if c := cap(l.items); c != 100_000 {
+		t.Errorf("listing buffers sized for %d objects for a total of 100,000, want 100,000", c)
+	}
+	l.Finish(nil)
+}

@@ -69,7 +69,10 @@ type Config struct {
 	Key string
 	// Holder identifies this replica; it must be unique among replicas.
 	Holder string
-	// TTL is the lease lifetime; it must equal the bucket's TTL.
+	// TTL is the lease lifetime; it must equal the bucket's TTL. Should
+	// the bucket's TTL be lower (somebody lowered it under this replica),
+	// Confirmed trusts a write only for the bucket's TTL, which the
+	// elector reads after each of its lease writes.
 	TTL time.Duration
 	// RenewEvery defaults to TTL/3.
 	RenewEvery time.Duration
@@ -107,6 +110,9 @@ type Elector struct {
 	// write, later). 0 while not leading. See Confirmed.
 	confirmedUntil atomic.Int64
 	base           time.Time
+	// bucketTTL is the bucket's TTL as last read after a lease write
+	// (refreshTTL), in nanoseconds; 0: not read yet.
+	bucketTTL atomic.Int64
 
 	// wmu serializes the lease writes of a term (renewals and Reconfirm),
 	// which compare-and-swap on rev.
@@ -167,16 +173,48 @@ func (e *Elector) Confirmed() error {
 	if !e.leader.Load() || until == 0 {
 		return fmt.Errorf("%w: not the leader", ErrUnconfirmed)
 	}
+	ttl := e.ttl()
 	left := time.Duration(until) - e.cfg.Now().Sub(e.base)
-	if left < e.cfg.TTL/confirmMargin {
-		return fmt.Errorf("%w: last written %v ago (ttl %v), renewal pending", ErrUnconfirmed, e.cfg.TTL-left, e.cfg.TTL)
+	if left < ttl/confirmMargin {
+		return fmt.Errorf("%w: last written %v ago (ttl %v), renewal pending", ErrUnconfirmed, ttl-left, ttl)
 	}
 	return nil
 }
 
+// ttl is how long a lease write is trusted to live: the configured TTL, or
+// the bucket's when that is lower (the server expires the key by the
+// bucket's).
+func (e *Elector) ttl() time.Duration {
+	if b := time.Duration(e.bucketTTL.Load()); b > 0 && b < e.cfg.TTL {
+		return b
+	}
+	return e.cfg.TTL
+}
+
 // confirm records a lease write sent at sent.
 func (e *Elector) confirm(sent time.Time) {
-	e.confirmedUntil.Store(int64(sent.Sub(e.base) + e.cfg.TTL))
+	e.confirmedUntil.Store(int64(sent.Sub(e.base) + e.ttl()))
+}
+
+// refreshTTL reads the bucket's TTL after a lease write, so the write is
+// confirmed (confirm) for no longer than the server keeps the key: a
+// bucket whose TTL somebody lowered under a running leader (an informer of
+// an older version with a lower LEASE_TTL, an operator) would otherwise
+// leave Confirmed vouching for a lease that has expired. Read after the
+// write, it is at least as low as the TTL the write lives by, unless the
+// TTL is lowered again meanwhile; the next write reads it again. A failed
+// read keeps the last value.
+func (e *Elector) refreshTTL(ctx context.Context) {
+	st, err := e.kv.Status(ctx)
+	if err != nil {
+		e.log.Debug("lease bucket status unavailable, keeping its last known ttl", slog.Any("err", err))
+		return
+	}
+	b := st.TTL()
+	if old := time.Duration(e.bucketTTL.Swap(int64(b))); b != old && b > 0 && b < e.cfg.TTL {
+		e.log.Warn("the lease bucket's ttl is below the lease ttl: trusting each lease write for the bucket's only",
+			slog.Duration("bucket_ttl", b), slog.Duration("ttl", e.cfg.TTL))
+	}
 }
 
 // IsLeader reports whether this replica holds the lease right now.
@@ -306,6 +344,7 @@ func (e *Elector) writeLocked(ctx context.Context) error {
 		return err
 	}
 	e.rev = next
+	e.refreshTTL(rctx)
 	e.confirm(sent)
 	return nil
 }
@@ -381,6 +420,9 @@ func (e *Elector) acquire(ctx context.Context, wake <-chan struct{}) (uint64, er
 		sent := e.cfg.Now()
 		rev, err := e.tryAcquire(ctx, released || e.mayTakeOver(time.Now()))
 		if err == nil {
+			rctx, cancel := context.WithTimeout(ctx, e.cfg.RetryEvery)
+			e.refreshTTL(rctx)
+			cancel()
 			e.confirm(sent)
 			return rev, nil
 		}

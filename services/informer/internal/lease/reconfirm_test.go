@@ -131,3 +131,38 @@ func TestReconfirmSharesOneWrite(t *testing.T) {
 		t.Fatalf("lease revision %d after %d concurrent Reconfirms, want %d: one write", after, callers, before+1)
 	}
 }
+
+// TestConfirmedTrustsTheBucketTTL: somebody lowers the lease bucket's TTL
+// under a running leader (an informer of an older version with a lower
+// LEASE_TTL rewrote it at its start). The server now expires the lease by
+// the bucket's TTL, and Confirmed must not vouch for a write longer than
+// that; it used to trust the configured TTL.
+func TestConfirmedTrustsTheBucketTTL(t *testing.T) {
+	t.Parallel()
+	_, js := testenv.JetStream(t, testenv.NATS(t))
+	cfg := jetstream.KeyValueConfig{Bucket: "leases", TTL: longTTL}
+	kv, err := js.CreateKeyValue(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var skew atomic.Int64 // what the test adds to the clock Confirmed reads
+	clock := func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
+	e, err := New(kv, Config{Key: "informer", Holder: "a", TTL: longTTL, RenewEvery: longTTL / 2, Now: clock}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := runReplica(t, e)
+	waitLeader(t, a)
+	cfg.TTL = 3 * time.Second
+	if _, err := js.UpdateKeyValue(t.Context(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Reconfirm(t.Context()); err != nil {
+		t.Fatalf("Reconfirm: %v", err)
+	}
+	// 5 s after the write the key has expired on the server (3 s).
+	skew.Store(int64(5 * time.Second))
+	if err := e.Confirmed(); !errors.Is(err, ErrUnconfirmed) {
+		t.Fatalf("5 s after the last write, in a bucket whose TTL is 3 s: Confirmed() = %v, want ErrUnconfirmed", err)
+	}
+}

@@ -2,7 +2,6 @@ package watch
 
 import (
 	"context"
-	"fmt"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -81,70 +80,15 @@ func Whole[T events.APIObject](list func(ctx context.Context) ([]T, error)) func
 // pageSize is the largest page the server accepts (larger ones become 20).
 const pageSize = apiclient.DefaultPageSize
 
-// listPages fetches pages 1, 2, ... until one is empty or the objects seen
-// reach the total the server reports (apiclient.ListAll's rule), handing
-// each to page instead of collecting them: the informer never holds a whole
-// list of decoded objects. It cannot use ListAll itself, which returns the
-// whole list, but follows its rules:
-//
-//   - Objects are counted by id, not by item: a server that ignores the page
-//     parameter answers every page with the same items, and counting items
-//     would end the list "complete" after a few copies of page 1, missing
-//     every object past it.
-//   - An item whose id was handed over earlier in this list with the same
-//     updated_at is not handed over again (nothing new for the listing).
-//     An object updated between two pages moves to the end of the server's
-//     order and comes again with a newer state: that copy is handed over,
-//     and the store keeps the newer.
-//   - Pages that bring no new id are counted by apiclient.PageStalls: after
-//     apiclient.MaxStalledPages in a row before the total is reached, the
-//     list fails with apiclient.ErrListNoProgress instead of asking
-//     forever; the watch loop logs it and backs off.
-func listPages[T events.APIObject, P apiclient.Page[T]](ctx context.Context, fetch func(ctx context.Context, page, size int32) (P, error), page func([]T, int) error) error {
-	// id -> updated_at (ns) of the copy handed over; ids only, the objects
-	// themselves are the caller's.
-	var seen map[string]int64
-	var stalls apiclient.PageStalls
-	for n := int32(1); ; n++ {
-		resp, err := fetch(ctx, n, pageSize)
-		if err != nil {
-			return fmt.Errorf("list page %d: %w", n, err)
-		}
-		items := resp.GetItems()
-		if len(items) == 0 {
-			return nil
-		}
-		total := int(resp.GetMetadata().GetTotal())
-		if seen == nil {
-			seen = make(map[string]int64, max(total, len(items)))
-		}
-		fresh, newIDs := 0, 0
-		for _, it := range items {
-			md := it.GetMetadata()
-			id, at := md.GetId(), md.GetUpdatedAt().GetSeconds()*1e9+int64(md.GetUpdatedAt().GetNanos())
-			prev, dup := seen[id]
-			switch {
-			case !dup:
-				newIDs++
-			case prev == at:
-				continue
-			}
-			seen[id] = at
-			items[fresh] = it // in place: the page is ours until handed over
-			fresh++
-		}
-		if fresh > 0 {
-			if err := page(items[:fresh], total); err != nil {
-				return err
-			}
-		}
-		if len(seen) >= total {
-			return nil
-		}
-		if err := stalls.After(n, newIDs, len(seen), total); err != nil {
-			return err
-		}
-	}
+// listPages hands each page over as apiclient.EachPage does (fresh items
+// only; ErrListNoProgress against a server that ignores the page
+// parameter; smaller pages when one is over the receive limit), instead of
+// collecting them: the informer never holds a whole list of decoded
+// objects. An object updated between two pages moves to the end of the
+// server's order and comes again, newer: that copy is handed over, and the
+// store keeps the newer.
+func listPages[T events.APIObject, P apiclient.Page[T]](ctx context.Context, fetch func(ctx context.Context, page, size int32) (P, error), page func([]T, int) error, shrunk apiclient.Shrunk) error {
+	return apiclient.EachPage(ctx, pageSize, fetch, page, shrunk)
 }
 
 // recvFunc adapts a generated watch stream to Stream.
@@ -181,7 +125,7 @@ func Sessions(c *apiclient.Client) Source[*ambientv1.Session] {
 		Pages: func(ctx context.Context, page func([]*ambientv1.Session, int) error) error {
 			return listPages(ctx, func(ctx context.Context, n, size int32) (*ambientv1.ListSessionsResponse, error) {
 				return c.Sessions().ListSessions(ctx, &ambientv1.ListSessionsRequest{Page: n, Size: size})
-			}, page)
+			}, page, c.LogShrunk("sessions"))
 		},
 		Get:   getter(c.GetSession),
 		Probe: c.Check,
@@ -201,7 +145,7 @@ func Projects(c *apiclient.Client) Source[*ambientv1.Project] {
 		Pages: func(ctx context.Context, page func([]*ambientv1.Project, int) error) error {
 			return listPages(ctx, func(ctx context.Context, n, size int32) (*ambientv1.ListProjectsResponse, error) {
 				return c.Projects().ListProjects(ctx, &ambientv1.ListProjectsRequest{Page: n, Size: size})
-			}, page)
+			}, page, c.LogShrunk("projects"))
 		},
 		Get:   getter(c.GetProject),
 		Probe: c.Check,
@@ -221,7 +165,7 @@ func ProjectSettings(c *apiclient.Client) Source[*ambientv1.ProjectSettings] {
 		Pages: func(ctx context.Context, page func([]*ambientv1.ProjectSettings, int) error) error {
 			return listPages(ctx, func(ctx context.Context, n, size int32) (*ambientv1.ListProjectSettingsResponse, error) {
 				return c.ProjectSettings().ListProjectSettings(ctx, &ambientv1.ListProjectSettingsRequest{Page: n, Size: size})
-			}, page)
+			}, page, c.LogShrunk("project settings"))
 		},
 		Get:   getter(c.GetProjectSettings),
 		Probe: c.Check,

@@ -362,7 +362,7 @@ func (w *Watcher[T]) list(ctx context.Context, buf *buffer[T], l *diff.Listing[T
 		n := 0
 		err := w.src.Pages(ctx, func(items []T, total int) error {
 			if pass == 1 && n == 0 {
-				l.Expect(total)
+				l.Expect(total, len(items))
 			}
 			for _, o := range items {
 				diff.Normalize(o)
