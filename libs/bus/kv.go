@@ -41,38 +41,35 @@ func LeasesBucket(replicas int, ttl time.Duration) jetstream.KeyValueConfig {
 	return jetstream.KeyValueConfig{Bucket: BucketLeases, Description: "leader leases", Storage: jetstream.FileStorage, Replicas: max(replicas, 1), TTL: ttl}
 }
 
-// ErrLeaseTTLBelowBucket is returned by EnsureLeasesBucket for a TTL
-// below the existing bucket's.
-var ErrLeaseTTLBelowBucket = errors.New("lease ttl below the leases bucket's ttl")
-
 // EnsureLeasesBucket creates BucketLeases with ttl (0 = DefaultLeaseTTL),
-// or raises an existing bucket's TTL to ttl; it never lowers it. The
-// bucket's TTL is how long the server keeps every lease after its last
-// write, and a leader trusts its lease for its own TTL: lowering it under
-// a running leader (a shadow informer with a lower TTL, a rolling update
-// lowering it) expires that leader's lease before its renewal, every few
+// or raises an existing bucket's TTL to ttl; it never lowers it, and
+// returns the bucket's TTL after the call. The bucket's TTL is how long the
+// server keeps every lease after its last write; lowering it under a
+// running leader (a shadow informer with a lower TTL, a rolling update
+// lowering it) expired that leader's lease before its renewal, every few
 // seconds. Raising it is safe: leases live longer than their holders
-// trust them. For a ttl below the bucket's it returns an error wrapping
-// ErrLeaseTTLBelowBucket that names both, and changes nothing (the way to
-// lower it: stop every holder, delete the bucket). Other errors are
-// EnsureKV's.
-func EnsureLeasesBucket(ctx context.Context, js jetstream.JetStream, replicas int, ttl time.Duration) (jetstream.KeyValue, error) {
+// trust them. A caller whose ttl is below the returned one must lead by
+// the returned one (renew, trust and wait by it), as the replicas already
+// running do. Errors are EnsureKV's, or the bucket's status read's.
+func EnsureLeasesBucket(ctx context.Context, js jetstream.JetStream, replicas int, ttl time.Duration) (jetstream.KeyValue, time.Duration, error) {
 	cfg := LeasesBucket(replicas, ttl)
 	kv, err := retryTransient(ctx, func(ctx context.Context) (jetstream.KeyValue, error) { return js.KeyValue(ctx, cfg.Bucket) })
 	switch {
 	case errors.Is(err, jetstream.ErrBucketNotFound):
-		return EnsureKV(ctx, js, cfg)
+		kv, err = EnsureKV(ctx, js, cfg)
+		return kv, cfg.TTL, err
 	case err != nil:
-		return nil, fmt.Errorf("open kv %s: %w", cfg.Bucket, err)
+		return nil, 0, fmt.Errorf("open kv %s: %w", cfg.Bucket, err)
 	}
 	st, err := retryTransient(ctx, func(ctx context.Context) (jetstream.KeyValueStatus, error) { return kv.Status(ctx) })
 	if err != nil {
-		return nil, fmt.Errorf("status of kv %s: %w", cfg.Bucket, err)
+		return nil, 0, fmt.Errorf("status of kv %s: %w", cfg.Bucket, err)
 	}
 	if have := st.TTL(); have > cfg.TTL {
-		return nil, fmt.Errorf("%w: %s, bucket %s has %s", ErrLeaseTTLBelowBucket, cfg.TTL, cfg.Bucket, have)
+		cfg.TTL = have // kept: replicas may be leading by it
 	}
-	return EnsureKV(ctx, js, cfg)
+	kv, err = EnsureKV(ctx, js, cfg)
+	return kv, cfg.TTL, err
 }
 
 // EnsureKV creates the bucket or updates it to cfg; safe to call from every
@@ -128,7 +125,7 @@ func EnsureBuckets(ctx context.Context, js jetstream.JetStream, cfg BucketsConfi
 	if b.Runners, err = EnsureKV(ctx, js, RunnersBucket(cfg.Replicas)); err != nil {
 		return Buckets{}, err
 	}
-	if b.Leases, err = EnsureLeasesBucket(ctx, js, cfg.Replicas, cfg.LeaseTTL); err != nil {
+	if b.Leases, _, err = EnsureLeasesBucket(ctx, js, cfg.Replicas, cfg.LeaseTTL); err != nil {
 		return Buckets{}, err
 	}
 	return b, nil

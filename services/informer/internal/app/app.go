@@ -51,9 +51,17 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Optio
 	log = log.With(slog.String(logkey.Instance, cfg.InstanceID))
 	sopts := service.Options{Name: ServiceName, Version: o.version, Config: cfg.Config, Logger: log, Listening: o.listening}
 	return service.Run(ctx, sopts, func(ctx context.Context, rt *service.Runtime) error {
-		objects, leases, err := ensureNATS(ctx, rt.JetStream(), cfg, log)
+		setup, err := ensureNATS(ctx, rt.JetStream(), cfg, log)
 		if err != nil {
 			return err
+		}
+		objects, leases := setup.objects, setup.leases
+		if setup.leaseTTL > cfg.LeaseTTL {
+			// Never lowered (bus.EnsureLeasesBucket); every replica must
+			// renew, trust and wait by the TTL the server keeps leases for.
+			log.Warn("LEASE_TTL is below the leases bucket's TTL: leading by the bucket's (to lower it, stop every informer sharing the bucket, delete it, start them with the new value)",
+				slog.Duration("lease_ttl", cfg.LeaseTTL), slog.Duration("bucket_ttl", setup.leaseTTL), slog.String("bucket", bus.BucketLeases))
+			cfg.LeaseTTL = setup.leaseTTL
 		}
 		acfg := cfg.API.Config()
 		acfg.Logger = log
@@ -163,21 +171,28 @@ func leaderSynced(leading bool, rs []controller.Leader) error {
 	return nil
 }
 
+// natsSetup is what ensureNATS made ready: the buckets, and the TTL the
+// leases bucket keeps leases for (LEASE_TTL, or the bucket's when higher).
+type natsSetup struct {
+	objects, leases jetstream.KeyValue
+	leaseTTL        time.Duration
+}
+
 // ensureNATS creates or updates the stream and buckets, retrying while
 // JetStream is not reachable yet. A STREAM_REPLICAS the server can never
 // keep stops it at once (see replicasError).
-func ensureNATS(ctx context.Context, js jetstream.JetStream, cfg config.Config, log *slog.Logger) (objects, leases jetstream.KeyValue, err error) {
+func ensureNATS(ctx context.Context, js jetstream.JetStream, cfg config.Config, log *slog.Logger) (natsSetup, error) {
 	b := &backoff.ExponentialBackOff{InitialInterval: setupRetryMin, RandomizationFactor: 0.25, Multiplier: 2, MaxInterval: setupRetryMax}
-	kvs, err := backoff.Retry(ctx, func() ([2]jetstream.KeyValue, error) {
-		kvs, err := tryEnsureNATS(ctx, js, cfg)
-		return kvs, leaseTTLError(replicasError(err, cfg.StreamReplicas), cfg.LeaseTTL)
+	setup, err := backoff.Retry(ctx, func() (natsSetup, error) {
+		setup, err := tryEnsureNATS(ctx, js, cfg)
+		return setup, replicasError(err, cfg.StreamReplicas)
 	}, backoff.WithBackOff(b), backoff.WithMaxElapsedTime(0), backoff.WithNotify(func(err error, _ time.Duration) {
 		log.Warn("jetstream setup failed, retrying", slog.Any(logkey.Err, err))
 	}))
 	if err != nil {
-		return nil, nil, fmt.Errorf("jetstream setup: %w", err)
+		return natsSetup{}, fmt.Errorf("jetstream setup: %w", err)
 	}
-	return kvs[0], kvs[1], nil
+	return setup, nil
 }
 
 // replicasError makes the servers' refusal of the replica count (more than
@@ -193,26 +208,11 @@ func replicasError(err error, replicas int) error {
 	return backoff.Permanent(bus.ReplicasError(err, config.EnvStreamReplicas, replicas))
 }
 
-// leaseTTLError makes a LEASE_TTL below the leases bucket's TTL (see
-// bus.EnsureLeasesBucket) a permanent configuration error naming
-// LEASE_TTL: the informer never lowers the bucket's TTL, which would
-// expire the running leader's lease (a shadow informer shares the bucket),
-// and it cannot lead by a TTL the server does not keep its lease for.
-// Other errors are returned as they are.
-func leaseTTLError(err error, ttl time.Duration) error {
-	if !errors.Is(err, bus.ErrLeaseTTLBelowBucket) {
-		return err
-	}
-	return backoff.Permanent(fmt.Errorf("%s %s: %w; set it to the bucket's TTL (every informer sharing %s, live and shadow, must use the same), or to lower it stop every informer, delete the bucket and start them again",
-		config.EnvLeaseTTL, ttl, err, bus.BucketLeases))
-}
-
-func tryEnsureNATS(ctx context.Context, js jetstream.JetStream, cfg config.Config) ([2]jetstream.KeyValue, error) {
+func tryEnsureNATS(ctx context.Context, js jetstream.JetStream, cfg config.Config) (natsSetup, error) {
 	ctx, cancel := context.WithTimeout(ctx, setupTimeout)
 	defer cancel()
-	var kvs [2]jetstream.KeyValue
 	if _, err := bus.EnsureStream(ctx, js, bus.EventsStream(cfg.Stream, cfg.SubjectPrefix, cfg.StreamReplicas, cfg.StreamMaxAge)); err != nil {
-		return kvs, err
+		return natsSetup{}, err
 	}
 	oc := bus.ObjectsBucket(cfg.StreamReplicas)
 	oc.Bucket = cfg.ObjectsBucket
@@ -221,12 +221,12 @@ func tryEnsureNATS(ctx context.Context, js jetstream.JetStream, cfg config.Confi
 	oc.LimitMarkerTTL = cfg.MarkerTTL
 	objects, err := bus.EnsureKV(ctx, js, oc)
 	if err != nil {
-		return kvs, err
+		return natsSetup{}, err
 	}
-	// Created with LEASE_TTL, or raised to it; never lowered (leaseTTLError).
-	leases, err := bus.EnsureLeasesBucket(ctx, js, cfg.StreamReplicas, cfg.LeaseTTL)
+	// Created with LEASE_TTL, or raised to it; never lowered.
+	leases, ttl, err := bus.EnsureLeasesBucket(ctx, js, cfg.StreamReplicas, cfg.LeaseTTL)
 	if err != nil {
-		return kvs, err
+		return natsSetup{}, err
 	}
-	return [2]jetstream.KeyValue{objects, leases}, nil
+	return natsSetup{objects: objects, leases: leases, leaseTTL: ttl}, nil
 }
