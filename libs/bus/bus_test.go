@@ -239,3 +239,25 @@ func TestStreamAndKVSurviveRestart(t *testing.T) {
 		t.Fatalf("kv value = %q, want obj", e.Value())
 	}
 }
+
+// TestObjectsBucketTakesMarkerTTLs: whoever creates ambient-objects (the
+// informer, or kube-reconciler when it starts first or after the bucket was
+// lost) creates it with per-message TTLs allowed, so the informer's purge of
+// a deleted object's key with an expiring marker works; a bucket made
+// without them refused every such purge ("per-message TTL is disabled")
+// until an informer started and updated it.
+func TestObjectsBucketTakesMarkerTTLs(t *testing.T) {
+	t.Parallel()
+	_, js := testenv.JetStream(t, testenv.NATS(t))
+	ctx := t.Context()
+	kv, err := bus.OpenKV(ctx, js, bus.ObjectsBucket(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(ctx, "sessions.a", []byte("{}")); err != nil {
+		t.Fatal(err)
+	}
+	if err := kv.Purge(ctx, "sessions.a", jetstream.PurgeTTL(bus.DefaultObjectsMarkerTTL)); err != nil {
+		t.Fatalf("purge with a marker ttl in a bucket OpenKV created: %v", err)
+	}
+}

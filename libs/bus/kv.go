@@ -21,10 +21,19 @@ type BucketsConfig struct {
 	LeaseTTL time.Duration
 }
 
+// DefaultObjectsMarkerTTL is how long the marker of a key purged from
+// BucketObjects stays (the informer's OBJECTS_MARKER_TTL default).
+const DefaultObjectsMarkerTTL = time.Minute
+
 // ObjectsBucket is the KeyValueConfig of BucketObjects (one history entry:
-// only the latest object matters).
+// only the latest object matters), with per-message TTLs allowed
+// (LimitMarkerTTL DefaultObjectsMarkerTTL): the informer purges a deleted
+// object's key with a marker that expires. Whoever creates the bucket
+// (kube-reconciler does when it starts before any informer, or after the
+// bucket was lost) must allow them, or every such purge fails ("per-message
+// TTL is disabled") until an informer starts and updates the bucket.
 func ObjectsBucket(replicas int) jetstream.KeyValueConfig {
-	return jetstream.KeyValueConfig{Bucket: BucketObjects, Description: "informer cache: latest object per <resource>.<id>", Storage: jetstream.FileStorage, Replicas: max(replicas, 1)}
+	return jetstream.KeyValueConfig{Bucket: BucketObjects, Description: "informer cache: latest object per <resource>.<id>", Storage: jetstream.FileStorage, Replicas: max(replicas, 1), LimitMarkerTTL: DefaultObjectsMarkerTTL}
 }
 
 // RunnersBucket is the KeyValueConfig of BucketRunners.

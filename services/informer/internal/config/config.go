@@ -19,20 +19,21 @@ import (
 
 // Environment variables read by FromEnv.
 const (
-	EnvSubjectPrefix  = "SUBJECT_PREFIX"
-	EnvEventsStream   = "EVENTS_STREAM"
-	EnvObjectsBucket  = "OBJECTS_BUCKET"
-	EnvLeaseKey       = "LEASE_KEY"
-	EnvLeaseTTL       = "LEASE_TTL"
-	EnvResyncPeriod   = "RESYNC_PERIOD"
-	EnvStreamReplicas = "STREAM_REPLICAS"
-	EnvStreamMaxAge   = "STREAM_MAX_AGE"
-	EnvWorkers        = "PUBLISH_WORKERS"
-	EnvBackoffInitial = "WATCH_BACKOFF_INITIAL"
-	EnvBackoffMax     = "WATCH_BACKOFF_MAX"
-	EnvInstanceID     = "INSTANCE_ID"
-	EnvMarkerTTL      = "OBJECTS_MARKER_TTL"
-	EnvAuditInterval  = "KV_AUDIT_INTERVAL"
+	EnvSubjectPrefix    = "SUBJECT_PREFIX"
+	EnvEventsStream     = "EVENTS_STREAM"
+	EnvObjectsBucket    = "OBJECTS_BUCKET"
+	EnvLeaseKey         = "LEASE_KEY"
+	EnvLeaseTTL         = "LEASE_TTL"
+	EnvResyncPeriod     = "RESYNC_PERIOD"
+	EnvStreamReplicas   = "STREAM_REPLICAS"
+	EnvStreamMaxAge     = "STREAM_MAX_AGE"
+	EnvWorkers          = "PUBLISH_WORKERS"
+	EnvBackoffInitial   = "WATCH_BACKOFF_INITIAL"
+	EnvBackoffMax       = "WATCH_BACKOFF_MAX"
+	EnvInstanceID       = "INSTANCE_ID"
+	EnvMarkerTTL        = "OBJECTS_MARKER_TTL"
+	EnvAuditInterval    = "KV_AUDIT_INTERVAL"
+	EnvUnsyncedStepDown = "LEADER_UNSYNCED_TIMEOUT"
 )
 
 // Defaults (mirrored in the Helm values and docs/configuration.md).
@@ -49,12 +50,18 @@ const (
 	// in the objects bucket. Nothing reads markers (the informer loads live
 	// keys only, kube-reconciler's Get sees "not found" either way); a KV
 	// watcher that reconnects within the TTL still sees the delete.
-	DefaultMarkerTTL = time.Minute
+	DefaultMarkerTTL = bus.DefaultObjectsMarkerTTL
 	// DefaultAuditInterval: how often the leader compares the objects
 	// bucket with what it published (controller.Resource.auditKV): a
 	// deleted object's entry brought back by a NATS server's store rebuild
 	// is gone again within this.
 	DefaultAuditInterval = time.Minute
+	// DefaultUnsyncedStepDown: how long a leader's watch may stay unsynced
+	// before it steps down. Four reconnects at the default backoff cap
+	// (30 s), each cut short once the API answers again: an API that is
+	// down for every replica costs a step-down and a relist after it, an
+	// API unreachable from the leader alone a standby's take-over.
+	DefaultUnsyncedStepDown = 2 * time.Minute
 )
 
 // Config is the informer's whole configuration. Pass it by value.
@@ -86,6 +93,10 @@ type Config struct {
 	// AuditInterval is how often the objects bucket is compared with the
 	// published state (0 disables it).
 	AuditInterval time.Duration
+	// UnsyncedStepDown is how long the leader's watch of a resource may
+	// stay unsynced before it releases the lease and holds back for a TTL
+	// (0 disables it).
+	UnsyncedStepDown time.Duration
 
 	InstanceID string
 }
@@ -109,20 +120,21 @@ const MinStreamMaxAge = 100 * time.Millisecond
 func Load(lookup envconfig.LookupFunc) (Config, error) {
 	l := envconfig.New(lookup)
 	c := Config{
-		Config:         service.LoadConfig(l, service.Config{}),
-		API:            apiclient.LoadEnv(l),
-		SubjectPrefix:  l.String(EnvSubjectPrefix, events.SubjectPrefix),
-		Stream:         l.String(EnvEventsStream, events.StreamName),
-		LeaseTTL:       l.Duration(EnvLeaseTTL, DefaultLeaseTTL),
-		ResyncPeriod:   l.Duration(EnvResyncPeriod, DefaultResyncPeriod),
-		StreamReplicas: l.Int(EnvStreamReplicas, DefaultStreamReplicas, 1, 5),
-		StreamMaxAge:   l.Duration(EnvStreamMaxAge, DefaultStreamMaxAge),
-		Workers:        l.Int(EnvWorkers, DefaultWorkers, 1, 1024),
-		BackoffInitial: l.Duration(EnvBackoffInitial, DefaultBackoffInitial),
-		BackoffMax:     l.Duration(EnvBackoffMax, DefaultBackoffMax),
-		MarkerTTL:      l.Duration(EnvMarkerTTL, DefaultMarkerTTL),
-		AuditInterval:  l.Duration(EnvAuditInterval, DefaultAuditInterval),
-		InstanceID:     l.String(EnvInstanceID, ""),
+		Config:           service.LoadConfig(l, service.Config{}),
+		API:              apiclient.LoadEnv(l),
+		SubjectPrefix:    l.String(EnvSubjectPrefix, events.SubjectPrefix),
+		Stream:           l.String(EnvEventsStream, events.StreamName),
+		LeaseTTL:         l.Duration(EnvLeaseTTL, DefaultLeaseTTL),
+		ResyncPeriod:     l.Duration(EnvResyncPeriod, DefaultResyncPeriod),
+		StreamReplicas:   l.Int(EnvStreamReplicas, DefaultStreamReplicas, 1, 5),
+		StreamMaxAge:     l.Duration(EnvStreamMaxAge, DefaultStreamMaxAge),
+		Workers:          l.Int(EnvWorkers, DefaultWorkers, 1, 1024),
+		BackoffInitial:   l.Duration(EnvBackoffInitial, DefaultBackoffInitial),
+		BackoffMax:       l.Duration(EnvBackoffMax, DefaultBackoffMax),
+		MarkerTTL:        l.Duration(EnvMarkerTTL, DefaultMarkerTTL),
+		AuditInterval:    l.Duration(EnvAuditInterval, DefaultAuditInterval),
+		UnsyncedStepDown: l.Duration(EnvUnsyncedStepDown, DefaultUnsyncedStepDown),
+		InstanceID:       l.String(EnvInstanceID, ""),
 	}
 	defLease := DefaultLeaseKey
 	if c.Shadow() {
@@ -181,6 +193,11 @@ func Load(lookup envconfig.LookupFunc) (Config, error) {
 	// or bucket without pause: what is not off must be a real interval.
 	if c.AuditInterval != 0 && c.AuditInterval < MinInterval {
 		bad(EnvAuditInterval, "0 (disables) or a duration of at least "+MinInterval.String(), c.AuditInterval.String())
+	}
+	// Shorter than a reconnect at the backoff's cap, every reconnect there
+	// would be a step-down.
+	if minStep := max(time.Second, c.BackoffMax); c.UnsyncedStepDown != 0 && c.UnsyncedStepDown < minStep {
+		bad(EnvUnsyncedStepDown, fmt.Sprintf("0 (disables) or a duration of at least 1s and %s (%s)", EnvBackoffMax, c.BackoffMax), c.UnsyncedStepDown.String())
 	}
 	if c.ResyncPeriod != 0 && c.ResyncPeriod < MinInterval {
 		bad(EnvResyncPeriod, "0 (disables) or a duration of at least "+MinInterval.String(), c.ResyncPeriod.String())

@@ -211,7 +211,8 @@ func (kc kubeClients) check(st *status.Controller) func(context.Context) error {
 }
 
 // objectsBucket opens KV ambient-objects, creating it (with the informer's
-// settings) when the informer has not yet.
+// settings, per-message TTLs allowed: bus.ObjectsBucket) when the informer
+// has not yet.
 func objectsBucket(ctx context.Context, js jetstream.JetStream, name string) (jetstream.KeyValue, error) {
 	bcfg := bus.ObjectsBucket(1)
 	bcfg.Bucket = name
