@@ -9,6 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
@@ -70,7 +72,18 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Optio
 			return fmt.Errorf("api client: %w", err)
 		}
 		rt.Cleanup(api.Close)
-		elector, err := lease.New(leases, lease.Config{Key: cfg.LeaseKey, Holder: cfg.InstanceID, TTL: cfg.LeaseTTL, Conn: rt.NATS(), Now: o.leaseClock}, log)
+		// One item of one page: cheap, and proves address, TLS and token.
+		apiAnswers := func(ctx context.Context) error {
+			_, err := api.Projects().ListProjects(ctx, &ambientv1.ListProjectsRequest{Page: 1, Size: 1})
+			return err
+		}
+		// The stream and buckets made ready above, made again when an
+		// operation finds one gone.
+		rep := &repairer{js: rt.JetStream(), cfg: cfg, log: log}
+		// A replica that stepped down because its watches stayed unsynced
+		// campaigns again only once the API answers it.
+		elector, err := lease.New(leases, lease.Config{Key: cfg.LeaseKey, Holder: cfg.InstanceID, TTL: cfg.LeaseTTL, Conn: rt.NATS(), Now: o.leaseClock,
+			Eligible: apiAnswers, Repair: rep.repair}, log)
 		if err != nil {
 			return fmt.Errorf("lease: %w", err)
 		}
@@ -103,19 +116,44 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Optio
 		if err := m.ObserveSessions(sessions, time.Now); err != nil {
 			return err
 		}
-		rt.Check("api", func(ctx context.Context) error {
-			// One item of one page: cheap, and proves address, TLS and token.
-			_, err := api.Projects().ListProjects(ctx, &ambientv1.ListProjectsRequest{Page: 1, Size: 1})
-			return err
-		})
+		rt.Check("api", apiAnswers)
 		rt.Check("lease", func(context.Context) error { return leaderSynced(elector.IsLeader(), rs) })
+		rt.Check("jetstream", func(context.Context) error { return rep.check() })
 		rt.Go("leader", func(ctx context.Context) error {
-			return elector.Run(ctx, func(lctx context.Context) error { return controller.LeadAll(lctx, rs) })
+			return elector.Run(ctx, func(lctx context.Context) error { return lead(lctx, rs, cfg.UnsyncedStepDown, rep, log) })
 		})
 		log.Info("informer starting", slog.String("stream", cfg.Stream), slog.String("subject_prefix", cfg.SubjectPrefix),
 			slog.String("objects_bucket", cfg.ObjectsBucket), slog.String("lease_key", cfg.LeaseKey), slog.Bool("shadow", cfg.Shadow()))
 		return nil
 	})
+}
+
+// lead runs one term: every resource, until the lease is lost or a
+// resource's watch stayed unsynced for unsynced (LEADER_UNSYNCED_TIMEOUT),
+// when the elector steps down (lease.ErrStepDown). Such a leader publishes
+// nothing new and renews its lease as long as NATS answers: without the
+// step-down a leader cut off from the API alone kept the lease for ever
+// while a standby that reaches the API waited.
+//
+// When the events stream or the objects bucket turns out gone
+// (controller.ErrGone), lead recreates them as at start-up and starts the
+// term again, still holding the lease: the new term loads the (now empty)
+// cache and relists, so consumers get the state again in the new stream.
+func lead(ctx context.Context, rs []controller.Leader, unsynced time.Duration, rep *repairer, log *slog.Logger) error {
+	for {
+		err := controller.LeadAll(ctx, rs, unsynced)
+		switch {
+		case errors.Is(err, controller.ErrUnsynced):
+			return fmt.Errorf("%w: %w", lease.ErrStepDown, err)
+		case errors.Is(err, controller.ErrGone) && ctx.Err() == nil:
+			log.Warn("events stream or objects bucket gone: recreating them and starting the term again", slog.Any(logkey.Err, err))
+			if rep.repair(ctx) != nil {
+				return nil // the term or the informer ended
+			}
+		default:
+			return err
+		}
+	}
 }
 
 // publishConfig says where events go. The post-ack KV write outlives a
@@ -167,6 +205,61 @@ func leaderSynced(leading bool, rs []controller.Leader) error {
 		if !r.Synced() {
 			return fmt.Errorf("leader: %s watch not synced", events.ResourceToken(r.Kind()))
 		}
+	}
+	return nil
+}
+
+// repairer recreates the stream and buckets (tryEnsureNATS, the start-up
+// set-up with the same settings) once an operation found one gone, and
+// tells readiness while it could not. Nothing else recreates them: a NATS
+// server restarted without its JetStream store, or a bucket somebody
+// deleted, left the informer silent for ever with /readyz 200.
+type repairer struct {
+	js  jetstream.JetStream
+	cfg config.Config
+	log *slog.Logger
+
+	mu sync.Mutex // one repair at a time (the lease's and the term's)
+	// failing is the reason readiness fails: set while a repair runs
+	// or keeps failing, cleared once it succeeded.
+	failing atomic.Pointer[error]
+}
+
+// repair runs the set-up, retrying with backoff, until it succeeds (nil)
+// or ctx ends (its error). A STREAM_REPLICAS the servers cannot place is
+// retried too: it was placed at start, and may be again once the cluster
+// is back.
+func (p *repairer) repair(ctx context.Context) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	gone := errors.New("events stream or a bucket gone, recreating")
+	p.failing.Store(&gone)
+	b := &backoff.ExponentialBackOff{InitialInterval: setupRetryMin, RandomizationFactor: 0.25, Multiplier: 2, MaxInterval: setupRetryMax}
+	setup, err := backoff.Retry(ctx, func() (natsSetup, error) {
+		return tryEnsureNATS(ctx, p.js, p.cfg)
+	}, backoff.WithBackOff(b), backoff.WithMaxElapsedTime(0), backoff.WithNotify(func(err error, _ time.Duration) {
+		err = fmt.Errorf("recreate the events stream and buckets: %w", err)
+		p.failing.Store(&err)
+		p.log.Warn("jetstream set-up failed, retrying", slog.Any(logkey.Err, err))
+	}))
+	if err != nil {
+		return fmt.Errorf("jetstream set-up: %w", err)
+	}
+	p.failing.Store(nil)
+	if setup.leaseTTL > p.cfg.LeaseTTL {
+		// Somebody else recreated the leases bucket first, with a higher
+		// TTL; this replica's elector keeps its own until it restarts.
+		p.log.Warn("the recreated leases bucket's TTL is above LEASE_TTL", slog.Duration("lease_ttl", p.cfg.LeaseTTL), slog.Duration("bucket_ttl", setup.leaseTTL))
+	}
+	p.log.Warn("events stream and buckets recreated", slog.String("stream", p.cfg.Stream), slog.String("objects_bucket", p.cfg.ObjectsBucket))
+	return nil
+}
+
+// check is the "jetstream" readiness check: failing from the moment a
+// stream or bucket was found gone until it is recreated.
+func (p *repairer) check() error {
+	if err := p.failing.Load(); err != nil {
+		return *err
 	}
 	return nil
 }

@@ -35,7 +35,7 @@ func TestLoad(t *testing.T) {
 				if c.API.Addr != apiclient.DefaultGRPCAddr || c.NATS.URL != bus.DefaultURL || c.LeaseTTL != DefaultLeaseTTL ||
 					c.ResyncPeriod != DefaultResyncPeriod || c.Stream != events.StreamName || c.SubjectPrefix != events.SubjectPrefix ||
 					c.ObjectsBucket != "ambient-objects" || c.LeaseKey != DefaultLeaseKey || c.Shadow() || c.Workers != DefaultWorkers ||
-					c.AuditInterval != time.Minute {
+					c.AuditInterval != time.Minute || c.UnsyncedStepDown != DefaultUnsyncedStepDown {
 					t.Errorf("defaults: %+v", c)
 				}
 			},
@@ -82,6 +82,17 @@ func TestLoad(t *testing.T) {
 		{name: "shadow prefix above the live one", env: base(EnvEventsStream, "S", EnvSubjectPrefix, "ambient"), wantErr: []string{EnvSubjectPrefix}},
 		{name: "shadow prefix of the dead letters", env: base(EnvEventsStream, "S", EnvSubjectPrefix, "ambient.dlq"), wantErr: []string{EnvSubjectPrefix}},
 		{name: "intervals of nanoseconds", env: base(EnvResyncPeriod, "1ns", EnvAuditInterval, "1ns"), wantErr: []string{EnvResyncPeriod, EnvAuditInterval}},
+		{name: "step-down shorter than the backoff cap", env: base(EnvBackoffMax, "1m", EnvUnsyncedStepDown, "30s"), wantErr: []string{EnvUnsyncedStepDown}},
+		{name: "step-down under a second", env: base(EnvBackoffInitial, "1ms", EnvBackoffMax, "1ms", EnvUnsyncedStepDown, "500ms"), wantErr: []string{EnvUnsyncedStepDown}},
+		{
+			name: "step-down off",
+			env:  base(EnvUnsyncedStepDown, "0"),
+			check: func(t *testing.T, c Config) {
+				if c.UnsyncedStepDown != 0 {
+					t.Errorf("step-down %v, want 0", c.UnsyncedStepDown)
+				}
+			},
+		},
 		{name: "instance id with a space", env: base(EnvInstanceID, "a b"), wantErr: []string{EnvInstanceID}},
 		{name: "stream max age under the server's minimum", env: base(EnvStreamMaxAge, "50ms"), wantErr: []string{EnvStreamMaxAge}},
 	}

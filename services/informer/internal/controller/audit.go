@@ -45,7 +45,12 @@ func (r *Resource[T]) auditKV(ctx context.Context, store *diff.Store[T], w *watc
 		if !w.Connected() {
 			continue // the store may lack what the API holds: nothing to compare yet
 		}
-		if err := r.audit(ctx, store, t); err != nil && ctx.Err() == nil {
+		err := r.audit(ctx, store, t)
+		if gerr := goneError(err); gerr != nil && ctx.Err() == nil {
+			// The bucket is gone: nothing to repair entry by entry.
+			return fmt.Errorf("kv audit: %w", gerr)
+		}
+		if err != nil && ctx.Err() == nil {
 			r.log.Warn("kv audit failed, the next one retries", slog.Any(logkey.Err, err))
 		}
 	}

@@ -138,11 +138,15 @@ func (r *Resource[T]) QueueDepth() int {
 }
 
 // Lead loads the persisted cache, then runs the watch loop and the publish
-// workers until ctx ends (nil) or a worker hits a FatalError.
+// workers until ctx ends (nil), a worker hits a FatalError, or the events
+// stream or the objects bucket turns out gone (an error wrapping ErrGone).
 func (r *Resource[T]) Lead(ctx context.Context) error {
 	c, err := r.load(ctx)
 	if err != nil {
-		return nil //nolint:nilerr // load only fails when ctx ends
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
 	}
 	objs, unstored := c.objects, c.unstored
 	store := diff.NewStore[T]()
@@ -259,6 +263,9 @@ func (r *Resource[T]) load(ctx context.Context) (caughtUp[T], error) {
 			floor, err = publish.ReadOwed[T](lctx, r.pub)
 		}
 		if err != nil {
+			if gerr := goneError(err); gerr != nil {
+				return l, backoff.Permanent(gerr)
+			}
 			if ctx.Err() == nil {
 				r.log.Warn("load cache failed, retrying", slog.Any(logkey.Err, err))
 			}
@@ -274,6 +281,9 @@ func (r *Resource[T]) load(ctx context.Context) (caughtUp[T], error) {
 		tctx, cancel := context.WithTimeout(ctx, tailTimeout)
 		defer cancel()
 		c, err := r.catchUp(tctx, l, floor.Seq)
+		if gerr := goneError(err); gerr != nil {
+			return c, backoff.Permanent(gerr)
+		}
 		if err != nil && ctx.Err() == nil {
 			r.log.Warn("read the events stream's tail failed, retrying", slog.Any(logkey.Err, err))
 		}
@@ -282,6 +292,8 @@ func (r *Resource[T]) load(ctx context.Context) (caughtUp[T], error) {
 	switch {
 	case ctx.Err() != nil:
 		return caughtUp[T]{}, ctx.Err()
+	case errors.Is(err, ErrGone):
+		return caughtUp[T]{}, err
 	case err != nil:
 		// Leading without it beats not leading: only a delete whose ADDED
 		// never reached KV can go unannounced (a NATS user without the
@@ -434,10 +446,16 @@ func (r *Resource[T]) work(ctx context.Context, store *diff.Store[T], q queue, t
 			q.Add(id)
 		}
 		var fatal FatalError
+		gerr := goneError(err)
 		switch {
 		case errors.As(err, &fatal):
 			q.Done(id)
 			return fmt.Errorf("%s %s: %w", events.ResourceToken(r.Kind()), id, err)
+		case gerr != nil && ctx.Err() == nil:
+			// Retrying cannot help: the term ends, and the next one
+			// starts from the recreated stream and bucket.
+			q.Done(id)
+			return fmt.Errorf("%s %s: %w", events.ResourceToken(r.Kind()), id, gerr)
 		case err != nil:
 			if ctx.Err() == nil {
 				r.m.publishErrs.Add(ctx, 1, resAttr(r.Kind()))

@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -66,6 +67,9 @@ func (r *Resource[T]) checkKV(ctx context.Context, t *term) error {
 		if err := w.put.Wait(ctx); err != nil {
 			if ctx.Err() != nil {
 				return nil
+			}
+			if gerr := goneError(err); gerr != nil {
+				return fmt.Errorf("kv write of %s: %w", w.id, gerr)
 			}
 			t.unstored.add(w.id, w.seq)
 			r.m.publishErrs.Add(ctx, 1, resAttr(r.Kind()))

@@ -21,6 +21,12 @@
 // within that TTL, takes its lease back; a leader that died during the
 // outage is replaced one TTL after the others reconnected.
 //
+// A leader that cannot do its work while it can renew (the informer cut
+// off from the API alone) steps down: lead returns an error wrapping
+// [ErrStepDown], the lease is released, and the replica campaigns again
+// only a TTL later and once [Config.Eligible] agrees, so a standby takes
+// over and the replica that stepped down does not take the lease back.
+//
 // A leader paused longer than the TTL (SIGSTOP, a VM stall) resumes still
 // believing it leads, until its next renewal fails; meanwhile another
 // replica may hold the lease. [Elector.Confirmed] tells its writers whether
@@ -47,6 +53,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
+
+	"github.com/ambient-code/control-plane/services/informer/internal/natsgone"
 )
 
 // ErrLost is the cause of the leader context's cancellation when a renewal
@@ -56,6 +64,14 @@ var ErrLost = errors.New("lease lost")
 // ErrUnconfirmed is returned by Elector.Confirmed when this replica is not
 // the leader, or when its last write of the lease may have expired.
 var ErrUnconfirmed = errors.New("lease not confirmed")
+
+// ErrStepDown wrapped by the error lead returns makes Run give the lease
+// up and stand by: it releases the lease, so a standby takes it at once,
+// and campaigns again only a TTL later, once Config.Eligible agrees. A
+// leader that cannot do its work (the informer: its watches stayed
+// unsynced, its API unreachable from this replica alone) would otherwise
+// keep the lease for ever while a healthy standby waits.
+var ErrStepDown = errors.New("stepping down")
 
 // ErrInvalidConfig is returned by New for a Config it cannot use.
 var ErrInvalidConfig = errors.New("invalid lease config")
@@ -85,6 +101,19 @@ type Config struct {
 	// a replica that did not hold the lease wait a TTL before taking it (see
 	// the package doc). Nil: no such wait.
 	Conn Conn
+	// Eligible, when set, is asked before a replica that stepped down
+	// (ErrStepDown) campaigns again, after its hold-back TTL: it campaigns
+	// only once Eligible returns nil, so a replica still cut off from what
+	// made it step down does not take the lease back from nobody and step
+	// down again. Nil: it campaigns after the TTL.
+	Eligible func(ctx context.Context) error
+	// Repair, when set, is called when an attempt to take the lease failed
+	// because the bucket is gone (natsgone.Is: deleted, or lost with a NATS
+	// server restarted without its store); it recreates the bucket (the
+	// informer: its start-up set-up), returning nil once it did or an error
+	// when ctx ended. Nil: the attempts go on failing until somebody else
+	// recreates it.
+	Repair func(ctx context.Context) error
 }
 
 // Conn is what the elector reads of its NATS connection (*nats.Conn
@@ -127,6 +156,8 @@ type Elector struct {
 	held       bool      // this replica held the lease last (nobody else seen since)
 	reconnects uint64    // Conn's reconnect count when last looked at
 	stable     time.Time // since when connected without a reconnect; zero: disconnected
+	holdUntil  time.Time // stepped down: no campaign before this
+	stepped    bool      // stepped down: campaign only once Eligible agrees
 }
 
 // New validates cfg and returns an Elector; it starts nothing. It returns
@@ -261,6 +292,10 @@ func (e *Elector) Run(ctx context.Context, lead func(ctx context.Context) error)
 			return nil
 		case lost:
 			e.log.Warn("lease lost, standing by")
+		case errors.Is(leadErr, ErrStepDown):
+			e.release(ctx)
+			e.stepDown(time.Now())
+			e.log.Warn("stepped down: lease released, not campaigning for a ttl", slog.Any("err", leadErr), slog.Duration("ttl", e.cfg.TTL))
 		case leadErr != nil:
 			return leadErr
 		default:
@@ -416,6 +451,10 @@ func (e *Elector) acquire(ctx context.Context, wake <-chan struct{}) (uint64, er
 		case <-wake:
 			released = true
 		}
+		if !e.mayCampaign(ctx, time.Now()) {
+			t.Reset(e.cfg.RetryEvery)
+			continue
+		}
 		e.tries.Add(1)
 		sent := e.cfg.Now()
 		rev, err := e.tryAcquire(ctx, released || e.mayTakeOver(time.Now()))
@@ -427,10 +466,73 @@ func (e *Elector) acquire(ctx context.Context, wake <-chan struct{}) (uint64, er
 			return rev, nil
 		}
 		if !errors.Is(err, jetstream.ErrKeyExists) && !errors.Is(err, errWaiting) && ctx.Err() == nil {
-			e.log.Debug("lease not acquired", slog.Any("err", err))
+			// Not the common "somebody leads": the bucket is unreachable
+			// or gone, and nobody may be leading.
+			e.log.Warn("lease not acquired", slog.Any("err", err))
+		}
+		if e.cfg.Repair != nil && ctx.Err() == nil && e.bucketGone(ctx, err) {
+			e.log.Warn("lease bucket gone, recreating it", slog.Any("err", err))
+			if e.cfg.Repair(ctx) == nil {
+				t.Reset(0) // the bucket is back: try again at once
+				continue
+			}
 		}
 		t.Reset(e.cfg.RetryEvery)
 	}
+}
+
+// bucketGone reports whether the failed attempt to take the lease (err)
+// failed because the bucket is gone. A write into a gone bucket can also
+// end on its deadline (the client retries "no responders" for longer than
+// a short TTL's RetryEvery), so an error that does not tell is checked
+// with the bucket's status.
+func (e *Elector) bucketGone(ctx context.Context, err error) bool {
+	switch {
+	case natsgone.Is(err):
+		return true
+	case errors.Is(err, jetstream.ErrKeyExists), errors.Is(err, errWaiting):
+		return false
+	}
+	sctx, cancel := context.WithTimeout(ctx, e.cfg.RetryEvery)
+	defer cancel()
+	_, serr := e.kv.Status(sctx)
+	return natsgone.Is(serr)
+}
+
+// stepDown starts the hold-back of a replica that stepped down at now: it
+// released the lease, and leaves it to the others for a TTL (a standby
+// retries every TTL/4 and at once on the release), so it is no longer the
+// replica that held it last.
+func (e *Elector) stepDown(now time.Time) {
+	e.held = false
+	e.holdUntil = now.Add(e.cfg.TTL)
+	e.stepped = true
+}
+
+// mayCampaign reports whether this replica may try to take the lease at
+// now: not while it holds back after a step-down, and after that only
+// once Eligible agrees.
+func (e *Elector) mayCampaign(ctx context.Context, now time.Time) bool {
+	if !e.stepped {
+		return true
+	}
+	if now.Before(e.holdUntil) {
+		return false
+	}
+	if e.cfg.Eligible != nil {
+		cctx, cancel := context.WithTimeout(ctx, e.cfg.RetryEvery)
+		err := e.cfg.Eligible(cctx)
+		cancel()
+		if err != nil {
+			if ctx.Err() == nil {
+				e.log.Debug("stepped down and still not eligible, not campaigning", slog.Any("err", err))
+			}
+			return false
+		}
+	}
+	e.stepped = false
+	e.log.Info("eligible again after stepping down, campaigning")
+	return true
 }
 
 // errWaiting: the lease is free, but this replica reconnected less than a

@@ -1,0 +1,92 @@
+package app_test
+
+import (
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/ambient-code/control-plane/libs/apiclient"
+	"github.com/ambient-code/control-plane/libs/testenv"
+	"github.com/ambient-code/control-plane/services/informer/internal/config"
+)
+
+// published reports whether the live stream holds an event of object id.
+func (h *harness) published(id string) error {
+	evs, err := h.tryStreamEvents(live)
+	if err != nil {
+		return err
+	}
+	for _, ev := range evs {
+		if ev.GetObjectId() == id {
+			return nil
+		}
+	}
+	return fmt.Errorf("no event of %s in %d events", id, len(evs))
+}
+
+// TestLeaderCutFromAPIStepsDown: the leader loses its connection to the
+// API while NATS stays fine, so it keeps renewing its lease. Once its
+// watches stayed unsynced for LEADER_UNSYNCED_TIMEOUT it steps down, the
+// standby (which reaches the API) takes over and publishes what changed,
+// and the old leader, still cut off, does not take the lease back.
+// Before the step-down the leader held the lease for ever and nothing was
+// published.
+func TestLeaderCutFromAPIStepsDown(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.seed(2, 1)
+	link := testenv.NewLink(t, h.api.GRPCAddr())
+	env := map[string]string{config.EnvUnsyncedStepDown: "2s", config.EnvLeaseTTL: "2s"}
+	aEnv := map[string]string{apiclient.EnvGRPCAddr: link.Addr()}
+	for k, v := range env {
+		aEnv[k] = v
+	}
+	a := h.start("a", aEnv)
+	h.waitLeaderReady(a, 30*time.Second)
+	b := h.start("b", env)
+	h.waitConverged(live, bucket, 30*time.Second)
+
+	link.Cut()
+	id := h.createSession("during-partition").GetMetadata().GetId()
+	testenv.Eventually(t, 30*time.Second, func() error {
+		if !b.isLeader() {
+			return fmt.Errorf("b does not lead (a leader=%v)", a.isLeader())
+		}
+		return h.published(id)
+	})
+	h.waitLeaderReady(b, 30*time.Second)
+	h.waitConverged(live, bucket, 30*time.Second)
+	if got := a.metric("informer_lease_terms_total"); got != 1 {
+		t.Errorf("a led %v terms, want 1: cut off from the API, it took the lease back", got)
+	}
+}
+
+// TestSingleLeaderStepsDownAndRecovers: a lone informer cut off from the
+// API steps down like any leader, and with nobody to take over leads again
+// once the API answers: it relists and publishes what changed meanwhile.
+func TestSingleLeaderStepsDownAndRecovers(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.seed(2, 1)
+	link := testenv.NewLink(t, h.api.GRPCAddr())
+	a := h.start("a", map[string]string{apiclient.EnvGRPCAddr: link.Addr(), config.EnvUnsyncedStepDown: "2s", config.EnvLeaseTTL: "2s"})
+	h.waitLeaderReady(a, 30*time.Second)
+	h.waitConverged(live, bucket, 30*time.Second)
+
+	link.Cut()
+	testenv.Eventually(t, 30*time.Second, func() error {
+		if a.isLeader() {
+			return errors.New("a still leads, cut off from the API")
+		}
+		return nil
+	})
+	id := h.createSession("during-partition").GetMetadata().GetId()
+	link.Restore()
+	h.waitLeaderReady(a, 60*time.Second)
+	testenv.Eventually(t, 30*time.Second, func() error { return h.published(id) })
+	h.waitConverged(live, bucket, 30*time.Second)
+	if got := a.metric("informer_lease_terms_total"); got < 2 {
+		t.Errorf("a led %v terms, want at least 2 (before the step-down and after)", got)
+	}
+}
