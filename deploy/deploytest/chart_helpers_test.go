@@ -153,13 +153,15 @@ eventTally:
 		{name: "otlp-per-signal", vals: localRunnersWith(t, otlpPerSignal)},
 		// A platform that assigns UIDs itself (OpenShift), pods spread over
 		// zones and prioritised, resource attributes of the user's merged
-		// with the pod's, the API server's networks as single addresses.
+		// with the pod's, the API server's networks as single addresses,
+		// the ambient API at an IPv6 address.
 		{name: "platform-overrides", vals: mergeValues(localRunnersWith(t, openShiftValues), parseValues(t, `
 global:
   otelResourceAttributes: {deployment.environment.name: "prod eu"}
   otlpEndpoint: "https://otlp.example.com"
   otlpMetrics: {protocol: http/protobuf}
 networkPolicy: {kubeAPIServer: {cidrs: ["10.96.0.1", "fd00:10:96::1", "172.20.0.0/16"]}}
+api: {grpcAddr: "[fd00:10:96::a]:9000"}
 informer: {priorityClassName: system-cluster-critical}
 kubeReconciler:
   podSecurityContext: {runAsUser: 1000700000}

@@ -137,6 +137,27 @@ func TestChartValuesFollowServiceLoaders(t *testing.T) {
 			},
 		},
 		{
+			// Plain http only to a loopback host (the proxy's
+			// IsLoopbackHost: "localhost" in any case, a loopback
+			// address): the schema must anchor that host, not accept any
+			// host that starts like it.
+			component: "agui-proxy", envVar: "AGUI_JWKS_URL",
+			base: `aguiProxy: {auth: {mode: jwt, jwt: {jwksURL: "https://id.example.com/jwks.json", issuer: "https://id.example.com", audience: ambient}}}`,
+			values: func(v any) map[string]any {
+				return map[string]any{"aguiProxy": map[string]any{"auth": map[string]any{"jwt": map[string]any{"jwksURL": v}}}}
+			},
+			candidates: []any{
+				"https://id.example.com/jwks.json", "https://id.example.com:8443/certs", "http://localhost/jwks",
+				"http://localhost:8080/jwks", "http://LocalHost:8080/jwks", "http://localhost", "http://localhost?x=1",
+				"http://127.0.0.1:8080/jwks", "http://127.255.10.1/jwks", "http://[::1]:8443/jwks", "http://[::1]",
+				// Refused by agui-proxy at start-up.
+				"http://id.example.com/jwks", "http://10.0.0.1/jwks", "http://localhost.evil.example/jwks",
+				"http://localhost@evil.example/jwks", "http://localhost-evil.example/jwks", "http://127.0.0.1.nip.io/jwks",
+				"http://127.0.0.256/jwks", "http://127.1/jwks", "http://127.0.0.01/jwks", "http://[::1].evil.example/jwks",
+				"http://[::1]evil/jwks", "http://localhost:99999/jwks", "ftp://localhost/jwks",
+			},
+		},
+		{
 			component: "runner-manager", envVar: "LOCAL_MAX_SESSIONS", base: localRunners,
 			values: func(v any) map[string]any {
 				return map[string]any{"runnerManager": map[string]any{"maxSessions": v}}

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 )
 
@@ -161,5 +163,176 @@ func TestChartHostBitsName(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%s: error %v, want one containing %s", in, err, want)
 		}
+	}
+}
+
+// TestChartRunnerManagerPeersProbeRunners: before a runner-manager replica
+// takes over a session whose owner has no heartbeat, it GETs /health of
+// the session's runner on the owner's pod IP and a runner port
+// (services/runner-manager/internal/claim, OwnerGone: a NATS outage is
+// not death). The runner-manager NetworkPolicy must let that probe
+// through, for every track: ingress on the runner ports from this
+// release's runner-manager pods beside the agui-proxy, and egress to them
+// on those ports. Dropped, the probe reads as "gone" and a live session is
+// started a second time on the prober.
+func TestChartRunnerManagerPeersProbeRunners(t *testing.T) {
+	t.Parallel()
+	r := mustRender(t, localRunnersWith(t, `runnerManager: {portRange: "9200-9249", canary: {enabled: true, image: {tag: 0.2.0-rc.1}, partitions: "0"}}`))
+	u := r.find("NetworkPolicy", name("runner-manager"))
+	if u == nil {
+		t.Fatal("no runner-manager NetworkPolicy")
+	}
+	np := toTyped[networkingv1.NetworkPolicy](t, u)
+	runnerPorts := func(ports []networkingv1.NetworkPolicyPort) bool {
+		return slices.ContainsFunc(ports, func(p networkingv1.NetworkPolicyPort) bool {
+			return p.Port != nil && p.Port.IntVal == 9200 && p.EndPort != nil && *p.EndPort == 9249 &&
+				(p.Protocol == nil || *p.Protocol == corev1.ProtocolTCP)
+		})
+	}
+	// reaches: one of peers selects pods with these labels in the
+	// release's namespace.
+	reaches := func(peers []networkingv1.NetworkPolicyPeer, podLabels map[string]string) bool {
+		return slices.ContainsFunc(peers, func(p networkingv1.NetworkPolicyPeer) bool {
+			return p.IPBlock == nil && p.NamespaceSelector == nil && p.PodSelector != nil && matches(p.PodSelector.MatchLabels, podLabels)
+		})
+	}
+	proxy := deployment(t, r, name("agui-proxy")).Spec.Template.Labels
+	for _, d := range []string{name("runner-manager"), name("runner-manager-canary")} {
+		peer := deployment(t, r, d).Spec.Template.Labels
+		var from, to bool
+		for _, rule := range np.Spec.Ingress {
+			if runnerPorts(rule.Ports) && reaches(rule.From, peer) {
+				from = true
+			}
+		}
+		for _, rule := range np.Spec.Egress {
+			if runnerPorts(rule.Ports) && reaches(rule.To, peer) {
+				to = true
+			}
+		}
+		if !from || !to {
+			t.Errorf("runner ports 9200-9249: ingress from %s pods = %v, egress to them = %v; want both (the takeover probe GETs a peer's runner /health)", d, from, to)
+		}
+	}
+	var fromProxy bool
+	for _, rule := range np.Spec.Ingress {
+		if runnerPorts(rule.Ports) && reaches(rule.From, proxy) {
+			fromProxy = true
+		}
+	}
+	if !fromProxy {
+		t.Error("runner ports no longer admit the agui-proxy")
+	}
+}
+
+// TestChartNetworkPolicyDNS: every NetworkPolicy of the chart (each
+// service's and the bundled NATS's) lets its pods resolve names on ports
+// 53 and 5353, over UDP and TCP, to any destination. 5353: on OpenShift
+// the cluster DNS Service maps port 53 to the DNS pods' 5353 and
+// OVN-Kubernetes applies egress policy after that translation, so a policy
+// that allows only 53 drops every lookup.
+func TestChartNetworkPolicyDNS(t *testing.T) {
+	t.Parallel()
+	r := mustRender(t, localRunnersWith(t, `networkPolicy: {enabled: true}`))
+	nps := r.ofKind("NetworkPolicy")
+	if len(nps) != len(components)+1 {
+		t.Fatalf("%d NetworkPolicies, want one per service and the NATS one", len(nps))
+	}
+	for _, u := range nps {
+		np := toTyped[networkingv1.NetworkPolicy](t, u)
+		var got []string
+		for _, e := range np.Spec.Egress {
+			if len(e.To) != 0 {
+				continue
+			}
+			for _, p := range e.Ports {
+				proto := corev1.ProtocolTCP
+				if p.Protocol != nil {
+					proto = *p.Protocol
+				}
+				if p.Port != nil && p.EndPort == nil && (p.Port.IntVal == 53 || p.Port.IntVal == 5353) {
+					got = append(got, fmt.Sprintf("%d/%s", p.Port.IntVal, proto))
+				}
+			}
+		}
+		slices.Sort(got)
+		if want := []string{"53/TCP", "53/UDP", "5353/TCP", "5353/UDP"}; !slices.Equal(got, want) {
+			t.Errorf("NetworkPolicy %s: DNS egress %q, want %q to anywhere", np.Name, got, want)
+		}
+	}
+}
+
+// TestChartNATSPortsFollowURLs: the services' NATS egress opens the ports
+// NATS actually listens on: with the bundled NATS the nats chart's client
+// port (nats.config.nats.port, also in NATS_URL and the NATS pods' ingress
+// rule); with an external NATS the port of every URL of externalNats.url,
+// or nats.go's default for the scheme when a URL has none (4222; 80 for
+// ws, 443 for wss), unless natsPort overrides them. Before, natsPort (4222)
+// was used whatever the URL said: tls://nats.example.com:443 got no
+// egress at all.
+func TestChartNATSPortsFollowURLs(t *testing.T) {
+	t.Parallel()
+	external := func(url string) string {
+		return fmt.Sprintf(`{nats: {enabled: false}, externalNats: {url: %q}}`, url)
+	}
+	tests := []struct {
+		name, values string
+		ports        []int32
+		url          string // NATS_URL, when bundled
+	}{
+		{"bundled", ``, []int32{4222}, "nats://acp-nats.ambient-system.svc:4222"},
+		{"bundled on another port", `nats: {config: {nats: {port: 4333}}}`, []int32{4333}, "nats://acp-nats.ambient-system.svc:4333"},
+		{"bundled, natsPort the same", `{nats: {config: {nats: {port: 4333}}}, natsPort: 4333}`, []int32{4333}, "nats://acp-nats.ambient-system.svc:4333"},
+		{"external over TLS on 443", external("tls://nats.example.com:443"), []int32{443}, ""},
+		{"external cluster", external("nats://nats-0.messaging:4222,nats://nats-1.messaging:5222,tls://user:pw@nats-2.messaging:4222"), []int32{4222, 5222}, ""},
+		{"external without a port", external("nats://nats.messaging"), []int32{4222}, ""},
+		{"websocket without a port", external("ws://nats.messaging"), []int32{80}, ""},
+		{"secure websocket without a port", external("wss://nats.example.com/ws"), []int32{443}, ""},
+		{"external on IPv6", external("nats://[fd00::1]:7422"), []int32{7422}, ""},
+		{"external with natsPort", `{nats: {enabled: false}, externalNats: {url: "nats://nats.messaging:4222"}, natsPort: 14222}`, []int32{14222}, ""},
+	}
+	natsLike := []int32{80, 443, 4222, 4333, 5222, 7422, 14222}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			r := mustRender(t, localRunnersWith(t, tc.values))
+			for _, comp := range components {
+				egress := egressByPort(t, r, comp)
+				for _, p := range natsLike {
+					want := slices.Contains(tc.ports, p)
+					// Rules on 443 that are not NATS's: the runners' HTTPS
+					// (networkPolicy.runnerEgress) and the Kubernetes API
+					// (networkPolicy.kubeAPIServer.ports).
+					extra := 0
+					if (comp == "runner-manager" || comp == "kube-reconciler") && p == 443 {
+						extra = 1
+					}
+					if got := len(egress[p]) > extra; got != want {
+						t.Errorf("%s: NATS egress on port %d = %v, want %v (ports %v)", comp, p, got, want, tc.ports)
+					}
+				}
+				if tc.url != "" {
+					if got := envOf(t, r, deployment(t, r, name(comp)))["NATS_URL"]; got != tc.url {
+						t.Errorf("%s: NATS_URL = %q, want %q", comp, got, tc.url)
+					}
+				}
+			}
+			if tc.url == "" {
+				return
+			}
+			var client []int32
+			for _, rule := range toTyped[networkingv1.NetworkPolicy](t, r.find("NetworkPolicy", name("nats"))).Spec.Ingress {
+				for _, from := range rule.From {
+					if from.PodSelector != nil && from.PodSelector.MatchLabels["app.kubernetes.io/name"] == "ambient-control-plane" {
+						for _, p := range rule.Ports {
+							client = append(client, p.Port.IntVal)
+						}
+					}
+				}
+			}
+			if !slices.Equal(client, tc.ports) {
+				t.Errorf("bundled NATS admits this release's pods on %v, want %v", client, tc.ports)
+			}
+		})
 	}
 }

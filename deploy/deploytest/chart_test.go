@@ -262,6 +262,11 @@ func matches(sel, labels map[string]string) bool {
 // name is the rendered name of a component's objects.
 func name(component string) string { return releaseName + "-ambient-control-plane-" + component }
 
+// clusterName is the name of a component's cluster-scoped objects (its
+// ClusterRole and ClusterRoleBinding): the release's namespace, ".", and
+// name (TestChartTwoReleasesInOneCluster).
+func clusterName(component string) string { return releaseNamespace + "." + name(component) }
+
 // envOf returns a container's effective environment: the envFrom ConfigMap
 // data overlaid with env (value, or a placeholder naming the source).
 func envOf(t *testing.T, r rendered, d *appsv1.Deployment) map[string]string {
@@ -399,7 +404,7 @@ func TestChartRBAC(t *testing.T) {
 	if !slices.Equal(bound, []string{name("kube-reconciler")}) {
 		t.Errorf("bound service accounts = %v, want only the kube-reconciler", bound)
 	}
-	cr := toTyped[rbacv1.ClusterRole](t, r.find("ClusterRole", name("kube-reconciler")))
+	cr := toTyped[rbacv1.ClusterRole](t, r.find("ClusterRole", clusterName("kube-reconciler")))
 	allow := []string{"ambient-project-admin", "ambient-project-edit", "ambient-project-view"}
 	var bindRules int
 	for _, rule := range cr.Rules {
@@ -445,7 +450,7 @@ func TestChartRBAC(t *testing.T) {
 	}
 	// A changed allow-list reaches both places.
 	r = mustRender(t, parseValues(t, `kubeReconciler: {roleAllowList: [ambient-project-view]}`))
-	cr = toTyped[rbacv1.ClusterRole](t, r.find("ClusterRole", name("kube-reconciler")))
+	cr = toTyped[rbacv1.ClusterRole](t, r.find("ClusterRole", clusterName("kube-reconciler")))
 	for _, rule := range cr.Rules {
 		if slices.Contains(rule.Verbs, "bind") && !slices.Equal(rule.ResourceNames, []string{"ambient-project-view"}) {
 			t.Errorf("custom allow-list: bind resourceNames = %v", rule.ResourceNames)
@@ -685,6 +690,26 @@ externalNats: {url: "nats://n:4222", auth: {type: token, secretName: "Bad_Name"}
 		{"api token key with a space", `api: {tokenSecret: {name: ambient-api-token, key: "a b"}}`, "/api/tokenSecret/key"},
 		{"api token key with a slash", `api: {tokenSecret: {name: ambient-api-token, key: "dir/token"}}`, "/api/tokenSecret/key"},
 		{"agui tokens key starting with ..", `aguiProxy: {auth: {mode: token, tokensSecret: {name: ambient-agui-tokens, key: "..tokens"}}}`, "/aguiProxy/auth/tokensSecret/key"},
+		// A PodDisruptionBudget that lets no pod go blocks every drain.
+		{"pdb max unavailable zero", `informer: {pdb: {maxUnavailable: 0}}`, "/informer/pdb/maxUnavailable"},
+		{"pdb max unavailable 0%", `aguiProxy: {pdb: {maxUnavailable: "0%"}}`, "/aguiProxy/pdb/maxUnavailable"},
+		{"pdb max unavailable 00%", `eventTally: {pdb: {maxUnavailable: "00%"}}`, "/eventTally/pdb/maxUnavailable"},
+		{"pdb max unavailable above 100%", `kubeReconciler: {pdb: {maxUnavailable: "101%"}}`, "/kubeReconciler/pdb/maxUnavailable"},
+		// runner-manager reads a blank RUNNER_PROJECTS as unset: all
+		// projects, past the guard against running sessions twice; an item
+		// with a comma or spaces would be split or trimmed (" * " is "*").
+		{"blank runner project", `runnerManager: {enabled: true, projects: [" "]}`, "/runnerManager/projects/0"},
+		{"runner project all with spaces", `runnerManager: {enabled: true, projects: [sandbox, " * "]}`, "/runnerManager/projects/1"},
+		{"runner projects in one item", `{kubeReconciler: {sessionSelector: "projects=team-a"}, runnerManager: {enabled: true, projects: ["sandbox,team-a"]}}`, "/runnerManager/projects/0"},
+		// http only to a loopback host: the host must be the loopback
+		// name or address, not start like it.
+		{"agui jwks on a host named like localhost", `aguiProxy: {auth: {mode: jwt, jwt: {jwksURL: "http://localhost.evil.example/jwks", issuer: i, audience: a}}}`, "jwksURL"},
+		{"agui jwks on a host named like 127.", `aguiProxy: {auth: {mode: jwt, jwt: {jwksURL: "http://127.0.0.1.nip.io/jwks", issuer: i, audience: a}}}`, "jwksURL"},
+		{"agui jwks with localhost as the user", `aguiProxy: {auth: {mode: jwt, jwt: {jwksURL: "http://localhost@evil.example/jwks", issuer: i, audience: a}}}`, "jwksURL"},
+		{"agui jwks on a host named like [::1]", `aguiProxy: {auth: {mode: jwt, jwt: {jwksURL: "http://[::1].evil.example/jwks", issuer: i, audience: a}}}`, "jwksURL"},
+		{"grpc addr unbracketed IPv6", `api: {grpcAddr: "fd00::1:9000"}`, "grpcAddr"},
+		// The port natsPort overrides is the bundled NATS's own.
+		{"nats port other than the bundled one", `natsPort: 4333`, "natsPort"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -828,7 +853,9 @@ func TestChartNetworkPolicies(t *testing.T) {
 			t.Errorf("%s: egress to the Kubernetes API = %v, want %v", comp, hasPort("6443"), kube)
 		}
 	}
-	// Runner ports: only the agui-proxy may connect, and it may connect only there.
+	// Runner ports: the agui-proxy may connect, and it may connect only
+	// there (the other runner-manager pods too:
+	// TestChartRunnerManagerPeersProbeRunners).
 	rm, _ := yaml.Marshal(r.find("NetworkPolicy", name("runner-manager")).Object["spec"])
 	if !strings.Contains(string(rm), "endPort: 9199") || !strings.Contains(string(rm), "app.kubernetes.io/component: agui-proxy") {
 		t.Errorf("runner-manager NetworkPolicy does not admit agui-proxy on the runner ports:\n%s", rm)
@@ -942,7 +969,7 @@ func TestChartAguiProxyAuthz(t *testing.T) {
 	if got := env["RUNNER_ALLOWED_NETWORKS"]; !strings.HasPrefix(got, "127.0.0.0/8,::1/128,10.0.0.0/8") {
 		t.Errorf("RUNNER_ALLOWED_NETWORKS = %q", got)
 	}
-	if r.find("ClusterRole", name("agui-proxy")) != nil {
+	if r.find("ClusterRole", clusterName("agui-proxy")) != nil {
 		t.Error("api mode renders a ClusterRole for the agui-proxy")
 	}
 	ap, _ := yaml.Marshal(r.find("NetworkPolicy", name("agui-proxy")).Object["spec"])
@@ -962,7 +989,7 @@ func TestChartAguiProxyAuthz(t *testing.T) {
 		env["RUNNER_ALLOWED_NETWORKS"] != "127.0.0.0/8,::1/128,10.244.0.0/16" || env["AGUI_AUTHZ_CACHE_TTL"] != "5s" {
 		t.Errorf("kube authz env: %v", env)
 	}
-	cr := r.find("ClusterRole", name("agui-proxy"))
+	cr := r.find("ClusterRole", clusterName("agui-proxy"))
 	if cr == nil {
 		t.Fatal("kube mode renders no ClusterRole for the agui-proxy")
 	}
@@ -975,8 +1002,8 @@ func TestChartAguiProxyAuthz(t *testing.T) {
 	}) {
 		t.Errorf("agui-proxy ClusterRole rules = %+v, want the rules file's %+v", got, fileRules)
 	}
-	crb := toTyped[rbacv1.ClusterRoleBinding](t, r.find("ClusterRoleBinding", name("agui-proxy")))
-	if crb.RoleRef.Name != name("agui-proxy") || len(crb.Subjects) != 1 || crb.Subjects[0].Kind != "ServiceAccount" || crb.Subjects[0].Name != name("agui-proxy") {
+	crb := toTyped[rbacv1.ClusterRoleBinding](t, r.find("ClusterRoleBinding", clusterName("agui-proxy")))
+	if crb.RoleRef.Name != clusterName("agui-proxy") || len(crb.Subjects) != 1 || crb.Subjects[0].Kind != "ServiceAccount" || crb.Subjects[0].Name != name("agui-proxy") {
 		t.Errorf("agui-proxy ClusterRoleBinding = %+v", crb)
 	}
 	ap, _ = yaml.Marshal(r.find("NetworkPolicy", name("agui-proxy")).Object["spec"])

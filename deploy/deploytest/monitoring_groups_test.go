@@ -2,13 +2,16 @@ package deploytest
 
 import (
 	"context"
+	"encoding/json"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql"
+	"github.com/prometheus/prometheus/promql/parser"
 	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
 	"github.com/prometheus/prometheus/tsdb/chunks"
@@ -130,14 +133,37 @@ func alertExprs(t *testing.T, rule *unstructured.Unstructured, alert string) (ex
 // returns the sorted group labels of the elements they return.
 func firingGroups(t *testing.T, exprs []string, series []labels.Labels) []string {
 	t.Helper()
+	var scraped []scrapedSeries
+	for _, ls := range series {
+		scraped = append(scraped, scrapedSeries{ls, func(int) float64 { return 1 }})
+	}
+	var fired []string
+	for _, ls := range evalExprs(t, exprs, scraped) {
+		fired = append(fired, ls.Get("group"))
+	}
+	slices.Sort(fired)
+	return fired
+}
+
+// scrapedSeries is a series scraped every 30s for the last 10 minutes:
+// its labels and its value at the i-th scrape (0 to 20).
+type scrapedSeries struct {
+	labels labels.Labels
+	value  func(i int) float64
+}
+
+// evalExprs evaluates exprs with the Prometheus query engine over series
+// at the last scrape and returns the labels of the elements they return.
+func evalExprs(t *testing.T, exprs []string, series []scrapedSeries) []labels.Labels {
+	t.Helper()
 	end := time.Unix(0, 0).Add(time.Hour)
 	var stored []storage.Series
-	for _, ls := range series {
+	for _, s := range series {
 		var samples []chunks.Sample
-		for at := end.Add(-10 * time.Minute); !at.After(end); at = at.Add(30 * time.Second) {
-			samples = append(samples, sample{t: at.UnixMilli(), f: 1})
+		for i, at := 0, end.Add(-10*time.Minute); !at.After(end); i, at = i+1, at.Add(30*time.Second) {
+			samples = append(samples, sample{t: at.UnixMilli(), f: s.value(i)})
 		}
-		stored = append(stored, storage.NewListSeries(ls, samples))
+		stored = append(stored, storage.NewListSeries(s.labels, samples))
 	}
 	slices.SortFunc(stored, func(a, b storage.Series) int { return labels.Compare(a.Labels(), b.Labels()) })
 	q := &storage.MockQueryable{MockQuerier: &storage.MockQuerier{
@@ -152,7 +178,7 @@ func firingGroups(t *testing.T, exprs []string, series []labels.Labels) []string
 		},
 	}}
 	engine := promql.NewEngine(promql.EngineOpts{MaxSamples: 1e6, Timeout: time.Minute, LookbackDelta: 5 * time.Minute})
-	var fired []string
+	var fired []labels.Labels
 	for _, expr := range exprs {
 		qry, err := engine.NewInstantQuery(context.Background(), q, nil, expr, end)
 		if err != nil {
@@ -167,11 +193,10 @@ func firingGroups(t *testing.T, exprs []string, series []labels.Labels) []string
 			t.Fatalf("%q: %v", expr, err)
 		}
 		for _, s := range vec {
-			fired = append(fired, s.Metric.Get("group"))
+			fired = append(fired, s.Metric)
 		}
 		qry.Close()
 	}
-	slices.Sort(fired)
 	return fired
 }
 
@@ -288,5 +313,119 @@ func TestMonitoringProxyDown(t *testing.T) {
 	off := mustRender(t, mergeValues(parseValues(t, monitoringValues), parseValues(t, `aguiProxy: {enabled: false}`))).find("PrometheusRule", releaseName+"-ambient-control-plane")
 	if exprs, _ := alertExprs(t, off, proxyDownAlert); len(exprs) != 0 {
 		t.Errorf("agui-proxy disabled: %s still rendered (it would fire forever)", proxyDownAlert)
+	}
+}
+
+// TestMonitoringAlertsPerNamespace: an alert of one release is not
+// silenced by another release in the cluster, whose series Prometheus
+// scrapes alike but in its own namespace. Evaluated by the Prometheus
+// engine with this release's rules: a leaderless release fires
+// AmbientInformerNoLeader for its namespace while another has a leader,
+// and so does a release whose informers are all gone; a consumer group
+// that handles nothing fires AmbientEventsNotConsumed while another
+// release's group of the same name handles its events; a failing proxy
+// fires AmbientProxyErrors while another release's busy proxies succeed.
+// Before, these rules aggregated over every namespace. Each fires for the
+// failing namespace only.
+func TestMonitoringAlertsPerNamespace(t *testing.T) {
+	t.Parallel()
+	rule := mustRender(t, parseValues(t, monitoringValues)).find("PrometheusRule", releaseName+"-ambient-control-plane")
+	if rule == nil {
+		t.Fatal("no PrometheusRule rendered")
+	}
+	const other = "other-release"
+	series := func(metric, namespace string, value func(i int) float64, more ...string) scrapedSeries {
+		return scrapedSeries{labels.FromStrings(append([]string{"__name__", metric, "namespace", namespace, "track", "stable"}, more...)...), value}
+	}
+	constant := func(v float64) func(int) float64 { return func(int) float64 { return v } }
+	perScrape := func(v float64) func(int) float64 { return func(i int) float64 { return v * float64(i) } }
+	tests := []struct {
+		alert  string
+		series []scrapedSeries
+	}{
+		{"AmbientInformerNoLeader", []scrapedSeries{
+			series("informer_lease_leader", releaseNamespace, constant(0), "pod", "informer-0"),
+			series("informer_lease_leader", releaseNamespace, constant(0), "pod", "informer-1"),
+			series("informer_lease_leader", other, constant(1), "pod", "informer-0"),
+			series("informer_lease_leader", other, constant(0), "pod", "informer-1"),
+		}},
+		{"AmbientInformerNoLeader", []scrapedSeries{
+			series("informer_lease_leader", other, constant(1), "pod", "informer-0"),
+		}},
+		{"AmbientEventsNotConsumed", []scrapedSeries{
+			series("consumer_group_lag", releaseNamespace, constant(5), "group", "kube-reconciler", "member", "kube-reconciler-0"),
+			series("consumer_group_handled_total", releaseNamespace, constant(100), "group", "kube-reconciler", "member", "kube-reconciler-0"),
+			series("consumer_group_lag", other, constant(5), "group", "kube-reconciler", "member", "kube-reconciler-0"),
+			series("consumer_group_handled_total", other, perScrape(30), "group", "kube-reconciler", "member", "kube-reconciler-0"),
+		}},
+		{"AmbientProxyErrors", []scrapedSeries{
+			series("agui_proxy_requests_total", releaseNamespace, perScrape(30), "code", "502", "route", "agui"),
+			series("agui_proxy_requests_total", other, perScrape(3000), "code", "200", "route", "agui"),
+		}},
+	}
+	for i, tc := range tests {
+		exprs, _ := alertExprs(t, rule, tc.alert)
+		if len(exprs) == 0 {
+			t.Fatalf("no alert %s", tc.alert)
+		}
+		var namespaces []string
+		for _, ls := range evalExprs(t, exprs, tc.series) {
+			namespaces = append(namespaces, ls.Get("namespace"))
+		}
+		slices.Sort(namespaces)
+		namespaces = slices.Compact(namespaces)
+		if !slices.Equal(namespaces, []string{releaseNamespace}) {
+			t.Errorf("case %d: %s fires for namespaces %q, want [%s] (failing there while %s is healthy)", i, tc.alert, namespaces, releaseNamespace, other)
+		}
+	}
+}
+
+// TestMonitoringDashboardSelectsNamespace: the dashboard is one per
+// cluster (README, "Monitoring and network policies"): its $namespace
+// variable lists the namespaces with control plane series, and every
+// panel query reads only the selected namespace's, so releases are shown
+// apart rather than summed.
+func TestMonitoringDashboardSelectsNamespace(t *testing.T) {
+	t.Parallel()
+	_, _, _, dashboard := monitoringQueries(t)
+	raw, _, _ := unstructured.NestedString(dashboard.Object, "data", "ambient-control-plane.json")
+	type variable struct{ Name, Type string }
+	var dash struct {
+		Templating struct {
+			List []variable `json:"list"`
+		} `json:"templating"`
+	}
+	if err := json.Unmarshal([]byte(raw), &dash); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(dash.Templating.List, variable{"namespace", "query"}) {
+		t.Errorf("dashboard variables %+v: want a query variable \"namespace\"", dash.Templating.List)
+	}
+	queries, _, _, _ := monitoringQueries(t)
+	var panels int
+	for _, q := range queries {
+		if !strings.HasPrefix(q.where, "panel ") {
+			continue
+		}
+		panels++
+		e, err := parser.NewParser(parser.Options{}).ParseExpr(q.expr)
+		if err != nil {
+			t.Fatalf("%s: %v", q.where, err)
+		}
+		parser.Inspect(e, func(n parser.Node, _ []parser.Node) error {
+			vs, ok := n.(*parser.VectorSelector)
+			if !ok {
+				return nil
+			}
+			if !slices.ContainsFunc(vs.LabelMatchers, func(m *labels.Matcher) bool {
+				return m.Name == "namespace" && m.Type == labels.MatchRegexp && m.Value == "$namespace"
+			}) {
+				t.Errorf("%s: %s does not select namespace=~\"$namespace\"", q.where, vs)
+			}
+			return nil
+		})
+	}
+	if panels < 20 {
+		t.Errorf("%d panel queries checked", panels)
 	}
 }

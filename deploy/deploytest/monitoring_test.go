@@ -36,6 +36,12 @@ metrics:
   dashboard: {enabled: true, annotations: {grafana_folder: Ambient}}
 `
 
+// dashboardName is the dashboard ConfigMap's name: the release's
+// namespace, ".", then the release's prefix (unique in the cluster, as
+// metrics.dashboard.namespace may gather the ConfigMaps of several
+// releases in one namespace).
+const dashboardName = releaseNamespace + "." + releaseName + "-ambient-control-plane-dashboard"
+
 // query is one PromQL expression of the dashboard or the alert rules.
 type query struct {
 	where  string // "alert X" or "panel Y"
@@ -50,7 +56,7 @@ func monitoringQueries(t *testing.T) (queries []query, alerts []string, rule, da
 	t.Helper()
 	r := mustRender(t, parseValues(t, monitoringValues))
 	rule = r.find("PrometheusRule", releaseName+"-ambient-control-plane")
-	dashboard = r.find("ConfigMap", releaseName+"-ambient-control-plane-dashboard")
+	dashboard = r.find("ConfigMap", dashboardName)
 	if rule == nil || dashboard == nil {
 		t.Fatalf("rendered PrometheusRule %v, dashboard ConfigMap %v; want both", rule != nil, dashboard != nil)
 	}
@@ -111,7 +117,7 @@ func metricNames(expr string) ([]string, error) {
 func TestMonitoringRenders(t *testing.T) {
 	t.Parallel()
 	off := mustRender(t, nil)
-	if len(off.ofKind("PrometheusRule")) != 0 || off.find("ConfigMap", releaseName+"-ambient-control-plane-dashboard") != nil {
+	if len(off.ofKind("PrometheusRule")) != 0 || off.find("ConfigMap", dashboardName) != nil {
 		t.Fatal("the default install renders monitoring objects; they are opt-in")
 	}
 	queries, alerts, rule, dashboard := monitoringQueries(t)
@@ -409,7 +415,7 @@ func queryProblems(q query, exported map[string]map[string]bool) []string {
 				return nil
 			}
 			for _, l := range n.Grouping {
-				if !has(n.Expr, l) {
+				if !scrapeLabels[l] && !has(n.Expr, l) {
 					out = append(out, fmt.Sprintf("%s by (%s)", n.Expr, l))
 				}
 			}
@@ -417,7 +423,7 @@ func queryProblems(q query, exported map[string]map[string]bool) []string {
 		return nil
 	})
 	for _, m := range legendLabel.FindAllStringSubmatch(q.legend, -1) {
-		if !has(e, m[1]) {
+		if !scrapeLabels[m[1]] && !has(e, m[1]) {
 			out = append(out, fmt.Sprintf("legend {{%s}} of %s", m[1], q.expr))
 		}
 	}
@@ -426,9 +432,9 @@ func queryProblems(q query, exported map[string]map[string]bool) []string {
 
 // scrapeLabels are the labels Prometheus gives every target of the chart's
 // ServiceMonitors and that no /metrics page carries: the pod's track, the
-// namespace (AmbientConsumerGroupNoMembers and AmbientProxyDown select the
-// release's) and the job, the Service's name (AmbientProxyDown selects the
-// agui-proxy's).
+// namespace (every alert is per namespace, the absent() ones select the
+// release's, the dashboard's $namespace variable selects one) and the job,
+// the Service's name (AmbientProxyDown selects the agui-proxy's).
 var scrapeLabels = map[string]bool{trackLabel: true, "namespace": true, "job": true}
 
 // legendLabel is a label reference in a Grafana legendFormat.
@@ -453,6 +459,7 @@ func TestMonitoringQueryProblems(t *testing.T) {
 		{query{expr: `histogram_quantile(0.9, sum by (le, route) (rate(h_seconds_bucket[5m])))`, legend: "{{ route }}"}, nil},
 		{query{expr: `count by (group) (consumer_group_lag == 0) and max(informer_lease_leader) < 1`}, nil},
 		{query{expr: `absent(consumer_group_lag{group="a", namespace="ns", track!="shadow"})`}, nil},
+		{query{expr: `sum by (namespace, group) (consumer_group_lag{namespace=~"$namespace"})`, legend: "{{namespace}} {{group}}"}, nil},
 		{query{expr: `absent(consumer_group_lag{group="a", pod="p"})`}, []string{"consumer_group_lag{pod}"}},
 		{query{expr: `sum(rate(h_seconds[5m]))`}, []string{"h_seconds"}},
 		{query{expr: `sum(rate(a_total{result="ok"}[5m]))`}, []string{`a_total{result}`}},

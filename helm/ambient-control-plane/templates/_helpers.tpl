@@ -36,6 +36,20 @@ names of canary objects derive from it), with a trailing "-" removed.
 {{- printf "%s-%s" (include "acp.fullname" .context) .component | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
+{{/*
+acp.clusterUniqueName names a component's object that must be unique in the
+cluster, not only in the release's namespace: its ClusterRole and
+ClusterRoleBinding, the dashboard ConfigMap (metrics.dashboard.namespace may
+gather several releases' in one namespace). It is "<release
+namespace>.<acp.componentName>": a namespace has no ".", so two releases never
+get one name, even where "-" would join namespace a-b and release c like
+namespace a and release b-c. At most 63 + 1 + 63 characters, a valid
+ClusterRole name and DNS subdomain. (dict "context" $ "component" "kube-reconciler")
+*/}}
+{{- define "acp.clusterUniqueName" -}}
+{{- printf "%s.%s" .context.Release.Namespace (include "acp.componentName" .) -}}
+{{- end -}}
+
 {{/* acp.chart is the chart label value. */}}
 {{- define "acp.chart" -}}
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
@@ -144,13 +158,42 @@ app.kubernetes.io/name label, computed as that chart's nats.name does.
 {{- end -}}
 
 {{/*
-acp.natsURL is NATS_URL: the bundled NATS Service or externalNats.url.
+acp.natsURL is NATS_URL: the bundled NATS Service on its client port
+(acp.natsClientPort) or externalNats.url.
 */}}
 {{- define "acp.natsURL" -}}
 {{- if .Values.nats.enabled -}}
-{{- printf "nats://%s.%s.svc:%d" (include "acp.natsFullname" .) .Release.Namespace (int .Values.natsPort) -}}
+{{- printf "nats://%s.%s.svc:%d" (include "acp.natsFullname" .) .Release.Namespace (include "acp.natsClientPort" . | int) -}}
 {{- else -}}
 {{- required "externalNats.url is required when nats.enabled is false" .Values.externalNats.url -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+acp.checkStreamReplicas fails when the bundled NATS cannot place
+informer.streamReplicas replicas (the informer's STREAM_REPLICAS, the
+runner-manager's BUCKET_REPLICAS): the nats chart runs
+nats.config.cluster.replicas servers with nats.config.cluster.enabled, else
+one, and NATS refuses a stream with more replicas than servers for good, so
+the informer and the runner-manager would exit 1 at every start after the
+install succeeded. The servers of an external NATS are not known here.
+*/}}
+{{- define "acp.checkStreamReplicas" -}}
+{{- if and .Values.nats.enabled (or .Values.informer.enabled .Values.runnerManager.enabled) -}}
+{{- $cluster := dig "cluster" dict (default dict .Values.nats.config) -}}
+{{- $clustered := dig "enabled" false $cluster -}}
+{{- $servers := 1 -}}
+{{- if $clustered -}}
+{{- $servers = dig "replicas" 3 $cluster | int -}}
+{{- end -}}
+{{- $want := int .Values.informer.streamReplicas -}}
+{{- if gt $want $servers -}}
+{{- if $clustered -}}
+{{- fail (printf "informer.streamReplicas is %d, more than the %d servers of the bundled NATS (nats.config.cluster.replicas): NATS refuses such a stream, and the informer and runner-manager would exit at start-up. Set informer.streamReplicas to at most %d, or nats.config.cluster.replicas to at least %d" $want $servers $servers $want) -}}
+{{- else -}}
+{{- fail (printf "informer.streamReplicas is %d, more than the 1 server of the bundled NATS (nats.config.cluster.enabled is false): NATS refuses such a stream, and the informer and runner-manager would exit at start-up. Set informer.streamReplicas to 1, or nats.config.cluster.enabled=true with nats.config.cluster.replicas of at least %d" $want $want) -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
 

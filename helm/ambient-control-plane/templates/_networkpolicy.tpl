@@ -5,7 +5,8 @@ acp.networkPolicy allows a component only the traffic it needs. Arguments (dict)
   kube    egress to the Kubernetes API server
   ingress extra ingress rules (YAML list items, string)
   egress  extra egress rules (YAML list items, string)
-Every component may resolve DNS, reach NATS, export telemetry to the ports of
+Every component may resolve DNS (acp.dnsEgress), reach NATS on its ports
+(acp.natsPorts), export telemetry to the ports of
 global.otlpEndpoint, global.otlpTraces.endpoint and global.otlpMetrics.endpoint
 when set (to networkPolicy.otlpTo, or anywhere),
 and be scraped on the metrics port (from networkPolicy.metricsFrom and the
@@ -46,12 +47,12 @@ spec:
     {{- . | nindent 4 }}
     {{- end }}
   egress:
+    {{- include "acp.dnsEgress" $ctx | nindent 4 }}
     - ports:
-        - {port: 53, protocol: UDP}
-        - {port: 53, protocol: TCP}
-    - ports:
-        - port: {{ int $ctx.Values.natsPort }}
+        {{- range fromYamlArray (include "acp.natsPorts" $ctx) }}
+        - port: {{ int . }}
           protocol: TCP
+        {{- end }}
       {{- if $ctx.Values.nats.enabled }}
       to:
         - podSelector:
@@ -107,6 +108,68 @@ spec:
     {{- . | nindent 4 }}
     {{- end }}
 {{- end -}}
+{{- end -}}
+
+{{/*
+acp.dnsEgress is the egress rule of name resolution, to anywhere: port 53 and
+5353, over UDP and TCP. 5353: on OpenShift the DNS Service maps port 53 to the
+DNS pods' 5353, and OVN-Kubernetes applies egress policy after that
+translation, so a rule with 53 alone drops every lookup there.
+*/}}
+{{- define "acp.dnsEgress" -}}
+- ports:
+    - {port: 53, protocol: UDP}
+    - {port: 53, protocol: TCP}
+    - {port: 5353, protocol: UDP}
+    - {port: 5353, protocol: TCP}
+{{- end -}}
+
+{{/*
+acp.natsClientPort is the bundled NATS's client port: nats.config.nats.port
+of the nats chart, its server's port and its Service's (default 4222).
+*/}}
+{{- define "acp.natsClientPort" -}}
+{{- $port := dig "nats" "port" 4222 (default dict .Values.nats.config) | int -}}
+{{- if or (lt $port 1) (gt $port 65535) -}}
+{{- fail (printf "nats.config.nats.port must be 1-65535, got %d" $port) -}}
+{{- end -}}
+{{- $port -}}
+{{- end -}}
+
+{{/*
+acp.natsPorts are the TCP ports the services reach NATS on, a YAML list: the
+bundled NATS's client port (acp.natsClientPort); for an external NATS the
+port of every URL of externalNats.url, or the one nats.go dials when a URL
+gives none (4222; 80 for ws://, 443 for wss://), unless natsPort overrides
+them (a NATS behind a Service that maps its port to another on the NATS pods:
+NetworkPolicy sees the pods' port). natsPort must not differ from the bundled
+NATS's port, which it cannot change.
+*/}}
+{{- define "acp.natsPorts" -}}
+{{- $override := .Values.natsPort -}}
+{{- $ports := list -}}
+{{- if .Values.nats.enabled -}}
+{{- $port := include "acp.natsClientPort" . | int -}}
+{{- if and (not (kindIs "invalid" $override)) (ne (int $override) $port) -}}
+{{- fail (printf "natsPort (%d) differs from the bundled NATS's client port, nats.config.nats.port (%d): set nats.config.nats.port instead (natsPort overrides the egress port of an external NATS only)" (int $override) $port) -}}
+{{- end -}}
+{{- $ports = list $port -}}
+{{- else if not (kindIs "invalid" $override) -}}
+{{- $ports = list (int $override) -}}
+{{- else -}}
+{{- range splitList "," (include "acp.natsURL" .) -}}
+{{- $u := urlParse (trim .) -}}
+{{- $port := get (dict "ws" 80 "wss" 443) $u.scheme | default 4222 -}}
+{{- with regexFind ":[0-9]+$" $u.host -}}
+{{- $port = trimPrefix ":" . | int -}}
+{{- end -}}
+{{- if or (lt (int $port) 1) (gt (int $port) 65535) -}}
+{{- fail (printf "externalNats.url: the port of %q must be 1-65535" (trim .)) -}}
+{{- end -}}
+{{- $ports = append $ports (int $port) -}}
+{{- end -}}
+{{- end -}}
+{{- toYaml (uniq $ports) -}}
 {{- end -}}
 
 {{/* acp.apiPort is the port of api.grpcAddr (host:port). */}}

@@ -275,6 +275,14 @@ metadata:
     {{- include "acp.labels" . | nindent 4 }}
 spec:
   maxUnavailable: {{ $svc.pdb.maxUnavailable }}
+  {{- /*
+  Readiness depends on systems outside the pod (the API, NATS, the CRD): with
+  the default policy (IfHealthyBudget) a release whose pods are all unready
+  would block every eviction, and a node drain would hang. An unready pod
+  serves nothing; let it go. Beta (on by default) since Kubernetes 1.27, GA
+  in 1.31; the chart needs 1.29.
+  */}}
+  unhealthyPodEvictionPolicy: AlwaysAllow
   selector:
     matchLabels:
       {{- include "acp.selectorLabels" . | nindent 6 }}
