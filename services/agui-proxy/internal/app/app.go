@@ -65,6 +65,11 @@ type App struct {
 	reconnects *bus.Reconnects
 }
 
+// minStreamRecheck is the shortest interval at which an open stream's
+// request is authenticated and authorized again (proxy.Config.RecheckEvery):
+// with AGUI_AUTHZ_CACHE_TTL=0 every check asks the authority.
+const minStreamRecheck = time.Second
+
 // routesReopenEvery bounds how long the routing table can keep a record
 // released while its watch was away, when no reconnect told of it
 // (registry.WithReopen): one read of the runners bucket per interval.
@@ -151,6 +156,12 @@ func (a *App) Run(ctx context.Context) error {
 			AllowedNetworks: cfg.RunnerNetworks, StreamWriteTimeout: cfg.StreamWriteTimeout,
 			Synced: func() bool { return a.tableSynced() == nil }, MeterProvider: tel.MeterProvider, TracerProvider: tel.TracerProvider,
 		}
+		if verifier != nil {
+			pcfg.Verifier = verifier
+		}
+		// Open streams are checked again as often as a decision is cached
+		// (a revocation then ends them within about twice the TTL).
+		pcfg.RecheckEvery = max(cfg.AuthzCacheTTL, minStreamRecheck)
 		z, err := a.newAuthorizer(cfg, tel.MeterProvider)
 		if err != nil {
 			return err

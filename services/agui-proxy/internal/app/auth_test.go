@@ -222,3 +222,59 @@ func grepLines(s, sub string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+// TestRevokedTokenEndsOpenStream: a token removed from AGUI_TOKENS_FILE is
+// refused on new requests after the reload, and an events subscription
+// opened with it, which would otherwise stream for as long as its client
+// stays, ends with the proxy's RUN_ERROR (ACCESS_REVOKED) at the next
+// recheck; one opened with a kept token streams on.
+func TestRevokedTokenEndsOpenStream(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	r := startRunner(t, "s-rev")
+	e.register(t, r.endpoint(t, "s-rev"))
+	tokens := filepath.Join(t.TempDir(), "tokens")
+	const revoked, kept = "revoked-token-0123456789", "kept-token-0123456789ab"
+	if err := os.WriteFile(tokens, []byte(revoked+"\n"+kept+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := e.proxyCfg()
+	cfg.Auth, cfg.TokensFile, cfg.TokensReload = auth.ModeToken, tokens, 100*time.Millisecond
+	cfg.AuthzCacheTTL = time.Second // the recheck interval (no authorizer here)
+	p := startProxy(t, cfg)
+	open := func(token string) *http.Response {
+		t.Helper()
+		resp := get(t, p.session("s-rev", "/agui/events"), "Authorization", "Bearer "+token)
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("events with %s: %d", token, resp.StatusCode)
+		}
+		t.Cleanup(func() { _ = resp.Body.Close() })
+		return resp
+	}
+	gone, stays := open(revoked), open(kept)
+	goneEnd, staysEnd := streamEnd(gone.Body), streamEnd(stays.Body)
+	if err := os.WriteFile(tokens, []byte(kept+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if code := statusOf2(t, p.session("s-rev", "/health"), revoked); code != http.StatusUnauthorized {
+			return errorf("new request with the revoked token: %d, want 401", code)
+		}
+		return nil
+	})
+	wantRunError(t, goneEnd, 5*time.Second, "ACCESS_REVOKED", "access to the session was revoked or the credentials expired; the stream ended",
+		"events stream opened with a revoked token still open")
+	select {
+	case got := <-staysEnd:
+		t.Fatalf("stream of a kept token ended: %v (%d frames)", got.err, len(got.frames))
+	default:
+	}
+}
+
+// statusOf2 is the status of a GET of url with a bearer token.
+func statusOf2(t *testing.T, url, token string) int {
+	t.Helper()
+	resp := get(t, url, "Authorization", "Bearer "+token)
+	_ = resp.Body.Close()
+	return resp.StatusCode
+}

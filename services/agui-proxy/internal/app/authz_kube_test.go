@@ -94,7 +94,14 @@ func TestAuthzKube(t *testing.T) {
 		t.Fatalf("allowed decisions metric %v %v", got, ok)
 	}
 
-	// Revoke: the editors' binding goes, and after the TTL so does access.
+	// Revoke: the editors' binding goes, and after the TTL so does access,
+	// for new requests and for a subscription alice holds open.
+	sub := get(t, url+"/agui/events", alice...)
+	defer sub.Body.Close()
+	if sub.StatusCode != http.StatusOK {
+		t.Fatalf("editor's events subscription: %d", sub.StatusCode)
+	}
+	subEnd := streamEnd(sub.Body)
 	revoked := time.Now()
 	if err := rbs.Delete(ctx, "ambient-editors-ambient-project-edit", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
@@ -107,6 +114,17 @@ func TestAuthzKube(t *testing.T) {
 		return nil
 	})
 	t.Logf("revocation took effect after %v (cache TTL %v)", time.Since(revoked).Round(time.Millisecond), kubeAuthzCacheTTL)
+	// It relayed the runs above; the proxy's RUN_ERROR follows unless the
+	// last one had finished (endRun), so only a clean end is required.
+	select {
+	case got := <-subEnd:
+		if got.err != nil {
+			t.Fatalf("subscription ended with %v, want a clean end", got.err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the editor's events subscription still open after the revocation")
+	}
+	t.Logf("open subscription ended %v after the revocation", time.Since(revoked).Round(time.Millisecond))
 	// Grant: the outsiders get edit here, and after the TTL they stream.
 	if _, err := rbs.Create(ctx, groupBinding("team-alpha", "outsiders", "ambient-project-edit"), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)

@@ -372,3 +372,36 @@ func (p *proxyHandle) ready(t testing.TB) error {
 	t.Helper()
 	return p.app.Ready(t.Context())
 }
+
+// streamEnd reads the rest of a stream in the background and sends what it
+// read once the stream ends.
+func streamEnd(body io.Reader) <-chan streamRest {
+	end := make(chan streamRest, 1) // the stream's end
+	go func() {                     // exits at the end of the stream
+		frames, err := readFrames(body)
+		end <- streamRest{frames, err}
+	}()
+	return end
+}
+
+// streamRest is what streamEnd read: the frames, and why reading ended.
+type streamRest struct {
+	frames []frame
+	err    error
+}
+
+// wantRunError waits up to timeout for the end of a stream (streamEnd) and
+// checks that it is clean and that its last event is the proxy's RUN_ERROR
+// of code and message; a stream still open then fails the test with open.
+func wantRunError(t testing.TB, end <-chan streamRest, timeout time.Duration, code, message, open string) {
+	t.Helper()
+	select {
+	case got := <-end:
+		if got.err != nil {
+			t.Fatalf("stream ended with %v, want a clean end", got.err)
+		}
+		checkRunError(t, got.frames, code, message)
+	case <-time.After(timeout):
+		t.Fatal(open)
+	}
+}

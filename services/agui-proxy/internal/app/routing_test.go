@@ -138,24 +138,7 @@ func TestReplicasFollowRegistry(t *testing.T) {
 		})
 	}
 	t.Logf("both replicas answer 404 %v after removal", time.Since(removed))
-	type rest struct {
-		frames []frame
-		err    error
-	}
-	end := make(chan rest, 1) // the stream's end
-	go func() {               // exits at the end of the stream
-		frames, err := readFrames(resp.Body)
-		end <- rest{frames, err}
-	}()
-	select {
-	case got := <-end:
-		if got.err != nil {
-			t.Fatalf("stream ended with %v, want a clean end", got.err)
-		}
-		checkRunError(t, got.frames, "RUNNER_GONE", "the session's runner stopped or moved; the run did not finish")
-	case <-time.After(5 * time.Second):
-		t.Fatal("stream to a removed endpoint still open")
-	}
+	wantRunError(t, streamEnd(resp.Body), 5*time.Second, "RUNNER_GONE", "the session's runner stopped or moved; the run did not finish", "stream to a removed endpoint still open")
 	testenv.Eventually(t, 5*time.Second, func() error {
 		if s := r.stats(t); s["runs_cancelled"] != 1 {
 			return errorf("runner stats %v", s)

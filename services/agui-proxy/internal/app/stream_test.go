@@ -391,15 +391,7 @@ func TestShutdownKeepsRouting(t *testing.T) {
 	if _, err := io.ReadFull(resp.Body, first); err != nil {
 		t.Fatal(err)
 	}
-	type rest struct {
-		frames []frame
-		err    error
-	}
-	end := make(chan rest, 1) // the stream's end
-	go func() {               // exits at the end of the stream
-		frames, err := readFrames(resp.Body)
-		end <- rest{frames, err}
-	}()
+	end := streamEnd(resp.Body)
 	stopped := make(chan error, 1) // stop's result
 	go func() { stopped <- p.stop() }()
 	// Inside SHUTDOWN_DELAY: the listener is open (TestShutdownDelayKeepsAccepting).
@@ -414,15 +406,7 @@ func TestShutdownKeepsRouting(t *testing.T) {
 		}
 		return nil
 	})
-	select {
-	case got := <-end:
-		if got.err != nil {
-			t.Fatalf("stream ended with %v, want a clean end", got.err)
-		}
-		checkRunError(t, got.frames, "RUNNER_GONE", "the session's runner stopped or moved; the run did not finish")
-	case <-time.After(2 * time.Second):
-		t.Fatal("stream through a released session still open during the shutdown")
-	}
+	wantRunError(t, end, 2*time.Second, "RUNNER_GONE", "the session's runner stopped or moved; the run did not finish", "stream through a released session still open during the shutdown")
 	select {
 	case err := <-stopped:
 		if err != nil {

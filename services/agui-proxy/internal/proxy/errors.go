@@ -10,6 +10,10 @@ import (
 // removed from, or replaced in, the routing table while the stream ran.
 var ErrEndpointGone = errors.New("runner endpoint removed")
 
+// ErrAccessRevoked is the cancel cause of a stream whose request is no
+// longer authenticated or authorized (Config.RecheckEvery).
+var ErrAccessRevoked = errors.New("access revoked")
+
 // ErrRunnerNotAllowed is the dial error for a runner address outside
 // Config.AllowedNetworks.
 var ErrRunnerNotAllowed = errors.New("runner address not allowed")

@@ -30,6 +30,7 @@ import (
 	"net/netip"
 	"net/url"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -92,6 +93,18 @@ type Config struct {
 	// record is found and before its body is read; nil allows everyone who
 	// is authenticated.
 	Authorizer Authorizer
+	// Verifier, when set, is the proxy's authentication (the router's
+	// middleware authenticated each request once, at its start); with
+	// RecheckEvery an open stream's request is authenticated again.
+	Verifier auth.Verifier
+	// RecheckEvery, when positive, authenticates (Verifier) and authorizes
+	// (Authorizer) an open stream's request again that often, and ends the
+	// stream (a RUN_ERROR, code ACCESS_REVOKED) once either refuses it: a
+	// revoked grant, a token removed from the tokens file or a JWT that
+	// expired. An authority that cannot answer ends nothing. Streams live
+	// for hours; a check made only at their start let revoked access
+	// stream on for as long as the client stayed connected.
+	RecheckEvery time.Duration
 	// AllowedNetworks are the networks a runner endpoint may be in
 	// (RUNNER_ALLOWED_NETWORKS). A record naming an address outside them is
 	// refused with 502 and never dialed; a host name is checked on the
@@ -328,6 +341,70 @@ func (p *Proxy) authorize(w http.ResponseWriter, r *http.Request, t route.Target
 	return false
 }
 
+// recheck checks an open stream's request again every Config.RecheckEvery
+// (stillAllowed) until the stream's ctx ends or the returned stop is
+// called, and cancels the stream with ErrAccessRevoked once it is refused.
+// Without RecheckEvery, or with neither a Verifier nor an Authorizer, it
+// starts nothing.
+func (p *Proxy) recheck(ctx context.Context, r *http.Request, t route.Target, ep registry.Endpoint, cancel context.CancelCauseFunc, log *slog.Logger) (stop func()) {
+	every := p.cfg.RecheckEvery
+	if every <= 0 || (p.cfg.Verifier == nil && p.cfg.Authorizer == nil) {
+		return func() {}
+	}
+	// Its own ctx: a stream that ends does not wait for a check under way.
+	ctx, stopChecks := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { // ends with the stream (stop) or its ctx
+		tick := time.NewTicker(every)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			if err := p.stillAllowed(ctx, r, t, ep); err != nil {
+				log.Info("stream ended: access revoked", slog.Any(logkey.Err, err))
+				cancel(ErrAccessRevoked)
+				return
+			}
+		}
+	})
+	return func() {
+		stopChecks()
+		wg.Wait()
+	}
+}
+
+// stillAllowed authenticates and authorizes r again, as the middleware and
+// admit did at its start. It returns an error only for a refusal (invalid
+// credentials, 401 or 403), nil when allowed or when the authority could
+// not answer (an outage ends no stream).
+func (p *Proxy) stillAllowed(ctx context.Context, r *http.Request, t route.Target, ep registry.Endpoint) error {
+	pr, _ := auth.PrincipalFrom(r.Context())
+	if p.cfg.Verifier != nil {
+		var err error
+		if pr, err = p.cfg.Verifier.Verify(ctx, r); err != nil {
+			if errors.Is(err, auth.ErrUnauthenticated) {
+				return err
+			}
+			return nil
+		}
+	}
+	if p.cfg.Authorizer == nil {
+		return nil
+	}
+	err := p.cfg.Authorizer.Authorize(ctx, authz.Request{
+		SessionID: t.SessionID, ProjectID: ep.ProjectID, Verb: authz.VerbOf(r.Method),
+		Principal: pr, Authorization: r.Header.Get("Authorization"),
+	})
+	var ae *authz.Error
+	if errors.As(err, &ae) && (ae.Code == http.StatusUnauthorized || ae.Code == http.StatusForbidden) {
+		return err
+	}
+	return nil
+}
+
 // refuseRunner answers a routing record whose runner address is outside
 // AllowedNetworks: a forged or mistaken record must not make the proxy a
 // way into the cluster's network.
@@ -433,6 +510,7 @@ func (p *Proxy) stream(w *recorder, r *http.Request, t route.Target, ep registry
 	defer cancel(nil)
 	untrack := p.streams.add(t.SessionID, ep, cancel)
 	defer untrack()
+	defer p.recheck(ctx, r, t, ep, cancel, log)()
 
 	resp, err := p.call(ctx, r, t, ep, body)
 	if err != nil {
@@ -494,6 +572,8 @@ func (p *Proxy) stream(w *recorder, r *http.Request, t route.Target, ep registry
 		log.Debug("stream ended", slog.Int64("bytes", res.Bytes), slog.Int("pings", res.Pings))
 	case errors.Is(cause, ErrEndpointGone):
 		aborted = p.endRun(rc, fw, res, endRunnerGone, log)
+	case errors.Is(cause, ErrAccessRevoked):
+		aborted = p.endRun(rc, fw, res, endRevoked, log)
 	case stopping:
 		aborted = p.endRun(rc, fw, res, endShutdown, log)
 	default:

@@ -22,6 +22,9 @@ const (
 	// run's RUN_FINISHED or RUN_ERROR (the demo runner does when it is
 	// stopped mid-run: runner-manager's SIGTERM cancels the run).
 	endIncomplete
+	// endRevoked: the stream's request is no longer authenticated or
+	// authorized (Config.RecheckEvery).
+	endRevoked
 )
 
 // runError is the RUN_ERROR the proxy adds for a runEnd.
@@ -34,6 +37,7 @@ var runErrors = [...]runError{
 	endRunnerGone: {Code: "RUNNER_GONE", Message: "the session's runner stopped or moved; the run did not finish"},
 	endShutdown:   {Code: "PROXY_SHUTDOWN", Message: "agui-proxy is shutting down; retry the request"},
 	endIncomplete: {Code: "RUN_INCOMPLETE", Message: "the runner ended the run's stream before the run finished"},
+	endRevoked:    {Code: "ACCESS_REVOKED", Message: "access to the session was revoked or the credentials expired; the stream ended"},
 }
 
 // runErrorFrames are the encoded RUN_ERROR frames, built once: writing one
