@@ -209,3 +209,33 @@ func TestUnlistedObjectsAreReadAtOnce(t *testing.T) {
 		t.Fatalf("%d objects still cached after all were deleted", store.Len())
 	}
 }
+
+// TestUnlistedReadRetried: a read by id that fails once (a timeout) is
+// tried again instead of failing the whole relist, which then read every
+// unlisted object again on its next attempt.
+func TestUnlistedReadRetried(t *testing.T) {
+	t.Parallel()
+	store := diff.NewStore[*ambientv1.Session]()
+	store.Sync([]*ambientv1.Session{sess("gone-a", 1), sess("gone-b", 1)}, nil)
+	var mu sync.Mutex
+	failed := map[string]bool{}
+	src := Source[*ambientv1.Session]{
+		Pages: Whole(func(context.Context) ([]*ambientv1.Session, error) { return nil, nil }), // both deleted
+		Get: func(_ context.Context, id string) (*ambientv1.Session, bool, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			if !failed[id] {
+				failed[id] = true
+				return nil, false, errors.New("deadline exceeded")
+			}
+			return nil, false, nil
+		},
+	}
+	w := New(src, store, func(string) {}, Config{}, Hooks{}, slog.New(slog.DiscardHandler))
+	if err := w.relist(t.Context(), newBuffer[*ambientv1.Session]()); err != nil {
+		t.Fatalf("relist with one failed read per object: %v", err)
+	}
+	if store.Len() != 0 {
+		t.Fatalf("%d objects still cached after both were deleted", store.Len())
+	}
+}

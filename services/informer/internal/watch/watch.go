@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/ambient-code/control-plane/libs/events"
@@ -395,6 +396,29 @@ func (w *Watcher[T]) list(ctx context.Context, buf *buffer[T], l *diff.Listing[T
 // read: a minute).
 const confirmReads = 8
 
+// readTries is how often confirmUnlisted reads an object by id before the
+// relist fails: after a long downtime a relist reads thousands, and one
+// passing error (a timeout) failed it whole, each retry reading them all
+// again.
+const readTries = 3
+
+// readRetry is the first wait before reading an object by id again.
+const readRetry = 100 * time.Millisecond
+
+// readByID is Source.Get, tried readTries times with a short backoff.
+func (w *Watcher[T]) readByID(ctx context.Context, id string) (T, bool, error) {
+	type read struct {
+		o  T
+		ok bool
+	}
+	r, err := backoff.Retry(ctx, func() (read, error) {
+		o, ok, err := w.src.Get(ctx, id)
+		return read{o, ok}, err
+	}, backoff.WithBackOff(&backoff.ExponentialBackOff{InitialInterval: readRetry, RandomizationFactor: 0.25, Multiplier: 2, MaxInterval: 4 * readRetry}),
+		backoff.WithMaxTries(readTries))
+	return r.o, r.ok, err
+}
+
 // confirmUnlisted reads by id each cached object the listing did not show,
 // up to confirmReads at a time, and adds those the server still has. An
 // object missing from the pages is not proof of a delete: the real server
@@ -420,7 +444,7 @@ func (w *Watcher[T]) confirmUnlisted(ctx context.Context, l *diff.Listing[T]) er
 			if err := gctx.Err(); err != nil {
 				return err // another read failed: the relist fails anyway
 			}
-			o, ok, err := w.src.Get(gctx, id)
+			o, ok, err := w.readByID(gctx, id)
 			if err != nil {
 				return fmt.Errorf("confirm unlisted: %w", err)
 			}
