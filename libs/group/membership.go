@@ -118,8 +118,7 @@ func join(ctx context.Context, js jetstream.JetStream, cfg Config, log *slog.Log
 	if err != nil {
 		return nil, fmt.Errorf("consumer group config bucket: %w", err)
 	}
-	// CreateOrUpdate also sets the replicas of an existing bucket.
-	members, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	members, ttl, err := ensureMembersBucket(ctx, js, jetstream.KeyValueConfig{
 		Bucket:      MembersBucketName(cfg.Stream, cfg.Group),
 		Description: "member heartbeats of consumer group " + cfg.Group,
 		TTL:         cfg.MemberTTL,
@@ -129,7 +128,45 @@ func join(ctx context.Context, js jetstream.JetStream, cfg Config, log *slog.Log
 	if err != nil {
 		return nil, fmt.Errorf("member bucket of %s: %w", cfg.Group, err)
 	}
+	if ttl != cfg.MemberTTL {
+		// Beating (every TTL/3) and fencing by our own, lower TTL would
+		// be harmless for us but is not what the bucket expires by.
+		log.Warn("member ttl below the members bucket's: heartbeats and fencing use the bucket's",
+			slog.Duration("member_ttl", cfg.MemberTTL), slog.Duration("bucket_ttl", ttl))
+		cfg.MemberTTL = ttl
+	}
 	return &membership{js: js, cfg: cfg, log: log, members: members, configs: configs}, nil
+}
+
+// ensureMembersBucket creates the members bucket with cfg, or updates an
+// existing one to cfg (its replicas) without ever lowering its TTL, and
+// returns the bucket's TTL after the call. The TTL is how long the server
+// keeps a member's heartbeat after its last write, shared by every
+// member: one starting with a lower MemberTTL (a rolling update, a
+// canary) that set it made the live members, beating every old TTL/3,
+// expire between beats, and the partitions flapped between them until
+// they restarted. Raising it is safe: a member only looks alive longer
+// than it beats. Two members starting at the same moment with different
+// TTLs can still race (read, then update); the next start settles it.
+func ensureMembersBucket(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, time.Duration, error) {
+	kv, err := js.KeyValue(ctx, cfg.Bucket)
+	switch {
+	case errors.Is(err, jetstream.ErrBucketNotFound):
+	case err != nil:
+		return nil, 0, fmt.Errorf("open: %w", err)
+	default:
+		st, err := kv.Status(ctx)
+		if err != nil {
+			return nil, 0, fmt.Errorf("status: %w", err)
+		}
+		cfg.TTL = max(cfg.TTL, st.TTL()) // kept: live members beat by it
+	}
+	// CreateOrUpdate also sets the replicas of an existing bucket.
+	kv, err = js.CreateOrUpdateKeyValue(ctx, cfg)
+	if err != nil {
+		return nil, 0, err
+	}
+	return kv, cfg.TTL, nil
 }
 
 // waitForStream waits until the events stream exists and returns its

@@ -64,11 +64,18 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Optio
 		if err != nil {
 			return bus.ReplicasError(err, config.EnvBucketReplica, cfg.BucketReplicas)
 		}
-		membersKV, err := bus.EnsureKV(ctx, rt.JetStream(), claim.BucketConfig(cfg.BucketReplicas, cfg.Group.MemberTTL))
+		membersKV, memberTTL, err := claim.EnsureBucket(ctx, rt.JetStream(), cfg.BucketReplicas, cfg.Group.MemberTTL)
 		if err != nil {
 			return bus.ReplicasError(err, config.EnvBucketReplica, cfg.BucketReplicas)
 		}
-		members, err := claim.NewMembers(membersKV, rt.NATS(), cfg.Group.Member, cfg.Group.MemberTTL, log)
+		if memberTTL != cfg.Group.MemberTTL {
+			// The bucket's TTL is never lowered (live peers beat by it):
+			// beating and judging peers by this replica's own would make
+			// them look dead between their beats.
+			log.Warn("MEMBER_TTL below the members bucket's TTL: heartbeats and liveness use the bucket's",
+				slog.Duration("member_ttl", cfg.Group.MemberTTL), slog.Duration("bucket_ttl", memberTTL))
+		}
+		members, err := claim.NewMembers(membersKV, rt.NATS(), cfg.Group.Member, memberTTL, log)
 		if err != nil {
 			return err
 		}

@@ -28,6 +28,40 @@ func BucketConfig(replicas int, ttl time.Duration) jetstream.KeyValueConfig {
 	}
 }
 
+// EnsureBucket creates the members bucket with ttl, or raises an existing
+// bucket's TTL to ttl; it never lowers it, and returns the bucket's TTL
+// after the call (as bus.EnsureLeasesBucket does for leader leases). The
+// bucket's TTL is how long the server keeps a heartbeat after its last
+// write, and every replica shares it: a replica starting with a lower
+// MEMBER_TTL that set it (a rolling update, a canary) made the live
+// replicas, beating every old TTL/3, look dead between beats, and its
+// sweep took over sessions whose runner missed one probe: two runners for
+// one session. Raising it is safe: live replicas only look alive longer
+// than they beat. A caller whose ttl is below the returned one must beat
+// and judge by the returned one (NewMembers), as the replicas already
+// running do. Two replicas starting at the same moment with different
+// TTLs can still race (read, then update); the next start settles it.
+func EnsureBucket(ctx context.Context, js jetstream.JetStream, replicas int, ttl time.Duration) (jetstream.KeyValue, time.Duration, error) {
+	cfg := BucketConfig(replicas, ttl)
+	kv, err := bus.OpenKV(ctx, js, cfg) // creates it with ttl when missing
+	if err != nil {
+		return nil, 0, err
+	}
+	st, err := kv.Status(ctx)
+	if err != nil {
+		return nil, 0, fmt.Errorf("status of kv %s: %w", cfg.Bucket, err)
+	}
+	if have := st.TTL(); have > cfg.TTL {
+		cfg.TTL = have // kept: live replicas beat by it
+	}
+	// Also brings the rest of the config (replicas) up to date.
+	kv, err = bus.EnsureKV(ctx, js, cfg)
+	if err != nil {
+		return nil, 0, err
+	}
+	return kv, cfg.TTL, nil
+}
+
 // Members writes this replica's heartbeat and answers liveness questions.
 // Safe for concurrent use.
 type Members struct {

@@ -149,3 +149,43 @@ func TestHoldCancelledBeforeFirstBeat(t *testing.T) {
 		t.Fatalf("Hold = %v, fn called %v; want nil, not called", err, called)
 	}
 }
+
+// A replica with a lower MEMBER_TTL starts while one with a higher one
+// runs (a rolling update, a canary): the bucket keeps the higher TTL, and
+// the new replica beats and judges by it. Before, it set the bucket's
+// TTL to its own (bus.EnsureKV): the live replica, beating every old
+// TTL/3, was seen dead between beats (audit: TTL 1s, a replica beating
+// every 2s seen dead 21 times of 60, and its record taken over). A
+// higher TTL raises the bucket's.
+func TestMembersBucketTTLNeverLowered(t *testing.T) {
+	t.Parallel()
+	_, js := testenv.JetStream(t, testenv.NATS(t))
+	ctx := t.Context()
+	bucketTTL := func() time.Duration {
+		t.Helper()
+		kv, err := js.KeyValue(ctx, BucketMembers)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := kv.Status(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.TTL()
+	}
+	for _, step := range []struct {
+		ttl, want time.Duration
+	}{
+		{6 * time.Second, 6 * time.Second}, // created
+		{time.Second, 6 * time.Second},     // kept
+		{9 * time.Second, 9 * time.Second}, // raised
+	} {
+		_, got, err := EnsureBucket(ctx, js, 1, step.ttl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got != step.want || bucketTTL() != step.want {
+			t.Errorf("EnsureBucket with ttl %v: returned %v, bucket TTL %v; want %v", step.ttl, got, bucketTTL(), step.want)
+		}
+	}
+}

@@ -34,7 +34,9 @@ import (
 // The session stays locked until its runner is spawned (or the start
 // given up), so no other event, sweep or resync acts on it meanwhile.
 func (r *Reconciler) ensureRunning(ctx context.Context, log *slog.Logger, lk *sessionLock, id string, received time.Time) error {
-	if rn := r.sup.Get(id); rn != nil {
+	// A lost runner that has exited is gone from this replica's point of
+	// view (another replica ran the session since); the start goes ahead.
+	if rn := r.sup.Get(id); rn != nil && !r.sup.Drop(rn) {
 		// It runs here: a duplicate event, or a Pending written over the
 		// running session (heal.go puts Running back).
 		return r.healPhase(ctx, log, rn, session.PhasePending, time.Time{})

@@ -94,6 +94,14 @@ func (r *Reconciler) checkOwnership(ctx context.Context, rn *supervise.Runner) {
 	if r.sup.Get(rn.ID()) != rn {
 		return // finished meanwhile
 	}
+	if rn.Lost() {
+		// Another replica owns the session: this runner is being killed
+		// (Resend forgets it once it exited). Marking it lost again would
+		// only warn every sweep, and re-asserting its record once the new
+		// owner released it would claim the session for a dead runner.
+		r.sup.Drop(rn)
+		return
+	}
 	log := r.log.With(slog.String(logkey.SessionID, rn.ID()))
 	rec, err := r.claims.Get(ctx, rn.ID())
 	switch {

@@ -1,7 +1,9 @@
 package reconcile
 
 import (
+	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"syscall"
 	"testing"
@@ -141,6 +143,74 @@ func TestLostRunnerPendingEndNotResent(t *testing.T) {
 	}
 	if got, err := registry.Get(t.Context(), e.runners, id); err != nil || got.Owner != "rm-b" {
 		t.Errorf("record %+v (%v), want rm-b's", got, err)
+	}
+}
+
+// As TestLostRunnerPendingEndNotResent, with the record watch and the
+// sweep running: the watch hears of rm-b's takeover while the API is
+// still down and marks the runner lost, which drops its pending final
+// phase. Before, nothing forgot the exited runner then: it held its port,
+// the sweep marked it lost again every pass and, once rm-b released the
+// record, wrote it back as rm-a's (state exited, with the old final
+// phase), and a Pending event for the session did nothing on rm-a
+// (audit: the runner still listed after 3 s; 5 s after the Pending
+// event, phase Pending and the record rm-a's, exited).
+func TestLostPendingRunnerForgotten(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	mb, err := claim.NewMembers(e.members, e.nc, "rm-b", 2*time.Second, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = mb.Run(t.Context()) }() // rm-b is alive: its record is not recovered; ends with the test
+	rp := e.replica(replicaOpts{member: "rm-a", max: 2, ports: 2})
+	id := e.create("lost-pending").GetMetadata().GetId()
+	rec := e.startRunning(rp, e.get(id))
+	rn := rp.rec.sup.Get(id)
+	const update = ambientv1.SessionService_UpdateSessionStatus_FullMethodName
+	e.api.FailNext(update, 1000, codes.Unavailable)
+	if err := syscall.Kill(rec.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	var ended registry.Record
+	testenv.Eventually(t, 10*time.Second, func() error {
+		var err error
+		if ended, err = registry.Get(t.Context(), e.runners, id); err != nil {
+			return err
+		}
+		if ended.State != registry.StateExited || ended.Final == nil {
+			return fmt.Errorf("record %+v: final phase not recorded", ended.Endpoint)
+		}
+		return nil
+	})
+	e.takeOver(ended)
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if !rn.Lost() {
+			return errors.New("the record watch has not marked the runner lost")
+		}
+		return nil
+	})
+	// The API stays down: a Resend already under way when the watch
+	// marked the runner lost still holds the final phase and fails to
+	// write it; the next ones have nothing left to write.
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if rp.rec.sup.Get(id) != nil || rp.mgr.Pool().InUse() != 0 {
+			return fmt.Errorf("lost runner still listed: %v, ports in use %d", rp.rec.sup.Get(id) != nil, rp.mgr.Pool().InUse())
+		}
+		return nil
+	})
+	e.api.FailNext(update, 0, codes.OK)
+	e.setPhase(id, session.PhaseRunning) // rm-b's new run
+	// rm-b's run ends and the session is started again: rm-a runs it.
+	if _, err := registry.Release(t.Context(), e.runners, id, "rm-b"); err != nil {
+		t.Fatal(err)
+	}
+	e.setPhase(id, session.PhasePending)
+	e.handle(rp, modified, e.get(id))
+	e.waitPhase(id, session.PhaseRunning, 5*time.Second)
+	got := e.startedRecord(id)
+	if got.Owner != "rm-a" || got.PID == rec.PID {
+		t.Errorf("record %+v, want rm-a's new runner", got.Endpoint)
 	}
 }
 

@@ -2,7 +2,9 @@ package runner
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strconv"
@@ -25,8 +27,9 @@ type HealthPolicy struct {
 // Deadline is the total time a runner gets to become healthy.
 func (h HealthPolicy) Deadline() time.Duration { return h.Interval * time.Duration(h.Attempts) }
 
-// WaitHealthy polls http://<host>:<port>/health until it answers 200 and
-// returns how long that took. It returns [ErrHealthTimeout] after the policy's
+// WaitHealthy polls http://<host>:<port>/health until it answers 200
+// (with a body that names no other session: see probe) and returns how
+// long that took. It returns [ErrHealthTimeout] after the policy's
 // deadline, [ErrExited] if the process ends first, or ctx's error.
 func (p *Process) WaitHealthy(ctx context.Context, client *http.Client, h HealthPolicy) (time.Duration, error) {
 	start := time.Now()
@@ -50,7 +53,7 @@ func (p *Process) WaitHealthy(ctx context.Context, client *http.Client, h Health
 			return time.Since(start), fmt.Errorf("health of %s: %w", p.SessionID, ErrExited)
 		case <-t.C:
 		}
-		if probe(ctx, client, url, h.Interval) {
+		if probe(ctx, client, url, p.SessionID, h.Interval) {
 			return time.Since(start), nil
 		}
 		if !time.Now().Before(deadline) {
@@ -60,7 +63,17 @@ func (p *Process) WaitHealthy(ctx context.Context, client *http.Client, h Health
 	}
 }
 
-func probe(ctx context.Context, client *http.Client, url string, timeout time.Duration) bool {
+// maxHealthBody bounds the /health body read by a probe.
+const maxHealthBody = 4 << 10
+
+// probe reports whether url answers 200 for session id. A body naming
+// another session ({"session_id": ...}, as the demo runner's does) is not
+// healthy: the port answers for some other runner (one that outlived its
+// replica, a peer's on an overlapping range), not for this one, which may
+// still be starting or have failed to bind; Running would route the
+// session's clients to the wrong runner. A body without a session id
+// cannot tell and counts, as in the peers' probe (claim.Claims.answers).
+func probe(ctx context.Context, client *http.Client, url, id string, timeout time.Duration) bool {
 	ctx, cancel := context.WithTimeout(ctx, max(timeout, 200*time.Millisecond))
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
@@ -71,7 +84,19 @@ func probe(ctx context.Context, client *http.Client, url string, timeout time.Du
 	if err != nil {
 		return false
 	}
-	// The body is not needed; closing lets the connection be reused.
-	_ = resp.Body.Close()
-	return resp.StatusCode == http.StatusOK
+	defer func() {
+		// Draining lets the connection be reused; the answer is decided.
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxHealthBody))
+		_ = resp.Body.Close()
+	}()
+	if resp.StatusCode != http.StatusOK {
+		return false
+	}
+	var body struct {
+		SessionID string `json:"session_id"`
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, maxHealthBody)).Decode(&body); err == nil && body.SessionID != "" && body.SessionID != id {
+		return false
+	}
+	return true
 }

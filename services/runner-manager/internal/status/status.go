@@ -150,21 +150,43 @@ func New(a api, meter metric.Meter) (*Writer, error) {
 	return &Writer{api: a, writes: writes, failures: failures}, nil
 }
 
+// Check is called before each retry of a write, not before its first
+// try (its caller checked just before): an error ends the write, without
+// that try, and is returned wrapped. A write retried for a second or two
+// outlives what its caller checked: a runner's final phase, written while
+// its record is this replica's, must not land once another replica took
+// the session over and runs it again (supervise: the owner is read again).
+type Check func(ctx context.Context) error
+
 // Write writes u on session id, retrying transient API errors (see
 // retryMin). A deleted session (NotFound) is not an error: there is nothing
 // left to report to. Invalid requests and refused credentials are not
 // retried.
 func (w *Writer) Write(ctx context.Context, id string, u Update) error {
-	_, err := w.write(ctx, id, u)
+	_, err := w.write(ctx, id, u, nil)
 	return err
 }
 
-// write is Write returning the session as written (nil when it is gone).
-func (w *Writer) write(ctx context.Context, id string, u Update) (*ambientv1.Session, error) {
+// WriteChecked is Write calling check (nil: none) before each retry.
+func (w *Writer) WriteChecked(ctx context.Context, id string, u Update, check Check) error {
+	_, err := w.write(ctx, id, u, check)
+	return err
+}
+
+// write is WriteChecked returning the session as written (nil when it is
+// gone).
+func (w *Writer) write(ctx context.Context, id string, u Update, check Check) (*ambientv1.Session, error) {
 	req := u.request(id)
 	var last error
 	var written *ambientv1.Session
+	tries := 0
 	call := func() (struct{}, error) {
+		if tries++; tries > 1 && check != nil {
+			if err := check(ctx); err != nil {
+				last = err
+				return struct{}{}, backoff.Permanent(err)
+			}
+		}
 		s, err := w.api.UpdateSessionStatus(ctx, req)
 		last, written = err, s
 		switch grpcstatus.Code(err) { // Code sees through wrapping
@@ -217,6 +239,12 @@ type Guarded struct {
 // the overwritten change when its event arrives. Errors are Write's and
 // the read's.
 func (w *Writer) WriteIf(ctx context.Context, id string, u Update, allow func(session.Phase) bool) (Guarded, error) {
+	return w.writeIf(ctx, id, u, allow, nil)
+}
+
+// writeIf is WriteIf calling check (nil: none) before each retry of the
+// write.
+func (w *Writer) writeIf(ctx context.Context, id string, u Update, allow func(session.Phase) bool, check Check) (Guarded, error) {
 	cur, err := w.api.GetSession(ctx, id)
 	switch {
 	case grpcstatus.Code(err) == codes.NotFound:
@@ -228,7 +256,7 @@ func (w *Writer) WriteIf(ctx context.Context, id string, u Update, allow func(se
 	if !allow(g.Found) {
 		return g, nil
 	}
-	written, err := w.write(ctx, id, u)
+	written, err := w.write(ctx, id, u, check)
 	switch {
 	case err != nil:
 		return g, err
@@ -245,20 +273,21 @@ func (w *Writer) count(ctx context.Context, p session.Phase, result string) {
 }
 
 // WriteFinal writes u, a runner's final phase, and counts failReason (if
-// not empty) as a failure. Unlike Fail it returns the write's error: the
-// caller keeps its claim until the phase is written.
-func (w *Writer) WriteFinal(ctx context.Context, id string, u Update, failReason string) error {
+// not empty) as a failure; check (nil: none) is called before each retry
+// (see Check). Unlike Fail it returns the write's error: the caller keeps
+// its claim until the phase is written.
+func (w *Writer) WriteFinal(ctx context.Context, id string, u Update, failReason string, check Check) error {
 	if failReason != "" {
 		w.failures.Add(ctx, 1, metric.WithAttributes(attribute.String("reason", failReason)))
 	}
-	return w.Write(ctx, id, u)
+	return w.WriteChecked(ctx, id, u, check)
 }
 
 // WriteFinalIf is WriteFinal for a final phase that must not replace
 // what the session says now: u is written only if the phase read just
 // before passes allow (see WriteIf), and failReason is counted only then.
-func (w *Writer) WriteFinalIf(ctx context.Context, id string, u Update, failReason string, allow func(session.Phase) bool) (Guarded, error) {
-	g, err := w.WriteIf(ctx, id, u, allow)
+func (w *Writer) WriteFinalIf(ctx context.Context, id string, u Update, failReason string, allow func(session.Phase) bool, check Check) (Guarded, error) {
+	g, err := w.writeIf(ctx, id, u, allow, check)
 	if err == nil && g.Wrote && failReason != "" {
 		w.failures.Add(ctx, 1, metric.WithAttributes(attribute.String("reason", failReason)))
 	}

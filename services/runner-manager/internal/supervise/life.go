@@ -29,6 +29,15 @@ const (
 	// registerTimeout bounds one registration of the endpoint in the
 	// record (a NATS outage must not hold the supervisor).
 	registerTimeout = 2 * time.Second
+	// liveWriteTimeout bounds one Creating/Running write (its read and
+	// its tries). Without a deadline each API call waited for the
+	// client's default (30 s) and the write made four: an API that
+	// accepts and never answers held the session lock for minutes, and
+	// the sweep, the resync and the queue waited on it, one runner after
+	// another. What fails is kept for Resend. With a deadline the write
+	// retries until it instead of four tries (status.Write): about as
+	// long as those took against an API that fails fast.
+	liveWriteTimeout = 2 * time.Second
 )
 
 // supervise starts the goroutine that sees rn through health check, stop
@@ -174,7 +183,9 @@ func (s *Supervisor) onHealthTimeout(log *slog.Logger, rn *Runner) {
 // stops it without a write. A failed write is kept for Resend. It reports
 // whether u was written. Callers hold the session lock.
 func (s *Supervisor) writeLive(ctx context.Context, log *slog.Logger, rn *Runner, u status.Update) bool {
-	g, err := s.status.WriteIf(ctx, rn.id, u, session.Phase.WantsRunner)
+	wctx, cancel := context.WithTimeout(ctx, liveWriteTimeout)
+	g, err := s.status.WriteIf(wctx, rn.id, u, session.Phase.WantsRunner)
+	cancel()
 	if err != nil {
 		rn.setUnsent(&u)
 		log.Warn("write phase; the sweep retries", slog.String(logkey.Phase, string(u.Phase)), slog.String(logkey.Err, err.Error()))
@@ -323,11 +334,14 @@ func (s *Supervisor) report(ctx context.Context, log *slog.Logger, rn *Runner, e
 	if end.guarded {
 		u, err = s.writeGuarded(wctx, log, rn, u, end)
 	} else {
-		err = s.status.WriteFinal(wctx, rn.id, u, end.fail)
+		err = s.status.WriteFinal(wctx, rn.id, u, end.fail, s.ownedCheck(log, rn))
 	}
 	cancel()
 	if err == nil {
 		return true
+	}
+	if errors.Is(err, errTakenOver) {
+		return false // lost (MarkLost): nothing pending, nothing to record
 	}
 	log.Warn("write final phase; the claim stays until it is written", slog.String(logkey.Phase, string(end.phase)), slog.String(logkey.Err, err.Error()))
 	rn.mu.Lock()
@@ -346,7 +360,8 @@ func (s *Supervisor) report(ctx context.Context, log *slog.Logger, rn *Runner, e
 // runner is stopped); a session over or deleted meanwhile gets nothing.
 // It returns the update it wrote or tried to write (the one to retry).
 func (s *Supervisor) writeGuarded(ctx context.Context, log *slog.Logger, rn *Runner, u status.Update, end *ending) (status.Update, error) {
-	g, err := s.status.WriteFinalIf(ctx, rn.id, u, end.fail, session.Phase.WantsRunner)
+	check := s.ownedCheck(log, rn)
+	g, err := s.status.WriteFinalIf(ctx, rn.id, u, end.fail, session.Phase.WantsRunner, check)
 	switch {
 	case err != nil:
 		return u, err
@@ -358,7 +373,27 @@ func (s *Supervisor) writeGuarded(ctx context.Context, log *slog.Logger, rn *Run
 	}
 	log.Info("stop requested during the shutdown: the runner ends stopped")
 	stopped := rn.finalUpdate(stoppedOnRequest())
-	return stopped, s.status.Write(ctx, rn.id, stopped)
+	return stopped, s.status.WriteChecked(ctx, rn.id, stopped, check)
+}
+
+// errTakenOver ends a final-phase write whose record another replica took
+// over between its retries (ownedCheck).
+var errTakenOver = errors.New("claim taken over by another replica")
+
+// ownedCheck is the status.Check of rn's final-phase writes: before each
+// retry the record is read again (takenOver), and one another replica
+// owns now ends the write with errTakenOver, rn lost. Its owner was read
+// before the first try, but the retries last up to a few seconds: a peer
+// that took the session over meanwhile may already have written the new
+// run's Running, which the old end (Failed) would overwrite. What is left
+// is one API round trip after each read, instead of the whole retry.
+func (s *Supervisor) ownedCheck(log *slog.Logger, rn *Runner) status.Check {
+	return func(ctx context.Context) error {
+		if s.takenOver(ctx, log, rn) {
+			return errTakenOver
+		}
+		return nil
+	}
 }
 
 // recordFinal writes rn's pending final phase into its record (state

@@ -132,6 +132,13 @@ func (rn *Runner) MarkLost() {
 	rn.stopOnce.Do(func() { close(rn.stopCh) })
 }
 
+// Lost reports whether another replica took the claim over (MarkLost).
+func (rn *Runner) Lost() bool {
+	rn.mu.Lock()
+	defer rn.mu.Unlock()
+	return rn.lost
+}
+
 // StopRequested reports whether a stop was asked for (RequestStop).
 func (rn *Runner) StopRequested() bool {
 	rn.mu.Lock()

@@ -383,7 +383,12 @@ func (s *Supervisor) resend(ctx context.Context, rn *Runner) {
 		// over that (the claim is not this replica's to release).
 		s.forget(rn)
 	case p != nil:
-		if err := s.status.Write(wctx, rn.id, p.update); err != nil {
+		err := s.status.WriteChecked(wctx, rn.id, p.update, s.ownedCheck(log, rn))
+		if errors.Is(err, errTakenOver) {
+			s.forget(rn) // as above, found between two tries
+			return
+		}
+		if err != nil {
 			log.Warn("retry final phase write", slog.String(logkey.Phase, string(p.update.Phase)), slog.String(logkey.Err, err.Error()))
 			s.recordFinal(ctx, log, rn)
 			return
@@ -391,6 +396,12 @@ func (s *Supervisor) resend(ctx context.Context, rn *Runner) {
 		log.Info("final phase written", slog.String(logkey.Phase, string(p.update.Phase)))
 		s.claims.Release(ctx, log, rn.id)
 		s.forget(rn)
+	case lost && rn.Exited():
+		// Lost after its final phase failed to write (MarkLost dropped
+		// it), or while its supervisor reports it: nothing is left to
+		// write for it, and kept it would hold its port and make this
+		// replica ignore the session's next start.
+		s.Drop(rn)
 	case rn.Exited():
 		// Its supervisor is reporting it.
 	default:
@@ -405,6 +416,22 @@ func (s *Supervisor) resend(ctx context.Context, rn *Runner) {
 			s.writeLive(wctx, log, rn, *u)
 		}
 	}
+}
+
+// Drop forgets rn, and reports true, if it is lost (another replica owns
+// its session) and has exited: nothing is left to write or stop for it.
+// A runner lost after its final phase failed to write is only in the list
+// because of that phase, which MarkLost dropped; its supervisor has
+// returned, so nobody else would forget it. One whose supervisor has yet
+// to report it is forgotten early, which is harmless: finish writes
+// nothing for a lost runner, forget and the port's release happen once.
+// Callers hold the session's lock.
+func (s *Supervisor) Drop(rn *Runner) bool {
+	if !rn.Lost() || !rn.Exited() {
+		return false
+	}
+	s.forget(rn)
+	return true
 }
 
 // Shutdown stops intake (Start returns ErrShuttingDown from now on), stops
