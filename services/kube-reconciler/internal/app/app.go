@@ -139,7 +139,7 @@ func newWorkers(cfg config.Config, o options, kc kubeClients, crdWatcher *crd.Wa
 		return workers{}, err
 	}
 	rec, err := reconcile.New(reconcile.Config{
-		Objects: objects, Applier: apply.New(kc.kube, kc.dyn, crdWatcher), API: api, Tracker: statusCtl,
+		Objects: objects, Applier: apply.New(kc.kube, kc.dyn, crdWatcher), API: api, Source: api, Tracker: statusCtl,
 		Selector: cfg.SessionSelector, RoleAllowList: cfg.RoleAllowList, DefaultNamespace: cfg.Namespace,
 		NamespaceDenyList: spec.DenyList(cfg.NamespaceDenyList), HandledFor: resync.Grace(cfg.ResyncInterval), Owner: owner(cfg),
 		Metrics: m, Log: log,

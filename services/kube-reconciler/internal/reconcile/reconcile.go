@@ -60,11 +60,20 @@ type sessionTracker interface {
 	CachedCR(cr types.NamespacedName) (*unstructured.Unstructured, bool)
 }
 
+// sourceReader is what the resync's orphan checks read from the ambient API
+// before deleting anything: KV ambient-objects may be empty or behind.
+type sourceReader interface {
+	GetSession(ctx context.Context, id string) (*ambientv1.Session, error)
+	GetProject(ctx context.Context, id string) (*ambientv1.Project, error)
+	ListProjectSettings(ctx context.Context) ([]*ambientv1.ProjectSettings, error)
+}
+
 // Config holds the Reconciler's dependencies and settings.
 type Config struct {
 	Objects jetstream.KeyValue // KV ambient-objects
 	Applier *apply.Applier     // Kubernetes writes
 	API     statusWriter       // UpdateSessionStatus for bad input
+	Source  sourceReader       // confirms the resync's orphans (resync.go)
 	Tracker sessionTracker     // status write-back; nil disables it
 	// Selector picks the sessions run on Kubernetes.
 	Selector session.Selector
@@ -108,6 +117,9 @@ type Reconciler struct {
 	ensured map[string]string    // guarded by mu: namespace -> project id applied by this process
 	handled map[string]time.Time // guarded by mu: lockKey -> last success of the event path (see resync.go)
 	sweepAt int                  // guarded by mu: size of handled at which old entries are dropped
+	// guarded by mu: the API's project settings for this pass's orphan
+	// checks (resync.go); nil until listed.
+	apiSettings map[string]string
 }
 
 // minSweep is the smallest size of the handled set worth sweeping.
@@ -115,8 +127,8 @@ const minSweep = 1024
 
 // New validates cfg and returns a Reconciler.
 func New(cfg Config) (*Reconciler, error) {
-	if cfg.Objects == nil || cfg.Applier == nil || cfg.API == nil || cfg.Metrics == nil || cfg.Log == nil {
-		return nil, fmt.Errorf("objects, applier, api, metrics and log are required: %w", ErrInvalidConfig)
+	if cfg.Objects == nil || cfg.Applier == nil || cfg.API == nil || cfg.Source == nil || cfg.Metrics == nil || cfg.Log == nil {
+		return nil, fmt.Errorf("objects, applier, api, source, metrics and log are required: %w", ErrInvalidConfig)
 	}
 	if cfg.DefaultNamespace == "" {
 		return nil, fmt.Errorf("default namespace is required: %w", ErrInvalidConfig)
@@ -158,14 +170,25 @@ func (r *Reconciler) Handle(ctx context.Context, m group.Message) (err error) {
 	}()
 
 	key := lockKey(ev.GetResource(), ev.GetObjectId(), events.ProjectID(ev.GetObject()))
-	defer r.keys.Lock(key)()
-	obj, deleted, err := newest(ctx, r.cfg.Objects, ev)
+	var obj *eventsv1.Object
+	obj, result, err = func() (*eventsv1.Object, string, error) {
+		defer r.keys.Lock(key)()
+		obj, deleted, err := newest(ctx, r.cfg.Objects, ev)
+		if err != nil {
+			return nil, metrics.ResultError, err
+		}
+		result, err := r.dispatch(ctx, obj, deleted, log)
+		if err == nil {
+			r.markHandled(key)
+		}
+		return obj, result, err
+	}()
 	if err != nil {
 		return err
 	}
-	result, err = r.dispatch(ctx, obj, deleted, log)
-	if err == nil {
-		r.markHandled(key)
+	// After the new project's lock is released: no code path holds two.
+	if old := movedFrom(ev, obj); old != "" {
+		err = r.pruneMoved(ctx, ev.GetObjectId(), old, log)
 	}
 	return err
 }

@@ -99,6 +99,21 @@ func (n noStatus) UpdateProject(_ context.Context, req *ambientv1.UpdateProjectR
 	return nil, fmt.Errorf("unexpected")
 }
 
+func (n noStatus) GetSession(_ context.Context, id string) (*ambientv1.Session, error) {
+	n.tb.Errorf("unexpected GetSession for %s", id)
+	return nil, fmt.Errorf("unexpected")
+}
+
+func (n noStatus) GetProject(_ context.Context, id string) (*ambientv1.Project, error) {
+	n.tb.Errorf("unexpected GetProject for %s", id)
+	return nil, fmt.Errorf("unexpected")
+}
+
+func (n noStatus) ListProjectSettings(context.Context) ([]*ambientv1.ProjectSettings, error) {
+	n.tb.Errorf("unexpected ListProjectSettings")
+	return nil, fmt.Errorf("unexpected")
+}
+
 func newReconciler(tb testing.TB, store jetstream.KeyValue) (*Reconciler, dynamic.Interface) {
 	tb.Helper()
 	env := kube.Env(tb)
@@ -116,7 +131,7 @@ func newReconciler(tb testing.TB, store jetstream.KeyValue) (*Reconciler, dynami
 	if err != nil {
 		tb.Fatal(err)
 	}
-	r, err := New(Config{Objects: store, Applier: apply.New(cs, dyn, env.Watcher(tb, slog.New(slog.DiscardHandler))), API: noStatus{tb}, Selector: session.Selector{},
+	r, err := New(Config{Objects: store, Applier: apply.New(cs, dyn, env.Watcher(tb, slog.New(slog.DiscardHandler))), API: noStatus{tb}, Source: noStatus{tb}, Selector: session.Selector{},
 		RoleAllowList: []string{"ambient-project-admin", "ambient-project-edit", "ambient-project-view"}, DefaultNamespace: "default", Metrics: m, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		tb.Fatal(err)

@@ -15,6 +15,8 @@ import (
 	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/metrics"
 	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/spec"
 	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"k8s.io/apimachinery/pkg/types"
 )
@@ -41,12 +43,14 @@ func (r *Reconciler) recentlyHandled(key string) bool {
 
 // StartPass prepares a resync pass: it drops the successes older than
 // HandledFor and forgets every namespace checked so far, so each project
-// namespace's ownership is read again (at most once per pass).
+// namespace's ownership is read again (at most once per pass), and the
+// API's project settings listed for the orphan checks.
 func (r *Reconciler) StartPass() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.sweepLocked()
 	clear(r.ensured)
+	r.apiSettings = nil
 }
 
 // HandledCount is the number of objects remembered as recently handled.
@@ -83,27 +87,56 @@ func (r *Reconciler) ResyncObject(ctx context.Context, res eventsv1.Resource, id
 	return r.dispatch(ctx, o, false, log)
 }
 
+// ErrNotConfirmed is wrapped by DeleteOrphanSession and PruneOrphanBindings
+// when the ambient API could not be asked whether an orphan's source is
+// really gone (unreachable, an error other than NotFound): nothing was
+// deleted, and the resync checks no more orphans this pass, since the
+// next API call would most likely fail the same way.
+var ErrNotConfirmed = errors.New("orphan not confirmed by the ambient API")
+
+// Orphan is what DeleteOrphanSession or PruneOrphanBindings did.
+type Orphan struct {
+	Deleted int // Kubernetes objects deleted
+	// Kept: absent from KV ambient-objects but present in the ambient API,
+	// so KV is behind (a lost or recreated bucket the informer has not
+	// refilled yet) and nothing was deleted.
+	Kept bool
+}
+
 // DeleteOrphanSession deletes the AgenticSessions of session id (those the
-// status informer has indexed) when KV ambient-objects has no such session:
-// its DELETED event was lost (dead-lettered during a Kubernetes outage, say).
-// It re-checks KV under the session's lock and leaves a session the event
-// path handled within HandledFor alone. It returns how many CRs it deleted.
-func (r *Reconciler) DeleteOrphanSession(ctx context.Context, id string) (int, error) {
+// status informer has indexed) when KV ambient-objects has no such session
+// and the ambient API answers NotFound for it: its DELETED event was lost
+// (dead-lettered during a Kubernetes outage, say). "Not in KV" alone is no
+// proof: the bucket comes back empty when NATS loses its store or the
+// bucket is deleted, and stays so until the informer relists; deleting on
+// it would delete every live session's CR. It re-checks KV under the
+// session's lock and leaves a session the event path handled within
+// HandledFor alone; the API is asked only for sessions KV lacks, so a
+// normal pass costs one API read per real orphan.
+func (r *Reconciler) DeleteOrphanSession(ctx context.Context, id string) (Orphan, error) {
 	key := lockKey(eventsv1.Resource_RESOURCE_SESSIONS, id, "")
 	defer r.keys.Lock(key)()
 	if r.recentlyHandled(key) {
-		return 0, nil
+		return Orphan{}, nil
 	}
 	o, err := stored(ctx, r.cfg.Objects, eventsv1.Resource_RESOURCE_SESSIONS, id)
 	if err != nil && !errors.Is(err, events.ErrBadEvent) {
-		return 0, err
+		return Orphan{}, err
 	}
 	if o != nil || errors.Is(err, events.ErrBadEvent) {
-		return 0, nil // stored (an undecodable entry is not proof of a delete)
+		return Orphan{}, nil // stored (an undecodable entry is not proof of a delete)
+	}
+	_, err = r.cfg.Source.GetSession(ctx, id)
+	switch status.Code(err) {
+	case codes.OK:
+		return Orphan{Kept: true}, nil
+	case codes.NotFound:
+	default:
+		return Orphan{}, fmt.Errorf("session %s: %w: %w", id, ErrNotConfirmed, err)
 	}
 	crs := r.trackedCRs(id)
 	if err := r.deleteAll(ctx, crs, types.NamespacedName{}); err != nil {
-		return 0, err
+		return Orphan{}, err
 	}
 	if r.cfg.Tracker != nil {
 		r.cfg.Tracker.Forget(id)
@@ -111,56 +144,120 @@ func (r *Reconciler) DeleteOrphanSession(ctx context.Context, id string) (int, e
 	if len(crs) > 0 {
 		r.cfg.Log.InfoContext(ctx, "agenticsession of a deleted session removed by resync", slog.String(logkey.SessionID, id), slog.Int(logkey.Count, len(crs)))
 	}
-	return len(crs), nil
+	return Orphan{Deleted: len(crs)}, nil
 }
 
 // PruneOrphanBindings deletes project projectID's managed RoleBindings in its
 // own namespace when no project settings in KV ambient-objects name the
-// project any more: the settings' DELETED event (or the removal of its last
-// group_access entry) was lost. It re-reads every stored settings object
-// under the project's lock first, and leaves a project whose settings the
-// event path handled within HandledFor alone. Only the project's own namespace,
-// when it is the project's (checkNamespace), and only bindings with the
-// project's id label that this installation owns (Config.Owner) are touched.
-func (r *Reconciler) PruneOrphanBindings(ctx context.Context, projectID string) (int, error) {
+// project any more, and the ambient API confirms it: none of its project
+// settings name the project, or the project they name is gone from it
+// (GetProject NotFound). The settings' DELETED event (or the removal of its
+// last group_access entry) was lost. As for sessions, "not in KV" alone is
+// no proof: an empty bucket would prune every user's access. It re-reads
+// every stored settings object under the project's lock first, and leaves
+// a project whose settings the event path handled within HandledFor alone.
+// Only the project's own namespace, when it is the project's
+// (checkNamespace), and only bindings with the project's id label that this
+// installation owns (Config.Owner) are touched.
+func (r *Reconciler) PruneOrphanBindings(ctx context.Context, projectID string) (Orphan, error) {
 	key := lockKey(eventsv1.Resource_RESOURCE_PROJECT_SETTINGS, "", projectID)
 	defer r.keys.Lock(key)()
 	if r.recentlyHandled(key) {
-		return 0, nil
+		return Orphan{}, nil
 	}
 	named, err := SettingsProjects(ctx, r.cfg.Objects)
 	if err != nil {
-		return 0, err
+		return Orphan{}, err
 	}
 	if named[kubelabel.ProjectKey(projectID)] {
-		return 0, nil
+		return Orphan{}, nil
 	}
 	ns, err := r.projectNamespace(projectID)
 	if err != nil || projectID == "" {
-		return 0, nil //nolint:nilerr // not a project namespace: nothing of ours to prune
+		return Orphan{}, nil //nolint:nilerr // not a project namespace: nothing of ours to prune
 	}
 	labels, err := spec.ProjectLabels(projectID, "project_id")
 	if err != nil {
-		return 0, nil //nolint:nilerr // no valid label, so no binding of ours carries it
+		return Orphan{}, nil //nolint:nilerr // no valid label, so no binding of ours carries it
+	}
+	if kept, err := r.grantedByAPI(ctx, projectID); err != nil || kept {
+		return Orphan{Kept: kept}, err
 	}
 	exists, err := r.checkNamespace(ctx, ns, projectID)
 	if err != nil || !exists {
 		var refused *RefusedError
 		if errors.As(err, &refused) {
-			return 0, nil // not ours: never pruned
+			return Orphan{}, nil // not ours: never pruned
 		}
-		return 0, err
+		return Orphan{}, err
 	}
 	res, err := r.cfg.Applier.RoleBindings(ctx, ns, labels, nil, r.cfg.Owner)
 	r.cfg.Metrics.Pruned(ctx, res.Pruned)
 	if err != nil {
-		return res.Pruned, err
+		return Orphan{Deleted: res.Pruned}, err
 	}
 	if res.Pruned > 0 {
 		r.cfg.Log.InfoContext(ctx, "rolebindings of deleted project settings removed by resync", slog.String(logkey.ProjectID, projectID),
 			slog.String(logkey.Namespace, ns), slog.Int(logkey.Count, res.Pruned))
 	}
-	return res.Pruned, nil
+	return Orphan{Deleted: res.Pruned}, nil
+}
+
+// grantedByAPI reports whether the ambient API still has project settings
+// naming projectID (by kubelabel.ProjectKey, as the bindings are labelled)
+// of a project it still has. Binding-level differences (an entry removed
+// from group_access) are the event path's: this only decides whether KV's
+// "no settings at all" is true. The settings are listed at most once per
+// pass (StartPass forgets them): orphan projects are few normally, but all
+// of them when the bucket is empty, and a list per project would then cost
+// projects x settings. A list taken earlier in the pass is safe: settings
+// created since, and handled, are left alone by recentlyHandled, and those
+// not handled yet have no bindings to lose.
+func (r *Reconciler) grantedByAPI(ctx context.Context, projectID string) (bool, error) {
+	ids, err := r.apiSettingsProjects(ctx)
+	if err != nil {
+		return false, fmt.Errorf("project %s: %w: %w", projectID, ErrNotConfirmed, err)
+	}
+	id, ok := ids[kubelabel.ProjectKey(projectID)]
+	if !ok {
+		return false, nil
+	}
+	// The settings' own project id: the label is lower-cased, the API's
+	// ids need not be.
+	_, err = r.cfg.Source.GetProject(ctx, id)
+	switch status.Code(err) {
+	case codes.OK:
+		return true, nil
+	case codes.NotFound:
+		return false, nil
+	default:
+		return false, fmt.Errorf("project %s: %w: %w", projectID, ErrNotConfirmed, err)
+	}
+}
+
+// apiSettingsProjects returns the projects the API's project settings name:
+// kubelabel.ProjectKey -> project id as stored. Listed once per pass.
+func (r *Reconciler) apiSettingsProjects(ctx context.Context) (map[string]string, error) {
+	r.mu.Lock()
+	ids := r.apiSettings
+	r.mu.Unlock()
+	if ids != nil {
+		return ids, nil
+	}
+	list, err := r.cfg.Source.ListProjectSettings(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ids = make(map[string]string, len(list))
+	for _, ps := range list {
+		if p := ps.GetProjectId(); p != "" {
+			ids[kubelabel.ProjectKey(p)] = p
+		}
+	}
+	r.mu.Lock()
+	r.apiSettings = ids
+	r.mu.Unlock()
+	return ids, nil
 }
 
 // SettingsProjects returns the projects named by the project settings stored
@@ -169,6 +266,15 @@ func (r *Reconciler) PruneOrphanBindings(ctx context.Context, projectID string) 
 // "future".
 // Undecodable entries are skipped.
 func SettingsProjects(ctx context.Context, kv jetstream.KeyValue) (map[string]bool, error) {
+	return settingsProjects(ctx, kv, "")
+}
+
+// settingsProjects is SettingsProjects without the settings of id except.
+func settingsProjects(ctx context.Context, kv jetstream.KeyValue, except string) (map[string]bool, error) {
+	skip := ""
+	if except != "" {
+		skip = events.ObjectKey(eventsv1.Resource_RESOURCE_PROJECT_SETTINGS, except)
+	}
 	filter := events.ResourceToken(eventsv1.Resource_RESOURCE_PROJECT_SETTINGS) + ".*"
 	es, err := bus.ReadKVKeys(ctx, kv, []string{filter})
 	if err != nil {
@@ -176,6 +282,9 @@ func SettingsProjects(ctx context.Context, kv jetstream.KeyValue) (map[string]bo
 	}
 	out := map[string]bool{}
 	for _, e := range es {
+		if e.Key() == skip {
+			continue
+		}
 		o := &eventsv1.Object{}
 		if proto.Unmarshal(e.Value(), o) == nil && o.GetProjectSettings() != nil {
 			out[kubelabel.ProjectKey(o.GetProjectSettings().GetProjectId())] = true

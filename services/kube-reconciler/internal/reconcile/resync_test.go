@@ -100,9 +100,9 @@ func TestResyncKeepsBindingsOfMixedCaseSettings(t *testing.T) {
 	if err := r.Handle(ctx, group.Message{Event: events.NewEvent(eventsv1.EventType_EVENT_TYPE_ADDED, ps, nil, time.Now()), Attempt: 1}); err != nil {
 		t.Fatal(err)
 	}
-	n, err := r.PruneOrphanBindings(ctx, key)
-	if err != nil || n != 0 {
-		t.Fatalf("PruneOrphanBindings(%q) pruned %d, %v; want nothing: settings of %q name the project", key, n, err, ps.GetProjectId())
+	o, err := r.PruneOrphanBindings(ctx, key)
+	if err != nil || o.Deleted != 0 {
+		t.Fatalf("PruneOrphanBindings(%q) pruned %d, %v; want nothing: settings of %q name the project", key, o.Deleted, err, ps.GetProjectId())
 	}
 	cs, err := kubernetes.NewForConfig(kube.Env(t).Config)
 	if err != nil {

@@ -3,7 +3,10 @@
 // informer's cache (KV ambient-objects) in this member's partitions is
 // reconciled again, and what exists in Kubernetes although its source is gone
 // from the cache is deleted: AgenticSessions of sessions no longer stored,
-// and the RoleBindings of projects no project settings name any more. So an
+// and the RoleBindings of projects no project settings name any more, each
+// only once the ambient API confirms its source is gone (package
+// reconcile): the cache comes back empty when NATS loses its store or the
+// bucket is deleted, and "not cached" would then delete everything. So an
 // event lost for good (dead-lettered during a Kubernetes outage) is a delay
 // of at most one interval after the outage, never a loss. Namespaces are
 // never deleted: a deleted project keeps its namespace.
@@ -24,7 +27,8 @@
 //
 // Cost per pass: one KV read per owned object, one namespace read per owned
 // project, a no-op server-side apply per RoleBinding, and one list of the
-// managed RoleBindings; an AgenticSession whose cached copy already holds
+// managed RoleBindings, and per orphan one API read (for bindings, one list
+// of the API's project settings per pass besides); an AgenticSession whose cached copy already holds
 // what would be applied (apply.Applier.UpToDate) is not applied again, so
 // sessions cost no Kubernetes call when nothing changed.
 package resync
@@ -65,12 +69,20 @@ const jitter = 0.1
 // reconciler is what the resync asks of package reconcile.
 type reconciler interface {
 	ResyncObject(ctx context.Context, res eventsv1.Resource, id string) (string, error)
-	DeleteOrphanSession(ctx context.Context, id string) (int, error)
-	PruneOrphanBindings(ctx context.Context, projectID string) (int, error)
+	DeleteOrphanSession(ctx context.Context, id string) (reconcile.Orphan, error)
+	PruneOrphanBindings(ctx context.Context, projectID string) (reconcile.Orphan, error)
 	StartPass()
 }
 
 var _ reconciler = (*reconcile.Reconciler)(nil)
+
+// assignment is this member's partitions (*group.Assignment).
+type assignment interface {
+	Owned() []int
+	OwnsObject(objectID string) bool
+}
+
+var _ assignment = (*group.Assignment)(nil)
 
 // sessionCRs is the status informer's view of the managed AgenticSessions.
 type sessionCRs interface {
@@ -84,7 +96,7 @@ type Config struct {
 	Reconciler reconciler
 	CRs        sessionCRs
 	Kube       kubernetes.Interface // lists the managed RoleBindings
-	Assignment *group.Assignment    // this member's partitions
+	Assignment assignment           // this member's partitions
 	// Owner is this installation: only its RoleBindings are candidates
 	// for orphans (AgenticSessions: CRs filters them).
 	Owner spec.Owner
@@ -144,7 +156,13 @@ func (r *Resyncer) Run(ctx context.Context) error {
 		default:
 			r.cfg.Metrics.ResyncRun(ctx, metrics.RunOK)
 			r.cfg.Log.InfoContext(ctx, "resync pass done", slog.Int(logkey.Count, sum.Objects), slog.Int("changed", sum.Changed),
-				slog.Int("failed", sum.Failed), slog.Int("orphans_deleted", sum.Orphans), slog.Duration(logkey.Duration, time.Since(start)))
+				slog.Int("failed", sum.Failed), slog.Int("orphans_deleted", sum.Orphans), slog.Int("orphans_failed", sum.OrphansFailed),
+				slog.Duration(logkey.Duration, time.Since(start)))
+		}
+		if sum.Kept > 0 {
+			// Absent from KV, present in the API: the cache is behind (a
+			// lost or recreated bucket not refilled yet).
+			r.cfg.Log.WarnContext(ctx, "resync kept orphans the ambient API still has: KV ambient-objects is behind", slog.Int(logkey.Count, sum.Kept))
 		}
 	}
 }
@@ -156,6 +174,12 @@ type Summary struct {
 	Changed int  // of them, reconciled with a write (result ok or invalid)
 	Failed  int  // of them, failed (retried next pass)
 	Orphans int  // AgenticSessions and RoleBindings deleted
+	// OrphansFailed: orphans (sessions, projects) whose deletion failed;
+	// the others are still done, and the next pass retries these.
+	OrphansFailed int
+	// Kept: orphans of KV (sessions, projects) the ambient API still has,
+	// so not deleted.
+	Kept int
 }
 
 // Pass runs one resync over this member's partitions. It returns an error
@@ -204,48 +228,70 @@ func (r *Resyncer) Pass(ctx context.Context) (Summary, error) {
 				slog.String(logkey.ObjectID, id), slog.String("result", result))
 		}
 	}
-	n, err := r.orphanSessions(ctx, stored[eventsv1.Resource_RESOURCE_SESSIONS], started)
-	sum.Orphans += n
-	if err != nil {
+	// An orphan is deleted only once the API confirms its source is gone
+	// (package reconcile); when the API cannot answer, the pass stops
+	// checking orphans: each further check would fail the same way.
+	if err := r.orphanSessions(ctx, stored[eventsv1.Resource_RESOURCE_SESSIONS], started, &sum); err != nil {
 		return sum, err
 	}
-	n, err = r.orphanBindings(ctx, started)
-	sum.Orphans += n
-	return sum, err
+	return sum, r.orphanBindings(ctx, started, &sum)
 }
 
 // orphanSessions deletes the AgenticSessions of owned sessions no longer in
 // the cache, except those created within the grace before the pass began.
-func (r *Resyncer) orphanSessions(ctx context.Context, storedIDs []string, started time.Time) (int, error) {
+// A failure of one is logged and counted in sum, and the others go on; an
+// error is returned only when the check cannot go on (cache not synced,
+// the API unable to confirm).
+func (r *Resyncer) orphanSessions(ctx context.Context, storedIDs []string, started time.Time, sum *Summary) error {
 	if !r.cfg.CRs.HasSynced() {
-		return 0, errors.New("agenticsession cache not synced: orphans not checked")
+		return errors.New("agenticsession cache not synced: orphans not checked")
 	}
 	stored := make(map[string]bool, len(storedIDs))
 	for _, id := range storedIDs {
 		stored[id] = true
 	}
-	deleted := 0
 	for id, created := range r.cfg.CRs.Sessions() {
 		if stored[id] || !r.cfg.Assignment.OwnsObject(id) || created.After(started.Add(-r.grace)) {
 			continue
 		}
-		n, err := r.cfg.Reconciler.DeleteOrphanSession(ctx, id)
-		if err != nil {
-			return deleted, fmt.Errorf("delete agenticsessions of session %s: %w", id, err)
+		o, err := r.cfg.Reconciler.DeleteOrphanSession(ctx, id)
+		if err := r.orphanDone(ctx, metrics.KindAgenticSessions, logkey.SessionID, id, o, err, sum); err != nil {
+			return err
 		}
-		deleted += n
-		r.cfg.Metrics.ResyncOrphans(ctx, metrics.KindAgenticSessions, n)
 	}
-	return deleted, nil
+	return nil
+}
+
+// orphanDone accounts for one orphan's outcome in sum. It returns err when
+// the pass must stop checking orphans: ctx ended, or the API could not
+// confirm (reconcile.ErrNotConfirmed).
+func (r *Resyncer) orphanDone(ctx context.Context, kind, idKey, id string, o reconcile.Orphan, err error, sum *Summary) error {
+	sum.Orphans += o.Deleted
+	r.cfg.Metrics.ResyncOrphans(ctx, kind, o.Deleted)
+	if o.Kept {
+		sum.Kept++
+	}
+	switch {
+	case err == nil:
+		return nil
+	case ctx.Err() != nil:
+		return ctx.Err()
+	case errors.Is(err, reconcile.ErrNotConfirmed):
+		return fmt.Errorf("orphan %s not checked, none more this pass: %w", kind, err)
+	}
+	sum.OrphansFailed++
+	r.cfg.Log.WarnContext(ctx, "resync of orphan failed, next pass retries", slog.String("kind", kind), slog.String(idKey, id), slog.Any(logkey.Err, err))
+	return nil
 }
 
 // orphanBindings prunes the managed RoleBindings, in their project's own
 // namespace, of owned projects that no stored project settings name, except
-// bindings created within the grace before the pass began.
-func (r *Resyncer) orphanBindings(ctx context.Context, started time.Time) (int, error) {
+// bindings created within the grace before the pass began. Failures are as
+// in orphanSessions.
+func (r *Resyncer) orphanBindings(ctx context.Context, started time.Time, sum *Summary) error {
 	named, err := reconcile.SettingsProjects(ctx, r.cfg.Objects)
 	if err != nil {
-		return 0, err
+		return err
 	}
 	candidates := map[string]bool{}
 	for _, sel := range r.cfg.Owner.Selectors() {
@@ -253,7 +299,7 @@ func (r *Resyncer) orphanBindings(ctx context.Context, started time.Time) (int, 
 		for {
 			list, err := r.cfg.Kube.RbacV1().RoleBindings(metav1.NamespaceAll).List(ctx, opts)
 			if err != nil {
-				return 0, fmt.Errorf("list managed rolebindings: %w", err)
+				return fmt.Errorf("list managed rolebindings: %w", err)
 			}
 			for _, rb := range list.Items {
 				p := rb.Labels[spec.LabelProjectID]
@@ -268,14 +314,11 @@ func (r *Resyncer) orphanBindings(ctx context.Context, started time.Time) (int, 
 			}
 		}
 	}
-	pruned := 0
 	for p := range candidates {
-		n, err := r.cfg.Reconciler.PruneOrphanBindings(ctx, p)
-		pruned += n
-		r.cfg.Metrics.ResyncOrphans(ctx, metrics.KindRoleBindings, n)
-		if err != nil {
-			return pruned, fmt.Errorf("prune rolebindings of project %s: %w", p, err)
+		o, err := r.cfg.Reconciler.PruneOrphanBindings(ctx, p)
+		if err := r.orphanDone(ctx, metrics.KindRoleBindings, logkey.ProjectID, p, o, err, sum); err != nil {
+			return err
 		}
 	}
-	return pruned, nil
+	return nil
 }

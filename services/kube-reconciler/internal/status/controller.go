@@ -50,6 +50,7 @@ import (
 	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/spec"
 	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/time/rate"
 	"google.golang.org/grpc/codes"
 	grpcstatus "google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -175,7 +176,7 @@ func New(cfg Config) (*Controller, error) {
 	c := &Controller{
 		cfg:      cfg,
 		informer: informer,
-		queue: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
+		queue: workqueue.NewTypedRateLimitingQueueWithConfig(retryLimiter(),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "agenticsession-status"}),
 		seen:     seen,
 		requests: reqs,
@@ -187,9 +188,13 @@ func New(cfg Config) (*Controller, error) {
 			n, okN := newObj.(*unstructured.Unstructured)
 			if okO && okN && o.GetResourceVersion() == n.GetResourceVersion() {
 				// A resync delivers the same object again; our state cache
-				// may be behind though (a restart), so check it anyway at
-				// the rate limiter's pace.
-				c.queue.AddRateLimited(key(n))
+				// may be behind though (a restart), so check it anyway.
+				// Not through the rate limiter: its bucket is shared, and
+				// a resync of thousands of CRs would spend it and hold a
+				// failed write's retry back for minutes. The queue
+				// de-duplicates, and a check that finds nothing to write
+				// costs no API call.
+				c.queue.Add(key(n))
 				return
 			}
 			c.enqueue(newObj)
@@ -200,6 +205,24 @@ func New(cfg Config) (*Controller, error) {
 		return nil, fmt.Errorf("add event handler: %w", err)
 	}
 	return c, nil
+}
+
+// MaxRetryDelay caps the wait before a failed status write is retried. The
+// client-go default (1000 s) grew during an API outage so that a change made
+// in it reached the API minutes after the API was back (a 90 s outage: 2m36s
+// after); with this cap it is retried within seconds of the API's return.
+const MaxRetryDelay = 5 * time.Second
+
+// retryLimiter paces the retries of failed writes, and only those (resyncs
+// and changes are added without it): per CR, 5 ms doubling up to
+// MaxRetryDelay, and overall at most 10 per second after a burst of 100 (the
+// client-go default's bucket), so many CRs failing at once do not hammer
+// an API that answers with errors.
+func retryLimiter() workqueue.TypedRateLimiter[string] {
+	return workqueue.NewTypedMaxOfRateLimiter(
+		workqueue.NewTypedItemExponentialFailureRateLimiter[string](5*time.Millisecond, MaxRetryDelay),
+		&workqueue.TypedBucketRateLimiter[string]{Limiter: rate.NewLimiter(rate.Limit(10), 100)},
+	)
 }
 
 // stripManagedFields drops metadata.managedFields before an AgenticSession
