@@ -50,18 +50,19 @@ func LeasesBucket(replicas int, ttl time.Duration) jetstream.KeyValueConfig {
 	return jetstream.KeyValueConfig{Bucket: BucketLeases, Description: "leader leases", Storage: jetstream.FileStorage, Replicas: max(replicas, 1), TTL: ttl}
 }
 
-// EnsureLeasesBucket creates BucketLeases with ttl (0 = DefaultLeaseTTL),
-// or raises an existing bucket's TTL to ttl; it never lowers it, and
-// returns the bucket's TTL after the call. The bucket's TTL is how long the
-// server keeps every lease after its last write; lowering it under a
-// running leader (a shadow informer with a lower TTL, a rolling update
-// lowering it) expired that leader's lease before its renewal, every few
-// seconds. Raising it is safe: leases live longer than their holders
-// trust them. A caller whose ttl is below the returned one must lead by
-// the returned one (renew, trust and wait by it), as the replicas already
-// running do. Errors are EnsureKV's, or the bucket's status read's.
-func EnsureLeasesBucket(ctx context.Context, js jetstream.JetStream, replicas int, ttl time.Duration) (jetstream.KeyValue, time.Duration, error) {
-	cfg := LeasesBucket(replicas, ttl)
+// EnsureKVKeepTTL is EnsureKV for a bucket whose TTL is its keys'
+// lifetime (leases, heartbeats): it creates the bucket with cfg, or updates
+// an existing one to cfg with its TTL raised to cfg.TTL but never lowered,
+// and returns the bucket's TTL after the call. Lowering it under running
+// holders (a shadow or a canary with a lower setting, a rolling update
+// lowering it) expires their keys between their renewals, so live holders
+// look gone. Raising it is safe: keys live longer than their holders trust
+// them. A caller whose cfg.TTL is below the returned one must renew, trust
+// and wait by the returned one, as the holders already running do. Two
+// callers starting at once with different TTLs can still race (read, then
+// update); the next start settles it. Errors are EnsureKV's, or the
+// bucket's status read's.
+func EnsureKVKeepTTL(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, time.Duration, error) {
 	kv, err := retryTransient(ctx, func(ctx context.Context) (jetstream.KeyValue, error) { return js.KeyValue(ctx, cfg.Bucket) })
 	switch {
 	case errors.Is(err, jetstream.ErrBucketNotFound):
@@ -74,11 +75,15 @@ func EnsureLeasesBucket(ctx context.Context, js jetstream.JetStream, replicas in
 	if err != nil {
 		return nil, 0, fmt.Errorf("status of kv %s: %w", cfg.Bucket, err)
 	}
-	if have := st.TTL(); have > cfg.TTL {
-		cfg.TTL = have // kept: replicas may be leading by it
-	}
+	cfg.TTL = max(cfg.TTL, st.TTL()) // kept: holders may be renewing by it
 	kv, err = EnsureKV(ctx, js, cfg)
 	return kv, cfg.TTL, err
+}
+
+// EnsureLeasesBucket is EnsureKVKeepTTL for BucketLeases with ttl (0 =
+// DefaultLeaseTTL): a leader leads by the returned TTL.
+func EnsureLeasesBucket(ctx context.Context, js jetstream.JetStream, replicas int, ttl time.Duration) (jetstream.KeyValue, time.Duration, error) {
+	return EnsureKVKeepTTL(ctx, js, LeasesBucket(replicas, ttl))
 }
 
 // EnsureKV creates the bucket or updates it to cfg; safe to call from every

@@ -118,7 +118,12 @@ func join(ctx context.Context, js jetstream.JetStream, cfg Config, log *slog.Log
 	if err != nil {
 		return nil, fmt.Errorf("consumer group config bucket: %w", err)
 	}
-	members, ttl, err := ensureMembersBucket(ctx, js, jetstream.KeyValueConfig{
+	// The TTL is how long the server keeps a member's heartbeat, shared by
+	// every member: one starting with a lower MemberTTL (a rolling update,
+	// a canary) that lowered it made the live members, beating every old
+	// TTL/3, expire between beats, and the partitions flapped. So it is
+	// raised, never lowered (bus.EnsureKVKeepTTL).
+	members, ttl, err := bus.EnsureKVKeepTTL(ctx, js, jetstream.KeyValueConfig{
 		Bucket:      MembersBucketName(cfg.Stream, cfg.Group),
 		Description: "member heartbeats of consumer group " + cfg.Group,
 		TTL:         cfg.MemberTTL,
@@ -136,37 +141,6 @@ func join(ctx context.Context, js jetstream.JetStream, cfg Config, log *slog.Log
 		cfg.MemberTTL = ttl
 	}
 	return &membership{js: js, cfg: cfg, log: log, members: members, configs: configs}, nil
-}
-
-// ensureMembersBucket creates the members bucket with cfg, or updates an
-// existing one to cfg (its replicas) without ever lowering its TTL, and
-// returns the bucket's TTL after the call. The TTL is how long the server
-// keeps a member's heartbeat after its last write, shared by every
-// member: one starting with a lower MemberTTL (a rolling update, a
-// canary) that set it made the live members, beating every old TTL/3,
-// expire between beats, and the partitions flapped between them until
-// they restarted. Raising it is safe: a member only looks alive longer
-// than it beats. Two members starting at the same moment with different
-// TTLs can still race (read, then update); the next start settles it.
-func ensureMembersBucket(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, time.Duration, error) {
-	kv, err := js.KeyValue(ctx, cfg.Bucket)
-	switch {
-	case errors.Is(err, jetstream.ErrBucketNotFound):
-	case err != nil:
-		return nil, 0, fmt.Errorf("open: %w", err)
-	default:
-		st, err := kv.Status(ctx)
-		if err != nil {
-			return nil, 0, fmt.Errorf("status: %w", err)
-		}
-		cfg.TTL = max(cfg.TTL, st.TTL()) // kept: live members beat by it
-	}
-	// CreateOrUpdate also sets the replicas of an existing bucket.
-	kv, err = js.CreateOrUpdateKeyValue(ctx, cfg)
-	if err != nil {
-		return nil, 0, err
-	}
-	return kv, cfg.TTL, nil
 }
 
 // waitForStream waits until the events stream exists and returns its

@@ -42,24 +42,7 @@ func BucketConfig(replicas int, ttl time.Duration) jetstream.KeyValueConfig {
 // running do. Two replicas starting at the same moment with different
 // TTLs can still race (read, then update); the next start settles it.
 func EnsureBucket(ctx context.Context, js jetstream.JetStream, replicas int, ttl time.Duration) (jetstream.KeyValue, time.Duration, error) {
-	cfg := BucketConfig(replicas, ttl)
-	kv, err := bus.OpenKV(ctx, js, cfg) // creates it with ttl when missing
-	if err != nil {
-		return nil, 0, err
-	}
-	st, err := kv.Status(ctx)
-	if err != nil {
-		return nil, 0, fmt.Errorf("status of kv %s: %w", cfg.Bucket, err)
-	}
-	if have := st.TTL(); have > cfg.TTL {
-		cfg.TTL = have // kept: live replicas beat by it
-	}
-	// Also brings the rest of the config (replicas) up to date.
-	kv, err = bus.EnsureKV(ctx, js, cfg)
-	if err != nil {
-		return nil, 0, err
-	}
-	return kv, cfg.TTL, nil
+	return bus.EnsureKVKeepTTL(ctx, js, BucketConfig(replicas, ttl))
 }
 
 // Members writes this replica's heartbeat and answers liveness questions.
