@@ -323,10 +323,7 @@ func (p *Proxy) authorize(w http.ResponseWriter, r *http.Request, t route.Target
 		return true
 	}
 	pr, _ := auth.PrincipalFrom(r.Context()) // zero without authentication
-	err := p.cfg.Authorizer.Authorize(r.Context(), authz.Request{
-		SessionID: t.SessionID, ProjectID: ep.ProjectID, Verb: authz.VerbOf(r.Method),
-		Principal: pr, Authorization: r.Header.Get("Authorization"),
-	})
+	err := p.cfg.Authorizer.Authorize(r.Context(), authzRequest(r, t, ep, pr))
 	if err == nil {
 		return true
 	}
@@ -394,15 +391,22 @@ func (p *Proxy) stillAllowed(ctx context.Context, r *http.Request, t route.Targe
 	if p.cfg.Authorizer == nil {
 		return nil
 	}
-	err := p.cfg.Authorizer.Authorize(ctx, authz.Request{
-		SessionID: t.SessionID, ProjectID: ep.ProjectID, Verb: authz.VerbOf(r.Method),
-		Principal: pr, Authorization: r.Header.Get("Authorization"),
-	})
+	err := p.cfg.Authorizer.Authorize(ctx, authzRequest(r, t, ep, pr))
 	var ae *authz.Error
 	if errors.As(err, &ae) && (ae.Code == http.StatusUnauthorized || ae.Code == http.StatusForbidden) {
 		return err
 	}
 	return nil
+}
+
+// authzRequest is what the Authorizer decides for r by pr, at its start
+// (authorize) and on an open stream (stillAllowed). Only the Authorization
+// header leaves through it (api mode forwards it to the API).
+func authzRequest(r *http.Request, t route.Target, ep registry.Endpoint, pr auth.Principal) authz.Request {
+	return authz.Request{
+		SessionID: t.SessionID, ProjectID: ep.ProjectID, Verb: authz.VerbOf(r.Method),
+		Principal: pr, Authorization: r.Header.Get("Authorization"),
+	}
 }
 
 // refuseRunner answers a routing record whose runner address is outside
