@@ -232,6 +232,13 @@ type repairer struct {
 func (p *repairer) repair(ctx context.Context) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.allThere(ctx) {
+		// A repair asked for the same loss (the term's and the lease's)
+		// already made them again. Updating them once more would only
+		// race the new term's consumers on the server (nats-server 2.15's
+		// file store: UpdateConfig beside ConsumerStore, seen by -race).
+		return nil
+	}
 	gone := errors.New("events stream or a bucket gone, recreating")
 	p.failing.Store(&gone)
 	b := &backoff.ExponentialBackOff{InitialInterval: setupRetryMin, RandomizationFactor: 0.25, Multiplier: 2, MaxInterval: setupRetryMax}
@@ -253,6 +260,19 @@ func (p *repairer) repair(ctx context.Context) error {
 	}
 	p.log.Warn("events stream and buckets recreated", slog.String("stream", p.cfg.Stream), slog.String("objects_bucket", p.cfg.ObjectsBucket))
 	return nil
+}
+
+// allThere reports whether the events stream and both buckets exist.
+func (p *repairer) allThere(ctx context.Context) bool {
+	if _, err := p.js.Stream(ctx, p.cfg.Stream); err != nil {
+		return false
+	}
+	for _, b := range []string{p.cfg.ObjectsBucket, bus.BucketLeases} {
+		if _, err := p.js.KeyValue(ctx, b); err != nil {
+			return false
+		}
+	}
+	return true
 }
 
 // check is the "jetstream" readiness check: failing from the moment a
