@@ -232,18 +232,11 @@ type repairer struct {
 func (p *repairer) repair(ctx context.Context) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.allThere(ctx) {
-		// A repair asked for the same loss (the term's and the lease's)
-		// already made them again. Updating them once more would only
-		// race the new term's consumers on the server (nats-server 2.15's
-		// file store: UpdateConfig beside ConsumerStore, seen by -race).
-		return nil
-	}
 	gone := errors.New("events stream or a bucket gone, recreating")
 	p.failing.Store(&gone)
 	b := &backoff.ExponentialBackOff{InitialInterval: setupRetryMin, RandomizationFactor: 0.25, Multiplier: 2, MaxInterval: setupRetryMax}
 	setup, err := backoff.Retry(ctx, func() (natsSetup, error) {
-		return tryEnsureNATS(ctx, p.js, p.cfg)
+		return tryEnsureNATS(ctx, p.js, p.cfg, true)
 	}, backoff.WithBackOff(b), backoff.WithMaxElapsedTime(0), backoff.WithNotify(func(err error, _ time.Duration) {
 		err = fmt.Errorf("recreate the events stream and buckets: %w", err)
 		p.failing.Store(&err)
@@ -260,19 +253,6 @@ func (p *repairer) repair(ctx context.Context) error {
 	}
 	p.log.Warn("events stream and buckets recreated", slog.String("stream", p.cfg.Stream), slog.String("objects_bucket", p.cfg.ObjectsBucket))
 	return nil
-}
-
-// allThere reports whether the events stream and both buckets exist.
-func (p *repairer) allThere(ctx context.Context) bool {
-	if _, err := p.js.Stream(ctx, p.cfg.Stream); err != nil {
-		return false
-	}
-	for _, b := range []string{p.cfg.ObjectsBucket, bus.BucketLeases} {
-		if _, err := p.js.KeyValue(ctx, b); err != nil {
-			return false
-		}
-	}
-	return true
 }
 
 // check is the "jetstream" readiness check: failing from the moment a
@@ -297,7 +277,7 @@ type natsSetup struct {
 func ensureNATS(ctx context.Context, js jetstream.JetStream, cfg config.Config, log *slog.Logger) (natsSetup, error) {
 	b := &backoff.ExponentialBackOff{InitialInterval: setupRetryMin, RandomizationFactor: 0.25, Multiplier: 2, MaxInterval: setupRetryMax}
 	setup, err := backoff.Retry(ctx, func() (natsSetup, error) {
-		setup, err := tryEnsureNATS(ctx, js, cfg)
+		setup, err := tryEnsureNATS(ctx, js, cfg, false)
 		return setup, replicasError(err, cfg.StreamReplicas)
 	}, backoff.WithBackOff(b), backoff.WithMaxElapsedTime(0), backoff.WithNotify(func(err error, _ time.Duration) {
 		log.Warn("jetstream setup failed, retrying", slog.Any(logkey.Err, err))
@@ -321,25 +301,41 @@ func replicasError(err error, replicas int) error {
 	return backoff.Permanent(bus.ReplicasError(err, config.EnvStreamReplicas, replicas))
 }
 
-func tryEnsureNATS(ctx context.Context, js jetstream.JetStream, cfg config.Config) (natsSetup, error) {
+func tryEnsureNATS(ctx context.Context, js jetstream.JetStream, cfg config.Config, missingOnly bool) (natsSetup, error) {
 	ctx, cancel := context.WithTimeout(ctx, setupTimeout)
 	defer cancel()
-	if _, err := bus.EnsureStream(ctx, js, bus.EventsStream(cfg.Stream, cfg.SubjectPrefix, cfg.StreamReplicas, cfg.StreamMaxAge)); err != nil {
-		return natsSetup{}, err
+	// missingOnly (a repair): what still exists is left as it is. Updating
+	// a stream or bucket in use races the consumers the running terms
+	// create on it inside nats-server 2.15's file store (UpdateConfig
+	// beside ConsumerStore, reported by -race), and its settings are
+	// already the ones the start-up set.
+	if !missingOnly || !exists(js.Stream(ctx, cfg.Stream)) {
+		if _, err := bus.EnsureStream(ctx, js, bus.EventsStream(cfg.Stream, cfg.SubjectPrefix, cfg.StreamReplicas, cfg.StreamMaxAge)); err != nil {
+			return natsSetup{}, err
+		}
 	}
-	oc := bus.ObjectsBucket(cfg.StreamReplicas)
-	oc.Bucket = cfg.ObjectsBucket
-	// Lets deletes purge the key with a marker that expires (MarkerTTL), so
-	// the bucket does not keep one marker per object ever deleted.
-	oc.LimitMarkerTTL = cfg.MarkerTTL
-	objects, err := bus.EnsureKV(ctx, js, oc)
-	if err != nil {
-		return natsSetup{}, err
+	var out natsSetup
+	var err error
+	if !missingOnly || !exists(js.KeyValue(ctx, cfg.ObjectsBucket)) {
+		oc := bus.ObjectsBucket(cfg.StreamReplicas)
+		oc.Bucket = cfg.ObjectsBucket
+		// Lets deletes purge the key with a marker that expires (MarkerTTL), so
+		// the bucket does not keep one marker per object ever deleted.
+		oc.LimitMarkerTTL = cfg.MarkerTTL
+		if out.objects, err = bus.EnsureKV(ctx, js, oc); err != nil {
+			return natsSetup{}, err
+		}
 	}
-	// Created with LEASE_TTL, or raised to it; never lowered.
-	leases, ttl, err := bus.EnsureLeasesBucket(ctx, js, cfg.StreamReplicas, cfg.LeaseTTL)
-	if err != nil {
-		return natsSetup{}, err
+	if !missingOnly || !exists(js.KeyValue(ctx, bus.BucketLeases)) {
+		// Created with LEASE_TTL, or raised to it; never lowered.
+		if out.leases, out.leaseTTL, err = bus.EnsureLeasesBucket(ctx, js, cfg.StreamReplicas, cfg.LeaseTTL); err != nil {
+			return natsSetup{}, err
+		}
 	}
-	return natsSetup{objects: objects, leases: leases, leaseTTL: ttl}, nil
+	return out, nil
 }
+
+// exists reports whether a lookup found what it looked for. Any error
+// counts as missing: the set-up then tries to make it and reports why it
+// could not.
+func exists[T any](_ T, err error) bool { return err == nil }
