@@ -27,6 +27,7 @@ const (
 	metricRelists      = "informer.relists"
 	metricListSkipped  = "informer.list.skipped"
 	metricStale        = "informer.watch.stale"
+	metricBackward     = "informer.watch.clock_backward"
 	metricUnknownDel   = "informer.watch.unknown_deletes"
 	metricKVRepairs    = "informer.kv.repairs"
 	metricKVAudits     = "informer.kv.audits"
@@ -67,7 +68,10 @@ type Metrics struct {
 	// id found (watch.Hooks.Unlisted).
 	listSkipped metric.Int64Counter
 	stale       metric.Int64Counter
-	unknownDel  metric.Int64Counter
+	// backward counts watch events applied although stamped earlier than
+	// the state they replaced (diff.Result.Backward).
+	backward   metric.Int64Counter
+	unknownDel metric.Int64Counter
 	// kvRepairs counts KV entries the audit found disagreeing with what
 	// was published (auditKV).
 	kvRepairs metric.Int64Counter
@@ -104,7 +108,10 @@ func NewMetrics(m metric.Meter) (*Metrics, error) {
 		relists:       counter(metricRelists, "Completed full lists (start, reconnect, resync)."),
 		listSkipped: counter(metricListSkipped, "Cached objects a list did not show although they exist (its pages shifted under updates and deletes), "+
 			"found by a read by id instead of being published as deleted."),
-		stale:      counter(metricStale, "Watch events dropped because they were not newer than the cache."),
+		stale: counter(metricStale, "Watch events dropped: the state already cached, "+
+			"or one stamped earlier than the state a list read while the stream was open."),
+		backward: counter(metricBackward, "Watch events applied in stream order although their updated_at is earlier than the state they replaced: "+
+			"the API's clock stepped back, or the replica that wrote them runs behind another."),
 		unknownDel: counter(metricUnknownDel, "DELETED watch events for ids never seen (ignored)."),
 		kvRepairs: counter(metricKVRepairs, "Objects bucket entries found disagreeing with the published state (an entry of a deleted object back, "+
 			"or a published object's entry gone) and written again."),
@@ -169,7 +176,7 @@ func resAttr(r eventsv1.Resource) metric.MeasurementOption {
 // start of a term: an alert on rate() or increase() sees 0, not "no data",
 // until the first reconnect or failure.
 func (m *Metrics) zero(ctx context.Context, res eventsv1.Resource) {
-	for _, c := range []metric.Int64Counter{m.publishErrs, m.conflicts, m.kvConflicts, m.unpublishable, m.reconnects, m.relists, m.listSkipped, m.stale, m.unknownDel} {
+	for _, c := range []metric.Int64Counter{m.publishErrs, m.conflicts, m.kvConflicts, m.unpublishable, m.reconnects, m.relists, m.listSkipped, m.stale, m.backward, m.unknownDel} {
 		c.Add(ctx, 0, resAttr(res))
 	}
 }

@@ -215,6 +215,10 @@ func (r *Resource[T]) hooks(ctx context.Context) watch.Hooks {
 			if d.Stale > 0 {
 				r.m.stale.Add(ctx, int64(d.Stale), resAttr(res))
 			}
+			if d.Backward > 0 {
+				r.m.backward.Add(ctx, int64(d.Backward), resAttr(res))
+				r.log.Debug("watch events stamped before the state they replace, applied in stream order", slog.Int(logkey.Count, d.Backward))
+			}
 			if d.Unknown > 0 {
 				r.m.unknownDel.Add(ctx, int64(d.Unknown), resAttr(res))
 			}

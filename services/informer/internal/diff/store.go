@@ -73,9 +73,14 @@ func (c Change[T]) OldObject() (T, error) {
 type Result struct {
 	// Dirty lists ids whose desired state now differs from the published one.
 	Dirty []string
-	// Stale counts watch events dropped because they were not newer than
-	// the cached object; Unknown counts deletes of ids never seen.
+	// Stale counts watch events dropped: the very state already cached, or
+	// one stamped earlier than a state a list of the open stream read
+	// (eventWins). Unknown counts deletes of ids never seen.
 	Stale, Unknown int
+	// Backward counts watch events applied although their updated_at is
+	// earlier than the state they replaced: the API's clock stepped back,
+	// or the replica that wrote them runs behind another (eventWins).
+	Backward int
 	// Bad counts objects that could not be encoded (and were skipped).
 	Bad int
 }
@@ -88,10 +93,14 @@ type state = events.Encoded
 
 func present(s state) bool { return s.Raw != nil }
 
-// entry is the state of one id: 152 bytes, in the allocator's 160-byte
-// size class (144 before rev).
+// entry is the state of one id: 160 bytes, filling the allocator's
+// 160-byte size class (144 before rev, 152 before from;
+// TestEntryFitsItsSizeClass).
 type entry struct {
 	desired, published state
+	// from tells when desired was read, to order it against a watch event
+	// or a listed state (eventWins, listedWins).
+	from origin
 	// seq is the events-stream sequence of the object's last event: the
 	// one that published the published state, or one adopted (Adopt); 0:
 	// none, or unknown. A KV write of that state records it
@@ -123,6 +132,28 @@ type entry struct {
 	ref *string
 }
 
+// origin tells when a desired state was read by the API, as far as the
+// store can know it, in numbers of listings (Store.started): the listing
+// that read it, or for a state from the watch the last listing started when
+// it arrived, shifted left by one with the low bit set. The zero origin is
+// listing 0: before any listing, like the states Load brings.
+//
+// Watch events are the API's reads in order: the real server sends the
+// events of one stream in order, each with the object as read when it is
+// sent, and a new stream (StreamOpened) sends only reads made after it was
+// opened, after the last event of the stream before it arrived. A listed
+// state and a watch event are ordered only when one of them arrived before
+// the other's read began: a listing finished before the stream opened, an
+// event arrived before the listing started. Otherwise the event may have
+// been read before the page and arrive after it, or the other way round,
+// and only updated_at (newer) can tell.
+type origin uint64
+
+func listedIn(listing uint64) origin  { return origin(listing << 1) }
+func watchedAt(listing uint64) origin { return origin(listing<<1 | 1) }
+func (o origin) watched() bool        { return o&1 == 1 }
+func (o origin) listing() uint64      { return uint64(o >> 1) }
+
 // dirty reports whether the id needs a change: desired differs from
 // published, or the state of an object known only by a reference event
 // is to be settled.
@@ -143,6 +174,9 @@ type Store[T events.APIObject] struct {
 	started  uint64            // guarded by mu; listings started, numbering them
 	projects map[string]string // guarded by mu; interned project ids
 	listing  *Listing[T]       // guarded by mu; the listing in progress, if any
+	// opened is the number of listings started when the current watch
+	// stream was opened (StreamOpened): all of them had ended by then.
+	opened uint64 // guarded by mu
 }
 
 // NewStore returns an empty store.
@@ -233,6 +267,17 @@ func (e *entry) setRef(version string, seq uint64) {
 	}
 }
 
+// StreamOpened records that a new watch stream is about to be opened: every
+// event it delivers the server reads after this call, so it is newer than
+// any state the listings started so far read, whatever the timestamps say
+// (eventWins). Call it before opening the stream, with no listing running
+// and after the previous stream's last event was applied or dropped.
+func (s *Store[T]) StreamOpened() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.opened = s.started
+}
+
 // Listing is one relist in progress: pages of listed objects are encoded
 // as they come (the decoded page is garbage right after), and Finish makes
 // the whole list the desired state, clears every id the listing did not
@@ -245,10 +290,10 @@ func (e *entry) setRef(version string, seq uint64) {
 // a relist, which takes seconds at 100,000 objects and comes with every
 // reconnect and resync, does not hold them back. The listing remembers the
 // ids they touched: for those the watch knows at least as much as a page
-// read before the event, so Finish keeps the store's state unless the
-// listed one is newer, and neither clears an id the list missed (created
-// after its page was read) nor brings back one deleted meanwhile. Only one
-// listing of a store runs at a time.
+// read before the event, so Finish keeps a state such an event brought
+// unless the listed one is newer (listedWins), and neither clears an id the
+// list missed (created after its page was read) nor brings back one deleted
+// meanwhile. Only one listing of a store runs at a time.
 type Listing[T events.APIObject] struct {
 	s     *Store[T]
 	ids   []string
@@ -351,9 +396,9 @@ func (l *Listing[T]) Unlisted() []string {
 
 // Finish ends the listing. The list is the truth at the time it was taken:
 // its objects become the desired state (an object listed twice, by pages of
-// a table that changes or by a second pass, keeps its newer state) and ids
-// it did not list are gone; then the watch events buffered while listing
-// are applied in order, dropping those not newer than what is cached. It
+// a table that changes, by a second pass or by a read by id, keeps the copy
+// read last: the one Added last) and ids it did not list are gone; then the
+// watch events buffered while listing are applied in order (eventWins). It
 // happens under one lock, so a worker never sees a state between the two.
 // It returns every dirty id, including ones that were dirty before.
 func (l *Listing[T]) Finish(buffered []Observed[T]) Result {
@@ -393,14 +438,11 @@ func (l *Listing[T]) Finish(buffered []Observed[T]) Result {
 	for i, st := range l.items {
 		id := l.ids[i]
 		e := s.entry(id)
-		if e.listed == num && st.Micros < e.desired.Micros {
-			continue
-		}
 		e.listed = num
-		if _, live := l.touched[id]; live && !newer(st, e.desired) {
+		if _, live := l.touched[id]; live && !listedWins(st, e, num) {
 			continue // a live event during the list brought this or newer
 		}
-		s.setDesired(e, st)
+		s.setDesired(e, st, listedIn(num))
 	}
 	l.ids, l.items, l.same = nil, nil, nil
 	for id, e := range s.entries {
@@ -453,13 +495,68 @@ func (s *Store[T]) Apply(ob Observed[T]) Result {
 	return r
 }
 
-// newer reports whether st replaces cur, for a watch event and for a listed
-// state of an id live events touched: cur is present, and st is neither
-// older nor the very same state. Same time with other content is newer:
-// losing a real change is worse than publishing a doubtful one. An absent
-// cur (deleted) is never replaced by a listed state: ids are never reused.
+// newer reports whether st replaces cur by updated_at, where the order of
+// their reads is unknown (eventWins, listedWins): cur is present, and st is
+// neither older nor the very same state. Same time with other content is
+// newer: losing a real change is worse than publishing a doubtful one. An
+// absent cur (deleted) is never replaced by a listed state: ids are never
+// reused.
 func newer(st, cur state) bool {
 	return present(cur) && st.Micros >= cur.Micros && !cur.SameVersion(st)
+}
+
+// eventWins reports whether the watch event st replaces e's present
+// desired state. updated_at is stamped by the wall clock of the API replica
+// that wrote the object: NTP steps it back, replicas disagree, so it does
+// not order two states; the order of the reads does, where it is known
+// (origin). An event replaces any other state from the watch (this stream's
+// arrived before it; an earlier stream's before this one opened), and a
+// listed or loaded state read before this stream opened: the server read
+// the event later, and a state differing from one the object had before is
+// a later one (versions never come back). A state a listing of this stream
+// read meets the event where their order is unknown, and updated_at
+// decides (newer).
+//
+// That is the residual case: a listing of the open stream read the object
+// in a state the cache did not hold, and the clock that stamps its next
+// writes is behind the one that stamped that state (stepped back in
+// between, or another replica's). Their events are dropped as Stale,
+// though newer, until one is stamped at or after the listed state, the
+// stream is reopened (with a relist), or the next listing reads the object
+// (its state wins over an earlier listing's: listedWins): at most
+// RESYNC_PERIOD. Once an event is applied, the stream's later events
+// follow it in stream order.
+//
+// The very same state is not a change: counted Stale, as a late duplicate.
+func (s *Store[T]) eventWins(st state, e *entry) bool {
+	switch {
+	case e.desired.SameVersion(st):
+		return false
+	case e.from.watched(), e.from.listing() <= s.opened:
+		return true
+	default:
+		return newer(st, e.desired)
+	}
+}
+
+// listedWins reports whether st, read by listing num, replaces e's desired
+// state, of an id live events touched during the listing. A state read
+// before the listing began loses to it whatever the timestamps (a state of
+// an earlier listing, loaded, from an event that arrived before the
+// listing, or a copy this listing read earlier): a different state read
+// later is a later one. A state an event brought during the listing meets
+// the list where their order is unknown, and updated_at decides (newer; see
+// eventWins for what a clock behind costs there). An absent state (deleted)
+// stays absent.
+func listedWins(st state, e *entry, num uint64) bool {
+	switch {
+	case !present(e.desired):
+		return false
+	case e.from.watched() && e.from.listing() == num:
+		return newer(st, e.desired)
+	default:
+		return true
+	}
 }
 
 // applyStateLocked applies one watch event; an absent st is a delete.
@@ -475,11 +572,16 @@ func (s *Store[T]) applyStateLocked(id string, st state, r *Result) {
 		if !ok {
 			e = s.entry(id)
 		}
-		if present(e.desired) && !newer(st, e.desired) {
-			r.Stale++
-			return
+		if present(e.desired) {
+			if !s.eventWins(st, e) {
+				r.Stale++
+				return
+			}
+			if st.Micros < e.desired.Micros {
+				r.Backward++
+			}
 		}
-		s.setDesired(e, st)
+		s.setDesired(e, st, watchedAt(s.started))
 	}
 	if e.dirty() {
 		r.Dirty = append(r.Dirty, id)
@@ -495,7 +597,10 @@ func (s *Store[T]) entry(id string) *entry {
 	return e
 }
 
-func (s *Store[T]) setDesired(e *entry, st state) {
+// setDesired makes st, read at from, the desired state of e. The very
+// state e already wants keeps its origin: the earliest read known of a
+// version is the one that orders it (eventWins).
+func (s *Store[T]) setDesired(e *entry, st state, from origin) {
 	if !present(e.desired) {
 		s.size++
 	}
@@ -504,9 +609,10 @@ func (s *Store[T]) setDesired(e *entry, st state) {
 		return // keep the bytes already held; the new copy becomes garbage
 	case present(e.published) && e.published.SameVersion(st):
 		e.desired = e.published // share the published bytes
-		return
+	default:
+		e.desired = s.intern(st)
 	}
-	e.desired = s.intern(st)
+	e.from = from
 }
 
 func (s *Store[T]) clearDesired(e *entry) {

@@ -178,13 +178,17 @@ func TestStoreChanges(t *testing.T) {
 			stale: 1,
 		},
 		{
+			// The real server reads the object when it sends the event: a
+			// burst ends with duplicates of the last state. One stream
+			// never brings an older state after a newer one (events apply
+			// in stream order: TestWatchEventsApplyInStreamOrder).
 			name: "burst of updates coalesces to the last",
 			kv:   []*ambientv1.Session{sess("a", "a1", 1, 0)},
 			steps: []step{
 				{sync: true, list: []*ambientv1.Session{sess("a", "a1", 1, 0)}},
 				{apply: ptr(upd(sess("a", "a2", 2, 0)))},
 				{apply: ptr(upd(sess("a", "a3", 3, 0)))},
-				{apply: ptr(upd(sess("a", "a2", 2, 0)))}, // late duplicate
+				{apply: ptr(upd(sess("a", "a3", 3, 0)))}, // duplicate
 			},
 			want:  map[string]want{"a": {typ: eventsv1.EventType_EVENT_TYPE_MODIFIED, name: "a3", old: "a1"}},
 			stale: 1,

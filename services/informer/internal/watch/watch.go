@@ -232,6 +232,10 @@ func (w *Watcher[T]) wait(ctx context.Context, d time.Duration, down *bool) bool
 func (w *Watcher[T]) cycle(ctx context.Context) (int, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	// The server reads this stream's events after every list so far ended
+	// and after the last stream's events arrived: they replace those
+	// states whatever their updated_at (diff.Store.StreamOpened).
+	w.store.StreamOpened()
 	stream, err := w.src.Watch(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("open watch: %w", err)
