@@ -134,7 +134,7 @@ func newWorkers(cfg config.Config, o options, kc kubeClients, crdWatcher *crd.Wa
 	// session are done by the replica that handles its events.
 	assignment := &group.Assignment{}
 	statusCtl, err := status.New(status.Config{Dynamic: kc.dyn, API: api, Objects: objects, Metrics: m, Log: log.With(slog.String(logkey.Service, "status")),
-		Workers: cfg.StatusWorkers, Resync: cfg.StatusResync, CacheSize: cfg.StatusCacheSize, Owner: owner(cfg), Assignment: assignment})
+		Workers: cfg.StatusWorkers, Resync: cfg.StatusResync, CacheSize: cfg.StatusCacheSize, Owner: owner(cfg), DefaultNamespace: cfg.Namespace, Assignment: assignment})
 	if err != nil {
 		return workers{}, err
 	}
@@ -142,7 +142,7 @@ func newWorkers(cfg config.Config, o options, kc kubeClients, crdWatcher *crd.Wa
 		Objects: objects, Applier: apply.New(kc.kube, kc.dyn, crdWatcher), API: api, Source: api, Tracker: statusCtl,
 		Selector: cfg.SessionSelector, RoleAllowList: cfg.RoleAllowList, DefaultNamespace: cfg.Namespace,
 		NamespaceDenyList: spec.DenyList(cfg.NamespaceDenyList), HandledFor: resync.Grace(cfg.ResyncInterval), Owner: owner(cfg),
-		Metrics: m, Log: log,
+		Partitions: assignment, Metrics: m, Log: log,
 	})
 	if err != nil {
 		return workers{}, err

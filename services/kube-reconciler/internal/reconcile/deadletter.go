@@ -34,9 +34,11 @@ const reportTimeout = 10 * time.Second
 // other conditions and the phase stay as they are, and the next resync
 // tries again; once one succeeds, clearFailure turns the condition into
 // Reconciled=True. A session with a CR shows the operator's status and is
-// not reported on; projects and settings have no status to write. The same
-// report is not written twice (its echo fails again). A failed report is
-// logged: the DLQ holds the event either way.
+// not reported on; projects and settings have no status to write. The
+// condition is merged into the session's conditions as the API holds them
+// when the report is made (GetSession), never the event's older copy. The
+// same report is not written twice (its echo fails again). A failed report
+// is logged: the DLQ holds the event either way.
 func (r *Reconciler) ReportDeadLetter(ctx context.Context, m group.Message, reason string, cause error) {
 	s := m.Event.GetObject().GetSession()
 	if s == nil || m.Event.GetType() == eventsv1.EventType_EVENT_TYPE_DELETED {
@@ -51,7 +53,24 @@ func (r *Reconciler) ReportDeadLetter(ctx context.Context, m group.Message, reas
 		log.DebugContext(ctx, "dead-lettered session has a CR: not reported on the session")
 		return
 	}
-	conds, err := session.ParseConditions(s.GetConditions())
+	ctx, cancel := context.WithTimeout(ctx, reportTimeout)
+	defer cancel()
+	// The conditions are the API's, read now, not the event's: the event
+	// is as old as all its tries, and the write replaces the whole list,
+	// so building on the event's copy put back what other writers changed
+	// since (a condition added, a newer value of one). The window left is
+	// this read's to the write's, as for the status write-back's
+	// GetSession; the API has no compare-and-swap to close it.
+	cur, err := r.cfg.Source.GetSession(ctx, id)
+	switch status.Code(err) {
+	case codes.OK:
+	case codes.NotFound:
+		return // deleted meanwhile
+	default:
+		log.WarnContext(ctx, "dead-lettered session not reported on the session", slog.Any(logkey.Err, err))
+		return
+	}
+	conds, err := session.ParseConditions(cur.GetConditions())
 	if err != nil {
 		conds = nil // not JSON we can keep: ours replaces it
 	}
@@ -64,8 +83,6 @@ func (r *Reconciler) ReportDeadLetter(ctx context.Context, m group.Message, reas
 	}
 	js := conds.Set(session.Condition{Type: ConditionReconciled, Status: session.StatusFalse, Reason: ReasonReconcileFailed, Message: msg},
 		time.Now()).JSON()
-	ctx, cancel := context.WithTimeout(ctx, reportTimeout)
-	defer cancel()
 	updated, err := r.cfg.API.UpdateSessionStatus(ctx, &ambientv1.UpdateSessionStatusRequest{Id: id, Conditions: &js})
 	switch status.Code(err) {
 	case codes.OK:

@@ -143,10 +143,7 @@ func (r *Reconciler) withInstance(l map[string]string) {
 // (spec.ProjectNamespace), never its name, which can change. Sessions
 // without a project go to DefaultNamespace.
 func (r *Reconciler) projectNamespace(projectID string) (string, error) {
-	if projectID == "" {
-		return r.cfg.DefaultNamespace, nil
-	}
-	return spec.NamespaceName(projectID, "project_id")
+	return spec.SessionNamespace(projectID, r.cfg.DefaultNamespace)
 }
 
 // denied returns a *RefusedError when ns is on the deny-list. The default

@@ -68,6 +68,15 @@ type sourceReader interface {
 	ListProjectSettings(ctx context.Context) ([]*ambientv1.ProjectSettings, error)
 }
 
+// partitions is this member's share of the consumer group's partitions
+// (*group.Assignment), which the resync's writes must stay within.
+type partitions interface {
+	OwnsObject(objectID string) bool
+	State() (partitions int, owned []int, changed <-chan struct{})
+}
+
+var _ partitions = (*group.Assignment)(nil)
+
 // Config holds the Reconciler's dependencies and settings.
 type Config struct {
 	Objects jetstream.KeyValue // KV ambient-objects
@@ -98,6 +107,10 @@ type Config struct {
 	// TracerProvider makes the reconcile spans (nil: the OTel global, which
 	// telemetry.Setup installs).
 	TracerProvider trace.TracerProvider
+	// Partitions is this member's share of the consumer group: the resync
+	// writes an object only while the member owns its partition
+	// (ResyncObject). Nil: every object (a group of one).
+	Partitions partitions
 }
 
 // Reconciler handles events. It is safe for concurrent use.

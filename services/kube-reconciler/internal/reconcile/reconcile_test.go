@@ -25,6 +25,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/transport"
 )
 
 func kv(tb testing.TB) jetstream.KeyValue {
@@ -114,11 +115,16 @@ func (n noStatus) ListProjectSettings(context.Context) ([]*ambientv1.ProjectSett
 	return nil, fmt.Errorf("unexpected")
 }
 
-func newReconciler(tb testing.TB, store jetstream.KeyValue) (*Reconciler, dynamic.Interface) {
+// newReconciler returns a Reconciler on the package's kube-apiserver and
+// store, whose Kubernetes clients' transport is wrapped by each of wrap.
+func newReconciler(tb testing.TB, store jetstream.KeyValue, wrap ...transport.WrapperFunc) (*Reconciler, dynamic.Interface) {
 	tb.Helper()
 	env := kube.Env(tb)
 	cfg := *env.Config
 	cfg.QPS, cfg.Burst = 1000, 2000
+	for _, w := range wrap {
+		cfg.WrapTransport = transport.Wrappers(cfg.WrapTransport, w)
+	}
 	cs, err := kubernetes.NewForConfig(&cfg)
 	if err != nil {
 		tb.Fatal(err)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/ambient-code/control-plane/libs/bus"
 	"github.com/ambient-code/control-plane/libs/events"
+	"github.com/ambient-code/control-plane/libs/group"
 	"github.com/ambient-code/control-plane/libs/kubelabel"
 	"github.com/ambient-code/control-plane/libs/logkey"
 	eventsv1 "github.com/ambient-code/control-plane/proto/ambient/events/v1"
@@ -23,7 +24,9 @@ import (
 
 // The periodic resync (package resync) drives the methods below, one object
 // at a time, each under the object's lock (lockKey) so it never interleaves
-// with the event path's handler of the same object in this process.
+// with the event path's handler of the same object in this process, and
+// ResyncObject writes only while this member owns the object's partition,
+// so it never undoes what the partition's new owner (another process) did.
 //
 // An object the event path handled successfully within the grace is left
 // alone: the informer writes KV ambient-objects just after it publishes, so
@@ -65,7 +68,21 @@ func (r *Reconciler) HandledCount() int {
 // copy already holds what would be applied is not applied again: result
 // metrics.ResultUnchanged). It returns metrics.ResultRecent
 // for an object the event path handled within HandledFor, and ResultSkipped for
-// one no longer stored. Errors are the event path's (retry next pass).
+// one no longer stored or whose partition this member no longer owns
+// (Config.Partitions), checked under the object's lock and watched while it
+// writes. Errors are the event path's (retry next pass).
+//
+// The ownership check is what keeps a pass from undoing the work of the
+// partition's new owner, which the per-object lock (this process only) and
+// recentlyHandled (this process's successes only) cannot see. The pass
+// checks ownership when it comes to the object, then waits for the
+// object's lock, behind this member's handler of the object, which the
+// partition's move cancels; the move hands the partition over once that
+// handler ended, and the new owner can handle a DELETED before the
+// informer removes the session from KV (it writes KV after it publishes).
+// Without the check the pass then read the session from KV, still there,
+// and applied its CR after the new owner had deleted it: a running agent
+// for a deleted session until the next pass.
 func (r *Reconciler) ResyncObject(ctx context.Context, res eventsv1.Resource, id string) (string, error) {
 	o, err := stored(ctx, r.cfg.Objects, res, id)
 	if errors.Is(err, events.ErrBadEvent) || (err == nil && o == nil) {
@@ -84,7 +101,59 @@ func (r *Reconciler) ResyncObject(ctx context.Context, res eventsv1.Resource, id
 		return metrics.ResultSkipped, err
 	}
 	log := r.cfg.Log.With(slog.String(logkey.Resource, events.ResourceToken(res)), slog.String(logkey.ObjectID, id), slog.String("trigger", "resync"))
-	return r.dispatch(ctx, o, false, log)
+	wctx, stop, owned := r.whileOwned(ctx, id)
+	if !owned {
+		log.DebugContext(ctx, "resync of object left to its partition's new owner")
+		return metrics.ResultSkipped, nil
+	}
+	defer stop()
+	result, err := r.dispatch(wctx, o, false, log)
+	if err != nil && errors.Is(context.Cause(wctx), group.ErrPartitionMoved) {
+		log.DebugContext(ctx, "resync of object cancelled: its partition moved", slog.Any(logkey.Err, err))
+		return metrics.ResultSkipped, nil
+	}
+	return result, err
+}
+
+// whileOwned returns ctx cancelled with cause group.ErrPartitionMoved as
+// soon as this member no longer owns objectID's partition, so a write
+// still waiting (for the client's rate limiter, a slow namespace check) is
+// not sent after the partition's new owner may have acted; owned is false,
+// and nothing started, when the member does not own it now. stop ends the
+// watch and waits for it. What it cannot stop is a request the API server
+// already has: the move's hand-off to the new owner takes a heartbeat and
+// a consumer re-creation (libs/group, handoff.go), far longer than one
+// request.
+func (r *Reconciler) whileOwned(ctx context.Context, objectID string) (_ context.Context, stop func(), owned bool) {
+	p := r.cfg.Partitions
+	if p == nil {
+		return ctx, func() {}, true
+	}
+	// The channel before the check: a move after the check closes it.
+	_, _, changed := p.State()
+	if !p.OwnsObject(objectID) {
+		return ctx, nil, false
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	done := make(chan struct{})
+	// Owned by the caller: stop cancels it and waits; it also ends at the
+	// move it reports.
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-changed:
+			}
+			_, _, changed = p.State()
+			if !p.OwnsObject(objectID) {
+				cancel(group.ErrPartitionMoved)
+				return
+			}
+		}
+	}()
+	return ctx, func() { cancel(nil); <-done }, true
 }
 
 // ErrNotConfirmed is wrapped by DeleteOrphanSession and PruneOrphanBindings

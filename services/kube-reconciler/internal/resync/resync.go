@@ -16,9 +16,11 @@
 // the work, a canary's slice stays the canary's, and in this process a
 // resync of an object never interleaves with a handler of the same object
 // (package reconcile locks per object). Orphan RoleBindings belong to the
-// partition of their project's id. Ownership may move mid-pass; a pass then
-// overlaps with the new owner as a handler in flight during a rebalance
-// does, and both are idempotent.
+// partition of their project's id. Ownership may move mid-pass: an object
+// is then written only while this member still owns it, checked under the
+// object's lock right before the write and cancelled when the partition
+// moves (reconcile.Reconciler.ResyncObject), so the pass never re-applies
+// a session whose DELETED the new owner just handled.
 //
 // An object the event path handled within the grace (min(1m, interval/2)),
 // and an AgenticSession or RoleBinding created within it, is left to the

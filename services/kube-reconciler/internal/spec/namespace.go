@@ -30,6 +30,16 @@ func NamespaceName(s, field string) (string, error) {
 	return ns, nil
 }
 
+// SessionNamespace returns the namespace of the AgenticSessions of the
+// sessions of project projectID: NamespaceName of it, or defaultNamespace
+// (NAMESPACE) for sessions without a project.
+func SessionNamespace(projectID, defaultNamespace string) (string, error) {
+	if projectID == "" {
+		return defaultNamespace, nil
+	}
+	return NamespaceName(projectID, "project_id")
+}
+
 // ProjectNamespace returns the desired Namespace of project id, with the
 // managed labels. The name comes from the project's immutable id, never from
 // its name: a project renamed p1 -> p2 must not move into namespace p2 (on

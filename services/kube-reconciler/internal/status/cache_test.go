@@ -102,7 +102,7 @@ func newControllerVia(tb testing.TB, cfg *rest.Config, log *slog.Logger, instanc
 		tb.Fatal(err)
 	}
 	c, err := New(Config{Dynamic: dyn, API: testenv.APIClient(tb, testenv.API(tb)), Objects: objects, Metrics: m,
-		Log: log, Owner: spec.Owner{Instance: instance}})
+		Log: log, Owner: spec.Owner{Instance: instance}, DefaultNamespace: "ambient-code"})
 	if err != nil {
 		tb.Fatal(err)
 	}

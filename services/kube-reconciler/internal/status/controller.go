@@ -25,6 +25,12 @@
 // A session evicted from it is compared with KV instead; the GetSession
 // check still keeps duplicate writes away, at the price of one more read.
 //
+// Only a session's current CR carries status: a CR being deleted (held by
+// the operator's finalizer), or not where the event path puts the session
+// now (another project's namespace, an old kube_cr_name), writes nothing
+// (current), so the old CR of a moved session never overwrites the new
+// one's status.
+//
 // A start or stop made through the API is not undone by the CR's old phase:
 // it is held and passed to the operator as annotations (request.go).
 package status
@@ -98,6 +104,10 @@ type Config struct {
 	// Owner is this installation (Instance required): only the CRs it owns
 	// are carried to the API and reported by Sessions.
 	Owner spec.Owner
+	// DefaultNamespace (required) holds the AgenticSessions of sessions
+	// without a project, as in reconcile.Config: with the session's project
+	// it tells which CR is the session's current one (current).
+	DefaultNamespace string
 	// Assignment, when set, limits the writes to sessions whose partition
 	// this replica owns (the consumer group's, so the replica that
 	// reconciles a session also carries its status); CRs of a partition it
@@ -134,6 +144,9 @@ func New(cfg Config) (*Controller, error) {
 	}
 	if cfg.Owner.Instance == "" {
 		return nil, fmt.Errorf("owner instance is required: %w", ErrInvalidConfig)
+	}
+	if cfg.DefaultNamespace == "" {
+		return nil, fmt.Errorf("default namespace is required: %w", ErrInvalidConfig)
 	}
 	if cfg.Workers <= 0 {
 		cfg.Workers = 2
@@ -350,6 +363,9 @@ func (c *Controller) sync(ctx context.Context, k string) error {
 	if err != nil {
 		return err
 	}
+	if last, ok, err = c.ofCurrent(ctx, k, cr, last); err != nil || !ok {
+		return err
+	}
 	// What the CR holds for the API as last seen: a status difference, or
 	// a start or stop still to be told to the operator.
 	heldReq, pending := c.held(req, last, cr)
@@ -362,14 +378,14 @@ func (c *Controller) sync(ctx context.Context, k string) error {
 	if write, ok := withoutRead(heldReq, pending, last, cr); ok {
 		return c.write(ctx, cctx, write, log)
 	}
-	fresh, err := c.cfg.API.GetSession(cctx, req.GetId())
-	if grpcstatus.Code(err) == codes.NotFound {
-		return nil // the session is gone; its DELETED event removes the CR
+	fresh, err := c.read(cctx, req.GetId())
+	if err != nil || fresh == nil {
+		return err // nil: the session is gone; its DELETED event removes the CR
 	}
-	if err != nil {
-		return fmt.Errorf("get session %s: %w", req.GetId(), err)
+	if !c.current(fresh, cr) {
+		c.replaced(ctx, id, k, "not the session's current agenticsession")
+		return nil
 	}
-	c.remember(fresh)
 	// Decided again on the fresh session: telling the operator to stop or
 	// start on a stale phase would act against the user.
 	req, pending = c.held(req, fresh, cr)
@@ -393,6 +409,78 @@ func (c *Controller) sync(ctx context.Context, k string) error {
 		return nil
 	}
 	return c.write(ctx, cctx, req, log)
+}
+
+// ofCurrent returns the session of cr to compare cr's status with, and
+// false when cr is not the session's current CR (logged) or the session is
+// gone. A CR being deleted never is: the operator's finalizer holds it
+// while it tears the runner down (the session was deleted, moved or
+// refused), its status is the teardown's, and the session may already
+// have a new CR. Otherwise the session is last when cr is the current CR
+// by it (or last is nil: nothing known, the fresh read of sync decides).
+// A CR that is not is most likely the old CR of a moved session, but last
+// may be behind the API (a move back): the session as the API has it now
+// decides, or the current CR would wait for its next event to be carried.
+func (c *Controller) ofCurrent(ctx context.Context, k string, cr *unstructured.Unstructured, last *ambientv1.Session) (*ambientv1.Session, bool, error) {
+	if cr.GetDeletionTimestamp() != nil {
+		c.replaced(ctx, cr.GetAnnotations()[spec.AnnotationSessionID], k, "being deleted")
+		return nil, false, nil
+	}
+	if last == nil || c.current(last, cr) {
+		return last, true, nil
+	}
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	id := cr.GetAnnotations()[spec.AnnotationSessionID]
+	s, err := c.read(rctx, id)
+	if err != nil || s == nil {
+		return nil, false, err // nil: the session is gone; its DELETED event removes the CR
+	}
+	if !c.current(s, cr) {
+		c.replaced(ctx, id, k, "not the session's current agenticsession")
+		return nil, false, nil
+	}
+	return s, true, nil
+}
+
+// read returns session id as the API has it now, nil when it is gone, and
+// remembers it.
+func (c *Controller) read(ctx context.Context, id string) (*ambientv1.Session, error) {
+	s, err := c.cfg.API.GetSession(ctx, id)
+	if grpcstatus.Code(err) == codes.NotFound {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get session %s: %w", id, err)
+	}
+	c.remember(s)
+	return s, nil
+}
+
+// current reports whether cr is the AgenticSession session s has now: in
+// the namespace and under the name the event path applies for s
+// (spec.SessionNamespace of its project, spec.CRName). A session moved to
+// another project, or whose kube_cr_name changed, keeps its old CR until
+// the event path deletes it, longer under the operator's finalizer, and
+// the old CR's status changes meanwhile (the operator stops its runner):
+// carried to the API, its phase, kube_namespace and kube_cr_uid replaced
+// the new CR's, and the new CR's write-back put them back on its next
+// event, over and over. A session that can have no CR (an invalid name or
+// project) has no current one.
+func (c *Controller) current(s *ambientv1.Session, cr *unstructured.Unstructured) bool {
+	ns, err := spec.SessionNamespace(s.GetProjectId(), c.cfg.DefaultNamespace)
+	if err != nil || ns != cr.GetNamespace() {
+		return false
+	}
+	name, err := spec.CRName(s)
+	return err == nil && name == cr.GetName()
+}
+
+// replaced logs that the status of CR k (of session id) is not carried to
+// the API, and why.
+func (c *Controller) replaced(ctx context.Context, id, k, why string) {
+	c.cfg.Log.DebugContext(ctx, "status of a replaced agenticsession not written", slog.String(logkey.SessionID, id), slog.String(logkey.Name, k),
+		slog.String(logkey.Reason, why))
 }
 
 // withoutRead returns the write of req (held on last: see held) that needs
@@ -551,12 +639,14 @@ func (c *Controller) remember(s *ambientv1.Session) {
 	}
 }
 
-// trim keeps what newer and Differs read: the id, updated_at and the status
-// fields. The rest (prompt, repos, labels...) can be large and is never
-// compared here.
+// trim keeps what newer, current and Differs read: the id, updated_at, the
+// project and CR name, and the status fields. The rest (prompt, repos,
+// labels...) can be large and is never compared here.
 func trim(s *ambientv1.Session) *ambientv1.Session {
 	return &ambientv1.Session{
 		Metadata:           &ambientv1.ObjectReference{Id: s.GetMetadata().GetId(), UpdatedAt: s.GetMetadata().GetUpdatedAt()},
+		ProjectId:          s.ProjectId,
+		KubeCrName:         s.KubeCrName,
 		Phase:              s.Phase,
 		StartTime:          s.GetStartTime(),
 		CompletionTime:     s.GetCompletionTime(),

@@ -24,9 +24,12 @@ import (
 
 // flakyAPI accepts every status write except the first one of session
 // failID, which fails as an unreachable API does; it records when that
-// write failed and when it was tried again.
+// write failed and when it was tried again. Its sessions are all of
+// project (so each CR named after its session's id, in that namespace, is
+// the session's current one).
 type flakyAPI struct {
-	failID string
+	failID  string
+	project string
 
 	mu       sync.Mutex
 	failedAt time.Time
@@ -34,7 +37,11 @@ type flakyAPI struct {
 }
 
 func (f *flakyAPI) GetSession(_ context.Context, id string) (*ambientv1.Session, error) {
-	return &ambientv1.Session{Metadata: &ambientv1.ObjectReference{Id: id}}, nil
+	return f.session(id), nil
+}
+
+func (f *flakyAPI) session(id string) *ambientv1.Session {
+	return &ambientv1.Session{Metadata: &ambientv1.ObjectReference{Id: id}, ProjectId: &f.project}
 }
 
 func (f *flakyAPI) UpdateSessionStatus(_ context.Context, req *ambientv1.UpdateSessionStatusRequest) (*ambientv1.Session, error) {
@@ -51,7 +58,7 @@ func (f *flakyAPI) UpdateSessionStatus(_ context.Context, req *ambientv1.UpdateS
 	}
 	// A bare session: every check of the CR writes again, which costs the
 	// fake nothing and keeps each resync's re-check busy.
-	return &ambientv1.Session{Metadata: &ambientv1.ObjectReference{Id: req.GetId()}}, nil
+	return f.session(req.GetId()), nil
 }
 
 func (f *flakyAPI) times() (failed, retried time.Time) {
@@ -71,7 +78,7 @@ func TestResyncDoesNotStarveRetries(t *testing.T) {
 	instance := fmt.Sprintf("starve-%d", time.Now().UnixNano()%1e9)
 	const n = 300
 	ns := crFixture(t, env, instance, n)
-	api := &flakyAPI{failID: "S-new"}
+	api := &flakyAPI{failID: "S-new", project: ns}
 	dyn, err := dynamic.NewForConfig(env.Config)
 	if err != nil {
 		t.Fatal(err)
@@ -86,7 +93,7 @@ func TestResyncDoesNotStarveRetries(t *testing.T) {
 		t.Fatal(err)
 	}
 	c, err := New(Config{Dynamic: dyn, API: api, Objects: objects, Metrics: m, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Owner: spec.Owner{Instance: instance}, Resync: time.Second})
+		Owner: spec.Owner{Instance: instance}, DefaultNamespace: "ambient-code", Resync: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,7 +114,7 @@ func TestResyncDoesNotStarveRetries(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cr.SetName("snew")
+	cr.SetName("s-new")
 	cr.SetResourceVersion("")
 	cr.SetUID("")
 	cr.SetAnnotations(map[string]string{spec.AnnotationSessionID: api.failID})
