@@ -75,7 +75,10 @@ type Config struct {
 	// DLQPrefix is the dead-letter subject prefix (default events.DLQPrefix).
 	DLQPrefix string
 	// MemberTTL is how long a member stays in the group without a
-	// heartbeat; it bounds failover time (default 5s).
+	// heartbeat; it bounds failover time (default 5s). It is the TTL of
+	// the group's members bucket, which is raised but never lowered: a
+	// member configured below the bucket's TTL beats, fences and runs its
+	// watchdog by the bucket's.
 	MemberTTL time.Duration
 	// StopGrace bounds the wait for an in-flight handler on stop; after it
 	// the handler's ctx is cancelled and the message is released (default 10s).

@@ -75,8 +75,11 @@
 // pcgroups leaves membership to the operator: a member listed in the
 // group's config keeps its partitions even when dead. Run therefore keeps a
 // heartbeat key per member in the KV bucket ambient-members-<Stream>-<Group>
-// (per-bucket TTL = Config.MemberTTL), renewed every MemberTTL/3 on a
-// goroutine of its own, so liveness never waits for the work below. After
+// (per-bucket TTL = Config.MemberTTL, raised but never lowered: a member
+// configured lower beats, fences and runs its watchdog by the bucket's
+// TTL, TestMembersBucketTTLNeverLowered, TestWatchdogUsesBucketTTL),
+// renewed every MemberTTL/3 on a goroutine of its own, so liveness never
+// waits for the work below. After
 // each heartbeat each member also reconciles: it lists the live keys, computes
 // the member mappings deterministically (pinned canary slices first, the
 // rest split between the sharing members in name order), deletes the

@@ -6,6 +6,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ambient-code/control-plane/libs/bus"
+	"github.com/ambient-code/control-plane/libs/events"
 	"github.com/ambient-code/control-plane/libs/group"
 	"github.com/ambient-code/control-plane/libs/testenv"
 )
@@ -76,4 +80,47 @@ func TestRecreatesDeletedConsumer(t *testing.T) {
 		return nil
 	})
 	t.Logf("consuming again %s after the consumer was deleted", time.Since(deleted).Round(10*time.Millisecond))
+}
+
+// TestWatchdogUsesBucketTTL: a member whose MemberTTL is below the members
+// bucket's (a canary or a rolling update with a lower MEMBER_TTL; the
+// bucket's TTL is never lowered) beats and fences by the bucket's TTL, and
+// its watchdog must judge by it too: a consumer missing under it is
+// re-created once it has been missing for the bucket's TTL plus a
+// heartbeat (with this AckWait), as on every other member. Before, the
+// watchdog used the configured TTL and re-created it after 0.6 s + 0.2 s
+// (at its next check: 1.0 s after the delete; now 5.0 s). Harmless in
+// itself (an early restart only retries the create sooner), but the
+// liveness rules must not differ between members of one group.
+func TestWatchdogUsesBucketTTL(t *testing.T) {
+	t.Parallel()
+	srv, js := setup(t)
+	const bucketTTL = 3 * time.Second
+	if _, _, err := bus.EnsureKVKeepTTL(t.Context(), js, jetstream.KeyValueConfig{
+		Bucket: group.MembersBucketName(events.StreamName, testGroup), TTL: bucketTTL, Storage: jetstream.FileStorage,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig("a")
+	cfg.MemberTTL = 600 * time.Millisecond
+	startMember(t, srv, cfg, func(context.Context, group.Message) error { return nil })
+	waitMembers(t, js, "a")
+	ws := group.WorkStreamName(events.StreamName, testGroup)
+	if err := js.DeleteConsumer(t.Context(), ws, "a"); err != nil {
+		t.Fatalf("delete consumer: %v", err)
+	}
+	deleted := time.Now()
+	var back time.Duration
+	testenv.Eventually(t, 20*time.Second, func() error {
+		if _, err := js.Consumer(t.Context(), ws, "a"); err != nil {
+			return fmt.Errorf("consumer not re-created: %w", err)
+		}
+		back = time.Since(deleted)
+		return nil
+	})
+	t.Logf("consumer re-created %s after the delete", back.Round(10*time.Millisecond))
+	if back < bucketTTL {
+		t.Errorf("consumer re-created %s after the delete, before the bucket's TTL %s: the watchdog judged by the configured %s",
+			back.Round(10*time.Millisecond), bucketTTL, cfg.MemberTTL)
+	}
 }

@@ -61,6 +61,12 @@ func Run(ctx context.Context, js jetstream.JetStream, cfg Config, h Handler, log
 		}
 		return err
 	}
+	// From here on everything judges time by the member config join
+	// settled on: its MemberTTL is the members bucket's, which may be
+	// above ours. The heartbeats and the fencing use it; so must the
+	// watchdog, or a member configured lower re-creates its consumer
+	// sooner than a failover on its peers takes.
+	cfg = m.cfg
 	// Every return from here on leaves the group: a member that fails
 	// after joining and kept its heartbeat would hold its partitions,
 	// dead, until MemberTTL. A graceful stop leaves earlier, in stop.
@@ -302,7 +308,8 @@ func watchdog(ctx context.Context, m *membership, cfg Config, mapping []pcgroups
 	}
 	// pcgroups retries a failed create every AckWait+500ms by itself; a
 	// restart re-creates at once, so do not wait longer than a member TTL
-	// plus a heartbeat (the failover budget) nor two of its retries.
+	// plus a heartbeat (the failover budget) nor two of its retries. The
+	// TTL is the members bucket's (cfg is the joined member's, see Run).
 	if time.Since(*missingSince) < min(2*cfg.AckWait+time.Second, cfg.MemberTTL+cfg.heartbeat()) {
 		return false
 	}

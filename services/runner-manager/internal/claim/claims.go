@@ -64,6 +64,17 @@ type Claims struct {
 	// index drops such a record at once, and the watch's older updates of
 	// it are not indexed again. Guarded by mu.
 	released map[string]uint64
+	// sightings holds, by key, when this replica first saw each peer's
+	// claim without a runner address at its revision (startWaitOver).
+	// Scan drops the keys no such record has any more. Guarded by mu.
+	sightings map[string]sighting
+}
+
+// sighting is when this replica first saw a record at revision rev, on
+// its monotonic clock.
+type sighting struct {
+	rev uint64
+	at  time.Time
 }
 
 // New returns the claims of member in the registry bucket kv; alive
@@ -73,7 +84,7 @@ func New(kv jetstream.KeyValue, member string, alive liveness, log *slog.Logger,
 	if kv == nil || member == "" || alive == nil || log == nil {
 		return nil, errors.New("claims: bucket, member, liveness and log are required")
 	}
-	o := options{probeTimeout: DefaultProbeTimeout}
+	o := options{probeTimeout: DefaultProbeTimeout, startWait: DefaultStartWait}
 	for _, opt := range opts {
 		if err := opt(&o); err != nil {
 			return nil, err
@@ -84,7 +95,7 @@ func New(kv jetstream.KeyValue, member string, alive liveness, log *slog.Logger,
 		// No keep-alives: a probe is rare, and an idle connection must not
 		// keep a runner's shutdown waiting.
 		http:  &http.Client{Transport: &http.Transport{DisableKeepAlives: true}},
-		index: map[string]registry.Record{}, markers: map[string]uint64{},
+		index: map[string]registry.Record{}, markers: map[string]uint64{}, sightings: map[string]sighting{},
 	}, nil
 }
 
@@ -149,7 +160,10 @@ func (c *Claims) Get(ctx context.Context, id string) (registry.Record, error) {
 //     the live peers' too;
 //   - the peer has no heartbeat;
 //   - the runner registered in rec does not answer /health (a live runner
-//     is not lost, whatever happened to its replica's NATS connection).
+//     is not lost, whatever happened to its replica's NATS connection);
+//     a record with no runner address yet (unaddressed) has nothing to
+//     probe, and counts only once this replica has seen it unchanged for
+//     the start wait (WithStartWait).
 //
 // An error means liveness could not be checked; the caller retries.
 func (c *Claims) OwnerGone(ctx context.Context, rec registry.Record, runsHere bool) (bool, error) {
@@ -166,12 +180,51 @@ func (c *Claims) OwnerGone(ctx context.Context, rec registry.Record, runsHere bo
 	if alive {
 		return false, nil
 	}
+	if unaddressed(rec) && !c.startWaitOver(rec) {
+		c.log.Debug("owner has no heartbeat and no runner address in its claim yet: not taken over while its start may run",
+			slog.String(logkey.SessionID, rec.SessionID), slog.String(logkey.Member, rec.Owner))
+		return false, nil
+	}
 	if c.answers(ctx, rec.Endpoint) {
 		c.log.Info("owner has no heartbeat but its runner answers: not taken over",
 			slog.String(logkey.SessionID, rec.SessionID), slog.String(logkey.Member, rec.Owner))
 		return false, nil
 	}
 	return true, nil
+}
+
+// unaddressed reports whether rec holds no runner address and no final
+// phase: its owner registers the address right after the spawn, so a
+// runner may be starting for it (or running, when the registration
+// failed) with nothing a probe could reach.
+func unaddressed(rec registry.Record) bool {
+	return rec.Final == nil && rec.State != registry.StateExited && !rec.Routable()
+}
+
+// startWaitOver reports whether this replica has seen rec, a peer's
+// unaddressed claim, unchanged for longer than the start wait, and notes
+// the first sighting of each revision. Only this replica's own clock is
+// read, so no clock skew between replicas counts: the first sighting is
+// after the write, and its owner counts its start deadline from before
+// the write. A revision older than the one noted (a stale read) is not
+// over; a newer one (the owner wrote again) starts the wait again.
+func (c *Claims) startWaitOver(rec registry.Record) bool {
+	if c.opts.startWait == 0 {
+		return true
+	}
+	now := time.Now()
+	key := registry.Key(rec.SessionID)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	seen, ok := c.sightings[key]
+	switch {
+	case !ok || rec.Revision > seen.rev:
+		c.sightings[key] = sighting{rev: rec.Revision, at: now}
+		return false
+	case rec.Revision < seen.rev:
+		return false
+	}
+	return now.Sub(seen.at) > c.opts.startWait
 }
 
 // records returns every live record: the watch's index once it holds a
@@ -224,7 +277,9 @@ func (c *Claims) NamedPorts(ctx context.Context, host string) (map[int]bool, err
 // watch's index (see Watch), not the bucket. Each owner's liveness is
 // asked once; an owner it cannot be asked about is logged and its records
 // are left for the next scan. Records of owners without a heartbeat are
-// probed in parallel.
+// probed in parallel. Every peer's unaddressed claim is noted whatever
+// its owner's liveness, so its start wait runs from the first sweep that
+// saw it.
 func (c *Claims) Scan(ctx context.Context, runsHere func(id string) bool) (mine, stale []registry.Record, err error) {
 	recs, err := c.records(ctx, false)
 	if err != nil {
@@ -232,6 +287,7 @@ func (c *Claims) Scan(ctx context.Context, runsHere func(id string) bool) (mine,
 	}
 	settled := c.alive.Settled()
 	alive := map[string]bool{c.member: true}
+	waiting := map[string]bool{} // by key: the peers' unaddressed claims, true while their start wait runs
 	var suspects []registry.Record
 	for _, rec := range recs {
 		if rec.Owner == c.member {
@@ -240,6 +296,9 @@ func (c *Claims) Scan(ctx context.Context, runsHere func(id string) bool) (mine,
 				stale = append(stale, rec)
 			}
 			continue
+		}
+		if unaddressed(rec) {
+			waiting[registry.Key(rec.SessionID)] = !c.startWaitOver(rec)
 		}
 		if !settled {
 			continue // fenced: a missing heartbeat proves nothing yet
@@ -252,10 +311,22 @@ func (c *Claims) Scan(ctx context.Context, runsHere func(id string) bool) (mine,
 			}
 			alive[rec.Owner] = live
 		}
-		if !live {
+		switch {
+		case live:
+		case waiting[registry.Key(rec.SessionID)]:
+			c.log.Debug("owner has no heartbeat and no runner address in its claim yet: not taken over while its start may run",
+				slog.String(logkey.SessionID, rec.SessionID), slog.String(logkey.Member, rec.Owner))
+		default:
 			suspects = append(suspects, rec)
 		}
 	}
+	c.mu.Lock()
+	for key := range c.sightings {
+		if _, ok := waiting[key]; !ok {
+			delete(c.sightings, key) // registered, released or taken over since
+		}
+	}
+	c.mu.Unlock()
 	answered := make([]bool, len(suspects))
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(probeParallel)

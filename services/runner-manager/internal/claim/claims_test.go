@@ -19,7 +19,15 @@ import (
 
 // replicas returns Claims of each member on one registry bucket, the
 // members bucket, and a heartbeat writer per member (not beating yet).
+// A gone owner's claim without a runner address is taken over at once
+// (WithStartWait(0)); TestStartWait tests the wait.
 func replicas(t *testing.T, names ...string) (map[string]*Claims, map[string]*Members, jetstream.KeyValue) {
+	t.Helper()
+	return replicasWith(t, []Option{WithStartWait(0)}, names...)
+}
+
+// replicasWith is replicas with opts for every Claims.
+func replicasWith(t *testing.T, opts []Option, names ...string) (map[string]*Claims, map[string]*Members, jetstream.KeyValue) {
 	t.Helper()
 	nc, js := testenv.JetStream(t, testenv.NATS(t))
 	runners, err := bus.EnsureKV(t.Context(), js, bus.RunnersBucket(1))
@@ -37,7 +45,7 @@ func replicas(t *testing.T, names ...string) (map[string]*Claims, map[string]*Me
 		if err != nil {
 			t.Fatal(err)
 		}
-		c, err := New(runners, n, m, log)
+		c, err := New(runners, n, m, log, opts...)
 		if err != nil {
 			t.Fatal(err)
 		}

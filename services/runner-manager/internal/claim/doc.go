@@ -26,7 +26,17 @@
 //     within the probe timeout (a live runner is not lost, whatever
 //     happened to its replica's NATS connection). A 200 whose JSON body
 //     names another session ("session_id", as the demo runner says) is the
-//     port's new tenant, not this runner, and does not count.
+//     port's new tenant, not this runner, and does not count;
+//   - a record with no runner address yet (state claimed: the owner
+//     registers the address right after the spawn) has nothing to probe,
+//     and its owner may be starting the runner while cut off from NATS:
+//     it counts only once this replica has seen it unchanged (same
+//     revision) for the start wait ([WithStartWait]: the start deadline
+//     plus a margin), on its own clock. The owner kills a runner it has
+//     not registered within the start deadline of its claim, and spawns
+//     none for a claim that old (package supervise), so by then no runner
+//     of the claim runs. Before, such a claim was taken over at once and
+//     the session ran twice while the owner was cut off.
 //
 // Issue 14 finding 1 (two replicas, NATS down 15 s with a 5 s TTL: the
 // first to reconnect took over all of its peer's sessions and ran each
@@ -45,7 +55,9 @@
 // plus the TTL (the key expires), plus one sweep interval, plus one probe
 // (a refused connection returns at once; an unreachable host costs the
 // probe timeout, DefaultProbeTimeout; a sweep probes 8 records at a time,
-// and recovers 8 at a time, each asking OwnerGone again). With the
+// and recovers 8 at a time, each asking OwnerGone again); a claim without
+// an address waits for its start wait (20 s by default) from the first
+// sweep that saw it as well. With the
 // defaults (MEMBER_TTL 5s, RUNNER_SWEEP_INTERVAL 5s) that is at most
 // about 10 s before the takeover starts the session again; measured with
 // MEMBER_TTL=1s and a 300 ms sweep: 2.7-2.9 s for 20 sessions, 2.3 s

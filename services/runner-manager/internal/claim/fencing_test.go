@@ -207,6 +207,74 @@ func TestOwnerGoneFencing(t *testing.T) {
 	}
 }
 
+// A peer's claim without a runner address has nothing to probe: its owner
+// may be starting the runner while cut off from NATS (its heartbeat gone).
+// It is gone only once this replica has seen it unchanged for the start
+// wait; a new revision starts the wait again, an older one read late does
+// not end it, and a claim with an address is probed at once, as before.
+func TestStartWait(t *testing.T) {
+	t.Parallel()
+	const wait = 500 * time.Millisecond
+	cs, ms, _ := replicasWith(t, []Option{WithStartWait(wait)}, "a", "dead")
+	beating(t, ms["a"])
+	ctx := t.Context()
+	gone := func(rec registry.Record) bool {
+		t.Helper()
+		g, err := cs["a"].OwnerGone(ctx, rec, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return g
+	}
+	stale := func() bool {
+		t.Helper()
+		_, st, err := cs["a"].Scan(ctx, func(string) bool { return false })
+		if err != nil {
+			t.Fatal(err)
+		}
+		return slices.ContainsFunc(st, func(r registry.Record) bool { return r.SessionID == "s" })
+	}
+	held, err := cs["dead"].Claim(ctx, "s", "p")
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := time.Now()
+	if gone(held) || stale() {
+		t.Fatal("claim without an address taken over at first sight")
+	}
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if !gone(held) {
+			return errors.New("owner not gone")
+		}
+		return nil
+	})
+	if d := time.Since(seen); d < wait {
+		t.Fatalf("owner gone %v after the first sight, before the start wait %v", d, wait)
+	}
+	if !stale() {
+		t.Fatal("Scan: claim not stale after the start wait")
+	}
+	// The owner wrote again (a stop request on the claim): a new wait.
+	again, _, err := cs["dead"].Update(ctx, held, func(e *registry.Endpoint) { e.State = registry.StateStopping })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if gone(again) || stale() {
+		t.Fatal("rewritten claim taken over at first sight")
+	}
+	if gone(held) {
+		t.Fatal("older revision read late taken over")
+	}
+	// An address: the probe decides, at once (nothing listens there).
+	addressed, _, err := cs["dead"].Update(ctx, again, func(e *registry.Endpoint) { e.Host, e.Port = "127.0.0.1", closedPort(t) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !gone(addressed) || !stale() {
+		t.Fatal("claim with a dead runner's address not taken over at once")
+	}
+}
+
 // Reassert writes a vanished record of a runner that runs here again, and
 // says ErrLost when another owner holds the session.
 func TestReassert(t *testing.T) {

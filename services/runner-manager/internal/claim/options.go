@@ -14,12 +14,19 @@ var ErrInvalidOption = errors.New("claims: invalid option")
 // DefaultProbeTimeout bounds one probe of a runner endpoint (OwnerGone).
 const DefaultProbeTimeout = time.Second
 
+// DefaultStartWait is how long a peer's claim without a runner address
+// must be seen unchanged before it may be taken over (WithStartWait): the
+// default start deadline (LOCAL_HEALTH_INTERVAL 500ms x
+// LOCAL_HEALTH_ATTEMPTS 30) plus 5 s.
+const DefaultStartWait = 20 * time.Second
+
 // Option adjusts New.
 type Option func(*options) error
 
 type options struct {
 	markerTTL    time.Duration
 	probeTimeout time.Duration
+	startWait    time.Duration
 	reopen       func() <-chan struct{}
 	reopenEvery  time.Duration
 }
@@ -46,6 +53,24 @@ func WithProbeTimeout(d time.Duration) Option {
 			return fmt.Errorf("probe timeout %v: want > 0: %w", d, ErrInvalidOption)
 		}
 		o.probeTimeout = d
+		return nil
+	}
+}
+
+// WithStartWait sets how long this replica must have seen a peer's claim
+// without a runner address (nothing registered yet: state claimed)
+// unchanged before OwnerGone or Scan may find its owner gone (default
+// DefaultStartWait; 0 takes it over at once, as a claim with a dead
+// runner's address is). Its owner may be starting the runner while cut
+// off from NATS, with nothing a probe could reach; it kills a runner it
+// has not registered within its start deadline (package supervise), so d
+// must exceed that deadline by what the kill may take.
+func WithStartWait(d time.Duration) Option {
+	return func(o *options) error {
+		if d < 0 {
+			return fmt.Errorf("start wait %v: want >= 0: %w", d, ErrInvalidOption)
+		}
+		o.startWait = d
 		return nil
 	}
 }

@@ -91,6 +91,9 @@ type replicaOpts struct {
 	// the replica hears of registry changes only through what it reads
 	// itself, as one just thawed whose watch has not delivered yet.
 	noRun bool
+	// nc, when set, is the replica's own NATS connection (e.g. through a
+	// testenv.Link, to cut this replica alone off); nil shares the env's.
+	nc *nats.Conn
 }
 
 func (e *env) replica(o replicaOpts) *replica {
@@ -135,13 +138,27 @@ func (e *env) replica(o replicaOpts) *replica {
 	if err != nil {
 		t.Fatal(err)
 	}
-	members, err := claim.NewMembers(e.members, e.nc, o.member, 2*time.Second, log)
+	nc, membersKV, runnersKV := e.nc, e.members, e.runners
+	if o.nc != nil {
+		nc = o.nc
+		js, err := jetstream.New(nc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if membersKV, err = js.KeyValue(t.Context(), claim.BucketMembers); err != nil {
+			t.Fatal(err)
+		}
+		if runnersKV, err = js.KeyValue(t.Context(), e.runners.Bucket()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	members, err := claim.NewMembers(membersKV, nc, o.member, 2*time.Second, log)
 	if err != nil {
 		t.Fatal(err)
 	}
 	rec, err := New(Config{Member: o.member, AdvertiseHost: "127.0.0.1", Selector: o.selector, Health: o.health,
 		StopGrace: o.grace, SweepInterval: 200 * time.Millisecond, LostPolicy: o.lost, ResyncInterval: o.resync, CheckInterval: o.check, MarkerTTL: time.Second},
-		Deps{API: o.api, Runners: e.runners, Members: members, Manager: mgr, Log: log})
+		Deps{API: o.api, Runners: runnersKV, Members: members, Manager: mgr, Log: log})
 	if err != nil {
 		t.Fatal(err)
 	}

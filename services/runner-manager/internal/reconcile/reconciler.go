@@ -128,6 +128,14 @@ type Reconciler struct {
 // told of it (claim.WithWatchReopen): one read of the bucket per interval.
 const claimsReopenEvery = time.Minute
 
+// startWaitMargin is what a peer waits, beyond the start deadline (the
+// health deadline), before it takes over a claim without a runner address
+// whose owner is gone (claim.WithStartWait): the owner kills a runner it
+// could not register by the deadline (supervise), and the margin covers
+// a spawn that began just before it (a port pool that reads the registry,
+// bounded by 2 s) and the kill.
+const startWaitMargin = 5 * time.Second
+
 // New validates cfg and returns a reconciler. It starts nothing.
 func New(cfg Config, d Deps) (*Reconciler, error) {
 	var errs []error
@@ -154,7 +162,8 @@ func New(cfg Config, d Deps) (*Reconciler, error) {
 	if r.status, err = status.New(d.API, d.Meter); err != nil {
 		return nil, fmt.Errorf("reconciler: %w", err)
 	}
-	copts := []claim.Option{claim.WithWatchReopen(d.Reconnects.Next, claimsReopenEvery)}
+	copts := []claim.Option{claim.WithWatchReopen(d.Reconnects.Next, claimsReopenEvery),
+		claim.WithStartWait(cfg.Health.Deadline() + startWaitMargin)}
 	if cfg.MarkerTTL > 0 {
 		copts = append(copts, claim.WithMarkerTTL(cfg.MarkerTTL))
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/ambient-code/control-plane/libs/session"
 	"github.com/ambient-code/control-plane/libs/testenv"
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
+	"github.com/ambient-code/control-plane/services/runner-manager/internal/runner"
 	"github.com/ambient-code/control-plane/services/runner-manager/internal/status"
 )
 
@@ -249,6 +250,12 @@ func (r *stopRacer) wait(t *testing.T) *ambientv1.Session {
 // beat; the outage then failed that beat, Hold never called Run, and with
 // no sweep nothing retried the registration (the record stayed
 // "starting": the one CI failure of this test).
+//
+// The outage must end within the start deadline (the health deadline,
+// here 30 s): a runner still unregistered then is killed, since a peer
+// may take its claim over (TestCutOffClaimRunsOnce). With the harness's
+// 5 s the outage (two 2 s registration timeouts before Running, then the
+// restart) outlasted it on a loaded machine.
 func TestFailedRegistrationRetried(t *testing.T) {
 	t.Parallel()
 	for name, delay := range map[string]time.Duration{"prompt start": 0, "late start": 300 * time.Millisecond} {
@@ -262,7 +269,8 @@ func TestFailedRegistrationRetried(t *testing.T) {
 func failedRegistrationRetried(t *testing.T, holdDelay time.Duration) {
 	e := newEnv(t)
 	outage := &natsOutage{sessionAPI: e.client, stop: e.nats.Shutdown}
-	rp := e.replica(replicaOpts{api: outage, holdDelay: holdDelay})
+	health := runner.HealthPolicy{Host: "127.0.0.1", Interval: 100 * time.Millisecond, Attempts: 300, FirstDelay: 10 * time.Millisecond}
+	rp := e.replica(replicaOpts{api: outage, holdDelay: holdDelay, health: health})
 	s := e.create("unregistered")
 	id := s.GetMetadata().GetId()
 	e.handle(rp, added, s) // claims, then reads the session: NATS goes down

@@ -53,6 +53,56 @@ func (s *Supervisor) supervise(ctx context.Context, rn *Runner) {
 		defer cancel()
 		s.run(sctx, rn)
 	}()
+	if !rn.registerBy.IsZero() {
+		s.wg.Add(1)
+		go func() { // owned by the Supervisor (s.wg); ends at rn.registerBy or when the runner exits
+			defer s.wg.Done()
+			s.giveUpUnregistered(rn)
+		}()
+	}
+}
+
+// registerBy returns when the endpoint of a runner started for held, a
+// claim with no runner address (every claim Start gets: written by this
+// replica a moment before), must be in the record: the start deadline
+// (the health deadline) after the claim's write, its StartedAt on this
+// replica's clock. A peer that finds the claim's owner gone takes it over
+// once it has seen it unchanged for longer than that
+// (claim.WithStartWait): the owner may be starting the runner while cut
+// off from NATS, with no address a probe could reach. unaddressed is
+// false for a claim with an address.
+func (s *Supervisor) registerBy(held registry.Record) (by time.Time, unaddressed bool) {
+	if held.Routable() || held.StartedAt.IsZero() {
+		return time.Time{}, false
+	}
+	return held.StartedAt.Add(s.cfg.Health.Deadline()), true
+}
+
+// giveUpUnregistered kills rn at rn.registerBy unless its endpoint is in
+// its record by then: from then on a peer may take the claim over and
+// start the session again, and this replica, cut off from NATS, would not
+// hear of it: two runners of one session. The runner is lost: nothing
+// more is written for it, and whoever holds the claim next (a peer, or
+// this replica's sweep once NATS is back) restarts or fails the session.
+// The kill does not wait for the session lock, which a registration stuck
+// in the outage may hold.
+func (s *Supervisor) giveUpUnregistered(rn *Runner) {
+	t := time.NewTimer(time.Until(rn.registerBy))
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-rn.proc.Done():
+		return
+	}
+	if !rn.giveUp() {
+		return
+	}
+	log := s.log.With(slog.String(logkey.SessionID, rn.id), slog.Int(logkey.PID, rn.proc.PID))
+	log.Warn("runner endpoint not registered within the start deadline: runner killed, a peer may take the claim over",
+		slog.Duration(logkey.Duration, s.cfg.Health.Deadline()))
+	if err := rn.proc.Kill(); err != nil {
+		log.Warn("kill runner", slog.String(logkey.Err, err.Error()))
+	}
 }
 
 // run is one runner's life after the spawn.
@@ -148,6 +198,9 @@ func (s *Supervisor) onHealthy(ctx context.Context, log *slog.Logger, rn *Runner
 	rn.runningSince = now
 	rn.mu.Unlock()
 	s.register(ctx, log, rn, registry.StateRunning)
+	if rn.Lost() {
+		return // lost while the registration ran (taken over, or given up)
+	}
 	if s.writeLive(ctx, log, rn, status.Update{Phase: session.PhaseRunning, StartTime: now, Conditions: conds}) {
 		if !rn.received.IsZero() {
 			s.metrics.running(ctx, time.Since(rn.received))
@@ -245,6 +298,7 @@ func (s *Supervisor) register(ctx context.Context, log *slog.Logger, rn *Runner,
 	rn.mu.Lock()
 	rn.claim = rec
 	rn.registered = rn.want == want
+	rn.addressed = true
 	rn.mu.Unlock()
 	if stopRequested {
 		rn.RequestStop(ctx, false)
@@ -271,7 +325,7 @@ func (s *Supervisor) finish(ctx context.Context, log *slog.Logger, rn *Runner, s
 	member := s.claims.Member()
 	switch {
 	case lost:
-		log.Warn("runner killed: claim taken over by another replica")
+		log.Warn("runner killed: claim taken over by another replica, or not registered in time")
 	case deleted:
 		log.Info("runner exited")
 		end = nil

@@ -47,6 +47,14 @@ type Runner struct {
 	// runner would stay unroutable for its whole life. Guarded by mu.
 	want       string
 	registered bool
+	// addressed is set once a registration wrote the runner's endpoint
+	// into its record: from then on a peer probes the runner before it
+	// takes the claim over. Guarded by mu.
+	addressed bool
+	// registerBy is when a runner not yet addressed is killed
+	// (Supervisor.giveUpUnregistered); zero: nothing to wait for. Set
+	// before its supervisor starts, read-only after.
+	registerBy time.Time
 	// pending is the final phase of a runner that exited, kept while the
 	// write fails (an API outage): the claim stays, with the phase in its
 	// record, so that nobody starts the finished session again; Resend
@@ -130,6 +138,20 @@ func (rn *Runner) MarkLost() {
 	rn.pending = nil
 	rn.mu.Unlock()
 	rn.stopOnce.Do(func() { close(rn.stopCh) })
+}
+
+// giveUp marks rn lost (as MarkLost), and reports true, unless its
+// endpoint was registered or it is lost already.
+func (rn *Runner) giveUp() bool {
+	rn.mu.Lock()
+	if rn.addressed || rn.lost {
+		rn.mu.Unlock()
+		return false
+	}
+	rn.lost, rn.final, rn.pending = true, true, nil
+	rn.mu.Unlock()
+	rn.stopOnce.Do(func() { close(rn.stopCh) })
+	return true
 }
 
 // Lost reports whether another replica took the claim over (MarkLost).

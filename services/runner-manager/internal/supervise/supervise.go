@@ -39,6 +39,11 @@ import (
 // owns it).
 var ErrShuttingDown = errors.New("runner-manager shutting down")
 
+// ErrClaimTooOld is returned by Start for a claim older than the start
+// deadline (see registerBy): a peer may take it over any moment, so no
+// runner is spawned for it and it is released; the start is retried later.
+var ErrClaimTooOld = errors.New("claim older than the start deadline")
+
 // Config of a Supervisor.
 type Config struct {
 	// AdvertiseHost is the runner host written to the registry, reachable
@@ -215,8 +220,8 @@ func (r Restart) String() string {
 // (InvalidSessionID, ProcessSpawnFailed); runner.ErrAtCapacity or
 // runner.ErrNoPorts with nothing written (the caller queues or fails the
 // session); runner.ErrPortsUnknown (the registry could not be read for
-// the ports its records name) with nothing written, to retry; or
-// ErrShuttingDown.
+// the ports its records name) with nothing written, to retry;
+// ErrClaimTooOld, with the claim released; or ErrShuttingDown.
 func (s *Supervisor) Start(ctx context.Context, log *slog.Logger, sess *ambientv1.Session, o Start) error {
 	id := sess.GetMetadata().GetId()
 	conds := status.Conditions(sess)
@@ -225,6 +230,14 @@ func (s *Supervisor) Start(ctx context.Context, log *slog.Logger, sess *ambientv
 	if s.closing {
 		s.claims.Release(ctx, log, id)
 		return ErrShuttingDown
+	}
+	by, unaddressed := s.registerBy(o.Claim)
+	if unaddressed && !time.Now().Before(by) {
+		// A re-read of the session that took this long (a slow API): the
+		// runner could not be registered in time, and would be killed
+		// at once.
+		s.claims.Release(ctx, log, id)
+		return fmt.Errorf("start %s: %w (%v)", id, ErrClaimTooOld, s.cfg.Health.Deadline())
 	}
 	spawnStart := time.Now()
 	proc, err := s.mgr.Start(ctx, sessionOf(sess))
@@ -253,6 +266,9 @@ func (s *Supervisor) Start(ctx context.Context, log *slog.Logger, sess *ambientv
 	conds = conds.Set(session.Condition{Type: status.CondHealthCheckPassed, Status: session.StatusUnknown, Reason: "Polling"}, now)
 	conds = conds.Set(started, now)
 	rn := newRunner(id, sess.GetProjectId(), proc, o.Received, conds, o.Claim)
+	if unaddressed {
+		rn.registerBy = by
+	}
 	s.mu.Lock()
 	s.runs[id] = rn
 	s.mu.Unlock()
@@ -490,6 +506,7 @@ func (s *Supervisor) Reassert(ctx context.Context, log *slog.Logger, rn *Runner)
 	rn.mu.Lock()
 	rn.claim = rec
 	rn.registered = rec.State == rn.want && rec.Host != ""
+	rn.addressed = rn.addressed || rec.Routable()
 	rn.mu.Unlock()
 	return true
 }
