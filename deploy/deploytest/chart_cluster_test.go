@@ -194,6 +194,53 @@ func TestChartLeaseTTLIsTheServiceDefault(t *testing.T) {
 	}
 }
 
+// TestChartLeaderUnsyncedTimeout: informer.leaderUnsyncedTimeout reaches
+// the informer and the shadow informer as LEADER_UNSYNCED_TIMEOUT; its
+// default is the informer's own (2m, docs/configuration.md), 0 turns the
+// step-down off, and a value the informer refuses (below its
+// WATCH_BACKOFF_MAX, 30s) fails the render naming the key
+// (TestChartValuesFollowServiceLoaders checks the limits against the
+// informer's loader). The chart had no value for it before.
+func TestChartLeaderUnsyncedTimeout(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name, values, want, wantErr string
+	}{
+		{name: "default, the informer's", want: "2m"},
+		{name: "off", values: `informer: {leaderUnsyncedTimeout: "0"}`, want: "0"},
+		{name: "longer", values: `informer: {leaderUnsyncedTimeout: 5m30s}`, want: "5m30s"},
+		{name: "the shortest", values: `informer: {leaderUnsyncedTimeout: 30s}`, want: "30s"},
+		{name: "below the backoff cap", values: `informer: {leaderUnsyncedTimeout: 29s}`, wantErr: `informer.leaderUnsyncedTimeout must be 0 (off) or at least 30s, got "29s"`},
+		{name: "not a duration", values: `informer: {leaderUnsyncedTimeout: 2 minutes}`, wantErr: "leaderUnsyncedTimeout"},
+	}
+	docs := string(readFile(t, "docs/configuration.md"))
+	if !strings.Contains(docs, "| `LEADER_UNSYNCED_TIMEOUT` | `2m` |") {
+		t.Error("docs/configuration.md does not give LEADER_UNSYNCED_TIMEOUT's default as 2m")
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			vals := localRunnersWith(t, `informer: {canary: {enabled: true, image: {tag: 0.2.0-rc.1}}}`)
+			mergeValues(vals, parseValues(t, tc.values))
+			r, err := render(t, vals)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("render error = %v, want one containing %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, dn := range []string{"informer", "informer-shadow"} {
+				if got := envOf(t, r, deployment(t, r, name(dn)))["LEADER_UNSYNCED_TIMEOUT"]; got != tc.want {
+					t.Errorf("%s: LEADER_UNSYNCED_TIMEOUT = %q, want %q", dn, got, tc.want)
+				}
+			}
+		})
+	}
+}
+
 // TestChartReadmeExamples: the install examples of the README (the
 // `--set` flags of each `helm install`, and the values files shown as
 // "# values-*.yaml") render, and point the agui-proxy's authority (authz

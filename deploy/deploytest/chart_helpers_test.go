@@ -76,6 +76,15 @@ externalNats:
   url: tls://nats.example.com:4222
   auth: {type: userPassword, secretName: nats-user}
 `)},
+		// Secrets as files: the token of an external NATS and the API token
+		// (its own Secret name and key) mounted in acp-secrets.
+		{name: "external-nats-token", vals: localRunnersWith(t, `
+nats: {enabled: false}
+externalNats:
+  url: nats://nats.example.com:4222
+  auth: {type: token, secretName: nats-token, tokenKey: nats.token}
+api: {tokenSecret: {name: api-creds, key: grpc-token}}
+`)},
 		{name: "canaries", vals: localRunnersWith(t, `
 informer: {canary: {enabled: true, image: {tag: 0.2.0-rc.1}}}
 kubeReconciler: {canary: {enabled: true, image: {tag: 0.2.0-rc.1}, partitions: "0-1"}}

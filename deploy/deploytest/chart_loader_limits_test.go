@@ -158,6 +158,19 @@ func TestChartValuesFollowServiceLoaders(t *testing.T) {
 			},
 		},
 		{
+			// 0 (off) or at least WATCH_BACKOFF_MAX, which the chart
+			// leaves at the informer's 30s.
+			component: "informer", envVar: "LEADER_UNSYNCED_TIMEOUT",
+			values: func(v any) map[string]any {
+				return map[string]any{"informer": map[string]any{"leaderUnsyncedTimeout": v}}
+			},
+			candidates: []any{
+				"0", "0s", "0m0.0s", "30s", "30.5s", "0.5m", "30000ms", "59.999s", "1m", "1m30s", "2m", "1h", "72h",
+				// Refused by the informer at start-up.
+				"29s", "29.999999999s", "29999ms", "1s", "1ns", "500ms", "0.4m", "2", "-1m", "2 minutes", "1d",
+			},
+		},
+		{
 			component: "runner-manager", envVar: "LOCAL_MAX_SESSIONS", base: localRunners,
 			values: func(v any) map[string]any {
 				return map[string]any{"runnerManager": map[string]any{"maxSessions": v}}

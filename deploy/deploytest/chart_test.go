@@ -358,13 +358,16 @@ func TestChartDefaults(t *testing.T) {
 				t.Errorf("runner-manager: BUCKET_REPLICAS = %q, want 3 like the events stream", env["BUCKET_REPLICAS"])
 			}
 		}
+		if _, ok := env["AMBIENT_API_TOKEN"]; ok {
+			t.Errorf("%s: AMBIENT_API_TOKEN in the environment, want only its file", c)
+		}
 		switch c {
 		case "informer", "kube-reconciler", "runner-manager":
-			if env["AMBIENT_API_TOKEN"] != "secret:ambient-api-token/token" {
-				t.Errorf("%s: AMBIENT_API_TOKEN = %q, want the existing Secret", c, env["AMBIENT_API_TOKEN"])
+			if got, _ := secretFileOf(t, deployment(t, r, name(c)), env["AMBIENT_API_TOKEN_FILE"]); got != "ambient-api-token/token" {
+				t.Errorf("%s: AMBIENT_API_TOKEN_FILE %q holds %q, want the existing Secret's key ambient-api-token/token", c, env["AMBIENT_API_TOKEN_FILE"], got)
 			}
 		default:
-			if _, ok := env["AMBIENT_API_TOKEN"]; ok {
+			if _, ok := env["AMBIENT_API_TOKEN_FILE"]; ok {
 				t.Errorf("%s gets the API token but never calls the API", c)
 			}
 		}
@@ -553,8 +556,8 @@ func TestChartExternalNATS(t *testing.T) {
 		mount   bool
 	}{
 		{name: "creds", auth: "creds", wantEnv: map[string]string{"NATS_CREDS_FILE": "/etc/ambient/nats/nats.creds"}, mount: true},
-		{name: "userPassword", auth: "userPassword", wantEnv: map[string]string{"NATS_USER": "secret:nats-auth/user", "NATS_PASSWORD": "secret:nats-auth/password"}},
-		{name: "token", auth: "token", wantEnv: map[string]string{"NATS_TOKEN": "secret:nats-auth/token"}},
+		{name: "userPassword", auth: "userPassword", wantEnv: map[string]string{"NATS_USER": "secret:nats-auth/user", "NATS_PASSWORD_FILE": "/etc/ambient/secrets/nats-password"}},
+		{name: "token", auth: "token", wantEnv: map[string]string{"NATS_TOKEN_FILE": "/etc/ambient/secrets/nats-token"}},
 		{name: "none", auth: "none", wantEnv: map[string]string{}},
 	}
 	for _, tc := range tests {
@@ -572,6 +575,10 @@ externalNats: {url: "nats://nats.messaging:4222", auth: {type: %s, secretName: n
 					t.Errorf("%s: NATS_URL = %q", comp, env["NATS_URL"])
 				}
 				for k, v := range tc.wantEnv {
+					if comp == "runner-manager" && strings.HasPrefix(v, "/etc/ambient/secrets/") {
+						// A variable from the Secret (TestChartSecretsAsFiles).
+						k, v = strings.TrimSuffix(k, "_FILE"), "secret:nats-auth/"+strings.TrimPrefix(strings.TrimPrefix(v, "/etc/ambient/secrets/"), "nats-")
+					}
 					if env[k] != v {
 						t.Errorf("%s: %s = %q, want %q", comp, k, env[k], v)
 					}

@@ -11,8 +11,9 @@ import (
 )
 
 // chartVolumes are the names of the volumes the chart itself gives service
-// pods (tmp, NATS credentials, runner workspaces, agui-proxy tokens).
-var chartVolumes = []string{"tmp", "nats-password", "nats-creds", "workspaces", "agui-tokens"}
+// pods (tmp, NATS credentials, the secrets of existing Secrets, runner
+// workspaces, agui-proxy tokens).
+var chartVolumes = []string{"tmp", "nats-password", "nats-creds", "acp-secrets", "workspaces", "agui-tokens"}
 
 // allTracks are the values that render every Deployment of every component:
 // each service with its canary, the shadow informer and its event-tally.

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/ambient-code/control-plane/libs/apitrace"
+	"github.com/ambient-code/control-plane/libs/envconfig"
 	"github.com/ambient-code/control-plane/libs/logkey"
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
 )
@@ -57,6 +58,13 @@ type Config struct {
 	Addr string
 	// Token is sent as "authorization: Bearer <Token>"; "" sends nothing.
 	Token string
+	// TokenFile, instead of Token, names a file holding the token (a
+	// mounted Secret). New reads it; every call after checks it with one
+	// stat and sends the new token once the file changed, so a rotated
+	// Secret is used without a restart. A file that turns unusable keeps
+	// the last good token in use and logs one warning to Logger
+	// (envconfig.SecretFile).
+	TokenFile string
 	// UseTLS turns on TLS; CAFile (PEM) replaces the system roots when set.
 	UseTLS bool
 	CAFile string
@@ -91,6 +99,7 @@ func (c Config) LogValue() slog.Value {
 	return slog.GroupValue(
 		slog.String("addr", c.Addr),
 		slog.String("token", tok),
+		slog.String("token_file", c.TokenFile),
 		slog.Bool("use_tls", c.UseTLS),
 		slog.String("ca_file", c.CAFile),
 		slog.Duration("keepalive", c.Keepalive),
@@ -111,10 +120,14 @@ type Client struct {
 
 // New validates cfg and creates a Client without connecting (the connection
 // is made on the first call). It returns an error wrapping ErrInvalidConfig
-// for a bad Config or an unreadable CA file.
+// for a bad Config, an unreadable CA file, or a TokenFile that holds no
+// usable token.
 func New(cfg Config) (*Client, error) {
 	if cfg.Addr == "" {
 		return nil, fmt.Errorf("%w: empty Addr", ErrInvalidConfig)
+	}
+	if cfg.Token != "" && cfg.TokenFile != "" {
+		return nil, fmt.Errorf("%w: both Token and TokenFile set (one of the two)", ErrInvalidConfig)
 	}
 	if cfg.Keepalive < 0 || cfg.Timeout < 0 || cfg.ReconnectMaxDelay < 0 {
 		return nil, fmt.Errorf("%w: negative Keepalive, Timeout or ReconnectMaxDelay", ErrInvalidConfig)
@@ -138,6 +151,10 @@ func New(cfg Config) (*Client, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	tc, err := transportCreds(cfg)
+	if err != nil {
+		return nil, err
+	}
+	token, err := tokenSource(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -171,8 +188,8 @@ func New(cfg Config) (*Client, error) {
 		// is a span of its own, so a consumer's writes show in its trace.
 		grpc.WithStatsHandler(apitrace.ClientHandler(apitrace.Options{TracerProvider: cfg.TracerProvider})),
 	}
-	if cfg.Token != "" {
-		opts = append(opts, grpc.WithPerRPCCredentials(bearer{token: cfg.Token, requireTLS: cfg.UseTLS}))
+	if token != nil {
+		opts = append(opts, grpc.WithPerRPCCredentials(bearer{token: token, requireTLS: cfg.UseTLS}))
 	}
 	opts = append(opts, cfg.DialOptions...)
 	conn, err := grpc.NewClient(cfg.Addr, opts...)
@@ -208,14 +225,32 @@ func transportCreds(cfg Config) (credentials.TransportCredentials, error) {
 	return credentials.NewTLS(tc), nil
 }
 
-// bearer is the per-RPC credential carrying the token.
+// tokenSource returns what gives each call its token: cfg.Token, or the
+// current content of cfg.TokenFile; nil when there is no token.
+func tokenSource(cfg Config) (func() string, error) {
+	switch {
+	case cfg.TokenFile != "":
+		f, err := envconfig.NewSecretFile(cfg.TokenFile, cfg.Logger)
+		if err != nil {
+			return nil, fmt.Errorf("%w: token file: %w", ErrInvalidConfig, err)
+		}
+		return func() string { return f.Value().Reveal() }, nil
+	case cfg.Token != "":
+		return func() string { return cfg.Token }, nil
+	}
+	return nil, nil
+}
+
+// bearer is the per-RPC credential carrying the token. grpc-go asks it for
+// every call (and every stream opened), so a token read from a file
+// reaches the next call once the file changed.
 type bearer struct {
-	token      string
+	token      func() string
 	requireTLS bool
 }
 
 func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
-	return map[string]string{"authorization": "Bearer " + b.token}, nil
+	return map[string]string{"authorization": "Bearer " + b.token()}, nil
 }
 
 // RequireTransportSecurity is true only with TLS on, so plaintext dev setups

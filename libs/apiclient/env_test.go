@@ -13,31 +13,41 @@ import (
 )
 
 // The API token can come from a file (AMBIENT_API_TOKEN_FILE, a mounted
-// Secret), which keeps it out of the process environment.
+// Secret), which keeps it out of the process environment. The file is read
+// at load time (an unusable one stops the start), and the client gets the
+// file, not the token read, so that it follows a rotation.
 func TestLoadEnvTokenFile(t *testing.T) {
 	t.Parallel()
+	if apiclient.EnvAPITokenFile != apiclient.EnvAPIToken+envconfig.FileSuffix {
+		t.Fatalf("EnvAPITokenFile = %q, but the loader reads %q", apiclient.EnvAPITokenFile, apiclient.EnvAPIToken+envconfig.FileSuffix)
+	}
 	file := filepath.Join(t.TempDir(), "token")
 	if err := os.WriteFile(file, []byte("file-token\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	tests := []struct {
-		name    string
-		env     map[string]string
-		want    string
-		wantErr bool
+		name       string
+		env        map[string]string
+		want       string
+		wantClient apiclient.Config
+		wantErr    bool
 	}{
-		{"variable", map[string]string{apiclient.EnvAPIToken: "env-token"}, "env-token", false},
-		{"file", map[string]string{apiclient.EnvAPIToken + envconfig.FileSuffix: file}, "file-token", false},
-		{"both", map[string]string{apiclient.EnvAPIToken: "env-token", apiclient.EnvAPIToken + envconfig.FileSuffix: file}, "", true},
-		{"neither", map[string]string{}, "", true},
+		{"variable", map[string]string{apiclient.EnvAPIToken: "env-token"}, "env-token", apiclient.Config{Token: "env-token"}, false},
+		{"file", map[string]string{apiclient.EnvAPITokenFile: file}, "file-token", apiclient.Config{TokenFile: file}, false},
+		{"both", map[string]string{apiclient.EnvAPIToken: "env-token", apiclient.EnvAPITokenFile: file}, "", apiclient.Config{TokenFile: file}, true},
+		{"neither", map[string]string{}, "", apiclient.Config{}, true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			l := envconfig.New(envconfig.Map(tc.env))
-			got := apiclient.LoadEnv(l).Config().Token
-			if err := l.Err(); (err != nil) != tc.wantErr || got != tc.want {
-				t.Fatalf("token %q, err %v; want %q, error %v", got, err, tc.want, tc.wantErr)
+			e := apiclient.LoadEnv(l)
+			if err := l.Err(); (err != nil) != tc.wantErr || e.Token.Reveal() != tc.want {
+				t.Fatalf("token %q, err %v; want %q, error %v", e.Token.Reveal(), err, tc.want, tc.wantErr)
+			}
+			got := e.Config()
+			if got.Token != tc.wantClient.Token || got.TokenFile != tc.wantClient.TokenFile {
+				t.Errorf("client Token %q, TokenFile %q; want %q, %q", got.Token, got.TokenFile, tc.wantClient.Token, tc.wantClient.TokenFile)
 			}
 		})
 	}

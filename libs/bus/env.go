@@ -17,9 +17,13 @@ const (
 	// that can read this one's environment can read too.
 	EnvNATSPasswordFile = "NATS_PASSWORD_FILE"
 	EnvNATSToken        = "NATS_TOKEN"
-	EnvNATSCAFile       = "NATS_CA_FILE"
-	EnvNATSCertFile     = "NATS_CERT_FILE"
-	EnvNATSKeyFile      = "NATS_KEY_FILE"
+	// EnvNATSTokenFile is NATS_TOKEN's file variant (envconfig.FileSuffix),
+	// read once at start; declared for tools that read the names (the Helm
+	// chart sets it for an external NATS with token auth).
+	EnvNATSTokenFile = "NATS_TOKEN_FILE"
+	EnvNATSCAFile    = "NATS_CA_FILE"
+	EnvNATSCertFile  = "NATS_CERT_FILE"
+	EnvNATSKeyFile   = "NATS_KEY_FILE"
 )
 
 // DefaultURL is the NATS server of the dev stack.

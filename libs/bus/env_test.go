@@ -32,7 +32,7 @@ func TestLoadConnectConfigSecretFiles(t *testing.T) {
 	if c.PasswordFile != pw || c.Password != "" {
 		t.Fatalf("password file %q password %q, want the password file's path", c.PasswordFile, c.Password)
 	}
-	l = envconfig.New(envconfig.Map(map[string]string{bus.EnvNATSToken + envconfig.FileSuffix: tok}))
+	l = envconfig.New(envconfig.Map(map[string]string{bus.EnvNATSTokenFile: tok}))
 	if c = bus.LoadConnectConfig(l, bus.DefaultURL); l.Err() != nil || c.Token != "tok-from-file" {
 		t.Fatalf("token %q (%v), want the token file's content", c.Token, l.Err())
 	}

@@ -10,7 +10,8 @@ import (
 var ErrMissing = errors.New("required variable not set")
 
 // ErrInvalid is wrapped by a [*VarError] for a variable whose value does not
-// have the expected form.
+// have the expected form, and by [ReadSecretFile] (and so [NewSecretFile])
+// for a file that holds no usable secret.
 var ErrInvalid = errors.New("invalid variable value")
 
 // VarError describes one bad environment variable. Its message names the

@@ -95,15 +95,35 @@ func (l *Loader) checkSecret(name, v, path string) (Redacted, bool) {
 	if path != "" {
 		where = path
 	}
-	switch {
-	case strings.TrimSpace(v) == "":
-		l.invalid(name, "a secret, not empty or only white space", where+" (empty)", nil)
-		return "", false
-	case strings.IndexFunc(v, unicode.IsControl) >= 0:
-		l.invalid(name, "a secret without control characters (a line break or tab inside?)", where+" (not shown)", nil)
+	if want, shown := secretProblem(v); want != "" {
+		l.invalid(name, want, where+shown, nil)
 		return "", false
 	}
 	return Redacted(v), true
+}
+
+// secretProblem returns what a secret should be when v (trailing line
+// breaks already dropped) is unusable, and what to show of v in place of
+// the secret; want is "" when v is usable.
+func secretProblem(v string) (want, shown string) {
+	switch {
+	case strings.TrimSpace(v) == "":
+		return "a secret, not empty or only white space", " (empty)"
+	case strings.IndexFunc(v, unicode.IsControl) >= 0:
+		return "a secret without control characters (a line break or tab inside?)", " (not shown)"
+	}
+	return "", ""
+}
+
+// SecretPath returns the path in NAME_FILE (see [FileSuffix]) when the
+// secret name is given as a file, else "". The secret itself is read and
+// checked by [Loader.Secret] or [Loader.RequiredSecret], which record what
+// is wrong with it; a caller that holds the secret for the life of the
+// process uses the path to follow the file when it is replaced (a rotated
+// Kubernetes Secret), with [NewSecretFile].
+func (l *Loader) SecretPath(name string) string {
+	path, _ := l.trimmed(name + FileSuffix) // unset gives ""
+	return path
 }
 
 // Secret returns the variable's value as a [Redacted], or "" when unset. Use

@@ -203,6 +203,13 @@ install succeeded. The servers of an external NATS are not known here.
 {{/* acp.natsPasswordDir is where a component's NATS password (bundled NATS) is mounted. */}}
 {{- define "acp.natsPasswordDir" -}}/etc/ambient/nats-password{{- end -}}
 
+{{/*
+acp.secretsDir is where a component's secrets from existing Secrets (the
+API token, an external NATS's password or token) are mounted as files
+(acp.secretsVolume).
+*/}}
+{{- define "acp.secretsDir" -}}/etc/ambient/secrets{{- end -}}
+
 {{/* acp.aguiTokensDir is where the agui-proxy tokens Secret is mounted. */}}
 {{- define "acp.aguiTokensDir" -}}/etc/ambient/agui-tokens{{- end -}}
 
@@ -329,10 +336,62 @@ AMBIENT_GRPC_USE_TLS: {{ .Values.api.useTLS | quote }}
 {{- end -}}
 
 {{/*
-acp.secretEnv: environment from Secrets (NATS credentials, API token).
+acp.secretEnv: the NATS user and where the pod's secrets are (NATS
+credentials, API token). The secrets themselves are files
+(acp.secretsVolume, the bundled NATS's acp.natsVolume), never variables:
+a variable shows in /proc/<pid>/environ and keeps its value when the
+Secret is rotated, while the kubelet updates a mounted Secret in place,
+which the services follow (the API token at the next call, a NATS password
+at the next reconnect). Except in runner-manager (acp.secretsInEnv).
 (dict "context" $ "component" "informer" "track" "stable" "api" true)
 */}}
 {{- define "acp.secretEnv" -}}
+{{- $ctx := .context -}}
+{{- $auth := include "acp.natsAuth" $ctx -}}
+{{- $a := $ctx.Values.externalNats.auth -}}
+{{- $dir := include "acp.secretsDir" $ctx -}}
+{{- if include "acp.secretsInEnv" . }}
+{{- include "acp.secretEnvVars" . }}
+{{- else if eq $auth "users" }}
+- name: NATS_USER
+  value: {{ include "acp.natsUser" . | quote }}
+- name: NATS_PASSWORD_FILE
+  value: {{ printf "%s/password" (include "acp.natsPasswordDir" $ctx) | quote }}
+{{- else if eq $auth "userPassword" }}
+- name: NATS_USER
+  valueFrom:
+    secretKeyRef: {name: {{ $a.secretName | quote }}, key: {{ $a.userKey | quote }}}
+- name: NATS_PASSWORD_FILE
+  value: {{ printf "%s/nats-password" $dir | quote }}
+{{- else if eq $auth "token" }}
+- name: NATS_TOKEN_FILE
+  value: {{ printf "%s/nats-token" $dir | quote }}
+{{- end }}
+{{- include "acp.otlpHeadersEnv" $ctx }}
+{{- if and .api (not (include "acp.secretsInEnv" .)) }}
+- name: AMBIENT_API_TOKEN_FILE
+  value: {{ printf "%s/api-token" $dir | quote }}
+{{- end }}
+{{- end -}}
+
+{{/*
+acp.secretsInEnv is "true" for runner-manager, whose secrets from existing
+Secrets (the API token, an external NATS's password or token: one identity
+for every service) are variables from secretKeyRef, never files. Its local
+runners run as its user: a file of the pod's user they could read, while
+runner-manager makes itself non-dumpable before any runner starts, so its
+environment is out of their reach (TestHostileRunner). The price: a
+rotated Secret reaches runner-manager only with a restart
+(docs/operations.md, "Rotating secrets"). The bundled NATS's password of
+runner-manager's own NATS user, which may do only what runner-manager
+does, stays a file (acp.natsVolume) that follows a rotation.
+*/}}
+{{- define "acp.secretsInEnv" -}}
+{{- if eq .component "runner-manager" }}true{{ end -}}
+{{- end -}}
+
+{{/* acp.secretEnvVars: acp.secretEnv's secrets as variables (acp.secretsInEnv). */}}
+{{- define "acp.secretEnvVars" -}}
 {{- $ctx := .context -}}
 {{- $auth := include "acp.natsAuth" $ctx -}}
 {{- $a := $ctx.Values.externalNats.auth -}}
@@ -353,13 +412,56 @@ acp.secretEnv: environment from Secrets (NATS credentials, API token).
   valueFrom:
     secretKeyRef: {name: {{ $a.secretName | quote }}, key: {{ $a.tokenKey | quote }}}
 {{- end }}
-{{- include "acp.otlpHeadersEnv" $ctx }}
 {{- if .api }}
 - name: AMBIENT_API_TOKEN
   valueFrom:
     secretKeyRef:
       name: {{ required "api.tokenSecret.name is required (an existing Secret with the ambient API token)" $ctx.Values.api.tokenSecret.name | quote }}
       key: {{ $ctx.Values.api.tokenSecret.key | quote }}
+{{- end }}
+{{- end -}}
+
+{{/*
+acp.secretsVolume / acp.secretsVolumeMount: one projected volume of the
+secrets a component reads from existing Secrets, each key as a file in
+acp.secretsDir: the API token (api-token) when the component calls the
+API, an external NATS's password (nats-password) or token (nats-token).
+Nothing when there is none. Read-only, and readable by the pod's user
+only through its group: with an fsGroup the kubelet gives the files that
+group (0440); without one they stay root's, and only a mode readable by
+all (0444) lets a non-root user read them (no other pod sees the volume).
+(dict "context" $ "component" "informer" "api" true)
+*/}}
+{{- define "acp.secretsVolume" -}}
+{{- if not (include "acp.secretsInEnv" .) -}}
+{{- $ctx := .context -}}
+{{- $auth := include "acp.natsAuth" $ctx -}}
+{{- $a := $ctx.Values.externalNats.auth -}}
+{{- $sources := list -}}
+{{- if eq $auth "userPassword" -}}
+{{- $sources = append $sources (dict "secret" (dict "name" $a.secretName "items" (list (dict "key" $a.passwordKey "path" "nats-password")))) -}}
+{{- else if eq $auth "token" -}}
+{{- $sources = append $sources (dict "secret" (dict "name" $a.secretName "items" (list (dict "key" $a.tokenKey "path" "nats-token")))) -}}
+{{- end -}}
+{{- if .api -}}
+{{- $name := required "api.tokenSecret.name is required (an existing Secret with the ambient API token)" $ctx.Values.api.tokenSecret.name -}}
+{{- $sources = append $sources (dict "secret" (dict "name" $name "items" (list (dict "key" $ctx.Values.api.tokenSecret.key "path" "api-token")))) -}}
+{{- end -}}
+{{- if $sources }}
+{{- $sc := include "acp.podSecurityContext" (dict "context" $ctx "component" .component) | fromYaml }}
+- name: acp-secrets
+  projected:
+    defaultMode: {{ ternary "0440" "0444" (hasKey $sc "fsGroup") }}
+    sources:
+      {{- toYaml $sources | nindent 6 }}
+{{- end }}
+{{- end -}}
+{{- end -}}
+{{- define "acp.secretsVolumeMount" -}}
+{{- if include "acp.secretsVolume" . }}
+- name: acp-secrets
+  mountPath: {{ include "acp.secretsDir" .context }}
+  readOnly: true
 {{- end }}
 {{- end -}}
 
@@ -536,21 +638,38 @@ GROUP_PARTITIONS: {{ .Values.global.groupPartitions | quote }}
 
 {{/*
 acp.checkMinDuration fails unless the Go duration .value is at least .min
-(1s or 100ms), the smallest value the service (or NATS) takes. Sprig has no
-function that turns a duration into a number, but durationRound parses with
-time.ParseDuration and answers "0s" exactly when the duration is at most 1s:
-so a value is at least 1s when value+1ns rounds to more than "0s", and at
-least 100ms when ten times the value (Go adds up "50ms50ms...") does.
+(100ms, or whole seconds from 1s to 59s), the smallest value the service (or
+NATS) takes. Sprig has no function that turns a duration into a number, but
+durationRound parses with time.ParseDuration and answers "0s" exactly when
+the duration is at most 1s: so a value is at least 1s when value+1ns rounds
+to more than "0s", and at least 100ms when ten times the value (Go adds up
+"50ms50ms...") does. Between 1s (excluded) and 1m (included) it answers the
+whole seconds ("29s" for 29.9s), so a value is at least Ns (N from 2 to 59)
+when it rounds to neither "0s" nor fewer than N seconds.
 An unset value (the service's default) passes; with "orZero" true, so does a
 zero duration (every number in it 0: "0", "0s", "0m0.0s"), which the
 service takes as "off".
 (dict "key" "informer.leaseTTL" "value" "15s" "min" "1s" ["orZero" true])
 */}}
 {{- define "acp.checkMinDuration" -}}
-{{- $times := get (dict "1s" 1 "100ms" 10) .min | required (printf "acp.checkMinDuration: unsupported min %q" .min) -}}
 {{- $zero := regexMatch "^0$|^(0+(\\.0+)?(ns|us|µs|ms|s|m|h))+$" (toString .value) -}}
-{{- if and .value (eq (durationRound .value) "0s") (not (and .orZero $zero)) -}}
-{{- if eq (durationRound (printf "%s1ns" (repeat (int $times) .value))) "0s" -}}
+{{- $times := get (dict "1s" 1 "100ms" 10) .min -}}
+{{- $secs := 0 -}}
+{{- if and (not $times) (regexMatch "^[0-9]+s$" .min) -}}
+{{- $secs = atoi (trimSuffix "s" .min) -}}
+{{- end -}}
+{{- if not (or $times (and (ge $secs 2) (le $secs 59))) -}}
+{{- fail (printf "acp.checkMinDuration: unsupported min %q" .min) -}}
+{{- end -}}
+{{- if and .value (not (and .orZero $zero)) -}}
+{{- $short := false -}}
+{{- if $times -}}
+{{- $short = and (eq (durationRound .value) "0s") (eq (durationRound (printf "%s1ns" (repeat (int $times) .value))) "0s") -}}
+{{- else -}}
+{{- $r := durationRound .value -}}
+{{- $short = or (eq $r "0s") (and (regexMatch "^[0-9]+s$" $r) (lt (atoi (trimSuffix "s" $r)) $secs)) -}}
+{{- end -}}
+{{- if $short -}}
 {{- fail (printf "%s must be %sat least %s, got %q" .key (ternary "0 (off) or " "" (.orZero | default false)) .min .value) -}}
 {{- end -}}
 {{- end -}}

@@ -10,7 +10,7 @@ acp.deployment renders one Deployment of a component. Arguments (dict):
   name      object name
   replicas  replica count; omitted when the stable track has an HPA
   override  canary image override (dict repository tag) or nil
-  api       true when the service calls the ambient API (adds AMBIENT_API_TOKEN)
+  api       true when the service calls the ambient API (mounts the token, AMBIENT_API_TOKEN_FILE)
   automountToken  true for the kube-reconciler, and the agui-proxy in authz mode kube
   env, ports, volumes, volumeMounts  extra YAML list items (strings)
   canaryEnv extra env of this track only (list of EnvVar)
@@ -36,9 +36,10 @@ rolling updates.
 {{- $labelArgs := dict "context" $ctx "component" .component "track" .track -}}
 {{- $mp := int $ctx.Values.global.metricsPort -}}
 {{- $natsArgs := dict "context" $ctx "component" .component "track" .track -}}
+{{- $secretArgs := dict "context" $ctx "component" .component "api" .api -}}
 {{- $extraVolumes := concat (default list $ctx.Values.global.extraVolumes) (default list $svc.extraVolumes) -}}
 {{- $extraVolumeMounts := concat (default list $ctx.Values.global.extraVolumeMounts) (default list $svc.extraVolumeMounts) -}}
-{{- include "acp.checkVolumes" (dict "key" (include "acp.valuesKey" .component) "volumes" (concat (list (dict "name" "tmp")) (fromYamlArray (include "acp.natsVolume" $natsArgs)) (fromYamlArray (default "" .volumes)) $extraVolumes) "mounts" (concat (list (dict "name" "tmp" "mountPath" "/tmp")) (fromYamlArray (include "acp.natsVolumeMount" $natsArgs)) (fromYamlArray (default "" .volumeMounts)) $extraVolumeMounts)) -}}
+{{- include "acp.checkVolumes" (dict "key" (include "acp.valuesKey" .component) "volumes" (concat (list (dict "name" "tmp")) (fromYamlArray (include "acp.natsVolume" $natsArgs)) (fromYamlArray (include "acp.secretsVolume" $secretArgs)) (fromYamlArray (default "" .volumes)) $extraVolumes) "mounts" (concat (list (dict "name" "tmp" "mountPath" "/tmp")) (fromYamlArray (include "acp.natsVolumeMount" $natsArgs)) (fromYamlArray (include "acp.secretsVolumeMount" $secretArgs)) (fromYamlArray (default "" .volumeMounts)) $extraVolumeMounts)) -}}
 {{- /*
 OTEL_RESOURCE_ATTRIBUTES of an extraEnv (the service's, then the track's) is
 merged into the chart's one variable (acp.otelResourceAttributes), not set a
@@ -162,6 +163,7 @@ spec:
             - name: tmp
               mountPath: /tmp
             {{- include "acp.natsVolumeMount" $natsArgs | nindent 12 }}
+            {{- include "acp.secretsVolumeMount" $secretArgs | nindent 12 }}
             {{- with .volumeMounts }}
             {{- . | nindent 12 }}
             {{- end }}
@@ -173,6 +175,7 @@ spec:
           emptyDir:
             sizeLimit: 64Mi
         {{- include "acp.natsVolume" $natsArgs | nindent 8 }}
+        {{- include "acp.secretsVolume" $secretArgs | nindent 8 }}
         {{- with .volumes }}
         {{- . | nindent 8 }}
         {{- end }}
@@ -201,7 +204,8 @@ spec:
 acp.checkVolumes fails on the pod volumes the API server would refuse, naming
 the values that caused it: two volumes of one name, two mounts at one path,
 a mount of a volume the pod does not have. The chart's own volumes (tmp, the
-NATS credentials, the runner workspaces, the agui-proxy tokens) come first,
+NATS credentials, acp-secrets, the runner workspaces, the agui-proxy tokens)
+come first,
 so an extra volume or mount that takes one of their names or paths fails
 here. (dict "key" "informer" "volumes" (list of Volume) "mounts" (list of VolumeMount))
 */}}
@@ -211,7 +215,7 @@ here. (dict "key" "informer" "volumes" (list of Volume) "mounts" (list of Volume
 {{- range .volumes -}}
 {{- $n := toString .name -}}
 {{- if hasKey $names $n -}}
-{{- fail (printf "%s: two volumes are named %q (the chart's own volumes are tmp, nats-password or nats-creds, workspaces and agui-tokens)" $where $n) -}}
+{{- fail (printf "%s: two volumes are named %q (the chart's own volumes are tmp, nats-password or nats-creds, acp-secrets, workspaces and agui-tokens)" $where $n) -}}
 {{- end -}}
 {{- $_ := set $names $n true -}}
 {{- end -}}

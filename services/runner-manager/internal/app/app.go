@@ -79,7 +79,9 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Optio
 		if err != nil {
 			return err
 		}
-		api, err := apiclient.New(cfg.API.Config())
+		acfg := cfg.API.Config()
+		acfg.Logger = log // hears of a token file that turned unusable
+		api, err := apiclient.New(acfg)
 		if err != nil {
 			return fmt.Errorf("api client: %w", err)
 		}
