@@ -18,52 +18,9 @@ import (
 	"github.com/ambient-code/control-plane/libs/envconfig"
 	"github.com/ambient-code/control-plane/libs/memapi"
 	"github.com/ambient-code/control-plane/libs/testenv"
+	"github.com/ambient-code/control-plane/libs/testenv/secretmount"
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
 )
-
-// kubeletWrite replaces the files of dir the way the kubelet updates a
-// mounted Secret (pkg/volume/util/atomic_writer.go): the files go into a
-// new hidden directory, a symlink ..data_tmp to it is renamed over ..data
-// (atomic), each visible name is a symlink through ..data, and the
-// previous directory is removed. It returns the path of each file.
-func kubeletWrite(t testing.TB, dir string, files map[string]string) map[string]string {
-	t.Helper()
-	data := filepath.Join(dir, "..data")
-	old, err := os.Readlink(data)
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		t.Fatal(err)
-	}
-	ts, err := os.MkdirTemp(dir, "..2026_01_02_15_04_05.")
-	if err != nil {
-		t.Fatal(err)
-	}
-	paths := map[string]string{}
-	for name, content := range files {
-		if err := os.WriteFile(filepath.Join(ts, name), []byte(content), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		link := filepath.Join(dir, name)
-		if _, err := os.Lstat(link); errors.Is(err, fs.ErrNotExist) {
-			if err := os.Symlink(filepath.Join("..data", name), link); err != nil {
-				t.Fatal(err)
-			}
-		}
-		paths[name] = link
-	}
-	tmp := filepath.Join(dir, "..data_tmp")
-	if err := os.Symlink(filepath.Base(ts), tmp); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(tmp, data); err != nil {
-		t.Fatal(err)
-	}
-	if old != "" {
-		if err := os.RemoveAll(filepath.Join(dir, old)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return paths
-}
 
 // syncBuffer is a bytes.Buffer safe for the client's goroutines to log into.
 type syncBuffer struct {
@@ -94,7 +51,7 @@ func TestRotatedTokenFileReachesNextCall(t *testing.T) {
 	t.Parallel()
 	srv := testenv.API(t, memapi.WithToken("token-two"))
 	dir := t.TempDir()
-	path := kubeletWrite(t, dir, map[string]string{"token": "token-one\n"})["token"]
+	path := secretmount.Write(t, dir, map[string]string{"token": "token-one\n"})["token"]
 	l := envconfig.New(envconfig.Map(map[string]string{
 		apiclient.EnvAPIToken + envconfig.FileSuffix: path,
 		apiclient.EnvGRPCAddr:                        srv.GRPCAddr(),
@@ -127,7 +84,7 @@ func TestRotatedTokenFileReachesNextCall(t *testing.T) {
 	}
 	for _, st := range steps {
 		if st.rotate != "" {
-			kubeletWrite(t, dir, map[string]string{"token": st.rotate})
+			secretmount.Write(t, dir, map[string]string{"token": st.rotate})
 		}
 		for range 3 {
 			_, err := c.Projects().ListProjects(t.Context(), &ambientv1.ListProjectsRequest{Page: 1, Size: 1})
@@ -156,7 +113,7 @@ func TestTokenAndTokenFile(t *testing.T) {
 	if err := os.WriteFile(empty, []byte("\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	good := kubeletWrite(t, dir, map[string]string{"token": "tok\n"})["token"]
+	good := secretmount.Write(t, dir, map[string]string{"token": "tok\n"})["token"]
 	tests := []struct {
 		name string
 		cfg  apiclient.Config

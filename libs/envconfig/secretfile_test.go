@@ -10,51 +10,9 @@ import (
 	"strings"
 	"sync"
 	"testing"
-)
 
-// kubeletWrite replaces the files of dir the way the kubelet updates a
-// mounted Secret (pkg/volume/util/atomic_writer.go): the files go into a
-// new hidden directory, a symlink ..data_tmp to it is renamed over ..data
-// (atomic), each visible name is a symlink through ..data, and the
-// previous directory is removed. It returns the path of each file.
-func kubeletWrite(t testing.TB, dir string, files map[string]string) map[string]string {
-	t.Helper()
-	data := filepath.Join(dir, "..data")
-	old, err := os.Readlink(data)
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		t.Fatal(err)
-	}
-	ts, err := os.MkdirTemp(dir, "..2026_01_02_15_04_05.")
-	if err != nil {
-		t.Fatal(err)
-	}
-	paths := map[string]string{}
-	for name, content := range files {
-		if err := os.WriteFile(filepath.Join(ts, name), []byte(content), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		link := filepath.Join(dir, name)
-		if _, err := os.Lstat(link); errors.Is(err, fs.ErrNotExist) {
-			if err := os.Symlink(filepath.Join("..data", name), link); err != nil {
-				t.Fatal(err)
-			}
-		}
-		paths[name] = link
-	}
-	tmp := filepath.Join(dir, "..data_tmp")
-	if err := os.Symlink(filepath.Base(ts), tmp); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(tmp, data); err != nil {
-		t.Fatal(err)
-	}
-	if old != "" {
-		if err := os.RemoveAll(filepath.Join(dir, old)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return paths
-}
+	"github.com/ambient-code/control-plane/libs/testenv/secretmount"
+)
 
 // logLines is a logger writing text lines into a buffer, and a count of
 // the lines of one level in it.
@@ -87,7 +45,7 @@ func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
 func TestSecretFileFollowsKubeletSwap(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	path := kubeletWrite(t, dir, map[string]string{"token": "token-one\n"})["token"]
+	path := secretmount.Write(t, dir, map[string]string{"token": "token-one\n"})["token"]
 	log, count := logLines()
 	s, err := NewSecretFile(path, log)
 	if err != nil {
@@ -104,7 +62,7 @@ func TestSecretFileFollowsKubeletSwap(t *testing.T) {
 		t.Fatalf("Value() = %q before any rotation, want token-one", got)
 	}
 	for _, st := range steps {
-		kubeletWrite(t, dir, map[string]string{"token": st.content})
+		secretmount.Write(t, dir, map[string]string{"token": st.content})
 		if got := s.Value().Reveal(); got != st.want {
 			t.Fatalf("%s: Value() = %q after the swap, want %q", st.name, got, st.want)
 		}
@@ -126,17 +84,17 @@ func TestSecretFileKeepsLastGoodSecret(t *testing.T) {
 		name  string
 		spoil func(t *testing.T, dir, path string)
 	}{
-		{"empty", func(t *testing.T, dir, _ string) { kubeletWrite(t, dir, map[string]string{"token": "\n"}) }},
-		{"white space", func(t *testing.T, dir, _ string) { kubeletWrite(t, dir, map[string]string{"token": " \t\n"}) }},
-		{"line break inside", func(t *testing.T, dir, _ string) { kubeletWrite(t, dir, map[string]string{"token": "a\nb\n"}) }},
-		{"key gone from the Secret", func(t *testing.T, dir, _ string) { kubeletWrite(t, dir, map[string]string{"other": "x"}) }},
+		{"empty", func(t *testing.T, dir, _ string) { secretmount.Write(t, dir, map[string]string{"token": "\n"}) }},
+		{"white space", func(t *testing.T, dir, _ string) { secretmount.Write(t, dir, map[string]string{"token": " \t\n"}) }},
+		{"line break inside", func(t *testing.T, dir, _ string) { secretmount.Write(t, dir, map[string]string{"token": "a\nb\n"}) }},
+		{"key gone from the Secret", func(t *testing.T, dir, _ string) { secretmount.Write(t, dir, map[string]string{"other": "x"}) }},
 		{"file removed", func(t *testing.T, _, path string) {
 			if err := os.Remove(path); err != nil {
 				t.Fatal(err)
 			}
 		}},
 		{"unreadable", func(t *testing.T, dir, _ string) {
-			p := kubeletWrite(t, dir, map[string]string{"token": "token-unreadable"})["token"]
+			p := secretmount.Write(t, dir, map[string]string{"token": "token-unreadable"})["token"]
 			if err := os.Chmod(p, 0); err != nil {
 				t.Fatal(err)
 			}
@@ -149,7 +107,7 @@ func TestSecretFileKeepsLastGoodSecret(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			dir := t.TempDir()
-			path := kubeletWrite(t, dir, map[string]string{"token": "token-one\n"})["token"]
+			path := secretmount.Write(t, dir, map[string]string{"token": "token-one\n"})["token"]
 			log, count := logLines()
 			s, err := NewSecretFile(path, log)
 			if err != nil {
@@ -169,7 +127,7 @@ func TestSecretFileKeepsLastGoodSecret(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			kubeletWrite(t, dir, map[string]string{"token": "token-two\n"})
+			secretmount.Write(t, dir, map[string]string{"token": "token-two\n"})
 			if got := s.Value().Reveal(); got != "token-two" {
 				t.Fatalf("Value() = %q after a good rotation, want token-two", got)
 			}
@@ -216,7 +174,7 @@ func TestNewSecretFileRefusesUnusable(t *testing.T) {
 func TestSecretFileConcurrentRotation(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	path := kubeletWrite(t, dir, map[string]string{"token": "token-0"})["token"]
+	path := secretmount.Write(t, dir, map[string]string{"token": "token-0"})["token"]
 	s, err := NewSecretFile(path, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -235,7 +193,7 @@ func TestSecretFileConcurrentRotation(t *testing.T) {
 		})
 	}
 	for _, v := range []string{"token-1", "token-2", "token-3"} {
-		kubeletWrite(t, dir, map[string]string{"token": v})
+		secretmount.Write(t, dir, map[string]string{"token": v})
 	}
 	wg.Wait()
 	close(got)
