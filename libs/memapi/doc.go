@@ -64,8 +64,9 @@
 // created_by_user_id = its name. The service token (WithToken) keeps seeing everything.
 //
 // Fault injection for tests: EndWatches, StartOutage (the whole API down
-// for a while, as the real server restarting: gRPC Unavailable, REST 503,
-// watches ended, state kept), FailNext, SetSendDelay, SetListHook,
+// for a while, as the real server restarting: watches ended, every
+// connection closed and new ones refused until it ends, state kept),
+// FailNext, SetSendDelay, SetListHook,
 // CallCount, Dropped; FaultsHandler serves EndWatches and StartOutage over
 // HTTP for a memapi process. WatchPending and WatchSent tell a test
 // when the server has no watch event left to send, so it can wait for a
@@ -98,21 +99,28 @@
 // "Error", "id", "code": "ambient-api-server-<id>", "href", "reason",
 // "operation_id"}. Without a token the answer is a plain-text 401 "missing
 // authorization header" (http.Error's, ending in a newline). Request
-// bodies are flat objects with proto field names. A create decodes like
-// the real server's generated OpenAPI model (DisallowUnknownFields):
-// unknown keys are a 400 id 17, read-only keys
-// (phase, kube_cr_name, ...) are ignored, and a non-empty "id" is a 400 id
-// 8 "id must be empty" (its handlers' ValidateEmpty). A PATCH decodes like
-// its PatchRequest model (plain encoding/json): unknown keys, "id",
-// read-only keys and a session's project_id (not in SessionPatchRequest)
-// are ignored; a known key of the wrong type is a 400 id 17; a body of
-// null sets nothing (rh-trex's handlers.Handle). Both models are Go
-// structs read with encoding/json, so a number field takes only a JSON
-// number of its Go type: a quoted number, "NaN" or "Infinity", or an
-// integer written 1e2 or 5.0 is a 400 id 17 (checkGoTypes; protojson
-// would take them). These come
-// from the upstream source (rh-trex handlers, generated models), not from
-// a measurement. search is a subset of the real server's TSL
+// bodies are flat objects with proto field names, read as the real
+// handlers read them (body.go): encoding/json into a Go model, so keys
+// match case-insensitively ({"PROMPT": "hi"} sets prompt), invalid UTF-8
+// becomes U+FFFD, a number field takes only a JSON number of its Go type
+// (a quoted number, "NaN" or "Infinity", or an integer written 1e2 or 5.0
+// is a 400 id 17; protojson would take them), and a body of null leaves
+// the model empty without any check (rh-trex's handlers.Handle): a create
+// goes on with empty fields, a PATCH sets nothing. A create decodes like
+// the real server's generated OpenAPI model: the required property by its
+// exact key, then unknown keys are a 400 id 17, and a non-empty "id" is a
+// 400 id 8 "id must be empty" (its handlers' ValidateEmpty); it keeps what
+// the plugin's ConvertX copies: the gRPC create request's fields, a
+// project's status, and the client's created_at and updated_at (read-only
+// keys such as phase are ignored). A project or settings body with
+// created_at and no updated_at ends the connection without an answer (the
+// real handler dereferences nil). A PATCH decodes like its PatchRequest
+// model (plain encoding/json): unknown keys, "id", read-only keys and a
+// session's project_id (not in SessionPatchRequest) are ignored; a known
+// key of the wrong type is a 400 id 17. Bodies over 64 MiB are refused
+// (memapi's guard; the real server reads any size). These come from the
+// upstream source (rh-trex handlers, plugin presenters, generated models),
+// not from a measurement. search is a subset of the real server's TSL
 // (search.go: =, !=, like, ilike, in, and, or, parentheses).
 // testdata/rest_golden.json is the real server's answers to a script of
 // calls, written from the measured facts; TestRESTGolden holds memapi to it.

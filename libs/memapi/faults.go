@@ -26,9 +26,11 @@ const MaxOutage = time.Hour
 //   - POST /faults/end-watches ends every open watch stream (EndWatches) and
 //     answers 200 {"ended": N}.
 //   - POST /faults/outage?for=60s makes the whole API look down for that
-//     long (StartOutage: gRPC Unavailable, REST 503, watches ended) and
-//     answers 200 {"ended": N, "until": RFC 3339}; a missing, unparsable,
-//     non-positive or over-MaxOutage duration is 400.
+//     long, as the real server restarting (StartOutage: watches ended,
+//     every gRPC and REST connection closed, new ones refused, state
+//     kept) and answers 200 {"ended": N, "until": RFC 3339} once the
+//     connections are closed; a missing, unparsable, non-positive or
+//     over-MaxOutage duration is 400.
 //   - POST /faults/outage/end ends the outage now (EndOutage): 200 {}.
 //
 // Other paths are 404, other methods 405. It checks no token (and is not

@@ -26,6 +26,8 @@ func FuzzReadObject(f *testing.F) {
 		`{"labels":"{\"a\":\"b\"}","repos":"[{\"url\":\"u\"}]","name":"r"}`,
 		`{"name":"\u0000\ud800"}`, `{"name":null}`, `{"metadata":{}}`,
 		`{}`, ``, `null`, `[]`, `{"name":`, `{"color":"red"}`, `{"name":"a","projectId":"p"}`,
+		`{"name":"a","PROMPT":"hi","Phase":"Running"}`, "{\"name\":\"\xff\xfe\",\"N\xc3AME\":1}",
+		`{"name":"a","name":null,"NAME":"b"}`, `{"name":"a","created_at":"2020-01-02T03:04:05.1234567891+02:00"}`,
 	} {
 		f.Add([]byte(seed))
 	}
@@ -52,16 +54,16 @@ func FuzzReadObject(f *testing.F) {
 				t.Fatalf("round trip changed %T: %v -> %v", m, m, again)
 			}
 		}
-		cs := &ambientv1.CreateSessionRequest{}
-		check(readObject[*ambientv1.Session](strings.NewReader(string(body)), "name", cs), cs, true)
+		cs, err := readObject[*ambientv1.Session](strings.NewReader(string(body)), "name")
+		check(err, cs, true)
 		us := &ambientv1.UpdateSessionRequest{Id: "x"}
-		check(readPatch[*ambientv1.Session](strings.NewReader(string(body)), us, []string{"project_id"}), us, false)
+		check(readPatch[*ambientv1.Session](strings.NewReader(string(body)), "SessionPatchRequest", us, []string{"project_id"}), us, false)
 		st := &ambientv1.UpdateSessionStatusRequest{Id: "x"}
-		check(readPatch[*ambientv1.Session](strings.NewReader(string(body)), st, nil), st, false)
-		cp := &ambientv1.CreateProjectRequest{}
-		check(readObject[*ambientv1.Project](strings.NewReader(string(body)), "name", cp), cp, true)
+		check(readPatch[*ambientv1.Session](strings.NewReader(string(body)), "SessionStatusPatchRequest", st, nil), st, false)
+		cp, err := readObject[*ambientv1.Project](strings.NewReader(string(body)), "name")
+		check(err, cp, true)
 		ups := &ambientv1.UpdateProjectSettingsRequest{Id: "x"}
-		check(readPatch[*ambientv1.ProjectSettings](strings.NewReader(string(body)), ups, nil), ups, false)
+		check(readPatch[*ambientv1.ProjectSettings](strings.NewReader(string(body)), "ProjectSettingsPatchRequest", ups, nil), ups, false)
 	})
 }
 

@@ -1,28 +1,37 @@
 package memapi_test
 
 import (
+	"bufio"
 	"encoding/json"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/ambient-code/control-plane/libs/apiclient"
 	"github.com/ambient-code/control-plane/libs/memapi"
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
 )
 
-// TestOutageRefusesEverythingAndKeepsState: during StartOutage the API
-// looks down from outside (open watches end with EOF, every gRPC call and
-// stream fails with Unavailable, every REST request is 503, the health
-// check included); after EndOutage it answers again with every object it
-// held before.
-func TestOutageRefusesEverythingAndKeepsState(t *testing.T) {
+// TestOutageLooksLikeARestart: during StartOutage the API looks, from
+// outside, like the real server while it restarts: open watches end with
+// EOF, every open connection is closed (a gRPC client's channel leaves
+// READY, a REST keep-alive connection reads EOF), new connections are
+// refused (ECONNREFUSED) and calls fail (gRPC Unavailable). After
+// EndOutage it listens again on the same addresses and, once the client
+// has reconnected on its own backoff, answers with every object it held
+// before.
+func TestOutageLooksLikeARestart(t *testing.T) {
 	t.Parallel()
 	srv := start(t)
 	c := client(t, srv, testToken)
@@ -33,6 +42,11 @@ func TestOutageRefusesEverythingAndKeepsState(t *testing.T) {
 	}
 	id := sess.GetMetadata().GetId()
 	w := watchProjects(t, srv, c)
+	if st := c.Conn().GetState(); st != connectivity.Ready {
+		t.Fatalf("client channel %s before the outage, want READY", st)
+	}
+	restAddr := strings.TrimPrefix(srv.RESTURL(), "http://")
+	kept := keepAliveREST(t, restAddr)
 
 	if n := srv.StartOutage(time.Hour); n != 1 {
 		t.Errorf("StartOutage ended %d watch streams, want 1", n)
@@ -42,6 +56,21 @@ func TestOutageRefusesEverythingAndKeepsState(t *testing.T) {
 	}
 	if _, err := recv(t, w, 5*time.Second); !errors.Is(err, io.EOF) {
 		t.Fatalf("open watch: Recv = %v, want io.EOF (a server restart)", err)
+	}
+	// StartOutage returned: the connections are closed already.
+	if err := kept.SetReadDeadline(time.Now().Add(5 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := kept.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+		t.Errorf("open REST connection: Read = %d, %v; want io.EOF (closed by the server)", n, err)
+	}
+	if st := c.Conn().GetState(); st == connectivity.Ready {
+		t.Errorf("client channel still READY during the outage: its connection was not closed")
+	}
+	for _, addr := range []string{srv.GRPCAddr(), restAddr} {
+		if err := dial(t, addr); !errors.Is(err, syscall.ECONNREFUSED) {
+			t.Errorf("dial %s during the outage: %v, want ECONNREFUSED", addr, err)
+		}
 	}
 	wantUnavailable := func(what string, err error) {
 		t.Helper()
@@ -63,17 +92,23 @@ func TestOutageRefusesEverythingAndKeepsState(t *testing.T) {
 	if got := srv.Watchers(); got != 0 {
 		t.Errorf("%d watch streams registered during the outage, want 0", got)
 	}
-	if got := restGet(t, srv, memapi.HealthPath); got != http.StatusServiceUnavailable {
-		t.Errorf("REST %s during the outage: %d, want 503", memapi.HealthPath, got)
-	}
-	if got := restGet(t, srv, memapi.BasePath+"/sessions/"+id); got != http.StatusServiceUnavailable {
-		t.Errorf("REST GET session during the outage: %d, want 503", got)
-	}
 
 	srv.EndOutage()
 	if down, _ := srv.InOutage(); down {
 		t.Error("InOutage after EndOutage = true")
 	}
+	// EndOutage returned: the addresses listen again.
+	for _, addr := range []string{srv.GRPCAddr(), restAddr} {
+		if err := dial(t, addr); err != nil {
+			t.Errorf("dial %s after the outage: %v", addr, err)
+		}
+	}
+	if got := restGet(t, srv, memapi.BasePath+"/sessions/"+id); got != http.StatusOK {
+		t.Errorf("REST GET session after the outage: %d, want 200", got)
+	}
+	// The gRPC client comes back on its reconnect backoff (1 s, then 1.6
+	// times longer), as it would after a restart.
+	eventually(t, 10*time.Second, func() error { return c.Check(ctx) })
 	got, err := c.GetSession(ctx, id)
 	if err != nil {
 		t.Fatalf("GetSession after the outage: %v", err)
@@ -84,12 +119,6 @@ func TestOutageRefusesEverythingAndKeepsState(t *testing.T) {
 	if n, _, _ := srv.Len(); n != 1 {
 		t.Errorf("%d sessions after the outage, want 1 (the refused create made none)", n)
 	}
-	if err := c.Check(ctx); err != nil {
-		t.Errorf("health check after the outage: %v", err)
-	}
-	if got := restGet(t, srv, memapi.BasePath+"/sessions/"+id); got != http.StatusOK {
-		t.Errorf("REST GET session after the outage: %d, want 200", got)
-	}
 	// Watches work again: a new stream gets the next change.
 	w = watchProjects(t, srv, c)
 	if _, err := c.CreateProject(ctx, &ambientv1.CreateProjectRequest{Name: "after"}); err != nil {
@@ -98,6 +127,105 @@ func TestOutageRefusesEverythingAndKeepsState(t *testing.T) {
 	if _, err := recv(t, w, 5*time.Second); err != nil {
 		t.Errorf("watch after the outage: %v", err)
 	}
+}
+
+// TestOutageCallsOutsideServe: a grpc.Server of NewGRPCServer and a
+// Handler, which the caller serves itself, cannot be closed by an outage;
+// they refuse every call instead (gRPC Unavailable, REST 503, the health
+// check included).
+func TestOutageCallsOutsideServe(t *testing.T) {
+	t.Parallel()
+	srv, err := memapi.New(memapi.WithToken(testToken))
+	if err != nil {
+		t.Fatal(err)
+	}
+	gl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := srv.NewGRPCServer()
+	done := make(chan error, 1) // Serve's result
+	// Owned by the cleanup below, which stops the server and waits.
+	go func() { done <- gs.Serve(gl) }()
+	t.Cleanup(func() {
+		gs.Stop()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	hs := httptest.NewServer(srv.Handler())
+	t.Cleanup(hs.Close)
+	c, err := apiclient.New(apiclient.Config{Addr: gl.Addr().String(), Token: testToken})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := c.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	srv.StartOutage(time.Hour)
+	if _, err := c.ListSessions(t.Context()); status.Code(err) != codes.Unavailable {
+		t.Errorf("ListSessions during the outage: %v, want Unavailable", err)
+	}
+	if err := c.Check(t.Context()); status.Code(err) != codes.Unavailable {
+		t.Errorf("health check during the outage: %v, want Unavailable", err)
+	}
+	for _, path := range []string{memapi.HealthPath, memapi.BasePath + "/sessions"} {
+		req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, hs.URL+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+testToken)
+		resp, err := hs.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = resp.Body.Close() // only the status matters
+		if resp.StatusCode != http.StatusServiceUnavailable {
+			t.Errorf("GET %s during the outage: %d, want 503", path, resp.StatusCode)
+		}
+	}
+	srv.EndOutage()
+	if _, err := c.ListSessions(t.Context()); err != nil {
+		t.Errorf("ListSessions after the outage: %v", err)
+	}
+}
+
+// keepAliveREST opens a connection to the REST address, makes one request
+// on it and leaves it open (HTTP/1.1 keep-alive); closed at cleanup.
+func keepAliveREST(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	var d net.Dialer
+	conn, err := d.DialContext(t.Context(), "tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() }) // closed by the server already, mostly
+	if _, err := io.WriteString(conn, "GET "+memapi.HealthPath+" HTTP/1.1\r\nHost: memapi\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = resp.Body.Close() // the status is all that matters
+	if resp.StatusCode != http.StatusOK || resp.Close {
+		t.Fatalf("keep-alive request: %d (close %t)", resp.StatusCode, resp.Close)
+	}
+	return conn
+}
+
+// dial opens a TCP connection to addr and closes it; it returns the dial
+// error.
+func dial(t *testing.T, addr string) error {
+	t.Helper()
+	var d net.Dialer
+	conn, err := d.DialContext(t.Context(), "tcp", addr)
+	if err != nil {
+		return err
+	}
+	return conn.Close()
 }
 
 // TestOutageEndsByItself: an outage ends after its duration without help,

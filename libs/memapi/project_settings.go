@@ -41,15 +41,18 @@ func (x *projectSettingsService) CreateProjectSettings(_ context.Context, req *a
 	if err := checkRequired("project_id", req.GetProjectId()); err != nil {
 		return nil, err
 	}
-	return x.create(req)
-}
-
-// create stores new settings under a fresh id. The project need not exist.
-func (x *projectSettingsService) create(req *ambientv1.CreateProjectSettingsRequest) (*ambientv1.ProjectSettings, error) {
 	obj := &ambientv1.ProjectSettings{}
 	if err := copyFields(obj, req, false); err != nil {
 		return nil, errInternal(fmt.Errorf("create project settings: %w", err))
 	}
+	return x.create(obj)
+}
+
+// create stores obj (a create request's fields, see convertBody for REST)
+// as new settings under a fresh id. The project need not exist, nor be
+// named: the real server's foreign key, which memapi does not imitate
+// (docs/architecture.md), refuses both.
+func (x *projectSettingsService) create(obj *ambientv1.ProjectSettings) (*ambientv1.ProjectSettings, error) {
 	return x.r.create(newID(), obj)
 }
 

@@ -42,21 +42,22 @@ func (x *projectService) CreateProject(_ context.Context, req *ambientv1.CreateP
 	if err := checkRequired("name", req.GetName()); err != nil {
 		return nil, err
 	}
-	return x.create(req)
-}
-
-// create validates the name (a DNS-1123 label of 2 to 63 characters, else
-// 400 id 8 / InvalidArgument) and stores the project under its name as id;
-// a taken name gives AlreadyExists (409 id 6).
-func (x *projectService) create(req *ambientv1.CreateProjectRequest) (*ambientv1.Project, error) {
-	if err := validateProjectName(req.GetName()); err != nil {
-		return nil, err
-	}
 	obj := &ambientv1.Project{}
 	if err := copyFields(obj, req, false); err != nil {
 		return nil, errInternal(fmt.Errorf("create project: %w", err))
 	}
-	return x.r.create(req.GetName(), obj)
+	return x.create(obj)
+}
+
+// create validates the name of obj (a create request's fields, see
+// convertBody for REST: a DNS-1123 label of 2 to 63 characters, else 400
+// id 8 / InvalidArgument) and stores the project under its name as id; a
+// taken name gives AlreadyExists (409 id 6).
+func (x *projectService) create(obj *ambientv1.Project) (*ambientv1.Project, error) {
+	if err := validateProjectName(obj.GetName()); err != nil {
+		return nil, err
+	}
+	return x.r.create(obj.GetName(), obj)
 }
 
 // Project names of the real server: a DNS-1123 label that starts with a

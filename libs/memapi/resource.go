@@ -60,13 +60,23 @@ func clampPage(page, size int32) (int32, int32) {
 }
 
 // create stores obj under id with fresh metadata and returns a full
-// precision copy. A taken id gives AlreadyExists.
+// precision copy. A taken id gives AlreadyExists. created_at and
+// updated_at are now, except where obj already has a time (a REST create
+// that named them): gorm fills only zero times, so the real server keeps
+// the client's.
 func (r *resource[T]) create(id string, obj T) (T, error) {
 	now := timestamppb.New(r.s.now())
+	created, updated := obj.GetMetadata().GetCreatedAt(), obj.GetMetadata().GetUpdatedAt()
+	if zeroTime(created) {
+		created = now
+	}
+	if zeroTime(updated) {
+		updated = proto.CloneOf(now)
+	}
 	r.setMeta(obj, &ambientv1.ObjectReference{
 		Id:        id,
-		CreatedAt: now,
-		UpdatedAt: proto.CloneOf(now),
+		CreatedAt: created,
+		UpdatedAt: updated,
 		Kind:      r.kind,
 		Href:      BasePath + "/" + r.path + "/" + id,
 	})
@@ -120,6 +130,12 @@ func (r *resource[T]) list(page, size int32, match func(T) bool) ([]T, *ambientv
 }
 
 func (r *resource[T]) remove(id string) { r.st.remove(id) }
+
+// zeroTime reports whether ts is no time for gorm: unset, or Go's zero
+// time.Time (0001-01-01T00:00:00Z), which a client may send as well.
+func zeroTime(ts *timestamppb.Timestamp) bool {
+	return ts == nil || ts.AsTime().IsZero()
+}
 
 // microView returns a copy of m with every timestamp truncated to
 // microseconds, which is what the real server's database returns.

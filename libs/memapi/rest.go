@@ -4,18 +4,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
-	"slices"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/go-chi/chi/v5"
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/ambient-code/control-plane/libs/restapi"
 	"github.com/ambient-code/control-plane/libs/telemetry"
@@ -27,31 +23,29 @@ import (
 // /metrics through without a token; memapi serves neither.
 const HealthPath = "/healthcheck"
 
-// maxBodyBytes bounds a REST request body.
-const maxBodyBytes = 1 << 20
-
 // reasonNoAuth is the plain-text 401 body without an Authorization header
 // (measured). The other 401 bodies are checkCaller's errors, the real
 // bearer middleware's texts (read from its code, not measured).
 const reasonNoAuth = "missing authorization header"
 
-// collection is one REST collection, generic over the object (T), its
-// create request (C) and update request (U). The handlers read the body as
-// a flat object T (every field of the object is a known key, as in the
-// real server's OpenAPI schema) and copy the fields the request has; the
-// others (phase, kube_cr_name, ...) are read-only and ignored.
-type collection[T object, C, U proto.Message] struct {
+// collection is one REST collection, generic over the object (T) and its
+// update request (U). A create reads the body as a flat object T (the real
+// server's generated OpenAPI model has every field of the object) and
+// keeps what convert keeps of it; a PATCH reads the fields of U.
+type collection[T object, U proto.Message] struct {
 	s        *Server
 	r        *resource[T]
 	required string // property a create body must have
 	// project returns the project of a stored object, projectOf the
-	// project a create request names (multi-user mode narrows by them).
+	// project an object to create names (multi-user mode narrows by them).
 	project   func(T) string
-	projectOf func(C) string
-	create    func(C, *User) (T, error) // the user is the caller (nil: the service token)
-	update    func(U) (T, error)
-	newC      func() C
-	newU      func(id string) U
+	projectOf func(T) string
+	// convert is the real handler's ConvertX: the object a create stores,
+	// from the body (see convertBody).
+	convert func(body T) (T, error)
+	create  func(T, *User) (T, error) // the user is the caller (nil: the service token)
+	update  func(U) (T, error)
+	newU    func(id string) U
 	// fixedOnPatch are fields of U that a REST PATCH ignores: the real
 	// server's PatchRequest model lacks them (a session's project_id is
 	// set at create only; over gRPC UpdateSession changes it).
@@ -95,12 +89,15 @@ func (s *Server) router() http.Handler {
 	})
 
 	sess := &sessionService{r: s.sessionResource()}
-	mount(r, collection[*ambientv1.Session, *ambientv1.CreateSessionRequest, *ambientv1.UpdateSessionRequest]{
-		s: s, r: sess.r, required: "name", create: sess.create,
+	mount(r, collection[*ambientv1.Session, *ambientv1.UpdateSessionRequest]{
+		s: s, r: sess.r, required: "name",
+		project:   (*ambientv1.Session).GetProjectId,
+		projectOf: (*ambientv1.Session).GetProjectId,
+		convert: func(body *ambientv1.Session) (*ambientv1.Session, error) {
+			return convertBody(body, &ambientv1.CreateSessionRequest{}, sess.r.setMeta, nil, false)
+		},
+		create:       sess.create,
 		update:       sess.update,
-		project:      (*ambientv1.Session).GetProjectId,
-		projectOf:    (*ambientv1.CreateSessionRequest).GetProjectId,
-		newC:         func() *ambientv1.CreateSessionRequest { return &ambientv1.CreateSessionRequest{} },
 		newU:         func(id string) *ambientv1.UpdateSessionRequest { return &ambientv1.UpdateSessionRequest{Id: id} },
 		fixedOnPatch: []string{"project_id"},
 	})
@@ -125,7 +122,7 @@ func (s *Server) router() http.Handler {
 			return
 		}
 		in := &ambientv1.UpdateSessionStatusRequest{Id: chi.URLParam(req, "id")}
-		if err := readPatch[*ambientv1.Session](req.Body, in, nil); err != nil {
+		if err := readPatch[*ambientv1.Session](req.Body, "SessionStatusPatchRequest", in, nil); err != nil {
 			writeError(w, err)
 			return
 		}
@@ -134,22 +131,30 @@ func (s *Server) router() http.Handler {
 	})
 
 	proj := &projectService{r: s.projectResource()}
-	mount(r, collection[*ambientv1.Project, *ambientv1.CreateProjectRequest, *ambientv1.UpdateProjectRequest]{
-		s: s, r: proj.r, required: "name", create: anyCaller(proj.create),
-		update:    proj.update,
+	mount(r, collection[*ambientv1.Project, *ambientv1.UpdateProjectRequest]{
+		s: s, r: proj.r, required: "name",
 		project:   func(p *ambientv1.Project) string { return p.GetMetadata().GetId() },
-		projectOf: (*ambientv1.CreateProjectRequest).GetName, // a project's id is its name
-		newC:      func() *ambientv1.CreateProjectRequest { return &ambientv1.CreateProjectRequest{} },
-		newU:      func(id string) *ambientv1.UpdateProjectRequest { return &ambientv1.UpdateProjectRequest{Id: id} },
+		projectOf: (*ambientv1.Project).GetName, // a project's id is its name
+		convert: func(body *ambientv1.Project) (*ambientv1.Project, error) {
+			// ConvertProject copies status too, which CreateProjectRequest
+			// (the gRPC create) lacks.
+			return convertBody(body, &ambientv1.CreateProjectRequest{}, proj.r.setMeta, []string{"status"}, true)
+		},
+		create: anyCaller(proj.create),
+		update: proj.update,
+		newU:   func(id string) *ambientv1.UpdateProjectRequest { return &ambientv1.UpdateProjectRequest{Id: id} },
 	})
 
 	set := &projectSettingsService{r: s.settingsResource()}
-	mount(r, collection[*ambientv1.ProjectSettings, *ambientv1.CreateProjectSettingsRequest, *ambientv1.UpdateProjectSettingsRequest]{
-		s: s, r: set.r, required: "project_id", create: anyCaller(set.create),
-		update:    set.update,
+	mount(r, collection[*ambientv1.ProjectSettings, *ambientv1.UpdateProjectSettingsRequest]{
+		s: s, r: set.r, required: "project_id",
 		project:   (*ambientv1.ProjectSettings).GetProjectId,
-		projectOf: (*ambientv1.CreateProjectSettingsRequest).GetProjectId,
-		newC:      func() *ambientv1.CreateProjectSettingsRequest { return &ambientv1.CreateProjectSettingsRequest{} },
+		projectOf: (*ambientv1.ProjectSettings).GetProjectId,
+		convert: func(body *ambientv1.ProjectSettings) (*ambientv1.ProjectSettings, error) {
+			return convertBody(body, &ambientv1.CreateProjectSettingsRequest{}, set.r.setMeta, nil, true)
+		},
+		create: anyCaller(set.create),
+		update: set.update,
 		newU: func(id string) *ambientv1.UpdateProjectSettingsRequest {
 			return &ambientv1.UpdateProjectSettingsRequest{Id: id}
 		},
@@ -185,7 +190,7 @@ func tagSpan(next http.Handler) http.Handler {
 }
 
 // mount adds the five CRUD routes of one collection.
-func mount[T object, C, U proto.Message](r chi.Router, c collection[T, C, U]) {
+func mount[T object, U proto.Message](r chi.Router, c collection[T, U]) {
 	base := BasePath + "/" + c.r.path
 	md := newOf[T]().ProtoReflect().Descriptor()
 	r.Get(base, func(w http.ResponseWriter, req *http.Request) {
@@ -225,8 +230,21 @@ func mount[T object, C, U proto.Message](r chi.Router, c collection[T, C, U]) {
 		writeResult(w, http.StatusOK, obj, err)
 	})
 	r.Post(base, func(w http.ResponseWriter, req *http.Request) {
-		in := c.newC()
-		if err := readObject[T](req.Body, c.required, in); err != nil {
+		body, err := readObject[T](req.Body, c.required)
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		in, err := c.convert(body)
+		if errors.Is(err, errNilDereference) {
+			// The real handler panics; with no recovery middleware in
+			// its chain, net/http ends the connection without an
+			// answer (and logs the panic). Ending it here does the same
+			// without a panic.
+			dropConnection(w)
+			return
+		}
+		if err != nil {
 			writeError(w, err)
 			return
 		}
@@ -245,7 +263,7 @@ func mount[T object, C, U proto.Message](r chi.Router, c collection[T, C, U]) {
 		in := c.newU(chi.URLParam(req, "id"))
 		// The path's id wins: "id" in a body is ignored like any key the
 		// PatchRequest lacks.
-		if err := readPatch[T](req.Body, in, c.fixedOnPatch); err != nil {
+		if err := readPatch[T](req.Body, c.r.kind+"PatchRequest", in, c.fixedOnPatch); err != nil {
 			writeError(w, err)
 			return
 		}
@@ -261,162 +279,6 @@ func mount[T object, C, U proto.Message](r chi.Router, c collection[T, C, U]) {
 		c.r.remove(chi.URLParam(req, "id"))
 		w.WriteHeader(http.StatusNoContent)
 	})
-}
-
-// readObject reads a create body as a flat object T, like the real server
-// (its generated OpenAPI model decodes with DisallowUnknownFields): a body
-// that is no JSON object, lacks the required property or has a key that is
-// no field of T answers 400 id 17 ("Invalid request format: ..."); then,
-// as its handlers' ValidateEmpty(id), a non-empty "id" answers 400 id 8
-// "id must be empty". The fields that dst (a Create request) has are
-// copied into it.
-func readObject[T object](body io.Reader, required string, dst proto.Message) error {
-	b, err := readBody(body)
-	if err != nil {
-		return err
-	}
-	// The required property is checked before the fields' types, in the
-	// order of the real server's generated OpenAPI decoder.
-	var keys map[string]json.RawMessage
-	if err := json.Unmarshal(b, &keys); err != nil {
-		return errMalformed(err.Error())
-	}
-	if _, ok := keys[required]; required != "" && !ok {
-		return errMalformed("no value given for required property " + required)
-	}
-	if err := checkGoTypes(keys, newOf[T]().ProtoReflect().Descriptor()); err != nil {
-		return err
-	}
-	obj, err := decodeObject[T](b)
-	if err != nil {
-		return err
-	}
-	if obj.GetMetadata().GetId() != "" {
-		return errValidation("id must be empty")
-	}
-	if err := copyFields(dst, obj, true, "metadata", "id"); err != nil {
-		return errInternal(err)
-	}
-	return nil
-}
-
-// readPatch reads a PATCH body like the real server, which decodes it into
-// its PatchRequest model with plain encoding/json: keys that are no field
-// of dst (an Update request), "id", read-only fields of the object (phase,
-// kube_cr_name, ...), fixed (fields the PatchRequest lacks) and unknown
-// keys are ignored; a body that is no JSON object, or a known key of the
-// wrong type, answers 400 id 17, except "null", which sets nothing (rh-trex's
-// handlers.Handle unmarshals into an interface holding the model, and null
-// clears the interface instead). The rest is copied into dst.
-func readPatch[T object](body io.Reader, dst proto.Message, fixed []string) error {
-	b, err := readBody(body)
-	if err != nil {
-		return err
-	}
-	var keys map[string]json.RawMessage
-	if err := json.Unmarshal(b, &keys); err != nil {
-		return errMalformed(err.Error())
-	}
-	if keys == nil { // null
-		keys = map[string]json.RawMessage{}
-	}
-	fields := dst.ProtoReflect().Descriptor().Fields()
-	for k := range keys {
-		if k == "id" || slices.Contains(fixed, k) || fields.ByName(protoreflect.Name(k)) == nil {
-			delete(keys, k)
-		}
-	}
-	if err := checkGoTypes(keys, dst.ProtoReflect().Descriptor()); err != nil {
-		return err
-	}
-	if b, err = json.Marshal(keys); err != nil {
-		return errInternal(err)
-	}
-	obj, err := decodeObject[T](b)
-	if err != nil {
-		return err
-	}
-	if err := copyFields(dst, obj, true, "metadata", "id"); err != nil {
-		return errInternal(err)
-	}
-	return nil
-}
-
-// checkGoTypes refuses, as 400 id 17, the values of keys (a body's keys)
-// that the real server's encoding/json would not decode into the Go type of
-// the field of md (or of the metadata) they name: its models are Go structs
-// (*int32, *float64, *string, *time.Time), so a number field takes only a
-// JSON number that fits, no quoted number, no "NaN" or "Infinity", no
-// exponent or fraction for an integer. protojson, which decodeObject uses,
-// takes all of those: without this check memapi would store what the real
-// server refuses. null passes (it sets nothing); keys that name no field
-// are left to the callers.
-func checkGoTypes(keys map[string]json.RawMessage, md protoreflect.MessageDescriptor) error {
-	ref := (&ambientv1.ObjectReference{}).ProtoReflect().Descriptor().Fields()
-	for k, raw := range keys {
-		fd := md.Fields().ByName(protoreflect.Name(k))
-		if fd == nil || fd.Name() == metadataName {
-			if fd = ref.ByName(protoreflect.Name(k)); fd == nil {
-				continue
-			}
-		}
-		var dst any
-		switch fd.Kind() {
-		case protoreflect.Int32Kind, protoreflect.Sint32Kind, protoreflect.Sfixed32Kind:
-			dst = new(*int32)
-		case protoreflect.Int64Kind, protoreflect.Sint64Kind, protoreflect.Sfixed64Kind:
-			dst = new(*int64)
-		case protoreflect.DoubleKind:
-			dst = new(*float64)
-		case protoreflect.FloatKind:
-			dst = new(*float32)
-		case protoreflect.StringKind:
-			dst = new(*string)
-		case protoreflect.BoolKind:
-			dst = new(*bool)
-		case protoreflect.MessageKind:
-			if fd.Message().FullName() != "google.protobuf.Timestamp" {
-				continue
-			}
-			dst = new(*time.Time)
-		default:
-			continue
-		}
-		if err := json.Unmarshal(raw, dst); err != nil {
-			var te *json.UnmarshalTypeError
-			if errors.As(err, &te) {
-				// encoding/json's wording for a struct field.
-				te.Struct, te.Field = string(md.Name()), k
-			}
-			return errMalformed(err.Error())
-		}
-	}
-	return nil
-}
-
-// readBody reads a request body of at most maxBodyBytes.
-func readBody(body io.Reader) ([]byte, error) {
-	b, err := io.ReadAll(io.LimitReader(body, maxBodyBytes+1))
-	if err != nil {
-		return nil, errMalformed("read body: " + err.Error())
-	}
-	if len(b) > maxBodyBytes {
-		return nil, errMalformed(fmt.Sprintf("body larger than %d bytes", maxBodyBytes))
-	}
-	return b, nil
-}
-
-// decodeObject decodes a flat REST object T; a bad one answers 400 id 17.
-func decodeObject[T object](b []byte) (T, error) {
-	obj := newOf[T]()
-	if err := restapi.UnmarshalObject(b, obj); err != nil {
-		var de *restapi.DecodeError
-		if errors.As(err, &de) {
-			return obj, errMalformed(de.Detail)
-		}
-		return obj, errMalformed(err.Error())
-	}
-	return obj, nil
 }
 
 func (s *Server) restAuth(next http.Handler) http.Handler {
@@ -514,4 +376,18 @@ func writeError(w http.ResponseWriter, err error) {
 		b = []byte(`{"kind":"Error","reason":"encode error"}`)
 	}
 	writeBody(w, ae.Status, b)
+}
+
+// dropConnection ends the request's connection without an answer, as
+// net/http does when a handler panics. Where the connection cannot be taken
+// over (HTTP/2) the answer is a 500, which is what a recovery middleware
+// would send.
+func dropConnection(w http.ResponseWriter) {
+	conn, _, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		http.Error(w, "internal server error", http.StatusInternalServerError)
+		return
+	}
+	// Nothing was written; closing is the point, its error adds nothing.
+	_ = conn.Close()
 }

@@ -27,8 +27,11 @@ import (
 // object by its proto name (name, project_id, phase, llm_max_tokens, ...).
 // Like SQL, a comparison with an unset optional field is false, "!="
 // included. Not supported (a 400 with error id 23): not, <, <=, >, >=,
-// between, is null, timestamps (created_at, start_time, ...), JSON paths
-// into the JSON-in-string fields, and orderBy/fields parameters.
+// between, is null, timestamps (created_at, start_time, ...) and JSON
+// paths into the JSON-in-string fields. The real server's other list
+// parameters, orderBy and fields, are not imitated: memapi ignores them
+// and answers 200 with whole objects in database order
+// (docs/architecture.md).
 const (
 	maxSearchLen   = 4096
 	maxSearchDepth = 32

@@ -134,10 +134,30 @@ func (s *Server) newGRPCServer(extra ...grpc.ServerOption) (*grpc.Server, *healt
 	return gs, hs
 }
 
+// outageGrace bounds the stop of an outage (StartOutage) before the
+// remaining connections are cut: the watch streams are ended already and
+// memapi's calls are short, so what is left is a client's idle connection,
+// which a restarting server does not wait for either.
+const outageGrace = time.Second
+
+// relistenTries bound Serve's attempts to listen again on its addresses
+// after an outage, relistenPause apart: the port was its own a moment ago,
+// so the first normally succeeds.
+const (
+	relistenTries = 50
+	relistenPause = 20 * time.Millisecond
+)
+
 // Serve serves gRPC on grpcLis and REST on restLis until ctx is done or a
-// listener fails, then shuts down: watch streams end with a clean EOF (as the
-// real server's do), in-flight calls get up to 5 s. It closes both
-// listeners. A Server serves once; a second call returns ErrServing.
+// listener fails, then shuts down: watch streams end with a clean EOF (as
+// the real server's do), in-flight calls get up to shutdownGrace. It
+// closes both listeners. A Server serves once; a second call returns
+// ErrServing.
+//
+// An outage (StartOutage) stops Serve the same way, with outageGrace, but
+// keeps the state; when it ends, Serve listens again on the same addresses
+// (net.Listen on the listeners' Addr) with a new gRPC and REST server, as
+// a restarted real server would. If it cannot, Serve returns the error.
 func (s *Server) Serve(ctx context.Context, grpcLis, restLis net.Listener) error {
 	if err := s.markServed(grpcLis, restLis); err != nil {
 		// Not serving them: closing is all that is left; errors add nothing.
@@ -148,14 +168,40 @@ func (s *Server) Serve(ctx context.Context, grpcLis, restLis net.Listener) error
 		}
 		return err
 	}
+	log := s.opts.log
+	log.Info("memapi serving", slog.String("grpc_addr", grpcLis.Addr().String()), slog.String("rest_addr", restLis.Addr().String()))
+	var err error
+	for {
+		var outage bool
+		outage, err = s.serveUntil(ctx, grpcLis, restLis)
+		if err != nil || !outage {
+			break
+		}
+		s.outage.setServing(closed)
+		grpcLis, restLis, err = s.listenAfterOutage(ctx, grpcLis.Addr(), restLis.Addr())
+		if err != nil || grpcLis == nil {
+			break // grpcLis nil: ctx ended during the outage
+		}
+		log.Info("memapi serving again after the outage")
+	}
+	s.stop() // also when ctx ended during an outage, with nothing serving
+	s.outage.setServing(notServing)
+	log.Info("memapi stopped")
+	return err
+}
+
+// serveUntil serves on the two listeners with a new gRPC and REST server
+// until ctx is done, a listener fails or an outage starts, then stops
+// them, which closes the listeners and every connection. It reports
+// whether an outage stopped it.
+func (s *Server) serveUntil(ctx context.Context, grpcLis, restLis net.Listener) (outage bool, err error) {
 	gs, hs := s.newGRPCServer()
 	srv := &http.Server{
 		Handler:           s.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
 		BaseContext:       func(net.Listener) context.Context { return ctx },
 	}
-	log := s.opts.log
-	log.Info("memapi serving", slog.String("grpc_addr", grpcLis.Addr().String()), slog.String("rest_addr", restLis.Addr().String()))
+	s.outage.setServing(listening)
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
@@ -173,14 +219,23 @@ func (s *Server) Serve(ctx context.Context, grpcLis, restLis net.Listener) error
 		return nil
 	})
 	g.Go(func() error {
-		<-gctx.Done()
-		s.stop()
+		outage = waitOutage(gctx, &s.outage)
+		grace := shutdownGrace
+		if outage {
+			grace = outageGrace // the watches were ended by StartOutage
+		} else {
+			s.stop()
+		}
 		hs.Shutdown()
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownGrace)
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), grace)
 		defer cancel()
 		var errs []error
 		if err := srv.Shutdown(sctx); err != nil {
-			errs = append(errs, fmt.Errorf("shutdown rest: %w", err))
+			if !outage {
+				errs = append(errs, fmt.Errorf("shutdown rest: %w", err))
+			}
+			// Cut what the grace did not end; nothing is left to report.
+			_ = srv.Close()
 		}
 		stopped := make(chan struct{})
 		// Owned here; exits when GracefulStop returns, which Stop forces.
@@ -196,7 +251,59 @@ func (s *Server) Serve(ctx context.Context, grpcLis, restLis net.Listener) error
 		}
 		return errors.Join(errs...)
 	})
-	err := g.Wait()
-	log.Info("memapi stopped")
-	return err
+	err = g.Wait()
+	return outage && err == nil, err
+}
+
+// waitOutage waits until ctx is done (false) or an outage is on (true).
+func waitOutage(ctx context.Context, o *outage) bool {
+	for {
+		on, _, changed := o.snapshot()
+		if on {
+			return true
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-changed:
+		}
+	}
+}
+
+// listenAfterOutage waits for the outage to end and listens again on the
+// two addresses. It returns nil listeners when ctx ends first.
+func (s *Server) listenAfterOutage(ctx context.Context, grpcAddr, restAddr net.Addr) (net.Listener, net.Listener, error) {
+	if !s.outage.reopen(ctx) || ctx.Err() != nil {
+		return nil, nil, nil
+	}
+	gl, err := listenAgain(ctx, grpcAddr)
+	if err != nil {
+		return nil, nil, fmt.Errorf("listen grpc again after the outage: %w", err)
+	}
+	rl, err := listenAgain(ctx, restAddr)
+	if err != nil {
+		// The gRPC listener is unused; its close error adds nothing.
+		_ = gl.Close()
+		return nil, nil, fmt.Errorf("listen rest again after the outage: %w", err)
+	}
+	return gl, rl, nil
+}
+
+// listenAgain listens on addr, a listener's address that was just closed,
+// trying relistenTries times.
+func listenAgain(ctx context.Context, addr net.Addr) (net.Listener, error) {
+	var lc net.ListenConfig
+	for try := 1; ; try++ {
+		l, err := lc.Listen(ctx, addr.Network(), addr.String())
+		if err == nil || try == relistenTries {
+			return l, err
+		}
+		t := time.NewTimer(relistenPause)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, err
+		case <-t.C:
+		}
+	}
 }

@@ -76,6 +76,7 @@ func New(opts ...Option) (*Server, error) {
 		delayCh:   make(chan struct{}),
 		ready:     make(chan struct{}),
 	}
+	s.outage.changed = make(chan struct{})
 	for _, u := range o.users {
 		s.userHashes = append(s.userHashes, sha256.Sum256([]byte(u.Token)))
 	}

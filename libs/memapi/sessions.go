@@ -55,10 +55,15 @@ func (x *sessionService) CreateSession(ctx context.Context, req *ambientv1.Creat
 	if err := checkRequired("name", req.GetName()); err != nil {
 		return nil, err
 	}
-	return x.create(req, callerOf(ctx))
+	obj := &ambientv1.Session{}
+	if err := copyFields(obj, req, false); err != nil {
+		return nil, errInternal(fmt.Errorf("create session: %w", err))
+	}
+	return x.create(obj, callerOf(ctx))
 }
 
-// create stores a new session with the server-filled defaults: llm_model,
+// create stores obj (a create request's fields, see convertBody for REST)
+// as a new session with the server-filled defaults: llm_model,
 // llm_temperature, llm_max_tokens when unset, and kube_cr_name = id. It
 // accepts any project_id (the real server does not check it).
 //
@@ -66,11 +71,7 @@ func (x *sessionService) CreateSession(ctx context.Context, req *ambientv1.Creat
 // token, which leaves it unset), whatever the request says: the real
 // server's handlers, gRPC and REST, copy every other field of the request
 // and never that one (read from its code).
-func (x *sessionService) create(req *ambientv1.CreateSessionRequest, by *User) (*ambientv1.Session, error) {
-	obj := &ambientv1.Session{}
-	if err := copyFields(obj, req, false); err != nil {
-		return nil, errInternal(fmt.Errorf("create session: %w", err))
-	}
+func (x *sessionService) create(obj *ambientv1.Session, by *User) (*ambientv1.Session, error) {
 	obj.CreatedByUserId = nil
 	if by != nil {
 		obj.CreatedByUserId = proto.String(by.Name)

@@ -308,3 +308,25 @@ func TestDriverKillRunnerWaitsForCandidate(t *testing.T) {
 		t.Errorf("any replica: %+v, %v; want runner 43 on runner-manager-0", got, err)
 	}
 }
+
+// TestRESTPhasesUnavailableDuringOutage: memapi's outage closes its
+// listeners and connections, as a restarting server does; a start or stop
+// sent then is refused by the outage (ErrUnavailable), not a failure of the
+// API, and goes through again after it.
+func TestRESTPhasesUnavailableDuringOutage(t *testing.T) {
+	srv := testenv.API(t)
+	s, err := srv.Sessions().CreateSession(t.Context(), &ambientv1.CreateSessionRequest{Name: "outage"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newRESTPhases(srv.RESTURL(), testenv.APIToken)
+	srv.StartOutage(time.Minute)
+	err = r.Start(t.Context(), s.GetMetadata().GetId())
+	if got, _ := resultOf(err); got != resultUnavailable {
+		t.Errorf("start during the outage: %v (%s), want %s", err, got, resultUnavailable)
+	}
+	srv.EndOutage()
+	if err := r.Start(t.Context(), s.GetMetadata().GetId()); err != nil {
+		t.Errorf("start after the outage: %v", err)
+	}
+}

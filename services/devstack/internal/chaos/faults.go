@@ -387,7 +387,7 @@ func (in *injector) apiOutage(ctx context.Context, rec *faultRecord) error {
 		return err
 	}
 	rec.Down0 = time.Now()
-	rec.Note = fmt.Sprintf("%d watch streams ended; every gRPC call Unavailable, every REST call 503, the driver's changes then refused", n)
+	rec.Note = fmt.Sprintf("%d watch streams ended; every connection closed and new ones refused (a restart), the driver's changes then refused", n)
 	if err := sleepUntil(ctx, rec.Down0.Add(rec.Down)); err != nil {
 		return err
 	}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"syscall"
 	"time"
 )
 
@@ -14,8 +15,10 @@ import (
 // phase the transition is not allowed from). It is not a change.
 var ErrRefused = errors.New("transition refused by the API")
 
-// ErrUnavailable is a call the API answered 503 (or gRPC Unavailable): it
-// is down (an API outage), the change was not made.
+// ErrUnavailable is a call the API answered 503 (or gRPC Unavailable), or
+// could not be sent because the server refused or closed the connection,
+// as a restarting server does (memapi's outage closes its listeners and
+// connections): it is down (an API outage), the change was not made.
 var ErrUnavailable = errors.New("API unavailable")
 
 // restPhases starts and stops sessions through the API's REST endpoints:
@@ -51,6 +54,9 @@ func (r *restPhases) post(ctx context.Context, path string) error {
 	req.Header.Set("Authorization", "Bearer "+r.token)
 	resp, err := r.hc.Do(req)
 	if err != nil {
+		if connectionLost(err) {
+			return fmt.Errorf("POST %s: %w: %w", path, ErrUnavailable, err)
+		}
 		return fmt.Errorf("POST %s: %w", path, err)
 	}
 	defer resp.Body.Close()                                //nolint:errcheck // only the status matters
@@ -65,4 +71,12 @@ func (r *restPhases) post(ctx context.Context, path string) error {
 	default:
 		return fmt.Errorf("POST %s: %s: %s", path, resp.Status, body)
 	}
+}
+
+// connectionLost reports whether err is a connection the server refused,
+// reset or closed before it answered: what a client of a server that is
+// restarting sees.
+func connectionLost(err error) bool {
+	return errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
 }

@@ -99,7 +99,10 @@ func TestReconnectsWhenTheAPIAnswersAgain(t *testing.T) {
 		return nil
 	})
 	srv.EndOutage()
-	s, err := c.Sessions().CreateSession(t.Context(), &ambientv1.CreateSessionRequest{Name: "after-outage"})
+	// Made in-process: the API listens again, but the shared client's
+	// channel comes back on its own reconnect backoff, as after a real
+	// restart; the watcher is what must find the change.
+	s, err := srv.Sessions().CreateSession(t.Context(), &ambientv1.CreateSessionRequest{Name: "after-outage"})
 	if err != nil {
 		t.Fatal(err)
 	}
