@@ -65,8 +65,9 @@ type Claims struct {
 	// it are not indexed again. Guarded by mu.
 	released map[string]uint64
 	// sightings holds, by key, when this replica first saw each peer's
-	// claim without a runner address at its revision (startWaitOver).
-	// Scan drops the keys no such record has any more. Guarded by mu.
+	// record whose runner may still be starting (startPending) at its
+	// revision (startWaitOver). Scan drops the keys no such record has any
+	// more. Guarded by mu.
 	sightings map[string]sighting
 }
 
@@ -161,9 +162,10 @@ func (c *Claims) Get(ctx context.Context, id string) (registry.Record, error) {
 //   - the peer has no heartbeat;
 //   - the runner registered in rec does not answer /health (a live runner
 //     is not lost, whatever happened to its replica's NATS connection);
-//     a record with no runner address yet (unaddressed) has nothing to
-//     probe, and counts only once this replica has seen it unchanged for
-//     the start wait (WithStartWait).
+//     a record whose runner may still be starting (startPending: no
+//     address yet, or one not yet healthy) counts only once this replica
+//     has seen it unchanged for the start wait (WithStartWait), and then
+//     only if its runner, if any, does not answer.
 //
 // An error means liveness could not be checked; the caller retries.
 func (c *Claims) OwnerGone(ctx context.Context, rec registry.Record, runsHere bool) (bool, error) {
@@ -180,9 +182,8 @@ func (c *Claims) OwnerGone(ctx context.Context, rec registry.Record, runsHere bo
 	if alive {
 		return false, nil
 	}
-	if unaddressed(rec) && !c.startWaitOver(rec) {
-		c.log.Debug("owner has no heartbeat and no runner address in its claim yet: not taken over while its start may run",
-			slog.String(logkey.SessionID, rec.SessionID), slog.String(logkey.Member, rec.Owner))
+	if startPending(rec) && !c.startWaitOver(rec) {
+		c.log.Debug(msgStartWait, slog.String(logkey.SessionID, rec.SessionID), slog.String(logkey.Member, rec.Owner))
 		return false, nil
 	}
 	if c.answers(ctx, rec.Endpoint) {
@@ -193,21 +194,41 @@ func (c *Claims) OwnerGone(ctx context.Context, rec registry.Record, runsHere bo
 	return true, nil
 }
 
-// unaddressed reports whether rec holds no runner address and no final
-// phase: its owner registers the address right after the spawn, so a
-// runner may be starting for it (or running, when the registration
-// failed) with nothing a probe could reach.
-func unaddressed(rec registry.Record) bool {
-	return rec.Final == nil && rec.State != registry.StateExited && !rec.Routable()
+// msgStartWait is logged for a record left alone while its start wait runs.
+const msgStartWait = "owner has no heartbeat and its runner may still be starting: not taken over before the start wait"
+
+// startPending reports whether rec's runner may still be starting (and no
+// final phase is recorded):
+//   - no runner address (state claimed): its owner registers the address
+//     right after the spawn, so a runner may be starting for it (or
+//     running, when the registration failed) with nothing a probe could
+//     reach;
+//   - state starting: the address is registered but the runner has not
+//     passed its health check, and may not even listen yet; a probe that
+//     fails now proves nothing about a moment later, when it may be
+//     serving for an owner cut off from NATS.
+//
+// Either way the owner kills the runner by its start deadline unless it
+// is registered (claimed) or healthy (starting): see package supervise.
+func startPending(rec registry.Record) bool {
+	if rec.Final != nil || rec.State == registry.StateExited {
+		return false
+	}
+	return !rec.Routable() || rec.State == registry.StateStarting
 }
 
 // startWaitOver reports whether this replica has seen rec, a peer's
-// unaddressed claim, unchanged for longer than the start wait, and notes
-// the first sighting of each revision. Only this replica's own clock is
-// read, so no clock skew between replicas counts: the first sighting is
-// after the write, and its owner counts its start deadline from before
-// the write. A revision older than the one noted (a stale read) is not
-// over; a newer one (the owner wrote again) starts the wait again.
+// record whose runner may still be starting, unchanged for longer than
+// the start wait, and notes the first sighting of each revision. Only
+// this replica's own clock is read, so no clock skew between replicas
+// counts: the first sighting is after the write, and its owner counts its
+// deadline from before the write (the claim's StartedAt to register the
+// runner, the spawn to see it healthy). A revision older than the one
+// noted (a stale read) is not over; a newer one (the owner wrote again)
+// starts the wait again. So does the registration (claimed, then
+// starting), on purpose: the health deadline counts from the spawn, which
+// may come up to the start deadline after the claim, so a wait counted
+// from the claim's first sighting could end before it.
 func (c *Claims) startWaitOver(rec registry.Record) bool {
 	if c.opts.startWait == 0 {
 		return true
@@ -277,9 +298,9 @@ func (c *Claims) NamedPorts(ctx context.Context, host string) (map[int]bool, err
 // watch's index (see Watch), not the bucket. Each owner's liveness is
 // asked once; an owner it cannot be asked about is logged and its records
 // are left for the next scan. Records of owners without a heartbeat are
-// probed in parallel. Every peer's unaddressed claim is noted whatever
-// its owner's liveness, so its start wait runs from the first sweep that
-// saw it.
+// probed in parallel. Every peer's record whose runner may still be
+// starting is noted whatever its owner's liveness, so its start wait runs
+// from the first sweep that saw it.
 func (c *Claims) Scan(ctx context.Context, runsHere func(id string) bool) (mine, stale []registry.Record, err error) {
 	recs, err := c.records(ctx, false)
 	if err != nil {
@@ -287,7 +308,7 @@ func (c *Claims) Scan(ctx context.Context, runsHere func(id string) bool) (mine,
 	}
 	settled := c.alive.Settled()
 	alive := map[string]bool{c.member: true}
-	waiting := map[string]bool{} // by key: the peers' unaddressed claims, true while their start wait runs
+	waiting := map[string]bool{} // by key: the peers' records of runners that may be starting, true while their start wait runs
 	var suspects []registry.Record
 	for _, rec := range recs {
 		if rec.Owner == c.member {
@@ -297,7 +318,7 @@ func (c *Claims) Scan(ctx context.Context, runsHere func(id string) bool) (mine,
 			}
 			continue
 		}
-		if unaddressed(rec) {
+		if startPending(rec) {
 			waiting[registry.Key(rec.SessionID)] = !c.startWaitOver(rec)
 		}
 		if !settled {
@@ -314,8 +335,7 @@ func (c *Claims) Scan(ctx context.Context, runsHere func(id string) bool) (mine,
 		switch {
 		case live:
 		case waiting[registry.Key(rec.SessionID)]:
-			c.log.Debug("owner has no heartbeat and no runner address in its claim yet: not taken over while its start may run",
-				slog.String(logkey.SessionID, rec.SessionID), slog.String(logkey.Member, rec.Owner))
+			c.log.Debug(msgStartWait, slog.String(logkey.SessionID, rec.SessionID), slog.String(logkey.Member, rec.Owner))
 		default:
 			suspects = append(suspects, rec)
 		}
@@ -323,7 +343,7 @@ func (c *Claims) Scan(ctx context.Context, runsHere func(id string) bool) (mine,
 	c.mu.Lock()
 	for key := range c.sightings {
 		if _, ok := waiting[key]; !ok {
-			delete(c.sightings, key) // registered, released or taken over since
+			delete(c.sightings, key) // running, released or taken over since
 		}
 	}
 	c.mu.Unlock()

@@ -36,7 +36,18 @@
 //     not registered within the start deadline of its claim, and spawns
 //     none for a claim that old (package supervise), so by then no runner
 //     of the claim runs. Before, such a claim was taken over at once and
-//     the session ran twice while the owner was cut off.
+//     the session ran twice while the owner was cut off;
+//   - so is a record in state starting (the address is registered, the
+//     runner has not passed its health check and may not listen yet): a
+//     probe that fails proves nothing about a moment later, when the
+//     runner may serve for an owner cut off from NATS. It counts only once
+//     this replica has seen it unchanged for the start wait, and then only
+//     if the runner still does not answer; the registration is a new
+//     revision, so the wait starts again (the health deadline counts from
+//     the spawn, up to the start deadline after the claim). The owner
+//     kills a runner that is not healthy by its health deadline, without
+//     waiting for the session's lock. Before, the probe decided at once,
+//     and the session ran twice if the runner came up after it.
 //
 // Issue 14 finding 1 (two replicas, NATS down 15 s with a 5 s TTL: the
 // first to reconnect took over all of its peer's sessions and ran each
@@ -55,9 +66,10 @@
 // plus the TTL (the key expires), plus one sweep interval, plus one probe
 // (a refused connection returns at once; an unreachable host costs the
 // probe timeout, DefaultProbeTimeout; a sweep probes 8 records at a time,
-// and recovers 8 at a time, each asking OwnerGone again); a claim without
-// an address waits for its start wait (20 s by default) from the first
-// sweep that saw it as well. With the
+// and recovers 8 at a time, each asking OwnerGone again); a record whose
+// runner may still be starting (claimed, or starting) waits for its start
+// wait (about 20 s by default) from the first sweep that saw it as well.
+// With the
 // defaults (MEMBER_TTL 5s, RUNNER_SWEEP_INTERVAL 5s) that is at most
 // about 10 s before the takeover starts the session again; measured with
 // MEMBER_TTL=1s and a 300 ms sweep: 2.7-2.9 s for 20 sessions, 2.3 s

@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"slices"
 	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -272,6 +273,89 @@ func TestStartWait(t *testing.T) {
 	}
 	if !gone(addressed) || !stale() {
 		t.Fatal("claim with a dead runner's address not taken over at once")
+	}
+}
+
+// A peer's record in state starting names its runner, which may not
+// listen yet: its owner, cut off from NATS, kills it only at its health
+// deadline, and it may answer a moment after a probe that failed. A runner
+// that does not answer counts only once this replica has seen the record
+// unchanged for the start wait; one that answers is not taken over. The
+// registration (claimed, then starting) is a new revision and the wait
+// starts again: the owner's health deadline counts from the spawn, which
+// may come up to the start deadline after the claim. Before, a starting
+// record was probed and taken over at once.
+func TestStartWaitStarting(t *testing.T) {
+	t.Parallel()
+	const wait = 500 * time.Millisecond
+	cs, ms, _ := replicasWith(t, []Option{WithStartWait(wait)}, "a", "dead")
+	beating(t, ms["a"])
+	ctx := t.Context()
+	gone := func(rec registry.Record) bool {
+		t.Helper()
+		g, err := cs["a"].OwnerGone(ctx, rec, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return g
+	}
+	stale := func() bool {
+		t.Helper()
+		_, st, err := cs["a"].Scan(ctx, func(string) bool { return false })
+		if err != nil {
+			t.Fatal(err)
+		}
+		return slices.ContainsFunc(st, func(r registry.Record) bool { return r.SessionID == "s" })
+	}
+	var up atomic.Bool // the runner serves
+	healthy, _ := json.Marshal(map[string]string{"status": "healthy", "session_id": "s"})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !up.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write(healthy) // the probe reads what it gets
+	}))
+	t.Cleanup(srv.Close)
+	addr := srv.Listener.Addr().(*net.TCPAddr)
+
+	held, err := cs["dead"].Claim(ctx, "s", "p")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone(held) // the claim's first sight
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if !gone(held) {
+			return errors.New("claim's owner not gone")
+		}
+		return nil
+	})
+	starting, _, err := cs["dead"].Update(ctx, held, func(e *registry.Endpoint) {
+		e.Host, e.Port, e.State = addr.IP.String(), addr.Port, registry.StateStarting
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := time.Now()
+	if gone(starting) || stale() {
+		t.Fatal("starting record whose runner does not answer yet taken over at first sight")
+	}
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if !gone(starting) {
+			return errors.New("starting record's owner not gone")
+		}
+		return nil
+	})
+	if d := time.Since(seen); d < wait {
+		t.Fatalf("owner gone %v after the first sight, before the start wait %v", d, wait)
+	}
+	if !stale() {
+		t.Fatal("Scan: starting record not stale after the start wait")
+	}
+	// The runner answers as the session's: not taken over, waited or not.
+	up.Store(true)
+	if gone(starting) || stale() {
+		t.Fatal("starting record whose runner answers taken over")
 	}
 }
 

@@ -14,10 +14,10 @@ var ErrInvalidOption = errors.New("claims: invalid option")
 // DefaultProbeTimeout bounds one probe of a runner endpoint (OwnerGone).
 const DefaultProbeTimeout = time.Second
 
-// DefaultStartWait is how long a peer's claim without a runner address
-// must be seen unchanged before it may be taken over (WithStartWait): the
-// default start deadline (LOCAL_HEALTH_INTERVAL 500ms x
-// LOCAL_HEALTH_ATTEMPTS 30) plus 5 s.
+// DefaultStartWait is how long a peer's record whose runner may still be
+// starting (claimed, or starting) must be seen unchanged before it may be
+// taken over (WithStartWait): the default start deadline
+// (LOCAL_HEALTH_INTERVAL 500ms x LOCAL_HEALTH_ATTEMPTS 30) plus 5 s.
 const DefaultStartWait = 20 * time.Second
 
 // Option adjusts New.
@@ -57,14 +57,16 @@ func WithProbeTimeout(d time.Duration) Option {
 	}
 }
 
-// WithStartWait sets how long this replica must have seen a peer's claim
-// without a runner address (nothing registered yet: state claimed)
-// unchanged before OwnerGone or Scan may find its owner gone (default
-// DefaultStartWait; 0 takes it over at once, as a claim with a dead
-// runner's address is). Its owner may be starting the runner while cut
-// off from NATS, with nothing a probe could reach; it kills a runner it
-// has not registered within its start deadline (package supervise), so d
-// must exceed that deadline by what the kill may take.
+// WithStartWait sets how long this replica must have seen a peer's record
+// whose runner may still be starting unchanged before OwnerGone or Scan
+// may find its owner gone (default DefaultStartWait; 0 decides at once,
+// as for a running runner): a claim without a runner address (state
+// claimed), or one whose runner has not passed its health check (state
+// starting; after the wait its probe still decides). Its owner may be
+// starting the runner while cut off from NATS, with nothing a probe could
+// reach yet; it kills a runner it has not registered within its start
+// deadline, or that is not healthy by its health deadline (package
+// supervise), so d must exceed that deadline by what the kill may take.
 func WithStartWait(d time.Duration) Option {
 	return func(o *options) error {
 		if d < 0 {

@@ -2,17 +2,25 @@ package reconcile
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/prometheus/procfs"
+
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
 
 	"github.com/ambient-code/control-plane/libs/registry"
+	"github.com/ambient-code/control-plane/libs/session"
 	"github.com/ambient-code/control-plane/libs/testenv"
 	"github.com/ambient-code/control-plane/services/runner-manager/internal/runner"
+	"github.com/ambient-code/control-plane/services/runner-manager/internal/status"
 )
 
 // A replica claims a session and is cut off from NATS (its connection
@@ -120,3 +128,276 @@ func (c *cutAtReread) at() time.Time {
 	defer c.mu.Unlock()
 	return c.when
 }
+
+// A replica registers its runner's address (state starting) and is cut
+// off from NATS before the runner passes its health check: the runner
+// does not listen yet. Its heartbeat expires. Before, the peer probed the
+// runner, found nothing listening and took the claim over at once (2-3 s
+// after the cut), while the cut-off replica's runner came up a moment
+// later: two runners of one session. Now the peer takes a starting record
+// over only once it has seen it unchanged for the start wait (the health
+// deadline plus a margin) and the runner still does not answer:
+//   - healthy after the cut: the runner answers the peer's probe at the
+//     end of the wait and the session runs on the cut-off replica alone,
+//     which registers it running once NATS is back;
+//   - never healthy: the cut-off replica kills it at its health deadline
+//     and writes Failed, and the peer takes the claim over afterwards.
+func TestCutOffStartingRunsOnce(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name    string
+		healthy bool
+	}{{"healthy after the cut", true}, {"never healthy", false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			cutOffStarting(t, tc.healthy)
+		})
+	}
+}
+
+func cutOffStarting(t *testing.T, healthy bool) {
+	e := newEnv(t)
+	link := testenv.NewLink(t, strings.TrimPrefix(e.nats.ClientURL(), "nats://"))
+	// A health deadline of 5 s: the peer's start wait is about 10 s.
+	health := runner.HealthPolicy{Host: "127.0.0.1", Interval: 100 * time.Millisecond, Attempts: 50, FirstDelay: 10 * time.Millisecond}
+	e.replica(replicaOpts{member: "rm-b", health: health})
+	// rm-a's runner listens once gate exists.
+	gate := filepath.Join(t.TempDir(), "gate")
+	script := fmt.Sprintf(`while [ ! -f %s ]; do sleep 0.02; done; exec %s`, gate, demoRunner)
+	nc := testenv.ConnURL(t, "nats://"+link.Addr())
+	a := e.replica(replicaOpts{member: "rm-a", health: health, nc: nc, command: []string{"/bin/sh", "-c", script}})
+	cut, restored := false, false
+	t.Cleanup(func() { // before rm-a stops: it leaves the member set
+		if cut && !restored {
+			link.Restore()
+		}
+	})
+	s := e.create("cut off starting")
+	id := s.GetMetadata().GetId()
+	e.handle(a, added, s)
+	var started registry.Record
+	testenv.Eventually(t, 10*time.Second, func() error {
+		var err error
+		if started, err = registry.Get(t.Context(), e.runners, id); err != nil {
+			return err
+		}
+		if started.Owner != "rm-a" || started.State != registry.StateStarting || !started.Routable() {
+			return fmt.Errorf("record %+v: not rm-a's starting runner", started)
+		}
+		return nil
+	})
+	link.Cut()
+	cut = true
+	cutAt := time.Now()
+
+	// Watch until the peer's start wait is well over (healthy), or until
+	// the peer took the claim over (never healthy): never two runners.
+	// The gate opens at once if the peer takes over (the old code), else
+	// well before rm-a's health deadline.
+	var gateAt, tookAt, goneAt time.Time
+	deadline := cutAt.Add(25 * time.Second)
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		now := time.Now()
+		groups := sessionGroups(t, id)
+		if len(groups) > 1 {
+			t.Fatalf("two runners of the session at once %v after the cut: process groups %v", now.Sub(cutAt).Round(10*time.Millisecond), groups)
+		}
+		if goneAt.IsZero() && !slices.Contains(groups, started.PID) {
+			goneAt = now
+		}
+		rec, err := registry.Get(t.Context(), e.runners, id)
+		// rm-a cannot write: a record gone was released by the peer.
+		if tookAt.IsZero() && (err == nil && rec.Owner != "rm-a" || errors.Is(err, registry.ErrNotFound)) {
+			tookAt = now
+		}
+		if healthy && gateAt.IsZero() && (!tookAt.IsZero() || now.Sub(cutAt) > 3*time.Second) {
+			if err := os.WriteFile(gate, nil, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			gateAt = now
+		}
+		if healthy && now.Sub(cutAt) > 13*time.Second || !healthy && !tookAt.IsZero() && now.Sub(tookAt) > time.Second {
+			break
+		}
+		if now.After(deadline) {
+			t.Fatalf("peer did not take over the claim of the dead runner within %v: record %+v (%v)", deadline.Sub(cutAt), rec, err)
+		}
+		<-tick.C
+	}
+	if healthy && !tookAt.IsZero() {
+		t.Fatalf("claim taken over %v after the cut although its runner serves", tookAt.Sub(cutAt).Round(10*time.Millisecond))
+	}
+	if !healthy {
+		t.Logf("rm-a's runner gone %v after the cut, claim taken over %v after", goneAt.Sub(cutAt).Round(10*time.Millisecond), tookAt.Sub(cutAt).Round(10*time.Millisecond))
+		if goneAt.IsZero() || tookAt.Before(goneAt) {
+			t.Fatalf("claim taken over %v after the cut, before rm-a killed its runner (gone at %v)", tookAt.Sub(cutAt).Round(10*time.Millisecond), goneAt)
+		}
+	}
+	// Back on NATS (restored here: t's context, which the link dials
+	// with, ends before the cleanups run).
+	link.Restore()
+	restored = true
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if !nc.IsConnected() {
+			return fmt.Errorf("rm-a not reconnected: %v", nc.Status())
+		}
+		return nil
+	})
+	if healthy {
+		// rm-a registers its runner running.
+		testenv.Eventually(t, 10*time.Second, func() error {
+			rec, err := registry.Get(t.Context(), e.runners, id)
+			if err != nil {
+				return err
+			}
+			if rec.Owner != "rm-a" || rec.State != registry.StateRunning || rec.PID != started.PID {
+				return fmt.Errorf("record %+v: not rm-a's running runner %d", rec, started.PID)
+			}
+			if g := sessionGroups(t, id); !slices.Equal(g, []int{started.PID}) {
+				return fmt.Errorf("runners %v, want rm-a's %d alone", g, started.PID)
+			}
+			return nil
+		})
+		e.waitPhase(id, session.PhaseRunning, 5*time.Second)
+		return
+	}
+	// rm-a wrote Failed; rm-b, having taken the claim over, found it so
+	// and released the claim.
+	e.waitNoClaim(id)
+	if g := sessionGroups(t, id); len(g) != 0 {
+		t.Fatalf("runners %v of a failed session", g)
+	}
+	got := e.waitPhase(id, session.PhaseFailed, 5*time.Second)
+	if c := condition(t, got, status.CondHealthCheckPassed); c.Reason != status.ReasonHealthCheckTimeout {
+		t.Fatalf("HealthCheckPassed = %+v, want reason %s", c, status.ReasonHealthCheckTimeout)
+	}
+}
+
+// sessionGroups returns the process groups (sorted) of the live processes
+// of session id: one per runner, whatever it has spawned.
+func sessionGroups(t *testing.T, id string) []int {
+	t.Helper()
+	all, err := procfs.AllProcs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []int
+	for _, p := range all {
+		env, err := p.Environ()
+		if err != nil || !slices.Contains(env, runner.EnvSessionID+"="+id) || !pidAlive(p.PID) {
+			continue
+		}
+		st, err := p.Stat()
+		if err != nil {
+			continue // exited meanwhile
+		}
+		if !slices.Contains(out, st.PGRP) {
+			out = append(out, st.PGRP)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// The health deadline kills a runner that never became healthy at once,
+// whoever holds its session's lock: its supervisor's registration and
+// Creating write (onSpawned) hold it for seconds in an outage, and so may
+// a sweep's or resync's writes, while a peer takes the record over once
+// its start wait (the deadline plus a margin) is over. Before, the kill
+// waited for onSpawned and then for the lock.
+func TestHealthTimeoutKillsWithoutLock(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		// hold returns, once the lock is held for as long as the test
+		// lasts, what to release it with.
+		hold func(e *env, rp *replica, api *hangingCreating, id string) (release func())
+	}{
+		{"lock held", func(e *env, rp *replica, api *hangingCreating, id string) func() {
+			api.release() // no hanging write: the lock is the test's
+			// Once registered: an unregistered runner is killed at the
+			// start deadline without the lock (giveUpUnregistered).
+			testenv.Eventually(e.t, 5*time.Second, func() error {
+				if rec, err := registry.Get(e.t.Context(), e.runners, id); err != nil || rec.State != registry.StateStarting {
+					return fmt.Errorf("record %+v (%v) not starting", rec, err)
+				}
+				return nil
+			})
+			return rp.rec.sup.Lock(id)
+		}},
+		{"creating write hangs", func(e *env, _ *replica, api *hangingCreating, _ string) func() {
+			select {
+			case <-api.hanging:
+			case <-time.After(5 * time.Second):
+				e.t.Fatal("no Creating write within 5 s")
+			}
+			return api.release
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t)
+			api := &hangingCreating{sessionAPI: e.client, hanging: make(chan struct{}), released: make(chan struct{})}
+			health := runner.HealthPolicy{Host: "127.0.0.1", Interval: 100 * time.Millisecond, Attempts: 10}
+			rp := e.replica(replicaOpts{api: api, health: health, command: []string{"/bin/sh", "-c", "exec sleep 60"}})
+			s := e.create("never healthy")
+			id := s.GetMetadata().GetId()
+			e.handle(rp, added, s)
+			release := tc.hold(e, rp, api, id)
+			released := false
+			defer func() {
+				if !released {
+					release()
+				}
+			}()
+			var pid int
+			testenv.Eventually(t, 5*time.Second, func() error {
+				g := sessionGroups(t, id)
+				if len(g) != 1 {
+					return fmt.Errorf("runners %v, want one", g)
+				}
+				pid = g[0] // the group's leader: the runner
+				return nil
+			})
+			// The deadline is 1 s after the spawn.
+			testenv.Eventually(t, 3*time.Second, func() error {
+				if pidAlive(pid) {
+					return fmt.Errorf("runner %d alive while the session lock is held", pid)
+				}
+				return nil
+			})
+			release()
+			released = true
+			got := e.waitPhase(id, session.PhaseFailed, 10*time.Second)
+			if c := condition(t, got, status.CondHealthCheckPassed); c.Reason != status.ReasonHealthCheckTimeout {
+				t.Fatalf("HealthCheckPassed = %+v, want reason %s", c, status.ReasonHealthCheckTimeout)
+			}
+		})
+	}
+}
+
+// hangingCreating is the API, with the first Creating write hanging
+// (ignoring its ctx, as a stuck connection may) until release.
+type hangingCreating struct {
+	sessionAPI
+	once     sync.Once
+	hanging  chan struct{} // closed when the Creating write hangs
+	released chan struct{}
+	rel      sync.Once
+}
+
+func (h *hangingCreating) UpdateSessionStatus(ctx context.Context, req *ambientv1.UpdateSessionStatusRequest) (*ambientv1.Session, error) {
+	if req.GetPhase() == string(session.PhaseCreating) {
+		first := false
+		h.once.Do(func() { first = true })
+		if first {
+			close(h.hanging)
+			<-h.released
+		}
+	}
+	return h.sessionAPI.UpdateSessionStatus(ctx, req)
+}
+
+func (h *hangingCreating) release() { h.rel.Do(func() { close(h.released) }) }

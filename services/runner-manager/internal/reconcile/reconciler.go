@@ -129,11 +129,17 @@ type Reconciler struct {
 const claimsReopenEvery = time.Minute
 
 // startWaitMargin is what a peer waits, beyond the start deadline (the
-// health deadline), before it takes over a claim without a runner address
-// whose owner is gone (claim.WithStartWait): the owner kills a runner it
-// could not register by the deadline (supervise), and the margin covers
-// a spawn that began just before it (a port pool that reads the registry,
-// bounded by 2 s) and the kill.
+// health deadline) and one health interval, before it takes over a record
+// whose runner may still be starting (a claim without a runner address,
+// or a runner not yet healthy) and whose owner is gone
+// (claim.WithStartWait). The owner kills a runner it could not register
+// by the deadline, counted from the claim, or that is not healthy by the
+// deadline, counted from the spawn (supervise); the peer counts from its
+// first sighting of the record's revision, after the claim's write or the
+// registration's (after the spawn). The interval covers the last health
+// probe, which may end that long after the deadline; the margin covers a
+// spawn that began just before the registration deadline (a port pool
+// that reads the registry, bounded by 2 s) and the kill.
 const startWaitMargin = 5 * time.Second
 
 // New validates cfg and returns a reconciler. It starts nothing.
@@ -163,7 +169,7 @@ func New(cfg Config, d Deps) (*Reconciler, error) {
 		return nil, fmt.Errorf("reconciler: %w", err)
 	}
 	copts := []claim.Option{claim.WithWatchReopen(d.Reconnects.Next, claimsReopenEvery),
-		claim.WithStartWait(cfg.Health.Deadline() + startWaitMargin)}
+		claim.WithStartWait(cfg.Health.Deadline() + cfg.Health.Interval + startWaitMargin)}
 	if cfg.MarkerTTL > 0 {
 		copts = append(copts, claim.WithMarkerTTL(cfg.MarkerTTL))
 	}

@@ -130,6 +130,9 @@ func (s *Supervisor) run(ctx context.Context, rn *Runner) {
 	probed := make(chan health, 1)
 	go func() { // owned by run; ends when the probes end (hctx bounds them)
 		lat, err := rn.proc.WaitHealthy(hctx, s.http, s.cfg.Health)
+		if errors.Is(err, runner.ErrHealthTimeout) {
+			s.onHealthTimeout(log, rn) // now, not once onSpawned returned
+		}
 		probed <- health{lat, err}
 	}()
 	s.onSpawned(ctx, log, rn)
@@ -141,8 +144,7 @@ func (s *Supervisor) run(ctx context.Context, rn *Runner) {
 		s.metrics.health(ctx, lat, true)
 		s.onHealthy(ctx, log, rn, lat)
 	case errors.Is(err, runner.ErrHealthTimeout):
-		s.metrics.health(ctx, lat, false)
-		s.onHealthTimeout(log, rn)
+		s.metrics.health(ctx, lat, false) // killed already (onHealthTimeout)
 	}
 	// Wait for the exit, stopping the runner when asked.
 	shutdown := false
@@ -210,21 +212,27 @@ func (s *Supervisor) onHealthy(ctx context.Context, log *slog.Logger, rn *Runner
 }
 
 // onHealthTimeout decides that the session fails and kills the runner;
-// finish writes the phase once it exited.
+// finish writes the phase once it exited. It runs at the health deadline
+// and does not wait for the session lock, nor for onSpawned: registering
+// the endpoint and writing Creating hold the lock up to registerTimeout
+// plus liveWriteTimeout (4 s) in an outage, and a sweep's retries hold it
+// too. A peer takes over a record in state starting whose owner has no
+// heartbeat once its start wait (this deadline plus a margin) is over and
+// the runner does not answer: a runner killed only after that, or one
+// that came up meanwhile, would run beside the peer's. What it decides is
+// rn's alone (rn.mu), as for a runner that exits on its own.
 func (s *Supervisor) onHealthTimeout(log *slog.Logger, rn *Runner) {
-	unlock := s.Lock(rn.id)
-	defer unlock()
+	msg := fmt.Sprintf("%s: no healthy /health answer within %v", status.ReasonHealthCheckTimeout, s.cfg.Health.Deadline())
 	rn.mu.Lock()
 	skip := rn.stopped || rn.final
 	if !skip {
-		msg := fmt.Sprintf("%s: no healthy /health answer within %v", status.ReasonHealthCheckTimeout, s.cfg.Health.Deadline())
 		rn.ending = &ending{phase: session.PhaseFailed, reason: status.ReasonHealthCheckTimeout, message: msg, fail: status.ReasonHealthCheckTimeout}
 	}
 	rn.mu.Unlock()
 	if skip {
 		return
 	}
-	rn.setCond(session.Condition{Type: status.CondHealthCheckPassed, Status: session.StatusFalse, Reason: status.ReasonHealthCheckTimeout, Message: rn.ending.message})
+	rn.setCond(session.Condition{Type: status.CondHealthCheckPassed, Status: session.StatusFalse, Reason: status.ReasonHealthCheckTimeout, Message: msg})
 	if err := rn.proc.Kill(); err != nil {
 		log.Warn("kill runner", slog.String(logkey.Err, err.Error()))
 	}
