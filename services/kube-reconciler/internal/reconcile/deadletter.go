@@ -62,12 +62,7 @@ func (r *Reconciler) ReportDeadLetter(ctx context.Context, m group.Message, reas
 	// this read's to the write's, as for the status write-back's
 	// GetSession; the API has no compare-and-swap to close it.
 	cur, err := r.cfg.Source.GetSession(ctx, id)
-	switch status.Code(err) {
-	case codes.OK:
-	case codes.NotFound:
-		return // deleted meanwhile
-	default:
-		log.WarnContext(ctx, "dead-lettered session not reported on the session", slog.Any(logkey.Err, err))
+	if !reportGoesOn(ctx, log, err) {
 		return
 	}
 	conds, err := session.ParseConditions(cur.GetConditions())
@@ -84,16 +79,27 @@ func (r *Reconciler) ReportDeadLetter(ctx context.Context, m group.Message, reas
 	js := conds.Set(session.Condition{Type: ConditionReconciled, Status: session.StatusFalse, Reason: ReasonReconcileFailed, Message: msg},
 		time.Now()).JSON()
 	updated, err := r.cfg.API.UpdateSessionStatus(ctx, &ambientv1.UpdateSessionStatusRequest{Id: id, Conditions: &js})
-	switch status.Code(err) {
-	case codes.OK:
-	case codes.NotFound:
-		return // deleted meanwhile
-	default:
-		log.WarnContext(ctx, "dead-lettered session not reported on the session", slog.Any(logkey.Err, err))
+	if !reportGoesOn(ctx, log, err) {
 		return
 	}
 	if r.cfg.Tracker != nil {
 		r.cfg.Tracker.Observe(updated, types.NamespacedName{})
 	}
 	log.InfoContext(ctx, "dead-lettered session reported: Reconciled=False "+ReasonReconcileFailed)
+}
+
+// reportGoesOn reports whether the dead-letter report goes on after an API
+// call that returned err: a session deleted meanwhile (NotFound) ends it
+// quietly, any other error ends it logged (the DLQ holds the event either
+// way).
+func reportGoesOn(ctx context.Context, log *slog.Logger, err error) bool {
+	switch status.Code(err) {
+	case codes.OK:
+		return true
+	case codes.NotFound:
+		return false
+	default:
+		log.WarnContext(ctx, "dead-lettered session not reported on the session", slog.Any(logkey.Err, err))
+		return false
+	}
 }

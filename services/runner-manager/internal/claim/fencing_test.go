@@ -216,25 +216,8 @@ func TestOwnerGoneFencing(t *testing.T) {
 func TestStartWait(t *testing.T) {
 	t.Parallel()
 	const wait = 500 * time.Millisecond
-	cs, ms, _ := replicasWith(t, []Option{WithStartWait(wait)}, "a", "dead")
-	beating(t, ms["a"])
+	cs, gone, stale := startWaitPeer(t, wait)
 	ctx := t.Context()
-	gone := func(rec registry.Record) bool {
-		t.Helper()
-		g, err := cs["a"].OwnerGone(ctx, rec, false)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return g
-	}
-	stale := func() bool {
-		t.Helper()
-		_, st, err := cs["a"].Scan(ctx, func(string) bool { return false })
-		if err != nil {
-			t.Fatal(err)
-		}
-		return slices.ContainsFunc(st, func(r registry.Record) bool { return r.SessionID == "s" })
-	}
 	held, err := cs["dead"].Claim(ctx, "s", "p")
 	if err != nil {
 		t.Fatal(err)
@@ -288,25 +271,8 @@ func TestStartWait(t *testing.T) {
 func TestStartWaitStarting(t *testing.T) {
 	t.Parallel()
 	const wait = 500 * time.Millisecond
-	cs, ms, _ := replicasWith(t, []Option{WithStartWait(wait)}, "a", "dead")
-	beating(t, ms["a"])
+	cs, gone, stale := startWaitPeer(t, wait)
 	ctx := t.Context()
-	gone := func(rec registry.Record) bool {
-		t.Helper()
-		g, err := cs["a"].OwnerGone(ctx, rec, false)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return g
-	}
-	stale := func() bool {
-		t.Helper()
-		_, st, err := cs["a"].Scan(ctx, func(string) bool { return false })
-		if err != nil {
-			t.Fatal(err)
-		}
-		return slices.ContainsFunc(st, func(r registry.Record) bool { return r.SessionID == "s" })
-	}
 	var up atomic.Bool // the runner serves
 	healthy, _ := json.Marshal(map[string]string{"status": "healthy", "session_id": "s"})
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -457,4 +423,31 @@ func TestIndexAndMarkers(t *testing.T) {
 	if _, err := New(runners, "a", m, log, WithMarkerTTL(time.Millisecond)); !errors.Is(err, ErrInvalidOption) {
 		t.Fatalf("sub-second marker ttl: %v, want ErrInvalidOption", err)
 	}
+}
+
+// startWaitPeer returns the claims of replicas "a" (beating, with start
+// wait) and "dead" (no heartbeat), and two questions "a" asks of a record
+// of session "s": is its owner gone (OwnerGone), and does Scan count it
+// stale.
+func startWaitPeer(t *testing.T, wait time.Duration) (cs map[string]*Claims, gone func(registry.Record) bool, stale func() bool) {
+	t.Helper()
+	cs, ms, _ := replicasWith(t, []Option{WithStartWait(wait)}, "a", "dead")
+	beating(t, ms["a"])
+	gone = func(rec registry.Record) bool {
+		t.Helper()
+		g, err := cs["a"].OwnerGone(t.Context(), rec, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return g
+	}
+	stale = func() bool {
+		t.Helper()
+		_, st, err := cs["a"].Scan(t.Context(), func(string) bool { return false })
+		if err != nil {
+			t.Fatal(err)
+		}
+		return slices.ContainsFunc(st, func(r registry.Record) bool { return r.SessionID == "s" })
+	}
+	return cs, gone, stale
 }
