@@ -157,7 +157,7 @@ func ParseFlags(args []string, w io.Writer) (Config, error) {
 	fs.DurationVar(&c.KillSettle, "kill-settle", 15*time.Second, "quiet time after each kill before the next fault (> MEMBER_TTL + a sweep)")
 	fs.DurationVar(&c.NodeLoss, "node-loss", 30*time.Second, "how long the killed NATS node stays down")
 	fs.DurationVar(&c.NATSOutage, "nats-outage", 3*longestTTL, "how long all NATS nodes stay down (3 x the longest TTL)")
-	fs.DurationVar(&c.APIOutage, "api-outage", 0, "how long the ambient API refuses every call (gRPC Unavailable, REST 503, watches ended; memapi keeps its state) (0: 75s; short: 30s)")
+	fs.DurationVar(&c.APIOutage, "api-outage", 0, "how long the ambient API is down as in a restart (watches ended, connections closed and refused; memapi keeps its state) (0: 75s; short: 30s)")
 	fs.DurationVar(&c.KubeOutage, "kube-outage", 0, "how long kube-apiserver stays down (0: kube-reconciler's retry budget + 30s)")
 	fs.DurationVar(&c.Freeze, "freeze", 0, "how long a frozen member (SIGSTOP of its process group: the informer leader, kube-reconciler-1, runner-manager-1) stays stopped before SIGCONT; past the lease TTL and MEMBER_TTL (0: 25s; short: 14s)")
 	fs.DurationVar(&c.NodeFreeze, "node-freeze", DefaultNodeFreeze, "how long the full run's frozen node (SIGSTOP of runner-manager-1's process group and of every runner of it, then SIGCONT: a VM pause) stays stopped; past MEMBER_TTL and a sweep, so its peer takes its claims over (0: no node freeze; the short run has none)")
