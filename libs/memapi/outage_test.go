@@ -319,3 +319,33 @@ func restGet(t *testing.T, srv *memapi.Server, path string) int {
 	_, _ = io.Copy(io.Discard, resp.Body)
 	return resp.StatusCode
 }
+
+// TestOutageRightAfterReady: an outage started as soon as Ready is closed,
+// before Serve's servers run, still waits for Serve to close its listeners,
+// and its end for Serve to listen again: a REST call made once EndOutage
+// returned is answered. Before, StartOutage returned at once in that
+// window (Serve not yet "listening") and EndOutage then returned while
+// Serve was still closing for the outage: connection refused.
+func TestOutageRightAfterReady(t *testing.T) {
+	for range 20 {
+		srv := start(t)
+		srv.StartOutage(time.Minute)
+		if resp, err := http.Get(srv.RESTURL() + "/api/ambient/v1/projects"); err == nil { //nolint:noctx // a probe during the outage
+			_ = resp.Body.Close() // refused or 503: either is the outage
+		}
+		srv.EndOutage()
+		req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, srv.RESTURL()+"/api/ambient/v1/projects", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+testToken)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("list after the outage: %v", err)
+		}
+		_ = resp.Body.Close() // only the status matters
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("list after the outage: %s", resp.Status)
+		}
+	}
+}

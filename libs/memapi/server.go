@@ -337,6 +337,11 @@ func (s *Server) markServed(grpcLis, restLis net.Listener) error {
 	}
 	s.served = true
 	s.grpcAddr, s.restURL = grpcLis.Addr().String(), "http://"+restLis.Addr().String()
+	// Listening from here on (the listeners are open: a dial is queued
+	// until the servers accept), before Ready says so: an outage started
+	// once Ready is closed waits for Serve to close them (outage.settle),
+	// and its end for Serve to listen again.
+	s.outage.setServing(listening)
 	close(s.ready)
 	return nil
 }
