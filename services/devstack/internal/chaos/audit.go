@@ -9,6 +9,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ambient-code/control-plane/libs/apiclient"
 	"github.com/ambient-code/control-plane/libs/registry"
 	apisession "github.com/ambient-code/control-plane/libs/session"
 )
@@ -844,6 +845,14 @@ func exitsCheck(exits []exitRecord, scheduleStart time.Time) check {
 // probe that ends it polls.
 const outageMargin = 2 * time.Second
 
+// reconnectMargin widens it further after the API answers again: an outage
+// closes the API's connections and refuses new ones, as a restart does, and
+// the harness's gRPC client dials again on its own backoff, up to
+// apiclient.DefaultReconnectMaxDelay plus grpc-go's 20 % jitter after the
+// API is back; its calls meanwhile fail Unavailable, refused by the outage
+// as much as those made during it.
+const reconnectMargin = apiclient.DefaultReconnectMaxDelay*6/5 + outageMargin
+
 // journalCheck wants every change the API accepted or refused with a
 // reason; a change the API refused as unavailable counts as refused by the
 // outage when it was made during an API outage, as a failure otherwise;
@@ -873,7 +882,7 @@ func journalCheck(journal []changeRecord, faults []faultRecord) check {
 
 // inAPIOutage reports whether t falls within an API outage of faults, from
 // its start until the API answered again (or, when it never did, its
-// planned end), widened by outageMargin.
+// planned end), widened by outageMargin before and reconnectMargin after.
 func inAPIOutage(faults []faultRecord, t time.Time) bool {
 	for _, f := range faults {
 		if f.Kind != FaultAPIOutage {
@@ -883,7 +892,7 @@ func inAPIOutage(faults []faultRecord, t time.Time) bool {
 		if end.IsZero() {
 			end = f.Start.Add(f.Down)
 		}
-		if !t.Before(f.Start.Add(-outageMargin)) && t.Before(end.Add(outageMargin)) {
+		if !t.Before(f.Start.Add(-outageMargin)) && t.Before(end.Add(reconnectMargin)) {
 			return true
 		}
 	}

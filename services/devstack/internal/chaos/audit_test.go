@@ -412,19 +412,20 @@ func TestJournalCheckAPIOutage(t *testing.T) {
 		{At: t0.Add(-time.Second), Result: resultUnavailable}, // sent just before, answered during
 		{At: t0.Add(10 * time.Second), Result: resultUnavailable},
 		{At: t0.Add(32 * time.Second), Result: resultUnavailable}, // within the margin after
+		{At: t0.Add(37 * time.Second), Result: resultUnavailable}, // the client still reconnecting (its backoff)
 		{At: t0.Add(20 * time.Second), Result: resultOK},
 		{At: t0.Add(40 * time.Second), Result: resultUnavailable, Op: OpUpdate, Object: "late"},
 		{At: t0.Add(-time.Minute), Result: resultUnavailable, Op: OpCreate, Object: "early"},
 	}
 	c := journalCheck(journal, faults)
-	if c.OK || c.Detail != "1 made, 0 refused, 2 failed, 3 refused by an API outage" {
+	if c.OK || c.Detail != "1 made, 0 refused, 2 failed, 4 refused by an API outage" {
 		t.Errorf("journal check %+v", c)
 	}
-	if c := journalCheck(journal[:4], faults); !c.OK {
+	if c := journalCheck(journal[:5], faults); !c.OK {
 		t.Errorf("only changes refused during the outage: %+v", c)
 	}
 	// Without an API outage every unavailable answer is a failure.
-	if c := journalCheck(journal[:4], nil); c.OK || c.Detail != "1 made, 0 refused, 3 failed" {
+	if c := journalCheck(journal[:5], nil); c.OK || c.Detail != "1 made, 0 refused, 4 failed" {
 		t.Errorf("no outage: %+v", c)
 	}
 
