@@ -64,6 +64,33 @@ func assign(partitions int, live map[string][]int) []pcgroups.MemberMapping {
 	return mappingOf(owner)
 }
 
+// takers returns what assign shares the partitions among: each live
+// member's pinned slice (empty = sharing), without the sharing members
+// that are not ready while a sharing member is ready and settled. When no
+// such member is left (the API down for every member, or the ready ones
+// only just back from failing) every live member takes its share as if
+// all were ready, so an outage common to all, and the members' reconnects
+// seconds apart after it, move nothing. A pinned member keeps its slice
+// whatever its readiness: a canary's objects must not flip between
+// versions.
+func takers(live map[string]memberRecord) map[string][]int {
+	settled := false
+	for _, rec := range live {
+		if len(rec.Partitions) == 0 && !rec.NotReady && !rec.Settling {
+			settled = true
+			break
+		}
+	}
+	out := make(map[string][]int, len(live))
+	for n, rec := range live {
+		if settled && len(rec.Partitions) == 0 && rec.NotReady {
+			continue
+		}
+		out[n] = rec.Partitions
+	}
+	return out
+}
+
 // mappingsEqual compares two mappings as produced by assign.
 func mappingsEqual(a, b []pcgroups.MemberMapping) bool {
 	return slices.EqualFunc(a, b, func(x, y pcgroups.MemberMapping) bool {

@@ -26,6 +26,11 @@ const (
 	// DefaultMaxInFlight lets a member work on up to 64 objects at once,
 	// the concurrency client-go's workqueue users typically run.
 	DefaultMaxInFlight = 64
+	// DefaultNotReadyAfter is long enough that a blip (one refused
+	// connection, an API restart) moves no partition, and short against
+	// the periodic resyncs (1 minute) that pick up what a cut-off member's
+	// partitions would otherwise hold back.
+	DefaultNotReadyAfter = 10 * time.Second
 )
 
 // DefaultBackoff is the retry schedule (see Config.Backoff); attempt n
@@ -128,6 +133,24 @@ type Config struct {
 	// no event to report on). A panic in it is logged and the lane goes
 	// on: the letter is in the DLQ already.
 	OnDeadLetter func(ctx context.Context, m Message, reason string, cause error)
+	// Ready, when set, tells whether this member can act on its events now
+	// (nil error: it can); runner-manager and kube-reconciler report
+	// whether their API client reaches the API. A member whose Ready has
+	// failed for NotReadyAfter without a break says so in its heartbeat,
+	// and its shared partitions go to the ready members while one is (see
+	// the package doc, Readiness); it says it is ready again at its first
+	// heartbeat after Ready passes. It is called at every heartbeat
+	// (MemberTTL/3) on the heartbeat's goroutine, so it must be cheap and
+	// must not block: a read of state the member keeps anyway, not a call
+	// to the dependency. nil: always ready, as before.
+	Ready func() error
+	// NotReadyAfter is how long Ready must fail without a break before the
+	// member reports itself not ready, and how long it must then pass
+	// before the member counts as a ready peer that takes over the
+	// partitions of not-ready ones (default 10s): shorter blips, and the
+	// members of an outage common to all reconnecting seconds apart, move
+	// nothing.
+	NotReadyAfter time.Duration
 }
 
 // WithDefaults returns c with every zero field set to its default (see the
@@ -164,6 +187,9 @@ func (c Config) WithDefaults() (Config, error) {
 	}
 	if c.MaxInFlight == 0 {
 		c.MaxInFlight = DefaultMaxInFlight
+	}
+	if c.NotReadyAfter == 0 {
+		c.NotReadyAfter = DefaultNotReadyAfter
 	}
 	if c.Stats == nil {
 		c.Stats = &Stats{}
@@ -229,6 +255,9 @@ func (c Config) validate() error {
 	}
 	if c.Replicas < 0 || c.Replicas > MaxReplicas {
 		bad("replicas %d: want 0 (as the events stream) or 1..%d", c.Replicas, MaxReplicas)
+	}
+	if c.NotReadyAfter < 0 {
+		bad("not ready after %s: want > 0", c.NotReadyAfter)
 	}
 	if c.MemberTTL < MinMemberTTL || c.StopGrace < 0 {
 		bad("member ttl %s / stop grace %s: want ttl >= %s, grace >= 0", c.MemberTTL, c.StopGrace, MinMemberTTL)

@@ -131,6 +131,33 @@
 // it applied the revocation and no work on it still runs (a handler deaf
 // to its ctx is waited for up to StopGrace).
 //
+// # Readiness: cut off from a dependency, not from NATS
+//
+// A member cut off from what its handler needs (runner-manager and
+// kube-reconciler from the ambient API) while NATS still reaches it keeps
+// heartbeating, so it used to keep its partitions, and their events waited
+// (its handler's retries stalled) until the dependency came back or a
+// peer's periodic resync (1 minute) did the work. With Config.Ready the
+// member tells: once Ready has failed for Config.NotReadyAfter (default
+// 10 s, GROUP_NOT_READY_AFTER) without a break, its heartbeat says
+// not_ready, and the partitions are shared among the ready members only
+// (takers in assign.go). It reports ready again at its first heartbeat
+// after Ready passes and takes its share back. Both moves are the hand-offs
+// above (revoked, then granted once released), so per-object order and
+// at-least-once hold; the not-ready member's running handlers see their
+// ctx cancelled with ErrPartitionMoved. Ready is asked at every heartbeat
+// (MemberTTL/3), so it must be cheap.
+//
+// An outage common to all moves nothing: while no sharing member is both
+// ready and settled (Ready passing for NotReadyAfter without a break since
+// it joined or last failed), every live member takes its share as if all
+// were ready. A member just back from failing is not settled yet, so the
+// members of a common outage, reconnecting a few seconds apart after it,
+// do not hand each other their partitions either
+// (TestReadinessMovesPartitions). Pinned members (MemberPartitions, a
+// canary) keep their pins whatever their readiness. A record without the
+// field (a version before readiness) reads as ready.
+//
 // # Replicas
 //
 // Every stream and bucket the group creates gets Config.Replicas
@@ -155,7 +182,7 @@
 // (PartitionOf tells which objects), so a fixed share of objects goes to
 // the canary and an object does not flip between versions while the canary
 // lives. When it stops (or dies) its partitions go back to the sharing
-// members. While only canaries are alive, the remaining partitions wait
+// members; while it is not ready it keeps them (see Readiness). While only canaries are alive, the remaining partitions wait
 // (mapped to a placeholder nobody consumes as).
 //
 // # Outcomes

@@ -23,6 +23,9 @@ import (
 // watch react to the same config write independently, so the new owner
 // could handle v3 before the old owner's v2 returned.
 //
+// A partition leaving a member that turned not ready, or coming back to it
+// (takers in assign.go), moves between live members in the same two steps.
+//
 // A member that is gone (no heartbeat) holds nothing, so its partitions
 // are granted at once; so are those of a member whose record carries no
 // hand-off state (a version before hand-offs, during a rolling upgrade).

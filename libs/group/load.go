@@ -22,6 +22,7 @@ const (
 	EnvMemberTTL        = "MEMBER_TTL"
 	EnvReplicas         = "GROUP_REPLICAS"
 	EnvMaxInFlight      = "GROUP_MAX_IN_FLIGHT"
+	EnvNotReadyAfter    = "GROUP_NOT_READY_AFTER"
 )
 
 // Limits of the group knobs, checked by [Run] and by [LoadConfig] alike.
@@ -49,11 +50,11 @@ const nameForm = `letters, digits, "-" and "_", starting with a letter or digit`
 
 // LoadConfig reads one member's Config through l. def carries the service's
 // defaults: at least Group, and any of Stream, SubjectPrefix, Partitions,
-// MaxDeliver, AckWait, MemberTTL, MaxInFlight and Replicas that differ
-// from this package's defaults (a zero field takes the package default;
-// Replicas 0 follows the events stream). Fields no variable sets
-// (Resources, Backoff, DLQPrefix, StopGrace, Coalesce, Stats, Meter) are
-// copied from def. Every problem is recorded in l, naming its variable, so the
+// MaxDeliver, AckWait, MemberTTL, MaxInFlight, NotReadyAfter and Replicas
+// that differ from this package's defaults (a zero field takes the package
+// default; Replicas 0 follows the events stream). Fields no variable sets
+// (Resources, Backoff, DLQPrefix, StopGrace, Coalesce, Stats, Meter, Ready)
+// are copied from def. Every problem is recorded in l, naming its variable, so the
 // caller reports them with the rest of its configuration through l.Err.
 func LoadConfig(l *envconfig.Loader, def Config) Config {
 	c := def
@@ -68,6 +69,7 @@ func LoadConfig(l *envconfig.Loader, def Config) Config {
 	c.MemberTTL = l.Duration(EnvMemberTTL, orDefault(def.MemberTTL, DefaultMemberTTL))
 	c.Replicas = l.Int(EnvReplicas, def.Replicas, 1, MaxReplicas)
 	c.MaxInFlight = l.Int(EnvMaxInFlight, orDefault(def.MaxInFlight, DefaultMaxInFlight), 1, MaxMaxInFlight)
+	c.NotReadyAfter = l.Duration(EnvNotReadyAfter, orDefault(def.NotReadyAfter, DefaultNotReadyAfter))
 
 	if !events.ValidPrefix(c.SubjectPrefix) {
 		l.Invalid(EnvSubjectPrefix, events.PrefixForm, c.SubjectPrefix, nil)
@@ -92,6 +94,10 @@ func LoadConfig(l *envconfig.Loader, def Config) Config {
 	}
 	if c.AckWait < MinAckWait {
 		l.Invalid(EnvAckWait, fmt.Sprintf("a duration of at least %s", MinAckWait), c.AckWait.String(), nil)
+	}
+	if c.NotReadyAfter <= 0 {
+		// Zero would silently mean the default in Config.
+		l.Invalid(EnvNotReadyAfter, "a positive duration", c.NotReadyAfter.String(), nil)
 	}
 	if c.MemberTTL < MinMemberTTL {
 		l.Invalid(EnvMemberTTL, fmt.Sprintf("a duration of at least %s", MinMemberTTL), c.MemberTTL.String(), nil)

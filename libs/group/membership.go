@@ -45,6 +45,16 @@ type memberRecord struct {
 	// Handoff is what the member applied and still runs (see handoff.go);
 	// nil from a version without hand-offs.
 	Handoff *handoffRecord `json:"handoff,omitempty"`
+	// NotReady: the member's Config.Ready has failed for NotReadyAfter, so
+	// it gives its shared partitions to a ready peer if there is one
+	// (takers). Omitted when ready, so a version without readiness reads
+	// as ready.
+	NotReady bool `json:"not_ready,omitempty"`
+	// Settling: the member is ready, but its Ready has not yet passed for
+	// NotReadyAfter without a break (since it joined or last failed): it
+	// takes its own share, yet does not count as the ready peer a
+	// not-ready member's partitions go to. Omitted once settled.
+	Settling bool `json:"settling,omitempty"`
 }
 
 // membership keeps this member's heartbeat alive and the pcgroups member
@@ -67,6 +77,12 @@ type membership struct {
 	mu           sync.Mutex
 	healthySince time.Time // guarded by mu; first heartbeat of the current unbroken run of them; zero after a failure
 	reconnects   uint64    // guarded by mu; the connection's reconnect count at the last heartbeat
+
+	// Readiness (Config.Ready, see readiness): only heartbeat touches
+	// these, and heartbeats never overlap (start's, then beat's goroutine).
+	failingSince time.Time // first failed Ready of the current run of failures; zero while it passes
+	passingSince time.Time // first passed Ready of the current run of passes; zero while it fails
+	notReady     bool      // reported in the heartbeat: failing for NotReadyAfter
 }
 
 // partitioningFilters hashes every event under the prefix on its id token
@@ -174,6 +190,7 @@ func (m *membership) heartbeat(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, m.cfg.MemberTTL-m.cfg.heartbeat())
 	defer cancel()
 	rec := memberRecord{Partitions: m.cfg.MemberPartitions, Handoff: &handoffRecord{}}
+	rec.NotReady, rec.Settling = m.readiness(time.Now())
 	if m.own != nil {
 		rec.Handoff.Seen, rec.Handoff.Holding = m.own.holding(m.cfg.StopGrace)
 	}
@@ -196,6 +213,40 @@ func (m *membership) heartbeat(ctx context.Context) error {
 		m.reconnects = reconnects
 	}
 	return nil
+}
+
+// readiness asks Config.Ready and returns what the heartbeat reports:
+// notReady once Ready has failed for NotReadyAfter without a break (cleared
+// by the first pass), settling while the member is ready but Ready has not
+// yet passed for NotReadyAfter without a break. Without Ready the member
+// is always ready and settled, as before readiness existed.
+func (m *membership) readiness(now time.Time) (notReady, settling bool) {
+	if m.cfg.Ready == nil {
+		return false, false
+	}
+	err := m.cfg.Ready()
+	if err != nil {
+		m.passingSince = time.Time{}
+		if m.failingSince.IsZero() {
+			m.failingSince = now
+		}
+		if !m.notReady && now.Sub(m.failingSince) >= m.cfg.NotReadyAfter {
+			m.notReady = true
+			m.log.Warn("member not ready, its shared partitions go to a ready member",
+				slog.Any(logkey.Err, err), slog.Duration(logkey.Duration, now.Sub(m.failingSince)))
+		}
+	} else {
+		m.failingSince = time.Time{}
+		if m.passingSince.IsZero() {
+			m.passingSince = now
+		}
+		if m.notReady {
+			m.notReady = false
+			m.log.Info("member ready again, takes its share of the partitions")
+		}
+	}
+	m.cfg.Stats.notReady.Store(m.notReady)
+	return m.notReady, !m.notReady && (err != nil || now.Sub(m.passingSince) < m.cfg.NotReadyAfter)
 }
 
 // fenced reports whether this member has not yet been reachable for a
@@ -239,7 +290,8 @@ func (m *membership) live(ctx context.Context, exclude string) (map[string]membe
 }
 
 // reconcile makes the pcgroups mappings match the live members (minus
-// exclude) and returns the mapping in force. Members that lost their
+// exclude, and minus the not-ready ones while a settled member is ready:
+// takers) and returns the mapping in force. Members that lost their
 // heartbeat have their JetStream consumer deleted before the new mapping is
 // written: a dead member cannot delete it itself, and the work-queue
 // stream refuses an overlapping consumer for the new owner until it is gone
@@ -262,11 +314,7 @@ func (m *membership) reconcile(ctx context.Context, exclude string) ([]pcgroups.
 	if err := json.Unmarshal(entry.Value(), &cur); err != nil {
 		return nil, fmt.Errorf("decode group config %s: %w", key, err)
 	}
-	pinned := make(map[string][]int, len(live))
-	for n, rec := range live {
-		pinned[n] = rec.Partitions
-	}
-	want := handoff(m.cfg.Partitions, cur.MemberMappings, assign(m.cfg.Partitions, pinned), live, entry.Revision())
+	want := handoff(m.cfg.Partitions, cur.MemberMappings, assign(m.cfg.Partitions, takers(live)), live, entry.Revision())
 	if len(cur.Members) == 0 && mappingsEqual(cur.MemberMappings, want) {
 		return want, nil
 	}

@@ -135,6 +135,8 @@ func Run(ctx context.Context, js jetstream.JetStream, cfg Config, h Handler, log
 	log.Info("consumer group joined", slog.Any(keyPartitions, partitionsOf(mapping, cfg.Member)))
 	cfg.Stats.joined.Store(true)
 	defer cfg.Stats.joined.Store(false)
+	// Readiness starts afresh with the next join's membership.
+	defer cfg.Stats.notReady.Store(false)
 
 	// Heartbeats run on their own goroutine and each successful one wakes
 	// the reconcile below: liveness never waits for a reconcile or a

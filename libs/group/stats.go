@@ -23,6 +23,7 @@ type Stats struct {
 	partitions   atomic.Int64
 	unowned      atomic.Int64
 	joined       atomic.Bool
+	notReady     atomic.Bool
 
 	mu sync.Mutex
 	// backlog is the messages of each partition this member owns in the
@@ -91,6 +92,9 @@ type StatsSnapshot struct {
 	// checks use it: a member waiting for the stream, retrying its join
 	// or rejoining after the group stopped does no work.
 	Joined bool
+	// NotReady is set while the member reports itself not ready: its
+	// Config.Ready has failed for NotReadyAfter (see Config.Ready).
+	NotReady bool
 }
 
 // Snapshot returns the current counters. A nil *Stats gives zeros.
@@ -115,5 +119,6 @@ func (s *Stats) Snapshot() StatsSnapshot {
 		Partitions:   int(s.partitions.Load()),
 		Unowned:      int(s.unowned.Load()),
 		Joined:       s.joined.Load(),
+		NotReady:     s.notReady.Load(),
 	}
 }

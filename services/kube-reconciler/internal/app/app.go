@@ -154,6 +154,11 @@ func newWorkers(cfg config.Config, o options, kc kubeClients, crdWatcher *crd.Wa
 	// handler are handled by one call (issue 15).
 	gcfg := cfg.Group
 	gcfg.Stats, gcfg.Assignment, gcfg.Coalesce = o.stats, assignment, true
+	// A replica cut off from the API alone cannot carry the statuses of
+	// its partitions' sessions there: while its client cannot connect, the
+	// group gives them to a replica that can, whose status write-back
+	// takes them over (status.Controller follows the Assignment).
+	gcfg.Ready = api.Reachable
 	gcfg.OnDeadLetter = rec.ReportDeadLetter
 	rs, err := resync.New(resync.Config{Objects: objects, Reconciler: rec, CRs: statusCtl, Kube: kc.kube, Assignment: gcfg.Assignment,
 		Owner: owner(cfg), Interval: cfg.ResyncInterval, Metrics: m, Log: log.With(slog.String(logkey.Service, "resync"))})

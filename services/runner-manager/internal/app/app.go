@@ -117,7 +117,14 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Optio
 		})
 		// The heartbeat outlives the reconciler's shutdown (claim.Members.Hold).
 		rt.Go("runners", func(ctx context.Context) error { return members.Hold(ctx, rec.Run) })
-		rt.Consume(cfg.Group, rec.Handle)
+		// Cut off from the API alone (NATS fine), this replica could write
+		// no phase for the sessions of its partitions and would hold them
+		// until the API came back: while its client cannot connect, the
+		// group gives its partitions to a replica that can (group.Config.Ready).
+		// Its runners stay here: their claims are not partitions.
+		gcfg := cfg.Group
+		gcfg.Ready = api.Reachable
+		rt.Consume(gcfg, rec.Handle)
 		log.Info("runner-manager starting", slog.String("workspace_root", cfg.WorkspaceRoot), slog.Int("max_sessions", cfg.MaxSessions),
 			slog.String("port_range", fmt.Sprintf("%d-%d", cfg.PortLow, cfg.PortHigh)), slog.String("selector", cfg.Selector.String()))
 		return nil
