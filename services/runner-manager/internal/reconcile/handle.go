@@ -50,6 +50,7 @@ func (r *Reconciler) Handle(ctx context.Context, m group.Message) error {
 		seenAt = time.Time{}
 	}
 	var err error
+	rn := r.sup.Get(id)
 	switch phase := session.PhaseOf(s); {
 	case ev.GetType() == eventsv1.EventType_EVENT_TYPE_DELETED:
 		// Whatever the selector says now: if a runner exists, it goes.
@@ -58,6 +59,9 @@ func (r *Reconciler) Handle(ctx context.Context, m group.Message) error {
 		log.Warn("event without a session object")
 	case !r.cfg.Selector.Selects(s):
 		err = r.deselect(ctx, log, id, phase)
+	case phase.WantsRunner() && movedAway(rn, s):
+		// Moved to another project while its runner runs here (move.go).
+		err = r.move(ctx, log, rn)
 	case phase == session.PhaseNone, phase == session.PhasePending:
 		err = r.ensureRunning(ctx, log, lk, id, received)
 	case phase == session.PhaseStopping:
@@ -68,7 +72,7 @@ func (r *Reconciler) Handle(ctx context.Context, m group.Message) error {
 		// Terminal phases (and unknown ones) never start anything; the echo
 		// of our own final writes lands here. A terminal phase written over
 		// a live runner here ends that runner (heal.go).
-		if rn := r.sup.Get(id); rn != nil {
+		if rn != nil {
 			err = r.healPhase(ctx, log, rn, phase, seenAt)
 		}
 	}

@@ -18,10 +18,11 @@ import (
 // resync reads every session and reconciles the selected ones that need
 // it: Pending without a claim (start), Creating/Running without one
 // (recover; a stale claim is the sweep's), and those whose runner lives
-// here while the phase drifted (heal.go). Local runners whose session is
-// not in the list are looked at too (stopOrphans): a session deleted
-// while no informer watched is never announced, and this is the only
-// place that notices. Claims make it safe on every replica at once.
+// here while the phase drifted (heal.go) or the project changed
+// (move.go). Local runners whose session is not in the list are looked
+// at too (stopOrphans): a session deleted while no informer watched is
+// never announced, and this is the only place that notices. Claims make
+// it safe on every replica at once.
 // Last, the workspaces of sessions gone from the API are removed
 // (removeWorkspaces).
 //
@@ -110,7 +111,8 @@ func (r *Reconciler) stopOrphans(ctx context.Context, listed map[string]bool) {
 }
 
 // checkRunners reads the session of every local runner and stops the
-// runners whose session is gone, over, Stopping or deselected (wantedHere).
+// runners whose session is gone, over, Stopping or deselected, and
+// replaces those whose session moved to another project (wantedHere).
 // It is the resync's orphan check without the list: one read per local runner (at
 // most LOCAL_MAX_SESSIONS) instead of every session, so it can run every
 // few seconds and bound how long a runner outlives a delete no event
@@ -173,7 +175,7 @@ func (r *Reconciler) resyncSession(ctx context.Context, s *ambientv1.Session, st
 	selected, rn := r.cfg.Selector.Selects(s), r.sup.Get(id)
 	switch {
 	case !selected && rn == nil,
-		selected && rn != nil && !drifts(rn, p),
+		selected && rn != nil && !drifts(rn, p) && !(p.WantsRunner() && movedAway(rn, s)),
 		selected && rn == nil && !p.WantsRunner() && p != session.PhaseStopping:
 		return false
 	}
@@ -187,6 +189,8 @@ func (r *Reconciler) resyncSession(ctx context.Context, s *ambientv1.Session, st
 		// Deselected while no event reached this replica (the partition
 		// owner may be a peer): the runner here goes.
 		err = r.deselect(ctx, log, id, p)
+	case rn != nil && p.WantsRunner() && movedAway(rn, s):
+		err = r.move(ctx, log, rn) // from a read of its own: the list may be old
 	case rn != nil:
 		err = r.healPhase(ctx, log, rn, p, time.Time{})
 	case p == session.PhaseCreating || p == session.PhaseRunning:

@@ -129,7 +129,8 @@ func (r *Reconciler) checkOwnership(ctx context.Context, rn *supervise.Runner) {
 // record had vanished, or the resync's list lacked it) and stops the
 // runner when the session no longer wants it: deleted (no phase written),
 // no longer selected here (deselect), over (no phase written), or Stopping
-// (it ends Stopped). A session whose state the informer could not publish
+// (it ends Stopped); a session moved to another project gets its runner
+// replaced (move.go). A session whose state the informer could not publish
 // (session.Withheld) keeps its runner unless deleted. Callers hold the
 // session lock.
 func (r *Reconciler) wantedHere(ctx context.Context, log *slog.Logger, rn *supervise.Runner) error {
@@ -150,6 +151,8 @@ func (r *Reconciler) wantedHere(ctx context.Context, log *slog.Logger, rn *super
 		return nil
 	case !r.cfg.Selector.Selects(fresh):
 		return r.deselect(ctx, log, rn.ID(), p)
+	case p.WantsRunner() && movedAway(rn, fresh):
+		return r.replaceMoved(ctx, log, rn, fresh)
 	case p == session.PhaseStopping:
 		return r.stopSession(ctx, log, rn.ID(), false, nil)
 	case p.Terminal():

@@ -70,6 +70,9 @@ const (
 	ReasonNoPortAvailable    = "NoPortAvailable"
 	ReasonInvalidSessionID   = "InvalidSessionID"
 	ReasonShutdown           = "RunnerManagerShutdown"
+	// ReasonProjectChanged: the session moved to another project, and its
+	// runner was replaced by one started under the new project.
+	ReasonProjectChanged = "ProjectChanged"
 )
 
 // Metric names (Prometheus adds the _total suffix).

@@ -284,8 +284,11 @@ func (s *Supervisor) writeLive(ctx context.Context, log *slog.Logger, rn *Runner
 func (s *Supervisor) register(ctx context.Context, log *slog.Logger, rn *Runner, want string) {
 	rn.mu.Lock()
 	rn.want = want
-	held := rn.claim
+	held, unrouted := rn.claim, rn.unrouted
 	rn.mu.Unlock()
+	if unrouted {
+		return // its session moved: the record routes to its successor, or to nothing
+	}
 	rctx, cancel := context.WithTimeout(ctx, registerTimeout)
 	defer cancel()
 	rec, stopRequested, err := s.claims.Update(rctx, held, func(e *registry.Endpoint) {
@@ -327,8 +330,10 @@ func (s *Supervisor) finish(ctx context.Context, log *slog.Logger, rn *Runner, s
 	st := rn.proc.Exit()
 	rn.mu.Lock()
 	decided, deleted, stopped, lost, end, stopTrace := rn.final, rn.deleted, rn.stopped, rn.lost, rn.ending, rn.stopTrace
+	moveTo := rn.moveTo
 	rn.final = true
 	rn.mu.Unlock()
+	replace := false
 	log = log.With(slog.Int("exit_code", st.Code), slog.String("signal", st.Signal))
 	member := s.claims.Member()
 	switch {
@@ -340,6 +345,11 @@ func (s *Supervisor) finish(ctx context.Context, log *slog.Logger, rn *Runner, s
 	case end != nil: // decided before the exit (health check timeout)
 	case decided:
 		log.Info("runner exited")
+	case moveTo != nil:
+		// Stopped for a move (and not for a stop since): its successor
+		// runs the session (replace, below); no phase is written for it.
+		log.Info("runner exited for its session's move")
+		replace = true
 	case stopped:
 		end = stoppedOnRequest()
 		if stopTrace.IsValid() {
@@ -363,6 +373,14 @@ func (s *Supervisor) finish(ctx context.Context, log *slog.Logger, rn *Runner, s
 	}
 	if s.cfg.Freed != nil {
 		defer s.cfg.Freed() // the process slot is free whatever the report does
+	}
+	if replace {
+		// Before Freed runs: the successor takes the slot rn held, not a
+		// session waiting for capacity.
+		if end = s.replace(ctx, log, rn, moveTo); end == nil {
+			s.forget(rn) // the claim is the successor's now, or another replica's
+			return
+		}
 	}
 	if end != nil && s.takenOver(ctx, log, rn) {
 		// It ended before this replica heard of the takeover (a replica

@@ -10,6 +10,7 @@ import (
 
 	"github.com/ambient-code/control-plane/libs/registry"
 	"github.com/ambient-code/control-plane/libs/session"
+	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
 	"github.com/ambient-code/control-plane/services/runner-manager/internal/runner"
 	"github.com/ambient-code/control-plane/services/runner-manager/internal/status"
 )
@@ -69,6 +70,15 @@ type Runner struct {
 	// runningSince is the start_time written with Running; zero until the
 	// health check passed. Guarded by mu.
 	runningSince time.Time
+	// moveTo is the session, under its new project, that replaces this
+	// runner once it exited (Supervisor.Move); nil unless a move was
+	// asked for and no stop or deletion since. Guarded by mu.
+	moveTo *ambientv1.Session
+	// unrouted is set once Move took the endpoint out of the record:
+	// no registration writes it back, or agui-proxy would route the
+	// session's clients to this runner again, under its old project.
+	// Guarded by mu.
+	unrouted bool
 }
 
 // ending is how a runner's session ends: the phase and the RunnerStarted
@@ -122,11 +132,33 @@ func (rn *Runner) RequestStop(ctx context.Context, deleted bool) {
 		rn.stopTrace = sc
 	}
 	rn.stopped = true
+	rn.moveTo = nil // a stop or deletion asked for after a move wins
 	if deleted {
 		rn.deleted = true
 	}
 	rn.mu.Unlock()
 	rn.stopOnce.Do(func() { close(rn.stopCh) })
+}
+
+// Project is the project rn serves or, once a move was asked for
+// (Supervisor.Move), the one its successor starts under.
+func (rn *Runner) Project() string {
+	rn.mu.Lock()
+	defer rn.mu.Unlock()
+	if rn.moveTo != nil {
+		return rn.moveTo.GetProjectId()
+	}
+	return rn.projectID
+}
+
+// Movable reports whether a move may still replace rn (Supervisor.Move):
+// it has not exited, and no stop, deletion, takeover or failed health
+// check decided how it ends.
+func (rn *Runner) Movable() bool {
+	rn.mu.Lock()
+	decided := rn.final || rn.lost || rn.ending != nil || rn.stopped && rn.moveTo == nil
+	rn.mu.Unlock()
+	return !decided && !rn.Exited()
 }
 
 // MarkLost records that the claim belongs to someone else now: the runner

@@ -195,6 +195,9 @@ type Start struct {
 	Received time.Time
 	// Restart, when set, says the runner replaces one lost with its owner.
 	Restart *Restart
+	// movedFrom, when set, is the project of the runner this one replaces
+	// after its session moved (Supervisor.Move); set by replace only.
+	movedFrom *string
 }
 
 // Restart marks a start that replaces a runner lost with its owner.
@@ -259,8 +262,11 @@ func (s *Supervisor) Start(ctx context.Context, log *slog.Logger, sess *ambientv
 	s.metrics.spawn(ctx)
 	now := time.Now()
 	started := session.Condition{Type: status.CondRunnerStarted, Status: session.StatusUnknown, Reason: status.ReasonStarted, Message: "waiting for the health check"}
-	if o.Restart != nil {
+	switch {
+	case o.Restart != nil:
 		started.Reason, started.Message = status.ReasonRestarted, "restarted after owner "+o.Restart.String()+" was lost"
+	case o.movedFrom != nil:
+		started.Reason, started.Message = status.ReasonProjectChanged, fmt.Sprintf("restarted under project %q after the session moved from project %q; waiting for the health check", sess.GetProjectId(), *o.movedFrom)
 	}
 	conds = conds.Set(session.Condition{Type: status.CondProcessSpawned, Status: session.StatusTrue, Reason: status.ReasonSpawned, Message: fmt.Sprintf("pid %d, port %d", proc.PID, proc.Port)}, now)
 	conds = conds.Set(session.Condition{Type: status.CondHealthCheckPassed, Status: session.StatusUnknown, Reason: "Polling"}, now)
