@@ -98,7 +98,7 @@ func New(m metric.Meter) (*Metrics, error) {
 	}
 	out := &Metrics{
 		reconciles:    counter(nameReconciles, "Events reconciled, by resource and result."),
-		rejected:      counter(nameRejected, "Inputs refused: invalid session fields, group_access entries off the allow-list or with invalid names, namespaces not ours."),
+		rejected:      counter(nameRejected, "Inputs refused: invalid session fields, sessions Kubernetes forbids (403), group_access entries off the allow-list or with invalid names, namespaces not ours."),
 		pruned:        counter(namePruned, "Managed RoleBindings deleted because their group_access entry is gone."),
 		statusWrites:  counter(nameStatusWrites, "UpdateSessionStatus calls, by result."),
 		statusSkips:   counter(nameStatusSkips, "AgenticSession status checks that found nothing to write."),

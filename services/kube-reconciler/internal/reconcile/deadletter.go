@@ -24,6 +24,14 @@ const ReasonReconcileFailed = "ReconcileFailed"
 // maxFailureMessage bounds the error text put into a condition.
 const maxFailureMessage = 1024
 
+// failureMessage is msg cut to maxFailureMessage bytes.
+func failureMessage(msg string) string {
+	if len(msg) > maxFailureMessage {
+		return strings.ToValidUTF8(msg[:maxFailureMessage], "") // no rune cut in half
+	}
+	return msg
+}
+
 // reportTimeout bounds ReportDeadLetter: it runs in the object's lane.
 const reportTimeout = 10 * time.Second
 
@@ -69,10 +77,7 @@ func (r *Reconciler) ReportDeadLetter(ctx context.Context, m group.Message, reas
 	if err != nil {
 		conds = nil // not JSON we can keep: ours replaces it
 	}
-	msg := reason + ": " + cause.Error()
-	if len(msg) > maxFailureMessage {
-		msg = strings.ToValidUTF8(msg[:maxFailureMessage], "") // no rune cut in half
-	}
+	msg := failureMessage(reason + ": " + cause.Error())
 	if c, ok := conds.Get(ConditionReconciled); ok && c.Status == session.StatusFalse && c.Reason == ReasonReconcileFailed && c.Message == msg {
 		return // reported already: this is the echo of the report, failing again
 	}

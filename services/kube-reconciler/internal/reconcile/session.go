@@ -25,6 +25,9 @@ import (
 const (
 	ConditionReconciled = "Reconciled"
 	ReasonInvalidSpec   = "InvalidSpec"
+	// ReasonForbidden: the kube-apiserver refused the AgenticSession's
+	// apply with 403 Forbidden (forbiddenSession).
+	ReasonForbidden = "Forbidden"
 	// ReasonApplied is the reason of Reconciled=True, written only to
 	// replace a Reconciled=False of ours once the session reconciled.
 	ReasonApplied = "Applied"
@@ -86,6 +89,9 @@ func (r *Reconciler) session(ctx context.Context, s *ambientv1.Session, deleted 
 		if cur, err = r.cfg.Applier.Session(ctx, desired); err != nil {
 			if apierrors.IsInvalid(err) || apierrors.IsBadRequest(err) || apierrors.IsRequestEntityTooLargeError(err) {
 				return r.invalidSession(ctx, s, &spec.FieldError{Field: "spec", Reason: string(apierrors.ReasonForError(err)) + ": " + err.Error()}, log)
+			}
+			if apierrors.IsForbidden(err) {
+				return r.forbiddenSession(ctx, s, err, log)
 			}
 			r.forgetOnNotFound(ns, err)
 			return metrics.ResultError, err
@@ -171,7 +177,7 @@ func phaseOf(cr *unstructured.Unstructured) session.Phase {
 func reportedFailure(c session.Condition) bool {
 	return c.Type == ConditionReconciled && c.Status == session.StatusFalse &&
 		(c.Reason == ReasonInvalidSpec || c.Reason == ReasonNamespaceDenied || c.Reason == ReasonNamespaceNotOwned ||
-			c.Reason == ReasonReconcileFailed)
+			c.Reason == ReasonReconcileFailed || c.Reason == ReasonForbidden)
 }
 
 // deleteCRs deletes the CRs of session id except keep: the one computed from
@@ -237,6 +243,29 @@ func (r *Reconciler) refusedSession(ctx context.Context, s *ambientv1.Session, r
 		return metrics.ResultError, err
 	}
 	return r.reportFailed(ctx, s, refused.Reason, refused.Detail)
+}
+
+// forbiddenSession handles an apply the kube-apiserver refused with 403
+// Forbidden: the namespace's ResourceQuota is used up, the namespace is
+// terminating, an admission webhook denied it, or this service lacks a
+// permission. None of these is likely to pass during the event's retries,
+// and each retry held one of the member's in-flight slots through its
+// backoff, so one tenant over quota stalled other tenants' sessions on the
+// member for minutes. The event is acked instead and, as for bad input, a
+// session without a CR reports it at once: phase Failed, Reconciled=False
+// Forbidden with Kubernetes' message. Nothing is deleted: the refusal may end
+// (the quota raised), and the resync applies the session again at each pass
+// once HandledFor has passed; its first success clears the report
+// (clearFailure). A session that has a CR is only logged and counted: its
+// status is the operator's, which the write-back would put over the report
+// (as ReportDeadLetter leaves it alone for the same reason).
+func (r *Reconciler) forbiddenSession(ctx context.Context, s *ambientv1.Session, cause error, log *slog.Logger) (string, error) {
+	r.cfg.Metrics.Reject(ctx, "sessions", "forbidden")
+	log.WarnContext(ctx, "session refused by kubernetes: forbidden, left to the resync", slog.String(logkey.Reason, cause.Error()))
+	if len(r.trackedCRs(s.GetMetadata().GetId())) > 0 {
+		return metrics.ResultInvalid, nil
+	}
+	return r.reportFailed(ctx, s, ReasonForbidden, failureMessage(ReasonForbidden+": "+cause.Error()))
 }
 
 // reportFailed writes phase Failed and one Reconciled=False condition with
