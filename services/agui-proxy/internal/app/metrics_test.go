@@ -3,6 +3,8 @@ package app_test
 import (
 	"context"
 	"io"
+	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -67,5 +69,36 @@ func TestMetrics(t *testing.T) {
 		if v, ok := metricValue(t, metrics, tc.metric, tc.labels...); !ok || v != tc.want {
 			t.Errorf("%s: %s%v = %v (found %v), want %v", tc.name, tc.metric, tc.labels, v, ok, tc.want)
 		}
+	}
+}
+
+// TestMetricsHaveNoPerRunnerLabels: calls to two runners on different
+// ports leave no series labelled with a runner's address or port. otelhttp's
+// http_client_* metrics carried server_address and server_port: one series
+// set per session port and runner-manager pod, kept until a restart.
+func TestMetricsHaveNoPerRunnerLabels(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	for _, id := range []string{"s-label-a", "s-label-b"} {
+		e.register(t, startRunner(t, id).endpoint(t, id))
+	}
+	p := startProxy(t, e.proxyCfg())
+	for _, id := range []string{"s-label-a", "s-label-b"} {
+		if code := statusOf(t, p.session(id, "/health")); code != http.StatusOK {
+			t.Fatalf("health of %s through the proxy: %d, want 200", id, code)
+		}
+	}
+	body := bodyOf(t, "http://"+p.app.MetricsAddr()+"/metrics")
+	if _, ok := testenv.MetricSum(body, "agui_proxy_upstream_latency_seconds_count", `route="health"`); !ok {
+		t.Fatal("no agui_proxy_upstream_latency_seconds sample for the runner calls: the scrape proves nothing")
+	}
+	var perRunner []string
+	for line := range strings.Lines(body) {
+		if !strings.HasPrefix(line, "#") && (strings.Contains(line, "server_port=") || strings.Contains(line, "server_address=")) {
+			perRunner = append(perRunner, strings.TrimSpace(line))
+		}
+	}
+	if len(perRunner) > 0 {
+		t.Errorf("%d samples labelled per runner (server_address, server_port), the first: %s", len(perRunner), perRunner[0])
 	}
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/ambient-code/control-plane/libs/testenv"
 	"github.com/ambient-code/control-plane/services/agui-proxy/internal/auth"
 	"github.com/ambient-code/control-plane/services/agui-proxy/internal/auth/authtest"
 )
@@ -179,4 +180,45 @@ func TestJWT(t *testing.T) {
 func withClaim(c jwt.MapClaims, k string, v any) jwt.MapClaims {
 	c[k] = v
 	return c
+}
+
+// TestJWKSCredentialsNotLogged: a JWKS URL may carry credentials (user and
+// password, or a token as the user). Neither the warning of a failed
+// refresh (its url and err) nor the start-up error of a URL keyfunc cannot
+// use shows them, as the configuration's own log line does not.
+func TestJWKSCredentialsNotLogged(t *testing.T) {
+	t.Parallel()
+	const secret = "s3cret-pw"
+	failing := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		http.Error(w, "down", http.StatusInternalServerError)
+	}))
+	t.Cleanup(failing.Close)
+	refused := testenv.FreeAddr(t) // nothing listens there
+	for _, tc := range []struct{ name, url string }{
+		{"server answers 500", "http://jwks-user:" + secret + "@" + failing.Listener.Addr().String() + "/jwks"},
+		{"server refuses", "http://jwks-user:" + secret + "@" + refused + "/jwks"},
+		{"token as the user", "http://" + secret + "@" + refused + "/jwks"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			var buf testenv.Buffer
+			_, err := auth.NewJWT(t.Context(), auth.JWTConfig{JWKSURL: tc.url, Issuer: "https://issuer.test", Audience: "agui-proxy"},
+				slog.New(slog.NewTextHandler(&buf, nil)))
+			if err != nil {
+				t.Fatalf("NewJWT: %v", err)
+			}
+			log := buf.String()
+			if !strings.Contains(log, "jwks refresh") {
+				t.Fatalf("no refresh warning logged, the test proves nothing: %s", log)
+			}
+			if strings.Contains(log, secret) {
+				t.Errorf("refresh warning shows the JWKS credentials: %s", log)
+			}
+		})
+	}
+	_, err := auth.NewJWT(t.Context(), auth.JWTConfig{JWKSURL: "http://jwks-user:" + secret + "@127.0.0.1:notaport/jwks",
+		Issuer: "https://issuer.test", Audience: "agui-proxy"}, discard())
+	if err == nil || strings.Contains(err.Error(), secret) {
+		t.Errorf("NewJWT of a URL it cannot parse = %v; want an error without the JWKS credentials", err)
+	}
 }

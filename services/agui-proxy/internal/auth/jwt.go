@@ -6,11 +6,14 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
+	"strings"
 	"time"
 
 	"github.com/MicahParks/keyfunc/v3"
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/ambient-code/control-plane/libs/envconfig"
 	"github.com/ambient-code/control-plane/libs/logkey"
 )
 
@@ -78,12 +81,12 @@ func NewJWT(ctx context.Context, cfg JWTConfig, log *slog.Logger) (*JWT, error) 
 		RefreshInterval: cfg.RefreshInterval,
 		RefreshErrorHandlerFunc: func(u string) func(context.Context, error) {
 			return func(_ context.Context, err error) {
-				log.Warn("jwks refresh", slog.String("url", u), slog.Any(logkey.Err, err))
+				log.Warn("jwks refresh", slog.String("url", envconfig.RedactURLs(u)), slog.Any(logkey.Err, redactErr(err, u)))
 			}
 		},
 	})
 	if err != nil {
-		return nil, fmt.Errorf("jwt: jwks %s: %w", cfg.JWKSURL, err)
+		return nil, fmt.Errorf("jwt: jwks %s: %w", envconfig.RedactURLs(cfg.JWKSURL), redactErr(err, cfg.JWKSURL))
 	}
 	return &JWT{
 		kf:       kf,
@@ -98,6 +101,26 @@ func NewJWT(ctx context.Context, cfg JWTConfig, log *slog.Logger) (*JWT, error) 
 			jwt.WithLeeway(cfg.Leeway),
 		),
 	}, nil
+}
+
+// redactErr returns err with the credentials of the JWKS URL raw taken out
+// of its text, as envconfig.RedactURLs takes them out of the URL: keyfunc's
+// errors quote the URL as given (so do net/url's parse errors), and
+// net/http's keep its user name (only a password is starred), which is all
+// the secret of a token-only URL. The text is all that is left: nothing
+// reads these errors but a log.
+func redactErr(err error, raw string) error {
+	if err == nil || !strings.Contains(raw, "@") {
+		return err
+	}
+	redacted := envconfig.RedactURLs(raw)
+	msg := strings.ReplaceAll(err.Error(), raw, redacted)
+	u, uerr := url.Parse(raw)
+	r, rerr := url.Parse(redacted)
+	if uerr == nil && rerr == nil && u.User != nil && r.User != nil {
+		msg = strings.ReplaceAll(msg, u.User.String()+"@", r.User.String()+"@")
+	}
+	return errors.New(msg)
 }
 
 // Verify accepts a request with a bearer JWT signed by a key of the JWKS,

@@ -182,8 +182,15 @@ func New(cfg Config, res Resolver, log *slog.Logger) (*Proxy, error) {
 		DisableCompression:    true, // never ask for gzip, never transparently gunzip
 	}
 	client := &http.Client{
+		// Spans only: otelhttp's http_client_* metrics carry server_address
+		// and server_port, which are per runner (each session's port on each
+		// runner-manager pod), so their series grew without bound until a
+		// restart, and no option of otelhttp drops them.
+		// agui_proxy_upstream_latency measures the same calls, by route. The
+		// no-op is explicit: otelhttp would otherwise use the global
+		// MeterProvider.
 		Transport: otelhttp.NewTransport(tr, otelhttp.WithTracerProvider(cfg.TracerProvider),
-			otelhttp.WithMeterProvider(cfg.MeterProvider)),
+			otelhttp.WithMeterProvider(metricnoop.NewMeterProvider())),
 		// A redirect could point anywhere; only registered endpoints are dialed.
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
