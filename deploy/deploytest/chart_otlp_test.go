@@ -31,10 +31,12 @@ networkPolicy:
 // (global.otlpTraces, global.otlpMetrics) become every service's
 // OTEL_EXPORTER_OTLP_{TRACES,METRICS}_{ENDPOINT,PROTOCOL}, a signal's
 // protocol defaulting to global.otlpProtocol; OTLP headers come from
-// existing Secrets through secretKeyRef (global.otlpHeadersSecret and each
-// signal's headersSecret), never through the ConfigMap; every service's
-// NetworkPolicy lets it reach each endpoint's port; the schema refuses
-// what the services would.
+// existing Secrets (global.otlpHeadersSecret and each signal's
+// headersSecret), never through the ConfigMap: as files of acp-secrets
+// (OTEL_EXPORTER_OTLP_*HEADERS_FILE), in runner-manager as secretKeyRef
+// variables (TestChartSecretsAsFiles); every service's NetworkPolicy lets
+// it reach each endpoint's port; the schema refuses what the services
+// would.
 func TestChartOTLPPerSignal(t *testing.T) {
 	t.Parallel()
 	r := mustRender(t, localRunnersWith(t, otlpPerSignal))
@@ -43,8 +45,10 @@ func TestChartOTLPPerSignal(t *testing.T) {
 		"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL":  "grpc",
 		"OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": "https://mimir.example.com/otlp/v1/metrics",
 		"OTEL_EXPORTER_OTLP_METRICS_PROTOCOL": "http/protobuf",
-		"OTEL_EXPORTER_OTLP_HEADERS":          "secret:otlp-auth/headers",
-		"OTEL_EXPORTER_OTLP_METRICS_HEADERS":  "secret:mimir-auth/otlp-headers",
+	}
+	wantHeaders := map[string]string{
+		"OTEL_EXPORTER_OTLP_HEADERS":         "otlp-auth/headers",
+		"OTEL_EXPORTER_OTLP_METRICS_HEADERS": "mimir-auth/otlp-headers",
 	}
 	collector := peers(t, "[{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: monitoring}}}]")
 	for _, u := range r.ofKind("Deployment") {
@@ -55,7 +59,12 @@ func TestChartOTLPPerSignal(t *testing.T) {
 				t.Errorf("%s: %s = %q, want %q", d.Name, k, env[k], want)
 			}
 		}
-		for _, k := range []string{"OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_HEADERS"} {
+		for k, key := range wantHeaders {
+			if got, _ := secretFileOf(t, d, env[k+"_FILE"]); got != key && env[k] != "secret:"+key {
+				t.Errorf("%s: %s_FILE=%q holds %q and %s=%q, want the Secret key %s", d.Name, k, env[k+"_FILE"], got, k, env[k], key)
+			}
+		}
+		for _, k := range []string{"OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_HEADERS", "OTEL_EXPORTER_OTLP_TRACES_HEADERS_FILE"} {
 			if v, ok := env[k]; ok {
 				t.Errorf("%s: %s = %q, but it was not asked for", d.Name, k, v)
 			}

@@ -69,8 +69,8 @@ func modeOf(item, def *int32) int32 {
 }
 
 // TestChartSecretsAsFiles: the chart passes the secrets it takes from
-// existing Secrets (the API token, an external NATS's password or token) as
-// read-only files, never as variables: a variable shows in
+// existing Secrets (the API token, an external NATS's password or token,
+// the OTLP headers) as read-only files, never as variables: a variable shows in
 // /proc/<pid>/environ and keeps its value when the Secret is rotated, while
 // the kubelet updates a mounted file in place, which the services follow.
 // The files are readable by the pod's user through the fsGroup the kubelet
@@ -79,7 +79,8 @@ func modeOf(item, def *int32) int32 {
 // names and keys) keep working. It passed the secrets as secretKeyRef
 // variables before. runner-manager keeps them as variables: its local
 // runners run as its user and could read its files, never its environment
-// (it is non-dumpable; TestHostileRunner).
+// (it is non-dumpable; TestHostileRunner). The OTLP headers were
+// secretKeyRef variables in every service before.
 func TestChartSecretsAsFiles(t *testing.T) {
 	t.Parallel()
 	const groupOnly, all = 0o440, 0o444
@@ -123,6 +124,21 @@ externalNats: {url: "nats://nats.messaging:4222", auth: {type: token, secretName
 			wantAPI: "ambient-api-token/token",
 			mode:    map[string]int32{"informer": all, "runner-manager": all, "agui-proxy": all, "event-tally": all},
 		},
+		{
+			name: "OTLP headers",
+			values: `
+global:
+  otlpEndpoint: "http://otel-collector.monitoring:4317"
+  otlpHeadersSecret: {name: otlp-auth, key: headers}
+  otlpTraces: {headersSecret: {name: tempo-auth, key: h}}
+  otlpMetrics: {headersSecret: {name: mimir-auth, key: otlp-headers}}`,
+			want: map[string]string{
+				"OTEL_EXPORTER_OTLP_HEADERS_FILE":         "otlp-auth/headers",
+				"OTEL_EXPORTER_OTLP_TRACES_HEADERS_FILE":  "tempo-auth/h",
+				"OTEL_EXPORTER_OTLP_METRICS_HEADERS_FILE": "mimir-auth/otlp-headers",
+			},
+			wantAPI: "ambient-api-token/token",
+		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -135,7 +151,7 @@ externalNats: {url: "nats://nats.messaging:4222", auth: {type: token, secretName
 					wantSecretsInEnv(t, c, d, env, tc.want, tc.wantAPI)
 					continue
 				}
-				for _, v := range []string{"AMBIENT_API_TOKEN", "NATS_PASSWORD", "NATS_TOKEN"} {
+				for _, v := range []string{"AMBIENT_API_TOKEN", "NATS_PASSWORD", "NATS_TOKEN", "OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_TRACES_HEADERS", "OTEL_EXPORTER_OTLP_METRICS_HEADERS"} {
 					if got, ok := env[v]; ok {
 						t.Errorf("%s: %s=%q in the environment, want only its file", c, v, got)
 					}
@@ -163,6 +179,94 @@ externalNats: {url: "nats://nats.messaging:4222", auth: {type: token, secretName
 						t.Errorf("%s: %s mode %#o, want %#o", c, v, mode, wantMode)
 					}
 				}
+			}
+		})
+	}
+}
+
+// TestChartNATSCredentialFileModes: the bundled NATS's password file and
+// an external NATS's .creds file are readable by the pod's user whether or
+// not the pod has an fsGroup, as acp-secrets' files are
+// (TestChartSecretsAsFiles): 0440 to the fsGroup the kubelet gives them,
+// 0444 without one (root owns them then, and no other pod sees the
+// volume). They were 0440 either way: without an fsGroup a non-root
+// service could not read its NATS credentials and never connected.
+func TestChartNATSCredentialFileModes(t *testing.T) {
+	t.Parallel()
+	const groupOnly, all = 0o440, 0o444
+	const noFSGroup = `
+global: {podSecurityContext: {fsGroup: null}}
+kubeReconciler: {podSecurityContext: {fsGroup: 1000700000}}`
+	const externalCreds = `
+nats: {enabled: false}
+externalNats: {url: "nats://nats.messaging:4222", auth: {type: creds, secretName: nats-creds}}`
+	tests := []struct {
+		name, values, fileVar string
+		mode                  map[string]int32 // by component; groupOnly when absent
+	}{
+		{name: "bundled NATS", fileVar: "NATS_PASSWORD_FILE"},
+		{
+			name: "bundled NATS, no fsGroup but a service's own", values: noFSGroup, fileVar: "NATS_PASSWORD_FILE",
+			mode: map[string]int32{"informer": all, "runner-manager": all, "agui-proxy": all, "event-tally": all},
+		},
+		{name: "external NATS, creds", values: externalCreds, fileVar: "NATS_CREDS_FILE"},
+		{
+			name: "external NATS, creds, no fsGroup but a service's own", values: externalCreds + noFSGroup, fileVar: "NATS_CREDS_FILE",
+			mode: map[string]int32{"informer": all, "runner-manager": all, "agui-proxy": all, "event-tally": all},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			r := mustRender(t, localRunnersWith(t, tc.values))
+			for _, c := range components {
+				d := deployment(t, r, name(c))
+				file := envOf(t, r, d)[tc.fileVar]
+				ref, mode := secretFileOf(t, d, file)
+				if ref == "" {
+					t.Errorf("%s: %s=%q is no file of a Secret volume", c, tc.fileVar, file)
+					continue
+				}
+				want, ok := tc.mode[c]
+				if !ok {
+					want = groupOnly
+				}
+				if mode != want {
+					t.Errorf("%s: %s (%s) mode %#o, want %#o", c, tc.fileVar, ref, mode, want)
+				}
+			}
+		})
+	}
+}
+
+// TestChartAGUITokensFileMode: agui-proxy's tokens file (token auth) is
+// readable by its non-root user with or without an fsGroup, as the other
+// Secret volumes are (acp.secretFileMode); a fixed 0440 left it root's
+// group's only, unreadable, in a pod without an fsGroup.
+func TestChartAGUITokensFileMode(t *testing.T) {
+	t.Parallel()
+	const tokenAuth = `
+aguiProxy: {auth: {mode: token, tokensSecret: {name: ambient-agui-tokens, key: tokens.txt}}}`
+	tests := []struct {
+		name, values string
+		want         int32
+	}{
+		{name: "fsGroup", values: tokenAuth, want: 0o440},
+		{name: "no fsGroup", values: tokenAuth + `
+global: {podSecurityContext: {fsGroup: null}}`, want: 0o444},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			r := mustRender(t, localRunnersWith(t, tc.values))
+			d := deployment(t, r, name("agui-proxy"))
+			file := envOf(t, r, d)["AGUI_TOKENS_FILE"]
+			ref, mode := secretFileOf(t, d, file)
+			switch {
+			case ref == "":
+				t.Errorf("AGUI_TOKENS_FILE=%q is no file of a Secret volume", file)
+			case mode != tc.want:
+				t.Errorf("AGUI_TOKENS_FILE (%s) mode %#o, want %#o", ref, mode, tc.want)
 			}
 		})
 	}

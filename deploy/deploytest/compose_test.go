@@ -3,6 +3,7 @@ package deploytest
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"net"
 	"net/url"
 	"os"
@@ -17,6 +18,8 @@ import (
 	"github.com/compose-spec/compose-go/v2/cli"
 	"github.com/compose-spec/compose-go/v2/types"
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
+
+	"github.com/ambient-code/control-plane/libs/envconfig"
 )
 
 // loadCompose loads docker-compose.yaml like `docker compose --profile '*'
@@ -210,6 +213,57 @@ func TestComposeAguiProxyAuthzAPI(t *testing.T) {
 	}
 }
 
+// TestComposeAPITokenAsSecretFile: the API token reaches memapi and the
+// services that call it as one compose secret, a file
+// (AMBIENT_API_TOKEN_FILE), never as a variable, which `docker inspect`
+// and /proc/<pid>/environ show; memapi and its callers mount the same
+// secret, so they hold the same token, and the file holds a token both
+// accept. It was the variable AMBIENT_API_TOKEN before.
+func TestComposeAPITokenAsSecretFile(t *testing.T) {
+	t.Parallel()
+	p := loadCompose(t, nil)
+	sources := map[string]string{} // by service: the file behind its secret
+	for _, name := range []string{"memapi", "informer", "runner-manager", "kube-reconciler"} {
+		s, ok := p.Services[name]
+		if !ok {
+			t.Fatalf("no service %s", name)
+		}
+		env := envOfService(s)
+		if v, ok := env["AMBIENT_API_TOKEN"]; ok {
+			t.Errorf("%s: AMBIENT_API_TOKEN=%q in its environment, want the token as a secret file only", name, v)
+		}
+		file := env["AMBIENT_API_TOKEN_FILE"]
+		for _, sec := range s.Secrets {
+			if secretTarget(sec) == file {
+				sources[name] = p.Secrets[sec.Source].File
+			}
+		}
+		if sources[name] == "" {
+			t.Errorf("%s: AMBIENT_API_TOKEN_FILE=%q is no compose secret mounted in it", name, file)
+		}
+	}
+	if sources["memapi"] == "" {
+		return
+	}
+	for name, src := range sources {
+		if src != sources["memapi"] {
+			t.Errorf("%s's API token is %s, memapi's %s: the calls would be refused", name, src, sources["memapi"])
+		}
+	}
+	if _, err := envconfig.ReadSecretFile(sources["memapi"]); err != nil {
+		t.Errorf("the API token's secret file: %v", err)
+	}
+}
+
+// secretTarget is where compose mounts a service's secret.
+func secretTarget(sec types.ServiceSecretConfig) string {
+	target := cmp.Or(sec.Target, sec.Source)
+	if !strings.HasPrefix(target, "/") {
+		target = "/run/secrets/" + target
+	}
+	return target
+}
+
 func mapsKeys[V any](m map[string]V) []string {
 	out := make([]string, 0, len(m))
 	for k := range m {
@@ -366,11 +420,7 @@ func checkServiceEnv(t *testing.T, s types.ServiceConfig) {
 		mounts = append(mounts, v.Target)
 	}
 	for _, sec := range s.Secrets {
-		target := sec.Target
-		if !strings.HasPrefix(target, "/") {
-			target = "/run/secrets/" + target // where compose mounts a secret
-		}
-		mounts = append(mounts, target)
+		mounts = append(mounts, secretTarget(sec))
 	}
 	materialize(t, env, mounts)
 	res := checkEnvs(t, s.Build.Target, []envCase{{ID: s.Name, Env: env}})

@@ -299,14 +299,17 @@ current-context: placeholder
 
 // placeholderFor is the content of the file mounted for variable name: a
 // kubeconfig for KUBECONFIG (parsed at start), a PEM CA certificate for the
-// *_CA_FILE variables (the loaders require one in the bundle), a token
-// otherwise.
+// *_CA_FILE variables (the loaders require one in the bundle), OTLP
+// headers (key=value pairs, values URL-encoded) for the *_HEADERS_FILE
+// variables, a token otherwise.
 func placeholderFor(name string) []byte {
 	switch {
 	case name == "KUBECONFIG":
 		return []byte(placeholderKubeconfig)
 	case strings.HasSuffix(name, "_CA_FILE"):
 		return placeholderCA()
+	case strings.HasPrefix(name, "OTEL_EXPORTER_OTLP_") && strings.HasSuffix(name, "_HEADERS_FILE"):
+		return []byte("authorization=Bearer%20placeholder-token\n")
 	}
 	return []byte("placeholder-token\n")
 }

@@ -10,6 +10,8 @@ import (
 
 	"github.com/cenkalti/backoff/v5"
 	"github.com/nats-io/nats.go"
+
+	"github.com/ambient-code/control-plane/libs/envconfig"
 )
 
 // Reconnect backoff defaults: start fast so a restarted server is found
@@ -31,7 +33,8 @@ type TLSConfig struct {
 func (c TLSConfig) Enabled() bool { return c.CAFile != "" || c.CertFile != "" || c.KeyFile != "" }
 
 // ConnectConfig says how to reach NATS. At most one credential kind may be
-// set: CredsFile, User with Password or PasswordFile, or Token.
+// set: CredsFile, User with Password or PasswordFile, or Token or
+// TokenFile.
 type ConnectConfig struct {
 	// URL is one or more comma-separated nats:// or tls:// URLs. It may
 	// carry user:password, which is never logged (see RedactedURL).
@@ -42,13 +45,18 @@ type ConnectConfig struct {
 	CredsFile string
 	User      string
 	Password  string
-	// PasswordFile holds User's password (a mounted Secret key). It is read
-	// again on every connect and reconnect, so a rotated Secret is picked
-	// up when the server drops the old password; a read that fails or finds
-	// it empty keeps the last good password.
+	// PasswordFile holds User's password (a mounted Secret key), followed
+	// as envconfig.SecretFile follows a file: every connect and reconnect
+	// sends the file's current password (read again when its stat
+	// changed), so a rotated Secret is picked up when the server drops the
+	// old password. A replacement that cannot be read or holds no usable
+	// password keeps the last good one and logs one warning.
 	PasswordFile string
 	Token        string
-	TLS          TLSConfig
+	// TokenFile, instead of Token, holds the token (a mounted Secret key),
+	// followed on every (re)connect as PasswordFile is.
+	TokenFile string
+	TLS       TLSConfig
 	// ReconnectMin and ReconnectMax bound the exponential reconnect backoff
 	// (defaults 100ms and 5s); each delay is randomised by +/-25 % so many
 	// clients do not reconnect in lock step.
@@ -65,9 +73,15 @@ func (c ConnectConfig) LogValue() slog.Value {
 		slog.Bool("user", c.User != ""),
 		slog.Bool("password_file", c.PasswordFile != ""),
 		slog.Bool("token", c.Token != ""),
+		slog.Bool("token_file", c.TokenFile != ""),
 		slog.Bool("tls", c.TLS.Enabled()),
 	)
 }
+
+// RedactedURL is URL fit for logs and errors (envconfig.RedactURLs): in
+// each comma-separated URL a password becomes "xxxxx", and so does a user
+// without a password, which nats.go sends as a token.
+func (c ConnectConfig) RedactedURL() string { return envconfig.RedactURLs(c.URL) }
 
 func (c ConnectConfig) validate() error {
 	var errs []error
@@ -75,7 +89,7 @@ func (c ConnectConfig) validate() error {
 		errs = append(errs, fmt.Errorf("url is required: %w", ErrInvalidConfig))
 	}
 	kinds := 0
-	for _, set := range []bool{c.CredsFile != "", c.User != "" || c.Password != "" || c.PasswordFile != "", c.Token != ""} {
+	for _, set := range []bool{c.CredsFile != "", c.User != "" || c.Password != "" || c.PasswordFile != "", c.Token != "" || c.TokenFile != ""} {
 		if set {
 			kinds++
 		}
@@ -88,6 +102,9 @@ func (c ConnectConfig) validate() error {
 	}
 	if c.Password != "" && c.PasswordFile != "" {
 		errs = append(errs, fmt.Errorf("set password or password file, not both: %w", ErrInvalidConfig))
+	}
+	if c.Token != "" && c.TokenFile != "" {
+		errs = append(errs, fmt.Errorf("set token or token file, not both: %w", ErrInvalidConfig))
 	}
 	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
 		errs = append(errs, fmt.Errorf("tls cert file and key file go together: %w", ErrInvalidConfig))
@@ -150,13 +167,25 @@ func (c ConnectConfig) Options(log *slog.Logger) ([]nats.Option, error) {
 	case c.CredsFile != "":
 		opts = append(opts, nats.UserCredentials(c.CredsFile))
 	case c.PasswordFile != "":
-		pw, err := newPasswordFile(c.PasswordFile, log)
+		// nats.go asks the handler on every connect and reconnect, so a
+		// password rotated in the file reaches the next reconnect. Read
+		// once here, so a file unusable at the start is a configuration
+		// error rather than an endless reconnect loop.
+		pw, err := envconfig.NewSecretFile(c.PasswordFile, log)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("nats password file: %w: %w", ErrInvalidConfig, err)
 		}
-		opts = append(opts, nats.UserInfoHandler(func() (string, string) { return c.User, pw.read() }))
+		opts = append(opts, nats.UserInfoHandler(func() (string, string) { return c.User, pw.Value().Reveal() }))
 	case c.User != "":
 		opts = append(opts, nats.UserInfo(c.User, c.Password))
+	case c.TokenFile != "":
+		// As the password file: the token of every (re)connect is the
+		// file's current one.
+		tok, err := envconfig.NewSecretFile(c.TokenFile, log)
+		if err != nil {
+			return nil, fmt.Errorf("nats token file: %w: %w", ErrInvalidConfig, err)
+		}
+		opts = append(opts, nats.TokenHandler(func() string { return tok.Value().Reveal() }))
 	case c.Token != "":
 		opts = append(opts, nats.Token(c.Token))
 	}

@@ -18,8 +18,9 @@ const (
 	EnvNATSPasswordFile = "NATS_PASSWORD_FILE"
 	EnvNATSToken        = "NATS_TOKEN"
 	// EnvNATSTokenFile is NATS_TOKEN's file variant (envconfig.FileSuffix),
-	// read once at start; declared for tools that read the names (the Helm
-	// chart sets it for an external NATS with token auth).
+	// followed like NATS_PASSWORD_FILE (ConnectConfig.TokenFile); declared
+	// for tools that read the names (the Helm chart sets it for an
+	// external NATS with token auth).
 	EnvNATSTokenFile = "NATS_TOKEN_FILE"
 	EnvNATSCAFile    = "NATS_CA_FILE"
 	EnvNATSCertFile  = "NATS_CERT_FILE"
@@ -42,24 +43,32 @@ func LoadConnectConfig(l *envconfig.Loader, defaultURL string) ConnectConfig {
 		User:         l.String(EnvNATSUser, ""),
 		PasswordFile: l.File(EnvNATSPasswordFile, ""),
 		Token:        l.Secret(EnvNATSToken).Reveal(),
+		TokenFile:    l.SecretPath(EnvNATSToken),
 		TLS: TLSConfig{
 			CAFile:   l.CAFile(EnvNATSCAFile, ""),
 			CertFile: l.File(EnvNATSCertFile, ""),
 			KeyFile:  l.File(EnvNATSKeyFile, ""),
 		},
 	}
-	// NATS_PASSWORD_FILE is not read once like other NAME_FILE secrets: the
-	// connection reads it again on every reconnect, so a rotated Secret
-	// works without a restart. With the file set, NATS_PASSWORD is taken as
-	// it is, so that setting both is refused by the config's validation.
+	// The token file was read (and checked, naming the variable) by
+	// l.Secret; the connection keeps its path and follows it
+	// (ConnectConfig.TokenFile), so a rotated Secret works without a
+	// restart.
+	if c.TokenFile != "" {
+		c.Token = ""
+	}
+	// NATS_PASSWORD_FILE, too, is followed by the connection. With the file
+	// set, NATS_PASSWORD is taken as it is, so that setting both is refused
+	// by the config's validation.
 	if c.PasswordFile == "" {
 		c.Password = l.Secret(EnvNATSPassword).Reveal()
 	} else {
 		c.Password = l.String(EnvNATSPassword, "")
-		// Read once here too, so an empty file or a password with a line
-		// break inside is a start-up error naming the variable, like any
-		// other secret, not a failed connect that names none.
-		if err := checkPasswordFile(c.PasswordFile); err != nil {
+		// Read once here too, as the connection reads it
+		// (envconfig.ReadSecretFile), so an empty file or a password with
+		// a line break inside is a start-up error naming the variable, like
+		// any other secret, not a failed connect that names none.
+		if _, err := envconfig.ReadSecretFile(c.PasswordFile); err != nil {
 			l.Invalid(EnvNATSPasswordFile, "a file holding the password (not empty, no control character inside)", c.PasswordFile, err)
 		}
 	}
@@ -78,7 +87,7 @@ func checkCredentials(l *envconfig.Loader, c ConnectConfig) {
 	if c.User != "" || c.Password != "" || c.PasswordFile != "" {
 		kinds = append(kinds, EnvNATSUser+"/"+EnvNATSPassword)
 	}
-	if c.Token != "" {
+	if c.Token != "" || c.TokenFile != "" {
 		kinds = append(kinds, EnvNATSToken)
 	}
 	if len(kinds) > 1 {

@@ -32,9 +32,10 @@ func TestLoadConnectConfigSecretFiles(t *testing.T) {
 	if c.PasswordFile != pw || c.Password != "" {
 		t.Fatalf("password file %q password %q, want the password file's path", c.PasswordFile, c.Password)
 	}
+	// So is the token file (see TestTokenFileFollowsRotation).
 	l = envconfig.New(envconfig.Map(map[string]string{bus.EnvNATSTokenFile: tok}))
-	if c = bus.LoadConnectConfig(l, bus.DefaultURL); l.Err() != nil || c.Token != "tok-from-file" {
-		t.Fatalf("token %q (%v), want the token file's content", c.Token, l.Err())
+	if c = bus.LoadConnectConfig(l, bus.DefaultURL); l.Err() != nil || c.TokenFile != tok || c.Token != "" {
+		t.Fatalf("token file %q token %q (%v), want the token file's path", c.TokenFile, c.Token, l.Err())
 	}
 	l = envconfig.New(envconfig.Map(map[string]string{bus.EnvNATSUser: "rm", bus.EnvNATSPassword: "x", bus.EnvNATSPassword + envconfig.FileSuffix: pw}))
 	c = bus.LoadConnectConfig(l, bus.DefaultURL)

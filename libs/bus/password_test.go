@@ -3,6 +3,7 @@ package bus_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -10,10 +11,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/ambient-code/control-plane/libs/bus"
 	"github.com/ambient-code/control-plane/libs/envconfig"
 	"github.com/ambient-code/control-plane/libs/natsserver"
 	"github.com/ambient-code/control-plane/libs/testenv"
+	"github.com/ambient-code/control-plane/libs/testenv/secretmount"
 )
 
 // TestPasswordFile: NATS_PASSWORD_FILE authenticates NATS_USER, a missing
@@ -66,6 +70,108 @@ func TestPasswordFile(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestPasswordFileUnusableReplacementWarnsOnce: a password file replaced
+// by one holding no usable password (an empty Secret key) leaves the last
+// good password in use for every reconnect that follows, with one warning
+// however many reconnects there are, and the next good rotation is sent at
+// the next reconnect. The reader of before warned on every reconnect.
+func TestPasswordFileUnusableReplacementWarnsOnce(t *testing.T) {
+	t.Parallel()
+	srv, rotateServer := natsWithAuth(t, `authorization { users: [{user: svc, password: %q}] }`, "first0password")
+	secrets := t.TempDir()
+	pwFile := secretmount.Write(t, secrets, map[string]string{"password": "first0password\n"})["password"]
+	logs := &testenv.Buffer{}
+	cfg := bus.ConnectConfig{URL: srv.ClientURL(), User: "svc", PasswordFile: pwFile,
+		ReconnectMin: 10 * time.Millisecond, ReconnectMax: 50 * time.Millisecond}
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	nc, err := bus.Connect(ctx, cfg, slog.New(slog.NewTextHandler(logs, nil)))
+	if err != nil {
+		t.Fatalf("Connect with the password file: %v", err)
+	}
+	defer nc.Close()
+
+	secretmount.Write(t, secrets, map[string]string{"password": "\n"})
+	const reconnects = 3
+	for i := range uint64(reconnects) {
+		if err := nc.ForceReconnect(); err != nil {
+			t.Fatalf("ForceReconnect: %v", err)
+		}
+		waitReconnected(t, nc, i+1)
+	}
+	warnings := 0
+	for line := range strings.Lines(logs.String()) {
+		if strings.Contains(line, "level=WARN") && strings.Contains(line, pwFile) {
+			warnings++
+		}
+	}
+	if warnings != 1 {
+		t.Errorf("%d warnings naming %s over %d reconnects with an unusable password file, want 1:\n%s", warnings, pwFile, reconnects, logs)
+	}
+
+	secretmount.Write(t, secrets, map[string]string{"password": "second0password\n"})
+	rotateServer("second0password")
+	waitReconnected(t, nc, reconnects+1)
+}
+
+// TestTokenFileFollowsRotation: NATS_TOKEN_FILE is followed like the
+// password file: once the Secret and then the server rotate the token, the
+// connection reconnects with the new one. It read the file once at start
+// and offered the old token forever before.
+func TestTokenFileFollowsRotation(t *testing.T) {
+	t.Parallel()
+	srv, rotateServer := natsWithAuth(t, `authorization { token: %q }`, "first0token")
+	secrets := t.TempDir()
+	tokFile := secretmount.Write(t, secrets, map[string]string{"token": "first0token\n"})["token"]
+	l := envconfig.New(envconfig.Map(map[string]string{bus.EnvNATSURL: srv.ClientURL(), bus.EnvNATSTokenFile: tokFile}))
+	cfg := bus.LoadConnectConfig(l, bus.DefaultURL)
+	if err := l.Err(); err != nil {
+		t.Fatal(err)
+	}
+	cfg.ReconnectMin, cfg.ReconnectMax = 10*time.Millisecond, 50*time.Millisecond
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	nc, err := bus.Connect(ctx, cfg, discard())
+	if err != nil {
+		t.Fatalf("Connect with the token file: %v", err)
+	}
+	defer nc.Close()
+
+	secretmount.Write(t, secrets, map[string]string{"token": "second0token\n"})
+	rotateServer("second0token")
+	waitReconnected(t, nc, 1)
+}
+
+// natsWithAuth starts a server whose config file is authConf with the
+// secret put in for its %q, and returns it with a func that rotates the
+// secret: the file rewritten with the new one, then the server reloaded,
+// which disconnects the clients that authenticated with the old one.
+func natsWithAuth(t *testing.T, authConf, secret string) (*natsserver.Server, func(secret string)) {
+	t.Helper()
+	conf := filepath.Join(t.TempDir(), "nats.conf")
+	writeFile(t, conf, fmt.Sprintf(authConf, secret)+"\n")
+	srv := testenv.NATSWith(t, natsserver.Options{ConfigFile: conf})
+	return srv, func(secret string) {
+		t.Helper()
+		writeFile(t, conf, fmt.Sprintf(authConf, secret)+"\n")
+		if err := srv.Reload(); err != nil {
+			t.Fatalf("Reload: %v", err)
+		}
+	}
+}
+
+// waitReconnected waits until nc has reconnected at least n times and is
+// connected.
+func waitReconnected(t *testing.T, nc *nats.Conn, n uint64) {
+	t.Helper()
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if got := nc.Stats().Reconnects; got < n || !nc.IsConnected() {
+			return fmt.Errorf("%d reconnects (want at least %d), connected: %v, last error: %v", got, n, nc.IsConnected(), nc.LastError())
+		}
+		return nil
+	})
 }
 
 func TestPasswordFileConfig(t *testing.T) {

@@ -15,7 +15,11 @@
 // the service's own service.name and service.version), the metrics'
 // OTEL_METRICS_EXEMPLAR_FILTER and OTEL_METRICS_PRODUCERS, and the SDK's
 // experimental OTEL_GO_X_CARDINALITY_LIMIT and
-// OTEL_GO_X_PER_SERIES_START_TIMESTAMPS. [LoadEnv] (called
+// OTEL_GO_X_PER_SERIES_START_TIMESTAMPS. The headers may instead come
+// from files (OTEL_EXPORTER_OTLP_HEADERS_FILE and the per-signal ones, a
+// mounted Secret): the SDK reads headers from the environment only, so
+// Setup builds such a signal's OTLP exporter itself, reading the file
+// once. [LoadEnv] (called
 // by each service's config) checks the variables whose mistakes would
 // otherwise only show as lost or wrong telemetry and decides which signals
 // to export at all: nothing unless an exporter or an endpoint is set, and

@@ -1,6 +1,7 @@
 package telemetry
 
 import (
+	"cmp"
 	"crypto/tls"
 	"math"
 	"net/url"
@@ -28,6 +29,21 @@ const (
 	EnvOTLPTracesProtocol  = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"
 	EnvOTLPMetricsProtocol = "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL"
 	EnvSDKDisabled         = "OTEL_SDK_DISABLED"
+)
+
+// The OTLP headers' file variants (envconfig.FileSuffix): the path of a
+// file holding what the variable would hold (a mounted Secret), which
+// keeps the credentials the headers carry out of the process environment.
+// The OTel SDK reads headers from the environment only, so [Setup] builds
+// an exporter whose headers come from a file itself (see fileHeaders in
+// headers.go).
+// The file is read when Setup builds the exporter, once: the SDK's OTLP
+// exporters take their headers as a fixed map when they are built, so a
+// rotated file needs a restart.
+const (
+	EnvOTLPHeadersFile        = "OTEL_EXPORTER_OTLP_HEADERS_FILE"
+	EnvOTLPTracesHeadersFile  = "OTEL_EXPORTER_OTLP_TRACES_HEADERS_FILE"
+	EnvOTLPMetricsHeadersFile = "OTEL_EXPORTER_OTLP_METRICS_HEADERS_FILE"
 )
 
 // Values of the *_EXPORTER variables the SDK's autoexport understands (a
@@ -64,6 +80,11 @@ type Export struct {
 	// OTEL_METRICS_EXPORTER names (OTLP by default), every
 	// OTEL_METRIC_EXPORT_INTERVAL, next to the Prometheus /metrics.
 	Metrics bool
+
+	// tracesHeaders and metricsHeaders are set by LoadEnv when the
+	// signal's OTLP headers come from a file (EnvOTLPHeadersFile and the
+	// signal's own): Setup builds that exporter itself, with them.
+	tracesHeaders, metricsHeaders fileHeaders
 }
 
 // LoadEnv checks the standard OTel variables through l and says which
@@ -94,10 +115,11 @@ func LoadEnv(l *envconfig.Loader) Export {
 	disabled := l.Enum(EnvSDKDisabled, "false", "true", "false") == "true"
 	traces := exporterName(l, EnvTracesExporter, ExporterOTLP, ExporterConsole, ExporterNone)
 	metrics := exporterName(l, EnvMetricsExporter, ExporterOTLP, ExporterConsole, ExporterNone)
+	protocol := map[string]string{}
 	for _, name := range []string{EnvOTLPProtocol, EnvOTLPTracesProtocol, EnvOTLPMetricsProtocol} {
-		exporterName(l, name, ProtocolGRPC, ProtocolHTTPProtobuf)
+		protocol[name] = exporterName(l, name, ProtocolGRPC, ProtocolHTTPProtobuf)
 	}
-	checkSDKEnv(l)
+	headers := checkSDKEnv(l)
 	checkBatchEnv(l)
 	checkLimitsEnv(l)
 	checkResourceEnv(l)
@@ -110,10 +132,20 @@ func LoadEnv(l *envconfig.Loader) Export {
 	if disabled {
 		return Export{Disabled: true}
 	}
-	return Export{
+	e := Export{
 		Traces:  traces != ExporterNone && (traces != "" || endpoint || tracesEndpoint),
 		Metrics: metrics != ExporterNone && (metrics != "" || endpoint || metricsEndpoint),
 	}
+	if e.Traces {
+		e.tracesHeaders = signalHeaders(traces, headers["TRACES_"], headers[""], cmp.Or(protocol[EnvOTLPTracesProtocol], protocol[EnvOTLPProtocol]))
+	}
+	if e.Metrics {
+		e.metricsHeaders = signalHeaders(metrics, headers["METRICS_"], headers[""], cmp.Or(protocol[EnvOTLPMetricsProtocol], protocol[EnvOTLPProtocol]))
+		if e.metricsHeaders.path != "" {
+			e.metricsHeaders.producers = l.String(EnvMetricsProducers, "")
+		}
+	}
+	return e
 }
 
 // exporterName returns the variable's value when it is exactly one of
@@ -145,13 +177,15 @@ const envOTLPPrefix = "OTEL_EXPORTER_OTLP_"
 const maxMillis = math.MaxInt32
 
 // checkSDKEnv records every malformed variable of the OTLP exporters, in
-// their general and per-signal forms. The exporters trim a timeout before
-// parsing it, read 0 as no timeout, as the specification says, and a
-// negative one as no timeout too (refused).
-func checkSDKEnv(l *envconfig.Loader) {
+// their general and per-signal forms, and returns where the headers of
+// each form come from, by signal ("", "TRACES_", "METRICS_"). The
+// exporters trim a timeout before parsing it, read 0 as no timeout, as the
+// specification says, and a negative one as no timeout too (refused).
+func checkSDKEnv(l *envconfig.Loader) map[string]headersSource {
+	headers := map[string]headersSource{}
 	for _, signal := range []string{"", "TRACES_", "METRICS_"} {
 		base := envOTLPPrefix + signal
-		checkHeaders(l, base+"HEADERS")
+		headers[signal] = checkHeaders(l, base+"HEADERS")
 		l.Int(base+"TIMEOUT", 0, 0, maxMillis)
 		exporterName(l, base+"COMPRESSION", "gzip", "none")
 		// The SDK ignores a CA file without a PEM certificate (TLS then
@@ -161,6 +195,7 @@ func checkSDKEnv(l *envconfig.Loader) {
 		l.CAFile(base+"CERTIFICATE", "")
 		checkClientCert(l, base+"CLIENT_CERTIFICATE", base+"CLIENT_KEY")
 	}
+	return headers
 }
 
 // sdkInt returns the variable's value when it is an integer from minimum
@@ -199,21 +234,6 @@ func checkClientCert(l *envconfig.Loader, certVar, keyVar string) {
 		if _, err := tls.LoadX509KeyPair(cert, key); err != nil {
 			l.Invalid(certVar, "a PEM certificate matching the key in "+keyVar, cert, err)
 		}
-	}
-}
-
-// checkHeaders records a headers variable that is not a comma-separated
-// list of key=value pairs with HTTP token keys (the SDK drops any other
-// key) and URL-encoded values.
-func checkHeaders(l *envconfig.Loader, name string) {
-	v := l.String(name, "")
-	if v == "" {
-		return
-	}
-	if badPair(v) != "" {
-		// Not shown: the value holds credentials (an authorization
-		// header), and a malformed one may hold them anywhere.
-		l.Invalid(name, `comma-separated key=value pairs, values URL-encoded (e.g. "x-tenant=a,x-team=b%20c")`, "a malformed value (not shown)", nil)
 	}
 }
 

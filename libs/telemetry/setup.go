@@ -103,12 +103,12 @@ func Setup(ctx context.Context, opts Options) (Providers, func(context.Context) 
 		// Not the SDK's provider without a processor: that one still
 		// records every span, which is what disabling the SDK turns off.
 		tp = noop.NewTracerProvider()
-	} else if tp, tpShutdown, err = newTracerProvider(ctx, res, opts.Export.Traces); err != nil {
+	} else if tp, tpShutdown, err = newTracerProvider(ctx, res, opts.Export.Traces, opts.Export.tracesHeaders); err != nil {
 		return fail(fmt.Errorf("trace exporter: %w: %w", ErrInvalidOptions, err))
 	}
 	cleanups = append(cleanups, tpShutdown)
 
-	mp, reg, err := newMeterProvider(ctx, res, opts.Export.Metrics && !opts.Export.Disabled)
+	mp, reg, err := newMeterProvider(ctx, res, opts.Export.Metrics && !opts.Export.Disabled, opts.Export.metricsHeaders)
 	if err != nil {
 		return fail(err)
 	}
@@ -149,17 +149,18 @@ func Setup(ctx context.Context, opts Options) (Providers, func(context.Context) 
 
 // newTracerProvider returns an SDK tracer provider that adds the ctx
 // attributes (ContextWithAttributes) to every span and, when export is set,
-// batches spans to the exporter autoexport builds from the environment,
-// with its shutdown func. Without an exporter it has no span processor, so
-// ending a span costs no snapshot.
-func newTracerProvider(ctx context.Context, res *resource.Resource, export bool) (trace.TracerProvider, func(context.Context) error, error) {
+// batches spans to the exporter autoexport builds from the environment
+// (with the headers of h's file, see newSpanExporter), with its shutdown
+// func. Without an exporter it has no span processor, so ending a span
+// costs no snapshot.
+func newTracerProvider(ctx context.Context, res *resource.Resource, export bool, h fileHeaders) (trace.TracerProvider, func(context.Context) error, error) {
 	tpOpts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res)}
 	aborted := make(chan struct{})
 	abort := sync.OnceFunc(func() { close(aborted) })
 	if export {
 		// The OTLP exporters dial lazily, so this does not block on the
 		// collector.
-		exp, err := autoexport.NewSpanExporter(ctx)
+		exp, err := newSpanExporter(ctx, h)
 		if err != nil {
 			return nil, nil, fmt.Errorf("new exporter: %w", err)
 		}
@@ -193,8 +194,9 @@ func newTracerProvider(ctx context.Context, res *resource.Resource, export bool)
 // newMeterProvider returns an SDK meter provider read by a Prometheus
 // exporter on a fresh registry that also holds the Go and process
 // collectors and, when export is set, by the periodic reader autoexport
-// builds from the environment (OTLP push).
-func newMeterProvider(ctx context.Context, res *resource.Resource, export bool) (*sdkmetric.MeterProvider, *prometheus.Registry, error) {
+// builds from the environment (OTLP push; with the headers of h's file,
+// see newMetricReader).
+func newMeterProvider(ctx context.Context, res *resource.Resource, export bool, h fileHeaders) (*sdkmetric.MeterProvider, *prometheus.Registry, error) {
 	reg := prometheus.NewRegistry()
 	if err := reg.Register(collectors.NewGoCollector()); err != nil {
 		return nil, nil, fmt.Errorf("register go collector: %w", err)
@@ -208,7 +210,7 @@ func newMeterProvider(ctx context.Context, res *resource.Resource, export bool) 
 	}
 	mpOpts := []sdkmetric.Option{sdkmetric.WithResource(res), sdkmetric.WithReader(exp)}
 	if export {
-		r, err := autoexport.NewMetricReader(ctx)
+		r, err := newMetricReader(ctx, h)
 		if err != nil {
 			return nil, nil, fmt.Errorf("metric exporter: %w: %w", ErrInvalidOptions, err)
 		}

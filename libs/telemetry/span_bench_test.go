@@ -18,7 +18,7 @@ import (
 //
 //	go test -run '^$' -bench Span -benchmem ./
 func BenchmarkSpan(b *testing.B) {
-	tp, shutdown, err := newTracerProvider(b.Context(), resource.Empty(), false)
+	tp, shutdown, err := newTracerProvider(b.Context(), resource.Empty(), false, fileHeaders{})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -265,16 +265,40 @@ OTEL_EXPORTER_OTLP_{{ $signal }}_PROTOCOL: {{ $s.protocol | quote }}
 {{- end -}}
 
 {{/*
-acp.otlpHeadersEnv: the OTLP headers (credentials, as a rule) from existing
-Secrets, by secretKeyRef: never in values or the ConfigMap.
+acp.otlpHeaders: the OTLP headers (credentials, as a rule) from existing
+Secrets, never in values or the ConfigMap, as a YAML list of [variable,
+Secret, file in acp.secretsDir] (the variable's _FILE variant points at the
+file). (the root context)
+*/}}
+{{- define "acp.otlpHeaders" -}}
+{{- $g := .Values.global -}}
+{{- $out := list -}}
+{{- range $h := list (list "OTEL_EXPORTER_OTLP_HEADERS" $g.otlpHeadersSecret "otlp-headers") (list "OTEL_EXPORTER_OTLP_TRACES_HEADERS" $g.otlpTraces.headersSecret "otlp-traces-headers") (list "OTEL_EXPORTER_OTLP_METRICS_HEADERS" $g.otlpMetrics.headersSecret "otlp-metrics-headers") -}}
+{{- if (index $h 1).name -}}
+{{- $out = append $out $h -}}
+{{- end -}}
+{{- end -}}
+{{- toYaml $out -}}
+{{- end -}}
+
+{{/*
+acp.otlpHeadersEnv: the OTLP headers (acp.otlpHeaders) as files of
+acp.secretsVolume (OTEL_EXPORTER_OTLP_HEADERS_FILE and the per-signal
+ones), or, in runner-manager (acp.secretsInEnv), as secretKeyRef
+variables. (dict "context" $ "component" "informer")
 */}}
 {{- define "acp.otlpHeadersEnv" -}}
-{{- $g := .Values.global -}}
-{{- range $var, $s := dict "OTEL_EXPORTER_OTLP_HEADERS" $g.otlpHeadersSecret "OTEL_EXPORTER_OTLP_TRACES_HEADERS" $g.otlpTraces.headersSecret "OTEL_EXPORTER_OTLP_METRICS_HEADERS" $g.otlpMetrics.headersSecret }}
-{{- if $s.name }}
-- name: {{ $var }}
+{{- $dir := include "acp.secretsDir" .context -}}
+{{- $inEnv := include "acp.secretsInEnv" . -}}
+{{- range $h := include "acp.otlpHeaders" .context | fromYamlArray }}
+{{- $s := index $h 1 }}
+{{- if $inEnv }}
+- name: {{ index $h 0 }}
   valueFrom:
     secretKeyRef: {name: {{ $s.name | quote }}, key: {{ $s.key | quote }}}
+{{- else }}
+- name: {{ printf "%s_FILE" (index $h 0) }}
+  value: {{ printf "%s/%s" $dir (index $h 2) | quote }}
 {{- end }}
 {{- end }}
 {{- end -}}
@@ -337,12 +361,13 @@ AMBIENT_GRPC_USE_TLS: {{ .Values.api.useTLS | quote }}
 
 {{/*
 acp.secretEnv: the NATS user and where the pod's secrets are (NATS
-credentials, API token). The secrets themselves are files
+credentials, API token, OTLP headers). The secrets themselves are files
 (acp.secretsVolume, the bundled NATS's acp.natsVolume), never variables:
 a variable shows in /proc/<pid>/environ and keeps its value when the
 Secret is rotated, while the kubelet updates a mounted Secret in place,
 which the services follow (the API token at the next call, a NATS password
-at the next reconnect). Except in runner-manager (acp.secretsInEnv).
+or token at the next reconnect; the OTLP headers are read at start).
+Except in runner-manager (acp.secretsInEnv).
 (dict "context" $ "component" "informer" "track" "stable" "api" true)
 */}}
 {{- define "acp.secretEnv" -}}
@@ -367,7 +392,7 @@ at the next reconnect). Except in runner-manager (acp.secretsInEnv).
 - name: NATS_TOKEN_FILE
   value: {{ printf "%s/nats-token" $dir | quote }}
 {{- end }}
-{{- include "acp.otlpHeadersEnv" $ctx }}
+{{- include "acp.otlpHeadersEnv" . }}
 {{- if and .api (not (include "acp.secretsInEnv" .)) }}
 - name: AMBIENT_API_TOKEN_FILE
   value: {{ printf "%s/api-token" $dir | quote }}
@@ -377,7 +402,8 @@ at the next reconnect). Except in runner-manager (acp.secretsInEnv).
 {{/*
 acp.secretsInEnv is "true" for runner-manager, whose secrets from existing
 Secrets (the API token, an external NATS's password or token: one identity
-for every service) are variables from secretKeyRef, never files. Its local
+for every service; the OTLP headers) are variables from secretKeyRef,
+never files. Its local
 runners run as its user: a file of the pod's user they could read, while
 runner-manager makes itself non-dumpable before any runner starts, so its
 environment is out of their reach (TestHostileRunner). The price: a
@@ -422,14 +448,25 @@ does, stays a file (acp.natsVolume) that follows a rotation.
 {{- end -}}
 
 {{/*
+acp.secretFileMode is the mode of the files of a component's Secret
+volumes (acp.secretsVolume, acp.natsVolume): readable by the pod's user
+only through its group when the pod has an fsGroup, which the kubelet
+gives the files (0440); without one they stay root's, and only a mode
+readable by all (0444) lets a non-root user read them (no other pod sees
+the volume). (dict "context" $ "component" "informer")
+*/}}
+{{- define "acp.secretFileMode" -}}
+{{- $sc := include "acp.podSecurityContext" (dict "context" .context "component" .component) | fromYaml -}}
+{{- ternary "0440" "0444" (hasKey $sc "fsGroup") -}}
+{{- end -}}
+
+{{/*
 acp.secretsVolume / acp.secretsVolumeMount: one projected volume of the
 secrets a component reads from existing Secrets, each key as a file in
 acp.secretsDir: the API token (api-token) when the component calls the
-API, an external NATS's password (nats-password) or token (nats-token).
-Nothing when there is none. Read-only, and readable by the pod's user
-only through its group: with an fsGroup the kubelet gives the files that
-group (0440); without one they stay root's, and only a mode readable by
-all (0444) lets a non-root user read them (no other pod sees the volume).
+API, an external NATS's password (nats-password) or token (nats-token),
+the OTLP headers (acp.otlpHeaders). Nothing when there is none.
+Read-only, mode acp.secretFileMode.
 (dict "context" $ "component" "informer" "api" true)
 */}}
 {{- define "acp.secretsVolume" -}}
@@ -447,11 +484,14 @@ all (0444) lets a non-root user read them (no other pod sees the volume).
 {{- $name := required "api.tokenSecret.name is required (an existing Secret with the ambient API token)" $ctx.Values.api.tokenSecret.name -}}
 {{- $sources = append $sources (dict "secret" (dict "name" $name "items" (list (dict "key" $ctx.Values.api.tokenSecret.key "path" "api-token")))) -}}
 {{- end -}}
+{{- range $h := include "acp.otlpHeaders" $ctx | fromYamlArray -}}
+{{- $s := index $h 1 -}}
+{{- $sources = append $sources (dict "secret" (dict "name" $s.name "items" (list (dict "key" $s.key "path" (index $h 2))))) -}}
+{{- end -}}
 {{- if $sources }}
-{{- $sc := include "acp.podSecurityContext" (dict "context" $ctx "component" .component) | fromYaml }}
 - name: acp-secrets
   projected:
-    defaultMode: {{ ternary "0440" "0444" (hasKey $sc "fsGroup") }}
+    defaultMode: {{ include "acp.secretFileMode" . }}
     sources:
       {{- toYaml $sources | nindent 6 }}
 {{- end }}
@@ -469,7 +509,8 @@ all (0444) lets a non-root user read them (no other pod sees the volume).
 acp.natsVolume / acp.natsVolumeMount mount a component's NATS credentials:
 the .creds Secret of an external NATS, or, with the bundled NATS, only the
 component's own key of the passwords Secret (a pod never sees another
-service's password). (dict "context" $ "component" "informer" "track" "stable")
+service's password). Read-only, mode acp.secretFileMode.
+(dict "context" $ "component" "informer" "track" "stable")
 */}}
 {{- define "acp.natsVolume" -}}
 {{- $ctx := .context -}}
@@ -478,7 +519,7 @@ service's password). (dict "context" $ "component" "informer" "track" "stable")
 - name: nats-creds
   secret:
     secretName: {{ $ctx.Values.externalNats.auth.secretName | quote }}
-    defaultMode: 0440
+    defaultMode: {{ include "acp.secretFileMode" . }}
     items:
       - key: {{ $ctx.Values.externalNats.auth.credsKey | quote }}
         path: {{ $ctx.Values.externalNats.auth.credsKey | quote }}
@@ -486,7 +527,7 @@ service's password). (dict "context" $ "component" "informer" "track" "stable")
 - name: nats-password
   secret:
     secretName: {{ include "acp.natsPasswordsSecret" $ctx | quote }}
-    defaultMode: 0440
+    defaultMode: {{ include "acp.secretFileMode" . }}
     items:
       - key: {{ include "acp.natsPasswordKey" (include "acp.natsUser" .) | quote }}
         path: password

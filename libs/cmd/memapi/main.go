@@ -1,6 +1,7 @@
 // Command memapi runs the in-memory ambient API (gRPC and REST) for the dev
 // stack. Flags default to the environment: MEMAPI_GRPC_ADDR, MEMAPI_REST_ADDR,
-// AMBIENT_API_TOKEN (required), MEMAPI_USERS_FILE (the multi-user mode),
+// AMBIENT_API_TOKEN or the file AMBIENT_API_TOKEN_FILE (one is required),
+// MEMAPI_USERS_FILE (the multi-user mode),
 // MEMAPI_FAULTS_ADDR (fault injection for the chaos suite, off by default),
 // LOG_LEVEL; the standard OTEL_* variables export its spans.
 package main
@@ -35,14 +36,27 @@ func run() error {
 	flag.StringVar(&cfg.GRPCAddr, "grpc-addr", envOr("MEMAPI_GRPC_ADDR", "127.0.0.1:8001"), "gRPC listen address")
 	flag.StringVar(&cfg.RESTAddr, "rest-addr", envOr("MEMAPI_REST_ADDR", "127.0.0.1:8000"), "REST listen address")
 	flag.StringVar(&cfg.Token, "token", os.Getenv("AMBIENT_API_TOKEN"), "bearer token every call must carry")
+	tokenFile := flag.String("token-file", os.Getenv("AMBIENT_API_TOKEN_FILE"), "file holding the token, instead of -token (a compose secret); read at start")
 	usersFile := flag.String("users-file", os.Getenv("MEMAPI_USERS_FILE"), "JSON users file: per-user tokens narrowed to their projects over REST")
 	flag.StringVar(&cfg.FaultsAddr, "faults-addr", envOr("MEMAPI_FAULTS_ADDR", ""), "serve fault injection (POST /faults/end-watches, /faults/outage?for=60s, /faults/outage/end; no token) on this address; empty: off. Test systems only")
 	if err := level.UnmarshalText([]byte(envOr("LOG_LEVEL", "info"))); err != nil {
 		return fmt.Errorf("LOG_LEVEL: want debug, info, warn or error: %w", err)
 	}
 	flag.Parse()
+	if *tokenFile != "" {
+		// The services' clients read the same file (compose mounts one
+		// secret into all of them), so both sides hold the same token.
+		if cfg.Token != "" {
+			return errors.New("set one of AMBIENT_API_TOKEN (-token) and AMBIENT_API_TOKEN_FILE (-token-file)")
+		}
+		tok, err := envconfig.ReadSecretFile(*tokenFile)
+		if err != nil {
+			return fmt.Errorf("AMBIENT_API_TOKEN_FILE: %w", err)
+		}
+		cfg.Token = tok.Reveal()
+	}
 	if cfg.Token == "" {
-		return errors.New("no token: set AMBIENT_API_TOKEN or -token")
+		return errors.New("no token: set AMBIENT_API_TOKEN, AMBIENT_API_TOKEN_FILE, -token or -token-file")
 	}
 	if *usersFile != "" {
 		users, err := memapi.LoadUsers(*usersFile)

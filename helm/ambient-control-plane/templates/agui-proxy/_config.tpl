@@ -63,7 +63,7 @@ RUNNER_ALLOWED_NETWORKS: {{ join "," (concat (list "127.0.0.0/8" "::1/128") $p.r
 - name: agui-tokens
   secret:
     secretName: {{ .Values.aguiProxy.auth.tokensSecret.name | quote }}
-    defaultMode: 0440
+    defaultMode: {{ include "acp.secretFileMode" (dict "context" . "component" "agui-proxy") }}
     items:
       - key: {{ .Values.aguiProxy.auth.tokensSecret.key | quote }}
         path: {{ .Values.aguiProxy.auth.tokensSecret.key | quote }}
