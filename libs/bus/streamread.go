@@ -23,16 +23,37 @@ const (
 // returns the JetStream error, or ctx's. s is the stream as looked up by
 // the caller, who usually needs its state to choose start.
 func ReadStream(ctx context.Context, s jetstream.Stream, filter string, start uint64, fn func(jetstream.Msg)) error {
+	return read(ctx, s, jetstream.ConsumerConfig{
+		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:    max(start, 1),
+		FilterSubjects: []string{filter},
+	}, fn)
+}
+
+// ReadLastPerSubject calls fn with the last message of every subject of
+// stream matching filter, in stream order, the way ReadStream reads (same
+// permissions, same errors). It costs one message per subject however
+// many each holds: the informer rebuilds its objects bucket from it, one
+// message per object where the whole stream holds every change. Messages
+// published while it reads come too, so a subject may come twice, its
+// newer message last.
+func ReadLastPerSubject(ctx context.Context, s jetstream.Stream, filter string, fn func(jetstream.Msg)) error {
+	return read(ctx, s, jetstream.ConsumerConfig{
+		DeliverPolicy:  jetstream.DeliverLastPerSubjectPolicy,
+		FilterSubjects: []string{filter},
+	}, fn)
+}
+
+// read delivers what the consumer cfg selects to fn until nothing is
+// pending, through an ephemeral consumer made from cfg that acknowledges
+// nothing and is deleted afterwards.
+func read(ctx context.Context, s jetstream.Stream, cfg jetstream.ConsumerConfig, fn func(jetstream.Msg)) error {
 	stream := s.CachedInfo().Config.Name
-	cons, err := s.CreateConsumer(ctx, jetstream.ConsumerConfig{
-		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
-		OptStartSeq:       max(start, 1),
-		FilterSubjects:    []string{filter},
-		AckPolicy:         jetstream.AckNonePolicy,
-		InactiveThreshold: time.Minute,
-		MemoryStorage:     true,
-		Replicas:          1,
-	})
+	cfg.AckPolicy = jetstream.AckNonePolicy
+	cfg.InactiveThreshold = time.Minute
+	cfg.MemoryStorage = true
+	cfg.Replicas = 1
+	cons, err := s.CreateConsumer(ctx, cfg)
 	if err != nil {
 		return fmt.Errorf("read stream %s: %w", stream, err)
 	}

@@ -32,6 +32,7 @@ const (
 	metricKVRepairs    = "informer.kv.repairs"
 	metricKVAudits     = "informer.kv.audits"
 	metricCacheObjects = "informer.cache.objects"
+	metricRebuilds     = "informer.cache.rebuilds"
 	metricQueueDepth   = "informer.queue.depth"
 	metricLeader       = "informer.lease.leader"
 	metricTerms        = "informer.lease.terms"
@@ -78,6 +79,9 @@ type Metrics struct {
 	// kvAudits counts completed audits (auditKV), so kvRepairs reads
 	// against how often it looked.
 	kvAudits metric.Int64Counter
+	// rebuilds counts terms that rebuilt the cache from the events
+	// stream because the objects bucket lacked what it holds (load).
+	rebuilds metric.Int64Counter
 	// byKind holds the attribute options of each [resource][event type]:
 	// made once, they cost nothing per event.
 	byKind [4][4]publishAttrs
@@ -116,6 +120,8 @@ func NewMetrics(m metric.Meter) (*Metrics, error) {
 		kvRepairs: counter(metricKVRepairs, "Objects bucket entries found disagreeing with the published state (an entry of a deleted object back, "+
 			"or a published object's entry gone) and written again."),
 		kvAudits: counter(metricKVAudits, "Completed comparisons of the objects bucket with the published state."),
+		rebuilds: counter(metricRebuilds, "Terms that found the objects bucket lacking objects the events stream holds (the bucket lost while no informer ran) "+
+			"and rebuilt the cache from each object's last event, so deletes made meanwhile are announced."),
 	}
 	h, err := m.Float64Histogram(metricPublishTime, metric.WithUnit("s"),
 		metric.WithDescription("Time from publish to JetStream ack."),
@@ -176,7 +182,7 @@ func resAttr(r eventsv1.Resource) metric.MeasurementOption {
 // start of a term: an alert on rate() or increase() sees 0, not "no data",
 // until the first reconnect or failure.
 func (m *Metrics) zero(ctx context.Context, res eventsv1.Resource) {
-	for _, c := range []metric.Int64Counter{m.publishErrs, m.conflicts, m.kvConflicts, m.unpublishable, m.reconnects, m.relists, m.listSkipped, m.stale, m.backward, m.unknownDel} {
+	for _, c := range []metric.Int64Counter{m.publishErrs, m.conflicts, m.kvConflicts, m.unpublishable, m.reconnects, m.relists, m.listSkipped, m.stale, m.backward, m.unknownDel, m.rebuilds} {
 		c.Add(ctx, 0, resAttr(res))
 	}
 }

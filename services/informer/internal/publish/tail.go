@@ -34,6 +34,11 @@ type TailState[T events.APIObject] struct {
 	// event of: it tells no state, only Seq, and that consumers have the
 	// object (diff.Store.LoadRef).
 	Ref bool
+	// Fitted is, for a Ref, the newest state an earlier event of the
+	// object read with it carried whole (nil: none since its last
+	// DELETED): what the objects bucket keeps of an object over the
+	// payload limit, found again by Rebuild.
+	Fitted T
 	// Version is the version a reference event names ("" for a replayed
 	// dead letter: a copy of an older event).
 	Version string
@@ -106,11 +111,11 @@ func tailStart(seq, owed, first, last, margin uint64) uint64 {
 // object, on its subject, that changes nothing for anybody else.
 func replayed(h nats.Header) bool { return h.Get(group.HeaderReplayGroup) != "" }
 
-// apply records the state msg's event gives its object; undecodable
-// events (never published by an informer) are skipped. A replayed dead
-// letter (group.HeaderReplayGroup) gives no state, only the sequence the
-// object's next event must follow.
-func apply[T events.APIObject](out map[string]TailState[T], msg jetstream.Msg) {
+// apply records the state msg's event gives its object and returns the
+// object's id; undecodable events (never published by an informer) are
+// skipped (""). A replayed dead letter (group.HeaderReplayGroup) gives no
+// state, only the sequence the object's next event must follow.
+func apply[T events.APIObject](out map[string]TailState[T], msg jetstream.Msg) string {
 	_, ev, err := events.Decode(context.Background(), msg.Headers(), msg.Data())
 	var seq uint64
 	if md, merr := msg.Metadata(); merr == nil {
@@ -125,22 +130,29 @@ func apply[T events.APIObject](out map[string]TailState[T], msg jetstream.Msg) {
 		}
 		st.Seq = seq
 		out[ev.GetObjectId()] = st
-		return
+		return ev.GetObjectId()
 	}
 	switch {
 	case errors.Is(err, events.ErrObjectTooLarge):
-		out[ev.GetObjectId()] = TailState[T]{Ref: true, Version: ev.GetVersion(), Seq: seq}
-		return
+		// The state consumers had before stays what KV keeps.
+		prev := out[ev.GetObjectId()]
+		fitted := prev.Object
+		if prev.Ref {
+			fitted = prev.Fitted
+		}
+		out[ev.GetObjectId()] = TailState[T]{Ref: true, Version: ev.GetVersion(), Seq: seq, Fitted: fitted}
+		return ev.GetObjectId()
 	case err != nil:
-		return
+		return ""
 	}
 	if ev.GetType() == eventsv1.EventType_EVENT_TYPE_DELETED {
 		out[ev.GetObjectId()] = TailState[T]{Deleted: true, Seq: seq}
-		return
+		return ev.GetObjectId()
 	}
 	obj, ok := events.Unwrap[T](ev.GetObject())
 	if !ok {
-		return
+		return ""
 	}
 	out[ev.GetObjectId()] = TailState[T]{Object: obj, Seq: seq}
+	return ev.GetObjectId()
 }
