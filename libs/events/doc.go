@@ -8,6 +8,16 @@
 // with EscapeToken, so no '.', '*', '>' or white space from an id can change
 // the subject's shape, and the same escaping makes KV keys safe.
 //
+// Length: a token whose escaped form is over MaxTokenLen (128) bytes is
+// written as a digest token instead, "_L" and 32 lower-case hex digits of
+// the SHA-256 of the id (SubjectToken): the API takes project ids of any
+// length, and a subject longer than nats-server's max_control_line closes
+// the publisher's connection. EscapeToken never writes "_L", so the two
+// forms never meet; a digest token is deterministic (ordering, fencing and
+// partitioning by subject still work) but not reversible: ParseSubject
+// flags it, and the id is read from the event. Publishers refuse any
+// subject over MaxSubjectLen rather than send it.
+//
 // Size: NATS refuses a message over the server's max_payload (1 MiB by
 // default), so an event whose objects are larger could never be published
 // and would block every later change of its object (issue 14). NewMsgLimit

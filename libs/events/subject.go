@@ -57,9 +57,12 @@ func ValidPrefix(s string) bool {
 	return !strings.ContainsAny(s, "*> \t\r\n")
 }
 
-// Subject returns <prefix>.<resource>.<project>.<id> with both ids escaped.
+// Subject returns <prefix>.<resource>.<project>.<id> with both ids as
+// SubjectToken writes them: escaped, or a digest token when the escaped
+// id is over MaxTokenLen bytes, so a subject is never longer than
+// len(prefix)+len(resource)+3+2*MaxTokenLen whatever the API sends.
 func Subject(prefix string, r eventsv1.Resource, projectID, objectID string) string {
-	return prefix + "." + ResourceToken(r) + "." + EscapeToken(projectID) + "." + EscapeToken(objectID)
+	return prefix + "." + ResourceToken(r) + "." + SubjectToken(projectID) + "." + SubjectToken(objectID)
 }
 
 // FilterSubject matches every event of resource r under prefix.
@@ -75,10 +78,16 @@ type SubjectParts struct {
 	Resource  eventsv1.Resource
 	ProjectID string
 	ObjectID  string
+	// ProjectHashed and ObjectHashed say that the token was a digest
+	// token (an id over MaxTokenLen escaped): ProjectID or ObjectID is
+	// then empty, and the id is only in the event itself.
+	ProjectHashed bool
+	ObjectHashed  bool
 }
 
 // ParseSubject splits an event subject made by Subject. It returns
-// ErrBadSubject, ErrUnknownResource or ErrBadToken for anything else.
+// ErrBadSubject, ErrUnknownResource or ErrBadToken for anything else; a
+// digest token is no error (see SubjectParts).
 func ParseSubject(prefix, subject string) (SubjectParts, error) {
 	rest, ok := strings.CutPrefix(subject, prefix+".")
 	if !ok {
@@ -92,19 +101,25 @@ func ParseSubject(prefix, subject string) (SubjectParts, error) {
 	if err != nil {
 		return SubjectParts{}, fmt.Errorf("subject %q: %w", subject, err)
 	}
-	project, err := UnescapeToken(toks[1])
-	if err != nil {
-		return SubjectParts{}, fmt.Errorf("subject %q project: %w", subject, err)
+	parts := SubjectParts{Resource: r, ProjectHashed: IsDigestToken(toks[1]), ObjectHashed: IsDigestToken(toks[2])}
+	if !parts.ProjectHashed {
+		if parts.ProjectID, err = UnescapeToken(toks[1]); err != nil {
+			return SubjectParts{}, fmt.Errorf("subject %q project: %w", subject, err)
+		}
 	}
-	id, err := UnescapeToken(toks[2])
-	if err != nil {
-		return SubjectParts{}, fmt.Errorf("subject %q id: %w", subject, err)
+	if !parts.ObjectHashed {
+		if parts.ObjectID, err = UnescapeToken(toks[2]); err != nil {
+			return SubjectParts{}, fmt.Errorf("subject %q id: %w", subject, err)
+		}
 	}
-	return SubjectParts{Resource: r, ProjectID: project, ObjectID: id}, nil
+	return parts, nil
 }
 
 // ObjectKey is the KV key of an object in the objects bucket:
-// <resource>.<escaped id>.
+// <resource>.<escaped id>. Unlike a subject's, its id token stays
+// reversible (ParseObjectKey) and unbounded: object ids are the API's own
+// (27-character KSUIDs, project names of at most 63 characters), never a
+// client's string; a publisher refuses a key over MaxSubjectLen.
 func ObjectKey(r eventsv1.Resource, id string) string {
 	return ResourceToken(r) + "." + EscapeToken(id)
 }

@@ -1,6 +1,8 @@
 package events
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"strings"
 )
@@ -96,6 +98,83 @@ func UnescapeToken(tok string) (string, error) {
 		}
 	}
 	return string(out), nil
+}
+
+// MaxTokenLen is the longest project or object token Subject writes. The
+// API bounds neither a session's nor a project setting's project_id, and
+// EscapeToken makes every byte outside [A-Za-z0-9-] three: unbounded, ~460
+// CJK characters pushed a PUB line past nats-server's max_control_line
+// (4096 bytes), the server closed the publisher's connection for good, and
+// a restarted informer published the same object again (a poison pill for
+// every tenant). An id whose escaped form is longer becomes a digest token.
+const MaxTokenLen = 128
+
+// MaxSubjectLen is the longest subject a service sends: a message with a
+// longer one is refused before it reaches the connection. It leaves room
+// under nats-server's max_control_line (4096 bytes by default), which
+// counts the whole PUB line (verb, subject, reply inbox, sizes), while no
+// subject of the layout with a sane prefix comes near it
+// (<prefix>.project_settings.<128>.<128>).
+const MaxSubjectLen = 1024
+
+// digestIntro starts a digest token. EscapeToken never writes it: each '_'
+// it writes ends the token ("_" for the empty string) or is followed by two
+// upper-case hex digits, and 'L' is none; so a digest token is never an
+// escaped id, and UnescapeToken rejects it (bad escape).
+const digestIntro = "_L"
+
+// digestHexLen is how many lower-case hex digits of SHA-256 a digest token
+// carries: 128 bits, collision-free for any number of ids an API holds.
+const digestHexLen = 32
+
+// SubjectToken returns the token Subject writes for s: EscapeToken(s) when
+// that is at most MaxTokenLen bytes, otherwise the digest token
+// "_L" + the first 32 lower-case hex digits of SHA-256(s) (34 bytes). It
+// is deterministic, so every event of an object keeps one subject (order,
+// fencing and partitioning per subject work as for short ids), and never
+// equal to an escaped token (see digestIntro). A digest token cannot be
+// reversed: read the id from the event (ResourceEvent.project_id).
+func SubjectToken(s string) string {
+	// An escape is never shorter than its input: no need to build it.
+	if len(s) <= MaxTokenLen {
+		if tok := EscapeToken(s); len(tok) <= MaxTokenLen {
+			return tok
+		}
+	}
+	return digestToken(s)
+}
+
+// BoundToken returns tok, a token as EscapeToken writes it, when it is at
+// most MaxTokenLen bytes; otherwise the digest token SubjectToken gives
+// what tok stands for (tok itself when it does not unescape). It bounds
+// the tokens of subjects made before they were bounded (see libs/group
+// DLQSubject).
+func BoundToken(tok string) string {
+	if len(tok) <= MaxTokenLen {
+		return tok
+	}
+	if s, err := UnescapeToken(tok); err == nil {
+		return digestToken(s)
+	}
+	return digestToken(tok)
+}
+
+// IsDigestToken reports whether tok is a digest token (SubjectToken).
+func IsDigestToken(tok string) bool {
+	if len(tok) != len(digestIntro)+digestHexLen || !strings.HasPrefix(tok, digestIntro) {
+		return false
+	}
+	for i := len(digestIntro); i < len(tok); i++ {
+		if c := tok[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+func digestToken(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return digestIntro + hex.EncodeToString(sum[:digestHexLen/2])
 }
 
 func unhex(c byte) int {

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/ambient-code/control-plane/libs/events"
 	"github.com/ambient-code/control-plane/libs/logkey"
 )
 
@@ -54,7 +55,10 @@ const maxErrorHeader = 1024
 // DLQSubject returns where a message on subject goes when it dies in cfg's
 // group: <DLQPrefix>.<group>.<subject without SubjectPrefix>, e.g.
 // ambient.dlq.kube-reconciler.sessions.p1.s1. A subject outside the prefix
-// is appended whole.
+// is appended whole. Each token over events.MaxTokenLen becomes its digest
+// token: an event published before subjects were bounded can be just
+// under the server's max_control_line, and its dead letter, longer by the
+// group's name, over it (the server then closes the member's connection).
 func DLQSubject(cfg Config, subject string) string {
 	prefix, dlq := cfg.SubjectPrefix, cfg.DLQPrefix
 	if prefix == "" {
@@ -66,6 +70,13 @@ func DLQSubject(cfg Config, subject string) string {
 	tail, ok := strings.CutPrefix(subject, prefix+".")
 	if !ok || tail == "" {
 		tail = subject
+	}
+	if len(tail) > events.MaxTokenLen {
+		toks := strings.Split(tail, ".")
+		for i, tok := range toks {
+			toks[i] = events.BoundToken(tok)
+		}
+		tail = strings.Join(toks, ".")
 	}
 	return dlq + "." + cfg.Group + "." + tail
 }

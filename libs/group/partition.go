@@ -9,7 +9,8 @@ import (
 // Partition returns the partition (0..partitions-1) a subject token lands
 // in. It is the same function nats-server applies in the consumer group's
 // subject transform {{Partition(n,i)}}: FNV-1a 32 of the token, modulo n.
-// token is the escaped object id as it appears in the subject.
+// token is the object id's token as it appears in the subject
+// (events.SubjectToken).
 func Partition(token string, partitions int) int {
 	if partitions <= 0 {
 		return 0
@@ -19,8 +20,9 @@ func Partition(token string, partitions int) int {
 	return int(h.Sum32() % uint32(partitions))
 }
 
-// PartitionOf returns the partition of an object id (escaped first), e.g.
-// to tell which member, canary or stable, owns a session.
+// PartitionOf returns the partition of an object id (its subject token
+// first, a digest token for a long id), e.g. to tell which member, canary
+// or stable, owns a session.
 func PartitionOf(objectID string, partitions int) int {
-	return Partition(events.EscapeToken(objectID), partitions)
+	return Partition(events.SubjectToken(objectID), partitions)
 }

@@ -4,9 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/ambient-code/control-plane/libs/events"
 	eventsv1 "github.com/ambient-code/control-plane/proto/ambient/events/v1"
 	"github.com/nats-io/nats.go"
 	"github.com/synadia-io/orbit.go/pcgroups"
@@ -127,6 +129,27 @@ func TestDLQSubject(t *testing.T) {
 	}
 }
 
+// TestDLQSubjectBoundsLongTokens: an event published before subjects were
+// bounded can carry a project token just under the server's control line
+// limit, and its dead letter, longer by the group's name, was over it: the
+// server closed the member's connection. Its dead letter now takes the
+// digest token, the same one a new event of that object has.
+func TestDLQSubjectBoundsLongTokens(t *testing.T) {
+	t.Parallel()
+	project := strings.Repeat("p", 4000)
+	legacy := "ambient.events.sessions." + project + ".s1"
+	cfg := Config{Group: "kube-reconciler"}
+	got := DLQSubject(cfg, legacy)
+	// A project token of at most 128 bytes (events.MaxTokenLen).
+	if want := len("ambient.dlq.kube-reconciler.sessions..s1") + 128; len(got) > want {
+		t.Fatalf("DLQSubject of a %d-byte subject is %d bytes, want at most %d", len(legacy), len(got), want)
+	}
+	current := events.Subject(events.SubjectPrefix, eventsv1.Resource_RESOURCE_SESSIONS, project, "s1")
+	if want := DLQSubject(cfg, current); got != want {
+		t.Fatalf("DLQSubject(legacy) = %q, want %q, the dead letter subject of the event published now", got, want)
+	}
+}
+
 // TestDLQMsgErrorOneLine: dlqMsg itself puts a multi-line error on one
 // line (nats.go would also replace the newlines on the wire, which is why
 // TestDeadLetterErrorHeaderHasNoNewline alone cannot tell).
@@ -159,6 +182,21 @@ func TestPartitionStable(t *testing.T) {
 	for token, want := range map[string]int{"": int(2166136261 % 16), "a": int(0xe40c292c % 16)} {
 		if got := Partition(token, 16); got != want {
 			t.Errorf("Partition(%q) = %d, want %d", token, got, want)
+		}
+	}
+}
+
+// TestPartitionOfIsSubjectToken: the server partitions by the id token of
+// the subject, so PartitionOf must hash that same token, the digest token
+// of a long id included, or a member would think it owns objects the
+// server hands another (and resync them).
+func TestPartitionOfIsSubjectToken(t *testing.T) {
+	t.Parallel()
+	for _, id := range []string{"2c5YjvN8iZ5xS9bYc1Qk3tPq7wE", "s.1", strings.Repeat("i", 200), strings.Repeat("項", 50)} {
+		subj := events.Subject(events.SubjectPrefix, eventsv1.Resource_RESOURCE_SESSIONS, "p1", id)
+		tok := subj[strings.LastIndexByte(subj, '.')+1:]
+		if got, want := PartitionOf(id, 1024), Partition(tok, 1024); got != want {
+			t.Errorf("PartitionOf of a %d-byte id = %d, want %d (the subject's token %q)", len(id), got, want, tok)
 		}
 	}
 }

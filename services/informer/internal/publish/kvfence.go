@@ -176,12 +176,16 @@ func (p *Publisher) kvMsg(key string, value []byte) (*nats.Msg, []jetstream.Publ
 }
 
 // sendKV writes value under key (nil: removes it, see kvMsg) expecting
-// rev as the key's last revision, and returns the new entry's revision.
+// rev as the key's last revision, and returns the new entry's revision. A
+// key too long to send is refused (checkSubject).
 func (p *Publisher) sendKV(ctx context.Context, key string, value []byte, rev uint64) (uint64, error) {
 	if err := p.connected(); err != nil {
 		return 0, err
 	}
 	m, opts := p.kvMsg(key, value)
+	if err := checkSubject(m.Subject); err != nil {
+		return 0, err
+	}
 	ack, err := p.js.PublishMsg(ctx, m, append(opts, jetstream.WithExpectStream(p.kvStream), jetstream.WithExpectLastSequencePerSubject(rev))...)
 	if err != nil {
 		return 0, err

@@ -49,7 +49,8 @@ var ErrInvalidConfig = errors.New("invalid publisher config")
 var ErrNotStored = errors.New("event published, kv not updated")
 
 // ErrUnpublishable wraps an error no retry can fix for this version of the
-// object: NATS refuses its size, or it does not encode. The caller must
+// object: NATS refuses its size, it does not encode, or its subject or KV
+// key is over events.MaxSubjectLen (checkSubject). The caller must
 // count the version as done, or it would block every later change of the
 // object (issue 14: retried every 5 s forever).
 var ErrUnpublishable = errors.New("event cannot be published")
@@ -317,6 +318,12 @@ func Publish[T events.APIObject](ctx context.Context, p *Publisher, revs *Revs, 
 		span.End()
 	}()
 
+	key := events.ObjectKey(res, c.ID)
+	// Both before anything is sent: an event whose KV write could never
+	// be sent would leave KV behind the stream for good.
+	if err := errors.Join(checkSubject(subject), checkSubject(p.kvSubjectPrefix+key)); err != nil {
+		return out, fmt.Errorf("publish %s: %w", eventID, err)
+	}
 	limit := p.limit()
 	// WithExpectStream and WithExpectLastSequencePerSubject add their
 	// headers after the message is built (also to a fitted one).
@@ -373,7 +380,6 @@ func Publish[T events.APIObject](ctx context.Context, p *Publisher, revs *Revs, 
 			return out, err
 		}
 	}
-	key := events.ObjectKey(res, c.ID)
 	if c.Type != eventsv1.EventType_EVENT_TYPE_DELETED {
 		if !p.storable(c.New.Raw, limit) {
 			out.KVSkipped = true
@@ -404,6 +410,20 @@ func Publish[T events.APIObject](ctx context.Context, p *Publisher, revs *Revs, 
 		return out, fmt.Errorf("store %s: %w: %w", key, ErrNotStored, err)
 	}
 	return out, nil
+}
+
+// checkSubject refuses, as ErrUnpublishable, a subject longer than
+// events.MaxSubjectLen. nats-server closes a connection whose PUB line is
+// over its max_control_line, and nats.go does not reconnect after that:
+// the leader would lose its lease, and its successor would send the same
+// again. events.Subject bounds the tokens it makes of API data, so only an
+// absurd prefix or an object id far longer than the API assigns (KV keys
+// keep the whole id) comes here.
+func checkSubject(subject string) error {
+	if len(subject) > events.MaxSubjectLen {
+		return fmt.Errorf("%w: subject %.64q... of %d bytes is over the limit of %d", ErrUnpublishable, subject, len(subject), events.MaxSubjectLen)
+	}
+	return nil
 }
 
 // headerSize is what a header adds to a message's payload.
@@ -599,7 +619,8 @@ func (p *Publisher) storable(raw []byte, limit int) bool {
 // (Loaded.Seq): entries rewritten without it would make that position
 // older, or unknown when every entry of the resource was rewritten, and
 // the tail would then miss events whose KV write was lost. An object over
-// the payload limit is not written (see Outcome.KVSkipped).
+// the payload limit is not written (see Outcome.KVSkipped), nor is one
+// whose key is over events.MaxSubjectLen (checkSubject).
 //
 // The write expects the revision of the key's last entry revs knows (once
 // id's put in flight, if any, is acked or failed); a refusal is settled
@@ -616,7 +637,7 @@ func Store[T events.APIObject](ctx context.Context, p *Publisher, revs *Revs, id
 		}
 		value = events.AppendEventSeq(events.AppendObject[T](nil, state.Raw), seq)
 	}
-	if err := p.writeObject(ctx, revs, res, id, value, seq); err != nil && !tooLarge(err) {
+	if err := p.writeObject(ctx, revs, res, id, value, seq); err != nil && !tooLarge(err) && !errors.Is(err, ErrUnpublishable) {
 		return fmt.Errorf("store %s: %w", key, err)
 	}
 	return nil

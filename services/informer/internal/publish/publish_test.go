@@ -117,6 +117,44 @@ func TestPublishSizeRefusalIsFinal(t *testing.T) {
 	}
 }
 
+// TestOverlongSubjectRefused: nats-server closes a connection whose PUB
+// line is over its max_control_line (4096 bytes), and nats.go does not
+// reconnect: a leader that sent one lost its lease, and its successor sent
+// the same again. An event whose subject (an absurd prefix) or KV key (an
+// id far longer than the API assigns) is over events.MaxSubjectLen is
+// refused as ErrUnpublishable before anything is sent; Store skips such a
+// key; the connection stays up and the next event goes out.
+func TestOverlongSubjectRefused(t *testing.T) {
+	t.Parallel()
+	p, kv, js := setup(t, 0, time.Second)
+	ctx := context.Background()
+	long := session(strings.Repeat("i", 4100), 10)
+	if _, err := Publish(ctx, p, revsOf(p), change(t, eventsv1.EventType_EVENT_TYPE_ADDED, long)); !errors.Is(err, ErrUnpublishable) {
+		msg := fmt.Sprint(err) // names the event, id and all: its end says why
+		t.Fatalf("event of a 4100-byte id: err = ...%s, want ErrUnpublishable", msg[max(0, len(msg)-60):])
+	}
+	enc, err := events.Encode(long)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := Store[*ambientv1.Session](ctx, p, revsOf(p), long.GetMetadata().GetId(), enc, 1, true); err != nil {
+		t.Fatalf("store of a 4100-byte id: %v, want it skipped", err)
+	}
+	far, err := New(js, kv, noop.NewTracerProvider().Tracer(""), Config{Prefix: "ev." + strings.Repeat("x", 1100), Stream: "EV"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Publish(ctx, far, revsOf(far), change(t, eventsv1.EventType_EVENT_TYPE_ADDED, session("s1", 10))); !errors.Is(err, ErrUnpublishable) {
+		t.Fatalf("event under a 1103-byte prefix: err = %v, want ErrUnpublishable", err)
+	}
+	if !js.Conn().IsConnected() {
+		t.Fatalf("connection %v: %v", js.Conn().Status(), js.Conn().LastError())
+	}
+	if _, err := Publish(ctx, p, revsOf(p), change(t, eventsv1.EventType_EVENT_TYPE_ADDED, session("s1", 10))); err != nil {
+		t.Fatalf("next event: %v", err)
+	}
+}
+
 // TestDeleteMarkerExpires: a published delete removes the key with a
 // marker that the server drops after MarkerTTL, so the bucket does not keep
 // a message per object ever deleted (issue 14 point 4).
