@@ -116,9 +116,10 @@ func (c ConnectConfig) validate() error {
 }
 
 // Options returns the nats.go options for c: identity, credentials, TLS,
-// unlimited reconnects with backoff and jitter, and handlers that log
-// disconnects, reconnects, closes and async errors on log. Connect uses it;
-// it is exported for callers that need nats.Connect themselves.
+// unlimited reconnects with backoff and jitter (after auth errors too), and
+// handlers that log disconnects, reconnects, closes and async errors on log.
+// Connect uses it; it is exported for callers that need nats.Connect
+// themselves.
 func (c ConnectConfig) Options(log *slog.Logger) ([]nats.Option, error) {
 	if err := c.validate(); err != nil {
 		return nil, err
@@ -134,6 +135,13 @@ func (c ConnectConfig) Options(log *slog.Logger) ([]nats.Option, error) {
 		nats.Name(c.Name),
 		nats.MaxReconnects(-1),
 		nats.RetryOnFailedConnect(true),
+		// nats.go gives up (closes the connection for good) at the second
+		// auth error in a row from a server, e.g. in a rotation, when the
+		// server has the new password before the mounted Secret file does
+		// (the kubelet takes up to a minute). Keep retrying with the
+		// backoff instead: the password or token is read again on every
+		// reconnect, and the "nats" readiness check reports the wait.
+		nats.IgnoreAuthErrorAbort(),
 		nats.CustomReconnectDelay(reconnectBackoff(minDelay, maxDelay)),
 		nats.ConnectHandler(func(nc *nats.Conn) {
 			log.Info("nats connected", slog.String("url", nc.ConnectedUrlRedacted()))

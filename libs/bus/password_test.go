@@ -144,6 +144,49 @@ func TestTokenFileFollowsRotation(t *testing.T) {
 	waitReconnected(t, nc, 1)
 }
 
+// TestAuthErrorsDuringRotationKeepReconnecting: when the server has the
+// new password before the mounted Secret file does (the kubelet takes up
+// to a minute), every reconnect in between is refused; the connection
+// keeps retrying and reconnects once the file holds the new password.
+// nats.go closed it for good at the second auth error in a row before
+// (no nats.IgnoreAuthErrorAbort), and the service never reconnected.
+func TestAuthErrorsDuringRotationKeepReconnecting(t *testing.T) {
+	t.Parallel()
+	srv, rotateServer := natsWithAuth(t, `authorization { users: [{user: svc, password: %q}] }`, "first0password")
+	secrets := t.TempDir()
+	pwFile := secretmount.Write(t, secrets, map[string]string{"password": "first0password\n"})["password"]
+	logs := &testenv.Buffer{}
+	cfg := bus.ConnectConfig{URL: srv.ClientURL(), User: "svc", PasswordFile: pwFile,
+		ReconnectMin: 10 * time.Millisecond, ReconnectMax: 50 * time.Millisecond}
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	nc, err := bus.Connect(ctx, cfg, slog.New(slog.NewTextHandler(logs, nil)))
+	if err != nil {
+		t.Fatalf("Connect with the password file: %v", err)
+	}
+	defer nc.Close()
+
+	rotateServer("second0password") // the file still holds the old one
+	const refusals = 4
+	testenv.Eventually(t, 10*time.Second, func() error {
+		n := strings.Count(strings.ToLower(logs.String()), "authorization violation")
+		if nc.IsClosed() {
+			t.Fatalf("connection closed for good after %d auth errors, while the password file awaited the rotation: %v", n, nc.LastError())
+		}
+		if n < refusals {
+			return fmt.Errorf("%d auth errors logged, want %d", n, refusals)
+		}
+		return nil
+	})
+	secretmount.Write(t, secrets, map[string]string{"password": "second0password\n"})
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if !nc.IsConnected() {
+			return fmt.Errorf("not reconnected with the rotated password (%s, last error %v)", nc.Status(), nc.LastError())
+		}
+		return nil
+	})
+}
+
 // natsWithAuth starts a server whose config file is authConf with the
 // secret put in for its %q, and returns it with a func that rotates the
 // secret: the file rewritten with the new one, then the server reloaded,

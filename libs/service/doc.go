@@ -36,13 +36,17 @@
 //
 // # Shutdown
 //
-// When ctx ends or a part fails, every part's ctx is cancelled. Each part
-// stops its own intake and finishes or releases its in-flight work within
-// its grace (group.Run naks within Config.StopGrace; [Runtime.Serve] gives
-// requests health.Graceful.Grace). Once all parts returned, Run runs the
-// cleanups in reverse order, drains NATS (bus.Drain) and flushes telemetry,
-// each bounded by Options.ShutdownTimeout. Run returns the first part's
-// error joined with the cleanups' errors, or nil after a requested stop. A
-// telemetry flush that fails (the collector is gone) is logged as an error
-// but not returned: it loses telemetry, not work, so Main still exits 0.
+// When ctx ends, a part fails or the NATS connection is closed for good
+// (bus.OnClosed: nats.go will not reconnect it), every part's ctx is
+// cancelled. Each part stops its own intake and finishes or releases its
+// in-flight work within its grace (group.Run naks within Config.StopGrace;
+// [Runtime.Serve] gives requests health.Graceful.Grace). Once all parts
+// returned, Run runs the cleanups in reverse order, drains NATS (bus.Drain)
+// and flushes telemetry, each bounded by Options.ShutdownTimeout. Run
+// returns the first part's error joined with the cleanups' errors (after a
+// connection closed for good, bus.ErrClosed with its cause first, so Main
+// exits 1 and the process is restarted), or nil after a requested stop: the
+// runtime's own drain never counts as a close. A telemetry flush that fails
+// (the collector is gone) is logged as an error but not returned: it loses
+// telemetry, not work, so Main still exits 0.
 package service

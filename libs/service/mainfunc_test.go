@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ambient-code/control-plane/libs/bus"
 	"github.com/ambient-code/control-plane/libs/envconfig"
 	"github.com/ambient-code/control-plane/libs/service"
 )
@@ -22,7 +23,7 @@ import (
 const (
 	envHelper  = "SERVICE_TEST_MAIN" // set: this process is the child
 	envWorkers = "SVC_TEST_WORKERS"  // a variable of the child's own config
-	envMode    = "SVC_TEST_MODE"     // "fail": run fails; "memlimit": run prints the memory limit and returns; "memlimit-follow": also the next one it changes to; otherwise it waits for a signal
+	envMode    = "SVC_TEST_MODE"     // "fail": run fails; "memlimit": run prints the memory limit and returns; "memlimit-follow": also the next one it changes to; "nats-closed": service.Run publishes longSubject; otherwise it waits for a signal
 )
 
 // helperConfig is a service Config as services write theirs.
@@ -49,6 +50,17 @@ func helperMain() {
 			return err
 		case "memlimit-follow":
 			return printLimitChange(ctx)
+		case "nats-closed":
+			return service.Run(ctx, service.Options{Name: "svc-test", Config: cfg.Config, Logger: log}, func(_ context.Context, rt *service.Runtime) error {
+				rt.Go("long-subject", func(ctx context.Context) error {
+					if err := rt.NATS().Publish(longSubject, nil); err != nil {
+						return err
+					}
+					<-ctx.Done()
+					return nil
+				})
+				return nil
+			})
 		}
 		log.Debug("debug logs are on")
 		// The parent waits for this line; a failed write fails its wait.
@@ -116,6 +128,22 @@ func TestMainExits(t *testing.T) {
 	}
 }
 
+// TestMainExitsWhenNATSClosesForGood: a service whose NATS connection
+// nats.go closed for good exits 1, naming the cause, so the kubelet (or
+// docker-compose's restart policy) starts it afresh. The process lived on
+// before, unready and doing nothing; runChild kills it after its bound.
+func TestMainExitsWhenNATSClosesForGood(t *testing.T) {
+	t.Parallel()
+	srv := natsClosingServer(t)
+	code, stderr := runChild(t, []string{envMode + "=nats-closed", bus.EnvNATSURL + "=" + srv.ClientURL(), service.EnvMetricsAddr + "=127.0.0.1:0"}, false)
+	if code != 1 {
+		t.Errorf("exit code = %d, want 1 (-1: still running after %s, killed; stderr %q)", code, childTimeout, stderr)
+	}
+	if want := "svc-test: nats connection closed for good: nats: maximum control line exceeded"; !strings.Contains(stderr, want) {
+		t.Errorf("stderr %q lacks %q", stderr, want)
+	}
+}
+
 // TestMainErrorIsOneLine: every bad variable is named at once, on the one
 // line "<name>: ..." the docs promise (docs/operations.md#logs), not
 // one line per variable with the service's name on the first only.
@@ -132,11 +160,18 @@ func TestMainErrorIsOneLine(t *testing.T) {
 	}
 }
 
+// childTimeout bounds a child of runChild.
+const childTimeout = 60 * time.Second
+
 // runChild runs this test binary as the helper service; with signal it
 // sends SIGTERM once the child runs. It returns the exit code and stderr.
 func runChild(t *testing.T, env []string, signal bool) (int, string) {
 	t.Helper()
-	cmd := exec.CommandContext(t.Context(), os.Args[0], "-test.run=^$")
+	// Bounded: a child that does not exit when it should fails its test
+	// (killed: exit code -1) instead of hanging the package.
+	ctx, cancel := context.WithTimeout(t.Context(), childTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), append([]string{envHelper + "=1"}, env...)...)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr

@@ -112,12 +112,13 @@ type part struct {
 }
 
 // Run starts the service described by opts, lets setup declare its parts
-// on the Runtime, serves health and runs every part until ctx ends (nil) or
-// a part fails (its error, prefixed with the part's name). See the package
-// doc for the start-up and shutdown order; a failed telemetry flush at the
-// end is logged, never returned. Errors wrap ErrInvalidOptions for
-// bad options or declarations, bus.ErrNotConnected when ctx ends before
-// NATS is reached, or come from setup or a part.
+// on the Runtime, serves health and runs every part until ctx ends (nil), a
+// part fails (its error, prefixed with the part's name) or nats.go closes
+// the NATS connection for good (bus.ErrClosed). See the package doc for the
+// start-up and shutdown order; a failed telemetry flush at the end is
+// logged, never returned. Errors wrap ErrInvalidOptions for bad options or
+// declarations, bus.ErrNotConnected when ctx ends before NATS is reached,
+// bus.ErrClosed, or come from setup or a part.
 func Run(ctx context.Context, opts Options, setup func(ctx context.Context, rt *Runtime) error) (err error) {
 	if opts.Name == "" || setup == nil {
 		return fmt.Errorf("service name and setup are required: %w", ErrInvalidOptions)
@@ -167,6 +168,20 @@ func Run(ctx context.Context, opts Options, setup func(ctx context.Context, rt *
 			log.Warn("nats drain fell short", slog.Any(logkey.Err, derr))
 		}
 	}()
+	// A connection nats.go closed for good (see bus.OnClosed) never comes
+	// back, and /healthz checks only that HTTP is served: the service would
+	// live on, unready, doing nothing. Stop it with the cause instead, so
+	// the process exits 1 and is restarted. Cancelled at the latest before
+	// the drain (deferred after it), so the runtime's own close never
+	// counts.
+	ctx, stopClosed := context.WithCancelCause(ctx)
+	defer stopClosed(nil)
+	bus.OnClosed(nc, func(err error) {
+		if ctx.Err() == nil {
+			log.Error("nats connection closed for good, stopping the service", slog.Any(logkey.Err, err))
+		}
+		stopClosed(err)
+	})
 	recon := bus.WatchReconnects(nc)
 	if opts.Connected != nil {
 		opts.Connected(nc)
@@ -188,7 +203,7 @@ func Run(ctx context.Context, opts Options, setup func(ctx context.Context, rt *
 
 	if err := setup(ctx, rt); err != nil {
 		if ctx.Err() != nil {
-			return nil // asked to stop while setting up
+			return closedCause(ctx) // nil: asked to stop while setting up
 		}
 		return err
 	}
@@ -228,7 +243,18 @@ func Run(ctx context.Context, opts Options, setup func(ctx context.Context, rt *
 	log.Info("service started", slog.String(logkey.Service, opts.Name), slog.String(logkey.Version, opts.Version), slog.Int(logkey.Count, len(parts)))
 	err = g.Wait()
 	log.Info("service stopping", slog.String(logkey.Service, opts.Name))
-	return err
+	// First: a part that failed on the closed connection only shows the
+	// consequence.
+	return errors.Join(closedCause(ctx), err)
+}
+
+// closedCause is why ctx ended when the NATS connection closed for good
+// (bus.ErrClosed with its cause), or nil: not ended, or a requested stop.
+func closedCause(ctx context.Context) error {
+	if cause := context.Cause(ctx); errors.Is(cause, bus.ErrClosed) {
+		return cause
+	}
+	return nil
 }
 
 // connect dials NATS and, unless opts says otherwise, waits for the first

@@ -47,7 +47,9 @@ func start(t *testing.T, opts service.Options, setup func(context.Context, *serv
 	ctx, cancel := context.WithCancel(t.Context())
 	r := &running{addr: make(chan string, 1), done: make(chan error, 1), cancel: cancel}
 	opts.Name = "svc-test"
-	opts.Logger = testLogger()
+	if opts.Logger == nil { // a test that reads the logs brings its own
+		opts.Logger = testLogger()
+	}
 	opts.Config.MetricsAddr = "127.0.0.1:0"
 	opts.Listening = func(a net.Addr) { r.addr <- a.String() }
 	// Owned by the test: ends when ctx is cancelled; stop or Cleanup waits.
