@@ -323,8 +323,12 @@ var monitoredServices = map[string]int{"informer": 1, "runner-manager": 2, "agui
 // runner-manager, agui-proxy, event-tally) and a session goes from create
 // to Stopped with a chat in between, then each service's /metrics is
 // scraped; a name missing from every scrape, or a label no series of the
-// metric carries, fails. The same scrapes check docs/operations.md#metrics:
-// each service's section names every metric the service exports.
+// metric carries, fails. The same scrapes check docs/operations.md#metrics
+// (testenv.MetricsDoc, the parser kube-reconciler's TestMetricsAsDocumented
+// uses for the service the dev stack does not run): each service's section
+// documents every metric the service exports, and every series carries
+// exactly the labels its row lists (label names; the exporter's
+// otel_scope_* labels, target_info and the runtime collectors aside).
 func TestMonitoringMetricsAreExported(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the dev stack")
@@ -335,15 +339,21 @@ func TestMonitoringMetricsAreExported(t *testing.T) {
 	st := startDevStack(t)
 	st.exerciseSession(t)
 	exported := map[string]map[string]bool{} // metric -> its series' label names
-	bySvc := map[string][]string{}           // service -> its metrics
+	bySvc := map[string][]testenv.Series{}   // service -> its series
 	for svc, off := range monitoredServices {
 		for _, smp := range scrape(t, st.base+off) {
 			name := smp.Get(model.MetricNameLabel)
 			if exported[name] == nil {
 				exported[name] = map[string]bool{}
-				bySvc[svc] = append(bySvc[svc], name)
 			}
-			smp.Range(func(l labels.Label) { exported[name][l.Name] = true })
+			series := testenv.Series{Name: name}
+			smp.Range(func(l labels.Label) {
+				exported[name][l.Name] = true
+				if l.Name != model.MetricNameLabel {
+					series.Labels = append(series.Labels, l.Name)
+				}
+			})
+			bySvc[svc] = append(bySvc[svc], series)
 		}
 	}
 
@@ -362,17 +372,18 @@ func TestMonitoringMetricsAreExported(t *testing.T) {
 		t.Errorf("series no running service exports:\n  %s", strings.Join(lines, "\n  "))
 	}
 
-	ops := string(readFile(t, "docs/operations.md"))
-	for svc, names := range bySvc {
-		sec := metricsSection(ops, svc)
-		if sec == "" {
-			t.Errorf("docs/operations.md#metrics has no **%s** section", svc)
+	doc, err := testenv.ReadMetricsDoc(filepath.Join(repoRoot(t), "docs", "operations.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for svc, series := range bySvc {
+		problems, err := doc.SeriesProblems(svc, series)
+		if err != nil {
+			t.Errorf("docs/operations.md#metrics: %v", err)
 			continue
 		}
-		for _, n := range names {
-			if !documentedIn(sec, n) {
-				t.Errorf("%s exports %s, which its section of docs/operations.md#metrics does not name", svc, n)
-			}
+		for _, p := range problems {
+			t.Errorf("%s's /metrics disagrees with docs/operations.md#metrics: %s", svc, p)
 		}
 	}
 }
@@ -470,46 +481,6 @@ func TestMonitoringQueryProblems(t *testing.T) {
 			t.Errorf("%s: problems %q, want %q", c.q.expr, got, c.want)
 		}
 	}
-}
-
-// metricsSection returns the text of a service's section of
-// docs/operations.md#metrics (from its **service** heading to the next one).
-func metricsSection(ops, svc string) string {
-	_, sec, ok := strings.Cut(ops, "\n**"+svc+"**")
-	if !ok {
-		return ""
-	}
-	if i := strings.Index(sec, "\n**"); i >= 0 {
-		sec = sec[:i]
-	}
-	if i := strings.Index(sec, "\n## "); i >= 0 {
-		sec = sec[:i]
-	}
-	return sec
-}
-
-// documentedIn reports whether a service's section names the metric: in
-// its table, as the Go runtime and process collectors every service has,
-// or through the families it says the service adds ("plus the
-// consumer-group metrics", "`http_client_*`").
-func documentedIn(sec, name string) bool {
-	base := name
-	for _, suf := range []string{"_bucket", "_count", "_sum"} {
-		if b, ok := strings.CutSuffix(name, suf); ok && strings.Contains(sec, "`"+b+"`") {
-			base = b
-		}
-	}
-	switch {
-	case strings.Contains(sec, "`"+base+"`"),
-		name == "target_info",
-		strings.HasPrefix(name, "go_"), strings.HasPrefix(name, "process_"), strings.HasPrefix(name, "promhttp_"):
-		return true
-	case strings.HasPrefix(name, "consumer_group_"):
-		return strings.Contains(sec, "plus the consumer-group metrics")
-	case strings.HasPrefix(name, "http_client_"):
-		return strings.Contains(sec, "`http_client_*`")
-	}
-	return false
 }
 
 // scrape reads a /metrics page and returns its samples' labels (the

@@ -178,12 +178,21 @@ func resAttr(r eventsv1.Resource) metric.MeasurementOption {
 	return metric.WithAttributes(attribute.String(attrResource, events.ResourceToken(r)))
 }
 
-// zero records 0 on the counters of res, so their series exist from the
-// start of a term: an alert on rate() or increase() sees 0, not "no data",
-// until the first reconnect or failure.
+// zero records 0 on every counter of res, so their series exist from the
+// start of a term, as docs/operations.md#metrics promises: an alert on
+// rate() or increase() sees 0, not "no data", until the first event,
+// failure or audit. The counters with a second label get a series for each
+// of its values, or the first of each would still start from no data.
 func (m *Metrics) zero(ctx context.Context, res eventsv1.Resource) {
-	for _, c := range []metric.Int64Counter{m.publishErrs, m.conflicts, m.kvConflicts, m.unpublishable, m.reconnects, m.relists, m.listSkipped, m.stale, m.backward, m.unknownDel, m.rebuilds} {
+	for _, c := range []metric.Int64Counter{m.duplicates, m.publishErrs, m.conflicts, m.kvConflicts, m.unpublishable, m.reconnects,
+		m.relists, m.listSkipped, m.stale, m.backward, m.unknownDel, m.kvRepairs, m.kvAudits, m.rebuilds} {
 		c.Add(ctx, 0, resAttr(res))
+	}
+	for _, typ := range []eventsv1.EventType{eventsv1.EventType_EVENT_TYPE_ADDED, eventsv1.EventType_EVENT_TYPE_MODIFIED, eventsv1.EventType_EVENT_TYPE_DELETED} {
+		m.published.Add(ctx, 0, m.attrs(res, typ).resType)
+	}
+	for _, what := range []string{events.OmittedOldObject, omittedFields, events.OmittedObject} {
+		m.omitted.Add(ctx, 0, omittedAttr(res, what))
 	}
 }
 
@@ -224,16 +233,26 @@ func newPublishAttrs(res eventsv1.Resource, typ eventsv1.EventType) publishAttrs
 	}
 }
 
+// omittedFields is the "omitted" value of events that left out fields of
+// a deleted object.
+const omittedFields = "fields"
+
+// omittedAttr is the attribute set of an omission of what from an event
+// of r: zero and observeOmitted must make the same series.
+func omittedAttr(r eventsv1.Resource, what string) metric.MeasurementOption {
+	return metric.WithAttributes(attribute.String(attrResource, events.ResourceToken(r)), attribute.String(attrOmitted, what))
+}
+
 // observeOmitted counts what an event left out to fit the payload limit.
 func (m *Metrics) observeOmitted(ctx context.Context, r eventsv1.Resource, om events.Omission) {
 	add := func(what string) {
-		m.omitted.Add(ctx, 1, metric.WithAttributes(attribute.String(attrResource, events.ResourceToken(r)), attribute.String(attrOmitted, what)))
+		m.omitted.Add(ctx, 1, omittedAttr(r, what))
 	}
 	if om.OldObject {
 		add(events.OmittedOldObject)
 	}
 	if len(om.Fields) > 0 {
-		add("fields")
+		add(omittedFields)
 	}
 	if om.Object {
 		add(events.OmittedObject)

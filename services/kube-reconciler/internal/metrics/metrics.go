@@ -42,6 +42,41 @@ const (
 	KindRoleBindings    = "rolebindings"
 )
 
+// Reasons of the rejected counter (attribute "reason"): the fixed set
+// docs/operations.md#metrics lists, each as reason="..."
+// (TestRejectReasonsDocumented holds the two together).
+const (
+	// RejectInvalidField: a session field the AgenticSession cannot take.
+	RejectInvalidField = "invalid_field"
+	// RejectForbidden: the kube-apiserver refused a session's apply (403).
+	RejectForbidden = "forbidden"
+	// RejectInvalidName: a project id that makes no namespace name.
+	RejectInvalidName = "invalid_name"
+	// RejectNamespaceDenied: the namespace of the project (of a project,
+	// its settings or a session) matches NAMESPACE_DENY_LIST.
+	RejectNamespaceDenied = "namespace_denied"
+	// RejectNamespaceNotOwned: that namespace exists without the project's
+	// ownership labels.
+	RejectNamespaceNotOwned = "namespace_not_owned"
+	// RejectInvalidProject: project settings whose project id is empty or
+	// makes no namespace name.
+	RejectInvalidProject = "invalid_project"
+	// RejectMalformedGroupAccess: a group_access that does not parse.
+	RejectMalformedGroupAccess = "malformed_group_access"
+	// RejectGroupAccessEntry: a group_access entry with a role off
+	// ROLE_ALLOW_LIST, an empty field or an invalid binding name.
+	RejectGroupAccessEntry = "group_access_entry"
+	// RejectRoleBindingNotOwned: a group_access entry whose RoleBinding
+	// name is taken by one this installation does not manage.
+	RejectRoleBindingNotOwned = "rolebinding_not_owned"
+)
+
+// RejectReasons returns every reason Reject is called with.
+func RejectReasons() []string {
+	return []string{RejectInvalidField, RejectForbidden, RejectInvalidName, RejectNamespaceDenied, RejectNamespaceNotOwned,
+		RejectInvalidProject, RejectMalformedGroupAccess, RejectGroupAccessEntry, RejectRoleBindingNotOwned}
+}
+
 // Instrument names. The Prometheus exporter turns '.' into '_' and adds
 // the unit and _total suffixes, so /metrics keeps the names the service
 // had when it used the Prometheus client (ambient_kube_reconciler_*).
@@ -133,7 +168,8 @@ func (m *Metrics) Observe(ctx context.Context, resource, result string, took tim
 	m.latency.Record(ctx, took.Seconds(), metric.WithAttributes(attribute.String(attrResource, resource)))
 }
 
-// Reject counts one refused input of resource.
+// Reject counts one refused input of resource; reason is one of
+// RejectReasons.
 func (m *Metrics) Reject(ctx context.Context, resource, reason string) {
 	m.rejected.Add(ctx, 1, metric.WithAttributes(attribute.String(attrResource, resource), attribute.String(attrReason, reason)))
 }

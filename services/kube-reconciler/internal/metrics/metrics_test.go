@@ -2,6 +2,7 @@ package metrics_test
 
 import (
 	"context"
+	"slices"
 	"testing"
 	"time"
 
@@ -9,6 +10,7 @@ import (
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
+	"github.com/ambient-code/control-plane/libs/testenv"
 	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/metrics"
 )
 
@@ -81,5 +83,31 @@ func TestRecordedThroughOTel(t *testing.T) {
 	}
 	if got["ambient_kube_reconciler.resync.last_success.timestamp"] < time.Now().Add(-time.Minute).Unix() {
 		t.Errorf("last resync success not set by an ok pass: %d", got["ambient_kube_reconciler.resync.last_success.timestamp"])
+	}
+}
+
+// TestRejectReasonsDocumented: the reasons of
+// ambient_kube_reconciler_rejected_total are a fixed set of constants, and
+// its row in docs/operations.md#metrics lists exactly those (each as
+// reason="..."), so an operator can tell every rejection apart and an
+// alert on one reason does not miss a renamed one.
+func TestRejectReasonsDocumented(t *testing.T) {
+	t.Parallel()
+	doc, err := testenv.ReadMetricsDoc("../../../../docs/operations.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	documented, err := doc.Metrics("kube-reconciler")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const name = "ambient_kube_reconciler_rejected_total"
+	row, ok := documented[name]
+	if !ok {
+		t.Fatalf("docs/operations.md#metrics has no row %s", name)
+	}
+	want := slices.Sorted(slices.Values(metrics.RejectReasons()))
+	if got := row.Values("reason"); !slices.Equal(got, want) {
+		t.Errorf("docs/operations.md#metrics lists the reasons of %s as %q; the code's are %q", name, got, want)
 	}
 }

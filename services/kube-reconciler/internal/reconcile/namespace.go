@@ -44,9 +44,9 @@ func (e *RefusedError) Error() string { return e.Detail }
 // metricReason is the "reason" label of the rejected_total metric.
 func (e *RefusedError) metricReason() string {
 	if e.Reason == ReasonNamespaceDenied {
-		return "namespace_denied"
+		return metrics.RejectNamespaceDenied
 	}
-	return "namespace_not_owned"
+	return metrics.RejectNamespaceNotOwned
 }
 
 // project makes the project's Namespace exist, or reports on the project why
@@ -61,7 +61,7 @@ func (r *Reconciler) project(ctx context.Context, p *ambientv1.Project, deleted 
 	log = log.With(slog.String(logkey.ProjectID, id))
 	ns, err := spec.ProjectNamespace(id)
 	if err != nil {
-		r.cfg.Metrics.Reject(ctx, "projects", "invalid_name")
+		r.cfg.Metrics.Reject(ctx, "projects", metrics.RejectInvalidName)
 		log.WarnContext(ctx, "project cannot have a namespace", slog.String(logkey.Reason, err.Error()))
 		return metrics.ResultInvalid, nil
 	}

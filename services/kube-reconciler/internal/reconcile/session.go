@@ -213,7 +213,7 @@ func (r *Reconciler) deleteAll(ctx context.Context, targets []types.NamespacedNa
 // a Reconciled=False condition naming the field. Any CR it had is deleted so
 // its status cannot overwrite the failure. The event is then acked.
 func (r *Reconciler) invalidSession(ctx context.Context, s *ambientv1.Session, cause error, log *slog.Logger) (string, error) {
-	r.cfg.Metrics.Reject(ctx, "sessions", "invalid_field")
+	r.cfg.Metrics.Reject(ctx, "sessions", metrics.RejectInvalidField)
 	log.WarnContext(ctx, "session refused", slog.String(logkey.Reason, cause.Error()))
 	if err := r.deleteAll(ctx, r.trackedCRs(s.GetMetadata().GetId()), types.NamespacedName{}); err != nil {
 		return metrics.ResultError, err
@@ -260,7 +260,7 @@ func (r *Reconciler) refusedSession(ctx context.Context, s *ambientv1.Session, r
 // status is the operator's, which the write-back would put over the report
 // (as ReportDeadLetter leaves it alone for the same reason).
 func (r *Reconciler) forbiddenSession(ctx context.Context, s *ambientv1.Session, cause error, log *slog.Logger) (string, error) {
-	r.cfg.Metrics.Reject(ctx, "sessions", "forbidden")
+	r.cfg.Metrics.Reject(ctx, "sessions", metrics.RejectForbidden)
 	log.WarnContext(ctx, "session refused by kubernetes: forbidden, left to the resync", slog.String(logkey.Reason, cause.Error()))
 	if len(r.trackedCRs(s.GetMetadata().GetId())) > 0 {
 		return metrics.ResultInvalid, nil

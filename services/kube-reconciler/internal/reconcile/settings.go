@@ -34,7 +34,7 @@ func (r *Reconciler) settings(ctx context.Context, ps *ambientv1.ProjectSettings
 		r.withInstance(labels)
 	}
 	if err != nil {
-		r.cfg.Metrics.Reject(ctx, "project_settings", "invalid_project")
+		r.cfg.Metrics.Reject(ctx, "project_settings", metrics.RejectInvalidProject)
 		log.WarnContext(ctx, "project settings refused", slog.String(logkey.Reason, err.Error()))
 		return metrics.ResultInvalid, nil
 	}
@@ -44,13 +44,13 @@ func (r *Reconciler) settings(ctx context.Context, ps *ambientv1.ProjectSettings
 		var rejected []spec.RejectionError
 		want, rejected, err = spec.RoleBindings(ps, r.cfg.RoleAllowList)
 		if err != nil {
-			r.cfg.Metrics.Reject(ctx, "project_settings", "malformed_group_access")
+			r.cfg.Metrics.Reject(ctx, "project_settings", metrics.RejectMalformedGroupAccess)
 			log.WarnContext(ctx, "group_access refused, bindings left as they are", slog.String(logkey.Reason, err.Error()))
 			return metrics.ResultInvalid, nil
 		}
 		for _, rej := range rejected {
 			result = metrics.ResultInvalid
-			r.cfg.Metrics.Reject(ctx, "project_settings", "group_access_entry")
+			r.cfg.Metrics.Reject(ctx, "project_settings", metrics.RejectGroupAccessEntry)
 			log.WarnContext(ctx, "group_access entry not bound", slog.String(logkey.Reason, rej.Error()))
 		}
 	}
@@ -78,7 +78,7 @@ func (r *Reconciler) settings(ctx context.Context, ps *ambientv1.ProjectSettings
 	r.cfg.Metrics.Pruned(ctx, res.Pruned)
 	for _, name := range res.NotOwned {
 		result = metrics.ResultInvalid
-		r.cfg.Metrics.Reject(ctx, "project_settings", "rolebinding_not_owned")
+		r.cfg.Metrics.Reject(ctx, "project_settings", metrics.RejectRoleBindingNotOwned)
 		log.WarnContext(ctx, "group_access entry not bound: a RoleBinding of its name exists that this control plane does not manage",
 			slog.String(logkey.Namespace, ns), slog.String("rolebinding", name))
 	}
