@@ -79,6 +79,11 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Optio
 		if err != nil {
 			return err
 		}
+		// Made here only: a NATS server restarted without its JetStream
+		// store loses them, and this keeper makes them again (bucketKeeper).
+		keeper := newBucketKeeper(rt.JetStream(), rt.NATS(), rt.Reconnects(), log, rc, claim.BucketConfig(cfg.BucketReplicas, memberTTL))
+		rt.Check("buckets", keeper.Err)
+		rt.Go("buckets", keeper.Run)
 		acfg := cfg.API.Config()
 		acfg.Logger = log // hears of a token file that turned unusable
 		api, err := apiclient.New(acfg)
@@ -104,7 +109,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Optio
 		if _, err := runner.EndOrphans(ctx, log, cfg.Group.Member, cfg.WorkspaceRoot, cfg.StopGrace); err != nil {
 			log.Warn("end runner processes of a previous run", slog.String(logkey.Err, err.Error()))
 		}
-		rec, err := reconcile.New(reconcileConfig(cfg), reconcile.Deps{API: api, Runners: runners, Members: members, Reconnects: rt.Reconnects(), Manager: mgr,
+		rec, err := reconcile.New(reconcileConfig(cfg), reconcile.Deps{API: api, Runners: runners, Members: members, Reconnects: keeper, Manager: mgr,
 			Meter: rt.Telemetry().Meter, Tracer: rt.Telemetry().Tracer, Log: log})
 		if err != nil {
 			return err

@@ -27,7 +27,6 @@ import (
 	"go.opentelemetry.io/otel/trace/noop"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/ambient-code/control-plane/libs/bus"
 	"github.com/ambient-code/control-plane/libs/session"
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
 	"github.com/ambient-code/control-plane/services/runner-manager/internal/capacity"
@@ -94,9 +93,12 @@ type Deps struct {
 	Runners jetstream.KeyValue
 	// Members answers whether other replicas are alive.
 	Members *claim.Members
-	// Reconnects, when set, are the NATS connection's: the claims watch
-	// reads the bucket afresh after each (claim.WithWatchReopen).
-	Reconnects *bus.Reconnects
+	// Reconnects, when set, tell of the NATS connection's reconnects (a
+	// *bus.Reconnects) and of anything else after which the claims watch
+	// must read the bucket afresh (claim.WithWatchReopen): runner-manager
+	// adds the re-creation of a lost bucket, whose old watch goes silent
+	// without an error.
+	Reconnects interface{ Next() <-chan struct{} }
 	Manager    *runner.Manager
 	Meter      metric.Meter
 	Tracer     trace.Tracer
@@ -168,7 +170,11 @@ func New(cfg Config, d Deps) (*Reconciler, error) {
 	if r.status, err = status.New(d.API, d.Meter); err != nil {
 		return nil, fmt.Errorf("reconciler: %w", err)
 	}
-	copts := []claim.Option{claim.WithWatchReopen(d.Reconnects.Next, claimsReopenEvery),
+	var reopen func() <-chan struct{}
+	if d.Reconnects != nil {
+		reopen = d.Reconnects.Next
+	}
+	copts := []claim.Option{claim.WithWatchReopen(reopen, claimsReopenEvery),
 		claim.WithStartWait(cfg.Health.Deadline() + cfg.Health.Interval + startWaitMargin)}
 	if cfg.MarkerTTL > 0 {
 		copts = append(copts, claim.WithMarkerTTL(cfg.MarkerTTL))
