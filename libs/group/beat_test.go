@@ -43,7 +43,7 @@ func TestHeartbeatsDoNotWaitForTheLoop(t *testing.T) {
 	defer func() { _ = w.Stop() }() // best effort in a test
 
 	bctx, cancel := context.WithCancel(ctx)
-	_, done := beat(bctx, m, newOwnership(), log)
+	_, _, done := beat(bctx, m, newOwnership(), log)
 	defer func() {
 		cancel()
 		<-done

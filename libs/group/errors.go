@@ -8,7 +8,8 @@ var (
 	ErrInvalidConfig = errors.New("invalid consumer group config")
 	// ErrGroupStopped means the underlying pcgroups consumer stopped on its
 	// own (its config was deleted or became invalid, or its KV watcher
-	// closed, e.g. because the NATS connection was closed).
+	// closed, e.g. because the NATS connection was closed), or the group's
+	// streams and buckets are gone (NATS lost its store): rejoin.
 	ErrGroupStopped = errors.New("consumer group stopped")
 	// ErrPartitionMoved is the cause (context.Cause) of a handler ctx
 	// cancelled because the message's partition moved to another member:

@@ -30,10 +30,12 @@ const leaveTimeout = 5 * time.Second
 //
 // It returns ErrInvalidConfig for a bad cfg, an error when the group exists
 // with other group-wide settings, and ErrGroupStopped when pcgroups stops on
-// its own (group deleted, connection closed). Whatever it returns once it
-// has joined, it has left the group first, as on ctx done. Transient NATS
-// errors while running are logged and retried. See the package doc for
-// the delivery guarantees and failover timing.
+// its own (group deleted, connection closed) or the group's storage is gone
+// (heartbeats found no members bucket for a MemberTTL while connected: a
+// NATS restart that lost its store), so a rejoin re-creates it. Whatever
+// it returns once it has joined, it has left the group first, as on ctx
+// done. Transient NATS errors while running are logged and retried. See
+// the package doc for the delivery guarantees and failover timing.
 func Run(ctx context.Context, js jetstream.JetStream, cfg Config, h Handler, log *slog.Logger) error {
 	cfg, err := cfg.WithDefaults()
 	if err != nil {
@@ -143,7 +145,7 @@ func Run(ctx context.Context, js jetstream.JetStream, cfg Config, h Handler, log
 	// consumer info that a loaded JetStream answers slowly (that used to
 	// delay the next heartbeat past the TTL, and live members "left").
 	bctx, stopBeating := context.WithCancel(ctx)
-	beaten, beating := beat(bctx, m, own, log)
+	beaten, gone, beating := beat(bctx, m, own, log)
 	// stopped ends the heartbeats before stop's leave deletes our key, so
 	// no late heartbeat writes it back.
 	stopped := func() {
@@ -166,6 +168,13 @@ func Run(ctx context.Context, js jetstream.JetStream, cfg Config, h Handler, log
 				err = errors.New("group config deleted")
 			}
 			return stop(hctx, cancelHandlers, nil, w, l, cfg, log, fmt.Errorf("%w: %w", ErrGroupStopped, err))
+		case err := <-gone:
+			// The group's streams and buckets are gone (a NATS restart
+			// that lost its store): nothing here re-creates them, a
+			// rejoin does. Joined is cleared as Run returns.
+			stopped()
+			log.Warn("consumer group storage gone, rejoining", slog.Any(logkey.Err, err))
+			return stop(hctx, cancelHandlers, cc, w, l, cfg, log, fmt.Errorf("%w: %w", ErrGroupStopped, err))
 		case <-beaten:
 		}
 		if mapping, err = m.reconcile(ctx, ""); err != nil {
@@ -191,11 +200,17 @@ func Run(ctx context.Context, js jetstream.JetStream, cfg Config, h Handler, log
 // expired, and the peers wait for ours: see membership.fenced) and when
 // own changed (a config applied or a lost partition's work ended: a
 // partition handed off must not wait a tick). Each success is signalled on
-// beaten (coalesced: one pending signal at most). done closes when it has
-// stopped, after ctx ends.
-func beat(ctx context.Context, m *membership, own *ownership, log *slog.Logger) (beaten <-chan struct{}, done <-chan struct{}) {
-	b, d := make(chan struct{}, 1), make(chan struct{})
+// beaten (coalesced: one pending signal at most). When the heartbeats
+// have found the members bucket gone (storeGone) for a whole MemberTTL
+// while connected, the last error is sent once on gone. done closes when
+// it has stopped, after ctx ends.
+func beat(ctx context.Context, m *membership, own *ownership, log *slog.Logger) (beaten <-chan struct{}, gone <-chan error, done <-chan struct{}) {
+	b, g, d := make(chan struct{}, 1), make(chan error, 1), make(chan struct{})
 	conn := m.js.Conn()
+	// goneSince is when the current run of storeGone failures began: a
+	// leader election right after a NATS restart answers the same for a
+	// few seconds, so only a whole MemberTTL of them counts.
+	var goneSince time.Time
 	reconnected := conn.StatusChanged(nats.CONNECTED)
 	// Owned by Run: cancelled and awaited before Run leaves the group.
 	go func() {
@@ -212,7 +227,20 @@ func beat(ctx context.Context, m *membership, own *ownership, log *slog.Logger) 
 			case <-own.changed:
 			case <-ticker.C:
 			}
-			if err := m.heartbeat(ctx); err != nil {
+			err := m.heartbeat(ctx)
+			// Only while connected: during an outage the put fails with a
+			// timeout instead, and the fencing handles that (issue 14).
+			if err == nil || ctx.Err() != nil || !storeGone(err) || !conn.IsConnected() {
+				goneSince = time.Time{}
+			} else if goneSince.IsZero() {
+				goneSince = time.Now()
+			} else if time.Since(goneSince) >= m.cfg.MemberTTL {
+				select {
+				case g <- err:
+				default: // already reported; Run is stopping us
+				}
+			}
+			if err != nil {
 				if ctx.Err() == nil {
 					log.Warn("heartbeat failed", slog.Any(logkey.Err, err))
 				}
@@ -224,7 +252,17 @@ func beat(ctx context.Context, m *membership, own *ownership, log *slog.Logger) 
 			}
 		}
 	}()
-	return b, d
+	return b, g, d
+}
+
+// storeGone reports whether a heartbeat's put failed because the members
+// bucket's stream does not exist: JetStream answers a publish to a subject
+// no stream captures with no responders (ErrNoStreamResponse).
+func storeGone(err error) bool {
+	return errors.Is(err, jetstream.ErrNoStreamResponse) ||
+		errors.Is(err, jetstream.ErrStreamNotFound) ||
+		errors.Is(err, jetstream.ErrBucketNotFound) ||
+		errors.Is(err, jetstream.ErrKeyValueConfigRequired)
 }
 
 // start joins the group, writes the first heartbeat and reconciles the
