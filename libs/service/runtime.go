@@ -50,10 +50,14 @@ type Options struct {
 	// Logger receives the runtime's logs; nil discards them.
 	Logger *slog.Logger
 	// ConnectInBackground runs setup and serves before NATS is reachable;
-	// the "nats" check fails until the first connect. Parts get the
-	// connection at once and must retry what needs NATS (agui-proxy keeps
-	// serving while NATS is down). Without it Run waits for the first
-	// connect and fails with bus.ErrNotConnected if ctx ends first.
+	// the "nats" check fails until the first connect and only then: a
+	// later outage leaves readiness to the service's own checks, because
+	// such a service keeps working without NATS (agui-proxy routes from its
+	// last table) and failing readiness would take it out of its Service
+	// for the whole outage. Parts get the connection at once and must
+	// retry what needs NATS. Without it Run waits for the first connect and
+	// fails with bus.ErrNotConnected if ctx ends first, and "nats" fails
+	// whenever the connection is down.
 	ConnectInBackground bool
 	// Connected, when set, is called with the NATS connection before setup
 	// (tests cut it to simulate a crash).
@@ -155,7 +159,7 @@ func Run(ctx context.Context, opts Options, setup func(ctx context.Context, rt *
 		}
 	}()
 
-	nc, err := connect(ctx, opts, log)
+	nc, connected, err := connect(ctx, opts, log)
 	if err != nil {
 		return fmt.Errorf("nats: %w", err)
 	}
@@ -194,7 +198,7 @@ func Run(ctx context.Context, opts Options, setup func(ctx context.Context, rt *
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
-	hs, err := health.New(health.Options{Addr: opts.Config.MetricsAddr, Registry: tel.Registry, Logger: log, Checks: map[string]health.Check{CheckNATS: natsCheck(nc)}})
+	hs, err := health.New(health.Options{Addr: opts.Config.MetricsAddr, Registry: tel.Registry, Logger: log, Checks: map[string]health.Check{CheckNATS: natsCheck(nc, connected)}})
 	if err != nil {
 		return fmt.Errorf("health server: %w", err)
 	}
@@ -258,18 +262,28 @@ func closedCause(ctx context.Context) error {
 }
 
 // connect dials NATS and, unless opts says otherwise, waits for the first
-// connect.
-func connect(ctx context.Context, opts Options, log *slog.Logger) (*nats.Conn, error) {
+// connect; in the background mode connected is closed by the first
+// connect (nil otherwise: the connect is behind us).
+func connect(ctx context.Context, opts Options, log *slog.Logger) (nc *nats.Conn, connected <-chan struct{}, err error) {
 	if !opts.ConnectInBackground {
-		return bus.Connect(ctx, opts.Config.NATS, log)
+		nc, err = bus.Connect(ctx, opts.Config.NATS, log)
+		return nc, nil, err
 	}
-	nc, _, err := bus.Dial(opts.Config.NATS, log)
-	return nc, err
+	return bus.Dial(opts.Config.NATS, log)
 }
 
-// natsCheck is the "nats" readiness check.
-func natsCheck(nc *nats.Conn) health.Check {
+// natsCheck is the "nats" readiness check: it fails while nc is not
+// connected or, with a connected channel (Options.ConnectInBackground),
+// only until the first connect closes it.
+func natsCheck(nc *nats.Conn, connected <-chan struct{}) health.Check {
 	return func(context.Context) error {
+		if connected != nil {
+			select {
+			case <-connected:
+				return nil
+			default:
+			}
+		}
 		if !nc.IsConnected() {
 			return fmt.Errorf("nats %s", nc.Status())
 		}

@@ -311,6 +311,47 @@ func TestRunConnect(t *testing.T) {
 	})
 }
 
+// TestRunReadinessInNATSOutage: once connected, a service started with
+// ConnectInBackground stays ready through a NATS outage (it keeps working
+// without NATS, agui-proxy from its last routing table, and must stay in
+// its Service), while a normal one goes unready.
+func TestRunReadinessInNATSOutage(t *testing.T) {
+	t.Parallel()
+	srv := testenv.NATS(t)
+	cfg := service.Config{NATS: bus.ConnectConfig{URL: srv.ClientURL(), ReconnectMin: 10 * time.Millisecond, ReconnectMax: 50 * time.Millisecond}}
+	conns := make(chan *nats.Conn, 1)
+	background := start(t, service.Options{Config: cfg, ConnectInBackground: true, Connected: func(nc *nats.Conn) { conns <- nc }},
+		func(context.Context, *service.Runtime) error { return nil })
+	normal := start(t, service.Options{Config: cfg}, func(context.Context, *service.Runtime) error { return nil })
+	bgURL, normalURL := background.url(t), normal.url(t)
+	for _, base := range []string{bgURL, normalURL} {
+		testenv.Eventually(t, 10*time.Second, func() error {
+			if code, rep := readyz(t, base); code != http.StatusOK {
+				return fmt.Errorf("/readyz of %s before the outage = %d %+v", base, code, rep)
+			}
+			return nil
+		})
+	}
+	nc := <-conns
+
+	srv.Shutdown()
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if code, rep := readyz(t, normalURL); code != http.StatusServiceUnavailable || !slices.Equal(rep.Failing, []string{service.CheckNATS}) {
+			return fmt.Errorf("normal service /readyz in the outage = %d %+v, want 503 failing nats", code, rep)
+		}
+		return nil
+	})
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if nc.IsConnected() {
+			return errors.New("background service still connected")
+		}
+		return nil
+	})
+	if code, rep := readyz(t, bgURL); code != http.StatusOK {
+		t.Errorf("background service /readyz in the outage = %d %+v, want 200", code, rep)
+	}
+}
+
 // TestRunListener: a listener bound by the caller is the one served, and
 // is closed even when Run fails before serving.
 func TestRunListener(t *testing.T) {

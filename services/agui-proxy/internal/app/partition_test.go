@@ -23,7 +23,9 @@ import (
 // another session's runner meanwhile. The proxy's watch resumes after the
 // last message it saw and never sees the purge: without a fresh read after
 // the reconnect, requests for the released session reach the other
-// session's runner, for good, and /readyz says ready.
+// session's runner, for good, and /readyz says ready. While cut off the
+// proxy stays ready, routing from its last table: unready, it would leave
+// its Service and fail every AG-UI request for the whole outage.
 func TestReleasedWhileCutOffNotRouted(t *testing.T) {
 	t.Parallel()
 	srv := testenv.NATS(t)
@@ -42,18 +44,21 @@ func TestReleasedWhileCutOffNotRouted(t *testing.T) {
 	link := testenv.NewLink(t, strings.TrimPrefix(srv.ClientURL(), "nats://"))
 	cfg := e.proxyCfg()
 	cfg.NATS.URL = "nats://" + link.Addr()
-	p := startProxy(t, cfg)
+	p, log := startProxyLogged(t, cfg)
 	if code := statusOf(t, p.session("s-a", "/health")); code != http.StatusOK {
 		t.Fatalf("s-a before the cut: %d", code)
 	}
 
 	link.Cut()
 	testenv.Eventually(t, 10*time.Second, func() error {
-		if p.app.Ready(ctx) == nil {
-			return errors.New("proxy still ready with its NATS connection cut")
+		if !strings.Contains(log.String(), "nats disconnected") {
+			return errors.New("proxy has not seen its NATS connection cut")
 		}
 		return nil
 	})
+	if err := p.app.Ready(ctx); err != nil {
+		t.Errorf("proxy not ready while cut off from NATS: %v; want ready, routing from its last table", err)
+	}
 	// runner-manager stops s-a, purges its record and gives the port to s-b.
 	ra.stop(t)
 	if _, err := registry.Release(ctx, kv, "s-a", "test-manager", registry.WithMarkerTTL(time.Second)); err != nil {

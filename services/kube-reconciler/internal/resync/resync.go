@@ -8,8 +8,12 @@
 // reconcile): the cache comes back empty when NATS loses its store or the
 // bucket is deleted, and "not cached" would then delete everything. So an
 // event lost for good (dead-lettered during a Kubernetes outage) is a delay
-// of at most one interval after the outage, never a loss. Namespaces are
-// never deleted: a deleted project keeps its namespace.
+// of at most one interval after the outage, never a loss. A pass that failed,
+// or left objects or orphans failed, is retried sooner: after retryMin (10s),
+// doubling up to the interval, so the repair follows the end of an outage
+// within seconds instead of waiting out a whole interval; a clean pass
+// returns to the interval. Namespaces are never deleted: a deleted project
+// keeps its namespace.
 //
 // Each replica resyncs only the objects of its own partitions
 // (group.Assignment, the same ones its consumer handles), so replicas share
@@ -43,6 +47,8 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
+
 	"github.com/ambient-code/control-plane/libs/bus"
 	"github.com/ambient-code/control-plane/libs/events"
 	"github.com/ambient-code/control-plane/libs/group"
@@ -67,6 +73,14 @@ const maxGrace = time.Minute
 // jitter is the share of the interval each wait varies by (+/-), so replicas
 // started together do not pass in lockstep.
 const jitter = 0.1
+
+// retryMin is the first wait after a pass that did not finish clean; it
+// doubles per further such pass up to the interval. Short, because that
+// pass's failures are what the resync exists to repair (events
+// dead-lettered in a Kubernetes outage), and one interval (5 min by
+// default) after the outage ended is long; not shorter, so a pass failing
+// on a still unreachable Kubernetes does not hammer it.
+const retryMin = 10 * time.Second
 
 // reconciler is what the resync asks of package reconcile.
 type reconciler interface {
@@ -112,6 +126,9 @@ type Config struct {
 type Resyncer struct {
 	cfg   Config
 	grace time.Duration
+	// retry is the wait after a pass that did not finish clean (see
+	// retryMin); Run owns it.
+	retry *backoff.ExponentialBackOff
 }
 
 // New validates cfg.
@@ -125,7 +142,14 @@ func New(cfg Config) (*Resyncer, error) {
 	if cfg.Interval <= 0 {
 		return nil, fmt.Errorf("interval %s: %w", cfg.Interval, ErrInvalidConfig)
 	}
-	return &Resyncer{cfg: cfg, grace: Grace(cfg.Interval)}, nil
+	retry := &backoff.ExponentialBackOff{
+		InitialInterval:     min(retryMin, cfg.Interval),
+		RandomizationFactor: jitter,
+		Multiplier:          2,
+		MaxInterval:         cfg.Interval,
+	}
+	retry.Reset()
+	return &Resyncer{cfg: cfg, grace: Grace(cfg.Interval), retry: retry}, nil
 }
 
 // Grace is how long, for a resync every interval, an object the event path
@@ -134,10 +158,21 @@ func New(cfg Config) (*Resyncer, error) {
 func Grace(interval time.Duration) time.Duration { return min(maxGrace, interval/2) }
 
 // Run passes every Interval (+/-10%) until ctx ends, then returns nil. A
-// failed pass is logged and counted; the next one starts over.
+// failed pass is logged and counted; the next one starts over, sooner when
+// the pass did not finish clean (see retryMin).
 func (r *Resyncer) Run(ctx context.Context) error {
+	return r.run(ctx, r.interval())
+}
+
+// interval is the wait before the next pass after a clean one.
+func (r *Resyncer) interval() time.Duration {
+	return time.Duration(float64(r.cfg.Interval) * (1 - jitter + 2*jitter*rand.Float64())) //nolint:gosec // jitter needs no crypto
+}
+
+// run is Run with the wait before the first pass given (tests pass at
+// once).
+func (r *Resyncer) run(ctx context.Context, wait time.Duration) error {
 	for {
-		wait := time.Duration(float64(r.cfg.Interval) * (1 - jitter + 2*jitter*rand.Float64())) //nolint:gosec // jitter needs no crypto
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
@@ -166,7 +201,22 @@ func (r *Resyncer) Run(ctx context.Context) error {
 			// lost or recreated bucket not refilled yet).
 			r.cfg.Log.WarnContext(ctx, "resync kept orphans the ambient API still has: KV ambient-objects is behind", slog.Int(logkey.Count, sum.Kept))
 		}
+		wait = r.next(ctx, sum, err)
 	}
+}
+
+// next is the wait after a pass that returned sum and err: the retry
+// backoff while passes fail or leave failures behind, the interval once
+// one is clean.
+func (r *Resyncer) next(ctx context.Context, sum Summary, err error) time.Duration {
+	if err != nil || sum.Failed > 0 || sum.OrphansFailed > 0 {
+		wait := r.retry.NextBackOff()
+		r.cfg.Log.InfoContext(ctx, "resync pass left failures, retrying early", slog.Duration("retry_in", wait),
+			slog.Int("failed", sum.Failed), slog.Int("orphans_failed", sum.OrphansFailed))
+		return wait
+	}
+	r.retry.Reset()
+	return r.interval()
 }
 
 // Summary is what one pass did.
