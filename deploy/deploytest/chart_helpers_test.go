@@ -1,11 +1,16 @@
 package deploytest
 
 import (
+	"errors"
+	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 
 	"helm.sh/helm/v3/pkg/action"
@@ -249,11 +254,21 @@ type rendered struct {
 
 // render renders the chart like `helm install --dry-run` (client only): values
 // are validated against values.schema.json and every template is executed.
+// The chart on disk is rendered once per set of values in a test binary
+// (renders); each call parses the manifests anew, so callers own what they get.
 func render(t testing.TB, vals map[string]any) (rendered, error) {
 	t.Helper()
-	// Install mutates the chart (it sets the enabled dependencies), so
-	// every render loads its own copy: parallel tests share nothing.
-	return renderChart(t, loadChart(t), vals)
+	dir := chartDir(t)
+	m, err := renders.get(valuesKey(vals), func() (manifests, error) {
+		// Install mutates the chart (it sets the enabled dependencies), so
+		// every render loads its own copy: parallel tests share nothing.
+		c, err := loader.Load(dir)
+		if err != nil {
+			return manifests{}, fmt.Errorf("%w: load chart: %w", errCannotRender, err)
+		}
+		return renderManifests(c, releaseName, releaseNamespace, vals)
+	})
+	return parsed(t, m, err)
 }
 
 // renderChart is render for a chart already loaded (tests add templates).
@@ -265,6 +280,24 @@ func renderChart(t testing.TB, c *chart.Chart, vals map[string]any) (rendered, e
 // renderRelease is renderChart as release name in namespace.
 func renderRelease(t testing.TB, c *chart.Chart, name, namespace string, vals map[string]any) (rendered, error) {
 	t.Helper()
+	m, err := renderManifests(c, name, namespace, vals)
+	return parsed(t, m, err)
+}
+
+// errCannotRender is a failure of the rendering itself, not the chart
+// refusing the values: it fails the test, where a refusal is returned.
+var errCannotRender = errors.New("cannot render the chart")
+
+// manifests are the documents of one rendered release (hooks included)
+// in manifest order, and its notes.
+type manifests struct {
+	docs  []string
+	notes string
+}
+
+// renderManifests renders c as release name in namespace. A refusal of the
+// values is returned as it is; errCannotRender marks any other failure.
+func renderManifests(c *chart.Chart, name, namespace string, vals map[string]any) (manifests, error) {
 	inst := action.NewInstall(&action.Configuration{})
 	inst.DryRun = true
 	inst.ClientOnly = true
@@ -273,30 +306,42 @@ func renderRelease(t testing.TB, c *chart.Chart, name, namespace string, vals ma
 	inst.IncludeCRDs = false
 	kv, err := chartutil.ParseKubeVersion("v1.37.2")
 	if err != nil {
-		t.Fatalf("parse kube version: %v", err)
+		return manifests{}, fmt.Errorf("%w: parse kube version: %w", errCannotRender, err)
 	}
 	inst.KubeVersion = kv
 	inst.APIVersions = chartutil.VersionSet{"monitoring.coreos.com/v1"}
 	rel, err := inst.Run(c, vals)
 	if err != nil {
-		return rendered{}, err
+		return manifests{}, err
 	}
-	manifests := releaseutil.SplitManifests(rel.Manifest)
-	keys := make([]string, 0, len(manifests))
-	for k := range manifests {
+	split := releaseutil.SplitManifests(rel.Manifest)
+	keys := make([]string, 0, len(split))
+	for k := range split {
 		keys = append(keys, k)
 	}
 	sort.Sort(releaseutil.BySplitManifestsOrder(keys))
-	docs := make([]string, 0, len(keys)+len(rel.Hooks))
+	out := manifests{docs: make([]string, 0, len(keys)+len(rel.Hooks)), notes: rel.Info.Notes}
 	for _, k := range keys {
-		docs = append(docs, manifests[k])
+		out.docs = append(out.docs, split[k])
 	}
 	for _, h := range rel.Hooks {
-		docs = append(docs, h.Manifest)
+		out.docs = append(out.docs, h.Manifest)
 	}
-	var out rendered
-	out.notes = rel.Info.Notes
-	for _, d := range docs {
+	return out, nil
+}
+
+// parsed is the rendered release of m, or err; it fails t when the
+// rendering itself failed (errCannotRender) or a manifest is not YAML.
+func parsed(t testing.TB, m manifests, err error) (rendered, error) {
+	t.Helper()
+	if errors.Is(err, errCannotRender) {
+		t.Fatal(err)
+	}
+	if err != nil {
+		return rendered{}, err
+	}
+	out := rendered{notes: m.notes}
+	for _, d := range m.docs {
 		if strings.TrimSpace(d) == "" {
 			continue
 		}
@@ -310,6 +355,75 @@ func renderRelease(t testing.TB, c *chart.Chart, name, namespace string, vals ma
 		out.objects = append(out.objects, u)
 	}
 	return out, nil
+}
+
+// renderMemo holds one render of the chart on disk per set of values.
+// Rendering is a pure function of the chart and the values (the random
+// NATS passwords aside, which no test compares between renders), and the
+// tests render the same sets again and again: each of valueSets in five
+// or six tests, the defaults twenty times. Of a run's 600 renders, 145
+// were repeats, at most of a CPU second each under -race (the package
+// took 502 CPU seconds with them, 387 without). The memo keeps the
+// manifests' text, not parsed objects, so a caller may change what it
+// gets. Safe for concurrent use: parallel tests asking for the same
+// values wait for the one render.
+type renderMemo struct {
+	mu sync.Mutex
+	m  map[string]*memoEntry // by valuesKey; guarded by mu
+}
+
+type memoEntry struct {
+	once sync.Once
+	m    manifests
+	err  error
+}
+
+// renders is the test binary's renderMemo: it is shared by tests, which
+// are separate functions, so it cannot live in any one of them.
+var renders = &renderMemo{m: map[string]*memoEntry{}}
+
+// get returns the render of key, made by fn on the first call.
+func (r *renderMemo) get(key string, fn func() (manifests, error)) (manifests, error) {
+	r.mu.Lock()
+	e, ok := r.m[key]
+	if !ok {
+		e = &memoEntry{}
+		r.m[key] = e
+	}
+	r.mu.Unlock()
+	e.once.Do(func() { e.m, e.err = fn() })
+	return e.m, e.err
+}
+
+// valuesKey identifies a set of values with the Go types of its leaves:
+// the schema tells an integer from a string or a float, so 1, "1" and
+// 1.0 must not share a render (JSON or %v would print two of them alike).
+func valuesKey(v any) string {
+	var b strings.Builder
+	writeValuesKey(&b, v)
+	return b.String()
+}
+
+func writeValuesKey(b *strings.Builder, v any) {
+	switch v := v.(type) {
+	case map[string]any:
+		b.WriteString("{")
+		for _, k := range slices.Sorted(maps.Keys(v)) {
+			fmt.Fprintf(b, "%q:", k)
+			writeValuesKey(b, v[k])
+			b.WriteString(",")
+		}
+		b.WriteString("}")
+	case []any:
+		b.WriteString("[")
+		for _, e := range v {
+			writeValuesKey(b, e)
+			b.WriteString(",")
+		}
+		b.WriteString("]")
+	default:
+		fmt.Fprintf(b, "%T(%#v)", v, v)
+	}
 }
 
 // mustRender renders and fails the test on error.
@@ -380,4 +494,32 @@ func readFile(t testing.TB, rel string) []byte {
 		t.Fatalf("read %s: %v", rel, err)
 	}
 	return b
+}
+
+// TestRenderMemo: the memo of renders (renders) gives each caller objects
+// of its own, so a test changing what it got cannot change what another
+// test gets, and it renders apart values that differ only in a leaf's
+// type, which the schema tells apart (1 and "1" print alike with %v, 1
+// and 1.0 in JSON).
+func TestRenderMemo(t *testing.T) {
+	t.Parallel()
+	first := mustRender(t, map[string]any{})
+	first.objects[0].SetName("changed-by-a-test")
+	if again := mustRender(t, map[string]any{}); again.objects[0].GetName() == "changed-by-a-test" {
+		t.Error("a second render of the defaults returned the first caller's changed object")
+	}
+	for _, pair := range [][2]any{{1, "1"}, {1, 1.0}, {int64(1), 1}, {nil, "<nil>"}, {[]any{"a,b"}, []any{"a", "b"}}} {
+		a, b := map[string]any{"x": pair[0]}, map[string]any{"x": pair[1]}
+		if valuesKey(a) == valuesKey(b) {
+			t.Errorf("values x=%#v (%T) and x=%#v (%T) share the memo key %s", pair[0], pair[0], pair[1], pair[1], valuesKey(a))
+		}
+	}
+	// Rendered through the memo one after the other: a key that took
+	// "10" for 10 would hand the second the first's refusal.
+	if _, err := render(t, localRunnersWith(t, `runnerManager: {maxSessions: "10"}`)); err == nil {
+		t.Error(`runnerManager.maxSessions "10" (a string) rendered; the schema wants an integer`)
+	}
+	if _, err := render(t, localRunnersWith(t, `runnerManager: {maxSessions: 10}`)); err != nil {
+		t.Errorf("runnerManager.maxSessions 10 refused: %v", err)
+	}
 }
