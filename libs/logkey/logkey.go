@@ -17,6 +17,9 @@ const (
 	Consumer  = "consumer"
 	Group     = "group"
 	Member    = "member"
+	// Owner is the member that owns a claim, logged by another member
+	// (whose own id is its logger's Member).
+	Owner     = "owner"
 	Seq       = "seq"
 	Attempt   = "attempt"
 	Err       = "err"

@@ -69,6 +69,13 @@ type Claims struct {
 	// revision (startWaitOver). Scan drops the keys no such record has any
 	// more. Guarded by mu.
 	sightings map[string]sighting
+	// answering holds the keys of the peers' records Scan last found with
+	// an owner without heartbeat and a runner that answers (not taken
+	// over), so that a scan logs only the records new to that state: a
+	// peer cut off from NATS keeps its records there for as long as the
+	// cut lasts, and a line per record per sweep said nothing new.
+	// Guarded by mu.
+	answering map[string]bool
 }
 
 // sighting is when this replica first saw a record at revision rev, on
@@ -96,7 +103,7 @@ func New(kv jetstream.KeyValue, member string, alive liveness, log *slog.Logger,
 		// No keep-alives: a probe is rare, and an idle connection must not
 		// keep a runner's shutdown waiting.
 		http:  &http.Client{Transport: &http.Transport{DisableKeepAlives: true}},
-		index: map[string]registry.Record{}, markers: map[string]uint64{}, sightings: map[string]sighting{},
+		index: map[string]registry.Record{}, markers: map[string]uint64{}, sightings: map[string]sighting{}, answering: map[string]bool{},
 	}, nil
 }
 
@@ -183,19 +190,22 @@ func (c *Claims) OwnerGone(ctx context.Context, rec registry.Record, runsHere bo
 		return false, nil
 	}
 	if startPending(rec) && !c.startWaitOver(rec) {
-		c.log.Debug(msgStartWait, slog.String(logkey.SessionID, rec.SessionID), slog.String(logkey.Member, rec.Owner))
+		c.log.Debug(msgStartWait, slog.String(logkey.SessionID, rec.SessionID), slog.String(logkey.Owner, rec.Owner))
 		return false, nil
 	}
 	if c.answers(ctx, rec.Endpoint) {
-		c.log.Info("owner has no heartbeat but its runner answers: not taken over",
-			slog.String(logkey.SessionID, rec.SessionID), slog.String(logkey.Member, rec.Owner))
+		c.log.Info(msgAnswers, slog.String(logkey.SessionID, rec.SessionID), slog.String(logkey.Owner, rec.Owner))
 		return false, nil
 	}
 	return true, nil
 }
 
-// msgStartWait is logged for a record left alone while its start wait runs.
-const msgStartWait = "owner has no heartbeat and its runner may still be starting: not taken over before the start wait"
+// Logged for records left alone: while its start wait runs, and while
+// its runner answers.
+const (
+	msgStartWait = "owner has no heartbeat and its runner may still be starting: not taken over before the start wait"
+	msgAnswers   = "owner has no heartbeat but its runner answers: not taken over"
+)
 
 // startPending reports whether rec's runner may still be starting (and no
 // final phase is recorded):
@@ -308,8 +318,9 @@ func (c *Claims) Scan(ctx context.Context, runsHere func(id string) bool) (mine,
 	}
 	settled := c.alive.Settled()
 	alive := map[string]bool{c.member: true}
+	unknown := map[string]bool{} // owners whose liveness could not be read: logged once, their records left
 	waiting := map[string]bool{} // by key: the peers' records of runners that may be starting, true while their start wait runs
-	var suspects []registry.Record
+	var suspects, starting []registry.Record
 	for _, rec := range recs {
 		if rec.Owner == c.member {
 			mine = append(mine, rec)
@@ -321,13 +332,17 @@ func (c *Claims) Scan(ctx context.Context, runsHere func(id string) bool) (mine,
 		if startPending(rec) {
 			waiting[registry.Key(rec.SessionID)] = !c.startWaitOver(rec)
 		}
-		if !settled {
-			continue // fenced: a missing heartbeat proves nothing yet
+		if !settled || unknown[rec.Owner] {
+			// Fenced (a missing heartbeat proves nothing yet), or the
+			// owner's liveness could not be read this scan: asked again
+			// for each of its records, it was one warning per record.
+			continue
 		}
 		live, ok := alive[rec.Owner]
 		if !ok {
 			if live, err = c.alive.Alive(ctx, rec.Owner); err != nil {
-				c.log.Warn("sweep: liveness", slog.String(logkey.Member, rec.Owner), slog.String(logkey.Err, err.Error()))
+				c.log.Warn("sweep: liveness", slog.String(logkey.Owner, rec.Owner), slog.String(logkey.Err, err.Error()))
+				unknown[rec.Owner] = true
 				continue
 			}
 			alive[rec.Owner] = live
@@ -335,10 +350,14 @@ func (c *Claims) Scan(ctx context.Context, runsHere func(id string) bool) (mine,
 		switch {
 		case live:
 		case waiting[registry.Key(rec.SessionID)]:
-			c.log.Debug(msgStartWait, slog.String(logkey.SessionID, rec.SessionID), slog.String(logkey.Member, rec.Owner))
+			starting = append(starting, rec)
 		default:
 			suspects = append(suspects, rec)
 		}
+	}
+	if len(starting) > 0 {
+		c.log.Debug(msgStartWait, slog.Int(logkey.Count, len(starting)),
+			slog.String(logkey.SessionID, starting[0].SessionID), slog.String(logkey.Owner, starting[0].Owner))
 	}
 	c.mu.Lock()
 	for key := range c.sightings {
@@ -357,15 +376,40 @@ func (c *Claims) Scan(ctx context.Context, runsHere func(id string) bool) (mine,
 		})
 	}
 	_ = g.Wait() // the probes return no errors
+	var answering []registry.Record
 	for i, rec := range suspects {
 		if answered[i] {
-			c.log.Info("owner has no heartbeat but its runner answers: not taken over",
-				slog.String(logkey.SessionID, rec.SessionID), slog.String(logkey.Member, rec.Owner))
+			answering = append(answering, rec)
 			continue
 		}
 		stale = append(stale, rec)
 	}
+	c.logAnswering(answering)
 	return mine, stale, nil
+}
+
+// logAnswering logs, in one line, the records of owners without
+// heartbeat whose runners answer that the previous scan did not find so,
+// and remembers them all for the next scan.
+func (c *Claims) logAnswering(answering []registry.Record) {
+	now := make(map[string]bool, len(answering))
+	var fresh []registry.Record
+	c.mu.Lock()
+	for _, rec := range answering {
+		key := registry.Key(rec.SessionID)
+		now[key] = true
+		if !c.answering[key] {
+			fresh = append(fresh, rec)
+		}
+	}
+	c.answering = now
+	c.mu.Unlock()
+	if len(fresh) == 0 {
+		return
+	}
+	c.log.Info(msgAnswers+"; logged again only after its runner stops answering or its owner beats",
+		slog.Int(logkey.Count, len(fresh)), slog.Int("answering", len(answering)),
+		slog.String(logkey.SessionID, fresh[0].SessionID), slog.String(logkey.Owner, fresh[0].Owner))
 }
 
 // TakeOver replaces rec, whose owner is gone, with a fresh claim of this

@@ -173,7 +173,9 @@ func (m *Members) Run(ctx context.Context) error {
 	defer m.nc.RemoveStatusListener(reconnected)
 	for {
 		if err := m.Beat(ctx); err != nil && ctx.Err() == nil {
-			m.log.Warn("heartbeat failed", slog.String(logkey.Member, m.member), slog.String(logkey.Err, err.Error()))
+			// The member's id is its logger's (app.Run): logged again here
+			// it made the key appear twice.
+			m.log.Warn("heartbeat failed", slog.String(logkey.Err, err.Error()))
 		}
 		select {
 		case <-ctx.Done():

@@ -94,6 +94,9 @@ type replicaOpts struct {
 	// nc, when set, is the replica's own NATS connection (e.g. through a
 	// testenv.Link, to cut this replica alone off); nil shares the env's.
 	nc *nats.Conn
+	// logs, when set, takes the replica's log as JSON lines (jsonLog)
+	// instead of the test writer's text.
+	logs *jsonLog
 }
 
 func (e *env) replica(o replicaOpts) *replica {
@@ -131,7 +134,11 @@ func (e *env) replica(o replicaOpts) *replica {
 	if err != nil {
 		t.Fatal(err)
 	}
-	log := slog.New(slog.NewTextHandler(newTestWriter(t), &slog.HandlerOptions{Level: slog.LevelDebug})).With("member", o.member)
+	var h slog.Handler = slog.NewTextHandler(newTestWriter(t), &slog.HandlerOptions{Level: slog.LevelDebug})
+	if o.logs != nil {
+		h = o.logs.handler(t)
+	}
+	log := slog.New(h).With("member", o.member)
 	root := t.TempDir()
 	mgr, err := runner.New(runner.Config{Command: o.command, WorkspaceRoot: root, HostEnv: o.hostEnv, BossSpace: "default",
 		MaxSessions: o.max, StopGrace: o.grace}, pool, log)

@@ -123,6 +123,9 @@ type Reconciler struct {
 	// finished (goStart): their runners may not hold a slot yet, so
 	// startWaiting leaves that many slots to them.
 	starting atomic.Int64
+	// checkFails is the runner check's log state (checkRunners); the
+	// loop goroutine's alone.
+	checkFails checkFailures
 }
 
 // claimsReopenEvery bounds how long the claims index can keep a record a

@@ -122,17 +122,27 @@ func (r *Reconciler) stopOrphans(ctx context.Context, listed map[string]bool) {
 // health, a stop, an event) is skipped until the next check: waiting for
 // it would stall the loop that also sweeps claims and starts queued
 // sessions, for up to a health deadline per starting runner.
+//
+// An unreadable session (the API down) fails the check of every runner at
+// every pass: the failures of a pass are logged together, on the first
+// failing pass and on the recovery (checkFailures), not one warning per
+// runner per pass (12 runners made about 100 lines a minute).
 func (r *Reconciler) checkRunners(ctx context.Context) {
+	pctx := ctx
 	ctx, cancel := context.WithTimeout(ctx, max(r.cfg.CheckInterval, 5*time.Second))
 	defer cancel()
+	var pass checkPass
 	for _, rn := range r.sup.Runners() {
 		if ctx.Err() != nil {
-			return
+			break
 		}
 		if unlock, ok := r.sup.TryLock(rn.ID()); ok {
-			r.checkLocked(ctx, rn)
+			pass.add(rn.ID(), r.checkLocked(ctx, rn))
 			unlock()
 		}
+	}
+	if pctx.Err() == nil { // shutting down: failures are no news
+		r.checkFails.report(r.log, pass)
 	}
 }
 
@@ -140,19 +150,19 @@ func (r *Reconciler) checkRunners(ctx context.Context) {
 func (r *Reconciler) stopIfUnwanted(ctx context.Context, rn *supervise.Runner) {
 	unlock := r.sup.Lock(rn.ID())
 	defer unlock()
-	r.checkLocked(ctx, rn)
+	if err := r.checkLocked(ctx, rn); err != nil && ctx.Err() == nil {
+		r.log.Warn("check the session of a local runner", slog.String(logkey.SessionID, rn.ID()), slog.String(logkey.Err, err.Error()))
+	}
 }
 
-// checkLocked runs wantedHere for rn unless it finished meanwhile; the
-// caller holds rn's session lock.
-func (r *Reconciler) checkLocked(ctx context.Context, rn *supervise.Runner) {
+// checkLocked runs wantedHere for rn unless it finished meanwhile, and
+// returns wantedHere's error for the caller to log; the caller holds rn's
+// session lock.
+func (r *Reconciler) checkLocked(ctx context.Context, rn *supervise.Runner) error {
 	if r.sup.Get(rn.ID()) != rn {
-		return // finished meanwhile
+		return nil // finished meanwhile
 	}
-	log := r.log.With(slog.String(logkey.SessionID, rn.ID()))
-	if err := r.wantedHere(ctx, log, rn); err != nil && ctx.Err() == nil {
-		log.Warn("check the session of a local runner", slog.String(logkey.Err, err.Error()))
-	}
+	return r.wantedHere(ctx, r.log.With(slog.String(logkey.SessionID, rn.ID())), rn)
 }
 
 // resyncSession reconciles one listed session under its lock; the cheap

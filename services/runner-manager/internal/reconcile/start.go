@@ -150,16 +150,17 @@ func (r *Reconciler) start(ctx context.Context, log *slog.Logger, s *ambientv1.S
 		r.status.Fail(ctx, log, id, conds, status.ReasonRunnerLost)
 		return nil
 	}
-	return r.deferForCapacity(ctx, log, id, conds, reason, msg)
+	return r.deferForCapacity(ctx, log, id, s.GetProjectId(), conds, reason, msg)
 }
 
 // deferForCapacity reports a capacity shortage on the session (condition
-// RunnerStarted=False with the reason, phase unchanged) and queues it: it
-// starts as soon as a local runner ends (or a resync finds it). The event is
-// acked, not naked: the consumer group delivers one message per member at a
-// time, so a delayed nak would stall every other session of this replica.
-func (r *Reconciler) deferForCapacity(ctx context.Context, log *slog.Logger, id string, conds session.Conditions, reason, msg string) error {
-	r.queue.Add(id)
+// RunnerStarted=False with the reason, phase unchanged) and queues it under
+// its project: it starts when a local runner ends and its project's turn
+// comes (or a resync finds it). The event is acked, not naked: the
+// consumer group delivers one message per member at a time, so a delayed
+// nak would stall every other session of this replica.
+func (r *Reconciler) deferForCapacity(ctx context.Context, log *slog.Logger, id, project string, conds session.Conditions, reason, msg string) error {
+	r.queue.Add(id, project)
 	if c, ok := conds.Get(status.CondRunnerStarted); !ok || c.Status != session.StatusFalse || c.Reason != reason {
 		conds = conds.Set(session.Condition{Type: status.CondRunnerStarted, Status: session.StatusFalse, Reason: reason, Message: msg + "; starts when capacity frees up"}, time.Now())
 		if err := r.status.Write(ctx, id, status.Update{Conditions: conds}); err != nil {
@@ -170,20 +171,31 @@ func (r *Reconciler) deferForCapacity(ctx context.Context, log *slog.Logger, id 
 	return nil
 }
 
-// startWaiting starts queued sessions, longest waiting first, while
-// capacity lasts (a runner ended). The starts it hands off do not hold
-// their slots yet, so it leaves a slot to each start still in flight
-// (r.starting): otherwise every queued session would be claimed and
-// re-read at each wake-up, all but one would be queued again behind the
-// others, and the longest waiting would not come first.
+// startWaiting starts queued sessions while capacity lasts (a runner
+// ended), in the queue's order: projects in turn, each project's longest
+// waiting session first. The starts it hands off do not hold their slots
+// yet, so it leaves a slot to each start still in flight (r.starting):
+// otherwise every queued session would be claimed and re-read at each
+// wake-up, all but one would be queued again behind the others, and the
+// turns would not be kept. It tries at most as many sessions as waited
+// when it began: a start that finds no room after all (ports held by
+// other processes of the host) queues its session again, and must not be
+// retried in the same pass.
 func (r *Reconciler) startWaiting(ctx context.Context) {
-	for _, id := range r.queue.Oldest() {
+	for n := r.queue.Len(); n > 0; n-- {
 		if ctx.Err() != nil || int64(r.sup.Free()) <= r.starting.Load() {
+			return
+		}
+		id, ok := r.queue.Next()
+		if !ok {
 			return
 		}
 		log := r.log.With(slog.String(logkey.SessionID, id))
 		lk := r.lock(id)
-		r.queue.Remove(id)
+		if !r.queue.Take(id) {
+			lk.release() // stopped, deleted or started meanwhile
+			continue
+		}
 		err := r.ensureRunning(ctx, log, lk, id, time.Now())
 		lk.release()
 		if err != nil {

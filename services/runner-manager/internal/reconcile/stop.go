@@ -77,7 +77,7 @@ func (r *Reconciler) stopSession(ctx context.Context, log *slog.Logger, id strin
 		if err := r.claims.RequestStop(ctx, rec); err != nil {
 			return err // changed meanwhile: retry
 		}
-		log.Info("stop requested from owner", slog.String(logkey.Member, rec.Owner))
+		log.Info("stop requested from owner", slog.String(logkey.Owner, rec.Owner))
 		return nil
 	}
 	if rec.Final != nil && !deleted {

@@ -107,7 +107,7 @@ func (r *Reconciler) checkOwnership(ctx context.Context, rn *supervise.Runner) {
 	switch {
 	case err == nil && rec.Owner == r.cfg.Member:
 	case err == nil:
-		log.Warn("claim taken over while this replica was away; killing the local runner", slog.String("owner", rec.Owner))
+		log.Warn("claim taken over while this replica was away; killing the local runner", slog.String(logkey.Owner, rec.Owner))
 		rn.MarkLost()
 	case errors.Is(err, registry.ErrNotFound):
 		if !r.sup.Reassert(ctx, log, rn) {
@@ -170,7 +170,7 @@ func (r *Reconciler) onRecord(ep registry.Endpoint) {
 	switch {
 	case rn == nil:
 	case ep.Owner != r.cfg.Member:
-		r.log.Warn("claim taken over; killing local runner", slog.String(logkey.SessionID, ep.SessionID), slog.String("owner", ep.Owner))
+		r.log.Warn("claim taken over; killing local runner", slog.String(logkey.SessionID, ep.SessionID), slog.String(logkey.Owner, ep.Owner))
 		rn.MarkLost()
 	case ep.State == registry.StateStopping:
 		// A peer's request through the record carries no trace context.

@@ -345,7 +345,7 @@ func (s *Supervisor) takenOver(ctx context.Context, log *slog.Logger, rn *Runner
 	rec, err := s.claims.Get(ctx, rn.id)
 	switch {
 	case err == nil && rec.Owner != s.claims.Member():
-		log.Warn("claim taken over by another replica before this one heard of it: nothing written for this runner", slog.String("owner", rec.Owner))
+		log.Warn("claim taken over by another replica before this one heard of it: nothing written for this runner", slog.String(logkey.Owner, rec.Owner))
 		rn.MarkLost()
 		return true
 	case err != nil && !errors.Is(err, registry.ErrNotFound):

@@ -1,0 +1,85 @@
+package reconcile
+
+import (
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/ambient-code/control-plane/libs/session"
+	"github.com/ambient-code/control-plane/libs/testenv"
+	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
+	"github.com/ambient-code/control-plane/services/runner-manager/internal/status"
+)
+
+// At capacity, freed slots go to the waiting projects in turn: project A
+// fills both slots of the replica and queues six more sessions, then
+// project B queues one; B's session gets one of the next two freed
+// slots instead of waiting behind all of A's.
+func TestCapacityProjectsTakeTurns(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	rp := e.replica(replicaOpts{max: 2})
+	in := func(p string) sessionOpt {
+		return func(r *ambientv1.CreateSessionRequest) { r.ProjectId = proto.String(p) }
+	}
+	deferred := func(id string) {
+		t.Helper()
+		testenv.Eventually(t, 5*time.Second, func() error {
+			s := e.get(id)
+			if c, ok := status.Conditions(s).Get(status.CondRunnerStarted); !ok || c.Reason != status.ReasonCapacityExceeded || !rp.rec.queue.Has(id) {
+				return fmt.Errorf("session %s not queued: phase %q conditions %s", id, s.GetPhase(), s.GetConditions())
+			}
+			return nil
+		})
+	}
+	var running []string
+	for i := range 2 {
+		s := e.create(fmt.Sprintf("a-running-%d", i), in("team-a"))
+		e.startRunning(rp, s)
+		running = append(running, s.GetMetadata().GetId())
+	}
+	var waiting []string
+	for i := range 6 {
+		s := e.create(fmt.Sprintf("a-waiting-%d", i), in("team-a"))
+		e.handle(rp, added, s)
+		waiting = append(waiting, s.GetMetadata().GetId())
+		deferred(waiting[i]) // one at a time: their order is their queue order
+	}
+	b := e.create("b", in("team-b"))
+	idB := b.GetMetadata().GetId()
+	e.handle(rp, added, b)
+	deferred(idB)
+
+	all := append(append(slices.Clone(running), waiting...), idB)
+	// runningNow waits until two sessions run and the queue holds the
+	// others, and returns the two.
+	runningNow := func() []string {
+		t.Helper()
+		var got []string
+		testenv.Eventually(t, 10*time.Second, func() error {
+			got = got[:0]
+			for _, id := range all {
+				if session.PhaseOf(e.get(id)) == session.PhaseRunning {
+					got = append(got, id)
+				}
+			}
+			if len(got) != 2 || rp.rec.starting.Load() != 0 {
+				return fmt.Errorf("running %v, %d starts in flight; want 2 running, none in flight", got, rp.rec.starting.Load())
+			}
+			return nil
+		})
+		return got
+	}
+	for i, id := range running {
+		e.handle(rp, modified, e.setPhase(id, session.PhaseStopping))
+		e.waitPhase(id, session.PhaseStopped, 5*time.Second)
+		got := runningNow()
+		t.Logf("after freed slot %d: running %v", i+1, got)
+		if i == 1 && !slices.Contains(got, idB) {
+			t.Fatalf("two freed slots went to %v; project B's session %s still waits (queued: %d) behind project A's", got, idB, rp.rec.queue.Len())
+		}
+	}
+}

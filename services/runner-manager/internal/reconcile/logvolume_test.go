@@ -1,0 +1,238 @@
+package reconcile
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ambient-code/control-plane/libs/testenv"
+)
+
+// jsonLog takes a replica's log as JSON lines (replicaOpts.logs), for
+// tests of what is logged; each line also goes to the test writer, shown
+// if the test fails.
+type jsonLog struct {
+	mu    sync.Mutex
+	lines [][]byte // one record each; guarded by mu
+	tw    *testWriter
+}
+
+// handler returns the replica's handler: JSON, every level.
+func (l *jsonLog) handler(t *testing.T) slog.Handler {
+	l.tw = newTestWriter(t)
+	return slog.NewJSONHandler(l, &slog.HandlerOptions{Level: slog.LevelDebug})
+}
+
+// Write takes one record: slog's JSON handler writes each in one call.
+func (l *jsonLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	l.lines = append(l.lines, bytes.Clone(p))
+	l.mu.Unlock()
+	return l.tw.Write(p)
+}
+
+// entry is one decoded record: its level, message, and the keys it holds
+// more than once (the handler's attributes and the logger's With
+// attributes together: slog writes both, duplicates included).
+type entry struct {
+	level, msg string
+	dups       []string
+	line       string
+}
+
+// since decodes the records logged from the n-th on.
+func (l *jsonLog) since(t *testing.T, n int) []entry {
+	t.Helper()
+	l.mu.Lock()
+	lines := l.lines[n:len(l.lines):len(l.lines)]
+	l.mu.Unlock()
+	out := make([]entry, 0, len(lines))
+	for _, line := range lines {
+		e, err := decodeEntry(line)
+		if err != nil {
+			t.Fatalf("log line %s: %v", line, err)
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+// len is how many records were logged so far.
+func (l *jsonLog) len() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.lines)
+}
+
+// decodeEntry reads one JSON record key by key (a map would keep one of
+// two equal keys silently).
+func decodeEntry(line []byte) (entry, error) {
+	e := entry{line: string(bytes.TrimSpace(line))}
+	dec := json.NewDecoder(bytes.NewReader(line))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return e, fmt.Errorf("not an object: %v %v", tok, err)
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return e, fmt.Errorf("key: %w", err)
+		}
+		key, _ := tok.(string) // object keys are strings
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			return e, fmt.Errorf("value of %s: %w", key, err)
+		}
+		if seen[key] {
+			e.dups = append(e.dups, key)
+		}
+		seen[key] = true
+		switch key {
+		case slog.LevelKey:
+			_ = json.Unmarshal(v, &e.level) // a string: slog writes it
+		case slog.MessageKey:
+			_ = json.Unmarshal(v, &e.msg)
+		}
+	}
+	if _, err := dec.Token(); err != nil && !errors.Is(err, io.EOF) {
+		return e, fmt.Errorf("end: %w", err)
+	}
+	return e, nil
+}
+
+// noDuplicateKeys fails the test if a record holds a key twice.
+func noDuplicateKeys(t *testing.T, entries []entry) {
+	t.Helper()
+	var bad []entry
+	for _, e := range entries {
+		if len(e.dups) > 0 {
+			bad = append(bad, e)
+		}
+	}
+	if len(bad) > 0 {
+		t.Errorf("%d of %d records hold a key twice, the first %v: %s", len(bad), len(entries), bad[0].dups, bad[0].line)
+	}
+}
+
+// While the API is down, the runner check of K runners logs its failures
+// once for the outage and once at the recovery, not a warning per runner
+// per pass.
+func TestRunnerCheckOutageLogVolume(t *testing.T) {
+	t.Parallel()
+	const runners, passes = 6, 5
+	e := newEnv(t)
+	logs := &jsonLog{}
+	// No check interval: the test runs the passes itself (checkRunners
+	// is the loop's alone, and the loop does not run it here).
+	rp := e.replica(replicaOpts{logs: logs, max: runners})
+	var first string
+	for i := range runners {
+		s := e.create(fmt.Sprintf("s%d", i))
+		e.startRunning(rp, s)
+		first = s.GetMetadata().GetId()
+	}
+	mark := logs.len()
+	e.api.StartOutage(time.Minute)
+	for range passes {
+		rp.rec.checkRunners(t.Context())
+	}
+	outage := logs.since(t, mark)
+	e.api.EndOutage()
+	// The client (the replica's too) reconnects on its own backoff: a
+	// pass after it reads every session again.
+	testenv.Eventually(t, 10*time.Second, func() error {
+		_, err := e.client.GetSession(t.Context(), first)
+		return err
+	})
+	rp.rec.checkRunners(t.Context())
+	all := logs.since(t, mark)
+	var loud []string // info and above
+	for _, en := range all {
+		if en.level != slog.LevelDebug.String() {
+			loud = append(loud, en.level+" "+en.msg)
+		}
+	}
+	t.Logf("%d passes of %d runners in the outage: %d records (%d while down); info and above: %q", passes, runners, len(all), len(outage), loud)
+	// O(1) for the outage: its first failing pass and its recovery.
+	if len(loud) > 2 {
+		t.Errorf("%d records at info or above for an outage of %d check passes of %d runners, want at most 2 (the outage and the recovery)", len(loud), passes, runners)
+	}
+	// Every pass still says, at debug level, that it failed: once.
+	var warned bool
+	for _, en := range outage {
+		warned = warned || en.level == slog.LevelWarn.String()
+	}
+	if !warned {
+		t.Errorf("the outage's first failing pass logged no warning")
+	}
+	noDuplicateKeys(t, all)
+}
+
+// A peer cut off from NATS while its runners answer: the sweep leaves its
+// K sessions alone and says so once, not once per session per sweep, and
+// names the peer under its own key ("owner"), not a second "member".
+func TestAnsweringPeerLogVolume(t *testing.T) {
+	t.Parallel()
+	const sessions, sweeps = 4, 5
+	e := newEnv(t)
+	link := testenv.NewLink(t, strings.TrimPrefix(e.nats.ClientURL(), "nats://"))
+	logs := &jsonLog{}
+	observer := e.replica(replicaOpts{member: "rm-0", logs: logs})
+	nc := testenv.ConnURL(t, "nats://"+link.Addr())
+	peer := e.replica(replicaOpts{member: "rm-1", nc: nc})
+	cut := false
+	t.Cleanup(func() { // before rm-1 stops: it releases its claims
+		if cut {
+			link.Restore()
+		}
+	})
+	for i := range sessions {
+		e.startRunning(peer, e.create(fmt.Sprintf("s%d", i)))
+	}
+	link.Cut()
+	cut = true
+	answering := func(en entry) bool { return strings.HasPrefix(en.msg, "owner has no heartbeat but its runner answers") }
+	// The peer's heartbeat expires (2 s) and a sweep finds its runners
+	// answering.
+	testenv.Eventually(t, 15*time.Second, func() error {
+		for _, en := range logs.since(t, 0) {
+			if answering(en) {
+				return nil
+			}
+		}
+		return errors.New("no sweep found the peer's runners answering yet")
+	})
+	mark := logs.len()
+	for range sweeps {
+		observer.rec.sweep(t.Context())
+	}
+	var lines int
+	for _, en := range logs.since(t, mark) {
+		if answering(en) {
+			lines++
+		}
+	}
+	t.Logf("%d sweeps over %d answering sessions: %d lines", sweeps, sessions, lines)
+	// The loop sweeps too, concurrently: a session new to a scan running
+	// beside the one that logged it may be logged once more.
+	if lines >= sweeps {
+		t.Errorf("%d sweeps logged %d lines for %d answering sessions, want fewer than one per sweep", sweeps, lines, sessions)
+	}
+	noDuplicateKeys(t, logs.since(t, 0))
+	// Reconnected before it stops: its shutdown leaves the member set.
+	link.Restore()
+	cut = false
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if !nc.IsConnected() {
+			return errors.New("rm-1 not reconnected")
+		}
+		return nil
+	})
+}
