@@ -19,7 +19,7 @@ PROTOC_GEN_GO_VERSION      := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 GOLANGCI_LINT_VERSION      := v2.15.0
 
-GOTEST_FLAGS ?= -race -count=1 -timeout 20m
+GOTEST_FLAGS ?= -race -count=1 -timeout 40m
 # go vet and golangci-lint compile every package they check, test files
 # included. With the build flags of the tests (-race) they compile exactly
 # what `go test -race` then finds in the build cache, instead of a second,
