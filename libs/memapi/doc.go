@@ -45,7 +45,8 @@
 //     the caller's identity; UpdateSessionRequest has no such field.
 //   - UpdateSessionStatus (and REST PATCH /sessions/{id}/status) accepts
 //     only the seven phases of libs/session (else InvalidArgument) and sets
-//     only the fields present.
+//     only the fields present, each as sent ("" and 0 included: the only
+//     way to clear one); conditions are replaced whole, never merged.
 //   - With WithToken, every call (streams included) needs
 //     "authorization: Bearer <token>", else Unauthenticated / HTTP 401,
 //     except the two calls the real server exempts: grpc.health.v1

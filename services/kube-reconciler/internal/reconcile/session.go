@@ -270,10 +270,12 @@ func (r *Reconciler) forbiddenSession(ctx context.Context, s *ambientv1.Session,
 
 // reportFailed writes phase Failed and one Reconciled=False condition with
 // reason and message, unless the session already says exactly that (the
-// echo of our own write).
+// echo of our own write). The informer's EventsPublished is kept: the API
+// replaces the whole list, and the informer would put it back, which is a
+// write of its own for each of ours.
 func (r *Reconciler) reportFailed(ctx context.Context, s *ambientv1.Session, reason, message string) (string, error) {
 	id := s.GetMetadata().GetId()
-	conds := reconciledFalse(reason, message).JSON()
+	conds := failedConditions(s.GetConditions(), reason, message)
 	if session.PhaseOf(s) == session.PhaseFailed && jsonEqual(s.GetConditions(), conds) {
 		return metrics.ResultInvalid, nil
 	}
@@ -289,6 +291,37 @@ func (r *Reconciler) reportFailed(ctx context.Context, s *ambientv1.Session, rea
 		r.cfg.Tracker.Observe(updated, types.NamespacedName{})
 	}
 	return metrics.ResultInvalid, nil
+}
+
+// failedConditions is the conditions list reportFailed writes over cur
+// (the session's): Reconciled=False with reason and message, then cur's
+// EventsPublished (the informer's, kept as written; the informer appends
+// it, so this order is the one it leaves). The rest of cur is dropped:
+// it described a CR the failed session no longer has. The same cur and
+// failure give the same bytes, so the echo compares equal.
+func failedConditions(cur, reason, message string) string {
+	var kept []json.RawMessage
+	var list []json.RawMessage
+	if json.Unmarshal([]byte(cur), &list) == nil {
+		for _, raw := range list {
+			var c session.RawCondition
+			if json.Unmarshal(raw, &c) == nil && c.Type == session.ConditionEventsPublished {
+				kept = append(kept, raw)
+			}
+		}
+	}
+	if len(kept) == 0 {
+		return reconciledFalse(reason, message).JSON()
+	}
+	ours, err := json.Marshal(reconciledFalse(reason, message)[0])
+	if err != nil {
+		return reconciledFalse(reason, message).JSON() // plain strings always marshal
+	}
+	b, err := json.Marshal(append([]json.RawMessage{ours}, kept...))
+	if err != nil {
+		return reconciledFalse(reason, message).JSON() // entries read from JSON always encode
+	}
+	return string(b)
 }
 
 func (r *Reconciler) trackedCRs(id string) []types.NamespacedName {

@@ -369,6 +369,7 @@ func (c *Controller) sync(ctx context.Context, k string) error {
 	// What the CR holds for the API as last seen: a status difference, or
 	// a start or stop still to be told to the operator.
 	heldReq, pending := c.held(req, last, cr)
+	heldReq = conditionsFor(heldReq, last)
 	if !Differs(heldReq, last) && (pending == nil || !c.requests.mustTell(req.GetId(), pending, cr)) {
 		c.cfg.Metrics.StatusUnchanged(ctx)
 		return nil
@@ -389,6 +390,7 @@ func (c *Controller) sync(ctx context.Context, k string) error {
 	// Decided again on the fresh session: telling the operator to stop or
 	// start on a stale phase would act against the user.
 	req, pending = c.held(req, fresh, cr)
+	req = conditionsFor(req, fresh)
 	if withdrawsStart(session.PhaseOf(fresh), cr) {
 		// The platform's backend stops with desired-phase Stopped
 		// whatever the CR's phase: it replaces the start.
@@ -486,7 +488,8 @@ func (c *Controller) replaced(ctx context.Context, id, k, why string) {
 // withoutRead returns the write of req (held on last: see held) that needs
 // no fresh read of the session, when there is one: last (the newest state
 // this replica has seen) holds no start or stop to pass to the operator
-// (pending nil), and the write leaves the phase alone. Every other status
+// (pending nil), and the write leaves the phase and the conditions alone
+// (conditions are merged with the session's: see below). Every other status
 // field comes from the CR, which is their source whatever the API holds
 // now; only the phase can carry a user's start or stop that last does not
 // show yet, and such a request reaches this controller later through the
@@ -497,6 +500,12 @@ func (c *Controller) replaced(ctx context.Context, id, k, why string) {
 // it is not compared again.
 func withoutRead(req *ambientv1.UpdateSessionStatusRequest, pending *request, last *ambientv1.Session, cr *unstructured.Unstructured) (*ambientv1.UpdateSessionStatusRequest, bool) {
 	if last == nil || pending != nil || withdrawsStart(session.PhaseOf(last), cr) {
+		return nil, false
+	}
+	if req.Conditions != nil {
+		// The list is written whole, merged with the other writers'
+		// conditions (conditionsFor): merged with last's, it would drop
+		// one written since.
 		return nil, false
 	}
 	if req.Phase != nil {

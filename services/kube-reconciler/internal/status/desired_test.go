@@ -1,10 +1,13 @@
 package status
 
 import (
+	"maps"
 	"testing"
 	"time"
 
+	"github.com/ambient-code/control-plane/libs/session"
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
+	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/reconcile"
 	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/spec"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -26,9 +29,13 @@ func cr(status map[string]any) *unstructured.Unstructured {
 func TestFromCRAndDiffers(t *testing.T) {
 	t.Parallel()
 	start := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-	full := map[string]any{
-		"phase": "Running", "startTime": "2026-01-02T03:04:05Z", "sdkSessionId": "sdk", "sdkRestartCount": int64(3),
-		"conditions": []any{map[string]any{"type": "Ready", "status": "True"}},
+	full := func(changes map[string]any) map[string]any {
+		st := map[string]any{
+			"phase": "Running", "startTime": "2026-01-02T03:04:05Z", "sdkSessionId": "sdk", "sdkRestartCount": int64(3),
+			"conditions": []any{map[string]any{"type": "Ready", "status": "True"}},
+		}
+		maps.Copy(st, changes)
+		return st
 	}
 	matching := &ambientv1.Session{Phase: proto.String("Running"), StartTime: timestamppb.New(start.Add(300 * time.Millisecond)),
 		SdkSessionId: proto.String("sdk"), SdkRestartCount: proto.Int32(3), Conditions: proto.String(`[ {"status":"True","type":"Ready"} ]`),
@@ -42,16 +49,16 @@ func TestFromCRAndDiffers(t *testing.T) {
 	}{
 		{"no status, nothing known", nil, nil, true, 0},
 		{"no status, uid known", nil, &ambientv1.Session{KubeCrUid: proto.String("uid-1"), KubeNamespace: proto.String("ns")}, false, 0},
-		{"equal content, other JSON spelling and sub-second time", full, matching, false, 0},
-		{"phase changed", map[string]any{"phase": "Completed"}, matching, true, 0},
-		{"restart count changed", map[string]any{"sdkRestartCount": int64(4)}, matching, true, 0},
-		{"conditions changed", map[string]any{"conditions": []any{}}, matching, true, 0},
-		{"bad time skipped", map[string]any{"startTime": "yesterday", "phase": "Running"}, matching, false, 1},
-		{"bad type skipped", map[string]any{"phase": int64(1)}, matching, false, 1},
+		{"equal content, other JSON spelling and sub-second time", full(nil), matching, false, 0},
+		{"phase changed", full(map[string]any{"phase": "Completed"}), matching, true, 0},
+		{"restart count changed", full(map[string]any{"sdkRestartCount": int64(4)}), matching, true, 0},
+		{"conditions changed", full(map[string]any{"conditions": []any{}}), matching, true, 0},
+		{"bad time skipped", full(map[string]any{"startTime": "yesterday"}), matching, false, 1},
+		{"bad type skipped", full(map[string]any{"phase": int64(1)}), matching, false, 1},
 		// A phase none of the seven (a CRD without the operator's enum):
 		// the API refuses the whole request with it (InvalidArgument), so
 		// the uid, namespace and the rest would be lost with it.
-		{"unknown phase skipped", map[string]any{"phase": "Paused", "sdkRestartCount": int64(3)}, matching, false, 1},
+		{"unknown phase skipped", full(map[string]any{"phase": "Paused"}), matching, false, 1},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -63,10 +70,123 @@ func TestFromCRAndDiffers(t *testing.T) {
 			if len(bad) != tc.bad {
 				t.Errorf("bad = %v, want %d", bad, tc.bad)
 			}
-			if got := Differs(req, tc.session); got != tc.differs {
+			if got := Differs(conditionsFor(req, tc.session), tc.session); got != tc.differs {
 				t.Errorf("Differs = %v, want %v", got, tc.differs)
 			}
 		})
+	}
+}
+
+// TestFromCRClearsDroppedFields: a status field the CR no longer has
+// (absent, null or "") is sent as the API's empty value, since the real
+// UpdateSessionStatus keeps every field a request leaves unset; the three
+// fields that request cannot clear (an empty phase is InvalidArgument, a
+// timestamp set is a time) stay unset. The session that holds the cleared
+// values then compares equal: no write loop.
+func TestFromCRClearsDroppedFields(t *testing.T) {
+	t.Parallel()
+	at := timestamppb.New(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
+	before := &ambientv1.Session{Phase: proto.String("Running"), StartTime: at, CompletionTime: at, SdkSessionId: proto.String("sdk"),
+		SdkRestartCount: proto.Int32(2), Conditions: proto.String(`[{"type":"Ready","status":"True","message":"m"}]`),
+		ReconciledRepos: proto.String(`[{"url":"u"}]`), ReconciledWorkflow: proto.String(`{"gitUrl":"w"}`),
+		KubeCrUid: proto.String("uid-1"), KubeNamespace: proto.String("ns")}
+	for name, st := range map[string]map[string]any{
+		"no status":    nil,
+		"empty status": {},
+		"null and empty values": {"phase": "", "startTime": nil, "completionTime": "", "sdkSessionId": "", "sdkRestartCount": nil,
+			"conditions": nil, "reconciledRepos": nil, "reconciledWorkflow": nil},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			req, bad := FromCR(cr(st))
+			if len(bad) > 0 {
+				t.Errorf("bad = %v", bad)
+			}
+			req = conditionsFor(req, before)
+			if req.Phase != nil || req.StartTime != nil || req.CompletionTime != nil {
+				t.Errorf("phase %v, start %v, completion %v set: the API cannot clear them", req.Phase, req.StartTime, req.CompletionTime)
+			}
+			if req.SdkSessionId == nil || req.GetSdkSessionId() != "" || req.SdkRestartCount == nil || req.GetSdkRestartCount() != 0 ||
+				req.ReconciledRepos == nil || req.GetReconciledRepos() != "" || req.ReconciledWorkflow == nil || req.GetReconciledWorkflow() != "" {
+				t.Errorf("request = %v, want sdk_session_id \"\", sdk_restart_count 0, reconciled_repos and reconciled_workflow \"\"", req)
+			}
+			if req.GetConditions() != "[]" {
+				t.Errorf("conditions = %q, want []", req.GetConditions())
+			}
+			if !Differs(req, before) {
+				t.Error("Differs = false for a session holding the dropped values")
+			}
+			after := proto.CloneOf(before)
+			after.SdkSessionId, after.SdkRestartCount, after.ReconciledRepos, after.ReconciledWorkflow = req.SdkSessionId, req.SdkRestartCount,
+				req.ReconciledRepos, req.ReconciledWorkflow
+			after.Conditions = req.Conditions
+			if again := conditionsFor(req, after); Differs(again, after) {
+				t.Errorf("Differs = true for the session the request made: %v", again)
+			}
+			// A session that never had them: nothing to write.
+			fresh := &ambientv1.Session{KubeCrUid: proto.String("uid-1"), KubeNamespace: proto.String("ns")}
+			if Differs(conditionsFor(req, fresh), fresh) {
+				t.Error("Differs = true for a session without any of the fields")
+			}
+		})
+	}
+}
+
+// TestConditionsFor: the real UpdateSessionStatus replaces the whole
+// conditions list, so the write-back merges: the CR's conditions (those it
+// dropped go, a changed message is changed), then the conditions other
+// writers of the session own (the informer's EventsPublished, the event
+// path's Reconciled) that the CR lacks. The result merged again is the same
+// (no write for the echo).
+func TestConditionsFor(t *testing.T) {
+	t.Parallel()
+	const (
+		ready       = `{"type":"Ready","status":"True","message":"running"}`
+		readyLater  = `{"status":"False","type":"Ready"}`
+		podCreated  = `{"type":"PodCreated","status":"True"}`
+		published   = `{"type":"EventsPublished","status":"False","reason":"ObjectTooLarge"}`
+		reconciled  = `{"type":"Reconciled","status":"True","reason":"Applied"}`
+		opReconcile = `{"type":"Reconciled","status":"True","reason":"SpecApplied"}`
+	)
+	tests := []struct {
+		name, cr, session, want string // want "": conditions left unset
+	}{
+		{"others kept, dropped and changed ones follow the CR", "[" + readyLater + "]",
+			"[" + ready + "," + published + "," + podCreated + "," + reconciled + "]", "[" + readyLater + "," + published + "," + reconciled + "]"},
+		{"no CR conditions: only the others remain", "[]", "[" + ready + "," + published + "]", "[" + published + "]"},
+		{"the CR's type is the CR's", "[" + opReconcile + "]", "[" + reconciled + "]", "[" + opReconcile + "]"},
+		{"nothing anywhere: untouched", "[]", "", ""},
+		{"already merged: untouched", "[" + ready + "]", "[" + ready + "," + published + "]", ""},
+		{"unreadable session list: the CR's", "[" + ready + "]", "not json", "[" + ready + "]"},
+		{"unreadable session list, none in the CR: cleared", "[]", "not json", "[]"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			s := &ambientv1.Session{Conditions: proto.String(tc.session)}
+			got := conditionsFor(&ambientv1.UpdateSessionStatusRequest{Id: "S1", Conditions: proto.String(tc.cr)}, s)
+			switch {
+			case tc.want == "" && got.Conditions != nil:
+				t.Fatalf("conditions = %s, want unset", got.GetConditions())
+			case tc.want == "":
+				return
+			case got.Conditions == nil || !jsonEqual(got.GetConditions(), tc.want):
+				t.Fatalf("conditions = %v, want %s", got.Conditions, tc.want)
+			}
+			s.Conditions = got.Conditions // the write, then its echo
+			if again := conditionsFor(&ambientv1.UpdateSessionStatusRequest{Id: "S1", Conditions: proto.String(tc.cr)}, s); again.Conditions != nil {
+				t.Errorf("merged again = %s, want unset (a fixed point)", again.GetConditions())
+			}
+		})
+	}
+}
+
+// TestOthersConditionNamesTheEventPath: the write-back keeps the event
+// path's condition by its type, declared in package reconcile.
+func TestOthersConditionNamesTheEventPath(t *testing.T) {
+	t.Parallel()
+	if !othersCondition(reconcile.ConditionReconciled) || !othersCondition(session.ConditionEventsPublished) {
+		t.Errorf("othersCondition(%q) or (%q) = false", reconcile.ConditionReconciled, session.ConditionEventsPublished)
 	}
 }
 
