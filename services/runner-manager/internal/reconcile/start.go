@@ -52,7 +52,11 @@ func (r *Reconciler) ensureRunning(ctx context.Context, log *slog.Logger, lk *se
 	// Claim first: on the common path (nobody owns it) that is the only
 	// registry round trip; an existing claim is then looked at.
 	held, err := r.claims.Claim(ctx, id, "")
-	if errors.Is(err, registry.ErrClaimed) {
+	// A claim released between the claim and the read (a start that gave
+	// the session back, a peer's release) is claimed again at once: a
+	// start from the capacity queue has no event to be redelivered, so
+	// an error here would leave the session to the next resync.
+	for tries := 1; errors.Is(err, registry.ErrClaimed); tries++ {
 		rec, gerr := r.claims.Get(ctx, id)
 		switch {
 		case gerr == nil:
@@ -60,6 +64,8 @@ func (r *Reconciler) ensureRunning(ctx context.Context, log *slog.Logger, lk *se
 		case errors.Is(gerr, registry.ErrInvalid):
 			r.claims.Release(ctx, log, id) // purges the undecodable record
 			return wrapRetry("claim", id, errors.New("purged an invalid record; retrying"))
+		case errors.Is(gerr, registry.ErrNotFound) && tries < claimTries:
+			held, err = r.claims.Claim(ctx, id, "")
 		case errors.Is(gerr, registry.ErrNotFound):
 			return wrapRetry("claim", id, errors.New("claim released meanwhile; retrying"))
 		default:
@@ -78,6 +84,10 @@ func (r *Reconciler) ensureRunning(ctx context.Context, log *slog.Logger, lk *se
 	})
 	return nil
 }
+
+// claimTries is how often ensureRunning claims a session whose claim was
+// released between its claim and its read of the claim.
+const claimTries = 3
 
 // Re-read retries of a claimed session (startClaimed): its event is acked
 // already, so a transient API error is retried here, briefly; after that
