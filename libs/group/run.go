@@ -255,14 +255,14 @@ func beat(ctx context.Context, m *membership, own *ownership, log *slog.Logger) 
 	return b, g, d
 }
 
-// storeGone reports whether a heartbeat's put failed because the members
-// bucket's stream does not exist: JetStream answers a publish to a subject
-// no stream captures with no responders (ErrNoStreamResponse).
+// storeGone reports whether a heartbeat's put failed as it does when the
+// members bucket's stream does not exist: JetStream answers a publish to a
+// subject no stream captures with no responders (bus.StoreMaybeGone, which
+// a restart or an election answers for a moment too: beat counts only a
+// whole MemberTTL of them while connected), or a lookup says not found
+// (bus.StoreGone).
 func storeGone(err error) bool {
-	return errors.Is(err, jetstream.ErrNoStreamResponse) ||
-		errors.Is(err, jetstream.ErrStreamNotFound) ||
-		errors.Is(err, jetstream.ErrBucketNotFound) ||
-		errors.Is(err, jetstream.ErrKeyValueConfigRequired)
+	return bus.StoreGone(err) || bus.StoreMaybeGone(err)
 }
 
 // start joins the group, writes the first heartbeat and reconciles the

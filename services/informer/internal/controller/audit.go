@@ -46,7 +46,7 @@ func (r *Resource[T]) auditKV(ctx context.Context, store *diff.Store[T], w *watc
 			continue // the store may lack what the API holds: nothing to compare yet
 		}
 		err := r.audit(ctx, store, t)
-		if gerr := goneError(err); gerr != nil && ctx.Err() == nil {
+		if gerr := r.goneError(ctx, err); gerr != nil && ctx.Err() == nil {
 			// The bucket is gone: nothing to repair entry by entry.
 			return fmt.Errorf("kv audit: %w", gerr)
 		}

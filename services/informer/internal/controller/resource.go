@@ -286,7 +286,7 @@ func (r *Resource[T]) load(ctx context.Context) (caughtUp[T], error) {
 			floor, err = publish.ReadOwed[T](lctx, r.pub)
 		}
 		if err != nil {
-			if gerr := goneError(err); gerr != nil {
+			if gerr := r.goneError(ctx, err); gerr != nil {
 				return l, backoff.Permanent(gerr)
 			}
 			if ctx.Err() == nil {
@@ -310,7 +310,7 @@ func (r *Resource[T]) load(ctx context.Context) (caughtUp[T], error) {
 		tctx, cancel := context.WithTimeout(ctx, timeout)
 		defer cancel()
 		c, err := r.catchUp(tctx, l, floor.Seq, rebuild)
-		if gerr := goneError(err); gerr != nil {
+		if gerr := r.goneError(ctx, err); gerr != nil {
 			return c, backoff.Permanent(gerr)
 		}
 		if err != nil && ctx.Err() == nil {
@@ -513,7 +513,7 @@ func (r *Resource[T]) work(ctx context.Context, store *diff.Store[T], q queue, t
 			q.Add(id)
 		}
 		var fatal FatalError
-		gerr := goneError(err)
+		gerr := r.goneError(ctx, err)
 		switch {
 		case errors.As(err, &fatal):
 			q.Done(id)

@@ -68,7 +68,7 @@ func (r *Resource[T]) checkKV(ctx context.Context, t *term) error {
 			if ctx.Err() != nil {
 				return nil
 			}
-			if gerr := goneError(err); gerr != nil {
+			if gerr := r.goneError(ctx, err); gerr != nil {
 				return fmt.Errorf("kv write of %s: %w", w.id, gerr)
 			}
 			t.unstored.add(w.id, w.seq)

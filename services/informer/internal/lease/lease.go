@@ -54,7 +54,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/ambient-code/control-plane/services/informer/internal/natsgone"
+	"github.com/ambient-code/control-plane/libs/bus"
 )
 
 // ErrLost is the cause of the leader context's cancellation when a renewal
@@ -108,11 +108,11 @@ type Config struct {
 	// down again. Nil: it campaigns after the TTL.
 	Eligible func(ctx context.Context) error
 	// Repair, when set, is called when an attempt to take the lease failed
-	// because the bucket is gone (natsgone.Is: deleted, or lost with a NATS
-	// server restarted without its store); it recreates the bucket (the
-	// informer: its start-up set-up), returning nil once it did or an error
-	// when ctx ended. Nil: the attempts go on failing until somebody else
-	// recreates it.
+	// because the bucket is gone (deleted, or lost with a NATS server
+	// restarted without its store: see bucketGone); it recreates the
+	// bucket (the informer: its start-up set-up), returning nil once it
+	// did or an error when ctx ended. Nil: the attempts go on failing
+	// until somebody else recreates it.
 	Repair func(ctx context.Context) error
 }
 
@@ -482,13 +482,15 @@ func (e *Elector) acquire(ctx context.Context, wake <-chan struct{}) (uint64, er
 }
 
 // bucketGone reports whether the failed attempt to take the lease (err)
-// failed because the bucket is gone. A write into a gone bucket can also
-// end on its deadline (the client retries "no responders" for longer than
-// a short TTL's RetryEvery), so an error that does not tell is checked
-// with the bucket's status.
+// failed because the bucket is gone: the server said "not found"
+// (bus.StoreGone), or a look-up of the bucket's status says so. Any other
+// error is checked with that look-up: a write into a gone bucket gets no
+// responders (bus.StoreMaybeGone), which a normal NATS restart answers
+// for a moment too, or ends on its deadline (the client retries "no
+// responders" for longer than a short TTL's RetryEvery).
 func (e *Elector) bucketGone(ctx context.Context, err error) bool {
 	switch {
-	case natsgone.Is(err):
+	case bus.StoreGone(err):
 		return true
 	case errors.Is(err, jetstream.ErrKeyExists), errors.Is(err, errWaiting):
 		return false
@@ -496,7 +498,7 @@ func (e *Elector) bucketGone(ctx context.Context, err error) bool {
 	sctx, cancel := context.WithTimeout(ctx, e.cfg.RetryEvery)
 	defer cancel()
 	_, serr := e.kv.Status(sctx)
-	return natsgone.Is(serr)
+	return bus.StoreGone(serr)
 }
 
 // stepDown starts the hold-back of a replica that stepped down at now: it

@@ -137,7 +137,10 @@ func (k *bucketKeeper) gone(ctx context.Context) error {
 		lctx, cancel := context.WithTimeout(ctx, k.every)
 		_, err := k.js.KeyValue(lctx, c.Bucket)
 		cancel()
-		if errors.Is(err, jetstream.ErrBucketNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {
+		// Only the server's "not found" (bus.StoreGone): no responders
+		// (bus.StoreMaybeGone) is also what a restarting server or an
+		// election answers, and a timeout says nothing.
+		if bus.StoreGone(err) {
 			errs = append(errs, fmt.Errorf("kv bucket %s: %w", c.Bucket, err))
 		}
 	}
