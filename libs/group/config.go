@@ -97,12 +97,15 @@ type Config struct {
 	// TracerProvider makes the CONSUMER span around every handler call
 	// (nil: the OTel global provider, which telemetry.Setup installs).
 	TracerProvider trace.TracerProvider
-	// MaxInFlight is how many messages the member holds at once (the
-	// consumer's MaxAckPending): they are dispatched to one lane per
-	// object (the id token of the subject), and the handler runs for at
-	// most one message per object at a time, in stream order, so up to
-	// MaxInFlight objects are handled concurrently (default 64; 1 handles
-	// one message at a time, as before).
+	// MaxInFlight is how many handler calls the member runs at once: the
+	// messages it holds are dispatched to one lane per object (the id
+	// token of the subject), and the handler runs for at most one message
+	// per object at a time, in stream order, so up to MaxInFlight objects
+	// are handled concurrently (default 64; 1 handles one message at a
+	// time, as before). The member holds up to twice as many messages
+	// (the consumer's MaxAckPending, see maxAckPending): the second half
+	// is head-room for lanes waiting out a retry backoff, which take no
+	// handler slot meanwhile.
 	MaxInFlight int
 	// Coalesce, for level-triggered handlers that read the newest state
 	// anyway: the messages of one object that queued up behind its running
@@ -271,6 +274,19 @@ func (c Config) backoff(attempt uint64) time.Duration {
 	i := min(int(max(attempt, 1))-1, len(c.Backoff)-1)
 	return c.Backoff[i]
 }
+
+// maxAckPending is the consumer's MaxAckPending: MaxInFlight messages for
+// the handler calls, and as many again as head-room for lanes waiting out
+// a retry backoff. A lane keeps its failed message unacked through the
+// backoff (so the object's later messages cannot overtake it), and with
+// only MaxInFlight pending, MaxInFlight failing objects (one tenant's
+// broken objects) held every message of the member's partitions back for
+// the whole backoff. Bounded, so memory, renewals and a move's releases
+// stay bounded: with 2 x MaxInFlight messages waiting, the member stalls
+// as before. Each member's consumer is its own (named after the member),
+// so members of older versions keep MaxInFlight beside it; pcgroups
+// re-creates a consumer left with another config under the same name.
+func (c Config) maxAckPending() int { return 2 * c.MaxInFlight }
 
 // heartbeat is how often a member renews its liveness key and reconciles
 // the membership: three renewals per TTL, so one lost write never expires

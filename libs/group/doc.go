@@ -12,13 +12,15 @@
 // member gets one JetStream consumer, named after the member, filtered on
 // its partitions, with a pinned-client priority group (only one instance of
 // a member name consumes). Run creates it with explicit acks and
-// MaxAckPending = Config.MaxInFlight. Together with the lanes below: one
+// MaxAckPending = 2 x Config.MaxInFlight (see Backoff head-room below).
+// Together with the lanes below: one
 // object's events are handled in order and by one member at a time.
 //
 // # Lanes: many objects in flight, one handler per object
 //
-// A member holds up to MaxInFlight messages (default 64, GROUP_MAX_IN_FLIGHT)
-// and files each in its object's lane (object = the id token of the
+// A member runs up to MaxInFlight handler calls at once (default 64,
+// GROUP_MAX_IN_FLIGHT), holds up to twice as many messages, and files each
+// in its object's lane (object = the id token of the
 // subject), which takes them in stream order. Delivery order is not always
 // stream order (a consumer re-created by a rebalance loses what the server
 // had just sent to the old subscription, and redeliveries come unordered),
@@ -63,6 +65,30 @@
 // message whose older one is missing (lost in transit, due as a
 // redelivery): the batch ends before it, and it waits as a head does
 // (TestCoalescedBatchStopsAtLostEvent).
+//
+// # Backoff head-room
+//
+// A lane waiting out a retry backoff keeps its message unacked (above), so
+// with MaxAckPending = MaxInFlight, MaxInFlight objects failing at once
+// (one tenant's broken objects, a dependency down for one project) held
+// every other object of the member's partitions back for the whole
+// backoff. So a lane takes one of MaxInFlight handler slots only while a
+// try runs, not while it waits for the next, and the consumer has
+// MaxInFlight more pending messages of head-room: the member's other
+// objects are handled while up to MaxInFlight lanes wait out a backoff
+// (TestBackoffDoesNotStallOtherObjects), and never more than MaxInFlight
+// handler calls run (TestHandlerCallsBoundedByMaxInFlight). Bounded: with
+// 2 x MaxInFlight messages in lanes that wait, the member waits as before.
+// Order, retries and dead letters are unchanged. The head-room is not
+// reserved for backoffs: a member whose handlers are all busy holds up to
+// MaxInFlight more messages queued in their lanes (consumer_group.in_flight
+// up to 2 x MaxInFlight, consumer_group.lag that much lower). Each member's
+// consumer is its own, so members of an older version (MaxAckPending =
+// MaxInFlight) run beside it unchanged; a member restarted under its name
+// across the upgrade finds its consumer with the other config, and
+// pcgroups deletes and re-creates it (its pending messages are delivered
+// again from the work queue, in order, their tries counted from 1 again),
+// as when GROUP_MAX_IN_FLIGHT changes.
 //
 // Measured (BenchmarkThroughput, one member, handler latency 2 ms, 64
 // objects x 8 events, load average 11-14 on 2 cores): MaxInFlight 1 288-312
@@ -211,7 +237,8 @@
 // Throughput per member is MaxInFlight objects at a time, one message per
 // object; scale further with members, up to Partitions. Handlers must be
 // safe for concurrent use across objects. A message waiting in a lane
-// counts against MaxInFlight, so a member whose objects all fail waits
-// like one whose handler is slow. A new group starts from the beginning of
-// the events stream (its max age, 72 h).
+// counts against the consumer's 2 x MaxInFlight, so a member with that
+// many messages in failing objects' lanes waits like one whose handler is
+// slow. A new group starts from the beginning of the events stream (its
+// max age, 72 h).
 package group

@@ -24,7 +24,9 @@ import (
 // slow or failing object holds back only its own later messages. A failed try is retried inside the lane after the
 // backoff, the message kept unacked and renewed meanwhile (keepalive): a
 // naked message would no longer block the object's later ones now that
-// the consumer hands out MaxInFlight at a time, so they could overtake it.
+// the consumer hands out many at a time, so they could overtake it. A
+// lane holds a handler slot (worker.slots) only while a try runs, so
+// lanes waiting out a backoff do not hold the member's other objects back.
 type lane struct {
 	key string // the object's id token
 	// queue is sorted by stream sequence each time the lane takes its next
@@ -133,7 +135,7 @@ func (w *worker) handle(runCtx, lctx context.Context, f *flight, l *lane, batch 
 		switch {
 		case err != nil:
 			w.cfg.Stats.undecodable.Add(1)
-			if !w.deadLetter(runCtx, lctx, l, e, e.tries+1, ReasonUndecodable, err) {
+			if !w.deadLetter(runCtx, lctx, l, e, e.tries+1, ReasonUndecodable, err, subjectProject(w.cfg.SubjectPrefix, e.subject)) {
 				return false
 			}
 		case !slices.Contains(w.cfg.Resources, got.GetResource()) || !w.replayedForUs(msg):
@@ -152,7 +154,8 @@ func (w *worker) handle(runCtx, lctx context.Context, f *flight, l *lane, batch 
 	newest := items[len(items)-1]
 	log := w.log.With(slog.String(logkey.Subject, newest.subject), slog.Uint64(logkey.Seq, newest.seq),
 		slog.String(logkey.Resource, events.ResourceToken(ev.GetResource())),
-		slog.String(logkey.ObjectID, ev.GetObjectId()), slog.String(logkey.EventID, ev.GetEventId()))
+		slog.String(logkey.ProjectID, ev.GetProjectId()), slog.String(logkey.ObjectID, ev.GetObjectId()),
+		slog.String(logkey.EventID, ev.GetEventId()))
 
 	attempt, err := w.try(runCtx, lctx, hctx, f, newest, ev, len(items)-1, from.links(), log)
 	var dead *deadError
@@ -172,7 +175,7 @@ func (w *worker) handle(runCtx, lctx context.Context, f *flight, l *lane, batch 
 		dctx, span := w.startDeadLetterSpan(hctx, m, f.partition, from.links(), dead.reason)
 		defer endConsumerSpan(span, dead.err)
 		for _, e := range items {
-			if !w.deadLetter(runCtx, lctx, l, e, attempt, dead.reason, dead.err) {
+			if !w.deadLetter(runCtx, lctx, l, e, attempt, dead.reason, dead.err, ev.GetProjectId()) {
 				return false
 			}
 		}
@@ -216,6 +219,12 @@ func (w *worker) onDeadLetter(ctx context.Context, m Message, reason string, cau
 func (w *worker) try(runCtx, lctx, hctx context.Context, f *flight, e *entry, ev *eventsv1.ResourceEvent, coalesced int, links []trace.Link, log *slog.Logger) (uint64, error) {
 	attempt := e.tries
 	op := func() (struct{}, error) {
+		// A handler slot for this try only: the backoff before the next
+		// one is waited without it (see worker.slots).
+		if !w.takeSlot(runCtx, lctx) {
+			return struct{}{}, backoff.Permanent(errReleased)
+		}
+		defer w.freeSlot()
 		if err := w.waitConnected(runCtx, lctx); err != nil {
 			return struct{}{}, backoff.Permanent(err)
 		}
@@ -313,15 +322,17 @@ func (w *worker) ack(ctx context.Context, l *lane, e *entry, log *slog.Logger) b
 	return true
 }
 
-// deadLetter publishes e to the DLQ and terminates it. A failed publish is
-// retried in the lane with Config.Backoff, the message kept, so nothing is
-// lost; false when the member stops or the partition moves first. The
+// deadLetter publishes e to the DLQ and terminates it; project is the
+// event's, for the logs. A failed publish is retried in the lane with
+// Config.Backoff, the message kept, so nothing is lost; false when the
+// member stops or the partition moves first. The
 // Term is never confirmed, so e is remembered as dead-lettered (see
 // worker.handled): if the Term is lost, the server redelivers e after
 // AckWait, and that redelivery is terminated, not handled again after the
 // object's later messages and dead-lettered twice.
-func (w *worker) deadLetter(runCtx, lctx context.Context, l *lane, e *entry, attempt uint64, reason string, cause error) bool {
-	log := w.log.With(slog.String(logkey.Subject, e.subject), slog.Uint64(logkey.Seq, e.seq), slog.Uint64(logkey.Attempt, attempt))
+func (w *worker) deadLetter(runCtx, lctx context.Context, l *lane, e *entry, attempt uint64, reason string, cause error, project string) bool {
+	log := w.log.With(slog.String(logkey.Subject, e.subject), slog.Uint64(logkey.Seq, e.seq), slog.Uint64(logkey.Attempt, attempt),
+		slog.String(logkey.ProjectID, project))
 	op := func() (struct{}, error) {
 		msg := w.current(e)
 		if err := w.publishDeadLetter(lctx, msg, e.subject, attempt, reason, cause); err != nil {
@@ -346,6 +357,17 @@ func (w *worker) deadLetter(runCtx, lctx context.Context, l *lane, e *entry, att
 	w.cfg.Stats.deadLettered.Add(1)
 	log.Error("event dead-lettered", slog.String(logkey.Reason, reason), slog.Any(logkey.Err, cause))
 	return true
+}
+
+// subjectProject is the project named by an event's subject, for the
+// logs of a message that cannot be decoded: "" when the subject does not
+// name it (a digest token, a subject of another form).
+func subjectProject(prefix, subject string) string {
+	parts, err := events.ParseSubject(prefix, subject)
+	if err != nil {
+		return ""
+	}
+	return parts.ProjectID
 }
 
 // rememberDeadLettered records e as dead-lettered in worker.handled.

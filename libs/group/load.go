@@ -39,9 +39,9 @@ const (
 	MinMemberTTL = 300 * time.Millisecond
 	// MaxReplicas is JetStream's own limit on a stream's replicas.
 	MaxReplicas = 5
-	// MaxMaxInFlight bounds MaxInFlight: each held message is renewed
-	// (InProgress) every AckWait/3, and each object in flight may run a
-	// goroutine.
+	// MaxMaxInFlight bounds MaxInFlight: each held message (up to twice
+	// MaxInFlight) is renewed (InProgress) every AckWait/3, and each object
+	// in flight may run a goroutine.
 	MaxMaxInFlight = 4096
 )
 

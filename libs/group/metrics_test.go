@@ -112,7 +112,9 @@ func TestMetricsScraped(t *testing.T) {
 	}
 	cfg := testConfig("a")
 	cfg.Meter = sc.mp.Meter("group-test")
-	// One in flight: s3 and s4 wait on the server (lag), not in a lane.
+	// One in flight: s2 waits in its lane for the handler slot (the
+	// consumer's head-room for lanes in backoff), s3 and s4 on the server
+	// (lag).
 	cfg.MaxInFlight = 1
 	startMember(t, srv, cfg, h)
 	waitMembers(t, js, "a")
@@ -124,9 +126,10 @@ func TestMetricsScraped(t *testing.T) {
 		publish(t, js, id, 1)
 	}
 	waitWorkQueue(t, js, 4)
-	// Nothing was delivered since s1 (it holds the member's one slot):
-	// the backlog still shows, read from the consumer at the heartbeat.
-	sc.want(t, testGroup, map[string]float64{"consumer_group_lag": 3, "consumer_group_in_flight": 1})
+	// Nothing was delivered since s2 (s1 holds the member's one slot, s2
+	// the head-room): the backlog still shows, read from the consumer at
+	// the heartbeat.
+	sc.want(t, testGroup, map[string]float64{"consumer_group_lag": 2, "consumer_group_in_flight": 2})
 	// Per partition: s1 (being handled) and s2..s4 (waiting) are the
 	// work queue's backlog, each counted under its own partition.
 	sc.want(t, testGroup, map[string]float64{"consumer_group_partition_backlog": 4})
@@ -135,8 +138,8 @@ func TestMetricsScraped(t *testing.T) {
 	}
 	release <- struct{}{}
 	waitEntered(t, entered, "s2")
-	// s2's delivery had s3 and s4 behind it.
-	sc.want(t, testGroup, map[string]float64{"consumer_group_lag": 2, "consumer_group_handled_total": 1})
+	// s3, delivered once s1 was acked, had s4 behind it.
+	sc.want(t, testGroup, map[string]float64{"consumer_group_lag": 1, "consumer_group_handled_total": 1})
 
 	close(release)
 	publish(t, js, "retry", 1)
@@ -185,7 +188,9 @@ func TestLagWithoutDeliveries(t *testing.T) {
 		publish(t, js, id, 1)
 	}
 	waitWorkQueue(t, js, 4) // sourced into the group's stream: pending
-	sc.want(t, testGroup, map[string]float64{"consumer_group_lag": 3, "consumer_group_in_flight": 1})
+	// s2 waits in its lane for the slot (the consumer's head-room for
+	// lanes in backoff); s3 and s4 are never delivered.
+	sc.want(t, testGroup, map[string]float64{"consumer_group_lag": 2, "consumer_group_in_flight": 2})
 	// Per partition: s1 (being handled) and s2..s4 (waiting) are the
 	// work queue's backlog, each counted under its own partition.
 	sc.want(t, testGroup, map[string]float64{"consumer_group_partition_backlog": 4})

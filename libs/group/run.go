@@ -116,11 +116,12 @@ func Run(ctx context.Context, js jetstream.JetStream, cfg Config, h Handler, log
 		cc, err := pcgroups.ElasticConsume(cgctx, js, cfg.Stream, cfg.Group, cfg.Member, w.callback(ctx, hctx), jetstream.ConsumerConfig{
 			AckPolicy: jetstream.AckExplicitPolicy,
 			AckWait:   cfg.AckWait,
-			// Up to MaxInFlight messages held at once, in per-object
+			// Up to 2 x MaxInFlight messages held at once, in per-object
 			// lanes: order per object comes from the lanes, which retry
 			// in place instead of naking (a naked message no longer
-			// blocks the member's later ones).
-			MaxAckPending: cfg.MaxInFlight,
+			// blocks the member's later ones). MaxInFlight of them run;
+			// the rest is head-room for lanes in backoff (maxAckPending).
+			MaxAckPending: cfg.maxAckPending(),
 			// Run dead-letters after cfg.MaxDeliver itself; a server limit
 			// would leave the message stuck in the work-queue stream.
 			MaxDeliver: -1,

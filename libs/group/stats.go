@@ -73,7 +73,8 @@ type StatsSnapshot struct {
 	// InFlight instead.
 	Lag uint64
 	// InFlight is how many messages the member holds now (delivered, not
-	// yet acked, dead-lettered or released), at most Config.MaxInFlight.
+	// yet acked, dead-lettered or released), at most 2 x
+	// Config.MaxInFlight (the head-room for lanes in backoff).
 	InFlight uint64
 	// Partitions is how many partitions the group's config gives this
 	// member now; its Lag and InFlight are those partitions' backlog.

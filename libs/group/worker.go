@@ -27,15 +27,21 @@ const releaseDelay = 500 * time.Millisecond
 // releases. pcgroups calls deliver from one goroutine per member, mostly
 // in stream order (order.go says when not); deliver only files each
 // message in its object's lane (see lane.go). The server hands the member
-// at most Config.MaxInFlight unsettled messages (MaxAckPending), so lanes,
-// held messages and lane goroutines are bounded by it.
+// at most Config.maxAckPending unsettled messages, so lanes, held messages
+// and lane goroutines are bounded by it; handler calls by slots.
 type worker struct {
 	cfg  Config
 	js   jetstream.JetStream
 	h    Handler
 	log  *slog.Logger
 	gate *gate // counts lane goroutines; closed when the member stops
-	own  *ownership
+	// slots holds one value per running handler call, at most
+	// Config.MaxInFlight. A lane takes one for each try only, not while it
+	// waits out the backoff before the next: lanes in backoff keep their
+	// messages (held, unacked) in the consumer's head-room, and the
+	// member's other objects are handled meanwhile.
+	slots chan struct{}
+	own   *ownership
 	// tracer makes the CONSUMER span of every handler call.
 	tracer trace.Tracer
 	// wq is the group's work-queue stream, where a lane looks for an
@@ -98,6 +104,7 @@ type entry struct {
 
 func newWorker(cfg Config, js jetstream.JetStream, wq jetstream.Stream, h Handler, own *ownership, log *slog.Logger) *worker {
 	return &worker{cfg: cfg, js: js, wq: wq, wqSubject: wqSubjectOf, h: h, log: log, gate: newGate(), own: own, tracer: newTracer(cfg),
+		slots: make(chan struct{}, max(cfg.MaxInFlight, 1)),
 		lanes: map[string]*lane{}, held: map[uint64]*entry{}, handled: map[uint64]settledHere{},
 		acked: map[uint64]struct{}{}, ackedBefore: map[uint64]struct{}{}, ackedSince: time.Now()}
 }
@@ -297,6 +304,22 @@ func (w *worker) renewable() []jetstream.Msg {
 	}
 	return out
 }
+
+// takeSlot waits for a handler slot (see worker.slots); false when the
+// member stops or the partition moves first. freeSlot gives it back.
+func (w *worker) takeSlot(runCtx, lctx context.Context) bool {
+	select {
+	case w.slots <- struct{}{}:
+		return true
+	case <-runCtx.Done():
+		return false
+	case <-lctx.Done():
+		return false
+	}
+}
+
+// freeSlot gives back a slot takeSlot took.
+func (w *worker) freeSlot() { <-w.slots }
 
 // call runs the handler, turning a panic into an error.
 func (w *worker) call(ctx context.Context, m Message) (err error) {
