@@ -382,8 +382,8 @@ func TestWatchDoesNotBlockOnHeaders(t *testing.T) {
 			var r res
 			select {
 			case r = <-done:
-			case <-time.After(2 * time.Second):
-				t.Fatal("Watch blocked for 2s with no events")
+			case <-time.After(10 * time.Second): // a blocked Watch waits for an event that never comes
+				t.Fatal("Watch blocked for 10s with no events")
 			}
 			if r.err != nil {
 				t.Fatal(r.err)
@@ -494,7 +494,9 @@ func TestDefaultTimeout(t *testing.T) {
 	release := make(chan struct{})
 	// The hook holds the list until the test ends, but at most 5 s: should
 	// the default timeout not apply, the call then succeeds and the test
-	// fails instead of hanging.
+	// fails instead of hanging. So DeadlineExceeded alone proves the 100ms
+	// Timeout cut the call: the only other deadline, DefaultTimeout (30 s),
+	// ends after the hook. No wall-clock bound: load only delays the error.
 	srv.SetListHook(func(string, int32) {
 		select {
 		case <-release:
@@ -507,9 +509,6 @@ func TestDefaultTimeout(t *testing.T) {
 	_, err := c.ListSessions(t.Context()) // no deadline: the client's default applies
 	if status.Code(err) != codes.DeadlineExceeded {
 		t.Fatalf("err %v after %v, want DeadlineExceeded after Timeout (100ms)", err, time.Since(begin))
-	}
-	if el := time.Since(begin); el > 4*time.Second {
-		t.Errorf("took %v", el)
 	}
 }
 

@@ -107,7 +107,7 @@ func TestReplicasFollowRegistry(t *testing.T) {
 	registered := time.Now()
 	e.register(t, r.endpoint(t, "s-late"))
 	for i, p := range []*proxyHandle{p1, p2} {
-		testenv.Eventually(t, time.Second, func() error {
+		testenv.Eventually(t, 10*time.Second, func() error {
 			if code := statusOf(t, p.session("s-late", "/health")); code != http.StatusOK {
 				return errorf("replica %d: status %d", i+1, code)
 			}
@@ -130,7 +130,7 @@ func TestReplicasFollowRegistry(t *testing.T) {
 	removed := time.Now()
 	e.release(t, "s-late")
 	for i, p := range []*proxyHandle{p1, p2} {
-		testenv.Eventually(t, time.Second, func() error {
+		testenv.Eventually(t, 10*time.Second, func() error {
 			if code := statusOf(t, p.session("s-late", "/health")); code != http.StatusNotFound {
 				return errorf("replica %d after removal: status %d", i+1, code)
 			}

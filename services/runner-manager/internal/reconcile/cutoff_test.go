@@ -158,9 +158,14 @@ func TestCutOffStartingRunsOnce(t *testing.T) {
 func cutOffStarting(t *testing.T, healthy bool) {
 	e := newEnv(t)
 	link := testenv.NewLink(t, strings.TrimPrefix(e.nats.ClientURL(), "nats://"))
-	// A health deadline of 5 s: the peer's start wait is about 10 s.
-	health := runner.HealthPolicy{Host: "127.0.0.1", Interval: 100 * time.Millisecond, Attempts: 50, FirstDelay: 10 * time.Millisecond}
-	e.replica(replicaOpts{member: "rm-b", health: health})
+	// A health deadline of 8 s: the peer's start wait is about 13 s. The
+	// runner must pass its health check before it, after the gate opened
+	// (about 2.5 s after the spawn).
+	health := runner.HealthPolicy{Host: "127.0.0.1", Interval: 100 * time.Millisecond, Attempts: 80, FirstDelay: 10 * time.Millisecond}
+	// rm-b's log tells when it saw the record and left it to its start
+	// wait, and when its probe at the wait's end found the runner serving.
+	peerLog := &jsonLog{}
+	e.replica(replicaOpts{member: "rm-b", health: health, logs: peerLog})
 	// rm-a's runner listens once gate exists.
 	gate := filepath.Join(t.TempDir(), "gate")
 	script := fmt.Sprintf(`while [ ! -f %s ]; do sleep 0.02; done; exec %s`, gate, demoRunner)
@@ -190,15 +195,28 @@ func cutOffStarting(t *testing.T, healthy bool) {
 	cut = true
 	cutAt := time.Now()
 
-	// Watch until the peer's start wait is well over (healthy), or until
-	// the peer took the claim over (never healthy): never two runners.
-	// The gate opens at once if the peer takes over (the old code), else
-	// well before rm-a's health deadline.
+	// Watch until the peer's probe at the end of its start wait found the
+	// runner serving (healthy), or until the peer took the claim over
+	// (never healthy): never two runners. The gate opens once the peer
+	// saw the record without a heartbeat and left it to its start wait,
+	// where the old code probed and took the claim over, or at once if
+	// the peer takes over. Causes, not times: these were 3 s and 13 s
+	// after the cut, and load moves the causes past such marks.
 	var gateAt, tookAt, goneAt time.Time
-	deadline := cutAt.Add(25 * time.Second)
+	var waiting, answered bool // seen in rm-b's log
+	logged := 0
+	deadline := cutAt.Add(60 * time.Second) // a hang guard: the watch takes about 15 s
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	for {
+		for _, l := range peerLog.since(t, logged) {
+			logged++
+			if !strings.Contains(l.line, id) {
+				continue
+			}
+			waiting = waiting || strings.HasPrefix(l.msg, "owner has no heartbeat and its runner may still be starting")
+			answered = answered || strings.HasPrefix(l.msg, "owner has no heartbeat but its runner answers")
+		}
 		now := time.Now()
 		groups := sessionGroups(t, id)
 		if len(groups) > 1 {
@@ -212,13 +230,15 @@ func cutOffStarting(t *testing.T, healthy bool) {
 		if tookAt.IsZero() && (err == nil && rec.Owner != "rm-a" || errors.Is(err, registry.ErrNotFound)) {
 			tookAt = now
 		}
-		if healthy && gateAt.IsZero() && (!tookAt.IsZero() || now.Sub(cutAt) > 3*time.Second) {
+		if healthy && gateAt.IsZero() && (!tookAt.IsZero() || waiting) {
 			if err := os.WriteFile(gate, nil, 0o600); err != nil {
 				t.Fatal(err)
 			}
 			gateAt = now
 		}
-		if healthy && now.Sub(cutAt) > 13*time.Second || !healthy && !tookAt.IsZero() && now.Sub(tookAt) > time.Second {
+		// Never healthy: a second of watching after the takeover (not a
+		// bound: a longer one would only catch more).
+		if healthy && (answered || !tookAt.IsZero()) || !healthy && !tookAt.IsZero() && now.Sub(tookAt) > time.Second {
 			break
 		}
 		if now.After(deadline) {
@@ -362,7 +382,7 @@ func TestHealthTimeoutKillsWithoutLock(t *testing.T) {
 				return nil
 			})
 			// The deadline is 1 s after the spawn.
-			testenv.Eventually(t, 3*time.Second, func() error {
+			testenv.Eventually(t, 10*time.Second, func() error {
 				if pidAlive(pid) {
 					return fmt.Errorf("runner %d alive while the session lock is held", pid)
 				}

@@ -353,7 +353,7 @@ func (e *env) startRunning(rp *replica, s *ambientv1.Session) registry.Record {
 	e.t.Helper()
 	id := s.GetMetadata().GetId()
 	e.handle(rp, added, s)
-	e.waitPhase(id, session.PhaseRunning, 3*time.Second)
+	e.waitPhase(id, session.PhaseRunning, 10*time.Second)
 	rec, err := registry.Get(e.t.Context(), e.runners, id)
 	if err != nil {
 		e.t.Fatal(err)

@@ -44,7 +44,7 @@ func TestPendingSessionGetsRunner(t *testing.T) {
 	id := s.GetMetadata().GetId()
 	start := time.Now()
 	e.handle(rp, added, s)
-	got := e.waitPhase(id, session.PhaseRunning, time.Second)
+	got := e.waitPhase(id, session.PhaseRunning, 10*time.Second)
 	t.Logf("event to Running: %v", time.Since(start))
 	if got.GetStartTime() == nil {
 		t.Fatal("Running without start_time")
@@ -222,7 +222,7 @@ func TestStoppingWithoutRunner(t *testing.T) {
 	s := e.create("never ran")
 	id := s.GetMetadata().GetId()
 	e.handle(rp, modified, e.setPhase(id, session.PhaseStopping))
-	got := e.waitPhase(id, session.PhaseStopped, 2*time.Second)
+	got := e.waitPhase(id, session.PhaseStopped, 10*time.Second)
 	if got.GetCompletionTime() == nil {
 		t.Fatal("no completion_time")
 	}
@@ -319,9 +319,9 @@ func TestCapacity(t *testing.T) {
 			first, second := e.create("first"), e.create("second")
 			id1, id2 := first.GetMetadata().GetId(), second.GetMetadata().GetId()
 			e.handle(rp, added, first)
-			e.waitPhase(id1, session.PhaseRunning, 3*time.Second)
+			e.waitPhase(id1, session.PhaseRunning, 10*time.Second)
 			e.handle(rp, added, second)
-			testenv.Eventually(t, 3*time.Second, func() error {
+			testenv.Eventually(t, 10*time.Second, func() error {
 				s := e.get(id2)
 				c, ok := status.Conditions(s).Get(status.CondRunnerStarted)
 				if !ok || c.Reason != tc.reason || c.Status != session.StatusFalse || s.GetPhase() != "" {
@@ -389,7 +389,7 @@ func TestEscapingSessionID(t *testing.T) {
 			fake := proto.CloneOf(s)
 			fake.Metadata.Id = bad
 			e.handle(rp, added, fake)
-			got := e.waitPhase(s.GetMetadata().GetId(), session.PhaseFailed, 3*time.Second)
+			got := e.waitPhase(s.GetMetadata().GetId(), session.PhaseFailed, 10*time.Second)
 			if c := condition(t, got, status.CondProcessSpawned); c.Reason != status.ReasonInvalidSessionID {
 				t.Fatalf("ProcessSpawned = %+v", c)
 			}
@@ -433,7 +433,7 @@ func TestDuplicateAndReplayedEvents(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	e.waitPhase(id, session.PhaseRunning, 3*time.Second)
+	e.waitPhase(id, session.PhaseRunning, 10*time.Second)
 	// Echoes of our own writes and a replay of the original event.
 	e.handle(rp, modified, e.get(id))
 	e.handle(other, modified, e.get(id))
@@ -491,7 +491,7 @@ func TestStopOnPeer(t *testing.T) {
 	s := e.create("cross")
 	id := s.GetMetadata().GetId()
 	e.handle(owner, added, s)
-	e.waitPhase(id, session.PhaseRunning, 3*time.Second)
+	e.waitPhase(id, session.PhaseRunning, 10*time.Second)
 	e.handle(peer, modified, e.setPhase(id, session.PhaseStopping))
 	e.waitPhase(id, session.PhaseStopped, 5*time.Second)
 	e.waitNoClaim(id)

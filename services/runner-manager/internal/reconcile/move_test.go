@@ -61,7 +61,7 @@ func TestMovedSessionRestartsUnderNewProject(t *testing.T) {
 				w := e.create("waiting", inTeamB)
 				waitingID = w.GetMetadata().GetId()
 				e.handle(rp, added, w)
-				testenv.Eventually(t, 3*time.Second, func() error {
+				testenv.Eventually(t, 10*time.Second, func() error {
 					c, ok := status.Conditions(e.get(waitingID)).Get(status.CondRunnerStarted)
 					if !ok || c.Reason != status.ReasonCapacityExceeded {
 						return fmt.Errorf("waiting session not deferred for capacity: %s", e.get(waitingID).GetConditions())

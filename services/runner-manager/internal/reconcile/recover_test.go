@@ -21,7 +21,7 @@ import (
 func TestShutdownStopsAllRunners(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	const grace = 500 * time.Millisecond
+	const grace = 200 * time.Millisecond
 	rp := e.replica(replicaOpts{grace: grace, noCleanup: true,
 		command: []string{"/bin/sh", "-c", `trap "" TERM; ` + demoRunner + ` & while :; do sleep 0.1; done`}})
 	var ids []string
@@ -32,7 +32,7 @@ func TestShutdownStopsAllRunners(t *testing.T) {
 		e.handle(rp, added, s)
 	}
 	for _, id := range ids {
-		e.waitPhase(id, session.PhaseRunning, 3*time.Second)
+		e.waitPhase(id, session.PhaseRunning, 10*time.Second)
 		rec, err := registry.Get(t.Context(), e.runners, id)
 		if err != nil {
 			t.Fatal(err)
@@ -41,8 +41,13 @@ func TestShutdownStopsAllRunners(t *testing.T) {
 	}
 	start := time.Now()
 	rp.stop(t)
-	if d := time.Since(start); d > grace+2*time.Second {
-		t.Fatalf("shutdown took %v", d)
+	// The runners ignore SIGTERM: the grace's SIGKILL ends them, or,
+	// should the grace not apply, the kill at the end of the shutdown's
+	// own bound (grace + 5 s, package supervise). A shutdown shorter than
+	// that bound killed them at the grace; it takes about the grace (0.2 s),
+	// so load does not push it to 5 s.
+	if d := time.Since(start); d >= grace+5*time.Second {
+		t.Fatalf("shutdown took %v: the runners were killed at the shutdown's bound, not at the %v grace", d, grace)
 	}
 	for _, pid := range pids {
 		if pidAlive(pid) {
@@ -127,7 +132,7 @@ func TestRunningWithoutClaimIsRecovered(t *testing.T) {
 	id := s.GetMetadata().GetId()
 	rp := e.replica(replicaOpts{lost: LostFail})
 	e.handle(rp, modified, e.setPhase(id, session.PhaseRunning))
-	got := e.waitPhase(id, session.PhaseFailed, 3*time.Second)
+	got := e.waitPhase(id, session.PhaseFailed, 10*time.Second)
 	if c := condition(t, got, status.CondRunnerStarted); c.Reason != status.ReasonRunnerLost {
 		t.Fatalf("RunnerStarted = %+v", c)
 	}
@@ -213,7 +218,7 @@ func TestNATSRestart(t *testing.T) {
 	s := e.create("survivor")
 	id := s.GetMetadata().GetId()
 	e.handle(rp, added, s)
-	e.waitPhase(id, session.PhaseRunning, 3*time.Second)
+	e.waitPhase(id, session.PhaseRunning, 10*time.Second)
 	if err := e.nats.Restart(); err != nil {
 		t.Fatal(err)
 	}
