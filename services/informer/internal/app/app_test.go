@@ -357,18 +357,21 @@ func TestFailover(t *testing.T) {
 	a := h.start("a", short, hook("a"))
 	b := h.start("b", short, hook("b"))
 	before := len(h.waitConverged(live, bucket, 30*time.Second))
+	// A 1 s lease can change hands during start-up on a loaded machine (a
+	// renewal that does not land within TTL/3 drops it, by design), so
+	// the first events may come from either replica: each exactly once.
+	testenv.Eventually(t, 30*time.Second, func() error {
+		if a.isLeader() == b.isLeader() {
+			return fmt.Errorf("leaders: a=%v b=%v, want exactly one", a.isLeader(), b.isLeader())
+		}
+		return nil
+	})
 	leader, standby := a, b
 	if !a.isLeader() {
 		leader, standby = b, a
 	}
-	if !leader.isLeader() || standby.isLeader() {
-		t.Fatalf("leaders: a=%v b=%v, want exactly one", a.isLeader(), b.isLeader())
-	}
-	if got := standby.metric("informer_events_published_total"); got != 0 {
-		t.Fatalf("standby published %v events, want 0", got)
-	}
-	if got := leader.metric("informer_events_published_total"); got != float64(before) {
-		t.Fatalf("leader published %v events, want %d", got, before)
+	if got := a.metric("informer_events_published_total") + b.metric("informer_events_published_total"); got != float64(before) {
+		t.Fatalf("the replicas published %v events, want %d (each change once)", got, before)
 	}
 
 	ids := h.sessionIDs()
