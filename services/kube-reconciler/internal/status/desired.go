@@ -9,6 +9,7 @@ import (
 
 	"github.com/ambient-code/control-plane/libs/session"
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
+	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/reconcile"
 	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/spec"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -154,18 +155,13 @@ func orEmpty(js func(string) (*string, bool), k, empty string) *string {
 
 func ptr[T any](v T) *T { return &v }
 
-// conditionReconciled is the condition kube-reconciler's event path writes
-// on a session it cannot reconcile (reconcile.ConditionReconciled; a test
-// pins them equal, since reconcile is not imported here).
-const conditionReconciled = "Reconciled"
-
 // othersCondition reports whether a condition of type typ on a session is
 // written by another writer of this control plane, read-modify-write, not
 // by this write-back: the informer's EventsPublished and the event path's
-// Reconciled. runner-manager's conditions are on sessions it runs, which
-// have no AgenticSession.
+// Reconciled (reconcile.ConditionReconciled). runner-manager's conditions
+// are on sessions it runs, which have no AgenticSession.
 func othersCondition(typ string) bool {
-	return typ == session.ConditionEventsPublished || typ == conditionReconciled
+	return typ == session.ConditionEventsPublished || typ == reconcile.ConditionReconciled
 }
 
 // entry is one condition of a list, kept as written.
