@@ -60,6 +60,17 @@ func benchSessions() int {
 	return 100_000
 }
 
+// benchProjects is how many projects the seeded sessions are spread over
+// (BENCH_PROJECTS, default 1): the server's per-publish work can depend
+// on how many subjects the stream holds (README, Fencing: a move to
+// another project).
+func benchProjects() int {
+	if v, err := strconv.Atoi(os.Getenv("BENCH_PROJECTS")); err == nil && v > 0 {
+		return v
+	}
+	return 1
+}
+
 // benchEnv is a harness for benchmarks (testing.B instead of testing.T).
 type benchEnv struct {
 	b    *testing.B
@@ -78,9 +89,14 @@ func newBenchEnv(b *testing.B) *benchEnv {
 func (e *benchEnv) seed(n int) {
 	e.b.Helper()
 	ctx := context.Background()
+	projects := benchProjects()
 	for i := range n {
+		project := "proj"
+		if projects > 1 {
+			project = fmt.Sprintf("proj-%04d", i%projects)
+		}
 		if _, err := e.api.Sessions().CreateSession(ctx, &ambientv1.CreateSessionRequest{
-			Name: fmt.Sprintf("bench-%06d", i), ProjectId: proto.String("proj"), Prompt: proto.String("benchmark prompt text"),
+			Name: fmt.Sprintf("bench-%06d", i), ProjectId: proto.String(project), Prompt: proto.String("benchmark prompt text"),
 		}); err != nil {
 			e.b.Fatal(err)
 		}

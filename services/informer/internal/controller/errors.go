@@ -41,7 +41,9 @@ func (r *Resource[T]) goneError(ctx context.Context, err error) error {
 }
 
 // confirmGone reports whether a lookup finds the events stream or the
-// objects bucket gone.
+// objects bucket gone. Workers that ask at the same time share one lookup
+// (Publisher.Lookup), so an ambiguous answer to all of them costs one
+// lookup, not one per worker, each up to goneLookupTimeout.
 func (r *Resource[T]) confirmGone(ctx context.Context) bool {
 	ctx, cancel := context.WithTimeout(ctx, goneLookupTimeout)
 	defer cancel()

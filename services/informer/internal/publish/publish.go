@@ -28,6 +28,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
+	"golang.org/x/sync/singleflight"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/ambient-code/control-plane/libs/events"
@@ -125,6 +126,8 @@ type Publisher struct {
 	// kvStreamH is the objects bucket's stream handle once looked up
 	// (lastKV).
 	kvStreamH atomic.Pointer[jetstream.Stream]
+	// lookups shares one Lookup among concurrent callers.
+	lookups singleflight.Group
 }
 
 // New returns a Publisher; it returns ErrInvalidConfig without a prefix or
