@@ -170,9 +170,10 @@ func (c *Claims) Get(ctx context.Context, id string) (registry.Record, error) {
 //   - the runner registered in rec does not answer /health (a live runner
 //     is not lost, whatever happened to its replica's NATS connection);
 //     a record whose runner may still be starting (startPending: no
-//     address yet, or one not yet healthy) counts only once this replica
-//     has seen it unchanged for the start wait (WithStartWait), and then
-//     only if its runner, if any, does not answer.
+//     address yet, one not yet healthy, or a stop request that hides
+//     which) counts only once this replica has seen it unchanged for the
+//     start wait (WithStartWait), and then only if its runner, if any,
+//     does not answer.
 //
 // An error means liveness could not be checked; the caller retries.
 func (c *Claims) OwnerGone(ctx context.Context, rec registry.Record, runsHere bool) (bool, error) {
@@ -216,7 +217,18 @@ const (
 //   - state starting: the address is registered but the runner has not
 //     passed its health check, and may not even listen yet; a probe that
 //     fails now proves nothing about a moment later, when it may be
-//     serving for an owner cut off from NATS.
+//     serving for an owner cut off from NATS;
+//   - state stopping: a stop request (RequestStop, a peer's write)
+//     replaces the state the runner was in, so the record no longer
+//     tells a starting runner from a running one; the owner's own
+//     registration keeps the request too (Update), so an address may
+//     have come after it. Judged as running, a stop request written over
+//     a starting record ended its start wait at once: the probe found
+//     nothing listening yet, the peer took the claim over and wrote
+//     Stopped, while the cut-off owner's runner came up and lived until
+//     its owner reconnected. A dead owner's stopping record of a runner
+//     that did run therefore waits the start wait as well: it only
+//     delays a Stopped, it starts nothing.
 //
 // Either way the owner kills the runner by its start deadline unless it
 // is registered (claimed) or healthy (starting): see package supervise.
@@ -224,7 +236,7 @@ func startPending(rec registry.Record) bool {
 	if rec.Final != nil || rec.State == registry.StateExited {
 		return false
 	}
-	return !rec.Routable() || rec.State == registry.StateStarting
+	return !rec.Routable() || rec.State == registry.StateStarting || rec.State == registry.StateStopping
 }
 
 // startWaitOver reports whether this replica has seen rec, a peer's

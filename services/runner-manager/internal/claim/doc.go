@@ -47,7 +47,19 @@
 //     the spawn, up to the start deadline after the claim). The owner
 //     kills a runner that is not healthy by its health deadline, without
 //     waiting for the session's lock. Before, the probe decided at once,
-//     and the session ran twice if the runner came up after it.
+//     and the session ran twice if the runner came up after it;
+//   - so is a record in state stopping: a peer's stop request
+//     ([Claims.RequestStop]) replaces the state the runner was in, and
+//     the owner's registration keeps the request ([Claims.Update]), so
+//     the record cannot tell a starting runner from a running one. The
+//     request is a new revision, so the wait starts again; the owner
+//     stops the runner when it hears of the request, or finds the session
+//     Stopping at its Running write. Before, a stop request over a
+//     starting record was probed at once: the peer took the claim over
+//     and wrote Stopped while the cut-off owner's runner came up and
+//     lived until its owner reconnected. A dead owner's stopping record
+//     of a runner that did run waits the start wait too: that only delays
+//     a Stopped, it starts nothing.
 //
 // Issue 14 finding 1 (two replicas, NATS down 15 s with a 5 s TTL: the
 // first to reconnect took over all of its peer's sessions and ran each
@@ -68,7 +80,8 @@
 // probe timeout, DefaultProbeTimeout; a sweep probes 8 records at a time,
 // and recovers 8 at a time, each asking OwnerGone again); a record whose
 // runner may still be starting (claimed, or starting) waits for its start
-// wait (about 20 s by default) from the first sweep that saw it as well.
+// wait (about 20 s by default) from the first sweep that saw it as well
+// (so does a stopping one).
 // With the
 // defaults (MEMBER_TTL 5s, RUNNER_SWEEP_INTERVAL 5s) that is at most
 // about 10 s before the takeover starts the session again; measured with

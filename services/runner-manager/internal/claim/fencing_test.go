@@ -212,7 +212,9 @@ func TestOwnerGoneFencing(t *testing.T) {
 // may be starting the runner while cut off from NATS (its heartbeat gone).
 // It is gone only once this replica has seen it unchanged for the start
 // wait; a new revision starts the wait again, an older one read late does
-// not end it, and a claim with an address is probed at once, as before.
+// not end it. An address registered over a stop request (state stopping)
+// waits too: the runner may still be starting. A running runner's record
+// is probed at once, as before.
 func TestStartWait(t *testing.T) {
 	t.Parallel()
 	const wait = 500 * time.Millisecond
@@ -249,13 +251,98 @@ func TestStartWait(t *testing.T) {
 	if gone(held) {
 		t.Fatal("older revision read late taken over")
 	}
-	// An address: the probe decides, at once (nothing listens there).
+	// The owner registers its runner's address over the stop request
+	// (Update keeps it): the runner may still be starting, a new wait.
 	addressed, _, err := cs["dead"].Update(ctx, again, func(e *registry.Endpoint) { e.Host, e.Port = "127.0.0.1", closedPort(t) })
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !gone(addressed) || !stale() {
-		t.Fatal("claim with a dead runner's address not taken over at once")
+	if addressed.State != registry.StateStopping {
+		t.Fatalf("registration dropped the stop request: %+v", addressed)
+	}
+	if gone(addressed) || stale() {
+		t.Fatal("stopping record with an address taken over at first sight")
+	}
+	// A running runner's address: the probe decides, at once (nothing
+	// listens there).
+	ep := addressed.Endpoint
+	ep.State = registry.StateRunning
+	rev, err := registry.Register(ctx, cs["dead"].kv, ep, addressed.Revision)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !gone(registry.Record{Endpoint: ep, Revision: rev}) || !stale() {
+		t.Fatal("running record of a dead runner not taken over at once")
+	}
+}
+
+// A stop request (state stopping, a peer's write) over a starting record
+// hides whether the runner passed its health check; its owner, cut off
+// from NATS, may still be starting it. Before, the stop request ended the
+// start wait at once: the probe found nothing listening yet, the peer
+// took the claim over and wrote Stopped, and the owner's runner came up
+// and lived until its owner reconnected. Now the stopping record waits as
+// a starting one does, then the probe decides; one whose runner answers
+// is not taken over.
+func TestStartWaitStopRequest(t *testing.T) {
+	t.Parallel()
+	const wait = 500 * time.Millisecond
+	cs, gone, stale := startWaitPeer(t, wait)
+	ctx := t.Context()
+	var up atomic.Bool // the runner serves
+	healthy, _ := json.Marshal(map[string]string{"status": "healthy", "session_id": "s"})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !up.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write(healthy) // the probe reads what it gets
+	}))
+	t.Cleanup(srv.Close)
+	addr := srv.Listener.Addr().(*net.TCPAddr)
+	held, err := cs["dead"].Claim(ctx, "s", "p")
+	if err != nil {
+		t.Fatal(err)
+	}
+	starting, _, err := cs["dead"].Update(ctx, held, func(e *registry.Endpoint) {
+		e.Host, e.Port, e.State = addr.IP.String(), addr.Port, registry.StateStarting
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if gone(starting) {
+		t.Fatal("starting record taken over at first sight")
+	}
+	// "a" got the session's Stopping event: the owner is not gone (its
+	// start wait runs), so "a" asks it to stop through the record.
+	if err := cs["a"].RequestStop(ctx, starting); err != nil {
+		t.Fatal(err)
+	}
+	stopping, err := cs["a"].Get(ctx, "s")
+	if err != nil || stopping.State != registry.StateStopping {
+		t.Fatalf("record after the stop request: %+v, %v", stopping, err)
+	}
+	seen := time.Now()
+	if gone(stopping) || stale() {
+		t.Fatal("stop request over a starting record: taken over at first sight, before the start wait")
+	}
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if !gone(stopping) {
+			return errors.New("stopping record's owner not gone")
+		}
+		return nil
+	})
+	if d := time.Since(seen); d < wait {
+		t.Fatalf("owner gone %v after the first sight, before the start wait %v", d, wait)
+	}
+	if !stale() {
+		t.Fatal("Scan: stopping record not stale after the start wait")
+	}
+	// The runner came up for its cut-off owner: not taken over, waited or
+	// not; its owner stops it when it hears of the request.
+	up.Store(true)
+	if gone(stopping) || stale() {
+		t.Fatal("stopping record whose runner answers taken over")
 	}
 }
 

@@ -15,7 +15,7 @@ var ErrInvalidOption = errors.New("claims: invalid option")
 const DefaultProbeTimeout = time.Second
 
 // DefaultStartWait is how long a peer's record whose runner may still be
-// starting (claimed, or starting) must be seen unchanged before it may be
+// starting (claimed, starting, or stopping) must be seen unchanged before it may be
 // taken over (WithStartWait): the default start deadline
 // (LOCAL_HEALTH_INTERVAL 500ms x LOCAL_HEALTH_ATTEMPTS 30) plus 5 s.
 const DefaultStartWait = 20 * time.Second
@@ -62,7 +62,8 @@ func WithProbeTimeout(d time.Duration) Option {
 // may find its owner gone (default DefaultStartWait; 0 decides at once,
 // as for a running runner): a claim without a runner address (state
 // claimed), or one whose runner has not passed its health check (state
-// starting; after the wait its probe still decides). Its owner may be
+// starting, or stopping, which may hide a starting runner; after the wait
+// its probe still decides). Its owner may be
 // starting the runner while cut off from NATS, with nothing a probe could
 // reach yet; it kills a runner it has not registered within its start
 // deadline, or that is not healthy by its health deadline (package

@@ -191,6 +191,12 @@ func cutOffStarting(t *testing.T, healthy bool) {
 		}
 		return nil
 	})
+	// Cut only once rm-a knows its registration landed: it writes
+	// Creating after the registration returned. A cut between the write
+	// and its answer left rm-a believing its runner unregistered: it
+	// killed it at the start deadline as a runner a peer may take over,
+	// wrote nothing, and rm-b restarted the session (no Failed).
+	e.waitPhase(id, session.PhaseCreating, 10*time.Second)
 	link.Cut()
 	cut = true
 	cutAt := time.Now()
@@ -421,3 +427,130 @@ func (h *hangingCreating) UpdateSessionStatus(ctx context.Context, req *ambientv
 }
 
 func (h *hangingCreating) release() { h.rel.Do(func() { close(h.released) }) }
+
+// A replica registers its runner's address (state starting) and is cut
+// off from NATS before the runner passes its health check; the user stops
+// the session, and the peer, which gets the Stopping event, asks the
+// owner to stop through the record (state stopping: the owner's start
+// wait still runs). Before, the stop request ended the start wait: the
+// peer's next sweep probed the runner, found nothing listening yet, took
+// the claim over and wrote Stopped, while the cut-off replica's runner
+// lived on (came up, and ran until its owner heard of the session's end).
+// Now a stopping record waits as a starting one does: the runner comes up
+// (the gate opens once the peer has left the stopping record to its start
+// wait), its owner finds the session Stopping at its Running write and
+// stops it, and the session ends Stopped with no runner left and no claim.
+func TestCutOffStartingStopRequest(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	link := testenv.NewLink(t, strings.TrimPrefix(e.nats.ClientURL(), "nats://"))
+	// A health deadline of 8 s, as in cutOffStarting: the peer's start
+	// wait is about 13 s.
+	health := runner.HealthPolicy{Host: "127.0.0.1", Interval: 100 * time.Millisecond, Attempts: 80, FirstDelay: 10 * time.Millisecond}
+	peerLog := &jsonLog{}
+	b := e.replica(replicaOpts{member: "rm-b", health: health, logs: peerLog})
+	gate := filepath.Join(t.TempDir(), "gate")
+	script := fmt.Sprintf(`while [ ! -f %s ]; do sleep 0.02; done; exec %s`, gate, demoRunner)
+	nc := testenv.ConnURL(t, "nats://"+link.Addr())
+	a := e.replica(replicaOpts{member: "rm-a", health: health, nc: nc, command: []string{"/bin/sh", "-c", script}})
+	restored := false
+	t.Cleanup(func() { // before rm-a stops: it leaves the member set
+		if !restored {
+			link.Restore()
+		}
+	})
+	s := e.create("stopped while cut off starting")
+	id := s.GetMetadata().GetId()
+	e.handle(a, added, s)
+	var started registry.Record
+	testenv.Eventually(t, 10*time.Second, func() error {
+		var err error
+		if started, err = registry.Get(t.Context(), e.runners, id); err != nil {
+			return err
+		}
+		if started.Owner != "rm-a" || started.State != registry.StateStarting || !started.Routable() {
+			return fmt.Errorf("record %+v: not rm-a's starting runner", started)
+		}
+		return nil
+	})
+	// rm-a's Creating write comes after the registration: written after
+	// the user's Stopping, it would replace it (the API has no
+	// precondition on status writes) and rm-b would find the Stopping
+	// event stale.
+	e.waitPhase(id, session.PhaseCreating, 10*time.Second)
+	link.Cut()
+	cutAt := time.Now()
+
+	// The user stops the session; the event reaches rm-b.
+	e.handleRedelivered(b, modified, e.setPhase(id, session.PhaseStopping))
+	rec, err := registry.Get(t.Context(), e.runners, id)
+	if err != nil || rec.Owner != "rm-a" || rec.State != registry.StateStopping {
+		t.Fatalf("record after the Stopping event: %+v (%v), want rm-a's with a stop request", rec, err)
+	}
+	logged := len(peerLog.since(t, 0))
+
+	// Watch until rm-a stopped its runner and wrote Stopped. The gate
+	// opens once rm-b has left the stopping record to its start wait (two
+	// sweeps that said so after the stop request: the first may have
+	// read its index before the watch delivered the request), or at once
+	// if rm-b takes the claim over. Never: the claim taken over, or the
+	// session Stopped, while rm-a's runner lives.
+	var gateAt time.Time
+	waits := 0
+	deadline := cutAt.Add(60 * time.Second) // a hang guard: the watch takes a few seconds
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		for _, l := range peerLog.since(t, logged) {
+			logged++
+			if strings.Contains(l.line, id) && strings.HasPrefix(l.msg, "owner has no heartbeat and its runner may still be starting") {
+				waits++
+			}
+		}
+		now := time.Now()
+		groups := sessionGroups(t, id)
+		if len(groups) > 1 {
+			t.Fatalf("two runners of the session at once %v after the cut: process groups %v", now.Sub(cutAt).Round(10*time.Millisecond), groups)
+		}
+		alive := slices.Contains(groups, started.PID)
+		rec, err := registry.Get(t.Context(), e.runners, id)
+		// rm-a cannot write: a record gone was released by the peer.
+		took := err == nil && rec.Owner != "rm-a" || errors.Is(err, registry.ErrNotFound)
+		if took && alive {
+			t.Fatalf("claim taken over %v after the cut while rm-a's runner %d lives (record %+v, %v)", now.Sub(cutAt).Round(10*time.Millisecond), started.PID, rec, err)
+		}
+		cur := e.get(id)
+		if session.PhaseOf(cur) == session.PhaseStopped && alive {
+			t.Fatalf("session Stopped %v after the cut while rm-a's runner %d lives", now.Sub(cutAt).Round(10*time.Millisecond), started.PID)
+		}
+		if gateAt.IsZero() && (took || waits >= 2) {
+			if err := os.WriteFile(gate, nil, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			gateAt = now
+		}
+		if !gateAt.IsZero() && !alive && session.PhaseOf(cur) == session.PhaseStopped {
+			break
+		}
+		if now.After(deadline) {
+			t.Fatalf("session not Stopped with rm-a's runner gone within %v of the cut: phase %q, runners %v, record %+v (%v)", deadline.Sub(cutAt), cur.GetPhase(), groups, rec, err)
+		}
+		<-tick.C
+	}
+	t.Logf("rm-a's runner stopped and the session Stopped %v after the cut (gate opened %v after it)", time.Since(cutAt).Round(10*time.Millisecond), gateAt.Sub(cutAt).Round(10*time.Millisecond))
+	// Back on NATS, the claim is released (by rm-a, or by rm-b once its
+	// start wait is over) and nothing runs.
+	link.Restore()
+	restored = true
+	testenv.Eventually(t, 30*time.Second, func() error {
+		rec, err := registry.Get(t.Context(), e.runners, id)
+		if !errors.Is(err, registry.ErrNotFound) {
+			return fmt.Errorf("claim still present: %+v (%v)", rec, err)
+		}
+		return nil
+	})
+	if g := sessionGroups(t, id); len(g) != 0 {
+		t.Fatalf("runners %v of a stopped session", g)
+	}
+	e.waitPhase(id, session.PhaseStopped, 5*time.Second)
+}

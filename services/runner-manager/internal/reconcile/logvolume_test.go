@@ -9,9 +9,12 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/ambient-code/control-plane/libs/registry"
+	"github.com/ambient-code/control-plane/libs/session"
 	"github.com/ambient-code/control-plane/libs/testenv"
 )
 
@@ -235,4 +238,95 @@ func TestAnsweringPeerLogVolume(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// While the API is down, the final phases of K runners that ended wait in
+// their records and the sweep retries them (Supervisor.Resend): the
+// retries log their failures once for the outage and once when a pass
+// writes without failure, not a warning per runner per sweep.
+func TestFinalPhaseRetryOutageLogVolume(t *testing.T) {
+	t.Parallel()
+	const runners, passes = 3, 3
+	e := newEnv(t)
+	logs := &jsonLog{}
+	rp := e.replica(replicaOpts{logs: logs, max: runners})
+	ids := make([]string, 0, runners)
+	pids := make([]int, 0, runners)
+	for i := range runners {
+		s := e.create(fmt.Sprintf("s%d", i))
+		rec := e.startRunning(rp, s)
+		ids = append(ids, s.GetMetadata().GetId())
+		pids = append(pids, rec.PID)
+	}
+	e.api.StartOutage(time.Minute)
+	for _, pid := range pids {
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Each runner's final phase (Failed) could not be written and waits in
+	// its record (state exited) for the sweep's retries.
+	testenv.Eventually(t, 30*time.Second, func() error {
+		for _, id := range ids {
+			rec, err := registry.Get(t.Context(), e.runners, id)
+			if err != nil {
+				return err
+			}
+			if rec.State != registry.StateExited || rec.Final == nil {
+				return fmt.Errorf("record %+v: final phase not recorded yet", rec)
+			}
+		}
+		return nil
+	})
+	retry := func(en entry) bool { return strings.HasPrefix(en.msg, "retry final phase write") }
+	mark := logs.len()
+	// The loop's sweep retries too, concurrently; these passes make sure
+	// there are several.
+	for range passes {
+		rp.rec.sup.Resend(t.Context())
+	}
+	outage := logs.since(t, mark)
+	e.api.EndOutage()
+	testenv.Eventually(t, 10*time.Second, func() error {
+		_, err := e.client.GetSession(t.Context(), ids[0])
+		return err
+	})
+	testenv.Eventually(t, 10*time.Second, func() error {
+		rp.rec.sup.Resend(t.Context())
+		for _, id := range ids {
+			if p := session.PhaseOf(e.get(id)); p != session.PhaseFailed {
+				return fmt.Errorf("session %s %q, want Failed", id, p)
+			}
+		}
+		return nil
+	})
+	// A pass with nothing left to retry: the recovery is logged by now,
+	// whichever pass (this one, or the loop's that wrote the last phase)
+	// reports first.
+	rp.rec.sup.Resend(t.Context())
+	all := logs.since(t, mark)
+	var loud []string // retries' records at info and above
+	var warned, recovered bool
+	for _, en := range all {
+		if !retry(en) || en.level == slog.LevelDebug.String() {
+			continue
+		}
+		loud = append(loud, en.level+" "+en.msg)
+		recovered = recovered || en.level == slog.LevelInfo.String()
+	}
+	for _, en := range outage {
+		warned = warned || retry(en) && en.level == slog.LevelWarn.String()
+	}
+	t.Logf("%d passes over %d waiting final phases in the outage: %d records (%d while down); retries at info and above: %q", passes, runners, len(all), len(outage), loud)
+	// O(1) for the outage: its first failing pass and its recovery.
+	if len(loud) > 2 {
+		t.Errorf("%d retry records at info or above for an outage of %d passes over %d waiting final phases, want at most 2 (the outage and the recovery)", len(loud), passes, runners)
+	}
+	if !warned {
+		t.Errorf("the outage's first failing pass logged no warning")
+	}
+	if !recovered {
+		t.Errorf("no record of the retries writing again after the outage")
+	}
+	noDuplicateKeys(t, all)
 }

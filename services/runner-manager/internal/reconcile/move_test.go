@@ -147,8 +147,24 @@ func TestSlowMoveUnroutesAtOnce(t *testing.T) {
 		{"stop wins", func(e *env, rp *replica, id string) {
 			e.handle(rp, modified, e.setPhase(id, session.PhaseStopping))
 		}, session.PhaseStopped, status.ReasonStopped},
-		{"shutdown hands back", func(_ *env, rp *replica, _ string) {
+		{"shutdown hands back", func(e *env, rp *replica, _ string) {
 			rp.cancel()
+			// The cancel only asks for the shutdown: it begins once the
+			// replica's loop has returned (a sweep in progress ends
+			// first). A runner that exits before that is replaced, and
+			// the new runner, stopped by the shutdown a moment later, is
+			// handed back with reason RunnerManagerShutdown instead: as
+			// right (Pending, started again by whichever replica is
+			// alive), but not the case this test is about. Under load
+			// the test saw that interleaving once. So the old runner is
+			// let go only once the shutdown has begun (no runner starts
+			// from then on).
+			testenv.Eventually(e.t, 30*time.Second, func() error {
+				if rp.rec.Ready() {
+					return errors.New("shutdown not begun yet")
+				}
+				return nil
+			})
 		}, session.PhasePending, status.ReasonProjectChanged},
 	}
 	for _, tc := range tests {

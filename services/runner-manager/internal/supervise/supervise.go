@@ -92,6 +92,12 @@ type Supervisor struct {
 
 	mu   sync.Mutex
 	runs map[string]*Runner // guarded by mu; local runners by session id
+
+	// resending holds one Resend pass at a time (the sweep's, Shutdown's):
+	// each pass's report follows the passes before it, and two passes at
+	// once around an outage's end logged it ended, began and ended again.
+	resending sync.Mutex
+	finals    finalRetries // guarded by resending
 }
 
 // New validates cfg and returns a supervisor. It starts nothing.
@@ -373,14 +379,22 @@ const resendTimeout = time.Second
 // registry and the session's phase agree with the runner: a registration
 // (an unroutable runner otherwise stays unroutable), a Creating or
 // Running write, and the final phase of a runner that exited (then the
-// claim is released). The sweep calls it.
+// claim is released). The sweep calls it, and Shutdown once more. The
+// final-phase retries that fail are logged once per outage
+// (finalRetries), not once per runner per sweep.
 func (s *Supervisor) Resend(ctx context.Context) {
+	s.resending.Lock()
+	defer s.resending.Unlock()
+	var pass finalPass
 	for _, rn := range s.Runners() {
-		s.resend(ctx, rn)
+		s.resend(ctx, rn, &pass)
 	}
+	s.finals.report(s.log, pass)
 }
 
-func (s *Supervisor) resend(ctx context.Context, rn *Runner) {
+// resend catches up rn's failed writes; a final-phase retry is counted in
+// pass.
+func (s *Supervisor) resend(ctx context.Context, rn *Runner, pass *finalPass) {
 	unlock := s.Lock(rn.id)
 	defer unlock()
 	log := s.log.With(slog.String(logkey.SessionID, rn.id))
@@ -410,8 +424,8 @@ func (s *Supervisor) resend(ctx context.Context, rn *Runner) {
 			s.forget(rn) // as above, found between two tries
 			return
 		}
+		pass.add(rn.id, p.update.Phase, err)
 		if err != nil {
-			log.Warn("retry final phase write", slog.String(logkey.Phase, string(p.update.Phase)), slog.String(logkey.Err, err.Error()))
 			s.recordFinal(ctx, log, rn)
 			return
 		}
