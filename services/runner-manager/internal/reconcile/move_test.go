@@ -211,3 +211,58 @@ func TestSlowMoveUnroutesAtOnce(t *testing.T) {
 		})
 	}
 }
+
+// A session that waits for capacity and meanwhile moves to a project this
+// deployment does not select, with no event of the move handled here (it
+// may never come: dead-lettered, or made while no informer led), is not
+// started when a slot frees: the start's re-read of the session checks
+// the selection again. Before, it was started here while the executor of
+// its new project ran it too, until the move event or the runner check
+// stopped this runner.
+func TestQueuedSessionMovedOutOfSelectionNotStarted(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	sel, err := session.NewSelector([]string{"proj"}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rp := e.replica(replicaOpts{max: 1, selector: sel})
+	first, second := e.create("first"), e.create("second")
+	id1, id2 := first.GetMetadata().GetId(), second.GetMetadata().GetId()
+	e.handle(rp, added, first)
+	e.waitPhase(id1, session.PhaseRunning, 10*time.Second)
+	e.handle(rp, added, second)
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if !rp.rec.queue.Has(id2) {
+			return errors.New("second session not queued for capacity")
+		}
+		return nil
+	})
+	// The move, not delivered to this replica.
+	if _, err := e.client.UpdateSession(t.Context(), &ambientv1.UpdateSessionRequest{Id: id2, ProjectId: proto.String("elsewhere")}); err != nil {
+		t.Fatal(err)
+	}
+	e.handle(rp, modified, e.setPhase(id1, session.PhaseStopping))
+	e.waitPhase(id1, session.PhaseStopped, 10*time.Second)
+	// The freed slot takes the second session out of the queue under its
+	// lock, and the start holds that lock until it has decided; so once
+	// the session has left the queue, taking its lock waits for that
+	// decision.
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if rp.rec.queue.Has(id2) {
+			return errors.New("second session still queued")
+		}
+		return nil
+	})
+	lk := rp.rec.lock(id2)
+	lk.release()
+	if rn := rp.rec.sup.Get(id2); rn != nil {
+		t.Fatalf("a session moved to a project not selected here was started from the capacity queue (phase %q)", e.get(id2).GetPhase())
+	}
+	if _, err := registry.Get(t.Context(), e.runners, id2); !errors.Is(err, registry.ErrNotFound) {
+		t.Fatalf("moved session still claimed here: %v", err)
+	}
+	if p := e.get(id2).GetPhase(); p != "" && p != string(session.PhasePending) {
+		t.Fatalf("moved session's phase %q written here; the executor of its project owns it", p)
+	}
+}

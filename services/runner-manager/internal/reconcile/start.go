@@ -98,8 +98,9 @@ const (
 )
 
 // startClaimed re-reads a session this replica has just claimed (held)
-// and starts its runner if it is still Pending (or has no phase). Any
-// other outcome releases the claim. Callers hold the session lock.
+// and starts its runner if it is still Pending (or has no phase) and still
+// selected here. Any other outcome releases the claim. Callers hold the
+// session lock.
 func (r *Reconciler) startClaimed(ctx context.Context, log *slog.Logger, id string, held registry.Record, received time.Time) error {
 	b := &backoff.ExponentialBackOff{InitialInterval: rereadFirst, RandomizationFactor: 0.25, Multiplier: 2, MaxInterval: time.Second}
 	fresh, err := backoff.Retry(ctx, func() (*ambientv1.Session, error) {
@@ -117,6 +118,18 @@ func (r *Reconciler) startClaimed(ctx context.Context, log *slog.Logger, id stri
 		return wrapRetry("read session", id, err)
 	}
 	switch p := session.PhaseOf(fresh); {
+	case !r.cfg.Selector.Selects(fresh):
+		// Moved out of this deployment's selection (another project,
+		// other labels) since it was queued or its event was handled,
+		// with no event of the change handled here yet (it may never
+		// come: dead-lettered, or made while no informer led). Another
+		// executor owns it now: started here as well, it would run twice
+		// until the move event or the runner check stopped it. No phase
+		// is written, as for any deselection (deselect).
+		log.Info("not selected any more; not started here")
+		r.queue.Remove(id)
+		r.claims.Release(ctx, log, id)
+		return nil
 	case p == session.PhaseStopping:
 		// Stopped before its runner started. A peer that handled the stop
 		// meanwhile saw this replica's claim and left the stop to it (a
