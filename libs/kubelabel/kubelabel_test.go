@@ -16,3 +16,24 @@ func TestProjectKey(t *testing.T) {
 		}
 	}
 }
+
+// TestNamespaceOfInstance: a namespace labelled for the installation, or
+// not labelled for any, is its; one labelled for another (even empty) is
+// not.
+func TestNamespaceOfInstance(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		labels map[string]string
+		want   bool
+	}{
+		{map[string]string{kubelabel.Instance: "green"}, true},
+		{map[string]string{kubelabel.ProjectID: "team-a"}, true},
+		{nil, true},
+		{map[string]string{kubelabel.Instance: "blue"}, false},
+		{map[string]string{kubelabel.Instance: ""}, false},
+	} {
+		if got := kubelabel.NamespaceOfInstance(c.labels, "green"); got != c.want {
+			t.Errorf("NamespaceOfInstance(%v, green) = %v, want %v", c.labels, got, c.want)
+		}
+	}
+}

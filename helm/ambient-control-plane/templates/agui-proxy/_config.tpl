@@ -44,6 +44,8 @@ AMBIENT_API_SERVER_URL: {{ required "aguiProxy.authz.apiURL is required when agu
 {{- fail "aguiProxy.authz.mode kube needs aguiProxy.auth.mode jwt (a user and groups to review)" }}
 {{- end }}
 NAMESPACE: {{ .Values.kubeReconciler.defaultNamespace | quote }}
+{{- /* kube-reconciler's value: the proxy asks only in this installation's project namespaces. */}}
+CONTROL_PLANE_INSTANCE: {{ include "acp.instance" . | quote }}
 {{- else }}
 {{- fail (printf "aguiProxy.authz.mode must be api or kube in a cluster, got %q" $p.authz.mode) }}
 {{- end }}

@@ -330,7 +330,7 @@ func (a *App) newAuthorizer(cfg config.Config, mp metric.MeterProvider) (*authz.
 		if err != nil {
 			return nil, fmt.Errorf("kubernetes client: %w", err)
 		}
-		return authz.NewKube(authz.KubeConfig{Client: cs, DefaultNamespace: cfg.Namespace}, zc)
+		return authz.NewKube(authz.KubeConfig{Client: cs, DefaultNamespace: cfg.Namespace, Instance: cfg.Instance}, zc)
 	default:
 		return nil, nil
 	}

@@ -1,8 +1,12 @@
 package app_test
 
 import (
+	"bytes"
+	"errors"
 	"fmt"
 	"net/http"
+	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
@@ -17,6 +21,7 @@ import (
 	"github.com/ambient-code/control-plane/services/agui-proxy/internal/auth"
 	"github.com/ambient-code/control-plane/services/agui-proxy/internal/auth/authtest"
 	"github.com/ambient-code/control-plane/services/agui-proxy/internal/authz"
+	"github.com/ambient-code/control-plane/services/agui-proxy/internal/config"
 	"github.com/ambient-code/control-plane/services/agui-proxy/internal/kubetest"
 )
 
@@ -183,6 +188,103 @@ func TestAuthzKubeProjectIDCase(t *testing.T) {
 	requireStreams(t, p.session(id, ""), alice...)
 }
 
+// TestAuthzKubeInstance: two installations of the control plane, blue and
+// green, share a cluster, and both have a project team-a (project ids are
+// project names, and each reads its own API). Blue reconciled team-a first
+// and owns namespace team-a (labelled ambient-code.io/instance=blue);
+// kube-reconciler refuses green's, so green's team-a has no namespace.
+// Green's proxy must not ask in blue's namespace, where blue's RoleBindings
+// would let blue's groups reach green's sessions: it follows
+// kube-reconciler's ownership rule, so a namespace labelled for green, or
+// for no installation (written before namespaces carried the label), is
+// green's, and one labelled for blue never is, even beside green's own.
+// Blue's proxy, on the same namespace, still lets blue's group in.
+func TestAuthzKubeInstance(t *testing.T) {
+	t.Parallel()
+	k := kubetest.Start(t)
+	ctx := t.Context()
+	k.ProjectRoles(ctx, t)
+	proxyKube := k.ProxyUser(ctx, t, "system:serviceaccount:acp:agui-proxy")
+	// Each namespace's group "<namespace>-editors" may edit its sessions.
+	for _, n := range []struct{ name, project, instance string }{
+		{"team-a", "team-a", "blue"},
+		{"team-b", "team-b", "green"},
+		{"legacy", "legacy", ""},
+		{"team-c", "team-c", "blue"},
+		{"green-team-c", "team-c", "green"},
+	} {
+		l := map[string]string{"ambient-code.io/managed": "true", "ambient-code.io/managed-by": "ambient-control-plane", "ambient-code.io/project-id": n.project}
+		if n.instance != "" {
+			l["ambient-code.io/instance"] = n.instance
+		}
+		if _, err := k.Admin.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: n.name, Labels: l}}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := k.Admin.RbacV1().RoleBindings(n.name).Create(ctx, groupBinding(n.name, n.name+"-editors", "ambient-project-edit"), metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// Blue first: once its proxy lets team-a-editors in, RBAC has caught up
+	// with the bindings, so a denial below is the proxy's, not RBAC's lag.
+	const blueA = "SessBlueTeamA01"
+	_, blue, blueIss := startKubeAuthzProxyOf(t, blueA, "team-a", "blue", proxyKube)
+	health := sessionRoutes()[4]
+	bearer := func(iss *authtest.Issuer, user string, groups ...string) []string {
+		return []string{"Authorization", "Bearer " + iss.Sign(t, iss.UserClaims(user, groups...))}
+	}
+	allowed := func(p *proxyHandle, id string, hdr ...string) {
+		t.Helper()
+		testenv.Eventually(t, 10*time.Second, func() error {
+			if code, _, reason := call(t, p.session(id, ""), health, hdr...); code != http.StatusOK {
+				return fmt.Errorf("session %s: %d %q, want 200", id, code, reason)
+			}
+			return nil
+		})
+	}
+	allowed(blue, blueA, bearer(blueIss, "bob", "team-a-editors")...)
+
+	const greenA = "SessGreenTeamA1"
+	e, green, greenIss := startKubeAuthzProxyOf(t, greenA, "team-a", "green", proxyKube)
+	for id, project := range map[string]string{"SessGreenTeamB1": "team-b", "SessGreenLegacy": "legacy", "SessGreenTeamC1": "team-c"} {
+		ep := startRunner(t, id).endpoint(t, id)
+		ep.ProjectID = project
+		e.register(t, ep)
+	}
+	// Green's own namespaces: labelled green, or for no installation.
+	allowed(green, "SessGreenTeamB1", bearer(greenIss, "gail", "team-b-editors")...)
+	allowed(green, "SessGreenLegacy", bearer(greenIss, "gail", "legacy-editors")...)
+	// The audit's finding: blue's group on green's team-a session.
+	requireForbiddenEverywhere(t, green.session(greenA, ""), bearer(greenIss, "bob", "team-a-editors")...)
+	_, _, reason := call(t, green.session(greenA, ""), health, bearer(greenIss, "bob", "team-a-editors")...)
+	if want := `project "team-a" has no namespace of this installation (ambient-code.io/instance=green)`; reason != want {
+		t.Fatalf("green's team-a session: reason %q, want %q", reason, want)
+	}
+	// Blue's namespace beside green's own: green's decides, not "more
+	// than one namespace".
+	allowed(green, "SessGreenTeamC1", bearer(greenIss, "gail", "green-team-c-editors")...)
+	requireForbiddenEverywhere(t, green.session("SessGreenTeamC1", ""), bearer(greenIss, "bob", "team-c-editors")...)
+}
+
+// TestInstanceRefusedAtStart: the real binary in kube mode exits 1 naming
+// CONTROL_PLANE_INSTANCE when it is not a label value, as kube-reconciler
+// does, instead of denying every project's sessions.
+func TestInstanceRefusedAtStart(t *testing.T) {
+	t.Parallel()
+	cmd := exec.Command(proxyBin)
+	cmd.Env = []string{"AGUI_AUTH=jwt", "AGUI_JWKS_URL=https://id.example.com/jwks.json", "AGUI_JWT_ISSUER=https://id.example.com",
+		"AGUI_JWT_AUDIENCE=ambient", "AGUI_AUTHZ=kube", "CONTROL_PLANE_INSTANCE=blue/green", "METRICS_ADDR=127.0.0.1:0", "LOCAL_PROXY_ADDR=127.0.0.1:0"}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	var ee *exec.ExitError
+	if err := cmd.Run(); !errors.As(err, &ee) || ee.ExitCode() != 1 {
+		t.Fatalf("exit: %v, want exit status 1 (stderr %s)", err, stderr.String())
+	}
+	if !strings.Contains(stderr.String(), `CONTROL_PLANE_INSTANCE: want a non-empty label value`) {
+		t.Fatalf("stderr does not name CONTROL_PLANE_INSTANCE: %s", stderr.String())
+	}
+}
+
 // kubeAuthzCacheTTL is how long the kube-mode proxies of these tests keep
 // a decision: short, so that a denial while RBAC catches up with a new
 // binding, or a grant just revoked, is not kept long.
@@ -193,6 +295,13 @@ const kubeAuthzCacheTTL = time.Second
 // (the returned issuer signs its tokens) and kube authorization as
 // proxyKube.
 func startKubeAuthzProxy(t *testing.T, id, projectID string, proxyKube *rest.Config) (*env, *proxyHandle, *authtest.Issuer) {
+	t.Helper()
+	return startKubeAuthzProxyOf(t, id, projectID, config.Defaults().Instance, proxyKube)
+}
+
+// startKubeAuthzProxyOf is startKubeAuthzProxy for the proxy of
+// installation instance (CONTROL_PLANE_INSTANCE).
+func startKubeAuthzProxyOf(t *testing.T, id, projectID, instance string, proxyKube *rest.Config) (*env, *proxyHandle, *authtest.Issuer) {
 	t.Helper()
 	e := newEnv(t)
 	r := startRunner(t, id)
@@ -208,5 +317,6 @@ func startKubeAuthzProxy(t *testing.T, id, projectID string, proxyKube *rest.Con
 	cfg.Auth, cfg.JWKSURL, cfg.JWTIssuer, cfg.JWTAudience = auth.ModeJWT, jwks, iss.Name, "agui"
 	cfg.Authz = authz.ModeKube
 	cfg.AuthzCacheTTL = kubeAuthzCacheTTL
+	cfg.Instance = instance
 	return e, startProxyWith(t, cfg, app.WithKubeConfig(proxyKube)), iss
 }

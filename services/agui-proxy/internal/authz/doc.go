@@ -21,8 +21,12 @@
 //     project's namespace is the one namespace labelled with the project's
 //     lower-cased id by the control plane (ambient-code.io/project-id and
 //     ambient-code.io/managed-by=ambient-control-plane), found by a label
-//     selector, so it does not depend on how namespaces are named; none or
-//     more than one is a denial. The project id comes from the session's
+//     selector, so it does not depend on how namespaces are named, and of
+//     this installation (KubeConfig.Instance, CONTROL_PLANE_INSTANCE): one
+//     labelled ambient-code.io/instance with it, or without that label, by
+//     kube-reconciler's own ownership rule; another installation's namespace
+//     of a project with the same id is never asked about. None or more than
+//     one is a denial. The project id comes from the session's
 //     routing record (KV ambient-runners, written only by runner-manager).
 //
 // Decisions, allowed or denied, are cached for a short TTL in a bounded LRU

@@ -37,22 +37,34 @@ type KubeConfig struct {
 	// DefaultNamespace holds the AgenticSessions of sessions without a
 	// project (kube-reconciler's NAMESPACE); empty: such sessions are denied.
 	DefaultNamespace string
+	// Instance is this installation (kube-reconciler's
+	// CONTROL_PLANE_INSTANCE): only a project namespace of this installation
+	// is asked about, never another's sharing the cluster (see
+	// kubelabel.NamespaceOfInstance).
+	Instance string
 }
 
 type kubeAuthority struct {
 	client    kubernetes.Interface
 	defaultNS string
+	instance  string
 }
 
 // NewKube returns an Authorizer that asks Kubernetes with a
 // SubjectAccessReview whether the principal may get (reads) or update
 // (runs, interrupts) the session's AgenticSession in its project's
-// namespace. It returns ErrInvalidConfig without a client.
+// namespace of this installation. It returns ErrInvalidConfig without a
+// client or with an Instance that is not a non-empty label value.
 func NewKube(k KubeConfig, cfg Config) (*Authorizer, error) {
 	if k.Client == nil {
 		return nil, fmt.Errorf("%w: no kubernetes client", ErrInvalidConfig)
 	}
-	return newAuthorizer(ModeKube, &kubeAuthority{client: k.Client, defaultNS: k.DefaultNamespace}, cfg)
+	// An empty instance would match only namespaces labelled with an empty
+	// value, which kube-reconciler never writes: every project denied.
+	if errs := validation.IsValidLabelValue(k.Instance); len(errs) > 0 || k.Instance == "" {
+		return nil, fmt.Errorf("%w: installation %q is not a non-empty label value", ErrInvalidConfig, k.Instance)
+	}
+	return newAuthorizer(ModeKube, &kubeAuthority{client: k.Client, defaultNS: k.DefaultNamespace, instance: k.Instance}, cfg)
 }
 
 // key: who (user and groups, in any order), what, and where.
@@ -103,8 +115,9 @@ func (a *kubeAuthority) decide(ctx context.Context, req Request) (Decision, erro
 
 // namespace finds the project's namespace: the one namespace carrying the
 // control plane's labels (package kubelabel, which kube-reconciler writes)
-// with this project's kubelabel.ProjectKey. It returns a denial reason when
-// there is none or more than one.
+// with this project's kubelabel.ProjectKey and belonging to this
+// installation by kube-reconciler's rule (kubelabel.NamespaceOfInstance).
+// It returns a denial reason when there is none or more than one.
 func (a *kubeAuthority) namespace(ctx context.Context, projectID string) (string, string, error) {
 	if projectID == "" {
 		if a.defaultNS == "" {
@@ -116,16 +129,32 @@ func (a *kubeAuthority) namespace(ctx context.Context, projectID string) (string
 		return "", fmt.Sprintf("project %q has no namespace", clip(projectID)), nil
 	}
 	sel := labels.Set{kubelabel.ManagedBy: kubelabel.ManagedByValue, kubelabel.ProjectID: kubelabel.ProjectKey(projectID)}.String()
-	// Limit 2: one is the answer, a second makes it ambiguous.
-	list, err := a.client.CoreV1().Namespaces().List(ctx, metav1.ListOptions{LabelSelector: sel, Limit: 2})
+	// No limit: the installation is filtered here, not by the selector (a
+	// selector cannot say "this instance or none"), so another
+	// installation's namespaces of the project must not use up a limit
+	// before ours is seen. They are few: one per installation sharing the
+	// cluster, and only cluster admins label namespaces.
+	list, err := a.client.CoreV1().Namespaces().List(ctx, metav1.ListOptions{LabelSelector: sel})
 	if err != nil {
 		return "", "", fmt.Errorf("%w: list namespaces: %w", ErrUnavailable, err)
 	}
-	switch len(list.Items) {
+	var ours []string
+	for _, ns := range list.Items {
+		// Another installation's namespace of a project of the same id
+		// holds its RoleBindings, which grant its groups, not ours: asking
+		// there would let them reach this installation's sessions.
+		if kubelabel.NamespaceOfInstance(ns.Labels, a.instance) {
+			ours = append(ours, ns.Name)
+		}
+	}
+	switch len(ours) {
 	case 0:
+		if len(list.Items) > 0 {
+			return "", fmt.Sprintf("project %q has no namespace of this installation (%s=%s)", projectID, kubelabel.Instance, a.instance), nil
+		}
 		return "", fmt.Sprintf("project %q has no namespace", projectID), nil
 	case 1:
-		return list.Items[0].Name, "", nil
+		return ours[0], "", nil
 	default:
 		return "", fmt.Sprintf("project %q has more than one namespace", projectID), nil
 	}

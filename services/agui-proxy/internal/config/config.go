@@ -44,6 +44,7 @@ const (
 	EnvAPIURL            = "AMBIENT_API_SERVER_URL"
 	EnvKubeconfig        = "KUBECONFIG"
 	EnvNamespace         = "NAMESPACE"
+	EnvInstance          = "CONTROL_PLANE_INSTANCE"
 	EnvRunnerNetworks    = "RUNNER_ALLOWED_NETWORKS"
 	EnvStreamWrite       = "STREAM_WRITE_TIMEOUT"
 	EnvMaxBodyBytes      = "MAX_BODY_BYTES"
@@ -103,6 +104,11 @@ type Config struct {
 	// Namespace holds the AgenticSessions of sessions without a project
 	// (kube-reconciler's NAMESPACE; mode kube).
 	Namespace string
+	// Instance is this installation (kube-reconciler's
+	// CONTROL_PLANE_INSTANCE; mode kube): only a project namespace labelled
+	// ambient-code.io/instance with it, or not labelled with any, is asked
+	// about, never another installation's on the same cluster.
+	Instance string
 	// RunnerNetworks are the networks runner endpoints may be in.
 	RunnerNetworks []netip.Prefix
 	// StreamWriteTimeout bounds each write to a streaming client.
@@ -151,6 +157,7 @@ func Defaults() Config {
 		AuthzCacheSize:        10000,
 		APIURL:                &url.URL{Scheme: "http", Host: "localhost:8000"},
 		Namespace:             "ambient-code",
+		Instance:              "default",
 		RunnerNetworks:        []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")},
 		StreamWriteTimeout:    30 * time.Second,
 		TokensReload:          30 * time.Second,
@@ -193,6 +200,7 @@ func FromEnv(lookup envconfig.LookupFunc) (Config, error) {
 		AuthzCacheSize:        l.Int(EnvAuthzCacheSize, d.AuthzCacheSize, 1, 10_000_000),
 		APIURL:                l.URL(EnvAPIURL, d.APIURL.String(), "http", "https"),
 		Namespace:             l.String(EnvNamespace, d.Namespace),
+		Instance:              l.String(EnvInstance, d.Instance),
 		RunnerNetworks:        networks(l, EnvRunnerNetworks, d.RunnerNetworks),
 		StreamWriteTimeout:    l.Duration(EnvStreamWrite, d.StreamWriteTimeout),
 		MaxBodyBytes:          int64(l.Int(EnvMaxBodyBytes, int(d.MaxBodyBytes), 1, 1<<30)),
@@ -309,6 +317,13 @@ func (c Config) validate() []error {
 		if errs := validation.IsDNS1123Label(c.Namespace); len(errs) > 0 {
 			bad(EnvNamespace, "a namespace name (RFC 1123 label)", c.Namespace)
 		}
+		// kube-reconciler refuses the same values: accepted here, no
+		// namespace of its would match, and every project's sessions
+		// would be denied with nothing in the logs at start. Checked in
+		// kube mode only, like NAMESPACE.
+		if errs := validation.IsValidLabelValue(c.Instance); len(errs) > 0 || c.Instance == "" {
+			bad(EnvInstance, "a non-empty label value (63 characters of letters, digits, '-', '_', '.')", c.Instance)
+		}
 	}
 	switch {
 	case c.RunnersBucket == "":
@@ -354,6 +369,7 @@ func (c Config) LogValue() slog.Value {
 		slog.String("auth", c.Auth),
 		slog.String("jwks_url", jwks),
 		slog.String("authz", c.Authz),
+		slog.String("instance", c.Instance),
 		slog.String("api_url", api),
 		slog.Any("runner_networks", nets),
 		slog.Int64("max_body_bytes", c.MaxBodyBytes),

@@ -68,6 +68,17 @@ func TestFromEnv(t *testing.T) {
 			wantErr: []string{`NAMESPACE: want a namespace name (RFC 1123 label), got "Ambient_Code"`}},
 		{name: "namespace with a space", env: kubeAuthz(EnvNamespace, "ambient-code "), wantErr: []string{"NAMESPACE"}},
 		{name: "kubeconfig missing", env: kubeAuthz(EnvKubeconfig, "/nonexistent/kubeconfig"), wantErr: []string{"KUBECONFIG"}},
+		// The installation whose project namespaces the reviews ask in:
+		// kube-reconciler's default, and its rule for a value.
+		{name: "instance default", env: kubeAuthz(EnvNamespace, "acp"),
+			check: func(c Config) bool { return c.Instance == "default" }},
+		{name: "instance", env: kubeAuthz(EnvInstance, "acp-green"),
+			check: func(c Config) bool { return c.Instance == "acp-green" }},
+		{name: "instance not a label value", env: kubeAuthz(EnvInstance, "green/blue"),
+			wantErr: []string{`CONTROL_PLANE_INSTANCE: want a non-empty label value (63 characters of letters, digits, '-', '_', '.'), got "green/blue"`}},
+		{name: "instance too long", env: kubeAuthz(EnvInstance, strings.Repeat("g", 64)), wantErr: []string{"CONTROL_PLANE_INSTANCE"}},
+		{name: "instance unused", env: map[string]string{EnvAuthz: "api", EnvInstance: "green/blue"},
+			check: func(c Config) bool { return c.Instance == "green/blue" }},
 		// Only kube mode reads them: `make run` hands the developer's
 		// shell environment to the proxy, where they may be anything.
 		{name: "namespace and kubeconfig unused", env: map[string]string{EnvNamespace: "Ambient_Code", EnvKubeconfig: "/a/config:/b/config"},

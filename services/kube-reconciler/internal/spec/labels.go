@@ -27,7 +27,7 @@ const (
 	// object (CONTROL_PLANE_INSTANCE), on AgenticSessions and RoleBindings:
 	// the resync deletes orphans only among its own installation's objects,
 	// never another's sharing the cluster.
-	LabelInstance = "ambient-code.io/instance"
+	LabelInstance = kubelabel.Instance
 	// AnnotationSessionID maps an AgenticSession back to its ambient session. It
 	// is an annotation, not a label, because session ids need not be valid
 	// label values.

@@ -78,10 +78,10 @@ func OwnedBy(objLabels map[string]string, projectID string) bool {
 // move its sessions into the first's namespace, where the first's
 // RoleBindings give the first's groups access to them. A namespace without
 // the label (written before namespaces carried it) is adopted, as it
-// always was, and its next apply labels it.
+// always was, and its next apply labels it. agui-proxy finds a project's
+// namespace by the same rule (kubelabel.NamespaceOfInstance).
 func NamespaceOwnedBy(objLabels map[string]string, projectID, instance string) bool {
-	got, labelled := objLabels[LabelInstance]
-	return OwnedBy(objLabels, projectID) && (!labelled || got == instance)
+	return OwnedBy(objLabels, projectID) && kubelabel.NamespaceOfInstance(objLabels, instance)
 }
 
 // ProjectSelector is the label selector of the objects the control plane
