@@ -407,8 +407,17 @@ func TestPoolSkipsNamed(t *testing.T) {
 		t.Fatalf("acquire with the named ports unknown: %v, want ErrPortsUnknown", err)
 	}
 	readErr, named = nil, nil
-	if got, err := p.Acquire(t.Context()); err != nil || got != low {
-		t.Fatalf("acquire once nothing is named: %d %v, want %d", got, err, low)
+	got, err = p.Acquire(t.Context())
+	switch {
+	case err != nil:
+		t.Fatalf("acquire once nothing is named: %v", err)
+	case got == low:
+	case got == high && !p.free(low):
+		// Another process (a parallel test package) bound low after
+		// FreePortRange saw it free: the pool rightly skipped a busy port.
+		t.Logf("port %d taken by another process meanwhile; %d acquired", low, high)
+	default:
+		t.Fatalf("acquire once nothing is named: %d, want %d (no longer named, and free)", got, low)
 	}
 }
 
