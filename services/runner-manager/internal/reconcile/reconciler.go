@@ -31,6 +31,7 @@ import (
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
 	"github.com/ambient-code/control-plane/services/runner-manager/internal/capacity"
 	"github.com/ambient-code/control-plane/services/runner-manager/internal/claim"
+	"github.com/ambient-code/control-plane/services/runner-manager/internal/passlog"
 	"github.com/ambient-code/control-plane/services/runner-manager/internal/runner"
 	"github.com/ambient-code/control-plane/services/runner-manager/internal/status"
 	"github.com/ambient-code/control-plane/services/runner-manager/internal/supervise"
@@ -125,7 +126,7 @@ type Reconciler struct {
 	starting atomic.Int64
 	// checkFails is the runner check's log state (checkRunners); the
 	// loop goroutine's alone.
-	checkFails checkFailures
+	checkFails passlog.Log
 }
 
 // claimsReopenEvery bounds how long the claims index can keep a record a
@@ -168,7 +169,8 @@ func New(cfg Config, d Deps) (*Reconciler, error) {
 	if d.Tracer == nil {
 		d.Tracer = noop.NewTracerProvider().Tracer("runner-manager")
 	}
-	r := &Reconciler{cfg: cfg, api: d.API, queue: capacity.New(), tracer: d.Tracer, log: d.Log}
+	r := &Reconciler{cfg: cfg, api: d.API, queue: capacity.New(), tracer: d.Tracer, log: d.Log,
+		checkFails: passlog.Log{What: "runner check: sessions could not be read", Recovered: "runner check: sessions read again", TriedKey: "runners"}}
 	var err error
 	if r.status, err = status.New(d.API, d.Meter); err != nil {
 		return nil, fmt.Errorf("reconciler: %w", err)

@@ -12,6 +12,7 @@ import (
 	"github.com/ambient-code/control-plane/libs/logkey"
 	"github.com/ambient-code/control-plane/libs/session"
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
+	"github.com/ambient-code/control-plane/services/runner-manager/internal/passlog"
 	"github.com/ambient-code/control-plane/services/runner-manager/internal/supervise"
 )
 
@@ -125,24 +126,24 @@ func (r *Reconciler) stopOrphans(ctx context.Context, listed map[string]bool) {
 //
 // An unreadable session (the API down) fails the check of every runner at
 // every pass: the failures of a pass are logged together, on the first
-// failing pass and on the recovery (checkFailures), not one warning per
+// failing pass and on the recovery (package passlog), not one warning per
 // runner per pass (12 runners made about 100 lines a minute).
 func (r *Reconciler) checkRunners(ctx context.Context) {
 	pctx := ctx
 	ctx, cancel := context.WithTimeout(ctx, max(r.cfg.CheckInterval, 5*time.Second))
 	defer cancel()
-	var pass checkPass
+	var pass passlog.Pass
 	for _, rn := range r.sup.Runners() {
 		if ctx.Err() != nil {
 			break
 		}
 		if unlock, ok := r.sup.TryLock(rn.ID()); ok {
-			pass.add(rn.ID(), r.checkLocked(ctx, rn))
+			pass.Add(r.checkLocked(ctx, rn), slog.String(logkey.SessionID, rn.ID()))
 			unlock()
 		}
 	}
 	if pctx.Err() == nil { // shutting down: failures are no news
-		r.checkFails.report(r.log, pass)
+		r.checkFails.Report(pctx, r.log, pass)
 	}
 }
 

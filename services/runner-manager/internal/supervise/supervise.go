@@ -30,6 +30,7 @@ import (
 	"github.com/ambient-code/control-plane/libs/session"
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
 	"github.com/ambient-code/control-plane/services/runner-manager/internal/claim"
+	"github.com/ambient-code/control-plane/services/runner-manager/internal/passlog"
 	"github.com/ambient-code/control-plane/services/runner-manager/internal/runner"
 	"github.com/ambient-code/control-plane/services/runner-manager/internal/status"
 )
@@ -97,7 +98,7 @@ type Supervisor struct {
 	// each pass's report follows the passes before it, and two passes at
 	// once around an outage's end logged it ended, began and ended again.
 	resending sync.Mutex
-	finals    finalRetries // guarded by resending
+	finals    passlog.Log // guarded by resending
 }
 
 // New validates cfg and returns a supervisor. It starts nothing.
@@ -118,6 +119,8 @@ func New(cfg Config, d Deps) (*Supervisor, error) {
 		http:       &http.Client{Transport: &http.Transport{DisableKeepAlives: true}},
 		shutdownCh: make(chan struct{}),
 		runs:       map[string]*Runner{},
+		finals: passlog.Log{What: "retry final phase write: failed", Recovered: "retry final phase write: no failure any more",
+			TriedKey: "waiting", SucceededKey: "written"},
 	}
 	m, err := newMetrics(d.Meter, s.runnersByState, d.Manager.Pool())
 	if err != nil {
@@ -381,20 +384,20 @@ const resendTimeout = time.Second
 // Running write, and the final phase of a runner that exited (then the
 // claim is released). The sweep calls it, and Shutdown once more. The
 // final-phase retries that fail are logged once per outage
-// (finalRetries), not once per runner per sweep.
+// (package passlog), not once per runner per sweep.
 func (s *Supervisor) Resend(ctx context.Context) {
 	s.resending.Lock()
 	defer s.resending.Unlock()
-	var pass finalPass
+	var pass passlog.Pass
 	for _, rn := range s.Runners() {
 		s.resend(ctx, rn, &pass)
 	}
-	s.finals.report(s.log, pass)
+	s.finals.Report(ctx, s.log, pass)
 }
 
 // resend catches up rn's failed writes; a final-phase retry is counted in
 // pass.
-func (s *Supervisor) resend(ctx context.Context, rn *Runner, pass *finalPass) {
+func (s *Supervisor) resend(ctx context.Context, rn *Runner, pass *passlog.Pass) {
 	unlock := s.Lock(rn.id)
 	defer unlock()
 	log := s.log.With(slog.String(logkey.SessionID, rn.id))
@@ -424,7 +427,7 @@ func (s *Supervisor) resend(ctx context.Context, rn *Runner, pass *finalPass) {
 			s.forget(rn) // as above, found between two tries
 			return
 		}
-		pass.add(rn.id, p.update.Phase, err)
+		pass.Add(err, slog.String(logkey.SessionID, rn.id), slog.String(logkey.Phase, string(p.update.Phase)))
 		if err != nil {
 			s.recordFinal(ctx, log, rn)
 			return
