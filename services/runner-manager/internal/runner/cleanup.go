@@ -1,6 +1,7 @@
 package runner
 
 import (
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -102,13 +103,15 @@ func (m *Manager) RemoveWorkspace(sessionID string) (bool, error) {
 	if !fi.IsDir() || !runnerMade(p) {
 		return false, nil
 	}
-	// A fresh name per removal: an earlier removal of the same session
-	// may still be under way.
-	doomed, err := os.MkdirTemp(trash, sessionID+"-")
-	if err != nil {
-		return false, fmt.Errorf("remove workspace %s: %w", p, err)
-	}
-	if err := os.Rename(p, filepath.Join(doomed, sessionID)); err != nil {
+	// A fresh name per removal (an earlier removal of the same session
+	// may still be under way), taken by the rename itself: a directory
+	// made in the trash first, to rename into, could be deleted by a
+	// deleter of an earlier removal before the rename (the rename then
+	// failed with "no such file or directory"; TestRemoveWorkspace, once
+	// in a CI run). rand.Text is 26 characters of 128 random bits: the
+	// name is nobody else's.
+	doomed := filepath.Join(trash, sessionID+"-"+rand.Text())
+	if err := os.Rename(p, doomed); err != nil {
 		return false, fmt.Errorf("remove workspace %s: %w", p, err)
 	}
 	m.wg.Go(func() { m.emptyTrash(trash) })
