@@ -85,11 +85,12 @@ type injector struct {
 
 	mu      sync.Mutex    // guards records
 	records []faultRecord // guarded by mu
-	// watchers are the goroutines timing the oversize stop and watching
-	// the over-limit sessions; run waits for them.
+	// watchers are the goroutines timing the oversize stop, watching
+	// the over-limit sessions and taking the NATS outage's after-snapshot;
+	// run waits for them.
 	watchers sync.WaitGroup
-	// beforeOutage and afterOutage bracket the NATS outage; written by run,
-	// read after it returned.
+	// beforeOutage and afterOutage bracket the NATS outage; written by run
+	// and its watchers, read after it returned.
 	beforeOutage, afterOutage placement
 }
 
@@ -174,11 +175,15 @@ func (in *injector) inject(ctx context.Context, rec *faultRecord, t0 time.Time) 
 		rec.Target = "all NATS nodes"
 		err := in.outage(ctx, rec, cleanStop, in.sys.names(svcNATS))
 		// After the settle time: where runners ended up once the groups
-		// and claim sweeps had their turn.
-		if serr := sleepUntil(ctx, t0.Add(rec.At+rec.Down+rec.Settle)); serr != nil {
-			return errors.Join(err, serr)
-		}
-		in.afterOutage = in.place(ctx)
+		// and claim sweeps had their turn. Taken beside the schedule, which
+		// goes on at its planned times: a late outage must not push the
+		// faults after it (the apiserver outage) off their quiet window.
+		at := afterOutageAt(*rec, t0)
+		in.watchers.Go(func() {
+			if sleepUntil(ctx, at) == nil {
+				in.afterOutage = in.place(ctx) // read after run, which waits for watchers
+			}
+		})
 		return err
 	case FaultKubeOutage:
 		rec.Target = svcKubeAPIServer
@@ -323,6 +328,32 @@ func (in *injector) outageThen(ctx context.Context, rec *faultRecord, how takeDo
 	}
 	rec.Restored = time.Now()
 	return downErr
+}
+
+// afterOutageAt is when the NATS outage's after-snapshot is taken: its
+// whole settle time after NATS answered again (rec.Restored), and not
+// before the plan's end of the fault. The plan's end alone is not enough:
+// a fault that starts late (a runner kill that waited for a runner to
+// pick, a slow readiness after a long node loss) shifts the outage, not
+// its planned end: a run with a node loss of 3m and an outage of 4m took
+// the snapshot 6.7 s after NATS was back, another (3m, 3m) right as it
+// came back, before MEMBER_TTL and a sweep (10 s) had passed, so a
+// session the outage was about to move still counted as left alone.
+// rec.Restored is zero when the outage failed: the plan's end.
+func afterOutageAt(rec faultRecord, t0 time.Time) time.Time {
+	planned := t0.Add(rec.At + rec.Down + rec.Settle)
+	if rec.Restored.IsZero() {
+		return planned
+	}
+	return later(planned, rec.Restored.Add(rec.Settle))
+}
+
+// later returns the later of a and b.
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // place records where runners are now. KV may be unreadable (it is right
