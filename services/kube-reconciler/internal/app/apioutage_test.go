@@ -69,4 +69,23 @@ func TestStatusSoonAfterAPIOutage(t *testing.T) {
 		return nil
 	})
 	t.Logf("status written %s after the API returned (outage %s)", time.Since(back).Round(100*time.Millisecond), outage)
+	// One warning for the outage, not one per retry: the retries after
+	// the first are debug lines, and the write that got through ends them
+	// with one line.
+	testenv.Eventually(t, wait, func() error {
+		if len(r.logs.Lines(t, "status write-back: no failing CR left", nil)) != 1 {
+			return errors.New("the end of the write-back failures not logged")
+		}
+		return nil
+	})
+	var warnings, retries int
+	for _, rec := range r.logs.Lines(t, "status write-back failed, retrying", nil) {
+		retries++
+		if rec["level"] == "WARN" {
+			warnings++
+		}
+	}
+	if warnings != 1 {
+		t.Fatalf("%d warnings for the failed write-backs of one outage (%d retries logged), want 1", warnings, retries)
+	}
 }

@@ -135,6 +135,9 @@ type Controller struct {
 	// requests: what the start/stop protocol remembers per session (see
 	// request.go).
 	requests *requests
+
+	// failures logs the retried write-back failures once per outage.
+	failures *writeFailures
 }
 
 // New builds the informer and queue; Run starts them.
@@ -193,6 +196,7 @@ func New(cfg Config) (*Controller, error) {
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "agenticsession-status"}),
 		seen:     seen,
 		requests: reqs,
+		failures: newWriteFailures(),
 	}
 	_, err = informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc: c.enqueue,
@@ -312,10 +316,12 @@ func (c *Controller) processNext(ctx context.Context) bool {
 	switch {
 	case err == nil:
 		c.queue.Forget(k)
+		c.failures.done(ctx, c.cfg.Log, k)
 	case errors.Is(err, errPermanent):
 		// Retrying cannot help (the API refused the content): report and
 		// wait for the CR to change.
 		c.queue.Forget(k)
+		c.failures.done(ctx, c.cfg.Log, k)
 		c.cfg.Log.ErrorContext(ctx, "status write-back refused", slog.String(logkey.Name, k), slog.Any(logkey.Err, err))
 	case ctx.Err() != nil:
 		// Stopping: the error is the cancellation, not worth a warning per
@@ -323,7 +329,7 @@ func (c *Controller) processNext(ctx context.Context) bool {
 		// hundreds). The next start checks every CR again.
 	default:
 		c.queue.AddRateLimited(k)
-		c.cfg.Log.WarnContext(ctx, "status write-back failed, retrying", slog.String(logkey.Name, k), slog.Any(logkey.Err, err))
+		c.failures.failed(ctx, c.cfg.Log, k, err)
 	}
 	return true
 }
