@@ -45,11 +45,15 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Optio
 	for _, opt := range opts {
 		opt(&o)
 	}
+	// The runtime gets the logger without the member: its consumer group
+	// (libs/group) names the member itself, and a second "member" key on
+	// the same line is one a log pipeline may drop or pick at random.
+	// Everything of runner-manager's own names it.
+	sopts := service.Options{Name: ServiceName, Version: o.version, Config: cfg.Config, Logger: log}
 	log = log.With(slog.String(logkey.Member, cfg.Group.Member))
 	if err := checkRunnerHost(cfg); err != nil {
 		return err
 	}
-	sopts := service.Options{Name: ServiceName, Version: o.version, Config: cfg.Config, Logger: log}
 	return service.Run(ctx, sopts, func(ctx context.Context, rt *service.Runtime) error {
 		// Before any runner exists: runners share runner-manager's user,
 		// and must not read its environment or memory (runner.NonDumpable).

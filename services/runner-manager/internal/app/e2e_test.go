@@ -2,6 +2,7 @@ package app_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -88,6 +89,43 @@ func TestServiceLifecycle(t *testing.T) {
 		}
 		return nil
 	})
+	checkLogKeys(t, svc.out.String())
+}
+
+// checkLogKeys fails t for a log line of out that is not one JSON object
+// or names a key twice: slog writes a logger's With attributes and a
+// record's own ones side by side, duplicates included, and a log pipeline
+// keeps one of them at random (the consumer group's lines named the member
+// twice: libs/group adds it, and runner-manager's logger had it already).
+func checkLogKeys(t *testing.T, out string) {
+	t.Helper()
+	lines := 0
+	for line := range strings.Lines(out) {
+		lines++
+		dec := json.NewDecoder(strings.NewReader(line))
+		if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+			t.Fatalf("log line %q: not a JSON object", line)
+		}
+		seen := map[string]bool{}
+		for dec.More() {
+			tok, err := dec.Token()
+			if err != nil {
+				t.Fatalf("log line %q: %v", line, err)
+			}
+			key, _ := tok.(string)
+			if seen[key] {
+				t.Fatalf("log line names %q twice: %s", key, line)
+			}
+			seen[key] = true
+			var v json.RawMessage
+			if err := dec.Decode(&v); err != nil {
+				t.Fatalf("log line %q: %v", line, err)
+			}
+		}
+	}
+	if lines == 0 {
+		t.Fatal("no log lines")
+	}
 }
 
 // Issue 11 point 4, end to end: Pending written directly over a Running
