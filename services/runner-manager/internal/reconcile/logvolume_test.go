@@ -13,9 +13,12 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+
 	"github.com/ambient-code/control-plane/libs/registry"
 	"github.com/ambient-code/control-plane/libs/session"
 	"github.com/ambient-code/control-plane/libs/testenv"
+	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
 )
 
 // jsonLog takes a replica's log as JSON lines (replicaOpts.logs), for
@@ -329,4 +332,47 @@ func TestFinalPhaseRetryOutageLogVolume(t *testing.T) {
 		t.Errorf("no record of the retries writing again after the outage")
 	}
 	noDuplicateKeys(t, all)
+}
+
+// TestLiveWriteRetryLogVolume: Creating and Running writes that fail (the
+// API refusing them for a while) are retried by every sweep; the retries'
+// failures are logged once for the outage and once at its end, not once
+// per runner per sweep. The first attempt of each write still warns.
+func TestLiveWriteRetryLogVolume(t *testing.T) {
+	t.Parallel()
+	const runners, failures = 3, 40
+	e := newEnv(t)
+	logs := &jsonLog{}
+	rp := e.replica(replicaOpts{logs: logs, max: runners})
+	e.api.FailNext(ambientv1.SessionService_UpdateSessionStatus_FullMethodName, failures, codes.Unavailable)
+	ids := make([]string, 0, runners)
+	for i := range runners {
+		s := e.create(fmt.Sprintf("live%d", i))
+		ids = append(ids, s.GetMetadata().GetId())
+		e.handle(rp, added, s)
+	}
+	for _, id := range ids {
+		e.waitPhase(id, session.PhaseRunning, 60*time.Second)
+	}
+	// The recovery is logged by the pass that wrote the last retry, or by
+	// the next one.
+	rp.rec.sup.Resend(t.Context())
+	var firstTries, retries int
+	var loud []string
+	for _, en := range logs.since(t, 0) {
+		switch {
+		case en.msg == "write phase; the sweep retries":
+			firstTries++
+		case strings.HasPrefix(en.msg, "retry phase write") && en.level != slog.LevelDebug.String():
+			retries++
+			loud = append(loud, en.level+" "+en.msg)
+		}
+	}
+	t.Logf("%d failed calls: %d first-try warnings, retries at info and above: %q", failures, firstTries, loud)
+	if firstTries > 2*runners {
+		t.Errorf("%d warnings of failed phase writes for %d runners (a Creating and a Running each), want at most %d: the sweep's retries warn per runner per pass", firstTries, runners, 2*runners)
+	}
+	if retries > 2 {
+		t.Errorf("%d retry records at info or above, want at most 2 (the outage and the recovery)", retries)
+	}
 }

@@ -244,13 +244,23 @@ func (s *Supervisor) onHealthTimeout(log *slog.Logger, rn *Runner) {
 // stops it without a write. A failed write is kept for Resend. It reports
 // whether u was written. Callers hold the session lock.
 func (s *Supervisor) writeLive(ctx context.Context, log *slog.Logger, rn *Runner, u status.Update) bool {
+	wrote, err := s.tryWriteLive(ctx, log, rn, u)
+	if err != nil {
+		log.Warn("write phase; the sweep retries", slog.String(logkey.Phase, string(u.Phase)), slog.String(logkey.Err, err.Error()))
+	}
+	return wrote
+}
+
+// tryWriteLive is writeLive without the warning of a failed write, which
+// it returns: the sweep's retries (resend) log their failures once per
+// outage instead (package passlog).
+func (s *Supervisor) tryWriteLive(ctx context.Context, log *slog.Logger, rn *Runner, u status.Update) (bool, error) {
 	wctx, cancel := context.WithTimeout(ctx, liveWriteTimeout)
 	g, err := s.status.WriteIf(wctx, rn.id, u, session.Phase.WantsRunner)
 	cancel()
 	if err != nil {
 		rn.setUnsent(&u)
-		log.Warn("write phase; the sweep retries", slog.String(logkey.Phase, string(u.Phase)), slog.String(logkey.Err, err.Error()))
-		return false
+		return false, err
 	}
 	rn.mu.Lock()
 	if rn.unsent != nil && (rn.unsent.Phase == u.Phase || u.Phase == session.PhaseRunning) {
@@ -262,7 +272,7 @@ func (s *Supervisor) writeLive(ctx context.Context, log *slog.Logger, rn *Runner
 	rn.mu.Unlock()
 	switch {
 	case g.Wrote:
-		return true
+		return true, nil
 	case g.Deleted:
 		log.Info("session deleted before its phase was written: stopping the runner")
 		rn.RequestStop(ctx, true)
@@ -273,7 +283,7 @@ func (s *Supervisor) writeLive(ctx context.Context, log *slog.Logger, rn *Runner
 		log.Warn("session is over before its phase was written: stopping the runner", slog.String("current_phase", string(g.Found)))
 		rn.RequestStop(ctx, true)
 	}
-	return false
+	return false, nil
 }
 
 // register writes the runner's endpoint with state want into its record

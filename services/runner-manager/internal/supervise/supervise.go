@@ -99,6 +99,7 @@ type Supervisor struct {
 	// once around an outage's end logged it ended, began and ended again.
 	resending sync.Mutex
 	finals    passlog.Log // guarded by resending
+	lives     passlog.Log // guarded by resending: Creating and Running retries
 }
 
 // New validates cfg and returns a supervisor. It starts nothing.
@@ -120,6 +121,8 @@ func New(cfg Config, d Deps) (*Supervisor, error) {
 		shutdownCh: make(chan struct{}),
 		runs:       map[string]*Runner{},
 		finals: passlog.Log{What: "retry final phase write: failed", Recovered: "retry final phase write: no failure any more",
+			TriedKey: "waiting", SucceededKey: "written"},
+		lives: passlog.Log{What: "retry phase write: failed", Recovered: "retry phase write: no failure any more",
 			TriedKey: "waiting", SucceededKey: "written"},
 	}
 	m, err := newMetrics(d.Meter, s.runnersByState, d.Manager.Pool())
@@ -383,21 +386,22 @@ const resendTimeout = time.Second
 // (an unroutable runner otherwise stays unroutable), a Creating or
 // Running write, and the final phase of a runner that exited (then the
 // claim is released). The sweep calls it, and Shutdown once more. The
-// final-phase retries that fail are logged once per outage
-// (package passlog), not once per runner per sweep.
+// retries that fail (final phases; Creating and Running) are logged once
+// per outage (package passlog), not once per runner per sweep.
 func (s *Supervisor) Resend(ctx context.Context) {
 	s.resending.Lock()
 	defer s.resending.Unlock()
-	var pass passlog.Pass
+	var finals, lives passlog.Pass
 	for _, rn := range s.Runners() {
-		s.resend(ctx, rn, &pass)
+		s.resend(ctx, rn, &finals, &lives)
 	}
-	s.finals.Report(ctx, s.log, pass)
+	s.finals.Report(ctx, s.log, finals)
+	s.lives.Report(ctx, s.log, lives)
 }
 
 // resend catches up rn's failed writes; a final-phase retry is counted in
-// pass.
-func (s *Supervisor) resend(ctx context.Context, rn *Runner, pass *passlog.Pass) {
+// finals, a Creating or Running retry in lives.
+func (s *Supervisor) resend(ctx context.Context, rn *Runner, finals, lives *passlog.Pass) {
 	unlock := s.Lock(rn.id)
 	defer unlock()
 	log := s.log.With(slog.String(logkey.SessionID, rn.id))
@@ -427,7 +431,7 @@ func (s *Supervisor) resend(ctx context.Context, rn *Runner, pass *passlog.Pass)
 			s.forget(rn) // as above, found between two tries
 			return
 		}
-		pass.Add(err, slog.String(logkey.SessionID, rn.id), slog.String(logkey.Phase, string(p.update.Phase)))
+		finals.Add(err, slog.String(logkey.SessionID, rn.id), slog.String(logkey.Phase, string(p.update.Phase)))
 		if err != nil {
 			s.recordFinal(ctx, log, rn)
 			return
@@ -452,7 +456,8 @@ func (s *Supervisor) resend(ctx context.Context, rn *Runner, pass *passlog.Pass)
 		// (Running with this runner's start time over its Creating): the
 		// owner is read first, as for the writes in finish and heal.
 		if u != nil && !skip && !lost && !s.takenOver(ctx, log, rn) {
-			s.writeLive(wctx, log, rn, *u)
+			_, err := s.tryWriteLive(wctx, log, rn, *u)
+			lives.Add(err, slog.String(logkey.SessionID, rn.id), slog.String(logkey.Phase, string(u.Phase)))
 		}
 	}
 }
