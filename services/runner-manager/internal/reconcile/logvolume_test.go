@@ -144,6 +144,21 @@ func TestRunnerCheckOutageLogVolume(t *testing.T) {
 		e.startRunning(rp, s)
 		first = s.GetMetadata().GetId()
 	}
+	// A runner's "runner running" is logged just after startRunning sees
+	// its record: wait for all of them, or the last one can land among
+	// the outage's records (failed so in CI).
+	testenv.Eventually(t, 10*time.Second, func() error {
+		n := 0
+		for _, en := range logs.since(t, 0) {
+			if en.msg == "runner running" {
+				n++
+			}
+		}
+		if n < runners {
+			return fmt.Errorf("%d of %d runners logged running", n, runners)
+		}
+		return nil
+	})
 	mark := logs.len()
 	e.api.StartOutage(time.Minute)
 	for range passes {
