@@ -177,6 +177,13 @@ func TestChartValuesFollowServiceLoaders(t *testing.T) {
 			},
 			candidates: []any{1, 10, 10000, 0, 10001, 1000000},
 		},
+		{
+			component: "runner-manager", envVar: "LOCAL_MAX_SESSIONS_PER_PROJECT", base: localRunners,
+			values: func(v any) map[string]any {
+				return map[string]any{"runnerManager": map[string]any{"maxSessionsPerProject": v}}
+			},
+			candidates: []any{0, 1, 10, 10000, -1, 10001},
+		},
 	}
 	for _, s := range settings {
 		baseVals := func() map[string]any { return parseValues(t, s.base) }
@@ -212,6 +219,22 @@ func TestChartValuesFollowServiceLoaders(t *testing.T) {
 				}
 				t.Errorf("%s %s=%q: chart accepts = %v, %s (render error: %v)", s.component, s.envVar, fmt.Sprint(v), chartAccepts, how, err)
 			}
+		}
+	}
+}
+
+// runnerManager.maxSessionsPerProject reaches runner-manager as
+// LOCAL_MAX_SESSIONS_PER_PROJECT, 0 (no cap) by default.
+func TestChartRunnerMaxSessionsPerProject(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ values, want string }{
+		{localRunners, "0"},
+		{"kubeReconciler: {sessionSelector: none}\nrunnerManager: {enabled: true, maxSessionsPerProject: 3}\n", "3"},
+	} {
+		r := mustRender(t, parseValues(t, tc.values))
+		env := loaderEnv(t, r, deployment(t, r, name("runner-manager")))
+		if got, ok := env["LOCAL_MAX_SESSIONS_PER_PROJECT"]; !ok || got != tc.want {
+			t.Errorf("values %q: LOCAL_MAX_SESSIONS_PER_PROJECT = %q (set %v), want %q", tc.values, got, ok, tc.want)
 		}
 	}
 }

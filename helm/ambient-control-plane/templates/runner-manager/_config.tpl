@@ -18,6 +18,7 @@ RUNNER_SESSION_LABEL: {{ . | quote }}
 LOCAL_RUNNER_COMMAND: {{ $r.runnerCommand | quote }}
 LOCAL_PORT_RANGE: {{ $r.portRange | quote }}
 LOCAL_MAX_SESSIONS: {{ $r.maxSessions | quote }}
+LOCAL_MAX_SESSIONS_PER_PROJECT: {{ $r.maxSessionsPerProject | quote }}
 LOCAL_WORKSPACE_ROOT: {{ $r.workspaceRoot | quote }}
 {{- with $r.bossURL }}
 BOSS_URL: {{ . | quote }}

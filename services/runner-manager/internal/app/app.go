@@ -134,7 +134,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Optio
 		gcfg := cfg.Group
 		gcfg.Ready = api.Reachable
 		rt.Consume(gcfg, rec.Handle)
-		log.Info("runner-manager starting", slog.String("workspace_root", cfg.WorkspaceRoot), slog.Int("max_sessions", cfg.MaxSessions),
+		log.Info("runner-manager starting", slog.String("workspace_root", cfg.WorkspaceRoot), slog.Int("max_sessions", cfg.MaxSessions), slog.Int("max_sessions_per_project", cfg.MaxPerProject),
 			slog.String("port_range", fmt.Sprintf("%d-%d", cfg.PortLow, cfg.PortHigh)), slog.String("selector", cfg.Selector.String()))
 		return nil
 	})
@@ -165,7 +165,7 @@ func newManager(cfg config.Config, reaper *runner.Reaper, log *slog.Logger) (*ru
 	}
 	return runner.New(runner.Config{
 		Command: cfg.RunnerCommand, WorkspaceRoot: cfg.WorkspaceRoot, HostEnv: cfg.HostEnv, EnvAllow: runner.NewEnvAllowList(cfg.EnvAllow),
-		BossURL: cfg.BossURL, BossSpace: cfg.BossSpace, MaxSessions: cfg.MaxSessions, StopGrace: cfg.StopGrace, Reaper: reaper,
+		BossURL: cfg.BossURL, BossSpace: cfg.BossSpace, MaxSessions: cfg.MaxSessions, MaxPerProject: cfg.MaxPerProject, StopGrace: cfg.StopGrace, Reaper: reaper,
 		Member: cfg.Group.Member,
 	}, pool, log)
 }

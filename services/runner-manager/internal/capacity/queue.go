@@ -83,18 +83,34 @@ func (q *Queue) Remove(id string) {
 
 // Next returns the session to start next, without taking it out of the
 // queue: the longest waiting session of the project that has waited
-// longest since it was last served. The caller locks the session, then
-// takes it (Take), so that nothing acts on it in between.
-func (q *Queue) Next() (id string, ok bool) {
+// longest since it was last served, passing over the projects full
+// reports (nil: none is). The caller locks the session, then takes it
+// (Take), so that nothing acts on it in between. A project passed over
+// keeps its turn: it is served first once it has room again. full runs
+// with the queue locked and must not call it.
+func (q *Queue) Next(full func(project string) bool) (id string, ok bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	front := q.turns.Front()
-	if front == nil {
+	for e := q.turns.Front(); e != nil; e = e.Next() {
+		p, _ := e.Value.(*project) // turns holds only *project
+		if full != nil && full(p.id) {
+			continue
+		}
+		s, _ := p.sessions.Front().Value.(string)
+		return s, true
+	}
+	return "", false
+}
+
+// ProjectOf returns the project session id waits under, if it waits.
+func (q *Queue) ProjectOf(id string) (project string, ok bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	pl, ok := q.waiting[id]
+	if !ok {
 		return "", false
 	}
-	p, _ := front.Value.(*project) // turns holds only *project
-	s, _ := p.sessions.Front().Value.(string)
-	return s, true
+	return pl.p.id, true
 }
 
 // Take takes session id out of the queue to start it now: its project has

@@ -11,7 +11,7 @@ func drain(t *testing.T, q *Queue) []string {
 	t.Helper()
 	var out []string
 	for {
-		id, ok := q.Next()
+		id, ok := q.Next(nil)
 		if !ok {
 			return out
 		}
@@ -73,7 +73,7 @@ func TestQueueProjectsTakeTurns(t *testing.T) {
 	var got []string
 	take := func() {
 		t.Helper()
-		id, ok := q.Next()
+		id, ok := q.Next(nil)
 		if !ok || !q.Take(id) {
 			t.Fatalf("nothing to take after %v", got)
 		}
@@ -107,7 +107,7 @@ func TestQueueRemoveKeepsTurns(t *testing.T) {
 		t.Fatalf("served %v, want %v", got, want)
 	}
 	q.Add("c1", "C") // an emptied project waits again
-	if id, ok := q.Next(); !ok || id != "c1" {
+	if id, ok := q.Next(nil); !ok || id != "c1" {
 		t.Fatalf("Next = %q, %v; want c1", id, ok)
 	}
 }
@@ -130,11 +130,54 @@ func BenchmarkQueue(b *testing.B) {
 			b.ReportAllocs()
 			i := n
 			for b.Loop() {
-				id, _ := q.Next()
+				id, _ := q.Next(nil)
 				q.Take(id)
 				q.Add(strconv.Itoa(i), "p"+strconv.Itoa(i%97))
 				i++
 			}
 		})
+	}
+}
+
+// Next passes over the projects full reports (at their cap), and they keep
+// their turn: served first once they have room again.
+func TestQueueNextPassesOverFullProjects(t *testing.T) {
+	t.Parallel()
+	q := New()
+	q.Add("a0", "A")
+	q.Add("a1", "A")
+	q.Add("b0", "B")
+	q.Add("b1", "B")
+	full := map[string]bool{"A": true}
+	next := func() string {
+		t.Helper()
+		id, ok := q.Next(func(p string) bool { return full[p] })
+		if !ok {
+			return ""
+		}
+		if !q.Take(id) {
+			t.Fatalf("Next gave %s, which Take does not find", id)
+		}
+		return id
+	}
+	if got := next(); got != "b0" {
+		t.Fatalf("A full: served %q, want b0", got)
+	}
+	full["B"] = true
+	if id, ok := q.Next(func(p string) bool { return full[p] }); ok {
+		t.Fatalf("every project full: Next gave %s", id)
+	}
+	full["A"], full["B"] = false, false
+	if got := next(); got != "a0" {
+		t.Fatalf("A has room again: served %q, want a0 (A kept its turn)", got)
+	}
+	if got := next(); got != "b1" {
+		t.Fatalf("served %q, want b1", got)
+	}
+	if p, ok := q.ProjectOf("a1"); !ok || p != "A" {
+		t.Fatalf("ProjectOf(a1) = %q, %v; want A, true", p, ok)
+	}
+	if _, ok := q.ProjectOf("b0"); ok {
+		t.Fatal("ProjectOf(b0) found a session already taken")
 	}
 }

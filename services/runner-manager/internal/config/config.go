@@ -30,6 +30,7 @@ const (
 	EnvRunnerCommand  = "LOCAL_RUNNER_COMMAND"
 	EnvPortRange      = "LOCAL_PORT_RANGE"
 	EnvMaxSessions    = "LOCAL_MAX_SESSIONS"
+	EnvMaxPerProject  = "LOCAL_MAX_SESSIONS_PER_PROJECT"
 	EnvStopGrace      = "LOCAL_STOP_GRACE"
 	EnvHealthInterval = "LOCAL_HEALTH_INTERVAL"
 	EnvHealthAttempts = "LOCAL_HEALTH_ATTEMPTS"
@@ -95,11 +96,14 @@ type Config struct {
 	Group          group.Config
 	BucketReplicas int
 
-	WorkspaceRoot  string
-	RunnerCommand  []string
-	PortLow        int
-	PortHigh       int
-	MaxSessions    int
+	WorkspaceRoot string
+	RunnerCommand []string
+	PortLow       int
+	PortHigh      int
+	MaxSessions   int
+	// MaxPerProject caps one project's runners on this replica (0: no cap
+	// but MaxSessions).
+	MaxPerProject  int
 	StopGrace      time.Duration
 	HealthInterval time.Duration
 	HealthAttempts int
@@ -147,6 +151,7 @@ func Load(lookup envconfig.LookupFunc, hostEnv []string) (Config, error) {
 		PortLow:        ports.Low,
 		PortHigh:       ports.High,
 		MaxSessions:    l.Int(EnvMaxSessions, DefaultMaxSessions, 1, 10000),
+		MaxPerProject:  l.Int(EnvMaxPerProject, 0, 0, 10000),
 		StopGrace:      l.Duration(EnvStopGrace, DefaultStopGrace),
 		HealthInterval: l.Duration(EnvHealthInterval, DefaultHealthInterval),
 		HealthAttempts: l.Int(EnvHealthAttempts, DefaultHealthAttempts, 1, 10000),

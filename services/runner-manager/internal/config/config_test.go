@@ -36,7 +36,7 @@ func TestLoad(t *testing.T) {
 	}{
 		{"defaults", base, nil, func(t *testing.T, c Config) {
 			if c.WorkspaceRoot != "/home/u/.ambient/workspaces" || !slices.Equal(c.RunnerCommand, []string{"python", "local_entry.py"}) ||
-				c.PortLow != 9100 || c.PortHigh != 9199 || c.MaxSessions != 10 || c.StopGrace != 10*time.Second ||
+				c.PortLow != 9100 || c.PortHigh != 9199 || c.MaxSessions != 10 || c.MaxPerProject != 0 || c.StopGrace != 10*time.Second ||
 				c.HealthInterval != 500*time.Millisecond || c.HealthAttempts != 30 || c.BossSpace != "default" ||
 				c.AdvertiseHost != "127.0.0.1" || c.Selector.String() != "all" || c.LostPolicy != "restart" ||
 				c.ResyncInterval != time.Minute || c.CheckInterval != 10*time.Second ||
@@ -44,6 +44,13 @@ func TestLoad(t *testing.T) {
 				t.Fatalf("defaults = %+v", c)
 			}
 		}},
+		{"per-project cap", with(EnvMaxPerProject, "3"), nil, func(t *testing.T, c Config) {
+			if c.MaxPerProject != 3 {
+				t.Fatalf("MaxPerProject = %d, want 3", c.MaxPerProject)
+			}
+		}},
+		{"negative per-project cap", with(EnvMaxPerProject, "-1"), []string{EnvMaxPerProject}, nil},
+		{"per-project cap not a number", with(EnvMaxPerProject, "two"), []string{EnvMaxPerProject}, nil},
 		{"quoted command", with(EnvRunnerCommand, `python "my runner.py" --name 'a b'`), nil, func(t *testing.T, c Config) {
 			if !slices.Equal(c.RunnerCommand, []string{"python", "my runner.py", "--name", "a b"}) {
 				t.Fatalf("argv = %q", c.RunnerCommand)

@@ -3,6 +3,7 @@ package reconcile
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -81,5 +82,58 @@ func TestCapacityProjectsTakeTurns(t *testing.T) {
 		if i == 1 && !slices.Contains(got, idB) {
 			t.Fatalf("two freed slots went to %v; project B's session %s still waits (queued: %d) behind project A's", got, idB, rp.rec.queue.Len())
 		}
+	}
+}
+
+// With LOCAL_MAX_SESSIONS_PER_PROJECT, one project cannot take every slot
+// of the replica: project A starts three sessions on a replica of four
+// slots with a cap of two per project, its third waits (CapacityExceeded,
+// the project's cap in the message) although a slot is free, and project
+// B's session takes that slot. When one of A's runners ends, A's waiting
+// session starts; B's slot stays B's.
+func TestCapacityPerProject(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	rp := e.replica(replicaOpts{max: 4, perProject: 2})
+	in := func(p string) sessionOpt {
+		return func(r *ambientv1.CreateSessionRequest) { r.ProjectId = proto.String(p) }
+	}
+	var a []string
+	for i := range 2 {
+		s := e.create(fmt.Sprintf("a-running-%d", i), in("team-a"))
+		e.startRunning(rp, s)
+		a = append(a, s.GetMetadata().GetId())
+	}
+	third := e.create("a-third", in("team-a"))
+	idThird := third.GetMetadata().GetId()
+	e.handle(rp, added, third)
+	testenv.Eventually(t, 5*time.Second, func() error {
+		s := e.get(idThird)
+		c, ok := status.Conditions(s).Get(status.CondRunnerStarted)
+		if !ok || c.Reason != status.ReasonCapacityExceeded || !rp.rec.queue.Has(idThird) {
+			return fmt.Errorf("project A's third session not queued: phase %q conditions %s", s.GetPhase(), s.GetConditions())
+		}
+		if !strings.Contains(c.Message, `project "team-a" has 2 of its 2 sessions`) {
+			return fmt.Errorf("capacity message %q does not name the project's cap", c.Message)
+		}
+		return nil
+	})
+	if p := session.PhaseOf(e.get(idThird)); p != session.PhasePending && p != session.PhaseNone {
+		t.Fatalf("project A's third session: phase %q, want it waiting (Pending or none)", p)
+	}
+	if free := rp.rec.sup.Free(); free != 2 {
+		t.Fatalf("replica slots free: %d, want 2 (the cap, not the replica, holds A's third session)", free)
+	}
+	b := e.create("b", in("team-b"))
+	e.startRunning(rp, b)
+	if !rp.rec.queue.Has(idThird) {
+		t.Fatal("project A's third session left the queue when B's session started")
+	}
+
+	e.handle(rp, modified, e.setPhase(a[0], session.PhaseStopping))
+	e.waitPhase(a[0], session.PhaseStopped, 5*time.Second)
+	e.waitPhase(idThird, session.PhaseRunning, 10*time.Second)
+	if p := session.PhaseOf(e.get(b.GetMetadata().GetId())); p != session.PhaseRunning {
+		t.Fatalf("project B's session: phase %q, want Running", p)
 	}
 }

@@ -71,19 +71,20 @@ type replica struct {
 }
 
 type replicaOpts struct {
-	member    string
-	command   []string
-	max       int
-	ports     int
-	grace     time.Duration
-	health    runner.HealthPolicy
-	lost      string
-	api       sessionAPI
-	selector  session.Selector // zero: every session
-	hostEnv   []string
-	noCleanup bool
-	resync    time.Duration
-	check     time.Duration
+	member     string
+	command    []string
+	max        int
+	perProject int // LOCAL_MAX_SESSIONS_PER_PROJECT (0: no cap)
+	ports      int
+	grace      time.Duration
+	health     runner.HealthPolicy
+	lost       string
+	api        sessionAPI
+	selector   session.Selector // zero: every session
+	hostEnv    []string
+	noCleanup  bool
+	resync     time.Duration
+	check      time.Duration
 	// holdDelay delays the goroutine that holds the replica's membership
 	// and runs its Reconciler.Run, as a loaded machine may.
 	holdDelay time.Duration
@@ -141,7 +142,7 @@ func (e *env) replica(o replicaOpts) *replica {
 	log := slog.New(h).With("member", o.member)
 	root := t.TempDir()
 	mgr, err := runner.New(runner.Config{Command: o.command, WorkspaceRoot: root, HostEnv: o.hostEnv, BossSpace: "default",
-		MaxSessions: o.max, StopGrace: o.grace}, pool, log)
+		MaxSessions: o.max, MaxPerProject: o.perProject, StopGrace: o.grace}, pool, log)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -44,10 +44,12 @@ func (l *sessionLock) handOff() (unlock func()) {
 func (r *Reconciler) goStart(ctx context.Context, id string, fn func(ctx context.Context)) {
 	r.starts.Add(1)
 	r.starting.Add(1)
+	r.projectStarts.handOff(id)
 	go func() { // owned by the Reconciler (r.starts); ends when fn returns
 		defer r.starts.Done()
 		fn(context.WithoutCancel(ctx))
 		r.starting.Add(-1)
+		r.projectStarts.done(id)
 		if r.queue.Len() > 0 && !r.queue.Has(id) {
 			r.queue.Freed()
 		}

@@ -124,6 +124,9 @@ type Reconciler struct {
 	// finished (goStart): their runners may not hold a slot yet, so
 	// startWaiting leaves that many slots to them.
 	starting atomic.Int64
+	// projectStarts counts the queued starts in flight per project, for
+	// LOCAL_MAX_SESSIONS_PER_PROJECT (startWaiting).
+	projectStarts *projectStarts
 	// checkFails is the runner check's log state (checkRunners); the
 	// loop goroutine's alone.
 	checkFails passlog.Log
@@ -169,7 +172,7 @@ func New(cfg Config, d Deps) (*Reconciler, error) {
 	if d.Tracer == nil {
 		d.Tracer = noop.NewTracerProvider().Tracer("runner-manager")
 	}
-	r := &Reconciler{cfg: cfg, api: d.API, queue: capacity.New(), tracer: d.Tracer, log: d.Log,
+	r := &Reconciler{cfg: cfg, api: d.API, queue: capacity.New(), projectStarts: newProjectStarts(), tracer: d.Tracer, log: d.Log,
 		checkFails: passlog.Log{What: "runner check: sessions could not be read", Recovered: "runner check: sessions read again", TriedKey: "runners"}}
 	var err error
 	if r.status, err = status.New(d.API, d.Meter); err != nil {

@@ -41,9 +41,10 @@ func (r *Reconciler) ensureRunning(ctx context.Context, log *slog.Logger, lk *se
 		// running session (heal.go puts Running back).
 		return r.healPhase(ctx, log, rn, session.PhasePending, time.Time{})
 	}
-	if r.queue.Has(id) && !r.sup.HasCapacity() {
-		// Still no room; the session starts when a runner ends (the echo of
-		// our own capacity condition lands here too).
+	if project, ok := r.queue.ProjectOf(id); ok && r.sup.FreeFor(project) == 0 {
+		// Still no room (on the replica, or for its project); the session
+		// starts when a runner ends (the echo of our own capacity
+		// condition lands here too).
 		return nil
 	}
 	if !r.sup.Ready() {
@@ -203,23 +204,30 @@ func (r *Reconciler) deferForCapacity(ctx context.Context, log *slog.Logger, id,
 // turns would not be kept. It tries at most as many sessions as waited
 // when it began: a start that finds no room after all (ports held by
 // other processes of the host) queues its session again, and must not be
-// retried in the same pass.
+// retried in the same pass. A project at LOCAL_MAX_SESSIONS_PER_PROJECT
+// (its runners and its starts in flight) is passed over, keeping its turn.
 func (r *Reconciler) startWaiting(ctx context.Context) {
+	full := func(project string) bool {
+		return r.sup.FreeFor(project) <= r.projectStarts.count(project)
+	}
 	for n := r.queue.Len(); n > 0; n-- {
 		if ctx.Err() != nil || int64(r.sup.Free()) <= r.starting.Load() {
 			return
 		}
-		id, ok := r.queue.Next()
+		id, ok := r.queue.Next(full)
 		if !ok {
 			return
 		}
 		log := r.log.With(slog.String(logkey.SessionID, id))
 		lk := r.lock(id)
-		if !r.queue.Take(id) {
+		project, waits := r.queue.ProjectOf(id)
+		if !waits || !r.queue.Take(id) {
 			lk.release() // stopped, deleted or started meanwhile
 			continue
 		}
+		r.projectStarts.add(id, project)
 		err := r.ensureRunning(ctx, log, lk, id, time.Now())
+		r.projectStarts.unlessHanded(id)
 		lk.release()
 		if err != nil {
 			log.Warn("start deferred session", slog.String(logkey.Err, err.Error()))

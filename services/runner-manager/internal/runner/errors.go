@@ -13,6 +13,10 @@ var (
 	// ErrAtCapacity is returned by [Manager.Start] when the maximum number of
 	// runners is running.
 	ErrAtCapacity = errors.New("runner: at capacity")
+	// ErrProjectAtCapacity is returned by [Manager.Start], beside
+	// [ErrAtCapacity], when the session's project has its
+	// Config.MaxPerProject runners.
+	ErrProjectAtCapacity = errors.New("runner: project at its share of capacity")
 	// ErrBadSessionID is returned for session ids that cannot name a workspace
 	// directory inside the root (empty, ".", "..", path separators, NUL).
 	ErrBadSessionID = errors.New("runner: invalid session id")

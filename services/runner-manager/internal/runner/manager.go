@@ -21,6 +21,10 @@ type Config struct {
 	BossURL       string
 	BossSpace     string
 	MaxSessions   int
+	// MaxPerProject caps the runners of one project (0: no cap beyond
+	// MaxSessions), so that one tenant cannot hold every slot of the
+	// replica while another tenant's sessions wait.
+	MaxPerProject int
 	StopGrace     time.Duration
 	TailLines     int // stderr lines kept for the exit report
 	// Member is this replica's member id, passed to every runner as
@@ -46,6 +50,10 @@ type Manager struct {
 
 	mu    sync.Mutex
 	procs map[string]*Process // guarded by mu; running (or reserved: nil) per session
+	// projectOf and perProject count procs by project (the project each
+	// runner was started for), for MaxPerProject; guarded by mu.
+	projectOf  map[string]string
+	perProject map[string]int
 }
 
 // New returns a manager. It validates cfg and neither blocks nor starts
@@ -58,13 +66,15 @@ func New(cfg Config, pool *Pool, log *slog.Logger) (*Manager, error) {
 		return nil, errors.New("workspace root is empty")
 	case cfg.MaxSessions < 1:
 		return nil, fmt.Errorf("max sessions %d: want >= 1", cfg.MaxSessions)
+	case cfg.MaxPerProject < 0:
+		return nil, fmt.Errorf("max sessions per project %d: want >= 0", cfg.MaxPerProject)
 	case pool == nil:
 		return nil, errors.New("port pool is nil")
 	}
 	if cfg.TailLines <= 0 {
 		cfg.TailLines = 50
 	}
-	return &Manager{cfg: cfg, pool: pool, log: log, procs: map[string]*Process{}}, nil
+	return &Manager{cfg: cfg, pool: pool, log: log, procs: map[string]*Process{}, projectOf: map[string]string{}, perProject: map[string]int{}}, nil
 }
 
 // Pool returns the manager's port pool.
@@ -105,10 +115,48 @@ func (m *Manager) HasCapacity() bool { return m.Free() > 0 }
 func (m *Manager) Free() int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	return m.freeLocked()
+}
+
+func (m *Manager) freeLocked() int {
 	return max(0, min(m.cfg.MaxSessions-len(m.procs), m.pool.Size()-m.pool.InUse()))
 }
 
-// Start spawns the runner of s. It returns [ErrRunning], [ErrAtCapacity],
+// FreeFor reports how many more runners of project may start now: Free,
+// bounded by what is left of the project's MaxPerProject. A hint, Start
+// decides.
+func (m *Manager) FreeFor(project string) int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	free := m.freeLocked()
+	if m.cfg.MaxPerProject > 0 {
+		free = min(free, max(0, m.cfg.MaxPerProject-m.perProject[project]))
+	}
+	return free
+}
+
+// reserveLocked takes a session slot for s (its process nil until spawned).
+func (m *Manager) reserveLocked(s Session) {
+	m.procs[s.ID] = nil
+	m.projectOf[s.ID] = s.ProjectID
+	m.perProject[s.ProjectID]++
+}
+
+// forgetLocked gives the slot of session id back.
+func (m *Manager) forgetLocked(id string) {
+	delete(m.procs, id)
+	project, ok := m.projectOf[id]
+	if !ok {
+		return
+	}
+	delete(m.projectOf, id)
+	if m.perProject[project]--; m.perProject[project] <= 0 {
+		delete(m.perProject, project)
+	}
+}
+
+// Start spawns the runner of s. It returns [ErrRunning], [ErrAtCapacity]
+// (also for a project at MaxPerProject, then with [ErrProjectAtCapacity]),
 // [ErrNoPorts], [ErrPortsUnknown], [ErrBadSessionID] or [ErrSpawn]. The
 // process is tracked until it exits (its session slot is free then); its
 // port stays taken until [Process.ReleasePort] after the exit, since the
@@ -123,13 +171,17 @@ func (m *Manager) Start(ctx context.Context, s Session) (*Process, error) {
 		m.mu.Unlock()
 		return nil, fmt.Errorf("start %s: %d of %d sessions: %w", s.ID, m.cfg.MaxSessions, m.cfg.MaxSessions, ErrAtCapacity)
 	}
-	m.procs[s.ID] = nil // reserve the slot while spawning outside the lock
+	if n := m.perProject[s.ProjectID]; m.cfg.MaxPerProject > 0 && n >= m.cfg.MaxPerProject {
+		m.mu.Unlock()
+		return nil, fmt.Errorf("start %s: project %q has %d of its %d sessions: %w: %w", s.ID, s.ProjectID, n, m.cfg.MaxPerProject, ErrProjectAtCapacity, ErrAtCapacity)
+	}
+	m.reserveLocked(s) // reserve the slot while spawning outside the lock
 	m.mu.Unlock()
 
 	p, err := m.start(ctx, s)
 	if err != nil {
 		m.mu.Lock()
-		delete(m.procs, s.ID)
+		m.forgetLocked(s.ID)
 		m.mu.Unlock()
 	}
 	return p, err
@@ -194,7 +246,7 @@ func (m *Manager) start(ctx context.Context, s Session) (*Process, error) {
 		p.wait(cmd, func() { // the port stays taken: see Process.ReleasePort
 			m.mu.Lock()
 			if m.procs[s.ID] == p {
-				delete(m.procs, s.ID)
+				m.forgetLocked(s.ID)
 			}
 			m.mu.Unlock()
 		})

@@ -507,6 +507,38 @@ func TestStartErrors(t *testing.T) {
 			t.Fatalf("got %v, want ErrAtCapacity", err)
 		}
 	})
+	t.Run("project capacity", func(t *testing.T) {
+		t.Parallel()
+		m := newManager(t, []string{"/bin/sh", "-c", "exec sleep 60"}, 3, 3)
+		m.cfg.MaxPerProject = 1
+		a, err := m.Start(t.Context(), Session{ID: "a1", ProjectID: "A"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = m.Start(t.Context(), Session{ID: "a2", ProjectID: "A"})
+		if !errors.Is(err, ErrAtCapacity) || !errors.Is(err, ErrProjectAtCapacity) {
+			t.Fatalf("second runner of project A: got %v, want ErrAtCapacity and ErrProjectAtCapacity", err)
+		}
+		if got := m.FreeFor("A"); got != 0 {
+			t.Fatalf("FreeFor(A) = %d, want 0", got)
+		}
+		if got := m.FreeFor("B"); got != 1 {
+			t.Fatalf("FreeFor(B) = %d, want 1 (its own cap)", got)
+		}
+		if _, err := m.Start(t.Context(), Session{ID: "b1", ProjectID: "B"}); err != nil {
+			t.Fatalf("project B beside A's runner: %v", err)
+		}
+		if err := a.Stop(t.Context(), time.Second); err != nil {
+			t.Fatal(err)
+		}
+		<-a.Done() // its slot is free once it is done (TestSlotFreeWhenDone)
+		if got := m.FreeFor("A"); got != 1 {
+			t.Fatalf("FreeFor(A) = %d after its runner ended, want 1", got)
+		}
+		if _, err := m.Start(t.Context(), Session{ID: "a2", ProjectID: "A"}); err != nil {
+			t.Fatalf("project A once its runner ended: %v", err)
+		}
+	})
 	t.Run("ports", func(t *testing.T) {
 		t.Parallel()
 		m := newManager(t, []string{"/bin/sh", "-c", "exec sleep 60"}, 5, 1)

@@ -190,6 +190,11 @@ func (s *Supervisor) HasCapacity() bool { return s.mgr.HasCapacity() }
 // Free reports how many more runners may start now; a hint, Start decides.
 func (s *Supervisor) Free() int { return s.mgr.Free() }
 
+// FreeFor reports how many more runners of project may start now (Free
+// within the project's LOCAL_MAX_SESSIONS_PER_PROJECT); a hint, Start
+// decides.
+func (s *Supervisor) FreeFor(project string) int { return s.mgr.FreeFor(project) }
+
 // Ready reports whether the supervisor starts runners (false once Shutdown
 // began).
 func (s *Supervisor) Ready() bool {
