@@ -69,8 +69,7 @@ func (r *Reconciler) project(ctx context.Context, p *ambientv1.Project, deleted 
 	// re-asserted (and a namespace deleted behind our back is made again)
 	// now, not at the next resync pass. Project events are rare; the
 	// sessions and settings of the project keep using the remembered check.
-	r.forget(ns.Name)
-	err = r.ensureNamespace(ctx, ns.Name, id)
+	err = r.refreshNamespace(ctx, ns.Name, id)
 	var refused *RefusedError
 	if errors.As(err, &refused) {
 		r.cfg.Metrics.Reject(ctx, "projects", refused.metricReason())
@@ -175,7 +174,15 @@ func refusal(err error) error {
 // into it (a session or settings event may arrive before the project's), or
 // returns a *RefusedError when it is denied or not the project's. The check
 // is done once per process and namespace, until a write into it failed with
-// NotFound, the project's own event comes or a resync pass starts.
+// NotFound, the project's own event comes (refreshNamespace) or a resync
+// pass starts.
+//
+// Callers that find the namespace unchecked while another caller checks it
+// wait for that check and take its result instead of making their own: the
+// first burst of a new project's sessions (as many as the consumer has in
+// flight, 64 by default) otherwise each read the namespace, each tried to
+// create it and each read it again on AlreadyExists, about 180 requests to
+// the kube-apiserver where one read and one create do.
 func (r *Reconciler) ensureNamespace(ctx context.Context, ns, projectID string) error {
 	if ns == r.cfg.DefaultNamespace && projectID == "" {
 		// The default namespace is the deployment's, not a project's: never
@@ -185,12 +192,71 @@ func (r *Reconciler) ensureNamespace(ctx context.Context, ns, projectID string) 
 	if err := r.denied(ns, projectID); err != nil {
 		return err
 	}
-	r.mu.Lock()
-	done := r.ensured[ns] == kubelabel.ProjectKey(projectID)
-	r.mu.Unlock()
-	if done {
-		return nil
+	k := namespaceCheckKey{namespace: ns, projectID: projectID}
+	for {
+		r.mu.Lock()
+		if r.ensured[ns] == kubelabel.ProjectKey(projectID) {
+			r.mu.Unlock()
+			return nil
+		}
+		c, running := r.checking[k]
+		if !running {
+			c = &namespaceCheck{done: make(chan struct{})}
+			r.checking[k] = c
+		}
+		r.mu.Unlock()
+		if !running {
+			c.err = r.lookAtNamespace(ctx, ns, projectID)
+			r.mu.Lock()
+			delete(r.checking, k)
+			r.mu.Unlock()
+			close(c.done)
+			return c.err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("wait for the check of namespace %s: %w", ns, ctx.Err())
+		case <-c.done:
+		}
+		if !cancelled(c.err) {
+			return c.err
+		}
+		// The check ended because its caller's context did, not this one's:
+		// check again (or wait for whoever checks now).
 	}
+}
+
+// cancelled reports whether err is a context's end.
+func cancelled(err error) bool {
+	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
+}
+
+// refreshNamespace is ensureNamespace for the project's own event: it looks
+// at the namespace now, whatever was checked before or is being checked, so
+// the labels are re-asserted (and a namespace deleted behind our back is
+// made again) at once, not at the next resync pass.
+func (r *Reconciler) refreshNamespace(ctx context.Context, ns, projectID string) error {
+	if err := r.denied(ns, projectID); err != nil {
+		return err
+	}
+	r.forget(ns)
+	return r.lookAtNamespace(ctx, ns, projectID)
+}
+
+// namespaceCheckKey names a check of a project's namespace in flight.
+type namespaceCheckKey struct{ namespace, projectID string }
+
+// namespaceCheck is a check of a project's namespace in flight: err is set
+// before done is closed.
+type namespaceCheck struct {
+	done chan struct{}
+	err  error
+}
+
+// lookAtNamespace makes the project's namespace exist with its labels
+// (apply.Applier.Namespace) and remembers it as checked, or returns why it
+// cannot (a *RefusedError when it is not the project's).
+func (r *Reconciler) lookAtNamespace(ctx context.Context, ns, projectID string) error {
 	labels, err := spec.ProjectLabels(projectID, "project_id")
 	if err != nil {
 		return err

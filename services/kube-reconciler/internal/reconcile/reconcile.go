@@ -130,6 +130,8 @@ type Reconciler struct {
 	ensured map[string]string    // guarded by mu: namespace -> project id applied by this process
 	handled map[string]time.Time // guarded by mu: lockKey -> last success of the event path (see resync.go)
 	sweepAt int                  // guarded by mu: size of handled at which old entries are dropped
+	// guarded by mu: the namespace checks in flight (ensureNamespace)
+	checking map[namespaceCheckKey]*namespaceCheck
 	// guarded by mu: the API's project settings for this pass's orphan
 	// checks (resync.go); nil until listed.
 	apiSettings map[string]string
@@ -151,7 +153,7 @@ func New(cfg Config) (*Reconciler, error) {
 		tp = otel.GetTracerProvider()
 	}
 	return &Reconciler{cfg: cfg, tracer: tp.Tracer("github.com/ambient-code/control-plane/services/kube-reconciler"),
-		ensured: map[string]string{}, handled: map[string]time.Time{}, sweepAt: minSweep}, nil
+		ensured: map[string]string{}, checking: map[namespaceCheckKey]*namespaceCheck{}, handled: map[string]time.Time{}, sweepAt: minSweep}, nil
 }
 
 // Handle is the group.Handler: it reconciles the object of m.Event.

@@ -202,7 +202,7 @@ func benchReconcile(b *testing.B, workers int) {
 }
 
 // handleAll calls r.Handle for every event, workers at a time.
-func handleAll(b *testing.B, r *Reconciler, evs []*eventsv1.ResourceEvent, workers int) {
+func handleAll(b testing.TB, r *Reconciler, evs []*eventsv1.ResourceEvent, workers int) {
 	b.Helper()
 	var (
 		wg    sync.WaitGroup
