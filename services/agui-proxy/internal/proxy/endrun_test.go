@@ -1,16 +1,22 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/ambient-code/control-plane/libs/testenv"
 )
 
 // chunkRunner answers every request with contentType and then writes, and
@@ -253,5 +259,86 @@ func TestServerStopping(t *testing.T) {
 	stop()
 	if !serverStopping(req) {
 		t.Fatal("not stopping after the server's base context ended")
+	}
+}
+
+// lockedBuffer collects a logger's output from the proxy's goroutines.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// TestFinishedRunLogsNothing: a run whose runner sends RUN_FINISHED and
+// ends its body is the normal case, every run ends so; the proxy relays it
+// as it is and logs nothing at info about it (it used to log "stream ended
+// by the proxy after its run ended", once per run, for a stream it did not
+// end). A run the runner leaves unfinished is still logged and ended with
+// the proxy's RUN_ERROR.
+func TestFinishedRunLogsNothing(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name    string
+		chunks  []string
+		wantLog string
+	}{
+		{name: "finished", chunks: []string{sseStarted, sseContent, sseFinished}},
+		{name: "unfinished", chunks: []string{sseStarted, sseContent}, wantLog: runErrors[endIncomplete].Code},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			feed := make(chan string, len(tc.chunks))
+			for _, c := range tc.chunks {
+				feed <- c
+			}
+			close(feed) // the runner ends its body after the last chunk
+			runner := chunkRunner(t, "text/event-stream", feed)
+			tab := newTable()
+			tab.set("s1", endpointOf(t, "s1", runner.URL))
+			var logs lockedBuffer
+			p, err := New(Config{MaxBodyBytes: 1 << 20}, tab, slog.New(slog.NewTextHandler(&logs, nil)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			srv := httptest.NewServer(p)
+			t.Cleanup(srv.Close)
+			resp, err := http.Post(srv.URL+"/sessions/s1/agui/run", "application/json", strings.NewReader("{}"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := strings.Join(tc.chunks, ""); !strings.HasPrefix(string(body), want) {
+				t.Fatalf("body %q, want it to start with %q", body, want)
+			}
+			// The stream is untracked after its end was logged.
+			testenv.Eventually(t, 5*time.Second, func() error {
+				if n := p.ActiveStreams(); n != 0 {
+					return fmt.Errorf("%d streams still active", n)
+				}
+				return nil
+			})
+			got := logs.String()
+			if tc.wantLog == "" && got != "" {
+				t.Fatalf("a finished run logged at info:\n%s", got)
+			}
+			if tc.wantLog != "" && !strings.Contains(got, tc.wantLog) {
+				t.Fatalf("log %q, want a record naming %s", got, tc.wantLog)
+			}
+		})
 	}
 }

@@ -34,7 +34,6 @@ import (
 	"syscall"
 	"time"
 
-	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -182,15 +181,14 @@ func New(cfg Config, res Resolver, log *slog.Logger) (*Proxy, error) {
 		DisableCompression:    true, // never ask for gzip, never transparently gunzip
 	}
 	client := &http.Client{
-		// Spans only: otelhttp's http_client_* metrics carry server_address
-		// and server_port, which are per runner (each session's port on each
-		// runner-manager pod), so their series grew without bound until a
-		// restart, and no option of otelhttp drops them.
-		// agui_proxy_upstream_latency measures the same calls, by route. The
-		// no-op is explicit: otelhttp would otherwise use the global
-		// MeterProvider.
-		Transport: otelhttp.NewTransport(tr, otelhttp.WithTracerProvider(cfg.TracerProvider),
-			otelhttp.WithMeterProvider(metricnoop.NewMeterProvider())),
+		// The runner call's client span is call's own, not otelhttp's
+		// transport: otelhttp computed the attributes of its http_client_*
+		// metrics on every call even with a no-op MeterProvider (those
+		// series carry server_address and server_port, per runner, and
+		// grew without bound until a restart, so they are not exported),
+		// and it wrapped the response body, one more call per chunk read.
+		// agui_proxy_upstream_latency measures the same calls, by route.
+		Transport: tr,
 		// A redirect could point anywhere; only registered endpoints are dialed.
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
@@ -449,36 +447,55 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, erro
 
 // call sends the request to the runner. Only the endpoint's address from the
 // routing table and the endpoint's constant path are used to build the URL.
-func (p *Proxy) call(ctx context.Context, r *http.Request, t route.Target, ep registry.Endpoint, body []byte) (*http.Response, error) {
+// The call is a client span (its trace context goes to the runner in
+// traceparent); end ends it, once the response body is closed, and must be
+// called when err is nil.
+func (p *Proxy) call(ctx context.Context, r *http.Request, t route.Target, ep registry.Endpoint, body []byte) (resp *http.Response, end func(), err error) {
 	u := url.URL{Scheme: "http", Host: ep.Addr(), Path: t.Endpoint.Upstream, RawQuery: upstreamQuery(r.URL.RawQuery)}
+	us := u.String()
+	// The attributes otelhttp's client spans had (OpenTelemetry's HTTP
+	// client semantic conventions).
+	ctx, span := p.tracer.Start(ctx, "HTTP "+r.Method, trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(
+		attribute.String("http.request.method", r.Method), attribute.String("url.full", us),
+		attribute.String("server.address", ep.Host), attribute.Int("server.port", ep.Port)))
 	var rd io.Reader = http.NoBody
 	if len(body) > 0 {
 		rd = bytes.NewReader(body)
 	}
-	req, err := http.NewRequestWithContext(ctx, r.Method, u.String(), rd)
+	req, err := http.NewRequestWithContext(ctx, r.Method, us, rd)
 	if err != nil {
-		return nil, fmt.Errorf("build runner request: %w", err)
+		span.End()
+		return nil, nil, fmt.Errorf("build runner request: %w", err)
 	}
 	req.Header = upstreamHeader(r.Header, t.Endpoint)
 	req.ContentLength = int64(len(body))
+	p.prop.Inject(ctx, propagation.HeaderCarrier(req.Header))
 	start := time.Now()
-	resp, err := p.client.Do(req)
+	resp, err = p.client.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("call runner %s: %w", ep.Addr(), err)
+		span.SetAttributes(attribute.String("error.type", fmt.Sprintf("%T", err)))
+		span.SetStatus(codes.Error, err.Error())
+		span.End()
+		return nil, nil, fmt.Errorf("call runner %s: %w", ep.Addr(), err)
 	}
 	p.metrics.upstreamLatency(ctx, t.Endpoint.Name, time.Since(start))
-	return resp, nil
+	span.SetAttributes(attribute.Int("http.response.status_code", resp.StatusCode))
+	if resp.StatusCode >= 400 {
+		span.SetStatus(codes.Error, "")
+	}
+	return resp, func() { span.End() }, nil
 }
 
 // forward relays a short request/response exchange within UpstreamTimeout.
 func (p *Proxy) forward(w *recorder, r *http.Request, t route.Target, ep registry.Endpoint, body []byte, log *slog.Logger) {
 	ctx, cancel := context.WithTimeout(r.Context(), p.cfg.UpstreamTimeout)
 	defer cancel()
-	resp, err := p.call(ctx, r, t, ep, body)
+	resp, endCall, err := p.call(ctx, r, t, ep, body)
 	if err != nil {
 		p.upstreamFailed(w, r, err, nil, log)
 		return
 	}
+	defer endCall()
 	defer closeBody(resp.Body)
 	copyResponseHeader(w.Header(), resp.Header, false)
 	w.WriteHeader(resp.StatusCode)
@@ -523,11 +540,12 @@ func (p *Proxy) stream(w *recorder, r *http.Request, t route.Target, ep registry
 	defer untrack()
 	defer p.recheck(ctx, r, t, ep, cancel, log)()
 
-	resp, err := p.call(ctx, r, t, ep, body)
+	resp, endCall, err := p.call(ctx, r, t, ep, body)
 	if err != nil {
 		p.upstreamFailed(w, r, err, ctx, log)
 		return
 	}
+	defer endCall()
 	defer closeBody(resp.Body)
 	fw := &flusher{w: w, rc: rc, timeout: p.cfg.StreamWriteTimeout}
 	aborted := false
@@ -545,11 +563,14 @@ func (p *Proxy) stream(w *recorder, r *http.Request, t route.Target, ep registry
 	}()
 	copyResponseHeader(w.Header(), resp.Header, true)
 	w.WriteHeader(resp.StatusCode)
-	if err := fw.Flush(); err != nil {
-		return // client gone
+	enc := encodingOf(resp.Header.Get("Content-Type"))
+	if !keepsAlive(enc, p.cfg.SSEKeepAlive) {
+		// With keep-alives the relay sends the headers (see relay).
+		if err := fw.Flush(); err != nil {
+			return // client gone
+		}
 	}
 	ended := p.metrics.streamStarted(ctx, t.Endpoint.Name)
-	enc := encodingOf(resp.Header.Get("Content-Type"))
 	buf := p.bufs.get()
 	defer p.bufs.put(buf) // relay reads into it on this goroutine only
 	res := relay(fw, resp.Body, buf[:], enc, p.cfg.SSEKeepAlive, func() { cancel(context.Canceled) })
@@ -572,11 +593,13 @@ func (p *Proxy) stream(w *recorder, r *http.Request, t route.Target, ep registry
 		if err := abortResponse(rc); err != nil {
 			log.Debug("abort response", slog.Any(logkey.Err, err))
 		}
-	case res.UpstreamErr == nil && isRunResponse(r, resp, res):
+	case res.UpstreamErr == nil && isRunResponse(r, resp, res) && !res.Terminal:
 		// The runner ended a run's body itself, whatever happened
-		// meanwhile. An AG-UI client takes a clean end for a finished run,
-		// so one the runner left unfinished (stopped mid-run) gets the
-		// proxy's RUN_ERROR; a finished one is relayed as it is.
+		// meanwhile, before the run's last event. An AG-UI client takes a
+		// clean end for a finished run, so one the runner left unfinished
+		// (stopped mid-run) gets the proxy's RUN_ERROR. A finished one is
+		// relayed as it is (next case): every run ends that way, so it is
+		// logged at debug, not as a stream the proxy ended.
 		aborted = p.endRun(rc, fw, res, endIncomplete, log)
 	case res.UpstreamErr == nil:
 		// The runner ended its body itself, whatever happened meanwhile.
@@ -682,19 +705,22 @@ func (p *Proxy) upstreamFailed(w *recorder, r *http.Request, err error, streamCt
 
 // flusher writes to the client and flushes through the ResponseController,
 // which reaches the server's writer through any wrappers. Each chunk (a
-// write and the flush after it, or a lone flush) first moves the
-// connection's write deadline timeout ahead: the stream has no
-// whole-response deadline, but a client that stops reading makes a write
-// block once the socket buffers are full, and that write then fails at the
-// deadline instead of blocking forever. Moving the deadline once per chunk
-// instead of once per call halves its cost; the flush right after a write
-// is covered by the deadline the write set. Not safe for concurrent use
-// (the relay serialises its writers).
+// write and the flush after it, or a lone flush) gets at least timeout to
+// finish: the stream has no whole-response deadline, but a client that
+// stops reading makes a write block once the socket buffers are full, and
+// that write then fails at the connection's write deadline instead of
+// blocking forever. The deadline is moved only when less than timeout of it
+// is left, to timeout and an eighth ahead, so a chunk gets between timeout
+// and 9/8 of it. Moving it on every chunk (a runtime timer update behind
+// the ResponseController) was about a fifth of what agui-proxy spent per
+// relayed event beyond the bare standard-library relay (BenchmarkStreams100).
+// Not safe for concurrent use (the relay serialises its writers).
 type flusher struct {
-	w       io.Writer
-	rc      *http.ResponseController
-	timeout time.Duration
-	armed   bool // a Write set the deadline and its Flush has not run yet
+	w        io.Writer
+	rc       *http.ResponseController
+	timeout  time.Duration
+	deadline time.Time // the write deadline last set (zero: none yet)
+	armed    bool      // a Write checked the deadline and its Flush has not run yet
 }
 
 func (f *flusher) Write(b []byte) (int, error) {
@@ -711,12 +737,18 @@ func (f *flusher) Flush() error {
 	return f.rc.Flush()
 }
 
-// arm sets the write deadline; a writer without deadlines (not a server
-// connection) keeps working without one.
+// arm makes sure the write deadline leaves the chunk about to be written at
+// least timeout; a writer without deadlines (not a server connection)
+// keeps working without one.
 func (f *flusher) arm() {
+	now := time.Now()
+	if f.deadline.Sub(now) >= f.timeout {
+		return
+	}
+	f.deadline = now.Add(f.timeout + f.timeout/8)
 	// The only errors are ErrNotSupported and a closed connection, which
 	// the write that follows reports.
-	_ = f.rc.SetWriteDeadline(time.Now().Add(f.timeout))
+	_ = f.rc.SetWriteDeadline(f.deadline)
 }
 
 // dialControl refuses, before connecting, an address outside allowed (nil:

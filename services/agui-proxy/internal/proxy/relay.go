@@ -66,10 +66,17 @@ type relayResult struct {
 // chunk (see keepAliver). stop must make a blocked src.Read return (cancel
 // the upstream request): a failed keep-alive write calls it, so the relay
 // ends with the client error. buf is free for reuse when relay returns.
+//
+// With keep-alives, dst may hold the response headers unflushed: the
+// first chunk carries them, in its write, or the timer flushes them as soon
+// as it runs, whichever comes first (httputil.ReverseProxy flushes them
+// the same way). A runner's first event usually follows its headers at
+// once, and a separate write of the headers was one more system call per
+// stream.
 func relay(dst flushWriter, src io.Reader, buf []byte, enc streamEncoding, keepAlive time.Duration, stop func()) relayResult {
 	var res relayResult
 	var frames *eventFrames
-	if keepAlive <= 0 || enc != encodingSSE {
+	if !keepsAlive(enc, keepAlive) {
 		frames = &eventFrames{enc: enc}
 		res = copyChunks(src, buf, func(b []byte) error {
 			if err := writeFlush(dst, b); err != nil {
@@ -91,6 +98,12 @@ func relay(dst flushWriter, src io.Reader, buf []byte, enc streamEncoding, keepA
 	}
 	res.Encoding, res.AtBoundary, res.Terminal = enc, frames.atBoundary(), frames.terminal()
 	return res
+}
+
+// keepsAlive reports whether relay sends keep-alive comments on a stream
+// (and the response headers with them, see relay).
+func keepsAlive(enc streamEncoding, keepAlive time.Duration) bool {
+	return keepAlive > 0 && enc == encodingSSE
 }
 
 // copyChunks reads src until it fails and passes each chunk to write.
@@ -128,15 +141,18 @@ type keepAliver struct {
 	mu        sync.Mutex
 	frames    eventFrames // guarded by mu: the SSE stream's frames
 	lastWrite time.Time   // guarded by mu
+	flushed   bool        // guarded by mu: dst has been flushed (the response headers went out)
 	pings     int         // guarded by mu
 	err       error       // guarded by mu: the failed keep-alive write
 	ended     bool        // guarded by mu: no more writes
 }
 
+// startKeepAlive starts the timer; its first run flushes the response
+// headers unless the first chunk has (see relay).
 func startKeepAlive(dst flushWriter, every time.Duration, stop func()) *keepAliver {
 	k := &keepAliver{dst: dst, every: every, stop: stop, frames: eventFrames{enc: encodingSSE}, lastWrite: time.Now()}
 	k.timer = time.AfterFunc(time.Hour, k.fire)
-	k.timer.Reset(every) // after k.timer is set: fire reads it
+	k.timer.Reset(0) // after k.timer is set: fire reads it
 	return k
 }
 
@@ -150,6 +166,7 @@ func (k *keepAliver) write(b []byte) error {
 	if err := writeFlush(k.dst, b); err != nil {
 		return err
 	}
+	k.flushed = true
 	k.frames.add(b)
 	k.lastWrite = time.Now()
 	return nil
@@ -161,6 +178,15 @@ func (k *keepAliver) fire() {
 	defer k.mu.Unlock()
 	if k.ended {
 		return
+	}
+	if !k.flushed {
+		// Nothing relayed yet: the response headers go out now.
+		k.flushed = true
+		if err := k.dst.Flush(); err != nil {
+			k.err, k.ended = err, true
+			k.stop() // the relay is blocked reading; end it
+			return
+		}
 	}
 	now := time.Now()
 	if idle := now.Sub(k.lastWrite); idle < k.every {

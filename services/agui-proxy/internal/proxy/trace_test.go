@@ -12,6 +12,7 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/ambient-code/control-plane/libs/telemetry"
 )
@@ -61,12 +62,25 @@ func TestTracePropagates(t *testing.T) {
 		t.Fatalf("runner traceparent %q, want trace %s with a new parent span", tp2, traceID)
 	}
 	waitFor(t, func() bool { return len(spans.Ended()) >= 2 }, "server and client spans")
+	clients := 0
 	for _, s := range spans.Ended() {
+		if s.SpanKind() == trace.SpanKindClient {
+			// The attributes otelhttp's client spans had.
+			clients++
+			if s.Name() != "HTTP GET" || attrOf(s, "http.request.method") != "GET" ||
+				attrOf(s, "http.response.status_code") != "200" || attrOf(s, "server.port") == "" ||
+				!strings.HasSuffix(attrOf(s, "url.full"), "/health") {
+				t.Errorf("client span %q attributes %v", s.Name(), s.Attributes())
+			}
+		}
 		if s.SpanContext().TraceID().String() != traceID {
 			t.Fatalf("span %q in trace %s", s.Name(), s.SpanContext().TraceID())
 		}
 		if got := attrOf(s, telemetry.AttrObjectID); got != "s1" {
 			t.Errorf("span %q (%s) has ambient.object_id %q, want s1", s.Name(), s.SpanKind(), got)
 		}
+	}
+	if clients != 1 {
+		t.Errorf("%d client spans, want 1 (the runner call)", clients)
 	}
 }
