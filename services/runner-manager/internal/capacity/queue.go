@@ -64,6 +64,11 @@ func (q *Queue) Add(id, proj string) {
 	if _, ok := q.waiting[id]; ok {
 		return
 	}
+	q.addLocked(id, proj)
+}
+
+// addLocked queues id, not waiting, under proj. The caller holds q.mu.
+func (q *Queue) addLocked(id, proj string) {
 	p, ok := q.projects[proj]
 	if !ok {
 		p = &project{id: proj, sessions: list.New()}
@@ -71,6 +76,22 @@ func (q *Queue) Add(id, proj string) {
 		q.projects[proj] = p
 	}
 	q.waiting[id] = placement{p: p, e: p.sessions.PushBack(id)}
+}
+
+// SetProject moves waiting session id to project proj when it waits under
+// another one (the session moved project while it waited): it waits at the
+// back of proj's sessions from now on, and counts against proj's cap
+// (reconcile's LOCAL_MAX_SESSIONS_PER_PROJECT), not its old project's. A
+// session not waiting is left alone.
+func (q *Queue) SetProject(id, proj string) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	pl, ok := q.waiting[id]
+	if !ok || pl.p.id == proj {
+		return
+	}
+	q.removeLocked(id)
+	q.addLocked(id, proj)
 }
 
 // Remove takes session id out of the queue (started, stopped, deleted or

@@ -181,3 +181,25 @@ func TestQueueNextPassesOverFullProjects(t *testing.T) {
 		t.Fatal("ProjectOf(b0) found a session already taken")
 	}
 }
+
+// SetProject moves a waiting session to the back of its new project's
+// sessions; its old project, left with nothing waiting, loses its turn.
+func TestQueueSetProject(t *testing.T) {
+	t.Parallel()
+	q := New()
+	q.Add("a0", "A")
+	q.Add("b0", "B")
+	q.Add("b1", "B")
+	q.SetProject("a0", "B")
+	q.SetProject("never-queued", "B")
+	if p, ok := q.ProjectOf("a0"); !ok || p != "B" {
+		t.Fatalf("ProjectOf(a0) = %q, %v; want B, true", p, ok)
+	}
+	if q.Has("never-queued") {
+		t.Fatal("SetProject queued a session that was not waiting")
+	}
+	got := drain(t, q)
+	if want := []string{"b0", "b1", "a0"}; !slices.Equal(got, want) {
+		t.Fatalf("served %v, want %v", got, want)
+	}
+}

@@ -137,3 +137,34 @@ func TestCapacityPerProject(t *testing.T) {
 		t.Fatalf("project B's session: phase %q, want Running", p)
 	}
 }
+
+// A session waiting for its project's cap that moves to a project with
+// room starts on its move event, as a session of its new project: it does
+// not wait for a runner of its old project to end.
+func TestCapacityPerProjectQueuedSessionMoves(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	rp := e.replica(replicaOpts{max: 4, perProject: 1})
+	in := func(p string) sessionOpt {
+		return func(r *ambientv1.CreateSessionRequest) { r.ProjectId = proto.String(p) }
+	}
+	e.startRunning(rp, e.create("a-running", in("team-a")))
+	waiting := e.create("a-waiting", in("team-a"))
+	id := waiting.GetMetadata().GetId()
+	e.handle(rp, added, waiting)
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if p, ok := rp.rec.queue.ProjectOf(id); !ok || p != "team-a" {
+			return fmt.Errorf("session not queued under team-a (%q, %v)", p, ok)
+		}
+		return nil
+	})
+	moved, err := e.client.UpdateSession(t.Context(), &ambientv1.UpdateSessionRequest{Id: id, ProjectId: proto.String("team-b")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.handle(rp, modified, moved)
+	e.waitPhase(id, session.PhaseRunning, 10*time.Second)
+	if rp.rec.queue.Has(id) {
+		t.Fatal("the moved session runs and still waits in the queue")
+	}
+}

@@ -63,6 +63,8 @@ func (r *Reconciler) Handle(ctx context.Context, m group.Message) error {
 		// Moved to another project while its runner runs here (move.go).
 		err = r.move(ctx, log, rn)
 	case phase == session.PhaseNone, phase == session.PhasePending:
+		// A waiting session that moved project waits as its new project's.
+		r.queue.SetProject(id, s.GetProjectId())
 		err = r.ensureRunning(ctx, log, lk, id, received)
 	case phase == session.PhaseStopping:
 		err = r.stopSession(ctx, log, id, false, s)

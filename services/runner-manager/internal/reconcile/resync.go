@@ -225,6 +225,7 @@ func (r *Reconciler) resyncSession(ctx context.Context, s *ambientv1.Session, st
 		if !startNow {
 			return true // see resyncStartDelay
 		}
+		r.queue.SetProject(id, s.GetProjectId())
 		err = r.ensureRunning(ctx, log, lk, id, time.Time{})
 	}
 	if err != nil && !errors.Is(err, ErrShuttingDown) {

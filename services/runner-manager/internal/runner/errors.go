@@ -13,10 +13,11 @@ var (
 	// ErrAtCapacity is returned by [Manager.Start] when the maximum number of
 	// runners is running.
 	ErrAtCapacity = errors.New("runner: at capacity")
-	// ErrProjectAtCapacity is returned by [Manager.Start], beside
-	// [ErrAtCapacity], when the session's project has its
-	// Config.MaxPerProject runners.
-	ErrProjectAtCapacity = errors.New("runner: project at its share of capacity")
+	// ErrProjectAtCapacity is returned by [Manager.Start] when the
+	// session's project has its Config.MaxPerProject runners. It is an
+	// [ErrAtCapacity] too (errors.Is), so callers that only know that one
+	// wait for capacity alike.
+	ErrProjectAtCapacity error = projectAtCapacityError{}
 	// ErrBadSessionID is returned for session ids that cannot name a workspace
 	// directory inside the root (empty, ".", "..", path separators, NUL).
 	ErrBadSessionID = errors.New("runner: invalid session id")
@@ -33,3 +34,11 @@ var (
 	// before it became healthy.
 	ErrExited = errors.New("runner: process exited")
 )
+
+// projectAtCapacityError is ErrProjectAtCapacity's type: one message, and
+// errors.Is finds ErrAtCapacity in it.
+type projectAtCapacityError struct{}
+
+func (projectAtCapacityError) Error() string { return "runner: project at its cap" }
+
+func (projectAtCapacityError) Is(target error) bool { return target == ErrAtCapacity }

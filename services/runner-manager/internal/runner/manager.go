@@ -173,7 +173,7 @@ func (m *Manager) Start(ctx context.Context, s Session) (*Process, error) {
 	}
 	if n := m.perProject[s.ProjectID]; m.cfg.MaxPerProject > 0 && n >= m.cfg.MaxPerProject {
 		m.mu.Unlock()
-		return nil, fmt.Errorf("start %s: project %q has %d of its %d sessions: %w: %w", s.ID, s.ProjectID, n, m.cfg.MaxPerProject, ErrProjectAtCapacity, ErrAtCapacity)
+		return nil, fmt.Errorf("start %s: project %q has %d of its %d sessions: %w", s.ID, s.ProjectID, n, m.cfg.MaxPerProject, ErrProjectAtCapacity)
 	}
 	m.reserveLocked(s) // reserve the slot while spawning outside the lock
 	m.mu.Unlock()
