@@ -200,6 +200,7 @@ func audit(in auditInput) auditResult {
 	r.Checks = append(r.Checks, eventOrderCheck(in.Events, in.EventsErr, in.Faults, in.ScheduleStart))
 	r.Checks = append(r.Checks, objectsCheck(in.Objects))
 	r.Checks = append(r.Checks, overLimitCheck(in.Faults, in.Events, in.EventsErr, in.ConvergeBound))
+	r.Checks = append(r.Checks, storeLossCheck(in.Faults))
 	return r
 }
 
@@ -1427,4 +1428,54 @@ func oldRunnerWrite(prev, ch sessionChange, old int) string {
 		return "a runner's end"
 	}
 	return ""
+}
+
+// storeLossCheck wants a NATS node that came back with an empty store
+// (FaultNodeStoreLoss) a current replica, lag 0, of every stream and KV
+// bucket of the cluster within the fault's settle time after it was ready,
+// its own store holding them all, and still current at the end. That
+// nothing was lost or doubled meanwhile is the other checks' (objects,
+// twice, events order, objects bucket). A run without one (the short run)
+// passes it.
+func storeLossCheck(faults []faultRecord) check {
+	c := check{Name: "a NATS node back with an empty store was a current replica (lag 0) of every stream and KV bucket within its settle time, and at the end", OK: true, Detail: "no store loss in this run"}
+	var details []string
+	for _, f := range faults {
+		if f.Kind != FaultNodeStoreLoss {
+			continue
+		}
+		fail := func(format string, args ...any) {
+			c.OK = false
+			c.Failures = append(c.Failures, fmt.Sprintf("%s back with an empty store: ", f.Target)+fmt.Sprintf(format, args...))
+		}
+		sl := f.StoreLoss
+		switch {
+		case f.Err != "":
+			fail("%s", f.Err)
+			continue
+		case sl == nil:
+			fail("nothing recorded")
+			continue
+		case len(sl.Streams) == 0:
+			fail("no stream to catch up on, nothing tested")
+		case sl.CaughtUp < 0:
+			fail("not a current replica %s after it was ready: %s", f.Settle, strings.Join(sl.Behind, "; "))
+		case sl.LocalStreams < len(sl.Streams):
+			fail("its store holds %d streams once current, want %d", sl.LocalStreams, len(sl.Streams))
+		}
+		if len(sl.EndBehind) > 0 {
+			fail("not a current replica at the end: %s", strings.Join(sl.EndBehind, "; "))
+		}
+		if sl.CaughtUp >= 0 {
+			details = append(details, fmt.Sprintf("%s: %d files (%.1f MiB) deleted; ready %s after its restart, current on %d streams and buckets %s after it was ready; its store then held %d streams, %d messages; %d still current at the end",
+				f.Target, sl.Files, float64(sl.Bytes)/(1<<20), sl.Ready.Round(100*time.Millisecond), len(sl.Streams), sl.CaughtUp.Round(100*time.Millisecond), sl.LocalStreams, sl.LocalMsgs, len(sl.Streams)-len(sl.EndBehind)))
+		}
+	}
+	if len(details) > 0 || len(c.Failures) > 0 {
+		c.Detail = fmt.Sprintf("%d failed", len(c.Failures))
+		if len(details) > 0 {
+			c.Detail = strings.Join(details, "; ") + "; " + c.Detail
+		}
+	}
+	return c
 }

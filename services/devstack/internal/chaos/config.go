@@ -40,9 +40,13 @@ type Config struct {
 	RestartDelay time.Duration
 	// TakeoverDown keeps the last kube-reconciler killed down past
 	// MEMBER_TTL, so its peer takes its partitions over (0: none).
-	TakeoverDown   time.Duration
-	KillSettle     time.Duration
-	NodeLoss       time.Duration
+	TakeoverDown time.Duration
+	KillSettle   time.Duration
+	NodeLoss     time.Duration
+	// NodeStoreLoss is how long the full run's NATS node that comes back
+	// with an empty store (FaultNodeStoreLoss) stays down; 0: none. The
+	// short run has none.
+	NodeStoreLoss  time.Duration
 	NATSOutage     time.Duration
 	APIOutage      time.Duration // 0: DefaultAPIOutage, short ShortAPIOutage
 	KubeOutage     time.Duration // 0: the kube-reconciler retry budget + KubeOutageMargin
@@ -131,6 +135,11 @@ const (
 	// kube-apiserver stays down, so the head event of each member is
 	// dead-lettered for certain.
 	KubeOutageMargin = 30 * time.Second
+	// DefaultNodeStoreLoss: how long the NATS node whose store is lost
+	// stays down: as long as the node loss, past the raft election of
+	// every stream it led, so its peers carry on without it and it must
+	// catch up on everything, not only on its own lost store.
+	DefaultNodeStoreLoss = 30 * time.Second
 )
 
 // ParseFlags reads the command line; usage errors go to w.
@@ -156,6 +165,7 @@ func ParseFlags(args []string, w io.Writer) (Config, error) {
 	fs.DurationVar(&c.TakeoverDown, "takeover-down", 12*time.Second, "how long the last kube-reconciler killed stays down: past MEMBER_TTL and a third, so its peer takes its partitions and their status write-back over (a Deployment's replaced pod); 0: it too comes back after --restart-delay")
 	fs.DurationVar(&c.KillSettle, "kill-settle", 15*time.Second, "quiet time after each kill before the next fault (> MEMBER_TTL + a sweep)")
 	fs.DurationVar(&c.NodeLoss, "node-loss", 30*time.Second, "how long the killed NATS node stays down")
+	fs.DurationVar(&c.NodeStoreLoss, "node-store-loss", DefaultNodeStoreLoss, "how long the full run's NATS node that comes back with an empty store (kill -9 of the events stream's leader, its store directory deleted while down: a pod rescheduled onto a new PersistentVolume) stays down; it must then catch up on every stream and bucket from its peers (0: none; the short run has none)")
 	fs.DurationVar(&c.NATSOutage, "nats-outage", 3*longestTTL, "how long all NATS nodes stay down (3 x the longest TTL)")
 	fs.DurationVar(&c.APIOutage, "api-outage", 0, "how long the ambient API is down as in a restart (watches ended, connections closed and refused; memapi keeps its state) (0: 75s; short: 30s)")
 	fs.DurationVar(&c.KubeOutage, "kube-outage", 0, "how long kube-apiserver stays down (0: kube-reconciler's retry budget + 30s)")
@@ -236,6 +246,9 @@ func (c *Config) finish() error {
 	}
 	if c.NodeFreeze != 0 && c.NodeFreeze < minNodeFreeze {
 		errs = append(errs, fmt.Errorf("--node-freeze %s: want 0 or at least %s (MEMBER_TTL, a sweep, then the probes of the frozen runners and the restarts)", c.NodeFreeze, minNodeFreeze))
+	}
+	if c.NodeStoreLoss < 0 {
+		errs = append(errs, fmt.Errorf("--node-store-loss %s: want 0 (none) or more", c.NodeStoreLoss))
 	}
 	if c.KubeWitnesses < 0 {
 		errs = append(errs, fmt.Errorf("--kube-witnesses %d: want >= 0", c.KubeWitnesses))

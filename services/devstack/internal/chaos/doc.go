@@ -46,6 +46,17 @@
 // SIGCONT until it is gone, and watches the API for those sessions'
 // changes after the thaw.
 //
+// A NATS node lost with its store (the full run only, after the node loss,
+// whose store survives) is a pod rescheduled onto a new PersistentVolume:
+// kill -9 of the events stream's leader, its store directory emptied while
+// it is down, the node restarted under the same server name and routes.
+// Every stream and bucket is R3, so it must take all of them back from its
+// peers: the harness reads every stream's cluster information (as its
+// leader reports it) until the node leads it or follows it current with
+// lag 0, within the fault's settle time after its readiness, again at the
+// end, and records the leaders of the events stream and the meta group as
+// they change meanwhile; losing or doubling nothing is the other checks'.
+//
 // Sessions over the payload limit (the full run only) are two sessions
 // with 1.25 MiB of annotations, over NATS max_payload alone, made through
 // the API like any other, one in a local and one in a kube project. The

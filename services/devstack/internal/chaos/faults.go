@@ -64,6 +64,9 @@ type faultRecord struct {
 	// OverLimit, for the sessions over the payload limit (FaultOverLimit):
 	// what the watch beside the next faults saw.
 	OverLimit *overLimitRecord `json:",omitempty"`
+	// StoreLoss, for a NATS node back with an empty store
+	// (FaultNodeStoreLoss): its catch-up.
+	StoreLoss *storeLossRecord `json:",omitempty"`
 }
 
 // placement is where every session's runner was at one moment: the process
@@ -170,6 +173,8 @@ func (in *injector) inject(ctx context.Context, rec *faultRecord, t0 time.Time) 
 		}
 		rec.Target = leader
 		return in.outage(ctx, rec, kill9, []string{leader})
+	case FaultNodeStoreLoss:
+		return in.storeLoss(ctx, rec)
 	case FaultNATSOutage:
 		in.beforeOutage = in.place(ctx)
 		rec.Target = "all NATS nodes"

@@ -12,13 +12,21 @@ type FaultKind string
 
 // The faults of issue 14, in the order a plan runs them.
 const (
-	FaultOversize   FaultKind = "oversize object"
-	FaultKill       FaultKind = "kill -9"
-	FaultWatchCut   FaultKind = "API watch streams cut"
-	FaultNodeLoss   FaultKind = "NATS node lost"
-	FaultNATSOutage FaultKind = "NATS outage"
-	FaultAPIOutage  FaultKind = "API outage"
-	FaultKubeOutage FaultKind = "kube-apiserver outage"
+	FaultOversize FaultKind = "oversize object"
+	FaultKill     FaultKind = "kill -9"
+	FaultWatchCut FaultKind = "API watch streams cut"
+	FaultNodeLoss FaultKind = "NATS node lost"
+	// FaultNodeStoreLoss (the full run only) is a NATS node that comes
+	// back with an empty store: kill -9 of the events stream's leader, its
+	// store directory emptied while it is down, restarted after Down under
+	// the same server name and routes (in Kubernetes: the pod rescheduled
+	// onto a new PersistentVolume). Every stream and bucket is R3, so it
+	// must catch up on all of them from its peers within Settle, and the
+	// system must lose and double nothing meanwhile.
+	FaultNodeStoreLoss FaultKind = "NATS node lost with its store"
+	FaultNATSOutage    FaultKind = "NATS outage"
+	FaultAPIOutage     FaultKind = "API outage"
+	FaultKubeOutage    FaultKind = "kube-apiserver outage"
 	// FaultFreeze is SIGSTOP of a member's process group, SIGCONT after
 	// Down: a VM pause or a long GC or I/O stall. It outlasts the lease and
 	// MEMBER_TTL, so the member resumes after its peer took its lease or
@@ -145,7 +153,10 @@ type PlanConfig struct {
 	TakeoverDown time.Duration
 	KillSettle   time.Duration
 	NodeLoss     time.Duration
-	NATSOutage   time.Duration
+	// NodeStoreLoss, when not 0, adds a NATS node that comes back with an
+	// empty store (FaultNodeStoreLoss) after the node loss, down this long.
+	NodeStoreLoss time.Duration
+	NATSOutage    time.Duration
 	// APIOutage is how long the ambient API refuses every call (memapi's
 	// POST /faults/outage).
 	APIOutage  time.Duration
@@ -179,6 +190,13 @@ const (
 	// after-outage snapshot shows where runners ended up.
 	nodeLossSettle   = 20 * time.Second
 	natsOutageSettle = 30 * time.Second
+	// nodeStoreLossSettle is how long the node that lost its store has,
+	// from answering its readiness probe, to be a current replica (lag 0)
+	// of every stream and bucket again: catching up on a few thousand
+	// small messages per stream from two peers takes seconds; the rest is
+	// a loaded host's margin, and the group and claim sweeps' time
+	// (nodeLossSettle) before the NATS outage.
+	nodeStoreLossSettle = 30 * time.Second
 	// apiOutageSettle lets the informers' watches come back after the API
 	// outage, whatever their reconnect backoff reached meanwhile (at most
 	// WATCH_BACKOFF_MAX, 30s), and the retried writes land, before the
@@ -265,6 +283,12 @@ func NewPlan(c PlanConfig, rng *rand.Rand) Plan {
 		add(Fault{Kind: FaultNodeFreeze, Target: t, Down: c.NodeFreeze, Settle: nodeFreezeSettle})
 	}
 	add(Fault{Kind: FaultNodeLoss, Down: c.NodeLoss, Settle: nodeLossSettle})
+	if c.NodeStoreLoss > 0 {
+		// After the node loss, whose store survived: the harder case
+		// follows the easier one, and both come before the outage of every
+		// node, whose after-snapshot wants the cluster whole.
+		add(Fault{Kind: FaultNodeStoreLoss, Down: c.NodeStoreLoss, Settle: nodeStoreLossSettle})
+	}
 	add(Fault{Kind: FaultNATSOutage, Down: c.NATSOutage, Settle: natsOutageSettle})
 	add(Fault{Kind: FaultAPIOutage, Down: c.APIOutage, Settle: apiOutageSettle})
 	// Last: nothing settles after it but the convergence wait.
@@ -381,6 +405,16 @@ func RunnerKills(short bool) []string {
 		out = append(out, instanceName(svcRunnerManager, r))
 	}
 	return out
+}
+
+// NodeStoreLoss is how long the NATS node whose store is lost stays down
+// in a run of cfg: --node-store-loss in the full run, 0 (none) in the
+// short one (CI), whose schedule stays as it was.
+func NodeStoreLoss(cfg Config) time.Duration {
+	if cfg.Short {
+		return 0
+	}
+	return cfg.NodeStoreLoss
 }
 
 // OverLimit reports whether a run has the sessions over the payload limit

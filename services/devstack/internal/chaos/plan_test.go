@@ -12,13 +12,13 @@ import (
 )
 
 func testPlanConfig(short bool, changes int) PlanConfig {
-	apiOutage, freeze := DefaultAPIOutage, DefaultFreeze
+	apiOutage, freeze, storeLoss := DefaultAPIOutage, DefaultFreeze, DefaultNodeStoreLoss
 	if short {
-		apiOutage, freeze = ShortAPIOutage, ShortFreeze
+		apiOutage, freeze, storeLoss = ShortAPIOutage, ShortFreeze, 0
 	}
 	return PlanConfig{
 		Changes: changes, Kills: Kills(short), Warmup: 20 * time.Second, RestartDelay: 2 * time.Second,
-		KillSettle: 15 * time.Second, NodeLoss: 30 * time.Second, NATSOutage: 30 * time.Second, APIOutage: apiOutage, KubeOutage: 186 * time.Second,
+		KillSettle: 15 * time.Second, NodeLoss: 30 * time.Second, NodeStoreLoss: storeLoss, NATSOutage: 30 * time.Second, APIOutage: apiOutage, KubeOutage: 186 * time.Second,
 		Freezes: Freezes(), Freeze: freeze, RunnerKills: RunnerKills(short), NodeFreezes: NodeFreezes(short), NodeFreeze: DefaultNodeFreeze,
 		OverLimit: OverLimit(short),
 	}
@@ -26,7 +26,8 @@ func testPlanConfig(short bool, changes int) PlanConfig {
 
 // TestPlanRunsEveryFaultInOrder: a plan has one oversize object, (full
 // only) the sessions over the payload limit, one watch
-// cut, one NATS node loss, one NATS outage, one API outage and one
+// cut, one NATS node loss, (full only) one NATS node back with an empty
+// store, one NATS outage, one API outage and one
 // kube-apiserver outage, kills every killable instance once (short:
 // replica 0 of each), then freezes the informer leader, a kube-reconciler
 // and a runner-manager, then kills a runner on each runner-manager (short:
@@ -104,7 +105,13 @@ func TestPlanRunsEveryFaultInOrder(t *testing.T) {
 				// sessions away, and a runner kill needs one there.
 				wantOrder = append(wantOrder, string(FaultNodeFreeze))
 			}
-			wantOrder = append(wantOrder, string(FaultNodeLoss), string(FaultNATSOutage), string(FaultAPIOutage), string(FaultKubeOutage))
+			wantOrder = append(wantOrder, string(FaultNodeLoss))
+			if !tc.short {
+				// The node back with an empty store: after the node loss,
+				// before the outage of every node.
+				wantOrder = append(wantOrder, string(FaultNodeStoreLoss))
+			}
+			wantOrder = append(wantOrder, string(FaultNATSOutage), string(FaultAPIOutage), string(FaultKubeOutage))
 			if !slices.Equal(order, wantOrder) {
 				t.Errorf("fault kinds in order %v, want %v", order, wantOrder)
 			}
@@ -115,6 +122,9 @@ func TestPlanRunsEveryFaultInOrder(t *testing.T) {
 				if kinds[k] != 1 {
 					t.Errorf("%d faults %q, want 1", kinds[k], k)
 				}
+			}
+			if want := map[bool]int{false: 1, true: 0}[tc.short]; kinds[FaultNodeStoreLoss] != want {
+				t.Errorf("%d faults %q, want %d", kinds[FaultNodeStoreLoss], FaultNodeStoreLoss, want)
 			}
 			last := p.Faults[len(p.Faults)-1]
 			if last.Kind != FaultKubeOutage || p.End != last.End() {
@@ -355,5 +365,83 @@ func TestNodeFreezesOfConfig(t *testing.T) {
 		if len(tc.args) == 0 && c.NodeFreeze != DefaultNodeFreeze {
 			t.Errorf("node freeze %s, want %s", c.NodeFreeze, DefaultNodeFreeze)
 		}
+	}
+}
+
+// TestPlanNodeStoreLoss: with NodeStoreLoss the plan has one NATS node
+// back with an empty store, right after the node loss, down that long and
+// settling nodeStoreLossSettle (its catch-up bound) before the NATS
+// outage; without it none, and the faults before it do not move.
+func TestPlanNodeStoreLoss(t *testing.T) {
+	c := testPlanConfig(false, 300)
+	p := NewPlan(c, rand.New(rand.NewPCG(1, 2)))
+	i := slices.IndexFunc(p.Faults, func(f Fault) bool { return f.Kind == FaultNodeStoreLoss })
+	if i < 1 || p.Faults[i-1].Kind != FaultNodeLoss || p.Faults[i+1].Kind != FaultNATSOutage {
+		t.Fatalf("store loss at %d, want between the node loss and the NATS outage: %v", i, p.Faults)
+	}
+	f := p.Faults[i]
+	if f.Down != c.NodeStoreLoss || f.Settle != nodeStoreLossSettle || f.Beside || f.Target != "" || p.Faults[i+1].At != f.End() {
+		t.Errorf("store loss %+v, next at %s; want down %s, settle %s, the NATS outage after it", f, p.Faults[i+1].At, c.NodeStoreLoss, nodeStoreLossSettle)
+	}
+	c.NodeStoreLoss = 0
+	without := NewPlan(c, rand.New(rand.NewPCG(1, 2)))
+	if slices.ContainsFunc(without.Faults, func(f Fault) bool { return f.Kind == FaultNodeStoreLoss }) {
+		t.Errorf("NodeStoreLoss 0: want no store loss, got %v", without.Faults)
+	}
+	if !slices.Equal(without.Faults[:i], p.Faults[:i]) {
+		t.Errorf("the faults before the store loss moved without it: %v, want %v", without.Faults[:i], p.Faults[:i])
+	}
+	if got, want := p.End-without.End, f.End()-f.At; got != want {
+		t.Errorf("the store loss lengthens the plan by %s, want its down and settle time %s", got, want)
+	}
+}
+
+// TestNodeStoreLossOfConfig: the full run loses a NATS node's store for
+// --node-store-loss (30s by default); the short run (CI) has none, its
+// schedule the same whatever the flag says; 0 turns it off, and a
+// negative length is refused.
+func TestNodeStoreLossOfConfig(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want time.Duration
+	}{
+		{nil, DefaultNodeStoreLoss},
+		{[]string{"--node-store-loss", "45s"}, 45 * time.Second},
+		{[]string{"--node-store-loss", "0"}, 0},
+		{[]string{"--short"}, 0},
+		{[]string{"--short", "--node-store-loss", "45s"}, 0},
+	} {
+		c, err := ParseFlags(append([]string{"--seed", "5"}, tc.args...), io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pc := planConfig(c)
+		if pc.NodeStoreLoss != tc.want {
+			t.Errorf("%q: store loss down %s, want %s", tc.args, pc.NodeStoreLoss, tc.want)
+		}
+		n := 0
+		for _, f := range NewPlan(pc, rand.New(rand.NewPCG(1, 2))).Faults {
+			if f.Kind == FaultNodeStoreLoss {
+				n++
+			}
+		}
+		if want := map[bool]int{false: 0, true: 1}[tc.want > 0]; n != want {
+			t.Errorf("%q: %d store losses in the plan, want %d", tc.args, n, want)
+		}
+	}
+	short, err := ParseFlags([]string{"--short", "--seed", "5"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	flagged, err := ParseFlags([]string{"--short", "--seed", "5", "--node-store-loss", "45s"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := NewPlan(planConfig(short), rand.New(rand.NewPCG(1, 2))), NewPlan(planConfig(flagged), rand.New(rand.NewPCG(1, 2)))
+	if !slices.Equal(a.Faults, b.Faults) || a.End != b.End {
+		t.Errorf("--node-store-loss changed the short plan: %v (end %s), want %v (end %s)", b.Faults, b.End, a.Faults, a.End)
+	}
+	if _, err := ParseFlags([]string{"--node-store-loss", "-1s"}, io.Discard); err == nil {
+		t.Error("--node-store-loss -1s: want an error")
 	}
 }

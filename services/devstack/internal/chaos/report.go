@@ -122,7 +122,13 @@ func (r report) findings() []string {
 			out = append(out, r.findingOversize(f))
 		}
 	}
-	return append(out, r.findingGrowth(), r.findingDLQ(), r.findingNodeLoss(), r.findingOverwrite())
+	out = append(out, r.findingGrowth(), r.findingDLQ(), r.findingNodeLoss())
+	for _, f := range r.in.Faults {
+		if f.Kind == FaultNodeStoreLoss {
+			out = append(out, r.findingStoreLoss(f))
+		}
+	}
+	return append(out, r.findingOverwrite())
 }
 
 func yesNo(b bool) string {
@@ -180,6 +186,22 @@ func (r report) findingNodeLoss() string {
 	n := r.twiceAfter(FaultNodeLoss)
 	return fmt.Sprintf("5b. Losing one NATS node (kill -9 of the events stream's leader), which the issue saw hold: %s (%d sessions twice after it).",
 		map[bool]string{true: "**does not hold here**", false: "held"}[n > 0], n)
+}
+
+// findingStoreLoss: a NATS node back with an empty store (not in the
+// issue; the harder sibling of 5b) held when the node caught up within its
+// settle time and stayed current, and no session ran twice after it.
+func (r report) findingStoreLoss(f faultRecord) string {
+	n := r.twiceAfter(FaultNodeStoreLoss)
+	caught := "never caught up"
+	held := false
+	if sl := f.StoreLoss; f.Err == "" && sl != nil && sl.CaughtUp >= 0 {
+		caught = fmt.Sprintf("ready %s after its restart, a current replica of all %d streams and buckets %s after that, %d behind at the end",
+			sl.Ready.Round(100*time.Millisecond), len(sl.Streams), sl.CaughtUp.Round(100*time.Millisecond), len(sl.EndBehind))
+		held = len(sl.EndBehind) == 0 && sl.LocalStreams >= len(sl.Streams)
+	}
+	return fmt.Sprintf("5c. A NATS node back with an empty store (kill -9 of %s, its store deleted while down: a pod on a new PersistentVolume): %s (%s; %d sessions twice after it).",
+		f.Target, map[bool]string{true: "held", false: "**does not hold here**"}[held && n == 0], caught, n)
 }
 
 func (r report) findingKube() string {
@@ -329,6 +351,7 @@ func (r report) setup(b *strings.Builder) {
 	w("- Kubernetes: `etcd` and `kube-apiserver` (bin/k8s) as processes, the chart's CRD and project ClusterRoles installed; kube-reconciler authenticates as a user bound to exactly the chart's ClusterRole. No operator runs; the harness writes `status.sdkSessionId` of a random AgenticSession now and then (spread over the schedule up to the quiet window before the apiserver outage), and of six more while each killed kube-reconciler replica is down, first those in its partitions (read from the group's mapping; their sessions are left alone by the schedule and by the later status writes from then on), as an operator would, and the audit checks that every kube session carries its CR's uid, namespace and that status. Kube sessions get no phase.\n")
 	w("- The in-memory API (`memapi`, fault injection on); %d informers (`KV_AUDIT_INTERVAL=%s`), %d kube-reconcilers (`KUBE_SESSION_SELECTOR=projects=<the kube projects>`, `GROUP_MAX_DELIVER=%d`, `RESYNC_INTERVAL=%s`), %d runner-managers (`RUNNER_PROJECTS=<the local projects>`, the demo runner), %d agui-proxies, 1 event-tally; every other setting at its default.\n",
 		serviceReplicas, r.cfg.InformerAudit, serviceReplicas, r.cfg.KubeMaxDeliver, r.cfg.KubeResync, serviceReplicas, serviceReplicas)
+	w("%s", r.storeLossText())
 	w("- Projects: two run their sessions as local runners, two as AgenticSessions; at most %d sessions want a local runner at once.\n", r.cfg.LocalCap)
 	w("- Killed services come back after %s (a pod restart, under the same member name, so a group member takes its own partitions back).", r.cfg.RestartDelay)
 	if r.cfg.TakeoverDown > 0 {
@@ -352,6 +375,20 @@ func (r report) overLimitText() string {
 			"The informer publishes only reference events of them (no state), which every consumer dead-letters, and flags them with the condition `EventsPublished=False`, reason `ObjectTooLarge` (within %s); neither may get an AgenticSession, a runner or a runner record while over the limit (runner-manager's resync, which reads sessions from the API, leaves a session with that condition alone, so the two modes agree). "+
 			"After %s the local one is made smaller (%d KiB) through the API's update: its next event must be a complete MODIFIED, never a second ADDED, the condition must go within %s and the session run within %s. The kube one stays over the limit to the end: the objects bucket check counts it as exempt (its last event is a reference event), event-tally never counts it, and the audit wants it flagged, without an AgenticSession, a runner or a runner record.\n",
 			overLimitBytes>>10, f.At, overLimitFlagBound, f.Down.Round(time.Second), overLimitShrunk>>10, overLimitClearBound, r.cfg.ConvergeBound)
+	}
+	return ""
+}
+
+// storeLossText describes the NATS node lost with its store, if the run
+// had one (the full run).
+func (r report) storeLossText() string {
+	for _, f := range r.plan.Faults {
+		if f.Kind != FaultNodeStoreLoss {
+			continue
+		}
+		return fmt.Sprintf("- A NATS node lost with its store (the full run, after the node loss): kill -9 of the events stream's leader, its store directory deleted while it is down, restarted %s later under the same server name and routes (in Kubernetes: the pod rescheduled onto a new PersistentVolume). "+
+			"Every stream and bucket is R3, so it must take them back from its peers: within %s after it answered its readiness probe it must be, in every stream's and bucket's cluster information as their leaders report it, the leader or a current replica with lag 0, its own store (`/jsz`) holding every stream, and it must still be current at the end; nothing may be lost or run twice meanwhile (the other checks).\n",
+			f.Down.Round(time.Second), f.Settle)
 	}
 	return ""
 }

@@ -112,12 +112,7 @@ func (h *harness) start(ctx context.Context) error {
 		}
 	}
 	rng := rand.New(rand.NewPCG(uint64(cfg.Seed), 0x636861)) //nolint:gosec // a reproducible schedule, not a secret
-	h.plan = NewPlan(PlanConfig{
-		Changes: cfg.Changes, Kills: Kills(cfg.Short), Warmup: cfg.Warmup, RestartDelay: cfg.RestartDelay, TakeoverDown: cfg.TakeoverDown,
-		KillSettle: cfg.KillSettle, NodeLoss: cfg.NodeLoss, NATSOutage: cfg.NATSOutage, APIOutage: cfg.APIOutage, KubeOutage: cfg.KubeOutage,
-		Freezes: Freezes(), Freeze: cfg.Freeze, RunnerKills: RunnerKills(cfg.Short), NodeFreezes: nodeFreezes(cfg), NodeFreeze: cfg.NodeFreeze,
-		OverLimit: OverLimit(cfg.Short),
-	}, rng)
+	h.plan = NewPlan(planConfig(cfg), rng)
 	fmt.Fprintf(h.out, "chaos: seed %d, %d changes over %s, %d faults; run dir %s\n", cfg.Seed, cfg.Changes, h.plan.End, len(h.plan.Faults), h.runDir)
 	sys, err := newSystem(cfg, h.runDir, h.out)
 	if err != nil {
@@ -177,6 +172,16 @@ func (h *harness) start(ctx context.Context) error {
 	return nil
 }
 
+// planConfig shapes the plan of a run of cfg.
+func planConfig(cfg Config) PlanConfig {
+	return PlanConfig{
+		Changes: cfg.Changes, Kills: Kills(cfg.Short), Warmup: cfg.Warmup, RestartDelay: cfg.RestartDelay, TakeoverDown: cfg.TakeoverDown,
+		KillSettle: cfg.KillSettle, NodeLoss: cfg.NodeLoss, NodeStoreLoss: NodeStoreLoss(cfg), NATSOutage: cfg.NATSOutage, APIOutage: cfg.APIOutage, KubeOutage: cfg.KubeOutage,
+		Freezes: Freezes(), Freeze: cfg.Freeze, RunnerKills: RunnerKills(cfg.Short), NodeFreezes: nodeFreezes(cfg), NodeFreeze: cfg.NodeFreeze,
+		OverLimit: OverLimit(cfg.Short),
+	}
+}
+
 // nodeFreezes are the node freezes of cfg's plan: none when --node-freeze
 // is 0.
 func nodeFreezes(cfg Config) []string {
@@ -223,11 +228,22 @@ func (h *harness) judge(ctx context.Context, inj *injector, t0, end time.Time) a
 	streams, streamsErr := h.nv.streams(ctx)
 	evs, first, evsErr := h.nv.readEventsRetrying(ctx, 0, kvAgreeLimit, kvAgreePoll)
 	objects := h.nv.readObjectsAgreeing(ctx, evs, first, evsErr, kvAgreeLimit, kvAgreePoll)
+	faults := inj.faults()
+	for i, f := range faults {
+		if f.Kind != FaultNodeStoreLoss || f.StoreLoss == nil {
+			continue
+		}
+		// Still current at the end: a node that caught up and fell behind
+		// again (the NATS outage, the load) would be one replica short.
+		sl := *f.StoreLoss
+		_, sl.EndBehind = h.nv.awaitCurrent(ctx, f.Target, sl.Streams, time.Now().Add(kvAgreeLimit))
+		faults[i].StoreLoss = &sl
+	}
 	return auditInput{
 		Sessions: sessions, Projects: projects, Deletes: deletes, Journal: journal,
 		Obs: obs, ObsErr: obsErr, Sampler: h.smp.Stats(), Operator: h.op.Stats(),
 		Before: inj.beforeOutage, After: inj.afterOutage,
-		Exits: h.sys.exitLog(), ScheduleStart: t0, Faults: inj.faults(), Streams: streams, StreamsErr: streamsErr, Events: evs, EventsErr: evsErr, Objects: objects,
+		Exits: h.sys.exitLog(), ScheduleStart: t0, Faults: faults, Streams: streams, StreamsErr: streamsErr, Events: evs, EventsErr: evsErr, Objects: objects,
 		Converged: converged, ConvergeBound: h.cfg.ConvergeBound, ConvergeLimit: h.cfg.ConvergeTimeout, Trend: trend,
 	}
 }
