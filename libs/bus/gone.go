@@ -46,12 +46,11 @@ func StoreGone(err error) bool {
 //   - nats.ErrNoResponders: the same for a request (a direct get, a
 //     JetStream API call).
 //
-// A caller confirms one before acting on it: with a lookup of the stream
+// A caller confirms one before acting on it, with a lookup of the stream
 // or bucket whose error is StoreGone (the informer, the runner-manager's
-// bucket keeper), or by seeing it persist for longer than an election or
-// a restart lasts while connected (libs/group's heartbeats, for a whole
-// MEMBER_TTL). Never both true with StoreGone for the same err unless err
-// joins several errors.
+// bucket keeper; libs/group's heartbeats once it lasted a whole
+// MEMBER_TTL while connected). Never both true with StoreGone for the same
+// err unless err joins several errors.
 func StoreMaybeGone(err error) bool {
 	return err != nil && (errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders))
 }

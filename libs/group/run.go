@@ -203,14 +203,16 @@ func Run(ctx context.Context, js jetstream.JetStream, cfg Config, h Handler, log
 // partition handed off must not wait a tick). Each success is signalled on
 // beaten (coalesced: one pending signal at most). When the heartbeats
 // have found the members bucket gone (storeGone) for a whole MemberTTL
-// while connected, the last error is sent once on gone. done closes when
+// while connected, and a lookup of the bucket then answers "not found"
+// (bus.StoreGone), the last error is sent once on gone. done closes when
 // it has stopped, after ctx ends.
 func beat(ctx context.Context, m *membership, own *ownership, log *slog.Logger) (beaten <-chan struct{}, gone <-chan error, done <-chan struct{}) {
 	b, g, d := make(chan struct{}, 1), make(chan error, 1), make(chan struct{})
 	conn := m.js.Conn()
-	// goneSince is when the current run of storeGone failures began: a
-	// leader election right after a NATS restart answers the same for a
-	// few seconds, so only a whole MemberTTL of them counts.
+	// goneSince is when the current run of storeGone failures began (or
+	// when a lookup last found the bucket): a leader election answers the
+	// same for a few seconds, so only a whole MemberTTL of them counts,
+	// and then only if a lookup confirms it (confirmGone).
 	var goneSince time.Time
 	reconnected := conn.StatusChanged(nats.CONNECTED)
 	// Owned by Run: cancelled and awaited before Run leaves the group.
@@ -236,9 +238,13 @@ func beat(ctx context.Context, m *membership, own *ownership, log *slog.Logger) 
 			} else if goneSince.IsZero() {
 				goneSince = time.Now()
 			} else if time.Since(goneSince) >= m.cfg.MemberTTL {
-				select {
-				case g <- err:
-				default: // already reported; Run is stopping us
+				if lerr := m.confirmGone(ctx); lerr != nil {
+					select {
+					case g <- fmt.Errorf("%w (lookup: %w)", err, lerr):
+					default: // already reported; Run is stopping us
+					}
+				} else {
+					goneSince = time.Now() // unconfirmed: look again after another MemberTTL
 				}
 			}
 			if err != nil {
@@ -256,12 +262,36 @@ func beat(ctx context.Context, m *membership, own *ownership, log *slog.Logger) 
 	return b, g, d
 }
 
+// goneLookupTimeout bounds confirmGone's lookup: one small JetStream API
+// request, answered at once by a server that answers at all. One that
+// times out confirms nothing.
+const goneLookupTimeout = 2 * time.Second
+
+// confirmGone looks the members bucket up and returns the lookup's error
+// when it says the bucket does not exist (bus.StoreGone), nil otherwise.
+// A stream leader election in a NATS cluster answers heartbeats with no
+// responders for as long as it lasts, which took longer than the chaos
+// suite's MEMBER_TTL (5 s) after a node loss: taken for a lost store, it
+// made members leave and rejoin the group, their partitions handed off
+// and back, although nothing was lost. A lookup during an election (or
+// while JetStream restarts) answers no responders or times out; only a
+// store that is really gone answers "not found".
+func (m *membership) confirmGone(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, goneLookupTimeout)
+	defer cancel()
+	_, err := m.js.KeyValue(ctx, m.members.Bucket())
+	if bus.StoreGone(err) {
+		return err
+	}
+	return nil
+}
+
 // storeGone reports whether a heartbeat's put failed as it does when the
 // members bucket's stream does not exist: JetStream answers a publish to a
 // subject no stream captures with no responders (bus.StoreMaybeGone, which
 // a restart or an election answers for a moment too: beat counts only a
-// whole MemberTTL of them while connected), or a lookup says not found
-// (bus.StoreGone).
+// whole MemberTTL of them while connected, confirmed by a lookup), or a
+// lookup says not found (bus.StoreGone).
 func storeGone(err error) bool {
 	return bus.StoreGone(err) || bus.StoreMaybeGone(err)
 }

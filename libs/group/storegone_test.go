@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -115,4 +117,85 @@ func TestRejoinsAfterStoreLost(t *testing.T) {
 		return nil
 	})
 	checkOrder(t, j.snapshot())
+}
+
+// TestJetStreamDownIsNotStoreLost: heartbeats answered with no responders
+// for longer than MemberTTL while the client stays connected (JetStream
+// shut down on the server, as during a stream leader election in a
+// cluster, which lasted longer than the chaos suite's MEMBER_TTL after a
+// NATS node loss) do not make the member leave and rejoin: a lookup of the
+// members bucket does not answer "not found", so Run goes on; once
+// JetStream is back (the server restarted with its store) the same Run
+// handles events again.
+// Before, a whole MemberTTL of no responders was taken for a lost store:
+// "consumer group storage gone, rejoining", Run returned ErrGroupStopped.
+func TestJetStreamDownIsNotStoreLost(t *testing.T) {
+	t.Parallel()
+	srv, js := setup(t)
+	var logs testenv.Buffer
+	var handled atomic.Int32
+	cfg := testConfig("a")
+	nc, mjs := testenv.JetStream(t, srv)
+	m := runMember(t, nc, mjs, cfg, func(context.Context, group.Message) error {
+		handled.Add(1)
+		return nil
+	}, slog.New(slog.NewJSONHandler(&logs, nil)))
+	waitMembers(t, js, "a")
+	publish(t, js, "s-before", 1)
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if n := handled.Load(); n != 1 {
+			return fmt.Errorf("%d events handled, want 1", n)
+		}
+		return nil
+	})
+
+	if err := srv.NATS().ShutdownJetStream(); err != nil {
+		t.Fatal(err)
+	}
+	// Three MemberTTLs of failed heartbeats (one every MemberTTL/3): past
+	// the point where a store taken for lost ended Run.
+	const failures = 9
+	testenv.Eventually(t, 30*time.Second, func() error {
+		select {
+		case err := <-m.done:
+			m.done <- err
+			return fmt.Errorf("Run returned while JetStream was down: %v", err)
+		default:
+		}
+		if n := strings.Count(logs.String(), `"msg":"heartbeat failed"`); n < failures {
+			return fmt.Errorf("%d failed heartbeats, waiting for %d", n, failures)
+		}
+		return nil
+	})
+	if strings.Contains(logs.String(), "storage gone") {
+		t.Fatalf("JetStream down taken for a lost store:\n%s", logs.String())
+	}
+	select {
+	case err := <-m.done:
+		t.Fatalf("Run returned while JetStream was down: %v", err)
+	default:
+	}
+
+	// JetStream back: the server restarted with its store (a JetStream
+	// shut down on a running server does not come back by itself).
+	srv.Shutdown()
+	if err := srv.Restart(); err != nil {
+		t.Fatalf("restart: %v", err)
+	}
+	// The events stream answers again once JetStream has recovered it.
+	testenv.Eventually(t, 20*time.Second, func() error {
+		_, err := js.PublishMsg(t.Context(), eventMsg(t, t.Context(), "s-after", 1))
+		return err
+	})
+	testenv.Eventually(t, 20*time.Second, func() error {
+		if n := handled.Load(); n < 2 {
+			return fmt.Errorf("%d events handled after JetStream came back, want 2", n)
+		}
+		return nil
+	})
+	select {
+	case err := <-m.done:
+		t.Fatalf("Run returned: %v", err)
+	default:
+	}
 }
