@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -12,7 +11,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -262,24 +260,6 @@ func TestServerStopping(t *testing.T) {
 	}
 }
 
-// lockedBuffer collects a logger's output from the proxy's goroutines.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // TestFinishedRunLogsNothing: a run whose runner sends RUN_FINISHED and
 // ends its body is the normal case, every run ends so; the proxy relays it
 // as it is and logs nothing at info about it (it used to log "stream ended
@@ -306,7 +286,7 @@ func TestFinishedRunLogsNothing(t *testing.T) {
 			runner := chunkRunner(t, "text/event-stream", feed)
 			tab := newTable()
 			tab.set("s1", endpointOf(t, "s1", runner.URL))
-			var logs lockedBuffer
+			var logs testenv.Buffer
 			p, err := New(Config{MaxBodyBytes: 1 << 20}, tab, slog.New(slog.NewTextHandler(&logs, nil)))
 			if err != nil {
 				t.Fatal(err)

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
-	"sync"
 	"testing"
 	"time"
 
@@ -37,24 +36,11 @@ func (d *downRec) StartPass() {
 	}
 }
 
-// lockedBuffer is a log sink safe for the pass goroutine and the test.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) records(t *testing.T) []map[string]any {
+// records decodes the JSON log lines written to logs.
+func records(t *testing.T, logs *testenv.Buffer) []map[string]any {
 	t.Helper()
-	b.mu.Lock()
-	defer b.mu.Unlock()
 	var out []map[string]any
-	for _, line := range bytes.Split(bytes.TrimSpace(b.buf.Bytes()), []byte("\n")) {
+	for _, line := range bytes.Split(bytes.TrimSpace([]byte(logs.String())), []byte("\n")) {
 		var rec map[string]any
 		if err := json.Unmarshal(line, &rec); err != nil {
 			t.Fatalf("log line %q: %v", line, err)
@@ -85,7 +71,7 @@ func TestFailedObjectsOneWarningPerPass(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var logs lockedBuffer
+	var logs testenv.Buffer
 	rec := &downRec{passes: make(chan struct{}, 10)}
 	r, err := New(Config{Objects: objects, Reconciler: rec, CRs: crsOf{}, Kube: fake.NewClientset(), Assignment: ownsAll{},
 		Owner: spec.Owner{Instance: "logs"}, Interval: time.Hour, Metrics: m,
@@ -111,7 +97,7 @@ func TestFailedObjectsOneWarningPerPass(t *testing.T) {
 		t.Errorf("run = %v", err)
 	}
 	var warnings, summaries, objectLines int
-	for _, rec := range logs.records(t) {
+	for _, rec := range records(t, &logs) {
 		if rec["level"] == "WARN" {
 			warnings++
 		}
