@@ -192,38 +192,24 @@ func (r *Reconciler) ensureNamespace(ctx context.Context, ns, projectID string) 
 	if err := r.denied(ns, projectID); err != nil {
 		return err
 	}
-	k := namespaceCheckKey{namespace: ns, projectID: projectID}
-	for {
-		r.mu.Lock()
-		if r.ensured[ns] == kubelabel.ProjectKey(projectID) {
-			r.mu.Unlock()
-			return nil
-		}
-		c, running := r.checking[k]
-		if !running {
-			c = &namespaceCheck{done: make(chan struct{})}
-			r.checking[k] = c
-		}
-		r.mu.Unlock()
-		if !running {
-			c.err = r.lookAtNamespace(ctx, ns, projectID)
-			r.mu.Lock()
-			delete(r.checking, k)
-			r.mu.Unlock()
-			close(c.done)
-			return c.err
-		}
+	for !r.isEnsured(ns, projectID) {
+		// The key is the namespace and the project as given: ids differing
+		// only in case check apart (isEnsured then serves both).
+		check := r.namespaceChecks.DoChan(ns+"\x00"+projectID, func() (any, error) {
+			return nil, r.lookAtNamespace(ctx, ns, projectID)
+		})
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("wait for the check of namespace %s: %w", ns, ctx.Err())
-		case <-c.done:
+		case res := <-check:
+			if !cancelled(res.Err) || ctx.Err() != nil {
+				return res.Err
+			}
 		}
-		if !cancelled(c.err) {
-			return c.err
-		}
-		// The check ended because its caller's context did, not this one's:
-		// check again (or wait for whoever checks now).
+		// The check ended because the context of the caller that ran it
+		// did, not this one's: check again (or wait for whoever checks now).
 	}
+	return nil
 }
 
 // cancelled reports whether err is a context's end.
@@ -241,16 +227,6 @@ func (r *Reconciler) refreshNamespace(ctx context.Context, ns, projectID string)
 	}
 	r.forget(ns)
 	return r.lookAtNamespace(ctx, ns, projectID)
-}
-
-// namespaceCheckKey names a check of a project's namespace in flight.
-type namespaceCheckKey struct{ namespace, projectID string }
-
-// namespaceCheck is a check of a project's namespace in flight: err is set
-// before done is closed.
-type namespaceCheck struct {
-	done chan struct{}
-	err  error
 }
 
 // lookAtNamespace makes the project's namespace exist with its labels
@@ -277,10 +253,7 @@ func (r *Reconciler) checkNamespace(ctx context.Context, ns, projectID string) (
 	if err := r.denied(ns, projectID); err != nil {
 		return false, err
 	}
-	r.mu.Lock()
-	done := r.ensured[ns] == kubelabel.ProjectKey(projectID)
-	r.mu.Unlock()
-	if done {
+	if r.isEnsured(ns, projectID) {
 		return true, nil
 	}
 	exists, err := r.cfg.Applier.CheckNamespace(ctx, ns, projectID, r.cfg.Owner.Instance)
@@ -291,6 +264,14 @@ func (r *Reconciler) checkNamespace(ctx context.Context, ns, projectID string) (
 		r.markEnsured(ns, projectID)
 	}
 	return exists, nil
+}
+
+// isEnsured reports whether ns was checked for the project (by its
+// kubelabel.ProjectKey, as markEnsured remembers it).
+func (r *Reconciler) isEnsured(ns, projectID string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.ensured[ns] == kubelabel.ProjectKey(projectID)
 }
 
 // markEnsured remembers ns as checked for the project: by its

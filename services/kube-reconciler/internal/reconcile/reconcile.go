@@ -35,6 +35,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
+	"golang.org/x/sync/singleflight"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 )
@@ -125,13 +126,14 @@ type Reconciler struct {
 	// locks) about 14 of 64 handlers in flight waited on an unrelated
 	// object. No code path holds two keys.
 	keys keylock.Map
+	// namespaceChecks shares a namespace check in flight among the
+	// callers that want it (ensureNamespace).
+	namespaceChecks singleflight.Group
 
 	mu      sync.Mutex
 	ensured map[string]string    // guarded by mu: namespace -> project id applied by this process
 	handled map[string]time.Time // guarded by mu: lockKey -> last success of the event path (see resync.go)
 	sweepAt int                  // guarded by mu: size of handled at which old entries are dropped
-	// guarded by mu: the namespace checks in flight (ensureNamespace)
-	checking map[namespaceCheckKey]*namespaceCheck
 	// guarded by mu: the API's project settings for this pass's orphan
 	// checks (resync.go); nil until listed.
 	apiSettings map[string]string
@@ -153,7 +155,7 @@ func New(cfg Config) (*Reconciler, error) {
 		tp = otel.GetTracerProvider()
 	}
 	return &Reconciler{cfg: cfg, tracer: tp.Tracer("github.com/ambient-code/control-plane/services/kube-reconciler"),
-		ensured: map[string]string{}, checking: map[namespaceCheckKey]*namespaceCheck{}, handled: map[string]time.Time{}, sweepAt: minSweep}, nil
+		ensured: map[string]string{}, handled: map[string]time.Time{}, sweepAt: minSweep}, nil
 }
 
 // Handle is the group.Handler: it reconciles the object of m.Event.
