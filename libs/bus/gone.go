@@ -1,7 +1,9 @@
 package bus
 
 import (
+	"context"
 	"errors"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -53,4 +55,18 @@ func StoreGone(err error) bool {
 // err unless err joins several errors.
 func StoreMaybeGone(err error) bool {
 	return err != nil && (errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders))
+}
+
+// BucketGone looks KV bucket up, within timeout, and returns the lookup's
+// error when it says the bucket does not exist (StoreGone), nil otherwise:
+// found, or an answer that says nothing (no responders while a server
+// restarts or a leader is elected, a timeout). How a caller confirms a
+// StoreMaybeGone of the bucket.
+func BucketGone(ctx context.Context, js jetstream.JetStream, bucket string, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	if _, err := js.KeyValue(ctx, bucket); StoreGone(err) {
+		return err
+	}
+	return nil
 }

@@ -277,13 +277,7 @@ const goneLookupTimeout = 2 * time.Second
 // while JetStream restarts) answers no responders or times out; only a
 // store that is really gone answers "not found".
 func (m *membership) confirmGone(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, goneLookupTimeout)
-	defer cancel()
-	_, err := m.js.KeyValue(ctx, m.members.Bucket())
-	if bus.StoreGone(err) {
-		return err
-	}
-	return nil
+	return bus.BucketGone(ctx, m.js, m.members.Bucket(), goneLookupTimeout)
 }
 
 // storeGone reports whether a heartbeat's put failed as it does when the

@@ -134,13 +134,10 @@ func (k *bucketKeeper) gone(ctx context.Context) error {
 	}
 	var errs []error
 	for _, c := range k.configs {
-		lctx, cancel := context.WithTimeout(ctx, k.every)
-		_, err := k.js.KeyValue(lctx, c.Bucket)
-		cancel()
 		// Only the server's "not found" (bus.StoreGone): no responders
 		// (bus.StoreMaybeGone) is also what a restarting server or an
 		// election answers, and a timeout says nothing.
-		if bus.StoreGone(err) {
+		if err := bus.BucketGone(ctx, k.js, c.Bucket, k.every); err != nil {
 			errs = append(errs, fmt.Errorf("kv bucket %s: %w", c.Bucket, err))
 		}
 	}
