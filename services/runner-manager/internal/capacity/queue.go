@@ -135,19 +135,20 @@ func (q *Queue) ProjectOf(id string) (project string, ok bool) {
 }
 
 // Take takes session id out of the queue to start it now: its project has
-// been served and goes to the back of the turns. It reports whether id
-// was waiting (false: removed meanwhile, nothing to start).
-func (q *Queue) Take(id string) bool {
+// been served and goes to the back of the turns. It returns the project
+// id waited under, and whether it was waiting (false: removed meanwhile,
+// nothing to start).
+func (q *Queue) Take(id string) (project string, ok bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	p := q.removeLocked(id)
 	if p == nil {
-		return false
+		return "", false
 	}
 	if p.sessions.Len() > 0 {
 		q.turns.MoveToBack(p.turn)
 	}
-	return true
+	return p.id, true
 }
 
 // removeLocked removes id and returns its project, nil when id was not

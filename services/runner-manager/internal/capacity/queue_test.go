@@ -15,7 +15,7 @@ func drain(t *testing.T, q *Queue) []string {
 		if !ok {
 			return out
 		}
-		if !q.Take(id) {
+		if _, ok := q.Take(id); !ok {
 			t.Fatalf("Take(%s) of the session Next returned = false", id)
 		}
 		out = append(out, id)
@@ -34,7 +34,7 @@ func TestQueue(t *testing.T) {
 	if q.Len() != 2 || !q.Has("c") || q.Has("b") {
 		t.Fatalf("Len = %d, Has(c) = %v, Has(b) = %v; want 2, true, false", q.Len(), q.Has("c"), q.Has("b"))
 	}
-	if q.Take("b") {
+	if _, ok := q.Take("b"); ok {
 		t.Fatal("Take of a removed session = true")
 	}
 	if got := drain(t, q); !slices.Equal(got, []string{"a", "c"}) {
@@ -74,7 +74,7 @@ func TestQueueProjectsTakeTurns(t *testing.T) {
 	take := func() {
 		t.Helper()
 		id, ok := q.Next(nil)
-		if !ok || !q.Take(id) {
+		if _, taken := q.Take(id); !ok || !taken {
 			t.Fatalf("nothing to take after %v", got)
 		}
 		got = append(got, id)
@@ -155,7 +155,7 @@ func TestQueueNextPassesOverFullProjects(t *testing.T) {
 		if !ok {
 			return ""
 		}
-		if !q.Take(id) {
+		if _, ok := q.Take(id); !ok {
 			t.Fatalf("Next gave %s, which Take does not find", id)
 		}
 		return id

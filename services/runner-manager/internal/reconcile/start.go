@@ -220,8 +220,8 @@ func (r *Reconciler) startWaiting(ctx context.Context) {
 		}
 		log := r.log.With(slog.String(logkey.SessionID, id))
 		lk := r.lock(id)
-		project, waits := r.queue.ProjectOf(id)
-		if !waits || !r.queue.Take(id) {
+		project, waits := r.queue.Take(id)
+		if !waits {
 			lk.release() // stopped, deleted or started meanwhile
 			continue
 		}
