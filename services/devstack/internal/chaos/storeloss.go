@@ -183,11 +183,18 @@ func emptyDir(dir string) (int, int64, error) {
 // replicaProblem says why node is not a current replica of a stream whose
 // cluster is ci ("": it is): the leader, or a follower the leader counts
 // current, online, with lag 0.
+//
+// A stream without a leader says nothing of its replicas: nats-server
+// then lets a replica answer the info request from its own view, and a
+// node that came back with an empty store lists itself current with lag 0
+// before any leader has counted what it holds.
 func replicaProblem(ci *jetstream.ClusterInfo, node string) string {
-	if ci == nil {
+	switch {
+	case ci == nil:
 		return "no cluster information"
-	}
-	if ci.Leader == node {
+	case ci.Leader == "":
+		return "no leader"
+	case ci.Leader == node:
 		return ""
 	}
 	for _, p := range ci.Replicas {
@@ -203,9 +210,6 @@ func replicaProblem(ci *jetstream.ClusterInfo, node string) string {
 			return fmt.Sprintf("lag %d", p.Lag)
 		}
 		return ""
-	}
-	if ci.Leader == "" {
-		return "no leader"
 	}
 	return "not a replica (leader " + ci.Leader + ")"
 }

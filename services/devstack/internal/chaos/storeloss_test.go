@@ -31,6 +31,9 @@ func TestReplicaProblem(t *testing.T) {
 		{"offline", peers(&jetstream.PeerInfo{Name: "nats-2", Offline: true, Current: true}), "offline"},
 		{"not in the peer set", peers(&jetstream.PeerInfo{Name: "nats-1", Current: true}), "not a replica (leader nats-0)"},
 		{"no leader", &jetstream.ClusterInfo{}, "no leader"},
+		// A leaderless stream's info is a replica's own view: the node
+		// back with an empty store answers that it is current.
+		{"leaderless, the node's own view", &jetstream.ClusterInfo{Replicas: []*jetstream.PeerInfo{{Name: "nats-0"}, {Name: "nats-2", Current: true}}}, "no leader"},
 		{"no cluster", nil, "no cluster information"},
 	} {
 		if got := replicaProblem(tc.ci, "nats-2"); got != tc.want {
