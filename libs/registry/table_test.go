@@ -299,3 +299,71 @@ func TestTableReadsAfreshAfterReconnect(t *testing.T) {
 		t.Fatal("kept session lost by the fresh read")
 	}
 }
+
+// TestTableResolveReadsThrough: a record written while the table's watch
+// lags (its updates held) is not in the table, so Lookup misses it;
+// Resolve reads it from the bucket, waits for the watch to apply it and
+// answers from the table. A session the bucket has no routable record of
+// (none, or claimed but not started) is a miss at once, without waiting
+// for the held watch.
+func TestTableResolveReadsThrough(t *testing.T) {
+	t.Parallel()
+	kv := testenv.HoldUpdates(newKV(t))
+	ctx := t.Context()
+	tab := registry.NewTable()
+	runTable(t, tab, kv)
+	if _, err := registry.Claim(ctx, kv, running("a", 9100)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := registry.Claim(ctx, kv, ep("claimed", "m")); err != nil {
+		t.Fatal(err)
+	}
+	if got, ok := tab.Lookup("a"); ok {
+		t.Fatalf("lookup a = %+v while the watch is held, want a miss (the lag under test)", got)
+	}
+	for _, id := range []string{"none", "claimed"} {
+		if got, ok := tab.Resolve(ctx, id); ok {
+			t.Errorf("resolve %s = %+v, want a miss", id, got)
+		}
+	}
+	type resolved struct {
+		ep registry.Endpoint
+		ok bool
+	}
+	done := make(chan resolved, 1)
+	go func() { // ends by resolveWait at the latest
+		e, ok := tab.Resolve(ctx, "a")
+		done <- resolved{e, ok}
+	}()
+	kv.Release()
+	r := <-done
+	if !r.ok || r.ep.Port != 9100 {
+		t.Fatalf("resolve a = %+v, %t; want its record (port 9100)", r.ep, r.ok)
+	}
+	if _, ok := tab.Lookup("a"); !ok {
+		t.Fatal("resolve answered, but the table lacks a: the answer must come from the table its watch keeps")
+	}
+}
+
+// TestTableResolveGivesUp: when the watch does not apply the record read
+// (held for good here), Resolve answers a miss when its context ends
+// instead of routing from the read: the table is written by its watch
+// alone.
+func TestTableResolveGivesUp(t *testing.T) {
+	t.Parallel()
+	kv := testenv.HoldUpdates(newKV(t))
+	tab := registry.NewTable()
+	runTable(t, tab, kv)
+	if _, err := registry.Claim(t.Context(), kv, running("a", 9100)); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
+	defer cancel()
+	if got, ok := tab.Resolve(ctx, "a"); ok {
+		t.Fatalf("resolve a = %+v with the watch held, want a miss", got)
+	}
+	if ctx.Err() == nil {
+		t.Fatal("resolve gave up before its context ended: it did not wait for the watch")
+	}
+	kv.Release()
+}

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -26,6 +27,10 @@ func (a *anyTable) Lookup(id string) (registry.Endpoint, bool) {
 	a.ids = append(a.ids, id)
 	a.mu.Unlock()
 	return a.ep, true
+}
+
+func (a *anyTable) Resolve(_ context.Context, id string) (registry.Endpoint, bool) {
+	return a.Lookup(id)
 }
 
 func (a *anyTable) take() []string {

@@ -31,6 +31,8 @@ func (t *table) Lookup(id string) (registry.Endpoint, bool) {
 	return ep, ok
 }
 
+func (t *table) Resolve(_ context.Context, id string) (registry.Endpoint, bool) { return t.Lookup(id) }
+
 func (t *table) set(id string, ep registry.Endpoint) {
 	t.mu.Lock()
 	defer t.mu.Unlock()

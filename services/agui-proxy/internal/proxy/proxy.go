@@ -51,10 +51,15 @@ import (
 	"github.com/ambient-code/control-plane/services/agui-proxy/internal/route"
 )
 
-// Resolver finds the runner endpoint of a session without network I/O.
-// *registry.Table implements it.
+// Resolver finds the runner endpoint of a session. *registry.Table
+// implements it.
 type Resolver interface {
+	// Lookup answers from memory, without network I/O: the stream sweep
+	// calls it for every open stream.
 	Lookup(sessionID string) (registry.Endpoint, bool)
+	// Resolve is Lookup that may read a route the table has not seen yet
+	// (registry.Table.Resolve): a request calls it.
+	Resolve(ctx context.Context, sessionID string) (registry.Endpoint, bool)
 }
 
 var _ Resolver = (*registry.Table)(nil)
@@ -282,8 +287,10 @@ func (p *Proxy) admit(w http.ResponseWriter, r *http.Request, t route.Target, pe
 		WriteError(w, http.StatusMethodNotAllowed, "method not allowed")
 		return registry.Endpoint{}, nil, false
 	}
-	// The table is in memory; a removed endpoint is never dialed again.
-	ep, ok := p.res.Lookup(t.SessionID)
+	// From the table in memory (a removed endpoint is never dialed
+	// again), or read through on a miss: a runner registered a moment ago
+	// is routed although the table's watch has not brought it yet.
+	ep, ok := p.res.Resolve(r.Context(), t.SessionID)
 	if !ok {
 		if p.cfg.Synced != nil && !p.cfg.Synced() {
 			WriteError(w, http.StatusServiceUnavailable, "routing table not synced")
