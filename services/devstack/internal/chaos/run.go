@@ -236,7 +236,7 @@ func (h *harness) judge(ctx context.Context, inj *injector, t0, end time.Time) a
 		// Still current at the end: a node that caught up and fell behind
 		// again (the NATS outage, the load) would be one replica short.
 		sl := *f.StoreLoss
-		_, sl.EndBehind = h.nv.awaitCurrent(ctx, f.Target, sl.Streams, time.Now().Add(kvAgreeLimit))
+		_, sl.EndBehind = h.nv.awaitCurrent(ctx, f.Target, sl.replicated(), time.Now().Add(kvAgreeLimit))
 		faults[i].StoreLoss = &sl
 	}
 	return auditInput{

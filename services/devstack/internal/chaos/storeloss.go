@@ -28,6 +28,12 @@ type storeLossRecord struct {
 	// Streams are the streams and buckets (KV_<bucket>) of the cluster
 	// before the kill: the node must be a current replica of each again.
 	Streams []string
+	// Consumers are the durable consumers ("<stream>/<consumer>") the node
+	// was a replica of before the kill: the consumer groups' and the
+	// services' consumers, whose delivery and ack state the node must take
+	// back from its peers as it takes the streams'. One deleted since (a
+	// consumer group member that left) is not counted.
+	Consumers []string `json:",omitempty"`
 	// Leaders are the events stream's and the meta group's leaders as
 	// they changed, from the kill until the node was current again (or the
 	// deadline): "+1.2s events nats-1".
@@ -88,6 +94,9 @@ func (in *injector) storeLoss(ctx context.Context, rec *faultRecord) error {
 	for _, s := range before {
 		sl.Streams = append(sl.Streams, s.Name)
 	}
+	if sl.Consumers, err = in.nv.durables(ctx, node); err != nil {
+		return fmt.Errorf("durable consumers before the store loss: %w", err)
+	}
 
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	var watched sync.WaitGroup
@@ -112,7 +121,7 @@ func (in *injector) storeLoss(ctx context.Context, rec *faultRecord) error {
 	}
 	// outageThen released the node (started it again) Down after Down0.
 	sl.Ready = rec.Restored.Sub(rec.Down0.Add(rec.Down))
-	took, behind := in.nv.awaitCurrent(ctx, node, sl.Streams, rec.Restored.Add(rec.Settle))
+	took, behind := in.nv.awaitCurrent(ctx, node, sl.replicated(), rec.Restored.Add(rec.Settle))
 	stop()
 	sl.CaughtUp, sl.Behind = took, behind
 	if n, msgs, err := localJetStream(ctx, nn); err == nil {
@@ -120,6 +129,12 @@ func (in *injector) storeLoss(ctx context.Context, rec *faultRecord) error {
 	}
 	rec.Note += storeLossNote(*sl, rec.Settle)
 	return nil
+}
+
+// replicated is what the node must be a current replica of again: the
+// streams and buckets, then the durable consumers.
+func (sl storeLossRecord) replicated() []string {
+	return append(slices.Clone(sl.Streams), sl.Consumers...)
 }
 
 // natsNode returns the NATS node called name.
@@ -143,7 +158,7 @@ func storeLossNote(sl storeLossRecord, settle time.Duration) string {
 	}
 	fmt.Fprintf(&b, "; ready %s after its restart", sl.Ready.Round(100*time.Millisecond))
 	if sl.CaughtUp >= 0 {
-		fmt.Fprintf(&b, "; a current replica (lag 0) of all %d streams and buckets %s after it was ready", len(sl.Streams), sl.CaughtUp.Round(100*time.Millisecond))
+		fmt.Fprintf(&b, "; a current replica (lag 0) of all %d streams and buckets and %d durable consumers %s after it was ready", len(sl.Streams), len(sl.Consumers), sl.CaughtUp.Round(100*time.Millisecond))
 	} else {
 		fmt.Fprintf(&b, "; not a current replica of every stream %s after it was ready: %s", settle, strings.Join(sl.Behind, "; "))
 	}
@@ -214,28 +229,91 @@ func replicaProblem(ci *jetstream.ClusterInfo, node string) string {
 	return "not a replica (leader " + ci.Leader + ")"
 }
 
-// replicasBehind reads every stream of want and returns, one line each,
-// those node is not a current replica of (or that could not be read).
+// replicasBehind reads every stream and durable consumer
+// ("<stream>/<consumer>": a stream name never holds a '/') of want and
+// returns, one line each, those node is not a current replica of (or that
+// could not be read). A consumer deleted since is passed over.
 func (v *natsView) replicasBehind(ctx context.Context, node string, want []string) []string {
 	var behind []string
 	for _, name := range want {
 		rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		st, err := v.js.Stream(rctx, name)
-		var info *jetstream.StreamInfo
-		if err == nil {
-			info, err = st.Info(rctx)
-		}
+		ci, err := v.clusterOf(rctx, name)
 		cancel()
 		switch {
+		case errors.Is(err, jetstream.ErrConsumerNotFound):
 		case err != nil:
 			behind = append(behind, name+": "+err.Error())
 		default:
-			if p := replicaProblem(info.Cluster, node); p != "" {
+			if p := replicaProblem(ci, node); p != "" {
 				behind = append(behind, name+": "+p)
 			}
 		}
 	}
 	return behind
+}
+
+// clusterOf reads the cluster information of a stream, or of a durable
+// consumer named "<stream>/<consumer>".
+func (v *natsView) clusterOf(ctx context.Context, name string) (*jetstream.ClusterInfo, error) {
+	stream, consumer, isConsumer := strings.Cut(name, "/")
+	if isConsumer {
+		c, err := v.js.Consumer(ctx, stream, consumer)
+		if err != nil {
+			return nil, fmt.Errorf("consumer: %w", err)
+		}
+		info, err := c.Info(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("consumer info: %w", err)
+		}
+		return info.Cluster, nil
+	}
+	st, err := v.js.Stream(ctx, stream)
+	if err != nil {
+		return nil, fmt.Errorf("stream: %w", err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("stream info: %w", err)
+	}
+	return info.Cluster, nil
+}
+
+// durables returns the durable consumers ("<stream>/<consumer>") node
+// leads or follows, sorted. Ephemeral ones (KV watches, ordered readers)
+// live in one node's memory and are not replicated.
+func (v *natsView) durables(ctx context.Context, node string) ([]string, error) {
+	var out []string
+	streams := v.js.ListStreams(ctx)
+	for si := range streams.Info() {
+		st, err := v.js.Stream(ctx, si.Config.Name)
+		if err != nil {
+			return out, fmt.Errorf("stream %s: %w", si.Config.Name, err)
+		}
+		consumers := st.ListConsumers(ctx)
+		for ci := range consumers.Info() {
+			if ci.Config.Durable == "" || !hasReplica(ci.Cluster, node) {
+				continue
+			}
+			out = append(out, si.Config.Name+"/"+ci.Name)
+		}
+		if err := consumers.Err(); err != nil {
+			return out, fmt.Errorf("list consumers of %s: %w", si.Config.Name, err)
+		}
+	}
+	if err := streams.Err(); err != nil {
+		return out, fmt.Errorf("list streams: %w", err)
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+// hasReplica reports whether node leads or follows a stream or consumer
+// whose cluster is ci.
+func hasReplica(ci *jetstream.ClusterInfo, node string) bool {
+	if ci == nil {
+		return false
+	}
+	return ci.Leader == node || slices.ContainsFunc(ci.Replicas, func(p *jetstream.PeerInfo) bool { return p != nil && p.Name == node })
 }
 
 // awaitCurrent polls until node is a current replica of every stream of

@@ -3,6 +3,7 @@ package chaos
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -77,8 +78,9 @@ func TestEmptyDir(t *testing.T) {
 // the node leading an R3 stream is shut down, its peers take writes
 // without it, and it comes back under its name and routes with an empty
 // store: replicasBehind names it while it is away, and awaitCurrent sees
-// it a current replica of the stream and of an R3 KV bucket once it has
-// caught up from its peers.
+// it a current replica of the stream, of an R3 KV bucket and of a durable
+// consumer with acked messages once it has caught up from its peers.
+// durables lists the durable consumer, not an ordered (ephemeral) one.
 func TestAwaitCurrentAfterStoreLoss(t *testing.T) {
 	ctx := t.Context()
 	c := testenv.NewNATSCluster(t, 3)
@@ -105,8 +107,28 @@ func TestAwaitCurrentAfterStoreLoss(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	streams := []string{"EVENTS", "KV_objects"}
+	durable, err := st.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{Durable: "worker", AckPolicy: jetstream.AckExplicitPolicy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch, err := durable.Fetch(50)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for m := range batch.Messages() {
+		if err := m.DoubleAck(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{}); err != nil {
+		t.Fatal(err)
+	}
 	v := &natsView{nc: nc, js: js}
+	consumers, err := v.durables(ctx, "n1")
+	if err != nil || !slices.Equal(consumers, []string{"EVENTS/worker"}) {
+		t.Fatalf("durables of n1 = %q, %v; want [EVENTS/worker] (the ordered consumer is not replicated)", consumers, err)
+	}
+	streams := []string{"EVENTS", "KV_objects", "EVENTS/worker"}
 	// Every replica current before the fault: the baseline.
 	if took, behind := v.awaitCurrent(ctx, "n1", streams, time.Now().Add(time.Minute)); took < 0 {
 		t.Fatalf("n1 not current before the fault: %v", behind)
@@ -117,8 +139,8 @@ func TestAwaitCurrentAfterStoreLoss(t *testing.T) {
 		_, err := js.Publish(ctx, "ev.a", []byte("while it is away"))
 		return err
 	})
-	if behind := v.replicasBehind(ctx, lost, streams); len(behind) == 0 {
-		t.Fatalf("%s shut down, but replicasBehind finds it current everywhere", lost)
+	if behind := v.replicasBehind(ctx, lost, streams); !slices.ContainsFunc(behind, func(b string) bool { return strings.HasPrefix(b, "EVENTS/worker: ") }) {
+		t.Fatalf("%s shut down, but replicasBehind finds it current on the consumer: %q", lost, behind)
 	} else {
 		t.Logf("while away: %v", behind)
 	}
@@ -133,6 +155,14 @@ func TestAwaitCurrentAfterStoreLoss(t *testing.T) {
 	if err != nil || info.State.Msgs != 201 {
 		t.Fatalf("stream after the catch-up: %+v, %v; want 201 messages", info, err)
 	}
+	ci, err := durable.Info(ctx)
+	if err != nil || ci.AckFloor.Stream != 50 {
+		t.Fatalf("consumer after the catch-up: %+v, %v; want its 50 acks", ci, err)
+	}
+	// A consumer deleted since (a group member that left) is passed over.
+	if behind := v.replicasBehind(ctx, lost, []string{"EVENTS/left"}); len(behind) != 0 {
+		t.Fatalf("a consumer that is gone: %q, want it passed over", behind)
+	}
 }
 
 // TestStoreLossCheck: the check passes a run without a store loss (the
@@ -141,9 +171,10 @@ func TestAwaitCurrentAfterStoreLoss(t *testing.T) {
 // that fell behind by the end, or whose fault failed.
 func TestStoreLossCheck(t *testing.T) {
 	streams := []string{"AMBIENT_EVENTS", "KV_ambient-objects", "KV_ambient-runners"}
+	consumers := []string{"AMBIENT_EVENTS_kube/kube-reconciler-0", "AMBIENT_EVENTS_kube/kube-reconciler-1"}
 	ok := func() faultRecord {
 		return faultRecord{Fault: Fault{Kind: FaultNodeStoreLoss, Down: 30 * time.Second, Settle: nodeStoreLossSettle}, Target: "nats-1",
-			StoreLoss: &storeLossRecord{Files: 40, Bytes: 3 << 20, Streams: streams, Ready: 2900 * time.Millisecond, CaughtUp: 2300 * time.Millisecond, LocalStreams: 3, LocalMsgs: 900}}
+			StoreLoss: &storeLossRecord{Files: 40, Bytes: 3 << 20, Streams: streams, Consumers: consumers, Ready: 2900 * time.Millisecond, CaughtUp: 2300 * time.Millisecond, LocalStreams: 3, LocalMsgs: 900}}
 	}
 	for _, tc := range []struct {
 		name   string
@@ -156,6 +187,9 @@ func TestStoreLossCheck(t *testing.T) {
 		{name: "not caught up", change: func(f *faultRecord) {
 			f.StoreLoss.CaughtUp, f.StoreLoss.Behind = -1, []string{"AMBIENT_EVENTS: not current (lag 812)"}
 		}, want: "not a current replica 30s after it was ready: AMBIENT_EVENTS: not current (lag 812)"},
+		{name: "a consumer not caught up", change: func(f *faultRecord) {
+			f.StoreLoss.CaughtUp, f.StoreLoss.Behind = -1, []string{"AMBIENT_EVENTS_kube/kube-reconciler-1: not current (lag 4)"}
+		}, want: "not a current replica 30s after it was ready: AMBIENT_EVENTS_kube/kube-reconciler-1: not current (lag 4)"},
 		{name: "store lacks a stream", change: func(f *faultRecord) { f.StoreLoss.LocalStreams = 2 }, want: "its store holds 2 streams once current, want 3"},
 		{name: "behind at the end", change: func(f *faultRecord) { f.StoreLoss.EndBehind = []string{"KV_ambient-runners: offline"} },
 			want: "not a current replica at the end: KV_ambient-runners: offline"},
@@ -176,7 +210,8 @@ func TestStoreLossCheck(t *testing.T) {
 			if tc.want != "" && !strings.Contains(strings.Join(c.Failures, "\n"), tc.want) {
 				t.Errorf("failures %q lack %q", c.Failures, tc.want)
 			}
-			if tc.name == "caught up" && !strings.Contains(c.Detail, "ready 2.9s after its restart, current on 3 streams and buckets 2.3s after it was ready") {
+			if tc.name == "caught up" && (!strings.Contains(c.Detail, "ready 2.9s after its restart, current on 3 streams and buckets and 2 durable consumers 2.3s after it was ready") ||
+				!strings.Contains(c.Detail, "5 of 5 still current at the end")) {
 				t.Errorf("detail %q lacks the catch-up time", c.Detail)
 			}
 			if tc.none && c.Detail != "no store loss in this run" {
@@ -193,16 +228,16 @@ func TestReportStoreLoss(t *testing.T) {
 	t0 := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
 	f := faultRecord{Fault: Fault{Kind: FaultNodeStoreLoss, At: 400 * time.Second, Down: 30 * time.Second, Settle: nodeStoreLossSettle}, Target: "nats-2",
 		Start: t0.Add(400 * time.Second), Restored: t0.Add(433 * time.Second),
-		StoreLoss: &storeLossRecord{Files: 40, Bytes: 3 << 20, Streams: []string{"AMBIENT_EVENTS"}, Ready: 3 * time.Second, CaughtUp: 1200 * time.Millisecond, LocalStreams: 1, LocalMsgs: 10}}
+		StoreLoss: &storeLossRecord{Files: 40, Bytes: 3 << 20, Streams: []string{"AMBIENT_EVENTS"}, Consumers: []string{"AMBIENT_EVENTS_kube/kube-reconciler-0"}, Ready: 3 * time.Second, CaughtUp: 1200 * time.Millisecond, LocalStreams: 1, LocalMsgs: 10}}
 	f.Note = "the leader of AMBIENT_EVENTS" + storeLossNote(*f.StoreLoss, f.Settle)
 	in := auditInput{ScheduleStart: t0, Faults: []faultRecord{f}, Converged: time.Second}
 	md := report{cfg: Config{Seed: 1, KubeMaxDeliver: 5}, plan: Plan{Faults: []Fault{f.Fault}, End: 10 * time.Minute}, t0: t0, begun: t0, end: t0.Add(10 * time.Minute),
 		in: in, res: audit(in)}.markdown()
 	for _, want := range []string{
-		"| 1 | 400.0 | NATS node lost with its store | nats-2 | 30s | 433.0 | the leader of AMBIENT_EVENTS; store emptied while down: 40 files, 3.0 MiB; ready 3s after its restart; a current replica (lag 0) of all 1 streams and buckets 1.2s after it was ready",
+		"| 1 | 400.0 | NATS node lost with its store | nats-2 | 30s | 433.0 | the leader of AMBIENT_EVENTS; store emptied while down: 40 files, 3.0 MiB; ready 3s after its restart; a current replica (lag 0) of all 1 streams and buckets and 1 durable consumers 1.2s after it was ready",
 		"5c. A NATS node back with an empty store (kill -9 of nats-2, its store deleted while down: a pod on a new PersistentVolume): held",
 		"- A NATS node lost with its store (the full run, after the node loss)",
-		"| a NATS node back with an empty store was a current replica (lag 0) of every stream and KV bucket within its settle time, and at the end | pass |",
+		"| a NATS node back with an empty store was a current replica (lag 0) of every stream, KV bucket and durable consumer within its settle time, and at the end | pass |",
 	} {
 		if !strings.Contains(md, want) {
 			t.Errorf("report lacks %q:\n%s", want, md)
