@@ -44,8 +44,9 @@ const maxBodyBytes = 64 << 20
 //     objects are read with, takes all of those.
 //
 // A create's model is the generated OpenAPI object (openapi.Session, ...):
-// its UnmarshalJSON first checks the required property by its exact key
-// ("NAME" is not "name"), then decodes with DisallowUnknownFields, so a key
+// its UnmarshalJSON first checks the required properties by their exact
+// keys, in the model's order ("NAME" is not "name"; a user's "username"
+// before its "name"), then decodes with DisallowUnknownFields, so a key
 // that matches no field is 400 id 17. A PATCH's model is a plain struct
 // (SessionPatchRequest, SessionStatusPatchRequest, ...): other keys are
 // ignored.
@@ -56,13 +57,13 @@ const maxBodyBytes = 64 << 20
 type model struct {
 	goName   string // the struct's name in encoding/json's errors ("_Session")
 	fields   map[string]protoreflect.FieldDescriptor
-	required string // a create's required property (a non-pointer field)
-	strict   bool   // unknown keys are an error (DisallowUnknownFields)
+	required []string // a create's required properties (non-pointer fields), in order
+	strict   bool     // unknown keys are an error (DisallowUnknownFields)
 }
 
 // createModel is the generated OpenAPI model of objects of md: the five
 // metadata keys and every field of the object.
-func createModel(md protoreflect.MessageDescriptor, required string) model {
+func createModel(md protoreflect.MessageDescriptor, required []string) model {
 	m := model{goName: "_" + string(md.Name()), fields: map[string]protoreflect.FieldDescriptor{}, required: required, strict: true}
 	ref := (&ambientv1.ObjectReference{}).ProtoReflect().Descriptor().Fields()
 	for i := range ref.Len() {
@@ -131,8 +132,10 @@ func decodeBody(b []byte, m model) (map[string]json.RawMessage, error) {
 	if err != nil {
 		return nil, err
 	}
-	if m.required != "" && !hasKey(members, m.required) {
-		return nil, errMalformed("no value given for required property " + m.required)
+	for _, req := range m.required {
+		if !hasKey(members, req) {
+			return nil, errMalformed("no value given for required property " + req)
+		}
 	}
 	out := map[string]json.RawMessage{}
 	// encoding/json keeps the first type error or unknown key and reads
@@ -160,7 +163,7 @@ func decodeBody(b []byte, m model) (map[string]json.RawMessage, error) {
 		case err != nil:
 			return nil, errMalformed(err.Error())
 		}
-		if string(v) == "null" && name == m.required {
+		if string(v) == "null" && slices.Contains(m.required, name) {
 			continue // null leaves a non-pointer field as it was
 		}
 		out[name] = v
@@ -266,7 +269,7 @@ func readBody(body io.Reader) ([]byte, error) {
 // refuses, then, as the handlers' ValidateEmpty(id), 400 id 8 "id must be
 // empty" for a non-empty id. null is an empty object. What the create
 // keeps of it is the collection's convert.
-func readObject[T object](body io.Reader, required string) (T, error) {
+func readObject[T object](body io.Reader, required ...string) (T, error) {
 	var zero T
 	b, err := readBody(body)
 	if err != nil {

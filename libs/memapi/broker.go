@@ -4,7 +4,7 @@ import "sync"
 
 // broker hands every change of every resource to every open watch stream,
 // like the real server's event broker (rh-trex's EventBroker, read from its
-// code): one buffer per stream, fed by all three resources, and a stream
+// code): one buffer per stream, fed by every resource, and a stream
 // skips the other resources' changes only once it takes them off its
 // buffer. A burst of project changes can therefore fill a session watcher's
 // buffer and lose session events, as it can on the real server.

@@ -9,7 +9,7 @@
 //     arrive as several UPDATED events showing the final state, and an object
 //     deleted before the send makes its event vanish. DELETED carries only
 //     resource_id and is sent for every delete call, even of unknown ids.
-//   - Each watcher has a 256 event buffer, fed by the changes of all three
+//   - Each watcher has a 256 event buffer, fed by the changes of all four
 //     resources (the stream skips the others' as it takes them off); a slow
 //     reader silently loses the changes beyond it (counted by
 //     Server.Dropped), so a burst of project changes can cost a session
@@ -55,6 +55,19 @@
 //     found", "This Project already exists", "name is required"); APIError
 //     is the error type behind them.
 //
+// UserService and the users routes serve the API's User objects (username,
+// name, optional email), read from the real server's plugins/users, not
+// measured: 27 character ids, kind "User", href /api/ambient/v1/users/<id>,
+// list kind "UserList"; a gRPC create needs username and then name
+// (InvalidArgument "username is required", "name is required", at most 255
+// bytes each), a REST create only both keys ("no value given for required
+// property username", 400 id 17) and checks no value; a username may be
+// taken twice (no unique index); an update or PATCH sets username, name
+// and email as sent, unchecked; watches and deletes as for every kind. They
+// are not the callers of the multi-user mode below (type User), and that
+// mode does not narrow them: the real users routes keep rh-trex's default
+// authorization, which wants an identity only.
+//
 // Multi-user mode (WithUsers, MEMAPI_USERS_FILE) is ours, not the real
 // server's: per-user tokens from a file, each granted projects directly or
 // through a group in a project's group_access. Over REST a user sees only
@@ -76,13 +89,14 @@
 // # REST
 //
 // Handler serves the real server's REST API under /api/ambient/v1
-// (BasePath) in its JSON (package restapi), for each of sessions, projects
-// and project_settings:
+// (BasePath) in its JSON (package restapi), for each of sessions, projects,
+// project_settings and users:
 //
 //	GET    /<collection>?page=N&size=M&search=Q   list, 200
 //	GET    /<collection>/{id}                     200, 404 id 7
 //	POST   /<collection>                          201; 400 id 17 for bad JSON or a missing
-//	                                              required property (name; project_id)
+//	                                              required property (name; project_id;
+//	                                              username, then name)
 //	PATCH  /<collection>/{id}                     200
 //	DELETE /<collection>/{id}                     204, also for an id already gone
 //	POST   /sessions/{id}/start                   from "", Stopped, Failed, Completed: Pending

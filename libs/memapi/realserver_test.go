@@ -170,7 +170,7 @@ func TestReflectionListsTheServices(t *testing.T) {
 	for _, s := range resp.GetListServicesResponse().GetService() {
 		names = append(names, s.GetName())
 	}
-	for _, want := range []string{"ambient.v1.SessionService", "ambient.v1.ProjectService", "ambient.v1.ProjectSettingsService", "grpc.health.v1.Health"} {
+	for _, want := range []string{"ambient.v1.SessionService", "ambient.v1.ProjectService", "ambient.v1.ProjectSettingsService", "ambient.v1.UserService", "grpc.health.v1.Health"} {
 		if !slices.Contains(names, want) {
 			t.Errorf("reflection lists %v, missing %s", names, want)
 		}

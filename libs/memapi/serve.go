@@ -100,7 +100,7 @@ func (s *Server) ListenAndServe(ctx context.Context, grpcAddr, restAddr string) 
 // open call.
 const RealKeepaliveMinTime = 5 * time.Minute
 
-// NewGRPCServer returns a grpc.Server with the three ambient services, the
+// NewGRPCServer returns a grpc.Server with the four ambient services, the
 // tracing stats handler (package apitrace), the token check and fault
 // injection interceptors, the real server's keepalive enforcement (grpc-go's
 // default, RealKeepaliveMinTime), the standard health service (SERVING) and
@@ -128,6 +128,7 @@ func (s *Server) newGRPCServer(extra ...grpc.ServerOption) (*grpc.Server, *healt
 	ambientv1.RegisterSessionServiceServer(gs, s.Sessions())
 	ambientv1.RegisterProjectServiceServer(gs, s.Projects())
 	ambientv1.RegisterProjectSettingsServiceServer(gs, s.ProjectSettings())
+	ambientv1.RegisterUserServiceServer(gs, s.Users())
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)
 	reflection.Register(gs)

@@ -20,8 +20,8 @@ import (
 )
 
 // Server is the in-memory ambient API. It implements SessionService,
-// ProjectService and ProjectSettingsService with the observed semantics of
-// the real ambient-api-server (see the package doc) and offers fault
+// ProjectService, ProjectSettingsService and UserService with the semantics
+// of the real ambient-api-server (see the package doc) and offers fault
 // injection for tests. All methods are safe for concurrent use.
 type Server struct {
 	opts options
@@ -33,7 +33,10 @@ type Server struct {
 	sessions *store[*ambientv1.Session]
 	projects *store[*ambientv1.Project]
 	settings *store[*ambientv1.ProjectSettings]
-	broker   *broker // the open watch streams of all three
+	// apiUsers are UserService's User objects, not the callers of the
+	// multi-user mode (opts.users).
+	apiUsers *store[*ambientv1.User]
+	broker   *broker // the open watch streams of all four
 	outage   outage  // an injected outage of the whole API (StartOutage)
 
 	watch     watchCounts
@@ -89,6 +92,9 @@ func New(opts ...Option) (*Server, error) {
 	// project_settings.project_id (read from its migrations).
 	s.projects = newStore(restapi.KindProject, s.broker, (*ambientv1.Project).GetName)
 	s.settings = newStore(restapi.KindProjectSettings, s.broker, (*ambientv1.ProjectSettings).GetProjectId)
+	// No unique index: the real users table has none (plugins/users'
+	// migration), so a username may be taken twice.
+	s.apiUsers = newStore[*ambientv1.User](kindUser, s.broker, nil)
 	return s, nil
 }
 

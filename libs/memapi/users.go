@@ -98,8 +98,10 @@ func validUsers(users []User, serviceToken string) error {
 // (User.Projects, or a group in the project's group_access): lists leave
 // the others out, a GET of one answers 404 and a change (create, patch,
 // delete, start, stop) 403, with the bodies of the real server's
-// authorization middleware. Over gRPC user tokens are accepted and nothing
-// is narrowed, as on the real server, whose gRPC handlers authorize nothing.
+// authorization middleware; the API's User objects (UserService), which
+// belong to no project, are not narrowed. Over gRPC user tokens are
+// accepted and nothing is narrowed, as on the real server, whose gRPC
+// handlers authorize nothing.
 func WithUsers(users []User) Option {
 	return func(o *options) error {
 		if err := validUsers(users, ""); err != nil {
