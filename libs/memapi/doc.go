@@ -93,6 +93,8 @@
 // project_settings and users:
 //
 //	GET    /<collection>?page=N&size=M&search=Q   list, 200
+//	GET    /sessions?project_id=P                 the sessions of project P (and the search);
+//	                                              400 id 8 unless P is letters, digits, _ and -
 //	GET    /<collection>/{id}                     200, 404 id 7
 //	POST   /<collection>                          201; 400 id 17 for bad JSON or a missing
 //	                                              required property (name; project_id;
@@ -143,11 +145,12 @@
 // Read from the real server's code, not measured: the other 401 bodies of
 // its bearer middleware ("invalid authorization header format", "empty
 // bearer token", "invalid bearer token"), the status route, the body rules
-// above and the project-name length rule. What was not measured and is
-// memapi's choice (see docs/architecture.md): unknown routes (404 id 7)
-// and methods (405 id 10), search errors (400 id 23), unparsable
-// page/size (read as 0, then clamped), the REST page-size clamps (the gRPC
-// ones), and a session created over REST with "name": "" (accepted).
+// above, the sessions list's project_id parameter and the project-name
+// length rule. What was not measured and is memapi's choice (see
+// docs/architecture.md): unknown routes (404 id 7) and methods (405 id
+// 10), search errors (400 id 23), unparsable page/size (read as 0, then
+// clamped), the REST page-size clamps (the gRPC ones), and a session
+// created over REST with "name": "" (accepted).
 //
 // GET /healthcheck answers 200 {"status":"ok"} without a token (the real
 // server serves it on its own port, 4434; its bearer middleware also lets
