@@ -1,7 +1,6 @@
 package app
 
 import (
-	"encoding/json"
 	"fmt"
 	"testing"
 	"time"
@@ -13,7 +12,7 @@ import (
 	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/spec"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/retry"
 )
 
 // kubeSession is a session of a new project whose CR the operator put in
@@ -78,21 +77,33 @@ func requested(desired, stampKey string) func(u *unstructured.Unstructured) erro
 	}
 }
 
-// clearAnnotations removes keys from the CR as the operator does once it
-// acted.
+// clearAnnotations removes keys from the CR as the session operator does
+// once it acted (ambient-code/platform, components/operator, its
+// clearAnnotation): one key at a time, a Get and an Update of the whole
+// object without the key, by a field manager of its own. The operator
+// gives up on a conflict and tries again on its next pass; the test
+// retries at once.
 func (h *harness) clearAnnotations(t *testing.T, ks kubeSession, keys ...string) {
 	t.Helper()
-	ann := map[string]any{}
+	crs := h.dyn.Resource(apply.AgenticSessionGVR).Namespace(ks.ns)
 	for _, k := range keys {
-		ann[k] = nil
-	}
-	body, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": ann}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := h.dyn.Resource(apply.AgenticSessionGVR).Namespace(ks.ns).Patch(t.Context(), ks.cr, types.MergePatchType, body,
-		metav1.PatchOptions{FieldManager: "operator"}); err != nil {
-		t.Fatal(err)
+		err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			u, err := crs.Get(t.Context(), ks.cr, metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			ann := u.GetAnnotations()
+			if _, ok := ann[k]; !ok {
+				return nil
+			}
+			delete(ann, k)
+			u.SetAnnotations(ann)
+			_, err = crs.Update(t.Context(), u, metav1.UpdateOptions{FieldManager: "operator"})
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 

@@ -167,7 +167,7 @@ func sessionSpec(s *ambientv1.Session, crName string) (AgenticSessionSpec, map[s
 		return sp, nil, fieldErr("llm_temperature", "%v is not a finite number", *t)
 	}
 	if s.LlmModel != nil || s.LlmTemperature != nil || s.LlmMaxTokens != nil {
-		sp.LLMSettings = &LLMSettings{Model: s.GetLlmModel(), Temperature: s.LlmTemperature, MaxTokens: s.LlmMaxTokens}
+		sp.LLMSettings = &LLMSettings{Model: s.GetLlmModel(), Temperature: operatorTemperature(s.LlmTemperature), MaxTokens: s.LlmMaxTokens}
 	}
 	if s.GetBotAccountName() != "" {
 		own[AnnotationBotAccount] = s.GetBotAccountName()
@@ -186,6 +186,24 @@ func sessionSpec(s *ambientv1.Session, crName string) (AgenticSessionSpec, map[s
 		sp.UserContext = &UserContext{UserID: s.GetCreatedByUserId()}
 	}
 	return sp, own, nil
+}
+
+// operatorTemperature returns t as the operator can read it. The operator
+// reads spec.llmSettings.temperature with unstructured.NestedFloat64, which
+// fails for a value that decodes as an integer, and then runs the session at
+// temperature 0. A whole number (1, 2) is written as a JSON integer (Go and
+// the kube-apiserver encode 1.0 as 1), so the operator's client decodes it
+// as int64: a session asking for 1 would run at 0. The next float64 above it
+// (1.0000000000000002) is stored with its fraction, decodes as float64, and
+// reaches the runner as LLM_TEMPERATURE "1.00", the operator formatting it
+// with two decimals. Zero is left alone: the operator's 0 for it is right.
+// From 2^53 up every float64 is whole: there is nothing to move to.
+func operatorTemperature(t *float64) *float64 {
+	if t == nil || *t == 0 || *t != math.Trunc(*t) || math.Abs(*t) >= 1<<53 {
+		return t
+	}
+	up := math.Nextafter(*t, math.Inf(1))
+	return &up
 }
 
 // sessionRepos parses repos (a JSON list of {"url", "branch"?, "autoPush"?,

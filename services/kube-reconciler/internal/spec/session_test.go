@@ -100,6 +100,15 @@ func TestSessionMapping(t *testing.T) {
 			want:     AgenticSessionSpec{DisplayName: "My session", LLMSettings: &LLMSettings{Temperature: proto.Float64(0)}},
 		},
 		{
+			// The kube-apiserver stores a whole number as a JSON integer,
+			// which the operator cannot read as a temperature (it would
+			// run at 0); one ulp above reads as the same two decimals.
+			name:     "whole llm temperature",
+			in:       session("s5b", func(s *ambientv1.Session) { s.LlmTemperature = proto.Float64(1) }),
+			wantName: "s5b",
+			want:     AgenticSessionSpec{DisplayName: "My session", LLMSettings: &LLMSettings{Temperature: proto.Float64(math.Nextafter(1, 2))}},
+		},
+		{
 			name: "empty json fields",
 			in: session("s6", func(s *ambientv1.Session) {
 				s.Repos = proto.String("null")
