@@ -1438,7 +1438,7 @@ func oldRunnerWrite(prev, ch sessionChange, old int) string {
 // twice, events order, objects bucket). A run without one (the short run)
 // passes it.
 func storeLossCheck(faults []faultRecord) check {
-	c := check{Name: "a NATS node back with an empty store was a current replica (lag 0) of every stream, KV bucket and durable consumer within its settle time, and at the end", OK: true, Detail: "no store loss in this run"}
+	c := check{Name: "a NATS node back with an empty store was a current replica (lag 0) of every stream, KV bucket and replicated consumer within its settle time, and at the end", OK: true, Detail: "no store loss in this run"}
 	var details []string
 	for _, f := range faults {
 		if f.Kind != FaultNodeStoreLoss {
@@ -1467,7 +1467,7 @@ func storeLossCheck(faults []faultRecord) check {
 			fail("not a current replica at the end: %s", strings.Join(sl.EndBehind, "; "))
 		}
 		if sl.CaughtUp >= 0 {
-			details = append(details, fmt.Sprintf("%s: %d files (%.1f MiB) deleted; ready %s after its restart, current on %d streams and buckets and %d durable consumers %s after it was ready; its store then held %d streams, %d messages; %d of %d still current at the end",
+			details = append(details, fmt.Sprintf("%s: %d files (%.1f MiB) deleted; ready %s after its restart, current on %d streams and buckets and %d replicated consumers %s after it was ready; its store then held %d streams, %d messages; %d of %d still current at the end",
 				f.Target, sl.Files, float64(sl.Bytes)/(1<<20), sl.Ready.Round(100*time.Millisecond), len(sl.Streams), len(sl.Consumers), sl.CaughtUp.Round(100*time.Millisecond),
 				sl.LocalStreams, sl.LocalMsgs, len(sl.replicated())-len(sl.EndBehind), len(sl.replicated())))
 		}

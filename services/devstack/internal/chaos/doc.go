@@ -51,7 +51,7 @@
 // kill -9 of the events stream's leader, its store directory emptied while
 // it is down, the node restarted under the same server name and routes.
 // Every stream and bucket is R3, so it must take all of them back from its
-// peers, and the durable consumers it was a replica of (their delivery and
+// peers, and the replicated consumers it was a replica of (their delivery and
 // ack state): the harness reads each one's cluster information (as its
 // leader reports it; a stream without a leader counts nobody current)
 // until the node leads it or follows it current with lag 0, within the fault's settle time after its readiness, again at the

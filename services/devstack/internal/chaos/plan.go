@@ -21,7 +21,7 @@ const (
 	// store directory emptied while it is down, restarted after Down under
 	// the same server name and routes (in Kubernetes: the pod rescheduled
 	// onto a new PersistentVolume). Every stream and bucket is R3, so it
-	// must catch up on all of them, and on the durable consumers it was a
+	// must catch up on all of them, and on the replicated consumers it was a
 	// replica of, from its peers within Settle, and the
 	// system must lose and double nothing meanwhile.
 	FaultNodeStoreLoss FaultKind = "NATS node lost with its store"

@@ -196,7 +196,7 @@ func (r report) findingStoreLoss(f faultRecord) string {
 	caught := "never caught up"
 	held := false
 	if sl := f.StoreLoss; f.Err == "" && sl != nil && sl.CaughtUp >= 0 {
-		caught = fmt.Sprintf("ready %s after its restart, a current replica of all %d streams and buckets and %d durable consumers %s after that, %d behind at the end",
+		caught = fmt.Sprintf("ready %s after its restart, a current replica of all %d streams and buckets and %d replicated consumers %s after that, %d behind at the end",
 			sl.Ready.Round(100*time.Millisecond), len(sl.Streams), len(sl.Consumers), sl.CaughtUp.Round(100*time.Millisecond), len(sl.EndBehind))
 		held = len(sl.EndBehind) == 0 && sl.LocalStreams >= len(sl.Streams)
 	}
@@ -387,7 +387,7 @@ func (r report) storeLossText() string {
 			continue
 		}
 		return fmt.Sprintf("- A NATS node lost with its store (the full run, after the node loss): kill -9 of the events stream's leader, its store directory deleted while it is down, restarted %s later under the same server name and routes (in Kubernetes: the pod rescheduled onto a new PersistentVolume). "+
-			"Every stream and bucket is R3, so it must take them back from its peers, and the durable consumers it was a replica of (the consumer groups' members, their delivery and ack state): within %s after it answered its readiness probe it must be, in every stream's, bucket's and such consumer's cluster information as their leaders report it, the leader or a current replica with lag 0 (a consumer deleted meanwhile, a member that left, is passed over), its own store (`/jsz`) holding every stream, and it must still be current at the end; nothing may be lost or run twice meanwhile (the other checks).\n",
+			"Every stream and bucket is R3, so it must take them back from its peers, and the replicated consumers it was a replica of (the consumer groups' members, their delivery and ack state): within %s after it answered its readiness probe it must be, in every stream's, bucket's and such consumer's cluster information as their leaders report it, the leader or a current replica with lag 0 (a consumer deleted meanwhile, a member that left, is passed over), its own store (`/jsz`) holding every stream, and it must still be current at the end; nothing may be lost or run twice meanwhile (the other checks).\n",
 			f.Down.Round(time.Second), f.Settle)
 	}
 	return ""

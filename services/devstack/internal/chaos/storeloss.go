@@ -28,11 +28,12 @@ type storeLossRecord struct {
 	// Streams are the streams and buckets (KV_<bucket>) of the cluster
 	// before the kill: the node must be a current replica of each again.
 	Streams []string
-	// Consumers are the durable consumers ("<stream>/<consumer>") the node
-	// was a replica of before the kill: the consumer groups' and the
-	// services' consumers, whose delivery and ack state the node must take
-	// back from its peers as it takes the streams'. One deleted since (a
-	// consumer group member that left) is not counted.
+	// Consumers are the replicated consumers ("<stream>/<consumer>") the
+	// node was a replica of before the kill: the consumer groups' members
+	// (named, not durable, replicated as their work-queue stream is) and
+	// the services' durable consumers, whose delivery and ack state the
+	// node must take back from its peers as it takes the streams'. One
+	// deleted since (a consumer group member that left) is not counted.
 	Consumers []string `json:",omitempty"`
 	// Leaders are the events stream's and the meta group's leaders as
 	// they changed, from the kill until the node was current again (or the
@@ -94,8 +95,8 @@ func (in *injector) storeLoss(ctx context.Context, rec *faultRecord) error {
 	for _, s := range before {
 		sl.Streams = append(sl.Streams, s.Name)
 	}
-	if sl.Consumers, err = in.nv.durables(ctx, node); err != nil {
-		return fmt.Errorf("durable consumers before the store loss: %w", err)
+	if sl.Consumers, err = in.nv.replicatedConsumers(ctx, node); err != nil {
+		return fmt.Errorf("replicated consumers before the store loss: %w", err)
 	}
 
 	watchCtx, stopWatch := context.WithCancel(ctx)
@@ -132,7 +133,7 @@ func (in *injector) storeLoss(ctx context.Context, rec *faultRecord) error {
 }
 
 // replicated is what the node must be a current replica of again: the
-// streams and buckets, then the durable consumers.
+// streams and buckets, then the replicated consumers.
 func (sl storeLossRecord) replicated() []string {
 	return append(slices.Clone(sl.Streams), sl.Consumers...)
 }
@@ -158,7 +159,7 @@ func storeLossNote(sl storeLossRecord, settle time.Duration) string {
 	}
 	fmt.Fprintf(&b, "; ready %s after its restart", sl.Ready.Round(100*time.Millisecond))
 	if sl.CaughtUp >= 0 {
-		fmt.Fprintf(&b, "; a current replica (lag 0) of all %d streams and buckets and %d durable consumers %s after it was ready", len(sl.Streams), len(sl.Consumers), sl.CaughtUp.Round(100*time.Millisecond))
+		fmt.Fprintf(&b, "; a current replica (lag 0) of all %d streams and buckets and %d replicated consumers %s after it was ready", len(sl.Streams), len(sl.Consumers), sl.CaughtUp.Round(100*time.Millisecond))
 	} else {
 		fmt.Fprintf(&b, "; not a current replica of every stream %s after it was ready: %s", settle, strings.Join(sl.Behind, "; "))
 	}
@@ -229,7 +230,7 @@ func replicaProblem(ci *jetstream.ClusterInfo, node string) string {
 	return "not a replica (leader " + ci.Leader + ")"
 }
 
-// replicasBehind reads every stream and durable consumer
+// replicasBehind reads every stream and replicated consumer
 // ("<stream>/<consumer>": a stream name never holds a '/') of want and
 // returns, one line each, those node is not a current replica of (or that
 // could not be read). A consumer deleted since is passed over.
@@ -252,8 +253,8 @@ func (v *natsView) replicasBehind(ctx context.Context, node string, want []strin
 	return behind
 }
 
-// clusterOf reads the cluster information of a stream, or of a durable
-// consumer named "<stream>/<consumer>".
+// clusterOf reads the cluster information of a stream, or of a consumer
+// named "<stream>/<consumer>".
 func (v *natsView) clusterOf(ctx context.Context, name string) (*jetstream.ClusterInfo, error) {
 	stream, consumer, isConsumer := strings.Cut(name, "/")
 	if isConsumer {
@@ -278,10 +279,13 @@ func (v *natsView) clusterOf(ctx context.Context, name string) (*jetstream.Clust
 	return info.Cluster, nil
 }
 
-// durables returns the durable consumers ("<stream>/<consumer>") node
-// leads or follows, sorted. Ephemeral ones (KV watches, ordered readers)
-// live in one node's memory and are not replicated.
-func (v *natsView) durables(ctx context.Context, node string) ([]string, error) {
+// replicatedConsumers returns the consumers ("<stream>/<consumer>") with
+// more than one replica that node leads or follows, sorted. Not only the
+// durable ones: a consumer group's members are named consumers without a
+// durable name, replicated as their work-queue stream is. The R1 ones (KV
+// watches, ordered readers) live on one node and have no peers to catch
+// up from.
+func (v *natsView) replicatedConsumers(ctx context.Context, node string) ([]string, error) {
 	var out []string
 	streams := v.js.ListStreams(ctx)
 	for si := range streams.Info() {
@@ -291,7 +295,7 @@ func (v *natsView) durables(ctx context.Context, node string) ([]string, error) 
 		}
 		consumers := st.ListConsumers(ctx)
 		for ci := range consumers.Info() {
-			if ci.Config.Durable == "" || !hasReplica(ci.Cluster, node) {
+			if ci.Cluster == nil || len(ci.Cluster.Replicas) == 0 || !hasReplica(ci.Cluster, node) {
 				continue
 			}
 			out = append(out, si.Config.Name+"/"+ci.Name)

@@ -78,9 +78,11 @@ func TestEmptyDir(t *testing.T) {
 // the node leading an R3 stream is shut down, its peers take writes
 // without it, and it comes back under its name and routes with an empty
 // store: replicasBehind names it while it is away, and awaitCurrent sees
-// it a current replica of the stream, of an R3 KV bucket and of a durable
-// consumer with acked messages once it has caught up from its peers.
-// durables lists the durable consumer, not an ordered (ephemeral) one.
+// it a current replica of the stream, of an R3 KV bucket, of a durable
+// consumer with acked messages and of a consumer group member's consumer
+// (named, not durable, on a work-queue stream: replicated all the same)
+// once it has caught up from its peers. replicatedConsumers lists those
+// two, not an ordered reader (R1).
 func TestAwaitCurrentAfterStoreLoss(t *testing.T) {
 	ctx := t.Context()
 	c := testenv.NewNATSCluster(t, 3)
@@ -123,12 +125,20 @@ func TestAwaitCurrentAfterStoreLoss(t *testing.T) {
 	if _, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{}); err != nil {
 		t.Fatal(err)
 	}
-	v := &natsView{nc: nc, js: js}
-	consumers, err := v.durables(ctx, "n1")
-	if err != nil || !slices.Equal(consumers, []string{"EVENTS/worker"}) {
-		t.Fatalf("durables of n1 = %q, %v; want [EVENTS/worker] (the ordered consumer is not replicated)", consumers, err)
+	// As pcgroups makes a member's consumer on the group's work stream.
+	wq, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: "WQ", Subjects: []string{"wq.>"}, Retention: jetstream.WorkQueuePolicy, Replicas: 3})
+	if err != nil {
+		t.Fatal(err)
 	}
-	streams := []string{"EVENTS", "KV_objects", "EVENTS/worker"}
+	if _, err := wq.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{Name: "member-a", InactiveThreshold: time.Hour, AckPolicy: jetstream.AckExplicitPolicy}); err != nil {
+		t.Fatal(err)
+	}
+	v := &natsView{nc: nc, js: js}
+	consumers, err := v.replicatedConsumers(ctx, "n1")
+	if err != nil || !slices.Equal(consumers, []string{"EVENTS/worker", "WQ/member-a"}) {
+		t.Fatalf("replicated consumers of n1 = %q, %v; want [EVENTS/worker WQ/member-a] (the ordered consumer is R1)", consumers, err)
+	}
+	streams := append([]string{"EVENTS", "KV_objects", "WQ"}, consumers...)
 	// Every replica current before the fault: the baseline.
 	if took, behind := v.awaitCurrent(ctx, "n1", streams, time.Now().Add(time.Minute)); took < 0 {
 		t.Fatalf("n1 not current before the fault: %v", behind)
@@ -210,7 +220,7 @@ func TestStoreLossCheck(t *testing.T) {
 			if tc.want != "" && !strings.Contains(strings.Join(c.Failures, "\n"), tc.want) {
 				t.Errorf("failures %q lack %q", c.Failures, tc.want)
 			}
-			if tc.name == "caught up" && (!strings.Contains(c.Detail, "ready 2.9s after its restart, current on 3 streams and buckets and 2 durable consumers 2.3s after it was ready") ||
+			if tc.name == "caught up" && (!strings.Contains(c.Detail, "ready 2.9s after its restart, current on 3 streams and buckets and 2 replicated consumers 2.3s after it was ready") ||
 				!strings.Contains(c.Detail, "5 of 5 still current at the end")) {
 				t.Errorf("detail %q lacks the catch-up time", c.Detail)
 			}
@@ -234,10 +244,10 @@ func TestReportStoreLoss(t *testing.T) {
 	md := report{cfg: Config{Seed: 1, KubeMaxDeliver: 5}, plan: Plan{Faults: []Fault{f.Fault}, End: 10 * time.Minute}, t0: t0, begun: t0, end: t0.Add(10 * time.Minute),
 		in: in, res: audit(in)}.markdown()
 	for _, want := range []string{
-		"| 1 | 400.0 | NATS node lost with its store | nats-2 | 30s | 433.0 | the leader of AMBIENT_EVENTS; store emptied while down: 40 files, 3.0 MiB; ready 3s after its restart; a current replica (lag 0) of all 1 streams and buckets and 1 durable consumers 1.2s after it was ready",
+		"| 1 | 400.0 | NATS node lost with its store | nats-2 | 30s | 433.0 | the leader of AMBIENT_EVENTS; store emptied while down: 40 files, 3.0 MiB; ready 3s after its restart; a current replica (lag 0) of all 1 streams and buckets and 1 replicated consumers 1.2s after it was ready",
 		"5c. A NATS node back with an empty store (kill -9 of nats-2, its store deleted while down: a pod on a new PersistentVolume): held",
 		"- A NATS node lost with its store (the full run, after the node loss)",
-		"| a NATS node back with an empty store was a current replica (lag 0) of every stream, KV bucket and durable consumer within its settle time, and at the end | pass |",
+		"| a NATS node back with an empty store was a current replica (lag 0) of every stream, KV bucket and replicated consumer within its settle time, and at the end | pass |",
 	} {
 		if !strings.Contains(md, want) {
 			t.Errorf("report lacks %q:\n%s", want, md)
