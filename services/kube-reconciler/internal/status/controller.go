@@ -108,6 +108,12 @@ type Config struct {
 	// without a project, as in reconcile.Config: with the session's project
 	// it tells which CR is the session's current one (current).
 	DefaultNamespace string
+	// RequestGrace is how long a start or stop this replica told the
+	// operator may be missing from the CR, the CR unmoved, before it is
+	// told again (default DefaultRequestGrace; 0 keeps the default): the
+	// operator's clear-then-act must not be undone, a request it lost must
+	// not be lost for good.
+	RequestGrace time.Duration
 	// Assignment, when set, limits the writes to sessions whose partition
 	// this replica owns (the consumer group's, so the replica that
 	// reconciles a session also carries its status); CRs of a partition it
@@ -160,11 +166,14 @@ func New(cfg Config) (*Controller, error) {
 	if cfg.CacheSize <= 0 {
 		cfg.CacheSize = DefaultCacheSize
 	}
+	if cfg.RequestGrace <= 0 {
+		cfg.RequestGrace = DefaultRequestGrace
+	}
 	seen, err := lru.New[string, *ambientv1.Session](cfg.CacheSize)
 	if err != nil {
 		return nil, fmt.Errorf("session cache: %w", err)
 	}
-	reqs, err := newRequests(cfg.CacheSize)
+	reqs, err := newRequests(cfg.CacheSize, cfg.RequestGrace)
 	if err != nil {
 		return nil, err
 	}
@@ -376,7 +385,7 @@ func (c *Controller) sync(ctx context.Context, k string) error {
 	// a start or stop still to be told to the operator.
 	heldReq, pending := c.held(req, last, cr)
 	heldReq = conditionsFor(heldReq, last)
-	if !Differs(heldReq, last) && (pending == nil || !c.requests.mustTell(req.GetId(), pending, cr)) {
+	if !Differs(heldReq, last) && (pending == nil || !c.mustTell(k, req.GetId(), pending, cr).tell) {
 		c.cfg.Metrics.StatusUnchanged(ctx)
 		return nil
 	}
@@ -405,18 +414,49 @@ func (c *Controller) sync(ctx context.Context, k string) error {
 		}
 		log.InfoContext(ctx, "session stopped before the operator started it: start withdrawn")
 	}
-	if pending != nil && c.requests.mustTell(req.GetId(), pending, cr) {
-		if err := tell(cctx, c.cfg.Dynamic, cr, pending, time.Now()); err != nil {
+	if pending != nil {
+		if err := c.tellPending(ctx, cctx, k, req.GetId(), cr, pending, log); err != nil {
 			return err
 		}
-		c.requests.markTold(req.GetId(), pending, cr)
-		log.InfoContext(ctx, "session start/stop passed to the operator", slog.String(logkey.Phase, pending.desired))
 	}
 	if !Differs(req, fresh) {
 		c.cfg.Metrics.StatusUnchanged(ctx)
 		return nil
 	}
 	return c.write(ctx, cctx, req, log)
+}
+
+// mustTell decides whether pending is to be annotated on CR k (of session
+// id) now (requests.mustTell) and, for a told request whose annotation is
+// gone within the grace, queues k again for when the grace ends: nothing
+// else may bring the CR back before the informer's resync (10 m).
+func (c *Controller) mustTell(k, id string, pending *request, cr *unstructured.Unstructured) telling {
+	t := c.requests.mustTell(id, pending, cr, time.Now())
+	if t.recheck > 0 {
+		c.queue.AddAfter(k, t.recheck)
+	}
+	return t
+}
+
+// tellPending annotates pending on CR k of session id when it has to be
+// (mustTell), ctx for logs, cctx for the call.
+func (c *Controller) tellPending(ctx, cctx context.Context, k, id string, cr *unstructured.Unstructured, pending *request, log *slog.Logger) error {
+	t := c.mustTell(k, id, pending, cr)
+	if !t.tell {
+		return nil
+	}
+	now := time.Now()
+	if err := tell(cctx, c.cfg.Dynamic, cr, pending, now); err != nil {
+		return err
+	}
+	c.requests.markTold(id, pending, cr, now)
+	if t.again {
+		log.InfoContext(ctx, "session start/stop passed to the operator again: its annotation is gone and the agenticsession has not moved",
+			slog.String(logkey.Phase, pending.desired), slog.Duration(logkey.Duration, now.Sub(t.firstTold)))
+		return nil
+	}
+	log.InfoContext(ctx, "session start/stop passed to the operator", slog.String(logkey.Phase, pending.desired))
+	return nil
 }
 
 // ofCurrent returns the session of cr to compare cr's status with, and

@@ -24,7 +24,7 @@ import (
 // on the CR (the protocol of the ambient-code platform's backend). Until it
 // acts, the write-back must not carry the CR's old phase over the request
 // (that undid every start and stop within a second), and it must tell the
-// operator, once.
+// operator: once, and again only when the operator lost the request.
 
 // request is a start or stop the operator has not acted on: the
 // desired-phase value that asks for it and the annotation stamped with the
@@ -76,25 +76,38 @@ type requestState struct {
 	// annotated), "" for none; toldRun is the CR's runKey then. While
 	// it stays the same the operator has not acted, and
 	// the request is not annotated again even when the operator clears
-	// the annotations first: no flapping.
+	// the annotations first (no flapping), until the annotation has been
+	// gone for the grace (see mustTell).
 	told    string
 	toldRun string
+	// firstToldAt is when this request was first told or found annotated
+	// (for the log of a second tell); goneAt is when a sync first found
+	// the told request's annotation gone, zero while it is there.
+	firstToldAt time.Time
+	goneAt      time.Time
 }
+
+// DefaultRequestGrace is the default of Config.RequestGrace: how long a
+// told start or stop may be missing from the CR, the CR unmoved, before it
+// is told again. The operator's clear-then-act takes a moment (a pass of
+// its reconcile loop), not half a minute.
+const DefaultRequestGrace = 30 * time.Second
 
 // requests holds the requestState of recently synced sessions (bounded like
 // the session cache: an evicted one is told again at worst, if the CR
 // lacks the annotations).
 type requests struct {
-	mu sync.Mutex // guards read-modify-write of one entry
-	m  *lru.Cache[string, requestState]
+	mu    sync.Mutex // guards read-modify-write of one entry
+	m     *lru.Cache[string, requestState]
+	grace time.Duration
 }
 
-func newRequests(size int) (*requests, error) {
+func newRequests(size int, grace time.Duration) (*requests, error) {
 	m, err := lru.New[string, requestState](size)
 	if err != nil {
 		return nil, fmt.Errorf("request cache: %w", err)
 	}
-	return &requests{m: m}, nil
+	return &requests{m: m, grace: grace}, nil
 }
 
 // pending returns the request of session id still waiting for the operator,
@@ -127,7 +140,7 @@ func (r *requests) pending(id string, apiPhase session.Phase, apiEnd *timestampp
 		st.agreed = apiPhase
 	}
 	if req == nil || apiPhase == st.agreed {
-		st.told = ""
+		st.told, st.goneAt = "", time.Time{}
 		r.m.Add(id, st)
 		return nil
 	}
@@ -135,27 +148,69 @@ func (r *requests) pending(id string, apiPhase session.Phase, apiEnd *timestampp
 	return req
 }
 
-// mustTell reports whether req has to be annotated on cr: not when cr
-// already asks for it, nor when this replica told it already and the CR
-// has not moved since.
-func (r *requests) mustTell(id string, req *request, cr *unstructured.Unstructured) bool {
+// telling is what mustTell decides of a pending request.
+type telling struct {
+	// tell: annotate the CR now.
+	tell bool
+	// again: the tell repeats one this replica made (first at firstTold)
+	// that the operator lost.
+	again     bool
+	firstTold time.Time
+	// recheck, when not zero: the told request's annotation is gone and
+	// the CR unmoved, within the grace; look at the CR again after this
+	// long, as no event of the CR may come.
+	recheck time.Duration
+}
+
+// mustTell decides whether req has to be annotated on cr at now: not when
+// cr already asks for it, nor when this replica told it already and the CR
+// has not moved since (pending forgets the tell once it moved), unless the
+// annotation has been gone for the grace. The operator clears the
+// annotations with an Update of the whole object and may clear first and
+// act a moment later: telling again at once would put a request back that
+// it is about to carry out. But it also writes back whole objects read
+// before our patch (its runner token provisioning sets the annotations of
+// its stale copy), which drops the request unseen: the CR would then never
+// move, and the session stay Stopping (or Pending) for good. A repeated
+// request is harmless: the operator stops only a Pending, Creating or
+// Running CR and starts only one in another phase, and the CR is still in
+// the phase the request was told for.
+// The grace counts from the first sync that found the annotation gone, so
+// a slow operator that clears late still has all of it to act.
+func (r *requests) mustTell(id string, req *request, cr *unstructured.Unstructured, now time.Time) telling {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	st, _ := r.m.Get(id)
 	if cr.GetAnnotations()[spec.AnnotationDesiredPhase] == req.desired {
-		st.told, st.toldRun = req.desired, runKey(cr)
+		if st.told != req.desired {
+			st.firstToldAt = now
+		}
+		st.told, st.toldRun, st.goneAt = req.desired, runKey(cr), time.Time{}
 		r.m.Add(id, st)
-		return false
+		return telling{}
 	}
-	return st.told != req.desired
+	if st.told != req.desired {
+		return telling{tell: true}
+	}
+	if st.goneAt.IsZero() {
+		st.goneAt = now
+		r.m.Add(id, st)
+	}
+	if wait := r.grace - now.Sub(st.goneAt); wait > 0 {
+		return telling{recheck: wait}
+	}
+	return telling{tell: true, again: true, firstTold: st.firstToldAt}
 }
 
-// markTold records that req was annotated on cr.
-func (r *requests) markTold(id string, req *request, cr *unstructured.Unstructured) {
+// markTold records that req was annotated on cr at now.
+func (r *requests) markTold(id string, req *request, cr *unstructured.Unstructured, now time.Time) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	st, _ := r.m.Get(id)
-	st.told, st.toldRun = req.desired, runKey(cr)
+	if st.told != req.desired {
+		st.firstToldAt = now
+	}
+	st.told, st.toldRun, st.goneAt = req.desired, runKey(cr), time.Time{}
 	r.m.Add(id, st)
 }
 

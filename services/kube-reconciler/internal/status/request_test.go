@@ -24,10 +24,11 @@ func crIn(phase string, annotations map[string]string) *unstructured.Unstructure
 // and told, and when the write-back resumes.
 func TestRequestPending(t *testing.T) {
 	t.Parallel()
-	r, err := newRequests(10)
+	r, err := newRequests(10, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	steps := []struct {
 		name     string
 		api      session.Phase
@@ -62,11 +63,11 @@ func TestRequestPending(t *testing.T) {
 		if got == nil {
 			continue
 		}
-		if tell := r.mustTell(id, got, st.cr); tell != st.wantTell {
-			t.Fatalf("%s: mustTell = %v, want %v", st.name, tell, st.wantTell)
+		if tell := r.mustTell(id, got, st.cr, now); tell.tell != st.wantTell {
+			t.Fatalf("%s: mustTell = %+v, want tell %v", st.name, tell, st.wantTell)
 		}
 		if st.told {
-			r.markTold(id, got, st.cr)
+			r.markTold(id, got, st.cr, now)
 		}
 	}
 }
@@ -104,7 +105,7 @@ func TestStartJudgedWithoutMemory(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			r, err := newRequests(10)
+			r, err := newRequests(10, DefaultRequestGrace)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -118,5 +119,51 @@ func TestStartJudgedWithoutMemory(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestRequestToldAgainAfterGrace: a told request whose annotation is gone
+// while the CR has not moved is told again once it has been gone for the
+// grace, counted from the first look that found it gone (the operator may
+// clear first and act a moment later); until then mustTell asks for a look
+// at the end of the grace. Found annotated again, the wait starts over.
+func TestRequestToldAgainAfterGrace(t *testing.T) {
+	t.Parallel()
+	const grace = 30 * time.Second
+	r, err := newRequests(10, grace)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	at := func(d time.Duration) time.Time { return t0.Add(d) }
+	running := crIn("Running", nil)
+	annotated := crIn("Running", map[string]string{spec.AnnotationDesiredPhase: "Stopped"})
+	look := func(name string, d time.Duration, cr *unstructured.Unstructured, want telling) {
+		t.Helper()
+		req := r.pending("S1", session.PhaseStopping, nil, cr)
+		if req != &stopRequest {
+			t.Fatalf("%s: pending = %v, want the stop", name, req)
+		}
+		if got := r.mustTell("S1", req, cr, at(d)); got != want {
+			t.Fatalf("%s: mustTell = %+v, want %+v", name, got, want)
+		}
+	}
+	look("user stop", 0, running, telling{tell: true})
+	r.markTold("S1", &stopRequest, running, at(0))
+	look("the informer's copy from before the patch", time.Second, running, telling{recheck: grace})
+	look("the patch seen", 2*time.Second, annotated, telling{})
+	look("annotation gone", 40*time.Second, running, telling{recheck: grace})
+	look("still gone, within the grace", 69*time.Second, running, telling{recheck: time.Second})
+	look("gone for the grace: told again", 70*time.Second, running, telling{tell: true, again: true, firstTold: at(0)})
+	r.markTold("S1", &stopRequest, running, at(70*time.Second))
+	look("the second tell waits its own grace", 71*time.Second, running, telling{recheck: grace})
+	look("seen annotated again", 72*time.Second, annotated, telling{})
+	look("gone again: the wait starts over", 200*time.Second, running, telling{recheck: grace})
+	look("told a third time, still counted from the first", 230*time.Second, running, telling{tell: true, again: true, firstTold: at(0)})
+
+	// The operator acted: the CR moved, nothing is pending and nothing
+	// more is told, annotation or not.
+	if req := r.pending("S1", session.PhaseStopping, nil, crIn("Stopping", nil)); req != nil {
+		t.Fatalf("CR stopping: pending = %v, want none", req)
 	}
 }
