@@ -134,9 +134,14 @@ func (r *requests) pending(id string, apiPhase session.Phase, apiEnd *timestampp
 		// the CR's run: it came from the CR, no user saw that run end.
 		st.agreed = apiPhase
 	}
-	if req != nil && st.told == req.desired && st.toldRun != runKey(cr) {
+	if req == &startRequest && st.told == req.desired && st.toldRun != runKey(cr) {
 		// The operator acted and the CR's phase is news again (it may
-		// have gone Pending and back to Failed between two looks).
+		// have gone Pending and back to Failed between two looks). Not
+		// for a stop: a stop acted on leaves the CR Stopping or terminal
+		// (no request then), so a CR that moved on within Pending,
+		// Creating and Running went on with its run without the stop
+		// (the operator wrote our annotations away unseen and carried on)
+		// and the stop still stands, to be told again (mustTell).
 		st.agreed = apiPhase
 	}
 	if req == nil || apiPhase == st.agreed {

@@ -331,3 +331,39 @@ func TestClearedRequestNotToldAgainWithinGrace(t *testing.T) {
 		})
 	}
 }
+
+// TestLostStopOfARunGoingOn: a stop of a Pending CR whose annotations the
+// operator wrote away unseen, while it went on with the run (Pending to
+// Creating), is not taken as acted on: the API keeps Stopping, not the
+// CR's Creating (the user's stop undone), and the stop is told again.
+// A stop acted on leaves the CR Stopping or terminal, never Creating.
+func TestLostStopOfARunGoingOn(t *testing.T) {
+	stop := requestCases[0]
+	r := newRequestRig(t, 200*time.Millisecond, map[string]any{"phase": "Pending"})
+	before := makeRequest(t, r, stop.act, stop.desired, stop.stampKey)
+	r.staleWrite(t, before)
+	r.setStatus(t, map[string]any{"phase": "Creating", "startTime": "2026-01-02T03:04:05Z"})
+	r.waitCR(t, requested(stop.desired, stop.stampKey))
+	testenv.Eventually(t, hang, func() error {
+		if n := len(r.logs.Lines(t, toldAgainMsg, map[string]string{logkey.SessionID: r.id, logkey.Phase: stop.desired})); n != 1 {
+			return fmt.Errorf("%d logs of the second tell, want 1", n)
+		}
+		return nil
+	})
+	s, err := r.cl.GetSession(t.Context(), r.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.GetPhase() != "Stopping" {
+		t.Fatalf("API phase %q after the CR went on to Creating, want Stopping (the stop kept)", s.GetPhase())
+	}
+	// The operator acts on the stop told again: the CR's phase is the
+	// API's once more.
+	r.setStatus(t, map[string]any{"phase": "Stopped", "startTime": "2026-01-02T03:04:05Z", "completionTime": "2026-01-02T03:05:00Z"})
+	r.waitSession(t, func(s *ambientv1.Session) error {
+		if s.GetPhase() != "Stopped" {
+			return fmt.Errorf("phase %q, want Stopped", s.GetPhase())
+		}
+		return nil
+	})
+}
