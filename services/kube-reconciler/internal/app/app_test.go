@@ -197,7 +197,8 @@ func TestMapping(t *testing.T) {
 					map[string]any{"url": "https://git/b", "branch": "dev", "autoPush": true}}},
 			lbl: map[string]string{"team": "x"},
 			ann: map[string]string{"note": "y z", spec.AnnotationBotAccount: "bot",
-				spec.AnnotationResourceOverrides: `{"cpu":"2","memory":"4Gi"}`, spec.AnnotationRepoNames: `["front","back"]`},
+				spec.AnnotationResourceOverrides: `{"cpu":"2","memory":"4Gi"}`, spec.AnnotationRepoNames: `["front","back"]`,
+				spec.AnnotationParentSessionID: "parent"},
 		},
 		{
 			name: "repo_url only",

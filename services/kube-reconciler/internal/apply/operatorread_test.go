@@ -3,6 +3,7 @@ package apply
 import (
 	"fmt"
 	"log/slog"
+	"strings"
 	"testing"
 
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
@@ -110,5 +111,73 @@ func TestOperatorReadsTheSpec(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestOperatorReadsTheParent: a continuation's CR carries its parent as the
+// session operator reads it, from a fresh Get's metadata under the
+// operator's literal key `vteam.ambient-code/parent-session-id` (trimmed),
+// and the value is the name of the parent's AgenticSession in the same
+// namespace, as the platform's backend writes it (it Gets the parent CR by
+// that name). A parent_session_id cleared later takes the annotation away
+// (server-side apply removes a field its manager stops setting), so the
+// operator no longer treats the session as a continuation.
+func TestOperatorReadsTheParent(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	cs, dyn := clients(t)
+	a := New(cs, dyn, kube.Env(t).Watcher(t, slog.New(slog.DiscardHandler)))
+	ns := uniqueNS("opparent")
+	if err := a.Namespace(ctx, spec.Namespace{Name: ns, Labels: spec.ManagedLabels("p")}); err != nil {
+		t.Fatal(err)
+	}
+	// Ids as the real API server makes them (mixed-case KSUIDs), with
+	// kube_cr_name set to the id as it does on create.
+	const parentID, childID = "2zQ8kHa0RlM4pTn1cXvBwE7yUdF", "2zQ8kHa0RlM4pTn1cXvBwE7yUdG"
+	apply := func(s *ambientv1.Session) *spec.AgenticSession {
+		t.Helper()
+		desired, err := spec.Session(s, ns)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := a.Session(ctx, desired); err != nil {
+			t.Fatal(err)
+		}
+		return desired
+	}
+	parent := apply(&ambientv1.Session{Metadata: &ambientv1.ObjectReference{Id: parentID}, Name: "first", ProjectId: proto.String("p"), KubeCrName: proto.String(parentID)})
+	child := &ambientv1.Session{Metadata: &ambientv1.ObjectReference{Id: childID}, Name: "continued", ProjectId: proto.String("p"),
+		KubeCrName: proto.String(childID), ParentSessionId: proto.String(parentID)}
+	desired := apply(child)
+
+	const operatorKey = "vteam.ambient-code/parent-session-id"
+	cr, err := dyn.Resource(AgenticSessionGVR).Namespace(ns).Get(ctx, desired.Name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := strings.TrimSpace(cr.GetAnnotations()[operatorKey])
+	if got == "" {
+		t.Fatalf("applied CR has no %s annotation (annotations %v): the operator sees no continuation", operatorKey, cr.GetAnnotations())
+	}
+	if got != parent.Name {
+		t.Errorf("%s = %q, want the parent's CR name %q", operatorKey, got, parent.Name)
+	}
+	// The backend's lookup of the parent: by that name, in the child's namespace.
+	p, err := dyn.Resource(AgenticSessionGVR).Namespace(ns).Get(ctx, got, metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("Get of the parent CR by the annotation's value %q: %v", got, err)
+	}
+	if p.GetAnnotations()[spec.AnnotationSessionID] != parentID {
+		t.Errorf("CR %q maps back to session %q, want the parent %q", got, p.GetAnnotations()[spec.AnnotationSessionID], parentID)
+	}
+
+	child.ParentSessionId = proto.String("")
+	apply(child)
+	cr, err = dyn.Resource(AgenticSessionGVR).Namespace(ns).Get(ctx, desired.Name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, ok := cr.GetAnnotations()[operatorKey]; ok {
+		t.Errorf("%s = %q after parent_session_id was cleared, want it removed", operatorKey, v)
 	}
 }

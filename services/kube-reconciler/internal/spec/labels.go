@@ -47,6 +47,16 @@ const (
 	// only when some entry has a name.
 	AnnotationRepoNames = "ambient-code.io/repo-names"
 
+	// AnnotationParentSessionID is the session's parent_session_id as the
+	// session operator reads a continuation's parent: the parent's
+	// AgenticSession name, under the operator's own key (outside
+	// reservedPrefix). The operator passes the value on to the runner as
+	// PARENT_SESSION_ID and regenerates the runner token when such a CR is
+	// started again; it never looks the parent up (ambient-code/platform,
+	// components/operator/internal/handlers/sessions.go). The platform's
+	// backend sets it to the name it Gets the parent CR by.
+	AnnotationParentSessionID = "vteam.ambient-code/parent-session-id"
+
 	// AnnotationAppliedHash is the hash of the AgenticSession as the
 	// reconciler last applied it (labels, annotations and spec it owns):
 	// the periodic resync compares it with the desired object's and skips

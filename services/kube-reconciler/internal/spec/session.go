@@ -50,7 +50,8 @@ type AgenticSession struct {
 // exactly the fields it sets and never claims a zero value. What the CRD
 // cannot hold (project, bot account, resource overrides, repo names) goes to
 // labels and annotations (LabelProjectID, AnnotationBotAccount,
-// AnnotationResourceOverrides, AnnotationRepoNames).
+// AnnotationResourceOverrides, AnnotationRepoNames) and, for the parent of a
+// continuation, the operator's AnnotationParentSessionID.
 type AgenticSessionSpec struct {
 	DisplayName          string            `json:"displayName,omitempty"`
 	InitialPrompt        string            `json:"initialPrompt,omitempty"`
@@ -92,10 +93,28 @@ type repoEntry struct {
 // CRName returns the AgenticSession name of s: kube_cr_name, else the session
 // id, lower-cased; a *FieldError when that is not an RFC 1123 subdomain.
 func CRName(s *ambientv1.Session) (string, error) {
-	src, fieldName := s.GetKubeCrName(), "kube_cr_name"
-	if src == "" {
-		src, fieldName = s.GetMetadata().GetId(), "id"
+	if s.GetKubeCrName() != "" {
+		return resourceName(s.GetKubeCrName(), "kube_cr_name")
 	}
+	return resourceName(s.GetMetadata().GetId(), "id")
+}
+
+// parentCRName returns the AgenticSession name of the parent named by s's
+// parent_session_id, "" when it has none; a *FieldError when that id can
+// name no AgenticSession. The parent's CR is named by CRName, and the real
+// API server sets kube_cr_name to the session id on create and never
+// changes it (no create, update or status request carries it), so the
+// parent's name is its id lower-cased: no lookup of the parent needed.
+func parentCRName(s *ambientv1.Session) (string, error) {
+	if s.GetParentSessionId() == "" {
+		return "", nil
+	}
+	return resourceName(s.GetParentSessionId(), "parent_session_id")
+}
+
+// resourceName lower-cases src, the value of the session field fieldName,
+// into an AgenticSession name.
+func resourceName(src, fieldName string) (string, error) {
 	name := strings.ToLower(src)
 	if name == "" {
 		return "", fieldErr(fieldName, "empty")
@@ -185,6 +204,18 @@ func sessionSpec(s *ambientv1.Session, crName string) (AgenticSessionSpec, map[s
 	if s.GetCreatedByUserId() != "" {
 		sp.UserContext = &UserContext{UserID: s.GetCreatedByUserId()}
 	}
+	// Written whatever project the parent is in: the operator never reads
+	// the parent's CR (it hands the name to the runner), and the backend
+	// sets it even when its Get of the parent fails. An API lookup of the
+	// parent's project would be needed to tell, for no difference in what
+	// the operator does.
+	parent, err := parentCRName(s)
+	if err != nil {
+		return sp, nil, err
+	}
+	if parent != "" {
+		own[AnnotationParentSessionID] = parent
+	}
 	return sp, own, nil
 }
 
@@ -265,8 +296,9 @@ func checkAnnotationSize(user, own map[string]string) error {
 	sizes["resource_overrides"] = len(own[AnnotationResourceOverrides])
 	sizes["repos"] = len(own[AnnotationRepoNames])
 	sizes["bot_account_name"] = len(own[AnnotationBotAccount])
+	sizes["parent_session_id"] = len(own[AnnotationParentSessionID])
 	biggest := "annotations"
-	for _, f := range []string{"resource_overrides", "repos", "bot_account_name"} {
+	for _, f := range []string{"resource_overrides", "repos", "bot_account_name", "parent_session_id"} {
 		if sizes[f] > sizes[biggest] {
 			biggest = f
 		}

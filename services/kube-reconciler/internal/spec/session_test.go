@@ -120,6 +120,33 @@ func TestSessionMapping(t *testing.T) {
 			want:     AgenticSessionSpec{DisplayName: "My session"},
 		},
 		{
+			// The operator's continuation annotation names the parent's
+			// CR: its id lower-cased, as CRName names every session's CR.
+			name:     "continuation",
+			in:       session("s8", func(s *ambientv1.Session) { s.ParentSessionId = proto.String("2ZqParentKsuid") }),
+			wantName: "s8",
+			want:     AgenticSessionSpec{DisplayName: "My session"},
+			annots:   map[string]string{AnnotationParentSessionID: "2zqparentksuid"},
+		},
+		{
+			// parent_session_id is the field for it: a user annotation of
+			// the operator's key does not override it.
+			name: "continuation over a user annotation",
+			in: session("s9", func(s *ambientv1.Session) {
+				s.ParentSessionId = proto.String("p1")
+				s.Annotations = proto.String(`{"vteam.ambient-code/parent-session-id": "other"}`)
+			}),
+			wantName: "s9",
+			want:     AgenticSessionSpec{DisplayName: "My session"},
+			annots:   map[string]string{AnnotationParentSessionID: "p1"},
+		},
+		{
+			name:     "empty parent is no parent",
+			in:       session("s10", func(s *ambientv1.Session) { s.ParentSessionId = proto.String("") }),
+			wantName: "s10",
+			want:     AgenticSessionSpec{DisplayName: "My session"},
+		},
+		{
 			name:     "repos without names get no names annotation",
 			in:       session("s7", func(s *ambientv1.Session) { s.Repos = proto.String(`[{"url":"u1"},{"url":"u2","name":""}]`) }),
 			wantName: "s7",
@@ -184,6 +211,7 @@ func TestSessionInvalid(t *testing.T) {
 		{"env not strings", func(s *ambientv1.Session) { s.EnvironmentVariables = proto.String(`{"A": {"b": 1}}`) }, "environment_variables"},
 		{"env bad name", func(s *ambientv1.Session) { s.EnvironmentVariables = proto.String(`{"1=x": "y"}`) }, "environment_variables"},
 		{"cr name invalid", func(s *ambientv1.Session) { s.KubeCrName = proto.String("a_b") }, "kube_cr_name"},
+		{"parent id names no CR", func(s *ambientv1.Session) { s.ParentSessionId = proto.String("a_b") }, "parent_session_id"},
 		{"id invalid", func(s *ambientv1.Session) { s.Metadata.Id = "x/../y" }, "id"},
 		{"project id not label", func(s *ambientv1.Session) { s.ProjectId = proto.String("has space") }, "project_id"},
 		{"temperature NaN", func(s *ambientv1.Session) { s.LlmTemperature = proto.Float64(math.NaN()) }, "llm_temperature"},
@@ -201,6 +229,31 @@ func TestSessionInvalid(t *testing.T) {
 				t.Errorf("field = %q, want %q (%v)", fe.Field, tc.field, err)
 			}
 		})
+	}
+}
+
+// TestParentAnnotationNamesParentCR: a continuation's annotation is the name
+// of the CR its parent gets, for a parent as the real API server makes it
+// (kube_cr_name set to the id on create), so the operator's runner is given
+// the parent's AgenticSession name, as the platform's backend gives it.
+func TestParentAnnotationNamesParentCR(t *testing.T) {
+	t.Parallel()
+	const parentID = "2zQ8kHa0RlM4pTn1cXvBwE7yUdF" // a 27-character KSUID, as rh-trex makes ids
+	parent := session(parentID, func(s *ambientv1.Session) { s.KubeCrName = proto.String(parentID) })
+	child := session("2zQ8kHa0RlM4pTn1cXvBwE7yUdG", func(s *ambientv1.Session) { s.ParentSessionId = proto.String(parentID) })
+	p, err := Session(parent, "ns")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := Session(child, "ns")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Annotations[AnnotationParentSessionID]; got != p.Name {
+		t.Errorf("child's %s = %q, want the parent's CR name %q", AnnotationParentSessionID, got, p.Name)
+	}
+	if _, ok := p.Annotations[AnnotationParentSessionID]; ok {
+		t.Errorf("a session without parent_session_id got %s = %q", AnnotationParentSessionID, p.Annotations[AnnotationParentSessionID])
 	}
 }
 
