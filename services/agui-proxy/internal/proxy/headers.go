@@ -30,15 +30,28 @@ func removeHopHeaders(h http.Header) {
 	}
 }
 
+// platformIdentityHeaders are the caller's identity as the platform's
+// backend tells it to a runner: the platform's runner (ambient_runner's
+// POST /) trusts them as set by that backend, and runs, attributes and
+// asks for credentials as that user with that token. A client must not be
+// able to set them through the proxy and speak as someone else.
+func platformIdentityHeaders() []string {
+	return []string{"X-Current-User-Id", "X-Current-User-Name", "X-Caller-Token"}
+}
+
 // upstreamHeader returns the headers sent to the runner: the client's,
 // without hop-by-hop headers, without the client's credentials (the proxy
-// authenticated them; runners never see them) and without Accept-Encoding,
-// so the stream is never compressed on its way through.
+// authenticated them; runners never see them), without identity headers
+// a runner would trust (platformIdentityHeaders) and without
+// Accept-Encoding, so the stream is never compressed on its way through.
 func upstreamHeader(in http.Header, ep route.Endpoint) http.Header {
 	h := in.Clone()
 	removeHopHeaders(h)
 	// Expect: 100-continue was settled with the client; the body is complete.
 	for _, k := range []string{"Authorization", "Cookie", "Accept-Encoding", "Expect"} {
+		h.Del(k)
+	}
+	for _, k := range platformIdentityHeaders() {
 		h.Del(k)
 	}
 	if ep.Stream && !namesProto(h) {

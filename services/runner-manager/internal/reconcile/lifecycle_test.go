@@ -93,14 +93,14 @@ func TestPendingSessionGetsRunner(t *testing.T) {
 		names = append(names, k)
 	}
 	slices.Sort(names)
-	want := []string{"AGENTIC_SESSION_NAME", "AGUI_PORT", "BOSS_AGENT_NAME", "BOSS_SPACE", "GITHUB_TOKEN", "HOME", "INITIAL_PROMPT",
+	want := []string{"AGENTIC_SESSION_NAME", "AGUI_HOST", "AGUI_PORT", "BOSS_AGENT_NAME", "BOSS_SPACE", "GITHUB_TOKEN", "HOME", "INITIAL_PROMPT",
 		"INITIAL_PROMPT_FILE", "LLM_MAX_TOKENS", "LLM_MODEL", "LLM_TEMPERATURE", "PATH", "PROJECT_NAME", "REPOS_JSON", "SESSION_ID", "WORKSPACE_PATH"}
 	if !slices.Equal(names, want) {
 		t.Fatalf("runner env = %v\nwant %v", names, want)
 	}
 	checks := map[string]string{"SESSION_ID": id, "AGUI_PORT": strconv.Itoa(rec.Port), "WORKSPACE_PATH": ws, "BOSS_AGENT_NAME": "my-demo",
 		"INITIAL_PROMPT": "hello world", "INITIAL_PROMPT_FILE": filepath.Join(ws, runner.PromptFile), "LLM_MODEL": "sonnet", "LLM_TEMPERATURE": "0.7", "LLM_MAX_TOKENS": "4000", "PROJECT_NAME": "proj",
-		"REPOS_JSON": `[{"url":"https://x/y"}]`, "AGENTIC_SESSION_NAME": "My Demo"}
+		"REPOS_JSON": `[{"url":"https://x/y"}]`, "AGENTIC_SESSION_NAME": "My Demo", "AGUI_HOST": "127.0.0.1"}
 	for k, v := range checks {
 		if env[k] != v {
 			t.Errorf("%s = %q, want %q", k, env[k], v)

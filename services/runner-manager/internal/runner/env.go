@@ -1,6 +1,7 @@
 package runner
 
 import (
+	"net"
 	"slices"
 	"sort"
 	"strconv"
@@ -35,6 +36,11 @@ const (
 	// started the runner, so that its next incarnation finds what a crash
 	// left running (EndOrphans). Runners may ignore it.
 	EnvOwner = "RUNNER_MANAGER_MEMBER"
+	// EnvAGUIHost is the address the runner listens on. The platform's
+	// runner (ambient_runner's run_ambient_app) reads it and listens on
+	// 0.0.0.0 without it: every interface of the host, where anyone on
+	// the network could start runs past agui-proxy's authentication.
+	EnvAGUIHost = "AGUI_HOST"
 )
 
 // Session is what a runner is told about its session. Optional values are
@@ -56,6 +62,32 @@ type Session struct {
 	// the Manager from Config.Member); BuildEnv passes it as
 	// RUNNER_MANAGER_MEMBER.
 	Owner string
+	// ListenHost is the address the runner is told to listen on (set by
+	// the Manager from Config.ListenHost); BuildEnv passes it as AGUI_HOST.
+	ListenHost string
+}
+
+// Listen hosts of runners: see ListenHostFor.
+const (
+	ListenLoopback = "127.0.0.1"
+	ListenAll      = "0.0.0.0"
+)
+
+// ListenHostFor is the address runners must listen on to be reachable at
+// advertise (RUNNER_ADVERTISE_HOST, what agui-proxy dials) and at
+// 127.0.0.1, where runner-manager probes their health and ports:
+// loopback only when agui-proxy dials a loopback address (the default),
+// all interfaces otherwise (a pod IP). A runner reachable beyond what the
+// proxy needs could be sent runs by anyone on the network, bypassing the
+// proxy's authentication and authorization.
+func ListenHostFor(advertise string) string {
+	if advertise == "localhost" {
+		return ListenLoopback
+	}
+	if ip := net.ParseIP(advertise); ip != nil && ip.IsLoopback() {
+		return ListenLoopback
+	}
+	return ListenAll
 }
 
 // PromptEnvMax is the largest prompt also passed in INITIAL_PROMPT, for
@@ -138,6 +170,9 @@ func BuildEnv(host []string, allow EnvAllowList, s Session, port int, workspace,
 	}
 	if s.Owner != "" {
 		vars[EnvOwner] = s.Owner
+	}
+	if s.ListenHost != "" {
+		vars[EnvAGUIHost] = s.ListenHost
 	}
 	if s.LLMModel != nil {
 		vars[EnvLLMModel] = *s.LLMModel

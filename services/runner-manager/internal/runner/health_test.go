@@ -49,6 +49,12 @@ func TestHealthChecksSessionID(t *testing.T) {
 		`{"status":"ok"}`:                      true,
 		`ok`:                                   true,
 		``:                                     true,
+		// The platform's runner (ambient_runner) over its versions: its
+		// own session, none, or null before its context was set.
+		`{"status":"healthy","session_id":"s1"}`:      true,
+		`{"status":"healthy","session_id":"unknown"}`: false, // started without SESSION_ID
+		`{"status":"healthy"}`:                        true,
+		`{"status":"healthy","session_id":null}`:      true,
 	} {
 		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 			_, _ = w.Write([]byte(body)) // the probe reads what it gets

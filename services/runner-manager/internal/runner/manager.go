@@ -31,6 +31,10 @@ type Config struct {
 	// RUNNER_MANAGER_MEMBER so that the replica's next incarnation can end
 	// what a crash left running (EndOrphans). Empty: not passed.
 	Member string
+	// ListenHost is the address runners are told to listen on (AGUI_HOST):
+	// ListenHostFor the advertised host. Empty: 127.0.0.1, never every
+	// interface by omission.
+	ListenHost string
 	// Reaper, when set, is this process's child subreaper: it reaps the
 	// orphans runners leave and kills a session's escaped processes when
 	// its runner ends (see Reaper). Nil in processes that are not
@@ -73,6 +77,9 @@ func New(cfg Config, pool *Pool, log *slog.Logger) (*Manager, error) {
 	}
 	if cfg.TailLines <= 0 {
 		cfg.TailLines = 50
+	}
+	if cfg.ListenHost == "" {
+		cfg.ListenHost = ListenLoopback
 	}
 	return &Manager{cfg: cfg, pool: pool, log: log, procs: map[string]*Process{}, projectOf: map[string]string{}, perProject: map[string]int{}}, nil
 }
@@ -206,6 +213,7 @@ func (m *Manager) start(ctx context.Context, s Session) (*Process, error) {
 		return nil, fmt.Errorf("start %s: %w", s.ID, err)
 	}
 	s.Owner = m.cfg.Member
+	s.ListenHost = m.cfg.ListenHost
 	env := BuildEnv(m.cfg.HostEnv, m.cfg.EnvAllow, s, port, ws, m.cfg.BossURL, m.cfg.BossSpace)
 	var cmd *exec.Cmd
 	start := func() (int, error) {

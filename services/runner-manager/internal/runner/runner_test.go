@@ -311,7 +311,7 @@ func TestDemoRunnerLifecycle(t *testing.T) {
 		k, _, _ := strings.Cut(kv, "=")
 		names = append(names, k)
 	}
-	want := []string{"AGENTIC_SESSION_NAME", "AGUI_PORT", "BOSS_AGENT_NAME", "GITHUB_TOKEN", "HOME", "PATH", "PROJECT_NAME", "SESSION_ID", "WORKSPACE_PATH"}
+	want := []string{"AGENTIC_SESSION_NAME", "AGUI_HOST", "AGUI_PORT", "BOSS_AGENT_NAME", "GITHUB_TOKEN", "HOME", "PATH", "PROJECT_NAME", "SESSION_ID", "WORKSPACE_PATH"}
 	if !slices.Equal(names, want) {
 		t.Fatalf("runner env names = %v, want %v", names, want)
 	}
@@ -588,5 +588,29 @@ func TestSlotFreeWhenDone(t *testing.T) {
 		if !m.HasCapacity() {
 			t.Fatalf("run %d: no capacity once the only runner was done (%d running, %d ports in use)", i, m.Count(), m.Pool().InUse())
 		}
+	}
+}
+
+// TestListenHostFor: loopback only for a loopback advertised host, every
+// interface for one agui-proxy reaches from elsewhere (a pod IP).
+func TestListenHostFor(t *testing.T) {
+	t.Parallel()
+	for advertise, want := range map[string]string{
+		"127.0.0.1": ListenLoopback, "127.0.0.2": ListenLoopback, "::1": ListenLoopback, "localhost": ListenLoopback,
+		"10.1.2.3": ListenAll, "fd00::1": ListenAll, "runner-0.runners.svc": ListenAll,
+	} {
+		if got := ListenHostFor(advertise); got != want {
+			t.Errorf("ListenHostFor(%q) = %q, want %q", advertise, got, want)
+		}
+	}
+}
+
+// TestBuildEnvListenHost: the listen host reaches the runner as AGUI_HOST,
+// the platform runner's variable, over any host value.
+func TestBuildEnvListenHost(t *testing.T) {
+	t.Parallel()
+	env := BuildEnv([]string{"AGUI_HOST=0.0.0.0"}, NewEnvAllowList([]string{"AGUI_HOST"}), Session{ID: "s1", ListenHost: ListenLoopback}, 9100, "/ws/s1", "", "")
+	if !slices.Contains(env, "AGUI_HOST=127.0.0.1") || slices.Contains(env, "AGUI_HOST=0.0.0.0") {
+		t.Fatalf("env %v: want AGUI_HOST=127.0.0.1 only", env)
 	}
 }
