@@ -10,7 +10,7 @@ require (
 	github.com/MicahParks/keyfunc/v3 v3.9.1
 	github.com/ambient-code/control-plane/libs v0.0.0-00010101000000-000000000000
 	github.com/ambient-code/control-plane/proto v0.0.0-00010101000000-000000000000
-	github.com/cenkalti/backoff/v5 v5.0.3
+	github.com/cenkalti/backoff/v5 v5.0.3 // indirect
 	github.com/chromedp/chromedp v0.23.0
 	github.com/go-chi/chi/v5 v5.5.0
 	github.com/go-chi/cors v1.2.2

@@ -13,7 +13,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/cenkalti/backoff/v5"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/metric"
 	"golang.org/x/sync/errgroup"
@@ -63,6 +62,10 @@ type App struct {
 	// routing table's part starts (which reads it): the table reads the
 	// bucket afresh after each reconnect (registry.WithReopen).
 	reconnects *bus.Reconnects
+	// js is the runtime's JetStream, set by Run's setup; bucketNudge makes
+	// the opener try the runners bucket at once (routes.bucketAppeared).
+	js          atomic.Pointer[jetstream.JetStream]
+	bucketNudge chan struct{}
 }
 
 // minStreamRecheck is the shortest interval at which an open stream's
@@ -101,7 +104,7 @@ func New(cfg config.Config, version string, log *slog.Logger, opts ...Option) (*
 		_ = ln.Close()
 		return nil, fmt.Errorf("listen %s: %w", cfg.MetricsAddr, err)
 	}
-	a := &App{cfg: cfg, version: version, log: log, ln: ln, metricsLn: mln}
+	a := &App{cfg: cfg, version: version, log: log, ln: ln, metricsLn: mln, bucketNudge: make(chan struct{}, 1)}
 	for _, o := range opts {
 		o(a)
 	}
@@ -145,6 +148,8 @@ func (a *App) Run(ctx context.Context) error {
 	sopts := service.Options{Name: ServiceName, Version: a.version, Config: cfg.Config, Logger: log, ConnectInBackground: true, Listener: a.metricsLn}
 	return service.Run(ctx, sopts, func(ctx context.Context, rt *service.Runtime) error {
 		a.reconnects = rt.Reconnects() // before the routing table's part starts
+		js := rt.JetStream()
+		a.js.Store(&js)
 		verifier, err := newVerifier(ctx, cfg, log)
 		if err != nil {
 			return err
@@ -170,7 +175,7 @@ func (a *App) Run(ctx context.Context) error {
 			a.authz.Store(z)
 			pcfg.Authorizer = z // only when set: a nil *Authorizer in the interface would not be nil
 		}
-		p, err := proxy.New(pcfg, a.table, log)
+		p, err := proxy.New(pcfg, a.routes(), log)
 		if err != nil {
 			return err
 		}
@@ -238,7 +243,7 @@ func (a *App) server(h http.Handler) *http.Server {
 // runTable waits for the runners bucket and keeps the routing table in
 // sync until ctx ends.
 func (a *App) runTable(ctx context.Context, js jetstream.JetStream) error {
-	kv, err := openBucket(ctx, js, a.cfg.RunnersBucket, a.log, a.noBucket.Store)
+	kv, err := openBucket(ctx, js, a.cfg.RunnersBucket, a.log, a.noBucket.Store, a.bucketNudge)
 	a.noBucket.Store(false)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -252,28 +257,54 @@ func (a *App) runTable(ctx context.Context, js jetstream.JetStream) error {
 
 // openBucket returns the bucket once it exists; the proxy only reads it and
 // never creates it with settings that could differ from the writer's. It
-// fails when ctx ends, or at once for a name JetStream refuses or a stream
-// of that name that is not a KV bucket: waiting would never end, and the
-// proxy would stay unready without saying why. absent is told whether the
-// last try found no bucket at all.
-func openBucket(ctx context.Context, js jetstream.JetStream, name string, log *slog.Logger, absent func(bool)) (jetstream.KeyValue, error) {
+// tries every bucketRetry, and at once when nudge has a value (a request
+// found the bucket there: routes.bucketAppeared). It fails when ctx ends,
+// or at once for a name JetStream refuses or a stream of that name that is
+// not a KV bucket: waiting would never end, and the proxy would stay
+// unready without saying why. absent is told whether the last try found
+// no bucket at all.
+func openBucket(ctx context.Context, js jetstream.JetStream, name string, log *slog.Logger, absent func(bool), nudge <-chan struct{}) (jetstream.KeyValue, error) {
 	warned := false
-	return backoff.Retry(ctx, func() (jetstream.KeyValue, error) {
+	retry := time.NewTimer(0)
+	defer retry.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("open runners bucket: %w", ctx.Err())
+		case <-retry.C:
+		case <-nudge:
+		}
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		defer cancel()
 		kv, err := js.KeyValue(cctx, name)
+		cancel()
 		absent(errors.Is(err, jetstream.ErrBucketNotFound))
 		switch {
 		case err == nil:
 			return kv, nil
 		case errors.Is(err, jetstream.ErrInvalidBucketName), errors.Is(err, jetstream.ErrBadBucket):
-			return nil, backoff.Permanent(fmt.Errorf("open runners bucket: %w", err))
+			return nil, fmt.Errorf("open runners bucket: %w", err)
 		case !warned && ctx.Err() == nil:
 			log.Warn("runners bucket not available yet, retrying", slog.String("bucket", name), slog.Any(logkey.Err, err))
 			warned = true
 		}
-		return nil, err
-	}, backoff.WithBackOff(backoff.NewConstantBackOff(bucketRetry)), backoff.WithMaxElapsedTime(0))
+		retry.Reset(bucketRetry)
+	}
+}
+
+// routes returns the proxy's Resolver (see routes).
+func (a *App) routes() *routes {
+	return &routes{
+		table:  a.table,
+		absent: a.noBucket.Load,
+		js: func() jetstream.JetStream {
+			if p := a.js.Load(); p != nil {
+				return *p
+			}
+			return nil
+		},
+		bucket: a.cfg.RunnersBucket,
+		nudge:  a.bucketNudge,
+	}
 }
 
 // tableSynced is the "routing_table" readiness check. A bucket that does

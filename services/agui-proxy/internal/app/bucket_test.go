@@ -118,3 +118,35 @@ func getStatus(t *testing.T, url string) int {
 	_, _ = io.Copy(io.Discard, resp.Body)
 	return resp.StatusCode
 }
+
+// TestRoutesRunnerOfABucketJustCreated: the first runner of a system is
+// routed at once, although the proxy had found no runners bucket and would
+// look again only a second later. At a start (make run) runner-manager
+// creates the bucket, registers a runner and reports its session Running
+// within that second, and a client that opened its stream at once got 404
+// "unknown session". No retry here: the request right after the runner's
+// registration must reach it.
+func TestRoutesRunnerOfABucketJustCreated(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	cfg := e.proxyCfg()
+	cfg.RunnersBucket = "first_runners"
+	p := startProxy(t, cfg) // ready without the bucket
+	_, js := testenv.JetStream(t, e.nats)
+	kvCfg := bus.RunnersBucket(1)
+	kvCfg.Bucket = cfg.RunnersBucket
+	kv, err := bus.EnsureKV(t.Context(), js, kvCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := startRunner(t, "s-first")
+	if _, err := registry.Claim(t.Context(), kv, r.endpoint(t, "s-first")); err != nil {
+		t.Fatal(err)
+	}
+	if code := getStatus(t, p.session("s-first", "/health")); code != http.StatusOK {
+		t.Fatalf("GET health of the first runner right after it registered: %d, want 200", code)
+	}
+	if code := getStatus(t, p.session("s-none", "/health")); code != http.StatusNotFound {
+		t.Fatalf("GET health of a session without a runner: %d, want 404", code)
+	}
+}
