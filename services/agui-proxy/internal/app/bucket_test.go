@@ -92,13 +92,7 @@ func TestReadyWithoutRunnersBucket(t *testing.T) {
 		t.Fatalf("GET health of a session with no bucket: %d, want 404", code)
 	}
 
-	_, js := testenv.JetStream(t, e.nats)
-	kvCfg := bus.RunnersBucket(1)
-	kvCfg.Bucket = cfg.RunnersBucket
-	kv, err := bus.EnsureKV(t.Context(), js, kvCfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	kv := e.runnersBucket(t, cfg.RunnersBucket)
 	r := startRunner(t, "s-later")
 	if _, err := registry.Claim(t.Context(), kv, r.endpoint(t, "s-later")); err != nil {
 		t.Fatal(err)
@@ -132,13 +126,7 @@ func TestRoutesRunnerOfABucketJustCreated(t *testing.T) {
 	cfg := e.proxyCfg()
 	cfg.RunnersBucket = "first_runners"
 	p := startProxy(t, cfg) // ready without the bucket
-	_, js := testenv.JetStream(t, e.nats)
-	kvCfg := bus.RunnersBucket(1)
-	kvCfg.Bucket = cfg.RunnersBucket
-	kv, err := bus.EnsureKV(t.Context(), js, kvCfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	kv := e.runnersBucket(t, cfg.RunnersBucket)
 	r := startRunner(t, "s-first")
 	if _, err := registry.Claim(t.Context(), kv, r.endpoint(t, "s-first")); err != nil {
 		t.Fatal(err)
@@ -149,4 +137,18 @@ func TestRoutesRunnerOfABucketJustCreated(t *testing.T) {
 	if code := getStatus(t, p.session("s-none", "/health")); code != http.StatusNotFound {
 		t.Fatalf("GET health of a session without a runner: %d, want 404", code)
 	}
+}
+
+// runnersBucket creates the runners bucket called name, as runner-manager
+// does at its start.
+func (e *env) runnersBucket(t *testing.T, name string) jetstream.KeyValue {
+	t.Helper()
+	_, js := testenv.JetStream(t, e.nats)
+	c := bus.RunnersBucket(1)
+	c.Bucket = name
+	kv, err := bus.EnsureKV(t.Context(), js, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kv
 }

@@ -3,15 +3,14 @@ package app
 import (
 	"fmt"
 	"testing"
-	"time"
 
 	"github.com/ambient-code/control-plane/libs/apiclient"
 	"github.com/ambient-code/control-plane/libs/testenv"
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
 	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/apply"
+	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/kubetest"
 	"github.com/ambient-code/control-plane/services/kube-reconciler/internal/spec"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/util/retry"
 )
 
@@ -60,21 +59,6 @@ func (h *harness) rest(t *testing.T) *apiclient.RESTClient {
 		t.Fatal(err)
 	}
 	return rc
-}
-
-// requested checks that u asks the operator for desired with an RFC 3339
-// stamp in stampKey.
-func requested(desired, stampKey string) func(u *unstructured.Unstructured) error {
-	return func(u *unstructured.Unstructured) error {
-		a := u.GetAnnotations()
-		if a[spec.AnnotationDesiredPhase] != desired {
-			return fmt.Errorf("desired-phase %q, want %q", a[spec.AnnotationDesiredPhase], desired)
-		}
-		if _, err := time.Parse(time.RFC3339, a[stampKey]); err != nil {
-			return fmt.Errorf("%s: %w", stampKey, err)
-		}
-		return nil
-	}
 }
 
 // clearAnnotations removes keys from the CR as the session operator does
@@ -132,7 +116,7 @@ func TestStopHeldUntilOperatorActs(t *testing.T) {
 	if _, err := h.rest(t).StopSession(t.Context(), ks.id); err != nil {
 		t.Fatal(err)
 	}
-	h.waitCR(t, ks.ns, ks.cr, requested("Stopped", spec.AnnotationStopRequestedAt))
+	h.waitCR(t, ks.ns, ks.cr, kubetest.Requested("Stopped", spec.AnnotationStopRequestedAt))
 	h.quiesce(t, r)
 	got, err := h.cl.GetSession(t.Context(), ks.id)
 	if err != nil {
@@ -177,7 +161,7 @@ func TestStartHeldUntilOperatorActs(t *testing.T) {
 	if _, err := h.rest(t).StartSession(t.Context(), ks.id); err != nil {
 		t.Fatal(err)
 	}
-	h.waitCR(t, ks.ns, ks.cr, requested("Running", spec.AnnotationStartRequestedAt))
+	h.waitCR(t, ks.ns, ks.cr, kubetest.Requested("Running", spec.AnnotationStartRequestedAt))
 	h.quiesce(t, r)
 	got, err := h.cl.GetSession(t.Context(), ks.id)
 	if err != nil {
@@ -238,11 +222,11 @@ func TestStopWithdrawsPendingStart(t *testing.T) {
 	if _, err := rc.StartSession(t.Context(), ks.id); err != nil {
 		t.Fatal(err)
 	}
-	h.waitCR(t, ks.ns, ks.cr, requested("Running", spec.AnnotationStartRequestedAt))
+	h.waitCR(t, ks.ns, ks.cr, kubetest.Requested("Running", spec.AnnotationStartRequestedAt))
 	if _, err := rc.StopSession(t.Context(), ks.id); err != nil {
 		t.Fatal(err)
 	}
-	h.waitCR(t, ks.ns, ks.cr, requested("Stopped", spec.AnnotationStopRequestedAt))
+	h.waitCR(t, ks.ns, ks.cr, kubetest.Requested("Stopped", spec.AnnotationStopRequestedAt))
 	h.waitSession(t, ks.id, func(s *ambientv1.Session) error { return wantPhase(s, "Completed") })
 }
 
@@ -270,5 +254,5 @@ func TestStalePendingAfterRestartIsNoStart(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.start(t, "stale3", nil, nil)
-	h.waitCR(t, ks.ns, ks.cr, requested("Running", spec.AnnotationStartRequestedAt))
+	h.waitCR(t, ks.ns, ks.cr, kubetest.Requested("Running", spec.AnnotationStartRequestedAt))
 }

@@ -215,21 +215,6 @@ func (r *requestRig) staleWrite(t *testing.T, old *unstructured.Unstructured) {
 	}
 }
 
-// requested checks that u asks the operator for desired with an RFC 3339
-// stamp in stampKey.
-func requested(desired, stampKey string) func(u *unstructured.Unstructured) error {
-	return func(u *unstructured.Unstructured) error {
-		a := u.GetAnnotations()
-		if a[spec.AnnotationDesiredPhase] != desired {
-			return fmt.Errorf("desired-phase %q, want %q", a[spec.AnnotationDesiredPhase], desired)
-		}
-		if _, err := time.Parse(time.RFC3339, a[stampKey]); err != nil {
-			return fmt.Errorf("%s: %w", stampKey, err)
-		}
-		return nil
-	}
-}
-
 // A stop and a start, each of a CR in the phase it applies to.
 var requestCases = []struct {
 	name     string
@@ -266,7 +251,7 @@ func makeRequest(t *testing.T, r *requestRig, act func(t *testing.T, r *requestR
 		t.Fatal(err)
 	}
 	r.observe(t, s)
-	r.waitCR(t, requested(desired, stampKey))
+	r.waitCR(t, kubetest.Requested(desired, stampKey))
 	return before
 }
 
@@ -281,7 +266,7 @@ func TestLostRequestToldAgain(t *testing.T) {
 			r := newRequestRig(t, 200*time.Millisecond, tc.status)
 			before := makeRequest(t, r, tc.act, tc.desired, tc.stampKey)
 			r.staleWrite(t, before)
-			r.waitCR(t, requested(tc.desired, tc.stampKey))
+			r.waitCR(t, kubetest.Requested(tc.desired, tc.stampKey))
 			testenv.Eventually(t, hang, func() error {
 				if n := len(r.logs.Lines(t, toldAgainMsg, map[string]string{logkey.SessionID: r.id, logkey.Phase: tc.desired})); n != 1 {
 					return fmt.Errorf("%d logs of the second tell, want 1", n)
@@ -343,7 +328,7 @@ func TestLostStopOfARunGoingOn(t *testing.T) {
 	before := makeRequest(t, r, stop.act, stop.desired, stop.stampKey)
 	r.staleWrite(t, before)
 	r.setStatus(t, map[string]any{"phase": "Creating", "startTime": "2026-01-02T03:04:05Z"})
-	r.waitCR(t, requested(stop.desired, stop.stampKey))
+	r.waitCR(t, kubetest.Requested(stop.desired, stop.stampKey))
 	testenv.Eventually(t, hang, func() error {
 		if n := len(r.logs.Lines(t, toldAgainMsg, map[string]string{logkey.SessionID: r.id, logkey.Phase: stop.desired})); n != 1 {
 			return fmt.Errorf("%d logs of the second tell, want 1", n)
