@@ -2,6 +2,7 @@ package group_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -103,8 +104,23 @@ func TestWatchdogUsesBucketTTL(t *testing.T) {
 	}
 	cfg := testConfig("a")
 	cfg.MemberTTL = 600 * time.Millisecond
-	startMember(t, srv, cfg, func(context.Context, group.Message) error { return nil })
+	var j journal
+	startMember(t, srv, cfg, func(_ context.Context, m group.Message) error {
+		j.add(call{member: "a", object: m.Event.GetObjectId(), version: version(m), attempt: m.Attempt, ok: true})
+		return nil
+	})
 	waitMembers(t, js, "a")
+	// Consuming: the member's own create of its consumer is over. A
+	// delete while that create is in flight fails the create ("consumer
+	// closed"), and the consumer library retries it at once: a re-create
+	// this test would blame on the watchdog (seen in CI: 420 ms).
+	publish(t, js, "s-1", 1)
+	testenv.Eventually(t, 20*time.Second, func() error {
+		if j.successes() < 1 {
+			return errors.New("the member handles nothing yet")
+		}
+		return nil
+	})
 	ws := group.WorkStreamName(events.StreamName, testGroup)
 	if err := js.DeleteConsumer(t.Context(), ws, "a"); err != nil {
 		t.Fatalf("delete consumer: %v", err)
