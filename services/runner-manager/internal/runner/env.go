@@ -71,20 +71,33 @@ type Session struct {
 const (
 	ListenLoopback = "127.0.0.1"
 	ListenAll      = "0.0.0.0"
+	// ListenAllIPv6 is every interface, IPv6 and (on a dual-stack host)
+	// IPv4: the runner is then reachable at an IPv6 address and at
+	// 127.0.0.1.
+	ListenAllIPv6 = "::"
 )
 
 // ListenHostFor is the address runners must listen on to be reachable at
 // advertise (RUNNER_ADVERTISE_HOST, what agui-proxy dials) and at
 // 127.0.0.1, where runner-manager probes their health and ports:
-// loopback only when agui-proxy dials a loopback address (the default),
-// all interfaces otherwise (a pod IP). A runner reachable beyond what the
-// proxy needs could be sent runs by anyone on the network, bypassing the
-// proxy's authentication and authorization.
+// loopback only when agui-proxy dials an IPv4 loopback address or
+// localhost (the default), all interfaces otherwise (a pod IP); all IPv6
+// interfaces when it dials an IPv6 address, ::1 included, since 0.0.0.0
+// would serve IPv4 only and ::1 alone would fail the probe on 127.0.0.1.
+// A runner reachable beyond what the proxy needs could be sent runs by
+// anyone on the network, bypassing the proxy's authentication and
+// authorization.
 func ListenHostFor(advertise string) string {
 	if advertise == "localhost" {
 		return ListenLoopback
 	}
-	if ip := net.ParseIP(advertise); ip != nil && ip.IsLoopback() {
+	ip := net.ParseIP(advertise)
+	switch {
+	case ip == nil:
+		return ListenAll
+	case ip.To4() == nil:
+		return ListenAllIPv6
+	case ip.IsLoopback():
 		return ListenLoopback
 	}
 	return ListenAll

@@ -596,8 +596,11 @@ func TestSlotFreeWhenDone(t *testing.T) {
 func TestListenHostFor(t *testing.T) {
 	t.Parallel()
 	for advertise, want := range map[string]string{
-		"127.0.0.1": ListenLoopback, "127.0.0.2": ListenLoopback, "::1": ListenLoopback, "localhost": ListenLoopback,
-		"10.1.2.3": ListenAll, "fd00::1": ListenAll, "runner-0.runners.svc": ListenAll,
+		"127.0.0.1": ListenLoopback, "127.0.0.2": ListenLoopback, "localhost": ListenLoopback,
+		"10.1.2.3": ListenAll, "runner-0.runners.svc": ListenAll,
+		// IPv6: 0.0.0.0 would not serve the address dialed, ::1 alone not
+		// the health probe on 127.0.0.1.
+		"fd00::1": ListenAllIPv6, "::1": ListenAllIPv6,
 	} {
 		if got := ListenHostFor(advertise); got != want {
 			t.Errorf("ListenHostFor(%q) = %q, want %q", advertise, got, want)
