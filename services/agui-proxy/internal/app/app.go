@@ -158,7 +158,7 @@ func (a *App) Run(ctx context.Context) error {
 		pcfg := proxy.Config{
 			MaxBodyBytes: cfg.MaxBodyBytes, SSEKeepAlive: cfg.SSEKeepAlive, UpstreamTimeout: cfg.UpstreamTimeout,
 			UpstreamHeaderTimeout: cfg.UpstreamHeaderTimeout, DialTimeout: cfg.UpstreamDialTimeout,
-			AllowedNetworks: cfg.RunnerNetworks, StreamWriteTimeout: cfg.StreamWriteTimeout,
+			AllowedNetworks: cfg.RunnerNetworks, StreamWriteTimeout: cfg.StreamWriteTimeout, DetachedRunTimeout: cfg.DetachedRunTimeout,
 			Synced: func() bool { return a.tableSynced() == nil }, MeterProvider: tel.MeterProvider, TracerProvider: tel.TracerProvider,
 		}
 		if verifier != nil {

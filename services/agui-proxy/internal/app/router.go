@@ -18,7 +18,8 @@ const corsMaxAge = 600
 
 // newRouter builds the proxy's HTTP surface: CORS on everything, browsers'
 // cross-site writes refused, /healthz (and /health, the original's), and
-// /sessions/... behind authentication (nil verifier: none). There is no
+// /sessions/... and /projects/... (the platform backend's paths) behind
+// authentication (nil verifier: none). There is no
 // Timeout or compression middleware: streaming routes must not have them.
 func newRouter(p *proxy.Proxy, v auth.Verifier, origins []string, log *slog.Logger) (http.Handler, error) {
 	crossSite, err := crossSiteGuard(origins)
@@ -56,6 +57,10 @@ func newRouter(p *proxy.Proxy, v auth.Verifier, origins []string, log *slog.Logg
 			r.Use(auth.Middleware(v, log))
 		}
 		r.Handle("/sessions/*", p)
+		// The platform backend's run path, for the platform's runner
+		// (route.BackendPrefix); the proxy answers every other path
+		// under it with 404.
+		r.Handle("/projects/*", p)
 	})
 	return r, nil
 }

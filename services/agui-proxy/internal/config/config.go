@@ -47,6 +47,7 @@ const (
 	EnvInstance          = "CONTROL_PLANE_INSTANCE"
 	EnvRunnerNetworks    = "RUNNER_ALLOWED_NETWORKS"
 	EnvStreamWrite       = "STREAM_WRITE_TIMEOUT"
+	EnvDetachedRun       = "DETACHED_RUN_TIMEOUT"
 	EnvMaxBodyBytes      = "MAX_BODY_BYTES"
 	EnvSSEKeepAlive      = "SSE_KEEPALIVE"
 	EnvReadHeaderTimeout = "HTTP_READ_HEADER_TIMEOUT"
@@ -113,6 +114,9 @@ type Config struct {
 	RunnerNetworks []netip.Prefix
 	// StreamWriteTimeout bounds each write to a streaming client.
 	StreamWriteTimeout time.Duration
+	// DetachedRunTimeout bounds a run of the platform backend's run path,
+	// which the proxy drains itself (proxy.Config.DetachedRunTimeout).
+	DetachedRunTimeout time.Duration
 	// MaxBodyBytes bounds request bodies (413 beyond).
 	MaxBodyBytes int64
 	// SSEKeepAlive is the idle interval of ": ping" comments; 0 disables.
@@ -160,6 +164,7 @@ func Defaults() Config {
 		Instance:              "default",
 		RunnerNetworks:        []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")},
 		StreamWriteTimeout:    30 * time.Second,
+		DetachedRunTimeout:    4 * time.Hour,
 		TokensReload:          30 * time.Second,
 		MaxBodyBytes:          8 << 20,
 		SSEKeepAlive:          15 * time.Second,
@@ -203,6 +208,7 @@ func FromEnv(lookup envconfig.LookupFunc) (Config, error) {
 		Instance:              l.String(EnvInstance, d.Instance),
 		RunnerNetworks:        networks(l, EnvRunnerNetworks, d.RunnerNetworks),
 		StreamWriteTimeout:    l.Duration(EnvStreamWrite, d.StreamWriteTimeout),
+		DetachedRunTimeout:    l.Duration(EnvDetachedRun, d.DetachedRunTimeout),
 		MaxBodyBytes:          int64(l.Int(EnvMaxBodyBytes, int(d.MaxBodyBytes), 1, 1<<30)),
 		SSEKeepAlive:          l.Duration(EnvSSEKeepAlive, d.SSEKeepAlive),
 		ReadHeaderTimeout:     l.Duration(EnvReadHeaderTimeout, d.ReadHeaderTimeout),
@@ -287,6 +293,8 @@ func (c Config) validate() []error {
 		value time.Duration
 	}{
 		{EnvStreamWrite, c.StreamWriteTimeout},
+		// Zero would let a run nobody watches drain for ever.
+		{EnvDetachedRun, c.DetachedRunTimeout},
 		{EnvAuthzTimeout, c.AuthzTimeout},
 		{EnvUpstreamDial, c.UpstreamDialTimeout},
 		{EnvUpstreamHeader, c.UpstreamHeaderTimeout},

@@ -43,13 +43,16 @@ func (a *anyTable) take() []string {
 
 // FuzzRouter sends arbitrary request targets and methods through the proxy
 // handler. Properties: no panic; only valid session ids are looked up; the
-// runner only ever sees one of the endpoints' constant paths; every error the
-// proxy answers itself is JSON.
+// runner only ever sees one of the endpoints' constant paths (or the live
+// tap's followed by one valid thread id); every error the proxy answers
+// itself is JSON.
 func FuzzRouter(f *testing.F) {
 	for _, s := range []string{
 		"/sessions/s1/agui/events", "/sessions/s1/agui/run", "/sessions/../health", "/sessions/a%2Fb/health",
 		"/sessions/s1/health?x=%2F..", "/sessions/s1/agui/../../admin", "/sessions/s1/mcp/status/", "//sessions/s1/health",
 		"/sessions/%2e%2e/repos/status", "/sessions/s1//health", "/sessions/s1/agui/interrupt#frag",
+		"/sessions/s1/agui/events/t1", "/sessions/s1/agui/events/%2e%2e", "/sessions/s1/agui/events/a/../../x",
+		"/projects/p/agentic-sessions/s1/agui/run", "/projects/%2e%2e/agentic-sessions/s1/agui/run",
 	} {
 		f.Add("GET", s)
 		f.Add("POST", s)
@@ -84,7 +87,8 @@ func FuzzRouter(f *testing.F) {
 		}
 		select {
 		case got := <-paths:
-			if !upstreams[got] {
+			thread, tap := strings.CutPrefix(got, "/events/")
+			if !upstreams[got] && (!tap || route.ThreadID(thread) != nil) {
 				t.Fatalf("runner saw path %q for %q", got, target)
 			}
 			return

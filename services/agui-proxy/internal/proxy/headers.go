@@ -61,6 +61,12 @@ func upstreamHeader(in http.Header, ep route.Endpoint) http.Header {
 		// other encoding AG-UI defines is asked for by name and passes.
 		h.Set("Accept", "text/event-stream")
 	}
+	if ep.Backend {
+		// The backend's run path asks for SSE whatever the client named,
+		// as the platform's backend does: the proxy reads the stream
+		// itself, and nobody reads another encoding.
+		h.Set("Accept", "text/event-stream")
+	}
 	return h
 }
 

@@ -118,6 +118,11 @@ type Config struct {
 	// client: a client that stops reading ends its stream after it, instead
 	// of holding the stream and its runner call forever (default 30s).
 	StreamWriteTimeout time.Duration
+	// DetachedRunTimeout bounds a run started on the platform backend's
+	// run path, whose stream the proxy drains itself with no client to
+	// end it: from the request to the end of the runner's stream
+	// (default 4h).
+	DetachedRunTimeout time.Duration
 	// MeterProvider and TracerProvider default to no-ops.
 	MeterProvider  metric.MeterProvider
 	TracerProvider trace.TracerProvider
@@ -135,6 +140,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.StreamWriteTimeout <= 0 {
 		c.StreamWriteTimeout = 30 * time.Second
+	}
+	if c.DetachedRunTimeout <= 0 {
+		c.DetachedRunTimeout = detachedRunTimeoutDefault
 	}
 	if c.SweepInterval <= 0 {
 		c.SweepInterval = 100 * time.Millisecond
@@ -160,6 +168,9 @@ type Proxy struct {
 	tracer  trace.Tracer
 	prop    propagation.TextMapPropagator
 	log     *slog.Logger
+	// detachedRuns are the runs of the backend-compatible run path,
+	// drained in the background until Run ends them.
+	detachedRuns *detachedRuns
 }
 
 // New returns a Proxy routing through res. It returns an error for an
@@ -207,18 +218,23 @@ func New(cfg Config, res Resolver, log *slog.Logger) (*Proxy, error) {
 		tracer:  cfg.TracerProvider.Tracer(meterName),
 		prop:    otel.GetTextMapPropagator(),
 		log:     log,
+
+		detachedRuns: newDetachedRuns(),
 	}, nil
 }
 
 // Run cancels in-flight streams whose runner endpoint left the routing table
 // (or was replaced by another runner process) until ctx ends; it returns nil
 // then. Such a stream gets a RUN_ERROR (code RUNNER_GONE) unless its run
-// had ended, and its response then ends cleanly (see endRun).
+// had ended, and its response then ends cleanly (see endRun). When ctx
+// ends, Run also ends the detached runs still draining (ErrProxyStopped),
+// refuses new ones and returns once their goroutines have.
 func (p *Proxy) Run(ctx context.Context) error {
 	p.streams.run(ctx, p.res, p.cfg.SweepInterval, func(n int) {
 		p.metrics.evicted.Add(ctx, int64(n))
 		p.log.Info("streams ended: runner endpoint removed", slog.Int(logkey.Count, n))
 	})
+	p.detachedRuns.stop()
 	p.client.CloseIdleConnections()
 	return nil
 }
@@ -264,7 +280,11 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	span.SetAttributes(attribute.String(logkey.SessionID, t.SessionID))
 	log := p.log.With(slog.String(logkey.SessionID, t.SessionID), slog.String(logkey.Route, name))
-	if t.Endpoint.Stream {
+	switch {
+	case t.Endpoint.Backend:
+		p.detached(rec, r, t, ep, body, log)
+		return
+	case t.Endpoint.Stream:
 		p.stream(rec, r, t, ep, body, log)
 		return
 	}
@@ -279,6 +299,9 @@ func (p *Proxy) admit(w http.ResponseWriter, r *http.Request, t route.Target, pe
 	case errors.Is(perr, route.ErrInvalidSessionID):
 		WriteError(w, http.StatusNotFound, "unknown session")
 		return registry.Endpoint{}, nil, false
+	case errors.Is(perr, route.ErrInvalidThreadID):
+		WriteError(w, http.StatusBadRequest, "invalid thread id")
+		return registry.Endpoint{}, nil, false
 	case perr != nil:
 		WriteError(w, http.StatusNotFound, "unknown endpoint")
 		return registry.Endpoint{}, nil, false
@@ -291,9 +314,27 @@ func (p *Proxy) admit(w http.ResponseWriter, r *http.Request, t route.Target, pe
 	// again), or read through on a miss: a runner registered a moment ago
 	// is routed although the table's watch has not brought it yet.
 	ep, ok := p.res.Resolve(r.Context(), t.SessionID)
+	if ok && t.ProjectID != "" && ep.ProjectID != t.ProjectID {
+		// A backend path names the project too: a session of another
+		// project is unknown there, so a caller (a runner) of project A
+		// cannot start runs in project B by naming B's session.
+		WriteError(w, http.StatusNotFound, "unknown session")
+		return registry.Endpoint{}, nil, false
+	}
 	if !ok {
 		if p.cfg.Synced != nil && !p.cfg.Synced() {
 			WriteError(w, http.StatusServiceUnavailable, "routing table not synced")
+			return registry.Endpoint{}, nil, false
+		}
+		if t.ProjectID != "" {
+			// The backend path's caller is a runner sending its first
+			// prompt, possibly before runner-manager has registered it
+			// (it registers a runner once its health check passes; the
+			// platform's runner sends after a delay of 1-2 s). The
+			// platform's runner retries a 5xx answer, or one that says
+			// "not available", and gives up on a 404.
+			w.Header().Set("Retry-After", "1")
+			WriteError(w, http.StatusServiceUnavailable, "runner not available")
 			return registry.Endpoint{}, nil, false
 		}
 		WriteError(w, http.StatusNotFound, "unknown session")
@@ -458,7 +499,7 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, erro
 // traceparent); end ends it, once the response body is closed, and must be
 // called when err is nil.
 func (p *Proxy) call(ctx context.Context, r *http.Request, t route.Target, ep registry.Endpoint, body []byte) (resp *http.Response, end func(), err error) {
-	u := url.URL{Scheme: "http", Host: ep.Addr(), Path: t.Endpoint.Upstream, RawQuery: upstreamQuery(r.URL.RawQuery)}
+	u := url.URL{Scheme: "http", Host: ep.Addr(), Path: t.UpstreamPath(), RawQuery: upstreamQuery(r.URL.RawQuery)}
 	us := u.String()
 	// The attributes otelhttp's client spans had (OpenTelemetry's HTTP
 	// client semantic conventions).
@@ -504,28 +545,7 @@ func (p *Proxy) forward(w *recorder, r *http.Request, t route.Target, ep registr
 	}
 	defer endCall()
 	defer closeBody(resp.Body)
-	copyResponseHeader(w.Header(), resp.Header, false)
-	w.WriteHeader(resp.StatusCode)
-	buf := p.bufs.get()
-	defer p.bufs.put(buf)
-	res := copyChunks(resp.Body, buf[:], func(b []byte) error {
-		_, err := w.Write(b)
-		return err
-	})
-	if res.UpstreamErr == nil || res.ClientErr != nil {
-		return // complete, or the client left
-	}
-	// An answer cut by the runner, by UpstreamTimeout or by a shutdown
-	// must not reach the client as a complete one (for a client that left
-	// meanwhile the abort closes a dead connection).
-	if r.Context().Err() == nil {
-		log.Warn("runner response cut", slog.Any(logkey.Err, res.UpstreamErr))
-	} else {
-		log.Debug("response cut: request ended", slog.Any(logkey.Err, res.UpstreamErr))
-	}
-	if err := abortResponse(http.NewResponseController(w)); err != nil {
-		log.Debug("abort response", slog.Any(logkey.Err, err))
-	}
+	p.relayAnswer(w, r, resp, log)
 }
 
 // stream relays a long-lived response, flushing each chunk as it arrives.
