@@ -213,6 +213,30 @@ func TestComposeAguiProxyAuthzAPI(t *testing.T) {
 	}
 }
 
+// TestComposeRunnersSendTheFirstPromptThroughTheProxy: runner-manager
+// tells its runners (RUNNER_BACKEND_API_URL, passed on as BACKEND_API_URL)
+// to send their first prompt to agui-proxy, at an address and port the
+// proxy listens on in the network namespace the runners share with it;
+// without it the platform's runner never runs INITIAL_PROMPT. It was
+// unset before.
+func TestComposeRunnersSendTheFirstPromptThroughTheProxy(t *testing.T) {
+	t.Parallel()
+	p := loadCompose(t, nil)
+	raw := envOfService(p.Services["runner-manager"])["RUNNER_BACKEND_API_URL"]
+	u, err := url.Parse(raw)
+	if err != nil || u.Scheme != "http" {
+		t.Fatalf("runner-manager's RUNNER_BACKEND_API_URL = %q (%v): want agui-proxy's http URL", raw, err)
+	}
+	proxy := p.Services["agui-proxy"]
+	if netnsOwner(proxy) != "runner-manager" || !net.ParseIP(u.Hostname()).IsLoopback() {
+		t.Fatalf("RUNNER_BACKEND_API_URL = %q: the runners reach agui-proxy on loopback only while it shares runner-manager's network (network_mode %q)", raw, proxy.NetworkMode)
+	}
+	n, _ := strconv.ParseUint(u.Port(), 10, 16)
+	if want := portOf(t, "agui-proxy LOCAL_PROXY_ADDR", envOfService(proxy)["LOCAL_PROXY_ADDR"]); uint32(n) != want {
+		t.Errorf("RUNNER_BACKEND_API_URL = %q: agui-proxy listens on port %d", raw, want)
+	}
+}
+
 // TestComposeAPITokenAsSecretFile: the API token reaches memapi and the
 // services that call it as one compose secret, a file
 // (AMBIENT_API_TOKEN_FILE), never as a variable, which `docker inspect`

@@ -25,6 +25,8 @@ var binaries = []string{
 	"github.com/ambient-code/control-plane/services/agui-proxy/cmd/agui-proxy",
 	"github.com/ambient-code/control-plane/services/ambientctl/cmd/ambientctl",
 	"github.com/ambient-code/control-plane/services/devstack/cmd/devstack",
+	// A stand-in for the platform's runner's first prompt (firstprompt_test.go).
+	"github.com/ambient-code/control-plane/services/devstack/e2e/testdata/platformrunner",
 }
 
 func TestMain(m *testing.M) {

@@ -24,6 +24,9 @@ LOCAL_WORKSPACE_ROOT: {{ $r.workspaceRoot | quote }}
 BOSS_URL: {{ . | quote }}
 {{- end }}
 BOSS_SPACE: {{ $r.bossSpace | quote }}
+{{- with include "acp.runnerManager.backendURL" . }}
+RUNNER_BACKEND_API_URL: {{ . | quote }}
+{{- end }}
 {{- with $r.runnerEnv }}
 RUNNER_ENV_ALLOW: {{ keys . | sortAlpha | join "," | quote }}
 {{- range $k, $v := . }}
@@ -41,4 +44,25 @@ acp.runnerManager.env: the host agui-proxy dials to reach this pod's runners
   valueFrom:
     fieldRef:
       fieldPath: status.podIP
+{{- with .Values.runnerManager.botTokenSecret.name }}
+{{- /* A variable, never a file: runners run as the pod's user (acp.secretsInEnv). */}}
+- name: RUNNER_BOT_TOKEN
+  valueFrom:
+    secretKeyRef: {name: {{ . | quote }}, key: {{ $.Values.runnerManager.botTokenSecret.key | quote }}}
+{{- end }}
+{{- end -}}
+
+{{/*
+acp.runnerManager.backendURL is RUNNER_BACKEND_API_URL, where runners send
+their first prompt (the platform's runner POSTs INITIAL_PROMPT to
+<url>/projects/<project>/agentic-sessions/<id>/agui/run, which agui-proxy
+hands to the runner's own POST /): runnerManager.backendApiUrl, else this
+release's agui-proxy Service when it is deployed, else "" (unset).
+*/}}
+{{- define "acp.runnerManager.backendURL" -}}
+{{- if .Values.runnerManager.backendApiUrl -}}
+{{- .Values.runnerManager.backendApiUrl -}}
+{{- else if .Values.aguiProxy.enabled -}}
+{{- printf "http://%s.%s.svc:%d" (include "acp.componentName" (dict "context" . "component" "agui-proxy")) .Release.Namespace (int .Values.aguiProxy.service.port) -}}
+{{- end -}}
 {{- end -}}

@@ -68,6 +68,11 @@ func (c Config) services() []service {
 				"LOCAL_WORKSPACE_ROOT": filepath.Join(c.StateDir, "workspaces"),
 				"LOCAL_PORT_RANGE":     c.RunnerPorts,
 				"LOCAL_STOP_GRACE":     c.runnerStopGrace().String(),
+				// The platform's runner POSTs its first prompt to
+				// BACKEND_API_URL/projects/.../agui/run: agui-proxy serves
+				// that path and hands the run to the runner's own POST /.
+				// AGUI_AUTH=none here, so no bot token is needed.
+				"RUNNER_BACKEND_API_URL": c.ProxyURL(),
 			}),
 			readyURL: c.MetricsURL(offsetRunnerManager) + "/readyz",
 		},

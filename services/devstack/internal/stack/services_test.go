@@ -175,6 +175,21 @@ func TestRunnerManagerStopsRunnersWithinStopGrace(t *testing.T) {
 	}
 }
 
+// TestRunnersSendTheFirstPromptThroughTheProxy: runner-manager tells its
+// runners (RUNNER_BACKEND_API_URL, passed on as BACKEND_API_URL) to send
+// their first prompt to the stack's agui-proxy, which routes the platform
+// backend's run path to the runner's own POST /; without it the platform's
+// runner never runs INITIAL_PROMPT. Before, it was unset.
+func TestRunnersSendTheFirstPromptThroughTheProxy(t *testing.T) {
+	c, err := ParseFlags([]string{"--proxy-port", "18123"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := runnerManagerEnv(t, c)["RUNNER_BACKEND_API_URL"], c.ProxyURL(); got != want || !strings.HasSuffix(got, ":18123") {
+		t.Fatalf("RUNNER_BACKEND_API_URL = %q, want agui-proxy's %q", got, want)
+	}
+}
+
 // TestEachServiceNamesItself: children inherit devstack's environment, so
 // an OTEL_SERVICE_NAME exported in the shell would name every service of
 // the stack alike in its traces; devstack clears it for each child.

@@ -165,7 +165,7 @@ func newManager(cfg config.Config, reaper *runner.Reaper, log *slog.Logger) (*ru
 	}
 	return runner.New(runner.Config{
 		Command: cfg.RunnerCommand, WorkspaceRoot: cfg.WorkspaceRoot, HostEnv: cfg.HostEnv, EnvAllow: runner.NewEnvAllowList(cfg.EnvAllow),
-		BossURL: cfg.BossURL, BossSpace: cfg.BossSpace, MaxSessions: cfg.MaxSessions, MaxPerProject: cfg.MaxPerProject, StopGrace: cfg.StopGrace, Reaper: reaper,
+		BossURL: cfg.BossURL, BossSpace: cfg.BossSpace, BackendURL: cfg.BackendURL, BotToken: cfg.BotToken, MaxSessions: cfg.MaxSessions, MaxPerProject: cfg.MaxPerProject, StopGrace: cfg.StopGrace, Reaper: reaper,
 		Member: cfg.Group.Member, ListenHost: runner.ListenHostFor(cfg.AdvertiseHost),
 	}, pool, log)
 }

@@ -367,6 +367,29 @@ func TestUnusableRunnerHostExits1(t *testing.T) {
 	}
 }
 
+// Where runners send their first prompt, and with what token: a backend
+// URL that is not an absolute http(s) URL, or a bot token file that is
+// missing or empty, is a start-up error naming its variable (exit 1), not
+// runners that fail every first prompt.
+func TestBadFirstPromptTargetExits1(t *testing.T) {
+	t.Parallel()
+	empty := filepath.Join(t.TempDir(), "empty")
+	if err := os.WriteFile(empty, []byte("\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for name, tc := range map[string]struct{ env, want string }{
+		"backend url not http":   {"RUNNER_BACKEND_API_URL=agui-proxy:8080", "RUNNER_BACKEND_API_URL"},
+		"bot token file missing": {"RUNNER_BOT_TOKEN_FILE=" + filepath.Join(t.TempDir(), "absent"), "RUNNER_BOT_TOKEN_FILE"},
+		"bot token file empty":   {"RUNNER_BOT_TOKEN_FILE=" + empty, "RUNNER_BOT_TOKEN_FILE"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			exitsNaming(t, []string{"PATH=" + os.Getenv("PATH"), "HOME=/tmp", "AMBIENT_API_TOKEN=t", "NATS_URL=nats://127.0.0.1:1",
+				"LOCAL_RUNNER_COMMAND=" + demoRunner, tc.env}, tc.want)
+		})
+	}
+}
+
 // A burst of 50 sessions on one replica: each runs exactly once (one live
 // runner per session, the one its record names, started after the session
 // was created), then all stop and leave no runner and no claim behind.

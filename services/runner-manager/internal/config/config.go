@@ -37,6 +37,13 @@ const (
 	EnvBossURL        = "BOSS_URL"
 	EnvBossSpace      = "BOSS_SPACE"
 	EnvRunnerEnvAllow = "RUNNER_ENV_ALLOW"
+	// EnvBackendURL is the base URL runners send their first prompt to
+	// (BACKEND_API_URL: the platform's runner POSTs INITIAL_PROMPT to
+	// <url>/projects/<project>/agentic-sessions/<id>/agui/run).
+	EnvBackendURL = "RUNNER_BACKEND_API_URL"
+	// EnvBotToken is the bearer token runners send with that POST
+	// (BOT_TOKEN); usually given as a file, EnvBotToken+"_FILE".
+	EnvBotToken = "RUNNER_BOT_TOKEN"
 
 	EnvAdvertiseHost  = "RUNNER_ADVERTISE_HOST"
 	EnvProjects       = "RUNNER_PROJECTS"
@@ -109,6 +116,14 @@ type Config struct {
 	HealthAttempts int
 	BossURL        string
 	BossSpace      string
+	// BackendURL is passed to runners as BACKEND_API_URL ("" : not passed).
+	BackendURL string
+	// BotToken is passed to runners as BOT_TOKEN ("": not passed). Read
+	// once at start (RUNNER_BOT_TOKEN or RUNNER_BOT_TOKEN_FILE): a runner
+	// takes it from its environment at spawn, so a rotated file could
+	// reach only later runners anyway. Trimmed, as the platform's runner
+	// trims what it reads.
+	BotToken envconfig.Redacted
 	// HostEnv is the process environment; runners inherit its allow-listed
 	// part.
 	HostEnv []string
@@ -157,6 +172,8 @@ func Load(lookup envconfig.LookupFunc, hostEnv []string) (Config, error) {
 		HealthAttempts: l.Int(EnvHealthAttempts, DefaultHealthAttempts, 1, 10000),
 		BossURL:        urlString(l.URL(EnvBossURL, "", "http", "https")),
 		BossSpace:      l.String(EnvBossSpace, DefaultBossSpace),
+		BackendURL:     urlString(l.URL(EnvBackendURL, "", "http", "https")),
+		BotToken:       envconfig.Redacted(strings.TrimSpace(l.Secret(EnvBotToken).Reveal())),
 		HostEnv:        hostEnv,
 		EnvAllow:       l.List(EnvRunnerEnvAllow, nil),
 

@@ -86,6 +86,24 @@ func TestLoad(t *testing.T) {
 				t.Fatalf("BossURL = %q", c.BossURL)
 			}
 		}},
+		// Where the platform's runner sends its first prompt
+		// (BACKEND_API_URL) and with what token (BOT_TOKEN): unset by
+		// default, an absolute http(s) URL, a token file read at start and
+		// trimmed; anything else stops the start naming the variable.
+		{"backend url and bot token unset", base, nil, func(t *testing.T, c Config) {
+			if c.BackendURL != "" || c.BotToken != "" {
+				t.Fatalf("BackendURL %q BotToken %q, want both empty", c.BackendURL, c.BotToken.Reveal())
+			}
+		}},
+		{"backend url and bot token file", with(EnvBackendURL, " http://agui-proxy:8080 ", EnvBotToken+envconfig.FileSuffix, tokenFile(t, " bot-secret \n")), nil, func(t *testing.T, c Config) {
+			if c.BackendURL != "http://agui-proxy:8080" || c.BotToken.Reveal() != "bot-secret" {
+				t.Fatalf("BackendURL %q BotToken %q", c.BackendURL, c.BotToken.Reveal())
+			}
+		}},
+		{"backend url not http", with(EnvBackendURL, "ftp://agui-proxy"), []string{EnvBackendURL}, nil},
+		{"backend url relative", with(EnvBackendURL, "/api"), []string{EnvBackendURL}, nil},
+		{"bot token file missing", with(EnvBotToken+envconfig.FileSuffix, filepath.Join(t.TempDir(), "absent")), []string{EnvBotToken + envconfig.FileSuffix}, nil},
+		{"bot token file empty", with(EnvBotToken+envconfig.FileSuffix, tokenFile(t, " \n")), []string{EnvBotToken + envconfig.FileSuffix}, nil},
 		{"negative intervals", with(EnvResyncInterval, "-1s", EnvCheckInterval, "-5s"), []string{EnvResyncInterval, EnvCheckInterval}, nil},
 		{"check disabled", with(EnvCheckInterval, "0"), nil, func(t *testing.T, c Config) {
 			if c.CheckInterval != 0 {
@@ -145,6 +163,16 @@ func TestLoad(t *testing.T) {
 			}
 		})
 	}
+}
+
+// tokenFile writes content to a new file and returns its path.
+func tokenFile(t *testing.T, content string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "secret") // "tok" in a path would fail the leak check
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
 
 func TestEnvAllowEntry(t *testing.T) {

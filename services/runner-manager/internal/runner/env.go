@@ -41,13 +41,30 @@ const (
 	// 0.0.0.0 without it: every interface of the host, where anyone on
 	// the network could start runs past agui-proxy's authentication.
 	EnvAGUIHost = "AGUI_HOST"
+	// EnvBackendURL and EnvBotToken are where the platform's runner sends
+	// its first prompt, and the bearer token it sends it with: it POSTs
+	// INITIAL_PROMPT to <BACKEND_API_URL>/projects/<PROJECT_NAME>/
+	// agentic-sessions/<SESSION_ID>/agui/run, and without the URL it logs
+	// "Cannot auto-execute INITIAL_PROMPT" and the prompt is never run.
+	EnvBackendURL = "BACKEND_API_URL"
+	EnvBotToken   = "BOT_TOKEN"
+	// EnvResume ("true") tells the platform's runner that its session ran
+	// before, so it does not send INITIAL_PROMPT again.
+	EnvResume = "IS_RESUME"
 )
 
 // Session is what a runner is told about its session. Optional values are
 // pointers: nil means the variable is not set.
 type Session struct {
-	ID             string
-	Name           string
+	ID string
+	// Name is the session's display name (BOSS_AGENT_NAME is its slug).
+	Name string
+	// KubeCRName is the session's kube_cr_name: with ID it makes
+	// AGENTIC_SESSION_NAME (see CRName).
+	KubeCRName string
+	// Resume says the session ran before (it has a start time): passed as
+	// IS_RESUME=true.
+	Resume         bool
 	ProjectID      string
 	Prompt         *string
 	LLMModel       *string
@@ -65,6 +82,25 @@ type Session struct {
 	// ListenHost is the address the runner is told to listen on (set by
 	// the Manager from Config.ListenHost); BuildEnv passes it as AGUI_HOST.
 	ListenHost string
+	// BackendURL and BotToken (set by the Manager from its Config) are
+	// passed as BACKEND_API_URL and BOT_TOKEN when not empty.
+	BackendURL string
+	BotToken   string
+}
+
+// CRName is the name of the AgenticSession kube-reconciler gives a session
+// (services/kube-reconciler/internal/spec CRName): kube_cr_name, else the
+// session id, lower-cased. The platform's operator passes that name as
+// AGENTIC_SESSION_NAME, and its runner makes it the branch
+// ambient/<AGENTIC_SESSION_NAME> of repos that name none: the display name
+// (free text, spaces and all) makes no valid branch. Unlike
+// kube-reconciler this does not refuse a name that is no RFC 1123
+// subdomain: a local runner has no resource to name.
+func CRName(kubeCRName, id string) string {
+	if kubeCRName != "" {
+		return strings.ToLower(kubeCRName)
+	}
+	return strings.ToLower(id)
 }
 
 // Listen hosts of runners: see ListenHostFor.
@@ -166,7 +202,7 @@ func BuildEnv(host []string, allow EnvAllowList, s Session, port int, workspace,
 	vars[EnvSessionID] = s.ID
 	vars[EnvAGUIPort] = strconv.Itoa(port)
 	vars[EnvWorkspace] = workspace
-	vars[EnvSessionName] = s.Name
+	vars[EnvSessionName] = CRName(s.KubeCRName, s.ID)
 	vars[EnvBossAgent] = Slug(s.Name)
 	vars[EnvProjectName] = s.ProjectID
 	if bossURL != "" {
@@ -186,6 +222,15 @@ func BuildEnv(host []string, allow EnvAllowList, s Session, port int, workspace,
 	}
 	if s.ListenHost != "" {
 		vars[EnvAGUIHost] = s.ListenHost
+	}
+	if s.BackendURL != "" {
+		vars[EnvBackendURL] = s.BackendURL
+	}
+	if s.BotToken != "" {
+		vars[EnvBotToken] = s.BotToken
+	}
+	if s.Resume {
+		vars[EnvResume] = "true"
 	}
 	if s.LLMModel != nil {
 		vars[EnvLLMModel] = *s.LLMModel

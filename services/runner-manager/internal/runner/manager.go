@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ambient-code/control-plane/libs/envconfig"
 	"github.com/ambient-code/control-plane/libs/logkey"
 )
 
@@ -20,7 +21,12 @@ type Config struct {
 	EnvAllow      EnvAllowList // which host variables runners inherit
 	BossURL       string
 	BossSpace     string
-	MaxSessions   int
+	// BackendURL and BotToken are passed to every runner as
+	// BACKEND_API_URL and BOT_TOKEN (where the platform's runner sends its
+	// first prompt, and with what token). Empty: not passed.
+	BackendURL  string
+	BotToken    envconfig.Redacted
+	MaxSessions int
 	// MaxPerProject caps the runners of one project (0: no cap beyond
 	// MaxSessions), so that one tenant cannot hold every slot of the
 	// replica while another tenant's sessions wait.
@@ -214,6 +220,7 @@ func (m *Manager) start(ctx context.Context, s Session) (*Process, error) {
 	}
 	s.Owner = m.cfg.Member
 	s.ListenHost = m.cfg.ListenHost
+	s.BackendURL, s.BotToken = m.cfg.BackendURL, m.cfg.BotToken.Reveal()
 	env := BuildEnv(m.cfg.HostEnv, m.cfg.EnvAllow, s, port, ws, m.cfg.BossURL, m.cfg.BossSpace)
 	var cmd *exec.Cmd
 	start := func() (int, error) {

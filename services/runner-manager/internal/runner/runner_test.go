@@ -78,7 +78,7 @@ func TestBuildEnv(t *testing.T) {
 	env := BuildEnv(host, EnvAllowList{}, Session{ID: "s1", Name: "My Session!", ProjectID: "p1", Prompt: &prompt, LLMTemperature: &temp, LLMMaxTokens: &tok,
 		PromptFile: "/ws/s1/.initial-prompt"}, 9100, "/ws/s1", "http://boss", "default")
 	want := []string{
-		"AGENTIC_SESSION_NAME=My Session!", "AGUI_PORT=9100", "ANTHROPIC_API_KEY=k", "BOSS_AGENT_NAME=my-session",
+		"AGENTIC_SESSION_NAME=s1", "AGUI_PORT=9100", "ANTHROPIC_API_KEY=k", "BOSS_AGENT_NAME=my-session",
 		"BOSS_SPACE=default", "BOSS_URL=http://boss", "GITHUB_TOKEN=g", "GIT_AUTHOR_NAME=a", "HOME=/h", "INITIAL_PROMPT=hi there",
 		"INITIAL_PROMPT_FILE=/ws/s1/.initial-prompt", "LLM_MAX_TOKENS=4000", "LLM_TEMPERATURE=0.7", "PATH=/bin", "PROJECT_NAME=p1", "SESSION_ID=s1", "WORKSPACE_PATH=/ws/s1",
 	}
@@ -137,7 +137,7 @@ func TestBuildEnvExtraAllowList(t *testing.T) {
 	allow := NewEnvAllowList([]string{"HTTPS_PROXY", "DEMO_*"})
 	env := BuildEnv(host, allow, Session{ID: "s1", Name: "n", ProjectID: "p"}, 9100, "/ws/s1", "", "")
 	want := []string{
-		"AGENTIC_SESSION_NAME=n", "AGUI_PORT=9100", "BOSS_AGENT_NAME=n", "DEMO_HOST=0.0.0.0", "DEMO_REPEAT=2",
+		"AGENTIC_SESSION_NAME=s1", "AGUI_PORT=9100", "BOSS_AGENT_NAME=n", "DEMO_HOST=0.0.0.0", "DEMO_REPEAT=2",
 		"HTTPS_PROXY=http://p", "PATH=/bin", "PROJECT_NAME=p", "SESSION_ID=s1", "WORKSPACE_PATH=/ws/s1",
 	}
 	if !slices.Equal(env, want) {
@@ -605,6 +605,55 @@ func TestListenHostFor(t *testing.T) {
 		if got := ListenHostFor(advertise); got != want {
 			t.Errorf("ListenHostFor(%q) = %q, want %q", advertise, got, want)
 		}
+	}
+}
+
+// TestBuildEnvPlatformRunner: what the platform's runner needs beyond the
+// original's variables. AGENTIC_SESSION_NAME is the session's AgenticSession
+// name, as the platform's operator passes it (the runner makes it the
+// branch ambient/<name> of repos that name none): kube_cr_name, else the
+// id, lower-cased; never the display name, which may hold spaces (no valid
+// branch) while BOSS_AGENT_NAME stays its slug. BACKEND_API_URL and
+// BOT_TOKEN, where the runner sends its first prompt and with what token,
+// and IS_RESUME=true for a session that ran before (so it does not send
+// the first prompt again), only when set: each overrides a host value.
+// Before, AGENTIC_SESSION_NAME was the display name and the other three
+// were never passed.
+func TestBuildEnvPlatformRunner(t *testing.T) {
+	t.Parallel()
+	host := []string{"BACKEND_API_URL=http://host", "BOT_TOKEN=host", "IS_RESUME=false"}
+	allow := NewEnvAllowList([]string{"BACKEND_API_URL", "BOT_TOKEN", "IS_RESUME"})
+	for _, tc := range []struct {
+		name string
+		s    Session
+		want map[string]string // "" : not set
+	}{
+		{"kube_cr_name", Session{ID: "Sess1", Name: "My Demo", KubeCRName: "My-CR", BackendURL: "http://proxy:8080/api", BotToken: "tok", Resume: true},
+			map[string]string{EnvSessionName: "my-cr", EnvBossAgent: "my-demo", EnvBackendURL: "http://proxy:8080/api", EnvBotToken: "tok", EnvResume: "true"}},
+		{"id when no kube_cr_name", Session{ID: "2AbCdEf", Name: "spaces in name"},
+			map[string]string{EnvSessionName: "2abcdef", EnvBossAgent: "spaces-in-name", EnvBackendURL: "", EnvBotToken: "", EnvResume: ""}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			env := map[string]string{}
+			for _, kv := range BuildEnv(nil, EnvAllowList{}, tc.s, 9100, "/ws", "", "") {
+				k, v, _ := strings.Cut(kv, "=")
+				env[k] = v
+			}
+			for k, want := range tc.want {
+				if got, ok := env[k]; got != want || ok != (want != "") {
+					t.Errorf("%s = %q (set %v), want %q", k, got, ok, want)
+				}
+			}
+			// Session values win over the host's, even where the host's
+			// are allowed through.
+			over := BuildEnv(host, allow, tc.s, 9100, "/ws", "", "")
+			for _, name := range []string{EnvBackendURL, EnvBotToken, EnvResume} {
+				if v := tc.want[name]; v != "" && !slices.Contains(over, name+"="+v) {
+					t.Errorf("with host values: %s not %q in %q", name, v, over)
+				}
+			}
+		})
 	}
 }
 

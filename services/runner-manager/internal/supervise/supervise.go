@@ -312,10 +312,15 @@ func spawnFailed(conds session.Conditions, reason, msg string, at time.Time) ses
 	return conds.Set(session.Condition{Type: status.CondRunnerStarted, Status: session.StatusFalse, Reason: reason, Message: msg}, at)
 }
 
-// sessionOf maps a session to what its runner is told.
+// sessionOf maps a session to what its runner is told. A session with a
+// start time ran before (a runner reached Running and wrote it; a start
+// after a stop keeps it): its runner is a resume, as the platform's
+// operator decides from the AgenticSession's status.startTime, so the
+// platform's runner does not send the first prompt a second time.
 func sessionOf(s *ambientv1.Session) runner.Session {
 	return runner.Session{
-		ID: s.GetMetadata().GetId(), Name: s.GetName(), ProjectID: s.GetProjectId(),
+		ID: s.GetMetadata().GetId(), Name: s.GetName(), KubeCRName: s.GetKubeCrName(), ProjectID: s.GetProjectId(),
+		Resume: s.GetStartTime() != nil,
 		Prompt: s.Prompt, LLMModel: s.LlmModel, LLMTemperature: s.LlmTemperature, LLMMaxTokens: s.LlmMaxTokens,
 		Timeout: s.Timeout, ReposJSON: s.Repos,
 	}
