@@ -35,6 +35,16 @@
 //     stays; "Changes to Project conflict with existing records"). A
 //     project has at most one settings object (AlreadyExists). Sessions
 //     may name unknown projects. Deleting an unknown id succeeds.
+//   - Deletes are soft, as the real server's (read from its code): a
+//     deleted object's id and unique key (a project's name, a settings
+//     object's project_id) stay taken for good, so re-creating a deleted
+//     project's name, or renaming onto it, is AlreadyExists / 409 id 6
+//     with the reasons above. A session's parent_session_id ("" too) must
+//     name a session, a deleted one will do (the real foreign key): else
+//     Internal / 500 id 9 `Unable to create Session: ERROR: insert or
+//     update on table "sessions" violates foreign key constraint
+//     "fk_sessions_parent_session_id" (SQLSTATE 23503)`, "update" for an
+//     update.
 //   - Project names must be DNS-1123 labels starting with a letter, 2 to
 //     63 characters (InvalidArgument / REST 400 id 8), over REST and gRPC.
 //   - Create/Update requests are copied into the objects by field name:
@@ -80,7 +90,8 @@
 // Fault injection for tests: EndWatches, StartOutage (the whole API down
 // for a while, as the real server restarting: watches ended, every
 // connection closed and new ones refused until it ends, state kept),
-// FailNext, SetSendDelay, SetListHook,
+// FailNext, SetSendDelay, SetListHook, PurgeDeleted (deleted objects'
+// ids and keys free again, as a database purge of the soft-deleted rows),
 // CallCount, Dropped; FaultsHandler serves EndWatches and StartOutage over
 // HTTP for a memapi process. WatchPending and WatchSent tell a test
 // when the server has no watch event left to send, so it can wait for a
@@ -138,7 +149,12 @@
 // (memapi's guard; the real server reads any size). These come from the
 // upstream source (rh-trex handlers, plugin presenters, generated models),
 // not from a measurement. search is a subset of the real server's TSL
-// (search.go: =, !=, like, ilike, in, and, or, parentheses).
+// (search.go: =, !=, like, ilike, in, and, or, parentheses): a search the
+// real parser refuses (tsl.go, checked against it) is its 400 id 21
+// "Failed to parse search query: <the search>", quoted as the list saw it
+// (trimmed of spaces; on the sessions list inside "project_id = 'P' and
+// (...)" when project_id is given, as the real handler pastes it), and
+// one it takes that memapi cannot evaluate is memapi's own 400 id 23.
 // testdata/rest_golden.json is the real server's answers to a script of
 // calls, written from the measured facts; TestRESTGolden holds memapi to it.
 //
@@ -148,8 +164,8 @@
 // above, the sessions list's project_id parameter and the project-name
 // length rule. What was not measured and is memapi's choice (see
 // docs/architecture.md): unknown routes (404 id 7) and methods (405 id
-// 10), search errors (400 id 23), unparsable page/size (read as 0, then
-// clamped), the REST page-size clamps (the gRPC ones), and a session
+// 10), searches memapi cannot evaluate (400 id 23), unparsable page/size
+// (read as 0, then clamped), the REST page-size clamps (the gRPC ones), and a session
 // created over REST with "name": "" (accepted).
 //
 // GET /healthcheck answers 200 {"status":"ok"} without a token (the real

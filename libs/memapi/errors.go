@@ -42,7 +42,10 @@ func errNotFound(kind, id string) error {
 }
 
 // errAlreadyExists is the real server's 409 (id 6) for a create onto a
-// taken name.
+// taken id or unique key (a deleted object's too): rh-trex-ai's
+// HandleCreateError (pkg/services/util.go) turns any error containing
+// "violates unique constraint" into errors.Conflict("This %s already
+// exists"), AlreadyExists over gRPC.
 func errAlreadyExists(kind string) error {
 	return &APIError{Code: codes.AlreadyExists, Status: http.StatusConflict, ID: restapi.ErrorIDConflict,
 		Reason: fmt.Sprintf("This %s already exists", kind)}
@@ -77,11 +80,39 @@ func errMalformed(why string) error {
 		Reason: "Invalid request format: " + why}
 }
 
-// errBadSearch is the upstream source's 400 (id 23) for a search query that
-// does not parse (not measured on the real server).
-func errBadSearch(why string) error {
+// errSearchSyntax is the real server's 400 (id 21) for a search its TSL
+// parser rejects: rh-trex-ai's generic list (pkg/services/generic.go,
+// buildSearchValues) answers errors.BadRequest("Failed to parse search
+// query: %s", search), quoting the search (trimmed of spaces) rather than
+// saying what is wrong. Read from its code, not measured.
+func errSearchSyntax(search string) error {
+	return &APIError{Code: codes.InvalidArgument, Status: http.StatusBadRequest, ID: restapi.ErrorIDBadRequest,
+		Reason: "Failed to parse search query: " + search}
+}
+
+// errSearchUnsupported is memapi's own 400 (id 23, rh-trex's
+// ErrorFailedToParseSearch, which the real list never sends) for a search
+// the real parser takes but memapi cannot evaluate (search.go): a limit of
+// the imitation, so the id differs from the real parse error's and the
+// reason says what memapi lacks.
+func errSearchUnsupported(why string) error {
 	return &APIError{Code: codes.InvalidArgument, Status: http.StatusBadRequest, ID: restapi.ErrorIDBadSearch,
 		Reason: "Failed to parse search query: " + why}
+}
+
+// errForeignKey is the real server's answer to a row whose foreign key
+// names no row, from a create or an update (op): rh-trex-ai's
+// HandleCreateError / HandleUpdateError (pkg/services/util.go) see no
+// unique violation and answer errors.GeneralError("Unable to <op> <kind>:
+// <the database error>"), 500 id 9, which the gRPC handlers send as
+// Internal with the same text (grpcutil.ServiceErrorToGRPC). The database
+// error is pgconn's PgError text ("<severity>: <message> (SQLSTATE
+// <code>)", jackc/pgconn v1.14.3, errors.go) around PostgreSQL's message
+// for SQLSTATE 23503. Read from the code, not measured.
+func errForeignKey(op, kind, table, constraint string) error {
+	return &APIError{Code: codes.Internal, Status: http.StatusInternalServerError, ID: restapi.ErrorIDGeneral,
+		Reason: fmt.Sprintf(`Unable to %s %s: ERROR: insert or update on table "%s" violates foreign key constraint "%s" (SQLSTATE 23503)`,
+			op, kind, table, constraint)}
 }
 
 // errInternal is a 500 (id 9): a bug of memapi, never an expected answer.

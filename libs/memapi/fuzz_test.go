@@ -124,3 +124,26 @@ func TestParseSearchErrors(t *testing.T) {
 		})
 	}
 }
+
+// FuzzTSLAccepts: the recognizer of the real server's search language
+// (tsl.go) never panics, and memapi evaluates no query it refuses: a
+// search memapi answers with items must be one the real server answers
+// with items too, not its 400 id 21.
+func FuzzTSLAccepts(f *testing.F) {
+	for _, s := range []string{
+		"name='p1'", "name = 'a' and (phase='x' or id!='y')", "a.b.c = 1", "x in ()", "x not between 1 and 2",
+		"x is not null", "x ~= 'a'", "x * 2 + 1 > 3", "1e999 = x", "name='it''s'", "((name='a')", "name=", "'",
+		"not not x='a'", "x ilike '%'", "x = -1.5e-3", "x = 'a' or", "x in ('a', 1, -2)",
+	} {
+		f.Add(s)
+	}
+	md := (&ambientv1.Session{}).ProtoReflect().Descriptor()
+	f.Fuzz(func(t *testing.T, q string) {
+		if tslAccepts(q) {
+			return
+		}
+		if pred, err := parseSearch(q, md); err == nil && pred != nil {
+			t.Fatalf("memapi evaluates %q, which the real server's parser refuses", q)
+		}
+	})
+}

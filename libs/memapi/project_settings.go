@@ -49,8 +49,10 @@ func (x *projectSettingsService) CreateProjectSettings(_ context.Context, req *a
 }
 
 // create stores obj (a create request's fields, see convertBody for REST)
-// as new settings under a fresh id. The project need not exist, nor be
-// named: the real server's foreign key, which memapi does not imitate
+// as new settings under a fresh id; settings for a project whose settings
+// were deleted are AlreadyExists (the unique index keeps deleted rows,
+// see store.gone). The project need not exist, nor be named: the real
+// server's foreign key, which memapi does not imitate yet
 // (docs/architecture.md), refuses both.
 func (x *projectSettingsService) create(obj *ambientv1.ProjectSettings) (*ambientv1.ProjectSettings, error) {
 	return x.r.create(newID(), obj)

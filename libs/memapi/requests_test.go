@@ -67,8 +67,19 @@ func TestRequestsSetEveryFieldByName(t *testing.T) {
 	c := client(t, srv, testToken)
 	ctx := t.Context()
 
+	// parent_session_id must name a session (the real foreign key), so
+	// the create and the update each name one that exists.
+	parents := make([]string, 2)
+	for i := range parents {
+		p, err := c.CreateSession(ctx, &ambientv1.CreateSessionRequest{Name: fmt.Sprint("parent-", i)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		parents[i] = p.GetMetadata().GetId()
+	}
 	cs := &ambientv1.CreateSessionRequest{}
 	fillAll(cs)
+	cs.ParentSessionId = proto.String(parents[0])
 	s, err := c.CreateSession(ctx, cs)
 	if err != nil {
 		t.Fatal(err)
@@ -77,6 +88,7 @@ func TestRequestsSetEveryFieldByName(t *testing.T) {
 	us := &ambientv1.UpdateSessionRequest{Id: id}
 	fillAll(us, "id")
 	us.LlmModel = proto.String("updated") // differs from the create's value
+	us.ParentSessionId = proto.String(parents[1])
 	us2, err := c.UpdateSession(ctx, us)
 	if err != nil {
 		t.Fatal(err)

@@ -60,7 +60,7 @@ func clampPage(page, size int32) (int32, int32) {
 }
 
 // create stores obj under id with fresh metadata and returns a full
-// precision copy. A taken id gives AlreadyExists. created_at and
+// precision copy. A taken id gives AlreadyExists (see store.insert). created_at and
 // updated_at are now, except where obj already has a time (a REST create
 // that named them): gorm fills only zero times, so the real server keeps
 // the client's.
@@ -80,9 +80,9 @@ func (r *resource[T]) create(id string, obj T) (T, error) {
 		Kind:      r.kind,
 		Href:      BasePath + "/" + r.path + "/" + id,
 	})
-	if !r.st.insert(id, obj, microView(obj)) {
+	if err := r.st.insert(id, obj, microView(obj)); err != nil {
 		var zero T
-		return zero, errAlreadyExists(r.kind)
+		return zero, err
 	}
 	return proto.CloneOf(obj), nil
 }

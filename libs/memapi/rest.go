@@ -55,10 +55,11 @@ type collection[T object, U proto.Message] struct {
 	// set at create only; over gRPC UpdateSession changes it).
 	fixedOnPatch []string
 	// listScope, when set, reads the list's own query parameters besides
-	// page, size and search (a session list's project_id) into a filter
-	// (nil: none), or refuses them; it runs before the search is parsed,
-	// as the real handler checks them before its generic list does.
-	listScope func(url.Values) (func(T) bool, error)
+	// page, size and search (a session list's project_id) into the search
+	// (already trimmed of spaces) it returns, or refuses them; it runs
+	// before the search is parsed, as the real handler adds them to the
+	// search before its generic list parses it.
+	listScope func(q url.Values, search string) (string, error)
 }
 
 // Handler returns the REST API (chi) under BasePath, in the real server's
@@ -224,27 +225,24 @@ func mount[T object, U proto.Message](r chi.Router, c collection[T, U]) {
 	md := newOf[T]().ProtoReflect().Descriptor()
 	r.Get(base, func(w http.ResponseWriter, req *http.Request) {
 		q := req.URL.Query()
-		var scope func(T) bool
+		// rh-trex's NewListArguments trims spaces only (not tabs or
+		// newlines) before it looks at the search.
+		search := strings.Trim(q.Get("search"), " ")
 		if c.listScope != nil {
 			var err error
-			if scope, err = c.listScope(q); err != nil {
+			if search, err = c.listScope(q, search); err != nil {
 				writeError(w, err)
 				return
 			}
 		}
-		match, err := parseSearch(q.Get("search"), md)
+		match, err := listSearch(search, md)
 		if err != nil {
-			writeError(w, errBadSearch(err.Error()))
+			writeError(w, err)
 			return
 		}
 		var filter func(T) bool
-		switch {
-		case match != nil && scope != nil:
-			filter = func(o T) bool { return scope(o) && match(o.ProtoReflect()) }
-		case match != nil:
+		if match != nil {
 			filter = func(o T) bool { return match(o.ProtoReflect()) }
-		default:
-			filter = scope
 		}
 		if u := callerOf(req.Context()); u != nil && c.project != nil {
 			// Computed before listing: the filter runs under the store's
@@ -443,20 +441,24 @@ var safeProjectID = regexp.MustCompile(`^[a-zA-Z0-9_-]+$`)
 
 // sessionProjectScope is the real sessions list's project_id parameter
 // (plugins/sessions/handler.go, read from its code; its integration test
-// TestSessionListRejectsProjectIdInjection): a non-empty value narrows
-// the list, items and total, to the sessions of that project, on top of
-// any search ("project_id = '<value>' and (<search>)"), and a value
-// outside safeProjectID is 400 id 8 "invalid project_id format". Absent
-// or empty, it narrows nothing. Only the REST list reads it: gRPC lists
-// take page and size only.
-func sessionProjectScope(q url.Values) (func(*ambientv1.Session) bool, error) {
+// TestSessionListRejectsProjectIdInjection): a non-empty value becomes
+// part of the search, "project_id = '<value>'" alone or "project_id =
+// '<value>' and (<search>)", which then narrows items and total (a session
+// without a project, NULL, matches no value) and is the text a search
+// error quotes; a value outside safeProjectID is 400 id 8 "invalid
+// project_id format". Absent or empty, it changes nothing. Only the REST
+// list reads it: gRPC lists take page and size only.
+func sessionProjectScope(q url.Values, search string) (string, error) {
 	project := q.Get("project_id")
 	if project == "" {
-		return nil, nil
+		return search, nil
 	}
 	if !safeProjectID.MatchString(project) {
-		return nil, errValidation("invalid project_id format")
+		return "", errValidation("invalid project_id format")
 	}
-	// SQL's rule: a session without a project (NULL) matches no value.
-	return func(s *ambientv1.Session) bool { return s.ProjectId != nil && s.GetProjectId() == project }, nil
+	filter := fmt.Sprintf("project_id = '%s'", project)
+	if search == "" {
+		return filter, nil
+	}
+	return fmt.Sprintf("%s and (%s)", filter, search), nil
 }

@@ -26,12 +26,14 @@ import (
 // Keywords are case-insensitive. field is "id" or a scalar field of the
 // object by its proto name (name, project_id, phase, llm_max_tokens, ...).
 // Like SQL, a comparison with an unset optional field is false, "!="
-// included. Not supported (a 400 with error id 23): not, <, <=, >, >=,
-// between, is null, timestamps (created_at, start_time, ...) and JSON
-// paths into the JSON-in-string fields. The real server's other list
-// parameters, orderBy and fields, are not imitated: memapi ignores them
-// and answers 200 with whole objects in database order
-// (docs/architecture.md).
+// included. A search the real parser refuses is its 400 id 21 (see
+// listSearch). Not supported, though the real parser takes them (memapi's
+// 400 id 23): not, <, <=, >, >=, ~=, ~!, between, is [not] null,
+// arithmetic, qualified or quoted field names, timestamps (created_at,
+// start_time, ...) and JSON paths into the JSON-in-string fields. The
+// real server's other list parameters, orderBy and fields, are not
+// imitated: memapi ignores them and answers 200 with whole objects in
+// database order (docs/architecture.md).
 const (
 	maxSearchLen   = 4096
 	maxSearchDepth = 32
@@ -49,6 +51,25 @@ type searchValue struct {
 
 // getter reads a field's value; false means unset (SQL NULL).
 type getter func(protoreflect.Message) (searchValue, bool)
+
+// listSearch is a REST list's search (trimmed of spaces, as the real
+// server trims it) for objects of md: "" matches everything (nil); a
+// search the real server's parser refuses is its 400 id 21
+// (errSearchSyntax, tsl.go); one it takes that memapi cannot evaluate is
+// memapi's 400 id 23 (errSearchUnsupported).
+func listSearch(search string, md protoreflect.MessageDescriptor) (predicate, error) {
+	if search == "" {
+		return nil, nil
+	}
+	if !tslAccepts(search) {
+		return nil, errSearchSyntax(search)
+	}
+	pred, err := parseSearch(search, md)
+	if err != nil {
+		return nil, errSearchUnsupported(err.Error())
+	}
+	return pred, nil
+}
 
 // parseSearch parses q for objects of md. "" matches everything (nil).
 func parseSearch(q string, md protoreflect.MessageDescriptor) (predicate, error) {

@@ -85,6 +85,14 @@ func New(opts ...Option) (*Server, error) {
 	}
 	s.broker = newBroker(&s.watch)
 	s.sessions = newStore[*ambientv1.Session](restapi.KindSession, s.broker, nil)
+	// The real sessions table's only foreign key: parent_session_id
+	// REFERENCES sessions(id) (plugins/sessions/migration.go,
+	// schemaExpansionMigration). project_id has none (only an index), so a
+	// session may name any project.
+	s.sessions.fk = &foreignKey[*ambientv1.Session]{
+		table: "sessions", constraint: "fk_sessions_parent_session_id",
+		ref: func(o *ambientv1.Session) (string, bool) { return o.GetParentSessionId(), o.ParentSessionId != nil },
+	}
 	// The real server's unique indexes: projects.name (a taken name is 409
 	// "This Project already exists": measured for creates; a rename, whose
 	// id stays, is 409 "Changes to Project conflict with existing records",
@@ -118,6 +126,22 @@ func (s *Server) RESTURL() string {
 
 // Ready is closed once Serve has started; GRPCAddr and RESTURL are set then.
 func (s *Server) Ready() <-chan struct{} { return s.ready }
+
+// PurgeDeleted forgets every deleted object for good, as a purge of the
+// soft-deleted rows from the real server's database would (a maintenance
+// job; the server runs none itself): their ids and unique keys become free
+// again, and a deleted session no longer satisfies a new
+// parent_session_id. For tests that need an id used again, which the real
+// API alone never allows (a project re-created under a deleted one's
+// name). It sends no event, and it does not do what such a purge would
+// make the foreign keys do to live rows (a child session's
+// parent_session_id set to NULL, ON DELETE SET NULL): the child keeps it.
+func (s *Server) PurgeDeleted() {
+	s.sessions.purge()
+	s.projects.purge()
+	s.settings.purge()
+	s.apiUsers.purge()
+}
 
 // EndWatches ends every open watch stream with a clean end of stream (the
 // client's Recv returns io.EOF), as a restarting real server does. Queued

@@ -65,7 +65,9 @@ func (x *sessionService) CreateSession(ctx context.Context, req *ambientv1.Creat
 // create stores obj (a create request's fields, see convertBody for REST)
 // as a new session with the server-filled defaults: llm_model,
 // llm_temperature, llm_max_tokens when unset, and kube_cr_name = id. It
-// accepts any project_id (the real server does not check it).
+// accepts any project_id (the real server does not check it); a
+// parent_session_id must name a session, live or deleted (the real foreign
+// key, which the sessions store checks: see New).
 //
 // created_by_user_id is the creating user's name, by (nil: the service
 // token, which leaves it unset), whatever the request says: the real
@@ -99,7 +101,9 @@ func (x *sessionService) UpdateSession(_ context.Context, req *ambientv1.UpdateS
 	return x.update(req)
 }
 
-// update sets the fields present in req (id selects the object).
+// update sets the fields present in req (id selects the object); a
+// parent_session_id naming no session is refused after the lookup, as
+// the real database refuses the row (the store's foreign key).
 func (x *sessionService) update(req *ambientv1.UpdateSessionRequest) (*ambientv1.Session, error) {
 	return x.r.update(req.GetId(), func(obj *ambientv1.Session) error {
 		if err := copyFields(obj, req, false, "id"); err != nil {

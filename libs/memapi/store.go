@@ -57,18 +57,41 @@ type store[T proto.Message] struct {
 	kind   string  // e.g. "Session", for the not-found reason
 	broker *broker // shared by the server's stores
 	// unique, when set, is a unique index of the real server's table (a
-	// project's name, a project's settings): no two live objects may
-	// share its key.
+	// project's name, a project's settings): no two objects, live or
+	// deleted, may share its key.
 	unique func(T) string
+	// fk, when set, is a foreign key of the real server's table (a
+	// session's parent): the object it names must exist, live or deleted.
+	fk *foreignKey[T]
 
 	mu    sync.Mutex
 	rows  map[string]*row[T] // guarded by mu
 	order []*row[T]          // guarded by mu; database order, may hold tombstones
 	dead  int                // guarded by mu; tombstones in order
+	// gone holds the ids, and goneKeys the unique keys, of the deleted
+	// objects, for good: the real server deletes softly (rh-trex's gorm
+	// DeletedAt: the row stays, marked), and its primary keys and unique
+	// indexes are plain ones, not partial (WHERE deleted_at IS NULL), so a
+	// deleted row keeps its id and its key taken and still satisfies a
+	// foreign key. Read from the real server's migrations
+	// (plugins/projects/migration.go, plugins/projectSettings/migration.go)
+	// and rh-trex-ai's pkg/db/model.go.
+	gone     map[string]struct{} // guarded by mu
+	goneKeys map[string]struct{} // guarded by mu
+}
+
+// foreignKey is a foreign key constraint of the real server's table,
+// which PostgreSQL checks on every insert and update of a row.
+type foreignKey[T proto.Message] struct {
+	table, constraint string // PostgreSQL's names, part of the error's text
+	// ref returns the id the object refers to, and false when it refers
+	// to none (NULL, which satisfies the key).
+	ref func(T) (string, bool)
 }
 
 func newStore[T proto.Message](kind string, b *broker, unique func(T) string) *store[T] {
-	return &store[T]{kind: kind, unique: unique, broker: b, rows: make(map[string]*row[T])}
+	return &store[T]{kind: kind, unique: unique, broker: b, rows: make(map[string]*row[T]),
+		gone: make(map[string]struct{}), goneKeys: make(map[string]struct{})}
 }
 
 // getView returns the microsecond view (what watches send).
@@ -83,19 +106,24 @@ func (st *store[T]) getView(id string) (T, bool) {
 	return r.view, true
 }
 
-// insert stores a new object and notifies watchers. It returns false when
-// the id or the object's unique key is taken.
-func (st *store[T]) insert(id string, obj, view T) bool {
+// insert stores a new object and notifies watchers. A taken id or unique
+// key (a deleted object's included) is AlreadyExists, then a foreign key
+// naming no object the foreign key's error: PostgreSQL checks unique
+// indexes as it writes the row and foreign keys after it.
+func (st *store[T]) insert(id string, obj, view T) error {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	if _, ok := st.rows[id]; ok || st.takenLocked(id, obj) {
-		return false
+	if st.knownLocked(id) || st.takenLocked(id, obj) {
+		return errAlreadyExists(st.kind)
+	}
+	if err := st.checkFKLocked(obj, nil, "create"); err != nil {
+		return err
 	}
 	r := &row[T]{id: id, obj: obj, view: view}
 	st.rows[id] = r
 	st.order = append(st.order, r)
 	st.notifyLocked(ambientv1.EventType_EVENT_TYPE_CREATED, id)
-	return true
+	return nil
 }
 
 // update replaces the object with id by mutate(old). mutate runs under the
@@ -116,6 +144,9 @@ func (st *store[T]) update(id string, mutate func(old T) (T, T, error)) (T, erro
 	if st.takenLocked(id, obj) {
 		return zero, errUpdateConflict(st.kind)
 	}
+	if err := st.checkFKLocked(obj, &r.obj, "update"); err != nil {
+		return zero, err
+	}
 	// The new version goes to the end of the order (see store); the old
 	// messages stay valid for readers that already hold them.
 	st.tombstoneLocked(r)
@@ -126,14 +157,17 @@ func (st *store[T]) update(id string, mutate func(old T) (T, T, error)) (T, erro
 	return obj, nil
 }
 
-// takenLocked reports whether another live object than id has obj's
-// unique key. A scan: the tables with a unique index (projects, their
-// settings) are small.
+// takenLocked reports whether another object than id, live or deleted,
+// has obj's unique key. A scan of the live ones: the tables with a unique
+// index (projects, their settings) are small.
 func (st *store[T]) takenLocked(id string, obj T) bool {
 	if st.unique == nil {
 		return false
 	}
 	key := st.unique(obj)
+	if _, ok := st.goneKeys[key]; ok {
+		return true
+	}
 	for other, r := range st.rows {
 		if other != id && st.unique(r.obj) == key {
 			return true
@@ -142,16 +176,59 @@ func (st *store[T]) takenLocked(id string, obj T) bool {
 	return false
 }
 
-// remove deletes id if present and always notifies watchers: the real server
-// sends DELETED for every delete call, even of unknown ids.
+// knownLocked reports whether an object with id exists or existed (see
+// gone).
+func (st *store[T]) knownLocked(id string) bool {
+	_, live := st.rows[id]
+	_, deleted := st.gone[id]
+	return live || deleted
+}
+
+// checkFKLocked is PostgreSQL's check of the store's foreign key as obj
+// is written by op ("create" or "update", old the version it replaces):
+// the object it refers to must exist, or have existed. Like PostgreSQL,
+// an update that leaves the reference as it was is not checked. The
+// referenced table is the store's own (a session's parent is a session),
+// so it is read under the lock held.
+func (st *store[T]) checkFKLocked(obj T, old *T, op string) error {
+	if st.fk == nil {
+		return nil
+	}
+	ref, ok := st.fk.ref(obj)
+	if old != nil {
+		if was, wasSet := st.fk.ref(*old); wasSet == ok && was == ref {
+			return nil
+		}
+	}
+	if ok && !st.knownLocked(ref) {
+		return errForeignKey(op, st.kind, st.fk.table, st.fk.constraint)
+	}
+	return nil
+}
+
+// remove deletes id if present, keeping its id and unique key taken (see
+// gone), and always notifies watchers: the real server sends DELETED for
+// every delete call, even of unknown ids.
 func (st *store[T]) remove(id string) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if r, ok := st.rows[id]; ok {
+		st.gone[id] = struct{}{}
+		if st.unique != nil {
+			st.goneKeys[st.unique(r.obj)] = struct{}{}
+		}
 		st.tombstoneLocked(r)
 		delete(st.rows, id)
 	}
 	st.notifyLocked(ambientv1.EventType_EVENT_TYPE_DELETED, id)
+}
+
+// purge forgets the deleted objects' ids and keys (Server.PurgeDeleted).
+func (st *store[T]) purge() {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	clear(st.gone)
+	clear(st.goneKeys)
 }
 
 // tombstoneLocked marks r's place in the order as dead, letting go of its

@@ -36,7 +36,8 @@ const (
 	ErrorIDGeneral          = 9  // 500
 	ErrorIDNotImplemented   = 10 // 405
 	ErrorIDMalformedRequest = 17 // 400: bad JSON, missing required property
-	ErrorIDBadSearch        = 23 // 400: search query that does not parse
+	ErrorIDBadRequest       = 21 // 400: e.g. a search query the real parser refuses
+	ErrorIDBadSearch        = 23 // 400: rh-trex's search parse error, which the real list never sends (memapi: a search it cannot evaluate)
 )
 
 // ErrorKind is the kind of every error object.

@@ -30,7 +30,9 @@ import (
 // The failing write is a real one: the objects bucket is set to refuse a
 // write to a key that already holds a message (DiscardNewPerSubject) and
 // the project reuses the name, so the id, of a deleted one, whose key holds
-// its delete marker; writes of new keys still land.
+// its delete marker; writes of new keys still land. The API keeps a deleted
+// project's name taken (soft deletes), so the deleted row is purged first
+// (memapi's PurgeDeleted, a database purge).
 func TestOwedWriteOlderThanTheTailMargin(t *testing.T) {
 	t.Parallel()
 	const margin = 8
@@ -53,6 +55,7 @@ func TestOwedWriteOlderThanTheTailMargin(t *testing.T) {
 	}
 	h.waitProjectEvents(reused, eventsv1.EventType_EVENT_TYPE_DELETED, 1)
 	h.waitConverged(live, bucket, 30*time.Second)
+	h.api.PurgeDeleted()
 
 	h.setDiscardNewPerSubject(true)
 	if _, err := h.c.Projects().CreateProject(ctx, &ambientv1.CreateProjectRequest{Name: reused}); err != nil {

@@ -163,6 +163,13 @@ func TestMapping(t *testing.T) {
 		return nil
 	})
 
+	// A parent_session_id must name a session (the API's foreign key);
+	// the annotation carries its CR name, the id lower-cased.
+	parent, err := h.cl.CreateSession(ctx, &ambientv1.CreateSessionRequest{Name: "parent", ProjectId: ptr(p.GetMetadata().GetId())})
+	if err != nil {
+		t.Fatal(err)
+	}
+	parentID := parent.GetMetadata().GetId()
 	tests := []struct {
 		name string
 		req  *ambientv1.CreateSessionRequest
@@ -183,7 +190,7 @@ func TestMapping(t *testing.T) {
 			name: "every field",
 			req: &ambientv1.CreateSessionRequest{Name: "full", Prompt: ptr("p"), Timeout: ptr(int32(600)), LlmModel: ptr("opus"),
 				LlmTemperature: ptr(0.2), LlmMaxTokens: ptr(int32(100)), BotAccountName: ptr("bot"),
-				RepoUrl: ptr("https://git/ignored-when-repos-is-set"), AssignedUserId: ptr("u-2"), WorkflowId: ptr("wf-1"), ParentSessionId: ptr("parent"),
+				RepoUrl: ptr("https://git/ignored-when-repos-is-set"), AssignedUserId: ptr("u-2"), WorkflowId: ptr("wf-1"), ParentSessionId: ptr(parentID),
 				Repos:                ptr(`[{"url":"https://git/a","name":"front"},{"url":"https://git/b","branch":"dev","name":"back","autoPush":true}]`),
 				ResourceOverrides:    ptr(`{"cpu":"2","memory":"4Gi"}`),
 				EnvironmentVariables: ptr(`{"A":"1"}`),
@@ -198,7 +205,7 @@ func TestMapping(t *testing.T) {
 			lbl: map[string]string{"team": "x"},
 			ann: map[string]string{"note": "y z", spec.AnnotationBotAccount: "bot",
 				spec.AnnotationResourceOverrides: `{"cpu":"2","memory":"4Gi"}`, spec.AnnotationRepoNames: `["front","back"]`,
-				spec.AnnotationParentSessionID: "parent"},
+				spec.AnnotationParentSessionID: lower(parentID)},
 		},
 		{
 			name: "repo_url only",
