@@ -97,6 +97,10 @@ func TestProjectSettingsCRUD(t *testing.T) {
 	c := testenv.APIClient(t, srv)
 	ctx := t.Context()
 
+	// Settings need their project (the API's foreign key).
+	if _, err := c.CreateProject(ctx, &ambientv1.CreateProjectRequest{Name: "p1"}); err != nil {
+		t.Fatalf("create project: %v", err)
+	}
 	ps, err := c.CreateProjectSettings(ctx, &ambientv1.CreateProjectSettingsRequest{ProjectId: "p1", GroupAccess: proto.String("[]")})
 	id := ps.GetMetadata().GetId()
 	if err != nil || id == "" || ps.GetProjectId() != "p1" || ps.GetGroupAccess() != "[]" {

@@ -33,8 +33,9 @@
 //     project's id is its name; a taken name gives AlreadyExists, for a
 //     create ("This Project already exists") and for a rename (the id
 //     stays; "Changes to Project conflict with existing records"). A
-//     project has at most one settings object (AlreadyExists). Sessions
-//     may name unknown projects. Deleting an unknown id succeeds.
+//     project has at most one settings object (AlreadyExists), and
+//     settings must name a project (see below). Sessions may name unknown
+//     projects. Deleting an unknown id succeeds.
 //   - Deletes are soft, as the real server's (read from its code): a
 //     deleted object's id and unique key (a project's name, a settings
 //     object's project_id) stay taken for good, so re-creating a deleted
@@ -44,7 +45,11 @@
 //     Internal / 500 id 9 `Unable to create Session: ERROR: insert or
 //     update on table "sessions" violates foreign key constraint
 //     "fk_sessions_parent_session_id" (SQLSTATE 23503)`, "update" for an
-//     update.
+//     update. Likewise settings must name a project (project_id, ""
+//     too), a deleted one will do: else `Unable to create
+//     ProjectSettings: ERROR: insert or update on table
+//     "project_settings" violates foreign key constraint
+//     "fk_project_settings_project_id" (SQLSTATE 23503)`.
 //   - Project names must be DNS-1123 labels starting with a letter, 2 to
 //     63 characters (InvalidArgument / REST 400 id 8), over REST and gRPC.
 //   - Create/Update requests are copied into the objects by field name:

@@ -51,9 +51,8 @@ func (x *projectSettingsService) CreateProjectSettings(_ context.Context, req *a
 // create stores obj (a create request's fields, see convertBody for REST)
 // as new settings under a fresh id; settings for a project whose settings
 // were deleted are AlreadyExists (the unique index keeps deleted rows,
-// see store.gone). The project need not exist, nor be named: the real
-// server's foreign key, which memapi does not imitate yet
-// (docs/architecture.md), refuses both.
+// see store.gone). The project must exist, a deleted one will do, else
+// the real server's foreign key error (the settings store's, see New).
 func (x *projectSettingsService) create(obj *ambientv1.ProjectSettings) (*ambientv1.ProjectSettings, error) {
 	return x.r.create(newID(), obj)
 }
@@ -65,7 +64,9 @@ func (x *projectSettingsService) UpdateProjectSettings(_ context.Context, req *a
 	return x.update(req)
 }
 
-// update sets the fields present in req (id selects the object).
+// update sets the fields present in req (id selects the object); a
+// project_id naming no project is refused after the lookup, as the real
+// database refuses the row (the store's foreign key).
 func (x *projectSettingsService) update(req *ambientv1.UpdateProjectSettingsRequest) (*ambientv1.ProjectSettings, error) {
 	return x.r.update(req.GetId(), func(obj *ambientv1.ProjectSettings) error {
 		if err := copyFields(obj, req, false, "id"); err != nil {

@@ -320,6 +320,12 @@ func TestProjectAndSettingsWatchSemantics(t *testing.T) {
 	check("delete of an unknown project", nextProject(func() error { return c.DeleteProject(ctx, "never-existed") }),
 		event{ambientv1.EventType_EVENT_TYPE_DELETED, "never-existed", false, "", "", "", ""})
 
+	// Settings need their project (the real foreign key): its event is
+	// read off the project stream like the others.
+	check("project of the settings", nextProject(func() error {
+		_, err := c.Projects().CreateProject(ctx, &ambientv1.CreateProjectRequest{Name: "p2"})
+		return err
+	}), event{ambientv1.EventType_EVENT_TYPE_CREATED, "p2", true, "p2", "Project", "/api/ambient/v1/projects/p2", ""})
 	var sid string
 	created := nextSettings(func() error {
 		s, err := c.ProjectSettings().CreateProjectSettings(ctx, &ambientv1.CreateProjectSettingsRequest{ProjectId: "p2", GroupAccess: proto.String(`[]`)})

@@ -108,14 +108,21 @@ func TestRequestsSetEveryFieldByName(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// project_id must name a project (the real foreign key), so the
+	// create and the update each name one that exists.
+	if _, err := c.CreateProject(ctx, &ambientv1.CreateProjectRequest{Name: "moved-to"}); err != nil {
+		t.Fatal(err)
+	}
 	cps := &ambientv1.CreateProjectSettingsRequest{}
 	fillAll(cps)
+	cps.ProjectId = "every-field"
 	ps, err := c.CreateProjectSettings(ctx, cps)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ups := &ambientv1.UpdateProjectSettingsRequest{Id: ps.GetMetadata().GetId()}
 	fillAll(ups, "id")
+	ups.ProjectId = proto.String("moved-to")
 	ps2, err := c.UpdateProjectSettings(ctx, ups)
 	if err != nil {
 		t.Fatal(err)

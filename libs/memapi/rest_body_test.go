@@ -27,9 +27,9 @@ import (
 // body into an interface holding the model; null clears the interface and
 // leaves the model empty, so the generated model's required-property check
 // never runs and the create goes on with empty fields: a session is made
-// with name "", a project fails the name rule, settings name no project
-// (the real server's foreign key then refuses them, which memapi does not
-// imitate: it stores settings for any project, see docs/architecture.md).
+// with name "", a project fails the name rule, settings name the project
+// "", which the real server's foreign key (fk_project_settings_project_id)
+// refuses: 500 id 9 (TestProjectSettingsProjectForeignKey).
 func TestRESTCreateWithNullBody(t *testing.T) {
 	t.Parallel()
 	srv := start(t)
@@ -47,10 +47,8 @@ func TestRESTCreateWithNullBody(t *testing.T) {
 		t.Errorf("POST /projects null: %d %s, want 400 id 8 on the empty name", code, body)
 	}
 	code, body = rc.do("POST", "/project_settings", "null")
-	ps := &ambientv1.ProjectSettings{}
-	if code != http.StatusCreated || restapi.UnmarshalObject(body, ps) != nil || ps.GetProjectId() != "" {
-		t.Errorf("POST /project_settings null: %d %s, want 201 with project_id \"\" (memapi's answer for settings of no project)", code, body)
-	}
+	wantREST(t, "POST /project_settings null", code, body, http.StatusInternalServerError, "9",
+		`Unable to create ProjectSettings: ERROR: insert or update on table "project_settings" violates foreign key constraint "fk_project_settings_project_id" (SQLSTATE 23503)`)
 }
 
 // TestRESTCreateProjectKeepsStatus: ConvertProject copies status, which
@@ -102,7 +100,7 @@ func TestRESTCreateKeepsClientTimes(t *testing.T) {
 		// wantCreated, wantUpdated: a time in RFC 3339, or "" for the
 		// server's now.
 		wantCreated, wantUpdated string
-	}{
+	}{ // in order: settings name the projects made before them (the real foreign key)
 		{"session, both", "/sessions", `{"name":"s","created_at":"` + created + `","updated_at":"` + updated + `"}`, created, updated},
 		{"session, created_at only", "/sessions", `{"name":"s","created_at":"` + created + `"}`, created, ""},
 		{"session, updated_at only", "/sessions", `{"name":"s","updated_at":"` + updated + `"}`, "", updated},
@@ -110,8 +108,8 @@ func TestRESTCreateKeepsClientTimes(t *testing.T) {
 		{"session, null", "/sessions", `{"name":"s","created_at":null}`, "", ""},
 		{"project, both", "/projects", `{"name":"p-both","created_at":"` + created + `","updated_at":"` + updated + `"}`, created, updated},
 		{"project, updated_at only (not read)", "/projects", `{"name":"p-upd","updated_at":"` + updated + `"}`, "", ""},
-		{"settings, both", "/project_settings", `{"project_id":"p-set","created_at":"` + created + `","updated_at":"` + updated + `"}`, created, updated},
-		{"settings, updated_at only (not read)", "/project_settings", `{"project_id":"p-set2","updated_at":"` + updated + `"}`, "", ""},
+		{"settings, both", "/project_settings", `{"project_id":"p-both","created_at":"` + created + `","updated_at":"` + updated + `"}`, created, updated},
+		{"settings, updated_at only (not read)", "/project_settings", `{"project_id":"p-upd","updated_at":"` + updated + `"}`, "", ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

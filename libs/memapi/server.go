@@ -100,6 +100,17 @@ func New(opts ...Option) (*Server, error) {
 	// project_settings.project_id (read from its migrations).
 	s.projects = newStore(restapi.KindProject, s.broker, (*ambientv1.Project).GetName)
 	s.settings = newStore(restapi.KindProjectSettings, s.broker, (*ambientv1.ProjectSettings).GetProjectId)
+	// project_settings.project_id REFERENCES projects(id)
+	// (plugins/projectSettings/migration.go, constraintMigration). The
+	// column is NOT NULL, so every settings object refers to a project,
+	// "" included (a value no project's id can be). Its ON DELETE CASCADE
+	// never fires: projects are deleted softly. The check reads the
+	// projects store under the settings lock (lock order: see foreignKey).
+	s.settings.fk = &foreignKey[*ambientv1.ProjectSettings]{
+		table: "project_settings", constraint: "fk_project_settings_project_id",
+		ref:   func(o *ambientv1.ProjectSettings) (string, bool) { return o.GetProjectId(), true },
+		known: s.projects.known,
+	}
 	// No unique index: the real users table has none (plugins/users'
 	// migration), so a username may be taken twice.
 	s.apiUsers = newStore[*ambientv1.User](kindUser, s.broker, nil)
@@ -131,11 +142,13 @@ func (s *Server) Ready() <-chan struct{} { return s.ready }
 // soft-deleted rows from the real server's database would (a maintenance
 // job; the server runs none itself): their ids and unique keys become free
 // again, and a deleted session no longer satisfies a new
-// parent_session_id. For tests that need an id used again, which the real
-// API alone never allows (a project re-created under a deleted one's
-// name). It sends no event, and it does not do what such a purge would
-// make the foreign keys do to live rows (a child session's
-// parent_session_id set to NULL, ON DELETE SET NULL): the child keeps it.
+// parent_session_id, nor a deleted project new settings. For tests that
+// need an id used again, which the real API alone never allows (a
+// project re-created under a deleted one's name). It sends no event, and
+// it does not do what such a purge would make the foreign keys do to live
+// rows (a child session's parent_session_id set to NULL, ON DELETE SET
+// NULL; a purged project's settings deleted, ON DELETE CASCADE): they
+// stay as they are.
 func (s *Server) PurgeDeleted() {
 	s.sessions.purge()
 	s.projects.purge()

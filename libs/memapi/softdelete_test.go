@@ -2,7 +2,7 @@ package memapi_test
 
 // Facts read from the real server's code, not measured on a deployed
 // server (docs/architecture.md): its soft deletes and the unique indexes
-// and foreign key they meet, and its answer to a search its parser
+// and foreign keys they meet, and its answer to a search its parser
 // refuses.
 
 import (
@@ -231,6 +231,103 @@ func TestSessionParentForeignKey(t *testing.T) {
 	}
 	_, err = c.UpdateSession(ctx, &ambientv1.UpdateSessionRequest{Id: cid, ParentSessionId: proto.String("")})
 	wantGRPC(t, "update to parent \"\"", err, codes.Internal, updateFK)
+}
+
+// TestProjectSettingsProjectForeignKey: the project_settings table's
+// foreign key fk_project_settings_project_id (project_id REFERENCES
+// projects(id), plugins/projectSettings/migration.go, constraintMigration)
+// makes PostgreSQL refuse settings naming no project, as it refuses a
+// session naming no parent (TestSessionParentForeignKey): the services'
+// Create / Replace hand the error to HandleCreateError /
+// HandleUpdateError with the kind "ProjectSettings" (plugins/
+// projectSettings/service.go). The column is NOT NULL, so "" (a REST body
+// of null) names no project either; a deleted project still satisfies
+// the key; an update that keeps project_id is not checked, and an update
+// of an unknown id is its 404 first.
+func TestProjectSettingsProjectForeignKey(t *testing.T) {
+	t.Parallel()
+	srv := start(t)
+	c := client(t, srv, testToken)
+	rc := restClient{t: t, base: srv.RESTURL(), token: testToken}
+	ctx := t.Context()
+	const (
+		createFK = `Unable to create ProjectSettings: ERROR: insert or update on table "project_settings" violates foreign key constraint "fk_project_settings_project_id" (SQLSTATE 23503)`
+		updateFK = `Unable to update ProjectSettings: ERROR: insert or update on table "project_settings" violates foreign key constraint "fk_project_settings_project_id" (SQLSTATE 23503)`
+	)
+
+	_, err := c.CreateProjectSettings(ctx, &ambientv1.CreateProjectSettingsRequest{ProjectId: "nope"})
+	wantGRPC(t, "gRPC create for an unknown project", err, codes.Internal, createFK)
+	for _, b := range []string{`{"project_id":"nope"}`, `{"project_id":""}`, `{"project_id":null}`, "null"} {
+		code, body := rc.do("POST", "/project_settings", b)
+		wantREST(t, "REST create "+b, code, body, http.StatusInternalServerError, "9", createFK)
+	}
+	if _, _, n := srv.Len(); n != 0 {
+		t.Fatalf("%d settings after refused creates, want 0", n)
+	}
+
+	for _, name := range []string{"p1", "p2", "p3"} {
+		if _, err := c.CreateProject(ctx, &ambientv1.CreateProjectRequest{Name: name}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ps, err := c.CreateProjectSettings(ctx, &ambientv1.CreateProjectSettingsRequest{ProjectId: "p1"})
+	if err != nil {
+		t.Fatalf("settings of a project: %v", err)
+	}
+	id := ps.GetMetadata().GetId()
+	code, body := rc.do("POST", "/project_settings", `{"project_id":"p2"}`)
+	if code != http.StatusCreated {
+		t.Fatalf("REST settings of a project: %d %s", code, body)
+	}
+
+	_, err = c.UpdateProjectSettings(ctx, &ambientv1.UpdateProjectSettingsRequest{Id: id, ProjectId: proto.String("nope")})
+	wantGRPC(t, "gRPC update to an unknown project", err, codes.Internal, updateFK)
+	code, body = rc.do("PATCH", "/project_settings/"+id, `{"project_id":"nope"}`)
+	wantREST(t, "REST update to an unknown project", code, body, http.StatusInternalServerError, "9", updateFK)
+	_, err = c.UpdateProjectSettings(ctx, &ambientv1.UpdateProjectSettingsRequest{Id: "nope", ProjectId: proto.String("nope")})
+	wantGRPC(t, "gRPC update of unknown settings", err, codes.NotFound, "ProjectSettings with id='nope' not found")
+	if got, err := c.GetProjectSettings(ctx, id); err != nil || got.GetProjectId() != "p1" {
+		t.Errorf("refused updates changed the settings: %v %v", got, err)
+	}
+	if _, err := c.UpdateProjectSettings(ctx, &ambientv1.UpdateProjectSettingsRequest{Id: id, ProjectId: proto.String("p3")}); err != nil {
+		t.Errorf("settings moved to an existing project: %v", err)
+	}
+
+	// A deleted project still satisfies the key: the row stays.
+	for _, name := range []string{"p3", "p4"} {
+		if name == "p4" {
+			if _, err := c.CreateProject(ctx, &ambientv1.CreateProjectRequest{Name: name}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := c.DeleteProject(ctx, name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := c.UpdateProjectSettings(ctx, &ambientv1.UpdateProjectSettingsRequest{Id: id, GroupAccess: proto.String("[]")}); err != nil {
+		t.Errorf("update of settings of a deleted project: %v", err)
+	}
+	code, body = rc.do("POST", "/project_settings", `{"project_id":"p4"}`)
+	if code != http.StatusCreated {
+		t.Errorf("REST settings of a deleted project: %d %s, want 201", code, body)
+	}
+
+	// Purged, a deleted project no longer does for new settings; an
+	// update that keeps project_id is not checked.
+	if _, err := c.CreateProject(ctx, &ambientv1.CreateProjectRequest{Name: "p5"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.DeleteProject(ctx, "p5"); err != nil {
+		t.Fatal(err)
+	}
+	srv.PurgeDeleted()
+	_, err = c.CreateProjectSettings(ctx, &ambientv1.CreateProjectSettingsRequest{ProjectId: "p5"})
+	wantGRPC(t, "create for a purged project", err, codes.Internal, createFK)
+	if _, err := c.UpdateProjectSettings(ctx, &ambientv1.UpdateProjectSettingsRequest{Id: id, Repositories: proto.String("[]")}); err != nil {
+		t.Errorf("update keeping a purged project: %v", err)
+	}
+	_, err = c.UpdateProjectSettings(ctx, &ambientv1.UpdateProjectSettingsRequest{Id: id, ProjectId: proto.String("")})
+	wantGRPC(t, "update to project_id \"\"", err, codes.Internal, updateFK)
 }
 
 // TestRESTSearchThatDoesNotParse: a search the real parser refuses

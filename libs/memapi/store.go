@@ -61,7 +61,8 @@ type store[T proto.Message] struct {
 	// deleted, may share its key.
 	unique func(T) string
 	// fk, when set, is a foreign key of the real server's table (a
-	// session's parent): the object it names must exist, live or deleted.
+	// session's parent, a settings object's project): the object it names
+	// must exist, live or deleted.
 	fk *foreignKey[T]
 
 	mu    sync.Mutex
@@ -82,11 +83,25 @@ type store[T proto.Message] struct {
 
 // foreignKey is a foreign key constraint of the real server's table,
 // which PostgreSQL checks on every insert and update of a row.
+//
+// Lock order: when the key refers to another store (known set), the
+// check takes that store's lock while holding its own, so a store's lock
+// comes before the lock of every store its foreign key refers to
+// (settings before projects). Nothing may take them the other way round:
+// the referenced store must not read the referring one under its lock
+// (a list filter run under the projects lock must not read the settings
+// store: see visibleProjects), and a referenced store has no foreign key
+// back.
 type foreignKey[T proto.Message] struct {
 	table, constraint string // PostgreSQL's names, part of the error's text
 	// ref returns the id the object refers to, and false when it refers
 	// to none (NULL, which satisfies the key).
 	ref func(T) (string, bool)
+	// known reports whether the referenced table holds id, live or
+	// deleted, taking that table's lock (see the lock order above). nil
+	// when the key refers to the store's own table (a session's parent),
+	// which is read under the lock already held.
+	known func(id string) bool
 }
 
 func newStore[T proto.Message](kind string, b *broker, unique func(T) string) *store[T] {
@@ -184,23 +199,39 @@ func (st *store[T]) knownLocked(id string) bool {
 	return live || deleted
 }
 
+// known is knownLocked for a caller that does not hold the lock: the
+// foreign key check of a store referring to this one (foreignKey.known).
+func (st *store[T]) known(id string) bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.knownLocked(id)
+}
+
 // checkFKLocked is PostgreSQL's check of the store's foreign key as obj
 // is written by op ("create" or "update", old the version it replaces):
 // the object it refers to must exist, or have existed. Like PostgreSQL,
-// an update that leaves the reference as it was is not checked. The
-// referenced table is the store's own (a session's parent is a session),
-// so it is read under the lock held.
+// an update that leaves the reference as it was is not checked. A
+// referenced table of its own (a session's parent is a session) is read
+// under the lock held; another store (a settings object's project) under
+// its own lock too, taken after this one's (see foreignKey).
 func (st *store[T]) checkFKLocked(obj T, old *T, op string) error {
 	if st.fk == nil {
 		return nil
 	}
 	ref, ok := st.fk.ref(obj)
+	if !ok {
+		return nil
+	}
 	if old != nil {
-		if was, wasSet := st.fk.ref(*old); wasSet == ok && was == ref {
+		if was, wasSet := st.fk.ref(*old); wasSet && was == ref {
 			return nil
 		}
 	}
-	if ok && !st.knownLocked(ref) {
+	known := st.knownLocked
+	if st.fk.known != nil {
+		known = st.fk.known
+	}
+	if !known(ref) {
 		return errForeignKey(op, st.kind, st.fk.table, st.fk.constraint)
 	}
 	return nil

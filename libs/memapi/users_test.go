@@ -101,7 +101,11 @@ func TestMultiUserREST(t *testing.T) {
 		}
 	}
 
-	// A group in proj-b's group_access grants carol proj-b.
+	// A group in proj-b's group_access grants carol proj-b. The settings
+	// need the project itself (the real foreign key).
+	if code, b := svc.do("POST", "/projects", `{"name":"proj-b"}`); code != http.StatusCreated {
+		t.Fatalf("project: %d %s", code, b)
+	}
 	if code, b := svc.do("POST", "/project_settings", `{"project_id":"proj-b","group_access":"[{\"group\":\"team-b\",\"role\":\"ambient-project-view\"}]"}`); code != http.StatusCreated {
 		t.Fatalf("settings: %d %s", code, b)
 	}

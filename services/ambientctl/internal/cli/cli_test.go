@@ -205,6 +205,7 @@ func getSession(t *testing.T, api *memapi.Server, id string) *ambientv1.Session 
 func TestSettingsSet(t *testing.T) {
 	api := testenv.API(t)
 	h := newHarness(t, api)
+	h.mustRun("projects", "create", "team-a") // settings need their project (the API's foreign key)
 	h.mustRun("settings", "set", "team-a", "--group-access", "devs=ambient-project-edit")
 	h.mustRun("settings", "set", "team-a", "--group-access", "devs=ambient-project-view", "--group-access", "ops=ambient-project-admin")
 	all, err := testenv.APIClient(t, api).ListProjectSettings(context.Background())
