@@ -567,10 +567,14 @@ func (p *Proxy) stream(w *recorder, r *http.Request, t route.Target, ep registry
 	defer untrack()
 	defer p.recheck(ctx, r, t, ep, cancel, log)()
 
-	resp, endCall, err := p.call(ctx, r, t, ep, body)
+	resp, endCall, err := p.call(ctx, r, t, ep, body) //nolint:bodyclose // closed below, or by followTap when it follows the tap
 	if err != nil {
 		p.upstreamFailed(w, r, err, ctx, log)
 		return
+	}
+	if resp.StatusCode == http.StatusMethodNotAllowed && t.Endpoint.FollowsTap && r.Method == http.MethodGet &&
+		p.followTap(ctx, cancel, w, rc, r, t, ep, resp, endCall, log) {
+		return // the runner has no GET /: its tap was followed instead
 	}
 	defer endCall()
 	defer closeBody(resp.Body)

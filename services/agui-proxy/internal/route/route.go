@@ -72,6 +72,10 @@ type Endpoint struct {
 	// runner has accepted the run, whose stream the proxy then drains
 	// itself (the platform's backend answers its runner that way).
 	Backend bool
+	// FollowsTap marks the events route: a runner that answers its GET
+	// with 405 (the platform's runner serves no GET /) is followed through
+	// its live tap of the session's thread instead (Target.Tap).
+	FollowsTap bool
 }
 
 // Endpoints returns the proxied endpoints. The slice is new on each call.
@@ -89,7 +93,7 @@ func Endpoints() []Endpoint {
 var endpoints = [...]Endpoint{
 	// The runner serves AG-UI runs at POST /; /agui/events is the same
 	// stream opened by GET (or POST) with Accept: text/event-stream.
-	{Name: "events", Suffix: "/agui/events", Upstream: "/", Methods: []string{http.MethodGet, http.MethodPost}, Stream: true},
+	{Name: "events", Suffix: "/agui/events", Upstream: "/", Methods: []string{http.MethodGet, http.MethodPost}, Stream: true, FollowsTap: true},
 	{Name: "run", Suffix: "/agui/run", Upstream: "/", Methods: []string{http.MethodPost}, Stream: true},
 	// The platform runner's live tap of a thread: GET /events/{thread_id}.
 	{Name: "events_thread", Suffix: "/agui/events", Upstream: "/events/", Methods: []string{http.MethodGet}, Stream: true, Thread: true},
@@ -174,6 +178,28 @@ func (t Target) UpstreamPath() string {
 		return t.Endpoint.Upstream + t.ThreadID
 	}
 	return t.Endpoint.Upstream
+}
+
+// Tap returns the target of the runner's live tap of thread (the
+// events_thread endpoint's runner path, GET /events/{thread}) for the
+// session of t, named as t's endpoint: the events route follows the tap
+// for a runner without GET /, and its metrics and logs stay the route's.
+// It returns [ErrInvalidThreadID] for a thread that ThreadID refuses.
+func (t Target) Tap(thread string) (Target, error) {
+	if err := ThreadID(thread); err != nil {
+		return Target{}, err
+	}
+	tap := t
+	tap.ThreadID = thread
+	for _, ep := range endpoints {
+		if ep.Thread {
+			name := t.Endpoint.Name
+			tap.Endpoint = ep
+			tap.Endpoint.Name = name
+			return tap, nil
+		}
+	}
+	return Target{}, fmt.Errorf("%w: no tap endpoint", ErrUnknownEndpoint)
 }
 
 // Path is the escaped request path that Parse reads as t.

@@ -153,6 +153,11 @@ func FuzzParse(f *testing.F) {
 		if err := SessionID(got.SessionID); err != nil {
 			t.Fatalf("Parse(%q) accepted invalid id %q: %v", path, got.SessionID, err)
 		}
+		// The events route follows the session's thread on a runner
+		// without GET /: every session id must be a thread id.
+		if tap, err := got.Tap(got.SessionID); err != nil || tap.UpstreamPath() != "/events/"+got.SessionID {
+			t.Fatalf("Parse(%q): session id %q as thread: %+v, %v", path, got.SessionID, tap, err)
+		}
 		if got.ProjectID != "" || got.Endpoint.Backend {
 			if err := SessionID(got.ProjectID); err != nil || !got.Endpoint.Backend {
 				t.Fatalf("Parse(%q) project %q, backend endpoint %v: %v", path, got.ProjectID, got.Endpoint.Backend, err)
@@ -170,4 +175,40 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("Parse(%q) does not round-trip: %q", path, rebuilt)
 		}
 	})
+}
+
+// TestTap: the events route's follow asks for the runner's tap of a thread,
+// named as the events route (its metrics and logs), with the tap's runner
+// path; a thread ThreadID refuses is ErrInvalidThreadID. Every session id
+// is a thread id (FuzzParse checks it on every accepted path).
+func TestTap(t *testing.T) {
+	got, err := Parse("/sessions/s1/agui/events")
+	if err != nil || !got.Endpoint.FollowsTap {
+		t.Fatalf("Parse = %+v, %v: want the events route, which follows the tap", got, err)
+	}
+	tap, err := got.Tap("s1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tap.Endpoint.Name != "events" || tap.UpstreamPath() != "/events/s1" || tap.SessionID != "s1" || !tap.Endpoint.Stream {
+		t.Fatalf("Tap = %+v (upstream %q), want route events, GET /events/s1", tap, tap.UpstreamPath())
+	}
+	for _, bad := range []string{"", "..", "a/b", "a%2Fb", strings.Repeat("a", MaxThreadIDLen+1)} {
+		if _, err := got.Tap(bad); !errors.Is(err, ErrInvalidThreadID) {
+			t.Errorf("Tap(%q) = %v, want ErrInvalidThreadID", bad, err)
+		}
+	}
+	for _, id := range []string{"a", "s-1.x_y", strings.Repeat("z", MaxSessionIDLen)} {
+		if err := SessionID(id); err != nil {
+			t.Fatal(err)
+		}
+		if err := ThreadID(id); err != nil {
+			t.Errorf("session id %q is no thread id: %v", id, err)
+		}
+	}
+	for _, ep := range Endpoints() {
+		if ep.FollowsTap != (ep.Name == "events") {
+			t.Errorf("endpoint %s FollowsTap %v, want only the events route", ep.Name, ep.FollowsTap)
+		}
+	}
 }
