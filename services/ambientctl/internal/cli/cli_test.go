@@ -222,6 +222,12 @@ func TestSettingsSet(t *testing.T) {
 	if _, errs, code := h.run("settings", "set", "team-a", "--group-access", "bad"); code != 2 || !strings.Contains(errs, "GROUP=ROLE") {
 		t.Fatalf("bad flag: exit %d stderr %q", code, errs)
 	}
+	// The API refuses settings of a missing project with its foreign key's
+	// 500; the CLI says what to do instead.
+	if _, errs, code := h.run("settings", "set", "team-none", "--group-access", "devs=ambient-project-edit"); code != 1 ||
+		!strings.Contains(errs, `set settings of project "team-none": no such project (create it first: ambientctl projects create team-none)`) {
+		t.Fatalf("missing project: exit %d stderr %q", code, errs)
+	}
 }
 
 func TestHelpfulErrors(t *testing.T) {

@@ -1,11 +1,14 @@
 package cli
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"strings"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/ambient-code/control-plane/libs/apiclient"
@@ -120,7 +123,14 @@ func settingsCmd(o *options) *cobra.Command {
 					out, err = c.UpdateProjectSettings(cmd.Context(), req)
 				}
 				if err != nil {
-					return o.explain(err, fmt.Sprintf("set settings of project %q", project))
+					what := fmt.Sprintf("set settings of project %q", project)
+					if existing == nil && projectMissing(cmd.Context(), c, project) {
+						// The API refuses settings of a missing project with
+						// its database's foreign key error (a 500), which
+						// does not say what to do.
+						return fmt.Errorf("%s: no such project (create it first: ambientctl projects create %s)", what, project)
+					}
+					return o.explain(err, what)
 				}
 				if o.output == "json" {
 					return printJSON(cmd.OutOrStdout(), out)
@@ -134,4 +144,11 @@ func settingsCmd(o *options) *cobra.Command {
 	set.Flags().StringVar(&repositories, "repositories", "", "repositories JSON")
 	cmd.AddCommand(set)
 	return cmd
+}
+
+// projectMissing reports whether the API answers NotFound for project: a
+// failed read for any other reason is not taken as an answer.
+func projectMissing(ctx context.Context, c *apiclient.Client, project string) bool {
+	_, err := c.GetProject(ctx, project)
+	return status.Code(err) == codes.NotFound
 }
