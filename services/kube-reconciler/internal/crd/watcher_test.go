@@ -117,7 +117,18 @@ func TestWatcherFollowsCRD(t *testing.T) {
 	if n := len(logs.Lines(t, dropMsg, nil)); n != 1 {
 		t.Errorf("%d drop log lines after the crd gained the field, want still 1", n)
 	}
-	if n := len(logs.Lines(t, "agenticsession crd changed", map[string]string{logkey.Version: updated.ResourceVersion})); n != 1 {
+	// The informer updates its store (which Schema reads) before it calls
+	// the handler that logs the change: wait for the line, then count.
+	changed := func() int {
+		return len(logs.Lines(t, "agenticsession crd changed", map[string]string{logkey.Version: updated.ResourceVersion}))
+	}
+	testenv.Eventually(t, 30*time.Second, func() error {
+		if changed() == 0 {
+			return errors.New("crd change not logged yet")
+		}
+		return nil
+	})
+	if n := changed(); n != 1 {
 		t.Errorf("crd change logged %d times, want 1", n)
 	}
 
