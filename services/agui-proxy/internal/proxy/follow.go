@@ -89,14 +89,7 @@ func (p *Proxy) follow(ctx context.Context, cancel context.CancelCauseFunc, w *r
 ) {
 	fw := &flusher{w: w, rc: rc, timeout: p.cfg.StreamWriteTimeout}
 	aborted := false
-	defer func() { // as in stream: the last write's deadline must not outlive the stream
-		if aborted {
-			return
-		}
-		if err := rc.SetWriteDeadline(time.Time{}); err != nil && !errors.Is(err, http.ErrNotSupported) {
-			log.Debug("clear write deadline", slog.Any(logkey.Err, err))
-		}
-	}()
+	defer clearLastWriteDeadline(rc, &aborted, log)
 	copyResponseHeader(w.Header(), resp.Header, true)
 	w.WriteHeader(http.StatusOK)
 	enc := encodingOf(resp.Header.Get("Content-Type"))

@@ -580,18 +580,7 @@ func (p *Proxy) stream(w *recorder, r *http.Request, t route.Target, ep registry
 	defer closeBody(resp.Body)
 	fw := &flusher{w: w, rc: rc, timeout: p.cfg.StreamWriteTimeout}
 	aborted := false
-	// Each write arms its own deadline (see flusher); the last one must not
-	// outlive the stream, or it would cut a later request on this
-	// keep-alive connection when the server has no WriteTimeout. An
-	// aborted response has no connection left to reuse.
-	defer func() {
-		if aborted {
-			return
-		}
-		if err := rc.SetWriteDeadline(time.Time{}); err != nil && !errors.Is(err, http.ErrNotSupported) {
-			log.Debug("clear write deadline", slog.Any(logkey.Err, err))
-		}
-	}()
+	defer clearLastWriteDeadline(rc, &aborted, log)
 	copyResponseHeader(w.Header(), resp.Header, true)
 	w.WriteHeader(resp.StatusCode)
 	enc := encodingOf(resp.Header.Get("Content-Type"))
@@ -819,4 +808,17 @@ func allowedAddr(allowed []netip.Prefix, addr netip.Addr) bool {
 func closeBody(b io.Closer) {
 	// The body is drained or abandoned; a close error changes nothing.
 	_ = b.Close()
+}
+
+// clearLastWriteDeadline, deferred by a stream, clears the write deadline
+// its last write armed (see flusher) unless *aborted: left set, it would
+// cut a later request on this keep-alive connection when the server has
+// no WriteTimeout. An aborted response has no connection left to reuse.
+func clearLastWriteDeadline(rc *http.ResponseController, aborted *bool, log *slog.Logger) {
+	if *aborted {
+		return
+	}
+	if err := rc.SetWriteDeadline(time.Time{}); err != nil && !errors.Is(err, http.ErrNotSupported) {
+		log.Debug("clear write deadline", slog.Any(logkey.Err, err))
+	}
 }
