@@ -2,6 +2,7 @@ package memapi_test
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -64,9 +65,16 @@ func TestOutageLooksLikeARestart(t *testing.T) {
 	if n, err := kept.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
 		t.Errorf("open REST connection: Read = %d, %v; want io.EOF (closed by the server)", n, err)
 	}
-	if st := c.Conn().GetState(); st == connectivity.Ready {
-		t.Errorf("client channel still READY during the outage: its connection was not closed")
+	// The server has closed the connection; the client's channel leaves
+	// READY when its transport notices, a moment later (asynchronously).
+	stateCtx, cancelState := context.WithTimeout(ctx, 30*time.Second)
+	for st := c.Conn().GetState(); st == connectivity.Ready; st = c.Conn().GetState() {
+		if !c.Conn().WaitForStateChange(stateCtx, st) {
+			t.Errorf("client channel still READY during the outage: its connection was not closed")
+			break
+		}
 	}
+	cancelState()
 	for _, addr := range []string{srv.GRPCAddr(), restAddr} {
 		if err := dial(t, addr); !errors.Is(err, syscall.ECONNREFUSED) {
 			t.Errorf("dial %s during the outage: %v, want ECONNREFUSED", addr, err)
