@@ -160,14 +160,21 @@
 // (trimmed of spaces; on the sessions list inside "project_id = 'P' and
 // (...)" when project_id is given, as the real handler pastes it), and
 // one it takes that memapi cannot evaluate is memapi's own 400 id 23.
+// orderBy ("name desc, created_at") orders a list before it is paged
+// (orderby.go): an item rh-trex refuses is 400 id 21 "bad order value
+// '<item>'", an unknown column PostgreSQL's refusal as the real server
+// sends it (500 id 9 "Unable to list resources: ERROR: column \"x\" does
+// not exist (SQLSTATE 42703)"), and SQL other than column names memapi's
+// own 400 id 23. A fields parameter that is not blank ends the connection
+// of a list without an answer, as the real handlers panic on it.
 // testdata/rest_golden.json is the real server's answers to a script of
 // calls, written from the measured facts; TestRESTGolden holds memapi to it.
 //
 // Read from the real server's code, not measured: the other 401 bodies of
 // its bearer middleware ("invalid authorization header format", "empty
 // bearer token", "invalid bearer token"), the status route, the body rules
-// above, the sessions list's project_id parameter and the project-name
-// length rule. What was not measured and is memapi's choice (see
+// above, the sessions list's project_id parameter, orderBy and fields,
+// and the project-name length rule. What was not measured and is memapi's choice (see
 // docs/architecture.md): unknown routes (404 id 7) and methods (405 id
 // 10), searches memapi cannot evaluate (400 id 23), unparsable page/size
 // (read as 0, then clamped), the REST page-size clamps (the gRPC ones), and a session

@@ -85,7 +85,7 @@ func (x *projectSettingsService) DeleteProjectSettings(_ context.Context, req *a
 }
 
 func (x *projectSettingsService) ListProjectSettings(_ context.Context, req *ambientv1.ListProjectSettingsRequest) (*ambientv1.ListProjectSettingsResponse, error) {
-	items, meta := x.r.list(req.GetPage(), req.GetSize(), nil)
+	items, meta := x.r.list(req.GetPage(), req.GetSize(), nil, nil)
 	return &ambientv1.ListProjectSettingsResponse{Items: items, Metadata: meta}, nil
 }
 

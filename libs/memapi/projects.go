@@ -109,7 +109,7 @@ func (x *projectService) DeleteProject(_ context.Context, req *ambientv1.DeleteP
 }
 
 func (x *projectService) ListProjects(_ context.Context, req *ambientv1.ListProjectsRequest) (*ambientv1.ListProjectsResponse, error) {
-	items, meta := x.r.list(req.GetPage(), req.GetSize(), nil)
+	items, meta := x.r.list(req.GetPage(), req.GetSize(), nil, nil)
 	return &ambientv1.ListProjectsResponse{Items: items, Metadata: meta}, nil
 }
 

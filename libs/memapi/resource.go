@@ -119,12 +119,12 @@ func (r *resource[T]) get(id string) (T, error) {
 	return proto.CloneOf(obj), nil
 }
 
-// list returns one page (clamped) of the objects match accepts (nil: all)
-// as shared, immutable views, the list meta, and runs the list hook.
+// list returns one page (clamped) of the objects match accepts (nil: all),
+// in the order of order (nil: database order), as shared, immutable views, the list meta, and runs the list hook.
 // Callers must not modify the items.
-func (r *resource[T]) list(page, size int32, match func(T) bool) ([]T, *ambientv1.ListMeta) {
+func (r *resource[T]) list(page, size int32, match func(T) bool, order func(a, b T) int) ([]T, *ambientv1.ListMeta) {
 	page, size = clampPage(page, size)
-	items, total := r.st.page(page, size, match)
+	items, total := r.st.page(page, size, match, order)
 	r.s.runListHook(r.listMethod, page)
 	return items, &ambientv1.ListMeta{Page: page, Size: int32(len(items)), Total: int32(total)}
 }

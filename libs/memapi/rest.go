@@ -60,6 +60,10 @@ type collection[T object, U proto.Message] struct {
 	// before the search is parsed, as the real handler adds them to the
 	// search before its generic list parses it.
 	listScope func(q url.Values, search string) (string, error)
+	// nullColumns are columns of the real table that the wire contract
+	// lacks (its reserved fields): an orderBy may name them, and here
+	// they are NULL in every row.
+	nullColumns []string
 }
 
 // Handler returns the REST API (chi) under BasePath, in the real server's
@@ -111,6 +115,7 @@ func (s *Server) router() http.Handler {
 		newU:         func(id string) *ambientv1.UpdateSessionRequest { return &ambientv1.UpdateSessionRequest{Id: id} },
 		fixedOnPatch: []string{"project_id"},
 		listScope:    sessionProjectScope,
+		nullColumns:  []string{"interactive"}, // plugins/sessions/migration.go; field 9 reserved
 	})
 	for _, t := range []transition{startTransition, stopTransition} {
 		r.Post(BasePath+"/"+sess.r.path+"/{id}/"+t.verb, func(w http.ResponseWriter, req *http.Request) {
@@ -169,6 +174,7 @@ func (s *Server) router() http.Handler {
 		newU: func(id string) *ambientv1.UpdateProjectSettingsRequest {
 			return &ambientv1.UpdateProjectSettingsRequest{Id: id}
 		},
+		nullColumns: []string{"runner_secrets"}, // plugins/projectSettings/migration.go; field 4 reserved
 	})
 
 	// The API's User objects (plugins/users of the real server, read from
@@ -223,6 +229,8 @@ func tagSpan(next http.Handler) http.Handler {
 func mount[T object, U proto.Message](r chi.Router, c collection[T, U]) {
 	base := BasePath + "/" + c.r.path
 	md := newOf[T]().ProtoReflect().Descriptor()
+	// The REST collections are named after the real server's tables.
+	tbl := newTable(c.r.path, md, c.nullColumns...)
 	r.Get(base, func(w http.ResponseWriter, req *http.Request) {
 		q := req.URL.Query()
 		// rh-trex's NewListArguments trims spaces only (not tabs or
@@ -235,10 +243,26 @@ func mount[T object, U proto.Message](r chi.Router, c collection[T, U]) {
 				return
 			}
 		}
+		// The generic list checks orderBy before it parses the search,
+		// and PostgreSQL judges its columns after (orderby.go).
+		orderItems, err := parseOrderBy(q.Get("orderBy"))
+		if err != nil {
+			writeError(w, err)
+			return
+		}
 		match, err := listSearch(search, md)
 		if err != nil {
 			writeError(w, err)
 			return
+		}
+		compare, err := tbl.order(orderItems)
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		var order func(a, b T) int
+		if compare != nil {
+			order = func(a, b T) int { return compare(a.ProtoReflect(), b.ProtoReflect()) }
 		}
 		var filter func(T) bool
 		if match != nil {
@@ -251,7 +275,18 @@ func mount[T object, U proto.Message](r chi.Router, c collection[T, U]) {
 			search := filter
 			filter = func(o T) bool { return visible(c.project(o)) && (search == nil || search(o)) }
 		}
-		items, meta := c.r.list(queryInt32(q.Get("page")), queryInt32(q.Get("size")), filter)
+		items, meta := c.r.list(queryInt32(q.Get("page")), queryInt32(q.Get("size")), filter, order)
+		if strings.Trim(q.Get("fields"), " ") != "" {
+			// The real list handlers hand their items, a slice, to
+			// rh-trex-ai's presenters.SliceFilter whenever the fields
+			// parameter (trimmed of spaces) is not empty (NewListArguments
+			// then always adds "id"), and SliceFilter reads the list's
+			// Kind with reflect's FieldByName, which panics on a slice:
+			// with no recovery middleware, net/http ends the connection
+			// without an answer. Only a list that succeeded gets there.
+			dropConnection(w)
+			return
+		}
 		b, err := restapi.MarshalList(c.r.kind, meta.GetPage(), meta.GetTotal(), items)
 		if err != nil {
 			writeError(w, errInternal(err))

@@ -2,7 +2,6 @@ package memapi_test
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
@@ -275,32 +274,5 @@ func TestRESTBodiesReadLikeEncodingJSON(t *testing.T) {
 	code, body = rc.do("PATCH", "/projects/nope", `{"Name":5}`)
 	if e := decodeError(t, body); code != http.StatusBadRequest || !bytes.Contains([]byte(e.Reason), []byte("Go struct field ProjectPatchRequest.name of type string")) {
 		t.Errorf("PATCH project {\"Name\":5}: %d %s, want 400 id 17 on the name's type", code, body)
-	}
-}
-
-// TestRESTListIgnoresOrderByAndFields: the real server's orderBy and
-// fields list parameters are not imitated (docs/architecture.md): memapi
-// ignores them and answers 200 with whole objects in database order.
-func TestRESTListIgnoresOrderByAndFields(t *testing.T) {
-	t.Parallel()
-	srv := start(t)
-	rc := restClient{t: t, base: srv.RESTURL(), token: testToken}
-	for _, name := range []string{"b", "a"} {
-		if code, body := rc.do("POST", "/sessions", `{"name":"`+name+`","prompt":"p"}`); code != http.StatusCreated {
-			t.Fatalf("create: %d %s", code, body)
-		}
-	}
-	code, body := rc.do("GET", "/sessions?orderBy=name%20asc&fields=id", "")
-	if code != http.StatusOK {
-		t.Fatalf("list: %d %s", code, body)
-	}
-	var l restapi.List
-	if err := json.Unmarshal(body, &l); err != nil || len(l.Items) != 2 {
-		t.Fatalf("list %s (%v)", body, err)
-	}
-	for i, want := range []string{"b", "a"} {
-		if s := decodeSession(t, l.Items[i]); s.GetName() != want || s.GetPrompt() != "p" {
-			t.Errorf("item %d: %s, want the whole session %q (creation order)", i, l.Items[i], want)
-		}
 	}
 }

@@ -31,9 +31,8 @@ import (
 // 400 id 23): not, <, <=, >, >=, ~=, ~!, between, is [not] null,
 // arithmetic, qualified or quoted field names, timestamps (created_at,
 // start_time, ...) and JSON paths into the JSON-in-string fields. The
-// real server's other list parameters, orderBy and fields, are not
-// imitated: memapi ignores them and answers 200 with whole objects in
-// database order (docs/architecture.md).
+// real server's other list parameters, orderBy and fields, are in
+// orderby.go and rest.go's mount.
 const (
 	maxSearchLen   = 4096
 	maxSearchDepth = 32

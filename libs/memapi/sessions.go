@@ -122,7 +122,7 @@ func (x *sessionService) DeleteSession(_ context.Context, req *ambientv1.DeleteS
 }
 
 func (x *sessionService) ListSessions(_ context.Context, req *ambientv1.ListSessionsRequest) (*ambientv1.ListSessionsResponse, error) {
-	items, meta := x.r.list(req.GetPage(), req.GetSize(), nil)
+	items, meta := x.r.list(req.GetPage(), req.GetSize(), nil, nil)
 	return &ambientv1.ListSessionsResponse{Items: items, Metadata: meta}, nil
 }
 

@@ -1,6 +1,7 @@
 package memapi
 
 import (
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -278,22 +279,29 @@ func (st *store[T]) tombstoneLocked(r *row[T]) {
 // write compacts it.
 const compactSlack = 1024
 
-// page returns one page of views in database order and the total count,
-// both of the objects match accepts (nil accepts all). page and size must
-// already be clamped. match runs under the lock and must not call back into
-// the store.
-func (st *store[T]) page(page, size int32, match func(T) bool) ([]T, int) {
+// page returns one page of views and the total count, both of the objects
+// match accepts (nil accepts all), in the order of order (a REST list's
+// orderBy; nil, or objects it ties, in database order). page and size must
+// already be clamped. match and order run under the lock and must not call
+// back into the store.
+func (st *store[T]) page(page, size int32, match func(T) bool, order func(a, b T) int) ([]T, int) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	st.compactLocked()
 	rows := st.order
-	if match != nil {
+	if match != nil || order != nil {
+		// A copy: sorting must not reorder the table itself.
 		rows = make([]*row[T], 0, len(st.order))
 		for _, r := range st.order {
-			if match(r.view) {
+			if match == nil || match(r.view) {
 				rows = append(rows, r)
 			}
 		}
+	}
+	if order != nil {
+		// Stable: ties keep database order (PostgreSQL leaves it
+		// unspecified; see orderby.go).
+		slices.SortStableFunc(rows, func(a, b *row[T]) int { return order(a.view, b.view) })
 	}
 	total := len(rows)
 	// int64 so that a huge page number cannot overflow.

@@ -105,7 +105,7 @@ func (x *userService) DeleteUser(_ context.Context, req *ambientv1.DeleteUserReq
 }
 
 func (x *userService) ListUsers(_ context.Context, req *ambientv1.ListUsersRequest) (*ambientv1.ListUsersResponse, error) {
-	items, meta := x.r.list(req.GetPage(), req.GetSize(), nil)
+	items, meta := x.r.list(req.GetPage(), req.GetSize(), nil, nil)
 	return &ambientv1.ListUsersResponse{Items: items, Metadata: meta}, nil
 }
 

@@ -196,7 +196,7 @@ func (s *Server) sees(u *User, project string) bool {
 	}
 	_, n := s.settings.page(1, 1, func(ps *ambientv1.ProjectSettings) bool {
 		return ps.GetProjectId() == project && grantsGroup(ps.GetGroupAccess(), u.Groups)
-	})
+	}, nil)
 	return n > 0
 }
 
@@ -214,7 +214,7 @@ func (s *Server) visibleProjects(u *User) func(project string) bool {
 	if len(u.Groups) > 0 {
 		items, _ := s.settings.page(1, math.MaxInt32, func(ps *ambientv1.ProjectSettings) bool {
 			return grantsGroup(ps.GetGroupAccess(), u.Groups)
-		})
+		}, nil)
 		for _, ps := range items {
 			set[ps.GetProjectId()] = true
 		}
