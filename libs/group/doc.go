@@ -60,8 +60,14 @@
 // newest state anyway), the messages of an object that queued up behind
 // its running handler are handled by one call with the newest of them
 // (Message.Coalesced counts the others) and all are acked after it
-// succeeds; a failure retries that call, and dead-letters all of them
-// after MaxDeliver (TestCoalesceQueuedEvents). A call never stands for a
+// succeeds (TestCoalesceQueuedEvents). A failure is retried with the
+// messages that queued up meanwhile taken in: the retry is for the
+// object's newest state, so a change that mends the failure is handled at
+// the next try instead of after the stale message used up its tries.
+// Message.Attempt goes on counting (the object's failures in a row), and
+// after MaxDeliver tries all of them are dead-lettered together
+// (TestRetryTakesNewerEvents, TestRetryTakingNewerEventsStillDeadLetters).
+// A call never stands for a
 // message whose older one is missing (lost in transit, due as a
 // redelivery): the batch ends before it, and it waits as a head does
 // (TestCoalescedBatchStopsAtLostEvent).

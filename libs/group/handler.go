@@ -20,7 +20,8 @@ type Message struct {
 	// was killed and restarted under the same name before its consumer was
 	// deleted. It restarts at 1 when the message goes to another consumer:
 	// the partition moved, or the member stopped gracefully (which deletes
-	// its consumer).
+	// its consumer). With Config.Coalesce a retry that took in newer
+	// messages (Coalesced) goes on counting from the failed call's.
 	Attempt uint64
 	// Seq is the message's sequence in the group's work-queue stream
 	// (<Stream>-<Group>), not in the events stream.

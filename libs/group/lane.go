@@ -124,10 +124,7 @@ func (w *worker) handle(runCtx, lctx context.Context, f *flight, l *lane, batch 
 	// outside Config.Resources (see partitioningFilters) and replays meant
 	// for another group (HeaderReplayGroup) are acked unhandled; the
 	// rest are handled by one call with the newest (coalescing).
-	var items []*entry
-	var ev *eventsv1.ResourceEvent
-	var hctx context.Context
-	var from producers
+	b := &callBatch{}
 	for _, e := range batch {
 		w.cfg.Stats.delivered.Add(1)
 		msg := w.current(e)
@@ -144,20 +141,20 @@ func (w *worker) handle(runCtx, lctx context.Context, f *flight, l *lane, batch 
 			}
 			w.settled(l, e)
 		default:
-			items, ev, hctx = append(items, e), got, ctx
-			from = append(from, trace.SpanContextFromContext(ctx))
+			b.add(ctx, e, got)
 		}
 	}
-	if len(items) == 0 {
+	if len(b.items) == 0 {
 		return true
 	}
-	newest := items[len(items)-1]
+	newest := b.newest()
 	log := w.log.With(slog.String(logkey.Subject, newest.subject), slog.Uint64(logkey.Seq, newest.seq),
-		slog.String(logkey.Resource, events.ResourceToken(ev.GetResource())),
-		slog.String(logkey.ProjectID, ev.GetProjectId()), slog.String(logkey.ObjectID, ev.GetObjectId()),
-		slog.String(logkey.EventID, ev.GetEventId()))
+		slog.String(logkey.Resource, events.ResourceToken(b.ev.GetResource())),
+		slog.String(logkey.ProjectID, b.ev.GetProjectId()), slog.String(logkey.ObjectID, b.ev.GetObjectId()),
+		slog.String(logkey.EventID, b.ev.GetEventId()))
 
-	attempt, err := w.try(runCtx, lctx, hctx, f, newest, ev, len(items)-1, from.links(), log)
+	attempt, err := w.try(runCtx, lctx, f, l, b, log)
+	items, ev, hctx, newest := b.items, b.ev, b.hctx, b.newest()
 	var dead *deadError
 	switch {
 	case err == nil && !w.own.movedAway(f):
@@ -172,7 +169,7 @@ func (w *worker) handle(runCtx, lctx context.Context, f *flight, l *lane, batch 
 	case errors.As(err, &dead):
 		m := Message{Event: ev, Subject: newest.subject, Header: w.current(newest).Headers(),
 			Attempt: attempt, Seq: newest.seq, Coalesced: len(items) - 1}
-		dctx, span := w.startDeadLetterSpan(hctx, m, f.partition, from.links(), dead.reason)
+		dctx, span := w.startDeadLetterSpan(hctx, m, f.partition, b.from.links(), dead.reason)
 		defer endConsumerSpan(span, dead.err)
 		for _, e := range items {
 			if !w.deadLetter(runCtx, lctx, l, e, attempt, dead.reason, dead.err, ev.GetProjectId()) {
@@ -211,13 +208,37 @@ func (w *worker) onDeadLetter(ctx context.Context, m Message, reason string, cau
 	w.cfg.OnDeadLetter(ctx, m, reason, cause)
 }
 
-// try calls the handler for e until it succeeds, retrying in the lane
+// callBatch is what one handler call stands for: the newest message and,
+// with Config.Coalesce, the older ones queued before it, decoded.
+type callBatch struct {
+	items []*entry
+	ev    *eventsv1.ResourceEvent // the newest message's event
+	// hctx is the newest message's producer context (its trace and
+	// baggage over the lane's context); the batch lives for one call of
+	// handle, which gave it that context.
+	hctx context.Context //nolint:containedctx // replaced with the newest message's as the batch grows (takeQueued)
+	from producers       // every message's producer, oldest first
+}
+
+// add appends e, whose event is ev, carried in ctx, as the newest.
+func (b *callBatch) add(ctx context.Context, e *entry, ev *eventsv1.ResourceEvent) {
+	b.items, b.ev, b.hctx = append(b.items, e), ev, ctx
+	b.from = append(b.from, trace.SpanContextFromContext(ctx))
+}
+
+func (b *callBatch) newest() *entry { return b.items[len(b.items)-1] }
+
+// try calls the handler for b until it succeeds, retrying in the lane
 // with Config.Backoff. Each call runs in its own CONSUMER span (see
 // startConsumerSpan), linked to the producers of the coalesced messages.
-// It returns the last attempt and nil, a *deadError (terminal error or
-// MaxDeliver tries), or an error wrapping errReleased.
-func (w *worker) try(runCtx, lctx, hctx context.Context, f *flight, e *entry, ev *eventsv1.ResourceEvent, coalesced int, links []trace.Link, log *slog.Logger) (uint64, error) {
-	attempt := e.tries
+// With Config.Coalesce a retry first takes the object's messages filed
+// in the lane while the failed call ran or its backoff was waited
+// (takeQueued), so b can grow. It returns the last attempt and nil, a
+// *deadError (terminal error or MaxDeliver tries), or an error wrapping
+// errReleased.
+func (w *worker) try(runCtx, lctx context.Context, f *flight, l *lane, b *callBatch, log *slog.Logger) (uint64, error) {
+	first := b.newest()
+	attempt := first.tries
 	op := func() (struct{}, error) {
 		// A handler slot for this try only: the backoff before the next
 		// one is waited without it (see worker.slots).
@@ -229,12 +250,16 @@ func (w *worker) try(runCtx, lctx, hctx context.Context, f *flight, e *entry, ev
 			return struct{}{}, backoff.Permanent(err)
 		}
 		attempt++
-		if attempt > e.tries+1 {
+		if attempt > first.tries+1 {
 			w.cfg.Stats.delivered.Add(1) // a retry is a delivery again
+			if w.cfg.Coalesce {
+				w.takeQueued(lctx, f, l, b, log)
+			}
 		}
+		e := b.newest()
 		msg := w.current(e)
-		m := Message{Event: ev, Subject: e.subject, Header: msg.Headers(), Attempt: attempt, Seq: e.seq, Coalesced: coalesced}
-		sctx, span := w.startConsumerSpan(hctx, m, f.partition, links)
+		m := Message{Event: b.ev, Subject: e.subject, Header: msg.Headers(), Attempt: attempt, Seq: e.seq, Coalesced: len(b.items) - 1}
+		sctx, span := w.startConsumerSpan(b.hctx, m, f.partition, b.from.links())
 		herr := w.call(sctx, m)
 		endConsumerSpan(span, herr)
 		switch {
@@ -258,12 +283,57 @@ func (w *worker) try(runCtx, lctx, hctx context.Context, f *flight, e *entry, ev
 	defer cancel(nil)
 	defer context.AfterFunc(runCtx, func() { cancel(errReleased) })()
 	_, err := backoff.Retry(wctx, op,
-		backoff.WithBackOff(&schedule{delays: w.cfg.Backoff, start: int(e.tries)}),
+		backoff.WithBackOff(&schedule{delays: w.cfg.Backoff, start: int(first.tries)}),
 		backoff.WithMaxElapsedTime(0))
 	if err != nil && wctx.Err() != nil && !errors.Is(err, errReleased) {
 		err = errors.Join(errReleased, err)
 	}
 	return attempt, err
+}
+
+// takeQueued adds to b, before a retry of a coalescing member, the
+// object's messages filed in the lane after b's newest while the failed
+// call ran or its backoff was waited. The handler is level-triggered, so
+// the retry is for the object's newest state: a change that mends what
+// failed (a corrected spec) is handled at the next try, not after the
+// stale one has used up its MaxDeliver tries, and the messages it
+// supersedes are settled with it, as messages queued behind a running
+// call are. The attempt count goes on (the object's failures in a row):
+// an object whose changes keep coming and keep failing still reaches the
+// DLQ after MaxDeliver tries, all of b with it. It takes them in stream
+// order up to the first that skips a message of the object still
+// unsettled in the stream (untilGap) or that the handler would not get
+// (undecodable, another resource, another group's replay): those wait
+// for the lane's next batch, which settles them as handle does.
+func (w *worker) takeQueued(ctx context.Context, f *flight, l *lane, b *callBatch, log *slog.Logger) {
+	newest := b.newest()
+	w.mu.Lock()
+	var later []*entry
+	for _, e := range l.queue {
+		if e.seq > newest.seq {
+			later = append(later, e)
+		}
+	}
+	w.mu.Unlock()
+	if len(later) == 0 {
+		return
+	}
+	slices.SortFunc(later, func(a, b *entry) int { return cmp.Compare(a.seq, b.seq) })
+	later = w.untilGap(ctx, f, append([]*entry{newest}, later...))[1:]
+	taken := 0
+	for _, e := range later {
+		msg := w.current(e)
+		ectx, ev, err := events.Decode(ctx, msg.Headers(), msg.Data())
+		if err != nil || !slices.Contains(w.cfg.Resources, ev.GetResource()) || !w.replayedForUs(msg) {
+			break
+		}
+		w.cfg.Stats.delivered.Add(1)
+		b.add(ectx, e, ev)
+		taken++
+	}
+	if taken > 0 {
+		log.Debug("retry takes the object's newer events", slog.Int(logkey.Count, taken), slog.Uint64(logkey.Seq, b.newest().seq))
+	}
 }
 
 // waitConnected holds a lane while the connection is down: a member that
