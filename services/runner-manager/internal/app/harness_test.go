@@ -41,7 +41,7 @@ type world struct {
 	runners jetstream.KeyValue
 }
 
-func newWorld(t testing.TB) *world {
+func newWorld(t testing.TB, apiOpts ...memapi.Option) *world {
 	t.Helper()
 	srv := testenv.NATS(t)
 	_, js := testenv.JetStream(t, srv)
@@ -53,7 +53,7 @@ func newWorld(t testing.TB) *world {
 	if err != nil {
 		t.Fatal(err)
 	}
-	api := testenv.API(t)
+	api := testenv.API(t, apiOpts...)
 	w := &world{t: t, nats: srv, api: api, client: testenv.APIClient(t, api), js: js, runners: runners}
 	w.startInformer()
 	return w

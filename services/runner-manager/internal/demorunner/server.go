@@ -1,8 +1,8 @@
 // Package demorunner is a small AG-UI runner for the dev stack and tests. It
 // echoes the last user message word by word as an SSE stream, streams every
 // run's events to watchers (GET /), and serves the side endpoints a real
-// runner has (/health, /interrupt, /mcp/status, /repos/status). It uses
-// only the standard library.
+// runner has (/health, /interrupt, /mcp/status, /repos/add, /repos/remove,
+// /repos/status). It uses only the standard library.
 package demorunner
 
 import (
@@ -15,6 +15,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"path"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -40,6 +44,24 @@ type Stats struct {
 	// runner was given (INITIAL_PROMPT_FILE or INITIAL_PROMPT).
 	InitialPromptBytes  int    `json:"initial_prompt_bytes"`
 	InitialPromptSHA256 string `json:"initial_prompt_sha256"`
+	// ReposAdded and ReposRemoved count the POST /repos/add and
+	// /repos/remove calls answered 200 (runner-manager's spec changes).
+	ReposAdded   int64 `json:"repos_added"`
+	ReposRemoved int64 `json:"repos_removed"`
+}
+
+// ReposFailFile is the file in the workspace that makes POST /repos/add
+// and /repos/remove answer 500 while it exists: how tests make a runner
+// fail to apply a spec change (the platform's runner answers 500 when a
+// clone fails).
+const ReposFailFile = ".demo-repos-fail"
+
+// Repo is one repository the runner was told to add (POST /repos/add), as
+// GET /repos/status lists it.
+type Repo struct {
+	URL    string `json:"url"`
+	Name   string `json:"name"`
+	Branch string `json:"currentActiveBranch"`
 }
 
 // Server is the demo runner. Safe for concurrent use.
@@ -48,12 +70,14 @@ type Server struct {
 	log *slog.Logger
 
 	started, finished, cancelled, interrupted, active atomic.Int64
+	reposAdded, reposRemoved                          atomic.Int64
 
 	events *fanout // every run's events, for GET /
 
 	mu     sync.Mutex
 	runs   map[uint64]context.CancelCauseFunc // guarded by mu
 	nextID uint64                             // guarded by mu
+	repos  []Repo                             // guarded by mu; added by POST /repos/add, by name
 }
 
 // New returns a server for cfg.
@@ -70,6 +94,8 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /interrupt", s.handleInterrupt)
 	mux.HandleFunc("GET /mcp/status", s.handleMCP)
 	mux.HandleFunc("GET /repos/status", s.handleRepos)
+	mux.HandleFunc("POST /repos/add", s.handleRepoAdd)
+	mux.HandleFunc("POST /repos/remove", s.handleRepoRemove)
 	mux.HandleFunc("GET /debug/stats", s.handleStats)
 	return mux
 }
@@ -131,7 +157,69 @@ func (s *Server) handleMCP(w http.ResponseWriter, _ *http.Request) {
 }
 
 func (s *Server) handleRepos(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]any{"session_id": s.cfg.SessionID, "workspace": s.cfg.Workspace, "repos": []string{}})
+	s.mu.Lock()
+	repos := append([]Repo{}, s.repos...)
+	s.mu.Unlock()
+	writeJSON(w, http.StatusOK, map[string]any{"session_id": s.cfg.SessionID, "workspace": s.cfg.Workspace, "repos": repos})
+}
+
+// repoRequest is the body of POST /repos/add ({url, branch, name}) and
+// /repos/remove ({name}), as the platform's runner reads them.
+type repoRequest struct {
+	URL    string `json:"url"`
+	Branch string `json:"branch"`
+	Name   string `json:"name"`
+}
+
+// readRepoRequest decodes the body, answering 400 or, while
+// ReposFailFile exists, 500 (then ok is false). Nothing is cloned or
+// deleted: the demo only records what it was told.
+func (s *Server) readRepoRequest(w http.ResponseWriter, r *http.Request) (req repoRequest, ok bool) {
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody)).Decode(&req); err != nil {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"detail": "invalid body: " + err.Error()})
+		return req, false
+	}
+	if s.cfg.Workspace != "" {
+		if _, err := os.Stat(filepath.Join(s.cfg.Workspace, ReposFailFile)); err == nil {
+			writeJSON(w, http.StatusInternalServerError, map[string]string{"detail": "repo change refused: " + ReposFailFile + " exists"})
+			return req, false
+		}
+	}
+	return req, true
+}
+
+func (s *Server) handleRepoAdd(w http.ResponseWriter, r *http.Request) {
+	req, ok := s.readRepoRequest(w, r)
+	if !ok {
+		return
+	}
+	if req.URL == "" {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"detail": "Repository URL is required"})
+		return
+	}
+	if req.Name == "" {
+		req.Name = strings.TrimSuffix(path.Base(req.URL), ".git")
+	}
+	s.mu.Lock()
+	s.repos = slices.DeleteFunc(s.repos, func(o Repo) bool { return o.Name == req.Name })
+	s.repos = append(s.repos, Repo{URL: req.URL, Name: req.Name, Branch: req.Branch})
+	s.mu.Unlock()
+	s.reposAdded.Add(1)
+	s.log.Info("repo added", slog.String("url", req.URL), slog.String("branch", req.Branch), slog.String("name", req.Name))
+	writeJSON(w, http.StatusOK, map[string]any{"message": "Repository added", "name": req.Name, "newly_cloned": true})
+}
+
+func (s *Server) handleRepoRemove(w http.ResponseWriter, r *http.Request) {
+	req, ok := s.readRepoRequest(w, r)
+	if !ok {
+		return
+	}
+	s.mu.Lock()
+	s.repos = slices.DeleteFunc(s.repos, func(o Repo) bool { return o.Name == req.Name })
+	s.mu.Unlock()
+	s.reposRemoved.Add(1)
+	s.log.Info("repo removed", slog.String("name", req.Name))
+	writeJSON(w, http.StatusOK, map[string]any{"message": "Repository removed"})
 }
 
 // StatsSnapshot returns the current counters.
@@ -141,6 +229,7 @@ func (s *Server) StatsSnapshot() Stats {
 		RunsStarted: s.started.Load(), RunsFinished: s.finished.Load(), RunsCancelled: s.cancelled.Load(),
 		RunsInterrupted: s.interrupted.Load(), ActiveRuns: s.active.Load(),
 		InitialPromptBytes: len(s.cfg.Prompt), InitialPromptSHA256: hex.EncodeToString(sum[:]),
+		ReposAdded: s.reposAdded.Load(), ReposRemoved: s.reposRemoved.Load(),
 	}
 }
 

@@ -70,6 +70,10 @@ func (r *Reconciler) Handle(ctx context.Context, m group.Message) error {
 		err = r.stopSession(ctx, log, id, false, s)
 	case phase == session.PhaseCreating, phase == session.PhaseRunning:
 		err = r.checkAlive(ctx, log, id, phase, seenAt)
+		if rn := r.sup.Get(id); err == nil && phase == session.PhaseRunning && rn != nil {
+			// Spec changes of a running session reach its runner (repos.go).
+			err = r.reconcileRepos(ctx, log, rn, s)
+		}
 	default:
 		// Terminal phases (and unknown ones) never start anything; the echo
 		// of our own final writes lands here. A terminal phase written over
@@ -78,6 +82,8 @@ func (r *Reconciler) Handle(ctx context.Context, m group.Message) error {
 			err = r.healPhase(ctx, log, rn, phase, seenAt)
 		}
 	}
+	// What a runner no longer here had of its repos is of no use.
+	r.repos.forget(id, r.sup.Get(id))
 	if err != nil {
 		span.RecordError(err)
 		span.SetStatus(codes.Error, err.Error())

@@ -93,7 +93,7 @@ func TestPendingSessionGetsRunner(t *testing.T) {
 		names = append(names, k)
 	}
 	slices.Sort(names)
-	want := []string{"AGENTIC_SESSION_NAME", "AGUI_HOST", "AGUI_PORT", "BOSS_AGENT_NAME", "BOSS_SPACE", "GITHUB_TOKEN", "HOME", "INITIAL_PROMPT",
+	want := []string{"AGENTIC_SESSION_NAME", "AGENTIC_SESSION_NAMESPACE", "AGUI_HOST", "AGUI_PORT", "BOSS_AGENT_NAME", "BOSS_SPACE", "GITHUB_TOKEN", "HOME", "INITIAL_PROMPT",
 		"INITIAL_PROMPT_FILE", "LLM_MAX_TOKENS", "LLM_MODEL", "LLM_TEMPERATURE", "PATH", "PROJECT_NAME", "REPOS_JSON", "SESSION_ID", "WORKSPACE_PATH"}
 	if !slices.Equal(names, want) {
 		t.Fatalf("runner env = %v\nwant %v", names, want)

@@ -130,6 +130,9 @@ type Reconciler struct {
 	// checkFails is the runner check's log state (checkRunners); the
 	// loop goroutine's alone.
 	checkFails passlog.Log
+	// repos is what each local runner has of its session's repos
+	// (repos.go).
+	repos *runnerRepos
 }
 
 // claimsReopenEvery bounds how long the claims index can keep a record a
@@ -172,7 +175,7 @@ func New(cfg Config, d Deps) (*Reconciler, error) {
 	if d.Tracer == nil {
 		d.Tracer = noop.NewTracerProvider().Tracer("runner-manager")
 	}
-	r := &Reconciler{cfg: cfg, api: d.API, queue: capacity.New(), projectStarts: newProjectStarts(), tracer: d.Tracer, log: d.Log,
+	r := &Reconciler{cfg: cfg, api: d.API, queue: capacity.New(), projectStarts: newProjectStarts(), repos: newRunnerRepos(), tracer: d.Tracer, log: d.Log,
 		checkFails: passlog.Log{What: "runner check: sessions could not be read", Recovered: "runner check: sessions read again", TriedKey: "runners"}}
 	var err error
 	if r.status, err = status.New(d.API, d.Meter); err != nil {

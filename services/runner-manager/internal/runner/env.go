@@ -1,6 +1,11 @@
 package runner
 
 import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
 	"net"
 	"slices"
 	"sort"
@@ -51,7 +56,60 @@ const (
 	// EnvResume ("true") tells the platform's runner that its session ran
 	// before, so it does not send INITIAL_PROMPT again.
 	EnvResume = "IS_RESUME"
+	// EnvParentSessionID names the session this one continues: the
+	// platform's operator passes its CR's vteam.ambient-code/parent-session-id
+	// annotation, which kube-reconciler sets to the parent's CR name,
+	// lower(parent_session_id). An earlier version of the platform's
+	// runner (claude-code-runner's main.py) took a set PARENT_SESSION_ID
+	// for a continuation and did not auto-run INITIAL_PROMPT, continuing
+	// the parent's conversation instead; today's ambient-runner does not
+	// read it (IS_RESUME took that role), but it is part of what the
+	// operator gives every continuation's runner, and tools the agent runs
+	// may read it.
+	EnvParentSessionID = "PARENT_SESSION_ID"
+	// EnvSessionNamespace is the namespace of the session's AgenticSession
+	// in the operator's pods: the project (kube-reconciler's namespace is
+	// the project id, lower-cased), which the operator also passes as
+	// PROJECT_NAME. The platform's runner reads it for the project of its
+	// Langfuse traces and feedback, and for PROJECT_NAME when that is unset.
+	EnvSessionNamespace = "AGENTIC_SESSION_NAMESPACE"
+	// EnvUserID is the user the session runs for: the operator passes the
+	// CR's spec.userContext.userId, which kube-reconciler sets from
+	// created_by_user_id. The platform's runner makes it the user of its
+	// Langfuse traces.
+	EnvUserID = "USER_ID"
 )
+
+// reservedEnv are the variables a session's environment_variables cannot
+// set: runner-manager's own. The platform's operator lets a session's
+// variables replace any of its own, but in a pod they reach only that pod;
+// here the runner is a process on a shared host, and these decide where it
+// listens and is probed (AGUI_PORT, AGUI_HOST: another session's port, or
+// every interface past agui-proxy's authentication), which session's
+// answer its health check expects and which process group is the
+// session's (SESSION_ID), which workspace it works in and whose orphan it
+// is after a crash (WORKSPACE_PATH, RUNNER_MANAGER_MEMBER), the prompt
+// file the manager wrote (INITIAL_PROMPT_FILE), and where the runner sends
+// the one bot token every local runner shares (BACKEND_API_URL,
+// BOT_TOKEN): the platform's runner POSTs its first prompt with BOT_TOKEN
+// to BACKEND_API_URL without checking the host.
+var reservedEnv = []string{EnvSessionID, EnvAGUIPort, EnvAGUIHost, EnvWorkspace, EnvPromptFile, EnvOwner, EnvBackendURL, EnvBotToken}
+
+// Reserved reports whether name is one of runner-manager's own variables,
+// which a session's environment_variables cannot set.
+func Reserved(name string) bool { return slices.Contains(reservedEnv, name) }
+
+// ReservedIn returns the Reserved names among env's, sorted: the session
+// variables BuildEnv ignores.
+func ReservedIn(env map[string]string) []string {
+	var out []string
+	for _, k := range slices.Sorted(maps.Keys(env)) {
+		if Reserved(k) {
+			out = append(out, k)
+		}
+	}
+	return out
+}
 
 // Session is what a runner is told about its session. Optional values are
 // pointers: nil means the variable is not set.
@@ -64,8 +122,18 @@ type Session struct {
 	KubeCRName string
 	// Resume says the session ran before (it has a start time): passed as
 	// IS_RESUME=true.
-	Resume         bool
-	ProjectID      string
+	Resume    bool
+	ProjectID string
+	// ParentSessionID is the session's parent_session_id: passed
+	// lower-cased as PARENT_SESSION_ID when not empty.
+	ParentSessionID string
+	// UserID is the session's created_by_user_id: passed trimmed as
+	// USER_ID when not blank.
+	UserID string
+	// UserEnv is the session's environment_variables (see
+	// ParseEnvironmentVariables): each replaces the variable of its name,
+	// as the operator applies them, except the Reserved ones.
+	UserEnv        map[string]string
 	Prompt         *string
 	LLMModel       *string
 	LLMTemperature *float64
@@ -189,7 +257,11 @@ func (a EnvAllowList) Allowed(name string) bool {
 
 // BuildEnv returns the runner environment: the entries of host ("K=V" form)
 // that allow lets through, then the session variables (which win over host
-// values).
+// values), then the session's own environment_variables (s.UserEnv), which
+// win over both, as the platform's operator puts them last in the runner
+// container and Kubernetes ranks a container's env over its envFrom
+// secrets (the host's variables here); a Reserved name keeps
+// runner-manager's value (or the host's, when runner-manager sets none).
 // The result is sorted by name and has one entry per name.
 func BuildEnv(host []string, allow EnvAllowList, s Session, port int, workspace, bossURL, bossSpace string) []string {
 	vars := map[string]string{}
@@ -205,6 +277,13 @@ func BuildEnv(host []string, allow EnvAllowList, s Session, port int, workspace,
 	vars[EnvSessionName] = CRName(s.KubeCRName, s.ID)
 	vars[EnvBossAgent] = Slug(s.Name)
 	vars[EnvProjectName] = s.ProjectID
+	vars[EnvSessionNamespace] = s.ProjectID
+	if s.ParentSessionID != "" {
+		vars[EnvParentSessionID] = strings.ToLower(s.ParentSessionID)
+	}
+	if u := strings.TrimSpace(s.UserID); u != "" {
+		vars[EnvUserID] = u
+	}
 	if bossURL != "" {
 		vars[EnvBossURL] = bossURL
 	}
@@ -247,12 +326,90 @@ func BuildEnv(host []string, allow EnvAllowList, s Session, port int, workspace,
 	if s.ReposJSON != nil {
 		vars[EnvReposJSON] = *s.ReposJSON
 	}
+	for k, v := range s.UserEnv {
+		if !Reserved(k) {
+			vars[k] = v
+		}
+	}
 	out := make([]string, 0, len(vars))
 	for k, v := range vars {
 		out = append(out, k+"="+v)
 	}
 	sort.Strings(out)
 	return out
+}
+
+// ParseEnvironmentVariables reads a session's environment_variables: a JSON
+// object of strings, as kube-reconciler accepts it for the AgenticSession's
+// spec.environmentVariables (so a session runs with the same variables in
+// either deployment). Nil, blank, "null" and "{}" are none. Anything else
+// (not one JSON object of strings, a name Kubernetes refuses for a
+// variable, a value holding a NUL byte, which no process environment can)
+// is an error wrapping [ErrBadEnvironment], whose message names the field
+// and the fault as kube-reconciler's does.
+func ParseEnvironmentVariables(raw *string) (map[string]string, error) {
+	if raw == nil {
+		return nil, nil
+	}
+	text := strings.TrimSpace(*raw)
+	if text == "" || text == "null" {
+		return nil, nil
+	}
+	var env map[string]string
+	dec := json.NewDecoder(strings.NewReader(text))
+	if err := dec.Decode(&env); err != nil {
+		return nil, badEnvironment("not a JSON object of strings: %v", err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return nil, badEnvironment("not a JSON object of strings: trailing data after the JSON value")
+	}
+	for _, k := range slices.Sorted(maps.Keys(env)) {
+		if why := envNameFault(k); why != "" {
+			return nil, badEnvironment("name %q: %s", clip(k), why)
+		}
+		if strings.ContainsRune(env[k], 0) {
+			return nil, badEnvironment("value of %q holds a NUL byte", clip(k))
+		}
+	}
+	if len(env) == 0 {
+		return nil, nil
+	}
+	return env, nil
+}
+
+// badEnvironment is a fault of environment_variables, worded as
+// kube-reconciler words a field error.
+func badEnvironment(format string, args ...any) error {
+	return fmt.Errorf("field environment_variables: %s: %w", fmt.Sprintf(format, args...), ErrBadEnvironment)
+}
+
+// envNameFault says why Kubernetes refuses name for an environment variable
+// (k8s.io/apimachinery validation.IsEnvVarName, which kube-reconciler
+// applies), "" when it does not: letters, digits, '_', '-' and '.', not
+// starting with a digit, and neither ".", ".." nor starting with "..".
+func envNameFault(name string) string {
+	if name == "" {
+		return "empty"
+	}
+	for i, r := range name {
+		letter := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r == '_' || r == '-' || r == '.'
+		if !letter && (i == 0 || r < '0' || r > '9') {
+			return "a valid environment variable name must consist of alphabetic characters, digits, '_', '-', or '.', and must not start with a digit"
+		}
+	}
+	if name == "." || strings.HasPrefix(name, "..") {
+		return "must not be '.' or '..' nor start with '..'"
+	}
+	return ""
+}
+
+// clip shortens s for an error message.
+func clip(s string) string {
+	const maxLen = 64
+	if len(s) <= maxLen {
+		return s
+	}
+	return s[:maxLen] + "..."
 }
 
 // Slug lower-cases s and turns every run of characters outside [a-z0-9]

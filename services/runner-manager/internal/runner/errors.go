@@ -21,6 +21,10 @@ var (
 	// ErrBadSessionID is returned for session ids that cannot name a workspace
 	// directory inside the root (empty, ".", "..", path separators, NUL).
 	ErrBadSessionID = errors.New("runner: invalid session id")
+	// ErrBadEnvironment is returned by [ParseEnvironmentVariables] for a
+	// session's environment_variables that are no JSON object of strings
+	// naming valid variables.
+	ErrBadEnvironment = errors.New("runner: invalid environment variables")
 	// ErrRunning is returned by [Manager.Start] when the session already has a
 	// runner in this manager.
 	ErrRunning = errors.New("runner: session already running")

@@ -82,6 +82,8 @@ func TestBuildEnv(t *testing.T) {
 		"BOSS_SPACE=default", "BOSS_URL=http://boss", "GITHUB_TOKEN=g", "GIT_AUTHOR_NAME=a", "HOME=/h", "INITIAL_PROMPT=hi there",
 		"INITIAL_PROMPT_FILE=/ws/s1/.initial-prompt", "LLM_MAX_TOKENS=4000", "LLM_TEMPERATURE=0.7", "PATH=/bin", "PROJECT_NAME=p1", "SESSION_ID=s1", "WORKSPACE_PATH=/ws/s1",
 	}
+	want = append(want, "AGENTIC_SESSION_NAMESPACE=p1")
+	slices.Sort(want)
 	if !slices.Equal(env, want) {
 		t.Fatalf("env:\n got %q\nwant %q", env, want)
 	}
@@ -140,6 +142,8 @@ func TestBuildEnvExtraAllowList(t *testing.T) {
 		"AGENTIC_SESSION_NAME=s1", "AGUI_PORT=9100", "BOSS_AGENT_NAME=n", "DEMO_HOST=0.0.0.0", "DEMO_REPEAT=2",
 		"HTTPS_PROXY=http://p", "PATH=/bin", "PROJECT_NAME=p", "SESSION_ID=s1", "WORKSPACE_PATH=/ws/s1",
 	}
+	want = append(want, "AGENTIC_SESSION_NAMESPACE=p")
+	slices.Sort(want)
 	if !slices.Equal(env, want) {
 		t.Fatalf("env:\n got %q\nwant %q", env, want)
 	}
@@ -311,7 +315,7 @@ func TestDemoRunnerLifecycle(t *testing.T) {
 		k, _, _ := strings.Cut(kv, "=")
 		names = append(names, k)
 	}
-	want := []string{"AGENTIC_SESSION_NAME", "AGUI_HOST", "AGUI_PORT", "BOSS_AGENT_NAME", "GITHUB_TOKEN", "HOME", "PATH", "PROJECT_NAME", "SESSION_ID", "WORKSPACE_PATH"}
+	want := []string{"AGENTIC_SESSION_NAME", "AGENTIC_SESSION_NAMESPACE", "AGUI_HOST", "AGUI_PORT", "BOSS_AGENT_NAME", "GITHUB_TOKEN", "HOME", "PATH", "PROJECT_NAME", "SESSION_ID", "WORKSPACE_PATH"}
 	if !slices.Equal(names, want) {
 		t.Fatalf("runner env names = %v, want %v", names, want)
 	}

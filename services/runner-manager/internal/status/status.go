@@ -75,6 +75,23 @@ const (
 	ReasonProjectChanged = "ProjectChanged"
 )
 
+// ReasonInvalidEnvironmentVariables is the reason when the session's
+// environment_variables are no JSON object of strings naming valid
+// variables (kube-reconciler refuses them too, with InvalidSpec): the
+// runner is not started.
+const ReasonInvalidEnvironmentVariables = "InvalidEnvironmentVariables"
+
+// The condition the platform's operator writes when it applies a running
+// session's spec changes to its runner (reconcile/repos.go), and its
+// reasons: the operator's SpecApplied and RepoReconciliationFailed, and
+// InvalidRepos for a repos field runner-manager cannot read.
+const (
+	CondReconciled                 = "Reconciled"
+	ReasonSpecApplied              = "SpecApplied"
+	ReasonRepoReconciliationFailed = "RepoReconciliationFailed"
+	ReasonInvalidRepos             = "InvalidRepos"
+)
+
 // Metric names (Prometheus adds the _total suffix).
 const (
 	metricStatusWrites = "runner_manager.status_writes"
@@ -105,6 +122,9 @@ type Update struct {
 	CompletionTime time.Time // zero: not written
 	// Conditions replace the session's conditions; nil writes none.
 	Conditions session.Conditions
+	// ReconciledRepos replaces the session's reconciled_repos (JSON);
+	// nil writes none.
+	ReconciledRepos *string
 }
 
 // request is u as the API call for session id.
@@ -123,6 +143,7 @@ func (u Update) request(id string) *ambientv1.UpdateSessionStatusRequest {
 		c := u.Conditions.JSON()
 		req.Conditions = &c
 	}
+	req.ReconciledRepos = u.ReconciledRepos
 	return req
 }
 

@@ -79,6 +79,12 @@ type Runner struct {
 	// session's clients to this runner again, under its old project.
 	// Guarded by mu.
 	unrouted bool
+	// startedWith is what the runner was told of its repos when it was
+	// spawned: the session's id and kube_cr_name, and as repos the
+	// REPOS_JSON it was given (nil: none). The runner has these before
+	// anyone adds or removes one (package reconcile, repos.go). Set
+	// before its supervisor starts, read-only after.
+	startedWith *ambientv1.Session
 }
 
 // ending is how a runner's session ends: the phase and the RunnerStarted
@@ -121,6 +127,14 @@ func newRunner(id, projectID string, proc *runner.Process, received time.Time, c
 
 // ID is the session's id.
 func (rn *Runner) ID() string { return rn.id }
+
+// Port is the runner's port (on the health check's host).
+func (rn *Runner) Port() int { return rn.proc.Port }
+
+// StartedWith returns what the runner was told of its repos when it was
+// spawned: a session holding its id, kube_cr_name and, as repos, its
+// REPOS_JSON. Read-only.
+func (rn *Runner) StartedWith() *ambientv1.Session { return rn.startedWith }
 
 // RequestStop asks the supervisor to stop the runner (SIGTERM, SIGKILL
 // after the grace). With deleted, or for a session whose phase says it is

@@ -259,8 +259,20 @@ func (s *Supervisor) Start(ctx context.Context, log *slog.Logger, sess *ambientv
 		s.claims.Release(ctx, log, id)
 		return fmt.Errorf("start %s: %w (%v)", id, ErrClaimTooOld, s.cfg.Health.Deadline())
 	}
+	told, err := sessionOf(sess)
+	if err != nil {
+		// Refused before anything is made, as an id that would escape
+		// the workspace root is: the session cannot run as it is, and
+		// retrying would change nothing until it is updated.
+		s.status.Fail(ctx, log, id, spawnFailed(conds, status.ReasonInvalidEnvironmentVariables, err.Error(), time.Now()), status.ReasonInvalidEnvironmentVariables)
+		s.claims.Release(ctx, log, id)
+		return nil
+	}
+	if names := runner.ReservedIn(told.UserEnv); len(names) > 0 {
+		log.Warn("environment_variables name runner-manager's own variables: ignored", slog.Any(logkey.Name, names))
+	}
 	spawnStart := time.Now()
-	proc, err := s.mgr.Start(ctx, sessionOf(sess))
+	proc, err := s.mgr.Start(ctx, told)
 	spawnTook := time.Since(spawnStart)
 	switch {
 	case errors.Is(err, runner.ErrAtCapacity), errors.Is(err, runner.ErrNoPorts), errors.Is(err, runner.ErrPortsUnknown):
@@ -289,6 +301,7 @@ func (s *Supervisor) Start(ctx context.Context, log *slog.Logger, sess *ambientv
 	conds = conds.Set(session.Condition{Type: status.CondHealthCheckPassed, Status: session.StatusUnknown, Reason: "Polling"}, now)
 	conds = conds.Set(started, now)
 	rn := newRunner(id, sess.GetProjectId(), proc, o.Received, conds, o.Claim)
+	rn.startedWith = &ambientv1.Session{Metadata: sess.GetMetadata(), Repos: told.ReposJSON, KubeCrName: sess.KubeCrName}
 	if unaddressed {
 		rn.registerBy = by
 	}
@@ -316,14 +329,23 @@ func spawnFailed(conds session.Conditions, reason, msg string, at time.Time) ses
 // start time ran before (a runner reached Running and wrote it; a start
 // after a stop keeps it): its runner is a resume, as the platform's
 // operator decides from the AgenticSession's status.startTime, so the
-// platform's runner does not send the first prompt a second time.
-func sessionOf(s *ambientv1.Session) runner.Session {
+// platform's runner does not send the first prompt a second time. The
+// parent and the creating user reach the runner as the operator passes
+// them (PARENT_SESSION_ID, USER_ID), and so do the session's own
+// environment_variables; malformed ones are an error wrapping
+// runner.ErrBadEnvironment.
+func sessionOf(s *ambientv1.Session) (runner.Session, error) {
+	env, err := runner.ParseEnvironmentVariables(s.EnvironmentVariables)
+	if err != nil {
+		return runner.Session{}, fmt.Errorf("session %s: %w", s.GetMetadata().GetId(), err)
+	}
 	return runner.Session{
 		ID: s.GetMetadata().GetId(), Name: s.GetName(), KubeCRName: s.GetKubeCrName(), ProjectID: s.GetProjectId(),
-		Resume: s.GetStartTime() != nil,
+		Resume:          s.GetStartTime() != nil,
+		ParentSessionID: s.GetParentSessionId(), UserID: s.GetCreatedByUserId(), UserEnv: env,
 		Prompt: s.Prompt, LLMModel: s.LlmModel, LLMTemperature: s.LlmTemperature, LLMMaxTokens: s.LlmMaxTokens,
 		Timeout: s.Timeout, ReposJSON: s.Repos,
-	}
+	}, nil
 }
 
 // WriteRunning writes Running with the start time and conditions rn was
