@@ -240,6 +240,11 @@ func (w *worker) try(runCtx, lctx context.Context, f *flight, l *lane, b *callBa
 	first := b.newest()
 	attempt := first.tries
 	op := func() (struct{}, error) {
+		if attempt > first.tries && w.cfg.Coalesce {
+			// A retry: before its slot, as the lookups of untilGap
+			// are made without one for a first try too.
+			w.takeQueued(lctx, f, l, b, log)
+		}
 		// A handler slot for this try only: the backoff before the next
 		// one is waited without it (see worker.slots).
 		if !w.takeSlot(runCtx, lctx) {
@@ -252,9 +257,6 @@ func (w *worker) try(runCtx, lctx context.Context, f *flight, l *lane, b *callBa
 		attempt++
 		if attempt > first.tries+1 {
 			w.cfg.Stats.delivered.Add(1) // a retry is a delivery again
-			if w.cfg.Coalesce {
-				w.takeQueued(lctx, f, l, b, log)
-			}
 		}
 		e := b.newest()
 		msg := w.current(e)
