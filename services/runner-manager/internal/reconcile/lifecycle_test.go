@@ -99,7 +99,7 @@ func TestPendingSessionGetsRunner(t *testing.T) {
 		t.Fatalf("runner env = %v\nwant %v", names, want)
 	}
 	checks := map[string]string{"SESSION_ID": id, "AGUI_PORT": strconv.Itoa(rec.Port), "WORKSPACE_PATH": ws, "BOSS_AGENT_NAME": "my-demo",
-		"INITIAL_PROMPT": "hello world", "INITIAL_PROMPT_FILE": filepath.Join(ws, runner.PromptFile), "LLM_MODEL": "sonnet", "LLM_TEMPERATURE": "0.7", "LLM_MAX_TOKENS": "4000", "PROJECT_NAME": "proj",
+		"INITIAL_PROMPT": "hello world", "INITIAL_PROMPT_FILE": filepath.Join(ws, runner.PromptFile), "LLM_MODEL": "sonnet", "LLM_TEMPERATURE": "0.70", "LLM_MAX_TOKENS": "4000", "PROJECT_NAME": "proj",
 		"REPOS_JSON": `[{"url":"https://x/y"}]`, "AGENTIC_SESSION_NAME": strings.ToLower(id), "AGUI_HOST": "127.0.0.1"}
 	for k, v := range checks {
 		if env[k] != v {

@@ -229,17 +229,10 @@ func (rr *runnerRepos) forget(id string, rn *supervise.Runner) {
 // retried, as the operator's reconcile is. A repos field that cannot be
 // read is reported (InvalidRepos) and not retried: only a new value helps.
 func (r *Reconciler) reconcileRepos(ctx context.Context, log *slog.Logger, rn *supervise.Runner, s *ambientv1.Session) error {
-	if _, _, serving := rn.Serving(); !serving || rn.StopRequested() || rn.Lost() {
-		return nil // its supervisor decides what comes next
-	}
-	have := r.repos.get(rn)
-	want, err := desiredRepos(s)
-	if err != nil && hasCondition(s, invalidRepos(err)) {
-		return nil // reported already (the echo of that report)
-	}
-	if err == nil && diffRepos(have, want).empty() && !needsReport(s, have) {
+	if !r.reposPending(rn, s) {
 		return nil // the echo of our own write ends here, with no API call
 	}
+	have := r.repos.get(rn)
 	// Something to do: act on the session as it is now, not on a stale
 	// or redelivered event.
 	fresh, err := r.api.GetSession(ctx, rn.ID())
@@ -249,7 +242,7 @@ func (r *Reconciler) reconcileRepos(ctx context.Context, log *slog.Logger, rn *s
 	if session.PhaseOf(fresh) != session.PhaseRunning {
 		return nil // its next event decides
 	}
-	want, err = desiredRepos(fresh)
+	want, err := desiredRepos(fresh)
 	if err != nil {
 		cond := invalidRepos(err)
 		if hasCondition(fresh, cond) {
@@ -273,6 +266,27 @@ func (r *Reconciler) reconcileRepos(ctx context.Context, log *slog.Logger, rn *s
 	msg := fmt.Sprintf("Reconciled %d repos (added: %d, removed: %d, branch changed: %d)", len(applied), len(d.add), len(d.remove), len(d.branch))
 	log.Info("repos applied to the runner", slog.Int("added", len(d.add)), slog.Int("removed", len(d.remove)), slog.Int("branch_changed", len(d.branch)))
 	return r.reportRepos(ctx, log, fresh, applied, msg)
+}
+
+// reposPending reports whether s, a Running session as an event or the
+// resync's list shows it, has something for reconcileRepos to do on rn,
+// its runner here: repos rn was not told of, or a report s lacks (see
+// needsReport), or a repos field that cannot be read and is not reported
+// yet. It calls neither the API nor the runner: the resync asks it of
+// every session with a runner here, and the echo of a report ends here.
+func (r *Reconciler) reposPending(rn *supervise.Runner, s *ambientv1.Session) bool {
+	if session.PhaseOf(s) != session.PhaseRunning {
+		return false
+	}
+	if _, _, serving := rn.Serving(); !serving || rn.StopRequested() || rn.Lost() {
+		return false // its supervisor decides what comes next
+	}
+	have := r.repos.get(rn)
+	want, err := desiredRepos(s)
+	if err != nil {
+		return !hasCondition(s, invalidRepos(err)) // else reported already
+	}
+	return !diffRepos(have, want).empty() || needsReport(s, have)
 }
 
 // applyRepos tells rn of d (adds, then branch changes, then removals, the

@@ -19,11 +19,13 @@ import (
 // resync reads every session and reconciles the selected ones that need
 // it: Pending without a claim (start), Creating/Running without one
 // (recover; a stale claim is the sweep's), and those whose runner lives
-// here while the phase drifted (heal.go) or the project changed
-// (move.go). Local runners whose session is not in the list are looked
-// at too (stopOrphans): a session deleted while no informer watched is
-// never announced, and this is the only place that notices. Claims make
-// it safe on every replica at once.
+// here while the phase drifted (heal.go), the project changed (move.go)
+// or, Running, the repos differ from what the runner has (repos.go: a
+// change whose event was dead-lettered or lost would otherwise wait for
+// the session's next event). Local runners whose session is not in the
+// list are looked at too (stopOrphans): a session deleted while no
+// informer watched is never announced, and this is the only place that
+// notices. Claims make it safe on every replica at once.
 // Last, the workspaces of sessions gone from the API are removed
 // (removeWorkspaces).
 //
@@ -112,8 +114,9 @@ func (r *Reconciler) stopOrphans(ctx context.Context, listed map[string]bool) {
 }
 
 // checkRunners reads the session of every local runner and stops the
-// runners whose session is gone, over, Stopping or deselected, and
-// replaces those whose session moved to another project (wantedHere).
+// runners whose session is gone, over, Stopping or deselected, replaces
+// those whose session moved to another project, and tells those of a
+// Running session of repo changes no event brought (wantedHere).
 // It is the resync's orphan check without the list: one read per local runner (at
 // most LOCAL_MAX_SESSIONS) instead of every session, so it can run every
 // few seconds and bound how long a runner outlives a delete no event
@@ -186,7 +189,7 @@ func (r *Reconciler) resyncSession(ctx context.Context, s *ambientv1.Session, st
 	selected, rn := r.cfg.Selector.Selects(s), r.sup.Get(id)
 	switch {
 	case !selected && rn == nil,
-		selected && rn != nil && !drifts(rn, p) && !(p.WantsRunner() && movedAway(rn, s)),
+		selected && rn != nil && !drifts(rn, p) && !(p.WantsRunner() && movedAway(rn, s)) && !r.reposPending(rn, s),
 		selected && rn == nil && !p.WantsRunner() && p != session.PhaseStopping:
 		return false
 	}
@@ -204,6 +207,13 @@ func (r *Reconciler) resyncSession(ctx context.Context, s *ambientv1.Session, st
 		err = r.move(ctx, log, rn) // from a read of its own: the list may be old
 	case rn != nil:
 		err = r.healPhase(ctx, log, rn, p, time.Time{})
+		if err == nil && r.sup.Get(id) == rn {
+			// Repos changed with no event to say so (repos.go): it reads
+			// the session, and calls the runner, only if the list shows a
+			// difference.
+			err = r.reconcileRepos(ctx, log, rn, s)
+		}
+		r.repos.forget(id, r.sup.Get(id))
 	case p == session.PhaseCreating || p == session.PhaseRunning:
 		if _, gerr := r.claims.Get(ctx, id); gerr == nil {
 			// Claimed: by a live owner, or the sweep takes the claim over

@@ -314,8 +314,16 @@ func BuildEnv(host []string, allow EnvAllowList, s Session, port int, workspace,
 	if s.LLMModel != nil {
 		vars[EnvLLMModel] = *s.LLMModel
 	}
+	// The three model settings are passed only when the session sets
+	// them, unlike the operator, which always passes them ("", "0.00",
+	// "0" when unset): the platform's runner reads only LLM_MODEL and
+	// takes "" for its default, so leaving them out changes nothing for
+	// it, while a runner that falls back to its own default when a
+	// variable is unset (os.getenv("LLM_TEMPERATURE", "0.7")) would run a
+	// session that set nothing at temperature 0 with no tokens.
 	if s.LLMTemperature != nil {
-		vars[EnvLLMTemp] = strconv.FormatFloat(*s.LLMTemperature, 'g', -1, 64)
+		// Two decimals, as the operator formats it (%.2f): 0.7 is "0.70".
+		vars[EnvLLMTemp] = strconv.FormatFloat(*s.LLMTemperature, 'f', 2, 64)
 	}
 	if s.LLMMaxTokens != nil {
 		vars[EnvLLMMaxTokens] = strconv.Itoa(int(*s.LLMMaxTokens))

@@ -197,3 +197,42 @@ func FuzzParseEnvironmentVariables(f *testing.F) {
 		}
 	})
 }
+
+// TestBuildEnvLLMSettingsAsTheOperator: the model settings a session sets
+// reach the runner as the operator passes them, the temperature with two
+// decimals (%.2f: 0.7 is "0.70", kube-reconciler's one-ulp-above 1 is
+// "1.00"); settings the session leaves unset are not passed (the operator
+// passes "", "0.00" and "0"; see BuildEnv for why not here). Before, the
+// temperature went as Go's shortest form ("0.7", "1.0000000000000002").
+func TestBuildEnvLLMSettingsAsTheOperator(t *testing.T) {
+	t.Parallel()
+	ptr := func(f float64) *float64 { return &f }
+	model, tokens := "claude-sonnet-4-5", int32(4000)
+	for _, tc := range []struct {
+		name string
+		s    Session
+		want map[string]string // "": not set
+	}{
+		{"all set", Session{LLMModel: &model, LLMTemperature: ptr(0.7), LLMMaxTokens: &tokens},
+			map[string]string{EnvLLMModel: model, EnvLLMTemp: "0.70", EnvLLMMaxTokens: "4000"}},
+		{"whole number one ulp above", Session{LLMTemperature: ptr(1.0000000000000002)}, map[string]string{EnvLLMTemp: "1.00"}},
+		{"zero", Session{LLMTemperature: ptr(0)}, map[string]string{EnvLLMTemp: "0.00"}},
+		{"rounded to two decimals", Session{LLMTemperature: ptr(0.123)}, map[string]string{EnvLLMTemp: "0.12"}},
+		{"unset", Session{}, map[string]string{EnvLLMModel: "", EnvLLMTemp: "", EnvLLMMaxTokens: ""}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			tc.s.ID, tc.s.ProjectID = "s1", "p1"
+			env := envMap(t, BuildEnv(nil, EnvAllowList{}, tc.s, 9100, "/ws/s1", "", ""))
+			for k, want := range tc.want {
+				got, set := env[k]
+				if want == "" && set {
+					t.Errorf("%s = %q, want it unset", k, got)
+				}
+				if want != "" && got != want {
+					t.Errorf("%s = %q, want %q", k, got, want)
+				}
+			}
+		})
+	}
+}

@@ -80,7 +80,7 @@ func TestBuildEnv(t *testing.T) {
 	want := []string{
 		"AGENTIC_SESSION_NAME=s1", "AGUI_PORT=9100", "ANTHROPIC_API_KEY=k", "BOSS_AGENT_NAME=my-session",
 		"BOSS_SPACE=default", "BOSS_URL=http://boss", "GITHUB_TOKEN=g", "GIT_AUTHOR_NAME=a", "HOME=/h", "INITIAL_PROMPT=hi there",
-		"INITIAL_PROMPT_FILE=/ws/s1/.initial-prompt", "LLM_MAX_TOKENS=4000", "LLM_TEMPERATURE=0.7", "PATH=/bin", "PROJECT_NAME=p1", "SESSION_ID=s1", "WORKSPACE_PATH=/ws/s1",
+		"INITIAL_PROMPT_FILE=/ws/s1/.initial-prompt", "LLM_MAX_TOKENS=4000", "LLM_TEMPERATURE=0.70", "PATH=/bin", "PROJECT_NAME=p1", "SESSION_ID=s1", "WORKSPACE_PATH=/ws/s1",
 	}
 	want = append(want, "AGENTIC_SESSION_NAMESPACE=p1")
 	slices.Sort(want)

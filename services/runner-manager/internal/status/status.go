@@ -122,9 +122,44 @@ type Update struct {
 	CompletionTime time.Time // zero: not written
 	// Conditions replace the session's conditions; nil writes none.
 	Conditions session.Conditions
+	// RunnerConditions says Conditions are a runner's saved copy: only
+	// the conditions runner-manager's supervisors own (RunnerOwned) are
+	// taken from them, every other one is the session's as read just
+	// before the write. The copy was taken when the runner started, so
+	// without this a Reconciled written since (reconcile/repos.go), or
+	// any condition of another writer, would be dropped, or put back
+	// as it was then, by the runner's next phase write.
+	RunnerConditions bool
 	// ReconciledRepos replaces the session's reconciled_repos (JSON);
 	// nil writes none.
 	ReconciledRepos *string
+}
+
+// RunnerOwned are the condition types a runner's supervisor reports, the
+// ones an Update with RunnerConditions takes from its own copy.
+func RunnerOwned() []string {
+	return []string{CondProcessSpawned, CondHealthCheckPassed, CondRunnerStarted}
+}
+
+// onto returns u with RunnerConditions resolved against cur, the session
+// as read just before the write: cur's conditions with those u owns
+// replaced by u's (their times as u has them).
+func (u Update) onto(cur *ambientv1.Session) Update {
+	if !u.RunnerConditions {
+		return u
+	}
+	u.RunnerConditions = false
+	if u.Conditions == nil {
+		return u
+	}
+	out := Conditions(cur)
+	for _, typ := range RunnerOwned() {
+		if c, ok := u.Conditions.Get(typ); ok {
+			out = out.Set(c, time.Now())
+		}
+	}
+	u.Conditions = out
+	return u
 }
 
 // request is u as the API call for session id.
@@ -200,7 +235,10 @@ func (w *Writer) WriteChecked(ctx context.Context, id string, u Update, check Ch
 // write is WriteChecked returning the session as written (nil when it is
 // gone).
 func (w *Writer) write(ctx context.Context, id string, u Update, check Check) (*ambientv1.Session, error) {
-	req := u.request(id)
+	var req *ambientv1.UpdateSessionStatusRequest
+	if !u.RunnerConditions {
+		req = u.request(id)
+	}
 	var last error
 	var written *ambientv1.Session
 	tries := 0
@@ -211,15 +249,19 @@ func (w *Writer) write(ctx context.Context, id string, u Update, check Check) (*
 				return struct{}{}, backoff.Permanent(err)
 			}
 		}
+		if req == nil {
+			// The session's conditions are needed (RunnerConditions): read
+			// once, retried as the write is.
+			cur, err := w.api.GetSession(ctx, id)
+			last, written = err, nil
+			if err != nil {
+				return retryable(err)
+			}
+			req = u.onto(cur).request(id)
+		}
 		s, err := w.api.UpdateSessionStatus(ctx, req)
 		last, written = err, s
-		switch grpcstatus.Code(err) { // Code sees through wrapping
-		case codes.OK, codes.NotFound:
-			return struct{}{}, nil
-		case codes.InvalidArgument, codes.PermissionDenied, codes.Unauthenticated:
-			return struct{}{}, backoff.Permanent(err)
-		}
-		return struct{}{}, err
+		return retryable(err)
 	}
 	b := &backoff.ExponentialBackOff{InitialInterval: retryMin, RandomizationFactor: 0.25, Multiplier: 2, MaxInterval: retryMax}
 	opts := []backoff.RetryOption{backoff.WithBackOff(b), backoff.WithMaxElapsedTime(0)}
@@ -236,6 +278,19 @@ func (w *Writer) write(ctx context.Context, id string, u Update, check Check) (*
 	}
 	w.count(ctx, u.Phase, "ok")
 	return written, nil
+}
+
+// retryable classifies err, the answer of one API call of a write: done
+// (none, or NotFound: the session is gone), permanent (a request the API
+// refuses, or refused credentials) or worth a retry.
+func retryable(err error) (struct{}, error) {
+	switch grpcstatus.Code(err) { // Code sees through wrapping
+	case codes.OK, codes.NotFound:
+		return struct{}{}, nil
+	case codes.InvalidArgument, codes.PermissionDenied, codes.Unauthenticated:
+		return struct{}{}, backoff.Permanent(err)
+	}
+	return struct{}{}, err
 }
 
 // Guarded is what WriteIf found and did.
@@ -280,7 +335,7 @@ func (w *Writer) writeIf(ctx context.Context, id string, u Update, allow func(se
 	if !allow(g.Found) {
 		return g, nil
 	}
-	written, err := w.write(ctx, id, u, check)
+	written, err := w.write(ctx, id, u.onto(cur), check)
 	switch {
 	case err != nil:
 		return g, err

@@ -181,3 +181,58 @@ func TestStoppedOnlyOverStopping(t *testing.T) {
 		t.Fatalf("Stopped of a deleted session: %v, want nothing to do", err)
 	}
 }
+
+// A write of a runner's conditions (RunnerConditions) keeps the session's
+// other conditions as they are when it writes, not as the runner's copy
+// has them: the runner's own types come from the update, every other one
+// from a read just before the write, itself retried as the write is; a
+// session deleted meanwhile gets nothing and is no error.
+func TestRunnerConditionsMerged(t *testing.T) {
+	t.Parallel()
+	api, client, w := writer(t)
+	s, err := client.CreateSession(t.Context(), &ambientv1.CreateSessionRequest{Name: "s", ProjectId: proto.String("p")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := s.GetMetadata().GetId()
+	at := time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)
+	stale := session.Condition{Type: CondReconciled, Status: session.StatusFalse, Reason: ReasonRepoReconciliationFailed, LastTransitionTime: at}
+	now := session.Condition{Type: CondReconciled, Status: session.StatusTrue, Reason: ReasonSpecApplied, LastTransitionTime: at.Add(time.Minute)}
+	other := session.Condition{Type: "S3Available", Status: session.StatusTrue, LastTransitionTime: at}
+	onSession := session.Conditions{now, other}.JSON()
+	if _, err := client.UpdateSessionStatus(t.Context(), &ambientv1.UpdateSessionStatusRequest{Id: id, Conditions: &onSession}); err != nil {
+		t.Fatal(err)
+	}
+	started := session.Condition{Type: CondRunnerStarted, Status: session.StatusFalse, Reason: ReasonStopped, LastTransitionTime: at.Add(2 * time.Minute)}
+	copyOf := session.Conditions{stale, started} // the runner's copy: an old Reconciled
+	api.FailNext(ambientv1.SessionService_GetSession_FullMethodName, 1, codes.Unavailable)
+	if err := w.WriteFinal(t.Context(), id, Update{Phase: session.PhaseStopped, Conditions: copyOf, RunnerConditions: true}, "", nil); err != nil {
+		t.Fatal(err)
+	}
+	got := Conditions(mustGet(t, client, id))
+	for _, want := range []session.Condition{now, other, started} {
+		if c, ok := got.Get(want.Type); !ok || c != want {
+			t.Errorf("%s = %+v, want %+v (conditions %s)", want.Type, c, want, got.JSON())
+		}
+	}
+
+	if err := client.DeleteSession(t.Context(), id); err != nil {
+		t.Fatal(err)
+	}
+	writes := api.CountCalls(updateStatus)
+	if err := w.WriteFinal(t.Context(), id, Update{Phase: session.PhaseStopped, Conditions: copyOf, RunnerConditions: true}, "", nil); err != nil {
+		t.Fatalf("write on a deleted session: %v", err)
+	}
+	if n := api.CountCalls(updateStatus) - writes; n != 0 {
+		t.Fatalf("%d writes on a deleted session, want none", n)
+	}
+}
+
+func mustGet(t *testing.T, client *apiclient.Client, id string) *ambientv1.Session {
+	t.Helper()
+	s, err := client.GetSession(t.Context(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}

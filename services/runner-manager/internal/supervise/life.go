@@ -178,7 +178,7 @@ func (s *Supervisor) onSpawned(ctx context.Context, log *slog.Logger, rn *Runner
 	defer unlock()
 	s.register(ctx, log, rn, registry.StateStarting)
 	rn.mu.Lock()
-	skip, u := rn.stopped || rn.final, status.Update{Phase: session.PhaseCreating, Conditions: rn.conds}
+	skip, u := rn.stopped || rn.final, status.Update{Phase: session.PhaseCreating, Conditions: rn.conds, RunnerConditions: true}
 	rn.mu.Unlock()
 	if skip {
 		return
@@ -203,7 +203,7 @@ func (s *Supervisor) onHealthy(ctx context.Context, log *slog.Logger, rn *Runner
 	if rn.Lost() {
 		return // lost while the registration ran (taken over, or given up)
 	}
-	if s.writeLive(ctx, log, rn, status.Update{Phase: session.PhaseRunning, StartTime: now, Conditions: conds}) {
+	if s.writeLive(ctx, log, rn, status.Update{Phase: session.PhaseRunning, StartTime: now, Conditions: conds, RunnerConditions: true}) {
 		if !rn.received.IsZero() {
 			s.metrics.running(ctx, time.Since(rn.received))
 		}

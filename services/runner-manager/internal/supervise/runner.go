@@ -298,7 +298,10 @@ func (rn *Runner) setCond(c session.Condition) session.Conditions {
 func (rn *Runner) finalUpdate(end *ending) status.Update {
 	rn.endHealthCheck(end.reason)
 	conds := rn.setCond(session.Condition{Type: status.CondRunnerStarted, Status: session.StatusFalse, Reason: end.reason, Message: end.message})
-	u := status.Update{Phase: end.phase, Conditions: conds}
+	// RunnerConditions: the session's other conditions (a Reconciled
+	// written while the runner ran) are kept, not replaced by the copy
+	// taken at the start.
+	u := status.Update{Phase: end.phase, Conditions: conds, RunnerConditions: true}
 	if end.phase.Terminal() {
 		u.CompletionTime = time.Now()
 	}

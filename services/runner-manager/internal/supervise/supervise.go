@@ -362,7 +362,7 @@ func (s *Supervisor) WriteRunning(ctx context.Context, rn *Runner) error {
 	if s.takenOver(ctx, log, rn) {
 		return nil // the new owner writes the session's phase
 	}
-	if !s.writeLive(ctx, log, rn, status.Update{Phase: session.PhaseRunning, StartTime: since, Conditions: conds}) && rn.unsentPhase() != "" {
+	if !s.writeLive(ctx, log, rn, status.Update{Phase: session.PhaseRunning, StartTime: since, Conditions: conds, RunnerConditions: true}) && rn.unsentPhase() != "" {
 		return fmt.Errorf("write phase %s of %s", session.PhaseRunning, rn.id)
 	}
 	return nil
