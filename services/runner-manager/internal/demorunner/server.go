@@ -48,12 +48,16 @@ type Stats struct {
 	// /repos/remove calls answered 200 (runner-manager's spec changes).
 	ReposAdded   int64 `json:"repos_added"`
 	ReposRemoved int64 `json:"repos_removed"`
+	// ReposFailed counts the POST /repos/add and /repos/remove calls
+	// answered with an error because ReposFailFile exists.
+	ReposFailed int64 `json:"repos_failed"`
 }
 
 // ReposFailFile is the file in the workspace that makes POST /repos/add
-// and /repos/remove answer 500 while it exists: how tests make a runner
-// fail to apply a spec change (the platform's runner answers 500 when a
-// clone fails).
+// and /repos/remove answer 500 while it exists, or the 4xx/5xx status its
+// content names ("400"): how tests make a runner fail to apply a spec
+// change (the platform's runner answers 500 when a clone fails, 400 for a
+// request without a URL).
 const ReposFailFile = ".demo-repos-fail"
 
 // Repo is one repository the runner was told to add (POST /repos/add), as
@@ -70,7 +74,7 @@ type Server struct {
 	log *slog.Logger
 
 	started, finished, cancelled, interrupted, active atomic.Int64
-	reposAdded, reposRemoved                          atomic.Int64
+	reposAdded, reposRemoved, reposFailed             atomic.Int64
 
 	events *fanout // every run's events, for GET /
 
@@ -180,8 +184,13 @@ func (s *Server) readRepoRequest(w http.ResponseWriter, r *http.Request) (req re
 		return req, false
 	}
 	if s.cfg.Workspace != "" {
-		if _, err := os.Stat(filepath.Join(s.cfg.Workspace, ReposFailFile)); err == nil {
-			writeJSON(w, http.StatusInternalServerError, map[string]string{"detail": "repo change refused: " + ReposFailFile + " exists"})
+		if b, err := os.ReadFile(filepath.Join(s.cfg.Workspace, ReposFailFile)); err == nil {
+			code, err := strconv.Atoi(strings.TrimSpace(string(b)))
+			if err != nil || code < 400 || code > 599 {
+				code = http.StatusInternalServerError
+			}
+			s.reposFailed.Add(1)
+			writeJSON(w, code, map[string]string{"detail": "repo change refused: " + ReposFailFile + " exists"})
 			return req, false
 		}
 	}
@@ -229,7 +238,7 @@ func (s *Server) StatsSnapshot() Stats {
 		RunsStarted: s.started.Load(), RunsFinished: s.finished.Load(), RunsCancelled: s.cancelled.Load(),
 		RunsInterrupted: s.interrupted.Load(), ActiveRuns: s.active.Load(),
 		InitialPromptBytes: len(s.cfg.Prompt), InitialPromptSHA256: hex.EncodeToString(sum[:]),
-		ReposAdded: s.reposAdded.Load(), ReposRemoved: s.reposRemoved.Load(),
+		ReposAdded: s.reposAdded.Load(), ReposRemoved: s.reposRemoved.Load(), ReposFailed: s.reposFailed.Load(),
 	}
 }
 

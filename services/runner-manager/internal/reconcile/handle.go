@@ -72,7 +72,7 @@ func (r *Reconciler) Handle(ctx context.Context, m group.Message) error {
 		err = r.checkAlive(ctx, log, id, phase, seenAt)
 		if rn := r.sup.Get(id); err == nil && phase == session.PhaseRunning && rn != nil {
 			// Spec changes of a running session reach its runner (repos.go).
-			err = r.reconcileRepos(ctx, log, rn, s)
+			err = r.reconcileRepos(ctx, log, rn, s, true)
 		}
 	default:
 		// Terminal phases (and unknown ones) never start anything; the echo

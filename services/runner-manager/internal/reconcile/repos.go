@@ -65,6 +65,27 @@ const runnerCallTimeout = 10 * time.Second
 // the condition message.
 const repoErrBodyMax = 512
 
+// repoRetryMin and repoRetryMax bound how long the resync waits before it
+// tells a runner again of repos it failed to apply: repoRetryMin after the
+// first failure, doubling with each failure of the same repos up to
+// repoRetryMax. Without a wait every resync (and before, every runner
+// check) called a runner that keeps failing, forever: two session reads
+// and a runner call each time, long after the event was dead-lettered.
+const (
+	repoRetryMin = 5 * time.Second
+	repoRetryMax = 5 * time.Minute
+)
+
+// repoRetryDelay is the wait after the tries-th failure in a row of the
+// same repos.
+func repoRetryDelay(tries int) time.Duration {
+	d := repoRetryMin
+	for i := 1; i < tries && d < repoRetryMax; i++ {
+		d *= 2
+	}
+	return min(d, repoRetryMax)
+}
+
 // repo is one repository of a session as its runner is told of it.
 type repo struct {
 	URL    string
@@ -104,7 +125,11 @@ func desiredRepos(s *ambientv1.Session) ([]repo, error) {
 		if strings.TrimSpace(s.GetRepoUrl()) == "" {
 			return nil, nil
 		}
-		return []repo{{URL: s.GetRepoUrl(), Branch: defaultBranch, Name: repoName(s.GetRepoUrl())}}, nil
+		name := repoName(s.GetRepoUrl())
+		if why := repoNameFault(name); why != "" {
+			return nil, fmt.Errorf("repo_url %q: name %q %s", clip(s.GetRepoUrl()), clip(name), why)
+		}
+		return []repo{{URL: s.GetRepoUrl(), Branch: defaultBranch, Name: name}}, nil
 	}
 	var entries []repoEntry
 	dec := json.NewDecoder(strings.NewReader(raw))
@@ -129,6 +154,9 @@ func desiredRepos(s *ambientv1.Session) ([]repo, error) {
 		if r.Name == "" {
 			r.Name = repoName(r.URL)
 		}
+		if why := repoNameFault(r.Name); why != "" {
+			return nil, fmt.Errorf("repos: entry %d (url %q): name %q %s", i, clip(r.URL), clip(r.Name), why)
+		}
 		if j := slices.IndexFunc(out, func(o repo) bool { return o.URL == r.URL }); j >= 0 {
 			out[j] = r
 			continue
@@ -143,6 +171,35 @@ func desiredRepos(s *ambientv1.Session) ([]repo, error) {
 func repoName(url string) string {
 	parts := strings.Split(strings.TrimRight(strings.TrimSuffix(url, ".git"), "/"), "/")
 	return parts[len(parts)-1]
+}
+
+// repoNameFault says why name cannot name a repo on the runner, "" when it
+// can. The platform's runner clones a repo to <workspace>/repos/<name> and
+// removes one with shutil.rmtree of that path (ambient-runner's
+// endpoints/repos.py), with no check of its own: "" and "." are the repos
+// directory itself, ".." the workspace, a "/" a path below another repo
+// or, leading, an absolute path (Python's Path joins it in place of the
+// directory). A backslash is a separator on Windows, and a NUL no path can
+// hold; both are refused so a name means the same on any runner.
+func repoNameFault(name string) string {
+	switch {
+	case name == "":
+		return "is empty"
+	case name == "." || name == "..":
+		return "is not a directory name"
+	case strings.ContainsAny(name, "/\\\x00"):
+		return `holds a "/", "\\" or NUL`
+	}
+	return ""
+}
+
+// clip shortens s for a condition message.
+func clip(s string) string {
+	const maxLen = 128
+	if len(s) <= maxLen {
+		return s
+	}
+	return s[:maxLen] + "..."
 }
 
 // repoDiff is what a runner must be told to get from one list of repos
@@ -178,16 +235,33 @@ func diffRepos(have, want []repo) repoDiff {
 type runnerRepos struct {
 	mu   sync.Mutex
 	byID map[string]runnerRepoState // guarded by mu
+	// now is the clock of the retry times: time.Now, which tests replace
+	// to pass a backoff without waiting for it. Called with mu held.
+	now func() time.Time
 }
 
 // runnerRepoState is the repos of one runner (rn: a new runner of the
-// session starts from its own REPOS_JSON, not from its predecessor's).
+// session starts from its own REPOS_JSON, not from its predecessor's),
+// and the last repos it failed to apply.
 type runnerRepoState struct {
 	rn    *supervise.Runner
 	repos []repo
+	// failing says the last apply failed: failed are the repos it wanted.
+	// Cleared by an apply that succeeds or by other wanted repos.
+	failing bool
+	failed  []repo
+	// refused says the runner refused failed itself (a 4xx answer): the
+	// same request fails again, so failed are not tried again at all.
+	refused bool
+	// tries counts the failures of failed in a row; retryAt is when the
+	// resync may try them again (repoRetryDelay).
+	tries   int
+	retryAt time.Time
 }
 
-func newRunnerRepos() *runnerRepos { return &runnerRepos{byID: map[string]runnerRepoState{}} }
+func newRunnerRepos() *runnerRepos {
+	return &runnerRepos{byID: map[string]runnerRepoState{}, now: time.Now}
+}
 
 // get returns the repos rn has: what it was last told, else what it was
 // started with (a malformed REPOS_JSON gave it none).
@@ -205,10 +279,60 @@ func (rr *runnerRepos) get(rn *supervise.Runner) []repo {
 	return started
 }
 
+// set records that rn has repos, all it was asked for: a failure recorded
+// before is over.
 func (rr *runnerRepos) set(rn *supervise.Runner, repos []repo) {
 	rr.mu.Lock()
 	defer rr.mu.Unlock()
 	rr.byID[rn.ID()] = runnerRepoState{rn: rn, repos: slices.Clone(repos)}
+}
+
+// fail records that rn has repos after an apply of want failed (refused:
+// by a 4xx answer), and returns when the resync may try want again (zero
+// when refused: never).
+func (rr *runnerRepos) fail(rn *supervise.Runner, repos, want []repo, refused bool) time.Time {
+	rr.mu.Lock()
+	defer rr.mu.Unlock()
+	st, ok := rr.byID[rn.ID()]
+	tries := 1
+	if ok && st.rn == rn && st.failing && sameRepoSet(st.failed, want) {
+		tries = st.tries + 1
+	}
+	st = runnerRepoState{rn: rn, repos: slices.Clone(repos), failing: true, failed: slices.Clone(want), refused: refused, tries: tries}
+	if !refused {
+		st.retryAt = rr.now().Add(repoRetryDelay(tries))
+	}
+	rr.byID[rn.ID()] = st
+	return st.retryAt
+}
+
+// held reports whether want, rn's wanted repos, are the ones its last
+// apply failed on and must not be tried yet: refused by the runner, or,
+// unless event, before their retry time. An event is retried with the
+// consumer group's own backoff, so it does not wait for this one.
+func (rr *runnerRepos) held(rn *supervise.Runner, want []repo, event bool) bool {
+	rr.mu.Lock()
+	defer rr.mu.Unlock()
+	st, ok := rr.byID[rn.ID()]
+	if !ok || st.rn != rn || !st.failing || !sameRepoSet(st.failed, want) {
+		return false
+	}
+	return st.refused || (!event && rr.now().Before(st.retryAt))
+}
+
+// prune drops the state of every runner that is no longer its session's
+// (current: the session's runner here, nil when none). A runner whose
+// session was deleted, or that ended with no later event of its session,
+// is forgotten by no event (Handle forgets the state of the session it
+// handles), and its state would hold the gone *Runner for good.
+func (rr *runnerRepos) prune(current func(id string) *supervise.Runner) {
+	rr.mu.Lock()
+	defer rr.mu.Unlock()
+	for id, st := range rr.byID {
+		if current(id) != st.rn {
+			delete(rr.byID, id)
+		}
+	}
 }
 
 // forget drops the state of session id unless it is rn's (nil: drop it):
@@ -223,13 +347,19 @@ func (rr *runnerRepos) forget(id string, rn *supervise.Runner) {
 
 // reconcileRepos applies the repos of s, a Running session, to rn, its
 // runner here, and reports them (reconciled_repos, condition Reconciled).
+// event says an event of the session asks (Handle), not the resync.
 // Callers hold the session's lock. A runner that cannot be told (not
-// reachable, an answer other than 200) is reported (Reconciled=False
+// reachable, a 5xx answer) is reported (Reconciled=False
 // RepoReconciliationFailed) and returned as an error: the event is
-// retried, as the operator's reconcile is. A repos field that cannot be
-// read is reported (InvalidRepos) and not retried: only a new value helps.
-func (r *Reconciler) reconcileRepos(ctx context.Context, log *slog.Logger, rn *supervise.Runner, s *ambientv1.Session) error {
-	if !r.reposPending(rn, s) {
+// retried with the consumer group's backoff, as the operator's reconcile
+// is, and the resync tries the same repos again only after a backoff of
+// its own (runnerRepos.held). A runner that refuses the request itself (a
+// 4xx answer: a URL or name it does not take) is reported the same way and
+// nil is returned: the same repos would be refused again, so they are not
+// retried; other repos are. A repos field that cannot be read is reported
+// (InvalidRepos) and not retried: only a new value helps.
+func (r *Reconciler) reconcileRepos(ctx context.Context, log *slog.Logger, rn *supervise.Runner, s *ambientv1.Session, event bool) error {
+	if !r.reposPending(rn, s, event) {
 		return nil // the echo of our own write ends here, with no API call
 	}
 	have := r.repos.get(rn)
@@ -251,18 +381,29 @@ func (r *Reconciler) reconcileRepos(ctx context.Context, log *slog.Logger, rn *s
 		log.Warn("session repos cannot be read; the runner keeps its repos", slog.String(logkey.Err, err.Error()))
 		return r.writeReconciled(ctx, fresh, cond, nil)
 	}
+	if r.repos.held(rn, want, event) {
+		return nil // failed before, reported; see held
+	}
 	d := diffRepos(have, want)
 	if d.empty() {
+		r.repos.set(rn, have) // a failure of other repos is over
 		return r.reportRepos(ctx, log, fresh, have, "")
 	}
 	applied, err := r.applyRepos(ctx, log, rn, have, d)
-	r.repos.set(rn, applied) // what succeeded is not sent again
 	if err != nil {
-		log.Warn("repos not applied to the runner", slog.String(logkey.Err, err.Error()))
+		// What succeeded is not sent again.
+		refused := isRefused(err)
+		retryAt := r.repos.fail(rn, applied, want, refused)
 		werr := r.writeReconciled(ctx, fresh, session.Condition{Type: status.CondReconciled, Status: session.StatusFalse,
 			Reason: status.ReasonRepoReconciliationFailed, Message: "Failed to reconcile repos: " + err.Error()}, nil)
+		if refused {
+			log.Warn("runner refused the repos; not retried until they change", slog.String(logkey.Err, err.Error()))
+			return werr // acked: only other repos help
+		}
+		log.Warn("repos not applied to the runner", slog.String(logkey.Err, err.Error()), slog.Time("resync_retry_at", retryAt))
 		return errors.Join(wrapRetry("reconcile repos of", rn.ID(), err), werr)
 	}
+	r.repos.set(rn, applied)
 	msg := fmt.Sprintf("Reconciled %d repos (added: %d, removed: %d, branch changed: %d)", len(applied), len(d.add), len(d.remove), len(d.branch))
 	log.Info("repos applied to the runner", slog.Int("added", len(d.add)), slog.Int("removed", len(d.remove)), slog.Int("branch_changed", len(d.branch)))
 	return r.reportRepos(ctx, log, fresh, applied, msg)
@@ -272,20 +413,25 @@ func (r *Reconciler) reconcileRepos(ctx context.Context, log *slog.Logger, rn *s
 // resync's list shows it, has something for reconcileRepos to do on rn,
 // its runner here: repos rn was not told of, or a report s lacks (see
 // needsReport), or a repos field that cannot be read and is not reported
-// yet. It calls neither the API nor the runner: the resync asks it of
-// every session with a runner here, and the echo of a report ends here.
-func (r *Reconciler) reposPending(rn *supervise.Runner, s *ambientv1.Session) bool {
+// yet; not repos rn failed to apply that are held (runnerRepos.held:
+// refused, or, unless event, waiting for their retry time). It calls
+// neither the API nor the runner: the resync asks it of every session
+// with a runner here, and the echo of a report ends here.
+func (r *Reconciler) reposPending(rn *supervise.Runner, s *ambientv1.Session, event bool) bool {
 	if session.PhaseOf(s) != session.PhaseRunning {
 		return false
 	}
 	if _, _, serving := rn.Serving(); !serving || rn.StopRequested() || rn.Lost() {
 		return false // its supervisor decides what comes next
 	}
-	have := r.repos.get(rn)
 	want, err := desiredRepos(s)
 	if err != nil {
 		return !hasCondition(s, invalidRepos(err)) // else reported already
 	}
+	if r.repos.held(rn, want, event) {
+		return false
+	}
+	have := r.repos.get(rn)
 	return !diffRepos(have, want).empty() || needsReport(s, have)
 }
 
@@ -318,8 +464,34 @@ func (r *Reconciler) applyRepos(ctx context.Context, log *slog.Logger, rn *super
 	return out, nil
 }
 
+// runnerAnswerError is a runner's answer other than 200 to a repo call.
+type runnerAnswerError struct {
+	url  string
+	code int
+	body string
+}
+
+func (e *runnerAnswerError) Error() string {
+	return fmt.Sprintf("POST %s: runner answered %d: %s", e.url, e.code, e.body)
+}
+
+// isRefused reports whether err is a runner's 4xx answer: it refuses the
+// request itself (ambient-runner answers 400 for a missing URL, FastAPI
+// 422 for a body it cannot read), so the same request fails again. A 5xx
+// (a clone that failed, its context not ready yet), no answer, or a 408
+// or 429 (the runner or a proxy in front of it busy, by their meaning)
+// may pass on a retry.
+func isRefused(err error) bool {
+	var ae *runnerAnswerError
+	if !errors.As(err, &ae) || ae.code == http.StatusRequestTimeout || ae.code == http.StatusTooManyRequests {
+		return false
+	}
+	return ae.code >= 400 && ae.code < 500
+}
+
 // postRunner POSTs body as JSON to url; anything but 200 is an error
-// carrying the start of the runner's answer.
+// carrying the start of the runner's answer (a *runnerAnswerError when the
+// runner answered).
 func postRunner(ctx context.Context, client *http.Client, url string, body map[string]string) error {
 	b, err := json.Marshal(body)
 	if err != nil {
@@ -337,7 +509,7 @@ func postRunner(ctx context.Context, client *http.Client, url string, body map[s
 	defer func() { _ = resp.Body.Close() }() // read to the end below or abandoned; nothing to report
 	msg, _ := io.ReadAll(io.LimitReader(resp.Body, repoErrBodyMax))
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("POST %s: runner answered %d: %s", url, resp.StatusCode, strings.TrimSpace(string(msg)))
+		return &runnerAnswerError{url: url, code: resp.StatusCode, body: strings.TrimSpace(string(msg))}
 	}
 	return nil
 }
@@ -405,6 +577,20 @@ func invalidRepos(err error) session.Condition {
 func hasCondition(s *ambientv1.Session, c session.Condition) bool {
 	cur, ok := status.Conditions(s).Get(c.Type)
 	return ok && cur.Status == c.Status && cur.Reason == c.Reason && cur.Message == c.Message
+}
+
+// sameRepoSet reports whether a and b list the same repos (url, branch
+// and name; in any order).
+func sameRepoSet(a, b []repo) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for _, x := range a {
+		if !slices.Contains(b, x) {
+			return false
+		}
+	}
+	return true
 }
 
 // sameRepos reports whether js, a reconciled_repos value, lists exactly

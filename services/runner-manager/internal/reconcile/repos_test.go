@@ -26,6 +26,7 @@ type demoRepos struct {
 	Repos   []demorunner.Repo
 	Added   int64
 	Removed int64
+	Failed  int64 // calls answered with an error (ReposFailFile)
 }
 
 // runnerReposOf reads the repos of the demo runner listening on port.
@@ -38,7 +39,7 @@ func runnerReposOf(t *testing.T, port int) demoRepos {
 	getJSON(t, base+"/repos/status", &st)
 	var stats demorunner.Stats
 	getJSON(t, base+"/debug/stats", &stats)
-	return demoRepos{Repos: st.Repos, Added: stats.ReposAdded, Removed: stats.ReposRemoved}
+	return demoRepos{Repos: st.Repos, Added: stats.ReposAdded, Removed: stats.ReposRemoved, Failed: stats.ReposFailed}
 }
 
 func getJSON(t *testing.T, url string, v any) {

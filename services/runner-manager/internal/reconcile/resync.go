@@ -22,7 +22,8 @@ import (
 // here while the phase drifted (heal.go), the project changed (move.go)
 // or, Running, the repos differ from what the runner has (repos.go: a
 // change whose event was dead-lettered or lost would otherwise wait for
-// the session's next event). Local runners whose session is not in the
+// the session's next event; repos the runner failed to apply wait for
+// their backoff). The repo state of runners no longer here is dropped. Local runners whose session is not in the
 // list are looked at too (stopOrphans): a session deleted while no
 // informer watched is never announced, and this is the only place that
 // notices. Claims make it safe on every replica at once.
@@ -53,6 +54,9 @@ func (r *Reconciler) resync(ctx context.Context) (starts []string) {
 		}
 	}
 	r.stopOrphans(ctx, listed)
+	// The repo state of runners gone with no later event of their session
+	// (deleted, or ended) is dropped here; nothing else would.
+	r.repos.prune(r.sup.Get)
 	r.removeWorkspaces(ctx, listed, listedAt)
 	return starts
 }
@@ -114,9 +118,11 @@ func (r *Reconciler) stopOrphans(ctx context.Context, listed map[string]bool) {
 }
 
 // checkRunners reads the session of every local runner and stops the
-// runners whose session is gone, over, Stopping or deselected, replaces
-// those whose session moved to another project, and tells those of a
-// Running session of repo changes no event brought (wantedHere).
+// runners whose session is gone, over, Stopping or deselected, and
+// replaces those whose session moved to another project (wantedHere).
+// It calls no runner: repo changes are the events' and the resync's
+// (repos.go), since one runner call may take runnerCallTimeout and the
+// pass's budget is shared by every runner.
 // It is the resync's orphan check without the list: one read per local runner (at
 // most LOCAL_MAX_SESSIONS) instead of every session, so it can run every
 // few seconds and bound how long a runner outlives a delete no event
@@ -189,7 +195,7 @@ func (r *Reconciler) resyncSession(ctx context.Context, s *ambientv1.Session, st
 	selected, rn := r.cfg.Selector.Selects(s), r.sup.Get(id)
 	switch {
 	case !selected && rn == nil,
-		selected && rn != nil && !drifts(rn, p) && !(p.WantsRunner() && movedAway(rn, s)) && !r.reposPending(rn, s),
+		selected && rn != nil && !drifts(rn, p) && !(p.WantsRunner() && movedAway(rn, s)) && !r.reposPending(rn, s, false),
 		selected && rn == nil && !p.WantsRunner() && p != session.PhaseStopping:
 		return false
 	}
@@ -211,7 +217,7 @@ func (r *Reconciler) resyncSession(ctx context.Context, s *ambientv1.Session, st
 			// Repos changed with no event to say so (repos.go): it reads
 			// the session, and calls the runner, only if the list shows a
 			// difference.
-			err = r.reconcileRepos(ctx, log, rn, s)
+			err = r.reconcileRepos(ctx, log, rn, s, false)
 		}
 		r.repos.forget(id, r.sup.Get(id))
 	case p == session.PhaseCreating || p == session.PhaseRunning:

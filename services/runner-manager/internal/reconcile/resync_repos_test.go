@@ -14,13 +14,12 @@ import (
 
 // TestResyncAppliesRepoChanges: a Running session's repo change whose
 // event never reached this replica (dead-lettered, lost) reaches its
-// runner at the next resync, and at the next periodic runner check, as
-// the event would have applied it: POST /repos/add once, reconciled_repos
-// and Reconciled=True written. A pass over a session whose repos the
-// runner has calls neither the runner nor the API beyond the pass's own
-// reads (the resync's list, the check's read of each runner's session)
-// and writes nothing. Before, both passes left the change waiting for the
-// session's next event.
+// runner at the next resync, as the event would have applied it: POST
+// /repos/add once, reconciled_repos and Reconciled=True written. A pass
+// over a session whose repos the runner has calls neither the runner nor
+// the API beyond the resync's list, and writes nothing. Before, the
+// change waited for the session's next event. The periodic runner check
+// leaves repos alone (TestRepoRetryBacksOff).
 func TestResyncAppliesRepoChanges(t *testing.T) {
 	t.Parallel()
 	get, write := ambientv1.SessionService_GetSession_FullMethodName, ambientv1.SessionService_UpdateSessionStatus_FullMethodName
@@ -30,7 +29,6 @@ func TestResyncAppliesRepoChanges(t *testing.T) {
 		gets int // the pass's own reads of an unchanged session
 	}{
 		{"resync", func(ctx context.Context, rp *replica) { rp.rec.resync(ctx) }, 0},
-		{"runner check", func(ctx context.Context, rp *replica) { rp.rec.checkRunners(ctx) }, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

@@ -130,9 +130,11 @@ func (r *Reconciler) checkOwnership(ctx context.Context, rn *supervise.Runner) {
 // runner when the session no longer wants it: deleted (no phase written),
 // no longer selected here (deselect), over (no phase written), or Stopping
 // (it ends Stopped); a session moved to another project gets its runner
-// replaced (move.go); a Running session's repos reach its runner
-// (repos.go: one more read only when they differ from what it has). A
-// session whose state the informer could not publish
+// replaced (move.go). A Running session's repo changes are left to its
+// events and the resync (repos.go): this runs at every runner check,
+// whose pass one slow runner call would eat, and would call a runner that
+// keeps failing at every pass. A session whose state the informer could
+// not publish
 // (session.Withheld) keeps its runner unless deleted. Callers hold the
 // session lock.
 func (r *Reconciler) wantedHere(ctx context.Context, log *slog.Logger, rn *supervise.Runner) error {
@@ -160,8 +162,6 @@ func (r *Reconciler) wantedHere(ctx context.Context, log *slog.Logger, rn *super
 	case p.Terminal():
 		log.Info("session over without an event reaching this replica: stopping its runner", slog.String("current_phase", string(p)))
 		rn.RequestStop(ctx, true)
-	case p == session.PhaseRunning:
-		return r.reconcileRepos(ctx, log, rn, fresh)
 	}
 	return nil
 }

@@ -92,8 +92,15 @@ const (
 // file the manager wrote (INITIAL_PROMPT_FILE), and where the runner sends
 // the one bot token every local runner shares (BACKEND_API_URL,
 // BOT_TOKEN): the platform's runner POSTs its first prompt with BOT_TOKEN
-// to BACKEND_API_URL without checking the host.
-var reservedEnv = []string{EnvSessionID, EnvAGUIPort, EnvAGUIHost, EnvWorkspace, EnvPromptFile, EnvOwner, EnvBackendURL, EnvBotToken}
+// to BACKEND_API_URL without checking the host. REPOS_JSON and
+// AGENTIC_SESSION_NAME are runner-manager's baseline of a running
+// session's repos (package reconcile, repos.go): it takes what the runner
+// has from the session's repos and CR name as it passed them
+// (supervise.Runner.StartedWith), so a runner told other repos, or
+// another default branch ambient/<AGENTIC_SESSION_NAME>, would be diffed
+// against repos it does not have.
+var reservedEnv = []string{EnvSessionID, EnvAGUIPort, EnvAGUIHost, EnvWorkspace, EnvPromptFile, EnvOwner, EnvBackendURL, EnvBotToken,
+	EnvReposJSON, EnvSessionName}
 
 // Reserved reports whether name is one of runner-manager's own variables,
 // which a session's environment_variables cannot set.

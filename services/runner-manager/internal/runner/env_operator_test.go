@@ -83,8 +83,8 @@ func TestBuildEnvSessionEnvironmentVariables(t *testing.T) {
 		{"new names are added", nil, nil, EnvAllowList{}, map[string]string{"MY_FLAG": "on", "RUNNER_TYPE": "gemini-cli", "a.b-c": "x"},
 			map[string]string{"MY_FLAG": "on", "RUNNER_TYPE": "gemini-cli", "a.b-c": "x", EnvLLMModel: model}},
 		{"session-derived variables are replaced", nil, nil, EnvAllowList{},
-			map[string]string{EnvLLMModel: "user-model", EnvResume: "false", EnvParentSessionID: "mine", EnvProjectName: "px", EnvSessionName: "n"},
-			map[string]string{EnvLLMModel: "user-model", EnvResume: "false", EnvParentSessionID: "mine", EnvProjectName: "px", EnvSessionName: "n"}},
+			map[string]string{EnvLLMModel: "user-model", EnvResume: "false", EnvParentSessionID: "mine", EnvProjectName: "px"},
+			map[string]string{EnvLLMModel: "user-model", EnvResume: "false", EnvParentSessionID: "mine", EnvProjectName: "px"}},
 		{"allowed host variables are replaced", nil, []string{"ANTHROPIC_API_KEY=host-key", "PATH=/bin"}, EnvAllowList{},
 			map[string]string{"ANTHROPIC_API_KEY": "session-key"},
 			map[string]string{"ANTHROPIC_API_KEY": "session-key", "PATH": "/bin"}},
@@ -93,6 +93,12 @@ func TestBuildEnvSessionEnvironmentVariables(t *testing.T) {
 				EnvOwner: "rm-9", EnvBackendURL: "http://evil.example", EnvBotToken: "x"},
 			map[string]string{EnvSessionID: "s1", EnvAGUIPort: "9100", EnvAGUIHost: ListenLoopback, EnvWorkspace: "/ws/s1", EnvPromptFile: "/ws/s1/.initial-prompt",
 				EnvOwner: "rm-0", EnvBackendURL: "http://proxy/api", EnvBotToken: "tok"}},
+		// The repo baseline (reconcile/repos.go diffs a running session's
+		// repos against the REPOS_JSON and AGENTIC_SESSION_NAME it passed):
+		// before, a session variable replaced both.
+		{"the repo baseline is kept", func(s Session) Session { r := `[{"url":"u/a"}]`; s.ReposJSON = &r; return s }, nil, EnvAllowList{},
+			map[string]string{EnvReposJSON: `[{"url":"u/b"}]`, EnvSessionName: "other"},
+			map[string]string{EnvReposJSON: `[{"url":"u/a"}]`, EnvSessionName: "s1"}},
 		{"reserved and unset by runner-manager: the host's or none", func(s Session) Session { s.BackendURL, s.BotToken = "", ""; return s },
 			[]string{"BACKEND_API_URL=http://host/api", "BOT_TOKEN=host"}, hostAllowed,
 			map[string]string{EnvBackendURL: "http://evil.example", EnvBotToken: "x"},
