@@ -2,8 +2,9 @@
 // session: its [Phase] (the seven phases the API accepts, which of them are
 // terminal, which allow a start or a stop), its conditions ([Condition],
 // [Conditions]: the JSON array the API stores in a session's conditions
-// field) and the [Selector] that places a session on an executor
-// (kube-reconciler's AgenticSessions or runner-manager's local runners).
+// field), the [Selector] that places a session on an executor
+// (kube-reconciler's AgenticSessions or runner-manager's local runners),
+// and its repositories ([Repos]), which both executors read alike.
 //
 // The phases and the start/stop guards are the real ambient-api-server's
 // (shared/design/UPSTREAM-BEHAVIOUR.md); libs/memapi enforces them with

@@ -9,6 +9,7 @@ import (
 	"math"
 	"strings"
 
+	sessionlib "github.com/ambient-code/control-plane/libs/session"
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
 	apivalidation "k8s.io/apimachinery/pkg/api/validation"
 	metav1validation "k8s.io/apimachinery/pkg/apis/meta/v1/validation"
@@ -29,7 +30,7 @@ const (
 const maxPromptBytes = 512 << 10
 
 // BranchPrefix is prepended to the CR name for repos without a branch.
-const BranchPrefix = "ambient/"
+const BranchPrefix = sessionlib.BranchPrefix
 
 // AgenticSession is the desired AgenticSession of a session: only the fields
 // the kube-reconciler owns (metadata it sets and the spec). Status belongs to
@@ -79,15 +80,6 @@ type LLMSettings struct {
 // UserContext carries the user the session runs for.
 type UserContext struct {
 	UserID string `json:"userId"`
-}
-
-// repoEntry is one entry of the session's repos JSON: the CRD's fields plus
-// the name, which the CRD does not declare (it goes to AnnotationRepoNames).
-type repoEntry struct {
-	URL      string `json:"url"`
-	Branch   string `json:"branch,omitempty"`
-	AutoPush *bool  `json:"autoPush,omitempty"`
-	Name     string `json:"name,omitempty"`
 }
 
 // CRName returns the AgenticSession name of s: kube_cr_name, else the session
@@ -237,33 +229,18 @@ func operatorTemperature(t *float64) *float64 {
 	return &up
 }
 
-// sessionRepos parses repos (a JSON list of {"url", "branch"?, "autoPush"?,
-// "name"?}); each entry without a branch works on ambient/<cr-name>. With no
-// repos but a repo_url, that one repository is used. names is the JSON list
-// of the entries' names, index for index ("" for an unnamed entry), or ""
-// when no entry has a name.
+// sessionRepos maps the session's repositories (sessionlib.Repos: the repos
+// JSON, each entry without a branch on ambient/<cr-name>, else repo_url)
+// to spec.repos. names is the JSON list of the entries' names, index for
+// index ("" for an unnamed entry), or "" when no entry has a name.
 func sessionRepos(s *ambientv1.Session, crName string) (repos []Repo, names string, err error) {
-	defaultBranch := BranchPrefix + crName
-	raw := strings.TrimSpace(s.GetRepos())
-	if raw == "" || raw == "null" {
-		if s.GetRepoUrl() == "" {
-			return nil, "", nil
-		}
-		return []Repo{{URL: s.GetRepoUrl(), Branch: defaultBranch}}, "", nil
-	}
-	var entries []repoEntry
-	if err := strictUnmarshal(raw, &entries); err != nil {
-		return nil, "", fieldErr("repos", "not a JSON list of {\"url\", \"branch\", \"autoPush\", \"name\"} objects: %v", err)
+	entries, err := sessionlib.Repos(s, crName)
+	if err != nil {
+		return nil, "", fieldErr("repos", "%v", err)
 	}
 	named := false
 	list := make([]string, len(entries))
 	for i, e := range entries {
-		if strings.TrimSpace(e.URL) == "" {
-			return nil, "", fieldErr("repos", "entry %d has no url", i)
-		}
-		if e.Branch == "" {
-			e.Branch = defaultBranch
-		}
 		repos = append(repos, Repo{URL: e.URL, Branch: e.Branch, AutoPush: e.AutoPush})
 		list[i] = e.Name
 		named = named || e.Name != ""

@@ -52,11 +52,6 @@ import (
 	"github.com/ambient-code/control-plane/services/runner-manager/internal/supervise"
 )
 
-// branchPrefix is prepended to the session's AgenticSession name for
-// repos that name no branch (kube-reconciler's mapping; the platform's
-// runner does the same with AGENTIC_SESSION_NAME).
-const branchPrefix = "ambient/"
-
 // runnerCallTimeout bounds one call to a runner's repo endpoints (the
 // operator's client timeout).
 const runnerCallTimeout = 10 * time.Second
@@ -93,15 +88,6 @@ type repo struct {
 	Name   string
 }
 
-// repoEntry is one entry of the session's repos JSON (kube-reconciler's
-// fields: the CRD's url, branch and autoPush, and name).
-type repoEntry struct {
-	URL      string `json:"url"`
-	Branch   string `json:"branch,omitempty"`
-	AutoPush *bool  `json:"autoPush,omitempty"`
-	Name     string `json:"name,omitempty"`
-}
-
 // reconciledRepo is one entry of reconciled_repos, in the CRD's
 // status.reconciledRepos shape, with the fields the operator writes.
 type reconciledRepo struct {
@@ -113,41 +99,21 @@ type reconciledRepo struct {
 }
 
 // desiredRepos returns the repos of s as its runner is told of them:
-// kube-reconciler's mapping of the session to the AgenticSession's
-// spec.repos (the repos JSON, each entry without a branch getting
+// session.Repos, the function kube-reconciler maps the AgenticSession's
+// spec.repos with (the repos JSON, each entry without a branch getting
 // ambient/<cr-name>; else repo_url on that branch), one entry per URL as
 // the operator keeps (the last one wins: a runner has one clone per URL),
 // in the order of first appearance. An error names what is wrong.
 func desiredRepos(s *ambientv1.Session) ([]repo, error) {
-	defaultBranch := branchPrefix + runner.CRName(s.GetKubeCrName(), s.GetMetadata().GetId())
+	entries, err := session.Repos(s, runner.CRName(s.GetKubeCrName(), s.GetMetadata().GetId()))
+	if err != nil {
+		return nil, fmt.Errorf("repos: %w", err)
+	}
 	raw := strings.TrimSpace(s.GetRepos())
-	if raw == "" || raw == "null" {
-		if strings.TrimSpace(s.GetRepoUrl()) == "" {
-			return nil, nil
-		}
-		name := repoName(s.GetRepoUrl())
-		if why := repoNameFault(name); why != "" {
-			return nil, fmt.Errorf("repo_url %q: name %q %s", clip(s.GetRepoUrl()), clip(name), why)
-		}
-		return []repo{{URL: s.GetRepoUrl(), Branch: defaultBranch, Name: name}}, nil
-	}
-	var entries []repoEntry
-	dec := json.NewDecoder(strings.NewReader(raw))
-	if err := dec.Decode(&entries); err != nil {
-		return nil, fmt.Errorf("repos: not a JSON list of {\"url\", \"branch\", \"autoPush\", \"name\"} objects: %w", err)
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return nil, errors.New("repos: trailing data after the JSON list")
-	}
+	onlyURL := raw == "" || raw == "null"
 	var out []repo
 	for i, e := range entries {
-		if strings.TrimSpace(e.URL) == "" {
-			return nil, fmt.Errorf("repos: entry %d has no url", i)
-		}
 		r := repo{URL: e.URL, Branch: e.Branch, Name: e.Name}
-		if strings.TrimSpace(r.Branch) == "" {
-			r.Branch = defaultBranch
-		}
 		// The operator derives every name from the URL (the CRD has no
 		// name); a local runner was given the session's own name in
 		// REPOS_JSON and cloned the repo under it, so that one is kept.
@@ -155,6 +121,9 @@ func desiredRepos(s *ambientv1.Session) ([]repo, error) {
 			r.Name = repoName(r.URL)
 		}
 		if why := repoNameFault(r.Name); why != "" {
+			if onlyURL {
+				return nil, fmt.Errorf("repo_url %q: name %q %s", clip(r.URL), clip(r.Name), why)
+			}
 			return nil, fmt.Errorf("repos: entry %d (url %q): name %q %s", i, clip(r.URL), clip(r.Name), why)
 		}
 		if j := slices.IndexFunc(out, func(o repo) bool { return o.URL == r.URL }); j >= 0 {
