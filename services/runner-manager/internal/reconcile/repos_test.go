@@ -265,10 +265,10 @@ func TestDesiredRepos(t *testing.T) {
 		err  string
 	}{
 		{"none", &ambientv1.Session{Metadata: md}, nil, ""},
-		{"repo_url", &ambientv1.Session{Metadata: md, RepoUrl: proto.String("https://g/o/r.git")}, []repo{{"https://g/o/r.git", "ambient/s1", "r"}}, ""},
-		{"cr name", &ambientv1.Session{Metadata: md, KubeCrName: proto.String("My-CR"), Repos: proto.String(`[{"url":"https://g/o/x/"}]`)}, []repo{{"https://g/o/x/", "ambient/my-cr", "x"}}, ""},
+		{"repo_url", &ambientv1.Session{Metadata: md, RepoUrl: proto.String("https://g/o/r.git")}, []repo{{URL: "https://g/o/r.git", Branch: "ambient/s1", Name: "r"}}, ""},
+		{"cr name", &ambientv1.Session{Metadata: md, KubeCrName: proto.String("My-CR"), Repos: proto.String(`[{"url":"https://g/o/x/"}]`)}, []repo{{URL: "https://g/o/x/", Branch: "ambient/my-cr", Name: "x"}}, ""},
 		{"name kept, last wins", &ambientv1.Session{Metadata: md, Repos: proto.String(`[{"url":"u/a","branch":"b1","name":"n"},{"url":"u/c"},{"url":"u/a","branch":"b2","name":"n"}]`)},
-			[]repo{{"u/a", "b2", "n"}, {"u/c", "ambient/s1", "c"}}, ""},
+			[]repo{{URL: "u/a", Branch: "b2", Name: "n"}, {URL: "u/c", Branch: "ambient/s1", Name: "c"}}, ""},
 		{"null", &ambientv1.Session{Metadata: md, Repos: proto.String("null")}, nil, ""},
 		{"not json", &ambientv1.Session{Metadata: md, Repos: proto.String("not json")}, nil, "not a JSON list"},
 		{"trailing", &ambientv1.Session{Metadata: md, Repos: proto.String(`[] []`)}, nil, "trailing"},
@@ -286,7 +286,7 @@ func TestDesiredRepos(t *testing.T) {
 			t.Errorf("%s: = %v, %v; want %v", c.name, got, err, c.want)
 		}
 	}
-	d := diffRepos([]repo{{"a", "m", "a"}, {"b", "m", "b"}}, []repo{{"b", "x", "b"}, {"c", "m", "c"}})
+	d := diffRepos([]repo{{URL: "a", Branch: "m", Name: "a"}, {URL: "b", Branch: "m", Name: "b"}}, []repo{{URL: "b", Branch: "x", Name: "b"}, {URL: "c", Branch: "m", Name: "c"}})
 	if fmt.Sprint(d.add, d.branch, d.remove) != "[{c m c}] [{b x b}] [{a m a}]" {
 		t.Errorf("diff = %+v", d)
 	}

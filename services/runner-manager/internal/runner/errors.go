@@ -25,6 +25,10 @@ var (
 	// session's environment_variables that are no JSON object of strings
 	// naming valid variables.
 	ErrBadEnvironment = errors.New("runner: invalid environment variables")
+	// ErrBadRepos is returned by [SessionRepos] for a session's repos that
+	// are no JSON list of repos with URLs, or name a repo whose directory
+	// would not be one inside the runner's repos directory.
+	ErrBadRepos = errors.New("runner: invalid repos")
 	// ErrRunning is returned by [Manager.Start] when the session already has a
 	// runner in this manager.
 	ErrRunning = errors.New("runner: session already running")

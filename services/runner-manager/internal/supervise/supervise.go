@@ -264,7 +264,11 @@ func (s *Supervisor) Start(ctx context.Context, log *slog.Logger, sess *ambientv
 		// Refused before anything is made, as an id that would escape
 		// the workspace root is: the session cannot run as it is, and
 		// retrying would change nothing until it is updated.
-		s.status.Fail(ctx, log, id, spawnFailed(conds, status.ReasonInvalidEnvironmentVariables, err.Error(), time.Now()), status.ReasonInvalidEnvironmentVariables)
+		reason := status.ReasonInvalidEnvironmentVariables
+		if errors.Is(err, runner.ErrBadRepos) {
+			reason = status.ReasonInvalidRepos
+		}
+		s.status.Fail(ctx, log, id, spawnFailed(conds, reason, err.Error(), time.Now()), reason)
 		s.claims.Release(ctx, log, id)
 		return nil
 	}
@@ -333,10 +337,17 @@ func spawnFailed(conds session.Conditions, reason, msg string, at time.Time) ses
 // parent and the creating user reach the runner as the operator passes
 // them (PARENT_SESSION_ID, USER_ID), and so do the session's own
 // environment_variables; malformed ones are an error wrapping
-// runner.ErrBadEnvironment.
+// runner.ErrBadEnvironment. Repos that runner.SessionRepos refuses (no
+// JSON list of repos with URLs, a name outside the runner's repos
+// directory, which the platform's runner would clone to and remove) are
+// an error wrapping runner.ErrBadRepos: the runner is not started with
+// them, as kube-reconciler makes no AgenticSession of them (InvalidSpec).
 func sessionOf(s *ambientv1.Session) (runner.Session, error) {
 	env, err := runner.ParseEnvironmentVariables(s.EnvironmentVariables)
 	if err != nil {
+		return runner.Session{}, fmt.Errorf("session %s: %w", s.GetMetadata().GetId(), err)
+	}
+	if _, err := runner.SessionRepos(s); err != nil {
 		return runner.Session{}, fmt.Errorf("session %s: %w", s.GetMetadata().GetId(), err)
 	}
 	return runner.Session{
