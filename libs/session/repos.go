@@ -31,14 +31,20 @@ type Repo struct {
 // when repos is empty or null, repo_url alone on that branch; none
 // without either. kube-reconciler writes them as the AgenticSession's
 // spec.repos and runner-manager tells a local runner of them, so both
-// executors give a session the same repositories. An error says what is
-// wrong, without the field's name (each caller names it its own way).
+// executors give a session the same repositories. A repo whose directory
+// on the runner would not be one inside its repos directory (the name the
+// session gives it, or the one derived from its URL: see repoNameFault)
+// is refused. An error says what is wrong, without the field's name (each
+// caller names it its own way).
 func Repos(s *ambientv1.Session, crName string) ([]Repo, error) {
 	defaultBranch := BranchPrefix + crName
 	raw := strings.TrimSpace(s.GetRepos())
 	if raw == "" || raw == "null" {
 		if s.GetRepoUrl() == "" {
 			return nil, nil
+		}
+		if name := RepoName(s.GetRepoUrl()); repoNameFault(name) != "" {
+			return nil, fmt.Errorf("repo_url %q: name %q %s", clip(s.GetRepoUrl()), clip(name), repoNameFault(name))
 		}
 		return []Repo{{URL: s.GetRepoUrl(), Branch: defaultBranch}}, nil
 	}
@@ -60,6 +66,55 @@ func Repos(s *ambientv1.Session, crName string) ([]Repo, error) {
 		if entries[i].Branch == "" {
 			entries[i].Branch = defaultBranch
 		}
+		names := []string{RepoName(entries[i].URL)}
+		if entries[i].Name != "" {
+			names = append(names, entries[i].Name)
+		}
+		for _, name := range names {
+			if why := repoNameFault(name); why != "" {
+				return nil, fmt.Errorf("entry %d (url %q): name %q %s", i, clip(entries[i].URL), clip(name), why)
+			}
+		}
 	}
 	return entries, nil
+}
+
+// RepoName is the directory the platform's runner clones a repo of this
+// URL to, under its repos directory, when the session names none (the
+// operator's deriveRepoNameFromURL): its last path element without ".git".
+func RepoName(url string) string {
+	parts := strings.Split(strings.TrimRight(strings.TrimSuffix(url, ".git"), "/"), "/")
+	return parts[len(parts)-1]
+}
+
+// repoNameFault says why name cannot name a repo's directory, "" when it
+// can. The platform's runner clones a repo to <workspace>/repos/<name> and
+// removes one with shutil.rmtree of that path (ambient-runner's
+// endpoints/repos.py), with no check of its own: "" and "." are the repos
+// directory itself, ".." the workspace, a "/" a path below another repo
+// or, leading, an absolute path (Python's Path joins it in place of the
+// directory). A backslash is a separator on Windows, and a NUL no path can
+// hold; both are refused so a name means the same on any runner. Repos
+// checks the name the session gives and the one the operator derives
+// from the URL (it ignores the session's): a repo must be safe under
+// either executor.
+func repoNameFault(name string) string {
+	switch {
+	case name == "":
+		return "is empty"
+	case name == "." || name == "..":
+		return "is not a directory name"
+	case strings.ContainsAny(name, "/\\\x00"):
+		return `holds a "/", "\\" or NUL`
+	}
+	return ""
+}
+
+// clip shortens s for an error message.
+func clip(s string) string {
+	const maxLen = 128
+	if len(s) <= maxLen {
+		return s
+	}
+	return s[:maxLen] + "..."
 }

@@ -32,6 +32,16 @@ func TestRepos(t *testing.T) {
 		{name: "trailing data", s: &ambientv1.Session{Repos: proto.String(`[] []`)}, wantErr: "trailing data"},
 		{name: "no url", s: &ambientv1.Session{Repos: proto.String(`[{"url":"u"},{"branch":"b"}]`)}, wantErr: "entry 1 has no url"},
 		{name: "blank url", s: &ambientv1.Session{Repos: proto.String(`[{"url":"  "}]`)}, wantErr: "entry 0 has no url"},
+		{name: "name outside the repos dir", s: &ambientv1.Session{Repos: proto.String(`[{"url":"https://h/o/a","name":"../b"}]`)},
+			wantErr: `entry 0 (url "https://h/o/a"): name "../b" holds a "/"`},
+		{name: "name of the workspace", s: &ambientv1.Session{Repos: proto.String(`[{"url":"https://h/o/a","name":".."}]`)},
+			wantErr: `name ".." is not a directory name`},
+		{name: "url naming the workspace", s: &ambientv1.Session{Repos: proto.String(`[{"url":"https://h/o/..","name":"fine"}]`)},
+			wantErr: `entry 0 (url "https://h/o/.."): name ".." is not a directory name`},
+		{name: "url naming nothing", s: &ambientv1.Session{Repos: proto.String(`[{"url":".git"}]`)}, wantErr: `name "" is empty`},
+		{name: "repo_url naming the workspace", s: &ambientv1.Session{RepoUrl: proto.String("https://h/o/..")},
+			wantErr: `repo_url "https://h/o/..": name ".." is not a directory name`},
+		{name: "backslash", s: &ambientv1.Session{Repos: proto.String(`[{"url":"https://h/o/a","name":"a\\b"}]`)}, wantErr: `holds a`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -61,7 +71,8 @@ func TestRepos(t *testing.T) {
 }
 
 // FuzzRepos: any repos and repo_url give either repos, each with a URL
-// that is not blank and a branch, or an error; never a panic.
+// that is not blank, a branch, and names (given and derived) that stay
+// inside the runner's repos directory, or an error; never a panic.
 func FuzzRepos(f *testing.F) {
 	for _, seed := range []string{"", "null", "[]", `[{"url":"u"}]`, `[{"url":"u","branch":"b","autoPush":false,"name":"n"}]`, `[{}]`, `{"url":1}`, `[1]`, `[{"url":"u"}] x`} {
 		f.Add(seed, "https://h/o/r")
@@ -78,6 +89,11 @@ func FuzzRepos(f *testing.F) {
 			}
 			if strings.TrimSpace(r.URL) == "" && r.URL != repoURL {
 				t.Fatalf("entry %d of %q has no url: %+v", i, repos, r)
+			}
+			for _, name := range []string{r.Name, session.RepoName(r.URL)} {
+				if name == "." || name == ".." || strings.ContainsAny(name, "/\\\x00") || (name == "" && name == session.RepoName(r.URL)) {
+					t.Fatalf("entry %d of %q names a directory outside the repos dir: %q", i, repos, name)
+				}
 			}
 		}
 	})

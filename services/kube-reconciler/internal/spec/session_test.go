@@ -195,6 +195,12 @@ func TestSessionInvalid(t *testing.T) {
 		{"repos object", func(s *ambientv1.Session) { s.Repos = proto.String(`{"url":"x"}`) }, "repos"},
 		{"repos trailing", func(s *ambientv1.Session) { s.Repos = proto.String(`[] }`) }, "repos"},
 		{"repos without url", func(s *ambientv1.Session) { s.Repos = proto.String(`[{"branch":"x"}]`) }, "repos"},
+		// The operator clones a repo to repos/<name derived from its URL>,
+		// the platform's runner removes it with rmtree: ".." is the
+		// workspace.
+		{"repo url ending in ..", func(s *ambientv1.Session) { s.Repos = proto.String(`[{"url":"https://h/o/.."}]`) }, "repos"},
+		{"repo name outside the repos dir", func(s *ambientv1.Session) { s.Repos = proto.String(`[{"url":"u","name":"../x"}]`) }, "repos"},
+		{"repo_url naming the workspace", func(s *ambientv1.Session) { s.RepoUrl = proto.String("https://h/o/..") }, "repos"},
 		{"labels not json", func(s *ambientv1.Session) { s.Labels = proto.String(`nope`) }, "labels"},
 		{"labels non string", func(s *ambientv1.Session) { s.Labels = proto.String(`{"a": 1}`) }, "labels"},
 		{"labels bad value", func(s *ambientv1.Session) { s.Labels = proto.String(`{"a": "has space"}`) }, "labels"},
