@@ -1,15 +1,11 @@
 package app_test
 
 import (
-	"fmt"
-	"strings"
 	"testing"
 	"time"
 
 	"google.golang.org/protobuf/proto"
 
-	"github.com/ambient-code/control-plane/libs/session"
-	"github.com/ambient-code/control-plane/libs/testenv"
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
 )
 
@@ -40,33 +36,11 @@ func TestRunnerNotStartedWithReposOutsideItsDir(t *testing.T) {
 	}
 	good := w.create("after them")
 	w.waitAll([]string{good}, "Running", 30*time.Second)
-	w.waitAll(badIDs, "Failed", 20*time.Second)
 	for _, id := range badIDs {
 		s, err := w.client.GetSession(ctx, id)
 		if err != nil {
 			t.Fatal(err)
 		}
-		conds, err := session.ParseConditions(s.GetConditions())
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, typ := range []string{"ProcessSpawned", "HealthCheckPassed", "RunnerStarted"} {
-			c, ok := conds.Get(typ)
-			if !ok || c.Status != session.StatusFalse || c.Reason != "InvalidRepos" {
-				t.Errorf("%s of repos %s: %s = %+v, want False InvalidRepos", id, s.GetRepos(), typ, c)
-			}
-		}
-		if c, _ := conds.Get("ProcessSpawned"); !strings.Contains(c.Message, bad[s.GetRepos()]) {
-			t.Errorf("ProcessSpawned message %q: want %q", c.Message, bad[s.GetRepos()])
-		}
-		testenv.Eventually(t, 10*time.Second, func() error {
-			if rec, err := w.record(id); err == nil {
-				return fmt.Errorf("a runner record for the refused session: %+v", rec)
-			}
-			return nil
-		})
-		if got := runnersBySession(svc.root)[id]; len(got) > 0 {
-			t.Errorf("runner processes %v for the refused session", got)
-		}
+		w.checkRefusedAtStart(id, svc.root, "InvalidRepos", bad[s.GetRepos()])
 	}
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/ambient-code/control-plane/libs/memapi"
 	"github.com/ambient-code/control-plane/libs/natsserver"
 	"github.com/ambient-code/control-plane/libs/registry"
+	"github.com/ambient-code/control-plane/libs/session"
 	"github.com/ambient-code/control-plane/libs/testenv"
 	eventsv1 "github.com/ambient-code/control-plane/proto/ambient/events/v1"
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
@@ -387,4 +388,39 @@ func (w *world) createRunning(prefix string, n int) ([]string, map[string][]stri
 		owners[rec.Owner] = append(owners[rec.Owner], id)
 	}
 	return ids, owners
+}
+
+// checkRefusedAtStart fails the test unless session id, refused before
+// any runner was made (bad input), is Failed with its three runner
+// conditions False with reason and the ProcessSpawned message holding
+// msg, and has neither a runner record (the claim is released right after
+// the phase is written) nor a runner process under root.
+func (w *world) checkRefusedAtStart(id, root, reason, msg string) {
+	w.t.Helper()
+	w.waitAll([]string{id}, "Failed", 20*time.Second)
+	s, err := w.client.GetSession(w.t.Context(), id)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	conds, err := session.ParseConditions(s.GetConditions())
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	for _, typ := range []string{"ProcessSpawned", "HealthCheckPassed", "RunnerStarted"} {
+		if c, ok := conds.Get(typ); !ok || c.Status != session.StatusFalse || c.Reason != reason {
+			w.t.Errorf("%s: %s = %+v, want False %s", id, typ, c, reason)
+		}
+	}
+	if c, _ := conds.Get("ProcessSpawned"); !strings.Contains(c.Message, msg) {
+		w.t.Errorf("%s: ProcessSpawned message %q, want %q in it", id, c.Message, msg)
+	}
+	testenv.Eventually(w.t, 10*time.Second, func() error {
+		if rec, err := w.record(id); err == nil {
+			return fmt.Errorf("a runner record for the refused session: %+v", rec)
+		}
+		return nil
+	})
+	if got := runnersBySession(root)[id]; len(got) > 0 {
+		w.t.Errorf("runner processes %v for the refused session %s", got, id)
+	}
 }

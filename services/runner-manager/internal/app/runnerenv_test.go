@@ -1,7 +1,6 @@
 package app_test
 
 import (
-	"fmt"
 	"strconv"
 	"strings"
 	"testing"
@@ -11,7 +10,6 @@ import (
 
 	"github.com/ambient-code/control-plane/libs/apiclient"
 	"github.com/ambient-code/control-plane/libs/memapi"
-	"github.com/ambient-code/control-plane/libs/session"
 	"github.com/ambient-code/control-plane/libs/testenv"
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
 )
@@ -81,33 +79,6 @@ func TestRunnersGetTheOperatorsSessionEnvironment(t *testing.T) {
 		t.Errorf("parent: AGENTIC_SESSION_NAMESPACE = %q, want proj", env["AGENTIC_SESSION_NAMESPACE"])
 	}
 
-	badID := bad.GetMetadata().GetId()
-	w.waitAll([]string{badID}, "Failed", 20*time.Second)
-	s, err := w.client.GetSession(ctx, badID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	conds, err := session.ParseConditions(s.GetConditions())
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, typ := range []string{"ProcessSpawned", "HealthCheckPassed", "RunnerStarted"} {
-		c, ok := conds.Get(typ)
-		if !ok || c.Status != session.StatusFalse || c.Reason != "InvalidEnvironmentVariables" {
-			t.Errorf("%s = %+v, want False InvalidEnvironmentVariables", typ, c)
-		}
-	}
-	if c, _ := conds.Get("ProcessSpawned"); !strings.Contains(c.Message, "field environment_variables: not a JSON object of strings") {
-		t.Errorf("ProcessSpawned message %q: want the field and the fault", c.Message)
-	}
-	// The claim is released right after the phase is written.
-	testenv.Eventually(t, 10*time.Second, func() error {
-		if rec, err := w.record(badID); err == nil {
-			return fmt.Errorf("a runner record for the refused session: %+v", rec)
-		}
-		return nil
-	})
-	if got := runnersBySession(svc.root)[badID]; len(got) > 0 {
-		t.Errorf("runner processes %v for the refused session", got)
-	}
+	w.checkRefusedAtStart(bad.GetMetadata().GetId(), svc.root, "InvalidEnvironmentVariables",
+		"field environment_variables: not a JSON object of strings")
 }
