@@ -330,7 +330,9 @@ func pidAlive(pid int) bool {
 // so far was handled and acked.
 func (w *world) waitQueueDrained(minEvents uint64) {
 	w.t.Helper()
-	testenv.Eventually(w.t, 10*time.Second, func() error {
+	// A hang guard, not a bound: each event's handling may wait on
+	// runner calls and status writes on a loaded machine.
+	testenv.Eventually(w.t, 30*time.Second, func() error {
 		st, err := w.js.Stream(w.t.Context(), events.StreamName+"-runner-manager")
 		if err != nil {
 			return err
