@@ -22,7 +22,7 @@ package reconcile
 // disagrees with the runner's repos.
 //
 // At the start the runner has its REPOS_JSON: that is its first state
-// (supervise.Runner.StartedWith), so no repo is added a second time (a
+// (supervise.Runner.StartRepos), so no repo is added a second time (a
 // repo_url, which REPOS_JSON does not carry, is added then), and,
 // like the operator (which writes no reconciledRepos when it creates the
 // pod), nothing is written until the repos change or the session carries
@@ -159,8 +159,8 @@ func newRunnerRepos() *runnerRepos {
 	return &runnerRepos{byID: map[string]runnerRepoState{}, now: time.Now}
 }
 
-// get returns the repos rn has: what it was last told, else what it was
-// started with (a malformed REPOS_JSON gave it none).
+// get returns the repos rn has: what it was last told, else what its
+// REPOS_JSON named when it was started.
 func (rr *runnerRepos) get(rn *supervise.Runner) []repo {
 	rr.mu.Lock()
 	st, ok := rr.byID[rn.ID()]
@@ -168,11 +168,7 @@ func (rr *runnerRepos) get(rn *supervise.Runner) []repo {
 	if ok && st.rn == rn {
 		return slices.Clone(st.repos)
 	}
-	started, err := desiredRepos(rn.StartedWith())
-	if err != nil {
-		return nil
-	}
-	return started
+	return slices.Clone(rn.StartRepos())
 }
 
 // set records that rn has repos, all it was asked for: a failure recorded
@@ -493,15 +489,14 @@ func sameRepoSet(a, b []repo) bool {
 // repos (url, branch and name; in any order).
 func sameRepos(js string, repos []repo) bool {
 	var cur []reconciledRepo
-	if err := json.Unmarshal([]byte(js), &cur); err != nil || len(cur) != len(repos) {
+	if err := json.Unmarshal([]byte(js), &cur); err != nil {
 		return false
 	}
-	for _, c := range cur {
-		if !slices.Contains(repos, repo{URL: c.URL, Branch: c.Branch, Name: c.Name}) {
-			return false
-		}
+	listed := make([]repo, len(cur))
+	for i, c := range cur {
+		listed[i] = repo{URL: c.URL, Branch: c.Branch, Name: c.Name}
 	}
-	return true
+	return sameRepoSet(listed, repos)
 }
 
 // reconciledJSON returns repos as reconciled_repos: the operator's entries

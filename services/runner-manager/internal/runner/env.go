@@ -96,7 +96,7 @@ const (
 // AGENTIC_SESSION_NAME are runner-manager's baseline of a running
 // session's repos (package reconcile, repos.go): it takes what the runner
 // has from the session's repos and CR name as it passed them
-// (supervise.Runner.StartedWith), so a runner told other repos, or
+// (supervise.Runner.StartRepos), so a runner told other repos, or
 // another default branch ambient/<AGENTIC_SESSION_NAME>, would be diffed
 // against repos it does not have.
 var reservedEnv = []string{EnvSessionID, EnvAGUIPort, EnvAGUIHost, EnvWorkspace, EnvPromptFile, EnvOwner, EnvBackendURL, EnvBotToken,
@@ -147,6 +147,9 @@ type Session struct {
 	LLMMaxTokens   *int32
 	Timeout        *int32
 	ReposJSON      *string
+	// StartRepos are the repos ReposJSON names (see StartRepos): what
+	// the runner has before anyone adds or removes one. Not passed on.
+	StartRepos []Repo
 	// PromptFile is the file holding the prompt (set by the Manager, which
 	// writes it); BuildEnv passes it as INITIAL_PROMPT_FILE.
 	PromptFile string

@@ -46,6 +46,14 @@ func SessionRepos(s *ambientv1.Session) ([]Repo, error) {
 	return out, nil
 }
 
+// StartRepos returns the repos REPOS_JSON gives a runner of s at its start:
+// SessionRepos of the repos field alone. REPOS_JSON does not carry
+// repo_url, so a runner of a session with repo_url alone starts with none
+// and is told of it by POST /repos/add once Running.
+func StartRepos(s *ambientv1.Session) ([]Repo, error) {
+	return SessionRepos(&ambientv1.Session{Metadata: s.GetMetadata(), KubeCrName: s.KubeCrName, Repos: s.Repos})
+}
+
 // reposError is what is wrong with a session's repos, worded for the
 // session's condition; it is an ErrBadRepos (errors.Is).
 type reposError struct{ msg string }

@@ -79,12 +79,11 @@ type Runner struct {
 	// session's clients to this runner again, under its old project.
 	// Guarded by mu.
 	unrouted bool
-	// startedWith is what the runner was told of its repos when it was
-	// spawned: the session's id and kube_cr_name, and as repos the
-	// REPOS_JSON it was given (nil: none). The runner has these before
-	// anyone adds or removes one (package reconcile, repos.go). Set
-	// before its supervisor starts, read-only after.
-	startedWith *ambientv1.Session
+	// startRepos are the repos its REPOS_JSON named when it was spawned
+	// (runner.StartRepos): what it has before anyone adds or removes one
+	// (package reconcile, repos.go). Set before its supervisor starts,
+	// read-only after.
+	startRepos []runner.Repo
 }
 
 // ending is how a runner's session ends: the phase and the RunnerStarted
@@ -131,10 +130,9 @@ func (rn *Runner) ID() string { return rn.id }
 // Port is the runner's port (on the health check's host).
 func (rn *Runner) Port() int { return rn.proc.Port }
 
-// StartedWith returns what the runner was told of its repos when it was
-// spawned: a session holding its id, kube_cr_name and, as repos, its
-// REPOS_JSON. Read-only.
-func (rn *Runner) StartedWith() *ambientv1.Session { return rn.startedWith }
+// StartRepos returns the repos its REPOS_JSON named when it was spawned.
+// Read-only: callers clone it before they change it.
+func (rn *Runner) StartRepos() []runner.Repo { return rn.startRepos }
 
 // RequestStop asks the supervisor to stop the runner (SIGTERM, SIGKILL
 // after the grace). With deleted, or for a session whose phase says it is

@@ -305,7 +305,7 @@ func (s *Supervisor) Start(ctx context.Context, log *slog.Logger, sess *ambientv
 	conds = conds.Set(session.Condition{Type: status.CondHealthCheckPassed, Status: session.StatusUnknown, Reason: "Polling"}, now)
 	conds = conds.Set(started, now)
 	rn := newRunner(id, sess.GetProjectId(), proc, o.Received, conds, o.Claim)
-	rn.startedWith = &ambientv1.Session{Metadata: sess.GetMetadata(), Repos: told.ReposJSON, KubeCrName: sess.KubeCrName}
+	rn.startRepos = told.StartRepos
 	if unaddressed {
 		rn.registerBy = by
 	}
@@ -350,12 +350,16 @@ func sessionOf(s *ambientv1.Session) (runner.Session, error) {
 	if _, err := runner.SessionRepos(s); err != nil {
 		return runner.Session{}, fmt.Errorf("session %s: %w", s.GetMetadata().GetId(), err)
 	}
+	start, err := runner.StartRepos(s)
+	if err != nil {
+		return runner.Session{}, fmt.Errorf("session %s: %w", s.GetMetadata().GetId(), err)
+	}
 	return runner.Session{
 		ID: s.GetMetadata().GetId(), Name: s.GetName(), KubeCRName: s.GetKubeCrName(), ProjectID: s.GetProjectId(),
 		Resume:          s.GetStartTime() != nil,
 		ParentSessionID: s.GetParentSessionId(), UserID: s.GetCreatedByUserId(), UserEnv: env,
 		Prompt: s.Prompt, LLMModel: s.LlmModel, LLMTemperature: s.LlmTemperature, LLMMaxTokens: s.LlmMaxTokens,
-		Timeout: s.Timeout, ReposJSON: s.Repos,
+		Timeout: s.Timeout, ReposJSON: s.Repos, StartRepos: start,
 	}, nil
 }
 
