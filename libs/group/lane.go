@@ -135,7 +135,7 @@ func (w *worker) handle(runCtx, lctx context.Context, f *flight, l *lane, batch 
 			if !w.deadLetter(runCtx, lctx, l, e, e.tries+1, ReasonUndecodable, err, subjectProject(w.cfg.SubjectPrefix, e.subject)) {
 				return false
 			}
-		case !slices.Contains(w.cfg.Resources, got.GetResource()) || !w.replayedForUs(msg):
+		case !w.forHandler(msg, got):
 			if err := msg.Ack(); err != nil {
 				w.log.Debug("ack of skipped event failed", slog.Any(logkey.Err, err))
 			}
@@ -326,7 +326,7 @@ func (w *worker) takeQueued(ctx context.Context, f *flight, l *lane, b *callBatc
 	for _, e := range later {
 		msg := w.current(e)
 		ectx, ev, err := events.Decode(ctx, msg.Headers(), msg.Data())
-		if err != nil || !slices.Contains(w.cfg.Resources, ev.GetResource()) || !w.replayedForUs(msg) {
+		if err != nil || !w.forHandler(msg, ev) {
 			break
 		}
 		w.cfg.Stats.delivered.Add(1)
@@ -506,6 +506,13 @@ func (w *worker) releaseLane(lctx context.Context, l *lane) {
 	if len(out) > 0 {
 		w.log.Info("events released", slog.String(logkey.ObjectID, l.key), slog.Int(logkey.Count, len(out)))
 	}
+}
+
+// forHandler reports whether msg, carrying ev, is for the handler: an
+// event of one of Config.Resources (see partitioningFilters), not a
+// replay meant for another group. The others are acked unhandled.
+func (w *worker) forHandler(msg jetstream.Msg, ev *eventsv1.ResourceEvent) bool {
+	return slices.Contains(w.cfg.Resources, ev.GetResource()) && w.replayedForUs(msg)
 }
 
 // replayedForUs reports whether msg is an ordinary event or a replay meant
