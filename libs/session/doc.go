@@ -4,7 +4,9 @@
 // [Conditions]: the JSON array the API stores in a session's conditions
 // field), the [Selector] that places a session on an executor
 // (kube-reconciler's AgenticSessions or runner-manager's local runners),
-// and its repositories ([Repos]), which both executors read alike.
+// and its repositories ([Repos]) and environment variables
+// ([EnvironmentVariables]), which both executors read alike, with one
+// decoder for the JSON the API stores in a session's fields ([DecodeJSON]).
 //
 // The phases and the start/stop guards are the real ambient-api-server's
 // (shared/design/UPSTREAM-BEHAVIOUR.md); libs/memapi enforces them with

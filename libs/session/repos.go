@@ -1,10 +1,7 @@
 package session
 
 import (
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"strings"
 
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
@@ -25,17 +22,17 @@ type Repo struct {
 	Name     string `json:"name,omitempty"`
 }
 
-// Repos returns the repositories of s, in its order: the repos field (a
-// JSON list of {"url", "branch", "autoPush", "name"}, one JSON value and
-// nothing after it), each entry without a branch on BranchPrefix+crName;
-// when repos is empty or null, repo_url alone on that branch; none
-// without either. kube-reconciler writes them as the AgenticSession's
-// spec.repos and runner-manager tells a local runner of them, so both
-// executors give a session the same repositories. A repo whose directory
-// on the runner would not be one inside its repos directory (the name the
-// session gives it, or the one derived from its URL: see repoNameFault)
-// is refused. An error says what is wrong, without the field's name (each
-// caller names it its own way).
+// Repos returns the repositories of s, in its order: the repos field (one
+// JSON list of {"url", "branch", "autoPush", "name"}: see DecodeJSON),
+// each entry without a branch on BranchPrefix+crName; when repos is empty
+// or null, repo_url alone on that branch; none without either.
+// kube-reconciler writes them as the AgenticSession's spec.repos and
+// runner-manager tells a local runner of them, so both executors give a
+// session the same repositories. A repo whose directory on the runner
+// would not be one inside its repos directory (the name the session gives
+// it, or the one derived from its URL: see repoNameFault) is refused. An
+// error says what is wrong, without the field's name (each caller names it
+// its own way).
 func Repos(s *ambientv1.Session, crName string) ([]Repo, error) {
 	defaultBranch := BranchPrefix + crName
 	raw := strings.TrimSpace(s.GetRepos())
@@ -43,19 +40,13 @@ func Repos(s *ambientv1.Session, crName string) ([]Repo, error) {
 		if s.GetRepoUrl() == "" {
 			return nil, nil
 		}
-		if name := RepoName(s.GetRepoUrl()); repoNameFault(name) != "" {
-			return nil, fmt.Errorf("repo_url %q: name %q %s", clip(s.GetRepoUrl()), clip(name), repoNameFault(name))
+		name := RepoName(s.GetRepoUrl())
+		if why := repoNameFault(name); why != "" {
+			return nil, fmt.Errorf("repo_url %q: name %q %s", clip(s.GetRepoUrl()), clip(name), why)
 		}
 		return []Repo{{URL: s.GetRepoUrl(), Branch: defaultBranch}}, nil
 	}
-	var entries []Repo
-	dec := json.NewDecoder(strings.NewReader(raw))
-	err := dec.Decode(&entries)
-	if err == nil {
-		if _, tok := dec.Token(); !errors.Is(tok, io.EOF) {
-			err = errors.New("trailing data after the JSON value")
-		}
-	}
+	entries, err := DecodeJSON[[]Repo](raw)
 	if err != nil {
 		return nil, fmt.Errorf("not a JSON list of {\"url\", \"branch\", \"autoPush\", \"name\"} objects: %w", err)
 	}
@@ -108,13 +99,4 @@ func repoNameFault(name string) string {
 		return `holds a "/", "\\" or NUL`
 	}
 	return ""
-}
-
-// clip shortens s for an error message.
-func clip(s string) string {
-	const maxLen = 128
-	if len(s) <= maxLen {
-		return s
-	}
-	return s[:maxLen] + "..."
 }

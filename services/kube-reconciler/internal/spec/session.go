@@ -3,8 +3,6 @@ package spec
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
-	"io"
 	"maps"
 	"math"
 	"strings"
@@ -287,12 +285,12 @@ func checkAnnotationSize(user, own map[string]string) error {
 // annotations, validating keys and values as Kubernetes does. Keys under
 // ambient-code.io/ are refused: they are the control plane's own.
 func userMap(raw, fieldName string, isLabels bool) (map[string]string, error) {
-	out := map[string]string{}
 	raw = strings.TrimSpace(raw)
 	if raw == "" || raw == "null" {
-		return out, nil
+		return map[string]string{}, nil
 	}
-	if err := strictUnmarshal(raw, &out); err != nil {
+	out, err := sessionlib.DecodeJSON[map[string]string](raw)
+	if err != nil {
 		return nil, fieldErr(fieldName, "not a JSON object of strings: %v", err)
 	}
 	if out == nil { // "null" spelled with white space inside a valid document
@@ -321,8 +319,8 @@ func jsonObject(raw, fieldName string) (json.RawMessage, error) {
 	if raw == "" || raw == "null" {
 		return nil, nil
 	}
-	var obj map[string]json.RawMessage
-	if err := strictUnmarshal(raw, &obj); err != nil {
+	obj, err := sessionlib.DecodeJSON[map[string]json.RawMessage](raw)
+	if err != nil {
 		return nil, fieldErr(fieldName, "not a JSON object: %v", err)
 	}
 	if len(obj) == 0 {
@@ -335,36 +333,15 @@ func jsonObject(raw, fieldName string) (json.RawMessage, error) {
 	return buf.Bytes(), nil
 }
 
-// envVars parses environment_variables, a JSON object of strings whose keys are
-// valid environment variable names.
+// envVars reads environment_variables as runner-manager does
+// (sessionlib.EnvironmentVariables): a JSON object of strings with names
+// Kubernetes accepts (the same check as validation.IsEnvVarName, held to it
+// by this package's tests) and no NUL byte in a value, which would make a
+// pod that can never start.
 func envVars(raw string) (map[string]string, error) {
-	raw = strings.TrimSpace(raw)
-	if raw == "" || raw == "null" {
-		return nil, nil
-	}
-	var env map[string]string
-	if err := strictUnmarshal(raw, &env); err != nil {
-		return nil, fieldErr("environment_variables", "not a JSON object of strings: %v", err)
-	}
-	for k := range env {
-		if errs := validation.IsEnvVarName(k); len(errs) > 0 {
-			return nil, fieldErr("environment_variables", "name %q: %s", clip(k), strings.Join(errs, "; "))
-		}
-	}
-	if len(env) == 0 {
-		return nil, nil
+	env, err := sessionlib.EnvironmentVariables(raw)
+	if err != nil {
+		return nil, fieldErr("environment_variables", "%v", err)
 	}
 	return env, nil
-}
-
-// strictUnmarshal decodes exactly one JSON value, refusing trailing data.
-func strictUnmarshal(raw string, v any) error {
-	dec := json.NewDecoder(strings.NewReader(raw))
-	if err := dec.Decode(v); err != nil {
-		return err
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return errors.New("trailing data after the JSON value")
-	}
-	return nil
 }

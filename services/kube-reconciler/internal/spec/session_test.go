@@ -216,6 +216,8 @@ func TestSessionInvalid(t *testing.T) {
 		{"repos autoPush not a bool", func(s *ambientv1.Session) { s.Repos = proto.String(`[{"url":"u","autoPush":"yes"}]`) }, "repos"},
 		{"env not strings", func(s *ambientv1.Session) { s.EnvironmentVariables = proto.String(`{"A": {"b": 1}}`) }, "environment_variables"},
 		{"env bad name", func(s *ambientv1.Session) { s.EnvironmentVariables = proto.String(`{"1=x": "y"}`) }, "environment_variables"},
+		// No process environment holds a NUL: a pod with it never starts.
+		{"env NUL in a value", func(s *ambientv1.Session) { s.EnvironmentVariables = proto.String(`{"A": "x\u0000y"}`) }, "environment_variables"},
 		{"cr name invalid", func(s *ambientv1.Session) { s.KubeCrName = proto.String("a_b") }, "kube_cr_name"},
 		{"parent id names no CR", func(s *ambientv1.Session) { s.ParentSessionId = proto.String("a_b") }, "parent_session_id"},
 		{"id invalid", func(s *ambientv1.Session) { s.Metadata.Id = "x/../y" }, "id"},

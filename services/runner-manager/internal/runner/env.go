@@ -1,16 +1,15 @@
 package runner
 
 import (
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"maps"
 	"net"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/ambient-code/control-plane/libs/session"
 )
 
 // Host variables a runner inherits: these prefixes and exact names (the
@@ -357,77 +356,24 @@ func BuildEnv(host []string, allow EnvAllowList, s Session, port int, workspace,
 	return out
 }
 
-// ParseEnvironmentVariables reads a session's environment_variables: a JSON
-// object of strings, as kube-reconciler accepts it for the AgenticSession's
-// spec.environmentVariables (so a session runs with the same variables in
-// either deployment). Nil, blank, "null" and "{}" are none. Anything else
-// (not one JSON object of strings, a name Kubernetes refuses for a
-// variable, a value holding a NUL byte, which no process environment can)
-// is an error wrapping [ErrBadEnvironment], whose message names the field
-// and the fault as kube-reconciler's does.
+// ParseEnvironmentVariables reads a session's environment_variables with
+// session.EnvironmentVariables, the reader kube-reconciler maps the
+// AgenticSession's spec.environmentVariables with, so a session runs with
+// the same variables, or is refused for the same fault, in either
+// deployment. Nil, blank, "null" and "{}" are none. Anything else (not one
+// JSON object of strings, a name Kubernetes refuses for a variable, a
+// value holding a NUL byte, which no process environment can) is an error
+// wrapping [ErrBadEnvironment], whose message names the field and the
+// fault as kube-reconciler's does.
 func ParseEnvironmentVariables(raw *string) (map[string]string, error) {
 	if raw == nil {
 		return nil, nil
 	}
-	text := strings.TrimSpace(*raw)
-	if text == "" || text == "null" {
-		return nil, nil
-	}
-	var env map[string]string
-	dec := json.NewDecoder(strings.NewReader(text))
-	if err := dec.Decode(&env); err != nil {
-		return nil, badEnvironment("not a JSON object of strings: %v", err)
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return nil, badEnvironment("not a JSON object of strings: trailing data after the JSON value")
-	}
-	for _, k := range slices.Sorted(maps.Keys(env)) {
-		if why := envNameFault(k); why != "" {
-			return nil, badEnvironment("name %q: %s", clip(k), why)
-		}
-		if strings.ContainsRune(env[k], 0) {
-			return nil, badEnvironment("value of %q holds a NUL byte", clip(k))
-		}
-	}
-	if len(env) == 0 {
-		return nil, nil
+	env, err := session.EnvironmentVariables(*raw)
+	if err != nil {
+		return nil, fmt.Errorf("field environment_variables: %w: %w", err, ErrBadEnvironment)
 	}
 	return env, nil
-}
-
-// badEnvironment is a fault of environment_variables, worded as
-// kube-reconciler words a field error.
-func badEnvironment(format string, args ...any) error {
-	return fmt.Errorf("field environment_variables: %s: %w", fmt.Sprintf(format, args...), ErrBadEnvironment)
-}
-
-// envNameFault says why Kubernetes refuses name for an environment variable
-// (k8s.io/apimachinery validation.IsEnvVarName, which kube-reconciler
-// applies), "" when it does not: letters, digits, '_', '-' and '.', not
-// starting with a digit, and neither ".", ".." nor starting with "..".
-func envNameFault(name string) string {
-	if name == "" {
-		return "empty"
-	}
-	for i, r := range name {
-		letter := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r == '_' || r == '-' || r == '.'
-		if !letter && (i == 0 || r < '0' || r > '9') {
-			return "a valid environment variable name must consist of alphabetic characters, digits, '_', '-', or '.', and must not start with a digit"
-		}
-	}
-	if name == "." || strings.HasPrefix(name, "..") {
-		return "must not be '.' or '..' nor start with '..'"
-	}
-	return ""
-}
-
-// clip shortens s for an error message.
-func clip(s string) string {
-	const maxLen = 64
-	if len(s) <= maxLen {
-		return s
-	}
-	return s[:maxLen] + "..."
 }
 
 // Slug lower-cases s and turns every run of characters outside [a-z0-9]

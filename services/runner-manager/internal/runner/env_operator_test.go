@@ -156,7 +156,7 @@ func TestParseEnvironmentVariables(t *testing.T) {
 		{"null value", `{"A":null,"B":{}}`, "not a JSON object of strings"},
 		{"trailing data", `{"A":"1"} {"B":"2"}`, "trailing data"},
 		{"truncated", `{"A":"1"`, "not a JSON object of strings"},
-		{"empty name", `{"":"x"}`, `name "": empty`},
+		{"empty name", `{"":"x"}`, `name "": a valid environment variable name must consist of`},
 		{"leading digit", `{"1A":"x"}`, `name "1A"`},
 		{"equals sign", `{"A=B":"x"}`, `name "A=B"`},
 		{"space", `{"A B":"x"}`, `name "A B"`},
