@@ -114,6 +114,20 @@ type Config struct {
 	// of them are acked after it succeeds. A batch ends before a message
 	// whose older one is missing, which then waits for it.
 	Coalesce bool
+	// ParkFailures, for services that repair an object whose event was
+	// lost (a periodic resync of every object, as kube-reconciler's): when
+	// lanes waiting out a retry backoff hold MaxInFlight messages (the
+	// consumer's head-room, see maxAckPending), a lane whose try fails
+	// acks its messages and keeps them in memory for its retries
+	// ("parks" them), so the member's other objects go on being delivered
+	// however many of its objects fail at once. The object's order, its
+	// retries, Message.Attempt and the dead letter after MaxDeliver tries
+	// are as before; a parked event given up by a stop or a move is
+	// published again for the group (HeaderReplayGroup), and one lost
+	// with a crashed member is the resync's to repair. At most
+	// maxParked objects are parked at once; past it lanes wait holding
+	// their messages, as without it.
+	ParkFailures bool
 	// Replicas is the replica count of every stream and bucket the group
 	// creates: the group's work-queue stream and member bucket (set to
 	// exactly this), the shared dead-letter stream and pcgroups' config
@@ -287,6 +301,13 @@ func (c Config) backoff(attempt uint64) time.Duration {
 // so members of older versions keep MaxInFlight beside it; pcgroups
 // re-creates a consumer left with another config under the same name.
 func (c Config) maxAckPending() int { return 2 * c.MaxInFlight }
+
+// maxParked bounds the objects whose failed work a member parks at once
+// (Config.ParkFailures): each is a lane goroutine waiting out its backoff
+// with its messages in memory. 16 x MaxInFlight (1,024 by default) covers
+// a tenant's worth of objects failing together; past it the member stalls
+// as without parking rather than growing without bound.
+func (c Config) maxParked() int { return 16 * c.MaxInFlight }
 
 // heartbeat is how often a member renews its liveness key and reconciles
 // the membership: three renewals per TTL, so one lost write never expires

@@ -85,7 +85,12 @@
 // (TestBackoffDoesNotStallOtherObjects), and never more than MaxInFlight
 // handler calls run (TestHandlerCallsBoundedByMaxInFlight). Bounded: with
 // 2 x MaxInFlight messages in lanes that wait, the member waits as before.
-// Order, retries and dead letters are unchanged. The head-room is not
+// Order, retries and dead letters are unchanged. With
+// Config.ParkFailures (a service whose resync repairs a lost event) that
+// bound goes too: once lanes in backoff hold MaxInFlight messages, a lane
+// whose try fails acks its messages and keeps them in memory for its
+// retries, and parks the object's messages that arrive while it waits
+// (park.go; TestParkedFailuresDoNotStallOtherObjects). The head-room is not
 // reserved for backoffs: a member whose handlers are all busy holds up to
 // MaxInFlight more messages queued in their lanes (consumer_group.in_flight
 // up to 2 x MaxInFlight, consumer_group.lag that much lower). Each member's

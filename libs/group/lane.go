@@ -36,6 +36,10 @@ type lane struct {
 	// wake gets a value (capacity 1, never blocking) when deliver files a
 	// message in the lane: a head waiting for an older message looks again.
 	wake chan struct{}
+	// waiting is set from a failed try to the next (the lane waits out
+	// its backoff): its held messages then use the consumer's head-room
+	// (see park). Guarded by worker.mu.
+	waiting bool
 }
 
 // newLane returns the lane of the object key, holding e.
@@ -125,6 +129,7 @@ func (w *worker) handle(runCtx, lctx context.Context, f *flight, l *lane, batch 
 	// for another group (HeaderReplayGroup) are acked unhandled; the
 	// rest are handled by one call with the newest (coalescing).
 	b := &callBatch{}
+	defer w.endParked(b)
 	for _, e := range batch {
 		w.cfg.Stats.delivered.Add(1)
 		msg := w.current(e)
@@ -159,6 +164,10 @@ func (w *worker) handle(runCtx, lctx context.Context, f *flight, l *lane, batch 
 	switch {
 	case err == nil && !w.own.movedAway(f):
 		for _, e := range items {
+			if e.parked {
+				w.cfg.Stats.acked.Add(1) // its ack was confirmed when it was parked
+				continue
+			}
 			if !w.ack(lctx, l, e, log) && lctx.Err() != nil {
 				return false
 			}
@@ -187,6 +196,7 @@ func (w *worker) handle(runCtx, lctx context.Context, f *flight, l *lane, batch 
 		} else {
 			log.Info("event released on stop", slog.Any(logkey.Err, err))
 		}
+		w.republishParked(lctx, l, b, log)
 		return false
 	}
 }
@@ -218,6 +228,9 @@ type callBatch struct {
 	// handle, which gave it that context.
 	hctx context.Context //nolint:containedctx // replaced with the newest message's as the batch grows (takeQueued)
 	from producers       // every message's producer, oldest first
+	// parked is set once the batch's messages were parked (see park):
+	// the object counts in worker.parkedObjects until the batch ends.
+	parked bool
 }
 
 // add appends e, whose event is ev, carried in ctx, as the newest.
@@ -239,7 +252,23 @@ func (b *callBatch) newest() *entry { return b.items[len(b.items)-1] }
 func (w *worker) try(runCtx, lctx context.Context, f *flight, l *lane, b *callBatch, log *slog.Logger) (uint64, error) {
 	first := b.newest()
 	attempt := first.tries
+	defer w.setWaiting(l, false)
+	// The wait between tries ends when the member stops or the partition
+	// moves; the handler call itself only with lctx (the stop grace).
+	wctx, cancel := context.WithCancelCause(lctx)
+	defer cancel(nil)
+	defer context.AfterFunc(runCtx, func() { cancel(errReleased) })()
+	sched := &schedule{delays: w.cfg.Backoff, start: int(first.tries)}
+	var parkedWait time.Duration // the backoff a parked lane waits out itself
 	op := func() (struct{}, error) {
+		if parkedWait > 0 {
+			d := parkedWait
+			parkedWait = 0
+			if err := w.waitParked(wctx, lctx, f, l, b, d, log); err != nil {
+				return struct{}{}, backoff.Permanent(errors.Join(errReleased, err))
+			}
+		}
+		w.setWaiting(l, false)
 		if attempt > first.tries && w.cfg.Coalesce {
 			// A retry: before its slot, as the lookups of untilGap
 			// are made without one for a first try too.
@@ -277,16 +306,15 @@ func (w *worker) try(runCtx, lctx context.Context, f *flight, l *lane, b *callBa
 		w.cfg.Stats.retried.Add(1)
 		log.Warn("event handling failed, retrying", slog.Any(logkey.Err, herr), slog.Uint64(logkey.Attempt, attempt),
 			slog.Duration(logkey.Duration, w.cfg.backoff(attempt)))
+		w.park(lctx, l, b, log)
+		if b.parked {
+			// Parked: the lane waits out the backoff itself, without a
+			// slot, at the next op (see waitParked).
+			parkedWait, sched.waited = w.cfg.backoff(attempt), true
+		}
 		return struct{}{}, herr
 	}
-	// The wait between tries ends when the member stops or the partition
-	// moves; the handler call itself only with lctx (the stop grace).
-	wctx, cancel := context.WithCancelCause(lctx)
-	defer cancel(nil)
-	defer context.AfterFunc(runCtx, func() { cancel(errReleased) })()
-	_, err := backoff.Retry(wctx, op,
-		backoff.WithBackOff(&schedule{delays: w.cfg.Backoff, start: int(first.tries)}),
-		backoff.WithMaxElapsedTime(0))
+	_, err := backoff.Retry(wctx, op, backoff.WithBackOff(sched), backoff.WithMaxElapsedTime(0))
 	if err != nil && wctx.Err() != nil && !errors.Is(err, errReleased) {
 		err = errors.Join(errReleased, err)
 	}
@@ -365,6 +393,16 @@ func (w *worker) waitConnected(runCtx, lctx context.Context) error {
 // redelivered meanwhile is remembered too (see worker.acked). Stops early
 // when ctx ends.
 func (w *worker) ack(ctx context.Context, l *lane, e *entry, log *slog.Logger) bool {
+	if !w.confirmAck(ctx, l, e, log) {
+		return false
+	}
+	w.cfg.Stats.acked.Add(1)
+	return true
+}
+
+// confirmAck is ack without counting the message as handled: park acks
+// messages whose handler has not succeeded yet.
+func (w *worker) confirmAck(ctx context.Context, l *lane, e *entry, log *slog.Logger) bool {
 	w.setSettling(e)
 	op := func() (struct{}, error) {
 		actx, cancel := context.WithTimeout(ctx, ackTimeout)
@@ -390,7 +428,6 @@ func (w *worker) ack(ctx context.Context, l *lane, e *entry, log *slog.Logger) b
 		log.Warn("ack unconfirmed, event may be handled again", slog.Any(logkey.Err, err))
 		return false
 	}
-	w.cfg.Stats.acked.Add(1)
 	return true
 }
 
@@ -418,6 +455,12 @@ func (w *worker) deadLetter(runCtx, lctx context.Context, l *lane, e *entry, att
 	defer context.AfterFunc(runCtx, func() { cancel(errReleased) })()
 	if _, err := backoff.Retry(wctx, op, backoff.WithBackOff(&schedule{delays: w.cfg.Backoff}), backoff.WithMaxElapsedTime(0)); err != nil {
 		return false
+	}
+	if e.parked {
+		// Acked when it was parked: nothing on the server to terminate.
+		w.cfg.Stats.deadLettered.Add(1)
+		log.Error("event dead-lettered", slog.String(logkey.Reason, reason), slog.Any(logkey.Err, cause))
+		return true
 	}
 	w.setSettling(e)
 	if err := w.current(e).TermWithReason(reason); err != nil {

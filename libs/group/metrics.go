@@ -24,6 +24,8 @@ const (
 	MetricCoalesced    = "consumer_group.coalesced"
 	MetricReordered    = "consumer_group.reordered"
 	MetricInFlight     = "consumer_group.in_flight"
+	MetricParked       = "consumer_group.parked"
+	MetricParkedNow    = "consumer_group.parked_objects"
 	MetricPartitions   = "consumer_group.partitions"
 	MetricUnowned      = "consumer_group.partitions_unowned"
 	MetricBacklog      = "consumer_group.partition.backlog"
@@ -72,6 +74,14 @@ func RegisterMetrics(cfg Config) (unregister func() error, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("create %s: %w", MetricReordered, err)
 	}
+	parked, err := m.Int64ObservableCounter(MetricParked, metric.WithDescription("Events acked after a failed try, their retries held in the member's memory (the consumer's head-room was used up by lanes in backoff)."))
+	if err != nil {
+		return nil, fmt.Errorf("create %s: %w", MetricParked, err)
+	}
+	parkedNow, err := m.Int64ObservableGauge(MetricParkedNow, metric.WithDescription("Objects whose failed work this member holds in memory now, waiting for its next try."))
+	if err != nil {
+		return nil, fmt.Errorf("create %s: %w", MetricParkedNow, err)
+	}
 	inFlight, err := m.Int64ObservableGauge(MetricInFlight, metric.WithDescription("Events this member holds now: delivered, not yet acked, dead-lettered or released."))
 	if err != nil {
 		return nil, fmt.Errorf("create %s: %w", MetricInFlight, err)
@@ -103,6 +113,8 @@ func RegisterMetrics(cfg Config) (unregister func() error, err error) {
 		o.ObserveInt64(coalesced, clamp(s.Coalesced), attrs)
 		o.ObserveInt64(reordered, clamp(s.Reordered), attrs)
 		o.ObserveInt64(inFlight, clamp(s.InFlight), attrs)
+		o.ObserveInt64(parked, clamp(s.Parked), attrs)
+		o.ObserveInt64(parkedNow, int64(s.ParkedObjects), attrs)
 		o.ObserveInt64(parts, int64(s.Partitions), attrs)
 		o.ObserveInt64(unowned, int64(s.Unowned), attrs)
 		if s.Joined {
@@ -115,7 +127,7 @@ func RegisterMetrics(cfg Config) (unregister func() error, err error) {
 				attribute.String("member", cfg.Member), attribute.Int("partition", p)))
 		}
 		return nil
-	}, delivered, handled, retried, dead, lag, coalesced, reordered, inFlight, parts, unowned, backlog, joined)
+	}, delivered, handled, retried, dead, lag, coalesced, reordered, parked, parkedNow, inFlight, parts, unowned, backlog, joined)
 	if err != nil {
 		return nil, fmt.Errorf("register consumer group metrics: %w", err)
 	}

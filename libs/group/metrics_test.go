@@ -153,6 +153,8 @@ func TestMetricsScraped(t *testing.T) {
 		"consumer_group_in_flight":           0,
 		"consumer_group_coalesced_total":     0,
 		"consumer_group_reordered_total":     0,
+		"consumer_group_parked_total":        0,
+		"consumer_group_parked_objects":      0,
 		"consumer_group_partitions":          8, // all of testConfig's
 		"consumer_group_partitions_unowned":  0,
 		"consumer_group_joined":              1,

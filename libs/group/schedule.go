@@ -10,6 +10,9 @@ type schedule struct {
 	delays []time.Duration
 	start  int
 	n      int
+	// waited is set when the caller waited out the next delay itself (a
+	// parked lane, see waitParked): the next wait is 0, once.
+	waited bool
 }
 
 // NextBackOff returns the next wait (0 with no delays).
@@ -19,6 +22,10 @@ func (s *schedule) NextBackOff() time.Duration {
 	}
 	d := s.delays[min(s.n, len(s.delays)-1)]
 	s.n++
+	if s.waited {
+		s.waited = false
+		return 0
+	}
 	return d
 }
 

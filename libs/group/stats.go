@@ -18,6 +18,8 @@ type Stats struct {
 	undecodable  atomic.Uint64
 	coalesced    atomic.Uint64
 	reordered    atomic.Uint64
+	parked       atomic.Uint64
+	parkedNow    atomic.Int64
 	lag          atomic.Uint64
 	inFlight     atomic.Int64
 	partitions   atomic.Int64
@@ -64,6 +66,12 @@ type StatsSnapshot struct {
 	// their object that was still unsettled; each waited for it (see
 	// order.go).
 	Reordered uint64
+	// Parked counts messages acked after a failed try, their retries
+	// held in memory (Config.ParkFailures).
+	Parked uint64
+	// ParkedObjects is how many objects have parked work now: failed, and
+	// waiting in memory for their next try.
+	ParkedObjects int
 	// Lag is how many messages wait in the member's consumer on the
 	// server: the NumPending of the last delivery's metadata or of the
 	// consumer info read at each heartbeat, whichever came last. The
@@ -107,19 +115,21 @@ func (s *Stats) Snapshot() StatsSnapshot {
 	backlog := maps.Clone(s.backlog)
 	s.mu.Unlock()
 	return StatsSnapshot{
-		Backlog:      backlog,
-		Delivered:    s.delivered.Load(),
-		Acked:        s.acked.Load(),
-		Retried:      s.retried.Load(),
-		DeadLettered: s.deadLettered.Load(),
-		Undecodable:  s.undecodable.Load(),
-		Coalesced:    s.coalesced.Load(),
-		Reordered:    s.reordered.Load(),
-		Lag:          s.lag.Load(),
-		InFlight:     uint64(max(0, s.inFlight.Load())),
-		Partitions:   int(s.partitions.Load()),
-		Unowned:      int(s.unowned.Load()),
-		Joined:       s.joined.Load(),
-		NotReady:     s.notReady.Load(),
+		Backlog:       backlog,
+		Delivered:     s.delivered.Load(),
+		Acked:         s.acked.Load(),
+		Retried:       s.retried.Load(),
+		DeadLettered:  s.deadLettered.Load(),
+		Undecodable:   s.undecodable.Load(),
+		Coalesced:     s.coalesced.Load(),
+		Reordered:     s.reordered.Load(),
+		Parked:        s.parked.Load(),
+		ParkedObjects: int(s.parkedNow.Load()),
+		Lag:           s.lag.Load(),
+		InFlight:      uint64(max(0, s.inFlight.Load())),
+		Partitions:    int(s.partitions.Load()),
+		Unowned:       int(s.unowned.Load()),
+		Joined:        s.joined.Load(),
+		NotReady:      s.notReady.Load(),
 	}
 }

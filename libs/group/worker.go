@@ -76,6 +76,9 @@ type worker struct {
 	// (see noteDelivery). Guarded by mu.
 	lastCseq uint64
 	lostAt   time.Time
+	// parkedObjects counts the lanes whose batch is parked (see park),
+	// at most Config.maxParked. Guarded by mu.
+	parkedObjects int
 }
 
 // handledMemory is how long a handled but unconfirmed message is
@@ -100,6 +103,10 @@ type entry struct {
 	received time.Time     // when the member first got it
 	msg      jetstream.Msg // guarded by worker.mu: the newest delivery of seq
 	settling bool          // guarded by worker.mu: being acked or terminated, so no longer renewed
+	// parked is set when the lane acked the message after a failed try
+	// and keeps it for its retries (see park); only the lane's goroutine
+	// reads and writes it.
+	parked bool
 }
 
 func newWorker(cfg Config, js jetstream.JetStream, wq jetstream.Stream, h Handler, own *ownership, log *slog.Logger) *worker {

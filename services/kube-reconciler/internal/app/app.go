@@ -151,9 +151,13 @@ func newWorkers(cfg config.Config, o options, kc kubeClients, crdWatcher *crd.Wa
 	}
 	// Handle is level-triggered (it reconciles the newest state, from the
 	// event or KV), so an object's events that queued behind its running
-	// handler are handled by one call (issue 15).
+	// handler are handled by one call (issue 15). The resync reconciles
+	// every object of the member's partitions again, so failed work may
+	// leave the stream when lanes in backoff fill the consumer's window
+	// (ParkFailures): one tenant's failing sessions (its namespace's
+	// webhook down) do not hold other tenants' back.
 	gcfg := cfg.Group
-	gcfg.Stats, gcfg.Assignment, gcfg.Coalesce = o.stats, assignment, true
+	gcfg.Stats, gcfg.Assignment, gcfg.Coalesce, gcfg.ParkFailures = o.stats, assignment, true, true
 	// A replica cut off from the API alone cannot carry the statuses of
 	// its partitions' sessions there: while its client cannot connect, the
 	// group gives them to a replica that can, whose status write-back
