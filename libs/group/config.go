@@ -114,8 +114,9 @@ type Config struct {
 	// of them are acked after it succeeds. A batch ends before a message
 	// whose older one is missing, which then waits for it.
 	Coalesce bool
-	// ParkFailures, for services that repair an object whose event was
-	// lost (a periodic resync of every object, as kube-reconciler's): when
+	// ParkFailures, with Coalesce, for services that repair an object
+	// whose event was lost (a periodic resync of every object, as
+	// kube-reconciler's): when
 	// lanes waiting out a retry backoff hold MaxInFlight messages (the
 	// consumer's head-room, see maxAckPending), a lane whose try fails
 	// acks its messages and keeps them in memory for its retries
@@ -269,6 +270,12 @@ func (c Config) validate() error {
 	}
 	if c.MaxInFlight < 1 || c.MaxInFlight > MaxMaxInFlight {
 		bad("max in flight %d: want 1..%d", c.MaxInFlight, MaxMaxInFlight)
+	}
+	// A parked event released with a newer one of its object is dropped
+	// for the newer (republishParked): right only for a handler that
+	// reads the object's newest state, as a coalescing one does.
+	if c.ParkFailures && !c.Coalesce {
+		bad("park failures: want coalesce too (a level-triggered handler)")
 	}
 	if c.Replicas < 0 || c.Replicas > MaxReplicas {
 		bad("replicas %d: want 0 (as the events stream) or 1..%d", c.Replicas, MaxReplicas)

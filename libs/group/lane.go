@@ -182,6 +182,9 @@ func (w *worker) handle(runCtx, lctx context.Context, f *flight, l *lane, batch 
 		defer endConsumerSpan(span, dead.err)
 		for _, e := range items {
 			if !w.deadLetter(runCtx, lctx, l, e, attempt, dead.reason, dead.err, ev.GetProjectId()) {
+				// Released before its dead letter was stored: parked work
+				// is no longer on the server.
+				w.republishParked(lctx, l, b, log)
 				return false
 			}
 		}
@@ -279,7 +282,14 @@ func (w *worker) try(runCtx, lctx context.Context, f *flight, l *lane, b *callBa
 		if !w.takeSlot(runCtx, lctx) {
 			return struct{}{}, backoff.Permanent(errReleased)
 		}
-		defer w.freeSlot()
+		slot := true
+		free := func() {
+			if slot {
+				slot = false
+				w.freeSlot()
+			}
+		}
+		defer free()
 		if err := w.waitConnected(runCtx, lctx); err != nil {
 			return struct{}{}, backoff.Permanent(err)
 		}
@@ -306,6 +316,7 @@ func (w *worker) try(runCtx, lctx context.Context, f *flight, l *lane, b *callBa
 		w.cfg.Stats.retried.Add(1)
 		log.Warn("event handling failed, retrying", slog.Any(logkey.Err, herr), slog.Uint64(logkey.Attempt, attempt),
 			slog.Duration(logkey.Duration, w.cfg.backoff(attempt)))
+		free() // park's acks are not a handler call
 		w.park(lctx, l, b, log)
 		if b.parked {
 			// Parked: the lane waits out the backoff itself, without a

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/ambient-code/control-plane/libs/events"
 	"github.com/ambient-code/control-plane/libs/logkey"
 )
 
@@ -32,9 +33,11 @@ import (
 // Message.Attempt goes on counting and MaxDeliver tries end in the DLQ,
 // published from memory. Only the durability changes: a parked event is
 // published again for the group (HeaderReplayGroup) when its lane is
-// released (stop, partition moved), unless a newer message of the object
-// is released with it; a member that crashes loses it, and the service's
-// resync repairs the object.
+// released (stop, partition moved, also while its dead letter could not
+// be stored yet), unless a newer message of the object that the handler
+// would get is released with it; a member that crashes loses it, and the
+// service's resync repairs the object. Coalesce is required: dropping an
+// old event for a newer one is right only for a level-triggered handler.
 
 // setWaiting marks l as waiting out a backoff (or not).
 func (w *worker) setWaiting(l *lane, waiting bool) {
@@ -80,10 +83,9 @@ func (w *worker) park(ctx context.Context, l *lane, b *callBatch, log *slog.Logg
 	}
 }
 
-// waitParked waits out a parked lane's backoff delay and, with
-// Config.Coalesce, parks the object's messages filed in the lane
-// meanwhile: they are taken into b as a retry takes them (takeQueued) and
-// acked, so a failing object whose
+// waitParked waits out a parked lane's backoff delay, parking the
+// object's messages filed in the lane meanwhile: they are taken into b as
+// a retry takes them (takeQueued) and acked, so a failing object whose
 // changes keep coming (its own status write's echo) holds none of the
 // consumer's window while it waits. Messages the retry would not take
 // (after a gap, or not for the handler) stay held for the lane's next
@@ -98,10 +100,8 @@ func (w *worker) waitParked(wctx, lctx context.Context, f *flight, l *lane, b *c
 		case <-t.C:
 			return nil
 		case <-l.wake:
-			if w.cfg.Coalesce { // else each message has a call of its own: they wait, held
-				w.takeQueued(lctx, f, l, b, log)
-				w.park(lctx, l, b, log)
-			}
+			w.takeQueued(lctx, f, l, b, log)
+			w.park(lctx, l, b, log)
 		}
 	}
 }
@@ -129,8 +129,10 @@ func (w *worker) endParked(b *callBatch) {
 	w.cfg.Stats.parkedNow.Add(-1)
 }
 
-// republishTimeout bounds the tries of republishParked.
-const republishTimeout = 10 * time.Second
+// republishTimeout bounds the tries of republishParked: less than the
+// time a stopping Run waits for its lanes (leaveTimeout), so that the copy
+// is out before the connection closes.
+const republishTimeout = 3 * time.Second
 
 // republishParked publishes b's newest event again on its subject for
 // this group only, when the lane gives b up (stop, partition moved) after
@@ -147,13 +149,7 @@ func (w *worker) republishParked(ctx context.Context, l *lane, b *callBatch, log
 		return
 	}
 	newest := b.newest()
-	w.mu.Lock()
-	newer := false
-	for _, e := range l.queue {
-		newer = newer || e.seq > newest.seq
-	}
-	w.mu.Unlock()
-	if newer {
+	if w.newerForHandler(ctx, l, newest.seq) {
 		return
 	}
 	msg := w.current(newest)
@@ -182,4 +178,26 @@ func (w *worker) republishParked(ctx context.Context, l *lane, b *callBatch, log
 		return
 	}
 	log.Info("parked event published again for the group's next owner")
+}
+
+// newerForHandler reports whether l holds a message after seq that the
+// handler gets (decodable, of its resources, not another group's replay):
+// only such a message, released with the lane, stands for the object's
+// newest state at the next owner; one it acks or dead-letters unhandled
+// does not.
+func (w *worker) newerForHandler(ctx context.Context, l *lane, seq uint64) bool {
+	w.mu.Lock()
+	var later []jetstream.Msg
+	for _, e := range l.queue {
+		if e.seq > seq {
+			later = append(later, e.msg)
+		}
+	}
+	w.mu.Unlock()
+	for _, msg := range later {
+		if _, ev, err := events.Decode(ctx, msg.Headers(), msg.Data()); err == nil && w.forHandler(msg, ev) {
+			return true
+		}
+	}
+	return false
 }

@@ -4,12 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ambient-code/control-plane/libs/bus"
+	"github.com/ambient-code/control-plane/libs/events"
 	"github.com/ambient-code/control-plane/libs/group"
 	"github.com/ambient-code/control-plane/libs/testenv"
 )
@@ -239,4 +244,129 @@ func TestParkedEventPublishedAgainOnStop(t *testing.T) {
 	if n := replayed.Load(); n != 2 {
 		t.Errorf("%d events came as the group's replay, want 2 (x v1, y v2)", n)
 	}
+}
+
+// TestParkedEventKeptWhenNewerIsNotForHandler: a parked object whose
+// lane holds a newer message the handler never gets (another group's
+// replay, an undecodable payload) must still have its parked event
+// published again on stop: the next owner acks / dead-letters the newer
+// message unhandled, so it does not stand for the object's state.
+func TestParkedEventKeptWhenNewerIsNotForHandler(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+	}{
+		{name: "other group's replay"},
+		{name: "undecodable"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			srv, js := setup(t)
+			cfg := testConfig("a")
+			cfg.MaxInFlight = 1
+			cfg.Coalesce, cfg.ParkFailures = true, true
+			cfg.Backoff = []time.Duration{time.Hour}
+			a := startMember(t, srv, cfg, func(context.Context, group.Message) error {
+				return errors.New("broken until the member goes")
+			})
+			waitMembers(t, js, "a")
+			publish(t, js, "x", 1)
+			testenv.Eventually(t, 15*time.Second, func() error {
+				if st := cfg.Stats.Snapshot(); st.Parked != 1 || st.ParkedObjects != 1 || st.InFlight != 0 {
+					return fmt.Errorf("stats %+v, want x parked", st)
+				}
+				return nil
+			})
+			msg := eventMsg(t, t.Context(), "x", 2)
+			if tc.name == "undecodable" {
+				msg.Data = []byte("\xff not a protobuf")
+			} else {
+				msg.Header.Set(group.HeaderReplayGroup, "another-group")
+			}
+			if _, err := js.PublishMsg(t.Context(), msg); err != nil {
+				t.Fatal(err)
+			}
+			testenv.Eventually(t, 15*time.Second, func() error {
+				if st := cfg.Stats.Snapshot(); st.InFlight != 1 {
+					return fmt.Errorf("stats %+v, want the newer message held in x's lane", st)
+				}
+				return nil
+			})
+			if err := a.stop(t); err != nil {
+				t.Fatalf("stop a: %v", err)
+			}
+			var handledX atomic.Int32
+			cfgB := testConfig("b")
+			cfgB.Coalesce, cfgB.ParkFailures = true, true
+			startMember(t, srv, cfgB, func(_ context.Context, m group.Message) error {
+				if m.Event.GetObjectId() == "x" && version(m) == 1 {
+					handledX.Add(1)
+				}
+				return nil
+			})
+			waitMembers(t, js, "b")
+			// The parked x v1 must reach b: b acks (or dead-letters) the
+			// newer message unhandled.
+			testenv.Eventually(t, 15*time.Second, func() error {
+				if handledX.Load() == 0 {
+					return fmt.Errorf("x v1 (parked on a) never handled by b; b stats %+v", cfgB.Stats.Snapshot())
+				}
+				return nil
+			})
+		})
+	}
+}
+
+// TestParkedEventKeptWhenDeadLetterFailsOnStop: a parked object at its
+// last try whose dead-letter publish fails (the DLQ stream full, discard
+// new) and whose member then stops does not vanish: the server no longer
+// has it (parked means acked), so it is published again for the next
+// owner.
+func TestParkedEventKeptWhenDeadLetterFailsOnStop(t *testing.T) {
+	t.Parallel()
+	srv, js := setup(t)
+	cfg := testConfig("a")
+	cfg.MaxInFlight = 1
+	cfg.Coalesce, cfg.ParkFailures = true, true
+	cfg.MaxDeliver = 2
+	cfg.Backoff = []time.Duration{50 * time.Millisecond, time.Hour}
+	failing := newLogWatch("dead letter publish failed, will retry")
+	nc, jsA := testenv.JetStream(t, srv)
+	var attempts atomic.Int32
+	a := runMember(t, nc, jsA, cfg, func(_ context.Context, m group.Message) error {
+		if m.Attempt == 2 {
+			// The DLQ stream is full (DiscardNew) when the dead letter is
+			// published: the publish fails and is retried after Backoff.
+			ctx := context.Background()
+			s, err := js.Stream(ctx, bus.DLQStreamName)
+			if err != nil {
+				return fmt.Errorf("dlq stream: %w", err)
+			}
+			sc := s.CachedInfo().Config
+			sc.MaxMsgs, sc.Discard = 1, jetstream.DiscardNew
+			if _, err := js.UpdateStream(ctx, sc); err != nil {
+				return fmt.Errorf("update dlq: %w", err)
+			}
+			if _, err := js.Publish(ctx, events.DLQPrefix+".filler", []byte("x")); err != nil {
+				return fmt.Errorf("fill dlq: %w", err)
+			}
+		}
+		attempts.Add(1)
+		return errors.New("always broken")
+	}, slog.New(failing))
+	waitMembers(t, js, "a")
+	publish(t, js, "x", 1)
+	waitSignal(t, failing.seen, "the dead letter publish never failed")
+	if st := cfg.Stats.Snapshot(); st.Parked != 1 || attempts.Load() != 2 {
+		t.Fatalf("stats %+v, %d attempts; want x parked and tried twice", st, attempts.Load())
+	}
+	if err := a.stop(t); err != nil {
+		t.Fatalf("stop a: %v", err)
+	}
+	st := cfg.Stats.Snapshot()
+	if st.DeadLettered != 0 {
+		t.Fatalf("stats %+v: dead-lettered after all", st)
+	}
+	// Neither dead-lettered nor acked as handled: the event must be in the
+	// stream again for the next owner.
+	waitWorkQueue(t, js, 1)
 }

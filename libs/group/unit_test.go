@@ -85,6 +85,9 @@ func TestConfigValidate(t *testing.T) {
 		{name: "one in flight", mutate: func(c *Config) { c.MaxInFlight = 1 }, valid: true},
 		{name: "too many in flight", mutate: func(c *Config) { c.MaxInFlight = MaxMaxInFlight + 1 }},
 		{name: "negative in flight", mutate: func(c *Config) { c.MaxInFlight = -1 }},
+		{name: "park coalescing failures", mutate: func(c *Config) { c.Coalesce, c.ParkFailures = true, true }, valid: true},
+		// Parking drops an old event for a newer one (republishParked).
+		{name: "park without coalesce", mutate: func(c *Config) { c.ParkFailures = true }},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

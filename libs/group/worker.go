@@ -27,8 +27,9 @@ const releaseDelay = 500 * time.Millisecond
 // releases. pcgroups calls deliver from one goroutine per member, mostly
 // in stream order (order.go says when not); deliver only files each
 // message in its object's lane (see lane.go). The server hands the member
-// at most Config.maxAckPending unsettled messages, so lanes, held messages
-// and lane goroutines are bounded by it; handler calls by slots.
+// at most Config.maxAckPending unsettled messages, so held messages are
+// bounded by it, and lanes and lane goroutines by it plus the parked ones
+// (Config.maxParked, see park.go); handler calls by slots.
 type worker struct {
 	cfg  Config
 	js   jetstream.JetStream
