@@ -1,7 +1,6 @@
 package session
 
 import (
-	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
@@ -139,8 +138,11 @@ func (sel Selector) rules(s *ambientv1.Session) bool {
 	if !sel.hasLabel {
 		return true
 	}
-	var labels map[string]string
-	if json.Unmarshal([]byte(s.GetLabels()), &labels) != nil {
+	// Read as kube-reconciler reads them for the AgenticSession's labels
+	// (DecodeJSON after trimming), so a session's executor is chosen by the
+	// labels its CR would carry.
+	labels, err := DecodeJSON[map[string]string](strings.TrimSpace(s.GetLabels()))
+	if err != nil {
 		return false
 	}
 	v, ok := labels[sel.key]

@@ -93,6 +93,10 @@ func TestNewSelector(t *testing.T) {
 		{"label mismatch", []string{"*"}, "run=local", sess("p", `{"run":"kube"}`), false},
 		{"label missing", []string{"*"}, "run=local", sess("p", `{}`), false},
 		{"bad labels json", []string{"*"}, "run=local", sess("p", `{bad`), false},
+		// Read as kube-reconciler reads them for the CR's labels: white
+		// space around (Unicode too) is trimmed, trailing data refused.
+		{"labels in unicode space", []string{"*"}, "run=local", sess("p", "\u00a0{\"run\":\"local\"}\u0085"), true},
+		{"labels with trailing data", []string{"*"}, "run=local", sess("p", `{"run":"local"} {}`), false},
 		{"project and label", []string{"p"}, "run=local", sess("p", `{"run":"local"}`), true},
 		{"label but other project", []string{"a"}, "run=local", sess("p", `{"run":"local"}`), false},
 		// An empty value selects the label set to "", never its absence.
