@@ -63,7 +63,10 @@ func (e envError) Unwrap() error { return ErrInvalidEnvironmentVariables }
 // The messages of Kubernetes' IsEnvVarName (k8s.io/apimachinery
 // pkg/util/validation), byte for byte (the doubled space before each "or"
 // is apimachinery's RegexError's), so kube-reconciler reports a bad name
-// as it did when it called IsEnvVarName itself.
+// in the words it used when it called IsEnvVarName itself (the name is now
+// quoted up to 128 bytes, as libs/session quotes, not 80). Newer Kubernetes
+// relaxes the names a pod accepts (KEP-4369: printable ASCII but =); both
+// executors keep this stricter rule, which every cluster version accepts.
 const (
 	envNameCharsFault = "a valid environment variable name must consist of alphabetic characters, digits, '_', '-', or '.', " +
 		"and must not start with a digit (e.g. 'my.env-name',  or 'MY_ENV.NAME',  or 'MyEnvName1', " +
