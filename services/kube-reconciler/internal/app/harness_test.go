@@ -168,6 +168,14 @@ type replica struct {
 // restricted user) and extra env.
 func (h *harness) start(t testing.TB, member string, restCfg *rest.Config, env map[string]string) *replica {
 	t.Helper()
+	return h.startTuned(t, member, restCfg, env, nil)
+}
+
+// startTuned is start with tune (when not nil) applied to the loaded
+// config: for what no environment variable sets, such as the group's retry
+// Backoff.
+func (h *harness) startTuned(t testing.TB, member string, restCfg *rest.Config, env map[string]string, tune func(cfg *config.Config)) *replica {
+	t.Helper()
 	if restCfg == nil {
 		restCfg = restricted(t, h.env)
 	}
@@ -188,6 +196,9 @@ func (h *harness) start(t testing.TB, member string, restCfg *rest.Config, env m
 	cfg, err := config.Load(envconfig.Map(vars))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if tune != nil {
+		tune(&cfg)
 	}
 	logs, log := kubetest.NewLogs()
 	log = log.With("member", member)
