@@ -49,7 +49,7 @@ func EndLostGroup(ctx context.Context, log *slog.Logger, g LostGroup, grace time
 		log.Warn("lost runner recorded without its start time: its process group is not signalled")
 		return nil
 	}
-	live, foreign := g.members()
+	live, foreign := g.members(nil)
 	switch {
 	case foreign != 0:
 		log.Warn("process group of a lost runner holds processes that are not provably the runner's: not signalled",
@@ -58,36 +58,52 @@ func EndLostGroup(ctx context.Context, log *slog.Logger, g LostGroup, grace time
 	case len(live) == 0:
 		return nil
 	}
+	// The processes found now are the runner's; they stay so in later
+	// scans when the leader dies first (the SIGTERM below), even without
+	// the session's marker (a child that cleared its environment, or one
+	// forked but not yet exec'd): a process is named by its pid and start
+	// time.
+	seen := make(map[int]uint64, len(live))
+	for _, p := range live {
+		seen[p.pid] = p.start
+	}
 	log.Info("ending the process group of a lost runner", slog.Int(logkey.Count, len(live)))
 	if err := g.signal(syscall.SIGTERM); err != nil {
 		return err
 	}
-	if g.wait(ctx, grace) {
+	if g.wait(ctx, grace, seen) {
 		return nil
 	}
 	// Checked again: the group may have ended and its id been recycled
 	// between two scans.
-	if _, foreign := g.members(); foreign != 0 {
+	if _, foreign := g.members(seen); foreign != 0 {
 		return nil
 	}
 	if err := g.signal(syscall.SIGKILL); err != nil {
 		return err
 	}
-	if !g.wait(context.WithoutCancel(ctx), lostKillWait) {
+	if !g.wait(context.WithoutCancel(ctx), lostKillWait, seen) {
 		return fmt.Errorf("process group %d of lost runner %s outlived SIGKILL by %v", g.PGID, g.SessionID, lostKillWait)
 	}
 	return nil
 }
 
+// groupProc is one process of a lost group: its pid and start time.
+type groupProc struct {
+	pid   int
+	start uint64
+}
+
 // members returns the live processes of the group that provably belong to
-// the lost runner, and a pid of one that does not (0 if none). The leader,
+// the lost runner, and a pid of one that does not (0 if none). A process
+// in seen (same pid and start time: the same process) is the runner's. The leader,
 // if it still runs, must have the recorded start time. Once the leader is
 // gone the kernel keeps the group id reserved while any member lives, so
 // the members are the runner's own; still, each must have started no
 // earlier than the leader and carry the runner's SESSION_ID, so that a
 // group id recycled after the runner's group emptied (whose new leader
 // died too) is not taken for it. Zombies are skipped: they run nothing.
-func (g LostGroup) members() (live []int, foreign int) {
+func (g LostGroup) members(seen map[int]uint64) (live []groupProc, foreign int) {
 	all, err := procfs.AllProcs()
 	if err != nil {
 		return nil, 0
@@ -110,10 +126,12 @@ func (g LostGroup) members() (live []int, foreign int) {
 	}
 	marker := EnvSessionID + "=" + g.SessionID
 	for i, st := range stats {
-		if !leader && !memberOf(group[i], st, g.StartTicks, marker) {
+		start, known := seen[st.PID]
+		known = known && start == st.Starttime
+		if !leader && !known && !memberOf(group[i], st, g.StartTicks, marker) {
 			return nil, st.PID
 		}
-		live = append(live, st.PID)
+		live = append(live, groupProc{pid: st.PID, start: st.Starttime})
 	}
 	return live, 0
 }
@@ -138,11 +156,12 @@ func (g LostGroup) signal(sig syscall.Signal) error {
 }
 
 // wait reports whether the group ended (no live process in it) within d or
-// before ctx ended.
-func (g LostGroup) wait(ctx context.Context, d time.Duration) bool {
+// before ctx ended. A process not provably the runner's (not in seen, no
+// marker) counts as live: the group has not ended while it runs in it.
+func (g LostGroup) wait(ctx context.Context, d time.Duration, seen map[int]uint64) bool {
 	return pollUntil(ctx, d, func() bool {
-		live, _ := g.members()
-		return len(live) == 0
+		live, foreign := g.members(seen)
+		return len(live) == 0 && foreign == 0
 	})
 }
 

@@ -19,6 +19,9 @@ import (
 // with the recorded start time, or, the leader gone, every member carries
 // the session's SESSION_ID. A recycled pid (another start time), a record
 // without a start time and a leaderless group of strangers are left alone.
+// A member found with its leader stays the runner's when the SIGTERM ends
+// the leader first: one that ignores SIGTERM and lacks the marker is
+// killed after the grace, not taken for a stranger.
 func TestEndLostGroupSignalsOnlyTheRunnersGroup(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
@@ -27,9 +30,11 @@ func TestEndLostGroupSignalsOnlyTheRunnersGroup(t *testing.T) {
 		env        string // the group's extra environment
 		startSkew  int64  // added to the recorded start time
 		noStart    bool   // a record without a start time
+		ignoreTerm bool   // the member ignores SIGTERM
 		wantEnded  bool
 	}{
 		{name: "leader with the recorded start", wantEnded: true},
+		{name: "leader with the recorded start, member ignoring SIGTERM", ignoreTerm: true, wantEnded: true},
 		{name: "recycled pid", startSkew: -1},
 		{name: "record without start time", noStart: true},
 		{name: "leader gone, members of the session", leaderGone: true, env: EnvSessionID + "=s", wantEnded: true},
@@ -39,12 +44,16 @@ func TestEndLostGroupSignalsOnlyTheRunnersGroup(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			g, member := startGroupOf(t, tc.leaderGone, tc.env)
+			g, member := startGroupOf(t, tc.leaderGone, tc.ignoreTerm, tc.env)
 			g.StartTicks = uint64(int64(g.StartTicks) + tc.startSkew)
 			if tc.noStart {
 				g.StartTicks = 0
 			}
-			if err := EndLostGroup(t.Context(), slog.New(slog.DiscardHandler), g, 5*time.Second); err != nil {
+			grace := 5 * time.Second
+			if tc.ignoreTerm {
+				grace = 200 * time.Millisecond // waited out in full: the member ignores it
+			}
+			if err := EndLostGroup(t.Context(), slog.New(slog.DiscardHandler), g, grace); err != nil {
 				t.Fatal(err)
 			}
 			if ended := !processRuns(member); ended != tc.wantEnded {
@@ -57,13 +66,18 @@ func TestEndLostGroupSignalsOnlyTheRunnersGroup(t *testing.T) {
 // startGroupOf starts a process group (leader: a shell; member: its
 // background sleep, pid written to member.pid) with env, and returns it as
 // a lost group of session "s" with the leader's start time, and the
-// member's pid. With leaderGone the leader exits once the member runs.
-func startGroupOf(t *testing.T, leaderGone bool, env string) (LostGroup, int) {
+// member's pid. With leaderGone the leader exits once the member runs;
+// with ignoreTerm the member ignores SIGTERM (the leader does not).
+func startGroupOf(t *testing.T, leaderGone, ignoreTerm bool, env string) (LostGroup, int) {
 	t.Helper()
 	dir := t.TempDir()
-	script := `sleep 60 & echo $! > member.pid; wait`
+	child := `sleep 60`
+	if ignoreTerm {
+		child = `sh -c 'trap "" TERM; exec sleep 60'`
+	}
+	script := child + ` & echo $! > member.pid; wait`
 	if leaderGone {
-		script = `sleep 60 & echo $! > member.pid`
+		script = child + ` & echo $! > member.pid`
 	}
 	cmd := exec.Command("/bin/sh", "-c", script)
 	cmd.Dir = dir
