@@ -54,7 +54,7 @@ func TestServiceLifecycle(t *testing.T) {
 	}
 	// The echoes of Creating and Running are consumed (the group's work
 	// queue drains) and cause nothing: one runner, two status writes.
-	w.waitQueueDrained(3) // ADDED, MODIFIED Creating, MODIFIED Running
+	w.waitQueueDrained()
 	if pids := runnerPIDs(svc.root); len(pids) != 1 || pids[0] != rec.PID {
 		t.Fatalf("runner pids %v, record pid %d", pids, rec.PID)
 	}
@@ -457,7 +457,7 @@ func TestGroupMetricsScraped(t *testing.T) {
 	// coalesces changes of one object that queue up (Running and the test's
 	// Stopping, written a moment apart, are often one event). So the
 	// counters are checked against what the stream holds, not a fixed count.
-	w.waitQueueDrained(4)
+	w.waitQueueDrained()
 	published := float64(w.eventsPublished())
 	t.Logf("the informer published %v events", published)
 	testenv.Eventually(t, 10*time.Second, func() error {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
@@ -11,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -40,6 +42,11 @@ type world struct {
 	client  *apiclient.Client
 	js      jetstream.JetStream
 	runners jetstream.KeyValue
+
+	relayMu sync.Mutex
+	// relayed is, by session id, the version (events.VersionOf) of the
+	// object of the last event the relay published; guarded by relayMu.
+	relayed map[string]string
 }
 
 func newWorld(t testing.TB, apiOpts ...memapi.Option) *world {
@@ -55,7 +62,7 @@ func newWorld(t testing.TB, apiOpts ...memapi.Option) *world {
 		t.Fatal(err)
 	}
 	api := testenv.API(t, apiOpts...)
-	w := &world{t: t, nats: srv, api: api, client: testenv.APIClient(t, api), js: js, runners: runners}
+	w := &world{t: t, nats: srv, api: api, client: testenv.APIClient(t, api), js: js, runners: runners, relayed: map[string]string{}}
 	w.startInformer()
 	return w
 }
@@ -113,7 +120,11 @@ func (w *world) startInformer() {
 			}
 			// Retried like the real informer's: a test may stop NATS.
 			for {
-				if _, err := w.js.PublishMsg(ctx, msg); err == nil || ctx.Err() != nil {
+				_, err := w.js.PublishMsg(ctx, msg)
+				if err == nil {
+					w.noteRelayed(we)
+				}
+				if err == nil || ctx.Err() != nil {
 					break
 				}
 				select {
@@ -131,6 +142,17 @@ func (w *world) startInformer() {
 		}
 		return nil
 	})
+}
+
+// noteRelayed records that the relay published we's event.
+func (w *world) noteRelayed(we *ambientv1.SessionWatchEvent) {
+	w.relayMu.Lock()
+	defer w.relayMu.Unlock()
+	if s := we.GetSession(); s != nil {
+		w.relayed[s.GetMetadata().GetId()] = events.VersionOf(s)
+		return
+	}
+	delete(w.relayed, we.GetResourceId())
 }
 
 // service is one runner-manager process.
@@ -325,35 +347,88 @@ func pidAlive(pid int) bool {
 	return ok && state != "Z"
 }
 
-// waitQueueDrained waits until at least minEvents events were published and
-// the consumer group's work queue holds no message: every event published
-// so far was handled and acked.
-func (w *world) waitQueueDrained(minEvents uint64) {
+// waitQueueDrained waits until every session's current state in the API
+// was published to the events stream and every event published so far
+// was handled and acked (the consumer group's work queue holds none), with
+// no session changing meanwhile: nothing the tests caused is left to
+// handle.
+//
+// How many events that takes is not fixed, so it is not counted: the
+// API's watch sends the object as it is when the event is sent, so a
+// write that lands before the previous change's event is sent makes two
+// events with the same object, and the stream drops the second as a
+// duplicate (same Nats-Msg-Id, from the object's version). Under load the
+// echo of a status write often arrives that way (seen: 4 events where 5
+// were counted, and a 30 s wait for the fifth that never came).
+func (w *world) waitQueueDrained() {
 	w.t.Helper()
 	// A hang guard, not a bound: each event's handling may wait on
 	// runner calls and status writes on a loaded machine.
 	testenv.Eventually(w.t, 30*time.Second, func() error {
-		st, err := w.js.Stream(w.t.Context(), events.StreamName+"-runner-manager")
+		before, err := w.relayedVersions()
 		if err != nil {
 			return err
 		}
-		info, err := st.Info(w.t.Context())
+		if err := w.queueDrained(); err != nil {
+			return err
+		}
+		// A handler writes before it acks: a session unchanged across the
+		// check had no write from an event handled meanwhile.
+		after, err := w.relayedVersions()
 		if err != nil {
 			return err
 		}
-		src, err := w.js.Stream(w.t.Context(), events.StreamName)
-		if err != nil {
-			return err
-		}
-		srcInfo, err := src.Info(w.t.Context())
-		if err != nil {
-			return err
-		}
-		if srcInfo.State.Msgs < minEvents || info.State.Msgs != 0 || info.State.LastSeq < srcInfo.State.Msgs {
-			return fmt.Errorf("work queue: %d pending, %d of %d sourced", info.State.Msgs, info.State.LastSeq, srcInfo.State.Msgs)
+		if !maps.Equal(before, after) {
+			return errors.New("sessions changed while the work queue was read")
 		}
 		return nil
 	})
+}
+
+// relayedVersions returns the version of every session in the API, or an
+// error naming one whose current state the relay has not published yet.
+func (w *world) relayedVersions() (map[string]string, error) {
+	sessions, err := w.client.ListSessions(w.t.Context())
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]string, len(sessions))
+	w.relayMu.Lock()
+	defer w.relayMu.Unlock()
+	for _, s := range sessions {
+		id, v := s.GetMetadata().GetId(), events.VersionOf(s)
+		if w.relayed[id] != v {
+			return nil, fmt.Errorf("session %s: version %s not published yet (last published %q)", id, v, w.relayed[id])
+		}
+		out[id] = v
+	}
+	return out, nil
+}
+
+// queueDrained returns nil when the work queue of runner-manager's
+// consumer group holds no message and has taken in every event of the
+// events stream.
+func (w *world) queueDrained() error {
+	st, err := w.js.Stream(w.t.Context(), events.StreamName+"-runner-manager")
+	if err != nil {
+		return err
+	}
+	info, err := st.Info(w.t.Context())
+	if err != nil {
+		return err
+	}
+	src, err := w.js.Stream(w.t.Context(), events.StreamName)
+	if err != nil {
+		return err
+	}
+	srcInfo, err := src.Info(w.t.Context())
+	if err != nil {
+		return err
+	}
+	if info.State.Msgs != 0 || info.State.LastSeq < srcInfo.State.Msgs {
+		return fmt.Errorf("work queue: %d pending, %d of %d sourced", info.State.Msgs, info.State.LastSeq, srcInfo.State.Msgs)
+	}
+	return nil
 }
 
 // eventsPublished is the number of events the informer put on the events
