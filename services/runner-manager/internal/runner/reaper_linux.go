@@ -235,13 +235,53 @@ func procs() []proc {
 	return out
 }
 
+// descendantsGoneWait bounds KillDescendants' wait for the processes it
+// killed to be gone.
+const descendantsGoneWait = 5 * time.Second
+
 // KillDescendants kills (SIGKILL) every descendant of this process that
 // is not a tracked runner: at shutdown, after the runners exited, what is
-// left escaped them without a session marker.
+// left escaped them without a session marker. It scans again while it
+// finds some (a killed process's children are reparented here), and
+// returns once every process it killed is gone (or a zombie), at most
+// descendantsGoneWait later: runner-manager exits next, and a SIGKILL
+// takes effect only when the kernel runs the process's exit, which on a
+// loaded node comes after the signal's return (seen: two escaped shells
+// still running when the service had exited).
 func (r *Reaper) KillDescendants() int {
-	n := r.killEscaped(map[int]bool{}, nil)
-	if n > 0 {
-		r.log.Info("escaped runner processes killed at shutdown", slog.Int(logkey.Count, n))
+	signalled := map[int]bool{}
+	killed := 0
+	for range killRounds {
+		n := r.killEscaped(signalled, nil)
+		killed += n
+		if n == 0 {
+			break
+		}
 	}
-	return n
+	if killed == 0 {
+		return 0
+	}
+	gone := pollUntil(context.Background(), descendantsGoneWait, func() bool {
+		for pid := range signalled {
+			if processLives(pid) {
+				return false
+			}
+		}
+		return true
+	})
+	if !gone {
+		r.log.Warn("escaped runner processes killed at shutdown still run", slog.Int(logkey.Count, killed), slog.Duration(logkey.Duration, descendantsGoneWait))
+	}
+	r.log.Info("escaped runner processes killed at shutdown", slog.Int(logkey.Count, killed))
+	return killed
+}
+
+// processLives reports whether pid names a live process (not a zombie).
+func processLives(pid int) bool {
+	p, err := procfs.NewProc(pid)
+	if err != nil {
+		return false
+	}
+	st, err := p.Stat()
+	return err == nil && st.State != "Z"
 }

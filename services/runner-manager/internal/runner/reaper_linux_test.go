@@ -173,6 +173,40 @@ func TestReaperCountsEachKillOnce(t *testing.T) {
 	})
 }
 
+// TestKillDescendantsWaitsForTheKilled: a SIGKILL takes effect when the
+// kernel runs the process's exit, on a loaded node after the signal's
+// return; runner-manager exits right after KillDescendants, so it returns
+// only once the processes it killed are gone. The test delivers each
+// SIGKILL a moment late, which is that lag made certain.
+func TestKillDescendantsWaitsForTheKilled(t *testing.T) {
+	inReaperProcess(t, func(t *testing.T) {
+		r := newReaper(t)
+		r.kill = func(pid int, sig unix.Signal) error {
+			if sig != unix.SIGKILL {
+				return unix.Kill(pid, sig)
+			}
+			time.AfterFunc(300*time.Millisecond, func() { _ = unix.Kill(pid, unix.SIGKILL) })
+			return nil
+		}
+		runReaper(t, r)
+		startEscapees(t, "", "s1")
+		waitEscaped(t, 0, map[string]int{"": 1, "s1": 1})
+		if n := r.KillDescendants(); n != 2 {
+			t.Errorf("KillDescendants killed %d, want 2", n)
+		}
+		// At once: no wait here.
+		all, err := procfs.AllProcs()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range all {
+			if st, err := p.Stat(); err == nil && st.PPID == os.Getpid() && st.Comm == "sleep" && st.State != "Z" {
+				t.Errorf("KillDescendants returned with escaped process %d still running", st.PID)
+			}
+		}
+	})
+}
+
 // waitEscaped waits until the live (not zombie) sleeps under this
 // process other than tracked are want, counted by their SESSION_ID (""
 // for none), and every one that died has been reaped.
