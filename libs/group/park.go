@@ -5,11 +5,9 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ambient-code/control-plane/libs/events"
@@ -153,16 +151,8 @@ func (w *worker) republishParked(ctx context.Context, l *lane, b *callBatch, log
 		return
 	}
 	msg := w.current(newest)
-	out := nats.NewMsg(newest.subject)
-	out.Data = msg.Data()
-	for k, v := range msg.Headers() {
-		if !strings.HasPrefix(k, "Nats-") {
-			out.Header[k] = v
-		}
-	}
-	out.Header.Set(HeaderReplayGroup, w.cfg.Group)
 	// One copy per parked message, however often the publish is retried.
-	out.Header.Set(jetstream.MsgIDHeader, "park/"+w.cfg.Group+"/"+strconv.FormatUint(newest.seq, 10))
+	out := replayMsg(newest.subject, msg.Headers(), msg.Data(), w.cfg.Group, "park/"+w.cfg.Group+"/"+strconv.FormatUint(newest.seq, 10))
 	// The lane's context has ended (that is why it is released).
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), republishTimeout)
 	defer cancel()

@@ -147,16 +147,7 @@ func Replay(ctx context.Context, js jetstream.JetStream, d DeadLetter) error {
 	if d.Header.Get(HeaderDLQOmitted) != "" {
 		return fmt.Errorf("dead letter %d: %w", d.Seq, ErrDataOmitted)
 	}
-	msg := nats.NewMsg(d.Subject)
-	msg.Data = d.Data
-	for k, v := range d.Header {
-		if strings.HasPrefix(k, "Ambient-Dlq-") || strings.HasPrefix(k, "Nats-") {
-			continue
-		}
-		msg.Header[k] = v
-	}
-	msg.Header.Set(HeaderReplayGroup, d.Group)
-	msg.Header.Set(jetstream.MsgIDHeader, "replay/"+bus.DLQStreamName+"/"+strconv.FormatUint(d.Seq, 10))
+	msg := replayMsg(d.Subject, d.Header, d.Data, d.Group, "replay/"+bus.DLQStreamName+"/"+strconv.FormatUint(d.Seq, 10))
 	if _, err := js.PublishMsg(ctx, msg); err != nil {
 		return fmt.Errorf("replay dead letter %d on %s: %w", d.Seq, d.Subject, err)
 	}
@@ -173,4 +164,22 @@ func Replay(ctx context.Context, js jetstream.JetStream, d DeadLetter) error {
 		return fmt.Errorf("replayed dead letter %d, but deleting it: %w", d.Seq, err)
 	}
 	return nil
+}
+
+// replayMsg is an event published again on subject for group only
+// (HeaderReplayGroup), with msgID for the events stream's duplicate
+// window: a replayed dead letter and a parked event given up by its lane
+// (park.go). The server's own headers and the DLQ's are not copied.
+func replayMsg(subject string, header nats.Header, data []byte, group, msgID string) *nats.Msg {
+	msg := nats.NewMsg(subject)
+	msg.Data = data
+	for k, v := range header {
+		if strings.HasPrefix(k, "Ambient-Dlq-") || strings.HasPrefix(k, "Nats-") {
+			continue
+		}
+		msg.Header[k] = v
+	}
+	msg.Header.Set(HeaderReplayGroup, group)
+	msg.Header.Set(jetstream.MsgIDHeader, msgID)
+	return msg
 }
