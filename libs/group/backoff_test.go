@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -25,91 +24,42 @@ import (
 // their next events handled after that, as before.
 func TestBackoffDoesNotStallOtherObjects(t *testing.T) {
 	t.Parallel()
-	// Longer than the wait for the healthy object below, so that it
-	// cannot be met by waiting for the backoff to end.
-	const backoff = 20 * time.Second
 	srv, js := setup(t)
-	var j journal
-	var mu sync.Mutex
-	badTries := map[string][]uint64{} // guarded by mu; attempts of each bad object's v1
-	var okDuringFirstTries []bool     // guarded by mu; per healthy call: were the bad ones all at their first try
-	bad := []string{"bad-0", "bad-1"}
+	p := &stallProbe{bad: []string{"bad-0", "bad-1"}, fails: func(v int) bool { return v == 1 }}
 	cfg := testConfig("a")
-	cfg.MaxInFlight = len(bad)
+	cfg.MaxInFlight = len(p.bad)
 	cfg.MaxDeliver = 2
-	cfg.Backoff = []time.Duration{backoff}
-	startMember(t, srv, cfg, func(_ context.Context, m group.Message) error {
-		id, v := m.Event.GetObjectId(), version(m)
-		mu.Lock()
-		defer mu.Unlock()
-		if slices.Contains(bad, id) && v == 1 {
-			badTries[id] = append(badTries[id], m.Attempt)
-			j.add(call{member: "a", object: id, version: v, attempt: m.Attempt, ok: false})
-			return errors.New("dependency down for this tenant")
-		}
-		if id == "ok" {
-			first := true
-			for _, b := range bad {
-				first = first && len(badTries[b]) == 1
-			}
-			okDuringFirstTries = append(okDuringFirstTries, first)
-		}
-		j.add(call{member: "a", object: id, version: v, attempt: m.Attempt, ok: true})
-		return nil
-	})
+	cfg.Backoff = []time.Duration{stallBackoff}
+	startMember(t, srv, cfg, p.handle)
 	waitMembers(t, js, "a")
-	for _, b := range bad {
-		publish(t, js, b, 1)
-	}
-	// Both failed once and wait out their backoff, holding MaxInFlight
+	// Both fail once and wait out their backoff, holding MaxInFlight
 	// messages.
-	testenv.Eventually(t, 15*time.Second, func() error {
-		if st := cfg.Stats.Snapshot(); st.Retried != uint64(len(bad)) {
-			return fmt.Errorf("%d of %d failing objects in backoff", st.Retried, len(bad))
-		}
-		return nil
-	})
 	const versions = 3
-	for v := 1; v <= versions; v++ {
-		publish(t, js, "ok", v)
-	}
-	testenv.Eventually(t, 15*time.Second, func() error {
-		if n := cfg.Stats.Snapshot().Acked; n != versions {
-			return fmt.Errorf("healthy object: %d of %d events handled while %v wait out a %s backoff", n, versions, bad, backoff)
-		}
-		return nil
-	})
-	mu.Lock()
-	if slices.Contains(okDuringFirstTries, false) {
-		t.Errorf("healthy object handled only after a failing object's backoff (per call, failing ones at first try: %v)", okDuringFirstTries)
-	}
-	mu.Unlock()
+	p.handledBesideBackoffs(t, js, cfg.Stats, versions)
 
 	// The failing objects' next events queue behind them, and run only
 	// once their v1 is dead-lettered.
-	for _, b := range bad {
+	for _, b := range p.bad {
 		publish(t, js, b, 2)
 	}
-	testenv.Eventually(t, backoff+20*time.Second, func() error {
-		if st := cfg.Stats.Snapshot(); st.DeadLettered != uint64(len(bad)) || st.Acked != versions+uint64(len(bad)) || st.InFlight != 0 {
-			return fmt.Errorf("stats %+v, want %d dead-lettered and every other event handled", st, len(bad))
+	testenv.Eventually(t, stallBackoff+20*time.Second, func() error {
+		if st := cfg.Stats.Snapshot(); st.DeadLettered != uint64(len(p.bad)) || st.Acked != versions+uint64(len(p.bad)) || st.InFlight != 0 {
+			return fmt.Errorf("stats %+v, want %d dead-lettered and every other event handled", st, len(p.bad))
 		}
 		return nil
 	})
-	mu.Lock()
-	for _, b := range bad {
-		if got := fmt.Sprint(badTries[b]); got != "[1 2]" {
+	for _, b := range p.bad {
+		if got := p.attempts(b, 1); got != "[1 2]" {
 			t.Errorf("%s v1 tried %s, want [1 2] (retried in place, then dead-lettered)", b, got)
 		}
 	}
-	mu.Unlock()
-	seen := checkOrder(t, j.snapshot())
-	for _, b := range bad {
+	seen := checkOrder(t, p.calls.snapshot())
+	for _, b := range p.bad {
 		if got := fmt.Sprint(seen[b]); got != "[2]" {
 			t.Errorf("%s handled %s, want [2]", b, got)
 		}
 		var v1Tries int
-		for _, c := range j.snapshot() {
+		for _, c := range p.calls.snapshot() {
 			switch {
 			case c.object == b && c.version == 1:
 				v1Tries++
@@ -122,8 +72,8 @@ func TestBackoffDoesNotStallOtherObjects(t *testing.T) {
 		t.Errorf("ok handled %v, want [1 2 3]", seen["ok"])
 	}
 	letters := dlqMessages(t, js)
-	if len(letters) != len(bad) {
-		t.Fatalf("%d dead letters, want %d", len(letters), len(bad))
+	if len(letters) != len(p.bad) {
+		t.Fatalf("%d dead letters, want %d", len(letters), len(p.bad))
 	}
 	for _, d := range letters {
 		if got := d.Header.Get(group.HeaderDLQAttempts); got != "2" {

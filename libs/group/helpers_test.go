@@ -317,3 +317,96 @@ func waitSignal(t testing.TB, ch <-chan struct{}, msg string) {
 		t.Fatal(msg)
 	}
 }
+
+// stallBackoff is the backoff of the failing objects of a stallProbe:
+// longer than its wait for the healthy object, so that the wait cannot be
+// met by a backoff ending.
+const stallBackoff = 20 * time.Second
+
+// stallProbe is the handler of a member whose objects bad fail (while
+// fails says so for the call's version) beside a healthy object "ok". It
+// journals every call and notes, for each call of ok, whether every bad
+// object was still at its first try.
+type stallProbe struct {
+	bad   []string
+	fails func(version int) bool
+	calls journal
+
+	mu                 sync.Mutex
+	okDuringFirstTries []bool // guarded by mu
+}
+
+func (p *stallProbe) handle(_ context.Context, m group.Message) error {
+	c := call{member: "a", object: m.Event.GetObjectId(), version: version(m), attempt: m.Attempt, ok: true}
+	if slices.Contains(p.bad, c.object) && p.fails(c.version) {
+		c.ok = false
+		p.calls.add(c)
+		return errors.New("dependency down for this tenant")
+	}
+	if c.object == "ok" {
+		p.noteHealthy()
+	}
+	p.calls.add(c)
+	return nil
+}
+
+// noteHealthy notes whether every bad object has had exactly one call.
+func (p *stallProbe) noteHealthy() {
+	calls := p.calls.snapshot()
+	first := true
+	for _, b := range p.bad {
+		n := 0
+		for _, c := range calls {
+			if c.object == b {
+				n++
+			}
+		}
+		first = first && n == 1
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.okDuringFirstTries = append(p.okDuringFirstTries, first)
+}
+
+// handledBesideBackoffs publishes v1 of every bad object and, once each
+// has failed and waits out its backoff (stallBackoff), versions 1 to
+// versions of ok; it fails the test unless all of ok's are handled while
+// every bad object is still at its first try.
+func (p *stallProbe) handledBesideBackoffs(t *testing.T, js jetstream.JetStream, stats *group.Stats, versions int) {
+	t.Helper()
+	for _, b := range p.bad {
+		publish(t, js, b, 1)
+	}
+	testenv.Eventually(t, 15*time.Second, func() error {
+		if st := stats.Snapshot(); st.Retried != uint64(len(p.bad)) {
+			return fmt.Errorf("%d of %d failing objects in backoff", st.Retried, len(p.bad))
+		}
+		return nil
+	})
+	for v := 1; v <= versions; v++ {
+		publish(t, js, "ok", v)
+	}
+	testenv.Eventually(t, 15*time.Second, func() error {
+		if n := stats.Snapshot().Acked; n != uint64(versions) {
+			return fmt.Errorf("healthy object: %d of %d events handled while %v wait out a %s backoff", n, versions, p.bad, stallBackoff)
+		}
+		return nil
+	})
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if slices.Contains(p.okDuringFirstTries, false) {
+		t.Errorf("healthy object handled only after a failing object's backoff (per call, failing ones at first try: %v)", p.okDuringFirstTries)
+	}
+}
+
+// attempts lists the attempts of object's calls of the given versions
+// (of every version when none is given), in call order.
+func (p *stallProbe) attempts(object string, versions ...int) string {
+	var out []uint64
+	for _, c := range p.calls.snapshot() {
+		if c.object == object && (len(versions) == 0 || slices.Contains(versions, c.version)) {
+			out = append(out, c.attempt)
+		}
+	}
+	return fmt.Sprint(out)
+}

@@ -124,28 +124,16 @@ func (w *worker) next(l *lane) []*entry {
 // handle settles one batch and reports false when the lane must be
 // released instead (stop, partition moved).
 func (w *worker) handle(runCtx, lctx context.Context, f *flight, l *lane, batch []*entry) bool {
-	// Messages that cannot be decoded go to the DLQ, events of resources
-	// outside Config.Resources (see partitioningFilters) and replays meant
-	// for another group (HeaderReplayGroup) are acked unhandled; the
-	// rest are handled by one call with the newest (coalescing).
+	// Messages the handler does not get are settled (sortOut); the rest
+	// are handled by one call with the newest (coalescing).
 	b := &callBatch{}
 	defer w.endParked(b)
 	for _, e := range batch {
-		w.cfg.Stats.delivered.Add(1)
-		msg := w.current(e)
-		ctx, got, err := events.Decode(lctx, msg.Headers(), msg.Data())
-		switch {
-		case err != nil:
-			w.cfg.Stats.undecodable.Add(1)
-			if !w.deadLetter(runCtx, lctx, l, e, e.tries+1, ReasonUndecodable, err, subjectProject(w.cfg.SubjectPrefix, e.subject)) {
-				return false
-			}
-		case !w.forHandler(msg, got):
-			if err := msg.Ack(); err != nil {
-				w.log.Debug("ack of skipped event failed", slog.Any(logkey.Err, err))
-			}
-			w.settled(l, e)
-		default:
+		ctx, got, ok := w.sortOut(runCtx, lctx, l, e)
+		if !ok {
+			return false
+		}
+		if got != nil {
 			b.add(ctx, e, got)
 		}
 	}
@@ -202,6 +190,33 @@ func (w *worker) handle(runCtx, lctx context.Context, f *flight, l *lane, batch 
 		w.republishParked(lctx, l, b, log)
 		return false
 	}
+}
+
+// sortOut counts e as delivered and decodes it. It returns e's event,
+// carried in its producer's context, when the handler gets it. The others
+// it settles, as the handler never gets them: a message that cannot be
+// decoded is dead-lettered, an event of a resource outside
+// Config.Resources (see partitioningFilters) or a replay meant for another
+// group (HeaderReplayGroup) is acked unhandled; the event is then nil, and
+// ok false when the lane was released before the dead letter was stored.
+// One function for a batch (handle) and a parked lane's wait
+// (parkQueued), so such a message is settled alike whenever it comes.
+func (w *worker) sortOut(runCtx, lctx context.Context, l *lane, e *entry) (context.Context, *eventsv1.ResourceEvent, bool) {
+	w.cfg.Stats.delivered.Add(1)
+	msg := w.current(e)
+	ctx, ev, err := events.Decode(lctx, msg.Headers(), msg.Data())
+	switch {
+	case err != nil:
+		w.cfg.Stats.undecodable.Add(1)
+		return nil, nil, w.deadLetter(runCtx, lctx, l, e, e.tries+1, ReasonUndecodable, err, subjectProject(w.cfg.SubjectPrefix, e.subject))
+	case !w.forHandler(msg, ev):
+		if err := msg.Ack(); err != nil {
+			w.log.Debug("ack of skipped event failed", slog.Any(logkey.Err, err))
+		}
+		w.settled(l, e)
+		return nil, nil, true
+	}
+	return ctx, ev, true
 }
 
 // onDeadLetter calls Config.OnDeadLetter, when set, for a message already
@@ -342,27 +357,13 @@ func (w *worker) try(runCtx, lctx context.Context, f *flight, l *lane, b *callBa
 // call are. The attempt count goes on (the object's failures in a row):
 // an object whose changes keep coming and keep failing still reaches the
 // DLQ after MaxDeliver tries, all of b with it. It takes them in stream
-// order up to the first that skips a message of the object still
-// unsettled in the stream (untilGap) or that the handler would not get
+// order (queuedAfter) up to the first that the handler would not get
 // (undecodable, another resource, another group's replay): those wait
-// for the lane's next batch, which settles them as handle does.
+// for the lane's next batch, which settles them as handle does (a parked
+// lane settles them while it waits, see parkQueued).
 func (w *worker) takeQueued(ctx context.Context, f *flight, l *lane, b *callBatch, log *slog.Logger) {
-	newest := b.newest()
-	w.mu.Lock()
-	var later []*entry
-	for _, e := range l.queue {
-		if e.seq > newest.seq {
-			later = append(later, e)
-		}
-	}
-	w.mu.Unlock()
-	if len(later) == 0 {
-		return
-	}
-	slices.SortFunc(later, func(a, b *entry) int { return cmp.Compare(a.seq, b.seq) })
-	later = w.untilGap(ctx, f, append([]*entry{newest}, later...))[1:]
 	taken := 0
-	for _, e := range later {
+	for _, e := range w.queuedAfter(ctx, f, l, b) {
 		msg := w.current(e)
 		ectx, ev, err := events.Decode(ctx, msg.Headers(), msg.Data())
 		if err != nil || !w.forHandler(msg, ev) {
@@ -375,6 +376,26 @@ func (w *worker) takeQueued(ctx context.Context, f *flight, l *lane, b *callBatc
 	if taken > 0 {
 		log.Debug("retry takes the object's newer events", slog.Int(logkey.Count, taken), slog.Uint64(logkey.Seq, b.newest().seq))
 	}
+}
+
+// queuedAfter returns the object's messages filed in l after b's newest,
+// in stream order, up to the first that skips a message of the object
+// still unsettled in the stream (untilGap).
+func (w *worker) queuedAfter(ctx context.Context, f *flight, l *lane, b *callBatch) []*entry {
+	newest := b.newest()
+	w.mu.Lock()
+	var later []*entry
+	for _, e := range l.queue {
+		if e.seq > newest.seq {
+			later = append(later, e)
+		}
+	}
+	w.mu.Unlock()
+	if len(later) == 0 {
+		return nil
+	}
+	slices.SortFunc(later, func(a, b *entry) int { return cmp.Compare(a.seq, b.seq) })
+	return w.untilGap(ctx, f, append([]*entry{newest}, later...))[1:]
 }
 
 // waitConnected holds a lane while the connection is down: a member that

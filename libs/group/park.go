@@ -27,9 +27,11 @@ import (
 // the head-room is used up: a lane whose try fails while lanes in backoff
 // hold MaxInFlight messages or more acks its messages ("parks" them) and
 // keeps them for its retries. Its goroutine still waits out the backoff,
-// so the object's newer messages queue behind it as before (order kept),
-// Message.Attempt goes on counting and MaxDeliver tries end in the DLQ,
-// published from memory. Only the durability changes: a parked event is
+// so the object's newer messages queue behind it as before (order kept)
+// and are parked with it; those the handler would not get are settled as
+// they come, as a batch settles them (waitParked). Message.Attempt goes
+// on counting and MaxDeliver tries end in the DLQ, published from
+// memory. Only the durability changes: a parked event is
 // published again for the group (HeaderReplayGroup) when its lane is
 // released (stop, partition moved, also while its dead letter could not
 // be stored yet), unless a newer message of the object that the handler
@@ -85,23 +87,60 @@ func (w *worker) park(ctx context.Context, l *lane, b *callBatch, log *slog.Logg
 // object's messages filed in the lane meanwhile: they are taken into b as
 // a retry takes them (takeQueued) and acked, so a failing object whose
 // changes keep coming (its own status write's echo) holds none of the
-// consumer's window while it waits. Messages the retry would not take
-// (after a gap, or not for the handler) stay held for the lane's next
-// batch. It returns an error when wctx ends first (stop, partition moved).
+// consumer's window while it waits. Those the handler would not get are
+// settled at once (parkQueued). Messages after a gap stay held for the
+// lane's next batch. It returns an error when wctx ends first (stop,
+// partition moved).
 func (w *worker) waitParked(wctx, lctx context.Context, f *flight, l *lane, b *callBatch, delay time.Duration, log *slog.Logger) error {
 	t := time.NewTimer(delay)
 	defer t.Stop()
 	for {
+		// A message filed in the lane leaves a wake (lane.file) that only
+		// this wait takes while the lane retries: one the retry did not
+		// take (behind one the handler would not get) is looked at here
+		// at once.
 		select {
 		case <-wctx.Done():
 			return fmt.Errorf("parked retry: %w", context.Cause(wctx))
 		case <-t.C:
 			return nil
 		case <-l.wake:
-			w.takeQueued(lctx, f, l, b, log)
+			if !w.parkQueued(wctx, lctx, f, l, b, log) {
+				return fmt.Errorf("parked retry: dead letter of a skipped event: %w", errReleased)
+			}
 			w.park(lctx, l, b, log)
 		}
 	}
+}
+
+// parkQueued takes into b, while its parked lane waits, the object's
+// messages filed in the lane after b's newest, as takeQueued does, but
+// settles those the handler would not get as handle settles them
+// (sortOut: dead-lettered when undecodable, acked unhandled otherwise)
+// and goes on past them. Held for the lane's next batch, as a retry
+// leaves them, such a message kept one message of the consumer's window
+// for the whole backoff, and the object's later messages queued behind
+// it held, not parked. Settling it now is no change of order: handle
+// settles such a message of its batch before the call, and the handler
+// never sees it. runCtx ends with the member's run (a dead letter's
+// publish is retried until then). False when the lane was released
+// before a dead letter was stored.
+func (w *worker) parkQueued(runCtx, lctx context.Context, f *flight, l *lane, b *callBatch, log *slog.Logger) bool {
+	taken := 0
+	for _, e := range w.queuedAfter(lctx, f, l, b) {
+		ctx, ev, ok := w.sortOut(runCtx, lctx, l, e)
+		if !ok {
+			return false
+		}
+		if ev != nil {
+			b.add(ctx, e, ev)
+			taken++
+		}
+	}
+	if taken > 0 {
+		log.Debug("parked retry takes the object's newer events", slog.Int(logkey.Count, taken), slog.Uint64(logkey.Seq, b.newest().seq))
+	}
+	return true
 }
 
 // waitingHeld counts the messages held by lanes waiting out a backoff.

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -16,6 +15,7 @@ import (
 	"github.com/ambient-code/control-plane/libs/bus"
 	"github.com/ambient-code/control-plane/libs/events"
 	"github.com/ambient-code/control-plane/libs/group"
+	"github.com/ambient-code/control-plane/libs/natsserver"
 	"github.com/ambient-code/control-plane/libs/testenv"
 )
 
@@ -27,99 +27,48 @@ import (
 // the dependency comes back are as before.
 func TestParkedFailuresDoNotStallOtherObjects(t *testing.T) {
 	t.Parallel()
-	// Longer than the wait for the healthy object below, so that it
-	// cannot be met by waiting for the backoff to end.
-	const backoff = 20 * time.Second
 	srv, js := setup(t)
-	var j journal
-	var mu sync.Mutex
-	badTries := map[string][]uint64{} // guarded by mu; attempts of each bad object
-	var okDuringFirstTries []bool     // guarded by mu; per healthy call: were the bad ones all at their first try
 	var broken atomic.Bool
 	broken.Store(true)
+	p := &stallProbe{bad: []string{"bad-0", "bad-1", "bad-2", "bad-3"}, // 2 x MaxInFlight
+		fails: func(int) bool { return broken.Load() }}
 	cfg := testConfig("a")
 	cfg.MaxInFlight = 2
 	cfg.Coalesce, cfg.ParkFailures = true, true
 	cfg.MaxDeliver = 3
-	cfg.Backoff = []time.Duration{backoff}
-	bad := []string{"bad-0", "bad-1", "bad-2", "bad-3"} // 2 x MaxInFlight
-	startMember(t, srv, cfg, func(_ context.Context, m group.Message) error {
-		id, v := m.Event.GetObjectId(), version(m)
-		mu.Lock()
-		defer mu.Unlock()
-		if slices.Contains(bad, id) {
-			badTries[id] = append(badTries[id], m.Attempt)
-			if broken.Load() {
-				j.add(call{member: "a", object: id, version: v, attempt: m.Attempt, ok: false})
-				return errors.New("admission webhook of this tenant down")
-			}
-		}
-		if id == "ok" {
-			first := true
-			for _, b := range bad {
-				first = first && len(badTries[b]) == 1
-			}
-			okDuringFirstTries = append(okDuringFirstTries, first)
-		}
-		j.add(call{member: "a", object: id, version: v, attempt: m.Attempt, ok: true})
-		return nil
-	})
+	cfg.Backoff = []time.Duration{stallBackoff}
+	startMember(t, srv, cfg, p.handle)
 	waitMembers(t, js, "a")
-	for _, b := range bad {
-		publish(t, js, b, 1)
-	}
-	testenv.Eventually(t, 15*time.Second, func() error {
-		if st := cfg.Stats.Snapshot(); st.Retried != uint64(len(bad)) {
-			return fmt.Errorf("%d of %d failing objects in backoff", st.Retried, len(bad))
-		}
-		return nil
-	})
-
 	const versions = 3
-	for v := 1; v <= versions; v++ {
-		publish(t, js, "ok", v)
-	}
-	testenv.Eventually(t, 15*time.Second, func() error {
-		if n := cfg.Stats.Snapshot().Acked; n != versions {
-			return fmt.Errorf("healthy object: %d of %d events handled while %d objects wait out a %s backoff", n, versions, len(bad), backoff)
-		}
-		return nil
-	})
-	mu.Lock()
-	if slices.Contains(okDuringFirstTries, false) {
-		t.Errorf("healthy object handled only after a failing object's backoff (per call, failing ones at first try: %v)", okDuringFirstTries)
-	}
-	mu.Unlock()
+	p.handledBesideBackoffs(t, js, cfg.Stats, versions)
 	// The first failure held its message (head-room left); each later
 	// one found lanes in backoff holding MaxInFlight and parked.
-	if st := cfg.Stats.Snapshot(); st.Parked != uint64(len(bad)-1) || st.ParkedObjects != len(bad)-1 || st.InFlight != 1 {
-		t.Errorf("stats %+v, want %d parked, 1 held", st, len(bad)-1)
+	if st := cfg.Stats.Snapshot(); st.Parked != uint64(len(p.bad)-1) || st.ParkedObjects != len(p.bad)-1 || st.InFlight != 1 {
+		t.Errorf("stats %+v, want %d parked, 1 held", st, len(p.bad)-1)
 	}
 	waitWorkQueue(t, js, 1)
 
 	// The failing objects' next events queue behind them and are taken
 	// into the retry (Coalesce); the dependency is back by then.
-	for _, b := range bad {
+	for _, b := range p.bad {
 		publish(t, js, b, 2)
 	}
 	broken.Store(false)
-	testenv.Eventually(t, backoff+30*time.Second, func() error {
+	testenv.Eventually(t, stallBackoff+30*time.Second, func() error {
 		st := cfg.Stats.Snapshot()
-		if st.Acked != versions+2*uint64(len(bad)) || st.InFlight != 0 || st.ParkedObjects != 0 || st.DeadLettered != 0 {
+		if st.Acked != versions+2*uint64(len(p.bad)) || st.InFlight != 0 || st.ParkedObjects != 0 || st.DeadLettered != 0 {
 			return fmt.Errorf("stats %+v, want every event handled, none held or parked", st)
 		}
 		return nil
 	})
 	waitWorkQueue(t, js, 0)
-	mu.Lock()
-	for _, b := range bad {
-		if got := fmt.Sprint(badTries[b]); got != "[1 2]" {
+	for _, b := range p.bad {
+		if got := p.attempts(b); got != "[1 2]" {
 			t.Errorf("%s tried %s, want [1 2] (retried in place with its newer event)", b, got)
 		}
 	}
-	mu.Unlock()
-	seen := checkOrder(t, j.snapshot())
-	for _, b := range bad {
+	seen := checkOrder(t, p.calls.snapshot())
+	for _, b := range p.bad {
 		if got := fmt.Sprint(seen[b]); got != "[2]" {
 			t.Errorf("%s handled %s, want [2] (v1 and v2 in the retry's one call)", b, got)
 		}
@@ -133,11 +82,8 @@ func TestParkedFailuresDoNotStallOtherObjects(t *testing.T) {
 func TestParkedEventDeadLettered(t *testing.T) {
 	t.Parallel()
 	srv, js := setup(t)
-	cfg := testConfig("a")
-	cfg.MaxInFlight = 1
-	cfg.Coalesce, cfg.ParkFailures = true, true
+	cfg := parkingConfig("a", 50*time.Millisecond)
 	cfg.MaxDeliver = 3
-	cfg.Backoff = []time.Duration{50 * time.Millisecond}
 	var mu sync.Mutex
 	var attempts []uint64 // guarded by mu
 	var lettered []group.Message
@@ -190,60 +136,71 @@ func TestParkedEventDeadLettered(t *testing.T) {
 func TestParkedEventPublishedAgainOnStop(t *testing.T) {
 	t.Parallel()
 	srv, js := setup(t)
-	cfg := testConfig("a")
-	cfg.MaxInFlight = 1
-	cfg.Coalesce, cfg.ParkFailures = true, true
-	cfg.Backoff = []time.Duration{time.Hour}
-	a := startMember(t, srv, cfg, func(context.Context, group.Message) error {
-		return errors.New("broken until the member goes")
-	})
+	cfg := parkingConfig("a", time.Hour)
+	a := startMember(t, srv, cfg, failUntilStop)
 	waitMembers(t, js, "a")
 	publish(t, js, "x", 1)
 	publish(t, js, "y", 1)
-	testenv.Eventually(t, 15*time.Second, func() error {
-		if st := cfg.Stats.Snapshot(); st.Parked != 2 || st.ParkedObjects != 2 || st.InFlight != 0 {
-			return fmt.Errorf("stats %+v, want x and y parked", st)
-		}
-		return nil
-	})
+	waitParked(t, cfg, 2, 2)
 	waitWorkQueue(t, js, 0)
 	publish(t, js, "y", 2) // parked with y's v1, not held
-	testenv.Eventually(t, 15*time.Second, func() error {
-		if st := cfg.Stats.Snapshot(); st.Parked != 3 || st.InFlight != 0 {
-			return fmt.Errorf("stats %+v, want y v2 parked too", st)
-		}
-		return nil
-	})
+	waitParked(t, cfg, 3, 2)
 	waitWorkQueue(t, js, 0)
-	if err := a.stop(t); err != nil {
-		t.Fatalf("stop a: %v", err)
-	}
-
-	var j journal
-	var replayed atomic.Int32
-	cfgB := testConfig("b")
-	cfgB.Coalesce, cfgB.ParkFailures = true, true
-	startMember(t, srv, cfgB, func(_ context.Context, m group.Message) error {
-		if m.Header.Get(group.HeaderReplayGroup) == testGroup {
-			replayed.Add(1)
-		}
-		j.add(call{member: "b", object: m.Event.GetObjectId(), version: version(m), attempt: m.Attempt, ok: true})
-		return nil
-	})
-	testenv.Eventually(t, 15*time.Second, func() error {
-		if n := cfgB.Stats.Snapshot().Acked; n != 2 {
-			return fmt.Errorf("b handled %d events, want x v1 and y v2", n)
-		}
-		return nil
-	})
-	waitWorkQueue(t, js, 0)
-	seen := checkOrder(t, j.snapshot())
+	b := handOver(t, srv, js, a, 2, "x v1 and y v2")
+	seen := checkOrder(t, b.calls.snapshot())
 	if got := fmt.Sprint(seen["x"], seen["y"]); got != "[1] [2]" {
 		t.Errorf("b handled x %v, y %v; want x v1 and y v2 only (the newest of each, published again)", seen["x"], seen["y"])
 	}
-	if n := replayed.Load(); n != 2 {
+	if n := b.replayed.Load(); n != 2 {
 		t.Errorf("%d events came as the group's replay, want 2 (x v1, y v2)", n)
 	}
+}
+
+// TestParkedLaneSettlesWhatHandlerDoesNotGet: a message the handler never
+// gets (another group's replay, an undecodable payload) that reaches a
+// parked lane during its backoff is settled then, as a batch settles it
+// (acked unhandled, dead-lettered), not held in the consumer's window for
+// the whole backoff; the object's later event behind it is parked, not
+// held, and is the one published again on stop.
+func TestParkedLaneSettlesWhatHandlerDoesNotGet(t *testing.T) {
+	eachNotForHandler(t, func(t *testing.T, undecodable bool) {
+		srv, js := setup(t)
+		cfg := parkingConfig("a", time.Hour)
+		var calls journal
+		a := startMember(t, srv, cfg, func(ctx context.Context, m group.Message) error {
+			calls.add(call{member: "a", object: m.Event.GetObjectId(), version: version(m), attempt: m.Attempt})
+			return failUntilStop(ctx, m)
+		})
+		waitMembers(t, js, "a")
+		publish(t, js, "x", 1)
+		waitParked(t, cfg, 1, 1)
+		publishNotForHandler(t, js, "x", 2, undecodable)
+		publish(t, js, "x", 3)
+		var dead uint64 // v2 dead-lettered, or acked unhandled
+		if undecodable {
+			dead = 1
+		}
+		// x v1's backoff has most of an hour to go.
+		testenv.Eventually(t, 15*time.Second, func() error {
+			st := cfg.Stats.Snapshot()
+			if st.Parked != 2 || st.InFlight != 0 || st.Delivered != 3 || st.DeadLettered != dead || st.Undecodable != dead {
+				return fmt.Errorf("stats %+v, want x v2 settled (%d dead-lettered) and v3 parked during x v1's backoff, nothing held", st, dead)
+			}
+			return nil
+		})
+		waitWorkQueue(t, js, 0)
+		letters := dlqMessages(t, js)
+		if uint64(len(letters)) != dead || (undecodable && letters[0].Header.Get(group.HeaderDLQReason) != group.ReasonUndecodable) {
+			t.Errorf("%d dead letters, want %d (reason %s)", len(letters), dead, group.ReasonUndecodable)
+		}
+		if got := calls.snapshot(); len(got) != 1 || got[0].version != 1 || got[0].attempt != 1 {
+			t.Errorf("a's handler calls %+v, want x v1's first try only", got)
+		}
+		b := handOver(t, srv, js, a, 1, "x v3")
+		if got := fmt.Sprint(checkOrder(t, b.calls.snapshot())["x"]); got != "[3]" || b.replayed.Load() != 1 {
+			t.Errorf("b handled x %s (%d as the group's replay), want v3 once, published again as parked", got, b.replayed.Load())
+		}
+	})
 }
 
 // TestParkedEventKeptWhenNewerIsNotForHandler: a parked object whose
@@ -252,68 +209,45 @@ func TestParkedEventPublishedAgainOnStop(t *testing.T) {
 // published again on stop: the next owner acks / dead-letters the newer
 // message unhandled, so it does not stand for the object's state.
 func TestParkedEventKeptWhenNewerIsNotForHandler(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-	}{
-		{name: "other group's replay"},
-		{name: "undecodable"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			srv, js := setup(t)
-			cfg := testConfig("a")
-			cfg.MaxInFlight = 1
-			cfg.Coalesce, cfg.ParkFailures = true, true
-			cfg.Backoff = []time.Duration{time.Hour}
-			a := startMember(t, srv, cfg, func(context.Context, group.Message) error {
-				return errors.New("broken until the member goes")
-			})
-			waitMembers(t, js, "a")
-			publish(t, js, "x", 1)
-			testenv.Eventually(t, 15*time.Second, func() error {
-				if st := cfg.Stats.Snapshot(); st.Parked != 1 || st.ParkedObjects != 1 || st.InFlight != 0 {
-					return fmt.Errorf("stats %+v, want x parked", st)
-				}
-				return nil
-			})
-			msg := eventMsg(t, t.Context(), "x", 2)
-			if tc.name == "undecodable" {
-				msg.Data = []byte("\xff not a protobuf")
-			} else {
-				msg.Header.Set(group.HeaderReplayGroup, "another-group")
+	eachNotForHandler(t, func(t *testing.T, undecodable bool) {
+		srv, js := setup(t)
+		// x is parked after its first try. A parked lane's wait settles
+		// such a message at once (TestParkedLaneSettlesWhatHandlerDoesNotGet),
+		// so it comes while x's second try runs, and the member stops
+		// then: the try's ctx ends with the stop grace.
+		cfg := parkingConfig("a", 50*time.Millisecond, time.Hour)
+		started := make(chan struct{}, 1)
+		a := startMember(t, srv, cfg, func(ctx context.Context, m group.Message) error {
+			if m.Attempt == 1 {
+				return failUntilStop(ctx, m)
 			}
-			if _, err := js.PublishMsg(t.Context(), msg); err != nil {
-				t.Fatal(err)
+			select {
+			case started <- struct{}{}:
+			default:
 			}
-			testenv.Eventually(t, 15*time.Second, func() error {
-				if st := cfg.Stats.Snapshot(); st.InFlight != 1 {
-					return fmt.Errorf("stats %+v, want the newer message held in x's lane", st)
-				}
-				return nil
-			})
-			if err := a.stop(t); err != nil {
-				t.Fatalf("stop a: %v", err)
-			}
-			var handledX atomic.Int32
-			cfgB := testConfig("b")
-			cfgB.Coalesce, cfgB.ParkFailures = true, true
-			startMember(t, srv, cfgB, func(_ context.Context, m group.Message) error {
-				if m.Event.GetObjectId() == "x" && version(m) == 1 {
-					handledX.Add(1)
-				}
-				return nil
-			})
-			waitMembers(t, js, "b")
-			// The parked x v1 must reach b: b acks (or dead-letters) the
-			// newer message unhandled.
-			testenv.Eventually(t, 15*time.Second, func() error {
-				if handledX.Load() == 0 {
-					return fmt.Errorf("x v1 (parked on a) never handled by b; b stats %+v", cfgB.Stats.Snapshot())
-				}
-				return nil
-			})
+			<-ctx.Done()
+			return fmt.Errorf("second try: %w", ctx.Err())
 		})
-	}
+		waitMembers(t, js, "a")
+		publish(t, js, "x", 1)
+		waitSignal(t, started, "x's second try never started")
+		if st := cfg.Stats.Snapshot(); st.Parked != 1 || st.ParkedObjects != 1 || st.InFlight != 0 {
+			t.Fatalf("stats %+v, want x parked", st)
+		}
+		publishNotForHandler(t, js, "x", 2, undecodable)
+		testenv.Eventually(t, 15*time.Second, func() error {
+			if st := cfg.Stats.Snapshot(); st.InFlight != 1 {
+				return fmt.Errorf("stats %+v, want the newer message held in x's lane", st)
+			}
+			return nil
+		})
+		// The parked x v1 must reach b: b acks (or dead-letters) the
+		// newer message unhandled.
+		b := handOver(t, srv, js, a, 1, "x v1, parked on a")
+		if got := fmt.Sprint(checkOrder(t, b.calls.snapshot())["x"]); got != "[1]" {
+			t.Errorf("b handled x %s, want v1 (parked on a)", got)
+		}
+	})
 }
 
 // TestParkedEventKeptWhenDeadLetterFailsOnStop: a parked object at its
@@ -324,11 +258,8 @@ func TestParkedEventKeptWhenNewerIsNotForHandler(t *testing.T) {
 func TestParkedEventKeptWhenDeadLetterFailsOnStop(t *testing.T) {
 	t.Parallel()
 	srv, js := setup(t)
-	cfg := testConfig("a")
-	cfg.MaxInFlight = 1
-	cfg.Coalesce, cfg.ParkFailures = true, true
+	cfg := parkingConfig("a", 50*time.Millisecond, time.Hour)
 	cfg.MaxDeliver = 2
-	cfg.Backoff = []time.Duration{50 * time.Millisecond, time.Hour}
 	failing := newLogWatch("dead letter publish failed, will retry")
 	nc, jsA := testenv.JetStream(t, srv)
 	var attempts atomic.Int32
@@ -369,4 +300,100 @@ func TestParkedEventKeptWhenDeadLetterFailsOnStop(t *testing.T) {
 	// Neither dead-lettered nor acked as handled: the event must be in the
 	// stream again for the next owner.
 	waitWorkQueue(t, js, 1)
+}
+
+// eachNotForHandler runs test as a parallel subtest for each kind of
+// message the handler never gets: another group's replay, and an
+// undecodable payload (undecodable true).
+func eachNotForHandler(t *testing.T, test func(t *testing.T, undecodable bool)) {
+	t.Helper()
+	for _, undecodable := range []bool{false, true} {
+		name := "other group's replay"
+		if undecodable {
+			name = "undecodable"
+		}
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			test(t, undecodable)
+		})
+	}
+}
+
+// parkingConfig is the config of a member of MaxInFlight 1 that parks
+// every failed try (its own lane waiting out a backoff fills the
+// head-room), with backoff as Config.Backoff.
+func parkingConfig(member string, backoff ...time.Duration) group.Config {
+	cfg := testConfig(member)
+	cfg.MaxInFlight = 1
+	cfg.Coalesce, cfg.ParkFailures = true, true
+	cfg.Backoff = backoff
+	return cfg
+}
+
+// failUntilStop is the handler of a member whose every try fails.
+func failUntilStop(context.Context, group.Message) error {
+	return errors.New("broken until the member goes")
+}
+
+// waitParked waits until the member has parked parked messages, of
+// objects objects parked now, and holds none.
+func waitParked(t *testing.T, cfg group.Config, parked uint64, objects int) {
+	t.Helper()
+	testenv.Eventually(t, 15*time.Second, func() error {
+		if st := cfg.Stats.Snapshot(); st.Parked != parked || st.ParkedObjects != objects || st.InFlight != 0 {
+			return fmt.Errorf("stats %+v, want %d parked of %d objects, none held", st, parked, objects)
+		}
+		return nil
+	})
+}
+
+// publishNotForHandler publishes version v of session id as a message
+// the handler never gets: an undecodable payload, or a replay meant for
+// another group.
+func publishNotForHandler(t *testing.T, js jetstream.JetStream, id string, v int, undecodable bool) {
+	t.Helper()
+	msg := eventMsg(t, t.Context(), id, v)
+	if undecodable {
+		msg.Data = []byte("\xff not a protobuf")
+	} else {
+		msg.Header.Set(group.HeaderReplayGroup, "another-group")
+	}
+	if _, err := js.PublishMsg(t.Context(), msg); err != nil {
+		t.Fatalf("publish %s v%d: %v", id, v, err)
+	}
+}
+
+// nextOwner is member b, started in the place of member a (handOver): it
+// handles every event at once and journals it.
+type nextOwner struct {
+	cfg      group.Config
+	calls    journal
+	replayed atomic.Int32 // calls of events that came as the group's replay (HeaderReplayGroup)
+}
+
+// handOver stops member a, starts member b in its place and waits until b
+// has handled n events (what names them) and the work queue is empty.
+func handOver(t *testing.T, srv *natsserver.Server, js jetstream.JetStream, a *member, n uint64, what string) *nextOwner {
+	t.Helper()
+	if err := a.stop(t); err != nil {
+		t.Fatalf("stop a: %v", err)
+	}
+	b := &nextOwner{cfg: testConfig("b")}
+	b.cfg.Coalesce, b.cfg.ParkFailures = true, true
+	startMember(t, srv, b.cfg, func(_ context.Context, m group.Message) error {
+		if m.Header.Get(group.HeaderReplayGroup) == testGroup {
+			b.replayed.Add(1)
+		}
+		b.calls.add(call{member: "b", object: m.Event.GetObjectId(), version: version(m), attempt: m.Attempt, ok: true})
+		return nil
+	})
+	waitMembers(t, js, "b")
+	testenv.Eventually(t, 15*time.Second, func() error {
+		if got := b.cfg.Stats.Snapshot().Acked; got != n {
+			return fmt.Errorf("b handled %d events, want %d: %s", got, n, what)
+		}
+		return nil
+	})
+	waitWorkQueue(t, js, 0)
+	return b
 }
