@@ -16,7 +16,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/ambient-code/control-plane/libs/bus"
@@ -45,17 +44,8 @@ func TestDeadLetterPublishRetried(t *testing.T) {
 
 	// Run created the DLQ stream; make it full and refuse more.
 	ctx := t.Context()
-	dlq, err := js.Stream(ctx, bus.DLQStreamName)
-	if err != nil {
-		t.Fatalf("dlq stream: %v", err)
-	}
-	sc := dlq.CachedInfo().Config
-	sc.MaxMsgs, sc.Discard = 1, jetstream.DiscardNew
-	if _, err := js.UpdateStream(ctx, sc); err != nil {
-		t.Fatalf("limit dlq stream: %v", err)
-	}
-	if _, err := js.Publish(ctx, group.DLQSubject(group.Config{Group: "other"}, "filler"), nil); err != nil {
-		t.Fatalf("fill dlq stream: %v", err)
+	if err := fillDLQ(ctx, js); err != nil {
+		t.Fatal(err)
 	}
 
 	publish(t, js, "s1", 1)
@@ -69,6 +59,10 @@ func TestDeadLetterPublishRetried(t *testing.T) {
 	}
 	waitWorkQueue(t, js, 1)
 
+	dlq, err := js.Stream(ctx, bus.DLQStreamName)
+	if err != nil {
+		t.Fatalf("dlq stream: %v", err)
+	}
 	if err := dlq.Purge(ctx); err != nil { // room again
 		t.Fatalf("purge dlq: %v", err)
 	}

@@ -410,3 +410,21 @@ func (p *stallProbe) attempts(object string, versions ...int) string {
 	}
 	return fmt.Sprint(out)
 }
+
+// fillDLQ makes the DLQ stream (created by a member's Run) refuse every
+// further letter: full, DiscardNew.
+func fillDLQ(ctx context.Context, js jetstream.JetStream) error {
+	s, err := js.Stream(ctx, bus.DLQStreamName)
+	if err != nil {
+		return fmt.Errorf("dlq stream: %w", err)
+	}
+	sc := s.CachedInfo().Config
+	sc.MaxMsgs, sc.Discard = 1, jetstream.DiscardNew
+	if _, err := js.UpdateStream(ctx, sc); err != nil {
+		return fmt.Errorf("limit dlq stream: %w", err)
+	}
+	if _, err := js.Publish(ctx, events.DLQPrefix+".filler", []byte("x")); err != nil {
+		return fmt.Errorf("fill dlq stream: %w", err)
+	}
+	return nil
+}

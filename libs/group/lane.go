@@ -199,8 +199,6 @@ func (w *worker) handle(runCtx, lctx context.Context, f *flight, l *lane, batch 
 // Config.Resources (see partitioningFilters) or a replay meant for another
 // group (HeaderReplayGroup) is acked unhandled; the event is then nil, and
 // ok false when the lane was released before the dead letter was stored.
-// One function for a batch (handle) and a parked lane's wait
-// (parkQueued), so such a message is settled alike whenever it comes.
 func (w *worker) sortOut(runCtx, lctx context.Context, l *lane, e *entry) (context.Context, *eventsv1.ResourceEvent, bool) {
 	w.cfg.Stats.delivered.Add(1)
 	msg := w.current(e)
@@ -210,13 +208,19 @@ func (w *worker) sortOut(runCtx, lctx context.Context, l *lane, e *entry) (conte
 		w.cfg.Stats.undecodable.Add(1)
 		return nil, nil, w.deadLetter(runCtx, lctx, l, e, e.tries+1, ReasonUndecodable, err, subjectProject(w.cfg.SubjectPrefix, e.subject))
 	case !w.forHandler(msg, ev):
-		if err := msg.Ack(); err != nil {
-			w.log.Debug("ack of skipped event failed", slog.Any(logkey.Err, err))
-		}
-		w.settled(l, e)
+		w.skip(l, e, msg)
 		return nil, nil, true
 	}
 	return ctx, ev, true
+}
+
+// skip acks unhandled a message the handler does not get (an event of a
+// resource outside Config.Resources, a replay meant for another group).
+func (w *worker) skip(l *lane, e *entry, msg jetstream.Msg) {
+	if err := msg.Ack(); err != nil {
+		w.log.Debug("ack of skipped event failed", slog.Any(logkey.Err, err))
+	}
+	w.settled(l, e)
 }
 
 // onDeadLetter calls Config.OnDeadLetter, when set, for a message already

@@ -28,8 +28,9 @@ import (
 // hold MaxInFlight messages or more acks its messages ("parks" them) and
 // keeps them for its retries. Its goroutine still waits out the backoff,
 // so the object's newer messages queue behind it as before (order kept)
-// and are parked with it; those the handler would not get are settled as
-// they come, as a batch settles them (waitParked). Message.Attempt goes
+// and are parked with it; those the handler would not get are acked as
+// they come, as a batch acks them (an undecodable one waits for the
+// lane's next batch to be dead-lettered: waitParked). Message.Attempt goes
 // on counting and MaxDeliver tries end in the DLQ, published from
 // memory. Only the durability changes: a parked event is
 // published again for the group (HeaderReplayGroup) when its lane is
@@ -88,9 +89,9 @@ func (w *worker) park(ctx context.Context, l *lane, b *callBatch, log *slog.Logg
 // a retry takes them (takeQueued) and acked, so a failing object whose
 // changes keep coming (its own status write's echo) holds none of the
 // consumer's window while it waits. Those the handler would not get are
-// settled at once (parkQueued). Messages after a gap stay held for the
-// lane's next batch. It returns an error when wctx ends first (stop,
-// partition moved).
+// acked at once (parkQueued); an undecodable one, and messages after a
+// gap, stay held for the lane's next batch. It returns an error when wctx
+// ends first (stop, partition moved).
 func (w *worker) waitParked(wctx, lctx context.Context, f *flight, l *lane, b *callBatch, delay time.Duration, log *slog.Logger) error {
 	t := time.NewTimer(delay)
 	defer t.Stop()
@@ -105,42 +106,45 @@ func (w *worker) waitParked(wctx, lctx context.Context, f *flight, l *lane, b *c
 		case <-t.C:
 			return nil
 		case <-l.wake:
-			if !w.parkQueued(wctx, lctx, f, l, b, log) {
-				return fmt.Errorf("parked retry: dead letter of a skipped event: %w", errReleased)
-			}
+			w.parkQueued(lctx, f, l, b, log)
 			w.park(lctx, l, b, log)
 		}
 	}
 }
 
 // parkQueued takes into b, while its parked lane waits, the object's
-// messages filed in the lane after b's newest, as takeQueued does, but
-// settles those the handler would not get as handle settles them
-// (sortOut: dead-lettered when undecodable, acked unhandled otherwise)
-// and goes on past them. Held for the lane's next batch, as a retry
-// leaves them, such a message kept one message of the consumer's window
-// for the whole backoff, and the object's later messages queued behind
-// it held, not parked. Settling it now is no change of order: handle
-// settles such a message of its batch before the call, and the handler
-// never sees it. runCtx ends with the member's run (a dead letter's
-// publish is retried until then). False when the lane was released
-// before a dead letter was stored.
-func (w *worker) parkQueued(runCtx, lctx context.Context, f *flight, l *lane, b *callBatch, log *slog.Logger) bool {
+// messages filed in the lane after b's newest, as takeQueued does, and
+// acks unhandled those the handler would not get because they are not
+// its (another resource, another group's replay: skip), going on past
+// them. Held for the lane's next batch, as a retry leaves them, such a
+// message kept one message of the consumer's window for the whole
+// backoff, and the object's later messages queued behind it held, not
+// parked. Settling it now is no change of order: handle settles such a
+// message of its batch before the call, and the handler never sees it.
+// An undecodable message still stops the taking, as in takeQueued: its
+// dead letter is published by the lane's next batch, after b's retry,
+// since that publish waits out a DLQ that cannot store it (NATS away, the
+// stream full) and must not hold up the retry of the object's older
+// event.
+func (w *worker) parkQueued(ctx context.Context, f *flight, l *lane, b *callBatch, log *slog.Logger) {
 	taken := 0
-	for _, e := range w.queuedAfter(lctx, f, l, b) {
-		ctx, ev, ok := w.sortOut(runCtx, lctx, l, e)
-		if !ok {
-			return false
+	for _, e := range w.queuedAfter(ctx, f, l, b) {
+		msg := w.current(e)
+		ectx, ev, err := events.Decode(ctx, msg.Headers(), msg.Data())
+		if err != nil {
+			break
 		}
-		if ev != nil {
-			b.add(ctx, e, ev)
-			taken++
+		w.cfg.Stats.delivered.Add(1)
+		if !w.forHandler(msg, ev) {
+			w.skip(l, e, msg)
+			continue
 		}
+		b.add(ectx, e, ev)
+		taken++
 	}
 	if taken > 0 {
 		log.Debug("parked retry takes the object's newer events", slog.Int(logkey.Count, taken), slog.Uint64(logkey.Seq, b.newest().seq))
 	}
-	return true
 }
 
 // waitingHeld counts the messages held by lanes waiting out a backoff.

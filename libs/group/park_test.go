@@ -12,8 +12,6 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/ambient-code/control-plane/libs/bus"
-	"github.com/ambient-code/control-plane/libs/events"
 	"github.com/ambient-code/control-plane/libs/group"
 	"github.com/ambient-code/control-plane/libs/natsserver"
 	"github.com/ambient-code/control-plane/libs/testenv"
@@ -156,51 +154,95 @@ func TestParkedEventPublishedAgainOnStop(t *testing.T) {
 	}
 }
 
-// TestParkedLaneSettlesWhatHandlerDoesNotGet: a message the handler never
-// gets (another group's replay, an undecodable payload) that reaches a
-// parked lane during its backoff is settled then, as a batch settles it
-// (acked unhandled, dead-lettered), not held in the consumer's window for
-// the whole backoff; the object's later event behind it is parked, not
-// held, and is the one published again on stop.
+// TestParkedLaneSettlesWhatHandlerDoesNotGet: a replay meant for another
+// group that reaches a parked lane during its backoff is acked then, as a
+// batch acks it, not held in the consumer's window for the whole backoff;
+// the object's later event behind it is parked, not held, and is the one
+// published again on stop.
 func TestParkedLaneSettlesWhatHandlerDoesNotGet(t *testing.T) {
-	eachNotForHandler(t, func(t *testing.T, undecodable bool) {
-		srv, js := setup(t)
-		cfg := parkingConfig("a", time.Hour)
-		var calls journal
-		a := startMember(t, srv, cfg, func(ctx context.Context, m group.Message) error {
-			calls.add(call{member: "a", object: m.Event.GetObjectId(), version: version(m), attempt: m.Attempt})
-			return failUntilStop(ctx, m)
-		})
-		waitMembers(t, js, "a")
-		publish(t, js, "x", 1)
-		waitParked(t, cfg, 1, 1)
-		publishNotForHandler(t, js, "x", 2, undecodable)
-		publish(t, js, "x", 3)
-		var dead uint64 // v2 dead-lettered, or acked unhandled
-		if undecodable {
-			dead = 1
-		}
-		// x v1's backoff has most of an hour to go.
-		testenv.Eventually(t, 15*time.Second, func() error {
-			st := cfg.Stats.Snapshot()
-			if st.Parked != 2 || st.InFlight != 0 || st.Delivered != 3 || st.DeadLettered != dead || st.Undecodable != dead {
-				return fmt.Errorf("stats %+v, want x v2 settled (%d dead-lettered) and v3 parked during x v1's backoff, nothing held", st, dead)
-			}
-			return nil
-		})
-		waitWorkQueue(t, js, 0)
-		letters := dlqMessages(t, js)
-		if uint64(len(letters)) != dead || (undecodable && letters[0].Header.Get(group.HeaderDLQReason) != group.ReasonUndecodable) {
-			t.Errorf("%d dead letters, want %d (reason %s)", len(letters), dead, group.ReasonUndecodable)
-		}
-		if got := calls.snapshot(); len(got) != 1 || got[0].version != 1 || got[0].attempt != 1 {
-			t.Errorf("a's handler calls %+v, want x v1's first try only", got)
-		}
-		b := handOver(t, srv, js, a, 1, "x v3")
-		if got := fmt.Sprint(checkOrder(t, b.calls.snapshot())["x"]); got != "[3]" || b.replayed.Load() != 1 {
-			t.Errorf("b handled x %s (%d as the group's replay), want v3 once, published again as parked", got, b.replayed.Load())
-		}
+	t.Parallel()
+	srv, js := setup(t)
+	cfg := parkingConfig("a", time.Hour)
+	var calls journal
+	a := startMember(t, srv, cfg, func(ctx context.Context, m group.Message) error {
+		calls.add(call{member: "a", object: m.Event.GetObjectId(), version: version(m), attempt: m.Attempt})
+		return failUntilStop(ctx, m)
 	})
+	waitMembers(t, js, "a")
+	publish(t, js, "x", 1)
+	waitParked(t, cfg, 1, 1)
+	publishNotForHandler(t, js, "x", 2, false)
+	publish(t, js, "x", 3)
+	// x v1's backoff has most of an hour to go.
+	testenv.Eventually(t, 15*time.Second, func() error {
+		st := cfg.Stats.Snapshot()
+		if st.Parked != 2 || st.InFlight != 0 || st.Delivered != 3 || st.DeadLettered != 0 {
+			return fmt.Errorf("stats %+v, want x v2 acked and v3 parked during x v1's backoff, nothing held", st)
+		}
+		return nil
+	})
+	waitWorkQueue(t, js, 0)
+	if got := calls.snapshot(); len(got) != 1 || got[0].version != 1 || got[0].attempt != 1 {
+		t.Errorf("a's handler calls %+v, want x v1's first try only", got)
+	}
+	b := handOver(t, srv, js, a, 1, "x v3")
+	if got := fmt.Sprint(checkOrder(t, b.calls.snapshot())["x"]); got != "[3]" || b.replayed.Load() != 1 {
+		t.Errorf("b handled x %s (%d as the group's replay), want v3 once, published again as parked", got, b.replayed.Load())
+	}
+}
+
+// TestParkedRetryNotHeldByNewerUndecodable: x v1 is parked with an
+// undecodable x v2 behind it, and the DLQ cannot store x v2's letter
+// (full). x v1's retry must not wait for x v2's dead letter, as an
+// unparked lane's does not (takeQueued stops before v2): the parked wait
+// leaves an undecodable message for the lane's next batch instead of
+// dead-lettering it, which blocked in the letter's publish.
+func TestParkedRetryNotHeldByNewerUndecodable(t *testing.T) {
+	t.Parallel()
+	srv, js := setup(t)
+	cfg := parkingConfig("a", 100*time.Millisecond)
+	failing := newLogWatch("dead letter publish failed, will retry")
+	nc, jsA := testenv.JetStream(t, srv)
+	tried := make(chan struct{})
+	proceed := make(chan struct{})
+	var calls journal
+	runMember(t, nc, jsA, cfg, func(ctx context.Context, m group.Message) error {
+		calls.add(call{member: "a", object: m.Event.GetObjectId(), version: version(m), attempt: m.Attempt, ok: m.Attempt > 1})
+		if m.Attempt > 1 {
+			return nil
+		}
+		close(tried)
+		select {
+		case <-proceed:
+		case <-ctx.Done():
+		}
+		return errors.New("dependency down")
+	}, slog.New(failing))
+	waitMembers(t, js, "a")
+	publish(t, js, "x", 1)
+	waitSignal(t, tried, "x v1 never tried")
+	// While x v1's first try runs, x v2 (undecodable) is filed behind it
+	// and the DLQ loses its room.
+	publishNotForHandler(t, js, "x", 2, true)
+	testenv.Eventually(t, 15*time.Second, func() error {
+		if st := cfg.Stats.Snapshot(); st.InFlight != 2 {
+			return fmt.Errorf("stats %+v, want x v1 and v2 held", st)
+		}
+		return nil
+	})
+	if err := fillDLQ(t.Context(), js); err != nil {
+		t.Fatal(err)
+	}
+	close(proceed)
+	waitSignal(t, failing.seen, "x v2's dead letter publish never failed")
+	var retried bool
+	for _, c := range calls.snapshot() {
+		retried = retried || (c.object == "x" && c.version == 1 && c.attempt == 2)
+	}
+	if !retried {
+		t.Errorf("x v1 not retried before x v2's dead letter (calls %+v, stats %+v): the parked retry waits on a newer message's dead letter",
+			calls.snapshot(), cfg.Stats.Snapshot())
+	}
 }
 
 // TestParkedEventKeptWhenNewerIsNotForHandler: a parked object whose
@@ -267,18 +309,8 @@ func TestParkedEventKeptWhenDeadLetterFailsOnStop(t *testing.T) {
 		if m.Attempt == 2 {
 			// The DLQ stream is full (DiscardNew) when the dead letter is
 			// published: the publish fails and is retried after Backoff.
-			ctx := context.Background()
-			s, err := js.Stream(ctx, bus.DLQStreamName)
-			if err != nil {
-				return fmt.Errorf("dlq stream: %w", err)
-			}
-			sc := s.CachedInfo().Config
-			sc.MaxMsgs, sc.Discard = 1, jetstream.DiscardNew
-			if _, err := js.UpdateStream(ctx, sc); err != nil {
-				return fmt.Errorf("update dlq: %w", err)
-			}
-			if _, err := js.Publish(ctx, events.DLQPrefix+".filler", []byte("x")); err != nil {
-				return fmt.Errorf("fill dlq: %w", err)
+			if err := fillDLQ(context.Background(), js); err != nil {
+				return err
 			}
 		}
 		attempts.Add(1)
