@@ -10,9 +10,12 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-// MsgID is the JetStream deduplication id of ev:
-// <resource>/<escaped id>/<version>/<type>. Republishing the same change
-// within the stream's duplicate window is therefore a no-op.
+// MsgID is the event id of ev: <resource>/<escaped id>/<version>/<type>,
+// and the JetStream deduplication id NewMsg gives it, so republishing the
+// same change within the stream's duplicate window is a no-op. The
+// informer's messages carry it with the expected subject sequence
+// appended (its publish.MsgID), so that a state that comes back (an API
+// restored from a backup) is published again.
 func MsgID(ev *eventsv1.ResourceEvent) string {
 	return ResourceToken(ev.GetResource()) + "/" + EscapeToken(ev.GetObjectId()) + "/" + ev.GetVersion() + "/" + typeToken(ev.GetType())
 }

@@ -4,7 +4,8 @@
 // compares a canary informer with the stable one.
 //
 // Delivery from a consumer group is at least once, so events are counted
-// once per event id (Nats-Msg-Id); redeliveries are counted separately.
+// once per event id (the body's event_id); redeliveries are counted
+// separately.
 package tally
 
 import (

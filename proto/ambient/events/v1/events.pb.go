@@ -243,7 +243,9 @@ func (*Object_ProjectSettings) isObject_Kind() {}
 // ResourceEvent is the message on the AMBIENT_EVENTS stream.
 type ResourceEvent struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// event_id is unique per event and equals the Nats-Msg-Id header.
+	// event_id is unique per event (resource/id/version/type). The
+	// informer publishes it with the Nats-Msg-Id "<event_id>/<expected
+	// subject sequence>", so a state that comes back is not deduplicated.
 	EventId  string    `protobuf:"bytes,1,opt,name=event_id,json=eventId,proto3" json:"event_id,omitempty"`
 	Type     EventType `protobuf:"varint,2,opt,name=type,proto3,enum=ambient.events.v1.EventType" json:"type,omitempty"`
 	Resource Resource  `protobuf:"varint,3,opt,name=resource,proto3,enum=ambient.events.v1.Resource" json:"resource,omitempty"`

@@ -3,11 +3,17 @@ package app_test
 import (
 	"errors"
 	"fmt"
+	"net/http"
+	"strings"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+
 	"github.com/ambient-code/control-plane/libs/apiclient"
+	"github.com/ambient-code/control-plane/libs/events"
 	"github.com/ambient-code/control-plane/libs/testenv"
+	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
 	"github.com/ambient-code/control-plane/services/informer/internal/config"
 )
 
@@ -88,5 +94,47 @@ func TestSingleLeaderStepsDownAndRecovers(t *testing.T) {
 	h.waitConverged(live, bucket, 30*time.Second)
 	if got := a.metric("informer_lease_terms_total"); got < 2 {
 		t.Errorf("a led %v terms, want at least 2 (before the step-down and after)", got)
+	}
+}
+
+// TestOneFailingResourceKeepsTheLeader: the API answers, sessions and
+// projects list and watch fine, but every ListProjectSettings fails (a row
+// the server cannot convert: Internal for every caller). Every replica
+// would see the same, so stepping down cannot help: the leader keeps its
+// term, the other resources' events keep flowing, and the failing resource
+// shows on /readyz until its list succeeds again. Before, the leader
+// stepped down after LEADER_UNSYNCED_TIMEOUT, took the lease again, and
+// did so for ever, relisting everything and pausing every event each time.
+func TestOneFailingResourceKeepsTheLeader(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	list := ambientv1.ProjectSettingsService_ListProjectSettings_FullMethodName
+	h.api.FailNext(list, 1<<30, codes.Internal)
+	inf := h.start("a", map[string]string{config.EnvUnsyncedStepDown: "1s"})
+	// At the 200 ms backoff cap, 40 failed lists take many times the 1 s
+	// limit of leading time.
+	testenv.Eventually(t, 120*time.Second, func() error {
+		if n := h.api.CallCount(list); n < 40 {
+			return fmt.Errorf("%d project settings lists, want 40", n)
+		}
+		return nil
+	})
+	id := h.createSession("while-settings-fail").GetMetadata().GetId()
+	testenv.Eventually(t, 30*time.Second, func() error { return h.published(id) })
+	code, body, err := inf.httpGet("/readyz")
+	if err != nil || code == http.StatusOK || !strings.Contains(body, events.TokenProjectSettings) {
+		t.Errorf("/readyz answered %d %q (%v), want not ready naming %s", code, body, err, events.TokenProjectSettings)
+	}
+	if n := inf.metric("informer_lease_terms_total"); n != 1 {
+		t.Errorf("informer_lease_terms_total = %v, want 1: the leader stepped down although only one resource's list fails", n)
+	}
+	if n := inf.metric("informer_relists_total", `resource="sessions"`); n > 2 {
+		t.Errorf("sessions listed %v times, want at most 2 (first list, confirming list)", n)
+	}
+
+	h.api.FailNext(list, 0, codes.OK)
+	h.waitLeaderReady(inf, 30*time.Second)
+	if n := inf.metric("informer_lease_terms_total"); n != 1 {
+		t.Errorf("informer_lease_terms_total = %v after the list healed, want 1", n)
 	}
 }

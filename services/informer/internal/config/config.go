@@ -93,9 +93,9 @@ type Config struct {
 	// AuditInterval is how often the objects bucket is compared with the
 	// published state (0 disables it).
 	AuditInterval time.Duration
-	// UnsyncedStepDown is how long the leader's watch of a resource may
+	// UnsyncedStepDown is how long every one of the leader's watches may
 	// stay unsynced before it releases the lease and holds back for a TTL
-	// (0 disables it).
+	// (0 disables it; see controller.LeadAll).
 	UnsyncedStepDown time.Duration
 
 	InstanceID string

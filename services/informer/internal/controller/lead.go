@@ -8,13 +8,12 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
-	"github.com/ambient-code/control-plane/libs/events"
 	eventsv1 "github.com/ambient-code/control-plane/proto/ambient/events/v1"
 )
 
-// ErrUnsynced is wrapped by LeadAll's error when a resource's watch stayed
-// unsynced for the whole limit: this leader publishes nothing new, and
-// another replica may reach the API where this one does not.
+// ErrUnsynced is wrapped by LeadAll's error when every resource's watch
+// stayed unsynced for the whole limit: this leader publishes nothing new,
+// and another replica may reach the API where this one does not.
 var ErrUnsynced = errors.New("watch not synced")
 
 // Leader is what the lease holder runs for each resource; *Resource[T]
@@ -29,8 +28,8 @@ type Leader interface {
 
 // LeadAll runs every resource while the lease is held (ctx), and returns
 // when ctx ends (nil) or the first resource fails. With unsynced > 0 it
-// also returns, with an error wrapping ErrUnsynced, once a resource has
-// not been synced (Leader.Synced) for unsynced, counted from the term's
+// also returns, with an error wrapping ErrUnsynced, once no resource has
+// been synced (Leader.Synced) for unsynced, each counted from the term's
 // start or from when it was last seen synced: the caller then steps down.
 func LeadAll(ctx context.Context, rs []Leader, unsynced time.Duration) error {
 	g, gctx := errgroup.WithContext(ctx)
@@ -43,10 +42,24 @@ func LeadAll(ctx context.Context, rs []Leader, unsynced time.Duration) error {
 	return g.Wait()
 }
 
-// watchSynced returns an error wrapping ErrUnsynced once a resource of rs
-// has not been seen synced for limit, or nil when ctx ends. It looks every
-// limit/10, at most every second: the step-down comes at most that late.
+// watchSynced returns an error wrapping ErrUnsynced once every resource
+// of rs has not been seen synced for limit, or nil when ctx ends. It looks
+// every limit/10, at most every second: the step-down comes at most that
+// late.
+//
+// Why every resource and not any: a leader cut off from the API (the
+// case the step-down is for) loses every watch at once. One resource
+// whose list or watch keeps failing while the others sync (a row the
+// server cannot convert, a permission missing for that service) fails the
+// same way on every replica: stepping down would not bring it back, only
+// stop the other resources' events for a lease TTL and relist them, term
+// after term. That resource stays visible on /readyz (leaderSynced) and in
+// informer_watch_reconnects_total, and its watch keeps retrying.
 func watchSynced(ctx context.Context, rs []Leader, limit time.Duration) error {
+	if len(rs) == 0 {
+		<-ctx.Done()
+		return nil
+	}
 	tick := time.NewTicker(min(limit/10, time.Second))
 	defer tick.Stop()
 	start := time.Now()
@@ -61,14 +74,24 @@ func watchSynced(ctx context.Context, rs []Leader, limit time.Duration) error {
 		case <-tick.C:
 		}
 		now := time.Now()
+		// The resource seen synced last: the step-down waits for it.
+		last := seen[0]
 		for i, r := range rs {
 			if r.Synced() {
 				seen[i] = now
-				continue
 			}
-			if d := now.Sub(seen[i]); d >= limit {
-				return fmt.Errorf("%s: %w for %s", events.ResourceToken(r.Kind()), ErrUnsynced, d.Round(time.Millisecond))
-			}
+			last = later(last, seen[i])
+		}
+		if d := now.Sub(last); d >= limit {
+			return fmt.Errorf("every resource: %w for %s", ErrUnsynced, d.Round(time.Millisecond))
 		}
 	}
+}
+
+// later returns the later of a and b.
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }

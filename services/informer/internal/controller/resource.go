@@ -161,6 +161,9 @@ func (r *Resource[T]) Lead(ctx context.Context) error {
 	for _, ref := range c.refs {
 		store.LoadRef(ref.id, ref.version, ref.seq)
 	}
+	for _, o := range c.outdated {
+		store.LoadRev(o.ID, o.Rev)
+	}
 	q := workqueue.NewTypedRateLimitingQueue(workqueue.NewTypedItemExponentialFailureRateLimiter[string](retryMin, retryMax))
 	defer q.ShutDown()
 	wcfg := r.cfg.Watch
@@ -281,9 +284,15 @@ func (r *Resource[T]) load(ctx context.Context) (caughtUp[T], error) {
 	l, err := backoff.Retry(ctx, func() (publish.Loaded[T], error) {
 		lctx, cancel := context.WithTimeout(ctx, loadTimeout)
 		defer cancel()
-		l, err := publish.Load[T](lctx, r.kv)
+		// Entries older than the events stream are of a stream lost
+		// since (publish.LoadSince).
+		created, err := r.pub.StreamCreated(lctx)
+		var l publish.Loaded[T]
 		if err == nil {
-			floor, err = publish.ReadOwed[T](lctx, r.pub)
+			l, err = publish.LoadSince[T](lctx, r.kv, created)
+		}
+		if err == nil {
+			floor, err = publish.ReadOwedSince[T](lctx, r.pub, created)
 		}
 		if err != nil {
 			if gerr := r.goneError(ctx, err); gerr != nil {
@@ -343,6 +352,11 @@ func (r *Resource[T]) load(ctx context.Context) (caughtUp[T], error) {
 	if l.Bad > 0 {
 		r.log.Warn("undecodable cache entries skipped", slog.Int(logkey.Count, l.Bad))
 	}
+	if len(l.Outdated) > 0 {
+		r.log.Warn("objects bucket entries older than the events stream (recreated since): their objects are published into it again",
+			slog.Int(logkey.Count, len(l.Outdated)))
+	}
+	c.outdated = l.Outdated
 	if len(l.Markers) > 0 {
 		// Best effort: a marker left behind costs one message, not
 		// correctness; the next term tries again.
@@ -387,6 +401,10 @@ type caughtUp[T events.APIObject] struct {
 	// rebuilt is the number of KV entries a rebuild (publish.Rebuild)
 	// found missing or behind: the ids in unstored.
 	rebuilt int
+	// outdated are the entries older than the events stream
+	// (publish.Loaded.Outdated) the tail did not bring a state of: no
+	// published state, only the revision (diff.Store.LoadRev).
+	outdated []publish.Outdated
 }
 
 // refEvent is an object's last event that tells no state: its id, the

@@ -169,11 +169,11 @@ func (e *entry) dirty() bool {
 // states while publish workers take changes and record what they published.
 type Store[T events.APIObject] struct {
 	mu       sync.Mutex
-	entries  map[string]*entry // guarded by mu
-	size     int               // guarded by mu; entries with a desired state
-	started  uint64            // guarded by mu; listings started, numbering them
-	projects map[string]string // guarded by mu; interned project ids
-	listing  *Listing[T]       // guarded by mu; the listing in progress, if any
+	entries  map[string]*entry   // guarded by mu
+	size     int                 // guarded by mu; entries with a desired state
+	started  uint64              // guarded by mu; listings started, numbering them
+	projects map[string]interned // guarded by mu; interned project ids
+	listing  *Listing[T]         // guarded by mu; the listing in progress, if any
 	// opened is the number of listings started when the current watch
 	// stream was opened (StreamOpened): all of them had ended by then.
 	opened uint64 // guarded by mu
@@ -181,22 +181,72 @@ type Store[T events.APIObject] struct {
 
 // NewStore returns an empty store.
 func NewStore[T events.APIObject]() *Store[T] {
-	return &Store[T]{entries: map[string]*entry{}, projects: map[string]string{}}
+	return &Store[T]{entries: map[string]*entry{}, projects: map[string]interned{}}
 }
 
-// intern makes every state of one project share one copy of its id: each
-// decoded object brings its own, and a project has many sessions.
-func (s *Store[T]) intern(st state) state {
+// interned is one project id the store's states share, and the number of
+// state slots (an entry's desired and published state) that hold it.
+type interned struct {
+	id   string
+	refs int
+}
+
+// hold makes st's project id the copy every state of that project in the
+// store shares (each decoded object brings its own, and a project has
+// many sessions), and counts one more slot holding it: call it for a
+// state about to be stored in a slot, and release for the one it
+// replaces. Counting, rather than keeping every id seen, lets a term that
+// lasts weeks forget the projects whose objects are all gone (sessions
+// can name any project_id). It allocates only for a project's first
+// state, and a state of the project its slot held already touches no map
+// (swap).
+func (s *Store[T]) hold(st state) state {
 	if st.ProjectID == "" {
 		return st
 	}
-	if p, ok := s.projects[st.ProjectID]; ok {
-		st.ProjectID = p
-	} else {
-		s.projects[st.ProjectID] = st.ProjectID
+	in, ok := s.projects[st.ProjectID]
+	if !ok {
+		in.id = st.ProjectID
 	}
+	in.refs++
+	s.projects[in.id] = in
+	st.ProjectID = in.id
 	return st
 }
+
+// release counts one slot less holding st's project id (see hold), and
+// forgets the id when none is left.
+func (s *Store[T]) release(st state) {
+	if st.ProjectID == "" {
+		return
+	}
+	in, ok := s.projects[st.ProjectID]
+	switch {
+	case !ok:
+	case in.refs <= 1:
+		delete(s.projects, st.ProjectID)
+	default:
+		in.refs--
+		s.projects[st.ProjectID] = in
+	}
+}
+
+// swap returns st, to be stored in the slot that holds old, with its
+// project id held and old's released (hold, release). A state of the
+// same project as the one it replaces (most updates) changes no count:
+// it takes the shared copy, no map is touched.
+func (s *Store[T]) swap(old, st state) state {
+	if st.ProjectID == old.ProjectID {
+		st.ProjectID = old.ProjectID
+		return st
+	}
+	st = s.hold(st)
+	s.release(old)
+	return st
+}
+
+// setPublished stores st as e's published state (swap).
+func (s *Store[T]) setPublished(e *entry, st state) { e.published = s.swap(e.published, st) }
 
 // newState encodes o. Encoding is the costly part of taking an object in,
 // so callers do it before taking the lock.
@@ -234,9 +284,11 @@ func (s *Store[T]) LoadKV(published []T, seqs, revs []uint64) (bad int) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	// The old entries go whole, and their counts with them.
+	s.projects = make(map[string]interned, len(s.projects))
 	for _, e := range entries {
-		e.desired = s.intern(e.desired)
-		e.published = e.desired
+		e.desired = s.hold(e.desired)
+		e.published = s.hold(e.desired)
 	}
 	s.entries = entries
 	s.size = len(entries)
@@ -257,6 +309,21 @@ func (s *Store[T]) LoadRef(id, version string, seq uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.entry(id).setRef(version, seq)
+}
+
+// LoadRev records rev as the revision of id's objects-bucket entry, an
+// entry that tells no published state (an older stream's,
+// publish.Loaded.Outdated), unless the store knows one: an id the store
+// holds nothing of gets an entry with no state (its first event is an
+// ADDED), one the stream's tail brought keeps its state. Either way the
+// object's next KV write expects rev instead of being refused once. Call
+// it after LoadKV; the listing's end drops an id the API does not hold.
+func (s *Store[T]) LoadRev(id string, rev uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e := s.entry(id); e.rev == 0 {
+		e.rev = rev
+	}
 }
 
 // setRef is LoadRef and AdoptRef on e.
@@ -608,10 +675,9 @@ func (s *Store[T]) setDesired(e *entry, st state, from origin) {
 	case present(e.desired) && e.desired.SameVersion(st):
 		return // keep the bytes already held; the new copy becomes garbage
 	case present(e.published) && e.published.SameVersion(st):
-		e.desired = e.published // share the published bytes
-	default:
-		e.desired = s.intern(st)
+		st = e.published // share the published bytes
 	}
+	e.desired = s.swap(e.desired, st)
 	e.from = from
 }
 
@@ -622,9 +688,10 @@ func (s *Store[T]) clearDesired(e *entry) {
 			// Consumers have the object (a reference event) and the store
 			// never held what they saw: the last state seen stands in for
 			// it, so that the delete is announced.
-			e.published = e.desired
+			s.setPublished(e, e.desired)
 		}
 	}
+	s.release(e.desired)
 	e.desired = state{}
 }
 
@@ -667,14 +734,11 @@ func (s *Store[T]) Adopt(id string, st events.Encoded, seq uint64) bool {
 		e = &entry{}
 		s.entries[id] = e
 	}
-	if present(st) {
-		if e.desired.SameVersion(st) {
-			st = e.desired // share the bytes
-		} else {
-			st = s.intern(st)
-		}
+	if present(st) && e.desired.SameVersion(st) {
+		st = e.desired // share the bytes
 	}
-	e.published, e.seq, e.ref = st, seq, nil
+	s.setPublished(e, st)
+	e.seq, e.ref = seq, nil
 	if !present(e.desired) && !present(st) {
 		delete(s.entries, id)
 		return false
@@ -740,7 +804,8 @@ func (s *Store[T]) PublishedAt(c Change[T], seq uint64) bool {
 	if present(st) && e.desired.SameVersion(st) {
 		st = e.desired // share the bytes
 	}
-	e.published, e.ref = st, nil
+	s.setPublished(e, st)
+	e.ref = nil
 	if seq > 0 {
 		e.seq = seq
 	}

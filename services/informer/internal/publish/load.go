@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
@@ -30,10 +31,23 @@ type Loaded[T events.APIObject] struct {
 	// sequence up to which KV has caught up, but for writes lost in flight
 	// (see Tail). 0 when no entry has one.
 	Seq uint64
+	// Outdated are the entries written before the events stream was
+	// created (LoadSince): the stream they name was lost and recreated
+	// since, so consumers of this one were never sent their states. Only
+	// their ids and revisions count (the next write of each key expects
+	// its revision); they are not in Objects, nor in Seq.
+	Outdated []Outdated
 	// Markers are keys whose latest entry is a delete marker that never
 	// expires (written by kv.Delete before markers had a TTL); PurgeMarkers
 	// turns them into expiring ones.
 	Markers []Marker
+}
+
+// Outdated is an entry of object ID, at revision Rev, older than the
+// events stream (Loaded.Outdated).
+type Outdated struct {
+	ID  string
+	Rev uint64
 }
 
 // Marker is a key's delete marker at a revision.
@@ -45,6 +59,20 @@ type Marker struct {
 // Load reads every object of T's resource from the objects bucket (the
 // persisted cache).
 func Load[T events.APIObject](ctx context.Context, kv jetstream.KeyValue) (Loaded[T], error) {
+	return LoadSince[T](ctx, kv, time.Time{})
+}
+
+// LoadSince is Load for the events stream created at since
+// (Publisher.StreamCreated): an entry written before it (the server's
+// time of the entry) is Outdated. Each entry is written after its event's
+// ack, so every entry of this stream's events is younger than the stream;
+// an older one names an event of a stream lost since (deleted, or lost
+// with a server's store while the objects bucket survived). Laid over
+// the cache as published, such entries made the new leader diff the API
+// against states the recreated stream never carried: the objects that
+// did not change were never published into it, and a consumer group
+// created on it, or rebuilding from it, missed them.
+func LoadSince[T events.APIObject](ctx context.Context, kv jetstream.KeyValue, since time.Time) (Loaded[T], error) {
 	res := events.ResourceOf[T]()
 	var out Loaded[T]
 	w, err := kv.Watch(ctx, events.ResourceToken(res)+".*")
@@ -75,12 +103,16 @@ func Load[T events.APIObject](ctx context.Context, kv jetstream.KeyValue) (Loade
 				out.Bad++
 				continue
 			}
-			out.Seq = max(out.Seq, o.GetEventSeq())
 			t, ok := events.Unwrap[T](o)
 			if !ok {
 				out.Bad++
 				continue
 			}
+			if e.Created().Before(since) {
+				out.Outdated = append(out.Outdated, Outdated{ID: t.GetMetadata().GetId(), Rev: e.Revision()})
+				continue
+			}
+			out.Seq = max(out.Seq, o.GetEventSeq())
 			out.Objects = append(out.Objects, t)
 			out.Seqs = append(out.Seqs, o.GetEventSeq())
 			out.Revs = append(out.Revs, e.Revision())
@@ -103,4 +135,14 @@ func (p *Publisher) PurgeMarkers(ctx context.Context, markers []Marker) (int, er
 		}
 	}
 	return len(markers), nil
+}
+
+// StreamCreated returns when the events stream was created, as the
+// server recorded it (LoadSince, ReadOwedSince).
+func (p *Publisher) StreamCreated(ctx context.Context) (time.Time, error) {
+	s, err := p.js.Stream(ctx, p.cfg.Stream)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("look up %s: %w", p.cfg.Stream, err)
+	}
+	return s.CachedInfo().Created, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/ambient-code/control-plane/libs/events"
 )
@@ -45,6 +46,13 @@ type Floor struct {
 // a value no informer wrote) and the revision of its key's last entry,
 // a removal's marker included.
 func ReadOwed[T events.APIObject](ctx context.Context, p *Publisher) (Floor, error) {
+	return ReadOwedSince[T](ctx, p, time.Time{})
+}
+
+// ReadOwedSince is ReadOwed for the events stream created at since
+// (Publisher.StreamCreated): a floor written before it names a sequence of
+// a stream lost since, and counts as none (its revision still does).
+func ReadOwedSince[T events.APIObject](ctx context.Context, p *Publisher, since time.Time) (Floor, error) {
 	key := OwedKey[T]()
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
 	defer cancel()
@@ -61,6 +69,9 @@ func ReadOwed[T events.APIObject](ctx context.Context, p *Publisher) (Floor, err
 	if err != nil {
 		// Not ours: read the tail from KV's position, as without a floor.
 		return Floor{Rev: last.Sequence}, nil //nolint:nilerr // see above
+	}
+	if last.Time.Before(since) {
+		return Floor{Rev: last.Sequence}, nil
 	}
 	return Floor{Seq: seq, Rev: last.Sequence}, nil
 }

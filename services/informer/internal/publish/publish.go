@@ -4,8 +4,8 @@
 // between the two leaves KV behind the stream; the next leader reads the
 // stream after KV's position (Tail) and takes the newer states from there,
 // so it neither publishes an event twice nor misses the delete of an object
-// whose ADDED never reached KV. Events keep a Nats-Msg-Id, so a publish
-// retried after a lost ack is still dropped by JetStream.
+// whose ADDED never reached KV. Events keep a Nats-Msg-Id (MsgID), so a
+// publish retried after a lost ack is still dropped by JetStream.
 //
 // Each event is published expecting the stream sequence of the object's
 // last event as its subject's last (server-side fencing, see Publish): a
@@ -328,14 +328,17 @@ func Publish[T events.APIObject](ctx context.Context, p *Publisher, revs *Revs, 
 		return out, fmt.Errorf("publish %s: %w", eventID, err)
 	}
 	limit := p.limit()
+	msgID := MsgID(eventID, c.Seq)
 	// WithExpectStream and WithExpectLastSequencePerSubject add their
-	// headers after the message is built (also to a fitted one).
-	budget := limit - headerSize(jetstream.ExpectedStreamHeader, p.cfg.Stream) - headerSize(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(c.Seq, 10))
-	msg := events.NewMsgData(ctx, subject, eventID, data)
+	// headers after the message is built (also to a fitted one), and a
+	// fitted message gets msgID in place of its event id.
+	budget := limit - headerSize(jetstream.ExpectedStreamHeader, p.cfg.Stream) - headerSize(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(c.Seq, 10)) - (len(msgID) - len(eventID))
+	msg := events.NewMsgData(ctx, subject, msgID, data)
 	if limit > 0 && events.PayloadSize(msg) > budget {
 		if msg, out.Omitted, err = fitted(ctx, p.cfg.Prefix, c, old, budget); err != nil {
 			return out, err
 		}
+		msg.Header.Set(events.HeaderMsgID, msgID)
 		span.SetAttributes(attribute.String("ambient.omitted", msg.Header.Get(events.HeaderOmitted)), attribute.Int("ambient.event_size", out.Omitted.Size))
 	}
 	if err := p.connected(); err != nil {
@@ -415,6 +418,31 @@ func Publish[T events.APIObject](ctx context.Context, p *Publisher, revs *Revs, 
 	return out, nil
 }
 
+// MsgID is the Nats-Msg-Id of the event whose id is eventID
+// (events.MsgID: resource, object id, version, type) published expecting
+// expected as its subject's last sequence: "<eventID>/<expected>".
+//
+// Why the expectation is part of it: JetStream drops, within the stream's
+// duplicate window (2 minutes), any message whose id it stored before,
+// and acks it as a duplicate of the stored one. The event id alone names
+// a state, and a state can come back: the API restored from a backup, a
+// project deleted and created again identical, an update that sets back
+// the very content and updated_at of an earlier version. That event would
+// be dropped while consumers hold the newer state it replaces, and the
+// duplicate ack would count it as published. A state that comes back
+// follows another event of the object, so it expects another sequence
+// and gets another id. A retry of the same attempt (a lost ack) expects
+// the same sequence and keeps the id: deduplicated as before, and
+// recognized by conflict. So is a new leader's publish of an event its
+// predecessor sent expecting the same sequence; one expecting another
+// sequence is refused, and conflict adopts the event it finds.
+//
+// The event's event_id (in the body) stays eventID: consumers and
+// libs/tally count events by it.
+func MsgID(eventID string, expected uint64) string {
+	return eventID + "/" + strconv.FormatUint(expected, 10)
+}
+
 // checkSubject refuses, as ErrUnpublishable, a subject longer than
 // events.MaxSubjectLen. nats-server closes a connection whose PUB line is
 // over its max_control_line, and nats.go does not reconnect after that:
@@ -471,8 +499,12 @@ func wrongLastSeq(err error) bool {
 //
 // Clustered streams check Nats-Msg-Id before the expected sequence and
 // answer a retried event with a duplicate ack; a single server checks the
-// expected sequence first (TestServerChecksExpectedSeqBeforeMsgID): the
-// msg id comparison here covers both.
+// expected sequence first (TestServerExpectedLastSubjectSeq): the
+// msg id comparison here covers both. The id (MsgID) names the
+// expectation too: the same event published after another expectation
+// (a previous leader's, whose cache had another sequence) is not taken
+// for this attempt but adopted as the subject's last event, which leaves
+// nothing to publish when it is the state wanted.
 func (p *Publisher) conflict(ctx context.Context, msg *nats.Msg, expected uint64, cause error) (uint64, error) {
 	if p.cfg.Reconfirm == nil {
 		return 0, fmt.Errorf("%w: %w", ErrConflict, cause)
