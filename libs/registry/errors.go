@@ -1,6 +1,9 @@
 package registry
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+)
 
 var (
 	// ErrClaimed is returned by [Claim] when another record (any owner) already
@@ -18,4 +21,16 @@ var (
 	ErrInvalid = errors.New("registry: invalid endpoint")
 	// ErrInvalidOption is returned by an [Option] with an invalid value.
 	ErrInvalidOption = errors.New("registry: invalid option")
+	// ErrNoRoute is returned by [Table.Resolve] when the session has no
+	// routable record: the session is unknown.
+	ErrNoRoute = errors.New("registry: no route for session")
+	// ErrRouteUnknown is returned by [Table.Resolve] when it cannot tell
+	// whether the session has a routable record: the read-through failed
+	// or was not made, or the watch did not bring the record read in
+	// time. Ask again shortly.
+	ErrRouteUnknown = errors.New("registry: route unknown")
+	// ErrStale is returned by [Table.Resolve] and [Table.Fresh] when the
+	// table has not been confirmed current for longer than its bound
+	// (WithStaleAfter). It is an ErrRouteUnknown.
+	ErrStale = fmt.Errorf("%w: routing table stale", ErrRouteUnknown)
 )

@@ -41,6 +41,26 @@ type Table struct {
 	// readSlots bounds the reads in flight.
 	reads     singleflight.Group
 	readSlots chan struct{}
+
+	// Freshness (see WithStaleAfter). epoch is the table's start on the
+	// monotonic clock; freshAt is when (ns after epoch) the table was last
+	// confirmed current, 0 before the first snapshot. staleAfter 0: never
+	// stale. beatEvery is the heartbeat's interval (heartbeat in Run).
+	epoch      time.Time
+	freshAt    atomic.Int64
+	staleAfter time.Duration
+	beatEvery  time.Duration
+	// created is when the bucket the watch reads was created (guarded by
+	// mu; zero: not known yet), snapshots counts the watch's initial
+	// snapshots (guarded by mu), and reopenNow asks Run's watch to read
+	// the bucket afresh: a recreated bucket, or a table that was stale.
+	created   time.Time
+	snapshots uint64
+	reopenNow chan struct{}
+	// staleReopen is set while a reopen asked for a stale table awaits
+	// its snapshot: asked again at every beat, a snapshot slower than a
+	// beat would never arrive.
+	staleReopen atomic.Bool
 }
 
 // Read-through bounds (Resolve): the reads in flight at once, and how long
@@ -52,6 +72,14 @@ const (
 
 // errReadsBusy is a read-through not made: maxReads were in flight.
 var errReadsBusy = errors.New("routing reads busy")
+
+// maxBeatEvery is the longest interval of Run's heartbeat: the table
+// learns of a recreated bucket within about that long.
+const maxBeatEvery = 2 * time.Second
+
+// bucketCheck is the singleflight key of the bucket's identity check
+// (Resolve's): not a KV key, so it never meets a read's.
+const bucketCheck = "\x00bucket"
 
 // TableOption configures a Table.
 type TableOption func(*Table)
@@ -86,18 +114,55 @@ func WithReopen(next func() <-chan struct{}, every time.Duration) TableOption {
 	}
 }
 
+// WithStaleAfter bounds how old the table's view of the bucket may be
+// while it still routes: a table not confirmed current for longer than d
+// routes nothing (Lookup misses, Resolve returns ErrStale, Fresh fails)
+// until a fresh snapshot of the bucket has replaced it.
+//
+// Why: a watch cut off from NATS hears nothing, so the table would keep
+// its last snapshot however old. Meanwhile the writer (runner-manager,
+// still connected) may release a session and give its port to another
+// session's runner; the stale record would then route the first
+// session's clients to the other session's runner, another project's. So
+// the writer must wait longer than d plus Run's heartbeat interval
+// (min(2s, d/4)) before it gives a released port to another runner. Zero
+// (the default) never goes stale.
+func WithStaleAfter(d time.Duration) TableOption {
+	return func(t *Table) {
+		t.staleAfter = max(d, 0)
+	}
+}
+
 // NewTable returns an empty table; call Run to fill it.
 func NewTable(opts ...TableOption) *Table {
-	t := &Table{entries: map[string]Record{}, synced: make(chan struct{}), removed: func(string) {}, readSlots: make(chan struct{}, maxReads)}
+	t := &Table{entries: map[string]Record{}, synced: make(chan struct{}), removed: func(string) {}, readSlots: make(chan struct{}, maxReads),
+		epoch: time.Now(), beatEvery: maxBeatEvery, reopenNow: make(chan struct{}, 1)}
 	for _, o := range opts {
 		o(t)
+	}
+	if t.staleAfter > 0 {
+		// Several beats per bound: one lost round trip does not make the
+		// table stale.
+		t.beatEvery = min(maxBeatEvery, t.staleAfter/4)
 	}
 	return t
 }
 
 // Lookup returns the endpoint of a session if it is routable (has a host and
-// a port). Records of claimed but not yet started runners are not returned.
+// a port). Records of claimed but not yet started runners are not returned,
+// nor any record while the table is stale (WithStaleAfter).
 func (t *Table) Lookup(sessionID string) (Endpoint, bool) {
+	if t.Fresh() != nil {
+		return Endpoint{}, false
+	}
+	return t.Known(sessionID)
+}
+
+// Known is Lookup without the freshness bound: the endpoint the table
+// last knew for a session. It is for what is routed already (a stream
+// opened while the table was fresh, checked against the table's
+// changes), never for routing a new request.
+func (t *Table) Known(sessionID string) (Endpoint, bool) {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
 	r, ok := t.entries[Key(sessionID)]
@@ -107,31 +172,45 @@ func (t *Table) Lookup(sessionID string) (Endpoint, bool) {
 	return r.Endpoint, true
 }
 
-// Resolve is Lookup with a read-through for a session the table lacks.
+// Resolve is Lookup with a read-through for a session the table lacks,
+// and an answer that tells a session that has no route (ErrNoRoute) from
+// one the table cannot tell about (ErrRouteUnknown, ErrStale).
 //
-// Why: the table follows the bucket by a watch, so it can lag a record
-// just written by a few milliseconds, and a client asks for exactly such a
-// record: runner-manager registers a runner and then reports the session
-// Running, and a client that reads Running opens its stream at once (it
-// got 404 "unknown session" now and then). On a miss Resolve reads the key
-// from the bucket; when the bucket holds a routable record, Resolve waits
-// until the watch has applied that record's revision and answers from the
-// table. The table stays written by its watch alone, so a read can never
-// put back a record the watch has already removed.
+// Why the read-through: the table follows the bucket by a watch, so it can
+// lag a record just written by a few milliseconds, and a client asks for
+// exactly such a record: runner-manager registers a runner and then
+// reports the session Running, and a client that reads Running opens its
+// stream at once (it got 404 "unknown session" now and then). On a miss
+// Resolve reads the key from the bucket; when the bucket holds a routable
+// record, Resolve waits until the watch has applied that record's
+// revision and answers from the table. The table stays written by its
+// watch alone, so a read can never put back a record the watch has
+// already removed.
 //
-// Misses of one session share one read, at most maxReads run at once (a
-// miss beyond them is answered from the table alone), and Resolve returns
-// within ctx and resolveWait. Before Run's first snapshot, and while its
-// watch is broken, a miss is a miss.
-func (t *Table) Resolve(ctx context.Context, sessionID string) (Endpoint, bool) {
-	if ep, ok := t.Lookup(sessionID); ok {
-		return ep, true
+// Why ErrRouteUnknown: a read that fails (NATS cut off), a read not made
+// (maxReads in flight) or a watch that does not bring the record read in
+// time says nothing about the session; answering "no route" would tell a
+// client of a session that exists that it does not. A record read at a
+// revision the watch is past, yet missing from the table, is checked
+// against the bucket's identity: a bucket deleted and created again
+// starts its revisions anew, and the watch is reopened on it.
+//
+// Misses of one session share one read, at most maxReads run at once, and
+// Resolve returns within ctx and resolveWait. Before Run's first
+// snapshot, and while its watch is broken, a miss is ErrNoRoute (the
+// caller tells "not synced" by Ready).
+func (t *Table) Resolve(ctx context.Context, sessionID string) (Endpoint, error) {
+	if err := t.Fresh(); err != nil {
+		return Endpoint{}, err
+	}
+	if ep, ok := t.Known(sessionID); ok {
+		return ep, nil
 	}
 	t.mu.RLock()
 	kv := t.kv
 	t.mu.RUnlock()
 	if kv == nil || !t.ready.Load() {
-		return Endpoint{}, false
+		return Endpoint{}, ErrNoRoute
 	}
 	ctx, cancel := context.WithTimeout(ctx, resolveWait)
 	defer cancel()
@@ -144,10 +223,13 @@ func (t *Table) Resolve(ctx context.Context, sessionID string) (Endpoint, bool) 
 		return t.readRevision(rctx, kv, key)
 	})
 	rev, _ := v.(uint64) //nolint:errcheck // readRevision returns a uint64 or an error
-	if err != nil || rev == 0 {
-		return Endpoint{}, false
+	switch {
+	case err != nil:
+		return Endpoint{}, fmt.Errorf("%w: %w", ErrRouteUnknown, err)
+	case rev == 0:
+		return Endpoint{}, ErrNoRoute
 	}
-	return t.awaitApplied(ctx, key, rev)
+	return t.awaitApplied(ctx, kv, key, rev)
 }
 
 // readRevision returns the revision of key's record in kv when it is a
@@ -175,18 +257,37 @@ func (t *Table) readRevision(ctx context.Context, kv jetstream.KeyValue, key str
 
 // awaitApplied waits until the watch has applied revision rev (or the
 // record of key is in the table) and returns what the table then holds.
-func (t *Table) awaitApplied(ctx context.Context, key string, rev uint64) (Endpoint, bool) {
+// When the watch is past rev and the table lacks the record, the record
+// is either gone again (ErrNoRoute) or of a bucket created anew, whose
+// revisions the watch of the old one does not read: checkBucket tells,
+// and has the watch reopened on the new bucket, whose snapshot is then
+// awaited.
+func (t *Table) awaitApplied(ctx context.Context, kv jetstream.KeyValue, key string, rev uint64) (Endpoint, error) {
+	var awaitSnapshot uint64 // after a reopen: the snapshot count to wait for
 	for {
 		t.mu.Lock()
 		r, ok := t.entries[key]
 		switch {
 		case ok && r.Routable():
 			t.mu.Unlock()
-			return r.Endpoint, true
-		case t.applied >= rev:
-			// The watch is past the record read: gone again meanwhile.
+			return r.Endpoint, nil
+		case t.applied >= rev && t.snapshots >= awaitSnapshot:
+			snapshots := t.snapshots
 			t.mu.Unlock()
-			return Endpoint{}, false
+			if awaitSnapshot > 0 {
+				// The new bucket's snapshot lacks it too: gone again.
+				return Endpoint{}, ErrNoRoute
+			}
+			recreated, err := t.checkBucket(ctx, kv)
+			switch {
+			case err != nil:
+				return Endpoint{}, fmt.Errorf("%w: %w", ErrRouteUnknown, err)
+			case !recreated:
+				// The watch is past the record read: gone again meanwhile.
+				return Endpoint{}, ErrNoRoute
+			}
+			awaitSnapshot = snapshots + 1
+			continue
 		}
 		if t.changed == nil {
 			t.changed = make(chan struct{})
@@ -196,7 +297,101 @@ func (t *Table) awaitApplied(ctx context.Context, key string, rev uint64) (Endpo
 		select {
 		case <-changed:
 		case <-ctx.Done():
-			return Endpoint{}, false
+			return Endpoint{}, fmt.Errorf("%w: the watch did not bring revision %d of %s in time", ErrRouteUnknown, rev, key)
+		}
+	}
+}
+
+// checkBucket reports whether kv's bucket is another than the one the
+// watch opened on (deleted and created again since), and if so asks Run
+// to reopen the watch. Concurrent checks share one.
+func (t *Table) checkBucket(ctx context.Context, kv jetstream.KeyValue) (bool, error) {
+	v, err, _ := t.reads.Do(bucketCheck, func() (any, error) {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), resolveWait)
+		defer cancel()
+		st, err := kv.Status(cctx)
+		if err != nil {
+			return false, fmt.Errorf("bucket status: %w", err)
+		}
+		return t.observe(st), nil
+	})
+	if err != nil {
+		return false, err
+	}
+	recreated, _ := v.(bool) //nolint:errcheck // the function returns a bool
+	return recreated, nil
+}
+
+// observe compares the bucket's creation time in st with the one the watch
+// opened on (taking st's as that when none is known yet), and on a
+// difference asks Run to reopen the watch. It reports the difference.
+func (t *Table) observe(st jetstream.KeyValueStatus) bool {
+	created := createdOf(st)
+	if created.IsZero() {
+		return false // cannot tell
+	}
+	t.mu.Lock()
+	known := t.created
+	if known.IsZero() {
+		t.created = created
+	}
+	t.mu.Unlock()
+	if known.IsZero() || known.Equal(created) {
+		return false
+	}
+	t.askReopen()
+	return true
+}
+
+// createdOf returns when st's bucket was created (zero if st cannot say).
+func createdOf(st jetstream.KeyValueStatus) time.Time {
+	if bs, ok := st.(*jetstream.KeyValueBucketStatus); ok && bs.StreamInfo() != nil {
+		return bs.StreamInfo().Created
+	}
+	return time.Time{}
+}
+
+// askReopen has Run's watch read the bucket afresh (at most one request
+// pending).
+func (t *Table) askReopen() {
+	select {
+	case t.reopenNow <- struct{}{}:
+	default:
+	}
+}
+
+// Fresh returns nil while the table may route: it was confirmed current
+// within the WithStaleAfter bound (or has no bound, or no snapshot yet),
+// and an error wrapping ErrStale otherwise.
+func (t *Table) Fresh() error {
+	if t.staleAfter <= 0 {
+		return nil
+	}
+	at := t.freshAt.Load()
+	if at == 0 {
+		return nil // no snapshot yet: nothing to route from, Ready says so
+	}
+	if age := time.Duration(t.now() - at); age > t.staleAfter {
+		return fmt.Errorf("%w: not confirmed current for %s (bound %s)", ErrStale, age.Round(time.Millisecond), t.staleAfter)
+	}
+	return nil
+}
+
+// now is the time since the table's epoch, on the monotonic clock (never
+// 0: 0 means "never fresh").
+func (t *Table) now() int64 { return max(int64(time.Since(t.epoch)), 1) }
+
+// confirm records that the table was current at at (ns after epoch),
+// unless it is stale by now: only a fresh snapshot ends staleness, since
+// the watch may still be catching up with what it missed.
+func (t *Table) confirm(at int64) bool {
+	if t.Fresh() != nil {
+		return false
+	}
+	for {
+		old := t.freshAt.Load()
+		if old >= at || t.freshAt.CompareAndSwap(old, at) {
+			return true
 		}
 	}
 }
@@ -249,12 +444,60 @@ func (t *Table) Synced() <-chan struct{} { return t.synced }
 // the table is rebuilt from the fresh values, so deletes missed meanwhile
 // are applied; until then Ready is false and Err says why (a reopen asked
 // by WithReopen keeps the table and Ready until the fresh values replace
-// them). Run must not be
-// called twice concurrently on one table.
+// them). Run must not be called twice concurrently on one table.
+//
+// While the watch runs, a heartbeat asks the server for the bucket's
+// status every min(2s, bound/4) (WithStaleAfter): each answer, like the
+// snapshot and each change the watch applies, confirms the table current.
+// A bucket whose creation time differs from the one the watch opened on
+// was deleted and created again: the watch of the old one would wait for
+// revisions the new one has not reached, so the watch is reopened at once
+// and its snapshot replaces the table. A table that went stale is
+// reopened as soon as the server answers again.
 func (t *Table) Run(ctx context.Context, kv jetstream.KeyValue) error {
 	t.mu.Lock()
 	t.kv = kv
 	t.mu.Unlock()
+	beatCtx, stopBeat := context.WithCancel(ctx)
+	beatDone := make(chan struct{})
+	go func() { // ends with stopBeat, awaited below
+		defer close(beatDone)
+		t.heartbeat(beatCtx, kv)
+	}()
+	defer func() {
+		stopBeat()
+		<-beatDone
+	}()
+	// stopWait ends the goroutine of the previous watch's reopen signal;
+	// used on WatchKV's goroutine only (its Reopen calls, then the defer).
+	stopWait := func() {}
+	defer func() { stopWait() }()
+	reopen := func() <-chan struct{} {
+		stopWait()
+		wctx, stop := context.WithCancel(ctx)
+		stopWait = stop
+		// A request pending from the last watch is answered by this one.
+		select {
+		case <-t.reopenNow:
+		default:
+		}
+		t.openedOn(wctx, kv)
+		var next <-chan struct{} // nil: never fires
+		if t.reopen != nil {
+			next = t.reopen()
+		}
+		out := make(chan struct{})
+		go func() { // ends with this watch (stopWait) or Run's ctx
+			select {
+			case <-next:
+			case <-t.reopenNow:
+			case <-wctx.Done():
+				return
+			}
+			close(out)
+		}()
+		return out
+	}
 	err := bus.WatchKV(ctx, kv, bus.KVWatch{
 		Initial: func(es []jetstream.KeyValueEntry) {
 			// A fresh map swapped in whole, so records deleted while a
@@ -272,8 +515,11 @@ func (t *Table) Run(ctx context.Context, kv jetstream.KeyValue) error {
 				}
 			}
 			t.entries = m
+			t.snapshots++
 			t.appliedLocked(last)
 			t.mu.Unlock()
+			t.freshAt.Store(t.now())
+			t.staleReopen.Store(false)
 			t.lastErr.Store(nil)
 			t.ready.Store(true)
 			t.once.Do(func() { close(t.synced) })
@@ -283,12 +529,13 @@ func (t *Table) Run(ctx context.Context, kv jetstream.KeyValue) error {
 			applyEntry(t.entries, e, t.removed)
 			t.appliedLocked(e.Revision())
 			t.mu.Unlock()
+			t.confirm(t.now())
 		},
 		Broken: func(err error, _ time.Duration) {
 			t.ready.Store(false)
 			t.lastErr.Store(&err)
 		},
-		Reopen:      t.reopen,
+		Reopen:      reopen,
 		ReopenEvery: t.reopenEvery,
 	})
 	t.ready.Store(false)
@@ -296,6 +543,53 @@ func (t *Table) Run(ctx context.Context, kv jetstream.KeyValue) error {
 		return fmt.Errorf("watch runners: %w", err)
 	}
 	return nil
+}
+
+// openedOn records the creation time of the bucket a watch is about to
+// open on (zero when the server does not answer: the heartbeat's first
+// answer then sets it).
+func (t *Table) openedOn(ctx context.Context, kv jetstream.KeyValue) {
+	t.mu.Lock()
+	t.created = time.Time{}
+	t.mu.Unlock()
+	cctx, cancel := context.WithTimeout(ctx, t.beatEvery)
+	defer cancel()
+	if st, err := kv.Status(cctx); err == nil {
+		t.observe(st)
+	}
+}
+
+// heartbeat confirms the table current every beatEvery until ctx ends
+// (see Run).
+func (t *Table) heartbeat(ctx context.Context, kv jetstream.KeyValue) {
+	tick := time.NewTicker(t.beatEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		t.beat(ctx, kv)
+	}
+}
+
+// beat is one heartbeat: a round trip to the server for the bucket's
+// status. The table counts as current from the moment the question was
+// asked, and only while its watch is live and on the same bucket.
+func (t *Table) beat(ctx context.Context, kv jetstream.KeyValue) {
+	asked := t.now()
+	cctx, cancel := context.WithTimeout(ctx, t.beatEvery)
+	st, err := kv.Status(cctx)
+	cancel()
+	if err != nil || t.observe(st) || !t.ready.Load() {
+		return
+	}
+	if !t.confirm(asked) && t.staleReopen.CompareAndSwap(false, true) {
+		// Stale, and the server answers again: a fresh snapshot ends it
+		// (the watch may not have caught up with what it missed yet).
+		t.askReopen()
+	}
 }
 
 // applyEntry applies one watch entry to m and tells removed about a record

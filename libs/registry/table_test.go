@@ -322,23 +322,23 @@ func TestTableResolveReadsThrough(t *testing.T) {
 		t.Fatalf("lookup a = %+v while the watch is held, want a miss (the lag under test)", got)
 	}
 	for _, id := range []string{"none", "claimed"} {
-		if got, ok := tab.Resolve(ctx, id); ok {
-			t.Errorf("resolve %s = %+v, want a miss", id, got)
+		if got, err := tab.Resolve(ctx, id); !errors.Is(err, registry.ErrNoRoute) {
+			t.Errorf("resolve %s = %+v, %v; want ErrNoRoute", id, got, err)
 		}
 	}
 	type resolved struct {
-		ep registry.Endpoint
-		ok bool
+		ep  registry.Endpoint
+		err error
 	}
 	done := make(chan resolved, 1)
 	go func() { // ends by resolveWait at the latest
-		e, ok := tab.Resolve(ctx, "a")
-		done <- resolved{e, ok}
+		e, err := tab.Resolve(ctx, "a")
+		done <- resolved{e, err}
 	}()
 	kv.Release()
 	r := <-done
-	if !r.ok || r.ep.Port != 9100 {
-		t.Fatalf("resolve a = %+v, %t; want its record (port 9100)", r.ep, r.ok)
+	if r.err != nil || r.ep.Port != 9100 {
+		t.Fatalf("resolve a = %+v, %v; want its record (port 9100)", r.ep, r.err)
 	}
 	if _, ok := tab.Lookup("a"); !ok {
 		t.Fatal("resolve answered, but the table lacks a: the answer must come from the table its watch keeps")
@@ -346,9 +346,9 @@ func TestTableResolveReadsThrough(t *testing.T) {
 }
 
 // TestTableResolveGivesUp: when the watch does not apply the record read
-// (held for good here), Resolve answers a miss when its context ends
-// instead of routing from the read: the table is written by its watch
-// alone.
+// (held for good here), Resolve answers ErrRouteUnknown when its context
+// ends instead of routing from the read (the table is written by its watch
+// alone), not ErrNoRoute: the bucket holds the record.
 func TestTableResolveGivesUp(t *testing.T) {
 	t.Parallel()
 	kv := testenv.HoldUpdates(newKV(t))
@@ -359,8 +359,8 @@ func TestTableResolveGivesUp(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
 	defer cancel()
-	if got, ok := tab.Resolve(ctx, "a"); ok {
-		t.Fatalf("resolve a = %+v with the watch held, want a miss", got)
+	if got, err := tab.Resolve(ctx, "a"); !errors.Is(err, registry.ErrRouteUnknown) || errors.Is(err, registry.ErrNoRoute) {
+		t.Fatalf("resolve a = %+v, %v with the watch held; want ErrRouteUnknown", got, err)
 	}
 	if ctx.Err() == nil {
 		t.Fatal("resolve gave up before its context ended: it did not wait for the watch")

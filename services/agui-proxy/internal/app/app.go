@@ -113,7 +113,11 @@ func New(cfg config.Config, version string, log *slog.Logger, opts ...Option) (*
 		if z := a.authz.Load(); z != nil {
 			z.Forget(id)
 		}
-	}), registry.WithReopen(func() <-chan struct{} { return a.reconnects.Next() }, routesReopenEvery))
+	}), registry.WithReopen(func() <-chan struct{} { return a.reconnects.Next() }, routesReopenEvery),
+		// Cut off from NATS longer than that, the proxy stops routing and
+		// goes unready: runner-manager may have given a released session's
+		// port to another session's runner (ROUTES_STALE_AFTER).
+		registry.WithStaleAfter(cfg.RoutesStaleAfter))
 	return a, nil
 }
 
@@ -307,7 +311,8 @@ func (a *App) routes() *routes {
 	}
 }
 
-// tableSynced is the "routing_table" readiness check. A bucket that does
+// tableSynced is the "routing_table" readiness check: synced and not
+// stale (registry.Table.Fresh). A bucket that does
 // not exist yet is an empty table, not an unsynced one: the proxy answers
 // every session with 404 as it should, and an installation without
 // runner-manager (kube mode, the chart's default) must not keep it unready
@@ -321,6 +326,11 @@ func (a *App) tableSynced() error {
 			return fmt.Errorf("routing table not synced: %w", err)
 		}
 		return errors.New("routing table not synced")
+	}
+	// A stale table routes nothing: a load balancer should send the
+	// traffic to a replica that can see NATS.
+	if err := a.table.Fresh(); err != nil {
+		return fmt.Errorf("routing table: %w", err)
 	}
 	return nil
 }

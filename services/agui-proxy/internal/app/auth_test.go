@@ -139,13 +139,13 @@ func TestAuthNoneRefusedOffLoopback(t *testing.T) {
 
 	// Invalid values: every bad variable is named at once.
 	cmd = exec.Command(proxyBin)
-	cmd.Env = []string{"MAX_BODY_BYTES=lots", "SSE_KEEPALIVE=5", "AGUI_AUTH=token", "RUNNERS_BUCKET=bad.name"}
+	cmd.Env = []string{"MAX_BODY_BYTES=lots", "SSE_KEEPALIVE=5", "AGUI_AUTH=token", "RUNNERS_BUCKET=bad.name", "ROUTES_STALE_AFTER=0"}
 	stderr.Reset()
 	cmd.Stderr = &stderr
 	if err := cmd.Run(); !errors.As(err, &ee) || ee.ExitCode() != 1 {
 		t.Fatalf("exit: %v, want 1", err)
 	}
-	for _, name := range []string{"MAX_BODY_BYTES", "SSE_KEEPALIVE", "AGUI_TOKENS_FILE", "RUNNERS_BUCKET"} {
+	for _, name := range []string{"MAX_BODY_BYTES", "SSE_KEEPALIVE", "AGUI_TOKENS_FILE", "RUNNERS_BUCKET", "ROUTES_STALE_AFTER"} {
 		if !strings.Contains(stderr.String(), name) {
 			t.Fatalf("stderr does not name %s: %s", name, stderr.String())
 		}

@@ -23,9 +23,10 @@ import (
 // another session's runner meanwhile. The proxy's watch resumes after the
 // last message it saw and never sees the purge: without a fresh read after
 // the reconnect, requests for the released session reach the other
-// session's runner, for good, and /readyz says ready. While cut off the
-// proxy stays ready, routing from its last table: unready, it would leave
-// its Service and fail every AG-UI request for the whole outage.
+// session's runner, for good, and /readyz says ready. While cut off for
+// less than ROUTES_STALE_AFTER the proxy stays ready, routing from its last
+// table: a short blip must not take it out of its Service (past the bound
+// it goes unready: TestStaleTableStopsRouting).
 func TestReleasedWhileCutOffNotRouted(t *testing.T) {
 	t.Parallel()
 	srv := testenv.NATS(t)

@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 
@@ -49,25 +50,28 @@ type routes struct {
 
 var _ proxy.Resolver = (*routes)(nil)
 
-// Lookup answers from the table.
+// Lookup answers from what the table last knew, stale or not: the proxy
+// checks open streams with it, and a stream opened while the table was
+// fresh is not ended because NATS went out of sight (proxy.Resolver).
 func (r *routes) Lookup(sessionID string) (registry.Endpoint, bool) {
-	return r.table.Lookup(sessionID)
+	return r.table.Known(sessionID)
 }
 
 // Resolve answers from the table (reading through to the bucket); while
 // the opener has found no bucket, it looks whether the bucket exists now,
 // and if so has the opener open it and answers once the table holds its
 // first snapshot (within ctx and bucketWait).
-func (r *routes) Resolve(ctx context.Context, sessionID string) (registry.Endpoint, bool) {
-	if ep, ok := r.table.Resolve(ctx, sessionID); ok || !r.absent() || !r.bucketAppeared(ctx) {
-		return ep, ok
+func (r *routes) Resolve(ctx context.Context, sessionID string) (registry.Endpoint, error) {
+	ep, err := r.table.Resolve(ctx, sessionID)
+	if !errors.Is(err, registry.ErrNoRoute) || !r.absent() || !r.bucketAppeared(ctx) {
+		return ep, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, bucketWait)
 	defer cancel()
 	select {
 	case <-r.table.Synced():
 	case <-ctx.Done():
-		return registry.Endpoint{}, false
+		return registry.Endpoint{}, registry.ErrNoRoute
 	}
 	return r.table.Resolve(ctx, sessionID)
 }

@@ -26,6 +26,7 @@ const (
 	EnvListenAddr        = "LOCAL_PROXY_ADDR"
 	EnvNATSName          = "NATS_CLIENT_NAME"
 	EnvRunnersBucket     = "RUNNERS_BUCKET"
+	EnvRoutesStaleAfter  = "ROUTES_STALE_AFTER"
 	EnvCORSOrigins       = "CORS_ALLOWED_ORIGIN"
 	EnvAuth              = "AGUI_AUTH"
 	EnvAuthInsecure      = "AGUI_AUTH_ALLOW_INSECURE"
@@ -61,6 +62,9 @@ const (
 	EnvShutdownDelay     = "SHUTDOWN_DELAY"
 )
 
+// minRoutesStaleAfter is the least ROUTES_STALE_AFTER (see validate).
+const minRoutesStaleAfter = time.Second
+
 // Config is the whole agui-proxy configuration. Pass it by value.
 type Config struct {
 	// Config holds NATS (its client name from NATS_CLIENT_NAME), LOG_LEVEL,
@@ -70,6 +74,11 @@ type Config struct {
 	ListenAddr string
 	// RunnersBucket is the KV bucket of runner endpoints (RUNNERS_BUCKET).
 	RunnersBucket string
+	// RoutesStaleAfter is how long the routing table may go without
+	// being confirmed current before the proxy stops routing and reports
+	// not ready (registry.WithStaleAfter). It must stay below
+	// runner-manager's PORT_REUSE_DELAY.
+	RoutesStaleAfter time.Duration
 	// CORSOrigins are the allowed browser origins; "*" allows any origin
 	// (without credentials).
 	CORSOrigins []string
@@ -151,6 +160,7 @@ func Defaults() Config {
 		},
 		ListenAddr:            "127.0.0.1:9080",
 		RunnersBucket:         bus.BucketRunners,
+		RoutesStaleAfter:      10 * time.Second,
 		CORSOrigins:           []string{"http://localhost:3000"},
 		Auth:                  auth.ModeNone,
 		JWTUsernameClaim:      "sub",
@@ -188,6 +198,7 @@ func FromEnv(lookup envconfig.LookupFunc) (Config, error) {
 		Config:                service.LoadConfig(l, d.Config),
 		ListenAddr:            l.HostPort(EnvListenAddr, d.ListenAddr),
 		RunnersBucket:         l.String(EnvRunnersBucket, d.RunnersBucket),
+		RoutesStaleAfter:      l.Duration(EnvRoutesStaleAfter, d.RoutesStaleAfter),
 		CORSOrigins:           l.List(EnvCORSOrigins, d.CORSOrigins),
 		Auth:                  l.Enum(EnvAuth, d.Auth, auth.ModeNone, auth.ModeToken, auth.ModeJWT),
 		AuthAllowInsecure:     l.Bool(EnvAuthInsecure, false),
@@ -333,6 +344,13 @@ func (c Config) validate() []error {
 			bad(EnvInstance, "a non-empty label value (63 characters of letters, digits, '-', '_', '.')", c.Instance)
 		}
 	}
+	// Below a second the heartbeat (a quarter of the bound) would ask the
+	// server more often than a loaded one answers, and the table would
+	// flap stale. Zero must not mean "never stale": that is the hazard
+	// the bound is for.
+	if c.RoutesStaleAfter < minRoutesStaleAfter {
+		bad(EnvRoutesStaleAfter, "a duration of at least "+minRoutesStaleAfter.String(), c.RoutesStaleAfter.String())
+	}
 	switch {
 	case c.RunnersBucket == "":
 		missing(EnvRunnersBucket, "a KV bucket name")
@@ -373,6 +391,7 @@ func (c Config) LogValue() slog.Value {
 		slog.String("metrics_addr", c.MetricsAddr),
 		slog.Any("nats", c.NATS),
 		slog.String("runners_bucket", c.RunnersBucket),
+		slog.Duration("routes_stale_after", c.RoutesStaleAfter),
 		slog.Any("cors_origins", c.CORSOrigins),
 		slog.String("auth", c.Auth),
 		slog.String("jwks_url", jwks),

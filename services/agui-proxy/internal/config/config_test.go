@@ -120,6 +120,16 @@ func TestFromEnv(t *testing.T) {
 			wantErr: []string{`RUNNERS_BUCKET: want a KV bucket name of letters, digits, "-" and "_"`}},
 		{name: "runners bucket with a space", env: map[string]string{EnvRunnersBucket: "has space"}, wantErr: []string{"RUNNERS_BUCKET"}},
 		{name: "runners bucket with a wildcard", env: map[string]string{EnvRunnersBucket: "runners.*"}, wantErr: []string{"RUNNERS_BUCKET"}},
+		{name: "routes stale after default", env: map[string]string{},
+			check: func(c Config) bool { return c.RoutesStaleAfter == 10*time.Second }},
+		{name: "routes stale after", env: map[string]string{EnvRoutesStaleAfter: "45s"},
+			check: func(c Config) bool { return c.RoutesStaleAfter == 45*time.Second }},
+		// Zero is no bound, the hazard it is for; below a second the
+		// heartbeat would ask too often and the table flap stale.
+		{name: "routes stale after zero", env: map[string]string{EnvRoutesStaleAfter: "0"},
+			wantErr: []string{`ROUTES_STALE_AFTER: want a duration of at least 1s, got "0s"`}},
+		{name: "routes stale after too short", env: map[string]string{EnvRoutesStaleAfter: "500ms"}, wantErr: []string{"ROUTES_STALE_AFTER"}},
+		{name: "routes stale after not a duration", env: map[string]string{EnvRoutesStaleAfter: "soon"}, wantErr: []string{"ROUTES_STALE_AFTER"}},
 		{name: "stream write timeout zero", env: map[string]string{EnvStreamWrite: "0"}, wantErr: []string{"STREAM_WRITE_TIMEOUT"}},
 		{name: "upstream timeouts zero", env: map[string]string{EnvUpstreamDial: "0", EnvUpstreamHeader: "0s", EnvUpstreamTimeout: "0"},
 			wantErr: []string{"UPSTREAM_DIAL_TIMEOUT: want a positive duration", "UPSTREAM_HEADER_TIMEOUT: want a positive duration",

@@ -29,8 +29,9 @@ func (a *anyTable) Lookup(id string) (registry.Endpoint, bool) {
 	return a.ep, true
 }
 
-func (a *anyTable) Resolve(_ context.Context, id string) (registry.Endpoint, bool) {
-	return a.Lookup(id)
+func (a *anyTable) Resolve(_ context.Context, id string) (registry.Endpoint, error) {
+	ep, _ := a.Lookup(id)
+	return ep, nil
 }
 
 func (a *anyTable) take() []string {

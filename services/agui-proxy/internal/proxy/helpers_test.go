@@ -31,7 +31,12 @@ func (t *table) Lookup(id string) (registry.Endpoint, bool) {
 	return ep, ok
 }
 
-func (t *table) Resolve(_ context.Context, id string) (registry.Endpoint, bool) { return t.Lookup(id) }
+func (t *table) Resolve(_ context.Context, id string) (registry.Endpoint, error) {
+	if ep, ok := t.Lookup(id); ok {
+		return ep, nil
+	}
+	return registry.Endpoint{}, registry.ErrNoRoute
+}
 
 func (t *table) set(id string, ep registry.Endpoint) {
 	t.mu.Lock()

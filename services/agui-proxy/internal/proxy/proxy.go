@@ -52,14 +52,19 @@ import (
 )
 
 // Resolver finds the runner endpoint of a session. *registry.Table
-// implements it.
+// implements it; agui-proxy's own answers Lookup by registry.Table.Known.
 type Resolver interface {
 	// Lookup answers from memory, without network I/O: the stream sweep
-	// calls it for every open stream.
+	// calls it for every open stream. It may answer from a table that is
+	// stale (registry.Table.Known): an open stream is not ended because
+	// the proxy lost sight of NATS, only when its route changes.
 	Lookup(sessionID string) (registry.Endpoint, bool)
 	// Resolve is Lookup that may read a route the table has not seen yet
-	// (registry.Table.Resolve): a request calls it.
-	Resolve(ctx context.Context, sessionID string) (registry.Endpoint, bool)
+	// (registry.Table.Resolve): a request calls it. Its error is
+	// registry.ErrNoRoute for a session with no route (404), and any
+	// other (registry.ErrRouteUnknown, registry.ErrStale) when it cannot
+	// tell (503 with Retry-After).
+	Resolve(ctx context.Context, sessionID string) (registry.Endpoint, error)
 }
 
 var _ Resolver = (*registry.Table)(nil)
@@ -313,7 +318,8 @@ func (p *Proxy) admit(w http.ResponseWriter, r *http.Request, t route.Target, pe
 	// From the table in memory (a removed endpoint is never dialed
 	// again), or read through on a miss: a runner registered a moment ago
 	// is routed although the table's watch has not brought it yet.
-	ep, ok := p.res.Resolve(r.Context(), t.SessionID)
+	ep, rerr := p.res.Resolve(r.Context(), t.SessionID)
+	ok := rerr == nil
 	if ok && t.ProjectID != "" && ep.ProjectID != t.ProjectID {
 		// A backend path names the project too: a session of another
 		// project is unknown there, so a caller (a runner) of project A
@@ -322,7 +328,21 @@ func (p *Proxy) admit(w http.ResponseWriter, r *http.Request, t route.Target, pe
 		return registry.Endpoint{}, nil, false
 	}
 	if !ok {
-		if p.cfg.Synced != nil && !p.cfg.Synced() {
+		switch {
+		case errors.Is(rerr, registry.ErrStale):
+			// Cut off from the bucket too long: its records may route to
+			// a port given to another session's runner meanwhile.
+			w.Header().Set("Retry-After", "1")
+			WriteError(w, http.StatusServiceUnavailable, "routing table stale")
+			return registry.Endpoint{}, nil, false
+		case !errors.Is(rerr, registry.ErrNoRoute):
+			// The session may exist (a read failed): not a 404, which
+			// tells a client that it does not.
+			w.Header().Set("Retry-After", "1")
+			WriteError(w, http.StatusServiceUnavailable, "session route unknown")
+			return registry.Endpoint{}, nil, false
+		case p.cfg.Synced != nil && !p.cfg.Synced():
+			w.Header().Set("Retry-After", "1")
 			WriteError(w, http.StatusServiceUnavailable, "routing table not synced")
 			return registry.Endpoint{}, nil, false
 		}

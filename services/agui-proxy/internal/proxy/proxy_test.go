@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/ambient-code/control-plane/libs/registry"
 )
 
 // seen is what the fake runner received.
@@ -496,6 +498,53 @@ func TestNotSyncedIs503(t *testing.T) {
 		resp.Body.Close()
 		if err != nil || resp.StatusCode != tc.code || e.Error != tc.msg {
 			t.Fatalf("synced=%v: %d %q (%v), want %d %q", tc.synced, resp.StatusCode, e.Error, err, tc.code, tc.msg)
+		}
+	}
+}
+
+// unsure is a Resolver that cannot tell: every Resolve fails with err.
+type unsure struct{ err error }
+
+func (u unsure) Lookup(string) (registry.Endpoint, bool) { return registry.Endpoint{}, false }
+
+func (u unsure) Resolve(context.Context, string) (registry.Endpoint, error) {
+	return registry.Endpoint{}, u.err
+}
+
+// TestRouteUnknownIs503: a Resolver that cannot tell whether a session has
+// a route (a stale table, a read that failed) gets 503 with Retry-After: 1
+// on every session route, the backend run path included, never 404, which
+// tells a client that the session does not exist.
+func TestRouteUnknownIs503(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		err error
+		msg string
+	}{
+		{fmt.Errorf("%w: not confirmed current for 11s", registry.ErrStale), "routing table stale"},
+		{fmt.Errorf("%w: read route sessions.s1: nats: timeout", registry.ErrRouteUnknown), "session route unknown"},
+	} {
+		_, srv := startProxy(t, Config{}, unsure{tc.err}, nil)
+		for _, path := range []string{"/sessions/s1/health", "/projects/p/agentic-sessions/s1/agui/run"} {
+			method := http.MethodGet
+			if strings.HasSuffix(path, "/run") {
+				method = http.MethodPost
+			}
+			req, err := http.NewRequestWithContext(t.Context(), method, srv.URL+path, strings.NewReader("{}"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var e errorBody
+			err = json.NewDecoder(resp.Body).Decode(&e)
+			resp.Body.Close()
+			if err != nil || resp.StatusCode != http.StatusServiceUnavailable || e.Error != tc.msg || resp.Header.Get("Retry-After") != "1" {
+				t.Fatalf("%s %s with %v: %d %q Retry-After %q (%v); want 503 %q, Retry-After 1",
+					method, path, tc.err, resp.StatusCode, e.Error, resp.Header.Get("Retry-After"), err, tc.msg)
+			}
 		}
 	}
 }
