@@ -88,10 +88,15 @@ type system struct {
 	spawn func(*member)
 }
 
-// runnerRange is how many sessions one runner-manager may run, and the size
-// of its runner port range: every session of the run must fit on one
-// replica while the other is dead.
+// runnerRange is how many sessions one runner-manager may run: every
+// session of the run must fit on one replica while the other is dead.
 func runnerRange(localCap int) int { return 2*localCap + 8 }
+
+// runnerPorts is the size of a runner-manager's port range: three times
+// its sessions, as a released port waits out PORT_REUSE_DELAY before
+// another runner gets it (the sessions the faults move and restart must
+// find ports meanwhile).
+func runnerPorts(sessions int) int { return 3 * sessions }
 
 // fixedPorts is how many ports the system takes besides the runner ranges:
 // NATS 3 x 3, etcd 2, kube-apiserver 1, memapi 3, 9 services' metrics, 2
@@ -106,7 +111,7 @@ func newSystem(cfg Config, runDir string, log io.Writer) (*system, error) {
 			return nil, fmt.Errorf("create run dir: %w", err)
 		}
 	}
-	need := fixedPorts + serviceReplicas*s.runnerSize
+	need := fixedPorts + serviceReplicas*runnerPorts(s.runnerSize)
 	low, err := freePortBlock(need)
 	if err != nil {
 		return nil, err
@@ -234,7 +239,7 @@ func (s *system) addServices(localProjects, kubeProjects []string) error {
 				"RUNNER_PROJECTS":      strings.Join(localProjects, ","),
 				"LOCAL_RUNNER_COMMAND": filepath.Join(s.cfg.BinDir, "demo-runner"),
 				"LOCAL_WORKSPACE_ROOT": filepath.Join(s.workRoot, instanceName(svcRunnerManager, r)),
-				"LOCAL_PORT_RANGE":     s.ports.takeRange(s.runnerSize),
+				"LOCAL_PORT_RANGE":     s.ports.takeRange(runnerPorts(s.runnerSize)),
 				"LOCAL_MAX_SESSIONS":   strconv.Itoa(s.runnerSize),
 				// Within the member's own stopGrace, so a clean stop ends
 				// its runners' process groups before its SIGKILL.

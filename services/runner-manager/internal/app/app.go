@@ -135,7 +135,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Optio
 		gcfg.Ready = api.Reachable
 		rt.Consume(gcfg, rec.Handle)
 		log.Info("runner-manager starting", slog.String("workspace_root", cfg.WorkspaceRoot), slog.Int("max_sessions", cfg.MaxSessions), slog.Int("max_sessions_per_project", cfg.MaxPerProject),
-			slog.String("port_range", fmt.Sprintf("%d-%d", cfg.PortLow, cfg.PortHigh)), slog.String("selector", cfg.Selector.String()))
+			slog.String("port_range", fmt.Sprintf("%d-%d", cfg.PortLow, cfg.PortHigh)), slog.Duration("port_reuse_delay", cfg.PortReuseDelay), slog.String("selector", cfg.Selector.String()))
 		return nil
 	})
 }
@@ -159,7 +159,7 @@ func checkRunnerHost(cfg config.Config) error {
 
 // newManager is the process manager of cfg's runners.
 func newManager(cfg config.Config, reaper *runner.Reaper, log *slog.Logger) (*runner.Manager, error) {
-	pool, err := runner.NewPool(cfg.PortLow, cfg.PortHigh, "")
+	pool, err := runner.NewPool(cfg.PortLow, cfg.PortHigh, "", runner.WithReuseDelay(cfg.PortReuseDelay))
 	if err != nil {
 		return nil, err
 	}

@@ -53,14 +53,14 @@ func TestServiceLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The echoes of Creating and Running are consumed (the group's work
-	// queue drains) and cause nothing: one runner, two status writes.
+	// queue drains) and cause nothing: one runner, two status writes
+	// (Creating, Running; a write that failed under load is sent again,
+	// see checkStatusWrites).
 	w.waitQueueDrained()
 	if pids := runnerPIDs(svc.root); len(pids) != 1 || pids[0] != rec.PID {
 		t.Fatalf("runner pids %v, record pid %d", pids, rec.PID)
 	}
-	if n := w.api.CountCalls(ambientv1.SessionService_UpdateSessionStatus_FullMethodName); n != 2 {
-		t.Fatalf("UpdateSessionStatus calls = %d, want 2 (Creating, Running)", n)
-	}
+	w.checkStatusWrites(svc, map[string]int{"Creating": 1, "Running": 1})
 	if _, err := w.client.UpdateSessionStatus(t.Context(), &ambientv1.UpdateSessionStatusRequest{Id: id, Phase: ptr("Stopping")}); err != nil {
 		t.Fatal(err)
 	}

@@ -31,7 +31,10 @@ func TestRunnersToldWhereToSendTheFirstPrompt(t *testing.T) {
 	if err := os.WriteFile(tokenFile, []byte("  bot-secret-123\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	w.start("rm-prompt", 1, "RUNNER_BACKEND_API_URL=http://127.0.0.1:8080/api", "RUNNER_BOT_TOKEN_FILE="+tokenFile)
+	// One port, which the session gets again when it is started again:
+	// without PORT_REUSE_DELAY=0 its restart would wait out the delay
+	// (TestReleasedPortWaitsOutReuseDelay).
+	w.start("rm-prompt", 1, "RUNNER_BACKEND_API_URL=http://127.0.0.1:8080/api", "RUNNER_BOT_TOKEN_FILE="+tokenFile, "PORT_REUSE_DELAY=0")
 	id := w.create("First Prompt Demo")
 	w.waitAll([]string{id}, "Running", 20*time.Second)
 	env := w.runnerEnv(id)

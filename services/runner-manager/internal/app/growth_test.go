@@ -65,7 +65,10 @@ func createDelete(t testing.TB, w *world, prefix string, n, batch int) {
 // the bucket holds what it held before.
 func TestCreateDeleteLeavesNoMarkers(t *testing.T) {
 	w := newWorld(t)
-	w.start("rm-0", 20, "RUNNERS_MARKER_TTL=1s")
+	// 20 ports for more sessions than that, created and deleted in turn:
+	// ports are reused at once (PORT_REUSE_DELAY=0), as the test counts
+	// markers, not the wait for a port.
+	w.start("rm-0", 20, "RUNNERS_MARKER_TTL=1s", "PORT_REUSE_DELAY=0")
 	base := w.kvMessages(t)
 	const n = 30
 	createDelete(t, w, "c", n, 10)

@@ -8,7 +8,7 @@ import (
 	"time"
 )
 
-func httpBody(t *testing.T, url string) string {
+func httpBody(t testing.TB, url string) string {
 	t.Helper()
 	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, url, nil)
 	if err != nil {

@@ -310,6 +310,18 @@ func (g *watchGates) hold(at string) chan struct{} {
 	return gate
 }
 
+// reach waits for the watch to stop at a held gate and returns which.
+func reach(t *testing.T, g *watchGates) string {
+	t.Helper()
+	select {
+	case at := <-g.reached:
+		return at
+	case <-time.After(30 * time.Second):
+		t.Fatal("the watch stopped at no held gate within 30s")
+		return ""
+	}
+}
+
 func (g *watchGates) see(ep registry.Endpoint) {
 	at := ep.SessionID + ":" + ep.State
 	g.mu.Lock()
@@ -394,12 +406,33 @@ func TestReleaseFreesPortAtOnce(t *testing.T) {
 	}
 	c.Release(ctx, log, "late")
 	stale := gates.hold("late:running")
+	// The release purges the record's earlier revisions: the watch's
+	// consumer delivers the update only if it had it before the purge
+	// (almost always; not on a loaded machine now and then). A claim made
+	// after the release tells when the watch is past both.
+	after := gates.hold("after:claimed")
 	close(gate)
-	<-gates.reached // the watch delivers the update made before the release
-	if namesPort(9102) {
-		t.Error("an update older than the release brought the port back")
+	if _, err := c.Claim(ctx, "after", "p"); err != nil {
+		t.Fatal(err)
 	}
-	close(stale)
+	switch at := reach(t, gates); at {
+	case "late:running": // the watch delivers the update made before the release
+		if namesPort(9102) {
+			t.Error("an update older than the release brought the port back")
+		}
+		close(stale)
+		if at := reach(t, gates); at != "after:claimed" {
+			t.Fatalf("watch at %s, want after:claimed", at)
+		}
+	case "after:claimed":
+		t.Log("the release purged the update before the watch's consumer had it")
+		if namesPort(9102) {
+			t.Error("a released record names its port")
+		}
+	default:
+		t.Fatalf("watch at %s, want late:running or after:claimed", at)
+	}
+	close(after)
 
 	// A new claim of the session is indexed as usual.
 	held, err = c.Claim(ctx, "late", "p")

@@ -289,27 +289,12 @@ func TestStartWaitStopRequest(t *testing.T) {
 	const wait = 500 * time.Millisecond
 	cs, gone, stale := startWaitPeer(t, wait)
 	ctx := t.Context()
-	var up atomic.Bool // the runner serves
-	healthy, _ := json.Marshal(map[string]string{"status": "healthy", "session_id": "s"})
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !up.Load() {
-			w.WriteHeader(http.StatusServiceUnavailable)
-			return
-		}
-		_, _ = w.Write(healthy) // the probe reads what it gets
-	}))
-	t.Cleanup(srv.Close)
-	addr := srv.Listener.Addr().(*net.TCPAddr)
+	addr, up := waitingRunner(t)
 	held, err := cs["dead"].Claim(ctx, "s", "p")
 	if err != nil {
 		t.Fatal(err)
 	}
-	starting, _, err := cs["dead"].Update(ctx, held, func(e *registry.Endpoint) {
-		e.Host, e.Port, e.State = addr.IP.String(), addr.Port, registry.StateStarting
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	starting := registerStarting(t, cs["dead"], held, addr)
 	if gone(starting) {
 		t.Fatal("starting record taken over at first sight")
 	}
@@ -326,24 +311,9 @@ func TestStartWaitStopRequest(t *testing.T) {
 	if gone(stopping) || stale() {
 		t.Fatal("stop request over a starting record: taken over at first sight, before the start wait")
 	}
-	testenv.Eventually(t, 5*time.Second, func() error {
-		if !gone(stopping) {
-			return errors.New("stopping record's owner not gone")
-		}
-		return nil
-	})
-	if d := time.Since(seen); d < wait {
-		t.Fatalf("owner gone %v after the first sight, before the start wait %v", d, wait)
-	}
-	if !stale() {
-		t.Fatal("Scan: stopping record not stale after the start wait")
-	}
-	// The runner came up for its cut-off owner: not taken over, waited or
-	// not; its owner stops it when it hears of the request.
-	up.Store(true)
-	if gone(stopping) || stale() {
-		t.Fatal("stopping record whose runner answers taken over")
-	}
+	// Once the runner comes up for its cut-off owner, its owner stops it
+	// when it hears of the request.
+	checkWaitThenProbe(t, "stopping record", stopping, seen, wait, gone, stale, up)
 }
 
 // A peer's record in state starting names its runner, which may not
@@ -360,17 +330,7 @@ func TestStartWaitStarting(t *testing.T) {
 	const wait = 500 * time.Millisecond
 	cs, gone, stale := startWaitPeer(t, wait)
 	ctx := t.Context()
-	var up atomic.Bool // the runner serves
-	healthy, _ := json.Marshal(map[string]string{"status": "healthy", "session_id": "s"})
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !up.Load() {
-			w.WriteHeader(http.StatusServiceUnavailable)
-			return
-		}
-		_, _ = w.Write(healthy) // the probe reads what it gets
-	}))
-	t.Cleanup(srv.Close)
-	addr := srv.Listener.Addr().(*net.TCPAddr)
+	addr, up := waitingRunner(t)
 
 	held, err := cs["dead"].Claim(ctx, "s", "p")
 	if err != nil {
@@ -383,19 +343,57 @@ func TestStartWaitStarting(t *testing.T) {
 		}
 		return nil
 	})
-	starting, _, err := cs["dead"].Update(ctx, held, func(e *registry.Endpoint) {
+	starting := registerStarting(t, cs["dead"], held, addr)
+	seen := time.Now()
+	if gone(starting) || stale() {
+		t.Fatal("starting record whose runner does not answer yet taken over at first sight")
+	}
+	checkWaitThenProbe(t, "starting record", starting, seen, wait, gone, stale, up)
+}
+
+// waitingRunner serves /health as the runner of session "s" once up is
+// set, and 503 before: a runner that does not serve yet, as far as a
+// probe can tell.
+func waitingRunner(t *testing.T) (addr *net.TCPAddr, up *atomic.Bool) {
+	t.Helper()
+	up = &atomic.Bool{}
+	healthy, _ := json.Marshal(map[string]string{"status": "healthy", "session_id": "s"})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !up.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write(healthy) // the probe reads what it gets
+	}))
+	t.Cleanup(srv.Close)
+	return srv.Listener.Addr().(*net.TCPAddr), up
+}
+
+// registerStarting is the owner's registration of its runner at addr
+// (state starting) in held, and returns the record as written.
+func registerStarting(t *testing.T, c *Claims, held registry.Record, addr *net.TCPAddr) registry.Record {
+	t.Helper()
+	starting, _, err := c.Update(t.Context(), held, func(e *registry.Endpoint) {
 		e.Host, e.Port, e.State = addr.IP.String(), addr.Port, registry.StateStarting
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	seen := time.Now()
-	if gone(starting) || stale() {
-		t.Fatal("starting record whose runner does not answer yet taken over at first sight")
-	}
+	return starting
+}
+
+// checkWaitThenProbe checks what follows the first sight (at seen) of
+// rec, a peer's record whose runner may still be starting and does not
+// answer yet (what names it): its owner counts as gone only once the
+// start wait is over, and Scan finds it stale then; once its runner
+// answers (up) as the session's, it is not taken over, waited or not.
+func checkWaitThenProbe(t *testing.T, what string, rec registry.Record, seen time.Time, wait time.Duration,
+	gone func(registry.Record) bool, stale func() bool, up *atomic.Bool,
+) {
+	t.Helper()
 	testenv.Eventually(t, 5*time.Second, func() error {
-		if !gone(starting) {
-			return errors.New("starting record's owner not gone")
+		if !gone(rec) {
+			return fmt.Errorf("%s's owner not gone", what)
 		}
 		return nil
 	})
@@ -403,12 +401,11 @@ func TestStartWaitStarting(t *testing.T) {
 		t.Fatalf("owner gone %v after the first sight, before the start wait %v", d, wait)
 	}
 	if !stale() {
-		t.Fatal("Scan: starting record not stale after the start wait")
+		t.Fatalf("Scan: %s not stale after the start wait", what)
 	}
-	// The runner answers as the session's: not taken over, waited or not.
 	up.Store(true)
-	if gone(starting) || stale() {
-		t.Fatal("starting record whose runner answers taken over")
+	if gone(rec) || stale() {
+		t.Fatalf("%s whose runner answers taken over", what)
 	}
 }
 

@@ -53,6 +53,9 @@ const (
 	EnvResyncInterval = "RUNNER_RESYNC_INTERVAL"
 	EnvCheckInterval  = "RUNNER_CHECK_INTERVAL"
 	EnvMarkerTTL      = "RUNNERS_MARKER_TTL"
+	// EnvPortReuseDelay is how long a released runner port is not handed
+	// to another runner (0: at once).
+	EnvPortReuseDelay = "PORT_REUSE_DELAY"
 )
 
 // Defaults (mirrored in the Helm values).
@@ -88,6 +91,13 @@ const (
 	// reads the live keys afresh); one that reconnects within the TTL still
 	// sees the release as a delete.
 	DefaultMarkerTTL = time.Minute
+	// DefaultPortReuseDelay outlasts agui-proxy's default ROUTES_STALE_AFTER
+	// (10s) plus its heartbeat (about 2s) twice over: a proxy cut off from
+	// NATS keeps routing a released session's clients to its host:port
+	// until then, and a new runner there would get them. Longer would
+	// hold more of the range back (a range of 100 ports and a runner
+	// ending every second would have 30 waiting).
+	DefaultPortReuseDelay = 30 * time.Second
 )
 
 // Config is runner-manager's whole configuration. Pass it by value.
@@ -143,6 +153,11 @@ type Config struct {
 	// MarkerTTL is how long a released claim's marker stays in the
 	// registry bucket (at least 1s, the server's resolution).
 	MarkerTTL time.Duration
+	// PortReuseDelay is how long a released runner port waits before it
+	// is handed to another runner (0: at once). It must exceed the time
+	// agui-proxy routes by a table it cannot confirm (its
+	// ROUTES_STALE_AFTER plus a heartbeat); nothing here can check that.
+	PortReuseDelay time.Duration
 }
 
 // FromEnv reads the process environment.
@@ -183,6 +198,7 @@ func Load(lookup envconfig.LookupFunc, hostEnv []string) (Config, error) {
 		ResyncInterval: l.Duration(EnvResyncInterval, DefaultResyncInterval),
 		CheckInterval:  l.Duration(EnvCheckInterval, DefaultCheckInterval),
 		MarkerTTL:      l.Duration(EnvMarkerTTL, DefaultMarkerTTL),
+		PortReuseDelay: l.Duration(EnvPortReuseDelay, DefaultPortReuseDelay),
 	}
 	projects, label := l.List(EnvProjects, []string{DefaultProjects}), l.String(EnvSessionLabel, "")
 	sel, err := session.NewSelector(projects, label)
@@ -203,7 +219,7 @@ func Load(lookup envconfig.LookupFunc, hostEnv []string) (Config, error) {
 	if c.MarkerTTL < time.Second {
 		l.Invalid(EnvMarkerTTL, "a duration of at least 1s", c.MarkerTTL.String(), nil)
 	}
-	for name, d := range map[string]time.Duration{EnvResyncInterval: c.ResyncInterval, EnvCheckInterval: c.CheckInterval} {
+	for name, d := range map[string]time.Duration{EnvResyncInterval: c.ResyncInterval, EnvCheckInterval: c.CheckInterval, EnvPortReuseDelay: c.PortReuseDelay} {
 		if d < 0 {
 			l.Invalid(name, "a duration >= 0 (0 disables)", d.String(), nil)
 		}

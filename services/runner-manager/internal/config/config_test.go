@@ -39,7 +39,7 @@ func TestLoad(t *testing.T) {
 				c.PortLow != 9100 || c.PortHigh != 9199 || c.MaxSessions != 10 || c.MaxPerProject != 0 || c.StopGrace != 10*time.Second ||
 				c.HealthInterval != 500*time.Millisecond || c.HealthAttempts != 30 || c.BossSpace != "default" ||
 				c.AdvertiseHost != "127.0.0.1" || c.Selector.String() != "all" || c.LostPolicy != "restart" ||
-				c.ResyncInterval != time.Minute || c.CheckInterval != 10*time.Second ||
+				c.ResyncInterval != time.Minute || c.CheckInterval != 10*time.Second || c.PortReuseDelay != 30*time.Second ||
 				c.Group.Group != "runner-manager" || c.Group.AckWait != 10*time.Second || c.Group.Member != "rm-0" || c.NATS.Name != "runner-manager/rm-0" {
 				t.Fatalf("defaults = %+v", c)
 			}
@@ -110,6 +110,22 @@ func TestLoad(t *testing.T) {
 				t.Fatalf("CheckInterval = %v", c.CheckInterval)
 			}
 		}},
+		// A released runner port waits PORT_REUSE_DELAY before another
+		// runner gets it (agui-proxy may still route the released
+		// session's clients there); 0 turns that off.
+		{"port reuse delay", with(EnvPortReuseDelay, "90s"), nil, func(t *testing.T, c Config) {
+			if c.PortReuseDelay != 90*time.Second {
+				t.Fatalf("PortReuseDelay = %v, want 1m30s", c.PortReuseDelay)
+			}
+		}},
+		{"port reuse delay disabled", with(EnvPortReuseDelay, "0"), nil, func(t *testing.T, c Config) {
+			if c.PortReuseDelay != 0 {
+				t.Fatalf("PortReuseDelay = %v, want 0", c.PortReuseDelay)
+			}
+		}},
+		{"negative port reuse delay", with(EnvPortReuseDelay, "-1s"), []string{EnvPortReuseDelay}, nil},
+		{"port reuse delay without a unit", with(EnvPortReuseDelay, "60"), []string{EnvPortReuseDelay}, nil},
+		{"port reuse delay not a duration", with(EnvPortReuseDelay, "soon"), []string{EnvPortReuseDelay}, nil},
 		{"advertise ipv6 pod ip", with(EnvAdvertiseHost, "fd00:10:244::7"), nil, func(t *testing.T, c Config) {
 			if c.AdvertiseHost != "fd00:10:244::7" {
 				t.Fatalf("AdvertiseHost = %q", c.AdvertiseHost)

@@ -39,6 +39,30 @@ func (e *env) takeOver(rec registry.Record) {
 	}
 }
 
+// endWithAPIDown makes every status write fail from now on (the API is
+// down), kills the runner rec names, and returns its record once the
+// replica has recorded in it the final phase it could not write (state
+// exited, Final set).
+func (e *env) endWithAPIDown(rec registry.Record) registry.Record {
+	e.t.Helper()
+	e.api.FailNext(ambientv1.SessionService_UpdateSessionStatus_FullMethodName, 1000, codes.Unavailable)
+	if err := syscall.Kill(rec.PID, syscall.SIGKILL); err != nil {
+		e.t.Fatal(err)
+	}
+	var ended registry.Record
+	testenv.Eventually(e.t, 10*time.Second, func() error {
+		var err error
+		if ended, err = registry.Get(e.t.Context(), e.runners, rec.SessionID); err != nil {
+			return err
+		}
+		if ended.State != registry.StateExited || ended.Final == nil {
+			return fmt.Errorf("record %+v: final phase not recorded", ended.Endpoint)
+		}
+		return nil
+	})
+	return ended
+}
+
 // The runner ends right at the thaw (its own timers fire when the node
 // resumes), before the replica learned that its claim is rm-b's: the
 // lost runner's end is not the session's. Before, the replica wrote
@@ -115,21 +139,7 @@ func TestLostRunnerPendingEndNotResent(t *testing.T) {
 	id := e.create("thawed").GetMetadata().GetId()
 	rec := e.startRunning(rp, e.get(id))
 	const update = ambientv1.SessionService_UpdateSessionStatus_FullMethodName
-	e.api.FailNext(update, 1000, codes.Unavailable)
-	if err := syscall.Kill(rec.PID, syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	var ended registry.Record
-	testenv.Eventually(t, 10*time.Second, func() error {
-		var err error
-		if ended, err = registry.Get(t.Context(), e.runners, id); err != nil {
-			return err
-		}
-		if ended.State != registry.StateExited || ended.Final == nil {
-			return fmt.Errorf("record %+v: final phase not recorded", ended.Endpoint)
-		}
-		return nil
-	})
+	ended := e.endWithAPIDown(rec)
 	if rp.rec.sup.Get(id) == nil {
 		t.Fatal("the runner with an unwritten final phase was forgotten")
 	}
@@ -169,21 +179,7 @@ func TestLostPendingRunnerForgotten(t *testing.T) {
 	rec := e.startRunning(rp, e.get(id))
 	rn := rp.rec.sup.Get(id)
 	const update = ambientv1.SessionService_UpdateSessionStatus_FullMethodName
-	e.api.FailNext(update, 1000, codes.Unavailable)
-	if err := syscall.Kill(rec.PID, syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	var ended registry.Record
-	testenv.Eventually(t, 10*time.Second, func() error {
-		var err error
-		if ended, err = registry.Get(t.Context(), e.runners, id); err != nil {
-			return err
-		}
-		if ended.State != registry.StateExited || ended.Final == nil {
-			return fmt.Errorf("record %+v: final phase not recorded", ended.Endpoint)
-		}
-		return nil
-	})
+	ended := e.endWithAPIDown(rec)
 	e.takeOver(ended)
 	testenv.Eventually(t, 5*time.Second, func() error {
 		if !rn.Lost() {

@@ -4,7 +4,8 @@ import "errors"
 
 var (
 	// ErrNoPorts is returned by [Pool.Acquire] when every port of the range is
-	// taken or busy on the host.
+	// taken, busy on the host, or released less than the pool's reuse delay
+	// ago.
 	ErrNoPorts = errors.New("runner: no free port in range")
 	// ErrPortsUnknown is returned by [Pool.Acquire] when the ports named
 	// elsewhere (see [Pool.SkipNamed]) cannot be read: no port is handed

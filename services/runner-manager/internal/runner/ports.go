@@ -3,9 +3,11 @@ package runner
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"strconv"
 	"sync"
+	"time"
 )
 
 // Pool hands out ports from a range, skipping ports that are in use on the
@@ -19,14 +21,42 @@ import (
 // session by the host:port of its registry record, so a port still named
 // by some session's record and given to another session's runner would
 // send the first session's clients to the second session's runner.
+//
+// Nor is a released port free at once when the pool has a reuse delay
+// ([WithReuseDelay]): a router that missed the release (agui-proxy cut off
+// from NATS routes by the table it last had) still sends the released
+// session's clients to host:port until it notices its table is stale.
+// The delay outlasts that, so such clients find no runner there rather
+// than another session's. It is measured on the monotonic clock and lives
+// in memory only: a restarted pool starts its round-robin at a random port
+// of the range instead, so a port released just before the restart is
+// unlikely to be the first one handed out again.
 type Pool struct {
-	low, high int
-	host      string
+	low, high  int
+	host       string
+	reuseDelay time.Duration
+	// now reads the clock the reuse delay is measured on: time.Now, whose
+	// monotonic reading a wall-clock step does not move. Tests replace it.
+	now func() time.Time
 
 	mu    sync.Mutex
 	inUse map[int]bool // guarded by mu
-	next  int          // guarded by mu; round-robin start, so a freed port is not reused at once
-	named NamedPorts   // guarded by mu; nil: nothing but the pool names ports
+	// released holds when each port was last released (with a reuse
+	// delay); Acquire drops the entries it finds older than the delay.
+	released map[int]time.Time // guarded by mu
+	next     int               // guarded by mu; round-robin start, so a freed port is not reused at once
+	named    NamedPorts        // guarded by mu; nil: nothing but the pool names ports
+}
+
+// PoolOption configures a [Pool] at [NewPool].
+type PoolOption func(*Pool)
+
+// WithReuseDelay keeps a released port from being handed out again for d
+// (0, the default: at once). runner-manager sets it above the time
+// agui-proxy takes to stop routing by a table it can no longer confirm
+// (PORT_REUSE_DELAY).
+func WithReuseDelay(d time.Duration) PoolOption {
+	return func(p *Pool) { p.reuseDelay = d }
 }
 
 // NamedPorts returns the ports that something outside the pool still names
@@ -36,15 +66,29 @@ type Pool struct {
 type NamedPorts func(ctx context.Context) (map[int]bool, error)
 
 // NewPool returns a pool over [low, high]; probeHost is the address probed
-// for busy ports ("127.0.0.1" when empty).
-func NewPool(low, high int, probeHost string) (*Pool, error) {
+// for busy ports ("127.0.0.1" when empty). Its round-robin starts at a
+// random port of the range (see [Pool]). A bad range or a negative reuse
+// delay is an error.
+func NewPool(low, high int, probeHost string, opts ...PoolOption) (*Pool, error) {
 	if low < 1 || high > 65535 || low > high {
 		return nil, fmt.Errorf("port range %d-%d: want 1 <= low <= high <= 65535", low, high)
 	}
 	if probeHost == "" {
 		probeHost = "127.0.0.1"
 	}
-	return &Pool{low: low, high: high, host: probeHost, inUse: map[int]bool{}, next: low}, nil
+	p := &Pool{low: low, high: high, host: probeHost, now: time.Now, inUse: map[int]bool{}, released: map[int]time.Time{},
+		// Not low: the reuse delay of the ports released before a restart
+		// is gone with the old process, and a restarted pool that began
+		// at low would hand out again the ports the old one began with.
+		next: low + rand.IntN(high-low+1), //nolint:gosec // spreads starts over the range; nothing to guess or keep secret
+	}
+	for _, opt := range opts {
+		opt(p)
+	}
+	if p.reuseDelay < 0 {
+		return nil, fmt.Errorf("port reuse delay %s: want >= 0", p.reuseDelay)
+	}
+	return p, nil
 }
 
 // Size is the number of ports in the range.
@@ -65,8 +109,10 @@ func (p *Pool) SkipNamed(named NamedPorts) {
 }
 
 // Acquire returns a port that is neither handed out, nor named (see
-// SkipNamed), nor busy on the host; or [ErrNoPorts], or [ErrPortsUnknown]
-// when the named ports cannot be read.
+// SkipNamed), nor released less than the reuse delay ago, nor busy on the
+// host; or [ErrNoPorts] (its message says when ports wait out the reuse
+// delay, and how long the first still waits), or [ErrPortsUnknown] when
+// the named ports cannot be read.
 func (p *Pool) Acquire(ctx context.Context) (int, error) {
 	p.mu.Lock()
 	namedFn := p.named
@@ -83,10 +129,23 @@ func (p *Pool) Acquire(ctx context.Context) (int, error) {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	now := p.now()
+	cooling, soonest := 0, p.reuseDelay
 	n := p.Size()
 	for i := range n {
 		port := p.low + (p.next-p.low+i)%n
-		if p.inUse[port] || named[port] || !p.free(port) {
+		if p.inUse[port] || named[port] {
+			continue
+		}
+		if at, ok := p.released[port]; ok {
+			if wait := p.reuseDelay - now.Sub(at); wait > 0 {
+				cooling++
+				soonest = min(soonest, wait)
+				continue
+			}
+			delete(p.released, port)
+		}
+		if !p.free(port) {
 			continue
 		}
 		p.inUse[port] = true
@@ -96,14 +155,30 @@ func (p *Pool) Acquire(ctx context.Context) (int, error) {
 		}
 		return port, nil
 	}
+	if cooling > 0 {
+		// Still ErrNoPorts: the caller waits for a port as for any
+		// shortage (a start is queued, not failed). The rest is for the
+		// operator, who would otherwise see free ports and no runner.
+		// Rounded up: "0s" would read as "now" while it is not.
+		return 0, fmt.Errorf("%w: %d released port(s) held back for PORT_REUSE_DELAY (%s), the first reusable in %s",
+			ErrNoPorts, cooling, p.reuseDelay, (soonest + time.Second - 1).Truncate(time.Second))
+	}
 	return 0, ErrNoPorts
 }
 
-// Release returns a port to the pool; releasing a port twice is harmless.
+// Release returns a port to the pool, to be handed out again once the
+// reuse delay has passed; releasing a port twice is harmless (the second
+// release does not restart the delay).
 func (p *Pool) Release(port int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if !p.inUse[port] {
+		return
+	}
 	delete(p.inUse, port)
+	if p.reuseDelay > 0 {
+		p.released[port] = p.now()
+	}
 }
 
 // free probes the port by binding it. There is a window between the probe and
