@@ -170,6 +170,34 @@ func TestChartValuesFollowServiceLoaders(t *testing.T) {
 				"29s", "29.999999999s", "29999ms", "1s", "1ns", "500ms", "0.4m", "2", "-1m", "2 minutes", "1d",
 			},
 		},
+		// The chart compares the two (acp.durationMillis), so it takes only
+		// whole h, m, s and ms: fractions and us or ns, which the services
+		// take, are refused on purpose and left out here
+		// (TestChartRejectsBadPortReuseDurations).
+		{
+			component: "agui-proxy", envVar: "ROUTES_STALE_AFTER",
+			values: func(v any) map[string]any {
+				return map[string]any{"aguiProxy": map[string]any{"routesStaleAfter": v}}
+			},
+			candidates: []any{
+				"1s", "1000ms", "10s", "1m", "1m30s", "1h", "2562047h",
+				// Refused by agui-proxy at start-up.
+				"0", "0s", "999ms", "1", "-1s", "10 s", "1d", "2562048h",
+			},
+		},
+		{
+			// Without the agui-proxy, which the chart compares it with
+			// (TestChartRefusesPortReuseWithinStaleRoutes).
+			component: "runner-manager", envVar: "PORT_REUSE_DELAY", base: localRunners + "aguiProxy: {enabled: false}\n",
+			values: func(v any) map[string]any {
+				return map[string]any{"runnerManager": map[string]any{"portReuseDelay": v}}
+			},
+			candidates: []any{
+				"0", "0s", "0h0m", "1ms", "30s", "1m30s", "1h",
+				// Refused by runner-manager at start-up.
+				"30", "-30s", "-1ms", "30 s", "1d", "2562048h",
+			},
+		},
 		{
 			component: "runner-manager", envVar: "LOCAL_MAX_SESSIONS", base: localRunners,
 			values: func(v any) map[string]any {

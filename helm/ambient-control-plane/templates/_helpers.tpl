@@ -717,6 +717,42 @@ service takes as "off".
 {{- end -}}
 
 {{/*
+acp.durationMillis is the Go duration .value in whole milliseconds, for
+comparing two durations (acp.checkMinDuration only compares one with a
+fixed minimum). Sprig cannot parse a duration into a number, so it reads
+the forms the schema lets through for such values: "0", or whole numbers
+each followed by h, m, s or ms ("10s", "1m30s", "500ms"). No fractions and
+no us or ns: milliseconds are then always whole. Anything else, or more than
+Go's largest duration (about 2562047h, which the service would refuse),
+fails naming .key: a value the check did not understand must not pass it.
+(dict "key" "aguiProxy.routesStaleAfter" "value" "10s")
+*/}}
+{{- define "acp.durationMillis" -}}
+{{- $v := toString .value -}}
+{{- if not (regexMatch "^0$|^([0-9]+(h|m|s|ms))+$" $v) -}}
+{{- fail (printf "%s must be a Go duration of whole numbers with units h, m, s or ms (\"10s\", \"1m30s\", \"500ms\"), got %q" .key $v) -}}
+{{- end -}}
+{{- /* Go's largest duration, 1<<63-1 ns, in whole ms. */ -}}
+{{- $max := 9223372036854 -}}
+{{- $unit := dict "h" 3600000 "m" 60000 "s" 1000 "ms" 1 -}}
+{{- $ms := 0 -}}
+{{- /* "ms" before "m": the first alternative that matches wins. */ -}}
+{{- range regexFindAll "[0-9]+(ms|h|m|s)" $v -1 -}}
+{{- $digits := regexReplaceAll "^0*([0-9]*)[a-z]+$" . "${1}" -}}
+{{- $per := get $unit (regexReplaceAll "^[0-9]+" . "") -}}
+{{- /* Checked before atoi, which answers 0 past int64, and before mul, which would overflow. */ -}}
+{{- if or (gt (len $digits) 16) (gt (atoi $digits) (div $max $per)) -}}
+{{- fail (printf "%s %q is longer than Go's largest duration (about 2562047h)" $.key $v) -}}
+{{- end -}}
+{{- $ms = add $ms (mul (atoi $digits) $per) -}}
+{{- if gt $ms $max -}}
+{{- fail (printf "%s %q is longer than Go's largest duration (about 2562047h)" $.key $v) -}}
+{{- end -}}
+{{- end -}}
+{{- $ms -}}
+{{- end -}}
+
+{{/*
 acp.checkNetworks fails on an entry of a list of networks (the schema's
 ipNetwork: a CIDR or a single address) that its consumer would refuse or
 take as another network, naming the entry:

@@ -18,10 +18,13 @@ cleanly, before the kubelet's SIGKILL.
 {{- if lt $grace (add $delay 11) -}}
 {{- fail (printf "aguiProxy.terminationGracePeriodSeconds must be at least aguiProxy.shutdownDelaySeconds + 11 (%d), got %d: open streams get it less the delay and 10 s (SHUTDOWN_TIMEOUT), which the stream drain, the NATS drain and the telemetry flush need after them" (add $delay 11) $grace) -}}
 {{- end -}}
+{{- /* The proxy refuses less at start-up. */ -}}
+{{- include "acp.checkMinDuration" (dict "key" "aguiProxy.routesStaleAfter" "value" $p.routesStaleAfter "min" "1s") -}}
 {{ include "acp.commonConfig" . }}
 SHUTDOWN_DELAY: {{ printf "%ds" $delay | quote }}
 SHUTDOWN_TIMEOUT: {{ printf "%ds" (sub (sub $grace 10) $delay) | quote }}
 LOCAL_PROXY_ADDR: {{ printf ":%d" (int $p.port) | quote }}
+ROUTES_STALE_AFTER: {{ $p.routesStaleAfter | quote }}
 CORS_ALLOWED_ORIGIN: {{ $p.corsAllowedOrigin | quote }}
 AGUI_AUTH: {{ $p.auth.mode | quote }}
 {{- if eq $p.auth.mode "token" }}
