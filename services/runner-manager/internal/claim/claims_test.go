@@ -322,6 +322,13 @@ func reach(t *testing.T, g *watchGates) string {
 	}
 }
 
+// drop disarms the gate at session:state, which the watch did not reach.
+func (g *watchGates) drop(at string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	delete(g.gates, at)
+}
+
 func (g *watchGates) see(ep registry.Endpoint) {
 	at := ep.SessionID + ":" + ep.State
 	g.mu.Lock()
@@ -339,9 +346,24 @@ func (g *watchGates) see(ep registry.Endpoint) {
 // right after a runner's release (TestCapacity/port_exhaustion waited for
 // a resync when the watch lagged). Updates of the record that the watch
 // delivers after the release do not bring the port back; a new claim of
-// the session does.
+// the session does. The release purges the record's earlier revisions,
+// so the watch may never deliver the update made before it: the subtest
+// "purged" drops that update from the watch as the purge would.
 func TestReleaseFreesPortAtOnce(t *testing.T) {
 	t.Parallel()
+	for _, purged := range []bool{false, true} {
+		name := "delivered"
+		if purged {
+			name = "purged"
+		}
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			testReleaseFreesPortAtOnce(t, purged)
+		})
+	}
+}
+
+func testReleaseFreesPortAtOnce(t *testing.T, purged bool) {
 	cs, _, _ := replicas(t, "a")
 	c := cs["a"]
 	ctx, cancel := context.WithCancel(t.Context())
@@ -351,8 +373,19 @@ func TestReleaseFreesPortAtOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1) // Watch's result
-	go func() {                 // owned by this test; ends on cancel
-		done <- c.Watch(ctx, gates.see)
+	see := gates.see
+	if purged {
+		var dropped bool // read on the watch's goroutine only
+		see = func(ep registry.Endpoint) {
+			if ep.SessionID == "late" && ep.State == registry.StateRunning && !dropped {
+				dropped = true
+				return
+			}
+			gates.see(ep)
+		}
+	}
+	go func() { // owned by this test; ends on cancel
+		done <- c.Watch(ctx, see)
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -426,6 +459,9 @@ func TestReleaseFreesPortAtOnce(t *testing.T) {
 		}
 	case "after:claimed":
 		t.Log("the release purged the update before the watch's consumer had it")
+		// The gate would stop the watch at the session's next claim below.
+		gates.drop("late:running")
+		close(stale)
 		if namesPort(9102) {
 			t.Error("a released record names its port")
 		}
