@@ -4,7 +4,8 @@
 // compares a canary informer with the stable one.
 //
 // Delivery from a consumer group is at least once, so events are counted
-// once per event id (the body's event_id); redeliveries are counted
+// once per stream message, told apart by its Nats-Msg-Id (the body's
+// event_id for a message without one); redeliveries are counted
 // separately.
 package tally
 
@@ -63,7 +64,7 @@ type Tally struct {
 
 	mu        sync.Mutex
 	resources map[eventsv1.Resource]*resourceTally // guarded by mu
-	seen      map[string]struct{}                  // guarded by mu; event ids
+	seen      map[string]struct{}                  // guarded by mu; message (or event) ids
 	redeliver int                                  // guarded by mu
 	last      time.Time                            // guarded by mu
 }
@@ -73,9 +74,25 @@ func New() *Tally {
 	return &Tally{now: time.Now, resources: map[eventsv1.Resource]*resourceTally{}, seen: map[string]struct{}{}}
 }
 
-// Add counts ev once per event id and reports whether it was new.
-func (t *Tally) Add(ev *eventsv1.ResourceEvent) bool {
-	id := ev.GetEventId()
+// Add counts ev once per event id and reports whether it was new; see
+// AddMsg for an event that came as a message.
+func (t *Tally) Add(ev *eventsv1.ResourceEvent) bool { return t.AddMsg(ev, "") }
+
+// AddMsg counts ev, delivered in the message whose Nats-Msg-Id is msgID,
+// once per msgID ("": once per event id) and reports whether it was new.
+//
+// Why the message id first: the informer publishes a state that comes
+// back (v1, v2, v1 again: a restore, a rollback) as a new message whose
+// id carries the expected subject sequence, with the event id of the
+// first v1 in its body. Keyed on the event id, the third message was
+// taken for a redelivery of the first and not counted, although the
+// stream holds three events. A redelivery is the same message, so its
+// id is the same.
+func (t *Tally) AddMsg(ev *eventsv1.ResourceEvent, msgID string) bool {
+	id := msgID
+	if id == "" {
+		id = ev.GetEventId()
+	}
 	if id == "" {
 		id = events.MsgID(ev)
 	}
@@ -114,7 +131,7 @@ func (t *Tally) Add(ev *eventsv1.ResourceEvent) bool {
 // Handle is a group.Handler that counts every delivered event; it never
 // fails, so nothing is retried or dead-lettered.
 func (t *Tally) Handle(_ context.Context, m group.Message) error {
-	t.Add(m.Event)
+	t.AddMsg(m.Event, m.Header.Get(events.HeaderMsgID))
 	return nil
 }
 

@@ -102,7 +102,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Optio
 		if err != nil {
 			return fmt.Errorf("publisher: %w", err)
 		}
-		ccfg := controller.Config{Workers: cfg.Workers, AuditInterval: cfg.AuditInterval, Watch: watch.Config{
+		ccfg := controller.Config{Workers: cfg.Workers, AuditInterval: cfg.AuditInterval, StreamCheck: o.streamCheck, Watch: watch.Config{
 			BackoffInitial: cfg.BackoffInitial, BackoffMax: cfg.BackoffMax, Resync: cfg.ResyncPeriod, HealthyAfter: o.healthyAfter}}
 		sessions := controller.New(watch.Sessions(api), pub, objects, ccfg, m, log, controller.WithReporter(sessionReporter(api, rt.NATS())))
 		rs := []controller.Leader{

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	eventsv1 "github.com/ambient-code/control-plane/proto/ambient/events/v1"
+	"github.com/ambient-code/control-plane/services/informer/internal/controller"
 )
 
 // ErrInvalidOption is wrapped by options that reject their value.
@@ -23,11 +24,12 @@ type options struct {
 	tailMargin   uint64
 	listening    func(addr net.Addr)
 	leaseClock   func() time.Time
+	streamCheck  time.Duration
 }
 
 // newOptions applies opts to the defaults.
 func newOptions(opts []Option) (options, error) {
-	o := options{version: "dev"}
+	o := options{version: "dev", streamCheck: controller.DefaultStreamCheck}
 	for _, opt := range opts {
 		if err := opt(&o); err != nil {
 			return options{}, err
@@ -53,6 +55,20 @@ func WithAfterPublish(fn func(ctx context.Context, ev *eventsv1.ResourceEvent) e
 			return fmt.Errorf("nil after-publish hook: %w", ErrInvalidOption)
 		}
 		o.afterPublish = fn
+		return nil
+	}
+}
+
+// WithStreamCheck sets how often the leader looks whether the events
+// stream was created again under its term (default
+// controller.DefaultStreamCheck); 0 leaves only the look a publish
+// conflict makes (tests of that look).
+func WithStreamCheck(d time.Duration) Option {
+	return func(o *options) error {
+		if d < 0 {
+			return fmt.Errorf("stream check %s: %w", d, ErrInvalidOption)
+		}
+		o.streamCheck = d
 		return nil
 	}
 }

@@ -1,10 +1,15 @@
 package app_test
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
+	"github.com/ambient-code/control-plane/libs/events"
+	"github.com/ambient-code/control-plane/libs/testenv"
 	eventsv1 "github.com/ambient-code/control-plane/proto/ambient/events/v1"
+	"github.com/ambient-code/control-plane/services/informer/internal/app"
+	"github.com/ambient-code/control-plane/services/informer/internal/config"
 )
 
 // TestEventsStreamAloneLostAnnouncesTheState: only the events stream is
@@ -58,5 +63,129 @@ func TestEventsStreamLostWhileStoppedAnnouncesTheState(t *testing.T) {
 	}
 	if n := b.metric("informer_publish_conflicts_total"); n != 0 {
 		t.Errorf("informer_publish_conflicts_total = %v, want 0", n)
+	}
+}
+
+// TestSessionDeletedWhileStreamLostIsAnnouncedDeleted: the events stream is
+// lost while no informer runs, the objects bucket survives, and a session
+// that consumers hold (announced in the lost stream) is deleted from the
+// API meanwhile. Consumers keep what the lost stream told them (runner
+// processes, AgenticSessions): the recreated stream must tell them the
+// session is gone. Before, entries older than the stream were loaded
+// without their state (as never published): the session had no published
+// state to announce a delete from, and nothing was published for it.
+func TestSessionDeletedWhileStreamLostIsAnnouncedDeleted(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.seed(3, 1)
+	a := h.start("a", nil)
+	h.waitLeaderReady(a, 30*time.Second)
+	evs := h.waitConverged(live, bucket, 30*time.Second)
+	var gone string
+	for _, ev := range evs {
+		if ev.GetResource() == eventsv1.Resource_RESOURCE_SESSIONS {
+			gone = ev.GetObjectId()
+			break
+		}
+	}
+	if err := a.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.js.DeleteStream(t.Context(), live); err != nil {
+		t.Fatal(err)
+	}
+	h.deleteSession(gone)
+	b := h.start("b", nil)
+	h.waitLeaderReady(b, 30*time.Second)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("objects bucket still holds the deleted session: %v", h.kvObjects(bucket)[events.ObjectKey(eventsv1.Resource_RESOURCE_SESSIONS, gone)] != nil)
+		}
+	})
+	testenv.Eventually(t, 30*time.Second, func() error {
+		evs, err := h.tryStreamEvents(live)
+		if err != nil {
+			return err
+		}
+		for _, ev := range evs {
+			if ev.GetObjectId() == gone && ev.GetType() == eventsv1.EventType_EVENT_TYPE_DELETED {
+				return nil
+			}
+		}
+		return fmt.Errorf("no DELETED of session %s (deleted while the stream was lost) in the recreated stream's %d events", gone, len(evs))
+	})
+}
+
+// TestEventsStreamRecreatedByStandbyAnnouncesTheState: the events
+// stream alone is lost while a leads; before a publishes anything, a
+// standby (b) starts, and its start-up set-up creates the stream again
+// (bus.EnsureStream). a's next publish lands in that stream (no ErrGone,
+// so no new term and no LoadSince): only what changes is published into
+// it, and the objects that did not change are never announced there while
+// a's term lasts. A consumer group created on the new stream misses them.
+// a must notice the new stream and start a term over it, which announces
+// every object (TestEventsStreamAloneLostAnnouncesTheState).
+func TestEventsStreamRecreatedByStandbyAnnouncesTheState(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.seed(3, 1)
+	a := h.start("a", nil)
+	h.waitLeaderReady(a, 30*time.Second)
+	h.waitConverged(live, bucket, 30*time.Second)
+	if err := h.js.DeleteStream(t.Context(), live); err != nil {
+		t.Fatal(err)
+	}
+	b := h.start("b", nil)
+	testenv.Eventually(t, 30*time.Second, func() error {
+		if _, err := h.js.Stream(t.Context(), live); err != nil {
+			return fmt.Errorf("stream not recreated by b's start-up yet: %w", err)
+		}
+		if b.metric("informer_lease_leader") != 0 {
+			return fmt.Errorf("b not up as a standby")
+		}
+		return nil
+	})
+	id := h.createSession("after-recreate").GetMetadata().GetId()
+	testenv.Eventually(t, 30*time.Second, func() error { return h.published(id) })
+	if !a.isLeader() {
+		t.Fatalf("a no longer leads")
+	}
+	t.Logf("a's terms: %v", a.metric("informer_lease_terms_total"))
+	// Every object of the API must be in the recreated stream.
+	h.waitConverged(live, bucket, 30*time.Second)
+}
+
+// TestEventsStreamRecreatedUnderTheLeaderIsNoticedOnAConflict: as
+// TestEventsStreamRecreatedByStandbyAnnouncesTheState, with the periodic
+// look at the stream and the KV audit off: the leader's next change of an
+// object it published before expects a sequence the new stream's subject
+// never had. That conflict (the subject empty) makes it look at the
+// stream, find it created again, and start a term over it that announces
+// every object. Before, it adopted "no event" and published only that
+// change.
+func TestEventsStreamRecreatedUnderTheLeaderIsNoticedOnAConflict(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.seed(3, 1)
+	a := h.start("a", map[string]string{config.EnvAuditInterval: "0"}, app.WithStreamCheck(0))
+	h.waitLeaderReady(a, 30*time.Second)
+	h.waitConverged(live, bucket, 30*time.Second)
+	if err := h.js.DeleteStream(t.Context(), live); err != nil {
+		t.Fatal(err)
+	}
+	b := h.start("b", nil)
+	testenv.Eventually(t, 30*time.Second, func() error {
+		if _, err := h.js.Stream(t.Context(), live); err != nil {
+			return fmt.Errorf("stream not recreated by b's start-up yet: %w", err)
+		}
+		if b.metric("informer_lease_leader") != 0 {
+			return fmt.Errorf("b not up as a standby")
+		}
+		return nil
+	})
+	h.updateSession(h.sessionIDs()[0], "after-recreate")
+	h.waitConverged(live, bucket, 30*time.Second)
+	if !a.isLeader() {
+		t.Errorf("a no longer leads: the new term is a's")
 	}
 }

@@ -50,6 +50,10 @@ type Config struct {
 	// with what it published and writes the entries that disagree again
 	// (auditKV); 0 disables it.
 	AuditInterval time.Duration
+	// StreamCheck is how often the leader looks whether the events stream
+	// was created again under its term (watchStream; DefaultStreamCheck);
+	// 0 disables the periodic look.
+	StreamCheck time.Duration
 }
 
 // Reporter puts the reason on an object whose state consumers cannot get
@@ -162,7 +166,9 @@ func (r *Resource[T]) Lead(ctx context.Context) error {
 		store.LoadRef(ref.id, ref.version, ref.seq)
 	}
 	for _, o := range c.outdated {
-		store.LoadRev(o.ID, o.Rev)
+		if !store.LoadLost(o.Object, o.Rev) {
+			r.log.Warn("unencodable cache entry of a lost events stream skipped", slog.String(logkey.ObjectID, o.ID()))
+		}
 	}
 	q := workqueue.NewTypedRateLimitingQueue(workqueue.NewTypedItemExponentialFailureRateLimiter[string](retryMin, retryMax))
 	defer q.ShutDown()
@@ -187,6 +193,7 @@ func (r *Resource[T]) Lead(ctx context.Context) error {
 		return err
 	})
 	t := newTerm(q, store)
+	t.created = c.created
 	for _, o := range unstored {
 		t.unstored.add(o.id, o.seq)
 		q.Add(o.id)
@@ -199,6 +206,7 @@ func (r *Resource[T]) Lead(ctx context.Context) error {
 	g.Go(func() error { return r.checkKV(gctx, t) })
 	g.Go(func() error { return r.keepOwed(gctx, t, stored) })
 	g.Go(func() error { return r.auditKV(gctx, store, w, t) })
+	g.Go(func() error { return r.watchStream(gctx, c.created) })
 	for range r.cfg.Workers {
 		g.Go(func() error { return r.work(gctx, store, q, t) })
 	}
@@ -281,12 +289,14 @@ func (r *Resource[T]) settleOwed(ctx context.Context, t *term, stored publish.Fl
 func (r *Resource[T]) load(ctx context.Context) (caughtUp[T], error) {
 	b := &backoff.ExponentialBackOff{InitialInterval: retryMin, RandomizationFactor: 0.25, Multiplier: 2, MaxInterval: retryMax}
 	var floor publish.Floor
+	var created time.Time
 	l, err := backoff.Retry(ctx, func() (publish.Loaded[T], error) {
 		lctx, cancel := context.WithTimeout(ctx, loadTimeout)
 		defer cancel()
 		// Entries older than the events stream are of a stream lost
 		// since (publish.LoadSince).
-		created, err := r.pub.StreamCreated(lctx)
+		var err error
+		created, err = r.pub.StreamCreated(lctx)
 		var l publish.Loaded[T]
 		if err == nil {
 			l, err = publish.LoadSince[T](lctx, r.kv, created)
@@ -343,7 +353,7 @@ func (r *Resource[T]) load(ctx context.Context) (caughtUp[T], error) {
 		if rebuild {
 			held = publish.RebuildFloor
 		}
-		c = caughtUp[T]{objects: l.Objects, seqs: l.Seqs, revs: l.Revs, owed: floor.Seq, held: held}
+		c = caughtUp[T]{objects: l.Objects, seqs: l.Seqs, revs: l.Revs, owed: floor.Seq, held: held, outdated: l.Outdated}
 	case c.rebuilt > 0:
 		r.m.rebuilds.Add(ctx, 1, resAttr(r.Kind()))
 		r.log.Warn("objects bucket lacks what the events stream holds: cache rebuilt from each object's last event, kv written again",
@@ -353,10 +363,9 @@ func (r *Resource[T]) load(ctx context.Context) (caughtUp[T], error) {
 		r.log.Warn("undecodable cache entries skipped", slog.Int(logkey.Count, l.Bad))
 	}
 	if len(l.Outdated) > 0 {
-		r.log.Warn("objects bucket entries older than the events stream (recreated since): their objects are published into it again",
+		r.log.Warn("objects bucket entries older than the events stream (recreated since): their objects are published into it again, as deleted when the API no longer holds them",
 			slog.Int(logkey.Count, len(l.Outdated)))
 	}
-	c.outdated = l.Outdated
 	if len(l.Markers) > 0 {
 		// Best effort: a marker left behind costs one message, not
 		// correctness; the next term tries again.
@@ -370,6 +379,7 @@ func (r *Resource[T]) load(ctx context.Context) (caughtUp[T], error) {
 		}
 	}
 	c.floor = floor
+	c.created = created
 	return c, nil
 }
 
@@ -402,9 +412,13 @@ type caughtUp[T events.APIObject] struct {
 	// found missing or behind: the ids in unstored.
 	rebuilt int
 	// outdated are the entries older than the events stream
-	// (publish.Loaded.Outdated) the tail did not bring a state of: no
-	// published state, only the revision (diff.Store.LoadRev).
-	outdated []publish.Outdated
+	// (publish.Loaded.Outdated), but those whose last event in the tail
+	// is a delete (their purge is owed: unstored): states consumers of the
+	// lost stream may hold (diff.Store.LoadLost).
+	outdated []publish.Outdated[T]
+	// created is when the events stream the load read was created: the
+	// term's stream (watchStream).
+	created time.Time
 }
 
 // refEvent is an object's last event that tells no state: its id, the
@@ -480,6 +494,17 @@ func (r *Resource[T]) catchUp(ctx context.Context, l publish.Loaded[T], owed uin
 			}
 		}
 	}
+	for _, o := range l.Outdated {
+		if t, ok := tail[o.ID()]; ok && t.Deleted {
+			// Consumers of this stream were told it is gone: only the
+			// entry of the lost stream is left to purge.
+			c.unstored = append(c.unstored, owedWrite{o.ID(), owedAt(t.Seq)})
+			continue
+		}
+		// A state or reference the tail brings (below) wins over it in
+		// the store; the entry's revision counts either way.
+		c.outdated = append(c.outdated, o)
+	}
 	for id, t := range tail {
 		switch {
 		case t.Ref && t.Fitted != nil:
@@ -532,6 +557,9 @@ func (r *Resource[T]) work(ctx context.Context, store *diff.Store[T], q queue, t
 		}
 		var fatal FatalError
 		gerr := r.goneError(ctx, err)
+		if errors.Is(err, ErrGone) {
+			gerr = err // streamReplaced's, after a conflict
+		}
 		switch {
 		case errors.As(err, &fatal):
 			q.Done(id)

@@ -34,6 +34,9 @@ type term struct {
 	// kv carries the KV writes in flight to checkKV, in the order they
 	// were sent; its capacity is kvWindow.
 	kv chan kvWrite
+	// created is when the events stream the term started on was created
+	// (watchStream).
+	created time.Time
 }
 
 // kvWrite is one KV write in flight.
@@ -137,6 +140,15 @@ func (r *Resource[T]) sync(ctx context.Context, store *diff.Store[T], id string,
 func (r *Resource[T]) publish(ctx context.Context, store *diff.Store[T], c diff.Change[T], t *term) (requeue bool, err error) {
 	out, err := r.publishOnce(ctx, c, t)
 	if conflict := (*publish.ConflictError)(nil); errors.As(err, &conflict) {
+		if conflict.Last == 0 && c.Seq > 0 {
+			// The subject lost every message, the one expected too: aged
+			// out or purged, or the stream was created again under this
+			// term. The last calls for a new term (watchStream), now
+			// rather than at the next check.
+			if gerr := r.streamReplaced(ctx, t.created); gerr != nil {
+				return false, gerr
+			}
+		}
 		known := r.adopt(store, c, conflict)
 		next, ok := store.Next(c.ID)
 		if ok && next.Announced {

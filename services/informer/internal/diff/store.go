@@ -94,8 +94,8 @@ type state = events.Encoded
 func present(s state) bool { return s.Raw != nil }
 
 // entry is the state of one id: 160 bytes, filling the allocator's
-// 160-byte size class (144 before rev, 152 before from;
-// TestEntryFitsItsSizeClass).
+// 160-byte size class (144 before rev, 152 before from; seen is 32 bits
+// to make room for lost; TestEntryFitsItsSizeClass).
 type entry struct {
 	desired, published state
 	// from tells when desired was read, to order it against a watch event
@@ -120,9 +120,6 @@ type entry struct {
 	rev uint64
 	// listed is the number of the listing that last saw the id.
 	listed uint64
-	// seen is the number of the listing in progress, once one of its pages
-	// held the id (Listing.Unlisted).
-	seen uint64
 	// ref is set while the object's last event tells no state but that
 	// consumers have the object (LoadRef, AdoptRef): the version a
 	// reference event named, or "" (unknown). Its next event is then a
@@ -130,7 +127,21 @@ type entry struct {
 	// state is not published), or nothing when it is that version
 	// (Change.Announced). nil: the published state is what consumers saw.
 	ref *string
+	// seen is the number of the listing in progress, once one of its pages
+	// held the id (Listing.Unlisted), cut to 32 bits (seenIn): it is only
+	// compared with the listing in progress, and two listings 2^32 apart
+	// never meet.
+	seen uint32
+	// lost is set while published is a state consumers may hold from an
+	// events stream lost since, which the current one never carried
+	// (LoadLost): the object's next event is an ADDED of the desired
+	// state, or, once the API no longer holds the object, a DELETED of
+	// published, so that consumers of the old stream learn it is gone.
+	lost bool
 }
+
+// seenIn is listing num as entry.seen holds it.
+func seenIn(num uint64) uint32 { return uint32(num) } //nolint:gosec // wraps on purpose (entry.seen)
 
 // origin tells when a desired state was read by the API, as far as the
 // store can know it, in numbers of listings (Store.started): the listing
@@ -158,7 +169,7 @@ func (o origin) listing() uint64      { return uint64(o >> 1) }
 // published, or the state of an object known only by a reference event
 // is to be settled.
 func (e *entry) dirty() bool {
-	return !e.desired.SameVersion(e.published) || (e.ref != nil && present(e.desired))
+	return !e.desired.SameVersion(e.published) || ((e.ref != nil || e.lost) && present(e.desired))
 }
 
 // Store is the cache of one resource: per id the desired state (newest seen
@@ -326,9 +337,36 @@ func (s *Store[T]) LoadRev(id string, rev uint64) {
 	}
 }
 
+// LoadLost records o, at revision rev of its objects-bucket entry, as a
+// state consumers may hold from an events stream lost since, which the
+// current one never carried (publish.Loaded.Outdated): the published
+// state, marked lost (entry.lost), with no event in this stream (seq 0).
+// The next listing then publishes the object as ADDED when the API holds
+// it, and its DELETED, from o, when the API deleted it while the stream
+// was lost: consumers keep what the lost stream told them (runner
+// processes, AgenticSessions) until told it is gone. An id the store
+// holds a state or a reference of (the stream's tail brought it) only
+// takes the revision, as LoadRev. Call it after LoadKV and LoadRef; it
+// reports false when o does not encode (the id then takes only rev).
+func (s *Store[T]) LoadLost(o T, rev uint64) bool {
+	st, err := newState(o)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.entry(ID(o))
+	if e.rev == 0 {
+		e.rev = rev
+	}
+	if err != nil || present(e.desired) || present(e.published) || e.ref != nil {
+		return err == nil
+	}
+	e.published = s.hold(st)
+	e.seq, e.lost = 0, true
+	return true
+}
+
 // setRef is LoadRef and AdoptRef on e.
 func (e *entry) setRef(version string, seq uint64) {
-	e.seq = seq
+	e.seq, e.lost = seq, false
 	if version != "" || !present(e.published) {
 		e.ref = &version
 	}
@@ -432,7 +470,7 @@ func (l *Listing[T]) Add(objs []T) {
 	for i, st := range states {
 		e, ok := l.s.entries[ids[i]]
 		if ok {
-			e.seen = l.num
+			e.seen = seenIn(l.num)
 		}
 		if ok && present(e.desired) && e.desired.SameVersion(st) {
 			l.same = append(l.same, ids[i])
@@ -454,7 +492,7 @@ func (l *Listing[T]) Unlisted() []string {
 	defer s.mu.Unlock()
 	var out []string
 	for id, e := range s.entries {
-		if _, live := l.touched[id]; !live && present(e.desired) && e.seen != l.num {
+		if _, live := l.touched[id]; !live && present(e.desired) && e.seen != seenIn(l.num) {
 			out = append(out, id)
 		}
 	}
@@ -706,6 +744,10 @@ func (s *Store[T]) Next(id string) (Change[T], bool) {
 	}
 	d, p := e.desired, e.published
 	switch {
+	case e.lost && present(d):
+		// Consumers of this stream were never told of the object: an
+		// ADDED, whatever the lost stream carried.
+		return Change[T]{Type: eventsv1.EventType_EVENT_TYPE_ADDED, ID: id, New: d, Seq: e.seq}, true
 	case e.ref != nil && present(d):
 		// Consumers have the object, whose last event tells no state.
 		return Change[T]{Type: eventsv1.EventType_EVENT_TYPE_MODIFIED, ID: id, New: d, Seq: e.seq, Announced: d.Version() == *e.ref}, true
@@ -738,7 +780,7 @@ func (s *Store[T]) Adopt(id string, st events.Encoded, seq uint64) bool {
 		st = e.desired // share the bytes
 	}
 	s.setPublished(e, st)
-	e.seq, e.ref = seq, nil
+	e.seq, e.ref, e.lost = seq, nil, false
 	if !present(e.desired) && !present(st) {
 		delete(s.entries, id)
 		return false
@@ -805,7 +847,7 @@ func (s *Store[T]) PublishedAt(c Change[T], seq uint64) bool {
 		st = e.desired // share the bytes
 	}
 	s.setPublished(e, st)
-	e.ref = nil
+	e.ref, e.lost = nil, false
 	if seq > 0 {
 		e.seq = seq
 	}

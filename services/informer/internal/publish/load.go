@@ -33,22 +33,26 @@ type Loaded[T events.APIObject] struct {
 	Seq uint64
 	// Outdated are the entries written before the events stream was
 	// created (LoadSince): the stream they name was lost and recreated
-	// since, so consumers of this one were never sent their states. Only
-	// their ids and revisions count (the next write of each key expects
-	// its revision); they are not in Objects, nor in Seq.
-	Outdated []Outdated
+	// since, so consumers of this one were never sent their states, while
+	// consumers of the lost one may still hold them (an object deleted
+	// meanwhile must be announced as deleted). They are not in Objects,
+	// nor in Seq: their event_seq names the lost stream.
+	Outdated []Outdated[T]
 	// Markers are keys whose latest entry is a delete marker that never
 	// expires (written by kv.Delete before markers had a TTL); PurgeMarkers
 	// turns them into expiring ones.
 	Markers []Marker
 }
 
-// Outdated is an entry of object ID, at revision Rev, older than the
-// events stream (Loaded.Outdated).
-type Outdated struct {
-	ID  string
-	Rev uint64
+// Outdated is an entry older than the events stream (Loaded.Outdated):
+// Object, at revision Rev (what the key's next write expects).
+type Outdated[T events.APIObject] struct {
+	Object T
+	Rev    uint64
 }
+
+// ID is the id of the entry's object.
+func (o Outdated[T]) ID() string { return o.Object.GetMetadata().GetId() }
 
 // Marker is a key's delete marker at a revision.
 type Marker struct {
@@ -109,7 +113,7 @@ func LoadSince[T events.APIObject](ctx context.Context, kv jetstream.KeyValue, s
 				continue
 			}
 			if e.Created().Before(since) {
-				out.Outdated = append(out.Outdated, Outdated{ID: t.GetMetadata().GetId(), Rev: e.Revision()})
+				out.Outdated = append(out.Outdated, Outdated[T]{Object: t, Rev: e.Revision()})
 				continue
 			}
 			out.Seq = max(out.Seq, o.GetEventSeq())

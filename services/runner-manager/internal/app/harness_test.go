@@ -356,10 +356,13 @@ func pidAlive(pid int) bool {
 // How many events that takes is not fixed, so it is not counted: the
 // API's watch sends the object as it is when the event is sent, so a
 // write that lands before the previous change's event is sent makes two
-// events with the same object, and the stream drops the second as a
-// duplicate (same Nats-Msg-Id, from the object's version). Under load the
-// echo of a status write often arrives that way (seen: 4 events where 5
-// were counted, and a 30 s wait for the fifth that never came).
+// watch events with the same object, and the informer publishes the
+// second not at all: it is the very state its cache holds already (a
+// stale watch event; the Nats-Msg-Id, the object's version plus the
+// subject sequence it expects, only makes the stream drop a publish of
+// the same change retried). Under load the echo of a status write often
+// arrives that way (seen: 4 events where 5 were counted, and a 30 s wait
+// for the fifth that never came).
 func (w *world) waitQueueDrained() {
 	w.t.Helper()
 	// A hang guard, not a bound: each event's handling may wait on
