@@ -76,6 +76,7 @@ type replicaOpts struct {
 	max        int
 	perProject int // LOCAL_MAX_SESSIONS_PER_PROJECT (0: no cap)
 	ports      int
+	reuseDelay time.Duration // the pool's PORT_REUSE_DELAY (0: none)
 	grace      time.Duration
 	health     runner.HealthPolicy
 	lost       string
@@ -131,7 +132,7 @@ func (e *env) replica(o replicaOpts) *replica {
 		o.hostEnv = []string{"PATH=" + os.Getenv("PATH"), "HOME=/nonexistent", "SECRET_TOKEN=s3cret", "GITHUB_TOKEN=gh", "LD_PRELOAD=x"}
 	}
 	low, high := testenv.FreePortRange(t, o.ports)
-	pool, err := runner.NewPool(low, high, "")
+	pool, err := runner.NewPool(low, high, "", runner.WithReuseDelay(o.reuseDelay))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -133,6 +133,9 @@ type Reconciler struct {
 	// repos is what each local runner has of its session's repos
 	// (repos.go).
 	repos *runnerRepos
+	// cooled wakes the queue when a port that waits out PORT_REUSE_DELAY
+	// is reusable again (coolwake.go).
+	cooled *coolWake
 }
 
 // claimsReopenEvery bounds how long the claims index can keep a record a
@@ -204,6 +207,7 @@ func New(cfg Config, d Deps) (*Reconciler, error) {
 		return nil, fmt.Errorf("reconciler metrics: %w", err)
 	}
 	r.mgr = d.Manager
+	r.cooled = newCoolWake(r.queue.Freed)
 	return r, nil
 }
 
@@ -218,6 +222,7 @@ func (r *Reconciler) Run(ctx context.Context) error {
 	g.Go(func() error { return r.loop(gctx) })
 	err := g.Wait()
 	r.starts.Wait()
+	r.cooled.stop() // after the starts: none of them arms it again
 	return errors.Join(err, r.sup.Shutdown(ctx))
 }
 

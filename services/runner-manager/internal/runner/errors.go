@@ -1,6 +1,10 @@
 package runner
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+	"time"
+)
 
 var (
 	// ErrNoPorts is returned by [Pool.Acquire] when every port of the range is
@@ -51,3 +55,25 @@ type projectAtCapacityError struct{}
 func (projectAtCapacityError) Error() string { return "runner: project at its cap" }
 
 func (projectAtCapacityError) Is(target error) bool { return target == ErrAtCapacity }
+
+// PortsCoolingError is the [ErrNoPorts] of a pool whose only ports left
+// are waiting out its reuse delay ([WithReuseDelay]): unlike a range that
+// is all taken, this shortage ends by itself, ReusableIn from the
+// [Pool.Acquire] that returned it. Callers tell it apart with errors.As,
+// and may wait for it instead of giving up (a lost runner's restart), or
+// wake their queue when it ends; errors.Is finds ErrNoPorts in it.
+type PortsCoolingError struct {
+	Cooling    int           // ports waiting out the delay
+	Delay      time.Duration // the pool's reuse delay (PORT_REUSE_DELAY)
+	ReusableIn time.Duration // until the first of them is reusable; > 0
+}
+
+func (e *PortsCoolingError) Error() string {
+	// Rounded up: "0s" would read as "now" while it is not. The setting
+	// is named for the operator, who would otherwise see free ports and
+	// no runner.
+	return fmt.Sprintf("%s: %d released port(s) held back for PORT_REUSE_DELAY (%s), the first reusable in %s",
+		ErrNoPorts, e.Cooling, e.Delay, (e.ReusableIn + time.Second - 1).Truncate(time.Second))
+}
+
+func (e *PortsCoolingError) Unwrap() error { return ErrNoPorts }

@@ -124,7 +124,8 @@ func (m *Manager) Sessions() []string {
 func (m *Manager) HasCapacity() bool { return m.Free() > 0 }
 
 // Free reports how many more runners may start now (session slots and
-// ports both); a hint, Start decides.
+// ports neither in use nor waiting out the pool's reuse delay); a hint,
+// Start decides.
 func (m *Manager) Free() int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -132,7 +133,9 @@ func (m *Manager) Free() int {
 }
 
 func (m *Manager) freeLocked() int {
-	return max(0, min(m.cfg.MaxSessions-len(m.procs), m.pool.Size()-m.pool.InUse()))
+	// The pool's Free, not Size-InUse: a port waiting out
+	// PORT_REUSE_DELAY serves no start until the delay ends.
+	return max(0, min(m.cfg.MaxSessions-len(m.procs), m.pool.Free()))
 }
 
 // FreeFor reports how many more runners of project may start now: Free,

@@ -101,6 +101,44 @@ func (p *Pool) InUse() int {
 	return len(p.inUse)
 }
 
+// Free is the number of ports neither handed out nor waiting out the
+// reuse delay: what the pool may still hand out now, unless the host or a
+// record holds them (Acquire skips those). Ports that cool are not
+// counted: a caller that counted them would try starts that can only
+// fail until the delay ends.
+func (p *Pool) Free() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	cooling, _ := p.coolingLocked(p.now())
+	return p.Size() - len(p.inUse) - cooling
+}
+
+// ReusableIn reports how long until the first port that waits out the
+// reuse delay is reusable; ok is false when none waits.
+func (p *Pool) ReusableIn() (wait time.Duration, ok bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	cooling, soonest := p.coolingLocked(p.now())
+	return soonest, cooling > 0
+}
+
+// coolingLocked counts the released ports still within the reuse delay at
+// now and returns how long the first of them still waits; it drops the
+// entries of the ports that have waited it out. The caller holds p.mu.
+func (p *Pool) coolingLocked(now time.Time) (cooling int, soonest time.Duration) {
+	soonest = p.reuseDelay
+	for port, at := range p.released {
+		wait := p.reuseDelay - now.Sub(at)
+		if wait <= 0 {
+			delete(p.released, port)
+			continue
+		}
+		cooling++
+		soonest = min(soonest, wait)
+	}
+	return cooling, soonest
+}
+
 // SkipNamed makes Acquire skip the ports named returns (nil: skip none).
 func (p *Pool) SkipNamed(named NamedPorts) {
 	p.mu.Lock()
@@ -110,9 +148,9 @@ func (p *Pool) SkipNamed(named NamedPorts) {
 
 // Acquire returns a port that is neither handed out, nor named (see
 // SkipNamed), nor released less than the reuse delay ago, nor busy on the
-// host; or [ErrNoPorts] (its message says when ports wait out the reuse
-// delay, and how long the first still waits), or [ErrPortsUnknown] when
-// the named ports cannot be read.
+// host; or [ErrNoPorts] (a [*PortsCoolingError] when ports wait out the
+// reuse delay, saying how long the first still waits), or
+// [ErrPortsUnknown] when the named ports cannot be read.
 func (p *Pool) Acquire(ctx context.Context) (int, error) {
 	p.mu.Lock()
 	namedFn := p.named
@@ -156,12 +194,8 @@ func (p *Pool) Acquire(ctx context.Context) (int, error) {
 		return port, nil
 	}
 	if cooling > 0 {
-		// Still ErrNoPorts: the caller waits for a port as for any
-		// shortage (a start is queued, not failed). The rest is for the
-		// operator, who would otherwise see free ports and no runner.
-		// Rounded up: "0s" would read as "now" while it is not.
-		return 0, fmt.Errorf("%w: %d released port(s) held back for PORT_REUSE_DELAY (%s), the first reusable in %s",
-			ErrNoPorts, cooling, p.reuseDelay, (soonest + time.Second - 1).Truncate(time.Second))
+		// Still ErrNoPorts, typed: the shortage ends by itself.
+		return 0, &PortsCoolingError{Cooling: cooling, Delay: p.reuseDelay, ReusableIn: soonest}
 	}
 	return 0, ErrNoPorts
 }
