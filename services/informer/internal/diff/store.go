@@ -345,8 +345,9 @@ func (s *Store[T]) LoadRev(id string, rev uint64) {
 // it, and its DELETED, from o, when the API deleted it while the stream
 // was lost: consumers keep what the lost stream told them (runner
 // processes, AgenticSessions) until told it is gone. An id the store
-// holds a state or a reference of (the stream's tail brought it) only
-// takes the revision, as LoadRev. Call it after LoadKV and LoadRef; it
+// holds a state of (the stream's tail brought it) only takes the
+// revision, as LoadRev; one it holds only a reference of takes o as its
+// published state, not marked lost (the new stream announced it). Call it after LoadKV and LoadRef; it
 // reports false when o does not encode (the id then takes only rev).
 func (s *Store[T]) LoadLost(o T, rev uint64) bool {
 	st, err := newState(o)
@@ -356,10 +357,17 @@ func (s *Store[T]) LoadLost(o T, rev uint64) bool {
 	if e.rev == 0 {
 		e.rev = rev
 	}
-	if err != nil || present(e.desired) || present(e.published) || e.ref != nil {
+	if err != nil || present(e.desired) || present(e.published) {
 		return err == nil
 	}
 	e.published = s.hold(st)
+	if e.ref != nil {
+		// The tail's reference event told this stream's consumers of the
+		// object, without its state: o is the state a DELETED announces
+		// if the API no longer has it (the reference's KV write was
+		// skipped, so the entry is the lost stream's).
+		return true
+	}
 	e.seq, e.lost = 0, true
 	return true
 }
@@ -492,7 +500,9 @@ func (l *Listing[T]) Unlisted() []string {
 	defer s.mu.Unlock()
 	var out []string
 	for id, e := range s.entries {
-		if _, live := l.touched[id]; !live && present(e.desired) && e.seen != seenIn(l.num) {
+		// A lost entry (LoadLost) has no desired state yet but would be
+		// announced DELETED all the same: read it by id too.
+		if _, live := l.touched[id]; !live && (present(e.desired) || e.lost) && e.seen != seenIn(l.num) {
 			out = append(out, id)
 		}
 	}

@@ -78,28 +78,6 @@ func (q *Queue) addLocked(id, proj string) {
 	q.waiting[id] = placement{p: p, e: p.sessions.PushBack(id)}
 }
 
-// Requeue queues session id of project proj again at the front of proj's
-// sessions, and proj at the front of the turns: its start, taken from the
-// queue (Take), found no room after all, so it keeps the place it waited
-// for rather than going behind sessions that came after it. A session
-// already waiting keeps its place.
-func (q *Queue) Requeue(id, proj string) {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	if _, ok := q.waiting[id]; ok {
-		return
-	}
-	p, ok := q.projects[proj]
-	if !ok {
-		p = &project{id: proj, sessions: list.New()}
-		p.turn = q.turns.PushFront(p)
-		q.projects[proj] = p
-	} else {
-		q.turns.MoveToFront(p.turn)
-	}
-	q.waiting[id] = placement{p: p, e: p.sessions.PushFront(id)}
-}
-
 // SetProject moves waiting session id to project proj when it waits under
 // another one (the session moved project while it waited): it waits at the
 // back of proj's sessions from now on, and counts against proj's cap

@@ -203,30 +203,3 @@ func TestQueueSetProject(t *testing.T) {
 		t.Fatalf("served %v, want %v", got, want)
 	}
 }
-
-// TestQueueRequeueKeepsPlace: a session taken to start whose start found
-// no room after all (the port it was counted on still waits out
-// PORT_REUSE_DELAY) goes back to the front of its project, and its project
-// to the front of the turns, not behind the sessions that came after it.
-func TestQueueRequeueKeepsPlace(t *testing.T) {
-	t.Parallel()
-	q := New()
-	q.Add("p-old", "p")
-	q.Add("q-1", "q")
-	q.Add("p-young", "p")
-	id, _ := q.Next(nil)
-	if _, ok := q.Take(id); !ok || id != "p-old" {
-		t.Fatalf("took %q (%v), want p-old", id, ok)
-	}
-	q.Requeue("p-old", "p")
-	q.Requeue("p-old", "p") // already waiting: keeps its place
-	if got := drain(t, q); !slices.Equal(got, []string{"p-old", "q-1", "p-young"}) {
-		t.Fatalf("served %v, want [p-old q-1 p-young]", got)
-	}
-	// A project that had no other session waiting joins at the front.
-	q.Add("q-2", "q")
-	q.Requeue("p-old", "p")
-	if got := drain(t, q); !slices.Equal(got, []string{"p-old", "q-2"}) {
-		t.Fatalf("served %v, want [p-old q-2]", got)
-	}
-}

@@ -77,12 +77,3 @@ func (s *projectStarts) count(project string) int {
 	defer s.mu.Unlock()
 	return s.byCount[project]
 }
-
-// has reports whether the start of session id is counted: it was taken
-// from the capacity queue and has not finished.
-func (s *projectStarts) has(id string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	_, ok := s.byID[id]
-	return ok
-}
