@@ -2,8 +2,6 @@ package app_test
 
 import (
 	"fmt"
-	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -69,60 +67,4 @@ func TestDeferredStartWokenWhenReuseDelayEnds(t *testing.T) {
 		return nil
 	})
 	w.waitAll([]string{second}, "Running", 90*time.Second)
-}
-
-// TestLostRunnerRestartWaitsForCoolingPort: when a replica dies, the
-// survivor's restart of its session that finds only a port waiting out
-// PORT_REUSE_DELAY does not fail the session: it goes back to Pending,
-// RunnerStarted False NoPortAvailable naming the lost owner, and waits
-// for the port as a plain start does. Before, it was Failed for good
-// (RunnerLost: no capacity to restart), although that shortage ends by
-// itself.
-func TestLostRunnerRestartWaitsForCoolingPort(t *testing.T) {
-	t.Parallel()
-	w := newWorld(t)
-	w.start("rm-b", 1, "PORT_REUSE_DELAY=1h")
-	cooler := w.create("cooler")
-	w.waitAll([]string{cooler}, "Running", 20*time.Second)
-	stopAndFreePort(t, w, cooler) // rm-b's only port cools for 1h
-	a := w.start("rm-a", 1)
-	var aParts []int
-	testenv.Eventually(t, 20*time.Second, func() error {
-		owners, err := w.partitionOwners()
-		if err != nil {
-			return err
-		}
-		if aParts = owners["rm-a"]; len(aParts) == 0 || len(owners["rm-b"]) == 0 {
-			return fmt.Errorf("partitions %v, want both replicas to own some", owners)
-		}
-		return nil
-	})
-	lost := w.createIn(aParts, "lost")
-	w.waitAll([]string{lost}, "Running", 30*time.Second)
-	if rec, err := w.record(lost); err != nil || rec.Owner != "rm-a" {
-		t.Fatalf("session %s: record %+v (%v), want it on rm-a", lost, rec, err)
-	}
-	pids := runnerPIDs(a.root)
-	if err := a.cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	for _, pid := range pids {
-		_ = syscall.Kill(pid, syscall.SIGKILL)
-	}
-	if err := <-a.done; err == nil {
-		t.Fatal("rm-a exited cleanly after SIGKILL")
-	}
-	testenv.Eventually(t, 60*time.Second, func() error {
-		p, c := runnerStarted(t, w, lost)
-		if p == "Failed" {
-			t.Fatalf("session %s Failed after its owner died, only because rm-b's free port cools: RunnerStarted %s: %s", lost, c.Reason, c.Message)
-		}
-		if p != "Pending" || c.Status != session.StatusFalse || c.Reason != "NoPortAvailable" {
-			return fmt.Errorf("%s: phase %q RunnerStarted %+v; want it Pending, waiting for the port", lost, p, c)
-		}
-		if !strings.Contains(c.Message, "RunnerLost") || !strings.Contains(c.Message, "rm-a") {
-			t.Fatalf("RunnerStarted message %q names neither RunnerLost nor the lost owner rm-a", c.Message)
-		}
-		return nil
-	})
 }

@@ -151,10 +151,11 @@ func (r *Reconciler) startClaimed(ctx context.Context, log *slog.Logger, id stri
 // start hands a claimed session to the supervisor and decides what a
 // capacity shortage means: a plain start waits in the queue; a restart of
 // a lost runner fails the session (RunnerLost), since nothing else would
-// tell its user that the runner is gone, unless the only ports left wait
-// out PORT_REUSE_DELAY: that shortage ends by itself, so the restart
-// waits for it (deferRestart). A shortage of cooling ports arms the wake-up
-// of the queue for when the first of them is reusable.
+// tell its user that the runner is gone (also when the only ports left
+// wait out PORT_REUSE_DELAY: a range sized for LOCAL_MAX_SESSIONS plus the
+// ports released within the delay never gets there). A shortage of
+// cooling ports arms the wake-up of the queue for when the first of them
+// is reusable.
 func (r *Reconciler) start(ctx context.Context, log *slog.Logger, s *ambientv1.Session, o supervise.Start) error {
 	id := s.GetMetadata().GetId()
 	err := r.sup.Start(ctx, log, s, o)
@@ -169,16 +170,13 @@ func (r *Reconciler) start(ctx context.Context, log *slog.Logger, s *ambientv1.S
 		reason = status.ReasonNoPortAvailable
 	}
 	var cooling *runner.PortsCoolingError
-	coolingOnly := errors.As(err, &cooling)
-	if coolingOnly {
+	if errors.As(err, &cooling) {
 		r.cooled.arm(cooling.ReusableIn)
 	}
 	r.metrics.capacityWait(ctx, reason)
 	msg := reason + ": " + err.Error()
 	conds := status.Conditions(s)
 	switch {
-	case o.Restart != nil && coolingOnly:
-		return r.deferRestart(ctx, log, s, o.Restart, conds, msg)
 	case o.Restart != nil:
 		msg = status.ReasonRunnerLost + ": owner " + o.Restart.String() + " lost and no capacity to restart: " + msg
 		conds = conds.Set(session.Condition{Type: status.CondRunnerStarted, Status: session.StatusFalse, Reason: status.ReasonRunnerLost, Message: msg}, time.Now())
@@ -188,60 +186,15 @@ func (r *Reconciler) start(ctx context.Context, log *slog.Logger, s *ambientv1.S
 	return r.deferForCapacity(ctx, log, id, s.GetProjectId(), conds, reason, msg)
 }
 
-// deferRestart queues the restart of a lost runner that found only ports
-// waiting out PORT_REUSE_DELAY (msg says so) and puts the session back to
-// Pending, condition RunnerStarted=False NoPortAvailable naming the lost
-// owner: its runner is gone, and the session waits for one as any queued
-// start does (the queue's wake-up when the port is reusable, a runner's
-// end, the resync; a peer with a port to spare may start it first). It
-// stays Creating or Running otherwise, which no start from the queue
-// acts on (startClaimed), and which tells its user that a runner serves
-// it. The session is queued before the write, so that the write's echo
-// finds it waiting and does not retry the start at once. A session
-// stopped meanwhile is left to its stop.
-func (r *Reconciler) deferRestart(ctx context.Context, log *slog.Logger, s *ambientv1.Session, lost *supervise.Restart, conds session.Conditions, msg string) error {
-	id := s.GetMetadata().GetId()
-	r.queueDeferred(id, s.GetProjectId())
-	msg = status.ReasonRunnerLost + ": owner " + lost.String() + " lost; its restart waits for a port: " + msg
-	conds = conds.Set(session.Condition{Type: status.CondRunnerStarted, Status: session.StatusFalse, Reason: status.ReasonNoPortAvailable, Message: msg}, time.Now())
-	g, err := r.status.WriteIf(ctx, id, status.Update{Phase: session.PhasePending, Conditions: conds}, func(p session.Phase) bool {
-		return p == session.PhaseCreating || p == session.PhaseRunning
-	})
-	if err != nil || !g.Wrote {
-		// Not Pending: no start from the queue would act on it. A
-		// session still Creating or Running (the write failed) is lost
-		// again at the next runner check or resync.
-		r.queue.Remove(id)
-		if err != nil {
-			return wrapRetry("write pending phase of", id, err)
-		}
-		return nil
-	}
-	log.Info("restart of a lost runner deferred until a port is reusable", slog.String("previous_owner", lost.Owner))
-	return nil
-}
-
-// queueDeferred queues session id of project, deferred for capacity. A
-// start that was taken from the queue keeps the place it waited for
-// (front), since it found no room after all; others join at the back.
-func (r *Reconciler) queueDeferred(id, project string) {
-	if r.projectStarts.has(id) {
-		r.queue.Requeue(id, project)
-		return
-	}
-	r.queue.Add(id, project)
-}
-
 // deferForCapacity reports a capacity shortage on the session (condition
 // RunnerStarted=False with the reason, phase unchanged) and queues it under
 // its project: it starts when a local runner ends and its project's turn
 // comes, when a port that waits out PORT_REUSE_DELAY is reusable again (or
-// a resync finds it). A start taken from the queue keeps its place
-// (queueDeferred). The event is acked, not naked: the
+// a resync finds it). The event is acked, not naked: the
 // consumer group delivers one message per member at a time, so a delayed
 // nak would stall every other session of this replica.
 func (r *Reconciler) deferForCapacity(ctx context.Context, log *slog.Logger, id, project string, conds session.Conditions, reason, msg string) error {
-	r.queueDeferred(id, project)
+	r.queue.Add(id, project)
 	if c, ok := conds.Get(status.CondRunnerStarted); !ok || c.Status != session.StatusFalse || c.Reason != reason {
 		conds = conds.Set(session.Condition{Type: status.CondRunnerStarted, Status: session.StatusFalse, Reason: reason, Message: msg + "; starts when capacity frees up"}, time.Now())
 		if err := r.status.Write(ctx, id, status.Update{Conditions: conds}); err != nil {
