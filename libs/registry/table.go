@@ -57,10 +57,29 @@ type Table struct {
 	created   time.Time
 	snapshots uint64
 	reopenNow chan struct{}
-	// staleReopen is set while a reopen asked for a stale table awaits
-	// its snapshot: asked again at every beat, a snapshot slower than a
-	// beat would never arrive.
-	staleReopen atomic.Bool
+	// reopenAsked is set while a reopen the heartbeat asked (a stale
+	// table, a watch that lags) awaits its snapshot: asked again at every
+	// beat, a snapshot slower than a beat would never arrive.
+	reopenAsked atomic.Bool
+	// pendingSeq and pendingAt (guarded by mu; pendingAt 0: none) are a
+	// beat's answer the watch has not caught up with yet: the stream's
+	// last sequence when the beat asked, at pendingAt. The table is
+	// current as of pendingAt once the watch has applied pendingSeq; a
+	// status answer alone says nothing of a watch that has stopped
+	// receiving (its consumer lost while the connection stays up) or lags.
+	pendingSeq uint64
+	pendingAt  int64
+	// beatApplied is applied as the last beat saw it (guarded by mu): a
+	// watch behind the server that applied nothing since is read afresh.
+	beatApplied uint64
+	// openedSeq is the stream's last sequence before the current watch
+	// opened (guarded by mu; 0: unknown): its snapshot holds everything
+	// up to there, messages removed since (an expired marker) included.
+	openedSeq uint64
+	// opening is set (guarded by mu) from a watch's (re)open until its
+	// snapshot: a bucket check made meanwhile may already see the new
+	// bucket while the table still holds the old one.
+	opening bool
 }
 
 // Read-through bounds (Resolve): the reads in flight at once, and how long
@@ -283,6 +302,17 @@ func (t *Table) awaitApplied(ctx context.Context, kv jetstream.KeyValue, key str
 			case err != nil:
 				return Endpoint{}, fmt.Errorf("%w: %w", ErrRouteUnknown, err)
 			case !recreated:
+				t.mu.Lock()
+				again := t.opening || t.snapshots != snapshots
+				t.mu.Unlock()
+				if again {
+					// A reopen began or ended since the table was read
+					// (the heartbeat's, another Resolve's): the bucket
+					// checked may be the new one the table has not read
+					// yet, so its snapshot decides.
+					awaitSnapshot = snapshots + 1
+					continue
+				}
 				// The watch is past the record read: gone again meanwhile.
 				return Endpoint{}, ErrNoRoute
 			}
@@ -341,6 +371,26 @@ func (t *Table) observe(st jetstream.KeyValueStatus) bool {
 	}
 	t.askReopen()
 	return true
+}
+
+// caughtUpLocked returns the time of the pending beat answer once the
+// watch has applied its sequence (and forgets it), else 0. t.mu must be
+// held.
+func (t *Table) caughtUpLocked() int64 {
+	if t.pendingAt == 0 || t.applied < t.pendingSeq {
+		return 0
+	}
+	at := t.pendingAt
+	t.pendingSeq, t.pendingAt = 0, 0
+	return at
+}
+
+// lastSeqOf returns the last sequence of st's stream (0 if st cannot say).
+func lastSeqOf(st jetstream.KeyValueStatus) uint64 {
+	if bs, ok := st.(*jetstream.KeyValueBucketStatus); ok && bs.StreamInfo() != nil {
+		return bs.StreamInfo().State.LastSeq
+	}
+	return 0
 }
 
 // createdOf returns when st's bucket was created (zero if st cannot say).
@@ -447,13 +497,18 @@ func (t *Table) Synced() <-chan struct{} { return t.synced }
 // them). Run must not be called twice concurrently on one table.
 //
 // While the watch runs, a heartbeat asks the server for the bucket's
-// status every min(2s, bound/4) (WithStaleAfter): each answer, like the
-// snapshot and each change the watch applies, confirms the table current.
-// A bucket whose creation time differs from the one the watch opened on
-// was deleted and created again: the watch of the old one would wait for
-// revisions the new one has not reached, so the watch is reopened at once
-// and its snapshot replaces the table. A table that went stale is
-// reopened as soon as the server answers again.
+// status every min(2s, bound/4) (WithStaleAfter). An answer confirms the
+// table current as of the moment it was asked once the watch has applied
+// the stream's last sequence it gave; a snapshot confirms it too. A
+// change the watch applies confirms nothing by itself: a watch that lags,
+// or whose consumer the server lost while the connection stayed up,
+// still receives now and then. A watch short of an answer that applied
+// nothing for a whole beat is reopened (a lost consumer; a last message
+// removed before the watch saw it), and so is a table that went stale, as
+// soon as the server answers again. A bucket whose creation time differs from the
+// one the watch opened on was deleted and created again: the watch of the
+// old one would wait for revisions the new one has not reached, so the
+// watch is reopened at once and its snapshot replaces the table.
 func (t *Table) Run(ctx context.Context, kv jetstream.KeyValue) error {
 	t.mu.Lock()
 	t.kv = kv
@@ -516,10 +571,16 @@ func (t *Table) Run(ctx context.Context, kv jetstream.KeyValue) error {
 			}
 			t.entries = m
 			t.snapshots++
-			t.appliedLocked(last)
+			t.opening = false
+			// The snapshot holds the stream up to the last sequence seen
+			// before the watch opened, messages since removed (expired
+			// markers) included: without it a last message the watch
+			// never saw would hold every beat's answer unreached.
+			t.appliedLocked(max(last, t.openedSeq))
+			t.pendingSeq, t.pendingAt = 0, 0
 			t.mu.Unlock()
 			t.freshAt.Store(t.now())
-			t.staleReopen.Store(false)
+			t.reopenAsked.Store(false)
 			t.lastErr.Store(nil)
 			t.ready.Store(true)
 			t.once.Do(func() { close(t.synced) })
@@ -528,10 +589,18 @@ func (t *Table) Run(ctx context.Context, kv jetstream.KeyValue) error {
 			t.mu.Lock()
 			applyEntry(t.entries, e, t.removed)
 			t.appliedLocked(e.Revision())
+			at := t.caughtUpLocked()
 			t.mu.Unlock()
-			t.confirm(t.now())
+			// A change says the watch receives, not that it has caught
+			// up: only a beat's answer reached confirms.
+			if at > 0 {
+				t.confirm(at)
+			}
 		},
 		Broken: func(err error, _ time.Duration) {
+			t.mu.Lock()
+			t.opening = false
+			t.mu.Unlock()
 			t.ready.Store(false)
 			t.lastErr.Store(&err)
 		},
@@ -551,11 +620,16 @@ func (t *Table) Run(ctx context.Context, kv jetstream.KeyValue) error {
 func (t *Table) openedOn(ctx context.Context, kv jetstream.KeyValue) {
 	t.mu.Lock()
 	t.created = time.Time{}
+	t.openedSeq = 0
+	t.opening = true
 	t.mu.Unlock()
 	cctx, cancel := context.WithTimeout(ctx, t.beatEvery)
 	defer cancel()
 	if st, err := kv.Status(cctx); err == nil {
 		t.observe(st)
+		t.mu.Lock()
+		t.openedSeq = lastSeqOf(st)
+		t.mu.Unlock()
 	}
 }
 
@@ -575,8 +649,11 @@ func (t *Table) heartbeat(ctx context.Context, kv jetstream.KeyValue) {
 }
 
 // beat is one heartbeat: a round trip to the server for the bucket's
-// status. The table counts as current from the moment the question was
-// asked, and only while its watch is live and on the same bucket.
+// status, which gives the stream's last sequence. The table counts as
+// current from the moment the question was asked once its watch has
+// applied that sequence (here, or at a later change), and only while the
+// watch is live and on the same bucket. A watch stuck short of an answer
+// for a beat, or a table gone stale, is read afresh.
 func (t *Table) beat(ctx context.Context, kv jetstream.KeyValue) {
 	asked := t.now()
 	cctx, cancel := context.WithTimeout(ctx, t.beatEvery)
@@ -585,9 +662,32 @@ func (t *Table) beat(ctx context.Context, kv jetstream.KeyValue) {
 	if err != nil || t.observe(st) || !t.ready.Load() {
 		return
 	}
-	if !t.confirm(asked) && t.staleReopen.CompareAndSwap(false, true) {
-		// Stale, and the server answers again: a fresh snapshot ends it
-		// (the watch may not have caught up with what it missed yet).
+	t.mu.Lock()
+	// An answer kept from an earlier beat is not replaced by this one: a
+	// watch that keeps lagging a moving stream would never reach one.
+	// Stuck: behind an earlier answer and nothing applied since the last
+	// beat. A watch that is merely slow (a loaded machine, a backlog) is
+	// left to catch up: reading the bucket afresh would not be quicker,
+	// and the bound still holds (a stale table is read afresh below).
+	stuck := t.pendingAt != 0 && t.applied < t.pendingSeq && t.applied == t.beatApplied
+	t.beatApplied = t.applied
+	if t.pendingAt == 0 {
+		t.pendingSeq, t.pendingAt = lastSeqOf(st), asked
+	}
+	at := t.caughtUpLocked()
+	opening := t.opening
+	t.mu.Unlock()
+	if at > 0 && t.confirm(at) {
+		return
+	}
+	// Not confirmed. Stale, and the server answers again: a fresh
+	// snapshot ends it (the watch may not have caught up with what it
+	// missed yet). A watch stuck a whole beat behind the server has lost
+	// its consumer, or will never reach the answer: the stream's last
+	// message was removed before the watch saw it (an expired marker). A
+	// fresh snapshot settles either before the table goes stale. A
+	// reopen already under way will bring one.
+	if (stuck || t.Fresh() != nil) && !opening && t.reopenAsked.CompareAndSwap(false, true) {
 		t.askReopen()
 	}
 }

@@ -231,7 +231,9 @@ func TestTableRewatch(t *testing.T) {
 // message it saw, so it never sees the purge; the record would route the
 // released session for good (to a port another session's runner may have
 // by then). With WithReopen the reconnect makes the table read the bucket
-// afresh and the record goes; without it the test fails.
+// afresh and the record goes. (Without it the heartbeat reads afresh too,
+// a beat after it finds the watch short of the marker's sequence:
+// TestTableReadsPastRemovedLastMessage.)
 func TestTableReadsAfreshAfterReconnect(t *testing.T) {
 	t.Parallel()
 	srv := testenv.NATS(t)
