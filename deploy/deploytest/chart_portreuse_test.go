@@ -19,6 +19,28 @@ import (
 // on the same port. The tests render the local-runners values, which
 // deploy both services.
 
+// refusedValues is a local-runners values overlay the chart must refuse,
+// and a part of the render error that must name why.
+type refusedValues struct{ name, values, wantErr string }
+
+// wantRefused renders each case's values in a parallel subtest and fails
+// it unless the render fails with an error containing its wantErr.
+func wantRefused(t *testing.T, tests []refusedValues) {
+	t.Helper()
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := render(t, localRunnersWith(t, tc.values))
+			if err == nil {
+				t.Fatalf("values accepted:\n%s", tc.values)
+			}
+			if !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("error %q does not contain %q", err, tc.wantErr)
+			}
+		})
+	}
+}
+
 // TestChartPortReuseDefaults: both settings reach their services with the
 // services' own defaults, which keep the rule (30s > 10s + 2s).
 func TestChartPortReuseDefaults(t *testing.T) {
@@ -37,7 +59,7 @@ func TestChartPortReuseDefaults(t *testing.T) {
 // the bound and why, when the release runs both services.
 func TestChartRefusesPortReuseWithinStaleRoutes(t *testing.T) {
 	t.Parallel()
-	tests := []struct{ name, values, wantErr string }{
+	tests := []refusedValues{
 		{
 			"delay equal to the bound", `runnerManager: {portReuseDelay: 12s}`,
 			`runnerManager.portReuseDelay (12s) must be greater than aguiProxy.routesStaleAfter (10s) plus 2s, the proxy's heartbeat (12s in all): ` +
@@ -51,18 +73,7 @@ func TestChartRefusesPortReuseWithinStaleRoutes(t *testing.T) {
 		{"bound in ms", "runnerManager: {portReuseDelay: 3500ms}\naguiProxy: {routesStaleAfter: 1500ms}", "aguiProxy.routesStaleAfter (1500ms) plus 2s, the proxy's heartbeat (3500ms in all)"},
 		{"hours", "runnerManager: {portReuseDelay: 1h}\naguiProxy: {routesStaleAfter: 1h}", "runnerManager.portReuseDelay (1h) must be greater than aguiProxy.routesStaleAfter (1h) plus 2s"},
 	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			_, err := render(t, localRunnersWith(t, tc.values))
-			if err == nil {
-				t.Fatalf("values accepted:\n%s", tc.values)
-			}
-			if !strings.Contains(err.Error(), tc.wantErr) {
-				t.Errorf("error %q does not contain %q", err, tc.wantErr)
-			}
-		})
-	}
+	wantRefused(t, tests)
 }
 
 // TestChartAcceptsSafePortReuse: a delay above the bound renders, both
@@ -115,7 +126,7 @@ func TestChartAcceptsSafePortReuse(t *testing.T) {
 // 1s): each error names the key.
 func TestChartRejectsBadPortReuseDurations(t *testing.T) {
 	t.Parallel()
-	tests := []struct{ name, values, wantErr string }{
+	tests := []refusedValues{
 		{"delay without a unit", `runnerManager: {portReuseDelay: "30"}`, "/runnerManager/portReuseDelay"},
 		{"delay as a number", `runnerManager: {portReuseDelay: 30}`, "/runnerManager/portReuseDelay"},
 		{"negative delay", `runnerManager: {portReuseDelay: "-30s"}`, "/runnerManager/portReuseDelay"},
@@ -133,18 +144,7 @@ func TestChartRejectsBadPortReuseDurations(t *testing.T) {
 		{"delay past Go's largest duration", `runnerManager: {portReuseDelay: 2562048h}`, `runnerManager.portReuseDelay "2562048h" is longer than Go's largest duration`},
 		{"delay with too many digits", `runnerManager: {portReuseDelay: 99999999999999999999s}`, `runnerManager.portReuseDelay "99999999999999999999s" is longer than Go's largest duration`},
 	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			_, err := render(t, localRunnersWith(t, tc.values))
-			if err == nil {
-				t.Fatalf("values accepted:\n%s", tc.values)
-			}
-			if !strings.Contains(err.Error(), tc.wantErr) {
-				t.Errorf("error %q does not mention %q", err, tc.wantErr)
-			}
-		})
-	}
+	wantRefused(t, tests)
 }
 
 // TestChartDurationMillis: acp.durationMillis reads every form the schema

@@ -135,52 +135,10 @@ func TestTableReadsPastRemovedLastMessage(t *testing.T) {
 	}{{"stale", time.Second}, {"no-bound", 0}} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			srv := testenv.NATS(t)
-			_, js := testenv.JetStream(t, srv)
-			ctx := t.Context()
-			kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "ambient-runners", LimitMarkerTTL: time.Second})
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, id := range []string{"released", "kept"} {
-				if _, err := registry.Claim(ctx, kv, running(id, 9100)); err != nil {
-					t.Fatal(err)
-				}
-			}
-			link := testenv.NewLink(t, strings.TrimPrefix(srv.ClientURL(), "nats://"))
-			nc := testenv.ConnURL(t, "nats://"+link.Addr())
-			tjs, err := jetstream.New(nc)
-			if err != nil {
-				t.Fatal(err)
-			}
-			tkv, err := tjs.KeyValue(ctx, "ambient-runners")
-			if err != nil {
-				t.Fatal(err)
-			}
+			b := newMarkerBucket(t)
 			tab := registry.NewTable(registry.WithStaleAfter(tc.bound))
-			runTable(t, tab, tkv)
-
-			link.Cut()
-			testenv.Eventually(t, 10*time.Second, func() error {
-				if nc.IsConnected() {
-					return errors.New("table's connection still up")
-				}
-				return nil
-			})
-			if _, err := registry.Release(ctx, kv, "released", "m", registry.WithMarkerTTL(time.Second)); err != nil {
-				t.Fatal(err)
-			}
-			testenv.Eventually(t, 10*time.Second, func() error {
-				st, err := kv.Status(ctx)
-				if err != nil {
-					return err
-				}
-				if st.Values() != 1 {
-					return fmt.Errorf("bucket holds %d messages, want 1 (the release's marker expired)", st.Values())
-				}
-				return nil
-			})
-			link.Restore()
+			runTable(t, tab, b.tkv)
+			b.releaseWhileCut(t)
 			testenv.Eventually(t, 30*time.Second, func() error { // hang guard: beats every 250ms-2s
 				if err := tab.Fresh(); err != nil {
 					return err

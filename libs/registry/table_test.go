@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ambient-code/control-plane/libs/bus"
@@ -48,6 +49,76 @@ func runTable(t *testing.T, tab *registry.Table, kv jetstream.KeyValue) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("table not synced")
 	}
+}
+
+// markerBucket is a fresh server's runners bucket, whose release markers
+// expire (LimitMarkerTTL), holding routable records of the sessions
+// "released" and "kept"; and the same bucket through the table's own
+// connection, over a link the test cuts.
+type markerBucket struct {
+	kv   jetstream.KeyValue // the test's direct view: writes while cut off
+	tkv  jetstream.KeyValue // the table's view, through link
+	nc   *nats.Conn         // the table's connection
+	link *testenv.Link
+}
+
+// newMarkerBucket sets up a markerBucket.
+func newMarkerBucket(t *testing.T) *markerBucket {
+	t.Helper()
+	srv := testenv.NATS(t)
+	_, js := testenv.JetStream(t, srv)
+	ctx := t.Context()
+	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "ambient-runners", LimitMarkerTTL: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"released", "kept"} {
+		if _, err := registry.Claim(ctx, kv, running(id, 9100)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	link := testenv.NewLink(t, strings.TrimPrefix(srv.ClientURL(), "nats://"))
+	nc := testenv.ConnURL(t, "nats://"+link.Addr())
+	tjs, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tkv, err := tjs.KeyValue(ctx, "ambient-runners")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &markerBucket{kv: kv, tkv: tkv, nc: nc, link: link}
+}
+
+// releaseWhileCut releases "released" while the table's connection is
+// away for longer than the release's marker lives: it cuts the link,
+// waits until the connection is down, releases with a 1s marker, waits
+// until the marker expired (the bucket holds kept's record alone) and
+// restores the link. The table's watch never sees the marker.
+func (b *markerBucket) releaseWhileCut(t *testing.T) {
+	t.Helper()
+	ctx := t.Context()
+	b.link.Cut()
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if b.nc.IsConnected() {
+			return errors.New("table's connection still up")
+		}
+		return nil
+	})
+	if _, err := registry.Release(ctx, b.kv, "released", "m", registry.WithMarkerTTL(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 10*time.Second, func() error {
+		st, err := b.kv.Status(ctx)
+		if err != nil {
+			return err
+		}
+		if st.Values() != 1 {
+			return fmt.Errorf("bucket holds %d messages, want 1 (the release's marker expired)", st.Values())
+		}
+		return nil
+	})
+	b.link.Restore()
 }
 
 // TestTableMisfiledRecord: a record stored under another session's key
@@ -236,60 +307,18 @@ func TestTableRewatch(t *testing.T) {
 // TestTableReadsPastRemovedLastMessage.)
 func TestTableReadsAfreshAfterReconnect(t *testing.T) {
 	t.Parallel()
-	srv := testenv.NATS(t)
-	_, js := testenv.JetStream(t, srv)
-	ctx := t.Context()
-	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "ambient-runners", LimitMarkerTTL: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, id := range []string{"released", "kept"} {
-		if _, err := registry.Claim(ctx, kv, running(id, 9100)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	// The table's own connection, through a link the test cuts.
-	link := testenv.NewLink(t, strings.TrimPrefix(srv.ClientURL(), "nats://"))
-	nc := testenv.ConnURL(t, "nats://"+link.Addr())
-	reconnects := bus.WatchReconnects(nc)
-	tjs, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tkv, err := tjs.KeyValue(ctx, "ambient-runners")
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := newMarkerBucket(t)
+	reconnects := bus.WatchReconnects(b.nc)
 	// No interval: only the reconnect may bring the fresh read.
 	tab := registry.NewTable(registry.WithReopen(reconnects.Next, 0))
-	runTable(t, tab, tkv)
+	runTable(t, tab, b.tkv)
 	if _, ok := tab.Lookup("released"); !ok {
 		t.Fatal("released session not routed before the cut")
 	}
 
-	link.Cut()
-	testenv.Eventually(t, 10*time.Second, func() error {
-		if nc.IsConnected() {
-			return errors.New("table's connection still up")
-		}
-		return nil
-	})
-	if _, err := registry.Release(ctx, kv, "released", "m", registry.WithMarkerTTL(time.Second)); err != nil {
-		t.Fatal(err)
-	}
-	testenv.Eventually(t, 10*time.Second, func() error {
-		st, err := kv.Status(ctx)
-		if err != nil {
-			return err
-		}
-		if st.Values() != 1 {
-			return fmt.Errorf("bucket holds %d messages, want 1 (the release's marker expired)", st.Values())
-		}
-		return nil
-	})
-	link.Restore()
+	b.releaseWhileCut(t)
 	testenv.Eventually(t, 15*time.Second, func() error {
-		if !nc.IsConnected() {
+		if !b.nc.IsConnected() {
 			return errors.New("table's connection not back")
 		}
 		if got, ok := tab.Lookup("released"); ok {

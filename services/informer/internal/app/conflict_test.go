@@ -179,10 +179,7 @@ func TestLeadershipMovesWithoutConflicts(t *testing.T) {
 func TestPurgedSubjectPublishedAfterReconfirm(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
-	h.seed(3, 1)
-	a := h.start("a", nil)
-	h.waitLeaderReady(a, 30*time.Second)
-	h.waitConverged(live, bucket, 30*time.Second)
+	a, _ := h.startSyncedLeader(nil)
 	wantNoConflicts(t, a, "initial sync")
 	x := h.sessionIDs()[0]
 	s, err := h.js.Stream(t.Context(), live)
@@ -223,10 +220,7 @@ func TestPurgedSubjectPublishedAfterReconfirm(t *testing.T) {
 func TestForeignEventAdopted(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
-	h.seed(3, 1)
-	a := h.start("a", nil)
-	h.waitLeaderReady(a, 30*time.Second)
-	h.waitConverged(live, bucket, 30*time.Second)
+	a, _ := h.startSyncedLeader(nil)
 	x := h.sessionIDs()[0]
 	last, ev := h.lastEvent(x)
 	cur := ev.GetObject().GetSession()

@@ -57,10 +57,7 @@ func (h *harness) waitRecreated(inf *informer, name string) {
 func TestStreamAndBucketsDeletedAreRecreated(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
-	h.seed(3, 1)
-	a := h.start("a", nil)
-	h.waitLeaderReady(a, 30*time.Second)
-	h.waitConverged(live, bucket, 30*time.Second)
+	a, _ := h.startSyncedLeader(nil)
 
 	ctx := t.Context()
 	if err := h.js.DeleteStream(ctx, live); err != nil {
@@ -82,10 +79,7 @@ func TestStreamAndBucketsDeletedAreRecreated(t *testing.T) {
 func TestObjectsBucketDeletedIsRecreated(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
-	h.seed(3, 1)
-	a := h.start("a", nil)
-	h.waitLeaderReady(a, 30*time.Second)
-	h.waitConverged(live, bucket, 30*time.Second)
+	a, _ := h.startSyncedLeader(nil)
 	if err := h.js.DeleteKeyValue(t.Context(), bucket); err != nil {
 		t.Fatal(err)
 	}
@@ -100,10 +94,7 @@ func TestObjectsBucketDeletedIsRecreated(t *testing.T) {
 func TestNATSStoreLostIsRecreated(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
-	h.seed(3, 1)
-	a := h.start("a", nil)
-	h.waitLeaderReady(a, 30*time.Second)
-	h.waitConverged(live, bucket, 30*time.Second)
+	a, _ := h.startSyncedLeader(nil)
 
 	h.nats.Shutdown()
 	if err := os.RemoveAll(filepath.Join(h.nats.StoreDir(), "jetstream")); err != nil {

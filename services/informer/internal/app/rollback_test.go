@@ -14,17 +14,27 @@ import (
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
 )
 
+// startOnSteppedClock starts a harness whose API reads its clock as a
+// fixed base plus the returned offset (ns, 0 at first), so a test can
+// step it back to a reading it stamped before, and informer "a" leading
+// and ready on it.
+func startOnSteppedClock(t *testing.T) (*harness, *informer, *atomic.Int64) {
+	t.Helper()
+	base := time.Now().Truncate(time.Second)
+	at := new(atomic.Int64) // the API's clock, ns since base
+	h := newHarness(t, memapi.WithClock(func() time.Time { return base.Add(time.Duration(at.Load())) }))
+	inf := h.start("a", nil)
+	h.waitLeaderReady(inf, 30*time.Second)
+	return h, inf, at
+}
+
 // TestRolledBackStateIsPublished: the API goes back to a state it
 // had before (a restore, a failover to a lagging replica, a clock step
 // back that stamps the same time): the object is byte for byte a version
 // published earlier. Consumers hold the newer state and must be told.
 func TestRolledBackStateIsPublished(t *testing.T) {
 	t.Parallel()
-	base := time.Now().Truncate(time.Second)
-	var at atomic.Int64 // the API's clock, ns since base
-	h := newHarness(t, memapi.WithClock(func() time.Time { return base.Add(time.Duration(at.Load())) }))
-	inf := h.start("a", nil)
-	h.waitLeaderReady(inf, 30*time.Second)
+	h, inf, at := startOnSteppedClock(t)
 	id := h.createSession("rollback").GetMetadata().GetId()
 	testenv.Eventually(t, 30*time.Second, func() error {
 		if n := inf.metric("informer_relists_total", `resource="sessions"`); n < 2 {
@@ -57,11 +67,7 @@ func TestRolledBackStateIsPublished(t *testing.T) {
 // it again: consumers were told it is gone.
 func TestRestoredProjectIsAnnounced(t *testing.T) {
 	t.Parallel()
-	base := time.Now().Truncate(time.Second)
-	var at atomic.Int64 // the API's clock, ns since base
-	h := newHarness(t, memapi.WithClock(func() time.Time { return base.Add(time.Duration(at.Load())) }))
-	inf := h.start("a", nil)
-	h.waitLeaderReady(inf, 30*time.Second)
+	h, inf, at := startOnSteppedClock(t)
 	ctx := context.Background()
 	if _, err := h.c.CreateProject(ctx, &ambientv1.CreateProjectRequest{Name: "restored"}); err != nil {
 		t.Fatal(err)

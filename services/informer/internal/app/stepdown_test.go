@@ -13,7 +13,9 @@ import (
 	"github.com/ambient-code/control-plane/libs/apiclient"
 	"github.com/ambient-code/control-plane/libs/events"
 	"github.com/ambient-code/control-plane/libs/testenv"
+	eventsv1 "github.com/ambient-code/control-plane/proto/ambient/events/v1"
 	ambientv1 "github.com/ambient-code/control-plane/proto/ambient/v1"
+	"github.com/ambient-code/control-plane/services/informer/internal/app"
 	"github.com/ambient-code/control-plane/services/informer/internal/config"
 )
 
@@ -29,6 +31,28 @@ func (h *harness) published(id string) error {
 		}
 	}
 	return fmt.Errorf("no event of %s in %d events", id, len(evs))
+}
+
+// startSyncedLeader seeds the API with 3 sessions and 1 project, starts
+// informer "a" with overrides and opts, and waits until it leads, is
+// ready, and the events stream and objects bucket hold the API's state:
+// the common start of the tests that then lose or change something. It
+// returns a and the events the stream converged on.
+func (h *harness) startSyncedLeader(overrides map[string]string, opts ...app.Option) (*informer, []*eventsv1.ResourceEvent) {
+	h.t.Helper()
+	h.seed(3, 1)
+	a := h.start("a", overrides, opts...)
+	h.waitLeaderReady(a, 30*time.Second)
+	return a, h.waitConverged(live, bucket, 30*time.Second)
+}
+
+// deleteEventsStream deletes the events stream, as one deleted by
+// mistake or lost on its peers.
+func (h *harness) deleteEventsStream() {
+	h.t.Helper()
+	if err := h.js.DeleteStream(h.t.Context(), live); err != nil {
+		h.t.Fatal(err)
+	}
 }
 
 // TestLeaderCutFromAPIStepsDown: the leader loses its connection to the

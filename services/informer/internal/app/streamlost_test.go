@@ -12,6 +12,34 @@ import (
 	"github.com/ambient-code/control-plane/services/informer/internal/config"
 )
 
+// startStandbyRecreatingStream starts informer "b" once the events stream
+// is deleted, and waits until its start-up set-up (bus.EnsureStream) has
+// created the stream again and b stands by: the leader's stream was
+// recreated under its term.
+func (h *harness) startStandbyRecreatingStream() {
+	h.t.Helper()
+	b := h.start("b", nil)
+	testenv.Eventually(h.t, 30*time.Second, func() error {
+		if _, err := h.js.Stream(h.t.Context(), live); err != nil {
+			return fmt.Errorf("stream not recreated by b's start-up yet: %w", err)
+		}
+		if b.metric("informer_lease_leader") != 0 {
+			return fmt.Errorf("b not up as a standby")
+		}
+		return nil
+	})
+}
+
+// loseStreamWhileStopped stops a and then deletes the events stream: it
+// is lost while no informer runs, the objects bucket survives.
+func (h *harness) loseStreamWhileStopped(a *informer) {
+	h.t.Helper()
+	if err := a.stop(); err != nil {
+		h.t.Fatal(err)
+	}
+	h.deleteEventsStream()
+}
+
 // TestEventsStreamAloneLostAnnouncesTheState: only the events stream is
 // lost (deleted by mistake, or lost on its peers) while the objects bucket
 // survives. The recreated stream must carry the whole state again: a
@@ -22,13 +50,8 @@ import (
 func TestEventsStreamAloneLostAnnouncesTheState(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
-	h.seed(3, 1)
-	a := h.start("a", nil)
-	h.waitLeaderReady(a, 30*time.Second)
-	h.waitConverged(live, bucket, 30*time.Second)
-	if err := h.js.DeleteStream(t.Context(), live); err != nil {
-		t.Fatal(err)
-	}
+	a, _ := h.startSyncedLeader(nil)
+	h.deleteEventsStream()
 	h.waitRecreated(a, "after-delete")
 	h.waitConverged(live, bucket, 30*time.Second)
 	if n := a.metric("informer_kv_conflicts_total"); n != 0 {
@@ -43,16 +66,8 @@ func TestEventsStreamAloneLostAnnouncesTheState(t *testing.T) {
 func TestEventsStreamLostWhileStoppedAnnouncesTheState(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
-	h.seed(3, 1)
-	a := h.start("a", nil)
-	h.waitLeaderReady(a, 30*time.Second)
-	h.waitConverged(live, bucket, 30*time.Second)
-	if err := a.stop(); err != nil {
-		t.Fatal(err)
-	}
-	if err := h.js.DeleteStream(t.Context(), live); err != nil {
-		t.Fatal(err)
-	}
+	a, _ := h.startSyncedLeader(nil)
+	h.loseStreamWhileStopped(a)
 	b := h.start("b", nil)
 	h.waitLeaderReady(b, 30*time.Second)
 	evs := h.waitConverged(live, bucket, 30*time.Second)
@@ -77,10 +92,7 @@ func TestEventsStreamLostWhileStoppedAnnouncesTheState(t *testing.T) {
 func TestSessionDeletedWhileStreamLostIsAnnouncedDeleted(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
-	h.seed(3, 1)
-	a := h.start("a", nil)
-	h.waitLeaderReady(a, 30*time.Second)
-	evs := h.waitConverged(live, bucket, 30*time.Second)
+	a, evs := h.startSyncedLeader(nil)
 	var gone string
 	for _, ev := range evs {
 		if ev.GetResource() == eventsv1.Resource_RESOURCE_SESSIONS {
@@ -88,12 +100,7 @@ func TestSessionDeletedWhileStreamLostIsAnnouncedDeleted(t *testing.T) {
 			break
 		}
 	}
-	if err := a.stop(); err != nil {
-		t.Fatal(err)
-	}
-	if err := h.js.DeleteStream(t.Context(), live); err != nil {
-		t.Fatal(err)
-	}
+	h.loseStreamWhileStopped(a)
 	h.deleteSession(gone)
 	b := h.start("b", nil)
 	h.waitLeaderReady(b, 30*time.Second)
@@ -128,23 +135,9 @@ func TestSessionDeletedWhileStreamLostIsAnnouncedDeleted(t *testing.T) {
 func TestEventsStreamRecreatedByStandbyAnnouncesTheState(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
-	h.seed(3, 1)
-	a := h.start("a", nil)
-	h.waitLeaderReady(a, 30*time.Second)
-	h.waitConverged(live, bucket, 30*time.Second)
-	if err := h.js.DeleteStream(t.Context(), live); err != nil {
-		t.Fatal(err)
-	}
-	b := h.start("b", nil)
-	testenv.Eventually(t, 30*time.Second, func() error {
-		if _, err := h.js.Stream(t.Context(), live); err != nil {
-			return fmt.Errorf("stream not recreated by b's start-up yet: %w", err)
-		}
-		if b.metric("informer_lease_leader") != 0 {
-			return fmt.Errorf("b not up as a standby")
-		}
-		return nil
-	})
+	a, _ := h.startSyncedLeader(nil)
+	h.deleteEventsStream()
+	h.startStandbyRecreatingStream()
 	id := h.createSession("after-recreate").GetMetadata().GetId()
 	testenv.Eventually(t, 30*time.Second, func() error { return h.published(id) })
 	if !a.isLeader() {
@@ -166,23 +159,9 @@ func TestEventsStreamRecreatedByStandbyAnnouncesTheState(t *testing.T) {
 func TestEventsStreamRecreatedUnderTheLeaderIsNoticedOnAConflict(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
-	h.seed(3, 1)
-	a := h.start("a", map[string]string{config.EnvAuditInterval: "0"}, app.WithStreamCheck(0))
-	h.waitLeaderReady(a, 30*time.Second)
-	h.waitConverged(live, bucket, 30*time.Second)
-	if err := h.js.DeleteStream(t.Context(), live); err != nil {
-		t.Fatal(err)
-	}
-	b := h.start("b", nil)
-	testenv.Eventually(t, 30*time.Second, func() error {
-		if _, err := h.js.Stream(t.Context(), live); err != nil {
-			return fmt.Errorf("stream not recreated by b's start-up yet: %w", err)
-		}
-		if b.metric("informer_lease_leader") != 0 {
-			return fmt.Errorf("b not up as a standby")
-		}
-		return nil
-	})
+	a, _ := h.startSyncedLeader(map[string]string{config.EnvAuditInterval: "0"}, app.WithStreamCheck(0))
+	h.deleteEventsStream()
+	h.startStandbyRecreatingStream()
 	h.updateSession(h.sessionIDs()[0], "after-recreate")
 	h.waitConverged(live, bucket, 30*time.Second)
 	if !a.isLeader() {
